@@ -1,0 +1,435 @@
+"""CLIP image encoders: one factory, a fingerprint, and one forward pass that
+every detector shares.
+
+Heavy imports (torch, open_clip) live inside functions so that commands which
+never touch a model (``--help``, ``meta``) start fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEFAULT_MODEL = "ViT-L-14"
+DEFAULT_PRETRAINED = "openai"
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class BackboneUnavailable(RuntimeError):
+    """The encoder cannot be built here; `remedy` tells the user what to do."""
+
+    def __init__(self, reason: str, remedy: str = ""):
+        super().__init__(reason + (f" Remedy: {remedy}" if remedy else ""))
+        self.reason = reason
+        self.remedy = remedy
+
+
+# --------------------------------------------------------------------------
+# torchvision on a CPU-only torch
+# --------------------------------------------------------------------------
+_TV_SHIM_LIB = None  # keeps the operator schemas registered for the process lifetime
+
+
+def import_open_clip():
+    """Import open_clip, working around a CUDA-only torchvision wheel.
+
+    PyPI's torchvision wheels link their C++ ops against CUDA torch. Next to the
+    CPU torch build, loading those ops fails and ``import torchvision`` then dies
+    registering a fake kernel for ``torchvision::nms`` (pytorch/vision#9085).
+    open_clip only needs torchvision's Python transforms, so when (and only
+    when) that import fails we declare the two operator schemas torchvision
+    expects and import again. The ops themselves stay unusable; nothing in
+    aiidetect calls them. With a matching CUDA torch the first import works
+    and this path is never taken. See docs/install.md.
+    """
+    global _TV_SHIM_LIB
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        import torch
+
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        if _TV_SHIM_LIB is None:
+            lib = torch.library.Library("torchvision", "FRAGMENT")
+            lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            _TV_SHIM_LIB = lib
+        import torchvision  # noqa: F401
+    import logging
+
+    # open_clip logs a warning for every random init; tests and demos do that on purpose.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    import open_clip
+
+    return open_clip
+
+
+# --------------------------------------------------------------------------
+# Specification and fingerprint
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build an encoder. Either a named open_clip model with a pretrained
+    tag or local checkpoint, or a model-config JSON (random init unless weights
+    are given; `seed` makes random init reproducible)."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = DEFAULT_PRETRAINED
+    config_path: str | None = None
+    weights_path: str | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        model: str | None = None,
+        pretrained: str | None = None,
+        config: str | None = None,
+        weights: str | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> "BackboneSpec":
+        if config:
+            cfg = resolve_config_path(config)
+            return cls(model=cfg.stem, pretrained=None, config_path=str(cfg), weights_path=weights, seed=seed,
+                       cache_dir=cache_dir)
+        return cls(model=model or DEFAULT_MODEL,
+                   pretrained=None if weights else (pretrained if pretrained is not None else DEFAULT_PRETRAINED),
+                   weights_path=weights, seed=seed, cache_dir=cache_dir)
+
+    def describe(self) -> str:
+        if self.weights_path:
+            return f"{self.model} ({self.weights_path})"
+        if self.pretrained and self.pretrained != "none":
+            return f"{self.model}/{self.pretrained}"
+        return f"{self.model} (random init, seed {self.seed})"
+
+
+def resolve_config_path(config: str) -> Path:
+    """A config is a path, or the name of a config shipped in aiidetect/configs."""
+    p = Path(config)
+    if p.is_file():
+        return p
+    shipped = CONFIG_DIR / (config if config.endswith(".json") else config + ".json")
+    if shipped.is_file():
+        return shipped
+    raise BackboneUnavailable(f"backbone config {config!r} not found",
+                              f"pass a JSON file path or one of: {', '.join(list_shipped_configs())}")
+
+
+def list_shipped_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def default_cache_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("AIIDETECT_CLIP_CACHE"):
+        dirs.append(Path(os.environ["AIIDETECT_CLIP_CACHE"]))
+    dirs.append(Path.home() / ".cache" / "clip")  # open_clip's own URL download cache
+    return dirs
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def file_sha256_cached(path: Path) -> str:
+    """Hash big checkpoints once: cache keyed by (path, size, mtime)."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime_ns)}"
+    cache_file = Path(os.environ.get("AIIDETECT_CACHE", Path.home() / ".cache" / "aiidetect")) / "filehash.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    digest = _sha256_file(path)
+    cache[key] = digest
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(cache_file)
+    except OSError:
+        pass
+    return digest
+
+
+def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | None = None) -> tuple[Path, str]:
+    """Find the checkpoint for an open_clip (model, tag) offline.
+
+    Returns (path, weights_id). Never touches the network: aiidetect is used on
+    air-gapped machines, and a silent multi-GB download is not what a user of a
+    forensic tool expects. Raises BackboneUnavailable with the exact remedy.
+    """
+    open_clip = import_open_clip()
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        known = ", ".join(t for m, t in open_clip.list_pretrained() if m == model) or "none"
+        raise BackboneUnavailable(f"open_clip has no pretrained tag {tag!r} for {model!r}",
+                                  f"known tags for {model}: {known}")
+    url = cfg.get("url") or ""
+    dirs = list(cache_dirs) if cache_dirs else default_cache_dirs()
+    if url:
+        fname = url.rsplit("/", 1)[-1]
+        url_sha = url.split("/")[-2] if len(url.split("/")) > 2 else ""
+        for d in dirs:
+            cand = d / fname
+            if cand.is_file():
+                # openai URLs embed the file's SHA-256: use it as identity instead of
+                # rehashing ~900 MB on every start.
+                wid = f"sha256:{url_sha}" if len(url_sha) == 64 else f"sha256:{file_sha256_cached(cand)}"
+                return cand, wid
+    hub = cfg.get("hf_hub") or ""
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            repo = hub.rstrip("/")
+            for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+                got = try_to_load_from_cache(repo, fname)
+                if isinstance(got, str) and Path(got).is_file():
+                    return Path(got), f"sha256:{file_sha256_cached(Path(got))}"
+        except Exception:  # noqa: BLE001 - a broken hub cache must not stop a scan
+            pass
+    where = " or ".join(str(d) for d in dirs)
+    remedy = (f"copy {url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {where}"
+              + (f" (published at {url})" if url else "")
+              + ", set AIIDETECT_CLIP_CACHE to the folder holding it, or pass --backbone-weights PATH")
+    raise BackboneUnavailable(f"pretrained weights for {model}/{tag} are not in the local cache (no network here)",
+                              remedy)
+
+
+def fingerprint(model_cfg: dict[str, Any], weights_id: str) -> str:
+    """Identity of an encoder: its architecture and its weights. Heads store it and
+    refuse to load against anything else."""
+    vision = {"embed_dim": model_cfg.get("embed_dim"), "vision_cfg": model_cfg.get("vision_cfg"),
+              "quick_gelu": bool(model_cfg.get("quick_gelu", False))}
+    blob = json.dumps({"arch": vision, "weights": weights_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------
+@dataclass
+class Backbone:
+    spec: BackboneSpec
+    visual: Any  # open_clip VisionTransformer
+    model_cfg: dict[str, Any]
+    weights_id: str
+    fingerprint: str
+    image_size: int
+    patch_size: int
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    device: str = "cpu"
+    dtype: str = "float32"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def width(self) -> int:
+        return int(self.model_cfg["vision_cfg"]["width"])
+
+    @property
+    def layers(self) -> int:
+        return int(self.model_cfg["vision_cfg"]["layers"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model_cfg["embed_dim"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.spec.describe(), "model": self.spec.model, "pretrained": self.spec.pretrained,
+                "fingerprint": self.fingerprint, "weights_id": self.weights_id, "image_size": self.image_size,
+                "patch_size": self.patch_size, "embed_dim": self.embed_dim, "width": self.width,
+                "layers": self.layers, "device": self.device, "dtype": self.dtype}
+
+    def to(self, device: str | None = None, dtype: str | None = None) -> "Backbone":
+        import torch
+
+        if device:
+            self.visual.to(device)
+            self.device = device
+        if dtype:
+            self.visual.to(getattr(torch, dtype))
+            self.dtype = dtype
+        return self
+
+    def encode(self, x: "torch.Tensor", **kw) -> dict[str, "torch.Tensor"]:
+        return vit_forward(self.visual, x, **kw)
+
+
+def _cfg_from_file(path: str) -> dict[str, Any]:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BackboneUnavailable(f"cannot read backbone config {path}: {exc}") from exc
+    if "vision_cfg" not in cfg or "embed_dim" not in cfg:
+        raise BackboneUnavailable(f"backbone config {path} is not an open_clip model config "
+                                  "(needs embed_dim and vision_cfg)")
+    return cfg
+
+
+def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float32") -> Backbone:
+    """The one factory: spec -> encoder in eval mode on `device`, cast to `dtype`.
+
+    Only the image tower is kept; the text tower is dropped right after creation.
+    """
+    import torch
+
+    open_clip = import_open_clip()
+    if spec.config_path:
+        cfg = _cfg_from_file(spec.config_path)
+    else:
+        cfg = open_clip.get_model_config(spec.model)
+        if cfg is None:
+            raise BackboneUnavailable(f"unknown open_clip model {spec.model!r}",
+                                      "see `python -c 'import open_clip; print(open_clip.list_models())'`")
+    cfg = json.loads(json.dumps(cfg))  # private copy
+
+    weights_path: Path | None = None
+    weights_id: str
+    if spec.weights_path:
+        weights_path = Path(spec.weights_path)
+        if not weights_path.is_file():
+            raise BackboneUnavailable(f"backbone weights file {weights_path} does not exist",
+                                      "pass an existing open_clip checkpoint with --backbone-weights")
+        weights_id = f"sha256:{file_sha256_cached(weights_path)}"
+    elif spec.pretrained and spec.pretrained != "none":
+        weights_path, weights_id = resolve_pretrained_file(spec.model, spec.pretrained,
+                                                           [Path(spec.cache_dir)] if spec.cache_dir else None)
+        pcfg = open_clip.get_pretrained_cfg(spec.model, spec.pretrained) or {}
+        if pcfg.get("quick_gelu"):
+            cfg["quick_gelu"] = True
+    else:
+        weights_id = ""  # filled below from the initialised tensors
+
+    from open_clip.model import CLIP
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})
+    if weights_path is not None:
+        try:
+            open_clip.load_checkpoint(model, str(weights_path), strict=False)
+        except Exception as exc:  # noqa: BLE001
+            raise BackboneUnavailable(f"cannot load backbone weights {weights_path}: {exc}",
+                                      "check that the checkpoint matches the model config") from exc
+    visual = model.visual
+    del model
+    visual.eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    if not weights_id:
+        h = hashlib.sha256()
+        for k, v in sorted(visual.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+        weights_id = f"random-init:seed={spec.seed}:{h.hexdigest()[:16]}"
+    vcfg = cfg["vision_cfg"]
+    image_size = vcfg.get("image_size", 224)
+    image_size = image_size if isinstance(image_size, int) else image_size[0]
+    patch_size = vcfg.get("patch_size", 16)
+    patch_size = patch_size if isinstance(patch_size, int) else patch_size[0]
+    bb = Backbone(spec=spec, visual=visual, model_cfg=cfg, weights_id=weights_id,
+                  fingerprint=fingerprint(cfg, weights_id), image_size=int(image_size), patch_size=int(patch_size))
+    return bb.to(device=device, dtype=dtype)
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackboneUnavailable("--device cuda was asked for but torch sees no CUDA device",
+                                  "use --device cpu, or install a CUDA build of torch (docs/install.md)")
+    return device
+
+
+# --------------------------------------------------------------------------
+# One forward pass for every detector
+# --------------------------------------------------------------------------
+def patch_embed(visual, x: "torch.Tensor") -> "torch.Tensor":
+    """Pixels (B,3,H,W) -> patch embeddings (B, N, width), no position yet."""
+    x = visual.conv1(x)
+    return x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+
+
+def vit_forward(
+    visual,
+    x: "torch.Tensor",
+    *,
+    keep_index: "torch.Tensor | None" = None,
+    replace_mask: "torch.Tensor | None" = None,
+    mask_token: "torch.Tensor | None" = None,
+    layers: Sequence[int] = (),
+) -> dict[str, "torch.Tensor"]:
+    """Run an open_clip VisionTransformer and return what detectors read.
+
+    - keep_index (B, K) long: keep only these patch tokens (token dropping, used
+      by Texture-Aware Masking during fine-tuning);
+    - replace_mask (B, N) bool + mask_token (width,): replace those patch
+      embeddings with a learned token before position embedding (MAE/BEiT style);
+    - layers: block indices whose CLS token is returned as ``cls_<i>``.
+
+    Returns ``embed`` (pooled, after projection, not normalised: what UnivFD and
+    CLIP-Flow read), ``pooled`` (before projection) and the requested CLS tokens.
+    """
+    import torch
+
+    tokens = patch_embed(visual, x)
+    if replace_mask is not None:
+        if mask_token is None:
+            raise ValueError("replace_mask needs a mask_token")
+        m = replace_mask.unsqueeze(-1).to(tokens.dtype)
+        tokens = tokens * (1 - m) + mask_token.to(tokens.dtype).view(1, 1, -1) * m
+    cls = visual.class_embedding.to(tokens.dtype).view(1, 1, -1).expand(tokens.shape[0], 1, -1)
+    h = torch.cat([cls, tokens], dim=1) + visual.positional_embedding.to(tokens.dtype)
+    if keep_index is not None:
+        patches = torch.gather(h[:, 1:], 1, keep_index.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        h = torch.cat([h[:, :1], patches], dim=1)
+    h = visual.ln_pre(h)
+    out: dict[str, torch.Tensor] = {}
+    want = {(i % len(visual.transformer.resblocks)) for i in layers}
+    tr = visual.transformer
+    batch_first = getattr(tr, "batch_first", True)
+    if not batch_first:
+        h = h.transpose(0, 1)
+    for i, blk in enumerate(tr.resblocks):
+        h = blk(h)
+        if i in want:
+            out[f"cls_{i}"] = (h[:, 0] if batch_first else h[0]).float()
+    if not batch_first:
+        h = h.transpose(0, 1)
+    pooled, _ = visual._pool(h)
+    out["pooled"] = pooled
+    out["embed"] = pooled @ visual.proj if visual.proj is not None else pooled
+    return out

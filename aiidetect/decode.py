@@ -1,0 +1,238 @@
+"""bytes -> RGB pixels + image facts, safely.
+
+Never raises for a bad file: every failure becomes an error code on the
+record (see records.ERROR_CODES). Never writes: files are opened read-only
+and the bytes are read once, then shared with the metadata parsers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .records import Record
+
+DEFAULT_MAX_PIXELS = 120_000_000      # ~120 MP: larger than any camera, far below a bomb
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+# Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
+# get different codes.
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"), (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"GIF87a", 0, "GIF"), (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"), (b"II*\x00", 0, "TIFF"), (b"MM\x00*", 0, "TIFF"), (b"WEBP", 8, "WEBP"),
+    (b"ftypheic", 4, "HEIF"), (b"ftypheix", 4, "HEIF"), (b"ftypmif1", 4, "HEIF"), (b"ftypmsf1", 4, "HEIF"),
+    (b"ftyphevc", 4, "HEIF"), (b"ftypavif", 4, "AVIF"), (b"ftypavis", 4, "AVIF"),
+)
+
+
+class DecodeFailure(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class DecodeLimits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass
+class Sample:
+    """A file on its way through the pipeline."""
+
+    index: int
+    path: str
+    record: Record
+    data: bytes | None = None
+    image: Any = None                      # PIL RGB image, orientation applied (maybe draft-reduced)
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)  # preprocess key -> 3xSxS float32
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.record.error is None
+
+
+_opener_ready = False
+
+
+def _register_openers() -> None:
+    global _opener_ready
+    if _opener_ready:
+        return
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except ImportError:  # HEIC then reports unsupported-format with the remedy
+        pass
+    _opener_ready = True
+
+
+def sniff_format(data: bytes) -> str | None:
+    for magic, off, name in _MAGIC:
+        if data[off:off + len(magic)] == magic:
+            return name
+    return None
+
+
+def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
+    """Read a whole file, read-only, refusing what is not a regular file."""
+    limits = limits or DecodeLimits()
+    p = str(path)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if getattr(exc, "errno", None) == 40:  # ELOOP
+            raise DecodeFailure("symlink-loop", f"symbolic link loop: {exc.strerror}") from exc
+        raise DecodeFailure("unreadable", f"cannot stat: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (device, fifo or socket)"
+        raise DecodeFailure("not-a-file", f"not a regular file: {kind}")
+    if st.st_size == 0:
+        raise DecodeFailure("empty-file", "file is empty (0 bytes)")
+    if st.st_size > limits.max_bytes:
+        raise DecodeFailure("too-large", f"file is {st.st_size} bytes, over the {limits.max_bytes}-byte limit "
+                                         f"(--max-bytes)")
+    try:
+        with open(p, "rb") as f:
+            return f.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _to_rgb(img):
+    """Any Pillow mode -> 8-bit RGB, scaling high bit depths instead of clipping."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 257.0
+        else:
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            if mode == "I" and lo >= 0 and hi <= 65535 and hi > 255:
+                a = a / 257.0
+            elif mode == "F" or lo < 0 or hi > 255:
+                a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        a8 = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([a8] * 3, axis=-1), "RGB")
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if mode == "CMYK":
+        return img.convert("RGB")
+    # RGBA/LA: drop alpha rather than composite, to keep pixel values as generated.
+    return img.convert("RGB")
+
+
+def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None):
+    """-> (PIL RGB image, info). Raises DecodeFailure."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    _register_openers()
+    limits = limits or DecodeLimits()
+    sniffed = sniff_format(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as exc:
+            if sniffed:
+                raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
+            raise DecodeFailure("unsupported-format", "not an image format aiidetect decodes") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecodeFailure("too-large", str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
+            raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
+        fmt = (img.format or sniffed or "unknown").upper()
+        width, height = img.size
+        info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
+                                "frames": int(getattr(img, "n_frames", 1) or 1)}
+        if width <= 0 or height <= 0:
+            raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
+        if width * height > limits.max_pixels:
+            raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the "
+                                             f"{limits.max_pixels}-pixel limit (--max-pixels)")
+        try:
+            if draft and fmt == "JPEG":
+                # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
+                img.draft("RGB", (draft, draft))
+                info["draft"] = list(img.size)
+            img.load()
+            exif_orientation = 1
+            try:
+                exif_orientation = int(img.getexif().get(0x0112, 1) or 1)
+            except Exception:  # noqa: BLE001 - broken EXIF must not block the pixels
+                pass
+            info["orientation"] = exif_orientation
+            if exif_orientation != 1:
+                try:
+                    img = ImageOps.exif_transpose(img)
+                except Exception:  # noqa: BLE001
+                    info["orientation_error"] = True
+            info["has_alpha"] = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+            rgb = _to_rgb(img)
+        except DecodeFailure:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecodeFailure("too-large", str(exc)) from exc
+        except MemoryError as exc:
+            raise DecodeFailure("too-large", "out of memory while decoding") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
+    return rgb, info
+
+
+def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
+                preprocess_specs: Sequence[Mapping[str, Any]] = (), keep_image: bool = False,
+                keep_bytes: bool = True, draft: int | None = None) -> Sample:
+    """The worker-side job for one file: read, hash, decode, preprocess for every
+    head's spec. Never raises."""
+    from .preprocess import apply, spec_key
+
+    rec = Record(file=path)
+    s = Sample(index=index, path=path, record=rec)
+    try:
+        data = read_bytes(path, limits)
+        rec.size_bytes = len(data)
+        rec.sha256 = hashlib.sha256(data).hexdigest()
+        s.data = data
+        sniffed = sniff_format(data)
+        if sniffed:
+            rec.format = sniffed
+        img, info = decode_bytes(data, limits, draft=draft)
+        rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
+        rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
+        s.info = info
+        for spec in preprocess_specs:
+            s.pixels[spec_key(spec)] = apply(img, spec)
+        if keep_image:
+            s.image = img
+    except DecodeFailure as exc:
+        rec.set_error(exc.code, exc.message)
+    except MemoryError:
+        rec.set_error("too-large", "out of memory while decoding")
+    except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
+        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
+    if not keep_bytes:
+        s.data = None
+    return s
+
+
+def load_rgb(path: str | Path, limits: DecodeLimits | None = None, draft: int | None = None):
+    """For trainers and tools: path -> PIL RGB image (raises DecodeFailure)."""
+    img, _ = decode_bytes(read_bytes(path, limits), limits, draft=draft)
+    return img

@@ -1,0 +1,156 @@
+"""The record: one object per scanned file, and the pieces it is made of.
+
+Scripts depend on these field names; bump SCHEMA_VERSION on any breaking change
+and document it in docs/schema.md.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = "1.0"
+
+Verdict = Literal["ai-generated", "likely-real", "uncertain", "error"]
+Direction = Literal["ai", "real", "neutral"]
+Status = Literal["ok", "unavailable", "error"]
+
+VERDICTS: tuple[str, ...] = ("ai-generated", "likely-real", "uncertain", "error")
+
+# Error codes a record can carry. Keep this list in docs/schema.md.
+ERROR_CODES = (
+    "unreadable",          # OS error opening/reading (permissions, vanished, device file)
+    "not-a-file",          # directory, socket, device, fifo given where a file was expected
+    "symlink-loop",
+    "empty-file",
+    "too-large",           # over the byte or pixel limit (decompression bomb guard)
+    "unsupported-format",  # bytes are not an image format we decode
+    "decode-error",        # recognised format, but corrupt or truncated
+    "internal-error",      # a bug: reported, never hidden
+)
+
+
+@dataclass
+class ErrorInfo:
+    code: str
+    message: str
+
+
+@dataclass
+class Evidence:
+    """One piece of provenance evidence.
+
+    strength is the magnitude of a natural-log likelihood ratio in nats: how much
+    more likely this observation is under the hypothesis named by `direction`
+    than under the other one. decisive marks evidence that should dominate the
+    fusion (signed AI declaration, generator parameters, watermark match).
+    """
+
+    id: str
+    direction: Direction
+    strength: float
+    detail: str
+    source: str = ""
+    decisive: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def llr(self) -> float:
+        """Signed log-likelihood ratio log p(obs|AI)/p(obs|real)."""
+        if self.direction == "ai":
+            return float(self.strength)
+        if self.direction == "real":
+            return -float(self.strength)
+        return 0.0
+
+
+@dataclass
+class DetectorResult:
+    """What one detector says about one file.
+
+    p_ai is None when the detector has no opinion (unavailable, error, or a
+    metadata detector that found nothing). score is the detector's raw number
+    (a logit, a standardised NLL, ...); its meaning is in `score_kind`.
+    """
+
+    status: Status
+    p_ai: float | None = None
+    score: float | None = None
+    score_kind: str | None = None
+    reason: str | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> "DetectorResult":
+        return cls(status="unavailable", reason=reason)
+
+    @classmethod
+    def failed(cls, reason: str) -> "DetectorResult":
+        return cls(status="error", reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "status": self.status,
+            "p_ai": _num(self.p_ai),
+            "score": _num(self.score),
+            "score_kind": self.score_kind,
+            "reason": self.reason,
+        }
+        if self.evidence:
+            d["evidence"] = [evidence_to_dict(e) for e in self.evidence]
+        d.update(self.extra)
+        return d
+
+
+def evidence_to_dict(e: Evidence) -> dict[str, Any]:
+    d = asdict(e)
+    d["strength"] = round(float(e.strength), 4)
+    return d
+
+
+@dataclass
+class Record:
+    file: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    verdict: str = "error"
+    p_ai: float | None = None
+    detectors: dict[str, DetectorResult] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    image_info: dict[str, Any] = field(default_factory=dict)
+
+    def set_error(self, code: str, message: str) -> "Record":
+        self.error = ErrorInfo(code, message)
+        self.verdict = "error"
+        self.p_ai = None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "verdict": self.verdict,
+            "p_ai": _num(self.p_ai),
+            "detectors": {k: v.to_dict() for k, v in self.detectors.items()},
+            "reasons": list(self.reasons),
+            "image": dict(self.image_info),
+            "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
+        }
+
+
+def _num(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    if x != x:  # NaN never reaches JSON
+        return None
+    return round(x, 6)

@@ -1,0 +1,1 @@
+"""Training: dataset layouts, augmentations and one trainer per detector family."""

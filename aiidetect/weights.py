@@ -1,0 +1,197 @@
+"""Head artifacts: a folder holding ``head.safetensors`` and ``manifest.json``.
+
+A head never contains a copy of the backbone, only what was trained on top of
+it (a linear layer, LoRA deltas, a flow). The manifest is the contract:
+
+    name, detector (family), version, created, backbone {model, pretrained,
+    fingerprint, weights_id, config}, preprocessing {mode, size, mean, std,
+    interpolation}, labels, params (hyper-parameters needed to rebuild the
+    modules), calibration, threshold, metrics, data (training-set summary),
+    source, license, files {filename: sha256}
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MANIFEST = "manifest.json"
+TENSORS = "head.safetensors"
+HEAD_FORMAT_VERSION = 1
+REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+class HeadError(RuntimeError):
+    pass
+
+
+class HeadMismatch(HeadError):
+    """A head was asked to run on a backbone it was not trained with."""
+
+
+def user_weights_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aiidetect" / "weights"
+
+
+def weights_dirs(explicit: Iterable[str | Path] | None = None) -> list[Path]:
+    """Where heads are looked for, in order. Explicit dirs replace the defaults."""
+    explicit = [Path(p) for p in (explicit or []) if str(p)]
+    if explicit:
+        return explicit
+    dirs: list[Path] = []
+    env = os.environ.get("AIIDETECT_WEIGHTS")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    else:
+        dirs.append(user_weights_dir())
+    if REPO_WEIGHTS.is_dir():
+        dirs.append(REPO_WEIGHTS)
+    return dirs
+
+
+def default_output_dir(name: str, explicit: Iterable[str | Path] | None = None) -> Path:
+    """Where a trainer writes a new head when the user gives no --out."""
+    explicit = [Path(p) for p in (explicit or []) if str(p)]
+    if explicit:
+        return explicit[0] / name
+    env = os.environ.get("AIIDETECT_WEIGHTS")
+    base = Path(env.split(os.pathsep)[0]) if env else user_weights_dir()
+    return base / name
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Head:
+    path: Path
+    manifest: dict[str, Any]
+    tensors: dict[str, Any] = field(default_factory=dict)  # name -> torch.Tensor
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def detector(self) -> str:
+        return self.manifest["detector"]
+
+    @property
+    def backbone_fingerprint(self) -> str:
+        return self.manifest.get("backbone", {}).get("fingerprint", "")
+
+    def check_backbone(self, fingerprint: str, description: str = "") -> None:
+        want = self.backbone_fingerprint
+        if want and want != fingerprint:
+            b = self.manifest.get("backbone", {})
+            trained = b.get("name") or f"{b.get('model')}/{b.get('pretrained')}"
+            raise HeadMismatch(
+                f"head {self.name!r} was trained on backbone {trained} (fingerprint {want}); "
+                f"this run uses {description or 'another backbone'} (fingerprint {fingerprint}). "
+                f"Select the matching backbone (--backbone/--pretrained or --backbone-config/--backbone-weights).")
+
+
+def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping[str, Any],
+              extra_files: Mapping[str, bytes] | None = None) -> Path:
+    """Write tensors + manifest atomically enough: tensors first, manifest last,
+    so a folder with a manifest is always complete."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
+            for k, v in tensors.items()}
+    save_file(flat, str(out / TENSORS))
+    files = {TENSORS: sha256_file(out / TENSORS)}
+    for fname, blob in (extra_files or {}).items():
+        (out / fname).write_bytes(blob)
+        files[fname] = sha256_file(out / fname)
+    m = dict(manifest)
+    for key in ("name", "detector"):
+        if key not in m:
+            raise HeadError(f"manifest needs {key!r}")
+    m.setdefault("format_version", HEAD_FORMAT_VERSION)
+    m.setdefault("version", "1")
+    m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
+    m["files"] = {**m.get("files", {}), **files}
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
+    tmp.replace(out / MANIFEST)
+    return out
+
+
+def read_manifest(head_dir: str | Path) -> dict[str, Any]:
+    p = Path(head_dir) / MANIFEST
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise HeadError(f"cannot read {p}: {exc}") from exc
+    for key in ("name", "detector"):
+        if key not in m:
+            raise HeadError(f"{p} has no {key!r}")
+    return m
+
+
+def load_head(head_dir: str | Path, verify: bool = True) -> Head:
+    from safetensors.torch import load_file
+
+    d = Path(head_dir)
+    m = read_manifest(d)
+    if verify:
+        bad = verify_files(d, m)
+        if bad:
+            raise HeadError(f"head {d} failed its checksum: {'; '.join(bad)}")
+    tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
+    return Head(path=d, manifest=m, tensors=tensors)
+
+
+def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for fname, digest in (manifest.get("files") or {}).items():
+        p = head_dir / fname
+        if not p.is_file():
+            problems.append(f"{fname} missing")
+        elif sha256_file(p) != digest:
+            problems.append(f"{fname} checksum differs from manifest")
+    return problems
+
+
+def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every head folder (a folder with manifest.json) one level below each dir.
+    Earlier dirs win on a name clash, like PATH."""
+    seen: set[str] = set()
+    found = []
+    for base in dirs:
+        if not base.is_dir():
+            continue
+        for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
+            try:
+                m = read_manifest(sub)
+            except HeadError:
+                continue
+            if detector and m.get("detector") != detector:
+                continue
+            if m["name"] in seen:
+                continue
+            seen.add(m["name"])
+            found.append((sub, m))
+    return found
+
+
+def backbone_manifest(backbone) -> dict[str, Any]:
+    """The backbone block every trainer writes into its head's manifest."""
+    s = backbone.spec
+    return {"name": s.describe(), "model": s.model, "pretrained": s.pretrained,
+            "fingerprint": backbone.fingerprint, "weights_id": backbone.weights_id,
+            "config": {k: backbone.model_cfg.get(k) for k in ("embed_dim", "vision_cfg", "quick_gelu")}}
