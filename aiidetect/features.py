@@ -1,0 +1,162 @@
+"""Frozen backbone features, batched, with an on-disk cache.
+
+Training a linear probe or a flow, calibrating, and evaluating all re-read the
+same features: the cache (SQLite, keyed by file content hash, backbone
+fingerprint, preprocessing and output name) means the backbone runs once per
+image, ever.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .preprocess import normalize, spec_key, to_uint8
+
+
+def default_cache_path() -> Path:
+    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
+    return Path(base) / "features.sqlite"
+
+
+class FeatureCache:
+    """content-hash x encoder x preprocessing x output -> float32 vector."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS features (sha TEXT, encoder TEXT, prep TEXT, output TEXT, "
+                         "dim INTEGER, vec BLOB, PRIMARY KEY (sha, encoder, prep, output))")
+        self._db.commit()
+
+    def get(self, sha: str, encoder: str, prep: str, outputs: Sequence[str]) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT output, vec FROM features WHERE sha=? AND encoder=? AND prep=? AND output IN "
+                f"({','.join('?' * len(outputs))})", (sha, encoder, prep, *outputs)).fetchall()
+        if len(rows) != len(outputs):
+            return None
+        return {o: np.frombuffer(v, dtype=np.float32).copy() for o, v in rows}
+
+    def put(self, sha: str, encoder: str, prep: str, feats: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)",
+                [(sha, encoder, prep, o, int(v.size), np.asarray(v, dtype=np.float32).tobytes())
+                 for o, v in feats.items()])
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def output_names(layers: Sequence[int], n_blocks: int) -> list[str]:
+    return ["embed"] + [f"cls_{i % n_blocks}" for i in layers]
+
+
+def encode_batch(backbone, batch: np.ndarray, layers: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """(B,3,S,S) float32 normalised pixels -> {output: (B, D) float32}."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.from_numpy(batch).to(backbone.device)
+        x = x.to(getattr(torch, backbone.dtype))
+        out = backbone.encode(x, layers=layers)
+    return {k: v.float().cpu().numpy() for k, v in out.items() if k == "embed" or k.startswith("cls_")}
+
+
+def encode_images(backbone, images: Iterable[Any], spec: Mapping[str, Any], layers: Sequence[int] = (),
+                  batch_size: int = 16) -> dict[str, np.ndarray]:
+    """PIL images (or HxWx3 uint8 arrays already at model size) -> stacked features.
+    Used for images that exist only in memory (CLIP-Flow proxies, perturbations)."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    buf: list[np.ndarray] = []
+
+    def flush():
+        if buf:
+            for k, v in encode_batch(backbone, np.stack(buf), layers).items():
+                chunks.setdefault(k, []).append(v)
+            buf.clear()
+
+    for im in images:
+        u8 = im if isinstance(im, np.ndarray) else to_uint8(im, spec)
+        buf.append(normalize(u8, spec))
+        if len(buf) >= batch_size:
+            flush()
+    flush()
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], layers: Sequence[int] = (),
+                     batch_size: int = 16, workers: int = 2, cache: FeatureCache | None = None,
+                     transform: Callable[[Any], Any] | None = None, transform_key: str = "",
+                     progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Features for files. Returns ({output: (N_ok, D)}, failures[(path, reason)]);
+    rows follow `paths` order minus the failures. `transform` (PIL -> PIL) is
+    applied after decoding (a perturbation or re-encoding); give it a
+    transform_key so cached rows of different transforms never mix."""
+    from .decode import DecodeFailure, decode_bytes, read_bytes
+
+    names = output_names(layers, backbone.layers)
+    prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
+    enc = backbone.fingerprint
+
+    def load(p: str):
+        try:
+            data = read_bytes(p)
+            sha = hashlib.sha256(data).hexdigest()
+            if cache is not None:
+                hit = cache.get(sha, enc, prep, names)
+                if hit is not None:
+                    return p, sha, hit, None
+            img, _ = decode_bytes(data)
+            if transform is not None:
+                img = transform(img)
+            return p, sha, normalize(to_uint8(img, spec), spec), None
+        except DecodeFailure as exc:
+            return p, None, None, f"{exc.code}: {exc.message}"
+        except Exception as exc:  # noqa: BLE001
+            return p, None, None, f"{type(exc).__name__}: {exc}"
+
+    results: dict[str, dict[str, np.ndarray]] = {}
+    failures: list[tuple[str, str]] = []
+    pending: list[tuple[str, str, np.ndarray]] = []
+
+    def run_pending():
+        if not pending:
+            return
+        out = encode_batch(backbone, np.stack([x for _, _, x in pending]), layers)
+        for j, (p, sha, _) in enumerate(pending):
+            row = {k: out[k][j] for k in names}
+            results[p] = row
+            if cache is not None:
+                cache.put(sha, enc, prep, row)
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for n, (p, sha, payload, err) in enumerate(pool.map(load, paths), 1):
+            if err is not None:
+                failures.append((p, err))
+            elif isinstance(payload, dict):
+                results[p] = payload
+            else:
+                pending.append((p, sha, payload))
+                if len(pending) >= batch_size:
+                    run_pending()
+            if progress:
+                progress(n)
+        run_pending()
+    ok = [p for p in paths if p in results]
+    if not ok:
+        return {k: np.zeros((0, 0), np.float32) for k in names}, failures
+    return {k: np.stack([results[p][k] for p in ok]) for k in names}, failures
