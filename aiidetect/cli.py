@@ -1,0 +1,59 @@
+"""The Typer app: thin. Each command lives in aiidetect/commands/<name>.py and
+calls the library; nothing heavy is imported before a command runs."""
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from . import __version__
+from .commands import COMMAND_MODULES
+
+app = typer.Typer(
+    name="aiidetect",
+    help="Tell whether images were made by a generative model: CLIP-based detectors (MPFT, CLIP-Flow, linear "
+         "probes) plus provenance evidence (EXIF, XMP, generator chunks, C2PA, watermarks), fused into one "
+         "calibrated verdict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train detector heads.", no_args_is_help=True)
+weights_app = typer.Typer(help="List and verify trained heads.", no_args_is_help=True)
+export_app = typer.Typer(help="Export backbones and heads (ONNX).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(weights_app, name="weights")
+app.add_typer(export_app, name="export")
+
+APPS = {"root": app, "train": train_app, "weights": weights_app, "export": export_app}
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"aiidetect {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    pass
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"aiidetect.commands.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"aiidetect.commands.{_name}":
+            raise
+        continue  # command not built yet
+    _mod.register(APPS)
+
+
+def main() -> None:
+    # Typer/click usage errors exit 2 already; keep that contract.
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
