@@ -1,0 +1,199 @@
+"""`aiidetect scan`: the main job."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
+                     BackboneWeightsOpt, DeviceOpt, DtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
+                     stderr_console)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
+
+
+def _parse_list(values: Optional[List[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return out
+
+
+def scan(
+    paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout."),
+    detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
+                                                  help="Comma-separated detector families: metadata, linear, mpft, flow. Default: all."),
+    fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
+                                                help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error (comma-separated)."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into folders."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to take inside folders (repeatable)."),
+    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model."),
+    max_pixels: int = typer.Option(120_000_000, "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs)."),
+    max_bytes: int = typer.Option(512 * 1024 * 1024, "--max-bytes", min=1, help="Refuse files larger than this."),
+    explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
+    onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+):
+    """Scan images and say, per file, whether it was made by a generative model.
+
+    Exit codes: 0 scan done; 1 a --fail-on verdict matched; 2 usage or fatal error.
+    """
+    from ..decode import DecodeLimits
+    from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
+    from ..discover import DiscoveryError, discover
+    from ..report import make_writer
+    from ..weights import weights_dirs
+
+    fams = _parse_list(detectors) or list(DEFAULT_DETECTORS)
+    unknown = [f for f in fams if f not in list_families()]
+    if unknown:
+        fail(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
+    fails = _parse_list(fail_on)
+    bad = [f for f in fails if f not in FAIL_ON]
+    if bad:
+        fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
+    if runtime not in ("torch", "onnx"):
+        fail("--runtime takes torch or onnx")
+    if runtime == "onnx":
+        if onnx_dir is None:
+            fail("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
+        if "onnx" not in list_families():
+            fail("the ONNX runtime is not available in this build")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        fail("--dtype takes float32, bfloat16 or float16")
+    if device not in ("auto", "cpu", "cuda"):
+        fail("--device takes auto, cpu or cuda")
+
+    use_stdin = "-" in paths
+    args = [p for p in paths if p != "-"]
+    try:
+        cands, summ = discover(args, recursive=recursive, include=include or (), exclude=exclude or (),
+                               stdin=sys.stdin if use_stdin else None)
+    except DiscoveryError as exc:
+        fail(str(exc))
+
+    err = stderr_console()
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    ctx = RunContext(backbone_spec=spec, device=device, dtype=dtype, weights_dirs=weights_dirs(weights_dir),
+                     runtime=runtime, onnx_dir=onnx_dir)
+    if runtime == "onnx":
+        pixel = [f for f in fams if f != "metadata"]
+        ctx.options["onnx_families"] = pixel
+        fams = [f for f in fams if f == "metadata"] + (["onnx"] if pixel else [])
+    if any(f != "metadata" for f in fams):
+        from .common import quiet_torch_threads
+
+        quiet_torch_threads()
+    try:
+        dets = create_detectors(fams, ctx)
+    except Exception as exc:  # noqa: BLE001 - a broken head folder is a fatal, explained error
+        fail(f"cannot prepare detectors: {type(exc).__name__}: {exc}")
+    fusion_model = _load_fusion(ctx)
+    if not quiet:
+        for d in dets:
+            info = d.describe()
+            if info.get("status") == "unavailable":
+                err.print(f"[yellow]note:[/] detector [bold]{d.name}[/] unavailable: {info.get('reason')}", highlight=False)
+
+    from ..pipeline import Pipeline
+
+    pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers,
+                    limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes))
+    stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    exit_code = EXIT_OK
+    wanted = {FAIL_ON[f] for f in fails}
+    try:
+        writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain)
+        progress = None
+        if not quiet and err.is_terminal and len(cands) > 1:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=err, transient=True)
+            task = progress.add_task("scan", total=len(cands))
+            progress.start()
+        try:
+            for rec in pipe.run(cands):
+                writer.write(rec)
+                if rec.verdict in wanted:
+                    exit_code = EXIT_FINDINGS
+                if progress:
+                    progress.advance(task)
+        finally:
+            if progress:
+                progress.stop()
+        stats = pipe.stats.as_dict()
+        writer.close(stats)
+    except BrokenPipeError:
+        # `aiidetect scan ... | head`: the reader left; that is not our error.
+        sys.stderr.close()
+        raise typer.Exit(exit_code)
+    finally:
+        if output:
+            stream.close()
+    if not quiet:
+        _print_summary(err, stats, summ, dets)
+    raise typer.Exit(exit_code)
+
+
+def _load_fusion(ctx):
+    from .. import fusion
+
+    loader = getattr(fusion, "load_fusion_model", None)
+    if loader is None:
+        return None
+    try:
+        return loader(ctx.weights_dirs)
+    except Exception as exc:  # noqa: BLE001
+        stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({exc}); using the default rules")
+        return None
+
+
+def _print_summary(err, stats, summ, dets) -> None:
+    v = stats["verdicts"]
+    parts = [f"{v.get(k, 0)} {k}" for k in ("ai-generated", "uncertain", "likely-real") if v.get(k)]
+    n_err = sum(stats["errors"].values())
+    if n_err:
+        parts.append(f"{n_err} error" + ("s" if n_err != 1 else "") + " (" +
+                     ", ".join(f"{c} {k}" for k, c in sorted(stats["errors"].items())) + ")")
+    line = (f"scanned {stats['files']} file{'s' if stats['files'] != 1 else ''} in {stats['seconds']:.1f}s"
+            + (f" ({stats['images_per_s']:.1f} files/s)" if stats["images_per_s"] else "")
+            + (": " + ", ".join(parts) if parts else ""))
+    if summ.skipped:
+        line += f"; skipped {summ.skipped} non-image file{'s' if summ.skipped != 1 else ''}"
+    if summ.excluded:
+        line += f"; {summ.excluded} excluded by --include/--exclude"
+    if summ.duplicates:
+        line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
+    err.print(line, highlight=False)
+    provider = [d.describe().get("provider") for d in dets if d.describe().get("provider")]
+    if provider:
+        err.print(f"runtime provider: {', '.join(sorted(set(provider)))}", highlight=False)
+
+
+def register(apps) -> None:
+    apps["root"].command("scan")(scan)

@@ -1,0 +1,194 @@
+"""discover -> decode (worker pool) -> batch -> encoder features -> detectors -> fusion -> records.
+
+Decoding of chunk k+1 runs in worker threads while the model works on chunk k
+(Pillow and numpy release the GIL), records come out in input order, and every
+failure stays inside its record.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .decode import DecodeLimits, Sample, decode_path
+from .detectors.base import Detector, FeatureRequest, feature_key
+from .discover import Candidate
+from .fusion import fuse
+from .preprocess import draft_size, spec_key
+from .records import DetectorResult, Record
+
+
+@dataclass
+class ScanStats:
+    started: float = field(default_factory=time.perf_counter)
+    files: int = 0
+    decoded: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    model_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    duplicates_reused: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.seconds
+        return {"files": self.files, "decoded": self.decoded, "verdicts": dict(self.verdicts),
+                "errors": dict(self.errors), "seconds": round(s, 3),
+                "images_per_s": round(self.files / s, 3) if s > 0 else None,
+                "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused}
+
+
+@dataclass
+class _Group:
+    """One encoder pass shared by every request with the same encoder and preprocessing."""
+
+    key: str
+    request: FeatureRequest
+    layers: set[int]
+
+
+class Pipeline:
+    def __init__(self, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None = None,
+                 batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None):
+        self.detectors = list(detectors)
+        self.fusion_model = fusion_model
+        self.batch_size = max(1, int(batch_size))
+        self.workers = max(1, int(workers))
+        self.limits = limits or DecodeLimits()
+        self.groups: dict[str, _Group] = {}
+        self.det_keys: dict[str, list[str]] = {}
+        for d in self.detectors:
+            keys = []
+            for req in d.feature_requests():
+                k = feature_key(req)
+                g = self.groups.setdefault(k, _Group(k, req, set()))
+                g.layers.update(req.layers)
+                keys.append(k)
+            self.det_keys[d.name] = keys
+        specs = {spec_key(g.request.preprocess): g.request.preprocess for g in self.groups.values()}
+        self.specs = list(specs.values())
+        drafts = [draft_size(s) for s in self.specs]
+        # JPEG draft (DCT downscale) only when every head resizes; never below what any head needs.
+        self.draft = max(drafts) if drafts and all(d is not None for d in drafts) else None
+        self.keep_image = any(getattr(d, "needs_image", False) for d in self.detectors)
+        self.stats = ScanStats()
+
+    # ---------------------------------------------------------------- decode
+    def _decode(self, c: Candidate, index: int) -> Sample:
+        if c.error is not None:
+            rec = Record(file=c.path).set_error(*c.error)
+            return Sample(index=index, path=c.path, record=rec)
+        t = time.perf_counter()
+        s = decode_path(c.path, index, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
+        self.stats.decode_seconds += time.perf_counter() - t
+        return s
+
+    # ---------------------------------------------------------------- model
+    def _features(self, samples: list[Sample]) -> list[dict[str, dict[str, np.ndarray]]]:
+        feats: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in samples]
+        if not self.groups or not samples:
+            return feats
+        import torch
+
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for g in self.groups.values():
+                pk = spec_key(g.request.preprocess)
+                x = torch.from_numpy(np.stack([s.pixels[pk] for s in samples]))
+                x = x.to(g.request.device).to(getattr(torch, g.request.dtype))
+                out = g.request.encode(x, layers=tuple(sorted(g.layers)))
+                arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
+                for i in range(len(samples)):
+                    feats[i][g.key] = {k: a[i] for k, a in arrays.items()}
+        self.stats.model_seconds += time.perf_counter() - t
+        return feats
+
+    def _run_detectors(self, samples: list[Sample]) -> None:
+        feats: list[dict] | None = None
+        try:
+            feats = self._features(samples)
+        except Exception as exc:  # noqa: BLE001 - a model failure marks the batch, the scan goes on
+            feat_error = f"feature extraction failed: {type(exc).__name__}: {exc}"
+        for d in self.detectors:
+            if self.det_keys[d.name] and feats is None:
+                results = [DetectorResult.failed(feat_error) for _ in samples]
+            else:
+                try:
+                    results = d.predict(samples, feats or [{} for _ in samples])
+                    if len(results) != len(samples):
+                        raise RuntimeError(f"returned {len(results)} results for {len(samples)} images")
+                except Exception as exc:  # noqa: BLE001
+                    results = [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
+            for s, r in zip(samples, results):
+                s.record.detectors[d.name] = r
+
+    def _finish(self, s: Sample) -> Record:
+        rec = s.record
+        if rec.error is None:
+            out = fuse(rec.detectors, self.fusion_model)
+            rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
+        return rec
+
+    # ---------------------------------------------------------------- driver
+    def run(self, candidates: Sequence[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
+        """Yield one record per candidate, in order, as each chunk finishes."""
+        n = len(candidates)
+        chunk = self.batch_size
+        done_by_sha: dict[str, Record] = {}
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
+            def submit(start: int) -> list[Future]:
+                return [pool.submit(self._decode, candidates[i], i) for i in range(start, min(n, start + chunk))]
+
+            pending = submit(0) if n else []
+            start = 0
+            while pending:
+                nxt = submit(start + chunk) if start + chunk < n else []  # prefetch while the model runs
+                samples = [f.result() for f in pending]
+                reuse: dict[int, Record] = {}
+                fresh: list[Sample] = []
+                for s in samples:
+                    if s.ok and s.record.sha256 in done_by_sha:
+                        reuse[id(s)] = done_by_sha[s.record.sha256]
+                    elif s.ok:
+                        fresh.append(s)
+                if fresh:
+                    self._run_detectors(fresh)
+                for s in samples:
+                    if id(s) in reuse:
+                        _copy_results(reuse[id(s)], s.record)
+                        self.stats.duplicates_reused += 1
+                    rec = self._finish(s)
+                    if rec.error is None and rec.sha256:
+                        done_by_sha.setdefault(rec.sha256, rec)
+                    s.data = None
+                    s.image = None
+                    s.pixels.clear()
+                    self.stats.files += 1
+                    self.stats.decoded += int(rec.error is None)
+                    self.stats.verdicts[rec.verdict] += 1
+                    if rec.error is not None:
+                        self.stats.errors[rec.error.code] += 1
+                    if on_record:
+                        on_record(rec)
+                    yield rec
+                pending = nxt
+                start += chunk
+
+
+def _copy_results(src: Record, dst: Record) -> None:
+    """Identical bytes, identical evidence: reuse the first copy's detector results."""
+    dst.detectors = dict(src.detectors)
+
+
+def run_detectors(paths: Iterable[str], detectors: Sequence[Detector], batch_size: int = 16, workers: int = 2,
+                  fusion_model: Mapping[str, Any] | None = None) -> list[Record]:
+    """Library entry point (eval, calibrate, tests): paths -> records, in order."""
+    cands = [Candidate(p, explicit=True) for p in paths]
+    return list(Pipeline(detectors, fusion_model, batch_size, workers).run(cands))

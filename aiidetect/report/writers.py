@@ -1,0 +1,149 @@
+"""Writers receive records one at a time (streaming) and close at the end.
+
+json writes one array incrementally, so a 100k-file scan never holds every
+record in memory; jsonl flushes each line as its file finishes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO, Any, Sequence
+
+from ..records import Record
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+class Writer:
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, rec: Record) -> None:
+        raise NotImplementedError
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        self.stream.flush()
+
+
+class JsonlWriter(Writer):
+    def write(self, rec: Record) -> None:
+        self.stream.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class JsonWriter(Writer):
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.n = 0
+        self.stream.write("[")
+
+    def write(self, rec: Record) -> None:
+        self.stream.write(("," if self.n else "") + "\n  " + json.dumps(rec.to_dict(), ensure_ascii=False))
+        self.n += 1
+
+    def close(self, summary=None) -> None:
+        self.stream.write("\n]\n" if self.n else "]\n")
+        self.stream.flush()
+
+
+def top_attribution(rec: Record) -> tuple[str, float] | None:
+    best = None
+    for r in rec.detectors.values():
+        for a in (r.extra.get("attribution") or [])[:1]:
+            if best is None or a.get("p", 0) > best[1]:
+                best = (a.get("label"), float(a.get("p", 0)))
+    return best
+
+
+def main_reason(rec: Record) -> str:
+    if rec.error is not None:
+        return f"{rec.error.code}: {rec.error.message}"
+    return rec.reasons[0] if rec.reasons else ""
+
+
+CSV_BASE = ["file", "verdict", "p_ai", "sha256", "format", "width", "height", "top_generator", "top_generator_p",
+            "reason", "error_code", "error_message"]
+
+
+class CsvWriter(Writer):
+    """Flat columns: the base ones, then <detector>_status/_p_ai/_score per detector
+    in the order detectors ran (fixed at the first record)."""
+
+    def __init__(self, stream, detector_names: Sequence[str]):
+        super().__init__(stream)
+        self.names = list(detector_names)
+        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")]
+        self.w = csv.writer(stream)
+        self.w.writerow(cols)
+
+    def write(self, rec: Record) -> None:
+        d = rec.to_dict()
+        top = top_attribution(rec)
+        row = [d["file"], d["verdict"], d["p_ai"], d["sha256"], d["format"], d["width"], d["height"],
+               top[0] if top else "", round(top[1], 4) if top else "", main_reason(rec),
+               rec.error.code if rec.error else "", rec.error.message if rec.error else ""]
+        for n in self.names:
+            r = d["detectors"].get(n)
+            row += [r["status"], r["p_ai"], r["score"]] if r else ["", "", ""]
+        self.w.writerow(["" if v is None else v for v in row])
+        self.stream.flush()
+
+
+_VERDICT_STYLE = {"ai-generated": "bold red", "likely-real": "green", "uncertain": "yellow", "error": "magenta"}
+
+
+class TableWriter(Writer):
+    """Rows are kept and printed as one rich table at the end (people read tables
+    of tens or hundreds of rows; use jsonl for sweeps)."""
+
+    def __init__(self, stream, detector_names: Sequence[str], explain: bool = False):
+        super().__init__(stream)
+        self.names = list(detector_names)
+        self.rows: list[Record] = []
+        self.explain = explain
+
+    def write(self, rec: Record) -> None:
+        self.rows.append(rec)
+
+    def close(self, summary=None) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=self.stream, soft_wrap=False)
+        t = Table(show_lines=False, header_style="bold")
+        t.add_column("file", overflow="fold")
+        t.add_column("verdict")
+        t.add_column("P(AI)", justify="right")
+        for n in self.names:
+            t.add_column(n, justify="right", overflow="fold")
+        t.add_column("generator")
+        t.add_column("reason", overflow="fold")
+        for rec in self.rows:
+            cells = [rec.file, f"[{_VERDICT_STYLE.get(rec.verdict, '')}]{rec.verdict}[/]",
+                     "—" if rec.p_ai is None else f"{rec.p_ai:.3f}"]
+            for n in self.names:
+                r = rec.detectors.get(n)
+                if r is None:
+                    cells.append("")
+                elif r.status != "ok":
+                    cells.append(f"[dim]{r.status}[/]")
+                else:
+                    cells.append("—" if r.p_ai is None else f"{r.p_ai:.3f}")
+            top = top_attribution(rec)
+            cells.append(f"{top[0]} ({top[1]:.2f})" if top else "")
+            cells.append("; ".join(rec.reasons) if self.explain and rec.error is None else main_reason(rec))
+            t.add_row(*cells)
+        console.print(t)
+        self.stream.flush()
+
+
+def make_writer(fmt: str, stream, detector_names: Sequence[str], explain: bool = False) -> Writer:
+    if fmt == "jsonl":
+        return JsonlWriter(stream)
+    if fmt == "json":
+        return JsonWriter(stream)
+    if fmt == "csv":
+        return CsvWriter(stream, detector_names)
+    if fmt == "table":
+        return TableWriter(stream, detector_names, explain)
+    raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
