@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -391,6 +391,7 @@ def vit_forward(
     replace_mask: "torch.Tensor | None" = None,
     mask_token: "torch.Tensor | None" = None,
     layers: Sequence[int] = (),
+    block_fn: "Callable[[int, Any, torch.Tensor], torch.Tensor] | None" = None,
 ) -> dict[str, "torch.Tensor"]:
     """Run an open_clip VisionTransformer and return what detectors read.
 
@@ -398,7 +399,11 @@ def vit_forward(
       by Texture-Aware Masking during fine-tuning);
     - replace_mask (B, N) bool + mask_token (width,): replace those patch
       embeddings with a learned token before position embedding (MAE/BEiT style);
-    - layers: block indices whose CLS token is returned as ``cls_<i>``.
+    - layers: block indices whose CLS token is returned as ``cls_<i>``;
+    - block_fn(i, block, h) -> h replaces ``block(h)`` for every block (h in the
+      transformer's own layout): fine-tuned encoders (MPFT's LoRA) run their
+      adapted blocks on the shared frozen weights this way, without copying or
+      mutating the backbone.
 
     Returns ``embed`` (pooled, after projection, not normalised: what UnivFD and
     CLIP-Flow read), ``pooled`` (before projection) and the requested CLS tokens.
@@ -424,7 +429,7 @@ def vit_forward(
     if not batch_first:
         h = h.transpose(0, 1)
     for i, blk in enumerate(tr.resblocks):
-        h = blk(h)
+        h = block_fn(i, blk, h) if block_fn is not None else blk(h)
         if i in want:
             out[f"cls_{i}"] = (h[:, 0] if batch_first else h[0]).float()
     if not batch_first:
