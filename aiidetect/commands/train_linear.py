@@ -1,0 +1,77 @@
+"""`aiidetect train linear DATA...`: a few-shot logistic probe on frozen backbone features."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+
+
+def train_linear_cmd(
+    data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
+                                                "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
+    shots: Optional[int] = typer.Option(None, "--shots", min=1, help="Use at most N images per class (few-shot)."),
+    generators: Optional[str] = typer.Option(None, "--generators",
+                                             help="Comma-separated AI generators to keep (real images are always kept): "
+                                                  "one probe per generator family."),
+    name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is linear:<name>). "
+                                                            "Default: probe-<data or generators>."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
+    preprocess: str = typer.Option("center-crop", "--preprocess",
+                                   help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    feature: str = typer.Option("embed", "--feature", help="embed (after projection) or cls_<block>."),
+    val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.9,
+                                       help="Hold out this fraction to report held-out metrics."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw and cross-validation folds."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
+    """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
+    Works from about 5 images per class; `scan` then runs it as linear:<name>."""
+    from ..backbone import BackboneUnavailable, resolve_device
+    from ..linear.train import train_linear
+    from .common import quiet_torch_threads
+
+    err = stderr_console()
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
+    quiet_torch_threads()
+    try:
+        res = train_linear([str(d) for d in data], spec, name=name, out=out, shots=shots, generators=gens,
+                           preprocess=preprocess, size=size, feature=feature, val_fraction=val_fraction, seed=seed,
+                           device=resolve_device(device), dtype=dtype, cache=False if no_cache else None,
+                           weights_dirs=weights_dir, progress=lambda s: err.print(s, highlight=False))
+    except BackboneUnavailable as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(str(exc))
+    for p, why in res.failures:
+        err.print(f"skipped {p}: {why}", highlight=False)
+    summary = {"head": str(res.out_dir), "name": json.loads((res.out_dir / "manifest.json").read_text())["name"],
+               "n_train": res.n_train, "n_held_out": res.n_val, "C": res.probe.info.get("C"),
+               "calibration": res.probe.calibration.get("method"), "metrics": res.metrics,
+               "seconds": round(res.seconds, 2)}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"wrote {summary['head']} (detector linear:{summary['name']}, {res.n_train} images, "
+                   f"C={summary['C']}, {summary['seconds']} s)")
+        for k, m in res.metrics.items():
+            typer.echo(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in m.items() if a != "note"))
+
+
+def register(apps) -> None:
+    apps["train"].command("linear")(train_linear_cmd)

@@ -1,0 +1,108 @@
+"""The ``linear`` family: one detector per linear head found in the weights
+folders (``linear:univfd``, ``linear:<your probe>``), each a logistic head on
+frozen backbone features at the head's own preprocessing.
+
+A head trained on another backbone than the run's becomes an unavailable
+detector that names the backbone it needs; when the run's backbone cannot be
+built (e.g. the ViT-L-14 weights are not in the local cache) every linear head
+reports that reason with its remedy. The scan always goes on.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..records import DetectorResult
+from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key
+
+log = logging.getLogger(__name__)
+FAMILY = "linear"
+
+
+class LinearDetector(Detector):
+    family = FAMILY
+
+    def __init__(self, head, backbone):
+        from ..linear import LinearHead
+        from ..preprocess import make_spec
+
+        super().__init__(f"{FAMILY}:{head.name}")
+        self.head = head
+        self.linear = LinearHead.from_head(head)
+        self.backbone = backbone
+        if self.linear.dim != self._feature_dim(backbone):
+            raise DetectorUnavailable(f"head {head.name!r} expects {self.linear.dim}-d {self.linear.feature} "
+                                      f"features; the backbone gives {self._feature_dim(backbone)}")
+        spec = head.manifest.get("preprocessing") or {}
+        self.preprocess = make_spec(spec.get("mode", "center-crop"), int(spec.get("size", backbone.image_size)),
+                                    spec.get("mean", backbone.mean), spec.get("std", backbone.std),
+                                    spec.get("interpolation", "bicubic"))
+        self.request = FeatureRequest(encoder_key=backbone.fingerprint, preprocess=self.preprocess,
+                                      encode=backbone.encode, layers=self.linear.layers(backbone.layers),
+                                      device=backbone.device, dtype=backbone.dtype)
+        self._key = feature_key(self.request)
+        self._output = (f"cls_{self.linear.layers(backbone.layers)[0]}" if self.linear.feature.startswith("cls_")
+                        else self.linear.feature)
+
+    def _feature_dim(self, backbone) -> int:
+        return backbone.width if self.linear.feature.startswith("cls_") else backbone.embed_dim
+
+    def feature_requests(self) -> list[FeatureRequest]:
+        return [self.request]
+
+    def predict(self, samples, features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
+        out: list[DetectorResult] = []
+        for i, _ in enumerate(samples):
+            try:
+                vec = (features[i] or {}).get(self._key, {}).get(self._output) if i < len(features) else None
+                if vec is None:
+                    out.append(DetectorResult.failed("no backbone features for this file"))
+                    continue
+                logit = float(self.linear.logits(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0])
+                if not np.isfinite(logit):
+                    out.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
+                    continue
+                p = float(self.linear.p_ai(logit))
+                out.append(DetectorResult(status="ok", p_ai=p, score=logit, score_kind="logit",
+                                          extra={"head": self.head.name, "threshold": self.linear.threshold}))
+            except Exception as exc:  # noqa: BLE001 - one bad vector must not stop the scan
+                out.append(DetectorResult.failed(f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        m = self.head.manifest
+        return {"name": self.name, "family": self.family, "head": str(self.head.path),
+                "backbone": (m.get("backbone") or {}).get("name"), "preprocessing": self.preprocess,
+                "feature": self.linear.feature, "source": m.get("source"), "license": m.get("license")}
+
+
+def create(ctx: RunContext) -> list[Detector]:
+    from ..weights import HeadError, HeadMismatch, find_heads, load_head
+
+    found = find_heads(list(ctx.weights_dirs), FAMILY)
+    wanted = ctx.options.get("linear_heads") if ctx.options else None
+    if wanted:
+        found = [(p, m) for p, m in found if m["name"] in set(wanted)]
+    if not found:
+        where = ", ".join(str(d) for d in ctx.weights_dirs) or "no weights folder"
+        raise DetectorUnavailable(f"no linear heads found (looked in {where}); "
+                                  "train one with `aiidetect train linear DATA...`")
+    try:
+        backbone = ctx.backbone()
+    except DetectorUnavailable as exc:
+        return [UnavailableDetector(f"{FAMILY}:{m['name']}", str(exc)) for _, m in found]
+
+    out: list[Detector] = []
+    for path, m in found:
+        name = f"{FAMILY}:{m['name']}"
+        try:
+            head = load_head(path)
+            head.check_backbone(backbone.fingerprint, backbone.spec.describe())
+            out.append(LinearDetector(head, backbone))
+        except HeadMismatch as exc:
+            out.append(UnavailableDetector(name, str(exc)))
+        except (HeadError, DetectorUnavailable, ValueError, OSError) as exc:
+            out.append(UnavailableDetector(name, f"cannot load head {path}: {exc}"))
+    return out
