@@ -41,7 +41,7 @@ def backbone_spec(backbone: Optional[str], pretrained: Optional[str], config: Op
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)  # log lines stay whole for grep
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":

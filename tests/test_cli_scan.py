@@ -1,0 +1,106 @@
+"""The CLI as scripts use it: subprocess, JSON parsing, exit codes."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import jsonl, run_cli
+from images import make_zoo
+
+SCHEMA_KEYS = {"schema", "file", "sha256", "size_bytes", "format", "width", "height", "verdict", "p_ai",
+               "detectors", "reasons", "image", "error"}
+
+
+@pytest.fixture(scope="module")
+def zoo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    make_zoo(d)
+    return d
+
+
+def _hashes(d: Path):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_jsonl_one_record_per_file_and_inputs_untouched(zoo_dir):
+    before = _hashes(zoo_dir)
+    r = run_cli("scan", str(zoo_dir), "--format", "jsonl", "-d", "metadata")
+    assert r.returncode == 0, r.stderr
+    recs = jsonl(r.stdout)
+    images = [p for p in before if p.suffix.lower() != ".txt"]
+    assert len(recs) == len(images)
+    assert [x["file"] for x in recs] == sorted(x["file"] for x in recs)
+    for x in recs:
+        assert set(x) == SCHEMA_KEYS
+        assert x["schema"] == "1.0"
+        assert x["verdict"] in ("ai-generated", "likely-real", "uncertain", "error")
+        assert (x["error"] is None) == (x["verdict"] != "error")
+    by = {Path(x["file"]).name: x for x in recs}
+    assert by["truncated.jpg"]["error"]["code"] == "decode-error"
+    assert by["empty.jpg"]["error"]["code"] == "empty-file"
+    assert by["random.png"]["error"]["code"] == "unsupported-format"
+    assert by["bomb.png"]["error"]["code"] == "too-large"
+    assert by["ok.heic"]["format"] == "HEIF" and by["ok.heic"]["width"] == 64
+    assert "skipped 1 non-image file" in r.stderr
+    assert _hashes(zoo_dir) == before
+
+
+def test_json_is_one_array_and_csv_has_rows(zoo_dir):
+    r = run_cli("scan", str(zoo_dir / "ok.jpg"), str(zoo_dir / "cmyk.jpg"), "--format", "json", "-d", "metadata")
+    arr = json.loads(r.stdout)
+    assert isinstance(arr, list) and len(arr) == 2
+    r = run_cli("scan", str(zoo_dir / "ok.jpg"), "--format", "csv", "-d", "metadata")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("file,verdict,p_ai") and len(lines) == 2
+
+
+def test_empty_json_array(tmp_path):
+    r = run_cli("scan", str(tmp_path), "--format", "json", "-d", "metadata")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+def test_exit_codes(zoo_dir, tmp_path):
+    r = run_cli("scan", str(tmp_path / "missing"), "--format", "jsonl")
+    assert r.returncode == 2 and r.stdout == "" and "no such file" in r.stderr
+    r = run_cli("scan", str(zoo_dir), "--format", "jsonl", "--bogus-flag")
+    assert r.returncode == 2
+    r = run_cli("scan", str(zoo_dir), "-d", "nosuch")
+    assert r.returncode == 2
+    r = run_cli("scan", str(zoo_dir / "truncated.jpg"), "--format", "jsonl", "-d", "metadata", "--fail-on", "error")
+    assert r.returncode == 1
+    r = run_cli("scan", str(zoo_dir / "ok.jpg"), "--format", "jsonl", "-d", "metadata", "--fail-on", "error")
+    assert r.returncode == 0
+
+
+def test_stdin_list_and_output_file(zoo_dir, tmp_path):
+    out = tmp_path / "o.jsonl"
+    lst = f"{zoo_dir / 'ok.jpg'}\n{zoo_dir / 'gone.jpg'}\n"
+    r = run_cli("scan", "-", "--format", "jsonl", "-d", "metadata", "-o", str(out), input=lst)
+    assert r.returncode == 0 and r.stdout == ""
+    recs = jsonl(out.read_text())
+    assert [Path(x["file"]).name for x in recs] == ["ok.jpg", "gone.jpg"]
+    assert recs[1]["error"]["code"] == "unreadable"
+
+
+def test_logs_never_on_stdout_for_machine_formats(zoo_dir):
+    r = run_cli("scan", str(zoo_dir), "--format", "jsonl")  # default detectors: some unavailable -> notes
+    assert r.returncode == 0, r.stderr
+    for line in r.stdout.splitlines():
+        json.loads(line)
+    assert "scanned" in r.stderr
+
+
+def test_unavailable_backbone_reported_with_remedy(zoo_dir, tmp_path):
+    r = run_cli("scan", str(zoo_dir / "ok.jpg"), "--format", "jsonl", "-d", "metadata,linear",
+                env={"AIIDETECT_CLIP_CACHE": str(tmp_path), "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    rec = jsonl(r.stdout)[0]
+    lin = [v for k, v in rec["detectors"].items() if k.startswith("linear")]
+    assert lin and all(v["status"] == "unavailable" for v in lin)
+
+
+def test_table_default(zoo_dir):
+    r = run_cli("scan", str(zoo_dir / "ok.jpg"), "-d", "metadata")
+    assert r.returncode == 0 and "ok.jpg" in r.stdout and "verdict" in r.stdout

@@ -1,0 +1,143 @@
+import hashlib
+import io
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from aiidetect.decode import DecodeLimits, decode_bytes, decode_path, read_bytes, DecodeFailure
+from aiidetect.preprocess import apply, center_crop, make_spec
+
+from images import jpeg_bytes, make_zoo, noise_rgb
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return make_zoo(tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.mark.parametrize("name,fmt", [("jpeg", "JPEG"), ("cmyk", "JPEG"), ("png16", "PNG"), ("gif", "GIF"),
+                                      ("palette", "PNG"), ("rgba", "PNG"), ("gray", "TIFF"), ("bmp", "BMP"),
+                                      ("webp", "WEBP"), ("heic", "HEIF"), ("avif", "AVIF"), ("misnamed", "PNG")])
+def test_good_files_decode_to_rgb(zoo, name, fmt):
+    s = decode_path(str(zoo[name]), keep_image=True)
+    assert s.record.error is None, s.record.error
+    assert s.record.format == fmt
+    assert s.image.mode == "RGB"
+    assert s.record.sha256 == hashlib.sha256(zoo[name].read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name,code", [("truncated", "decode-error"), ("empty", "empty-file"),
+                                       ("random", "unsupported-format"), ("bomb", "too-large")])
+def test_bad_files_get_error_codes(zoo, name, code):
+    s = decode_path(str(zoo[name]))
+    assert s.record.error is not None and s.record.error.code == code, s.record.error
+    assert s.record.verdict == "error"
+
+
+def test_sixteen_bit_is_scaled_not_clipped(zoo):
+    img, info = decode_bytes(zoo["png16"].read_bytes())
+    a = np.asarray(img)[..., 0]
+    assert info["mode"].startswith("I")
+    assert a.min() == 0 and a.max() == 255  # full range kept; clipping would saturate at 255 early
+    assert len(np.unique(a)) > 200
+
+
+def test_animated_gif_first_frame(zoo):
+    img, info = decode_bytes(zoo["gif"].read_bytes())
+    assert info["frames"] == 4
+    assert img.size == (32, 32)
+
+
+def test_exif_orientation_applied(zoo):
+    img, info = decode_bytes(zoo["rotated"].read_bytes())
+    assert info["orientation"] == 6
+    assert img.size == (48, 64)
+
+
+def test_pixel_limit_configurable(zoo):
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(zoo["jpeg"].read_bytes(), DecodeLimits(max_pixels=100))
+    assert e.value.code == "too-large"
+
+
+def test_byte_limit(zoo):
+    with pytest.raises(DecodeFailure) as e:
+        read_bytes(zoo["jpeg"], DecodeLimits(max_bytes=10))
+    assert e.value.code == "too-large"
+
+
+def test_special_files_and_missing(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    assert decode_path(str(fifo)).record.error.code == "not-a-file"
+    assert decode_path(str(tmp_path)).record.error.code == "not-a-file"
+    assert decode_path(str(tmp_path / "nope.jpg")).record.error.code == "unreadable"
+    loop = tmp_path / "loop.jpg"
+    os.symlink(loop, loop)
+    assert decode_path(str(loop)).record.error.code == "symlink-loop"
+
+
+def test_permission_error_is_unreadable(tmp_path, monkeypatch):
+    p = tmp_path / "x.jpg"
+    p.write_bytes(jpeg_bytes())
+
+    def deny(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", deny)
+    s = decode_path(str(p))
+    assert s.record.error.code == "unreadable" and "Permission denied" in s.record.error.message
+
+
+def test_draft_mode_shrinks_big_jpeg():
+    data = jpeg_bytes(noise_rgb(2000, 1600), quality=90)
+    img, info = decode_bytes(data, draft=224)
+    assert info["width"] == 2000 and img.size[0] < 2000 and min(img.size) >= 224
+
+
+def test_center_crop_pads_small_images():
+    a = np.full((100, 50, 3), 7, np.uint8)
+    c = center_crop(a, 224)
+    assert c.shape == (224, 224, 3)
+    assert c[112, 112, 0] == 7 and c[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("mode", ["center-crop", "resize-center-crop", "resize"])
+def test_preprocess_shapes(mode):
+    x = apply(noise_rgb(300, 200), make_spec(mode, 224))
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+
+
+# ---- fuzz: the decoder never raises anything but DecodeFailure, on any bytes
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=0, max_size=2048))
+def test_fuzz_random_bytes(data):
+    try:
+        decode_bytes(data, DecodeLimits(max_pixels=4_000_000))
+    except DecodeFailure as e:
+        assert e.code in ("decode-error", "unsupported-format", "too-large")
+
+
+_SEED_FILES = [jpeg_bytes(noise_rgb(32, 32)), ]
+_b = io.BytesIO(); noise_rgb(32, 32).save(_b, "PNG"); _SEED_FILES.append(_b.getvalue())
+_b = io.BytesIO(); noise_rgb(32, 32).save(_b, "WEBP"); _SEED_FILES.append(_b.getvalue())
+_b = io.BytesIO(); noise_rgb(32, 32).save(_b, "GIF"); _SEED_FILES.append(_b.getvalue())
+_b = io.BytesIO(); noise_rgb(32, 32).save(_b, "TIFF"); _SEED_FILES.append(_b.getvalue())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_SEED_FILES), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+       st.integers(0, 10_000))
+def test_fuzz_mutated_real_files(seed, flips, cut):
+    data = bytearray(seed)
+    for pos, val in flips:
+        data[pos % len(data)] = val
+    data = bytes(data[: max(1, cut % (len(data) + 1))])
+    try:
+        img, info = decode_bytes(data, DecodeLimits(max_pixels=4_000_000))
+        assert img.mode == "RGB"
+    except DecodeFailure as e:
+        assert e.code in ("decode-error", "unsupported-format", "too-large")

@@ -1,0 +1,80 @@
+import io
+import os
+
+import pytest
+
+from aiidetect.discover import DiscoveryError, discover
+
+
+def _tree(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").mkdir()
+    for p in ["a/1.jpg", "a/2.PNG", "a/readme.txt", "a/b/3.webp", "a/b/4.heic", "top.gif", "data.bin"]:
+        (tmp_path / p).write_bytes(b"x")
+    return tmp_path
+
+
+def names(cands, root):
+    return [os.path.relpath(c.path, root) for c in cands]
+
+
+def test_recursive_sorted_and_skips_non_images(tmp_path):
+    root = _tree(tmp_path)
+    c, s = discover([str(root)])
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "top.gif"]
+    assert s.skipped == 2
+
+
+def test_no_recursive(tmp_path):
+    root = _tree(tmp_path)
+    c, _ = discover([str(root)], recursive=False)
+    assert names(c, root) == ["top.gif"]
+
+
+def test_include_exclude(tmp_path):
+    root = _tree(tmp_path)
+    c, s = discover([str(root)], include=["*.jpg", "*.webp"])
+    assert names(c, root) == ["a/1.jpg", "a/b/3.webp"]
+    c, s = discover([str(root)], exclude=["a/b/*"])
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "top.gif"] and s.excluded == 2
+
+
+def test_explicit_file_always_gets_record(tmp_path):
+    root = _tree(tmp_path)
+    c, _ = discover([str(root / "a/readme.txt")])
+    assert len(c) == 1 and c[0].explicit and c[0].error is None
+
+
+def test_missing_argument_is_usage_error(tmp_path):
+    with pytest.raises(DiscoveryError):
+        discover([str(tmp_path / "nope")])
+
+
+def test_stdin_list_missing_becomes_error_row(tmp_path):
+    root = _tree(tmp_path)
+    lst = f"{root / 'a/1.jpg'}\n{root / 'gone.jpg'}\n\n{root / 'a/b'}\n"
+    c, _ = discover([], stdin=io.StringIO(lst))
+    assert names(c, root) == ["a/1.jpg", "gone.jpg", "a/b/3.webp", "a/b/4.heic"]
+    assert c[1].error[0] == "unreadable"
+
+
+def test_symlink_loop_reported_not_fatal(tmp_path):
+    root = _tree(tmp_path)
+    os.symlink(root / "a", root / "a" / "b" / "back")       # dir loop
+    os.symlink(root / "self.jpg", root / "self.jpg")        # file link loop
+    c, _ = discover([str(root)])
+    errs = {os.path.relpath(x.path, root): x.error for x in c if x.error}
+    assert errs["a/b/back"][0] == "symlink-loop"
+    assert errs["self.jpg"][0] == "symlink-loop"
+
+
+def test_duplicates_counted_once(tmp_path):
+    root = _tree(tmp_path)
+    c, s = discover([str(root / "a/1.jpg"), str(root / "a")])
+    assert names(c, root).count("a/1.jpg") == 1 and s.duplicates == 1
+
+
+def test_special_file_in_directory(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jpg")
+    c, _ = discover([str(tmp_path)])
+    assert len(c) == 1  # it gets a row; decoding then says not-a-file
