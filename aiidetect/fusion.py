@@ -1,19 +1,43 @@
-"""Detector outputs + provenance evidence -> one p_ai, a verdict and reasons.
+"""Detector outputs + provenance evidence -> one P(AI), a verdict and reasons.
 
 Contract used by the pipeline (keep the signature): ``fuse(results, model=None)``
 returns a FusionOutcome. `results` maps detector name -> DetectorResult.
+The rules (docs/fusion.md), which hold with or without a fitted model:
+
+1. Detectors that are unavailable, failed, or have no opinion drop out.
+2. Decisive provenance evidence (signed C2PA AI declaration, generator
+   parameters, a watermark match) dominates: the verdict follows it whatever
+   the pixel detectors say; decisive evidence pointing both ways -> uncertain.
+3. Soft evidence (camera EXIF, editing software, ...) only shifts the odds: its
+   summed log-likelihood ratio is capped, and soft evidence alone (no pixel
+   detector, nothing decisive) never gives a firm verdict.
+4. No information -> p_ai None and verdict "uncertain", never "likely-real".
+
+Without a model, pixel detectors (whose p_ai is calibrated by their heads)
+are averaged in logit space -- they look at the same pixels, so their errors
+are correlated and summing would double count. A fitted model (``aiidetect
+calibrate``) replaces the average by logistic-regression weights over each
+detector's recalibrated logit and the soft-evidence sum, and carries the
+uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from .records import DetectorResult
 
 # Default uncertain band on p_ai; calibrated values come from the fusion model.
 DEFAULT_AI_THRESHOLD = 0.9
 DEFAULT_REAL_THRESHOLD = 0.1
+# Soft evidence may move the log-odds by at most this many nats (e^2 ~ 7.4x).
+SOFT_EVIDENCE_CAP = 2.0
+# Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
+# move the log-odds by at most half of it, so it cannot flip the verdict.
+DECISIVE_FLOOR = 9.2
+FUSION_DETECTOR = "fusion"
 
 
 @dataclass
@@ -21,33 +45,187 @@ class FusionOutcome:
     p_ai: float | None
     verdict: str
     reasons: list[str] = field(default_factory=list)
+    contributions: dict[str, float] = field(default_factory=dict)  # source -> signed log-odds moved (nats)
 
 
 def _logit(p: float, eps: float = 1e-6) -> float:
-    p = min(max(p, eps), 1 - eps)
+    p = min(max(float(p), eps), 1 - eps)
     return math.log(p / (1 - p))
 
 
-def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None) -> FusionOutcome:
-    """Minimal rule: sum detector logits (each detector's p_ai is already
-    calibrated) and evidence log-likelihood ratios; no opinion -> uncertain."""
-    total, n, reasons = 0.0, 0, []
+def _sigmoid(z: float) -> float:
+    z = max(min(z, 50.0), -50.0)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _family(name: str) -> str:
+    return name.split(":")[0]
+
+
+def detector_input(r: DetectorResult) -> float | None:
+    """The raw number a fitted calibrator reads: the detector's score when it
+    is logit-like, else logit(p_ai)."""
+    if r.status != "ok":
+        return None
+    if r.score is not None and (r.score_kind or "").lower() in ("logit", "log-odds", "logodds"):
+        return float(r.score)
+    if r.p_ai is not None:
+        return _logit(r.p_ai)
+    return None
+
+
+def split_results(results: Mapping[str, DetectorResult]):
+    """-> (pixel {name: result}, soft [(name, Evidence)], decisive [(name, Evidence)]).
+    A result carrying evidence is an evidence source: its own p_ai summarises
+    that evidence and is not counted a second time."""
+    pixel, soft, decisive = {}, [], []
     for name, r in results.items():
-        if r.status != "ok":
+        if r is None or r.status != "ok":
+            continue
+        if r.evidence:
+            for e in r.evidence:
+                if e.direction == "neutral" or not e.strength:
+                    continue
+                (decisive if e.decisive else soft).append((name, e))
+        elif r.p_ai is not None:
+            pixel[name] = r
+    return pixel, soft, decisive
+
+
+def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Accept a fusion head manifest, its ``params`` block, or a plain band
+    dict ({"ai_threshold": .., "real_threshold": ..})."""
+    if not model:
+        return {}
+    m = dict(model)
+    if m.get("detector") == FUSION_DETECTOR and isinstance(m.get("params"), Mapping):
+        params = dict(m["params"])
+        thr = m.get("threshold") or {}
+        if isinstance(thr, Mapping):
+            params.setdefault("ai_threshold", thr.get("ai"))
+            params.setdefault("real_threshold", thr.get("real"))
+        params.setdefault("name", m.get("name"))
+        m = params
+    return m
+
+
+def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    dets = model.get("detectors") or {}
+    return dets.get(name) or dets.get(_family(name))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None) -> FusionOutcome:
+    m = normalize_model(model)
+    hi = float(m.get("ai_threshold") or DEFAULT_AI_THRESHOLD)
+    lo = float(m.get("real_threshold") if m.get("real_threshold") is not None else DEFAULT_REAL_THRESHOLD)
+    cap = float(m.get("soft_evidence_cap", SOFT_EVIDENCE_CAP))
+    pixel, soft, decisive = split_results(results)
+    contrib: dict[str, float] = {}
+    notes: list[str] = []
+
+    # Pixel detectors.
+    fitted = bool(m.get("detectors"))
+    z_pix = 0.0
+    if pixel:
+        if fitted:
+            from .calibration import Calibrator
+
+            for name, r in pixel.items():
+                dp = _detector_params(m, name)
+                if dp is None:
+                    notes.append(f"{name}: not in the fusion model, ignored")
+                    continue
+                x = detector_input(r)
+                z = float(Calibrator.from_dict(dp.get("calibration")).logit(x))
+                c = float(dp.get("weight", 1.0)) * z
+                contrib[name] = c
+                z_pix += c
+        else:
+            zs = {name: _logit(r.p_ai) for name, r in pixel.items()}
+            for name, z in zs.items():
+                contrib[name] = z / len(zs)
+            z_pix = sum(contrib.values())
+    n_pixel = sum(1 for k in contrib if k in pixel)
+
+    # Soft evidence: capped sum, optionally re-weighted by the model.
+    soft_raw = sum(e.llr for _, e in soft)
+    soft_total = max(-cap, min(cap, soft_raw))
+    w_soft = float(m.get("evidence_weight", 1.0)) if fitted else 1.0
+    soft_scale = (soft_total / soft_raw if soft_raw else 0.0) * w_soft
+    for name, e in soft:
+        key = f"{name}:{e.id}"
+        contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
+    bias = float(m.get("bias", 0.0)) if fitted and (n_pixel or soft) else 0.0
+    if bias:
+        contrib["bias"] = bias
+    z = z_pix + soft_total * w_soft + bias
+
+    if decisive:
+        z_dec = sum(e.llr for _, e in decisive)
+        dirs = {e.direction for _, e in decisive}
+        for name, e in decisive:
+            key = f"{name}:{e.id}"
+            contrib[key] = contrib.get(key, 0.0) + e.llr
+        if len(dirs) > 1:
+            p = _sigmoid(z + z_dec)
+            verdict = "uncertain"
+            notes.append("decisive evidence points both ways")
+        else:
+            sign = 1.0 if "ai" in dirs else -1.0
+            mag = max(abs(z_dec), DECISIVE_FLOOR)
+            rest = max(-mag / 2, min(mag / 2, z))
+            p = _sigmoid(sign * mag + rest)
+            verdict = "ai-generated" if sign > 0 else "likely-real"
+            notes.append("decisive provenance evidence decides the verdict")
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+
+    if n_pixel == 0 and not soft:
+        why = "no detector had an opinion"
+        gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
+        if gone:
+            why += "; unavailable: " + ", ".join(gone)
+        return FusionOutcome(None, "uncertain", [why] + notes, {})
+
+    p = _sigmoid(z)
+    if n_pixel == 0:
+        verdict = "uncertain"
+        notes.append("only soft metadata evidence: it shifts the odds but cannot decide alone")
+    else:
+        verdict = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+
+
+def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:
+    """One line per source, strongest first: what it said and how far it moved
+    the log-odds (nats; + towards AI)."""
+    details: dict[str, str] = {}
+    for name, r in results.items():
+        if r is None or r.status != "ok":
             continue
         for e in r.evidence:
-            if e.llr:
-                total += e.llr
-                n += 1
-                reasons.append(f"{name}: {e.detail}")
+            details[f"{name}:{e.id}"] = e.detail
         if r.p_ai is not None and not r.evidence:
-            total += _logit(r.p_ai)
-            n += 1
-            reasons.append(f"{name}: p_ai={r.p_ai:.2f}")
-    if n == 0:
-        return FusionOutcome(None, "uncertain", ["no detector had an opinion"])
-    p = 1 / (1 + math.exp(-max(min(total, 50), -50)))
-    hi = (model or {}).get("ai_threshold", DEFAULT_AI_THRESHOLD)
-    lo = (model or {}).get("real_threshold", DEFAULT_REAL_THRESHOLD)
-    verdict = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
-    return FusionOutcome(p, verdict, reasons)
+            details[name] = f"p_ai={r.p_ai:.2f}"
+    lines = []
+    for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
+        if key == "bias":
+            continue
+        d = details.get(key, "")
+        mark = " [decisive]" if any(f"{n}:{e.id}" == key for n, e in decisive) else ""
+        lines.append(f"{key}: {d} ({_fmt(c)} nats){mark}".replace(":  (", ": ("))
+    return notes + lines
+
+
+def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
+    """The first fusion artifact (a head folder whose manifest says detector
+    "fusion") in the weights search path, as its manifest; None if there is none."""
+    from .weights import find_heads, weights_dirs
+
+    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR):
+        if name is None or manifest.get("name") == name:
+            return {**manifest, "path": str(path)}
+    return None

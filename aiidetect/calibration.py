@@ -1,0 +1,306 @@
+"""Score -> calibrated probability, and the operating band.
+
+A calibrator maps a detector's raw number x (its logit-like ``score``, or
+logit(p_ai) when it gives no score) to a calibrated logit:
+
+- temperature: z = x / T           (one parameter; keeps 0 at 0, fixes over-confidence)
+- platt:       z = a * x + b       (logistic regression on one feature)
+- isotonic:    p = f(x) monotone   (non-parametric; needs more data, clipped away from 0/1)
+
+Calibrators serialise to small dicts (stored in a head manifest) and back.
+``choose_band`` picks the uncertain band from labelled calibration scores so
+that real photos are called ai-generated at most at a target rate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+METHODS = ("temperature", "platt", "isotonic")
+P_EPS = 1e-4  # isotonic output never claims certainty
+
+
+def logit(p, eps: float = 1e-6):
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def sigmoid(z):
+    z = np.clip(np.asarray(z, dtype=np.float64), -50, 50)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    # log(1 + e^z) - y z, numerically stable
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+@dataclass
+class Calibrator:
+    method: str = "identity"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def logit(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.method == "temperature":
+            return x / float(self.params["T"])
+        if self.method == "platt":
+            return float(self.params["a"]) * x + float(self.params["b"])
+        if self.method == "isotonic":
+            xs, ps = np.asarray(self.params["x"], float), np.asarray(self.params["p"], float)
+            return logit(np.clip(np.interp(x, xs, ps), P_EPS, 1 - P_EPS))
+        return x
+
+    def prob(self, x) -> np.ndarray:
+        return sigmoid(self.logit(x))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **self.params}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "Calibrator":
+        if not d:
+            return cls()
+        d = dict(d)
+        method = d.pop("method", "identity")
+        for k in ("fitted_on", "n", "nll_before", "nll_after"):
+            d.pop(k, None)
+        return cls(method, d)
+
+
+def fit_temperature(x, y) -> Calibrator:
+    """T > 0 minimising the log loss of sigmoid(x / T); golden-section search
+    on log T (the loss is unimodal in T for a fixed sign of x*y)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    f = lambda lt: _nll(x / math.exp(lt), y)  # noqa: E731
+    lo, hi = math.log(1e-3), math.log(1e3)
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = f(a), f(b)
+    for _ in range(100):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = f(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = f(b)
+    return Calibrator("temperature", {"T": float(math.exp((lo + hi) / 2))})
+
+
+def fit_platt(x, y, max_iter: int = 100) -> Calibrator:
+    """Newton's method on the logistic log loss, with Platt's target smoothing
+    (t+ = (N+ + 1)/(N+ + 2), t- = 1/(N- + 2)) so separable data stays finite."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n_pos, n_neg = y.sum(), (1 - y).sum()
+    t = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    X = np.stack([x, np.ones_like(x)], 1)
+    w = np.zeros(2)
+    for _ in range(max_iter):
+        p = sigmoid(X @ w)
+        grad = X.T @ (p - t)
+        H = X.T @ (X * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(H, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return Calibrator("platt", {"a": float(w[0]), "b": float(w[1])})
+
+
+def fit_isotonic(x, y) -> Calibrator:
+    from sklearn.isotonic import IsotonicRegression
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+    return Calibrator("isotonic", {"x": [float(v) for v in iso.X_thresholds_],
+                                   "p": [float(v) for v in iso.y_thresholds_]})
+
+
+def fit(x, y, method: str = "temperature") -> Calibrator:
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; one of {', '.join(METHODS)}")
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    if x.size == 0 or y.min() == y.max():
+        raise ValueError("calibration needs labelled scores from both classes")
+    return {"temperature": fit_temperature, "platt": fit_platt, "isotonic": fit_isotonic}[method](x, y)
+
+
+@dataclass
+class Band:
+    """Verdict thresholds on the fused P(AI): >= ai -> ai-generated,
+    <= real -> likely-real, between -> uncertain."""
+
+    ai: float
+    real: float
+    fpr: float | None = None      # share of calibration real photos called ai-generated
+    fnr: float | None = None      # share of calibration AI images called likely-real
+    n_real: int = 0
+    n_ai: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ai": self.ai, "real": self.real, "fpr_at_band": self.fpr, "fnr_at_band": self.fnr,
+                "n_real": self.n_real, "n_ai": self.n_ai}
+
+
+def _upper_threshold(neg: np.ndarray, rate: float) -> float:
+    """Smallest threshold t with mean(neg >= t) <= rate: strictly above the
+    k-th largest negative, k = floor(rate * n) allowed errors."""
+    k = int(math.floor(rate * neg.size + 1e-9))
+    s = np.sort(neg)[::-1]
+    if k >= s.size:
+        return float(s.min())
+    return float(np.nextafter(s[k], np.inf))
+
+
+def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
+                floor: tuple[float, float] = (0.5, 0.5)) -> Band:
+    """The widest-confidence band meeting both targets on this data.
+
+    ai threshold: real photos reach it at most at `max_fpr` (finite-sample:
+    at most floor(max_fpr * n_real) of them). real threshold: AI images fall to
+    it at most at `max_fnr`. Thresholds never cross 0.5 (`floor`), so the band
+    always contains 0.5 and a coin flip is never a firm verdict.
+    """
+    p, y = np.asarray(p, float).ravel(), np.asarray(y, int).ravel()
+    neg, pos = p[y == 0], p[y == 1]
+    if neg.size == 0 or pos.size == 0:
+        raise ValueError("choosing the band needs both real and AI calibration images")
+    hi = max(_upper_threshold(neg, max_fpr), floor[0])
+    hi = min(hi, 1.0)
+    lo = -_upper_threshold(-pos, max_fnr)
+    lo = min(lo, floor[1])
+    lo = max(lo, 0.0)
+    return Band(ai=float(hi), real=float(lo), fpr=float(np.mean(neg >= hi)), fnr=float(np.mean(pos <= lo)),
+                n_real=int(neg.size), n_ai=int(pos.size))
+
+
+# --- the fusion model -------------------------------------------------------
+
+def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrator], cap: float):
+    """One row: each detector's calibrated logit (0 = no opinion, it drops out)
+    and the capped soft-evidence sum. None when decisive evidence decides."""
+    from .fusion import detector_input, split_results
+
+    pixel, soft, decisive = split_results(results)
+    if decisive:
+        return None
+    row = []
+    for n in names:
+        r = pixel.get(n)
+        x = detector_input(r) if r is not None else None
+        row.append(0.0 if x is None else float(cals[n].logit(x)))
+    s = sum(e.llr for _, e in soft)
+    row.append(max(-cap, min(cap, s)))
+    return row
+
+
+def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_fnr: float = 0.05,
+               C: float = 1.0, min_per_class: int = 5) -> dict[str, Any]:
+    """Fit per-detector calibration, a logistic-regression fusion over the
+    calibrated logits and the soft-evidence sum, and the uncertain band.
+
+    scored: evaluate.runner.Scored items (label + {detector: DetectorResult}).
+    Returns {"params", "threshold", "metrics", "report"} for the manifest.
+    Raises ValueError when the data cannot support a fit.
+    """
+    from .fusion import SOFT_EVIDENCE_CAP, detector_input, fuse, split_results
+
+    items = [s for s in scored if not s.error]
+    y_all = np.array([s.label for s in items], dtype=int)
+    if (y_all == 0).sum() < min_per_class or (y_all == 1).sum() < min_per_class:
+        raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
+                         f"that decode (got {(y_all == 0).sum()} real, {(y_all == 1).sum()} AI)")
+    names = sorted({n for s in items for n in split_results(s.results)[0]})
+    cals: dict[str, Calibrator] = {}
+    det_report: dict[str, Any] = {}
+    for n in names:
+        xs, ys = [], []
+        for s in items:
+            r = split_results(s.results)[0].get(n)
+            x = detector_input(r) if r is not None else None
+            if x is not None:
+                xs.append(x)
+                ys.append(s.label)
+        xs_a, ys_a = np.array(xs, float), np.array(ys, int)
+        if len(set(ys)) < 2 or min((ys_a == 0).sum(), (ys_a == 1).sum()) < min_per_class:
+            det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"}
+            continue
+        cal = fit(xs_a, ys_a, method)
+        cals[n] = cal
+        det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
+    names = [n for n in names if n in cals]
+    cap = SOFT_EVIDENCE_CAP
+    rows, ys = [], []
+    for s in items:
+        row = _fusion_features(s.results, names, cals, cap)
+        if row is not None:
+            rows.append(row)
+            ys.append(s.label)
+    X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
+    used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
+    if not used or len(set(Y.tolist())) < 2:
+        raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse; "
+                         "train a head first, or check the detectors' status in `aiidetect eval`")
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=C, max_iter=1000).fit(X[:, used], Y)
+    w = np.zeros(X.shape[1])
+    w[used] = lr.coef_[0]
+    params: dict[str, Any] = {
+        "method": method,
+        "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}
+                      for j, n in enumerate(names)},
+        "evidence_weight": float(w[-1]),
+        "bias": float(lr.intercept_[0]),
+        "soft_evidence_cap": cap,
+        "skipped_detectors": {n: r["skipped"] for n, r in det_report.items() if "skipped" in r},
+    }
+    # The band, chosen on the fused P(AI) of images the band actually governs
+    # (decisive evidence decides the others by rule).
+    ps, yb = [], []
+    for s in items:
+        if split_results(s.results)[2]:
+            continue
+        f = fuse(s.results, {**params, "ai_threshold": 0.5, "real_threshold": 0.5})
+        if f.p_ai is not None:
+            ps.append(f.p_ai)
+            yb.append(s.label)
+    band = choose_band(ps, yb, max_fpr=max_fpr, max_fnr=max_fnr)
+    params["ai_threshold"], params["real_threshold"] = band.ai, band.real
+    threshold = {**band.to_dict(), "max_fpr": max_fpr, "max_fnr": max_fnr}
+    from .evaluate.metrics import binary_metrics, clean
+
+    fused = [fuse(s.results, params) for s in items]
+    have = [i for i, f in enumerate(fused) if f.p_ai is not None]
+    metrics = binary_metrics(y_all[have], [fused[i].p_ai for i in have], 0.5)
+    verdicts = [f.verdict for f in fused]
+    metrics["uncertain_share"] = float(np.mean([v == "uncertain" for v in verdicts]))
+    metrics["real_called_ai"] = float(np.mean([v == "ai-generated" for v, yy in zip(verdicts, y_all) if yy == 0]))
+    metrics["ai_called_real"] = float(np.mean([v == "likely-real" for v, yy in zip(verdicts, y_all) if yy == 1]))
+    metrics["note"] = "in-sample: measured on the calibration data itself; run `aiidetect eval` on held-out data"
+    return clean({"params": params, "threshold": threshold, "metrics": metrics})
+
+
+def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], name: str = "fusion",
+                source: str = "") -> "Path":
+    """Write the fusion artifact: a head folder (detector "fusion") whose
+    manifest holds every fitted number and the data it was fitted on."""
+    from pathlib import Path  # noqa: F401
+
+    from .weights import save_head
+
+    p = fitted["params"]
+    names = list(p["detectors"])
+    w = [p["detectors"][n]["weight"] for n in names] + [p["evidence_weight"]]
+    manifest = {"name": name, "detector": "fusion", "version": "1", "labels": ["real", "ai"],
+                "params": p, "threshold": fitted["threshold"],
+                "calibration": {"method": p["method"], "inputs": names + ["soft_evidence"],
+                                "fitted_on": dict(data)},
+                "metrics": fitted["metrics"], "data": dict(data), "source": source or "aiidetect calibrate",
+                "license": "same as the data it was fitted on"}
+    return save_head(out_dir, {"weights": np.asarray(w, dtype=np.float32),
+                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, manifest)

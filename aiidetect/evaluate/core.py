@@ -1,0 +1,138 @@
+"""Scored items -> the metrics blocks of one evaluation condition."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..fusion import fuse, normalize_model
+from . import metrics as M
+from .runner import Scored
+
+FUSED = "fused"
+
+
+def detector_threshold(det, results=()) -> float:
+    """The shipped threshold on a detector's p_ai: its head's value when the
+    detector or its results expose one (extra["threshold"]), else 0.5."""
+    t = getattr(det, "threshold", None)
+    if t is None:
+        t = next((r.extra.get("threshold") for r in results
+                  if r is not None and r.status == "ok" and r.extra.get("threshold") is not None), None)
+    if t is None:
+        try:
+            t = det.describe().get("threshold")
+        except Exception:  # noqa: BLE001
+            t = None
+    if isinstance(t, Mapping):
+        t = t.get("p_ai", t.get("value"))
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        return 0.5
+    return t if 0.0 < t < 1.0 else 0.5
+
+
+def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Fused outcome per item (None for decode failures)."""
+    out = []
+    for s in scored:
+        if s.error:
+            out.append(None)
+            continue
+        f = fuse(s.results, model)
+        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons})
+    return out
+
+
+def _attribution(r) -> str | None:
+    """A detector's generator guess, if it gives one (extra["attribution"]:
+    a label string or {"label"/"generator": ...})."""
+    a = r.extra.get("attribution") if r is not None and r.status == "ok" else None
+    if isinstance(a, str):
+        return a
+    if isinstance(a, Mapping):
+        for k in ("label", "generator", "top"):
+            if isinstance(a.get(k), str):
+                return a[k]
+    return None
+
+
+def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_total: int) -> dict[str, Any]:
+    b: dict[str, Any] = {"coverage": float(y.size / n_total) if n_total else 0.0}
+    b["overall"] = M.binary_metrics(y, p, threshold) if y.size else None
+    per: dict[str, Any] = {}
+    real = y == 0
+    if real.any():
+        per["real"] = {"n": int(real.sum()), "acc": float(np.mean(p[real] < threshold)),
+                       "mean_p": float(p[real].mean())}
+    for g in sorted(set(gens[y == 1].tolist())):
+        m = (gens == g) & (y == 1)
+        sub = real | m
+        per[g] = {"n": int(m.sum()), "acc": float(np.mean(p[m] >= threshold)), "mean_p": float(p[m].mean()),
+                  "ap": M.average_precision(y[sub], p[sub]), "auc": M.roc_auc(y[sub], p[sub])}
+    b["per_generator"] = per
+    return b
+
+
+def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model: Mapping[str, Any] | None,
+                      name: str = "raw") -> tuple[dict[str, Any], dict[str, Any]]:
+    """-> (metrics block, raw per-item columns for plots and scores.csv)."""
+    fused = attach_fusion(scored, model)
+    ok = [i for i, s in enumerate(scored) if not s.error]
+    n = len(ok)
+    y_all = np.array([scored[i].label for i in ok], dtype=np.int64)
+    g_all = np.array([scored[i].generator for i in ok], dtype=object)
+    block: dict[str, Any] = {"condition": name, "n_items": len(scored), "n_scored": n,
+                             "n_decode_errors": len(scored) - n,
+                             "decode_errors": Counter(s.error.split(":")[0] for s in scored if s.error),
+                             "detectors": {}, "attribution": {}}
+    columns: dict[str, Any] = {"y": y_all, "generator": g_all, "path": [scored[i].path for i in ok], "p": {}}
+    for det in detectors:
+        res = [scored[i].results.get(det.name) for i in ok]
+        status = Counter(r.status if r is not None else "missing" for r in res)
+        have = np.array([r is not None and r.status == "ok" and r.p_ai is not None for r in res], dtype=bool)
+        p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
+        thr = detector_threshold(det, res)
+        b = _block(y_all[have], p[have], g_all[have], thr, n)
+        b["status"] = dict(status)
+        reasons = Counter(r.reason for r in res if r is not None and r.status != "ok" and r.reason)
+        if reasons:
+            b["not_ok_reasons"] = dict(reasons.most_common(3))
+        b["no_opinion"] = int(sum(1 for r in res if r is not None and r.status == "ok" and r.p_ai is None))
+        block["detectors"][det.name] = b
+        columns["p"][det.name] = p
+        att = [(_attribution(r), g) for r, g, yy in zip(res, g_all, y_all)]
+        att = [(a, g) for a, g in att if a is not None]
+        if att:
+            block["attribution"][det.name] = M.confusion_matrix([g for _, g in att], [a for a, _ in att])
+    fp = np.array([fused[i]["p_ai"] if fused[i]["p_ai"] is not None else np.nan for i in ok], dtype=np.float64)
+    verdicts = np.array([fused[i]["verdict"] for i in ok], dtype=object)
+    have = ~np.isnan(fp)
+    b = _block(y_all[have], fp[have], g_all[have], 0.5, n)
+    vt: dict[str, dict[str, int]] = {}
+    for cls, lab in (("real", 0), ("ai", 1)):
+        c = Counter(verdicts[y_all == lab].tolist())
+        vt[cls] = {v: int(c.get(v, 0)) for v in ("ai-generated", "uncertain", "likely-real")}
+    b["verdicts"] = vt
+    b["uncertain_share"] = float(np.mean(verdicts == "uncertain")) if n else None
+    nr, na = int((y_all == 0).sum()), int((y_all == 1).sum())
+    b["real_called_ai"] = vt["real"]["ai-generated"] / nr if nr else None
+    b["ai_called_real"] = vt["ai"]["likely-real"] / na if na else None
+    b["ai_detected"] = vt["ai"]["ai-generated"] / na if na else None
+    b["real_confirmed"] = vt["real"]["likely-real"] / nr if nr else None
+    for g, row in b["per_generator"].items():
+        m = (g_all == g) if g != "real" else (y_all == 0)
+        c = Counter(verdicts[m].tolist())
+        row["verdicts"] = {v: int(c.get(v, 0)) for v in ("ai-generated", "uncertain", "likely-real")}
+    m = normalize_model(model)
+    from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
+
+    b["band"] = {"ai": float(m.get("ai_threshold") or DEFAULT_AI_THRESHOLD),
+                 "real": float(m["real_threshold"]) if m.get("real_threshold") is not None else DEFAULT_REAL_THRESHOLD,
+                 "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)")}
+    block["fused"] = b
+    columns["p"][FUSED] = fp
+    columns["verdict"] = verdicts
+    return M.clean(block), columns

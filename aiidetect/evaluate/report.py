@@ -1,0 +1,226 @@
+"""Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+COLUMNS = (("coverage", "cover"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
+           ("best_acc_mean", "best acc"), ("ap", "AP"), ("auc", "AUC"), ("tpr_at_fpr_1", "TPR@1%"),
+           ("tpr_at_fpr_5", "TPR@5%"), ("ece", "ECE"), ("uncertain_share", "uncertain"))
+
+
+def _f(x, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{100 * x:.1f}" if pct else f"{x:.3f}"
+    return str(x)
+
+
+def _row(name: str, b: Mapping[str, Any]) -> list[str]:
+    o = b.get("overall") or {}
+    vals = []
+    for key, _ in COLUMNS:
+        v = b.get(key) if key in ("coverage", "uncertain_share") else o.get(key)
+        vals.append(_f(v, pct=key not in ("ece",)))
+    return [name] + vals
+
+
+def summary_rows(cond: Mapping[str, Any]) -> list[list[str]]:
+    rows = [_row(name, b) for name, b in cond["detectors"].items()]
+    rows.append(_row("fused", cond["fused"]))
+    return rows
+
+
+def per_generator_rows(cond: Mapping[str, Any], name: str) -> list[list[str]]:
+    b = cond["fused"] if name == "fused" else cond["detectors"][name]
+    rows = []
+    for g, r in b.get("per_generator", {}).items():
+        v = r.get("verdicts") or {}
+        rows.append([g, str(r["n"]), _f(r.get("acc"), True), _f(r.get("ap"), True), _f(r.get("auc"), True),
+                     _f(r.get("mean_p")), "/".join(str(v.get(k, "")) for k in ("ai-generated", "uncertain", "likely-real")) if v else "-"])
+    return rows
+
+
+GEN_HEADER = ["generator", "n", "acc", "AP vs real", "AUC vs real", "mean p_ai", "verdicts ai/unc/real"]
+
+
+def print_tables(result: Mapping[str, Any], console) -> None:
+    from rich.table import Table
+
+    for cond in result["conditions"]:
+        t = Table(title=f"{cond['condition']}: {cond['n_scored']} images scored"
+                        f"{', ' + str(cond['n_decode_errors']) + ' unreadable' if cond['n_decode_errors'] else ''}"
+                        f" (percent; ECE in [0,1])")
+        t.add_column("detector")
+        for _, head in COLUMNS:
+            t.add_column(head, justify="right")
+        for r in summary_rows(cond):
+            t.add_row(*r)
+        console.print(t)
+        f = cond["fused"]
+        console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
+                      f"({f['band']['model']}); real photos called ai-generated: {_f(f.get('real_called_ai'), True)}%, "
+                      f"AI images called likely-real: {_f(f.get('ai_called_real'), True)}%")
+        for name, b in cond["detectors"].items():
+            if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
+                console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False)
+    raw = result["conditions"][0]
+    names = [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]
+    for name in names:
+        rows = per_generator_rows(raw, name)
+        if not rows:
+            continue
+        t = Table(title=f"per generator, {name} ({raw['condition']})")
+        for h in GEN_HEADER:
+            t.add_column(h, justify="left" if h == "generator" else "right")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    for det, cm in raw.get("attribution", {}).items():
+        t = Table(title=f"attribution confusion, {det} (rows true, columns predicted)")
+        t.add_column("true")
+        for l in cm["labels"]:
+            t.add_column(l, justify="right")
+        for l, row in zip(cm["labels"], cm["matrix"]):
+            t.add_row(l, *map(str, row))
+        console.print(t)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    meta = result["run"]
+    out = [f"# aiidetect evaluation", "",
+           f"- command: `{meta.get('command', '')}`",
+           f"- data: {', '.join(meta.get('data', []))} ({meta.get('n_items')} labelled images: "
+           f"{meta.get('n_real')} real, {meta.get('n_ai')} AI)",
+           f"- detectors: {', '.join(meta.get('detectors', []))}",
+           f"- fusion: {meta.get('fusion')}",
+           f"- aiidetect {meta.get('version')}, {meta.get('created')}", "",
+           "Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another); "
+           "`best acc` uses the best threshold on this very data (optimistic reference only). "
+           "`cover` = share of images the detector gave an opinion on; metrics are over those.", ""]
+    for cond in result["conditions"]:
+        out += [f"## {cond['condition']}", "",
+                _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]
+        f = cond["fused"]
+        out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
+                f"real photos called ai-generated {_f(f.get('real_called_ai'), True)}%, AI images called "
+                f"likely-real {_f(f.get('ai_called_real'), True)}%, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
+    raw = result["conditions"][0]
+    for name in [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]:
+        rows = per_generator_rows(raw, name)
+        if rows:
+            out += [f"### Per generator: {name} ({raw['condition']})", "", _md_table(GEN_HEADER, rows), ""]
+    for det, cm in raw.get("attribution", {}).items():
+        out += [f"### Attribution confusion: {det}", "",
+                _md_table(["true \\ predicted"] + cm["labels"], [[l] + list(map(str, r)) for l, r in zip(cm["labels"], cm["matrix"])]), ""]
+    if result.get("plots"):
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result["plots"]] + [""]
+    return "\n".join(out)
+
+
+def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = None
+        for cond, cols in columns_by_cond.items():
+            names = list(cols["p"])
+            if w is None:
+                w = csv.writer(f)
+                w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names] + ["verdict"])
+            for i, p in enumerate(cols["path"]):
+                w.writerow([cond, p, int(cols["y"][i]), cols["generator"][i]]
+                           + ["" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}" for n in names]
+                           + [cols["verdict"][i]])
+
+
+def plots(out: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """ROC per detector, reliability diagram and score histograms for each
+    clean condition (raw, and normalized when asked). Agg backend: no display."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from . import metrics as M
+
+    made = []
+    for cond, cols in columns_by_cond.items():
+        if not (cond == "raw" or cond.startswith("normalized")):
+            continue  # perturbed conditions: numbers in the tables, no plots
+        tag = cond.replace(":", "-").replace("/", "-")
+        y, ps = cols["y"], cols["p"]
+        usable = {n: p for n, p in ps.items() if (~np.isnan(p)).sum() > 0}
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for n, p in usable.items():
+            m = ~np.isnan(p)
+            if len(set(y[m].tolist())) < 2:
+                continue
+            fpr, tpr, _ = M.roc_curve(y[m], p[m])
+            auc = M.roc_auc(y[m], p[m])
+            ax.plot(fpr, tpr, label=f"{n} (AUC {auc:.3f}, n={m.sum()})", lw=2 if n == "fused" else 1)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(xlabel="false positive rate (real called AI)", ylabel="true positive rate", title=f"ROC, {cond}")
+        _legend(ax, "lower right")
+        made.append(_save(fig, out / f"roc_{tag}.png"))
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for n, p in usable.items():
+            m = ~np.isnan(p)
+            bins = M.reliability_bins(y[m], p[m], 10)
+            if bins:
+                ax.plot([b["mean_p"] for b in bins], [b["frac_ai"] for b in bins], "o-", ms=3,
+                        label=f"{n} (ECE {M.ece(y[m], p[m]):.3f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(xlabel="predicted P(AI)", ylabel="observed share of AI images", title=f"Reliability, {cond}",
+               xlim=(0, 1), ylim=(0, 1))
+        _legend(ax, "upper left")
+        made.append(_save(fig, out / f"reliability_{tag}.png"))
+        k = max(1, len(usable))
+        fig, axes = plt.subplots(k, 1, figsize=(6, 2.2 * k), squeeze=False)
+        for ax, (n, p) in zip(axes[:, 0], usable.items()):
+            m = ~np.isnan(p)
+            edges = np.linspace(0, 1, 41)
+            ax.hist(p[m & (y == 0)], bins=edges, alpha=0.6, label="real")
+            ax.hist(p[m & (y == 1)], bins=edges, alpha=0.6, label="AI")
+            ax.set_title(f"{n}: P(AI) by class, {cond}", fontsize=9)
+            _legend(ax, "upper center")
+        fig.tight_layout()
+        made.append(_save(fig, out / f"hist_{tag}.png"))
+    return made
+
+
+def _legend(ax, loc: str) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc=loc)
+    else:
+        ax.text(0.5, 0.5, "no detector gave an opinion", ha="center", va="center", transform=ax.transAxes)
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[str, Mapping[str, Any]],
+                  make_plots: bool = True) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    if make_plots:
+        result["plots"] = [Path(p).name for p in plots(out, columns_by_cond)]
+        files += result["plots"]
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "summary.md").write_text(summary_markdown(result))
+    write_scores(out / "scores.csv", columns_by_cond)
+    return ["metrics.json", "summary.md", "scores.csv"] + files
