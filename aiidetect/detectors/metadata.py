@@ -1,0 +1,58 @@
+"""The `metadata` detector: provenance evidence, no model weights.
+
+p_ai = sigmoid(sum of evidence log-likelihood ratios), with a neutral prior
+(0 nats); None when no item carries an opinion. score is that summed LLR.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ..records import DetectorResult
+from .base import Detector, RunContext
+
+
+class MetadataDetector(Detector):
+    family = "metadata"
+    needs_pixels = False
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__("metadata")
+        self.options = dict(options or {})
+
+    def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]] = ()) -> list[DetectorResult]:
+        return [self.predict_one(s) for s in samples]
+
+    def predict_one(self, sample) -> DetectorResult:
+        from ..provenance import analyze
+
+        data = getattr(sample, "data", None)
+        if not data:
+            return DetectorResult.unavailable("file bytes not available to the metadata detector")
+        try:
+            rep = analyze(data, getattr(sample, "path", ""), image=getattr(sample, "image", None),
+                          info=getattr(sample, "info", None) or {}, options=self.options)
+        except Exception as exc:  # noqa: BLE001 - analyze already catches; belt and braces for one file
+            return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
+        return result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
+                                    errors=rep.errors)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "options": self.options}
+
+
+def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:
+    opinions = [e for e in evidence if e.llr != 0.0]
+    llr = sum(e.llr for e in opinions)
+    p = None if not opinions else 1.0 / (1.0 + math.exp(-max(min(llr, 50.0), -50.0)))
+    ex = dict(extra or {})
+    if errors:
+        ex["errors"] = list(errors[:20])
+    return DetectorResult(status="ok", p_ai=p, score=llr if opinions else None, score_kind="llr",
+                          reason=None if opinions else "no provenance evidence with an opinion",
+                          evidence=list(evidence), extra=ex)
+
+
+def create(ctx: RunContext) -> list[Detector]:
+    opts = ctx.options or {}
+    return [MetadataDetector({"watermark": opts.get("watermark", "auto"), "c2pa": opts.get("c2pa", True)})]

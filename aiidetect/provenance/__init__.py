@@ -1,0 +1,306 @@
+"""Provenance evidence: what a file says about where it came from.
+
+``analyze(data, path)`` reads EXIF, XMP, generator text chunks, C2PA manifests,
+the Stable Diffusion invisible watermark and weak structural hints, and turns
+each finding into an Evidence item whose strength is a log-likelihood ratio in
+nats (docs/provenance.md lists every id, its strength and how to fool it).
+Nothing here raises for a bad file: parser failures become `errors` and a
+neutral ``metadata.malformed`` item.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import Evidence
+from . import containers, exif, generators, structural, watermark, xmp
+
+__all__ = ["analyze", "collect_evidence", "ProvenanceReport", "STRENGTH"]
+
+# Log-likelihood ratios (nats). Decisive items are the ones a real photo
+# essentially never carries by accident; camera metadata is capped well below
+# them because copying EXIF onto an AI image is one exiftool command.
+STRENGTH = {
+    "generator.parameters": 6.0,
+    "c2pa.ai-generated": 7.0, "c2pa.ai-generated.invalid": 3.0,
+    "c2pa.ai-composite": 3.0, "c2pa.ai-composite.invalid": 1.5,
+    "c2pa.ai-ingredient": 2.0,
+    "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
+    "c2pa.capture": 2.0, "c2pa.capture.invalid": 0.5,
+    "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
+    "xmp.generator-tool": 3.0,
+    "exif.software-generator": 3.0,
+    "exif.camera.make-model": 0.7, "exif.camera.exposure": 1.2, "exif.camera.makernote": 1.6,
+    "exif.gps": 0.2,
+    "metadata.no-camera": 0.1,
+    "watermark.match": 5.0,
+    "structure.generator-size": 0.4, "structure.latent-size": 0.15,
+    "structure.jpeg-standard-tables": 0.1, "structure.jpeg-custom-tables": 0.2,
+}
+
+AI_TOOL = re.compile(
+    r"stable[ -]?diffusion|midjourney|dall[-·\u00b7 ]?e|firefly|novelai|comfyui|invokeai|automatic1111|"
+    r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
+    r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
+
+_DST_AI = {"trainedAlgorithmicMedia"}
+_DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
+_DST_ALGO = {"algorithmicMedia"}
+_DST_CAPTURE = {"digitalCapture", "negativeFilm", "positiveFilm", "print", "computationalCapture"}
+
+CAMERA_FORMATS = {"JPEG", "HEIF", "AVIF", "TIFF", "WEBP"}
+
+
+@dataclass
+class ProvenanceReport:
+    path: str
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..records import evidence_to_dict
+
+        return {"file": self.path, "format": self.format, "width": self.width, "height": self.height,
+                "evidence": [evidence_to_dict(e) for e in self.evidence], "facts": self.facts,
+                "errors": list(self.errors)}
+
+
+def _ev(eid: str, direction: str, detail: str, source: str, key: str | None = None, decisive: bool = False,
+        **data) -> Evidence:
+    return Evidence(id=eid, direction=direction, strength=STRENGTH[key or eid], detail=detail, source=source,
+                    decisive=decisive, data={k: v for k, v in data.items() if v not in (None, "", [], {})})
+
+
+def collect_evidence(data: bytes, path: str, image=None, info=None, options: dict | None = None) -> list[Evidence]:
+    """Evidence only; parser problems arrive as a neutral metadata.malformed item."""
+    return analyze(data, path, image=image, info=info, options=options).evidence
+
+
+def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None) -> ProvenanceReport:
+    """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False."""
+    opts = options or {}
+    rep = ProvenanceReport(path=path)
+    try:
+        _analyze(data, rep, image, info or {}, opts)
+    except Exception as exc:  # noqa: BLE001 - a bug in one parser must not lose the file
+        rep.errors.append(f"internal: {type(exc).__name__}: {exc}")
+    if rep.errors:
+        rep.evidence.append(Evidence("metadata.malformed", "neutral", 0.0,
+                                     f"metadata could not be fully read: {'; '.join(rep.errors[:3])}",
+                                     source="parsers", data={"errors": rep.errors[:20]}))
+    return rep
+
+
+def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:
+    blobs = containers.walk(data)
+    rep.errors.extend(blobs.errors)
+    rep.format = blobs.format or info.get("format")
+    rep.width = blobs.width or info.get("width")
+    rep.height = blobs.height or info.get("height")
+    ev = rep.evidence
+
+    # --- EXIF
+    facts = []
+    for blob, where in blobs.exif[:4]:
+        f = exif.read_exif(blob, where)
+        rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
+        facts.append(f)
+    ef = exif.merge(facts)
+    texts = list(blobs.texts)
+    if ef:
+        rep.facts["exif"] = ef.to_dict()
+        if ef.user_comment:
+            texts.append(("UserComment", ef.user_comment, f"EXIF UserComment ({ef.where})"))
+        if ef.description and len(ef.description) > 20:
+            texts.append(("ImageDescription", ef.description, f"EXIF ImageDescription ({ef.where})"))
+
+    # --- XMP
+    xf_all = []
+    for blob, where in blobs.xmp[:4]:
+        try:
+            xf_all.append(xmp.parse_xmp(blob, where))
+        except (ValueError, RecursionError) as exc:
+            rep.errors.append(f"XMP ({where}): {exc}")
+    if xf_all:
+        rep.facts["xmp"] = [x.to_dict() for x in xf_all]
+
+    # --- generator parameters
+    xmp_comments = [(c, x.where) for x in xf_all for c in x.user_comments]
+    creator_tools = [c for x in xf_all for c in x.creator_tools]
+    gens, gerr = generators.find_generators(texts, xmp_comments, creator_tools)
+    rep.errors.extend(gerr)
+    if gens:
+        rep.facts["generators"] = [g.to_dict() for g in gens]
+    for g in gens:
+        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, **g.to_dict()))
+
+    # --- C2PA
+    if blobs.jumbf and opts.get("c2pa", True):
+        _c2pa(data, blobs, rep)
+
+    # --- XMP declarations
+    for x in xf_all:
+        for dst in x.digital_source_types:
+            _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
+        tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
+        if tools and not gens:
+            ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
+                          tools=tools[:5]))
+
+    # --- EXIF-based evidence
+    if ef:
+        if ef.software and AI_TOOL.search(ef.software) and not gens:
+            ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {ef.software}",
+                          ef.where, software=ef.software))
+        cam = ef.camera_fields
+        exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
+        desc = ", ".join(filter(None, [ef.make, ef.model, ef.lens]))
+        if ef.has_makernote and ef.make:
+            ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
+                          "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
+                          fields=cam))
+        elif len(exposure) >= 2 and (ef.make or ef.model):
+            ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
+                          "copied", ef.where, key="exif.camera.exposure", fields=cam))
+        elif ef.make and ef.model:
+            ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings",
+                          ef.where, key="exif.camera.make-model", fields=cam))
+        if ef.has_gps:
+            ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
+    has_camera = any(e.id == "exif.camera" for e in ev)
+    if not has_camera and rep.format in CAMERA_FORMATS and not gens:
+        ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
+                      "most shared photos are stripped too", "EXIF"))
+
+    # --- invisible watermark
+    _watermark(data, rep, image, info, opts)
+
+    # --- structural hints
+    hint = structural.size_hint(rep.width, rep.height)
+    if hint == "exact":
+        ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height} is a typical generator output "
+                      "size (weak)", "dimensions"))
+    elif hint:
+        ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height}: both sides multiples of 64, "
+                      "as latent-diffusion outputs are (weak)", "dimensions", key="structure.latent-size"))
+    if blobs.dqt:
+        jq = structural.jpeg_quality(blobs.dqt)
+        rep.facts["jpeg"] = jq
+        if jq.get("standard"):
+            ev.append(_ev("structure.jpeg-tables", "ai", f"standard libjpeg quantization tables at quality "
+                          f"{jq['quality']} (re-encoded by software, not camera firmware; weak)", "JPEG DQT",
+                          key="structure.jpeg-standard-tables", quality=jq["quality"]))
+        elif jq:
+            ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
+                          f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
+                          key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+
+
+def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
+    if short in _DST_AI:
+        ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short} (declared AI-generated, "
+                      "unsigned)", where, decisive=True, source_type=short))
+    elif short in _DST_COMPOSITE:
+        ev.append(_ev("xmp.ai-composite", "ai", f"IPTC DigitalSourceType = {short} (part AI, unsigned)", where,
+                      source_type=short))
+    elif short in _DST_ALGO:
+        ev.append(_ev("xmp.algorithmic", "ai", f"IPTC DigitalSourceType = {short} (computer-generated)", where,
+                      source_type=short))
+    elif short in _DST_CAPTURE:
+        ev.append(_ev("xmp.capture-source-type", "real", f"IPTC DigitalSourceType = {short} (declared capture, "
+                      "unsigned)", where, source_type=short))
+
+
+def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
+    from . import c2pa as c2
+
+    where = ", ".join(blobs.jumbf)
+    try:
+        f = c2.read_c2pa(data, blobs.format, where)
+    except c2.C2paUnavailable as exc:
+        rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))
+        return
+    except ValueError as exc:
+        rep.errors.append(str(exc))
+        rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but unreadable: {exc}",
+                                     where))
+        return
+    rep.facts["c2pa"] = f.to_dict()
+    ok = f.valid
+    suffix = "" if ok else ".invalid"
+    validity = f.validity_text()
+    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures,
+                actions=f.actions[:10])
+    ev = rep.evidence
+    ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
+                       f"C2PA manifest by {f.claim_generator or 'unknown tool'}: {validity}", where,
+                       data={k: v for k, v in base.items() if v not in (None, [], "")}))
+    types = set(f.source_types)
+    if types & _DST_AI or types & _DST_ALGO:
+        ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
+                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok, **base))
+    elif types & _DST_COMPOSITE:
+        ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
+                      f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
+    elif types & _DST_CAPTURE:
+        ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
+                      f"{validity}", where, key="c2pa.capture" + suffix, **base))
+    elif f.claim_generator and AI_TOOL.search(f.claim_generator):
+        ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
+                      f"({f.claim_generator}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
+    if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
+        ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
+                      where, **base))
+
+
+def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:
+    mode = opts.get("watermark", "auto")
+    w, h = rep.width or 0, rep.height or 0
+    if mode == "never" or not w or not h:
+        return
+    if mode == "auto" and not watermark.plausible_size(w, h):
+        rep.facts["watermark"] = {"checked": False, "reason": f"{w}x{h} is not a Stable Diffusion output size"}
+        return
+    if w * h > 40_000_000:
+        rep.facts["watermark"] = {"checked": False, "reason": "over 40 MP"}
+        return
+    try:
+        rgb = _pixels(data, image, info, w, h)
+    except Exception as exc:  # noqa: BLE001 - pixels are the decoder's business; note and move on
+        rep.facts["watermark"] = {"checked": False, "reason": f"cannot decode pixels: {type(exc).__name__}"}
+        return
+    results = watermark.detect(rgb)
+    rep.facts["watermark"] = {"checked": True, "results": [
+        {"pattern": r.pattern, "agreement": round(r.agreement, 4), "threshold": r.threshold, "order": r.order}
+        for r in results]}
+    for r in results:
+        if r.matched:
+            rep.evidence.append(_ev(
+                "watermark.match", "ai", f"Stable Diffusion invisible watermark '{r.pattern}' found "
+                f"({r.agreement:.0%} of bits agree; threshold {r.threshold:.0%})", "pixels (DWT-DCT)",
+                decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order))
+
+
+def _pixels(data: bytes, image, info: dict, w: int, h: int):
+    """Original-resolution RGB without EXIF rotation: the watermark lives in the stored pixel grid."""
+    import numpy as np
+
+    if image is not None and getattr(image, "size", None) == (w, h) and not info.get("draft") \
+            and int(info.get("orientation", 1) or 1) == 1:
+        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    import io
+
+    from PIL import Image
+
+    from ..decode import _register_openers
+
+    _register_openers()
+    with Image.open(io.BytesIO(data)) as im:
+        if im.size[0] * im.size[1] > 40_000_000:
+            raise ValueError("too large")
+        return np.asarray(im.convert("RGB"))

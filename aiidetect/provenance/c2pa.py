@@ -1,0 +1,121 @@
+"""C2PA / Content Credentials, read with the official c2pa-python library.
+
+Offline there is no trust list, so "signing certificate untrusted" is expected
+and is reported as "signer not checked against a trust list", never as a
+failure; every other validation failure (hash mismatch after editing, bad
+signature) makes the manifest "invalid" and weakens what it declares.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .xmp import short_source_type
+
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
+        "TIFF": "image/tiff", "GIF": "image/gif"}
+# Expected offline: no trust list, no network for OCSP / timestamps.
+_BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
+
+
+class C2paUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class C2paFacts:
+    where: str = ""
+    state: str = ""                       # Valid / Invalid / Trusted (c2pa's own word)
+    signature_valid: bool = False
+    content_matches: bool = True
+    failures: list[str] = field(default_factory=list)
+    claim_generator: str | None = None
+    signer: str | None = None
+    signed_at: str | None = None
+    title: str | None = None
+    actions: list[str] = field(default_factory=list)
+    source_types: list[str] = field(default_factory=list)             # of the active manifest's actions
+    ingredient_source_types: list[str] = field(default_factory=list)  # of ingredients' manifests
+    manifests: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return self.signature_valid and self.content_matches and not self.failures
+
+    def validity_text(self) -> str:
+        if self.valid:
+            return (f"signed by {self.signer or 'unknown signer'}; signature valid; "
+                    "signer not checked against a trust list")
+        why = ", ".join(self.failures[:4]) or "validation failed"
+        return f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
+        d["valid"] = self.valid
+        return d
+
+
+def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
+    """Raises C2paUnavailable (library missing) or ValueError (store unreadable)."""
+    try:
+        import c2pa as lib
+    except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
+        raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
+    mime = MIME.get(fmt or "", "image/jpeg")
+    try:
+        with lib.Reader(mime, io.BytesIO(data)) as r:
+            store = json.loads(r.json())
+            state = r.get_validation_state() or ""
+    except Exception as exc:  # noqa: BLE001 - C2paError subclasses, and anything the native side raises
+        raise ValueError(f"C2PA manifest store unreadable: {str(exc)[:200]}") from exc
+    return summarize(store, state, where)
+
+
+def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
+    f = C2paFacts(where=where, state=state)
+    manifests = store.get("manifests") or {}
+    f.manifests = len(manifests)
+    active = manifests.get(store.get("active_manifest") or "") or {}
+    f.title = active.get("title")
+    cg = active.get("claim_generator")
+    if not cg and active.get("claim_generator_info"):
+        infos = active["claim_generator_info"]
+        cg = ", ".join(f"{i.get('name', '?')} {i.get('version', '')}".strip() for i in infos if isinstance(i, dict))
+    f.claim_generator = cg
+    si = active.get("signature_info") or {}
+    f.signer = si.get("common_name") or si.get("issuer")
+    if si.get("issuer") and si.get("common_name"):
+        f.signer = f"{si['common_name']} ({si['issuer']})"
+    f.signed_at = si.get("time")
+    for a in active.get("assertions") or []:
+        if not isinstance(a, dict) or not str(a.get("label", "")).startswith("c2pa.actions"):
+            continue
+        for act in (a.get("data") or {}).get("actions") or []:
+            if not isinstance(act, dict):
+                continue
+            f.actions.append(str(act.get("action")))
+            dst = act.get("digitalSourceType") or (act.get("parameters") or {}).get("digitalSourceType")
+            if dst:
+                f.source_types.append(short_source_type(str(dst)))
+    # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
+    for label, m in manifests.items():
+        if label == store.get("active_manifest"):
+            continue
+        for a in m.get("assertions") or []:
+            if isinstance(a, dict) and str(a.get("label", "")).startswith("c2pa.actions"):
+                for act in (a.get("data") or {}).get("actions") or []:
+                    if isinstance(act, dict) and act.get("digitalSourceType"):
+                        f.ingredient_source_types.append(short_source_type(str(act["digitalSourceType"])))
+    results = (store.get("validation_results") or {}).get("activeManifest") or {}
+    success = {s.get("code") for s in results.get("success") or [] if isinstance(s, dict)}
+    failures = [s.get("code") for s in results.get("failure") or [] if isinstance(s, dict)]
+    if not results:  # older layout: a flat validation_status list of problems
+        failures = [s.get("code") for s in store.get("validation_status") or [] if isinstance(s, dict)]
+        success = {"claimSignature.validated"} if not failures else set()
+    f.failures = [c for c in failures if c and c not in _BENIGN_FAILURES]
+    f.signature_valid = "claimSignature.validated" in success and not any(
+        c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
+    f.content_matches = not any("mismatch" in c for c in f.failures)
+    return f

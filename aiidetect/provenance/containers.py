@@ -1,0 +1,278 @@
+"""Walk image containers and pull out the raw metadata blobs, with hard limits.
+
+Each walker only slices bytes: no pixel decoding, no decompression beyond the
+caps below, so a hostile file costs at most a few megabytes and milliseconds.
+Parsers (exif, xmp, generators, c2pa) then read the blobs.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
+MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
+MAX_CHUNKS = 10_000                    # PNG chunks / JPEG segments walked before giving up
+
+
+@dataclass
+class Blobs:
+    """Raw metadata found in one file. `where` strings name the container spot
+    (e.g. "JPEG APP1", "PNG iTXt 'parameters'") so the report can say it."""
+
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    exif: list[tuple[bytes, str]] = field(default_factory=list)      # TIFF-structured EXIF (starts II*/MM*)
+    xmp: list[tuple[bytes, str]] = field(default_factory=list)
+    texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
+    jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
+    dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
+    errors: list[str] = field(default_factory=list)
+
+
+def sniff(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "AVIF" if brand in (b"avif", b"avis") else "HEIF"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def bounded_inflate(payload: bytes, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """zlib-decompress at most `limit` bytes; raise ValueError past it (zip bombs)."""
+    d = zlib.decompressobj()
+    out = d.decompress(payload, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise ValueError(f"compressed text expands beyond {limit} bytes")
+    return out
+
+
+def _tiff_start(blob: bytes) -> bytes:
+    """Strip the APP1-style 'Exif\\0\\0' prefix if present; keep raw TIFF otherwise."""
+    if blob.startswith(b"Exif\x00\x00"):
+        return blob[6:]
+    if blob.startswith(b"Exif\x00"):
+        return blob[5:]
+    return blob
+
+
+def walk(data: bytes) -> Blobs:
+    fmt = sniff(data)
+    b = Blobs(format=fmt)
+    try:
+        if fmt == "JPEG":
+            _walk_jpeg(data, b)
+        elif fmt == "PNG":
+            _walk_png(data, b)
+        elif fmt == "WEBP":
+            _walk_webp(data, b)
+        elif fmt == "TIFF":
+            b.exif.append((data, "TIFF header"))
+            _walk_with_pillow(data, b)
+        elif fmt in ("HEIF", "AVIF"):
+            _walk_with_pillow(data, b)
+        elif fmt == "GIF":
+            _walk_with_pillow(data, b)
+    except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
+        b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
+    if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
+        b.jumbf.append(f"{fmt} box")
+    return b
+
+
+# --- JPEG -------------------------------------------------------------------
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _walk_jpeg(data: bytes, b: Blobs) -> None:
+    pos, n = 2, len(data)
+    ext_xmp: dict[bytes, dict[int, bytes]] = {}
+    total_text = 0
+    for _ in range(MAX_CHUNKS):
+        if pos + 4 > n:
+            b.errors.append("JPEG: truncated before end of headers")
+            break
+        if data[pos] != 0xFF:
+            b.errors.append(f"JPEG: bad marker at offset {pos}")
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # EOI / start of scan: metadata is over
+            break
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        seg = data[pos + 4:pos + 2 + length]
+        if length < 2 or pos + 2 + length > n:
+            b.errors.append(f"JPEG: segment 0x{marker:02X} overruns the file")
+            seg = data[pos + 4:n]
+        where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
+        if marker == 0xE1 and seg.startswith(b"Exif\x00"):
+            b.exif.append((_tiff_start(seg), where))
+        elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
+            b.xmp.append((seg[29:], where))
+        elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
+            body = seg[35:]
+            if len(body) >= 40:
+                guid, _total, off = body[:32], *struct.unpack(">II", body[32:40])
+                parts = ext_xmp.setdefault(guid, {})
+                if len(parts) < 256:
+                    parts[off] = body[40:]
+        elif marker == 0xEB and (b"jumb" in seg[:64] or seg[:2] == b"JP"):
+            if "JPEG APP11" not in b.jumbf:
+                b.jumbf.append("JPEG APP11")
+        elif marker == 0xFE:
+            if total_text + len(seg) <= MAX_TOTAL_TEXT_BYTES:
+                total_text += len(seg)
+                b.texts.append(("Comment", seg.decode("utf-8", "replace"), "JPEG COM"))
+        elif marker == 0xDB:
+            _read_dqt(seg, b)
+        elif marker in _SOF and len(seg) >= 5:
+            b.height, b.width = struct.unpack(">HH", seg[1:5])
+        pos += 2 + max(length, 2)
+    for guid, parts in ext_xmp.items():
+        blob = b"".join(parts[k] for k in sorted(parts))
+        b.xmp.append((blob, "JPEG APP1 extended XMP"))
+
+
+def _read_dqt(seg: bytes, b: Blobs) -> None:
+    i = 0
+    while i < len(seg):
+        pq, tq = seg[i] >> 4, seg[i] & 15
+        size = 128 if pq else 64
+        body = seg[i + 1:i + 1 + size]
+        if len(body) < size:
+            b.errors.append("JPEG: truncated quantization table")
+            return
+        vals = list(struct.unpack(">64H", body)) if pq else list(body)
+        b.dqt[tq] = vals
+        i += 1 + size
+
+
+# --- PNG --------------------------------------------------------------------
+
+def _walk_png(data: bytes, b: Blobs) -> None:
+    pos, n, total_text = 8, len(data), 0
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > n:
+            b.errors.append("PNG: truncated (no IEND)")
+            break
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if len(body) < length:
+            b.errors.append(f"PNG: chunk {ctype!r} overruns the file")
+        name = ctype.decode("latin-1")
+        if ctype == b"IHDR" and len(body) >= 8:
+            b.width, b.height = struct.unpack(">II", body[:8])
+        elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            try:
+                key, text = _png_text(ctype, body)
+                if key == "XML:com.adobe.xmp":
+                    b.xmp.append((text.encode("utf-8"), f"PNG {name} '{key}'"))
+                elif total_text + len(text) > MAX_TOTAL_TEXT_BYTES:
+                    b.errors.append(f"PNG: text chunks exceed {MAX_TOTAL_TEXT_BYTES} bytes; rest ignored")
+                else:
+                    total_text += len(text)
+                    b.texts.append((key, text, f"PNG {name} '{key}'"))
+            except ValueError as exc:
+                b.errors.append(f"PNG {name}: {exc}")
+        elif ctype == b"eXIf":
+            b.exif.append((_tiff_start(body), "PNG eXIf"))
+        elif ctype == b"caBX":
+            b.jumbf.append("PNG caBX")
+        elif ctype == b"IEND":
+            break
+        pos += 12 + length
+
+
+def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
+    key, sep, rest = body.partition(b"\x00")
+    if not sep:
+        raise ValueError("keyword not terminated")
+    k = key[:79].decode("latin-1")
+    if ctype == b"tEXt":
+        return k, rest.decode("latin-1")
+    if ctype == b"zTXt":
+        if not rest:
+            raise ValueError("empty zTXt")
+        return k, bounded_inflate(rest[1:]).decode("latin-1")
+    # iTXt: flag, method, language\0, translated keyword\0, text
+    if len(rest) < 2:
+        raise ValueError("short iTXt")
+    flag = rest[0]
+    rest = rest[2:]
+    _lang, _, rest = rest.partition(b"\x00")
+    _tk, _, rest = rest.partition(b"\x00")
+    raw = bounded_inflate(rest) if flag else rest
+    return k, raw.decode("utf-8", "replace")
+
+
+# --- WebP -------------------------------------------------------------------
+
+def _walk_webp(data: bytes, b: Blobs) -> None:
+    pos, end = 12, min(len(data), 8 + struct.unpack("<I", data[4:8])[0])
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > end:
+            break
+        fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if len(body) < size:
+            b.errors.append(f"WebP: chunk {fourcc!r} overruns the file")
+        if fourcc == b"EXIF":
+            b.exif.append((_tiff_start(body), "WebP EXIF chunk"))
+        elif fourcc == b"XMP ":
+            b.xmp.append((body, "WebP XMP chunk"))
+        elif fourcc == b"C2PA":
+            b.jumbf.append("WebP C2PA chunk")
+        elif fourcc == b"VP8X" and len(body) >= 10:
+            b.width = 1 + int.from_bytes(body[4:7], "little")
+            b.height = 1 + int.from_bytes(body[7:10], "little")
+        elif fourcc == b"VP8 " and len(body) >= 10 and b.width is None:
+            w, h = struct.unpack("<HH", body[6:10])
+            b.width, b.height = w & 0x3FFF, h & 0x3FFF
+        elif fourcc == b"VP8L" and len(body) >= 5 and b.width is None:
+            bits = int.from_bytes(body[1:5], "little")
+            b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        pos += 8 + size + (size & 1)
+
+
+# --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------
+
+def _walk_with_pillow(data: bytes, b: Blobs) -> None:
+    import io
+
+    from PIL import Image
+
+    from ..decode import _register_openers
+
+    _register_openers()
+    with Image.open(io.BytesIO(data)) as im:
+        b.width, b.height = im.size
+        info = im.info
+        ex = info.get("exif")
+        if ex and b.format != "TIFF":
+            b.exif.append((_tiff_start(bytes(ex)), f"{b.format} Exif item"))
+        xmp = info.get("xmp")
+        if b.format == "TIFF" and not xmp:
+            xmp = im.tag_v2.get(700) if hasattr(im, "tag_v2") else None
+        if isinstance(xmp, str):
+            xmp = xmp.encode("utf-8")
+        if xmp:
+            b.xmp.append((bytes(xmp), f"{b.format} XMP"))
+        if b.format == "GIF" and info.get("comment"):
+            c = info["comment"]
+            b.texts.append(("Comment", c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c), "GIF comment"))

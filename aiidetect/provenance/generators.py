@@ -1,0 +1,317 @@
+"""Generation parameters that image-generation UIs write into the file.
+
+Recognised: AUTOMATIC1111 / Forge / SD.Next ``parameters`` text, ComfyUI
+``prompt``/``workflow`` graphs, InvokeAI (``invokeai_metadata``, ``sd-metadata``,
+``Dream``), NovelAI (``Software``/``Comment``), Fooocus (JSON or A1111-style
+``parameters`` with a Fooocus version), Draw Things (XMP CreatorTool + JSON
+UserComment), Midjourney (``Job ID`` in Description). The output is what a
+journalist needs: generator, model, sampler, seed, prompt.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_JSON_CHARS = 4 * 1024 * 1024
+MAX_PROMPT_CHARS = 4000
+
+
+@dataclass
+class GeneratorInfo:
+    generator: str
+    key: str                       # the chunk / field it came from
+    where: str
+    model: str | None = None
+    sampler: str | None = None
+    seed: str | None = None
+    steps: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "", {})}
+
+    def summary(self) -> str:
+        bits = [f"{self.generator} parameters in {self.where}"]
+        for k in ("model", "sampler", "seed", "steps"):
+            v = getattr(self, k)
+            if v:
+                bits.append(f"{k} {v}")
+        s = "; ".join(bits)
+        if self.prompt:
+            p = self.prompt if len(self.prompt) <= 200 else self.prompt[:197] + "..."
+            s += f'; prompt "{p}"'
+        return s
+
+
+def _s(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, (dict, list)):
+        v = json.dumps(v)[:500]
+    return str(v)[:MAX_PROMPT_CHARS]
+
+
+def _loads(text: str) -> Any:
+    if len(text) > MAX_JSON_CHARS:
+        raise ValueError(f"JSON text over {MAX_JSON_CHARS} characters")
+    t = text.strip()
+    if not t or t[0] not in "{[":
+        raise ValueError("not JSON")
+    # json is iterative for strings but recursive for nesting; RecursionError is caught by callers.
+    return json.loads(t)
+
+
+# --- AUTOMATIC1111 / Forge -----------------------------------------------------
+
+_A1111_KV = re.compile(r'\s*([\w][\w \-/+.]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def parse_a1111(text: str) -> dict[str, Any] | None:
+    """The A1111 'parameters' layout: prompt, optional 'Negative prompt:' line,
+    last line 'Steps: 20, Sampler: Euler a, ... '."""
+    lines = text.strip().split("\n")
+    if not lines:
+        return None
+    last = lines[-1]
+    if "Steps:" not in last and "Seed:" not in last:
+        return None
+    kv: dict[str, str] = {}
+    for m in _A1111_KV.finditer(last):
+        k, v = m.group(1).strip(), m.group(2).strip()
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = v[1:-1]
+        if k:
+            kv[k] = v
+        if len(kv) > 200:
+            break
+    prompt_lines, neg_lines, in_neg = [], [], False
+    for ln in lines[:-1]:
+        if ln.startswith("Negative prompt:"):
+            in_neg = True
+            ln = ln[len("Negative prompt:"):].strip()
+        (neg_lines if in_neg else prompt_lines).append(ln)
+    return {"prompt": "\n".join(prompt_lines).strip(), "negative": "\n".join(neg_lines).strip(), "kv": kv}
+
+
+def _from_a1111(text: str, key: str, where: str) -> GeneratorInfo | None:
+    p = parse_a1111(text)
+    if p is None:
+        return None
+    kv = p["kv"]
+    version = kv.get("Version", "")
+    if "Fooocus" in version or "Fooocus" in text[-500:]:
+        gen = "Fooocus"
+    elif re.match(r"^f\d", version) or "Forge" in version:
+        gen = "Stable Diffusion WebUI Forge"
+    elif "ComfyUI" in version:
+        gen = "ComfyUI"
+    else:
+        gen = "AUTOMATIC1111 Stable Diffusion WebUI (or compatible)"
+    model = kv.get("Model") or (f"hash {kv['Model hash']}" if kv.get("Model hash") else None)
+    return GeneratorInfo(gen, key, where, model=model, sampler=kv.get("Sampler"), seed=kv.get("Seed"),
+                         steps=kv.get("Steps"), prompt=_s(p["prompt"]), negative_prompt=_s(p["negative"]),
+                         extra={k: v for k, v in list(kv.items())[:40] if k not in ("Model", "Sampler", "Seed", "Steps")})
+
+
+# --- ComfyUI ---------------------------------------------------------------------
+
+def _from_comfy_prompt(graph: Any, key: str, where: str) -> GeneratorInfo | None:
+    if not isinstance(graph, dict) or not graph:
+        return None
+    nodes = [n for n in list(graph.values())[:5000] if isinstance(n, dict) and "class_type" in n]
+    if not nodes:
+        return None
+    info = GeneratorInfo("ComfyUI", key, where)
+    prompts = []
+    for n in nodes:
+        ct, inp = str(n.get("class_type")), n.get("inputs") or {}
+        if not isinstance(inp, dict):
+            continue
+        if "ckpt_name" in inp or "unet_name" in inp:
+            info.model = info.model or _s(inp.get("ckpt_name") or inp.get("unet_name"))
+        if "Sampler" in ct or "sampler_name" in inp:
+            info.sampler = info.sampler or _s(inp.get("sampler_name"))
+            seed = inp.get("seed", inp.get("noise_seed"))
+            if isinstance(seed, (int, str)):
+                info.seed = info.seed or _s(seed)
+            if isinstance(inp.get("steps"), (int, str)):
+                info.steps = info.steps or _s(inp.get("steps"))
+        if "TextEncode" in ct:
+            t = inp.get("text") or inp.get("text_g") or inp.get("clip_l")
+            if isinstance(t, str) and t.strip():
+                prompts.append(t.strip())
+    if prompts:
+        info.prompt = _s(prompts[0])
+        if len(prompts) > 1:
+            info.negative_prompt = _s(prompts[1])
+    info.extra["nodes"] = len(nodes)
+    return info
+
+
+def _from_comfy_workflow(wf: Any, key: str, where: str) -> GeneratorInfo | None:
+    if not isinstance(wf, dict) or not isinstance(wf.get("nodes"), list):
+        return None
+    info = GeneratorInfo("ComfyUI", key, where, extra={"nodes": len(wf["nodes"])})
+    for n in wf["nodes"][:5000]:
+        if not isinstance(n, dict):
+            continue
+        t, vals = str(n.get("type", "")), n.get("widgets_values")
+        if not isinstance(vals, list) or not vals:
+            continue
+        if "CheckpointLoader" in t and isinstance(vals[0], str):
+            info.model = info.model or vals[0][:500]
+        if "TextEncode" in t and isinstance(vals[0], str) and not info.prompt:
+            info.prompt = _s(vals[0])
+        if t.startswith("KSampler") and len(vals) >= 5:
+            info.seed = info.seed or _s(vals[0] if t == "KSampler" else vals[1])
+            info.sampler = info.sampler or next((_s(v) for v in vals if isinstance(v, str) and v in _SAMPLERS), None)
+    return info
+
+
+_SAMPLERS = {"euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m", "dpmpp_sde",
+             "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm", "dpmpp_2s_ancestral", "ddpm", "euler_cfg_pp"}
+
+
+# --- InvokeAI / NovelAI / Fooocus / Draw Things / Midjourney --------------------------
+
+def _from_invoke(obj: Any, key: str, where: str) -> GeneratorInfo | None:
+    if not isinstance(obj, dict):
+        return None
+    img = obj.get("image") if isinstance(obj.get("image"), dict) else obj
+    model = obj.get("model") or img.get("model") or obj.get("model_weights")
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("model_name") or model.get("key")
+    prompt = obj.get("positive_prompt") or img.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+        prompt = prompt[0].get("prompt")
+    return GeneratorInfo("InvokeAI", key, where, model=_s(model), sampler=_s(obj.get("scheduler") or img.get("sampler")),
+                         seed=_s(obj.get("seed", img.get("seed"))), steps=_s(obj.get("steps", img.get("steps"))),
+                         prompt=_s(prompt), negative_prompt=_s(obj.get("negative_prompt")))
+
+
+def _from_novelai(texts: dict[str, str], where: str) -> GeneratorInfo | None:
+    soft = texts.get("Software", "")
+    if "NovelAI" not in soft and "NovelAI" not in texts.get("Source", ""):
+        return None
+    info = GeneratorInfo("NovelAI", "Software", where, model=_s(texts.get("Source")), prompt=_s(texts.get("Description")))
+    try:
+        c = _loads(texts.get("Comment", ""))
+        if isinstance(c, dict):
+            info.prompt = info.prompt or _s(c.get("prompt"))
+            info.sampler, info.seed, info.steps = _s(c.get("sampler")), _s(c.get("seed")), _s(c.get("steps"))
+            info.negative_prompt = _s(c.get("uc"))
+    except (ValueError, RecursionError):
+        pass
+    return info
+
+
+def _from_fooocus_json(obj: Any, key: str, where: str) -> GeneratorInfo | None:
+    if not isinstance(obj, dict):
+        return None
+    version = str(obj.get("version") or obj.get("Version") or "")
+    if "Fooocus" not in version and "fooocus" not in str(obj.get("metadata_scheme", "")).lower() \
+            and "full_prompt" not in obj:
+        return None
+    g = lambda *ks: next((obj[k] for k in ks if obj.get(k) not in (None, "")), None)  # noqa: E731
+    return GeneratorInfo("Fooocus", key, where, model=_s(g("base_model", "Base Model")), sampler=_s(g("sampler", "Sampler")),
+                         seed=_s(g("seed", "Seed")), steps=_s(g("steps", "Steps")), prompt=_s(g("prompt", "Prompt")),
+                         negative_prompt=_s(g("negative_prompt", "Negative Prompt")), extra={"version": version} if version else {})
+
+
+def _from_drawthings(obj: Any, key: str, where: str) -> GeneratorInfo | None:
+    if not isinstance(obj, dict) or not ("c" in obj and ("seed" in obj or "sampler" in obj)):
+        return None
+    return GeneratorInfo("Draw Things", key, where, model=_s(obj.get("model")), sampler=_s(obj.get("sampler")),
+                         seed=_s(obj.get("seed")), steps=_s(obj.get("steps")), prompt=_s(obj.get("c")),
+                         negative_prompt=_s(obj.get("uc")))
+
+
+_DREAM = re.compile(r'^"?(?P<prompt>.*?)"?\s+(?=-[sSWHCA]\s)(?P<opts>.*)$', re.S)
+
+
+def _from_dream(text: str, key: str, where: str) -> GeneratorInfo | None:
+    m = _DREAM.match(text.strip()[:MAX_PROMPT_CHARS * 2])
+    if not m:
+        return None
+    opts = dict(re.findall(r"-([sSWHCA])\s+(\S+)", m.group("opts")))
+    return GeneratorInfo("InvokeAI (legacy dream)", key, where, seed=opts.get("S"), steps=opts.get("s"),
+                         sampler=opts.get("A"), prompt=_s(m.group("prompt")))
+
+
+def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[str, str]] = (),
+                    creator_tools: list[str] = ()) -> tuple[list[GeneratorInfo], list[str]]:
+    """texts: (key, value, where). Returns (found, errors)."""
+    found: list[GeneratorInfo] = []
+    errors: list[str] = []
+    by_key = {k: v for k, v, _ in texts}
+    for key, val, where in texts:
+        try:
+            g = _one(key, val, where)
+        except (ValueError, RecursionError, TypeError, AttributeError) as exc:
+            errors.append(f"{where}: unreadable generator data ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        if g:
+            found.append(g)
+    if not any(g.generator == "NovelAI" for g in found):
+        nai = _from_novelai(by_key, next((w for k, _, w in texts if k == "Software"), "text chunks"))
+        if nai:
+            found.append(nai)
+    dt = any("draw things" in c.lower() for c in creator_tools)
+    for val, where in xmp_comments:
+        try:
+            g = _from_drawthings(_loads(val), "exif:UserComment", where)
+        except (ValueError, RecursionError):
+            g = None
+        if g:
+            found.append(g)
+        elif dt:
+            found.append(GeneratorInfo("Draw Things", "CreatorTool", where, prompt=_s(val)))
+    if dt and not any(g.generator == "Draw Things" for g in found):
+        found.append(GeneratorInfo("Draw Things", "CreatorTool", "XMP"))
+    # One item per generator: merge a ComfyUI prompt and workflow, keep the richer one first.
+    merged: dict[str, GeneratorInfo] = {}
+    for g in found:
+        cur = merged.get(g.generator)
+        if cur is None:
+            merged[g.generator] = g
+        else:
+            for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
+                if not getattr(cur, k) and getattr(g, k):
+                    setattr(cur, k, getattr(g, k))
+    return list(merged.values()), errors
+
+
+def _one(key: str, val: str, where: str) -> GeneratorInfo | None:
+    k = key.strip()
+    if not val or not val.strip():
+        return None
+    if k == "parameters":
+        if val.lstrip().startswith("{"):
+            return _from_fooocus_json(_loads(val), k, where)
+        return _from_a1111(val, k, where)
+    if k in ("prompt", "workflow"):
+        obj = _loads(val)
+        return _from_comfy_prompt(obj, k, where) if k == "prompt" else _from_comfy_workflow(obj, k, where)
+    if k in ("invokeai_metadata", "sd-metadata", "invokeai_graph"):
+        return _from_invoke(_loads(val), k, where)
+    if k == "Dream":
+        return _from_dream(val, k, where)
+    if k in ("fooocus_scheme",):
+        return None
+    if k in ("UserComment", "Comment", "ImageDescription", "Description"):
+        t = val.strip()
+        if t.startswith("{"):
+            try:
+                obj = _loads(t)
+            except ValueError:
+                return None
+            return _from_fooocus_json(obj, k, where) or _from_drawthings(obj, k, where)
+        if "Job ID:" in t and k == "Description":
+            return GeneratorInfo("Midjourney", k, where, prompt=_s(t.split("Job ID:")[0].strip()))
+        if k in ("UserComment", "Comment"):
+            return _from_a1111(t, k, where)
+    return None

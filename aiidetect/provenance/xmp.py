@@ -1,0 +1,94 @@
+"""XMP packets: IPTC DigitalSourceType, CreatorTool, edit history.
+
+Parsed with defusedxml (no entities, no DTDs, no external references) after a
+size cap. Elements and attributes are matched by local name, whatever prefix
+the writer chose, because real files use many prefixes for the same namespace.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_XMP_BYTES = 2 * 1024 * 1024
+MAX_ELEMENTS = 50_000
+IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+
+
+@dataclass
+class XmpFacts:
+    digital_source_types: list[str] = field(default_factory=list)
+    creator_tools: list[str] = field(default_factory=list)
+    software_agents: list[str] = field(default_factory=list)   # xmpMM:History stEvt:softwareAgent
+    user_comments: list[str] = field(default_factory=list)     # exif:UserComment (Draw Things stores JSON here)
+    descriptions: list[str] = field(default_factory=list)
+    where: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
+
+
+def _texts(el) -> list[str]:
+    """An element's value: its text, or the rdf:li items under it."""
+    vals = [t.strip() for t in el.itertext() if t and t.strip()]
+    return vals
+
+
+def short_source_type(uri: str) -> str:
+    u = uri.strip()
+    if u.startswith(IPTC_DST):
+        return u[len(IPTC_DST):]
+    return u.rsplit("/", 1)[-1]
+
+
+def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
+    """Raises ValueError on oversized or malformed XML (the caller records it)."""
+    from defusedxml import ElementTree as DET
+
+    if len(packet) > MAX_XMP_BYTES:
+        raise ValueError(f"XMP packet of {len(packet)} bytes exceeds {MAX_XMP_BYTES}")
+    text = packet.strip(b"\x00 \r\n\t")
+    # The <?xpacket?> wrapper and trailing padding are legal; anything before '<' is not XML.
+    start = text.find(b"<")
+    if start < 0:
+        raise ValueError("XMP packet has no XML")
+    text = text[start:]
+    end = text.rfind(b">")
+    text = text[:end + 1]
+    try:
+        root = DET.fromstring(text)
+    except Exception as exc:  # noqa: BLE001 - ParseError, EntitiesForbidden, DTDForbidden, ...
+        raise ValueError(f"invalid XMP XML: {type(exc).__name__}: {str(exc)[:160]}") from exc
+    f = XmpFacts(where=where)
+    for i, el in enumerate(root.iter()):
+        if i > MAX_ELEMENTS:
+            raise ValueError(f"XMP has more than {MAX_ELEMENTS} elements")
+        name = _local(el.tag) if isinstance(el.tag, str) else ""
+        _take(f, name, _texts(el) if name in _WANTED else [])
+        for k, v in el.attrib.items():
+            _take(f, _local(k), [v])
+    for lst in (f.digital_source_types, f.creator_tools, f.software_agents, f.user_comments, f.descriptions):
+        seen = list(dict.fromkeys(x[:4000] for x in lst if x))
+        lst[:] = seen[:50]
+    return f
+
+
+_WANTED = {"DigitalSourceType", "digitalsourcetype", "CreatorTool", "softwareAgent", "UserComment", "description"}
+
+
+def _take(f: XmpFacts, name: str, vals: list[str]) -> None:
+    if not vals:
+        return
+    if name.lower() == "digitalsourcetype":
+        f.digital_source_types.extend(vals)
+    elif name == "CreatorTool":
+        f.creator_tools.extend(vals)
+    elif name == "softwareAgent":
+        f.software_agents.extend(vals)
+    elif name == "UserComment":
+        f.user_comments.extend(vals)
+    elif name == "description":
+        f.descriptions.extend(vals)
