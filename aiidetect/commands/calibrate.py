@@ -1,0 +1,87 @@
+"""`aiidetect calibrate DATA...`: fit per-detector calibration, the fusion model
+and the uncertain band on labelled data, and save them as a fusion head."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+                     PretrainedOpt, WeightsDirOpt, fail, stderr_console)
+
+
+def calibrate_cmd(
+    data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
+                                               "Use data the heads were NOT trained on."),
+    detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
+                                                  help="Comma-separated detector families (default: all)."),
+    method: str = typer.Option("temperature", "--method", help="Per-detector calibration: temperature | platt | isotonic."),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", min=0.0, max=0.5,
+                                     help="Most real photos the verdict may call ai-generated (share)."),
+    target_fnr: float = typer.Option(0.05, "--target-fnr", min=0.0, max=0.5,
+                                     help="Most AI images the verdict may call likely-real (share)."),
+    name: str = typer.Option("fusion", "--name", help="Name of the fusion model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Folder to write the fusion head to (default: <weights dir>/<name>)."),
+    split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+):
+    """Fit calibration + fusion + the uncertain band; `scan` and `eval` then use it automatically."""
+    from ..calibration import METHODS, fit_fusion, save_fusion
+    from ..evaluate import run
+    from ..train.data import summarize
+    from ..weights import default_output_dir
+    from .evaluate import build_detectors, load_labelled, parse_list
+
+    if method not in METHODS:
+        fail(f"--method takes {', '.join(METHODS)}")
+    err = stderr_console()
+    items = load_labelled(data, split, limit, seed)
+    dets, _ = build_detectors(parse_list(detectors), backbone, pretrained, backbone_config, backbone_weights,
+                              backbone_seed, device, dtype, weights_dir)
+    if not quiet:
+        err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
+    scored = run(items, dets, batch_size=batch_size)
+    try:
+        fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)
+    except ValueError as exc:
+        fail(f"cannot calibrate: {exc}")
+    summary = summarize(items)
+    summary["sources"] = [str(d) for d in data]
+    summary["decode_errors"] = sum(1 for s in scored if s.error)
+    dest = out or default_output_dir(name, weights_dir)
+    cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = save_fusion(dest, fitted, summary, name=name, source=cmd)
+    p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]
+    lines = [f"fusion model {name} -> {path}",
+             f"band: ai-generated when P(AI) >= {t['ai']:.4f}, likely-real when <= {t['real']:.4f} "
+             f"(calibration data: real called AI {100 * (t['fpr_at_band'] or 0):.1f}% of {t['n_real']}, "
+             f"AI called real {100 * (t['fnr_at_band'] or 0):.1f}% of {t['n_ai']})"]
+    for n, d in p["detectors"].items():
+        lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
+                     f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})")
+    lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
+    for n, why in (p.get("skipped_detectors") or {}).items():
+        lines.append(f"  {n}: skipped: {why}")
+    lines.append(f"in-sample: AUC {m.get('auc')}, uncertain {100 * m['uncertain_share']:.1f}%; "
+                 f"measure held-out data with `aiidetect eval`")
+    typer.echo("\n".join(lines))
+
+
+def register(apps) -> None:
+    apps["root"].command("calibrate")(calibrate_cmd)

@@ -1,0 +1,112 @@
+"""Calibration on synthetic scores with known answers."""
+import numpy as np
+import pytest
+
+from aiidetect import calibration as C
+from aiidetect.records import DetectorResult, Evidence
+
+
+def _synthetic(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2.0, n)                       # true log-odds
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    return z, y
+
+
+def test_temperature_recovers_known_T():
+    z, y = _synthetic()
+    cal = C.fit(3.0 * z, y, "temperature")         # over-confident by 3x
+    assert cal.params["T"] == pytest.approx(3.0, rel=0.06)
+
+
+def test_platt_recovers_known_slope_and_offset():
+    z, y = _synthetic(seed=1)
+    x = (z + 1.0) / 0.5                             # true z = 0.5 x - 1
+    cal = C.fit(x, y, "platt")
+    assert cal.params["a"] == pytest.approx(0.5, rel=0.06)
+    assert cal.params["b"] == pytest.approx(-1.0, abs=0.08)
+
+
+def test_isotonic_is_monotone_and_bounded():
+    z, y = _synthetic(4000, seed=2)
+    cal = C.fit(z, y, "isotonic")
+    grid = np.linspace(-10, 10, 101)
+    p = cal.prob(grid)
+    assert np.all(np.diff(p) >= -1e-12)
+    assert p.min() >= C.P_EPS - 1e-12 and p.max() <= 1 - C.P_EPS + 1e-12
+    assert abs(float(cal.prob(0.0)) - 0.5) < 0.1
+
+
+@pytest.mark.parametrize("method", C.METHODS)
+def test_calibration_roundtrips_through_a_dict(method):
+    z, y = _synthetic(2000, seed=3)
+    cal = C.fit(2 * z, y, method)
+    again = C.Calibrator.from_dict(cal.to_dict())
+    np.testing.assert_allclose(cal.logit([-3.0, 0.1, 4.0]), again.logit([-3.0, 0.1, 4.0]))
+
+
+def test_fit_refuses_one_class():
+    with pytest.raises(ValueError):
+        C.fit([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError):
+        C.fit([0.1], [0], "magic")
+
+
+def test_band_meets_the_false_positive_target_exactly():
+    real = np.arange(1, 201) / 201.0                # 200 reals, evenly spread
+    ai = np.r_[np.full(95, 0.999), np.full(5, 0.01)]
+    p, y = np.r_[real, ai], np.r_[np.zeros(200), np.ones(100)]
+    b = C.choose_band(p, y, max_fpr=0.01, max_fnr=0.05)
+    assert np.mean(real >= b.ai) <= 0.01
+    # two reals allowed above: the threshold sits just above the third largest
+    assert real[-3] < b.ai <= real[-2]
+    assert b.fpr == pytest.approx(0.01)
+    assert np.mean(ai <= b.real) <= 0.05 and b.real <= 0.5
+
+
+def test_band_never_crosses_one_half():
+    p = np.r_[np.full(50, 0.2), np.full(50, 0.3)]   # AI scores low, reals even lower
+    y = np.r_[np.zeros(50), np.ones(50)]
+    b = C.choose_band(p, y)
+    assert b.ai >= 0.5 and b.real <= 0.5
+
+
+class _S:  # Scored-like
+    def __init__(self, label, results):
+        self.label, self.results, self.error, self.generator, self.path = label, results, None, "g", "x"
+
+
+def test_fit_fusion_learns_weights_band_and_saves(tmp_path, monkeypatch):
+    from aiidetect.fusion import fuse, load_fusion_model
+
+    rng = np.random.default_rng(4)
+    items = []
+    for i in range(300):
+        y = i % 2
+        z = rng.normal(2.5 if y else -2.5, 1.5)
+        res = {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-3 * z))), score=3 * z, score_kind="logit"),
+               "noise": DetectorResult("ok", p_ai=float(rng.random()), score=None),
+               "gone": DetectorResult.unavailable("no head")}
+        if i % 7 == 0:
+            res["meta"] = DetectorResult("ok", evidence=[Evidence("exif.camera", "real", 1.0, "camera EXIF")])
+        items.append(_S(y, res))
+    fitted = C.fit_fusion(items, method="temperature", max_fpr=0.02)
+    p = fitted["params"]
+    assert set(p["detectors"]) == {"pix", "noise"}
+    # true log-odds of N(+-2.5, 1.5^2) classes are 2.22 z; scores are 3 z -> T ~ 1.35
+    assert 1.1 < p["detectors"]["pix"]["calibration"]["T"] < 1.7
+    assert p["detectors"]["pix"]["weight"] > 5 * abs(p["detectors"]["noise"]["weight"])
+    real_ai = np.mean([fuse(s.results, p).verdict == "ai-generated" for s in items if s.label == 0])
+    assert real_ai <= 0.02 + 1e-9
+    d = C.save_fusion(tmp_path / "w" / "fusion", fitted, {"n": 300}, name="fusion")
+    m = load_fusion_model([tmp_path / "w"])
+    assert m is not None and m["detector"] == "fusion" and m["calibration"]["fitted_on"] == {"n": 300}
+    assert (d / "head.safetensors").is_file()
+    # the loaded manifest fuses exactly like the params
+    assert fuse(items[1].results, m).p_ai == pytest.approx(fuse(items[1].results, p).p_ai)
+
+
+def test_fit_fusion_refuses_without_opinions():
+    items = [_S(i % 2, {"gone": DetectorResult.unavailable("x")}) for i in range(20)]
+    with pytest.raises(ValueError):
+        C.fit_fusion(items)

@@ -1,0 +1,79 @@
+"""Metric functions against scikit-learn and hand-computed cases."""
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from aiidetect.evaluate import metrics as M
+
+RNG = np.random.default_rng(7)
+Y = np.array([0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 1])
+# ties on purpose (0.4 x3, 0.7 x2)
+S = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.7, 0.4, 0.7, 0.9, 0.2, 0.6, 0.95])
+CASES = [(Y, S), (RNG.integers(0, 2, 200), RNG.random(200)), (RNG.integers(0, 2, 50), RNG.integers(0, 5, 50) / 4)]
+
+
+@pytest.mark.parametrize("y,s", CASES)
+def test_auc_ap_roc_match_sklearn(y, s):
+    assert M.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert M.average_precision(y, s) == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
+    fpr, tpr, thr = M.roc_curve(y, s)
+    f2, t2, th2 = skm.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+
+
+@pytest.mark.parametrize("y,s", CASES)
+def test_accuracies_match_sklearn(y, s):
+    a = M.accuracies(y, s, 0.5)
+    pred = (s >= 0.5).astype(int)
+    assert a["acc"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert a["acc_mean"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert a["acc_real"] == pytest.approx(skm.recall_score(y, pred, pos_label=0))
+    assert a["acc_ai"] == pytest.approx(skm.recall_score(y, pred, pos_label=1))
+
+
+def test_tpr_at_fpr_hand_computed():
+    y = np.array([0] * 100 + [1] * 10)
+    s = np.r_[np.arange(100) / 100.0, [0.995, 0.985, 0.975, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.0]]
+    # one real above 0.98 (0.99) -> FPR 1% allows thresholds down to 0.985 -> 2/10 AI caught
+    assert M.tpr_at_fpr(y, s, 0.01) == pytest.approx(0.2)
+    # 5 reals allowed: thresholds down to 0.955 -> 3/10
+    assert M.tpr_at_fpr(y, s, 0.05) == pytest.approx(0.3)
+    assert M.tpr_at_fpr(y, s, 0.0) == pytest.approx(0.1)
+
+
+def test_best_threshold_is_optimal_balanced_accuracy():
+    y, s = CASES[1]
+    t, bal = M.best_threshold(y, s)
+    grid = max(skm.balanced_accuracy_score(y, (s >= u).astype(int)) for u in np.unique(s))
+    assert bal == pytest.approx(grid)
+    assert skm.balanced_accuracy_score(y, (s >= t).astype(int)) == pytest.approx(bal)
+
+
+def test_ece_hand_computed():
+    y = np.array([0, 1, 1, 1])
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    # bin [0.067,0.133]: mean p 0.1, frac 0.5 -> |0.4| * 2/4; bin [0.867,0.933]: 0.9 vs 1.0 -> 0.1 * 2/4
+    assert M.ece(y, p) == pytest.approx(0.25)
+    assert M.ece([1, 0], [1.0, 0.0]) == pytest.approx(0.0)
+
+
+def test_one_class_and_empty_inputs_give_none():
+    assert M.roc_auc([1, 1], [0.2, 0.3]) is None
+    assert M.tpr_at_fpr([0, 0], [0.2, 0.3], 0.01) is None
+    assert M.average_precision([0, 0], [0.2, 0.3]) is None
+    b = M.binary_metrics([1, 1, 1], [0.9, 0.2, 0.7])
+    assert b["acc_ai"] == pytest.approx(2 / 3) and b["acc_real"] is None and b["auc"] is None
+    assert M.binary_metrics([], [])["n"] == 0
+
+
+def test_confusion_matrix_matches_sklearn():
+    t = ["sd", "sd", "mj", "gan", "mj"]
+    p = ["sd", "mj", "mj", "sd", "mj"]
+    cm = M.confusion_matrix(t, p)
+    np.testing.assert_array_equal(np.array(cm["matrix"]), skm.confusion_matrix(t, p, labels=cm["labels"]))
+
+
+def test_clean_makes_json_safe():
+    assert M.clean({"a": np.float32(np.nan), "b": [np.int64(3), float("inf")]}) == {"a": None, "b": [3, None]}
