@@ -81,10 +81,14 @@ def fit_probe(X: np.ndarray, y: Sequence[int], *, Cs: Sequence[float] = DEFAULT_
 
     k = _folds(y, max_folds)
     info: dict[str, Any] = {"n": int(len(y)), "n_real": int(counts[0]), "n_ai": int(counts[1]),
-                            "dim": int(X.shape[1]), "model": "logistic-regression-l2"}
+                            "dim": int(X.shape[1]), "model": "logistic-regression-l2 (liblinear, balanced classes)"}
 
     def model(C: float):
-        return LogisticRegression(C=C, max_iter=2000, class_weight="balanced")
+        # liblinear: ~10x faster than lbfgs on few-shot sets (n << D), which is what keeps
+        # a 13-value x 5-fold search at well under a second. It penalises the intercept
+        # too; a large intercept_scaling makes that penalty negligible.
+        return LogisticRegression(C=C, solver="liblinear", intercept_scaling=10.0, max_iter=1000,
+                                  class_weight="balanced")
 
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed) if k >= 2 else None
     with warnings.catch_warnings():
