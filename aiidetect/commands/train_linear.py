@@ -42,12 +42,16 @@ def train_linear_cmd(
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
     Works from about 5 images per class; `scan` then runs it as linear:<name>."""
     from ..backbone import BackboneUnavailable, resolve_device
-    from ..linear.train import train_linear
+    from ..linear.train import select_items, train_linear
     from .common import quiet_torch_threads
 
     err = stderr_console()
     spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
     gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
+    try:  # cheap checks of the data before torch is even imported
+        select_items([str(d) for d in data], shots, gens, seed)
+    except ValueError as exc:
+        fail(str(exc))
     quiet_torch_threads()
     try:
         res = train_linear([str(d) for d in data], spec, name=name, out=out, shots=shots, generators=gens,

@@ -1,0 +1,175 @@
+"""Linear probes: the fit, the folded standardisation, few-shot training on a
+random-init tiny backbone, train -> save -> load -> scan with identical outputs,
+and the `aiidetect train linear` command."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+TILE = np.random.default_rng(0).choice([-1, 1], size=(8, 8)) * 24
+
+
+def _plant(a: np.ndarray) -> np.ndarray:
+    """A periodic 8 px pattern (a stand-in for upsampling traces). On 256 px
+    squares the 224 center crop starts at 16, so the pattern lines up with the
+    16 px patch grid and even a random-init ViT sees it."""
+    return np.clip(a.astype(np.int16) + np.tile(TILE, (32, 32))[..., None], 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def planted(dev_dir, tmp_path_factory):
+    """Dev photos, 256 px squares: train/ and test/ folders with real/ and
+    ai/planted/ (different photos in each of the four groups)."""
+    from PIL import Image
+
+    rows = [r for r in csv.DictReader(open(dev_dir / "manifest.csv", encoding="utf-8"))
+            if r["label"] == "real" and r["file"].lower().endswith((".jpg", ".jpeg"))]
+    rows = sorted(rows, key=lambda r: (dev_dir / r["file"]).stat().st_size)[:48]
+    if len(rows) < 48:
+        pytest.skip("not enough dev photos")
+    root = tmp_path_factory.mktemp("planted")
+    for i, r in enumerate(rows):
+        im = Image.open(dev_dir / r["file"])
+        im.draft("RGB", (320, 320))
+        im = im.convert("RGB")
+        s = 256 / min(im.size)
+        im = im.resize((max(256, round(im.size[0] * s)), max(256, round(im.size[1] * s))), Image.BICUBIC)
+        left, top = (im.size[0] - 256) // 2, (im.size[1] - 256) // 2
+        a = np.asarray(im.crop((left, top, left + 256, top + 256)))
+        split = "train" if i % 4 < 2 else "test"
+        fake = i % 2 == 1
+        d = root / split / ("ai/planted" if fake else "real")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_plant(a) if fake else a).save(d / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from aiidetect.backbone import BackboneSpec, create_backbone
+
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    return spec, create_backbone(spec)
+
+
+# ------------------------------------------------------------------ the fit
+def test_standardisation_is_folded_into_raw_weights():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from aiidetect.linear import fit_probe
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 16)) * np.r_[100.0, np.ones(15)] + 5.0  # one huge dimension, like CLIP's
+    y = (X[:, 3] + 0.5 * rng.normal(size=40) > 5).astype(int)
+    X[:, 7] = 3.0  # a constant dimension must not produce NaNs
+    p = fit_probe(X, y, seed=0)
+    assert np.isfinite(p.weight).all() and np.isfinite(p.bias)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=p.info["C"], solver="liblinear", intercept_scaling=10.0,
+                                                             class_weight="balanced", max_iter=1000)).fit(X, y)
+    Xt = rng.normal(size=(10, 16)) * np.r_[100.0, np.ones(15)] + 5.0
+    Xt[:, 7] = 3.0
+    assert np.allclose(p.logits(Xt), ref.decision_function(Xt), atol=1e-6)
+    assert p.info["cv_folds"] == 5 and p.info["cv_metrics"]["auc"] > 0.8
+
+
+def test_tiny_sets_and_bad_labels():
+    from aiidetect.linear import fit_probe
+
+    X = np.random.default_rng(0).normal(size=(3, 8))
+    p = fit_probe(X, [0, 1, 1])  # one real image: no cross-validation possible
+    assert p.info["cv_folds"] == 0 and "too few" in p.info["selection"]
+    with pytest.raises(ValueError, match="both classes"):
+        fit_probe(X, [1, 1, 1])
+
+
+# ------------------------------------------------------------------ end to end on a tiny random backbone
+def test_probe_separates_held_out_planted_images_and_scan_reproduces_it(planted, tiny, tmp_path):
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.features import extract_features
+    from aiidetect.linear import binary_metrics
+    from aiidetect.linear.train import train_linear
+    from aiidetect.pipeline import run_detectors
+    from aiidetect.train.data import load_items
+    from aiidetect.weights import load_head
+
+    spec, bb = tiny
+    res = train_linear([planted / "train"], spec, name="planted", out=tmp_path / "w" / "planted", backbone=bb,
+                       cache=False)
+    assert res.n_train == 24
+    m = load_head(res.out_dir).manifest
+    assert m["backbone"]["fingerprint"] == bb.fingerprint and m["preprocessing"]["mode"] == "center-crop"
+    assert m["data"]["n_real"] == 12 and m["data"]["generators"] == {"planted": 12, "real": 12}
+
+    test = load_items([planted / "test"])
+    y = np.array([i.label for i in test])
+    feats, fails = extract_features(bb, [i.path for i in test], m["preprocessing"], cache=None)
+    assert not fails
+    logits = res.probe.logits(feats["embed"])
+    got = binary_metrics(y, logits)
+    assert got["auc"] >= 0.95 and got["accuracy"] >= 0.9, got
+
+    # load the saved head through the detector registry and run the scan pipeline
+    ctx = RunContext(backbone_spec=spec, device="cpu", weights_dirs=[tmp_path / "w"])
+    ctx._backbone = bb  # same frozen backbone object; create() must accept it by fingerprint
+    (det,) = create_detectors(["linear"], ctx)
+    assert det.name == "linear:planted"
+    recs = run_detectors([i.path for i in test], [det], batch_size=8, workers=1)
+    scores = np.array([r.detectors["linear:planted"].score for r in recs])
+    p_ai = np.array([r.detectors["linear:planted"].p_ai for r in recs])
+    assert all(r.detectors["linear:planted"].status == "ok" for r in recs)
+    assert np.allclose(scores, logits, atol=1e-4)
+    assert np.allclose(p_ai, res.probe.p_ai(feats["embed"]), atol=1e-6)
+    assert ((p_ai > 0.5) == (y == 1)).mean() >= 0.9
+
+
+def test_five_shots_per_class_train_in_seconds(planted, tiny, tmp_path):
+    from aiidetect.features import FeatureCache
+    from aiidetect.linear.train import train_linear
+
+    spec, bb = tiny
+    t = time.perf_counter()
+    res = train_linear([planted / "train"], spec, shots=5, out=tmp_path / "five", backbone=bb,
+                       cache=FeatureCache(tmp_path / "f.sqlite"))
+    took = time.perf_counter() - t
+    assert res.n_train == 10 and res.probe.info["cv_folds"] == 5
+    assert took < 30, f"5-shot training took {took:.1f} s"
+    # second run reads the feature cache and gives the same head
+    res2 = train_linear([planted / "train"], spec, shots=5, out=tmp_path / "five2", backbone=bb,
+                        cache=FeatureCache(tmp_path / "f.sqlite"))
+    assert np.array_equal(res.probe.weight, res2.probe.weight) and res.probe.bias == res2.probe.bias
+
+
+def test_generator_filter(dev_manifest):
+    from aiidetect.linear.train import default_name, select_items
+
+    items = select_items([dev_manifest], shots=4, generators=["stylegan2"], seed=0)
+    assert {i.generator for i in items} == {"real", "stylegan2"} and len(items) == 8
+    assert default_name([dev_manifest], ["stylegan2"]) == "probe-stylegan2"
+    assert default_name([dev_manifest], None) == "probe-dev"
+    with pytest.raises(ValueError, match="no AI images of generator"):
+        select_items([dev_manifest], generators=["nope"])
+
+
+# ------------------------------------------------------------------ the command
+def test_cli_train_linear_on_dev_manifest(dev_manifest, weights_dir):
+    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "10",
+                "--generators", "stylegan2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["name"] == "probe-stylegan2" and out["n_train"] == 20
+    head = Path(out["head"])
+    assert head.parent == weights_dir and (head / "head.safetensors").is_file()
+    m = json.loads((head / "manifest.json").read_text())
+    assert m["detector"] == "linear" and m["data"]["shots_per_class"] == 10
+
+    bad = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--generators", "nope")
+    assert bad.returncode == 2 and "no AI images of generator" in bad.stderr
