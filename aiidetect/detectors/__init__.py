@@ -18,6 +18,8 @@ _FACTORIES: dict[str, str] = {
     "linear": "aiidetect.detectors.linear:create",
     "mpft": "aiidetect.detectors.mpft:create",
     "flow": "aiidetect.detectors.flow:create",
+    # --runtime onnx: serves the pixel families above from an `aiidetect export onnx` folder
+    "onnx": "aiidetect.detectors.onnx:create",
 }
 DEFAULT_DETECTORS = ("metadata", "linear", "mpft", "flow")
 
