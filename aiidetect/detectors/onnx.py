@@ -1,0 +1,221 @@
+"""The ``onnx`` family: the pixel detectors (linear, mpft, flow) served from a
+folder written by ``aiidetect export onnx``, through ONNX Runtime.
+
+Detector names and result fields are those of the torch detectors
+(``linear:<head>``, ``mpft:<head>``, ``flow:<head>``); each result also
+carries ``runtime`` ("onnx") and ``provider`` (the execution provider the
+session really got: ORT falls back to CPU silently when CUDA cannot load).
+
+One graph holds the encoder and every head on its features, so one
+FeatureRequest per graph runs the session once per batch; each detector then
+reads its own named outputs. The family-specific parts (how a head becomes a
+torch module for export, how outputs become a DetectorResult) are the
+functions ``*_exports`` and ``*_results`` below, keyed by family.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..records import DetectorResult
+from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key
+
+FAMILY = "onnx"
+
+
+# --------------------------------------------------------------------------
+# Export side: weights.Head -> HeadExport (torch module over encoder outputs)
+# --------------------------------------------------------------------------
+def _head_meta(head) -> dict[str, Any]:
+    m = head.manifest
+    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics")
+    return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
+            "calibration": m.get("calibration"), "threshold": m.get("threshold"),
+            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
+
+
+def linear_exports(head, backbone) -> list:
+    from ..linear import LinearHead, to_linear
+    from ..onnx_export import HeadExport
+
+    lh = LinearHead.from_head(head)
+
+    class _Logit(__import__("torch").nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(x)[:, 0]
+
+    return [HeadExport(name=f"linear:{head.name}", family="linear", module=_Logit(to_linear(lh)), roles=("logit",),
+                       input=lh.feature, preprocessing=dict(lh.preprocessing) if lh.preprocessing else None,
+                       meta=_head_meta(head))]
+
+
+def _family_hook(family: str, name: str) -> Callable | None:
+    """A function a family package exposes for ONNX (e.g. aiidetect.mpft.onnx_export)."""
+    import importlib
+
+    for mod in (f"aiidetect.{family}", f"aiidetect.detectors.{family}"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        fn = getattr(m, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def mpft_exports(head, backbone) -> list:
+    fn = _family_hook("mpft", "onnx_exports")
+    if fn is None:
+        raise NotImplementedError("the mpft package exposes no onnx_exports(head, backbone) yet")
+    return list(fn(head, backbone))
+
+
+def flow_exports(head, backbone) -> list:
+    fn = _family_hook("flow", "onnx_exports")
+    if fn is None:
+        raise NotImplementedError("the flow package exposes no onnx_exports(head, backbone) yet")
+    return list(fn(head, backbone))
+
+
+# --------------------------------------------------------------------------
+# Runtime side: graph outputs -> DetectorResult (same fields as torch)
+# --------------------------------------------------------------------------
+def linear_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
+    from ..linear.probe import calibrated_probability
+
+    logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
+    thr = float(meta.get("threshold") if meta.get("threshold") is not None else 0.5)
+    res = []
+    for z in logits:
+        if not np.isfinite(z):
+            res.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
+            continue
+        p = float(calibrated_probability(float(z), dict(meta.get("calibration") or {})))
+        res.append(DetectorResult(status="ok", p_ai=p, score=float(z), score_kind="logit",
+                                  extra={"head": meta.get("head"), "threshold": thr}))
+    return res
+
+
+def _hooked_results(family: str) -> Callable:
+    def run(meta, outs):
+        fn = _family_hook(family, "onnx_results")
+        if fn is None:
+            raise NotImplementedError(f"the {family} package exposes no onnx_results(meta, outputs) yet")
+        return list(fn(meta, {role: np.asarray(outs[name]) for role, name in meta["outputs"].items()}))
+    return run
+
+
+RESULTS: dict[str, Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], list[DetectorResult]]] = {
+    "linear": linear_results,
+    "mpft": _hooked_results("mpft"),
+    "flow": _hooked_results("flow"),
+}
+
+
+def head_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
+    """All rows of `outs` (output name -> (N, ...) array) -> N results for one head."""
+    return RESULTS[meta["family"]](meta, outs)
+
+
+# --------------------------------------------------------------------------
+# Detectors
+# --------------------------------------------------------------------------
+class OnnxEncoder:
+    """The FeatureRequest.encode of one exported graph: pixels -> every output."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self, x, layers=()):
+        import torch
+
+        arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+        return {k: torch.from_numpy(v) for k, v in self.session.run(arr).items()}
+
+
+class OnnxHeadDetector(Detector):
+    def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str):
+        super().__init__(meta["name"])
+        self.family = meta["family"]
+        self.meta = dict(meta)
+        self.request = request
+        self.provider = provider
+        self._key = feature_key(request)
+
+    def feature_requests(self) -> list[FeatureRequest]:
+        return [self.request]
+
+    def predict(self, samples, features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
+        names = list(self.meta["outputs"].values())
+        rows: list[int] = []
+        cols: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        out: list[DetectorResult | None] = [None] * len(samples)
+        for i in range(len(samples)):
+            got = (features[i] or {}).get(self._key, {}) if i < len(features) else {}
+            if not all(n in got for n in names):
+                out[i] = DetectorResult.failed("no ONNX outputs for this file")
+                continue
+            rows.append(i)
+            for n in names:
+                cols[n].append(np.asarray(got[n]))
+        if rows:
+            try:
+                res = head_results(self.meta, {n: np.stack(v) for n, v in cols.items()})
+            except Exception as exc:  # noqa: BLE001 - a broken head marks its results, not the scan
+                res = [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in rows]
+            for i, r in zip(rows, res):
+                r.extra = {**r.extra, "runtime": "onnx", "provider": self.provider}
+                out[i] = r
+        return [r for r in out]  # type: ignore[misc]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "runtime": "onnx", "provider": self.provider,
+                "model": str(self.request.encoder_key), "head": self.meta.get("head"),
+                "preprocessing": self.request.preprocess}
+
+
+def create(ctx: RunContext) -> list[Detector]:
+    """Detectors for every head in ctx.onnx_dir whose family is selected
+    (ctx.options["onnx_families"], default all pixel families)."""
+    from ..onnx_export import ExportError, read_sidecar
+    from ..onnx_runtime import RuntimeUnavailable, load_session
+
+    if ctx.onnx_dir is None:
+        raise DetectorUnavailable("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
+    try:
+        side = read_sidecar(ctx.onnx_dir)
+    except ExportError as exc:
+        raise DetectorUnavailable(str(exc)) from exc
+    fams = set((ctx.options or {}).get("onnx_families") or ("linear", "mpft", "flow"))
+    device = ctx.device if ctx.device in ("cpu", "cuda") else "auto"
+    out: list[Detector] = []
+    for g in side.get("graphs", []):
+        metas = [h for h in g.get("heads", []) if h.get("family") in fams]
+        if not metas:
+            continue
+        path = Path(ctx.onnx_dir) / g["file"]
+        try:
+            sess = load_session(path, device=device, variant=g.get("variant", "fp32"))
+        except RuntimeUnavailable as exc:
+            out.extend(UnavailableDetector(h["name"], str(exc)) for h in metas)
+            continue
+        req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=dict(g["preprocessing"]),
+                             encode=OnnxEncoder(sess), layers=(), device="cpu", dtype="float32")
+        for h in metas:
+            out.append(OnnxHeadDetector(h, req, sess.provider))
+    for s in side.get("skipped_heads", []):
+        fam = s["name"].split(":")[0] if ":" in s["name"] else ""
+        if not fam or fam in fams:
+            out.append(UnavailableDetector(s["name"] if ":" in s["name"] else f"onnx:{s['name']}",
+                                           f"not in the ONNX export: {s['reason']}"))
+    if not out:
+        raise DetectorUnavailable(f"the ONNX export in {ctx.onnx_dir} holds no head of the selected families "
+                                  f"({', '.join(sorted(fams))})")
+    return out

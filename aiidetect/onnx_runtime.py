@@ -1,0 +1,132 @@
+"""ONNX Runtime sessions: pick the execution provider, say which one ran.
+
+`onnxruntime` (CPU) and `onnxruntime-gpu` (CUDA) install into the same module
+folder; only one may be installed (docs/install.md). This module works with
+either: it asks the installed build which providers it has, and always
+reports the provider the session actually got, because ONNX Runtime silently
+falls back to CPU when the CUDA libraries cannot be loaded.
+
+Imported lazily: nothing here runs at `aiidetect --help`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+
+class RuntimeUnavailable(RuntimeError):
+    pass
+
+
+def import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            "onnxruntime is not installed; install `pip install onnxruntime` (CPU) or `onnxruntime-gpu` (CUDA), "
+            "never both (docs/install.md)") from exc
+    return ort
+
+
+def available_providers() -> list[str]:
+    return list(import_ort().get_available_providers())
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """auto: CUDA when this onnxruntime build has it, else CPU. cuda: CUDA or an
+    error. cpu: CPU only."""
+    have = available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise RuntimeUnavailable(
+            "--device cuda asked for ONNX Runtime's CUDA provider, but the installed onnxruntime has only "
+            f"{', '.join(have)}; uninstall onnxruntime and install onnxruntime-gpu (docs/install.md)")
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class Session:
+    """An InferenceSession plus what was asked for and what was obtained."""
+
+    path: Path
+    session: Any
+    provider: str                         # the provider the session actually runs on
+    requested: list[str] = field(default_factory=list)
+    input_name: str = "pixels"
+    input_type: str = "tensor(float)"
+    output_names: list[str] = field(default_factory=list)
+
+    def run(self, pixels, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(pixels, dtype=np.float16 if self.input_type == "tensor(float16)" else np.float32)
+        names = list(outputs) if outputs else self.output_names
+        got = self.session.run(names, {self.input_name: x})
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, got)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": "onnx", "provider": self.provider, "requested_providers": self.requested,
+                "model": str(self.path)}
+
+
+def load_session(path: str | Path, device: str = "auto", threads: int | None = None,
+                 optimization: str = "all", variant: str = "fp32") -> Session:
+    """Open one .onnx file (external data files next to it are found by ORT).
+
+    variant "fp16" on the CPU provider caps graph optimisation at "extended":
+    onnxruntime 1.31.1 segfaults while building the session of an fp16 ViT
+    graph with ORT_ENABLE_ALL (the CPU layout transforms); CUDA is unaffected.
+    """
+    ort = import_ort()
+    p = Path(path)
+    if not p.is_file():
+        raise RuntimeUnavailable(f"ONNX model {p} does not exist; run `aiidetect export onnx -o {p.parent}` first")
+    providers = choose_providers(device)
+    if variant == "fp16" and providers[0] == "CPUExecutionProvider" and optimization == "all":
+        optimization = "extended"
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    n = threads or _default_threads()
+    if n:
+        so.intra_op_num_threads = n
+    so.log_severity_level = 3  # ORT warns about every CPU-assigned shape op on CUDA; noise for users
+    try:
+        sess = ort.InferenceSession(str(p), sess_options=so, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise RuntimeUnavailable(f"cannot load ONNX model {p}: {exc}") from exc
+    got = sess.get_providers()
+    inp = sess.get_inputs()[0]
+    return Session(path=p, session=sess, provider=got[0] if got else "unknown", requested=providers,
+                   input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()])
+
+
+def _default_threads() -> int | None:
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return None  # ORT's default: one thread per physical core
+
+
+def run_batches(session: Session, pixels: np.ndarray, batch_size: int = 16,
+                outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Run a large array through a session in batches (the graph has a dynamic batch axis)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(pixels), max(1, batch_size)):
+        for k, v in session.run(pixels[i:i + batch_size], outputs).items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def describe_sessions(sessions: Mapping[str, Session]) -> dict[str, Any]:
+    provs = sorted({s.provider for s in sessions.values()})
+    return {"runtime": "onnx", "provider": provs[0] if len(provs) == 1 else provs,
+            "models": {k: s.describe() for k, s in sessions.items()}}
