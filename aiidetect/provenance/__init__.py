@@ -300,7 +300,10 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
     from ..decode import _register_openers
 
     _register_openers()
-    with Image.open(io.BytesIO(data)) as im:
+    import warnings
+
+    with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+        warnings.simplefilter("ignore")
         if im.size[0] * im.size[1] > 40_000_000:
             raise ValueError("too large")
         return np.asarray(im.convert("RGB"))

@@ -104,8 +104,14 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
             b.errors.append("JPEG: truncated before end of headers")
             break
         if data[pos] != 0xFF:
-            b.errors.append(f"JPEG: bad marker at offset {pos}")
-            break
+            # A wrong segment length (seen in camera files): resync on the next
+            # marker like libjpeg does, within a bounded window.
+            nxt = _resync(data, pos)
+            if nxt < 0:
+                b.errors.append(f"JPEG: bad marker at offset {pos}")
+                break
+            pos = nxt
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -147,6 +153,16 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
+
+
+def _resync(data: bytes, pos: int, window: int = 65536) -> int:
+    end = min(len(data) - 1, pos + window)
+    i = data.find(b"\xff", pos, end)
+    while 0 <= i < end:
+        if 0xC0 <= data[i + 1] <= 0xFE:
+            return i
+        i = data.find(b"\xff", i + 1, end)
+    return -1
 
 
 def _read_dqt(seg: bytes, b: Blobs) -> None:

@@ -61,7 +61,17 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
     try:
         root = DET.fromstring(text)
     except Exception as exc:  # noqa: BLE001 - ParseError, EntitiesForbidden, DTDForbidden, ...
-        raise ValueError(f"invalid XMP XML: {type(exc).__name__}: {str(exc)[:160]}") from exc
+        # Some writers leave junk after the packet (seen in the wild: a partial
+        # second copy); the first complete <x:xmpmeta> is what readers use.
+        cut = text.find(b"</x:xmpmeta>")
+        root = None
+        if cut > 0 and cut + 12 < len(text):
+            try:
+                root = DET.fromstring(text[text.find(b"<x:xmpmeta"):cut + 12])
+            except Exception:  # noqa: BLE001
+                root = None
+        if root is None:
+            raise ValueError(f"invalid XMP XML: {type(exc).__name__}: {str(exc)[:160]}") from exc
     f = XmpFacts(where=where)
     for i, el in enumerate(root.iter()):
         if i > MAX_ELEMENTS:
