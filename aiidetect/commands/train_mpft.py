@@ -1,0 +1,142 @@
+"""`aiidetect train mpft DATA...`: fine-tune the CLIP ViT with Texture-Aware
+Masking (LoRA by default) plus binary and attribution heads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+
+P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
+
+
+def train_mpft_cmd(
+    data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
+                                                "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
+    name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is mpft:<name>). Default: mpft."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint.pt if present."),
+    shots: Optional[int] = typer.Option(None, "--shots", min=1, help="At most N images per class (few-shot).",
+                                        rich_help_panel=P_DATA),
+    shots_by: str = typer.Option("label", "--shots-by", help="label | generator: what --shots counts per.",
+                                 rich_help_panel=P_DATA),
+    split: str = typer.Option("train", "--split", help="GenImage split to read (train | val).", rich_help_panel=P_DATA),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9,
+                                       help="Held-out share (stratified by generator) for model selection, "
+                                            "calibration and the reported metrics.", rich_help_panel=P_DATA),
+    seed: int = typer.Option(0, "--seed", help="Seed for few-shot draw, split, init, batches, masks, augmentation.",
+                             rich_help_panel=P_DATA),
+    preprocess: str = typer.Option("center-crop", "--preprocess",
+                                   help="center-crop (no resize) | resize-center-crop | resize", rich_help_panel=P_DATA),
+    epochs: int = typer.Option(5, "--epochs", min=1, rich_help_panel=P_SCHED),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimiser steps (overrides --epochs).",
+                                        rich_help_panel=P_SCHED),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, rich_help_panel=P_SCHED),
+    lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter and mask token.", rich_help_panel=P_SCHED),
+    lr_head: float = typer.Option(1e-3, "--lr-head", help="Learning rate of the heads.", rich_help_panel=P_SCHED),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", rich_help_panel=P_SCHED),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (default: per epoch).",
+                                             rich_help_panel=P_SCHED),
+    mask_ratio: float = typer.Option(0.3, "--mask-ratio", min=0.0, max=0.95,
+                                     help="Share of patches hidden during training (0 = plain fine-tuning).",
+                                     rich_help_panel=P_MASK),
+    mask_mode: str = typer.Option("drop", "--mask-mode", help="drop (remove the tokens) | token (learned mask token).",
+                                  rich_help_panel=P_MASK),
+    mask_select: str = typer.Option("sample", "--mask-select",
+                                    help="topk (most textured) | sample (probability proportional to texture).",
+                                    rich_help_panel=P_MASK),
+    mask_power: float = typer.Option(1.0, "--mask-power", help="sample: probability ~ texture ** power.",
+                                     rich_help_panel=P_MASK),
+    adapter: str = typer.Option("lora", "--adapter", help="lora | last_n | full", rich_help_panel=P_MODEL),
+    rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank.", rich_help_panel=P_MODEL),
+    alpha: float = typer.Option(16.0, "--alpha", help="LoRA alpha (delta scale = alpha / rank).", rich_help_panel=P_MODEL),
+    targets: str = typer.Option("attn_in,attn_out,mlp_fc,mlp_proj", "--targets",
+                                help="LoRA targets: attn_in (q/k/v), attn_out, mlp_fc, mlp_proj.", rich_help_panel=P_MODEL),
+    last_n: int = typer.Option(2, "--last-n", help="last_n: how many final blocks are trained.", rich_help_panel=P_MODEL),
+    train_norms: bool = typer.Option(False, "--train-norms", help="Also train every block's LayerNorms.",
+                                     rich_help_panel=P_MODEL),
+    attr_weight: float = typer.Option(0.5, "--attr-weight", help="Weight of the attribution loss.", rich_help_panel=P_MODEL),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Disable crop/resize/blur/JPEG augmentation.",
+                                    rich_help_panel=P_AUG),
+    no_format_guard: bool = typer.Option(False, "--no-format-guard",
+                                         help="Do not re-encode every training image as JPEG (format-bias guard).",
+                                         rich_help_panel=P_AUG),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads for decoding and augmentation."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
+    """Fine-tune the backbone with Texture-Aware Masking (MPFT) and train the binary and attribution heads.
+    The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>."""
+    import time
+
+    from ..backbone import BackboneUnavailable, create_backbone, resolve_device
+    from ..mpft.augment import AugmentConfig
+    from ..mpft.trainer import TrainConfig, train_mpft
+    from ..train.data import load_items
+    from ..weights import default_output_dir
+    from .common import quiet_torch_threads
+
+    err = stderr_console()
+    for opt, val, allowed in (("--mask-mode", mask_mode, ("drop", "token")), ("--mask-select", mask_select, ("topk", "sample")),
+                              ("--adapter", adapter, ("lora", "last_n", "full")), ("--shots-by", shots_by, ("label", "generator")),
+                              ("--preprocess", preprocess, ("center-crop", "resize-center-crop", "resize"))):
+        if val not in allowed:
+            fail(f"{opt} must be one of {', '.join(allowed)} (got {val!r})")
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    try:
+        items = load_items([str(d) for d in data], split=split)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    name = name or "mpft"
+    out_dir = out or default_output_dir(name, weights_dir)
+    aug = AugmentConfig.none() if no_augment else AugmentConfig()
+    aug.guard = not no_format_guard
+    cfg = TrainConfig(shots=shots, shots_by=shots_by, val_fraction=val_fraction, seed=seed, preprocess_mode=preprocess,
+                      epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_head=lr_head,
+                      weight_decay=weight_decay, eval_every=eval_every, mask_ratio=mask_ratio, mask_mode=mask_mode,
+                      mask_select=mask_select, mask_power=mask_power, adapter_mode=adapter, rank=rank, alpha=alpha,
+                      targets=tuple(t.strip() for t in targets.split(",") if t.strip()), last_n=last_n,
+                      train_norms=train_norms, attr_weight=attr_weight, augment=aug, workers=workers)
+    quiet_torch_threads()
+    t0 = time.time()
+    try:
+        bb = create_backbone(spec, device=resolve_device(device), dtype=dtype)
+        err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images; "
+                  f"head -> {out_dir}", highlight=False)
+        res = train_mpft(bb, items, cfg, out_dir, name, sources=[str(d) for d in data], resume=resume,
+                         show_progress=True, log=lambda s: err.print(s, highlight=False))
+    except BackboneUnavailable as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(str(exc))
+    m = res.manifest
+    summary = {"head": str(res.head_dir), "name": m["name"], "detector": f"mpft:{m['name']}", "labels": m["labels"],
+               "n_train": m["data"]["train"]["n"], "n_val": m["data"]["validation"]["n"],
+               "trainable_parameters": m["params"]["trainable_parameters"], "calibration": m["calibration"],
+               "metrics": {k: v for k, v in m["metrics"].items() if k != "history"},
+               "seconds": round(time.time() - t0, 1)}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_val']} val "
+                   f"images, {summary['trainable_parameters']} trained parameters, {summary['seconds']} s)")
+        v = summary["metrics"].get("validation")
+        if v:
+            typer.echo("  validation: " + ", ".join(f"{k}={round(x, 4) if isinstance(x, float) else x}"
+                                                    for k, x in v.items()))
+        typer.echo(f"  temperature: {summary['calibration']['temperature']:.4g}")
+
+
+def register(apps) -> None:
+    apps["train"].command("mpft")(train_mpft_cmd)

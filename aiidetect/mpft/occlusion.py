@@ -1,0 +1,38 @@
+"""Which patches drive an MPFT decision: occlusion on the ViT patch grid.
+
+Each patch token is dropped in turn (the same token dropping TAM trains
+with, so the encoder has seen incomplete sequences) and the change of the
+binary logit is recorded: delta = logit(full) - logit(without patch).
+Positive = the patch pushed towards AI. One forward per patch, batched.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> tuple[float, np.ndarray]:
+    model.eval()
+    n = (x.shape[-1] // patch_size) ** 2
+    base = float(model(x)[0][0])
+    deltas = np.zeros(n, dtype=np.float32)
+    idx_all = torch.arange(n)
+    for s in range(0, n, batch):
+        rows = list(range(s, min(n, s + batch)))
+        keep = torch.stack([idx_all[idx_all != r] for r in rows])
+        out = model.encode(x.expand(len(rows), -1, -1, -1), keep_index=keep)[model.feature]
+        z = model.heads(out)[0]
+        deltas[rows] = base - z.float().cpu().numpy()
+    g = int(round(n ** 0.5))
+    return base, deltas.reshape(g, g)
+
+
+def render_heatmap(u8: np.ndarray, delta: np.ndarray, patch_size: int, alpha: float = 0.5) -> np.ndarray:
+    m = float(np.abs(delta).max()) or 1.0
+    d = np.kron(delta / m, np.ones((patch_size, patch_size), dtype=np.float32))
+    color = np.zeros(u8.shape, dtype=np.float32)
+    color[..., 0] = np.clip(d, 0, 1) * 255
+    color[..., 2] = np.clip(-d, 0, 1) * 255
+    a = alpha * np.abs(d)[..., None]
+    return np.clip((1 - a) * u8.astype(np.float32) + a * color, 0, 255).astype(np.uint8)

@@ -1,0 +1,417 @@
+"""MPFT training loop: few-shot selection, validation split, TAM-masked
+fine-tuning of adapter + mask token + two heads, checkpoints and resume,
+temperature calibration on the validation split, and the head artifact.
+
+Progress goes to stderr (rich); nothing here prints to stdout.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..decode import DecodeFailure, load_rgb
+from ..preprocess import apply as preprocess_apply, make_spec
+from ..train.data import Item, few_shot, split_train_val, summarize
+from ..weights import backbone_manifest, save_head
+from .augment import AugmentConfig, augment, shrink_for_cache
+from .model import MASK_MODES, MPFTModel
+from .tam import texture_scores, select_mask
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    # data
+    shots: int | None = None            # per class (or per generator, see shots_by); None = all
+    shots_by: str = "label"
+    val_fraction: float = 0.2
+    seed: int = 0
+    preprocess_mode: str = "center-crop"     # no resize: keeps pixel-level traces
+    # schedule
+    epochs: int = 5
+    steps: int | None = None            # overrides epochs when set
+    batch_size: int = 16
+    lr: float = 5e-4                    # adapter + mask token
+    lr_head: float = 1e-3               # norm + heads
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    eval_every: int | None = None       # steps; default once per epoch
+    checkpoint_every: int | None = None  # steps; default = eval_every
+    # masking (TAM)
+    mask_ratio: float = 0.3
+    mask_mode: str = "drop"             # drop tokens | replace with learned token
+    mask_select: str = "sample"         # topk | sample (texture-proportional)
+    mask_power: float = 1.0
+    # model
+    adapter_mode: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("attn_in", "attn_out", "mlp_fc", "mlp_proj")
+    last_n: int = 2
+    train_norms: bool = False
+    feature: str = "embed"
+    attr_weight: float = 0.5            # loss = BCE(binary) + attr_weight * CE(attribution)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    workers: int = 2                    # threads for decode / augmentation
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        return d
+
+
+@dataclass
+class TrainResult:
+    head_dir: Path
+    manifest: dict[str, Any]
+    model: MPFTModel
+    history: list[dict[str, Any]]
+
+
+class _NullProgress:
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+    def log(self, *a, **k):
+        pass
+
+
+def _progress(show: bool):
+    if not show:
+        return _NullProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[str], None] | None = None):
+    """Decode and shrink every item once; unreadable files are reported and skipped."""
+    def one(it: Item):
+        try:
+            return shrink_for_cache(load_rgb(it.path), spec), None
+        except DecodeFailure as exc:
+            return None, f"{it.path}: {exc.code}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a bad file must not end training
+            return None, f"{it.path}: {type(exc).__name__}: {exc}"
+
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        got = list(ex.map(one, items))
+    kept_items, imgs, skipped = [], [], []
+    for it, (img, err) in zip(items, got):
+        if img is None:
+            skipped.append(err)
+        else:
+            kept_items.append(it)
+            imgs.append(img)
+    if skipped and log:
+        log(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+    return kept_items, imgs, skipped
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T minimising the NLL of sigmoid(logit / T) (Guo et al. 2017),
+    by a log-spaced grid then a local refinement: robust on tiny val sets."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if len(z) == 0 or len(set(y.tolist())) < 2:
+        return 1.0
+
+    def nll(t):
+        s = z / t
+        return float(np.mean(np.logaddexp(0, s) - y * s))
+
+    grid = np.exp(np.linspace(np.log(0.02), np.log(50.0), 200))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.05, 0.05, 41))
+    return float(min(fine, key=nll))
+
+
+def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, Any]:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    y = np.asarray(labels, dtype=np.int64)
+    p = 1 / (1 + np.exp(-z))
+    out: dict[str, Any] = {"n": int(len(y)), "accuracy": float(np.mean((p >= 0.5) == y)) if len(y) else None}
+    if len(y):
+        out["real_accuracy"] = float(np.mean(p[y == 0] < 0.5)) if (y == 0).any() else None
+        out["ai_accuracy"] = float(np.mean(p[y == 1] >= 0.5)) if (y == 1).any() else None
+        out["nll"] = float(np.mean(np.logaddexp(0, z) - y * z))
+    if len(set(y.tolist())) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        out["auc"] = float(roc_auc_score(y, z))
+    return out
+
+
+class MPFTTrainer:
+    def __init__(self, backbone, items: Sequence[Item], cfg: TrainConfig, out_dir: str | Path, name: str,
+                 sources: Sequence[str] = (), show_progress: bool = True,
+                 log: Callable[[str], None] | None = None):
+        if cfg.mask_mode not in MASK_MODES:
+            raise ValueError(f"mask mode must be one of {MASK_MODES}")
+        self.bb = backbone
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.name = name
+        self.sources = [str(s) for s in sources]
+        self.show = show_progress
+        self._log = log or (lambda msg: None)
+        self.spec = make_spec(cfg.preprocess_mode, backbone.image_size, backbone.mean, backbone.std)
+        chosen = few_shot(items, cfg.shots, seed=cfg.seed, by=cfg.shots_by)
+        tr, va = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
+        self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log)
+        self.val_items, self.val_imgs, sk2 = load_images(va, self.spec, cfg.workers, self._log)
+        self.skipped = sk1 + sk2
+        if not self.train_items:
+            raise ValueError("no readable training images")
+        if len({i.label for i in self.train_items}) < 2:
+            raise ValueError("training needs both real and AI images")
+        gens = sorted({i.generator for i in self.train_items + self.val_items if i.label == 1})
+        self.labels = ["real"] + gens
+        self.label_index = {g: k for k, g in enumerate(self.labels)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = MPFTModel(backbone.visual, self.labels, feature=cfg.feature, adapter={
+                "mode": cfg.adapter_mode, "rank": cfg.rank, "alpha": cfg.alpha, "targets": list(cfg.targets),
+                "last_n": cfg.last_n, "train_norms": cfg.train_norms})
+        self.device = next(backbone.visual.parameters()).device
+        self.model.to(self.device)
+        n = len(self.train_items)
+        self.steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+        self.total_steps = int(cfg.steps) if cfg.steps else cfg.epochs * self.steps_per_epoch
+        self.eval_every = cfg.eval_every or self.steps_per_epoch
+        self.ckpt_every = cfg.checkpoint_every or self.eval_every
+        head_params = [p for k, p in self.model.named_parameters()
+                       if k.startswith(("norm.", "binary.", "attribution."))]
+        enc_params = [p for k, p in self.model.named_parameters()
+                      if k.startswith(("adapter.", "mask_token"))]
+        self.opt = torch.optim.AdamW([{"params": enc_params, "lr": cfg.lr},
+                                      {"params": head_params, "lr": cfg.lr_head}], weight_decay=cfg.weight_decay)
+        warm = max(1, int(cfg.warmup_frac * self.total_steps))
+
+        def sched(step):
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(1, self.total_steps - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, sched)
+        n_ai = sum(i.label for i in self.train_items)
+        self.pos_weight = torch.tensor((n - n_ai) / max(1, n_ai), device=self.device)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self._pool = ThreadPoolExecutor(max(1, cfg.workers))
+
+    # ------------------------------------------------------------ data
+    def _order(self, epoch: int) -> list[int]:
+        idx = list(range(len(self.train_items)))
+        random.Random(f"{self.cfg.seed}:order:{epoch}").shuffle(idx)
+        return idx
+
+    def _batch_indices(self, step: int) -> list[int]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = self._order(epoch)
+        bs = self.cfg.batch_size
+        sel = order[k * bs:(k + 1) * bs]
+        if len(sel) < min(bs, len(order)):  # last short batch: top up from the start of the epoch
+            sel += order[: min(bs, len(order)) - len(sel)]
+        return sel
+
+    def _pixels(self, imgs, rngs) -> torch.Tensor:
+        def one(a):
+            img, rng = a
+            if rng is not None:
+                img = augment(img, self.cfg.augment, rng)
+            return preprocess_apply(img, self.spec)
+
+        arr = list(self._pool.map(one, zip(imgs, rngs)))
+        return torch.from_numpy(np.stack(arr)).to(self.device).to(getattr(torch, self.bb.dtype))
+
+    # ------------------------------------------------------------ steps
+    def _train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        sel = self._batch_indices(self.step)
+        rngs = [random.Random(f"{cfg.seed}:aug:{self.step}:{j}") for j in range(len(sel))]
+        x = self._pixels([self.train_imgs[i] for i in sel], rngs)
+        y = torch.tensor([float(self.train_items[i].label) for i in sel], device=self.device)
+        ya = torch.tensor([self.label_index[self.train_items[i].generator] for i in sel], device=self.device)
+        mask = None
+        if cfg.mask_ratio > 0:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+            scores = texture_scores(x, self.bb.patch_size, self.bb.mean, self.bb.std)
+            mask = select_mask(scores, cfg.mask_ratio, cfg.mask_select, generator=g, power=cfg.mask_power)
+        self.model.train()
+        logit, attr = self.model.forward_masked(x, mask, cfg.mask_mode)
+        l_bin = F.binary_cross_entropy_with_logits(logit, y, pos_weight=self.pos_weight)
+        l_attr = F.cross_entropy(attr, ya)
+        loss = l_bin + cfg.attr_weight * l_attr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), "bce": float(l_bin.detach()), "ce": float(l_attr.detach())}
+
+    @torch.no_grad()
+    def predict_images(self, imgs) -> tuple[np.ndarray, np.ndarray]:
+        self.model.eval()
+        zs, ats = [], []
+        bs = max(1, self.cfg.batch_size)
+        for k in range(0, len(imgs), bs):
+            x = self._pixels(imgs[k:k + bs], [None] * len(imgs[k:k + bs]))
+            z, a = self.model(x)
+            zs.append(z.float().cpu().numpy())
+            ats.append(a.float().cpu().numpy())
+        if not zs:
+            return np.zeros(0), np.zeros((0, len(self.labels)))
+        return np.concatenate(zs), np.concatenate(ats)
+
+    def evaluate(self) -> dict[str, Any]:
+        if not self.val_items:
+            return {}
+        z, a = self.predict_images(self.val_imgs)
+        y = np.array([i.label for i in self.val_items])
+        m = binary_metrics(z, y)
+        ya = np.array([self.label_index[i.generator] for i in self.val_items])
+        m["attribution_accuracy"] = float(np.mean(a.argmax(1) == ya)) if len(ya) else None
+        return m
+
+    # ------------------------------------------------------------ checkpoints
+    def _ckpt_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def save_checkpoint(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {"step": self.step, "model": {k: v.cpu() for k, v in self.model.trainable_state().items()},
+                 "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "labels": self.labels,
+                 "config": self.cfg.to_dict(), "history": self.history,
+                 "best": self.best}
+        tmp = self._ckpt_path().with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self._ckpt_path())
+
+    def load_checkpoint(self, path: str | Path | None = None) -> bool:
+        p = Path(path) if path else self._ckpt_path()
+        if p.is_dir():
+            p = p / CHECKPOINT
+        if not p.is_file():
+            return False
+        state = torch.load(p, map_location=self.device, weights_only=False)
+        if state["labels"] != self.labels:
+            raise ValueError(f"checkpoint {p} was trained with labels {state['labels']}, this data gives {self.labels}")
+        self.model.load_trainable_state(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history") or [])
+        self.best = state.get("best")
+        return True
+
+    # ------------------------------------------------------------ driver
+    def _score(self, m: dict[str, Any]) -> tuple:
+        # pick the checkpoint by validation AUC, then accuracy, then lower NLL
+        return (m.get("auc") or 0.0, m.get("accuracy") or 0.0, -(m.get("nll") or 0.0))
+
+    def fit(self) -> None:
+        t0 = time.time()
+        with _progress(self.show) as prog:
+            task = prog.add_task("mpft", total=self.total_steps, completed=self.step, info="")
+            run_loss = None
+            while self.step < self.total_steps:
+                s = self._train_step()
+                run_loss = s["loss"] if run_loss is None else 0.9 * run_loss + 0.1 * s["loss"]
+                info = f"loss {run_loss:.3f}"
+                if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                    m = self.evaluate()
+                    rec = {"step": self.step, "loss": run_loss, "seconds": round(time.time() - t0, 1), **m}
+                    self.history.append(rec)
+                    if m and (self.best is None or self._score(m) > self._score(self.best["metrics"])):
+                        self.best = {"step": self.step, "metrics": m,
+                                     "state": {k: v.detach().cpu().clone()
+                                               for k, v in self.model.trainable_state().items()}}
+                    if m:
+                        info += (f" | val acc {m['accuracy']:.3f}" + (f" auc {m['auc']:.3f}" if "auc" in m else "")
+                                 + f" attr {m['attribution_accuracy']:.3f}")
+                    prog.log(f"step {self.step}: {info}") if self.show else None
+                if self.step % self.ckpt_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+                prog.update(task, completed=self.step, info=info)
+
+    def finish(self) -> TrainResult:
+        """Restore the best validation state, calibrate, write the head."""
+        if self.best is not None:
+            self.model.load_trainable_state({k: v.to(self.device) for k, v in self.best["state"].items()})
+        cal: dict[str, Any] = {"method": "temperature", "temperature": 1.0, "fitted_on": None}
+        metrics: dict[str, Any] = {}
+        if self.val_items:
+            z, a = self.predict_images(self.val_imgs)
+            y = np.array([i.label for i in self.val_items])
+            t = fit_temperature(z, y)
+            cal = {"method": "temperature", "temperature": t, "fitted_on": "validation split", "n": int(len(y))}
+            ya = np.array([self.label_index[i.generator] for i in self.val_items])
+            metrics = {"validation": {**binary_metrics(z, y, t),
+                                      "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
+                                      "best_step": self.best["step"] if self.best else self.step},
+                       "validation_uncalibrated": binary_metrics(z, y)}
+        tensors = {k: v.detach().float().cpu() for k, v in self.model.trainable_state().items()}
+        cfg = self.cfg.to_dict()
+        manifest = {
+            "name": self.name, "detector": "mpft", "version": "1",
+            "backbone": backbone_manifest(self.bb),
+            "preprocessing": self.spec,
+            "labels": self.labels,
+            "params": {**self.model.params(), "training": cfg,
+                       "trainable_parameters": int(sum(v.numel() for v in tensors.values()))},
+            "calibration": cal,
+            "threshold": 0.5,
+            "metrics": {**metrics, "history": self.history},
+            "data": {"sources": self.sources, "train": summarize(self.train_items),
+                     "validation": summarize(self.val_items) if self.val_items else {"n": 0},
+                     "skipped_unreadable": len(self.skipped)},
+            "source": "aiidetect train mpft",
+            "license": "trained weights inherit the terms of the training data and backbone",
+        }
+        head_dir = save_head(self.out_dir, tensors, manifest)
+        ck = self._ckpt_path()
+        if ck.exists():
+            ck.unlink()
+        self._pool.shutdown(wait=False)
+        return TrainResult(head_dir=head_dir, manifest=manifest, model=self.model, history=self.history)
+
+
+def train_mpft(backbone, items: Sequence[Item], cfg: TrainConfig, out_dir: str | Path, name: str,
+               sources: Sequence[str] = (), resume: bool | str | Path = False, show_progress: bool = True,
+               log: Callable[[str], None] | None = None) -> TrainResult:
+    tr = MPFTTrainer(backbone, items, cfg, out_dir, name, sources, show_progress, log)
+    if resume:
+        ok = tr.load_checkpoint(None if resume is True else resume)
+        if log:
+            log(f"resumed from step {tr.step}" if ok else "no checkpoint to resume from; starting fresh")
+    tr.fit()
+    return tr.finish()
