@@ -198,6 +198,50 @@ def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrato
     return row
 
 
+def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression (scikit-learn's objective: 0.5|w|^2 +
+    C * sum log-loss, bias unpenalised) with a fixed per-row offset, by Newton."""
+    X = np.asarray(X, float).reshape(len(y), -1)
+    y = np.asarray(y, float)
+    off = np.zeros(len(y)) if offset is None else np.asarray(offset, float)
+    A = np.hstack([X, np.ones((len(y), 1))])
+    reg = np.r_[np.full(X.shape[1], 1.0 / C), 0.0]
+    theta = np.zeros(A.shape[1])
+    for _ in range(max_iter):
+        p = sigmoid(A @ theta + off)
+        grad = A.T @ (p - y) + reg * theta
+        H = A.T @ (A * (p * (1 - p))[:, None]) + np.diag(reg) + 1e-9 * np.eye(A.shape[1])
+        step = np.linalg.solve(H, grad)
+        theta -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return theta[:-1], float(theta[-1])
+
+
+def _constrained_fusion_fit(X: np.ndarray, Y: np.ndarray, used: list[int], C: float):
+    """Detector weights >= 0 (a detector that looks inverted on this data is
+    dropped, not flipped) and the soft-evidence weight in [0, 1] (calibration
+    data may tell us to trust metadata less than its stated likelihood ratio,
+    never more: camera-vs-generator metadata is the easiest bias to learn)."""
+    k = X.shape[1] - 1                   # last column: soft evidence
+    free = list(used)
+    fixed: dict[int, float] = {}
+    for _ in range(X.shape[1] + 1):
+        off = sum((X[:, j] * v for j, v in fixed.items()), np.zeros(len(Y)))
+        w_free, bias = logistic_regression(X[:, free], Y, off, C) if free else (np.zeros(0), 0.0)
+        w = np.zeros(X.shape[1])
+        for j, v in fixed.items():
+            w[j] = v
+        w[free] = w_free
+        bad = [j for j in free if w[j] < 0 or (j == k and w[j] > 1)]
+        if not bad:
+            return w, bias
+        for j in bad:
+            fixed[j] = 0.0 if w[j] < 0 else 1.0
+            free.remove(j)
+    return w, bias
+
+
 def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_fnr: float = 0.05,
                C: float = 1.0, min_per_class: int = 5) -> dict[str, Any]:
     """Fit per-detector calibration, a logistic-regression fusion over the
@@ -245,17 +289,13 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     if not used or len(set(Y.tolist())) < 2:
         raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse; "
                          "train a head first, or check the detectors' status in `aiidetect eval`")
-    from sklearn.linear_model import LogisticRegression
-
-    lr = LogisticRegression(C=C, max_iter=1000).fit(X[:, used], Y)
-    w = np.zeros(X.shape[1])
-    w[used] = lr.coef_[0]
+    w, bias = _constrained_fusion_fit(X, Y, used, C)
     params: dict[str, Any] = {
         "method": method,
         "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}
                       for j, n in enumerate(names)},
         "evidence_weight": float(w[-1]),
-        "bias": float(lr.intercept_[0]),
+        "bias": float(bias),
         "soft_evidence_cap": cap,
         "skipped_detectors": {n: r["skipped"] for n, r in det_report.items() if "skipped" in r},
     }

@@ -110,3 +110,29 @@ def test_fit_fusion_refuses_without_opinions():
     items = [_S(i % 2, {"gone": DetectorResult.unavailable("x")}) for i in range(20)]
     with pytest.raises(ValueError):
         C.fit_fusion(items)
+
+
+def test_logistic_regression_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3))
+    y = (rng.random(400) < 1 / (1 + np.exp(-(X @ [1.5, -0.5, 0.0] + 0.3)))).astype(int)
+    w, b = C.logistic_regression(X, y, C=0.7)
+    ref = LogisticRegression(C=0.7, tol=1e-10, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-5)
+    assert b == pytest.approx(ref.intercept_[0], abs=1e-5)
+
+
+def test_fusion_never_amplifies_soft_evidence_nor_flips_a_detector():
+    rng = np.random.default_rng(6)
+    items = []
+    for i in range(200):
+        y = i % 2
+        inverted = rng.normal(-1.0 if y else 1.0, 1.0)        # a detector that is wrong way round here
+        ev = Evidence("exif", "ai" if y else "real", 0.3, "weak hint")  # perfectly predictive, stated weak
+        items.append(_S(y, {"inv": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-inverted)))),
+                            "meta": DetectorResult("ok", evidence=[ev])}))
+    p = C.fit_fusion(items)["params"]
+    assert p["evidence_weight"] == pytest.approx(1.0)
+    assert p["detectors"]["inv"]["weight"] == 0.0

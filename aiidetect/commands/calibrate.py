@@ -70,15 +70,17 @@ def calibrate_cmd(
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]
     lines = [f"fusion model {name} -> {path}",
              f"band: ai-generated when P(AI) >= {t['ai']:.4f}, likely-real when <= {t['real']:.4f} "
-             f"(calibration data: real called AI {100 * (t['fpr_at_band'] or 0):.1f}% of {t['n_real']}, "
-             f"AI called real {100 * (t['fnr_at_band'] or 0):.1f}% of {t['n_ai']})"]
+             f"(on P(AI) over the calibration data: real above it {100 * (t['fpr_at_band'] or 0):.1f}% of {t['n_real']}, "
+             f"AI below it {100 * (t['fnr_at_band'] or 0):.1f}% of {t['n_ai']})"]
     for n, d in p["detectors"].items():
         lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
                      f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})")
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
-    lines.append(f"in-sample: AUC {m.get('auc')}, uncertain {100 * m['uncertain_share']:.1f}%; "
+    auc = f"{m['auc']:.3f}" if m.get("auc") is not None else "-"
+    lines.append(f"in-sample: AUC {auc}, uncertain {100 * m['uncertain_share']:.1f}%, real called AI "
+                 f"{100 * m['real_called_ai']:.1f}%, AI called real {100 * m['ai_called_real']:.1f}%; "
                  f"measure held-out data with `aiidetect eval`")
     typer.echo("\n".join(lines))
 
