@@ -1,0 +1,400 @@
+"""How fast is a scan here, and how close is that to what the machine can do?
+
+Measures, for one backbone / runtime / dtype / batch size:
+
+- the machine's matmul peak (fp32 and bf16 GFLOP/s, square GEMMs in torch);
+- the model's FLOPs per image (counted from the ViT config: 2 FLOPs per
+  multiply-add; ViT-L-14 @224 = 161.7 GFLOP, ViT-B-16 = 34.9);
+- decode images/s (read + decode + preprocess, as the scan's workers do it,
+  with and without JPEG draft mode);
+- model images/s (pre-decoded batches through the encoder + a linear head);
+- end-to-end images/s through the real scan Pipeline (decode workers
+  overlapped with the model, heads, fusion, records);
+- peak memory, and the embedding cosine of bf16 against fp32.
+
+efficiency = end-to-end images/s / (peak GFLOP/s of the dtype / model GFLOP per image).
+Speed does not depend on weight values, so random-init backbones are fine.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+RUNTIMES = ("torch", "onnx")
+
+
+# --------------------------------------------------------------------------
+# The machine and the model
+# --------------------------------------------------------------------------
+def vit_gflops(model_cfg: Mapping[str, Any]) -> float:
+    """Forward GFLOP per image of an open_clip ViT image tower (multiply-add = 2).
+
+    Counts the patch embedding, per block QKV/attention/output projection/MLP,
+    and the final projection; LayerNorm, softmax, GELU and adds are < 1 % and
+    left out (they are memory-bound, not what a matmul peak measures).
+    """
+    v = model_cfg["vision_cfg"]
+    size = v.get("image_size", 224)
+    size = size if isinstance(size, int) else size[0]
+    p = v.get("patch_size", 16)
+    p = p if isinstance(p, int) else p[0]
+    w, layers = int(v["width"]), int(v["layers"])
+    hidden = int(round(w * float(v.get("mlp_ratio", 4.0))))
+    n = (size // p) ** 2
+    t = n + 1
+    patch = 2 * n * (3 * p * p) * w
+    block = 2 * t * w * 3 * w + 2 * t * t * w * 2 + 2 * t * w * w + 2 * t * w * hidden * 2
+    proj = 2 * w * int(model_cfg.get("embed_dim", w))
+    return (patch + layers * block + proj) / 1e9
+
+
+def matmul_peak_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
+    """Best GFLOP/s of an n x n x n GEMM over ~`seconds` (torch, all threads)."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device).to(dt)
+    b = torch.randn(n, n, device=device).to(dt)
+    torch.mm(a, b)  # warm-up: thread pool, packing buffers, AMX/AVX512 tile config
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while True:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        dt_s = time.perf_counter() - t
+        best = max(best, 2 * n ** 3 / dt_s / 1e9)
+        if time.perf_counter() > end:
+            break
+    return best
+
+
+def peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if platform.system() != "Darwin" else r / (1024.0 * 1024.0)
+
+
+def machine_facts() -> dict[str, Any]:
+    facts: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform()}
+    try:
+        facts["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu"] = line.split(":", 1)[1].strip()
+                break
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+                              if f in flags.split()]
+    except OSError:
+        pass
+    return facts
+
+
+# --------------------------------------------------------------------------
+# Runners: (B,3,S,S) float32 numpy -> {"embed": ..., "logit": ...}
+# --------------------------------------------------------------------------
+class TorchRunner:
+    """The backbone cast to `dtype` (not autocast: autocast collapses in
+    nn.MultiheadAttention's CPU path) plus a linear head on `embed`."""
+
+    runtime = "torch"
+
+    def __init__(self, backbone, dtype: str = "float32"):
+        import torch
+
+        self.backbone = backbone
+        if dtype != backbone.dtype:
+            backbone.to(dtype=dtype)
+        self.dtype = dtype
+        g = torch.Generator().manual_seed(0)
+        self.head_w = torch.randn(backbone.embed_dim, 1, generator=g)
+        self.provider = backbone.device
+
+    def encode(self, x, layers=()):
+        """FeatureRequest.encode: torch tensor in, tensors out."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.backbone.encode(x.to(self.backbone.device, getattr(torch, self.dtype)), layers=layers)
+        return {"embed": out["embed"].float()}
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        e = self.encode(torch.from_numpy(pixels))["embed"]
+        if self.backbone.device == "cuda":
+            torch.cuda.synchronize()
+        return {"embed": e.cpu().numpy(), "logit": (e.cpu() @ self.head_w).numpy()[:, 0]}
+
+
+class OnnxRunner:
+    runtime = "onnx"
+
+    def __init__(self, session, dtype: str):
+        self.session = session
+        self.dtype = dtype
+        self.provider = session.provider
+
+    def encode(self, x, layers=()):
+        import torch
+
+        arr = x.detach().float().cpu().numpy()
+        return {k: torch.from_numpy(v) for k, v in self.session.run(arr).items()}
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        return self.session.run(pixels)
+
+
+def make_onnx_runner(backbone, dtype: str, onnx_dir: Path | None, device: str, workdir: Path,
+                     log: Callable[[str], None]) -> OnnxRunner:
+    from .onnx_export import export_onnx, read_sidecar
+    from .onnx_runtime import load_session
+
+    variant = {"float32": "fp32", "float16": "fp16", "int8": "int8"}.get(dtype)
+    if variant is None:
+        raise ValueError(f"ONNX runtime takes --dtype float32, float16 or int8 (not {dtype})")
+    if onnx_dir is None:
+        onnx_dir = workdir / f"onnx-{variant}"
+        log(f"exporting {backbone.spec.model} to ONNX ({variant}) in {onnx_dir}")
+        export_onnx(backbone, onnx_dir, [], variant=variant)
+    side = read_sidecar(onnx_dir)
+    g = side["graphs"][0]
+    sess = load_session(Path(onnx_dir) / g["file"], device=device, variant=g.get("variant", variant))
+    return OnnxRunner(sess, dtype)
+
+
+# --------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------
+def time_model(runner, pixels: np.ndarray, batch_size: int, min_batches: int = 2, min_seconds: float = 3.0
+               ) -> dict[str, Any]:
+    """Images/s of the model on pre-decoded batches (one warm-up batch first)."""
+    b = np.ascontiguousarray(pixels[:batch_size])
+    if len(b) < batch_size:  # tile to a full batch
+        b = np.ascontiguousarray(np.concatenate([b] * (batch_size // max(1, len(b)) + 1))[:batch_size])
+    runner(b)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_batches or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        runner(b)
+        times.append(time.perf_counter() - t)
+        if len(times) >= 50:
+            break
+    best, med = min(times), float(np.median(times))
+    return {"images_per_s": batch_size / med, "images_per_s_best": batch_size / best, "batches": len(times),
+            "seconds_per_batch_median": med}
+
+
+def time_decode(paths: Sequence[str], spec: Mapping[str, Any], workers: int, draft: bool) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .decode import decode_path
+    from .preprocess import draft_size
+
+    d = draft_size(spec) if draft else None
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        samples = list(pool.map(lambda ip: decode_path(ip[1], ip[0], preprocess_specs=[spec], keep_bytes=False,
+                                                       draft=d), enumerate(paths)))
+    s = time.perf_counter() - t
+    ok = sum(1 for x in samples if x.ok)
+    return {"images_per_s": len(paths) / s if s > 0 else None, "ok": ok, "seconds": s, "draft": d}
+
+
+def decoded_pixels(paths: Sequence[str], spec: Mapping[str, Any], n: int) -> np.ndarray:
+    from .onnx_export import load_pixels
+
+    px, _ = load_pixels(list(paths)[:n], spec)
+    return px
+
+
+def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch_size: int, workers: int
+                    ) -> dict[str, Any]:
+    """The scan Pipeline (decode workers overlapped with the model, a linear
+    head, fusion, records), minus report writing."""
+    from .detectors.base import Detector, FeatureRequest, feature_key
+    from .discover import Candidate
+    from .pipeline import Pipeline
+    from .records import DetectorResult
+
+    class BenchHead(Detector):
+        family = "bench"
+
+        def __init__(self):
+            super().__init__("bench:linear")
+            dt = "float32" if runner.runtime == "onnx" else runner.dtype
+            self.req = FeatureRequest(encoder_key=f"bench:{runner.runtime}", preprocess=dict(spec),
+                                      encode=runner.encode, device=getattr(runner, "provider", "cpu")
+                                      if runner.runtime == "torch" else "cpu", dtype=dt)
+            self.key = feature_key(self.req)
+            self.w = None
+
+        def feature_requests(self):
+            return [self.req]
+
+        def predict(self, samples, features):
+            out = []
+            for f in features:
+                e = np.asarray(f[self.key]["embed"], np.float64)
+                if self.w is None:
+                    self.w = np.random.default_rng(0).standard_normal(e.shape[0]) / np.sqrt(e.shape[0])
+                z = float(e @ self.w)
+                out.append(DetectorResult(status="ok", p_ai=1 / (1 + np.exp(-np.clip(z, -50, 50))), score=z,
+                                          score_kind="logit"))
+            return out
+
+    pipe = Pipeline([BenchHead()], batch_size=batch_size, workers=workers)
+    cands = [Candidate(p, explicit=True) for p in paths]
+    t = time.perf_counter()
+    recs = list(pipe.run(cands))
+    s = time.perf_counter() - t
+    st = pipe.stats
+    return {"images_per_s": len(recs) / s if s > 0 else None, "seconds": s, "files": len(recs),
+            "decoded": st.decoded, "model_seconds": st.model_seconds, "decode_seconds_sum": st.decode_seconds,
+            "draft": pipe.draft}
+
+
+def embed_cosine(backbone, pixels: np.ndarray, dtype: str) -> float:
+    """min over images of cos(embed in `dtype`, embed in fp32): backbone is
+    left in `dtype`."""
+    import torch
+
+    backbone.to(dtype="float32")
+    with torch.inference_mode():
+        ref = backbone.encode(torch.from_numpy(pixels))["embed"].double()
+        backbone.to(dtype=dtype)
+        got = backbone.encode(torch.from_numpy(pixels).to(getattr(torch, dtype)))["embed"].double()
+    cos = torch.nn.functional.cosine_similarity(ref, got, dim=1)
+    return float(cos.min())
+
+
+def torch_profile(runner, pixels: np.ndarray, top: int = 12) -> list[dict[str, Any]]:
+    """Self CPU time per operator for one batch: what the time goes into."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        runner(pixels)
+    rows = []
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
+    for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]:
+        rows.append({"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000, 2),
+                     "share": round(e.self_cpu_time_total / total, 4), "calls": e.count})
+    return rows
+
+
+def image_files(folder: str | Path | None, limit: int) -> list[str]:
+    if not folder:
+        return []
+    from .onnx_export import image_paths
+
+    return image_paths(folder, limit)
+
+
+def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "torch", dtype: str = "float32",
+              batch_size: int = 8, workers: int = 2, images: int = 32, device: str = "cpu",
+              onnx_dir: Path | None = None, peak_seconds: float = 1.0, model_seconds: float = 3.0,
+              profile: bool = False, check_cosine: bool = True,
+              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    from .backbone import create_backbone, resolve_device
+    from .preprocess import make_spec
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}")
+    if runtime == "torch" and dtype == "int8":
+        raise ValueError("int8 runs through ONNX Runtime: use --runtime onnx --dtype int8")
+    if runtime == "onnx" and dtype == "bfloat16":
+        raise ValueError("ONNX Runtime's CPU provider has no bf16 kernels: use --dtype float32/int8 (CPU) or "
+                         "float16 (CUDA) with --runtime onnx")
+    dev = resolve_device(device)
+    res: dict[str, Any] = {"backbone": backbone_spec.describe(), "runtime": runtime, "dtype": dtype,
+                           "batch_size": batch_size, "workers": workers, "device": dev, "machine": machine_facts()}
+    import torch
+
+    from .commands.common import quiet_torch_threads
+
+    quiet_torch_threads()
+    res["threads"] = torch.get_num_threads()
+    log("measuring matmul peak")
+    res["peak_gflops"] = {dt: round(matmul_peak_gflops(dt, seconds=peak_seconds, device=dev), 1)
+                          for dt in ("float32", "bfloat16")}
+    t = time.perf_counter()
+    bb = create_backbone(backbone_spec, device=dev, dtype="float32")
+    res["backbone_build_s"] = round(time.perf_counter() - t, 2)
+    res["fingerprint"] = bb.fingerprint
+    gf = vit_gflops(bb.model_cfg)
+    res["model_gflops_per_image"] = round(gf, 3)
+    spec = make_spec("resize-center-crop", bb.image_size, bb.mean, bb.std)
+    res["preprocessing"] = spec["mode"]
+
+    paths = image_files(folder, images)
+    res["images"] = len(paths)
+    if paths:
+        log(f"decoding {len(paths)} images")
+        dec = time_decode(paths, spec, workers, draft=True)
+        full = time_decode(paths, spec, workers, draft=False)
+        res["decode_images_per_s"] = _r(dec["images_per_s"])
+        res["decode_images_per_s_no_draft"] = _r(full["images_per_s"])
+        px = decoded_pixels(paths, spec, max(batch_size, 4))
+    else:
+        res["decode_images_per_s"] = res["decode_images_per_s_no_draft"] = None
+        px = np.random.default_rng(0).standard_normal((batch_size, 3, bb.image_size, bb.image_size)
+                                                      ).astype(np.float32)
+    if check_cosine and runtime == "torch" and dtype in ("bfloat16", "float16"):
+        log(f"embedding cosine {dtype} vs float32")
+        res[f"{'bf16' if dtype == 'bfloat16' else 'fp16'}_cosine_min"] = round(embed_cosine(bb, px[:4], dtype), 6)
+
+    with tempfile.TemporaryDirectory() as td:
+        if runtime == "torch":
+            runner = TorchRunner(bb, dtype)
+        else:
+            runner = make_onnx_runner(bb, dtype, onnx_dir, device, Path(td), log)
+        res["provider"] = runner.provider
+        log(f"timing the model ({runtime}, {dtype}, batch {batch_size})")
+        m = time_model(runner, px, batch_size, min_seconds=model_seconds)
+        res["model_images_per_s"] = _r(m["images_per_s"])
+        res["model_images_per_s_best"] = _r(m["images_per_s_best"])
+        res["model_batches"] = m["batches"]
+        if profile and runtime == "torch":
+            res["profile"] = torch_profile(runner, np.ascontiguousarray(px[:batch_size]))
+        if paths:
+            log("end to end through the scan pipeline")
+            e = time_end_to_end(paths, runner, spec, batch_size, workers)
+            res["end_to_end_images_per_s"] = _r(e["images_per_s"])
+            res["end_to_end"] = {k: _r(v) if isinstance(v, float) else v for k, v in e.items()}
+        else:
+            res["end_to_end_images_per_s"] = None
+    basis = {"float32": "float32", "bfloat16": "bfloat16", "float16": "bfloat16", "int8": "bfloat16"}[dtype]
+    peak = res["peak_gflops"][basis]
+    limit = peak / gf if gf else None
+    res["limit_basis"] = f"{basis} matmul peak"
+    res["limit_images_per_s"] = _r(limit)
+    e2e = res.get("end_to_end_images_per_s")
+    res["efficiency"] = _r(e2e / limit, 4) if e2e and limit else None
+    res["model_efficiency"] = _r(res["model_images_per_s"] / limit, 4) if limit else None
+    res["end_to_end_vs_model"] = _r(e2e / res["model_images_per_s"], 4) if e2e else None
+    res["peak_memory_mb"] = round(peak_rss_mb(), 1)
+    if dev == "cuda":
+        res["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    res["machine"]["loadavg_1m_end"] = machine_facts().get("loadavg_1m")
+    return res
+
+
+def _r(x, nd: int = 3):
+    return None if x is None else round(float(x), nd)

@@ -1,0 +1,112 @@
+"""`aiidetect bench`: decode, model and end-to-end images/s against the machine's limit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, PretrainedOpt,
+                     backbone_spec, fail, stderr_console)
+
+
+def register(apps) -> None:
+    apps["root"].command("bench")(bench_cmd)
+
+
+def bench_cmd(
+    folder: Optional[Path] = typer.Argument(None, help="Images to decode and scan (e.g. the dev photos). "
+                                                       "Without it only the model is timed, on random pixels."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (torch) | float16 | int8 (onnx)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads."),
+    images: int = typer.Option(32, "--images", min=1, help="At most this many images from FOLDER."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Use this export instead of exporting on the fly."),
+    model_seconds: float = typer.Option(3.0, "--model-seconds", help="Time the model for at least this long."),
+    profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+):
+    """Measure images/s (decode, model, end to end), peak memory, the machine's
+    matmul peak and the model's FLOPs, hence efficiency against the limit.
+
+    Random-init backbones are fine (`--backbone ViT-B-16 --pretrained none`):
+    speed does not depend on weight values.
+    """
+    from ..bench import DTYPES, RUNTIMES
+
+    if runtime not in RUNTIMES:
+        fail(f"--runtime takes {', '.join(RUNTIMES)}")
+    if dtype not in DTYPES:
+        fail(f"--dtype takes {', '.join(DTYPES)}")
+    if fmt not in ("table", "json"):
+        fail("--format takes table or json")
+    if folder is not None and not folder.is_dir():
+        fail(f"{folder} is not a folder")
+    err = stderr_console()
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    from ..backbone import BackboneUnavailable
+    from ..bench import run_bench
+
+    try:
+        res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=batch_size, workers=workers,
+                        images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds,
+                        profile=profile, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
+    except (BackboneUnavailable, ValueError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
+        fail(f"{type(exc).__name__}: {exc}")
+    if fmt == "json":
+        typer.echo(json.dumps(res, indent=2))
+        return
+    _table(res)
+
+
+def _table(res) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(x, unit=""):
+        return "-" if x is None else (f"{x:.1%}" if unit == "%" else f"{x:,.2f}{unit}")
+
+    t = Table(title=f"aiidetect bench: {res['backbone']} · {res['runtime']} ({res.get('provider')}) · "
+                    f"{res['dtype']} · batch {res['batch_size']}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    pk = res["peak_gflops"]
+    rows = [
+        ("matmul peak fp32 / bf16", f"{pk['float32']:,.0f} / {pk['bfloat16']:,.0f} GFLOP/s"),
+        ("model GFLOP per image", f(res["model_gflops_per_image"])),
+        (f"limit ({res['limit_basis']})", f(res["limit_images_per_s"], " img/s")),
+        ("decode (draft mode)", f(res["decode_images_per_s"], " img/s")),
+        ("decode (full size)", f(res["decode_images_per_s_no_draft"], " img/s")),
+        ("model", f(res["model_images_per_s"], " img/s")),
+        ("end to end (scan pipeline)", f(res["end_to_end_images_per_s"], " img/s")),
+        ("end to end / model", f(res["end_to_end_vs_model"], "%")),
+        ("efficiency (end to end / limit)", f(res["efficiency"], "%")),
+        ("model efficiency", f(res["model_efficiency"], "%")),
+        ("peak memory (RSS)", f(res["peak_memory_mb"], " MB")),
+    ]
+    for k in ("bf16_cosine_min", "fp16_cosine_min"):
+        if k in res:
+            rows.append((k.replace("_", " "), f"{res[k]:.6f}"))
+    m = res["machine"]
+    rows.append(("load average (start / end)", f"{m.get('loadavg_1m')} / {m.get('loadavg_1m_end')} "
+                                               f"on {m.get('cpu_count')} cores"))
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+    if res.get("profile"):
+        p = Table(title="top operators, one batch (self CPU time)")
+        for c in ("op", "self ms", "share", "calls"):
+            p.add_column(c)
+        for r in res["profile"]:
+            p.add_row(r["op"], f"{r['self_ms']:.1f}", f"{r['share']:.1%}", str(r["calls"]))
+        Console().print(p)

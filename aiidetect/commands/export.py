@@ -1,0 +1,82 @@
+"""`aiidetect export onnx`: encoder + trained heads -> one ONNX graph per backbone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, PretrainedOpt,
+                     WeightsDirOpt, backbone_spec, fail, stderr_console, weights_dirs)
+
+
+def register(apps) -> None:
+    apps["export"].command("onnx")(export_onnx_cmd)
+
+
+def export_onnx_cmd(
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (graph(s) + aiidetect-onnx.json)."),
+    variant: str = typer.Option("fp32", "--variant", help="fp32 | fp16 (for CUDA) | int8 (for CPU)."),
+    int8_mode: str = typer.Option("dynamic", "--int8-mode", help="dynamic (weights only) | static (needs --calibration-data)."),
+    calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
+                                                    help="Image folder for static int8 calibration (e.g. the dev set)."),
+    calibration_limit: int = typer.Option(32, "--calibration-limit", help="Images used for calibration."),
+    agreement_data: Optional[Path] = typer.Option(None, "--agreement-data",
+                                                  help="Image folder to measure agreement with PyTorch fp32 on."),
+    agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
+    detectors: str = typer.Option("linear,mpft,flow", "--detectors", help="Head families to include."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    weights_dir: Optional[list[Path]] = WeightsDirOpt,
+):
+    """Export the backbone and every trained head on its features to ONNX.
+
+    Prints the sidecar's summary (files, outputs, measured agreement) as JSON on stdout.
+    """
+    from ..onnx_export import VARIANTS
+
+    if variant not in VARIANTS:
+        fail(f"--variant takes {', '.join(VARIANTS)}")
+    if int8_mode not in ("dynamic", "static"):
+        fail("--int8-mode takes dynamic or static")
+    if variant == "int8" and int8_mode == "static" and calibration_data is None:
+        fail("--int8-mode static needs --calibration-data DIR")
+    for p in (calibration_data, agreement_data):
+        if p is not None and not p.is_dir():
+            fail(f"{p} is not a folder")
+    err = stderr_console()
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+
+    from ..backbone import BackboneUnavailable, create_backbone
+    from ..onnx_export import ExportError, collect_heads, export_onnx, image_paths
+
+    try:
+        bb = create_backbone(spec, device="cpu", dtype="float32")
+    except BackboneUnavailable as exc:
+        fail(str(exc))
+    fams = [f.strip() for f in detectors.split(",") if f.strip()]
+    heads, skipped = collect_heads(bb, weights_dirs(weights_dir), fams)
+    for name, why in skipped:
+        err.print(f"[yellow]note:[/] head {name} not exported: {why}", highlight=False)
+    if not heads:
+        err.print("[yellow]note:[/] no trained head matches this backbone; exporting the encoder alone "
+                  "(output `embed`)", highlight=False)
+    try:
+        side = export_onnx(
+            bb, out, heads, variant=variant, opset=opset, int8_mode=int8_mode,
+            calibration_paths=image_paths(calibration_data, calibration_limit) if calibration_data else (),
+            agreement_paths=image_paths(agreement_data, agreement_limit) if agreement_data else (),
+            skipped=skipped, log=lambda s: err.print(s, highlight=False))
+    except ExportError as exc:
+        fail(str(exc))
+    summary = {"out": str(out), "variant": side["variant"], "opset": side["opset"],
+               "backbone": side["backbone"]["name"], "fingerprint": side["backbone"]["fingerprint"],
+               "graphs": [{"file": g["file"], "outputs": g["outputs"], "files": list(g["files"]),
+                           "agreement": g.get("agreement")} for g in side["graphs"]],
+               "skipped_heads": side["skipped_heads"]}
+    typer.echo(json.dumps(summary, indent=2))
