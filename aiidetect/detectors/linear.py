@@ -3,9 +3,9 @@ folders (``linear:univfd``, ``linear:<your probe>``), each a logistic head on
 frozen backbone features at the head's own preprocessing.
 
 A head trained on another backbone than the run's becomes an unavailable
-detector that names the backbone it needs; when the run's backbone cannot be
-built (e.g. the ViT-L-14 weights are not in the local cache) every linear head
-reports that reason with its remedy. The scan always goes on.
+detector that names the backbone it needs. When the run's backbone cannot be
+built (e.g. the ViT-L-14 weights are not in the local cache) the family says so
+once, with the remedy, as a single ``linear`` row. The scan always goes on.
 """
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ def create(ctx: RunContext) -> list[Detector]:
     try:
         backbone = ctx.backbone()
     except DetectorUnavailable as exc:
-        return [UnavailableDetector(f"{FAMILY}:{m['name']}", str(exc)) for _, m in found]
+        # One row for the family, not one per head: the user is told once, with the remedy.
+        names = ", ".join(m["name"] for _, m in found)
+        raise DetectorUnavailable(f"{exc} (linear heads not run: {names})") from exc
 
     out: list[Detector] = []
     for path, m in found:
