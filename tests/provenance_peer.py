@@ -3,10 +3,13 @@
 doc command: python tests/provenance_peer.py"""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-DEV = Path("/work/shared/data/dev")
+DEV = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev").resolve()
+if not DEV.is_dir():
+    DEV = Path(os.environ.get("AIIDETECT_DEV_DATA", "/work/shared/data/dev"))
 PEER = DEV / "peer-metadata"
 LINE = re.compile(r"^\[(?P<dir>[^\]]+?) - 0x(?P<tag>[0-9a-fA-F]+)\] (?P<name>[^=]+?) = (?P<value>.*)$")
 

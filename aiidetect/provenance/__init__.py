@@ -71,9 +71,10 @@ class ProvenanceReport:
 
 
 def _ev(eid: str, direction: str, detail: str, source: str, key: str | None = None, decisive: bool = False,
-        **data) -> Evidence:
+        data: dict | None = None, **more) -> Evidence:
+    d = {**(data or {}), **more}
     return Evidence(id=eid, direction=direction, strength=STRENGTH[key or eid], detail=detail, source=source,
-                    decisive=decisive, data={k: v for k, v in data.items() if v not in (None, "", [], {})})
+                    decisive=decisive, data={k: v for k, v in d.items() if v not in (None, "", [], {})})
 
 
 def collect_evidence(data: bytes, path: str, image=None, info=None, options: dict | None = None) -> list[Evidence]:
@@ -137,7 +138,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
     for g in gens:
-        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, **g.to_dict()))
+        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict()))
 
     # --- C2PA
     if blobs.jumbf and opts.get("c2pa", True):
