@@ -148,8 +148,16 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
 def _read_pillow(tiff: bytes, f: ExifFacts) -> None:
     from PIL import Image
 
+    import warnings
+
     ex = Image.Exif()
-    ex.load(b"Exif\x00\x00" + tiff)
+    with warnings.catch_warnings():  # corrupt-EXIF warnings: the caller records failures itself
+        warnings.simplefilter("ignore")
+        ex.load(b"Exif\x00\x00" + tiff)
+        return _fill_pillow(ex, f)
+
+
+def _fill_pillow(ex, f: ExifFacts) -> None:
     if not ex and not ex.get_ifd(_EXIF_IFD):
         raise ValueError("Pillow found no EXIF tags")
     sub = ex.get_ifd(_EXIF_IFD)

@@ -1,0 +1,62 @@
+"""`aiidetect meta`: table and JSON output, exit codes, no torch."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+from PIL import Image, PngImagePlugin
+from typer.testing import CliRunner
+
+from aiidetect.cli import app
+
+
+def _marked(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat in a hat\nSteps: 20, Sampler: Euler a, Seed: 42, Model: sd15")
+    p = tmp_path / "gen.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(p, pnginfo=info)
+    q = tmp_path / "plain.jpg"
+    Image.new("RGB", (64, 48), (200, 10, 30)).save(q, quality=90)
+    return p, q
+
+
+def test_meta_json_and_exit_code(tmp_path):
+    p, q = _marked(tmp_path)
+    r = CliRunner().invoke(app, ["meta", "--format", "json", str(tmp_path)])
+    assert r.exit_code == 1, r.output
+    reports = {d["file"].rsplit("/", 1)[-1]: d for d in json.loads(r.stdout)}
+    gen = reports["gen.png"]
+    assert gen["p_ai"] > 0.99 and any(e["id"] == "generator.parameters" for e in gen["evidence"])
+    assert gen["facts"]["generators"][0]["prompt"] == "a cat in a hat"
+    assert not any(e["decisive"] for e in reports["plain.jpg"]["evidence"])
+    r = CliRunner().invoke(app, ["meta", "--format", "json", str(q)])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["format"] == "JPEG"
+
+
+def test_meta_table_shows_prompt(tmp_path):
+    p, _ = _marked(tmp_path)
+    r = CliRunner().invoke(app, ["meta", str(p)])
+    assert r.exit_code == 1
+    assert "generator.parameters" in r.stdout and "a cat in a hat" in r.stdout and "seed: 42" in r.stdout
+
+
+def test_meta_errors(tmp_path):
+    bad = tmp_path / "empty.jpg"
+    bad.write_bytes(b"")
+    r = CliRunner().invoke(app, ["meta", "--format", "json", str(bad)])
+    assert r.exit_code == 2 and json.loads(r.stdout)[0]["error"]["code"] == "empty-file"
+    r = CliRunner().invoke(app, ["meta", str(tmp_path / "missing.png")])
+    assert r.exit_code == 2
+    r = CliRunner().invoke(app, ["meta", "--format", "xml", str(bad)])
+    assert r.exit_code == 2
+
+
+def test_meta_does_not_import_torch(tmp_path):
+    p, _ = _marked(tmp_path)
+    code = ("import sys; from typer.testing import CliRunner; from aiidetect.cli import app; "
+            f"r = CliRunner().invoke(app, ['meta', '--watermark', 'always', {str(p)!r}]); "
+            "print(r.exit_code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["1", "False"], out.stderr[-2000:]
