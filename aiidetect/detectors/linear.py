@@ -9,7 +9,6 @@ once, with the remedy, as a single ``linear`` row. The scan always goes on.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,7 +16,6 @@ import numpy as np
 from ..records import DetectorResult
 from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key
 
-log = logging.getLogger(__name__)
 FAMILY = "linear"
 
 
