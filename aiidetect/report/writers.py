@@ -109,19 +109,26 @@ class TableWriter(Writer):
         from rich.console import Console
         from rich.table import Table
 
-        console = Console(file=self.stream, soft_wrap=False)
+        # Off a terminal rich assumes 80 columns; a report piped to a file or pager may be wider.
+        console = Console(file=self.stream, soft_wrap=False,
+                          width=None if self.stream.isatty() else 160) if hasattr(self.stream, "isatty") \
+            else Console(file=self.stream, width=160)
+        # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
+        # stderr notes and the JSON say why.
+        names = [n for n in self.names
+                 if any((r := rec.detectors.get(n)) is not None and r.status != "unavailable" for rec in self.rows)]
         t = Table(show_lines=False, header_style="bold")
-        t.add_column("file", overflow="fold")
-        t.add_column("verdict")
-        t.add_column("P(AI)", justify="right")
-        for n in self.names:
+        t.add_column("file", overflow="fold", ratio=3)
+        t.add_column("verdict", no_wrap=True)
+        t.add_column("P(AI)", justify="right", no_wrap=True)
+        for n in names:
             t.add_column(n, justify="right", overflow="fold")
         t.add_column("generator")
-        t.add_column("reason", overflow="fold")
+        t.add_column("reason", overflow="fold", ratio=4)
         for rec in self.rows:
             cells = [rec.file, f"[{_VERDICT_STYLE.get(rec.verdict, '')}]{rec.verdict}[/]",
                      "—" if rec.p_ai is None else f"{rec.p_ai:.3f}"]
-            for n in self.names:
+            for n in names:
                 r = rec.detectors.get(n)
                 if r is None:
                     cells.append("")
