@@ -210,6 +210,8 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
             details[f"{name}:{e.id}"] = e.detail
         if r.p_ai is not None and not r.evidence:
             details[name] = f"p_ai={r.p_ai:.2f}"
+            if r.score is not None and r.score_kind:
+                details[name] += f", {r.score_kind}={r.score:.2f}"  # what a fitted calibration reads
     lines = []
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
