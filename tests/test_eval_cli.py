@@ -163,3 +163,13 @@ def test_dev_manifest_end_to_end(dev_manifest, tmp_path, weights_dir):
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["run"]["n_items"] == 12 and (out / "summary.md").is_file()
+
+
+def test_attribution_formats():
+    from aiidetect.evaluate.core import _attribution
+
+    ok = lambda a: DetectorResult("ok", p_ai=0.9, extra={"attribution": a})  # noqa: E731
+    assert _attribution(ok("sd14")) == "sd14"
+    assert _attribution(ok({"label": "mj"})) == "mj"
+    assert _attribution(ok([{"label": "glide", "p": 0.7}, {"label": "adm", "p": 0.2}])) == "glide"
+    assert _attribution(DetectorResult.unavailable("x")) is None

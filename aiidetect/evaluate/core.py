@@ -48,8 +48,10 @@ def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> 
 
 def _attribution(r) -> str | None:
     """A detector's generator guess, if it gives one (extra["attribution"]:
-    a label string or {"label"/"generator": ...})."""
+    a label string, {"label"/"generator": ...}, or a ranked list of those)."""
     a = r.extra.get("attribution") if r is not None and r.status == "ok" else None
+    if isinstance(a, (list, tuple)) and a:  # ranked [{"label", "p"}, ...] (mpft): take the top one
+        a = a[0]
     if isinstance(a, str):
         return a
     if isinstance(a, Mapping):
