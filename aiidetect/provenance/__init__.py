@@ -303,8 +303,9 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
     _register_openers()
     import warnings
 
-    with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if im.size[0] * im.size[1] > 40_000_000:
-            raise ValueError("too large")
-        return np.asarray(im.convert("RGB"))
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size[0] * im.size[1] > 40_000_000:
+                raise ValueError("too large")
+            return np.asarray(im.convert("RGB"))

@@ -275,8 +275,16 @@ def _walk_with_pillow(data: bytes, b: Blobs) -> None:
 
     from ..decode import _register_openers
 
+    import warnings
+
     _register_openers()
-    with Image.open(io.BytesIO(data)) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # corrupt-tag warnings; failures are recorded by the caller
+        _pillow_info(Image.open(io.BytesIO(data)), b)
+
+
+def _pillow_info(im, b: Blobs) -> None:
+    with im:
         b.width, b.height = im.size
         info = im.info
         ex = info.get("exif")
