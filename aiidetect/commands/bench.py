@@ -31,6 +31,7 @@ def bench_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Use this export instead of exporting on the fly."),
     model_seconds: float = typer.Option(3.0, "--model-seconds", help="Time the model for at least this long."),
+    peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="Time each matmul-peak GEMM this long."),
     profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ):
@@ -57,7 +58,7 @@ def bench_cmd(
 
     try:
         res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=batch_size, workers=workers,
-                        images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds,
+                        images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds, peak_seconds=peak_seconds,
                         profile=profile, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
     except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))

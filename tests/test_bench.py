@@ -1,0 +1,99 @@
+"""aiidetect bench (tiny backbone, few images) and start-up without torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, run_cli
+
+_PROBE = """
+import sys, runpy
+sys.argv = ['aiidetect'] + {args!r}
+try:
+    runpy.run_module('aiidetect', run_name='__main__')
+except SystemExit:
+    pass
+print('HEAVY=' + ','.join(m for m in ('torch', 'open_clip', 'onnxruntime', 'torchvision') if m in sys.modules))
+"""
+
+
+def _heavy_imports(args: list[str]) -> tuple[list[str], float]:
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", _PROBE.format(args=args)], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    wall = time.perf_counter() - t
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line, p.stdout + p.stderr
+    return [m for m in line[-1][6:].split(",") if m], wall
+
+
+def test_help_does_not_import_torch():
+    heavy, _ = _heavy_imports(["--help"])
+    assert heavy == []
+
+
+def test_meta_does_not_import_torch(dev_dir):
+    if not (REPO / "aiidetect" / "commands" / "meta.py").is_file():
+        pytest.skip("meta command not built yet")
+    f = next((dev_dir / "real").rglob("*.jpg"))
+    heavy, _ = _heavy_imports(["meta", str(f)])
+    assert heavy == []
+
+
+def test_vit_flops_match_the_issue_and_torch_counter():
+    from aiidetect.backbone import BackboneSpec, create_backbone, import_open_clip
+    from aiidetect.bench import vit_gflops
+
+    oc = import_open_clip()
+    assert vit_gflops(oc.get_model_config("ViT-L-14")) == pytest.approx(162, rel=0.01)
+    assert vit_gflops(oc.get_model_config("ViT-B-16")) == pytest.approx(35, rel=0.01)
+    # cross-check the formula against torch's own FLOP counter on the tiny model
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bb = create_backbone(BackboneSpec.from_options(config="tiny-vit"))
+    for blk in bb.visual.transformer.resblocks:
+        blk.attn.train()  # off nn.MultiheadAttention's fused inference path, which the counter does not see
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        bb.encode(torch.zeros(1, 3, 224, 224))
+    # torch's counter does not see the CPU attention kernel (QK^T and AV: 4 T^2 W per block): add it back
+    v, t = bb.model_cfg["vision_cfg"], (224 // 16) ** 2 + 1
+    attn = v["layers"] * 4 * t * t * v["width"] / 1e9
+    assert (fc.get_total_flops() / 1e9 + attn) == pytest.approx(vit_gflops(bb.model_cfg), rel=0.02)
+
+
+def test_bench_json_fields(dev_dir):
+    r = run_cli("bench", str(dev_dir / "real"), "--backbone-config", "tiny-vit", "--images", "6", "--batch-size", "3",
+                "--dtype", "bfloat16", "--model-seconds", "0.3", "--peak-seconds", "0.2", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for k in ("decode_images_per_s", "model_images_per_s", "end_to_end_images_per_s", "peak_gflops",
+              "model_gflops_per_image", "efficiency", "runtime", "dtype", "batch_size", "backbone",
+              "peak_memory_mb"):
+        assert k in res, k
+    assert res["runtime"] == "torch" and res["dtype"] == "bfloat16" and res["batch_size"] == 3
+    assert res["peak_gflops"]["float32"] > 0 and res["peak_gflops"]["bfloat16"] > 0
+    assert res["decode_images_per_s"] > 0 and res["model_images_per_s"] > 0 and res["end_to_end_images_per_s"] > 0
+    assert 0 < res["efficiency"] < 1
+    assert res["bf16_cosine_min"] > 0.99
+    assert res["end_to_end"]["files"] == 6
+
+
+def test_bench_onnx_int8_runs():
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.bench import run_bench
+
+    pytest.importorskip("onnxruntime")
+    res = run_bench(BackboneSpec.from_options(config="tiny-vit"), None, runtime="onnx", dtype="int8",
+                    batch_size=2, peak_seconds=0.2, model_seconds=0.2)
+    assert res["provider"] == "CPUExecutionProvider"
+    assert res["model_images_per_s"] > 0 and res["end_to_end_images_per_s"] is None
+
+
+def test_bench_rejects_bad_combinations():
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--dtype", "int8")
+    assert r.returncode == 2 and "onnx" in r.stderr
