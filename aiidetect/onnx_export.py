@@ -59,7 +59,7 @@ class HeadExport:
     family: str
     module: Any
     roles: tuple[str, ...] = ("logit",)
-    input: str = "embed"
+    input: str | tuple[str, ...] = "embed"  # a tuple: those outputs concatenated (CLIP-Flow's multi-layer vector)
     preprocessing: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -70,9 +70,14 @@ class HeadExport:
 def _layers_needed(heads: Sequence[HeadExport], n_blocks: int) -> tuple[int, ...]:
     out = set()
     for h in heads:
-        if h.input.startswith("cls_"):
-            out.add(int(h.input[4:]) % n_blocks)
+        for name in _inputs(h.input):
+            if name.startswith("cls_"):
+                out.add(int(name[4:]) % n_blocks)
     return tuple(sorted(out))
+
+
+def _inputs(inp: str | Sequence[str]) -> tuple[str, ...]:
+    return (inp,) if isinstance(inp, str) else tuple(inp)
 
 
 def build_graph_module(visual, heads: Sequence[HeadExport]):
@@ -88,14 +93,19 @@ def build_graph_module(visual, heads: Sequence[HeadExport]):
             super().__init__()
             self.visual = visual
             self.heads = torch.nn.ModuleList([h.module for h in heads])
-            self.plan = [(h.input, len(h.roles)) for h in heads]
+            self.plan = [(_inputs(h.input), len(h.roles)) for h in heads]
             self.output_names = ["embed"] + [n for h in heads for n in h.output_names()]
 
         def forward(self, pixels):
             feats = vit_forward(self.visual, pixels, layers=layers)
             outs = [feats["embed"].float()]
             for (inp, n_roles), mod in zip(self.plan, self.heads):
-                x = pixels if inp == "pixels" else feats[inp].to(pixels.dtype)
+                if inp == ("pixels",):
+                    x = pixels
+                elif len(inp) == 1:
+                    x = feats[inp[0]].to(pixels.dtype)
+                else:
+                    x = torch.cat([feats[k].float() for k in inp], dim=1)
                 y = mod(x)
                 ys = (y,) if n_roles == 1 and not isinstance(y, (tuple, list)) else tuple(y)
                 if len(ys) != n_roles:
@@ -460,7 +470,7 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
             elif variant == "int8":
                 conversion = to_int8(fp32_path, target, cal, int8_mode)
         files = _data_files(target)
-        heads_meta = [{"name": h.name, "family": h.family, "input": h.input,
+        heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]
         entry = {"file": fname, "files": {f: _sha256(out / f) for f in files}, "variant": variant,
                  "input": {"name": "pixels", "shape": ["batch", 3, backbone.image_size, backbone.image_size],

@@ -15,6 +15,6 @@ for m in $MODELS; do
     f="$OUT/$m-$1-$2.json"
     echo "== $m $1 $2 -> $f" >&2
     python -m aiidetect bench "$DATA" --backbone "$m" --pretrained none --runtime "$1" --dtype "$2" \
-      --batch-size 8 --images 24 --format json > "$f" || echo "failed: $m $1 $2" >&2
+      --batch-size 8 --images "${IMAGES:-24}" --format json > "$f" || echo "failed: $m $1 $2" >&2
   done
 done

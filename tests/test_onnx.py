@@ -169,3 +169,63 @@ def test_missing_export_is_unavailable(tmp_path):
     dets = create_detectors(["onnx"], RunContext(runtime="onnx", onnx_dir=tmp_path))
     assert dets[0].describe()["status"] == "unavailable"
     assert "export onnx" in dets[0].describe()["reason"]
+
+
+@pytest.fixture(scope="module")
+def all_heads_dir(tiny, linear_head_dir, tmp_path_factory):
+    """linear + CLIP-Flow (embed + a CLS layer) + MPFT (LoRA encoder pass) heads, random but valid."""
+    import shutil
+
+    from aiidetect.flow.model import FeatureFlow, FlowConfig
+    from aiidetect.mpft.model import MPFTModel
+    from aiidetect.preprocess import make_spec
+    from aiidetect.weights import backbone_manifest, save_head
+
+    d = tmp_path_factory.mktemp("allheads")
+    shutil.copytree(linear_head_dir / "probe", d / "probe")
+    bm = backbone_manifest(tiny)
+    spec = make_spec("resize-center-crop", 224)
+    torch.manual_seed(0)
+    cfg = FlowConfig(dim=tiny.embed_dim + tiny.width, blocks=2, hidden=32)
+    flow = FeatureFlow(cfg).eval()
+    save_head(d / "flowhead", {f"flow.{k}": v for k, v in flow.state_dict().items()},
+              {"name": "flowhead", "detector": "flow", "backbone": bm, "preprocessing": spec, "labels": ["real"],
+               "params": {"flow": cfg.to_dict(), "features": {"outputs": ["embed", "cls_-1"], "layers": [-1]}},
+               "calibration": {"nll_mean": 100.0, "nll_std": 20.0, "threshold_z": 2.0, "slope": 1.5, "fpr": 0.01}})
+    mp = MPFTModel(tiny.visual, ["real", "sd", "mj"], adapter={"mode": "lora", "rank": 2})
+    with torch.no_grad():
+        for p in mp.adapter.parameters():
+            p.normal_(0, 0.05)  # LoRA B starts at zero: make the adapter actually change the encoder
+    save_head(d / "mpfthead", {k: v for k, v in mp.trainable_state().items()},
+              {"name": "mpfthead", "detector": "mpft", "backbone": bm, "preprocessing": spec,
+               "labels": ["real", "sd", "mj"], "params": mp.params(), "calibration": {"method": "temperature", "T": 1.5}})
+    return d
+
+
+def test_every_head_exports_and_matches_pytorch(tiny, all_heads_dir, pixels, tmp_path):
+    """One graph, all three head families; every output within FP32_TOL of PyTorch."""
+    from aiidetect.onnx_export import build_graph_module, collect_heads, export_onnx, torch_outputs
+    from aiidetect.onnx_runtime import load_session
+
+    heads, skipped = collect_heads(tiny, [all_heads_dir])
+    assert sorted(h.name for h in heads) == ["flow:flowhead", "linear:probe", "mpft:mpfthead"], skipped
+    side = export_onnx(tiny, tmp_path, heads, variant="fp32", agreement_pixels=pixels[:3])
+    g = side["graphs"][0]
+    assert len(side["graphs"]) == 1
+    assert set(g["outputs"]) == {"embed", "linear:probe/logit", "flow:flowhead/loglik", "mpft:mpfthead/logit",
+                                 "mpft:mpfthead/attribution"}
+    sess = load_session(tmp_path / g["file"], device="cpu")
+    ref = torch_outputs(build_graph_module(tiny.visual, heads), pixels[:4])
+    got = sess.run(pixels[:4])
+    for k, v in ref.items():
+        scale = max(1.0, float(np.abs(v).max()))  # the flow's log-density is O(100): relative for it
+        assert np.abs(got[k] - v).max() / scale < FP32_TOL, k
+    # MPFT's adapted encoder really differs from the frozen one (a separate pass, not the shared embed)
+    assert got["mpft:mpfthead/attribution"].shape == (4, 3)
+    from aiidetect.detectors.onnx import head_results
+
+    metas = {h["name"]: h for h in g["heads"]}
+    fr = head_results(metas["flow:flowhead"], got)
+    assert fr[0].score_kind == "flow-nll-z" and {"nll", "z", "threshold_z"} <= set(fr[0].extra)
+    mr = head_results(metas["mpft:mpfthead"], got)
+    assert mr[0].extra["attribution"]["label"] in ("real", "sd", "mj")

@@ -71,17 +71,35 @@ def _family_hook(family: str, name: str) -> Callable | None:
 
 
 def mpft_exports(head, backbone) -> list:
+    """MPFT runs its own LoRA-adapted encoder pass (on the shared frozen
+    weights) inside the graph: input "pixels", outputs binary + attribution."""
     fn = _family_hook("mpft", "onnx_exports")
-    if fn is None:
-        raise NotImplementedError("the mpft package exposes no onnx_exports(head, backbone) yet")
-    return list(fn(head, backbone))
+    if fn is not None:
+        return list(fn(head, backbone))
+    from ..mpft.model import build_from_head
+    from ..onnx_export import HeadExport
+
+    model = build_from_head(head, backbone)
+    m = head.manifest
+    return [HeadExport(name=f"mpft:{head.name}", family="mpft", module=model, roles=("logit", "attribution"),
+                       input="pixels", preprocessing=m.get("preprocessing"), meta=_head_meta(head))]
 
 
 def flow_exports(head, backbone) -> list:
+    """CLIP-Flow: the flow's log-density of the (concatenated) feature vector."""
     fn = _family_hook("flow", "onnx_exports")
-    if fn is None:
-        raise NotImplementedError("the flow package exposes no onnx_exports(head, backbone) yet")
-    return list(fn(head, backbone))
+    if fn is not None:
+        return list(fn(head, backbone))
+    from ..flow.model import flow_from_head
+    from ..onnx_export import HeadExport
+
+    m = head.manifest
+    feats = m["params"]["features"]
+    n = backbone.layers
+    outputs = tuple(o if not o.startswith("cls_") else f"cls_{int(o[4:]) % n}" for o in feats["outputs"])
+    return [HeadExport(name=f"flow:{head.name}", family="flow", module=flow_from_head(head), roles=("loglik",),
+                       input=outputs if len(outputs) > 1 else outputs[0], preprocessing=m.get("preprocessing"),
+                       meta={**_head_meta(head), "dim": int(m["params"]["flow"]["dim"])})]
 
 
 # --------------------------------------------------------------------------
@@ -103,19 +121,63 @@ def linear_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> l
     return res
 
 
-def _hooked_results(family: str) -> Callable:
-    def run(meta, outs):
-        fn = _family_hook(family, "onnx_results")
-        if fn is None:
-            raise NotImplementedError(f"the {family} package exposes no onnx_results(meta, outputs) yet")
+def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
+    """The fields of detectors.flow.FlowDetector.predict, from the graph's log-density."""
+    import math
+
+    from ..flow.train import p_ai_from_z
+    from .flow import SCORE_KIND
+
+    cal = meta["calibration"]
+    nll = -np.asarray(outs[meta["outputs"]["loglik"]], dtype=np.float64).reshape(-1)
+    z = (nll - float(cal["nll_mean"])) / float(cal["nll_std"])
+    p = p_ai_from_z(z, cal)
+    t = float(cal["threshold_z"])
+    dim = int(meta.get("dim") or 1)
+    res = []
+    for k in range(len(nll)):
+        if not (math.isfinite(nll[k]) and math.isfinite(z[k])):
+            res.append(DetectorResult.failed("flow produced a non-finite likelihood"))
+            continue
+        res.append(DetectorResult(
+            status="ok", p_ai=float(p[k]), score=float(z[k]), score_kind=SCORE_KIND,
+            extra={"nll": round(float(nll[k]), 4), "nll_per_dim": round(float(nll[k]) / dim, 5),
+                   "z": round(float(z[k]), 4), "threshold_z": round(t, 4), "fpr_target": cal.get("fpr")}))
+    return res
+
+
+def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
+    """detectors.mpft may expose onnx_results(meta, {role: array}) to own this
+    mapping; until it does: p_ai = sigmoid(logit / T) with the manifest's
+    temperature, and the top attribution label."""
+    fn = _family_hook("mpft", "onnx_results")
+    if fn is not None:
         return list(fn(meta, {role: np.asarray(outs[name]) for role, name in meta["outputs"].items()}))
-    return run
+    cal = dict(meta.get("calibration") or {})
+    T = float(cal.get("T", cal.get("temperature", 1.0)) or 1.0)
+    logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
+    attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
+    labels = list(meta.get("labels") or [])
+    res = []
+    for z, a in zip(logits, attr):
+        if not np.isfinite(z):
+            res.append(DetectorResult.failed("non-finite logit"))
+            continue
+        e = np.exp(a - a.max())
+        probs = e / e.sum()
+        top = int(probs.argmax())
+        res.append(DetectorResult(status="ok", p_ai=float(1 / (1 + np.exp(-np.clip(z / T, -50, 50)))), score=float(z),
+                                  score_kind="logit",
+                                  extra={"head": meta.get("head"), "attribution": {
+                                      "label": labels[top] if top < len(labels) else str(top),
+                                      "p": round(float(probs[top]), 4)}}))
+    return res
 
 
 RESULTS: dict[str, Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], list[DetectorResult]]] = {
     "linear": linear_results,
-    "mpft": _hooked_results("mpft"),
-    "flow": _hooked_results("flow"),
+    "mpft": mpft_results,
+    "flow": flow_results,
 }
 
 
