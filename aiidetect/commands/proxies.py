@@ -1,0 +1,66 @@
+"""`aiidetect proxies IMAGE -o DIR`: write CLIP-Flow proxy images to look at."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import fail, stderr_console
+
+
+def proxies_cmd(
+    image: Path = typer.Argument(..., help="A real photo."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the proxies into (created if missing)."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: all)."),
+    copies: int = typer.Option(1, "--copies", min=1, max=50, help="Random draws per kind."),
+    size: int = typer.Option(512, "--size", min=0, help="Center-crop (no resize) to this size first, as training "
+                                                        "does at the model's input size; 0 = whole image."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random parameters."),
+):
+    """Write the original and one file per proxy kind (PNG, lossless: JPEG would blur what the proxy changed),
+    plus proxies.json with the parameters drawn. Kinds: hf_amp_scale, hf_amp_replace, periodic_peaks,
+    lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..decode import DecodeFailure, load_rgb
+    from ..preprocess import center_crop
+    from ..proxies import KINDS, apply_proxy, parse_kinds, proxy_rng
+
+    try:
+        names = parse_kinds(kinds)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        img = load_rgb(image)
+    except DecodeFailure as exc:
+        fail(f"{image}: {exc.code}: {exc.message}")
+    arr = np.asarray(img, dtype=np.uint8)
+    if size:
+        arr = center_crop(arr, size)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create {out}: {exc}")
+    stem = image.stem
+    Image.fromarray(arr).save(out / f"{stem}_original.png")
+    log = {"image": str(image), "size": list(arr.shape[:2]), "seed": seed, "proxies": []}
+    err = stderr_console()
+    for ki, kind in enumerate(names):
+        for c in range(copies):
+            rng = proxy_rng(seed, ki, c)
+            prox, params = apply_proxy(arr, kind, rng)
+            fname = f"{stem}_{kind}" + (f"_{c}" if copies > 1 else "") + ".png"
+            Image.fromarray(prox).save(out / fname)
+            diff = prox.astype(np.float64) - arr.astype(np.float64)
+            log["proxies"].append({"file": fname, "imitates": KINDS[kind].imitates, "params": params,
+                                   "rms_change": round(float(np.sqrt((diff ** 2).mean())), 3)})
+            err.print(f"{fname}: {KINDS[kind].imitates}", highlight=False)
+    (out / "proxies.json").write_text(json.dumps(log, indent=2) + "\n")
+    typer.echo(str(out))
+
+
+def register(apps) -> None:
+    apps["root"].command("proxies")(proxies_cmd)

@@ -1,0 +1,162 @@
+"""`aiidetect train flow --real DIR|MANIFEST`: a CLIP-Flow head from real photos only."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+
+
+def _int_list(text: Optional[str], what: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        fail(f"{what} must be comma-separated integers, got {text!r}")
+        return []
+
+
+def train_flow_cmd(
+    real: List[Path] = typer.Option(..., "--real", help="Real photos: a folder (all images below it, or its real/ "
+                                                        "part), or a CSV manifest; only real-labelled rows are used. "
+                                                        "Repeatable."),
+    proxy_kinds: Optional[str] = typer.Option(None, "--proxy-kinds",
+                                              help="Comma-separated proxy kinds (default: all). See `aiidetect proxies --help`."),
+    ai: Optional[List[Path]] = typer.Option(None, "--ai", help="AI images for a validation report only (never trained on). "
+                                                               "Folder or manifest; repeatable."),
+    name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is flow:<name>). Default: "
+                                                            "clipflow-<backbone>."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Also use the CLS token of these blocks "
+                                                                "(comma-separated, negative = from the end), e.g. -4,-8."),
+    preprocess: str = typer.Option("center-crop", "--preprocess",
+                                   help="center-crop (no resize: generator traces keep their pixel scale) | "
+                                        "resize-center-crop | resize"),
+    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    proxies_per_image: int = typer.Option(4, "--proxies-per-image", min=1, help="Proxies made from each photo."),
+    steps: int = typer.Option(1500, "--steps", min=1, help="Optimiser steps."),
+    batch: int = typer.Option(64, "--batch", min=2, help="Real photos per step (each with one of its proxies)."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
+    hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
+    linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
+    margin: float = typer.Option(0.5, "--margin", help="Proxy hinge margin, nats per feature dimension."),
+    real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
+                                                                          "(0 = proxy hinge only)."),
+    proxy_weight: float = typer.Option(1.0, "--proxy-weight", min=0.0, help="Weight of the proxy hinge term."),
+    noise: float = typer.Option(0.05, "--noise", min=0.0, help="Input noise std (standardised units) while training."),
+    fpr: float = typer.Option(0.01, "--fpr", min=0.0, max=0.5, help="Target false-positive rate on held-out real "
+                                                                       "photos: p_ai = 0.5 there."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.05, max=0.9,
+                                       help="Real photos held out for standardisation, calibration and metrics."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=4, help="Use at most N real photos."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, proxies and training."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
+    """Train a CLIP-Flow head: a normalizing flow on frozen CLIP features of real photos that gives low
+    likelihood to spectrally modified proxies of them. No AI image is needed; `scan` runs it as flow:<name>."""
+    from ..proxies import parse_kinds
+
+    err = stderr_console()
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    try:
+        kinds = parse_kinds(proxy_kinds)
+    except ValueError as exc:
+        fail(str(exc))
+    if linear not in ("lu", "perm"):
+        fail(f"--linear must be lu or perm, got {linear!r}")
+    layer_list = _int_list(layers, "--layers")
+    for p in list(real) + list(ai or []):
+        if not p.exists():
+            fail(f"{p} does not exist")
+
+    from ..backbone import BackboneUnavailable, create_backbone, resolve_device
+    from ..features import FeatureCache
+    from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
+    from ..preprocess import make_spec
+    from ..weights import default_output_dir
+    from .common import quiet_torch_threads
+
+    quiet_torch_threads()
+    t0 = time.time()
+    try:
+        bb = create_backbone(spec, device=resolve_device(device), dtype=dtype)
+    except BackboneUnavailable as exc:
+        fail(str(exc))
+    head_name = name or "clipflow-" + re.sub(r"[^A-Za-z0-9._-]+", "-", spec.describe()).strip("-").lower()
+    out_dir = out or default_output_dir(head_name, weights_dir)
+    try:
+        prep = make_spec(preprocess, size or bb.image_size)
+    except ValueError as exc:
+        fail(str(exc))
+    cfg = TrainFlowConfig(kinds=kinds, layers=layer_list, proxies_per_image=proxies_per_image,
+                          val_fraction=val_fraction, fpr=fpr, max_images=max_images, seed=seed, preprocess=prep,
+                          blocks=blocks, hidden=hidden, linear=linear,
+                          fit=FitConfig(steps=steps, batch=batch, lr=lr, real_weight=real_weight,
+                                        proxy_weight=proxy_weight, margin=margin, noise=noise, seed=seed))
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        try:
+            manifest = train_flow_head(bb, [str(p) for p in real], out_dir, head_name, cfg,
+                                       ai_sources=[str(p) for p in (ai or [])],
+                                       cache=None if no_cache else FeatureCache(), progress=progress,
+                                       log=lambda s: err.print(s, highlight=False))
+        except ValueError as exc:
+            fail(str(exc))
+    m = manifest["metrics"]
+    cal = manifest["calibration"]
+    summary = {"head": str(out_dir), "name": head_name, "data": manifest["data"], "metrics": m,
+               "calibration": cal, "seconds": round(time.time() - t0, 1)}
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    d = manifest["data"]["real"]
+    typer.echo(f"wrote {out_dir} (detector flow:{head_name}; {d['n_train']} real photos for training, "
+               f"{d['n_val']} held out; {d['n_ai_rows_ignored']} AI-labelled rows ignored; {summary['seconds']} s)")
+    npd = m["nll_per_dim"]
+    typer.echo(f"  NLL/dim: real train {npd['real_train']:.3f}, real held-out {npd['real_val']:.3f}, "
+               f"proxy train {npd['proxy_train']:.3f}, proxy held-out {npd['proxy_val']:.3f}")
+    typer.echo(f"  AUROC real vs proxy: train {_f(m['auroc_real_vs_proxy_train'])}, "
+               f"held-out {_f(m['auroc_real_vs_proxy_val'])}; held-out proxies flagged at the threshold: "
+               f"{_f(m['proxy_val_flagged_at_threshold'])}")
+    if m.get("per_kind_auroc_val"):
+        typer.echo("  held-out AUROC per proxy kind: " + ", ".join(f"{k}={_f(v)}" for k, v in m["per_kind_auroc_val"].items()))
+    typer.echo(f"  calibration: threshold z={cal['threshold_z']:.3f} for FPR {cal['fpr']} on {cal['n_real']} held-out "
+               f"reals (achieved {cal['achieved_fpr']:.3f}), slope {cal['slope']:.3f}")
+    if "ai_validation" in m:
+        a = m["ai_validation"]
+        typer.echo(f"  AI validation ({a['n']} images, not trained on): AUROC {_f(a['auroc_real_val_vs_ai'])}, "
+                   f"flagged at threshold {_f(a['ai_flagged_at_threshold'])}")
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def register(apps) -> None:
+    apps["train"].command("flow")(train_flow_cmd)

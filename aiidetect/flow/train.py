@@ -1,0 +1,442 @@
+"""Training CLIP-Flow heads: real features + proxy features -> flow -> calibration -> head.
+
+The objective (per-dimension NLL u(x) = -log p(x) / D, in nats):
+
+    L = w_real  * mean_i u(r_i)
+      + w_proxy * mean_i max(0, m - (u(p_i) - u(r_i)))
+
+where r_i is a (noised) real training feature and p_i a proxy made *from the
+same photo* r_i. Why this form:
+- the proxy term pushes every proxy at least m nats/dim above its own source
+  photo. Pairing with the source means the flow can only satisfy it by
+  reacting to the spectral modification, not to what the photo shows;
+- it is a hinge: "lower the likelihood of proxies" without a bound has no
+  minimum (a density can send any region to -inf); once a proxy is m nats/dim
+  below its source it stops pulling, so the flow stays a usable density;
+- the real term (on by default, w_real = 1) is plain maximum likelihood on
+  real photos: it keeps the flow a density model of real photos, so that the
+  NLL of an image from a generator no proxy imitates is still judged against
+  "what real photos look like", not only against the proxies. w_real = 0
+  gives the proxy-only variant (the issue's "optionally raise real").
+- defaults m = 0.5 nats/dim, w_proxy = 1, Gaussian input noise 0.05 (in
+  standardised units) on both sides: with a few hundred photos the flow would
+  otherwise learn spikes on the training points (ML overfitting), and real
+  NLLs of unseen photos would explode.
+
+Score: total NLL in nats, standardised with the mean/std of held-out real
+photos (z); p_ai = sigmoid(slope * (z - z_t)) where z_t is the (1 - FPR)
+quantile of held-out real z (so p_ai > 0.5 on at most FPR of real photos) and
+the slope is a 1-D logistic fit of held-out reals vs held-out proxies.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..proxies import DEFAULT_KINDS, apply_proxy, parse_kinds
+
+PROXY_CACHE_VERSION = "clipflow-proxy-v1"
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class FitConfig:
+    steps: int = 1500
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    real_weight: float = 1.0
+    proxy_weight: float = 1.0
+    margin: float = 0.5          # nats per dimension
+    noise: float = 0.05          # std of Gaussian input noise, standardised units
+    grad_clip: float = 5.0
+    seed: int = 0
+
+
+def fit_flow(model, real, proxy=None, proxy_src=None, cfg: FitConfig | None = None,
+             progress: Callable[[int, int, float], None] | None = None) -> list[float]:
+    """Train `model` (a FeatureFlow) in place. real: (N, D); proxy: (M, D) with
+    proxy_src[j] = index into real of proxy j's source photo. Returns the loss
+    curve (one value per step). Standardisation and ActNorm are initialised
+    from `real` here."""
+    import torch
+
+    cfg = cfg or FitConfig()
+    g = torch.Generator().manual_seed(cfg.seed)
+    real = torch.as_tensor(real, dtype=torch.float32)
+    model.set_standardisation(real)
+    model.init_actnorm(real[torch.randperm(len(real), generator=g)[:512]])
+    use_proxy = proxy is not None and len(proxy) > 0 and cfg.proxy_weight > 0
+    if use_proxy:
+        proxy = torch.as_tensor(proxy, dtype=torch.float32)
+        src = torch.as_tensor(np.asarray(proxy_src), dtype=torch.long)
+        # proxies by source photo, so a batch of reals can pick one proxy of each
+        by_src: list[list[int]] = [[] for _ in range(len(real))]
+        for j, s in enumerate(src.tolist()):
+            by_src[s].append(j)
+        has_proxy = torch.tensor([i for i, lst in enumerate(by_src) if lst], dtype=torch.long)
+        counts = torch.tensor([len(lst) for lst in by_src], dtype=torch.long)
+        offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), counts[:-1]]), 0)
+        flat = torch.tensor([j for lst in by_src for j in lst], dtype=torch.long)
+    d = real.shape[1]
+    std = model.feat_std.clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.steps))
+    losses: list[float] = []
+    # small flows are dominated by per-op overhead: extra threads only add contention
+    threads = torch.get_num_threads()
+    if d * cfg.batch <= 256 * 128:
+        torch.set_num_threads(1)
+    model.train()
+    try:
+        for step in range(cfg.steps):
+            pool = has_proxy if use_proxy else torch.arange(len(real))
+            idx = pool[torch.randint(len(pool), (min(cfg.batch, len(pool)),), generator=g)]
+            x = real[idx]
+            if use_proxy:
+                pick = offsets[idx] + (torch.rand(len(idx), generator=g) * counts[idx]).long()
+                x = torch.cat([x, proxy[flat[pick]]])
+            x = x + cfg.noise * std * torch.randn(x.shape, generator=g)
+            u = -model(x) / d  # one pass for reals and their proxies
+            u_real = u[: len(idx)]
+            loss = cfg.real_weight * u_real.mean()
+            if use_proxy:
+                u_proxy = u[len(idx):]
+                loss = loss + cfg.proxy_weight * torch.relu(cfg.margin - (u_proxy - u_real)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress(step + 1, cfg.steps, losses[-1])
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return losses
+
+
+def nll_numpy(model, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out.append(-model(torch.as_tensor(x[i:i + batch], dtype=torch.float32)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+# --------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------
+def calibrate(nll_real: np.ndarray, nll_proxy: np.ndarray | None, fpr: float = 0.01,
+              default_slope: float = 2.0) -> dict[str, Any]:
+    """Standardise on held-out reals; threshold at their (1 - fpr) quantile."""
+    nll_real = np.asarray(nll_real, dtype=np.float64)
+    mu = float(nll_real.mean())
+    sd = float(nll_real.std(ddof=1)) if len(nll_real) > 1 else 1.0
+    sd = sd if sd > 1e-9 else 1.0
+    z_real = (nll_real - mu) / sd
+    # "higher": the threshold is an observed value, so at most fpr of these reals lie strictly above it
+    t = float(np.quantile(z_real, 1.0 - fpr, method="higher"))
+    slope = default_slope
+    n_proxy = 0
+    if nll_proxy is not None and len(nll_proxy) > 1:
+        z_proxy = (np.asarray(nll_proxy, dtype=np.float64) - mu) / sd
+        n_proxy = len(z_proxy)
+        slope = _logistic_slope(z_real, z_proxy, default_slope)
+    return {"method": "fpr-quantile+logistic-slope", "fpr": float(fpr), "nll_mean": mu, "nll_std": sd,
+            "threshold_z": t, "slope": float(slope), "n_real": int(len(nll_real)), "n_proxy": n_proxy,
+            "achieved_fpr": float((z_real > t).mean())}
+
+
+def _logistic_slope(z_real: np.ndarray, z_proxy: np.ndarray, default: float) -> float:
+    try:
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.concatenate([z_real, z_proxy])[:, None]
+        y = np.concatenate([np.zeros(len(z_real)), np.ones(len(z_proxy))])
+        clf = LogisticRegression(C=1.0, class_weight="balanced").fit(x, y)
+        a = float(clf.coef_[0, 0])
+    except Exception:  # noqa: BLE001 - a degenerate split keeps the default slope
+        return default
+    # a non-positive slope means proxies were *not* less likely: keep a sane, weak default
+    return float(min(max(a, 0.25), 20.0)) if a > 0 else 0.25
+
+
+def p_ai_from_z(z, calibration: dict[str, Any]):
+    t = float(calibration["threshold_z"])
+    a = float(calibration["slope"])
+    return 1.0 / (1.0 + np.exp(-np.clip(a * (np.asarray(z, dtype=np.float64) - t), -60, 60)))
+
+
+def auroc(neg: np.ndarray, pos: np.ndarray) -> float | None:
+    if len(neg) == 0 or len(pos) == 0:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    y = np.concatenate([np.zeros(len(neg)), np.ones(len(pos))])
+    return float(roc_auc_score(y, np.concatenate([neg, pos])))
+
+
+# --------------------------------------------------------------------------
+# Features of reals and proxies
+# --------------------------------------------------------------------------
+def feature_vector(feats: dict[str, np.ndarray], outputs: Sequence[str]) -> np.ndarray:
+    """Concatenate encoder outputs in the head's order: (N, D) or (D,)."""
+    return np.concatenate([np.asarray(feats[o], dtype=np.float32) for o in outputs], axis=-1)
+
+
+def proxy_transform_key(kinds: Sequence[str], seed: int, copy: int) -> str:
+    return f"{PROXY_CACHE_VERSION}|{','.join(kinds)}|seed={seed}|copy={copy}"
+
+
+def make_proxy_pixels(u8: np.ndarray, kinds: Sequence[str], seed: int, copy: int) -> tuple[np.ndarray, dict]:
+    """Proxy `copy` of a model-size uint8 image. The randomness is keyed by the
+    pixels themselves, so a proxy is a pure function of (photo, seed, copy):
+    that is what makes proxy features cacheable across runs."""
+    key = int.from_bytes(hashlib.sha256(u8.tobytes()).digest()[:8], "little")
+    rng = np.random.default_rng([int(seed), key, int(copy)])
+    kind = kinds[int(rng.integers(len(kinds)))]
+    return apply_proxy(u8, kind, rng)
+
+
+def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], kinds: Sequence[str],
+                   per_image: int, seed: int, cache=None, progress: Callable[[int], None] | None = None
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], list[tuple[str, str]]]:
+    """Features of `per_image` proxies of each photo. Returns (features,
+    source index per row into `paths`, kind per row, failures)."""
+    from ..decode import DecodeFailure, decode_bytes, read_bytes
+    from ..features import encode_images, output_names
+    from ..preprocess import spec_key, to_uint8
+
+    names = output_names(layers, backbone.layers)
+    enc = backbone.fingerprint
+    rows: list[dict[str, np.ndarray]] = []
+    src: list[int] = []
+    kinds_out: list[str] = []
+    failures: list[tuple[str, str]] = []
+    for i, p in enumerate(paths):
+        try:
+            data = read_bytes(p)
+            sha = hashlib.sha256(data).hexdigest()
+            preps = [spec_key(spec) + "|" + proxy_transform_key(kinds, seed, j) for j in range(per_image)]
+            hits = [cache.get(sha, enc, pr, names + ["_kind"]) if cache is not None else None for pr in preps]
+            if any(h is None for h in hits):
+                img, _ = decode_bytes(data)
+                u8 = to_uint8(img, spec)
+                made = [make_proxy_pixels(u8, kinds, seed, j) for j in range(per_image)]
+                out = encode_images(backbone, [m[0] for m in made], spec, layers)
+                hits = []
+                for j, pr in enumerate(preps):
+                    row = {k: out[k][j] for k in names}
+                    # the kind rides along in the cache as a one-element vector (index into kinds)
+                    row["_kind"] = np.array([list(kinds).index(made[j][1]["kind"])], np.float32)
+                    if cache is not None:
+                        cache.put(sha, enc, pr, row)
+                    hits.append(row)
+            for h in hits:
+                rows.append(h)
+                src.append(i)
+                kinds_out.append(kinds[int(h["_kind"][0])])
+        except DecodeFailure as exc:
+            failures.append((p, f"{exc.code}: {exc.message}"))
+        except Exception as exc:  # noqa: BLE001
+            failures.append((p, f"{type(exc).__name__}: {exc}"))
+        if progress:
+            progress(i + 1)
+    feats = {k: np.stack([r[k] for r in rows]) if rows else np.zeros((0, 0), np.float32) for k in names}
+    return feats, np.asarray(src, dtype=np.int64), kinds_out, failures
+
+
+# --------------------------------------------------------------------------
+# The whole recipe
+# --------------------------------------------------------------------------
+@dataclass
+class TrainFlowConfig:
+    kinds: Sequence[str] = DEFAULT_KINDS
+    layers: Sequence[int] = ()
+    proxies_per_image: int = 4
+    val_fraction: float = 0.2
+    fpr: float = 0.01
+    max_images: int | None = None
+    seed: int = 0
+    preprocess: dict[str, Any] | None = None   # default: center-crop (no resize) at the backbone's size
+    blocks: int = 6
+    hidden: int = 256
+    linear: str = "lu"
+    fit: FitConfig = field(default_factory=FitConfig)
+
+
+def load_sources(sources: Sequence[str], plain_label: int = 0):
+    """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
+    GenImage, UniversalFakeDetect) is read as such; any other folder counts as
+    all-`plain_label` (a photo archive for --real, a generator's output for --ai)."""
+    from ..train.data import IMAGE_EXTS, Item, detect_layout, load_items
+
+    items = []
+    for s in sources:
+        p = Path(s)
+        try:
+            detect_layout(p)
+        except ValueError:
+            if not p.is_dir():
+                raise
+            items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real") for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+            continue
+        items += load_items([p])
+    return items
+
+
+def select_reals(items, max_images: int | None, seed: int):
+    """Only real-labelled items are used (AI rows of a manifest are dropped)."""
+    reals = sorted((i for i in items if i.label == 0), key=lambda i: i.path)
+    if max_images and len(reals) > max_images:
+        rng = random.Random(seed)
+        reals = sorted(rng.sample(reals, max_images), key=lambda i: i.path)
+    return reals
+
+
+def split_reals(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    paths = list(paths)
+    rng = random.Random(seed)
+    rng.shuffle(paths)
+    n_val = max(2, int(round(len(paths) * val_fraction)))
+    if len(paths) - n_val < 2:
+        raise ValueError(f"need at least 4 readable real photos to train and calibrate, got {len(paths)}")
+    return sorted(paths[n_val:]), sorted(paths[:n_val])
+
+
+def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, name: str,
+                    cfg: TrainFlowConfig, ai_sources: Sequence[str] = (), cache=None,
+                    progress: ProgressFn | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Everything `aiidetect train flow` does. Returns the manifest written."""
+    import torch
+
+    from ..features import extract_features, output_names
+    from ..preprocess import make_spec
+    from ..train.data import summarize
+    from ..weights import backbone_manifest, save_head
+    from .model import FeatureFlow, FlowConfig
+
+    say = log or (lambda s: None)
+    kinds = parse_kinds(list(cfg.kinds))
+    spec = cfg.preprocess or make_spec("center-crop", backbone.image_size)
+    layers = sorted({int(i) % backbone.layers for i in cfg.layers})
+    outputs = output_names(layers, backbone.layers)
+
+    items = load_sources(real_sources, 0)
+    reals = select_reals(items, cfg.max_images, cfg.seed)
+    n_ai_dropped = sum(1 for i in items if i.label == 1)
+    if n_ai_dropped:
+        say(f"ignoring {n_ai_dropped} AI-labelled rows of the training sources: CLIP-Flow trains on real photos only")
+    if len(reals) < 4:
+        raise ValueError(f"need at least 4 real photos, found {len(reals)}")
+
+    def stage(label: str, total: int):
+        return (lambda n: progress(label, n, total)) if progress else None
+
+    paths = [i.path for i in reals]
+    feats, failures = extract_features(backbone, paths, spec, layers, cache=cache,
+                                       progress=stage("real features", len(paths)))
+    bad = {p for p, _ in failures}
+    for p, why in failures:
+        say(f"skipped {p}: {why}")
+    ok = [p for p in paths if p not in bad]
+    row_of = {p: k for k, p in enumerate(ok)}
+    x_all = feature_vector(feats, outputs) if ok else np.zeros((0, 0), np.float32)
+    tr_paths, va_paths = split_reals(ok, cfg.val_fraction, cfg.seed)
+
+    pf, psrc, pkinds, pfail = proxy_features(backbone, ok, spec, layers, kinds, cfg.proxies_per_image, cfg.seed,
+                                             cache=cache, progress=stage("proxy features", len(ok)))
+    for p, why in pfail:
+        say(f"no proxies for {p}: {why}")
+    xp_all = feature_vector(pf, outputs)
+    src_paths = [ok[s] for s in psrc]
+
+    tr_idx = {p: k for k, p in enumerate(tr_paths)}
+    x_tr = x_all[[row_of[p] for p in tr_paths]]
+    x_va = x_all[[row_of[p] for p in va_paths]]
+    ptr = [j for j, p in enumerate(src_paths) if p in tr_idx]
+    pva = [j for j, p in enumerate(src_paths) if p not in tr_idx]
+    xp_tr, src_tr = xp_all[ptr], np.array([tr_idx[src_paths[j]] for j in ptr], dtype=np.int64)
+    xp_va = xp_all[pva]
+
+    torch.manual_seed(cfg.seed)
+    fcfg = FlowConfig(dim=int(x_tr.shape[1]), blocks=cfg.blocks, hidden=cfg.hidden, linear=cfg.linear, seed=cfg.seed)
+    model = FeatureFlow(fcfg)
+    fit_progress = (lambda n, total, loss: progress("fit flow", n, total)) if progress else None
+    losses = fit_flow(model, x_tr, xp_tr, src_tr, cfg.fit, progress=fit_progress)
+
+    nll_tr, nll_va = nll_numpy(model, x_tr), nll_numpy(model, x_va)
+    nll_ptr, nll_pva = nll_numpy(model, xp_tr), nll_numpy(model, xp_va)
+    cal = calibrate(nll_va, nll_pva, cfg.fpr)
+    z = lambda v: (v - cal["nll_mean"]) / cal["nll_std"]  # noqa: E731
+    d = x_tr.shape[1]
+    metrics: dict[str, Any] = {
+        "nll_per_dim": {"real_train": float(nll_tr.mean() / d), "real_val": float(nll_va.mean() / d),
+                        "proxy_train": float(nll_ptr.mean() / d), "proxy_val": float(nll_pva.mean() / d)},
+        "auroc_real_vs_proxy_train": auroc(nll_tr, nll_ptr),
+        "auroc_real_vs_proxy_val": auroc(nll_va, nll_pva),
+        "proxy_val_flagged_at_threshold": float((z(nll_pva) > cal["threshold_z"]).mean()) if len(nll_pva) else None,
+        "per_kind_auroc_val": {},
+        "final_loss": losses[-1] if losses else None,
+    }
+    kinds_va = [pkinds[j] for j in pva]
+    for k in kinds:
+        sel = np.array([kk == k for kk in kinds_va], dtype=bool)
+        if sel.any():
+            metrics["per_kind_auroc_val"][k] = auroc(nll_va, nll_pva[sel])
+    ai_summary = None
+    if ai_sources:
+        ai_items = [i for i in load_sources(ai_sources, 1) if i.label == 1]
+        af, afail = extract_features(backbone, [i.path for i in ai_items], spec, layers, cache=cache,
+                                     progress=stage("AI validation features", len(ai_items)))
+        if len(af["embed"]):
+            nll_ai = nll_numpy(model, feature_vector(af, outputs))
+            metrics["ai_validation"] = {
+                "n": int(len(nll_ai)), "auroc_real_val_vs_ai": auroc(nll_va, nll_ai),
+                "ai_flagged_at_threshold": float((z(nll_ai) > cal["threshold_z"]).mean()),
+                "note": "AI images are used for this report only, never for training or calibration"}
+        ai_summary = summarize(ai_items)
+
+    manifest = {
+        "name": name,
+        "detector": "flow",
+        "version": "1",
+        "backbone": backbone_manifest(backbone),
+        "preprocessing": spec,
+        "labels": ["real", "ai"],
+        "params": {
+            "flow": fcfg.to_dict(),
+            "features": {"outputs": outputs, "layers": layers},
+            "fit": asdict(cfg.fit),
+            "proxies": {"kinds": kinds, "per_image": cfg.proxies_per_image, "seed": cfg.seed,
+                        "stage": "model input (after the preprocessing geometry)", "cache_key": PROXY_CACHE_VERSION},
+            "objective": "w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - u(its source real))), "
+                         "u = NLL/D nats; see docs/detectors/clip-flow.md",
+        },
+        "score": {"kind": "flow-nll-z", "meaning": "(NLL - mean NLL of held-out reals) / their std; higher = less "
+                                                   "like the real photos the flow was trained on"},
+        "calibration": cal,
+        "threshold": {"z": cal["threshold_z"], "nll": cal["nll_mean"] + cal["threshold_z"] * cal["nll_std"],
+                      "fpr_target": cfg.fpr},
+        "metrics": metrics,
+        "data": {"real": {"n_train": len(tr_paths), "n_val": len(va_paths), "n_failed": len(failures),
+                          "n_ai_rows_ignored": n_ai_dropped, "sources": [str(s) for s in real_sources]},
+                 "proxies": {"n_train": len(ptr), "n_val": len(pva)},
+                 **({"ai_validation": ai_summary} if ai_summary else {})},
+        "source": "aiidetect train flow",
+        "license": "same as the training photos' licenses (the head is derived from their features)",
+    }
+    tensors = {f"flow.{k}": v for k, v in model.state_dict().items()}
+    save_head(out_dir, tensors, manifest)
+    return manifest
