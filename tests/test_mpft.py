@@ -192,3 +192,22 @@ def test_traceable_for_onnx(trained, backbone):
     with torch.no_grad():
         for a, b in zip(traced(x), m(x)):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_resume_continues_the_same_run(tmp_path, backbone):
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    cfg = TrainConfig(steps=4, batch_size=4, val_fraction=0.25, eval_every=2, augment=AugmentConfig(), workers=1)
+    full = MPFTTrainer(backbone, items, cfg, tmp_path / "a", "a", show_progress=False)
+    full.fit()
+    part = MPFTTrainer(backbone, items, cfg, tmp_path / "b", "b", show_progress=False)
+    part._train_step()
+    part._train_step()  # "interrupted" after step 2
+    part.save_checkpoint()
+    resumed = MPFTTrainer(backbone, items, cfg, tmp_path / "b", "b", show_progress=False)
+    assert resumed.load_checkpoint() and resumed.step == 2
+    resumed.fit()
+    a, b = full.model.trainable_state(), resumed.model.trainable_state()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
