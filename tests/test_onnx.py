@@ -190,7 +190,7 @@ def all_heads_dir(tiny, linear_head_dir, tmp_path_factory):
     flow = FeatureFlow(cfg).eval()
     save_head(d / "flowhead", {f"flow.{k}": v for k, v in flow.state_dict().items()},
               {"name": "flowhead", "detector": "flow", "backbone": bm, "preprocessing": spec, "labels": ["real"],
-               "params": {"flow": cfg.to_dict(), "features": {"outputs": ["embed", "cls_-1"], "layers": [-1]}},
+               "params": {"flow": cfg.to_dict(), "features": {"outputs": ["embed", "cls_1"], "layers": [1]}},
                "calibration": {"nll_mean": 100.0, "nll_std": 20.0, "threshold_z": 2.0, "slope": 1.5, "fpr": 0.01}})
     mp = MPFTModel(tiny.visual, ["real", "sd", "mj"], adapter={"mode": "lora", "rank": 2})
     with torch.no_grad():
@@ -198,18 +198,26 @@ def all_heads_dir(tiny, linear_head_dir, tmp_path_factory):
             p.normal_(0, 0.05)  # LoRA B starts at zero: make the adapter actually change the encoder
     save_head(d / "mpfthead", {k: v for k, v in mp.trainable_state().items()},
               {"name": "mpfthead", "detector": "mpft", "backbone": bm, "preprocessing": spec,
-               "labels": ["real", "sd", "mj"], "params": mp.params(), "calibration": {"method": "temperature", "T": 1.5}})
+               "labels": ["real", "sd", "mj"], "params": mp.params(), "calibration": {"method": "temperature", "temperature": 1.5}})
     return d
 
 
-def test_every_head_exports_and_matches_pytorch(tiny, all_heads_dir, pixels, tmp_path):
-    """One graph, all three head families; every output within FP32_TOL of PyTorch."""
-    from aiidetect.onnx_export import build_graph_module, collect_heads, export_onnx, torch_outputs
-    from aiidetect.onnx_runtime import load_session
+@pytest.fixture(scope="module")
+def export_all(tiny, all_heads_dir, pixels, tmp_path_factory):
+    from aiidetect.onnx_export import collect_heads, export_onnx
 
     heads, skipped = collect_heads(tiny, [all_heads_dir])
     assert sorted(h.name for h in heads) == ["flow:flowhead", "linear:probe", "mpft:mpfthead"], skipped
-    side = export_onnx(tiny, tmp_path, heads, variant="fp32", agreement_pixels=pixels[:3])
+    out = tmp_path_factory.mktemp("onnx-all")
+    return out, export_onnx(tiny, out, heads, variant="fp32", agreement_pixels=pixels[:3]), heads
+
+
+def test_every_head_exports_and_matches_pytorch(tiny, export_all, pixels):
+    """One graph, all three head families; every output within FP32_TOL of PyTorch."""
+    from aiidetect.onnx_export import build_graph_module, torch_outputs
+    from aiidetect.onnx_runtime import load_session
+
+    tmp_path, side, heads = export_all
     g = side["graphs"][0]
     assert len(side["graphs"]) == 1
     assert set(g["outputs"]) == {"embed", "linear:probe/logit", "flow:flowhead/loglik", "mpft:mpfthead/logit",
@@ -228,4 +236,27 @@ def test_every_head_exports_and_matches_pytorch(tiny, all_heads_dir, pixels, tmp
     fr = head_results(metas["flow:flowhead"], got)
     assert fr[0].score_kind == "flow-nll-z" and {"nll", "z", "threshold_z"} <= set(fr[0].extra)
     mr = head_results(metas["mpft:mpfthead"], got)
-    assert mr[0].extra["attribution"]["label"] in ("real", "sd", "mj")
+    assert mr[0].extra["attribution"][0]["label"] in ("real", "sd", "mj")
+
+
+def test_onnx_scan_matches_torch_scan_for_every_family(export_all, all_heads_dir, dev_dir):
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.pipeline import run_detectors
+
+    paths = sorted(str(p) for p in (dev_dir / "real").rglob("*.jpg"))[:2]
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    fams = ["linear", "mpft", "flow"]
+    t_recs = run_detectors(paths, create_detectors(fams, RunContext(backbone_spec=spec, device="cpu",
+                                                                    weights_dirs=[all_heads_dir])))
+    o_ctx = RunContext(backbone_spec=spec, device="cpu", weights_dirs=[all_heads_dir], runtime="onnx",
+                       onnx_dir=export_all[0], options={"onnx_families": fams})
+    o_recs = run_detectors(paths, create_detectors(["onnx"], o_ctx))
+    for t, o in zip(t_recs, o_recs):
+        assert sorted(t.detectors) == sorted(o.detectors) == ["flow:flowhead", "linear:probe", "mpft:mpfthead"]
+        for name in t.detectors:
+            td, od = t.detectors[name].to_dict(), o.detectors[name].to_dict()
+            assert od.pop("runtime") == "onnx" and od.pop("provider")
+            assert set(td) == set(od), (name, td)
+            assert td["status"] == od["status"] == "ok", (td, od)
+            assert abs(td["p_ai"] - od["p_ai"]) < 1e-3 and td["score_kind"] == od["score_kind"], name

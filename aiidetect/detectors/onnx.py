@@ -147,14 +147,14 @@ def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
 
 
 def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    """detectors.mpft may expose onnx_results(meta, {role: array}) to own this
-    mapping; until it does: p_ai = sigmoid(logit / T) with the manifest's
-    temperature, and the top attribution label."""
+    """The fields of detectors.mpft.MPFTDetector.predict: p_ai = sigmoid(logit / T)
+    with the manifest's calibration temperature, and the top attribution labels."""
     fn = _family_hook("mpft", "onnx_results")
     if fn is not None:
         return list(fn(meta, {role: np.asarray(outs[name]) for role, name in meta["outputs"].items()}))
-    cal = dict(meta.get("calibration") or {})
-    T = float(cal.get("T", cal.get("temperature", 1.0)) or 1.0)
+    from .mpft import TOP_K, _sigmoid
+
+    T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
     labels = list(meta.get("labels") or [])
@@ -163,14 +163,13 @@ def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
         if not np.isfinite(z):
             res.append(DetectorResult.failed("non-finite logit"))
             continue
-        e = np.exp(a - a.max())
-        probs = e / e.sum()
-        top = int(probs.argmax())
-        res.append(DetectorResult(status="ok", p_ai=float(1 / (1 + np.exp(-np.clip(z / T, -50, 50)))), score=float(z),
-                                  score_kind="logit",
-                                  extra={"head": meta.get("head"), "attribution": {
-                                      "label": labels[top] if top < len(labels) else str(top),
-                                      "p": round(float(probs[top]), 4)}}))
+        p = np.exp(a - a.max())
+        p /= p.sum()
+        top = np.argsort(-p)[:TOP_K]
+        res.append(DetectorResult(
+            status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
+            extra={"attribution": [{"label": labels[i] if i < len(labels) else str(i), "p": round(float(p[i]), 4)}
+                                   for i in top]}))
     return res
 
 
