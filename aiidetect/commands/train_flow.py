@@ -51,7 +51,7 @@ def train_flow_cmd(
     real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
                                                                           "(0 = proxy hinge only)."),
     proxy_weight: float = typer.Option(1.0, "--proxy-weight", min=0.0, help="Weight of the proxy hinge term."),
-    noise: float = typer.Option(0.05, "--noise", min=0.0, help="Input noise std (standardised units) while training."),
+    noise: float = typer.Option(0.2, "--noise", min=0.0, help="Input noise std (standardised units) while training."),
     fpr: float = typer.Option(0.01, "--fpr", min=0.0, max=0.5, help="Target false-positive rate on held-out real "
                                                                        "photos: p_ai = 0.5 there."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.05, max=0.9,
