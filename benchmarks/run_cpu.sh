@@ -10,7 +10,8 @@ MODELS=${*:-"ViT-B-16 ViT-L-14"}
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 for m in $MODELS; do
-  for cfg in "torch float32" "torch bfloat16" "onnx float32" "onnx int8"; do
+  IFS=, read -ra CFGS <<< "${CONFIGS:-torch float32,torch bfloat16,onnx float32,onnx int8}"
+  for cfg in "${CFGS[@]}"; do
     set -- $cfg
     f="$OUT/$m-$1-$2.json"
     echo "== $m $1 $2 -> $f" >&2
