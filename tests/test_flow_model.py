@@ -94,3 +94,21 @@ def test_calibration_meets_fpr_and_p_half_at_threshold():
     assert (p_ai_from_z(z, cal) > 0.5).mean() <= 0.01
     assert p_ai_from_z(cal["threshold_z"], cal) == pytest.approx(0.5)
     assert cal["slope"] > 0.5
+
+
+def test_onnx_export_round_trip(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import warnings
+
+    m, x = _perturbed_flow(dim=8)
+    m = m.float().eval()
+    path = tmp_path / "flow.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x[:3].float(),), str(path), input_names=["features"], output_names=["log_prob"],
+                          dynamic_axes={"features": {0: "batch"}, "log_prob": {0: "batch"}}, dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2 = torch.randn(5, 8) * 2
+    got = sess.run(None, {"features": x2.numpy()})[0]
+    assert np.allclose(got, m(x2).detach().numpy(), atol=1e-4)

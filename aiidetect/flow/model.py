@@ -82,7 +82,8 @@ class InvertibleLinear(nn.Module):
 
     def weight(self) -> torch.Tensor:
         lower = self.lower * self.mask_l + self.eye
-        upper = self.upper * self.mask_l.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        # eye * v rather than torch.diag(v): the same matrix, and every ONNX exporter knows it
+        upper = self.upper * self.mask_l.T + self.eye * (self.sign_s * torch.exp(self.log_s))
         return self.perm @ lower @ upper
 
     def forward(self, x):
