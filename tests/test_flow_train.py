@@ -136,3 +136,19 @@ def test_train_flow_command(small_reals, tmp_path):
     bad = CliRunner().invoke(app, ["train", "flow", "--real", str(small_reals), "--proxy-kinds", "nope",
                                    "--backbone-config", "tiny-vit"])
     assert bad.exit_code == 2
+
+
+def test_only_real_rows_of_a_manifest_are_used(tmp_path):
+    from aiidetect.flow.train import load_sources, select_reals
+
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("file,label,generator\na.png,real,\nb.png,ai,sdxl\nc.png,unknown,\n")
+    items = load_sources([str(tmp_path / "m.csv")])
+    assert [(i.label, i.generator) for i in items] == [(0, "real"), (1, "sdxl")]
+    assert [i.path for i in select_reals(items, None, 0)] == [str(tmp_path / "a.png")]
+    plain = tmp_path / "archive"
+    (plain / "2020").mkdir(parents=True)
+    (plain / "2020" / "x.jpg").write_bytes(b"")
+    assert [i.label for i in load_sources([str(plain)])] == [0]
+    assert [i.label for i in load_sources([str(plain)], plain_label=1)] == [1]

@@ -139,8 +139,8 @@ def train_flow_cmd(
     typer.echo(f"wrote {out_dir} (detector flow:{head_name}; {d['n_train']} real photos for training, "
                f"{d['n_val']} held out; {d['n_ai_rows_ignored']} AI-labelled rows ignored; {summary['seconds']} s)")
     npd = m["nll_per_dim"]
-    typer.echo(f"  NLL/dim: real train {npd['real_train']:.3f}, real held-out {npd['real_val']:.3f}, "
-               f"proxy train {npd['proxy_train']:.3f}, proxy held-out {npd['proxy_val']:.3f}")
+    typer.echo(f"  NLL/dim: real train {_f(npd['real_train'])}, real held-out {_f(npd['real_val'])}, "
+               f"proxy train {_f(npd['proxy_train'])}, proxy held-out {_f(npd['proxy_val'])}")
     typer.echo(f"  AUROC real vs proxy: train {_f(m['auroc_real_vs_proxy_train'])}, "
                f"held-out {_f(m['auroc_real_vs_proxy_val'])}; held-out proxies flagged at the threshold: "
                f"{_f(m['proxy_val_flagged_at_threshold'])}")

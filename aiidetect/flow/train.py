@@ -33,7 +33,6 @@ the slope is a 1-D logistic fit of held-out reals vs held-out proxies.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,6 +179,11 @@ def p_ai_from_z(z, calibration: dict[str, Any]):
     t = float(calibration["threshold_z"])
     a = float(calibration["slope"])
     return 1.0 / (1.0 + np.exp(-np.clip(a * (np.asarray(z, dtype=np.float64) - t), -60, 60)))
+
+
+def _mean(x: np.ndarray, d: int) -> float | None:
+    """Mean NLL per dimension; None (not NaN: manifests are JSON) when empty."""
+    return float(x.mean() / d) if len(x) else None
 
 
 def auroc(neg: np.ndarray, pos: np.ndarray) -> float | None:
@@ -387,8 +391,8 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     z = lambda v: (v - cal["nll_mean"]) / cal["nll_std"]  # noqa: E731
     d = x_tr.shape[1]
     metrics: dict[str, Any] = {
-        "nll_per_dim": {"real_train": float(nll_tr.mean() / d), "real_val": float(nll_va.mean() / d),
-                        "proxy_train": float(nll_ptr.mean() / d), "proxy_val": float(nll_pva.mean() / d)},
+        "nll_per_dim": {"real_train": _mean(nll_tr, d), "real_val": _mean(nll_va, d),
+                        "proxy_train": _mean(nll_ptr, d), "proxy_val": _mean(nll_pva, d)},
         "auroc_real_vs_proxy_train": auroc(nll_tr, nll_ptr),
         "auroc_real_vs_proxy_val": auroc(nll_va, nll_pva),
         "proxy_val_flagged_at_threshold": float((z(nll_pva) > cal["threshold_z"]).mean()) if len(nll_pva) else None,
