@@ -152,3 +152,26 @@ def test_only_real_rows_of_a_manifest_are_used(tmp_path):
     (plain / "2020" / "x.jpg").write_bytes(b"")
     assert [i.label for i in load_sources([str(plain)])] == [0]
     assert [i.label for i in load_sources([str(plain)], plain_label=1)] == [1]
+
+
+def test_proxy_features_are_cached(small_reals, backbone, tmp_path):
+    """Re-training must not run the backbone again: the second pass is served from the cache."""
+    import dataclasses
+
+    from aiidetect.flow.train import proxy_features
+    from aiidetect.preprocess import make_spec
+
+    paths = [str(p) for p in sorted(small_reals.glob("*.png"))[:3]]
+    spec = make_spec("center-crop", backbone.image_size)
+    cache = FeatureCache(tmp_path / "c.sqlite")
+    kinds = ["periodic_peaks", "hf_phase"]
+    f1, src1, k1, fail1 = proxy_features(backbone, paths, spec, (0,), kinds, 2, seed=5, cache=cache)
+
+    def boom(*a, **k):
+        raise AssertionError("backbone ran although every proxy feature was cached")
+
+    offline = dataclasses.replace(backbone)
+    offline.encode = boom
+    f2, src2, k2, fail2 = proxy_features(offline, paths, spec, (0,), kinds, 2, seed=5, cache=cache)
+    assert not fail1 and not fail2 and k1 == k2 and list(src1) == list(src2) == [0, 0, 1, 1, 2, 2]
+    assert all(np.array_equal(f1[o], f2[o]) for o in ("embed", "cls_0"))
