@@ -359,11 +359,18 @@ def agreement(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
             if x.p_ai is None or y.p_ai is None:
                 continue
             n += 1
-            thr = float(meta.get("threshold") if meta.get("threshold") is not None else 0.5)
+            thr = _threshold(meta)
             changed += int((x.p_ai >= thr) != (y.p_ai >= thr))
         out["heads"][meta["name"]] = {"files": n, "verdict_changed": changed,
                                       "verdict_changed_share": (changed / n) if n else None}
     return out
+
+
+def _threshold(meta: Mapping[str, Any]) -> float:
+    """The head's decision threshold on p_ai: its manifest number, else 0.5
+    (flow heads put their target-FPR threshold at p_ai = 0.5 by calibration)."""
+    t = meta.get("threshold")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.5
 
 
 # --------------------------------------------------------------------------
