@@ -62,6 +62,9 @@ class HeadExport:
     input: str | tuple[str, ...] = "embed"  # a tuple: those outputs concatenated (CLIP-Flow's multi-layer vector)
     preprocessing: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # int8: False keeps this head's own MatMuls in float (a density model such
+    # as CLIP-Flow turns small weight errors into large log-likelihood errors)
+    quantize: bool = True
 
     def output_names(self) -> list[str]:
         return [f"{self.name}/{r}" for r in self.roles]
@@ -275,7 +278,30 @@ class _ArrayReader:
         self.i = 0
 
 
-def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: str = "dynamic") -> dict[str, Any]:
+def _nodes_in_scopes(model_path: Path, scopes: Sequence[str], names: set[str] | None = None) -> list[str]:
+    """MatMul/Gemm nodes belonging to these module scopes: tagged so by the
+    dynamo exporter (metadata "pkg.torch.onnx.name_scopes"), reading a weight
+    named ``<scope>.*``, or named in `names` (tags found before ORT's
+    pre-processing, which keeps most node names but drops the metadata)."""
+    import onnx
+
+    if not scopes:
+        return []
+    m = onnx.load(str(model_path), load_external_data=False)
+    tags = [f"'{s}'" for s in scopes]
+    prefixes = tuple(f"{s}." for s in scopes)
+    out = []
+    for n in m.graph.node:
+        if n.op_type not in ("MatMul", "Gemm"):
+            continue
+        sc = next((p.value for p in n.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if any(t in sc for t in tags) or any(i.startswith(prefixes) for i in n.input) or n.name in (names or ()):
+            out.append(n.name)
+    return out
+
+
+def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: str = "dynamic",
+            keep_float_scopes: Sequence[str] = ()) -> dict[str, Any]:
     """fp32 graph -> int8. dynamic: weights int8, activations quantized per batch
     at run time (no data needed; the usual choice for transformers on CPU).
     static: activation ranges from `calibration` pixels (QDQ format)."""
@@ -299,9 +325,11 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
             quant_pre_process(str(clean), str(pre), skip_symbolic_shape=True, save_as_external_data=external)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation only
             pre = clean
+        exclude = _nodes_in_scopes(pre, keep_float_scopes, set(_nodes_in_scopes(clean, keep_float_scopes)))
         if mode == "dynamic":
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external)
+                             op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external,
+                             nodes_to_exclude=exclude)
             how = {"quantizer": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                    "per_channel": True, "op_types": ["MatMul", "Gemm"]}
         elif mode == "static":
@@ -309,12 +337,15 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
                 raise ExportError("static int8 quantization needs calibration images (--calibration-data)")
             quantize_static(str(pre), str(dst), _ArrayReader(calibration), per_channel=True,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external)
+                            op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external,
+                            nodes_to_exclude=exclude)
             how = {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                    "weight_type": "QInt8", "activation_type": "QUInt8", "per_channel": True,
                    "calibration_images": int(len(calibration)), "op_types": ["MatMul", "Gemm"]}
         else:
             raise ExportError(f"unknown int8 mode {mode!r} (dynamic | static)")
+    how["float_scopes"] = list(keep_float_scopes)
+    how["float_nodes"] = len(exclude)
     return how
 
 
@@ -475,7 +506,8 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
             if variant == "fp16":
                 conversion = to_fp16(fp32_path, target)
             elif variant == "int8":
-                conversion = to_int8(fp32_path, target, cal, int8_mode)
+                conversion = to_int8(fp32_path, target, cal, int8_mode,
+                                     keep_float_scopes=[f"heads.{i}" for i, h in enumerate(hs) if not h.quantize])
         files = _data_files(target)
         heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]

@@ -99,7 +99,7 @@ def flow_exports(head, backbone) -> list:
     outputs = tuple(o if not o.startswith("cls_") else f"cls_{int(o[4:]) % n}" for o in feats["outputs"])
     return [HeadExport(name=f"flow:{head.name}", family="flow", module=flow_from_head(head), roles=("loglik",),
                        input=outputs if len(outputs) > 1 else outputs[0], preprocessing=m.get("preprocessing"),
-                       meta={**_head_meta(head), "dim": int(m["params"]["flow"]["dim"])})]
+                       meta={**_head_meta(head), "dim": int(m["params"]["flow"]["dim"])}, quantize=False)]
 
 
 # --------------------------------------------------------------------------
