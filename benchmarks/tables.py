@@ -49,7 +49,7 @@ def compare():
 
 
 def agreement():
-    rows = ["| variant | conversion | output | max abs diff | mean abs diff | verdict changed (files) |",
+    rows = ["| variant | provider | output | max abs diff | mean abs diff | verdict changed (files) |",
             "|---|---|---|---|---|---|"]
     for f in sorted(glob.glob(f"{D}/agreement-*.json")):
         r = load(f)
