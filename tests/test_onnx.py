@@ -260,3 +260,26 @@ def test_onnx_scan_matches_torch_scan_for_every_family(export_all, all_heads_dir
             assert set(td) == set(od), (name, td)
             assert td["status"] == od["status"] == "ok", (td, od)
             assert abs(td["p_ai"] - od["p_ai"]) < 1e-3 and td["score_kind"] == od["score_kind"], name
+
+
+def test_cli_export_then_scan_runtime_onnx(linear_head_dir, dev_dir, tmp_path):
+    """`aiidetect export onnx` then `aiidetect scan --runtime onnx`: the detector, its fields and the provider."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import jsonl, run_cli
+
+    out = tmp_path / "onnx"
+    r = run_cli("export", "onnx", "-o", str(out), "--backbone-config", "tiny-vit", "--weights-dir", str(linear_head_dir),
+                "--detectors", "linear")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["graphs"][0]["outputs"] == ["embed", "linear:probe/logit"]
+    img = next((dev_dir / "real").rglob("*.jpg"))
+    r = run_cli("scan", str(img), "--runtime", "onnx", "--onnx", str(out), "--backbone-config", "tiny-vit",
+                "--weights-dir", str(linear_head_dir), "-d", "linear", "-f", "jsonl", "-q")
+    assert r.returncode in (0, 1), r.stderr
+    rec = jsonl(r.stdout)[0]
+    d = rec["detectors"]["linear:probe"]
+    assert d["status"] == "ok" and d["runtime"] == "onnx" and d["provider"] == "CPUExecutionProvider"
+    assert d["score_kind"] == "logit"
