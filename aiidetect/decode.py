@@ -136,6 +136,20 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
+def _frame_count(img) -> int:
+    """n_frames walks every frame of a TIFF/GIF; a corrupt later frame must not
+    sink a readable first one."""
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001
+        return 1
+    finally:
+        try:
+            img.seek(0)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None):
     """-> (PIL RGB image, info). Raises DecodeFailure."""
     import io
@@ -160,7 +174,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
         info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
-                                "frames": int(getattr(img, "n_frames", 1) or 1)}
+                                "frames": _frame_count(img)}
         if width <= 0 or height <= 0:
             raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
         if width * height > limits.max_pixels:

@@ -52,3 +52,11 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, cwd=N
 
 def jsonl(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+# CI must be reproducible: fuzz tests explore the same inputs on every CI run
+# (local runs keep exploring new ones, which is how bugs get found).
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    _hyp_settings.load_profile("ci")

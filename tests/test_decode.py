@@ -141,3 +141,13 @@ def test_fuzz_mutated_real_files(seed, flips, cut):
         assert img.mode == "RGB"
     except DecodeFailure as e:
         assert e.code in ("decode-error", "unsupported-format", "too-large")
+
+
+def test_corrupt_later_tiff_frame_found_by_fuzzing():
+    """Regression: n_frames on a damaged TIFF raised TypeError outside the decode guard."""
+    data = bytearray(_SEED_FILES[4])
+    data[130] = 1
+    try:
+        decode_bytes(bytes(data[:140]))
+    except DecodeFailure as e:
+        assert e.code == "decode-error"
