@@ -48,6 +48,8 @@ def scan(
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
     runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
+    watermark: str = typer.Option("auto", "--watermark",
+                                  help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
     backbone: Optional[str] = BackboneOpt,
     pretrained: Optional[str] = PretrainedOpt,
@@ -83,6 +85,8 @@ def scan(
             fail("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
         if "onnx" not in list_families():
             fail("the ONNX runtime is not available in this build")
+    if watermark not in ("auto", "always", "never"):
+        fail("--watermark takes auto, always or never")
     if dtype not in ("float32", "bfloat16", "float16"):
         fail("--dtype takes float32, bfloat16 or float16")
     if device not in ("auto", "cpu", "cuda"):
@@ -99,7 +103,7 @@ def scan(
     err = stderr_console()
     spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
     ctx = RunContext(backbone_spec=spec, device=device, dtype=dtype, weights_dirs=weights_dirs(weights_dir),
-                     runtime=runtime, onnx_dir=onnx_dir)
+                     runtime=runtime, onnx_dir=onnx_dir, options={"watermark": watermark})
     if runtime == "onnx":
         pixel = [f for f in fams if f != "metadata"]
         ctx.options["onnx_families"] = pixel
