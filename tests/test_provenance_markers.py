@@ -283,7 +283,8 @@ def signer():
 
 def sign(signer, img: Image.Image, fmt: str, source_type: str | None) -> bytes:
     c2pa, s = signer
-    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}[fmt]
+    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
+            "AVIF": "image/avif"}[fmt]
     action = {"action": "c2pa.created"}
     if source_type:
         action["digitalSourceType"] = f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"
@@ -297,8 +298,12 @@ def sign(signer, img: Image.Image, fmt: str, source_type: str | None) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF", "AVIF"])
 def test_c2pa_signed_ai_declaration(signer, fmt):
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
     data = sign(signer, small(), fmt, "trainedAlgorithmicMedia")
     rep = analyze(data, "x")
     ev = {e.id: e for e in rep.evidence}
