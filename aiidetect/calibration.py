@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -326,11 +327,9 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
 
 
 def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], name: str = "fusion",
-                source: str = "") -> "Path":
+                source: str = "") -> Path:
     """Write the fusion artifact: a head folder (detector "fusion") whose
     manifest holds every fitted number and the data it was fitted on."""
-    from pathlib import Path  # noqa: F401
-
     from .weights import save_head
 
     p = fitted["params"]

@@ -1,7 +1,6 @@
 """The CLI as scripts use it: subprocess, JSON parsing, exit codes."""
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from PIL import Image
 
 from aiidetect.decode import DecodeLimits, decode_bytes, decode_path, read_bytes, DecodeFailure
 from aiidetect.preprocess import apply, center_crop, make_spec

@@ -1,7 +1,6 @@
 """`aiidetect meta`: table and JSON output, exit codes, no torch."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys

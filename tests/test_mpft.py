@@ -15,7 +15,7 @@ import torch
 from aiidetect.backbone import BackboneSpec, create_backbone
 from aiidetect.train.data import Item
 
-from conftest import DEV, run_cli
+from conftest import DEV
 
 GENS = (("upsample-x2", 2), ("upsample-x4", 4))
 

@@ -37,7 +37,6 @@ def explain_mask_cmd(
                                                              "this MPFT head folder instead."),
 ):
     """Shade the patches Texture-Aware Masking would hide (the most textured ones) on the image as the model sees it."""
-    import numpy as np
     import torch
     from PIL import Image
 

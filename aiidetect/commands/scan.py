@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
                      BackboneWeightsOpt, DeviceOpt, DtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
                      stderr_console)
 
