@@ -23,9 +23,11 @@ weights_app = typer.Typer(help="List and verify trained heads.", no_args_is_help
 export_app = typer.Typer(help="Export backbones and heads (ONNX).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(weights_app, name="weights")
+cache_app = typer.Typer(help="Inspect or clear the scan-result and feature caches.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.add_typer(cache_app, name="cache")
 
-APPS = {"root": app, "train": train_app, "weights": weights_app, "export": export_app}
+APPS = {"root": app, "train": train_app, "weights": weights_app, "export": export_app, "cache": cache_app}
 
 
 def _version(value: bool):

@@ -55,6 +55,7 @@ class Sample:
     image: Any = None                      # PIL RGB image, orientation applied (maybe draft-reduced)
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # preprocess key -> 3xSxS float32
     info: dict[str, Any] = field(default_factory=dict)
+    cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
 
     @property
     def ok(self) -> bool:
@@ -215,8 +216,16 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
                 keep_bytes: bool = True, draft: int | None = None) -> Sample:
     """The worker-side job for one file: read, hash, decode, preprocess for every
     head's spec. Never raises."""
-    from .preprocess import apply, spec_key
+    s = read_sample(path, index, limits)
+    if s.ok:
+        decode_sample(s, limits, preprocess_specs, keep_image=keep_image, draft=draft)
+    if not keep_bytes:
+        s.data = None
+    return s
 
+
+def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None) -> Sample:
+    """Read and hash one file (the part a result-cache hit still needs). Never raises."""
     rec = Record(file=path)
     s = Sample(index=index, path=path, record=rec)
     try:
@@ -227,7 +236,23 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
         sniffed = sniff_format(data)
         if sniffed:
             rec.format = sniffed
-        img, info = decode_bytes(data, limits, draft=draft)
+    except DecodeFailure as exc:
+        rec.set_error(exc.code, exc.message)
+    except MemoryError:
+        rec.set_error("too-large", "out of memory while reading")
+    except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
+        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
+    return s
+
+
+def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
+                  keep_image: bool = False, draft: int | None = None) -> Sample:
+    """Decode the bytes read by read_sample and preprocess for every head's spec. Never raises."""
+    from .preprocess import apply, spec_key
+
+    rec = s.record
+    try:
+        img, info = decode_bytes(s.data or b"", limits, draft=draft)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
         s.info = info
@@ -239,10 +264,8 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
         rec.set_error(exc.code, exc.message)
     except MemoryError:
         rec.set_error("too-large", "out of memory while decoding")
-    except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
+    except Exception as exc:  # noqa: BLE001
         rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
-    if not keep_bytes:
-        s.data = None
     return s
 
 

@@ -2,7 +2,9 @@
 
 Decoding of chunk k+1 runs in worker threads while the model works on chunk k
 (Pillow and numpy release the GIL), records come out in input order, and every
-failure stays inside its record.
+failure stays inside its record. With a ResultCache, a file whose bytes (and
+detectors) were seen in an earlier run is read and hashed but neither decoded
+nor given to a model.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .decode import DecodeLimits, Sample, decode_path
-from .detectors.base import Detector, FeatureRequest, feature_key
+from .decode import DecodeLimits, Sample, decode_sample, read_sample
+from .detectors.base import Detector, FeatureRequest, UnavailableDetector, feature_key
 from .discover import Candidate
 from .fusion import fuse
 from .preprocess import draft_size, spec_key
@@ -32,6 +34,7 @@ class ScanStats:
     model_seconds: float = 0.0
     decode_seconds: float = 0.0
     duplicates_reused: int = 0
+    cache_hits: int = 0
 
     @property
     def seconds(self) -> float:
@@ -42,7 +45,8 @@ class ScanStats:
         return {"files": self.files, "decoded": self.decoded, "verdicts": dict(self.verdicts),
                 "errors": dict(self.errors), "seconds": round(s, 3),
                 "images_per_s": round(self.files / s, 3) if s > 0 else None,
-                "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused}
+                "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
+                "cache_hits": self.cache_hits}
 
 
 @dataclass
@@ -55,9 +59,14 @@ class _Group:
 
 
 class Pipeline:
+    """`decoder(path, index, specs) -> Sample` replaces the read/decode step
+    (evaluation uses it to perturb images); `cache` reuses results across runs."""
+
     def __init__(self, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None = None,
-                 batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None):
+                 batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None,
+                 cache: Any = None, decoder: Callable[[str, int, list], Sample] | None = None):
         self.detectors = list(detectors)
+        self.decoder = decoder
         self.fusion_model = fusion_model
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
@@ -79,6 +88,29 @@ class Pipeline:
         self.draft = max(drafts) if drafts and all(d is not None for d in drafts) else None
         self.keep_image = any(getattr(d, "needs_image", False) for d in self.detectors)
         self.stats = ScanStats()
+        self.cache, self.idents = None, {}
+        self.cache_error: str | None = None
+        if cache is not None and decoder is None:
+            self.idents = self._identities()
+            self.cache = cache if self.idents else None
+
+    def _identities(self) -> dict[str, str]:
+        """detector name -> cache identity key; empty (no caching) when any
+        working detector cannot say what its results depend on."""
+        from dataclasses import asdict
+
+        from .result_cache import identity_key
+
+        run = {"draft": self.draft, "keep_image": self.keep_image, "limits": asdict(self.limits)}
+        out = {}
+        for d in self.detectors:
+            ident = d.cache_identity()
+            if ident is None:
+                if isinstance(d, UnavailableDetector):
+                    continue  # says the same thing for every file; recomputed for free
+                return {}
+            out[d.name] = identity_key(ident, run)
+        return out
 
     # ---------------------------------------------------------------- decode
     def _decode(self, c: Candidate, index: int) -> Sample:
@@ -86,7 +118,19 @@ class Pipeline:
             rec = Record(file=c.path).set_error(*c.error)
             return Sample(index=index, path=c.path, record=rec)
         t = time.perf_counter()
-        s = decode_path(c.path, index, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
+        if self.decoder is not None:
+            s = self.decoder(c.path, index, self.specs)
+        else:
+            s = read_sample(c.path, index, self.limits)
+            hit = self.cache.get(s.record.sha256, self.idents) if s.ok and self.cache is not None else None
+            if hit is not None:
+                info, s.cached = hit
+                rec = s.record
+                rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
+                rec.image_info = dict(info.get("image_info") or {})
+                s.data = None
+            elif s.ok:
+                decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
@@ -129,6 +173,27 @@ class Pipeline:
             for s, r in zip(samples, results):
                 s.record.detectors[d.name] = r
 
+    def _from_cache(self, s: Sample) -> None:
+        cached = s.cached or {}
+        for d in self.detectors:
+            s.record.detectors[d.name] = cached[d.name] if d.name in cached else d.predict([s], [{}])[0]
+        self.stats.cache_hits += 1
+
+    def _store(self, samples: list[Sample]) -> None:
+        from .result_cache import FILE_FIELDS
+
+        entries = []
+        for s in samples:
+            rec = s.record
+            if rec.error is None and rec.sha256:
+                info = {f: getattr(rec, f) for f in FILE_FIELDS}
+                entries.append((rec.sha256, info, {n: (k, rec.detectors[n]) for n, k in self.idents.items()
+                                                   if n in rec.detectors}))
+        try:
+            self.cache.put_many(entries)
+        except Exception as exc:  # noqa: BLE001 - a full disk or locked cache costs speed next time, not this scan
+            self.cache_error = self.cache_error or f"{type(exc).__name__}: {exc}"
+
     def _finish(self, s: Sample) -> Record:
         rec = s.record
         if rec.error is None:
@@ -154,12 +219,16 @@ class Pipeline:
                 reuse: dict[int, Record] = {}
                 fresh: list[Sample] = []
                 for s in samples:
-                    if s.ok and s.record.sha256 in done_by_sha:
+                    if s.ok and s.cached is not None:
+                        self._from_cache(s)
+                    elif s.ok and s.record.sha256 in done_by_sha:
                         reuse[id(s)] = done_by_sha[s.record.sha256]
                     elif s.ok:
                         fresh.append(s)
                 if fresh:
                     self._run_detectors(fresh)
+                    if self.cache is not None:
+                        self._store(fresh)
                 for s in samples:
                     if id(s) in reuse:
                         _copy_results(reuse[id(s)], s.record)

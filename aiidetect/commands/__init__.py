@@ -1,8 +1,8 @@
 """CLI commands, one module each. Every module exposes ``register(apps)`` where
-``apps`` is a dict of Typer apps: "root", "train", "weights", "export".
+``apps`` is a dict of Typer apps: "root", "train", "weights", "export", "cache".
 Modules must not import torch at import time (``aiidetect --help`` stays fast).
 """
 COMMAND_MODULES = (
     "scan", "meta", "weights", "train_linear", "train_mpft", "train_flow", "explain",
-    "proxies", "evaluate", "calibrate", "export", "bench",
+    "proxies", "evaluate", "calibrate", "export", "bench", "cache",
 )

@@ -51,6 +51,9 @@ def scan(
     watermark: str = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
+    use_cache: bool = typer.Option(True, "--cache/--no-cache",
+                                   help="Reuse results of files already scanned with the same detectors "
+                                        "($AIIDETECT_CACHE/results.sqlite, keyed by content hash)."),
     backbone: Optional[str] = BackboneOpt,
     pretrained: Optional[str] = PretrainedOpt,
     backbone_config: Optional[str] = BackboneConfigOpt,
@@ -125,8 +128,9 @@ def scan(
 
     from ..pipeline import Pipeline
 
+    cache = _open_cache(err) if use_cache else None
     pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers,
-                    limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes))
+                    limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes), cache=cache)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
@@ -159,9 +163,23 @@ def scan(
     finally:
         if output:
             stream.close()
+        if cache is not None:
+            cache.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
+        if pipe.cache_error:
+            err.print(f"[yellow]note:[/] results were not saved to the cache: {pipe.cache_error}", highlight=False)
     raise typer.Exit(exit_code)
+
+
+def _open_cache(err):
+    from ..result_cache import ResultCache
+
+    try:
+        return ResultCache()
+    except Exception as exc:  # noqa: BLE001 - no cache means slower re-runs, never a failed scan
+        err.print(f"[yellow]note:[/] result cache unavailable ({exc}); scanning without it", highlight=False)
+        return None
 
 
 def _load_fusion(ctx):
@@ -191,6 +209,8 @@ def _print_summary(err, stats, summ, dets) -> None:
         line += f"; skipped {summ.skipped} non-image file{'s' if summ.skipped != 1 else ''}"
     if summ.excluded:
         line += f"; {summ.excluded} excluded by --include/--exclude"
+    if stats.get("cache_hits"):
+        line += f"; {stats['cache_hits']} from the result cache"
     if summ.duplicates:
         line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
     err.print(line, highlight=False)

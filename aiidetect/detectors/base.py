@@ -95,6 +95,12 @@ class Detector:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family}
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        """Everything this detector's results depend on besides the file's
+        bytes (head checksums, backbone, device, dtype, runtime), or None when
+        its results must not be reused across runs (result_cache.py)."""
+        return None
+
 
 class UnavailableDetector(Detector):
     """Stands in for a detector that could not be prepared: every record says
@@ -112,6 +118,19 @@ class UnavailableDetector(Detector):
 
     def describe(self):
         return {"name": self.name, "family": self.family, "status": "unavailable", "reason": self.reason}
+
+
+def head_identity(detector: Detector, head, backbone) -> dict[str, Any]:
+    """cache_identity of a torch head on the run's frozen backbone."""
+    import hashlib
+    import json
+
+    import torch
+
+    manifest = json.dumps(head.manifest, sort_keys=True, default=str)
+    return {"family": detector.family, "name": detector.name, "runtime": "torch",
+            "head": hashlib.sha256(manifest.encode()).hexdigest(), "backbone": backbone.fingerprint,
+            "device": str(backbone.device), "dtype": str(backbone.dtype), "torch": torch.__version__}
 
 
 def feature_key(req: FeatureRequest) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..records import DetectorResult
-from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key
+from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
 
 SCORE_KIND = "flow-nll-z"
 
@@ -42,6 +42,9 @@ class FlowDetector(Detector):
 
     def feature_requests(self) -> list[FeatureRequest]:
         return [self._req]
+
+    def cache_identity(self) -> dict[str, Any]:
+        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "head": str(self.head.path),

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..records import DetectorResult
-from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key
+from .base import (Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key,
+                   head_identity)
 
 FAMILY = "linear"
 
@@ -68,6 +69,9 @@ class LinearDetector(Detector):
             except Exception as exc:  # noqa: BLE001 - one bad vector must not stop the scan
                 out.append(DetectorResult.failed(f"{type(exc).__name__}: {exc}"))
         return out
+
+    def cache_identity(self) -> dict[str, Any]:
+        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         m = self.head.manifest

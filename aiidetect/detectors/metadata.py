@@ -40,6 +40,18 @@ class MetadataDetector(Detector):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "options": self.options}
 
+    def cache_identity(self) -> dict[str, Any]:
+        # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more.
+        from importlib import metadata as md
+
+        libs = {}
+        for dist in ("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"):
+            try:
+                libs[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                libs[dist] = None
+        return {"family": self.family, "options": self.options, "libs": libs}
+
 
 def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:
     opinions = [e for e in evidence if e.llr != 0.0]

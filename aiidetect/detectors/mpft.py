@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..records import DetectorResult
-from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key
+from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
 
 TOP_K = 3
 
@@ -66,6 +66,9 @@ class MPFTDetector(Detector):
                 status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
                 extra={"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top]}))
         return out
+
+    def cache_identity(self) -> dict[str, Any]:
+        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         m = self.head.manifest

@@ -14,6 +14,8 @@ functions ``*_exports`` and ``*_results`` below, keyed by family.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -202,12 +204,13 @@ class OnnxEncoder:
 
 
 class OnnxHeadDetector(Detector):
-    def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str):
+    def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = ""):
         super().__init__(meta["name"])
         self.family = meta["family"]
         self.meta = dict(meta)
         self.request = request
         self.provider = provider
+        self.graph_id = graph_id
         self._key = feature_key(request)
 
     def feature_requests(self) -> list[FeatureRequest]:
@@ -235,6 +238,16 @@ class OnnxHeadDetector(Detector):
                 r.extra = {**r.extra, "runtime": "onnx", "provider": self.provider}
                 out[i] = r
         return [r for r in out]  # type: ignore[misc]
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        if not self.graph_id:
+            return None
+        import onnxruntime  # already loaded: this detector holds a session
+
+        ort = onnxruntime.__version__
+        return {"family": self.family, "name": self.name, "runtime": "onnx", "graph": self.graph_id,
+                "head": json.dumps(self.meta, sort_keys=True, default=str), "provider": self.provider,
+                "onnxruntime": ort}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "runtime": "onnx", "provider": self.provider,
@@ -269,8 +282,9 @@ def create(ctx: RunContext) -> list[Detector]:
             continue
         req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=dict(g["preprocessing"]),
                              encode=OnnxEncoder(sess), layers=(), device="cpu", dtype="float32")
+        gid = _graph_id(Path(ctx.onnx_dir), g)
         for h in metas:
-            out.append(OnnxHeadDetector(h, req, sess.provider))
+            out.append(OnnxHeadDetector(h, req, sess.provider, gid))
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
         if not fam or fam in fams:
@@ -280,3 +294,18 @@ def create(ctx: RunContext) -> list[Detector]:
         raise DetectorUnavailable(f"the ONNX export in {ctx.onnx_dir} holds no head of the selected families "
                                   f"({', '.join(sorted(fams))})")
     return out
+
+
+def _graph_id(onnx_dir: Path, graph: Mapping[str, Any]) -> str:
+    """The sidecar's entry (file checksums at export) plus each file's size and
+    mtime now, so a graph replaced after export is never mistaken for the old one."""
+    stats = {}
+    for f in graph.get("files", {}):
+        try:
+            st = (onnx_dir / f).stat()
+            stats[f] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stats[f] = None
+    blob = json.dumps({"graph": graph, "stat": stats}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+

@@ -1,0 +1,137 @@
+"""Scan results kept across runs (SQLite), keyed by file content and detector identity.
+
+An auditor re-running a sweep of a large folder (after an interruption, or
+because new files arrived) should pay only for files the tool has not seen:
+a file whose bytes hash to a known SHA-256 gets its detector results back
+without decoding or running a model. Fusion is not cached; it is cheap and
+reads the fusion head of the current run.
+
+A cached row is only ever reused by a detector with the same *identity*: its
+family and name, the checksum of its head manifest (which lists the SHA-256
+of every weight file and the calibration), the backbone fingerprint, device,
+dtype and runtime, the decode settings of the run, and a hash of the
+aiidetect source itself, so results of an older build are never served as
+if this build had computed them. Results with status "error" or
+"unavailable" are never stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+from .records import DetectorResult, Evidence
+
+FILE_FIELDS = ("format", "width", "height", "image_info")
+_source_hash: str | None = None
+
+
+def default_path() -> Path:
+    from .features import default_cache_path
+
+    return default_cache_path().with_name("results.sqlite")
+
+
+def source_hash() -> str:
+    """SHA-256 over aiidetect's own Python files: a changed build never reuses
+    the results of another."""
+    global _source_hash
+    if _source_hash is None:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+        _source_hash = h.hexdigest()
+    return _source_hash
+
+
+def identity_key(identity: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+    blob = json.dumps({"detector": identity, "run": context, "source": source_hash()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def result_to_json(r: DetectorResult) -> str:
+    """Strict JSON (raises TypeError/ValueError for anything that would not round-trip)."""
+    d = {"status": r.status, "p_ai": r.p_ai, "score": r.score, "score_kind": r.score_kind, "reason": r.reason,
+         "evidence": [asdict(e) for e in r.evidence], "extra": r.extra}
+    return json.dumps(d, allow_nan=False)
+
+
+def result_from_json(s: str) -> DetectorResult:
+    d = json.loads(s)
+    return DetectorResult(status=d["status"], p_ai=d["p_ai"], score=d["score"], score_kind=d["score_kind"],
+                          reason=d["reason"], evidence=[Evidence(**e) for e in d["evidence"]], extra=d["extra"])
+
+
+class ResultCache:
+    """sha256 x detector identity -> DetectorResult; sha256 -> decode facts."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS files (sha TEXT PRIMARY KEY, info TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS results (sha TEXT, ident TEXT, result TEXT, "
+                         "PRIMARY KEY (sha, ident))")
+        self._db.commit()
+
+    def get(self, sha: str, idents: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, DetectorResult]] | None:
+        """(decode facts, {detector name: result}) when every identity has a row, else None."""
+        keys = list(idents.values())
+        with self._lock:
+            info = self._db.execute("SELECT info FROM files WHERE sha=?", (sha,)).fetchone()
+            if info is None:
+                return None
+            rows = dict(self._db.execute(
+                f"SELECT ident, result FROM results WHERE sha=? AND ident IN ({','.join('?' * len(keys))})",
+                (sha, *keys)).fetchall()) if keys else {}
+        if any(k not in rows for k in keys):
+            return None
+        try:
+            return json.loads(info[0]), {name: result_from_json(rows[k]) for name, k in idents.items()}
+        except (ValueError, KeyError, TypeError):
+            return None  # a row from an incompatible layout: recompute
+
+    def put_many(self, entries: list[tuple[str, Mapping[str, Any], Mapping[str, tuple[str, DetectorResult]]]]) -> int:
+        """Store (sha, decode facts, {name: (identity, result)}) entries in one
+        transaction; only results with status "ok" that serialise exactly are
+        kept. Returns how many results were stored."""
+        files, rows = [], []
+        for sha, info, results in entries:
+            files.append((sha, json.dumps(dict(info), default=str)))
+            for ident, r in results.values():
+                if r.status != "ok":
+                    continue
+                try:
+                    rows.append((sha, ident, result_to_json(r)))
+                except (TypeError, ValueError):
+                    continue  # not JSON-exact (e.g. a NaN): recompute next time rather than store an approximation
+        if not files:
+            return 0
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?,?)", files)
+            self._db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?)", rows)
+            self._db.commit()
+        return len(rows)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            files = self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            results = self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        return {"files": int(files), "results": int(results)}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM results")
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

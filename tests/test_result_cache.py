@@ -1,0 +1,179 @@
+"""The scan-result cache: exact round trips, identity keys, and a second scan
+that reuses results without running detectors (library and CLI)."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiidetect.detectors.base import Detector, UnavailableDetector
+from aiidetect.discover import Candidate
+from aiidetect.pipeline import Pipeline
+from aiidetect.records import DetectorResult, Evidence
+from aiidetect.result_cache import ResultCache, identity_key, result_from_json, result_to_json
+
+from conftest import jsonl, run_cli
+
+
+def _result(**kw) -> DetectorResult:
+    base = dict(status="ok", p_ai=0.123456789012, score=-1.0 / 3.0, score_kind="logit", reason=None,
+                evidence=[Evidence("exif.camera", "real", 1.25, "camera X", "EXIF", False, {"make": "X", "n": [1, 2]})],
+                extra={"attribution": [{"label": "sd15", "p": 0.9}], "threshold": 0.5})
+    base.update(kw)
+    return DetectorResult(**base)
+
+
+def test_result_json_round_trip_is_exact():
+    r = _result()
+    back = result_from_json(result_to_json(r))
+    assert back == r
+    assert back.to_dict() == r.to_dict()
+    assert back.evidence[0].llr == r.evidence[0].llr
+
+
+def test_non_finite_results_are_not_stored(tmp_path):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    stored = cache.put_many([("a" * 64, {"format": "PNG"}, {"d": ("k1", _result(score=float("nan")))}),
+                             ("b" * 64, {"format": "PNG"}, {"d": ("k1", DetectorResult.failed("boom"))}),
+                             ("c" * 64, {"format": "PNG"}, {"d": ("k1", _result())})])
+    assert stored == 1
+    assert cache.get("a" * 64, {"d": "k1"}) is None
+    assert cache.get("b" * 64, {"d": "k1"}) is None
+    info, res = cache.get("c" * 64, {"d": "k1"})
+    assert info == {"format": "PNG"} and res["d"] == _result()
+    # every identity must be present: one missing detector means a miss
+    assert cache.get("c" * 64, {"d": "k1", "e": "k2"}) is None
+    assert cache.stats() == {"files": 3, "results": 1}
+
+
+def test_identity_key_depends_on_detector_and_run():
+    a = identity_key({"head": "h1", "dtype": "float32"}, {"draft": 224})
+    assert a == identity_key({"dtype": "float32", "head": "h1"}, {"draft": 224})
+    assert a != identity_key({"head": "h2", "dtype": "float32"}, {"draft": 224})
+    assert a != identity_key({"head": "h1", "dtype": "bfloat16"}, {"draft": 224})
+    assert a != identity_key({"head": "h1", "dtype": "float32"}, {"draft": None})
+
+
+class Counting(Detector):
+    """A pixel-free detector whose result depends on the file bytes only."""
+
+    family = "counting"
+    needs_pixels = False
+
+    def __init__(self, version="1", identity=True):
+        super().__init__("counting")
+        self.calls = 0
+        self.version = version
+        self.identity = identity
+
+    def predict(self, samples, features):
+        self.calls += len(samples)
+        return [DetectorResult(status="ok", p_ai=(int(s.record.sha256[:4], 16) % 1000) / 1000.0, score=1.0,
+                               score_kind="logit") for s in samples]
+
+    def cache_identity(self):
+        return {"family": self.family, "version": self.version} if self.identity else None
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def _scan(dets, paths, cache):
+    pipe = Pipeline(dets, batch_size=2, workers=2, cache=cache)
+    return pipe, [r.to_dict() for r in pipe.run([Candidate(p, explicit=True) for p in paths])]
+
+
+def test_second_scan_runs_no_detector_and_gives_identical_records(tmp_path, pngs):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    d1 = Counting()
+    p1, first = _scan([d1, UnavailableDetector("linear", "no head")], pngs, cache)
+    assert d1.calls == 5 and p1.stats.cache_hits == 0
+    d2 = Counting()
+    p2, second = _scan([d2, UnavailableDetector("linear", "no head")], pngs, cache)
+    assert d2.calls == 0 and p2.stats.cache_hits == 5
+    assert second == first
+    assert all(r["width"] == 48 and r["height"] == 40 and r["format"] == "PNG" for r in second)
+
+
+def test_changed_detector_or_bytes_miss_the_cache(tmp_path, pngs):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    _scan([Counting()], pngs, cache)
+    d = Counting(version="2")               # e.g. a retrained head: new identity
+    _scan([d], pngs, cache)
+    assert d.calls == 5
+    Image.open(pngs[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(pngs[0])  # new bytes, same path
+    d = Counting(version="2")
+    pipe, _ = _scan([d], pngs, cache)
+    assert d.calls == 1 and pipe.stats.cache_hits == 4
+
+
+def test_a_detector_without_identity_disables_the_cache(tmp_path, pngs):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    _scan([Counting(identity=False)], pngs, cache)
+    d = Counting(identity=False)
+    pipe, _ = _scan([d], pngs, cache)
+    assert d.calls == 5 and pipe.stats.cache_hits == 0 and pipe.cache is None
+    assert cache.stats()["files"] == 0
+
+
+def _hits(stderr: str) -> int:
+    m = re.search(r"(\d+) from the result cache", stderr)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory, dev_manifest):
+    wd = tmp_path_factory.mktemp("heads")
+    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "5",
+                "--name", "cache-probe", "--out", str(wd / "cache-probe"), env={"AIIDETECT_WEIGHTS": str(wd)})
+    assert r.returncode == 0, r.stderr
+    return wd
+
+
+def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_dir, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(dev_dir / "real" / "ml72", folder)
+    shutil.copy(dev_dir / "ai" / "sd14" / "000002025_0.png", folder)
+    env = {"AIIDETECT_WEIGHTS": str(probe), "AIIDETECT_CACHE": str(tmp_path / "cache")}
+    args = ("scan", str(folder), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "jsonl")
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    recs = jsonl(first.stdout)
+    ok = [r for r in recs if r["verdict"] != "error"]
+    assert ok and _hits(first.stderr) == 0
+    assert all(r["detectors"]["linear:cache-probe"]["status"] == "ok" for r in ok)
+
+    second = run_cli(*args, env=env)
+    assert second.returncode == 0, second.stderr
+    assert _hits(second.stderr) == len(ok)
+    assert jsonl(second.stdout) == recs
+
+    fresh = run_cli(*args, "--no-cache", env=env)
+    assert _hits(fresh.stderr) == 0
+    assert jsonl(fresh.stdout) == recs
+
+    # another dtype is another computation: not served from the fp32 rows
+    bf16 = run_cli(*args, "--dtype", "bfloat16", env=env)
+    assert bf16.returncode == 0, bf16.stderr
+    assert _hits(bf16.stderr) == 0
+
+    info = run_cli("cache", "info", "--format", "json", env=env)
+    assert info.returncode == 0, info.stderr
+    import json
+
+    got = json.loads(info.stdout)
+    assert got["results"]["files"] >= len(ok) and got["results"]["rows"] >= 2 * len(ok)
+    assert run_cli("cache", "clear", env=env).returncode == 0
+    again = run_cli(*args, env=env)
+    assert _hits(again.stderr) == 0 and jsonl(again.stdout) == recs
