@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -49,9 +50,18 @@ def weights_dirs(explicit: Iterable[str | Path] | None = None) -> list[Path]:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
     else:
         dirs.append(user_weights_dir())
-    if REPO_WEIGHTS.is_dir():
-        dirs.append(REPO_WEIGHTS)
-    return dirs
+    return dirs + shipped_weights_dirs()
+
+
+def shipped_weights_dirs() -> list[Path]:
+    """Heads that ship with aiidetect (the UnivFD probe): the checkout's weights/
+    for editable installs, or the copy a wheel installs under
+    <prefix>/share/aiidetect/weights (pyproject data-files)."""
+    out: list[Path] = []
+    for d in (REPO_WEIGHTS, Path(sys.prefix) / "share" / "aiidetect" / "weights"):
+        if d.is_dir() and all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
 
 
 def default_output_dir(name: str, explicit: Iterable[str | Path] | None = None) -> Path:

@@ -128,3 +128,46 @@ def test_no_heads_is_one_clear_unavailable(tmp_path):
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), weights_dirs=[tmp_path])
     (d,) = create_detectors(["linear"], ctx)
     assert d.name == "linear" and "train linear" in d.reason
+
+
+def test_shipped_heads_are_found_in_a_wheel_install(tmp_path, monkeypatch):
+    """A non-editable install has no checkout: the wheel's data-files copy under
+    <prefix>/share/aiidetect/weights must be found instead."""
+    import shutil
+    import sys
+
+    import aiidetect.weights as w
+
+    prefix = tmp_path / "prefix"
+    shutil.copytree(SHIPPED, prefix / "share" / "aiidetect" / "weights" / "univfd")
+    monkeypatch.setattr(w, "REPO_WEIGHTS", tmp_path / "no-checkout")
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    found = find_heads(w.weights_dirs(), "linear")
+    assert [(p.parent, m["name"]) for p, m in found if m["name"] == "univfd"] == \
+        [(prefix / "share" / "aiidetect" / "weights", "univfd")]
+    assert load_head(found[0][0]).name == "univfd"  # checksums verified
+
+
+def test_wheel_carries_the_shipped_heads(tmp_path):
+    """Build the wheel from a copy of the sources and look inside."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    repo = SHIPPED.parent.parent
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / f, src / f)
+    shutil.copytree(repo / "aiidetect", src / "aiidetect", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "weights", src / "weights")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (whl,) = (tmp_path / "dist").glob("aiidetect-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    for f in ("manifest.json", "head.safetensors", "LICENSE"):
+        assert any(n.endswith(f"data/share/aiidetect/weights/univfd/{f}") for n in names), names
+    assert any(n.endswith("aiidetect/configs/tiny-vit.json") for n in names)
