@@ -97,3 +97,29 @@ def test_bench_onnx_int8_runs():
 def test_bench_rejects_bad_combinations():
     r = run_cli("bench", "--backbone-config", "tiny-vit", "--dtype", "int8")
     assert r.returncode == 2 and "onnx" in r.stderr
+
+
+def test_auto_dtype_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    import aiidetect.backbone as bb
+
+    monkeypatch.setattr(bb, "native_bf16_cpu", lambda: True)
+    assert bb.resolve_dtype("auto", "cpu") == "bfloat16"
+    assert bb.resolve_dtype("auto", "cuda") == "float32"   # not measured on a GPU yet: stay exact
+    assert bb.resolve_dtype("float32", "cpu") == "float32"
+    monkeypatch.setattr(bb, "native_bf16_cpu", lambda: False)
+    assert bb.resolve_dtype("auto", "cpu") == "float32"    # emulated bf16 is slower than fp32
+    assert bb.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+
+
+def test_native_bf16_probe_matches_cpu_flags():
+    import platform
+
+    import aiidetect.backbone as bb
+
+    flags = ""
+    if platform.system() == "Linux":
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    else:
+        pytest.skip("flag check needs /proc/cpuinfo")
+    assert bb.native_bf16_cpu() == (" avx512_bf16" in flags or " amx_bf16" in flags)

@@ -158,6 +158,7 @@ def test_onnx_detectors_match_torch_detectors(export_fp32, tiny, linear_head_dir
         td, od = t.detectors["linear:probe"].to_dict(), o.detectors["linear:probe"].to_dict()
         assert od["status"] == "ok" and od.pop("runtime") == "onnx" and od.pop("provider") == "CPUExecutionProvider"
         assert set(td) == set(od)
+        assert td["dtype"] == od["dtype"] == "float32"
         assert abs(td["score"] - od["score"]) < FP32_TOL
         assert abs(td["p_ai"] - od["p_ai"]) < FP32_TOL
         assert t.verdict == o.verdict

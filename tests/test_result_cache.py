@@ -146,13 +146,15 @@ def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_d
     shutil.copytree(dev_dir / "real" / "ml72", folder)
     shutil.copy(dev_dir / "ai" / "sd14" / "000002025_0.png", folder)
     env = {"AIIDETECT_WEIGHTS": str(probe), "AIIDETECT_CACHE": str(tmp_path / "cache")}
-    args = ("scan", str(folder), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "jsonl")
+    args = ("scan", str(folder), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "jsonl",
+            "--dtype", "float32")
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr
     recs = jsonl(first.stdout)
     ok = [r for r in recs if r["verdict"] != "error"]
     assert ok and _hits(first.stderr) == 0
     assert all(r["detectors"]["linear:cache-probe"]["status"] == "ok" for r in ok)
+    assert all(r["detectors"]["linear:cache-probe"]["dtype"] == "float32" for r in ok)
 
     second = run_cli(*args, env=env)
     assert second.returncode == 0, second.stderr
@@ -164,9 +166,11 @@ def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_d
     assert jsonl(fresh.stdout) == recs
 
     # another dtype is another computation: not served from the fp32 rows
-    bf16 = run_cli(*args, "--dtype", "bfloat16", env=env)
+    bf16 = run_cli(*args[:-1], "bfloat16", env=env)
     assert bf16.returncode == 0, bf16.stderr
     assert _hits(bf16.stderr) == 0
+    assert {r["detectors"]["linear:cache-probe"]["dtype"] for r in jsonl(bf16.stdout) if r["verdict"] != "error"} \
+        == {"bfloat16"}
 
     info = run_cli("cache", "info", "--format", "json", env=env)
     assert info.returncode == 0, info.stderr

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, InferDtypeOpt,
                      PretrainedOpt, WeightsDirOpt, fail, stderr_console)
 
 
@@ -38,7 +38,7 @@ def calibrate_cmd(
     backbone_weights: Optional[str] = BackboneWeightsOpt,
     backbone_seed: int = BackboneSeedOpt,
     device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = InferDtypeOpt,
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
 ):
     """Fit calibration + fusion + the uncertain band; `scan` and `eval` then use it automatically."""

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
+from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, InferDtypeOpt,
                      PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
 
 
@@ -96,7 +96,7 @@ def evaluate_cmd(
     backbone_weights: Optional[str] = BackboneWeightsOpt,
     backbone_seed: int = BackboneSeedOpt,
     device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = InferDtypeOpt,
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
 ):
     """Evaluate detectors and the fused verdict: accuracy on real/AI, AP, AUC, TPR at 1%/5% FPR, ECE,

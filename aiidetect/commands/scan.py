@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
-                     BackboneWeightsOpt, DeviceOpt, DtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
+                     BackboneWeightsOpt, DeviceOpt, InferDtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
                      stderr_console)
 
 
@@ -60,7 +60,7 @@ def scan(
     backbone_weights: Optional[str] = BackboneWeightsOpt,
     backbone_seed: int = BackboneSeedOpt,
     device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
+    dtype: str = InferDtypeOpt,
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
 ):
     """Scan images and say, per file, whether it was made by a generative model.
@@ -90,8 +90,8 @@ def scan(
             fail("the ONNX runtime is not available in this build")
     if watermark not in ("auto", "always", "never"):
         fail("--watermark takes auto, always or never")
-    if dtype not in ("float32", "bfloat16", "float16"):
-        fail("--dtype takes float32, bfloat16 or float16")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        fail("--dtype takes auto, float32, bfloat16 or float16")
     if device not in ("auto", "cpu", "cuda"):
         fail("--device takes auto, cpu or cuda")
 
@@ -167,6 +167,9 @@ def scan(
             cache.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
+        if ctx._backbone is not None:
+            bb = ctx._backbone
+            err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
         if pipe.cache_error:
             err.print(f"[yellow]note:[/] results were not saved to the cache: {pipe.cache_error}", highlight=False)
     raise typer.Exit(exit_code)

@@ -47,7 +47,7 @@ class RunContext:
 
     backbone_spec: "BackboneSpec | None" = None
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "float32"          # or "auto" (backbone.resolve_dtype)
     weights_dirs: Sequence[Path] = ()
     runtime: str = "torch"          # torch | onnx
     onnx_dir: Path | None = None
@@ -62,11 +62,12 @@ class RunContext:
             return self._backbone
         if self._backbone_error is not None:
             raise DetectorUnavailable(self._backbone_error)
-        from ..backbone import BackboneSpec, BackboneUnavailable, create_backbone, resolve_device
+        from ..backbone import BackboneSpec, BackboneUnavailable, create_backbone, resolve_device, resolve_dtype
 
         try:
             spec = self.backbone_spec or BackboneSpec()
-            self._backbone = create_backbone(spec, device=resolve_device(self.device), dtype=self.dtype)
+            device = resolve_device(self.device)
+            self._backbone = create_backbone(spec, device=device, dtype=resolve_dtype(self.dtype, device))
         except BackboneUnavailable as exc:
             self._backbone_error = str(exc)
             raise DetectorUnavailable(self._backbone_error) from exc

@@ -99,7 +99,7 @@ class FlowDetector(Detector):
                         status="ok", p_ai=float(p[k]), score=float(z[k]), score_kind=SCORE_KIND,
                         extra={"nll": round(float(nll[k]), 4), "nll_per_dim": round(float(nll[k]) / self.dim, 5),
                                "z": round(float(z[k]), 4), "threshold_z": round(t, 4),
-                               "fpr_target": self.calibration.get("fpr")})
+                               "fpr_target": self.calibration.get("fpr"), "dtype": self.backbone.dtype})
         return [r if r is not None else DetectorResult.failed("internal: no result") for r in results]
 
 

@@ -65,7 +65,8 @@ class LinearDetector(Detector):
                     continue
                 p = float(self.linear.p_ai(logit))
                 out.append(DetectorResult(status="ok", p_ai=p, score=logit, score_kind="logit",
-                                          extra={"head": self.head.name, "threshold": self.linear.threshold}))
+                                          extra={"head": self.head.name, "threshold": self.linear.threshold,
+                                                 "dtype": self.backbone.dtype}))
             except Exception as exc:  # noqa: BLE001 - one bad vector must not stop the scan
                 out.append(DetectorResult.failed(f"{type(exc).__name__}: {exc}"))
         return out

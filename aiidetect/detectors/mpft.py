@@ -64,7 +64,8 @@ class MPFTDetector(Detector):
             top = np.argsort(-p)[:TOP_K]
             out.append(DetectorResult(
                 status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
-                extra={"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top]}))
+                extra={"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top],
+                       "dtype": self.backbone.dtype}))
         return out
 
     def cache_identity(self) -> dict[str, Any]:

@@ -190,6 +190,9 @@ def head_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
 # --------------------------------------------------------------------------
 # Detectors
 # --------------------------------------------------------------------------
+VARIANT_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
+
+
 class OnnxEncoder:
     """The FeatureRequest.encode of one exported graph: pixels -> every output."""
 
@@ -204,13 +207,15 @@ class OnnxEncoder:
 
 
 class OnnxHeadDetector(Detector):
-    def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = ""):
+    def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = "",
+                 dtype: str = "float32"):
         super().__init__(meta["name"])
         self.family = meta["family"]
         self.meta = dict(meta)
         self.request = request
         self.provider = provider
         self.graph_id = graph_id
+        self.dtype = dtype
         self._key = feature_key(request)
 
     def feature_requests(self) -> list[FeatureRequest]:
@@ -235,7 +240,7 @@ class OnnxHeadDetector(Detector):
             except Exception as exc:  # noqa: BLE001 - a broken head marks its results, not the scan
                 res = [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in rows]
             for i, r in zip(rows, res):
-                r.extra = {**r.extra, "runtime": "onnx", "provider": self.provider}
+                r.extra = {**r.extra, "runtime": "onnx", "provider": self.provider, "dtype": self.dtype}
                 out[i] = r
         return [r for r in out]  # type: ignore[misc]
 
@@ -283,8 +288,9 @@ def create(ctx: RunContext) -> list[Detector]:
         req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=dict(g["preprocessing"]),
                              encode=OnnxEncoder(sess), layers=(), device="cpu", dtype="float32")
         gid = _graph_id(Path(ctx.onnx_dir), g)
+        dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:
-            out.append(OnnxHeadDetector(h, req, sess.provider, gid))
+            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype))
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
         if not fam or fam in fams:
