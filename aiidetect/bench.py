@@ -225,9 +225,11 @@ def decoded_pixels(paths: Sequence[str], spec: Mapping[str, Any], n: int) -> np.
 
 def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch_size: int, workers: int
                     ) -> dict[str, Any]:
-    """The scan Pipeline (decode workers overlapped with the model, a linear
-    head, fusion, records), minus report writing."""
+    """The scan Pipeline as `aiidetect scan` runs it (decode workers with the
+    metadata detector overlapped with the model, a linear head, fusion,
+    records), minus report writing."""
     from .detectors.base import Detector, FeatureRequest, feature_key
+    from .detectors.metadata import MetadataDetector
     from .discover import Candidate
     from .pipeline import Pipeline
     from .records import DetectorResult
@@ -258,7 +260,7 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
                                           score_kind="logit"))
             return out
 
-    pipe = Pipeline([BenchHead()], batch_size=batch_size, workers=workers)
+    pipe = Pipeline([MetadataDetector({"watermark": "auto"}), BenchHead()], batch_size=batch_size, workers=workers)
     cands = [Candidate(p, explicit=True) for p in paths]
     t = time.perf_counter()
     recs = list(pipe.run(cands))
@@ -266,7 +268,7 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
     st = pipe.stats
     return {"images_per_s": len(recs) / s if s > 0 else None, "seconds": s, "files": len(recs),
             "decoded": st.decoded, "model_seconds": st.model_seconds, "decode_seconds_sum": st.decode_seconds,
-            "draft": pipe.draft}
+            "draft": pipe.draft, "detectors": [d.name for d in pipe.detectors]}
 
 
 def embed_cosine(backbone, pixels: np.ndarray, dtype: str) -> float:

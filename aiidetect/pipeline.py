@@ -87,6 +87,9 @@ class Pipeline:
         # JPEG draft (DCT downscale) only when every head resizes; never below what any head needs.
         self.draft = max(drafts) if drafts and all(d is not None for d in drafts) else None
         self.keep_image = any(getattr(d, "needs_image", False) for d in self.detectors)
+        # Per-file detectors (metadata: parsers, watermark) run in the decode workers, beside the model.
+        self.worker_dets = [d for d in self.detectors if d.per_file and not self.det_keys[d.name]]
+        self.main_dets = [d for d in self.detectors if d not in self.worker_dets]
         self.stats = ScanStats()
         self.cache, self.idents = None, {}
         self.cache_error: str | None = None
@@ -131,6 +134,9 @@ class Pipeline:
                 s.data = None
             elif s.ok:
                 decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
+        if s.ok and s.cached is None:
+            for d in self.worker_dets:
+                s.record.detectors[d.name] = _predict(d, [s], [{}])[0]
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
@@ -160,16 +166,11 @@ class Pipeline:
             feats = self._features(samples)
         except Exception as exc:  # noqa: BLE001 - a model failure marks the batch, the scan goes on
             feat_error = f"feature extraction failed: {type(exc).__name__}: {exc}"
-        for d in self.detectors:
+        for d in self.main_dets:
             if self.det_keys[d.name] and feats is None:
                 results = [DetectorResult.failed(feat_error) for _ in samples]
             else:
-                try:
-                    results = d.predict(samples, feats or [{} for _ in samples])
-                    if len(results) != len(samples):
-                        raise RuntimeError(f"returned {len(results)} results for {len(samples)} images")
-                except Exception as exc:  # noqa: BLE001
-                    results = [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
+                results = _predict(d, samples, feats or [{} for _ in samples])
             for s, r in zip(samples, results):
                 s.record.detectors[d.name] = r
 
@@ -197,6 +198,7 @@ class Pipeline:
     def _finish(self, s: Sample) -> Record:
         rec = s.record
         if rec.error is None:
+            rec.detectors = {d.name: rec.detectors[d.name] for d in self.detectors if d.name in rec.detectors}
             out = fuse(rec.detectors, self.fusion_model)
             rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
         return rec
@@ -249,6 +251,16 @@ class Pipeline:
                     yield rec
                 pending = nxt
                 start += chunk
+
+
+def _predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
+    try:
+        results = d.predict(samples, feats)
+        if len(results) != len(samples):
+            raise RuntimeError(f"returned {len(results)} results for {len(samples)} images")
+        return list(results)
+    except Exception as exc:  # noqa: BLE001 - a detector failure marks its results, never the scan
+        return [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
 
 
 def _copy_results(src: Record, dst: Record) -> None:

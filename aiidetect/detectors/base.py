@@ -80,6 +80,9 @@ class Detector:
 
     family: str = ""
     needs_pixels: bool = True
+    # True when predict needs one file's sample and nothing else (no features,
+    # no batch): the pipeline then runs it in the decode workers, beside the model.
+    per_file: bool = False
 
     def __init__(self, name: str | None = None):
         self.name = name or self.family

@@ -15,6 +15,7 @@ from .base import Detector, RunContext
 class MetadataDetector(Detector):
     family = "metadata"
     needs_pixels = False
+    per_file = True
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__("metadata")

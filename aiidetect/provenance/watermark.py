@@ -48,7 +48,7 @@ class WatermarkResult:
 def _u_channel(rgb: np.ndarray, order: str) -> np.ndarray:
     """OpenCV's BGR2YUV U plane for 8-bit input, bit-exact: its fixed-point Y
     (14-bit coefficients, rounded) then U = 0.492 * (B - Y) + 128."""
-    a = rgb.astype(np.int32)
+    a = rgb if rgb.dtype == np.int32 else rgb.astype(np.int32)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     if order == "rgb":  # the encoder was given RGB as if it were BGR
         r, b = b, r
@@ -57,8 +57,9 @@ def _u_channel(rgb: np.ndarray, order: str) -> np.ndarray:
     return np.clip(u, 0, 255)
 
 
-def bit_votes(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
-    """Per-bit mean of the block votes (in [0, 1]); > 0.5 reads as bit 1."""
+def block_votes(rgb: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """One 0/1 vote per 4x4 block of the DWT approximation band, in the
+    encoder's raster order; bit i of an n-bit message is voted by blocks i, i+n, ..."""
     h, w = rgb.shape[:2]
     u = _u_channel(rgb[: h // 4 * 4, : w // 4 * 4], order).astype(np.float64)
     # Haar DWT approximation band, with pywt's exact float operations: its
@@ -70,11 +71,19 @@ def bit_votes(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
     # The coefficient with the largest magnitude, DC excluded (first max wins, as np.argmax in the package).
     pos = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
     val = np.abs(blocks[np.arange(blocks.shape[0]), pos])
-    votes = (np.mod(val, SCALE) > 0.5 * SCALE).astype(np.float64)
+    return (np.mod(val, SCALE) > 0.5 * SCALE).astype(np.float64)
+
+
+def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
+    """Per-bit mean of the block votes (in [0, 1]); > 0.5 reads as bit 1."""
     idx = np.arange(votes.shape[0]) % n_bits
     sums = np.bincount(idx, weights=votes, minlength=n_bits)
     counts = np.bincount(idx, minlength=n_bits)
     return sums / np.maximum(counts, 1)
+
+
+def bit_votes(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
+    return bits_from_votes(block_votes(rgb, order), n_bits)
 
 
 def decode_bits(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
@@ -82,8 +91,11 @@ def decode_bits(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
 
 
 def agreement(rgb: np.ndarray, pattern: str, order: str = "bgr") -> float:
-    bits = PATTERNS[pattern]
-    return float(np.mean(decode_bits(rgb, len(bits), order) == bits))
+    return _agreement(block_votes(rgb, order), PATTERNS[pattern])
+
+
+def _agreement(votes: np.ndarray, bits: np.ndarray) -> float:
+    return float(np.mean((bits_from_votes(votes, len(bits)) * 255 > 127) == bits))
 
 
 def detect(rgb: np.ndarray) -> list[WatermarkResult]:
@@ -91,9 +103,13 @@ def detect(rgb: np.ndarray) -> list[WatermarkResult]:
     h, w = rgb.shape[:2]
     if h * w < MIN_PIXELS:
         return []
+    # The block votes depend on the channel order only: compute them once per
+    # order and read every message length from them.
+    a = rgb.astype(np.int32)
+    votes = {o: block_votes(a, o) for o in ("bgr", "rgb")}
     out = []
-    for name in PATTERNS:
-        best = max(((agreement(rgb, name, o), o) for o in ("bgr", "rgb")), key=lambda t: t[0])
+    for name, bits in PATTERNS.items():
+        best = max(((_agreement(votes[o], bits), o) for o in ("bgr", "rgb")), key=lambda t: t[0])
         thr = THRESHOLDS[name]
         out.append(WatermarkResult(name, best[0], best[1], best[0] >= thr, thr))
     return out
