@@ -372,6 +372,21 @@ def test_watermark_decoder_matches_reference_package(photo):
         assert np.array_equal(ref, watermark.decode_bits(a, 136, "bgr"))
 
 
+def test_u_planes_match_opencv_formula_on_any_size():
+    """The slab-wise, in-place U computation equals the plain whole-image formula
+    (OpenCV BGR2YUV fixed point), for both channel orders, on sizes that do not
+    divide into slabs or 4x4 blocks."""
+    rng = np.random.default_rng(7)
+    for h, w in [(4, 4), (37, 53), (260, 301), (96, 130)]:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        planes = watermark._u_planes(rgb, rows=16)
+        a = rgb[: h // 4 * 4, : w // 4 * 4].astype(np.int64)
+        for order, (r, b) in {"bgr": (a[..., 0], a[..., 2]), "rgb": (a[..., 2], a[..., 0])}.items():
+            y = (r * 4899 + a[..., 1] * 9617 + b * 1868 + (1 << 13)) >> 14
+            u = np.clip(((b - y) * 8061 + (128 << 14) + (1 << 13)) >> 14, 0, 255)
+            assert np.array_equal(planes[order], u), (h, w, order)
+
+
 def test_watermark_auto_skips_implausible_sizes(photo):
     odd = photo.crop((0, 0, 509, 500))
     rep = analyze(png_bytes(odd), "x.png")

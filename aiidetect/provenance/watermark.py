@@ -45,23 +45,41 @@ class WatermarkResult:
     threshold: float
 
 
-def _u_channel(rgb: np.ndarray, order: str) -> np.ndarray:
-    """OpenCV's BGR2YUV U plane for 8-bit input, bit-exact: its fixed-point Y
-    (14-bit coefficients, rounded) then U = 0.492 * (B - Y) + 128."""
-    a = rgb if rgb.dtype == np.int32 else rgb.astype(np.int32)
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
-    if order == "rgb":  # the encoder was given RGB as if it were BGR
-        r, b = b, r
-    y = (r * 4899 + g * 9617 + b * 1868 + (1 << 13)) >> 14
-    u = ((b - y) * 8061 + (128 << 14) + (1 << 13)) >> 14
-    return np.clip(u, 0, 255)
-
-
-def block_votes(rgb: np.ndarray, order: str = "bgr") -> np.ndarray:
-    """One 0/1 vote per 4x4 block of the DWT approximation band, in the
-    encoder's raster order; bit i of an n-bit message is voted by blocks i, i+n, ..."""
+def _u_planes(rgb: np.ndarray, orders=("bgr", "rgb"), rows: int = 32) -> dict[str, np.ndarray]:
+    """OpenCV's BGR2YUV U plane for 8-bit input, bit-exact, cropped to a multiple
+    of 4: its fixed-point Y (14-bit coefficients, rounded) then
+    U = 0.492 * (B - Y) + 128. "rgb" is the plane of an encoder that was given
+    RGB as if it were BGR (diffusers). This runs on every plausible-size image
+    of a scan and is memory-bound, so it works in-place on slabs of `rows` rows
+    that stay in cache."""
     h, w = rgb.shape[:2]
-    u = _u_channel(rgb[: h // 4 * 4, : w // 4 * 4], order).astype(np.float64)
+    H, W = h // 4 * 4, w // 4 * 4
+    out = {o: np.empty((H, W), np.int32) for o in orders}
+    for top in range(0, H, rows):
+        r, g, b = np.moveaxis(rgb[top:min(top + rows, H), :W], -1, 0).astype(np.int32)
+        g_term = g * 9617
+        for order in orders:
+            rr, bb = (r, b) if order == "bgr" else (b, r)
+            y = rr * 4899
+            y += g_term
+            y += bb * 1868
+            y += 1 << 13
+            y >>= 14
+            u = out[order][top:top + rows]
+            np.subtract(bb, y, out=u)
+            u *= 8061
+            u += (128 << 14) + (1 << 13)
+            u >>= 14
+            np.clip(u, 0, 255, out=u)
+    return out
+
+
+def _u_channel(rgb: np.ndarray, order: str) -> np.ndarray:
+    return _u_planes(rgb, (order,))[order]
+
+
+def _votes_from_u(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.float64)
     # Haar DWT approximation band, with pywt's exact float operations: its
     # 1/sqrt(2) taps leave ties at 0.5*SCALE a hair above, which decides votes.
     h = 0.7071067811865476
@@ -72,6 +90,12 @@ def block_votes(rgb: np.ndarray, order: str = "bgr") -> np.ndarray:
     pos = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
     val = np.abs(blocks[np.arange(blocks.shape[0]), pos])
     return (np.mod(val, SCALE) > 0.5 * SCALE).astype(np.float64)
+
+
+def block_votes(rgb: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """One 0/1 vote per 4x4 block of the DWT approximation band, in the
+    encoder's raster order; bit i of an n-bit message is voted by blocks i, i+n, ..."""
+    return _votes_from_u(_u_channel(rgb, order))
 
 
 def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
@@ -105,8 +129,7 @@ def detect(rgb: np.ndarray) -> list[WatermarkResult]:
         return []
     # The block votes depend on the channel order only: compute them once per
     # order and read every message length from them.
-    a = rgb.astype(np.int32)
-    votes = {o: block_votes(a, o) for o in ("bgr", "rgb")}
+    votes = {o: _votes_from_u(u) for o, u in _u_planes(rgb).items()}
     out = []
     for name, bits in PATTERNS.items():
         best = max(((_agreement(votes[o], bits), o) for o in ("bgr", "rgb")), key=lambda t: t[0])
