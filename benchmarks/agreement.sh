@@ -16,3 +16,10 @@ for v in "fp32" "int8 dynamic" "int8 static" "fp16"; do
     --int8-mode "$mode" --calibration-data "$DATA" --calibration-limit 32 \
     --agreement-data "$DATA" --agreement-limit 1000 > "$OUT/agreement-$CFG-$tag.json"
 done
+
+# The torch path in bfloat16 (what `--dtype auto` picks on CPUs with native bf16) against float32:
+# two full scans of the same files, compared head by head and on the fused verdict.
+python -m aiidetect scan "$DATA" --backbone-config "$CFG" --format jsonl --no-cache -q --dtype float32 > "/tmp/agree-$CFG-fp32.jsonl"
+python -m aiidetect scan "$DATA" --backbone-config "$CFG" --format jsonl --no-cache -q --dtype bfloat16 > "/tmp/agree-$CFG-bf16.jsonl"
+python benchmarks/dtype_agreement.py "/tmp/agree-$CFG-fp32.jsonl" "/tmp/agree-$CFG-bf16.jsonl" --label "$CFG-torch-bf16" \
+  > "$OUT/agreement-$CFG-torch-bf16.json"

@@ -56,6 +56,17 @@ def agreement():
         if not r:
             continue
         tag = f.rsplit("agreement-", 1)[1][:-5]
+        if "detectors" in r:  # two scans compared by benchmarks/dtype_agreement.py
+            for name, v in r["detectors"].items():
+                if v["score_max_abs_diff"] is None or name == "metadata":
+                    continue
+                rows.append(f"| {tag} | torch cpu | {name}/score | {v['score_max_abs_diff']:.3g} | "
+                            f"{v['score_mean_abs_diff']:.3g} | {v['decision_changed_share']:.2%} "
+                            f"({v['decision_changed']}/{v['files']}) |")
+            fu = r["fused"]
+            rows.append(f"| {tag} | torch cpu | fused p_ai / verdict | {fu['p_ai_max_abs_diff']:.3g} | | "
+                        f"{fu['verdict_changed_share']:.2%} ({fu['verdict_changed']}/{r['files']}) |")
+            continue
         for g in r["graphs"]:
             a = g.get("agreement") or {}
             heads = a.get("heads", {})
