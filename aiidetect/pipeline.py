@@ -125,7 +125,7 @@ class Pipeline:
             s = self.decoder(c.path, index, self.specs)
         else:
             s = read_sample(c.path, index, self.limits)
-            hit = self.cache.get(s.record.sha256, self.idents) if s.ok and self.cache is not None else None
+            hit = self._cache_get(s.record.sha256) if s.ok and self.cache is not None else None
             if hit is not None:
                 info, s.cached = hit
                 rec = s.record
@@ -173,6 +173,13 @@ class Pipeline:
                 results = _predict(d, samples, feats or [{} for _ in samples])
             for s, r in zip(samples, results):
                 s.record.detectors[d.name] = r
+
+    def _cache_get(self, sha: str):
+        try:
+            return self.cache.get(sha, self.idents)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache means recomputing, never a failed file
+            self.cache_error = self.cache_error or f"{type(exc).__name__}: {exc}"
+            return None
 
     def _from_cache(self, s: Sample) -> None:
         cached = s.cached or {}

@@ -181,3 +181,14 @@ def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_d
     assert run_cli("cache", "clear", env=env).returncode == 0
     again = run_cli(*args, env=env)
     assert _hits(again.stderr) == 0 and jsonl(again.stdout) == recs
+
+
+def test_a_damaged_cache_costs_speed_not_files(tmp_path, pngs):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    _scan([Counting()], pngs, cache)
+    cache._db.execute("DROP TABLE results")   # e.g. a cache written by something else
+    cache._db.commit()
+    d = Counting()
+    pipe, recs = _scan([d], pngs, cache)
+    assert d.calls == 5 and all(r["verdict"] != "error" for r in recs)
+    assert pipe.cache_error and "results" in pipe.cache_error

@@ -171,7 +171,8 @@ def scan(
             bb = ctx._backbone
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
         if pipe.cache_error:
-            err.print(f"[yellow]note:[/] results were not saved to the cache: {pipe.cache_error}", highlight=False)
+            err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {pipe.cache_error}",
+                      highlight=False)
     raise typer.Exit(exit_code)
 
 
