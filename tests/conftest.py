@@ -34,6 +34,26 @@ def dev_manifest(dev_dir) -> Path:
     return dev_dir / "manifest.csv"
 
 
+@pytest.fixture(scope="session")
+def _tiny_probe(tmp_path_factory, dev_manifest) -> Path:
+    wd = tmp_path_factory.mktemp("tiny-probe")
+    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "5",
+                "--name", "cli-probe", "--out", str(wd / "cli-probe"), env={"AIIDETECT_WEIGHTS": str(wd)})
+    assert r.returncode == 0, r.stderr
+    return wd
+
+
+@pytest.fixture(scope="module")
+def trained(_tiny_probe, tmp_path_factory) -> Path:
+    """A weights folder holding `cli-probe`, a linear probe on tiny-vit trained once per
+    session through the CLI; each module gets its own copy to read or damage."""
+    import shutil
+
+    wd = tmp_path_factory.mktemp("heads")
+    shutil.copytree(_tiny_probe, wd, dirs_exist_ok=True)
+    return wd
+
+
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "weights"

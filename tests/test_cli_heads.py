@@ -2,18 +2,7 @@
 then scan with it; the shipped UnivFD head must explain why it cannot run."""
 import json
 
-import pytest
-
 from conftest import jsonl, run_cli
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, dev_manifest):
-    wd = tmp_path_factory.mktemp("heads")
-    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "5",
-                "--name", "cli-probe", "--out", str(wd / "cli-probe"), env={"AIIDETECT_WEIGHTS": str(wd)})
-    assert r.returncode == 0, r.stderr
-    return wd
 
 
 def test_scan_uses_trained_head(trained, dev_dir):

@@ -132,20 +132,11 @@ def _hits(stderr: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory, dev_manifest):
-    wd = tmp_path_factory.mktemp("heads")
-    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "5",
-                "--name", "cache-probe", "--out", str(wd / "cache-probe"), env={"AIIDETECT_WEIGHTS": str(wd)})
-    assert r.returncode == 0, r.stderr
-    return wd
-
-
-def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_dir, tmp_path):
+def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(trained, dev_dir, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(dev_dir / "real" / "ml72", folder)
     shutil.copy(dev_dir / "ai" / "sd14" / "000002025_0.png", folder)
-    env = {"AIIDETECT_WEIGHTS": str(probe), "AIIDETECT_CACHE": str(tmp_path / "cache")}
+    env = {"AIIDETECT_WEIGHTS": str(trained), "AIIDETECT_CACHE": str(tmp_path / "cache")}
     args = ("scan", str(folder), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "jsonl",
             "--dtype", "float32")
     first = run_cli(*args, env=env)
@@ -153,8 +144,8 @@ def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_d
     recs = jsonl(first.stdout)
     ok = [r for r in recs if r["verdict"] != "error"]
     assert ok and _hits(first.stderr) == 0
-    assert all(r["detectors"]["linear:cache-probe"]["status"] == "ok" for r in ok)
-    assert all(r["detectors"]["linear:cache-probe"]["dtype"] == "float32" for r in ok)
+    assert all(r["detectors"]["linear:cli-probe"]["status"] == "ok" for r in ok)
+    assert all(r["detectors"]["linear:cli-probe"]["dtype"] == "float32" for r in ok)
 
     second = run_cli(*args, env=env)
     assert second.returncode == 0, second.stderr
@@ -169,7 +160,7 @@ def test_cli_rescan_reuses_results_and_no_cache_recomputes_the_same(probe, dev_d
     bf16 = run_cli(*args[:-1], "bfloat16", env=env)
     assert bf16.returncode == 0, bf16.stderr
     assert _hits(bf16.stderr) == 0
-    assert {r["detectors"]["linear:cache-probe"]["dtype"] for r in jsonl(bf16.stdout) if r["verdict"] != "error"} \
+    assert {r["detectors"]["linear:cli-probe"]["dtype"] for r in jsonl(bf16.stdout) if r["verdict"] != "error"} \
         == {"bfloat16"}
 
     info = run_cli("cache", "info", "--format", "json", env=env)
