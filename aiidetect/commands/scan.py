@@ -167,8 +167,8 @@ def scan(
             cache.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
-        if ctx._backbone is not None:
-            bb = ctx._backbone
+        bb = ctx.built_backbone
+        if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
         if pipe.cache_error:
             err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {pipe.cache_error}",

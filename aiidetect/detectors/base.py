@@ -55,6 +55,11 @@ class RunContext:
     _backbone: Any = None
     _backbone_error: str | None = None
 
+    @property
+    def built_backbone(self) -> "Backbone | None":
+        """The backbone if some detector built it (for reporting), else None."""
+        return self._backbone
+
     def backbone(self) -> "Backbone":
         """The run's frozen backbone, built on first use. Raises
         DetectorUnavailable (with the remedy) when it cannot be built."""

@@ -114,10 +114,6 @@ def decode_bits(rgb: np.ndarray, n_bits: int, order: str = "bgr") -> np.ndarray:
     return (bit_votes(rgb, n_bits, order) * 255 > 127).astype(np.uint8)
 
 
-def agreement(rgb: np.ndarray, pattern: str, order: str = "bgr") -> float:
-    return _agreement(block_votes(rgb, order), PATTERNS[pattern])
-
-
 def _agreement(votes: np.ndarray, bits: np.ndarray) -> float:
     return float(np.mean((bits_from_votes(votes, len(bits)) * 255 > 127) == bits))
 
