@@ -56,10 +56,21 @@ def vit_gflops(model_cfg: Mapping[str, Any]) -> float:
     return (patch + layers * block + proj) / 1e9
 
 
-def matmul_peak_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
-    """Best GFLOP/s of an n x n x n GEMM over ~`seconds` (torch, all threads)."""
+def matmul_peak_gflops(dtype: str = "float32", n: int | None = None, seconds: float = 1.0, device: str = "cpu"
+                       ) -> float:
+    """Best GFLOP/s of an n x n x n GEMM over ~`seconds` (torch, all threads).
+
+    On CUDA the GEMM runs asynchronously, so each timed product is bracketed by
+    CUDA events after warm-ups; n defaults to 8192 there, because a 2048 GEMM
+    takes tens of microseconds on a data-centre GPU and would measure launch
+    overhead instead of the tensor cores. Inputs are random: zeros run faster
+    than real data on some GPUs.
+    """
     import torch
 
+    if device == "cuda":
+        return _cuda_matmul_peak(dtype, n or 8192, seconds)
+    n = n or 2048
     dt = getattr(torch, dtype)
     a = torch.randn(n, n, device=device).to(dt)
     b = torch.randn(n, n, device=device).to(dt)
@@ -67,16 +78,42 @@ def matmul_peak_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 1
     best = 0.0
     end = time.perf_counter() + seconds
     while True:
-        if device == "cuda":
-            torch.cuda.synchronize()
         t = time.perf_counter()
         torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
         dt_s = time.perf_counter() - t
         best = max(best, 2 * n ** 3 / dt_s / 1e9)
         if time.perf_counter() > end:
             break
+    return best
+
+
+def _cuda_matmul_peak(dtype: str, n: int, seconds: float) -> float:
+    import torch
+
+    dt = getattr(torch, dtype)
+    a = torch.randn(n, n, device="cuda", dtype=dt)
+    b = torch.randn(n, n, device="cuda", dtype=dt)
+    c = torch.empty(n, n, device="cuda", dtype=dt)
+    for _ in range(3):  # cuBLAS handle, heuristics, clocks up
+        torch.mm(a, b, out=c)
+    torch.cuda.synchronize()
+    best = 0.0
+    end = time.perf_counter() + seconds
+    reps = 0
+    while reps < 5 or time.perf_counter() < end:
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.mm(a, b, out=c)
+        stop.record()
+        stop.synchronize()
+        ms = start.elapsed_time(stop)
+        if ms > 0:
+            best = max(best, 2 * n ** 3 / (ms / 1e3) / 1e9)
+        reps += 1
+        if reps >= 200:
+            break
+    del a, b, c
+    torch.cuda.empty_cache()
     return best
 
 
@@ -200,6 +237,39 @@ def time_model(runner, pixels: np.ndarray, batch_size: int, min_batches: int = 2
             "seconds_per_batch_median": med}
 
 
+def time_model_on_device(backbone, pixels: np.ndarray, batch_size: int, dtype: str, min_batches: int = 5,
+                         min_seconds: float = 2.0) -> dict[str, Any]:
+    """Images/s of the encoder alone on a CUDA device: the batch is already on
+    the GPU in `dtype` and each forward is timed with CUDA events, so host
+    copies and Python around it are left out. The gap to `time_model` (numpy
+    in, numpy out, as the scan feeds it) is the cost of moving pixels and
+    features across PCIe."""
+    import torch
+
+    b = pixels[:batch_size]
+    if len(b) < batch_size:
+        b = np.concatenate([b] * (batch_size // max(1, len(b)) + 1))[:batch_size]
+    x = torch.from_numpy(np.ascontiguousarray(b)).to("cuda", getattr(torch, dtype))
+    times = []
+    with torch.inference_mode():
+        for _ in range(2):
+            backbone.encode(x)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        while len(times) < min_batches or time.perf_counter() - start < min_seconds:
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            backbone.encode(x)
+            e1.record()
+            e1.synchronize()
+            times.append(e0.elapsed_time(e1) / 1e3)
+            if len(times) >= 200:
+                break
+    med = float(np.median(times))
+    return {"images_per_s": batch_size / med, "images_per_s_best": batch_size / min(times), "batches": len(times),
+            "seconds_per_batch_median": med}
+
+
 def time_decode(paths: Sequence[str], spec: Mapping[str, Any], workers: int, draft: bool) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -308,10 +378,13 @@ def image_files(folder: str | Path | None, limit: int) -> list[str]:
 
 
 def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "torch", dtype: str = "float32",
-              batch_size: int = 8, workers: int = 2, images: int = 32, device: str = "cpu",
+              batch_size: int | Sequence[int] = 8, workers: int = 2, images: int = 32, device: str = "cpu",
               onnx_dir: Path | None = None, peak_seconds: float = 1.0, model_seconds: float = 3.0,
-              profile: bool = False, check_cosine: bool = True,
+              profile: bool = False, check_cosine: bool = True, preprocess: str = "resize-center-crop",
               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """One bench run. `batch_size` may be a list: the model is then timed at
+    each size (`sweep`), and the top-level fields, decode and end to end
+    belong to the last one."""
     from .backbone import create_backbone, resolve_device
     from .preprocess import make_spec
 
@@ -324,6 +397,10 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
     if runtime == "onnx" and dtype == "bfloat16":
         raise ValueError("ONNX Runtime's CPU provider has no bf16 kernels: use --dtype float32/int8 (CPU) or "
                          "float16 (CUDA) with --runtime onnx")
+    sizes = [int(batch_size)] if isinstance(batch_size, int) else [int(b) for b in batch_size]
+    if not sizes or min(sizes) < 1:
+        raise ValueError("batch sizes must be positive integers")
+    batch_size = sizes[-1]
     dev = resolve_device(device)
     res: dict[str, Any] = {"backbone": backbone_spec.describe(), "runtime": runtime, "dtype": dtype,
                            "batch_size": batch_size, "workers": workers, "device": dev, "machine": machine_facts()}
@@ -333,16 +410,21 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
 
     quiet_torch_threads()
     res["threads"] = torch.get_num_threads()
+    if dev == "cuda":
+        res["machine"]["gpu"] = torch.cuda.get_device_name(0)
+        res["machine"]["torch"] = torch.__version__
+        res["machine"]["cuda"] = torch.version.cuda
     log("measuring matmul peak")
+    peak_dtypes = ("float32", "bfloat16", "float16") if dev == "cuda" else ("float32", "bfloat16")
     res["peak_gflops"] = {dt: round(matmul_peak_gflops(dt, seconds=peak_seconds, device=dev), 1)
-                          for dt in ("float32", "bfloat16")}
+                          for dt in peak_dtypes}
     t = time.perf_counter()
     bb = create_backbone(backbone_spec, device=dev, dtype="float32")
     res["backbone_build_s"] = round(time.perf_counter() - t, 2)
     res["fingerprint"] = bb.fingerprint
     gf = vit_gflops(bb.model_cfg)
     res["model_gflops_per_image"] = round(gf, 3)
-    spec = make_spec("resize-center-crop", bb.image_size, bb.mean, bb.std)
+    spec = make_spec(preprocess, bb.image_size, bb.mean, bb.std)
     res["preprocessing"] = spec["mode"]
 
     paths = image_files(folder, images)
@@ -353,38 +435,62 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         full = time_decode(paths, spec, workers, draft=False)
         res["decode_images_per_s"] = _r(dec["images_per_s"])
         res["decode_images_per_s_no_draft"] = _r(full["images_per_s"])
-        px = decoded_pixels(paths, spec, max(batch_size, 4))
+        res["decode_draft"] = dec["draft"]
+        px = decoded_pixels(paths, spec, min(len(paths), max(max(sizes), 4)))
     else:
         res["decode_images_per_s"] = res["decode_images_per_s_no_draft"] = None
-        px = np.random.default_rng(0).standard_normal((batch_size, 3, bb.image_size, bb.image_size)
+        px = np.random.default_rng(0).standard_normal((max(sizes), 3, bb.image_size, bb.image_size)
                                                       ).astype(np.float32)
     if check_cosine and runtime == "torch" and dtype in ("bfloat16", "float16"):
         log(f"embedding cosine {dtype} vs float32")
         res[f"{'bf16' if dtype == 'bfloat16' else 'fp16'}_cosine_min"] = round(embed_cosine(bb, px[:4], dtype), 6)
 
+    basis = {"float32": "float32", "bfloat16": "bfloat16", "float16": "bfloat16", "int8": "bfloat16"}[dtype]
+    if dtype == "float16" and "float16" in res["peak_gflops"]:
+        basis = "float16"
+    peak = res["peak_gflops"][basis]
+    limit = peak / gf if gf else None
     with tempfile.TemporaryDirectory() as td:
         if runtime == "torch":
             runner = TorchRunner(bb, dtype)
         else:
             runner = make_onnx_runner(bb, dtype, onnx_dir, device, Path(td), log)
         res["provider"] = runner.provider
-        log(f"timing the model ({runtime}, {dtype}, batch {batch_size})")
-        m = time_model(runner, px, batch_size, min_seconds=model_seconds)
-        res["model_images_per_s"] = _r(m["images_per_s"])
-        res["model_images_per_s_best"] = _r(m["images_per_s_best"])
-        res["model_batches"] = m["batches"]
+        sweep = []
+        for bs in sizes:
+            if dev == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            log(f"timing the model ({runtime}, {dtype}, batch {bs})")
+            m = time_model(runner, px, bs, min_seconds=model_seconds)
+            row = {"batch_size": bs, "model_images_per_s": _r(m["images_per_s"]),
+                   "model_images_per_s_best": _r(m["images_per_s_best"]), "model_batches": m["batches"],
+                   "model_efficiency": _r(m["images_per_s"] / limit, 4) if limit else None}
+            if dev == "cuda" and runtime == "torch":
+                d = time_model_on_device(bb, px, bs, dtype, min_seconds=min(model_seconds, 2.0))
+                row["model_images_per_s_on_device"] = _r(d["images_per_s"])
+                row["model_efficiency_on_device"] = _r(d["images_per_s"] / limit, 4) if limit else None
+                row["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+            sweep.append(row)
+        last = sweep[-1]
+        res["model_images_per_s"] = last["model_images_per_s"]
+        res["model_images_per_s_best"] = last["model_images_per_s_best"]
+        res["model_batches"] = last["model_batches"]
+        for k in ("model_images_per_s_on_device", "model_efficiency_on_device"):
+            if k in last:
+                res[k] = last[k]
+        if len(sizes) > 1:
+            res["sweep"] = sweep
         if profile and runtime == "torch":
             res["profile"] = torch_profile(runner, np.ascontiguousarray(px[:batch_size]))
         if paths:
             log("end to end through the scan pipeline")
+            if dev == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             e = time_end_to_end(paths, runner, spec, batch_size, workers)
             res["end_to_end_images_per_s"] = _r(e["images_per_s"])
             res["end_to_end"] = {k: _r(v) if isinstance(v, float) else v for k, v in e.items()}
         else:
             res["end_to_end_images_per_s"] = None
-    basis = {"float32": "float32", "bfloat16": "bfloat16", "float16": "bfloat16", "int8": "bfloat16"}[dtype]
-    peak = res["peak_gflops"][basis]
-    limit = peak / gf if gf else None
     res["limit_basis"] = f"{basis} matmul peak"
     res["limit_images_per_s"] = _r(limit)
     e2e = res.get("end_to_end_images_per_s")
@@ -393,7 +499,9 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
     res["end_to_end_vs_model"] = _r(e2e / res["model_images_per_s"], 4) if e2e else None
     res["peak_memory_mb"] = round(peak_rss_mb(), 1)
     if dev == "cuda":
-        res["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        # the largest over the whole run (the sweep rows hold each batch size's own)
+        res["peak_gpu_memory_mb"] = max([r.get("peak_gpu_memory_mb") or 0.0 for r in sweep]
+                                        + [round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)])
     res["machine"]["loadavg_1m_end"] = machine_facts().get("loadavg_1m")
     return res
 

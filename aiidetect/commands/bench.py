@@ -26,6 +26,13 @@ def bench_cmd(
     runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (torch) | float16 | int8 (onnx)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes",
+                                              help="Comma-separated batch sizes to time the model at, e.g. "
+                                                   "32,64,128,256 (overrides --batch-size; decode and end to "
+                                                   "end use the last)."),
+    preprocess: str = typer.Option("resize-center-crop", "--preprocess",
+                                   help="resize-center-crop (JPEG draft decoding) | center-crop (full-size "
+                                        "decode, as the shipped univfd head needs)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decode threads."),
     images: int = typer.Option(32, "--images", min=1, help="At most this many images from FOLDER."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
@@ -39,7 +46,13 @@ def bench_cmd(
     matmul peak and the model's FLOPs, hence efficiency against the limit.
 
     Random-init backbones are fine (`--backbone ViT-B-16 --pretrained none`):
-    speed does not depend on weight values.
+    speed does not depend on weight values. On CUDA the model is also timed
+    with the batch already on the GPU (CUDA events), and peak GPU memory is
+    reported per batch size.
+
+    Examples:
+      aiidetect bench ../shared/data/dev/real --backbone ViT-B-16 --pretrained none --dtype bfloat16
+      aiidetect bench --backbone ViT-L-14 --pretrained none --device cuda --dtype float16 --batch-sizes 32,64,128,256
     """
     from ..bench import DTYPES, RUNTIMES
 
@@ -49,6 +62,16 @@ def bench_cmd(
         fail(f"--dtype takes {', '.join(DTYPES)}")
     if fmt not in ("table", "json"):
         fail("--format takes table or json")
+    if preprocess not in ("resize-center-crop", "center-crop"):
+        fail("--preprocess takes resize-center-crop or center-crop")
+    sizes = [batch_size]
+    if batch_sizes is not None:
+        try:
+            sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            fail(f"--batch-sizes takes positive integers separated by commas, e.g. 32,64,128 (got {batch_sizes!r})")
     if folder is not None and not folder.is_dir():
         fail(f"{folder} is not a folder")
     err = stderr_console()
@@ -57,9 +80,9 @@ def bench_cmd(
     from ..bench import run_bench
 
     try:
-        res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=batch_size, workers=workers,
-                        images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds, peak_seconds=peak_seconds,
-                        profile=profile, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
+        res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=sizes if len(sizes) > 1 else sizes[0],
+                        workers=workers, images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds,
+                        peak_seconds=peak_seconds, profile=profile, preprocess=preprocess, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
     except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
@@ -83,17 +106,20 @@ def _table(res) -> None:
     t.add_column("value", justify="right")
     pk = res["peak_gflops"]
     rows = [
-        ("matmul peak fp32 / bf16", f"{pk['float32']:,.0f} / {pk['bfloat16']:,.0f} GFLOP/s"),
+        ("matmul peak " + " / ".join(k.replace("float", "fp").replace("bfp", "bf") for k in pk),
+         " / ".join(f"{v:,.0f}" for v in pk.values()) + " GFLOP/s"),
         ("model GFLOP per image", f(res["model_gflops_per_image"])),
         (f"limit ({res['limit_basis']})", f(res["limit_images_per_s"], " img/s")),
         ("decode (draft mode)", f(res["decode_images_per_s"], " img/s")),
         ("decode (full size)", f(res["decode_images_per_s_no_draft"], " img/s")),
         ("model", f(res["model_images_per_s"], " img/s")),
+        ("model, batch already on the GPU", f(res.get("model_images_per_s_on_device"), " img/s")),
         ("end to end (scan pipeline)", f(res["end_to_end_images_per_s"], " img/s")),
         ("end to end / model", f(res["end_to_end_vs_model"], "%")),
         ("efficiency (end to end / limit)", f(res["efficiency"], "%")),
         ("model efficiency", f(res["model_efficiency"], "%")),
         ("peak memory (RSS)", f(res["peak_memory_mb"], " MB")),
+        ("peak GPU memory (allocated)", f(res.get("peak_gpu_memory_mb"), " MB")),
     ]
     for k in ("bf16_cosine_min", "fp16_cosine_min"):
         if k in res:
@@ -104,6 +130,15 @@ def _table(res) -> None:
     for k, v in rows:
         t.add_row(k, v)
     Console().print(t)
+    if res.get("sweep"):
+        sw = Table(title="model at each batch size")
+        for c in ("batch", "img/s", "efficiency", "img/s on GPU", "efficiency on GPU", "GPU MB"):
+            sw.add_column(c, justify="right")
+        for r in res["sweep"]:
+            sw.add_row(str(r["batch_size"]), f(r["model_images_per_s"]), f(r["model_efficiency"], "%"),
+                       f(r.get("model_images_per_s_on_device")), f(r.get("model_efficiency_on_device"), "%"),
+                       f(r.get("peak_gpu_memory_mb")))
+        Console().print(sw)
     if res.get("profile"):
         p = Table(title="top operators, one batch (self CPU time)")
         for c in ("op", "self ms", "share", "calls"):
