@@ -347,10 +347,11 @@ def embed_cosine(backbone, pixels: np.ndarray, dtype: str) -> float:
     import torch
 
     backbone.to(dtype="float32")
+    x = torch.from_numpy(pixels).to(backbone.device)
     with torch.inference_mode():
-        ref = backbone.encode(torch.from_numpy(pixels))["embed"].double()
+        ref = backbone.encode(x)["embed"].double()
         backbone.to(dtype=dtype)
-        got = backbone.encode(torch.from_numpy(pixels).to(getattr(torch, dtype)))["embed"].double()
+        got = backbone.encode(x.to(getattr(torch, dtype)))["embed"].double()
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=1)
     return float(cos.min())
 
