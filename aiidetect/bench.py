@@ -88,6 +88,12 @@ def matmul_peak_gflops(dtype: str = "float32", n: int | None = None, seconds: fl
 
 
 def _cuda_matmul_peak(dtype: str, n: int, seconds: float) -> float:
+    return cuda_matmul_stats(dtype, n, seconds)["best"]
+
+
+def cuda_matmul_stats(dtype: str, n: int = 8192, seconds: float = 1.0) -> dict[str, float]:
+    """GFLOP/s of n x n x n GEMMs on the GPU, each timed with CUDA events after
+    warm-ups: best and median over at most 200 products or `seconds`."""
     import torch
 
     dt = getattr(torch, dtype)
@@ -97,10 +103,11 @@ def _cuda_matmul_peak(dtype: str, n: int, seconds: float) -> float:
     for _ in range(3):  # cuBLAS handle, heuristics, clocks up
         torch.mm(a, b, out=c)
     torch.cuda.synchronize()
-    best = 0.0
+    rates = []
     end = time.perf_counter() + seconds
     reps = 0
-    while reps < 5 or time.perf_counter() < end:
+    while reps < 5 or (time.perf_counter() < end and reps < 200):
+        reps += 1
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         torch.mm(a, b, out=c)
@@ -108,13 +115,12 @@ def _cuda_matmul_peak(dtype: str, n: int, seconds: float) -> float:
         stop.synchronize()
         ms = start.elapsed_time(stop)
         if ms > 0:
-            best = max(best, 2 * n ** 3 / (ms / 1e3) / 1e9)
-        reps += 1
-        if reps >= 200:
-            break
+            rates.append(2 * n ** 3 / (ms / 1e3) / 1e9)
     del a, b, c
     torch.cuda.empty_cache()
-    return best
+    if not rates:
+        raise RuntimeError(f"CUDA events timed no {dtype} product")
+    return {"best": max(rates), "median": float(np.median(rates)), "products": len(rates)}
 
 
 def peak_rss_mb() -> float:
