@@ -98,7 +98,7 @@ def test_check_sh_smoke_mode_runs_every_step(dev_dir, tmp_path):
     assert steps and all(rc == 0 for rc in steps.values()), steps
     for name in ("facts", "peak", "bench-model-tiny-vit-bfloat16", "repeat",
                  "bench-e2e-tiny-vit-bfloat16-resize-center-crop", "train-head", "scan-cpu-float32",
-                 "scan-cpu-bfloat16", "agree", "embed-agree", "scan-e2e-tiny-vit-bfloat16"):
+                 "scan-cpu-bfloat16", "agree", "embed-agree", "scan-e2e-tiny-vit-bfloat16", "decode-scaling"):
         assert name in steps, name
     assert res["peak"]["gflops"]["bfloat16"] > 0
     assert [r["batch_size"] for r in res["model"]] == [2, 4] and all(r["img_s"] > 0 for r in res["model"])
@@ -110,6 +110,8 @@ def test_check_sh_smoke_mode_runs_every_step(dev_dir, tmp_path):
     assert v["margins"]["detectors"]["linear:gpu-check"]["ref_logit_std"] > 0
     ea = res["embed_agreement"]["variants"]["cpu-bfloat16"]
     assert ea["finite"] and ea["cosine_min"] > 0.99
+    rows = res["decode_scaling"]["rows"]
+    assert [r["workers"] for r in rows] == [1, 2, 1, 2] and all(r["ok"] == 12 and r["files_per_s"] > 0 for r in rows)
     summary = (out / "summary.txt").read_text()
     assert "agreement with CPU float32" in summary and "random-init" in summary
     assert "check.log" in {f.name for f in out.iterdir()}

@@ -11,13 +11,14 @@
 # repeated to REPEAT_TO files with WORKERS decode threads, the decode rate it reaches and the rate
 # the model would need; a real `aiidetect scan` of those files; the agreement of bf16 and fp16 on
 # DEVICE with float32 on the CPU (linear probe logits and fused verdicts, on the sample); peak GPU
-# memory. Backbones are random-init (no CLIP weights travel): speed does not depend on weight
+# memory; how the decode stage alone scales with worker threads. Backbones are random-init (no CLIP weights travel): speed does not depend on weight
 # values, and the agreement is that of a probe trained here on the random backbone (see summary).
 #
 # OUT_DIR receives check.log (live), results.json, summary.txt and raw.tar.gz (every step's JSON
 # and log); the summary is rebuilt after each step, so a run stopped early still leaves one.
 # A failed step is recorded and the next one runs. Knobs (environment): DEVICE, BACKBONES,
-# DTYPES, BATCHES, SAMPLE, REPEAT_TO, WORKERS, E2E_BATCH, E2E_PREPROCESS, MODEL_SECONDS,
+# DTYPES, BATCHES, SAMPLE, REPEAT_TO, WORKERS, E2E_BATCH, E2E_PREPROCESS, MODEL_SECONDS, DECODE_FILES,
+# DECODE_WORKERS,
 # PEAK_SECONDS (each bench run's own), PEAK_STEP_SECONDS, PEAK_N, BUDGET_S (no step starts after it), HARD_S (every step ends by it),
 # INSTALL (carried wheels into SITE), PYTHON, KEEP_WORK (keep the work folder under TMPDIR).
 set -uo pipefail
@@ -30,7 +31,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 if [ "${SMOKE:-0}" = 1 ]; then
   : "${DEVICE:=cpu}" "${BACKBONES:=tiny-vit}" "${BATCHES:=2,4}" "${REPEAT_TO:=24}" "${WORKERS:=2}"
   : "${E2E_BATCH:=4}" "${E2E_PREPROCESS:=resize-center-crop}" "${MODEL_SECONDS:=0.2}" "${PEAK_SECONDS:=0.1}"
-  : "${PEAK_N:=256}" "${PEAK_STEP_SECONDS:=0.3}" "${BUDGET_S:=300}" "${HARD_S:=400}"
+  : "${DECODE_FILES:=12}" "${DECODE_WORKERS:=1,2}" "${PEAK_N:=256}" "${PEAK_STEP_SECONDS:=0.3}" "${BUDGET_S:=300}" "${HARD_S:=400}"
 fi
 DEVICE=${DEVICE:-cuda}
 BACKBONES=${BACKBONES:-"ViT-L-14 ViT-B-16"}
@@ -42,6 +43,8 @@ WORKERS=${WORKERS:-$(nproc)}
 E2E_BATCH=${E2E_BATCH:-128}
 E2E_PREPROCESS=${E2E_PREPROCESS:-"center-crop resize-center-crop"}
 MODEL_SECONDS=${MODEL_SECONDS:-1}
+DECODE_FILES=${DECODE_FILES:-1000}
+DECODE_WORKERS=${DECODE_WORKERS:-4,8,16,32}
 PEAK_SECONDS=${PEAK_SECONDS:-0.5}
 PEAK_N=${PEAK_N:-}
 PEAK_STEP_SECONDS=${PEAK_STEP_SECONDS:-3}
@@ -158,6 +161,9 @@ step embed-agree 150 "${G[@]}" embed-agree "$WORK" "$SAMPLE" --backbone "$FIRST"
 step "scan-e2e-$FIRST-$D1" 180 "${AID[@]}" scan "$REP" $(bb_args "$FIRST") -d metadata,linear \
   --device "$DEVICE" --dtype "$D1" --no-cache --workers "$WORKERS" --batch-size "$E2E_BATCH" --format jsonl \
   -o "$WORK/scan-e2e-$FIRST-$D1.jsonl"
+
+# How the decode stage alone scales with worker threads (no model): how many workers the GPU needs.
+step decode-scaling 90 "${G[@]}" decode-scaling "$WORK" "$REP" --files "$DECODE_FILES" --workers "$DECODE_WORKERS"
 
 summarize
 echo "== done in $(( $(date +%s) - START ))s; $OUTDIR: check.log results.json summary.txt raw.tar.gz"

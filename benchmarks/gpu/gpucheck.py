@@ -6,6 +6,7 @@
     python benchmarks/gpu/gpucheck.py repeat SAMPLE DEST --files 3000
     python benchmarks/gpu/gpucheck.py agree RUN_DIR REF.jsonl LABEL=VARIANT.jsonl...
     python benchmarks/gpu/gpucheck.py embed-agree RUN_DIR SAMPLE --backbone ViT-L-14 [--device cuda]
+    python benchmarks/gpu/gpucheck.py decode-scaling RUN_DIR FOLDER [--files 1000] [--workers 4,8,16,32]
     python benchmarks/gpu/gpucheck.py summary RUN_DIR
 
 Only `facts`, `peak` and `embed-agree` import torch; the others run in a bare Python.
@@ -322,6 +323,47 @@ def cmd_embed_agree(args) -> int:
     return 0
 
 
+def cmd_decode_scaling(args) -> int:
+    """Files/s of the scan's decode stage alone (read + hash + decode +
+    preprocess + the metadata detector, what each decode worker does) at
+    several worker counts: how many workers the GPU needs, and whether more
+    threads still help on this machine."""
+    sys.path.insert(0, str(REPO))
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiidetect.decode import DecodeLimits, decode_sample, read_sample
+    from aiidetect.detectors.metadata import MetadataDetector
+    from aiidetect.onnx_export import image_paths
+    from aiidetect.preprocess import CLIP_MEAN, CLIP_STD, draft_size, make_spec
+
+    paths = image_paths(args.folder, args.files)
+    limits = DecodeLimits()
+    md = MetadataDetector({"watermark": "auto"})
+    res: dict = {"files": len(paths), "cpu_count": os.cpu_count(), "rows": []}
+    for mode in args.preprocess.split(","):
+        spec = make_spec(mode, 224, CLIP_MEAN, CLIP_STD)
+        draft = draft_size(spec)
+
+        def work(ip):
+            s = read_sample(ip[1], ip[0], limits)
+            if s.ok:
+                decode_sample(s, limits, [spec], draft=draft)
+                md.predict([s], [{}])
+            return s.ok
+
+        for w in [int(x) for x in args.workers.split(",")]:
+            t = time.perf_counter()
+            with ThreadPoolExecutor(w) as pool:
+                ok = sum(pool.map(work, enumerate(paths)))
+            s = time.perf_counter() - t
+            row = {"preprocessing": mode, "draft": draft, "workers": w, "files_per_s": round(len(paths) / s, 1),
+                   "ok": ok, "seconds": round(s, 2)}
+            res["rows"].append(row)
+            print(json.dumps(row), file=sys.stderr)
+            _write_json(Path(args.run) / "decode-scaling.json", res)  # a step stopped early keeps its rows
+    return 0
+
+
 # ---------------------------------------------------------------- summary
 _SCAN_LINE = re.compile(r"scanned (\d+) files? in ([\d.]+)s(?: \(([\d.]+) files/s\))?")
 
@@ -405,6 +447,7 @@ def summarize(run: Path) -> dict:
             res["scan"].append(s)
     res["agreement"] = _read_json(run / "agreement.json")
     res["embed_agreement"] = _read_json(run / "embed-agreement.json")
+    res["decode_scaling"] = _read_json(run / "decode-scaling.json")
     mems = [r["gpu_mb"] for r in res["model"] + res["end_to_end"] if r.get("gpu_mb")]
     res["peak_gpu_memory_mb"] = max(mems) if mems else None
     return res
@@ -454,6 +497,11 @@ def render(res: dict) -> str:
                          f"{_fmt(r['decode_img_s'])} img/s with {r['workers']} workers (no metadata) vs {_fmt(r['decode_needed_img_s'])} "
                          f"the model consumes: {_decode_verdict(r.get('decode_over_needed'))}; model busy "
                          f"{_fmt(r.get('model_busy_share'), '.0%')} of the wall time")
+    ds = res.get("decode_scaling")
+    if ds and ds.get("rows"):
+        lines.append(f"decode stage alone (read, hash, decode, preprocess, metadata; {ds['files']} files, "
+                     f"{ds['cpu_count']} cores): " + "; ".join(f"{r['preprocessing']} w{r['workers']} "
+                                                               f"{r['files_per_s']:,.0f}/s" for r in ds["rows"]))
     for s in res["scan"]:
         lines.append(f"  aiidetect scan ({s['run']}): {s['files']} files in {s['seconds']} s = "
                      f"{_fmt(s['files_per_s'], ',.1f')} files/s")
@@ -535,12 +583,19 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtypes", default="bfloat16,float16")
     p.add_argument("--batch-size", type=int, default=32)
+    p = sub.add_parser("decode-scaling")
+    p.add_argument("run")
+    p.add_argument("folder")
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--workers", default="4,8,16,32")
+    p.add_argument("--preprocess", default="center-crop,resize-center-crop")
     p = sub.add_parser("summary")
     p.add_argument("run")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     rc = {"sample": cmd_sample, "repeat": cmd_repeat, "facts": cmd_facts, "peak": cmd_peak, "agree": cmd_agree,
-          "embed-agree": cmd_embed_agree, "summary": cmd_summary}[args.cmd](args)
+          "embed-agree": cmd_embed_agree,
+          "decode-scaling": cmd_decode_scaling, "summary": cmd_summary}[args.cmd](args)
     if args.cmd not in ("summary",):
         print(f"({args.cmd}: {time.perf_counter() - t:.1f} s)", file=sys.stderr)
     return rc
