@@ -55,6 +55,10 @@ if [ "$DEVICE" = cuda ]; then INSTALL=${INSTALL:-1}; else INSTALL=${INSTALL:-0};
 SITE=${SITE:-/tmp/aiidetect-site}
 FIRST=${BACKBONES%% *}   # end to end, the head and the agreement use the first backbone
 
+if [ ! -f "$SAMPLE/manifest.csv" ]; then
+  echo "error: no sample at $SAMPLE (run benchmarks/gpu/prepare.sh first, where pip and the dev data are)" >&2
+  exit 2
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aiidetect-gpucheck.XXXXXX")
 export AIIDETECT_WEIGHTS="$WORK/weights" AIIDETECT_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUTDIR/check.log") 2>&1
