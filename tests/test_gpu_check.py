@@ -63,6 +63,36 @@ def test_scan_summary_line_is_parsed(tmp_path):
     assert gpucheck.parse_scan_log(f) is None
 
 
+def test_summary_of_a_cuda_shaped_run(tmp_path):
+    """The fields only a CUDA run writes (on-device rates, GPU memory, median peaks) render."""
+    (tmp_path / "facts.json").write_text(json.dumps({"gpu": {"name": "GPU-X"}, "packages": {"torch": "9"},
+                                                     "cpu_count": 16, "cpu": "cpu-y"}))
+    (tmp_path / "peak.json").write_text(json.dumps({"device": "cuda", "gflops": {"bfloat16": 700000.0},
+                                                    "gflops_median": {"bfloat16": 690000.0},
+                                                    "copy_gb_per_s_read_plus_write": 4000.0}))
+    row = {"batch_size": 64, "model_images_per_s": 2000.0, "model_efficiency": 0.46,
+           "model_images_per_s_on_device": 2600.0, "model_efficiency_on_device": 0.6, "peak_gpu_memory_mb": 3000.0}
+    bench = {"backbone": "ViT-L-14 (random init, seed 0)", "dtype": "bfloat16", "device": "cuda", "batch_size": 64,
+             "sweep": [row], "limit_images_per_s": 4300.0, "limit_basis": "bfloat16 matmul peak",
+             "model_gflops_per_image": 161.7, "bf16_cosine_min": 0.9999}
+    (tmp_path / "bench-model-ViT-L-14-bfloat16.json").write_text(json.dumps(bench))
+    e2e = dict(bench, workers=16, preprocessing="center-crop", decode_images_per_s=500.0,
+               model_images_per_s=2000.0, model_images_per_s_on_device=2600.0, end_to_end_images_per_s=450.0,
+               efficiency=0.105, peak_gpu_memory_mb=2500.0,
+               end_to_end={"files": 3000, "draft": None, "model_seconds": 1.5, "seconds": 6.7})
+    (tmp_path / "bench-e2e-ViT-L-14-bfloat16-center-crop.json").write_text(json.dumps(e2e))
+    (tmp_path / "steps.tsv").write_text("peak\t0\t9.5\nscan-e2e\t124\t180.0\nlate\tskipped\t0\n")
+    assert gpucheck.main(["summary", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    (e,) = res["end_to_end"]
+    assert e["decode_over_needed"] == 0.25 and e["model_busy_share"] == 0.224
+    assert res["peak_gpu_memory_mb"] == 3000.0
+    text = (tmp_path / "summary.txt").read_text()
+    assert "GPU-X" in text and "median 690,000" in text and "DECODE IS THE BOTTLENECK" in text
+    assert "2,600" in text and "60.0%" in text
+    assert "FAILED OR SKIPPED: scan-e2e, late" in text
+
+
 def test_decode_verdict_says_which_side_limits():
     assert "BOTTLENECK" in gpucheck._decode_verdict(0.25) and "4.0x short" in gpucheck._decode_verdict(0.25)
     assert "keeps up" in gpucheck._decode_verdict(1.5)

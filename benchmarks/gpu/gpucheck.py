@@ -547,7 +547,10 @@ def cmd_summary(args) -> int:
     run = Path(args.run)
     res = summarize(run)
     _write_json(run / "results.json", res)
-    text = render(res)
+    try:
+        text = render(res)
+    except Exception as exc:  # noqa: BLE001 - results.json is written; the text view must not hide it
+        text = f"(summary text failed: {type(exc).__name__}: {exc}; the numbers are in results.json)"
     (run / "summary.txt").write_text(text + "\n", encoding="utf-8")
     print(text)
     return 0
