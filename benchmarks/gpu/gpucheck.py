@@ -484,14 +484,14 @@ def render(res: dict) -> str:
         lines.append("model only (aiidetect bench): img/s numpy-in/numpy-out | on device | eff. on device vs "
                      "matmul peak | GPU MB")
         for r in res["model"]:
-            lines.append(f"  {r['backbone'][:28]:28s} {r['dtype']:9s} b{r['batch_size']:<4d} {_fmt(r['img_s']):>9s} "
+            lines.append(f"  {r['backbone'].split(' (')[0]:12s} {r['dtype']:9s} b{r['batch_size']:<4d} {_fmt(r['img_s']):>9s} "
                          f"| {_fmt(r['img_s_on_device']):>9s} | {_fmt(r['eff_on_device'] or r['eff'], '.1%'):>7s} "
                          f"| {_fmt(r['gpu_mb'])}")
     if res["end_to_end"]:
         lines.append("")
         lines.append("end to end (bench through the scan pipeline, metadata detector on):")
         for r in res["end_to_end"]:
-            lines.append(f"  {r['backbone'][:28]} {r['dtype']} b{r['batch_size']} w{r['workers']} "
+            lines.append(f"  {r['backbone'].split(' (')[0]} {r['dtype']} b{r['batch_size']} w{r['workers']} "
                          f"{r['preprocessing']} ({r['files']} files): e2e {_fmt(r['e2e_img_s'])} img/s = "
                          f"{_fmt(r['e2e_eff'], '.1%')} of the peak's limit {_fmt(r['limit_img_s'])}; decode "
                          f"{_fmt(r['decode_img_s'])} img/s with {r['workers']} workers (no metadata) vs {_fmt(r['decode_needed_img_s'])} "
