@@ -33,7 +33,7 @@ def pixel_detectors(detectors: Sequence[Any]) -> list[Any]:
 def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID, limits=None,
                    batch_size: int = 16) -> list[dict[str, Any]]:
     """One map per pixel detector that gave the unoccluded image a P(AI):
-    {detector, base_p, grid, scale, deltas (grid x grid), image (PNG data URI)},
+    {detector, base_p, grid, scale, deltas (grid x grid), image (JPEG data URI)},
     or {detector, error} when it could not be computed."""
     from PIL import Image, ImageFilter
 
@@ -91,11 +91,11 @@ def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID
         delta = np.nan_to_num(delta, nan=0.0)
         k = spec_key(d.feature_requests()[0].preprocess) if d.feature_requests() else next(iter(views))
         scale = max(MIN_SCALE, float(np.abs(delta).max()))
-        from ..report.html import data_uri_png
+        from ..report.html import data_uri_jpeg
 
         out.append({"detector": d.name, "base_p": round(float(base.p_ai), 6), "grid": grid,
                     "scale": round(scale, 4), "deltas": np.round(delta, 5).tolist(),
-                    "image": data_uri_png(overlay(views[k], delta, scale))})
+                    "image": data_uri_jpeg(overlay(views[k], delta, scale))})
     return out
 
 

@@ -15,6 +15,7 @@ import datetime as _dt
 import html
 import io
 import json
+import re
 import secrets
 import shlex
 import sys
@@ -48,9 +49,14 @@ DASH = "\u2014"
 def _e(value: Any) -> str:
     """Escape anything for HTML text or a quoted attribute. Lone surrogates from
     undecodable file names become U+FFFD instead of breaking the UTF-8 output."""
-    s = value if isinstance(value, str) else str(value)
-    s = s.encode("utf-8", "replace").decode("utf-8")
-    return html.escape(s, quote=True)
+    return html.escape(_clean(value if isinstance(value, str) else str(value)), quote=True)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(s: str) -> str:
+    return _SURROGATE.sub("\ufffd", s)
 
 
 def _clip(s: str) -> str:
@@ -66,12 +72,13 @@ def _json_island(obj: Any) -> str:
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def data_uri_png(arr) -> str:
+def data_uri_jpeg(arr, quality: int = 85) -> str:
+    """RGB uint8 array -> JPEG data URI (a photo overlay is ~10x smaller than as PNG)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None) -> str | None:
@@ -227,7 +234,7 @@ def render_html(items: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> s
 
 
 def _s(v: Any, default: Any = "") -> Any:
-    return default if v is None else str(v).encode("utf-8", "replace").decode("utf-8")
+    return default if v is None else _clean(str(v))
 
 
 def _p(v: Any) -> float | None:
@@ -434,6 +441,8 @@ def _detectors_table(dets: Mapping[str, Any]) -> str:
             thr = f"z \u2265 {_e(d['threshold_z'])}" + (f" (FPR {_e(d['fpr_target'])})" if d.get("fpr_target") else "")
         elif d.get("threshold") is not None:
             thr = f"P(AI) \u2265 {_e(d['threshold'])}"
+        elif d.get("score_kind") == "llr" or str(name).split(":")[0] == "metadata":
+            thr = "none: evidence, weighed in the fusion"
         elif p is not None:
             thr = "P(AI) \u2265 0.5"
         else:
@@ -478,11 +487,22 @@ def colorbar_svg(scale: float) -> str:
             f"<text x=\"300\" y=\"28\" font-size=\"11\" text-anchor=\"end\">+{scale:.2f}</text></svg>")
 
 
-HEATMAP_LEGEND = ("Occlusion map: each square of the image was blurred in turn and the detector run again. "
-                  "Red: blurring that area lowered this detector's P(AI), so the area pushed it towards AI. "
-                  "Blue: blurring it raised P(AI). Clear: no effect, or the detector never saw that area "
-                  "(it looks only at a centre crop). The scale is in P(AI) points. A map shows where a detector "
-                  "looked, not what was generated or edited.")
+HEATMAP_LEGEND = ("Occlusion map, drawn over the image as the detector sees it (resized and/or centre-cropped "
+                  "exactly as in the scan): each square was blurred in turn and the detector run again. "
+                  "Red: blurring that square lowered this detector's P(AI), so the square pushed it towards AI. "
+                  "Blue: blurring it raised P(AI). Clear: little or no effect. The colour bar is in P(AI) points "
+                  "(at least \u00b10.05, so tiny effects stay faint). A map shows where a detector's answer "
+                  "comes from, not which pixels were generated or edited, and a detector that is wrong is "
+                  "wrong about its map too.")
+
+
+def _maxabs(deltas: Any) -> float:
+    try:
+        import numpy as np
+
+        return float(np.nanmax(np.abs(np.asarray(deltas, dtype=float))))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
@@ -494,12 +514,13 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
             figs.append(f"<p class=\"mute wrap\">heat map {_e(m.get('detector') or '')} failed: {_e(m['error'])}</p>")
             continue
         img = m.get("image")
-        if not (isinstance(img, str) and img.startswith("data:image/png;base64,")):
+        if not (isinstance(img, str) and img.startswith("data:image/jpeg;base64,")):
             continue
         figs.append(f"<figure><img src=\"{_e(img)}\" alt=\"occlusion heat map for {_e(m.get('detector'))}\">"
                     f"{colorbar_svg(float(m.get('scale') or 0))}<figcaption><b>{_e(m.get('detector'))}</b>: P(AI) "
-                    f"{float(m.get('base_p') or 0):.3f} on the whole image; {_e(m.get('grid'))}\u00d7"
-                    f"{_e(m.get('grid'))} squares</figcaption></figure>")
+                    f"{float(m.get('base_p') or 0):.3f} on its view of the image; {_e(m.get('grid'))}\u00d7"
+                    f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}</figcaption>"
+                    "</figure>")
     return ("<h3>Where the detectors looked</h3><div class=\"heatmaps\">" + "".join(figs) + "</div>"
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
 
