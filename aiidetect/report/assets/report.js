@@ -81,7 +81,8 @@
     });
     tbody.replaceChildren(frag);
     count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
-      state.view.length + " files" + (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
+      state.view.length + (state.view.length === 1 ? " file" : " files") +
+      (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
       : "No file matches the filter.";
     prev.disabled = state.page === 0;
     next.disabled = state.page >= pages - 1;
