@@ -222,14 +222,15 @@ def render_html(items: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> s
         f"aiidetect {_e(run.get('version', __version__))}</p></header>",
         _overview(recs, run, fusion),
         _table_section(len(recs)),
-        f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>",
+        # The table's data and script come before the cards, so the table sorts and
+        # filters while a long report's cards are still being parsed.
+        f"<script type=\"application/json\" id=\"aiidetect-rows\">{_json_island(rows)}</script>",
+        f"<script nonce=\"{nonce}\">{_asset('report.js')}</script>",
+        f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}",
     ]
     for i, it in enumerate(items):
         out.append(_card(i, it, fusion))
-    out.append("</section>")
-    out.append(f"<script type=\"application/json\" id=\"aiidetect-rows\">{_json_island(rows)}</script>")
-    out.append(f"<script nonce=\"{nonce}\">{_asset('report.js')}</script>")
-    out.append("</body></html>\n")
+    out.append("</section></body></html>\n")
     return "".join(out)
 
 
@@ -333,32 +334,44 @@ def _table_section(n: int) -> str:
 
 
 # --------------------------------------------------------------------- card
-def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
-    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    W = 400
+GAUGE_W = 400
+
+
+def _svg_defs(fusion: Mapping[str, Any]) -> str:
+    """Drawn once, used by every card (<use href="#...">): 10,000 cards stay light."""
+    lo, hi, W = float(fusion["real_threshold"]), float(fusion["ai_threshold"]), GAUGE_W
 
     def x(v: float) -> float:
         return round(v * W, 1)
 
+    return (f"<svg class=\"defs\" width=\"0\" height=\"0\" aria-hidden=\"true\" focusable=\"false\"><defs>"
+            "<linearGradient id=\"colorbar-gradient\"><stop offset=\"0\" stop-color=\"#0000ff\"/>"
+            "<stop offset=\"0.5\" stop-color=\"#ffffff\"/><stop offset=\"1\" stop-color=\"#ff0000\"/>"
+            "</linearGradient></defs><symbol id=\"gauge-band\">"
+            f"<rect x=\"10\" y=\"16\" width=\"{x(lo)}\" height=\"18\" fill=\"#cfe8d5\"/>"
+            f"<rect x=\"{10 + x(lo)}\" y=\"16\" width=\"{x(hi) - x(lo)}\" height=\"18\" fill=\"#f4e2b8\"/>"
+            f"<rect x=\"{10 + x(hi)}\" y=\"16\" width=\"{W - x(hi)}\" height=\"18\" fill=\"#f2c4c0\"/>"
+            f"<rect x=\"10\" y=\"16\" width=\"{W}\" height=\"18\" fill=\"none\" stroke=\"#777\"/>"
+            f"<text x=\"{10 + x(lo) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">real</text>"
+            f"<text x=\"{10 + (x(lo) + x(hi)) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">uncertain</text>"
+            f"<text x=\"{10 + (x(hi) + W) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">AI</text>"
+            f"<text x=\"10\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">0</text>"
+            f"<text x=\"{10 + x(lo)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{lo:.2f}</text>"
+            f"<text x=\"{10 + x(hi)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{hi:.2f}</text>"
+            f"<text x=\"{10 + W}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">1</text></symbol></svg>")
+
+
+def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
+    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
     marker = ""
     if p is not None:
-        marker = (f"<polygon points=\"{x(p) - 6},2 {x(p) + 6},2 {x(p)},14\" fill=\"#000\"/>"
-                  f"<line x1=\"{x(p)}\" y1=\"12\" x2=\"{x(p)}\" y2=\"38\" stroke=\"#000\" stroke-width=\"2\"/>")
+        m = round(10 + p * GAUGE_W, 1)
+        marker = (f"<polygon points=\"{m - 6},2 {m + 6},2 {m},14\" fill=\"#000\"/>"
+                  f"<line x1=\"{m}\" y1=\"12\" x2=\"{m}\" y2=\"38\" stroke=\"#000\" stroke-width=\"2\"/>")
     label = "P(AI) not available" if p is None else f"P(AI) = {p:.3f}"
-    return (f"<svg class=\"gauge\" viewBox=\"-10 0 {W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely real "
-            f"at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
-            f"<rect x=\"0\" y=\"16\" width=\"{x(lo)}\" height=\"18\" fill=\"#cfe8d5\"/>"
-            f"<rect x=\"{x(lo)}\" y=\"16\" width=\"{x(hi) - x(lo)}\" height=\"18\" fill=\"#f4e2b8\"/>"
-            f"<rect x=\"{x(hi)}\" y=\"16\" width=\"{W - x(hi)}\" height=\"18\" fill=\"#f2c4c0\"/>"
-            f"<rect x=\"0\" y=\"16\" width=\"{W}\" height=\"18\" fill=\"none\" stroke=\"#777\"/>"
-            f"<text x=\"{x(lo) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">real</text>"
-            f"<text x=\"{(x(lo) + x(hi)) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">uncertain</text>"
-            f"<text x=\"{(x(hi) + W) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">AI</text>"
-            f"<text x=\"0\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">0</text>"
-            f"<text x=\"{x(lo)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{lo:.2f}</text>"
-            f"<text x=\"{x(hi)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{hi:.2f}</text>"
-            f"<text x=\"{W}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">1</text>"
-            f"{marker}</svg>")
+    return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely "
+            f"real at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
+            f"<use href=\"#gauge-band\"/>{marker}</svg>")
 
 
 def _strength_word(e: Mapping[str, Any]) -> str:
@@ -479,10 +492,8 @@ def _attribution(dets: Mapping[str, Any]) -> str:
 def colorbar_svg(scale: float) -> str:
     return ("<svg class=\"colorbar\" viewBox=\"0 0 300 34\" role=\"img\" aria-label=\"colour scale from blue "
             f"(hiding the area raises P(AI) by {scale:.2f}) through clear (no effect) to red (hiding it lowers P(AI) "
-            f"by {scale:.2f})\"><defs><linearGradient id=\"cb\"><stop offset=\"0\" stop-color=\"#0000ff\"/>"
-            "<stop offset=\"0.5\" stop-color=\"#ffffff\"/><stop offset=\"1\" stop-color=\"#ff0000\"/></linearGradient>"
-            "</defs><rect x=\"0\" y=\"0\" width=\"300\" height=\"12\" fill=\"url(#cb)\" stroke=\"#777\"/>"
-            f"<text x=\"0\" y=\"28\" font-size=\"11\">\u2212{scale:.2f}</text>"
+            f"by {scale:.2f})\"><rect x=\"0\" y=\"0\" width=\"300\" height=\"12\" fill=\"url(#colorbar-gradient)\" "
+            f"stroke=\"#777\"/><text x=\"0\" y=\"28\" font-size=\"11\">\u2212{scale:.2f}</text>"
             "<text x=\"150\" y=\"28\" font-size=\"11\" text-anchor=\"middle\">0</text>"
             f"<text x=\"300\" y=\"28\" font-size=\"11\" text-anchor=\"end\">+{scale:.2f}</text></svg>")
 
