@@ -444,8 +444,13 @@ def _evidence(dets: Mapping[str, Any]) -> str:
 
 def _detectors_table(dets: Mapping[str, Any]) -> str:
     rows = []
+    absent = []
     for name, d in dets.items():
         if not isinstance(d, Mapping):
+            continue
+        if d.get("status") == "unavailable":
+            # Same reason on every card (the overview lists it): folded away to keep cards short.
+            absent.append(f"<li><b>{_e(name)}</b>: <span class=\"wrap\">{_e(d.get('reason') or '')}</span></li>")
             continue
         p = _p(d.get("p_ai"))
         score = d.get("score")
@@ -466,11 +471,14 @@ def _detectors_table(dets: Mapping[str, Any]) -> str:
         rows.append(f"<tr><th scope=\"row\" class=\"wrap\">{_e(name)}</th><td>{_e(status)}{extra}{note}</td>"
                     f"<td class=\"num\">{DASH if p is None else f'{p:.3f}'}</td><td>{score_s}</td>"
                     f"<td>{thr}</td></tr>")
+    folded = (f"<details class=\"absent\"><summary>{len(absent)} detector{'s' if len(absent) != 1 else ''} could "
+              f"not run</summary><ul>{''.join(absent)}</ul></details>" if absent else "")
     if not rows:
-        return "<p class=\"mute\">No detector results.</p>"
+        return "<p class=\"mute\">No detector gave a result.</p>" + folded
     return ("<div class=\"tablewrap\"><table class=\"dets\"><thead><tr><th scope=\"col\">detector</th>"
             "<th scope=\"col\">status</th><th scope=\"col\">P(AI)</th><th scope=\"col\">raw score</th>"
-            "<th scope=\"col\">its threshold</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+            "<th scope=\"col\">its threshold</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+            + folded)
 
 
 def _attribution(dets: Mapping[str, Any]) -> str:
