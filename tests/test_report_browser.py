@@ -88,6 +88,10 @@ def expect(locator):
     return _expect(locator)
 
 
+def _two_frames(page) -> None:
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def _rows(page) -> list[list[str]]:
     return page.eval_on_selector_all("#files-table tbody tr",
                                      "trs => trs.map(tr => Array.from(tr.cells).map(td => td.textContent))")
@@ -99,6 +103,7 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     page.mouse.wheel(0, 200000)  # scroll every card (and its images) through the viewport
     page.wait_for_timeout(300)
     page.evaluate("window.scrollTo(0, 0)")
+    _two_frames(page)
     assert problems == []  # no script error, no CSP violation (an injected handler or script would log one)
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert [u for u in requests if not u.startswith("data:")] == [path.as_uri()]
@@ -177,6 +182,7 @@ def test_phone_width(browser, report, tmp_path):
     shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     page.locator("article.card.flagged").first.scroll_into_view_if_needed()
+    _two_frames(page)  # cards render lazily (content-visibility): let the scrolled-to one paint
     page.screenshot(path=str(shots / "report-phone.png"))
     assert (shots / "report-phone.png").stat().st_size > 10_000
     # Printing keeps the flagged cards only, one per page.

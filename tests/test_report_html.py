@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import jsonl, run_cli
 from htmlcheck import assert_self_contained, parse
@@ -186,3 +188,40 @@ def test_heatmaps_through_a_trained_linear_probe(trained, dev_dir, tmp_path):
         m = re.search(r"linear:cli-probeok\s*(?:bfloat16|float32|float16)?([0-9.]+)", c["text"])
         assert m, c["text"][:2000]
         assert f"linear:cli-probe: P(AI) {m.group(1)} on its view of the image" in c["text"]
+
+
+# --------------------------------------------------------------------- fuzz
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=4), max_leaves=12)
+_PAYLOAD = st.sampled_from(PAYLOADS)
+_any = _json | _PAYLOAD
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"file": st.text(max_size=30) | _PAYLOAD, "verdict": st.sampled_from(["ai-generated", "uncertain", "likely-real",
+                                                                         "error"]) | _any},
+    optional={"p_ai": _any, "size_bytes": _any, "format": _any, "sha256": _any, "width": _any, "reasons": _any,
+              "error": _any, "image": _any,
+              "detectors": st.dictionaries(st.text(max_size=10) | _PAYLOAD, st.fixed_dictionaries(
+                  {}, optional={"status": _any, "p_ai": _any, "score": _any, "score_kind": _any, "reason": _any,
+                                "threshold": _any, "threshold_z": _any, "attribution": _any, "dtype": _any,
+                                "evidence": st.lists(st.fixed_dictionaries({}, optional={
+                                    "id": _any, "direction": _any, "strength": _any, "decisive": _any,
+                                    "detail": _any, "source": _any, "data": _any}), max_size=3) | _any}) | _any,
+                  max_size=3)}), max_size=4))
+def test_any_saved_record_renders_self_contained(recs):
+    """Whatever a saved run holds, the page renders, parses and keeps every payload inert."""
+    import io
+
+    from aiidetect.report.html import render_saved_run
+
+    out = io.StringIO()
+    src = io.StringIO("\n".join(json.dumps(r) for r in recs) + "\n")
+    summary = render_saved_run(src, out, source="fuzz", thumbnails=False)
+    assert summary["files"] == len(recs)
+    html = out.getvalue()
+    _no_raw_payload(html)
+    doc = assert_self_contained(html)
+    assert len(doc.cards) == len(recs)

@@ -171,6 +171,7 @@ class HtmlWriter(Writer):
         self.add(d)
 
     def add(self, d: dict[str, Any], path: str | None = None) -> None:
+        d = normalize_record(d)
         path = d.get("file") if path is None else path
         item: dict[str, Any] = {"rec": d, "thumb": None, "heatmaps": None}
         if self.thumbnails and d.get("error") is None and isinstance(path, str):
@@ -194,6 +195,38 @@ class HtmlWriter(Writer):
         run["heatmaps_for"] = sorted(self.heatmap_for)
         self.stream.write(render_html(self.items, run))
         self.stream.flush()
+
+
+def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run is input like any other: give the renderer the shapes it expects
+    (lists where lists belong, mappings where mappings belong), keeping every value."""
+    d = dict(r)
+    v = d.get("verdict")
+    d["verdict"] = v if isinstance(v, str) else "error"
+    reasons = d.get("reasons")
+    d["reasons"] = ([str(x) for x in reasons] if isinstance(reasons, list)
+                    else [] if reasons is None else [str(reasons)])
+    err = d.get("error")
+    if err is not None and not isinstance(err, Mapping):
+        d["error"] = {"code": "bad-record", "message": str(err)}
+    if not isinstance(d.get("image"), Mapping):
+        d["image"] = {}
+    dets = d.get("detectors")
+    if not isinstance(dets, Mapping):
+        dets = {}
+    clean: dict[str, Any] = {}
+    for name, det in dets.items():
+        if not isinstance(det, Mapping):
+            det = {"status": "error", "reason": f"not a detector result: {det!r}"[:500]}
+        det = dict(det)
+        for k in ("evidence", "attribution"):
+            if k in det and not isinstance(det[k], list):
+                det[k] = []
+        det["evidence"] = [e for e in det.get("evidence") or [] if isinstance(e, Mapping)]
+        det["attribution"] = [a for a in det.get("attribution") or [] if isinstance(a, Mapping)]
+        clean[str(name)] = det
+    d["detectors"] = clean
+    return d
 
 
 # --------------------------------------------------------------------- page
@@ -263,7 +296,7 @@ def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion:
     counts = {v: 0 for v in VERDICT_WORDS}
     for r in recs:
         v = r.get("verdict")
-        counts[v if v in counts else "error"] += 1
+        counts[v if isinstance(v, str) and v in counts else "error"] += 1
     o = ["<section id=\"overview\"><h2>Overview</h2><ul class=\"counts\">",
          f"<li><b>{len(recs)}</b>files</li>"]
     for v, n in counts.items():
@@ -636,6 +669,7 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
     """`aiidetect report`: a saved JSONL run -> the HTML page, without re-scanning.
     Thumbnails are read from the files when they are still where the run found them."""
     recs, problems = read_records(stream)
+    recs = [normalize_record(r) for r in recs]
     w = HtmlWriter(out, run_info_from_records(recs, source, argv), thumbnails=thumbnails, limits=limits)
     for r in recs:
         w.add(r)

@@ -115,6 +115,10 @@
     var j = k + (ev.key === "ArrowDown" ? 1 : -1);
     if (j >= 0 && j < links.length) { links[j].focus(); ev.preventDefault(); }
   });
+  // A printout has no clicks: open the flagged cards' evidence details before printing.
+  window.addEventListener("beforeprint", function () {
+    document.querySelectorAll("article.card.flagged details:not(.absent)").forEach(function (d) { d.open = true; });
+  });
   document.documentElement.setAttribute("data-ready", "1");
   render();
 })();
