@@ -117,6 +117,19 @@ def test_heatmaps_only_with_html_and_known_verdicts(corpus):
     assert r.returncode == 2 and "--heatmaps" in r.stderr
 
 
+def test_report_cli_contract(corpus, tmp_path):
+    r = run_cli("report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.html"))
+    assert r.returncode == 2 and "cannot read" in r.stderr and not (tmp_path / "x.html").exists()
+    d = str(next(iter(corpus.values())).parent)
+    # HTML on stdout like any other format; --fail-on still decides the exit code.
+    r = run_cli("scan", d, "--format", "html", "-d", "metadata", "--fail-on", "ai", "-q")
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.startswith("<!DOCTYPE html>") and r.stderr == ""
+    assert len(assert_self_contained(r.stdout).cards) == len(corpus)
+    r = run_cli("report", "-", input="\n".join(json.dumps(x) for x in hostile_records()) + "\n")
+    assert r.returncode == 0 and len(parse(r.stdout).cards) == len(hostile_records())
+
+
 # --------------------------------------------------------------------- occlusion
 class _TextureQuadrant:
     """A pixel detector whose P(AI) is the fine texture of the top-left quadrant of
