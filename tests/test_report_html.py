@@ -74,11 +74,13 @@ def test_scan_html_marker_and_hostile_files(corpus, tmp_path):
     assert sorted(c["name"] for c in doc.cards) == sorted(str(p) for p in corpus.values())
     by_name = {c["name"]: c for c in doc.cards}
     assert "generator.parameters" in by_name[str(corpus["a1111"])]["text"]
+    assert "Generator text in the file" in by_name[str(corpus["a1111"])]["text"]
     assert "xmp.ai-source-type" in by_name[str(corpus["xmp"])]["text"]
     assert "exif.camera" in by_name[str(corpus["camera"])]["text"]
     if "c2pa" in corpus:
         c2 = by_name[str(corpus["c2pa"])]["text"]
         assert "c2pa.ai-generated" in c2 and "<script>window.__pwned='script'</script>" in c2
+        assert "C2PA manifest (Content Credentials)" in c2 and "stateValid" in c2 and "signeraiidetect test" in c2
     # The prompt is shown in full (escaped), not cut at the first tag.
     assert "a lighthouse <script>window.__pwned='script'</script> at dusk" in by_name[str(corpus["a1111"])]["text"]
     assert "too-large" in by_name[str(corpus["bomb"])]["text"] and "empty-file" in by_name[str(corpus["empty"])]["text"]
@@ -217,9 +219,11 @@ _any = _json | _PAYLOAD
                                                                          "error"]) | _any},
     optional={"p_ai": _any, "size_bytes": _any, "format": _any, "sha256": _any, "width": _any, "reasons": _any,
               "error": _any, "image": _any,
-              "detectors": st.dictionaries(st.text(max_size=10) | _PAYLOAD, st.fixed_dictionaries(
+              "detectors": st.dictionaries(st.sampled_from(["metadata", "linear:x"]) | st.text(max_size=10) | _PAYLOAD,
+                                           st.fixed_dictionaries(
                   {}, optional={"status": _any, "p_ai": _any, "score": _any, "score_kind": _any, "reason": _any,
                                 "threshold": _any, "threshold_z": _any, "attribution": _any, "dtype": _any,
+                                "facts": _any | st.dictionaries(st.sampled_from(["c2pa", "watermark", "exif"]), _any),
                                 "evidence": st.lists(st.fixed_dictionaries({}, optional={
                                     "id": _any, "direction": _any, "strength": _any, "decisive": _any,
                                     "detail": _any, "source": _any, "data": _any}), max_size=3) | _any}) | _any,

@@ -475,6 +475,35 @@ def _evidence(dets: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+FACT_TITLES = (("c2pa", "C2PA manifest (Content Credentials)"), ("generators", "Generator text in the file"),
+               ("xmp", "XMP / IPTC"), ("exif", "Camera EXIF"), ("watermark", "Invisible watermark"))
+
+
+def _facts(dets: Mapping[str, Any]) -> str:
+    """What the metadata readers found, evidence or not: the C2PA manifest's fields and
+    validation state, generator text with the prompt in full, XMP, EXIF, the watermark check."""
+    facts = None
+    for name, d in dets.items():
+        if str(name).split(":")[0] == "metadata" and isinstance(d, Mapping) and isinstance(d.get("facts"), Mapping):
+            facts = d["facts"]
+    if not facts:
+        return ""
+    keys = [k for k, _ in FACT_TITLES if k in facts] + sorted(str(k) for k in facts if k not in dict(FACT_TITLES))
+    out = ["<h3>What the metadata readers found</h3>"]
+    for k in keys:
+        v = facts.get(k)
+        if v in (None, {}, []):
+            continue
+        title = dict(FACT_TITLES).get(k, k)
+        if k == "watermark" and isinstance(v, Mapping) and v.get("checked") and not v.get("results"):
+            body = "<p>checked: no known generator watermark found (absence proves nothing)</p>"
+        else:
+            body = _value(v)
+        opened = " open" if k in ("c2pa", "generators") else ""
+        out.append(f"<details class=\"facts-group\"{opened}><summary>{_e(title)}</summary>{body}</details>")
+    return "".join(out) if len(out) > 1 else ""
+
+
 def _detectors_table(dets: Mapping[str, Any]) -> str:
     rows = []
     absent = []
@@ -608,6 +637,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     o.append(_heatmaps(item.get("heatmaps")))
     if err is None:
         o.append("<h3>Provenance evidence, strongest first</h3>" + _evidence(dets))
+        o.append(_facts(dets))
     o.append("<h3>File</h3><dl class=\"kv\">")
     facts = [("SHA-256", r.get("sha256")), ("size", f"{r['size_bytes']} bytes" if r.get("size_bytes") is not None
                                             else None),
