@@ -103,7 +103,7 @@ def run_info_from_scan(detectors: Sequence[Any], ctx: Any, fusion_model: Mapping
     dets = []
     for d in detectors:
         info = d.describe()
-        dets.append({"name": d.name, "status": info.get("status", "ready"), "reason": info.get("reason")})
+        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason")})
     return {"version": __version__, "command": _command(argv), "detectors": dets,
             "fusion": _fusion_facts(fusion_model), "runtime": getattr(ctx, "runtime", "torch"),
             "requested_dtype": getattr(ctx, "dtype", None), "_ctx": ctx}
