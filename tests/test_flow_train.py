@@ -175,3 +175,21 @@ def test_proxy_features_are_cached(small_reals, backbone, tmp_path):
     f2, src2, k2, fail2 = proxy_features(offline, paths, spec, (0,), kinds, 2, seed=5, cache=cache)
     assert not fail1 and not fail2 and k1 == k2 and list(src1) == list(src2) == [0, 0, 1, 1, 2, 2]
     assert all(np.array_equal(f1[o], f2[o]) for o in ("embed", "cls_0"))
+
+
+def test_occlusion_map_through_the_flow_detector(trained, small_reals):
+    """The report's heat map works through a CLIP-Flow head: the unoccluded P(AI) is
+    what the scan pipeline gives the same file."""
+    from aiidetect.explain.occlusion import occlusion_maps
+    from aiidetect.pipeline import run_detectors
+
+    wdir, _ = trained
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", weights_dirs=[wdir])
+    dets = create_detectors(["flow"], ctx)
+    img = str(sorted(small_reals.glob("*.png"))[1])
+    (m,) = occlusion_maps(img, dets, grid=4)
+    (rec,) = run_detectors([img], dets)
+    assert m["detector"] == "flow:tiny-flow"
+    assert abs(m["base_p"] - rec.detectors["flow:tiny-flow"].p_ai) < 1e-5
+    d = np.asarray(m["deltas"])
+    assert d.shape == (4, 4) and np.isfinite(d).all() and np.abs(d).max() > 0

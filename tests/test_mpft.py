@@ -211,3 +211,51 @@ def test_resume_continues_the_same_run(tmp_path, backbone):
     resumed.fit()
     a, b = full.model.trainable_state(), resumed.model.trainable_state()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_occlusion_map_through_the_mpft_detector(trained, backbone):
+    """The report's heat map runs through MPFT's served predict path: its unoccluded
+    P(AI) is the detector's own answer for the file."""
+    from aiidetect.decode import decode_path
+    from aiidetect.detectors import feature_key
+    from aiidetect.detectors.base import RunContext
+    from aiidetect.detectors.mpft import create
+    from aiidetect.explain.occlusion import occlusion_maps
+    from aiidetect.preprocess import spec_key
+
+    res, items, _ = trained
+    ctx = RunContext(weights_dirs=[res.head_dir.parent])
+    ctx._backbone = backbone
+    (det,) = create(ctx)
+    fake = next(it for it in items if it.label == 1)
+    (m,) = occlusion_maps(fake.path, [det], grid=4)
+    (req,) = det.feature_requests()
+    s = decode_path(fake.path, 0, preprocess_specs=[req.preprocess])
+    x = torch.from_numpy(s.pixels[spec_key(req.preprocess)][None])
+    out = req.encode(x, layers=())
+    (r,) = det.predict([s], [{feature_key(req): {k: v[0].numpy() for k, v in out.items()}}])
+    assert abs(m["base_p"] - r.p_ai) < 1e-4
+    d = np.asarray(m["deltas"])
+    assert d.shape == (4, 4) and np.isfinite(d).all() and m["image"].startswith("data:image/jpeg;base64,")
+
+
+@pytest.mark.slow
+def test_explain_mpft_cli_has_legend_and_colour_bar(trained, tmp_path):
+    from PIL import Image
+
+    from conftest import run_cli
+
+    res, items, _ = trained
+    fake = next(it for it in items if it.label == 1)
+    out = tmp_path / "heat.png"
+    r = run_cli("explain-mpft", fake.path, "-o", str(out), "--backbone-config", "tiny-vit",
+                "--weights-dir", str(res.head_dir.parent))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["head"] == "easy" and 0 <= info["p_ai"] <= 1
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape[0] > 224 + 40  # the map, then the colour bar and legend
+    strip = img[224:]
+    bar_row = strip[8 + 6]  # the middle of the bar
+    assert bar_row[10, 2] > 200 and bar_row[10, 0] < 60  # blue end
+    assert bar_row[-10, 0] > 200 and bar_row[-10, 2] < 60  # red end

@@ -84,8 +84,10 @@ def test_explain_mask_cli(tmp_path):
     r = run_cli("explain-mask", str(src), "-o", str(out), "--mask-ratio", "0.2")
     assert r.returncode == 0, r.stderr
     assert out.is_file()
-    shaded = np.asarray(Image.open(out)).astype(int)
     orig = np.asarray(Image.open(src)).astype(int)
+    full = np.asarray(Image.open(out)).astype(int)
+    assert full.shape[0] > orig.shape[0]  # a legend strip under the image
+    shaded = full[:orig.shape[0], :orig.shape[1]]
     # shaded patches are tinted red: only inside the textured quadrant
     diff = np.abs(shaded - orig).sum(-1)
     centres = diff[P // 2::P, P // 2::P]  # one pixel per patch, away from the grid lines

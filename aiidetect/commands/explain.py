@@ -66,7 +66,12 @@ def explain_mask_cmd(
     g = int(spec["size"]) // patch
     grid = mask.view(g, g).numpy()
     output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(shade_mask(u8, grid, patch)).save(output)
+    from ..explain.legend import with_legend
+
+    legend = [f"Tinted squares: the {int(mask.sum())} of {mask.numel()} patches Texture-Aware Masking hides from "
+              f"the encoder during MPFT training (the most textured ones, {select}).",
+              "Drawn on the image as the model sees it (after its preprocessing)."]
+    Image.fromarray(with_legend(shade_mask(u8, grid, patch), legend)).save(output)
     scores = texture_scores(x, patch, spec["mean"], spec["std"])[0]
     stderr_console().print(f"masked {int(mask.sum())}/{mask.numel()} patches ({select}, ratio {ratio}); "
                            f"texture score masked mean {float(scores[mask].mean()) if mask.any() else 0:.4g} vs kept "
@@ -114,7 +119,13 @@ def explain_mpft_cmd(
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0)
     base, delta = occlusion_map(model, x, bb.patch_size)
     output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(render_heatmap(u8, delta, bb.patch_size)).save(output)
+    from ..explain.legend import with_legend
+
+    scale = float(np.abs(delta).max()) or 1.0
+    legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
+              "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
+              "Shows where the head's answer comes from, not which pixels were generated."]
+    Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")).save(output)
     t = float((head.manifest.get("calibration") or {}).get("temperature") or 1.0)
     typer.echo(json.dumps({"output": str(output), "head": head.name, "logit": round(base, 4),
                            "p_ai": round(float(1 / (1 + np.exp(-base / t))), 4),

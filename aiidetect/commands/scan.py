@@ -18,6 +18,7 @@ class Format(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+    html = "html"
 
 
 FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
@@ -46,6 +47,10 @@ def scan(
     max_pixels: int = typer.Option(120_000_000, "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs)."),
     max_bytes: int = typer.Option(512 * 1024 * 1024, "--max-bytes", min=1, help="Refuse files larger than this."),
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
+    heatmaps: Optional[List[str]] = typer.Option(
+        None, "--heatmaps", help="HTML report: occlusion heat maps for files with these verdicts (ai, uncertain, "
+                                 "real, all; comma-separated). Costs about 65 model passes per file and head. "
+                                 "Example: --format html -o report.html --heatmaps ai,uncertain"),
     runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: str = typer.Option("auto", "--watermark",
@@ -65,6 +70,8 @@ def scan(
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
+    Example: aiidetect scan photos/ --format html -o report.html --heatmaps ai,uncertain
+
     Exit codes: 0 scan done; 1 a --fail-on verdict matched; 2 usage or fatal error.
     """
     from ..decode import DecodeLimits
@@ -81,6 +88,13 @@ def scan(
     bad = [f for f in fails if f not in FAIL_ON]
     if bad:
         fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
+    maps = _parse_list(heatmaps)
+    if "all" in maps:
+        maps = ["ai", "uncertain", "real"]
+    if any(m not in ("ai", "uncertain", "real") for m in maps):
+        fail(f"--heatmaps takes ai, uncertain, real or all; got {', '.join(maps)}")
+    if maps and fmt != Format.html:
+        fail("--heatmaps needs --format html")
     if runtime not in ("torch", "onnx"):
         fail("--runtime takes torch or onnx")
     if runtime == "onnx":
@@ -135,7 +149,12 @@ def scan(
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
     try:
-        writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain)
+        if fmt == Format.html:
+            from ..report.html import scan_writer
+
+            writer = scan_writer(stream, dets, ctx, fusion_model, [FAIL_ON[m] for m in maps], pipe.limits)
+        else:
+            writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain)
         progress = None
         if not quiet and err.is_terminal and len(cands) > 1:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -1,0 +1,1 @@
+"""Explanations that work through any detector's served prediction path."""

@@ -1,0 +1,124 @@
+// The file table: sorted, filtered and paginated in the page so that 10,000 rows stay fast.
+// Every string from a scanned file reaches the page through textContent, never as markup.
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("aiidetect-rows").textContent);
+  var COLS = ["verdict", "p", "file", "format", "size", "reason"];
+  var rows = data.map(function (r) {
+    return {i: r[0], verdict: r[1], p: r[2], file: r[3], format: r[4], size: r[5], reason: r[6],
+            hay: (r[3] + "\n" + r[6] + "\n" + (r[4] || "") + "\n" + r[1]).toLowerCase()};
+  });
+  var LABEL = {"ai-generated": "\u25B2 AI-generated", "uncertain": "? uncertain", "likely-real": "\u2713 likely real",
+               "error": "\u2715 error"};
+  var ORDER = {"ai-generated": 0, "uncertain": 1, "error": 2, "likely-real": 3};
+  var tbody = document.querySelector("#files-table tbody");
+  var q = document.getElementById("filter-text");
+  var vsel = document.getElementById("filter-verdict");
+  var psel = document.getElementById("page-size");
+  var count = document.getElementById("files-count");
+  var prev = document.getElementById("page-prev");
+  var next = document.getElementById("page-next");
+  var state = {key: null, dir: 1, page: 0, view: rows.slice()};
+
+  function cmp(a, b) {
+    var k = state.key, x = a[k], y = b[k];
+    if (k === "verdict") { x = ORDER[x]; y = ORDER[y]; }
+    if (x === null || x === undefined) return (y === null || y === undefined) ? a.i - b.i : 1;  // blanks last
+    if (y === null || y === undefined) return -1;
+    if (typeof x === "string") { var c = x.localeCompare(y); return c ? c * state.dir : a.i - b.i; }
+    return x === y ? a.i - b.i : (x < y ? -1 : 1) * state.dir;
+  }
+
+  function apply() {
+    var text = q.value.trim().toLowerCase();
+    var v = vsel.value;
+    state.view = rows.filter(function (r) {
+      return (!v || r.verdict === v) && (!text || r.hay.indexOf(text) !== -1);
+    });
+    if (state.key) state.view.sort(cmp);
+    state.page = 0;
+    render();
+  }
+
+  function size(n) {
+    if (n === null || n === undefined) return "";
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+    return (n / 1048576).toFixed(1) + " MiB";
+  }
+
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function render() {
+    var per = parseInt(psel.value, 10) || 100;
+    var pages = Math.max(1, Math.ceil(state.view.length / per));
+    if (state.page >= pages) state.page = pages - 1;
+    var start = state.page * per, part = state.view.slice(start, start + per);
+    var frag = document.createDocumentFragment();
+    part.forEach(function (r) {
+      var tr = document.createElement("tr");
+      var td = cell(tr, "");
+      var b = document.createElement("span");
+      b.className = "badge v-" + r.verdict;
+      b.textContent = LABEL[r.verdict] || r.verdict;
+      td.appendChild(b);
+      cell(tr, r.p === null ? "\u2014" : r.p.toFixed(3), "num");
+      var f = cell(tr, "", "wrap");
+      var a = document.createElement("a");
+      a.href = "#f" + r.i;
+      a.textContent = r.file;
+      f.appendChild(a);
+      cell(tr, r.format || "", "opt");
+      cell(tr, size(r.size), "num opt");
+      cell(tr, r.reason, "wrap opt");
+      frag.appendChild(tr);
+    });
+    tbody.replaceChildren(frag);
+    count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
+      state.view.length + (state.view.length === 1 ? " file" : " files") +
+      (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
+      : "No file matches the filter.";
+    prev.disabled = state.page === 0;
+    next.disabled = state.page >= pages - 1;
+  }
+
+  document.querySelectorAll("#files-table th[data-key]").forEach(function (th) {
+    th.querySelector("button").addEventListener("click", function () {
+      var k = th.getAttribute("data-key");
+      state.dir = state.key === k ? -state.dir : (k === "p" || k === "size" ? -1 : 1);
+      state.key = k;
+      document.querySelectorAll("#files-table th[data-key]").forEach(function (o) { o.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+      state.view.sort(cmp);
+      state.page = 0;
+      render();
+    });
+  });
+  var timer = null;
+  q.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 120); });
+  vsel.addEventListener("change", apply);
+  psel.addEventListener("change", function () { state.page = 0; render(); });
+  prev.addEventListener("click", function () { state.page -= 1; render(); });
+  next.addEventListener("click", function () { state.page += 1; render(); });
+  // Up/Down move between the rows' links, as in a spreadsheet.
+  tbody.addEventListener("keydown", function (ev) {
+    if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+    var links = Array.prototype.slice.call(tbody.querySelectorAll("a"));
+    var k = links.indexOf(document.activeElement);
+    if (k === -1) return;
+    var j = k + (ev.key === "ArrowDown" ? 1 : -1);
+    if (j >= 0 && j < links.length) { links[j].focus(); ev.preventDefault(); }
+  });
+  // A printout has no clicks: open the flagged cards' evidence details before printing.
+  window.addEventListener("beforeprint", function () {
+    document.querySelectorAll("article.card.flagged details:not(.absent)").forEach(function (d) { d.open = true; });
+  });
+  document.documentElement.setAttribute("data-ready", "1");
+  render();
+})();

@@ -1,0 +1,726 @@
+"""The self-contained HTML report: one file with inline CSS and JS, thumbnails
+as data URIs, nothing fetched from anywhere.
+
+Every string that comes from a scanned file (path, EXIF, XMP, prompts, C2PA
+fields) goes through ``_e`` (HTML-escaped) or into the JSON island read with
+``textContent``; a Content-Security-Policy meta tag forbids remote loads,
+inline event handlers and any script or style without this report's nonce.
+Cards are rendered here, in Python, so the report reads and prints without
+JavaScript; the script only drives the sortable, filterable file table.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import re
+import secrets
+import shlex
+import sys
+from importlib import resources
+from typing import IO, Any, Callable, Iterable, Mapping, Sequence
+
+from .. import __version__
+from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
+from .writers import Writer
+
+THUMB_SIDE = 192
+# A hostile file can carry megabytes of "prompt"; the report shows it in full up
+# to this many characters per value and says how much it left out.
+MAX_TEXT = 200_000
+
+VERDICT_WORDS = {
+    "ai-generated": ("\u25B2", "AI-generated",
+                     "The evidence points to an image made or substantially altered by a generative model."),
+    "uncertain": ("?", "uncertain",
+                  "aiidetect does not decide: the evidence is weak or conflicting. Treat this file as unverified "
+                  "and look for other sources."),
+    "likely-real": ("\u2713", "likely real",
+                    "Nothing here indicates a generative model, and some evidence argues for a real photo. This is "
+                    "not proof of authenticity: edits and fakes made to fool detectors can look like this."),
+    "error": ("\u2715", "error", "aiidetect could not analyse this file (see the error below)."),
+}
+FLAGGED = ("ai-generated", "uncertain")
+DASH = "\u2014"
+
+
+def _e(value: Any) -> str:
+    """Escape anything for HTML text or a quoted attribute. Lone surrogates from
+    undecodable file names become U+FFFD instead of breaking the UTF-8 output."""
+    return html.escape(_clean(value if isinstance(value, str) else str(value)), quote=True)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(s: str) -> str:
+    return _SURROGATE.sub("\ufffd", s)
+
+
+def _clip(s: str) -> str:
+    if len(s) <= MAX_TEXT:
+        return s
+    return s[:MAX_TEXT] + f"\n[... {len(s) - MAX_TEXT} more characters not shown]"
+
+
+def _json_island(obj: Any) -> str:
+    """JSON safe inside <script type=application/json>: no '<', '>' or '&' can end
+    the element, and ensure_ascii keeps U+2028/2029 and lone surrogates as escapes."""
+    s = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def data_uri_jpeg(arr, quality: int = 85) -> str:
+    """RGB uint8 array -> JPEG data URI (a photo overlay is ~10x smaller than as PNG)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None) -> str | None:
+    """A small JPEG of the file as a data URI, or None when it cannot be decoded
+    (the card then says so). Decoding goes through the scan's limits, so a
+    decompression bomb costs nothing here either."""
+    from ..decode import DecodeLimits, load_rgb
+
+    try:
+        img = load_rgb(path, limits or DecodeLimits(), draft=side)
+        img.thumbnail((side, side))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=72, optimize=True)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception:  # noqa: BLE001 - a missing thumbnail never stops a report
+        return None
+
+
+# --------------------------------------------------------------------- run facts
+def run_info_from_scan(detectors: Sequence[Any], ctx: Any, fusion_model: Mapping[str, Any] | None,
+                       argv: Sequence[str] | None = None) -> dict[str, Any]:
+    dets = []
+    for d in detectors:
+        info = d.describe()
+        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason")})
+    return {"version": __version__, "command": _command(argv), "detectors": dets,
+            "fusion": _fusion_facts(fusion_model), "runtime": getattr(ctx, "runtime", "torch"),
+            "requested_dtype": getattr(ctx, "dtype", None), "_ctx": ctx}
+
+
+def run_info_from_records(records: Sequence[Mapping[str, Any]], source: str,
+                          argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """What a saved JSONL run still says about itself: which detectors answered,
+    which were unavailable and why, the precision they ran at."""
+    seen: dict[str, dict[str, Any]] = {}
+    dtypes: set[str] = set()
+    runtimes: set[str] = set()
+    for r in records:
+        for name, d in (r.get("detectors") or {}).items():
+            if not isinstance(d, Mapping):
+                continue
+            cur = seen.setdefault(name, {"name": name, "status": "unavailable", "reason": None})
+            if d.get("status") in ("ok", "error"):
+                cur["status"] = "ran"
+                cur["reason"] = None
+            elif cur["status"] == "unavailable" and cur["reason"] is None:
+                cur["reason"] = d.get("reason")
+            if d.get("dtype"):
+                dtypes.add(str(d["dtype"]))
+            if d.get("runtime"):
+                runtimes.add(f"{d['runtime']} ({d.get('provider') or '?'})")
+    return {"version": __version__, "command": _command(argv), "detectors": list(seen.values()),
+            "source": source, "precision": ", ".join(sorted(dtypes)) or None,
+            "runtime": ", ".join(sorted(runtimes)) or None,
+            "schema": sorted({str(r.get("schema")) for r in records if r.get("schema")})}
+
+
+def _command(argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["aiidetect", *args])
+
+
+def _fusion_facts(model: Mapping[str, Any] | None) -> dict[str, Any]:
+    m = normalize_model(model)
+    return {"name": (model or {}).get("name") or ("default rules" if not model else "fusion model"),
+            "path": (model or {}).get("path"),
+            "ai_threshold": float(m.get("ai_threshold") or DEFAULT_AI_THRESHOLD),
+            "real_threshold": float(m.get("real_threshold") if m.get("real_threshold") is not None
+                                    else DEFAULT_REAL_THRESHOLD)}
+
+
+# --------------------------------------------------------------------- writer
+class HtmlWriter(Writer):
+    """Collects records (with their thumbnail and, for the files asked for, the
+    heat maps) and writes the page at close: the overview needs every count."""
+
+    def __init__(self, stream: IO[str], run: dict[str, Any], thumbnails: bool = True,
+                 heatmap_for: Iterable[str] = (), heatmapper: Callable[[str], list[dict]] | None = None,
+                 limits=None):
+        super().__init__(stream)
+        self.run = run
+        self.thumbnails = thumbnails
+        self.heatmap_for = set(heatmap_for)
+        self.heatmapper = heatmapper
+        self.limits = limits
+        self.items: list[dict[str, Any]] = []
+
+    def write(self, rec) -> None:
+        d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
+        self.add(d)
+
+    def add(self, d: dict[str, Any], path: str | None = None) -> None:
+        d = normalize_record(d)
+        path = d.get("file") if path is None else path
+        item: dict[str, Any] = {"rec": d, "thumb": None, "heatmaps": None}
+        if self.thumbnails and d.get("error") is None and isinstance(path, str):
+            item["thumb"] = thumbnail_data_uri(path, limits=self.limits)
+        if self.heatmapper and d.get("verdict") in self.heatmap_for and d.get("error") is None:
+            try:
+                item["heatmaps"] = self.heatmapper(path)
+            except Exception as exc:  # noqa: BLE001 - the card says the map failed; the report goes on
+                item["heatmaps"] = [{"detector": "", "error": f"{type(exc).__name__}: {exc}"}]
+        self.items.append(item)
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        run = dict(self.run)
+        ctx = run.pop("_ctx", None)
+        bb = getattr(ctx, "built_backbone", None) if ctx is not None else None
+        if bb is not None:
+            run["backbone"] = {"name": bb.spec.describe(), "fingerprint": bb.fingerprint, "weights": bb.weights_id,
+                               "device": str(bb.device), "precision": str(bb.dtype)}
+        if summary:
+            run["summary"] = summary
+        run["heatmaps_for"] = sorted(self.heatmap_for)
+        self.stream.write(render_html(self.items, run))
+        self.stream.flush()
+
+
+def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run is input like any other: give the renderer the shapes it expects
+    (lists where lists belong, mappings where mappings belong), keeping every value."""
+    d = dict(r)
+    v = d.get("verdict")
+    d["verdict"] = v if isinstance(v, str) else "error"
+    reasons = d.get("reasons")
+    d["reasons"] = ([str(x) for x in reasons] if isinstance(reasons, list)
+                    else [] if reasons is None else [str(reasons)])
+    err = d.get("error")
+    if err is not None and not isinstance(err, Mapping):
+        d["error"] = {"code": "bad-record", "message": str(err)}
+    if not isinstance(d.get("image"), Mapping):
+        d["image"] = {}
+    dets = d.get("detectors")
+    if not isinstance(dets, Mapping):
+        dets = {}
+    clean: dict[str, Any] = {}
+    for name, det in dets.items():
+        if not isinstance(det, Mapping):
+            det = {"status": "error", "reason": f"not a detector result: {det!r}"[:500]}
+        det = dict(det)
+        for k in ("evidence", "attribution"):
+            if k in det and not isinstance(det[k], list):
+                det[k] = []
+        det["evidence"] = [e for e in det.get("evidence") or [] if isinstance(e, Mapping)]
+        det["attribution"] = [a for a in det.get("attribution") or [] if isinstance(a, Mapping)]
+        clean[str(name)] = det
+    d["detectors"] = clean
+    return d
+
+
+# --------------------------------------------------------------------- page
+def _asset(name: str) -> str:
+    return resources.files("aiidetect.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def render_html(items: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> str:
+    nonce = secrets.token_urlsafe(18)
+    csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+           "base-uri 'none'; form-action 'none'; object-src 'none'")
+    recs = [it["rec"] for it in items]
+    fusion = run.get("fusion") or _fusion_facts(None)
+    rows = [[i, str(r.get("verdict") or "error"), _p(r.get("p_ai")), _s(r.get("file")), _s(r.get("format"), None),
+             r.get("size_bytes") if isinstance(r.get("size_bytes"), int) else None, _top_reason(r)]
+            for i, r in enumerate(recs)]
+    out: list[str] = [
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<meta name=\"referrer\" content=\"no-referrer\">",
+        f"<title>aiidetect report \u2014 {len(recs)} file{'s' if len(recs) != 1 else ''}</title>",
+        f"<style nonce=\"{nonce}\">{_asset('report.css')}</style></head><body>",
+        "<header><h1>aiidetect report</h1>",
+        f"<p class=\"mute\">{_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} \u00b7 "
+        f"aiidetect {_e(run.get('version', __version__))}</p></header>",
+        _overview(recs, run, fusion),
+        _table_section(len(recs)),
+        # The table's data and script come before the cards, so the table sorts and
+        # filters while a long report's cards are still being parsed.
+        f"<script type=\"application/json\" id=\"aiidetect-rows\">{_json_island(rows)}</script>",
+        f"<script nonce=\"{nonce}\">{_asset('report.js')}</script>",
+        f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}",
+    ]
+    for i, it in enumerate(items):
+        out.append(_card(i, it, fusion))
+    out.append("</section></body></html>\n")
+    return "".join(out)
+
+
+def _s(v: Any, default: Any = "") -> Any:
+    return default if v is None else _clean(str(v))
+
+
+def _p(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(f, 6) if f == f and 0.0 <= f <= 1.0 else None
+
+
+def _top_reason(r: Mapping[str, Any]) -> str:
+    err = r.get("error")
+    if isinstance(err, Mapping):
+        return _s(f"{err.get('code')}: {err.get('message')}")[:500]
+    reasons = r.get("reasons") or []
+    return _s(reasons[0])[:500] if reasons else ""
+
+
+def _verdict_badge(v: str) -> str:
+    sym, word, _ = VERDICT_WORDS.get(v, ("", v, ""))
+    return f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\">{sym} {_e(word)}</span>"
+
+
+def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
+    counts = {v: 0 for v in VERDICT_WORDS}
+    for r in recs:
+        v = r.get("verdict")
+        counts[v if isinstance(v, str) and v in counts else "error"] += 1
+    o = ["<section id=\"overview\"><h2>Overview</h2><ul class=\"counts\">",
+         f"<li><b>{len(recs)}</b>files</li>"]
+    for v, n in counts.items():
+        o.append(f"<li><b>{n}</b>{_verdict_badge(v)}</li>")
+    o.append("</ul>")
+    o.append(f"<p>A file is called <b>AI-generated</b> when the fused P(AI) is at least "
+             f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
+             f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
+             f"then. Flagged files (AI-generated, uncertain) print one per page.</p>")
+    facts: list[tuple[str, str]] = [("aiidetect version", _e(run.get("version", __version__)))]
+    if run.get("source"):
+        facts.append(("rendered from", f"<code class=\"wrap\">{_e(run['source'])}</code>"))
+    facts.append(("command", f"<code class=\"wrap\">{_e(run.get('command', ''))}</code>"))
+    det_lines = []
+    for d in run.get("detectors") or []:
+        st = d.get("status")
+        line = f"<li><b>{_e(d.get('name'))}</b>: {_e(st)}"
+        if d.get("reason"):
+            line += f" \u2014 <span class=\"wrap\">{_e(d['reason'])}</span>"
+        det_lines.append(line + "</li>")
+    facts.append(("detectors", "<ul>" + "".join(det_lines) + "</ul>" if det_lines else "none recorded"))
+    bb = run.get("backbone")
+    if bb:
+        facts.append(("backbone", f"{_e(bb.get('name'))} <span class=\"mute\">fingerprint</span> "
+                                  f"<code>{_e(bb.get('fingerprint'))}</code> <span class=\"mute\">weights</span> "
+                                  f"<code class=\"wrap\">{_e(bb.get('weights'))}</code>"))
+        facts.append(("runtime and precision", f"{_e(run.get('runtime') or 'torch')} on {_e(bb.get('device'))}, "
+                                               f"{_e(bb.get('precision'))}"))
+    elif run.get("runtime") or run.get("precision"):
+        facts.append(("runtime and precision", _e(", ".join(x for x in (run.get("runtime"), run.get("precision"))
+                                                            if x))))
+    if "fusion" in run:
+        facts.append(("fusion", f"{_e(fusion.get('name'))}" + (f" <code class=\"wrap\">{_e(fusion['path'])}</code>"
+                                                               if fusion.get("path") else "")
+                      + f"; band {fusion['real_threshold']:.2f}\u2013{fusion['ai_threshold']:.2f}"))
+    summ = run.get("summary") or {}
+    if summ.get("seconds") is not None:
+        facts.append(("scan time", f"{float(summ['seconds']):.1f} s for {int(summ.get('files') or 0)} files"
+                                   + (f" ({int(summ['cache_hits'])} from the result cache)"
+                                      if summ.get("cache_hits") else "")))
+    if run.get("heatmaps_for"):
+        facts.append(("heat maps", "computed for files judged " + _e(", ".join(run["heatmaps_for"]))))
+    o.append("<table class=\"facts\"><tbody>")
+    for k, v in facts:
+        o.append(f"<tr><th scope=\"row\">{_e(k)}</th><td>{v}</td></tr>")
+    o.append("</tbody></table></section>")
+    return "".join(o)
+
+
+def _table_section(n: int) -> str:
+    opts = "".join(f"<option value=\"{v}\">{_e(VERDICT_WORDS[v][1])}</option>" for v in VERDICT_WORDS)
+    head = [("verdict", "verdict", ""), ("p", "P(AI)", "num"), ("file", "file", ""), ("format", "format", "opt"),
+            ("size", "size", "num opt"), ("reason", "top reason", "opt")]
+    ths = "".join(f"<th scope=\"col\" data-key=\"{k}\" class=\"{c}\"><button type=\"button\">{_e(t)}</button></th>"
+                  for k, t, c in head)
+    return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>"
+            "<noscript><p>The sortable table needs JavaScript; every file has a card below.</p></noscript>"
+            "<div class=\"controls\">"
+            "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\"></label>"
+            f"<label>Verdict<select id=\"filter-verdict\"><option value=\"\">all</option>{opts}</select></label>"
+            "<label>Rows per page<select id=\"page-size\"><option>50</option><option selected>100</option>"
+            "<option>500</option></select></label></div>"
+            f"<p id=\"files-count\" role=\"status\" aria-live=\"polite\">{n} files</p>"
+            "<div class=\"tablewrap\"><table id=\"files-table\"><caption class=\"mute\">Click a column header to "
+            f"sort; the file name opens its card.</caption><thead><tr>{ths}</tr></thead><tbody></tbody></table></div>"
+            "<div class=\"pager\"><button type=\"button\" id=\"page-prev\">\u2190 previous</button>"
+            "<button type=\"button\" id=\"page-next\">next \u2192</button></div></section>")
+
+
+# --------------------------------------------------------------------- card
+GAUGE_W = 400
+
+
+def _svg_defs(fusion: Mapping[str, Any]) -> str:
+    """Drawn once, used by every card (<use href="#...">): 10,000 cards stay light."""
+    lo, hi, W = float(fusion["real_threshold"]), float(fusion["ai_threshold"]), GAUGE_W
+
+    def x(v: float) -> float:
+        return round(v * W, 1)
+
+    return (f"<svg class=\"defs\" width=\"0\" height=\"0\" aria-hidden=\"true\" focusable=\"false\"><defs>"
+            "<linearGradient id=\"colorbar-gradient\"><stop offset=\"0\" stop-color=\"#0000ff\"/>"
+            "<stop offset=\"0.5\" stop-color=\"#ffffff\"/><stop offset=\"1\" stop-color=\"#ff0000\"/>"
+            "</linearGradient></defs><symbol id=\"gauge-band\">"
+            f"<rect x=\"10\" y=\"16\" width=\"{x(lo)}\" height=\"18\" fill=\"#cfe8d5\"/>"
+            f"<rect x=\"{10 + x(lo)}\" y=\"16\" width=\"{x(hi) - x(lo)}\" height=\"18\" fill=\"#f4e2b8\"/>"
+            f"<rect x=\"{10 + x(hi)}\" y=\"16\" width=\"{W - x(hi)}\" height=\"18\" fill=\"#f2c4c0\"/>"
+            f"<rect x=\"10\" y=\"16\" width=\"{W}\" height=\"18\" fill=\"none\" stroke=\"#777\"/>"
+            f"<text x=\"{10 + x(lo) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">real</text>"
+            f"<text x=\"{10 + (x(lo) + x(hi)) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">uncertain</text>"
+            f"<text x=\"{10 + (x(hi) + W) / 2}\" y=\"29\" font-size=\"10\" text-anchor=\"middle\">AI</text>"
+            f"<text x=\"10\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">0</text>"
+            f"<text x=\"{10 + x(lo)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{lo:.2f}</text>"
+            f"<text x=\"{10 + x(hi)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{hi:.2f}</text>"
+            f"<text x=\"{10 + W}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">1</text></symbol></svg>")
+
+
+def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
+    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
+    marker = ""
+    if p is not None:
+        m = round(10 + p * GAUGE_W, 1)
+        marker = (f"<polygon points=\"{m - 6},2 {m + 6},2 {m},14\" fill=\"#000\"/>"
+                  f"<line x1=\"{m}\" y1=\"12\" x2=\"{m}\" y2=\"38\" stroke=\"#000\" stroke-width=\"2\"/>")
+    label = "P(AI) not available" if p is None else f"P(AI) = {p:.3f}"
+    return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely "
+            f"real at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
+            f"<use href=\"#gauge-band\"/>{marker}</svg>")
+
+
+def _strength_word(e: Mapping[str, Any]) -> str:
+    if e.get("decisive"):
+        return "decisive"
+    try:
+        s = float(e.get("strength") or 0)
+    except (TypeError, ValueError):
+        s = 0.0
+    if e.get("direction") == "neutral" or s == 0:
+        return "informational"
+    return "strong" if s >= 3 else "moderate" if s >= 1 else "weak"
+
+
+def _value(v: Any, depth: int = 0) -> str:
+    """Evidence data as nested lists; every leaf is escaped text."""
+    if depth > 6:
+        return f"<pre>{_e(_clip(json.dumps(v, ensure_ascii=False, default=str)))}</pre>"
+    if isinstance(v, Mapping):
+        if not v:
+            return "<span class=\"mute\">(empty)</span>"
+        return ("<dl class=\"kv\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_value(x, depth + 1)}</dd>"
+                                             for k, x in list(v.items())[:200]) + "</dl>")
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "<span class=\"mute\">(none)</span>"
+        more = f"<li class=\"mute\">\u2026 {len(v) - 200} more</li>" if len(v) > 200 else ""
+        return "<ul>" + "".join(f"<li>{_value(x, depth + 1)}</li>" for x in v[:200]) + more + "</ul>"
+    s = "" if v is None else str(v)
+    if "\n" in s or len(s) > 120:
+        return f"<pre>{_e(_clip(s))}</pre>"
+    return f"<span class=\"wrap\">{_e(s)}</span>"
+
+
+def _evidence(dets: Mapping[str, Any]) -> str:
+    items: list[Mapping[str, Any]] = []
+    for d in dets.values():
+        if isinstance(d, Mapping):
+            items += [e for e in (d.get("evidence") or []) if isinstance(e, Mapping)]
+    if not items:
+        return "<p class=\"mute\">No provenance evidence found (no C2PA manifest, generator text, AI source type, " \
+               "watermark or camera metadata). Most images shared online have their metadata stripped; absence " \
+               "proves nothing.</p>"
+
+    def key(e):
+        try:
+            s = float(e.get("strength") or 0)
+        except (TypeError, ValueError):
+            s = 0.0
+        return (not e.get("decisive"), -s)
+
+    out = ["<ol class=\"evidence\">"]
+    for e in sorted(items, key=key):
+        direction = str(e.get("direction") or "neutral")
+        d_word = {"ai": "points to AI", "real": "points to a real photo"}.get(direction, "neutral")
+        try:
+            st = f"{float(e.get('strength') or 0):.2f}"
+        except (TypeError, ValueError):
+            st = "?"
+        out.append(f"<li><span class=\"dir-{_e(direction if direction in ('ai', 'real') else 'neutral')}\">"
+                   f"{_e(_strength_word(e))}, {_e(d_word)}</span> <span class=\"mute\">({_e(e.get('source') or '')}"
+                   f" \u00b7 {_e(e.get('id') or '')} \u00b7 strength {st} nats)</span>"
+                   f"<div class=\"wrap\">{_e(_clip(str(e.get('detail') or '')))}</div>")
+        if e.get("data"):
+            out.append(f"<details><summary>details</summary>{_value(e['data'])}</details>")
+        out.append("</li>")
+    out.append("</ol>")
+    return "".join(out)
+
+
+FACT_TITLES = (("c2pa", "C2PA manifest (Content Credentials)"), ("generators", "Generator text in the file"),
+               ("xmp", "XMP / IPTC"), ("exif", "Camera EXIF"), ("watermark", "Invisible watermark"))
+
+
+def _facts(dets: Mapping[str, Any]) -> str:
+    """What the metadata readers found, evidence or not: the C2PA manifest's fields and
+    validation state, generator text with the prompt in full, XMP, EXIF, the watermark check."""
+    facts = None
+    for name, d in dets.items():
+        if str(name).split(":")[0] == "metadata" and isinstance(d, Mapping) and isinstance(d.get("facts"), Mapping):
+            facts = d["facts"]
+    if not facts:
+        return ""
+    keys = [k for k, _ in FACT_TITLES if k in facts] + sorted(str(k) for k in facts if k not in dict(FACT_TITLES))
+    out = ["<h3>What the metadata readers found</h3>"]
+    for k in keys:
+        v = facts.get(k)
+        if v in (None, {}, []):
+            continue
+        title = dict(FACT_TITLES).get(k, k)
+        if k == "watermark" and isinstance(v, Mapping) and v.get("checked") and not v.get("results"):
+            body = "<p>checked: no known generator watermark found (absence proves nothing)</p>"
+        else:
+            body = _value(v)
+        opened = " open" if k in ("c2pa", "generators") else ""
+        out.append(f"<details class=\"facts-group\"{opened}><summary>{_e(title)}</summary>{body}</details>")
+    return "".join(out) if len(out) > 1 else ""
+
+
+def _detectors_table(dets: Mapping[str, Any]) -> str:
+    rows = []
+    absent = []
+    for name, d in dets.items():
+        if not isinstance(d, Mapping):
+            continue
+        if d.get("status") == "unavailable":
+            # Same reason on every card (the overview lists it): folded away to keep cards short.
+            absent.append(f"<li><b>{_e(name)}</b>: <span class=\"wrap\">{_e(d.get('reason') or '')}</span></li>")
+            continue
+        p = _p(d.get("p_ai"))
+        score = d.get("score")
+        score_s = "" if score is None else f"{_e(score)} <span class=\"mute\">{_e(d.get('score_kind') or '')}</span>"
+        if d.get("threshold_z") is not None:
+            thr = f"z \u2265 {_e(d['threshold_z'])}" + (f" (FPR {_e(d['fpr_target'])})" if d.get("fpr_target") else "")
+        elif d.get("threshold") is not None:
+            thr = f"P(AI) \u2265 {_e(d['threshold'])}"
+        elif d.get("score_kind") == "llr" or str(name).split(":")[0] == "metadata":
+            thr = "none: evidence, weighed in the fusion"
+        elif p is not None:
+            thr = "P(AI) \u2265 0.5"
+        else:
+            thr = ""
+        status = str(d.get("status") or "")
+        note = f"<div class=\"mute wrap\">{_e(d['reason'])}</div>" if d.get("reason") else ""
+        extra = f" <span class=\"mute\">{_e(d['dtype'])}</span>" if d.get("dtype") else ""
+        rows.append(f"<tr><th scope=\"row\" class=\"wrap\">{_e(name)}</th><td>{_e(status)}{extra}{note}</td>"
+                    f"<td class=\"num\">{DASH if p is None else f'{p:.3f}'}</td><td>{score_s}</td>"
+                    f"<td>{thr}</td></tr>")
+    folded = (f"<details class=\"absent\"><summary>{len(absent)} detector{'s' if len(absent) != 1 else ''} could "
+              f"not run</summary><ul>{''.join(absent)}</ul></details>" if absent else "")
+    if not rows:
+        return "<p class=\"mute\">No detector gave a result.</p>" + folded
+    return ("<div class=\"tablewrap\"><table class=\"dets\"><thead><tr><th scope=\"col\">detector</th>"
+            "<th scope=\"col\">status</th><th scope=\"col\">P(AI)</th><th scope=\"col\">raw score</th>"
+            "<th scope=\"col\">its threshold</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+            + folded)
+
+
+def _attribution(dets: Mapping[str, Any]) -> str:
+    out = []
+    for name, d in dets.items():
+        if isinstance(d, Mapping) and d.get("attribution"):
+            parts = []
+            for a in list(d["attribution"])[:5]:
+                if isinstance(a, Mapping):
+                    p = _p(a.get("p"))
+                    parts.append(f"<li>{_e(a.get('label'))}: {'?' if p is None else f'{p:.2f}'}</li>")
+            out.append(f"<h4>{_e(name)}</h4><ol>{''.join(parts)}</ol>")
+    if not out:
+        return ""
+    return ("<h3>Attribution</h3><p class=\"mute\">Which generator family the head finds closest, among those it "
+            "was trained on; an unseen generator is still given one of these names.</p>" + "".join(out))
+
+
+def colorbar_svg(scale: float) -> str:
+    return ("<svg class=\"colorbar\" viewBox=\"0 0 300 34\" role=\"img\" aria-label=\"colour scale from blue "
+            f"(hiding the area raises P(AI) by {scale:.2f}) through clear (no effect) to red (hiding it lowers P(AI) "
+            f"by {scale:.2f})\"><rect x=\"0\" y=\"0\" width=\"300\" height=\"12\" fill=\"url(#colorbar-gradient)\" "
+            f"stroke=\"#777\"/><text x=\"0\" y=\"28\" font-size=\"11\">\u2212{scale:.2f}</text>"
+            "<text x=\"150\" y=\"28\" font-size=\"11\" text-anchor=\"middle\">0</text>"
+            f"<text x=\"300\" y=\"28\" font-size=\"11\" text-anchor=\"end\">+{scale:.2f}</text></svg>")
+
+
+HEATMAP_LEGEND = ("Occlusion map, drawn over the image as the detector sees it (resized and/or centre-cropped "
+                  "exactly as in the scan): each square was blurred in turn and the detector run again. "
+                  "Red: blurring that square lowered this detector's P(AI), so the square pushed it towards AI. "
+                  "Blue: blurring it raised P(AI). Clear: little or no effect. The colour bar is in P(AI) points "
+                  "(at least \u00b10.05, so tiny effects stay faint). A map shows where a detector's answer "
+                  "comes from, not which pixels were generated or edited, and a detector that is wrong is "
+                  "wrong about its map too.")
+
+
+def _maxabs(deltas: Any) -> float:
+    try:
+        import numpy as np
+
+        return float(np.nanmax(np.abs(np.asarray(deltas, dtype=float))))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
+    if not maps:
+        return ""
+    figs = []
+    for m in maps:
+        if m.get("error"):
+            figs.append(f"<p class=\"mute wrap\">heat map {_e(m.get('detector') or '')} failed: {_e(m['error'])}</p>")
+            continue
+        img = m.get("image")
+        if not (isinstance(img, str) and img.startswith("data:image/jpeg;base64,")):
+            continue
+        figs.append(f"<figure><img src=\"{_e(img)}\" alt=\"occlusion heat map for {_e(m.get('detector'))}\">"
+                    f"{colorbar_svg(float(m.get('scale') or 0))}<figcaption><b>{_e(m.get('detector'))}</b>: P(AI) "
+                    f"{float(m.get('base_p') or 0):.3f} on its view of the image; {_e(m.get('grid'))}\u00d7"
+                    f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}</figcaption>"
+                    "</figure>")
+    return ("<h3>Where the detectors looked</h3><div class=\"heatmaps\">" + "".join(figs) + "</div>"
+            f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
+
+
+def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
+    r = item["rec"]
+    v = str(r.get("verdict") or "error")
+    v = v if v in VERDICT_WORDS else "error"
+    p = _p(r.get("p_ai"))
+    dets = r.get("detectors") if isinstance(r.get("detectors"), Mapping) else {}
+    cls = "card flagged" if v in FLAGGED else "card"
+    thumb = item.get("thumb")
+    img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
+           if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
+           else "<div class=\"noimg\">no thumbnail</div>")
+    o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
+         f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
+         f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
+         f"<p class=\"explain\">{_e(VERDICT_WORDS[v][2])}</p>"]
+    err = r.get("error")
+    if isinstance(err, Mapping):
+        o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")
+    else:
+        o.append(_gauge(p, fusion))
+    o.append("</div></div>")
+    reasons = r.get("reasons") or []
+    if reasons:
+        o.append("<h3>What moved the verdict</h3><ol>" + "".join(f"<li class=\"wrap\">{_e(x)}</li>" for x in reasons)
+                 + "</ol>")
+    if dets:
+        o.append("<h3>Detectors side by side</h3>" + _detectors_table(dets))
+        o.append(_attribution(dets))
+    o.append(_heatmaps(item.get("heatmaps")))
+    if err is None:
+        o.append("<h3>Provenance evidence, strongest first</h3>" + _evidence(dets))
+        o.append(_facts(dets))
+    o.append("<h3>File</h3><dl class=\"kv\">")
+    facts = [("SHA-256", r.get("sha256")), ("size", f"{r['size_bytes']} bytes" if r.get("size_bytes") is not None
+                                            else None),
+             ("format", r.get("format")),
+             ("pixels", f"{r.get('width')} \u00d7 {r.get('height')}" if r.get("width") else None)]
+    image = r.get("image") if isinstance(r.get("image"), Mapping) else {}
+    facts += [(k, image.get(k)) for k in ("mode", "frames", "orientation", "has_alpha") if image.get(k) is not None]
+    for k, x in facts:
+        if x is not None:
+            o.append(f"<dt>{_e(k)}</dt><dd class=\"wrap\"><code>{_e(x)}</code></dd>")
+    o.append("</dl><p class=\"noprint\"><a href=\"#files\">back to the table</a></p></article>")
+    return "".join(o)
+
+
+# --------------------------------------------------------------------- saved runs
+def read_records(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records from JSONL (or one JSON array); a line that is not a record becomes
+    an error card naming the line, and a problem string for stderr."""
+    text = stream.read()
+    problems: list[str] = []
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            arr = json.loads(stripped)
+            if isinstance(arr, list):
+                return [r if _is_record(r) else _bad(k + 1, "not a scan record") for k, r in enumerate(arr)], \
+                    [f"item {k + 1}: not a scan record" for k, r in enumerate(arr) if not _is_record(r)]
+        except ValueError:
+            pass  # fall back to JSON lines
+    recs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError as exc:
+            recs.append(_bad(n, f"not JSON ({exc})"))
+            problems.append(f"line {n}: not JSON ({exc})")
+            continue
+        if not _is_record(r):
+            recs.append(_bad(n, "not a scan record"))
+            problems.append(f"line {n}: not a scan record")
+            continue
+        recs.append(r)
+    return recs, problems
+
+
+def _is_record(r: Any) -> bool:
+    return isinstance(r, dict) and isinstance(r.get("file"), str) and "verdict" in r
+
+
+def _bad(n: int, why: str) -> dict[str, Any]:
+    return {"file": f"(input line {n})", "verdict": "error", "p_ai": None, "detectors": {}, "reasons": [],
+            "error": {"code": "bad-record", "message": why}}
+
+
+def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: bool = True,
+                     argv: Sequence[str] | None = None, limits=None) -> dict[str, Any]:
+    """`aiidetect report`: a saved JSONL run -> the HTML page, without re-scanning.
+    Thumbnails are read from the files when they are still where the run found them."""
+    recs, problems = read_records(stream)
+    recs = [normalize_record(r) for r in recs]
+    w = HtmlWriter(out, run_info_from_records(recs, source, argv), thumbnails=thumbnails, limits=limits)
+    for r in recs:
+        w.add(r)
+    w.close()
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[str(r.get("verdict"))] = counts.get(str(r.get("verdict")), 0) + 1
+    return {"files": len(recs), "verdicts": counts, "problems": problems,
+            "thumbnails": sum(1 for it in w.items if it["thumb"])}
+
+
+def scan_writer(stream: IO[str], detectors: Sequence[Any], ctx: Any, fusion_model: Mapping[str, Any] | None,
+                heatmap_verdicts: Iterable[str] = (), limits=None) -> HtmlWriter:
+    """The writer `aiidetect scan --format html` uses; heat maps run through the
+    scan's own detectors for the files whose verdict is in heatmap_verdicts."""
+    wanted = list(heatmap_verdicts)
+    mapper = None
+    if wanted:
+        from ..explain.occlusion import occlusion_maps
+
+        def mapper(path: str) -> list[dict[str, Any]]:
+            return occlusion_maps(path, detectors, limits=limits)
+    return HtmlWriter(stream, run_info_from_scan(detectors, ctx, fusion_model), heatmap_for=wanted,
+                      heatmapper=mapper, limits=limits)

@@ -1,0 +1,156 @@
+"""How a 10,000-file HTML report behaves in a headless browser.
+
+    python benchmarks/report_10k.py [--files 1000,10000] [--chromium /usr/bin/chromium] [--keep DIR]
+
+Makes N synthetic scan records (three detectors, two or three evidence items
+each, realistic verdict mix; no thumbnails: the files do not exist), renders
+them with `aiidetect report`, opens the page in headless Chromium (Playwright)
+and measures, inside the page:
+  - load: navigation start to DOMContentLoaded, to the load event, and to the
+    table being ready (the report's script sets data-ready);
+  - filter: one verdict + text filter over all rows, rendered (median of 5);
+  - sort: one click on the P(AI) header, rendered (median of 5);
+  - jump: scroll to the last file's card and lay it out;
+  - the longest main-thread task (the longest the page can ignore input).
+Prints one JSON object per size, side by side in one run (compare ratios:
+absolute times depend on the machine and its load). Needs chromium (apt-get install chromium) and playwright.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GENS = ["sd15-finetune", "sdxl", "midjourney", "dalle3", "real"]
+
+
+def records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        p = rng.betavariate(0.6, 0.6)
+        verdict = "ai-generated" if p >= 0.9 else "likely-real" if p <= 0.1 else "uncertain"
+        err = rng.random() < 0.01
+        ev = [{"id": "exif.camera", "direction": "real", "strength": 1.5, "detail": f"camera Canon EOS R{i % 9}",
+               "source": "EXIF", "decisive": False, "data": {"make": "Canon", "model": f"EOS R{i % 9}"}},
+              {"id": "structure.jpeg-tables", "direction": "ai", "strength": 0.1, "detail": "libjpeg tables q75",
+               "source": "JPEG DQT", "decisive": False, "data": {"quality": 75}}]
+        if verdict == "ai-generated" and i % 3 == 0:
+            ev.insert(0, {"id": "generator.parameters", "direction": "ai", "strength": 6.0, "decisive": True,
+                          "detail": "AUTOMATIC1111 parameters", "source": "PNG tEXt",
+                          "data": {"prompt": f"a photo of a street at night, number {i}", "seed": str(i)}})
+        rec = {"schema": "1.0", "file": f"archive/{i // 1000:02d}/IMG_{i:05d}.jpg", "sha256": f"{i:064x}",
+               "size_bytes": rng.randint(50_000, 8_000_000), "format": "JPEG", "width": 4032, "height": 3024,
+               "verdict": verdict, "p_ai": round(p, 4),
+               "detectors": {"metadata": {"status": "ok", "p_ai": 0.3, "score": -1.4, "score_kind": "llr",
+                                          "reason": None, "evidence": ev},
+                             "linear:univfd": {"status": "ok", "p_ai": round(p, 4), "score": 1.2, "score_kind": "logit",
+                                               "reason": None, "threshold": 0.5, "dtype": "bfloat16"},
+                             "mpft:dev": {"status": "ok", "p_ai": round(min(1, p * 1.1), 4), "score": 0.4,
+                                          "score_kind": "logit", "reason": None,
+                                          "attribution": [{"label": g, "p": round(rng.random(), 3)} for g in GENS[:3]]}},
+               "reasons": [f"linear:univfd: p_ai={p:.2f}", "metadata: camera Canon EOS R5 (-1.50)"],
+               "image": {"mode": "RGB", "frames": 1, "orientation": 1, "has_alpha": False}, "error": None}
+        if err:
+            rec.update(verdict="error", p_ai=None, detectors={}, reasons=[],
+                       error={"code": "decode-error", "message": "truncated JPEG"})
+        out.append(rec)
+    return out
+
+
+MEASURE = """async () => {
+  const med = a => a.slice().sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const nav = performance.getEntriesByType('navigation')[0];
+  const sel = document.getElementById('filter-verdict'), q = document.getElementById('filter-text');
+  const filt = [], sort = [];
+  for (let k = 0; k < 5; k++) {
+    let t = performance.now();
+    q.value = 'IMG_0' + k; sel.value = 'uncertain'; sel.dispatchEvent(new Event('change'));
+    document.body.offsetHeight; filt.push(performance.now() - t);
+    q.value = ''; sel.value = ''; sel.dispatchEvent(new Event('change'));
+    t = performance.now();
+    document.querySelector("#files-table th[data-key='p'] button").click();
+    document.body.offsetHeight; sort.push(performance.now() - t);
+  }
+  const shown = document.getElementById('files-count').textContent;
+  let t = performance.now();
+  const cards = document.querySelectorAll('article.card');
+  cards[cards.length - 1].scrollIntoView(); document.body.offsetHeight;
+  const jump = performance.now() - t;
+  return {dom_content_loaded_ms: nav.domContentLoadedEventEnd, load_event_ms: nav.loadEventEnd,
+          ready_ms: window.__readyAt, longest_task_ms: Math.max(0, ...window.__long),
+          long_tasks: window.__long.length, filter_ms_median: med(filt), sort_ms_median: med(sort),
+          jump_to_last_card_ms: jump, cards: cards.length, count_text: shown};
+}"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", default="1000,10000", help="Comma-separated report sizes.")
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--keep", type=Path, help="Keep the JSONL and HTML here.")
+    a = ap.parse_args()
+    d = a.keep or Path(tempfile.mkdtemp(prefix="aiidetect-report-bench-"))
+    d.mkdir(parents=True, exist_ok=True)
+    runs = [measure(int(n), d, a.chromium) for n in a.files.split(",")]
+    print(json.dumps({"runs": runs, "cpu": _cpu(), "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "python": platform.python_version()}, indent=1))
+    return 0 if not any(r["page_errors"] for r in runs) else 1
+
+
+def measure(n: int, d: Path, chromium: str) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    src, html = d / f"run-{n}.jsonl", d / f"report-{n}.html"
+    src.write_text("\n".join(json.dumps(r) for r in records(n)) + "\n", encoding="utf-8")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "aiidetect", "report", str(src), "-o", str(html), "--no-thumbnails", "-q"],
+                   check=True)
+    render_s = time.perf_counter() - t
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = b.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # Record when the table became ready, in the page's own clock.
+        page.add_init_script("new MutationObserver((m, o) => { if (document.documentElement && "
+                             "document.documentElement.dataset.ready) { window.__readyAt = performance.now(); "
+                             "o.disconnect(); } }).observe(document, {attributes: true, subtree: true, "
+                             "attributeFilter: ['data-ready']});"
+                             # Long tasks block input: the longest one says how long the page can freeze.
+                             "window.__long = []; new PerformanceObserver(l => l.getEntries().forEach(e => "
+                             "window.__long.push(e.duration))).observe({type: 'longtask', buffered: true});")
+        t = time.perf_counter()
+        page.goto(html.as_uri(), wait_until="load", timeout=120_000)
+        page.wait_for_selector("html[data-ready='1']", timeout=120_000)
+        wall_s = time.perf_counter() - t
+        res = page.evaluate(MEASURE)
+        b.close()
+    res = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()}
+    return {"files": n, "html_mib": round(html.stat().st_size / 2**20, 1), "render_s": round(render_s, 2),
+            "browser_open_wall_s": round(wall_s, 2), **res, "page_errors": errors}
+
+
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Make the two screenshots in docs/report.md.
+
+    python scripts/report_screenshots.py [--dev ../shared/data/dev] [--out docs/img]
+
+Builds a small demo folder (dev-set images, one with AUTOMATIC1111 generation
+parameters written into it, one with an IPTC "trainedAlgorithmicMedia" XMP
+packet), trains a linear probe on a random-init tiny-vit backbone (the real
+CLIP weights are not needed for a screenshot; its scores mean nothing), scans
+with heat maps for the flagged files, and photographs the page in headless
+Chromium at desktop (1280 px) and phone (390 px) width.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+A1111 = ("a rainy street market at night, neon signs, 35mm photo, high detail\nNegative prompt: blurry, lowres\n"
+         "Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 3141592, Size: 512x512, "
+         "Model: v1-5-pruned-emaonly, Version: v1.7.0")
+XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+       '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+       'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+       'xmp:CreatorTool="Example Image Generator 2.1"><Iptc4xmpExt:DigitalSourceType>'
+       'http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia</Iptc4xmpExt:DigitalSourceType>'
+       '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+
+
+def cli(*args: str, env: dict) -> None:
+    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=env)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = Path(__file__).resolve().parent.parent
+    ap.add_argument("--dev", type=Path, default=repo.parent / "shared" / "data" / "dev")
+    ap.add_argument("--out", type=Path, default=repo / "docs" / "img")
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aiidetect-shots-"))
+    env = dict(os.environ, AIIDETECT_WEIGHTS=str(work / "weights"), AIIDETECT_CACHE=str(work / "cache"))
+    demo = work / "story-photos"
+    demo.mkdir()
+    sd = sorted((a.dev / "ai" / "sd14").iterdir())
+    cams = sorted((a.dev / "real" / "camera").iterdir())
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    Image.open(sd[0]).convert("RGB").save(demo / "market_night.png", pnginfo=info)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP, zip=True)
+    Image.open(sd[1]).convert("RGB").save(demo / "protest_crowd.png", pnginfo=info)
+    for p in sd[2:5] + cams[:5]:
+        shutil.copy(p, demo / p.name)
+    (demo / "broken_upload.jpg").write_bytes((demo / cams[0].name).read_bytes()[:2000])
+    cli("train", "linear", str(a.dev / "manifest.csv"), "--backbone-config", "tiny-vit", "--shots", "8",
+        "--name", "demo-probe", "--out", str(work / "weights" / "demo-probe"), env=env)
+    html = work / "report.html"
+    cli("scan", str(demo), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "html",
+        "-o", str(html), "--heatmaps", "ai,uncertain", "-q", env=env)
+    from playwright.sync_api import sync_playwright
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox"])
+        page = b.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(html.as_uri())
+        page.wait_for_selector("html[data-ready='1']")
+        page.click("#files-table th[data-key='p'] button")
+        page.screenshot(path=str(a.out / "report-desktop.png"))
+        page = b.new_page(viewport={"width": 390, "height": 1300})
+        page.goto(html.as_uri())
+        page.wait_for_selector("html[data-ready='1']")
+        card = page.locator("article.card", has_text="market_night.png")
+        card.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(a.out / "report-phone.png"))
+        b.close()
+    print(f"wrote {a.out / 'report-desktop.png'} and {a.out / 'report-phone.png'} (report: {html})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""The HTML report in a real headless Chromium (Debian's package, driven by
+Playwright): it loads without script errors or blocked loads, no injected
+payload runs, the table sorts and filters (also from the keyboard), and the
+page fits a phone. Screenshots at desktop and phone width go to the test's tmp
+dir (AIIDETECT_SCREENSHOTS=DIR keeps a copy).
+
+In CI (CI set) a missing browser fails the test; on a developer machine
+without chromium it is skipped."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from report_corpus import hostile_records, make_report_corpus
+
+
+def _need(what: str, why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    exe = os.environ.get("AIIDETECT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        _need("chromium", "apt-get install -y chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _need("playwright", "pip install -e '.[test]'")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A scan of marker, hostile-name and broken files plus saved hostile records, as one report."""
+    d = tmp_path_factory.mktemp("browser-corpus")
+    make_report_corpus(d / "files")
+    run = d / "run.jsonl"
+    r = run_cli("scan", str(d / "files"), "--format", "jsonl", "-o", str(run), "-d", "metadata", "--no-cache", "-q")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in run.read_text(encoding="utf-8").splitlines()]
+    recs += hostile_records()
+    for k in range(130):  # enough rows for a second page
+        recs.append({"schema": "1.0", "file": f"bulk/{k:03d}.jpg", "verdict": ("likely-real", "uncertain")[k % 2],
+                     "p_ai": round(0.05 + 0.9 * ((k * 37) % 100) / 100, 3), "size_bytes": 1000 + k,
+                     "format": "JPEG", "detectors": {}, "reasons": [f"bulk reason {k}"], "error": None})
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = d / "report.html"
+    r = run_cli("report", str(run), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    return out, recs
+
+
+def _open(browser, path: Path, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    problems: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
+            else None)
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_selector("html[data-ready='1']", timeout=30_000)
+    return page, problems, requests
+
+
+def expect(locator):
+    # Polls from Python: the report's CSP (rightly) forbids the eval that wait_for_function(str) needs.
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+def _two_frames(page) -> None:
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def _rows(page) -> list[list[str]]:
+    return page.eval_on_selector_all("#files-table tbody tr",
+                                     "trs => trs.map(tr => Array.from(tr.cells).map(td => td.textContent))")
+
+
+def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
+    path, recs = report
+    page, problems, requests = _open(browser, path, 1280, 900)
+    page.mouse.wheel(0, 200000)  # scroll every card (and its images) through the viewport
+    page.wait_for_timeout(300)
+    page.evaluate("window.scrollTo(0, 0)")
+    _two_frames(page)
+    assert problems == []  # no script error, no CSP violation (an injected handler or script would log one)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert [u for u in requests if not u.startswith("data:")] == [path.as_uri()]
+    srcs = page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")
+    assert srcs and all(s.startswith("data:image/") for s in srcs)
+    names = page.eval_on_selector_all("article.card .file-name", "els => els.map(e => e.textContent)")
+    assert len(names) == len(recs)
+    expected = [r["file"].replace("\udcff", "\ufffd") for r in recs]
+    assert names == expected
+    assert page.locator("#files-count").text_content().startswith(f"Showing 1\u2013100 of {len(recs)} files")
+    shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "report-desktop.png"))
+    assert (shots / "report-desktop.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_sort_filter_and_keyboard(browser, report):
+    path, recs = report
+    page, problems, _ = _open(browser, path, 1280, 900)
+    # Sort by P(AI): first click puts the highest first, the second reverses; blanks stay last.
+    page.click("#files-table th[data-key='p'] button")
+    ps = [r[1] for r in _rows(page)]
+    nums = [float(x) for x in ps if x != "\u2014"]
+    assert nums == sorted(nums, reverse=True) and len(nums) > 50
+    assert page.get_attribute("#files-table th[data-key='p']", "aria-sort") == "descending"
+    page.click("#files-table th[data-key='p'] button")
+    nums = [float(x) for x in (r[1] for r in _rows(page)) if x != "\u2014"]
+    assert nums == sorted(nums)
+    # Sorting from the keyboard: focus a header button and press Enter.
+    page.focus("#files-table th[data-key='file'] button")
+    page.keyboard.press("Enter")
+    files = [r[2] for r in _rows(page)]
+    assert len(files) == 100 and files != [r["file"] for r in recs[:100]]
+    assert page.evaluate("fs => fs.every((f, i) => i === 0 || fs[i - 1].localeCompare(f) <= 0)", files)
+    assert page.get_attribute("#files-table th[data-key='file']", "aria-sort") == "ascending"
+    # Filter by verdict.
+    page.select_option("#filter-verdict", "error")
+    rows = _rows(page)
+    n_err = sum(1 for r in recs if r["verdict"] == "error")
+    assert len(rows) == n_err > 0 and all("error" in r[0] for r in rows)
+    assert f"of {n_err} files (filtered from {len(recs)})" in page.locator("#files-count").text_content()
+    # Filter by text (debounced): a payload typed in the box is a search string, nothing more.
+    page.select_option("#filter-verdict", "")
+    page.fill("#filter-text", "onerror")
+    expect(page.locator("#files-count")).to_contain_text("filtered")
+    rows = _rows(page)
+    want = [r for r in recs if "onerror" in (r["file"] + " " + ((r.get("reasons") or [""])[0] if not r.get("error")
+                                                                else f"{r['error']['code']}: {r['error']['message']}")
+                                             + " " + str(r.get("format") or "")).lower()]
+    assert len(rows) == len(want) > 0
+    page.fill("#filter-text", "BULK/012")
+    expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
+    assert [r[2] for r in _rows(page)] == ["bulk/012.jpg"]
+    # Pagination and arrow keys between row links.
+    page.fill("#filter-text", "")
+    expect(page.locator("#files-count")).to_contain_text(f"of {len(recs)} files")
+    page.click("#page-next")
+    assert page.locator("#files-count").text_content().startswith("Showing 101\u2013")
+    page.focus("#files-table tbody a")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.textContent") == _rows(page)[1][2]
+    page.keyboard.press("Enter")  # follows the link to the file's card
+    assert page.evaluate("location.hash").startswith("#f")
+    assert problems == [] and page.evaluate("typeof window.__pwned") == "undefined"
+    page.close()
+
+
+def test_phone_width(browser, report, tmp_path):
+    path, _ = report
+    page, problems, _ = _open(browser, path, 390, 844)
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= 390, overflow  # nothing forces sideways scrolling
+    assert page.is_visible("#files-table th[data-key='verdict']") and not page.is_visible(
+        "#files-table th[data-key='size']")
+    shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.locator("article.card.flagged").first.scroll_into_view_if_needed()
+    _two_frames(page)  # cards render lazily (content-visibility): let the scrolled-to one paint
+    page.screenshot(path=str(shots / "report-phone.png"))
+    assert (shots / "report-phone.png").stat().st_size > 10_000
+    # Printing keeps the flagged cards only, one per page.
+    page.emulate_media(media="print")
+    shown = page.eval_on_selector_all("article.card", "els => els.filter(e => getComputedStyle(e).display !== 'none')"
+                                                      ".map(e => e.className)")
+    assert shown and all("flagged" in c for c in shown)
+    assert not page.is_visible("#files-table")
+    assert problems == []
+    page.close()

@@ -1,0 +1,244 @@
+"""The HTML report, parsed without a browser: one card per file, nothing loaded
+from outside the file, every payload from a file kept as text; heat maps
+through the served predict path of any pixel head."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import jsonl, run_cli
+from htmlcheck import assert_self_contained, parse
+from report_corpus import PAYLOADS, hostile_records, make_report_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    return make_report_corpus(tmp_path_factory.mktemp("report-corpus"))
+
+
+def _no_raw_payload(html: str) -> None:
+    """Markup payloads never appear unescaped; a javascript: URL is harmless as text and is
+    kept out of every href and src by assert_self_contained."""
+    for p in PAYLOADS:
+        if "<" in p:
+            assert p not in html, p
+    for frag in ("<script>window", "<img src=x", "<svg onload", "</style><script"):
+        assert frag.lower() not in html.lower(), frag
+
+
+def test_saved_hostile_records_stay_text(tmp_path):
+    recs = hostile_records()
+    src = tmp_path / "run.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json <script>window.__pwned=9</script>\n[1, 2]\n",
+                   encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(src), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and "line 5: not JSON" in r.stderr and "line 6: not a scan record" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    _no_raw_payload(html)
+    doc = assert_self_contained(html)
+    assert len(doc.cards) == len(recs) + 2
+    names = [c["name"] for c in doc.cards]
+    assert names[:3] == [recs[0]["file"], recs[1]["file"], recs[2]["file"]]
+    assert names[3] == "\ufffd" + recs[3]["file"][1:]  # an undecodable byte shows as U+FFFD
+    text = "".join(doc.text)
+    for p in PAYLOADS:  # each payload is shown, as text, somewhere
+        assert p in text, p
+    card0 = doc.cards[0]["text"]
+    for field in ("claim_generator", "signer", "actions", "ingredients", "validation_state"):
+        assert field in card0
+    assert "decisive, points to AI" in card0 and card0.index("c2pa.ai-generated") < card0.index("exif.camera")
+    assert "flagged" in doc.cards[0]["class"] and "flagged" not in doc.cards[2]["class"]
+    rows = json.loads(next(body for a, body in doc.scripts if a.get("type") == "application/json"))
+    assert [r[3] for r in rows[:3]] == [recs[0]["file"], recs[1]["file"], recs[2]["file"]]
+    assert rows[3][2] is None  # "NaN" p_ai is no number
+
+
+def test_scan_html_marker_and_hostile_files(corpus, tmp_path):
+    out = tmp_path / "r.html"
+    d = next(iter(corpus.values())).parent
+    before = {p: p.read_bytes() for p in d.iterdir()}
+    r = run_cli("scan", str(d), "--format", "html", "-o", str(out), "-d", "metadata", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    assert {p: p.read_bytes() for p in d.iterdir()} == before  # inputs never modified
+    html = out.read_text(encoding="utf-8")
+    _no_raw_payload(html)
+    doc = assert_self_contained(html)
+    assert sorted(c["name"] for c in doc.cards) == sorted(str(p) for p in corpus.values())
+    by_name = {c["name"]: c for c in doc.cards}
+    assert "generator.parameters" in by_name[str(corpus["a1111"])]["text"]
+    assert "Generator text in the file" in by_name[str(corpus["a1111"])]["text"]
+    assert "xmp.ai-source-type" in by_name[str(corpus["xmp"])]["text"]
+    assert "exif.camera" in by_name[str(corpus["camera"])]["text"]
+    if "c2pa" in corpus:
+        c2 = by_name[str(corpus["c2pa"])]["text"]
+        assert "c2pa.ai-generated" in c2 and "<script>window.__pwned='script'</script>" in c2
+        assert "C2PA manifest (Content Credentials)" in c2 and "stateValid" in c2 and "signeraiidetect test" in c2
+    # The prompt is shown in full (escaped), not cut at the first tag.
+    assert "a lighthouse <script>window.__pwned='script'</script> at dusk" in by_name[str(corpus["a1111"])]["text"]
+    assert "too-large" in by_name[str(corpus["bomb"])]["text"] and "empty-file" in by_name[str(corpus["empty"])]["text"]
+    for k in ("a1111", "camera", "name0", "name3"):
+        assert "no thumbnail" not in by_name[str(corpus[k])]["text"], k
+    for k in ("bomb", "empty"):
+        assert "no thumbnail" in by_name[str(corpus[k])]["text"], k
+    for t, a in doc.tags:
+        if t == "img":
+            assert a["src"].startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
+
+
+@pytest.mark.slow
+def test_dev_set_report_from_saved_run(dev_dir, tmp_path):
+    run = tmp_path / "dev.jsonl"
+    r = run_cli("scan", str(dev_dir), "--format", "jsonl", "-o", str(run), "-d", "metadata", "--watermark", "never",
+                "-q")
+    assert r.returncode == 0, r.stderr
+    recs = jsonl(run.read_text(encoding="utf-8"))
+    out = tmp_path / "dev.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    doc = assert_self_contained(out.read_text(encoding="utf-8"))
+    assert [c["name"] for c in doc.cards] == [x["file"] for x in recs]
+    assert len({c["id"] for c in doc.cards}) == len(recs) > 400
+    counts = {v: sum(1 for x in recs if x["verdict"] == v) for v in ("ai-generated", "uncertain", "likely-real")}
+    overview = "".join(doc.text)
+    for v, n in counts.items():
+        assert f"{n}" in overview
+
+
+def test_heatmaps_only_with_html_and_known_verdicts(corpus):
+    d = str(next(iter(corpus.values())).parent)
+    assert run_cli("scan", d, "--heatmaps", "ai", "-d", "metadata").returncode == 2
+    r = run_cli("scan", d, "--format", "html", "--heatmaps", "maybe", "-d", "metadata")
+    assert r.returncode == 2 and "--heatmaps" in r.stderr
+
+
+def test_report_cli_contract(corpus, tmp_path):
+    r = run_cli("report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.html"))
+    assert r.returncode == 2 and "cannot read" in r.stderr and not (tmp_path / "x.html").exists()
+    d = str(next(iter(corpus.values())).parent)
+    # HTML on stdout like any other format; --fail-on still decides the exit code.
+    r = run_cli("scan", d, "--format", "html", "-d", "metadata", "--fail-on", "ai", "-q")
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.startswith("<!DOCTYPE html>") and r.stderr == ""
+    assert len(assert_self_contained(r.stdout).cards) == len(corpus)
+    r = run_cli("report", "-", input="\n".join(json.dumps(x) for x in hostile_records()) + "\n")
+    assert r.returncode == 0 and len(parse(r.stdout).cards) == len(hostile_records())
+
+
+# --------------------------------------------------------------------- occlusion
+class _TextureQuadrant:
+    """A pixel detector whose P(AI) is the fine texture of the top-left quadrant of
+    its input: blurring a square there lowers it, anywhere else changes nothing."""
+
+    family = "probe"
+    name = "probe:quadrant"
+    needs_pixels = True
+    per_file = False
+    spec = {"mode": "resize", "size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+            "interpolation": "bilinear"}
+
+    def feature_requests(self):
+        from aiidetect.detectors.base import FeatureRequest
+
+        def encode(x, layers=()):
+            q = x[:, :, :32, :32]
+            tex = (q[:, :, 1:, :] - q[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+            return {"tex": tex[:, None]}
+
+        return [FeatureRequest(encoder_key="quadrant", preprocess=self.spec, encode=encode)]
+
+    def predict(self, samples, features):
+        from aiidetect.detectors.base import feature_key
+        from aiidetect.records import DetectorResult
+
+        k = feature_key(self.feature_requests()[0])
+        return [DetectorResult(status="ok", p_ai=float(np.tanh(f[k]["tex"][0])), score=float(f[k]["tex"][0]),
+                               score_kind="texture") for f in features]
+
+    def describe(self):
+        return {"name": self.name, "family": self.family}
+
+    def cache_identity(self):
+        return None
+
+
+def test_occlusion_finds_the_region_a_detector_reads(tmp_path):
+    from PIL import Image
+
+    from aiidetect.explain.occlusion import occlusion_maps
+    from images import noise_rgb
+
+    p = tmp_path / "noise.png"
+    Image.fromarray(np.asarray(noise_rgb(256, 256, seed=3))).save(p)
+    (m,) = occlusion_maps(str(p), [_TextureQuadrant()], grid=8)
+    deltas = np.asarray(m["deltas"])
+    assert deltas.shape == (8, 8) and m["image"].startswith("data:image/jpeg;base64,")
+    assert (deltas[:4, :4] > 0.005).all(), deltas  # every square of the quadrant it reads matters
+    assert np.abs(deltas[4:, :]).max() < 1e-6 and np.abs(deltas[:, 4:]).max() < 1e-6  # nothing else does
+    assert m["scale"] >= deltas.max()
+
+
+@pytest.mark.slow
+def test_heatmaps_through_a_trained_linear_probe(trained, dev_dir, tmp_path):
+    files = [dev_dir / "ai/sd14" / sorted(p.name for p in (dev_dir / "ai/sd14").iterdir())[0],
+             dev_dir / "real/ml72" / sorted(p.name for p in (dev_dir / "real/ml72").iterdir())[0]]
+    out = tmp_path / "h.html"
+    r = run_cli("scan", *map(str, files), "--backbone-config", "tiny-vit", "-d", "linear", "--format", "html",
+                "-o", str(out), "--heatmaps", "all", "--no-cache", env={"AIIDETECT_WEIGHTS": str(trained)})
+    assert r.returncode == 0, r.stderr
+    doc = assert_self_contained(out.read_text(encoding="utf-8"))
+    assert [c["name"] for c in doc.cards] == list(map(str, files))
+    maps = [a for t, a in doc.tags if t == "img" and "occlusion heat map" in a.get("alt", "")]
+    assert len(maps) == 2 and all(a["src"].startswith("data:image/jpeg;base64,") for a in maps)
+    for c in doc.cards:
+        assert "Where the detectors looked" in c["text"] and "8\u00d78 squares" in c["text"]
+        # The map explains the scanned number: its unoccluded P(AI) is the detector's P(AI) in the same card.
+        m = re.search(r"linear:cli-probeok\s*(?:bfloat16|float32|float16)?([0-9.]+)", c["text"])
+        assert m, c["text"][:2000]
+        assert f"linear:cli-probe: P(AI) {m.group(1)} on its view of the image" in c["text"]
+
+
+# --------------------------------------------------------------------- fuzz
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=4), max_leaves=12)
+_PAYLOAD = st.sampled_from(PAYLOADS)
+_any = _json | _PAYLOAD
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"file": st.text(max_size=30) | _PAYLOAD, "verdict": st.sampled_from(["ai-generated", "uncertain", "likely-real",
+                                                                         "error"]) | _any},
+    optional={"p_ai": _any, "size_bytes": _any, "format": _any, "sha256": _any, "width": _any, "reasons": _any,
+              "error": _any, "image": _any,
+              "detectors": st.dictionaries(st.sampled_from(["metadata", "linear:x"]) | st.text(max_size=10) | _PAYLOAD,
+                                           st.fixed_dictionaries(
+                  {}, optional={"status": _any, "p_ai": _any, "score": _any, "score_kind": _any, "reason": _any,
+                                "threshold": _any, "threshold_z": _any, "attribution": _any, "dtype": _any,
+                                "facts": _any | st.dictionaries(st.sampled_from(["c2pa", "watermark", "exif"]), _any),
+                                "evidence": st.lists(st.fixed_dictionaries({}, optional={
+                                    "id": _any, "direction": _any, "strength": _any, "decisive": _any,
+                                    "detail": _any, "source": _any, "data": _any}), max_size=3) | _any}) | _any,
+                  max_size=3)}), max_size=4))
+def test_any_saved_record_renders_self_contained(recs):
+    """Whatever a saved run holds, the page renders, parses and keeps every payload inert."""
+    import io
+
+    from aiidetect.report.html import render_saved_run
+
+    out = io.StringIO()
+    src = io.StringIO("\n".join(json.dumps(r) for r in recs) + "\n")
+    summary = render_saved_run(src, out, source="fuzz", thumbnails=False)
+    assert summary["files"] == len(recs)
+    html = out.getvalue()
+    _no_raw_payload(html)
+    doc = assert_self_contained(html)
+    assert len(doc.cards) == len(recs)
