@@ -409,7 +409,18 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
         model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})
     if weights_path is not None:
         try:
-            open_clip.load_checkpoint(model, str(weights_path), strict=False)
+            from .weights_identity import detect_format, iter_tensors
+
+            if detect_format(weights_path) == "torchscript":
+                # OpenAI's archives: open_clip.load_checkpoint reads them with weights_only=True,
+                # which torch refuses for TorchScript; take their tensors directly.
+                sd = dict(iter_tensors(weights_path))
+                missing = [k for k in model.state_dict() if k.startswith("visual.") and k not in sd]
+                if missing:
+                    raise ValueError(f"the archive lacks {len(missing)} image-tower tensors, e.g. {missing[0]}")
+                model.load_state_dict(sd, strict=False)
+            else:
+                open_clip.load_checkpoint(model, str(weights_path), strict=False)
         except Exception as exc:  # noqa: BLE001
             raise BackboneUnavailable(f"cannot load backbone weights {weights_path}: {exc}",
                                       "check that the checkpoint matches the model config") from exc

@@ -291,6 +291,8 @@ def legacy_accepts(head_backbone: dict[str, Any], fingerprint: str) -> bool:
     if not want or not legacy.startswith(LEGACY_PREFIX) or fingerprint not in _BUILT:
         return False
     cfg, wpath, tid = _BUILT[fingerprint]
+    if head_backbone.get("tensor_weights_id") == tid and make_fingerprint(cfg, legacy) == want:
+        return True  # the head also records the tensor identity of its file
     if make_fingerprint(cfg, legacy) != want:
         return False  # another architecture: no file hash can make it match
     if legacy in known_aliases(tid):
