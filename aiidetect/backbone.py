@@ -31,7 +31,8 @@ class BackboneUnavailable(RuntimeError):
     """The encoder cannot be built here; `remedy` tells the user what to do."""
 
     def __init__(self, reason: str, remedy: str = ""):
-        super().__init__(reason + (f" Remedy: {remedy}" if remedy else ""))
+        super().__init__(reason + (f". Remedy: {remedy}" if remedy and not reason.endswith(".") else
+                                   f" Remedy: {remedy}" if remedy else ""))
         self.reason = reason
         self.remedy = remedy
 

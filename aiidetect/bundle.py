@@ -144,6 +144,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 raise BundleError(f"{bundle}: bundle format {manifest.get('format')!r} is not {BUNDLE_FORMAT}")
             got: set[str] = set()
             for m in tar:
+                if m.offset == first.offset:
+                    continue  # iteration restarts at the manifest read above
                 rel = _safe_member_path(m.name)
                 if not m.isfile():
                     raise BundleError(f"bundle member {m.name!r} is not a regular file")

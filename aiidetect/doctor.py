@@ -184,7 +184,7 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
 
 def _remedies(report: dict[str, Any], det_rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
-    if not report["torch"].get("installed"):
+    if not report["torch"].get("installed") and not any(CLIP_EXTRA_REMEDY in (r.get("reason") or "") for r in det_rows):
         out.append(f"install the CLIP detectors: {CLIP_EXTRA_REMEDY}")
     if not report["clip_ready"]:
         for r in det_rows:

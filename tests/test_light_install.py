@@ -97,3 +97,10 @@ def test_doctor_on_a_light_install(tmp_path):
     rep = json.loads(out)
     assert rep["clip_ready"] is False and rep["torch"]["installed"] is False
     assert any('pip install "aiidetect[clip]"' in r for r in rep["remedies"])
+    code, out, err, _ = drive(["doctor"], tmp_path, EXTRAS)
+    assert code == 1 and 'pip install "aiidetect[clip]"' in out, out  # rich markup must not eat [clip]
+
+
+def test_scan_note_keeps_the_extra_name(photo, tmp_path):
+    code, out, err, _ = drive(["scan", photo, "--no-cache"], tmp_path, EXTRAS)
+    assert code == 0 and 'pip install "aiidetect[clip]"' in err, err

@@ -51,6 +51,7 @@ def doctor(
 
 def _table(rep) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     con = Console(soft_wrap=True, highlight=False)
     ok = "[green]yes[/]"
@@ -59,7 +60,7 @@ def _table(rep) -> None:
     con.print(f"CLIP detectors usable by a default scan: {ok if rep['clip_ready'] else no}")
     con.print("\n[bold]packages[/]")
     for name, p in rep["packages"].items():
-        extra = f" (extra [{p['extra']}])" if p["extra"] else ""
+        extra = escape(f' (pip install "aiidetect[{p["extra"]}]")') if p["extra"] else ""
         con.print(f"  {name}: {p['version'] or 'not installed'}{extra if not p['version'] else ''}")
     t = rep["torch"]
     con.print("\n[bold]torch[/]")
@@ -67,14 +68,14 @@ def _table(rep) -> None:
         con.print(f"  {t['version']}, CUDA build {t['cuda_build'] or 'none'}, CUDA available "
                   f"{ok if t['cuda_available'] else no} {', '.join(t['cuda_devices'])}; {t['threads']} threads")
     else:
-        con.print(f"  not installed: {t['remedy']}")
+        con.print(f"  not installed: {escape(t['remedy'])}")
     c = rep["cpu"]
     con.print(f"\n[bold]CPU[/]  {c['model']}, {c['cores']} logical cores; avx2 {c['avx2']}, avx512_bf16 "
               f"{c['avx512_bf16']}, amx_bf16 {c['amx_bf16']} -> native bf16 {ok if c['native_bf16'] else no}")
     o = rep["onnxruntime"]
     con.print("\n[bold]ONNX Runtime[/]  " + (f"{o.get('version')}, providers {', '.join(o.get('providers') or [])}"
                                              if o.get("installed") and not o.get("error")
-                                             else o.get("error") or f"not installed: {o.get('remedy')}"))
+                                             else escape(o.get("error") or f"not installed: {o.get('remedy')}")))
     con.print(f"\n[bold]backbone[/]  {rep['backbone']}")
     if rep["backbone_built"]:
         con.print(f"  built: fingerprint {rep['backbone_built']['fingerprint']}, "
@@ -90,7 +91,7 @@ def _table(rep) -> None:
                   f"{ok if h['ready'] else no}  [dim]{h['path']}[/]")
     con.print("\n[bold]detectors[/]")
     for d in rep["detectors"]:
-        con.print(f"  {d['name']}: {d['status']}" + (f" - {d['reason']}" if d["reason"] else ""))
+        con.print(f"  {d['name']}: {d['status']}" + (f" - {escape(d['reason'])}" if d["reason"] else ""))
     con.print("\n[bold]caches and paths[/]")
     for name, cch in rep["caches"].items():
         con.print(f"  {name}: {cch['path']} ({_mb(cch['bytes']) if cch['exists'] else 'absent'}), writable "
@@ -98,7 +99,7 @@ def _table(rep) -> None:
     if rep["remedies"]:
         con.print("\n[bold]to do[/]")
         for r in rep["remedies"]:
-            con.print(f"  - {r}")
+            con.print(f"  - {escape(r)}")
 
 
 def register(apps) -> None:
