@@ -104,3 +104,26 @@ def test_doctor_on_a_light_install(tmp_path):
 def test_scan_note_keeps_the_extra_name(photo, tmp_path):
     code, out, err, _ = drive(["scan", photo, "--no-cache"], tmp_path, EXTRAS)
     assert code == 0 and 'pip install "aiidetect[clip]"' in err, err
+
+
+def test_onnx_install_scans_without_torch(trained, dev_dir, tmp_path):
+    """[onnx] without [clip]: an exported graph scans with ONNX Runtime alone."""
+    from conftest import run_cli
+
+    out = tmp_path / "onnx"
+    r = run_cli("export", "onnx", "-o", str(out), "--backbone-config", "tiny-vit", "--weights-dir", str(trained),
+                "--detectors", "linear")
+    assert r.returncode == 0, r.stderr
+    img = str(next((dev_dir / "real").rglob("*.jpg")))
+    args = ["scan", img, "--runtime", "onnx", "--onnx", str(out), "--backbone-config", "tiny-vit", "--weights-dir",
+            str(trained), "-d", "metadata,linear", "-f", "jsonl", "-q", "--no-cache"]
+    block = [m for m in EXTRAS if m not in ("onnxruntime", "onnx")]
+    code, stdout, err, loaded = drive(args, tmp_path, block)
+    assert code == 0, err
+    assert "torch" not in loaded and "onnxruntime" in loaded
+    d = json.loads(stdout.splitlines()[0])["detectors"]["linear:cli-probe"]
+    assert d["status"] == "ok" and d["runtime"] == "onnx", d
+    with_torch = run_cli(*args)
+    assert with_torch.returncode == 0, with_torch.stderr
+    t = json.loads(with_torch.stdout.splitlines()[0])["detectors"]["linear:cli-probe"]
+    assert t["p_ai"] == pytest.approx(d["p_ai"], abs=1e-6)
