@@ -224,3 +224,33 @@ def test_bad_specs_are_usage_errors(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         assert "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_verified_file_already_in_place_is_not_downloaded_again(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    args = ("--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert _fetch(server, tmp_path, *args).returncode == 0
+    r = _fetch(server, tmp_path, *args)
+    assert r.returncode == 0 and json.loads(r.stdout)["sha256"] == sha
+    assert len(server.requests) == 1
+
+
+def test_scan_finds_what_fetch_stores(checkpoint, tmp_path):
+    """The file name fetch writes for a hub entry is one scan's lookup finds, and without it
+    the precheck says "unavailable" with the fetch command (before importing torch)."""
+    from aiidetect.backbone import BackboneSpec, BackboneUnavailable, precheck, pretrained_candidates
+    from aiidetect.clip_registry import lookup
+    from aiidetect.fetch import plan_fetch
+
+    spec = BackboneSpec(model="ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=str(tmp_path))
+    with pytest.raises(BackboneUnavailable, match="aiidetect weights fetch ViT-B-32/laion2b_s34b_b79k"):
+        precheck(spec)
+    plan = plan_fetch("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
+    plan.dest.write_bytes(checkpoint)
+    precheck(spec)
+    got = pretrained_candidates("ViT-B-32", "laion2b_s34b_b79k", lookup("ViT-B-32", "laion2b_s34b_b79k"), [tmp_path],
+                                hub_cache=False)
+    assert got == [plan.dest]
+    plan = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path)
+    assert pretrained_candidates("ViT-L-14", "openai", lookup("ViT-L-14", "openai"), [tmp_path], hub_cache=False) == []
