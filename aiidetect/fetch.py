@@ -17,6 +17,7 @@ for any URL. A mismatch deletes the download (exit 2).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import socket
@@ -179,6 +180,27 @@ def _etag_sha256(headers) -> str | None:
     return None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _hub_sha256(url: str, timeout: float) -> str | None:
+    """The hub answers a file URL with a redirect to its CDN whose headers carry the
+    file's SHA-256 (X-Linked-Etag, as huggingface_hub reads it); the CDN's own response
+    does not. Ask without following the redirect."""
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "aiidetect-weights-fetch"})
+    try:
+        resp = urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout)
+        headers = resp.headers
+        resp.close()
+    except urllib.error.HTTPError as exc:
+        headers = exc.headers
+    except (urllib.error.URLError, OSError):
+        return None
+    return _etag_sha256(headers) if headers is not None else None
+
+
 def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
              retries: int = 3, timeout: float = 60.0, opener=None) -> dict[str, Any]:
     """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
@@ -194,6 +216,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                     "already_present": True}
     opener = opener or urllib.request.build_opener()
     expected = plan.sha256
+    hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
     attempt = 0
     while True:
@@ -227,18 +250,23 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                 have = 0
                 mode = "wb"
             if plan.hub and expected is None:
-                expected = _etag_sha256(resp.headers)
+                expected = hub_sha or _etag_sha256(resp.headers)
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_BYTES:
                 raise FetchError(f"{plan.url}: {total} bytes is more than any checkpoint aiidetect reads")
             got = have
+            dropped = False
             try:
                 with open(part, mode) as out:
                     if progress:
                         progress(got, total)
                     while True:
-                        chunk = resp.read(_CHUNK)
+                        try:
+                            chunk = resp.read(_CHUNK)
+                        except (OSError, http.client.HTTPException):
+                            dropped = True  # the connection went away mid-body: resume below
+                            break
                         if not chunk:
                             break
                         out.write(chunk)
@@ -249,18 +277,10 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                             progress(got, total)
                     out.flush()
                     os.fsync(out.fileno())
-            except (OSError, socket.timeout, ConnectionError) as exc:
-                if isinstance(exc, FetchError):
-                    raise
-                got = -1  # dropped mid-body: resume below
             except FetchError:
                 part.unlink(missing_ok=True)
                 raise
-            except Exception as exc:  # noqa: BLE001 - http.client.IncompleteRead and friends
-                if type(exc).__module__ != "http.client":
-                    raise
-                got = -1
-        if got < 0 or (total is not None and got < total):
+        if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
                 raise FetchError(f"{plan.url}: connection dropped {retries + 1} times (partial download kept in "

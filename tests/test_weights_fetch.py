@@ -19,6 +19,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):  # keep pytest output clean
         pass
 
+    def do_HEAD(self):  # noqa: N802
+        # Like the hub: a redirect whose headers carry the file's SHA-256.
+        srv = self.server
+        srv.heads.append(self.path)
+        if srv.etag is None or self.path not in srv.files:
+            self.send_error(404)
+            return
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.send_header("X-Linked-Etag", f'"{srv.etag}"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_GET(self):  # noqa: N802
         srv = self.server
         srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
@@ -36,8 +49,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         body = blob[start:]
         self.send_header("Content-Length", str(len(body)))
-        if srv.etag:
-            self.send_header("X-Linked-Etag", f'"{srv.etag}"')
         self.end_headers()
         if srv.drop_first and len(srv.requests) == 1:
             # Announce the whole file, send half, hang up.
@@ -51,7 +62,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag = {}, [], True, False, None
+    srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -170,6 +181,7 @@ def test_hub_etag_is_checked(server, checkpoint, tmp_path):
     server.etag = hashlib.sha256(checkpoint).hexdigest()
     res = download(plan)
     assert res["verified"] == "sha256" and plan.dest.read_bytes() == checkpoint
+    assert server.heads == [plan.url[len(server.base):]] * 2  # asked the redirect, not the CDN
 
 
 # --------------------------------------------------------------------------
