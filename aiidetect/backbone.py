@@ -146,40 +146,6 @@ def default_cache_dirs() -> list[Path]:
     return dirs
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def file_sha256_cached(path: Path) -> str:
-    """Hash big checkpoints once: cache keyed by (path, size, mtime)."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime_ns)}"
-    cache_file = Path(os.environ.get("AIIDETECT_CACHE", Path.home() / ".cache" / "aiidetect")) / "filehash.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    digest = _sha256_file(path)
-    cache[key] = digest
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
-    except OSError:
-        pass
-    return digest
-
-
 def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | None = None) -> tuple[Path, str]:
     """Find the checkpoint for an open_clip (model, tag) offline.
 
@@ -195,9 +161,7 @@ def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | N
                                   f"known tags for {model}: {known}")
     url = cfg.get("url") or ""
     dirs = list(cache_dirs) if cache_dirs else default_cache_dirs()
-    from .weights_identity import weights_id as tensor_weights_id
-
-    from .weights_identity import WeightsFormatError
+    from .weights_identity import WeightsFormatError, weights_id as tensor_weights_id
 
     for cand in pretrained_candidates(model, tag, cfg, dirs):
         # Identity by tensors (weights_identity.py): the OpenAI archive, the hub's
