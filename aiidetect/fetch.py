@@ -304,17 +304,15 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
 
 
 def terminal_progress(label: str):
-    """A rich progress bar on stderr when it is a terminal; None (silence) otherwise."""
+    """A rich progress bar on stderr when it is a terminal; (None, None), i.e. silence, otherwise."""
     if not sys.stderr.isatty():
         return None, None
+    from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
     prog = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    transient=True, console=None)
-    from rich.console import Console
-
-    prog.console = Console(stderr=True)
+                    transient=True, console=Console(stderr=True))
     task = prog.add_task("fetch", total=None)
 
     def update(done: int, total: int | None) -> None:

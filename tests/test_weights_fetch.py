@@ -266,3 +266,34 @@ def test_scan_finds_what_fetch_stores(checkpoint, tmp_path):
     assert got == [plan.dest]
     plan = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path)
     assert pretrained_candidates("ViT-L-14", "openai", lookup("ViT-L-14", "openai"), [tmp_path], hub_cache=False) == []
+
+
+def test_progress_bar_on_a_terminal(server, checkpoint, tmp_path):
+    """stderr on a terminal: a progress bar (and still only the result on stdout)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    master, slave = pty.openpty()
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*", COLUMNS="100")
+    p = subprocess.Popen([sys.executable, "-m", "aiidetect", "weights", "fetch", "--url",
+                          server.base + "/w/tiny.safetensors", "--sha256", sha, "--cache-dir", str(tmp_path),
+                          "--format", "json"], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    out = p.communicate(timeout=120)[0]
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert p.returncode == 0, seen.decode(errors="replace")
+    assert json.loads(out)["sha256"] == sha
+    assert b"fetching tiny.safetensors" in seen
