@@ -73,6 +73,8 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
             raise BundleError(f"head {head_dir} fails its own checksums ({'; '.join(bad)}); not packing it")
         name = manifest["name"]
         for fname in ["manifest.json", *sorted(manifest.get("files") or {})]:
+            if "/" in fname or "\\" in fname or fname.startswith(".") or "\0" in fname:
+                raise BundleError(f"head {head_dir} lists a file outside its folder ({fname!r}); not packing it")
             p = head_dir / fname
             arc = f"heads/{name}/{fname}"
             if arc in seen or not p.is_file():

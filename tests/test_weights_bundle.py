@@ -127,3 +127,15 @@ def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
     assert _pack(machine, "--head", "nope").returncode == 2
+
+
+def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
+    heads = machine["tmp"] / "heads"
+    (heads / "evil").mkdir(parents=True)
+    secret = heads / "secret.txt"
+    secret.write_text("not a weight")
+    (heads / "evil" / "manifest.json").write_text(json.dumps(
+        {"name": "evil", "detector": "linear", "files": {"../secret.txt": hashlib.sha256(b"not a weight").hexdigest()}}))
+    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
+    assert r.returncode == 2 and "outside its folder" in r.stderr
+    assert not machine["bundle"].exists()
