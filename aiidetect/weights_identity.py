@@ -172,7 +172,10 @@ def compute(path: str | Path) -> dict[str, Any]:
         dtype = str(t.dtype).replace("torch.", "")
         shape = tuple(int(s) for s in t.shape)
         header = json.dumps([name, dtype, list(shape)], separators=(",", ":")).encode()
-        data = _tensor_bytes(t)
+        try:
+            data = _tensor_bytes(t)
+        except Exception as exc:  # noqa: BLE001 - quantized/sparse/meta tensors: refuse, don't crash
+            raise WeightsFormatError(f"{path}: tensor {name} ({dtype}) has no plain bytes ({exc})") from exc
         # Length-prefixed fields: no two different tensor lists hash the same byte stream.
         h.update(struct.pack("<Q", len(header)) + header + struct.pack("<Q", len(data)))
         h.update(data)
