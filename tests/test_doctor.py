@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -27,6 +29,7 @@ def test_no_clip_weights_exit_1_with_the_remedy(tmp_path):
     assert univfd["needs_backbone"] == "ViT-L-14/openai" and univfd["ready"] is False
 
 
+@pytest.mark.slow  # trains the session's tiny probe when run alone
 def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
     args = ("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(trained), "--device", "cpu")
     r = run_cli(*args, "--format", "json", env=_env(tmp_path))
@@ -36,8 +39,6 @@ def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
     probe = next(h for h in rep["heads"] if h["name"] == "cli-probe")
     assert probe["ready"] is True and probe["fingerprint"] == rep["backbone_built"]["fingerprint"]
     assert any(d["name"] == "linear:cli-probe" and d["status"] == "ready" for d in rep["detectors"])
-    t = run_cli(*args, env=_env(tmp_path))
-    assert t.returncode == 0 and "cli-probe" in t.stdout
 
 
 def test_bad_format_is_usage_error(tmp_path):

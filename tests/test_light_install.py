@@ -106,6 +106,7 @@ def test_scan_note_keeps_the_extra_name(photo, tmp_path):
     assert code == 0 and 'pip install "aiidetect[clip]"' in err, err
 
 
+@pytest.mark.slow  # exports a graph, scans twice
 def test_onnx_install_scans_without_torch(trained, dev_dir, tmp_path):
     """[onnx] without [clip]: an exported graph scans with ONNX Runtime alone."""
     from conftest import run_cli

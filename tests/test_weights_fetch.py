@@ -230,11 +230,18 @@ def test_registry_read_without_importing_open_clip_matches_open_clip():
 
 
 def test_bad_specs_are_usage_errors(tmp_path):
-    for args in (["NoSuchModel/openai"], ["ViT-L-14"], ["--url", "file:///etc/passwd", "--sha256", "0" * 64],
-                 ["--url", "http://127.0.0.1:9/x.pt", "--sha256", "xyz"], []):
+    from aiidetect.fetch import FetchError, plan_fetch
+
+    for spec, kw in (("NoSuchModel/openai", {}), ("ViT-L-14/no-such-tag", {}), ("ViT-L-14", {}), (None, {}),
+                     (None, {"url": "file:///etc/passwd", "sha256": "0" * 64}),
+                     (None, {"url": "http://127.0.0.1:9/x.pt", "sha256": "xyz"}),
+                     (None, {"url": "http://127.0.0.1:9/", "sha256": "0" * 64}),
+                     ("ViT-L-14/openai", {"sha256": "1" * 64})):
+        with pytest.raises(FetchError):
+            plan_fetch(spec, cache_dir=tmp_path, **kw)
+    for args in (["ViT-L-14"], ["--url", "file:///etc/passwd", "--sha256", "0" * 64]):
         r = run_cli("weights", "fetch", *args, "--cache-dir", str(tmp_path))
-        assert r.returncode == 2, (args, r.stderr)
-        assert "Traceback" not in r.stderr
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
