@@ -23,13 +23,16 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Set by commands.common.quiet_torch_threads when torch was not imported yet.
+TORCH_THREADS: int | None = None
 
 
 class BackboneUnavailable(RuntimeError):
     """The encoder cannot be built here; `remedy` tells the user what to do."""
 
     def __init__(self, reason: str, remedy: str = ""):
-        super().__init__(reason + (f" Remedy: {remedy}" if remedy else ""))
+        super().__init__(reason + (f". Remedy: {remedy}" if remedy and not reason.endswith(".") else
+                                   f" Remedy: {remedy}" if remedy else ""))
         self.reason = reason
         self.remedy = remedy
 
@@ -143,40 +146,6 @@ def default_cache_dirs() -> list[Path]:
     return dirs
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def file_sha256_cached(path: Path) -> str:
-    """Hash big checkpoints once: cache keyed by (path, size, mtime)."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime_ns)}"
-    cache_file = Path(os.environ.get("AIIDETECT_CACHE", Path.home() / ".cache" / "aiidetect")) / "filehash.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    digest = _sha256_file(path)
-    cache[key] = digest
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
-    except OSError:
-        pass
-    return digest
-
-
 def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | None = None) -> tuple[Path, str]:
     """Find the checkpoint for an open_clip (model, tag) offline.
 
@@ -192,34 +161,93 @@ def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | N
                                   f"known tags for {model}: {known}")
     url = cfg.get("url") or ""
     dirs = list(cache_dirs) if cache_dirs else default_cache_dirs()
-    if url:
-        fname = url.rsplit("/", 1)[-1]
-        url_sha = url.split("/")[-2] if len(url.split("/")) > 2 else ""
-        for d in dirs:
-            cand = d / fname
-            if cand.is_file():
-                # openai URLs embed the file's SHA-256: use it as identity instead of
-                # rehashing ~900 MB on every start.
-                wid = f"sha256:{url_sha}" if len(url_sha) == 64 else f"sha256:{file_sha256_cached(cand)}"
-                return cand, wid
-    hub = cfg.get("hf_hub") or ""
-    if hub:
+    from .weights_identity import WeightsFormatError, weights_id as tensor_weights_id
+
+    for cand in pretrained_candidates(model, tag, cfg, dirs):
+        # Identity by tensors (weights_identity.py): the OpenAI archive, the hub's
+        # safetensors and a converted file of the same weights are one backbone.
+        try:
+            return cand, tensor_weights_id(cand)
+        except (WeightsFormatError, OSError) as exc:
+            raise BackboneUnavailable(f"the checkpoint {cand} for {model}/{tag} is unreadable: {exc}",
+                                      f"delete it and run `aiidetect weights fetch {model}/{tag}`") from exc
+    where = " or ".join(str(d) for d in dirs)
+    remedy = (f"run `aiidetect weights fetch {model}/{tag}` (downloads and verifies it), copy "
+              f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {where}, "
+              "or pass --backbone-weights PATH")
+    raise BackboneUnavailable(f"pretrained weights for {model}/{tag} are not on this machine", remedy)
+
+
+def pretrained_candidates(model: str, tag: str, cfg: dict[str, Any], dirs: Sequence[Path],
+                          hub_cache: bool = True) -> list[Path]:
+    """Existing files that hold open_clip's (model, tag) weights, best first: the URL's
+    file name in the cache dirs, what `aiidetect weights fetch` stored for a hub entry,
+    and the Hugging Face hub cache."""
+    from .fetch import hub_filenames, hub_local_name
+
+    out: list[Path] = []
+    url = cfg.get("url") or ""
+    hub = (cfg.get("hf_hub") or "").rstrip("/")
+    for d in dirs:
+        if url and (d / url.rsplit("/", 1)[-1]).is_file():
+            out.append(d / url.rsplit("/", 1)[-1])
+        if hub:
+            out += [d / hub_local_name(hub, f) for f in hub_filenames() if (d / hub_local_name(hub, f)).is_file()]
+    if hub and hub_cache:
         try:
             from huggingface_hub import try_to_load_from_cache
 
-            repo = hub.rstrip("/")
-            for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-                got = try_to_load_from_cache(repo, fname)
+            for fname in hub_filenames():
+                got = try_to_load_from_cache(hub, fname)
                 if isinstance(got, str) and Path(got).is_file():
-                    return Path(got), f"sha256:{file_sha256_cached(Path(got))}"
+                    out.append(Path(got))
         except Exception:  # noqa: BLE001 - a broken hub cache must not stop a scan
             pass
-    where = " or ".join(str(d) for d in dirs)
-    remedy = (f"copy {url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {where}"
-              + (f" (published at {url})" if url else "")
-              + ", set AIIDETECT_CLIP_CACHE to the folder holding it, or pass --backbone-weights PATH")
-    raise BackboneUnavailable(f"pretrained weights for {model}/{tag} are not in the local cache (no network here)",
-                              remedy)
+    return out
+
+
+CLIP_EXTRA_REMEDY = 'pip install "aiidetect[clip]"'
+
+
+def precheck(spec: BackboneSpec) -> None:
+    """Say "unavailable" before importing torch when that is already certain: the
+    clip extra is not installed, or no file holding the pretrained weights exists.
+    A scan without CLIP weights then costs what `scan -d metadata` costs. Raises
+    BackboneUnavailable with the remedy; returns when the backbone may be buildable."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m) is None]
+    if missing:
+        fetch = (f" (then `aiidetect weights fetch {spec.model}/{spec.pretrained}`)"
+                 if spec.pretrained and spec.pretrained != "none" and not spec.weights_path else "")
+        raise BackboneUnavailable(f"the CLIP detectors need {' and '.join(missing)}, which this install lacks",
+                                  CLIP_EXTRA_REMEDY + fetch)
+    if spec.config_path or spec.weights_path or not spec.pretrained or spec.pretrained == "none":
+        return
+    from .clip_registry import lookup
+
+    entry = lookup(spec.model, spec.pretrained)
+    if entry is None:
+        return  # registry not readable without open_clip: let create_backbone decide
+    dirs = [Path(spec.cache_dir)] if spec.cache_dir else default_cache_dirs()
+    hub = (entry.get("hf_hub") or "").strip("/")
+    if hub and _hub_cache_has(hub):
+        return
+    if not pretrained_candidates(spec.model, spec.pretrained, entry, dirs, hub_cache=False):
+        url = entry.get("url") or ""
+        raise BackboneUnavailable(
+            f"pretrained weights for {spec.model}/{spec.pretrained} are not on this machine",
+            f"run `aiidetect weights fetch {spec.model}/{spec.pretrained}` (downloads and verifies it), copy "
+            f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {' or '.join(str(d) for d in dirs)}, "
+            "or pass --backbone-weights PATH")
+
+
+def _hub_cache_has(repo: str) -> bool:
+    """Does the Hugging Face hub cache hold a folder for this repo? (A cheap look that
+    needs no huggingface_hub import; the real lookup happens when building.)"""
+    base = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    return (Path(base) / ("models--" + repo.replace("/", "--"))).is_dir()
 
 
 def fingerprint(model_cfg: dict[str, Any], weights_id: str) -> str:
@@ -304,6 +332,8 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     """
     import torch
 
+    if TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
     open_clip = import_open_clip()
     if spec.config_path:
         cfg = _cfg_from_file(spec.config_path)
@@ -321,7 +351,13 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
         if not weights_path.is_file():
             raise BackboneUnavailable(f"backbone weights file {weights_path} does not exist",
                                       "pass an existing open_clip checkpoint with --backbone-weights")
-        weights_id = f"sha256:{file_sha256_cached(weights_path)}"
+        from .weights_identity import WeightsFormatError, weights_id as tensor_weights_id
+
+        try:
+            weights_id = tensor_weights_id(weights_path)
+        except (WeightsFormatError, OSError) as exc:
+            raise BackboneUnavailable(f"cannot read backbone weights {weights_path}: {exc}",
+                                      "pass an open_clip checkpoint (.pt, .bin or .safetensors)") from exc
     elif spec.pretrained and spec.pretrained != "none":
         weights_path, weights_id = resolve_pretrained_file(spec.model, spec.pretrained,
                                                            [Path(spec.cache_dir)] if spec.cache_dir else None)
@@ -338,7 +374,18 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
         model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})
     if weights_path is not None:
         try:
-            open_clip.load_checkpoint(model, str(weights_path), strict=False)
+            from .weights_identity import detect_format, iter_tensors
+
+            if detect_format(weights_path) == "torchscript":
+                # OpenAI's archives: open_clip.load_checkpoint reads them with weights_only=True,
+                # which torch refuses for TorchScript; take their tensors directly.
+                sd = dict(iter_tensors(weights_path))
+                missing = [k for k in model.state_dict() if k.startswith("visual.") and k not in sd]
+                if missing:
+                    raise ValueError(f"the archive lacks {len(missing)} image-tower tensors, e.g. {missing[0]}")
+                model.load_state_dict(sd, strict=False)
+            else:
+                open_clip.load_checkpoint(model, str(weights_path), strict=False)
         except Exception as exc:  # noqa: BLE001
             raise BackboneUnavailable(f"cannot load backbone weights {weights_path}: {exc}",
                                       "check that the checkpoint matches the model config") from exc
@@ -360,6 +407,9 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     patch_size = patch_size if isinstance(patch_size, int) else patch_size[0]
     bb = Backbone(spec=spec, visual=visual, model_cfg=cfg, weights_id=weights_id,
                   fingerprint=fingerprint(cfg, weights_id), image_size=int(image_size), patch_size=int(patch_size))
+    from .weights_identity import register_built
+
+    register_built(bb.fingerprint, cfg, str(weights_path) if weights_path else None, weights_id)
     return bb.to(device=device, dtype=dtype)
 
 

@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 train_app = typer.Typer(help="Train detector heads.", no_args_is_help=True)
-weights_app = typer.Typer(help="List and verify trained heads.", no_args_is_help=True)
+weights_app = typer.Typer(help="Fetch, identify, carry, list and verify weights.", no_args_is_help=True)
 export_app = typer.Typer(help="Export backbones and heads (ONNX).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(weights_app, name="weights")
@@ -54,7 +54,25 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     # Typer/click usage errors exit 2 already; keep that contract.
-    app()
+    from .extras import MissingExtra, for_missing_module
+
+    try:
+        app()
+    except MissingExtra as exc:
+        _missing(str(exc))
+    except ModuleNotFoundError as exc:
+        # The light install lacks torch & co.; say which extra to install, not a traceback.
+        msg = for_missing_module(exc)
+        if msg is None:
+            raise
+        _missing(msg)
+
+
+def _missing(msg: str) -> None:
+    import sys
+
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -154,6 +154,7 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
     """Every trained head under `dirs` whose backbone fingerprint matches.
     Returns (exports, skipped[(head name, reason)])."""
     from .weights import HeadError, find_heads, load_head
+    from .weights_identity import legacy_accepts
 
     exports: list[HeadExport] = []
     skipped: list[tuple[str, str]] = []
@@ -161,7 +162,8 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
         for path, manifest in find_heads(dirs, detector=fam):
             name = manifest["name"]
             fp = manifest.get("backbone", {}).get("fingerprint", "")
-            if fp and fp != backbone.fingerprint:
+            if fp and fp != backbone.fingerprint and not legacy_accepts(manifest.get("backbone") or {},
+                                                                        backbone.fingerprint):
                 skipped.append((f"{fam}:{name}", f"trained on another backbone (fingerprint {fp})"))
                 continue
             try:

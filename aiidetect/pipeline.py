@@ -145,6 +145,8 @@ class Pipeline:
         feats: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in samples]
         if not self.groups or not samples:
             return feats
+        if all(getattr(g.request.encode, "numpy_io", False) for g in self.groups.values()):
+            return self._numpy_features(samples, feats)
         import torch
 
         t = time.perf_counter()
@@ -157,6 +159,19 @@ class Pipeline:
                 arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
                 for i in range(len(samples)):
                     feats[i][g.key] = {k: a[i] for k, a in arrays.items()}
+        self.stats.model_seconds += time.perf_counter() - t
+        return feats
+
+    def _numpy_features(self, samples: list[Sample], feats: list[dict]) -> list[dict]:
+        """Encoders that take and return numpy (ONNX Runtime graphs): no torch, so the
+        [onnx] install scans without it."""
+        t = time.perf_counter()
+        for g in self.groups.values():
+            pk = spec_key(g.request.preprocess)
+            x = np.stack([s.pixels[pk] for s in samples]).astype(np.float32, copy=False)
+            arrays = {k: np.asarray(v, dtype=np.float32) for k, v in g.request.encode(x, layers=()).items()}
+            for i in range(len(samples)):
+                feats[i][g.key] = {k: a[i] for k, a in arrays.items()}
         self.stats.model_seconds += time.perf_counter() - t
         return feats
 

@@ -103,6 +103,10 @@ class Head:
     def check_backbone(self, fingerprint: str, description: str = "") -> None:
         want = self.backbone_fingerprint
         if want and want != fingerprint:
+            from .weights_identity import legacy_accepts
+
+            if legacy_accepts(self.manifest.get("backbone") or {}, fingerprint):
+                return
             b = self.manifest.get("backbone", {})
             trained = b.get("name") or f"{b.get('model')}/{b.get('pretrained')}"
             raise HeadMismatch(

@@ -50,22 +50,23 @@ def test_shipped_manifest_facts():
     assert any(p.name == "univfd" for p, _ in find_heads([REPO_WEIGHTS], "linear"))
 
 
-def test_fingerprint_is_what_create_backbone_computes(tmp_path):
-    """create_backbone takes the weights id from resolve_pretrained_file and the
-    config from open_clip (+ quick_gelu from the openai pretrained config):
-    replay that with a stand-in checkpoint file in a private cache folder."""
-    from aiidetect.backbone import fingerprint, import_open_clip, resolve_pretrained_file
+def test_fingerprint_is_what_create_backbone_computed_from_the_openai_file(tmp_path):
+    """The shipped head records the pre-tensor identity: the SHA-256 of OpenAI's ViT-L-14.pt
+    (the one in open_clip's URL) and the fingerprint of open_clip's ViT-L-14 config (+ quick_gelu
+    from the openai pretrained config) with it. weights_identity.legacy_accepts matches it
+    against the file a run loads (tests/test_weights_identity.py replays that with a tiny CLIP)."""
+    from aiidetect.backbone import fingerprint, import_open_clip
+    from aiidetect.fetch import plan_fetch
 
-    (tmp_path / "ViT-L-14.pt").write_bytes(b"stand-in")
-    path, wid = resolve_pretrained_file("ViT-L-14", "openai", [tmp_path])
-    assert path == tmp_path / "ViT-L-14.pt"
     oc = import_open_clip()
     cfg = json.loads(json.dumps(oc.get_model_config("ViT-L-14")))
     if (oc.get_pretrained_cfg("ViT-L-14", "openai") or {}).get("quick_gelu"):
         cfg["quick_gelu"] = True
     m = json.loads((SHIPPED / "manifest.json").read_text())
-    assert m["backbone"]["weights_id"] == wid
-    assert m["backbone"]["fingerprint"] == fingerprint(cfg, wid)
+    plan = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path)
+    assert m["backbone"]["weights_id"] == f"sha256:{plan.sha256}"
+    assert m["backbone"]["weights_id_kind"] == "file-sha256"
+    assert m["backbone"]["fingerprint"] == fingerprint(cfg, m["backbone"]["weights_id"])
 
 
 def test_conversion_regenerates_the_shipped_head(tmp_path):
@@ -117,7 +118,8 @@ def test_missing_default_weights_give_the_remedy_once(tmp_path):
         pytest.skip("ViT-L-14 weights are available on this machine")
     (d,) = dets
     assert d.name == "linear"
-    assert "not in the local cache" in d.reason and "Remedy" in d.reason and "ViT-L-14.pt" in d.reason
+    assert "not on this machine" in d.reason and "Remedy" in d.reason and "ViT-L-14.pt" in d.reason
+    assert "aiidetect weights fetch ViT-L-14/openai" in d.reason
     assert "univfd" in d.reason
 
 

@@ -58,6 +58,13 @@ def quiet_torch_threads() -> None:
     """Respect OMP_NUM_THREADS when set; otherwise use every core for the model."""
     if "OMP_NUM_THREADS" in os.environ:
         return
+    if "torch" not in sys.modules:
+        # Importing torch costs seconds; a scan whose CLIP detectors turn out unavailable
+        # never needs it. create_backbone applies the setting when it imports torch.
+        from .. import backbone
+
+        backbone.TORCH_THREADS = max(1, os.cpu_count() or 1)
+        return
     try:
         import torch
 

@@ -135,10 +135,13 @@ def scan(
         fail(f"cannot prepare detectors: {type(exc).__name__}: {exc}")
     fusion_model = _load_fusion(ctx)
     if not quiet:
+        from rich.markup import escape
+
         for d in dets:
             info = d.describe()
             if info.get("status") == "unavailable":
-                err.print(f"[yellow]note:[/] detector [bold]{d.name}[/] unavailable: {info.get('reason')}", highlight=False)
+                err.print(f"[yellow]note:[/] detector [bold]{d.name}[/] unavailable: {escape(str(info.get('reason')))}",
+                          highlight=False)  # escape: remedies hold [extras]
 
     from ..pipeline import Pipeline
 

@@ -67,10 +67,12 @@ class RunContext:
             return self._backbone
         if self._backbone_error is not None:
             raise DetectorUnavailable(self._backbone_error)
-        from ..backbone import BackboneSpec, BackboneUnavailable, create_backbone, resolve_device, resolve_dtype
+        from ..backbone import (BackboneSpec, BackboneUnavailable, create_backbone, precheck, resolve_device,
+                                resolve_dtype)
 
         try:
             spec = self.backbone_spec or BackboneSpec()
+            precheck(spec)  # before torch is imported
             device = resolve_device(self.device)
             self._backbone = create_backbone(spec, device=device, dtype=resolve_dtype(self.dtype, device))
         except BackboneUnavailable as exc:

@@ -196,10 +196,14 @@ VARIANT_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
 class OnnxEncoder:
     """The FeatureRequest.encode of one exported graph: pixels -> every output."""
 
+    numpy_io = True  # the pipeline may pass numpy and get numpy back (no torch needed)
+
     def __init__(self, session):
         self.session = session
 
     def __call__(self, x, layers=()):
+        if isinstance(x, np.ndarray):
+            return self.session.run(np.asarray(x, np.float32))
         import torch
 
         arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)

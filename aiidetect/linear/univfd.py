@@ -25,6 +25,9 @@ PRETRAINED = "openai"
 # The SHA-256 in open_clip's URL for ViT-L-14/openai (open_clip pretrained registry):
 # https://openaipublic.azureedge.net/clip/models/<sha>/ViT-L-14.pt
 OPENAI_VIT_L14_SHA256 = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+# weights_id (weights_identity.py) of those tensors: not computed yet, the build machine has no
+# ViT-L-14 weights. None means "match through the file SHA-256 above".
+TENSOR_WEIGHTS_ID: str | None = None
 
 PAPER = ("Utkarsh Ojha, Yuheng Li, Yong Jae Lee. Towards Universal Fake Image Detectors that Generalize "
          "Across Generative Models. CVPR 2023. arXiv:2302.10174")
@@ -78,6 +81,11 @@ def backbone_block() -> dict[str, Any]:
     wid = f"sha256:{OPENAI_VIT_L14_SHA256}"
     return {"name": f"{MODEL}/{PRETRAINED}", "model": MODEL, "pretrained": PRETRAINED,
             "fingerprint": fingerprint(cfg, wid), "weights_id": wid,
+            # The identity recorded before backbones were known by their tensors: the SHA-256 of
+            # OpenAI's ViT-L-14.pt file. aiidetect accepts it for that file and learns its tensor
+            # id on first use (weights_identity.legacy_accepts); tensor_weights_id can be filled
+            # in from `aiidetect weights inspect ViT-L-14.pt` on a machine that has the file.
+            "weights_id_kind": "file-sha256", "tensor_weights_id": TENSOR_WEIGHTS_ID,
             "config": {k: cfg.get(k) for k in ("embed_dim", "vision_cfg", "quick_gelu")}}
 
 

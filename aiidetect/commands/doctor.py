@@ -1,0 +1,106 @@
+"""`aiidetect doctor`: what can run here, and the remedy for what cannot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt,
+                     DeviceOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def doctor(
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    backbone: Optional[str] = BackboneOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    backbone_config: Optional[str] = BackboneConfigOpt,
+    backbone_weights: Optional[str] = BackboneWeightsOpt,
+    backbone_seed: int = BackboneSeedOpt,
+    device: str = DeviceOpt,
+    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+):
+    """Say what can run on this machine and why not, with the exact remedy.
+
+    Exit 0 when a scan with these backbone options can use a CLIP detector, 1 when it cannot.
+
+    Examples:
+      aiidetect doctor
+      aiidetect doctor --format json        # fleet checks
+      aiidetect doctor --backbone-config tiny-vit --weights-dir ./heads
+    """
+    from ..doctor import diagnose
+    from ..weights import weights_dirs
+
+    if fmt not in ("table", "json"):
+        fail("--format takes table or json")
+    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    rep = diagnose(spec, weights_dirs(weights_dir or []), device=device)
+    code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS
+    if fmt == "json":
+        typer.echo(json.dumps(rep, indent=2, default=str))
+        raise typer.Exit(code)
+    _table(rep)
+    raise typer.Exit(code)
+
+
+def _table(rep) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    con = Console(soft_wrap=True, highlight=False)
+    ok = "[green]yes[/]"
+    no = "[red]no[/]"
+    con.print(f"[bold]aiidetect {rep['aiidetect']}[/] on Python {rep['python']}")
+    con.print(f"CLIP detectors usable by a default scan: {ok if rep['clip_ready'] else no}")
+    con.print("\n[bold]packages[/]")
+    for name, p in rep["packages"].items():
+        extra = escape(f' (pip install "aiidetect[{p["extra"]}]")') if p["extra"] else ""
+        con.print(f"  {name}: {p['version'] or 'not installed'}{extra if not p['version'] else ''}")
+    t = rep["torch"]
+    con.print("\n[bold]torch[/]")
+    if t.get("installed"):
+        con.print(f"  {t['version']}, CUDA build {t['cuda_build'] or 'none'}, CUDA available "
+                  f"{ok if t['cuda_available'] else no} {', '.join(t['cuda_devices'])}; {t['threads']} threads")
+    else:
+        con.print(f"  not installed: {escape(t['remedy'])}")
+    c = rep["cpu"]
+    con.print(f"\n[bold]CPU[/]  {c['model']}, {c['cores']} logical cores; avx2 {c['avx2']}, avx512_bf16 "
+              f"{c['avx512_bf16']}, amx_bf16 {c['amx_bf16']} -> native bf16 {ok if c['native_bf16'] else no}")
+    o = rep["onnxruntime"]
+    con.print("\n[bold]ONNX Runtime[/]  " + (f"{o.get('version')}, providers {', '.join(o.get('providers') or [])}"
+                                             if o.get("installed") and not o.get("error")
+                                             else escape(o.get("error") or f"not installed: {o.get('remedy')}")))
+    con.print(f"\n[bold]backbone[/]  {rep['backbone']}")
+    if rep["backbone_built"]:
+        con.print(f"  built: fingerprint {rep['backbone_built']['fingerprint']}, "
+                  f"weights_id {rep['backbone_built']['weights_id']}")
+    for f in rep["backbone_files"]:
+        con.print(f"  file {f['path']} ({_mb(f['bytes'])}): {f.get('weights_id') or f.get('error') or ''}"
+                  f"{'  ' + f['architecture'] if f.get('architecture') else ''}")
+    if not rep["backbone_files"]:
+        con.print("  no checkpoint files in the CLIP cache folder")
+    con.print("\n[bold]heads[/]")
+    for h in rep["heads"]:
+        con.print(f"  {h['name']} ({h['detector']}): needs {h['needs_backbone']} -> "
+                  f"{ok if h['ready'] else no}  [dim]{h['path']}[/]")
+    con.print("\n[bold]detectors[/]")
+    for d in rep["detectors"]:
+        con.print(f"  {d['name']}: {d['status']}" + (f" - {escape(d['reason'])}" if d["reason"] else ""))
+    con.print("\n[bold]caches and paths[/]")
+    for name, cch in rep["caches"].items():
+        con.print(f"  {name}: {cch['path']} ({_mb(cch['bytes']) if cch['exists'] else 'absent'}), writable "
+                  f"{ok if cch['writable'] else no}")
+    if rep["remedies"]:
+        con.print("\n[bold]to do[/]")
+        for r in rep["remedies"]:
+            con.print(f"  - {escape(r)}")
+
+
+def register(apps) -> None:
+    apps["root"].command("doctor")(doctor)

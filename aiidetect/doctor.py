@@ -1,0 +1,195 @@
+"""`aiidetect doctor`: what can run on this machine, and what to do when it cannot.
+
+One report for a journalist's laptop and for fleet checks (``--format json``):
+packages and their extras, torch build and CUDA, CPU features, ONNX Runtime
+providers, backbone checkpoints and their identities, heads and the backbone
+each needs, caches and writable paths. ``clip_ready`` is what the exit code
+says: can a default scan (with the same backbone options) run at least one
+CLIP detector here.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import os
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+from .backbone import CLIP_EXTRA_REMEDY
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _dir_size(p: Path) -> int:
+    total = 0
+    if p.is_file():
+        return p.stat().st_size
+    for root, _, files in os.walk(p):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _writable(p: Path) -> bool:
+    q = p
+    while not q.exists():
+        if q.parent == q:
+            return False
+        q = q.parent
+    return os.access(q, os.W_OK)
+
+
+def packages() -> dict[str, Any]:
+    rows = {}
+    for dist, module, extra in (("torch", "torch", "clip"), ("open_clip_torch", "open_clip", "clip"),
+                                ("safetensors", "safetensors", "clip"), ("onnxruntime", "onnxruntime", "onnx"),
+                                ("onnxruntime-gpu", None, "onnx"), ("scikit-learn", "sklearn", "eval"),
+                                ("matplotlib", "matplotlib", "eval"), ("c2pa-python", "c2pa", None)):
+        v = _version(dist)
+        if v is None and dist == "onnxruntime-gpu":
+            continue
+        rows[dist] = {"version": v, "extra": extra,
+                      "importable": bool(module and importlib.util.find_spec(module) is not None) if module else v is not None}
+    return rows
+
+
+def torch_info() -> dict[str, Any]:
+    if importlib.util.find_spec("torch") is None:
+        return {"installed": False, "remedy": CLIP_EXTRA_REMEDY}
+    import torch
+
+    from .backbone import native_bf16_cpu
+
+    cuda = bool(torch.cuda.is_available())
+    return {"installed": True, "version": torch.__version__, "cuda_build": torch.version.cuda,
+            "cuda_available": cuda, "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if cuda else [], "threads": torch.get_num_threads(), "native_bf16": native_bf16_cpu()}
+
+
+def onnx_info() -> dict[str, Any]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return {"installed": False, "remedy": 'pip install "aiidetect[onnx]"'}
+    try:
+        import onnxruntime as ort
+
+        return {"installed": True, "version": ort.__version__, "providers": list(ort.get_available_providers())}
+    except Exception as exc:  # noqa: BLE001 - a broken onnxruntime is a finding, not a crash
+        return {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def cpu_info() -> dict[str, Any]:
+    flags = _cpu_flags()
+    return {"model": _cpu_model(), "cores": os.cpu_count(),
+            "avx2": "avx2" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags}
+
+
+def backbone_files(cache_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    from .bundle import cached_backbones
+
+    rows = []
+    have_torch = importlib.util.find_spec("torch") is not None
+    for p in cached_backbones(cache_dirs):
+        row: dict[str, Any] = {"path": str(p), "bytes": p.stat().st_size}
+        if have_torch:
+            from .weights_identity import WeightsFormatError, inspect
+
+            try:
+                info = inspect(p)
+                row.update(weights_id=info["weights_id"], architecture=info["architecture"])
+            except (WeightsFormatError, OSError) as exc:
+                row["error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
+def caches() -> dict[str, Any]:
+    from .backbone import default_cache_dirs
+    from .features import default_cache_path
+    from .weights import user_weights_dir
+
+    base = default_cache_path().parent
+    out = {}
+    for name, p in (("aiidetect cache", base), ("CLIP weights", default_cache_dirs()[0]),
+                    ("user heads", user_weights_dir())):
+        out[name] = {"path": str(p), "exists": p.exists(), "bytes": _dir_size(p) if p.exists() else 0,
+                     "writable": _writable(p)}
+    return out
+
+
+def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families: Sequence[str] = ("linear", "mpft", "flow")
+             ) -> dict[str, Any]:
+    """The full report. Builds the detectors exactly as scan would (with `spec`)."""
+    from .backbone import default_cache_dirs
+    from .detectors import RunContext, create_detectors
+    from .weights import find_heads
+
+    cache_dirs = [Path(spec.cache_dir)] if getattr(spec, "cache_dir", None) else default_cache_dirs()
+    report: dict[str, Any] = {"aiidetect": _version("aiidetect"), "python": platform.python_version(),
+                              "packages": packages(), "cpu": cpu_info(), "torch": torch_info(),
+                              "onnxruntime": onnx_info(), "backbone": spec.describe(),
+                              "backbone_files": backbone_files(cache_dirs), "caches": caches()}
+    ctx = RunContext(backbone_spec=spec, device=device, dtype="float32", weights_dirs=list(weights_dirs))
+    dets = create_detectors(list(families), ctx)
+    det_rows = []
+    for d in dets:
+        info = d.describe()
+        det_rows.append({"name": d.name, "status": info.get("status", "ready"), "reason": info.get("reason")})
+    bb = ctx.built_backbone
+    report["backbone_built"] = ({"fingerprint": bb.fingerprint, "weights_id": bb.weights_id} if bb is not None
+                                else None)
+    heads = []
+    for path, m in find_heads(list(weights_dirs)):
+        b = m.get("backbone") or {}
+        ready = next((r["status"] == "ready" for r in det_rows if r["name"] in (f"{m['detector']}:{m['name']}",)),
+                     None)
+        heads.append({"name": m["name"], "detector": m["detector"], "path": str(path),
+                      "needs_backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",
+                      "fingerprint": b.get("fingerprint"), "weights_id": b.get("weights_id"), "ready": bool(ready)})
+    report["heads"] = heads
+    report["detectors"] = det_rows
+    report["clip_ready"] = any(r["status"] == "ready" for r in det_rows)
+    report["remedies"] = _remedies(report, det_rows)
+    return report
+
+
+def _remedies(report: dict[str, Any], det_rows: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    if not report["torch"].get("installed") and not any(CLIP_EXTRA_REMEDY in (r.get("reason") or "") for r in det_rows):
+        out.append(f"install the CLIP detectors: {CLIP_EXTRA_REMEDY}")
+    if not report["clip_ready"]:
+        for r in det_rows:
+            reason = r.get("reason") or ""
+            if "Remedy:" in reason:
+                out.append(reason.split("Remedy:", 1)[1].split(" (linear heads", 1)[0].strip())
+    seen = set()
+    return [x for x in out if not (x in seen or seen.add(x))]

@@ -1,0 +1,42 @@
+"""Which install extra provides which module, so a command that needs a missing
+one says exactly what to install (exit 2, one line) instead of a traceback.
+Profiles and sizes: docs/install.md."""
+from __future__ import annotations
+
+import importlib.util
+
+# top-level module -> extra that installs it
+MODULE_EXTRA = {
+    "torch": "clip", "torchvision": "clip", "open_clip": "clip", "safetensors": "clip", "huggingface_hub": "clip",
+    "onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx",
+    "sklearn": "eval", "scipy": "eval", "matplotlib": "eval",
+    "imwatermark": "test", "pytest": "test", "hypothesis": "test",
+}
+
+
+class MissingExtra(RuntimeError):
+    def __init__(self, module: str, extra: str | None = None):
+        self.module = module
+        self.extra = extra or MODULE_EXTRA.get(module.split(".")[0])
+        super().__init__(message(self.module, self.extra))
+
+
+def message(module: str, extra: str | None) -> str:
+    if extra:
+        return f'this command needs {module}, which this install lacks: pip install "aiidetect[{extra}]"'
+    return f"this command needs the Python module {module}, which is not installed"
+
+
+def for_missing_module(exc: ModuleNotFoundError) -> str | None:
+    """The one-line remedy for an import that failed, or None when the module is not
+    one an extra provides (then it is a bug, and the traceback is the right output)."""
+    name = (exc.name or "").split(".")[0]
+    if name in MODULE_EXTRA:
+        return message(name, MODULE_EXTRA[name])
+    return None
+
+
+def require(extra: str, *modules: str) -> None:
+    for m in modules:
+        if importlib.util.find_spec(m) is None:
+            raise MissingExtra(m, extra)

@@ -1,0 +1,321 @@
+"""`aiidetect weights fetch`: the only code in aiidetect that uses the network,
+and only when the user runs that command.
+
+A fetch is planned first (`plan_fetch`: which URL, which expected SHA-256,
+which file name, where it goes) without any network access, so the
+resolution can be shown and tested offline. `download` then streams the file
+into ``<dest>.partial``, resumes it with an HTTP Range request when the
+connection drops (in the same run or the next one), verifies the SHA-256 and
+only then renames it into place, so scan never sees half a checkpoint.
+
+Where checksums come from: OpenAI's URLs carry the file's SHA-256 as a path
+segment; open_clip's GitHub release file names end in its first 8 hex digits
+(checked as a prefix, as open_clip does); the Hugging Face hub publishes the
+SHA-256 of large files in the ``X-Linked-Etag`` header; ``--sha256`` gives it
+for any URL. A mismatch deletes the download (exit 2).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+HF_ENDPOINT = "https://huggingface.co"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+# Without a Content-Length nothing else bounds a hostile server; no CLIP checkpoint is this big.
+MAX_BYTES = 64 << 30
+
+
+class FetchError(RuntimeError):
+    """A fetch that cannot be done or was refused; the message says why."""
+
+
+def hub_filenames() -> tuple[str, ...]:
+    """The files open_clip reads from a hub repo, preferred first (open_clip.constants)."""
+    return ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def hub_local_name(repo: str, filename: str) -> str:
+    """Where `weights fetch` keeps a hub file inside the CLIP cache folder."""
+    return repo.strip("/").replace("/", "--") + "--" + filename
+
+
+def clip_cache_dir() -> Path:
+    from .backbone import default_cache_dirs
+
+    return default_cache_dirs()[0]
+
+
+@dataclass
+class FetchPlan:
+    url: str
+    dest: Path
+    sha256: str | None = None         # full expected SHA-256, when published
+    sha256_prefix: str | None = None  # open_clip release files: first hex digits only
+    hub: bool = False                 # take the SHA-256 from the hub's X-Linked-Etag header
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "dest": str(self.dest), "sha256": self.sha256, "sha256_prefix": self.sha256_prefix,
+                "hub": self.hub, "source": self.source}
+
+
+def mirrored(url: str, mirror: str | None) -> str:
+    """A mirror serves https://HOST/PATH at MIRROR/HOST/PATH (one prefix for every source)."""
+    if not mirror:
+        return url
+    u = urllib.parse.urlsplit(url)
+    return mirror.rstrip("/") + "/" + u.netloc + u.path + (("?" + u.query) if u.query else "")
+
+
+def _safe_name(name: str) -> str:
+    name = urllib.parse.unquote(name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise FetchError(f"cannot use {name!r} as a file name; pass a URL ending in a file name")
+    return name
+
+
+def published_sha256(url: str) -> tuple[str | None, str | None]:
+    """(full sha256, prefix) the URL itself publishes, as open_clip reads them."""
+    parts = urllib.parse.urlsplit(url).path.split("/")
+    if len(parts) >= 2 and _HEX64.match(parts[-2].lower()):
+        return parts[-2].lower(), None
+    if "mlfoundations" in url:
+        stem = os.path.splitext(parts[-1])[0]
+        tail = stem.rsplit("-", 1)[-1].lower()
+        if len(tail) == 8 and all(c in "0123456789abcdef" for c in tail):
+            return None, tail
+    return None, None
+
+
+def plan_fetch(spec: str | None = None, url: str | None = None, sha256: str | None = None,
+               mirror: str | None = None, cache_dir: str | Path | None = None,
+               prefer: str = "url") -> FetchPlan:
+    """Resolve what `weights fetch` would download, without touching the network.
+
+    spec is an open_clip "MODEL/TAG" (also "MODEL:TAG"); url + sha256 name any
+    checkpoint. prefer="hub" takes the Hugging Face file when the tag has both.
+    """
+    dest_dir = Path(cache_dir) if cache_dir else clip_cache_dir()
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not _HEX64.match(sha256):
+            raise FetchError("--sha256 takes 64 hexadecimal digits")
+    if url:
+        if spec:
+            raise FetchError("give either a MODEL/TAG or --url, not both")
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            raise FetchError(f"--url must be http(s); got {url!r}")
+        pub, prefix = published_sha256(url)
+        if sha256 is None and pub is None:
+            raise FetchError("--url needs --sha256 HEX (the URL publishes no checksum; aiidetect installs no "
+                             "unverified weights)")
+        if sha256 and pub and sha256 != pub:
+            raise FetchError(f"--sha256 {sha256} differs from the SHA-256 in the URL ({pub})")
+        name = _safe_name(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        return FetchPlan(url=mirrored(url, mirror), dest=dest_dir / name, sha256=sha256 or pub,
+                         sha256_prefix=prefix, source="url")
+    if not spec:
+        raise FetchError("give a MODEL/TAG (e.g. ViT-L-14/openai) or --url URL --sha256 HEX")
+    model, sep, tag = spec.replace(":", "/").partition("/")
+    if not sep or not model or not tag:
+        raise FetchError(f"{spec!r} is not MODEL/TAG (e.g. ViT-L-14/openai)")
+    from .clip_registry import lookup_with_import
+
+    try:
+        entry = lookup_with_import(model, tag)
+    except ImportError as exc:
+        raise FetchError(f"cannot read open_clip's model registry ({exc}); install the clip extra: "
+                         'pip install "aiidetect[clip]", or use --url URL --sha256 HEX') from exc
+    if not entry:
+        raise FetchError(f"open_clip knows no pretrained weights {model}/{tag}")
+    reg_url, hub = entry.get("url") or "", (entry.get("hf_hub") or "").strip("/")
+    if reg_url and not (prefer == "hub" and hub):
+        pub, prefix = published_sha256(reg_url)
+        if sha256 and pub and sha256 != pub:
+            raise FetchError(f"--sha256 {sha256} differs from the registry's ({pub})")
+        return FetchPlan(url=mirrored(reg_url, mirror), dest=dest_dir / _safe_name(reg_url.rsplit("/", 1)[-1]),
+                         sha256=sha256 or pub, sha256_prefix=prefix, source=f"open_clip {model}/{tag}")
+    if hub:
+        fname = hub_filenames()[0]
+        endpoint = os.environ.get("HF_ENDPOINT") or HF_ENDPOINT
+        hub_url = f"{endpoint.rstrip('/')}/{hub}/resolve/main/{fname}"
+        return FetchPlan(url=mirrored(hub_url, mirror), dest=dest_dir / hub_local_name(hub, fname),
+                         sha256=sha256, hub=True, source=f"open_clip {model}/{tag} (Hugging Face {hub})")
+    raise FetchError(f"open_clip lists no download for {model}/{tag}")
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".partial")
+
+
+def _hash_file(path: Path, h) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return n
+
+
+def _etag_sha256(headers) -> str | None:
+    for key in ("X-Linked-Etag", "ETag"):
+        v = (headers.get(key) or "").strip().strip('"').lower()
+        if v.startswith("w/"):
+            continue
+        if _HEX64.match(v):
+            return v
+    return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _hub_sha256(url: str, timeout: float) -> str | None:
+    """The hub answers a file URL with a redirect to its CDN whose headers carry the
+    file's SHA-256 (X-Linked-Etag, as huggingface_hub reads it); the CDN's own response
+    does not. Ask without following the redirect."""
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "aiidetect-weights-fetch"})
+    try:
+        resp = urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout)
+        headers = resp.headers
+        resp.close()
+    except urllib.error.HTTPError as exc:
+        headers = exc.headers
+    except (urllib.error.URLError, OSError):
+        return None
+    return _etag_sha256(headers) if headers is not None else None
+
+
+def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
+             retries: int = 3, timeout: float = 60.0, opener=None) -> dict[str, Any]:
+    """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
+    resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal."""
+    dest = plan.dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(dest)
+    if dest.is_file() and plan.sha256:
+        h = hashlib.sha256()
+        n = _hash_file(dest, h)
+        if h.hexdigest() == plan.sha256:
+            return {"path": str(dest), "sha256": plan.sha256, "bytes": n, "resumed": False, "verified": "sha256",
+                    "already_present": True}
+    opener = opener or urllib.request.build_opener()
+    expected = plan.sha256
+    hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
+    resumed = False
+    attempt = 0
+    while True:
+        have = part.stat().st_size if part.is_file() else 0
+        req = urllib.request.Request(plan.url, headers={"User-Agent": "aiidetect-weights-fetch"})
+        if have:
+            req.add_header("Range", f"bytes={have}-")
+        try:
+            resp = opener.open(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:
+                part.unlink()  # the partial is not a prefix of this file; start over
+                attempt += 1
+                if attempt > retries:
+                    raise FetchError(f"{plan.url}: server refused the resume (HTTP 416)") from exc
+                continue
+            raise FetchError(f"{plan.url}: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            attempt += 1
+            if attempt > retries:
+                raise FetchError(f"{plan.url}: {getattr(exc, 'reason', exc)} (partial download kept in {part}; "
+                                 "run the same command again to resume)") from exc
+            time.sleep(min(2.0 * attempt, 10.0))
+            continue
+        with resp:
+            status = getattr(resp, "status", 200)
+            if have and status == 206:
+                resumed = True
+                mode = "ab"
+            else:
+                have = 0
+                mode = "wb"
+            if plan.hub and expected is None:
+                expected = hub_sha or _etag_sha256(resp.headers)
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length and length.isdigit() else None
+            if total is not None and total > MAX_BYTES:
+                raise FetchError(f"{plan.url}: {total} bytes is more than any checkpoint aiidetect reads")
+            got = have
+            dropped = False
+            try:
+                with open(part, mode) as out:
+                    if progress:
+                        progress(got, total)
+                    while True:
+                        try:
+                            chunk = resp.read(_CHUNK)
+                        except (OSError, http.client.HTTPException):
+                            dropped = True  # the connection went away mid-body: resume below
+                            break
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        got += len(chunk)
+                        if got > MAX_BYTES or (total is not None and got > total):
+                            raise FetchError(f"{plan.url}: the server sent more bytes than it announced")
+                        if progress:
+                            progress(got, total)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except FetchError:
+                part.unlink(missing_ok=True)
+                raise
+        if dropped or (total is not None and got < total):
+            attempt += 1
+            if attempt > retries:
+                raise FetchError(f"{plan.url}: connection dropped {retries + 1} times (partial download kept in "
+                                 f"{part}; run the same command again to resume)")
+            continue
+        break
+    h = hashlib.sha256()
+    size = _hash_file(part, h)
+    digest = h.hexdigest()
+    if expected and digest != expected:
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{plan.url}: SHA-256 {digest} does not match the published {expected}; "
+                         "the download was deleted")
+    if plan.sha256_prefix and not digest.startswith(plan.sha256_prefix):
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{plan.url}: SHA-256 {digest} does not start with the published {plan.sha256_prefix}; "
+                         "the download was deleted")
+    os.replace(part, dest)
+    verified = "sha256" if expected else ("sha256-prefix" if plan.sha256_prefix else "none")
+    return {"path": str(dest), "sha256": digest, "bytes": size, "resumed": resumed, "verified": verified}
+
+
+def terminal_progress(label: str):
+    """A rich progress bar on stderr when it is a terminal; (None, None), i.e. silence, otherwise."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    prog = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    transient=True, console=Console(stderr=True))
+    task = prog.add_task("fetch", total=None)
+
+    def update(done: int, total: int | None) -> None:
+        prog.update(task, completed=done, total=total)
+
+    return prog, update

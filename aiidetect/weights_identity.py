@@ -1,0 +1,306 @@
+"""A backbone checkpoint is known by its tensors, not by the bytes of one file.
+
+The same CLIP weights reach users as OpenAI's TorchScript archive, as
+open_clip's ``open_clip_model.safetensors`` from the Hugging Face hub cache, or
+as a converted state dict. Heads must accept all of them, and must refuse a
+checkpoint where one tensor differs. So ``weights_id`` hashes, in sorted name
+order, each tensor's name, dtype, shape and raw bytes:
+
+    tensors-sha256:<hex>
+
+Entries open_clip itself drops when loading (the archive's
+``input_resolution``, ``context_length``, ``vocab_size``), the text tower's
+causal ``attn_mask`` (computed from the context length; a TorchScript archive
+stores it, a state dict does not) and a ``module.`` prefix left by
+DataParallel are not part of the identity.
+
+Hashing a 900 MB checkpoint takes seconds, so results are remembered in
+``$AIIDETECT_CACHE/weights_ids.sqlite`` by (path, size, mtime).
+
+Legacy identities: heads written before this scheme (the shipped UnivFD head)
+record ``sha256:<hex>``, the SHA-256 of the checkpoint *file*. ``legacy_accepts``
+honours them by hashing the file the run loaded (once, cached) and remembers
+which tensor identity that file had, so the same tensors in another format are
+accepted afterwards on this machine (see docs/weights.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+PREFIX = "tensors-sha256:"
+LEGACY_PREFIX = "sha256:"
+# open_clip.load_state_dict pops these from OpenAI archives: metadata, not weights.
+_DROP = ("input_resolution", "context_length", "vocab_size")
+_DB_NAME = "weights_ids.sqlite"
+
+
+class WeightsFormatError(ValueError):
+    """The file is not a checkpoint aiidetect can read."""
+
+
+def cache_path() -> Path:
+    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
+    return Path(base) / _DB_NAME
+
+
+# --------------------------------------------------------------------------
+# Reading tensors from the three formats
+# --------------------------------------------------------------------------
+def detect_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as exc:
+            raise WeightsFormatError(f"{path}: damaged zip archive ({exc})") from exc
+        # TorchScript archives hold their code; torch.save pickles do not.
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":  # legacy (non-zip) torch pickle
+        return "torch"
+    raise WeightsFormatError(f"{path}: not a safetensors, torch or TorchScript checkpoint")
+
+
+def _canonical_name(name: str) -> str | None:
+    if name.startswith("module."):
+        name = name[len("module."):]
+    if name in _DROP or name == "attn_mask" or name.endswith(".attn_mask"):
+        return None
+    return name
+
+
+def _unwrap(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(k, str) for k in inner):
+                return inner
+        return obj
+    raise WeightsFormatError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+
+
+def iter_tensors(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """(name, torch.Tensor) in sorted canonical-name order; one tensor in memory at a time
+    for safetensors, the mmapped state dict for torch files."""
+    import torch
+
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                names = {}
+                for k in f.keys():
+                    c = _canonical_name(k)
+                    if c is not None:
+                        names[c] = k
+                for c in sorted(names):
+                    yield c, f.get_tensor(names[c])
+        except WeightsFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hostile header must be a refusal, not a crash
+            raise WeightsFormatError(f"{path}: unreadable safetensors ({exc})") from exc
+        return
+    try:
+        if fmt == "torchscript":
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            # weights_only: a checkpoint from elsewhere must not run code when read.
+            sd = _unwrap(torch.load(str(path), map_location="cpu", weights_only=True, mmap=fmt == "torch"
+                                    and zipfile.is_zipfile(path)))
+    except WeightsFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsFormatError(f"{path}: unreadable {fmt} checkpoint ({type(exc).__name__}: {exc})") from exc
+    items = {}
+    for k, v in sd.items():
+        c = _canonical_name(str(k))
+        if c is not None and isinstance(v, torch.Tensor):
+            items[c] = v
+    for c in sorted(items):
+        yield c, items[c]
+
+
+def _tensor_bytes(t) -> bytes:
+    import torch
+
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def _architecture(shapes: dict[str, tuple[int, ...]]) -> str:
+    """What the tensors say about the image tower, for humans and `doctor`."""
+    conv = shapes.get("visual.conv1.weight")
+    pos = shapes.get("visual.positional_embedding")
+    if conv and pos and len(conv) == 4:
+        width, patch = conv[0], conv[2]
+        grid = int(round((pos[0] - 1) ** 0.5))
+        layers = len({k.split(".")[3] for k in shapes if k.startswith("visual.transformer.resblocks.")})
+        proj = shapes.get("visual.proj")
+        embed = proj[1] if proj and len(proj) == 2 else width
+        return f"CLIP ViT (image {grid * patch}, patch {patch}, width {width}, layers {layers}, embed {embed})"
+    if any(k.startswith("visual.trunk.") for k in shapes):
+        return "CLIP with a timm image tower"
+    if any(k.startswith("visual.") for k in shapes):
+        return "CLIP (unrecognised image tower)"
+    return "unknown (no CLIP image tower)"
+
+
+def compute(path: str | Path) -> dict[str, Any]:
+    """Hash the tensors of a checkpoint: {weights_id, architecture, tensors, bytes, format}."""
+    path = Path(path)
+    fmt = detect_format(path)
+    h = hashlib.sha256()
+    n = 0
+    total = 0
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, t in iter_tensors(path):
+        dtype = str(t.dtype).replace("torch.", "")
+        shape = tuple(int(s) for s in t.shape)
+        header = json.dumps([name, dtype, list(shape)], separators=(",", ":")).encode()
+        try:
+            data = _tensor_bytes(t)
+        except Exception as exc:  # noqa: BLE001 - quantized/sparse/meta tensors: refuse, don't crash
+            raise WeightsFormatError(f"{path}: tensor {name} ({dtype}) has no plain bytes ({exc})") from exc
+        # Length-prefixed fields: no two different tensor lists hash the same byte stream.
+        h.update(struct.pack("<Q", len(header)) + header + struct.pack("<Q", len(data)))
+        h.update(data)
+        n += 1
+        total += len(data)
+        shapes[name] = shape
+    if n == 0:
+        raise WeightsFormatError(f"{path}: no tensors")
+    return {"weights_id": PREFIX + h.hexdigest(), "architecture": _architecture(shapes), "tensors": n,
+            "bytes": total, "format": fmt}
+
+
+# --------------------------------------------------------------------------
+# Cache: (path, size, mtime) -> identity; tensor id <-> legacy file id
+# --------------------------------------------------------------------------
+def _db() -> sqlite3.Connection | None:
+    p = cache_path()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(p), timeout=30)
+        db.execute("CREATE TABLE IF NOT EXISTS ids (path TEXT, size INTEGER, mtime_ns INTEGER, kind TEXT, "
+                   "value TEXT, PRIMARY KEY (path, size, mtime_ns, kind))")
+        db.execute("CREATE TABLE IF NOT EXISTS aliases (tensor_id TEXT, legacy_id TEXT, "
+                   "PRIMARY KEY (tensor_id, legacy_id))")
+        return db
+    except sqlite3.Error:
+        return None  # no cache means recomputing, never a failure
+
+
+def _cached(path: Path, kind: str, fn) -> Any:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, kind)
+    db = _db()
+    if db is not None:
+        try:
+            row = db.execute("SELECT value FROM ids WHERE path=? AND size=? AND mtime_ns=? AND kind=?", key).fetchone()
+            if row:
+                return json.loads(row[0])
+        except (sqlite3.Error, ValueError):
+            pass
+    value = fn(path)
+    if db is not None:
+        try:
+            with db:
+                db.execute("INSERT OR REPLACE INTO ids VALUES (?,?,?,?,?)", (*key, json.dumps(value)))
+        except sqlite3.Error:
+            pass
+        db.close()
+    return value
+
+
+def inspect(path: str | Path) -> dict[str, Any]:
+    """compute(), remembered by (path, size, mtime)."""
+    return _cached(Path(path), "tensors", compute)
+
+
+def weights_id(path: str | Path) -> str:
+    return inspect(path)["weights_id"]
+
+
+def file_sha256(path: str | Path) -> str:
+    def _hash(p: Path) -> str:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    return _cached(Path(path), "file-sha256", _hash)
+
+
+def remember_alias(tensor_id: str, legacy_id: str) -> None:
+    db = _db()
+    if db is None:
+        return
+    try:
+        with db:
+            db.execute("INSERT OR IGNORE INTO aliases VALUES (?,?)", (tensor_id, legacy_id))
+    except sqlite3.Error:
+        pass
+    db.close()
+
+
+def known_aliases(tensor_id: str) -> list[str]:
+    db = _db()
+    if db is None:
+        return []
+    try:
+        return [r[0] for r in db.execute("SELECT legacy_id FROM aliases WHERE tensor_id=?", (tensor_id,))]
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------
+# Heads written with a file-hash identity
+# --------------------------------------------------------------------------
+# fingerprint -> (model config, weights file, tensor id) of every backbone built in this process.
+_BUILT: dict[str, tuple[dict[str, Any], str | None, str]] = {}
+
+
+def register_built(fingerprint: str, model_cfg: dict[str, Any], weights_path: str | None, tensor_id: str) -> None:
+    _BUILT[fingerprint] = (model_cfg, weights_path, tensor_id)
+
+
+def legacy_accepts(head_backbone: dict[str, Any], fingerprint: str) -> bool:
+    """Does a head whose manifest records a legacy file-hash identity match the
+    backbone built with `fingerprint`? True when the weights file the run loaded
+    has that SHA-256, or when a file with that SHA-256 was seen earlier on this
+    machine holding the same tensors."""
+    from .backbone import fingerprint as make_fingerprint
+
+    want = head_backbone.get("fingerprint")
+    legacy = str(head_backbone.get("weights_id") or "")
+    if not want or not legacy.startswith(LEGACY_PREFIX) or fingerprint not in _BUILT:
+        return False
+    cfg, wpath, tid = _BUILT[fingerprint]
+    if head_backbone.get("tensor_weights_id") == tid and make_fingerprint(cfg, legacy) == want:
+        return True  # the head also records the tensor identity of its file
+    if make_fingerprint(cfg, legacy) != want:
+        return False  # another architecture: no file hash can make it match
+    if legacy in known_aliases(tid):
+        return True
+    if wpath and Path(wpath).is_file() and LEGACY_PREFIX + file_sha256(wpath) == legacy:
+        remember_alias(tid, legacy)
+        return True
+    return False

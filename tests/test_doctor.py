@@ -1,0 +1,45 @@
+"""`aiidetect doctor`: exit 1 with the remedy when no CLIP detector can run, 0 when one can."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def _env(tmp_path):
+    return {"AIIDETECT_CLIP_CACHE": str(tmp_path / "clip"), "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path),
+            "AIIDETECT_CACHE": str(tmp_path / "cache")}
+
+
+def test_no_clip_weights_exit_1_with_the_remedy(tmp_path):
+    r = run_cli("doctor", env=_env(tmp_path))
+    assert r.returncode == 1, r.stderr
+    assert "aiidetect weights fetch ViT-L-14/openai" in r.stdout
+    assert "univfd" in r.stdout and "ViT-L-14/openai" in r.stdout
+    j = run_cli("doctor", "--format", "json", env=_env(tmp_path))
+    assert j.returncode == 1
+    rep = json.loads(j.stdout)
+    assert rep["clip_ready"] is False
+    assert any("aiidetect weights fetch ViT-L-14/openai" in x for x in rep["remedies"])
+    assert {"torch", "onnxruntime", "cpu", "caches", "heads", "detectors", "packages"} <= set(rep)
+    assert isinstance(rep["cpu"]["native_bf16"], bool)
+    univfd = next(h for h in rep["heads"] if h["name"] == "univfd")
+    assert univfd["needs_backbone"] == "ViT-L-14/openai" and univfd["ready"] is False
+
+
+@pytest.mark.slow  # trains the session's tiny probe when run alone
+def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
+    args = ("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(trained), "--device", "cpu")
+    r = run_cli(*args, "--format", "json", env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["clip_ready"] is True
+    probe = next(h for h in rep["heads"] if h["name"] == "cli-probe")
+    assert probe["ready"] is True and probe["fingerprint"] == rep["backbone_built"]["fingerprint"]
+    assert any(d["name"] == "linear:cli-probe" and d["status"] == "ready" for d in rep["detectors"])
+
+
+def test_bad_format_is_usage_error(tmp_path):
+    assert run_cli("doctor", "--format", "xml", env=_env(tmp_path)).returncode == 2

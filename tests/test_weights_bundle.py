@@ -1,0 +1,141 @@
+"""`aiidetect weights pack` / `install`: carry weights to an air-gapped machine, verified."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+
+@pytest.fixture
+def machine(tmp_path):
+    """A source machine with one backbone file and the shipped head, and an empty target."""
+    src_clip = tmp_path / "src-clip"
+    src_clip.mkdir()
+    (src_clip / "tiny.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)) * 40)
+    (src_clip / "ViT-L-14.pt.partial").write_bytes(b"half a download")  # never packed
+    return {"src_clip": src_clip, "dst_clip": tmp_path / "dst-clip", "dst_heads": tmp_path / "dst-heads",
+            "bundle": tmp_path / "bundle.tar", "tmp": tmp_path}
+
+
+def _pack(m, *extra):
+    return run_cli("weights", "pack", str(m["bundle"]), "--weights-dir", str(REPO / "weights"), "--format", "json",
+                   *extra, env={"AIIDETECT_CLIP_CACHE": str(m["src_clip"])})
+
+
+def _install(m, bundle=None, *extra):
+    return run_cli("weights", "install", str(bundle or m["bundle"]), "--cache-dir", str(m["dst_clip"]),
+                   "--heads-dir", str(m["dst_heads"]), "--format", "json", *extra)
+
+
+def test_round_trip(machine):
+    r = _pack(machine)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["backbones"] == ["backbones/tiny.safetensors"] and s["heads"] == ["univfd"]
+    assert s["sha256"] == hashlib.sha256(machine["bundle"].read_bytes()).hexdigest()
+    r = _install(machine, None, "--sha256", s["sha256"])
+    assert r.returncode == 0, r.stderr
+    assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() == (machine["src_clip"] / "tiny.safetensors").read_bytes()
+    for f in ("manifest.json", "head.safetensors", "LICENSE"):
+        assert (machine["dst_heads"] / "univfd" / f).read_bytes() == (REPO / "weights" / "univfd" / f).read_bytes()
+    v = run_cli("weights", "verify", "--weights-dir", str(machine["dst_heads"]))
+    assert v.returncode == 0 and "ok" in v.stdout
+    again = _install(machine)  # same content already there: fine
+    assert again.returncode == 0, again.stderr
+    leftovers = [p for p in machine["dst_heads"].parent.iterdir() if p.name.startswith(".aiidetect-install")]
+    assert leftovers == []
+
+
+def _rewrite(src: Path, dst: Path, change) -> None:
+    """Copy a tar member by member, letting `change(name, data)` return new bytes (or None to drop)."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for m in tin:
+            data = tin.extractfile(m).read()
+            new = change(m.name, data)
+            if new is None:
+                continue
+            ti = tarfile.TarInfo(m.name)
+            ti.size = len(new)
+            tout.addfile(ti, io.BytesIO(new))
+
+
+def _refused(machine, bundle, *extra):
+    r = _install(machine, bundle, *extra)
+    assert r.returncode == 2, r.stdout
+    assert "refused" in r.stderr and "Traceback" not in r.stderr
+    assert not machine["dst_clip"].exists() and not machine["dst_heads"].exists()  # nothing installed
+    return r
+
+
+def test_tampered_bundles_are_refused(machine):
+    assert _pack(machine).returncode == 0
+    t = machine["tmp"]
+
+    def flip(name, data):
+        return data[:-1] + bytes([data[-1] ^ 1]) if name.endswith("head.safetensors") else data
+
+    _rewrite(machine["bundle"], t / "flipped.tar", flip)
+    assert "SHA-256" in _refused(machine, t / "flipped.tar").stderr
+
+    def forge(name, data):  # a consistent forged manifest still fails the head's own checksums
+        if name == "aiidetect-bundle.json":
+            man = json.loads(data)
+            for e in man["files"]:
+                if e["path"].endswith("head.safetensors"):
+                    e["sha256"] = hashlib.sha256(flip(e["path"], (REPO / "weights/univfd/head.safetensors")
+                                                      .read_bytes())).hexdigest()
+            return json.dumps(man).encode()
+        return flip(name, data)
+
+    _rewrite(machine["bundle"], t / "forged.tar", forge)
+    assert "own checksums" in _refused(machine, t / "forged.tar").stderr
+
+    _rewrite(machine["bundle"], t / "dropped.tar", lambda n, d: None if n.endswith("LICENSE") else d)
+    assert "missing" in _refused(machine, t / "dropped.tar").stderr
+
+    _rewrite(machine["bundle"], t / "extra.tar", lambda n, d: d)
+    with tarfile.open(t / "extra.tar", "a") as tar:
+        ti = tarfile.TarInfo("heads/univfd/../../../evil.sh")
+        ti.size = 3
+        tar.addfile(ti, io.BytesIO(b"boo"))
+    assert "unsafe" in _refused(machine, t / "extra.tar").stderr
+    assert not (t / "evil.sh").exists()
+
+    _refused(machine, machine["bundle"], "--sha256", "0" * 64)
+    (t / "junk.tar").write_bytes(b"not a tar at all")
+    _refused(machine, t / "junk.tar")
+
+
+def test_conflicting_files_need_force(machine):
+    assert _pack(machine).returncode == 0
+    machine["dst_clip"].mkdir()
+    (machine["dst_clip"] / "tiny.safetensors").write_bytes(b"other weights")
+    r = _install(machine)
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() == b"other weights"
+    assert _install(machine, None, "--force").returncode == 0
+    assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() != b"other weights"
+
+
+def test_heads_only_bundle(machine):
+    r = _pack(machine, "--no-backbones", "--head", "univfd")
+    assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
+    assert _pack(machine, "--head", "nope").returncode == 2
+
+
+def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
+    heads = machine["tmp"] / "heads"
+    (heads / "evil").mkdir(parents=True)
+    secret = heads / "secret.txt"
+    secret.write_text("not a weight")
+    (heads / "evil" / "manifest.json").write_text(json.dumps(
+        {"name": "evil", "detector": "linear", "files": {"../secret.txt": hashlib.sha256(b"not a weight").hexdigest()}}))
+    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
+    assert r.returncode == 2 and "outside its folder" in r.stderr
+    assert not machine["bundle"].exists()

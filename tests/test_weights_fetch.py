@@ -1,0 +1,306 @@
+"""`aiidetect weights fetch` against a local HTTP server on 127.0.0.1 (never the internet),
+and the resolution of open_clip registry tags (URL, SHA-256, file name) without network."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "test"
+
+    def log_message(self, *a):  # keep pytest output clean
+        pass
+
+    def do_HEAD(self):  # noqa: N802
+        # Like the hub: a redirect whose headers carry the file's SHA-256.
+        srv = self.server
+        srv.heads.append(self.path)
+        if srv.etag is None or self.path not in srv.files:
+            self.send_error(404)
+            return
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.send_header("X-Linked-Etag", f'"{srv.etag}"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802
+        srv = self.server
+        srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        blob = srv.files.get(self.path)
+        if blob is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and srv.ranges:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
+        else:
+            self.send_response(200)
+        body = blob[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if srv.drop_first and len(srv.requests) == 1:
+            # Announce the whole file, send half, hang up.
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> bytes:
+    """A real (tiny) checkpoint: a safetensors file of a few tensors made here."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    p = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    g = torch.Generator().manual_seed(0)
+    save_file({"visual.conv1.weight": torch.randn(8, 3, 4, 4, generator=g),
+               "visual.proj": torch.randn(8, 4, generator=g), "blob": torch.randn(40_000, generator=g)}, str(p))
+    return p.read_bytes()
+
+
+def _fetch(server, cache, *args):
+    return run_cli("weights", "fetch", *args, "--cache-dir", str(cache), env={"NO_PROXY": "*", "no_proxy": "*"})
+
+
+def test_fetch_verifies_and_places_atomically(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"path", "sha256", "bytes", "resumed"}
+    assert out["sha256"] == sha and out["bytes"] == len(checkpoint) and out["resumed"] is False
+    assert Path(out["path"]) == tmp_path / "tiny.safetensors"
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]  # no partial left
+    assert r.stderr == ""  # not a terminal: no progress bar, nothing on stderr
+    assert [q["range"] for q in server.requests] == [None]
+
+
+def test_wrong_sha256_is_refused_and_nothing_usable_left(server, checkpoint, tmp_path):
+    server.files["/w/tiny.safetensors"] = checkpoint
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", "0" * 64)
+    assert r.returncode == 2
+    assert "does not match" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "tiny.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".partial")] == []
+
+
+def test_resume_after_the_connection_drops(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.drop_first = True
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["resumed"] is True and out["sha256"] == sha
+    assert len(server.requests) == 2
+    assert server.requests[0]["range"] is None
+    half = len(checkpoint) // 2
+    assert server.requests[1]["range"] == f"bytes={half}-"
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+
+def test_partial_from_an_earlier_run_is_resumed(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    (tmp_path / "tiny.safetensors.partial").write_bytes(checkpoint[:1000])
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed"] is True
+    assert server.requests == [{"path": "/w/tiny.safetensors", "range": "bytes=1000-"}]
+
+
+def test_server_without_range_support_restarts_cleanly(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.ranges = False
+    (tmp_path / "tiny.safetensors.partial").write_bytes(b"garbage that is not a prefix")
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed"] is False
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+
+def test_mirror_prefix_serves_the_original_url(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/models.example.org/clip/tiny.safetensors"] = checkpoint
+    r = _fetch(server, tmp_path, "--url", "https://models.example.org/clip/tiny.safetensors", "--sha256", sha,
+               "--mirror", server.base + "/", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sha256"] == sha
+    assert server.requests[0]["path"] == "/models.example.org/clip/tiny.safetensors"
+
+
+def test_table_output_and_url_without_checksum_refused(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha)
+    assert r.returncode == 0 and sha in r.stdout and r.stderr == ""
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/other.safetensors")
+    assert r.returncode == 2 and "--sha256" in r.stderr and server.requests[-1]["path"] != "/w/other.safetensors"
+
+
+def test_hub_etag_is_checked(server, checkpoint, tmp_path):
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    server.files["/repo/resolve/main/open_clip_model.safetensors"] = checkpoint
+    server.etag = "1" * 64  # the hub publishes a SHA-256 that this file does not have
+    plan = FetchPlan(url=server.base + "/repo/resolve/main/open_clip_model.safetensors",
+                     dest=tmp_path / "x.safetensors", hub=True)
+    with pytest.raises(FetchError, match="does not match"):
+        download(plan)
+    assert not plan.dest.exists()
+    server.etag = hashlib.sha256(checkpoint).hexdigest()
+    res = download(plan)
+    assert res["verified"] == "sha256" and plan.dest.read_bytes() == checkpoint
+    assert server.heads == [plan.url[len(server.base):]] * 2  # asked the redirect, not the CDN
+
+
+# --------------------------------------------------------------------------
+# Registry resolution (no network)
+# --------------------------------------------------------------------------
+def test_openai_tag_resolves_to_the_url_with_its_sha(tmp_path):
+    from aiidetect.fetch import plan_fetch
+
+    p = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path)
+    assert p.url == ("https://openaipublic.azureedge.net/clip/models/"
+                     "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt")
+    assert p.sha256 == "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+    assert p.dest == tmp_path / "ViT-L-14.pt"  # the name scan looks for
+    m = plan_fetch("ViT-B-16/openai", cache_dir=tmp_path, mirror="http://mirror.local/clip")
+    assert m.url.startswith("http://mirror.local/clip/openaipublic.azureedge.net/clip/models/5806e77c")
+    assert m.sha256.startswith("5806e77c") and m.dest.name == "ViT-B-16.pt"
+
+
+def test_hub_tags_resolve_to_the_hub_file(tmp_path, monkeypatch):
+    from aiidetect.fetch import plan_fetch
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    p = plan_fetch("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
+    assert p.url == ("https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/"
+                     "open_clip_model.safetensors")
+    assert p.hub and p.sha256 is None  # taken from the hub's X-Linked-Etag at download time
+    assert p.dest == tmp_path / "laion--CLIP-ViT-B-32-laion2B-s34B-b79K--open_clip_model.safetensors"
+    h = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path, prefer="hub", mirror="http://m.local")
+    assert h.url == ("http://m.local/huggingface.co/timm/vit_large_patch14_clip_224.openai/resolve/main/"
+                     "open_clip_model.safetensors")
+    r = plan_fetch("ViT-B-32/laion400m_e32", cache_dir=tmp_path)
+    assert r.url.startswith("https://github.com/mlfoundations/") and r.sha256_prefix and len(r.sha256_prefix) == 8
+
+
+def test_registry_read_without_importing_open_clip_matches_open_clip():
+    from aiidetect.backbone import import_open_clip
+    from aiidetect.clip_registry import lookup
+
+    oc = import_open_clip()
+    for model, tag in oc.list_pretrained():
+        cfg = oc.get_pretrained_cfg(model, tag)
+        got = lookup(model, tag)
+        assert got is not None, (model, tag)
+        assert (got["url"], got["hf_hub"], got["quick_gelu"]) == (cfg.get("url") or "", cfg.get("hf_hub") or "",
+                                                                  bool(cfg.get("quick_gelu"))), (model, tag)
+
+
+def test_bad_specs_are_usage_errors(tmp_path):
+    from aiidetect.fetch import FetchError, plan_fetch
+
+    for spec, kw in (("NoSuchModel/openai", {}), ("ViT-L-14/no-such-tag", {}), ("ViT-L-14", {}), (None, {}),
+                     (None, {"url": "file:///etc/passwd", "sha256": "0" * 64}),
+                     (None, {"url": "http://127.0.0.1:9/x.pt", "sha256": "xyz"}),
+                     (None, {"url": "http://127.0.0.1:9/", "sha256": "0" * 64}),
+                     ("ViT-L-14/openai", {"sha256": "1" * 64})):
+        with pytest.raises(FetchError):
+            plan_fetch(spec, cache_dir=tmp_path, **kw)
+    for args in (["ViT-L-14"], ["--url", "file:///etc/passwd", "--sha256", "0" * 64]):
+        r = run_cli("weights", "fetch", *args, "--cache-dir", str(tmp_path))
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_verified_file_already_in_place_is_not_downloaded_again(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    args = ("--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert _fetch(server, tmp_path, *args).returncode == 0
+    r = _fetch(server, tmp_path, *args)
+    assert r.returncode == 0 and json.loads(r.stdout)["sha256"] == sha
+    assert len(server.requests) == 1
+
+
+def test_scan_finds_what_fetch_stores(checkpoint, tmp_path):
+    """The file name fetch writes for a hub entry is one scan's lookup finds, and without it
+    the precheck says "unavailable" with the fetch command (before importing torch)."""
+    from aiidetect.backbone import BackboneSpec, BackboneUnavailable, precheck, pretrained_candidates
+    from aiidetect.clip_registry import lookup
+    from aiidetect.fetch import plan_fetch
+
+    spec = BackboneSpec(model="ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=str(tmp_path))
+    with pytest.raises(BackboneUnavailable, match="aiidetect weights fetch ViT-B-32/laion2b_s34b_b79k"):
+        precheck(spec)
+    plan = plan_fetch("ViT-B-32/laion2b_s34b_b79k", cache_dir=tmp_path)
+    plan.dest.write_bytes(checkpoint)
+    precheck(spec)
+    got = pretrained_candidates("ViT-B-32", "laion2b_s34b_b79k", lookup("ViT-B-32", "laion2b_s34b_b79k"), [tmp_path],
+                                hub_cache=False)
+    assert got == [plan.dest]
+    plan = plan_fetch("ViT-L-14/openai", cache_dir=tmp_path)
+    assert pretrained_candidates("ViT-L-14", "openai", lookup("ViT-L-14", "openai"), [tmp_path], hub_cache=False) == []
+
+
+def test_progress_bar_on_a_terminal(server, checkpoint, tmp_path):
+    """stderr on a terminal: a progress bar (and still only the result on stdout)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    master, slave = pty.openpty()
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*", COLUMNS="100")
+    p = subprocess.Popen([sys.executable, "-m", "aiidetect", "weights", "fetch", "--url",
+                          server.base + "/w/tiny.safetensors", "--sha256", sha, "--cache-dir", str(tmp_path),
+                          "--format", "json"], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    out = p.communicate(timeout=120)[0]
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert p.returncode == 0, seen.decode(errors="replace")
+    assert json.loads(out)["sha256"] == sha
+    assert b"fetching tiny.safetensors" in seen

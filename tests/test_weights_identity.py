@@ -1,0 +1,147 @@
+"""Backbones are known by their tensors: one weights_id for the same tensors in every format,
+another after one tensor changes; heads with a legacy file-hash identity still match."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from conftest import run_cli
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny CLIP (shipped tiny-vit config, random init) saved three ways, plus one changed tensor."""
+    from safetensors.torch import save_file
+
+    from aiidetect.backbone import import_open_clip, resolve_config_path
+
+    import_open_clip()
+    from open_clip.model import CLIP
+
+    d = tmp_path_factory.mktemp("tiny-clip")
+    cfg = json.loads(resolve_config_path("tiny-vit").read_text())
+    torch.manual_seed(0)
+    model = CLIP(**cfg).eval()
+    sd = model.state_dict()
+    torch.save(sd, d / "state_dict.pt")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (torch.randn(1, 3, 224, 224), torch.zeros(1, 16, dtype=torch.long)),
+                                 check_trace=False)
+    traced.save(str(d / "archive.pt"))
+    changed = {k: v.clone() for k, v in sd.items()}
+    changed["visual.ln_post.bias"][0] += 1e-3
+    save_file({k: v.contiguous() for k, v in changed.items()}, str(d / "changed.safetensors"))
+    wrapped = {"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3}
+    torch.save(wrapped, d / "wrapped.pt")
+    return d
+
+
+def test_same_tensors_same_id_in_every_format(tiny):
+    from aiidetect.weights_identity import compute
+
+    infos = {n: compute(tiny / n) for n in ("state_dict.pt", "model.safetensors", "archive.pt", "wrapped.pt")}
+    assert {i["format"] for i in infos.values()} == {"torch", "safetensors", "torchscript"}
+    ids = {i["weights_id"] for i in infos.values()}
+    assert len(ids) == 1 and next(iter(ids)).startswith("tensors-sha256:")
+    assert {(i["tensors"], i["bytes"]) for i in infos.values()} == {(infos["model.safetensors"]["tensors"],
+                                                                     infos["model.safetensors"]["bytes"])}
+    assert "width 64, layers 2" in infos["archive.pt"]["architecture"]
+    assert compute(tiny / "changed.safetensors")["weights_id"] not in ids
+
+
+def test_dtype_is_part_of_the_identity(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from aiidetect.weights_identity import compute
+
+    sd = load_file(str(tiny / "model.safetensors"))
+    save_file({k: v.half() for k, v in sd.items()}, str(tmp_path / "half.safetensors"))
+    assert compute(tmp_path / "half.safetensors")["weights_id"] != compute(tiny / "model.safetensors")["weights_id"]
+
+
+def test_inspect_cli_json_and_cache(tiny, tmp_path):
+    r = run_cli("weights", "inspect", str(tiny / "archive.pt"), str(tiny / "model.safetensors"),
+                str(tiny / "changed.safetensors"), "--format", "json", env={"AIIDETECT_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert all(set(x) >= {"weights_id", "architecture", "tensors", "bytes"} for x in rows)
+    assert rows[0]["weights_id"] == rows[1]["weights_id"] != rows[2]["weights_id"]
+    assert (tmp_path / "weights_ids.sqlite").is_file()
+    one = run_cli("weights", "inspect", str(tiny / "model.safetensors"), "--format", "json")
+    assert json.loads(one.stdout)["weights_id"] == rows[1]["weights_id"]  # one path: one object
+
+
+def test_identity_remembered_by_path_size_mtime(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    from aiidetect import weights_identity as wi
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    p = tmp_path / "m.safetensors"
+    shutil.copy(tiny / "model.safetensors", p)
+    calls = []
+    real = wi.compute
+    monkeypatch.setattr(wi, "compute", lambda path: calls.append(path) or real(path))
+    first = wi.inspect(p)
+    assert wi.inspect(p) == first and len(calls) == 1
+    shutil.copy(tiny / "changed.safetensors", p)  # new size/mtime: recomputed
+    assert wi.inspect(p)["weights_id"] != first["weights_id"] and len(calls) == 2
+
+
+def test_unreadable_files_are_refusals(tmp_path):
+    from aiidetect.weights_identity import WeightsFormatError, compute
+
+    bad = {"empty.pt": b"", "text.pt": b"hello", "zip.pt": b"PK\x03\x04broken",
+           "st.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}      ", "pickle.pt": b"\x80\x04junk"}
+    for name, blob in bad.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(WeightsFormatError):
+            compute(tmp_path / name)
+    r = run_cli("weights", "inspect", str(tmp_path / "text.pt"), "--format", "json")
+    assert r.returncode == 2 and json.loads(r.stdout)["error"] and "Traceback" not in r.stderr
+
+
+def test_legacy_file_hash_heads_still_match_and_learn_the_tensor_id(tiny, tmp_path, monkeypatch):
+    """A head recorded with the file-SHA-256 identity (like the shipped UnivFD head) matches
+    the backbone loaded from that very file, and afterwards the same tensors in another format;
+    a changed tensor stays refused."""
+    from aiidetect.backbone import BackboneSpec, create_backbone, fingerprint
+    from aiidetect.weights import Head, HeadMismatch
+    from aiidetect.weights_identity import file_sha256
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    cfg_path = "tiny-vit"
+    archive = tiny / "archive.pt"
+    bb = create_backbone(BackboneSpec.from_options(config=cfg_path, weights=str(archive)))
+    legacy = "sha256:" + file_sha256(archive)
+    head = Head(tmp_path, {"name": "old", "detector": "linear",
+                           "backbone": {"name": "tiny", "weights_id": legacy,
+                                        "fingerprint": fingerprint(bb.model_cfg, legacy)}})
+    assert bb.weights_id.startswith("tensors-sha256:") and bb.fingerprint != head.backbone_fingerprint
+    head.check_backbone(bb.fingerprint)  # the file the head names: accepted
+
+    st = create_backbone(BackboneSpec.from_options(config=cfg_path, weights=str(tiny / "model.safetensors")))
+    assert st.fingerprint == bb.fingerprint  # same tensors, same identity
+    head.check_backbone(st.fingerprint)
+    ch = create_backbone(BackboneSpec.from_options(config=cfg_path, weights=str(tiny / "changed.safetensors")))
+    with pytest.raises(HeadMismatch):
+        head.check_backbone(ch.fingerprint)
+
+
+def test_legacy_head_refused_without_having_seen_its_file(tiny, tmp_path, monkeypatch):
+    from aiidetect.backbone import BackboneSpec, create_backbone, fingerprint
+    from aiidetect.weights import Head, HeadMismatch
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "fresh-cache"))
+    st = create_backbone(BackboneSpec.from_options(config="tiny-vit", weights=str(tiny / "model.safetensors")))
+    legacy = "sha256:" + "ab" * 32
+    head = Head(tmp_path, {"name": "old", "detector": "linear",
+                           "backbone": {"weights_id": legacy, "fingerprint": fingerprint(st.model_cfg, legacy)}})
+    with pytest.raises(HeadMismatch):
+        head.check_backbone(st.fingerprint)
