@@ -19,7 +19,7 @@ import numpy as np
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
 from .detectors.base import Detector, FeatureRequest, UnavailableDetector, feature_key
 from .discover import Candidate
-from .fusion import fuse
+from .fusion import fuse, fusion_identity
 from .preprocess import draft_size, spec_key
 from .records import DetectorResult, Record
 
@@ -68,6 +68,7 @@ class Pipeline:
         self.detectors = list(detectors)
         self.decoder = decoder
         self.fusion_model = fusion_model
+        self.fusion_info = fusion_identity(fusion_model)
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
         self.limits = limits or DecodeLimits()
@@ -204,6 +205,7 @@ class Pipeline:
 
     def _finish(self, s: Sample) -> Record:
         rec = s.record
+        rec.fusion = dict(self.fusion_info)
         if rec.error is None:
             rec.detectors = {d.name: rec.detectors[d.name] for d in self.detectors if d.name in rec.detectors}
             out = fuse(rec.detectors, self.fusion_model)
