@@ -38,8 +38,12 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
-    pass
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="On a fatal error, print the traceback too "
+                                                             "(example: aiidetect --debug scan photos/).")):
+    from .commands import errors
+
+    errors.DEBUG = debug or errors.DEBUG
 
 
 for _name in COMMAND_MODULES:
@@ -53,8 +57,11 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    # Typer/click usage errors exit 2 already; keep that contract.
-    app()
+    # Typer/click usage errors exit 2 already; every other escape becomes one line and exit 2
+    # (exit 1 is reserved for --fail-on findings).
+    from .commands.errors import run_guarded
+
+    run_guarded(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,9 +135,14 @@ class Pipeline:
                 s.data = None
             elif s.ok:
                 decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
-        if s.ok and s.cached is None:
+        # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
+        # (scan and meta agree on every file), and its verdict stays "error".
+        if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = _predict(d, [s], [{}])[0]
+        if not s.ok:
+            s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
+            s.pixels.clear()
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 

@@ -50,7 +50,12 @@ def stderr_console():
 
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     """Usage or fatal error: one line on stderr, exit 2."""
-    stderr_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    from ..report.safe import clean_str
+
+    # The message often quotes a path or a value from a file: never markup.
+    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message)))}", highlight=False)
     raise typer.Exit(code)
 
 

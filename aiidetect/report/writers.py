@@ -70,8 +70,10 @@ def main_reason(rec: Record) -> str:
     return rec.reasons[0] if rec.reasons else ""
 
 
-CSV_BASE = ["schema", "file", "file_bytes", "verdict", "p_ai", "sha256", "format", "width", "height", "top_generator", "top_generator_p",
-            "reason", "error_code", "error_message", "fusion"]
+CSV_BASE = ["file", "verdict", "p_ai", "sha256", "format", "width", "height", "top_generator", "top_generator_p",
+            "reason", "error_code", "error_message"]
+# Added in schema 1.1, after the per-detector columns so that existing column positions hold.
+CSV_TAIL = ["file_bytes", "fusion", "schema"]
 
 
 class CsvWriter(Writer):
@@ -81,19 +83,20 @@ class CsvWriter(Writer):
     def __init__(self, stream, detector_names: Sequence[str]):
         super().__init__(stream)
         self.names = list(detector_names)
-        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")]
+        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")] + CSV_TAIL
         self.w = csv.writer(stream)
         self.w.writerow(cols)
 
     def write(self, rec: Record) -> None:
         d = clean(rec.to_dict())
         top = top_attribution(rec)
-        row = [d["schema"], d["file"], d["file_bytes"], d["verdict"], d["p_ai"], d["sha256"], d["format"], d["width"],
-               d["height"], top[0] if top else "", round(top[1], 4) if top else "", main_reason(rec),
-               rec.error.code if rec.error else "", rec.error.message if rec.error else "", fusion_label(rec.fusion)]
+        row = [d["file"], d["verdict"], d["p_ai"], d["sha256"], d["format"], d["width"], d["height"],
+               top[0] if top else "", round(top[1], 4) if top else "", main_reason(rec),
+               rec.error.code if rec.error else "", rec.error.message if rec.error else ""]
         for n in self.names:
             r = d["detectors"].get(n)
             row += [r["status"], r["p_ai"], r["score"]] if r else ["", "", ""]
+        row += [d["file_bytes"], fusion_label(rec.fusion), d["schema"]]
         self.w.writerow(["" if v is None else clean_str(v) if isinstance(v, str) else v for v in row])
         self.stream.flush()
 
