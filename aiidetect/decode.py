@@ -182,9 +182,18 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None):
 
     _register_openers()
     sniffed = sniff_format(data)
+    if sniffed == "TIFF":
+        # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
+        # a warning per entry. The capped walker vets the structure first.
+        from .provenance.tiffguard import check_tiff
+
+        chk = check_tiff(data, pages=True)
+        if not chk.ok:
+            raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
     # One pixel limit (aiidetect.limits, --max-pixels) for Pillow too: its own default (89.5 MP)
     # refused real 102 MP camera files. Our check below gives the explained too-large error.
-    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    # Pillow raises above twice its setting (and only warns between): halved, its error fires at our limit.
+    Image.MAX_IMAGE_PIXELS = (limits.max_pixels + 1) // 2
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:

@@ -98,8 +98,10 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
             except OSError as exc:
                 if getattr(exc, "errno", None) == 40 or is_link:
                     if os.path.splitext(p)[1].lower() in IMAGE_EXTS or _is_dir_link(p):
+                        # Keyed by the link itself: a broken link reached through two folder links is one row.
                         add(Candidate(p, error=("symlink-loop" if getattr(exc, "errno", None) == 40 else "unreadable",
-                                                f"broken or looping symbolic link: {exc.strerror or exc}")), None)
+                                                f"broken or looping symbolic link: {exc.strerror or exc}")),
+                            _link_key(p))
                     else:
                         summ.skipped += 1
                     continue
@@ -152,3 +154,11 @@ def _is_dir_link(p: str) -> bool:
         return os.path.islink(p) and not os.path.splitext(p)[1]
     except OSError:
         return False
+
+
+def _link_key(p: str):
+    try:
+        st = os.lstat(p)
+        return ("link", st.st_dev, st.st_ino)
+    except OSError:
+        return None

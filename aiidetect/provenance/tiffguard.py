@@ -14,7 +14,8 @@ import struct
 from dataclasses import dataclass, field
 
 MAX_ENTRIES = 1000        # per IFD; camera IFDs hold ~10-300 (maker notes are not walked)
-MAX_IFDS = 32             # IFD0, IFD1, EXIF, GPS, Interop, multi-page TIFF pages...
+MAX_IFDS = 32             # in an EXIF block: IFD0, IFD1, EXIF, GPS, Interop
+MAX_PAGES = 10_000        # a TIFF file's page chain (multi-page scans run to hundreds)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
 
@@ -29,11 +30,13 @@ class TiffCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int = MAX_IFDS,
+def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None = None,
                pages: bool = True) -> TiffCheck:
     """tiff: bytes starting with II*\\0 or MM\\0*. pages=False stops after IFD0's
     sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files)."""
     r = TiffCheck()
+    if max_ifds is None:
+        max_ifds = MAX_PAGES if pages else MAX_IFDS
     if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
         return _bad(r, "not a TIFF structure")
     e = "<" if tiff[:2] == b"II" else ">"
