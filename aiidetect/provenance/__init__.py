@@ -45,6 +45,8 @@ AI_TOOL = re.compile(
     r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 
+_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+
 _DST_AI = {"trainedAlgorithmicMedia"}
 _DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
 _DST_ALGO = {"algorithmicMedia"}
@@ -113,6 +115,8 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
         _analyze(data, rep, image, info or {}, opts, budget)
     except Exception as exc:  # noqa: BLE001 - a bug in one parser must not lose the file
         rep.errors.append(f"internal: {type(exc).__name__}: {exc}")
+    # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
+    rep.errors = [_ADDR.sub("", e) for e in rep.errors]
     if budget.stage is not None:
         rep.evidence.append(Evidence(
             METADATA_TIMEOUT, "neutral", 0.0,

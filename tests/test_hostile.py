@@ -1,0 +1,222 @@
+"""Hostile input: every file a record with a reason, in bounded time; output that
+strict parsers accept in every format; the table shows names literally; scan and
+meta agree on decisive evidence. The corpus is tests/hostile.py."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli as _run_text
+from hostile import ANY_ERROR, make_corpus
+
+from aiidetect.report.safe import strict_loads
+
+def run_cli(*args, text=True, **kw):
+    if text:
+        return _run_text(*args, **kw)
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "aiidetect", *args], capture_output=True, timeout=300, **kw)
+
+
+PER_FILE_S = 10.0      # generous: CI has 2 shared cores
+WHOLE_CORPUS_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile")
+    expect = make_corpus(d)
+    yield d, expect
+    os.chmod(os.path.join(os.fsencode(d), b"special/no-permission.jpg"), 0o644)
+
+
+def _rel(d: Path, rec: dict) -> bytes:
+    """The exact path bytes of a record, relative to the corpus root."""
+    raw = base64.b64decode(rec["file_bytes"]) if rec["file_bytes"] else rec["file"].encode("utf-8")
+    root = os.fsencode(d)
+    assert raw.startswith(root + b"/"), raw
+    return raw[len(root) + 1:]
+
+
+def _decisive_ai(evidence) -> set[str]:
+    return {e["id"] for e in evidence or [] if e.get("decisive") and e.get("direction") == "ai"}
+
+
+def _check(expect, got_code, decisive, where):
+    if expect.error is None:
+        assert got_code is None, f"{where}: expected to decode, got {got_code}"
+    elif expect.error == ANY_ERROR:
+        assert got_code is not None, f"{where}: expected an error code"
+    else:
+        assert got_code == expect.error, f"{where}: expected {expect.error}, got {got_code}"
+    if expect.decisive_ai is not None:
+        assert bool(decisive) == expect.decisive_ai, f"{where}: decisive AI evidence {decisive}"
+
+
+def test_every_file_a_record_in_bounded_time(corpus):
+    """Library path, one file at a time so each file's wall time is measured alone."""
+    from aiidetect.detectors.metadata import MetadataDetector
+    from aiidetect.discover import discover
+    from aiidetect.pipeline import Pipeline
+
+    d, expect = corpus
+    cands, _ = discover([str(d)])
+    seen = {}
+    for c in cands:
+        pipe = Pipeline([MetadataDetector({"watermark": "auto"})], batch_size=1, workers=1)
+        t = time.perf_counter()
+        recs = list(pipe.run([c]))
+        dt = time.perf_counter() - t
+        rel = os.fsencode(c.path)[len(os.fsencode(d)) + 1:]
+        assert len(recs) == 1, rel
+        assert dt < PER_FILE_S, f"{rel!r} took {dt:.1f}s"
+        r = recs[0]
+        md = r.detectors.get("metadata")
+        seen[rel] = r
+        if rel in expect:
+            _check(expect[rel], r.error.code if r.error else None,
+                   _decisive_ai([e.__dict__ for e in md.evidence]) if md else set(), rel)
+        # verdict "error" exactly when an error code is set, always with a message
+        assert (r.verdict == "error") == (r.error is not None)
+        if r.error is not None:
+            assert r.error.message
+    missing = set(expect) - set(seen)
+    assert not missing, f"no record for {sorted(missing)}"
+
+
+@pytest.fixture(scope="module")
+def cli_runs(corpus):
+    d, _ = corpus
+    runs = {}
+    for fmt in ("jsonl", "json", "csv", "table"):
+        t = time.perf_counter()
+        # the table runs inside the corpus so that short relative names fit its columns unfolded
+        extra, where, cwd = (["--explain"], ".", str(d)) if fmt == "table" else ([], str(d), None)
+        r = run_cli("scan", where, "-d", "metadata", "--format", fmt, "--no-cache", "-q", *extra, text=False, cwd=cwd)
+        runs[fmt] = (r, time.perf_counter() - t)
+    return runs
+
+
+def test_whole_corpus_scan_under_a_minute_and_quiet(cli_runs, corpus):
+    for fmt, (r, dt) in cli_runs.items():
+        assert r.returncode == 0, (fmt, r.stderr[-2000:])
+        assert dt < WHOLE_CORPUS_S, f"{fmt}: {dt:.1f}s"
+        # -q means nothing on stderr: no Pillow/exifread warning floods
+        assert r.stderr == b"", (fmt, r.stderr[:2000])
+
+
+def test_every_format_parses_strictly(cli_runs, corpus):
+    d, expect = corpus
+    jl = cli_runs["jsonl"][0].stdout.decode("utf-8")  # strict UTF-8: raises on anything else
+    recs = [strict_loads(line) for line in jl.splitlines()]
+    arr = strict_loads(cli_runs["json"][0].stdout.decode("utf-8"))
+    assert arr == recs
+    by = {_rel(d, r): r for r in recs}
+    assert len(by) == len(recs)
+    for rel, exp in expect.items():
+        rec = by[rel]
+        md = rec["detectors"].get("metadata") or {}
+        _check(exp, (rec["error"] or {}).get("code"), _decisive_ai(md.get("evidence")), rel)
+        assert rec["schema"] == "1.1" and rec["fusion"] == {"kind": "rules"}
+    rows = list(csv.DictReader(io.StringIO(cli_runs["csv"][0].stdout.decode("utf-8"), newline="")))
+    assert [r["file"] for r in rows] == [r["file"] for r in recs]
+    assert [r["file_bytes"] for r in rows] == [r["file_bytes"] or "" for r in recs]
+    assert {r["schema"] for r in rows} == {"1.1"}
+    # non-finite EXIF numbers are null (or absent), never evidence
+    nan = by[b"meta/exif-nan-inf.jpg"]
+    facts = nan["detectors"]["metadata"].get("facts", {}).get("exif", {})
+    assert not {"exposure_time", "f_number", "focal_length"} & set(facts)
+    cam = [e for e in nan["detectors"]["metadata"]["evidence"] if e["id"] == "exif.camera"]
+    assert all(set(e["data"].get("fields", [])) <= {"make", "model"} for e in cam)
+
+
+def test_non_utf8_name_keeps_exact_bytes(cli_runs, corpus):
+    d, _ = corpus
+    recs = [json.loads(x) for x in cli_runs["jsonl"][0].stdout.decode("utf-8").splitlines()]
+    bad = [r for r in recs if r["file_bytes"]]
+    assert {_rel(d, r) for r in bad} == {b"names/bad\xff\xfename.jpg", b"names/latin1-\xe9t\xe9.png"}
+    for r in bad:
+        assert "\ufffd" in r["file"] and os.path.exists(base64.b64decode(r["file_bytes"]))
+        assert r["error"] is None
+
+
+def test_table_shows_names_and_metadata_literally(cli_runs):
+    out = cli_runs["table"][0].stdout.decode("utf-8")
+    for s in ("[bold]x[/bold].jpg", "a[/b]/c.jpg", "bad\ufffd\ufffdname.jpg"):
+        assert s in out, s
+    # the A1111 marker's model name carries markup; --explain prints reasons with it
+    assert "[bold]sd15" in out
+
+
+def test_meta_agrees_with_scan_on_decisive_evidence(cli_runs, corpus):
+    d, _ = corpus
+    scan = {_rel(d, r): r for r in (json.loads(x) for x in cli_runs["jsonl"][0].stdout.decode().splitlines())}
+    r = run_cli("meta", str(d), "--format", "jsonl", text=False)
+    assert r.returncode == 1, r.stderr[-2000:]  # the markers carry decisive AI evidence
+    meta = {_rel(d, m): m for m in (strict_loads(x) for x in r.stdout.decode("utf-8").splitlines())}
+    assert set(meta) == set(scan)
+    for rel, s in scan.items():
+        m = meta[rel]
+        s_ev = _decisive_ai((s["detectors"].get("metadata") or {}).get("evidence"))
+        assert s_ev == _decisive_ai(m.get("evidence")), rel
+    r = run_cli("meta", str(d), text=False)  # the table must not crash on any of it
+    assert r.returncode == 1 and b"a[/b]/c.jpg" in r.stdout
+
+
+def test_meta_and_scan_agree_on_dev_set(dev_dir, tmp_path):
+    sub = sorted(p for p in (dev_dir / "ai").rglob("*") if p.is_file())[:60] + \
+        sorted(p for p in (dev_dir / "real").rglob("*") if p.is_file())[:60]
+    lst = "\n".join(str(p) for p in sub)
+    s = run_cli("scan", "-", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", input=lst)
+    assert s.returncode == 0, s.stderr[-2000:]
+    m = run_cli("meta", *map(str, sub), "-f", "jsonl")
+    assert m.returncode in (0, 1), m.stderr[-2000:]
+    scan = {r["file"]: r for r in map(strict_loads, s.stdout.splitlines())}
+    meta = {r["file"]: r for r in map(strict_loads, m.stdout.splitlines())}
+    assert set(scan) == set(meta) == {str(p) for p in sub}
+    for f, r in scan.items():
+        assert _decisive_ai((r["detectors"].get("metadata") or {}).get("evidence")) == \
+            _decisive_ai(meta[f].get("evidence")), f
+
+
+def test_pixel_limit_is_one_number(tmp_path):
+    """Pillow's own 89.5 MP default no longer refuses files under our limit, and
+    --max-pixels moves the refusal both ways."""
+    import struct
+    import zlib
+
+    from hostile import png_chunk
+
+    from aiidetect.decode import DecodeFailure, DecodeLimits, decode_bytes
+
+    def bomb_png(w, h):  # a 1-bit header claiming w x h, then a zlib stream cut short: cheap to fail
+        comp = zlib.compressobj(9)
+        body = b"".join(comp.compress(b"\x00" * (w // 8 + 2)) for _ in range(8))
+        return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+                + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b""))
+
+    big = bomb_png(9500, 9500)  # 90.25 MP: over Pillow's 89.5 MP default, under our 120 MP
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(big)
+    assert e.value.code == "decode-error"  # got past the size check: the body is what is missing
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(big, DecodeLimits(max_pixels=90_000_000))
+    assert e.value.code == "too-large" and "90000000" in e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bomb_png(30000, 30000), DecodeLimits(max_pixels=1_000_000_000))
+    assert e.value.code == "decode-error"
+    p = tmp_path / "b.png"
+    p.write_bytes(bomb_png(12000, 12000))
+    r = run_cli("scan", str(p), "-d", "metadata", "-f", "jsonl", "--max-pixels", "200000000", "-q")
+    assert json.loads(r.stdout)["error"]["code"] == "decode-error"
+    r = run_cli("scan", str(p), "-d", "metadata", "-f", "jsonl", "-q")
+    assert json.loads(r.stdout)["error"]["code"] == "too-large"
