@@ -41,12 +41,14 @@ def _print_table(reports: list[dict], stream=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ..report.safe import printable
+
     # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup.
     con = Console(file=stream, highlight=False)
     for r in reports:
-        con.rule(Text(r["file"], style="bold"))
+        con.rule(Text(printable(r["file"]), style="bold"))
         if r.get("error"):
-            con.print(Text.assemble(("error", "red"), f" {r['error']['code']}: {r['error']['message']}"))
+            con.print(Text.assemble(("error", "red"), printable(f" {r['error']['code']}: {r['error']['message']}")))
             continue
         size = f"{r['width']}x{r['height']}" if r.get("width") else "?"
         p, llr = r.get("p_ai"), r.get("llr")
@@ -62,8 +64,8 @@ def _print_table(reports: list[dict], stream=None) -> None:
             sign = {"ai": "+", "real": "-"}.get(e["direction"], " ")
             style = {"ai": "red", "real": "green"}.get(e["direction"], "dim")
             t.add_row(Text(e["id"]) + (Text(" *", style="bold") if e.get("decisive") else Text("")),
-                      Text(e["direction"], style=style), Text(f"{sign}{e['strength']:.2f}"), Text(e["detail"]),
-                      Text(e.get("source", "")))
+                      Text(e["direction"], style=style), Text(f"{sign}{e['strength']:.2f}"),
+                      Text(printable(e["detail"])), Text(printable(e.get("source", ""))))
         if r["evidence"]:
             con.print(t)
         facts = r.get("facts") or {}
@@ -71,22 +73,22 @@ def _print_table(reports: list[dict], stream=None) -> None:
         if ex:
             keys = ("make", "model", "lens", "capture_time", "exposure_time", "f_number", "iso", "focal_length",
                     "software", "has_makernote", "has_gps")
-            con.print("EXIF: " + ", ".join(f"{k}={ex[k]}" for k in keys if ex.get(k) not in (None, "")),
+            con.print(printable("EXIF: " + ", ".join(f"{k}={ex[k]}" for k in keys if ex.get(k) not in (None, ""))),
                       markup=False)
         for g in facts.get("generators", []):
-            con.print(f"[bold]{escape(str(g['generator']))}[/] ({escape(str(g['where']))})")
+            con.print(f"[bold]{escape(printable(str(g['generator'])))}[/] ({escape(printable(str(g['where'])))})")
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
                 if g.get(k):
-                    con.print(f"  {k}: {g[k]}", markup=False)
+                    con.print(printable(f"  {k}: {g[k]}"), markup=False)
         if facts.get("c2pa"):
             c = facts["c2pa"]
-            con.print(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
-                      f"valid={c.get('valid')}, actions={c.get('actions')}, source types={c.get('source_types')}",
-                      markup=False)
+            con.print(printable(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
+                                f"valid={c.get('valid')}, actions={c.get('actions')}, "
+                                f"source types={c.get('source_types')}"), markup=False)
         if facts.get("watermark"):
-            con.print(f"watermark: {facts['watermark']}", markup=False)
+            con.print(printable(f"watermark: {facts['watermark']}"), markup=False)
         for e in r.get("errors", []):
-            con.print(Text.assemble(("warning", "yellow"), f" {e}"))
+            con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
 
 
 CSV_COLUMNS = ["schema", "file", "file_bytes", "format", "width", "height", "p_ai", "llr", "decisive", "evidence",

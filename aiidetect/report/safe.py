@@ -19,6 +19,7 @@ import base64
 import json
 import math
 import os
+import re
 from typing import Any
 
 
@@ -84,6 +85,16 @@ def clean(obj: Any) -> Any:
     if hasattr(obj, "__fspath__"):
         return display_path(obj)
     return clean_str(str(obj))
+
+
+# C0/C1 controls (a name holding ESC can drive the terminal) and the bidirectional overrides
+# (U+202E makes "gpj.exe" read as "exe.jpg"): shown as \uXXXX escapes in tables, never interpreted.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(s: str) -> str:
+    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", clean_str(s))
 
 
 def dumps(obj: Any, **kw: Any) -> str:

@@ -122,7 +122,7 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import display_path
+        from .safe import printable
 
         # Off a terminal rich assumes 80 columns; a report piped to a file or pager may be wider.
         console = Console(file=self.stream, soft_wrap=False,
@@ -143,7 +143,7 @@ class TableWriter(Writer):
         # Every cell is a Text, never markup: names, reasons, prompts and EXIF come from
         # the files, and "[/b]" in a file name must print as itself, not crash or vanish.
         for rec in self.rows:
-            cells = [Text(display_path(rec.file)), Text(rec.verdict, style=_VERDICT_STYLE.get(rec.verdict, "")),
+            cells = [Text(printable(rec.file)), Text(rec.verdict, style=_VERDICT_STYLE.get(rec.verdict, "")),
                      Text("—" if rec.p_ai is None else f"{rec.p_ai:.3f}")]
             for n in names:
                 r = rec.detectors.get(n)
@@ -154,8 +154,8 @@ class TableWriter(Writer):
                 else:
                     cells.append(Text("—" if r.p_ai is None else f"{r.p_ai:.3f}"))
             top = top_attribution(rec)
-            cells.append(Text(clean_str(f"{top[0]} ({top[1]:.2f})") if top else ""))
-            cells.append(Text(clean_str("; ".join(rec.reasons) if self.explain and rec.error is None
+            cells.append(Text(printable(f"{top[0]} ({top[1]:.2f})") if top else ""))
+            cells.append(Text(printable("; ".join(rec.reasons) if self.explain and rec.error is None
                                         else main_reason(rec))))
             t.add_row(*cells)
         console.print(t, highlight=False)
