@@ -242,3 +242,65 @@ def test_failed_files_release_their_bytes_at_once_and_keep_metadata(tmp_path):
         assert s.record.error.code == code
         assert s.data is None and s.image is None and not s.pixels
     assert "generator.parameters" in {e.id for e in s.record.detectors["metadata"].evidence}
+
+
+def test_scan_names_the_fusion_model_it_used(tmp_path):
+    """No silent state: the fusion model found in the weights folders is named
+    (path and checksum) in every record and the summary; --fusion none and
+    --fusion PATH choose explicitly."""
+    import hashlib
+
+    from PIL import Image
+
+    img = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(img)
+    w = tmp_path / "weights"
+    head = w / "fz"
+    head.mkdir(parents=True)
+    (head / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion",
+                                                    "params": {"ai_threshold": 0.9, "real_threshold": 0.1}}))
+    digest = hashlib.sha256((head / "manifest.json").read_bytes()).hexdigest()
+    env = {"AIIDETECT_WEIGHTS": str(w)}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", env=env)
+    rec = json.loads(r.stdout)
+    assert rec["fusion"] == {"kind": "model", "name": "fz", "path": str(head), "sha256": digest}
+    assert f"fusion: fz sha256:{digest[:12]} ({head})" in r.stderr
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--fusion", "none", env=env)
+    assert json.loads(r.stdout)["fusion"] == {"kind": "rules"} and "fusion: rules" in r.stderr
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--fusion", str(head),
+                env={"AIIDETECT_WEIGHTS": str(tmp_path / "empty")})
+    assert json.loads(r.stdout)["fusion"]["sha256"] == digest
+
+
+def test_metadata_budget_keeps_evidence_read_so_far(monkeypatch):
+    """Past the per-file budget the remaining parsers are skipped: the record keeps
+    what was parsed (the camera EXIF here) and gets a neutral metadata-timeout note."""
+    from hostile import _enc, _noise, xmp_ai_source_type
+
+    from PIL import Image
+
+    from aiidetect import provenance
+    from aiidetect.provenance import xmp
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Canon", "EOS R5"
+    x = xmp_ai_source_type()
+    seg = x[2:4 + int.from_bytes(x[4:6], "big")]               # the XMP APP1 segment
+    cam = _enc(_noise(), "JPEG", exif=ex.tobytes())
+    data = cam[:2] + seg + cam[2:]                             # camera EXIF + the AI XMP declaration
+    slow_parse = xmp.parse_xmp
+
+    def slow(*a, **kw):
+        time.sleep(0.3)
+        return slow_parse(*a, **kw)
+
+    monkeypatch.setattr(xmp, "parse_xmp", slow)
+    rep = provenance.analyze(data, options={"budget_s": 0.1, "watermark": "never"})
+    ids = [e.id for e in rep.evidence]
+    assert "metadata-timeout" in ids and "exif.camera" in ids
+    note = next(e for e in rep.evidence if e.id == "metadata-timeout")
+    assert note.direction == "neutral" and note.strength == 0 and note.data["stage"] == "generator parameters"
+    # parsed before the budget ran out: the XMP declaration is still reported
+    assert "xmp.ai-source-type" in ids
+    full = provenance.analyze(data, options={"watermark": "never"})
+    assert "metadata-timeout" not in [e.id for e in full.evidence]
