@@ -96,9 +96,11 @@ def test_meta_0_1_2(files, tmp_path):
 
 def test_eval_0_and_2(files, tmp_path):
     man = tmp_path / "m.csv"
-    man.write_text(f"file,label\n{files / 'gen.png'},ai\n{files / 'plain.jpg'},real\n")
+    # a generator name with rich markup in it (names come from folders and CSV columns)
+    man.write_text(f"file,label,generator\n{files / 'gen.png'},ai,[/x]gen[bold]\n{files / 'plain.jpg'},real,\n")
     r = run_cli("eval", str(man), "-d", "metadata", "-q", "--no-plots", "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "[/x]gen[bold]" in r.stdout
     for args in (("eval", str(tmp_path / "missing.csv"), "-d", "metadata"),
                  ("eval", str(man), "-d", "metadata", "--fusion", str(tmp_path / "nofusion")),
                  ("eval", str(man), "-d", "metadata", "--perturb", "nonsense:1")):
