@@ -165,6 +165,20 @@ def comfy_workflow_big_itxt() -> bytes:
     return png_with([png_chunk(b"iTXt", body)])
 
 
+def comfy_over_text_cap() -> bytes:
+    """The graph padded past aiidetect's own 4 MiB per-chunk cap: read truncated, still found."""
+    graph = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+             "pad": {"class_type": "Note", "inputs": {"text": "z" * 6_000_000}}}
+    return png_with([png_chunk(b"zTXt", b"prompt\x00\x00" + zlib.compress(json.dumps(graph).encode(), 9))])
+
+
+def parameters_after_junk() -> bytes:
+    """17 MB of junk text chunks first, then the A1111 parameters: the total cap must not push them out."""
+    junk = [png_chunk(b"tEXt", b"junk\x00" + b"j" * (1024 * 1024)) for _ in range(17)]
+    params = png_chunk(b"tEXt", b"parameters\x00a cat\nSteps: 20, Sampler: Euler a, Seed: 1")
+    return png_with(junk + [params])
+
+
 def ztxt_zip_bomb() -> bytes:
     body = b"Comment\x00\x00" + zlib.compress(b"\x00" * (64 * 1024 * 1024), 9)
     return png_with([png_chunk(b"zTXt", body)])
@@ -284,6 +298,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/a1111-quadratic.png", a1111_quadratic(), Expect(None, True, "106 s before (regex backtracking)"))
     put("meta/comfy-big-ztxt.png", comfy_workflow_big_ztxt(), Expect(None, True, "was decode-error (MAX_TEXT_CHUNK)"))
     put("meta/comfy-big-itxt.png", comfy_workflow_big_itxt(), Expect(None, True))
+    put("meta/comfy-over-text-cap.png", comfy_over_text_cap(), Expect(None, True, "past aiidetect's 4 MiB cap"))
+    put("meta/parameters-after-junk.png", parameters_after_junk(), Expect(None, True, "after 17 MB of junk"))
     put("meta/ztxt-zip-bomb.png", ztxt_zip_bomb(), Expect(None, False))
     put("meta/many-text-chunks.png", many_text_chunks(), Expect(None, False))
     put("meta/xmp-nested-70000.png", xmp_nested(), Expect(None, False))

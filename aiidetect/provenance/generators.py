@@ -327,7 +327,15 @@ def _one(key: str, val: str, where: str) -> GeneratorInfo | None:
             return _from_fooocus_json(_loads(val), k, where)
         return _from_a1111(val, k, where)
     if k in ("prompt", "workflow"):
-        obj = _loads(val)
+        try:
+            obj = _loads(val)
+        except (ValueError, RecursionError):
+            # Truncated at a size cap, or padded to break parsers: a ComfyUI graph is still
+            # recognisable by its node keys, and its size must not hide it.
+            head = val[:MAX_JSON_CHARS]
+            if '"class_type"' in head or ('"nodes"' in head and '"links"' in head):
+                return GeneratorInfo("ComfyUI", k, where, extra={"partial": "graph too large or damaged to parse"})
+            raise
         return _from_comfy_prompt(obj, k, where) if k == "prompt" else _from_comfy_workflow(obj, k, where)
     if k in ("invokeai_metadata", "sd-metadata", "invokeai_graph"):
         return _from_invoke(_loads(val), k, where)
