@@ -304,3 +304,14 @@ def test_metadata_budget_keeps_evidence_read_so_far(monkeypatch):
     assert "xmp.ai-source-type" in ids
     full = provenance.analyze(data, options={"watermark": "never"})
     assert "metadata-timeout" not in [e.id for e in full.evidence]
+
+
+def test_broken_link_reached_twice_is_one_row(tmp_path):
+    from aiidetect.discover import discover
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "broken.jpg").symlink_to("nowhere.jpg")
+    (tmp_path / "again").symlink_to("sub")          # the same folder through a link
+    cands, summ = discover([str(tmp_path)])
+    assert [c.error[0] for c in cands] == ["unreadable"] and summ.duplicates == 1
