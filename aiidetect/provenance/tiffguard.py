@@ -2,9 +2,11 @@
 
 exifread and Pillow read every IFD entry, follow every IFD pointer and warn once
 per bad entry: an IFD with 65,535 entries took 23 s and printed 115,000 warnings;
-IFD chains that loop or nest deeply cost as much. This walker touches each
-IFD's entry table once (struct.unpack_from on the raw bytes, no values decoded),
-with hard caps, and says whether the structure is sane enough to hand over.
+IFD chains that nest deeply cost as much. This walker touches each IFD's entry
+table once (struct.unpack_from on the raw bytes, no values decoded), with hard
+caps, and says whether the structure is sane enough to hand over. A loop is
+noted and not followed rather than refused: real camera files contain them
+(a Kodak ProBack JPEG points back at IFD0) and the readers stop at a revisit.
 It also reads the Orientation tag, so the pixel decoder never needs Pillow's
 EXIF parser for a file that fails the check.
 """
@@ -49,7 +51,9 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         if off == 0:
             continue
         if off in seen:
-            return _bad(r, f"IFD at offset {off} is reached twice (a loop)")
+            # Real camera files point back at IFD0 (Kodak ProBack); readers stop there, and so does this walk.
+            r.notes.append(f"IFD at offset {off} is reached twice (a loop); not followed")
+            continue
         if off + 2 > len(tiff):
             r.notes.append(f"IFD offset {off} beyond the data")
             continue
