@@ -31,6 +31,7 @@ def _one_line_error(r):
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.slow  # a dozen CLI subprocesses: ~15 s on 2 loaded cores
 def test_scan_0_1_2(files, tmp_path):
     r = run_cli("scan", str(files / "plain.jpg"), "-d", "metadata", "-f", "jsonl", "-q")
     assert r.returncode == 0
@@ -109,6 +110,7 @@ def test_eval_0_and_2(files, tmp_path):
         _one_line_error(r)
 
 
+@pytest.mark.slow  # shares the session's tiny probe; each refused run still imports torch
 def test_train_0_and_2(trained, tmp_path, dev_manifest):
     # 0: the session's tiny probe was trained through this same CLI (conftest asserts returncode 0)
     assert any((trained / "cli-probe").iterdir())

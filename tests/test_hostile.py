@@ -172,6 +172,7 @@ def test_meta_agrees_with_scan_on_decisive_evidence(cli_runs, corpus):
     assert r.returncode == 1 and b"a[/b]/c.jpg" in r.stdout
 
 
+@pytest.mark.slow  # 120 dev images through scan and meta: ~12 s on 2 loaded cores
 def test_meta_and_scan_agree_on_dev_set(dev_dir, tmp_path):
     sub = sorted(p for p in (dev_dir / "ai").rglob("*") if p.is_file())[:60] + \
         sorted(p for p in (dev_dir / "real").rglob("*") if p.is_file())[:60]
