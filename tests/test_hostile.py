@@ -166,8 +166,9 @@ def test_meta_agrees_with_scan_on_decisive_evidence(cli_runs, corpus):
     assert set(meta) == set(scan)
     for rel, s in scan.items():
         m = meta[rel]
-        s_ev = _decisive_ai((s["detectors"].get("metadata") or {}).get("evidence"))
-        assert s_ev == _decisive_ai(m.get("evidence")), rel
+        s_ev = (s["detectors"].get("metadata") or {}).get("evidence")
+        assert _decisive_ai(s_ev) == _decisive_ai(m.get("evidence")), rel
+        assert sorted(e["id"] for e in s_ev or []) == sorted(e["id"] for e in m.get("evidence") or []), rel
     r = run_cli("meta", str(d), text=False)  # the table must not crash on any of it
     assert r.returncode == 1 and b"a[/b]/c.jpg" in r.stdout
 
