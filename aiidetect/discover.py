@@ -52,7 +52,9 @@ def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
 
 def read_path_list(stream) -> list[str]:
     """Paths from stdin, one per line (NUL-separated also accepted, as from find -print0)."""
-    data = stream.read()
+    # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
+    # not UTF-8, and a text-mode read would fail on the first one.
+    data = getattr(stream, "buffer", stream).read()
     if isinstance(data, bytes):
         data = data.decode("utf-8", "surrogateescape")
     parts = data.split("\0") if "\0" in data else data.splitlines()

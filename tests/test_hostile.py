@@ -318,3 +318,15 @@ def test_broken_link_reached_twice_is_one_row(tmp_path):
     (tmp_path / "again").symlink_to("sub")          # the same folder through a link
     cands, summ = discover([str(tmp_path)])
     assert [c.error[0] for c in cands] == ["unreadable"] and summ.duplicates == 1
+
+
+def test_stdin_list_with_non_utf8_names(corpus):
+    """`find -print0 | aiidetect scan -`: names that are not UTF-8 arrive as bytes."""
+    d, _ = corpus
+    root = os.fsencode(d)
+    lst = b"\0".join([root + b"/names/bad\xff\xfename.jpg", root + b"/names/a[/b]/c.jpg", root + b"/gone\xff.jpg"])
+    r = run_cli("scan", "-", "-d", "metadata", "-f", "jsonl", "-q", input=lst, text=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = [strict_loads(x) for x in r.stdout.decode("utf-8").splitlines()]
+    assert [(_rel(d, x), (x["error"] or {}).get("code")) for x in recs] == [
+        (b"names/bad\xff\xfename.jpg", None), (b"names/a[/b]/c.jpg", None), (b"gone\xff.jpg", "unreadable")]
