@@ -304,6 +304,9 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
         img, info = decode_bytes(s.data or b"", limits, draft=draft)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
+        if "metadata_skipped_for_pixels" in info:
+            # Honest about the retry: Pillow refused the file with its metadata, decoded it without.
+            rec.image_info["pixels_without_metadata"] = info["metadata_skipped_for_pixels"]
         s.info = info
         for spec in preprocess_specs:
             s.pixels[spec_key(spec)] = apply(img, spec)

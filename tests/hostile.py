@@ -90,6 +90,16 @@ def exif_loop() -> bytes:
     return b"II*\x00" + struct.pack("<I", 8) + ifd
 
 
+def ifd_chain(n: int) -> bytes:
+    """n one-entry IFDs, each pointing at the next: deep chains (EXIF IFD1...IFDn, or TIFF pages)."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for i in range(n):
+        off = 8 + 18 * i
+        nxt = off + 18 if i + 1 < n else 0
+        out += struct.pack("<H", 1) + struct.pack("<HHI", 0x010F, 2, 4) + b"Cam\x00" + struct.pack("<I", nxt)
+    return bytes(out)
+
+
 def exif_nonfinite() -> bytes:
     """Make/Model plus DOUBLE (type 12) FNumber=NaN, ExposureTime=+Inf, FocalLength=-Inf in the EXIF IFD."""
     e = "<"
@@ -310,6 +320,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/exif-loop.jpg", jpeg_with_app1(b"Exif\x00\x00" + exif_loop()), Expect(None, False))
     put("meta/exif-nan-inf.jpg", jpeg_with_app1(b"Exif\x00\x00" + exif_nonfinite()), Expect(None, False))
     put("meta/tiff-65535-entries.tif", tiff_file_many_entries(), Expect(ANY_ERROR))
+    put("meta/exif-deep-chain.jpg", jpeg_with_app1(b"Exif\x00\x00" + ifd_chain(3000)), Expect(None, False))
+    put("meta/tiff-20000-page-chain.tif", ifd_chain(20_000), Expect(ANY_ERROR))
     put("meta/tiff-ifd-loop.tif", tiff_file_loop(), Expect(None, None, "page chain loops back: read once"))
     put("meta/gif-3000-frames.gif", gif_many_frames(), Expect(None))
     put("meta/apng-claims-2e31-frames.png", apng_claims_frames(), Expect(None))

@@ -131,6 +131,9 @@ def test_every_format_parses_strictly(cli_runs, corpus):
     assert [r["file"] for r in rows] == [r["file"] for r in recs]
     assert [r["file_bytes"] for r in rows] == [r["file_bytes"] or "" for r in recs]
     assert {r["schema"] for r in rows} == {"1.1"}
+    # a file Pillow refuses for its metadata is decoded without it, and the record says so
+    assert "Decompressed" in by[b"meta/comfy-big-ztxt.png"]["image"]["pixels_without_metadata"]
+    assert "pixels_without_metadata" not in by[b"formats/ok.png"]["image"]
     # non-finite EXIF numbers are null (or absent), never evidence
     nan = by[b"meta/exif-nan-inf.jpg"]
     facts = nan["detectors"]["metadata"].get("facts", {}).get("exif", {})
