@@ -103,10 +103,21 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
         raise DecodeFailure("too-large", f"file is {st.st_size} bytes, over the {limits.max_bytes}-byte limit "
                                          f"(--max-bytes)")
     try:
-        with open(p, "rb") as f:
-            return f.read(limits.max_bytes + 1)
+        # O_NONBLOCK and a second check on the open descriptor: a file swapped for a FIFO between
+        # stat and open must not block the worker forever.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
+        raise DecodeFailure("unreadable", f"cannot open: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DecodeFailure("not-a-file", "not a regular file (changed while being opened)")
+        try:
+            data = f.read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
+    if len(data) > limits.max_bytes:  # grew after the size check
+        raise DecodeFailure("too-large", f"file is over the {limits.max_bytes}-byte limit (--max-bytes)")
+    return data
 
 
 def _to_rgb(img):
