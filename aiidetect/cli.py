@@ -38,8 +38,12 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")):
-    pass
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="On a fatal error, print the traceback too "
+                                                             "(example: aiidetect --debug scan photos/).")):
+    from .commands import errors
+
+    errors.DEBUG = debug or errors.DEBUG
 
 
 for _name in COMMAND_MODULES:
@@ -53,26 +57,11 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    # Typer/click usage errors exit 2 already; keep that contract.
-    from .extras import MissingExtra, for_missing_module
+    # Typer/click usage errors exit 2 already; every other escape becomes one line and exit 2
+    # (exit 1 is reserved for --fail-on findings).
+    from .commands.errors import run_guarded
 
-    try:
-        app()
-    except MissingExtra as exc:
-        _missing(str(exc))
-    except ModuleNotFoundError as exc:
-        # The light install lacks torch & co.; say which extra to install, not a traceback.
-        msg = for_missing_module(exc)
-        if msg is None:
-            raise
-        _missing(msg)
-
-
-def _missing(msg: str) -> None:
-    import sys
-
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+    run_guarded(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import warnings
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,8 +18,7 @@ import numpy as np
 
 from .records import Record
 
-DEFAULT_MAX_PIXELS = 120_000_000      # ~120 MP: larger than any camera, far below a bomb
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -104,10 +103,21 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
         raise DecodeFailure("too-large", f"file is {st.st_size} bytes, over the {limits.max_bytes}-byte limit "
                                          f"(--max-bytes)")
     try:
-        with open(p, "rb") as f:
-            return f.read(limits.max_bytes + 1)
+        # O_NONBLOCK and a second check on the open descriptor: a file swapped for a FIFO between
+        # stat and open must not block the worker forever.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
+        raise DecodeFailure("unreadable", f"cannot open: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DecodeFailure("not-a-file", "not a regular file (changed while being opened)")
+        try:
+            data = f.read(limits.max_bytes + 1)
+        except OSError as exc:
+            raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
+    if len(data) > limits.max_bytes:  # grew after the size check
+        raise DecodeFailure("too-large", f"file is over the {limits.max_bytes}-byte limit (--max-bytes)")
+    return data
 
 
 def _to_rgb(img):
@@ -152,16 +162,51 @@ def _frame_count(img) -> int:
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None):
-    """-> (PIL RGB image, info). Raises DecodeFailure."""
+    """-> (PIL RGB image, info). Raises DecodeFailure.
+
+    A decode that fails is retried once without the metadata segments
+    (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
+    pixels down with it; the metadata parsers read those segments themselves."""
+    limits = limits or DecodeLimits()
+    try:
+        return _decode_bytes(data, limits, draft)
+    except DecodeFailure as first:
+        if first.code != "decode-error":
+            raise
+        from .metastrip import strip_metadata
+
+        bare = strip_metadata(data, sniff_format(data))
+        if bare is None:
+            raise
+        try:
+            img, info = _decode_bytes(bare, limits, draft)
+        except DecodeFailure:
+            raise first from None
+        info["metadata_skipped_for_pixels"] = first.message[:200]
+        return img, info
+
+
+def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None):
     import io
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _register_openers()
-    limits = limits or DecodeLimits()
     sniffed = sniff_format(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    if sniffed == "TIFF":
+        # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
+        # a warning per entry. The capped walker vets the structure first.
+        from .provenance.tiffguard import check_tiff
+
+        chk = check_tiff(data, pages=True)
+        if not chk.ok:
+            raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
+    # One pixel limit (aiidetect.limits, --max-pixels) for Pillow too: its own default (89.5 MP)
+    # refused real 102 MP camera files. Our check below gives the explained too-large error.
+    # Pillow raises above twice its setting (and only warns between): halved, its error fires at our limit.
+    Image.MAX_IMAGE_PIXELS = (limits.max_pixels + 1) // 2
+    # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
+    with contextlib.nullcontext():
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
@@ -187,11 +232,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             img.load()
-            exif_orientation = 1
-            try:
-                exif_orientation = int(img.getexif().get(0x0112, 1) or 1)
-            except Exception:  # noqa: BLE001 - broken EXIF must not block the pixels
-                pass
+            exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
             if exif_orientation != 1:
                 try:
@@ -209,6 +250,25 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         except Exception as exc:  # noqa: BLE001
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
+
+
+def _orientation(img, info: dict) -> int:
+    """EXIF Orientation, without letting Pillow's EXIF parser loose on a hostile
+    block (65,535-entry IFDs, loops): the capped walker vets it first."""
+    raw = img.info.get("exif") if isinstance(img.info, dict) else None
+    if raw:
+        from .provenance.tiffguard import check_tiff
+
+        tiff = bytes(raw)
+        tiff = tiff[6:] if tiff.startswith(b"Exif\x00\x00") else tiff
+        chk = check_tiff(tiff, pages=False)
+        if not chk.ok:
+            info["exif_refused"] = chk.problem
+            return 1
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - broken EXIF must not block the pixels
+        return 1
 
 
 def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
@@ -255,6 +315,9 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
         img, info = decode_bytes(s.data or b"", limits, draft=draft)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
+        if "metadata_skipped_for_pixels" in info:
+            # Honest about the retry: Pillow refused the file with its metadata, decoded it without.
+            rec.image_info["pixels_without_metadata"] = info["metadata_skipped_for_pixels"]
         s.info = info
         for spec in preprocess_specs:
             s.pixels[spec_key(spec)] = apply(img, spec)

@@ -52,7 +52,9 @@ def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
 
 def read_path_list(stream) -> list[str]:
     """Paths from stdin, one per line (NUL-separated also accepted, as from find -print0)."""
-    data = stream.read()
+    # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
+    # not UTF-8, and a text-mode read would fail on the first one.
+    data = getattr(stream, "buffer", stream).read()
     if isinstance(data, bytes):
         data = data.decode("utf-8", "surrogateescape")
     parts = data.split("\0") if "\0" in data else data.splitlines()
@@ -98,8 +100,10 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
             except OSError as exc:
                 if getattr(exc, "errno", None) == 40 or is_link:
                     if os.path.splitext(p)[1].lower() in IMAGE_EXTS or _is_dir_link(p):
+                        # Keyed by the link itself: a broken link reached through two folder links is one row.
                         add(Candidate(p, error=("symlink-loop" if getattr(exc, "errno", None) == 40 else "unreadable",
-                                                f"broken or looping symbolic link: {exc.strerror or exc}")), None)
+                                                f"broken or looping symbolic link: {exc.strerror or exc}")),
+                            _link_key(p))
                     else:
                         summ.skipped += 1
                     continue
@@ -152,3 +156,11 @@ def _is_dir_link(p: str) -> bool:
         return os.path.islink(p) and not os.path.splitext(p)[1]
     except OSError:
         return False
+
+
+def _link_key(p: str):
+    try:
+        st = os.lstat(p)
+        return ("link", st.st_dev, st.st_ino)
+    except OSError:
+        return None

@@ -231,3 +231,23 @@ def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None
         if name is None or manifest.get("name") == name:
             return {**manifest, "path": str(path)}
     return None
+
+
+def fusion_identity(model: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What produced a verdict, for every record and the summary line: the default
+    rules, or a fitted model named by path and the SHA-256 of its manifest (the
+    manifest holds the fitted parameters, so the hash pins them)."""
+    import hashlib
+
+    if not model:
+        return {"kind": "rules"}
+    path = model.get("path")
+    digest = None
+    if path:
+        from .weights import MANIFEST
+
+        try:
+            digest = hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+    return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest}

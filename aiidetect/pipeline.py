@@ -19,7 +19,7 @@ import numpy as np
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
 from .detectors.base import Detector, FeatureRequest, UnavailableDetector, feature_key
 from .discover import Candidate
-from .fusion import fuse
+from .fusion import fuse, fusion_identity
 from .preprocess import draft_size, spec_key
 from .records import DetectorResult, Record
 
@@ -68,6 +68,7 @@ class Pipeline:
         self.detectors = list(detectors)
         self.decoder = decoder
         self.fusion_model = fusion_model
+        self.fusion_info = fusion_identity(fusion_model)
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
         self.limits = limits or DecodeLimits()
@@ -134,9 +135,14 @@ class Pipeline:
                 s.data = None
             elif s.ok:
                 decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
-        if s.ok and s.cached is None:
+        # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
+        # (scan and meta agree on every file), and its verdict stays "error".
+        if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = _predict(d, [s], [{}])[0]
+        if not s.ok:
+            s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
+            s.pixels.clear()
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
@@ -219,6 +225,7 @@ class Pipeline:
 
     def _finish(self, s: Sample) -> Record:
         rec = s.record
+        rec.fusion = dict(self.fusion_info)
         if rec.error is None:
             rec.detectors = {d.name: rec.detectors[d.name] for d in self.detectors if d.name in rec.detectors}
             out = fuse(rec.detectors, self.fusion_model)

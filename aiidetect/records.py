@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: file_bytes, fusion (docs/schema.md "Changes")
 
 Verdict = Literal["ai-generated", "likely-real", "uncertain", "error"]
 Direction = Literal["ai", "real", "neutral"]
@@ -27,6 +27,10 @@ ERROR_CODES = (
     "decode-error",        # recognised format, but corrupt or truncated
     "internal-error",      # a bug: reported, never hidden
 )
+
+# Notes (neutral evidence ids) that say the metadata reading was cut short; not errors: the record
+# still has its pixels' verdict and whatever evidence was read before the cut.
+METADATA_TIMEOUT = "metadata-timeout"
 
 
 @dataclass
@@ -122,6 +126,8 @@ class Record:
     reasons: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     image_info: dict[str, Any] = field(default_factory=dict)
+    # Which fusion produced the verdict: {"kind": "rules"} or {"kind": "model", "name", "path", "sha256"}.
+    fusion: dict[str, Any] | None = None
 
     def set_error(self, code: str, message: str) -> "Record":
         self.error = ErrorInfo(code, message)
@@ -130,9 +136,12 @@ class Record:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        from .report.safe import display_path, path_bytes_b64
+
         return {
             "schema": SCHEMA_VERSION,
-            "file": self.file,
+            "file": display_path(self.file),
+            "file_bytes": path_bytes_b64(self.file),
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
             "format": self.format,
@@ -144,6 +153,7 @@ class Record:
             "reasons": list(self.reasons),
             "image": dict(self.image_info),
             "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
+            "fusion": self.fusion,
         }
 
 
@@ -151,6 +161,6 @@ def _num(x: float | None) -> float | None:
     if x is None:
         return None
     x = float(x)
-    if x != x:  # NaN never reaches JSON
+    if x != x or x in (float("inf"), float("-inf")):  # strict JSON has neither
         return None
     return round(x, 6)

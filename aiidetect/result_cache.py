@@ -12,7 +12,8 @@ of every weight file and the calibration), the backbone fingerprint, device,
 dtype and runtime, the decode settings of the run, and a hash of the
 aiidetect source itself, so results of an older build are never served as
 if this build had computed them. Results with status "error" or
-"unavailable" are never stored.
+"unavailable" are never stored. Every row carries a checksum over its key and
+content; a row that fails it (a flipped byte on disk) is a miss, recomputed.
 """
 from __future__ import annotations
 
@@ -67,6 +68,25 @@ def result_from_json(s: str) -> DetectorResult:
                           reason=d["reason"], evidence=[Evidence(**e) for e in d["evidence"]], extra=d["extra"])
 
 
+class CacheIntegrityError(ValueError):
+    """A row's checksum does not match its content: the lookup is a miss."""
+
+
+def _seal(sha: str, ident: str, text: str) -> str:
+    """Prefix a row with a checksum over its key and content: a flipped byte in the
+    database, or a row copied under another file's key, fails `_unseal` and is
+    recomputed instead of served (a served p_ai must be one this build computed)."""
+    h = hashlib.sha256(f"{sha}\0{ident}\0{text}".encode()).hexdigest()[:32]
+    return f"{h}:{text}"
+
+
+def _unseal(sha: str, ident: str, stored: str) -> str:
+    h, sep, text = stored.partition(":")
+    if not sep or _seal(sha, ident, text) != stored:
+        raise CacheIntegrityError(f"results.sqlite row for {sha[:12]} fails its checksum; recomputed")
+    return text
+
+
 class ResultCache:
     """sha256 x detector identity -> DetectorResult; sha256 -> decode facts."""
 
@@ -93,8 +113,11 @@ class ResultCache:
                 (sha, *keys)).fetchall()) if keys else {}
         if any(k not in rows for k in keys):
             return None
+        # Raises CacheIntegrityError (a miss, reported once by the pipeline) on a damaged row.
+        info_text = _unseal(sha, "files", info[0])
+        texts = {name: _unseal(sha, k, rows[k]) for name, k in idents.items()}
         try:
-            return json.loads(info[0]), {name: result_from_json(rows[k]) for name, k in idents.items()}
+            return json.loads(info_text), {name: result_from_json(t) for name, t in texts.items()}
         except (ValueError, KeyError, TypeError):
             return None  # a row from an incompatible layout: recompute
 
@@ -104,12 +127,12 @@ class ResultCache:
         kept. Returns how many results were stored."""
         files, rows = [], []
         for sha, info, results in entries:
-            files.append((sha, json.dumps(dict(info), default=str)))
+            files.append((sha, _seal(sha, "files", json.dumps(dict(info), default=str))))
             for ident, r in results.values():
                 if r.status != "ok":
                     continue
                 try:
-                    rows.append((sha, ident, result_to_json(r)))
+                    rows.append((sha, ident, _seal(sha, ident, result_to_json(r))))
                 except (TypeError, ValueError):
                     continue  # not JSON-exact (e.g. a NaN): recompute next time rather than store an approximation
         if not files:

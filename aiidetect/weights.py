@@ -15,6 +15,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,21 @@ def shipped_weights_dirs() -> list[Path]:
     return out
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def plain_name(name: str) -> str:
+    """A head name becomes a folder under the weights dir and part of a detector
+    name (linear:<name>): letters, digits, . _ + -, no path separators, no '..'."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"head name {name!r} is not a plain name: use letters, digits, '.', '_', '+', '-' "
+                         "(no '/' or '..'; at most 128 characters); --out picks another folder")
+    return name
+
+
 def default_output_dir(name: str, explicit: Iterable[str | Path] | None = None) -> Path:
     """Where a trainer writes a new head when the user gives no --out."""
+    plain_name(name)
     explicit = [Path(p) for p in (explicit or []) if str(p)]
     if explicit:
         return explicit[0] / name

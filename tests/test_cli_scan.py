@@ -9,7 +9,7 @@ from conftest import jsonl, run_cli
 from images import make_zoo
 
 SCHEMA_KEYS = {"schema", "file", "sha256", "size_bytes", "format", "width", "height", "verdict", "p_ai",
-               "detectors", "reasons", "image", "error"}
+               "detectors", "reasons", "image", "error", "file_bytes", "fusion"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_jsonl_one_record_per_file_and_inputs_untouched(zoo_dir):
     assert [x["file"] for x in recs] == sorted(x["file"] for x in recs)
     for x in recs:
         assert set(x) == SCHEMA_KEYS
-        assert x["schema"] == "1.0"
+        assert x["schema"] == "1.1"
         assert x["verdict"] in ("ai-generated", "likely-real", "uncertain", "error")
         assert (x["error"] is None) == (x["verdict"] != "error")
     by = {Path(x["file"]).name: x for x in recs}

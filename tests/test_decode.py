@@ -86,7 +86,7 @@ def test_permission_error_is_unreadable(tmp_path, monkeypatch):
     def deny(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("builtins.open", deny)
+    monkeypatch.setattr("os.open", deny)  # read_bytes opens with os.open (O_NONBLOCK, then fstat)
     s = decode_path(str(p))
     assert s.record.error.code == "unreadable" and "Permission denied" in s.record.error.message
 

@@ -45,7 +45,8 @@ def test_meta_errors(tmp_path):
     bad = tmp_path / "empty.jpg"
     bad.write_bytes(b"")
     r = CliRunner().invoke(app, ["meta", "--format", "json", str(bad)])
-    assert r.exit_code == 2 and json.loads(r.stdout)[0]["error"]["code"] == "empty-file"
+    # A file that cannot be read is a record with an error code, not a fatal error: exit 0 (1 is findings only).
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["error"]["code"] == "empty-file"
     r = CliRunner().invoke(app, ["meta", str(tmp_path / "missing.png")])
     assert r.exit_code == 2
     r = CliRunner().invoke(app, ["meta", "--format", "xml", str(bad)])

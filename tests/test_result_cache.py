@@ -183,3 +183,41 @@ def test_a_damaged_cache_costs_speed_not_files(tmp_path, pngs):
     pipe, recs = _scan([d], pngs, cache)
     assert d.calls == 5 and all(r["verdict"] != "error" for r in recs)
     assert pipe.cache_error and "results" in pipe.cache_error
+
+
+def test_a_flipped_byte_in_a_row_is_a_miss_not_a_served_value(tmp_path, pngs):
+    cache = ResultCache(tmp_path / "r.sqlite")
+    _, first = _scan([Counting()], pngs, cache)
+    row = cache._db.execute("SELECT rowid, result FROM results LIMIT 1").fetchone()
+    text = row[1]
+    i = text.index('"p_ai": ') + len('"p_ai": ')
+    flipped = text[:i] + ("9" if text[i] != "9" else "8") + text[i + 1:]   # one digit of a stored p_ai
+    cache._db.execute("UPDATE results SET result=? WHERE rowid=?", (flipped, row[0]))
+    cache._db.commit()
+    d = Counting()
+    pipe, again = _scan([d], pngs, cache)
+    assert d.calls == 1, "the damaged row must be recomputed, the others served"
+    assert again == first
+    assert pipe.cache_error and "checksum" in pipe.cache_error
+
+
+def test_cache_info_reads_a_read_only_cache(tmp_path, pngs, monkeypatch):
+    """mode=ro needs to create the -shm file beside a WAL database; in a read-only
+    folder that fails, and `cache info` must still count the rows."""
+    import sqlite3
+
+    from aiidetect.commands import cache as cache_cmd
+
+    cache = ResultCache(tmp_path / "results.sqlite")
+    _scan([Counting()], pngs, cache)
+    cache.close()
+    real_connect = sqlite3.connect
+
+    def refusing(database, *a, **kw):  # what a folder without write permission does to mode=ro
+        if "mode=ro" in str(database):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(database, *a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", refusing)
+    got = cache_cmd._counts(tmp_path / "results.sqlite", "results")
+    assert got == {"rows": 5, "files": 5, "read_only": True}

@@ -24,12 +24,7 @@ def info(fmt: str = typer.Option("table", "--format", "-f", help="table | json")
         row = {"path": str(p), "exists": p.exists(), "bytes": p.stat().st_size if p.exists() else 0}
         if p.exists():
             try:
-                with sqlite3.connect(f"file:{p}?mode=ro", uri=True) as db:
-                    table = "results" if name == "results" else "features"
-                    row["rows"] = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-                    row["files"] = int(db.execute(
-                        "SELECT COUNT(*) FROM files" if name == "results"
-                        else "SELECT COUNT(DISTINCT sha) FROM features").fetchone()[0])
+                row.update(_counts(p, name))
             except sqlite3.Error as exc:
                 row["error"] = str(exc)
         out[name] = row
@@ -39,7 +34,36 @@ def info(fmt: str = typer.Option("table", "--format", "-f", help="table | json")
     for name, row in out.items():
         detail = (f"{row.get('files', 0)} files, {row.get('rows', 0)} rows, {row['bytes'] / 1e6:.1f} MB"
                   if row["exists"] else "empty")
-        typer.echo(f"{name:9s} {row['path']}  ({detail}{'; ' + row['error'] if 'error' in row else ''})")
+        ro = "; read-only" if row.get("read_only") else ""
+        typer.echo(f"{name:9s} {row['path']}  ({detail}{ro}{'; ' + row['error'] if 'error' in row else ''})")
+
+
+def _counts(p, name: str) -> dict:
+    """Row counts, read-only. A WAL database in a folder the user cannot write
+    (a shared, read-only cache) cannot be opened with mode=ro, which needs the
+    -shm file; immutable=1 reads it without locks (uncheckpointed WAL pages,
+    if any, are then not counted, and the report says so)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    def count(uri: str) -> dict:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            table = "results" if name == "results" else "features"
+            out = {"rows": int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])}
+            out["files"] = int(db.execute("SELECT COUNT(*) FROM files" if name == "results"
+                                          else "SELECT COUNT(DISTINCT sha) FROM features").fetchone()[0])
+            return out
+        finally:
+            db.close()
+
+    base = f"file:{quote(str(p))}"
+    try:
+        return count(base + "?mode=ro")
+    except sqlite3.OperationalError:
+        out = count(base + "?immutable=1")
+        out["read_only"] = True
+        return out
 
 
 def clear(what: str = typer.Argument("results", help="results | features | all")):

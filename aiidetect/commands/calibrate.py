@@ -45,7 +45,7 @@ def calibrate_cmd(
     from ..calibration import METHODS, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import summarize
-    from ..weights import default_output_dir
+    from ..weights import default_output_dir, plain_name
     from .evaluate import build_detectors, load_labelled, parse_list
 
     if method not in METHODS:
@@ -64,6 +64,10 @@ def calibrate_cmd(
     summary = summarize(items)
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)
+    try:
+        plain_name(name)
+    except ValueError as exc:
+        fail(str(exc))
     dest = out or default_output_dir(name, weights_dir)
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)

@@ -44,13 +44,31 @@ def backbone_spec(backbone: Optional[str], pretrained: Optional[str], config: Op
 
 def stderr_console():
     from rich.console import Console
+    from rich.errors import MarkupError
 
-    return Console(stderr=True, soft_wrap=True)  # log lines stay whole for grep
+    class _LogConsole(Console):
+        """Log lines often quote paths and values from files; those are escaped where
+        they are built, and a line whose markup still does not parse is printed as
+        plain text rather than ending the run."""
+
+        def print(self, *objects, **kw):
+            try:
+                super().print(*objects, **kw)
+            except MarkupError:
+                kw["markup"] = False
+                super().print(*objects, **kw)
+
+    return _LogConsole(stderr=True, soft_wrap=True)  # log lines stay whole for grep
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     """Usage or fatal error: one line on stderr, exit 2."""
-    stderr_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    from ..report.safe import clean_str
+
+    # The message often quotes a path or a value from a file: never markup.
+    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message)))}", highlight=False)
     raise typer.Exit(code)
 
 

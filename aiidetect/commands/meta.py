@@ -5,59 +5,55 @@ C2PA, the SD watermark, structural hints, and what they weigh.
 """
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, fail
+from .common import EXIT_FINDINGS, EXIT_OK, fail
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".gif", ".bmp", ".jfif"}
-
-
-def _files(paths: list[Path]) -> list[Path]:
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXT))
-        else:
-            out.append(p)
-    return out
-
-
-def _report_one(path: Path, watermark: str) -> dict:
+def _report_one(path: str, watermark: str, error: tuple[str, str] | None = None) -> dict:
     from ..decode import DecodeFailure, read_bytes
     from ..detectors.metadata import result_from_evidence
     from ..provenance import analyze
+    from ..report.safe import display_path, path_bytes_b64
 
+    head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
+    if error is not None:
+        return {**head, "error": {"code": error[0], "message": error[1]}}
     try:
         data = read_bytes(path)
     except DecodeFailure as exc:
-        return {"file": str(path), "error": {"code": exc.code, "message": exc.message}}
-    rep = analyze(data, str(path), options={"watermark": watermark})
+        return {**head, "error": {"code": exc.code, "message": exc.message}}
+    rep = analyze(data, path, options={"watermark": watermark})
     res = result_from_evidence(rep.evidence)
-    d = rep.to_dict()
+    d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
     d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
     d["llr"] = None if res.score is None else round(res.score, 4)
     d["error"] = None
     return d
 
 
-def _print_table(reports: list[dict]) -> None:
+def _print_table(reports: list[dict], stream=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    con = Console()
+    from ..report.safe import printable
+
+    # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup.
+    con = Console(file=stream, highlight=False)
     for r in reports:
-        con.rule(f"[bold]{r['file']}")
+        con.rule(Text(printable(r["file"]), style="bold"))
         if r.get("error"):
-            con.print(f"[red]error[/] {r['error']['code']}: {r['error']['message']}", highlight=False)
+            con.print(Text.assemble(("error", "red"), printable(f" {r['error']['code']}: {r['error']['message']}")))
             continue
         size = f"{r['width']}x{r['height']}" if r.get("width") else "?"
         p, llr = r.get("p_ai"), r.get("llr")
         opinion = "no opinion" if p is None else f"{p:.3f}  (sum of LLR {llr:+.2f} nats)"
-        con.print(f"{r.get('format') or '?'} {size}   metadata p_ai: {opinion}", highlight=False)
+        con.print(Text(f"{r.get('format') or '?'} {size}   metadata p_ai: {opinion}"))
         t = Table(show_header=True, header_style="bold", expand=True)
         t.add_column("evidence", no_wrap=True)
         t.add_column("dir", no_wrap=True)
@@ -67,8 +63,9 @@ def _print_table(reports: list[dict]) -> None:
         for e in r["evidence"]:
             sign = {"ai": "+", "real": "-"}.get(e["direction"], " ")
             style = {"ai": "red", "real": "green"}.get(e["direction"], "dim")
-            t.add_row(e["id"] + (" [bold]*[/]" if e.get("decisive") else ""), f"[{style}]{e['direction']}[/]",
-                      f"{sign}{e['strength']:.2f}", e["detail"], e.get("source", ""))
+            t.add_row(Text(e["id"]) + (Text(" *", style="bold") if e.get("decisive") else Text("")),
+                      Text(e["direction"], style=style), Text(f"{sign}{e['strength']:.2f}"),
+                      Text(printable(e["detail"])), Text(printable(e.get("source", ""))))
         if r["evidence"]:
             con.print(t)
         facts = r.get("facts") or {}
@@ -76,62 +73,106 @@ def _print_table(reports: list[dict]) -> None:
         if ex:
             keys = ("make", "model", "lens", "capture_time", "exposure_time", "f_number", "iso", "focal_length",
                     "software", "has_makernote", "has_gps")
-            con.print("EXIF: " + ", ".join(f"{k}={ex[k]}" for k in keys if ex.get(k) not in (None, "")),
-                      highlight=False)
+            con.print(printable("EXIF: " + ", ".join(f"{k}={ex[k]}" for k in keys if ex.get(k) not in (None, ""))),
+                      markup=False)
         for g in facts.get("generators", []):
-            con.print(f"[bold]{g['generator']}[/] ({g['where']})", highlight=False)
+            con.print(f"[bold]{escape(printable(str(g['generator'])))}[/] ({escape(printable(str(g['where'])))})")
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
                 if g.get(k):
-                    con.print(f"  {k}: {g[k]}", highlight=False, markup=False)
+                    con.print(printable(f"  {k}: {g[k]}"), markup=False)
         if facts.get("c2pa"):
             c = facts["c2pa"]
-            con.print(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
-                      f"valid={c.get('valid')}, actions={c.get('actions')}, source types={c.get('source_types')}",
-                      highlight=False, markup=False)
+            con.print(printable(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
+                                f"valid={c.get('valid')}, actions={c.get('actions')}, "
+                                f"source types={c.get('source_types')}"), markup=False)
         if facts.get("watermark"):
-            con.print(f"watermark: {facts['watermark']}", highlight=False, markup=False)
+            con.print(printable(f"watermark: {facts['watermark']}"), markup=False)
         for e in r.get("errors", []):
-            con.print(f"[yellow]warning[/] {e}", highlight=False)
+            con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
+
+
+CSV_COLUMNS = ["schema", "file", "file_bytes", "format", "width", "height", "p_ai", "llr", "decisive", "evidence",
+               "error_code", "error_message"]
+
+
+def _csv_row(r: dict) -> list:
+    from ..records import SCHEMA_VERSION
+
+    ev = r.get("evidence") or []
+    err = r.get("error") or {}
+    return [SCHEMA_VERSION, r["file"], r.get("file_bytes"), r.get("format"), r.get("width"), r.get("height"),
+            r.get("p_ai"), r.get("llr"), " ".join(e["id"] for e in ev if e.get("decisive")),
+            " ".join(e["id"] for e in ev), err.get("code"), err.get("message")]
+
+
+def meta_reports(paths: list[str], watermark: str = "auto", recursive: bool = True) -> list[dict]:
+    """Library entry point: the same file discovery as scan (one record per file,
+    broken links and special files included), then the provenance report of each."""
+    from ..discover import discover
+
+    cands, _ = discover(paths, recursive=recursive)
+    return [_report_one(c.path, watermark, c.error) for c in cands]
 
 
 def meta(
-    paths: list[Path] = typer.Argument(..., help="Image files or folders (folders are searched recursively)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv"),
     watermark: str = typer.Option("auto", "--watermark",
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout "
+                                                                      "(written whole, then renamed into place)."),
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark. Exit 1 if any file carries
-    decisive AI evidence, 2 on errors only, 0 otherwise."""
-    if fmt not in ("table", "json"):
-        fail(f"--format must be table or json, not {fmt!r}")
+    decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
+    record with an error code).
+
+    Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai
+    """
+    from ..discover import DiscoveryError
+    from ..report.output import OutputError, atomic_output, check_output
+    from ..report.safe import clean, dumps
+
+    if fmt not in ("table", "json", "jsonl", "csv"):
+        fail(f"--format must be table, json, jsonl or csv, not {fmt!r}")
     if watermark not in ("auto", "always", "never"):
         fail(f"--watermark must be auto, always or never, not {watermark!r}")
-    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
-    if missing:
-        fail(f"no such file or directory: {', '.join(missing)}")
-    files = _files(paths)
-    reports = [_report_one(p, watermark) for p in files]
-    if fmt == "json":
-        text = json.dumps(reports, indent=2, ensure_ascii=False, default=str)
-        if output:
-            output.write_text(text + "\n", encoding="utf-8")
-        else:
-            typer.echo(text)
-    else:
-        if output:
-            from contextlib import redirect_stdout
+    try:
+        from ..discover import discover
 
-            with open(output, "w", encoding="utf-8") as fh, redirect_stdout(fh):
-                _print_table(reports)
+        cands, _ = discover(paths)
+    except DiscoveryError as exc:
+        fail(str(exc))
+    if output is not None:
+        try:
+            check_output(output, paths, [c.path for c in cands if c.error is None])
+        except OutputError as exc:
+            fail(str(exc))
+    reports = [_report_one(c.path, watermark, c.error) for c in cands]
+
+    def emit(fh) -> None:
+        if fmt == "json":
+            fh.write(dumps(reports, indent=2) + "\n")
+        elif fmt == "jsonl":
+            for r in reports:
+                fh.write(dumps(r) + "\n")
+        elif fmt == "csv":
+            import csv
+
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for r in reports:
+                w.writerow(["" if v is None else v for v in clean(_csv_row(r))])
         else:
-            _print_table(reports)
+            _print_table(reports, fh)
+
+    if output:
+        with atomic_output(output) as fh:
+            emit(fh)
+    else:
+        emit(sys.stdout)
+        sys.stdout.flush()
     decisive = any(e.get("decisive") and e["direction"] == "ai" for r in reports for e in r.get("evidence", []))
-    if decisive:
-        raise typer.Exit(EXIT_FINDINGS)
-    if reports and all(r.get("error") for r in reports):
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(EXIT_OK)
+    raise typer.Exit(EXIT_FINDINGS if decisive else EXIT_OK)
 
 
 def register(apps) -> None:

@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import typer
 
+from rich.markup import escape
+
+from ..limits import DEFAULT_MAX_PIXELS
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
                      BackboneWeightsOpt, DeviceOpt, InferDtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
                      stderr_console)
@@ -44,7 +47,8 @@ def scan(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model."),
-    max_pixels: int = typer.Option(120_000_000, "--max-pixels", min=1, help="Refuse images with more pixels (decompression bombs)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1,
+                                   help="Refuse images with more pixels (decompression bombs); also Pillow's limit."),
     max_bytes: int = typer.Option(512 * 1024 * 1024, "--max-bytes", min=1, help="Refuse files larger than this."),
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
     heatmaps: Optional[List[str]] = typer.Option(
@@ -56,6 +60,9 @@ def scan(
     watermark: str = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion model folder, or 'none' for the default rules. "
+                                         "Default: the fusion model in the weights folders, if any (every record "
+                                         "and the summary name the one used)."),
     use_cache: bool = typer.Option(True, "--cache/--no-cache",
                                    help="Reuse results of files already scanned with the same detectors "
                                         "($AIIDETECT_CACHE/results.sqlite, keyed by content hash)."),
@@ -73,6 +80,8 @@ def scan(
     Example: aiidetect scan photos/ --format html -o report.html --heatmaps ai,uncertain
 
     Exit codes: 0 scan done; 1 a --fail-on verdict matched; 2 usage or fatal error.
+
+    Examples: aiidetect scan photos/ -f jsonl -o report.jsonl; aiidetect scan a.jpg --fusion none --fail-on ai
     """
     from ..decode import DecodeLimits
     from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
@@ -116,6 +125,14 @@ def scan(
                                stdin=sys.stdin if use_stdin else None)
     except DiscoveryError as exc:
         fail(str(exc))
+    if output is not None:
+        from ..report.output import OutputError, check_output
+
+        try:
+            check_output(output, args, [c.path for c in cands if c.error is None],
+                         excluded=lambda p: not _wanted(p, include or (), exclude or ()))
+        except OutputError as exc:
+            fail(str(exc))
 
     err = stderr_console()
     spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
@@ -133,22 +150,28 @@ def scan(
         dets = create_detectors(fams, ctx)
     except Exception as exc:  # noqa: BLE001 - a broken head folder is a fatal, explained error
         fail(f"cannot prepare detectors: {type(exc).__name__}: {exc}")
-    fusion_model = _load_fusion(ctx)
+    fusion_model = _load_fusion(ctx) if fusion in (None, "", "auto") else _resolve_fusion(fusion, weight_dirs=weights_dir)
     if not quiet:
         from rich.markup import escape
 
         for d in dets:
             info = d.describe()
             if info.get("status") == "unavailable":
-                err.print(f"[yellow]note:[/] detector [bold]{d.name}[/] unavailable: {escape(str(info.get('reason')))}",
-                          highlight=False)  # escape: remedies hold [extras]
+                err.print(f"[yellow]note:[/] detector [bold]{escape(d.name)}[/] unavailable: {escape(str(info.get('reason')))}",
+                          highlight=False)
 
     from ..pipeline import Pipeline
 
     cache = _open_cache(err) if use_cache else None
     pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers,
                     limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes), cache=cache)
-    stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    from contextlib import nullcontext
+
+    from ..report.output import atomic_output
+
+    # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
+    out_ctx = atomic_output(output) if output else nullcontext(sys.stdout)
+    stream = out_ctx.__enter__()
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
     try:
@@ -182,20 +205,43 @@ def scan(
         # `aiidetect scan ... | head`: the reader left; that is not our error.
         sys.stderr.close()
         raise typer.Exit(exit_code)
+    except BaseException:
+        if output:
+            out_ctx.__exit__(*sys.exc_info())
+            output = None
+        raise
     finally:
         if output:
-            stream.close()
+            out_ctx.__exit__(None, None, None)
         if cache is not None:
             cache.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
+        from ..report.writers import fusion_label
+
+        err.print(f"fusion: {escape(fusion_label(pipe.fusion_info))}", highlight=False)
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
         if pipe.cache_error:
-            err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {pipe.cache_error}",
+            err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}",
                       highlight=False)
     raise typer.Exit(exit_code)
+
+
+def _wanted(path: str, include, exclude) -> bool:
+    """Would a folder scan read this path? (A report named .jsonl inside the folder is never read.)"""
+    import os
+
+    from ..discover import IMAGE_EXTS, _wanted as wanted
+
+    return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
+
+
+def _resolve_fusion(fusion: str, weight_dirs):
+    from .evaluate import resolve_fusion
+
+    return resolve_fusion(fusion, weight_dirs)[0]
 
 
 def _open_cache(err):
@@ -217,7 +263,7 @@ def _load_fusion(ctx):
     try:
         return loader(ctx.weights_dirs)
     except Exception as exc:  # noqa: BLE001
-        stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({exc}); using the default rules")
+        stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({escape(str(exc))}); using the default rules")
         return None
 
 

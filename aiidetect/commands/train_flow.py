@@ -90,7 +90,7 @@ def train_flow_cmd(
     from ..features import FeatureCache
     from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
     from ..preprocess import make_spec
-    from ..weights import default_output_dir
+    from ..weights import default_output_dir, plain_name
     from .common import quiet_torch_threads
 
     quiet_torch_threads()
@@ -100,6 +100,10 @@ def train_flow_cmd(
     except BackboneUnavailable as exc:
         fail(str(exc))
     head_name = name or "clipflow-" + re.sub(r"[^A-Za-z0-9._-]+", "-", spec.describe()).strip("-").lower()
+    try:
+        plain_name(head_name)
+    except ValueError as exc:
+        fail(str(exc))
     out_dir = out or default_output_dir(head_name, weights_dir)
     try:
         prep = make_spec(preprocess, size or bb.image_size)

@@ -84,7 +84,7 @@ def train_mpft_cmd(
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
     from ..train.data import load_items
-    from ..weights import default_output_dir
+    from ..weights import default_output_dir, plain_name
     from .common import quiet_torch_threads
 
     err = stderr_console()
@@ -98,7 +98,10 @@ def train_mpft_cmd(
         items = load_items([str(d) for d in data], split=split)
     except (ValueError, OSError) as exc:
         fail(str(exc))
-    name = name or "mpft"
+    try:
+        name = plain_name(name or "mpft")
+    except ValueError as exc:
+        fail(str(exc))
     out_dir = out or default_output_dir(name, weights_dir)
     aug = AugmentConfig.none() if no_augment else AugmentConfig()
     aug.guard = not no_format_guard

@@ -49,6 +49,16 @@ def per_generator_rows(cond: Mapping[str, Any], name: str) -> list[list[str]]:
 GEN_HEADER = ["generator", "n", "acc", "AP vs real", "AUC vs real", "mean p_ai", "verdicts ai/unc/real"]
 
 
+def _cells(row) -> list:
+    """Generator names and labels come from the user's data (folder names, CSV
+    columns): rich Text, never markup ("[/x]" in a folder name must not crash eval)."""
+    from rich.text import Text
+
+    from ..report.safe import printable
+
+    return [Text(printable(str(c))) for c in row]
+
+
 def print_tables(result: Mapping[str, Any], console) -> None:
     from rich.table import Table
 
@@ -60,7 +70,7 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for _, head in COLUMNS:
             t.add_column(head, justify="right")
         for r in summary_rows(cond):
-            t.add_row(*r)
+            t.add_row(*_cells(r))
         console.print(t)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
@@ -68,7 +78,8 @@ def print_tables(result: Mapping[str, Any], console) -> None:
                       f"AI images called likely-real: {_f(f.get('ai_called_real'), True)}%")
         for name, b in cond["detectors"].items():
             if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
-                console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False)
+                console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False,
+                              markup=False)
     raw = result["conditions"][0]
     names = [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]
     for name in names:
@@ -79,15 +90,15 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for h in GEN_HEADER:
             t.add_column(h, justify="left" if h == "generator" else "right")
         for r in rows:
-            t.add_row(*r)
+            t.add_row(*_cells(r))
         console.print(t)
     for det, cm in raw.get("attribution", {}).items():
         t = Table(title=f"attribution confusion, {det} (rows true, columns predicted)")
         t.add_column("true")
         for l in cm["labels"]:
-            t.add_column(l, justify="right")
+            t.add_column(_cells([l])[0], justify="right")
         for l, row in zip(cm["labels"], cm["matrix"]):
-            t.add_row(l, *map(str, row))
+            t.add_row(*_cells([l, *map(str, row)]))
         console.print(t)
 
 

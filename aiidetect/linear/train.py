@@ -62,11 +62,11 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..features import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.data import split_train_val, summarize
-    from ..weights import backbone_manifest, default_output_dir
+    from ..weights import backbone_manifest, default_output_dir, plain_name
 
     t0 = time.perf_counter()
     say = progress or (lambda s: None)
-    name = name or default_name(sources, generators)
+    name = plain_name(name or default_name(sources, generators))
     items = select_items(sources, shots, generators, seed)
     if val_fraction > 0:
         train_items, val_items = split_train_val(items, val_fraction, seed)

@@ -322,7 +322,8 @@ class MPFTTrainer:
             p = p / CHECKPOINT
         if not p.is_file():
             return False
-        state = torch.load(p, map_location=self.device, weights_only=False)
+        # weights_only: a checkpoint is data, never code (a pickled checkpoint can run anything on load).
+        state = torch.load(p, map_location=self.device, weights_only=True)
         if state["labels"] != self.labels:
             raise ValueError(f"checkpoint {p} was trained with labels {state['labels']}, this data gives {self.labels}")
         self.model.load_trainable_state(state["model"])

@@ -10,6 +10,7 @@ neutral ``metadata.malformed`` item.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ AI_TOOL = re.compile(
     r"stable[ -]?diffusion|midjourney|dall[-·\u00b7 ]?e|firefly|novelai|comfyui|invokeai|automatic1111|"
     r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
+
+_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 
 _DST_AI = {"trainedAlgorithmicMedia"}
 _DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
@@ -82,14 +85,44 @@ def collect_evidence(data: bytes, path: str, image=None, info=None, options: dic
     return analyze(data, path, image=image, info=info, options=options).evidence
 
 
+class _Budget:
+    """Per-file wall-clock budget for the metadata stage, checked before each
+    parser (each parser is itself linear and capped, so no single step runs
+    long). Once spent, the remaining parsers are skipped; evidence from what was
+    already parsed is still reported."""
+
+    def __init__(self, seconds: float):
+        self.seconds = float(seconds)
+        self.t0 = time.perf_counter()
+        self.stage: str | None = None   # the first stage skipped
+
+    def left(self, stage: str) -> bool:
+        if self.stage is None and time.perf_counter() - self.t0 > self.seconds:
+            self.stage = stage
+        return self.stage is None
+
+
 def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None) -> ProvenanceReport:
-    """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False."""
+    """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False;
+    budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S)."""
+    from ..limits import METADATA_BUDGET_S
+    from ..records import METADATA_TIMEOUT
+
     opts = options or {}
     rep = ProvenanceReport(path=path)
+    budget = _Budget(opts.get("budget_s", METADATA_BUDGET_S))
     try:
-        _analyze(data, rep, image, info or {}, opts)
+        _analyze(data, rep, image, info or {}, opts, budget)
     except Exception as exc:  # noqa: BLE001 - a bug in one parser must not lose the file
         rep.errors.append(f"internal: {type(exc).__name__}: {exc}")
+    # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
+    rep.errors = [_ADDR.sub("", e) for e in rep.errors]
+    if budget.stage is not None:
+        rep.evidence.append(Evidence(
+            METADATA_TIMEOUT, "neutral", 0.0,
+            f"metadata reading stopped before the {budget.stage} stage: the {budget.seconds:g} s per-file budget "
+            "was spent; evidence read before that is kept", source="parsers",
+            data={"stage": budget.stage, "budget_s": budget.seconds}))
     if rep.errors:
         rep.evidence.append(Evidence("metadata.malformed", "neutral", 0.0,
                                      f"metadata could not be fully read: {'; '.join(rep.errors[:3])}",
@@ -97,7 +130,7 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     return rep
 
 
-def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:
+def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget) -> None:
     blobs = containers.walk(data)
     rep.errors.extend(blobs.errors)
     rep.format = blobs.format or info.get("format")
@@ -108,6 +141,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
     # --- EXIF
     facts = []
     for blob, where in blobs.exif[:4]:
+        if not budget.left("EXIF"):
+            break
         f = exif.read_exif(blob, where)
         rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
         facts.append(f)
@@ -123,6 +158,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
     # --- XMP
     xf_all = []
     for blob, where in blobs.xmp[:4]:
+        if not budget.left("XMP"):
+            break
         try:
             xf_all.append(xmp.parse_xmp(blob, where))
         except (ValueError, RecursionError) as exc:
@@ -133,7 +170,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
     # --- generator parameters
     xmp_comments = [(c, x.where) for x in xf_all for c in x.user_comments]
     creator_tools = [c for x in xf_all for c in x.creator_tools]
-    gens, gerr = generators.find_generators(texts, xmp_comments, creator_tools)
+    gens, gerr = (generators.find_generators(texts, xmp_comments, creator_tools)
+                  if budget.left("generator parameters") else ([], []))
     rep.errors.extend(gerr)
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
@@ -141,7 +179,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
         ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict()))
 
     # --- C2PA
-    if blobs.jumbf and opts.get("c2pa", True):
+    if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
         _c2pa(data, blobs, rep)
 
     # --- XMP declarations
@@ -179,7 +217,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) 
                       "most shared photos are stripped too", "EXIF"))
 
     # --- invisible watermark
-    _watermark(data, rep, image, info, opts)
+    if budget.left("watermark"):
+        _watermark(data, rep, image, info, opts)
 
     # --- structural hints
     hint = structural.size_hint(rep.width, rep.height)

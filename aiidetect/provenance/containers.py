@@ -57,6 +57,21 @@ def bounded_inflate(payload: bytes, limit: int = MAX_TEXT_BYTES) -> bytes:
     return out
 
 
+def inflate_prefix(payload: bytes, limit: int = MAX_TEXT_BYTES) -> tuple[bytes, bool]:
+    """zlib-decompress at most `limit` bytes -> (bytes, truncated). A zip bomb or an
+    oversized chunk yields its first `limit` bytes instead of nothing: padding a
+    generator's chunk past a cap must not hide it."""
+    d = zlib.decompressobj()
+    out = d.decompress(payload, limit)
+    return out, bool(d.unconsumed_tail) or (len(out) >= limit and not d.eof)
+
+
+# Text keys generator UIs write: kept (first occurrence of each) even past the per-file text
+# total, so that megabytes of junk chunks in front cannot push the real one out.
+GENERATOR_KEYS = frozenset({"parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata", "invokeai_graph",
+                            "Dream", "Software", "Source", "Description", "Comment", "fooocus_scheme"})
+
+
 def _tiff_start(blob: bytes) -> bytes:
     """Strip the APP1-style 'Exif\\0\\0' prefix if present; keep raw TIFF otherwise."""
     if blob.startswith(b"Exif\x00\x00"):
@@ -183,6 +198,8 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 
 def _walk_png(data: bytes, b: Blobs) -> None:
     pos, n, total_text = 8, len(data), 0
+    priority_seen: set[str] = set()
+    over_total = False
     for _ in range(MAX_CHUNKS):
         if pos + 8 > n:
             b.errors.append("PNG: truncated (no IEND)")
@@ -196,14 +213,22 @@ def _walk_png(data: bytes, b: Blobs) -> None:
             b.width, b.height = struct.unpack(">II", body[:8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
             try:
-                key, text = _png_text(ctype, body)
+                key, text, truncated = _png_text(ctype, body)
+                where = f"PNG {name} '{key}'"
+                if truncated:
+                    b.errors.append(f"{where}: text over {MAX_TEXT_BYTES} bytes; the first {MAX_TEXT_BYTES} read")
                 if key == "XML:com.adobe.xmp":
-                    b.xmp.append((text.encode("utf-8"), f"PNG {name} '{key}'"))
-                elif total_text + len(text) > MAX_TOTAL_TEXT_BYTES:
-                    b.errors.append(f"PNG: text chunks exceed {MAX_TOTAL_TEXT_BYTES} bytes; rest ignored")
+                    b.xmp.append((text.encode("utf-8"), where))
+                elif total_text + len(text) > MAX_TOTAL_TEXT_BYTES and not (key in GENERATOR_KEYS
+                                                                              and key not in priority_seen):
+                    if not over_total:
+                        b.errors.append(f"PNG: text chunks exceed {MAX_TOTAL_TEXT_BYTES} bytes; rest ignored")
+                        over_total = True
                 else:
+                    if key in GENERATOR_KEYS:
+                        priority_seen.add(key)
                     total_text += len(text)
-                    b.texts.append((key, text, f"PNG {name} '{key}'"))
+                    b.texts.append((key, text, where))
             except ValueError as exc:
                 b.errors.append(f"PNG {name}: {exc}")
         elif ctype == b"eXIf":
@@ -215,17 +240,19 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         pos += 12 + length
 
 
-def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
+def _png_text(ctype: bytes, body: bytes) -> tuple[str, str, bool]:
+    """-> (keyword, text, truncated)."""
     key, sep, rest = body.partition(b"\x00")
     if not sep:
         raise ValueError("keyword not terminated")
     k = key[:79].decode("latin-1")
     if ctype == b"tEXt":
-        return k, rest.decode("latin-1")
+        return k, rest[:MAX_TEXT_BYTES].decode("latin-1"), len(rest) > MAX_TEXT_BYTES
     if ctype == b"zTXt":
         if not rest:
             raise ValueError("empty zTXt")
-        return k, bounded_inflate(rest[1:]).decode("latin-1")
+        raw, cut = _inflate(rest[1:])
+        return k, raw.decode("latin-1"), cut
     # iTXt: flag, method, language\0, translated keyword\0, text
     if len(rest) < 2:
         raise ValueError("short iTXt")
@@ -233,8 +260,15 @@ def _png_text(ctype: bytes, body: bytes) -> tuple[str, str]:
     rest = rest[2:]
     _lang, _, rest = rest.partition(b"\x00")
     _tk, _, rest = rest.partition(b"\x00")
-    raw = bounded_inflate(rest) if flag else rest
-    return k, raw.decode("utf-8", "replace")
+    raw, cut = _inflate(rest) if flag else (rest[:MAX_TEXT_BYTES], len(rest) > MAX_TEXT_BYTES)
+    return k, raw.decode("utf-8", "replace"), cut
+
+
+def _inflate(payload: bytes) -> tuple[bytes, bool]:
+    try:
+        return inflate_prefix(payload)
+    except zlib.error as exc:
+        raise ValueError(f"corrupt compressed text: {exc}") from exc
 
 
 # --- WebP -------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -81,7 +82,9 @@ def _num(v: Any) -> float | None:
             if v.denominator == 0:
                 return None
             return float(Fraction(int(v.numerator), int(v.denominator)))
-        return float(v)
+        x = float(v)
+        # EXIF DOUBLE fields can hold NaN/Infinity: not a measurement, and not valid JSON.
+        return x if math.isfinite(x) else None
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
 
@@ -191,6 +194,13 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     f = ExifFacts(where=where)
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
+        return f
+    from .tiffguard import check_tiff
+
+    chk = check_tiff(tiff, pages=where.startswith("TIFF"))
+    if not chk.ok:
+        # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
+        f.errors.append(f"EXIF structure not read: {chk.problem}")
         return f
     readers = []
     for name, fn in (("exifread", _read_exifread), ("pillow", _read_pillow)):

@@ -67,7 +67,42 @@ def _loads(text: str) -> Any:
 
 # --- AUTOMATIC1111 / Forge -----------------------------------------------------
 
-_A1111_KV = re.compile(r'\s*([\w][\w \-/+.]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_A1111_KEY = re.compile(r"\w[\w \-/+.]*")  # fullmatch on one key: linear
+MAX_A1111_LINE = 64 * 1024   # the settings line; real ones are a few KB, the prompt lines above are not capped here
+MAX_A1111_KEYS = 200
+
+
+def _a1111_kv(line: str) -> dict[str, str]:
+    """'Steps: 20, Sampler: Euler a, Lora hashes: "a: 1, b: 2", ...' -> dict, in one
+    left-to-right pass (the former regex backtracked quadratically: 106 s on
+    'Steps: 20, ' + 80,000 x 'a' + '!')."""
+    kv: dict[str, str] = {}
+    line = line[:MAX_A1111_LINE]
+    i, n = 0, len(line)
+    while i < n and len(kv) < MAX_A1111_KEYS:
+        j = line.find(":", i)
+        if j < 0:
+            break
+        c = line.rfind(",", i, j)  # a key never holds a comma: text before one is debris
+        key = line[(c + 1 if c >= 0 else i):j].strip()
+        k = j + 1
+        while k < n and line[k] in " \t":
+            k += 1
+        if k < n and line[k] == '"':
+            m = k + 1
+            while m < n and line[m] != '"':
+                m += 2 if line[m] == "\\" else 1
+            val = line[k + 1:min(m, n)]
+            nxt = line.find(",", m + 1) if m < n else -1
+        else:
+            nxt = line.find(",", k)
+            val = line[k:nxt if nxt >= 0 else n].strip()
+        if key and _A1111_KEY.fullmatch(key):
+            kv[key] = val
+        if nxt < 0:
+            break
+        i = nxt + 1
+    return kv
 
 
 def parse_a1111(text: str) -> dict[str, Any] | None:
@@ -79,15 +114,7 @@ def parse_a1111(text: str) -> dict[str, Any] | None:
     last = lines[-1]
     if "Steps:" not in last and "Seed:" not in last:
         return None
-    kv: dict[str, str] = {}
-    for m in _A1111_KV.finditer(last):
-        k, v = m.group(1).strip(), m.group(2).strip()
-        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
-            v = v[1:-1]
-        if k:
-            kv[k] = v
-        if len(kv) > 200:
-            break
+    kv = _a1111_kv(last)
     prompt_lines, neg_lines, in_neg = [], [], False
     for ln in lines[:-1]:
         if ln.startswith("Negative prompt:"):
@@ -230,16 +257,22 @@ def _from_drawthings(obj: Any, key: str, where: str) -> GeneratorInfo | None:
                          negative_prompt=_s(obj.get("uc")))
 
 
-_DREAM = re.compile(r'^"?(?P<prompt>.*?)"?\s+(?=-[sSWHCA]\s)(?P<opts>.*)$', re.S)
+_DREAM_OPT = re.compile(r"\s-[sSWHCA]\s")  # no nested quantifiers: linear search
 
 
 def _from_dream(text: str, key: str, where: str) -> GeneratorInfo | None:
-    m = _DREAM.match(text.strip()[:MAX_PROMPT_CHARS * 2])
+    t = text.strip()[:MAX_PROMPT_CHARS * 2]
+    m = _DREAM_OPT.search(t)
     if not m:
         return None
-    opts = dict(re.findall(r"-([sSWHCA])\s+(\S+)", m.group("opts")))
+    prompt = t[:m.start()].strip()
+    if prompt.startswith('"'):
+        prompt = prompt[1:]
+    if prompt.endswith('"'):
+        prompt = prompt[:-1]
+    opts = dict(re.findall(r"-([sSWHCA])\s+(\S+)", t[m.start():]))
     return GeneratorInfo("InvokeAI (legacy dream)", key, where, seed=opts.get("S"), steps=opts.get("s"),
-                         sampler=opts.get("A"), prompt=_s(m.group("prompt")))
+                         sampler=opts.get("A"), prompt=_s(prompt))
 
 
 def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[str, str]] = (),
@@ -294,7 +327,15 @@ def _one(key: str, val: str, where: str) -> GeneratorInfo | None:
             return _from_fooocus_json(_loads(val), k, where)
         return _from_a1111(val, k, where)
     if k in ("prompt", "workflow"):
-        obj = _loads(val)
+        try:
+            obj = _loads(val)
+        except (ValueError, RecursionError):
+            # Truncated at a size cap, or padded to break parsers: a ComfyUI graph is still
+            # recognisable by its node keys, and its size must not hide it.
+            head = val[:MAX_JSON_CHARS]
+            if '"class_type"' in head or ('"nodes"' in head and '"links"' in head):
+                return GeneratorInfo("ComfyUI", k, where, extra={"partial": "graph too large or damaged to parse"})
+            raise
         return _from_comfy_prompt(obj, k, where) if k == "prompt" else _from_comfy_workflow(obj, k, where)
     if k in ("invokeai_metadata", "sd-metadata", "invokeai_graph"):
         return _from_invoke(_loads(val), k, where)

@@ -11,6 +11,7 @@ from typing import Any
 
 MAX_XMP_BYTES = 2 * 1024 * 1024
 MAX_ELEMENTS = 50_000
+MAX_DEPTH = 100          # real packets nest ~10 deep
 IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
 
@@ -31,10 +32,35 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
 
 
-def _texts(el) -> list[str]:
-    """An element's value: its text, or the rdf:li items under it."""
-    vals = [t.strip() for t in el.itertext() if t and t.strip()]
-    return vals
+def _texts(el, depth: int = 3, cap: int = 50) -> list[str]:
+    """An element's value: its text, or the rdf:li items under it (rdf:Alt/Seq/Bag
+    then rdf:li: two levels, three with a nested rdf:Description). Bounded:
+    itertext over the whole subtree made nested <description> elements quadratic."""
+    out: list[str] = []
+    stack = [(el, 0)]
+    while stack and len(out) < cap:
+        e, d = stack.pop()
+        if isinstance(e.text, str) and e.text.strip():
+            out.append(e.text.strip())
+        if d < depth:
+            kids = list(e)[:cap]
+            stack.extend((c, d + 1) for c in reversed(kids))
+    return out
+
+
+def _walk(root, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS):
+    """Depth-first elements with explicit depth and count caps."""
+    stack = [(root, 0)]
+    n = 0
+    while stack:
+        el, d = stack.pop()
+        n += 1
+        if n > max_elements:
+            raise ValueError(f"XMP has more than {max_elements} elements")
+        if d > max_depth:
+            raise ValueError(f"XMP nests deeper than {max_depth} levels")
+        yield el
+        stack.extend((c, d + 1) for c in reversed(list(el)))
 
 
 def short_source_type(uri: str) -> str:
@@ -73,9 +99,7 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
         if root is None:
             raise ValueError(f"invalid XMP XML: {type(exc).__name__}: {str(exc)[:160]}") from exc
     f = XmpFacts(where=where)
-    for i, el in enumerate(root.iter()):
-        if i > MAX_ELEMENTS:
-            raise ValueError(f"XMP has more than {MAX_ELEMENTS} elements")
+    for el in _walk(root):
         name = _local(el.tag) if isinstance(el.tag, str) else ""
         _take(f, name, _texts(el) if name in _WANTED else [])
         for k, v in el.attrib.items():

@@ -6,10 +6,10 @@ record in memory; jsonl flushes each line as its file finishes.
 from __future__ import annotations
 
 import csv
-import json
 from typing import IO, Any, Sequence
 
 from ..records import Record
+from .safe import clean, clean_str, dumps
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -27,7 +27,7 @@ class Writer:
 
 class JsonlWriter(Writer):
     def write(self, rec: Record) -> None:
-        self.stream.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+        self.stream.write(dumps(rec.to_dict()) + "\n")
         self.stream.flush()
 
 
@@ -38,7 +38,7 @@ class JsonWriter(Writer):
         self.stream.write("[")
 
     def write(self, rec: Record) -> None:
-        self.stream.write(("," if self.n else "") + "\n  " + json.dumps(rec.to_dict(), ensure_ascii=False))
+        self.stream.write(("," if self.n else "") + "\n  " + dumps(rec.to_dict()))
         self.n += 1
 
     def close(self, summary=None) -> None:
@@ -55,6 +55,15 @@ def top_attribution(rec: Record) -> tuple[str, float] | None:
     return best
 
 
+def fusion_label(f: dict | None) -> str:
+    """One short text for the fusion that made a verdict: 'rules' or 'NAME sha256:abcd1234... (PATH)'."""
+    if not f:
+        return ""
+    if f.get("kind") != "model":
+        return "rules"
+    return f"{f.get('name') or 'fusion'} sha256:{(f.get('sha256') or '')[:12]} ({f.get('path')})"
+
+
 def main_reason(rec: Record) -> str:
     if rec.error is not None:
         return f"{rec.error.code}: {rec.error.message}"
@@ -63,6 +72,8 @@ def main_reason(rec: Record) -> str:
 
 CSV_BASE = ["file", "verdict", "p_ai", "sha256", "format", "width", "height", "top_generator", "top_generator_p",
             "reason", "error_code", "error_message"]
+# Added in schema 1.1, after the per-detector columns so that existing column positions hold.
+CSV_TAIL = ["file_bytes", "fusion", "schema"]
 
 
 class CsvWriter(Writer):
@@ -72,12 +83,12 @@ class CsvWriter(Writer):
     def __init__(self, stream, detector_names: Sequence[str]):
         super().__init__(stream)
         self.names = list(detector_names)
-        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")]
+        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")] + CSV_TAIL
         self.w = csv.writer(stream)
         self.w.writerow(cols)
 
     def write(self, rec: Record) -> None:
-        d = rec.to_dict()
+        d = clean(rec.to_dict())
         top = top_attribution(rec)
         row = [d["file"], d["verdict"], d["p_ai"], d["sha256"], d["format"], d["width"], d["height"],
                top[0] if top else "", round(top[1], 4) if top else "", main_reason(rec),
@@ -85,7 +96,8 @@ class CsvWriter(Writer):
         for n in self.names:
             r = d["detectors"].get(n)
             row += [r["status"], r["p_ai"], r["score"]] if r else ["", "", ""]
-        self.w.writerow(["" if v is None else v for v in row])
+        row += [d["file_bytes"], fusion_label(rec.fusion), d["schema"]]
+        self.w.writerow(["" if v is None else clean_str(v) if isinstance(v, str) else v for v in row])
         self.stream.flush()
 
 
@@ -108,6 +120,9 @@ class TableWriter(Writer):
     def close(self, summary=None) -> None:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
+
+        from .safe import printable
 
         # Off a terminal rich assumes 80 columns; a report piped to a file or pager may be wider.
         console = Console(file=self.stream, soft_wrap=False,
@@ -125,22 +140,25 @@ class TableWriter(Writer):
             t.add_column(n, justify="right", overflow="fold")
         t.add_column("generator")
         t.add_column("reason", overflow="fold", ratio=4)
+        # Every cell is a Text, never markup: names, reasons, prompts and EXIF come from
+        # the files, and "[/b]" in a file name must print as itself, not crash or vanish.
         for rec in self.rows:
-            cells = [rec.file, f"[{_VERDICT_STYLE.get(rec.verdict, '')}]{rec.verdict}[/]",
-                     "—" if rec.p_ai is None else f"{rec.p_ai:.3f}"]
+            cells = [Text(printable(rec.file)), Text(rec.verdict, style=_VERDICT_STYLE.get(rec.verdict, "")),
+                     Text("—" if rec.p_ai is None else f"{rec.p_ai:.3f}")]
             for n in names:
                 r = rec.detectors.get(n)
                 if r is None:
-                    cells.append("")
+                    cells.append(Text(""))
                 elif r.status != "ok":
-                    cells.append(f"[dim]{r.status}[/]")
+                    cells.append(Text(r.status, style="dim"))
                 else:
-                    cells.append("—" if r.p_ai is None else f"{r.p_ai:.3f}")
+                    cells.append(Text("—" if r.p_ai is None else f"{r.p_ai:.3f}"))
             top = top_attribution(rec)
-            cells.append(f"{top[0]} ({top[1]:.2f})" if top else "")
-            cells.append("; ".join(rec.reasons) if self.explain and rec.error is None else main_reason(rec))
+            cells.append(Text(printable(f"{top[0]} ({top[1]:.2f})") if top else ""))
+            cells.append(Text(printable("; ".join(rec.reasons) if self.explain and rec.error is None
+                                        else main_reason(rec))))
             t.add_row(*cells)
-        console.print(t)
+        console.print(t, highlight=False)
         self.stream.flush()
 
 

@@ -1,0 +1,79 @@
+"""The error boundary of the command line.
+
+Exit codes are a contract with scripts (docs/schema.md): 0 done, 1 a --fail-on
+(or meta's decisive-evidence) finding and nothing else, 2 usage or fatal error.
+Any exception that escapes a command becomes one line on stderr,
+`aiidetect: error: ...`, and exit 2; `--debug` (or AIIDETECT_DEBUG=1) adds the
+traceback. Pillow and exifread warnings about corrupt files are silenced: every
+problem with a file is already in its record, and hostile files can emit them
+by the hundred thousand.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+DEBUG = os.environ.get("AIIDETECT_DEBUG", "") not in ("", "0")
+EXIT_ERROR = 2
+
+
+def quiet_library_warnings() -> None:
+    warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r"(?i).*(exif|tiff|corrupt|truncated).*")
+    for name in ("PIL", "exifread"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def one_line(exc: BaseException) -> str:
+    from ..report.safe import clean_str
+
+    text = str(exc).strip().replace("\r", " ").replace("\n", " ")
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or text}: {exc.filename}"
+    return clean_str(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:2000]
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    from ..extras import MissingExtra, for_missing_module
+
+    if isinstance(exc, MissingExtra):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError):
+        return for_missing_module(exc)
+    return None
+
+
+def run_guarded(app) -> None:
+    """Run the Typer app in standalone mode and turn escapes into exit 2."""
+    quiet_library_warnings()
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("aiidetect: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader of stdout left (`| head`): nothing more to say, nothing to report.
+        try:
+            sys.stderr.close()
+        finally:
+            os._exit(0)
+    except Exception as exc:  # noqa: BLE001 - this is the boundary
+        remedy = _missing_extra(exc)
+        if remedy is not None and not DEBUG:
+            # The light install lacks torch & co.: say which extra to install, not what broke.
+            sys.stderr.write(f"aiidetect: error: {remedy}\n")
+            sys.exit(EXIT_ERROR)
+        if DEBUG:
+            import traceback
+
+            traceback.print_exc()
+        try:
+            hint = "" if DEBUG else " (aiidetect --debug ... shows the traceback)"
+            sys.stderr.write(f"aiidetect: error: {one_line(exc)}{hint}\n")
+        except Exception:  # noqa: BLE001
+            pass
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,14 @@
+"""Per-file limits, set here once and honoured by every reader (scan, meta, eval,
+train loaders, Pillow itself). docs/schema.md "Limits" lists the same numbers."""
+from __future__ import annotations
+
+# Larger than any camera sensor sold (the largest stills are ~102-150 MP medium format; 120 MP
+# covers 102 MP 11648x8736 files), far below a decompression bomb. --max-pixels moves it,
+# for Pillow too (decode.decode_bytes).
+DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+# Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
+# aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
+# record keeps the evidence read so far and gets a neutral `metadata-timeout` note.
+METADATA_BUDGET_S = 5.0

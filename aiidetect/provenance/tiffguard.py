@@ -1,0 +1,91 @@
+"""A linear, capped pre-check of a TIFF/EXIF structure before third-party readers see it.
+
+exifread and Pillow read every IFD entry, follow every IFD pointer and warn once
+per bad entry: an IFD with 65,535 entries took 23 s and printed 115,000 warnings;
+IFD chains that nest deeply cost as much. This walker touches each IFD's entry
+table once (struct.unpack_from on the raw bytes, no values decoded), with hard
+caps, and says whether the structure is sane enough to hand over. A loop is
+noted and not followed rather than refused: real camera files contain them
+(a Kodak ProBack JPEG points back at IFD0) and the readers stop at a revisit.
+It also reads the Orientation tag, so the pixel decoder never needs Pillow's
+EXIF parser for a file that fails the check.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+MAX_ENTRIES = 1000        # per IFD; camera IFDs hold ~10-300 (maker notes are not walked)
+MAX_IFDS = 32             # in an EXIF block: IFD0, IFD1, EXIF, GPS, Interop
+MAX_PAGES = 10_000        # a TIFF file's page chain (multi-page scans run to hundreds)
+_SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
+_ORIENTATION = 0x0112
+
+
+@dataclass
+class TiffCheck:
+    ok: bool = True
+    problem: str | None = None
+    orientation: int | None = None
+    ifds: int = 0
+    entries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None = None,
+               pages: bool = True) -> TiffCheck:
+    """tiff: bytes starting with II*\\0 or MM\\0*. pages=False stops after IFD0's
+    sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files)."""
+    r = TiffCheck()
+    if max_ifds is None:
+        max_ifds = MAX_PAGES if pages else MAX_IFDS
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return _bad(r, "not a TIFF structure")
+    e = "<" if tiff[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(e + "I", tiff, 4)
+    todo: list[tuple[int, bool]] = [(first, True)]
+    seen: set[int] = set()
+    chain = 0
+    while todo:
+        off, in_chain = todo.pop()
+        if off == 0:
+            continue
+        if off in seen:
+            # Real camera files point back at IFD0 (Kodak ProBack); readers stop there, and so does this walk.
+            r.notes.append(f"IFD at offset {off} is reached twice (a loop); not followed")
+            continue
+        if off + 2 > len(tiff):
+            r.notes.append(f"IFD offset {off} beyond the data")
+            continue
+        seen.add(off)
+        r.ifds += 1
+        if r.ifds > max_ifds:
+            return _bad(r, f"more than {max_ifds} IFDs")
+        (n,) = struct.unpack_from(e + "H", tiff, off)
+        if n > max_entries:
+            return _bad(r, f"IFD at offset {off} has {n} entries (over {max_entries})")
+        r.entries += n
+        end = off + 2 + 12 * n
+        if end > len(tiff):
+            r.notes.append(f"IFD at offset {off} is truncated")
+            n = max(0, (len(tiff) - off - 2) // 12)
+            end = off + 2 + 12 * n
+        for i in range(n):
+            p = off + 2 + 12 * i
+            tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
+            if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
+                r.orientation = struct.unpack_from(e + "H", tiff, p + 8)[0]
+            elif tag in _SUB_IFD_TAGS and typ in (4, 13) and count >= 1:
+                todo.append((struct.unpack_from(e + "I", tiff, p + 8)[0], False))
+        if in_chain and end + 4 <= len(tiff):
+            chain += 1
+            if pages or chain <= 1:
+                (nxt,) = struct.unpack_from(e + "I", tiff, end)
+                todo.append((nxt, True))
+    return r
+
+
+def _bad(r: TiffCheck, problem: str) -> TiffCheck:
+    r.ok = False
+    r.problem = problem
+    return r

@@ -1,0 +1,90 @@
+"""Where reports go: never over an input, never half-written.
+
+`check_output` refuses a report path that is one of the files about to be read
+or lies inside a folder being scanned (unless --exclude leaves it out), before
+anything is opened for writing. `atomic_output` writes to a temporary file in
+the destination folder and renames it over the target only when the report is
+complete, so Ctrl-C, a crash or a full disk leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Sequence
+
+
+class OutputError(Exception):
+    """The output path is unusable; a usage error (exit 2), nothing was written."""
+
+
+def _real(p: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(p)))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return _real(a) == _real(b)
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: Iterable[str] = (),
+                 excluded: "callable | None" = None) -> None:
+    """Raise OutputError when writing `output` could touch an input.
+
+    inputs: the path arguments (files or folders); candidates: the files
+    discovery chose (the report must not be one of them); excluded(path) says
+    whether --include/--exclude leave a path out of a folder scan.
+    """
+    out = os.fspath(output)
+    real_out = _real(out)
+    parent = os.path.dirname(real_out)
+    if os.path.isdir(out):
+        raise OutputError(f"--output {out} is a folder; give a file name")
+    if not os.path.isdir(parent):
+        raise OutputError(f"--output folder {os.path.dirname(out) or '.'} does not exist")
+    for c in candidates:
+        if _same_file(c, out):
+            raise OutputError(f"--output {out} is one of the files being scanned; refusing to overwrite an input")
+    for a in inputs:
+        if a == "-":
+            continue
+        if os.path.isdir(a):
+            root = _real(a)
+            inside = real_out == root or real_out.startswith(root.rstrip(os.sep) + os.sep)
+            if inside and not (excluded is not None and excluded(out)):
+                raise OutputError(f"--output {out} lies inside the scanned folder {a}; write the report elsewhere "
+                                  "or leave it out with --exclude")
+        elif _same_file(a, out):
+            raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary sibling of `path`; on success fsync and rename it over
+    `path`; on any exception (KeyboardInterrupt included) remove it and leave
+    `path` as it was."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent or "."))
+    ok = False
+    try:
+        kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kw) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            # Keep the permissions a plain open() would give (mkstemp makes 0600).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        except OSError:
+            pass
+        os.replace(tmp, target)
+        ok = True
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -1,0 +1,111 @@
+"""Output that scripts can always parse, whatever the input files contain.
+
+Three hazards come from the outside world and are neutralised here, once, for
+every writer (json, jsonl, csv, table, meta's report):
+
+* File names are bytes on POSIX. Python turns undecodable bytes into lone
+  surrogates (PEP 383), which no UTF-8 encoder accepts. `display_path` renders
+  them as U+FFFD; `path_bytes_b64` keeps the exact name (base64 of the raw
+  bytes) so a script can still open the file.
+* Floats parsed from files can be NaN or +-Infinity, which Python's json writes
+  as bare `NaN`/`Infinity` (invalid JSON: JavaScript's JSON.parse rejects it).
+  `clean` turns them into null.
+* Strings from inside files (prompts, EXIF Make, XMP) may also carry lone
+  surrogates or control characters; `clean` makes every string valid UTF-8.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+from typing import Any
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def clean_str(s: str) -> str:
+    """Any str -> one that encodes as UTF-8 (lone surrogates become U+FFFD)."""
+    if not _has_surrogates(s):
+        return s
+    # surrogateescape'd bytes go back to bytes first, so b'\xff' shows as one U+FFFD, not garbage.
+    return s.encode("utf-8", "surrogateescape" if _only_escapes(s) else "surrogatepass").decode("utf-8", "replace")
+
+
+def _only_escapes(s: str) -> bool:
+    # PEP 383 escapes are U+DC80..U+DCFF; other lone surrogates cannot round-trip through surrogateescape.
+    return all(not (0xD800 <= ord(c) <= 0xDFFF) or 0xDC80 <= ord(c) <= 0xDCFF for c in s)
+
+
+def display_path(p: Any) -> str:
+    """The path as text for humans and JSON: exact when the name is valid UTF-8,
+    otherwise with each undecodable byte shown as U+FFFD."""
+    if isinstance(p, bytes):
+        return p.decode("utf-8", "replace")
+    return clean_str(os.fspath(p) if not isinstance(p, str) else p)
+
+
+def path_bytes_b64(p: Any) -> str | None:
+    """base64 of the exact file-name bytes when the name is not valid UTF-8; None otherwise."""
+    raw = p if isinstance(p, bytes) else os.fsencode(p if isinstance(p, str) else os.fspath(p))
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii")
+
+
+def clean(obj: Any) -> Any:
+    """Recursively: non-finite floats -> None, strings -> valid UTF-8, tuples -> lists,
+    numpy scalars/arrays -> Python values. Anything else unknown -> str."""
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, str):
+        return clean_str(obj)
+    if isinstance(obj, dict):
+        return {clean_str(str(k)): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    tolist = getattr(obj, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return clean(tolist())
+    if hasattr(obj, "__fspath__"):
+        return display_path(obj)
+    return clean_str(str(obj))
+
+
+# C0/C1 controls (a name holding ESC can drive the terminal) and the bidirectional overrides
+# (U+202E makes "gpj.exe" read as "exe.jpg"): shown as \uXXXX escapes in tables, never interpreted.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(s: str) -> str:
+    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", clean_str(s))
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """json.dumps that can only produce strict, UTF-8-encodable JSON."""
+    kw.setdefault("ensure_ascii", False)
+    return json.dumps(clean(obj), allow_nan=False, **kw)
+
+
+def strict_loads(text: str) -> Any:
+    """The parser the tests hold every output to: rejects NaN/Infinity."""
+    def _reject(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=_reject)

@@ -1,0 +1,363 @@
+"""A hostile corpus: the files an attacker or a messy archive hands aiidetect.
+
+`make_corpus(d)` writes every case into `d` (in well under a second or two)
+and returns {relative path bytes: Expect}. Each Expect says what the record
+must carry: an error code (or None for "decodes"), whether decisive AI
+evidence must be found (the evasion cases: a metadata quirk must not hide it),
+and notes for the reader. Cases are grouped by class (issue "Trust under
+hostile input"): broken files in every format, decompression bombs, metadata
+bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
+oversized compressed chunks), huge frame counts, special files, symlink loops,
+odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ANY_ERROR = "any-error"
+
+
+@dataclass
+class Expect:
+    error: str | None          # error code, None (must decode), or ANY_ERROR
+    decisive_ai: bool | None = None   # None: not asserted
+    note: str = ""
+
+
+def _noise(w=64, h=48, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def _enc(img: Image.Image, fmt: str, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, fmt, **kw)
+    return b.getvalue()
+
+
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def png_with(chunks: list[bytes], img: Image.Image | None = None) -> bytes:
+    """A valid PNG with extra chunks inserted right after IHDR."""
+    base = _enc(img or _noise(), "PNG")
+    ihdr_end = 8 + 12 + 13
+    return base[:ihdr_end] + b"".join(chunks) + base[ihdr_end:]
+
+
+def jpeg_with_app1(payload: bytes, img: Image.Image | None = None) -> bytes:
+    base = _enc(img or _noise(), "JPEG", quality=85)
+    seg = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return base[:2] + seg + base[2:]
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(b"\x00" * (width + 1)) for _ in range(16)) + comp.flush()
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+
+
+def tiff_ifd(entries: list[tuple[int, int, int, bytes]], e: str = "<", next_ifd: int = 0, ifd_off: int = 8) -> bytes:
+    """One IFD with inline values (<= 4 bytes): (tag, type, count, value4)."""
+    out = struct.pack(e + "H", len(entries))
+    for tag, typ, count, val in entries:
+        out += struct.pack(e + "HHI", tag, typ, count) + val.ljust(4, b"\x00")[:4]
+    return out + struct.pack(e + "I", next_ifd)
+
+
+def exif_many_entries(n: int = 65535) -> bytes:
+    """TIFF-structured EXIF whose IFD0 claims n entries (all junk tags)."""
+    head = b"II*\x00" + struct.pack("<I", 8)
+    body = struct.pack("<H", n) + b"".join(struct.pack("<HHII", 0x9000 + (i % 4000), 7, 1000, 0xFFFFFF00)
+                                          for i in range(n)) + b"\x00\x00\x00\x00"
+    return head + body
+
+
+def exif_loop() -> bytes:
+    """IFD0's next-IFD pointer points back at IFD0; its EXIF sub-IFD points at itself."""
+    ifd = tiff_ifd([(0x010F, 2, 4, b"Cam\x00"), (0x8769, 4, 1, struct.pack("<I", 8))], next_ifd=8)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd
+
+
+def ifd_chain(n: int) -> bytes:
+    """n one-entry IFDs, each pointing at the next: deep chains (EXIF IFD1...IFDn, or TIFF pages)."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for i in range(n):
+        off = 8 + 18 * i
+        nxt = off + 18 if i + 1 < n else 0
+        out += struct.pack("<H", 1) + struct.pack("<HHI", 0x010F, 2, 4) + b"Cam\x00" + struct.pack("<I", nxt)
+    return bytes(out)
+
+
+def exif_nonfinite() -> bytes:
+    """Make/Model plus DOUBLE (type 12) FNumber=NaN, ExposureTime=+Inf, FocalLength=-Inf in the EXIF IFD."""
+    e = "<"
+    make, model = b"Canon\x00", b"[/i]EOS [bold]R5\x00"
+    # layout: header(8) IFD0 at 8 with 3 entries -> 2+36+4 = 42 bytes -> data at 50
+    ifd0_n = 3
+    ifd0_size = 2 + 12 * ifd0_n + 4
+    data_off = 8 + ifd0_size
+    make_off, model_off = data_off, data_off + len(make)
+    exif_off = model_off + len(model)
+    exif_n = 3
+    exif_size = 2 + 12 * exif_n + 4
+    dbl_off = exif_off + exif_size
+    nan, inf, ninf = struct.pack(e + "d", float("nan")), struct.pack(e + "d", float("inf")), struct.pack(e + "d", float("-inf"))
+    ifd0 = struct.pack(e + "H", ifd0_n)
+    ifd0 += struct.pack(e + "HHII", 0x010F, 2, len(make), make_off)
+    ifd0 += struct.pack(e + "HHII", 0x0110, 2, len(model), model_off)
+    ifd0 += struct.pack(e + "HHII", 0x8769, 4, 1, exif_off)
+    ifd0 += struct.pack(e + "I", 0)
+    exif = struct.pack(e + "H", exif_n)
+    exif += struct.pack(e + "HHII", 0x829A, 12, 1, dbl_off)        # ExposureTime
+    exif += struct.pack(e + "HHII", 0x829D, 12, 1, dbl_off + 8)    # FNumber
+    exif += struct.pack(e + "HHII", 0x920A, 12, 1, dbl_off + 16)   # FocalLength
+    exif += struct.pack(e + "I", 0)
+    return b"II*\x00" + struct.pack(e + "I", 8) + ifd0 + make + model + exif + inf + nan + ninf
+
+
+def tiff_file_many_entries(n: int = 65535) -> bytes:
+    return exif_many_entries(n)
+
+
+def tiff_file_loop() -> bytes:
+    img = _enc(_noise(16, 16), "TIFF")
+    # Point the last IFD's next pointer back at the first IFD.
+    e = "<" if img[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(e + "I", img, 4)
+    (n,) = struct.unpack_from(e + "H", img, first)
+    nxt = first + 2 + 12 * n
+    return img[:nxt] + struct.pack(e + "I", first) + img[nxt + 4:]
+
+
+def gif_many_frames(n: int = 3000) -> bytes:
+    frames = [Image.new("P", (2, 2), i % 256) for i in range(n)]
+    return _enc(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10)
+
+
+def apng_claims_frames() -> bytes:
+    """An APNG whose acTL claims 2**31-1 frames while holding one."""
+    base = _enc(_noise(), "PNG")
+    actl = png_chunk(b"acTL", struct.pack(">II", 2 ** 31 - 1, 0))
+    return base[:33] + actl + base[33:]
+
+
+def a1111_quadratic() -> bytes:
+    text = "a cat\nSteps: 20, " + "a" * 80_000 + "!"
+    return png_with([png_chunk(b"tEXt", b"parameters\x00" + text.encode("latin-1"))])
+
+
+def comfy_workflow_big_ztxt() -> bytes:
+    """A ComfyUI prompt graph padded past Pillow's 1 MB MAX_TEXT_CHUNK, in a zTXt chunk."""
+    graph = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+             "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse"}},
+             "pad": {"class_type": "Note", "inputs": {"text": "x" * 1_500_000}}}
+    body = b"prompt\x00\x00" + zlib.compress(json.dumps(graph).encode(), 9)
+    return png_with([png_chunk(b"zTXt", body)])
+
+
+def comfy_workflow_big_itxt() -> bytes:
+    graph = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+             "pad": {"class_type": "Note", "inputs": {"text": "y" * 1_500_000}}}
+    body = b"prompt\x00\x01\x00\x00\x00" + zlib.compress(json.dumps(graph).encode(), 9)
+    return png_with([png_chunk(b"iTXt", body)])
+
+
+def comfy_over_text_cap() -> bytes:
+    """The graph padded past aiidetect's own 4 MiB per-chunk cap: read truncated, still found."""
+    graph = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+             "pad": {"class_type": "Note", "inputs": {"text": "z" * 6_000_000}}}
+    return png_with([png_chunk(b"zTXt", b"prompt\x00\x00" + zlib.compress(json.dumps(graph).encode(), 9))])
+
+
+def parameters_after_junk() -> bytes:
+    """17 MB of junk text chunks first, then the A1111 parameters: the total cap must not push them out."""
+    junk = [png_chunk(b"tEXt", b"junk\x00" + b"j" * (1024 * 1024)) for _ in range(17)]
+    params = png_chunk(b"tEXt", b"parameters\x00a cat\nSteps: 20, Sampler: Euler a, Seed: 1")
+    return png_with(junk + [params])
+
+
+def ztxt_zip_bomb() -> bytes:
+    body = b"Comment\x00\x00" + zlib.compress(b"\x00" * (64 * 1024 * 1024), 9)
+    return png_with([png_chunk(b"zTXt", body)])
+
+
+def many_text_chunks() -> bytes:
+    blob = b"Comment\x00" + b"z" * (1024 * 1024)
+    return png_with([png_chunk(b"tEXt", blob) for _ in range(20)])
+
+
+def xmp_nested(n: int = 70_000, tag: bytes = b"rdf:Description") -> bytes:
+    pk = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+          + (b"<" + tag + b">") * n + b"x" + (b"</" + tag + b">") * n + b"</x:xmpmeta>")
+    return png_with([png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + pk)])
+
+
+def xmp_billion_laughs() -> bytes:
+    pk = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+          b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;&b;&b;</x:xmpmeta>')
+    return jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + pk)
+
+
+def xmp_ai_source_type() -> bytes:
+    pk = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+          b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+          b'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"/>'
+          b'</rdf:RDF></x:xmpmeta>')
+    return jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + pk)
+
+
+def a1111_png(prompt: str = "a cat in a hat") -> bytes:
+    text = f"{prompt}\nNegative prompt: [/i]ugly\nSteps: 20, Sampler: Euler a, Seed: 42, Model: [bold]sd15"
+    return png_with([png_chunk(b"tEXt", b"parameters\x00" + text.encode("latin-1"))])
+
+
+def truncated_png_with_parameters() -> bytes:
+    data = a1111_png()
+    return data[:len(data) - 200]
+
+
+def corrupt_crc_text_chunk() -> bytes:
+    """A tEXt chunk with a wrong CRC: Pillow refuses the file; the pixels are fine."""
+    good = png_chunk(b"tEXt", b"parameters\x00a dog\nSteps: 30, Seed: 9")
+    bad = good[:-4] + b"\x00\x00\x00\x00"
+    return png_with([bad])
+
+
+def jpeg_huge_sof(w: int = 65000, h: int = 65000) -> bytes:
+    base = bytearray(_enc(_noise(16, 16), "JPEG"))
+    i = base.find(b"\xff\xc0")
+    struct.pack_into(">HH", base, i + 5, h, w)
+    return bytes(base)
+
+
+def gif_huge_screen() -> bytes:
+    base = bytearray(_enc(Image.new("P", (4, 4), 1), "GIF"))
+    struct.pack_into("<HH", base, 6, 65535, 65535)
+    # the image descriptor too (after the global color table)
+    i = base.find(b"\x2c")
+    struct.pack_into("<HHHH", base, i + 1, 0, 0, 65535, 65535)
+    return bytes(base)
+
+
+FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
+           "AVIF": "avif"}
+
+
+def _heif_ok() -> bool:
+    try:
+        import pillow_heif  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def make_corpus(d: Path) -> dict[bytes, Expect]:
+    """Write the corpus under d; return {path relative to d, as bytes: Expect}."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    out: dict[bytes, Expect] = {}
+
+    def put(rel: str | bytes, data: bytes, exp: Expect) -> None:
+        rb = rel if isinstance(rel, bytes) else rel.encode()
+        p = os.path.join(os.fsencode(d), rb)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+        out[rb] = exp
+
+    from aiidetect.decode import _register_openers
+
+    _register_openers()
+    img = _noise(64, 48)
+    # --- every format: valid, truncated, empty, random, header-only
+    for fmt, ext in FORMATS.items():
+        if fmt in ("HEIF", "AVIF") and not _heif_ok():
+            continue
+        try:
+            good = _enc(img, fmt)
+        except (OSError, KeyError, ValueError):
+            continue  # no encoder here (AVIF on some builds)
+        put(f"formats/ok.{ext}", good, Expect(None))
+        put(f"formats/truncated.{ext}", good[:max(16, len(good) // 3)], Expect(ANY_ERROR))
+        put(f"formats/empty.{ext}", b"", Expect("empty-file"))
+        put(f"formats/random.{ext}", np.random.default_rng(1).bytes(4096), Expect("unsupported-format"))
+        put(f"formats/header-only.{ext}", good[:32], Expect(ANY_ERROR))
+    # --- decompression bombs (pixel limit) and a sparse file over the byte limit
+    put("bombs/png-30000x30000.png", bomb_png(30000, 30000), Expect("too-large"))
+    put("bombs/jpeg-65000x65000.jpg", jpeg_huge_sof(), Expect("too-large"))
+    put("bombs/gif-65535x65535.gif", gif_huge_screen(), Expect(ANY_ERROR))
+    sparse = os.path.join(os.fsencode(d), b"bombs/sparse-600MB.jpg")
+    with open(sparse, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0")
+        f.truncate(600 * 1024 * 1024)
+    out[b"bombs/sparse-600MB.jpg"] = Expect("too-large")
+    # --- metadata bombs
+    put("meta/a1111-quadratic.png", a1111_quadratic(), Expect(None, True, "106 s before (regex backtracking)"))
+    put("meta/comfy-big-ztxt.png", comfy_workflow_big_ztxt(), Expect(None, True, "was decode-error (MAX_TEXT_CHUNK)"))
+    put("meta/comfy-big-itxt.png", comfy_workflow_big_itxt(), Expect(None, True))
+    put("meta/comfy-over-text-cap.png", comfy_over_text_cap(), Expect(None, True, "past aiidetect's 4 MiB cap"))
+    put("meta/parameters-after-junk.png", parameters_after_junk(), Expect(None, True, "after 17 MB of junk"))
+    put("meta/ztxt-zip-bomb.png", ztxt_zip_bomb(), Expect(None, False))
+    put("meta/many-text-chunks.png", many_text_chunks(), Expect(None, False))
+    put("meta/xmp-nested-70000.png", xmp_nested(), Expect(None, False))
+    put("meta/xmp-nested-desc.png", xmp_nested(30_000, b"dc:description"), Expect(None, False))
+    put("meta/xmp-billion-laughs.jpg", xmp_billion_laughs(), Expect(None, False))
+    put("meta/exif-65535-entries.png", png_with([png_chunk(b"eXIf", exif_many_entries())]), Expect(None, False))
+    put("meta/exif-65535-entries.jpg", jpeg_with_app1(b"Exif\x00\x00" + exif_many_entries(5000)), Expect(None, False))
+    put("meta/exif-loop.jpg", jpeg_with_app1(b"Exif\x00\x00" + exif_loop()), Expect(None, False))
+    put("meta/exif-nan-inf.jpg", jpeg_with_app1(b"Exif\x00\x00" + exif_nonfinite()), Expect(None, False))
+    put("meta/tiff-65535-entries.tif", tiff_file_many_entries(), Expect(ANY_ERROR))
+    put("meta/exif-deep-chain.jpg", jpeg_with_app1(b"Exif\x00\x00" + ifd_chain(3000)), Expect(None, False))
+    put("meta/tiff-20000-page-chain.tif", ifd_chain(20_000), Expect(ANY_ERROR))
+    put("meta/tiff-ifd-loop.tif", tiff_file_loop(), Expect(None, None, "page chain loops back: read once"))
+    put("meta/gif-3000-frames.gif", gif_many_frames(), Expect(None))
+    put("meta/apng-claims-2e31-frames.png", apng_claims_frames(), Expect(None))
+    put("meta/bad-crc-text.png", corrupt_crc_text_chunk(), Expect(None, None, "Pillow rejects the chunk CRC"))
+    # --- evidence that must survive broken pixels; markers
+    put("markers/a1111.png", a1111_png(), Expect(None, True))
+    put("markers/xmp-trained-algorithmic.jpg", xmp_ai_source_type(), Expect(None, True))
+    put("markers/truncated-a1111.png", truncated_png_with_parameters(), Expect(ANY_ERROR, True))
+    # --- names
+    put(b"names/bad\xff\xfename.jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/a[/b]/c.jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/[bold]x[/bold].jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/new\nline.jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/tab\tand \"quote\",comma.jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/\u202eright-to-left.jpg", _enc(img, "JPEG"), Expect(None))
+    put("names/" + "l" * 240 + ".jpg", _enc(img, "JPEG"), Expect(None))
+    put(b"names/latin1-\xe9t\xe9.png", _enc(img, "PNG"), Expect(None))
+    # --- special files
+    nd = os.fsencode(d)
+    os.makedirs(os.path.join(nd, b"special"), exist_ok=True)
+    fifo = os.path.join(nd, b"special/fifo.jpg")
+    os.mkfifo(fifo)
+    out[b"special/fifo.jpg"] = Expect("not-a-file")
+    os.symlink("loop-b.jpg", os.path.join(nd, b"special/loop-a.jpg"))
+    os.symlink("loop-a.jpg", os.path.join(nd, b"special/loop-b.jpg"))
+    out[b"special/loop-a.jpg"] = Expect("symlink-loop")
+    out[b"special/loop-b.jpg"] = Expect("symlink-loop")
+    os.symlink("does-not-exist.jpg", os.path.join(nd, b"special/broken.jpg"))
+    out[b"special/broken.jpg"] = Expect("unreadable")
+    os.symlink(".", os.path.join(nd, b"special/self"))  # a folder link to itself
+    out[b"special/self"] = Expect("symlink-loop")
+    unreadable = os.path.join(nd, b"special/no-permission.jpg")
+    with open(unreadable, "wb") as f:
+        f.write(_enc(img, "JPEG"))
+    os.chmod(unreadable, 0)
+    # root reads anything: then it is an ordinary file
+    out[b"special/no-permission.jpg"] = Expect("unreadable" if os.geteuid() != 0 else None)
+    os.makedirs(os.path.join(nd, b"special/folder.jpg"), exist_ok=True)  # a folder with an image name: walked
+    return out

@@ -1,0 +1,168 @@
+"""Exit codes are a contract (docs/schema.md): 0 done, 1 findings (`--fail-on`, or
+meta's decisive AI evidence) and nothing else, 2 usage or fatal error with one
+line on stderr. Every command, every fatal class, through real subprocesses."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import typer
+from PIL import Image, PngImagePlugin
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exit")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, Seed: 42")
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(d / "gen.png", pnginfo=info)
+    Image.new("RGB", (64, 48), (200, 10, 30)).save(d / "plain.jpg", quality=90)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    return d
+
+
+def _one_line_error(r):
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines and "error" in lines[-1].lower(), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.slow  # a dozen CLI subprocesses: ~15 s on 2 loaded cores
+def test_scan_0_1_2(files, tmp_path):
+    r = run_cli("scan", str(files / "plain.jpg"), "-d", "metadata", "-f", "jsonl", "-q")
+    assert r.returncode == 0
+    r = run_cli("scan", str(files), "-d", "metadata", "-f", "jsonl", "-q", "--fail-on", "error")
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 3
+    r = run_cli("scan", str(files / "gen.png"), "-d", "metadata", "-f", "jsonl", "-q", "--fail-on", "ai")
+    assert r.returncode == 1
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files.iterdir()}
+    fatal = [
+        ("scan", str(tmp_path / "missing.jpg")),                                       # nonexistent argument
+        ("scan", str(files), "--format", "xml"),                                      # bad flag value
+        ("scan", str(files), "-d", "nosuch"),                                          # unknown detector
+        ("scan", str(files), "-f", "json", "-o", str(tmp_path / "no" / "dir" / "x.json")),  # missing output folder
+        ("scan", str(files), "-f", "jsonl", "-o", str(files / "plain.jpg")),           # output is an input
+        ("scan", str(files), "-f", "jsonl", "-o", str(files / "new.png")),             # output would be scanned
+        ("scan", str(files / "gen.png"), "-f", "jsonl", "-o", str(files / "gen.png")),  # the one input
+        ("scan", str(files), "--fusion", str(tmp_path / "no-such-fusion")),            # unreadable fusion model
+        ("scan", str(files), "-o", str(tmp_path)),                                     # output is a folder
+    ]
+    for args in fatal:
+        r = run_cli(*args, "-q") if args[-1] != "xml" else run_cli(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr[-1000:])
+        _one_line_error(r) if "xml" not in args else None
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files.iterdir()}
+    assert after == before, "a refused --output touched the inputs"
+
+
+def test_scan_report_written_atomically(files, tmp_path):
+    out = tmp_path / "report.json"
+    out.write_text("[]\n")
+    r = run_cli("scan", str(files), "-d", "metadata", "-f", "json", "-o", str(out), "-q")
+    assert r.returncode == 0 and len(json.loads(out.read_text())) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "temporary file left behind"
+    # a fatal error before the end leaves the previous report as it was
+    r = run_cli("scan", str(files), "-d", "nosuch", "-f", "json", "-o", str(out), "-q")
+    assert r.returncode == 2 and len(json.loads(out.read_text())) == 3
+
+
+def test_atomic_output_keeps_old_file_on_crash(tmp_path):
+    from aiidetect.report.output import atomic_output
+
+    p = tmp_path / "r.json"
+    p.write_text("good")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(p) as fh:
+            fh.write("half")
+            raise KeyboardInterrupt
+    assert p.read_text() == "good" and sorted(os.listdir(tmp_path)) == ["r.json"]
+
+
+def test_meta_0_1_2(files, tmp_path):
+    assert run_cli("meta", str(files / "plain.jpg"), "-f", "json").returncode == 0
+    assert run_cli("meta", str(files / "broken.jpg"), "-f", "json").returncode == 0  # a record, not a fatal error
+    assert run_cli("meta", str(files), "-f", "jsonl").returncode == 1
+    for args in (("meta", str(tmp_path / "missing.png")),
+                 ("meta", str(files), "-f", "json", "-o", str(tmp_path / "no" / "dir" / "x.json")),
+                 ("meta", str(files), "-f", "json", "-o", str(files / "plain.jpg")),
+                 ("meta", str(files), "--watermark", "sometimes")):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr[-1000:])
+        _one_line_error(r)
+
+
+def test_eval_0_and_2(files, tmp_path):
+    man = tmp_path / "m.csv"
+    # a generator name with rich markup in it (names come from folders and CSV columns)
+    man.write_text(f"file,label,generator\n{files / 'gen.png'},ai,[/x]gen[bold]\n{files / 'plain.jpg'},real,\n")
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", "--no-plots", "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[/x]gen[bold]" in r.stdout
+    for args in (("eval", str(tmp_path / "missing.csv"), "-d", "metadata"),
+                 ("eval", str(man), "-d", "metadata", "--fusion", str(tmp_path / "nofusion")),
+                 ("eval", str(man), "-d", "metadata", "--perturb", "nonsense:1")):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr[-1000:])
+        _one_line_error(r)
+
+
+@pytest.mark.slow  # shares the session's tiny probe; each refused run still imports torch
+def test_train_0_and_2(trained, tmp_path, dev_manifest):
+    # 0: the session's tiny probe was trained through this same CLI (conftest asserts returncode 0)
+    assert any((trained / "cli-probe").iterdir())
+    outside = tmp_path / "x"
+    for args in (("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "2",
+                  "--name", f"../../../../../..{outside}"),
+                 ("train", "linear", str(tmp_path / "missing.csv"), "--backbone-config", "tiny-vit"),
+                 ("train", "mpft", str(dev_manifest), "--backbone-config", "tiny-vit", "--name", "a/b"),
+                 ("train", "flow", "--real", str(dev_manifest), "--backbone-config", "tiny-vit", "--name", "..")):
+        r = run_cli(*args, env={"AIIDETECT_WEIGHTS": str(tmp_path / "w")})
+        assert r.returncode == 2, (args, r.stderr[-1000:])
+        _one_line_error(r)
+    assert not outside.exists() and not (tmp_path / "w").exists()
+
+
+def test_export_2(tmp_path):
+    for args in (("export", "onnx", "--backbone-config", "tiny-vit", "--variant", "bogus", "-o", str(tmp_path / "e")),
+                 ("export", "onnx", "--backbone-config", "no-such-config", "-o", str(tmp_path / "e"))):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr[-1000:])
+        _one_line_error(r)
+
+
+@pytest.mark.slow
+def test_export_0_and_fatal_write_is_2(tmp_path):
+    r = run_cli("export", "onnx", "--backbone-config", "tiny-vit", "-o", str(tmp_path / "e"),
+                env={"AIIDETECT_WEIGHTS": str(tmp_path / "none")})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_uncaught_exception_is_one_line_and_exit_2(capsys, monkeypatch):
+    from aiidetect.commands import errors
+
+    app = typer.Typer()
+
+    @app.command()
+    def boom():
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr("sys.argv", ["aiidetect"])
+    monkeypatch.setattr(errors, "DEBUG", False)
+    with pytest.raises(SystemExit) as e:
+        errors.run_guarded(app)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aiidetect: error: RuntimeError: disk on fire second line")
+    monkeypatch.setattr(errors, "DEBUG", True)
+    with pytest.raises(SystemExit):
+        errors.run_guarded(app)
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_debug_flag_is_global():
+    r = run_cli("--debug", "scan", "/nonexistent/path")
+    assert r.returncode == 2
