@@ -164,6 +164,11 @@ class ResultsStore:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
                 self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and "meta" not in tables:
+                    # Someone else's database: never add tables to it.
+                    self._db.close()
+                    raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
