@@ -79,6 +79,8 @@ class Pipeline:
         self.decoder = decoder
         self.prior = prior
         self._resumed: set[int] = set()
+        # sha256 -> detector results of the last files finished, least recently used dropped first.
+        self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
         self.fusion_model = fusion_model
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
@@ -233,9 +235,8 @@ class Pipeline:
         """Yield one record per candidate, in order, as each chunk finishes.
         `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
         chunk = self.batch_size
-        # sha256 -> detector results of the last files finished, least recently used dropped first.
-        recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
-        self._resumed: set[int] = set()
+        self._resumed = set()
+        self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
         numbered = enumerate(candidates)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
             def submit() -> list[Future]:
@@ -244,49 +245,72 @@ class Pipeline:
             pending = submit()
             while pending:
                 nxt = submit()  # prefetch while the model runs
-                samples = [f.result() for f in pending]
-                reuse: dict[int, dict[str, DetectorResult]] = {}
-                fresh: list[Sample] = []
-                for s in samples:
-                    if s.index in self._resumed:
-                        continue
-                    if s.ok and s.cached is not None:
-                        self._from_cache(s)
-                    elif s.ok and s.record.sha256 in recent:
-                        reuse[id(s)] = recent[s.record.sha256]
-                        recent.move_to_end(s.record.sha256)
-                    elif s.ok:
-                        fresh.append(s)
-                if fresh:
-                    self._run_detectors(fresh)
-                    if self.cache is not None:
-                        self._store(fresh)
-                for s in samples:
-                    if s.index in self._resumed:
-                        self._resumed.discard(s.index)
-                        rec = s.record  # finished in an earlier run: printed as stored, never refused
-                        self.stats.resumed += 1
-                    else:
-                        if id(s) in reuse:
-                            s.record.detectors = dict(reuse[id(s)])
-                            self.stats.duplicates_reused += 1
-                        rec = self._finish(s)
-                        if rec.error is None and rec.sha256 and rec.sha256 not in recent:
-                            recent[rec.sha256] = rec.detectors
-                            if len(recent) > self.reuse_window:
-                                recent.popitem(last=False)
-                    s.data = None
-                    s.image = None
-                    s.pixels.clear()
-                    self.stats.files += 1
-                    self.stats.decoded += int(rec.error is None)
-                    self.stats.verdicts[rec.verdict] += 1
-                    if rec.error is not None:
-                        self.stats.errors[rec.error.code] += 1
+                for rec in self.complete([f.result() for f in pending]):
                     if on_record:
                         on_record(rec)
                     yield rec
                 pending = nxt
+
+    def decode_many(self, candidates: Sequence[Candidate], start: int = 0) -> list[Sample]:
+        """The CPU half for one batch: read, hash, decode, preprocess, per-file
+        detectors (a distributed engine runs this in CPU tasks)."""
+        return [self._decode(c, start + i) for i, c in enumerate(candidates)]
+
+    def decoder_half(self) -> "Pipeline":
+        """A pipeline with this one's decode settings and per-file detectors
+        only, without the model: picklable, for an engine's CPU tasks."""
+        half = Pipeline(self.worker_dets, None, self.batch_size, self.workers, self.limits)
+        half.specs, half.draft, half.keep_image = self.specs, self.draft, self.keep_image
+        return half
+
+    def complete(self, samples: list[Sample]) -> list[Record]:
+        """The model half for one batch of decoded samples, in order: result
+        cache, reuse of identical bytes seen recently, model detectors, fusion."""
+        recent = self._recent
+        reuse: dict[int, dict[str, DetectorResult]] = {}
+        fresh: list[Sample] = []
+        for s in samples:
+            if s.index in self._resumed:
+                continue
+            if s.ok and s.cached is not None:
+                self._from_cache(s)
+            elif s.ok and s.record.sha256 in recent:
+                reuse[id(s)] = recent[s.record.sha256]
+                recent.move_to_end(s.record.sha256)
+            elif s.ok:
+                fresh.append(s)
+        if fresh:
+            self._run_detectors(fresh)
+            if self.cache is not None:
+                self._store(fresh)
+        out = []
+        for s in samples:
+            if s.index in self._resumed:
+                self._resumed.discard(s.index)
+                rec = s.record  # finished in an earlier run: printed as stored, never refused
+                self.stats.resumed += 1
+            else:
+                if id(s) in reuse:
+                    s.record.detectors = dict(reuse[id(s)])
+                    self.stats.duplicates_reused += 1
+                rec = self._finish(s)
+                if rec.error is None and rec.sha256 and rec.sha256 not in recent:
+                    recent[rec.sha256] = rec.detectors
+                    if len(recent) > self.reuse_window:
+                        recent.popitem(last=False)
+            s.data = None
+            s.image = None
+            s.pixels.clear()
+            self.count(rec)
+            out.append(rec)
+        return out
+
+    def count(self, rec: Record) -> None:
+        self.stats.files += 1
+        self.stats.decoded += int(rec.error is None)
+        self.stats.verdicts[rec.verdict] += 1
+        if rec.error is not None:
+            self.stats.errors[rec.error.code] += 1
 
 
 def _predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
