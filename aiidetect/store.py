@@ -232,6 +232,10 @@ class ResultsStore:
                                  f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
             self._db.commit()
 
+    def run_is_empty(self, run_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
+
     def lookup(self, run_id: str, key: str) -> tuple[int, int, str] | None:
         with self._lock:
             row = self._db.execute("SELECT size, mtime_ns, record FROM results WHERE run_id=? AND path=?",
@@ -358,6 +362,8 @@ class StoreSession:
         self.interval = interval
         self.resume = resume
         self.session_id = store.start_session(run_id, shard, engine, argv)
+        # A run with no rows yet has nothing to resume: skip one lookup per file.
+        self._nothing_stored = store.run_is_empty(run_id)
         self._stat: dict[str, _Pending] = {}      # path -> stat taken before reading: in-flight files only
         self._resumed: set[int] = set()           # id() of records handed back by prior(): in flight only
         self._rows: list[tuple] = []
@@ -373,7 +379,7 @@ class StoreSession:
         except OSError:
             return None  # let the reader report why
         key = path_key(path)
-        if self.resume:
+        if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
             if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
                 try:

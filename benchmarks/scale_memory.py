@@ -97,7 +97,8 @@ def scan(args: list[str], count, marks: list[int], kill_at: int | None = None) -
     env = dict(os.environ)
     if SRC:
         env["PYTHONPATH"] = SRC  # measure another checkout's code with the same interpreter
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # cwd outside any checkout: `python -m` puts the working folder first on sys.path.
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
     at: dict[int, dict] = {}
     peak = 0
     killed = False

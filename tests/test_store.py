@@ -229,3 +229,11 @@ def test_store_rejects_foreign_sqlite(tmp_path):
     with pytest.raises(Exception):
         ResultsStore(tmp_path / "nofolder" / "x.sqlite")
     assert list(in_shard([Candidate("a")], None))[0].path == "a"
+
+
+def test_engine_options_are_validated(tmp_path):
+    _tiny_images(tmp_path, 1, folders=1)
+    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
+    assert r.returncode == 2 and "--engine" in r.stderr
+    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--address", "auto")
+    assert r.returncode == 2 and "--engine ray" in r.stderr

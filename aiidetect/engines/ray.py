@@ -126,9 +126,15 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
         window: int | None = None) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
-    families and ctx say how each actor builds the same detectors."""
+    families and ctx say how each actor builds the same detectors. Connects
+    before returning, so a missing Ray or an unreachable cluster raises
+    RayUnavailable here, before any output."""
     ray = _import_ray()
     _connect(ray, address)
+    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
+
+
+def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
     from ..store import record_from_dict
 
     data_ctx = ray.data.DataContext.get_current()
