@@ -77,8 +77,10 @@ def _connect(ray, address: str | None) -> None:
         # No address: a Ray instance on this machine, stopped with the process.
         ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
+        hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
+                "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
         raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{type(exc).__name__}: {exc}{hint}") from None
 
 
 class _ModelStage:
