@@ -33,6 +33,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from .records import DetectorResult, ErrorInfo, Evidence, Record
 
 STORE_VERSION = "1"
+# Failures whose cause can go away without the file changing: scanned again on every resume.
+RETRY_CODES = frozenset({"unreadable", "internal-error"})
 _RESULT_KEYS = ("status", "p_ai", "score", "score_kind", "reason", "evidence")
 
 _SCHEMA = """
@@ -273,8 +275,9 @@ class ResultsStore:
             args += list(verdicts)
         sql = f"SELECT {','.join(columns)} FROM results WHERE {' AND '.join(where)} ORDER BY run_id, path"
         # A private cursor per call; fetchmany keeps memory at one chunk.
-        cur = self._db.cursor()
-        cur.execute(sql, args)
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute(sql, args)
         while True:
             with self._lock:
                 batch = cur.fetchmany(chunk)
@@ -386,6 +389,8 @@ class StoreSession:
                     rec = record_from_dict(json.loads(row[2]))
                 except (ValueError, KeyError, TypeError):
                     rec = None  # an unreadable row: scan again and replace it
+                if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
+                    rec = None  # a permission fixed or a bug fixed changes no mtime: always try again
                 if rec is not None:
                     rec.file = path
                     self._resumed.add(id(rec))

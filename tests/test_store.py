@@ -237,3 +237,23 @@ def test_engine_options_are_validated(tmp_path):
     assert r.returncode == 2 and "--engine" in r.stderr
     r = run_cli("scan", str(tmp_path), "-d", "metadata", "--address", "auto")
     assert r.returncode == 2 and "--engine ray" in r.stderr
+
+
+def test_unreadable_rows_are_retried_on_resume(tmp_path):
+    from aiidetect.store import StoreSession
+
+    st = ResultsStore(tmp_path / "s.sqlite")
+    f = tmp_path / "a.png"
+    f.write_bytes(b"x")
+    for code, retried in (("unreadable", True), ("decode-error", False)):
+        run = st.ensure_run({"k": code}, {}, ["metadata"], "rules")
+        s1 = StoreSession(st, run, "rules")
+        assert s1.prior(str(f)) is None
+        s1.add(Record(file=str(f), size_bytes=1).set_error(code, "x"))
+        s1.close()
+        s2 = StoreSession(st, run, "rules")
+        back = s2.prior(str(f))
+        assert (back is None) == retried, code
+        if back is not None:
+            assert back.error.code == code
+    st.close()
