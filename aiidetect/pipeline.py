@@ -251,10 +251,10 @@ class Pipeline:
                     yield rec
                 pending = nxt
 
-    def decode_many(self, candidates: Sequence[Candidate], start: int = 0) -> list[Sample]:
+    def decode_many(self, candidates: Sequence[Candidate], indices: Sequence[int]) -> list[Sample]:
         """The CPU half for one batch: read, hash, decode, preprocess, per-file
         detectors (a distributed engine runs this in CPU tasks)."""
-        return [self._decode(c, start + i) for i, c in enumerate(candidates)]
+        return [self._decode(c, int(i)) for c, i in zip(candidates, indices)]
 
     def decoder_half(self) -> "Pipeline":
         """A pipeline with this one's decode settings and per-file detectors

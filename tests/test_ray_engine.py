@@ -34,7 +34,7 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     assert any(d.name.startswith("linear:") and d.describe().get("status") != "unavailable" for d in pipe.detectors)
     local = [r.to_dict() for r in pipe.run(cands)]
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         pipe2, fams, ctx = make()
         # A small window: several dataset executions, so ordering across windows is exercised too.

@@ -74,8 +74,9 @@ def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
     try:
-        # No address: a Ray instance on this machine, stopped with the process.
-        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+        # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
+        # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
         hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
                 "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
@@ -101,14 +102,12 @@ class _ModelStage:
         return {"i": batch["i"], "record": [_dump(r) for r in recs]}
 
 
-def _decode_stage(half, spec_with_fusion: ModelSpec | None):
-    """The CPU task body; with spec_with_fusion (no model detectors) it finishes records too."""
+def _decode_stage(half, finish: bool):
+    """The CPU task body; with finish (no model detectors) it completes the records too."""
     def fn(batch: dict[str, Any]) -> dict[str, Any]:
         cands = [pickle.loads(b) for b in batch["cand"]]
-        idx = [int(i) for i in batch["i"]]
-        samples = [half._decode(c, i) for c, i in zip(cands, idx)]
-        if spec_with_fusion is not None:
-            half.fusion_model = spec_with_fusion.fusion_model
+        samples = half.decode_many(cands, batch["i"])
+        if finish:
             recs = half.complete(samples)
             return {"i": batch["i"], "record": [_dump(r) for r in recs]}
         for s in samples:
@@ -137,6 +136,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
+    from ..pipeline import Pipeline
     from ..store import record_from_dict
 
     data_ctx = ray.data.DataContext.get_current()
@@ -148,11 +148,17 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     if actor_gpus is None:
         actor_gpus = 1.0 if use_gpu else 0.0
     if actor_cpus is None:
-        actor_cpus = float(os.environ.get("AIIDETECT_RAY_ACTOR_CPUS", 1 if use_gpu else max(1, int(cpus) // 2)))
+        # Half of the smallest node: an actor must fit on one node, and the other half decodes.
+        node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        smallest = min([c for c in node_cpus if c > 0] or [cpus])
+        actor_cpus = float(os.environ.get("AIIDETECT_RAY_ACTOR_CPUS", 1 if use_gpu else max(1, int(smallest) // 2)))
     if actors is None:
         env = os.environ.get("AIIDETECT_RAY_ACTORS")
-        actors = int(env) if env else (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus)) or 1))
-    half = pipe.decoder_half()
+        actors = int(env) if env else (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus))))
+    # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
+    # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
+    half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
+                                                          pipe.limits)
     spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
     window = window or WINDOW
     it = iter(candidates)
@@ -176,14 +182,14 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             continue
         ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // pipe.batch_size, 4 * int(cpus))))
         if has_model:
-            ds = ds.map_batches(_decode_stage(half, None), batch_size=pipe.batch_size, num_cpus=1,
+            ds = ds.map_batches(_decode_stage(half, False), batch_size=pipe.batch_size, num_cpus=1,
                                 batch_format="numpy")
             ds = ds.map_batches(_ModelStage, fn_constructor_args=(spec, int(actor_cpus)),
                                 batch_size=pipe.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                                 num_cpus=actor_cpus,
                                 num_gpus=actor_gpus, batch_format="numpy")
         else:
-            ds = ds.map_batches(_decode_stage(half, spec), batch_size=pipe.batch_size, num_cpus=1,
+            ds = ds.map_batches(_decode_stage(half, True), batch_size=pipe.batch_size, num_cpus=1,
                                 batch_format="numpy")
         for row in ds.iter_rows():
             rec = record_from_dict(json.loads(row["record"]))
