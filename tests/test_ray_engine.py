@@ -24,10 +24,10 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     cands = [Candidate(str(p), explicit=True) for p in picked + [bad]] + [
         Candidate(str(tmp_path / "gone.jpg"), explicit=True, error=("unreadable", "no such file or directory"))]
 
-    def make():
+    def make(fams=("metadata", "linear")):
         ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype="float32",
                          weights_dirs=weights_dirs([trained]))
-        fams = ["metadata", "linear"]
+        fams = list(fams)
         return Pipeline(create_detectors(fams, ctx), None, batch_size=8, workers=2), fams, ctx
 
     pipe, _, _ = make()
@@ -39,10 +39,17 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
         pipe2, fams, ctx = make()
         # A small window: several dataset executions, so ordering across windows is exercised too.
         remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=25)]
+        # No model to run (flow has no head here): the CPU tasks run the whole pipeline, and the
+        # unavailable detector must still be in every record.
+        pipe3, fams3, ctx3 = make(("metadata", "flow"))
+        light_local = [r.to_dict() for r in make(("metadata", "flow"))[0].run(cands)]
+        light_remote = [r.to_dict() for r in ray_engine.run(pipe3, cands, fams3, ctx3)]
     finally:
         ray.shutdown()
     assert len(remote) == len(cands)
     assert remote == local
+    assert light_remote == light_local
+    assert light_local[0]["detectors"]["flow"]["status"] == "unavailable"
     assert pipe2.stats.files == len(cands) and pipe2.stats.errors == pipe.stats.errors
     lin = [r["detectors"] for r in local if r["error"] is None]
     assert all(next(v for k, v in d.items() if k.startswith("linear:"))["status"] == "ok" for d in lin)
