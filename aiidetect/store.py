@@ -439,3 +439,34 @@ def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shar
 def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict[str, Any]]:
     with ResultsStore(target) as st:
         return [st.merge_from(s) for s in sources]
+
+
+def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:
+    """Stream the results rows into a Parquet file, one row group per chunk
+    (memory stays at one chunk). Written to a temporary name, then renamed:
+    an interrupted export never leaves a truncated file under the real name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
+                        ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                        ("sha256", pa.string()), ("verdict", pa.string()), ("p_ai", pa.float64()),
+                        ("error_code", pa.string()), ("error_message", pa.string()),
+                        ("fusion_model", pa.string()), ("session_id", pa.int64()), ("scanned_at", pa.string()),
+                        ("record", pa.string())])
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    n = 0
+    with pq.ParquetWriter(str(tmp), schema) as w:
+        buf: list[dict[str, Any]] = []
+        for row in store.iter_rows(run_ids):
+            buf.append(row)
+            if len(buf) >= chunk:
+                w.write_table(pa.Table.from_pylist(buf, schema=schema))
+                n += len(buf)
+                buf = []
+        if buf:
+            w.write_table(pa.Table.from_pylist(buf, schema=schema))
+            n += len(buf)
+    os.replace(tmp, out)
+    return n

@@ -257,3 +257,16 @@ def test_unreadable_rows_are_retried_on_resume(tmp_path):
         if back is not None:
             assert back.error.code == code
     st.close()
+
+
+def test_parquet_export(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    _tiny_images(tmp_path / "in", 12, folders=2)
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
+    r = run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    assert len(t) == 12 and {x["verdict"] for x in t} <= {"uncertain", "likely-real", "ai-generated"}
+    assert all(json.loads(x["record"])["sha256"] == x["sha256"] for x in t)
+    assert not (tmp_path / "a.parquet.partial").exists()

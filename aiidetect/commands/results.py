@@ -144,6 +144,25 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
 
 
+def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
+            run: Optional[str] = RunOpt):
+    """The store's results table as Parquet (one row per file and run; the full record as a JSON
+    column), for pandas, Polars, DuckDB or Spark. Needs pyarrow (installed with the ray extra).
+
+    Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
+    """
+    from ..store import write_parquet
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        fail("results parquet needs pyarrow: pip install pyarrow (or 'aiidetect[ray]')")
+    with _open(db) as store:
+        n = write_parquet(store, _runs(store, run), out)
+    typer.echo(f"wrote {n} rows to {out}", err=True)
+    raise typer.Exit(EXIT_OK)
+
+
 def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
     """The files that could not be scanned, and why (error code and message).
 
@@ -189,4 +208,5 @@ def register(apps) -> None:
     results_app.command("export")(export)
     results_app.command("failed")(failed)
     results_app.command("merge")(merge)
+    results_app.command("parquet")(parquet)
     apps["root"].add_typer(results_app, name="results")
