@@ -270,3 +270,9 @@ def test_parquet_export(tmp_path):
     assert len(t) == 12 and {x["verdict"] for x in t} <= {"uncertain", "likely-real", "ai-generated"}
     assert all(json.loads(x["record"])["sha256"] == x["sha256"] for x in t)
     assert not (tmp_path / "a.parquet.partial").exists()
+
+
+def test_error_messages_keep_brackets(tmp_path):
+    # Paths and pip extras contain [brackets]; the one-line error must print them, not eat them as markup.
+    r = run_cli("scan", str(tmp_path / "[x]" / "a.jpg"))
+    assert r.returncode == 2 and "[x]" in r.stderr, r.stderr

@@ -50,7 +50,10 @@ def stderr_console():
 
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     """Usage or fatal error: one line on stderr, exit 2."""
-    stderr_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # Messages carry paths and pip extras ("aiidetect[ray]"): printed as written, never as markup.
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

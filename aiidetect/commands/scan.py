@@ -70,7 +70,7 @@ def scan(
                                         help="Scan only shard I of N (stable hash of each path). Example: --shard 2/3 "
                                              "on the second of three machines, then `aiidetect results merge`."),
     engine: str = typer.Option("local", "--engine", rich_help_panel="Large audits",
-                               help="local | ray (Ray Data; needs pip install 'aiidetect[ray]', see docs/scale.md)."),
+                               help="local | ray (Ray Data; needs pip install 'aiidetect\\[ray]', see docs/scale.md)."),
     address: Optional[str] = typer.Option(None, "--address", rich_help_panel="Large audits",
                                           help="With --engine ray: a cluster (auto, ray://HOST:10001); "
                                                "default: a Ray instance on this machine."),
