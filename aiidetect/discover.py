@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif",
                         ".tiff", ".heic", ".heif", ".hif", ".avif"})
@@ -66,31 +66,60 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
     """Expand arguments. With strict=True a nonexistent explicit argument raises
     DiscoveryError (a usage error); paths read from stdin never do: a missing
     one becomes an error row, since lists from scripts go stale."""
-    out: list[Candidate] = []
+    it, summ = iter_discover(args, recursive, include, exclude, stdin, strict)
+    return list(it), summ
+
+
+def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (),
+                  exclude: Sequence[str] = (), stdin=None,
+                  strict: bool = True) -> tuple[Iterator[Candidate], DiscoverySummary]:
+    """Like discover, but the folders are walked as the iterator is consumed,
+    so a sweep of millions of files never holds the list (the summary fills
+    in as it goes). Usage errors still raise here, before anything is scanned.
+
+    Memory stays bounded by the folders, not the files: to recognise a file
+    reached twice it remembers the directories it entered and only those files
+    that can be reached by a second path (symbolic links, hard links, files
+    named explicitly or on stdin); a plain file in a folder entered once can
+    only be reached once."""
+    args = list(args)
+    for a in args:
+        if strict and not os.path.isdir(a) and not os.path.lexists(a):
+            raise DiscoveryError(f"no such file or directory: {a}")
+    listed = read_path_list(stdin) if stdin is not None else []
     summ = DiscoverySummary()
-    seen: set[tuple[int, int] | str] = set()
+    return _walk_all(args, listed, recursive, include, exclude, summ), summ
 
-    def add(c: Candidate, key) -> None:
-        if key is not None and key in seen:
+
+def _file_key(p: str):
+    try:
+        st = os.stat(p)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return os.path.abspath(p)
+
+
+def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequence[str],
+              exclude: Sequence[str], summ: DiscoverySummary) -> Iterator[Candidate]:
+    seen: set = set()
+    entered: set[tuple[int, int]] = set()
+    # Named files may also lie inside a folder walked before them: remember them on both paths.
+    named = {_file_key(p) for p in args + listed if not os.path.isdir(p) and os.path.lexists(p)}
+
+    def new(key) -> bool:
+        if key in seen:
             summ.duplicates += 1
-            return
-        if key is not None:
-            seen.add(key)
-        out.append(c)
+            return False
+        seen.add(key)
+        return True
 
-    def file_key(p: str):
-        try:
-            st = os.stat(p)
-            return (st.st_dev, st.st_ino)
-        except OSError:
-            return os.path.abspath(p)
-
-    def walk(top: str, ancestors: frozenset) -> None:
+    def walk(top: str, ancestors: frozenset, again: bool = False) -> Iterator[Candidate]:
         try:
             with os.scandir(top) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=lambda e: e.name)  # one folder's entries at a time
         except OSError as exc:
-            add(Candidate(top, error=("unreadable", f"cannot list directory: {exc.strerror or exc}")), None)
+            if not again:
+                yield Candidate(top, error=("unreadable", f"cannot list directory: {exc.strerror or exc}"))
             return
         for e in entries:
             p = e.path
@@ -98,57 +127,76 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
                 is_link = e.is_symlink()
                 st = os.stat(p)  # follows links
             except OSError as exc:
+                if again:
+                    continue
                 if getattr(exc, "errno", None) == 40 or is_link:
                     if os.path.splitext(p)[1].lower() in IMAGE_EXTS or _is_dir_link(p):
                         # Keyed by the link itself: a broken link reached through two folder links is one row.
-                        add(Candidate(p, error=("symlink-loop" if getattr(exc, "errno", None) == 40 else "unreadable",
-                                                f"broken or looping symbolic link: {exc.strerror or exc}")),
-                            _link_key(p))
+                        lk = _link_key(p)
+                        if lk is None or new(lk):
+                            yield Candidate(p, error=("symlink-loop" if getattr(exc, "errno", None) == 40
+                                                      else "unreadable",
+                                                      f"broken or looping symbolic link: {exc.strerror or exc}"))
                     else:
                         summ.skipped += 1
                     continue
-                add(Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}")), None)
+                yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:
                     continue
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
-                    add(Candidate(p, error=("symlink-loop", "directory link points back to one of its parents")), None)
+                    if not again:
+                        yield Candidate(p, error=("symlink-loop", "directory link points back to one of its parents"))
                     continue
-                walk(p, ancestors | {key})
+                twice = again or key in entered
+                entered.add(key)
+                yield from walk(p, ancestors | {key}, twice)
                 continue
             if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTS:
-                summ.skipped += 1
-                if len(summ.skipped_examples) < 5:
-                    summ.skipped_examples.append(p)
+                if not again:
+                    summ.skipped += 1
+                    if len(summ.skipped_examples) < 5:
+                        summ.skipped_examples.append(p)
                 continue
             if not _wanted(p, include, exclude):
-                summ.excluded += 1
+                if not again:
+                    summ.excluded += 1
                 continue
-            add(Candidate(p), (st.st_dev, st.st_ino))
+            key = (st.st_dev, st.st_ino)
+            if again:
+                # A folder reached a second time (through a link): its files were all counted already.
+                summ.duplicates += 1
+                continue
+            if key in seen:
+                summ.duplicates += 1
+                continue
+            if is_link or st.st_nlink > 1 or key in named:
+                seen.add(key)
+            yield Candidate(p)
 
-    for a in args:
-        if os.path.isdir(a):
-            try:
-                st = os.stat(a)
-                walk(a, frozenset({(st.st_dev, st.st_ino)}))
-            except OSError as exc:
-                add(Candidate(a, explicit=True, error=("unreadable", str(exc.strerror or exc))), None)
-        elif os.path.lexists(a):
-            # Named explicitly: always a record, whatever the extension or file type.
-            add(Candidate(a, explicit=True), file_key(a))
-        elif strict:
-            raise DiscoveryError(f"no such file or directory: {a}")
-        else:
-            add(Candidate(a, explicit=True, error=("unreadable", "no such file or directory")), None)
-    if stdin is not None:
-        more, sub = discover(read_path_list(stdin), recursive, include, exclude, None, strict=False)
-        for c in more:
-            add(c, file_key(c.path) if c.error is None else None)
-        summ.skipped += sub.skipped
-        summ.excluded += sub.excluded
-    return out, summ
+    def from_args(items: list[str], strict_missing: bool) -> Iterator[Candidate]:
+        for a in items:
+            if os.path.isdir(a):
+                try:
+                    st = os.stat(a)
+                    key = (st.st_dev, st.st_ino)
+                except OSError as exc:
+                    yield Candidate(a, explicit=True, error=("unreadable", str(exc.strerror or exc)))
+                    continue
+                twice = key in entered
+                entered.add(key)
+                yield from walk(a, frozenset({key}), twice)
+            elif os.path.lexists(a):
+                # Named explicitly: always a record, whatever the extension or file type.
+                if new(_file_key(a)):
+                    yield Candidate(a, explicit=True)
+            elif not strict_missing:
+                yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
+
+    yield from from_args(args, False)
+    yield from from_args(listed, False)
 
 
 def _is_dir_link(p: str) -> bool:

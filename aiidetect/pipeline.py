@@ -8,8 +8,9 @@ nor given to a model.
 """
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ class ScanStats:
     decode_seconds: float = 0.0
     duplicates_reused: int = 0
     cache_hits: int = 0
+    resumed: int = 0
 
     @property
     def seconds(self) -> float:
@@ -46,7 +48,7 @@ class ScanStats:
                 "errors": dict(self.errors), "seconds": round(s, 3),
                 "images_per_s": round(self.files / s, 3) if s > 0 else None,
                 "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
-                "cache_hits": self.cache_hits}
+                "cache_hits": self.cache_hits, "resumed": self.resumed}
 
 
 @dataclass
@@ -60,13 +62,25 @@ class _Group:
 
 class Pipeline:
     """`decoder(path, index, specs) -> Sample` replaces the read/decode step
-    (evaluation uses it to perturb images); `cache` reuses results across runs."""
+    (evaluation uses it to perturb images); `cache` reuses results across runs;
+    `prior(path) -> Record | None` hands back a finished record of an unchanged
+    file before it is opened (the results store's resume, store.py)."""
+
+    # Identical bytes seen recently reuse their detector results; bounded so a
+    # sweep's memory does not grow with the number of files (the result cache or
+    # the results store remember beyond this window).
+    reuse_window = 4096
 
     def __init__(self, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None = None,
                  batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None,
-                 cache: Any = None, decoder: Callable[[str, int, list], Sample] | None = None):
+                 cache: Any = None, decoder: Callable[[str, int, list], Sample] | None = None,
+                 prior: Callable[[str], Record | None] | None = None):
         self.detectors = list(detectors)
         self.decoder = decoder
+        self.prior = prior
+        self._resumed: set[int] = set()
+        # sha256 -> detector results of the last files finished, least recently used dropped first.
+        self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
         self.fusion_model = fusion_model
         self.fusion_info = fusion_identity(fusion_model)
         self.batch_size = max(1, int(batch_size))
@@ -121,6 +135,12 @@ class Pipeline:
         if c.error is not None:
             rec = Record(file=c.path).set_error(*c.error)
             return Sample(index=index, path=c.path, record=rec)
+        if self.prior is not None:
+            done = self.prior(c.path)
+            if done is not None:
+                s = Sample(index=index, path=c.path, record=done)
+                self._resumed.add(index)
+                return s
         t = time.perf_counter()
         if self.decoder is not None:
             s = self.decoder(c.path, index, self.specs)
@@ -233,53 +253,86 @@ class Pipeline:
         return rec
 
     # ---------------------------------------------------------------- driver
-    def run(self, candidates: Sequence[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
-        """Yield one record per candidate, in order, as each chunk finishes."""
-        n = len(candidates)
+    def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
+        """Yield one record per candidate, in order, as each chunk finishes.
+        `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
         chunk = self.batch_size
-        done_by_sha: dict[str, Record] = {}
+        self._resumed = set()
+        self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
+        numbered = enumerate(candidates)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            def submit(start: int) -> list[Future]:
-                return [pool.submit(self._decode, candidates[i], i) for i in range(start, min(n, start + chunk))]
+            def submit() -> list[Future]:
+                return [pool.submit(self._decode, c, i) for i, c in itertools.islice(numbered, chunk)]
 
-            pending = submit(0) if n else []
-            start = 0
+            pending = submit()
             while pending:
-                nxt = submit(start + chunk) if start + chunk < n else []  # prefetch while the model runs
-                samples = [f.result() for f in pending]
-                reuse: dict[int, Record] = {}
-                fresh: list[Sample] = []
-                for s in samples:
-                    if s.ok and s.cached is not None:
-                        self._from_cache(s)
-                    elif s.ok and s.record.sha256 in done_by_sha:
-                        reuse[id(s)] = done_by_sha[s.record.sha256]
-                    elif s.ok:
-                        fresh.append(s)
-                if fresh:
-                    self._run_detectors(fresh)
-                    if self.cache is not None:
-                        self._store(fresh)
-                for s in samples:
-                    if id(s) in reuse:
-                        _copy_results(reuse[id(s)], s.record)
-                        self.stats.duplicates_reused += 1
-                    rec = self._finish(s)
-                    if rec.error is None and rec.sha256:
-                        done_by_sha.setdefault(rec.sha256, rec)
-                    s.data = None
-                    s.image = None
-                    s.pixels.clear()
-                    self.stats.files += 1
-                    self.stats.decoded += int(rec.error is None)
-                    self.stats.verdicts[rec.verdict] += 1
-                    if rec.error is not None:
-                        self.stats.errors[rec.error.code] += 1
+                nxt = submit()  # prefetch while the model runs
+                for rec in self.complete([f.result() for f in pending]):
                     if on_record:
                         on_record(rec)
                     yield rec
                 pending = nxt
-                start += chunk
+
+    def decode_many(self, candidates: Sequence[Candidate], indices: Sequence[int]) -> list[Sample]:
+        """The CPU half for one batch: read, hash, decode, preprocess, per-file
+        detectors (a distributed engine runs this in CPU tasks)."""
+        return [self._decode(c, int(i)) for c, i in zip(candidates, indices)]
+
+    def decoder_half(self) -> "Pipeline":
+        """A pipeline with this one's decode settings and per-file detectors
+        only, without the model: picklable, for an engine's CPU tasks."""
+        half = Pipeline(self.worker_dets, None, self.batch_size, self.workers, self.limits)
+        half.specs, half.draft, half.keep_image = self.specs, self.draft, self.keep_image
+        return half
+
+    def complete(self, samples: list[Sample]) -> list[Record]:
+        """The model half for one batch of decoded samples, in order: result
+        cache, reuse of identical bytes seen recently, model detectors, fusion."""
+        recent = self._recent
+        reuse: dict[int, dict[str, DetectorResult]] = {}
+        fresh: list[Sample] = []
+        for s in samples:
+            if s.index in self._resumed:
+                continue
+            if s.ok and s.cached is not None:
+                self._from_cache(s)
+            elif s.ok and s.record.sha256 in recent:
+                reuse[id(s)] = recent[s.record.sha256]
+                recent.move_to_end(s.record.sha256)
+            elif s.ok:
+                fresh.append(s)
+        if fresh:
+            self._run_detectors(fresh)
+            if self.cache is not None:
+                self._store(fresh)
+        out = []
+        for s in samples:
+            if s.index in self._resumed:
+                self._resumed.discard(s.index)
+                rec = s.record  # finished in an earlier run: printed as stored, never refused
+                self.stats.resumed += 1
+            else:
+                if id(s) in reuse:
+                    s.record.detectors = dict(reuse[id(s)])
+                    self.stats.duplicates_reused += 1
+                rec = self._finish(s)
+                if rec.error is None and rec.sha256 and rec.sha256 not in recent:
+                    recent[rec.sha256] = rec.detectors
+                    if len(recent) > self.reuse_window:
+                        recent.popitem(last=False)
+            s.data = None
+            s.image = None
+            s.pixels.clear()
+            self.count(rec)
+            out.append(rec)
+        return out
+
+    def count(self, rec: Record) -> None:
+        self.stats.files += 1
+        self.stats.decoded += int(rec.error is None)
+        self.stats.verdicts[rec.verdict] += 1
+        if rec.error is not None:
+            self.stats.errors[rec.error.code] += 1
 
 
 def _predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
@@ -290,11 +343,6 @@ def _predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[Dete
         return list(results)
     except Exception as exc:  # noqa: BLE001 - a detector failure marks its results, never the scan
         return [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
-
-
-def _copy_results(src: Record, dst: Record) -> None:
-    """Identical bytes, identical evidence: reuse the first copy's detector results."""
-    dst.detectors = dict(src.detectors)
 
 
 def run_detectors(paths: Iterable[str], detectors: Sequence[Detector], batch_size: int = 16, workers: int = 2,

@@ -74,6 +74,18 @@ def scan(
     device: str = DeviceOpt,
     dtype: str = InferDtypeOpt,
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    db: Optional[Path] = typer.Option(None, "--db", rich_help_panel="Large audits",
+                                      help="Write every record into this SQLite results store; re-running the same "
+                                           "command resumes (unchanged files are not read again). "
+                                           "Example: aiidetect scan /archive --db audit.sqlite -f jsonl -o audit.jsonl"),
+    shard: Optional[str] = typer.Option(None, "--shard", rich_help_panel="Large audits",
+                                        help="Scan only shard I of N (stable hash of each path). Example: --shard 2/3 "
+                                             "on the second of three machines, then `aiidetect results merge`."),
+    engine: str = typer.Option("local", "--engine", rich_help_panel="Large audits",
+                               help="local | ray (Ray Data; needs pip install 'aiidetect\\[ray]', see docs/scale.md)."),
+    address: Optional[str] = typer.Option(None, "--address", rich_help_panel="Large audits",
+                                          help="With --engine ray: a cluster (auto, ray://HOST:10001); "
+                                               "default: a Ray instance on this machine."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
@@ -85,7 +97,7 @@ def scan(
     """
     from ..decode import DecodeLimits
     from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
-    from ..discover import DiscoveryError, discover
+    from ..discover import DiscoveryError, iter_discover
     from ..report import make_writer
     from ..weights import weights_dirs
 
@@ -117,22 +129,36 @@ def scan(
         fail("--dtype takes auto, float32, bfloat16 or float16")
     if device not in ("auto", "cpu", "cuda"):
         fail("--device takes auto, cpu or cuda")
+    from ..shard import in_shard, parse_shard
+
+    try:
+        shard_ij = parse_shard(shard)
+    except ValueError as exc:
+        fail(str(exc))
+    if engine not in ("local", "ray"):
+        fail("--engine takes local or ray")
+    if address and engine != "ray":
+        fail("--address goes with --engine ray")
 
     use_stdin = "-" in paths
     args = [p for p in paths if p != "-"]
     try:
-        cands, summ = discover(args, recursive=recursive, include=include or (), exclude=exclude or (),
-                               stdin=sys.stdin if use_stdin else None)
+        # Walked lazily: a sweep of millions of files never holds the list.
+        cands, summ = iter_discover(args, recursive=recursive, include=include or (), exclude=exclude or (),
+                                    stdin=sys.stdin if use_stdin else None)
     except DiscoveryError as exc:
         fail(str(exc))
     if output is not None:
-        from ..report.output import OutputError, check_output
+        from ..report.output import OutputError, check_output, guard_candidates
 
         try:
-            check_output(output, args, [c.path for c in cands if c.error is None],
-                         excluded=lambda p: not _wanted(p, include or (), exclude or ()))
+            check_output(output, args, excluded=lambda p: not _wanted(p, include or (), exclude or ()))
         except OutputError as exc:
             fail(str(exc))
+        # Files named on stdin or reached through links are only known as the walk goes: each is
+        # checked as it comes, and the report (still a temporary file) is dropped if one is the output.
+        cands = guard_candidates(cands, output)
+    cands = in_shard(cands, shard_ij)
 
     err = stderr_console()
     spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
@@ -165,9 +191,11 @@ def scan(
     cache = _open_cache(err) if use_cache else None
     pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers,
                     limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes), cache=cache)
+    session = _open_store(db, pipe, fams, shard, engine) if db else None
+    records = _records(pipe, cands, session, engine, address, fams, ctx)
     from contextlib import nullcontext
 
-    from ..report.output import atomic_output
+    from ..report.output import OutputError, atomic_output
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     out_ctx = atomic_output(output) if output else nullcontext(sys.stdout)
@@ -182,16 +210,18 @@ def scan(
         else:
             writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain)
         progress = None
-        if not quiet and err.is_terminal and len(cands) > 1:
+        if not quiet and err.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                 console=err, transient=True)
-            task = progress.add_task("scan", total=len(cands))
+            task = progress.add_task("scan", total=None)  # the walk is lazy: the total is not known ahead
             progress.start()
         try:
-            for rec in pipe.run(cands):
+            for rec in records:
                 writer.write(rec)
+                if session is not None:
+                    session.add(rec)
                 if rec.verdict in wanted:
                     exit_code = EXIT_FINDINGS
                 if progress:
@@ -201,10 +231,18 @@ def scan(
                 progress.stop()
         stats = pipe.stats.as_dict()
         writer.close(stats)
+        if session is not None:
+            session.close("complete")
+            session = None
     except BrokenPipeError:
         # `aiidetect scan ... | head`: the reader left; that is not our error.
         sys.stderr.close()
         raise typer.Exit(exit_code)
+    except OutputError as exc:  # an input turned out to be the output: drop the temporary report
+        if output:
+            out_ctx.__exit__(*sys.exc_info())
+            output = None
+        fail(str(exc))
     except BaseException:
         if output:
             out_ctx.__exit__(*sys.exc_info())
@@ -215,6 +253,8 @@ def scan(
             out_ctx.__exit__(None, None, None)
         if cache is not None:
             cache.close()
+        if session is not None:  # stopped early: keep what was finished, say so in the sessions table
+            session.close("interrupted")
     if not quiet:
         _print_summary(err, stats, summ, dets)
         from ..report.writers import fusion_label
@@ -242,6 +282,31 @@ def _resolve_fusion(fusion: str, weight_dirs):
     from .evaluate import resolve_fusion
 
     return resolve_fusion(fusion, weight_dirs)[0]
+
+
+def _open_store(db, pipe, fams, shard, engine):
+    import sqlite3
+
+    from ..store import StoreError, open_session
+
+    try:
+        return open_session(db, pipe, {"detectors": fams, "batch_size": pipe.batch_size}, shard=shard,
+                            engine=engine, argv=sys.argv[1:])
+    except (StoreError, OSError, sqlite3.Error) as exc:
+        fail(f"cannot open the results store {db}: {exc}")
+
+
+def _records(pipe, cands, session, engine, address, fams, ctx):
+    if session is not None:
+        pipe.prior = session.prior
+    if engine == "ray":
+        from ..engines import ray as ray_engine
+
+        try:
+            return ray_engine.run(pipe, cands, fams, ctx, address=address)
+        except ray_engine.RayUnavailable as exc:
+            fail(str(exc))
+    return pipe.run(cands)
 
 
 def _open_cache(err):
@@ -281,6 +346,8 @@ def _print_summary(err, stats, summ, dets) -> None:
         line += f"; skipped {summ.skipped} non-image file{'s' if summ.skipped != 1 else ''}"
     if summ.excluded:
         line += f"; {summ.excluded} excluded by --include/--exclude"
+    if stats.get("resumed"):
+        line += f"; {stats['resumed']} unchanged since an earlier run (from --db, not read)"
     if stats.get("cache_hits"):
         line += f"; {stats['cache_hits']} from the result cache"
     if summ.duplicates:

@@ -61,6 +61,26 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
             raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
 
 
+def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
+    """Pass discovery's candidates through, raising OutputError when one of
+    them is the output file (lazy discovery cannot list them in advance)."""
+    try:
+        st = os.stat(output)
+        target = (st.st_dev, st.st_ino)
+    except OSError:
+        target = None  # nothing there yet: no input can be it
+    for c in cands:
+        if target is not None and getattr(c, "error", None) is None:
+            try:
+                cs = os.stat(c.path)
+                if (cs.st_dev, cs.st_ino) == target:
+                    raise OutputError(f"--output {os.fspath(output)} is one of the files being scanned; "
+                                      "refusing to overwrite an input")
+            except OSError:
+                pass
+        yield c
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over

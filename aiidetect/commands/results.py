@@ -1,0 +1,216 @@
+"""`aiidetect results summary|export|failed|merge`: answers from a results store
+(`scan --db`) without scanning again."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import EXIT_FINDINGS, EXIT_OK, fail
+
+results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
+                          no_args_is_help=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+DbOpt = typer.Option(..., "--db", help="Results store written by `aiidetect scan --db`.")
+RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, see `results summary`). Default: all runs.")
+FmtOpt = typer.Option(Format.table, "--format", "-f", help="table | json | jsonl | csv")
+VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
+
+
+def _open(db: Path):
+    from ..store import ResultsStore, StoreError
+
+    try:
+        return ResultsStore(db, readonly=True)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _runs(store, run):
+    from ..store import StoreError
+
+    try:
+        return store.resolve_run(run)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -> None:
+    """Flat rows to stdout in any format; table buffers its rows (it is meant
+    for a screenful), the others stream."""
+    out = sys.stdout
+    if fmt is Format.jsonl:
+        for r in rows:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+    elif fmt is Format.json:
+        out.write("[")
+        for i, r in enumerate(rows):
+            out.write(("," if i else "") + "\n  " + json.dumps(r, ensure_ascii=False))
+        out.write("\n]\n" if columns else "]\n")
+    elif fmt is Format.csv:
+        w = csv.writer(out)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+        from ..report.safe import printable
+
+        t = Table(title=title, header_style="bold")
+        for c in columns:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            # Text, not markup: paths and messages come from the files (a name like "[red]x.jpg").
+            t.add_row(*[Text("" if r.get(c) is None else printable(str(r.get(c)))) for c in columns])
+        Console(file=out, width=None if out.isatty() else 160).print(t)
+    out.flush()
+
+
+def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
+            folders: int = typer.Option(20, "--folders", min=0, help="How many folders to list (most flagged first).")):
+    """Counts per verdict, per error code and per folder, and the runs in the store.
+
+    Example: aiidetect results summary --db audit.sqlite --format json
+    """
+    with _open(db) as store:
+        ids = _runs(store, run)
+        s = store.summary(ids, top_folders=folders)
+        runs = [r for r in store.runs() if r["run_id"] in ids]
+    s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
+                        for r in runs]
+    if fmt is Format.json:
+        typer.echo(json.dumps(s, indent=2))
+        raise typer.Exit(EXIT_OK)
+    # Flat rows for jsonl/csv/table: one per (section, key).
+    rows = [{"section": "verdict", "key": k, "files": v} for k, v in sorted(s["verdicts"].items())]
+    rows += [{"section": "error", "key": k, "files": v} for k, v in s["errors"].items()]
+    rows += [{"section": "folder", "key": f["folder"], "files": f["files"], "ai-generated": f["ai-generated"],
+              "uncertain": f["uncertain"], "likely-real": f["likely-real"], "error": f["error"]} for f in s["folders"]]
+    rows += [{"section": "run", "key": r["run_id"], "files": r["files"], "detectors": r["detectors"],
+              "sessions": r["sessions"]} for r in s["run_details"]]
+    cols = ["section", "key", "files", "ai-generated", "uncertain", "likely-real", "error", "detectors", "sessions"]
+    _rows_out(rows, cols, fmt, title=f"{s['files']} files in {db}"
+                                     + (f" ({s['folders_total']} folders, top {len(s['folders'])} shown)"
+                                        if s["folders_total"] else ""))
+    raise typer.Exit(EXIT_OK)
+
+
+def export(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
+           verdict: Optional[List[str]] = typer.Option(None, "--verdict",
+                                                       help="Only these verdicts: ai, uncertain, real, error "
+                                                            "(comma-separated or repeated)."),
+           fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported.")):
+    """The stored records, exactly as `scan` printed them (json, jsonl, csv, table).
+
+    Examples: aiidetect results export --db audit.sqlite --verdict ai,uncertain -f csv > flagged.csv
+              aiidetect results export --db audit.sqlite -f jsonl | jq .
+    """
+    from ..report import make_writer
+    from ..store import record_from_dict
+
+    wanted = []
+    for v in verdict or []:
+        for x in (y.strip() for y in v.split(",") if y.strip()):
+            if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
+                fail(f"--verdict takes {', '.join(VERDICT_ALIASES)}; got {x}")
+            wanted.append(VERDICT_ALIASES.get(x, x))
+    n = 0
+    with _open(db) as store:
+        ids = _runs(store, run)
+        names: list[str] = []
+        for r in store.runs():
+            if r["run_id"] in ids:
+                names += [x for x in r["detectors"].split(",") if x and x not in names]
+        try:
+            writer = make_writer(fmt.value, sys.stdout, names)
+            for row in store.iter_rows(ids, wanted, columns=("record",)):
+                writer.write(record_from_dict(json.loads(row["record"])))
+                n += 1
+            writer.close(None)
+        except BrokenPipeError:
+            sys.stderr.close()
+    raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
+
+
+def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
+            run: Optional[str] = RunOpt):
+    """The store's results table as Parquet (one row per file and run; the full record as a JSON
+    column), for pandas, Polars, DuckDB or Spark. Needs pyarrow (installed with the ray extra).
+
+    Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
+    """
+    from ..store import write_parquet
+
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        fail("results parquet needs pyarrow: pip install pyarrow (or 'aiidetect[ray]')")
+    with _open(db) as store:
+        n = write_parquet(store, _runs(store, run), out)
+    typer.echo(f"wrote {n} rows to {out}", err=True)
+    raise typer.Exit(EXIT_OK)
+
+
+def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
+    """The files that could not be scanned, and why (error code and message).
+
+    Example: aiidetect results failed --db audit.sqlite -f csv > failed.csv
+    """
+    cols = ["file", "error_code", "error_message", "size", "scanned_at", "run_id"]
+    with _open(db) as store:
+        ids = _runs(store, run)
+        try:
+            _rows_out(store.iter_rows(ids, ["error"], columns=tuple(cols)), cols, fmt)
+        except BrokenPipeError:
+            sys.stderr.close()
+    raise typer.Exit(EXIT_OK)
+
+
+def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (created if missing)."),
+          sources: List[Path] = typer.Argument(..., help="Stores to copy in (e.g. one per shard)."),
+          fmt: Format = FmtOpt):
+    """Merge results stores (one per --shard, machine or session) into one.
+
+    A file present in several keeps the row scanned last; shards of one run never overlap.
+    Example: aiidetect results merge --db audit.sqlite shard1.sqlite shard2.sqlite shard3.sqlite
+    """
+    import sqlite3
+
+    from ..store import StoreError, merge_stores
+
+    for s in sources:
+        if not s.exists():
+            fail(f"no results store at {s}")
+        if s.resolve() == db.resolve():
+            fail(f"{s} is the target store itself")
+    try:
+        rows = merge_stores(db, sources)
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        fail(f"merge failed (nothing of the failing source was kept): {exc}")
+    _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
+    raise typer.Exit(EXIT_OK)
+
+
+def register(apps) -> None:
+    results_app.command("summary")(summary)
+    results_app.command("export")(export)
+    results_app.command("failed")(failed)
+    results_app.command("merge")(merge)
+    results_app.command("parquet")(parquet)
+    apps["root"].add_typer(results_app, name="results")

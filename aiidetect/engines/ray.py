@@ -1,0 +1,197 @@
+"""`aiidetect scan --engine ray`: the same Pipeline, spread over a Ray cluster with Ray Data.
+
+Imported only when asked for; Ray is the `ray` extra (`pip install "aiidetect[ray]"`).
+
+    file list (a Dataset of (index, path), one window at a time)
+      -> map_batches(decode stage)   CPU tasks: read, hash, decode, preprocess, metadata detector
+                                     (Pipeline.decoder_half().decode_many: the library's own code)
+      -> map_batches(_ModelStage)    an actor pool; each actor builds the detectors once (backbone and
+                                     heads) and runs Pipeline.complete: features, heads, fusion
+      -> records, in input order, back to the driver (writers, results store)
+
+Runs with no model detector (`-d metadata`) skip the actor pool: fusion runs in the CPU tasks.
+The result cache (a local SQLite file) is not used by this engine; the results store (`--db`)
+is, on the driver: unchanged files are skipped before anything is sent to the cluster.
+See docs/scale.md for clusters, weights on every node, and sizing.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from ..discover import Candidate
+from ..records import Record
+
+# Paths handed to Ray per dataset execution. One window's (index, path) rows are held by the
+# driver; actors start once per window, so larger windows amortise model loading.
+WINDOW = int(os.environ.get("AIIDETECT_RAY_WINDOW", "50000"))
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed or the cluster cannot be reached: a fatal, explained error."""
+
+
+@dataclass
+class ModelSpec:
+    """What an actor needs to build the same detectors as the driver (picklable:
+    no built backbone travels; each actor builds its own once)."""
+
+    families: list[str]
+    ctx: dict[str, Any]
+    fusion_model: dict[str, Any] | None
+    batch_size: int
+    limits: Any
+
+    def build(self):
+        from ..detectors import RunContext, create_detectors
+        from ..pipeline import Pipeline
+
+        ctx = RunContext(**self.ctx)
+        dets = create_detectors(self.families, ctx)
+        return Pipeline(dets, self.fusion_model, batch_size=self.batch_size, workers=1, limits=self.limits)
+
+
+def _ctx_fields(ctx) -> dict[str, Any]:
+    return {"backbone_spec": ctx.backbone_spec, "device": ctx.device, "dtype": ctx.dtype,
+            "weights_dirs": list(ctx.weights_dirs), "runtime": ctx.runtime, "onnx_dir": ctx.onnx_dir,
+            "options": dict(ctx.options)}
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RayUnavailable(f"--engine ray needs Ray Data: pip install 'aiidetect[ray]' ({exc})") from None
+    return ray
+
+
+def _connect(ray, address: str | None) -> None:
+    if ray.is_initialized():
+        return  # a caller (a test, a notebook) started Ray already
+    try:
+        # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
+        # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
+        hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
+                "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
+        raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
+                             f"{type(exc).__name__}: {exc}{hint}") from None
+
+
+class _ModelStage:
+    """One per actor: the backbone and heads are built once, then batch after batch."""
+
+    def __init__(self, spec: ModelSpec, threads: int):
+        try:
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+        except ImportError:
+            pass
+        self.pipe = spec.build()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        samples = [pickle.loads(b) for b in batch["sample"]]
+        recs = self.pipe.complete(samples)
+        return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+
+
+def _decode_stage(half, finish: bool):
+    """The CPU task body; with finish (no model detectors) it completes the records too."""
+    def fn(batch: dict[str, Any]) -> dict[str, Any]:
+        cands = [pickle.loads(b) for b in batch["cand"]]
+        samples = half.decode_many(cands, batch["i"])
+        if finish:
+            recs = half.complete(samples)
+            return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+        for s in samples:
+            s.data = None  # the per-file detectors have read the bytes; the model needs pixels only
+            if not half.keep_image:
+                s.image = None
+        return {"i": batch["i"], "sample": [pickle.dumps(s, protocol=5) for s in samples]}
+    return fn
+
+
+def _dump(rec: Record) -> str:
+    return json.dumps(rec.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+
+
+def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
+        actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
+        window: int | None = None) -> Iterator[Record]:
+    """Records for `candidates`, in order, computed on Ray. `pipe` is the
+    driver's Pipeline (its settings, statistics and results-store hook);
+    families and ctx say how each actor builds the same detectors. Connects
+    before returning, so a missing Ray or an unreachable cluster raises
+    RayUnavailable here, before any output."""
+    ray = _import_ray()
+    _connect(ray, address)
+    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
+
+
+def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
+    from ..pipeline import Pipeline
+    from ..store import record_from_dict
+
+    data_ctx = ray.data.DataContext.get_current()
+    data_ctx.execution_options.preserve_order = True  # records come back in input order, like the local engine
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    has_model = bool(pipe.groups)
+    use_gpu = has_model and gpus >= 1 and ctx.device in ("auto", "cuda")
+    if actor_gpus is None:
+        actor_gpus = 1.0 if use_gpu else 0.0
+    if actor_cpus is None:
+        # Half of the smallest node: an actor must fit on one node, and the other half decodes.
+        node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        smallest = min([c for c in node_cpus if c > 0] or [cpus])
+        actor_cpus = float(os.environ.get("AIIDETECT_RAY_ACTOR_CPUS", 1 if use_gpu else max(1, int(smallest) // 2)))
+    if actors is None:
+        env = os.environ.get("AIIDETECT_RAY_ACTORS")
+        actors = int(env) if env else (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus))))
+    # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
+    # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
+    half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
+                                                          pipe.limits)
+    spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
+    window = window or WINDOW
+    it = iter(candidates)
+    base = 0
+    while True:
+        chunk = list(itertools.islice(it, window))
+        if not chunk:
+            break
+        todo = []
+        for k, c in enumerate(chunk):
+            done = pipe.prior(c.path) if (pipe.prior is not None and c.error is None) else None
+            if done is not None:
+                # Unchanged since an earlier run: nothing goes to the cluster for it.
+                pipe.stats.resumed += 1
+                pipe.count(done)
+                yield done
+            else:
+                todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
+        base += len(chunk)
+        if not todo:
+            continue
+        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // pipe.batch_size, 4 * int(cpus))))
+        if has_model:
+            ds = ds.map_batches(_decode_stage(half, False), batch_size=pipe.batch_size, num_cpus=1,
+                                batch_format="numpy")
+            ds = ds.map_batches(_ModelStage, fn_constructor_args=(spec, int(actor_cpus)),
+                                batch_size=pipe.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                                num_cpus=actor_cpus,
+                                num_gpus=actor_gpus, batch_format="numpy")
+        else:
+            ds = ds.map_batches(_decode_stage(half, True), batch_size=pipe.batch_size, num_cpus=1,
+                                batch_format="numpy")
+        for row in ds.iter_rows():
+            rec = record_from_dict(json.loads(row["record"]))
+            pipe.count(rec)
+            yield rec

@@ -1,0 +1,487 @@
+"""The results store: every record of an audit in one plain SQLite file.
+
+`aiidetect scan PATH... --db audit.sqlite` writes one row per file and run,
+committed in batches, so `kill -9` loses at most the rows of the batch in
+flight. Re-running the same command resumes: a file whose path, size and
+mtime already have a row for an *equivalent run* (same detector identities,
+decode settings and fusion head, see `run_identity`) gets its stored record
+back without being opened; a changed file is scanned again and its row
+replaced. The results table is keyed by (run, path), so a file is in a run
+exactly once however often the scan is interrupted.
+
+Tables (docs/scale.md shows queries):
+
+- ``runs``: one row per distinct run identity; ``identity`` and ``options`` as JSON.
+- ``sessions``: one row per invocation that wrote into a run (host, pid, shard, engine,
+  start/end, files written and resumed): the audit trail of who scanned what when.
+- ``results``: (run_id, path) -> size, mtime_ns, sha256, verdict, p_ai, error code and
+  message, fusion model, folder, the session that wrote it, and the full record as JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .records import DetectorResult, ErrorInfo, Evidence, Record
+
+STORE_VERSION = "1"
+# Failures whose cause can go away without the file changing: scanned again on every resume.
+RETRY_CODES = frozenset({"unreadable", "internal-error"})
+_RESULT_KEYS = ("status", "p_ai", "score", "score_kind", "reason", "evidence")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    options TEXT NOT NULL,
+    detectors TEXT NOT NULL,
+    fusion_model TEXT,
+    aiidetect_version TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    host TEXT, pid INTEGER, shard TEXT, engine TEXT, argv TEXT,
+    started_at TEXT NOT NULL, finished_at TEXT,
+    files_written INTEGER DEFAULT 0, files_resumed INTEGER DEFAULT 0,
+    status TEXT DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    file TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    sha256 TEXT,
+    verdict TEXT NOT NULL,
+    p_ai REAL,
+    error_code TEXT,
+    error_message TEXT,
+    fusion_model TEXT,
+    session_id INTEGER,
+    scanned_at TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (run_id, path)
+);
+CREATE INDEX IF NOT EXISTS results_verdict ON results (run_id, verdict);
+CREATE INDEX IF NOT EXISTS results_sha ON results (sha256);
+"""
+
+_RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256", "verdict", "p_ai", "error_code",
+                "error_message", "fusion_model", "session_id", "scanned_at", "record")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or is not an aiidetect results store."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def path_key(path: str) -> str:
+    """The stored key of a file: absolute and normalised, so `./a.jpg` and `a.jpg`
+    from the same folder resume each other. SQLite text is UTF-8, so a name that
+    is not (docs/schema.md, file_bytes) is kept as its display form plus the
+    base64 of its exact bytes: unique, stable, and still readable in a query."""
+    key = os.path.normpath(os.path.abspath(path))
+    from .report.safe import display_path, path_bytes_b64
+
+    raw = path_bytes_b64(key)
+    return key if raw is None else f"{display_path(key)}#b64:{raw}"
+
+
+# ---------------------------------------------------------------- records <-> JSON
+def record_from_dict(d: Mapping[str, Any]) -> Record:
+    """Inverse of Record.to_dict (the store keeps to_dict's output, so a resumed
+    record prints exactly as it did when it was scanned)."""
+    dets = {}
+    for name, r in (d.get("detectors") or {}).items():
+        dets[name] = DetectorResult(status=r["status"], p_ai=r.get("p_ai"), score=r.get("score"),
+                                    score_kind=r.get("score_kind"), reason=r.get("reason"),
+                                    evidence=[Evidence(**e) for e in r.get("evidence") or []],
+                                    extra={k: v for k, v in r.items() if k not in _RESULT_KEYS})
+    err = d.get("error")
+    file = d["file"]
+    if d.get("file_bytes"):  # a name that is not UTF-8: the exact bytes, so the record prints as it did
+        import base64
+        import os
+
+        file = os.fsdecode(base64.b64decode(d["file_bytes"]))
+    return Record(file=file, sha256=d.get("sha256"), size_bytes=d.get("size_bytes"), format=d.get("format"),
+                  width=d.get("width"), height=d.get("height"), verdict=d.get("verdict", "error"), p_ai=d.get("p_ai"),
+                  detectors=dets, reasons=list(d.get("reasons") or []),
+                  error=None if err is None else ErrorInfo(err["code"], err["message"]),
+                  image_info=dict(d.get("image") or {}), fusion=d.get("fusion"))
+
+
+def record_json(rec: Record) -> str:
+    # allow_nan=False: the store must hold JSON every reader parses; Record.to_dict already maps NaN to null.
+    return json.dumps(rec.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+
+
+# ---------------------------------------------------------------- identity
+def run_identity(pipeline, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What makes two scans equivalent: every detector's cache identity (head
+    checksums, backbone fingerprint, device, dtype, library versions), the
+    decode settings, the fusion head, and aiidetect's own source hash. A
+    detector that cannot state its identity (cache_identity() is None) is
+    described instead, with the source hash guarding against stale code."""
+    from dataclasses import asdict
+
+    from .result_cache import source_hash
+
+    dets = {}
+    for d in pipeline.detectors:
+        ident = d.cache_identity()
+        dets[d.name] = ident if ident is not None else {"describe": d.describe()}
+    fm = pipeline.fusion_model
+    return {"detectors": dets,
+            "decode": {"draft": pipeline.draft, "keep_image": pipeline.keep_image, "limits": asdict(pipeline.limits)},
+            "fusion": None if fm is None else hashlib.sha256(
+                json.dumps({k: v for k, v in fm.items() if k != "path"}, sort_keys=True, default=str).encode()
+            ).hexdigest(),
+            "source": source_hash(), **dict(extra or {})}
+
+
+def fusion_name(pipeline) -> str:
+    fm = pipeline.fusion_model
+    return "rules" if fm is None else str(fm.get("name") or fm.get("path") or "fusion")
+
+
+# ---------------------------------------------------------------- the store
+class ResultsStore:
+    """One SQLite file. Thread-safe (one connection behind a lock): the resume
+    lookup runs in decode worker threads, the writes in the scan's thread."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"no results store at {self.path}")
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                if self.path.parent and not self.path.parent.exists():
+                    raise StoreError(f"folder {self.path.parent} does not exist")
+                self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and "meta" not in tables:
+                    # Someone else's database: never add tables to it.
+                    self._db.close()
+                    raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (STORE_VERSION,))
+                self._db.commit()
+            ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
+        if ver is None or ver[0] != STORE_VERSION:
+            raise StoreError(f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- writing
+    def ensure_run(self, identity: Mapping[str, Any], options: Mapping[str, Any], detectors: Sequence[str],
+                   fusion_model: str) -> str:
+        from . import __version__
+
+        blob = json.dumps(identity, sort_keys=True, default=str)
+        run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
+                             (run_id, blob, json.dumps(dict(options), sort_keys=True, default=str),
+                              ",".join(detectors), fusion_model, __version__, _now()))
+            self._db.commit()
+        return run_id
+
+    def start_session(self, run_id: str, shard: str | None, engine: str, argv: Sequence[str] | None) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO sessions (run_id, host, pid, shard, engine, argv, started_at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, socket.gethostname(), os.getpid(), shard, engine,
+                 json.dumps(list(argv or [])), _now()))
+            self._db.commit()
+            return int(cur.lastrowid)
+
+    def finish_session(self, session_id: int, written: int, resumed: int, status: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE sessions SET finished_at=?, files_written=?, files_resumed=?, status=? "
+                             "WHERE session_id=?", (_now(), written, resumed, status, session_id))
+            self._db.commit()
+
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
+                                 f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+            self._db.commit()
+
+    def run_is_empty(self, run_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
+
+    def lookup(self, run_id: str, key: str) -> tuple[int, int, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT size, mtime_ns, record FROM results WHERE run_id=? AND path=?",
+                                   (run_id, key)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    # ---- reading (results command)
+    def runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.run_id, r.detectors, r.fusion_model, r.created_at, r.options, "
+                "(SELECT COUNT(*) FROM results x WHERE x.run_id=r.run_id), "
+                "(SELECT COUNT(*) FROM sessions s WHERE s.run_id=r.run_id) FROM runs r ORDER BY r.created_at"
+            ).fetchall()
+        return [{"run_id": r[0], "detectors": r[1], "fusion_model": r[2], "created_at": r[3],
+                 "options": json.loads(r[4]), "files": r[5], "sessions": r[6]} for r in rows]
+
+    def resolve_run(self, run: str | None) -> list[str]:
+        """--run PREFIX -> matching run ids; None -> every run."""
+        ids = [r["run_id"] for r in self.runs()]
+        if not run:
+            return ids
+        found = [i for i in ids if i.startswith(run)]
+        if not found:
+            raise StoreError(f"no run {run!r} in {self.path}; runs: {', '.join(ids) or 'none'}")
+        return found
+
+    def iter_rows(self, run_ids: Sequence[str], verdicts: Sequence[str] = (), columns: Sequence[str] = _RESULT_COLS,
+                  chunk: int = 1000) -> Iterator[dict[str, Any]]:
+        """Stream rows (ordered by run, path) without loading the table."""
+        where = [f"run_id IN ({','.join('?' * len(run_ids))})"]
+        args: list[Any] = list(run_ids)
+        if verdicts:
+            where.append(f"verdict IN ({','.join('?' * len(verdicts))})")
+            args += list(verdicts)
+        sql = f"SELECT {','.join(columns)} FROM results WHERE {' AND '.join(where)} ORDER BY run_id, path"
+        # A private cursor per call; fetchmany keeps memory at one chunk.
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute(sql, args)
+        while True:
+            with self._lock:
+                batch = cur.fetchmany(chunk)
+            if not batch:
+                break
+            for r in batch:
+                yield dict(zip(columns, r))
+
+    def summary(self, run_ids: Sequence[str], top_folders: int = 20) -> dict[str, Any]:
+        q = f"run_id IN ({','.join('?' * len(run_ids))})"
+        with self._lock:
+            verdicts = dict(self._db.execute(f"SELECT verdict, COUNT(*) FROM results WHERE {q} GROUP BY verdict",
+                                             run_ids).fetchall())
+            errors = dict(self._db.execute(f"SELECT error_code, COUNT(*) FROM results WHERE {q} AND error_code "
+                                           "IS NOT NULL GROUP BY error_code ORDER BY 2 DESC", run_ids).fetchall())
+            folders = self._db.execute(
+                f"SELECT folder, COUNT(*), SUM(verdict='ai-generated'), SUM(verdict='uncertain'), "
+                f"SUM(verdict='likely-real'), SUM(verdict='error') FROM results WHERE {q} GROUP BY folder "
+                f"ORDER BY SUM(verdict='ai-generated') DESC, COUNT(*) DESC, folder LIMIT ?",
+                (*run_ids, top_folders)).fetchall()
+            n_folders = self._db.execute(f"SELECT COUNT(DISTINCT folder) FROM results WHERE {q}", run_ids).fetchone()[0]
+        return {"store": str(self.path), "runs": list(run_ids), "files": sum(verdicts.values()),
+                "verdicts": verdicts, "errors": errors, "folders_total": n_folders,
+                "folders": [{"folder": f[0], "files": f[1], "ai-generated": f[2], "uncertain": f[3],
+                             "likely-real": f[4], "error": f[5]} for f in folders]}
+
+    # ---- merging
+    def merge_from(self, other: str | Path) -> dict[str, Any]:
+        """Copy another store's runs, sessions and results into this one. A
+        (run, path) present in both keeps the row scanned last; shards of one
+        run never overlap, so their merge reports no conflicts."""
+        other = Path(other)
+        src = ResultsStore(other, readonly=True)  # validates the version
+        src.close()
+        with self._lock:
+            db = self._db
+            db.execute("ATTACH DATABASE ? AS src", (str(other),))
+            try:
+                before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
+                conflicts = db.execute("SELECT COUNT(*) FROM src.results s JOIN results m "
+                                       "ON m.run_id=s.run_id AND m.path=s.path").fetchone()[0]
+                offset = db.execute("SELECT COALESCE(MAX(session_id), 0) FROM sessions").fetchone()[0]
+                db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
+                db.execute("INSERT INTO sessions SELECT session_id + ?, run_id, host, pid, shard, engine, argv, "
+                           "started_at, finished_at, files_written, files_resumed, status FROM src.sessions",
+                           (offset,))
+                cols = ",".join(_RESULT_COLS)
+                sel = ",".join(f"session_id + {int(offset)}" if c == "session_id" else c for c in _RESULT_COLS)
+                upd = ",".join(f"{c}=excluded.{c}" for c in _RESULT_COLS if c not in ("run_id", "path"))
+                db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
+                           f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "
+                           f"WHERE excluded.scanned_at > results.scanned_at")
+                db.commit()
+                after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except Exception:
+                db.rollback()
+                raise
+            finally:
+                db.execute("DETACH DATABASE src")
+        return {"source": str(other), "rows": incoming, "added": after - before, "conflicts": conflicts}
+
+
+# ---------------------------------------------------------------- one scan writing into the store
+@dataclass
+class _Pending:
+    key: str
+    size: int | None
+    mtime_ns: int | None
+
+
+class StoreSession:
+    """The bridge between a scan and the store: `prior(candidate)` answers the
+    resume question before the file is opened (called by Pipeline in decode
+    threads), `add(record)` queues the finished record and commits every
+    `batch` records or `interval` seconds."""
+
+    def __init__(self, store: ResultsStore, run_id: str, fusion_model: str, shard: str | None = None,
+                 engine: str = "local", argv: Sequence[str] | None = None, batch: int = 200,
+                 interval: float = 2.0, resume: bool = True):
+        self.store = store
+        self.run_id = run_id
+        self.fusion_model = fusion_model
+        self.batch = max(1, int(batch))
+        self.interval = interval
+        self.resume = resume
+        self.session_id = store.start_session(run_id, shard, engine, argv)
+        # A run with no rows yet has nothing to resume: skip one lookup per file.
+        self._nothing_stored = store.run_is_empty(run_id)
+        self._stat: dict[str, _Pending] = {}      # path -> stat taken before reading: in-flight files only
+        self._resumed: set[int] = set()           # id() of records handed back by prior(): in flight only
+        self._rows: list[tuple] = []
+        self._last = time.monotonic()
+        self.written = 0
+        self.resumed = 0
+
+    def prior(self, path: str) -> Record | None:
+        """The stored record of an unchanged file (path, size and mtime as
+        stored), or None when the file must be scanned. Only stats the file."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # let the reader report why
+        key = path_key(path)
+        if self.resume and not self._nothing_stored:
+            row = self.store.lookup(self.run_id, key)
+            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+                try:
+                    rec = record_from_dict(json.loads(row[2]))
+                except (ValueError, KeyError, TypeError):
+                    rec = None  # an unreadable row: scan again and replace it
+                if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
+                    rec = None  # a permission fixed or a bug fixed changes no mtime: always try again
+                if rec is not None:
+                    rec.file = path
+                    self._resumed.add(id(rec))
+                    return rec
+        self._stat[path] = _Pending(key, st.st_size, st.st_mtime_ns)
+        return None
+
+    def add(self, rec: Record) -> None:
+        if id(rec) in self._resumed:
+            self._resumed.discard(id(rec))
+            self.resumed += 1
+            return
+        p = self._stat.pop(rec.file, None)
+        if p is None:
+            # Not stat-ed before reading (a discovery error row): key it now; size/mtime stay unknown, so it is
+            # retried on resume (its cause may have been fixed).
+            p = _Pending(path_key(rec.file), None, None)
+        err = rec.error
+        from .report.safe import display_path
+
+        self._rows.append((self.run_id, p.key, display_path(rec.file), display_path(os.path.dirname(
+            os.path.normpath(os.path.abspath(rec.file)))), p.size, p.mtime_ns, rec.sha256,
+                           rec.verdict, rec.p_ai, err.code if err else None, err.message if err else None,
+                           self.fusion_model, self.session_id, _now(), record_json(rec)))
+        if len(self._rows) >= self.batch or time.monotonic() - self._last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        rows, self._rows = self._rows, []
+        self.store.write_rows(rows)
+        self.written += len(rows)
+        self._last = time.monotonic()
+
+    def close(self, status: str = "complete") -> None:
+        self.flush()
+        self.store.finish_session(self.session_id, self.written, self.resumed, status)
+
+
+def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shard: str | None = None,
+                 engine: str = "local", argv: Sequence[str] | None = None,
+                 batch: int = 200) -> StoreSession:
+    """Open (or create) the store and the run equivalent to this pipeline."""
+    store = ResultsStore(db_path)
+    run_id = store.ensure_run(run_identity(pipeline), options, [d.name for d in pipeline.detectors],
+                              fusion_name(pipeline))
+    return StoreSession(store, run_id, fusion_name(pipeline), shard=shard, engine=engine, argv=argv, batch=batch)
+
+
+def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict[str, Any]]:
+    with ResultsStore(target) as st:
+        return [st.merge_from(s) for s in sources]
+
+
+def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:
+    """Stream the results rows into a Parquet file, one row group per chunk
+    (memory stays at one chunk). Written to a temporary name, then renamed:
+    an interrupted export never leaves a truncated file under the real name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
+                        ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                        ("sha256", pa.string()), ("verdict", pa.string()), ("p_ai", pa.float64()),
+                        ("error_code", pa.string()), ("error_message", pa.string()),
+                        ("fusion_model", pa.string()), ("session_id", pa.int64()), ("scanned_at", pa.string()),
+                        ("record", pa.string())])
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    n = 0
+    with pq.ParquetWriter(str(tmp), schema) as w:
+        buf: list[dict[str, Any]] = []
+        for row in store.iter_rows(run_ids):
+            buf.append(row)
+            if len(buf) >= chunk:
+                w.write_table(pa.Table.from_pylist(buf, schema=schema))
+                n += len(buf)
+                buf = []
+        if buf:
+            w.write_table(pa.Table.from_pylist(buf, schema=schema))
+            n += len(buf)
+    os.replace(tmp, out)
+    return n

@@ -1,0 +1,72 @@
+"""--engine ray runs the library Pipeline on Ray Data and must give the records
+the local engine gives (records carry no timing fields, so they compare whole)."""
+from __future__ import annotations
+
+import pytest
+
+from aiidetect.discover import Candidate
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'aiidetect[ray]')")
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.weights import weights_dirs
+
+    files = [p for p in sorted(dev_dir.rglob("*")) if p.is_file() and p.suffix.lower() in (".jpg", ".png", ".bmp")]
+    picked = files[::max(1, len(files) // 60)][:60]
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    cands = [Candidate(str(p), explicit=True) for p in picked + [bad]] + [
+        Candidate(str(tmp_path / "gone.jpg"), explicit=True, error=("unreadable", "no such file or directory"))]
+
+    def make(fams=("metadata", "linear")):
+        ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype="float32",
+                         weights_dirs=weights_dirs([trained]))
+        fams = list(fams)
+        return Pipeline(create_detectors(fams, ctx), None, batch_size=8, workers=2), fams, ctx
+
+    pipe, _, _ = make()
+    assert any(d.name.startswith("linear:") and d.describe().get("status") != "unavailable" for d in pipe.detectors)
+    local = [r.to_dict() for r in pipe.run(cands)]
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        pipe2, fams, ctx = make()
+        # A small window: several dataset executions, so ordering across windows is exercised too.
+        remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=25)]
+        # No model to run (flow has no head here): the CPU tasks run the whole pipeline, and the
+        # unavailable detector must still be in every record.
+        pipe3, fams3, ctx3 = make(("metadata", "flow"))
+        light_local = [r.to_dict() for r in make(("metadata", "flow"))[0].run(cands)]
+        light_remote = [r.to_dict() for r in ray_engine.run(pipe3, cands, fams3, ctx3)]
+    finally:
+        ray.shutdown()
+    assert len(remote) == len(cands)
+    assert remote == local
+    assert light_remote == light_local
+    assert light_local[0]["detectors"]["flow"]["status"] == "unavailable"
+    assert pipe2.stats.files == len(cands) and pipe2.stats.errors == pipe.stats.errors
+    lin = [r["detectors"] for r in local if r["error"] is None]
+    assert all(next(v for k, v in d.items() if k.startswith("linear:"))["status"] == "ok" for d in lin)
+
+
+def test_ray_missing_is_an_explained_error(monkeypatch):
+    import builtins
+
+    from aiidetect.engines import ray as ray_engine
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ray_engine.RayUnavailable, match=r"aiidetect\[ray\]"):
+        ray_engine._import_ray()

@@ -1,0 +1,302 @@
+"""The results store (`scan --db`): exact round trips, resume after kill -9
+without reading finished files, sharding over N=3 and merging, and the
+`results` commands."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiidetect.discover import Candidate, iter_discover
+from aiidetect.records import DetectorResult, ErrorInfo, Evidence, Record
+from aiidetect.shard import in_shard, parse_shard, shard_of
+from aiidetect.store import ResultsStore, record_from_dict, record_json
+
+from conftest import jsonl, run_cli
+
+
+def _tiny_images(root: Path, n: int, folders: int = 10) -> list[Path]:
+    """n distinct 8x8 PNGs spread over `folders` sub-folders."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        d = root / f"f{i % folders:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"img{i:05d}.png"
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        return c.execute("SELECT path, session_id, sha256, verdict FROM results ORDER BY path").fetchall()
+
+
+def test_record_round_trip_is_exact():
+    rec = Record(file="a/b.jpg", sha256="ab" * 32, size_bytes=12, format="JPEG", width=3, height=4,
+                 verdict="uncertain", p_ai=0.5, reasons=["x (+0.10)"], image_info={"mode": "RGB", "frames": 1},
+                 detectors={"metadata": DetectorResult("ok", 0.25, -1.1, "llr", None,
+                                                       [Evidence("exif.camera", "real", 1.1, "cam", "EXIF", False,
+                                                                 {"make": "X"})], {"facts": {"k": [1, 2]}}),
+                            "mpft:dev": DetectorResult("ok", 0.9, 2.2, "logit", None, [],
+                                                       {"attribution": [{"label": "sd15", "p": 0.8}],
+                                                        "dtype": "bfloat16"}),
+                            "flow:x": DetectorResult.unavailable("no head")})
+    back = record_from_dict(json.loads(record_json(rec)))
+    assert back.to_dict() == rec.to_dict()
+    err = Record(file="c.png").set_error("decode-error", "truncated")
+    assert record_from_dict(json.loads(record_json(err))).to_dict() == err.to_dict()
+    assert record_from_dict(json.loads(record_json(err))).error == ErrorInfo("decode-error", "truncated")
+
+
+def test_store_round_trip_through_cli(tmp_path):
+    imgs = _tiny_images(tmp_path / "in", 30, folders=3)
+    (tmp_path / "in" / "f00" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    db = tmp_path / "audit.sqlite"
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0, r.stderr
+    scanned = jsonl(r.stdout)
+    assert len(scanned) == len(imgs) + 1
+    # export gives back exactly what scan printed
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    key = lambda d: d["file"]  # noqa: E731
+    assert sorted(jsonl(e.stdout), key=key) == sorted(scanned, key=key)
+    # summary answers without scanning
+    s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+    assert s.returncode == 0, s.stderr
+    summ = json.loads(s.stdout)
+    assert summ["files"] == 31 and summ["verdicts"].get("error") == 1 and summ["errors"] == {"decode-error": 1}
+    assert summ["folders_total"] == 3 and sum(f["files"] for f in summ["folders"]) == 31
+    f = run_cli("results", "failed", "--db", str(db), "-f", "csv")
+    rows = list(csv.DictReader(io.StringIO(f.stdout)))
+    assert [(Path(x["file"]).name, x["error_code"]) for x in rows] == [("broken.png", "decode-error")]
+    for fmt in ("table", "jsonl", "csv"):
+        assert run_cli("results", "summary", "--db", str(db), "-f", fmt).returncode == 0
+    assert run_cli("results", "export", "--db", str(db), "--verdict", "nonsense").returncode == 2
+    assert run_cli("results", "summary", "--db", str(tmp_path / "missing.sqlite")).returncode == 2
+    # the database is plain SQLite
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM results WHERE verdict='error'").fetchone()[0] == 1
+        assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_changed_options_make_a_new_run_and_changed_files_are_rescanned(tmp_path):
+    imgs = _tiny_images(tmp_path / "in", 6, folders=1)
+    db = tmp_path / "a.sqlite"
+    base = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert run_cli(*base).returncode == 0
+    # a changed file (new bytes, new mtime) is scanned again; the others are not
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(imgs[0])
+    r = run_cli(*base)
+    assert "5 unchanged since an earlier run" in r.stderr, r.stderr
+    rows = _rows(db)
+    assert len(rows) == 6 and sorted(s for _, s, _, _ in rows) == [1, 1, 1, 1, 1, 2]
+    # other decode limits -> another run: nothing is resumed across runs that are not equivalent
+    r = run_cli(*base, "--max-pixels", "1000000")
+    assert r.returncode == 0 and "unchanged" not in r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
+
+
+def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
+    n = 3000
+    imgs = _tiny_images(tmp_path / "in", n)
+    db = tmp_path / "audit.sqlite"
+    cmd = [sys.executable, "-m", "aiidetect", "scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache",
+           "--db", str(db), "-f", "jsonl", "-o", str(tmp_path / "first.jsonl"), "--quiet"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = 0
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and p.poll() is None:
+            if db.exists():
+                try:
+                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+                        done = c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                except sqlite3.Error:
+                    done = 0
+            if done > 0:
+                break
+            time.sleep(0.01)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    first = _rows(db)
+    k = len(first)
+    assert 0 < k < n, f"kill came too late or too early: {k} of {n} rows"
+    assert {s for _, s, _, _ in first} == {1}
+
+    # A finished file whose bytes change while size and mtime stay the same: if the re-run read it,
+    # its sha256 would change. It must not be read (the contract: path, size and mtime decide).
+    victim = Path(first[0][0])
+    st = victim.stat()
+    victim.write_bytes(victim.read_bytes()[:-1] + bytes([victim.read_bytes()[-1] ^ 0xFF]))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0, r.stderr
+    out = jsonl(r.stdout)
+    assert len(out) == n and len({d["file"] for d in out}) == n  # the report is complete again
+    assert f"{k} unchanged since an earlier run" in r.stderr, r.stderr
+    rows = _rows(db)
+    assert len(rows) == n and len({p for p, *_ in rows}) == n  # every file exactly once
+    assert {p for p, *_ in rows} == {os.path.abspath(p) for p in imgs}
+    by_path = {p: (s, sha) for p, s, sha, _ in rows}
+    # rows of the killed session are kept as they were; only the rest was scanned by the second session
+    assert all(by_path[p] == (1, sha) for p, _, sha, _ in first)
+    assert sum(1 for s, _ in by_path.values() if s == 2) == n - k
+    assert by_path[str(victim)][1] == first[0][2]  # not re-read
+    with sqlite3.connect(db) as c:
+        sessions = c.execute("SELECT session_id, status, files_written, files_resumed FROM sessions "
+                             "ORDER BY session_id").fetchall()
+    assert sessions[0][1] == "running"  # the killed one never finished
+    assert sessions[1] == (2, "complete", n - k, k)
+
+
+def test_shard_is_stable_and_validated():
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for bad in ("0/3", "4/3", "1/0", "a/b", "3"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+    # fixed value: the hash must not depend on the process (PYTHONHASHSEED) or the machine
+    assert shard_of("photos/IMG_0001.jpg", 3) == shard_of("photos/IMG_0001.jpg", 3)
+    code = "from aiidetect.shard import shard_of; print([shard_of(f'p/{i}.jpg', 7) for i in range(50)])"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
+    assert len(outs) == 1 and json.loads(outs.pop()) == [shard_of(f"p/{i}.jpg", 7) for i in range(50)]
+
+
+def test_three_shards_cover_every_file_once_and_merge(tmp_path):
+    imgs = _tiny_images(tmp_path / "in", 90, folders=3)
+    stores = []
+    for i in (1, 2, 3):
+        db = tmp_path / f"shard{i}.sqlite"
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
+                    "--shard", f"{i}/3", "-f", "jsonl", "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert all(shard_of(d["file"], 3) == i for d in jsonl(r.stdout))
+        stores.append(db)
+    per = [{p for p, *_ in _rows(db)} for db in stores]
+    assert all(per), "a shard got no file: the split is not spread"
+    assert sum(len(s) for s in per) == len(imgs) and set().union(*per) == {os.path.abspath(p) for p in imgs}
+    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), *map(str, stores), "-f", "json")
+    assert m.returncode == 0, m.stderr
+    assert [x["conflicts"] for x in json.loads(m.stdout)] == [0, 0, 0]
+    merged = _rows(tmp_path / "all.sqlite")
+    assert len(merged) == len(imgs) and len({p for p, *_ in merged}) == len(imgs)
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:
+        assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1  # same identity: one run
+        assert sorted(r[0] for r in c.execute("SELECT shard FROM sessions")) == ["1/3", "2/3", "3/3"]
+    # merging again changes nothing and reports every row as a conflict kept once
+    again = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(stores[0]), "-f", "json")
+    assert json.loads(again.stdout)[0]["added"] == 0 and len(_rows(tmp_path / "all.sqlite")) == len(imgs)
+    assert run_cli("scan", str(tmp_path / "in"), "--shard", "4/3").returncode == 2
+
+
+def test_lazy_discovery_dedups_without_listing(tmp_path):
+    imgs = _tiny_images(tmp_path / "in", 12, folders=2)
+    os.symlink(tmp_path / "in" / "f00", tmp_path / "in" / "zlink")       # a folder reached twice
+    os.link(imgs[1], tmp_path / "in" / "f00" / "hard.png")             # a file with two names
+    it, summ = iter_discover([str(imgs[0]), str(tmp_path / "in")])
+    first = next(it)
+    assert first.path == str(imgs[0]) and summ.skipped == 0  # nothing walked yet beyond what was asked
+    rest = list(it)
+    names = [c.path for c in [first] + rest]
+    assert len(names) == 12 and len(set(names)) == 12  # a hard link is the same file: one record
+    assert summ.duplicates == 2 + 7  # the named file and the hard link; every image behind the folder link
+
+
+def test_store_rejects_foreign_sqlite(tmp_path):
+    p = tmp_path / "other.sqlite"
+    with sqlite3.connect(p) as c:
+        c.execute("CREATE TABLE t (x)")
+    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--db", str(p))
+    assert r.returncode == 2 and "results store" in r.stderr
+    assert run_cli("results", "summary", "--db", str(p)).returncode == 2
+    with pytest.raises(Exception):
+        ResultsStore(tmp_path / "nofolder" / "x.sqlite")
+    assert list(in_shard([Candidate("a")], None))[0].path == "a"
+
+
+def test_engine_options_are_validated(tmp_path):
+    _tiny_images(tmp_path, 1, folders=1)
+    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
+    assert r.returncode == 2 and "--engine" in r.stderr
+    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--address", "auto")
+    assert r.returncode == 2 and "--engine ray" in r.stderr
+
+
+def test_unreadable_rows_are_retried_on_resume(tmp_path):
+    from aiidetect.store import StoreSession
+
+    st = ResultsStore(tmp_path / "s.sqlite")
+    f = tmp_path / "a.png"
+    f.write_bytes(b"x")
+    for code, retried in (("unreadable", True), ("decode-error", False)):
+        run = st.ensure_run({"k": code}, {}, ["metadata"], "rules")
+        s1 = StoreSession(st, run, "rules")
+        assert s1.prior(str(f)) is None
+        s1.add(Record(file=str(f), size_bytes=1).set_error(code, "x"))
+        s1.close()
+        s2 = StoreSession(st, run, "rules")
+        back = s2.prior(str(f))
+        assert (back is None) == retried, code
+        if back is not None:
+            assert back.error.code == code
+    st.close()
+
+
+def test_parquet_export(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    _tiny_images(tmp_path / "in", 12, folders=2)
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
+    r = run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    assert len(t) == 12 and {x["verdict"] for x in t} <= {"uncertain", "likely-real", "ai-generated"}
+    assert all(json.loads(x["record"])["sha256"] == x["sha256"] for x in t)
+    assert not (tmp_path / "a.parquet.partial").exists()
+
+
+def test_error_messages_keep_brackets(tmp_path):
+    # Paths and pip extras contain [brackets]; the one-line error must print them, not eat them as markup.
+    r = run_cli("scan", str(tmp_path / "[x]" / "a.jpg"))
+    assert r.returncode == 2 and "[x]" in r.stderr, r.stderr
+
+
+def test_store_keeps_hostile_names(tmp_path):
+    """A name that is not UTF-8, or that holds markup, is stored, resumed and
+    exported exactly as scan printed it, and shown literally in tables."""
+    root = tmp_path / "in"
+    imgs = _tiny_images(root, 2, folders=1)
+    os.rename(imgs[0], os.path.join(os.fsencode(root / "f00"), b"bad\xff\xfe.png"))
+    os.rename(imgs[1], root / "f00" / "[red]x.png")
+    (root / "f00" / "[bold]broken.png").write_bytes(b"\x89PNG\r\n\x1a\nno")
+    db = tmp_path / "a.sqlite"
+    r = run_cli("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0, r.stderr
+    scanned = jsonl(r.stdout)
+    assert len(scanned) == 3 and sum(1 for d in scanned if d["file_bytes"]) == 1
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    assert sorted(jsonl(e.stdout), key=lambda d: d["file"]) == sorted(scanned, key=lambda d: d["file"])
+    again = run_cli("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert again.returncode == 0, again.stderr
+    assert sorted(jsonl(again.stdout), key=lambda d: d["file"]) == sorted(scanned, key=lambda d: d["file"])
+    assert len(_rows(db)) == 3
+    t = run_cli("results", "failed", "--db", str(db))
+    assert t.returncode == 0 and "[bold]broken.png" in t.stdout, t.stdout
