@@ -52,6 +52,7 @@ class TrainConfig:
     mask_mode: str = "drop"             # drop tokens | replace with learned token
     mask_select: str = "sample"         # topk | sample (texture-proportional)
     mask_power: float = 1.0
+    texture_measure: str = "median-residual"  # tam.MEASURES; "laplacian" = the former measure
     # model
     adapter_mode: str = "lora"
     rank: int = 8
@@ -263,7 +264,7 @@ class MPFTTrainer:
         mask = None
         if cfg.mask_ratio > 0:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-            scores = texture_scores(x, self.bb.patch_size, self.bb.mean, self.bb.std)
+            scores = texture_scores(x, self.bb.patch_size, self.bb.mean, self.bb.std, cfg.texture_measure)
             mask = select_mask(scores, cfg.mask_ratio, cfg.mask_select, generator=g, power=cfg.mask_power)
         self.model.train()
         logit, attr = self.model.forward_masked(x, mask, cfg.mask_mode)
