@@ -65,7 +65,7 @@ def trained(tmp_path_factory, backbone):
     items = build_easy_task(root / "data")
     aug = AugmentConfig.none()
     aug.guard = True  # both classes re-encoded as JPEG q90-100: the artifact must survive it
-    cfg = TrainConfig(steps=24, batch_size=8, val_fraction=0.25, seed=0, mask_ratio=0.3, mask_mode="drop",
+    cfg = TrainConfig(steps=24, batch_size=8, val_fraction=0.4, seed=0, mask_ratio=0.3, mask_mode="drop",
                       mask_select="sample", eval_every=8, lr=5e-3, lr_head=5e-3, augment=aug)
     res = train_mpft(backbone, items, cfg, root / "weights" / "easy", "easy", show_progress=False)
     return res, items, root
@@ -74,7 +74,9 @@ def trained(tmp_path_factory, backbone):
 def test_learns_easy_task(trained):
     res, items, _ = trained
     v = res.manifest["metrics"]["validation"]
-    assert v["n"] == 9  # 5 real + 2 per generator (stratified 25 %)
+    assert v["n"] == 8  # report split: half of 40 % held out, stratified per generator
+    assert res.manifest["metrics"]["selection"]["n"] == 8
+    assert res.manifest["calibration"]["fitted_on"] == "selection split"
     assert v["accuracy"] >= 0.9, res.history
     assert v["auc"] >= 0.95
     # attribution separates the two planted periods from real
@@ -114,7 +116,7 @@ def test_manifest_and_artifact(trained, backbone):
     assert m["detector"] == "mpft" and m["labels"] == ["real", "upsample-x2", "upsample-x4"]
     assert m["backbone"]["fingerprint"] == backbone.fingerprint
     assert m["calibration"]["method"] == "temperature" and m["calibration"]["temperature"] > 0
-    assert m["data"]["train"]["n"] == 31 and m["preprocessing"]["mode"] == "center-crop"
+    assert m["data"]["train"]["n"] == 24 and m["preprocessing"]["mode"] == "center-crop"
     assert m["params"]["adapter"]["mode"] == "lora"
     assert not (d / "checkpoint.pt").exists()
     from safetensors.torch import load_file
@@ -211,3 +213,33 @@ def test_resume_continues_the_same_run(tmp_path, backbone):
     resumed.fit()
     a, b = full.model.trainable_state(), resumed.model.trainable_state()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_selection_and_report_splits_are_disjoint(tmp_path, backbone):
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "d", n_src=3)
+    tr = MPFTTrainer(backbone, items, TrainConfig(steps=1, val_fraction=0.5, augment=AugmentConfig.none()),
+                     tmp_path / "h", "s", show_progress=False)
+    parts = [{i.path for i in x} for x in (tr.train_items, tr.val_items, tr.report_items)]
+    assert all(parts) and sum(map(len, parts)) == len(items) == len(set.union(*parts))
+    for part in (tr.val_items, tr.report_items):  # stratified: every class in both held-out parts
+        assert {i.generator for i in part} == {"real", "upsample-x2", "upsample-x4"}
+    tr._pool.shutdown(wait=False)
+
+
+def test_one_class_selection_split_is_recorded_not_fitted(tmp_path, backbone):
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import TrainConfig, train_mpft
+    from aiidetect.train.data import Item
+
+    items = build_easy_task(tmp_path / "d", n_src=3)
+    reals = [i for i in items if i.label == 0]
+    fakes = [i for i in items if i.label == 1][:2]  # too few AI images to hold any out
+    res = train_mpft(backbone, reals + [Item(f.path, 1, "gen") for f in fakes],
+                     TrainConfig(steps=1, batch_size=4, val_fraction=0.2, augment=AugmentConfig.none()),
+                     tmp_path / "h", "one", show_progress=False)
+    cal = res.manifest["calibration"]
+    assert cal["fitted_on"] is None and cal["temperature"] == 1.0
+    assert "only real images" in cal["not_fitted"]

@@ -122,20 +122,23 @@ def train_mpft_cmd(
         fail(str(exc))
     m = res.manifest
     summary = {"head": str(res.head_dir), "name": m["name"], "detector": f"mpft:{m['name']}", "labels": m["labels"],
-               "n_train": m["data"]["train"]["n"], "n_val": m["data"]["validation"]["n"],
+               "n_train": m["data"]["train"]["n"], "n_selection": m["data"]["selection"]["n"],
+               "n_val": m["data"]["validation"]["n"],
                "trainable_parameters": m["params"]["trainable_parameters"], "calibration": m["calibration"],
                "metrics": {k: v for k, v in m["metrics"].items() if k != "history"},
                "seconds": round(time.time() - t0, 1)}
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_val']} val "
-                   f"images, {summary['trainable_parameters']} trained parameters, {summary['seconds']} s)")
+        typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_selection']} selection "
+                   f"/ {summary['n_val']} report images, {summary['trainable_parameters']} trained parameters, {summary['seconds']} s)")
         v = summary["metrics"].get("validation")
         if v:
             typer.echo("  validation: " + ", ".join(f"{k}={round(x, 4) if isinstance(x, float) else x}"
                                                     for k, x in v.items()))
-        typer.echo(f"  temperature: {summary['calibration']['temperature']:.4g}")
+        cal = summary["calibration"]
+        typer.echo(f"  temperature: {cal['temperature']:.4g}"
+                   + (f" (fitted on the {cal['fitted_on']})" if cal.get("fitted_on") else f" ({cal.get('not_fitted')})"))
 
 
 def register(apps) -> None:

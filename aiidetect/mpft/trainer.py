@@ -183,15 +183,21 @@ class MPFTTrainer:
         self._log = log or (lambda msg: None)
         self.spec = make_spec(cfg.preprocess_mode, backbone.image_size, backbone.mean, backbone.std)
         chosen = few_shot(items, cfg.shots, seed=cfg.seed, by=cfg.shots_by)
-        tr, va = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
+        tr, held = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
+        # Held-out images are split again: the "selection" part picks the best
+        # state and fits the temperature; the "report" part is scored once at
+        # the end, so the manifest's validation numbers are not chosen on the
+        # very images they are measured on.
+        sel, rep = split_train_val(held, 0.5, seed=cfg.seed + 1)
         self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log)
-        self.val_items, self.val_imgs, sk2 = load_images(va, self.spec, cfg.workers, self._log)
-        self.skipped = sk1 + sk2
+        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log)
+        self.report_items, self.report_imgs, sk3 = load_images(rep, self.spec, cfg.workers, self._log)
+        self.skipped = sk1 + sk2 + sk3
         if not self.train_items:
             raise ValueError("no readable training images")
         if len({i.label for i in self.train_items}) < 2:
             raise ValueError("training needs both real and AI images")
-        gens = sorted({i.generator for i in self.train_items + self.val_items if i.label == 1})
+        gens = sorted({i.generator for i in self.train_items + self.val_items + self.report_items if i.label == 1})
         self.labels = ["real"] + gens
         self.label_index = {g: k for k, g in enumerate(self.labels)}
         with torch.random.fork_rng(devices=[]):
@@ -370,16 +376,34 @@ class MPFTTrainer:
             self.model.load_trainable_state({k: v.to(self.device) for k, v in self.best["state"].items()})
         cal: dict[str, Any] = {"method": "temperature", "temperature": 1.0, "fitted_on": None}
         metrics: dict[str, Any] = {}
+        t = 1.0
         if self.val_items:
-            z, a = self.predict_images(self.val_imgs)
+            z, _ = self.predict_images(self.val_imgs)
             y = np.array([i.label for i in self.val_items])
-            t = fit_temperature(z, y)
-            cal = {"method": "temperature", "temperature": t, "fitted_on": "validation split", "n": int(len(y))}
-            ya = np.array([self.label_index[i.generator] for i in self.val_items])
-            metrics = {"validation": {**binary_metrics(z, y, t),
-                                      "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
-                                      "best_step": self.best["step"] if self.best else self.step},
-                       "validation_uncalibrated": binary_metrics(z, y)}
+            classes = sorted({int(v) for v in y})
+            if len(classes) == 2:
+                t = fit_temperature(z, y)
+                cal = {"method": "temperature", "temperature": t, "fitted_on": "selection split", "n": int(len(y))}
+            else:
+                cal["not_fitted"] = (f"the selection split has only {'AI' if classes == [1] else 'real'} images "
+                                     f"({len(y)}); temperature left at 1.0")
+            metrics["selection"] = {**binary_metrics(z, y), "used_for": "best-state choice and temperature",
+                                    "best_step": self.best["step"] if self.best else self.step}
+        else:
+            cal["not_fitted"] = "no held-out images (--val-fraction 0 or too little data); temperature left at 1.0"
+        if self.report_items:
+            z, a = self.predict_images(self.report_imgs)
+            y = np.array([i.label for i in self.report_items])
+            ya = np.array([self.label_index[i.generator] for i in self.report_items])
+            v = {**binary_metrics(z, y, t), "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
+                 "split": "report (never used for selection or calibration)"}
+            if len(set(y.tolist())) < 2:
+                v["note"] = f"the report split has one class only ({len(y)} images): no AUC"
+            metrics["validation"] = v
+            metrics["validation_uncalibrated"] = binary_metrics(z, y)
+        else:
+            metrics["validation"] = {"n": 0, "note": "no report split: too few held-out images "
+                                                     "(each generator needs 2+ held-out images)"}
         tensors = {k: v.detach().float().cpu() for k, v in self.model.trainable_state().items()}
         cfg = self.cfg.to_dict()
         manifest = {
@@ -393,7 +417,8 @@ class MPFTTrainer:
             "threshold": 0.5,
             "metrics": {**metrics, "history": self.history},
             "data": {"sources": self.sources, "train": summarize(self.train_items),
-                     "validation": summarize(self.val_items) if self.val_items else {"n": 0},
+                     "selection": summarize(self.val_items) if self.val_items else {"n": 0},
+                     "validation": summarize(self.report_items) if self.report_items else {"n": 0},
                      "skipped_unreadable": len(self.skipped)},
             "source": "aiidetect train mpft",
             "license": "trained weights inherit the terms of the training data and backbone",
