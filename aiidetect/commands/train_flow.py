@@ -131,7 +131,9 @@ def train_flow_cmd(
     m = manifest["metrics"]
     cal = manifest["calibration"]
     summary = {"head": str(out_dir), "name": head_name, "data": manifest["data"], "metrics": m,
-               "calibration": cal, "seconds": round(time.time() - t0, 1)}
+               "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
+    for w in summary["warnings"]:
+        err.print(f"warning: {w}", style="yellow", highlight=False)
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -148,6 +150,8 @@ def train_flow_cmd(
         typer.echo("  held-out AUROC per proxy kind: " + ", ".join(f"{k}={_f(v)}" for k, v in m["per_kind_auroc_val"].items()))
     typer.echo(f"  calibration: threshold z={cal['threshold_z']:.3f} for FPR {cal['fpr']} on {cal['n_real']} held-out "
                f"reals (achieved {cal['achieved_fpr']:.3f}), slope {cal['slope']:.3f}")
+    for w in summary["warnings"]:
+        typer.echo(f"  warning: {w}")
     if "ai_validation" in m:
         a = m["ai_validation"]
         typer.echo(f"  AI validation ({a['n']} images, not trained on): AUROC {_f(a['auroc_real_val_vs_ai'])}, "
