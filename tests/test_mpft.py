@@ -243,3 +243,45 @@ def test_one_class_selection_split_is_recorded_not_fitted(tmp_path, backbone):
     cal = res.manifest["calibration"]
     assert cal["fitted_on"] is None and cal["temperature"] == 1.0
     assert "only real images" in cal["not_fitted"]
+
+
+def test_open_set_rejection_threshold():
+    from aiidetect.mpft.trainer import UNKNOWN_GENERATOR, fit_rejection, open_set_label
+
+    labels = ["real", "a", "b"]
+    rng = np.random.default_rng(0)
+    sure = np.c_[np.zeros(100), rng.normal(4, 0.5, 100), np.zeros(100)]  # known generator "a", confident
+    t = fit_rejection(sure, labels, accept=0.95)
+    kept = [open_set_label(row, labels, t)[0] for row in sure]
+    assert kept.count("a") >= 95 and set(kept) <= {"a", UNKNOWN_GENERATOR}
+    # an image the head cannot place between the generators: unknown, not the nearest known one
+    label, p = open_set_label(np.array([0.0, 1.0, 1.0]), labels, t)
+    assert label == UNKNOWN_GENERATOR and p == pytest.approx(0.5)
+    assert open_set_label(np.array([0.0, 1.0, 1.0]), labels, None)[0] in ("a", "b")  # no threshold: closed set
+
+
+def test_trained_head_has_a_calibrated_open_set_threshold(trained, backbone):
+    res, _, _ = trained
+    att = res.manifest["attribution"]
+    assert att["fitted_on"] == "selection split" and 0 < att["reject_below"] <= 1
+    assert "open_set" in res.manifest["metrics"]["validation"]
+
+
+def test_recipes_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import layouts as L
+    from aiidetect.cli import app
+
+    data = L.genimage_nested(tmp_path / "gi")
+    for recipe, check in (("paper", lambda t: t["augment"]["guard"] is False and t["augment"]["p_crop"] == 0
+                           and t["augment"]["p_jpeg"] == 0.1),
+                          ("clip-finetune", lambda t: t["adapter_mode"] == "full" and t["mask_ratio"] == 0.0)):
+        out = tmp_path / recipe
+        r = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", recipe, "--backbone-config", "tiny-vit",
+                                     "--out", str(out), "--steps", "1", "--batch-size", "4", "--workers", "1"])
+        assert r.exit_code == 0, r.output
+        t = json.loads((out / "manifest.json").read_text())["params"]["training"]
+        assert t["recipe"] == recipe and check(t), t
+    bad = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", "nope", "--backbone-config", "tiny-vit"])
+    assert bad.exit_code == 2

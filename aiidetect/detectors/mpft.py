@@ -65,8 +65,19 @@ class MPFTDetector(Detector):
             out.append(DetectorResult(
                 status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
                 extra={"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top],
-                       "dtype": self.backbone.dtype}))
+                       "generator": self._generator(a), "dtype": self.backbone.dtype}))
         return out
+
+    def _generator(self, attr_logits) -> dict[str, Any] | None:
+        """Open-set attribution: the likeliest generator if the head is sure
+        enough (its calibrated reject_below), else "unknown-generator"."""
+        from ..mpft.trainer import open_set_label
+
+        if len(self.labels) < 3 or int(np.argmax(attr_logits)) == 0:
+            return None  # one generator, or the head's top answer is "real"
+        t = (self.head.manifest.get("attribution") or {}).get("reject_below")
+        label, p = open_set_label(attr_logits, self.labels, t)
+        return {"label": label, "p_given_ai": round(p, 4), "reject_below": t}
 
     def cache_identity(self) -> dict[str, Any]:
         return head_identity(self, self.head, self.backbone)

@@ -62,6 +62,8 @@ class TrainConfig:
     train_norms: bool = False
     feature: str = "embed"
     attr_weight: float = 0.5            # loss = BCE(binary) + attr_weight * CE(attribution)
+    accept_known: float = 0.95          # open-set attribution: share of known-generator images kept
+    recipe: str = "project"             # recorded in the manifest: project | paper | clip-finetune
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 2                    # threads for decode / augmentation
 
@@ -166,6 +168,35 @@ def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 
 
         out["auc"] = float(roc_auc_score(y, z))
     return out
+
+
+UNKNOWN_GENERATOR = "unknown-generator"
+
+
+def generator_probs(attr_logits: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """(N, K) attribution logits over ["real", gen...] -> (N, K-1) softmax over the generators only:
+    which generator, given that the image is AI."""
+    a = np.asarray(attr_logits, dtype=np.float64)[:, 1:]
+    a = a - a.max(axis=1, keepdims=True)
+    e = np.exp(a)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_rejection(attr_logits: np.ndarray, labels: Sequence[str], accept: float = 0.95) -> float:
+    """Open-set threshold on the top generator probability: the (1 - accept)
+    quantile over AI images of known generators, so about `accept` of them keep
+    their label and anything less certain is called UNKNOWN_GENERATOR."""
+    top = generator_probs(attr_logits, labels).max(axis=1)
+    return float(np.quantile(top, 1.0 - accept, method="lower"))
+
+
+def open_set_label(attr_logits: np.ndarray, labels: Sequence[str], reject_below: float | None) -> tuple[str, float]:
+    """One image's (generator label or UNKNOWN_GENERATOR, top generator probability)."""
+    p = generator_probs(np.asarray(attr_logits, dtype=np.float64).reshape(1, -1), labels)[0]
+    k = int(np.argmax(p))
+    if reject_below is not None and p[k] < reject_below:
+        return UNKNOWN_GENERATOR, float(p[k])
+    return labels[1 + k], float(p[k])
 
 
 class MPFTTrainer:
@@ -345,6 +376,18 @@ class MPFTTrainer:
         # pick the checkpoint by validation AUC, then accuracy, then lower NLL
         return (m.get("auc") or 0.0, m.get("accuracy") or 0.0, -(m.get("nll") or 0.0))
 
+    def _open_set_report(self, a: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        t = self.attribution.get("reject_below")
+        ai = np.flatnonzero(y == 1)
+        if t is None or not len(ai):
+            return {}
+        got = [open_set_label(a[k], self.labels, t)[0] for k in ai]
+        truth = [self.report_items[k].generator for k in ai]
+        return {"open_set": {"n_ai": len(ai), "known_rejected": float(np.mean([g == UNKNOWN_GENERATOR for g in got])),
+                             "accuracy_of_accepted": (float(np.mean([g == tr for g, tr in zip(got, truth)
+                                                                     if g != UNKNOWN_GENERATOR]))
+                                                      if any(g != UNKNOWN_GENERATOR for g in got) else None)}}
+
     def fit(self) -> None:
         t0 = time.time()
         with _progress(self.show) as prog:
@@ -391,11 +434,23 @@ class MPFTTrainer:
                                     "best_step": self.best["step"] if self.best else self.step}
         else:
             cal["not_fitted"] = "no held-out images (--val-fraction 0 or too little data); temperature left at 1.0"
+        attribution: dict[str, Any] = {"unknown_label": UNKNOWN_GENERATOR, "reject_below": None,
+                                       "accept_known": self.cfg.accept_known}
+        sel_ai = [k for k, i in enumerate(self.val_items) if i.label == 1]
+        if len(self.labels) > 2 and sel_ai:
+            _, a_sel = self.predict_images([self.val_imgs[k] for k in sel_ai])
+            attribution.update(reject_below=fit_rejection(a_sel, self.labels, self.cfg.accept_known),
+                               fitted_on="selection split", n=len(sel_ai))
+        else:
+            attribution["not_fitted"] = ("one generator only: attribution has nothing to choose between"
+                                         if len(self.labels) <= 2 else "no AI images in the selection split")
+        self.attribution = attribution
         if self.report_items:
             z, a = self.predict_images(self.report_imgs)
             y = np.array([i.label for i in self.report_items])
             ya = np.array([self.label_index[i.generator] for i in self.report_items])
             v = {**binary_metrics(z, y, t), "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
+                 **self._open_set_report(a, y),
                  "split": "report (never used for selection or calibration)"}
             if len(set(y.tolist())) < 2:
                 v["note"] = f"the report split has one class only ({len(y)} images): no AUC"
@@ -414,6 +469,7 @@ class MPFTTrainer:
             "params": {**self.model.params(), "training": cfg,
                        "trainable_parameters": int(sum(v.numel() for v in tensors.values()))},
             "calibration": cal,
+            "attribution": self.attribution,
             "threshold": 0.5,
             "metrics": {**metrics, "history": self.history},
             "data": {"sources": self.sources, "train": summarize(self.train_items),
