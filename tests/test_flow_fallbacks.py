@@ -54,3 +54,20 @@ def test_every_proxy_failing_is_a_recorded_warning(photos, tmp_path, monkeypatch
     assert any("maximum likelihood on real photos alone" in w for w in m["warnings"]), m["warnings"]
     assert any("slope not fitted" in w for w in m["warnings"]), m["warnings"]
     assert "warning: no proxy could be made" in r.output  # the summary says it too
+
+
+def test_paper_recipe_is_unpaired_and_recorded(photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
+    out = tmp_path / "h"
+    r = CliRunner().invoke(app, ["train", "flow", "--real", str(photos), "--backbone-config", "tiny-vit",
+                                 "--recipe", "paper", "--out", str(out), "--steps", "3", "--blocks", "1",
+                                 "--hidden", "8", "--proxies-per-image", "1", "--proxy-kinds", "periodic_peaks",
+                                 "--no-cache"])
+    m = json.loads((out / "manifest.json").read_text()) if r.exit_code == 0 else None
+    # a head pointing the wrong way after 3 steps is refused (exit 2) rather than written: both are honest
+    assert r.exit_code == 0 or (r.exit_code == 2 and "more likely" in r.output), r.output
+    if m is not None:
+        assert m["params"]["fit"]["paired"] is False and "mean u(batch reals)" in m["params"]["objective"]

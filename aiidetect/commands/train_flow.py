@@ -47,6 +47,11 @@ def train_flow_cmd(
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
     linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
+    recipe: str = typer.Option("project", "--recipe",
+                               help="project (paired hinge: each proxy against its own source photo, shared noise) "
+                                    "| paper (unpaired: each proxy against the batch of real photos, independent "
+                                    "noise; see docs/detectors/clip-flow.md). "
+                                    "E.g. aiidetect train flow --real /data/photos --recipe paper"),
     margin: float = typer.Option(0.5, "--margin", help="Proxy hinge margin, nats per feature dimension."),
     real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
                                                                           "(0 = proxy hinge only)."),
@@ -79,6 +84,8 @@ def train_flow_cmd(
         kinds = parse_kinds(proxy_kinds)
     except ValueError as exc:
         fail(str(exc))
+    if recipe not in ("project", "paper"):
+        fail(f"--recipe must be project or paper, got {recipe!r}")
     if linear not in ("lu", "perm"):
         fail(f"--linear must be lu or perm, got {linear!r}")
     layer_list = _int_list(layers, "--layers")
@@ -109,7 +116,8 @@ def train_flow_cmd(
                           val_fraction=val_fraction, fpr=fpr, max_images=max_images, seed=seed, preprocess=prep,
                           blocks=blocks, hidden=hidden, linear=linear,
                           fit=FitConfig(steps=steps, batch=batch, lr=lr, real_weight=real_weight,
-                                        proxy_weight=proxy_weight, margin=margin, noise=noise, seed=seed))
+                                        proxy_weight=proxy_weight, margin=margin, noise=noise, seed=seed,
+                                        paired=recipe == "project"))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -58,6 +58,7 @@ class FitConfig:
     noise: float = 0.2           # std of Gaussian input noise, standardised units (shared by a photo and its proxy)
     grad_clip: float = 5.0
     seed: int = 0
+    paired: bool = True          # False: each proxy is compared with the batch's reals, not its own source photo
 
 
 def fit_flow(model, real, proxy=None, proxy_src=None, cfg: FitConfig | None = None,
@@ -101,18 +102,24 @@ def fit_flow(model, real, proxy=None, proxy_src=None, cfg: FitConfig | None = No
             idx = pool[torch.randint(len(pool), (min(cfg.batch, len(pool)),), generator=g)]
             x = real[idx]
             if use_proxy:
-                pick = offsets[idx] + (torch.rand(len(idx), generator=g) * counts[idx]).long()
-                x = torch.cat([x, proxy[flat[pick]]])
-            # the same noise vector for a photo and its proxy: it blurs *which photo* this is (against
-            # memorising the training set) but leaves the proxy-minus-photo difference intact
+                if cfg.paired:
+                    pick = flat[offsets[idx] + (torch.rand(len(idx), generator=g) * counts[idx]).long()]
+                else:
+                    pick = torch.randint(len(proxy), (len(idx),), generator=g)
+                x = torch.cat([x, proxy[pick]])
+            # paired: the same noise vector for a photo and its proxy: it blurs *which photo* this is
+            # (against memorising the training set) but leaves the proxy-minus-photo difference intact
             eps = torch.randn(len(idx), d, generator=g)
-            x = x + cfg.noise * std * (torch.cat([eps, eps]) if use_proxy else eps)
+            if use_proxy:
+                eps = torch.cat([eps, eps if cfg.paired else torch.randn(len(idx), d, generator=g)])
+            x = x + cfg.noise * std * eps
             u = -model(x) / d  # one pass for reals and their proxies
             u_real = u[: len(idx)]
             loss = cfg.real_weight * u_real.mean()
             if use_proxy:
                 u_proxy = u[len(idx):]
-                loss = loss + cfg.proxy_weight * torch.relu(cfg.margin - (u_proxy - u_real)).mean()
+                ref = u_real if cfg.paired else u_real.mean()
+                loss = loss + cfg.proxy_weight * torch.relu(cfg.margin - (u_proxy - ref)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -455,8 +462,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
             "fit": asdict(cfg.fit),
             "proxies": {"kinds": kinds, "per_image": cfg.proxies_per_image, "seed": cfg.seed,
                         "stage": "model input (after the preprocessing geometry)", "cache_key": PROXY_CACHE_VERSION},
-            "objective": "w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - u(its source real))), "
-                         "u = NLL/D nats; see docs/detectors/clip-flow.md",
+            "objective": ("w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - u(its source real))), "
+                          if cfg.fit.paired else
+                          "w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - mean u(batch reals))), ")
+                         + "u = NLL/D nats; see docs/detectors/clip-flow.md",
         },
         "score": {"kind": "flow-nll-z", "meaning": "(NLL - mean NLL of held-out reals) / their std; higher = less "
                                                    "like the real photos the flow was trained on"},
