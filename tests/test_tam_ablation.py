@@ -25,7 +25,8 @@ torch = pytest.importorskip("torch")
 
 S, P = 224, 16
 G = S // P
-AMP, TINT = 12.0, 6.0
+AMP, TINT = 16.0, 6.0       # trace amplitude, global tint (grey levels)
+NOISE, EDGE = 5.0, 90.0     # texture noise std, edge half-contrast
 
 
 def synth(rng: np.random.Generator, fake: bool, period: int) -> np.ndarray:
@@ -39,14 +40,14 @@ def synth(rng: np.random.Generator, fake: bool, period: int) -> np.ndarray:
         r, q = divmod(int(c), G)
         ang = rng.uniform(0, np.pi)
         side = (np.cos(ang) * (i - 7.5) + np.sin(ang) * (j - 7.5)) > 0
-        x[r * P:(r + 1) * P, q * P:(q + 1) * P] = np.where(side[..., None], base + 60, base - 60)
+        x[r * P:(r + 1) * P, q * P:(q + 1) * P] = np.where(side[..., None], base + EDGE, base - EDGE)
     if fake:
         x += np.array([TINT, 0.0, -TINT])
     h = period // 2
     trace = np.where((i // h + j // h) % 2 == 0, AMP, -AMP)[..., None]
     for c in tex:
         r, q = divmod(int(c), G)
-        t = rng.normal(0, 18, (P, P, 1)) + (trace if fake else 0.0)
+        t = rng.normal(0, NOISE, (P, P, 1)) + (trace if fake else 0.0)
         x[r * P:(r + 1) * P, q * P:(q + 1) * P] += t
     return np.clip(x, 0, 255).round().astype(np.uint8)
 
@@ -96,6 +97,7 @@ def test_tam_generalises_to_a_held_out_trace_better_than_no_mask(task):
     measure = os.environ.get("AIIDETECT_TAM_MEASURE", "median-residual")
     with_tam = held_out_auc(task, 0.3, measure)
     without = held_out_auc(task, 0.0, measure)
-    # measured (2 cores, torch CPU): TAM 1.00, no mask 0.88, TAM with the Laplacian measure 0.76
+    # measured here (torch CPU, 2 threads): TAM 0.996, no mask 0.887, TAM with the Laplacian measure 0.738
+    # (it hides the hard edges, which it scores above the fine texture, and leaves the trace visible)
     assert with_tam >= without + 0.05, (with_tam, without)
     assert with_tam >= 0.9, (with_tam, without)
