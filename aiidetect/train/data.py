@@ -196,9 +196,11 @@ def _ufd_items(src: Path) -> list[Item]:
 def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item]:
     sources = list(sources)
     items: list[Item] = []
+    layouts = set()
     for s in sources:
         src = Path(s)
         layout = detect_layout(src)
+        layouts.add(layout)
         if layout == "manifest":
             items += _from_manifest(src)
         elif layout == "folder":
@@ -214,7 +216,7 @@ def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item
             items += _ufd_items(src)
     if not items:
         raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
-                         + (f" (GenImage split {split!r})" if split else ""))
+                         + (f" (GenImage split {split!r})" if "genimage" in layouts else ""))
     return items
 
 
