@@ -181,6 +181,10 @@ def test_detector_predicts(trained, backbone):
         att = r.extra["attribution"]
         assert len(att) == 3 and abs(sum(a["p"] for a in att) - 1) < 1e-3
         assert {a["label"] for a in att} == {"real", "upsample-x2", "upsample-x4"}
+        g = r.extra.get("generator")  # open-set answer, absent when the top label is "real"
+        assert (g is None) == (att[0]["label"] == "real"), (g, att)
+        if g is not None:
+            assert g["label"] in ("upsample-x2", "upsample-x4", "unknown-generator") and g["reject_below"] > 0
 
 
 def test_traceable_for_onnx(trained, backbone):
