@@ -159,14 +159,27 @@ def hf_phase(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Par
     isolates what amplitude statistics miss: generators draw plausible
     texture energy whose fine phase (alignment of edges and sensor noise
     across frequencies) is not that of a lens-and-sensor capture.
+
+    The offsets are Hermitian (phi(-k) = -phi(k), and 0 on the bins that are
+    their own mirror: DC and the Nyquist rows/columns' self-conjugate points),
+    so the result is real without discarding an imaginary part, and every
+    amplitude is exactly the original's (before clipping to [0, 255]).
     """
     h, w = img.shape[:2]
     r_lo = float(rng.uniform(0.4, 0.8))
     s = float(rng.uniform(0.5, np.pi))
-    r = radius_rfft(h, w)
-    phi = rng.uniform(-s, s, size=r.shape)
+    r = radius_fft(h, w)
+    phi = rng.uniform(-s, s, size=(h, w))
+    # mirror index of every bin: (-ky mod h, -kx mod w); keep phi on the bin of
+    # the pair with the smaller flat index, the negated mirror on the other
+    my, mx = (-np.arange(h)) % h, (-np.arange(w)) % w
+    flat = np.arange(h * w).reshape(h, w)
+    mirror = flat[my][:, mx]
+    phi = np.where(flat < mirror, phi, -phi[my][:, mx])
+    phi[flat == mirror] = 0.0
     transfer = np.where(r >= r_lo, np.exp(1j * phi), 1.0)
-    return _filter(img, transfer), {"r_lo": r_lo, "phase_spread": s}
+    spec = np.fft.fft2(img, axes=(0, 1))
+    return np.fft.ifft2(spec * transfer[:, :, None], axes=(0, 1)).real, {"r_lo": r_lo, "phase_spread": s}
 
 
 def resample_chain(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Params]:

@@ -65,7 +65,7 @@ def trained(tmp_path_factory, backbone):
     items = build_easy_task(root / "data")
     aug = AugmentConfig.none()
     aug.guard = True  # both classes re-encoded as JPEG q90-100: the artifact must survive it
-    cfg = TrainConfig(steps=24, batch_size=8, val_fraction=0.25, seed=0, mask_ratio=0.3, mask_mode="drop",
+    cfg = TrainConfig(steps=24, batch_size=8, val_fraction=0.4, seed=0, mask_ratio=0.3, mask_mode="drop",
                       mask_select="sample", eval_every=8, lr=5e-3, lr_head=5e-3, augment=aug)
     res = train_mpft(backbone, items, cfg, root / "weights" / "easy", "easy", show_progress=False)
     return res, items, root
@@ -74,7 +74,9 @@ def trained(tmp_path_factory, backbone):
 def test_learns_easy_task(trained):
     res, items, _ = trained
     v = res.manifest["metrics"]["validation"]
-    assert v["n"] == 9  # 5 real + 2 per generator (stratified 25 %)
+    assert v["n"] == 8  # report split: half of 40 % held out, stratified per generator
+    assert res.manifest["metrics"]["selection"]["n"] == 8
+    assert res.manifest["calibration"]["fitted_on"] == "selection split"
     assert v["accuracy"] >= 0.9, res.history
     assert v["auc"] >= 0.95
     # attribution separates the two planted periods from real
@@ -114,7 +116,7 @@ def test_manifest_and_artifact(trained, backbone):
     assert m["detector"] == "mpft" and m["labels"] == ["real", "upsample-x2", "upsample-x4"]
     assert m["backbone"]["fingerprint"] == backbone.fingerprint
     assert m["calibration"]["method"] == "temperature" and m["calibration"]["temperature"] > 0
-    assert m["data"]["train"]["n"] == 31 and m["preprocessing"]["mode"] == "center-crop"
+    assert m["data"]["train"]["n"] == 24 and m["preprocessing"]["mode"] == "center-crop"
     assert m["params"]["adapter"]["mode"] == "lora"
     assert not (d / "checkpoint.pt").exists()
     from safetensors.torch import load_file
@@ -179,6 +181,10 @@ def test_detector_predicts(trained, backbone):
         att = r.extra["attribution"]
         assert len(att) == 3 and abs(sum(a["p"] for a in att) - 1) < 1e-3
         assert {a["label"] for a in att} == {"real", "upsample-x2", "upsample-x4"}
+        g = r.extra.get("generator")  # open-set answer, absent when the top label is "real"
+        assert (g is None) == (att[0]["label"] == "real"), (g, att)
+        if g is not None:
+            assert g["label"] in ("upsample-x2", "upsample-x4", "unknown-generator") and g["reject_below"] > 0
 
 
 def test_traceable_for_onnx(trained, backbone):
@@ -259,3 +265,75 @@ def test_explain_mpft_cli_has_legend_and_colour_bar(trained, tmp_path):
     bar_row = strip[8 + 6]  # the middle of the bar
     assert bar_row[10, 2] > 200 and bar_row[10, 0] < 60  # blue end
     assert bar_row[-10, 0] > 200 and bar_row[-10, 2] < 60  # red end
+
+
+def test_selection_and_report_splits_are_disjoint(tmp_path, backbone):
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "d", n_src=3)
+    tr = MPFTTrainer(backbone, items, TrainConfig(steps=1, val_fraction=0.5, augment=AugmentConfig.none()),
+                     tmp_path / "h", "s", show_progress=False)
+    parts = [{i.path for i in x} for x in (tr.train_items, tr.val_items, tr.report_items)]
+    assert all(parts) and sum(map(len, parts)) == len(items) == len(set.union(*parts))
+    for part in (tr.val_items, tr.report_items):  # stratified: every class in both held-out parts
+        assert {i.generator for i in part} == {"real", "upsample-x2", "upsample-x4"}
+    tr._pool.shutdown(wait=False)
+
+
+def test_one_class_selection_split_is_recorded_not_fitted(tmp_path, backbone):
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import TrainConfig, train_mpft
+    from aiidetect.train.data import Item
+
+    items = build_easy_task(tmp_path / "d", n_src=3)
+    reals = [i for i in items if i.label == 0]
+    fakes = [i for i in items if i.label == 1][:2]  # too few AI images to hold any out
+    res = train_mpft(backbone, reals + [Item(f.path, 1, "gen") for f in fakes],
+                     TrainConfig(steps=1, batch_size=4, val_fraction=0.2, augment=AugmentConfig.none()),
+                     tmp_path / "h", "one", show_progress=False)
+    cal = res.manifest["calibration"]
+    assert cal["fitted_on"] is None and cal["temperature"] == 1.0
+    assert "only real images" in cal["not_fitted"]
+
+
+def test_open_set_rejection_threshold():
+    from aiidetect.mpft.trainer import UNKNOWN_GENERATOR, fit_rejection, open_set_label
+
+    labels = ["real", "a", "b"]
+    rng = np.random.default_rng(0)
+    sure = np.c_[np.zeros(100), rng.normal(4, 0.5, 100), np.zeros(100)]  # known generator "a", confident
+    t = fit_rejection(sure, labels, accept=0.95)
+    kept = [open_set_label(row, labels, t)[0] for row in sure]
+    assert kept.count("a") >= 95 and set(kept) <= {"a", UNKNOWN_GENERATOR}
+    # an image the head cannot place between the generators: unknown, not the nearest known one
+    label, p = open_set_label(np.array([0.0, 1.0, 1.0]), labels, t)
+    assert label == UNKNOWN_GENERATOR and p == pytest.approx(0.5)
+    assert open_set_label(np.array([0.0, 1.0, 1.0]), labels, None)[0] in ("a", "b")  # no threshold: closed set
+
+
+def test_trained_head_has_a_calibrated_open_set_threshold(trained, backbone):
+    res, _, _ = trained
+    att = res.manifest["attribution"]
+    assert att["fitted_on"] == "selection split" and 0 < att["reject_below"] <= 1
+    assert "open_set" in res.manifest["metrics"]["validation"]
+
+
+def test_recipes_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import layouts as L
+    from aiidetect.cli import app
+
+    data = L.genimage_nested(tmp_path / "gi")
+    for recipe, check in (("paper", lambda t: t["augment"]["guard"] is False and t["augment"]["p_crop"] == 0
+                           and t["augment"]["p_jpeg"] == 0.1),
+                          ("clip-finetune", lambda t: t["adapter_mode"] == "full" and t["mask_ratio"] == 0.0)):
+        out = tmp_path / recipe
+        r = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", recipe, "--backbone-config", "tiny-vit",
+                                     "--out", str(out), "--steps", "1", "--batch-size", "4", "--workers", "1"])
+        assert r.exit_code == 0, r.output
+        t = json.loads((out / "manifest.json").read_text())["params"]["training"]
+        assert t["recipe"] == recipe and check(t), t
+    bad = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", "nope", "--backbone-config", "tiny-vit"])
+    assert bad.exit_code == 2

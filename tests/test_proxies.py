@@ -91,3 +91,55 @@ def test_proxies_command(tmp_path, dev_dir):
     assert len(list((tmp_path / "p").glob("*.png"))) == len(P.KINDS) + 1
     bad = CliRunner().invoke(app, ["proxies", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "q")])
     assert bad.exit_code == 2
+
+
+def _amps(x):
+    return np.abs(np.fft.fft2(np.asarray(x, dtype=np.float64), axes=(0, 1)))
+
+
+def _expected_amplitudes(kind, img, params):
+    """Each kind's documented effect on Fourier amplitudes (full fft2 grid), or
+    None where the doc claims none beyond its band (resample_chain)."""
+    h, w = img.shape[:2]
+    a = _amps(img)
+    r = P.radius_fft(h, w)[:, :, None]
+    if kind == "hf_phase":  # "keeping every amplitude"
+        return a
+    if kind == "hf_amp_scale":  # band scaled by the gain, smooth ramp of width 0.08
+        return a * (1.0 + (params["gain"] - 1.0) * P._smooth_step(r, params["r_lo"], 0.08))
+    if kind == "lowpass_resharpen":  # |H(r)| times the original
+        t = np.clip((r - params["r_lo"]) / (params["r_cut"] - params["r_lo"]), 0.0, 1.0)
+        hr = np.where(r < params["r_lo"], 1.0, (1.0 + params["boost"] * np.sin(np.pi * t)) * (1.0 - t) ** 2)
+        return a * np.abs(hr)
+    return None
+
+
+@pytest.mark.parametrize("kind", list(P.KINDS))
+@pytest.mark.parametrize("shape", [(64, 48), (63, 50), (224, 224)])
+def test_amplitude_claim(kind, shape):
+    """Before clipping, every kind does to Fourier amplitudes what its docstring says."""
+    rng = np.random.default_rng(3)
+    img = 128 + 20 * rng.standard_normal((*shape, 3))
+    for seed in range(4):
+        out, params = P.KINDS[kind].fn(img, np.random.default_rng(seed))
+        assert np.isrealobj(out) and out.shape == img.shape
+        got, orig = _amps(out), _amps(img)
+        band = P.band_mask(kind, *shape, params)[:, :, None]
+        # outside its band no kind changes an amplitude; resample_chain claims only that >= 90 % of its
+        # change lies in band (test_changes_only_its_band), periodic_peaks is exactly periodic only on
+        # sizes that are multiples of its period (its docstring)
+        outside = np.broadcast_to(~band, got.shape)
+        exact = kind != "resample_chain" and not (kind == "periodic_peaks" and (shape[0] % params["period"]
+                                                                                  or shape[1] % params["period"]))
+        assert not exact or np.allclose(got[outside], orig[outside], rtol=1e-6, atol=1e-6 * orig.max()), (kind, params)
+        want = _expected_amplitudes(kind, img, params)
+        if want is not None:
+            assert np.allclose(got, want, rtol=1e-6, atol=1e-6 * orig.max()), (kind, params)
+        if kind == "hf_amp_replace":  # in band: one amplitude per ring (width 1/64) and channel
+            ring = np.minimum((P.radius_fft(*shape) * 64).astype(int), int(np.ceil(np.sqrt(2) * 64)))
+            for c in range(3):
+                for k in np.unique(ring[band[:, :, 0]]):
+                    v = got[:, :, c][band[:, :, 0] & (ring == k)]
+                    assert np.ptp(v) <= 1e-6 * max(v.max(), 1.0), (k, c)
+        if kind == "periodic_peaks":  # energy added only on the grid of multiples of 1/period
+            assert (got[np.broadcast_to(band, got.shape)] != orig[np.broadcast_to(band, got.shape)]).any()

@@ -94,3 +94,37 @@ def test_explain_mask_cli(tmp_path):
     tinted = centres > 60
     assert tinted.sum() >= 30  # a noisy pixel may already be close to the tint
     assert not tinted[G // 2:, :].any() and not tinted[:, G // 2:].any()
+
+
+def planted_patches() -> torch.Tensor:
+    """Grey 64x64 image, one 16 px patch each: a straight hard edge, a curved
+    hard edge (disk), a diagonal edge, a +-4/255 period-2 checkerboard, a
+    +-4/255 period-4 checkerboard, fine noise; the rest flat."""
+    x = torch.full((1, 3, 64, 64), 0.5)
+    i, j = np.indices((16, 16))
+    x[..., 0:16, 0:8], x[..., 0:16, 8:16] = 0.0, 1.0
+    x[..., 0:16, 16:32] = torch.from_numpy(((i - 8) ** 2 + (j - 8) ** 2 <= 30).astype(np.float32))
+    x[..., 0:16, 32:48] = torch.from_numpy((i > j).astype(np.float32))
+    x[..., 16:32, 0:16] = 0.5 + torch.from_numpy(np.where((i + j) % 2 == 0, 4, -4).astype(np.float32) / 255)
+    x[..., 16:32, 16:32] = 0.5 + torch.from_numpy(np.where((i // 2 + j // 2) % 2 == 0, 4, -4).astype(np.float32) / 255)
+    x[..., 16:32, 32:48] = 0.5 + 0.03 * torch.from_numpy(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32))
+    return x
+
+
+def test_fine_texture_ranks_above_isolated_edges():
+    s = texture_scores(planted_patches(), 16)[0].view(4, 4)
+    edges = [float(s[0, 0]), float(s[0, 1]), float(s[0, 2])]
+    textures = [float(s[1, 0]), float(s[1, 1]), float(s[1, 2])]
+    assert min(textures) > max(edges), (textures, edges)
+    assert max(edges) == 0.0 and float(s[3, 3]) == 0.0  # edges and flat areas are not texture
+    # the masked patches are the three textured ones
+    mask = select_mask(s.view(1, 16), 3 / 16, "topk")[0].view(4, 4)
+    assert mask[1, :3].all() and int(mask.sum()) == 3
+
+
+def test_laplacian_measure_ranks_edges_first():
+    # the former measure, kept for comparison: it would mask the edges, not the texture
+    s = texture_scores(planted_patches(), 16, measure="laplacian")[0].view(4, 4)
+    assert float(s[0, 0]) > float(s[1, 0]) * 4
+    with pytest.raises(ValueError, match="texture measure"):
+        texture_scores(planted_patches(), 16, measure="sobel")

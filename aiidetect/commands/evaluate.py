@@ -85,6 +85,10 @@ def evaluate_cmd(
                                          help="Fusion model folder, 'none' for the rules alone; default: the first "
                                               "fusion model in the weights folders."),
     split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol",
+                                           help="Also report a benchmark's own numbers: genimage (per-subset accuracy "
+                                                "over the subset's reals and fakes, mean over subsets) or ufd (the same "
+                                                "plus AP per subset). E.g. aiidetect eval /data/GenImage --protocol genimage"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -107,6 +111,10 @@ def evaluate_cmd(
     from ..evaluate.report import print_tables, write_outputs
 
     err = stderr_console()
+    from ..evaluate.protocol import PROTOCOLS
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        fail(f"--protocol must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
     try:
         perts = parse_all(perturb)
         norm = None
@@ -145,7 +153,8 @@ def evaluate_cmd(
             "data": [str(d) for d in data], "fusion": fusion_desc,
             "detector_details": [d.describe() for d in dets]}
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
-                               batch_size=batch_size, progress=progress, run_info=info)
+                               batch_size=batch_size, progress=progress, run_info=info,
+                               protocol=protocol)
     # Wide tables when piped: the numbers matter more than an 80-column layout.
     print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))
     if out:

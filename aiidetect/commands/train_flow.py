@@ -47,6 +47,11 @@ def train_flow_cmd(
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
     linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
+    recipe: str = typer.Option("project", "--recipe",
+                               help="project (paired hinge: each proxy against its own source photo, shared noise) "
+                                    "| paper (unpaired: each proxy against the batch of real photos, independent "
+                                    "noise; see docs/detectors/clip-flow.md). "
+                                    "E.g. aiidetect train flow --real /data/photos --recipe paper"),
     margin: float = typer.Option(0.5, "--margin", help="Proxy hinge margin, nats per feature dimension."),
     real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
                                                                           "(0 = proxy hinge only)."),
@@ -79,6 +84,8 @@ def train_flow_cmd(
         kinds = parse_kinds(proxy_kinds)
     except ValueError as exc:
         fail(str(exc))
+    if recipe not in ("project", "paper"):
+        fail(f"--recipe must be project or paper, got {recipe!r}")
     if linear not in ("lu", "perm"):
         fail(f"--linear must be lu or perm, got {linear!r}")
     layer_list = _int_list(layers, "--layers")
@@ -113,7 +120,8 @@ def train_flow_cmd(
                           val_fraction=val_fraction, fpr=fpr, max_images=max_images, seed=seed, preprocess=prep,
                           blocks=blocks, hidden=hidden, linear=linear,
                           fit=FitConfig(steps=steps, batch=batch, lr=lr, real_weight=real_weight,
-                                        proxy_weight=proxy_weight, margin=margin, noise=noise, seed=seed))
+                                        proxy_weight=proxy_weight, margin=margin, noise=noise, seed=seed,
+                                        paired=recipe == "project"))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -135,7 +143,9 @@ def train_flow_cmd(
     m = manifest["metrics"]
     cal = manifest["calibration"]
     summary = {"head": str(out_dir), "name": head_name, "data": manifest["data"], "metrics": m,
-               "calibration": cal, "seconds": round(time.time() - t0, 1)}
+               "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
+    for w in summary["warnings"]:
+        err.print(f"warning: {w}", style="yellow", highlight=False)
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -152,6 +162,8 @@ def train_flow_cmd(
         typer.echo("  held-out AUROC per proxy kind: " + ", ".join(f"{k}={_f(v)}" for k, v in m["per_kind_auroc_val"].items()))
     typer.echo(f"  calibration: threshold z={cal['threshold_z']:.3f} for FPR {cal['fpr']} on {cal['n_real']} held-out "
                f"reals (achieved {cal['achieved_fpr']:.3f}), slope {cal['slope']:.3f}")
+    for w in summary["warnings"]:
+        typer.echo(f"  warning: {w}")
     if "ai_validation" in m:
         a = m["ai_validation"]
         typer.echo(f"  AI validation ({a['n']} images, not trained on): AUROC {_f(a['auroc_real_val_vs_ai'])}, "

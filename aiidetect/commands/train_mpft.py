@@ -14,10 +14,23 @@ from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWe
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
 
+RECIPES = {
+    "project": "project defaults",
+    "paper": "format guard off, augmentation = Gaussian blur and JPEG at p 0.1 each (no crop/downscale)",
+    "clip-finetune": "--adapter full --mask-ratio 0 --attr-weight 1 (every CLIP block trained, no TAM)",
+}
+
+
 def train_mpft_cmd(
     data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
                                                 "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is mpft:<name>). Default: mpft."),
+    recipe: str = typer.Option("project", "--recipe",
+                               help="project (defaults below) | paper (MPFT as published: no format guard, only the "
+                                    "CNNSpot blur/JPEG augmentation) | clip-finetune (fine-tune every CLIP block, no "
+                                    "masking, attribution weight 1, open-set 'unknown-generator'). A recipe sets the "
+                                    "options it names and overrides them; see docs/detectors/mpft.md. "
+                                    "E.g. aiidetect train mpft /data/GenImage/stable_diffusion_v_1_4 --recipe paper"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint.pt if present."),
     shots: Optional[int] = typer.Option(None, "--shots", min=1, help="At most N images per class (few-shot).",
@@ -93,6 +106,8 @@ def train_mpft_cmd(
                               ("--preprocess", preprocess, ("center-crop", "resize-center-crop", "resize"))):
         if val not in allowed:
             fail(f"{opt} must be one of {', '.join(allowed)} (got {val!r})")
+    if recipe not in RECIPES:
+        fail(f"--recipe must be one of {', '.join(RECIPES)} (got {recipe!r})")
     spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
     try:
         items = load_items([str(d) for d in data], split=split)
@@ -105,12 +120,20 @@ def train_mpft_cmd(
     out_dir = out or default_output_dir(name, weights_dir)
     aug = AugmentConfig.none() if no_augment else AugmentConfig()
     aug.guard = not no_format_guard
+    if recipe == "paper":
+        if not no_augment:
+            aug = AugmentConfig(p_crop=0.0, p_resize=0.0)  # blur/JPEG at p 0.1 kept
+        aug.guard = False
+    elif recipe == "clip-finetune":
+        adapter, mask_ratio, attr_weight = "full", 0.0, 1.0
+    if recipe != "project":
+        err.print(f"recipe {recipe}: {RECIPES[recipe]}", highlight=False)
     cfg = TrainConfig(shots=shots, shots_by=shots_by, val_fraction=val_fraction, seed=seed, preprocess_mode=preprocess,
                       epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_head=lr_head,
                       weight_decay=weight_decay, eval_every=eval_every, mask_ratio=mask_ratio, mask_mode=mask_mode,
                       mask_select=mask_select, mask_power=mask_power, adapter_mode=adapter, rank=rank, alpha=alpha,
                       targets=tuple(t.strip() for t in targets.split(",") if t.strip()), last_n=last_n,
-                      train_norms=train_norms, attr_weight=attr_weight, augment=aug, workers=workers)
+                      train_norms=train_norms, attr_weight=attr_weight, augment=aug, workers=workers, recipe=recipe)
     quiet_torch_threads()
     t0 = time.time()
     try:
@@ -125,20 +148,23 @@ def train_mpft_cmd(
         fail(str(exc))
     m = res.manifest
     summary = {"head": str(res.head_dir), "name": m["name"], "detector": f"mpft:{m['name']}", "labels": m["labels"],
-               "n_train": m["data"]["train"]["n"], "n_val": m["data"]["validation"]["n"],
+               "n_train": m["data"]["train"]["n"], "n_selection": m["data"]["selection"]["n"],
+               "n_val": m["data"]["validation"]["n"],
                "trainable_parameters": m["params"]["trainable_parameters"], "calibration": m["calibration"],
                "metrics": {k: v for k, v in m["metrics"].items() if k != "history"},
                "seconds": round(time.time() - t0, 1)}
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_val']} val "
-                   f"images, {summary['trainable_parameters']} trained parameters, {summary['seconds']} s)")
+        typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_selection']} selection "
+                   f"/ {summary['n_val']} report images, {summary['trainable_parameters']} trained parameters, {summary['seconds']} s)")
         v = summary["metrics"].get("validation")
         if v:
             typer.echo("  validation: " + ", ".join(f"{k}={round(x, 4) if isinstance(x, float) else x}"
                                                     for k, x in v.items()))
-        typer.echo(f"  temperature: {summary['calibration']['temperature']:.4g}")
+        cal = summary["calibration"]
+        typer.echo(f"  temperature: {cal['temperature']:.4g}"
+                   + (f" (fitted on the {cal['fitted_on']})" if cal.get("fitted_on") else f" ({cal.get('not_fitted')})"))
 
 
 def register(apps) -> None:

@@ -62,11 +62,17 @@ class MPFTDetector(Detector):
             p = np.exp(a - a.max())
             p /= p.sum()
             top = np.argsort(-p)[:TOP_K]
-            out.append(DetectorResult(
-                status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
-                extra={"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top],
-                       "dtype": self.backbone.dtype}))
+            extra = {"attribution": [{"label": self.labels[i], "p": round(float(p[i]), 4)} for i in top],
+                     "dtype": self.backbone.dtype}
+            gen = self._generator(a)
+            if gen is not None:
+                extra["generator"] = gen
+            out.append(DetectorResult(status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
+                                      extra=extra))
         return out
+
+    def _generator(self, attr_logits) -> dict[str, Any] | None:
+        return generator_extra(attr_logits, self.labels, (self.head.manifest.get("attribution") or {}).get("reject_below"))
 
     def cache_identity(self) -> dict[str, Any]:
         return head_identity(self, self.head, self.backbone)
@@ -76,6 +82,18 @@ class MPFTDetector(Detector):
         return {"name": self.name, "family": self.family, "head": str(self.head.path),
                 "labels": self.labels, "temperature": self.temperature,
                 "adapter": (m.get("params") or {}).get("adapter"), "preprocessing": m.get("preprocessing")}
+
+
+def generator_extra(attr_logits, labels, reject_below) -> dict[str, Any] | None:
+    """Open-set attribution for a record's extra: the likeliest generator if the
+    head is sure enough (its calibrated reject_below), else "unknown-generator";
+    None when the head knows one generator or its top answer is "real"."""
+    from ..mpft.trainer import open_set_label
+
+    if len(labels) < 3 or int(np.argmax(attr_logits)) == 0:
+        return None
+    label, p = open_set_label(attr_logits, labels, reject_below)
+    return {"label": label, "p_given_ai": round(p, 4), "reject_below": reject_below}
 
 
 def create(ctx: RunContext) -> list[Detector]:

@@ -32,7 +32,7 @@ FAMILY = "onnx"
 # --------------------------------------------------------------------------
 def _head_meta(head) -> dict[str, Any]:
     m = head.manifest
-    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics")
+    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
     return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
             "calibration": m.get("calibration"), "threshold": m.get("threshold"),
             "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
@@ -154,12 +154,13 @@ def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
     fn = _family_hook("mpft", "onnx_results")
     if fn is not None:
         return list(fn(meta, {role: np.asarray(outs[name]) for role, name in meta["outputs"].items()}))
-    from .mpft import TOP_K, _sigmoid
+    from .mpft import TOP_K, _sigmoid, generator_extra
 
     T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
     labels = list(meta.get("labels") or [])
+    reject_below = ((meta.get("manifest") or {}).get("attribution") or {}).get("reject_below")
     res = []
     for z, a in zip(logits, attr):
         if not np.isfinite(z):
@@ -168,10 +169,13 @@ def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
         p = np.exp(a - a.max())
         p /= p.sum()
         top = np.argsort(-p)[:TOP_K]
-        res.append(DetectorResult(
-            status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
-            extra={"attribution": [{"label": labels[i] if i < len(labels) else str(i), "p": round(float(p[i]), 4)}
-                                   for i in top]}))
+        extra = {"attribution": [{"label": labels[i] if i < len(labels) else str(i), "p": round(float(p[i]), 4)}
+                                 for i in top]}
+        gen = generator_extra(a, labels, reject_below)
+        if gen is not None:
+            extra["generator"] = gen
+        res.append(DetectorResult(status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
+                                  extra=extra))
     return res
 
 

@@ -19,9 +19,20 @@ from .runner import Scored, run
 def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str, Any] | None = None,
              perturbations: Sequence[Perturbation] = (), normalize: Perturbation | None = None,
              batch_size: int = 16, progress: Callable[[str, int], None] | None = None,
-             run_info: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+             run_info: Mapping[str, Any] | None = None,
+             protocol: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (result dict for metrics.json, {condition: per-item columns}).
-    Conditions: raw, then normalized:<spec> (when asked), then each perturbation."""
+    Conditions: raw, then normalized:<spec> (when asked), then each perturbation.
+    protocol "genimage" | "ufd": each condition also gets the paper's per-subset
+    block (evaluate.protocol) under "protocol"."""
+    pairs = None
+    if protocol is not None:
+        from ..train.data import protocol_pairs
+        from .protocol import PROTOCOLS
+
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
+        pairs = protocol_pairs(items)
     conds: list[tuple[str, Any]] = [("raw", None)]
     if normalize is not None:
         conds.append((f"normalized:{normalize.name}", normalize))
@@ -31,6 +42,10 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
         cb = (lambda k, _n=name: progress(_n, k)) if progress else None
         scored = run(items, detectors, transform=tf, batch_size=batch_size, progress=cb)
         block, cols = condition_metrics(scored, detectors, model, name)
+        if pairs is not None:
+            from .protocol import protocol_block
+
+            block["protocol"] = protocol_block(scored, cols, detectors, protocol, pairs)
         blocks.append(block)
         columns[name] = cols
     gens = Counter(getattr(i, "generator", "?") for i in items)
@@ -41,7 +56,7 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
             "detectors": [d.name for d in detectors], "version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "perturbations": [p.name for p in perturbations],
-            "normalize": normalize.name if normalize else None}
+            "normalize": normalize.name if normalize else None, "protocol": protocol}
     info.update(run_info or {})
     return {"run": info, "conditions": blocks}, columns
 

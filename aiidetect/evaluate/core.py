@@ -49,6 +49,10 @@ def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> 
 def _attribution(r) -> str | None:
     """A detector's generator guess, if it gives one (extra["attribution"]:
     a label string, {"label"/"generator": ...}, or a ranked list of those)."""
+    if r is not None and r.status == "ok" and isinstance(r.extra.get("generator"), Mapping):
+        g = r.extra["generator"].get("label")  # open-set answer (may be "unknown-generator")
+        if isinstance(g, str):
+            return g
     a = r.extra.get("attribution") if r is not None and r.status == "ok" else None
     if isinstance(a, (list, tuple)) and a:  # ranked [{"label", "p"}, ...] (mpft): take the top one
         a = a[0]

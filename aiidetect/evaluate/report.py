@@ -80,6 +80,18 @@ def print_tables(result: Mapping[str, Any], console) -> None:
             if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
                 console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False,
                               markup=False)
+    for cond in result["conditions"]:
+        if cond.get("protocol"):
+            from .protocol import protocol_rows
+
+            header, rows = protocol_rows(cond["protocol"])
+            t = Table(title=f"{cond['protocol']['protocol']} protocol, {cond['condition']}: per-subset accuracy over "
+                            f"the subset's own reals and fakes (percent), mean over subsets")
+            for h in header:
+                t.add_column(h, justify="left" if h in ("subset", "reals") else "right")
+            for r in rows:
+                t.add_row(*_cells(r))
+            console.print(t)
     raw = result["conditions"][0]
     names = [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]
     for name in names:
@@ -127,6 +139,15 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
                 f"real photos called ai-generated {_f(f.get('real_called_ai'), True)}%, AI images called "
                 f"likely-real {_f(f.get('ai_called_real'), True)}%, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
+        if cond.get("protocol"):
+            from .protocol import protocol_rows
+
+            header, rows = protocol_rows(cond["protocol"])
+            out += [f"### {cond['protocol']['protocol']} protocol ({cond['condition']})", "",
+                    "Per subset: accuracy over the subset's own reals and fakes"
+                    + (" and AP over the same images" if cond["protocol"]["protocol"] == "ufd" else "")
+                    + "; last row: unweighted mean over subsets. See docs/evaluation.md.", "",
+                    _md_table(header, rows), ""]
     raw = result["conditions"][0]
     for name in [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]:
         rows = per_generator_rows(raw, name)

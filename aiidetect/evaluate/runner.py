@@ -23,6 +23,7 @@ class Scored:
     generator: str
     results: dict[str, DetectorResult] = field(default_factory=dict)
     error: str | None = None       # decode failure: excluded from metrics, counted
+    subset: str = ""               # benchmark subset / real pool (protocol metrics)
 
 
 def _decode(path: str, index: int, specs, transform) -> Any:
@@ -70,7 +71,7 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))
     out = []
     for it, rec in zip(items, recs):
-        s = Scored(it.path, int(it.label), it.generator)
+        s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "")
         if rec.error is not None:
             s.error = f"{rec.error.code}: {rec.error.message}"
         else:

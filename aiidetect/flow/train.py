@@ -58,6 +58,7 @@ class FitConfig:
     noise: float = 0.2           # std of Gaussian input noise, standardised units (shared by a photo and its proxy)
     grad_clip: float = 5.0
     seed: int = 0
+    paired: bool = True          # False: each proxy is compared with the batch's reals, not its own source photo
 
 
 def fit_flow(model, real, proxy=None, proxy_src=None, cfg: FitConfig | None = None,
@@ -101,18 +102,24 @@ def fit_flow(model, real, proxy=None, proxy_src=None, cfg: FitConfig | None = No
             idx = pool[torch.randint(len(pool), (min(cfg.batch, len(pool)),), generator=g)]
             x = real[idx]
             if use_proxy:
-                pick = offsets[idx] + (torch.rand(len(idx), generator=g) * counts[idx]).long()
-                x = torch.cat([x, proxy[flat[pick]]])
-            # the same noise vector for a photo and its proxy: it blurs *which photo* this is (against
-            # memorising the training set) but leaves the proxy-minus-photo difference intact
+                if cfg.paired:
+                    pick = flat[offsets[idx] + (torch.rand(len(idx), generator=g) * counts[idx]).long()]
+                else:
+                    pick = torch.randint(len(proxy), (len(idx),), generator=g)
+                x = torch.cat([x, proxy[pick]])
+            # paired: the same noise vector for a photo and its proxy: it blurs *which photo* this is
+            # (against memorising the training set) but leaves the proxy-minus-photo difference intact
             eps = torch.randn(len(idx), d, generator=g)
-            x = x + cfg.noise * std * (torch.cat([eps, eps]) if use_proxy else eps)
+            if use_proxy:
+                eps = torch.cat([eps, eps if cfg.paired else torch.randn(len(idx), d, generator=g)])
+            x = x + cfg.noise * std * eps
             u = -model(x) / d  # one pass for reals and their proxies
             u_real = u[: len(idx)]
             loss = cfg.real_weight * u_real.mean()
             if use_proxy:
                 u_proxy = u[len(idx):]
-                loss = loss + cfg.proxy_weight * torch.relu(cfg.margin - (u_proxy - u_real)).mean()
+                ref = u_real if cfg.paired else u_real.mean()
+                loss = loss + cfg.proxy_weight * torch.relu(cfg.margin - (u_proxy - ref)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -152,27 +159,46 @@ def calibrate(nll_real: np.ndarray, nll_proxy: np.ndarray | None, fpr: float = 0
     t = float(np.quantile(z_real, 1.0 - fpr, method="higher"))
     slope = default_slope
     n_proxy = 0
+    note = "no held-out proxies: slope not fitted, default used"
     if nll_proxy is not None and len(nll_proxy) > 1:
         z_proxy = (np.asarray(nll_proxy, dtype=np.float64) - mu) / sd
         n_proxy = len(z_proxy)
-        slope = _logistic_slope(z_real, z_proxy, default_slope)
-    return {"method": "fpr-quantile+logistic-slope", "fpr": float(fpr), "nll_mean": mu, "nll_std": sd,
-            "threshold_z": t, "slope": float(slope), "n_real": int(len(nll_real)), "n_proxy": n_proxy,
-            "achieved_fpr": float((z_real > t).mean())}
+        slope, note = _logistic_slope(z_real, z_proxy, default_slope)
+    out = {"method": "fpr-quantile+logistic-slope", "fpr": float(fpr), "nll_mean": mu, "nll_std": sd,
+           "threshold_z": t, "slope": float(slope), "n_real": int(len(nll_real)), "n_proxy": n_proxy,
+           "achieved_fpr": float((z_real > t).mean())}
+    if note:
+        out["slope_note"] = note
+    return out
 
 
-def _logistic_slope(z_real: np.ndarray, z_proxy: np.ndarray, default: float) -> float:
+class MeaninglessHead(ValueError):
+    """The trained flow does not separate held-out proxies from held-out reals
+    the right way round: a head built from it would mislead."""
+
+
+def _logistic_slope(z_real: np.ndarray, z_proxy: np.ndarray, default: float) -> tuple[float, str | None]:
+    """-> (slope of P(AI) in z, None) or (slope, why it is not a fitted value).
+    A non-positive fitted slope (proxies *more* likely than reals) raises
+    MeaninglessHead: clamping it would hide that the head points the wrong way."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([z_real, z_proxy])[:, None]
+    y = np.concatenate([np.zeros(len(z_real)), np.ones(len(z_proxy))])
+    if not np.isfinite(x).all():
+        return default, "non-finite held-out NLL: slope not fitted, default used"
     try:
-        from sklearn.linear_model import LogisticRegression
-
-        x = np.concatenate([z_real, z_proxy])[:, None]
-        y = np.concatenate([np.zeros(len(z_real)), np.ones(len(z_proxy))])
-        clf = LogisticRegression(C=1.0, class_weight="balanced").fit(x, y)
-        a = float(clf.coef_[0, 0])
-    except Exception:  # noqa: BLE001 - a degenerate split keeps the default slope
-        return default
-    # a non-positive slope means proxies were *not* less likely: keep a sane, weak default
-    return float(min(max(a, 0.25), 20.0)) if a > 0 else 0.25
+        a = float(LogisticRegression(C=1.0, class_weight="balanced").fit(x, y).coef_[0, 0])
+    except ValueError as exc:  # e.g. a single class after filtering
+        return default, f"slope fit failed ({exc}): default used"
+    if a <= 0:
+        raise MeaninglessHead(
+            f"held-out proxies are scored as likely as or more likely than held-out real photos (logistic slope "
+            f"{a:.3g} <= 0): the head would call the proxies real. Train longer (--steps), use more photos, or "
+            f"choose proxy kinds this backbone can see (--proxy-kinds); see docs/detectors/clip-flow.md")
+    if a < 0.25 or a > 20.0:
+        return float(min(max(a, 0.25), 20.0)), f"fitted slope {a:.3g} clipped to [0.25, 20]"
+    return a, None
 
 
 def p_ai_from_z(z, calibration: dict[str, Any]):
@@ -371,6 +397,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     xp_all = feature_vector(pf, outputs)
     src_paths = [ok[s] for s in psrc]
 
+    warnings: list[str] = []
+    if cfg.fit.proxy_weight > 0 and len(psrc) == 0:
+        warnings.append("no proxy could be made from any training photo: the flow is fitted by maximum likelihood "
+                        "on real photos alone (no proxy hinge), and its slope is not fitted")
     tr_idx = {p: k for k, p in enumerate(tr_paths)}
     x_tr = x_all[[row_of[p] for p in tr_paths]]
     x_va = x_all[[row_of[p] for p in va_paths]]
@@ -388,6 +418,8 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     nll_tr, nll_va = nll_numpy(model, x_tr), nll_numpy(model, x_va)
     nll_ptr, nll_pva = nll_numpy(model, xp_tr), nll_numpy(model, xp_va)
     cal = calibrate(nll_va, nll_pva, cfg.fpr)
+    if cal.get("slope_note"):
+        warnings.append(f"calibration: {cal['slope_note']}")
     z = lambda v: (v - cal["nll_mean"]) / cal["nll_std"]  # noqa: E731
     d = x_tr.shape[1]
     metrics: dict[str, Any] = {
@@ -430,8 +462,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
             "fit": asdict(cfg.fit),
             "proxies": {"kinds": kinds, "per_image": cfg.proxies_per_image, "seed": cfg.seed,
                         "stage": "model input (after the preprocessing geometry)", "cache_key": PROXY_CACHE_VERSION},
-            "objective": "w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - u(its source real))), "
-                         "u = NLL/D nats; see docs/detectors/clip-flow.md",
+            "objective": ("w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - u(its source real))), "
+                          if cfg.fit.paired else
+                          "w_real*mean u(real) + w_proxy*mean relu(margin - (u(proxy) - mean u(batch reals))), ")
+                         + "u = NLL/D nats; see docs/detectors/clip-flow.md",
         },
         "score": {"kind": "flow-nll-z", "meaning": "(NLL - mean NLL of held-out reals) / their std; higher = less "
                                                    "like the real photos the flow was trained on"},
@@ -439,6 +473,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
         "threshold": {"z": cal["threshold_z"], "nll": cal["nll_mean"] + cal["threshold_z"] * cal["nll_std"],
                       "fpr_target": cfg.fpr},
         "metrics": metrics,
+        "warnings": warnings,
         "data": {"real": {"n_train": len(tr_paths), "n_val": len(va_paths), "n_failed": len(failures),
                           "n_ai_rows_ignored": n_ai_dropped, "sources": [str(s) for s in real_sources]},
                  "proxies": {"n_train": len(ptr), "n_val": len(pva)},

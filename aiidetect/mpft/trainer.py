@@ -52,6 +52,7 @@ class TrainConfig:
     mask_mode: str = "drop"             # drop tokens | replace with learned token
     mask_select: str = "sample"         # topk | sample (texture-proportional)
     mask_power: float = 1.0
+    texture_measure: str = "median-residual"  # tam.MEASURES; "laplacian" = the former measure
     # model
     adapter_mode: str = "lora"
     rank: int = 8
@@ -61,6 +62,8 @@ class TrainConfig:
     train_norms: bool = False
     feature: str = "embed"
     attr_weight: float = 0.5            # loss = BCE(binary) + attr_weight * CE(attribution)
+    accept_known: float = 0.95          # open-set attribution: share of known-generator images kept
+    recipe: str = "project"             # recorded in the manifest: project | paper | clip-finetune
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 2                    # threads for decode / augmentation
 
@@ -167,6 +170,35 @@ def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 
     return out
 
 
+UNKNOWN_GENERATOR = "unknown-generator"
+
+
+def generator_probs(attr_logits: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """(N, K) attribution logits over ["real", gen...] -> (N, K-1) softmax over the generators only:
+    which generator, given that the image is AI."""
+    a = np.asarray(attr_logits, dtype=np.float64)[:, 1:]
+    a = a - a.max(axis=1, keepdims=True)
+    e = np.exp(a)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_rejection(attr_logits: np.ndarray, labels: Sequence[str], accept: float = 0.95) -> float:
+    """Open-set threshold on the top generator probability: the (1 - accept)
+    quantile over AI images of known generators, so about `accept` of them keep
+    their label and anything less certain is called UNKNOWN_GENERATOR."""
+    top = generator_probs(attr_logits, labels).max(axis=1)
+    return float(np.quantile(top, 1.0 - accept, method="lower"))
+
+
+def open_set_label(attr_logits: np.ndarray, labels: Sequence[str], reject_below: float | None) -> tuple[str, float]:
+    """One image's (generator label or UNKNOWN_GENERATOR, top generator probability)."""
+    p = generator_probs(np.asarray(attr_logits, dtype=np.float64).reshape(1, -1), labels)[0]
+    k = int(np.argmax(p))
+    if reject_below is not None and p[k] < reject_below:
+        return UNKNOWN_GENERATOR, float(p[k])
+    return labels[1 + k], float(p[k])
+
+
 class MPFTTrainer:
     def __init__(self, backbone, items: Sequence[Item], cfg: TrainConfig, out_dir: str | Path, name: str,
                  sources: Sequence[str] = (), show_progress: bool = True,
@@ -182,15 +214,21 @@ class MPFTTrainer:
         self._log = log or (lambda msg: None)
         self.spec = make_spec(cfg.preprocess_mode, backbone.image_size, backbone.mean, backbone.std)
         chosen = few_shot(items, cfg.shots, seed=cfg.seed, by=cfg.shots_by)
-        tr, va = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
+        tr, held = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
+        # Held-out images are split again: the "selection" part picks the best
+        # state and fits the temperature; the "report" part is scored once at
+        # the end, so the manifest's validation numbers are not chosen on the
+        # very images they are measured on.
+        sel, rep = split_train_val(held, 0.5, seed=cfg.seed + 1)
         self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log)
-        self.val_items, self.val_imgs, sk2 = load_images(va, self.spec, cfg.workers, self._log)
-        self.skipped = sk1 + sk2
+        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log)
+        self.report_items, self.report_imgs, sk3 = load_images(rep, self.spec, cfg.workers, self._log)
+        self.skipped = sk1 + sk2 + sk3
         if not self.train_items:
             raise ValueError("no readable training images")
         if len({i.label for i in self.train_items}) < 2:
             raise ValueError("training needs both real and AI images")
-        gens = sorted({i.generator for i in self.train_items + self.val_items if i.label == 1})
+        gens = sorted({i.generator for i in self.train_items + self.val_items + self.report_items if i.label == 1})
         self.labels = ["real"] + gens
         self.label_index = {g: k for k, g in enumerate(self.labels)}
         with torch.random.fork_rng(devices=[]):
@@ -263,7 +301,7 @@ class MPFTTrainer:
         mask = None
         if cfg.mask_ratio > 0:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-            scores = texture_scores(x, self.bb.patch_size, self.bb.mean, self.bb.std)
+            scores = texture_scores(x, self.bb.patch_size, self.bb.mean, self.bb.std, cfg.texture_measure)
             mask = select_mask(scores, cfg.mask_ratio, cfg.mask_select, generator=g, power=cfg.mask_power)
         self.model.train()
         logit, attr = self.model.forward_masked(x, mask, cfg.mask_mode)
@@ -339,6 +377,18 @@ class MPFTTrainer:
         # pick the checkpoint by validation AUC, then accuracy, then lower NLL
         return (m.get("auc") or 0.0, m.get("accuracy") or 0.0, -(m.get("nll") or 0.0))
 
+    def _open_set_report(self, a: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        t = self.attribution.get("reject_below")
+        ai = np.flatnonzero(y == 1)
+        if t is None or not len(ai):
+            return {}
+        got = [open_set_label(a[k], self.labels, t)[0] for k in ai]
+        truth = [self.report_items[k].generator for k in ai]
+        return {"open_set": {"n_ai": len(ai), "known_rejected": float(np.mean([g == UNKNOWN_GENERATOR for g in got])),
+                             "accuracy_of_accepted": (float(np.mean([g == tr for g, tr in zip(got, truth)
+                                                                     if g != UNKNOWN_GENERATOR]))
+                                                      if any(g != UNKNOWN_GENERATOR for g in got) else None)}}
+
     def fit(self) -> None:
         t0 = time.time()
         with _progress(self.show) as prog:
@@ -370,16 +420,46 @@ class MPFTTrainer:
             self.model.load_trainable_state({k: v.to(self.device) for k, v in self.best["state"].items()})
         cal: dict[str, Any] = {"method": "temperature", "temperature": 1.0, "fitted_on": None}
         metrics: dict[str, Any] = {}
+        t = 1.0
         if self.val_items:
-            z, a = self.predict_images(self.val_imgs)
+            z, _ = self.predict_images(self.val_imgs)
             y = np.array([i.label for i in self.val_items])
-            t = fit_temperature(z, y)
-            cal = {"method": "temperature", "temperature": t, "fitted_on": "validation split", "n": int(len(y))}
-            ya = np.array([self.label_index[i.generator] for i in self.val_items])
-            metrics = {"validation": {**binary_metrics(z, y, t),
-                                      "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
-                                      "best_step": self.best["step"] if self.best else self.step},
-                       "validation_uncalibrated": binary_metrics(z, y)}
+            classes = sorted({int(v) for v in y})
+            if len(classes) == 2:
+                t = fit_temperature(z, y)
+                cal = {"method": "temperature", "temperature": t, "fitted_on": "selection split", "n": int(len(y))}
+            else:
+                cal["not_fitted"] = (f"the selection split has only {'AI' if classes == [1] else 'real'} images "
+                                     f"({len(y)}); temperature left at 1.0")
+            metrics["selection"] = {**binary_metrics(z, y), "used_for": "best-state choice and temperature",
+                                    "best_step": self.best["step"] if self.best else self.step}
+        else:
+            cal["not_fitted"] = "no held-out images (--val-fraction 0 or too little data); temperature left at 1.0"
+        attribution: dict[str, Any] = {"unknown_label": UNKNOWN_GENERATOR, "reject_below": None,
+                                       "accept_known": self.cfg.accept_known}
+        sel_ai = [k for k, i in enumerate(self.val_items) if i.label == 1]
+        if len(self.labels) > 2 and sel_ai:
+            _, a_sel = self.predict_images([self.val_imgs[k] for k in sel_ai])
+            attribution.update(reject_below=fit_rejection(a_sel, self.labels, self.cfg.accept_known),
+                               fitted_on="selection split", n=len(sel_ai))
+        else:
+            attribution["not_fitted"] = ("one generator only: attribution has nothing to choose between"
+                                         if len(self.labels) <= 2 else "no AI images in the selection split")
+        self.attribution = attribution
+        if self.report_items:
+            z, a = self.predict_images(self.report_imgs)
+            y = np.array([i.label for i in self.report_items])
+            ya = np.array([self.label_index[i.generator] for i in self.report_items])
+            v = {**binary_metrics(z, y, t), "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
+                 **self._open_set_report(a, y),
+                 "split": "report (never used for selection or calibration)"}
+            if len(set(y.tolist())) < 2:
+                v["note"] = f"the report split has one class only ({len(y)} images): no AUC"
+            metrics["validation"] = v
+            metrics["validation_uncalibrated"] = binary_metrics(z, y)
+        else:
+            metrics["validation"] = {"n": 0, "note": "no report split: too few held-out images "
+                                                     "(each generator needs 2+ held-out images)"}
         tensors = {k: v.detach().float().cpu() for k, v in self.model.trainable_state().items()}
         cfg = self.cfg.to_dict()
         manifest = {
@@ -390,10 +470,12 @@ class MPFTTrainer:
             "params": {**self.model.params(), "training": cfg,
                        "trainable_parameters": int(sum(v.numel() for v in tensors.values()))},
             "calibration": cal,
+            "attribution": self.attribution,
             "threshold": 0.5,
             "metrics": {**metrics, "history": self.history},
             "data": {"sources": self.sources, "train": summarize(self.train_items),
-                     "validation": summarize(self.val_items) if self.val_items else {"n": 0},
+                     "selection": summarize(self.val_items) if self.val_items else {"n": 0},
+                     "validation": summarize(self.report_items) if self.report_items else {"n": 0},
                      "skipped_unreadable": len(self.skipped)},
             "source": "aiidetect train mpft",
             "license": "trained weights inherit the terms of the training data and backbone",

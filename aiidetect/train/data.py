@@ -1,23 +1,73 @@
 """Labelled datasets in the layouts the field uses, read into one list of items.
 
-Supported (auto-detected per argument):
-- folder with ``real/`` and ``ai/<generator>/`` (``ai/`` files directly inside get generator "unknown-ai");
-- GenImage: ``<generator>/{train,val}/{ai,nature}/`` (pick the split with ``split=``);
-- UniversalFakeDetect / CNNSpot: ``<generator>/[<class>/]{0_real,1_fake}/``;
-- a CSV manifest with columns ``file,label[,generator]`` (paths relative to the CSV),
-  like ../shared/data/dev/manifest.csv. Rows whose label is not real/ai are skipped.
+One layout detector serves every training command and `aiidetect eval`, so a
+folder means the same thing to both. Supported (auto-detected per argument):
+
+- ``real/`` and ``ai/<generator>/`` (files directly in ``ai/`` get generator "unknown-ai");
+- GenImage, pointed at any level (pick the split with ``split=``):
+  nested as released ``<generator>/<subset>/{train,val}/{ai,nature}/``,
+  one generator folder ``<subset>/{train,val}/{ai,nature}/``,
+  one subset folder ``{train,val}/{ai,nature}/``,
+  or flattened ``<generator>/{train,val}/{ai,nature}/``.
+  GenImage subset folder names (``imagenet_ai_0419_sdv4`` ...) are mapped to the
+  released generator folder names (``stable_diffusion_v_1_4`` ...), so the same
+  images get the same generator label at every level;
+- UniversalFakeDetect / CNNSpot: ``<generator>/[<class>/]{0_real,1_fake}/``.
+  Folders directly above ``0_real``/``1_fake`` that are LSUN/CNNSpot object classes
+  (``airplane``, ``cat``, ...) are classes, never generators: the CNNSpot/UFD
+  training set ``train/<class>/0_real|1_fake`` is ProGAN's, so its generator is
+  ``progan`` (or the name of the folder given, when that is not a split name).
+  The UFD diffusion test folders keep their reals beside them (``laion/0_real``,
+  ``imagenet/0_real``); those reals form a pool that `protocol_pairs` pairs with
+  the diffusion subsets the way the UFD evaluation code does;
+- a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
+  to the CSV), like ../shared/data/dev/manifest.csv. Rows whose label is not
+  real/ai are skipped.
+
+Every item carries a ``subset``: the benchmark subset whose own reals and fakes
+are scored together by `aiidetect eval --protocol` (GenImage: the generator's
+folder; UFD/CNNSpot: the test folder; for reals the pool they belong to; ""
+when the layout has no subsets).
 """
 from __future__ import annotations
 
 import csv
+import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
               ".jfif", ".jpe"}
+
+GENIMAGE_SPLITS = ("train", "val")
+GENIMAGE_CLASSES = ("ai", "nature")
+UFD_CLASSES = ("0_real", "1_fake")
+# GenImage's subset folders, by the token after "imagenet_[ai_NNNN_]", -> the
+# generator folder they are released under.
+GENIMAGE_SUBSET_GENERATORS = {
+    "adm": "ADM", "biggan": "BigGAN", "glide": "glide", "midjourney": "Midjourney",
+    "sdv4": "stable_diffusion_v_1_4", "sdv5": "stable_diffusion_v_1_5", "vqdm": "VQDM", "wukong": "wukong",
+}
+# Object/scene classes of the CNNSpot (Wang et al. 2020) and UFD folders: the
+# 20 LSUN object classes of the ProGAN set plus the classes of the StyleGAN(2)
+# and CycleGAN test folders. A folder with one of these names is a class.
+UFD_OBJECT_CLASSES = frozenset({
+    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "bedroom", "church", "church_outdoor", "apple", "orange", "summer", "winter", "zebra",
+})
+# Folder names that say which split, not which generator.
+SPLIT_NAMES = frozenset({"train", "val", "test", "training", "validation", "testing", "dataset", "data",
+                         "progan_train", "progan_val", "cnn_synth_testset"})
+# UFD diffusion test set: the real pools and which subsets the UFD evaluation
+# code scores against which pool (guided was sampled on ImageNet, the rest on LAION).
+UFD_REAL_POOLS = ("laion", "imagenet")
+UFD_POOL_FOR = (("guided", "imagenet"), ("ldm", "laion"), ("glide", "laion"), ("dalle", "laion"))
+MAX_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -25,6 +75,7 @@ class Item:
     path: str
     label: int          # 0 real, 1 ai
     generator: str      # "real" for real images
+    subset: str = ""    # benchmark subset (or real pool) for protocol metrics
 
     @property
     def label_name(self) -> str:
@@ -35,29 +86,121 @@ def _images_under(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
+def _subdirs(d: Path) -> list[Path]:
+    try:
+        with os.scandir(d) as it:
+            return sorted(Path(e.path) for e in it if e.is_dir())
+    except OSError:
+        return []
+
+
+def _walk_dirs(src: Path, leaf_names: Sequence[str], max_depth: int = MAX_DEPTH) -> Iterator[Path]:
+    """Folders under src (src included) that hold one of leaf_names, without
+    descending into the leaves themselves: a benchmark has millions of files in
+    its leaves and none of them matters for the layout."""
+    stack = [(src, 0)]
+    while stack:
+        d, depth = stack.pop()
+        subs = _subdirs(d)
+        if any(s.name in leaf_names for s in subs):
+            yield d
+        if depth < max_depth:
+            stack += [(s, depth + 1) for s in reversed(subs) if s.name not in leaf_names]
+
+
+def genimage_generator(folder_name: str) -> str:
+    """GenImage subset folder name -> released generator name (other names unchanged)."""
+    m = re.fullmatch(r"imagenet_(?:ai_\d+_)?([A-Za-z0-9]+)", folder_name)
+    if m and m.group(1).lower() in GENIMAGE_SUBSET_GENERATORS:
+        return GENIMAGE_SUBSET_GENERATORS[m.group(1).lower()]
+    return folder_name
+
+
+def _genimage_name(chain: Sequence[str]) -> str:
+    """Generator of the split folders under chain[-1]: a GenImage subset folder
+    (imagenet_...) is named by its generator folder above it (nested layout)
+    or, failing that, by the released name its token maps to; any other folder
+    (flattened layout) is the generator itself."""
+    here = chain[-1] if chain else "unknown-ai"
+    if here.lower().startswith("imagenet_"):
+        mapped = genimage_generator(here)
+        if mapped != here:
+            return mapped
+        return chain[-2] if len(chain) >= 2 else here
+    return here
+
+
+def _genimage_split_dirs(src: Path) -> list[Path]:
+    return [d for d in _walk_dirs(src, GENIMAGE_CLASSES, 4) if d.name in GENIMAGE_SPLITS]
+
+
 def detect_layout(src: Path) -> str:
+    """'manifest' | 'folder' | 'genimage' | 'ufd' (UniversalFakeDetect/CNNSpot); ValueError otherwise."""
     if src.is_file() and src.suffix.lower() == ".csv":
         return "manifest"
     if not src.is_dir():
         raise ValueError(f"{src}: not a CSV manifest or a folder")
     if (src / "real").is_dir() and (src / "ai").is_dir():
         return "folder"
-    subs = [p for p in src.iterdir() if p.is_dir()]
-    if any((s / "train").is_dir() or (s / "val").is_dir() for s in subs) and \
-            any(q.name in ("ai", "nature") for s in subs for sp in ("train", "val") if (s / sp).is_dir()
-                for q in (s / sp).iterdir()):
+    if _genimage_split_dirs(src):
         return "genimage"
-    if any(p.name in ("0_real", "1_fake") for p in src.rglob("*") if p.is_dir()):
-        return "cnnspot"
-    raise ValueError(f"{src}: unknown layout; expected real/+ai/<gen>/, GenImage, UniversalFakeDetect "
-                     f"(0_real/1_fake) or a CSV manifest")
+    if next(_walk_dirs(src, UFD_CLASSES), None) is not None:
+        return "ufd"
+    raise ValueError(f"{src}: unknown layout; expected real/+ai/<gen>/, GenImage (nested "
+                     f"<generator>/<subset>/train|val/ai|nature or flattened <generator>/train|val/ai|nature), "
+                     f"UniversalFakeDetect/CNNSpot (<generator>/[<class>/]0_real|1_fake) or a CSV manifest")
+
+
+def _genimage_items(src: Path, split: str) -> list[Item]:
+    items: list[Item] = []
+    for d in _genimage_split_dirs(src):
+        if d.name != split:
+            continue
+        # the folder above the split, and the one above that, src's own names included
+        chain = [*src.resolve().parts, *d.relative_to(src).parts[:-1]]
+        gen = _genimage_name(chain)
+        if (d / "nature").is_dir():
+            items += [Item(str(p), 0, "real", gen) for p in _images_under(d / "nature")]
+        if (d / "ai").is_dir():
+            items += [Item(str(p), 1, gen, gen) for p in _images_under(d / "ai")]
+    return items
+
+
+def _is_split_name(name: str) -> bool:
+    return name.lower() in SPLIT_NAMES
+
+
+def _ufd_generator(holder: Path) -> str:
+    """Generator of a folder holding 0_real/1_fake: the nearest folder above
+    (itself included) that is not an object class. Classes are never
+    generators; a split-named folder of classes (train/, val/, dataset/) is the
+    CNNSpot/UFD training set, which is ProGAN's."""
+    # classes sit one level deep (<generator>/<class>/0_real), so only the holder can be one
+    d = holder.parent if holder.name.lower() in UFD_OBJECT_CLASSES else holder
+    return "progan" if _is_split_name(d.name) else (d.name or "unknown-ai")
+
+
+def _ufd_items(src: Path) -> list[Item]:
+    items: list[Item] = []
+    for h in _walk_dirs(src, UFD_CLASSES):
+        gen = _ufd_generator(h.resolve())
+        for cls in UFD_CLASSES:
+            d = h / cls
+            if not d.is_dir():
+                continue
+            lab = 1 if cls == "1_fake" else 0
+            items += [Item(str(p), lab, gen if lab else "real", gen) for p in _images_under(d)]
+    return items
 
 
 def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item]:
+    sources = list(sources)
     items: list[Item] = []
+    layouts = set()
     for s in sources:
         src = Path(s)
         layout = detect_layout(src)
+        layouts.add(layout)
         if layout == "manifest":
             items += _from_manifest(src)
         elif layout == "folder":
@@ -65,23 +208,15 @@ def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item
             ai = src / "ai"
             for p in _images_under(ai):
                 rel = p.relative_to(ai).parts
-                items.append(Item(str(p), 1, rel[0] if len(rel) > 1 else "unknown-ai"))
+                g = rel[0] if len(rel) > 1 else "unknown-ai"
+                items.append(Item(str(p), 1, g, g))
         elif layout == "genimage":
-            for gen in sorted(p for p in src.iterdir() if p.is_dir()):
-                d = gen / split
-                if not d.is_dir():
-                    continue
-                items += [Item(str(p), 0, "real") for p in _images_under(d / "nature")] if (d / "nature").is_dir() else []
-                items += [Item(str(p), 1, gen.name) for p in _images_under(d / "ai")] if (d / "ai").is_dir() else []
-        else:  # cnnspot
-            for d in sorted(p for p in src.rglob("*") if p.is_dir() and p.name in ("0_real", "1_fake")):
-                rel = d.relative_to(src).parts
-                gen = rel[0] if len(rel) > 1 else src.name
-                lab = 1 if d.name == "1_fake" else 0
-                items += [Item(str(p), lab, gen if lab else "real") for p in sorted(d.iterdir())
-                          if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+            items += _genimage_items(src, split)
+        else:
+            items += _ufd_items(src)
     if not items:
-        raise ValueError("no labelled images found in " + ", ".join(map(str, sources)))
+        raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
+                         + (f" (GenImage split {split!r})" if "genimage" in layouts else ""))
     return items
 
 
@@ -95,8 +230,30 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                 continue
             y = 1 if lab in ("ai", "fake", "1") else 0
             gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
+            sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
             p = Path(row["file"])
-            out.append(Item(str(p if p.is_absolute() else base / p), y, "real" if y == 0 else gen))
+            out.append(Item(str(p if p.is_absolute() else base / p), y, "real" if y == 0 else gen, sub))
+    return out
+
+
+def protocol_pairs(items: Sequence[Item]) -> dict[str, str | None]:
+    """AI subset -> the subset (real pool) whose reals it is scored against.
+
+    A subset's own reals when it has any (GenImage, CNNSpot GAN folders);
+    otherwise the UFD pairing (guided -> imagenet, ldm*/glide*/dalle -> laion);
+    otherwise the one real pool when there is exactly one; else None, meaning
+    the reals without a subset ("" pool), i.e. all unassigned reals."""
+    real_pools = {i.subset for i in items if i.label == 0}
+    out: dict[str, str | None] = {}
+    for s in sorted({i.subset or i.generator for i in items if i.label == 1}):
+        if s in real_pools:
+            out[s] = s
+            continue
+        pool = next((p for prefix, p in UFD_POOL_FOR if s.lower().startswith(prefix) and p in real_pools), None)
+        named = [p for p in real_pools if p]
+        if pool is None and len(named) == 1 and "" not in real_pools:
+            pool = named[0]
+        out[s] = pool if pool is not None else ("" if "" in real_pools else None)
     return out
 
 
