@@ -127,20 +127,21 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 is_link = e.is_symlink()
                 st = os.stat(p)  # follows links
             except OSError as exc:
-                if again:
-                    continue
                 if getattr(exc, "errno", None) == 40 or is_link:
                     if os.path.splitext(p)[1].lower() in IMAGE_EXTS or _is_dir_link(p):
                         # Keyed by the link itself: a broken link reached through two folder links is one row.
                         lk = _link_key(p)
-                        if lk is None or new(lk):
+                        if again:
+                            summ.duplicates += 1
+                        elif lk is None or new(lk):
                             yield Candidate(p, error=("symlink-loop" if getattr(exc, "errno", None) == 40
                                                       else "unreadable",
                                                       f"broken or looping symbolic link: {exc.strerror or exc}"))
-                    else:
+                    elif not again:
                         summ.skipped += 1
                     continue
-                yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
+                if not again:  # a folder reached a second time already gave this row
+                    yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:

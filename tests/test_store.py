@@ -300,3 +300,22 @@ def test_store_keeps_hostile_names(tmp_path):
     assert len(_rows(db)) == 3
     t = run_cli("results", "failed", "--db", str(db))
     assert t.returncode == 0 and "[bold]broken.png" in t.stdout, t.stdout
+
+
+def test_results_export_html_report(tmp_path):
+    """The store renders as the same self-contained report a scan writes, one card per
+    exported record, names kept as text."""
+    from htmlcheck import assert_self_contained
+
+    root = tmp_path / "in"
+    _tiny_images(root, 3, folders=1)
+    (root / "f00" / "<img src=x onerror=alert(1)>.png").write_bytes(b"\x89PNG\r\n\x1a\nno")
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
+    r = run_cli("results", "export", "--db", str(db), "-f", "html")
+    assert r.returncode == 0, r.stderr
+    doc = assert_self_contained(r.stdout)
+    assert len(doc.cards) == 4
+    assert any(c["name"].endswith("<img src=x onerror=alert(1)>.png") for c in doc.cards)
+    only_errors = run_cli("results", "export", "--db", str(db), "-f", "html", "--verdict", "error")
+    assert len(assert_self_contained(only_errors.stdout).cards) == 1

@@ -24,6 +24,14 @@ class Format(str, Enum):
     csv = "csv"
 
 
+class ExportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    html = "html"
+
+
 DbOpt = typer.Option(..., "--db", help="Results store written by `aiidetect scan --db`.")
 RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, see `results summary`). Default: all runs.")
 FmtOpt = typer.Option(Format.table, "--format", "-f", help="table | json | jsonl | csv")
@@ -111,15 +119,19 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     raise typer.Exit(EXIT_OK)
 
 
-def export(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
+def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
+           fmt: ExportFormat = typer.Option(ExportFormat.table, "--format", "-f",
+                                            help="table | json | jsonl | csv | html (the report for people)"),
            verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                        help="Only these verdicts: ai, uncertain, real, error "
                                                             "(comma-separated or repeated)."),
            fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported.")):
-    """The stored records, exactly as `scan` printed them (json, jsonl, csv, table).
+    """The stored records, exactly as `scan` printed them (json, jsonl, csv, table), or
+    the HTML report of them (docs/report.md; it holds every exported record until the end).
 
     Examples: aiidetect results export --db audit.sqlite --verdict ai,uncertain -f csv > flagged.csv
               aiidetect results export --db audit.sqlite -f jsonl | jq .
+              aiidetect results export --db audit.sqlite --verdict ai,uncertain -f html > flagged.html
     """
     from ..report import make_writer
     from ..store import record_from_dict
@@ -137,6 +149,9 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         for r in store.runs():
             if r["run_id"] in ids:
                 names += [x for x in r["detectors"].split(",") if x and x not in names]
+        if fmt is ExportFormat.html:
+            n = _export_html(store, ids, wanted, str(db))
+            raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
         try:
             writer = make_writer(fmt.value, sys.stdout, names)
             for row in store.iter_rows(ids, wanted, columns=("record",)):
@@ -146,6 +161,19 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         except BrokenPipeError:
             sys.stderr.close()
     raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
+
+
+def _export_html(store, ids, wanted, source: str) -> int:
+    """The report page over stored records; thumbnails are read from the files that are still where
+    the scan found them."""
+    from ..report.html import HtmlWriter, normalize_record, run_info_from_records
+
+    recs = [normalize_record(json.loads(row["record"])) for row in store.iter_rows(ids, wanted, columns=("record",))]
+    w = HtmlWriter(sys.stdout, run_info_from_records(recs, source, sys.argv[1:]))
+    for r in recs:
+        w.add(r)
+    w.close()
+    return len(recs)
 
 
 def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
