@@ -54,7 +54,14 @@ def display_path(p: Any) -> str:
 
 def path_bytes_b64(p: Any) -> str | None:
     """base64 of the exact file-name bytes when the name is not valid UTF-8; None otherwise."""
-    raw = p if isinstance(p, bytes) else os.fsencode(p if isinstance(p, str) else os.fspath(p))
+    if isinstance(p, bytes):
+        raw = p
+    else:
+        s = p if isinstance(p, str) else os.fspath(p)
+        try:
+            raw = os.fsencode(s)
+        except UnicodeEncodeError:  # a lone surrogate no file system produced: keep it, as its code point
+            raw = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else bytes(s)
     try:
         raw.decode("utf-8")
         return None
