@@ -132,7 +132,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     z_pix = 0.0
     if pixel:
         if fitted:
-            from .calibration import Calibrator
+            from .probability import Calibrator
 
             for name, r in pixel.items():
                 dp = _detector_params(m, name)

@@ -287,7 +287,7 @@ def legacy_accepts(head_backbone: dict[str, Any], fingerprint: str) -> bool:
     backbone built with `fingerprint`? True when the weights file the run loaded
     has that SHA-256, or when a file with that SHA-256 was seen earlier on this
     machine holding the same tensors."""
-    from .backbone import fingerprint as make_fingerprint
+    from .clip_env import fingerprint as make_fingerprint
 
     want = head_backbone.get("fingerprint")
     legacy = str(head_backbone.get("weights_id") or "")

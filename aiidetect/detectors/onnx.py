@@ -40,7 +40,7 @@ def _head_meta(head) -> dict[str, Any]:
 
 def linear_exports(head, backbone) -> list:
     from ..linear import LinearHead, to_linear
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     lh = LinearHead.from_head(head)
 
@@ -79,7 +79,7 @@ def mpft_exports(head, backbone) -> list:
     if fn is not None:
         return list(fn(head, backbone))
     from ..mpft.model import build_from_head
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     model = build_from_head(head, backbone)
     m = head.manifest
@@ -93,7 +93,7 @@ def flow_exports(head, backbone) -> list:
     if fn is not None:
         return list(fn(head, backbone))
     from ..flow.model import flow_from_head
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     m = head.manifest
     feats = m["params"]["features"]
@@ -271,7 +271,7 @@ class OnnxHeadDetector(Detector):
 def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
     (ctx.options["onnx_families"], default all pixel families)."""
-    from ..onnx_export import ExportError, read_sidecar
+    from ..onnx_sidecar import ExportError, read_sidecar
     from ..onnx_runtime import RuntimeUnavailable, load_session
 
     if ctx.onnx_dir is None:
