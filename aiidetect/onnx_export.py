@@ -21,7 +21,6 @@ PyTorch fp32 path is measured, never assumed, and written into the sidecar.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .hashing import sha256_file
 # The sidecar's format and the exporter's head type live in onnx_sidecar, which
 # the runtime detector reads without importing the exporter.
 from .onnx_sidecar import SIDECAR, SIDECAR_VERSION, ExportError, HeadExport, read_sidecar  # noqa: F401
@@ -424,9 +424,10 @@ def load_pixels(paths: Sequence[str], spec: Mapping[str, Any], limit: int | None
 
 
 def image_paths(folder: str | Path, limit: int | None = None) -> list[str]:
-    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"}
+    from .discover import IMAGE_EXTS
+
     p = Path(folder)
-    files = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in exts and f.is_file()] if p.is_dir() else []
+    files = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_EXTS and f.is_file()] if p.is_dir() else []
     if limit:
         # spread the sample over the folder (real and AI sub-folders both)
         step = max(1, len(files) // limit)
@@ -484,7 +485,7 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
         files = _data_files(target)
         heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]
-        entry = {"file": fname, "files": {f: _sha256(out / f) for f in files}, "variant": variant,
+        entry = {"file": fname, "files": {f: sha256_file(out / f) for f in files}, "variant": variant,
                  "input": {"name": "pixels", "shape": ["batch", 3, backbone.image_size, backbone.image_size],
                            "dtype": "float32", "layout": "NCHW, RGB, normalised: (x/255 - mean)/std"},
                  "preprocessing": spec, "outputs": graph.output_names, "heads": heads_meta,
@@ -515,14 +516,6 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
     }
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def copy_export(src: str | Path, dst: str | Path) -> None:

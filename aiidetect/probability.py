@@ -34,6 +34,19 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+
+# Scalar forms for per-file arithmetic (fusion): plain floats through math, so
+# a record's numbers do not depend on numpy's vectorised log/exp, which may
+# differ from libm in the last bit.
+def logit_float(p: float, eps: float = 1e-6) -> float:
+    p = min(max(float(p), eps), 1 - eps)
+    return math.log(p / (1 - p))
+
+
+def sigmoid_float(z: float) -> float:
+    z = max(min(z, 50.0), -50.0)
+    return 1.0 / (1.0 + math.exp(-z))
+
 def _nll(z: np.ndarray, y: np.ndarray) -> float:
     # log(1 + e^z) - y z, numerically stable
     return float(np.mean(np.logaddexp(0.0, z) - y * z))

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
-              ".jfif", ".jpe"}
+# Training reads the same file types a scan does.
+from ..discover import IMAGE_EXTS
 
 GENIMAGE_SPLITS = ("train", "val")
 GENIMAGE_CLASSES = ("ai", "nature")
