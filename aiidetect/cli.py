@@ -49,13 +49,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"aiidetect.commands.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"aiidetect.commands.{_name}":
-            raise
-        continue  # command not built yet
-    _mod.register(APPS)
+    importlib.import_module(f"aiidetect.commands.{_name}").register(APPS)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -517,6 +516,3 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
-
-def copy_export(src: str | Path, dst: str | Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)

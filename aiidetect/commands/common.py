@@ -180,7 +180,3 @@ def weights_dirs(dirs: Optional[list[Path]]):
     from ..weights import weights_dirs as _wd
 
     return _wd(dirs or [])
-
-
-def is_tty_stdout() -> bool:
-    return sys.stdout.isatty()

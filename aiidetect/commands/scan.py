@@ -315,11 +315,8 @@ def _open_cache(err):
 def _load_fusion(ctx):
     from .. import fusion
 
-    loader = getattr(fusion, "load_fusion_model", None)
-    if loader is None:
-        return None
     try:
-        return loader(ctx.weights_dirs)
+        return fusion.load_fusion_model(ctx.weights_dirs)
     except Exception as exc:  # noqa: BLE001
         stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({escape(str(exc))}); using the default rules")
         return None

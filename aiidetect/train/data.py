@@ -77,11 +77,6 @@ class Item:
     generator: str      # "real" for real images
     subset: str = ""    # benchmark subset (or real pool) for protocol metrics
 
-    @property
-    def label_name(self) -> str:
-        return "ai" if self.label else "real"
-
-
 def _images_under(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
