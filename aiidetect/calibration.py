@@ -115,30 +115,6 @@ def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) 
     return theta[:-1], float(theta[-1])
 
 
-def _constrained_fusion_fit(X: np.ndarray, Y: np.ndarray, used: list[int], C: float):
-    """Detector weights >= 0 (a detector that looks inverted on this data is
-    dropped, not flipped) and the soft-evidence weight in [0, 1] (calibration
-    data may tell us to trust metadata less than its stated likelihood ratio,
-    never more: camera-vs-generator metadata is the easiest bias to learn)."""
-    k = X.shape[1] - 1                   # last column: soft evidence
-    free = list(used)
-    fixed: dict[int, float] = {}
-    for _ in range(X.shape[1] + 1):
-        off = sum((X[:, j] * v for j, v in fixed.items()), np.zeros(len(Y)))
-        w_free, bias = logistic_regression(X[:, free], Y, off, C) if free else (np.zeros(0), 0.0)
-        w = np.zeros(X.shape[1])
-        for j, v in fixed.items():
-            w[j] = v
-        w[free] = w_free
-        bad = [j for j in free if w[j] < 0 or (j == k and w[j] > 1)]
-        if not bad:
-            return w, bias
-        for j in bad:
-            fixed[j] = 0.0 if w[j] < 0 else 1.0
-            free.remove(j)
-    return w, bias
-
-
 def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_fnr: float = 0.05,
                C: float = 1.0, min_per_class: int = 5) -> dict[str, Any]:
     """Fit per-detector calibration, a logistic-regression fusion over the
@@ -186,7 +162,9 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     if not used or len(set(Y.tolist())) < 2:
         raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse; "
                          "train a head first, or check the detectors' status in `aiidetect eval`")
-    w, bias = _constrained_fusion_fit(X, Y, used, C)
+    from .fusion_fit import constrained_logistic_fit
+
+    w, bias = constrained_logistic_fit(X, Y, used, C)
     params: dict[str, Any] = {
         "method": method,
         "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}
