@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+# Re-exported: these live in clip_env so that modules backbone itself uses can
+# reach them without importing backbone back.
+from .clip_env import default_cache_dirs, fingerprint, import_open_clip  # noqa: E402,F401
 
 DEFAULT_MODEL = "ViT-L-14"
 DEFAULT_PRETRAINED = "openai"
@@ -35,49 +38,6 @@ class BackboneUnavailable(RuntimeError):
                                    f" Remedy: {remedy}" if remedy else ""))
         self.reason = reason
         self.remedy = remedy
-
-
-# --------------------------------------------------------------------------
-# torchvision on a CPU-only torch
-# --------------------------------------------------------------------------
-_TV_SHIM_LIB = None  # keeps the operator schemas registered for the process lifetime
-
-
-def import_open_clip():
-    """Import open_clip, working around a CUDA-only torchvision wheel.
-
-    PyPI's torchvision wheels link their C++ ops against CUDA torch. Next to the
-    CPU torch build, loading those ops fails and ``import torchvision`` then dies
-    registering a fake kernel for ``torchvision::nms`` (pytorch/vision#9085).
-    open_clip only needs torchvision's Python transforms, so when (and only
-    when) that import fails we declare the two operator schemas torchvision
-    expects and import again. The ops themselves stay unusable; nothing in
-    aiidetect calls them. With a matching CUDA torch the first import works
-    and this path is never taken. See docs/install.md.
-    """
-    global _TV_SHIM_LIB
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        import torch
-
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        if _TV_SHIM_LIB is None:
-            lib = torch.library.Library("torchvision", "FRAGMENT")
-            lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            _TV_SHIM_LIB = lib
-        import torchvision  # noqa: F401
-    import logging
-
-    # open_clip logs a warning for every random init; tests and demos do that on purpose.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    import open_clip
-
-    return open_clip
 
 
 # --------------------------------------------------------------------------
@@ -136,14 +96,6 @@ def resolve_config_path(config: str) -> Path:
 
 def list_shipped_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-
-
-def default_cache_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("AIIDETECT_CLIP_CACHE"):
-        dirs.append(Path(os.environ["AIIDETECT_CLIP_CACHE"]))
-    dirs.append(Path.home() / ".cache" / "clip")  # open_clip's own URL download cache
-    return dirs
 
 
 def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | None = None) -> tuple[Path, str]:
@@ -248,15 +200,6 @@ def _hub_cache_has(repo: str) -> bool:
     base = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
     return (Path(base) / ("models--" + repo.replace("/", "--"))).is_dir()
-
-
-def fingerprint(model_cfg: dict[str, Any], weights_id: str) -> str:
-    """Identity of an encoder: its architecture and its weights. Heads store it and
-    refuse to load against anything else."""
-    vision = {"embed_dim": model_cfg.get("embed_dim"), "vision_cfg": model_cfg.get("vision_cfg"),
-              "quick_gelu": bool(model_cfg.get("quick_gelu", False))}
-    blob = json.dumps({"arch": vision, "weights": weights_id}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 # --------------------------------------------------------------------------

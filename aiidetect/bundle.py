@@ -22,6 +22,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from .hashing import sha256_file
+
 MANIFEST_NAME = "aiidetect-bundle.json"
 BUNDLE_FORMAT = 1
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -30,14 +32,6 @@ _MAX_MANIFEST = 8 << 20
 
 class BundleError(RuntimeError):
     """A bundle that cannot be written or is refused; nothing was installed."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_backbones(dirs: Iterable[Path]) -> list[Path]:
@@ -66,7 +60,7 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
             raise BundleError(f"two backbone files are named {bb.name}")
         seen.add(arc)
         sources.append((arc, bb))
-        entries.append({"path": arc, "kind": "backbone", "bytes": bb.stat().st_size, "sha256": _sha256(bb)})
+        entries.append({"path": arc, "kind": "backbone", "bytes": bb.stat().st_size, "sha256": sha256_file(bb)})
     for head_dir, manifest in heads:
         bad = verify_files(head_dir, manifest)
         if bad:
@@ -82,7 +76,7 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
             seen.add(arc)
             sources.append((arc, p))
             entries.append({"path": arc, "kind": "head", "head": name, "bytes": p.stat().st_size,
-                            "sha256": _sha256(p)})
+                            "sha256": sha256_file(p)})
     if not entries:
         raise BundleError("nothing to pack: no backbone files and no heads")
     manifest_blob = json.dumps({"format": BUNDLE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc)
@@ -104,7 +98,7 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
             with open(p, "rb") as f:
                 tar.addfile(ti, f)
     os.replace(tmp, out)
-    return {"path": str(out), "sha256": _sha256(out), "bytes": out.stat().st_size, "files": entries}
+    return {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size, "files": entries}
 
 
 def _safe_member_path(name: str) -> PurePosixPath:
@@ -125,7 +119,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
     from .weights import read_manifest, verify_files
 
     bundle = Path(bundle)
-    if expect_sha256 and _sha256(bundle) != expect_sha256.strip().lower():
+    if expect_sha256 and sha256_file(bundle) != expect_sha256.strip().lower():
         raise BundleError(f"{bundle}: SHA-256 differs from the expected {expect_sha256}")
     try:
         tar = tarfile.open(bundle, "r:*")
@@ -191,7 +185,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         for p in sorted(got):
             if p.startswith("backbones/"):
                 target = backbone_dir / PurePosixPath(p).name
-                if target.exists() and not force and _sha256(target) != listed[p]["sha256"]:
+                if target.exists() and not force and sha256_file(target) != listed[p]["sha256"]:
                     conflicts.append(str(target))
         if conflicts:
             raise BundleError("these already exist with other content (use --force to replace): "
@@ -224,7 +218,7 @@ def _existing_parent(p: Path) -> Path:
 def _tree_digest(d: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(x for x in d.rglob("*") if x.is_file()):
-        h.update(str(p.relative_to(d)).encode() + b"\0" + _sha256(p).encode())
+        h.update(str(p.relative_to(d)).encode() + b"\0" + sha256_file(p).encode())
     return h.hexdigest()
 
 

@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Subcommands inherit this through click's context, so `-h` works everywhere.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 train_app = typer.Typer(help="Train detector heads.", no_args_is_help=True)
 weights_app = typer.Typer(help="Fetch, identify, carry, list and verify weights.", no_args_is_help=True)
@@ -47,13 +49,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(f"aiidetect.commands.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"aiidetect.commands.{_name}":
-            raise
-        continue  # command not built yet
-    _mod.register(APPS)
+    importlib.import_module(f"aiidetect.commands.{_name}").register(APPS)
 
 
 def main() -> None:

@@ -116,7 +116,7 @@ def lookup_with_import(model: str, tag: str) -> dict[str, Any] | None:
     got = lookup(model, tag)
     if got is not None:
         return got
-    from .backbone import import_open_clip
+    from .clip_env import import_open_clip
 
     cfg = import_open_clip().get_pretrained_cfg(model, tag)
     if not cfg:

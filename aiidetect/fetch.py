@@ -52,7 +52,7 @@ def hub_local_name(repo: str, filename: str) -> str:
 
 
 def clip_cache_dir() -> Path:
-    from .backbone import default_cache_dirs
+    from .clip_env import default_cache_dirs
 
     return default_cache_dirs()[0]
 

@@ -22,11 +22,11 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .probability import logit_float as _logit, sigmoid_float as _sigmoid
 from .records import DetectorResult
 
 # Default uncertain band on p_ai; calibrated values come from the fusion model.
@@ -46,16 +46,6 @@ class FusionOutcome:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     contributions: dict[str, float] = field(default_factory=dict)  # source -> signed log-odds moved (nats)
-
-
-def _logit(p: float, eps: float = 1e-6) -> float:
-    p = min(max(float(p), eps), 1 - eps)
-    return math.log(p / (1 - p))
-
-
-def _sigmoid(z: float) -> float:
-    z = max(min(z, 50.0), -50.0)
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _family(name: str) -> str:
@@ -132,7 +122,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     z_pix = 0.0
     if pixel:
         if fitted:
-            from .calibration import Calibrator
+            from .probability import Calibrator
 
             for name, r in pixel.items():
                 dp = _detector_params(m, name)

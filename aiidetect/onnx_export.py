@@ -21,53 +21,23 @@ PyTorch fp32 path is measured, never assumed, and written into the sidecar.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-SIDECAR = "aiidetect-onnx.json"
-SIDECAR_VERSION = 1
+from .hashing import sha256_file
+# The sidecar's format and the exporter's head type live in onnx_sidecar, which
+# the runtime detector reads without importing the exporter.
+from .onnx_sidecar import SIDECAR, SIDECAR_VERSION, ExportError, HeadExport, read_sidecar  # noqa: F401
+
 DEFAULT_OPSET = 18
 VARIANTS = ("fp32", "fp16", "int8")
 # Above this many parameter bytes the weights go to an external data file
 # (protobuf's hard limit is 2 GiB; ViT-L-14 alone is 1.2 GB in fp32).
 EXTERNAL_DATA_BYTES = 256 * 1024 * 1024
-
-
-class ExportError(RuntimeError):
-    pass
-
-
-@dataclass
-class HeadExport:
-    """One trained head as the exporter sees it.
-
-    module(x) returns one tensor per role (a tensor for one role, a tuple for
-    several), where x is the encoder output named by `input` ("embed",
-    "pooled", "cls_<i>") or the normalised pixels ("pixels", for heads with
-    their own encoder pass). `meta` is copied into the sidecar and handed back
-    to the runtime detector: manifest, labels, calibration, threshold.
-    """
-
-    name: str
-    family: str
-    module: Any
-    roles: tuple[str, ...] = ("logit",)
-    input: str | tuple[str, ...] = "embed"  # a tuple: those outputs concatenated (CLIP-Flow's multi-layer vector)
-    preprocessing: dict[str, Any] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    # int8: False keeps this head's own MatMuls in float (a density model such
-    # as CLIP-Flow turns small weight errors into large log-likelihood errors)
-    quantize: bool = True
-
-    def output_names(self) -> list[str]:
-        return [f"{self.name}/{r}" for r in self.roles]
 
 
 def _layers_needed(heads: Sequence[HeadExport], n_blocks: int) -> tuple[int, ...]:
@@ -453,9 +423,10 @@ def load_pixels(paths: Sequence[str], spec: Mapping[str, Any], limit: int | None
 
 
 def image_paths(folder: str | Path, limit: int | None = None) -> list[str]:
-    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"}
+    from .discover import IMAGE_EXTS
+
     p = Path(folder)
-    files = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in exts and f.is_file()] if p.is_dir() else []
+    files = [str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_EXTS and f.is_file()] if p.is_dir() else []
     if limit:
         # spread the sample over the folder (real and AI sub-folders both)
         step = max(1, len(files) // limit)
@@ -513,7 +484,7 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
         files = _data_files(target)
         heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]
-        entry = {"file": fname, "files": {f: _sha256(out / f) for f in files}, "variant": variant,
+        entry = {"file": fname, "files": {f: sha256_file(out / f) for f in files}, "variant": variant,
                  "input": {"name": "pixels", "shape": ["batch", 3, backbone.image_size, backbone.image_size],
                            "dtype": "float32", "layout": "NCHW, RGB, normalised: (x/255 - mean)/std"},
                  "preprocessing": spec, "outputs": graph.output_names, "heads": heads_meta,
@@ -545,26 +516,3 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
     (out / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
-    p = Path(onnx_dir) / SIDECAR
-    try:
-        s = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
-            from exc
-    if s.get("format") != "aiidetect-onnx":
-        raise ExportError(f"{p} is not an aiidetect ONNX sidecar")
-    return s
-
-
-def copy_export(src: str | Path, dst: str | Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)

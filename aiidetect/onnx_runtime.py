@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -124,9 +124,3 @@ def run_batches(session: Session, pixels: np.ndarray, batch_size: int = 16,
         for k, v in session.run(pixels[i:i + batch_size], outputs).items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def describe_sessions(sessions: Mapping[str, Session]) -> dict[str, Any]:
-    provs = sorted({s.provider for s in sessions.values()})
-    return {"runtime": "onnx", "provider": provs[0] if len(provs) == 1 else provs,
-            "models": {k: s.describe() for k, s in sessions.items()}}

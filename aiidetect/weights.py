@@ -12,7 +12,6 @@ it (a linear layer, LoRA deltas, a flow). The manifest is the contract:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from .hashing import sha256_file
 
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
@@ -86,14 +87,6 @@ def default_output_dir(name: str, explicit: Iterable[str | Path] | None = None) 
     env = os.environ.get("AIIDETECT_WEIGHTS")
     base = Path(env.split(os.pathsep)[0]) if env else user_weights_dir()
     return base / name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -237,14 +237,9 @@ def weights_id(path: str | Path) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    def _hash(p: Path) -> str:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+    from .hashing import sha256_file
 
-    return _cached(Path(path), "file-sha256", _hash)
+    return _cached(Path(path), "file-sha256", sha256_file)
 
 
 def remember_alias(tensor_id: str, legacy_id: str) -> None:
@@ -287,7 +282,7 @@ def legacy_accepts(head_backbone: dict[str, Any], fingerprint: str) -> bool:
     backbone built with `fingerprint`? True when the weights file the run loaded
     has that SHA-256, or when a file with that SHA-256 was seen earlier on this
     machine holding the same tensors."""
-    from .backbone import fingerprint as make_fingerprint
+    from .clip_env import fingerprint as make_fingerprint
 
     want = head_backbone.get("fingerprint")
     legacy = str(head_backbone.get("weights_id") or "")

@@ -7,22 +7,18 @@ from typing import Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, PretrainedOpt,
-                     backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def register(apps) -> None:
     apps["root"].command("bench")(bench_cmd)
 
 
+@backbone_options()
 def bench_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Images to decode and scan (e.g. the dev photos). "
                                                        "Without it only the model is timed, on random pixels."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
+    backbone_opts: BackboneOptions = None,
     runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (torch) | float16 | int8 (onnx)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -75,7 +71,7 @@ def bench_cmd(
     if folder is not None and not folder.is_dir():
         fail(f"{folder} is not a folder")
     err = stderr_console()
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench
 

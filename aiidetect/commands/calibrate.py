@@ -10,10 +10,10 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, InferDtypeOpt,
-                     PretrainedOpt, WeightsDirOpt, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
+@backbone_options(device=True, dtype="infer", weights_dir=True)
 def calibrate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
                                                "Use data the heads were NOT trained on."),
@@ -32,14 +32,7 @@ def calibrate_cmd(
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = InferDtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
 ):
     """Fit calibration + fusion + the uncertain band; `scan` and `eval` then use it automatically."""
     from ..calibration import METHODS, fit_fusion, save_fusion
@@ -52,8 +45,7 @@ def calibrate_cmd(
         fail(f"--method takes {', '.join(METHODS)}")
     err = stderr_console()
     items = load_labelled(data, split, limit, seed)
-    dets, _ = build_detectors(parse_list(detectors), backbone, pretrained, backbone_config, backbone_weights,
-                              backbone_seed, device, dtype, weights_dir)
+    dets, _ = build_detectors(parse_list(detectors), backbone_opts)
     if not quiet:
         err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
     scored = run(items, dets, batch_size=batch_size)
@@ -68,7 +60,7 @@ def calibrate_cmd(
         plain_name(name)
     except ValueError as exc:
         fail(str(exc))
-    dest = out or default_output_dir(name, weights_dir)
+    dest = out or default_output_dir(name, backbone_opts.weights_dir)
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]

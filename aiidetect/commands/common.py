@@ -1,10 +1,14 @@
 """Options shared by several commands, and the error/exit-code plumbing."""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -30,6 +34,87 @@ InferDtypeOpt = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 
 WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable). Default: $AIIDETECT_WEIGHTS, "
                                                          "~/.local/share/aiidetect/weights, and the repo's weights/.",
                              rich_help_panel="Backbone")
+
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """The backbone option group as one value: what ``@backbone_options`` hands
+    to a command as its ``backbone_opts`` parameter."""
+
+    backbone: Optional[str] = None
+    pretrained: Optional[str] = None
+    backbone_config: Optional[str] = None
+    backbone_weights: Optional[str] = None
+    backbone_seed: int = 0
+    device: str = "auto"
+    dtype: Optional[str] = None
+    weights_dir: Optional[List[Path]] = None
+
+    def spec(self):
+        """The BackboneSpec; a bad combination ends the run with exit 2."""
+        return backbone_spec(self.backbone, self.pretrained, self.backbone_config, self.backbone_weights,
+                             self.backbone_seed)
+
+    def weights_dirs(self):
+        return weights_dirs(self.weights_dir)
+
+
+# (parameter name, annotation, typer option) in the order commands show them.
+_BACKBONE_CORE = (("backbone", Optional[str], BackboneOpt), ("pretrained", Optional[str], PretrainedOpt),
+                  ("backbone_config", Optional[str], BackboneConfigOpt),
+                  ("backbone_weights", Optional[str], BackboneWeightsOpt), ("backbone_seed", int, BackboneSeedOpt))
+_DTYPES = {"infer": InferDtypeOpt, "train": DtypeOpt}
+
+
+def backbone_options(*, device: bool = False, dtype: Optional[str] = None, weights_dir: bool = False) -> Callable:
+    """Give a command the backbone option group, declared once here.
+
+    The command takes one parameter ``backbone_opts: BackboneOptions``; on the command
+    line it becomes ``--backbone --pretrained --backbone-config
+    --backbone-weights --backbone-seed``, then ``--device`` (device=True),
+    ``--dtype`` (dtype="infer" for scan/eval/calibrate, "train" for training)
+    and ``--weights-dir`` (weights_dir=True), at the place ``backbone_opts`` stands::
+
+        @backbone_options(device=True, dtype="infer", weights_dir=True)
+        def scan(paths: List[str] = typer.Argument(...), backbone_opts: BackboneOptions = None): ...
+    """
+    group = list(_BACKBONE_CORE)
+    if device:
+        group.append(("device", str, DeviceOpt))
+    if dtype is not None:
+        group.append(("dtype", str, _DTYPES[dtype]))
+    if weights_dir:
+        group.append(("weights_dir", Optional[List[Path]], WeightsDirOpt))
+    names = [n for n, _, _ in group]
+
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        # typer reads the signature and the resolved annotations; give it both
+        # with the group spliced in where ``backbone_opts`` stood.
+        hints = typing.get_type_hints(fn)
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name == "backbone_opts":
+                params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann)
+                           for n, ann, opt in group]
+            else:
+                params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+        if len(params) == len(sig.parameters):
+            raise TypeError(f"{fn.__name__} has no 'backbone_opts' parameter for the backbone options")
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            bound = inspect.Signature(params).bind(*args, **kwargs)
+            values = dict(bound.arguments)
+            opts = BackboneOptions(**{n: values.pop(n) for n in names if n in values})
+            return fn(**values, backbone_opts=opts)
+
+        command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return wrap
 
 
 def backbone_spec(backbone: Optional[str], pretrained: Optional[str], config: Optional[str],
@@ -95,7 +180,3 @@ def weights_dirs(dirs: Optional[list[Path]]):
     from ..weights import weights_dirs as _wd
 
     return _wd(dirs or [])
-
-
-def is_tty_stdout() -> bool:
-    return sys.stdout.isatty()

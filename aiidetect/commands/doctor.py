@@ -2,28 +2,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt,
-                     DeviceOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail)
+from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, backbone_options, fail
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+@backbone_options(device=True, weights_dir=True)
 def doctor(
     fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
 ):
     """Say what can run on this machine and why not, with the exact remedy.
 
@@ -39,8 +31,8 @@ def doctor(
 
     if fmt not in ("table", "json"):
         fail("--format takes table or json")
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
-    rep = diagnose(spec, weights_dirs(weights_dir or []), device=device)
+    spec = backbone_opts.spec()
+    rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device)
     code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS
     if fmt == "json":
         typer.echo(json.dumps(rep, indent=2, default=str))

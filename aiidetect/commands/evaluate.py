@@ -8,8 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, InferDtypeOpt,
-                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def parse_list(values: Optional[List[str]]) -> list[str]:
@@ -35,8 +34,7 @@ def load_labelled(data: List[str], split: str, limit: Optional[int], seed: int):
     return items
 
 
-def build_detectors(families: list[str], backbone, pretrained, backbone_config, backbone_weights, backbone_seed,
-                    device, dtype, weights_dir):
+def build_detectors(families: list[str], backbone_opts: BackboneOptions):
     """The same detectors `aiidetect scan` would run with these options."""
     from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
     from ..weights import weights_dirs
@@ -45,8 +43,8 @@ def build_detectors(families: list[str], backbone, pretrained, backbone_config, 
     unknown = [f for f in fams if f not in list_families()]
     if unknown:
         fail(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
-    ctx = RunContext(backbone_spec=spec, device=device, dtype=dtype, weights_dirs=weights_dirs(weights_dir or []))
+    ctx = RunContext(backbone_spec=backbone_opts.spec(), device=backbone_opts.device, dtype=backbone_opts.dtype,
+                     weights_dirs=weights_dirs(backbone_opts.weights_dir or []))
     return create_detectors(fams, ctx), ctx
 
 
@@ -69,6 +67,7 @@ def resolve_fusion(fusion: Optional[str], weights_dir) -> tuple[Any, str]:
     return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
 
 
+@backbone_options(device=True, dtype="infer", weights_dir=True)
 def evaluate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled data: real/+ai/<generator>/ folder, GenImage, "
                                                "UniversalFakeDetect/CNNSpot folder, or a CSV manifest (file,label[,generator])."),
@@ -94,14 +93,7 @@ def evaluate_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = InferDtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
 ):
     """Evaluate detectors and the fused verdict: accuracy on real/AI, AP, AUC, TPR at 1%/5% FPR, ECE,
     uncertain share, per-generator tables, robustness sweeps and a format-bias control."""
@@ -126,9 +118,8 @@ def evaluate_cmd(
     except ValueError as exc:
         fail(str(exc))
     items = load_labelled(data, split, limit, seed)
-    model, fusion_desc = resolve_fusion(fusion, weights_dir)
-    dets, _ = build_detectors(parse_list(detectors), backbone, pretrained, backbone_config, backbone_weights,
-                              backbone_seed, device, dtype, weights_dir)
+    model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir)
+    dets, _ = build_detectors(parse_list(detectors), backbone_opts)
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
         err.print(f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, PretrainedOpt, WeightsDirOpt,
-                     backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def _load(image: Path, spec):
@@ -79,16 +78,12 @@ def explain_mask_cmd(
     typer.echo(str(output))
 
 
+@backbone_options(weights_dir=True)
 def explain_mpft_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG heat map of patch importance."),
     head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found)."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
 ):
     """Occlusion on the ViT patch grid: drop each patch token in turn and measure how much the MPFT logit falls.
     Red = the patch pushed the decision towards AI, blue = towards real."""
@@ -102,12 +97,12 @@ def explain_mpft_cmd(
     from ..preprocess import normalize
     from ..weights import HeadMismatch, find_heads, load_head, weights_dirs
 
-    found = find_heads(weights_dirs(weights_dir or []), "mpft")
+    found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
     if head_name:
         found = [(p, m) for p, m in found if m["name"] == head_name]
     if not found:
         fail("no mpft head found" + (f" named {head_name!r}" if head_name else ""))
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
     try:
         bb = create_backbone(spec)
         head = load_head(found[0][0])

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, PretrainedOpt,
-                     WeightsDirOpt, backbone_spec, fail, stderr_console, weights_dirs)
+from .common import BackboneOptions, backbone_options, fail, stderr_console, weights_dirs
 
 
 def register(apps) -> None:
     apps["export"].command("onnx")(export_onnx_cmd)
 
 
+@backbone_options(weights_dir=True)
 def export_onnx_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (graph(s) + aiidetect-onnx.json)."),
     variant: str = typer.Option("fp32", "--variant", help="fp32 | fp16 (for CUDA) | int8 (for CPU)."),
@@ -27,12 +27,7 @@ def export_onnx_cmd(
     agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
     detectors: str = typer.Option("linear,mpft,flow", "--detectors", help="Head families to include."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    weights_dir: Optional[list[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
 ):
     """Export the backbone and every trained head on its features to ONNX.
 
@@ -50,7 +45,7 @@ def export_onnx_cmd(
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
     err = stderr_console()
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
 
     from ..backbone import BackboneUnavailable, create_backbone
     from ..onnx_export import ExportError, collect_heads, export_onnx, image_paths
@@ -60,7 +55,7 @@ def export_onnx_cmd(
     except BackboneUnavailable as exc:
         fail(str(exc))
     fams = [f.strip() for f in detectors.split(",") if f.strip()]
-    heads, skipped = collect_heads(bb, weights_dirs(weights_dir), fams)
+    heads, skipped = collect_heads(bb, weights_dirs(backbone_opts.weights_dir), fams)
     for name, why in skipped:
         err.print(f"[yellow]note:[/] head {name} not exported: {why}", highlight=False)
     if not heads:

@@ -11,9 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..limits import DEFAULT_MAX_PIXELS
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneConfigOpt, BackboneOpt, BackboneSeedOpt,
-                     BackboneWeightsOpt, DeviceOpt, InferDtypeOpt, PretrainedOpt, WeightsDirOpt, backbone_spec, fail,
-                     stderr_console)
+from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, backbone_options, fail, stderr_console
 
 
 class Format(str, Enum):
@@ -34,6 +32,7 @@ def _parse_list(values: Optional[List[str]]) -> list[str]:
     return out
 
 
+@backbone_options(device=True, dtype="infer", weights_dir=True)
 def scan(
     paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
@@ -66,14 +65,7 @@ def scan(
     use_cache: bool = typer.Option(True, "--cache/--no-cache",
                                    help="Reuse results of files already scanned with the same detectors "
                                         "($AIIDETECT_CACHE/results.sqlite, keyed by content hash)."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = InferDtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
     db: Optional[Path] = typer.Option(None, "--db", rich_help_panel="Large audits",
                                       help="Write every record into this SQLite results store; re-running the same "
                                            "command resumes (unchanged files are not read again). "
@@ -125,9 +117,9 @@ def scan(
             fail("the ONNX runtime is not available in this build")
     if watermark not in ("auto", "always", "never"):
         fail("--watermark takes auto, always or never")
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+    if backbone_opts.dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail("--dtype takes auto, float32, bfloat16 or float16")
-    if device not in ("auto", "cpu", "cuda"):
+    if backbone_opts.device not in ("auto", "cpu", "cuda"):
         fail("--device takes auto, cpu or cuda")
     from ..shard import in_shard, parse_shard
 
@@ -161,8 +153,9 @@ def scan(
     cands = in_shard(cands, shard_ij)
 
     err = stderr_console()
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
-    ctx = RunContext(backbone_spec=spec, device=device, dtype=dtype, weights_dirs=weights_dirs(weights_dir),
+    spec = backbone_opts.spec()
+    ctx = RunContext(backbone_spec=spec, device=backbone_opts.device, dtype=backbone_opts.dtype,
+                     weights_dirs=weights_dirs(backbone_opts.weights_dir),
                      runtime=runtime, onnx_dir=onnx_dir, options={"watermark": watermark})
     if runtime == "onnx":
         pixel = [f for f in fams if f != "metadata"]
@@ -176,7 +169,7 @@ def scan(
         dets = create_detectors(fams, ctx)
     except Exception as exc:  # noqa: BLE001 - a broken head folder is a fatal, explained error
         fail(f"cannot prepare detectors: {type(exc).__name__}: {exc}")
-    fusion_model = _load_fusion(ctx) if fusion in (None, "", "auto") else _resolve_fusion(fusion, weight_dirs=weights_dir)
+    fusion_model = _load_fusion(ctx) if fusion in (None, "", "auto") else _resolve_fusion(fusion, weight_dirs=backbone_opts.weights_dir)
     if not quiet:
         from rich.markup import escape
 
@@ -322,11 +315,8 @@ def _open_cache(err):
 def _load_fusion(ctx):
     from .. import fusion
 
-    loader = getattr(fusion, "load_fusion_model", None)
-    if loader is None:
-        return None
     try:
-        return loader(ctx.weights_dirs)
+        return fusion.load_fusion_model(ctx.weights_dirs)
     except Exception as exc:  # noqa: BLE001
         stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({escape(str(exc))}); using the default rules")
         return None

@@ -9,8 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
-                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -23,6 +22,7 @@ def _int_list(text: Optional[str], what: str) -> list[int]:
         return []
 
 
+@backbone_options(device=True, dtype="train", weights_dir=True)
 def train_flow_cmd(
     real: List[Path] = typer.Option(..., "--real", help="Real photos: a folder (all images below it, or its real/ "
                                                         "part), or a CSV manifest; only real-labelled rows are used. "
@@ -64,14 +64,7 @@ def train_flow_cmd(
     max_images: Optional[int] = typer.Option(None, "--max-images", min=4, help="Use at most N real photos."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, proxies and training."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Train a CLIP-Flow head: a normalizing flow on frozen CLIP features of real photos that gives low
@@ -79,7 +72,7 @@ def train_flow_cmd(
     from ..proxies import parse_kinds
 
     err = stderr_console()
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
     try:
         kinds = parse_kinds(proxy_kinds)
     except ValueError as exc:
@@ -103,7 +96,7 @@ def train_flow_cmd(
     quiet_torch_threads()
     t0 = time.time()
     try:
-        bb = create_backbone(spec, device=resolve_device(device), dtype=dtype)
+        bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
     except BackboneUnavailable as exc:
         fail(str(exc))
     head_name = name or "clipflow-" + re.sub(r"[^A-Za-z0-9._-]+", "-", spec.describe()).strip("-").lower()
@@ -111,7 +104,7 @@ def train_flow_cmd(
         plain_name(head_name)
     except ValueError as exc:
         fail(str(exc))
-    out_dir = out or default_output_dir(head_name, weights_dir)
+    out_dir = out or default_output_dir(head_name, backbone_opts.weights_dir)
     try:
         prep = make_spec(preprocess, size or bb.image_size)
     except ValueError as exc:

@@ -7,10 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
-                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 
+@backbone_options(device=True, dtype="train", weights_dir=True)
 def train_linear_cmd(
     data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
                                                 "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
@@ -29,14 +29,7 @@ def train_linear_cmd(
                                        help="Hold out this fraction to report held-out metrics."),
     seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw and cross-validation folds."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
@@ -46,7 +39,7 @@ def train_linear_cmd(
     from .common import quiet_torch_threads
 
     err = stderr_console()
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
     gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     try:  # cheap checks of the data before torch is even imported
         select_items([str(d) for d in data], shots, gens, seed)
@@ -56,8 +49,8 @@ def train_linear_cmd(
     try:
         res = train_linear([str(d) for d in data], spec, name=name, out=out, shots=shots, generators=gens,
                            preprocess=preprocess, size=size, feature=feature, val_fraction=val_fraction, seed=seed,
-                           device=resolve_device(device), dtype=dtype, cache=False if no_cache else None,
-                           weights_dirs=weights_dir, progress=lambda s: err.print(s, highlight=False))
+                           device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype, cache=False if no_cache else None,
+                           weights_dirs=backbone_opts.weights_dir, progress=lambda s: err.print(s, highlight=False))
     except BackboneUnavailable as exc:
         fail(str(exc))
     except ValueError as exc:

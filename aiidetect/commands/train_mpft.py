@@ -8,8 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneConfigOpt, BackboneOpt, BackboneSeedOpt, BackboneWeightsOpt, DeviceOpt, DtypeOpt,
-                     PretrainedOpt, WeightsDirOpt, backbone_spec, fail, stderr_console)
+from .common import BackboneOptions, backbone_options, fail, stderr_console
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
@@ -21,6 +20,7 @@ RECIPES = {
 }
 
 
+@backbone_options(device=True, dtype="train", weights_dir=True)
 def train_mpft_cmd(
     data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
                                                 "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
@@ -79,14 +79,7 @@ def train_mpft_cmd(
                                          help="Do not re-encode every training image as JPEG (format-bias guard).",
                                          rich_help_panel=P_AUG),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads for decoding and augmentation."),
-    backbone: Optional[str] = BackboneOpt,
-    pretrained: Optional[str] = PretrainedOpt,
-    backbone_config: Optional[str] = BackboneConfigOpt,
-    backbone_weights: Optional[str] = BackboneWeightsOpt,
-    backbone_seed: int = BackboneSeedOpt,
-    device: str = DeviceOpt,
-    dtype: str = DtypeOpt,
-    weights_dir: Optional[List[Path]] = WeightsDirOpt,
+    backbone_opts: BackboneOptions = None,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Fine-tune the backbone with Texture-Aware Masking (MPFT) and train the binary and attribution heads.
@@ -108,7 +101,7 @@ def train_mpft_cmd(
             fail(f"{opt} must be one of {', '.join(allowed)} (got {val!r})")
     if recipe not in RECIPES:
         fail(f"--recipe must be one of {', '.join(RECIPES)} (got {recipe!r})")
-    spec = backbone_spec(backbone, pretrained, backbone_config, backbone_weights, backbone_seed)
+    spec = backbone_opts.spec()
     try:
         items = load_items([str(d) for d in data], split=split)
     except (ValueError, OSError) as exc:
@@ -117,7 +110,7 @@ def train_mpft_cmd(
         name = plain_name(name or "mpft")
     except ValueError as exc:
         fail(str(exc))
-    out_dir = out or default_output_dir(name, weights_dir)
+    out_dir = out or default_output_dir(name, backbone_opts.weights_dir)
     aug = AugmentConfig.none() if no_augment else AugmentConfig()
     aug.guard = not no_format_guard
     if recipe == "paper":
@@ -137,7 +130,7 @@ def train_mpft_cmd(
     quiet_torch_threads()
     t0 = time.time()
     try:
-        bb = create_backbone(spec, device=resolve_device(device), dtype=dtype)
+        bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
         err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images; "
                   f"head -> {out_dir}", highlight=False)
         res = train_mpft(bb, items, cfg, out_dir, name, sources=[str(d) for d in data], resume=resume,

@@ -40,7 +40,7 @@ def _head_meta(head) -> dict[str, Any]:
 
 def linear_exports(head, backbone) -> list:
     from ..linear import LinearHead, to_linear
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     lh = LinearHead.from_head(head)
 
@@ -57,29 +57,11 @@ def linear_exports(head, backbone) -> list:
                        meta=_head_meta(head))]
 
 
-def _family_hook(family: str, name: str) -> Callable | None:
-    """A function a family package exposes for ONNX (e.g. aiidetect.mpft.onnx_export)."""
-    import importlib
-
-    for mod in (f"aiidetect.{family}", f"aiidetect.detectors.{family}"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        fn = getattr(m, name, None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def mpft_exports(head, backbone) -> list:
     """MPFT runs its own LoRA-adapted encoder pass (on the shared frozen
     weights) inside the graph: input "pixels", outputs binary + attribution."""
-    fn = _family_hook("mpft", "onnx_exports")
-    if fn is not None:
-        return list(fn(head, backbone))
     from ..mpft.model import build_from_head
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     model = build_from_head(head, backbone)
     m = head.manifest
@@ -89,11 +71,8 @@ def mpft_exports(head, backbone) -> list:
 
 def flow_exports(head, backbone) -> list:
     """CLIP-Flow: the flow's log-density of the (concatenated) feature vector."""
-    fn = _family_hook("flow", "onnx_exports")
-    if fn is not None:
-        return list(fn(head, backbone))
     from ..flow.model import flow_from_head
-    from ..onnx_export import HeadExport
+    from ..onnx_sidecar import HeadExport
 
     m = head.manifest
     feats = m["params"]["features"]
@@ -151,9 +130,6 @@ def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
 def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
     """The fields of detectors.mpft.MPFTDetector.predict: p_ai = sigmoid(logit / T)
     with the manifest's calibration temperature, and the top attribution labels."""
-    fn = _family_hook("mpft", "onnx_results")
-    if fn is not None:
-        return list(fn(meta, {role: np.asarray(outs[name]) for role, name in meta["outputs"].items()}))
     from .mpft import TOP_K, _sigmoid, generator_extra
 
     T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
@@ -271,7 +247,7 @@ class OnnxHeadDetector(Detector):
 def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
     (ctx.options["onnx_families"], default all pixel families)."""
-    from ..onnx_export import ExportError, read_sidecar
+    from ..onnx_sidecar import ExportError, read_sidecar
     from ..onnx_runtime import RuntimeUnavailable, load_session
 
     if ctx.onnx_dir is None:

@@ -91,7 +91,7 @@ def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID
         delta = np.nan_to_num(delta, nan=0.0)
         k = spec_key(d.feature_requests()[0].preprocess) if d.feature_requests() else next(iter(views))
         scale = max(MIN_SCALE, float(np.abs(delta).max()))
-        from ..report.html import data_uri_jpeg
+        from ..datauri import data_uri_jpeg
 
         out.append({"detector": d.name, "base_p": round(float(base.p_ai), 6), "grid": grid,
                     "scale": round(scale, 4), "deltas": np.round(delta, 5).tolist(),

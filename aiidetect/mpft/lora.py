@@ -177,6 +177,3 @@ class EncoderAdapter(nn.Module):
         if not ov:
             return blk(h)
         return block_forward(blk, h, ov, self.batch_first)
-
-    def n_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters())

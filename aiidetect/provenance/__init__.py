@@ -17,7 +17,7 @@ from typing import Any
 from ..records import Evidence
 from . import containers, exif, generators, structural, watermark, xmp
 
-__all__ = ["analyze", "collect_evidence", "ProvenanceReport", "STRENGTH"]
+__all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
 
 # Log-likelihood ratios (nats). Decisive items are the ones a real photo
 # essentially never carries by accident; camera metadata is capped well below
@@ -78,11 +78,6 @@ def _ev(eid: str, direction: str, detail: str, source: str, key: str | None = No
     d = {**(data or {}), **more}
     return Evidence(id=eid, direction=direction, strength=STRENGTH[key or eid], detail=detail, source=source,
                     decisive=decisive, data={k: v for k, v in d.items() if v not in (None, "", [], {})})
-
-
-def collect_evidence(data: bytes, path: str, image=None, info=None, options: dict | None = None) -> list[Evidence]:
-    """Evidence only; parser problems arrive as a neutral metadata.malformed item."""
-    return analyze(data, path, image=image, info=info, options=options).evidence
 
 
 class _Budget:

@@ -72,15 +72,6 @@ def _json_island(obj: Any) -> str:
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def data_uri_jpeg(arr, quality: int = 85) -> str:
-    """RGB uint8 array -> JPEG data URI (a photo overlay is ~10x smaller than as PNG)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=quality, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None) -> str | None:
     """A small JPEG of the file as a data URI, or None when it cannot be decoded
     (the card then says so). Decoding goes through the scan's limits, so a

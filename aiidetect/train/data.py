@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
-              ".jfif", ".jpe"}
+# Training reads the same file types a scan does.
+from ..discover import IMAGE_EXTS
 
 GENIMAGE_SPLITS = ("train", "val")
 GENIMAGE_CLASSES = ("ai", "nature")
@@ -76,11 +76,6 @@ class Item:
     label: int          # 0 real, 1 ai
     generator: str      # "real" for real images
     subset: str = ""    # benchmark subset (or real pool) for protocol metrics
-
-    @property
-    def label_name(self) -> str:
-        return "ai" if self.label else "real"
-
 
 def _images_under(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)

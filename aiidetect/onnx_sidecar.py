@@ -1,0 +1,59 @@
+"""What an ONNX export and its runtime share: the sidecar file that describes
+the graph, and the exporter's view of one trained head.
+
+Both ``onnx_export`` (writes) and ``detectors.onnx`` (reads and runs) use these;
+keeping them here lets the runtime load an export without importing the
+exporter, and lets the exporter reuse the runtime's result builder without an
+import circle.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SIDECAR = "aiidetect-onnx.json"
+SIDECAR_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+@dataclass
+class HeadExport:
+    """One trained head as the exporter sees it.
+
+    module(x) returns one tensor per role (a tensor for one role, a tuple for
+    several), where x is the encoder output named by `input` ("embed",
+    "pooled", "cls_<i>") or the normalised pixels ("pixels", for heads with
+    their own encoder pass). `meta` is copied into the sidecar and handed back
+    to the runtime detector: manifest, labels, calibration, threshold.
+    """
+
+    name: str
+    family: str
+    module: Any
+    roles: tuple[str, ...] = ("logit",)
+    input: str | tuple[str, ...] = "embed"  # a tuple: those outputs concatenated (CLIP-Flow's multi-layer vector)
+    preprocessing: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    # int8: False keeps this head's own MatMuls in float (a density model such
+    # as CLIP-Flow turns small weight errors into large log-likelihood errors)
+    quantize: bool = True
+
+    def output_names(self) -> list[str]:
+        return [f"{self.name}/{r}" for r in self.roles]
+
+
+def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
+    p = Path(onnx_dir) / SIDECAR
+    try:
+        s = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
+            from exc
+    if s.get("format") != "aiidetect-onnx":
+        raise ExportError(f"{p} is not an aiidetect ONNX sidecar")
+    return s
