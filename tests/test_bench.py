@@ -123,3 +123,21 @@ def test_native_bf16_probe_matches_cpu_flags():
     else:
         pytest.skip("flag check needs /proc/cpuinfo")
     assert bb.native_bf16_cpu() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+
+
+def test_bench_skips_the_bf16_peak_without_native_bf16(monkeypatch):
+    """On CPUs that only emulate bf16 the bench measures no bf16 peak (minutes spent for a
+    number nobody can use) and rates bf16 and int8 against the float32 peak."""
+    from aiidetect import backbone
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.bench import run_bench
+
+    monkeypatch.setattr(backbone, "native_bf16_cpu", lambda: False)
+    res = run_bench(BackboneSpec.from_options(config="tiny-vit"), None, dtype="bfloat16", batch_size=2,
+                    model_seconds=0.1, peak_seconds=0.1, check_cosine=False)
+    assert list(res["peak_gflops"]) == ["float32"] and res["native_bf16"] is False
+    assert res["limit_basis"] == "float32 matmul peak" and res["limit_images_per_s"] > 0
+    monkeypatch.setattr(backbone, "native_bf16_cpu", lambda: True)
+    res = run_bench(BackboneSpec.from_options(config="tiny-vit"), None, dtype="bfloat16", batch_size=2,
+                    model_seconds=0.1, peak_seconds=0.1, check_cosine=False)
+    assert set(res["peak_gflops"]) == {"float32", "bfloat16"} and res["limit_basis"] == "bfloat16 matmul peak"
