@@ -91,6 +91,19 @@ def _cuda_matmul_peak(dtype: str, n: int, seconds: float) -> float:
     return cuda_matmul_stats(dtype, n, seconds)["best"]
 
 
+def cuda_event_seconds(fn: Callable[[], Any]) -> float:
+    """Seconds the GPU spent on fn(), between two CUDA events: host-side Python
+    and launch latency around it are not counted."""
+    import torch
+
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 1e3
+
+
 def cuda_matmul_stats(dtype: str, n: int = 8192, seconds: float = 1.0) -> dict[str, float]:
     """GFLOP/s of n x n x n GEMMs on the GPU, each timed with CUDA events after
     warm-ups: best and median over at most 200 products or `seconds`."""
@@ -108,14 +121,9 @@ def cuda_matmul_stats(dtype: str, n: int = 8192, seconds: float = 1.0) -> dict[s
     reps = 0
     while reps < 5 or (time.perf_counter() < end and reps < 200):
         reps += 1
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        torch.mm(a, b, out=c)
-        stop.record()
-        stop.synchronize()
-        ms = start.elapsed_time(stop)
-        if ms > 0:
-            rates.append(2 * n ** 3 / (ms / 1e3) / 1e9)
+        sec = cuda_event_seconds(lambda: torch.mm(a, b, out=c))
+        if sec > 0:
+            rates.append(2 * n ** 3 / sec / 1e9)
     del a, b, c
     torch.cuda.empty_cache()
     if not rates:
@@ -263,12 +271,7 @@ def time_model_on_device(backbone, pixels: np.ndarray, batch_size: int, dtype: s
         torch.cuda.synchronize()
         start = time.perf_counter()
         while len(times) < min_batches or time.perf_counter() - start < min_seconds:
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            backbone.encode(x)
-            e1.record()
-            e1.synchronize()
-            times.append(e0.elapsed_time(e1) / 1e3)
+            times.append(cuda_event_seconds(lambda: backbone.encode(x)))
             if len(times) >= 200:
                 break
     med = float(np.median(times))

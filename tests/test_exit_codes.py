@@ -166,3 +166,23 @@ def test_uncaught_exception_is_one_line_and_exit_2(capsys, monkeypatch):
 def test_debug_flag_is_global():
     r = run_cli("--debug", "scan", "/nonexistent/path")
     assert r.returncode == 2
+
+
+def test_output_met_during_the_walk_is_refused(files, tmp_path):
+    """Discovery is lazy, so an input that is the output can only be recognised as the
+    walk reaches it (a path on stdin, a link from a scanned folder): exit 2, the file
+    untouched, no temporary report left behind."""
+    target = tmp_path / "out" / "victim.png"
+    target.parent.mkdir()
+    target.write_bytes((files / "gen.png").read_bytes())
+    before = target.read_bytes()
+    r = run_cli("scan", "-", "-d", "metadata", "-f", "jsonl", "-q", "-o", str(target),
+                input=f"{files / 'plain.jpg'}\n{target}\n")
+    assert r.returncode == 2 and "being scanned" in r.stderr, r.stderr[-1000:]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a.png").symlink_to(target)
+    r = run_cli("scan", str(linked), "-d", "metadata", "-f", "jsonl", "-q", "-o", str(target))
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["victim.png"]

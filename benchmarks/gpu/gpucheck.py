@@ -187,7 +187,7 @@ def cmd_peak(args) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from aiidetect.bench import matmul_peak_gflops
+    from aiidetect.bench import cuda_event_seconds, matmul_peak_gflops
 
     dev = args.device
     res: dict = {"device": dev, "n": args.n, "seconds_each": args.seconds, "gflops": {}}
@@ -212,12 +212,7 @@ def cmd_peak(args) -> int:
         torch.cuda.synchronize()
         times = []
         for _ in range(10):
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            b.copy_(a)
-            e1.record()
-            e1.synchronize()
-            times.append(e0.elapsed_time(e1) / 1e3)
+            times.append(cuda_event_seconds(lambda: b.copy_(a)))
         times.sort()
         res["copy_gb_per_s_read_plus_write"] = round(2 * n / times[len(times) // 2] / 1e9, 1)
         del a, b
