@@ -308,7 +308,7 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
     metadata detector overlapped with the model, a linear head, fusion,
     records), minus report writing."""
     from .detectors.base import Detector, FeatureRequest, feature_key
-    from .detectors.metadata import MetadataDetector
+    from .metadata.detector import MetadataDetector
     from .discover import Candidate
     from .pipeline import Pipeline
     from .records import DetectorResult

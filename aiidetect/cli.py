@@ -49,7 +49,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(f"aiidetect.commands.{_name}").register(APPS)
+    importlib.import_module(_name if "." in _name else f"aiidetect.commands.{_name}").register(APPS)
 
 
 def main() -> None:

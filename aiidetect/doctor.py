@@ -146,11 +146,12 @@ def caches() -> dict[str, Any]:
     return out
 
 
-def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families: Sequence[str] = ("linear", "mpft", "flow")
+def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families: Sequence[str] | None = None
              ) -> dict[str, Any]:
-    """The full report. Builds the detectors exactly as scan would (with `spec`)."""
+    """The full report. Builds the detectors exactly as scan would (with `spec`);
+    `families` defaults to every family that runs trained heads."""
     from .backbone import default_cache_dirs
-    from .detectors import RunContext, create_detectors
+    from .detectors import RunContext, create_detectors, onnx_families
     from .weights import find_heads
 
     cache_dirs = [Path(spec.cache_dir)] if getattr(spec, "cache_dir", None) else default_cache_dirs()
@@ -159,7 +160,7 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
                               "onnxruntime": onnx_info(), "backbone": spec.describe(),
                               "backbone_files": backbone_files(cache_dirs), "caches": caches()}
     ctx = RunContext(backbone_spec=spec, device=device, dtype="float32", weights_dirs=list(weights_dirs))
-    dets = create_detectors(list(families), ctx)
+    dets = create_detectors(list(families or onnx_families()), ctx)
     det_rows = []
     for d in dets:
         info = d.describe()

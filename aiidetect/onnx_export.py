@@ -92,43 +92,18 @@ def build_graph_module(visual, heads: Sequence[HeadExport]):
 # --------------------------------------------------------------------------
 # Collecting the trained heads of a backbone
 # --------------------------------------------------------------------------
-# family -> function(head: weights.Head, backbone) -> list[HeadExport]. Each
-# family module owns how its head is rebuilt; these adapters only call that.
-def _linear_exports(head, backbone) -> list[HeadExport]:
-    from .detectors import onnx as onnx_det
-
-    return onnx_det.linear_exports(head, backbone)
-
-
-def _mpft_exports(head, backbone) -> list[HeadExport]:
-    from .detectors import onnx as onnx_det
-
-    return onnx_det.mpft_exports(head, backbone)
-
-
-def _flow_exports(head, backbone) -> list[HeadExport]:
-    from .detectors import onnx as onnx_det
-
-    return onnx_det.flow_exports(head, backbone)
-
-
-ADAPTERS: dict[str, Callable[[Any, Any], list[HeadExport]]] = {
-    "linear": _linear_exports,
-    "mpft": _mpft_exports,
-    "flow": _flow_exports,
-}
-
-
 def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None = None
                   ) -> tuple[list[HeadExport], list[tuple[str, str]]]:
     """Every trained head under `dirs` whose backbone fingerprint matches.
-    Returns (exports, skipped[(head name, reason)])."""
+    Returns (exports, skipped[(head name, reason)]). How a head goes into the
+    graph is its family's ``exports`` hook in the detector registry."""
+    from .detectors import family_hook, onnx_families
     from .weights import HeadError, find_heads, load_head
     from .weights_identity import legacy_accepts
 
     exports: list[HeadExport] = []
     skipped: list[tuple[str, str]] = []
-    for fam in (families or list(ADAPTERS)):
+    for fam in (families or onnx_families()):
         for path, manifest in find_heads(dirs, detector=fam):
             name = manifest["name"]
             fp = manifest.get("backbone", {}).get("fingerprint", "")
@@ -138,7 +113,7 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
                 continue
             try:
                 head = load_head(path)
-                exports.extend(ADAPTERS[fam](head, backbone))
+                exports.extend(family_hook(fam, "exports")(head, backbone))
             except (HeadError, ExportError, NotImplementedError, ImportError, KeyError, ValueError) as exc:
                 skipped.append((f"{fam}:{name}", f"{type(exc).__name__}: {exc}"))
     return exports, skipped

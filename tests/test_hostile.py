@@ -64,7 +64,7 @@ def _check(expect, got_code, decisive, where):
 
 def test_every_file_a_record_in_bounded_time(corpus):
     """Library path, one file at a time so each file's wall time is measured alone."""
-    from aiidetect.detectors.metadata import MetadataDetector
+    from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.discover import discover
     from aiidetect.pipeline import Pipeline
 
@@ -234,7 +234,7 @@ def test_failed_files_release_their_bytes_at_once_and_keep_metadata(tmp_path):
     metadata evidence is still read (pixels and metadata are independent)."""
     from hostile import truncated_png_with_parameters
 
-    from aiidetect.detectors.metadata import MetadataDetector
+    from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.discover import Candidate
     from aiidetect.pipeline import Pipeline
 

@@ -142,7 +142,7 @@ def test_save_load_identical_outputs(trained, backbone):
 
 def test_other_backbone_fails_clearly(trained):
     from aiidetect.detectors.base import RunContext
-    from aiidetect.detectors.mpft import create
+    from aiidetect.mpft.detector import create
     from aiidetect.detectors import DetectorUnavailable
     from aiidetect.mpft.model import build_from_head
     from aiidetect.weights import HeadMismatch, load_head
@@ -161,7 +161,7 @@ def test_detector_predicts(trained, backbone):
     from aiidetect.decode import decode_path
     from aiidetect.detectors import feature_key
     from aiidetect.detectors.base import RunContext
-    from aiidetect.detectors.mpft import create
+    from aiidetect.mpft.detector import create
     from aiidetect.preprocess import spec_key
 
     res, items, _ = trained
@@ -225,7 +225,7 @@ def test_occlusion_map_through_the_mpft_detector(trained, backbone):
     from aiidetect.decode import decode_path
     from aiidetect.detectors import feature_key
     from aiidetect.detectors.base import RunContext
-    from aiidetect.detectors.mpft import create
+    from aiidetect.mpft.detector import create
     from aiidetect.explain.occlusion import occlusion_maps
     from aiidetect.preprocess import spec_key
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from aiidetect.detectors.metadata import MetadataDetector
+from aiidetect.metadata.detector import MetadataDetector
 from aiidetect.provenance import analyze
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

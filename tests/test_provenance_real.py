@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from aiidetect.detectors.base import RunContext
-from aiidetect.detectors.metadata import create
+from aiidetect.metadata.detector import create
 from aiidetect.fusion import DEFAULT_AI_THRESHOLD
 
 import provenance_peer as peer

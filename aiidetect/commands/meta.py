@@ -15,7 +15,7 @@ from .common import EXIT_FINDINGS, EXIT_OK, fail
 
 def _report_one(path: str, watermark: str, error: tuple[str, str] | None = None) -> dict:
     from ..decode import DecodeFailure, read_bytes
-    from ..detectors.metadata import result_from_evidence
+    from ..metadata.detector import result_from_evidence
     from ..provenance import analyze
     from ..report.safe import display_path, path_bytes_b64
 

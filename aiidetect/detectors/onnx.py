@@ -1,23 +1,23 @@
-"""The ``onnx`` family: the pixel detectors (linear, mpft, flow) served from a
-folder written by ``aiidetect export onnx``, through ONNX Runtime.
+"""The ONNX runtime: every detector family with an ONNX mapping, served from
+a folder written by ``aiidetect export onnx``, through ONNX Runtime.
 
 Detector names and result fields are those of the torch detectors
-(``linear:<head>``, ``mpft:<head>``, ``flow:<head>``); each result also
-carries ``runtime`` ("onnx") and ``provider`` (the execution provider the
-session really got: ORT falls back to CPU silently when CUDA cannot load).
+(``<family>:<head>``); each result also carries ``runtime`` ("onnx") and
+``provider`` (the execution provider the session really got: ORT falls back
+to CPU silently when CUDA cannot load).
 
 One graph holds the encoder and every head on its features, so one
 FeatureRequest per graph runs the session once per batch; each detector then
-reads its own named outputs. The family-specific parts (how a head becomes a
-torch module for export, how outputs become a DetectorResult) are the
-functions ``*_exports`` and ``*_results`` below, keyed by family.
+reads its own named outputs. Nothing here knows a family: how outputs become a
+DetectorResult is each family's ``results`` function, found through the
+registry (aiidetect.detectors) by the family named in the sidecar.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -27,144 +27,12 @@ from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, Una
 FAMILY = "onnx"
 
 
-# --------------------------------------------------------------------------
-# Export side: weights.Head -> HeadExport (torch module over encoder outputs)
-# --------------------------------------------------------------------------
-def _head_meta(head) -> dict[str, Any]:
-    m = head.manifest
-    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
-    return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
-            "calibration": m.get("calibration"), "threshold": m.get("threshold"),
-            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
-
-
-def linear_exports(head, backbone) -> list:
-    from ..linear import LinearHead, to_linear
-    from ..onnx_sidecar import HeadExport
-
-    lh = LinearHead.from_head(head)
-
-    class _Logit(__import__("torch").nn.Module):
-        def __init__(self, lin):
-            super().__init__()
-            self.lin = lin
-
-        def forward(self, x):
-            return self.lin(x)[:, 0]
-
-    return [HeadExport(name=f"linear:{head.name}", family="linear", module=_Logit(to_linear(lh)), roles=("logit",),
-                       input=lh.feature, preprocessing=dict(lh.preprocessing) if lh.preprocessing else None,
-                       meta=_head_meta(head))]
-
-
-def mpft_exports(head, backbone) -> list:
-    """MPFT runs its own LoRA-adapted encoder pass (on the shared frozen
-    weights) inside the graph: input "pixels", outputs binary + attribution."""
-    from ..mpft.model import build_from_head
-    from ..onnx_sidecar import HeadExport
-
-    model = build_from_head(head, backbone)
-    m = head.manifest
-    return [HeadExport(name=f"mpft:{head.name}", family="mpft", module=model, roles=("logit", "attribution"),
-                       input="pixels", preprocessing=m.get("preprocessing"), meta=_head_meta(head))]
-
-
-def flow_exports(head, backbone) -> list:
-    """CLIP-Flow: the flow's log-density of the (concatenated) feature vector."""
-    from ..flow.model import flow_from_head
-    from ..onnx_sidecar import HeadExport
-
-    m = head.manifest
-    feats = m["params"]["features"]
-    n = backbone.layers
-    outputs = tuple(o if not o.startswith("cls_") else f"cls_{int(o[4:]) % n}" for o in feats["outputs"])
-    return [HeadExport(name=f"flow:{head.name}", family="flow", module=flow_from_head(head), roles=("loglik",),
-                       input=outputs if len(outputs) > 1 else outputs[0], preprocessing=m.get("preprocessing"),
-                       meta={**_head_meta(head), "dim": int(m["params"]["flow"]["dim"])}, quantize=False)]
-
-
-# --------------------------------------------------------------------------
-# Runtime side: graph outputs -> DetectorResult (same fields as torch)
-# --------------------------------------------------------------------------
-def linear_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    from ..linear.probe import calibrated_probability
-
-    logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
-    thr = float(meta.get("threshold") if meta.get("threshold") is not None else 0.5)
-    res = []
-    for z in logits:
-        if not np.isfinite(z):
-            res.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
-            continue
-        p = float(calibrated_probability(float(z), dict(meta.get("calibration") or {})))
-        res.append(DetectorResult(status="ok", p_ai=p, score=float(z), score_kind="logit",
-                                  extra={"head": meta.get("head"), "threshold": thr}))
-    return res
-
-
-def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    """The fields of detectors.flow.FlowDetector.predict, from the graph's log-density."""
-    import math
-
-    from ..flow.train import p_ai_from_z
-    from .flow import SCORE_KIND
-
-    cal = meta["calibration"]
-    nll = -np.asarray(outs[meta["outputs"]["loglik"]], dtype=np.float64).reshape(-1)
-    z = (nll - float(cal["nll_mean"])) / float(cal["nll_std"])
-    p = p_ai_from_z(z, cal)
-    t = float(cal["threshold_z"])
-    dim = int(meta.get("dim") or 1)
-    res = []
-    for k in range(len(nll)):
-        if not (math.isfinite(nll[k]) and math.isfinite(z[k])):
-            res.append(DetectorResult.failed("flow produced a non-finite likelihood"))
-            continue
-        res.append(DetectorResult(
-            status="ok", p_ai=float(p[k]), score=float(z[k]), score_kind=SCORE_KIND,
-            extra={"nll": round(float(nll[k]), 4), "nll_per_dim": round(float(nll[k]) / dim, 5),
-                   "z": round(float(z[k]), 4), "threshold_z": round(t, 4), "fpr_target": cal.get("fpr")}))
-    return res
-
-
-def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    """The fields of detectors.mpft.MPFTDetector.predict: p_ai = sigmoid(logit / T)
-    with the manifest's calibration temperature, and the top attribution labels."""
-    from .mpft import TOP_K, _sigmoid, generator_extra
-
-    T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
-    logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
-    attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
-    labels = list(meta.get("labels") or [])
-    reject_below = ((meta.get("manifest") or {}).get("attribution") or {}).get("reject_below")
-    res = []
-    for z, a in zip(logits, attr):
-        if not np.isfinite(z):
-            res.append(DetectorResult.failed("non-finite logit"))
-            continue
-        p = np.exp(a - a.max())
-        p /= p.sum()
-        top = np.argsort(-p)[:TOP_K]
-        extra = {"attribution": [{"label": labels[i] if i < len(labels) else str(i), "p": round(float(p[i]), 4)}
-                                 for i in top]}
-        gen = generator_extra(a, labels, reject_below)
-        if gen is not None:
-            extra["generator"] = gen
-        res.append(DetectorResult(status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
-                                  extra=extra))
-    return res
-
-
-RESULTS: dict[str, Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], list[DetectorResult]]] = {
-    "linear": linear_results,
-    "mpft": mpft_results,
-    "flow": flow_results,
-}
-
-
 def head_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    """All rows of `outs` (output name -> (N, ...) array) -> N results for one head."""
-    return RESULTS[meta["family"]](meta, outs)
+    """All rows of `outs` (output name -> (N, ...) array) -> N results for one
+    head, by its family's ``results`` function (the registry's)."""
+    from . import family_hook
+
+    return family_hook(meta["family"], "results")(meta, outs)
 
 
 # --------------------------------------------------------------------------
@@ -246,9 +114,10 @@ class OnnxHeadDetector(Detector):
 
 def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
-    (ctx.options["onnx_families"], default all pixel families)."""
-    from ..onnx_sidecar import ExportError, read_sidecar
+    (ctx.options["onnx_families"], default every family with an ONNX mapping)."""
     from ..onnx_runtime import RuntimeUnavailable, load_session
+    from ..onnx_sidecar import ExportError, read_sidecar
+    from . import onnx_families
 
     if ctx.onnx_dir is None:
         raise DetectorUnavailable("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
@@ -256,7 +125,7 @@ def create(ctx: RunContext) -> list[Detector]:
         side = read_sidecar(ctx.onnx_dir)
     except ExportError as exc:
         raise DetectorUnavailable(str(exc)) from exc
-    fams = set((ctx.options or {}).get("onnx_families") or ("linear", "mpft", "flow"))
+    fams = set((ctx.options or {}).get("onnx_families") or onnx_families())
     device = ctx.device if ctx.device in ("cpu", "cuda") else "auto"
     out: list[Detector] = []
     for g in side.get("graphs", []):

@@ -54,7 +54,7 @@ def _attribution(r) -> str | None:
         if isinstance(g, str):
             return g
     a = r.extra.get("attribution") if r is not None and r.status == "ok" else None
-    if isinstance(a, (list, tuple)) and a:  # ranked [{"label", "p"}, ...] (mpft): take the top one
+    if isinstance(a, (list, tuple)) and a:  # ranked [{"label", "p"}, ...] (attribution heads): take the top one
         a = a[0]
     if isinstance(a, str):
         return a

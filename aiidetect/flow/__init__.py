@@ -1,5 +1,17 @@
 """CLIP-Flow: a normalizing flow on frozen CLIP features, trained on real
-photos and spectrally modified proxies of them (never on AI images)."""
-from .model import FeatureFlow, FlowConfig, build_flow, flow_from_head
+photos and spectrally modified proxies of them (never on AI images).
 
-__all__ = ["FeatureFlow", "FlowConfig", "build_flow", "flow_from_head"]
+The model classes import torch; they load on first use, so the family's
+command and detector modules stay cheap to import (``aiidetect --help``).
+"""
+_MODEL = ("FeatureFlow", "FlowConfig", "build_flow", "flow_from_head")
+
+__all__ = list(_MODEL)
+
+
+def __getattr__(name):
+    if name in _MODEL:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

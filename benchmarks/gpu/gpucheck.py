@@ -327,7 +327,7 @@ def cmd_decode_scaling(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from aiidetect.decode import DecodeLimits, decode_sample, read_sample
-    from aiidetect.detectors.metadata import MetadataDetector
+    from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.onnx_export import image_paths
     from aiidetect.preprocess import CLIP_MEAN, CLIP_STD, draft_size, make_spec
 

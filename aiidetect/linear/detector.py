@@ -13,18 +13,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..detectors.base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
+from ..detectors.heads import build_heads, head_meta
 from ..records import DetectorResult
-from .base import (Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key,
-                   head_identity)
-
-FAMILY = "linear"
+from .head import FAMILY, LinearHead
+from .onnx import results
 
 
 class LinearDetector(Detector):
     family = FAMILY
 
     def __init__(self, head, backbone):
-        from ..linear import LinearHead
         from ..preprocess import make_spec
 
         super().__init__(f"{FAMILY}:{head.name}")
@@ -44,6 +43,7 @@ class LinearDetector(Detector):
         self._key = feature_key(self.request)
         self._output = (f"cls_{self.linear.layers(backbone.layers)[0]}" if self.linear.feature.startswith("cls_")
                         else self.linear.feature)
+        self.meta = {"name": self.name, "family": FAMILY, "outputs": {"logit": "logit"}, **head_meta(head)}
 
     def _feature_dim(self, backbone) -> int:
         return backbone.width if self.linear.feature.startswith("cls_") else backbone.embed_dim
@@ -59,14 +59,9 @@ class LinearDetector(Detector):
                 if vec is None:
                     out.append(DetectorResult.failed("no backbone features for this file"))
                     continue
-                logit = float(self.linear.logits(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0])
-                if not np.isfinite(logit):
-                    out.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
-                    continue
-                p = float(self.linear.p_ai(logit))
-                out.append(DetectorResult(status="ok", p_ai=p, score=logit, score_kind="logit",
-                                          extra={"head": self.head.name, "threshold": self.linear.threshold,
-                                                 "dtype": self.backbone.dtype}))
+                # One row at a time, as always: a batched matmul may round differently.
+                logit = self.linear.logits(np.asarray(vec, dtype=np.float32).reshape(1, -1))[:1]
+                out.extend(results(self.meta, {"logit": logit}, dtype=self.backbone.dtype))
             except Exception as exc:  # noqa: BLE001 - one bad vector must not stop the scan
                 out.append(DetectorResult.failed(f"{type(exc).__name__}: {exc}"))
         return out
@@ -82,32 +77,6 @@ class LinearDetector(Detector):
 
 
 def create(ctx: RunContext) -> list[Detector]:
-    from ..weights import HeadError, HeadMismatch, find_heads, load_head
-
-    found = find_heads(list(ctx.weights_dirs), FAMILY)
-    wanted = ctx.options.get("linear_heads") if ctx.options else None
-    if wanted:
-        found = [(p, m) for p, m in found if m["name"] in set(wanted)]
-    if not found:
-        where = ", ".join(str(d) for d in ctx.weights_dirs) or "no weights folder"
-        raise DetectorUnavailable(f"no linear heads found (looked in {where}); "
+    return build_heads(ctx, FAMILY, LinearDetector,
+                       none_found="no linear heads found (looked in {where}); "
                                   "train one with `aiidetect train linear DATA...`")
-    try:
-        backbone = ctx.backbone()
-    except DetectorUnavailable as exc:
-        # One row for the family, not one per head: the user is told once, with the remedy.
-        names = ", ".join(m["name"] for _, m in found)
-        raise DetectorUnavailable(f"{exc} (linear heads not run: {names})") from exc
-
-    out: list[Detector] = []
-    for path, m in found:
-        name = f"{FAMILY}:{m['name']}"
-        try:
-            head = load_head(path)
-            head.check_backbone(backbone.fingerprint, backbone.spec.describe())
-            out.append(LinearDetector(head, backbone))
-        except HeadMismatch as exc:
-            out.append(UnavailableDetector(name, str(exc)))
-        except (HeadError, DetectorUnavailable, ValueError, OSError) as exc:
-            out.append(UnavailableDetector(name, f"cannot load head {path}: {exc}"))
-    return out

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
@@ -91,7 +91,7 @@ def train_mpft_cmd(
     from ..mpft.trainer import TrainConfig, train_mpft
     from ..train.data import load_items
     from ..weights import default_output_dir, plain_name
-    from .common import quiet_torch_threads
+    from ..commands.common import quiet_torch_threads
 
     err = stderr_console()
     for opt, val, allowed in (("--mask-mode", mask_mode, ("drop", "token")), ("--mask-select", mask_select, ("topk", "sample")),

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 @backbone_options(device=True, dtype="train", weights_dir=True)
@@ -36,7 +36,7 @@ def train_linear_cmd(
     Works from about 5 images per class; `scan` then runs it as linear:<name>."""
     from ..backbone import BackboneUnavailable, resolve_device
     from ..linear.train import select_items, train_linear
-    from .common import quiet_torch_threads
+    from ..commands.common import quiet_torch_threads
 
     err = stderr_console()
     spec = backbone_opts.spec()

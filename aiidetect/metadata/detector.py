@@ -8,17 +8,19 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from ..detectors.base import Detector, RunContext
 from ..records import DetectorResult
-from .base import Detector, RunContext
+
+FAMILY = "metadata"
 
 
 class MetadataDetector(Detector):
-    family = "metadata"
+    family = FAMILY
     needs_pixels = False
     per_file = True
 
     def __init__(self, options: dict[str, Any] | None = None):
-        super().__init__("metadata")
+        super().__init__(FAMILY)
         self.options = dict(options or {})
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]] = ()) -> list[DetectorResult]:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def _load(image: Path, spec):

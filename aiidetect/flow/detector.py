@@ -8,24 +8,25 @@ sits at p_ai = 0.5.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..detectors.base import Detector, FeatureRequest, RunContext, feature_key, head_identity
+from ..detectors.heads import build_heads, head_meta
 from ..records import DetectorResult
-from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
+from .onnx import results
 
-SCORE_KIND = "flow-nll-z"
+FAMILY = "flow"
 
 
 class FlowDetector(Detector):
-    family = "flow"
+    family = FAMILY
 
     def __init__(self, head, backbone):
-        from ..flow.model import flow_from_head
+        from .model import flow_from_head
 
-        super().__init__(f"flow:{head.name}")
+        super().__init__(f"{FAMILY}:{head.name}")
         self.head = head
         self.backbone = backbone
         m = head.manifest
@@ -39,6 +40,8 @@ class FlowDetector(Detector):
                                    encode=backbone.encode, layers=self.layers, device=backbone.device,
                                    dtype=backbone.dtype)
         self._key = feature_key(self._req)
+        self.meta = {"name": self.name, "family": FAMILY, "outputs": {"loglik": "loglik"}, "dim": self.dim,
+                     **head_meta(head)}
 
     def feature_requests(self) -> list[FeatureRequest]:
         return [self._req]
@@ -63,69 +66,33 @@ class FlowDetector(Detector):
             raise ValueError(f"feature vector has {v.shape[0]} values, head expects {self.dim}")
         return v
 
-    def score_vectors(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, D) features -> (nll, z, p_ai). Used by predict and by evaluation code."""
+    def loglik(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) features -> (N,) log-densities under the flow."""
         import torch
 
-        from ..flow.train import p_ai_from_z
-
         with torch.no_grad():
-            nll = -self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
-        z = (nll - float(self.calibration["nll_mean"])) / float(self.calibration["nll_std"])
-        return nll, z, p_ai_from_z(z, self.calibration)
+            return self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
-        results: list[DetectorResult | None] = [None] * len(samples)
+        results_: list[DetectorResult | None] = [None] * len(samples)
         rows, idx = [], []
         for i in range(len(samples)):
             try:
                 rows.append(self._vector(features[i] if i < len(features) else None))
                 idx.append(i)
             except (KeyError, ValueError) as exc:
-                results[i] = DetectorResult.failed(str(exc).strip("'\""))
+                results_[i] = DetectorResult.failed(str(exc).strip("'\""))
         if rows:
             try:
-                nll, z, p = self.score_vectors(np.stack(rows))
+                scored = results(self.meta, {"loglik": self.loglik(np.stack(rows))}, dtype=self.backbone.dtype)
             except Exception as exc:  # noqa: BLE001 - a broken head must not stop the scan
-                for i in idx:
-                    results[i] = DetectorResult.failed(f"flow failed: {type(exc).__name__}: {exc}")
-            else:
-                t = float(self.calibration["threshold_z"])
-                for k, i in enumerate(idx):
-                    if not (math.isfinite(nll[k]) and math.isfinite(z[k])):
-                        results[i] = DetectorResult.failed("flow produced a non-finite likelihood")
-                        continue
-                    results[i] = DetectorResult(
-                        status="ok", p_ai=float(p[k]), score=float(z[k]), score_kind=SCORE_KIND,
-                        extra={"nll": round(float(nll[k]), 4), "nll_per_dim": round(float(nll[k]) / self.dim, 5),
-                               "z": round(float(z[k]), 4), "threshold_z": round(t, 4),
-                               "fpr_target": self.calibration.get("fpr"), "dtype": self.backbone.dtype})
-        return [r if r is not None else DetectorResult.failed("internal: no result") for r in results]
+                scored = [DetectorResult.failed(f"flow failed: {type(exc).__name__}: {exc}") for _ in idx]
+            for i, r in zip(idx, scored):
+                results_[i] = r
+        return [r if r is not None else DetectorResult.failed("internal: no result") for r in results_]
 
 
 def create(ctx: RunContext) -> list[Detector]:
-    from ..weights import HeadError, HeadMismatch, find_heads, load_head
-    from .base import UnavailableDetector
-
-    dirs = list(ctx.weights_dirs)
-    found = find_heads(dirs, "flow")
-    if not found:
-        where = ", ".join(str(d) for d in dirs) or "(no weights directory)"
-        raise DetectorUnavailable(f"no CLIP-Flow head found in {where}; train one on your own photos with "
+    return build_heads(ctx, FAMILY, FlowDetector,
+                       none_found="no CLIP-Flow head found in {where}; train one on your own photos with "
                                   "`aiidetect train flow --real DIR` (docs/detectors/clip-flow.md)")
-    backbone = ctx.backbone()  # raises DetectorUnavailable with the remedy
-    made: list[Detector] = []
-    problems: list[tuple[str, str]] = []
-    for path, manifest in found:
-        name = f"flow:{manifest['name']}"
-        try:
-            head = load_head(path)
-            head.check_backbone(backbone.fingerprint, backbone.spec.describe())
-            made.append(FlowDetector(head, backbone))
-        except (HeadMismatch, HeadError) as exc:
-            problems.append((name, str(exc)))
-        except (KeyError, ValueError, RuntimeError) as exc:
-            problems.append((name, f"head {path} is not a valid flow head: {type(exc).__name__}: {exc}"))
-    if not made:
-        raise DetectorUnavailable("; ".join(msg for _, msg in problems))
-    return made + [UnavailableDetector(n, msg) for n, msg in problems]

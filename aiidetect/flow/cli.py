@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -91,7 +91,7 @@ def train_flow_cmd(
     from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
     from ..preprocess import make_spec
     from ..weights import default_output_dir, plain_name
-    from .common import quiet_torch_threads
+    from ..commands.common import quiet_torch_threads
 
     quiet_torch_threads()
     t0 = time.time()

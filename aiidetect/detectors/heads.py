@@ -1,0 +1,94 @@
+"""The one head builder every head family's ``create`` calls: find its heads
+in the weights folders, build the run's backbone, load each head, check the
+backbone fingerprint, and make the family's detector (timm's
+build_model_with_cfg, for trained heads).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from .base import Detector, DetectorUnavailable, RunContext, UnavailableDetector
+
+
+class HeadsUnavailable(DetectorUnavailable):
+    """No head of a family could be made. The message joins every head's
+    reason; ``rows`` holds one UnavailableDetector per head, which
+    create_detectors reports in place of a single family row."""
+
+    def __init__(self, message: str, rows: list[Detector]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detector], none_found: str
+                ) -> list[Detector]:
+    """One detector per ``family`` head, made by ``make(head, backbone)``.
+
+    Failure policy, the same for every family:
+
+    - no head of the family in ``ctx.weights_dirs`` (after the optional name
+      filter ``ctx.options["<family>_heads"]``): DetectorUnavailable with
+      ``none_found`` (``{where}`` becomes the folders searched), reported as one
+      row named after the family;
+    - the run's backbone cannot be built: DetectorUnavailable with the
+      backbone's remedy and the names of the heads not run, again one row, so
+      the user is told once rather than once per head;
+    - a head that cannot be loaded, was trained on another backbone, or that
+      ``make`` rejects becomes an UnavailableDetector named
+      ``<family>:<head>`` with the reason, in the order the heads were found;
+      the other heads run;
+    - when no head could be made at all, HeadsUnavailable (a
+      DetectorUnavailable whose message joins the reasons) carries those
+      per-head rows.
+    """
+    from ..weights import HeadError, HeadMismatch, find_heads, load_head
+
+    dirs = list(ctx.weights_dirs)
+    found = find_heads(dirs, family)
+    wanted = (ctx.options or {}).get(f"{family}_heads")
+    if wanted:
+        found = [(p, m) for p, m in found if m.get("name") in set(wanted)]
+    if not found:
+        where = ", ".join(str(d) for d in dirs) or "no weights folder"
+        raise DetectorUnavailable(none_found.format(where=where))
+    try:
+        backbone = ctx.backbone()
+    except DetectorUnavailable as exc:
+        names = ", ".join(_name(p, m) for p, m in found)
+        raise DetectorUnavailable(f"{exc} ({family} heads not run: {names})") from exc
+
+    out: list[Detector] = []
+    made = 0
+    for path, manifest in found:
+        name = f"{family}:{_name(path, manifest)}"
+        try:
+            head = load_head(path)
+            head.check_backbone(backbone.fingerprint, backbone.spec.describe())
+            out.append(make(head, backbone))
+            made += 1
+        except HeadMismatch as exc:
+            out.append(UnavailableDetector(name, str(exc)))
+        # RuntimeError covers HeadError and DetectorUnavailable; torch raises it for tensors of the wrong shape.
+        except (KeyError, ValueError, OSError, RuntimeError) as exc:
+            # Our own errors are written for users; anything else also names its type ('KeyError: ...').
+            why = str(exc) if isinstance(exc, (HeadError, DetectorUnavailable)) else f"{type(exc).__name__}: {exc}"
+            out.append(UnavailableDetector(name, f"cannot load head {path}: {why}"))
+    if not made:
+        raise HeadsUnavailable("; ".join(d.reason for d in out if isinstance(d, UnavailableDetector)), out)
+    return out
+
+
+def _name(path: Path, manifest: dict[str, Any]) -> str:
+    return str(manifest.get("name") or Path(path).name)
+
+
+def head_meta(head) -> dict[str, Any]:
+    """The fields of a head that its family's ``results`` function reads. The
+    ONNX exporter stores them in the sidecar (with the graph's output names
+    added); a torch detector builds the same dict from its loaded head."""
+    m = head.manifest
+    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
+    return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
+            "calibration": m.get("calibration"), "threshold": m.get("threshold"),
+            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
