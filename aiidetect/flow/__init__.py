@@ -1,8 +1,10 @@
 """CLIP-Flow: a normalizing flow on frozen CLIP features, trained on real
 photos and spectrally modified proxies of them (never on AI images).
 
-The model classes import torch; they load on first use, so the family's
-command and detector modules stay cheap to import (``aiidetect --help``).
+The family's package: model, training, the detector (``detector``), its
+ONNX mapping and results (``onnx``) and its command (``cli``). The model
+classes import torch; they load on first use, so the command and detector
+modules stay cheap to import (``aiidetect --help``).
 """
 _MODEL = ("FeatureFlow", "FlowConfig", "build_flow", "flow_from_head")
 
