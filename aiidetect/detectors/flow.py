@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..probability import Calibrator
 from ..records import DetectorResult
 from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
 
@@ -67,12 +68,10 @@ class FlowDetector(Detector):
         """(N, D) features -> (nll, z, p_ai). Used by predict and by evaluation code."""
         import torch
 
-        from ..flow.train import p_ai_from_z
-
         with torch.no_grad():
             nll = -self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
         z = (nll - float(self.calibration["nll_mean"])) / float(self.calibration["nll_std"])
-        return nll, z, p_ai_from_z(z, self.calibration)
+        return nll, z, Calibrator.from_dict(self.calibration).prob(z)
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
         results: list[DetectorResult | None] = [None] * len(samples)

@@ -7,19 +7,15 @@ two heads' logits instead of features.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..probability import Calibrator
 from ..records import DetectorResult
 from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
 
 TOP_K = 3
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 class MPFTDetector(Detector):
@@ -33,7 +29,8 @@ class MPFTDetector(Detector):
         self.backbone = backbone
         m = head.manifest
         self.labels = list(m["labels"])
-        self.temperature = float((m.get("calibration") or {}).get("temperature") or 1.0)
+        self.calibrator = Calibrator.from_manifest(m)
+        self.temperature = float(self.calibrator.params.get("T", 1.0))
         self.threshold = float(m.get("threshold") or 0.5)
         sha = (m.get("files") or {}).get("head.safetensors", "")[:16] or name
         self.request = FeatureRequest(encoder_key=f"mpft:{sha}", preprocess=m["preprocessing"], encode=self._encode,
@@ -67,7 +64,7 @@ class MPFTDetector(Detector):
             gen = self._generator(a)
             if gen is not None:
                 extra["generator"] = gen
-            out.append(DetectorResult(status="ok", p_ai=_sigmoid(z / self.temperature), score=z, score_kind="logit",
+            out.append(DetectorResult(status="ok", p_ai=self.calibrator.prob(z), score=z, score_kind="logit",
                                       extra=extra))
         return out
 

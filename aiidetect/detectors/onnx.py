@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..probability import Calibrator
 from ..records import DetectorResult
 from .base import Detector, DetectorUnavailable, FeatureRequest, RunContext, UnavailableDetector, feature_key
 
@@ -87,16 +88,15 @@ def flow_exports(head, backbone) -> list:
 # Runtime side: graph outputs -> DetectorResult (same fields as torch)
 # --------------------------------------------------------------------------
 def linear_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    from ..linear.probe import calibrated_probability
-
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     thr = float(meta.get("threshold") if meta.get("threshold") is not None else 0.5)
+    cal = Calibrator.from_dict(meta.get("calibration"))
     res = []
     for z in logits:
         if not np.isfinite(z):
             res.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
             continue
-        p = float(calibrated_probability(float(z), dict(meta.get("calibration") or {})))
+        p = cal.prob(float(z))
         res.append(DetectorResult(status="ok", p_ai=p, score=float(z), score_kind="logit",
                                   extra={"head": meta.get("head"), "threshold": thr}))
     return res
@@ -106,13 +106,12 @@ def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
     """The fields of detectors.flow.FlowDetector.predict, from the graph's log-density."""
     import math
 
-    from ..flow.train import p_ai_from_z
     from .flow import SCORE_KIND
 
     cal = meta["calibration"]
     nll = -np.asarray(outs[meta["outputs"]["loglik"]], dtype=np.float64).reshape(-1)
     z = (nll - float(cal["nll_mean"])) / float(cal["nll_std"])
-    p = p_ai_from_z(z, cal)
+    p = Calibrator.from_dict(cal).prob(z)
     t = float(cal["threshold_z"])
     dim = int(meta.get("dim") or 1)
     res = []
@@ -128,11 +127,11 @@ def flow_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
 
 
 def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> list[DetectorResult]:
-    """The fields of detectors.mpft.MPFTDetector.predict: p_ai = sigmoid(logit / T)
-    with the manifest's calibration temperature, and the top attribution labels."""
-    from .mpft import TOP_K, _sigmoid, generator_extra
+    """The fields of detectors.mpft.MPFTDetector.predict: p_ai from the logit
+    through the manifest's calibration, and the top attribution labels."""
+    from .mpft import TOP_K, generator_extra
 
-    T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
+    cal = Calibrator.from_dict(meta.get("calibration"))
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
     labels = list(meta.get("labels") or [])
@@ -150,7 +149,7 @@ def mpft_results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray]) -> lis
         gen = generator_extra(a, labels, reject_below)
         if gen is not None:
             extra["generator"] = gen
-        res.append(DetectorResult(status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
+        res.append(DetectorResult(status="ok", p_ai=cal.prob(float(z)), score=float(z), score_kind="logit",
                                   extra=extra))
     return res
 

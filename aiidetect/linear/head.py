@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .probe import LinearProbe, calibrated_probability
+from ..probability import Calibrator
+from .probe import LinearProbe
 
 FAMILY = "linear"
 
@@ -65,13 +66,13 @@ class LinearHead:
         return X @ self.weight.astype(np.float64) + self.bias
 
     def p_ai(self, logits) -> np.ndarray:
-        return calibrated_probability(logits, dict(self.calibration or {}))
+        return Calibrator.from_dict(self.calibration).prob(logits)
 
 
 def to_linear(head):
     """A weights.Head (or LinearHead) as ``torch.nn.Linear(D, 1)`` producing the raw
-    logit. Calibration is not folded in: apply ``sigmoid(a * logit + b)`` with
-    the manifest's calibration (identity when its method is "none")."""
+    logit. Calibration is not folded in: apply the manifest's calibration with
+    ``probability.Calibrator.from_dict(...).prob(logit)``."""
     import torch
 
     lh = head if isinstance(head, LinearHead) else LinearHead.from_head(head)
