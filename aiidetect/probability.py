@@ -117,10 +117,22 @@ class Calibrator:
             return cls("platt", {"a": float(d["slope"]), "b": 0.0, "x0": float(d["threshold_z"])})
         if method == "temperature":
             # "temperature" is MPFT's key; a missing or zero T meant no scaling there.
-            return cls(method, {"T": float(d.get("T") or d.get("temperature") or 1.0)})
+            T = float(d.get("T") or d.get("temperature") or 1.0)
+            if not (math.isfinite(T) and T > 0):
+                raise ValueError(f"calibration temperature must be a positive number, not {T!r}")
+            return cls(method, {"T": T})
         if method not in PARAMS:
             raise ValueError(f"unknown calibration method {method!r}; one of {', '.join(PARAMS)}")
-        return cls(method, {k: d[k] for k in PARAMS[method] if k in d})
+        if method == "platt":
+            if "a" not in d:
+                raise ValueError("a platt calibration needs its slope 'a'")
+            return cls(method, {k: float(d[k]) for k in PARAMS[method] if k in d})
+        if method == "isotonic":
+            xs, ps = d.get("x"), d.get("p")
+            if not isinstance(xs, list) or not isinstance(ps, list) or not xs or len(xs) != len(ps):
+                raise ValueError("an isotonic calibration needs knots 'x' and 'p' of the same, non-zero length")
+            return cls(method, {"x": [float(v) for v in xs], "p": [float(v) for v in ps]})
+        return cls(method, {})
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":

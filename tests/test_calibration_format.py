@@ -149,3 +149,34 @@ def test_logit_metrics_agree_with_scikit_learn():
     assert m["nll"] == pytest.approx(skm.log_loss(y, 1 / (1 + np.exp(-z / 2.0))))
     one = logit_metrics([1, 1], [0.5, -0.5], ndigits=4)
     assert "auc" not in one and one["real_accuracy"] is None and one["accuracy"] == 0.5
+
+
+def test_a_fusion_model_with_an_unreadable_calibration_drops_that_detector_and_says_so():
+    from aiidetect.fusion import fuse
+    from aiidetect.records import DetectorResult
+
+    model = {"detectors": {"linear": {"calibration": {"method": "temperature", "T": 2.0}, "weight": 1.0},
+                           "mpft": {"calibration": {"method": "sharpen", "k": 3}, "weight": 1.0}},
+             "evidence_weight": 1.0, "bias": 0.0}
+    res = {"linear": DetectorResult("ok", p_ai=0.8, score=math.log(4), score_kind="logit"),
+           "mpft": DetectorResult("ok", p_ai=0.99, score=4.6, score_kind="logit")}
+    out = fuse(res, model)
+    assert out.p_ai == pytest.approx(sigmoid_float(math.log(4) / 2))
+    assert "mpft" not in out.contributions
+    assert any("mpft: calibration in the fusion model unreadable" in r and "'sharpen'" in r for r in out.reasons)
+
+
+def test_a_linear_head_with_an_unreadable_calibration_fails_at_load(tmp_path):
+    torch = pytest.importorskip("torch")
+    from aiidetect.linear import LinearHead
+    from aiidetect.weights import load_head, save_head
+
+    def head(tmp, cal):
+        save_head(tmp, {"weight": torch.zeros(1, 4), "bias": torch.zeros(1)},
+                  {"name": "h", "detector": "linear", "labels": ["real", "ai"], "calibration": cal})
+        return load_head(tmp)
+
+    ok = LinearHead.from_head(head(tmp_path / "ok", {"method": "platt", "a": 2.0, "b": 0.5}))
+    assert ok.p_ai(0.25) == sigmoid_float(1.0)
+    with pytest.raises(ValueError, match="slope 'a'"):
+        LinearHead.from_head(head(tmp_path / "bad", {"method": "platt", "b": 0.5}))

@@ -34,6 +34,7 @@ class FlowDetector(Detector):
         self.layers: tuple[int, ...] = tuple(int(i) for i in m["params"]["features"].get("layers", []))
         self.preprocess: dict[str, Any] = m["preprocessing"]
         self.calibration: dict[str, Any] = m["calibration"]
+        self.calibrator = Calibrator.from_dict(self.calibration)
         self.model = flow_from_head(head)
         self.dim = int(m["params"]["flow"]["dim"])
         self._req = FeatureRequest(encoder_key=backbone.fingerprint, preprocess=self.preprocess,
@@ -71,7 +72,7 @@ class FlowDetector(Detector):
         with torch.no_grad():
             nll = -self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
         z = (nll - float(self.calibration["nll_mean"])) / float(self.calibration["nll_std"])
-        return nll, z, Calibrator.from_dict(self.calibration).prob(z)
+        return nll, z, self.calibrator.prob(z)
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
         results: list[DetectorResult | None] = [None] * len(samples)

@@ -45,6 +45,7 @@ class LinearHead:
         if w.ndim != 2 or w.shape[0] != 1 or b.shape != (1,):
             raise ValueError(f"head {head.name!r}: expected weight (1, D) and bias (1,), got {w.shape} and {b.shape}")
         m = head.manifest
+        Calibrator.from_manifest(m)  # an unreadable calibration fails here, at load, not on every file
         params = m.get("params") or {}
         return cls(name=head.name, weight=w[0].copy(), bias=float(b[0]), feature=params.get("feature", "embed"),
                    calibration=m.get("calibration") or {"method": "none"},

