@@ -107,36 +107,50 @@ class Calibrator:
         """Any calibration block aiidetect ever wrote: this format, MPFT's
         {"temperature": T}, CLIP-Flow's fpr-quantile+logistic-slope (slope
         and threshold_z on the standardised NLL), and "identity" for none.
-        An unknown method is an error, not a silent identity."""
-        d = dict(d or {})
+        A block it cannot read (unknown method, missing or non-finite
+        parameter, not a mapping) raises ValueError naming the problem, never
+        a silent identity: manifests are files anyone can edit."""
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a calibration block is a JSON object, not {type(d).__name__}")
         method = d.get("method") or "none"
+        if not isinstance(method, str):
+            raise ValueError(f"calibration method must be a name, not {method!r}")
         if method == "identity":
             method = "none"
         elif method == FLOW_LEGACY or (not d.get("method") and "slope" in d and "threshold_z" in d):
             # CLIP-Flow before this format: p = sigmoid(slope * (z - threshold_z)).
-            return cls("platt", {"a": float(d["slope"]), "b": 0.0, "x0": float(d["threshold_z"])})
+            return cls("platt", {"a": _finite(d, "slope"), "b": 0.0, "x0": _finite(d, "threshold_z")})
         if method == "temperature":
             # "temperature" is MPFT's key; a missing or zero T meant no scaling there.
-            T = float(d.get("T") or d.get("temperature") or 1.0)
-            if not (math.isfinite(T) and T > 0):
-                raise ValueError(f"calibration temperature must be a positive number, not {T!r}")
+            T = _finite({"T": d.get("T") or d.get("temperature") or 1.0}, "T")
+            if T <= 0:
+                raise ValueError(f"calibration temperature must be positive, not {T!r}")
             return cls(method, {"T": T})
         if method not in PARAMS:
             raise ValueError(f"unknown calibration method {method!r}; one of {', '.join(PARAMS)}")
         if method == "platt":
             if "a" not in d:
                 raise ValueError("a platt calibration needs its slope 'a'")
-            return cls(method, {k: float(d[k]) for k in PARAMS[method] if k in d})
+            return cls(method, {k: _finite(d, k) for k in PARAMS[method] if k in d})
         if method == "isotonic":
             xs, ps = d.get("x"), d.get("p")
             if not isinstance(xs, list) or not isinstance(ps, list) or not xs or len(xs) != len(ps):
                 raise ValueError("an isotonic calibration needs knots 'x' and 'p' of the same, non-zero length")
-            return cls(method, {"x": [float(v) for v in xs], "p": [float(v) for v in ps]})
+            return cls(method, {"x": [_finite({"x": v}, "x") for v in xs], "p": [_finite({"p": v}, "p") for v in ps]})
         return cls(method, {})
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":
         return cls.from_dict(manifest.get("calibration"))
+
+
+def _finite(d: Mapping[str, Any], key: str) -> float:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"calibration parameter {key!r} must be a finite number, not {v!r}")
+    return float(v)
 
 
 def fit_temperature(x, y, bounds: tuple[float, float] = (1e-3, 1e3)) -> Calibrator:

@@ -98,10 +98,16 @@ def test_one_value_and_a_batch_agree_and_keep_their_types():
     assert 0.0 < sigmoid_float(-1e9)  # never exactly 0: its logit stays finite downstream
 
 
-@pytest.mark.parametrize("block", [{"method": "bogus"}, {"method": "platt"}, {"method": "isotonic", "x": [0.0]}])
-def test_a_broken_block_is_an_error_not_a_silent_identity(block):
-    with pytest.raises((ValueError, KeyError)):
-        Calibrator.from_dict(block).prob(np.array([0.5]))
+@pytest.mark.parametrize("block", [
+    {"method": "bogus"}, {"method": "platt"}, {"method": "isotonic", "x": [0.0]}, [1, 2], "platt",
+    {"method": ["platt"]}, {"method": "platt", "a": "2"}, {"method": "platt", "a": float("nan")},
+    {"method": "platt", "a": 1.0, "b": None}, {"method": "temperature", "T": -2.0},
+    {"method": "temperature", "temperature": float("inf")}, {"slope": {}, "threshold_z": 1.0},
+    {"method": "isotonic", "x": [0.0, 1.0], "p": [0.1, None]},
+])
+def test_a_broken_block_is_a_value_error_not_a_silent_identity(block):
+    with pytest.raises(ValueError):
+        Calibrator.from_dict(block)
 
 
 def _nll(x, y, t):
