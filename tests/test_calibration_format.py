@@ -130,7 +130,8 @@ def test_one_fit_temperature_is_at_least_as_good_as_the_old_grid_within_its_boun
         x = (2 * y - 1) * rng.gamma(2.0, 1.0, n) * rng.choice([0.05, 1.0, 20.0]) + rng.normal(0, 1.0, n)
         t = fit_temperature(x, y, (0.02, 50.0)).params["T"]
         assert 0.02 <= t <= 50.0
-        assert _nll(x, y, t) <= _nll(x, y, min(_grid_temperature(x, y), 50.0)) + 1e-12
+        # the grid's +-5% refinement could step outside its own range; compare within it
+        assert _nll(x, y, t) <= _nll(x, y, float(np.clip(_grid_temperature(x, y), 0.02, 50.0))) + 1e-12
 
 
 def test_fit_temperature_stops_at_its_bounds_on_separable_data():
