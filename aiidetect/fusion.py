@@ -129,8 +129,12 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 if dp is None:
                     notes.append(f"{name}: not in the fusion model, ignored")
                     continue
-                x = detector_input(r)
-                z = float(Calibrator.from_dict(dp.get("calibration")).logit(x))
+                try:
+                    cal = Calibrator.from_dict(dp.get("calibration"))
+                except (ValueError, KeyError, TypeError) as exc:  # a hand-edited model must not stop the scan
+                    notes.append(f"{name}: calibration in the fusion model unreadable ({exc}), ignored")
+                    continue
+                z = float(cal.logit(detector_input(r)))
                 c = float(dp.get("weight", 1.0)) * z
                 contrib[name] = c
                 z_pix += c

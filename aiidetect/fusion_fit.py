@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .probability import sigmoid
+
 
 def _objective(X: np.ndarray, y: np.ndarray, C: float):
     """f(theta) = sum log(1 + e^z) - y z + |w|^2 / (2C), z = X w + b (bias
@@ -28,7 +30,7 @@ def _objective(X: np.ndarray, y: np.ndarray, C: float):
 
     def f(theta):
         z = A @ theta
-        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free sigmoid
+        p = sigmoid(z)
         val = float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(reg * theta * theta))
         return val, A.T @ (p - y) + reg * theta
 

@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aiidetect.flow import FeatureFlow, FlowConfig, flow_from_head  # noqa: E402
-from aiidetect.flow.train import FitConfig, calibrate, fit_flow, p_ai_from_z  # noqa: E402
+from aiidetect.flow.train import FitConfig, calibrate, fit_flow  # noqa: E402
+from aiidetect.probability import Calibrator  # noqa: E402
 
 
 def _perturbed_flow(dim=6, linear="lu", seed=0):
@@ -91,8 +92,8 @@ def test_calibration_meets_fpr_and_p_half_at_threshold():
     real, proxy = rng.normal(0, 1, 500), rng.normal(3, 1, 500)
     cal = calibrate(real, proxy, fpr=0.01)
     z = (real - cal["nll_mean"]) / cal["nll_std"]
-    assert (p_ai_from_z(z, cal) > 0.5).mean() <= 0.01
-    assert p_ai_from_z(cal["threshold_z"], cal) == pytest.approx(0.5)
+    assert (Calibrator.from_dict(cal).prob(z) > 0.5).mean() <= 0.01
+    assert Calibrator.from_dict(cal).prob(cal["threshold_z"]) == pytest.approx(0.5)
     assert cal["slope"] > 0.5
 
 

@@ -95,7 +95,7 @@ def test_tiny_sets_and_bad_labels():
 def test_probe_separates_held_out_planted_images_and_scan_reproduces_it(planted, tiny, tmp_path):
     from aiidetect.detectors import RunContext, create_detectors
     from aiidetect.features import extract_features
-    from aiidetect.linear import binary_metrics
+    from aiidetect.evaluate.metrics import logit_metrics
     from aiidetect.linear.train import train_linear
     from aiidetect.pipeline import run_detectors
     from aiidetect.train.data import load_items
@@ -114,7 +114,7 @@ def test_probe_separates_held_out_planted_images_and_scan_reproduces_it(planted,
     feats, fails = extract_features(bb, [i.path for i in test], m["preprocessing"], cache=None)
     assert not fails
     logits = res.probe.logits(feats["embed"])
-    got = binary_metrics(y, logits)
+    got = logit_metrics(y, logits)
     assert got["auc"] >= 0.95 and got["accuracy"] >= 0.9, got
 
     # load the saved head through the detector registry and run the scan pipeline

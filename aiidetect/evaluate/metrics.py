@@ -155,6 +155,28 @@ def binary_metrics(y, p, threshold: float = 0.5) -> dict[str, Any]:
     return out
 
 
+def logit_metrics(y, logits, temperature: float = 1.0, ndigits: int | None = None) -> dict[str, Any]:
+    """The summary a trainer stores in a head manifest for one split of a
+    logit-scored head (linear probe, MPFT): n, accuracy, real_accuracy,
+    ai_accuracy, balanced_accuracy (AI when logit / T >= 0, i.e. p_ai >= 0.5),
+    nll of sigmoid(logit / T), and auc when both classes are present.
+    `ndigits` rounds the floats for display. Built on the functions above, so
+    a head's numbers and ``aiidetect eval``'s agree by construction."""
+    y, z = _arrays(y, logits)
+    z = z / float(temperature)
+    acc = accuracies(y, z, 0.0)
+    out: dict[str, Any] = {"n": int(y.size), "accuracy": acc["acc"], "real_accuracy": acc["acc_real"],
+                           "ai_accuracy": acc["acc_ai"], "balanced_accuracy": acc["acc_mean"]}
+    if y.size:
+        out["nll"] = float(np.mean(np.logaddexp(0.0, z) - y * z))
+    auc = roc_auc(y, z)
+    if auc is not None:
+        out["auc"] = auc
+    if ndigits is not None:
+        out = {k: round(v, ndigits) if isinstance(v, float) else v for k, v in out.items()}
+    return out
+
+
 def clean(x: Any) -> Any:
     """NaN/inf -> None and numpy scalars -> Python, recursively, for JSON."""
     if isinstance(x, dict):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..detectors.base import Detector, FeatureRequest, RunContext, feature_key, head_identity
 from ..detectors.heads import build_heads, head_meta
+from ..probability import Calibrator
 from ..records import DetectorResult
 from .onnx import results
 
@@ -34,6 +35,7 @@ class FlowDetector(Detector):
         self.layers: tuple[int, ...] = tuple(int(i) for i in m["params"]["features"].get("layers", []))
         self.preprocess: dict[str, Any] = m["preprocessing"]
         self.calibration: dict[str, Any] = m["calibration"]
+        Calibrator.from_manifest(m)  # read once at load: an unreadable calibration makes the head unavailable
         self.model = flow_from_head(head)
         self.dim = int(m["params"]["flow"]["dim"])
         self._req = FeatureRequest(encoder_key=backbone.fingerprint, preprocess=self.preprocess,

@@ -34,12 +34,12 @@ def results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray], *, dtype: s
     """From each row's log-density: the NLL, the NLL standardised on held-out
     real photos (the score) and the calibrated p_ai. ``dtype`` (the torch
     path's) is recorded in extra when given."""
-    from .train import p_ai_from_z
+    from ..probability import Calibrator
 
     cal = meta["calibration"]
     nll = -np.asarray(outs[meta["outputs"]["loglik"]], dtype=np.float64).reshape(-1)
     z = (nll - float(cal["nll_mean"])) / float(cal["nll_std"])
-    p = p_ai_from_z(z, cal)
+    p = Calibrator.from_dict(cal).prob(z)
     t = float(cal["threshold_z"])
     dim = int(meta.get("dim") or 1)
     res = []

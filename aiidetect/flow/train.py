@@ -149,7 +149,9 @@ def nll_numpy(model, x: np.ndarray, batch: int = 1024) -> np.ndarray:
 # --------------------------------------------------------------------------
 def calibrate(nll_real: np.ndarray, nll_proxy: np.ndarray | None, fpr: float = 0.01,
               default_slope: float = 2.0) -> dict[str, Any]:
-    """Standardise on held-out reals; threshold at their (1 - fpr) quantile."""
+    """Standardise on held-out reals; threshold at their (1 - fpr) quantile.
+    Returns the manifest's calibration block: a Platt map on the standardised
+    NLL z (read by probability.Calibrator) with nll_mean/nll_std beside it."""
     nll_real = np.asarray(nll_real, dtype=np.float64)
     mu = float(nll_real.mean())
     sd = float(nll_real.std(ddof=1)) if len(nll_real) > 1 else 1.0
@@ -164,7 +166,10 @@ def calibrate(nll_real: np.ndarray, nll_proxy: np.ndarray | None, fpr: float = 0
         z_proxy = (np.asarray(nll_proxy, dtype=np.float64) - mu) / sd
         n_proxy = len(z_proxy)
         slope, note = _logistic_slope(z_real, z_proxy, default_slope)
-    out = {"method": "fpr-quantile+logistic-slope", "fpr": float(fpr), "nll_mean": mu, "nll_std": sd,
+    # Platt on z centred at the threshold (p_ai = 0.5 exactly there); slope and
+    # threshold_z stay under their old names for readers of earlier releases.
+    out = {"method": "platt", "a": float(slope), "b": 0.0, "x0": t, "fit": "fpr-quantile+logistic-slope",
+           "fpr": float(fpr), "nll_mean": mu, "nll_std": sd,
            "threshold_z": t, "slope": float(slope), "n_real": int(len(nll_real)), "n_proxy": n_proxy,
            "achieved_fpr": float((z_real > t).mean())}
     if note:
@@ -199,12 +204,6 @@ def _logistic_slope(z_real: np.ndarray, z_proxy: np.ndarray, default: float) -> 
     if a < 0.25 or a > 20.0:
         return float(min(max(a, 0.25), 20.0)), f"fitted slope {a:.3g} clipped to [0.25, 20]"
     return a, None
-
-
-def p_ai_from_z(z, calibration: dict[str, Any]):
-    t = float(calibration["threshold_z"])
-    a = float(calibration["slope"])
-    return 1.0 / (1.0 + np.exp(-np.clip(a * (np.asarray(z, dtype=np.float64) - t), -60, 60)))
 
 
 def _mean(x: np.ndarray, d: int) -> float | None:

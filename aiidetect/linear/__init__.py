@@ -4,7 +4,6 @@ end-to-end trainer behind ``aiidetect train linear`` (train); the detector
 (``detector``), its ONNX mapping and results (``onnx``) and its command
 (``cli``) load on use."""
 from .head import FAMILY, LinearHead, probe_tensors, save_probe, to_linear
-from .probe import LinearProbe, binary_metrics, calibrated_probability, fit_probe, sigmoid
+from .probe import LinearProbe, fit_probe
 
-__all__ = ["FAMILY", "LinearHead", "LinearProbe", "binary_metrics", "calibrated_probability", "fit_probe",
-           "probe_tensors", "save_probe", "sigmoid", "to_linear"]
+__all__ = ["FAMILY", "LinearHead", "LinearProbe", "fit_probe", "probe_tensors", "save_probe", "to_linear"]

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .probe import LinearProbe, calibrated_probability
+from ..probability import Calibrator
+from .probe import LinearProbe
 
 FAMILY = "linear"
 
@@ -44,6 +45,7 @@ class LinearHead:
         if w.ndim != 2 or w.shape[0] != 1 or b.shape != (1,):
             raise ValueError(f"head {head.name!r}: expected weight (1, D) and bias (1,), got {w.shape} and {b.shape}")
         m = head.manifest
+        Calibrator.from_manifest(m)  # an unreadable calibration fails here, at load, not on every file
         params = m.get("params") or {}
         return cls(name=head.name, weight=w[0].copy(), bias=float(b[0]), feature=params.get("feature", "embed"),
                    calibration=m.get("calibration") or {"method": "none"},
@@ -65,13 +67,13 @@ class LinearHead:
         return X @ self.weight.astype(np.float64) + self.bias
 
     def p_ai(self, logits) -> np.ndarray:
-        return calibrated_probability(logits, dict(self.calibration or {}))
+        return Calibrator.from_dict(self.calibration).prob(logits)
 
 
 def to_linear(head):
     """A weights.Head (or LinearHead) as ``torch.nn.Linear(D, 1)`` producing the raw
-    logit. Calibration is not folded in: apply ``sigmoid(a * logit + b)`` with
-    the manifest's calibration (identity when its method is "none")."""
+    logit. Calibration is not folded in: apply the manifest's calibration with
+    ``probability.Calibrator.from_dict(...).prob(logit)``."""
     import torch
 
     lh = head if isinstance(head, LinearHead) else LinearHead.from_head(head)

@@ -34,16 +34,17 @@ def results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray], *, dtype: s
             ) -> list[DetectorResult]:
     """One result per row of the ``logit`` output: p_ai from the head's
     calibration. ``dtype`` (the torch path's) is recorded in extra when given."""
-    from .probe import calibrated_probability
+    from ..probability import Calibrator
 
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     thr = float(meta.get("threshold") if meta.get("threshold") is not None else 0.5)
+    cal = Calibrator.from_dict(meta.get("calibration"))
     res = []
     for z in logits:
         if not np.isfinite(z):
             res.append(DetectorResult.failed("non-finite logit (numerical problem in the features)"))
             continue
-        p = float(calibrated_probability(float(z), dict(meta.get("calibration") or {})))
+        p = cal.prob(float(z))
         extra = {"head": meta.get("head"), "threshold": thr}
         if dtype is not None:
             extra["dtype"] = dtype

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .head import save_probe
-from .probe import LinearProbe, binary_metrics, fit_probe
+from .probe import LinearProbe, fit_probe
 
 
 @dataclass
@@ -59,6 +59,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     """Train and save one probe. `cache`: a features.FeatureCache, or None for
     the default on-disk cache, or False for no cache."""
     from ..backbone import create_backbone
+    from ..evaluate.metrics import logit_metrics
     from ..features import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.data import split_train_val, summarize
@@ -113,7 +114,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
         failures += fv
         n_val = len(yv)
         if n_val:
-            metrics["held_out"] = {**binary_metrics(yv, probe.logits(Xv)),
+            metrics["held_out"] = {**logit_metrics(yv, probe.logits(Xv), ndigits=4),
                                    "note": f"stratified hold-out of {val_fraction:.0%} of the selected images"}
     data = {**summarize(train_items), "sources": [str(s) for s in sources], "shots_per_class": shots,
             "generators_filter": list(generators) if generators else None, "seed": seed,

@@ -5,10 +5,10 @@ p_ai = sigmoid(sum of evidence log-likelihood ratios), with a neutral prior
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from ..detectors.base import Detector, RunContext
+from ..probability import sigmoid_float
 from ..records import DetectorResult
 
 FAMILY = "metadata"
@@ -59,7 +59,7 @@ class MetadataDetector(Detector):
 def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:
     opinions = [e for e in evidence if e.llr != 0.0]
     llr = sum(e.llr for e in opinions)
-    p = None if not opinions else 1.0 / (1.0 + math.exp(-max(min(llr, 50.0), -50.0)))
+    p = None if not opinions else sigmoid_float(llr)
     ex = dict(extra or {})
     if errors:
         ex["errors"] = list(errors[:20])

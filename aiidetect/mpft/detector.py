@@ -13,6 +13,7 @@ import numpy as np
 
 from ..detectors.base import Detector, FeatureRequest, RunContext, feature_key, head_identity
 from ..detectors.heads import build_heads, head_meta
+from ..probability import Calibrator
 from ..records import DetectorResult
 from .onnx import results
 
@@ -30,7 +31,8 @@ class MPFTDetector(Detector):
         self.backbone = backbone
         m = head.manifest
         self.labels = list(m["labels"])
-        self.temperature = float((m.get("calibration") or {}).get("temperature") or 1.0)
+        # Read once at load: a head whose calibration cannot be read is unavailable, not failed per file.
+        self.temperature = float(Calibrator.from_manifest(m).params.get("T", 1.0))
         self.threshold = float(m.get("threshold") or 0.5)
         sha = (m.get("files") or {}).get("head.safetensors", "")[:16] or name
         self.request = FeatureRequest(encoder_key=f"mpft:{sha}", preprocess=m["preprocessing"], encode=self._encode,

@@ -121,9 +121,10 @@ def explain_mpft_cmd(
               "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
               "Shows where the head's answer comes from, not which pixels were generated."]
     Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")).save(output)
-    t = float((head.manifest.get("calibration") or {}).get("temperature") or 1.0)
+    from ..probability import Calibrator
+
     typer.echo(json.dumps({"output": str(output), "head": head.name, "logit": round(base, 4),
-                           "p_ai": round(float(1 / (1 + np.exp(-base / t))), 4),
+                           "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
                            "top_patches": [{"row": int(i) // delta.shape[1], "col": int(i) % delta.shape[1],
                                             "delta": round(float(delta.reshape(-1)[i]), 4)}
                                            for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}))

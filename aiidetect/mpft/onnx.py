@@ -4,7 +4,6 @@ and attribution logits into a result (``results``, which the torch detector
 calls too)."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,10 +11,6 @@ import numpy as np
 from ..records import DetectorResult
 
 TOP_K = 3
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 def exports(head, backbone) -> list:
@@ -33,11 +28,13 @@ def exports(head, backbone) -> list:
 
 def results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray], *, dtype: str | None = None
             ) -> list[DetectorResult]:
-    """p_ai = sigmoid(logit / T) with the manifest's calibration temperature,
+    """p_ai from the logit through the head's calibration (a temperature),
     the top attribution labels and, for heads that know several generators,
     the open-set generator. ``dtype`` (the torch path's) is recorded in extra
     right after the attribution, where torch records have always had it."""
-    T = float((meta.get("calibration") or {}).get("temperature") or 1.0)
+    from ..probability import Calibrator
+
+    cal = Calibrator.from_dict(meta.get("calibration"))
     logits = np.asarray(outs[meta["outputs"]["logit"]], dtype=np.float64).reshape(-1)
     attr = np.asarray(outs[meta["outputs"]["attribution"]], dtype=np.float64)
     labels = list(meta.get("labels") or [])
@@ -57,7 +54,7 @@ def results(meta: Mapping[str, Any], outs: Mapping[str, np.ndarray], *, dtype: s
         gen = generator_extra(a, labels, reject_below)
         if gen is not None:
             extra["generator"] = gen
-        res.append(DetectorResult(status="ok", p_ai=_sigmoid(float(z) / T), score=float(z), score_kind="logit",
+        res.append(DetectorResult(status="ok", p_ai=cal.prob(float(z)), score=float(z), score_kind="logit",
                                   extra=extra))
     return res
 

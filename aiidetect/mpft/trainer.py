@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ..decode import DecodeFailure, load_rgb
+from ..evaluate.metrics import logit_metrics
 from ..preprocess import apply as preprocess_apply, make_spec
+from ..probability import fit_temperature
 from ..train.data import Item, few_shot, split_train_val, summarize
 from ..weights import backbone_manifest, save_head
 from .augment import AugmentConfig, augment, shrink_for_cache
@@ -136,38 +138,9 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
     return kept_items, imgs, skipped
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature T minimising the NLL of sigmoid(logit / T) (Guo et al. 2017),
-    by a log-spaced grid then a local refinement: robust on tiny val sets."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    if len(z) == 0 or len(set(y.tolist())) < 2:
-        return 1.0
-
-    def nll(t):
-        s = z / t
-        return float(np.mean(np.logaddexp(0, s) - y * s))
-
-    grid = np.exp(np.linspace(np.log(0.02), np.log(50.0), 200))
-    best = min(grid, key=nll)
-    fine = best * np.exp(np.linspace(-0.05, 0.05, 41))
-    return float(min(fine, key=nll))
-
-
-def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, Any]:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    y = np.asarray(labels, dtype=np.int64)
-    p = 1 / (1 + np.exp(-z))
-    out: dict[str, Any] = {"n": int(len(y)), "accuracy": float(np.mean((p >= 0.5) == y)) if len(y) else None}
-    if len(y):
-        out["real_accuracy"] = float(np.mean(p[y == 0] < 0.5)) if (y == 0).any() else None
-        out["ai_accuracy"] = float(np.mean(p[y == 1] >= 0.5)) if (y == 1).any() else None
-        out["nll"] = float(np.mean(np.logaddexp(0, z) - y * z))
-    if len(set(y.tolist())) == 2:
-        from sklearn.metrics import roc_auc_score
-
-        out["auc"] = float(roc_auc_score(y, z))
-    return out
+# MPFT fits T on its small selection split: a narrower range than the fusion
+# model's keeps separable tiny splits from making the head near-certain.
+TEMPERATURE_BOUNDS = (0.02, 50.0)
 
 
 UNKNOWN_GENERATOR = "unknown-generator"
@@ -335,7 +308,7 @@ class MPFTTrainer:
             return {}
         z, a = self.predict_images(self.val_imgs)
         y = np.array([i.label for i in self.val_items])
-        m = binary_metrics(z, y)
+        m = logit_metrics(y, z)
         ya = np.array([self.label_index[i.generator] for i in self.val_items])
         m["attribution_accuracy"] = float(np.mean(a.argmax(1) == ya)) if len(ya) else None
         return m
@@ -418,7 +391,7 @@ class MPFTTrainer:
         """Restore the best validation state, calibrate, write the head."""
         if self.best is not None:
             self.model.load_trainable_state({k: v.to(self.device) for k, v in self.best["state"].items()})
-        cal: dict[str, Any] = {"method": "temperature", "temperature": 1.0, "fitted_on": None}
+        cal: dict[str, Any] = {"method": "temperature", "T": 1.0, "temperature": 1.0, "fitted_on": None}
         metrics: dict[str, Any] = {}
         t = 1.0
         if self.val_items:
@@ -426,12 +399,14 @@ class MPFTTrainer:
             y = np.array([i.label for i in self.val_items])
             classes = sorted({int(v) for v in y})
             if len(classes) == 2:
-                t = fit_temperature(z, y)
-                cal = {"method": "temperature", "temperature": t, "fitted_on": "selection split", "n": int(len(y))}
+                t = fit_temperature(z, y, TEMPERATURE_BOUNDS).params["T"]
+                # "temperature": the key readers of earlier releases look for.
+                cal = {"method": "temperature", "T": t, "temperature": t, "fitted_on": "selection split",
+                       "n": int(len(y))}
             else:
                 cal["not_fitted"] = (f"the selection split has only {'AI' if classes == [1] else 'real'} images "
                                      f"({len(y)}); temperature left at 1.0")
-            metrics["selection"] = {**binary_metrics(z, y), "used_for": "best-state choice and temperature",
+            metrics["selection"] = {**logit_metrics(y, z), "used_for": "best-state choice and temperature",
                                     "best_step": self.best["step"] if self.best else self.step}
         else:
             cal["not_fitted"] = "no held-out images (--val-fraction 0 or too little data); temperature left at 1.0"
@@ -450,13 +425,13 @@ class MPFTTrainer:
             z, a = self.predict_images(self.report_imgs)
             y = np.array([i.label for i in self.report_items])
             ya = np.array([self.label_index[i.generator] for i in self.report_items])
-            v = {**binary_metrics(z, y, t), "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
+            v = {**logit_metrics(y, z, t), "attribution_accuracy": float(np.mean(a.argmax(1) == ya)),
                  **self._open_set_report(a, y),
                  "split": "report (never used for selection or calibration)"}
             if len(set(y.tolist())) < 2:
                 v["note"] = f"the report split has one class only ({len(y)} images): no AUC"
             metrics["validation"] = v
-            metrics["validation_uncalibrated"] = binary_metrics(z, y)
+            metrics["validation_uncalibrated"] = logit_metrics(y, z)
         else:
             metrics["validation"] = {"n": 0, "note": "no report split: too few held-out images "
                                                      "(each generator needs 2+ held-out images)"}
