@@ -19,7 +19,6 @@ from ..fusion import fuse
 from ..pixels import PixelReader
 from ..preprocess import spec_key
 from ..records import DetectorResult, Record
-from ..result_cache import FILE_FIELDS
 from .plan import FeatureGroup, Plan
 
 
@@ -87,6 +86,9 @@ class ResultCacheStage:
             return None
 
     def put(self, samples: Sequence[Sample]) -> None:
+        # Imported here: a --no-cache scan never loads the cache code (or sqlite3).
+        from ..result_cache import FILE_FIELDS
+
         entries = []
         for s in samples:
             rec = s.record
