@@ -280,18 +280,13 @@ def time_model_on_device(backbone, pixels: np.ndarray, batch_size: int, dtype: s
 
 
 def time_decode(paths: Sequence[str], spec: Mapping[str, Any], workers: int, draft: bool) -> dict[str, Any]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .decode import decode_path
+    from .pixels import iter_pixels
     from .preprocess import draft_size
 
     d = draft_size(spec) if draft else None
     t = time.perf_counter()
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        samples = list(pool.map(lambda ip: decode_path(ip[1], ip[0], preprocess_specs=[spec], keep_bytes=False,
-                                                       draft=d), enumerate(paths)))
+    ok = sum(1 for x in iter_pixels(paths, [spec], workers, draft=d) if x.ok)
     s = time.perf_counter() - t
-    ok = sum(1 for x in samples if x.ok)
     return {"images_per_s": len(paths) / s if s > 0 else None, "ok": ok, "seconds": s, "draft": d}
 
 

@@ -12,7 +12,7 @@ import stat
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -288,7 +288,7 @@ def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None) -
     """Read and hash one file (the part a result-cache hit still needs). Never raises."""
     rec = Record(file=path)
     s = Sample(index=index, path=path, record=rec)
-    try:
+    with failures_into(rec, "reading"):
         data = read_bytes(path, limits)
         rec.size_bytes = len(data)
         rec.sha256 = hashlib.sha256(data).hexdigest()
@@ -296,22 +296,31 @@ def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None) -
         sniffed = sniff_format(data)
         if sniffed:
             rec.format = sniffed
-    except DecodeFailure as exc:
-        rec.set_error(exc.code, exc.message)
-    except MemoryError:
-        rec.set_error("too-large", "out of memory while reading")
-    except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
-        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
     return s
 
 
+@contextlib.contextmanager
+def failures_into(rec: Record, doing: str) -> Iterator[None]:
+    """Every failure inside the block becomes the record's error code, never an exception."""
+    try:
+        yield
+    except DecodeFailure as exc:
+        rec.set_error(exc.code, exc.message)
+    except MemoryError:
+        rec.set_error("too-large", f"out of memory while {doing}")
+    except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
+        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
+
+
 def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
-                  keep_image: bool = False, draft: int | None = None) -> Sample:
-    """Decode the bytes read by read_sample and preprocess for every head's spec. Never raises."""
+                  keep_image: bool = False, draft: int | None = None,
+                  transform: Callable[[Any, Sample], Any] | None = None) -> Sample:
+    """Decode the bytes read by read_sample and preprocess for every head's spec;
+    `transform(image, sample) -> image` acts between the two. Never raises."""
     from .preprocess import apply, spec_key
 
     rec = s.record
-    try:
+    with failures_into(rec, "decoding"):
         img, info = decode_bytes(s.data or b"", limits, draft=draft)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
@@ -319,16 +328,12 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
             # Honest about the retry: Pillow refused the file with its metadata, decoded it without.
             rec.image_info["pixels_without_metadata"] = info["metadata_skipped_for_pixels"]
         s.info = info
+        if transform is not None:
+            img = transform(img, s)
         for spec in preprocess_specs:
             s.pixels[spec_key(spec)] = apply(img, spec)
         if keep_image:
             s.image = img
-    except DecodeFailure as exc:
-        rec.set_error(exc.code, exc.message)
-    except MemoryError:
-        rec.set_error("too-large", "out of memory while decoding")
-    except Exception as exc:  # noqa: BLE001
-        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
     return s
 
 

@@ -7,11 +7,9 @@ image, ever.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -105,28 +103,24 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     rows follow `paths` order minus the failures. `transform` (PIL -> PIL) is
     applied after decoding (a perturbation or re-encoding); give it a
     transform_key so cached rows of different transforms never mix."""
-    from .decode import DecodeFailure, decode_bytes, read_bytes
+    from .decode import Sample
+    from .pixels import PixelReader, failure, ordered
 
     names = output_names(layers, backbone.layers)
     prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
     enc = backbone.fingerprint
+    # No draft: feature values must not depend on which JPEGs happened to be cached.
+    reader = PixelReader([spec], keep_bytes=False,
+                         transform=(lambda img, _s: transform(img)) if transform is not None else None)
 
-    def load(p: str):
-        try:
-            data = read_bytes(p)
-            sha = hashlib.sha256(data).hexdigest()
-            if cache is not None:
-                hit = cache.get(sha, enc, prep, names)
-                if hit is not None:
-                    return p, sha, hit, None
-            img, _ = decode_bytes(data)
-            if transform is not None:
-                img = transform(img)
-            return p, sha, normalize(to_uint8(img, spec), spec), None
-        except DecodeFailure as exc:
-            return p, None, None, f"{exc.code}: {exc.message}"
-        except Exception as exc:  # noqa: BLE001
-            return p, None, None, f"{type(exc).__name__}: {exc}"
+    def load(p: str, index: int) -> Sample:
+        s = reader.read(p, index)
+        if s.ok and cache is not None:
+            s.cached = cache.get(s.record.sha256, enc, prep, names)
+            if s.cached is not None:
+                s.data = None
+                return s
+        return reader.decode(s)
 
     results: dict[str, dict[str, np.ndarray]] = {}
     failures: list[tuple[str, str]] = []
@@ -143,19 +137,19 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
                 cache.put(sha, enc, prep, row)
         pending.clear()
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for n, (p, sha, payload, err) in enumerate(pool.map(load, paths), 1):
-            if err is not None:
-                failures.append((p, err))
-            elif isinstance(payload, dict):
-                results[p] = payload
-            else:
-                pending.append((p, sha, payload))
-                if len(pending) >= batch_size:
-                    run_pending()
-            if progress:
-                progress(n)
-        run_pending()
+    key = spec_key(spec)
+    for n, s in enumerate(ordered(load, paths, workers, ahead=max(batch_size, 4 * max(1, workers))), 1):
+        if not s.ok:
+            failures.append((s.path, failure(s)))
+        elif s.cached is not None:
+            results[s.path] = s.cached
+        else:
+            pending.append((s.path, s.record.sha256, s.pixels.pop(key)))
+            if len(pending) >= batch_size:
+                run_pending()
+        if progress:
+            progress(n)
+    run_pending()
     ok = [p for p in paths if p in results]
     if not ok:
         return {k: np.zeros((0, 0), np.float32) for k in names}, failures

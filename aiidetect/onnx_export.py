@@ -381,20 +381,11 @@ def group_by_preprocessing(heads: Sequence[HeadExport], default_spec: Mapping[st
 def load_pixels(paths: Sequence[str], spec: Mapping[str, Any], limit: int | None = None,
                 workers: int = 2) -> tuple[np.ndarray, list[str]]:
     """Decoded, preprocessed images for calibration/agreement (bad files skipped)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from .pixels import iter_pixels, stack_pixels
+    from .preprocess import draft_size
 
-    from .decode import decode_path
-    from .preprocess import draft_size, spec_key
-
-    key = spec_key(spec)
     todo = list(paths)[: limit or None]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        samples = list(pool.map(lambda ip: decode_path(ip[1], ip[0], preprocess_specs=[spec], keep_bytes=False,
-                                                       draft=draft_size(spec)), enumerate(todo)))
-    ok = [s for s in samples if s.ok]
-    if not ok:
-        return np.zeros((0, 3, int(spec["size"]), int(spec["size"])), np.float32), []
-    return np.stack([s.pixels[key] for s in ok]), [s.path for s in ok]
+    return stack_pixels(iter_pixels(todo, [spec], workers, draft=draft_size(spec)), spec)
 
 
 def image_paths(folder: str | Path, limit: int | None = None) -> list[str]:

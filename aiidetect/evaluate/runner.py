@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ..decode import sniff_format
 from ..records import DetectorResult
 
 
@@ -26,32 +27,25 @@ class Scored:
     subset: str = ""               # benchmark subset / real pool (protocol metrics)
 
 
-def _decode(path: str, index: int, specs, transform) -> Any:
-    from ..decode import DecodeFailure, Sample, decode_bytes, decode_path, read_bytes, sniff_format
-    from ..preprocess import apply, spec_key
-    from ..records import Record
-
-    if transform is None:
-        return decode_path(path, index=index, preprocess_specs=specs, keep_image=False)
-    rec = Record(file=path)
-    s = Sample(index=index, path=path, record=rec)
-    try:
-        img, _ = decode_bytes(read_bytes(path))
-        img, data, fmt = transform(img, seed_key=path)
+def _perturbing(transform) -> Callable[[Any, Any], Any]:
+    """A pixels.PixelReader transform applying an evaluation perturbation: the
+    perturbed image replaces the decoded one, and its re-encoded bytes replace
+    the file's, so the record describes (and the metadata detector reads) what
+    the perturbation produced."""
+    def perturb(img, s):
+        img, data, fmt = transform(img, seed_key=s.path)
+        rec = s.record
         s.data = data
         rec.size_bytes = len(data)
         rec.sha256 = hashlib.sha256(data).hexdigest()
         rec.format = fmt or sniff_format(data)
         rec.width, rec.height = img.size
+        rec.image_info = {}
         s.info = {"format": rec.format, "width": img.size[0], "height": img.size[1], "mode": "RGB",
                   "perturbation": getattr(transform, "name", "custom")}
-        for spec in specs:
-            s.pixels[spec_key(spec)] = apply(img, spec)
-    except DecodeFailure as exc:
-        rec.set_error(exc.code, exc.message)
-    except Exception as exc:  # noqa: BLE001
-        rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
-    return s
+        return img
+
+    return perturb
 
 
 def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_size: int = 16,
@@ -64,8 +58,13 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     transform is given."""
     from ..discover import Candidate
     from ..pipeline import Pipeline
+    from ..pixels import PixelReader
 
-    decoder = None if transform is None else (lambda path, index, specs: _decode(path, index, specs, transform))
+    decoder = None
+    if transform is not None:
+        perturb = _perturbing(transform)
+        # Full resolution (no JPEG draft): the perturbation acts on the pixels as stored.
+        decoder = lambda path, index, specs: PixelReader(specs, transform=perturb)(path, index)  # noqa: E731
     pipe = Pipeline(detectors, None, batch_size=batch_size, workers=workers, decoder=decoder)
     cb = (lambda rec: progress(1)) if progress else None
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))

@@ -247,8 +247,9 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
                    ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], list[tuple[str, str]]]:
     """Features of `per_image` proxies of each photo. Returns (features,
     source index per row into `paths`, kind per row, failures)."""
-    from ..decode import DecodeFailure, decode_bytes, read_bytes
+    from ..decode import Sample
     from ..features import encode_images, output_names
+    from ..pixels import PixelReader, failure, ordered
     from ..preprocess import spec_key, to_uint8
 
     names = output_names(layers, backbone.layers)
@@ -257,15 +258,28 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
     src: list[int] = []
     kinds_out: list[str] = []
     failures: list[tuple[str, str]] = []
-    for i, p in enumerate(paths):
+    preps = [spec_key(spec) + "|" + proxy_transform_key(kinds, seed, j) for j in range(per_image)]
+    reader = PixelReader(keep_image=True, keep_bytes=False)
+
+    def load(p: str, index: int) -> Sample:
+        # Read, hash and look up in the decode workers; decode only when a proxy is missing.
+        s = reader.read(p, index)
+        if s.ok and cache is not None:
+            hits = [cache.get(s.record.sha256, enc, pr, names + ["_kind"]) for pr in preps]
+            if all(h is not None for h in hits):
+                s.cached, s.data = {"rows": hits}, None
+                return s
+        return reader.decode(s)
+
+    for i, s in enumerate(ordered(load, paths)):
         try:
-            data = read_bytes(p)
-            sha = hashlib.sha256(data).hexdigest()
-            preps = [spec_key(spec) + "|" + proxy_transform_key(kinds, seed, j) for j in range(per_image)]
-            hits = [cache.get(sha, enc, pr, names + ["_kind"]) if cache is not None else None for pr in preps]
-            if any(h is None for h in hits):
-                img, _ = decode_bytes(data)
-                u8 = to_uint8(img, spec)
+            if not s.ok:
+                failures.append((s.path, failure(s)))
+                continue
+            hits = s.cached["rows"] if s.cached is not None else None
+            if hits is None:
+                u8 = to_uint8(s.image, spec)
+                s.image = None
                 made = [make_proxy_pixels(u8, kinds, seed, j) for j in range(per_image)]
                 out = encode_images(backbone, [m[0] for m in made], spec, layers)
                 hits = []
@@ -274,18 +288,17 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
                     # the kind rides along in the cache as a one-element vector (index into kinds)
                     row["_kind"] = np.array([list(kinds).index(made[j][1]["kind"])], np.float32)
                     if cache is not None:
-                        cache.put(sha, enc, pr, row)
+                        cache.put(s.record.sha256, enc, pr, row)
                     hits.append(row)
             for h in hits:
                 rows.append(h)
                 src.append(i)
                 kinds_out.append(kinds[int(h["_kind"][0])])
-        except DecodeFailure as exc:
-            failures.append((p, f"{exc.code}: {exc.message}"))
-        except Exception as exc:  # noqa: BLE001
-            failures.append((p, f"{type(exc).__name__}: {exc}"))
-        if progress:
-            progress(i + 1)
+        except Exception as exc:  # noqa: BLE001 - one photo's proxies failing must not end training
+            failures.append((s.path, f"{type(exc).__name__}: {exc}"))
+        finally:
+            if progress:
+                progress(i + 1)
     feats = {k: np.stack([r[k] for r in rows]) if rows else np.zeros((0, 0), np.float32) for k in names}
     return feats, np.asarray(src, dtype=np.int64), kinds_out, failures
 

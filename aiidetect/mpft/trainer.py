@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..decode import DecodeFailure, load_rgb
 from ..evaluate.metrics import logit_metrics
 from ..preprocess import apply as preprocess_apply, make_spec
 from ..probability import fit_temperature
@@ -116,23 +115,18 @@ def _progress(show: bool):
 
 def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[str], None] | None = None):
     """Decode and shrink every item once; unreadable files are reported and skipped."""
-    def one(it: Item):
-        try:
-            return shrink_for_cache(load_rgb(it.path), spec), None
-        except DecodeFailure as exc:
-            return None, f"{it.path}: {exc.code}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a bad file must not end training
-            return None, f"{it.path}: {type(exc).__name__}: {exc}"
+    from ..pixels import failure, iter_pixels
 
-    with ThreadPoolExecutor(max(1, workers)) as ex:
-        got = list(ex.map(one, items))
+    # The shrink runs in the decode workers: a full-size image is never held for long.
+    samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True,
+                          transform=lambda img, _s: shrink_for_cache(img, spec))
     kept_items, imgs, skipped = [], [], []
-    for it, (img, err) in zip(items, got):
-        if img is None:
-            skipped.append(err)
+    for it, s in zip(items, samples):
+        if not s.ok:
+            skipped.append(f"{it.path}: {failure(s)}")
         else:
             kept_items.append(it)
-            imgs.append(img)
+            imgs.append(s.image)
     if skipped and log:
         log(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     return kept_items, imgs, skipped

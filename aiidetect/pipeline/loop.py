@@ -1,0 +1,159 @@
+"""The scan loop: candidates in, records out, in order.
+
+Decoding of chunk k+1 runs in worker threads while the model works on chunk k
+(Pillow and numpy release the GIL), records come out in input order, and every
+failure stays inside its record. With a ResultCache, a file whose bytes (and
+detectors) were seen in an earlier run is read and hashed but neither decoded
+nor given to a model.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from ..decode import DecodeLimits, Sample
+from ..detectors.base import Detector
+from ..discover import Candidate
+from ..fusion import fusion_identity
+from ..pixels import PixelReader, ordered_chunks
+from ..records import DetectorResult, Record
+from .plan import Plan
+from .stages import DecodeStage, ResultCacheStage, ScanStats, finish, from_cache, run_model
+
+
+class Pipeline:
+    """`decoder(path, index, specs) -> Sample` replaces the read/decode step
+    (evaluation uses it to perturb images); `cache` reuses results across runs;
+    `prior(path) -> Record | None` hands back a finished record of an unchanged
+    file before it is opened (the results store's resume, store.py)."""
+
+    # Identical bytes seen recently reuse their detector results; bounded so a
+    # sweep's memory does not grow with the number of files (the result cache or
+    # the results store remember beyond this window).
+    reuse_window = 4096
+
+    def __init__(self, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None = None,
+                 batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None,
+                 cache: Any = None, decoder: Callable[[str, int, list], Sample] | None = None,
+                 prior: Callable[[str], Record | None] | None = None, plan: Plan | None = None):
+        self.plan = plan or Plan.build(detectors)
+        self.detectors = list(detectors)
+        self.decoder = decoder
+        self.prior = prior
+        self._resumed: set[int] = set()
+        # sha256 -> detector results of the last files finished, least recently used dropped first.
+        self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
+        self.fusion_model = fusion_model
+        self.fusion_info = fusion_identity(fusion_model)
+        self.batch_size = max(1, int(batch_size))
+        self.workers = max(1, int(workers))
+        self.limits = limits or DecodeLimits()
+        self.stats = ScanStats()
+        self._cache: ResultCacheStage | None = None
+        if cache is not None and decoder is None:
+            idents = self.plan.identities(self.limits)
+            self._cache = ResultCacheStage(cache, idents) if idents else None
+        reader = PixelReader(self.plan.specs, self.limits, self.plan.draft, self.plan.keep_image)
+        self.decoding = DecodeStage(reader, self.plan.worker_dets, self._cache, decoder)
+
+    # What the plan decided, under the names the engines, the results store and callers use.
+    groups = property(lambda self: self.plan.groups)
+    det_keys = property(lambda self: self.plan.det_keys)
+    specs = property(lambda self: self.plan.specs)
+    draft = property(lambda self: self.plan.draft)
+    keep_image = property(lambda self: self.plan.keep_image)
+    worker_dets = property(lambda self: self.plan.worker_dets)
+    main_dets = property(lambda self: self.plan.main_dets)
+    cache = property(lambda self: self._cache.cache if self._cache else None)
+    idents = property(lambda self: self._cache.idents if self._cache else {})
+    cache_error = property(lambda self: self._cache.error if self._cache else None)
+
+    def _decode(self, c: Candidate, index: int) -> Sample:
+        if c.error is not None:
+            rec = Record(file=c.path).set_error(*c.error)
+            return Sample(index=index, path=c.path, record=rec)
+        if self.prior is not None:
+            done = self.prior(c.path)
+            if done is not None:
+                self._resumed.add(index)
+                return Sample(index=index, path=c.path, record=done)
+        t = time.perf_counter()
+        s = self.decoding(c.path, index)
+        self.stats.decode_seconds += time.perf_counter() - t
+        return s
+
+    def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
+        """Yield one record per candidate, in order, as each chunk finishes.
+        `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
+        self._resumed = set()
+        self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
+        for samples in ordered_chunks(self._decode, candidates, self.batch_size, self.workers):
+            for rec in self.complete(samples):
+                if on_record:
+                    on_record(rec)
+                yield rec
+
+    def decode_many(self, candidates: Sequence[Candidate], indices: Sequence[int]) -> list[Sample]:
+        """The CPU half for one batch: read, hash, decode, preprocess, per-file
+        detectors (a distributed engine runs this in CPU tasks)."""
+        return [self._decode(c, int(i)) for c, i in zip(candidates, indices)]
+
+    def decoder_half(self) -> "Pipeline":
+        """A pipeline with this one's decode settings and per-file detectors
+        only, without the model: picklable, for an engine's CPU tasks."""
+        return Pipeline(self.worker_dets, None, self.batch_size, self.workers, self.limits,
+                        plan=self.plan.decode_half())
+
+    def complete(self, samples: list[Sample]) -> list[Record]:
+        """The model half for one batch of decoded samples, in order: result
+        cache, reuse of identical bytes seen recently, model detectors, fusion."""
+        recent = self._recent
+        reuse: dict[int, dict[str, DetectorResult]] = {}
+        fresh: list[Sample] = []
+        for s in samples:
+            if s.index in self._resumed:
+                continue
+            if s.ok and s.cached is not None:
+                from_cache(s, self.detectors)
+                self.stats.cache_hits += 1
+            elif s.ok and s.record.sha256 in recent:
+                reuse[id(s)] = recent[s.record.sha256]
+                recent.move_to_end(s.record.sha256)
+            elif s.ok:
+                fresh.append(s)
+        if fresh:
+            run_model(self.plan, fresh, self.stats)
+            if self._cache is not None:
+                self._cache.put(fresh)
+        out = []
+        for s in samples:
+            if s.index in self._resumed:
+                self._resumed.discard(s.index)
+                rec = s.record  # finished in an earlier run: printed as stored, never refused
+                self.stats.resumed += 1
+            else:
+                if id(s) in reuse:
+                    s.record.detectors = dict(reuse[id(s)])
+                    self.stats.duplicates_reused += 1
+                rec = finish(s, self.detectors, self.fusion_model, self.fusion_info)
+                if rec.error is None and rec.sha256 and rec.sha256 not in recent:
+                    recent[rec.sha256] = rec.detectors
+                    if len(recent) > self.reuse_window:
+                        recent.popitem(last=False)
+            s.data = None
+            s.image = None
+            s.pixels.clear()
+            self.count(rec)
+            out.append(rec)
+        return out
+
+    def count(self, rec: Record) -> None:
+        self.stats.count(rec)
+
+
+def run_detectors(paths: Iterable[str], detectors: Sequence[Detector], batch_size: int = 16, workers: int = 2,
+                  fusion_model: Mapping[str, Any] | None = None) -> list[Record]:
+    """Library entry point (eval, calibrate, tests): paths -> records, in order."""
+    cands = [Candidate(p, explicit=True) for p in paths]
+    return list(Pipeline(detectors, fusion_model, batch_size, workers).run(cands))

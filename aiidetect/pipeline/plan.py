@@ -1,0 +1,79 @@
+"""What a scan will do, worked out once from its detectors before any file is read.
+
+Which encoder passes run (one per encoder x preprocessing, shared by every head
+that asks for it), which preprocessing specs the decode workers produce, how
+far a JPEG may be drafted, which detectors run in the decode workers and which
+with the model, and what each detector's cached results depend on.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..decode import DecodeLimits
+from ..detectors.base import Detector, FeatureRequest, UnavailableDetector, feature_key
+from ..pixels import common_draft
+from ..preprocess import spec_key
+
+
+@dataclass
+class FeatureGroup:
+    """One encoder pass shared by every request with the same encoder and preprocessing."""
+
+    key: str
+    request: FeatureRequest
+    layers: set[int]
+
+
+@dataclass
+class Plan:
+    detectors: list[Detector]
+    groups: dict[str, FeatureGroup] = field(default_factory=dict)
+    det_keys: dict[str, list[str]] = field(default_factory=dict)   # detector name -> its group keys
+    specs: list[Mapping[str, Any]] = field(default_factory=list)
+    draft: int | None = None
+    keep_image: bool = False
+    worker_dets: list[Detector] = field(default_factory=list)
+    main_dets: list[Detector] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, detectors: Sequence[Detector]) -> "Plan":
+        plan = cls(list(detectors))
+        for d in plan.detectors:
+            keys = []
+            for req in d.feature_requests():
+                k = feature_key(req)
+                g = plan.groups.setdefault(k, FeatureGroup(k, req, set()))
+                g.layers.update(req.layers)
+                keys.append(k)
+            plan.det_keys[d.name] = keys
+        specs = {spec_key(g.request.preprocess): g.request.preprocess for g in plan.groups.values()}
+        plan.specs = list(specs.values())
+        # JPEG draft (DCT downscale) only when every head resizes; never below what any head needs.
+        plan.draft = common_draft(plan.specs)
+        plan.keep_image = any(getattr(d, "needs_image", False) for d in plan.detectors)
+        # Per-file detectors (metadata: parsers, watermark) run in the decode workers, beside the model.
+        plan.worker_dets = [d for d in plan.detectors if d.per_file and not plan.det_keys[d.name]]
+        plan.main_dets = [d for d in plan.detectors if d not in plan.worker_dets]
+        return plan
+
+    def decode_half(self) -> "Plan":
+        """This plan's decode side alone: the same pixels and per-file detectors, no model."""
+        return Plan(list(self.worker_dets), {}, {d.name: [] for d in self.worker_dets}, list(self.specs),
+                    self.draft, self.keep_image, list(self.worker_dets), [])
+
+    def identities(self, limits: DecodeLimits) -> dict[str, str]:
+        """detector name -> cache identity key; empty (no caching) when any
+        working detector cannot say what its results depend on."""
+        from ..result_cache import identity_key
+
+        run = {"draft": self.draft, "keep_image": self.keep_image, "limits": asdict(limits)}
+        out = {}
+        for d in self.detectors:
+            ident = d.cache_identity()
+            if ident is None:
+                if isinstance(d, UnavailableDetector):
+                    continue  # says the same thing for every file; recomputed for free
+                return {}
+            out[d.name] = identity_key(ident, run)
+        return out

@@ -1,0 +1,212 @@
+"""The steps one file goes through in a scan, each failure kept inside its record.
+
+decode (read, hash, result-cache lookup, decode, preprocess, per-file
+detectors; runs in the decode workers) -> features (one encoder pass per
+group) -> model detectors -> result cache -> finish (fusion, the record).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..decode import Sample
+from ..detectors.base import Detector
+from ..fusion import fuse
+from ..pixels import PixelReader
+from ..preprocess import spec_key
+from ..records import DetectorResult, Record
+from .plan import FeatureGroup, Plan
+
+
+@dataclass
+class ScanStats:
+    started: float = field(default_factory=time.perf_counter)
+    files: int = 0
+    decoded: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    model_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    duplicates_reused: int = 0
+    cache_hits: int = 0
+    resumed: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        s = self.seconds
+        return {"files": self.files, "decoded": self.decoded, "verdicts": dict(self.verdicts),
+                "errors": dict(self.errors), "seconds": round(s, 3),
+                "images_per_s": round(self.files / s, 3) if s > 0 else None,
+                "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
+                "cache_hits": self.cache_hits, "resumed": self.resumed}
+
+    def count(self, rec: Record) -> None:
+        self.files += 1
+        self.decoded += int(rec.error is None)
+        self.verdicts[rec.verdict] += 1
+        if rec.error is not None:
+            self.errors[rec.error.code] += 1
+
+
+def predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
+    """The only way a scan asks a detector for results: whatever it raises or
+    miscounts becomes a failed result on those files, never a failed scan."""
+    try:
+        results = d.predict(samples, feats)
+        if len(results) != len(samples):
+            raise RuntimeError(f"returned {len(results)} results for {len(samples)} images")
+        return list(results)
+    except Exception as exc:  # noqa: BLE001 - a detector failure marks its results, never the scan
+        return [DetectorResult.failed(f"{type(exc).__name__}: {exc}") for _ in samples]
+
+
+class ResultCacheStage:
+    """The result cache seen from a scan: a damaged or full cache costs speed,
+    never a file (the first problem is kept in `error` for the summary)."""
+
+    def __init__(self, cache: Any, idents: dict[str, str]):
+        self.cache, self.idents = cache, idents
+        self.error: str | None = None
+
+    def _note(self, exc: Exception) -> None:
+        self.error = self.error or f"{type(exc).__name__}: {exc}"
+
+    def get(self, sha: str):
+        try:
+            return self.cache.get(sha, self.idents)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache means recomputing, never a failed file
+            self._note(exc)
+            return None
+
+    def put(self, samples: Sequence[Sample]) -> None:
+        # Imported here: a --no-cache scan never loads the cache code (or sqlite3).
+        from ..result_cache import FILE_FIELDS
+
+        entries = []
+        for s in samples:
+            rec = s.record
+            if rec.error is None and rec.sha256:
+                info = {f: getattr(rec, f) for f in FILE_FIELDS}
+                entries.append((rec.sha256, info, {n: (k, rec.detectors[n]) for n, k in self.idents.items()
+                                                   if n in rec.detectors}))
+        try:
+            self.cache.put_many(entries)
+        except Exception as exc:  # noqa: BLE001 - a full disk or locked cache costs speed next time, not this scan
+            self._note(exc)
+
+
+def from_cache(s: Sample, detectors: Sequence[Detector]) -> None:
+    """A result-cache hit's results; a detector the entry lacks (an
+    UnavailableDetector, which is never cached) answers through the same
+    guarded path as for a fresh file."""
+    cached = s.cached or {}
+    for d in detectors:
+        s.record.detectors[d.name] = cached[d.name] if d.name in cached else predict(d, [s], [{}])[0]
+
+
+class DecodeStage:
+    """The decode workers' job for one file: read and hash it, look it up in
+    the result cache, decode and preprocess it, run the per-file detectors.
+    Holds nothing unpicklable, so an engine can ship it to CPU tasks."""
+
+    def __init__(self, reader: PixelReader, worker_dets: Sequence[Detector],
+                 cache: ResultCacheStage | None = None,
+                 decoder: Callable[[str, int, list], Sample] | None = None):
+        self.reader, self.worker_dets, self.cache, self.decoder = reader, list(worker_dets), cache, decoder
+
+    def __call__(self, path: str, index: int) -> Sample:
+        if self.decoder is not None:
+            s = self.decoder(path, index, list(self.reader.specs))
+        else:
+            s = self.reader.read(path, index)
+            hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
+            if hit is not None:
+                info, s.cached = hit
+                rec = s.record
+                rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
+                rec.image_info = dict(info.get("image_info") or {})
+                s.data = None
+            else:
+                self.reader.decode(s)
+        # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
+        # (scan and meta agree on every file), and its verdict stays "error".
+        if s.data and s.cached is None:
+            for d in self.worker_dets:
+                s.record.detectors[d.name] = predict(d, [s], [{}])[0]
+        if not s.ok:
+            s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
+            s.pixels.clear()
+        return s
+
+
+def encode(groups: Mapping[str, FeatureGroup], samples: list[Sample]) -> list[dict[str, dict[str, np.ndarray]]]:
+    """One encoder pass per group over a batch -> per sample {group key: {output: vector}}."""
+    feats: list[dict[str, dict[str, np.ndarray]]] = [{} for _ in samples]
+    if not groups or not samples:
+        return feats
+    if all(getattr(g.request.encode, "numpy_io", False) for g in groups.values()):
+        return _encode_numpy(groups, samples, feats)
+    import torch
+
+    with torch.inference_mode():
+        for g in groups.values():
+            pk = spec_key(g.request.preprocess)
+            x = torch.from_numpy(np.stack([s.pixels[pk] for s in samples]))
+            x = x.to(g.request.device).to(getattr(torch, g.request.dtype))
+            out = g.request.encode(x, layers=tuple(sorted(g.layers)))
+            arrays = {k: v.float().cpu().numpy() for k, v in out.items()}
+            for i in range(len(samples)):
+                feats[i][g.key] = {k: a[i] for k, a in arrays.items()}
+    return feats
+
+
+def _encode_numpy(groups: Mapping[str, FeatureGroup], samples: list[Sample], feats: list[dict]) -> list[dict]:
+    """Encoders that take and return numpy (ONNX Runtime graphs): no torch, so the
+    [onnx] install scans without it."""
+    for g in groups.values():
+        pk = spec_key(g.request.preprocess)
+        x = np.stack([s.pixels[pk] for s in samples]).astype(np.float32, copy=False)
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in g.request.encode(x, layers=()).items()}
+        for i in range(len(samples)):
+            feats[i][g.key] = {k: a[i] for k, a in arrays.items()}
+    return feats
+
+
+def run_model(plan: Plan, samples: list[Sample], stats: ScanStats) -> None:
+    """Features for the batch, then every detector that runs with the model; a
+    failed encoder pass fails the results of the detectors that needed it."""
+    feats: list[dict] | None = None
+    t = time.perf_counter()
+    try:
+        feats = encode(plan.groups, samples)
+    except Exception as exc:  # noqa: BLE001 - a model failure marks the batch, the scan goes on
+        feat_error = f"feature extraction failed: {type(exc).__name__}: {exc}"
+    else:
+        if plan.groups and samples:
+            stats.model_seconds += time.perf_counter() - t
+    for d in plan.main_dets:
+        if plan.det_keys[d.name] and feats is None:
+            results = [DetectorResult.failed(feat_error) for _ in samples]
+        else:
+            results = predict(d, samples, feats or [{} for _ in samples])
+        for s, r in zip(samples, results):
+            s.record.detectors[d.name] = r
+
+
+def finish(s: Sample, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None,
+           fusion_info: Mapping[str, Any]) -> Record:
+    """Detector results in the run's order, then fusion into P(AI), verdict and reasons."""
+    rec = s.record
+    rec.fusion = dict(fusion_info)
+    if rec.error is None:
+        rec.detectors = {d.name: rec.detectors[d.name] for d in detectors if d.name in rec.detectors}
+        out = fuse(rec.detectors, fusion_model)
+        rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
+    return rec

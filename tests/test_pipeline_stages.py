@@ -1,0 +1,127 @@
+"""The scan Pipeline's plan, stages and loop: what the plan decides, the decode
+half an engine ships to CPU workers, and cache hits through the guarded predict."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiidetect.detectors.base import Detector, FeatureRequest, UnavailableDetector
+from aiidetect.discover import Candidate
+from aiidetect.pipeline import Pipeline, Plan
+from aiidetect.pipeline.stages import predict
+from aiidetect.preprocess import make_spec
+from aiidetect.records import DetectorResult
+from aiidetect.result_cache import ResultCache
+
+
+class Head(Detector):
+    """A model head asking for one encoder pass."""
+
+    family = "head"
+
+    def __init__(self, name, spec, layers=(), needs_image=False):
+        super().__init__(name)
+        self.req = FeatureRequest(encoder_key="enc", preprocess=spec, encode=None, layers=tuple(layers))
+        self.needs_image = needs_image
+
+    def feature_requests(self):
+        return [self.req]
+
+
+class PerFile(Detector):
+    """Bytes only: runs in the decode workers."""
+
+    family = "perfile"
+    needs_pixels = False
+    per_file = True
+
+    def __init__(self):
+        super().__init__("perfile")
+
+    def predict(self, samples, features):
+        return [DetectorResult(status="ok", p_ai=0.25, score=0.0, score_kind="logit") for _ in samples]
+
+    def cache_identity(self):
+        return {"family": self.family}
+
+
+def test_plan_shares_encoder_passes_and_places_detectors():
+    resize, crop = make_spec("resize-center-crop", 32), make_spec("center-crop", 32)
+    a, b, m = Head("a", resize, (1,)), Head("b", resize, (3,)), PerFile()
+    plan = Plan.build([a, b, m])
+    assert len(plan.groups) == 1 and next(iter(plan.groups.values())).layers == {1, 3}
+    assert plan.specs == [resize] and plan.draft == 32 and not plan.keep_image
+    assert plan.worker_dets == [m] and plan.main_dets == [a, b]
+    c = Head("c", crop, needs_image=True)
+    plan2 = Plan.build([a, c, m])
+    assert len(plan2.groups) == 2 and plan2.draft is None and plan2.keep_image
+
+
+def test_decoder_half_is_picklable_with_the_full_decode_settings():
+    resize = make_spec("resize-center-crop", 32)
+    full = Pipeline([Head("a", resize, needs_image=True), PerFile()], batch_size=4, workers=2)
+    half = pickle.loads(pickle.dumps(full.decoder_half()))
+    assert (half.specs, half.draft, half.keep_image) == (full.specs, full.draft, full.keep_image)
+    assert [d.name for d in half.detectors] == ["perfile"] and not half.groups and half.main_dets == []
+
+
+def test_predict_turns_a_raise_or_a_miscount_into_failed_results():
+    class Raises(PerFile):
+        def predict(self, samples, features):
+            raise OSError("disk gone")
+
+    class Short(PerFile):
+        def predict(self, samples, features):
+            return []
+
+    r = predict(Raises(), [None, None], [{}, {}])
+    assert [x.status for x in r] == ["error", "error"] and "disk gone" in r[0].reason
+    assert "returned 0 results for 1 images" in predict(Short(), [None], [{}])[0].reason
+
+
+class BrokenUnavailable(UnavailableDetector):
+    """An unavailable detector whose predict itself fails (it is never cached,
+    so every cache hit has to ask it again)."""
+
+    def predict(self, samples, features):
+        raise RuntimeError("cannot even say why")
+
+
+def test_a_cache_hit_asks_uncached_detectors_through_the_guarded_predict(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    cache = ResultCache(tmp_path / "r.sqlite")
+
+    def scan():
+        pipe = Pipeline([PerFile(), BrokenUnavailable("linear", "no head")], batch_size=2, workers=2, cache=cache)
+        return pipe, [r.to_dict() for r in pipe.run([Candidate(p, explicit=True) for p in paths])]
+
+    first_pipe, first = scan()
+    second_pipe, second = scan()
+    assert first_pipe.stats.cache_hits == 0 and second_pipe.stats.cache_hits == 3
+    assert second == first
+    for rec in second:
+        assert rec["error"] is None
+        assert rec["detectors"]["perfile"]["status"] == "ok"
+        assert rec["detectors"]["linear"]["status"] == "error"
+        assert "cannot even say why" in rec["detectors"]["linear"]["reason"]
+
+
+@pytest.mark.parametrize("batch_size,workers", [(1, 1), (3, 2)])
+def test_records_come_back_in_input_order_with_failures_in_place(tmp_path, batch_size, workers):
+    good = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    (tmp_path / "empty.png").write_bytes(b"")
+    paths = [str(good), str(tmp_path / "empty.png"), str(tmp_path / "nope.png"), str(good)]
+    pipe = Pipeline([PerFile()], batch_size=batch_size, workers=workers)
+    recs = list(pipe.run(Candidate(p, explicit=True) for p in paths))
+    assert [r.file for r in recs] == paths
+    assert [r.error.code if r.error else None for r in recs] == [None, "empty-file", "unreadable", None]
+    assert pipe.stats.files == 4 and pipe.stats.duplicates_reused == 1

@@ -1,0 +1,191 @@
+"""The one files->pixels reader (aiidetect.pixels) and its users: order,
+failures inside their items, bounded look-ahead, the transform hook, and the
+same pixels as decoding each file by hand."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiidetect.decode import DecodeLimits, decode_bytes, read_bytes
+from aiidetect.pixels import PixelReader, failure, iter_pixels, ordered, ordered_chunks, stack_pixels
+from aiidetect.preprocess import apply, draft_size, make_spec, spec_key
+
+from images import jpeg_bytes, noise_rgb, save
+
+SPEC = make_spec("resize-center-crop", 32)
+CROP = make_spec("center-crop", 32)
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    """Good files of several sizes and formats between hostile ones, in a fixed order."""
+    paths, good = [], []
+    for i in range(6):
+        p = tmp_path / f"ok{i}.{'jpg' if i % 2 else 'png'}"
+        save(noise_rgb(40 + 7 * i, 30 + 5 * i, seed=i), p)
+        paths.append(str(p))
+        good.append(True)
+        bad = tmp_path / f"bad{i}"
+        if i == 0:
+            bad.write_bytes(b"")                          # empty
+        elif i == 1:
+            bad.mkdir()                                   # not a file
+        elif i == 2:
+            bad.write_bytes(jpeg_bytes()[:40])            # truncated JPEG
+        elif i == 3:
+            bad.write_bytes(b"not an image at all")
+        elif i == 4:
+            bad = tmp_path / "missing.png"                # does not exist
+        else:
+            bad.write_bytes(b"x" * 5000)                  # over the byte limit below
+        paths.append(str(bad))
+        good.append(False)
+    return paths, good
+
+
+def _by_hand(path, spec, draft=None):
+    img, _ = decode_bytes(read_bytes(path), draft=draft)
+    return apply(img, spec)
+
+
+def test_order_failures_inside_items_and_pixels_as_decoded_by_hand(zoo):
+    paths, good = zoo
+    out = list(iter_pixels(paths, [SPEC, CROP], workers=3))
+    assert [s.path for s in out] == paths and [s.index for s in out] == list(range(len(paths)))
+    for s, ok in zip(out, good):
+        if ok:
+            assert s.ok and s.data is None and s.record.sha256
+            for spec in (SPEC, CROP):
+                assert np.array_equal(s.pixels[spec_key(spec)], _by_hand(s.path, spec))
+        else:
+            assert not s.ok and s.record.error.code and failure(s) and not s.pixels
+    codes = [s.record.error.code for s, ok in zip(out, good) if not ok]
+    assert codes[:2] == ["empty-file", "not-a-file"]
+
+
+def test_byte_limit_and_jpeg_draft_match_the_decoder(zoo):
+    paths, good = zoo
+    out = list(iter_pixels(paths, [SPEC], workers=2, limits=DecodeLimits(max_bytes=4000),
+                           draft=draft_size(SPEC)))
+    assert out[-1].record.error.code == "too-large"
+    for s, ok in zip(out, good):
+        if ok and s.ok:
+            assert np.array_equal(s.pixels[spec_key(SPEC)], _by_hand(s.path, SPEC, draft=draft_size(SPEC)))
+    px, kept = stack_pixels(out, SPEC)
+    assert px.shape == (len(kept), 3, 32, 32) and kept == [s.path for s in out if s.ok]
+
+
+def test_load_pixels_and_time_decode_use_the_reader(zoo):
+    from aiidetect.bench import time_decode
+    from aiidetect.onnx_export import load_pixels
+
+    paths, good = zoo
+    px, kept = load_pixels(paths, SPEC, workers=2)
+    assert kept == [p for p, ok in zip(paths, good) if ok]
+    assert np.array_equal(px, np.stack([_by_hand(p, SPEC, draft=draft_size(SPEC)) for p in kept]))
+    px0, kept0 = load_pixels(paths[1:2], SPEC)
+    assert px0.shape == (0, 3, 32, 32) and kept0 == []
+    assert time_decode(paths, SPEC, workers=2, draft=True)["ok"] == sum(good)
+
+
+def test_transform_acts_between_decode_and_preprocessing_and_its_failures_stay_inside(zoo):
+    paths, good = zoo
+    flip = lambda img, s: img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # noqa: E731
+    out = list(iter_pixels(paths[:1], [CROP], transform=flip, keep_image=True))
+    img, _ = decode_bytes(read_bytes(paths[0]))
+    want = apply(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), CROP)
+    assert np.array_equal(out[0].pixels[spec_key(CROP)], want) and out[0].image.size == img.size
+
+    def boom(img, s):
+        raise ValueError("transform broke")
+
+    s = PixelReader([CROP], transform=boom)(paths[0])
+    assert s.record.error.code == "internal-error" and "transform broke" in s.record.error.message
+
+
+def test_ordered_consumes_a_lazy_input_only_a_bounded_way_ahead():
+    taken = []
+
+    def items():
+        for i in range(1000):
+            taken.append(i)
+            yield i
+
+    it = ordered(lambda x, i: (x, i, threading.current_thread().name), items(), workers=2, ahead=5)
+    first = [next(it) for _ in range(3)]
+    assert [(x, i) for x, i, _ in first] == [(0, 0), (1, 1), (2, 2)]
+    assert len(taken) <= 3 + 5
+    rest = list(it)
+    assert [x for x, _, _ in rest] == list(range(3, 1000))
+    assert any(name.startswith("decode") for _, _, name in first + rest)
+
+
+def test_ordered_chunks_keep_order_and_size():
+    chunks = list(ordered_chunks(lambda x, i: x * 10 + (i - x), range(23), 5, workers=3))
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
+    assert sum(chunks, []) == [x * 10 for x in range(23)]
+
+
+class _MeanBackbone:
+    """Stands in for a frozen encoder: each output is a fixed function of the pixels,
+    so equal features mean equal pixels."""
+
+    layers = 2
+    fingerprint = "mean-test"
+    device = "cpu"
+    dtype = "float32"
+
+    def encode(self, x, layers=()):
+        out = {"embed": x.mean(dim=(2, 3))}
+        for i in layers:
+            out[f"cls_{i}"] = x.amax(dim=(2, 3)) * (i + 1)
+        return out
+
+
+def test_extract_features_gives_the_features_of_the_hand_decoded_pixels(zoo, tmp_path):
+    pytest.importorskip("torch")
+    from aiidetect.features import FeatureCache, extract_features
+
+    paths, good = zoo
+    bb = _MeanBackbone()
+    shrink = lambda img: img.resize((max(1, img.size[0] // 2), max(1, img.size[1] // 2)))  # noqa: E731
+    seen = []
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    got, fails = extract_features(bb, paths, SPEC, layers=(1,), batch_size=4, workers=2, cache=cache,
+                                  transform=shrink, transform_key="half", progress=seen.append)
+    ok = [p for p, g in zip(paths, good) if g]
+    want = np.stack([_by_hand_transformed(p, shrink) for p in ok])
+    assert np.allclose(got["embed"], want.mean(axis=(2, 3)), atol=1e-6)
+    assert np.allclose(got["cls_1"], want.max(axis=(2, 3)) * 2, atol=1e-6)
+    assert [p for p, _ in fails] == [p for p, g in zip(paths, good) if not g]
+    assert fails[0][1].startswith("empty-file: ") and seen == list(range(1, len(paths) + 1))
+    again, fails2 = extract_features(bb, paths, SPEC, layers=(1,), cache=cache, transform=shrink,
+                                     transform_key="half")
+    assert all(np.array_equal(again[k], got[k]) for k in got) and fails2 == fails
+    cache.close()
+
+
+def _by_hand_transformed(path, transform):
+    img, _ = decode_bytes(read_bytes(path))
+    return apply(transform(img), SPEC)
+
+
+def test_mpft_load_images_keeps_order_and_reports_skips(zoo):
+    pytest.importorskip("torch")
+    from aiidetect.mpft.augment import shrink_for_cache
+    from aiidetect.mpft.trainer import load_images
+    from aiidetect.train.data import Item
+
+    paths, good = zoo
+    items = [Item(p, int(i % 2), "g") for i, p in enumerate(paths)]
+    logged = []
+    kept, imgs, skipped = load_images(items, CROP, workers=2, log=logged.append)
+    assert [it.path for it in kept] == [p for p, g in zip(paths, good) if g]
+    for it, im in zip(kept, imgs):
+        img, _ = decode_bytes(read_bytes(it.path))
+        assert np.array_equal(np.asarray(im), np.asarray(shrink_for_cache(img, CROP)))
+    assert len(skipped) == len(paths) - len(kept) and skipped[0].startswith(paths[1] + ": empty-file: ")
+    assert logged and "skipped" in logged[0]
