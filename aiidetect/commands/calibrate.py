@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from .common import BackboneOptions, backbone_options, fail, library_errors, split_list, stderr_console
 
 
 @backbone_options(device=True, dtype="infer", weights_dir=True)
@@ -39,13 +39,14 @@ def calibrate_cmd(
     from ..evaluate import run
     from ..train.data import summarize
     from ..weights import default_output_dir, plain_name
-    from .evaluate import build_detectors, load_labelled, parse_list
+    from ..api import ScanOptions, build_detectors, load_labelled
 
     if method not in METHODS:
         fail(f"--method takes {', '.join(METHODS)}")
     err = stderr_console()
-    items = load_labelled(data, split, limit, seed)
-    dets, _ = build_detectors(parse_list(detectors), backbone_opts)
+    with library_errors():
+        items = load_labelled(data, split, limit, seed)
+        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
     if not quiet:
         err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
     scored = run(items, dets, batch_size=batch_size)
