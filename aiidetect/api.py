@@ -3,7 +3,7 @@
     from aiidetect import Scanner, ScanOptions
     with Scanner(ScanOptions(detectors=["metadata"])) as scanner:
         for record in scanner.scan(["photos/"]):
-            print(record.path, record.verdict, record.p_ai)
+            print(record.file, record.verdict, record.p_ai)
 
 Run assembly (the run context, the detectors, the fusion model, the result
 cache, the results store session and the engine) lives here once; `aiidetect
