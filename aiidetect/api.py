@@ -307,6 +307,7 @@ class Scanner:
         self._cache = cache
         self._own_cache = False
         self._assembled = False
+        self._final_stats = None
         self.pipeline = None
         self.discovery = None
         self.families, self.context = self._choose_runtime(self.options)
@@ -426,7 +427,8 @@ class Scanner:
             if session is not None:
                 session.close("interrupted")
             raise
-        return self._stored(records, session) if session is not None else records
+        self._final_stats = None
+        return self._finished(records, session, pipe)
 
     def _engine(self, pipe, cands):
         if self.options.engine == "ray":
@@ -450,18 +452,20 @@ class Scanner:
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
-    @staticmethod
-    def _stored(records, session):
+    def _finished(self, records, session, pipe):
         done = False
         try:
             for rec in records:
                 yield rec
-                # After the caller handled it: a record the report never got is not stored as done.
-                session.add(rec)
+                if session is not None:
+                    # After the caller handled it: a record the report never got is not stored as done.
+                    session.add(rec)
             done = True
         finally:
-            # Stopped early: keep what was finished, say so in the sessions table.
-            session.close("complete" if done else "interrupted")
+            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+            if session is not None:
+                # Stopped early: keep what was finished, say so in the sessions table.
+                session.close("complete" if done else "interrupted")
 
     # -------------------------------------------------------------- results
     @property
@@ -469,7 +473,7 @@ class Scanner:
         """Counts and timing of the last scan (files, verdicts, errors, seconds, cache hits...)."""
         if self.pipeline is None:
             return {}
-        return self.pipeline.stats.as_dict()
+        return self._final_stats or self.pipeline.stats.as_dict()
 
     @property
     def cache_error(self) -> Optional[str]:
@@ -512,6 +516,59 @@ def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
     return _gen()
 
 
+# ------------------------------------------------------------------ meta
+def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None) -> list:
+    """`aiidetect meta`'s discovery: the same as scan's (one candidate per file, broken links and
+    special files included as error candidates), listed up front. UsageError for a missing path
+    or an output that is one of the inputs."""
+    from .discover import DiscoveryError, discover
+
+    args = [os.fspath(p) for p in paths]
+    try:
+        cands, _ = discover(args, recursive=recursive)
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from None
+    if output is not None:
+        from .report.output import OutputError, check_output
+
+        try:
+            check_output(output, args, [c.path for c in cands if c.error is None])
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
+    return cands
+
+
+def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None) -> dict:
+    """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
+    C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
+    read is a report with an error, never an exception."""
+    from .decode import DecodeFailure, read_bytes
+    from .detectors.metadata import result_from_evidence
+    from .provenance import analyze
+    from .report.safe import display_path, path_bytes_b64
+
+    watermark = _choice(watermark, Watermark, "--watermark")
+    head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
+    if error is not None:
+        return {**head, "error": {"code": error[0], "message": error[1]}}
+    try:
+        data = read_bytes(path)
+    except DecodeFailure as exc:
+        return {**head, "error": {"code": exc.code, "message": exc.message}}
+    rep = analyze(data, path, options={"watermark": watermark})
+    res = result_from_evidence(rep.evidence)
+    d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
+    d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
+    d["llr"] = None if res.score is None else round(res.score, 4)
+    d["error"] = None
+    return d
+
+
+def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:
+    """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
+    return [meta_report(c.path, watermark, c.error) for c in meta_candidates(paths, recursive=recursive)]
+
+
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",
            "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
-           "split_list", "use_all_cores"]
+           "split_list", "use_all_cores", "meta_candidates", "meta_report", "meta_reports"]

@@ -10,9 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, library_errors, split_list, stderr_console
+from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+                     stderr_console)
 
 
+@renamed_options(out="--out")
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def calibrate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
@@ -25,7 +27,7 @@ def calibrate_cmd(
     target_fnr: float = typer.Option(0.05, "--target-fnr", min=0.0, max=0.5,
                                      help="Most AI images the verdict may call likely-real (share)."),
     name: str = typer.Option("fusion", "--name", help="Name of the fusion model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Optional[Path] = typer.Option(None, "--out-dir", "-o",
                                        help="Folder to write the fusion head to (default: <weights dir>/<name>)."),
     split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),

@@ -12,6 +12,9 @@ from typing import Callable, List, Optional
 
 import typer
 
+from ..api import DEFAULT_MAX_BYTES
+from ..limits import DEFAULT_MAX_PIXELS
+
 # The fixed choices live in the library; commands annotate their options with them.
 from ..api import Device, Dtype, Engine, Runtime, TrainDtype, Watermark, split_list  # noqa: F401
 
@@ -38,6 +41,89 @@ WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained head
                                                          "~/.local/share/aiidetect/weights, and the repo's weights/.",
                              rich_help_panel="Backbone")
 
+
+
+
+
+class JsonFormat(str, Enum):
+    """--format of commands that print one summary: a table for people, JSON for scripts."""
+
+    table = "table"
+    json = "json"
+
+
+class RecordFormat(str, Enum):
+    """--format of commands that print one row per file."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+# The output, cache and decode-limit groups: the same names, defaults and help wherever they appear.
+OutputOpt = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout "
+                                                     "(written whole, then renamed into place).")
+CacheOpt = typer.Option(True, "--cache/--no-cache",
+                        help="Reuse results of files already scanned with the same detectors "
+                             "($AIIDETECT_CACHE/results.sqlite, keyed by content hash).")
+MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, rich_help_panel="Decode limits",
+                            help="Refuse images with more pixels (decompression bombs); also Pillow's limit.")
+MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_panel="Decode limits",
+                           help="Refuse files larger than this.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+
+
+def renamed_options(**old: str) -> Callable:
+    """Keep old option spellings working, hidden from --help, after a rename::
+
+        @renamed_options(out_dir="--out")
+        def cmd(out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o")): ...
+
+    `--out X` then reaches the command as ``out_dir=X``; giving both spellings is a usage error.
+    The new option's default must be None (a required option is checked here, once both are read)."""
+
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
+        required = {}
+        for name, spelling in old.items():
+            info = sig.parameters[name].default
+            required[name] = info.default is ... if isinstance(info, typer.models.OptionInfo) else False
+            if required[name]:
+                # typer would demand the new spelling before the old one could be read
+                params[[p.name for p in params].index(name)] = sig.parameters[name].replace(
+                    default=_optional_copy(info), annotation=Optional[hints.get(name)])
+            params.append(inspect.Parameter(f"{name}__old", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
+                None, spelling, hidden=True), annotation=Optional[hints.get(name)]))
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            for name, spelling in old.items():
+                was = kwargs.pop(f"{name}__old", None)
+                new_spelling = sig.parameters[name].default.param_decls[0]
+                if was is not None:
+                    if kwargs.get(name) is not None:
+                        fail(f"{spelling} is the old name of {new_spelling}: give one of them")
+                    kwargs[name] = was
+                if required[name] and kwargs.get(name) is None:
+                    fail(f"missing option {new_spelling}")
+            return fn(*args, **kwargs)
+
+        command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return wrap
+
+
+def _optional_copy(info):
+    import copy
+
+    out = copy.copy(info)
+    out.default = None
+    return out
 
 
 @dataclass(frozen=True)

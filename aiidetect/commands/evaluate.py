@@ -8,9 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, library_errors, split_list, stderr_console
+from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+                     stderr_console)
 
 
+@renamed_options(out="--out")
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def evaluate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled data: real/+ai/<generator>/ folder, GenImage, "
@@ -23,7 +25,7 @@ def evaluate_cmd(
     normalize: Optional[str] = typer.Option(None, "--normalize",
                                             help="Format-bias control: re-encode every image identically (e.g. jpeg:96) "
                                                  "and report it beside the raw numbers."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write metrics.json, summary.md, scores.csv and plots here."),
+    out: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Write metrics.json, summary.md, scores.csv and plots here."),
     fusion: Optional[str] = typer.Option(None, "--fusion",
                                          help="Fusion model folder, 'none' for the rules alone; default: the first "
                                               "fusion model in the weights folders."),
@@ -35,7 +37,7 @@ def evaluate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     backbone_opts: BackboneOptions = None,
 ):

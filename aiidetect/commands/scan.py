@@ -10,9 +10,8 @@ import typer
 
 from rich.markup import escape
 
-from ..limits import DEFAULT_MAX_PIXELS
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, Engine, Runtime, Watermark, backbone_options, fail,
-                     split_list, stderr_console)
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, Engine, MaxBytesOpt, MaxPixelsOpt, OutputOpt,
+                     Runtime, Watermark, backbone_options, fail, split_list, stderr_console)
 
 
 class Format(str, Enum):
@@ -30,7 +29,7 @@ FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "re
 def scan(
     paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout."),
+    output: Optional[Path] = OutputOpt,
     detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
                                                   help="Comma-separated detector families: metadata, linear, mpft, flow. Default: all."),
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
@@ -40,9 +39,8 @@ def scan(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1,
-                                   help="Refuse images with more pixels (decompression bombs); also Pillow's limit."),
-    max_bytes: int = typer.Option(512 * 1024 * 1024, "--max-bytes", min=1, help="Refuse files larger than this."),
+    max_pixels: int = MaxPixelsOpt,
+    max_bytes: int = MaxBytesOpt,
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
     heatmaps: Optional[List[str]] = typer.Option(
         None, "--heatmaps", help="HTML report: occlusion heat maps for files with these verdicts (ai, uncertain, "
@@ -56,9 +54,7 @@ def scan(
     fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion model folder, or 'none' for the default rules. "
                                          "Default: the fusion model in the weights folders, if any (every record "
                                          "and the summary name the one used)."),
-    use_cache: bool = typer.Option(True, "--cache/--no-cache",
-                                   help="Reuse results of files already scanned with the same detectors "
-                                        "($AIIDETECT_CACHE/results.sqlite, keyed by content hash)."),
+    use_cache: bool = CacheOpt,
     backbone_opts: BackboneOptions = None,
     db: Optional[Path] = typer.Option(None, "--db", rich_help_panel="Large audits",
                                       help="Write every record into this SQLite results store; re-running the same "

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_ERROR, EXIT_OK, WeightsDirOpt
+from .common import EXIT_ERROR, EXIT_OK, JsonFormat, WeightsDirOpt
 
 
 def _rows(dirs):
@@ -17,7 +17,7 @@ def _rows(dirs):
 
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-               fmt: str = typer.Option("table", "--format", "-f", help="table | json")):
+               fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the list.")):
     """List trained heads with their detector, backbone, source and licence."""
     from ..weights import weights_dirs
 
