@@ -516,6 +516,52 @@ def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
     return _gen()
 
 
+# ----------------------------------------------------------------- heads
+def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
+    """`aiidetect weights list`: one row per head found in these folders (name, detector, version,
+    backbone, fingerprint, labels, source, license, path)."""
+    from .weights import find_heads
+
+    rows = []
+    for path, m in find_heads([Path(d) for d in dirs]):
+        b = m.get("backbone", {})
+        src, lic = m.get("source"), m.get("license")
+        rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
+                     "backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",
+                     "fingerprint": b.get("fingerprint"), "labels": m.get("labels"),
+                     "source": (src or {}).get("repository") if isinstance(src, dict) else src,
+                     "license": (lic or {}).get("spdx") if isinstance(lic, dict) else lic,
+                     "path": str(path)})
+    return rows
+
+
+def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
+                 on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
+    """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
+    checksums and, with a backbone spec, its fingerprint against that backbone. A backbone that
+    cannot be built is a note (`on_note`), and the files are still checked."""
+    from .weights import Head, HeadMismatch, find_heads, verify_files
+
+    bb = None
+    if backbone_spec is not None:
+        from .backbone import BackboneUnavailable, create_backbone
+
+        try:
+            bb = create_backbone(backbone_spec)
+        except BackboneUnavailable as exc:
+            (on_note or log.warning)(str(exc))
+    out = []
+    for path, m in find_heads([Path(d) for d in dirs]):
+        problems = verify_files(path, m)
+        if bb is not None:
+            try:
+                Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
+            except HeadMismatch as exc:
+                problems.append(str(exc))
+        out.append((m["name"], str(path), problems))
+    return out
+
+
 # ------------------------------------------------------------------ meta
 def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None) -> list:
     """`aiidetect meta`'s discovery: the same as scan's (one candidate per file, broken links and
@@ -571,4 +617,4 @@ def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", re
 
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",
            "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
-           "split_list", "use_all_cores", "meta_candidates", "meta_report", "meta_reports"]
+           "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "meta_report", "meta_reports"]
