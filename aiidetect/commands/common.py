@@ -111,11 +111,16 @@ def renamed_options(**old: str) -> Callable:
                     fail(f"missing option {new_spelling}")
             return fn(*args, **kwargs)
 
-        command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
+        return _with_params(command, params, sig)
 
     return wrap
+
+
+def _with_params(command: Callable, params: list, sig: inspect.Signature) -> Callable:
+    """typer reads the signature and the resolved annotations: give it both."""
+    command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def _optional_copy(info):
@@ -209,9 +214,7 @@ def backbone_options(*, device: bool = False, dtype: Optional[str] = None, weigh
             opts = BackboneOptions(**{n: _plain(values.pop(n)) for n in names if n in values})
             return fn(**values, backbone_opts=opts)
 
-        command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
+        return _with_params(command, params, sig)
 
     return wrap
 
