@@ -15,7 +15,7 @@ app = typer.Typer(
          "probes) plus provenance evidence (EXIF, XMP, generator chunks, C2PA, watermarks), fused into one "
          "calibrated verdict.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     # Subcommands inherit this through click's context, so `-h` works everywhere.
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -206,7 +206,7 @@ def test_cache_info_reads_a_read_only_cache(tmp_path, pngs, monkeypatch):
     folder that fails, and `cache info` must still count the rows."""
     import sqlite3
 
-    from aiidetect.commands import cache as cache_cmd
+    from aiidetect import caches
 
     cache = ResultCache(tmp_path / "results.sqlite")
     _scan([Counting()], pngs, cache)
@@ -219,5 +219,5 @@ def test_cache_info_reads_a_read_only_cache(tmp_path, pngs, monkeypatch):
         return real_connect(database, *a, **kw)
 
     monkeypatch.setattr(sqlite3, "connect", refusing)
-    got = cache_cmd._counts(tmp_path / "results.sqlite", "results")
+    got = caches.counts(tmp_path / "results.sqlite", "results")
     assert got == {"rows": 5, "files": 5, "read_only": True}

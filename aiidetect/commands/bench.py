@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from .common import BackboneOptions, Device, JsonFormat, Runtime, backbone_options, fail, stderr_console
 
 
 def register(apps) -> None:
@@ -19,7 +19,7 @@ def bench_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Images to decode and scan (e.g. the dev photos). "
                                                        "Without it only the model is timed, on random pixels."),
     backbone_opts: BackboneOptions = None,
-    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
+    runtime: Runtime = typer.Option("torch", "--runtime", help="onnx: exported on the fly unless --onnx."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (torch) | float16 | int8 (onnx)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes",
@@ -31,12 +31,12 @@ def bench_cmd(
                                         "decode, as the shipped univfd head needs)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decode threads."),
     images: int = typer.Option(32, "--images", min=1, help="At most this many images from FOLDER."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    device: Device = typer.Option("cpu", "--device", help="Where the model runs."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Use this export instead of exporting on the fly."),
     model_seconds: float = typer.Option(3.0, "--model-seconds", help="Time the model for at least this long."),
     peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="Time each matmul-peak GEMM this long."),
     profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
-    fmt: str = typer.Option("table", "--format", help="table | json"),
+    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
 ):
     """Measure images/s (decode, model, end to end), peak memory, the machine's
     matmul peak and the model's FLOPs, hence efficiency against the limit.
@@ -50,14 +50,11 @@ def bench_cmd(
       aiidetect bench ../shared/data/dev/real --backbone ViT-B-16 --pretrained none --dtype bfloat16
       aiidetect bench --backbone ViT-L-14 --pretrained none --device cuda --dtype float16 --batch-sizes 32,64,128,256
     """
-    from ..bench import DTYPES, RUNTIMES
+    from ..bench import DTYPES
 
-    if runtime not in RUNTIMES:
-        fail(f"--runtime takes {', '.join(RUNTIMES)}")
+    runtime, device = runtime.value, device.value  # the library takes plain strings
     if dtype not in DTYPES:
         fail(f"--dtype takes {', '.join(DTYPES)}")
-    if fmt not in ("table", "json"):
-        fail("--format takes table or json")
     if preprocess not in ("resize-center-crop", "center-crop"):
         fail("--preprocess takes resize-center-crop or center-crop")
     sizes = [batch_size]
@@ -83,7 +80,7 @@ def bench_cmd(
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
         fail(f"{type(exc).__name__}: {exc}")
-    if fmt == "json":
+    if fmt == JsonFormat.json:
         typer.echo(json.dumps(res, indent=2))
         return
     _table(res)

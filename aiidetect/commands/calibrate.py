@@ -10,9 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+                     stderr_console)
 
 
+@renamed_options(out="--out")
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def calibrate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
@@ -25,7 +27,7 @@ def calibrate_cmd(
     target_fnr: float = typer.Option(0.05, "--target-fnr", min=0.0, max=0.5,
                                      help="Most AI images the verdict may call likely-real (share)."),
     name: str = typer.Option("fusion", "--name", help="Name of the fusion model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Optional[Path] = typer.Option(None, "--out-dir", "-o",
                                        help="Folder to write the fusion head to (default: <weights dir>/<name>)."),
     split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
@@ -39,13 +41,14 @@ def calibrate_cmd(
     from ..evaluate import run
     from ..train.data import summarize
     from ..weights import default_output_dir, plain_name
-    from .evaluate import build_detectors, load_labelled, parse_list
+    from ..api import ScanOptions, build_detectors, load_labelled
 
     if method not in METHODS:
         fail(f"--method takes {', '.join(METHODS)}")
     err = stderr_console()
-    items = load_labelled(data, split, limit, seed)
-    dets, _ = build_detectors(parse_list(detectors), backbone_opts)
+    with library_errors():
+        items = load_labelled(data, split, limit, seed)
+        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
     if not quiet:
         err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
     scored = run(items, dets, batch_size=batch_size)

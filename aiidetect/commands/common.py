@@ -1,16 +1,22 @@
 """Options shared by several commands, and the error/exit-code plumbing."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-import os
-import sys
 import typing
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+
+from ..api import DEFAULT_MAX_BYTES
+from ..limits import DEFAULT_MAX_PIXELS
+
+# The fixed choices live in the library; commands annotate their options with them.
+from ..api import Device, Dtype, Engine, Runtime, TrainDtype, Watermark, split_list  # noqa: F401
 
 # Exit codes: the scripting contract (docs/schema.md).
 EXIT_OK = 0
@@ -25,16 +31,104 @@ BackboneConfigOpt = typer.Option(None, "--backbone-config",
                                  rich_help_panel="Backbone")
 BackboneWeightsOpt = typer.Option(None, "--backbone-weights", help="Local open_clip checkpoint file.", rich_help_panel="Backbone")
 BackboneSeedOpt = typer.Option(0, "--backbone-seed", help="Seed for random-init backbones.", rich_help_panel="Backbone")
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda", rich_help_panel="Backbone")
-DtypeOpt = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16", rich_help_panel="Backbone")
+DeviceOpt = typer.Option("auto", "--device", help="Where the model runs.", rich_help_panel="Backbone")
+DtypeOpt = typer.Option("float32", "--dtype", help="Training dtype.", rich_help_panel="Backbone")
 # Inference (scan, eval, calibrate): auto = bfloat16 on CPUs that multiply bf16 natively (AVX512-BF16 or AMX),
 # measured 2x faster with no fused verdict changed on the dev set (docs/performance.md); float32 elsewhere.
-InferDtypeOpt = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CPUs "
-                                                     "with native bf16 matmul, else float32)", rich_help_panel="Backbone")
+InferDtypeOpt = typer.Option("auto", "--dtype", help="auto: bfloat16 on CPUs with native bf16 matmul, else float32.",
+                             rich_help_panel="Backbone")
 WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable). Default: $AIIDETECT_WEIGHTS, "
                                                          "~/.local/share/aiidetect/weights, and the repo's weights/.",
                              rich_help_panel="Backbone")
 
+
+
+
+
+class JsonFormat(str, Enum):
+    """--format of commands that print one summary: a table for people, JSON for scripts."""
+
+    table = "table"
+    json = "json"
+
+
+class RecordFormat(str, Enum):
+    """--format of commands that print one row per file."""
+
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+# The output, cache and decode-limit groups: the same names, defaults and help wherever they appear.
+OutputOpt = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout "
+                                                     "(written whole, then renamed into place).")
+CacheOpt = typer.Option(True, "--cache/--no-cache",
+                        help="Reuse results of files already scanned with the same detectors "
+                             "($AIIDETECT_CACHE/results.sqlite, keyed by content hash).")
+MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, rich_help_panel="Decode limits",
+                            help="Refuse images with more pixels (decompression bombs); also Pillow's limit.")
+MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_panel="Decode limits",
+                           help="Refuse files larger than this.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+
+
+def renamed_options(**old: str) -> Callable:
+    """Keep old option spellings working, hidden from --help, after a rename::
+
+        @renamed_options(out_dir="--out")
+        def cmd(out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o")): ...
+
+    `--out X` then reaches the command as ``out_dir=X``; giving both spellings is a usage error.
+    The new option's default must be None (a required option is checked here, once both are read)."""
+
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
+        required = {}
+        for name, spelling in old.items():
+            info = sig.parameters[name].default
+            required[name] = info.default is ... if isinstance(info, typer.models.OptionInfo) else False
+            if required[name]:
+                # typer would demand the new spelling before the old one could be read
+                params[[p.name for p in params].index(name)] = sig.parameters[name].replace(
+                    default=_optional_copy(info), annotation=Optional[hints.get(name)])
+            params.append(inspect.Parameter(f"{name}__old", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
+                None, spelling, hidden=True), annotation=Optional[hints.get(name)]))
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            for name, spelling in old.items():
+                was = kwargs.pop(f"{name}__old", None)
+                new_spelling = sig.parameters[name].default.param_decls[0]
+                if was is not None:
+                    if kwargs.get(name) is not None:
+                        fail(f"{spelling} is the old name of {new_spelling}: give one of them")
+                    kwargs[name] = was
+                if required[name] and kwargs.get(name) is None:
+                    fail(f"missing option {new_spelling}")
+            return fn(*args, **kwargs)
+
+        return _with_params(command, params, sig)
+
+    return wrap
+
+
+def _with_params(command: Callable, params: list, sig: inspect.Signature) -> Callable:
+    """typer reads the signature and the resolved annotations: give it both."""
+    command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+def _optional_copy(info):
+    import copy
+
+    out = copy.copy(info)
+    out.default = None
+    return out
 
 
 @dataclass(frozen=True)
@@ -59,12 +153,21 @@ class BackboneOptions:
     def weights_dirs(self):
         return weights_dirs(self.weights_dir)
 
+    def scan_options(self) -> dict:
+        """These options as ScanOptions keywords (aiidetect.api)."""
+        out = {"backbone": self.backbone, "pretrained": self.pretrained, "backbone_config": self.backbone_config,
+               "backbone_weights": self.backbone_weights, "backbone_seed": self.backbone_seed,
+               "device": self.device, "weights_dirs": list(self.weights_dir or [])}
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
+
 
 # (parameter name, annotation, typer option) in the order commands show them.
 _BACKBONE_CORE = (("backbone", Optional[str], BackboneOpt), ("pretrained", Optional[str], PretrainedOpt),
                   ("backbone_config", Optional[str], BackboneConfigOpt),
                   ("backbone_weights", Optional[str], BackboneWeightsOpt), ("backbone_seed", int, BackboneSeedOpt))
-_DTYPES = {"infer": InferDtypeOpt, "train": DtypeOpt}
+_DTYPES = {"infer": (Dtype, InferDtypeOpt), "train": (TrainDtype, DtypeOpt)}
 
 
 def backbone_options(*, device: bool = False, dtype: Optional[str] = None, weights_dir: bool = False) -> Callable:
@@ -81,9 +184,9 @@ def backbone_options(*, device: bool = False, dtype: Optional[str] = None, weigh
     """
     group = list(_BACKBONE_CORE)
     if device:
-        group.append(("device", str, DeviceOpt))
+        group.append(("device", Device, DeviceOpt))
     if dtype is not None:
-        group.append(("dtype", str, _DTYPES[dtype]))
+        group.append(("dtype", *_DTYPES[dtype]))
     if weights_dir:
         group.append(("weights_dir", Optional[List[Path]], WeightsDirOpt))
     names = [n for n, _, _ in group]
@@ -107,23 +210,27 @@ def backbone_options(*, device: bool = False, dtype: Optional[str] = None, weigh
         def command(*args, **kwargs):
             bound = inspect.Signature(params).bind(*args, **kwargs)
             values = dict(bound.arguments)
-            opts = BackboneOptions(**{n: values.pop(n) for n in names if n in values})
+            # Enum choices reach the library as their plain strings.
+            opts = BackboneOptions(**{n: _plain(values.pop(n)) for n in names if n in values})
             return fn(**values, backbone_opts=opts)
 
-        command.__signature__ = inspect.Signature(params, return_annotation=sig.return_annotation)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
+        return _with_params(command, params, sig)
 
     return wrap
 
 
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value
+
+
 def backbone_spec(backbone: Optional[str], pretrained: Optional[str], config: Optional[str],
                   weights: Optional[str], seed: int = 0):
-    from ..backbone import BackboneSpec, BackboneUnavailable
+    from ..api import ScanOptions, UsageError
 
     try:
-        return BackboneSpec.from_options(model=backbone, pretrained=pretrained, config=config, weights=weights, seed=seed)
-    except BackboneUnavailable as exc:
+        return ScanOptions(backbone=backbone, pretrained=pretrained, backbone_config=config,
+                           backbone_weights=weights, backbone_seed=seed).spec()
+    except UsageError as exc:
         fail(str(exc))
 
 
@@ -157,23 +264,22 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     raise typer.Exit(code)
 
 
+@contextlib.contextmanager
+def library_errors():
+    """The library's UsageError/ScanError (aiidetect.api) -> one line on stderr, exit 2."""
+    from ..api import ScanError
+
+    try:
+        yield
+    except ScanError as exc:
+        fail(str(exc))
+
+
 def quiet_torch_threads() -> None:
     """Respect OMP_NUM_THREADS when set; otherwise use every core for the model."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    if "torch" not in sys.modules:
-        # Importing torch costs seconds; a scan whose CLIP detectors turn out unavailable
-        # never needs it. create_backbone applies the setting when it imports torch.
-        from .. import backbone
+    from ..api import use_all_cores
 
-        backbone.TORCH_THREADS = max(1, os.cpu_count() or 1)
-        return
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    except ImportError:
-        pass
+    use_all_cores()
 
 
 def weights_dirs(dirs: Optional[list[Path]]):

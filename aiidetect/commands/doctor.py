@@ -5,7 +5,7 @@ import json
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, backbone_options, fail
+from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, backbone_options
 
 
 def _mb(n: int) -> str:
@@ -14,7 +14,7 @@ def _mb(n: int) -> str:
 
 @backbone_options(device=True, weights_dir=True)
 def doctor(
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the report."),
     backbone_opts: BackboneOptions = None,
 ):
     """Say what can run on this machine and why not, with the exact remedy.
@@ -29,8 +29,6 @@ def doctor(
     from ..doctor import diagnose
     from ..weights import weights_dirs
 
-    if fmt not in ("table", "json"):
-        fail("--format takes table or json")
     spec = backbone_opts.spec()
     rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device)
     code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS

@@ -4,69 +4,15 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console
+from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+                     stderr_console)
 
 
-def parse_list(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
-
-
-def load_labelled(data: List[str], split: str, limit: Optional[int], seed: int):
-    """DATA... -> items, or exit 2 with the reason."""
-    from ..train.data import few_shot, load_items
-
-    for d in data:
-        if not Path(d).exists():
-            fail(f"{d}: no such file or folder")
-    try:
-        items = load_items(data, split=split)
-    except ValueError as exc:
-        fail(str(exc))
-    if limit:
-        items = few_shot(items, limit, seed=seed, by="label")
-    return items
-
-
-def build_detectors(families: list[str], backbone_opts: BackboneOptions):
-    """The same detectors `aiidetect scan` would run with these options."""
-    from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
-    from ..weights import weights_dirs
-
-    fams = families or list(DEFAULT_DETECTORS)
-    unknown = [f for f in fams if f not in list_families()]
-    if unknown:
-        fail(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
-    ctx = RunContext(backbone_spec=backbone_opts.spec(), device=backbone_opts.device, dtype=backbone_opts.dtype,
-                     weights_dirs=weights_dirs(backbone_opts.weights_dir or []))
-    return create_detectors(fams, ctx), ctx
-
-
-def resolve_fusion(fusion: Optional[str], weights_dir) -> tuple[Any, str]:
-    """--fusion PATH|none|auto -> (model or None, description)."""
-    from ..fusion import load_fusion_model
-    from ..weights import HeadError, read_manifest, weights_dirs
-
-    if fusion in (None, "", "auto"):
-        m = load_fusion_model(weights_dirs(weights_dir or []))
-        return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
-    if fusion == "none":
-        return None, "rules only (--fusion none)"
-    try:
-        m = read_manifest(fusion)
-    except HeadError as exc:
-        fail(str(exc))
-    if m.get("detector") != "fusion":
-        fail(f"{fusion} is a {m.get('detector')!r} head, not a fusion model")
-    return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
-
-
+@renamed_options(out="--out")
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def evaluate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled data: real/+ai/<generator>/ folder, GenImage, "
@@ -79,7 +25,7 @@ def evaluate_cmd(
     normalize: Optional[str] = typer.Option(None, "--normalize",
                                             help="Format-bias control: re-encode every image identically (e.g. jpeg:96) "
                                                  "and report it beside the raw numbers."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write metrics.json, summary.md, scores.csv and plots here."),
+    out: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Write metrics.json, summary.md, scores.csv and plots here."),
     fusion: Optional[str] = typer.Option(None, "--fusion",
                                          help="Fusion model folder, 'none' for the rules alone; default: the first "
                                               "fusion model in the weights folders."),
@@ -91,7 +37,7 @@ def evaluate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     backbone_opts: BackboneOptions = None,
 ):
@@ -99,6 +45,7 @@ def evaluate_cmd(
     uncertain share, per-generator tables, robustness sweeps and a format-bias control."""
     from rich.console import Console
 
+    from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
     from ..evaluate import evaluate, parse, parse_all
     from ..evaluate.report import print_tables, write_outputs
 
@@ -117,9 +64,10 @@ def evaluate_cmd(
             norm = ps[0]
     except ValueError as exc:
         fail(str(exc))
-    items = load_labelled(data, split, limit, seed)
-    model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir)
-    dets, _ = build_detectors(parse_list(detectors), backbone_opts)
+    with library_errors():
+        items = load_labelled(data, split, limit, seed)
+        model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
+        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
         err.print(f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "

@@ -7,16 +7,17 @@ from typing import Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, stderr_console, weights_dirs
+from .common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console, weights_dirs
 
 
 def register(apps) -> None:
     apps["export"].command("onnx")(export_onnx_cmd)
 
 
+@renamed_options(out="--out")
 @backbone_options(weights_dir=True)
 def export_onnx_cmd(
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (graph(s) + aiidetect-onnx.json)."),
+    out: Path = typer.Option(..., "--out-dir", "-o", help="Output folder (graph(s) + aiidetect-onnx.json)."),
     variant: str = typer.Option("fp32", "--variant", help="fp32 | fp16 (for CUDA) | int8 (for CPU)."),
     int8_mode: str = typer.Option("dynamic", "--int8-mode", help="dynamic (weights only) | static (needs --calibration-data)."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",

@@ -11,28 +11,7 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, fail
-
-def _report_one(path: str, watermark: str, error: tuple[str, str] | None = None) -> dict:
-    from ..decode import DecodeFailure, read_bytes
-    from ..metadata.detector import result_from_evidence
-    from ..provenance import analyze
-    from ..report.safe import display_path, path_bytes_b64
-
-    head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
-    if error is not None:
-        return {**head, "error": {"code": error[0], "message": error[1]}}
-    try:
-        data = read_bytes(path)
-    except DecodeFailure as exc:
-        return {**head, "error": {"code": exc.code, "message": exc.message}}
-    rep = analyze(data, path, options={"watermark": watermark})
-    res = result_from_evidence(rep.evidence)
-    d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
-    d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
-    d["llr"] = None if res.score is None else round(res.score, 4)
-    d["error"] = None
-    return d
+from .common import EXIT_FINDINGS, EXIT_OK, OutputOpt, RecordFormat, fail, library_errors
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -105,22 +84,13 @@ def _csv_row(r: dict) -> list:
             " ".join(e["id"] for e in ev), err.get("code"), err.get("message")]
 
 
-def meta_reports(paths: list[str], watermark: str = "auto", recursive: bool = True) -> list[dict]:
-    """Library entry point: the same file discovery as scan (one record per file,
-    broken links and special files included), then the provenance report of each."""
-    from ..discover import discover
-
-    cands, _ = discover(paths, recursive=recursive)
-    return [_report_one(c.path, watermark, c.error) for c in cands]
-
-
 def meta(
     paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv"),
+    fmt: RecordFormat = typer.Option("table", "--format", "-f", help="Output format."),
+    # A plain string, checked below: a bad value is one `error:` line (scripts read it), not a usage box.
     watermark: str = typer.Option("auto", "--watermark",
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout "
-                                                                      "(written whole, then renamed into place)."),
+    output: Optional[Path] = OutputOpt,
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark. Exit 1 if any file carries
     decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
@@ -128,34 +98,23 @@ def meta(
 
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai
     """
-    from ..discover import DiscoveryError
-    from ..report.output import OutputError, atomic_output, check_output
+    from ..api import Watermark, meta_candidates, meta_report
+    from ..report.output import atomic_output
     from ..report.safe import clean, dumps
 
-    if fmt not in ("table", "json", "jsonl", "csv"):
-        fail(f"--format must be table, json, jsonl or csv, not {fmt!r}")
-    if watermark not in ("auto", "always", "never"):
+    if watermark not in [w.value for w in Watermark]:
         fail(f"--watermark must be auto, always or never, not {watermark!r}")
-    try:
-        from ..discover import discover
-
-        cands, _ = discover(paths)
-    except DiscoveryError as exc:
-        fail(str(exc))
-    if output is not None:
-        try:
-            check_output(output, paths, [c.path for c in cands if c.error is None])
-        except OutputError as exc:
-            fail(str(exc))
-    reports = [_report_one(c.path, watermark, c.error) for c in cands]
+    with library_errors():
+        cands = meta_candidates(paths, output=output)
+    reports = [meta_report(c.path, watermark, c.error) for c in cands]
 
     def emit(fh) -> None:
-        if fmt == "json":
+        if fmt == RecordFormat.json:
             fh.write(dumps(reports, indent=2) + "\n")
-        elif fmt == "jsonl":
+        elif fmt == RecordFormat.jsonl:
             for r in reports:
                 fh.write(dumps(r) + "\n")
-        elif fmt == "csv":
+        elif fmt == RecordFormat.csv:
             import csv
 
             w = csv.writer(fh)

@@ -7,12 +7,13 @@ from typing import Optional
 
 import typer
 
-from .common import fail, stderr_console
+from .common import fail, renamed_options, stderr_console
 
 
+@renamed_options(out="--out")
 def proxies_cmd(
     image: Path = typer.Argument(..., help="A real photo."),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the proxies into (created if missing)."),
+    out: Path = typer.Option(..., "--out-dir", "-o", help="Folder to write the proxies into (created if missing)."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: all)."),
     copies: int = typer.Option(1, "--copies", min=1, max=50, help="Random draws per kind."),
     size: int = typer.Option(512, "--size", min=0, help="Center-crop (no resize) to this size first, as training "

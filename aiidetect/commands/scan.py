@@ -10,8 +10,8 @@ import typer
 
 from rich.markup import escape
 
-from ..limits import DEFAULT_MAX_PIXELS
-from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, backbone_options, fail, stderr_console
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, Engine, MaxBytesOpt, MaxPixelsOpt, OutputOpt,
+                     Runtime, Watermark, backbone_options, fail, split_list, stderr_console)
 
 
 class Format(str, Enum):
@@ -25,18 +25,11 @@ class Format(str, Enum):
 FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
 
 
-def _parse_list(values: Optional[List[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out += [x.strip() for x in v.split(",") if x.strip()]
-    return out
-
-
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def scan(
     paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout."),
+    output: Optional[Path] = OutputOpt,
     detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
                                                   help="Comma-separated detector families: metadata, linear, mpft, flow. Default: all."),
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
@@ -46,25 +39,22 @@ def scan(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
     workers: int = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1,
-                                   help="Refuse images with more pixels (decompression bombs); also Pillow's limit."),
-    max_bytes: int = typer.Option(512 * 1024 * 1024, "--max-bytes", min=1, help="Refuse files larger than this."),
+    max_pixels: int = MaxPixelsOpt,
+    max_bytes: int = MaxBytesOpt,
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
     heatmaps: Optional[List[str]] = typer.Option(
         None, "--heatmaps", help="HTML report: occlusion heat maps for files with these verdicts (ai, uncertain, "
                                  "real, all; comma-separated). Costs about 65 model passes per file and head. "
                                  "Example: --format html -o report.html --heatmaps ai,uncertain"),
-    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
+    runtime: Runtime = typer.Option("torch", "--runtime", help="onnx serves the heads from --onnx DIR."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
-    watermark: str = typer.Option("auto", "--watermark",
+    watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion model folder, or 'none' for the default rules. "
                                          "Default: the fusion model in the weights folders, if any (every record "
                                          "and the summary name the one used)."),
-    use_cache: bool = typer.Option(True, "--cache/--no-cache",
-                                   help="Reuse results of files already scanned with the same detectors "
-                                        "($AIIDETECT_CACHE/results.sqlite, keyed by content hash)."),
+    use_cache: bool = CacheOpt,
     backbone_opts: BackboneOptions = None,
     db: Optional[Path] = typer.Option(None, "--db", rich_help_panel="Large audits",
                                       help="Write every record into this SQLite results store; re-running the same "
@@ -73,8 +63,8 @@ def scan(
     shard: Optional[str] = typer.Option(None, "--shard", rich_help_panel="Large audits",
                                         help="Scan only shard I of N (stable hash of each path). Example: --shard 2/3 "
                                              "on the second of three machines, then `aiidetect results merge`."),
-    engine: str = typer.Option("local", "--engine", rich_help_panel="Large audits",
-                               help="local | ray (Ray Data; needs pip install 'aiidetect\\[ray]', see docs/scale.md)."),
+    engine: Engine = typer.Option("local", "--engine", rich_help_panel="Large audits",
+                                  help="ray: Ray Data (needs pip install 'aiidetect\\[ray]', see docs/scale.md)."),
     address: Optional[str] = typer.Option(None, "--address", rich_help_panel="Large audits",
                                           help="With --engine ray: a cluster (auto, ray://HOST:10001); "
                                                "default: a Ray instance on this machine."),
@@ -87,105 +77,44 @@ def scan(
 
     Examples: aiidetect scan photos/ -f jsonl -o report.jsonl; aiidetect scan a.jpg --fusion none --fail-on ai
     """
-    from ..decode import DecodeLimits
-    from ..detectors import DEFAULT_DETECTORS, RunContext, create_detectors, list_families
-    from ..discover import DiscoveryError, iter_discover
+    from ..api import ScanError, ScanOptions, Scanner
     from ..report import make_writer
-    from ..weights import weights_dirs
 
-    fams = _parse_list(detectors) or list(DEFAULT_DETECTORS)
-    unknown = [f for f in fams if f not in list_families()]
-    if unknown:
-        fail(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
-    fails = _parse_list(fail_on)
+    fails = split_list(fail_on)
     bad = [f for f in fails if f not in FAIL_ON]
-    if bad:
-        fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
-    maps = _parse_list(heatmaps)
+    maps = split_list(heatmaps)
     if "all" in maps:
         maps = ["ai", "uncertain", "real"]
-    if any(m not in ("ai", "uncertain", "real") for m in maps):
-        fail(f"--heatmaps takes ai, uncertain, real or all; got {', '.join(maps)}")
-    if maps and fmt != Format.html:
-        fail("--heatmaps needs --format html")
-    if runtime not in ("torch", "onnx"):
-        fail("--runtime takes torch or onnx")
-    if runtime == "onnx":
-        if onnx_dir is None:
-            fail("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
-        if "onnx" not in list_families():
-            fail("the ONNX runtime is not available in this build")
-    if watermark not in ("auto", "always", "never"):
-        fail("--watermark takes auto, always or never")
-    if backbone_opts.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        fail("--dtype takes auto, float32, bfloat16 or float16")
-    if backbone_opts.device not in ("auto", "cpu", "cuda"):
-        fail("--device takes auto, cpu or cuda")
-    from ..shard import in_shard, parse_shard
-
-    try:
-        shard_ij = parse_shard(shard)
-    except ValueError as exc:
-        fail(str(exc))
-    if engine not in ("local", "ray"):
-        fail("--engine takes local or ray")
-    if address and engine != "ray":
-        fail("--address goes with --engine ray")
-
-    use_stdin = "-" in paths
-    args = [p for p in paths if p != "-"]
-    try:
-        # Walked lazily: a sweep of millions of files never holds the list.
-        cands, summ = iter_discover(args, recursive=recursive, include=include or (), exclude=exclude or (),
-                                    stdin=sys.stdin if use_stdin else None)
-    except DiscoveryError as exc:
-        fail(str(exc))
-    if output is not None:
-        from ..report.output import OutputError, check_output, guard_candidates
-
-        try:
-            check_output(output, args, excluded=lambda p: not _wanted(p, include or (), exclude or ()))
-        except OutputError as exc:
-            fail(str(exc))
-        # Files named on stdin or reached through links are only known as the walk goes: each is
-        # checked as it comes, and the report (still a temporary file) is dropped if one is the output.
-        cands = guard_candidates(cands, output)
-    cands = in_shard(cands, shard_ij)
-
     err = stderr_console()
-    spec = backbone_opts.spec()
-    ctx = RunContext(backbone_spec=spec, device=backbone_opts.device, dtype=backbone_opts.dtype,
-                     weights_dirs=weights_dirs(backbone_opts.weights_dir),
-                     runtime=runtime, onnx_dir=onnx_dir, options={"watermark": watermark})
-    if runtime == "onnx":
-        pixel = [f for f in fams if f != "metadata"]
-        ctx.options["onnx_families"] = pixel
-        fams = [f for f in fams if f == "metadata"] + (["onnx"] if pixel else [])
-    if any(f != "metadata" for f in fams):
-        from .common import quiet_torch_threads
-
-        quiet_torch_threads()
+    scanner = None
     try:
-        dets = create_detectors(fams, ctx)
-    except Exception as exc:  # noqa: BLE001 - a broken head folder is a fatal, explained error
-        fail(f"cannot prepare detectors: {type(exc).__name__}: {exc}")
-    fusion_model = _load_fusion(ctx) if fusion in (None, "", "auto") else _resolve_fusion(fusion, weight_dirs=backbone_opts.weights_dir)
-    if not quiet:
-        from rich.markup import escape
-
-        for d in dets:
-            info = d.describe()
-            if info.get("status") == "unavailable":
-                err.print(f"[yellow]note:[/] detector [bold]{escape(d.name)}[/] unavailable: {escape(str(info.get('reason')))}",
-                          highlight=False)
-
-    from ..pipeline import Pipeline
-
-    cache = _open_cache(err) if use_cache else None
-    pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers,
-                    limits=DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes), cache=cache)
-    session = _open_store(db, pipe, fams, shard, engine) if db else None
-    records = _records(pipe, cands, session, engine, address, fams, ctx)
+        opts = ScanOptions(
+            detectors=split_list(detectors), **backbone_opts.scan_options(), runtime=runtime.value, onnx_dir=onnx_dir,
+            fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
+            cache=use_cache, watermark=watermark.value, recursive=recursive, include=include or (),
+            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db)
+        if bad:
+            fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
+        if any(m not in ("ai", "uncertain", "real") for m in maps):
+            fail(f"--heatmaps takes ai, uncertain, real or all; got {', '.join(maps)}")
+        if maps and fmt != Format.html:
+            fail("--heatmaps needs --format html")
+        scanner = Scanner(opts, on_note=lambda msg: err.print(f"[yellow]note:[/] {escape(msg)}", highlight=False))
+        # Paths and the output are checked before any model is built.
+        cands = scanner.candidates(paths, output=output)
+        dets, ctx = scanner.detectors, scanner.context
+        if not quiet:
+            for d in dets:
+                info = d.describe()
+                if info.get("status") == "unavailable":
+                    err.print(f"[yellow]note:[/] detector [bold]{escape(d.name)}[/] unavailable: "
+                              f"{escape(str(info.get('reason')))}", highlight=False)
+        records = scanner.records(cands)
+    except ScanError as exc:
+        if scanner is not None:
+            scanner.close()
+        fail(str(exc))
+    summ, fusion_model, pipe = scanner.discovery, scanner.fusion, scanner.pipeline
     from contextlib import nullcontext
 
     from ..report.output import OutputError, atomic_output
@@ -213,8 +142,6 @@ def scan(
         try:
             for rec in records:
                 writer.write(rec)
-                if session is not None:
-                    session.add(rec)
                 if rec.verdict in wanted:
                     exit_code = EXIT_FINDINGS
                 if progress:
@@ -224,9 +151,6 @@ def scan(
                 progress.stop()
         stats = pipe.stats.as_dict()
         writer.close(stats)
-        if session is not None:
-            session.close("complete")
-            session = None
     except BrokenPipeError:
         # `aiidetect scan ... | head`: the reader left; that is not our error.
         sys.stderr.close()
@@ -244,10 +168,9 @@ def scan(
     finally:
         if output:
             out_ctx.__exit__(None, None, None)
-        if cache is not None:
-            cache.close()
-        if session is not None:  # stopped early: keep what was finished, say so in the sessions table
-            session.close("interrupted")
+        # An unfinished record stream marks the results store session interrupted.
+        getattr(records, "close", lambda: None)()
+        scanner.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
         from ..report.writers import fusion_label
@@ -260,66 +183,6 @@ def scan(
             err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}",
                       highlight=False)
     raise typer.Exit(exit_code)
-
-
-def _wanted(path: str, include, exclude) -> bool:
-    """Would a folder scan read this path? (A report named .jsonl inside the folder is never read.)"""
-    import os
-
-    from ..discover import IMAGE_EXTS, _wanted as wanted
-
-    return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
-
-
-def _resolve_fusion(fusion: str, weight_dirs):
-    from .evaluate import resolve_fusion
-
-    return resolve_fusion(fusion, weight_dirs)[0]
-
-
-def _open_store(db, pipe, fams, shard, engine):
-    import sqlite3
-
-    from ..store import StoreError, open_session
-
-    try:
-        return open_session(db, pipe, {"detectors": fams, "batch_size": pipe.batch_size}, shard=shard,
-                            engine=engine, argv=sys.argv[1:])
-    except (StoreError, OSError, sqlite3.Error) as exc:
-        fail(f"cannot open the results store {db}: {exc}")
-
-
-def _records(pipe, cands, session, engine, address, fams, ctx):
-    if session is not None:
-        pipe.prior = session.prior
-    if engine == "ray":
-        from ..engines import ray as ray_engine
-
-        try:
-            return ray_engine.run(pipe, cands, fams, ctx, address=address)
-        except ray_engine.RayUnavailable as exc:
-            fail(str(exc))
-    return pipe.run(cands)
-
-
-def _open_cache(err):
-    from ..result_cache import ResultCache
-
-    try:
-        return ResultCache()
-    except Exception as exc:  # noqa: BLE001 - no cache means slower re-runs, never a failed scan
-        err.print(f"[yellow]note:[/] result cache unavailable ({exc}); scanning without it", highlight=False)
-        return None
-
-
-def _load_fusion(ctx):
-    from .. import fusion
-
-    try:
-        return fusion.load_fusion_model(ctx.weights_dirs)
-    except Exception as exc:  # noqa: BLE001
-        stderr_console().print(f"[yellow]note:[/] fusion model not loaded ({escape(str(exc))}); using the default rules")
-        return None
 
 
 def _print_summary(err, stats, summ, dets) -> None:

@@ -7,30 +7,20 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_ERROR, EXIT_OK, WeightsDirOpt
-
-
-def _rows(dirs):
-    from ..weights import find_heads
-
-    return find_heads(dirs)
+from .common import EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, WeightsDirOpt, backbone_options
 
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-               fmt: str = typer.Option("table", "--format", "-f", help="table | json")):
-    """List trained heads with their detector, backbone, source and licence."""
+               fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the list.")):
+    """List trained heads with their detector, backbone, source and licence.
+
+    Example: aiidetect weights list -f json
+    """
+    from ..api import head_rows
     from ..weights import weights_dirs
 
     dirs = weights_dirs(weights_dir or [])
-    rows = []
-    for path, m in _rows(dirs):
-        b = m.get("backbone", {})
-        rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
-                     "backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",
-                     "fingerprint": b.get("fingerprint"), "labels": m.get("labels"),
-                     "source": (m.get("source") or {}).get("repository") if isinstance(m.get("source"), dict) else m.get("source"),
-                     "license": (m.get("license") or {}).get("spdx") if isinstance(m.get("license"), dict) else m.get("license"),
-                     "path": str(path)})
+    rows = head_rows(dirs)
     if fmt == "json":
         typer.echo(json.dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
         return
@@ -47,44 +37,30 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         Console(stderr=True).print("no heads found; train one with `aiidetect train linear|mpft|flow`")
 
 
+@backbone_options()
 def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-           backbone: Optional[str] = typer.Option(None, "--backbone"),
-           pretrained: Optional[str] = typer.Option(None, "--pretrained"),
-           backbone_config: Optional[str] = typer.Option(None, "--backbone-config"),
-           backbone_weights: Optional[str] = typer.Option(None, "--backbone-weights"),
+           backbone_opts: BackboneOptions = None,
            check_backbone: bool = typer.Option(False, "--check-backbone",
                                                help="Also build the backbone and check every head's fingerprint against it.")):
-    """Check every head's files against its manifest checksums (and, optionally, its backbone)."""
+    """Check every head's files against its manifest checksums (and, optionally, its backbone).
+
+    Example: aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai
+    """
     from rich.console import Console
 
-    from ..weights import HeadMismatch, verify_files, weights_dirs
+    from ..api import verify_heads
+    from ..weights import weights_dirs
 
     con = Console()
-    bb = None
-    if check_backbone:
-        from ..backbone import BackboneUnavailable, create_backbone
-        from .common import backbone_spec
-
-        try:
-            bb = create_backbone(backbone_spec(backbone, pretrained, backbone_config, backbone_weights))
-        except BackboneUnavailable as exc:
-            con.print(f"[yellow]backbone unavailable[/]: {exc}")
-    bad = 0
-    for path, m in _rows(weights_dirs(weights_dir or [])):
-        problems = verify_files(path, m)
-        if bb is not None:
-            from ..weights import Head
-
-            try:
-                Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
-            except HeadMismatch as exc:
-                problems.append(str(exc))
+    spec = backbone_opts.spec() if check_backbone else None
+    checked = verify_heads(weights_dirs(weights_dir or []), spec,
+                           on_note=lambda msg: con.print(f"[yellow]backbone unavailable[/]: {msg}"))
+    for name, path, problems in checked:
         if problems:
-            bad += 1
-            con.print(f"[red]FAIL[/] {m['name']} ({path}): " + "; ".join(problems), highlight=False)
+            con.print(f"[red]FAIL[/] {name} ({path}): " + "; ".join(problems), highlight=False)
         else:
-            con.print(f"[green]ok[/]   {m['name']} ({path})", highlight=False)
-    raise typer.Exit(EXIT_ERROR if bad else EXIT_OK)
+            con.print(f"[green]ok[/]   {name} ({path})", highlight=False)
+    raise typer.Exit(EXIT_ERROR if any(p for _, _, p in checked) else EXIT_OK)
 
 
 def register(apps) -> None:

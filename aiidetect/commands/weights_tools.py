@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_OK, WeightsDirOpt, fail
+from .common import EXIT_OK, JsonFormat, RecordFormat, WeightsDirOpt, fail
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -45,7 +45,7 @@ def fetch(
                                              help="Where to put it (default: $AIIDETECT_CLIP_CACHE or ~/.cache/clip, "
                                                   "where scan looks)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched from where; no network."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Download backbone weights and verify them: the only command that uses the network.
@@ -57,8 +57,6 @@ def fetch(
     """
     from ..fetch import FetchError, download, plan_fetch, terminal_progress
 
-    if fmt not in ("table", "json"):
-        fail("--format takes table or json")
     try:
         plan = plan_fetch(spec, url=url, sha256=sha256, mirror=mirror, cache_dir=cache_dir,
                           prefer="hub" if hub else "url")
@@ -92,7 +90,7 @@ def fetch(
 
 def inspect(
     paths: List[Path] = typer.Argument(..., help="Checkpoint files (.pt TorchScript or state dict, .bin, .safetensors)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv"),
+    fmt: RecordFormat = typer.Option("table", "--format", "-f", help="How to print the rows."),
 ):
     """Identify checkpoints by their tensors: the weights_id heads check.
 
@@ -130,7 +128,7 @@ def pack(
     head: Optional[List[str]] = typer.Option(None, "--head", help="Head name to include (repeatable). Default: all."),
     no_backbones: bool = typer.Option(False, "--no-backbones", help="Heads only."),
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
 ):
     """Pack backbones and heads into one verified bundle for an air-gapped machine.
 
@@ -175,7 +173,7 @@ def install(
     heads_dir: Optional[Path] = typer.Option(None, "--heads-dir",
                                              help="Where heads go (default: $AIIDETECT_WEIGHTS or "
                                                   "~/.local/share/aiidetect/weights)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
 ):
     """Install a weights bundle after verifying every file; a tampered bundle is refused (exit 2).
 

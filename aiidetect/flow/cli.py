@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -22,6 +22,7 @@ def _int_list(text: Optional[str], what: str) -> list[int]:
         return []
 
 
+@renamed_options(out="--out", batch="--batch")
 @backbone_options(device=True, dtype="train", weights_dir=True)
 def train_flow_cmd(
     real: List[Path] = typer.Option(..., "--real", help="Real photos: a folder (all images below it, or its real/ "
@@ -33,7 +34,7 @@ def train_flow_cmd(
                                                                "Folder or manifest; repeatable."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is flow:<name>). Default: "
                                                             "clipflow-<backbone>."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
+    out: Optional[Path] = typer.Option(None, "--out-dir", help="Output head folder. Default: <first weights dir>/<name>."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Also use the CLS token of these blocks "
                                                                 "(comma-separated, negative = from the end), e.g. -4,-8."),
     preprocess: str = typer.Option("center-crop", "--preprocess",
@@ -42,7 +43,7 @@ def train_flow_cmd(
     size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
     proxies_per_image: int = typer.Option(4, "--proxies-per-image", min=1, help="Proxies made from each photo."),
     steps: int = typer.Option(1500, "--steps", min=1, help="Optimiser steps."),
-    batch: int = typer.Option(64, "--batch", min=2, help="Real photos per step (each with one of its proxies)."),
+    batch: int = typer.Option(64, "--batch-size", min=2, help="Real photos per step (each with one of its proxies)."),
     lr: float = typer.Option(1e-3, "--lr"),
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),

@@ -7,9 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console
 
 
+@renamed_options(out="--out")
 @backbone_options(device=True, dtype="train", weights_dir=True)
 def train_linear_cmd(
     data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
@@ -20,7 +21,7 @@ def train_linear_cmd(
                                                   "one probe per generator family."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is linear:<name>). "
                                                             "Default: probe-<data or generators>."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output head folder. Default: <first weights dir>/<name>."),
+    out: Optional[Path] = typer.Option(None, "--out-dir", help="Output head folder. Default: <first weights dir>/<name>."),
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
     size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),

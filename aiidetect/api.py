@@ -1,0 +1,620 @@
+"""The library API: scan images from Python, without the command line.
+
+    from aiidetect import Scanner, ScanOptions
+    with Scanner(ScanOptions(detectors=["metadata"])) as scanner:
+        for record in scanner.scan(["photos/"]):
+            print(record.file, record.verdict, record.p_ai)
+
+Run assembly (the run context, the detectors, the fusion model, the result
+cache, the results store session and the engine) lives here once; `aiidetect
+scan`, `eval` and `calibrate` call it. The library raises exceptions
+(`UsageError` for bad options or paths, `ScanError` for a run that cannot
+start) and never prints to stdout or ends the process; notes meant for a
+person (a head that is unavailable, a cache that cannot open) go to the
+``on_note`` callback, by default the ``aiidetect`` logger. Importing this
+module does not import torch: detectors import it when they are built.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from .limits import DEFAULT_MAX_PIXELS
+
+log = logging.getLogger("aiidetect")
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
+class ScanError(Exception):
+    """A run that cannot start or go on (a broken head folder, an unreachable cluster, a store that
+    cannot open). The command line turns it into one line on stderr and exit 2."""
+
+
+class UsageError(ScanError, ValueError):
+    """Bad options or arguments: nothing was scanned."""
+
+
+# Fixed choices, shared with the command line (commands/common.py shows them as --option values).
+class Runtime(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dtype(str, Enum):
+    """Inference dtypes; auto picks bfloat16 on CPUs that multiply it natively (docs/performance.md)."""
+
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class TrainDtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Watermark(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _choice(value: Any, enum: type[Enum], option: str) -> str:
+    """An enum member or its plain string -> the plain string; anything else is a UsageError."""
+    raw = value.value if isinstance(value, Enum) else value
+    allowed = [m.value for m in enum]
+    if raw not in allowed:
+        raise UsageError(f"{option} takes {', '.join(allowed[:-1])} or {allowed[-1]}; got {raw!r}")
+    return raw
+
+
+def split_list(values: Optional[Iterable[str]]) -> list[str]:
+    """["a,b", "c"] -> ["a", "b", "c"]: repeatable options that also take comma-separated lists."""
+    if isinstance(values, str):
+        values = [values]
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in str(v).split(",") if x.strip()]
+    return out
+
+
+@dataclass
+class ScanOptions:
+    """Everything a scan depends on; the defaults are `aiidetect scan`'s.
+
+    detectors: families to run (metadata, linear, mpft, flow); None or empty: all.
+    backbone, pretrained, backbone_config, backbone_weights, backbone_seed: the
+    CLIP backbone (as the --backbone... options), or a ready ``backbone_spec``.
+    fusion: None or "auto" (the fusion model in the weights folders, if any),
+    "none" (the default rules) or a fusion model folder.
+    shard: "I/N" scans only that share of the paths; db: a SQLite results store
+    (resumes unchanged files); engine "ray" with an optional address runs on Ray.
+    """
+
+    detectors: Optional[Sequence[str]] = None
+    backbone: Optional[str] = None
+    pretrained: Optional[str] = None
+    backbone_config: Optional[str] = None
+    backbone_weights: Optional[str] = None
+    backbone_seed: int = 0
+    backbone_spec: Any = None
+    device: str = "auto"
+    dtype: str = "auto"
+    weights_dirs: Sequence[os.PathLike | str] = ()
+    runtime: str = "torch"
+    onnx_dir: Optional[os.PathLike | str] = None
+    fusion: Optional[os.PathLike | str] = None
+    batch_size: int = 16
+    workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    cache: bool = True
+    watermark: str = "auto"
+    recursive: bool = True
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    shard: Optional[str] = None
+    engine: str = "local"
+    address: Optional[str] = None
+    db: Optional[os.PathLike | str] = None
+    extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
+
+    def validate(self) -> "ScanOptions":
+        """Check every option; raise UsageError with the reason. Returns self, with the
+        fixed choices as plain strings (enum members are accepted)."""
+        from .detectors import DEFAULT_DETECTORS, list_families
+
+        self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
+        unknown = [f for f in self.detectors if f not in list_families()]
+        if unknown:
+            raise UsageError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
+        self.runtime = _choice(self.runtime, Runtime, "--runtime")
+        self.device = _choice(self.device, Device, "--device")
+        self.dtype = _choice(self.dtype, Dtype, "--dtype")
+        self.watermark = _choice(self.watermark, Watermark, "--watermark")
+        self.engine = _choice(self.engine, Engine, "--engine")
+        if self.runtime == "onnx":
+            if self.onnx_dir is None:
+                raise UsageError("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
+            if "onnx" not in list_families():
+                raise UsageError("the ONNX runtime is not available in this build")
+        if self.address and self.engine != "ray":
+            raise UsageError("--address goes with --engine ray")
+        for name in ("batch_size", "workers", "max_pixels", "max_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {getattr(self, name)!r}")
+        from .shard import parse_shard
+
+        try:
+            parse_shard(self.shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return self
+
+    def spec(self):
+        """The BackboneSpec these options name; UsageError for a bad combination."""
+        if self.backbone_spec is not None:
+            return self.backbone_spec
+        from .backbone import BackboneSpec, BackboneUnavailable
+
+        try:
+            return BackboneSpec.from_options(model=self.backbone, pretrained=self.pretrained,
+                                             config=self.backbone_config, weights=self.backbone_weights,
+                                             seed=self.backbone_seed)
+        except BackboneUnavailable as exc:
+            raise UsageError(str(exc)) from None
+
+    def limits(self):
+        from .decode import DecodeLimits
+
+        return DecodeLimits(max_pixels=self.max_pixels, max_bytes=self.max_bytes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def use_all_cores() -> None:
+    """Respect OMP_NUM_THREADS when set; otherwise let the model use every core."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    if "torch" not in sys.modules:
+        # Importing torch costs seconds; a scan whose CLIP detectors turn out unavailable
+        # never needs it. create_backbone applies the setting when it imports torch.
+        from . import backbone
+
+        backbone.TORCH_THREADS = max(1, os.cpu_count() or 1)
+        return
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    except ImportError:
+        pass
+
+
+def run_context(options: ScanOptions, families: Sequence[str] | None = None):
+    """(families to create, RunContext) for validated options: with the ONNX runtime the
+    pixel families are served by the one `onnx` detector over an exported folder."""
+    from .detectors import RunContext
+    from .weights import weights_dirs
+
+    fams = list(families if families is not None else options.detectors)
+    ctx = RunContext(backbone_spec=options.spec(), device=options.device, dtype=options.dtype,
+                     weights_dirs=weights_dirs(list(options.weights_dirs or [])),
+                     runtime=options.runtime, onnx_dir=Path(options.onnx_dir) if options.onnx_dir else None,
+                     options={"watermark": options.watermark, **options.extra})
+    if options.runtime == "onnx":
+        pixel = [f for f in fams if f != "metadata"]
+        ctx.options["onnx_families"] = pixel
+        fams = [f for f in fams if f == "metadata"] + (["onnx"] if pixel else [])
+    return fams, ctx
+
+
+def build_detectors(options: ScanOptions, families: Sequence[str] | None = None):
+    """(detectors, RunContext): the detectors a scan with these options runs. A family that cannot
+    run here is an `unavailable` detector; a head folder that cannot be read is a ScanError."""
+    fams, ctx = run_context(options, families)
+    return _create(fams, ctx), ctx
+
+
+def _create(families, ctx) -> list:
+    from .detectors import create_detectors
+
+    try:
+        return create_detectors(families, ctx)
+    except Exception as exc:  # noqa: BLE001 - a broken head folder is a fatal, explained error
+        raise ScanError(f"cannot prepare detectors: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence = ()) -> tuple[Any, str]:
+    """fusion PATH | "none" | None/"auto" -> (fusion model or None, description).
+    "auto" takes the first fusion model in the weights folders; a PATH that is not a
+    fusion model is a UsageError."""
+    from .fusion import load_fusion_model
+    from .weights import HeadError, read_manifest
+    from .weights import weights_dirs as _dirs
+
+    if fusion in (None, "", "auto"):
+        m = load_fusion_model(_dirs(list(weights_dirs or [])))
+        return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
+    if fusion == "none":
+        return None, "rules only (--fusion none)"
+    try:
+        m = read_manifest(fusion)
+    except HeadError as exc:
+        raise UsageError(str(exc)) from None
+    if m.get("detector") != "fusion":
+        raise UsageError(f"{fusion} is a {m.get('detector')!r} head, not a fusion model")
+    return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
+
+
+def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] = None, seed: int = 0):
+    """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason."""
+    from .train.data import few_shot, load_items
+
+    for d in data:
+        if not Path(d).exists():
+            raise UsageError(f"{d}: no such file or folder")
+    try:
+        items = load_items(list(data), split=split)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if limit:
+        items = few_shot(items, limit, seed=seed, by="label")
+    return items
+
+
+class Scanner:
+    """Scans files with one set of options; `scan()` may be called more than once, one call at a time.
+
+    The options are checked at once (UsageError); the detectors, the fusion model and the
+    result cache are assembled on first use (the backbone when a detector first needs it),
+    so bad paths are reported before any model is built.
+
+    Attributes: ``options`` (validated), ``detectors``, ``fusion`` (the fusion model or
+    None), ``fusion_info``, ``context`` (the RunContext), ``pipeline`` (of the last
+    scan), ``stats`` (counts and timing of the last scan), ``discovery`` (the last
+    scan's DiscoverySummary: skipped, excluded, duplicates), ``cache_error``.
+    """
+
+    def __init__(self, options: ScanOptions | None = None, *, on_note: Callable[[str], None] | None = None,
+                 cache: Any = None, **kw):
+        if options is None:
+            options = ScanOptions(**kw)
+        elif kw:
+            raise TypeError("pass either a ScanOptions or keyword options, not both")
+        self.options = replace(options).validate()  # the caller's object stays as given
+        self._note = on_note or log.warning
+        self._cache = cache
+        self._own_cache = False
+        self._assembled = False
+        self._final_stats = None
+        self.pipeline = None
+        self.discovery = None
+        self.families, self.context = self._choose_runtime(self.options)
+
+    # ------------------------------------------------------------ assembly
+    def _choose_runtime(self, options: ScanOptions):
+        """(families, RunContext). The place that decides how the pixel families run: torch, or an
+        exported ONNX folder with --runtime onnx. A verified fast path chosen automatically goes here."""
+        return run_context(options)
+
+    def _assemble(self) -> None:
+        if self._assembled:
+            return
+        if any(f != "metadata" for f in self.families):
+            use_all_cores()
+        self._detectors = _create(self.families, self.context)
+        self._fusion = self._load_fusion()
+        from .fusion import fusion_identity
+
+        self._fusion_info = fusion_identity(self._fusion)
+        if self._cache is None and self.options.cache:
+            self._open_cache()
+        self._assembled = True
+
+    @property
+    def detectors(self) -> list:
+        """The detectors of this run (an unavailable family is a detector whose describe() says why)."""
+        self._assemble()
+        return self._detectors
+
+    @property
+    def fusion(self):
+        """The fusion model (a manifest dict) or None for the default rules."""
+        self._assemble()
+        return self._fusion
+
+    @property
+    def fusion_info(self) -> dict:
+        self._assemble()
+        return self._fusion_info
+
+    def _load_fusion(self):
+        if self.options.fusion in (None, "", "auto"):
+            from .fusion import load_fusion_model
+
+            try:
+                return load_fusion_model(self.context.weights_dirs)
+            except Exception as exc:  # noqa: BLE001 - a damaged fusion model falls back to the rules, said aloud
+                self._note(f"fusion model not loaded ({exc}); using the default rules")
+                return None
+        return resolve_fusion(self.options.fusion, self.options.weights_dirs)[0]
+
+    def _open_cache(self) -> None:
+        from .result_cache import ResultCache
+
+        try:
+            self._cache, self._own_cache = ResultCache(), True
+        except Exception as exc:  # noqa: BLE001 - no cache means slower re-runs, never a failed scan
+            self._note(f"result cache unavailable ({exc}); scanning without it")
+
+    def new_pipeline(self):
+        from .pipeline import Pipeline
+
+        o = self.options
+        return Pipeline(self.detectors, self.fusion, batch_size=o.batch_size, workers=o.workers,
+                        limits=o.limits(), cache=self._cache)
+
+    # ---------------------------------------------------------------- scan
+    def candidates(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None):
+        """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
+        output-path guard and the shard filter. UsageError for a missing path or an
+        output that would overwrite or be read as an input."""
+        from .discover import DiscoveryError, iter_discover
+        from .shard import in_shard, parse_shard
+
+        o = self.options
+        args = [os.fspath(p) for p in paths]
+        if "-" in args:  # "-" reads a list of paths, one a line, from stdin
+            args = [a for a in args if a != "-"]
+            stdin = stdin if stdin is not None else sys.stdin
+        try:
+            # Walked lazily: a sweep of millions of files never holds the list.
+            cands, self.discovery = iter_discover(args, recursive=o.recursive, include=o.include or (),
+                                                  exclude=o.exclude or (), stdin=stdin)
+        except DiscoveryError as exc:
+            raise UsageError(str(exc)) from None
+        if output is not None:
+            from .report.output import OutputError, check_output, guard_candidates
+
+            try:
+                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()))
+            except OutputError as exc:
+                raise UsageError(str(exc)) from None
+            # Files named on stdin or reached through links are only known as the walk goes: each is
+            # checked as it comes (OutputError while iterating).
+            cands = guard_candidates(cands, output)
+        return in_shard(cands, parse_shard(o.shard))
+
+    def scan(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None,
+             argv: Sequence[str] | None = None) -> Iterator[Any]:
+        """Records for `paths` (files, folders, globs; `stdin`: a text stream listing more paths),
+        in order. Checks and connects before returning (UsageError, ScanError); the records are
+        computed as the iterator is consumed. `output`: a report path the scan must never read.
+        With `db`, every record is also written to the results store; a scan stopped early is
+        recorded as interrupted."""
+        return self.records(self.candidates(paths, stdin=stdin, output=output), argv=argv)
+
+    def records(self, candidates: Iterable, *, argv: Sequence[str] | None = None) -> Iterator[Any]:
+        """Records for candidates from `candidates()` (the second half of `scan`)."""
+        pipe = self.pipeline = self.new_pipeline()
+        session = self._open_store(pipe, argv) if self.options.db else None
+        if session is not None:
+            pipe.prior = session.prior
+        try:
+            records = self._engine(pipe, candidates)
+        except BaseException:
+            if session is not None:
+                session.close("interrupted")
+            raise
+        self._final_stats = None
+        return self._finished(records, session, pipe)
+
+    def _engine(self, pipe, cands):
+        if self.options.engine == "ray":
+            from .engines import ray as ray_engine
+
+            try:
+                return ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
+            except ray_engine.RayUnavailable as exc:
+                raise ScanError(str(exc)) from None
+        return pipe.run(cands)
+
+    def _open_store(self, pipe, argv):
+        import sqlite3
+
+        from .store import StoreError, open_session
+
+        o = self.options
+        try:
+            return open_session(o.db, pipe, {"detectors": self.families, "batch_size": pipe.batch_size},
+                                shard=o.shard, engine=o.engine, argv=list(argv) if argv is not None else sys.argv[1:])
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
+
+    def _finished(self, records, session, pipe):
+        done = False
+        try:
+            for rec in records:
+                yield rec
+                if session is not None:
+                    # After the caller handled it: a record the report never got is not stored as done.
+                    session.add(rec)
+            done = True
+        finally:
+            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+            if session is not None:
+                # Stopped early: keep what was finished, say so in the sessions table.
+                session.close("complete" if done else "interrupted")
+
+    # -------------------------------------------------------------- results
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counts and timing of the last scan (files, verdicts, errors, seconds, cache hits...)."""
+        if self.pipeline is None:
+            return {}
+        return self._final_stats or self.pipeline.stats.as_dict()
+
+    @property
+    def cache_error(self) -> Optional[str]:
+        return self.pipeline.cache_error if self.pipeline is not None else None
+
+    def close(self) -> None:
+        """Close the result cache this Scanner opened (a cache passed in stays open)."""
+        if self._cache is not None and self._own_cache:
+            self._cache.close()
+        self._cache, self._own_cache = None, False
+
+    def __enter__(self) -> "Scanner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _wanted(path: str, include, exclude) -> bool:
+    """Would a folder scan read this path? (A report named .jsonl inside the folder is never read.)"""
+    from .discover import IMAGE_EXTS, _wanted as wanted
+
+    return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
+
+
+def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
+    """One-call form: ``for rec in aiidetect.api.scan(["photos/"], detectors=["metadata"]): ...``.
+    Closes the result cache when the records are exhausted or the iterator is dropped."""
+    scanner = Scanner(ScanOptions(**options))
+    try:
+        records = scanner.scan(paths)
+    except BaseException:
+        scanner.close()
+        raise
+
+    def _gen():
+        with scanner:
+            yield from records
+
+    return _gen()
+
+
+# ----------------------------------------------------------------- heads
+def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
+    """`aiidetect weights list`: one row per head found in these folders (name, detector, version,
+    backbone, fingerprint, labels, source, license, path)."""
+    from .weights import find_heads
+
+    rows = []
+    for path, m in find_heads([Path(d) for d in dirs]):
+        b = m.get("backbone", {})
+        src, lic = m.get("source"), m.get("license")
+        rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
+                     "backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",
+                     "fingerprint": b.get("fingerprint"), "labels": m.get("labels"),
+                     "source": (src or {}).get("repository") if isinstance(src, dict) else src,
+                     "license": (lic or {}).get("spdx") if isinstance(lic, dict) else lic,
+                     "path": str(path)})
+    return rows
+
+
+def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
+                 on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
+    """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
+    checksums and, with a backbone spec, its fingerprint against that backbone. A backbone that
+    cannot be built is a note (`on_note`), and the files are still checked."""
+    from .weights import Head, HeadMismatch, find_heads, verify_files
+
+    bb = None
+    if backbone_spec is not None:
+        from .backbone import BackboneUnavailable, create_backbone
+
+        try:
+            bb = create_backbone(backbone_spec)
+        except BackboneUnavailable as exc:
+            (on_note or log.warning)(str(exc))
+    out = []
+    for path, m in find_heads([Path(d) for d in dirs]):
+        problems = verify_files(path, m)
+        if bb is not None:
+            try:
+                Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
+            except HeadMismatch as exc:
+                problems.append(str(exc))
+        out.append((m["name"], str(path), problems))
+    return out
+
+
+# ------------------------------------------------------------------ meta
+def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None) -> list:
+    """`aiidetect meta`'s discovery: the same as scan's (one candidate per file, broken links and
+    special files included as error candidates), listed up front. UsageError for a missing path
+    or an output that is one of the inputs."""
+    from .discover import DiscoveryError, discover
+
+    args = [os.fspath(p) for p in paths]
+    try:
+        cands, _ = discover(args, recursive=recursive)
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from None
+    if output is not None:
+        from .report.output import OutputError, check_output
+
+        try:
+            check_output(output, args, [c.path for c in cands if c.error is None])
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
+    return cands
+
+
+def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None) -> dict:
+    """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
+    C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
+    read is a report with an error, never an exception."""
+    from .decode import DecodeFailure, read_bytes
+    from .metadata.detector import result_from_evidence
+    from .provenance import analyze
+    from .report.safe import display_path, path_bytes_b64
+
+    watermark = _choice(watermark, Watermark, "--watermark")
+    head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
+    if error is not None:
+        return {**head, "error": {"code": error[0], "message": error[1]}}
+    try:
+        data = read_bytes(path)
+    except DecodeFailure as exc:
+        return {**head, "error": {"code": exc.code, "message": exc.message}}
+    rep = analyze(data, path, options={"watermark": watermark})
+    res = result_from_evidence(rep.evidence)
+    d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
+    d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
+    d["llr"] = None if res.score is None else round(res.score, 4)
+    d["error"] = None
+    return d
+
+
+def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:
+    """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
+    return [meta_report(c.path, watermark, c.error) for c in meta_candidates(paths, recursive=recursive)]
+
+
+__all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",
+           "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
+           "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "meta_report", "meta_reports"]

@@ -1,0 +1,73 @@
+"""The on-disk caches as a whole (`aiidetect cache info|clear`): where they are,
+what they hold, and emptying them. The caches themselves live in
+result_cache.py (scan results) and features.py (backbone features)."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+CACHES = ("results", "features")
+
+
+def cache_paths() -> dict[str, Path]:
+    from .features import default_cache_path
+    from .result_cache import default_path
+
+    return {"results": default_path(), "features": default_cache_path()}
+
+
+def counts(p: Path, name: str) -> dict:
+    """Row counts, read-only. A WAL database in a folder the user cannot write
+    (a shared, read-only cache) cannot be opened with mode=ro, which needs the
+    -shm file; immutable=1 reads it without locks (uncheckpointed WAL pages,
+    if any, are then not counted, and the report says so)."""
+
+    def count(uri: str) -> dict:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            table = "results" if name == "results" else "features"
+            out = {"rows": int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])}
+            out["files"] = int(db.execute("SELECT COUNT(*) FROM files" if name == "results"
+                                          else "SELECT COUNT(DISTINCT sha) FROM features").fetchone()[0])
+            return out
+        finally:
+            db.close()
+
+    base = f"file:{quote(str(p))}"
+    try:
+        return count(base + "?mode=ro")
+    except sqlite3.OperationalError:
+        out = count(base + "?immutable=1")
+        out["read_only"] = True
+        return out
+
+
+def cache_info() -> dict[str, dict]:
+    """cache name -> {path, exists, bytes, rows, files[, read_only][, error]}."""
+    out = {}
+    for name, p in cache_paths().items():
+        row = {"path": str(p), "exists": p.exists(), "bytes": p.stat().st_size if p.exists() else 0}
+        if p.exists():
+            try:
+                row.update(counts(p, name))
+            except sqlite3.Error as exc:
+                row["error"] = str(exc)
+        out[name] = row
+    return out
+
+
+def clear_caches(what: str = "results") -> list[tuple[str, Path]]:
+    """Delete the results cache, the features cache or "all"; returns (name, path) of each cleared.
+    ValueError for another name."""
+    if what not in (*CACHES, "all"):
+        raise ValueError("cache clear takes results, features or all")
+    done = []
+    for name, p in cache_paths().items():
+        if what in (name, "all"):
+            for suffix in ("", "-wal", "-shm"):
+                q = p.with_name(p.name + suffix)
+                if q.exists():
+                    q.unlink()
+            done.append((name, p))
+    return done

@@ -1,0 +1,174 @@
+"""The library API (aiidetect.api) used from Python, without the command line:
+the same records as `aiidetect scan -f json`, usage errors as exceptions,
+no torch for a metadata-only scan, nothing on stdout, the cache closed on exit."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from aiidetect.api import Device, Runtime, ScanError, ScanOptions, Scanner, UsageError
+from aiidetect.report.safe import dumps
+
+from conftest import run_cli
+
+
+def _as_json(records) -> list[dict]:
+    # Through the writers' own serializer: what a script reading the JSON report would see.
+    return [json.loads(dumps(r.to_dict())) for r in records]
+
+
+@pytest.fixture(scope="module")
+def few(dev_dir):
+    from aiidetect.discover import IMAGE_EXTS
+
+    return sorted(str(p) for p in (dev_dir / "formats").rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:12]
+
+
+def test_three_lines_scan_a_folder(dev_dir):
+    from aiidetect import ScanOptions, Scanner
+
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as scanner:
+        records = list(scanner.scan([dev_dir / "formats"]))
+    assert len(records) == scanner.stats["files"] > 10
+    assert {r.verdict for r in records} <= {"ai-generated", "uncertain", "likely-real", "error"}
+    assert all(r.fusion == {"kind": "rules"} for r in records)
+
+
+def test_metadata_records_equal_the_cli_json(few):
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, fusion="none")) as scanner:
+        lib = _as_json(scanner.scan(few))
+    r = run_cli("scan", *few, "-d", "metadata", "--no-cache", "--fusion", "none", "-f", "json", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert lib == json.loads(r.stdout)
+
+
+@pytest.mark.slow  # trains a tiny probe once per session (shared fixture) and builds tiny-vit twice
+def test_pixel_records_equal_the_cli_json(few, trained):
+    opts = ScanOptions(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[trained],
+                       dtype="float32", cache=False, batch_size=4)
+    with Scanner(opts) as scanner:
+        lib = _as_json(scanner.scan(few))
+        assert [d.name for d in scanner.detectors] == ["metadata", "linear:cli-probe"]
+    r = run_cli("scan", *few, "-d", "metadata,linear", "--backbone-config", "tiny-vit", "--weights-dir", str(trained),
+                "--dtype", "float32", "--no-cache", "--batch-size", "4", "-f", "json", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cli = json.loads(r.stdout)
+    assert lib == cli
+    assert all(rec["detectors"]["linear:cli-probe"]["status"] == "ok" for rec in cli if rec["verdict"] != "error")
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"detectors": ["metadata", "nosuch"]}, "unknown detector"),
+    ({"detectors": "metadata,nosuch"}, "nosuch"),
+    ({"runtime": "tensorrt"}, "--runtime"),
+    ({"runtime": "onnx"}, "--onnx DIR"),
+    ({"device": "tpu"}, "--device"),
+    ({"dtype": "int4"}, "--dtype"),
+    ({"watermark": "sometimes"}, "--watermark"),
+    ({"engine": "spark"}, "--engine"),
+    ({"address": "auto"}, "--engine ray"),
+    ({"shard": "4/3"}, "shard"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"workers": -1}, "--workers"),
+    ({"backbone_config": "no-such-config"}, "no-such-config"),
+])
+def test_bad_options_raise_usage_error(kw, words):
+    with pytest.raises(UsageError, match=words or None) as exc:
+        Scanner(ScanOptions(cache=False, **kw))
+    assert isinstance(exc.value, ScanError) and isinstance(exc.value, ValueError)
+
+
+def test_enum_members_and_strings_are_the_same_option(tmp_path):
+    s = Scanner(ScanOptions(detectors=["metadata"], device=Device.cpu, runtime=Runtime.torch, cache=False))
+    assert s.options.device == "cpu" and type(s.options.device) is str and s.context.device == "cpu"
+    given = ScanOptions(detectors="metadata", cache=False)
+    Scanner(given)
+    assert given.detectors == "metadata"  # the caller's options are not rewritten
+
+
+def test_path_and_fusion_errors_are_usage_errors(tmp_path, few):
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False))
+    with pytest.raises(UsageError, match="no such file"):
+        s.scan([tmp_path / "missing.jpg"])
+    (tmp_path / "head").mkdir()
+    with pytest.raises(UsageError):
+        Scanner(ScanOptions(detectors=["metadata"], cache=False, fusion=tmp_path / "head")).scan(few)
+    # writing the report over an input is refused before anything is read
+    with pytest.raises(UsageError):
+        s.scan(few, output=few[0])
+
+
+def test_library_prints_nothing_to_stdout_and_notes_go_to_the_callback(few, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("AIIDETECT_CACHE", str(blocker))  # the result cache cannot open here
+    notes = []
+    with Scanner(ScanOptions(detectors=["metadata"]), on_note=notes.append) as s:
+        n = sum(1 for _ in s.scan(few))
+    assert n == len(few)
+    assert any("result cache unavailable" in m for m in notes), notes
+    assert capsys.readouterr().out == ""
+
+
+def test_context_manager_closes_the_cache(few):
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        list(s.scan(few))
+        cache = s._cache
+        assert cache is not None and s.stats["files"] == len(few)
+    with pytest.raises(sqlite3.ProgrammingError):
+        cache._db.execute("SELECT 1")
+    # a second pass reuses what the first stored (errors are never stored)
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        recs = list(s.scan(few))
+        assert s.stats.get("cache_hits") == sum(r.verdict != "error" for r in recs) > 0
+
+
+def test_results_store_session_complete_or_interrupted(few, tmp_path):
+    db = tmp_path / "audit.sqlite"
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=db)) as s:
+        it = s.scan(few, argv=["test"])
+        for _ in range(3):
+            next(it)
+        it.close()  # the caller stopped early, after asking for the third record
+        list(s.scan(few, argv=["test"]))
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT status FROM sessions ORDER BY session_id").fetchall()
+    assert [r[0] for r in rows] == ["interrupted", "complete"]
+    # A record is stored once the caller comes back for the next one: two were, the third is scanned again.
+    assert s.stats.get("resumed") == 2
+
+
+def test_metadata_scanner_never_imports_torch(dev_dir):
+    code = ("import sys; from aiidetect import Scanner, ScanOptions; "
+            f"recs = list(Scanner(detectors=['metadata'], cache=False).scan([{str(dev_dir / 'formats')!r}])); "
+            "assert recs; print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"
+
+
+def test_one_call_form(few):
+    from aiidetect.api import scan
+
+    recs = list(scan(few, detectors=["metadata"], cache=False, fusion="none"))
+    assert [r.file for r in recs] == few
+
+
+def test_ray_engine_missing_is_a_scan_error(few, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **kw):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False, engine="ray"))
+    with pytest.raises(ScanError):
+        s.scan(few)

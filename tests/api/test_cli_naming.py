@@ -1,0 +1,95 @@
+"""One naming scheme on the command line (docs/cli.md): --out-dir for folders,
+--output for files, --batch-size, --format; the old spellings still work,
+hidden from --help; fixed choices refuse other values with exit 2; shell
+completion is on."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from aiidetect.cli import app
+
+RENAMED = {  # command path -> (new, old)
+    ("eval",): [("--out-dir", "--out")],
+    ("calibrate",): [("--out-dir", "--out")],
+    ("export", "onnx"): [("--out-dir", "--out")],
+    ("proxies",): [("--out-dir", "--out")],
+    ("train", "linear"): [("--out-dir", "--out")],
+    ("train", "mpft"): [("--out-dir", "--out")],
+    ("train", "flow"): [("--out-dir", "--out"), ("--batch-size", "--batch")],
+}
+
+
+def _command(path):
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+@pytest.mark.parametrize("path", sorted(RENAMED), ids=" ".join)
+def test_old_spellings_are_hidden_aliases(path):
+    params = {o: p for p in _command(path).params for o in p.opts}
+    for new, old in RENAMED[path]:
+        assert not getattr(params[new], "hidden", False), new
+        assert params[old].hidden, old
+        assert params[old].name != params[new].name
+
+
+def test_no_folder_option_is_called_out_any_more():
+    def walk(cmd, path=()):
+        if isinstance(cmd, typer.core.TyperGroup) or hasattr(cmd, "commands"):
+            for n, c in cmd.commands.items():
+                yield from walk(c, path + (n,))
+        else:
+            yield path, cmd
+
+    for path, cmd in walk(typer.main.get_command(app)):
+        shown = [o for p in cmd.params if not getattr(p, "hidden", False) for o in p.opts]
+        assert "--out" not in shown and "--batch" not in shown, path
+        if "--format" in shown:
+            fmt = next(p for p in cmd.params if "--format" in p.opts)
+            assert "-f" in fmt.opts, path
+
+
+def test_old_and_new_spelling_give_the_same_run(tmp_path, dev_dir):
+    img = str(next(p for p in sorted((dev_dir / "real").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")))
+    runner = CliRunner()
+    for spelling in ("--out", "--out-dir", "-o"):
+        out = tmp_path / spelling.strip("-")
+        r = runner.invoke(app, ["proxies", img, spelling, str(out), "--kinds", "hf_phase", "--size", "64"])
+        assert r.exit_code == 0, r.output
+        assert (out / "proxies.json").is_file()
+    first = json.loads((tmp_path / "out" / "proxies.json").read_text())
+    assert first == json.loads((tmp_path / "out-dir" / "proxies.json").read_text())
+    r = runner.invoke(app, ["proxies", img, "--out", str(tmp_path / "a"), "--out-dir", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "old name of --out-dir" in r.output
+    r = runner.invoke(app, ["proxies", img])
+    assert r.exit_code == 2 and "--out-dir" in r.output
+
+
+@pytest.mark.parametrize("args", [
+    ["scan", "x.jpg", "--runtime", "tensorrt"],
+    ["scan", "x.jpg", "--device", "tpu"],
+    ["scan", "x.jpg", "--dtype", "int4"],
+    ["scan", "x.jpg", "--watermark", "sometimes"],
+    ["scan", "x.jpg", "--engine", "spark"],
+    ["doctor", "--format", "xml"],
+    ["cache", "info", "--format", "yaml"],
+    ["bench", "--runtime", "tvm"],
+    ["train", "linear", "x.csv", "--dtype", "auto"],  # training has no auto dtype
+])
+def test_fixed_choices_refuse_other_values(args):
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert args[-2] in r.output
+
+
+def test_shell_completion_is_on():
+    names = {o for p in typer.main.get_command(app).params for o in p.opts}
+    assert {"--install-completion", "--show-completion"} <= names
+    r = CliRunner().invoke(app, ["--show-completion", "bash"])
+    assert r.exit_code == 0 and "complete" in r.output
