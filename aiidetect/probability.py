@@ -117,6 +117,8 @@ class Calibrator:
         method = d.get("method") or "none"
         if not isinstance(method, str):
             raise ValueError(f"calibration method must be a name, not {method!r}")
+        if not d.get("method") and ("temperature" in d or "T" in d):
+            method = "temperature"  # MPFT blocks that only carried the temperature
         if method == "identity":
             method = "none"
         elif method == FLOW_LEGACY or (not d.get("method") and "slope" in d and "threshold_z" in d):
