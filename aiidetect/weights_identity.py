@@ -135,6 +135,58 @@ def iter_tensors(path: str | Path) -> Iterator[tuple[str, Any]]:
         yield c, items[c]
 
 
+def read_image_tower(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image tower's tensors (``visual.`` prefix removed) as open_clip's
+    ``load_checkpoint`` would see them, reading as little as the format allows.
+
+    safetensors and zip torch files are memory-mapped (``safe_open``;
+    ``torch.load(mmap=True, weights_only=True)``), so the text tower's bytes are
+    never read; the mapping is private (copy-on-write): nothing written to a
+    tensor reaches the file. Legacy pickles and TorchScript archives are read
+    whole. Unwrapping follows open_clip (``state_dict`` key, ``module.`` prefix
+    judged by the first key) so that a file loads to the same tensors either way.
+    Returns (tensors, {"format", "mmap"}).
+    """
+    import torch
+
+    path = Path(path)
+    fmt = detect_format(path)
+    out: dict[str, Any] = {}
+    if fmt == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                # open_clip drops 7 characters from every key when the first starts with "module"
+                cut = 7 if keys and keys[0].startswith("module") else 0
+                for k in keys:
+                    name = k[cut:]
+                    if name.startswith("visual."):
+                        out[name[len("visual."):]] = f.get_tensor(k)
+        except Exception as exc:  # noqa: BLE001 - a hostile header must be a refusal, not a crash
+            raise WeightsFormatError(f"{path}: unreadable safetensors ({exc})") from exc
+        return out, {"format": fmt, "mmap": True}
+    if fmt == "torchscript":
+        return ({k[len("visual."):]: v for k, v in iter_tensors(path) if k.startswith("visual.")},
+                {"format": fmt, "mmap": False})
+    mmap = zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsFormatError(f"{path}: unreadable {fmt} checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsFormatError(f"{path}: holds no state dict")
+    cut = 7 if str(next(iter(obj))).startswith("module") else 0
+    for k, v in obj.items():
+        name = str(k)[cut:]
+        if name.startswith("visual.") and isinstance(v, torch.Tensor):
+            out[name[len("visual."):]] = v
+    return out, {"format": fmt, "mmap": mmap}
+
+
 def _tensor_bytes(t) -> bytes:
     import torch
 
