@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -318,7 +319,9 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     else:
         visual, load_info = build_loaded_visual(cfg, weights_path)
     if visual is None:
-        visual = _build_and_load_full(cfg, spec, weights_path)
+        t = time.perf_counter()
+        visual = _build_and_load_full(cfg, spec, weights_path, load_info)
+        load_info["full_s"] = round(time.perf_counter() - t, 4)
     visual.eval()
     for p in visual.parameters():
         p.requires_grad_(False)
@@ -369,11 +372,14 @@ def build_loaded_visual(cfg: dict[str, Any], weights_path: Path) -> tuple[Any, d
     from .weights_identity import WeightsFormatError, read_image_tower
 
     try:
+        t0 = time.perf_counter()
         with torch.device("meta"):
             visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], bool(cfg.get("quick_gelu", False)),
                                          None)
         want = visual.state_dict()
+        t1 = time.perf_counter()
         tensors, how = read_image_tower(weights_path)
+        info.update(build_s=round(t1 - t0, 4), read_s=round(time.perf_counter() - t1, 4))
     except (WeightsFormatError, OSError, RuntimeError, ValueError, TypeError) as exc:
         info["fallback"] = f"{type(exc).__name__}: {exc}"
         return None, info
@@ -388,7 +394,9 @@ def build_loaded_visual(cfg: dict[str, Any], weights_path: Path) -> tuple[Any, d
     # open_clip copies into float32 parameters: a float16 checkpoint gives float32 weights there too.
     sd = {k: (v if v.dtype == want[k].dtype else v.to(want[k].dtype)) for k, v in tensors.items()}
     try:
+        t2 = time.perf_counter()
         visual.load_state_dict(sd, strict=True, assign=True)
+        info["assign_s"] = round(time.perf_counter() - t2, 4)
     except RuntimeError as exc:
         info["fallback"] = f"load_state_dict: {exc}"
         return None, info
@@ -400,7 +408,8 @@ def build_loaded_visual(cfg: dict[str, Any], weights_path: Path) -> tuple[Any, d
     return visual, info
 
 
-def _build_and_load_full(cfg: dict[str, Any], spec: BackboneSpec, weights_path: Path | None):
+def _build_and_load_full(cfg: dict[str, Any], spec: BackboneSpec, weights_path: Path | None,
+                         info: dict[str, Any]):
     """open_clip's own way: the whole CLIP randomly initialised from `spec.seed`
     (which is what random-init backbones are), then the checkpoint loaded over it."""
     import torch
@@ -409,7 +418,9 @@ def _build_and_load_full(cfg: dict[str, Any], spec: BackboneSpec, weights_path: 
     open_clip = import_open_clip()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        t = time.perf_counter()
         model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})
+        info["build_s"] = round(time.perf_counter() - t, 4)
     if weights_path is not None:
         try:
             from .weights_identity import detect_format, iter_tensors
