@@ -272,7 +272,10 @@ def _cfg_from_file(path: str) -> dict[str, Any]:
 def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float32") -> Backbone:
     """The one factory: spec -> encoder in eval mode on `device`, cast to `dtype`.
 
-    Only the image tower is kept; the text tower is dropped right after creation.
+    Only the image tower is kept. From a checkpoint it is built without random
+    initialisation and without the text tower (`build_loaded_visual`); a random-init
+    backbone (no weights) is the whole CLIP seeded with `spec.seed`, as before, so
+    its tensors stay what they always were.
     """
     import torch
 

@@ -199,11 +199,17 @@ def main() -> None:
             "target_beyond_import_torch_s": TARGET_S.get(model),
             "meets_target": {n: r["scan_beyond_import_torch_s"] <= TARGET_S.get(model, float("inf"))
                              for n, r in rows.items()}}
-    result["machine_after"] = machine()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+        result["machine_after"] = machine()
+        write(a.out, result)  # after each model: a long run that is stopped keeps what it measured
     print(json.dumps(result, indent=2))
+
+
+def write(path: str, result: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
 
 
 if __name__ == "__main__":
