@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -271,7 +272,10 @@ def _cfg_from_file(path: str) -> dict[str, Any]:
 def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float32") -> Backbone:
     """The one factory: spec -> encoder in eval mode on `device`, cast to `dtype`.
 
-    Only the image tower is kept; the text tower is dropped right after creation.
+    Only the image tower is kept. From a checkpoint it is built without random
+    initialisation and without the text tower (`build_loaded_visual`); a random-init
+    backbone (no weights) is the whole CLIP seeded with `spec.seed`, as before, so
+    its tensors stay what they always were.
     """
     import torch
 
@@ -310,11 +314,116 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     else:
         weights_id = ""  # filled below from the initialised tensors
 
+    if weights_path is None:
+        visual, load_info = None, {"path": "random-init"}
+    elif os.environ.get("AIIDETECT_BACKBONE_LOAD") == "full":
+        # diagnostic: the build-then-load path, to compare against (benchmarks/first_verdict.py)
+        visual, load_info = None, {"path": "full-build", "fallback": "AIIDETECT_BACKBONE_LOAD=full"}
+    else:
+        visual, load_info = build_loaded_visual(cfg, weights_path)
+    if visual is None:
+        t = time.perf_counter()
+        visual = _build_and_load_full(cfg, spec, weights_path, load_info)
+        load_info["full_s"] = round(time.perf_counter() - t, 4)
+    visual.eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    if not weights_id:
+        h = hashlib.sha256()
+        for k, v in sorted(visual.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+        weights_id = f"random-init:seed={spec.seed}:{h.hexdigest()[:16]}"
+    vcfg = cfg["vision_cfg"]
+    image_size = vcfg.get("image_size", 224)
+    image_size = image_size if isinstance(image_size, int) else image_size[0]
+    patch_size = vcfg.get("patch_size", 16)
+    patch_size = patch_size if isinstance(patch_size, int) else patch_size[0]
+    bb = Backbone(spec=spec, visual=visual, model_cfg=cfg, weights_id=weights_id,
+                  fingerprint=fingerprint(cfg, weights_id), image_size=int(image_size), patch_size=int(patch_size),
+                  info={"load": load_info})
+    from .weights_identity import register_built
+
+    register_built(bb.fingerprint, cfg, str(weights_path) if weights_path else None, weights_id)
+    return bb.to(device=device, dtype=dtype)
+
+
+def build_loaded_visual(cfg: dict[str, Any], weights_path: Path) -> tuple[Any, dict[str, Any]]:
+    """The image tower built with no random initialisation and given the
+    checkpoint's tensors directly (memory-mapped where the format allows).
+
+    The tower is constructed on the meta device (shapes only, no allocation, no
+    RNG draws), then ``load_state_dict(assign=True)`` hands it the checkpoint's
+    tensors; the text tower is never built. Whenever the checkpoint is not a
+    plain open_clip ViT state dict that would load the same way through
+    open_clip (a missing or extra image-tower tensor, another shape, a timm or
+    ResNet tower, anything left on the meta device), returns (None, reason) and
+    the caller takes the full build-then-load path, whose result it equals.
+    """
+    import torch
+
+    info: dict[str, Any] = {"path": "full-build"}
+    vcfg = cfg.get("vision_cfg") or {}
+    if vcfg.get("timm_model_name") or isinstance(vcfg.get("layers"), (list, tuple)):
+        info["fallback"] = "not an open_clip ViT image tower"
+        return None, info
+    try:
+        from open_clip.model import _build_vision_tower
+    except ImportError:  # open_clip moved its private builder: the full path still works
+        info["fallback"] = "open_clip has no _build_vision_tower"
+        return None, info
+    from .weights_identity import WeightsFormatError, read_image_tower
+
+    try:
+        t0 = time.perf_counter()
+        with torch.device("meta"):
+            visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], bool(cfg.get("quick_gelu", False)),
+                                         None)
+        want = visual.state_dict()
+        t1 = time.perf_counter()
+        tensors, how = read_image_tower(weights_path)
+        info.update(build_s=round(t1 - t0, 4), read_s=round(time.perf_counter() - t1, 4))
+    except (WeightsFormatError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        info["fallback"] = f"{type(exc).__name__}: {exc}"
+        return None, info
+    info.update(how)
+    missing = [k for k in want if k not in tensors]
+    extra = [k for k in tensors if k not in want]
+    shaped = [k for k in want if k in tensors and tuple(tensors[k].shape) != tuple(want[k].shape)]
+    if missing or extra or shaped:
+        info["fallback"] = (f"{len(missing)} missing, {len(extra)} unexpected, {len(shaped)} reshaped "
+                            "image-tower tensors")
+        return None, info
+    # open_clip copies into float32 parameters: a float16 checkpoint gives float32 weights there too.
+    sd = {k: (v if v.dtype == want[k].dtype else v.to(want[k].dtype)) for k, v in tensors.items()}
+    try:
+        t2 = time.perf_counter()
+        visual.load_state_dict(sd, strict=True, assign=True)
+        info["assign_s"] = round(time.perf_counter() - t2, 4)
+    except RuntimeError as exc:
+        info["fallback"] = f"load_state_dict: {exc}"
+        return None, info
+    if any(t.is_meta for t in list(visual.parameters()) + list(visual.buffers())):
+        # a buffer the state dict does not hold (computed at init): only the full build has it
+        info["fallback"] = "a tensor computed at construction is not in the checkpoint"
+        return None, info
+    info["path"] = "meta-assign"
+    return visual, info
+
+
+def _build_and_load_full(cfg: dict[str, Any], spec: BackboneSpec, weights_path: Path | None,
+                         info: dict[str, Any]):
+    """open_clip's own way: the whole CLIP randomly initialised from `spec.seed`
+    (which is what random-init backbones are), then the checkpoint loaded over it."""
+    import torch
     from open_clip.model import CLIP
 
+    open_clip = import_open_clip()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        t = time.perf_counter()
         model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})
+        info["build_s"] = round(time.perf_counter() - t, 4)
     if weights_path is not None:
         try:
             from .weights_identity import detect_format, iter_tensors
@@ -332,28 +441,7 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
         except Exception as exc:  # noqa: BLE001
             raise BackboneUnavailable(f"cannot load backbone weights {weights_path}: {exc}",
                                       "check that the checkpoint matches the model config") from exc
-    visual = model.visual
-    del model
-    visual.eval()
-    for p in visual.parameters():
-        p.requires_grad_(False)
-    if not weights_id:
-        h = hashlib.sha256()
-        for k, v in sorted(visual.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().numpy().tobytes())
-        weights_id = f"random-init:seed={spec.seed}:{h.hexdigest()[:16]}"
-    vcfg = cfg["vision_cfg"]
-    image_size = vcfg.get("image_size", 224)
-    image_size = image_size if isinstance(image_size, int) else image_size[0]
-    patch_size = vcfg.get("patch_size", 16)
-    patch_size = patch_size if isinstance(patch_size, int) else patch_size[0]
-    bb = Backbone(spec=spec, visual=visual, model_cfg=cfg, weights_id=weights_id,
-                  fingerprint=fingerprint(cfg, weights_id), image_size=int(image_size), patch_size=int(patch_size))
-    from .weights_identity import register_built
-
-    register_built(bb.fingerprint, cfg, str(weights_path) if weights_path else None, weights_id)
-    return bb.to(device=device, dtype=dtype)
+    return model.visual
 
 
 def native_bf16_cpu() -> bool:

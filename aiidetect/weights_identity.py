@@ -135,6 +135,96 @@ def iter_tensors(path: str | Path) -> Iterator[tuple[str, Any]]:
         yield c, items[c]
 
 
+def read_image_tower(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image tower's tensors (``visual.`` prefix removed) as open_clip's
+    ``load_checkpoint`` would see them, reading as little as the format allows.
+
+    safetensors and zip torch files are memory-mapped (``safe_open``;
+    ``torch.load(mmap=True, weights_only=True)``), so the text tower's bytes are
+    never read; the mapping is private (copy-on-write): nothing written to a
+    tensor reaches the file. Legacy pickles and TorchScript archives are read
+    whole. Unwrapping follows open_clip (``state_dict`` key, ``module.`` prefix
+    judged by the first key) so that a file loads to the same tensors either way.
+    Returns (tensors, {"format", "mmap"}).
+    """
+    import torch
+
+    path = Path(path)
+    fmt = detect_format(path)
+    out: dict[str, Any] = {}
+    if fmt == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:  # validates the header against the file
+                keys = list(f.keys())
+                # open_clip drops 7 characters from every key when the first starts with "module"
+                cut = 7 if keys and keys[0].startswith("module") else 0
+                wanted = {k: k[cut:][len("visual."):] for k in keys if k[cut:].startswith("visual.")}
+                mapped = _map_safetensors(path, wanted)
+                if mapped is None:  # an unaligned tensor: safetensors' own (copying) read
+                    mapped = {name: f.get_tensor(k) for k, name in wanted.items()}
+                    return mapped, {"format": fmt, "mmap": False}
+        except WeightsFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hostile header must be a refusal, not a crash
+            raise WeightsFormatError(f"{path}: unreadable safetensors ({exc})") from exc
+        return mapped, {"format": fmt, "mmap": True}
+    if fmt == "torchscript":
+        return ({k[len("visual."):]: v for k, v in iter_tensors(path) if k.startswith("visual.")},
+                {"format": fmt, "mmap": False})
+    mmap = zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsFormatError(f"{path}: unreadable {fmt} checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsFormatError(f"{path}: holds no state dict")
+    cut = 7 if str(next(iter(obj))).startswith("module") else 0
+    for k, v in obj.items():
+        name = str(k)[cut:]
+        if name.startswith("visual.") and isinstance(v, torch.Tensor):
+            out[name[len("visual."):]] = v
+    return out, {"format": fmt, "mmap": mmap}
+
+
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _map_safetensors(path: Path, wanted: dict[str, str]) -> dict[str, Any] | None:
+    """Tensors of a safetensors file (already validated by ``safe_open``) as views of
+    one private memory map of the file: no bytes are read until a tensor is used,
+    and the rest of the file (the text tower) never is. None when a tensor's offset
+    is not a multiple of its element size (torch cannot view it in place)."""
+    import torch
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+    out: dict[str, Any] = {}
+    for key, name in wanted.items():
+        meta = header[key]
+        dt = getattr(torch, _ST_DTYPES.get(meta["dtype"], ""), None)
+        if dt is None:
+            return None
+        begin, end = (8 + n + int(o) for o in meta["data_offsets"])
+        shape = [int(d) for d in meta["shape"]]
+        item = torch.empty(0, dtype=dt).element_size()
+        count = 1
+        for d in shape:
+            count *= d
+        if begin % item or end - begin != count * item or end > size:
+            return None
+        out[name] = flat[begin:end].view(dt).reshape(shape)
+    return out
+
+
 def _tensor_bytes(t) -> bytes:
     import torch
 
