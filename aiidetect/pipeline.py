@@ -105,6 +105,9 @@ class Pipeline:
         # Per-file detectors (metadata: parsers, watermark) run in the decode workers, beside the model.
         self.worker_dets = [d for d in self.detectors if d.per_file and not self.det_keys[d.name]]
         self.main_dets = [d for d in self.detectors if d not in self.worker_dets]
+        # A per-file detector that reads full-resolution pixels (the watermark check) is handed the
+        # image the worker just decoded instead of decoding the file again; dropped right after.
+        self.image_for_file_dets = any(getattr(d, "reads_image", False) for d in self.worker_dets)
         self.stats = ScanStats()
         self.cache, self.idents = None, {}
         self.cache_error: str | None = None
@@ -154,12 +157,15 @@ class Pipeline:
                 rec.image_info = dict(info.get("image_info") or {})
                 s.data = None
             elif s.ok:
-                decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft)
+                decode_sample(s, self.limits, self.specs, keep_image=self.keep_image or self.image_for_file_dets,
+                              draft=self.draft)
         # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
         # (scan and meta agree on every file), and its verdict stays "error".
         if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = _predict(d, [s], [{}])[0]
+        if self.image_for_file_dets and not self.keep_image:
+            s.image = None
         if not s.ok:
             s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
             s.pixels.clear()
