@@ -144,15 +144,16 @@ def _fast_votes(rgb: np.ndarray, orders=("bgr", "rgb"), rows: int = 64) -> dict[
     out = {o: np.empty((rb, cb), np.float64) for o in orders}
     rows = max(8, rows // 8 * 8)
     for top in range(0, rb * 8, rows):
-        r, g, b = np.moveaxis(rgb[top:min(top + rows, rb * 8), :cb * 8], -1, 0).astype(np.int32)
-        g_term = g * 9617
+        slab = rgb[top:min(top + rows, rb * 8), :cb * 8]
+        r, g, b = slab[..., 0], slab[..., 1], slab[..., 2]   # uint8 views; products widen to int32
+        g_term = np.multiply(g, 9617, dtype=np.int32)
         g_term += (1 << 13) + (255 << 14)
         for order in orders:
             rr, bb = (r, b) if order == "bgr" else (b, r)
             # floor((4899 R + 9617 G + 1868 B + 2^13) / 2^14) - B + 255 = Y - B + 255, exactly.
-            x = rr * 4899
+            x = np.multiply(rr, 4899, dtype=np.int32)
             x += g_term
-            x -= bb * (16384 - 1868)
+            x -= np.multiply(bb, 16384 - 1868, dtype=np.int32)
             x >>= 14
             out[order][top // 8: top // 8 + x.shape[0] // 8] = _slab_votes(_U_OF_D.take(x), cb)
     return {o: a.reshape(-1) for o, a in out.items()}
