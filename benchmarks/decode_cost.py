@@ -15,6 +15,7 @@ worker_core_ms), model_core_ms = 2000 / (model-only images/s from
 
     python benchmarks/decode_cost.py /work/shared/data/dev/real --rounds 3 --format table
     python benchmarks/decode_cost.py DIR --json benchmarks/results/decode_cost.json
+    python benchmarks/decode_cost.py DIR --watermark-split   # the check alone: decode vs votes vs reference votes
 
 Uses whichever aiidetect is importable (PYTHONPATH=OTHER_CHECKOUT to measure
 another version with the same script).
@@ -58,6 +59,37 @@ def one_round(paths: list[str], preprocess: str, watermark: str | None) -> list[
     return costs
 
 
+def watermark_split(paths: list[str]) -> dict:
+    """CPU ms per checked file of the watermark check's parts: the full-size decode
+    it does when it cannot reuse the worker's image, the block votes as the scan
+    computes them, and the float64 reference rule they equal."""
+    from aiidetect.decode import DecodeFailure, decode_bytes, read_bytes
+    from aiidetect.provenance import _pixels, watermark as wm
+
+    t = {"decode": 0.0, "votes": 0.0, "reference_votes": 0.0}
+    n = 0
+    for p in paths:
+        try:
+            data = read_bytes(p)
+            img, _ = decode_bytes(data)
+        except DecodeFailure:
+            continue
+        if not wm.plausible_size(*img.size):
+            continue
+        n += 1
+        t0 = time.thread_time()
+        rgb = _pixels(data, None, {}, *img.size)
+        t1 = time.thread_time()
+        wm._fast_votes(rgb)
+        t2 = time.thread_time()
+        {o: wm._votes_from_u(u) for o, u in wm._u_planes(rgb).items()}
+        t3 = time.thread_time()
+        t["decode"] += t1 - t0
+        t["votes"] += t2 - t1
+        t["reference_votes"] += t3 - t2
+    return {"checked_files": n, "ms_per_checked_file": {k: round(v * 1000 / max(n, 1), 2) for k, v in t.items()}}
+
+
 def machine() -> dict:
     flags = []
     try:
@@ -78,10 +110,14 @@ def main() -> int:
     ap.add_argument("--preprocess", default="resize-center-crop,center-crop")
     ap.add_argument("--format", choices=["table", "json"], default="table")
     ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--watermark-split", action="store_true", help="only time the watermark check's parts")
     a = ap.parse_args()
     import aiidetect
 
     paths = files(a.folder, a.limit)
+    if a.watermark_split:
+        print(json.dumps({"files": len(paths), **watermark_split(paths), "machine": machine()}, indent=1))
+        return 0
     res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
            "machine": machine(), "rows": []}
     configs = [(pp, wm) for pp in a.preprocess.split(",") for wm in (None, "never", "auto")]
