@@ -86,3 +86,18 @@ def test_worker_drops_the_image_after_the_per_file_detectors(photo, tmp_path):
     s = pipe._decode(Candidate(path, explicit=True), 0)
     assert s.ok and s.image is None
     assert not Pipeline([MetadataDetector({"watermark": "never"})]).image_for_file_dets
+
+
+def test_decode_cost_benchmark_runs(dev_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_cost.py"
+    out = subprocess.run([sys.executable, str(script), str(dev_dir / "real" / "ml72"), "--limit", "2", "--rounds", "1",
+                          "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["files"] == 2 and len(res["rows"]) == 6
+    assert all(r["ms_per_file"] > 0 for r in res["rows"])
