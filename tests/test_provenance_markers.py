@@ -391,3 +391,29 @@ def test_watermark_auto_skips_implausible_sizes(photo):
     odd = photo.crop((0, 0, 509, 500))
     rep = analyze(png_bytes(odd), "x.png")
     assert rep.facts["watermark"]["checked"] is False
+
+
+def test_fast_votes_equal_reference_rule_on_any_size_and_on_ties():
+    """The scan's integer vote path equals the float64 reference rule
+    (_votes_from_u on _u_planes) bit for bit, including the blocks whose quad
+    sums sit exactly on a multiple of 36, where the float rounding decides."""
+    rng = np.random.default_rng(11)
+    ties = 0
+    for h, w in [(8, 8), (37, 53), (260, 301), (96, 130), (520, 776)]:
+        noisy = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        # Few distinct colours: quad sums land on multiples of 36 in many blocks.
+        flat = (rng.integers(0, 3, (h, w, 3)) * 36 + 100).astype(np.uint8)
+        for rgb in (noisy, flat):
+            ref = {o: watermark._votes_from_u(u) for o, u in watermark._u_planes(rgb).items()}
+            for rows in (8, 24, 64):
+                fast = watermark._fast_votes(rgb, rows=rows)
+                for o in ("bgr", "rgb"):
+                    assert np.array_equal(fast[o], ref[o]), (h, w, rows, o)
+    # The tie path itself, on U planes built from values whose quad sums are multiples of 36.
+    for _ in range(20):
+        u = rng.choice(np.array([0, 9, 18, 27, 36, 117, 126, 135, 144, 255], np.int16), (64, 96))
+        cb = u.shape[1] // 8
+        s = (u[0::2] + u[1::2])[:, 0::2] + (u[0::2] + u[1::2])[:, 1::2]
+        ties += int(((s % 36 == 0) & (s > 0)).sum())
+        assert np.array_equal(watermark._slab_votes(u, cb).reshape(-1), watermark._votes_from_u(u))
+    assert ties > 100

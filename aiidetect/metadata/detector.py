@@ -22,6 +22,8 @@ class MetadataDetector(Detector):
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(FAMILY)
         self.options = dict(options or {})
+        # The watermark check reads the full-resolution pixels: the scan hands it the decoded image.
+        self.reads_image = self.options.get("watermark", "auto") != "never"
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]] = ()) -> list[DetectorResult]:
         return [self.predict_one(s) for s in samples]

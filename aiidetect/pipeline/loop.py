@@ -54,8 +54,10 @@ class Pipeline:
         if cache is not None and decoder is None:
             idents = self.plan.identities(self.limits)
             self._cache = ResultCacheStage(cache, idents) if idents else None
-        reader = PixelReader(self.plan.specs, self.limits, self.plan.draft, self.plan.keep_image)
-        self.decoding = DecodeStage(reader, self.plan.worker_dets, self._cache, decoder)
+        plan = self.plan
+        reader = PixelReader(plan.specs, self.limits, plan.draft, plan.keep_image or plan.image_for_file_dets)
+        self.decoding = DecodeStage(reader, plan.worker_dets, self._cache, decoder,
+                                    drop_image=plan.image_for_file_dets and not plan.keep_image)
 
     # What the plan decided, under the names the engines, the results store and callers use.
     groups = property(lambda self: self.plan.groups)
@@ -63,6 +65,7 @@ class Pipeline:
     specs = property(lambda self: self.plan.specs)
     draft = property(lambda self: self.plan.draft)
     keep_image = property(lambda self: self.plan.keep_image)
+    image_for_file_dets = property(lambda self: self.plan.image_for_file_dets)
     worker_dets = property(lambda self: self.plan.worker_dets)
     main_dets = property(lambda self: self.plan.main_dets)
     cache = property(lambda self: self._cache.cache if self._cache else None)

@@ -35,6 +35,9 @@ class Plan:
     keep_image: bool = False
     worker_dets: list[Detector] = field(default_factory=list)
     main_dets: list[Detector] = field(default_factory=list)
+    # A per-file detector that reads full-resolution pixels (the watermark check) is handed the
+    # image the worker just decoded instead of decoding the file again; dropped right after.
+    image_for_file_dets: bool = False
 
     @classmethod
     def build(cls, detectors: Sequence[Detector]) -> "Plan":
@@ -55,12 +58,13 @@ class Plan:
         # Per-file detectors (metadata: parsers, watermark) run in the decode workers, beside the model.
         plan.worker_dets = [d for d in plan.detectors if d.per_file and not plan.det_keys[d.name]]
         plan.main_dets = [d for d in plan.detectors if d not in plan.worker_dets]
+        plan.image_for_file_dets = any(getattr(d, "reads_image", False) for d in plan.worker_dets)
         return plan
 
     def decode_half(self) -> "Plan":
         """This plan's decode side alone: the same pixels and per-file detectors, no model."""
         return Plan(list(self.worker_dets), {}, {d.name: [] for d in self.worker_dets}, list(self.specs),
-                    self.draft, self.keep_image, list(self.worker_dets), [])
+                    self.draft, self.keep_image, list(self.worker_dets), [], self.image_for_file_dets)
 
     def identities(self, limits: DecodeLimits) -> dict[str, str]:
         """detector name -> cache identity key; empty (no caching) when any

@@ -118,8 +118,10 @@ class DecodeStage:
 
     def __init__(self, reader: PixelReader, worker_dets: Sequence[Detector],
                  cache: ResultCacheStage | None = None,
-                 decoder: Callable[[str, int, list], Sample] | None = None):
+                 decoder: Callable[[str, int, list], Sample] | None = None, drop_image: bool = False):
         self.reader, self.worker_dets, self.cache, self.decoder = reader, list(worker_dets), cache, decoder
+        # The full-size image was kept only for the per-file detectors (watermark check): not held past them.
+        self.drop_image = drop_image
 
     def __call__(self, path: str, index: int) -> Sample:
         if self.decoder is not None:
@@ -140,6 +142,8 @@ class DecodeStage:
         if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = predict(d, [s], [{}])[0]
+        if self.drop_image:
+            s.image = None
         if not s.ok:
             s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
             s.pixels.clear()

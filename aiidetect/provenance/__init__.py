@@ -321,12 +321,26 @@ def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict
                 decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order))
 
 
+# Source modes whose decoded image (decode._to_rgb) is Pillow's plain convert("RGB"),
+# i.e. the very pixels the decode below would give; 16-bit and palette images are scaled
+# or composited differently there, so they are decoded again.
+_PLAIN_RGB_MODES = frozenset({"RGB", "RGBA", "L", "LA", "1", "CMYK", "YCbCr"})
+
+
+def reusable_image(image, info: dict, w: int, h: int) -> bool:
+    """Whether the scan's decoded image is the stored pixel grid the watermark
+    check reads: full size (no JPEG draft), not rotated, same conversion, and
+    decoded from the file as it is (not after the metadata-stripping retry)."""
+    return (image is not None and getattr(image, "size", None) == (w, h) and not info.get("draft")
+            and int(info.get("orientation", 1) or 1) == 1 and info.get("mode") in _PLAIN_RGB_MODES
+            and "metadata_skipped_for_pixels" not in info)
+
+
 def _pixels(data: bytes, image, info: dict, w: int, h: int):
     """Original-resolution RGB without EXIF rotation: the watermark lives in the stored pixel grid."""
     import numpy as np
 
-    if image is not None and getattr(image, "size", None) == (w, h) and not info.get("draft") \
-            and int(info.get("orientation", 1) or 1) == 1:
+    if reusable_image(image, info, w, h):
         return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     import io
 
@@ -342,4 +356,7 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
         with Image.open(io.BytesIO(data)) as im:
             if im.size[0] * im.size[1] > 40_000_000:
                 raise ValueError("too large")
+            if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
+                im.load()
+                return np.asarray(im)
             return np.asarray(im.convert("RGB"))

@@ -1,0 +1,156 @@
+"""What a scan's decode workers take from the model's cores, per file.
+
+Runs the decode worker's job exactly as `aiidetect scan` does it (read + hash,
+decode, preprocessing for the head, then the per-file metadata detector with
+its invisible-watermark check) one file at a time on one thread, and reports
+the thread's CPU time (time.thread_time: what the worker costs in core time,
+much less sensitive to other load on the machine than wall time). Configs:
+the two preprocessings (resize-center-crop: JPEG draft decode; center-crop:
+full-size decode) x metadata detector with --watermark auto / never / absent.
+
+On 2 cores with the model on both, each core-ms here is a core-ms the model
+does not get: the end-to-end/model ceiling is model_core_ms / (model_core_ms +
+worker_core_ms), model_core_ms = 2000 / (model-only images/s from
+`aiidetect bench`).
+
+    python benchmarks/decode_cost.py /work/shared/data/dev/real --rounds 3 --format table
+    python benchmarks/decode_cost.py DIR --json benchmarks/results/decode_cost.json
+    python benchmarks/decode_cost.py DIR --watermark-split   # the check alone: decode vs votes vs reference votes
+
+Uses whichever aiidetect is importable (PYTHONPATH=OTHER_CHECKOUT to measure
+another version with the same script).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def files(folder: str, limit: int) -> list[str]:
+    out = sorted(str(p) for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    return out[:limit] if limit else out
+
+
+def one_round(paths: list[str], preprocess: str, watermark: str | None) -> list[float]:
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.discover import Candidate
+    from aiidetect.pipeline import Pipeline, Plan
+    from aiidetect.preprocess import draft_size, make_spec
+
+    dets = [] if watermark is None else [MetadataDetector({"watermark": watermark, "c2pa": True})]
+    spec = make_spec(preprocess, 224)
+    # What the scan plans for a head with this preprocessing (Plan.build from its feature requests).
+    plan = Plan.build(dets)
+    plan.specs, plan.draft = [spec], draft_size(spec)
+    pipe = Pipeline(dets, plan=plan)
+    costs = []
+    for i, p in enumerate(paths):
+        t = time.thread_time()
+        s = pipe._decode(Candidate(p, explicit=True), i)
+        costs.append(time.thread_time() - t)
+        s.data = s.image = None
+        s.pixels.clear()
+    return costs
+
+
+def watermark_split(paths: list[str]) -> dict:
+    """CPU ms per checked file of the watermark check's parts: the full-size decode
+    it does when it cannot reuse the worker's image, the block votes as the scan
+    computes them, and the float64 reference rule they must equal (files where
+    they differ are counted)."""
+    from aiidetect.decode import DecodeFailure, decode_bytes, read_bytes
+    from aiidetect.provenance import _pixels, watermark as wm
+
+    t = {"decode": 0.0, "votes": 0.0, "reference_votes": 0.0}
+    n = differ = 0
+    for p in paths:
+        try:
+            data = read_bytes(p)
+            img, _ = decode_bytes(data)
+        except DecodeFailure:
+            continue
+        if not wm.plausible_size(*img.size):
+            continue
+        n += 1
+        t0 = time.thread_time()
+        rgb = _pixels(data, None, {}, *img.size)
+        t1 = time.thread_time()
+        fast = wm._fast_votes(rgb)
+        t2 = time.thread_time()
+        ref = {o: wm._votes_from_u(u) for o, u in wm._u_planes(rgb).items()}
+        t3 = time.thread_time()
+        differ += any(not (fast[o] == ref[o]).all() for o in ref)
+        t["decode"] += t1 - t0
+        t["votes"] += t2 - t1
+        t["reference_votes"] += t3 - t2
+    return {"checked_files": n, "votes_differ_from_reference": differ, "ms_per_checked_file": {k: round(v * 1000 / max(n, 1), 2) for k, v in t.items()}}
+
+
+def machine() -> dict:
+    flags = []
+    try:
+        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "")
+        fl = next((ln.split(":", 1)[1].split() for ln in cpu.splitlines() if ln.startswith("Flags")), [])
+        flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in fl]
+    except OSError:
+        model = platform.processor()
+    return {"cpu": model, "flags": flags, "cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--limit", type=int, default=0, help="first N files (0 = all)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per config; the median round is reported")
+    ap.add_argument("--preprocess", default="resize-center-crop,center-crop")
+    ap.add_argument("--format", choices=["table", "json"], default="table")
+    ap.add_argument("--json", help="also write the JSON here")
+    ap.add_argument("--watermark-split", action="store_true", help="only time the watermark check's parts")
+    a = ap.parse_args()
+    import aiidetect
+
+    paths = files(a.folder, a.limit)
+    if a.watermark_split:
+        print(json.dumps({"files": len(paths), **watermark_split(paths), "machine": machine()}, indent=1))
+        return 0
+    res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
+           "machine": machine(), "rows": []}
+    configs = [(pp, wm) for pp in a.preprocess.split(",") for wm in (None, "never", "auto")]
+    rounds: dict[tuple, list[float]] = {c: [] for c in configs}
+    for c in configs:  # warm-up: imports, parser tables, first-use allocations
+        one_round(paths[:3], *c)
+    for _ in range(a.rounds):
+        for c in configs:  # configs alternate within each round, so drifting load hits them alike
+            rounds[c].append(sum(one_round(paths, *c)))
+    for (pp, wm), totals in rounds.items():
+        res["rows"].append({"preprocess": pp, "metadata": "absent" if wm is None else f"watermark {wm}",
+                            "ms_per_file": round(statistics.median(totals) * 1000 / len(paths), 2),
+                            "rounds_ms_per_file": [round(t * 1000 / len(paths), 2) for t in totals]})
+    res["machine"]["load_1m_end"] = os.getloadavg()[0]
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    if a.format == "json":
+        print(json.dumps(res, indent=1))
+    else:
+        m = res["machine"]
+        print(f"{res['files']} files, {a.rounds} rounds, {res['aiidetect']}; {m['cpu']} {','.join(m['flags'])}, "
+              f"load {m['load_1m']:.1f}-{m['load_1m_end']:.1f}")
+        print("| preprocessing | metadata detector | worker CPU ms/file (median round) | rounds |")
+        print("|---|---|---:|---|")
+        for r in res["rows"]:
+            print(f"| {r['preprocess']} | {r['metadata']} | {r['ms_per_file']} | "
+                  f"{' / '.join(map(str, r['rounds_ms_per_file']))} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
