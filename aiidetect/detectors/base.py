@@ -131,6 +131,18 @@ class UnavailableDetector(Detector):
         return {"name": self.name, "family": self.family, "status": "unavailable", "reason": self.reason}
 
 
+class HeadDetector(Detector):
+    """A detector serving one trained head (``self.head``) on the run's frozen
+    backbone (``self.backbone``): its results are reusable across runs as long
+    as the head's manifest, the backbone, device, dtype and torch are the same."""
+
+    head: Any = None
+    backbone: Any = None
+
+    def cache_identity(self) -> dict[str, Any]:
+        return head_identity(self, self.head, self.backbone)
+
+
 def head_identity(detector: Detector, head, backbone) -> dict[str, Any]:
     """cache_identity of a torch head on the run's frozen backbone."""
     import hashlib

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..detectors.base import Detector, FeatureRequest, RunContext, feature_key, head_identity
+from ..detectors.base import Detector, FeatureRequest, HeadDetector, RunContext, feature_key
 from ..detectors.heads import build_heads, head_meta
 from ..probability import Calibrator
 from ..records import DetectorResult
@@ -21,7 +21,7 @@ from .onnx import results
 FAMILY = "flow"
 
 
-class FlowDetector(Detector):
+class FlowDetector(HeadDetector):
     family = FAMILY
 
     def __init__(self, head, backbone):
@@ -47,9 +47,6 @@ class FlowDetector(Detector):
 
     def feature_requests(self) -> list[FeatureRequest]:
         return [self._req]
-
-    def cache_identity(self) -> dict[str, Any]:
-        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "head": str(self.head.path),

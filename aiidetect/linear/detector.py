@@ -13,14 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..detectors.base import Detector, DetectorUnavailable, FeatureRequest, RunContext, feature_key, head_identity
+from ..detectors.base import Detector, DetectorUnavailable, FeatureRequest, HeadDetector, RunContext, feature_key
 from ..detectors.heads import build_heads, head_meta
 from ..records import DetectorResult
 from .head import FAMILY, LinearHead
 from .onnx import results
 
 
-class LinearDetector(Detector):
+class LinearDetector(HeadDetector):
     family = FAMILY
 
     def __init__(self, head, backbone):
@@ -65,9 +65,6 @@ class LinearDetector(Detector):
             except Exception as exc:  # noqa: BLE001 - one bad vector must not stop the scan
                 out.append(DetectorResult.failed(f"{type(exc).__name__}: {exc}"))
         return out
-
-    def cache_identity(self) -> dict[str, Any]:
-        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         m = self.head.manifest

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..detectors.base import Detector, FeatureRequest, RunContext, feature_key, head_identity
+from ..detectors.base import Detector, FeatureRequest, HeadDetector, RunContext, feature_key
 from ..detectors.heads import build_heads, head_meta
 from ..probability import Calibrator
 from ..records import DetectorResult
@@ -20,7 +20,7 @@ from .onnx import results
 FAMILY = "mpft"
 
 
-class MPFTDetector(Detector):
+class MPFTDetector(HeadDetector):
     family = FAMILY
 
     def __init__(self, head, model, backbone):
@@ -62,9 +62,6 @@ class MPFTDetector(Detector):
                     "attribution": np.asarray(got["attribution"], dtype=np.float64).reshape(1, -1)}
             out.extend(results(self.meta, outs, dtype=self.backbone.dtype))
         return out
-
-    def cache_identity(self) -> dict[str, Any]:
-        return head_identity(self, self.head, self.backbone)
 
     def describe(self) -> dict[str, Any]:
         m = self.head.manifest
