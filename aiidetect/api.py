@@ -101,7 +101,8 @@ def split_list(values: Optional[Iterable[str]]) -> list[str]:
 class ScanOptions:
     """Everything a scan depends on; the defaults are `aiidetect scan`'s.
 
-    detectors: families to run (metadata, linear, mpft, flow); None or empty: all.
+    detectors: families to run (names from ``aiidetect.detectors.list_families()``); None or empty: the
+    registry's defaults.
     backbone, pretrained, backbone_config, backbone_weights, backbone_seed: the
     CLIP backbone (as the --backbone... options), or a ready ``backbone_spec``.
     fusion: None or "auto" (the fusion model in the weights folders, if any),

@@ -34,7 +34,9 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         t.add_row(*(str(r[c] or "") for c in ("name", "detector", "backbone", "source", "license", "path")))
     Console().print(t)
     if not rows:
-        Console(stderr=True).print("no heads found; train one with `aiidetect train linear|mpft|flow`")
+        from ..detectors import onnx_families  # the families that serve trained heads
+
+        Console(stderr=True).print(f"no heads found; train one with `aiidetect train {'|'.join(onnx_families())}`")
 
 
 @backbone_options()
