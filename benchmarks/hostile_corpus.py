@@ -1,4 +1,4 @@
-"""Time aiidetect on the hostile corpus (tests/hostile.py): one `scan` subprocess per
+"""Time aiidetect on the hostile corpus (aiidetect/testing/hostile.py): one `scan` subprocess per
 file, with a per-file timeout, then the whole corpus in one scan.
 
     python benchmarks/hostile_corpus.py [--timeout 30] [--only meta/] [--out DIR]
@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +25,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="only corpus paths starting with this (e.g. meta/)")
     ap.add_argument("--out", type=Path, default=None, help="corpus folder (default: a temporary one)")
     a = ap.parse_args()
-    from hostile import make_corpus
+    from aiidetect.testing.hostile import make_corpus
 
     root = a.out or Path(tempfile.mkdtemp(prefix="aiidetect-hostile-"))
     expect = make_corpus(root)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from aiidetect.decode import DecodeLimits, decode_bytes, decode_path, read_bytes, DecodeFailure
 from aiidetect.preprocess import apply, center_crop, make_spec
 
-from images import jpeg_bytes, make_zoo, noise_rgb
+from aiidetect.testing.images import jpeg_bytes, make_zoo, noise_rgb
 
 
 @pytest.fixture(scope="module")

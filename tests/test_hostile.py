@@ -1,6 +1,6 @@
 """Hostile input: every file a record with a reason, in bounded time; output that
 strict parsers accept in every format; the table shows names literally; scan and
-meta agree on decisive evidence. The corpus is tests/hostile.py."""
+meta agree on decisive evidence. The corpus is aiidetect/testing/hostile.py."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli as _run_text
-from hostile import ANY_ERROR, make_corpus
+from aiidetect.testing.hostile import ANY_ERROR, make_corpus
 
 from aiidetect.report.safe import strict_loads
 
@@ -200,7 +200,7 @@ def test_pixel_limit_is_one_number(tmp_path):
     import struct
     import zlib
 
-    from hostile import png_chunk
+    from aiidetect.testing.hostile import png_chunk
 
     from aiidetect.decode import DecodeFailure, DecodeLimits, decode_bytes
 
@@ -232,7 +232,7 @@ def test_failed_files_release_their_bytes_at_once_and_keep_metadata(tmp_path):
     """A failed file's bytes are dropped in the decode worker, not when its batch
     ends (8 sparse 200 MB files at batch 4 used to peak at 1.3 GB); its
     metadata evidence is still read (pixels and metadata are independent)."""
-    from hostile import truncated_png_with_parameters
+    from aiidetect.testing.hostile import truncated_png_with_parameters
 
     from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.discover import Candidate
@@ -281,7 +281,7 @@ def test_scan_names_the_fusion_model_it_used(tmp_path):
 def test_metadata_budget_keeps_evidence_read_so_far(monkeypatch):
     """Past the per-file budget the remaining parsers are skipped: the record keeps
     what was parsed (the camera EXIF here) and gets a neutral metadata-timeout note."""
-    from hostile import _enc, _noise, xmp_ai_source_type
+    from aiidetect.testing.hostile import _enc, _noise, xmp_ai_source_type
 
     from PIL import Image
 

@@ -305,7 +305,7 @@ def test_store_keeps_hostile_names(tmp_path):
 def test_results_export_html_report(tmp_path):
     """The store renders as the same self-contained report a scan writes, one card per
     exported record, names kept as text."""
-    from htmlcheck import assert_self_contained
+    from aiidetect.testing.htmlcheck import assert_self_contained
 
     root = tmp_path / "in"
     _tiny_images(root, 3, folders=1)

@@ -20,7 +20,7 @@ the image as the model sees it (after preprocessing, values back in [0, 1]),
 
 The median makes the score dense-texture-only: the few pixels where a curved
 or jagged edge leaves a residual cannot lift it, while a pattern covering the
-patch lifts every pixel. Measured on planted 16 px patches (tests/test_tam.py):
+patch lifts every pixel. Measured on planted 16 px patches (tests/mpft/test_tam.py):
 a +-4/255 period-2 checkerboard scores about 5e-4, one hard black/white edge,
 straight or curved, 0.
 

@@ -322,7 +322,7 @@ def test_trained_head_has_a_calibrated_open_set_threshold(trained, backbone):
 def test_recipes_on_the_command_line(tmp_path):
     from typer.testing import CliRunner
 
-    import layouts as L
+    from aiidetect.testing import layouts as L
     from aiidetect.cli import app
 
     data = L.genimage_nested(tmp_path / "gi")

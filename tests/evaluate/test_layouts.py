@@ -13,7 +13,7 @@ import pytest
 from aiidetect.evaluate.protocol import subset_metrics
 from aiidetect.train.data import detect_layout, load_items, protocol_pairs
 
-import layouts as L
+from aiidetect.testing import layouts as L
 
 
 def _gens(items):

@@ -1,13 +1,13 @@
 """Compare our EXIF readings with metadata-extractor's expected output
 (/work/shared/data/dev/peer-metadata/<file>.txt). Shared by the test and the
-doc command: python tests/provenance_peer.py"""
+doc command: python -m aiidetect.testing.provenance_peer"""
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
 
-DEV = (Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev").resolve()
+DEV = (Path(__file__).resolve().parents[3] / "shared" / "data" / "dev").resolve()
 if not DEV.is_dir():
     DEV = Path(os.environ.get("AIIDETECT_DEV_DATA", "/work/shared/data/dev"))
 PEER = DEV / "peer-metadata"

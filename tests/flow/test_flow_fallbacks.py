@@ -10,7 +10,7 @@ import pytest
 
 from aiidetect.flow.train import MeaninglessHead, calibrate
 
-import layouts as L
+from aiidetect.testing import layouts as L
 
 
 def test_proxies_more_likely_than_reals_fail_clearly():

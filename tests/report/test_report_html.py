@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import jsonl, run_cli
-from htmlcheck import assert_self_contained, parse
-from report_corpus import PAYLOADS, hostile_records, make_report_corpus
+from aiidetect.testing.htmlcheck import assert_self_contained, parse
+from aiidetect.testing.report_corpus import PAYLOADS, hostile_records, make_report_corpus
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_occlusion_finds_the_region_a_detector_reads(tmp_path):
     from PIL import Image
 
     from aiidetect.explain.occlusion import occlusion_maps
-    from images import noise_rgb
+    from aiidetect.testing.images import noise_rgb
 
     p = tmp_path / "noise.png"
     Image.fromarray(np.asarray(noise_rgb(256, 256, seed=3))).save(p)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import jsonl, run_cli
-from images import make_zoo
+from aiidetect.testing.images import make_zoo
 
 SCHEMA_KEYS = {"schema", "file", "sha256", "size_bytes", "format", "width", "height", "verdict", "p_ai",
                "detectors", "reasons", "image", "error", "file_bytes", "fusion"}

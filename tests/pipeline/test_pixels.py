@@ -13,7 +13,7 @@ from aiidetect.decode import DecodeLimits, decode_bytes, read_bytes
 from aiidetect.pixels import PixelReader, failure, iter_pixels, ordered, ordered_chunks, stack_pixels
 from aiidetect.preprocess import apply, draft_size, make_spec, spec_key
 
-from images import jpeg_bytes, noise_rgb, save
+from aiidetect.testing.images import jpeg_bytes, noise_rgb, save
 
 SPEC = make_spec("resize-center-crop", 32)
 CROP = make_spec("center-crop", 32)

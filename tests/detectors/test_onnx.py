@@ -267,7 +267,7 @@ def test_cli_export_then_scan_runtime_onnx(linear_head_dir, dev_dir, tmp_path):
     """`aiidetect export onnx` then `aiidetect scan --runtime onnx`: the detector, its fields and the provider."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from conftest import jsonl, run_cli
 
     out = tmp_path / "onnx"

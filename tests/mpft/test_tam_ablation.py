@@ -12,7 +12,7 @@ textured patches are hidden, so it has to learn the global deviation, which
 carries over to the new generator. With the former Laplacian texture measure
 TAM hides the edge patches instead and the test fails:
 
-    AIIDETECT_TAM_MEASURE=laplacian python -m pytest tests/test_tam_ablation.py
+    AIIDETECT_TAM_MEASURE=laplacian python -m pytest tests/mpft/test_tam_ablation.py
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from report_corpus import hostile_records, make_report_corpus
+from aiidetect.testing.report_corpus import hostile_records, make_report_corpus
 
 
 def _need(what: str, why: str):

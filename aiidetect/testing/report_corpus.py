@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from images import bomb_png, jpeg_bytes, noise_rgb
+from aiidetect.testing.images import bomb_png, jpeg_bytes, noise_rgb
 
 P_SCRIPT = "<script>window.__pwned='script'</script>"
 P_IMG = "<img src=x onerror=\"window.__pwned='img'\">"

@@ -10,7 +10,7 @@ from aiidetect.detectors.base import RunContext
 from aiidetect.metadata.detector import create
 from aiidetect.fusion import DEFAULT_AI_THRESHOLD
 
-import provenance_peer as peer
+from aiidetect.testing import provenance_peer as peer
 
 
 class _Sample:
