@@ -5,5 +5,5 @@ Modules must not import torch at import time (``aiidetect --help`` stays fast).
 COMMAND_MODULES = (
     "scan", "meta", "weights", "train_linear", "train_mpft", "train_flow", "explain",
     "proxies", "evaluate", "calibrate", "export", "bench", "cache", "report", "results",
-    "weights_tools", "doctor",
+    "weights_tools", "doctor", "optimize",
 )

@@ -54,7 +54,8 @@ def scan(
         None, "--heatmaps", help="HTML report: occlusion heat maps for files with these verdicts (ai, uncertain, "
                                  "real, all; comma-separated). Costs about 65 model passes per file and head. "
                                  "Example: --format html -o report.html --heatmaps ai,uncertain"),
-    runtime: str = typer.Option("torch", "--runtime", help="torch | onnx"),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (the runtime `aiidetect optimize` verified for this "
+                                "CPU, backbone and heads, else torch) | torch | onnx (with --onnx DIR)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: str = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
@@ -108,8 +109,8 @@ def scan(
         fail(f"--heatmaps takes ai, uncertain, real or all; got {', '.join(maps)}")
     if maps and fmt != Format.html:
         fail("--heatmaps needs --format html")
-    if runtime not in ("torch", "onnx"):
-        fail("--runtime takes torch or onnx")
+    if runtime not in ("auto", "torch", "onnx"):
+        fail("--runtime takes auto, torch or onnx")
     if runtime == "onnx":
         if onnx_dir is None:
             fail("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
@@ -157,6 +158,13 @@ def scan(
     ctx = RunContext(backbone_spec=spec, device=backbone_opts.device, dtype=backbone_opts.dtype,
                      weights_dirs=weights_dirs(backbone_opts.weights_dir),
                      runtime=runtime, onnx_dir=onnx_dir, options={"watermark": watermark})
+    fast = None
+    if runtime == "auto":
+        from ..optimize import choose
+
+        fast = choose(ctx, fams)  # None unless `aiidetect optimize` stored a decision for exactly this setup
+        runtime = ctx.runtime = "onnx" if fast and fast.use else "torch"
+        ctx.onnx_dir = fast.onnx_dir if fast and fast.use else onnx_dir
     if runtime == "onnx":
         pixel = [f for f in fams if f != "metadata"]
         ctx.options["onnx_families"] = pixel
@@ -256,6 +264,8 @@ def scan(
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
+        if fast is not None:
+            err.print(escape(fast.line), highlight=False)
         if pipe.cache_error:
             err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}",
                       highlight=False)
