@@ -182,11 +182,11 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
         from .backbone import BackboneSpec
 
         spec = BackboneSpec()
-    ident = identity(spec, ctx.weights_dirs)
-    folder = root / key(ident)
     try:
+        ident = identity(spec, ctx.weights_dirs)
+        folder = root / key(ident)
         decision = json.loads((folder / DECISION).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # an unreadable head or decision: scan as if nothing was optimized
         return None
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):
         return None
@@ -303,9 +303,6 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Measure the candidates on `paths`, store the decision, return it.
     Raises OptimizeError when nothing can be measured."""
-    from .backbone import native_bf16_cpu
-    from .detectors import RunContext, create_detectors
-
     if not 0.0 <= tolerance < 1.0:
         raise OptimizeError("--tolerance is a share of files, between 0 and 1 (0.005 = 0.5%)")
     if len(paths) < MIN_IMAGES:
@@ -320,6 +317,19 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    try:
+        return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
+                        candidates, log)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
+        raise
+
+
+def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,
+             candidates, log) -> dict[str, Any]:
+    from .backbone import native_bf16_cpu
+    from .detectors import RunContext, create_detectors
+
     fusion_model = _fusion(weights_dirs)
     fams = ["metadata", *PIXEL_FAMILIES]
 

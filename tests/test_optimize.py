@@ -109,9 +109,13 @@ def test_decision_of_another_cpu_or_head_set_is_ignored(setup, dev_dir, monkeypa
     from aiidetect.backbone import BackboneSpec
     from aiidetect.detectors import RunContext
 
+    from aiidetect.weights import weights_dirs
+
     monkeypatch.setenv("AIIDETECT_CACHE", str(setup["cache"]))
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(setup["weights"]))
+    # the folders scan reads: $AIIDETECT_WEIGHTS and the shipped ones
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
-                     weights_dirs=[setup["weights"]])
+                     weights_dirs=weights_dirs([]))
     fast = opt.choose(ctx, ["metadata", "linear", "flow"])
     assert fast is not None and fast.use and fast.dtype == "int8"
     assert opt.choose(RunContext(backbone_spec=ctx.backbone_spec, dtype="float32", weights_dirs=ctx.weights_dirs),
@@ -128,7 +132,8 @@ def test_decision_of_another_cpu_or_head_set_is_ignored(setup, dev_dir, monkeypa
     man = json.loads((other / "cli-probe-2" / "manifest.json").read_text())
     man["name"] = "cli-probe-2"
     (other / "cli-probe-2" / "manifest.json").write_text(json.dumps(man))
-    assert opt.choose(RunContext(backbone_spec=ctx.backbone_spec, dtype="auto", weights_dirs=[other]),
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(other))
+    assert opt.choose(RunContext(backbone_spec=ctx.backbone_spec, dtype="auto", weights_dirs=weights_dirs([])),
                       ["linear"]) is None
     recs, err = _scan({**setup["env"], "AIIDETECT_WEIGHTS": str(other)}, dev_dir)
     assert "verified by" not in err and "runtime: onnx" not in err
