@@ -42,6 +42,9 @@ class UsageError(ScanError, ValueError):
 
 # Fixed choices, shared with the command line (commands/common.py shows them as --option values).
 class Runtime(str, Enum):
+    """auto: the runtime `aiidetect optimize` verified for this CPU, backbone and heads, else torch."""
+
+    auto = "auto"
     torch = "torch"
     onnx = "onnx"
 
@@ -121,7 +124,7 @@ class ScanOptions:
     device: str = "auto"
     dtype: str = "auto"
     weights_dirs: Sequence[os.PathLike | str] = ()
-    runtime: str = "torch"
+    runtime: str = "auto"
     onnx_dir: Optional[os.PathLike | str] = None
     fusion: Optional[os.PathLike | str] = None
     batch_size: int = 16
@@ -223,7 +226,15 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
                      weights_dirs=weights_dirs(list(options.weights_dirs or [])),
                      runtime=options.runtime, onnx_dir=Path(options.onnx_dir) if options.onnx_dir else None,
                      options={"watermark": options.watermark, **options.extra})
-    if options.runtime == "onnx":
+    if options.runtime == "auto":
+        from .optimize import choose
+
+        ctx.runtime = "torch"
+        # None unless `aiidetect optimize` stored a decision for exactly this setup (docs/performance.md).
+        ctx.fast_path = choose(ctx, fams)
+        if ctx.fast_path is not None and ctx.fast_path.use:
+            ctx.runtime, ctx.onnx_dir = "onnx", ctx.fast_path.onnx_dir
+    if ctx.runtime == "onnx":
         pixel = [f for f in fams if f != "metadata"]
         ctx.options["onnx_families"] = pixel
         fams = [f for f in fams if f == "metadata"] + (["onnx"] if pixel else [])
@@ -315,8 +326,9 @@ class Scanner:
 
     # ------------------------------------------------------------ assembly
     def _choose_runtime(self, options: ScanOptions):
-        """(families, RunContext). The place that decides how the pixel families run: torch, or an
-        exported ONNX folder with --runtime onnx. A verified fast path chosen automatically goes here."""
+        """(families, RunContext). The place that decides how the pixel families run: torch, an
+        exported ONNX folder with --runtime onnx, or with --runtime auto the fast path `aiidetect
+        optimize` verified for this CPU, backbone and heads (``context.fast_path`` says which and why)."""
         return run_context(options)
 
     def _assemble(self) -> None:

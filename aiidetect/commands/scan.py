@@ -46,7 +46,8 @@ def scan(
         None, "--heatmaps", help="HTML report: occlusion heat maps for files with these verdicts (ai, uncertain, "
                                  "real, all; comma-separated). Costs about 65 model passes per file and head. "
                                  "Example: --format html -o report.html --heatmaps ai,uncertain"),
-    runtime: Runtime = typer.Option("torch", "--runtime", help="onnx serves the heads from --onnx DIR."),
+    runtime: Runtime = typer.Option("auto", "--runtime", help="auto (the runtime `aiidetect optimize` verified for "
+                                    "this CPU, backbone and heads, else torch) | torch | onnx (with --onnx DIR)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
@@ -179,6 +180,8 @@ def scan(
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)
+        if ctx.fast_path is not None:  # what `aiidetect optimize` decided for this setup, and why
+            err.print(escape(ctx.fast_path.line), highlight=False)
         if pipe.cache_error:
             err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}",
                       highlight=False)

@@ -52,6 +52,8 @@ class RunContext:
     runtime: str = "torch"          # torch | onnx
     onnx_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # With runtime "auto": what `aiidetect optimize` decided for this setup (optimize.FastPath), or None.
+    fast_path: Any = None
     _backbone: Any = None
     _backbone_error: str | None = None
 

@@ -1,0 +1,140 @@
+"""`aiidetect optimize`: find and verify the fastest safe runtime for this CPU,
+backbone and heads; `aiidetect scan` then uses it by itself."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import EXIT_OK, BackboneOptions, backbone_options, fail, stderr_console
+
+COLUMNS = ("candidate", "runtime", "dtype", "status", "files", "verdicts_changed", "max_abs_dp", "model_seconds",
+           "speedup", "scan_speedup", "reason")
+
+
+def register(apps) -> None:
+    apps["root"].command("optimize")(optimize_cmd)
+
+
+@backbone_options(weights_dir=True)
+def optimize_cmd(
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images like those you will scan; the "
+                                          "candidates are compared with torch float32 on them."),
+    limit: int = typer.Option(512, "--limit", min=1, help="Images taken from --images (spread over the folder)."),
+    tolerance: float = typer.Option(0.005, "--tolerance", help="Largest share of files whose verdict may change, per "
+                                    "head and for the fused verdict (0.005 = 0.5%)."),
+    max_delta_p: Optional[float] = typer.Option(None, "--max-delta-p", help="Also refuse a candidate that moves any "
+                                                "p_ai by more than this (default: no limit)."),
+    candidates: str = typer.Option("bfloat16,int8", "--candidates",
+                                   help="Candidates to try: bfloat16 (torch; only on CPUs with native bf16), int8 "
+                                        "(ONNX Runtime, CLIP-Flow kept in float)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch (as in scan)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads (as in scan)."),
+    show: bool = typer.Option(False, "--show", help="Print the stored decision for these options; measure nothing."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    backbone_opts: BackboneOptions = None,
+):
+    """Prepare and verify the fastest runtime that keeps verdicts within tolerance.
+
+    Compares torch float32 with torch bfloat16 (CPUs with native bf16) and ONNX Runtime int8 on
+    your images, per head and for the fused verdict, and stores the fastest verified one (or the
+    refusal and its reason) in $AIIDETECT_CACHE/optimize. A later `aiidetect scan` with the same
+    backbone and heads on this machine uses it and says so; `scan --runtime torch` opts out.
+
+    Exit codes: 0 measured and stored (verified or refused) / --show found a decision; 2 usage
+    or fatal error (no images, no trained head, nothing stored for --show).
+
+    Examples: aiidetect optimize --images /data/dev --backbone ViT-B-16;
+    aiidetect optimize --images /data/dev --backbone-config tiny-vit --format json;
+    aiidetect optimize --show --backbone ViT-B-16
+    """
+    from .. import optimize as opt
+
+    if fmt not in ("table", "json", "jsonl", "csv"):
+        fail("--format takes table, json, jsonl or csv")
+    cands = [c.strip() for c in candidates.split(",") if c.strip()]
+    if not cands or any(c not in ("bfloat16", "int8") for c in cands):
+        fail("--candidates takes bfloat16 and/or int8 (comma-separated)")
+    if not 0.0 <= tolerance < 1.0:
+        fail("--tolerance is a share of files between 0 and 1 (0.005 = 0.5%)")
+    if max_delta_p is not None and not 0.0 <= max_delta_p <= 1.0:
+        fail("--max-delta-p is a probability difference between 0 and 1")
+    spec = backbone_opts.spec()
+    dirs = list(backbone_opts.weights_dirs())
+    err = stderr_console()
+    if show:
+        ident = opt.identity(spec, dirs)
+        path = opt.decision_dir(ident) / opt.DECISION
+        try:
+            decision = json.loads(path.read_text())
+        except (OSError, ValueError):
+            fail(f"no stored decision for this CPU, backbone, head set and versions ({path}); run "
+                 "`aiidetect optimize --images DIR` with the same options")
+        decision["path"] = str(path)
+        _print(decision, fmt)
+        raise typer.Exit(EXIT_OK)
+    if images is None:
+        fail("optimize needs --images DIR: images like those you will scan, to verify the fast runtime on")
+    if not images.is_dir():
+        fail(f"{images} is not a folder")
+    from ..onnx_export import image_paths
+
+    paths = image_paths(images, limit)
+    try:
+        decision = opt.optimize(spec, dirs, paths, tolerance=tolerance, max_delta_p=max_delta_p,
+                                batch_size=batch_size, workers=workers, candidates=cands,
+                                log=(lambda s: None) if quiet else (lambda s: err.print(s, highlight=False)))
+    except opt.OptimizeError as exc:
+        fail(str(exc))
+    _print(decision, fmt)
+    if not quiet:
+        err.print(opt._fast_path(decision, Path(decision["path"]).parent).line, highlight=False)
+        err.print(f"stored in {decision['path']}", highlight=False)
+    raise typer.Exit(EXIT_OK)
+
+
+def _rows(decision) -> list[dict]:
+    out = []
+    for r in decision.get("candidates", []):
+        agree = r.get("agreement") or {}
+        fused = agree.get("fused") or {}
+        out.append({"candidate": r.get("candidate"), "runtime": r.get("runtime"), "dtype": r.get("dtype"),
+                    "status": r.get("status"), "files": fused.get("files", decision.get("files")),
+                    "verdicts_changed": (f"{100 * r['worst_changed_share']:.2f}%"
+                                         if r.get("worst_changed_share") is not None else ""),
+                    "max_abs_dp": r.get("max_abs_dp", ""), "model_seconds": r.get("model_seconds", ""),
+                    "speedup": r.get("speedup", ""), "scan_speedup": r.get("scan_speedup", ""),
+                    "reason": r.get("reason") or ""})
+    return out
+
+
+def _print(decision, fmt: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(decision, indent=1))
+        return
+    rows = _rows(decision)
+    if fmt == "jsonl":
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"aiidetect optimize: {decision.get('status')}"
+              + (f" -> {decision['chosen']['runtime']} {decision['chosen']['dtype']}" if decision.get("chosen") else ""))
+    for c in COLUMNS:
+        t.add_column(c.replace("_", " "), overflow="fold")
+    for r in rows:
+        t.add_row(*[str(r[c]) for c in COLUMNS])
+    Console(soft_wrap=False).print(t)

@@ -1,0 +1,477 @@
+"""The verified fast path: `aiidetect optimize` measures, on images the user
+gives, which runtime is fastest for this CPU, backbone and heads among those
+whose verdicts stay within tolerance of torch float32, and stores the decision
+(or the refusal with its reason) in the cache. `aiidetect scan` then uses it
+without being asked, and says so.
+
+Candidates, each compared with torch float32 run through the same pipeline on
+the same files:
+
+- torch bfloat16, only on CPUs that multiply bf16 in hardware (emulated bf16 is
+  slower than float32);
+- ONNX Runtime int8 (dynamic quantization of the encoder's MatMuls), with
+  CLIP-Flow's own layers kept in float (``HeadExport.quantize=False``): a
+  density model amplifies quantization error.
+
+A candidate is verified when, for every head and for the fused verdict, at most
+``tolerance`` of the files change verdict (and, if asked, no p_ai moves more than
+``max_delta_p``). The fastest verified candidate that beats float32 on model
+time wins; otherwise the decision says why torch float32 stays.
+
+The decision is keyed by everything that could make it wrong elsewhere: the
+CPU (model, flags, cores), the backbone (spec, config and weights files), the
+checksums of every trained pixel head in the weights folders, and the versions
+of aiidetect, torch and onnxruntime. A key that does not match is never used.
+Reading the decision imports neither torch nor onnxruntime, and without one
+nothing about a scan changes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+DECISION = "decision.json"
+FORMAT = "aiidetect-optimize"
+FORMAT_VERSION = 1
+DEFAULT_TOLERANCE = 0.005
+MIN_IMAGES = 20
+PIXEL_FAMILIES = ("linear", "mpft", "flow")
+ONNX_SUBDIR = "onnx-int8"
+
+
+class OptimizeError(RuntimeError):
+    """optimize cannot measure anything (no images, no head): a usage problem."""
+
+
+# --------------------------------------------------------------------------
+# Identity: what the decision is valid for
+# --------------------------------------------------------------------------
+def cache_root() -> Path:
+    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
+    return Path(base) / "optimize"
+
+
+def cpu_identity() -> dict[str, Any]:
+    """Model name and every flag: int8 and bf16 speed (and int8 numerics: VNNI
+    vs AVX2 kernels round differently) depend on them."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k == "model name" and not model:
+                    model = v.strip()
+                elif k in ("flags", "Features") and not flags:
+                    flags = v.strip()
+                if model and flags:
+                    break
+    except OSError:  # not Linux: the platform's description is what there is
+        model = platform.processor()
+    return {"machine": platform.machine(), "model": model, "cores": os.cpu_count(),
+            "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]}
+
+
+def _file_stat(path: str | Path | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p), "missing": True}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def backbone_identity(spec) -> dict[str, Any]:
+    """The spec plus the files behind it, without building the model (that needs
+    torch; a scan that takes the ONNX path never builds it)."""
+    from .hashing import sha256_file
+
+    cfg = None
+    if spec.config_path:
+        try:
+            cfg = sha256_file(Path(spec.config_path))
+        except OSError:
+            cfg = "unreadable"
+    return {"model": spec.model, "pretrained": spec.pretrained, "seed": spec.seed, "cache_dir": spec.cache_dir,
+            "config_sha256": cfg, "weights": _file_stat(spec.weights_path)}
+
+
+def heads_identity(weights_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every trained pixel head a scan could load, by the checksum of its files:
+    adding, removing or retraining one makes the decision stale."""
+    from .hashing import sha256_file
+    from .weights import find_heads
+
+    out = []
+    for fam in PIXEL_FAMILIES:
+        for path, manifest in find_heads(list(weights_dirs), detector=fam):
+            files = {}
+            for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+                files[str(f.relative_to(path))] = sha256_file(f)
+            out.append({"family": fam, "name": manifest.get("name"), "files": files})
+    return out
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    out: dict[str, str | None] = {"aiidetect": __version__}
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def identity(spec, weights_dirs: Sequence[Path]) -> dict[str, Any]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "cpu": cpu_identity(),
+            "backbone": backbone_identity(spec), "heads": heads_identity(weights_dirs), "versions": versions()}
+
+
+def key(ident: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def decision_dir(ident: Mapping[str, Any]) -> Path:
+    return cache_root() / key(ident)
+
+
+# --------------------------------------------------------------------------
+# Scan side: read the decision
+# --------------------------------------------------------------------------
+@dataclass
+class FastPath:
+    """What scan does with a stored decision: `use` True -> ONNX at `onnx_dir`;
+    False -> stay on torch, `line` says why."""
+
+    use: bool
+    runtime: str
+    dtype: str
+    line: str
+    onnx_dir: Path | None = None
+    decision: dict[str, Any] = field(default_factory=dict)
+
+
+def choose(ctx, families: Sequence[str]) -> FastPath | None:
+    """The stored decision for this run, or None (then the scan is exactly what
+    it was without `aiidetect optimize`). Only a default-precision CPU run of
+    pixel detectors can take it: an explicit --dtype or --device cuda is the
+    user's choice."""
+    if not any(f in PIXEL_FAMILIES for f in families):
+        return None
+    if ctx.dtype != "auto" or ctx.device == "cuda":
+        return None
+    root = cache_root()
+    if not root.is_dir():  # the usual case: nothing was ever optimized, no head is hashed
+        return None
+    spec = ctx.backbone_spec
+    if spec is None:
+        from .backbone import BackboneSpec
+
+        spec = BackboneSpec()
+    try:
+        ident = identity(spec, ctx.weights_dirs)
+        folder = root / key(ident)
+        decision = json.loads((folder / DECISION).read_text())
+    except (OSError, ValueError):  # an unreadable head or decision: scan as if nothing was optimized
+        return None
+    if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):
+        return None
+    return _fast_path(decision, folder)
+
+
+def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
+    n = decision.get("files")
+    chosen = decision.get("chosen") or {}
+    if decision.get("status") != "verified" or not chosen:
+        why = decision.get("reason") or "no reason recorded"
+        return FastPath(False, "torch", "auto", f"runtime: torch (the fast path was refused by `aiidetect optimize` "
+                        f"on {n} images: {why})", decision=dict(decision))
+    if chosen.get("runtime") == "torch":
+        return FastPath(False, "torch", chosen.get("dtype", "auto"), _verified_line(chosen, n), decision=dict(decision))
+    onnx_dir = folder / ONNX_SUBDIR
+    for name, st in (decision.get("onnx_files") or {}).items():
+        got = _file_stat(onnx_dir / name) or {}
+        if got.get("size") != st.get("size") or got.get("mtime_ns") != st.get("mtime_ns"):
+            return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model {onnx_dir / name} changed "
+                            "after `aiidetect optimize`; run it again)", decision=dict(decision))
+    return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def _verified_line(c: Mapping[str, Any], n) -> str:
+    return (f"runtime: {c.get('runtime')} {c.get('dtype')}, verified by `aiidetect optimize` on {n} images: "
+            f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "
+            f"{c.get('scan_speedup', 0.0):.1f}× torch float32 (model time {c.get('speedup', 0.0):.1f}×)")
+
+
+# --------------------------------------------------------------------------
+# optimize side: measure and decide
+# --------------------------------------------------------------------------
+@dataclass
+class Run:
+    name: str
+    runtime: str
+    dtype: str
+    records: list
+    seconds: float
+    model_seconds: float
+
+
+def _run(name: str, runtime: str, dtype: str, dets, fusion_model, paths: Sequence[str], batch_size: int,
+         workers: int) -> Run:
+    from .discover import Candidate
+    from .pipeline import Pipeline
+
+    warm = list(paths[:batch_size])
+    # One untimed batch first: oneDNN and ORT build their kernels on the first call.
+    list(Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers).run(
+        [Candidate(p, explicit=True) for p in warm]))
+    pipe = Pipeline(dets, fusion_model, batch_size=batch_size, workers=workers)
+    t = time.perf_counter()
+    recs = list(pipe.run([Candidate(p, explicit=True) for p in paths]))
+    secs = time.perf_counter() - t
+    return Run(name, runtime, dtype, recs, secs, float(pipe.stats.model_seconds))
+
+
+def _threshold(res) -> float:
+    t = (res.extra or {}).get("threshold")
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.5
+
+
+def compare(ref: Run, cand: Run) -> dict[str, Any]:
+    """Per head and for the fused verdict: files compared, verdicts changed,
+    max |Δp_ai|. A file that has a result on one side only counts as changed."""
+    heads: dict[str, dict[str, Any]] = {}
+    fused = {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0}
+    for a, b in zip(ref.records, cand.records):
+        if a.error is not None and b.error is not None:
+            continue
+        fused["files"] += 1
+        if a.verdict != b.verdict:
+            fused["verdict_changed"] += 1
+        if a.p_ai is not None and b.p_ai is not None:
+            fused["max_abs_dp"] = max(fused["max_abs_dp"], abs(a.p_ai - b.p_ai))
+        for name, ra in a.detectors.items():
+            if ra.status == "unavailable" or name.startswith("metadata"):
+                continue
+            rb = b.detectors.get(name)
+            h = heads.setdefault(name, {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0})
+            a_ok = ra.status == "ok" and ra.p_ai is not None
+            b_ok = rb is not None and rb.status == "ok" and rb.p_ai is not None
+            if not a_ok and not b_ok:
+                continue
+            h["files"] += 1
+            if a_ok != b_ok:
+                h["verdict_changed"] += 1
+                continue
+            thr = _threshold(ra)
+            h["verdict_changed"] += int((ra.p_ai >= thr) != (rb.p_ai >= thr))
+            h["max_abs_dp"] = max(h["max_abs_dp"], abs(ra.p_ai - rb.p_ai))
+    for d in (*heads.values(), fused):
+        d["verdict_changed_share"] = d["verdict_changed"] / d["files"] if d["files"] else 0.0
+        d["max_abs_dp"] = round(d["max_abs_dp"], 6)
+    return {"heads": heads, "fused": fused}
+
+
+def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None) -> str | None:
+    """None when within tolerance, else the reason (the worst offender)."""
+    for name, d in [*sorted(agree["heads"].items()), ("fused verdict", agree["fused"])]:
+        if d["verdict_changed_share"] > tolerance:
+            return (f"{name} changed {d['verdict_changed']}/{d['files']} verdicts "
+                    f"({100 * d['verdict_changed_share']:.1f}% > {100 * tolerance:.1f}%)")
+        if max_delta_p is not None and d["max_abs_dp"] > max_delta_p:
+            return f"{name} moved p_ai by up to {d['max_abs_dp']:.4f} (> --max-delta-p {max_delta_p:g})"
+    return None
+
+
+def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance: float = DEFAULT_TOLERANCE,
+             max_delta_p: float | None = None, batch_size: int = 16, workers: int = 2,
+             candidates: Sequence[str] | None = None,
+             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure the candidates on `paths`, store the decision, return it.
+    Raises OptimizeError when nothing can be measured."""
+    if not 0.0 <= tolerance < 1.0:
+        raise OptimizeError("--tolerance is a share of files, between 0 and 1 (0.005 = 0.5%)")
+    if len(paths) < MIN_IMAGES:
+        raise OptimizeError(f"{len(paths)} images given; at least {MIN_IMAGES} are needed to verify agreement "
+                            "(a few hundred like those you scan are better: with 0.5% tolerance, 200 images "
+                            "allow one changed verdict)")
+    weights_dirs = list(weights_dirs)
+    ident = identity(spec, weights_dirs)
+    if not ident["heads"]:
+        raise OptimizeError("no trained linear, mpft or flow head in the weights folders: nothing to optimize")
+    folder = cache_root() / key(ident)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    try:
+        return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
+                        candidates, log)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
+        raise
+
+
+def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,
+             candidates, log) -> dict[str, Any]:
+    from .backbone import native_bf16_cpu
+    from .detectors import RunContext, create_detectors
+
+    fusion_model = _fusion(weights_dirs)
+    fams = ["metadata", *PIXEL_FAMILIES]
+
+    ctx = RunContext(backbone_spec=spec, device="cpu", dtype="float32", weights_dirs=weights_dirs,
+                     options={"watermark": "auto"})
+    dets = create_detectors(fams, ctx)
+    pixel = [d for d in dets if d.family in PIXEL_FAMILIES and d.describe().get("status") != "unavailable"]
+    if not pixel:
+        reasons = "; ".join(f"{d.name}: {d.describe().get('reason')}" for d in dets if d.family != "metadata")
+        raise OptimizeError(f"no pixel detector can run on this backbone ({reasons})")
+    log(f"torch float32 (reference) on {len(paths)} images")
+    ref = _run("torch-float32", "torch", "float32", dets, fusion_model, paths, batch_size, workers)
+    n_ok = sum(1 for r in ref.records if r.error is None)
+    if n_ok < MIN_IMAGES:
+        raise OptimizeError(f"only {n_ok} of {len(paths)} images decoded; at least {MIN_IMAGES} are needed")
+    rows: list[dict[str, Any]] = [_row(ref, ref, None, "reference")]
+    want = set(candidates or ("bfloat16", "int8"))
+    onnx_files: dict[str, Any] = {}
+
+    if "bfloat16" in want:
+        if native_bf16_cpu():
+            ctx_bf = RunContext(backbone_spec=spec, device="cpu", dtype="bfloat16", weights_dirs=weights_dirs,
+                                options={"watermark": "auto"})
+            log("torch bfloat16")
+            run = _run("torch-bfloat16", "torch", "bfloat16", create_detectors(fams, ctx_bf), fusion_model, paths,
+                       batch_size, workers)
+            rows.append(_row(ref, run, compare(ref, run), None))
+            del ctx_bf
+        else:
+            rows.append({"candidate": "torch-bfloat16", "runtime": "torch", "dtype": "bfloat16",
+                         "status": "skipped", "reason": "this CPU has no native bf16 (emulated bf16 is slower)"})
+    if "int8" in want:
+        row, onnx_files = _int8(ctx, ref, fams, fusion_model, paths, batch_size, workers, folder, log)
+        rows.append(row)
+
+    for r in rows[1:]:
+        if r.get("status") == "measured":
+            why = judge(r["agreement"], tolerance, max_delta_p)
+            r["status"], r["reason"] = ("verified", None) if why is None else ("refused", why)
+    verified = [r for r in rows[1:] if r.get("status") == "verified" and r["speedup"] > 1.0]
+    decision: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "identity": json.loads(json.dumps(ident, default=str)), "files": n_ok, "tolerance": tolerance,
+        "max_delta_p": max_delta_p, "candidates": rows}
+    if verified:
+        best = max(verified, key=lambda r: r["speedup"])
+        decision.update(status="verified", chosen={k: best[k] for k in ("candidate", "runtime", "dtype", "speedup",
+                                                                         "scan_speedup", "worst_changed_share")},
+                        reason=None)
+    else:
+        measured = [r for r in rows[1:] if r.get("status") in ("verified", "refused")]
+        reason = "; ".join(f"{r['candidate']}: {r['reason'] or 'not faster than torch float32'}" for r in measured) \
+            or "; ".join(f"{r['candidate']}: {r['reason']}" for r in rows[1:]) or "no candidate"
+        decision.update(status="refused", chosen=None, reason=reason)
+    if decision.get("chosen", {}) and decision["chosen"]["runtime"] == "onnx":
+        decision["onnx_files"] = onnx_files
+    elif (folder / ONNX_SUBDIR).exists():
+        shutil.rmtree(folder / ONNX_SUBDIR)  # a refused or slower graph is not kept (ViT-L-14: 300 MB)
+    tmp = folder / (DECISION + ".tmp")
+    tmp.write_text(json.dumps(decision, indent=1) + "\n")
+    tmp.replace(folder / DECISION)
+    decision["path"] = str(folder / DECISION)
+    return decision
+
+
+def _fusion(weights_dirs):
+    from . import fusion
+
+    try:
+        return fusion.load_fusion_model(weights_dirs)
+    except Exception:  # noqa: BLE001 - scan falls back to the default rules the same way
+        return None
+
+
+def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder: Path, log):
+    from .detectors import RunContext, create_detectors
+
+    base = {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8"}
+    try:
+        from .onnx_export import ExportError, collect_heads, export_onnx
+        from .onnx_runtime import import_ort
+
+        import_ort()
+    except ImportError as exc:
+        return {**base, "status": "skipped", "reason": f"not installed: {exc}"}, {}
+    except Exception as exc:  # noqa: BLE001 - RuntimeUnavailable: onnxruntime missing
+        return {**base, "status": "skipped", "reason": str(exc)}, {}
+    bb = ctx.backbone()
+    heads, skipped = collect_heads(bb, ctx.weights_dirs, list(PIXEL_FAMILIES))
+    out = folder / ONNX_SUBDIR
+    log(f"exporting {len(heads)} head(s) + encoder to ONNX int8 (CLIP-Flow layers kept in float)")
+    try:
+        export_onnx(bb, out, heads, variant="int8", skipped=skipped, log=log)
+    except (ExportError, ImportError) as exc:
+        return {**base, "status": "skipped", "reason": f"export failed: {exc}"}, {}
+    if os.environ.get("AIIDETECT_OPTIMIZE_TEST_NOISE"):
+        _perturb(out, float(os.environ["AIIDETECT_OPTIMIZE_TEST_NOISE"]))
+    ctx_o = RunContext(backbone_spec=ctx.backbone_spec, device="cpu", dtype="float32", weights_dirs=ctx.weights_dirs,
+                       runtime="onnx", onnx_dir=out, options={"watermark": "auto",
+                                                              "onnx_families": list(PIXEL_FAMILIES)})
+    dets = create_detectors([f for f in fams if f == "metadata"] + ["onnx"], ctx_o)
+    log("onnx int8")
+    run = _run("onnx-int8", "onnx", "int8", dets, fusion_model, paths, batch_size, workers)
+    files = {f.name: _file_stat(f) for f in sorted(out.iterdir()) if f.is_file()}
+    return _row(ref, run, compare(ref, run), None), files
+
+
+def _perturb(onnx_dir: Path, scale: float) -> None:
+    """Test hook (AIIDETECT_OPTIMIZE_TEST_NOISE): add noise to the int8 graph's
+    float weights, to prove that a graph outside tolerance is refused."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from .onnx_sidecar import SIDECAR
+
+    side = json.loads((onnx_dir / SIDECAR).read_text())
+    rng = np.random.default_rng(0)
+    for g in side["graphs"]:
+        p = onnx_dir / g["file"]
+        m = onnx.load(str(p))
+        for t in m.graph.initializer:
+            a = numpy_helper.to_array(t)
+            if a.dtype == np.float32 and a.size > 16:
+                t.CopyFrom(numpy_helper.from_array((a + rng.normal(0, scale, a.shape)).astype(np.float32), t.name))
+        onnx.save_model(m, str(p))
+
+
+def _row(ref: Run, run: Run, agree: Mapping[str, Any] | None, status: str | None) -> dict[str, Any]:
+    n = len(run.records)
+    row: dict[str, Any] = {
+        "candidate": run.name, "runtime": run.runtime, "dtype": run.dtype, "status": status or "measured",
+        "reason": None, "seconds": round(run.seconds, 3), "model_seconds": round(run.model_seconds, 3),
+        "files_per_s": round(n / run.seconds, 3) if run.seconds > 0 else None,
+        # Ranked on model time: decode and metadata are the same work on every candidate.
+        "speedup": round(ref.model_seconds / run.model_seconds, 3) if run.model_seconds > 0 else 0.0,
+        "scan_speedup": round(ref.seconds / run.seconds, 3) if run.seconds > 0 else 0.0,
+    }
+    if agree is not None:
+        row["agreement"] = agree
+        shares = [d["verdict_changed_share"] for d in (*agree["heads"].values(), agree["fused"])]
+        row["worst_changed_share"] = max(shares) if shares else 0.0
+        row["max_abs_dp"] = max([d["max_abs_dp"] for d in (*agree["heads"].values(), agree["fused"])] or [0.0])
+    return row

@@ -1,0 +1,187 @@
+"""`aiidetect optimize` and the verified fast path in `aiidetect scan`
+(tiny-vit, a linear probe trained on dev images and a CLIP-Flow head)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import jsonl, run_cli
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+torch = pytest.importorskip("torch")
+
+BB = ("--backbone-config", "tiny-vit")
+N = 24
+
+
+def _flow_head(weights: Path) -> None:
+    """A CLIP-Flow head on embed + a CLS layer (random flow, valid calibration)."""
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.flow.model import FeatureFlow, FlowConfig
+    from aiidetect.preprocess import make_spec
+    from aiidetect.weights import backbone_manifest, save_head
+
+    tiny = create_backbone(BackboneSpec.from_options(config="tiny-vit"))
+    torch.manual_seed(0)
+    cfg = FlowConfig(dim=tiny.embed_dim + tiny.width, blocks=2, hidden=32)
+    flow = FeatureFlow(cfg).eval()
+    save_head(weights / "flowhead", {f"flow.{k}": v for k, v in flow.state_dict().items()},
+              {"name": "flowhead", "detector": "flow", "backbone": backbone_manifest(tiny),
+               "preprocessing": make_spec("resize-center-crop", 224), "labels": ["real"],
+               "params": {"flow": cfg.to_dict(), "features": {"outputs": ["embed", "cls_1"], "layers": [1]}},
+               "calibration": {"nll_mean": 100.0, "nll_std": 20.0, "threshold_z": 2.0, "slope": 1.5, "fpr": 0.01}})
+
+
+@pytest.fixture(scope="module")
+def setup(trained, tmp_path_factory, dev_dir):
+    """Weights (cli-probe + flowhead), a private cache, and one optimize run over N dev images."""
+    _flow_head(trained)
+    cache = tmp_path_factory.mktemp("opt-cache")
+    env = {"AIIDETECT_WEIGHTS": str(trained), "AIIDETECT_CACHE": str(cache)}
+    # int8 only: on tiny-vit torch bf16 and int8 are close in speed, and which one a loaded machine ranks
+    # first is chance; int8 against float32 is not (ORT runs the tiny graph many times faster).
+    r = run_cli("optimize", "--images", str(dev_dir), "--limit", str(N), *BB, "--candidates", "int8",
+                "--format", "json", env=env, timeout=1200)  # an ONNX export and three pipeline runs: minutes on a loaded 2-core machine
+    assert r.returncode == 0, r.stderr
+    return {"env": env, "weights": trained, "cache": cache, "decision": json.loads(r.stdout), "stderr": r.stderr}
+
+
+def _scan(env, dev_dir, *extra):
+    files = sorted(str(p) for p in (dev_dir / "real").rglob("*.jpg"))[:3]
+    r = run_cli("scan", *files, *BB, "-f", "jsonl", "--no-cache", *extra, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return jsonl(r.stdout), r.stderr
+
+
+@pytest.mark.slow
+def test_optimize_verifies_int8_and_scan_uses_it(setup, dev_dir):
+    d = setup["decision"]
+    assert d["status"] == "verified", d.get("reason")
+    assert d["chosen"]["runtime"] == "onnx" and d["chosen"]["dtype"] == "int8"
+    int8 = next(c for c in d["candidates"] if c["candidate"] == "onnx-int8")
+    assert set(int8["agreement"]["heads"]) == {"linear:cli-probe", "flow:flowhead"}
+    assert int8["agreement"]["fused"]["files"] == d["files"] >= 20
+    assert int8["worst_changed_share"] <= d["tolerance"]
+    assert int8["max_abs_dp"] > 0  # int8 is not the float computation: the difference is measured, not zero
+    recs, err = _scan(setup["env"], dev_dir)
+    assert f"runtime: onnx int8, verified by `aiidetect optimize` on {d['files']} images" in err
+    for rec in recs:
+        for name in ("linear:cli-probe", "flow:flowhead"):
+            det = rec["detectors"][name]
+            assert det["status"] == "ok"
+            assert det["runtime"] == "onnx" and det["dtype"] == "int8", det
+
+
+@pytest.mark.slow
+def test_runtime_torch_forces_torch(setup, dev_dir):
+    recs, err = _scan(setup["env"], dev_dir, "--runtime", "torch")
+    assert "verified by" not in err
+    for rec in recs:
+        det = rec["detectors"]["linear:cli-probe"]
+        assert det.get("runtime", "torch") == "torch" and det["dtype"] in ("float32", "bfloat16")  # --dtype auto
+
+
+@pytest.mark.slow
+def test_flow_stays_float(setup):
+    """The int8 graph keeps CLIP-Flow's MatMuls in float: none of the flow's nodes is quantized."""
+    import onnx
+
+    from aiidetect import optimize as opt
+
+    folder = Path(setup["decision"]["path"]).parent / opt.ONNX_SUBDIR
+    side = json.loads((folder / "aiidetect-onnx.json").read_text())
+    # one graph per preprocessing: the probe (center crop) and the flow head (resize + crop) may be apart
+    g = next(g for g in side["graphs"] if any(h["name"] == "flow:flowhead" for h in g["heads"]))
+    flow_scope = f"heads.{[h['name'] for h in g['heads']].index('flow:flowhead')}"
+    assert flow_scope in g["conversion"]["float_scopes"] and g["conversion"]["float_nodes"] > 0
+    m = onnx.load(str(folder / g["file"]), load_external_data=False)
+    ops = {n.op_type for n in m.graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear"}, "encoder not quantized"
+    # a float MatMul remains (the flow's, kept by float_scopes)
+    assert "MatMul" in ops or "Gemm" in ops
+
+
+@pytest.mark.slow
+def test_decision_of_another_cpu_or_head_set_is_ignored(setup, dev_dir, monkeypatch):
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext
+
+    from aiidetect.weights import weights_dirs
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(setup["cache"]))
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(setup["weights"]))
+    # the folders scan reads: $AIIDETECT_WEIGHTS and the shipped ones
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
+                     weights_dirs=weights_dirs([]))
+    fast = opt.choose(ctx, ["metadata", "linear", "flow"])
+    assert fast is not None and fast.use and fast.dtype == "int8"
+    assert opt.choose(RunContext(backbone_spec=ctx.backbone_spec, dtype="float32", weights_dirs=ctx.weights_dirs),
+                      ["linear"]) is None  # an explicit --dtype is the user's choice
+    assert opt.choose(ctx, ["metadata"]) is None
+    real = opt.cpu_identity()
+    monkeypatch.setattr(opt, "cpu_identity", lambda: {**real, "flags_sha256": "another-cpu"})
+    assert opt.choose(ctx, ["linear"]) is None
+    monkeypatch.setattr(opt, "cpu_identity", lambda: real)
+    # another head set: one more head in the weights folder
+    other = setup["weights"].parent / (setup["weights"].name + "-more")
+    shutil.copytree(setup["weights"], other)
+    shutil.copytree(other / "cli-probe", other / "cli-probe-2")
+    man = json.loads((other / "cli-probe-2" / "manifest.json").read_text())
+    man["name"] = "cli-probe-2"
+    (other / "cli-probe-2" / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(other))
+    assert opt.choose(RunContext(backbone_spec=ctx.backbone_spec, dtype="auto", weights_dirs=weights_dirs([])),
+                      ["linear"]) is None
+    recs, err = _scan({**setup["env"], "AIIDETECT_WEIGHTS": str(other)}, dev_dir)
+    assert "verified by" not in err and "runtime: onnx" not in err
+    assert all(r["detectors"]["linear:cli-probe"].get("runtime", "torch") == "torch" for r in recs)
+
+
+@pytest.mark.slow
+def test_refused_when_outside_tolerance(setup, dev_dir, tmp_path):
+    """Noise added to the int8 graph's float weights pushes verdicts outside tolerance:
+    the decision is a refusal, and scan stays on torch and says why."""
+    env = {**setup["env"], "AIIDETECT_CACHE": str(tmp_path / "cache"), "AIIDETECT_OPTIMIZE_TEST_NOISE": "3.0"}
+    r = run_cli("optimize", "--images", str(dev_dir), "--limit", str(N), *BB, "--candidates", "int8",
+                "--format", "json", env=env, timeout=1200)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["status"] == "refused" and d["chosen"] is None
+    assert "verdicts" in d["reason"] and "onnx-int8" in d["reason"], d["reason"]
+    assert not (Path(d["path"]).parent / "onnx-int8").exists()  # a refused graph is not kept
+    env.pop("AIIDETECT_OPTIMIZE_TEST_NOISE")
+    recs, err = _scan(env, dev_dir)
+    assert "runtime: torch (the fast path was refused by `aiidetect optimize`" in err
+    assert "onnx-int8:" in err
+    assert all(r["detectors"]["linear:cli-probe"].get("runtime", "torch") == "torch" for r in recs)
+    shown = run_cli("optimize", "--show", *BB, "--format", "csv", env=env)
+    assert shown.returncode == 0 and "refused" in shown.stdout
+
+
+def test_optimize_usage_errors_exit_2(tmp_path, dev_dir):
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "empty"), "AIIDETECT_CACHE": str(tmp_path / "c")}
+    (tmp_path / "empty").mkdir()
+    for args in (("optimize", *BB),                                       # no --images
+                 ("optimize", "--images", str(tmp_path / "nope"), *BB),   # not a folder
+                 ("optimize", "--images", str(dev_dir), "--tolerance", "2", *BB),
+                 ("optimize", "--images", str(dev_dir), "--candidates", "fp8", *BB),
+                 ("optimize", "--images", str(dev_dir), *BB),             # no trained head
+                 ("optimize", "--show", *BB)):                            # nothing stored
+        r = run_cli(*args, env=env)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "error:" in r.stderr and not r.stdout.strip()
+
+
+def test_no_decision_leaves_scan_alone(tmp_path, monkeypatch):
+    """Without an optimize folder in the cache, choose() is None and reads no head."""
+    from aiidetect import optimize as opt
+    from aiidetect.detectors import RunContext
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path))
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs: pytest.fail("hashed heads without a decision"))
+    assert opt.choose(RunContext(dtype="auto"), ["metadata", "linear"]) is None
