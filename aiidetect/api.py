@@ -219,7 +219,7 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
     """(families to create, RunContext) for validated options: with the ONNX runtime the
     pixel families are served by the one `onnx` detector over an exported folder."""
     from .detectors import RunContext
-    from .weights import weights_dirs
+    from .heads import weights_dirs
 
     fams = list(families if families is not None else options.detectors)
     ctx = RunContext(backbone_spec=options.spec(), device=options.device, dtype=options.dtype,
@@ -262,8 +262,8 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     "auto" takes the first fusion model in the weights folders; a PATH that is not a
     fusion model is a UsageError."""
     from .fusion import load_fusion_model
-    from .weights import HeadError, read_manifest
-    from .weights import weights_dirs as _dirs
+    from .heads import HeadError, read_manifest
+    from .heads import weights_dirs as _dirs
 
     if fusion in (None, "", "auto"):
         m = load_fusion_model(_dirs(list(weights_dirs or [])))
@@ -533,7 +533,7 @@ def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
 def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
     """`aiidetect weights list`: one row per head found in these folders (name, detector, version,
     backbone, fingerprint, labels, source, license, path)."""
-    from .weights import find_heads
+    from .heads import find_heads
 
     rows = []
     for path, m in find_heads([Path(d) for d in dirs]):
@@ -553,7 +553,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
     checksums and, with a backbone spec, its fingerprint against that backbone. A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    from .weights import Head, HeadMismatch, find_heads, verify_files
+    from .heads import Head, HeadMismatch, find_heads, verify_files
 
     bb = None
     if backbone_spec is not None:

@@ -45,7 +45,7 @@ def cached_backbones(dirs: Iterable[Path]) -> list[Path]:
 
 def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbones: Iterable[Path]) -> dict[str, Any]:
     """Write the bundle; returns {path, sha256, bytes, files: [...]}."""
-    from .weights import verify_files
+    from .heads import verify_files
 
     out = Path(out)
     entries: list[dict[str, Any]] = []
@@ -116,7 +116,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             force: bool = False) -> dict[str, Any]:
     """Verify the whole bundle, then place backbones in backbone_dir and heads in
     heads_dir/<name>. Raises BundleError (nothing installed) on any problem."""
-    from .weights import read_manifest, verify_files
+    from .heads import read_manifest, verify_files
 
     bundle = Path(bundle)
     if expect_sha256 and sha256_file(bundle) != expect_sha256.strip().lower():

@@ -1,6 +1,6 @@
 """The on-disk caches as a whole (`aiidetect cache info|clear`): where they are,
 what they hold, and emptying them. The caches themselves live in
-result_cache.py (scan results) and features.py (backbone features)."""
+result_cache.py (scan results) and feature_cache.py (backbone features)."""
 from __future__ import annotations
 
 import sqlite3
@@ -11,7 +11,7 @@ CACHES = ("results", "features")
 
 
 def cache_paths() -> dict[str, Path]:
-    from .features import default_cache_path
+    from .feature_cache import default_cache_path
     from .result_cache import default_path
 
     return {"results": default_path(), "features": default_cache_path()}

@@ -204,7 +204,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
                 source: str = "") -> Path:
     """Write the fusion artifact: a head folder (detector "fusion") whose
     manifest holds every fitted number and the data it was fitted on."""
-    from .weights import save_head
+    from .heads import save_head
 
     p = fitted["params"]
     names = list(p["detectors"])

@@ -134,8 +134,8 @@ def backbone_files(cache_dirs: Sequence[Path]) -> list[dict[str, Any]]:
 
 def caches() -> dict[str, Any]:
     from .backbone import default_cache_dirs
-    from .features import default_cache_path
-    from .weights import user_weights_dir
+    from .feature_cache import default_cache_path
+    from .heads import user_weights_dir
 
     base = default_cache_path().parent
     out = {}
@@ -152,7 +152,7 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
     `families` defaults to every family that runs trained heads."""
     from .backbone import default_cache_dirs
     from .detectors import RunContext, create_detectors, onnx_families
-    from .weights import find_heads
+    from .heads import find_heads
 
     cache_dirs = [Path(spec.cache_dir)] if getattr(spec, "cache_dir", None) else default_cache_dirs()
     report: dict[str, Any] = {"aiidetect": _version("aiidetect"), "python": platform.python_version(),

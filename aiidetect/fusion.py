@@ -219,7 +219,7 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
     "fusion") in the weights search path, as its manifest; None if there is none."""
-    from .weights import find_heads, weights_dirs
+    from .heads import find_heads, weights_dirs
 
     for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR):
         if name is None or manifest.get("name") == name:
@@ -238,7 +238,7 @@ def fusion_identity(model: Mapping[str, Any] | None) -> dict[str, Any]:
     path = model.get("path")
     digest = None
     if path:
-        from .weights import MANIFEST
+        from .heads import MANIFEST
 
         try:
             digest = hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()

@@ -110,7 +110,7 @@ def heads_identity(weights_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """Every trained pixel head a scan could load, by the checksum of its files:
     adding, removing or retraining one makes the decision stale."""
     from .hashing import sha256_file
-    from .weights import find_heads
+    from .heads import find_heads
 
     out = []
     for fam in PIXEL_FAMILIES:

@@ -32,7 +32,7 @@ _source_hash: str | None = None
 
 
 def default_path() -> Path:
-    from .features import default_cache_path
+    from .feature_cache import default_cache_path
 
     return default_cache_path().with_name("results.sqlite")
 

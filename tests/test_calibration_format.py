@@ -176,7 +176,7 @@ def test_a_fusion_model_with_an_unreadable_calibration_drops_that_detector_and_s
 def test_a_linear_head_with_an_unreadable_calibration_fails_at_load(tmp_path):
     torch = pytest.importorskip("torch")
     from aiidetect.linear import LinearHead
-    from aiidetect.weights import load_head, save_head
+    from aiidetect.heads import load_head, save_head
 
     def head(tmp, cal):
         save_head(tmp, {"weight": torch.zeros(1, 4), "bias": torch.zeros(1)},

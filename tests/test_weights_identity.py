@@ -112,7 +112,7 @@ def test_legacy_file_hash_heads_still_match_and_learn_the_tensor_id(tiny, tmp_pa
     the backbone loaded from that very file, and afterwards the same tensors in another format;
     a changed tensor stays refused."""
     from aiidetect.backbone import BackboneSpec, create_backbone, fingerprint
-    from aiidetect.weights import Head, HeadMismatch
+    from aiidetect.heads import Head, HeadMismatch
     from aiidetect.weights_identity import file_sha256
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
@@ -136,7 +136,7 @@ def test_legacy_file_hash_heads_still_match_and_learn_the_tensor_id(tiny, tmp_pa
 
 def test_legacy_head_refused_without_having_seen_its_file(tiny, tmp_path, monkeypatch):
     from aiidetect.backbone import BackboneSpec, create_backbone, fingerprint
-    from aiidetect.weights import Head, HeadMismatch
+    from aiidetect.heads import Head, HeadMismatch
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "fresh-cache"))
     st = create_backbone(BackboneSpec.from_options(config="tiny-vit", weights=str(tiny / "model.safetensors")))

@@ -40,7 +40,7 @@ def calibrate_cmd(
     from ..calibration import METHODS, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import summarize
-    from ..weights import default_output_dir, plain_name
+    from ..heads import default_output_dir, plain_name
     from ..api import ScanOptions, build_detectors, load_labelled
 
     if method not in METHODS:

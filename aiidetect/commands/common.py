@@ -283,6 +283,6 @@ def quiet_torch_threads() -> None:
 
 
 def weights_dirs(dirs: Optional[list[Path]]):
-    from ..weights import weights_dirs as _wd
+    from ..heads import weights_dirs as _wd
 
     return _wd(dirs or [])

@@ -27,7 +27,7 @@ def doctor(
       aiidetect doctor --backbone-config tiny-vit --weights-dir ./heads
     """
     from ..doctor import diagnose
-    from ..weights import weights_dirs
+    from ..heads import weights_dirs
 
     spec = backbone_opts.spec()
     rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device)

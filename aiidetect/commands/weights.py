@@ -17,7 +17,7 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     Example: aiidetect weights list -f json
     """
     from ..api import head_rows
-    from ..weights import weights_dirs
+    from ..heads import weights_dirs
 
     dirs = weights_dirs(weights_dir or [])
     rows = head_rows(dirs)
@@ -51,7 +51,7 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     from rich.console import Console
 
     from ..api import verify_heads
-    from ..weights import weights_dirs
+    from ..heads import weights_dirs
 
     con = Console()
     spec = backbone_opts.spec() if check_backbone else None

@@ -140,7 +140,7 @@ def pack(
     """
     from ..backbone import default_cache_dirs
     from ..bundle import BundleError, cached_backbones, pack as do_pack
-    from ..weights import find_heads, weights_dirs
+    from ..heads import find_heads, weights_dirs
 
     heads = find_heads(weights_dirs(weights_dir or []))
     if head:
@@ -184,7 +184,7 @@ def install(
 
     from ..bundle import BundleError, install as do_install
     from ..fetch import clip_cache_dir
-    from ..weights import user_weights_dir
+    from ..heads import user_weights_dir
 
     if heads_dir is None:
         env = os.environ.get("AIIDETECT_WEIGHTS")

@@ -42,7 +42,7 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
       DetectorUnavailable whose message joins the reasons) carries those
       per-head rows.
     """
-    from ..weights import HeadError, HeadMismatch, find_heads, load_head
+    from ..heads import HeadError, HeadMismatch, find_heads, load_head
 
     dirs = list(ctx.weights_dirs)
     found = find_heads(dirs, family)

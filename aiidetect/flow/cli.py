@@ -88,10 +88,10 @@ def train_flow_cmd(
             fail(f"{p} does not exist")
 
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
-    from ..features import FeatureCache
+    from ..feature_cache import FeatureCache
     from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
     from ..preprocess import make_spec
-    from ..weights import default_output_dir, plain_name
+    from ..heads import default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
     quiet_torch_threads()

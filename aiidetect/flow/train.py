@@ -248,7 +248,7 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
     """Features of `per_image` proxies of each photo. Returns (features,
     source index per row into `paths`, kind per row, failures)."""
     from ..decode import Sample
-    from ..features import encode_images, output_names
+    from ..feature_cache import encode_images, output_names
     from ..pixels import PixelReader, failure, ordered
     from ..preprocess import spec_key, to_uint8
 
@@ -368,10 +368,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     """Everything `aiidetect train flow` does. Returns the manifest written."""
     import torch
 
-    from ..features import extract_features, output_names
+    from ..feature_cache import extract_features, output_names
     from ..preprocess import make_spec
     from ..train.data import summarize
-    from ..weights import backbone_manifest, save_head
+    from ..heads import backbone_manifest, save_head
     from .model import FeatureFlow, FlowConfig
 
     say = log or (lambda s: None)

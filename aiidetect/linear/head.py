@@ -99,7 +99,7 @@ def save_probe(out_dir: str | Path, probe: LinearProbe, *, name: str, backbone_b
                metrics: Mapping[str, Any] | None = None, source: str = "", license: str = "",
                extra: Mapping[str, Any] | None = None) -> Path:
     """Write a trained probe as a head folder (see weights.save_head)."""
-    from ..weights import save_head
+    from ..heads import save_head
 
     manifest: dict[str, Any] = {
         "name": name,

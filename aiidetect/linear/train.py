@@ -60,10 +60,10 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     the default on-disk cache, or False for no cache."""
     from ..backbone import create_backbone
     from ..evaluate.metrics import logit_metrics
-    from ..features import FeatureCache, extract_features
+    from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.data import split_train_val, summarize
-    from ..weights import backbone_manifest, default_output_dir, plain_name
+    from ..heads import backbone_manifest, default_output_dir, plain_name
 
     t0 = time.perf_counter()
     say = progress or (lambda s: None)

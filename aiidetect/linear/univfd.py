@@ -131,7 +131,7 @@ def load_published(pth: str | Path) -> dict[str, Any]:
 
 def convert_univfd(pth: str | Path, out_dir: str | Path, license_file: str | Path | None = None) -> Path:
     """fc_weights.pth (+ its LICENSE) -> head folder with head.safetensors, manifest.json, LICENSE."""
-    from ..weights import save_head
+    from ..heads import save_head
 
     pth = Path(pth)
     lic = Path(license_file) if license_file else pth.parent / "LICENSE"
@@ -140,7 +140,7 @@ def convert_univfd(pth: str | Path, out_dir: str | Path, license_file: str | Pat
     tensors = load_published(pth)
     m = manifest()
     try:  # keep the first conversion's date so regenerating gives an identical folder
-        from ..weights import read_manifest
+        from ..heads import read_manifest
 
         m["created"] = read_manifest(out_dir)["created"]
     except Exception:  # noqa: BLE001 - first conversion

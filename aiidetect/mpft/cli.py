@@ -91,7 +91,7 @@ def train_mpft_cmd(
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
     from ..train.data import load_items
-    from ..weights import default_output_dir, plain_name
+    from ..heads import default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
     err = stderr_console()

@@ -44,7 +44,7 @@ def explain_mask_cmd(
 
     spec = make_spec(preprocess, size)
     if head is not None:
-        from ..weights import HeadError, read_manifest
+        from ..heads import HeadError, read_manifest
 
         try:
             m = read_manifest(head)
@@ -95,7 +95,7 @@ def explain_mpft_cmd(
     from ..mpft.model import build_from_head
     from ..mpft.occlusion import occlusion_map, render_heatmap
     from ..preprocess import normalize
-    from ..weights import HeadMismatch, find_heads, load_head, weights_dirs
+    from ..heads import HeadMismatch, find_heads, load_head, weights_dirs
 
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
     if head_name:

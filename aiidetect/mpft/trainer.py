@@ -22,7 +22,7 @@ from ..evaluate.metrics import logit_metrics
 from ..preprocess import apply as preprocess_apply, make_spec
 from ..probability import fit_temperature
 from ..train.data import Item, few_shot, split_train_val, summarize
-from ..weights import backbone_manifest, save_head
+from ..heads import backbone_manifest, save_head
 from .augment import AugmentConfig, augment, shrink_for_cache
 from .model import MASK_MODES, MPFTModel
 from .tam import texture_scores, select_mask

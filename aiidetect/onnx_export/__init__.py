@@ -54,7 +54,7 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
     Returns (exports, skipped[(head name, reason)]). How a head goes into the
     graph is its family's ``exports`` hook in the detector registry."""
     from ..detectors import family_hook, onnx_families
-    from ..weights import HeadError, find_heads, load_head
+    from ..heads import HeadError, find_heads, load_head
     from ..weights_identity import legacy_accepts
 
     exports: list[HeadExport] = []
@@ -139,7 +139,7 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
     """
     from .. import __version__
     from ..preprocess import make_spec
-    from ..weights import backbone_manifest
+    from ..heads import backbone_manifest
 
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")

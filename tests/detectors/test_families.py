@@ -80,7 +80,7 @@ class _Head:
         self.path, self.manifest, self.name = path, manifest, manifest["name"]
 
     def check_backbone(self, fingerprint, description=""):
-        from aiidetect.weights import HeadMismatch
+        from aiidetect.heads import HeadMismatch
 
         if self.manifest["fp"] != fingerprint:
             raise HeadMismatch(f"head {self.name!r} was trained on backbone {self.manifest['fp']}")
@@ -98,7 +98,7 @@ class _Backbone:
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
     """Registers family "toy" whose heads are manifests in `heads` (a list the test fills)."""
-    import aiidetect.weights as weights
+    import aiidetect.heads as weights
 
     heads: list[dict] = []
     monkeypatch.setattr(weights, "find_heads", lambda dirs, det=None: [(tmp_path / h["name"], h) for h in heads

@@ -31,7 +31,7 @@ def tiny():
 def linear_head_dir(tiny, tmp_path_factory):
     """A linear head on 'embed' with Platt calibration, saved like a trainer would."""
     from aiidetect.preprocess import make_spec
-    from aiidetect.weights import backbone_manifest, save_head
+    from aiidetect.heads import backbone_manifest, save_head
 
     g = torch.Generator().manual_seed(1)
     d = tmp_path_factory.mktemp("weights")
@@ -90,7 +90,7 @@ def test_fp32_matches_pytorch(export_fp32, tiny, pixels, linear_head_dir):
             assert np.abs(got[k] - ref[k][:bs]).max() < FP32_TOL, k
     # the linear output equals the torch detector's own arithmetic
     from aiidetect.linear import LinearHead
-    from aiidetect.weights import load_head
+    from aiidetect.heads import load_head
 
     lh = LinearHead.from_head(load_head(linear_head_dir / "probe"))
     np.testing.assert_allclose(sess.run(pixels)["linear:probe/logit"], lh.logits(ref["embed"]), atol=FP32_TOL)
@@ -180,7 +180,7 @@ def all_heads_dir(tiny, linear_head_dir, tmp_path_factory):
     from aiidetect.flow.model import FeatureFlow, FlowConfig
     from aiidetect.mpft.model import MPFTModel
     from aiidetect.preprocess import make_spec
-    from aiidetect.weights import backbone_manifest, save_head
+    from aiidetect.heads import backbone_manifest, save_head
 
     d = tmp_path_factory.mktemp("allheads")
     shutil.copytree(linear_head_dir / "probe", d / "probe")

@@ -15,7 +15,7 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     from aiidetect.detectors import RunContext, create_detectors
     from aiidetect.engines import ray as ray_engine
     from aiidetect.pipeline import Pipeline
-    from aiidetect.weights import weights_dirs
+    from aiidetect.heads import weights_dirs
 
     files = [p for p in sorted(dev_dir.rglob("*")) if p.is_file() and p.suffix.lower() in (".jpg", ".png", ".bmp")]
     picked = files[::max(1, len(files) // 60)][:60]

@@ -77,7 +77,7 @@ def test_forward_traces_without_python_control_flow():
 
 
 def test_rebuild_from_head(tmp_path):
-    from aiidetect.weights import load_head, save_head
+    from aiidetect.heads import load_head, save_head
 
     m, x = _perturbed_flow()
     m = m.float()

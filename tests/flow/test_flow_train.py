@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from aiidetect.backbone import BackboneSpec, create_backbone  # noqa: E402
 from aiidetect.detectors import RunContext, UnavailableDetector, create_detectors, feature_key  # noqa: E402
-from aiidetect.features import FeatureCache, encode_images  # noqa: E402
+from aiidetect.feature_cache import FeatureCache, encode_images  # noqa: E402
 from aiidetect.flow.train import FitConfig, TrainFlowConfig, make_proxy_pixels, train_flow_head  # noqa: E402
 from aiidetect.preprocess import to_uint8  # noqa: E402
 

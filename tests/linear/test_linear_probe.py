@@ -94,12 +94,12 @@ def test_tiny_sets_and_bad_labels():
 # ------------------------------------------------------------------ end to end on a tiny random backbone
 def test_probe_separates_held_out_planted_images_and_scan_reproduces_it(planted, tiny, tmp_path):
     from aiidetect.detectors import RunContext, create_detectors
-    from aiidetect.features import extract_features
+    from aiidetect.feature_cache import extract_features
     from aiidetect.evaluate.metrics import logit_metrics
     from aiidetect.linear.train import train_linear
     from aiidetect.pipeline import run_detectors
     from aiidetect.train.data import load_items
-    from aiidetect.weights import load_head
+    from aiidetect.heads import load_head
 
     spec, bb = tiny
     res = train_linear([planted / "train"], spec, name="planted", out=tmp_path / "w" / "planted", backbone=bb,
@@ -132,7 +132,7 @@ def test_probe_separates_held_out_planted_images_and_scan_reproduces_it(planted,
 
 
 def test_five_shots_per_class_train_in_seconds(planted, tiny, tmp_path):
-    from aiidetect.features import FeatureCache
+    from aiidetect.feature_cache import FeatureCache
     from aiidetect.linear.train import train_linear
 
     spec, bb = tiny

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aiidetect.weights import REPO_WEIGHTS, find_heads, load_head
+from aiidetect.heads import REPO_WEIGHTS, find_heads, load_head
 
 SHIPPED = REPO_WEIGHTS / "univfd"
 PUBLISHED = Path(os.environ.get("AIIDETECT_SHARED_WEIGHTS", Path(__file__).resolve().parents[2] / "shared" / "weights")) \
@@ -138,7 +138,7 @@ def test_shipped_heads_are_found_in_a_wheel_install(tmp_path, monkeypatch):
     import shutil
     import sys
 
-    import aiidetect.weights as w
+    import aiidetect.heads as w
 
     prefix = tmp_path / "prefix"
     shutil.copytree(SHIPPED, prefix / "share" / "aiidetect" / "weights" / "univfd")

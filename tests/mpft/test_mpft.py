@@ -129,7 +129,7 @@ def test_manifest_and_artifact(trained, backbone):
 
 def test_save_load_identical_outputs(trained, backbone):
     from aiidetect.mpft.model import build_from_head
-    from aiidetect.weights import load_head
+    from aiidetect.heads import load_head
 
     res, _, _ = trained
     x = torch.randn(3, 3, 224, 224)
@@ -145,7 +145,7 @@ def test_other_backbone_fails_clearly(trained):
     from aiidetect.mpft.detector import create
     from aiidetect.detectors import DetectorUnavailable
     from aiidetect.mpft.model import build_from_head
-    from aiidetect.weights import HeadMismatch, load_head
+    from aiidetect.heads import HeadMismatch, load_head
 
     res, _, _ = trained
     other = create_backbone(BackboneSpec.from_options(config="tiny-vit", seed=1))
@@ -189,7 +189,7 @@ def test_detector_predicts(trained, backbone):
 
 def test_traceable_for_onnx(trained, backbone):
     from aiidetect.mpft.model import build_from_head
-    from aiidetect.weights import load_head
+    from aiidetect.heads import load_head
 
     res, _, _ = trained
     m = build_from_head(load_head(res.head_dir), backbone)

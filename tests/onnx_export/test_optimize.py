@@ -23,7 +23,7 @@ def _flow_head(weights: Path) -> None:
     from aiidetect.backbone import BackboneSpec, create_backbone
     from aiidetect.flow.model import FeatureFlow, FlowConfig
     from aiidetect.preprocess import make_spec
-    from aiidetect.weights import backbone_manifest, save_head
+    from aiidetect.heads import backbone_manifest, save_head
 
     tiny = create_backbone(BackboneSpec.from_options(config="tiny-vit"))
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def test_decision_of_another_cpu_or_head_set_is_ignored(setup, dev_dir, monkeypa
     from aiidetect.backbone import BackboneSpec
     from aiidetect.detectors import RunContext
 
-    from aiidetect.weights import weights_dirs
+    from aiidetect.heads import weights_dirs
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(setup["cache"]))
     monkeypatch.setenv("AIIDETECT_WEIGHTS", str(setup["weights"]))

@@ -147,7 +147,7 @@ class _MeanBackbone:
 
 def test_extract_features_gives_the_features_of_the_hand_decoded_pixels(zoo, tmp_path):
     pytest.importorskip("torch")
-    from aiidetect.features import FeatureCache, extract_features
+    from aiidetect.feature_cache import FeatureCache, extract_features
 
     paths, good = zoo
     bb = _MeanBackbone()
