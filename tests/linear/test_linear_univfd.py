@@ -12,7 +12,7 @@ import torch
 from aiidetect.heads import REPO_WEIGHTS, find_heads, load_head
 
 SHIPPED = REPO_WEIGHTS / "univfd"
-PUBLISHED = Path(os.environ.get("AIIDETECT_SHARED_WEIGHTS", Path(__file__).resolve().parents[2] / "shared" / "weights")) \
+PUBLISHED = Path(os.environ.get("AIIDETECT_SHARED_WEIGHTS", Path(__file__).resolve().parents[3] / "shared" / "weights")) \
     / "univfd" / "fc_weights.pth"
 if not PUBLISHED.is_file():
     PUBLISHED = Path("/work/shared/weights/univfd/fc_weights.pth")

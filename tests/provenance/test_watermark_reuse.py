@@ -94,7 +94,7 @@ def test_decode_cost_benchmark_runs(dev_dir):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "decode_cost.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "decode_cost.py"
     out = subprocess.run([sys.executable, str(script), str(dev_dir / "real" / "ml72"), "--limit", "2", "--rounds", "1",
                           "--format", "json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
