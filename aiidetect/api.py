@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from .choices import choices
 from .limits import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("aiidetect")
@@ -41,44 +42,14 @@ class UsageError(ScanError, ValueError):
 
 
 # Fixed choices, shared with the command line (commands/common.py shows them as --option values).
-class Runtime(str, Enum):
-    """auto: the runtime `aiidetect optimize` verified for this CPU, backbone and heads, else torch."""
-
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Dtype(str, Enum):
-    """Inference dtypes; auto picks bfloat16 on CPUs that multiply it natively (docs/performance.md)."""
-
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class TrainDtype(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class Watermark(str, Enum):
-    auto = "auto"
-    always = "always"
-    never = "never"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
+Runtime = choices("Runtime", "auto", "torch", "onnx",
+                  doc="auto: the runtime `aiidetect optimize` verified for this CPU, backbone and heads, else torch.")
+Device = choices("Device", "auto", "cpu", "cuda")
+Dtype = choices("Dtype", "auto", "float32", "bfloat16", "float16",
+                doc="Inference dtypes; auto picks bfloat16 on CPUs that multiply it natively (docs/performance.md).")
+TrainDtype = choices("TrainDtype", "float32", "bfloat16", "float16")
+Watermark = choices("Watermark", "auto", "always", "never")
+Engine = choices("Engine", "local", "ray")
 
 
 def _choice(value: Any, enum: type[Enum], option: str) -> str:

@@ -38,12 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .detectors import onnx_families
+
 DECISION = "decision.json"
 FORMAT = "aiidetect-optimize"
 FORMAT_VERSION = 1
 DEFAULT_TOLERANCE = 0.005
 MIN_IMAGES = 20
-PIXEL_FAMILIES = ("linear", "mpft", "flow")
+# The families whose heads run on the backbone and can be served from an ONNX graph (the registry says which).
+PIXEL_FAMILIES = tuple(onnx_families())
 ONNX_SUBDIR = "onnx-int8"
 
 
@@ -312,7 +315,7 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     weights_dirs = list(weights_dirs)
     ident = identity(spec, weights_dirs)
     if not ident["heads"]:
-        raise OptimizeError("no trained linear, mpft or flow head in the weights folders: nothing to optimize")
+        raise OptimizeError(f"no trained {', '.join(PIXEL_FAMILIES)} head in the weights folders: nothing to optimize")
     folder = cache_root() / key(ident)
     if folder.exists():
         shutil.rmtree(folder)

@@ -7,7 +7,11 @@ from typing import Optional
 
 import typer
 
-from .common import BackboneOptions, Device, JsonFormat, Runtime, backbone_options, fail, stderr_console
+from ..choices import choices
+from .common import BackboneOptions, Device, JsonFormat, WorkersOpt, backbone_options, fail, stderr_console
+
+# bench times one runtime as asked; "auto" (scan's verified fast path) is not a runtime of its own.
+BenchRuntime = choices("BenchRuntime", "torch", "onnx")
 
 
 def register(apps) -> None:
@@ -19,7 +23,7 @@ def bench_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Images to decode and scan (e.g. the dev photos). "
                                                        "Without it only the model is timed, on random pixels."),
     backbone_opts: BackboneOptions = None,
-    runtime: Runtime = typer.Option("torch", "--runtime", help="onnx: exported on the fly unless --onnx."),
+    runtime: BenchRuntime = typer.Option("torch", "--runtime", help="onnx: exported on the fly unless --onnx."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 (torch) | float16 | int8 (onnx)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes",
@@ -29,7 +33,7 @@ def bench_cmd(
     preprocess: str = typer.Option("resize-center-crop", "--preprocess",
                                    help="resize-center-crop (JPEG draft decoding) | center-crop (full-size "
                                         "decode, as the shipped univfd head needs)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads."),
+    workers: int = WorkersOpt,
     images: int = typer.Option(32, "--images", min=1, help="At most this many images from FOLDER."),
     device: Device = typer.Option("cpu", "--device", help="Where the model runs."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Use this export instead of exporting on the fly."),

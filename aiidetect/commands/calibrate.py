@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+from .common import (BackboneOptions, DetectorsOpt, backbone_options, fail, library_errors, renamed_options, split_list,
                      stderr_console)
 
 
@@ -19,8 +19,7 @@ from .common import (BackboneOptions, backbone_options, fail, library_errors, re
 def calibrate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
                                                "Use data the heads were NOT trained on."),
-    detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
-                                                  help="Comma-separated detector families (default: all)."),
+    detectors: Optional[List[str]] = DetectorsOpt,
     method: str = typer.Option("temperature", "--method", help="Per-detector calibration: temperature | platt | isotonic."),
     target_fpr: float = typer.Option(0.01, "--target-fpr", min=0.0, max=0.5,
                                      help="Most real photos the verdict may call ai-generated (share)."),

@@ -13,6 +13,8 @@ from typing import Callable, List, Optional
 import typer
 
 from ..api import DEFAULT_MAX_BYTES
+from ..choices import choices
+from ..detectors import DEFAULT_DETECTORS
 from ..limits import DEFAULT_MAX_PIXELS
 
 # The fixed choices live in the library; commands annotate their options with them.
@@ -45,20 +47,12 @@ WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained head
 
 
 
-class JsonFormat(str, Enum):
-    """--format of commands that print one summary: a table for people, JSON for scripts."""
-
-    table = "table"
-    json = "json"
-
-
-class RecordFormat(str, Enum):
-    """--format of commands that print one row per file."""
-
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
+JsonFormat = choices("JsonFormat", "table", "json",
+                     doc="--format of commands that print one summary: a table for people, JSON for scripts.")
+RecordFormat = choices("RecordFormat", "table", "json", "jsonl", "csv",
+                       doc="--format of commands that print one row per file.")
+ReportFormat = choices("ReportFormat", "table", "json", "jsonl", "csv", "html",
+                       doc="--format of commands that write a scan report (html: the self-contained page).")
 
 
 # The output, cache and decode-limit groups: the same names, defaults and help wherever they appear.
@@ -71,6 +65,10 @@ MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, rich_help
                             help="Refuse images with more pixels (decompression bombs); also Pillow's limit.")
 MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_panel="Decode limits",
                            help="Refuse files larger than this.")
+WorkersOpt = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model.")
+# The families come from the registry, so a new family appears here without editing any command.
+DetectorsOpt = typer.Option(None, "--detectors", "-d",
+                            help=f"Comma-separated detector families: {', '.join(DEFAULT_DETECTORS)}. Default: all.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
 
 

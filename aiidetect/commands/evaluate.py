@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, backbone_options, fail, library_errors, renamed_options, split_list,
+from .common import (BackboneOptions, DetectorsOpt, backbone_options, fail, library_errors, renamed_options, split_list,
                      stderr_console)
 
 
@@ -17,8 +17,7 @@ from .common import (BackboneOptions, backbone_options, fail, library_errors, re
 def evaluate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled data: real/+ai/<generator>/ folder, GenImage, "
                                                "UniversalFakeDetect/CNNSpot folder, or a CSV manifest (file,label[,generator])."),
-    detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
-                                                  help="Comma-separated detector families (default: all)."),
+    detectors: Optional[List[str]] = DetectorsOpt,
     perturb: Optional[List[str]] = typer.Option(None, "--perturb", "-p",
                                                 help="Robustness conditions, repeatable: jpeg:95,75,50 resize:0.5,0.25 "
                                                      "blur:1,2 crop:0.5 webp:80 noise:5, or a chain resize:0.5+jpeg:75."),

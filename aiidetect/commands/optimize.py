@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_OK, BackboneOptions, backbone_options, fail, stderr_console
+from .common import EXIT_OK, BackboneOptions, RecordFormat, WorkersOpt, backbone_options, fail, stderr_console
 
 COLUMNS = ("candidate", "runtime", "dtype", "status", "files", "verdicts_changed", "max_abs_dp", "model_seconds",
            "speedup", "scan_speedup", "reason")
@@ -32,9 +32,9 @@ def optimize_cmd(
                                    help="Candidates to try: bfloat16 (torch; only on CPUs with native bf16), int8 "
                                         "(ONNX Runtime, CLIP-Flow kept in float)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch (as in scan)."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads (as in scan)."),
+    workers: int = WorkersOpt,
     show: bool = typer.Option(False, "--show", help="Print the stored decision for these options; measure nothing."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv"),
+    fmt: RecordFormat = typer.Option(RecordFormat.table, "--format", "-f", help="How to print the decision."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     backbone_opts: BackboneOptions = None,
 ):

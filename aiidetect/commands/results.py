@@ -5,31 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, fail
+from .common import EXIT_FINDINGS, EXIT_OK, RecordFormat, ReportFormat, fail
 
 results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
                           no_args_is_help=True)
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-
-
-class ExportFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-    html = "html"
+Format, ExportFormat = RecordFormat, ReportFormat
 
 
 DbOpt = typer.Option(..., "--db", help="Results store written by `aiidetect scan --db`.")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,17 +9,12 @@ import typer
 
 from rich.markup import escape
 
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, Engine, MaxBytesOpt, MaxPixelsOpt, OutputOpt,
-                     Runtime, Watermark, backbone_options, fail, split_list, stderr_console)
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, MaxBytesOpt, MaxPixelsOpt,
+                     OutputOpt, ReportFormat, Runtime, Watermark, WorkersOpt, backbone_options, fail, split_list,
+                     stderr_console)
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
-    html = "html"
-
+Format = ReportFormat
 
 FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
 
@@ -30,15 +24,14 @@ def scan(
     paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     output: Optional[Path] = OutputOpt,
-    detectors: Optional[List[str]] = typer.Option(None, "--detectors", "-d",
-                                                  help="Comma-separated detector families: metadata, linear, mpft, flow. Default: all."),
+    detectors: Optional[List[str]] = DetectorsOpt,
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
                                                 help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error (comma-separated)."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into folders."),
     include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to take inside folders (repeatable)."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model."),
+    workers: int = WorkersOpt,
     max_pixels: int = MaxPixelsOpt,
     max_bytes: int = MaxBytesOpt,
     explain: bool = typer.Option(False, "--explain", help="Table: show every reason that moved the verdict."),
