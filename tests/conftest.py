@@ -80,3 +80,14 @@ from hypothesis import settings as _hyp_settings  # noqa: E402
 _hyp_settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     _hyp_settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _pillow_pixel_limit():
+    """Decoding sets Pillow's process-wide pixel limit from the run's --max-pixels; a test that
+    decodes under a small limit must not leave it for the tests after it."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
