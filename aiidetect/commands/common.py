@@ -65,6 +65,9 @@ MaxPixelsOpt = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=1, rich_help
                             help="Refuse images with more pixels (decompression bombs); also Pillow's limit.")
 MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_panel="Decode limits",
                            help="Refuse files larger than this.")
+# A training command prints one summary: --format json for scripts (--json, its older spelling, still works).
+SummaryFormatOpt = typer.Option(JsonFormat.table, "--format", "-f", help="table (for people) | json (for scripts).")
+JsonAliasOpt = typer.Option(False, "--json", hidden=True, help="Same as --format json.")
 WorkersOpt = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model.")
 # The families come from the registry, so a new family appears here without editing any command.
 DetectorsOpt = typer.Option(None, "--detectors", "-d",

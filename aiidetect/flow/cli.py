@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console
+from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
+                               renamed_options, stderr_console)
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -66,7 +67,8 @@ def train_flow_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for the split, proxies and training."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     backbone_opts: BackboneOptions = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    fmt: JsonFormat = SummaryFormatOpt,
+    json_out: bool = JsonAliasOpt,
 ):
     """Train a CLIP-Flow head: a normalizing flow on frozen CLIP features of real photos that gives low
     likelihood to spectrally modified proxies of them. No AI image is needed; `scan` runs it as flow:<name>."""
@@ -140,7 +142,7 @@ def train_flow_cmd(
                "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
     for w in summary["warnings"]:
         err.print(f"warning: {w}", style="yellow", highlight=False)
-    if json_out:
+    if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return
     d = manifest["data"]["real"]

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console
+from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
+                               renamed_options, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -31,7 +32,8 @@ def train_linear_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw and cross-validation folds."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     backbone_opts: BackboneOptions = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    fmt: JsonFormat = SummaryFormatOpt,
+    json_out: bool = JsonAliasOpt,
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
     Works from about 5 images per class; `scan` then runs it as linear:<name>."""
@@ -62,7 +64,7 @@ def train_linear_cmd(
                "n_train": res.n_train, "n_held_out": res.n_val, "C": res.probe.info.get("C"),
                "calibration": res.probe.calibration.get("method"), "metrics": res.metrics,
                "seconds": round(res.seconds, 2)}
-    if json_out:
+    if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         typer.echo(f"wrote {summary['head']} (detector linear:{summary['name']}, {res.n_train} images, "

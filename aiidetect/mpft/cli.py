@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console
+from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
+                               renamed_options, stderr_console)
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
@@ -81,7 +82,8 @@ def train_mpft_cmd(
                                          rich_help_panel=P_AUG),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads for decoding and augmentation."),
     backbone_opts: BackboneOptions = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    fmt: JsonFormat = SummaryFormatOpt,
+    json_out: bool = JsonAliasOpt,
 ):
     """Fine-tune the backbone with Texture-Aware Masking (MPFT) and train the binary and attribution heads.
     The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>."""
@@ -147,7 +149,7 @@ def train_mpft_cmd(
                "trainable_parameters": m["params"]["trainable_parameters"], "calibration": m["calibration"],
                "metrics": {k: v for k, v in m["metrics"].items() if k != "history"},
                "seconds": round(time.time() - t0, 1)}
-    if json_out:
+    if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         typer.echo(f"wrote {summary['head']} ({summary['detector']}, {summary['n_train']} train / {summary['n_selection']} selection "

@@ -173,3 +173,15 @@ def test_cli_train_linear_on_dev_manifest(dev_manifest, weights_dir):
 
     bad = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--generators", "nope")
     assert bad.returncode == 2 and "no AI images of generator" in bad.stderr
+
+
+def test_cli_train_linear_format_json_is_the_json_flag(dev_manifest, weights_dir):
+    """`--format json` (the naming every command shares) prints the same summary as the older `--json`."""
+    args = ("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "4")
+    a = run_cli(*args, "--name", "fmt-a", "--format", "json")
+    b = run_cli(*args, "--name", "fmt-b", "--json")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+    assert set(ja) == set(jb) and ja["name"] == "fmt-a" and ja["n_train"] == jb["n_train"]
+    table = run_cli(*args, "--name", "fmt-c")
+    assert table.returncode == 0 and not table.stdout.lstrip().startswith("{")
