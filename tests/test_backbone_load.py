@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import warnings
 
 import pytest
 
@@ -18,26 +17,16 @@ def ckpts(tmp_path_factory):
     """A tiny CLIP (shipped tiny-vit config, seed 0) saved the ways checkpoints come."""
     from safetensors.torch import save_file
 
-    from aiidetect.backbone import import_open_clip, resolve_config_path
-
-    import_open_clip()
-    from open_clip.model import CLIP
+    from aiidetect.testing.checkpoints import save_safetensors, save_torchscript, tiny_clip
 
     d = tmp_path_factory.mktemp("ckpts")
-    cfg = json.loads(resolve_config_path("tiny-vit").read_text())
-    torch.manual_seed(0)
-    model = CLIP(**cfg).eval()
-    sd = model.state_dict()
+    model, sd = tiny_clip()
     torch.save(sd, d / "open_clip_pytorch_model.bin")
     torch.save(sd, d / "legacy.pt", _use_new_zipfile_serialization=False)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "open_clip_model.safetensors"))
+    save_safetensors(sd, d / "open_clip_model.safetensors")
     save_file({k: v.half().contiguous() for k, v in sd.items()}, str(d / "half.safetensors"))
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1}, d / "wrapped.pt")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, (torch.randn(1, 3, 224, 224), torch.zeros(1, 16, dtype=torch.long)),
-                                 check_trace=False)
-    traced.save(str(d / "archive.pt"))
+    save_torchscript(model, d / "archive.pt")
     # one image-tower tensor missing: open_clip's strict=False load keeps its random init there
     save_file({k: v.contiguous() for k, v in sd.items() if k != "visual.ln_post.bias"}, str(d / "partial.safetensors"))
     return d

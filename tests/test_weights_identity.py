@@ -3,7 +3,6 @@ another after one tensor changes; heads with a legacy file-hash identity still m
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 
@@ -15,28 +14,16 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny CLIP (shipped tiny-vit config, random init) saved three ways, plus one changed tensor."""
-    from safetensors.torch import save_file
-
-    from aiidetect.backbone import import_open_clip, resolve_config_path
-
-    import_open_clip()
-    from open_clip.model import CLIP
+    from aiidetect.testing.checkpoints import save_safetensors, save_torchscript, tiny_clip
 
     d = tmp_path_factory.mktemp("tiny-clip")
-    cfg = json.loads(resolve_config_path("tiny-vit").read_text())
-    torch.manual_seed(0)
-    model = CLIP(**cfg).eval()
-    sd = model.state_dict()
+    model, sd = tiny_clip()
     torch.save(sd, d / "state_dict.pt")
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, (torch.randn(1, 3, 224, 224), torch.zeros(1, 16, dtype=torch.long)),
-                                 check_trace=False)
-    traced.save(str(d / "archive.pt"))
+    save_safetensors(sd, d / "model.safetensors")
+    save_torchscript(model, d / "archive.pt")
     changed = {k: v.clone() for k, v in sd.items()}
     changed["visual.ln_post.bias"][0] += 1e-3
-    save_file({k: v.contiguous() for k, v in changed.items()}, str(d / "changed.safetensors"))
+    save_safetensors(changed, d / "changed.safetensors")
     wrapped = {"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3}
     torch.save(wrapped, d / "wrapped.pt")
     return d
