@@ -289,6 +289,10 @@ def compare(ref: Run, cand: Run) -> dict[str, Any]:
     return {"heads": heads, "fused": fused}
 
 
+def _too_slow(min_speedup: float) -> str:
+    return "not faster than torch float32" if min_speedup == 1.0 else f"not over {min_speedup:g}x torch float32"
+
+
 def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None) -> str | None:
     """None when within tolerance, else the reason (the worst offender)."""
     for name, d in [*sorted(agree["heads"].items()), ("fused verdict", agree["fused"])]:
@@ -302,9 +306,11 @@ def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None)
 
 def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance: float = DEFAULT_TOLERANCE,
              max_delta_p: float | None = None, batch_size: int = 16, workers: int = 2,
-             candidates: Sequence[str] | None = None,
+             candidates: Sequence[str] | None = None, min_speedup: float = 1.0,
              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Measure the candidates on `paths`, store the decision, return it.
+    """Measure the candidates on `paths`, store the decision, return it. A
+    verified candidate is chosen only when its model time beats torch float32
+    by more than `min_speedup` times (1.0: faster at all).
     Raises OptimizeError when nothing can be measured."""
     if not 0.0 <= tolerance < 1.0:
         raise OptimizeError("--tolerance is a share of files, between 0 and 1 (0.005 = 0.5%)")
@@ -322,14 +328,14 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     folder.mkdir(parents=True)
     try:
         return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
-                        candidates, log)
+                        candidates, log, min_speedup)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
         raise
 
 
 def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,
-             candidates, log) -> dict[str, Any]:
+             candidates, log, min_speedup: float = 1.0) -> dict[str, Any]:
     from .backbone import native_bf16_cpu
     from .detectors import RunContext, create_detectors
 
@@ -372,7 +378,7 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
         if r.get("status") == "measured":
             why = judge(r["agreement"], tolerance, max_delta_p)
             r["status"], r["reason"] = ("verified", None) if why is None else ("refused", why)
-    verified = [r for r in rows[1:] if r.get("status") == "verified" and r["speedup"] > 1.0]
+    verified = [r for r in rows[1:] if r.get("status") == "verified" and r["speedup"] > min_speedup]
     decision: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -385,7 +391,7 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
                         reason=None)
     else:
         measured = [r for r in rows[1:] if r.get("status") in ("verified", "refused")]
-        reason = "; ".join(f"{r['candidate']}: {r['reason'] or 'not faster than torch float32'}" for r in measured) \
+        reason = "; ".join(f"{r['candidate']}: {r['reason'] or _too_slow(min_speedup)}" for r in measured) \
             or "; ".join(f"{r['candidate']}: {r['reason']}" for r in rows[1:]) or "no candidate"
         decision.update(status="refused", chosen=None, reason=reason)
     if decision.get("chosen", {}) and decision["chosen"]["runtime"] == "onnx":

@@ -26,6 +26,10 @@ def optimize_cmd(
     limit: int = typer.Option(512, "--limit", min=1, help="Images taken from --images (spread over the folder)."),
     tolerance: float = typer.Option(0.005, "--tolerance", help="Largest share of files whose verdict may change, per "
                                     "head and for the fused verdict (0.005 = 0.5%)."),
+    min_speedup: float = typer.Option(1.0, "--min-speedup", min=0.0,
+                                      help="Choose a verified candidate only when its model time beats torch float32 "
+                                           "by more than this factor (1.0: faster at all; 0: whatever agrees, e.g. "
+                                           "to test the fast path on a model too small to time)."),
     max_delta_p: Optional[float] = typer.Option(None, "--max-delta-p", help="Also refuse a candidate that moves any "
                                                 "p_ai by more than this (default: no limit)."),
     candidates: str = typer.Option("bfloat16,int8", "--candidates",
@@ -86,7 +90,7 @@ def optimize_cmd(
     paths = image_paths(images, limit)
     try:
         decision = opt.optimize(spec, dirs, paths, tolerance=tolerance, max_delta_p=max_delta_p,
-                                batch_size=batch_size, workers=workers, candidates=cands,
+                                batch_size=batch_size, workers=workers, candidates=cands, min_speedup=min_speedup,
                                 log=(lambda s: None) if quiet else (lambda s: err.print(s, highlight=False)))
     except opt.OptimizeError as exc:
         fail(str(exc))
