@@ -91,3 +91,15 @@ def _pillow_pixel_limit():
     before = Image.MAX_IMAGE_PIXELS
     yield
     Image.MAX_IMAGE_PIXELS = before
+
+
+def cli_command(*path: str):
+    """The click command behind `aiidetect <path...>`, to read its options."""
+    import typer
+
+    from aiidetect.cli import app
+
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from aiidetect.cli import app
+from conftest import cli_command
 
 RENAMED = {  # command path -> (new, old)
     ("eval",): [("--out-dir", "--out")],
@@ -24,10 +25,7 @@ RENAMED = {  # command path -> (new, old)
 
 
 def _command(path):
-    cmd = typer.main.get_command(app)
-    for name in path:
-        cmd = cmd.commands[name]
-    return cmd
+    return cli_command(*path)
 
 
 @pytest.mark.parametrize("path", sorted(RENAMED), ids=" ".join)

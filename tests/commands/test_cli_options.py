@@ -9,6 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from aiidetect.cli import app
+from conftest import cli_command
 from aiidetect.commands.common import BackboneOptions, backbone_options
 
 CORE = ["--backbone", "--pretrained", "--backbone-config", "--backbone-weights", "--backbone-seed"]
@@ -28,10 +29,7 @@ EXPECTED = {
 
 
 def _command(path):
-    cmd = typer.main.get_command(app)
-    for name in path:
-        cmd = cmd.commands[name]
-    return cmd
+    return cli_command(*path)
 
 
 @pytest.mark.parametrize("path", sorted(EXPECTED), ids=" ".join)
