@@ -337,11 +337,16 @@ def decoded_pixels(paths: Sequence[str], spec: Mapping[str, Any], n: int) -> np.
     return px
 
 
-def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch_size: int, workers: int
-                    ) -> dict[str, Any]:
+# --decode-schedule -> Pipeline(schedule=...); auto = as a scan decides (Plan.decode_schedule)
+SCHEDULES = {"auto": None, "overlap": "overlap", "turns": "turns", "adaptive": "adaptive"}
+
+
+def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch_size: int, workers: int,
+                    schedule: str | None = None) -> dict[str, Any]:
     """The scan Pipeline as `aiidetect scan` runs it (decode workers with the
-    metadata detector overlapped with the model, a linear head, fusion,
-    records), minus report writing."""
+    metadata detector, beside the model or taking turns with it as the scan
+    would decide unless `schedule` says, a linear head, fusion, records),
+    minus report writing."""
     from .detectors.base import Detector, FeatureRequest, feature_key
     from .metadata.detector import MetadataDetector
     from .discover import Candidate
@@ -374,7 +379,8 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
                                           score_kind="logit"))
             return out
 
-    pipe = Pipeline([MetadataDetector({"watermark": "auto"}), BenchHead()], batch_size=batch_size, workers=workers)
+    pipe = Pipeline([MetadataDetector({"watermark": "auto"}), BenchHead()], batch_size=batch_size, workers=workers,
+                    schedule=schedule)
     cands = [Candidate(p, explicit=True) for p in paths]
     t = time.perf_counter()
     recs = list(pipe.run(cands))
@@ -382,7 +388,8 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
     st = pipe.stats
     return {"images_per_s": len(recs) / s if s > 0 else None, "seconds": s, "files": len(recs),
             "decoded": st.decoded, "model_seconds": st.model_seconds, "decode_seconds_sum": st.decode_seconds,
-            "draft": pipe.draft, "detectors": [d.name for d in pipe.detectors]}
+            "draft": pipe.draft, "detectors": [d.name for d in pipe.detectors],
+            "decode_schedule": pipe.turn_policy.summary() if pipe.turn_policy else {"schedule": pipe.schedule}}
 
 
 def embed_cosine(backbone, pixels: np.ndarray, dtype: str) -> float:
@@ -426,10 +433,12 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
               batch_size: int | Sequence[int] = 8, workers: int = 2, images: int = 32, device: str = "cpu",
               onnx_dir: Path | None = None, peak_seconds: float = 1.0, model_seconds: float = 3.0,
               profile: bool = False, check_cosine: bool = True, preprocess: str = "resize-center-crop",
-              log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+              decode_schedule: str = "auto", log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """One bench run. `batch_size` may be a list: the model is then timed at
     each size (`sweep`), and the top-level fields, decode and end to end
-    belong to the last one."""
+    belong to the last one. `decode_schedule` (auto | overlap | turns): how the
+    end-to-end run's decode workers share the CPU with the model (auto: as a
+    scan decides, Plan.decode_schedule)."""
     from .backbone import create_backbone, resolve_device
     from .preprocess import make_spec
 
@@ -437,6 +446,8 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         raise ValueError(f"runtime must be one of {RUNTIMES}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}")
+    if decode_schedule not in SCHEDULES:
+        raise ValueError(f"decode schedule must be one of {', '.join(SCHEDULES)}")
     if runtime == "torch" and dtype == "int8":
         raise ValueError("int8 runs through ONNX Runtime: use --runtime onnx --dtype int8")
     if runtime == "onnx" and dtype == "bfloat16":
@@ -547,7 +558,7 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
             log("end to end through the scan pipeline")
             if dev == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            e = time_end_to_end(paths, runner, spec, batch_size, workers)
+            e = time_end_to_end(paths, runner, spec, batch_size, workers, SCHEDULES[decode_schedule])
             res["end_to_end_images_per_s"] = _r(e["images_per_s"])
             res["end_to_end"] = {k: _r(v) if isinstance(v, float) else v for k, v in e.items()}
         else:

@@ -18,6 +18,7 @@ benchmark and evaluation all read files through here:
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,21 +96,91 @@ def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ah
             ex.shutdown(wait=True, cancel_futures=True)
 
 
-def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2
-                   ) -> Iterator[list[R]]:
+class TurnPolicy:
+    """Whether the decode workers take turns with the caller, chosen by measurement.
+
+    Decoding beside a CPU model costs the model what the workers take from its
+    cores, and more when a preempted model thread stalls the others at their next
+    barrier; taking turns costs the decode's wall time instead. Which is cheaper
+    depends on the model: on 2 cores, turns won for ViT-B-16 bf16 (small, fast
+    operators) and lost for ViT-L-14 bf16, whose threads leave gaps the workers
+    fill for free (docs/performance.md). So both are timed on the scan itself:
+    after the first interval (model warm-up, not counted), `probe` chunks of each,
+    alternating (neighbouring chunks hold similar files: a folder of large photos
+    after one of small PNGs must not decide), then the one with fewer seconds per
+    item over the last `window` chunks of each; every `every` chunks the other is
+    timed again on `probe` chunks, alternating with the chosen one, so that a
+    change in the machine's load or in the files is noticed.
+    """
+
+    def __init__(self, probe: int = 2, every: int = 16, window: int = 4):
+        self.probe, self.every = max(1, int(probe)), max(2 * int(probe), int(every))
+        self.seconds: dict[bool, deque] = {True: deque(maxlen=window), False: deque(maxlen=window)}
+        self.decisions = 0
+        self.observed = 0
+
+    def __call__(self) -> bool:
+        """The mode for the next chunk: True = take turns."""
+        k, self.decisions = self.decisions - 1, self.decisions + 1
+        if k < 0:
+            return True                      # warm-up interval: no overlap to judge yet
+        if k < 2 * self.probe:
+            return k % 2 == 0                # probe: turns, overlap, turns, ...
+        best = self.best()
+        phase = (k - 2 * self.probe) % self.every - (self.every - 2 * self.probe)
+        return (not best) if phase >= 0 and phase % 2 == 0 else best
+
+    def observe(self, turns: bool, seconds: float, items: int) -> None:
+        """The caller held a chunk of `items` and got the next one `seconds` later."""
+        self.observed += 1
+        if self.observed > 1 and items > 0:  # the first (warm-up) interval says nothing about the modes
+            self.seconds[turns].append(seconds / items)
+
+    def per_item(self, turns: bool) -> float | None:
+        xs = self.seconds[turns]
+        return sum(xs) / len(xs) if xs else None
+
+    def best(self) -> bool:
+        t, o = self.per_item(True), self.per_item(False)
+        if t is None or o is None:
+            return t is not None
+        return t < o
+
+    def summary(self) -> dict[str, Any]:
+        t, o = self.per_item(True), self.per_item(False)
+        return {"schedule": "adaptive", "chose": "turns" if self.best() else "overlap",
+                "turns_s_per_item": None if t is None else round(t, 5),
+                "overlap_s_per_item": None if o is None else round(o, 5)}
+
+
+def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
+                   take_turns: "bool | TurnPolicy" = False) -> Iterator[list[R]]:
     """Like `ordered`, a chunk at a time: chunk k+1 is being worked on while the
-    caller handles chunk k (the scan's model runs while the next batch decodes)."""
+    caller handles chunk k (the scan's model runs while the next batch decodes).
+
+    take_turns=True: chunk k+1 is started only when the caller asks for it, so
+    the workers and the caller never run at the same time (for a caller that
+    itself keeps every core busy). A TurnPolicy decides chunk by chunk and is told
+    how long the caller took with each chunk until the next was ready."""
     size = max(1, int(size))
     numbered = enumerate(items)
+    policy = take_turns if callable(take_turns) else None
     with ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="decode") as pool:
         def submit() -> list[Future]:
             return [pool.submit(job, it, i) for i, it in itertools.islice(numbered, size)]
 
         pending = submit()
+        last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
         while pending:
-            nxt = submit()
-            yield [f.result() for f in pending]
-            pending = nxt
+            turns = policy() if policy is not None else bool(take_turns)
+            nxt = [] if turns else submit()
+            done = [f.result() for f in pending]
+            now = time.perf_counter()
+            if policy is not None and last is not None:
+                policy.observe(last[0], now - last[1], last[2])
+            last = (turns, now, len(done))
+            yield done
+            pending = submit() if turns else nxt
 
 
 def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), workers: int = 2,

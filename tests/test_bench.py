@@ -81,6 +81,18 @@ def test_bench_json_fields(dev_dir):
     assert 0 < res["efficiency"] < 1
     assert res["bf16_cosine_min"] > 0.99
     assert res["end_to_end"]["files"] == 6
+    # a CPU model on every core: the scan's rule times both schedules and keeps the faster
+    assert res["end_to_end"]["decode_schedule"]["schedule"] == "adaptive"
+
+
+def test_bench_decode_schedule_can_be_forced(dev_dir):
+    r = run_cli("bench", str(dev_dir / "real"), "--backbone-config", "tiny-vit", "--images", "4", "--batch-size", "2",
+                "--model-seconds", "0.2", "--peak-seconds", "0.1", "--decode-schedule", "overlap", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["end_to_end"]["decode_schedule"] == {"schedule": "overlap"} and res["end_to_end"]["files"] == 4
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--decode-schedule", "sometimes")
+    assert r.returncode == 2
 
 
 def test_bench_onnx_int8_runs():

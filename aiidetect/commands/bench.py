@@ -12,6 +12,7 @@ from .common import BackboneOptions, Device, JsonFormat, WorkersOpt, backbone_op
 
 # bench times one runtime as asked; "auto" (scan's verified fast path) is not a runtime of its own.
 BenchRuntime = choices("BenchRuntime", "torch", "onnx")
+DecodeSchedule = choices("DecodeSchedule", "auto", "overlap", "turns", "adaptive")
 
 
 def register(apps) -> None:
@@ -34,6 +35,11 @@ def bench_cmd(
                                    help="resize-center-crop (JPEG draft decoding) | center-crop (full-size "
                                         "decode, as the shipped univfd head needs)."),
     workers: int = WorkersOpt,
+    decode_schedule: DecodeSchedule = typer.Option(
+        "auto", "--decode-schedule",
+        help="End to end: decode workers beside the model (overlap), waiting while it runs (turns), or "
+             "timing both and keeping the faster (adaptive); auto decides as a scan does (adaptive when a CPU "
+             "model uses every core, else overlap)."),
     images: int = typer.Option(32, "--images", min=1, help="At most this many images from FOLDER."),
     device: Device = typer.Option("cpu", "--device", help="Where the model runs."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Use this export instead of exporting on the fly."),
@@ -79,7 +85,8 @@ def bench_cmd(
     try:
         res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=sizes if len(sizes) > 1 else sizes[0],
                         workers=workers, images=images, device=device, onnx_dir=onnx_dir, model_seconds=model_seconds,
-                        peak_seconds=peak_seconds, profile=profile, preprocess=preprocess, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
+                        peak_seconds=peak_seconds, profile=profile, preprocess=preprocess,
+                        decode_schedule=decode_schedule.value, log=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
     except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2

@@ -139,7 +139,8 @@ def create(ctx: RunContext) -> list[Detector]:
             out.extend(UnavailableDetector(h["name"], str(exc)) for h in metas)
             continue
         req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=dict(g["preprocessing"]),
-                             encode=OnnxEncoder(sess), layers=(), device="cpu", dtype="float32")
+                             encode=OnnxEncoder(sess), layers=(),
+                             device="cuda" if "CUDA" in sess.provider else "cpu", dtype="float32")
         gid = _graph_id(Path(ctx.onnx_dir), g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:

@@ -1,7 +1,10 @@
 """The scan loop: candidates in, records out, in order.
 
 Decoding of chunk k+1 runs in worker threads while the model works on chunk k
-(Pillow and numpy release the GIL), records come out in input order, and every
+(Pillow and numpy release the GIL) when the model leaves cores to spare (a GPU);
+beside a model on the CPU that uses every core, the workers either do that or
+wait while it runs, whichever the scan measures to be faster (Plan.decode_schedule,
+pixels.TurnPolicy). Records come out in input order, and every
 failure stays inside its record. With a ResultCache, a file whose bytes (and
 detectors) were seen in an earlier run is read and hashed but neither decoded
 nor given to a model.
@@ -16,7 +19,7 @@ from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
 from ..fusion import fusion_identity
-from ..pixels import PixelReader, ordered_chunks
+from ..pixels import PixelReader, TurnPolicy, ordered_chunks
 from ..records import DetectorResult, Record
 from .plan import Plan
 from .stages import DecodeStage, ResultCacheStage, ScanStats, finish, from_cache, run_model
@@ -36,7 +39,8 @@ class Pipeline:
     def __init__(self, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None = None,
                  batch_size: int = 16, workers: int = 2, limits: DecodeLimits | None = None,
                  cache: Any = None, decoder: Callable[[str, int, list], Sample] | None = None,
-                 prior: Callable[[str], Record | None] | None = None, plan: Plan | None = None):
+                 prior: Callable[[str], Record | None] | None = None, plan: Plan | None = None,
+                 schedule: str | None = None):
         self.plan = plan or Plan.build(detectors)
         self.detectors = list(detectors)
         self.decoder = decoder
@@ -49,6 +53,11 @@ class Pipeline:
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers))
         self.limits = limits or DecodeLimits()
+        # overlap | turns | adaptive; None: the plan's rule (Plan.decode_schedule).
+        self.schedule = schedule or self.plan.decode_schedule(self.workers)
+        if self.schedule not in ("overlap", "turns", "adaptive"):
+            raise ValueError(f"decode schedule must be overlap, turns or adaptive, not {self.schedule!r}")
+        self.turn_policy: TurnPolicy | None = None
         self.stats = ScanStats()
         self._cache: ResultCacheStage | None = None
         if cache is not None and decoder is None:
@@ -91,7 +100,10 @@ class Pipeline:
         `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
         self._resumed = set()
         self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
-        for samples in ordered_chunks(self._decode, candidates, self.batch_size, self.workers):
+        turns: bool | TurnPolicy = self.schedule == "turns"
+        if self.schedule == "adaptive":
+            turns = self.turn_policy = TurnPolicy()
+        for samples in ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns):
             for rec in self.complete(samples):
                 if on_record:
                     on_record(rec)

@@ -7,6 +7,8 @@ with the model, and what each detector's cached results depend on.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -61,6 +63,34 @@ class Plan:
         plan.image_for_file_dets = any(getattr(d, "reads_image", False) for d in plan.worker_dets)
         return plan
 
+    def model_on_cpu(self) -> bool:
+        """Whether an encoder pass of this plan runs on this machine's CPU."""
+        return any(str(g.request.device).split(":")[0] == "cpu" for g in self.groups.values())
+
+    def decode_schedule(self, workers: int, env: Mapping[str, str] | None = None) -> str:
+        """How the decode workers share the machine with the model: "overlap" (the
+        next batch decodes while the model runs), "turns" (they wait while it runs)
+        or "adaptive" (pixels.TurnPolicy times both on the scan and keeps the faster).
+
+        Overlap when the model leaves cores to spare: on a GPU, or torch told to use
+        fewer threads than the cores minus the workers. A model on the CPU using
+        every core (the default on a CPU-only machine) is adaptive: beside it the
+        workers preempt its threads, which cost ViT-B-16 bf16 on 2 cores more than
+        taking turns, while ViT-L-14 lost nothing from them (docs/performance.md).
+        AIIDETECT_DECODE_SCHEDULE=overlap|turns|adaptive overrides the rule."""
+        env = os.environ if env is None else env
+        forced = env.get("AIIDETECT_DECODE_SCHEDULE", "").strip().lower()
+        if not self.groups:
+            return "overlap"  # no model step to take turns with
+        if forced in ("overlap", "turns", "adaptive"):
+            return forced
+        if not self.model_on_cpu():
+            return "overlap"
+        cores = usable_cores()
+        omp = env.get("OMP_NUM_THREADS", "")
+        threads = int(omp) if omp.isdigit() and int(omp) > 0 else _torch_threads() or cores
+        return "adaptive" if threads + max(1, int(workers)) > cores else "overlap"
+
     def decode_half(self) -> "Plan":
         """This plan's decode side alone: the same pixels and per-file detectors, no model."""
         return Plan(list(self.worker_dets), {}, {d.name: [] for d in self.worker_dets}, list(self.specs),
@@ -81,3 +111,20 @@ class Plan:
                 return {}
             out[d.name] = identity_key(ident, run)
         return out
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _torch_threads() -> int | None:
+    # Only when torch is already loaded: importing it here would cost seconds for nothing.
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.get_num_threads()) if torch is not None else None
+    except Exception:  # noqa: BLE001 - a half-imported torch must not break planning
+        return None

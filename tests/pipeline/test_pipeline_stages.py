@@ -125,3 +125,76 @@ def test_records_come_back_in_input_order_with_failures_in_place(tmp_path, batch
     assert [r.file for r in recs] == paths
     assert [r.error.code if r.error else None for r in recs] == [None, "empty-file", "unreadable", None]
     assert pipe.stats.files == 4 and pipe.stats.duplicates_reused == 1
+
+
+def _plan_with_model(device="cpu"):
+    plan = Plan.build([Head("a", make_spec("resize-center-crop", 32)), PerFile()])
+    for g in plan.groups.values():
+        g.request.device = device
+    return plan
+
+
+def test_decode_schedule_adapts_beside_a_cpu_model_that_uses_every_core(monkeypatch):
+    import aiidetect.pipeline.plan as plan_mod
+
+    monkeypatch.setattr(plan_mod, "usable_cores", lambda: 2)
+    monkeypatch.setattr(plan_mod, "_torch_threads", lambda: None)
+    cpu = _plan_with_model("cpu")
+    assert cpu.decode_schedule(2, env={}) == "adaptive"                          # model on every core
+    assert cpu.decode_schedule(2, env={"OMP_NUM_THREADS": "1"}) == "adaptive"    # 1 + 2 workers > 2 cores
+    monkeypatch.setattr(plan_mod, "usable_cores", lambda: 8)
+    assert cpu.decode_schedule(2, env={"OMP_NUM_THREADS": "4"}) == "overlap"     # cores to spare
+    assert cpu.decode_schedule(2, env={}) == "adaptive"
+    monkeypatch.setattr(plan_mod, "_torch_threads", lambda: 4)
+    assert cpu.decode_schedule(2, env={}) == "overlap"                           # torch told to use 4 of 8
+    assert _plan_with_model("cuda").decode_schedule(2, env={}) == "overlap"      # the GPU wants the overlap
+    assert _plan_with_model("cuda:1").decode_schedule(2, env={}) == "overlap"
+    # the override, any way; a plan without a model never takes turns (nothing to take turns with)
+    for forced in ("turns", "overlap", "adaptive"):
+        assert _plan_with_model("cuda").decode_schedule(2, env={"AIIDETECT_DECODE_SCHEDULE": forced}) == forced
+    assert cpu.decode_schedule(2, env={"AIIDETECT_DECODE_SCHEDULE": "sometimes"}) == "overlap"  # unknown: the rule
+    assert Plan.build([PerFile()]).decode_schedule(2, env={"AIIDETECT_DECODE_SCHEDULE": "turns"}) == "overlap"
+    assert Pipeline([PerFile()]).schedule == "overlap"
+    with pytest.raises(ValueError, match="decode schedule"):
+        Pipeline([PerFile()], schedule="sometimes")
+
+
+class _MeanHead(Detector):
+    """A model head whose result is a fixed function of its pixels."""
+
+    family = "head"
+
+    def __init__(self, spec):
+        super().__init__("mean")
+        self.req = FeatureRequest(encoder_key="mean", preprocess=spec, encode=self.encode)
+
+    def encode(self, x, layers=()):
+        return {"embed": x.reshape(x.shape[0], -1).mean(dim=1, keepdim=True)}
+
+    def feature_requests(self):
+        return [self.req]
+
+    def predict(self, samples, features):
+        key = next(iter(features[0]))
+        return [DetectorResult(status="ok", p_ai=float(f[key]["embed"][0]) % 1.0, score=0.0, score_kind="logit")
+                for f in features]
+
+
+def test_records_are_the_same_however_decode_shares_the_machine(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(7):
+        p = tmp_path / f"{k}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + k, 48, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    paths.insert(3, str(tmp_path / "missing.png"))
+    spec = make_spec("resize-center-crop", 32)
+    out = {}
+    for schedule in ("overlap", "turns", "adaptive"):
+        pipe = Pipeline([PerFile(), _MeanHead(spec)], batch_size=2, workers=2, schedule=schedule)
+        out[schedule] = [r.to_dict() for r in pipe.run(Candidate(p, explicit=True) for p in paths)]
+        assert (pipe.turn_policy is not None) is (schedule == "adaptive")
+    assert out["overlap"] == out["turns"] == out["adaptive"]
+    assert [r["file"] for r in out["turns"]] == paths and out["turns"][3]["error"]["code"] == "unreadable"
+    # 8 files in chunks of 2: the adaptive run timed the caller's chunks in both modes
+    assert pipe.turn_policy.observed == 3 and pipe.turn_policy.per_item(True) is not None

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aiidetect.decode import DecodeLimits, decode_bytes, read_bytes
-from aiidetect.pixels import PixelReader, failure, iter_pixels, ordered, ordered_chunks, stack_pixels
+from aiidetect.pixels import PixelReader, TurnPolicy, failure, iter_pixels, ordered, ordered_chunks, stack_pixels
 from aiidetect.preprocess import apply, draft_size, make_spec, spec_key
 
 from aiidetect.testing.images import jpeg_bytes, noise_rgb, save
@@ -123,10 +123,73 @@ def test_ordered_consumes_a_lazy_input_only_a_bounded_way_ahead():
     assert any(name.startswith("decode") for _, _, name in first + rest)
 
 
-def test_ordered_chunks_keep_order_and_size():
-    chunks = list(ordered_chunks(lambda x, i: x * 10 + (i - x), range(23), 5, workers=3))
+@pytest.mark.parametrize("take_turns", [False, True])
+def test_ordered_chunks_keep_order_and_size(take_turns):
+    chunks = list(ordered_chunks(lambda x, i: x * 10 + (i - x), range(23), 5, workers=3, take_turns=take_turns))
     assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
     assert sum(chunks, []) == [x * 10 for x in range(23)]
+
+
+@pytest.mark.parametrize("take_turns", [False, True])
+def test_ordered_chunks_take_turns_keeps_workers_idle_while_the_caller_works(take_turns):
+    """Overlap: the next chunk is worked on while the caller holds this one.
+    Turns: no job runs until the caller asks for the next chunk."""
+    import threading
+
+    busy = threading.Event()      # the caller is handling a chunk
+    ran_while_busy = threading.Event()
+
+    def job(x, i):
+        if busy.is_set():
+            ran_while_busy.set()
+        return x
+
+    seen = []
+    for chunk in ordered_chunks(job, range(12), 3, workers=2, take_turns=take_turns):
+        busy.set()
+        # Overlap starts the next chunk before handing this one over: its jobs run during this wait.
+        ran_while_busy.wait(0.5 if not take_turns and chunk[0] == 0 else 0.05)
+        seen += chunk
+        busy.clear()
+    assert seen == list(range(12))
+    assert ran_while_busy.is_set() is (not take_turns)
+
+
+def test_turn_policy_probes_both_modes_then_keeps_the_faster_and_looks_again():
+    pol = TurnPolicy(probe=2, every=8, window=4)
+    cost = {True: 1.0, False: 2.0}          # seconds per item: taking turns is faster here
+
+    def run(n):
+        modes = []
+        for _ in range(n):
+            m = pol()
+            modes.append(m)
+            pol.observe(m, cost[m] * 4, 4)
+        return modes
+
+    modes = run(5)
+    assert modes == [True, True, False, True, False]   # warm-up (not counted), then turns and overlap alternating
+    assert pol.per_item(True) == 1.0 and pol.per_item(False) == 2.0 and pol.best() is True
+    modes = run(16)
+    # the other mode re-timed on 2 of every 8 chunks, alternating with the chosen one
+    assert modes[:8] == [True, True, True, True, False, True, False, True] and modes.count(False) == 4
+    cost[True] = 3.0                                                  # the machine changes: turns got slower
+    modes = run(24)
+    assert modes[-16:].count(False) == 12 and pol.best() is False       # overlap now, turns re-timed 2 of 8
+    assert pol.summary()["chose"] == "overlap"
+
+
+def test_turn_policy_in_ordered_chunks_is_told_the_callers_time_per_chunk():
+    import time
+
+    pol = TurnPolicy(probe=1, every=4)
+    chunks = []
+    for chunk in ordered_chunks(lambda x, i: x, range(10), 2, workers=2, take_turns=pol):
+        chunks.append(chunk)
+        time.sleep(0.01)
+    assert sum(chunks, []) == list(range(10))
+    assert pol.decisions == 5 and pol.observed == 4      # the last chunk has no next one to wait for
+    assert all(x >= 0.004 for xs in pol.seconds.values() for x in xs)   # >= 10 ms per chunk of 2
 
 
 class _MeanBackbone:

@@ -1,0 +1,102 @@
+"""Decode workers beside the model, or taking turns with it: end-to-end against model-only.
+
+One process, one backbone; each round times the model alone on pre-decoded
+batches (as `aiidetect bench` does), then the scan pipeline end to end (decode
+workers with the metadata detector and its watermark check, a linear head,
+fusion, records) once per schedule, in turn, so drifting machine load hits every
+schedule alike. Reports each schedule's images/s, the model's share of its time
+(model_s), and end-to-end/model with the model-only rate of the same round.
+
+    python benchmarks/decode_schedule.py /work/shared/data/dev/real --backbone ViT-B-16 --rounds 5
+    python benchmarks/decode_schedule.py DIR --runtime onnx --dtype int8 --rounds 5
+    python benchmarks/decode_schedule.py DIR --json benchmarks/results/decode_schedule-B16.json
+
+overlap: the next batch decodes while the model runs (what a model on a GPU
+wants); turns: the workers wait while the model runs; adaptive: both are timed
+on the scan and the faster kept (pixels.TurnPolicy: what `aiidetect scan` does
+when a CPU model uses every core, Plan.decode_schedule).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+
+def machine() -> dict:
+    flags = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
+    return {"cpu": model, "flags": shown, "cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--backbone", default="ViT-B-16")
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    ap.add_argument("--dtype", default="bfloat16", help="torch: float32 | bfloat16; onnx: float32 | int8")
+    ap.add_argument("--images", type=int, default=93)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--schedules", default="overlap,turns,adaptive")
+    ap.add_argument("--json", help="also write the result here")
+    a = ap.parse_args(argv)
+
+    from aiidetect import bench
+    from aiidetect.api import use_all_cores
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.preprocess import make_spec
+
+    use_all_cores()
+    bb = create_backbone(BackboneSpec.from_options(a.backbone, "none"), dtype="float32")
+    spec = make_spec("resize-center-crop", bb.image_size, bb.mean, bb.std)
+    paths = bench.image_files(a.folder, a.images)
+    px = bench.decoded_pixels(paths, spec, a.batch_size)
+    schedules = [s.strip() for s in a.schedules.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory() as td:
+        if a.runtime == "torch":
+            runner = bench.TorchRunner(bb, a.dtype)
+        else:
+            runner = bench.make_onnx_runner(bb, a.dtype, None, "cpu", Path(td), lambda s: None)
+        rows = []
+        for r in range(a.rounds):
+            m = bench.time_model(runner, px, a.batch_size, min_seconds=3.0)
+            row = {"round": r, "model_images_per_s": round(m["images_per_s"], 3)}
+            for sch in schedules:
+                e = bench.time_end_to_end(paths, runner, spec, a.batch_size, a.workers, bench.SCHEDULES[sch])
+                row[sch] = {"images_per_s": round(e["images_per_s"], 3), "seconds": round(e["seconds"], 3),
+                            "model_s": round(e["model_seconds"], 3),
+                            "vs_model": round(e["images_per_s"] / m["images_per_s"], 4),
+                            "decode_schedule": e["decode_schedule"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    res = {"backbone": a.backbone, "runtime": a.runtime, "dtype": a.dtype, "images": len(paths),
+           "batch_size": a.batch_size, "workers": a.workers, "rounds": rows, "machine": machine(),
+           "median": {"model_images_per_s": statistics.median(r["model_images_per_s"] for r in rows)}}
+    for sch in schedules:
+        res["median"][sch] = {"images_per_s": statistics.median(r[sch]["images_per_s"] for r in rows),
+                              "vs_model": statistics.median(r[sch]["vs_model"] for r in rows)}
+    res["machine"]["load_1m_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps({"median": res["median"], "machine": res["machine"]}, indent=1))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
