@@ -16,6 +16,8 @@ worker_core_ms), model_core_ms = 2000 / (model-only images/s from
     python benchmarks/decode_cost.py /work/shared/data/dev/real --rounds 3 --format table
     python benchmarks/decode_cost.py DIR --json benchmarks/results/decode_cost.json
     python benchmarks/decode_cost.py DIR --watermark-split   # the check alone: decode vs votes vs reference votes
+    python benchmarks/decode_cost.py DIR --watermark-split --rows 64   # votes on 64-row slabs (default 128)
+    python benchmarks/decode_cost.py DIR --workers-wall      # wall ms/file of the whole job on 1 and 2 workers
 
 Uses whichever aiidetect is importable (PYTHONPATH=OTHER_CHECKOUT to measure
 another version with the same script).
@@ -60,7 +62,38 @@ def one_round(paths: list[str], preprocess: str, watermark: str | None) -> list[
     return costs
 
 
-def watermark_split(paths: list[str]) -> dict:
+def workers_wall(paths: list[str], rounds: int, watermark: str = "auto") -> dict:
+    """Wall ms per file of the decode workers' whole job (resize-center-crop, the
+    metadata detector) with 1 and 2 workers and nothing else running: what a scan
+    waits for when the workers take turns with the model."""
+    from aiidetect.discover import Candidate
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline, Plan
+    from aiidetect.pixels import ordered
+    from aiidetect.preprocess import draft_size, make_spec
+
+    out = {}
+    for wm in (watermark, "never") if watermark != "never" else ("never",):
+        dets = [MetadataDetector({"watermark": wm, "c2pa": True})]
+        spec = make_spec("resize-center-crop", 224)
+        plan = Plan.build(dets)
+        plan.specs, plan.draft = [spec], draft_size(spec)
+        pipe = Pipeline(dets, plan=plan)
+        cands = [Candidate(p, explicit=True) for p in paths]
+        walls: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for w in (1, 2):  # alternated, so drifting load hits both alike
+                t = time.perf_counter()
+                for _s in ordered(pipe._decode, cands, workers=w):
+                    pass
+                walls[w].append((time.perf_counter() - t) * 1000 / len(paths))
+        med = {w: statistics.median(v) for w, v in walls.items()}
+        out[f"watermark {wm}"] = {"wall_ms_per_file": {str(w): round(m, 2) for w, m in med.items()},
+                                  "speedup_2_workers": round(med[1] / med[2], 2)}
+    return out
+
+
+def watermark_split(paths: list[str], rows: int = 128) -> dict:
     """CPU ms per checked file of the watermark check's parts: the full-size decode
     it does when it cannot reuse the worker's image, the block votes as the scan
     computes them, and the float64 reference rule they must equal (files where
@@ -82,7 +115,7 @@ def watermark_split(paths: list[str]) -> dict:
         t0 = time.thread_time()
         rgb = _pixels(data, None, {}, *img.size)
         t1 = time.thread_time()
-        fast = wm._fast_votes(rgb)
+        fast = wm._fast_votes(rgb, rows=rows)
         t2 = time.thread_time()
         ref = {o: wm._votes_from_u(u) for o, u in wm._u_planes(rgb).items()}
         t3 = time.thread_time()
@@ -114,12 +147,20 @@ def main() -> int:
     ap.add_argument("--format", choices=["table", "json"], default="table")
     ap.add_argument("--json", help="also write the JSON here")
     ap.add_argument("--watermark-split", action="store_true", help="only time the watermark check's parts")
+    ap.add_argument("--rows", type=int, default=128, help="--watermark-split: slab height of the votes")
+    ap.add_argument("--workers-wall", action="store_true",
+                    help="only the whole job's wall time per file on 1 and 2 workers")
     a = ap.parse_args()
     import aiidetect
 
     paths = files(a.folder, a.limit)
     if a.watermark_split:
-        print(json.dumps({"files": len(paths), **watermark_split(paths), "machine": machine()}, indent=1))
+        print(json.dumps({"files": len(paths), "rows": a.rows, **watermark_split(paths, a.rows),
+                          "machine": machine()}, indent=1))
+        return 0
+    if a.workers_wall:
+        print(json.dumps({"files": len(paths), "rounds": a.rounds, **workers_wall(paths, a.rounds),
+                          "machine": machine()}, indent=1))
         return 0
     res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
            "machine": machine(), "rows": []}

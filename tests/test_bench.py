@@ -153,3 +153,25 @@ def test_bench_skips_the_bf16_peak_without_native_bf16(monkeypatch):
     res = run_bench(BackboneSpec.from_options(config="tiny-vit"), None, dtype="bfloat16", batch_size=2,
                     model_seconds=0.1, peak_seconds=0.1, check_cosine=False)
     assert set(res["peak_gflops"]) == {"float32", "bfloat16"} and res["limit_basis"] == "bfloat16 matmul peak"
+
+
+def test_decode_schedule_benchmark_runs(dev_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_schedule.py"
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, str(script), str(dev_dir / "real"), "--backbone-config", "tiny-vit",
+                        "--dtype", "float32", "--images", "6", "--batch-size", "2", "--rounds", "1",
+                        "--model-seconds", "0.2", "--schedules", "overlap,turns,adaptive,overlap-nice19",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    row = res["rounds"][0]
+    assert row["overlap"]["decode_schedule"] == {"schedule": "overlap"}
+    assert row["turns"]["decode_schedule"] == {"schedule": "turns"}
+    assert row["adaptive"]["decode_schedule"]["schedule"] == "adaptive"
+    assert row["overlap-nice19"]["decode_schedule"] == {"schedule": "overlap"}   # overlap, low-priority threads
+    assert all(row[s]["images_per_s"] > 0 for s in ("overlap", "turns", "adaptive"))
+    assert res["machine"]["cpus"] >= 1
