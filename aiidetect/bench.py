@@ -436,7 +436,7 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
               decode_schedule: str = "auto", log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """One bench run. `batch_size` may be a list: the model is then timed at
     each size (`sweep`), and the top-level fields, decode and end to end
-    belong to the last one. `decode_schedule` (auto | overlap | turns): how the
+    belong to the last one. `decode_schedule` (auto | overlap | turns | adaptive): how the
     end-to-end run's decode workers share the CPU with the model (auto: as a
     scan decides, Plan.decode_schedule)."""
     from .backbone import create_backbone, resolve_device
