@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -14,6 +13,7 @@ from aiidetect.discover import Candidate
 from aiidetect.pipeline import Pipeline
 from aiidetect.records import DetectorResult, Evidence
 from aiidetect.result_cache import ResultCache, identity_key, result_from_json, result_to_json
+from aiidetect.testing.images import noise_pngs
 
 from conftest import jsonl, run_cli
 
@@ -80,13 +80,7 @@ class Counting(Detector):
 
 @pytest.fixture
 def pngs(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        p = tmp_path / f"im{i}.png"
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
-    return paths
+    return noise_pngs(tmp_path, 5)
 
 
 def _scan(dets, paths, cache):

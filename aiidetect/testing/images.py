@@ -15,6 +15,16 @@ def noise_rgb(w=64, h=48, seed=0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
 
+def noise_pngs(folder: Path, n: int, w: int = 48, h: int = 40, seed: int = 0, grow: int = 0) -> list[str]:
+    """n noise PNGs im0.png ... in folder (distinct bytes; heights h, h + grow, ...)."""
+    paths = []
+    for i in range(n):
+        p = Path(folder) / f"im{i}.png"
+        noise_rgb(w, h + i * grow, seed + i).save(p)
+        paths.append(str(p))
+    return paths
+
+
 def save(img: Image.Image, path: Path, fmt: str | None = None, **kw) -> Path:
     img.save(path, format=fmt, **kw)
     return path

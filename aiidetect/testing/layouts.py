@@ -33,6 +33,12 @@ def fill(folder: Path, n: int, fake: bool, seed: int) -> list[Path]:
     return out
 
 
+def fill_pair(folder: Path, n: int, seed: int, real: str = "0_real", fake: str = "1_fake") -> None:
+    """folder/<real> and folder/<fake>, n images each."""
+    fill(folder / real, n, False, seed)
+    fill(folder / fake, n, True, seed)
+
+
 # GenImage as released: <generator>/<subset>/{train,val}/{ai,nature}
 GENIMAGE = {"stable_diffusion_v_1_4": "imagenet_ai_0419_sdv4", "ADM": "imagenet_ai_0508_adm"}
 
@@ -42,8 +48,7 @@ def genimage_nested(root: Path, n: int = 3) -> Path:
     for gen, sub in GENIMAGE.items():
         for split in ("train", "val"):
             s += 1
-            fill(root / gen / sub / split / "nature", n, False, s)
-            fill(root / gen / sub / split / "ai", n, True, s)
+            fill_pair(root / gen / sub / split, n, s, "nature", "ai")
     return root
 
 
@@ -52,8 +57,7 @@ def genimage_flat(root: Path, n: int = 3) -> Path:
     for gen in GENIMAGE:
         for split in ("train", "val"):
             s += 1
-            fill(root / gen / split / "nature", n, False, s)
-            fill(root / gen / split / "ai", n, True, s)
+            fill_pair(root / gen / split, n, s, "nature", "ai")
     return root
 
 
@@ -65,8 +69,7 @@ def ufd_train(root: Path, n: int = 3) -> Path:
     s = 200
     for c in CLASSES:
         s += 1
-        fill(root / "train" / c / "0_real", n, False, s)
-        fill(root / "train" / c / "1_fake", n, True, s)
+        fill_pair(root / "train" / c, n, s)
     return root / "train"
 
 
@@ -75,11 +78,9 @@ def cnnspot_test(root: Path, n: int = 3) -> Path:
     s = 300
     for c in CLASSES:
         s += 1
-        fill(root / "progan" / c / "0_real", n, False, s)
-        fill(root / "progan" / c / "1_fake", n, True, s)
+        fill_pair(root / "progan" / c, n, s)
     s += 1
-    fill(root / "biggan" / "0_real", n, False, s)
-    fill(root / "biggan" / "1_fake", n, True, s)
+    fill_pair(root / "biggan", n, s)
     return root
 
 

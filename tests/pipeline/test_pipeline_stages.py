@@ -15,6 +15,7 @@ from aiidetect.pipeline.stages import predict
 from aiidetect.preprocess import make_spec
 from aiidetect.records import DetectorResult
 from aiidetect.result_cache import ResultCache
+from aiidetect.testing.images import noise_pngs
 
 
 class Head(Detector):
@@ -91,12 +92,7 @@ class BrokenUnavailable(UnavailableDetector):
 
 
 def test_a_cache_hit_asks_uncached_detectors_through_the_guarded_predict(tmp_path):
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(3):
-        p = tmp_path / f"im{i}.png"
-        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
+    paths = noise_pngs(tmp_path, 3, w=24, h=20, seed=1)
     cache = ResultCache(tmp_path / "r.sqlite")
 
     def scan():
@@ -181,12 +177,7 @@ class _MeanHead(Detector):
 
 
 def test_records_are_the_same_however_decode_shares_the_machine(tmp_path):
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(7):
-        p = tmp_path / f"{k}.png"
-        Image.fromarray(rng.integers(0, 255, (40 + k, 48, 3), dtype=np.uint8)).save(p)
-        paths.append(str(p))
+    paths = noise_pngs(tmp_path, 7, grow=1)
     paths.insert(3, str(tmp_path / "missing.png"))
     spec = make_spec("resize-center-crop", 32)
     out = {}
