@@ -449,11 +449,14 @@ def native_bf16_cpu() -> bool:
     it bf16 is emulated and slower than float32."""
     import torch
 
+    from .cpuinfo import masked
+
     cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+    # AIIDETECT_CPU_WITHOUT=avx512_bf16,amx_tile makes the choice as for a CPU without them (aiidetect.cpuinfo)
+    for probe, flag in (("_is_avx512_bf16_supported", "avx512_bf16"), ("_is_amx_tile_supported", "amx_tile")):
         fn = getattr(cpu, probe, None)
         try:
-            if fn is not None and fn():
+            if fn is not None and flag not in masked() and fn():
                 return True
         except Exception:  # noqa: BLE001 - a missing probe means "don't know": stay on float32
             continue

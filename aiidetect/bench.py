@@ -182,16 +182,12 @@ def machine_facts() -> dict[str, Any]:
         facts["loadavg_1m"] = round(os.getloadavg()[0], 2)
     except OSError:
         pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                facts["cpu"] = line.split(":", 1)[1].strip()
-                break
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
-                              if f in flags.split()]
-    except OSError:
-        pass
+    from . import cpuinfo
+
+    if cpuinfo.flags_known():
+        facts["cpu"] = cpuinfo.model()
+        facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni",
+                                          "avx_vnni") if f in cpuinfo.flags()]
     return facts
 
 

@@ -26,26 +26,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _dir_size(p: Path) -> int:
     total = 0
     if p.is_file():
@@ -107,10 +87,14 @@ def onnx_info() -> dict[str, Any]:
 
 
 def cpu_info() -> dict[str, Any]:
-    flags = _cpu_flags()
-    return {"model": _cpu_model(), "cores": os.cpu_count(),
+    from . import cpuinfo
+
+    flags = cpuinfo.flags()
+    return {"model": cpuinfo.model(), "cores": os.cpu_count(),
             "avx2": "avx2" in flags, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
-            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags}
+            "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+            # Without VNNI, int8 exports use 7-bit weights: ONNX Runtime's fast kernels could overflow on 8 bits.
+            "int8_vnni": cpuinfo.int8_vnni(), "int8_weight_bits": cpuinfo.int8_weight_bits()}
 
 
 def backbone_files(cache_dirs: Sequence[Path]) -> list[dict[str, Any]]:

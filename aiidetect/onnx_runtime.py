@@ -62,6 +62,7 @@ class Session:
     input_name: str = "pixels"
     input_type: str = "tensor(float)"
     output_names: list[str] = field(default_factory=list)
+    exact_int8: bool = False              # session.x64quantprecision set (x86 without VNNI)
 
     def run(self, pixels, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(pixels, dtype=np.float16 if self.input_type == "tensor(float16)" else np.float32)
@@ -71,7 +72,7 @@ class Session:
 
     def describe(self) -> dict[str, Any]:
         return {"runtime": "onnx", "provider": self.provider, "requested_providers": self.requested,
-                "model": str(self.path)}
+                "model": str(self.path), "exact_int8_kernels": self.exact_int8}
 
 
 def load_session(path: str | Path, device: str = "auto", threads: int | None = None,
@@ -100,6 +101,7 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
     if n:
         so.intra_op_num_threads = n
     so.log_severity_level = 3  # ORT warns about every CPU-assigned shape op on CUDA; noise for users
+    exact_int8 = _guard_int8(so)
     try:
         sess = ort.InferenceSession(str(p), sess_options=so, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -107,7 +109,24 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
     got = sess.get_providers()
     inp = sess.get_inputs()[0]
     return Session(path=p, session=sess, provider=got[0] if got else "unknown", requested=providers,
-                   input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()])
+                   input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()],
+                   exact_int8=exact_int8)
+
+
+def _guard_int8(so) -> bool:
+    """On x86 CPUs without VNNI, ONNX Runtime's fast u8 x s8 kernels sum byte
+    pairs in 16 bits and saturate on 8-bit weights (aiidetect.cpuinfo): this
+    option makes it run such weights on its exact u8 x u8 kernels instead. Weights
+    of at most 7 bits (the int8 exports made for these CPUs) stay on the fast
+    kernels, which cannot overflow on them. Not set on VNNI CPUs: there ORT
+    would convert all the same and run 1.5x slower for identical results
+    (docs/performance.md)."""
+    from . import cpuinfo
+
+    if not cpuinfo.int8_pairs_saturate():
+        return False
+    so.add_session_config_entry("session.x64quantprecision", "1")
+    return True
 
 
 def _default_threads() -> int | None:

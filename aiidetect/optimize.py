@@ -11,7 +11,9 @@ the same files:
   slower than float32);
 - ONNX Runtime int8 (dynamic quantization of the encoder's MatMuls), with
   CLIP-Flow's own layers kept in float (``HeadExport.quantize=False``): a
-  density model amplifies quantization error.
+  density model amplifies quantization error. On x86 CPUs without VNNI the
+  weights get 7 bits, which ONNX Runtime's fast kernels there cannot overflow
+  (aiidetect.cpuinfo).
 
 A candidate is verified when, for every head and for the fused verdict, at most
 ``tolerance`` of the files change verdict (and, if asked, no p_ai moves more than
@@ -65,22 +67,10 @@ def cache_root() -> Path:
 def cpu_identity() -> dict[str, Any]:
     """Model name and every flag: int8 and bf16 speed (and int8 numerics: VNNI
     vs AVX2 kernels round differently) depend on them."""
-    model, flags = "", ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                k = k.strip()
-                if k == "model name" and not model:
-                    model = v.strip()
-                elif k in ("flags", "Features") and not flags:
-                    flags = v.strip()
-                if model and flags:
-                    break
-    except OSError:  # not Linux: the platform's description is what there is
-        model = platform.processor()
-    return {"machine": platform.machine(), "model": model, "cores": os.cpu_count(),
-            "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]}
+    from . import cpuinfo
+
+    return {"machine": platform.machine(), "model": cpuinfo.model(), "cores": os.cpu_count(),
+            "flags_sha256": hashlib.sha256(" ".join(sorted(cpuinfo.flags())).encode()).hexdigest()[:16]}
 
 
 def _file_stat(path: str | Path | None) -> dict[str, Any] | None:
@@ -215,7 +205,9 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
 
 
 def _verified_line(c: Mapping[str, Any], n) -> str:
-    return (f"runtime: {c.get('runtime')} {c.get('dtype')}, verified by `aiidetect optimize` on {n} images: "
+    bits = (c.get("int8") or {}).get("weight_bits")
+    how = f" ({bits}-bit weights)" if bits == 7 else ""
+    return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} images: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "
             f"{c.get('scan_speedup', 0.0):.1f}× torch float32 (model time {c.get('speedup', 0.0):.1f}×)")
 
@@ -298,7 +290,7 @@ def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None)
     for name, d in [*sorted(agree["heads"].items()), ("fused verdict", agree["fused"])]:
         if d["verdict_changed_share"] > tolerance:
             return (f"{name} changed {d['verdict_changed']}/{d['files']} verdicts "
-                    f"({100 * d['verdict_changed_share']:.1f}% > {100 * tolerance:.1f}%)")
+                    f"({100 * d['verdict_changed_share']:.3g}% > {100 * tolerance:.3g}%)")  # 0.503% > 0.5%, not 0.5% > 0.5%
         if max_delta_p is not None and d["max_abs_dp"] > max_delta_p:
             return f"{name} moved p_ai by up to {d['max_abs_dp']:.4f} (> --max-delta-p {max_delta_p:g})"
     return None
@@ -387,7 +379,8 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
     if verified:
         best = max(verified, key=lambda r: r["speedup"])
         decision.update(status="verified", chosen={k: best[k] for k in ("candidate", "runtime", "dtype", "speedup",
-                                                                         "scan_speedup", "worst_changed_share")},
+                                                                         "scan_speedup", "worst_changed_share", "int8")
+                                                   if k in best},
                         reason=None)
     else:
         measured = [r for r in rows[1:] if r.get("status") in ("verified", "refused")]
@@ -432,9 +425,11 @@ def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder:
     out = folder / ONNX_SUBDIR
     log(f"exporting {len(heads)} head(s) + encoder to ONNX int8 (CLIP-Flow layers kept in float)")
     try:
-        export_onnx(bb, out, heads, variant="int8", skipped=skipped, log=log)
+        # Weight bits for this CPU: 7 on x86 without VNNI, where 8-bit weights would overflow the fast kernels.
+        side = export_onnx(bb, out, heads, variant="int8", skipped=skipped, log=log)
     except (ExportError, ImportError) as exc:
         return {**base, "status": "skipped", "reason": f"export failed: {exc}"}, {}
+    bits = sorted({(g.get("conversion") or {}).get("weight_bits") for g in side.get("graphs", [])} - {None})
     if os.environ.get("AIIDETECT_OPTIMIZE_TEST_NOISE"):
         _perturb(out, float(os.environ["AIIDETECT_OPTIMIZE_TEST_NOISE"]))
     ctx_o = RunContext(backbone_spec=ctx.backbone_spec, device="cpu", dtype="float32", weights_dirs=ctx.weights_dirs,
@@ -444,7 +439,12 @@ def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder:
     log("onnx int8")
     run = _run("onnx-int8", "onnx", "int8", dets, fusion_model, paths, batch_size, workers)
     files = {f.name: _file_stat(f) for f in sorted(out.iterdir()) if f.is_file()}
-    return _row(ref, run, compare(ref, run), None), files
+    from . import cpuinfo
+
+    row = _row(ref, run, compare(ref, run), None)
+    row["int8"] = {"weight_bits": bits[0] if len(bits) == 1 else bits, "vnni": cpuinfo.int8_vnni(),
+                   "exact_kernels_forced": cpuinfo.int8_pairs_saturate()}
+    return row, files
 
 
 def _perturb(onnx_dir: Path, scale: float) -> None:

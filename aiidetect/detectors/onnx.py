@@ -60,7 +60,7 @@ class OnnxEncoder:
 
 class OnnxHeadDetector(Detector):
     def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = "",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", int8: Mapping[str, Any] | None = None):
         super().__init__(meta["name"])
         self.family = meta["family"]
         self.meta = dict(meta)
@@ -68,6 +68,7 @@ class OnnxHeadDetector(Detector):
         self.provider = provider
         self.graph_id = graph_id
         self.dtype = dtype
+        self.int8 = dict(int8 or {})  # weight bits, and whether ORT was told to use its exact kernels
         self._key = feature_key(request)
 
     def feature_requests(self) -> list[FeatureRequest]:
@@ -104,12 +105,13 @@ class OnnxHeadDetector(Detector):
         ort = onnxruntime.__version__
         return {"family": self.family, "name": self.name, "runtime": "onnx", "graph": self.graph_id,
                 "head": json.dumps(self.meta, sort_keys=True, default=str), "provider": self.provider,
-                "onnxruntime": ort}
+                # int8 results from the saturating kernels (before the guard) must not be served again
+                "onnxruntime": ort, **({"int8": self.int8} if self.int8 else {})}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "runtime": "onnx", "provider": self.provider,
-                "model": str(self.request.encoder_key), "head": self.meta.get("head"),
-                "preprocessing": self.request.preprocess}
+                "model": str(self.request.encoder_key), "head": self.meta.get("head"), "dtype": self.dtype,
+                **({"int8": self.int8} if self.int8 else {}), "preprocessing": self.request.preprocess}
 
 
 def create(ctx: RunContext) -> list[Detector]:
@@ -143,8 +145,10 @@ def create(ctx: RunContext) -> list[Detector]:
                              device="cuda" if "CUDA" in sess.provider else "cpu", dtype="float32")
         gid = _graph_id(Path(ctx.onnx_dir), g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
+        int8 = ({"weight_bits": (g.get("conversion") or {}).get("weight_bits", 8), "exact_kernels": sess.exact_int8}
+                if dtype == "int8" else None)
         for h in metas:
-            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype))
+            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8))
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
         if not fam or fam in fams:

@@ -130,12 +130,15 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
                 calibration_paths: Sequence[str] = (), int8_mode: str = "dynamic",
                 agreement_pixels: np.ndarray | None = None, agreement_paths: Sequence[str] = (),
                 skipped: Sequence[tuple[str, str]] = (), default_spec: Mapping[str, Any] | None = None,
+                int8_weight_bits: int | None = None,
                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Export `backbone` + `heads` into out_dir as `variant`; write the sidecar.
 
     calibration_* feed static int8 quantization; agreement_* are the images the
     variant is compared on against the PyTorch fp32 graph (if given as paths,
-    they are decoded with each graph's preprocessing). Returns the sidecar dict.
+    they are decoded with each graph's preprocessing). int8_weight_bits: 8, or 7
+    for x86 CPUs without VNNI; None chooses for this CPU (aiidetect.cpuinfo).
+    Returns the sidecar dict.
     """
     from .. import __version__
     from ..preprocess import make_spec
@@ -143,6 +146,10 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
 
     if variant not in VARIANTS:
         raise ExportError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    if variant == "int8" and int8_weight_bits is None:
+        from .. import cpuinfo
+
+        int8_weight_bits = cpuinfo.int8_weight_bits()
     if backbone.dtype != "float32" or backbone.device != "cpu":
         backbone.to(device="cpu", dtype="float32")  # export traces the fp32 reference
     out = Path(out_dir)
@@ -171,7 +178,8 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
                 conversion = to_fp16(fp32_path, target)
             elif variant == "int8":
                 conversion = to_int8(fp32_path, target, cal, int8_mode,
-                                     keep_float_scopes=[f"heads.{i}" for i, h in enumerate(hs) if not h.quantize])
+                                     keep_float_scopes=[f"heads.{i}" for i, h in enumerate(hs) if not h.quantize],
+                                     weight_bits=int(int8_weight_bits or 8))
         files = _data_files(target)
         heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]

@@ -86,10 +86,17 @@ def _nodes_in_scopes(model_path: Path, scopes: Sequence[str], names: set[str] | 
 
 
 def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: str = "dynamic",
-            keep_float_scopes: Sequence[str] = ()) -> dict[str, Any]:
+            keep_float_scopes: Sequence[str] = (), weight_bits: int = 8) -> dict[str, Any]:
     """fp32 graph -> int8. dynamic: weights int8, activations quantized per batch
     at run time (no data needed; the usual choice for transformers on CPU).
-    static: activation ranges from `calibration` pixels (QDQ format)."""
+    static: activation ranges from `calibration` pixels (QDQ format).
+
+    weight_bits 7 (ORT's reduce_range: weights in [-64, 64]) is for x86 CPUs
+    without VNNI, whose fast u8 x s8 kernels overflow on 8-bit weights
+    (aiidetect.cpuinfo); it costs one bit of weight precision."""
+    if weight_bits not in (7, 8):
+        raise ExportError(f"int8 weights take 7 or 8 bits, not {weight_bits}")
+    reduce = weight_bits == 7
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic, quantize_static
 
     import onnx
@@ -112,7 +119,7 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
             pre = clean
         exclude = _nodes_in_scopes(pre, keep_float_scopes, set(_nodes_in_scopes(clean, keep_float_scopes)))
         if mode == "dynamic":
-            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce,
                              op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external,
                              nodes_to_exclude=exclude)
             how = {"quantizer": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
@@ -120,7 +127,7 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
         elif mode == "static":
             if calibration is None or len(calibration) == 0:
                 raise ExportError("static int8 quantization needs calibration images (--calibration-data)")
-            quantize_static(str(pre), str(dst), _ArrayReader(calibration), per_channel=True,
+            quantize_static(str(pre), str(dst), _ArrayReader(calibration), per_channel=True, reduce_range=reduce,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                             op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=external,
                             nodes_to_exclude=exclude)
@@ -129,6 +136,7 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
                    "calibration_images": int(len(calibration)), "op_types": ["MatMul", "Gemm"]}
         else:
             raise ExportError(f"unknown int8 mode {mode!r} (dynamic | static)")
+    how["weight_bits"] = weight_bits
     how["float_scopes"] = list(keep_float_scopes)
     how["float_nodes"] = len(exclude)
     return how

@@ -67,6 +67,11 @@ def test_optimize_verifies_int8_and_scan_uses_it(setup, dev_dir):
     assert int8["agreement"]["fused"]["files"] == d["files"] >= 20
     assert int8["worst_changed_share"] <= d["tolerance"]
     assert int8["max_abs_dp"] > 0  # int8 is not the float computation: the difference is measured, not zero
+    from aiidetect import cpuinfo  # 7-bit weights where this CPU's fast int8 kernels could overflow on 8
+
+    assert int8["int8"] == {"weight_bits": cpuinfo.int8_weight_bits(), "vnni": cpuinfo.int8_vnni(),
+                            "exact_kernels_forced": cpuinfo.int8_pairs_saturate()}
+    assert d["chosen"]["int8"] == int8["int8"]
     recs, err = _scan(setup["env"], dev_dir)
     assert f"runtime: onnx int8, verified by `aiidetect optimize` on {d['files']} images" in err
     for rec in recs:
