@@ -338,11 +338,11 @@ SCHEDULES = {"auto": None, "overlap": "overlap", "turns": "turns", "adaptive": "
 
 
 def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch_size: int, workers: int,
-                    schedule: str | None = None) -> dict[str, Any]:
+                    schedule: str | None = None, watermark: str = "auto") -> dict[str, Any]:
     """The scan Pipeline as `aiidetect scan` runs it (decode workers with the
     metadata detector, beside the model or taking turns with it as the scan
     would decide unless `schedule` says, a linear head, fusion, records),
-    minus report writing."""
+    minus report writing. watermark: the metadata detector's --watermark."""
     from .detectors.base import Detector, FeatureRequest, feature_key
     from .metadata.detector import MetadataDetector
     from .discover import Candidate
@@ -375,7 +375,7 @@ def time_end_to_end(paths: Sequence[str], runner, spec: Mapping[str, Any], batch
                                           score_kind="logit"))
             return out
 
-    pipe = Pipeline([MetadataDetector({"watermark": "auto"}), BenchHead()], batch_size=batch_size, workers=workers,
+    pipe = Pipeline([MetadataDetector({"watermark": watermark}), BenchHead()], batch_size=batch_size, workers=workers,
                     schedule=schedule)
     cands = [Candidate(p, explicit=True) for p in paths]
     t = time.perf_counter()

@@ -10,6 +10,7 @@ schedule alike. Reports each schedule's images/s, the model's share of its time
     python benchmarks/decode_schedule.py /work/shared/data/dev/real --backbone ViT-B-16 --rounds 5
     python benchmarks/decode_schedule.py DIR --runtime onnx --dtype int8 --rounds 5
     python benchmarks/decode_schedule.py DIR --json benchmarks/results/decode_schedule-B16.json
+    python benchmarks/decode_schedule.py DIR --schedules turns --watermark auto,never   # what the watermark check costs
 
 Two schedules that aiidetect does not use, for comparison (Linux): overlap-idle
 and overlap-nice19 overlap with the decode threads at SCHED_IDLE or nice 19.
@@ -82,12 +83,19 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--schedules", default="overlap,turns,adaptive")
+    ap.add_argument("--watermark", default="auto", help="the metadata detector's --watermark, comma-separated to "
+                                                        "time several (auto,never: what the check costs)")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args(argv)
-    schedules = [s.strip() for s in a.schedules.split(",") if s.strip()]
-    for sch in schedules:
+    base = [s.strip() for s in a.schedules.split(",") if s.strip()]
+    for sch in base:
         if sch not in ("overlap", "turns", "adaptive", "overlap-idle", "overlap-nice19"):
             ap.error(f"unknown schedule {sch!r}")
+    marks = [w.strip() for w in a.watermark.split(",") if w.strip()]
+    if any(w not in ("auto", "always", "never") for w in marks):
+        ap.error("--watermark takes auto, always, never")
+    # "turns" with the default watermark setting; "turns/wm-never" etc. for the others
+    schedules = [sch if w == marks[0] else f"{sch}/wm-{w}" for w in marks for sch in base]
 
     from aiidetect import bench, pixels
     from aiidetect.api import use_all_cores
@@ -110,11 +118,12 @@ def main(argv=None) -> int:
             m = bench.time_model(runner, px, a.batch_size, min_seconds=a.model_seconds)
             row = {"round": r, "model_images_per_s": round(m["images_per_s"], 3)}
             for sch in schedules:
-                low = sch.split("-", 1)[1] if sch.startswith("overlap-") else None
+                kind, _, wm = sch.partition("/wm-")
+                low = kind.split("-", 1)[1] if kind.startswith("overlap-") else None
                 pixels.ThreadPoolExecutor = low_priority_pool(low) if low else plain_pool
                 try:
                     e = bench.time_end_to_end(paths, runner, spec, a.batch_size, a.workers,
-                                              bench.SCHEDULES["overlap" if low else sch])
+                                              bench.SCHEDULES["overlap" if low else kind], wm or marks[0])
                 finally:
                     pixels.ThreadPoolExecutor = plain_pool
                 row[sch] = {"images_per_s": round(e["images_per_s"], 3), "seconds": round(e["seconds"], 3),
@@ -124,6 +133,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     res = {"backbone": a.backbone_config or a.backbone, "runtime": a.runtime, "dtype": a.dtype, "images": len(paths),
+           "watermark": marks[0],
            "batch_size": a.batch_size, "workers": a.workers, "rounds": rows, "machine": machine(),
            "median": {"model_images_per_s": statistics.median(r["model_images_per_s"] for r in rows)}}
     for sch in schedules:
