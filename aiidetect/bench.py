@@ -231,10 +231,11 @@ class TorchRunner:
 class OnnxRunner:
     runtime = "onnx"
 
-    def __init__(self, session, dtype: str):
+    def __init__(self, session, dtype: str, int8: dict[str, Any] | None = None):
         self.session = session
         self.dtype = dtype
         self.provider = session.provider
+        self.int8 = int8  # weight bits and whether ORT's exact kernels were asked for (x86 without VNNI)
 
     def encode(self, x, layers=()):
         import torch
@@ -261,7 +262,9 @@ def make_onnx_runner(backbone, dtype: str, onnx_dir: Path | None, device: str, w
     side = read_sidecar(onnx_dir)
     g = side["graphs"][0]
     sess = load_session(Path(onnx_dir) / g["file"], device=device, variant=g.get("variant", variant))
-    return OnnxRunner(sess, dtype)
+    int8 = ({"weight_bits": (g.get("conversion") or {}).get("weight_bits", 8), "exact_kernels": sess.exact_int8}
+            if g.get("variant", variant) == "int8" else None)
+    return OnnxRunner(sess, dtype, int8)
 
 
 # --------------------------------------------------------------------------
@@ -524,6 +527,8 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         else:
             runner = make_onnx_runner(bb, dtype, onnx_dir, device, Path(td), log)
         res["provider"] = runner.provider
+        if getattr(runner, "int8", None):
+            res["int8"] = runner.int8
         sweep = []
         for bs in sizes:
             if dev == "cuda":

@@ -104,6 +104,9 @@ def test_bench_onnx_int8_runs():
                     batch_size=2, peak_seconds=0.2, model_seconds=0.2)
     assert res["provider"] == "CPUExecutionProvider"
     assert res["model_images_per_s"] > 0 and res["end_to_end_images_per_s"] is None
+    from aiidetect import cpuinfo  # the int8 setup is reported: 7-bit weights + exact kernels without VNNI
+
+    assert res["int8"] == {"weight_bits": cpuinfo.int8_weight_bits(), "exact_kernels": cpuinfo.int8_pairs_saturate()}
 
 
 def test_bench_rejects_bad_combinations():
