@@ -1,7 +1,8 @@
 """What this CPU can do, as far as aiidetect's choices depend on it.
 
-Read once from /proc/cpuinfo (Linux; elsewhere the flags are unknown). Two
-choices hang on the flags:
+Read once from /proc/cpuinfo (Linux; elsewhere from numpy's runtime CPU
+dispatch, which knows AVX2, AVX512F, AVX512-VNNI and AVX512-BF16). Two choices
+hang on the flags:
 
 - bfloat16: native (AVX512-BF16, AMX) or emulated, which is slower than float32
   (``backbone.native_bf16_cpu`` asks torch itself);
@@ -44,14 +45,32 @@ def parse(text: str) -> tuple[str, frozenset[str]]:
     return model, flags or frozenset()
 
 
+# numpy's runtime CPU dispatch knows the features that matter here on every OS; their Linux names.
+_NUMPY_FLAGS = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni", "AVX512BF16": "avx512_bf16",
+                "ASIMDDP": "asimddp"}
+
+
+def numpy_flags() -> frozenset[str]:
+    """The flags above as numpy detected them at import (empty if this numpy does not say)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:
+            return frozenset()
+    return frozenset(name for key, name in _NUMPY_FLAGS.items() if feats.get(key))
+
+
 @functools.lru_cache(maxsize=1)
 def _read() -> tuple[str, frozenset[str], bool]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             model, flags = parse(f.read())
         return model, flags, True
-    except OSError:  # not Linux: the platform's description is all there is
-        return platform.processor() or platform.machine(), frozenset(), False
+    except OSError:  # not Linux: numpy's view of the CPU (it misses AVX-VNNI: such CPUs get the safe int8 path)
+        flags = numpy_flags()
+        return platform.processor() or platform.machine(), flags, bool(flags)
 
 
 def masked() -> frozenset[str]:

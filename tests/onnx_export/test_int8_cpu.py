@@ -45,6 +45,21 @@ def test_cpuinfo_parse_and_the_int8_rule():
     assert cpuinfo.parse("") == ("", frozenset())
 
 
+def test_without_proc_cpuinfo_numpy_says(monkeypatch):
+    """Windows and macOS have no /proc/cpuinfo: numpy's runtime dispatch names the flags
+    that matter, and on Linux it agrees with /proc/cpuinfo."""
+    got = cpuinfo.numpy_flags()
+    if cpuinfo.flags_known() and cpuinfo.is_x86():
+        assert got <= cpuinfo._read()[1], got - cpuinfo._read()[1]
+
+    def no_file(*a, **k):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(cpuinfo, "open", no_file, raising=False)
+    model, flags, known = cpuinfo._read.__wrapped__()
+    assert flags == got and known == bool(got)
+
+
 def test_cpu_without_masks_flags(monkeypatch):
     monkeypatch.setenv("AIIDETECT_CPU_WITHOUT", f" {NO_VNNI} ,avx2")
     assert not (cpuinfo.flags() & {"avx512_vnni", "avx_vnni", "amx_int8", "avx2"})
