@@ -111,19 +111,27 @@ class TurnPolicy:
     item over the last `window` chunks of each; every `every` chunks the other is
     timed again on `probe` chunks, alternating with the chosen one, so that a
     change in the machine's load or in the files is noticed.
+
+    The first `patience` chunks after the warm-up take turns without timing
+    overlap: probing costs what the slower mode loses, which a short scan cannot
+    win back (93 photos in 6 batches of 16 spent 2 of them overlapping: 0.89 of
+    model-only against 0.91 taking turns throughout), and taking turns is the
+    smaller risk beside a CPU model (measured worst case 4.5 % slower than
+    overlap, against 8.6 % the other way; docs/performance.md).
     """
 
-    def __init__(self, probe: int = 2, every: int = 16, window: int = 4):
+    def __init__(self, probe: int = 2, every: int = 16, window: int = 4, patience: int = 8):
         self.probe, self.every = max(1, int(probe)), max(2 * int(probe), int(every))
+        self.patience = max(0, int(patience))
         self.seconds: dict[bool, deque] = {True: deque(maxlen=window), False: deque(maxlen=window)}
         self.decisions = 0
         self.observed = 0
 
     def __call__(self) -> bool:
         """The mode for the next chunk: True = take turns."""
-        k, self.decisions = self.decisions - 1, self.decisions + 1
+        k, self.decisions = self.decisions - 1 - self.patience, self.decisions + 1
         if k < 0:
-            return True                      # warm-up interval: no overlap to judge yet
+            return True                      # warm-up, then patience: take turns, timing only that
         if k < 2 * self.probe:
             return k % 2 == 0                # probe: turns, overlap, turns, ...
         best = self.best()

@@ -156,7 +156,7 @@ def test_ordered_chunks_take_turns_keeps_workers_idle_while_the_caller_works(tak
 
 
 def test_turn_policy_probes_both_modes_then_keeps_the_faster_and_looks_again():
-    pol = TurnPolicy(probe=2, every=8, window=4)
+    pol = TurnPolicy(probe=2, every=8, window=4, patience=0)
     cost = {True: 1.0, False: 2.0}          # seconds per item: taking turns is faster here
 
     def run(n):
@@ -179,10 +179,25 @@ def test_turn_policy_probes_both_modes_then_keeps_the_faster_and_looks_again():
     assert pol.summary()["chose"] == "overlap"
 
 
+def test_turn_policy_is_patient_before_it_probes_overlap():
+    """A short scan takes turns throughout; a long one still probes and can switch."""
+    pol = TurnPolicy(probe=2, every=8, window=4, patience=3)
+    cost = {True: 2.0, False: 1.0}          # overlap is the faster one here
+    modes = []
+    for _ in range(12):
+        m = pol()
+        modes.append(m)
+        pol.observe(m, cost[m] * 4, 4)
+    assert modes[:4] == [True] * 4                      # warm-up + 3 patient chunks: no overlap yet
+    assert modes[4:8] == [True, False, True, False]     # then the probes, alternating
+    assert modes[8:] == [False] * 4 and pol.summary()["chose"] == "overlap"
+    assert TurnPolicy().patience == 8                   # the scan's default
+
+
 def test_turn_policy_in_ordered_chunks_is_told_the_callers_time_per_chunk():
     import time
 
-    pol = TurnPolicy(probe=1, every=4)
+    pol = TurnPolicy(probe=1, every=4, patience=0)
     chunks = []
     for chunk in ordered_chunks(lambda x, i: x, range(10), 2, workers=2, take_turns=pol):
         chunks.append(chunk)
