@@ -25,6 +25,7 @@ def test_no_clip_weights_exit_1_with_the_remedy(tmp_path):
     assert any("aiidetect weights fetch ViT-L-14/openai" in x for x in rep["remedies"])
     assert {"torch", "onnxruntime", "cpu", "caches", "heads", "detectors", "packages"} <= set(rep)
     assert isinstance(rep["cpu"]["native_bf16"], bool)
+    assert isinstance(rep["cpu"]["int8_vnni"], bool) and rep["cpu"]["int8_weight_bits"] in (7, 8)
     univfd = next(h for h in rep["heads"] if h["name"] == "univfd")
     assert univfd["needs_backbone"] == "ViT-L-14/openai" and univfd["ready"] is False
 

@@ -61,7 +61,8 @@ def _table(rep) -> None:
         con.print(f"  not installed: {escape(t['remedy'])}")
     c = rep["cpu"]
     con.print(f"\n[bold]CPU[/]  {c['model']}, {c['cores']} logical cores; avx2 {c['avx2']}, avx512_bf16 "
-              f"{c['avx512_bf16']}, amx_bf16 {c['amx_bf16']} -> native bf16 {ok if c['native_bf16'] else no}")
+              f"{c['avx512_bf16']}, amx_bf16 {c['amx_bf16']} -> native bf16 {ok if c['native_bf16'] else no}; "
+              f"int8 VNNI {ok if c['int8_vnni'] else no} -> int8 exports with {c['int8_weight_bits']}-bit weights")
     o = rep["onnxruntime"]
     con.print("\n[bold]ONNX Runtime[/]  " + (f"{o.get('version')}, providers {', '.join(o.get('providers') or [])}"
                                              if o.get("installed") and not o.get("error")
