@@ -308,6 +308,7 @@ class Scanner:
         if any(f != "metadata" for f in self.families):
             use_all_cores()
         self._detectors = _create(self.families, self.context)
+        self._note_slow_int8()
         self._fusion = self._load_fusion()
         from .fusion import fusion_identity
 
@@ -315,6 +316,19 @@ class Scanner:
         if self._cache is None and self.options.cache:
             self._open_cache()
         self._assembled = True
+
+    def _note_slow_int8(self) -> None:
+        """An 8-bit int8 graph on an x86 CPU without VNNI runs on ONNX Runtime's exact, slower kernels
+        (aiidetect.cpuinfo): correct, but the user should know the 7-bit export is the fast one here."""
+        graphs = set()
+        for d in self._detectors:
+            int8 = getattr(d, "int8", None) or {}
+            if int8.get("exact_kernels") and int8.get("weight_bits") == 8:
+                graphs.add(str(d.request.encoder_key).removeprefix("onnx:"))
+        for g in sorted(graphs):
+            self._note(f"{g} has 8-bit int8 weights: this CPU has no VNNI, so ONNX Runtime runs it on its exact "
+                       "but slower kernels; `aiidetect export onnx --variant int8` here (7-bit weights, "
+                       "--int8-weights auto) runs fast and exact")
 
     @property
     def detectors(self) -> list:
