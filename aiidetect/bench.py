@@ -187,7 +187,9 @@ def machine_facts() -> dict[str, Any]:
     if cpuinfo.flags_known():
         facts["cpu"] = cpuinfo.model()
         facts["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni",
-                                          "avx_vnni") if f in cpuinfo.flags()]
+                                          "avx_vnni") if f in cpuinfo.hardware_flags()]
+    if cpuinfo.masked():  # aiidetect chose as for a CPU without these; the hardware still ran them
+        facts["aiidetect_cpu_without"] = sorted(cpuinfo.masked())
     return facts
 
 

@@ -83,8 +83,13 @@ def model() -> str:
 
 
 def flags() -> frozenset[str]:
-    """This CPU's flags, less those AIIDETECT_CPU_WITHOUT names."""
+    """This CPU's flags, less those AIIDETECT_CPU_WITHOUT names: what aiidetect decides on."""
     return _read()[1] - masked()
+
+
+def hardware_flags() -> frozenset[str]:
+    """This CPU's flags as they are: what the libraries run on (and what benchmarks must report)."""
+    return _read()[1]
 
 
 def flags_known() -> bool:

@@ -63,6 +63,13 @@ def test_without_proc_cpuinfo_numpy_says(monkeypatch):
 def test_cpu_without_masks_flags(monkeypatch):
     monkeypatch.setenv("AIIDETECT_CPU_WITHOUT", f" {NO_VNNI} ,avx2")
     assert not (cpuinfo.flags() & {"avx512_vnni", "avx_vnni", "amx_int8", "avx2"})
+    assert cpuinfo.hardware_flags() >= cpuinfo.flags()
+    from aiidetect.bench import machine_facts  # benchmarks report the hardware, and the mask beside it
+
+    facts = machine_facts()
+    assert facts["aiidetect_cpu_without"] == sorted(NO_VNNI.split(",") + ["avx2"])
+    if "avx2" in cpuinfo.hardware_flags():
+        assert "avx2" in facts["cpu_flags"]
     if cpuinfo.is_x86() and cpuinfo.flags_known():
         assert cpuinfo.int8_pairs_saturate() and cpuinfo.int8_weight_bits() == 7
 
