@@ -252,7 +252,7 @@ class OnnxRunner:
 def make_onnx_runner(backbone, dtype: str, onnx_dir: Path | None, device: str, workdir: Path,
                      log: Callable[[str], None]) -> OnnxRunner:
     from .onnx_export import export_onnx, read_sidecar
-    from .onnx_runtime import load_session
+    from .onnx_runtime import int8_setup, load_session
 
     variant = {"float32": "fp32", "float16": "fp16", "int8": "int8"}.get(dtype)
     if variant is None:
@@ -264,9 +264,7 @@ def make_onnx_runner(backbone, dtype: str, onnx_dir: Path | None, device: str, w
     side = read_sidecar(onnx_dir)
     g = side["graphs"][0]
     sess = load_session(Path(onnx_dir) / g["file"], device=device, variant=g.get("variant", variant))
-    int8 = ({"weight_bits": (g.get("conversion") or {}).get("weight_bits", 8), "exact_kernels": sess.exact_int8}
-            if g.get("variant", variant) == "int8" else None)
-    return OnnxRunner(sess, dtype, int8)
+    return OnnxRunner(sess, dtype, int8_setup({"variant": variant, **g}, sess))
 
 
 # --------------------------------------------------------------------------

@@ -113,13 +113,21 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
                    exact_int8=exact_int8)
 
 
+def int8_setup(graph: dict[str, Any], session: Session) -> dict[str, Any] | None:
+    """For an int8 graph of a sidecar and its session: the weight bits it was exported with and whether ORT
+    was told to use its exact kernels (what results depend on); None for float graphs."""
+    if graph.get("variant") != "int8":
+        return None
+    return {"weight_bits": (graph.get("conversion") or {}).get("weight_bits", 8), "exact_kernels": session.exact_int8}
+
+
 def _guard_int8(so) -> bool:
     """On x86 CPUs without VNNI, ONNX Runtime's fast u8 x s8 kernels sum byte
     pairs in 16 bits and saturate on 8-bit weights (aiidetect.cpuinfo): this
     option makes it run such weights on its exact u8 x u8 kernels instead. Weights
     of at most 7 bits (the int8 exports made for these CPUs) stay on the fast
     kernels, which cannot overflow on them. Not set on VNNI CPUs: there ORT
-    would convert all the same and run 1.5x slower for identical results
+    would convert all the same and run 1.6x slower for identical results
     (docs/performance.md)."""
     from . import cpuinfo
 

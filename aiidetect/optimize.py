@@ -65,8 +65,8 @@ def cache_root() -> Path:
 
 
 def cpu_identity() -> dict[str, Any]:
-    """Model name and every flag: int8 and bf16 speed (and int8 numerics: VNNI
-    vs AVX2 kernels round differently) depend on them."""
+    """Model name and every flag: int8 and bf16 speed depend on them, and so do
+    int8 numerics (without VNNI: 7-bit weights, other kernels)."""
     from . import cpuinfo
 
     return {"machine": platform.machine(), "model": cpuinfo.model(), "cores": os.cpu_count(),

@@ -117,7 +117,7 @@ class OnnxHeadDetector(Detector):
 def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
     (ctx.options["onnx_families"], default every family with an ONNX mapping)."""
-    from ..onnx_runtime import RuntimeUnavailable, load_session
+    from ..onnx_runtime import RuntimeUnavailable, int8_setup, load_session
     from ..onnx_sidecar import ExportError, read_sidecar
     from . import onnx_families
 
@@ -145,10 +145,8 @@ def create(ctx: RunContext) -> list[Detector]:
                              device="cuda" if "CUDA" in sess.provider else "cpu", dtype="float32")
         gid = _graph_id(Path(ctx.onnx_dir), g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
-        int8 = ({"weight_bits": (g.get("conversion") or {}).get("weight_bits", 8), "exact_kernels": sess.exact_int8}
-                if dtype == "int8" else None)
         for h in metas:
-            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8))
+            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess)))
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
         if not fam or fam in fams:
