@@ -27,25 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
 
 def machine() -> dict:
-    flags = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
-    return {"cpu": model, "flags": shown, "cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
+    from aiidetect import cpuinfo  # the hardware's flags, not those AIIDETECT_CPU_WITHOUT hides
+
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16")
+             if f in cpuinfo.hardware_flags()]
+    return {"cpu": cpuinfo.model(), "flags": shown, "cpus": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
 
 
 def _low_priority(kind: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -48,9 +47,9 @@ def main() -> int:
     from aiidetect.bench import machine_facts
     from aiidetect.onnx_export.int8_probe import emulate_saturating, probe
 
+    # machine_facts lists an AIIDETECT_CPU_WITHOUT mask itself (aiidetect_cpu_without)
     res: dict = {"machine": {**machine_facts(), "int8_vnni": cpuinfo.int8_vnni(),
-                             "int8_pairs_saturate": cpuinfo.int8_pairs_saturate(),
-                             "masked_flags": os.environ.get("AIIDETECT_CPU_WITHOUT", "")},
+                             "int8_pairs_saturate": cpuinfo.int8_pairs_saturate()},
                  "onnxruntime": ort.__version__,
                  "probe": [probe(8, False), probe(8, True), probe(7, False), emulate_saturating(8),
                            emulate_saturating(7)]}
