@@ -161,34 +161,59 @@ class TurnPolicy:
                 "overlap_s_per_item": None if o is None else round(o, 5)}
 
 
-def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
-                   take_turns: "bool | TurnPolicy" = False) -> Iterator[list[R]]:
+class OrderedChunks:
     """Like `ordered`, a chunk at a time: chunk k+1 is being worked on while the
     caller handles chunk k (the scan's model runs while the next batch decodes).
 
-    take_turns=True: chunk k+1 is started only when the caller asks for it, so
-    the workers and the caller never run at the same time (for a caller that
-    itself keeps every core busy). A TurnPolicy decides chunk by chunk and is told
-    how long the caller took with each chunk until the next was ready."""
-    size = max(1, int(size))
-    numbered = enumerate(items)
-    policy = take_turns if callable(take_turns) else None
-    with ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="decode") as pool:
-        def submit() -> list[Future]:
-            return [pool.submit(job, it, i) for i, it in itertools.islice(numbered, size)]
+    take_turns=True: chunk k+1 is started only when the caller calls
+    `release()` or asks for it, so the workers never run while the caller's
+    core-heavy part does (for a caller that itself keeps every core busy). The
+    scan releases right after its model pass: its single-threaded rest of the
+    chunk (fusion, records, writing them) leaves a core the workers can use. A
+    TurnPolicy decides chunk by chunk and is told how long the caller took with
+    each chunk until the next was ready."""
 
-        pending = submit()
-        last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
-        while pending:
-            turns = policy() if policy is not None else bool(take_turns)
-            nxt = [] if turns else submit()
-            done = [f.result() for f in pending]
-            now = time.perf_counter()
-            if policy is not None and last is not None:
-                policy.observe(last[0], now - last[1], last[2])
-            last = (turns, now, len(done))
-            yield done
-            pending = submit() if turns else nxt
+    def __init__(self, job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
+                 take_turns: "bool | TurnPolicy" = False):
+        self.job, self.size, self.workers = job, max(1, int(size)), max(1, int(workers))
+        self.numbered = enumerate(items)
+        self.take_turns = take_turns
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: list[Future] | None = None   # the chunk after the caller's, once submitted
+
+    def _submit(self) -> list[Future]:
+        return [self._pool.submit(self.job, it, i) for i, it in itertools.islice(self.numbered, self.size)]
+
+    def release(self) -> None:
+        """The caller is done with the cores: start the next chunk now (no-op when it already runs)."""
+        if self._pool is not None and self._next is None:
+            self._next = self._submit()
+
+    def __iter__(self) -> Iterator[list[R]]:
+        policy = self.take_turns if callable(self.take_turns) else None
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
+            self._pool = pool
+            try:
+                pending = self._submit()
+                last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
+                while pending:
+                    turns = policy() if policy is not None else bool(self.take_turns)
+                    self._next = None if turns else self._submit()
+                    done = [f.result() for f in pending]
+                    now = time.perf_counter()
+                    if policy is not None and last is not None:
+                        policy.observe(last[0], now - last[1], last[2])
+                    last = (turns, now, len(done))
+                    yield done
+                    self.release()
+                    pending, self._next = self._next, None
+            finally:
+                self._pool = None
+
+
+def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
+                   take_turns: "bool | TurnPolicy" = False) -> OrderedChunks:
+    return OrderedChunks(job, items, size, workers, take_turns)
 
 
 def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), workers: int = 2,

@@ -12,6 +12,10 @@ schedule alike. Reports each schedule's images/s, the model's share of its time
     python benchmarks/decode_schedule.py DIR --json benchmarks/results/decode_schedule-B16.json
     python benchmarks/decode_schedule.py DIR --schedules turns --watermark auto,never   # what the watermark check costs
 
+turns-late: taking turns as the scan did before it released the workers right
+after the model pass (the next batch then started only once fusion and records
+of this one were done), to measure what the early release gains.
+
 Two schedules that aiidetect does not use, for comparison (Linux): overlap-idle
 and overlap-nice19 overlap with the decode threads at SCHED_IDLE or nice 19.
 Faster than turns on 2 cores, but a lowest-priority worker starves whenever
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     base = [s.strip() for s in a.schedules.split(",") if s.strip()]
     for sch in base:
-        if sch not in ("overlap", "turns", "adaptive", "overlap-idle", "overlap-nice19"):
+        if sch not in ("overlap", "turns", "adaptive", "turns-late", "overlap-idle", "overlap-nice19"):
             ap.error(f"unknown schedule {sch!r}")
     marks = [w.strip() for w in a.watermark.split(",") if w.strip()]
     if any(w not in ("auto", "always", "never") for w in marks):
@@ -92,6 +96,7 @@ def main(argv=None) -> int:
     from aiidetect import bench, pixels
     from aiidetect.api import use_all_cores
     from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.pipeline import Pipeline
     from aiidetect.preprocess import make_spec
 
     use_all_cores()
@@ -100,6 +105,7 @@ def main(argv=None) -> int:
     paths = bench.image_files(a.folder, a.images)
     px = bench.decoded_pixels(paths, spec, a.batch_size)
     plain_pool = pixels.ThreadPoolExecutor
+    complete = Pipeline.complete
     with tempfile.TemporaryDirectory() as td:
         if a.runtime == "torch":
             runner = bench.TorchRunner(bb, a.dtype)
@@ -113,11 +119,15 @@ def main(argv=None) -> int:
                 kind, _, wm = sch.partition("/wm-")
                 low = kind.split("-", 1)[1] if kind.startswith("overlap-") else None
                 pixels.ThreadPoolExecutor = low_priority_pool(low) if low else plain_pool
+                if kind == "turns-late":   # the scan's complete() without its early release
+                    Pipeline.complete = lambda self, samples, model_done=None: complete(self, samples)
                 try:
                     e = bench.time_end_to_end(paths, runner, spec, a.batch_size, a.workers,
-                                              bench.SCHEDULES["overlap" if low else kind], wm or marks[0])
+                                              bench.SCHEDULES["overlap" if low else kind.split("-")[0]],
+                                              wm or marks[0])
                 finally:
                     pixels.ThreadPoolExecutor = plain_pool
+                    Pipeline.complete = complete
                 row[sch] = {"images_per_s": round(e["images_per_s"], 3), "seconds": round(e["seconds"], 3),
                             "model_s": round(e["model_seconds"], 3),
                             "vs_model": round(e["images_per_s"] / m["images_per_s"], 4),

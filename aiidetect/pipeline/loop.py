@@ -103,8 +103,9 @@ class Pipeline:
         turns: bool | TurnPolicy = self.schedule == "turns"
         if self.schedule == "adaptive":
             turns = self.turn_policy = TurnPolicy()
-        for samples in ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns):
-            for rec in self.complete(samples):
+        chunks = ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns)
+        for samples in chunks:
+            for rec in self.complete(samples, chunks.release):
                 if on_record:
                     on_record(rec)
                 yield rec
@@ -120,9 +121,11 @@ class Pipeline:
         return Pipeline(self.worker_dets, None, self.batch_size, self.workers, self.limits,
                         plan=self.plan.decode_half())
 
-    def complete(self, samples: list[Sample]) -> list[Record]:
+    def complete(self, samples: list[Sample], model_done: Callable[[], None] | None = None) -> list[Record]:
         """The model half for one batch of decoded samples, in order: result
-        cache, reuse of identical bytes seen recently, model detectors, fusion."""
+        cache, reuse of identical bytes seen recently, model detectors, fusion.
+        `model_done()` is called once the model detectors have run: the rest is
+        single-threaded and may share the cores with the next batch's decode."""
         recent = self._recent
         reuse: dict[int, dict[str, DetectorResult]] = {}
         fresh: list[Sample] = []
@@ -139,8 +142,10 @@ class Pipeline:
                 fresh.append(s)
         if fresh:
             run_model(self.plan, fresh, self.stats)
-            if self._cache is not None:
-                self._cache.put(fresh)
+        if model_done is not None:
+            model_done()
+        if fresh and self._cache is not None:
+            self._cache.put(fresh)
         out = []
         for s in samples:
             if s.index in self._resumed:

@@ -155,6 +155,54 @@ def test_ordered_chunks_take_turns_keeps_workers_idle_while_the_caller_works(tak
     assert ran_while_busy.is_set() is (not take_turns)
 
 
+def test_taking_turns_the_caller_can_release_the_workers_before_it_asks_for_the_next_chunk():
+    """release(): the caller's core-heavy part is done, so the next chunk starts while
+    it finishes this one; released twice or in overlap mode, nothing is submitted twice."""
+    started: list[int] = []
+    ran = threading.Condition()
+
+    def job(x, i):
+        with ran:
+            started.append(x)
+            ran.notify_all()
+        return x
+
+    chunks = ordered_chunks(job, range(9), 3, workers=2, take_turns=True)
+    seen = []
+    for chunk in chunks:
+        with ran:
+            assert sorted(started) == list(range(chunk[-1] + 1))     # taking turns: nothing ahead yet
+        chunks.release()
+        chunks.release()
+        following = set(range(chunk[-1] + 1, min(chunk[-1] + 4, 9)))
+        with ran:   # the next chunk runs while the caller still holds this one
+            assert ran.wait_for(lambda: following <= set(started), timeout=5)
+        seen += chunk
+    assert seen == list(range(9)) and sorted(started) == list(range(9))   # each job once
+
+    overlap = ordered_chunks(lambda x, i: x, range(7), 2, workers=2, take_turns=False)
+    out = []
+    for chunk in overlap:
+        overlap.release()
+        out += chunk
+    assert out == list(range(7))
+
+
+def test_the_scan_releases_the_decode_workers_after_its_model_pass(monkeypatch):
+    """Pipeline.complete calls model_done once the model detectors ran, before fusion and records."""
+    from aiidetect.decode import Sample
+    from aiidetect.pipeline import Pipeline, loop
+    from aiidetect.records import Record
+
+    order = []
+    run_model, finish = loop.run_model, loop.finish
+    monkeypatch.setattr(loop, "run_model", lambda *a: (order.append("model"), run_model(*a))[1])
+    monkeypatch.setattr(loop, "finish", lambda *a: (order.append("finish"), finish(*a))[1])
+    pipe = Pipeline([], batch_size=2, workers=1, schedule="turns")
+    recs = pipe.complete([Sample(index=0, path="x.png", record=Record(file="x.png"))], lambda: order.append("released"))
+    assert order == ["model", "released", "finish"] and len(recs) == 1
+
+
 def test_turn_policy_probes_both_modes_then_keeps_the_faster_and_looks_again():
     pol = TurnPolicy(probe=2, every=8, window=4, patience=0)
     cost = {True: 1.0, False: 2.0}          # seconds per item: taking turns is faster here
