@@ -41,35 +41,91 @@ def _resample(name: str):
             "nearest": Image.NEAREST}.get(name, Image.BICUBIC)
 
 
+# Pillow's filter radius in source pixels at scale 1 (its bicubic, bilinear, lanczos, nearest).
+_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "lanczos": 3.0, "nearest": 0.5}
+# A resized image of more pixels than this is not made whole: only its crop window is
+# computed (_resize_window). A 342-byte 1x65535 PNG would otherwise become a 224 x 14.7
+# million-pixel image (Pillow holds 4 bytes a pixel: 59 GB) to keep its middle 224x224.
+# 16 M pixels (64 MB) is an aspect ratio of 1:334 at 224: every photo, panorama and banner
+# stays on the whole-image path, which is what the reference preprocessing computes.
+WINDOW_PIXELS = 16_000_000
+
+
 def to_uint8(img, spec: Mapping[str, Any]) -> np.ndarray:
     """PIL RGB image -> HxWx3 uint8 array at the model's input size."""
     size = int(spec["size"])
     mode = spec["mode"]
+    interpolation = spec.get("interpolation", "bicubic")
     if mode == "resize":
-        img = img.resize((size, size), _resample(spec.get("interpolation", "bicubic")))
+        img = img.resize((size, size), _resample(interpolation))
         return np.asarray(img, dtype=np.uint8)
     if mode == "resize-center-crop":
         w, h = img.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        if nw * nh > WINDOW_PIXELS:
+            return _resize_window(img, nw, nh, size, interpolation)
         if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), _resample(spec.get("interpolation", "bicubic")))
-    arr = np.asarray(img, dtype=np.uint8)
-    return center_crop(arr, size)
+            img = img.resize((nw, nh), _resample(interpolation))
+        return center_crop(np.asarray(img, dtype=np.uint8), size)
+    return center_crop(img, size)
 
 
-def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+def _resize_window(img, nw: int, nh: int, size: int, interpolation: str) -> np.ndarray:
+    """center_crop(img.resize((nw, nh)), size) without the whole resized image,
+    from the source rows and columns the window needs: Pillow's separable
+    filter run on a crop that holds the window's support, a pass along rows and
+    then one along columns, each with a box placing the window where it lies in
+    the full output. Not bit-identical to the whole-image resize: Pillow takes
+    box corners in single precision and may run the column pass first, so
+    pixels can differ by a few levels (tested: within 2 of rows-then-columns;
+    nearest may pick the neighbouring source pixel). Used only for needle
+    shapes (WINDOW_PIXELS), where the reference would need gigabytes."""
+    w, h = img.size
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    x0, x1 = left * w / nw, (left + size) * w / nw          # the window in source coordinates
+    y0, y1 = top * h / nh, (top + size) * h / nh
+    support = _SUPPORT.get(interpolation, 2.0)
+    mx = support * max(1.0, w / nw) + 2
+    my = support * max(1.0, h / nh) + 2
+    c0, c1 = max(0, int(x0 - mx)), min(w, int(x1 + mx) + 1)
+    r0, r1 = max(0, int(y0 - my)), min(h, int(y1 + my) + 1)
+    part = img.crop((c0, r0, c1, r1))
+    resample = _resample(interpolation)
+    # Rows: only a horizontal pass (the height and the box's rows are the crop's).
+    part = part.resize((size, r1 - r0), resample, box=(x0 - c0, 0, x1 - c0, r1 - r0))
+    # Columns: only a vertical pass.
+    part = part.resize((size, size), resample, box=(0, y0 - r0, size, y1 - r0))
+    return np.asarray(part, dtype=np.uint8)
+
+
+def center_crop(arr, size: int) -> np.ndarray:
     """Crop the center; images smaller than `size` are zero-padded around (what
-    torchvision's CenterCrop does, and so what UnivFD's authors evaluated with)."""
+    torchvision's CenterCrop does, and so what UnivFD's authors evaluated with).
+    `arr`: HxWx3 uint8 array or PIL image. Only the window is copied: padding a
+    1 x 100-million-pixel image first would take 67 GB."""
+    if not isinstance(arr, np.ndarray):
+        w, h = arr.size
+        # Convert only the rows and columns the window can use.
+        pad_h, pad_w = max(h, size), max(w, size)
+        t0, l0 = (pad_h - h) // 2, (pad_w - w) // 2
+        top, left = int(round((pad_h - size) / 2.0)) - t0, int(round((pad_w - size) / 2.0)) - l0
+        box = (max(0, left), max(0, top), min(w, left + size), min(h, top + size))
+        sub = np.asarray(arr.crop(box), dtype=np.uint8)
+        out = np.zeros((size, size, 3), dtype=np.uint8)
+        out[box[1] - top:box[3] - top, box[0] - left:box[2] - left] = sub
+        return out
     h, w = arr.shape[:2]
-    if h < size or w < size:
-        out = np.zeros((max(h, size), max(w, size), 3), dtype=arr.dtype)
-        top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
-        out[top:top + h, left:left + w] = arr
-        arr, h, w = out, out.shape[0], out.shape[1]
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return np.ascontiguousarray(arr[top:top + size, left:left + size])
+    pad_h, pad_w = max(h, size), max(w, size)
+    t0, l0 = (pad_h - h) // 2, (pad_w - w) // 2                # where the image sits in the padded frame
+    top, left = int(round((pad_h - size) / 2.0)) - t0, int(round((pad_w - size) / 2.0)) - l0
+    if top >= 0 and left >= 0 and top + size <= h and left + size <= w:
+        return np.ascontiguousarray(arr[top:top + size, left:left + size])
+    out = np.zeros((size, size) + arr.shape[2:], dtype=arr.dtype)
+    r0, r1 = max(0, top), min(h, top + size)
+    k0, k1 = max(0, left), min(w, left + size)
+    out[r0 - top:r1 - top, k0 - left:k1 - left] = arr[r0:r1, k0:k1]
+    return out
 
 
 def normalize(u8: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
