@@ -102,29 +102,21 @@ def _resize_window(img, nw: int, nh: int, size: int, interpolation: str) -> np.n
 def center_crop(arr, size: int) -> np.ndarray:
     """Crop the center; images smaller than `size` are zero-padded around (what
     torchvision's CenterCrop does, and so what UnivFD's authors evaluated with).
-    `arr`: HxWx3 uint8 array or PIL image. Only the window is copied: padding a
-    1 x 100-million-pixel image first would take 67 GB."""
-    if not isinstance(arr, np.ndarray):
-        w, h = arr.size
-        # Convert only the rows and columns the window can use.
-        pad_h, pad_w = max(h, size), max(w, size)
-        t0, l0 = (pad_h - h) // 2, (pad_w - w) // 2
-        top, left = int(round((pad_h - size) / 2.0)) - t0, int(round((pad_w - size) / 2.0)) - l0
-        box = (max(0, left), max(0, top), min(w, left + size), min(h, top + size))
-        sub = np.asarray(arr.crop(box), dtype=np.uint8)
-        out = np.zeros((size, size, 3), dtype=np.uint8)
-        out[box[1] - top:box[3] - top, box[0] - left:box[2] - left] = sub
-        return out
-    h, w = arr.shape[:2]
+    `arr`: HxWx3 uint8 array or PIL image. Only the window is copied (and, from
+    a PIL image, converted): padding a 1 x 100-million-pixel image first would
+    take 67 GB."""
+    is_array = isinstance(arr, np.ndarray)
+    h, w = arr.shape[:2] if is_array else arr.size[::-1]
     pad_h, pad_w = max(h, size), max(w, size)
-    t0, l0 = (pad_h - h) // 2, (pad_w - w) // 2                # where the image sits in the padded frame
-    top, left = int(round((pad_h - size) / 2.0)) - t0, int(round((pad_w - size) / 2.0)) - l0
-    if top >= 0 and left >= 0 and top + size <= h and left + size <= w:
-        return np.ascontiguousarray(arr[top:top + size, left:left + size])
-    out = np.zeros((size, size) + arr.shape[2:], dtype=arr.dtype)
-    r0, r1 = max(0, top), min(h, top + size)
-    k0, k1 = max(0, left), min(w, left + size)
-    out[r0 - top:r1 - top, k0 - left:k1 - left] = arr[r0:r1, k0:k1]
+    # The window's top-left corner in the image's coordinates: the padded frame centres the image.
+    top = int(round((pad_h - size) / 2.0)) - (pad_h - h) // 2
+    left = int(round((pad_w - size) / 2.0)) - (pad_w - w) // 2
+    r0, r1, k0, k1 = max(0, top), min(h, top + size), max(0, left), min(w, left + size)
+    sub = arr[r0:r1, k0:k1] if is_array else np.asarray(arr.crop((k0, r0, k1, r1)), dtype=np.uint8)
+    if sub.shape[:2] == (size, size):
+        return np.ascontiguousarray(sub)
+    out = np.zeros((size, size) + sub.shape[2:], dtype=sub.dtype)
+    out[r0 - top:r1 - top, k0 - left:k1 - left] = sub
     return out
 
 
