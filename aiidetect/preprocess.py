@@ -44,7 +44,7 @@ def _resample(name: str):
 # Pillow's filter radius in source pixels at scale 1 (its bicubic, bilinear, lanczos, nearest).
 _SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "lanczos": 3.0, "nearest": 0.5}
 # A resized image of more pixels than this is not made whole: only its crop window is
-# computed (_resize_window). A 342-byte 1x65535 PNG would otherwise become a 224 x 14.7
+# computed (_resize_window). A 341-byte 1x65535 PNG would otherwise become a 224 x 14.7
 # million-pixel image (Pillow holds 4 bytes a pixel: 59 GB) to keep its middle 224x224.
 # 16 M pixels (64 MB) is an aspect ratio of 1:334 at 224: every photo, panorama and banner
 # stays on the whole-image path, which is what the reference preprocessing computes.

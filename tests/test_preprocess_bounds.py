@@ -1,6 +1,6 @@
 """Preprocessing stays bounded for hostile shapes and gives the same pixels.
 
-A 1x65535 PNG is 342 bytes; resized so its short side is 224 it would be a
+A 1x65535 PNG is 341 bytes; resized so its short side is 224 it would be a
 224 x 14.7-million-pixel image. Above preprocess.WINDOW_PIXELS the crop window
 is computed from the source rows and columns it needs instead; below it the
 whole image is resized, as open_clip's Resize + CenterCrop do."""
