@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         kind = None
         try:
-            s = pipe._decode(Candidate(str(path), explicit=True), n)
+            s = pipe.decode_many([Candidate(str(path), explicit=True)], [n])[0]
             strict_loads(dumps(s.record.to_dict()))
         except Exception:  # noqa: BLE001 - the point is to find them
             kind, why = "crashes", traceback.format_exc()[-800:]

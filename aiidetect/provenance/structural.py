@@ -38,8 +38,8 @@ def _zigzag(natural: list[int]) -> list[int]:
 
 _IJG = {q: (_zigzag(_scaled(_STD_LUMA, q)), _zigzag(_scaled(_STD_CHROMA, q))) for q in range(1, 101)}
 # The luma tables as rows in quality order: the nearest one for a camera's own table is one
-# array operation: 2.4 us against 240 us for a Python loop over 100 x 64 values, which held the GIL
-# in a decode worker beside the model (one camera table, AMD EPYC avx512).
+# array operation: 2.3 us against 231 us for a Python loop over 100 x 64 values, which held the GIL
+# in a decode worker beside the model (docs/performance.md has the timeit command).
 _IJG_Q = np.array(list(_IJG), dtype=np.int64)
 _IJG_LUMA = np.array([luma for luma, _ in _IJG.values()], dtype=np.int64)
 
