@@ -137,8 +137,14 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
         if marker in (0xD9, 0xDA):  # EOI / start of scan: metadata is over
             break
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if length < 2:
+            # The length counts its own two bytes. Taking "the rest of the file" here, as for an
+            # overrun, let every such 4-byte segment re-read the whole tail: quadratic text.
+            b.errors.append(f"JPEG: segment 0x{marker:02X} has an invalid length {length}")
+            pos += 2
+            continue
         seg = data[pos + 4:pos + 2 + length]
-        if length < 2 or pos + 2 + length > n:
+        if pos + 2 + length > n:
             b.errors.append(f"JPEG: segment 0x{marker:02X} overruns the file")
             seg = data[pos + 4:n]
         where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
@@ -164,7 +170,7 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
             _read_dqt(seg, b)
         elif marker in _SOF and len(seg) >= 5:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
-        pos += 2 + max(length, 2)
+        pos += 2 + length
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
