@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,18 @@ class _Budget:
         return self.stage is None
 
 
+@contextmanager
+def _stage(rep: ProvenanceReport, name: str):
+    """Each stage reads attacker-controlled bytes. A bug one of them raises is
+    recorded and costs that stage only: with one guard around them all, a file
+    built to trip the EXIF reader would also have hidden its C2PA manifest,
+    its generator parameters and the watermark check."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - see above
+        rep.errors.append(f"internal ({name}): {type(exc).__name__}: {exc}")
+
+
 def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None) -> ProvenanceReport:
     """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False;
     budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S)."""
@@ -106,10 +119,8 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     opts = options or {}
     rep = ProvenanceReport(path=path)
     budget = _Budget(opts.get("budget_s", METADATA_BUDGET_S))
-    try:
+    with _stage(rep, "provenance"):   # _analyze guards each stage; this keeps the file if the glue fails
         _analyze(data, rep, image, info or {}, opts, budget)
-    except Exception as exc:  # noqa: BLE001 - a bug in one parser must not lose the file
-        rep.errors.append(f"internal: {type(exc).__name__}: {exc}")
     # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
     rep.errors = [_ADDR.sub("", e) for e in rep.errors]
     if budget.stage is not None:
@@ -138,9 +149,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     for blob, where in blobs.exif[:4]:
         if not budget.left("EXIF"):
             break
-        f = exif.read_exif(blob, where)
-        rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
-        facts.append(f)
+        with _stage(rep, "EXIF"):
+            f = exif.read_exif(blob, where)
+            rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
+            facts.append(f)
     ef = exif.merge(facts)
     texts = list(blobs.texts)
     if ef:
@@ -155,18 +167,21 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     for blob, where in blobs.xmp[:4]:
         if not budget.left("XMP"):
             break
-        try:
-            xf_all.append(xmp.parse_xmp(blob, where))
-        except (ValueError, RecursionError) as exc:
-            rep.errors.append(f"XMP ({where}): {exc}")
+        with _stage(rep, "XMP"):
+            try:
+                xf_all.append(xmp.parse_xmp(blob, where))
+            except (ValueError, RecursionError) as exc:
+                rep.errors.append(f"XMP ({where}): {exc}")
     if xf_all:
         rep.facts["xmp"] = [x.to_dict() for x in xf_all]
 
     # --- generator parameters
     xmp_comments = [(c, x.where) for x in xf_all for c in x.user_comments]
     creator_tools = [c for x in xf_all for c in x.creator_tools]
-    gens, gerr = (generators.find_generators(texts, xmp_comments, creator_tools)
-                  if budget.left("generator parameters") else ([], []))
+    gens, gerr = [], []
+    if budget.left("generator parameters"):
+        with _stage(rep, "generator parameters"):
+            gens, gerr = generators.find_generators(texts, xmp_comments, creator_tools)
     rep.errors.extend(gerr)
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
@@ -175,65 +190,70 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     # --- C2PA
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
-        _c2pa(data, blobs, rep)
+        with _stage(rep, "C2PA"):
+            _c2pa(data, blobs, rep)
 
     # --- XMP declarations
-    for x in xf_all:
-        for dst in x.digital_source_types:
-            _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
-        tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
-        if tools and not gens:
-            ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
-                          tools=tools[:5]))
+    with _stage(rep, "XMP declarations"):
+        for x in xf_all:
+            for dst in x.digital_source_types:
+                _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
+            tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
+            if tools and not gens:
+                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
+                              tools=tools[:5]))
 
     # --- EXIF-based evidence
-    if ef:
-        if ef.software and AI_TOOL.search(ef.software) and not gens:
-            ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {ef.software}",
-                          ef.where, software=ef.software))
-        cam = ef.camera_fields
-        exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
-        desc = ", ".join(filter(None, [ef.make, ef.model, ef.lens]))
-        if ef.has_makernote and ef.make:
-            ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
-                          "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
-                          fields=cam))
-        elif len(exposure) >= 2 and (ef.make or ef.model):
-            ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
-                          "copied", ef.where, key="exif.camera.exposure", fields=cam))
-        elif ef.make and ef.model:
-            ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings",
-                          ef.where, key="exif.camera.make-model", fields=cam))
-        if ef.has_gps:
-            ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
-    has_camera = any(e.id == "exif.camera" for e in ev)
-    if not has_camera and rep.format in CAMERA_FORMATS and not gens:
-        ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
-                      "most shared photos are stripped too", "EXIF"))
+    with _stage(rep, "EXIF evidence"):
+        if ef:
+            if ef.software and AI_TOOL.search(ef.software) and not gens:
+                ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {ef.software}",
+                              ef.where, software=ef.software))
+            cam = ef.camera_fields
+            exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
+            desc = ", ".join(filter(None, [ef.make, ef.model, ef.lens]))
+            if ef.has_makernote and ef.make:
+                ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
+                              "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
+                              fields=cam))
+            elif len(exposure) >= 2 and (ef.make or ef.model):
+                ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
+                              "copied", ef.where, key="exif.camera.exposure", fields=cam))
+            elif ef.make and ef.model:
+                ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings",
+                              ef.where, key="exif.camera.make-model", fields=cam))
+            if ef.has_gps:
+                ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
+        has_camera = any(e.id == "exif.camera" for e in ev)
+        if not has_camera and rep.format in CAMERA_FORMATS and not gens:
+            ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
+                          "most shared photos are stripped too", "EXIF"))
 
     # --- invisible watermark
     if budget.left("watermark"):
-        _watermark(data, rep, image, info, opts)
+        with _stage(rep, "watermark"):
+            _watermark(data, rep, image, info, opts)
 
     # --- structural hints
-    hint = structural.size_hint(rep.width, rep.height)
-    if hint == "exact":
-        ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height} is a typical generator output "
-                      "size (weak)", "dimensions"))
-    elif hint:
-        ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height}: both sides multiples of 64, "
-                      "as latent-diffusion outputs are (weak)", "dimensions", key="structure.latent-size"))
-    if blobs.dqt:
-        jq = structural.jpeg_quality(blobs.dqt)
-        rep.facts["jpeg"] = jq
-        if jq.get("standard"):
-            ev.append(_ev("structure.jpeg-tables", "ai", f"standard libjpeg quantization tables at quality "
-                          f"{jq['quality']} (re-encoded by software, not camera firmware; weak)", "JPEG DQT",
-                          key="structure.jpeg-standard-tables", quality=jq["quality"]))
-        elif jq:
-            ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
-                          f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
-                          key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+    with _stage(rep, "structural hints"):
+        hint = structural.size_hint(rep.width, rep.height)
+        if hint == "exact":
+            ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height} is a typical generator output "
+                          "size (weak)", "dimensions"))
+        elif hint:
+            ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height}: both sides multiples of 64, "
+                          "as latent-diffusion outputs are (weak)", "dimensions", key="structure.latent-size"))
+        if blobs.dqt:
+            jq = structural.jpeg_quality(blobs.dqt)
+            rep.facts["jpeg"] = jq
+            if jq.get("standard"):
+                ev.append(_ev("structure.jpeg-tables", "ai", f"standard libjpeg quantization tables at quality "
+                              f"{jq['quality']} (re-encoded by software, not camera firmware; weak)", "JPEG DQT",
+                              key="structure.jpeg-standard-tables", quality=jq["quality"]))
+            elif jq:
+                ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
+                              f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
+                              key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
 
 
 def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:

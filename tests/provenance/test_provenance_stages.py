@@ -1,0 +1,100 @@
+"""A parser bug costs its own stage only: the other stages' evidence stays.
+And the C2PA summary reads any shape of manifest JSON (assertion data is
+whatever CBOR the file carried)."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from aiidetect import provenance
+from aiidetect.provenance import c2pa, exif, generators, structural, xmp
+from aiidetect.testing.hostile import _enc, _noise
+
+XMP_AI = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+          b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+          b'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"/>'
+          b'</rdf:RDF></x:xmpmeta>')
+A1111 = b"a cat\nSteps: 20, Sampler: Euler a, Seed: 42, Model: sd15"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def everything_jpeg() -> bytes:
+    """One JPEG that gives evidence in every stage: camera EXIF (make, model), XMP
+    declaring AI, A1111 parameters in a comment, libjpeg's standard tables."""
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Canon", "EOS 5D"
+    base = _enc(_noise(), "JPEG", quality=85, exif=ex)
+    return (base[:2] + _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + XMP_AI) + _segment(0xFE, A1111) + base[2:])
+
+
+STAGES = {  # what to break -> the evidence it alone gives
+    "EXIF": (exif, "read_exif", {"exif.camera"}),
+    "XMP": (xmp, "parse_xmp", {"xmp.ai-source-type"}),
+    "generator parameters": (generators, "find_generators", {"generator.parameters"}),
+    "structural hints": (structural, "jpeg_quality", {"structure.jpeg-tables"}),
+}
+
+
+def ids(data: bytes) -> tuple[set[str], list[str]]:
+    rep = provenance.analyze(data, options={"watermark": "never"})
+    return {e.id for e in rep.evidence}, rep.errors
+
+
+def test_the_test_file_gives_evidence_in_every_stage():
+    got, errors = ids(everything_jpeg())
+    assert set().union(*(v[2] for v in STAGES.values())) <= got, errors
+    assert not errors
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_bug_in_one_stage_keeps_the_others_evidence(stage, monkeypatch):
+    full, _ = ids(everything_jpeg())
+    module, name, own = STAGES[stage]
+
+    def broken(*a, **k):
+        raise KeyError("parser bug")
+
+    monkeypatch.setattr(module, name, broken)
+    got, errors = ids(everything_jpeg())
+    assert f"internal ({stage}): KeyError: 'parser bug'" in errors
+    assert not own & got
+    assert got >= full - own - {"metadata.no-camera"} and "metadata.malformed" in got
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(
+        st.sampled_from(["label", "data", "actions", "action", "parameters", "digitalSourceType", "code",
+                         "success", "failure", "activeManifest", "title", "issuer", "common_name"]), c, max_size=4),
+    max_leaves=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_value, json_value, json_value, json_value)
+def test_c2pa_summary_reads_any_json_shape(assertions, signature, ingredient, results):
+    store = {"active_manifest": "m", "validation_results": results,
+             "manifests": {"m": {"assertions": assertions, "signature_info": signature}, "i": ingredient}}
+    f = c2pa.summarize(store, "Valid")
+    assert isinstance(f.to_dict(), dict) and all(isinstance(x, str) for x in f.failures + f.source_types)
+
+
+def test_c2pa_summary_still_reads_the_real_layout():
+    dst = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+    store = {"active_manifest": "m", "manifests": {
+        "m": {"claim_generator_info": [{"name": "gen", "version": "2"}], "signature_info": {"issuer": "CA"},
+              "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [
+                  {"action": "c2pa.created", "digitalSourceType": dst}]}}]},
+        "i": {"assertions": [{"label": "c2pa.actions", "data": {"actions": [
+            {"action": "c2pa.placed", "parameters": {}, "digitalSourceType": dst}]}}]}},
+        "validation_results": {"activeManifest": {"success": [{"code": "claimSignature.validated"}],
+                                                  "failure": [{"code": "signingCredential.untrusted"}]}}}
+    f = c2pa.summarize(store, "Valid")
+    assert (f.claim_generator, f.signer, f.actions) == ("gen 2", "CA", ["c2pa.created"])
+    assert f.source_types == f.ingredient_source_types == ["trainedAlgorithmicMedia"] and f.valid
