@@ -73,49 +73,66 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
     return summarize(store, state, where)
 
 
+def _d(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _l(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _actions(manifest: Any) -> list[dict]:
+    """The action objects of a manifest's c2pa.actions* assertions. An assertion's
+    data is whatever CBOR the file carried, so every level is type-checked."""
+    return [act for a in _l(_d(manifest).get("assertions"))
+            if isinstance(a, dict) and str(a.get("label", "")).startswith("c2pa.actions")
+            for act in _l(_d(a.get("data")).get("actions")) if isinstance(act, dict)]
+
+
 def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     f = C2paFacts(where=where, state=state)
-    manifests = store.get("manifests") or {}
+    manifests = _d(store.get("manifests"))
     f.manifests = len(manifests)
-    active = manifests.get(store.get("active_manifest") or "") or {}
-    f.title = active.get("title")
-    cg = active.get("claim_generator")
+    active_label = store.get("active_manifest")
+    active = _d(manifests.get(active_label)) if isinstance(active_label, str) else {}
+    f.title = _s(active.get("title"))
+    cg = _s(active.get("claim_generator"))
     if not cg and active.get("claim_generator_info"):
-        infos = active["claim_generator_info"]
+        infos = _l(active["claim_generator_info"])
         cg = ", ".join(f"{i.get('name', '?')} {i.get('version', '')}".strip() for i in infos if isinstance(i, dict))
     f.claim_generator = cg
-    si = active.get("signature_info") or {}
-    f.signer = si.get("common_name") or si.get("issuer")
+    si = _d(active.get("signature_info"))
+    f.signer = _s(si.get("common_name")) or _s(si.get("issuer"))
     if si.get("issuer") and si.get("common_name"):
         f.signer = f"{si['common_name']} ({si['issuer']})"
-    f.signed_at = si.get("time")
-    for a in active.get("assertions") or []:
-        if not isinstance(a, dict) or not str(a.get("label", "")).startswith("c2pa.actions"):
-            continue
-        for act in (a.get("data") or {}).get("actions") or []:
-            if not isinstance(act, dict):
-                continue
-            f.actions.append(str(act.get("action")))
-            dst = act.get("digitalSourceType") or (act.get("parameters") or {}).get("digitalSourceType")
-            if dst:
-                f.source_types.append(short_source_type(str(dst)))
+    f.signed_at = _s(si.get("time"))
+    for act in _actions(active):
+        f.actions.append(str(act.get("action")))
+        dst = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
+        if dst:
+            f.source_types.append(short_source_type(str(dst)))
     # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
     for label, m in manifests.items():
-        if label == store.get("active_manifest"):
+        if label == active_label:
             continue
-        for a in m.get("assertions") or []:
-            if isinstance(a, dict) and str(a.get("label", "")).startswith("c2pa.actions"):
-                for act in (a.get("data") or {}).get("actions") or []:
-                    if isinstance(act, dict) and act.get("digitalSourceType"):
-                        f.ingredient_source_types.append(short_source_type(str(act["digitalSourceType"])))
-    results = (store.get("validation_results") or {}).get("activeManifest") or {}
-    success = {s.get("code") for s in results.get("success") or [] if isinstance(s, dict)}
-    failures = [s.get("code") for s in results.get("failure") or [] if isinstance(s, dict)]
+        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"])) for act in _actions(m)
+                                      if act.get("digitalSourceType")]
+    results = _d(_d(store.get("validation_results")).get("activeManifest"))
+    success = set(_codes(results.get("success")))
+    failures = _codes(results.get("failure"))
     if not results:  # older layout: a flat validation_status list of problems
-        failures = [s.get("code") for s in store.get("validation_status") or [] if isinstance(s, dict)]
+        failures = _codes(store.get("validation_status"))
         success = {"claimSignature.validated"} if not failures else set()
-    f.failures = [c for c in failures if c and c not in _BENIGN_FAILURES]
+    f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
     f.signature_valid = "claimSignature.validated" in success and not any(
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
     f.content_matches = not any("mismatch" in c for c in f.failures)
     return f
+
+
+def _s(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _codes(statuses: Any) -> list[str]:
+    return [str(s["code"]) for s in _l(statuses) if isinstance(s, dict) and s.get("code")]
