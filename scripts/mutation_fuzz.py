@@ -6,7 +6,8 @@ runs, 16/32-bit numbers written over length-like fields), and runs each result
 through what a scan's decode worker does with it: read and hash, decode, the
 model's preprocessing, the metadata detector with its watermark check. Every
 case must give a record whose JSON parses strictly, without an exception
-escaping, within --slow seconds. Failing and slow cases are kept under --out
+escaping, without an `internal-error` record or an "internal (STAGE)" metadata
+error (a parser's exception, caught), within --slow seconds. Failing and slow cases are kept under --out
 with the file they came from, for a regression test.
 
     python scripts/mutation_fuzz.py /work/shared/data/dev --seconds 600 --seed 1 --out /tmp/fuzz
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         kind = None
         try:
             s = pipe.decode_many([Candidate(str(path), explicit=True)], [n])[0]
-            strict_loads(dumps(s.record.to_dict()))
+            rec = strict_loads(dumps(s.record.to_dict()))
+            # A parser's exception is caught and costs its stage's evidence: a bug all the same.
+            meta = (rec.get("detectors") or {}).get("metadata") or {}
+            bugs = [e for e in meta.get("errors") or [] if e.startswith("internal")]
+            if bugs or (rec.get("error") or {}).get("code") == "internal-error":
+                kind, why = "crashes", str(bugs or rec["error"])[:800]
         except Exception:  # noqa: BLE001 - the point is to find them
             kind, why = "crashes", traceback.format_exc()[-800:]
         dt = time.perf_counter() - t

@@ -24,3 +24,26 @@ def test_the_mutation_fuzzer_runs_cases_and_reports_them(tmp_path):
     assert r.returncode == (1 if summary["crashes"] or summary["slow"] else 0), r.stderr[-2000:]
     assert summary["crashes"] == 0, summary["found"]
     assert not list((tmp_path / "out").glob("case-*"))   # the scratch case is removed
+
+
+def test_a_caught_parser_exception_counts_as_a_crash(tmp_path, monkeypatch, capsys):
+    # analyze() keeps the file when a parser raises, but loses that stage's evidence: a finding.
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import mutation_fuzz
+    finally:
+        sys.path.pop(0)
+    from aiidetect.provenance import xmp
+
+    def broken(*a, **k):
+        raise KeyError("parser bug")
+
+    monkeypatch.setattr(xmp, "parse_xmp", broken)
+    src = tmp_path / "in"
+    src.mkdir()
+    from aiidetect.testing.hostile import xmp_ai_source_type
+
+    (src / "x.jpg").write_bytes(xmp_ai_source_type())
+    assert mutation_fuzz.main([str(src), "--seconds", "2", "--seed", "3", "--out", str(tmp_path / "out")]) == 1
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["crashes"] > 0 and "internal (XMP): KeyError" in summary["found"][0]["why"]
