@@ -20,7 +20,7 @@ Both also require the result to serialise to strict JSON. libFuzzer's own
 limits bound time (-timeout, seconds per input) and memory (-rss_limit_mb);
 a crash, a timeout or an out-of-memory input is written to --out.
 
-    pip install atheris
+    # atheris is in the test extra: pip install -e ".[test]"
     python scripts/coverage_fuzz.py seeds SEEDS --from /work/shared/data/dev   # small seed files
     python scripts/coverage_fuzz.py provenance SEEDS --seconds 600 --out /tmp/cov
     python scripts/coverage_fuzz.py decode SEEDS --seconds 600 --out /tmp/cov
@@ -44,9 +44,9 @@ SEED_BYTES = 64 * 1024   # the metadata sits in the first bytes of nearly every 
 
 
 def write_seeds(out: Path, source: Path | None) -> int:
-    """Seed files: the hostile corpus the tests use, plus the first SEED_BYTES of
-    every file under `source` (small inputs keep libFuzzer fast; the parsers'
-    structures are at the start)."""
+    """Seed files: the hostile corpus the tests use, files with signed C2PA
+    manifests, and the first SEED_BYTES of every file under `source` (small inputs
+    keep libFuzzer fast; the parsers' structures are at the start)."""
     from aiidetect.testing.hostile import make_corpus
 
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +58,7 @@ def write_seeds(out: Path, source: Path | None) -> int:
             if p.is_file() and not p.is_symlink() and p.stat().st_size <= 1 << 20:
                 (out / f"hostile-{n:04d}{p.suffix}").write_bytes(p.read_bytes())
                 n += 1
+    n += _c2pa_seeds(out, n)
     if source:
         for p in sorted(source.rglob("*")):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SKIP_SUFFIXES:
@@ -65,6 +66,21 @@ def write_seeds(out: Path, source: Path | None) -> int:
                     (out / f"dev-{n:04d}{p.suffix.lower()}").write_bytes(f.read(SEED_BYTES))
                 n += 1
     return n
+
+
+def _c2pa_seeds(out: Path, n: int) -> int:
+    """Small JPEG, PNG and WebP files with signed Content Credentials (AI, capture,
+    none declared), so the C2PA stage has real manifests to mutate."""
+    from PIL import Image
+
+    from aiidetect.testing.c2pa_signing import sign, test_signer
+
+    signer, img, k = test_signer(), Image.new("RGB", (32, 24), (100, 150, 200)), 0
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        for source_type in ("trainedAlgorithmicMedia", "digitalCapture"):
+            (out / f"c2pa-{n + k:04d}.{fmt.lower()}").write_bytes(sign(signer, img, fmt, source_type))
+            k += 1
+    return k
 
 
 def provenance_target():
@@ -92,7 +108,8 @@ def decode_target():
 
     def one(data: bytes) -> None:
         try:
-            img, info = decode_bytes(data, draft=len(data) % 2 and 224 or None)
+            # Half the inputs take the JPEG draft path a resize-center-crop head's scan uses.
+            img, _info = decode_bytes(data, draft=224 if len(data) % 2 else None)
         except DecodeFailure:
             return
         for spec in specs:

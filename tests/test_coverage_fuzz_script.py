@@ -33,7 +33,7 @@ def seeds(tmp_path_factory):
 
 def test_seeds_hold_the_hostile_corpus_and_cut_real_files(seeds):
     names = sorted(p.name for p in seeds.iterdir())
-    assert sum(n.startswith("hostile-") for n in names) > 30
+    assert sum(n.startswith("hostile-") for n in names) > 30 and sum(n.startswith("c2pa-") for n in names) == 6
     assert [n for n in names if n.startswith("dev-")] == ["dev-%04d.jpg" % (len(names) - 1)]   # not the .txt
     assert all(p.is_file() and not p.is_symlink() and p.stat().st_size <= 1 << 20 for p in seeds.iterdir())
 

@@ -2,7 +2,6 @@
 evidence id; the same images without the marker are not."""
 from __future__ import annotations
 
-import datetime
 import io
 import json
 
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from aiidetect.provenance import analyze, watermark
+from aiidetect.testing import c2pa_signing
 
 AI_IDS = {"generator.parameters", "c2pa.ai-generated", "xmp.ai-source-type", "watermark.match"}
 
@@ -234,68 +234,13 @@ def test_ai_tool_in_software_field():
 
 # --- C2PA ---------------------------------------------------------------------------
 
-def _test_signer():
-    """An ES256 CA + end-entity certificate made here, valid for a day."""
-    c2pa = pytest.importorskip("c2pa")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "aiidetect tests")])
-
-    def ku(ca):
-        return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                             encipher_only=False, decipher_only=False)
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    base = lambda subj, iss, pub: (x509.CertificateBuilder().subject_name(subj).issuer_name(iss).public_key(pub)  # noqa: E731
-                                   .serial_number(x509.random_serial_number())
-                                   .not_valid_before(now - datetime.timedelta(hours=1))
-                                   .not_valid_after(now + datetime.timedelta(days=1)))
-    ca = (base(name("aiidetect test CA"), name("aiidetect test CA"), ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(ku(True), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    leaf = (base(name("aiidetect test signer"), ca.subject, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(ku(False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
-    pkey = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-    return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))
-
-
 @pytest.fixture(scope="module")
 def signer():
-    return _test_signer()
+    pytest.importorskip("c2pa")
+    return c2pa_signing.test_signer()
 
 
-def sign(signer, img: Image.Image, fmt: str, source_type: str | None) -> bytes:
-    c2pa, s = signer
-    mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
-            "AVIF": "image/avif"}[fmt]
-    action = {"action": "c2pa.created"}
-    if source_type:
-        action["digitalSourceType"] = f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"
-    manifest = {"claim_generator_info": [{"name": "aiidetect-tests", "version": "1.0"}], "title": "test",
-                "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}]}
-    src, out = io.BytesIO(), io.BytesIO()
-    img.save(src, fmt)
-    src.seek(0)
-    with c2pa.Builder(manifest) as b:
-        b.sign(s, mime, src, out)
-    return out.getvalue()
+sign = c2pa_signing.sign
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF", "AVIF"])
