@@ -73,9 +73,9 @@ def _c2pa_seeds(out: Path, n: int) -> int:
     none declared), so the C2PA stage has real manifests to mutate."""
     from PIL import Image
 
-    from aiidetect.testing.c2pa_signing import sign, test_signer
+    from aiidetect.testing.c2pa_signing import make_signer, sign
 
-    signer, img, k = test_signer(), Image.new("RGB", (32, 24), (100, 150, 200)), 0
+    signer, img, k = make_signer(), Image.new("RGB", (32, 24), (100, 150, 200)), 0
     for fmt in ("JPEG", "PNG", "WEBP"):
         for source_type in ("trainedAlgorithmicMedia", "digitalCapture"):
             (out / f"c2pa-{n + k:04d}.{fmt.lower()}").write_bytes(sign(signer, img, fmt, source_type))

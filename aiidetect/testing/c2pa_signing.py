@@ -8,7 +8,7 @@ import datetime
 import io
 
 
-def test_signer():
+def make_signer():
     """-> (the c2pa module, a Signer)."""
     import c2pa
     from cryptography import x509

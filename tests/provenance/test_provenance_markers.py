@@ -237,7 +237,7 @@ def test_ai_tool_in_software_field():
 @pytest.fixture(scope="module")
 def signer():
     pytest.importorskip("c2pa")
-    return c2pa_signing.test_signer()
+    return c2pa_signing.make_signer()
 
 
 sign = c2pa_signing.sign

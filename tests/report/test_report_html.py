@@ -77,10 +77,10 @@ def test_scan_html_marker_and_hostile_files(corpus, tmp_path):
     assert "Generator text in the file" in by_name[str(corpus["a1111"])]["text"]
     assert "xmp.ai-source-type" in by_name[str(corpus["xmp"])]["text"]
     assert "exif.camera" in by_name[str(corpus["camera"])]["text"]
-    if "c2pa" in corpus:
-        c2 = by_name[str(corpus["c2pa"])]["text"]
-        assert "c2pa.ai-generated" in c2 and "<script>window.__pwned='script'</script>" in c2
-        assert "C2PA manifest (Content Credentials)" in c2 and "stateValid" in c2 and "signeraiidetect test" in c2
+    # c2pa-python is in the base install: the signed case must be there, not skipped.
+    c2 = by_name[str(corpus["c2pa"])]["text"]
+    assert "c2pa.ai-generated" in c2 and "<script>window.__pwned='script'</script>" in c2
+    assert "C2PA manifest (Content Credentials)" in c2 and "stateValid" in c2 and "signeraiidetect test" in c2
     # The prompt is shown in full (escaped), not cut at the first tag.
     assert "a lighthouse <script>window.__pwned='script'</script> at dusk" in by_name[str(corpus["a1111"])]["text"]
     assert "too-large" in by_name[str(corpus["bomb"])]["text"] and "empty-file" in by_name[str(corpus["empty"])]["text"]
