@@ -195,13 +195,14 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
         return f
-    from .tiffguard import check_tiff
+    from .tiffguard import bounded_for_readers, check_tiff
 
     chk = check_tiff(tiff, pages=where.startswith("TIFF"))
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")
         return f
+    tiff = bounded_for_readers(tiff, chk)
     readers = []
     for name, fn in (("exifread", _read_exifread), ("pillow", _read_pillow)):
         try:

@@ -100,6 +100,19 @@ def ifd_chain(n: int) -> bytes:
     return bytes(out)
 
 
+def exif_chain_bomb(k: int = 400, n: int = 65535) -> bytes:
+    """TIFF-structured EXIF: a tidy IFD0 and IFD1, then k IFDs of n entries each
+    laid 4 bytes apart (they overlap), chained by next-IFD pointers. exifread
+    walks the whole chain: k * n entries from ~8k + 12n bytes."""
+    ifd1_off, o = 8 + 18, 8 + 36
+    ifd = lambda nxt: struct.pack("<HHHI", 1, 0x0131, 2, 4) + b"abc\x00" + struct.pack("<I", nxt)  # noqa: E731
+    size = 8 * k + 12 * n + 16
+    region = bytearray(struct.pack("<HH", n, 0x9286) * (size // 4 + 1))   # every 4th byte pair reads n
+    for i in range(k):
+        struct.pack_into("<I", region, 4 * i + 2 + 12 * n, o + 4 * (i + 1) if i + 1 < k else 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd(ifd1_off) + ifd(o) + bytes(region)
+
+
 def exif_nonfinite() -> bytes:
     """Make/Model plus DOUBLE (type 12) FNumber=NaN, ExposureTime=+Inf, FocalLength=-Inf in the EXIF IFD."""
     e = "<"
