@@ -77,4 +77,6 @@ def test_a_short_libfuzzer_run_executes_inputs(seeds, tmp_path, target):
     runs = re.search(r"stat::number_of_executed_units: (\d+)", r.stderr)
     assert r.returncode == 0 and runs, r.stderr[-3000:]
     assert int(runs.group(1)) > 20
-    assert not list((tmp_path / "out").iterdir())   # nothing found in these seconds
+    # Nothing found in these seconds. A "slow-unit" file only says the machine stalled
+    # past 10 s (the per-input timeout is 5 s); crashes, timeouts and OOMs are findings.
+    assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("slow-unit-")] == []
