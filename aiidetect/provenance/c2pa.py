@@ -81,6 +81,14 @@ def _l(v: Any) -> list:
     return v if isinstance(v, list) else []
 
 
+def _s(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _codes(statuses: Any) -> list[str]:
+    return [str(s["code"]) for s in _l(statuses) if isinstance(s, dict) and s.get("code")]
+
+
 def _actions(manifest: Any) -> list[dict]:
     """The action objects of a manifest's c2pa.actions* assertions. An assertion's
     data is whatever CBOR the file carried, so every level is type-checked."""
@@ -128,11 +136,3 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
     f.content_matches = not any("mismatch" in c for c in f.failures)
     return f
-
-
-def _s(v: Any) -> str | None:
-    return None if v is None else str(v)
-
-
-def _codes(statuses: Any) -> list[str]:
-    return [str(s["code"]) for s in _l(statuses) if isinstance(s, dict) and s.get("code")]
