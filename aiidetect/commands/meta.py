@@ -100,7 +100,7 @@ def meta(
     """
     from ..api import Watermark, meta_candidates, meta_report
     from ..report.output import atomic_output
-    from ..report.safe import clean, dumps
+    from ..report.safe import CsvRows, dumps
 
     if watermark not in [w.value for w in Watermark]:
         fail(f"--watermark must be auto, always or never, not {watermark!r}")
@@ -115,12 +115,10 @@ def meta(
             for r in reports:
                 fh.write(dumps(r) + "\n")
         elif fmt == RecordFormat.csv:
-            import csv
-
-            w = csv.writer(fh)
+            w = CsvRows(fh)
             w.writerow(CSV_COLUMNS)
             for r in reports:
-                w.writerow(["" if v is None else v for v in clean(_csv_row(r))])
+                w.writerow(_csv_row(r))
         else:
             _print_table(reports, fh)
 

@@ -126,11 +126,11 @@ def _print(decision, fmt: str) -> None:
             typer.echo(json.dumps(r))
         return
     if fmt == "csv":
-        import csv
+        from ..report.safe import CsvRows
 
-        w = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+        w = CsvRows(sys.stdout)
+        w.writerow(COLUMNS)
+        w.writerows([r.get(c) for c in COLUMNS] for r in rows)
         return
     from rich.console import Console
     from rich.table import Table

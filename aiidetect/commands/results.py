@@ -2,7 +2,6 @@
 (`scan --db`) without scanning again."""
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -46,20 +45,22 @@ def _runs(store, run):
 def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -> None:
     """Flat rows to stdout in any format; table buffers its rows (it is meant
     for a screenful), the others stream."""
+    from ..report.safe import CsvRows, dumps
+
     out = sys.stdout
     if fmt is Format.jsonl:
         for r in rows:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            out.write(dumps(r) + "\n")
     elif fmt is Format.json:
         out.write("[")
         for i, r in enumerate(rows):
-            out.write(("," if i else "") + "\n  " + json.dumps(r, ensure_ascii=False))
+            out.write(("," if i else "") + "\n  " + dumps(r))
         out.write("\n]\n" if columns else "]\n")
     elif fmt is Format.csv:
-        w = csv.writer(out)
+        w = CsvRows(out)
         w.writerow(columns)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+            w.writerow([r.get(c) for c in columns])
     else:
         from rich.console import Console
         from rich.table import Table
@@ -90,7 +91,9 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
     if fmt is Format.json:
-        typer.echo(json.dumps(s, indent=2))
+        from ..report.safe import dumps
+
+        typer.echo(dumps(s, indent=2))
         raise typer.Exit(EXIT_OK)
     # Flat rows for jsonl/csv/table: one per (section, key).
     rows = [{"section": "verdict", "key": k, "files": v} for k, v in sorted(s["verdicts"].items())]

@@ -1,7 +1,6 @@
 """`aiidetect weights fetch|inspect|pack|install`: getting backbone weights onto a machine."""
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -23,11 +22,13 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
         for r in rows:
             typer.echo(json.dumps(r))
     elif fmt == "csv":
+        from ..report.safe import CsvRows
+
         cols = list(rows[0]) if rows else []
-        w = csv.DictWriter(sys.stdout, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
+        w = CsvRows(sys.stdout)
+        w.writerow(cols)
         for r in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
+            w.writerow([json.dumps(v) if isinstance(v, (dict, list)) else v for v in (r.get(k) for k in cols)])
     else:
         for r in rows:
             typer.echo("  ".join(f"{k}: {v}" for k, v in r.items()))

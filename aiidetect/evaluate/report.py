@@ -1,7 +1,6 @@
 """Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -162,12 +161,14 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
 
 
 def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> None:
+    from ..report.safe import CsvRows
+
     with open(path, "w", newline="") as f:
         w = None
         for cond, cols in columns_by_cond.items():
             names = list(cols["p"])
             if w is None:
-                w = csv.writer(f)
+                w = CsvRows(f)
                 w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names] + ["verdict"])
             for i, p in enumerate(cols["path"]):
                 w.writerow([cond, p, int(cols["y"][i]), cols["generator"][i]]

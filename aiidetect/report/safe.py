@@ -1,6 +1,6 @@
 """Output that scripts can always parse, whatever the input files contain.
 
-Three hazards come from the outside world and are neutralised here, once, for
+Four hazards come from the outside world and are neutralised here, once, for
 every writer (json, jsonl, csv, table, meta's report):
 
 * File names are bytes on POSIX. Python turns undecodable bytes into lone
@@ -12,10 +12,15 @@ every writer (json, jsonl, csv, table, meta's report):
   `clean` turns them into null.
 * Strings from inside files (prompts, EXIF Make, XMP) may also carry lone
   surrogates or control characters; `clean` makes every string valid UTF-8.
+* A CSV cell that starts with `=`, `+`, `-`, `@`, tab or CR is a formula to a
+  spreadsheet (CSV injection): `=HYPERLINK(...).jpg` is a legal file name in an
+  archive an auditor opens in Excel. `csv_cell` prefixes such text with an
+  apostrophe; `CsvRows` is the csv.writer every CSV output goes through.
 """
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import math
 import os
@@ -116,3 +121,36 @@ def strict_loads(text: str) -> Any:
         raise ValueError(f"non-standard JSON constant {name}")
 
     return json.loads(text, parse_constant=_reject)
+
+
+# OWASP's list of the characters that make a spreadsheet read a cell as a formula. A plain
+# number ("-0.5", "+3e-2") is read as a number, never run, so it keeps its sign and its column type.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+
+
+def csv_cell(v: Any) -> Any:
+    """One CSV cell: None -> "", text -> valid UTF-8 that no spreadsheet runs as a formula
+    (such text gets a leading apostrophe, so it shows as text); numbers as they are."""
+    if v is None:
+        return ""
+    if isinstance(v, bool) or isinstance(v, (int, float)):
+        return v if not isinstance(v, float) or math.isfinite(v) else ""
+    s = clean_str(v if isinstance(v, str) else str(v))
+    if s.startswith(_FORMULA_START) and not _NUMBER.match(s):
+        return "'" + s
+    return s
+
+
+class CsvRows:
+    """csv.writer for every CSV aiidetect writes: each cell through `csv_cell`."""
+
+    def __init__(self, stream: Any):
+        self._w = csv.writer(stream)
+
+    def writerow(self, row: Any) -> None:
+        self._w.writerow([csv_cell(v) for v in row])
+
+    def writerows(self, rows: Any) -> None:
+        for r in rows:
+            self.writerow(r)

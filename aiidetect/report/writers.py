@@ -5,11 +5,10 @@ record in memory; jsonl flushes each line as its file finishes.
 """
 from __future__ import annotations
 
-import csv
 from typing import IO, Any, Sequence
 
 from ..records import Record
-from .safe import clean, clean_str, dumps
+from .safe import CsvRows, clean, dumps
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -84,7 +83,7 @@ class CsvWriter(Writer):
         super().__init__(stream)
         self.names = list(detector_names)
         cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")] + CSV_TAIL
-        self.w = csv.writer(stream)
+        self.w = CsvRows(stream)
         self.w.writerow(cols)
 
     def write(self, rec: Record) -> None:
@@ -97,7 +96,7 @@ class CsvWriter(Writer):
             r = d["detectors"].get(n)
             row += [r["status"], r["p_ai"], r["score"]] if r else ["", "", ""]
         row += [d["file_bytes"], fusion_label(rec.fusion), d["schema"]]
-        self.w.writerow(["" if v is None else clean_str(v) if isinstance(v, str) else v for v in row])
+        self.w.writerow(row)
         self.stream.flush()
 
 
