@@ -48,8 +48,9 @@ def bench_cmd(
     profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
     fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
 ):
-    """Measure images/s (decode, model, end to end), peak memory, the machine's
-    matmul peak and the model's FLOPs, hence efficiency against the limit.
+    """Measure images/s (decode, model, end to end), peak memory and efficiency against the limit.
+
+    Efficiency: the model's FLOPs per second against the machine's measured matmul peak.
 
     Random-init backbones are fine (`--backbone ViT-B-16 --pretrained none`):
     speed does not depend on weight values. On CUDA the model is also timed

@@ -40,8 +40,10 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     backbone_opts: BackboneOptions = None,
 ):
-    """Evaluate detectors and the fused verdict: accuracy on real/AI, AP, AUC, TPR at 1%/5% FPR, ECE,
-    uncertain share, per-generator tables, robustness sweeps and a format-bias control."""
+    """Evaluate detectors and the fused verdict on a labelled manifest.
+
+    Accuracy on real/AI, AP, AUC, TPR at 1%/5% FPR, ECE, uncertain share, per-generator tables,
+    robustness sweeps and a format-bias control."""
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion

@@ -92,8 +92,9 @@ def meta(
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
     output: Optional[Path] = OutputOpt,
 ):
-    """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark. Exit 1 if any file carries
-    decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
+    """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
+
+    Exit 1 if any file carries decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
     record with an error code).
 
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai

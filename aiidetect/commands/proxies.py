@@ -20,7 +20,9 @@ def proxies_cmd(
                                                         "does at the model's input size; 0 = whole image."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parameters."),
 ):
-    """Write the original and one file per proxy kind (PNG, lossless: JPEG would blur what the proxy changed),
+    """Write the spectral proxies CLIP-Flow trains against, one PNG per kind.
+
+    The original and one file per proxy kind (PNG, lossless: JPEG would blur what the proxy changed),
     plus proxies.json with the parameters drawn. Kinds: hf_amp_scale, hf_amp_replace, periodic_peaks,
     lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md)."""
     import numpy as np

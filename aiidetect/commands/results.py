@@ -116,8 +116,10 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                                                        help="Only these verdicts: ai, uncertain, real, error "
                                                             "(comma-separated or repeated)."),
            fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported.")):
-    """The stored records, exactly as `scan` printed them (json, jsonl, csv, table), or
-    the HTML report of them (docs/report.md; it holds every exported record until the end).
+    """The stored records, exactly as `scan` printed them, or the HTML report of them.
+
+    Formats: json, jsonl, csv, table, or html (docs/report.md; it holds every exported record until
+    the end).
 
     Examples: aiidetect results export --db audit.sqlite --verdict ai,uncertain -f csv > flagged.csv
               aiidetect results export --db audit.sqlite -f jsonl | jq .
@@ -168,8 +170,10 @@ def _export_html(store, ids, wanted, source: str) -> int:
 
 def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
             run: Optional[str] = RunOpt):
-    """The store's results table as Parquet (one row per file and run; the full record as a JSON
-    column), for pandas, Polars, DuckDB or Spark. Needs pyarrow (installed with the ray extra).
+    """The store's results table as Parquet, for pandas, Polars, DuckDB or Spark.
+
+    One row per file and run; the full record as a JSON column. Needs pyarrow (installed with the
+    ray extra).
 
     Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
     """

@@ -70,8 +70,10 @@ def train_flow_cmd(
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
 ):
-    """Train a CLIP-Flow head: a normalizing flow on frozen CLIP features of real photos that gives low
-    likelihood to spectrally modified proxies of them. No AI image is needed; `scan` runs it as flow:<name>."""
+    """Train a CLIP-Flow head on real photos only (no AI image needed).
+
+    A normalizing flow on frozen CLIP features of real photos that gives low likelihood to spectrally
+    modified proxies of them; `scan` runs it as flow:<name>."""
     from ..proxies import parse_kinds
 
     err = stderr_console()

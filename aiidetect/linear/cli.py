@@ -36,6 +36,7 @@ def train_linear_cmd(
     json_out: bool = JsonAliasOpt,
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
+
     Works from about 5 images per class; `scan` then runs it as linear:<name>."""
     from ..backbone import BackboneUnavailable, resolve_device
     from ..linear.train import select_items, train_linear

@@ -85,7 +85,8 @@ def train_mpft_cmd(
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
 ):
-    """Fine-tune the backbone with Texture-Aware Masking (MPFT) and train the binary and attribution heads.
+    """Train an MPFT head: Texture-Aware Masking fine-tuning, binary and attribution heads.
+
     The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>."""
     import time
 

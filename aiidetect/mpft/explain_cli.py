@@ -35,7 +35,9 @@ def explain_mask_cmd(
     head: Optional[Path] = typer.Option(None, "--head", help="Take preprocessing, patch size and mask settings from "
                                                              "this MPFT head folder instead."),
 ):
-    """Shade the patches Texture-Aware Masking would hide (the most textured ones) on the image as the model sees it."""
+    """Shade the patches Texture-Aware Masking would hide (the most textured ones).
+
+    They are drawn on the image as the model sees it."""
     import torch
     from PIL import Image
 
@@ -85,8 +87,10 @@ def explain_mpft_cmd(
     head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found)."),
     backbone_opts: BackboneOptions = None,
 ):
-    """Occlusion on the ViT patch grid: drop each patch token in turn and measure how much the MPFT logit falls.
-    Red = the patch pushed the decision towards AI, blue = towards real."""
+    """Occlusion map: how much the MPFT logit falls without each ViT patch.
+
+    Each patch token is dropped in turn. Red = the patch pushed the decision towards AI, blue = towards
+    real."""
     import numpy as np
     import torch
     from PIL import Image

@@ -91,3 +91,21 @@ def test_shell_completion_is_on():
     assert {"--install-completion", "--show-completion"} <= names
     r = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert r.exit_code == 0 and "complete" in r.output
+
+
+def _all_commands():
+    todo = [((), typer.main.get_command(app))]
+    while todo:
+        path, cmd = todo.pop()
+        todo += [(path + (n,), sub) for n, sub in getattr(cmd, "commands", {}).items()]
+        if path:
+            yield path, cmd
+
+
+def test_every_command_lists_with_a_one_line_summary():
+    # `aiidetect --help` shows each command's first paragraph as it is written: a paragraph that
+    # wraps in the source breaks the listing into ragged lines.
+    long = {" ".join(p): (c.help or "").strip().split("\n\n")[0] for p, c in _all_commands()}
+    assert len(long) > 20
+    bad = {p: s for p, s in long.items() if not s or "\n" in s or len(s) > 100}
+    assert not bad, bad
