@@ -26,6 +26,7 @@ ERROR_CODES = (
     "unsupported-format",  # bytes are not an image format we decode
     "decode-error",        # recognised format, but corrupt or truncated
     "internal-error",      # a bug: reported, never hidden
+    "bad-stored-record",   # `results export`: a results-store row whose record cannot be read
 )
 
 # Notes (neutral evidence ids) that say the metadata reading was cut short; not errors: the record

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .records import DetectorResult, ErrorInfo, Evidence, Record
+from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
 
 STORE_VERSION = "1"
 # Failures whose cause can go away without the file changing: scanned again on every resume.
@@ -124,6 +124,69 @@ def record_from_dict(d: Mapping[str, Any]) -> Record:
                   detectors=dets, reasons=list(d.get("reasons") or []),
                   error=None if err is None else ErrorInfo(err["code"], err["message"]),
                   image_info=dict(d.get("image") or {}), fusion=d.get("fusion"))
+
+
+# A stored row whose record this version cannot read: exported as an error record of that file.
+BAD_STORED_RECORD = "bad-stored-record"
+_NUM = (int, float)
+
+
+def _check_shape(d: Any) -> Mapping[str, Any]:
+    """The field types record_from_dict and every writer rely on (a row comes from disk, or from
+    another machine's store through `results merge`); ValueError naming the first that is wrong."""
+    def want(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(what)
+
+    def opt(v: Any, types: Any) -> bool:
+        return v is None or (isinstance(v, types) and not isinstance(v, bool) if types is _NUM
+                             else isinstance(v, types))
+
+    want(isinstance(d, dict), "not a JSON object")
+    want(isinstance(d.get("file"), str), "file is not text")
+    want(d.get("verdict", "error") in VERDICTS, "unknown verdict")
+    for k, t in (("p_ai", _NUM), ("width", int), ("height", int), ("size_bytes", int), ("sha256", str),
+                 ("format", str), ("file_bytes", str), ("image", dict), ("fusion", dict), ("reasons", list)):
+        want(opt(d.get(k), t), f"{k} has the wrong type")
+    want(all(isinstance(x, str) for x in d.get("reasons") or []), "reasons are not text")
+    if d.get("file_bytes"):
+        import base64
+        import binascii
+
+        try:
+            want(bool(base64.b64decode(d["file_bytes"], validate=True)), "file_bytes is empty")
+        except binascii.Error:
+            want(False, "file_bytes is not base64")
+    err = d.get("error")
+    want(err is None or (isinstance(err, dict) and isinstance(err.get("code"), str)
+                         and isinstance(err.get("message"), str)), "error is not {code, message}")
+    dets = d.get("detectors")
+    want(opt(dets, dict), "detectors is not an object")
+    for r in (dets or {}).values():
+        want(isinstance(r, dict) and isinstance(r.get("status"), str), "a detector result has no status")
+        want(opt(r.get("p_ai"), _NUM) and opt(r.get("score"), _NUM), "a detector's p_ai or score is not a number")
+        want(opt(r.get("evidence"), list) and all(isinstance(e, dict) for e in r.get("evidence") or []),
+             "a detector's evidence is not a list of objects")
+        want(opt(r.get("attribution"), list), "a detector's attribution is not a list")
+    return d
+
+
+def parse_stored(text: Any) -> Record:
+    """A stored record, checked; ValueError when it is not one this version reads."""
+    try:
+        return record_from_dict(_check_shape(json.loads(text)))
+    except (KeyError, TypeError, AttributeError) as exc:  # Evidence(**e) with keys it lacks or does not know
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def stored_record(row: Mapping[str, Any]) -> Record:
+    """The record of a results row for export; never raises: a row that cannot be read becomes an
+    error record of its file, so one damaged row costs one record, not the whole export."""
+    try:
+        return parse_stored(row["record"])
+    except ValueError as exc:  # json's decode errors are ValueErrors too
+        return Record(file=row.get("file") or "?", verdict="error", error=ErrorInfo(
+            BAD_STORED_RECORD, f"the stored record cannot be read ({str(exc)[:200]}); scan the file again"))
 
 
 def record_json(rec: Record) -> str:
@@ -398,8 +461,8 @@ class StoreSession:
             row = self.store.lookup(self.run_id, key)
             if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
                 try:
-                    rec = record_from_dict(json.loads(row[2]))
-                except (ValueError, KeyError, TypeError):
+                    rec = parse_stored(row[2])
+                except ValueError:
                     rec = None  # an unreadable row: scan again and replace it
                 if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
                     rec = None  # a permission fixed or a bug fixed changes no mtime: always try again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import os
 import re
 
@@ -112,3 +113,38 @@ def test_metadata_strip_never_raises(data, fmt):
     head = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8", None: b""}[fmt]
     out = strip_metadata(head + data, fmt)
     assert out is None or isinstance(out, bytes)
+
+
+# A stored record as a damaged or foreign results store could hold it: the record's own keys with
+# values of any JSON shape, sometimes right, sometimes not.
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
+                                                                                     max_size=3), max_leaves=12)
+record_keys = st.sampled_from(["file", "verdict", "p_ai", "detectors", "reasons", "error", "image", "fusion",
+                               "width", "file_bytes", "sha256"])
+detector = st.fixed_dictionaries({"status": st.sampled_from(["ok", "error"]) | json_values},
+                                 optional={"p_ai": json_values, "evidence": st.lists(
+                                     st.dictionaries(st.sampled_from(["id", "direction", "strength", "detail"]),
+                                                     json_values), max_size=2) | json_values,
+                                           "attribution": json_values})
+stored = st.fixed_dictionaries({"file": st.text(max_size=8) | json_values},
+                               optional={"verdict": st.sampled_from(["uncertain", "error"]) | json_values,
+                                         "detectors": st.dictionaries(st.text(max_size=4), detector | json_values,
+                                                                      max_size=2) | json_values}) \
+    .flatmap(lambda d: st.dictionaries(record_keys, json_values, max_size=3).map(lambda extra: {**extra, **d}))
+
+
+@FUZZ
+@given(stored | json_values)
+def test_a_stored_record_of_any_shape_exports_in_every_format(doc):
+    from aiidetect.store import stored_record
+
+    rec = stored_record({"record": json.dumps(doc), "file": "row.jpg"})
+    outs = {}
+    for fmt in ("jsonl", "json", "csv", "table"):
+        buf = io.StringIO()
+        w = make_writer(fmt, buf, ["metadata"], explain=True)
+        w.write(rec)
+        w.close({})
+        outs[fmt] = buf.getvalue()
+    assert strict_loads(outs["json"]) == [strict_loads(outs["jsonl"])]

@@ -319,3 +319,48 @@ def test_results_export_html_report(tmp_path):
     assert any(c["name"].endswith("<img src=x onerror=alert(1)>.png") for c in doc.cards)
     only_errors = run_cli("results", "export", "--db", str(db), "-f", "html", "--verdict", "error")
     assert len(assert_self_contained(only_errors.stdout).cards) == 1
+
+
+# Rows a damaged disk, a hand edit or a foreign store could hold; the writers must never see them.
+DAMAGED = ["not json", "[1, 2]", '{"file": 3}', '{"file": "x", "verdict": "ai-generated", "detectors": {"m": 5}}',
+           '{"file": "y", "verdict": 7}', '{"file": "y", "p_ai": "0.9"}', '{"file": "y", "reasons": [1]}',
+           '{"file": "z", "detectors": {"metadata": {"status": "ok", "evidence": [{"id": 1}]}}}',
+           '{"file": "z", "error": "boom"}', '{"file": "z", "file_bytes": "!!"}',
+           '{"file": "z", "detectors": {"metadata": {"status": "ok", "p_ai": [0.5]}}}']
+
+
+def test_one_damaged_row_costs_one_record_not_the_export(tmp_path):
+    from aiidetect.store import BAD_STORED_RECORD
+
+    _tiny_images(tmp_path / "imgs", len(DAMAGED) + 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    r = run_cli("scan", str(tmp_path / "imgs"), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    good = {x["file"]: x for x in jsonl(r.stdout)}
+    with sqlite3.connect(db) as c:
+        rowids = [x[0] for x in c.execute("SELECT rowid FROM results ORDER BY path")]
+        for rid, bad in zip(rowids, DAMAGED):
+            c.execute("UPDATE results SET record=? WHERE rowid=?", (bad, rid))
+        damaged = {x[0] for x in c.execute(f"SELECT file FROM results WHERE rowid IN "
+                                            f"({','.join(map(str, rowids[:len(DAMAGED)]))})")}
+    outs = {}
+    for fmt in ("jsonl", "json", "csv", "table", "html"):
+        r = run_cli("results", "export", "--db", str(db), "-f", fmt)
+        assert r.returncode == 0, (fmt, r.stderr)
+        assert f"{len(DAMAGED)} stored record(s) could not be read" in r.stderr, fmt
+        outs[fmt] = r.stdout
+    recs = jsonl(outs["jsonl"])
+    assert json.loads(outs["json"]) == recs and len(recs) == len(good)
+    for x in recs:
+        if x["file"] in damaged:
+            assert x["verdict"] == "error" and x["error"]["code"] == BAD_STORED_RECORD
+        else:
+            assert x == good[x["file"]]  # the readable rows exactly as the scan printed them
+    assert len(list(csv.reader(io.StringIO(outs["csv"])))) == len(good) + 1
+    assert outs["html"].count(BAD_STORED_RECORD) >= len(DAMAGED)
+    # a resumed scan scans the damaged files again and replaces their rows
+    r = run_cli("scan", str(tmp_path / "imgs"), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q", "--no-cache")
+    assert {x["file"]: x["verdict"] for x in jsonl(r.stdout)} == {f: x["verdict"] for f, x in good.items()}
+    r = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0 and "could not be read" not in r.stderr
+    assert {x["file"]: x for x in jsonl(r.stdout)} == good

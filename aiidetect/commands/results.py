@@ -2,7 +2,6 @@
 (`scan --db`) without scanning again."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -126,7 +125,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
               aiidetect results export --db audit.sqlite --verdict ai,uncertain -f html > flagged.html
     """
     from ..report import make_writer
-    from ..store import record_from_dict
+    from ..store import BAD_STORED_RECORD, stored_record
 
     wanted = []
     for v in verdict or []:
@@ -134,7 +133,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
             if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
                 fail(f"--verdict takes {', '.join(VERDICT_ALIASES)}; got {x}")
             wanted.append(VERDICT_ALIASES.get(x, x))
-    n = 0
+    n = bad = 0
     with _open(db) as store:
         ids = _runs(store, run)
         names: list[str] = []
@@ -142,30 +141,38 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
             if r["run_id"] in ids:
                 names += [x for x in r["detectors"].split(",") if x and x not in names]
         if fmt is ExportFormat.html:
-            n = _export_html(store, ids, wanted, str(db))
-            raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
-        try:
-            writer = make_writer(fmt.value, sys.stdout, names)
-            for row in store.iter_rows(ids, wanted, columns=("record",)):
-                writer.write(record_from_dict(json.loads(row["record"])))
-                n += 1
-            writer.close(None)
-        except BrokenPipeError:
-            sys.stderr.close()
+            n, bad = _export_html(store, ids, wanted, str(db))
+        else:
+            try:
+                writer = make_writer(fmt.value, sys.stdout, names)
+                for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+                    rec = stored_record(row)
+                    bad += rec.error is not None and rec.error.code == BAD_STORED_RECORD
+                    writer.write(rec)
+                    n += 1
+                writer.close(None)
+            except BrokenPipeError:
+                sys.stderr.close()
+    if bad:
+        typer.echo(f"note: {bad} stored record(s) could not be read; exported as error records "
+                   f"({BAD_STORED_RECORD}): scan those files again", err=True)
     raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
 
 
-def _export_html(store, ids, wanted, source: str) -> int:
+def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     """The report page over stored records; thumbnails are read from the files that are still where
     the scan found them."""
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
 
-    recs = [normalize_record(json.loads(row["record"])) for row in store.iter_rows(ids, wanted, columns=("record",))]
+    from ..store import BAD_STORED_RECORD, stored_record
+
+    recs = [normalize_record(stored_record(row).to_dict())
+            for row in store.iter_rows(ids, wanted, columns=("record", "file"))]
     w = HtmlWriter(sys.stdout, run_info_from_records(recs, source, sys.argv[1:]))
     for r in recs:
         w.add(r)
     w.close()
-    return len(recs)
+    return len(recs), sum((r.get("error") or {}).get("code") == BAD_STORED_RECORD for r in recs)
 
 
 def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
