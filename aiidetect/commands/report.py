@@ -16,7 +16,8 @@ def report_cmd(
                                             "'-' reads stdin."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write (default: stdout)."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails",
-                                    help="Embed a small thumbnail of each file that is still where the run found it."),
+                                    help="Embed a small thumbnail of each file that is still where the run found it, "
+                                         "unchanged (its SHA-256 matches the record)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on stderr."),
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.

@@ -72,20 +72,50 @@ def _json_island(obj: Any) -> str:
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None) -> str | None:
-    """A small JPEG of the file as a data URI, or None when it cannot be decoded
-    (the card then says so). Decoding goes through the scan's limits, so a
-    decompression bomb costs nothing here either."""
-    from ..decode import DecodeLimits, load_rgb
+def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None,
+                       sha256: str | None = None) -> tuple[str | None, str | None]:
+    """(a small JPEG of the file as a data URI, None), or (None, why there is none).
 
+    Only of the bytes the record describes: the file is read once, its SHA-256 compared with the
+    record's, and those same bytes decoded. A file replaced at the same path since the scan (or named
+    by a hand-made or foreign JSONL) must not put another picture beside this verdict. Decoding goes
+    through the scan's limits, so a decompression bomb costs nothing here either."""
+    import hashlib
+
+    from ..decode import DecodeFailure, DecodeLimits, decode_bytes, read_bytes
+
+    if not sha256:
+        return None, "the record has no checksum to match the file against"
+    limits = limits or DecodeLimits()
     try:
-        img = load_rgb(path, limits or DecodeLimits(), draft=side)
+        data = read_bytes(path, limits)
+    except DecodeFailure as exc:
+        return None, f"the file cannot be read now ({exc.message})"
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None, "the file at this path has changed since the scan"
+    try:
+        img, _ = decode_bytes(data, limits, draft=side)
         img.thumbnail((side, side))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=72, optimize=True)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     except Exception:  # noqa: BLE001 - a missing thumbnail never stops a report
-        return None
+        return None, "the file could not be decoded for a thumbnail"
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), None
+
+
+def _file_path(d: Mapping[str, Any]) -> str | None:
+    """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`)."""
+    fb = d.get("file_bytes")
+    if isinstance(fb, str) and fb:
+        import binascii
+        import os
+
+        try:
+            return os.fsdecode(base64.b64decode(fb, validate=True))
+        except (binascii.Error, ValueError):
+            return None
+    f = d.get("file")
+    return f if isinstance(f, str) else None
 
 
 # --------------------------------------------------------------------- run facts
@@ -163,10 +193,12 @@ class HtmlWriter(Writer):
 
     def add(self, d: dict[str, Any], path: str | None = None) -> None:
         d = normalize_record(d)
-        path = d.get("file") if path is None else path
-        item: dict[str, Any] = {"rec": d, "thumb": None, "heatmaps": None}
+        path = _file_path(d) if path is None else path
+        item: dict[str, Any] = {"rec": d, "thumb": None, "thumb_note": None, "heatmaps": None}
         if self.thumbnails and d.get("error") is None and isinstance(path, str):
-            item["thumb"] = thumbnail_data_uri(path, limits=self.limits)
+            sha = d.get("sha256")
+            item["thumb"], item["thumb_note"] = thumbnail_data_uri(path, limits=self.limits,
+                                                                   sha256=sha if isinstance(sha, str) else None)
         if self.heatmapper and d.get("verdict") in self.heatmap_for and d.get("error") is None:
             try:
                 item["heatmaps"] = self.heatmapper(path)
@@ -607,7 +639,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     thumb = item.get("thumb")
     img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
-           else "<div class=\"noimg\">no thumbnail</div>")
+           else f"<div class=\"noimg\" title=\"{_e(item.get('thumb_note') or '')}\">no thumbnail"
+                + (f"<small>{_e(item['thumb_note'])}</small>" if item.get("thumb_note") else "") + "</div>")
     o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
          f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",

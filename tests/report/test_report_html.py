@@ -242,3 +242,39 @@ def test_any_saved_record_renders_self_contained(recs):
     _no_raw_payload(html)
     doc = assert_self_contained(html)
     assert len(doc.cards) == len(recs)
+
+
+def test_thumbnails_only_of_the_bytes_the_record_describes(tmp_path):
+    """A saved run is read later, maybe elsewhere: a thumbnail must show the scanned picture or none.
+    A file replaced at its path since the scan, a record without a checksum (hand-made JSONL) or with
+    another file's checksum gets none, and the card says why; a name that is not UTF-8 still gets one."""
+    import os
+
+    from aiidetect.testing.images import noise_rgb, save
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    kept, replaced = save(noise_rgb(64, 48, 1), d / "kept.jpg"), save(noise_rgb(64, 48, 2), d / "replaced.jpg")
+    odd = os.path.join(os.fsencode(d), b"odd\xff.jpg")
+    with open(odd, "wb") as f:
+        f.write(kept.read_bytes())
+    run = tmp_path / "run.jsonl"
+    r = run_cli("scan", str(d), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    recs = jsonl(run.read_text(encoding="utf-8"))
+    assert len(recs) == 3 and all(x["sha256"] for x in recs)
+    save(noise_rgb(64, 48, 3), replaced)  # another picture under the scanned name
+    by = {Path(x["file"]).name: x for x in recs}
+    hand = [{**by["kept.jpg"], "file": str(kept), "sha256": None},          # no checksum
+            {**by["kept.jpg"], "file": str(replaced), "sha256": by["kept.jpg"]["sha256"]}]  # not this file's
+    run.write_text("\n".join(json.dumps(x) for x in recs + hand) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "2 thumbnails" in r.stderr  # kept.jpg and the non-UTF-8 name
+    assert len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 5
+    html = out.read_text(encoding="utf-8")
+    assert html.count('src="data:image/jpeg;base64,') == 2
+    # (each note is in the box's title and its text) replaced.jpg's own record, and the one with kept's checksum
+    assert html.count("changed since the scan") == 2 * 2
+    assert html.count("has no checksum") == 2
