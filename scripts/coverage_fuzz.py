@@ -15,6 +15,10 @@ that random byte flips rarely hit. Two targets:
               such an error is a finding, though a scan survives it.
   decode      the bytes through the safe decoder (limits, draft) and the
               model's preprocessing; DecodeFailure is the expected refusal.
+  report      the bytes as a saved run (JSONL) someone hands over: the HTML
+              report must render and stay self-contained (no remote load,
+              no handler, no script but its own), and each line, read as a
+              results-store row, must export through every record writer.
 
 Both also require the result to serialise to strict JSON. libFuzzer's own
 limits bound time (-timeout, seconds per input) and memory (-rss_limit_mb);
@@ -24,6 +28,7 @@ a crash, a timeout or an out-of-memory input is written to --out.
     python scripts/coverage_fuzz.py seeds SEEDS --from /work/shared/data/dev   # small seed files
     python scripts/coverage_fuzz.py provenance SEEDS --seconds 600 --out /tmp/cov
     python scripts/coverage_fuzz.py decode SEEDS --seconds 600 --out /tmp/cov
+    python scripts/coverage_fuzz.py report SEEDS --seconds 600 --out /tmp/cov
     python scripts/coverage_fuzz.py provenance --replay /tmp/cov/crash-*   # rerun kept inputs
 
 The corpus directory grows with the inputs libFuzzer keeps (work in a copy if
@@ -59,6 +64,7 @@ def write_seeds(out: Path, source: Path | None) -> int:
                 (out / f"hostile-{n:04d}{p.suffix}").write_bytes(p.read_bytes())
                 n += 1
     n += _c2pa_seeds(out, n)
+    n += _report_seeds(out, n)
     if source:
         for p in sorted(source.rglob("*")):
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SKIP_SUFFIXES:
@@ -81,6 +87,20 @@ def _c2pa_seeds(out: Path, n: int) -> int:
             (out / f"c2pa-{n + k:04d}.{fmt.lower()}").write_bytes(sign(signer, img, fmt, source_type))
             k += 1
     return k
+
+
+def _report_seeds(out: Path, n: int) -> int:
+    """Saved runs: the report tests' hostile records, one per file, and all of them in one."""
+    import json
+
+    from aiidetect.testing.report_corpus import hostile_records
+
+    recs = hostile_records()
+    for k, r in enumerate(recs):
+        (out / f"run-{n + k:04d}.jsonl").write_text(json.dumps(r) + "\n", encoding="utf-8")
+    (out / f"run-{n + len(recs):04d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs),
+                                                        encoding="utf-8")
+    return len(recs) + 1
 
 
 def provenance_target():
@@ -118,7 +138,33 @@ def decode_target():
     return one
 
 
-TARGETS = {"provenance": provenance_target, "decode": decode_target}
+def report_target():
+    import io
+
+    from aiidetect.report import make_writer
+    from aiidetect.report.html import render_saved_run
+    from aiidetect.report.safe import strict_loads
+    from aiidetect.store import stored_record
+    from aiidetect.testing.htmlcheck import assert_self_contained
+
+    def one(data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        out = io.StringIO()
+        render_saved_run(io.StringIO(text), out, source="fuzz", thumbnails=False)
+        assert_self_contained(out.getvalue())
+        for line in text.splitlines()[:50]:
+            rec = stored_record({"record": line, "file": "fuzz"})
+            for fmt in ("jsonl", "csv", "table"):
+                buf = io.StringIO()
+                w = make_writer(fmt, buf, ["metadata"], explain=True)
+                w.write(rec)
+                w.close({})
+                if fmt == "jsonl":
+                    strict_loads(buf.getvalue())
+    return one
+
+
+TARGETS = {"provenance": provenance_target, "decode": decode_target, "report": report_target}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         import aiidetect.provenance.generators  # noqa: F401
         import aiidetect.provenance.tiffguard  # noqa: F401
         import aiidetect.provenance.xmp  # noqa: F401
+        import aiidetect.report.html  # noqa: F401
+        import aiidetect.store  # noqa: F401
         # Pillow loads its format plugins, and exif.py exifread, on first use: load them here.
         if "PIL" in a.instrument.split(","):
             from PIL import Image
