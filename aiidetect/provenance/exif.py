@@ -197,7 +197,10 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
         return f
     from .tiffguard import bounded_for_readers, check_tiff
 
-    chk = check_tiff(tiff, pages=where.startswith("TIFF"))
+    # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
+    # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost up to
+    # a second and a half on a hostile chain, for nothing the readers see).
+    chk = check_tiff(tiff, pages=False)
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")
