@@ -597,6 +597,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
         return {**head, "error": {"code": error[0], "message": error[1]}}
     try:
         data = read_bytes(path)
+        _identify(data)
     except DecodeFailure as exc:
         return {**head, "error": {"code": exc.code, "message": exc.message}}
     rep = analyze(data, path, options={"watermark": watermark})
@@ -606,6 +607,26 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     d["llr"] = None if res.score is None else round(res.score, 4)
     d["error"] = None
     return d
+
+
+def _identify(data: bytes) -> None:
+    """Raise the scan's `unsupported-format` for bytes that are no image format at all: a text file
+    named .jpg must not read as "an image without metadata". Headers only, as `scan` identifies."""
+    from .decode import DecodeFailure, _register_openers, sniff_format
+
+    if sniff_format(data) is not None:
+        return
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    _register_openers()
+    try:
+        Image.open(io.BytesIO(data)).close()
+    except UnidentifiedImageError as exc:
+        raise DecodeFailure("unsupported-format", "not an image format aiidetect decodes") from exc
+    except Exception:  # noqa: BLE001 - an image format with a broken header: its metadata is still read
+        pass
 
 
 def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -51,6 +52,17 @@ def test_meta_errors(tmp_path):
     assert r.exit_code == 2
     r = CliRunner().invoke(app, ["meta", "--format", "xml", str(bad)])
     assert r.exit_code == 2
+
+
+def test_meta_says_when_bytes_are_no_image_at_all(tmp_path):
+    """As scan does: a text file named .jpg is `unsupported-format`, not an image without metadata."""
+    (tmp_path / "notes.jpg").write_text("minutes of the meeting\n")
+    (tmp_path / "stub.bmp").write_bytes(b"BM" + bytes(40))   # an image format, broken: its (no) metadata is read
+    r = CliRunner().invoke(app, ["meta", "--format", "jsonl", str(tmp_path / "notes.jpg"), str(tmp_path / "stub.bmp")])
+    assert r.exit_code == 0, r.stdout
+    by = {Path(x["file"]).name: x for x in map(json.loads, r.stdout.splitlines())}
+    assert by["notes.jpg"]["error"] == {"code": "unsupported-format", "message": "not an image format aiidetect decodes"}
+    assert by["stub.bmp"]["error"] is None
 
 
 def test_meta_does_not_import_torch(tmp_path):
