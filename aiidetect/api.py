@@ -593,13 +593,17 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
 
     watermark = _choice(watermark, Watermark, "--watermark")
     head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
+    # A report with an error has every key too (empty): `jq '.evidence[]'` or `r["facts"]` must not
+    # break on the one file that could not be read.
+    empty = {**head, "format": None, "width": None, "height": None, "evidence": [], "facts": {}, "errors": [],
+             "p_ai": None, "llr": None}
     if error is not None:
-        return {**head, "error": {"code": error[0], "message": error[1]}}
+        return {**empty, "error": {"code": error[0], "message": error[1]}}
     try:
         data = read_bytes(path)
         _identify(data)
     except DecodeFailure as exc:
-        return {**head, "error": {"code": exc.code, "message": exc.message}}
+        return {**empty, "error": {"code": exc.code, "message": exc.message}}
     rep = analyze(data, path, options={"watermark": watermark})
     res = result_from_evidence(rep.evidence)
     d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}

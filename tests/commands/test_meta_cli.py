@@ -55,7 +55,8 @@ def test_meta_errors(tmp_path):
 
 
 def test_meta_says_when_bytes_are_no_image_at_all(tmp_path):
-    """As scan does: a text file named .jpg is `unsupported-format`, not an image without metadata."""
+    """As scan does: a text file named .jpg is `unsupported-format`, not an image without metadata;
+    its report has every key a good one has."""
     (tmp_path / "notes.jpg").write_text("minutes of the meeting\n")
     (tmp_path / "stub.bmp").write_bytes(b"BM" + bytes(40))   # an image format, broken: its (no) metadata is read
     r = CliRunner().invoke(app, ["meta", "--format", "jsonl", str(tmp_path / "notes.jpg"), str(tmp_path / "stub.bmp")])
@@ -63,6 +64,8 @@ def test_meta_says_when_bytes_are_no_image_at_all(tmp_path):
     by = {Path(x["file"]).name: x for x in map(json.loads, r.stdout.splitlines())}
     assert by["notes.jpg"]["error"] == {"code": "unsupported-format", "message": "not an image format aiidetect decodes"}
     assert by["stub.bmp"]["error"] is None
+    # one shape for every report, so `jq '.evidence[]'` and r["facts"] work on the file that failed too
+    assert list(by["notes.jpg"]) == list(by["stub.bmp"]) and by["notes.jpg"]["evidence"] == []
 
 
 def test_meta_does_not_import_torch(tmp_path):
