@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from .choices import choices
-from .limits import DEFAULT_MAX_PIXELS
+from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("aiidetect")
-
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
 class ScanError(Exception):
