@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from .hashing import sha256_file
+from .report.safe import loads_foreign
 
 MANIFEST_NAME = "aiidetect-bundle.json"
 BUNDLE_FORMAT = 1
@@ -132,7 +133,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             if first is None or first.name != MANIFEST_NAME or not first.isfile() or first.size > _MAX_MANIFEST:
                 raise BundleError(f"{bundle}: does not start with {MANIFEST_NAME}; not an aiidetect bundle")
             try:
-                manifest = json.loads(tar.extractfile(first).read())
+                manifest = loads_foreign(tar.extractfile(first).read())
                 listed = {e["path"]: e for e in manifest["files"]}
             except (ValueError, KeyError, TypeError) as exc:
                 raise BundleError(f"{bundle}: damaged manifest ({exc})") from exc

@@ -173,8 +173,10 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
 
 def parse_stored(text: Any) -> Record:
     """A stored record, checked; ValueError when it is not one this version reads."""
+    from .report.safe import loads_foreign
+
     try:
-        return record_from_dict(_check_shape(json.loads(text)))
+        return record_from_dict(_check_shape(loads_foreign(text)))
     except (KeyError, TypeError, AttributeError) as exc:  # Evidence(**e) with keys it lacks or does not know
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -326,7 +326,8 @@ DAMAGED = ["not json", "[1, 2]", '{"file": 3}', '{"file": "x", "verdict": "ai-ge
            '{"file": "y", "verdict": 7}', '{"file": "y", "p_ai": "0.9"}', '{"file": "y", "reasons": [1]}',
            '{"file": "z", "detectors": {"metadata": {"status": "ok", "evidence": [{"id": 1}]}}}',
            '{"file": "z", "error": "boom"}', '{"file": "z", "file_bytes": "!!"}',
-           '{"file": "z", "detectors": {"metadata": {"status": "ok", "p_ai": [0.5]}}}']
+           '{"file": "z", "detectors": {"metadata": {"status": "ok", "p_ai": [0.5]}}}',
+           '{"file": "z", "image": ' + "[" * 100_000 + "]" * 100_000 + "}"]   # RecursionError in json
 
 
 def test_one_damaged_row_costs_one_record_not_the_export(tmp_path):

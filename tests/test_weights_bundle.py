@@ -107,6 +107,9 @@ def test_tampered_bundles_are_refused(machine):
     assert "unsafe" in _refused(machine, t / "extra.tar").stderr
     assert not (t / "evil.sh").exists()
 
+    _rewrite(machine["bundle"], t / "deep.tar", lambda n, d: b"[" * 200_000 if n == "aiidetect-bundle.json" else d)
+    assert "damaged manifest (JSON nested too deeply)" in _refused(machine, t / "deep.tar").stderr
+
     _refused(machine, machine["bundle"], "--sha256", "0" * 64)
     (t / "junk.tar").write_bytes(b"not a tar at all")
     _refused(machine, t / "junk.tar")

@@ -45,8 +45,13 @@ def report_cmd(
             out.close()
     if not quiet:
         err = stderr_console()
+        from rich.text import Text
+
+        from ..report.safe import printable
+
         for p in summary["problems"][:20]:
-            err.print(f"[yellow]note:[/] {results}: {p}", highlight=False, markup=False)
+            # The problem quotes the file's text: shown as text, never read as markup.
+            err.print(Text.assemble(("note:", "yellow"), printable(f" {results}: {p}")), highlight=False)
         v = summary["verdicts"]
         err.print(f"report: {summary['files']} files ("
                   + ", ".join(f"{n} {k}" for k, n in sorted(v.items())) + f"), {summary['thumbnails']} thumbnails"

@@ -680,12 +680,14 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
 def read_records(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Records from JSONL (or one JSON array); a line that is not a record becomes
     an error card naming the line, and a problem string for stderr."""
+    from .safe import loads_foreign
+
     text = stream.read()
     problems: list[str] = []
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            arr = json.loads(stripped)
+            arr = loads_foreign(stripped)
             if isinstance(arr, list):
                 return [r if _is_record(r) else _bad(k + 1, "not a scan record") for k, r in enumerate(arr)], \
                     [f"item {k + 1}: not a scan record" for k, r in enumerate(arr) if not _is_record(r)]
@@ -696,7 +698,7 @@ def read_records(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            r = loads_foreign(line)
         except ValueError as exc:
             recs.append(_bad(n, f"not JSON ({exc})"))
             problems.append(f"line {n}: not JSON ({exc})")

@@ -115,6 +115,16 @@ def dumps(obj: Any, **kw: Any) -> str:
     return json.dumps(clean(obj), allow_nan=False, **kw)
 
 
+def loads_foreign(text: str | bytes) -> Any:
+    """json.loads for text someone else wrote (a saved run, a store row, a bundle manifest): Python's
+    parser recurses on nesting, so `[[[[...` 100,000 deep raises RecursionError, which is not a
+    ValueError and would escape every `except ValueError` of its callers. Here it is one."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
 def strict_loads(text: str) -> Any:
     """The parser the tests hold every output to: rejects NaN/Infinity."""
     def _reject(name: str):

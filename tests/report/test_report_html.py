@@ -278,3 +278,16 @@ def test_thumbnails_only_of_the_bytes_the_record_describes(tmp_path):
     # (each note is in the box's title and its text) replaced.jpg's own record, and the one with kept's checksum
     assert html.count("changed since the scan") == 2 * 2
     assert html.count("has no checksum") == 2
+
+
+def test_a_saved_run_nested_too_deep_is_an_error_card_not_a_crash(tmp_path):
+    """Python's JSON parser recurses on nesting: RecursionError is no ValueError and used to end the
+    report with exit 2. Both readings of a saved run (one JSON array, JSON lines) meet it."""
+    good = json.dumps({"file": "a.jpg", "verdict": "uncertain", "p_ai": 0.5})
+    for name, text in (("array.json", "[" * 200_000), ("lines.jsonl", good + "\n" + '{"a": ' * 100_000 + "\n")):
+        src = tmp_path / name
+        src.write_text(text, encoding="utf-8")
+        r = run_cli("report", str(src), "-o", str(tmp_path / f"{name}.html"), "--no-thumbnails")
+        assert r.returncode == 0, r.stderr
+        assert "not JSON (JSON nested too deeply)" in r.stderr and "[yellow]" not in r.stderr
+        assert_self_contained((tmp_path / f"{name}.html").read_text(encoding="utf-8"))
