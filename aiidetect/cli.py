@@ -8,6 +8,7 @@ import typer
 
 from . import __version__
 from .commands import COMMAND_MODULES
+from .commands.errors import pipe_safe_group
 
 app = typer.Typer(
     name="aiidetect",
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    cls=pipe_safe_group(),
     # Subcommands inherit this through click's context, so `-h` works everywhere.
     context_settings={"help_option_names": ["-h", "--help"]},
 )

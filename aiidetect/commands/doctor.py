@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
 from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, backbone_options
+from .errors import reader_may_leave
 
 
 def _mb(n: int) -> str:
@@ -32,10 +34,12 @@ def doctor(
     spec = backbone_opts.spec()
     rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device)
     code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS
-    if fmt == "json":
-        typer.echo(json.dumps(rep, indent=2, default=str))
-        raise typer.Exit(code)
-    _table(rep)
+    with reader_may_leave(code):
+        if fmt == "json":
+            typer.echo(json.dumps(rep, indent=2, default=str))
+        else:
+            _table(rep)
+        sys.stdout.flush()
     raise typer.Exit(code)
 
 

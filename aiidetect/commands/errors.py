@@ -10,6 +10,7 @@ by the hundred thousand.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,6 +44,58 @@ def _missing_extra(exc: BaseException) -> str | None:
     if isinstance(exc, ModuleNotFoundError):
         return for_missing_module(exc)
     return None
+
+
+def reader_left(code: int = 0) -> None:
+    """stdout's reader went away (`aiidetect ... | head`): not an error, and nothing left to say.
+    stdout is pointed at /dev/null so the interpreter's final flush cannot fail again, and the
+    exit code is the command's own (0, or 1 for findings already seen): never click's 1 for EPIPE,
+    which the exit-code contract keeps for findings."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def reader_may_leave(code: int):
+    """Around a command's printing once its exit code is known: if the reader leaves
+    (`| head`), exit with that code all the same."""
+    try:
+        yield
+    except BrokenPipeError:
+        reader_left(code)
+
+
+def _rich_broken_pipe_raises() -> None:
+    """rich's Console answers a broken pipe with SystemExit(1), which would read as "findings";
+    its docs invite changing that. Here it raises BrokenPipeError like any other write, so the
+    command (or the root group) decides the code."""
+    from rich.console import Console
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(32, "the reader of stdout left")
+
+    Console.on_broken_pipe = on_broken_pipe
+
+
+def pipe_safe_group():
+    """The root command's class: a BrokenPipeError from any command ends the run with exit 0
+    (click itself would exit 1)."""
+    from typer.core import TyperGroup
+
+    class PipeSafeGroup(TyperGroup):
+        def invoke(self, ctx):
+            _rich_broken_pipe_raises()
+            try:
+                return super().invoke(ctx)
+            except BrokenPipeError:
+                reader_left(0)
+
+    return PipeSafeGroup
 
 
 def run_guarded(app) -> None:

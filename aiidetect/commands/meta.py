@@ -123,14 +123,18 @@ def meta(
         else:
             _print_table(reports, fh)
 
+    decisive = any(e.get("decisive") and e["direction"] == "ai" for r in reports for e in r.get("evidence", []))
+    code = EXIT_FINDINGS if decisive else EXIT_OK
     if output:
         with atomic_output(output) as fh:
             emit(fh)
     else:
-        emit(sys.stdout)
-        sys.stdout.flush()
-    decisive = any(e.get("decisive") and e["direction"] == "ai" for r in reports for e in r.get("evidence", []))
-    raise typer.Exit(EXIT_FINDINGS if decisive else EXIT_OK)
+        from .errors import reader_may_leave
+
+        with reader_may_leave(code):
+            emit(sys.stdout)
+            sys.stdout.flush()
+    raise typer.Exit(code)
 
 
 def register(apps) -> None:

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from .common import EXIT_FINDINGS, EXIT_OK, RecordFormat, ReportFormat, fail
+from .errors import reader_left
 
 results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
                           no_args_is_help=True)
@@ -152,7 +153,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                     n += 1
                 writer.close(None)
             except BrokenPipeError:
-                sys.stderr.close()
+                reader_left(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
     if bad:
         typer.echo(f"note: {bad} stored record(s) could not be read; exported as error records "
                    f"({BAD_STORED_RECORD}): scan those files again", err=True)
@@ -207,7 +208,7 @@ def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
         try:
             _rows_out(store.iter_rows(ids, ["error"], columns=tuple(cols)), cols, fmt)
         except BrokenPipeError:
-            sys.stderr.close()
+            reader_left(EXIT_OK)
     raise typer.Exit(EXIT_OK)
 
 

@@ -135,9 +135,10 @@ def scan(
             progress.start()
         try:
             for rec in records:
-                writer.write(rec)
+                # Counted before it is written: a reader that leaves at this record still gets its finding.
                 if rec.verdict in wanted:
                     exit_code = EXIT_FINDINGS
+                writer.write(rec)
                 if progress:
                     progress.advance(task)
         finally:
@@ -147,8 +148,9 @@ def scan(
         writer.close(stats)
     except BrokenPipeError:
         # `aiidetect scan ... | head`: the reader left; that is not our error.
-        sys.stderr.close()
-        raise typer.Exit(exit_code)
+        from .errors import reader_left
+
+        reader_left(exit_code)
     except OutputError as exc:  # an input turned out to be the output: drop the temporary report
         if output:
             out_ctx.__exit__(*sys.exc_info())

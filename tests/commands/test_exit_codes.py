@@ -186,3 +186,44 @@ def test_output_met_during_the_walk_is_refused(files, tmp_path):
     assert r.returncode == 2, r.stderr[-1000:]
     assert target.read_bytes() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["victim.png"]
+
+
+def _reader_gone(*args):
+    """Run the CLI with stdout's reader already gone (`aiidetect ... | head -c 0`): every write
+    meets EPIPE. The read end is closed before the child writes anything, so no timing is involved."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "aiidetect", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    return p.wait(timeout=300), err
+
+
+@pytest.mark.parametrize("args, code", [
+    (("scan", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache"), 0),
+    (("scan", "-d", "metadata", "-f", "table", "-q", "--no-cache"), 0),
+    (("scan", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", "error"), 1),
+    (("meta", "-f", "jsonl"), 1),      # gen.png carries decisive evidence: the finding still counts
+    (("meta",), 1),                    # rich's table: rich alone would exit 1 for any broken pipe
+    (("meta", "-f", "csv", "plain.jpg"), 0),
+])
+def test_a_reader_that_leaves_changes_no_exit_code(files, args, code):
+    args = tuple(str(files / a) if a.endswith(".jpg") else a for a in args)
+    if not any(a.endswith(".jpg") for a in args):
+        args += (str(files),)
+    rc, err = _reader_gone(*args)
+    assert rc == code, (args, err[-2000:])
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err.lower(), err[-2000:]
+
+
+def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
+    db = tmp_path / "s.sqlite"
+    assert run_cli("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    for args in (("results", "summary", "--db", str(db)), ("results", "export", "--db", str(db), "-f", "csv"),
+                 ("results", "failed", "--db", str(db), "-f", "jsonl")):
+        assert _reader_gone(*args) == (0, ""), args
+    assert _reader_gone("results", "export", "--db", str(db), "--fail-on-any")[0] == 1
+    # doctor's 1 means "no CLIP detector can run here": the same answer with or without a reader
+    assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
