@@ -113,15 +113,28 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
         seen.add(key)
         return True
 
-    def walk(top: str, ancestors: frozenset, again: bool = False) -> Iterator[Candidate]:
+    def listing(top: str) -> list | OSError:
         try:
             with os.scandir(top) as it:
-                entries = sorted(it, key=lambda e: e.name)  # one folder's entries at a time
+                return sorted(it, key=lambda e: e.name)  # one folder's entries at a time
         except OSError as exc:
+            return exc
+
+    def walk(top: str, ancestors: frozenset, again: bool = False) -> Iterator[Candidate]:
+        # Depth first, each folder's entries in name order, with an explicit stack: recursion (one
+        # Python frame per level) ended the whole scan with RecursionError on a tree 1,000 folders deep.
+        entries = listing(top)
+        if isinstance(entries, OSError):
             if not again:
-                yield Candidate(top, error=("unreadable", f"cannot list directory: {exc.strerror or exc}"))
+                yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
-        for e in entries:
+        stack = [(iter(entries), ancestors, again)]
+        while stack:
+            it, ancestors, again = stack[-1]
+            e = next(it, None)
+            if e is None:
+                stack.pop()
+                continue
             p = e.path
             try:
                 is_link = e.is_symlink()
@@ -153,7 +166,12 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                     continue
                 twice = again or key in entered
                 entered.add(key)
-                yield from walk(p, ancestors | {key}, twice)
+                sub = listing(p)
+                if isinstance(sub, OSError):
+                    if not twice:
+                        yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
+                    continue
+                stack.append((iter(sub), ancestors | {key}, twice))
                 continue
             if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTS:
                 if not again:

@@ -78,3 +78,50 @@ def test_special_file_in_directory(tmp_path):
     os.mkfifo(tmp_path / "fifo.jpg")
     c, _ = discover([str(tmp_path)])
     assert len(c) == 1  # it gets a row; decoding then says not-a-file
+
+
+def _deep(root, depth: int, leaf: bytes) -> None:
+    """root/a/a/.../a (depth folders) with x.jpg at the bottom, made through directory descriptors so
+    the depth may pass PATH_MAX."""
+    fds = [os.open(root, os.O_RDONLY)]
+    try:
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=fds[-1])
+            fds.append(os.open("a", os.O_RDONLY, dir_fd=fds[-1]))
+        fd = os.open("x.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fds[-1])
+        os.write(fd, leaf)
+        os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _remove_deep(root, depth: int) -> None:
+    # shutil.rmtree recurses too: take the tree down from the bottom, through descriptors.
+    fds = [os.open(root, os.O_RDONLY)]
+    for _ in range(depth):
+        fds.append(os.open("a", os.O_RDONLY, dir_fd=fds[-1]))
+    os.unlink("x.jpg", dir_fd=fds[-1])
+    for parent in reversed(fds[:-1]):
+        os.close(fds.pop())
+        os.rmdir("a", dir_fd=parent)
+    os.close(fds.pop())
+
+
+def test_a_tree_deeper_than_pythons_recursion_limit_is_walked(tmp_path):
+    """Each folder level was one Python frame: 1,000 levels ended the whole scan with RecursionError.
+    Past PATH_MAX the bottom cannot be reached by path: that file or folder is a record with a reason."""
+    for depth in (1200, 2100):
+        root = tmp_path / f"d{depth}"
+        root.mkdir()
+        (root / "top.jpg").write_bytes(b"x")
+        _deep(root, depth, b"x")
+        try:
+            c, _ = discover([str(root)])
+            assert [os.path.basename(x.path) for x in c] == ["x.jpg" if depth == 1200 else "a", "top.jpg"]
+            if depth == 1200:
+                assert c[0].error is None and c[0].path.count("/a") == depth
+            else:
+                assert c[0].error[0] == "unreadable" and "too long" in c[0].error[1]
+        finally:
+            _remove_deep(root, depth)
