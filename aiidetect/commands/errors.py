@@ -94,6 +94,11 @@ def pipe_safe_group():
                 return super().invoke(ctx)
             except BrokenPipeError:
                 reader_left(0)
+            except KeyboardInterrupt:
+                # Typer turns it into exit 130 without a word: say so, once, on stderr.
+                with contextlib.suppress(Exception):
+                    sys.stderr.write("aiidetect: interrupted\n")
+                raise
 
     return PipeSafeGroup
 

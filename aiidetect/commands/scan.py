@@ -1,6 +1,7 @@
 """`aiidetect scan`: the main job."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -118,6 +119,7 @@ def scan(
     stream = out_ctx.__enter__()
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
+    writer = None
     try:
         if fmt == Format.html:
             from ..report.html import scan_writer
@@ -160,6 +162,11 @@ def scan(
         if output:
             out_ctx.__exit__(*sys.exc_info())
             output = None
+        elif writer is not None:
+            # On stdout (Ctrl-C, a fatal error): a script still gets a document that parses, holding
+            # the records so far; the exit code (130, 2) says the run did not finish.
+            with contextlib.suppress(Exception):
+                writer.abort()
         raise
     finally:
         if output:

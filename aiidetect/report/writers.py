@@ -23,6 +23,10 @@ class Writer:
     def close(self, summary: dict[str, Any] | None = None) -> None:
         self.stream.flush()
 
+    def abort(self) -> None:
+        """The run stops early (Ctrl-C, a fatal error): leave what was written parseable."""
+        self.stream.flush()
+
 
 class JsonlWriter(Writer):
     def write(self, rec: Record) -> None:
@@ -43,6 +47,9 @@ class JsonWriter(Writer):
     def close(self, summary=None) -> None:
         self.stream.write("\n]\n" if self.n else "]\n")
         self.stream.flush()
+
+    def abort(self) -> None:
+        self.close()  # the records so far, as one complete array
 
 
 def top_attribution(rec: Record) -> tuple[str, float] | None:

@@ -227,3 +227,33 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("results", "export", "--db", str(db), "--fail-on-any")[0] == 1
     # doctor's 1 means "no CLIP detector can run here": the same answer with or without a reader
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
+    """Interrupted after two records: a script reading stdout still gets a document that parses
+    (the JSON array closed), the exit code says the run did not finish, stderr says why."""
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from aiidetect import api
+    from aiidetect.cli import app
+
+    real = api.Scanner.records
+
+    def records(self, cands, **kw):
+        for i, rec in enumerate(real(self, cands, **kw)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield rec
+
+    monkeypatch.setattr(api.Scanner, "records", records)
+    r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q"])
+    assert r.exit_code == 130, r.output
+    out = r.stdout
+    n = {"json": lambda: len(json.loads(out)), "jsonl": lambda: len([json.loads(x) for x in out.splitlines()]),
+         "csv": lambda: len(list(csv.reader(io.StringIO(out)))) - 1}[fmt]()
+    assert n == 2
+    assert "interrupted" in r.stderr
