@@ -2,6 +2,7 @@
 (`scan --db`) without scanning again."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -53,9 +54,12 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
             out.write(dumps(r) + "\n")
     elif fmt is Format.json:
         out.write("[")
-        for i, r in enumerate(rows):
-            out.write(("," if i else "") + "\n  " + dumps(r))
-        out.write("\n]\n" if columns else "]\n")
+        try:
+            for i, r in enumerate(rows):
+                out.write(("," if i else "") + "\n  " + dumps(r))
+        finally:  # Ctrl-C included: the rows so far, as one array that parses
+            with contextlib.suppress(Exception):
+                out.write("\n]\n" if columns else "]\n")
     elif fmt is Format.csv:
         w = CsvRows(out)
         w.writerow(columns)
@@ -144,6 +148,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
         if fmt is ExportFormat.html:
             n, bad = _export_html(store, ids, wanted, str(db))
         else:
+            writer = None
             try:
                 writer = make_writer(fmt.value, sys.stdout, names)
                 for row in store.iter_rows(ids, wanted, columns=("record", "file")):
@@ -154,6 +159,11 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                 writer.close(None)
             except BrokenPipeError:
                 reader_left(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
+            except BaseException:  # Ctrl-C, a fatal error: what reached stdout still parses
+                if writer is not None:
+                    with contextlib.suppress(Exception):
+                        writer.abort()
+                raise
     if bad:
         typer.echo(f"note: {bad} stored record(s) could not be read; exported as error records "
                    f"({BAD_STORED_RECORD}): scan those files again", err=True)

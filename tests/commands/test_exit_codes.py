@@ -257,3 +257,28 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
          "csv": lambda: len(list(csv.reader(io.StringIO(out)))) - 1}[fmt]()
     assert n == 2
     assert "interrupted" in r.stderr
+
+
+def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from aiidetect import store
+    from aiidetect.cli import app
+
+    db = tmp_path / "s.sqlite"
+    assert run_cli("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    real = store.ResultsStore.iter_rows
+    stop = {}
+
+    def iter_rows(self, *a, **k):
+        for i, row in enumerate(real(self, *a, **k)):
+            if i == stop["at"]:
+                raise KeyboardInterrupt
+            yield row
+
+    monkeypatch.setattr(store.ResultsStore, "iter_rows", iter_rows)
+    for args, at in ((("export",), 2), (("failed",), 0)):   # 3 files, one of them failed
+        stop["at"] = at
+        r = CliRunner().invoke(app, ["results", *args, "--db", str(db), "-f", "json"])
+        assert r.exit_code == 130, (args, r.output)
+        assert len(json.loads(r.stdout)) == at, args
