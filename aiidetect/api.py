@@ -559,15 +559,18 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
 
 
 # ------------------------------------------------------------------ meta
-def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None) -> list:
+def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None) -> list:
     """`aiidetect meta`'s discovery: the same as scan's (one candidate per file, broken links and
-    special files included as error candidates), listed up front. UsageError for a missing path
-    or an output that is one of the inputs."""
+    special files included as error candidates; "-" reads a list of paths from stdin), listed up
+    front. UsageError for a missing path or an output that is one of the inputs."""
     from .discover import DiscoveryError, discover
 
     args = [os.fspath(p) for p in paths]
+    if "-" in args:
+        args = [a for a in args if a != "-"]
+        stdin = stdin if stdin is not None else sys.stdin
     try:
-        cands, _ = discover(args, recursive=recursive)
+        cands, _ = discover(args, recursive=recursive, stdin=stdin)
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from None
     if output is not None:

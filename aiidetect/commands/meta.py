@@ -85,7 +85,8 @@ def _csv_row(r: dict) -> list:
 
 
 def meta(
-    paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively)."),
+    paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively); '-' reads "
+                                                "a list of paths from stdin (one a line, or NUL-separated)."),
     fmt: RecordFormat = typer.Option("table", "--format", "-f", help="Output format."),
     # A plain string, checked below: a bad value is one `error:` line (scripts read it), not a usage box.
     watermark: str = typer.Option("auto", "--watermark",
@@ -97,7 +98,8 @@ def meta(
     Exit 1 if any file carries decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
     record with an error code).
 
-    Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai
+    Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai;
+    find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
     from ..api import Watermark, meta_candidates, meta_report
     from ..report.output import atomic_output

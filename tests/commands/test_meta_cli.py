@@ -68,6 +68,18 @@ def test_meta_says_when_bytes_are_no_image_at_all(tmp_path):
     assert list(by["notes.jpg"]) == list(by["stub.bmp"]) and by["notes.jpg"]["evidence"] == []
 
 
+def test_meta_reads_a_path_list_from_stdin(tmp_path):
+    """As scan does: `find ... -print0 | aiidetect meta -` (one a line also works); a listed path that is
+    missing is a record, not a fatal error."""
+    p, q = _marked(tmp_path)
+    for sep in ("\0", "\n"):
+        r = CliRunner().invoke(app, ["meta", "-f", "jsonl", "-"], input=sep.join([str(q), str(p), str(tmp_path / "gone.jpg")]))
+        assert r.exit_code == 1, r.output   # gen.png carries decisive evidence
+        reps = [json.loads(x) for x in r.stdout.splitlines()]
+        assert [Path(x["file"]).name for x in reps] == ["plain.jpg", "gen.png", "gone.jpg"]
+        assert reps[2]["error"]["code"] == "unreadable"
+
+
 def test_meta_does_not_import_torch(tmp_path):
     p, _ = _marked(tmp_path)
     code = ("import sys; from typer.testing import CliRunner; from aiidetect.cli import app; "
