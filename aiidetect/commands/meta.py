@@ -95,8 +95,8 @@ def meta(
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
 
-    Exit 1 if any file carries decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files that cannot be read get a
-    record with an error code).
+    Exit 1 if any file carries decisive AI evidence, 2 on a usage or fatal error, 0 otherwise (files
+    that cannot be read get a record with an error code).
 
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai;
     find . -name '*.png' -print0 | aiidetect meta -f csv -

@@ -174,7 +174,6 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     """The report page over stored records; thumbnails are read from the files that are still where
     the scan found them, unchanged (same SHA-256 as the record)."""
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
-
     from ..store import BAD_STORED_RECORD, stored_record
 
     recs = [normalize_record(stored_record(row).to_dict())
