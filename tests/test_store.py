@@ -3,6 +3,7 @@ without reading finished files, sharding over N=3 and merging, and the
 `results` commands."""
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -300,6 +301,15 @@ def test_store_keeps_hostile_names(tmp_path):
     assert len(_rows(db)) == 3
     t = run_cli("results", "failed", "--db", str(db))
     assert t.returncode == 0 and "[bold]broken.png" in t.stdout, t.stdout
+    # a failed file whose name is not UTF-8 can still be found again from `results failed`
+    bad = os.path.join(os.fsencode(root / "f00"), b"gone\xff.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\nno")
+    assert run_cli("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
+    rows = {os.path.basename(d["file"]): d for d in jsonl(run_cli("results", "failed", "--db", str(db),
+                                                                   "-f", "jsonl").stdout)}
+    assert rows["[bold]broken.png"]["file_bytes"] is None
+    assert base64.b64decode(rows["gone\ufffd.png"]["file_bytes"]) == bad
 
 
 def test_results_export_html_report(tmp_path):

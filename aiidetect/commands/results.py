@@ -209,13 +209,29 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
 def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
     """The files that could not be scanned, and why (error code and message).
 
+    `file_bytes` holds the exact name (base64) when it is not UTF-8, as in scan's records.
+
     Example: aiidetect results failed --db audit.sqlite -f csv > failed.csv
     """
-    cols = ["file", "error_code", "error_message", "size", "scanned_at", "run_id"]
+    # file_bytes last (existing CSV column positions hold): the exact name when it is not UTF-8, so a
+    # script can open the file to retry it (docs/schema.md, "File names").
+    cols = ["file", "error_code", "error_message", "size", "scanned_at", "run_id", "file_bytes"]
+
+    def rows(store, ids):
+        from ..report.safe import loads_foreign
+
+        for r in store.iter_rows(ids, ["error"], columns=tuple(cols[:-1]) + ("record",)):
+            try:
+                fb = loads_foreign(r.pop("record")).get("file_bytes")
+            except (ValueError, AttributeError):
+                fb = None
+            yield {**r, "file_bytes": fb if isinstance(fb, str) else None}
+
     with _open(db) as store:
         ids = _runs(store, run)
         try:
-            _rows_out(store.iter_rows(ids, ["error"], columns=tuple(cols)), cols, fmt)
+            # (not in the table: base64 is for scripts, and a person reads `file`)
+            _rows_out(rows(store, ids), cols[:-1] if fmt is Format.table else cols, fmt)
         except BrokenPipeError:
             reader_left(EXIT_OK)
     raise typer.Exit(EXIT_OK)
