@@ -559,28 +559,42 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
 
 
 # ------------------------------------------------------------------ meta
-def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None) -> list:
-    """`aiidetect meta`'s discovery: the same as scan's (one candidate per file, broken links and
-    special files included as error candidates; "-" reads a list of paths from stdin), listed up
-    front. UsageError for a missing path or an output that is one of the inputs."""
-    from .discover import DiscoveryError, discover
+def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None,
+                         stdin=None) -> Iterator:
+    """`aiidetect meta`'s discovery, lazily: the same as scan's (one candidate per file, broken links
+    and special files included as error candidates; "-" reads a list of paths from stdin), walked as
+    it is consumed. UsageError here for a missing path or an output that lies among the inputs;
+    report.output.OutputError while iterating when a file reached on the way is the output."""
+    from .discover import DiscoveryError, iter_discover
 
     args = [os.fspath(p) for p in paths]
     if "-" in args:
         args = [a for a in args if a != "-"]
         stdin = stdin if stdin is not None else sys.stdin
     try:
-        cands, _ = discover(args, recursive=recursive, stdin=stdin)
+        cands, _ = iter_discover(args, recursive=recursive, stdin=stdin)
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from None
     if output is not None:
-        from .report.output import OutputError, check_output
+        from .report.output import OutputError, check_output, guard_candidates
 
         try:
-            check_output(output, args, [c.path for c in cands if c.error is None])
+            check_output(output, args)
         except OutputError as exc:
             raise UsageError(str(exc)) from None
+        cands = guard_candidates(cands, output)
     return cands
+
+
+def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None) -> list:
+    """`iter_meta_candidates`, listed up front. UsageError for a missing path or an output that is
+    one of the inputs."""
+    from .report.output import OutputError
+
+    try:
+        return list(iter_meta_candidates(paths, recursive=recursive, output=output, stdin=stdin))
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None) -> dict:
@@ -641,4 +655,5 @@ def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", re
 
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",
            "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
-           "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "meta_report", "meta_reports"]
+           "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "iter_meta_candidates",
+           "meta_report", "meta_reports"]

@@ -5,6 +5,7 @@ C2PA, the SD watermark, structural hints, and what they weigh.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -101,42 +102,62 @@ def meta(
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai;
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
-    from ..api import Watermark, meta_candidates, meta_report
-    from ..report.output import atomic_output
+    from ..api import Watermark, iter_meta_candidates, meta_report
+    from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
+    from .errors import reader_left
 
     if watermark not in [w.value for w in Watermark]:
         fail(f"--watermark must be auto, always or never, not {watermark!r}")
     with library_errors():
-        cands = meta_candidates(paths, output=output)
-    reports = [meta_report(c.path, watermark, c.error) for c in cands]
+        cands = iter_meta_candidates(paths, output=output)
+    found = False
+
+    def reports():
+        # One file at a time, as discovery walks: a list of a million paths on stdin streams (json,
+        # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
+        nonlocal found
+        for c in cands:
+            r = meta_report(c.path, watermark, c.error)
+            found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
+            yield r
 
     def emit(fh) -> None:
         if fmt == RecordFormat.json:
-            fh.write(dumps(reports, indent=2) + "\n")
+            # json.dumps(list, indent=2), written one report at a time; closed even on Ctrl-C
+            fh.write("[")
+            n = 0
+            try:
+                for r in reports():
+                    fh.write(("," if n else "") + "\n  " + dumps(r, indent=2).replace("\n", "\n  "))
+                    n += 1
+            finally:
+                with contextlib.suppress(Exception):
+                    fh.write("\n]\n" if n else "]\n")
         elif fmt == RecordFormat.jsonl:
-            for r in reports:
+            for r in reports():
                 fh.write(dumps(r) + "\n")
+                fh.flush()
         elif fmt == RecordFormat.csv:
             w = CsvRows(fh)
             w.writerow(CSV_COLUMNS)
-            for r in reports:
+            for r in reports():
                 w.writerow(_csv_row(r))
         else:
-            _print_table(reports, fh)
+            _print_table(list(reports()), fh)
 
-    decisive = any(e.get("decisive") and e["direction"] == "ai" for r in reports for e in r.get("evidence", []))
-    code = EXIT_FINDINGS if decisive else EXIT_OK
-    if output:
-        with atomic_output(output) as fh:
-            emit(fh)
-    else:
-        from .errors import reader_may_leave
-
-        with reader_may_leave(code):
+    try:
+        if output:
+            with atomic_output(output) as fh:
+                emit(fh)
+        else:
             emit(sys.stdout)
             sys.stdout.flush()
-    raise typer.Exit(code)
+    except OutputError as exc:  # a file reached through a link or a stdin list is the output
+        fail(str(exc))
+    except BrokenPipeError:  # `meta ... | head`: the reader left; what was found still counts
+        reader_left(EXIT_FINDINGS if found else EXIT_OK)
+    raise typer.Exit(EXIT_FINDINGS if found else EXIT_OK)
 
 
 def register(apps) -> None:

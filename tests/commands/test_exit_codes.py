@@ -205,13 +205,14 @@ def _reader_gone(*args):
     (("scan", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache"), 0),
     (("scan", "-d", "metadata", "-f", "table", "-q", "--no-cache"), 0),
     (("scan", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", "error"), 1),
-    (("meta", "-f", "jsonl"), 1),      # gen.png carries decisive evidence: the finding still counts
-    (("meta",), 1),                    # rich's table: rich alone would exit 1 for any broken pipe
+    (("meta", "-f", "jsonl", "gen.png"), 1),   # decisive evidence, read before the write that failed
+    (("meta", "-f", "jsonl"), 0),              # the folder streams: broken.jpg first, and the reader left there
+    (("meta",), 1),                            # the table reads every file first; rich alone would exit 1 anyway
     (("meta", "-f", "csv", "plain.jpg"), 0),
 ])
 def test_a_reader_that_leaves_changes_no_exit_code(files, args, code):
-    args = tuple(str(files / a) if a.endswith(".jpg") else a for a in args)
-    if not any(a.endswith(".jpg") for a in args):
+    args = tuple(str(files / a) if a.endswith((".jpg", ".png")) else a for a in args)
+    if not any(a.endswith((".jpg", ".png")) for a in args):
         args += (str(files),)
     rc, err = _reader_gone(*args)
     assert rc == code, (args, err[-2000:])

@@ -87,3 +87,34 @@ def test_meta_does_not_import_torch(tmp_path):
             "print(r.exit_code, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["1", "False"], out.stderr[-2000:]
+
+
+def test_meta_streams_and_ctrl_c_leaves_json_parseable(tmp_path, monkeypatch):
+    """Reports are written as files are read (json, jsonl, csv): stopped after one, stdout holds
+    that one, as a document that parses."""
+    from aiidetect import api
+
+    p, q = _marked(tmp_path)
+    real, calls = api.meta_report, []
+
+    def meta_report(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(api, "meta_report", meta_report)
+    for fmt, parse in (("json", json.loads), ("jsonl", lambda s: [json.loads(x) for x in s.splitlines()])):
+        calls.clear()
+        r = CliRunner().invoke(app, ["meta", "-f", fmt, str(p), str(q)])
+        assert r.exit_code == 130, r.output
+        assert [Path(x["file"]).name for x in parse(r.stdout)] == ["gen.png"]
+
+
+def test_meta_refuses_an_output_named_on_stdin_and_leaves_it_alone(tmp_path):
+    p, _ = _marked(tmp_path)
+    out = tmp_path / "report.jsonl"
+    out.write_text("previous report\n")
+    r = CliRunner().invoke(app, ["meta", "-f", "jsonl", "-o", str(out), "-"], input=f"{p}\n{out}\n")
+    assert r.exit_code == 2 and "refusing to overwrite an input" in r.output
+    assert out.read_text() == "previous report\n"
