@@ -123,6 +123,9 @@ class TableWriter(Writer):
     def write(self, rec: Record) -> None:
         self.rows.append(rec)
 
+    def abort(self) -> None:
+        self.close()  # Ctrl-C at a terminal: the rows scanned so far, rather than nothing
+
     def close(self, summary=None) -> None:
         from rich.console import Console
         from rich.table import Table

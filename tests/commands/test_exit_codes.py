@@ -230,10 +230,11 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
-@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
 def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     """Interrupted after two records: a script reading stdout still gets a document that parses
-    (the JSON array closed), the exit code says the run did not finish, stderr says why."""
+    (the JSON array closed), a person the table of those two; the exit code says the run did not
+    finish, stderr says why."""
     import csv
     import io
 
@@ -255,7 +256,8 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     assert r.exit_code == 130, r.output
     out = r.stdout
     n = {"json": lambda: len(json.loads(out)), "jsonl": lambda: len([json.loads(x) for x in out.splitlines()]),
-         "csv": lambda: len(list(csv.reader(io.StringIO(out)))) - 1}[fmt]()
+         "csv": lambda: len(list(csv.reader(io.StringIO(out)))) - 1,
+         "table": lambda: sum(name in out for name in ("broken.jpg", "gen.png", "plain.jpg"))}[fmt]()
     assert n == 2
     assert "interrupted" in r.stderr
 
