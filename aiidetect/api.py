@@ -103,6 +103,7 @@ class ScanOptions:
     cache: bool = True
     watermark: str = "auto"
     recursive: bool = True
+    follow_links: bool = False  # links out of the scanned folders (docs/schema.md, "Discovery")
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     shard: Optional[str] = None
@@ -274,7 +275,7 @@ class Scanner:
     Attributes: ``options`` (validated), ``detectors``, ``fusion`` (the fusion model or
     None), ``fusion_info``, ``context`` (the RunContext), ``pipeline`` (of the last
     scan), ``stats`` (counts and timing of the last scan), ``discovery`` (the last
-    scan's DiscoverySummary: skipped, excluded, duplicates), ``cache_error``.
+    scan's DiscoverySummary: skipped, excluded, duplicates, outside_links), ``cache_error``.
     """
 
     def __init__(self, options: ScanOptions | None = None, *, on_note: Callable[[str], None] | None = None,
@@ -387,7 +388,7 @@ class Scanner:
         try:
             # Walked lazily: a sweep of millions of files never holds the list.
             cands, self.discovery = iter_discover(args, recursive=o.recursive, include=o.include or (),
-                                                  exclude=o.exclude or (), stdin=stdin)
+                                                  exclude=o.exclude or (), stdin=stdin, follow_links=o.follow_links)
         except DiscoveryError as exc:
             raise UsageError(str(exc)) from None
         if output is not None:
@@ -560,7 +561,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
 
 # ------------------------------------------------------------------ meta
 def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None,
-                         stdin=None) -> Iterator:
+                         stdin=None, follow_links: bool = False) -> Iterator:
     """`aiidetect meta`'s discovery, lazily: the same as scan's (one candidate per file, broken links
     and special files included as error candidates; "-" reads a list of paths from stdin), walked as
     it is consumed. UsageError here for a missing path or an output that lies among the inputs;
@@ -572,7 +573,7 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
         args = [a for a in args if a != "-"]
         stdin = stdin if stdin is not None else sys.stdin
     try:
-        cands, _ = iter_discover(args, recursive=recursive, stdin=stdin)
+        cands, _ = iter_discover(args, recursive=recursive, stdin=stdin, follow_links=follow_links)
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from None
     if output is not None:
@@ -586,13 +587,15 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
     return cands
 
 
-def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None) -> list:
+def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None,
+                    follow_links: bool = False) -> list:
     """`iter_meta_candidates`, listed up front. UsageError for a missing path or an output that is
     one of the inputs."""
     from .report.output import OutputError
 
     try:
-        return list(iter_meta_candidates(paths, recursive=recursive, output=output, stdin=stdin))
+        return list(iter_meta_candidates(paths, recursive=recursive, output=output, stdin=stdin,
+                                         follow_links=follow_links))
     except OutputError as exc:
         raise UsageError(str(exc)) from None
 

@@ -3,8 +3,10 @@
 Rules (docs/schema.md): a file named explicitly always gets a record; inside
 directories only image extensions are taken and the rest is counted as
 skipped; symlink loops, unreadable directories and special files become error
-rows, never a crash. Order is deterministic: arguments in the order given,
-directory entries sorted by name.
+rows, never a crash. A symbolic link met inside a folder is followed only when
+it stays inside the folders being scanned (`follow_links` lifts that): a link
+in a received archive may point anywhere on this machine. Order is
+deterministic: arguments in the order given, directory entries sorted by name.
 """
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ class DiscoverySummary:
     skipped: int = 0                  # non-image files inside directories
     excluded: int = 0                 # filtered out by --include/--exclude
     duplicates: int = 0               # same file reached twice
+    outside_links: int = 0            # links inside a folder that lead out of the scanned folders: not followed
     skipped_examples: list[str] = field(default_factory=list)
+    outside_examples: list[str] = field(default_factory=list)
 
 
 def _matches(path: str, patterns: Sequence[str]) -> bool:
@@ -62,17 +66,17 @@ def read_path_list(stream) -> list[str]:
 
 
 def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),
-             stdin=None, strict: bool = True) -> tuple[list[Candidate], DiscoverySummary]:
+             stdin=None, strict: bool = True, follow_links: bool = False) -> tuple[list[Candidate], DiscoverySummary]:
     """Expand arguments. With strict=True a nonexistent explicit argument raises
     DiscoveryError (a usage error); paths read from stdin never do: a missing
     one becomes an error row, since lists from scripts go stale."""
-    it, summ = iter_discover(args, recursive, include, exclude, stdin, strict)
+    it, summ = iter_discover(args, recursive, include, exclude, stdin, strict, follow_links)
     return list(it), summ
 
 
 def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (),
-                  exclude: Sequence[str] = (), stdin=None,
-                  strict: bool = True) -> tuple[Iterator[Candidate], DiscoverySummary]:
+                  exclude: Sequence[str] = (), stdin=None, strict: bool = True,
+                  follow_links: bool = False) -> tuple[Iterator[Candidate], DiscoverySummary]:
     """Like discover, but the folders are walked as the iterator is consumed,
     so a sweep of millions of files never holds the list (the summary fills
     in as it goes). Usage errors still raise here, before anything is scanned.
@@ -88,7 +92,7 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
             raise DiscoveryError(f"no such file or directory: {a}")
     listed = read_path_list(stdin) if stdin is not None else []
     summ = DiscoverySummary()
-    return _walk_all(args, listed, recursive, include, exclude, summ), summ
+    return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ
 
 
 def _file_key(p: str):
@@ -100,11 +104,18 @@ def _file_key(p: str):
 
 
 def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequence[str],
-              exclude: Sequence[str], summ: DiscoverySummary) -> Iterator[Candidate]:
+              exclude: Sequence[str], summ: DiscoverySummary, follow_links: bool = False) -> Iterator[Candidate]:
     seen: set = set()
     entered: set[tuple[int, int]] = set()
     # Named files may also lie inside a folder walked before them: remember them on both paths.
     named = {_file_key(p) for p in args + listed if not os.path.isdir(p) and os.path.lexists(p)}
+    # The folders being scanned, resolved: a link found inside them is followed only to a place inside
+    # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is).
+    roots = [os.path.realpath(p).rstrip(os.sep) + os.sep for p in args + listed if os.path.isdir(p)]
+
+    def leaves_roots(p: str) -> bool:
+        real = os.path.realpath(p)
+        return not any((real + os.sep).startswith(r) for r in roots)
 
     def new(key) -> bool:
         if key in seen:
@@ -155,6 +166,14 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                     continue
                 if not again:  # a folder reached a second time already gave this row
                     yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
+                continue
+            if is_link and not follow_links and (recursive if stat.S_ISDIR(st.st_mode) else
+                                                 os.path.splitext(e.name)[1].lower() in IMAGE_EXTS) \
+                    and leaves_roots(p):
+                if not again:
+                    summ.outside_links += 1
+                    if len(summ.outside_examples) < 5:
+                        summ.outside_examples.append(p)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:

@@ -125,3 +125,32 @@ def test_a_tree_deeper_than_pythons_recursion_limit_is_walked(tmp_path):
                 assert c[0].error[0] == "unreadable" and "too long" in c[0].error[1]
         finally:
             _remove_deep(root, depth)
+
+
+def test_links_out_of_the_scanned_folders_are_counted_not_followed(tmp_path):
+    """A received archive may hold `evil -> /` or `photo.jpg -> ~/private.jpg`: a sweep must not walk
+    this machine's other files (nor put their thumbnails in a report). Links that stay inside the
+    scanned folders are followed as before; --follow-links follows the others too."""
+    arch, outside = tmp_path / "arch", tmp_path / "outside"
+    (arch / "sub").mkdir(parents=True)
+    (outside / "deep").mkdir(parents=True)
+    for p in (arch / "own.jpg", outside / "private.jpg", outside / "deep" / "p2.jpg"):
+        p.write_bytes(b"x")
+    os.symlink(outside, arch / "evil_dir")
+    os.symlink(outside / "private.jpg", arch / "evil.jpg")
+    os.symlink(outside / "notes.txt", arch / "gone.txt")                 # not an image: skipped as before
+    os.symlink(arch / "sub", arch / "inside_dir")                         # stays inside: followed
+    (arch / "sub" / "s.jpg").write_bytes(b"x")
+    c, s = discover([str(arch)])
+    assert names(c, arch) == ["inside_dir/s.jpg", "own.jpg"]
+    assert s.outside_links == 2 and sorted(os.path.basename(p) for p in s.outside_examples) == ["evil.jpg", "evil_dir"]
+    c, s = discover([str(arch)], follow_links=True)
+    assert names(c, arch) == ["evil.jpg", "evil_dir/deep/p2.jpg", "inside_dir/s.jpg", "own.jpg"] and s.outside_links == 0
+    # a folder named on the command line (or on stdin) is the user's choice, even through a link
+    os.symlink(outside, tmp_path / "named")
+    c, _ = discover([str(tmp_path / "named")])
+    assert names(c, tmp_path / "named") == ["deep/p2.jpg", "private.jpg"]
+    # with `outside` scanned too, the links lead into a scanned folder: followed, each file once
+    c, s = discover([str(arch)], stdin=io.StringIO(str(outside) + "\n"))
+    assert names(c, arch) == ["evil.jpg", "evil_dir/deep/p2.jpg", "inside_dir/s.jpg", "own.jpg"]
+    assert s.outside_links == 0

@@ -58,6 +58,10 @@ ReportFormat = choices("ReportFormat", "table", "json", "jsonl", "csv", "html",
 # The output, cache and decode-limit groups: the same names, defaults and help wherever they appear.
 OutputOpt = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout "
                                                      "(written whole, then renamed into place).")
+FollowLinksOpt = typer.Option(False, "--follow-links",
+                              help="Also follow symbolic links inside the folders that lead out of them (by default "
+                                   "they are counted, not followed: a link in a received archive may point anywhere "
+                                   "on this machine).")
 CacheOpt = typer.Option(True, "--cache/--no-cache",
                         help="Reuse results of files already scanned with the same detectors "
                              "($AIIDETECT_CACHE/results.sqlite, keyed by content hash).")

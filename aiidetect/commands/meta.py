@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, OutputOpt, RecordFormat, fail, library_errors
+from .common import EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, RecordFormat, fail, library_errors
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -93,6 +93,7 @@ def meta(
     watermark: str = typer.Option("auto", "--watermark",
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
     output: Optional[Path] = OutputOpt,
+    follow_links: bool = FollowLinksOpt,
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
 
@@ -110,7 +111,7 @@ def meta(
     if watermark not in [w.value for w in Watermark]:
         fail(f"--watermark must be auto, always or never, not {watermark!r}")
     with library_errors():
-        cands = iter_meta_candidates(paths, output=output)
+        cands = iter_meta_candidates(paths, output=output, follow_links=follow_links)
     found = False
 
     def reports():

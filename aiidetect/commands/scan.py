@@ -10,9 +10,9 @@ import typer
 
 from rich.markup import escape
 
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, MaxBytesOpt, MaxPixelsOpt,
-                     OutputOpt, ReportFormat, Runtime, Watermark, WorkersOpt, backbone_options, fail, split_list,
-                     stderr_console)
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
+                     MaxBytesOpt, MaxPixelsOpt, OutputOpt, ReportFormat, Runtime, Watermark, WorkersOpt,
+                     backbone_options, fail, split_list, stderr_console)
 
 
 Format = ReportFormat
@@ -29,6 +29,7 @@ def scan(
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
                                                 help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error (comma-separated)."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into folders."),
+    follow_links: bool = FollowLinksOpt,
     include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to take inside folders (repeatable)."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob of files to leave out inside folders (repeatable)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch."),
@@ -86,7 +87,8 @@ def scan(
         opts = ScanOptions(
             detectors=split_list(detectors), **backbone_opts.scan_options(), runtime=runtime.value, onnx_dir=onnx_dir,
             fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
-            cache=use_cache, watermark=watermark.value, recursive=recursive, include=include or (),
+            cache=use_cache, watermark=watermark.value, recursive=recursive, follow_links=follow_links,
+            include=include or (),
             exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db)
         if bad:
             fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
@@ -210,6 +212,9 @@ def _print_summary(err, stats, summ, dets) -> None:
         line += f"; {stats['cache_hits']} from the result cache"
     if summ.duplicates:
         line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
+    if summ.outside_links:
+        line += (f"; {summ.outside_links} symbolic link{'s' if summ.outside_links != 1 else ''} out of the scanned "
+                 f"folders not followed (--follow-links)")
     err.print(line, highlight=False)
     provider = [d.describe().get("provider") for d in dets if d.describe().get("provider")]
     if provider:

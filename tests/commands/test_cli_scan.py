@@ -103,3 +103,23 @@ def test_unavailable_backbone_reported_with_remedy(zoo_dir, tmp_path):
 def test_table_default(zoo_dir):
     r = run_cli("scan", str(zoo_dir / "ok.jpg"), "-d", "metadata")
     assert r.returncode == 0 and "ok.jpg" in r.stdout and "verdict" in r.stdout
+
+
+def test_links_out_of_the_folder_are_named_in_the_summary_and_followed_on_request(tmp_path):
+    from aiidetect.testing.images import noise_rgb, save
+
+    arch, outside = tmp_path / "arch", tmp_path / "outside"
+    arch.mkdir()
+    outside.mkdir()
+    save(noise_rgb(32, 24, 1), arch / "own.jpg")
+    save(noise_rgb(32, 24, 2), outside / "private.jpg")
+    (arch / "evil.jpg").symlink_to(outside / "private.jpg")
+    r = run_cli("scan", str(arch), "-d", "metadata", "-f", "jsonl", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    assert [Path(x["file"]).name for x in jsonl(r.stdout)] == ["own.jpg"]
+    assert "1 symbolic link out of the scanned folders not followed (--follow-links)" in r.stderr
+    for cmd in (("scan", "-d", "metadata", "--no-cache", "-q"), ("meta",)):
+        r = run_cli(*cmd, str(arch), "-f", "jsonl", "--follow-links")
+        assert [Path(x["file"]).name for x in jsonl(r.stdout)] == ["evil.jpg", "own.jpg"], cmd
+    r = run_cli("meta", str(arch), "-f", "jsonl")
+    assert [Path(x["file"]).name for x in jsonl(r.stdout)] == ["own.jpg"]
