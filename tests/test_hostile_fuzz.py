@@ -53,6 +53,17 @@ def test_file_names_round_trip(raw):
         assert base64.b64decode(b64) == raw
 
 
+def _every_format(rec) -> dict[str, str]:
+    outs = {}
+    for fmt in ("jsonl", "json", "csv", "table"):
+        buf = io.StringIO()
+        w = make_writer(fmt, buf, ["metadata"], explain=True)
+        w.write(rec)
+        w.close({})
+        outs[fmt] = buf.getvalue()
+    return outs
+
+
 @FUZZ
 @given(hostile_text, st.lists(hostile_text, max_size=3),
        st.floats(0, 1) | st.sampled_from([float("nan"), float("inf"), -float("inf")]))
@@ -61,14 +72,9 @@ def test_every_writer_parses_whatever_the_record_holds(name, reasons, x):
     rec.detectors["metadata"] = DetectorResult("ok", p_ai=x, score=x, score_kind="llr", evidence=[
         Evidence("exif.camera", "real", 1.0, "".join(reasons), source=name, data={"make": name, "v": x})],
         extra={"facts": {"exif": {"make": name, "iso": x}}})
-    outs = {}
-    for fmt in ("jsonl", "json", "csv", "table"):
-        buf = io.StringIO()
-        w = make_writer(fmt, buf, ["metadata"], explain=True)
-        w.write(rec)
-        w.close({})
-        outs[fmt] = buf.getvalue()
-        outs[fmt].encode("utf-8")
+    outs = _every_format(rec)
+    for text in outs.values():
+        text.encode("utf-8")
     one = strict_loads(outs["jsonl"])
     assert strict_loads(outs["json"]) == [one]
     assert one["file"] == display_path(name)
@@ -139,12 +145,5 @@ stored = st.fixed_dictionaries({"file": st.text(max_size=8) | json_values},
 def test_a_stored_record_of_any_shape_exports_in_every_format(doc):
     from aiidetect.store import stored_record
 
-    rec = stored_record({"record": json.dumps(doc), "file": "row.jpg"})
-    outs = {}
-    for fmt in ("jsonl", "json", "csv", "table"):
-        buf = io.StringIO()
-        w = make_writer(fmt, buf, ["metadata"], explain=True)
-        w.write(rec)
-        w.close({})
-        outs[fmt] = buf.getvalue()
+    outs = _every_format(stored_record({"record": json.dumps(doc), "file": "row.jpg"}))
     assert strict_loads(outs["json"]) == [strict_loads(outs["jsonl"])]
