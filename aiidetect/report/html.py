@@ -105,17 +105,12 @@ def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None,
 
 def _file_path(d: Mapping[str, Any]) -> str | None:
     """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`)."""
-    fb = d.get("file_bytes")
-    if isinstance(fb, str) and fb:
-        import binascii
-        import os
+    from .safe import path_from_record
 
-        try:
-            return os.fsdecode(base64.b64decode(fb, validate=True))
-        except (binascii.Error, ValueError):
-            return None
-    f = d.get("file")
-    return f if isinstance(f, str) else None
+    try:
+        return path_from_record(d.get("file"), d.get("file_bytes"))
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------- run facts

@@ -74,6 +74,25 @@ def path_bytes_b64(p: Any) -> str | None:
         return base64.b64encode(raw).decode("ascii")
 
 
+def path_from_record(file: Any, file_bytes: Any) -> str:
+    """The inverse of display_path/path_bytes_b64: the path to open for a record's `file` and
+    `file_bytes` (exact bytes when the name is not UTF-8). ValueError when `file_bytes` is not
+    strict base64 of a non-empty name, or `file` is not text."""
+    if file_bytes:
+        import binascii
+
+        try:
+            raw = base64.b64decode(file_bytes, validate=True)
+        except (binascii.Error, TypeError) as exc:
+            raise ValueError("file_bytes is not base64") from exc
+        if not raw:
+            raise ValueError("file_bytes is empty")
+        return os.fsdecode(raw)
+    if not isinstance(file, str):
+        raise ValueError("file is not text")
+    return file
+
+
 def clean(obj: Any) -> Any:
     """Recursively: non-finite floats -> None, strings -> valid UTF-8, tuples -> lists,
     numpy scalars/arrays -> Python values. Anything else unknown -> str."""
