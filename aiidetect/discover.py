@@ -111,11 +111,26 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
     named = {_file_key(p) for p in args + listed if not os.path.isdir(p) and os.path.lexists(p)}
     # The folders being scanned, resolved: a link found inside them is followed only to a place inside
     # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is).
-    roots = [os.path.realpath(p).rstrip(os.sep) + os.sep for p in args + listed if os.path.isdir(p)]
+    roots = [(os.path.realpath(p).rstrip(os.sep) + os.sep, p) for p in args + listed if os.path.isdir(p)]
 
     def leaves_roots(p: str) -> bool:
         real = os.path.realpath(p)
-        return not any((real + os.sep).startswith(r) for r in roots)
+        return not any((real + os.sep).startswith(r) for r, _ in roots)
+
+    def walk_reaches(p: str) -> bool:
+        """Whether the walk gives this link's target file a record of its own (it lies in a scanned
+        folder, within reach, and passes the filters): then the link is the second path to it.
+        Remembering every plain file to catch that would cost memory per file."""
+        real = os.path.realpath(p)
+        for r, arg in roots:
+            if (real + os.sep).startswith(r):
+                rel = real[len(r):]
+                if not recursive and os.sep in rel:
+                    continue
+                walked = os.path.join(arg, rel)
+                if os.path.splitext(rel)[1].lower() in IMAGE_EXTS and _wanted(walked, include, exclude):
+                    return True
+        return False
 
     def new(key) -> bool:
         if key in seen:
@@ -207,7 +222,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 # A folder reached a second time (through a link): its files were all counted already.
                 summ.duplicates += 1
                 continue
-            if key in seen:
+            if key in seen or (is_link and walk_reaches(p)):
                 summ.duplicates += 1
                 continue
             if is_link or st.st_nlink > 1 or key in named:

@@ -152,5 +152,26 @@ def test_links_out_of_the_scanned_folders_are_counted_not_followed(tmp_path):
     assert names(c, tmp_path / "named") == ["deep/p2.jpg", "private.jpg"]
     # with `outside` scanned too, the links lead into a scanned folder: followed, each file once
     c, s = discover([str(arch)], stdin=io.StringIO(str(outside) + "\n"))
-    assert names(c, arch) == ["evil.jpg", "evil_dir/deep/p2.jpg", "inside_dir/s.jpg", "own.jpg"]
+    assert names(c, arch) == ["evil_dir/deep/p2.jpg", "evil_dir/private.jpg", "inside_dir/s.jpg", "own.jpg"]
     assert s.outside_links == 0
+
+
+def test_a_link_to_a_file_the_walk_reaches_is_not_a_second_record(tmp_path):
+    """The file came first in name order and, having one link to it, was not remembered: the link
+    gave it a second record. A link whose target the walk gives a record of its own is now the
+    second path, whichever comes first; a target the walk does not reach keeps its link's record."""
+    (tmp_path / "sub").mkdir()
+    for p in ("a.jpg", "sub/x.jpg", "private/p.jpg"):
+        (tmp_path / p).parent.mkdir(exist_ok=True)
+        (tmp_path / p).write_bytes(b"x")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "z_after.jpg")      # the file first, then its link
+    os.symlink(tmp_path / "a.jpg", tmp_path / "0_before.jpg")     # its link first
+    os.symlink(tmp_path / "sub" / "x.jpg", tmp_path / "to_sub.jpg")
+    os.symlink(tmp_path / "private" / "p.jpg", tmp_path / "pub.jpg")
+    c, s = discover([str(tmp_path)])
+    assert names(c, tmp_path) == ["a.jpg", "private/p.jpg", "sub/x.jpg"] and s.duplicates == 4
+    # the walk does not reach sub/ without recursion, nor private/ when it is excluded: the links stand in
+    c, _ = discover([str(tmp_path)], recursive=False)
+    assert names(c, tmp_path) == ["a.jpg", "pub.jpg", "to_sub.jpg"]
+    c, _ = discover([str(tmp_path)], exclude=["*/private/*"])
+    assert names(c, tmp_path) == ["a.jpg", "pub.jpg", "sub/x.jpg"]
