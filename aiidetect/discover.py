@@ -113,23 +113,19 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
     # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is).
     roots = [(os.path.realpath(p).rstrip(os.sep) + os.sep, p) for p in args + listed if os.path.isdir(p)]
 
-    def leaves_roots(p: str) -> bool:
-        real = os.path.realpath(p)
-        return not any((real + os.sep).startswith(r) for r, _ in roots)
+    def holding(real: str) -> list[tuple[str, str]]:
+        """The scanned folders (resolved, as given) that hold this resolved path."""
+        return [(r, arg) for r, arg in roots if (real + os.sep).startswith(r)]
 
-    def walk_reaches(p: str) -> bool:
+    def walk_reaches(real: str) -> bool:
         """Whether the walk gives this link's target file a record of its own (it lies in a scanned
         folder, within reach, and passes the filters): then the link is the second path to it.
         Remembering every plain file to catch that would cost memory per file."""
-        real = os.path.realpath(p)
-        for r, arg in roots:
-            if (real + os.sep).startswith(r):
-                rel = real[len(r):]
-                if not recursive and os.sep in rel:
-                    continue
-                walked = os.path.join(arg, rel)
-                if os.path.splitext(rel)[1].lower() in IMAGE_EXTS and _wanted(walked, include, exclude):
-                    return True
+        for r, arg in holding(real):
+            rel = real[len(r):]
+            if (recursive or os.sep not in rel) and os.path.splitext(rel)[1].lower() in IMAGE_EXTS \
+                    and _wanted(os.path.join(arg, rel), include, exclude):
+                return True
         return False
 
     def new(key) -> bool:
@@ -182,9 +178,10 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 if not again:  # a folder reached a second time already gave this row
                     yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
                 continue
-            if is_link and not follow_links and (recursive if stat.S_ISDIR(st.st_mode) else
-                                                 os.path.splitext(e.name)[1].lower() in IMAGE_EXTS) \
-                    and leaves_roots(p):
+            is_image = os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+            real = os.path.realpath(p) if is_link else None
+            if is_link and not follow_links and (recursive if stat.S_ISDIR(st.st_mode) else is_image) \
+                    and not holding(real):
                 if not again:
                     summ.outside_links += 1
                     if len(summ.outside_examples) < 5:
@@ -207,7 +204,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                     continue
                 stack.append((iter(sub), ancestors | {key}, twice))
                 continue
-            if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTS:
+            if not is_image:
                 if not again:
                     summ.skipped += 1
                     if len(summ.skipped_examples) < 5:
@@ -222,7 +219,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 # A folder reached a second time (through a link): its files were all counted already.
                 summ.duplicates += 1
                 continue
-            if key in seen or (is_link and walk_reaches(p)):
+            if key in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
             if is_link or st.st_nlink > 1 or key in named:
