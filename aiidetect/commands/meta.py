@@ -5,7 +5,6 @@ C2PA, the SD watermark, structural hints, and what they weigh.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -106,6 +105,7 @@ def meta(
     from ..api import Watermark, iter_meta_candidates, meta_report
     from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
+    from ..report.writers import JsonArray
     from .errors import reader_left
 
     if watermark not in [w.value for w in Watermark]:
@@ -125,16 +125,9 @@ def meta(
 
     def emit(fh) -> None:
         if fmt == RecordFormat.json:
-            # json.dumps(list, indent=2), written one report at a time; closed even on Ctrl-C
-            fh.write("[")
-            n = 0
-            try:
+            with JsonArray(fh, indent=2) as arr:  # json.dumps(list, indent=2), a report at a time
                 for r in reports():
-                    fh.write(("," if n else "") + "\n  " + dumps(r, indent=2).replace("\n", "\n  "))
-                    n += 1
-            finally:
-                with contextlib.suppress(Exception):
-                    fh.write("\n]\n" if n else "]\n")
+                    arr.add(r)
         elif fmt == RecordFormat.jsonl:
             for r in reports():
                 fh.write(dumps(r) + "\n")

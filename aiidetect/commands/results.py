@@ -53,13 +53,11 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
         for r in rows:
             out.write(dumps(r) + "\n")
     elif fmt is Format.json:
-        out.write("[")
-        try:
-            for i, r in enumerate(rows):
-                out.write(("," if i else "") + "\n  " + dumps(r))
-        finally:  # Ctrl-C included: the rows so far, as one array that parses
-            with contextlib.suppress(Exception):
-                out.write("\n]\n" if columns else "]\n")
+        from ..report.writers import JsonArray
+
+        with JsonArray(out) as arr:  # closed on Ctrl-C too: the rows so far, as one array that parses
+            for r in rows:
+                arr.add(r)
     elif fmt is Format.csv:
         w = CsvRows(out)
         w.writerow(columns)

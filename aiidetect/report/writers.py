@@ -5,6 +5,7 @@ record in memory; jsonl flushes each line as its file finishes.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import IO, Any, Sequence
 
 from ..records import Record
@@ -34,18 +35,43 @@ class JsonlWriter(Writer):
         self.stream.flush()
 
 
+class JsonArray:
+    """One JSON array written an item at a time (memory stays at one item), in json.dumps's own
+    layout: one item a line, or `indent` as json.dumps(list, indent=...) would lay it out. Used as
+    a context manager it is closed on the way out whatever happens (Ctrl-C included), so what
+    reached the stream always parses."""
+
+    def __init__(self, stream: IO[str], indent: int | None = None):
+        self.stream, self.indent, self.n = stream, indent, 0
+        self.stream.write("[")
+
+    def add(self, obj: Any) -> None:
+        pad = " " * (self.indent or 2)
+        text = dumps(obj, indent=self.indent).replace("\n", "\n" + pad) if self.indent else dumps(obj)
+        self.stream.write(("," if self.n else "") + "\n" + pad + text)
+        self.n += 1
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if self.n else "]\n")
+
+    def __enter__(self) -> "JsonArray":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):  # a reader that left: nothing more can be said
+            self.close()
+
+
 class JsonWriter(Writer):
     def __init__(self, stream):
         super().__init__(stream)
-        self.n = 0
-        self.stream.write("[")
+        self.array = JsonArray(stream)
 
     def write(self, rec: Record) -> None:
-        self.stream.write(("," if self.n else "") + "\n  " + dumps(rec.to_dict()))
-        self.n += 1
+        self.array.add(rec.to_dict())
 
     def close(self, summary=None) -> None:
-        self.stream.write("\n]\n" if self.n else "]\n")
+        self.array.close()
         self.stream.flush()
 
     def abort(self) -> None:
