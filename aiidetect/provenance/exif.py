@@ -198,8 +198,8 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     from .tiffguard import bounded_for_readers, check_tiff
 
     # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
-    # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost up to
-    # a second and a half on a hostile chain, for nothing the readers see).
+    # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost 0.5 s
+    # on a 92 KB chain of 3 million entries, docs/schema.md, for nothing the readers see).
     chk = check_tiff(tiff, pages=False)
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.

@@ -54,7 +54,7 @@ def test_a_chain_bomb_costs_no_time():
 def test_a_tiff_files_page_chain_is_walked_once_by_the_decoder_not_again_for_exif(monkeypatch):
     """The readers see IFD0 and IFD1 only, so the EXIF check of a TIFF file stops there too; the
     decoder's own check walks (and caps) the pages. A 92 KB chain of 3,004 IFDs (3 million entries)
-    cost the EXIF stage 0.48 s before (docs/schema.md)."""
+    cost the EXIF stage 0.50 s before (docs/schema.md)."""
     from aiidetect.decode import DecodeFailure, decode_bytes
     from aiidetect.provenance import tiffguard
 
