@@ -604,7 +604,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
     C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
     read is a report with an error, never an exception."""
-    from .decode import DecodeFailure, read_bytes
+    from .decode import DecodeFailure, identify, read_bytes
     from .metadata.detector import result_from_evidence
     from .provenance import analyze
     from .report.safe import display_path, path_bytes_b64
@@ -619,7 +619,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
         return {**empty, "error": {"code": error[0], "message": error[1]}}
     try:
         data = read_bytes(path)
-        _identify(data)
+        identify(data)
     except DecodeFailure as exc:
         return {**empty, "error": {"code": exc.code, "message": exc.message}}
     rep = analyze(data, path, options={"watermark": watermark})
@@ -629,26 +629,6 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     d["llr"] = None if res.score is None else round(res.score, 4)
     d["error"] = None
     return d
-
-
-def _identify(data: bytes) -> None:
-    """Raise the scan's `unsupported-format` for bytes that are no image format at all: a text file
-    named .jpg must not read as "an image without metadata". Headers only, as `scan` identifies."""
-    from .decode import DecodeFailure, _register_openers, sniff_format
-
-    if sniff_format(data) is not None:
-        return
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    _register_openers()
-    try:
-        Image.open(io.BytesIO(data)).close()
-    except UnidentifiedImageError as exc:
-        raise DecodeFailure("unsupported-format", "not an image format aiidetect decodes") from exc
-    except Exception:  # noqa: BLE001 - an image format with a broken header: its metadata is still read
-        pass
 
 
 def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:

@@ -84,6 +84,28 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+NOT_AN_IMAGE = "not an image format aiidetect decodes"
+
+
+def identify(data: bytes) -> None:
+    """Raise `unsupported-format` for bytes that are no image format at all, reading headers only
+    (as decoding would find; `meta`, which decodes no pixels, asks this). A known format with a
+    broken header passes: its metadata can still be read."""
+    if sniff_format(data) is not None:
+        return
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    _register_openers()
+    try:
+        Image.open(io.BytesIO(data)).close()
+    except UnidentifiedImageError as exc:
+        raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
+    except Exception:  # noqa: BLE001 - a plugin's error on a broken header of a format it knows
+        pass
+
+
 def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
     """Read a whole file, read-only, refusing what is not a regular file."""
     limits = limits or DecodeLimits()
@@ -212,7 +234,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None):
         except UnidentifiedImageError as exc:
             if sniffed:
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
-            raise DecodeFailure("unsupported-format", "not an image format aiidetect decodes") from exc
+            raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DecodeFailure("too-large", str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
