@@ -214,6 +214,12 @@ class HtmlWriter(Writer):
         self.stream.write(render_html(self.items, run))
         self.stream.flush()
 
+    def abort(self) -> None:
+        """Ctrl-C or a fatal error hours into a scan: the cards made so far are still worth reading,
+        on a page that says at the top it covers only part of what was asked."""
+        self.run = {**self.run, "interrupted": True}
+        self.close(None)
+
 
 def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
     """A saved run is input like any other: give the renderer the shapes it expects
@@ -266,7 +272,8 @@ def render_html(items: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> s
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<meta name=\"referrer\" content=\"no-referrer\">",
-        f"<title>aiidetect report \u2014 {len(recs)} file{'s' if len(recs) != 1 else ''}</title>",
+        f"<title>aiidetect report \u2014 {len(recs)} file{'s' if len(recs) != 1 else ''}"
+        f"{' (interrupted)' if run.get('interrupted') else ''}</title>",
         f"<style nonce=\"{nonce}\">{_asset('report.css')}</style></head><body>",
         "<header><h1>aiidetect report</h1>",
         f"<p class=\"mute\">{_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} \u00b7 "
@@ -315,8 +322,12 @@ def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion:
     for r in recs:
         v = r.get("verdict")
         counts[v if isinstance(v, str) and v in counts else "error"] += 1
-    o = ["<section id=\"overview\"><h2>Overview</h2><ul class=\"counts\">",
-         f"<li><b>{len(recs)}</b>files</li>"]
+    o = ["<section id=\"overview\"><h2>Overview</h2>"]
+    if run.get("interrupted"):
+        o.append(f"<p class=\"interrupted\" role=\"alert\"><b>Interrupted.</b> The scan was stopped before it "
+                 f"finished: this report holds only the {len(recs)} file{'s' if len(recs) != 1 else ''} scanned "
+                 f"until then, not every file that was asked for.</p>")
+    o += ["<ul class=\"counts\">", f"<li><b>{len(recs)}</b>files</li>"]
     for v, n in counts.items():
         o.append(f"<li><b>{n}</b>{_verdict_badge(v)}</li>")
     o.append("</ul>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import pytest
 import typer
@@ -231,11 +232,11 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
-@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table"])
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table", "html"])
 def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     """Interrupted after two records: a script reading stdout still gets a document that parses
-    (the JSON array closed), a person the table of those two; the exit code says the run did not
-    finish, stderr says why."""
+    (the JSON array closed), a person the table of those two, or the report page of those two,
+    saying at the top that it is partial; the exit code says the run did not finish, stderr says why."""
     import csv
     import io
 
@@ -247,10 +248,14 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     real = api.Scanner.records
 
     def records(self, cands, **kw):
-        for i, rec in enumerate(real(self, cands, **kw)):
-            if i == 2:
-                raise KeyboardInterrupt
-            yield rec
+        recs = real(self, cands, **kw)   # called now, as the scan does: it builds the pipeline
+
+        def two_then_ctrl_c():
+            for i, rec in enumerate(recs):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield rec
+        return two_then_ctrl_c()
 
     monkeypatch.setattr(api.Scanner, "records", records)
     r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q"])
@@ -258,8 +263,11 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     out = r.stdout
     n = {"json": lambda: len(json.loads(out)), "jsonl": lambda: len([json.loads(x) for x in out.splitlines()]),
          "csv": lambda: len(list(csv.reader(io.StringIO(out)))) - 1,
-         "table": lambda: sum(name in out for name in ("broken.jpg", "gen.png", "plain.jpg"))}[fmt]()
+         "table": lambda: sum(name in out for name in ("broken.jpg", "gen.png", "plain.jpg")),
+         "html": lambda: len(re.findall(r'<article class="[^"]*" id="f\d+"', out))}[fmt]()
     assert n == 2
+    if fmt == "html":
+        assert out.rstrip().endswith("</html>") and "<b>Interrupted.</b>" in out and "(interrupted)</title>" in out
     assert "interrupted" in r.stderr
 
 
