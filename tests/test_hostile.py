@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli as _run_text
 from aiidetect.testing.hostile import ANY_ERROR, make_corpus
 
-from aiidetect.report.safe import strict_loads
+from aiidetect.report.safe import printable, strict_loads
 
 def run_cli(*args, text=True, **kw):
     if text:
@@ -128,7 +128,8 @@ def test_every_format_parses_strictly(cli_runs, corpus):
         _check(exp, (rec["error"] or {}).get("code"), _decisive_ai(md.get("evidence")), rel)
         assert rec["schema"] == "1.1" and rec["fusion"] == {"kind": "rules"}
     rows = list(csv.DictReader(io.StringIO(cli_runs["csv"][0].stdout.decode("utf-8"), newline="")))
-    assert [r["file"] for r in rows] == [r["file"] for r in recs]
+    # csv shows control and bidi-override characters as \uXXXX (a terminal or a spreadsheet would act on them)
+    assert [r["file"] for r in rows] == [printable(r["file"], "\n\t") for r in recs]
     assert [r["file_bytes"] for r in rows] == [r["file_bytes"] or "" for r in recs]
     assert {r["schema"] for r in rows} == {"1.1"}
     # a file Pillow refuses for its metadata is decoded without it, and the record says so
@@ -333,3 +334,39 @@ def test_stdin_list_with_non_utf8_names(corpus):
     recs = [strict_loads(x) for x in r.stdout.decode("utf-8").splitlines()]
     assert [(_rel(d, x), (x["error"] or {}).get("code")) for x in recs] == [
         (b"names/bad\xff\xfename.jpg", None), (b"names/a[/b]/c.jpg", None), (b"gone\xff.jpg", "unreadable")]
+
+
+# A terminal acts on these: ESC sequences (title, colours, screen wipe), BEL, backspace, CR.
+_TERMINAL_CONTROLS = [chr(c) for c in range(0x20) if chr(c) not in "\n\t"] + [chr(c) for c in range(0x7f, 0xa0)]
+
+
+def _no_terminal_controls(text: str, where: str) -> None:
+    found = sorted({repr(c) for c in text if c in _TERMINAL_CONTROLS})
+    assert not found, f"{where}: {found}"
+
+
+def test_hostile_names_never_reach_the_terminal_as_control_sequences(tmp_path):
+    """A file named with ESC sequences is text on the screen, never a command to it: in stderr's
+    error lines and notes, in csv on stdout (people print it to the screen); json keeps it exact."""
+    from aiidetect.commands.errors import one_line
+
+    evil = "a\x1b]0;owned\x07\x1b[2J\rb\x9b1m.jpg"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / evil).write_bytes(b"not an image")
+    missing = str(tmp_path / ("gone-" + evil))
+    for args in (("scan", missing, "-d", "metadata", "--no-cache"), ("meta", missing), ("report", missing),
+                 ("results", "summary", "--db", missing)):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        _no_terminal_controls(r.stderr, " ".join(args[:1]))
+        assert "\\u001b" in r.stderr, r.stderr   # shown, not dropped: the name stays recognisable
+    for fmt in ("csv", "table"):
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "-f", fmt)
+        assert r.returncode == 0, r.stderr
+        _no_terminal_controls(r.stdout, fmt)
+        _no_terminal_controls(r.stderr, fmt)
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "-f", "jsonl")
+    assert json.loads(r.stdout)["file"].endswith(evil)
+    line = one_line(FileNotFoundError(2, "No such file or directory", evil))
+    _no_terminal_controls(line, "one_line")
+    assert "\\u001b]0;owned" in line

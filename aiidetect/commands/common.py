@@ -243,12 +243,17 @@ def stderr_console():
     from rich.console import Console
     from rich.errors import MarkupError
 
+    from ..report.safe import printable
+
     class _LogConsole(Console):
         """Log lines often quote paths and values from files; those are escaped where
         they are built, and a line whose markup still does not parse is printed as
-        plain text rather than ending the run."""
+        plain text rather than ending the run. Control characters in them (a file named
+        with ESC sequences retitles or repaints the terminal) are shown as \\uXXXX, never
+        sent: markup has none, and rich adds its own colour codes after this."""
 
         def print(self, *objects, **kw):
+            objects = tuple(printable(o, keep="\n\t") if isinstance(o, str) else o for o in objects)
             try:
                 super().print(*objects, **kw)
             except MarkupError:

@@ -28,12 +28,13 @@ def quiet_library_warnings() -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    from ..report.safe import clean_str
+    from ..report.safe import printable
 
     text = str(exc).strip().replace("\r", " ").replace("\n", " ")
     if isinstance(exc, OSError) and exc.filename is not None:
         text = f"{exc.strerror or text}: {exc.filename}"
-    return clean_str(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:2000]
+    # It goes to a terminal and often quotes a file name: no control character gets through.
+    return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:2000]
 
 
 def _missing_extra(exc: BaseException) -> str | None:

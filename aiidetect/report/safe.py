@@ -16,6 +16,9 @@ every writer (json, jsonl, csv, table, meta's report):
   spreadsheet (CSV injection): `=HYPERLINK(...).jpg` is a legal file name in an
   archive an auditor opens in Excel. `csv_cell` prefixes such text with an
   apostrophe; `CsvRows` is the csv.writer every CSV output goes through.
+* A name holding ESC sequences drives the terminal it is printed on (retitles,
+  repaints, hides lines). `printable` shows control characters as \\uXXXX in
+  tables, CSV cells and every log line on stderr.
 """
 from __future__ import annotations
 
@@ -123,9 +126,10 @@ def clean(obj: Any) -> Any:
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def printable(s: str) -> str:
-    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped."""
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", clean_str(s))
+def printable(s: str, keep: str = "") -> str:
+    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped
+    (but those in `keep`: a log line may hold its own newlines)."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else f"\\u{ord(m.group()):04x}", clean_str(s))
 
 
 def dumps(obj: Any, **kw: Any) -> str:
@@ -160,12 +164,14 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 
 def csv_cell(v: Any) -> Any:
     """One CSV cell: None -> "", text -> valid UTF-8 that no spreadsheet runs as a formula
-    (such text gets a leading apostrophe, so it shows as text); numbers as they are."""
+    (such text gets a leading apostrophe, so it shows as text) and no terminal runs as a
+    control sequence (`-f csv` prints to the screen: ESC, BEL, CR... are shown as \\uXXXX;
+    newline and tab stay, inside a quoted cell); numbers as they are."""
     if v is None:
         return ""
     if isinstance(v, bool) or isinstance(v, (int, float)):
         return v if not isinstance(v, float) or math.isfinite(v) else ""
-    s = clean_str(v if isinstance(v, str) else str(v))
+    s = printable(v if isinstance(v, str) else str(v), keep="\n\t")
     if s.startswith(_FORMULA_START) and not _NUMBER.match(s):
         return "'" + s
     return s
