@@ -13,6 +13,17 @@ import typer
 from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
 
 
+def _check_output(image: Path, output: Path) -> None:
+    """Refuse an output that is the image being explained (it would be replaced by its own map)."""
+    from ..report.output import OutputError, check_output
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_output(output, [str(image)])
+    except OutputError as exc:
+        fail(str(exc))
+
+
 def _load(image: Path, spec):
     from ..decode import DecodeFailure, load_rgb
     from ..preprocess import to_uint8
@@ -44,6 +55,7 @@ def explain_mask_cmd(
     from ..mpft.tam import shade_mask, tam_mask, texture_scores
     from ..preprocess import make_spec, normalize
 
+    _check_output(image, output)
     spec = make_spec(preprocess, size)
     if head is not None:
         from ..heads import HeadError, read_manifest
@@ -66,13 +78,13 @@ def explain_mask_cmd(
     mask = tam_mask(x, patch, ratio, select, seed=seed, mean=spec["mean"], std=spec["std"])[0]
     g = int(spec["size"]) // patch
     grid = mask.view(g, g).numpy()
-    output.parent.mkdir(parents=True, exist_ok=True)
     from ..explain.legend import with_legend
+    from ..report.output import save_image
 
     legend = [f"Tinted squares: the {int(mask.sum())} of {mask.numel()} patches Texture-Aware Masking hides from "
               f"the encoder during MPFT training (the most textured ones, {select}).",
               "Drawn on the image as the model sees it (after its preprocessing)."]
-    Image.fromarray(with_legend(shade_mask(u8, grid, patch), legend)).save(output)
+    save_image(Image.fromarray(with_legend(shade_mask(u8, grid, patch), legend)), output)
     scores = texture_scores(x, patch, spec["mean"], spec["std"])[0]
     stderr_console().print(f"masked {int(mask.sum())}/{mask.numel()} patches ({select}, ratio {ratio}); "
                            f"texture score masked mean {float(scores[mask].mean()) if mask.any() else 0:.4g} vs kept "
@@ -101,6 +113,7 @@ def explain_mpft_cmd(
     from ..preprocess import normalize
     from ..heads import HeadMismatch, find_heads, load_head, weights_dirs
 
+    _check_output(image, output)
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
     if head_name:
         found = [(p, m) for p, m in found if m["name"] == head_name]
@@ -117,14 +130,14 @@ def explain_mpft_cmd(
     u8 = _load(image, pre)
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0)
     base, delta = occlusion_map(model, x, bb.patch_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
     from ..explain.legend import with_legend
+    from ..report.output import save_image
 
     scale = float(np.abs(delta).max()) or 1.0
     legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
               "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
               "Shows where the head's answer comes from, not which pixels were generated."]
-    Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")).save(output)
+    save_image(Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")), output)
     from ..probability import Calibrator
 
     typer.echo(json.dumps({"output": str(output), "head": head.name, "logit": round(base, 4),

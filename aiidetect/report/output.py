@@ -108,3 +108,13 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         if not ok:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def save_image(img, path: str | os.PathLike) -> None:
+    """Save a PIL image through `atomic_output`, in the format its extension names (PNG when the
+    extension names none): a half-written picture never replaces a previous one."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    with atomic_output(path, "wb") as fh:
+        img.save(fh, format=fmt)

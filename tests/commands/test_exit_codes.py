@@ -190,6 +190,34 @@ def test_output_met_during_the_walk_is_refused(files, tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["victim.png"]
 
 
+def test_no_command_writes_over_its_own_input(files, tmp_path):
+    """`report run.jsonl -o run.jsonl` replaced the saved run with a report of nothing, and
+    `explain-mask a.jpg -o a.jpg` the photo with its map: each is refused (exit 2) before anything
+    is written, also through a link, and no temporary file is left behind."""
+    d = tmp_path / "work"
+    d.mkdir()
+    photo = d / "plain.jpg"
+    photo.write_bytes((files / "plain.jpg").read_bytes())
+    run = d / "run.jsonl"
+    assert run_cli("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-q", "--no-cache",
+                   "-o", str(run)).returncode == 0
+    (d / "run-link.jsonl").symlink_to(run)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    for args in (("report", str(run), "-o", str(run)), ("report", str(run), "-o", str(d / "run-link.jsonl")),
+                 ("explain-mask", str(photo), "-o", str(photo)),
+                 ("explain-mpft", str(photo), "-o", str(photo), "--backbone-config", "tiny-vit")):
+        r = run_cli(*args)
+        assert r.returncode == 2 and "refusing to overwrite" in r.stderr, (args, r.stderr[-1000:])
+        assert {p.name: p.read_bytes() for p in d.iterdir()} == before, args
+    # and where they may write, the result is whole: the report of the run, the map as a PNG
+    r = run_cli("report", str(run), "-o", str(d / "report.html"), "-q")
+    assert r.returncode == 0 and (d / "report.html").read_text().rstrip().endswith("</html>")
+    r = run_cli("explain-mask", str(photo), "-o", str(d / "mask.png"))
+    assert r.returncode == 0 and (d / "mask.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in d.iterdir()) == ["mask.png", "plain.jpg", "report.html", "run-link.jsonl",
+                                                   "run.jsonl"]
+
+
 def _reader_gone(*args):
     """Run the CLI with stdout's reader already gone (`aiidetect ... | head -c 0`): every write
     meets EPIPE. The read end is closed before the child writes anything, so no timing is involved."""
