@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
@@ -81,27 +82,48 @@ def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
         yield c
 
 
+def _direct(path: str | os.PathLike) -> bool:
+    """Is `path` something to write into rather than replace? A device (`-o /dev/null`), a FIFO
+    another process reads, a /dev/fd or /proc handle: renaming a file over one of those would put a
+    regular file where the device or pipe was (as root, /dev/null itself), and the reader would
+    never get the report."""
+    absolute = os.path.abspath(os.fspath(path))
+    if absolute.startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(absolute).st_mode)
+    except OSError:
+        return False  # nothing there yet (or a dangling link): a new regular file
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over
     `path`; on any exception (KeyboardInterrupt included) remove it and leave
-    `path` as it was."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent or "."))
+    `path` as it was. A device or FIFO is written into, as a shell's `>` would;
+    a symbolic link keeps pointing where it did (the file it leads to is replaced)."""
+    kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    if _direct(path):
+        with open(path, mode, **kw) as fh:
+            yield fh
+        return
+    target = Path(os.path.realpath(os.fspath(path)))
+    try:
+        # An existing report keeps its permissions (a private 0600 report stays private), as with `>`.
+        keep = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        keep = 0o666 & ~umask  # what a plain open() would give (mkstemp makes 0600)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     ok = False
     try:
-        kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            # Keep the permissions a plain open() would give (mkstemp makes 0600).
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, keep)
         os.replace(tmp, target)
         ok = True
     finally:
