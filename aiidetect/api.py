@@ -391,11 +391,19 @@ class Scanner:
                                                   exclude=o.exclude or (), stdin=stdin, follow_links=o.follow_links)
         except DiscoveryError as exc:
             raise UsageError(str(exc)) from None
+        if o.db is not None:
+            from .report.output import same_file
+
+            for a in args:
+                if not os.path.isdir(a) and same_file(a, o.db):
+                    # SQLite would take an empty file for an empty database and write into it.
+                    raise UsageError(f"--db {o.db} is one of the files being scanned; give the store another name")
         if output is not None:
             from .report.output import OutputError, check_output, guard_candidates
 
             try:
-                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()))
+                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
+                             store=o.db)
             except OutputError as exc:
                 raise UsageError(str(exc)) from None
             # Files named on stdin or reached through links are only known as the walk goes: each is

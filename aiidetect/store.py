@@ -513,10 +513,13 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
 
 def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:
     """Stream the results rows into a Parquet file, one row group per chunk
-    (memory stays at one chunk). Written to a temporary name, then renamed:
-    an interrupted export never leaves a truncated file under the real name."""
+    (memory stays at one chunk). Written like every report (report/output.py:
+    a temporary sibling renamed into place), so an interrupted export never
+    leaves a truncated file under the real name, nor a partial one beside it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .report.output import atomic_output
 
     schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
                         ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
@@ -524,10 +527,8 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
                         ("error_code", pa.string()), ("error_message", pa.string()),
                         ("fusion_model", pa.string()), ("session_id", pa.int64()), ("scanned_at", pa.string()),
                         ("record", pa.string())])
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
     n = 0
-    with pq.ParquetWriter(str(tmp), schema) as w:
+    with atomic_output(out, "wb") as fh, pq.ParquetWriter(fh, schema) as w:
         buf: list[dict[str, Any]] = []
         for row in store.iter_rows(run_ids):
             buf.append(row)
@@ -538,5 +539,4 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
         if buf:
             w.write_table(pa.Table.from_pylist(buf, schema=schema))
             n += len(buf)
-    os.replace(tmp, out)
     return n

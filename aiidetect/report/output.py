@@ -24,20 +24,26 @@ def _real(p: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(p)))
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """The same file, or (when one does not exist yet) the same real path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
         return _real(a) == _real(b)
 
 
+# The files SQLite keeps beside a database: writing over one of them corrupts the store.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
 def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: Iterable[str] = (),
-                 excluded: "callable | None" = None) -> None:
+                 excluded: "callable | None" = None, store: str | os.PathLike | None = None) -> None:
     """Raise OutputError when writing `output` could touch an input.
 
     inputs: the path arguments (files or folders); candidates: the files
     discovery chose (the report must not be one of them); excluded(path) says
-    whether --include/--exclude leave a path out of a folder scan.
+    whether --include/--exclude leave a path out of a folder scan; store: the
+    results store (`--db`) the run reads or writes, never to be overwritten.
     """
     out = os.fspath(output)
     real_out = _real(out)
@@ -46,8 +52,13 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
         raise OutputError(f"--output {out} is a folder; give a file name")
     if not os.path.isdir(parent):
         raise OutputError(f"--output folder {os.path.dirname(out) or '.'} does not exist")
+    if store is not None:
+        db = os.fspath(store)
+        if any(same_file(db + suffix, out) for suffix in _SQLITE_COMPANIONS):
+            # The report would be renamed over the audit's durable copy (or its write-ahead log).
+            raise OutputError(f"--output {out} is the results store {db} (--db); write the report elsewhere")
     for c in candidates:
-        if _same_file(c, out):
+        if same_file(c, out):
             raise OutputError(f"--output {out} is one of the files being scanned; refusing to overwrite an input")
     for a in inputs:
         if a == "-":
@@ -58,7 +69,7 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
             if inside and not (excluded is not None and excluded(out)):
                 raise OutputError(f"--output {out} lies inside the scanned folder {a}; write the report elsewhere "
                                   "or leave it out with --exclude")
-        elif _same_file(a, out):
+        elif same_file(a, out):
             raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
 
 
