@@ -19,6 +19,7 @@ Tables (docs/scale.md shows queries):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -84,6 +85,49 @@ _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256"
 
 class StoreError(Exception):
     """The store cannot be opened or is not an aiidetect results store."""
+
+
+def _uri(path: str | Path, query: str) -> str:
+    # Quoted: `audit#2.sqlite` or `50%.sqlite` is a file name, not a URI fragment or escape (unquoted, `#`
+    # cut the name short and SQLite opened, read-write, a new empty file of the shorter name).
+    from urllib.parse import quote
+
+    return f"file:{quote(os.path.abspath(os.fspath(path)))}?{query}"
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The URI that reads a store without writing anything. mode=ro needs to create the -shm file
+    beside a WAL database, which a read-only folder (evidence mounted read-only, a colleague's share,
+    a DVD) refuses; a store closed cleanly has no -wal and is then read as immutable. A store with
+    an unfinished -wal cannot be read whole there: StoreError says what to do."""
+    probe = None
+    try:
+        probe = sqlite3.connect(_uri(path, "mode=ro"), uri=True)
+        probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return _uri(path, "mode=ro")
+    except sqlite3.OperationalError as exc:
+        if os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
+            raise  # not the read-only folder: the caller says what it is
+        wal = Path(f"{os.fspath(path)}-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            return _uri(path, "immutable=1")
+        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written, and its "
+                         f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
+                         "writable folder and read the copy") from None
+    except sqlite3.DatabaseError:
+        return _uri(path, "mode=ro")  # not a database: the caller's query says so
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return StoreError(f"{path} cannot be written ({exc}): the store or its folder is read-only (SQLite keeps "
+                          f"{path.name}-wal and {path.name}-shm beside it while writing); `aiidetect results` "
+                          "reads a read-only store")
+    return StoreError(f"{path} cannot be opened for writing ({exc})")
 
 
 def _now() -> str:
@@ -228,11 +272,15 @@ class ResultsStore:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"no results store at {self.path}")
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
-                self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+                if self.path.is_dir():
+                    raise StoreError(f"{self.path} is a folder")
+                # uri=True so that `merge` can attach its sources read-only.
+                self._db = sqlite3.connect(_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
+                                           timeout=60)
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
                     # Someone else's database: never add tables to it.
@@ -245,6 +293,12 @@ class ResultsStore:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (STORE_VERSION,))
                 self._db.commit()
             ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+        except sqlite3.OperationalError as exc:  # could not open, read or write it: not a verdict on its content
+            with contextlib.suppress(Exception):
+                self._db.close()
+            if readonly:
+                raise StoreError(f"{self.path} cannot be read ({exc})") from exc
+            raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
         if ver is None or ver[0] != STORE_VERSION:
@@ -381,7 +435,9 @@ class ResultsStore:
         src.close()
         with self._lock:
             db = self._db
-            db.execute("ATTACH DATABASE ? AS src", (str(other),))
+            # Read-only: a source is an input (a shard on a read-only share; a killed shard's -wal is
+            # read, never checkpointed into its file).
+            db.execute("ATTACH DATABASE ? AS src", (readonly_uri(other),))
             try:
                 before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]

@@ -375,3 +375,76 @@ def test_one_damaged_row_costs_one_record_not_the_export(tmp_path):
     r = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
     assert r.returncode == 0 and "could not be read" not in r.stderr
     assert {x["file"]: x for x in jsonl(r.stdout)} == good
+
+
+def _read_only_folder(monkeypatch, folder: Path) -> None:
+    """What a read-only folder (evidence mounted read-only, a share, a DVD) does to SQLite: mode=ro
+    cannot create the -shm file a WAL database needs; nothing there can be written."""
+    real_connect, real_access = sqlite3.connect, os.access
+
+    def connect(database, *a, **kw):
+        if "mode=ro" in str(database) and str(folder) in str(database) \
+                and not Path(f"{str(database).split('?')[0][5:]}-shm").exists():
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(database, *a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+
+
+def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
+    """A finished audit handed over on read-only media: summary, export and merge read it (they said
+    'not an aiidetect results store' and read nothing); a store whose -wal still holds rows is refused
+    with what to do, never read without them."""
+    from aiidetect.store import StoreError, merge_stores
+
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(ro / "a.sqlite"), "-q")
+    assert r.returncode == 0 and sorted(p.name for p in ro.iterdir()) == ["a.sqlite"], r.stderr
+    _read_only_folder(monkeypatch, ro)
+    with ResultsStore(ro / "a.sqlite", readonly=True) as st:
+        assert st.summary(st.resolve_run(None))["files"] == 4
+    assert merge_stores(tmp_path / "m.sqlite", [ro / "a.sqlite"])[0]["added"] == 4
+    assert sorted(p.name for p in ro.iterdir()) == ["a.sqlite"]
+    # a killed writer's -wal without its -shm: the rows in the log would be missing
+    (ro / "a.sqlite-wal").write_bytes(b"\0" * 32)
+    with pytest.raises(StoreError, match="write-ahead log"):
+        ResultsStore(ro / "a.sqlite", readonly=True)
+
+
+def test_store_names_are_file_names_not_uris(tmp_path):
+    """`results summary --db 'audit#2.sqlite'` read 'audit' (a URI fragment), created it empty, and said
+    the store was not one; '%20' was taken as an escape."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    for name in ("audit#2.sqlite", "a%20b?.sqlite"):
+        db = tmp_path / name
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q")
+        assert r.returncode == 0, r.stderr
+        s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+        assert s.returncode == 0 and json.loads(s.stdout)["files"] == 2, s.stderr
+    assert not (tmp_path / "audit").exists() and not (tmp_path / "a%20b").exists()
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(tmp_path / "in"), "-q")
+    assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_merge_reads_its_sources_without_writing_them(tmp_path):
+    """A shard killed mid-scan leaves its last batches in its -wal; merging it checkpointed them into
+    the shard's file and deleted the log: the source, an input, was rewritten."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    shard = tmp_path / "shard.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q").returncode == 0
+    # a writer that commits and dies without closing (kill -9): its rows are only in the -wal
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute(\"UPDATE sessions SET status='running'\"); c.commit(); os._exit(0)", str(shard)],
+                   check=True)
+    wal = Path(f"{shard}-wal")
+    before = (shard.read_bytes(), wal.read_bytes())
+    assert before[1], "the test needs a -wal with rows in it"
+    r = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(shard), "-f", "jsonl")
+    assert r.returncode == 0 and jsonl(r.stdout)[0]["added"] == 3, r.stderr
+    assert (shard.read_bytes(), wal.read_bytes()) == before
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:  # the rows in the log were merged too
+        assert c.execute("SELECT status FROM sessions").fetchall() == [("running",)]
