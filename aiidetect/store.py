@@ -429,8 +429,14 @@ class ResultsStore:
     def merge_from(self, other: str | Path) -> dict[str, Any]:
         """Copy another store's runs, sessions and results into this one. A
         (run, path) present in both keeps the row scanned last; shards of one
-        run never overlap, so their merge reports no conflicts."""
+        run never overlap, so their merge reports no conflicts. Merging a store
+        again (a shard merged every night while it runs) adds what is new: a
+        session already here is the same session, brought up to date, and an
+        identical row is not a conflict."""
         other = Path(other)
+        with contextlib.suppress(OSError):
+            if os.path.samefile(other, self.path):
+                raise StoreError(f"{other} is the target store itself")
         src = ResultsStore(other, readonly=True)  # validates the version
         src.close()
         with self._lock:
@@ -441,15 +447,32 @@ class ResultsStore:
             try:
                 before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
-                conflicts = db.execute("SELECT COUNT(*) FROM src.results s JOIN results m "
-                                       "ON m.run_id=s.run_id AND m.path=s.path").fetchone()[0]
+                # A row in both that differs; the same row merged again is not a conflict.
+                conflicts = db.execute(
+                    "SELECT COUNT(*) FROM src.results s JOIN results m ON m.run_id=s.run_id AND m.path=s.path "
+                    "WHERE m.scanned_at IS NOT s.scanned_at OR m.record IS NOT s.record").fetchone()[0]
                 offset = db.execute("SELECT COALESCE(MAX(session_id), 0) FROM sessions").fetchone()[0]
                 db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
-                db.execute("INSERT INTO sessions SELECT session_id + ?, run_id, host, pid, shard, engine, argv, "
-                           "started_at, finished_at, files_written, files_resumed, status FROM src.sessions",
+                # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
+                # was merged before, else a new id above every id here.
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions (src_id INTEGER PRIMARY KEY, dst_id INTEGER)")
+                db.execute("DELETE FROM merge_sessions")
+                db.execute("INSERT INTO merge_sessions SELECT s.session_id, COALESCE((SELECT MIN(m.session_id) "
+                           "FROM sessions m WHERE m.run_id=s.run_id AND m.host IS s.host AND m.pid IS s.pid AND "
+                           "m.started_at=s.started_at AND m.argv IS s.argv), s.session_id + ?) FROM src.sessions s",
+                           (offset,))
+                db.execute("INSERT INTO sessions SELECT x.dst_id, run_id, host, pid, shard, engine, argv, started_at, "
+                           "finished_at, files_written, files_resumed, status FROM src.sessions s "
+                           "JOIN merge_sessions x ON x.src_id=s.session_id WHERE x.dst_id > ?", (offset,))
+                # A session merged while it was still running: the later copy says how it ended.
+                db.execute("UPDATE sessions SET finished_at=s.finished_at, files_written=s.files_written, "
+                           "files_resumed=s.files_resumed, status=s.status FROM src.sessions s "
+                           "JOIN merge_sessions x ON x.src_id=s.session_id WHERE sessions.session_id=x.dst_id "
+                           "AND x.dst_id <= ? AND COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '')",
                            (offset,))
                 cols = ",".join(_RESULT_COLS)
-                sel = ",".join(f"session_id + {int(offset)}" if c == "session_id" else c for c in _RESULT_COLS)
+                sel = ",".join("(SELECT dst_id FROM merge_sessions WHERE src_id=src.results.session_id)"
+                               if c == "session_id" else c for c in _RESULT_COLS)
                 upd = ",".join(f"{c}=excluded.{c}" for c in _RESULT_COLS if c not in ("run_id", "path"))
                 db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
                            f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "

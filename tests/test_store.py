@@ -448,3 +448,37 @@ def test_merge_reads_its_sources_without_writing_them(tmp_path):
     assert (shard.read_bytes(), wal.read_bytes()) == before
     with sqlite3.connect(tmp_path / "all.sqlite") as c:  # the rows in the log were merged too
         assert c.execute("SELECT status FROM sessions").fetchall() == [("running",)]
+
+
+def test_merging_a_store_again_adds_only_what_is_new(tmp_path):
+    """A shard merged every night while it runs: each merge added every session once more (the audit
+    trail said the shard was scanned N times) and counted every row already merged as a conflict."""
+    imgs = _tiny_images(tmp_path / "in", 3, folders=1)
+    shard, merged = tmp_path / "shard.sqlite", tmp_path / "all.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
+    merge = ("results", "merge", "--db", str(merged), str(shard), "-f", "jsonl")
+    assert run_cli(*scan).returncode == 0
+    with sqlite3.connect(shard) as c:  # merged while the scan still ran
+        c.execute("UPDATE sessions SET status='running', finished_at=NULL")
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 3, "conflicts": 0}]
+    with sqlite3.connect(shard) as c:  # ... which then finished
+        c.execute("UPDATE sessions SET status='complete', finished_at='2099-01-01T00:00:00Z'")
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 0, "conflicts": 0}]
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(imgs[0].parent / "new.png")
+    assert run_cli(*scan).returncode == 0  # resumes: a second session, one new file
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 4, "added": 1, "conflicts": 0}]
+
+    def trail(db):
+        with sqlite3.connect(db) as c:
+            sessions = c.execute("SELECT pid, started_at, status, files_written FROM sessions "
+                                 "ORDER BY session_id").fetchall()
+            rows = c.execute("SELECT r.path, s.pid, s.started_at FROM results r JOIN sessions s "
+                             "ON s.session_id=r.session_id ORDER BY r.path").fetchall()
+        return sessions, rows
+
+    assert trail(merged) == trail(shard)
+    assert [s[2] for s in trail(merged)[0]] == ["complete", "complete"]
+    # the same file under a second name is the target itself
+    os.link(merged, tmp_path / "again.sqlite")
+    r = run_cli("results", "merge", "--db", str(merged), str(tmp_path / "again.sqlite"))
+    assert r.returncode == 2 and "target store itself" in r.stderr

@@ -250,12 +250,13 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     """
     import sqlite3
 
+    from ..report.output import same_file
     from ..store import StoreError, merge_stores
 
     for s in sources:
         if not s.exists():
             fail(f"no results store at {s}")
-        if s.resolve() == db.resolve():
+        if same_file(s, db):  # a hard link too: two names, two -wal files, one database
             fail(f"{s} is the target store itself")
     try:
         rows = merge_stores(db, sources)
