@@ -16,6 +16,7 @@ module does not import torch: detectors import it when they are built.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -469,8 +470,15 @@ class Scanner:
         finally:
             self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
-                # Stopped early: keep what was finished, say so in the sessions table.
-                session.close("complete" if done else "interrupted")
+                if done:
+                    session.close("complete")  # the last rows not stored is a failed scan (StoreError)
+                else:
+                    from .store import StoreError
+
+                    # Stopped early: keep what was finished, say so in the sessions table; a store that
+                    # cannot be written then (a full disk) must not hide why the scan stopped.
+                    with contextlib.suppress(StoreError):
+                        session.close("interrupted")
 
     # -------------------------------------------------------------- results
     @property

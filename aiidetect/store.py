@@ -351,9 +351,15 @@ class ResultsStore:
         if not rows:
             return
         with self._lock:
-            self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
-                                 f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
-            self._db.commit()
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
+                                     f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+                self._db.commit()
+            except sqlite3.Error:
+                # Not left open: the session's closing commit must not commit part of a failed batch.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
 
     def run_is_empty(self, run_id: str) -> bool:
         with self._lock:
@@ -566,13 +572,20 @@ class StoreSession:
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []
-        self.store.write_rows(rows)
+        try:
+            self.store.write_rows(rows)
+        except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); the {self.written} "
+                             "rows committed before are kept, and the same command resumes after them") from exc
         self.written += len(rows)
         self._last = time.monotonic()
 
     def close(self, status: str = "complete") -> None:
         self.flush()
-        self.store.finish_session(self.session_id, self.written, self.resumed, status)
+        try:
+            self.store.finish_session(self.session_id, self.written, self.resumed, status)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc})") from exc
 
 
 def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shard: str | None = None,

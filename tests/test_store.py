@@ -482,3 +482,31 @@ def test_merging_a_store_again_adds_only_what_is_new(tmp_path):
     os.link(merged, tmp_path / "again.sqlite")
     r = run_cli("results", "merge", "--db", str(merged), str(tmp_path / "again.sqlite"))
     assert r.returncode == 2 and "target store itself" in r.stderr
+
+
+def test_a_store_that_cannot_be_written_stops_the_scan_with_one_line(tmp_path):
+    """A full disk (here a file size limit: EFBIG) under --db ended the scan as an unexpected
+    'OperationalError: disk I/O error'; it is a fatal error that says which store and what is kept,
+    and the same command then resumes: every file once."""
+    import resource
+
+    _tiny_images(tmp_path / "in", 300, folders=3)
+    db = tmp_path / "audit.sqlite"
+    cmd = [sys.executable, "-m", "aiidetect", "scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache",
+           "--db", str(db), "-f", "jsonl", "-q"]
+    limit = 192 * 1024  # the store's first batch of 200 rows does not fit
+
+    def small_files():  # SIGXFSZ is ignored by Python: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and lines[-1].startswith("error: cannot write to the results store"), r.stderr
+    assert "Traceback" not in r.stderr and str(db) in lines[-1]
+    jsonl(r.stdout)  # what reached stdout parses, line by line
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (300, 300)
+        assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["interrupted",
+                                                                                               "complete"]

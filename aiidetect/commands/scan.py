@@ -160,7 +160,7 @@ def scan(
             out_ctx.__exit__(*sys.exc_info())
             output = None
         fail(str(exc))
-    except BaseException:
+    except BaseException as exc:
         if output:
             out_ctx.__exit__(*sys.exc_info())
             output = None
@@ -169,6 +169,10 @@ def scan(
             # the records so far; the exit code (130, 2) says the run did not finish.
             with contextlib.suppress(Exception):
                 writer.abort()
+        from ..store import StoreError
+
+        if isinstance(exc, StoreError):  # a full disk under --db: what happened and what is kept, in one line
+            fail(str(exc))
         raise
     finally:
         if output:
