@@ -118,7 +118,12 @@ def scan(
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     out_ctx = atomic_output(output) if output else nullcontext(sys.stdout)
-    stream = out_ctx.__enter__()
+    try:
+        stream = out_ctx.__enter__()
+    except OSError as exc:  # checked before the scan, yet gone since (no inode or quota left, removed)
+        getattr(records, "close", lambda: None)()
+        scanner.close()
+        fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
     writer = None

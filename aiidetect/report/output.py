@@ -52,6 +52,10 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
         raise OutputError(f"--output {out} is a folder; give a file name")
     if not os.path.isdir(parent):
         raise OutputError(f"--output folder {os.path.dirname(out) or '.'} does not exist")
+    if not _direct(out) and not os.access(parent, os.W_OK):
+        # Said now, before a model is loaded or a store session opened, not after the scan.
+        raise OutputError(f"--output folder {os.path.dirname(out) or '.'} cannot be written (read-only or no "
+                          "permission; the report is written beside FILE, then renamed onto it)")
     if store is not None:
         db = os.fspath(store)
         if any(same_file(db + suffix, out) for suffix in _SQLITE_COMPANIONS):

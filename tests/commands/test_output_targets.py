@@ -120,3 +120,23 @@ def test_report_output_over_the_saved_run_is_refused(img, tmp_path):
     assert run.read_bytes() == saved
     r = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "-q")
     assert r.returncode == 0 and (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>"), r.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_scan(img, tmp_path, monkeypatch):
+    """A read-only or foreign folder was found only when the report was opened, after the model was
+    loaded and the --db session opened (left 'running'), as an unexpected OSError naming the temporary
+    file."""
+    from pathlib import Path
+
+    from aiidetect.api import Scanner, ScanOptions, UsageError
+    from aiidetect.report.output import check_output
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    # what a read-only mount, or a folder of another user, answers (root passes a mode check)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+    with pytest.raises(UsageError, match="cannot be written"):
+        Scanner(ScanOptions(detectors=["metadata"], cache=False)).candidates([str(img)], output=ro / "out.jsonl")
+    check_output("/dev/null", [str(img)])  # a device is written into, not beside: its folder does not matter
