@@ -12,6 +12,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
@@ -111,6 +112,43 @@ def _direct(path: str | os.PathLike) -> bool:
         return False  # nothing there yet (or a dangling link): a new regular file
 
 
+# A temporary report older than this and not locked is left over from a killed run (the age covers only
+# the instant between mkstemp and flock of a run starting now).
+STALE_SECONDS = 10
+
+
+def _remove_stale_temporaries(target: Path, mine: str) -> None:
+    """Remove the temporary reports that runs killed (kill -9, a power cut, OOM) left beside `target`:
+    a sweep stopped and resumed many times otherwise fills the disk with hidden, partial copies of a
+    report that may run to gigabytes. A live run holds a lock on its own (even one that writes
+    nothing until the end, as html does); a file created a moment ago is not yet locked, hence the age."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing can tell a live run's file from a dead one's
+        return
+    prefix = f".{target.name}."
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for e in entries:
+            name = e.name
+            # exactly mkstemp's name for this target (not `.report.json.x.<random>.tmp` of another one)
+            if not (name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 12
+                    and name[len(prefix):-4].replace("_", "").isalnum()) or e.path == mine:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SECONDS:
+                    continue
+                fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its writer lives
+                    os.unlink(e.path)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue  # in use, gone already, or locks unsupported here: leave it
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over
@@ -133,6 +171,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     ok = False
     try:
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "this one is being written" (released on exit)
+        _remove_stale_temporaries(target, tmp)
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh
             fh.flush()

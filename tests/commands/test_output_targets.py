@@ -140,3 +140,29 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_scan(img,
     with pytest.raises(UsageError, match="cannot be written"):
         Scanner(ScanOptions(detectors=["metadata"], cache=False)).candidates([str(img)], output=ro / "out.jsonl")
     check_output("/dev/null", [str(img)])  # a device is written into, not beside: its folder does not matter
+
+
+def test_temporary_reports_of_killed_runs_are_removed(img, tmp_path):
+    """kill -9 during `scan -o audit.jsonl` leaves `.audit.jsonl.<random>.tmp`, a hidden partial copy of
+    the report; every stop and resume of a sweep added one. The next run into the same file removes
+    those whose run is gone, never the file of a run still writing (it holds a lock)."""
+    import fcntl
+    import time
+
+    out = tmp_path / "audit.jsonl"
+    old = time.time() - 3600
+    other = tmp_path / ".audit.jsonl.x.abcdefgh.tmp"  # another report's (audit.jsonl.x)
+    dead = tmp_path / ".audit.jsonl.k1lled_9.tmp"
+    live = tmp_path / ".audit.jsonl.st1llon8.tmp"
+    for p in (dead, live, other):
+        p.write_text('{"partial": ')
+        os.utime(p, (old, old))
+    fresh = tmp_path / ".audit.jsonl.jus7m4de.tmp"  # created a moment ago, its run not yet holding the lock
+    fresh.write_text("")
+    with open(live) as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run still writing it (html writes only at the end)
+        r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+    assert [x["file"] for x in jsonl(out.read_text())] == [str(img)]
+    assert not dead.exists(), "a killed run's temporary report was left behind"
+    assert live.exists() and other.exists() and fresh.exists()
