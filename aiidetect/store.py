@@ -81,6 +81,9 @@ CREATE INDEX IF NOT EXISTS results_sha ON results (sha256);
 
 _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256", "verdict", "p_ai", "error_code",
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
+_SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
+                 "files_written", "files_resumed", "status")
+_RUN_COLS = ("run_id", "identity", "options", "detectors", "fusion_model", "aiidetect_version", "created_at")
 
 
 class StoreError(Exception):
@@ -301,8 +304,21 @@ class ResultsStore:
             raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
+        problem = None
         if ver is None or ver[0] != STORE_VERSION:
-            raise StoreError(f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}")
+            problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
+        elif not readonly:
+            # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
+            for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                missing = [c for c in cols if c not in have]
+                if missing:
+                    problem = (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by "
+                               "another tool); this version cannot write into it")
+                    break
+        if problem:
+            self._db.close()
+            raise StoreError(problem)
 
     @property
     def db(self) -> sqlite3.Connection:

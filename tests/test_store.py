@@ -510,3 +510,18 @@ def test_a_store_that_cannot_be_written_stops_the_scan_with_one_line(tmp_path):
         assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (300, 300)
         assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["interrupted",
                                                                                                "complete"]
+
+
+def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
+    """A column dropped by hand (or by another tool) failed only at the first batch: the files before
+    it scanned for nothing, then an unexpected OperationalError."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli(*scan).returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("ALTER TABLE results DROP COLUMN fusion_model")
+    r = run_cli(*scan)
+    assert r.returncode == 2 and r.stdout == "" and "lacks fusion_model" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(jsonl(run_cli("results", "export", "--db", str(db), "-f", "jsonl").stdout)) == 3  # still read
