@@ -104,7 +104,8 @@ def _direct(path: str | os.PathLike) -> bool:
     regular file where the device or pipe was (as root, /dev/null itself), and the reader would
     never get the report."""
     absolute = os.path.abspath(os.fspath(path))
-    if absolute.startswith(("/dev/", "/proc/")):
+    # A descriptor's name: /dev/stdout leads to whatever the shell opened, a regular file included.
+    if absolute.startswith(("/proc/", "/dev/fd/")) or absolute in ("/dev/stdout", "/dev/stderr"):
         return True
     try:
         return not stat.S_ISREG(os.stat(absolute).st_mode)
