@@ -477,7 +477,8 @@ class ResultsStore:
                 db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
                 # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
                 # was merged before, else a new id above every id here.
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions (src_id INTEGER PRIMARY KEY, dst_id INTEGER)")
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions "
+                           "(src_id INTEGER PRIMARY KEY, dst_id INTEGER)")
                 db.execute("DELETE FROM merge_sessions")
                 db.execute("INSERT INTO merge_sessions SELECT s.session_id, COALESCE((SELECT MIN(m.session_id) "
                            "FROM sessions m WHERE m.run_id=s.run_id AND m.host IS s.host AND m.pid IS s.pid AND "

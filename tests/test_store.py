@@ -435,7 +435,8 @@ def test_merge_reads_its_sources_without_writing_them(tmp_path):
     the shard's file and deleted the log: the source, an input, was rewritten."""
     _tiny_images(tmp_path / "in", 3, folders=1)
     shard = tmp_path / "shard.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q").returncode == 0
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
+    assert r.returncode == 0, r.stderr
     # a writer that commits and dies without closing (kill -9): its rows are only in the -wal
     subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
                     "c.execute(\"UPDATE sessions SET status='running'\"); c.commit(); os._exit(0)", str(shard)],
