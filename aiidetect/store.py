@@ -95,7 +95,7 @@ def _uri(path: str | Path, query: str) -> str:
     # cut the name short and SQLite opened, read-write, a new empty file of the shorter name).
     from urllib.parse import quote
 
-    return f"file:{quote(os.path.abspath(os.fspath(path)))}?{query}"
+    return f"file:{quote(os.fsencode(os.path.abspath(os.fspath(path))))}?{query}"  # bytes: any name
 
 
 def readonly_uri(path: str | Path) -> str:

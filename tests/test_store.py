@@ -419,7 +419,7 @@ def test_store_names_are_file_names_not_uris(tmp_path):
     """`results summary --db 'audit#2.sqlite'` read 'audit' (a URI fragment), created it empty, and said
     the store was not one; '%20' was taken as an escape."""
     _tiny_images(tmp_path / "in", 2, folders=1)
-    for name in ("audit#2.sqlite", "a%20b?.sqlite"):
+    for name in ("audit#2.sqlite", "a%20b?.sqlite", os.fsdecode(b"\xff-not-utf8.sqlite")):
         db = tmp_path / name
         r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q")
         assert r.returncode == 0, r.stderr
