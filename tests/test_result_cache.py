@@ -237,3 +237,16 @@ def test_decode_facts_are_kept_per_build(tmp_path, monkeypatch):
         monkeypatch.setattr(result_cache, "_source_hash", build * 64)
         info, res = cache.get(sha, idents[build])
         assert info == facts[build] and res["d"] == _result(), build
+
+
+def test_cache_info_in_a_folder_whose_name_is_not_utf8(tmp_path, pngs):
+    """$AIIDETECT_CACHE under a name that is not UTF-8: `cache info` ended with UnicodeEncodeError."""
+    import os
+
+    from aiidetect import caches
+
+    folder = tmp_path / os.fsdecode(b"cache-\xff")
+    cache = ResultCache(folder / "results.sqlite")
+    _scan([Counting()], pngs, cache)
+    cache.close()
+    assert caches.counts(folder / "results.sqlite", "results") == {"rows": 5, "files": 5}
