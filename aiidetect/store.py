@@ -275,6 +275,8 @@ class ResultsStore:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"no results store at {self.path}")
+                if self.path.is_dir():
+                    raise StoreError(f"{self.path} is a folder, not a results store")
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
             else:
                 if self.path.parent and not self.path.parent.exists():
@@ -299,6 +301,8 @@ class ResultsStore:
         except sqlite3.OperationalError as exc:  # could not open, read or write it: not a verdict on its content
             with contextlib.suppress(Exception):
                 self._db.close()
+            if str(exc).startswith("no such table"):
+                raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
             if readonly:
                 raise StoreError(f"{self.path} cannot be read ({exc})") from exc
             raise _cannot_write(self.path, exc) from exc

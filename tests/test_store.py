@@ -226,7 +226,8 @@ def test_store_rejects_foreign_sqlite(tmp_path):
         c.execute("CREATE TABLE t (x)")
     r = run_cli("scan", str(tmp_path), "-d", "metadata", "--db", str(p))
     assert r.returncode == 2 and "results store" in r.stderr
-    assert run_cli("results", "summary", "--db", str(p)).returncode == 2
+    r = run_cli("results", "summary", "--db", str(p))
+    assert r.returncode == 2 and "not an aiidetect results store" in r.stderr
     with pytest.raises(Exception):
         ResultsStore(tmp_path / "nofolder" / "x.sqlite")
     assert list(in_shard([Candidate("a")], None))[0].path == "a"
