@@ -171,21 +171,28 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         keep = 0o666 & ~umask  # what a plain open() would give (mkstemp makes 0600)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     ok = False
+    fh = None
     try:
+        fh = os.fdopen(fd, mode, **kw)
         with contextlib.suppress(ImportError, OSError):
             import fcntl
 
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "this one is being written" (released on exit)
+            # "Being written": held until the file is renamed into place (released when it is closed).
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _remove_stale_temporaries(target, tmp)
-        with os.fdopen(fd, mode, **kw) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
         with contextlib.suppress(OSError):
             os.chmod(tmp, keep)
         os.replace(tmp, target)
         ok = True
     finally:
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        else:
+            os.close(fd)
         if not ok:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
