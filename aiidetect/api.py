@@ -16,6 +16,7 @@ module does not import torch: detectors import it when they are built.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -391,11 +392,19 @@ class Scanner:
                                                   exclude=o.exclude or (), stdin=stdin, follow_links=o.follow_links)
         except DiscoveryError as exc:
             raise UsageError(str(exc)) from None
+        if o.db is not None:
+            from .report.output import same_file
+
+            for a in args:
+                if not os.path.isdir(a) and same_file(a, o.db):
+                    # SQLite would take an empty file for an empty database and write into it.
+                    raise UsageError(f"--db {o.db} is one of the files being scanned; give the store another name")
         if output is not None:
             from .report.output import OutputError, check_output, guard_candidates
 
             try:
-                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()))
+                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
+                             store=o.db)
             except OutputError as exc:
                 raise UsageError(str(exc)) from None
             # Files named on stdin or reached through links are only known as the walk goes: each is
@@ -461,8 +470,15 @@ class Scanner:
         finally:
             self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
-                # Stopped early: keep what was finished, say so in the sessions table.
-                session.close("complete" if done else "interrupted")
+                if done:
+                    session.close("complete")  # the last rows not stored is a failed scan (StoreError)
+                else:
+                    from .store import StoreError
+
+                    # Stopped early: keep what was finished, say so in the sessions table; a store that
+                    # cannot be written then (a full disk) must not hide why the scan stopped.
+                    with contextlib.suppress(StoreError):
+                        session.close("interrupted")
 
     # -------------------------------------------------------------- results
     @property

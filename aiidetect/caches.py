@@ -3,6 +3,7 @@ what they hold, and emptying them. The caches themselves live in
 result_cache.py (scan results) and feature_cache.py (backbone features)."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -34,7 +35,7 @@ def counts(p: Path, name: str) -> dict:
         finally:
             db.close()
 
-    base = f"file:{quote(str(p))}"
+    base = f"file:{quote(os.fsencode(p))}"  # bytes: a folder name that is not UTF-8 too
     try:
         return count(base + "?mode=ro")
     except sqlite3.OperationalError:

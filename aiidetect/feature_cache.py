@@ -7,6 +7,7 @@ image, ever.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -23,39 +24,99 @@ def default_cache_path() -> Path:
     return Path(base) / "features.sqlite"
 
 
+_DIGEST = 16
+
+
+def _seal(key: tuple[str, str, str, str], vec: bytes) -> bytes:
+    """A digest over a row's key and bytes in front of its bytes: a flipped or truncated vector, or one
+    copied under another file's key, fails `_unseal` and is recomputed; it never reaches a fit."""
+    h = hashlib.blake2b(digest_size=_DIGEST)
+    for part in key:
+        h.update(part.encode() + b"\0")
+    h.update(vec)
+    return h.digest() + vec
+
+
+def _unseal(key: tuple[str, str, str, str], dim: Any, blob: Any) -> np.ndarray | None:
+    if not isinstance(blob, bytes) or not isinstance(dim, int) or len(blob) != _DIGEST + 4 * dim:
+        return None
+    vec = blob[_DIGEST:]
+    if _seal(key, vec) != blob:
+        return None
+    return np.frombuffer(vec, dtype=np.float32).copy()
+
+
 class FeatureCache:
-    """content-hash x encoder x preprocessing x output -> float32 vector."""
+    """content-hash x encoder x preprocessing x output -> float32 vector.
+
+    A damaged, full, locked or read-only cache costs time (features recomputed, or not saved), never a
+    training run: every problem is a miss, and the first one is kept in `error` for the caller to say."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS features (sha TEXT, encoder TEXT, prep TEXT, output TEXT, "
-                         "dim INTEGER, vec BLOB, PRIMARY KEY (sha, encoder, prep, output))")
-        self._db.commit()
+        self._db: sqlite3.Connection | None = None
+        self.error: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS features (sha TEXT, encoder TEXT, prep TEXT, output TEXT, "
+                             "dim INTEGER, vec BLOB, PRIMARY KEY (sha, encoder, prep, output))")
+            self._db.commit()
+        except (sqlite3.Error, OSError) as exc:
+            self._note(exc)
+            if self._db is not None:
+                self._db.close()
+            self._db = None
+
+    def _note(self, exc: Exception | str) -> None:
+        self.error = self.error or (exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}")
 
     def get(self, sha: str, encoder: str, prep: str, outputs: Sequence[str]) -> dict[str, np.ndarray] | None:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT output, vec FROM features WHERE sha=? AND encoder=? AND prep=? AND output IN "
-                f"({','.join('?' * len(outputs))})", (sha, encoder, prep, *outputs)).fetchall()
+        if self._db is None:
+            return None
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT output, dim, vec FROM features WHERE sha=? AND encoder=? AND prep=? AND output IN "
+                    f"({','.join('?' * len(outputs))})", (sha, encoder, prep, *outputs)).fetchall()
+        except sqlite3.Error as exc:
+            self._note(exc)
+            return None
         if len(rows) != len(outputs):
             return None
-        return {o: np.frombuffer(v, dtype=np.float32).copy() for o, v in rows}
+        out = {o: _unseal((sha, encoder, prep, o), dim, v) for o, dim, v in rows}
+        if any(v is None for v in out.values()):
+            # A row of the earlier layout (no digest) is a plain miss; any other failure is said.
+            if any(not (isinstance(v, bytes) and isinstance(d, int) and len(v) == 4 * d) for _, d, v in rows):
+                self._note(f"a {self.path.name} row for {sha[:12]} fails its checksum; recomputed")
+            return None
+        return out
 
     def put(self, sha: str, encoder: str, prep: str, feats: Mapping[str, np.ndarray]) -> None:
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)",
-                [(sha, encoder, prep, o, int(v.size), np.asarray(v, dtype=np.float32).tobytes())
-                 for o, v in feats.items()])
-            self._db.commit()
+        if self._db is None:
+            return
+        rows = []
+        for o, v in feats.items():
+            vec = np.ascontiguousarray(v, dtype=np.float32).tobytes()
+            rows.append((sha, encoder, prep, o, len(vec) // 4, _seal((sha, encoder, prep, o), vec)))
+        try:
+            with self._lock:
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)", rows)
+                    self._db.commit()
+                except sqlite3.Error:
+                    self._db.rollback()
+                    raise
+        except sqlite3.Error as exc:  # a full disk or a locked cache: not saved, the features are still used
+            self._note(exc)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def output_names(layers: Sequence[int], n_blocks: int) -> list[str]:

@@ -68,6 +68,13 @@ def result_from_json(s: str) -> DetectorResult:
                           reason=d["reason"], evidence=[Evidence(**e) for e in d["evidence"]], extra=d["extra"])
 
 
+def facts_key(sha: str) -> str:
+    """The decode facts' key: the file and this build. Keyed by the file alone, a cache shared by two
+    installed versions served one version's facts (format, size, image info) beside the other's
+    detector results, and the record differed from a fresh scan's."""
+    return f"{sha}@{source_hash()[:16]}"
+
+
 class CacheIntegrityError(ValueError):
     """A row's checksum does not match its content: the lookup is a miss."""
 
@@ -88,7 +95,7 @@ def _unseal(sha: str, ident: str, stored: str) -> str:
 
 
 class ResultCache:
-    """sha256 x detector identity -> DetectorResult; sha256 -> decode facts."""
+    """sha256 x detector identity -> DetectorResult; sha256 x build -> decode facts."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_path()
@@ -105,7 +112,7 @@ class ResultCache:
         """(decode facts, {detector name: result}) when every identity has a row, else None."""
         keys = list(idents.values())
         with self._lock:
-            info = self._db.execute("SELECT info FROM files WHERE sha=?", (sha,)).fetchone()
+            info = self._db.execute("SELECT info FROM files WHERE sha=?", (facts_key(sha),)).fetchone()
             if info is None:
                 return None
             rows = dict(self._db.execute(
@@ -114,7 +121,7 @@ class ResultCache:
         if any(k not in rows for k in keys):
             return None
         # Raises CacheIntegrityError (a miss, reported once by the pipeline) on a damaged row.
-        info_text = _unseal(sha, "files", info[0])
+        info_text = _unseal(facts_key(sha), "files", info[0])
         texts = {name: _unseal(sha, k, rows[k]) for name, k in idents.items()}
         try:
             return json.loads(info_text), {name: result_from_json(t) for name, t in texts.items()}
@@ -127,7 +134,7 @@ class ResultCache:
         kept. Returns how many results were stored."""
         files, rows = [], []
         for sha, info, results in entries:
-            files.append((sha, _seal(sha, "files", json.dumps(dict(info), default=str))))
+            files.append((facts_key(sha), _seal(facts_key(sha), "files", json.dumps(dict(info), default=str))))
             for ident, r in results.values():
                 if r.status != "ok":
                     continue

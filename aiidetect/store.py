@@ -19,6 +19,7 @@ Tables (docs/scale.md shows queries):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -80,10 +81,56 @@ CREATE INDEX IF NOT EXISTS results_sha ON results (sha256);
 
 _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256", "verdict", "p_ai", "error_code",
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
+_SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
+                 "files_written", "files_resumed", "status")
+_RUN_COLS = ("run_id", "identity", "options", "detectors", "fusion_model", "aiidetect_version", "created_at")
 
 
 class StoreError(Exception):
     """The store cannot be opened or is not an aiidetect results store."""
+
+
+def _uri(path: str | Path, query: str) -> str:
+    # Quoted: `audit#2.sqlite` or `50%.sqlite` is a file name, not a URI fragment or escape (unquoted, `#`
+    # cut the name short and SQLite opened, read-write, a new empty file of the shorter name).
+    from urllib.parse import quote
+
+    return f"file:{quote(os.fsencode(os.path.abspath(os.fspath(path))))}?{query}"  # bytes: any name
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The URI that reads a store without writing anything. mode=ro needs to create the -shm file
+    beside a WAL database, which a read-only folder (evidence mounted read-only, a colleague's share,
+    a DVD) refuses; a store closed cleanly has no -wal and is then read as immutable. A store with
+    an unfinished -wal cannot be read whole there: StoreError says what to do."""
+    probe = None
+    try:
+        probe = sqlite3.connect(_uri(path, "mode=ro"), uri=True)
+        probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return _uri(path, "mode=ro")
+    except sqlite3.OperationalError as exc:
+        if os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
+            raise  # not the read-only folder: the caller says what it is
+        wal = Path(f"{os.fspath(path)}-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            return _uri(path, "immutable=1")
+        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written, and its "
+                         f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
+                         "writable folder and read the copy") from None
+    except sqlite3.DatabaseError:
+        return _uri(path, "mode=ro")  # not a database: the caller's query says so
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return StoreError(f"{path} cannot be written ({exc}): the store or its folder is read-only (SQLite keeps "
+                          f"{path.name}-wal and {path.name}-shm beside it while writing); `aiidetect results` "
+                          "reads a read-only store")
+    return StoreError(f"{path} cannot be opened for writing ({exc})")
 
 
 def _now() -> str:
@@ -228,11 +275,17 @@ class ResultsStore:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"no results store at {self.path}")
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                if self.path.is_dir():
+                    raise StoreError(f"{self.path} is a folder, not a results store")
+                self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
-                self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
+                if self.path.is_dir():
+                    raise StoreError(f"{self.path} is a folder")
+                # uri=True so that `merge` can attach its sources read-only.
+                self._db = sqlite3.connect(_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
+                                           timeout=60)
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
                     # Someone else's database: never add tables to it.
@@ -245,10 +298,31 @@ class ResultsStore:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (STORE_VERSION,))
                 self._db.commit()
             ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+        except sqlite3.OperationalError as exc:  # could not open, read or write it: not a verdict on its content
+            with contextlib.suppress(Exception):
+                self._db.close()
+            if str(exc).startswith("no such table"):
+                raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
+            if readonly:
+                raise StoreError(f"{self.path} cannot be read ({exc})") from exc
+            raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
+        problem = None
         if ver is None or ver[0] != STORE_VERSION:
-            raise StoreError(f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}")
+            problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
+        elif not readonly:
+            # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
+            for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                missing = [c for c in cols if c not in have]
+                if missing:
+                    problem = (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by "
+                               "another tool); this version cannot write into it")
+                    break
+        if problem:
+            self._db.close()
+            raise StoreError(problem)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -297,9 +371,15 @@ class ResultsStore:
         if not rows:
             return
         with self._lock:
-            self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
-                                 f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
-            self._db.commit()
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
+                                     f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+                self._db.commit()
+            except sqlite3.Error:
+                # Not left open: the session's closing commit must not commit part of a failed batch.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
 
     def run_is_empty(self, run_id: str) -> bool:
         with self._lock:
@@ -375,25 +455,51 @@ class ResultsStore:
     def merge_from(self, other: str | Path) -> dict[str, Any]:
         """Copy another store's runs, sessions and results into this one. A
         (run, path) present in both keeps the row scanned last; shards of one
-        run never overlap, so their merge reports no conflicts."""
+        run never overlap, so their merge reports no conflicts. Merging a store
+        again (a shard merged every night while it runs) adds what is new: a
+        session already here is the same session, brought up to date, and an
+        identical row is not a conflict."""
         other = Path(other)
+        with contextlib.suppress(OSError):
+            if os.path.samefile(other, self.path):
+                raise StoreError(f"{other} is the target store itself")
         src = ResultsStore(other, readonly=True)  # validates the version
         src.close()
         with self._lock:
             db = self._db
-            db.execute("ATTACH DATABASE ? AS src", (str(other),))
+            # Read-only: a source is an input (a shard on a read-only share; a killed shard's -wal is
+            # read, never checkpointed into its file).
+            db.execute("ATTACH DATABASE ? AS src", (readonly_uri(other),))
             try:
                 before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
-                conflicts = db.execute("SELECT COUNT(*) FROM src.results s JOIN results m "
-                                       "ON m.run_id=s.run_id AND m.path=s.path").fetchone()[0]
+                # A row in both that differs; the same row merged again is not a conflict.
+                conflicts = db.execute(
+                    "SELECT COUNT(*) FROM src.results s JOIN results m ON m.run_id=s.run_id AND m.path=s.path "
+                    "WHERE m.scanned_at IS NOT s.scanned_at OR m.record IS NOT s.record").fetchone()[0]
                 offset = db.execute("SELECT COALESCE(MAX(session_id), 0) FROM sessions").fetchone()[0]
                 db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
-                db.execute("INSERT INTO sessions SELECT session_id + ?, run_id, host, pid, shard, engine, argv, "
-                           "started_at, finished_at, files_written, files_resumed, status FROM src.sessions",
+                # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
+                # was merged before, else a new id above every id here.
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions "
+                           "(src_id INTEGER PRIMARY KEY, dst_id INTEGER)")
+                db.execute("DELETE FROM merge_sessions")
+                db.execute("INSERT INTO merge_sessions SELECT s.session_id, COALESCE((SELECT MIN(m.session_id) "
+                           "FROM sessions m WHERE m.run_id=s.run_id AND m.host IS s.host AND m.pid IS s.pid AND "
+                           "m.started_at=s.started_at AND m.argv IS s.argv), s.session_id + ?) FROM src.sessions s",
+                           (offset,))
+                db.execute("INSERT INTO sessions SELECT x.dst_id, run_id, host, pid, shard, engine, argv, started_at, "
+                           "finished_at, files_written, files_resumed, status FROM src.sessions s "
+                           "JOIN merge_sessions x ON x.src_id=s.session_id WHERE x.dst_id > ?", (offset,))
+                # A session merged while it was still running: the later copy says how it ended.
+                db.execute("UPDATE sessions SET finished_at=s.finished_at, files_written=s.files_written, "
+                           "files_resumed=s.files_resumed, status=s.status FROM src.sessions s "
+                           "JOIN merge_sessions x ON x.src_id=s.session_id WHERE sessions.session_id=x.dst_id "
+                           "AND x.dst_id <= ? AND COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '')",
                            (offset,))
                 cols = ",".join(_RESULT_COLS)
-                sel = ",".join(f"session_id + {int(offset)}" if c == "session_id" else c for c in _RESULT_COLS)
+                sel = ",".join("(SELECT dst_id FROM merge_sessions WHERE src_id=src.results.session_id)"
+                               if c == "session_id" else c for c in _RESULT_COLS)
                 upd = ",".join(f"{c}=excluded.{c}" for c in _RESULT_COLS if c not in ("run_id", "path"))
                 db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
                            f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "
@@ -487,13 +593,20 @@ class StoreSession:
 
     def flush(self) -> None:
         rows, self._rows = self._rows, []
-        self.store.write_rows(rows)
+        try:
+            self.store.write_rows(rows)
+        except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); the {self.written} "
+                             "rows committed before are kept, and the same command resumes after them") from exc
         self.written += len(rows)
         self._last = time.monotonic()
 
     def close(self, status: str = "complete") -> None:
         self.flush()
-        self.store.finish_session(self.session_id, self.written, self.resumed, status)
+        try:
+            self.store.finish_session(self.session_id, self.written, self.resumed, status)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc})") from exc
 
 
 def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shard: str | None = None,
@@ -513,10 +626,13 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
 
 def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:
     """Stream the results rows into a Parquet file, one row group per chunk
-    (memory stays at one chunk). Written to a temporary name, then renamed:
-    an interrupted export never leaves a truncated file under the real name."""
+    (memory stays at one chunk). Written like every report (report/output.py:
+    a temporary sibling renamed into place), so an interrupted export never
+    leaves a truncated file under the real name, nor a partial one beside it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .report.output import atomic_output
 
     schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
                         ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
@@ -524,10 +640,8 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
                         ("error_code", pa.string()), ("error_message", pa.string()),
                         ("fusion_model", pa.string()), ("session_id", pa.int64()), ("scanned_at", pa.string()),
                         ("record", pa.string())])
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
     n = 0
-    with pq.ParquetWriter(str(tmp), schema) as w:
+    with atomic_output(out, "wb") as fh, pq.ParquetWriter(fh, schema) as w:
         buf: list[dict[str, Any]] = []
         for row in store.iter_rows(run_ids):
             buf.append(row)
@@ -538,5 +652,4 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
         if buf:
             w.write_table(pa.Table.from_pylist(buf, schema=schema))
             n += len(buf)
-    os.replace(tmp, out)
     return n

@@ -215,3 +215,38 @@ def test_cache_info_reads_a_read_only_cache(tmp_path, pngs, monkeypatch):
     monkeypatch.setattr(sqlite3, "connect", refusing)
     got = caches.counts(tmp_path / "results.sqlite", "results")
     assert got == {"rows": 5, "files": 5, "read_only": True}
+
+
+def test_decode_facts_are_kept_per_build(tmp_path, monkeypatch):
+    """One cache, two installed versions (an upgrade, a pinned CI copy beside a development one):
+    each build's records must be its own. The decode facts were keyed by the file alone, so a build
+    was served the other's format, size and image info beside its own detector results."""
+    from aiidetect import result_cache
+
+    cache = ResultCache(tmp_path / "r.sqlite")
+    sha = "d" * 64
+    facts = {"A": {"format": "PNG", "width": 8, "height": 8, "image_info": {"mode": "RGB"}},
+             "B": {"format": "PNG", "width": 8, "height": 8,
+                   "image_info": {"mode": "RGB", "pixels_without_metadata": "decoder said so"}}}
+    idents = {}
+    for build in ("A", "B"):
+        monkeypatch.setattr(result_cache, "_source_hash", build * 64)
+        idents[build] = {"d": identity_key({"head": "h"}, {})}
+        cache.put_many([(sha, facts[build], {"d": (idents[build]["d"], _result())})])
+    for build in ("A", "B"):
+        monkeypatch.setattr(result_cache, "_source_hash", build * 64)
+        info, res = cache.get(sha, idents[build])
+        assert info == facts[build] and res["d"] == _result(), build
+
+
+def test_cache_info_in_a_folder_whose_name_is_not_utf8(tmp_path, pngs):
+    """$AIIDETECT_CACHE under a name that is not UTF-8: `cache info` ended with UnicodeEncodeError."""
+    import os
+
+    from aiidetect import caches
+
+    folder = tmp_path / os.fsdecode(b"cache-\xff")
+    cache = ResultCache(folder / "results.sqlite")
+    _scan([Counting()], pngs, cache)
+    cache.close()
+    assert caches.counts(folder / "results.sqlite", "results") == {"rows": 5, "files": 5}

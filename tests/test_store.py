@@ -226,7 +226,8 @@ def test_store_rejects_foreign_sqlite(tmp_path):
         c.execute("CREATE TABLE t (x)")
     r = run_cli("scan", str(tmp_path), "-d", "metadata", "--db", str(p))
     assert r.returncode == 2 and "results store" in r.stderr
-    assert run_cli("results", "summary", "--db", str(p)).returncode == 2
+    r = run_cli("results", "summary", "--db", str(p))
+    assert r.returncode == 2 and "not an aiidetect results store" in r.stderr
     with pytest.raises(Exception):
         ResultsStore(tmp_path / "nofolder" / "x.sqlite")
     assert list(in_shard([Candidate("a")], None))[0].path == "a"
@@ -375,3 +376,154 @@ def test_one_damaged_row_costs_one_record_not_the_export(tmp_path):
     r = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
     assert r.returncode == 0 and "could not be read" not in r.stderr
     assert {x["file"]: x for x in jsonl(r.stdout)} == good
+
+
+def _read_only_folder(monkeypatch, folder: Path) -> None:
+    """What a read-only folder (evidence mounted read-only, a share, a DVD) does to SQLite: mode=ro
+    cannot create the -shm file a WAL database needs; nothing there can be written."""
+    real_connect, real_access = sqlite3.connect, os.access
+
+    def connect(database, *a, **kw):
+        if "mode=ro" in str(database) and str(folder) in str(database) \
+                and not Path(f"{str(database).split('?')[0][5:]}-shm").exists():
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(database, *a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+
+
+def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
+    """A finished audit handed over on read-only media: summary, export and merge read it (they said
+    'not an aiidetect results store' and read nothing); a store whose -wal still holds rows is refused
+    with what to do, never read without them."""
+    from aiidetect.store import StoreError, merge_stores
+
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(ro / "a.sqlite"), "-q")
+    assert r.returncode == 0 and sorted(p.name for p in ro.iterdir()) == ["a.sqlite"], r.stderr
+    _read_only_folder(monkeypatch, ro)
+    with ResultsStore(ro / "a.sqlite", readonly=True) as st:
+        assert st.summary(st.resolve_run(None))["files"] == 4
+    assert merge_stores(tmp_path / "m.sqlite", [ro / "a.sqlite"])[0]["added"] == 4
+    assert sorted(p.name for p in ro.iterdir()) == ["a.sqlite"]
+    # a killed writer's -wal without its -shm: the rows in the log would be missing
+    (ro / "a.sqlite-wal").write_bytes(b"\0" * 32)
+    with pytest.raises(StoreError, match="write-ahead log"):
+        ResultsStore(ro / "a.sqlite", readonly=True)
+
+
+def test_store_names_are_file_names_not_uris(tmp_path):
+    """`results summary --db 'audit#2.sqlite'` read 'audit' (a URI fragment), created it empty, and said
+    the store was not one; '%20' was taken as an escape."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    for name in ("audit#2.sqlite", "a%20b?.sqlite", os.fsdecode(b"\xff-not-utf8.sqlite")):
+        db = tmp_path / name
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q")
+        assert r.returncode == 0, r.stderr
+        s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+        assert s.returncode == 0 and json.loads(s.stdout)["files"] == 2, s.stderr
+    assert not (tmp_path / "audit").exists() and not (tmp_path / "a%20b").exists()
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(tmp_path / "in"), "-q")
+    assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_merge_reads_its_sources_without_writing_them(tmp_path):
+    """A shard killed mid-scan leaves its last batches in its -wal; merging it checkpointed them into
+    the shard's file and deleted the log: the source, an input, was rewritten."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    shard = tmp_path / "shard.sqlite"
+    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
+    assert r.returncode == 0, r.stderr
+    # a writer that commits and dies without closing (kill -9): its rows are only in the -wal
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "c.execute(\"UPDATE sessions SET status='running'\"); c.commit(); os._exit(0)", str(shard)],
+                   check=True)
+    wal = Path(f"{shard}-wal")
+    before = (shard.read_bytes(), wal.read_bytes())
+    assert before[1], "the test needs a -wal with rows in it"
+    r = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(shard), "-f", "jsonl")
+    assert r.returncode == 0 and jsonl(r.stdout)[0]["added"] == 3, r.stderr
+    assert (shard.read_bytes(), wal.read_bytes()) == before
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:  # the rows in the log were merged too
+        assert c.execute("SELECT status FROM sessions").fetchall() == [("running",)]
+
+
+def test_merging_a_store_again_adds_only_what_is_new(tmp_path):
+    """A shard merged every night while it runs: each merge added every session once more (the audit
+    trail said the shard was scanned N times) and counted every row already merged as a conflict."""
+    imgs = _tiny_images(tmp_path / "in", 3, folders=1)
+    shard, merged = tmp_path / "shard.sqlite", tmp_path / "all.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
+    merge = ("results", "merge", "--db", str(merged), str(shard), "-f", "jsonl")
+    assert run_cli(*scan).returncode == 0
+    with sqlite3.connect(shard) as c:  # merged while the scan still ran
+        c.execute("UPDATE sessions SET status='running', finished_at=NULL")
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 3, "conflicts": 0}]
+    with sqlite3.connect(shard) as c:  # ... which then finished
+        c.execute("UPDATE sessions SET status='complete', finished_at='2099-01-01T00:00:00Z'")
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 0, "conflicts": 0}]
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(imgs[0].parent / "new.png")
+    assert run_cli(*scan).returncode == 0  # resumes: a second session, one new file
+    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 4, "added": 1, "conflicts": 0}]
+
+    def trail(db):
+        with sqlite3.connect(db) as c:
+            sessions = c.execute("SELECT pid, started_at, status, files_written FROM sessions "
+                                 "ORDER BY session_id").fetchall()
+            rows = c.execute("SELECT r.path, s.pid, s.started_at FROM results r JOIN sessions s "
+                             "ON s.session_id=r.session_id ORDER BY r.path").fetchall()
+        return sessions, rows
+
+    assert trail(merged) == trail(shard)
+    assert [s[2] for s in trail(merged)[0]] == ["complete", "complete"]
+    # the same file under a second name is the target itself
+    os.link(merged, tmp_path / "again.sqlite")
+    r = run_cli("results", "merge", "--db", str(merged), str(tmp_path / "again.sqlite"))
+    assert r.returncode == 2 and "target store itself" in r.stderr
+
+
+def test_a_store_that_cannot_be_written_stops_the_scan_with_one_line(tmp_path):
+    """A full disk (here a file size limit: EFBIG) under --db ended the scan as an unexpected
+    'OperationalError: disk I/O error'; it is a fatal error that says which store and what is kept,
+    and the same command then resumes: every file once."""
+    import resource
+
+    _tiny_images(tmp_path / "in", 300, folders=3)
+    db = tmp_path / "audit.sqlite"
+    cmd = [sys.executable, "-m", "aiidetect", "scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache",
+           "--db", str(db), "-f", "jsonl", "-q"]
+    limit = 192 * 1024  # the store's first batch of 200 rows does not fit
+
+    def small_files():  # SIGXFSZ is ignored by Python: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and lines[-1].startswith("error: cannot write to the results store"), r.stderr
+    assert "Traceback" not in r.stderr and str(db) in lines[-1]
+    jsonl(r.stdout)  # what reached stdout parses, line by line
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (300, 300)
+        assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["interrupted",
+                                                                                               "complete"]
+
+
+def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
+    """A column dropped by hand (or by another tool) failed only at the first batch: the files before
+    it scanned for nothing, then an unexpected OperationalError."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli(*scan).returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("ALTER TABLE results DROP COLUMN fusion_model")
+    r = run_cli(*scan)
+    assert r.returncode == 2 and r.stdout == "" and "lacks fusion_model" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(jsonl(run_cli("results", "export", "--db", str(db), "-f", "jsonl").stdout)) == 3  # still read

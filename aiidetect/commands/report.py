@@ -26,29 +26,29 @@ def report_cmd(
 
     Exit codes: 0 written; 2 the results file cannot be read or the output cannot be written.
     """
-    from contextlib import nullcontext
+    import contextlib
 
     from ..report.html import render_saved_run
     from ..report.output import OutputError, atomic_output, check_output
 
     if output:
-        try:  # `report run.jsonl -o run.jsonl` would replace the saved run with its own report
-            check_output(output, [results])
+        try:
+            # `report run.jsonl -o run.jsonl` truncated the saved run before reading it.
+            check_output(output, [] if results == "-" else [results])
         except OutputError as exc:
             fail(str(exc))
     try:
         src = sys.stdin if results == "-" else open(results, encoding="utf-8", errors="replace")
     except OSError as exc:
         fail(f"cannot read {results}: {exc.strerror or exc}")
-    try:
-        # Written whole, then renamed over --output: Ctrl-C or a full disk leaves the previous file as it was.
-        with atomic_output(output) if output else nullcontext(sys.stdout) as out:
-            summary = render_saved_run(src, out, source=results, thumbnails=thumbnails)
-    except OSError as exc:
-        fail(f"cannot write {output or 'stdout'}: {exc.strerror or exc}")
-    finally:
-        if src is not sys.stdin:
-            src.close()
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: src is sys.stdin or src.close())
+        try:
+            # Written whole, then renamed into place, like every other report.
+            out = stack.enter_context(atomic_output(output)) if output else sys.stdout
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
+        summary = render_saved_run(src, out, source=results, thumbnails=thumbnails)
     if not quiet:
         err = stderr_console()
         from rich.text import Text

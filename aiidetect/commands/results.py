@@ -192,12 +192,17 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
 
     Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
     """
+    from ..report.output import OutputError, check_output
     from ..store import write_parquet
 
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         fail("results parquet needs pyarrow: pip install pyarrow (or 'aiidetect[ray]')")
+    try:
+        check_output(out, [], store=db)
+    except OutputError as exc:
+        fail(str(exc))
     with _open(db) as store:
         n = write_parquet(store, _runs(store, run), out)
     typer.echo(f"wrote {n} rows to {out}", err=True)
@@ -245,12 +250,13 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     """
     import sqlite3
 
+    from ..report.output import same_file
     from ..store import StoreError, merge_stores
 
     for s in sources:
         if not s.exists():
             fail(f"no results store at {s}")
-        if s.resolve() == db.resolve():
+        if same_file(s, db):  # a hard link too: two names, two -wal files, one database
             fail(f"{s} is the target store itself")
     try:
         rows = merge_stores(db, sources)

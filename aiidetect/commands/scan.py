@@ -118,7 +118,12 @@ def scan(
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     out_ctx = atomic_output(output) if output else nullcontext(sys.stdout)
-    stream = out_ctx.__enter__()
+    try:
+        stream = out_ctx.__enter__()
+    except OSError as exc:  # checked before the scan, yet gone since (no inode or quota left, removed)
+        getattr(records, "close", lambda: None)()
+        scanner.close()
+        fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
     writer = None
@@ -160,7 +165,7 @@ def scan(
             out_ctx.__exit__(*sys.exc_info())
             output = None
         fail(str(exc))
-    except BaseException:
+    except BaseException as exc:
         if output:
             out_ctx.__exit__(*sys.exc_info())
             output = None
@@ -169,6 +174,10 @@ def scan(
             # the records so far; the exit code (130, 2) says the run did not finish.
             with contextlib.suppress(Exception):
                 writer.abort()
+        from ..store import StoreError
+
+        if isinstance(exc, StoreError):  # a full disk under --db: what happened and what is kept, in one line
+            fail(str(exc))
         raise
     finally:
         if output:

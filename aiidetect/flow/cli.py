@@ -131,10 +131,11 @@ def train_flow_cmd(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
+        fcache = None if no_cache else FeatureCache()
         try:
             manifest = train_flow_head(bb, [str(p) for p in real], out_dir, head_name, cfg,
                                        ai_sources=[str(p) for p in (ai or [])],
-                                       cache=None if no_cache else FeatureCache(), progress=progress,
+                                       cache=fcache, progress=progress,
                                        log=lambda s: err.print(s, highlight=False))
         except ValueError as exc:
             fail(str(exc))
@@ -144,6 +145,9 @@ def train_flow_cmd(
                "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
     for w in summary["warnings"]:
         err.print(f"warning: {w}", style="yellow", highlight=False)
+    if fcache is not None and fcache.error:
+        err.print(f"note: feature cache problem (features recomputed or not saved): {fcache.error}",
+                  style="yellow", highlight=False, markup=False)
     if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -116,6 +116,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
         if n_val:
             metrics["held_out"] = {**logit_metrics(yv, probe.logits(Xv), ndigits=4),
                                    "note": f"stratified hold-out of {val_fraction:.0%} of the selected images"}
+    if cache is not None and getattr(cache, "error", None):
+        say(f"note: feature cache problem (features recomputed or not saved): {cache.error}")
     data = {**summarize(train_items), "sources": [str(s) for s in sources], "shots_per_class": shots,
             "generators_filter": list(generators) if generators else None, "seed": seed,
             "undecodable": len(failures), "held_out": n_val}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
 
@@ -23,20 +25,26 @@ def _real(p: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(p)))
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """The same file, or (when one does not exist yet) the same real path."""
     try:
         return os.path.samefile(a, b)
     except OSError:
         return _real(a) == _real(b)
 
 
+# The files SQLite keeps beside a database: writing over one of them corrupts the store.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
 def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: Iterable[str] = (),
-                 excluded: "callable | None" = None) -> None:
+                 excluded: "callable | None" = None, store: str | os.PathLike | None = None) -> None:
     """Raise OutputError when writing `output` could touch an input.
 
     inputs: the path arguments (files or folders); candidates: the files
     discovery chose (the report must not be one of them); excluded(path) says
-    whether --include/--exclude leave a path out of a folder scan.
+    whether --include/--exclude leave a path out of a folder scan; store: the
+    results store (`--db`) the run reads or writes, never to be overwritten.
     """
     out = os.fspath(output)
     real_out = _real(out)
@@ -45,8 +53,17 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
         raise OutputError(f"--output {out} is a folder; give a file name")
     if not os.path.isdir(parent):
         raise OutputError(f"--output folder {os.path.dirname(out) or '.'} does not exist")
+    if not _direct(out) and not os.access(parent, os.W_OK):
+        # Said now, before a model is loaded or a store session opened, not after the scan.
+        raise OutputError(f"--output folder {os.path.dirname(out) or '.'} cannot be written (read-only or no "
+                          "permission; the report is written beside FILE, then renamed onto it)")
+    if store is not None:
+        db = os.fspath(store)
+        if any(same_file(db + suffix, out) for suffix in _SQLITE_COMPANIONS):
+            # The report would be renamed over the audit's durable copy (or its write-ahead log).
+            raise OutputError(f"--output {out} is the results store {db} (--db); write the report elsewhere")
     for c in candidates:
-        if _same_file(c, out):
+        if same_file(c, out):
             raise OutputError(f"--output {out} is one of the files being scanned; refusing to overwrite an input")
     for a in inputs:
         if a == "-":
@@ -57,7 +74,7 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
             if inside and not (excluded is not None and excluded(out)):
                 raise OutputError(f"--output {out} lies inside the scanned folder {a}; write the report elsewhere "
                                   "or leave it out with --exclude")
-        elif _same_file(a, out):
+        elif same_file(a, out):
             raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
 
 
@@ -81,30 +98,101 @@ def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
         yield c
 
 
+def _direct(path: str | os.PathLike) -> bool:
+    """Is `path` something to write into rather than replace? A device (`-o /dev/null`), a FIFO
+    another process reads, a /dev/fd or /proc handle: renaming a file over one of those would put a
+    regular file where the device or pipe was (as root, /dev/null itself), and the reader would
+    never get the report."""
+    absolute = os.path.abspath(os.fspath(path))
+    # A descriptor's name: /dev/stdout leads to whatever the shell opened, a regular file included.
+    if absolute.startswith(("/proc/", "/dev/fd/")) or absolute in ("/dev/stdout", "/dev/stderr"):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(absolute).st_mode)
+    except OSError:
+        return False  # nothing there yet (or a dangling link): a new regular file
+
+
+# A temporary report older than this and not locked is left over from a killed run (the age covers only
+# the instant between mkstemp and flock of a run starting now).
+STALE_SECONDS = 10
+
+
+def _remove_stale_temporaries(target: Path, mine: str) -> None:
+    """Remove the temporary reports that runs killed (kill -9, a power cut, OOM) left beside `target`:
+    a sweep stopped and resumed many times otherwise fills the disk with hidden, partial copies of a
+    report that may run to gigabytes. A live run holds a lock on its own (even one that writes
+    nothing until the end, as html does); a file created a moment ago is not yet locked, hence the age."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): nothing can tell a live run's file from a dead one's
+        return
+    prefix = f".{target.name}."
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for e in entries:
+            name = e.name
+            # exactly mkstemp's name for this target (not `.report.json.x.<random>.tmp` of another one)
+            if not (name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 12
+                    and name[len(prefix):-4].replace("_", "").isalnum()) or e.path == mine:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SECONDS:
+                    continue
+                fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its writer lives
+                    os.unlink(e.path)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue  # in use, gone already, or locks unsupported here: leave it
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over
     `path`; on any exception (KeyboardInterrupt included) remove it and leave
-    `path` as it was."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent or "."))
-    ok = False
-    try:
-        kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kw) as fh:
+    `path` as it was. A device or FIFO is written into, as a shell's `>` would;
+    a symbolic link keeps pointing where it did (the file it leads to is replaced)."""
+    kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    if _direct(path):
+        with open(path, mode, **kw) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            # Keep the permissions a plain open() would give (mkstemp makes 0600).
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        except OSError:
-            pass
+        return
+    target = Path(os.path.realpath(os.fspath(path)))
+    try:
+        # An existing report keeps its permissions (a private 0600 report stays private), as with `>`.
+        keep = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        keep = 0o666 & ~umask  # what a plain open() would give (mkstemp makes 0600)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    ok = False
+    fh = None
+    try:
+        fh = os.fdopen(fd, mode, **kw)
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            # "Being written": held until the file is renamed into place (released when it is closed).
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _remove_stale_temporaries(target, tmp)
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, keep)
         os.replace(tmp, target)
         ok = True
     finally:
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        else:
+            os.close(fd)
         if not ok:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -1,0 +1,70 @@
+"""The feature cache (training and evaluation re-read the same backbone features): a damaged, foreign
+or unwritable cache is a miss, said once, never a failed or silently wrong training run."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+from aiidetect.feature_cache import FeatureCache
+
+SHA, ENC, PREP = "a" * 64, "enc-fingerprint", "center-crop|224"
+
+
+def _vec(n: int = 8) -> np.ndarray:
+    return np.arange(n, dtype=np.float32) / 3
+
+
+def test_round_trip_is_exact(tmp_path):
+    c = FeatureCache(tmp_path / "f.sqlite")
+    c.put(SHA, ENC, PREP, {"embed": _vec(), "cls_3": _vec(4)})
+    got = c.get(SHA, ENC, PREP, ["embed", "cls_3"])
+    assert got is not None and np.array_equal(got["embed"], _vec()) and np.array_equal(got["cls_3"], _vec(4))
+    assert c.get(SHA, ENC, PREP, ["embed", "cls_5"]) is None and c.error is None
+
+
+def test_a_damaged_row_is_a_miss_not_a_feature(tmp_path):
+    """A truncated vector ended training with 'all input arrays must have the same shape' on every
+    later run; a flipped byte, or a row under another file's key, went into the fit unnoticed."""
+    p = tmp_path / "f.sqlite"
+    c = FeatureCache(p)
+    other = "b" * 64
+    for sha in (SHA, other):
+        c.put(sha, ENC, PREP, {"embed": _vec()})
+    damage = [lambda v: v[:-4],                                         # truncated
+              lambda v: v[:-1] + bytes([v[-1] ^ 1])]                    # one bit flipped
+    for hurt in damage:
+        with sqlite3.connect(p) as db:
+            (v,) = db.execute("SELECT vec FROM features WHERE sha=?", (SHA,)).fetchone()
+            db.execute("UPDATE features SET vec=? WHERE sha=?", (hurt(v), SHA))
+        assert FeatureCache(p).get(SHA, ENC, PREP, ["embed"]) is None
+        c.put(SHA, ENC, PREP, {"embed": _vec()})  # recomputed and stored again
+        assert np.array_equal(FeatureCache(p).get(SHA, ENC, PREP, ["embed"])["embed"], _vec())
+    with sqlite3.connect(p) as db:  # another file's row copied under this file's key
+        (v,) = db.execute("SELECT vec FROM features WHERE sha=?", (other,)).fetchone()
+        db.execute("UPDATE features SET vec=? WHERE sha=?", (v, SHA))
+    fresh = FeatureCache(p)
+    assert fresh.get(SHA, ENC, PREP, ["embed"]) is None and "checksum" in fresh.error
+
+
+def test_a_cache_that_is_not_a_database_costs_time_not_the_run(tmp_path):
+    p = tmp_path / "features.sqlite"
+    p.write_bytes(b"\x00garbage" * 1000)
+    c = FeatureCache(p)  # raised 'file is not a database', which ended `train linear` and `train flow`
+    assert c.get(SHA, ENC, PREP, ["embed"]) is None
+    c.put(SHA, ENC, PREP, {"embed": _vec()})
+    assert "not a database" in c.error
+    c.close()
+    assert p.read_bytes() == b"\x00garbage" * 1000
+
+
+def test_train_linear_goes_on_without_a_damaged_cache(dev_manifest, tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "features.sqlite").write_bytes(b"\x00garbage" * 1000)
+    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "2",
+                "--name", "p", env={"AIIDETECT_CACHE": str(tmp_path / "cache"),
+                                    "AIIDETECT_WEIGHTS": str(tmp_path / "w")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "feature cache problem" in r.stderr and (tmp_path / "w" / "p" / "manifest.json").exists()
