@@ -185,6 +185,28 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect to ftp:// too: a server could send the fetch to any FTP
+    host (an internal one, or a port that never answers). Only http(s) is followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise FetchError(f"{req.full_url}: the server redirects to {newurl!r}; only http(s) redirects are "
+                             "followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _one_line(x) -> str:
+    """A server's reason phrase or an exception text, on one line (stderr says one line per error)."""
+    return " ".join(str(x).split())
+
+
+def _kept(part: Path) -> str:
+    if part.is_file() and part.stat().st_size:
+        return f" (partial download kept in {part}; run the same command again to resume)"
+    return ""
+
+
 def _hub_sha256(url: str, timeout: float) -> str | None:
     """The hub answers a file URL with a redirect to its CDN whose headers carry the
     file's SHA-256 (X-Linked-Etag, as huggingface_hub reads it); the CDN's own response
@@ -214,7 +236,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
         if h.hexdigest() == plan.sha256:
             return {"path": str(dest), "sha256": plan.sha256, "bytes": n, "resumed": False, "verified": "sha256",
                     "already_present": True}
-    opener = opener or urllib.request.build_opener()
+    opener = opener or urllib.request.build_opener(_HttpRedirectsOnly)
     expected = plan.sha256
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
@@ -233,12 +255,16 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                 if attempt > retries:
                     raise FetchError(f"{plan.url}: server refused the resume (HTTP 416)") from exc
                 continue
-            raise FetchError(f"{plan.url}: HTTP {exc.code} {exc.reason}") from exc
+            raise FetchError(f"{plan.url}: HTTP {exc.code} {_one_line(exc.reason)}") from exc
+        except (http.client.HTTPException, ValueError) as exc:
+            # Not HTTP (a garbage status line, endless headers) or a redirect to a URL that
+            # cannot be parsed: no retry makes that a checkpoint.
+            raise FetchError(f"{plan.url}: the server's answer is not usable HTTP ({type(exc).__name__}: "
+                             f"{_one_line(exc)})") from exc
         except (urllib.error.URLError, OSError) as exc:
             attempt += 1
             if attempt > retries:
-                raise FetchError(f"{plan.url}: {getattr(exc, 'reason', exc)} (partial download kept in {part}; "
-                                 "run the same command again to resume)") from exc
+                raise FetchError(f"{plan.url}: {_one_line(getattr(exc, 'reason', exc))}{_kept(part)}") from exc
             time.sleep(min(2.0 * attempt, 10.0))
             continue
         with resp:
@@ -283,8 +309,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
-                raise FetchError(f"{plan.url}: connection dropped {retries + 1} times (partial download kept in "
-                                 f"{part}; run the same command again to resume)")
+                raise FetchError(f"{plan.url}: connection dropped {retries + 1} times{_kept(part)}")
             continue
         break
     h = hashlib.sha256()

@@ -35,6 +35,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         srv = self.server
         srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if self.path in srv.raw:  # not HTTP at all
+            self.wfile.write(srv.raw[self.path])
+            return
+        if self.path in srv.redirects:
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         blob = srv.files.get(self.path)
         if blob is None:
             self.send_error(404)
@@ -63,6 +72,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
+    srv.redirects, srv.raw = {}, {}
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -182,6 +192,54 @@ def test_hub_etag_is_checked(server, checkpoint, tmp_path):
     res = download(plan)
     assert res["verified"] == "sha256" and plan.dest.read_bytes() == checkpoint
     assert server.heads == [plan.url[len(server.base):]] * 2  # asked the redirect, not the CDN
+
+
+def _one_error_line(r, *words):
+    assert r.returncode == 2, r.stdout
+    assert r.stdout == "" and "Traceback" not in r.stderr and "--debug" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+def test_redirects_are_followed_over_http_only(server, checkpoint, tmp_path):
+    """urllib follows a redirect to ftp:// by default: a hostile server could send the fetch to any
+    FTP host (here a port that accepts and never answers, which hung the fetch for minutes)."""
+    import socket
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.redirects["/moved/tiny.safetensors"] = "/w/tiny.safetensors"
+    r = _fetch(server, tmp_path, "--url", server.base + "/moved/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(1)
+        trap.setblocking(False)
+        server.redirects["/ftp/x.pt"] = f"ftp://127.0.0.1:{trap.getsockname()[1]}/x.pt"
+        r = _fetch(server, tmp_path / "c2", "--url", server.base + "/ftp/x.pt", "--sha256", sha)
+        _one_error_line(r, "only http(s) redirects", "ftp://127.0.0.1")
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nobody came
+    for loc in ("file:///etc/passwd", "/loop/x.pt"):
+        server.redirects["/loop/x.pt"] = loc
+        _one_error_line(_fetch(server, tmp_path / "c3", "--url", server.base + "/loop/x.pt", "--sha256", sha),
+                        server.base + "/loop/x.pt")
+    assert not (tmp_path / "c2").exists() or list((tmp_path / "c2").iterdir()) == []
+
+
+def test_a_server_that_does_not_speak_http(server, tmp_path):
+    """A garbage status line, endless headers, a redirect to an unparsable URL: one line naming the
+    URL (they reached the crash handler, which names no URL and suggests a bug)."""
+    server.raw["/garbage.pt"] = b"garbage\r\n\r\n"
+    server.raw["/headers.pt"] = b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 200 + b"\r\n"
+    server.redirects["/v6.pt"] = "http://[::1/x.pt"
+    for path, word in (("/garbage.pt", "BadStatusLine"), ("/headers.pt", "headers"), ("/v6.pt", "IPv6")):
+        r = _fetch(server, tmp_path, "--url", server.base + path, "--sha256", "0" * 64, "--format", "json")
+        _one_error_line(r, server.base + path, "not usable HTTP", word)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------
