@@ -12,6 +12,7 @@ itself): ``install --sha256 HEX``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -29,6 +30,7 @@ MANIFEST_NAME = "aiidetect-bundle.json"
 BUNDLE_FORMAT = 1
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _MAX_MANIFEST = 8 << 20
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 class BundleError(RuntimeError):
@@ -122,13 +124,21 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
     bundle = Path(bundle)
     if expect_sha256 and sha256_file(bundle) != expect_sha256.strip().lower():
         raise BundleError(f"{bundle}: SHA-256 differs from the expected {expect_sha256}")
+    with open(bundle, "rb") as f:
+        magic = f.read(6)
+    for sig, tool in _COMPRESSED:
+        if magic.startswith(sig):
+            # A compressed member can expand without bound (and pack never compresses): a plain
+            # tar holds every byte it installs, so install never writes more than the bundle's size.
+            raise BundleError(f"{bundle}: a {tool}-compressed tar; decompress it first ({tool} -dc {bundle.name} "
+                              "> bundle.tar), then install the plain tar")
     try:
-        tar = tarfile.open(bundle, "r:*")
+        tar = tarfile.open(bundle, "r:")
     except (tarfile.TarError, OSError) as exc:
         raise BundleError(f"{bundle}: not a readable tar ({exc})") from exc
     staging = Path(tempfile.mkdtemp(prefix=".aiidetect-install-", dir=_existing_parent(heads_dir)))
     try:
-        with tar:
+        with tar, _damaged_tar(bundle):
             first = tar.next()
             if first is None or first.name != MANIFEST_NAME or not first.isfile() or first.size > _MAX_MANIFEST:
                 raise BundleError(f"{bundle}: does not start with {MANIFEST_NAME}; not an aiidetect bundle")
@@ -144,6 +154,10 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 if m.offset == first.offset:
                     continue  # iteration restarts at the manifest read above
                 rel = _safe_member_path(m.name)
+                if m.issparse():
+                    # Its holes read as zeros that the tar does not hold: a few bytes of bundle
+                    # could declare (and fill the disk with) any size.
+                    raise BundleError(f"bundle member {m.name!r} is a sparse file")
                 if not m.isfile():
                     raise BundleError(f"bundle member {m.name!r} is not a regular file")
                 e = listed.get(m.name)
@@ -207,6 +221,14 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         return {"bundle": str(bundle), "installed": placed, "files": len(got)}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _damaged_tar(bundle: Path):
+    try:
+        yield
+    except tarfile.TarError as exc:  # a copy cut short (a full USB stick, a dropped transfer)
+        raise BundleError(f"{bundle}: truncated or damaged tar ({exc})") from exc
 
 
 def _existing_parent(p: Path) -> Path:

@@ -142,3 +142,60 @@ def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
     r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
     assert r.returncode == 2 and "outside its folder" in r.stderr
     assert not machine["bundle"].exists()
+
+
+def _sparse_member(name: str, realsize: int) -> bytes:
+    """An old-GNU sparse member: realsize bytes, all zeros but the last (0x01), stored as one byte."""
+    def num(n, width):
+        return b"%0*o\0" % (width - 1, n)
+
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.GNUTYPE_SPARSE
+    buf = bytearray(ti.tobuf(tarfile.GNU_FORMAT)[:512])
+    buf[124:136] = num(1, 12)                                     # bytes stored in the tar
+    buf[386:398], buf[398:410] = num(realsize - 1, 12), num(1, 12)  # the one data run
+    buf[483:495] = num(realsize, 12)                              # the size it declares
+    buf[148:156] = b" " * 8
+    buf[148:156] = b"%06o\0 " % sum(buf)
+    return bytes(buf) + b"\x01" + bytes(511)
+
+
+def test_bundles_that_would_write_more_than_they_hold_are_refused(machine):
+    """A sparse member, or a compressed bundle, expands to any size its (unauthenticated) manifest
+    declares: a 3 KB bundle installed an 8 MB backbone (or filled the disk). A plain tar holds every
+    byte it installs, so install never writes more than the bundle's size."""
+    import gzip
+
+    t = machine["tmp"]
+    realsize = 8 << 20
+    blob = bytes(realsize - 1) + b"\x01"
+    man = json.dumps({"format": 1, "files": [{"path": "backbones/big.safetensors", "kind": "backbone",
+                                              "bytes": realsize, "sha256": hashlib.sha256(blob).hexdigest()}]})
+    with tarfile.open(t / "sparse.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        ti = tarfile.TarInfo("aiidetect-bundle.json")
+        ti.size = len(man)
+        tar.addfile(ti, io.BytesIO(man.encode()))
+        tar.fileobj.write(_sparse_member("backbones/big.safetensors", realsize))
+        tar.offset += 1024
+    assert (t / "sparse.tar").stat().st_size < 20_000
+    with tarfile.open(t / "sparse.tar") as tar:  # a tar that tarfile reads, as it would install it
+        assert [m.size for m in tar] == [len(man), realsize]
+    assert "sparse file" in _refused(machine, t / "sparse.tar").stderr
+
+    assert _pack(machine).returncode == 0
+    (t / "bundle.tar.gz").write_bytes(gzip.compress(machine["bundle"].read_bytes()))
+    assert "decompress it first (gzip -dc bundle.tar.gz > bundle.tar)" in _refused(machine, t / "bundle.tar.gz").stderr
+    assert [p.name for p in t.iterdir() if p.name.startswith(".aiidetect-install")] == []
+
+
+def test_a_truncated_bundle_is_refused_with_its_reason(machine):
+    """A copy cut short (a full stick, a dropped transfer) reached the crash handler ('ReadError:
+    unexpected end of data ... --debug shows the traceback')."""
+    assert _pack(machine).returncode == 0
+    data = machine["bundle"].read_bytes()
+    cut = machine["tmp"] / "cut.tar"
+    cut.write_bytes(data[: 1536 + 5000])  # inside the backbone's bytes
+    r = _refused(machine, cut)
+    assert "truncated or damaged tar" in r.stderr and "--debug" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert [p.name for p in machine["tmp"].iterdir() if p.name.startswith(".aiidetect-install")] == []
