@@ -16,11 +16,14 @@ for any URL. A mismatch deletes the download (exit 2).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import http.client
 import os
 import re
 import socket
+import stat
 import sys
 import time
 import urllib.error
@@ -170,6 +173,16 @@ def _hash_file(path: Path, h) -> int:
     return n
 
 
+def _hash_fd(fd: int, h) -> int:
+    n = 0
+    while True:
+        chunk = os.pread(fd, _CHUNK, n)
+        if not chunk:
+            return n
+        h.update(chunk)
+        n += len(chunk)
+
+
 def _etag_sha256(headers) -> str | None:
     for key in ("X-Linked-Etag", "ETag"):
         v = (headers.get(key) or "").strip().strip('"').lower()
@@ -223,26 +236,92 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
     return _etag_sha256(headers) if headers is not None else None
 
 
-def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
-             retries: int = 3, timeout: float = 60.0, opener=None) -> dict[str, Any]:
-    """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
-    resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal."""
-    dest = plan.dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = partial_path(dest)
-    if dest.is_file() and plan.sha256:
+def _already_present(plan: FetchPlan) -> dict[str, Any] | None:
+    if plan.sha256 and plan.dest.is_file():
         h = hashlib.sha256()
-        n = _hash_file(dest, h)
+        n = _hash_file(plan.dest, h)
         if h.hexdigest() == plan.sha256:
-            return {"path": str(dest), "sha256": plan.sha256, "bytes": n, "resumed": False, "verified": "sha256",
-                    "already_present": True}
+            return {"path": str(plan.dest), "sha256": plan.sha256, "bytes": n, "resumed": False,
+                    "verified": "sha256", "already_present": True}
+    return None
+
+
+def _lock_partial(part: Path, on_wait: Callable[[str], None] | None) -> int | None:
+    """Open <dest>.partial for this process alone: an fd holding an exclusive lock on the file
+    the path names, or None when another fetch renamed or deleted it while this one waited.
+
+    Two fetches of the same file wrote one partial at once (one appending, one truncating) and
+    both failed, or one truncated a file the other had just renamed into place. A symbolic link
+    at the partial's path is removed, never written through: it wrote the download over the
+    file it pointed to, outside the cache."""
+    while True:
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            part.unlink()
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FetchError(f"{part} is not a regular file; remove it and run the command again")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait(f"another fetch is writing {part}; waiting for it to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.path.samestat(os.fstat(fd), os.lstat(part)):
+                    return fd
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+
+def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
+             retries: int = 3, timeout: float = 60.0, opener=None,
+             on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
+    resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal.
+    A second fetch of the same file waits for the first (on_wait says so), then finds it."""
+    plan.dest.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(plan.dest)
+    while True:
+        res = _already_present(plan)
+        if res:
+            return res
+        fd = _lock_partial(part, on_wait)
+        if fd is not None:
+            break
+    try:
+        # The first fetch may have finished while this one opened the partial.
+        return _already_present(plan) or _download_locked(plan, fd, part, progress, retries, timeout, opener)
+    except BaseException:
+        try:
+            if os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.lstat(part)):
+                part.unlink()  # nothing to resume: leave no empty partial behind
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
+def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: int, timeout: float,
+                     opener) -> dict[str, Any]:
+    dest = plan.dest
     opener = opener or urllib.request.build_opener(_HttpRedirectsOnly)
     expected = plan.sha256
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
     attempt = 0
     while True:
-        have = part.stat().st_size if part.is_file() else 0
+        have = os.fstat(fd).st_size
         req = urllib.request.Request(plan.url, headers={"User-Agent": "aiidetect-weights-fetch"})
         if have:
             req.add_header("Range", f"bytes={have}-")
@@ -250,7 +329,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             resp = opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:
-                part.unlink()  # the partial is not a prefix of this file; start over
+                os.ftruncate(fd, 0)  # the partial is not a prefix of this file; start over
                 attempt += 1
                 if attempt > retries:
                     raise FetchError(f"{plan.url}: server refused the resume (HTTP 416)") from exc
@@ -271,10 +350,10 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             status = getattr(resp, "status", 200)
             if have and status == 206:
                 resumed = True
-                mode = "ab"
             else:
                 have = 0
-                mode = "wb"
+                os.ftruncate(fd, 0)
+            os.lseek(fd, have, os.SEEK_SET)
             if plan.hub and expected is None:
                 expected = hub_sha or _etag_sha256(resp.headers)
             length = resp.headers.get("Content-Length")
@@ -284,7 +363,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             got = have
             dropped = False
             try:
-                with open(part, mode) as out:
+                with open(fd, "wb", closefd=False) as out:
                     if progress:
                         progress(got, total)
                     while True:
@@ -302,7 +381,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                         if progress:
                             progress(got, total)
                     out.flush()
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
             except FetchError:
                 part.unlink(missing_ok=True)
                 raise
@@ -313,7 +392,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             continue
         break
     h = hashlib.sha256()
-    size = _hash_file(part, h)
+    size = _hash_fd(fd, h)
     digest = h.hexdigest()
     if expected and digest != expected:
         part.unlink(missing_ok=True)

@@ -65,6 +65,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(2)
             return
+        if srv.hold is not None and len(srv.requests) == 1:
+            # Half the file, then wait until the test lets the rest go.
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            srv.hold.wait(60)
+            body = body[len(body) // 2:]
         self.wfile.write(body)
 
 
@@ -72,7 +78,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
-    srv.redirects, srv.raw = {}, {}
+    srv.redirects, srv.raw, srv.hold = {}, {}, None
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -240,6 +246,67 @@ def test_a_server_that_does_not_speak_http(server, tmp_path):
         r = _fetch(server, tmp_path, "--url", server.base + path, "--sha256", "0" * 64, "--format", "json")
         _one_error_line(r, server.base + path, "not usable HTTP", word)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_that_is_a_symlink_is_not_written_through(server, checkpoint, tmp_path):
+    """<dest>.partial planted as a link to a file outside the cache: the fetch appended the
+    download to that file (or truncated it), then renamed the link into place as the weights."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a reporter's notes")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "tiny.safetensors.partial").symlink_to(notes)
+    r = _fetch(server, cache, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert notes.read_bytes() == b"a reporter's notes"
+    dest = cache / "tiny.safetensors"
+    assert not dest.is_symlink() and dest.read_bytes() == checkpoint
+    assert json.loads(r.stdout)["resumed"] is False and [q["range"] for q in server.requests] == [None]
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.safetensors"]
+
+
+def test_two_fetches_of_one_file_at_once(server, checkpoint, tmp_path):
+    """The second fetch waits for the first (saying so on stderr), then finds the file: one download,
+    one intact file. Both wrote one partial at once (one truncating or appending under the other) and
+    both failed, or one truncated the file the other had just renamed into place."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.hold = threading.Event()
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "fetch", "--url", server.base + "/w/tiny.safetensors",
+           "--sha256", sha, "--cache-dir", str(tmp_path), "--format", "json"]
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    second = None
+    try:
+        part = tmp_path / "tiny.safetensors.partial"
+        deadline = time.monotonic() + 60
+        while not (server.requests and part.exists()):  # the first is in the middle of the file
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = second.stderr.readline()  # printed before it blocks; on EOF it did not wait
+        server.hold.set()
+        assert "another fetch is writing" in line and "waiting" in line, line
+        out1, err1 = first.communicate(timeout=60)
+        out2, err2 = second.communicate(timeout=60)
+    finally:
+        server.hold.set()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    assert json.loads(out1)["sha256"] == sha and json.loads(out2)["sha256"] == sha
+    assert len(server.requests) == 1  # the second did not download again
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
 
 
 # --------------------------------------------------------------------------

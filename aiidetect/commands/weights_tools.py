@@ -34,6 +34,14 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
             typer.echo("  ".join(f"{k}: {v}" for k, v in r.items()))
 
 
+def _note(message: str) -> None:
+    from rich.markup import escape
+
+    from .common import stderr_console
+
+    stderr_console().print(f"note: {escape(message)}", highlight=False)
+
+
 def fetch(
     spec: Optional[str] = typer.Argument(None, help="open_clip MODEL/TAG, e.g. ViT-L-14/openai."),
     url: Optional[str] = typer.Option(None, "--url", help="Any checkpoint URL (needs --sha256 unless the URL carries it)."),
@@ -71,7 +79,7 @@ def fetch(
         if prog:
             prog.start()
         try:
-            res = download(plan, progress=update)
+            res = download(plan, progress=update, on_wait=_note)
         finally:
             if prog:
                 prog.stop()
