@@ -38,6 +38,10 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 # Without a Content-Length nothing else bounds a hostile server; no CLIP checkpoint is this big.
 MAX_BYTES = 64 << 30
+# Slower than this for a whole `timeout` window is a stalled connection: dropped, then resumed.
+# At this floor the largest open_clip checkpoint (about 20 GB) would still end in under a month;
+# the default one (890 MB) in a day.
+MIN_RATE = 8 << 10
 
 
 class FetchError(RuntimeError):
@@ -288,7 +292,9 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
              on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
     resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal.
-    A second fetch of the same file waits for the first (on_wait says so), then finds it."""
+    timeout: seconds of silence, or of less than MIN_RATE bytes a second, after which a
+    connection is dropped and resumed (retries times, then FetchError). A second fetch of the
+    same file waits for the first (on_wait says so), then finds it."""
     plan.dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(plan.dest)
     while True:
@@ -361,14 +367,17 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             if total is not None and total > MAX_BYTES:
                 raise FetchError(f"{plan.url}: {total} bytes is more than any checkpoint aiidetect reads")
             got = have
-            dropped = False
+            dropped, why = False, "connection dropped"
+            window_start, window_bytes = time.monotonic(), 0
             try:
                 with open(fd, "wb", closefd=False) as out:
                     if progress:
                         progress(got, total)
                     while True:
                         try:
-                            chunk = resp.read(_CHUNK)
+                            # read1: what has arrived, so a slow server is seen being slow
+                            # (read(n) waits for n bytes however long they take).
+                            chunk = resp.read1(_CHUNK)
                         except (OSError, http.client.HTTPException):
                             dropped = True  # the connection went away mid-body: resume below
                             break
@@ -380,6 +389,17 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
                             raise FetchError(f"{plan.url}: the server sent more bytes than it announced")
                         if progress:
                             progress(got, total)
+                        # The socket timeout only catches silence: a server that drips a byte
+                        # now and then would hold the fetch forever. Each `timeout` seconds must
+                        # bring MIN_RATE bytes a second, or the connection is dropped and resumed.
+                        window_bytes += len(chunk)
+                        now = time.monotonic()
+                        if now - window_start >= timeout:
+                            if window_bytes < MIN_RATE * timeout:
+                                dropped = True
+                                why = f"the server sent less than {MIN_RATE // 1024} KiB/s for {timeout:g} s"
+                                break
+                            window_start, window_bytes = now, 0
                     out.flush()
                     os.fsync(fd)
             except FetchError:
@@ -388,7 +408,7 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
-                raise FetchError(f"{plan.url}: connection dropped {retries + 1} times{_kept(part)}")
+                raise FetchError(f"{plan.url}: {why}, {retries + 1} times{_kept(part)}")
             continue
         break
     h = hashlib.sha256()

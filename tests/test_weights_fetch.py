@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
         if self.path in srv.raw:  # not HTTP at all
             self.wfile.write(srv.raw[self.path])
+            return
+        if self.path in srv.drip:  # announces the whole file, then a byte every 50 ms
+            blob = srv.drip[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            try:
+                for i in range(len(blob)):
+                    self.wfile.write(blob[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                pass
             return
         if self.path in srv.redirects:
             self.send_response(302)
@@ -78,7 +92,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
-    srv.redirects, srv.raw, srv.hold = {}, {}, None
+    srv.redirects, srv.raw, srv.hold, srv.drip = {}, {}, None, {}
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -307,6 +321,20 @@ def test_two_fetches_of_one_file_at_once(server, checkpoint, tmp_path):
     assert len(server.requests) == 1  # the second did not download again
     assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
+
+
+def test_a_server_that_drips_is_dropped(server, checkpoint, tmp_path):
+    """A byte every 50 ms never trips a socket timeout: the fetch waited on it forever (this file
+    would take hours). Slower than 8 KiB/s for --timeout seconds is a stalled connection: resumed
+    three times, then one line and exit 2, the bytes so far kept for a later run."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.drip["/w/tiny.safetensors"] = checkpoint
+    r = run_cli("weights", "fetch", "--url", server.base + "/w/tiny.safetensors", "--sha256", sha,
+                "--cache-dir", str(tmp_path), "--timeout", "1", env={"NO_PROXY": "*", "no_proxy": "*"}, timeout=60)
+    _one_error_line(r, "less than 8 KiB/s for 1 s, 4 times", "partial download kept")
+    assert len(server.requests) == 4
+    assert not (tmp_path / "tiny.safetensors").exists()
+    assert 0 < (tmp_path / "tiny.safetensors.partial").stat().st_size < len(checkpoint)
 
 
 # --------------------------------------------------------------------------

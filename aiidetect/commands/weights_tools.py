@@ -56,6 +56,9 @@ def fetch(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched from where; no network."),
     fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1,
+                                  help="Seconds after which a silent connection, or one slower than 8 KiB/s over "
+                                       "that long, is dropped and resumed (3 times, then exit 2)."),
 ):
     """Download backbone weights and verify them: the only command that uses the network.
 
@@ -79,7 +82,7 @@ def fetch(
         if prog:
             prog.start()
         try:
-            res = download(plan, progress=update, on_wait=_note)
+            res = download(plan, progress=update, on_wait=_note, timeout=timeout)
         finally:
             if prog:
                 prog.stop()
