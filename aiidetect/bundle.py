@@ -214,7 +214,15 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 placed.append(str(target))
         for name in heads:
             target = heads_dir / name
-            if target.exists():
+            if target.exists() and _tree_digest(target) == _tree_digest(staging / "heads" / name):
+                placed.append(str(target))  # already there (perhaps through a link the user keeps)
+                continue
+            # What --force replaces may be a link, a file or a folder (rmtree refused the first two
+            # after the backbones were in place, leaving half an install): the link itself goes,
+            # never what it points to.
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.exists():
                 shutil.rmtree(target)
             _move(staging / "heads" / name, target)
             placed.append(str(target))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -124,6 +125,38 @@ def test_conflicting_files_need_force(machine):
     assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() == b"other weights"
     assert _install(machine, None, "--force").returncode == 0
     assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() != b"other weights"
+
+
+def test_force_replaces_a_head_that_is_a_link_or_a_file(machine):
+    """rmtree refused a head folder that is a link (or a file) after the backbones were placed: exit 2
+    'refused', yet half installed. The link itself is replaced, never what it points to."""
+    assert _pack(machine).returncode == 0
+    elsewhere = machine["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("someone else's")
+    machine["dst_heads"].mkdir()
+    (machine["dst_heads"] / "univfd").symlink_to(elsewhere)
+    assert "--force" in _refused_keeping(machine).stderr
+    r = _install(machine, None, "--force")
+    assert r.returncode == 0, r.stderr
+    head = machine["dst_heads"] / "univfd"
+    assert not head.is_symlink() and (head / "head.safetensors").read_bytes() == \
+        (REPO / "weights/univfd/head.safetensors").read_bytes()
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
+
+    shutil.rmtree(head)
+    head.write_text("not a folder")
+    shutil.rmtree(machine["dst_clip"])
+    assert _install(machine, None, "--force").returncode == 0
+    assert head.is_dir() and (machine["dst_clip"] / "tiny.safetensors").is_file()
+
+
+def _refused_keeping(machine):
+    """Refused without --force: exit 2 and no backbone placed."""
+    r = _install(machine)
+    assert r.returncode == 2 and "refused" in r.stderr, r.stdout
+    assert not machine["dst_clip"].exists()
+    return r
 
 
 def test_heads_only_bundle(machine):
