@@ -42,6 +42,7 @@ MAX_BYTES = 64 << 30
 # At this floor the largest open_clip checkpoint (about 20 GB) would still end in under a month;
 # the default one (890 MB) in a day.
 MIN_RATE = 8 << 10
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class FetchError(RuntimeError):
@@ -405,6 +406,14 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             except FetchError:
                 part.unlink(missing_ok=True)
                 raise
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                # Kept, the partial would hold the disk full after the exit (a body without
+                # Content-Length grows until the disk is full), failing whatever runs next.
+                part.unlink(missing_ok=True)
+                raise FetchError(f"cannot write {part}: {exc.strerror} after {got} bytes; the partial download was "
+                                 "deleted to free the space") from exc
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:

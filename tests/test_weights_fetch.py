@@ -262,6 +262,28 @@ def test_a_server_that_does_not_speak_http(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_ends_the_fetch_and_frees_the_space(server, checkpoint, tmp_path):
+    """Out of space (here a file size limit, which Python gets as EFBIG): one line, exit 2, and the
+    partial deleted; kept, it held the disk full after the exit (a body without Content-Length grows
+    until the disk is full)."""
+    import os
+    import subprocess
+    import sys
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    assert len(checkpoint) > 64 * 1024
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "fetch", "--url", server.base + "/w/tiny.safetensors",
+           "--sha256", sha, "--cache-dir", str(tmp_path)]
+    r = subprocess.run(["bash", "-c", 'ulimit -f 64 && exec "$@"', "bash", *cmd], capture_output=True, text=True,
+                       env=dict(os.environ, NO_PROXY="*", no_proxy="*"), timeout=120)
+    _one_error_line(r, "File too large", "deleted to free the space")
+    assert list(tmp_path.iterdir()) == []
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, NO_PROXY="*", no_proxy="*"),
+                       timeout=120)
+    assert r.returncode == 0 and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint, r.stderr
+
+
 def test_a_partial_that_is_a_symlink_is_not_written_through(server, checkpoint, tmp_path):
     """<dest>.partial planted as a link to a file outside the cache: the fetch appended the
     download to that file (or truncated it), then renamed the link into place as the weights."""
