@@ -297,6 +297,10 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
     connection is dropped and resumed (retries times, then FetchError). A second fetch of the
     same file waits for the first (on_wait says so), then finds it."""
     plan.dest.parent.mkdir(parents=True, exist_ok=True)
+    if plan.dest.exists() and not plan.dest.is_file():
+        # Found only at the final rename: the whole download was wasted, and every later run
+        # downloaded it again.
+        raise FetchError(f"{plan.dest} exists and is not a file; move it away and run the command again")
     part = partial_path(plan.dest)
     while True:
         res = _already_present(plan)

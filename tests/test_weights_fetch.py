@@ -284,6 +284,15 @@ def test_a_full_disk_ends_the_fetch_and_frees_the_space(server, checkpoint, tmp_
     assert r.returncode == 0 and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint, r.stderr
 
 
+def test_a_folder_where_the_file_goes_is_refused_before_downloading(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    (tmp_path / "tiny.safetensors").mkdir()
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha)
+    _one_error_line(r, "exists and is not a file")
+    assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
+
+
 def test_a_partial_that_is_a_symlink_is_not_written_through(server, checkpoint, tmp_path):
     """<dest>.partial planted as a link to a file outside the cache: the fetch appended the
     download to that file (or truncated it), then renamed the link into place as the weights."""
