@@ -86,21 +86,28 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
                                 .replace(microsecond=0).isoformat(), "files": entries}, indent=2).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(manifest_blob)
-        info.mtime = int(_dt.datetime.now().timestamp())
-        import io
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(MANIFEST_NAME)
+            info.size = len(manifest_blob)
+            info.mtime = int(_dt.datetime.now().timestamp())
+            import io
 
-        tar.addfile(info, io.BytesIO(manifest_blob))
-        for arc, p in sources:
-            ti = tarfile.TarInfo(arc)
-            ti.size = p.stat().st_size
-            ti.mtime = int(p.stat().st_mtime)
-            ti.mode = 0o644
-            with open(p, "rb") as f:
-                tar.addfile(ti, f)
-    os.replace(tmp, out)
+            tar.addfile(info, io.BytesIO(manifest_blob))
+            for arc, p in sources:
+                ti = tarfile.TarInfo(arc)
+                ti.size = p.stat().st_size
+                ti.mtime = int(p.stat().st_mtime)
+                ti.mode = 0o644
+                with open(p, "rb") as f:
+                    tar.addfile(ti, f)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        # Half a bundle (a full disk, Ctrl-C) is no bundle: it would only hold the space.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise BundleError(f"cannot write {out}: {exc.strerror or exc}; nothing was written") from exc
+        raise
     return {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size, "files": entries}
 
 

@@ -159,6 +159,22 @@ def _refused_keeping(machine):
     return r
 
 
+def test_pack_on_a_full_disk_leaves_nothing(machine):
+    """Out of space (a file size limit here): the message names the bundle and no half bundle
+    (<out>.tmp) stays behind holding the space; it said only '[Errno 27] File too large'."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "pack", str(machine["bundle"]), "--weights-dir",
+           str(REPO / "weights")]
+    r = subprocess.run(["bash", "-c", 'ulimit -f 16 && exec "$@"', "bash", *cmd], capture_output=True, text=True,
+                       env=dict(os.environ, AIIDETECT_CLIP_CACHE=str(machine["src_clip"])), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot write {machine['bundle']}" in r.stderr and "File too large" in r.stderr, r.stderr
+    assert not [p for p in machine["tmp"].iterdir() if p.name.startswith("bundle.tar")]
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
