@@ -236,8 +236,8 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
         resp.close()
     except urllib.error.HTTPError as exc:
         headers = exc.headers
-    except (urllib.error.URLError, OSError):
-        return None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+        return None  # the GET that follows says what is wrong with this server
     return _etag_sha256(headers) if headers is not None else None
 
 

@@ -24,6 +24,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Like the hub: a redirect whose headers carry the file's SHA-256.
         srv = self.server
         srv.heads.append(self.path)
+        if self.path in srv.raw:
+            self.wfile.write(srv.raw[self.path])
+            return
         if srv.etag is None or self.path not in srv.files:
             self.send_error(404)
             return
@@ -220,6 +223,18 @@ def _one_error_line(r, *words):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     for w in words:
         assert w in r.stderr, r.stderr
+
+
+def test_a_hub_that_does_not_speak_http(server, tmp_path):
+    """The hub's HEAD (for the SHA-256) reached the crash handler on a garbage answer."""
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    server.raw["/repo/resolve/main/open_clip_model.safetensors"] = b"garbage\r\n\r\n"
+    plan = FetchPlan(url=server.base + "/repo/resolve/main/open_clip_model.safetensors",
+                     dest=tmp_path / "x.safetensors", hub=True)
+    with pytest.raises(FetchError, match="not usable HTTP"):
+        download(plan)
+    assert server.heads and list(tmp_path.iterdir()) == []
 
 
 def test_redirects_are_followed_over_http_only(server, checkpoint, tmp_path):
