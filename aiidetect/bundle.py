@@ -195,6 +195,11 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 hm = read_manifest(d)
             except Exception as exc:  # noqa: BLE001
                 raise BundleError(f"head {name}: {exc}") from exc
+            if hm["name"] != name:
+                # Heads are found by the name inside: heads/aaa/ holding "univfd" would sort first
+                # and silently take the place of the installed univfd, with no conflict to see.
+                raise BundleError(f"bundle folder heads/{name}/ holds the head {hm['name']!r}; pack puts every "
+                                  "head in the folder of its name")
             bad = verify_files(d, hm)
             if bad:
                 raise BundleError(f"head {name} fails its own checksums: {'; '.join(bad)}")

@@ -175,6 +175,29 @@ def test_pack_on_a_full_disk_leaves_nothing(machine):
     assert not [p for p in machine["tmp"].iterdir() if p.name.startswith("bundle.tar")]
 
 
+def test_a_head_under_another_folder_name_is_refused(machine):
+    """heads/aaa/ holding a head named univfd: installed beside the real univfd, it sorted first and
+    silently became the univfd every scan used, with no conflict for --force to guard."""
+    assert _pack(machine).returncode == 0
+    assert _install(machine).returncode == 0
+    shadow = machine["tmp"] / "shadow.tar"
+
+    def rename(name, data):
+        if name == "aiidetect-bundle.json":
+            return data.replace(b"heads/univfd/", b"heads/aaa/")
+        return data
+
+    with tarfile.open(machine["bundle"]) as tin, tarfile.open(shadow, "w") as tout:
+        for m in tin:
+            data = rename(m.name, tin.extractfile(m).read())
+            ti = tarfile.TarInfo(m.name.replace("heads/univfd/", "heads/aaa/"))
+            ti.size = len(data)
+            tout.addfile(ti, io.BytesIO(data))
+    r = _install(machine, shadow, "--force")
+    assert r.returncode == 2 and "holds the head 'univfd'" in r.stderr, r.stdout
+    assert sorted(p.name for p in machine["dst_heads"].iterdir()) == ["univfd"]
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
