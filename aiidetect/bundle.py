@@ -200,6 +200,9 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 # and silently take the place of the installed univfd, with no conflict to see.
                 raise BundleError(f"bundle folder heads/{name}/ holds the head {hm['name']!r}; pack puts every "
                                   "head in the folder of its name")
+            outside = [f for f in hm.get("files") or {} if "/" in f or "\\" in f or f.startswith(".") or "\0" in f]
+            if outside:  # as pack refuses them: hashed at every load, they read outside the head
+                raise BundleError(f"head {name} lists a file outside its folder ({outside[0]!r})")
             bad = verify_files(d, hm)
             if bad:
                 raise BundleError(f"head {name} fails its own checksums: {'; '.join(bad)}")

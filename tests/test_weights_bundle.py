@@ -198,6 +198,33 @@ def test_a_head_under_another_folder_name_is_refused(machine):
     assert sorted(p.name for p in machine["dst_heads"].iterdir()) == ["univfd"]
 
 
+def test_a_head_listing_files_outside_its_folder_is_not_installed(machine):
+    """pack refuses such a head; install checked only that the files hash right, from wherever."""
+    outside = machine["tmp"] / "outside.txt"
+    outside.write_text("a file of this machine")
+    assert _pack(machine, "--no-backbones").returncode == 0
+    staging_depth = "../" * 3  # <heads parent>/.aiidetect-install-*/heads/univfd/
+    fname = staging_depth + "outside.txt"
+
+    def add_file(name, data):
+        if name == "heads/univfd/manifest.json":
+            m = json.loads(data)
+            m["files"][fname] = hashlib.sha256(outside.read_bytes()).hexdigest()
+            return json.dumps(m).encode()
+        if name == "aiidetect-bundle.json":
+            man = json.loads(data)
+            new_head = add_file("heads/univfd/manifest.json",
+                                (REPO / "weights/univfd/manifest.json").read_bytes())
+            for e in man["files"]:
+                if e["path"] == "heads/univfd/manifest.json":
+                    e["bytes"], e["sha256"] = len(new_head), hashlib.sha256(new_head).hexdigest()
+            return json.dumps(man).encode()
+        return data
+
+    _rewrite(machine["bundle"], machine["tmp"] / "outside.tar", add_file)
+    assert "outside its folder" in _refused(machine, machine["tmp"] / "outside.tar").stderr
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
