@@ -214,6 +214,12 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a 206's Content-Range ("bytes 1000-1999/2000"); None when absent or unreadable."""
+    m = re.match(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*$", content_range or "")
+    return int(m.group(1)) if m else None
+
+
 def _one_line(x) -> str:
     """A server's reason phrase or an exception text, on one line (stderr says one line per error)."""
     return " ".join(str(x).split())
@@ -360,10 +366,21 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
         with resp:
             status = getattr(resp, "status", 200)
             if have and status == 206:
-                resumed = True
+                # The part sent may start elsewhere than asked (a cache that rounds ranges, one
+                # that sends the whole file as 206): appended blindly it spoiled the file.
+                start = _range_start(resp.headers.get("Content-Range"))
+                if start is not None and start > have:  # a gap this partial cannot fill: start over
+                    os.ftruncate(fd, 0)
+                    attempt += 1
+                    if attempt > retries:
+                        raise FetchError(f"{plan.url}: the server answers a resume with bytes from {start}, "
+                                         f"not {have}")
+                    continue
+                have = have if start is None else start
+                resumed = have > 0
             else:
                 have = 0
-                os.ftruncate(fd, 0)
+            os.ftruncate(fd, have)
             os.lseek(fd, have, os.SEEK_SET)
             if plan.hub and expected is None:
                 expected = hub_sha or _etag_sha256(resp.headers)

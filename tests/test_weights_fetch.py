@@ -68,7 +68,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         rng = self.headers.get("Range")
         if rng and srv.ranges:
-            start = int(rng.split("=")[1].split("-")[0])
+            start = int(rng.split("=")[1].split("-")[0]) if srv.ranges is True else srv.ranges(len(blob))
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
         else:
@@ -169,6 +169,21 @@ def test_partial_from_an_earlier_run_is_resumed(server, checkpoint, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["resumed"] is True
     assert server.requests == [{"path": "/w/tiny.safetensors", "range": "bytes=1000-"}]
+
+
+@pytest.mark.parametrize("where", ["whole file", "earlier", "later"])
+def test_a_resume_answered_from_another_offset(server, checkpoint, tmp_path, where):
+    """A 206 whose Content-Range starts elsewhere than asked (a cache rounding ranges, one sending the
+    whole file as 206) was appended as if it started where asked: a spoiled file, refused and deleted."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.ranges = {"whole file": lambda n: 0, "earlier": lambda n: 4096, "later": lambda n: 9000}[where]
+    (tmp_path / "tiny.safetensors.partial").write_bytes(checkpoint[:8192])
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed"] is (where == "earlier")
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert [q["range"] for q in server.requests] == ["bytes=8192-"] + ([None] if where == "later" else [])
 
 
 def test_server_without_range_support_restarts_cleanly(server, checkpoint, tmp_path):
