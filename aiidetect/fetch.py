@@ -40,7 +40,7 @@ _CHUNK = 1 << 20
 MAX_BYTES = 64 << 30
 # Slower than this for a whole `timeout` window is a stalled connection: dropped, then resumed.
 # At this floor the largest open_clip checkpoint (about 20 GB) would still end in under a month;
-# the default one (890 MB) in a day.
+# the default one (890 MB) in 30 hours.
 MIN_RATE = 8 << 10
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
