@@ -82,6 +82,11 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
                             "sha256": sha256_file(p)})
     if not entries:
         raise BundleError("nothing to pack: no backbone files and no heads")
+    if out.exists():
+        for _, p in sources:
+            if os.path.samefile(out, p):
+                # The rename at the end replaced that checkpoint or head file with the bundle.
+                raise BundleError(f"{out} is one of the files to pack; write the bundle elsewhere")
     manifest_blob = json.dumps({"format": BUNDLE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc)
                                 .replace(microsecond=0).isoformat(), "files": entries}, indent=2).encode()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -225,6 +225,24 @@ def test_a_head_listing_files_outside_its_folder_is_not_installed(machine):
     assert "outside its folder" in _refused(machine, machine["tmp"] / "outside.tar").stderr
 
 
+def test_pack_never_writes_over_what_it_packs(machine):
+    """`weights pack ~/.cache/clip/tiny.safetensors` (OUT mistyped as a checkpoint) replaced the
+    user's backbone with the bundle, silently, exit 0."""
+    bb = machine["src_clip"] / "tiny.safetensors"
+    before = bb.read_bytes()
+    for extra in ((), ("--backbone", str(bb))):
+        r = run_cli("weights", "pack", str(bb), "--weights-dir", str(REPO / "weights"), *extra,
+                    env={"AIIDETECT_CLIP_CACHE": str(machine["src_clip"])})
+        assert r.returncode == 2 and "is one of the files to pack" in r.stderr, r.stdout
+    assert bb.read_bytes() == before
+    assert sorted(p.name for p in machine["src_clip"].iterdir()) == ["ViT-L-14.pt.partial", "tiny.safetensors"]
+    head = machine["tmp"] / "heads"
+    shutil.copytree(REPO / "weights" / "univfd", head / "univfd")
+    licence = (head / "univfd" / "LICENSE").read_bytes()
+    r = run_cli("weights", "pack", str(head / "univfd" / "LICENSE"), "--weights-dir", str(head), "--no-backbones")
+    assert r.returncode == 2 and (head / "univfd" / "LICENSE").read_bytes() == licence
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
