@@ -134,6 +134,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
     from .heads import read_manifest, verify_files
 
     bundle = Path(bundle)
+    if not bundle.is_file():  # a FIFO would block the open forever
+        raise BundleError(f"{bundle}: not a file" if bundle.exists() else f"{bundle}: no such file")
     if expect_sha256 and sha256_file(bundle) != expect_sha256.strip().lower():
         raise BundleError(f"{bundle}: SHA-256 differs from the expected {expect_sha256}")
     with open(bundle, "rb") as f:

@@ -243,6 +243,17 @@ def test_pack_never_writes_over_what_it_packs(machine):
     assert r.returncode == 2 and (head / "univfd" / "LICENSE").read_bytes() == licence
 
 
+def test_a_bundle_that_is_a_fifo_or_a_folder_is_refused(machine):
+    """Opening a FIFO blocks until something writes to it: install hung forever."""
+    import os
+
+    os.mkfifo(machine["tmp"] / "pipe.tar")
+    r = _refused(machine, machine["tmp"] / "pipe.tar")
+    assert "not a file" in r.stderr
+    assert "not a file" in _refused(machine, machine["tmp"]).stderr
+    assert "no such file" in _refused(machine, machine["tmp"] / "nope.tar").stderr
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
