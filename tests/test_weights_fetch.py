@@ -396,6 +396,10 @@ def test_a_server_that_drips_is_dropped(server, checkpoint, tmp_path):
     assert len(server.requests) == 4
     assert not (tmp_path / "tiny.safetensors").exists()
     assert 0 < (tmp_path / "tiny.safetensors.partial").stat().st_size < len(checkpoint)
+    for bad in ("0", "inf", "nan"):  # inf reached the crash handler (a socket timeout past time_t)
+        r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--timeout", bad)
+        assert r.returncode == 2 and "--timeout" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(server.requests) == 4
 
 
 # --------------------------------------------------------------------------

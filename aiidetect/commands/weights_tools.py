@@ -56,7 +56,7 @@ def fetch(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched from where; no network."),
     fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1,
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, max=3600.0,
                                   help="Seconds after which a silent connection, or one slower than 8 KiB/s over "
                                        "that long, is dropped and resumed (3 times, then exit 2)."),
 ):
