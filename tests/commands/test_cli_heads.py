@@ -66,6 +66,21 @@ def test_a_head_with_a_damaged_manifest_fails_verify(tmp_path, manifest):
     assert f"skipped {tmp_path / 'broken'}: damaged head" in r.stderr
 
 
+def test_verify_check_backbone_with_a_damaged_backbone_fails(tmp_path):
+    """A damaged checkpoint in the cache: --check-backbone printed 'backbone unavailable' on stdout,
+    'ok' for every head, and exited 0, so a fleet check passed without checking a fingerprint."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "ViT-B-16.pt").write_bytes(b"not a checkpoint" * 100)
+    r = run_cli("weights", "verify", "--check-backbone", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                "--weights-dir", str(REPO / "weights"), env={"AIIDETECT_CLIP_CACHE": str(clip), "COLUMNS": "60"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [f"ok   univfd ({REPO / 'weights' / 'univfd'})"]  # its files are fine
+    assert len(r.stderr.splitlines()) == 1 and "fingerprints not checked" in r.stderr
+    assert "ViT-B-16.pt" in r.stderr and "unreadable" in r.stderr
+    assert run_cli("weights", "verify", "--weights-dir", str(REPO / "weights")).returncode == 0
+
+
 def test_dev_set_one_record_per_file(dev_dir):
     """The acceptance scan: every image file under dev/ gets exactly one valid record."""
     from aiidetect.discover import IMAGE_EXTS
