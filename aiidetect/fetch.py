@@ -43,6 +43,7 @@ MAX_BYTES = 64 << 30
 # the default one (890 MB) in 30 hours.
 MIN_RATE = 8 << 10
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 class FetchError(RuntimeError):
@@ -282,6 +283,10 @@ def _lock_partial(part: Path, on_wait: Callable[[str], None] | None) -> int | No
                 if on_wait:
                     on_wait(f"another fetch is writing {part}; waiting for it to finish")
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+                return fd  # a file system without locks (some network mounts): fetch as before, unguarded
             try:
                 if os.path.samestat(os.fstat(fd), os.lstat(part)):
                     return fd

@@ -323,6 +323,22 @@ def test_a_folder_where_the_file_goes_is_refused_before_downloading(server, chec
     assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
 
 
+def test_a_file_system_without_locks_still_fetches(server, checkpoint, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from aiidetect.fetch import FetchPlan, download
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    server.files["/w/tiny.safetensors"] = checkpoint
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    res = download(FetchPlan(url=server.base + "/w/tiny.safetensors", dest=tmp_path / "tiny.safetensors", sha256=sha))
+    assert res["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+
 def test_a_partial_that_is_a_symlink_is_not_written_through(server, checkpoint, tmp_path):
     """<dest>.partial planted as a link to a file outside the cache: the fetch appended the
     download to that file (or truncated it), then renamed the link into place as the weights."""
