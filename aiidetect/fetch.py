@@ -17,7 +17,6 @@ for any URL. A mismatch deletes the download (exit 2).
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import http.client
 import os
@@ -32,6 +31,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: fetch unguarded, as before the lock
+    fcntl = None  # type: ignore[assignment]
 
 HF_ENDPOINT = "https://huggingface.co"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -268,7 +272,8 @@ def _lock_partial(part: Path, on_wait: Callable[[str], None] | None) -> int | No
     file it pointed to, outside the cache."""
     while True:
         try:
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_BINARY", 0), 0o644)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
@@ -277,6 +282,8 @@ def _lock_partial(part: Path, on_wait: Callable[[str], None] | None) -> int | No
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise FetchError(f"{part} is not a regular file; remove it and run the command again")
+            if fcntl is None:
+                return fd
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
