@@ -551,9 +551,10 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
                  on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
-    checksums and, with a backbone spec, its fingerprint against that backbone. A backbone that
+    checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
+    manifest cannot be read is one too (its folder name, the reason). A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    from .heads import Head, HeadMismatch, find_heads, verify_files
+    from .heads import Head, HeadMismatch, find_heads, unreadable_heads, verify_files
 
     bb = None
     if backbone_spec is not None:
@@ -572,6 +573,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
             except HeadMismatch as exc:
                 problems.append(str(exc))
         out.append((m["name"], str(path), problems))
+    # A head whose manifest is damaged is not "nothing to check": it is a failed head.
+    out += [(path.name, str(path), [why]) for path, why in unreadable_heads([Path(d) for d in dirs])]
     return out
 
 

@@ -12,6 +12,7 @@ itself): ``install --sha256 HEX``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -29,6 +30,7 @@ MANIFEST_NAME = "aiidetect-bundle.json"
 BUNDLE_FORMAT = 1
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _MAX_MANIFEST = 8 << 20
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 class BundleError(RuntimeError):
@@ -80,25 +82,37 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
                             "sha256": sha256_file(p)})
     if not entries:
         raise BundleError("nothing to pack: no backbone files and no heads")
+    if out.exists():
+        for _, p in sources:
+            if os.path.samefile(out, p):
+                # The rename at the end replaced that checkpoint or head file with the bundle.
+                raise BundleError(f"{out} is one of the files to pack; write the bundle elsewhere")
     manifest_blob = json.dumps({"format": BUNDLE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc)
                                 .replace(microsecond=0).isoformat(), "files": entries}, indent=2).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(manifest_blob)
-        info.mtime = int(_dt.datetime.now().timestamp())
-        import io
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(MANIFEST_NAME)
+            info.size = len(manifest_blob)
+            info.mtime = int(_dt.datetime.now().timestamp())
+            import io
 
-        tar.addfile(info, io.BytesIO(manifest_blob))
-        for arc, p in sources:
-            ti = tarfile.TarInfo(arc)
-            ti.size = p.stat().st_size
-            ti.mtime = int(p.stat().st_mtime)
-            ti.mode = 0o644
-            with open(p, "rb") as f:
-                tar.addfile(ti, f)
-    os.replace(tmp, out)
+            tar.addfile(info, io.BytesIO(manifest_blob))
+            for arc, p in sources:
+                ti = tarfile.TarInfo(arc)
+                ti.size = p.stat().st_size
+                ti.mtime = int(p.stat().st_mtime)
+                ti.mode = 0o644
+                with open(p, "rb") as f:
+                    tar.addfile(ti, f)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        # Half a bundle (a full disk, Ctrl-C) is no bundle: it would only hold the space.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise BundleError(f"cannot write {out}: {exc.strerror or exc}; nothing was written") from exc
+        raise
     return {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size, "files": entries}
 
 
@@ -120,15 +134,25 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
     from .heads import read_manifest, verify_files
 
     bundle = Path(bundle)
+    if not bundle.is_file():  # a FIFO would block the open forever
+        raise BundleError(f"{bundle}: not a file" if bundle.exists() else f"{bundle}: no such file")
     if expect_sha256 and sha256_file(bundle) != expect_sha256.strip().lower():
         raise BundleError(f"{bundle}: SHA-256 differs from the expected {expect_sha256}")
+    with open(bundle, "rb") as f:
+        magic = f.read(6)
+    for sig, tool in _COMPRESSED:
+        if magic.startswith(sig):
+            # A compressed member can expand without bound (and pack never compresses): a plain
+            # tar holds every byte it installs, so install never writes more than the bundle's size.
+            raise BundleError(f"{bundle}: a {tool}-compressed tar; decompress it first ({tool} -dc {bundle.name} "
+                              "> bundle.tar), then install the plain tar")
     try:
-        tar = tarfile.open(bundle, "r:*")
+        tar = tarfile.open(bundle, "r:")
     except (tarfile.TarError, OSError) as exc:
         raise BundleError(f"{bundle}: not a readable tar ({exc})") from exc
     staging = Path(tempfile.mkdtemp(prefix=".aiidetect-install-", dir=_existing_parent(heads_dir)))
     try:
-        with tar:
+        with tar, _damaged_tar(bundle):
             first = tar.next()
             if first is None or first.name != MANIFEST_NAME or not first.isfile() or first.size > _MAX_MANIFEST:
                 raise BundleError(f"{bundle}: does not start with {MANIFEST_NAME}; not an aiidetect bundle")
@@ -144,6 +168,10 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 if m.offset == first.offset:
                     continue  # iteration restarts at the manifest read above
                 rel = _safe_member_path(m.name)
+                if m.issparse():
+                    # Its holes read as zeros that the tar does not hold: a few bytes of bundle
+                    # could declare (and fill the disk with) any size.
+                    raise BundleError(f"bundle member {m.name!r} is a sparse file")
                 if not m.isfile():
                     raise BundleError(f"bundle member {m.name!r} is not a regular file")
                 e = listed.get(m.name)
@@ -174,6 +202,14 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 hm = read_manifest(d)
             except Exception as exc:  # noqa: BLE001
                 raise BundleError(f"head {name}: {exc}") from exc
+            if hm["name"] != name:
+                # Heads are found by the name inside: heads/aaa/ holding "univfd" would sort first
+                # and silently take the place of the installed univfd, with no conflict to see.
+                raise BundleError(f"bundle folder heads/{name}/ holds the head {hm['name']!r}; pack puts every "
+                                  "head in the folder of its name")
+            outside = [f for f in hm.get("files") or {} if "/" in f or "\\" in f or f.startswith(".") or "\0" in f]
+            if outside:  # as pack refuses them: hashed at every load, they read outside the head
+                raise BundleError(f"head {name} lists a file outside its folder ({outside[0]!r})")
             bad = verify_files(d, hm)
             if bad:
                 raise BundleError(f"head {name} fails its own checksums: {'; '.join(bad)}")
@@ -200,13 +236,29 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
                 placed.append(str(target))
         for name in heads:
             target = heads_dir / name
-            if target.exists():
+            if target.exists() and _tree_digest(target) == _tree_digest(staging / "heads" / name):
+                placed.append(str(target))  # already there (perhaps through a link the user keeps)
+                continue
+            # What --force replaces may be a link, a file or a folder (rmtree refused the first two
+            # after the backbones were in place, leaving half an install): the link itself goes,
+            # never what it points to.
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.exists():
                 shutil.rmtree(target)
             _move(staging / "heads" / name, target)
             placed.append(str(target))
         return {"bundle": str(bundle), "installed": placed, "files": len(got)}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _damaged_tar(bundle: Path):
+    try:
+        yield
+    except tarfile.TarError as exc:  # a copy cut short (a full USB stick, a dropped transfer)
+        raise BundleError(f"{bundle}: truncated or damaged tar ({exc})") from exc
 
 
 def _existing_parent(p: Path) -> Path:

@@ -16,11 +16,13 @@ for any URL. A mismatch deletes the download (exit 2).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
 import re
 import socket
+import stat
 import sys
 import time
 import urllib.error
@@ -30,11 +32,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: fetch unguarded, as before the lock
+    fcntl = None  # type: ignore[assignment]
+
 HF_ENDPOINT = "https://huggingface.co"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 # Without a Content-Length nothing else bounds a hostile server; no CLIP checkpoint is this big.
 MAX_BYTES = 64 << 30
+# Slower than this for a whole `timeout` window is a stalled connection: dropped, then resumed.
+# At this floor the largest open_clip checkpoint (about 20 GB) would still end in under a month;
+# the default one (890 MB) in 30 hours.
+MIN_RATE = 8 << 10
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 class FetchError(RuntimeError):
@@ -170,6 +183,16 @@ def _hash_file(path: Path, h) -> int:
     return n
 
 
+def _hash_fd(fd: int, h) -> int:
+    n = 0
+    while True:
+        chunk = os.pread(fd, _CHUNK, n)
+        if not chunk:
+            return n
+        h.update(chunk)
+        n += len(chunk)
+
+
 def _etag_sha256(headers) -> str | None:
     for key in ("X-Linked-Etag", "ETag"):
         v = (headers.get(key) or "").strip().strip('"').lower()
@@ -185,6 +208,34 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect to ftp:// too: a server could send the fetch to any FTP
+    host (an internal one, or a port that never answers). Only http(s) is followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise FetchError(f"{req.full_url}: the server redirects to {newurl!r}; only http(s) redirects are "
+                             "followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a 206's Content-Range ("bytes 1000-1999/2000"); None when absent or unreadable."""
+    m = re.match(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*$", content_range or "")
+    return int(m.group(1)) if m else None
+
+
+def _one_line(x) -> str:
+    """A server's reason phrase or an exception text, on one line (stderr says one line per error)."""
+    return " ".join(str(x).split())
+
+
+def _kept(part: Path) -> str:
+    if part.is_file() and part.stat().st_size:
+        return f" (partial download kept in {part}; run the same command again to resume)"
+    return ""
+
+
 def _hub_sha256(url: str, timeout: float) -> str | None:
     """The hub answers a file URL with a redirect to its CDN whose headers carry the
     file's SHA-256 (X-Linked-Etag, as huggingface_hub reads it); the CDN's own response
@@ -196,31 +247,110 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
         resp.close()
     except urllib.error.HTTPError as exc:
         headers = exc.headers
-    except (urllib.error.URLError, OSError):
-        return None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+        return None  # the GET that follows says what is wrong with this server
     return _etag_sha256(headers) if headers is not None else None
 
 
-def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
-             retries: int = 3, timeout: float = 60.0, opener=None) -> dict[str, Any]:
-    """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
-    resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal."""
-    dest = plan.dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = partial_path(dest)
-    if dest.is_file() and plan.sha256:
+def _already_present(plan: FetchPlan) -> dict[str, Any] | None:
+    if plan.sha256 and plan.dest.is_file():
         h = hashlib.sha256()
-        n = _hash_file(dest, h)
+        n = _hash_file(plan.dest, h)
         if h.hexdigest() == plan.sha256:
-            return {"path": str(dest), "sha256": plan.sha256, "bytes": n, "resumed": False, "verified": "sha256",
-                    "already_present": True}
-    opener = opener or urllib.request.build_opener()
+            return {"path": str(plan.dest), "sha256": plan.sha256, "bytes": n, "resumed": False,
+                    "verified": "sha256", "already_present": True}
+    return None
+
+
+def _lock_partial(part: Path, on_wait: Callable[[str], None] | None) -> int | None:
+    """Open <dest>.partial for this process alone: an fd holding an exclusive lock on the file
+    the path names, or None when another fetch renamed or deleted it while this one waited.
+
+    Two fetches of the same file wrote one partial at once (one appending, one truncating) and
+    both failed, or one truncated a file the other had just renamed into place. A symbolic link
+    at the partial's path is removed, never written through: it wrote the download over the
+    file it pointed to, outside the cache."""
+    while True:
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                         | getattr(os, "O_BINARY", 0), 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            part.unlink()
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FetchError(f"{part} is not a regular file; remove it and run the command again")
+            if fcntl is None:
+                return fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait(f"another fetch is writing {part}; waiting for it to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+                return fd  # a file system without locks (some network mounts): fetch as before, unguarded
+            try:
+                if os.path.samestat(os.fstat(fd), os.lstat(part)):
+                    return fd
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+
+def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None = None,
+             retries: int = 3, timeout: float = 60.0, opener=None,
+             on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fetch plan.url to plan.dest: resume, verify, rename. Returns {path, sha256, bytes,
+    resumed, verified}. Raises FetchError (nothing usable left behind) on any refusal.
+    timeout: seconds of silence, or of less than MIN_RATE bytes a second, after which a
+    connection is dropped and resumed (retries times, then FetchError). A second fetch of the
+    same file waits for the first (on_wait says so), then finds it."""
+    plan.dest.parent.mkdir(parents=True, exist_ok=True)
+    if plan.dest.exists() and not plan.dest.is_file():
+        # Found only at the final rename: the whole download was wasted, and every later run
+        # downloaded it again.
+        raise FetchError(f"{plan.dest} exists and is not a file; move it away and run the command again")
+    part = partial_path(plan.dest)
+    while True:
+        res = _already_present(plan)
+        if res:
+            return res
+        fd = _lock_partial(part, on_wait)
+        if fd is not None:
+            break
+    try:
+        # The first fetch may have finished while this one opened the partial.
+        return _already_present(plan) or _download_locked(plan, fd, part, progress, retries, timeout, opener)
+    except BaseException:
+        try:
+            if os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.lstat(part)):
+                part.unlink()  # nothing to resume: leave no empty partial behind
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
+def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: int, timeout: float,
+                     opener) -> dict[str, Any]:
+    dest = plan.dest
+    opener = opener or urllib.request.build_opener(_HttpRedirectsOnly)
     expected = plan.sha256
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
     attempt = 0
     while True:
-        have = part.stat().st_size if part.is_file() else 0
+        have = os.fstat(fd).st_size
         req = urllib.request.Request(plan.url, headers={"User-Agent": "aiidetect-weights-fetch"})
         if have:
             req.add_header("Range", f"bytes={have}-")
@@ -228,27 +358,42 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             resp = opener.open(req, timeout=timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:
-                part.unlink()  # the partial is not a prefix of this file; start over
+                os.ftruncate(fd, 0)  # the partial is not a prefix of this file; start over
                 attempt += 1
                 if attempt > retries:
                     raise FetchError(f"{plan.url}: server refused the resume (HTTP 416)") from exc
                 continue
-            raise FetchError(f"{plan.url}: HTTP {exc.code} {exc.reason}") from exc
+            raise FetchError(f"{plan.url}: HTTP {exc.code} {_one_line(exc.reason)}") from exc
+        except (http.client.HTTPException, ValueError) as exc:
+            # Not HTTP (a garbage status line, endless headers) or a redirect to a URL that
+            # cannot be parsed: no retry makes that a checkpoint.
+            raise FetchError(f"{plan.url}: the server's answer is not usable HTTP ({type(exc).__name__}: "
+                             f"{_one_line(exc)})") from exc
         except (urllib.error.URLError, OSError) as exc:
             attempt += 1
             if attempt > retries:
-                raise FetchError(f"{plan.url}: {getattr(exc, 'reason', exc)} (partial download kept in {part}; "
-                                 "run the same command again to resume)") from exc
+                raise FetchError(f"{plan.url}: {_one_line(getattr(exc, 'reason', exc))}{_kept(part)}") from exc
             time.sleep(min(2.0 * attempt, 10.0))
             continue
         with resp:
             status = getattr(resp, "status", 200)
             if have and status == 206:
-                resumed = True
-                mode = "ab"
+                # The part sent may start elsewhere than asked (a cache that rounds ranges, one
+                # that sends the whole file as 206): appended blindly it spoiled the file.
+                start = _range_start(resp.headers.get("Content-Range"))
+                if start is not None and start > have:  # a gap this partial cannot fill: start over
+                    os.ftruncate(fd, 0)
+                    attempt += 1
+                    if attempt > retries:
+                        raise FetchError(f"{plan.url}: the server answers a resume with bytes from {start}, "
+                                         f"not {have}")
+                    continue
+                have = have if start is None else start
+                resumed = have > 0
             else:
                 have = 0
-                mode = "wb"
+            os.ftruncate(fd, have)
+            os.lseek(fd, have, os.SEEK_SET)
             if plan.hub and expected is None:
                 expected = hub_sha or _etag_sha256(resp.headers)
             length = resp.headers.get("Content-Length")
@@ -256,14 +401,17 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             if total is not None and total > MAX_BYTES:
                 raise FetchError(f"{plan.url}: {total} bytes is more than any checkpoint aiidetect reads")
             got = have
-            dropped = False
+            dropped, why = False, "connection dropped"
+            window_start, window_bytes = time.monotonic(), 0
             try:
-                with open(part, mode) as out:
+                with open(fd, "wb", closefd=False) as out:
                     if progress:
                         progress(got, total)
                     while True:
                         try:
-                            chunk = resp.read(_CHUNK)
+                            # read1: what has arrived, so a slow server is seen being slow
+                            # (read(n) waits for n bytes however long they take).
+                            chunk = resp.read1(_CHUNK)
                         except (OSError, http.client.HTTPException):
                             dropped = True  # the connection went away mid-body: resume below
                             break
@@ -275,20 +423,38 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
                             raise FetchError(f"{plan.url}: the server sent more bytes than it announced")
                         if progress:
                             progress(got, total)
+                        # The socket timeout only catches silence: a server that drips a byte
+                        # now and then would hold the fetch forever. Each `timeout` seconds must
+                        # bring MIN_RATE bytes a second, or the connection is dropped and resumed.
+                        window_bytes += len(chunk)
+                        now = time.monotonic()
+                        if now - window_start >= timeout:
+                            if window_bytes < MIN_RATE * timeout:
+                                dropped = True
+                                why = f"the server sent less than {MIN_RATE // 1024} KiB/s for {timeout:g} s"
+                                break
+                            window_start, window_bytes = now, 0
                     out.flush()
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
             except FetchError:
                 part.unlink(missing_ok=True)
                 raise
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                # Kept, the partial would hold the disk full after the exit (a body without
+                # Content-Length grows until the disk is full), failing whatever runs next.
+                part.unlink(missing_ok=True)
+                raise FetchError(f"cannot write {part}: {exc.strerror} after {got} bytes; the partial download was "
+                                 "deleted to free the space") from exc
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
-                raise FetchError(f"{plan.url}: connection dropped {retries + 1} times (partial download kept in "
-                                 f"{part}; run the same command again to resume)")
+                raise FetchError(f"{plan.url}: {why}, {retries + 1} times{_kept(part)}")
             continue
         break
     h = hashlib.sha256()
-    size = _hash_file(part, h)
+    size = _hash_fd(fd, h)
     digest = h.hexdigest()
     if expected and digest != expected:
         part.unlink(missing_ok=True)

@@ -158,9 +158,21 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
         m = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
+    # Every reader indexes these without checking (a manifest of `5`, a dict as the name or a list
+    # as the files crashed scan, list and verify alike): a malformed one is a damaged head.
+    if not isinstance(m, dict):
+        raise HeadError(f"{p} is not a JSON object")
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"{p} has no {key!r}")
+        if not isinstance(m[key], str) or not m[key]:
+            raise HeadError(f"{p}: {key!r} is not a name")
+    files = m.get("files")
+    if files is not None and not (isinstance(files, dict)
+                                  and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise HeadError(f"{p}: 'files' is not a table of file names and SHA-256 digests")
+    if not isinstance(m.get("backbone", {}), dict):
+        raise HeadError(f"{p}: 'backbone' is not an object")
     return m
 
 
@@ -186,6 +198,21 @@ def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
         elif sha256_file(p) != digest:
             problems.append(f"{fname} checksum differs from manifest")
     return problems
+
+
+def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
+    """Head folders whose manifest cannot be read: (folder, why). find_heads skips them, so
+    `weights verify` and `weights list` name them instead of passing over a damaged head."""
+    bad = []
+    for base in dirs:
+        if not base.is_dir():
+            continue
+        for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
+            try:
+                read_manifest(sub)
+            except HeadError as exc:
+                bad.append((sub, str(exc)))
+    return bad
 
 
 def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:

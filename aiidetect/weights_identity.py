@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import struct
 import zipfile
 from pathlib import Path
@@ -297,6 +298,9 @@ def _db() -> sqlite3.Connection | None:
 
 def _cached(path: Path, kind: str, fn) -> Any:
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO blocked the open forever waiting for a writer (a device could be endless).
+        raise WeightsFormatError(f"{path}: not a regular file")
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, kind)
     db = _db()
     if db is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -126,6 +127,133 @@ def test_conflicting_files_need_force(machine):
     assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() != b"other weights"
 
 
+def test_force_replaces_a_head_that_is_a_link_or_a_file(machine):
+    """rmtree refused a head folder that is a link (or a file) after the backbones were placed: exit 2
+    'refused', yet half installed. The link itself is replaced, never what it points to."""
+    assert _pack(machine).returncode == 0
+    elsewhere = machine["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("someone else's")
+    machine["dst_heads"].mkdir()
+    (machine["dst_heads"] / "univfd").symlink_to(elsewhere)
+    assert "--force" in _refused_keeping(machine).stderr
+    r = _install(machine, None, "--force")
+    assert r.returncode == 0, r.stderr
+    head = machine["dst_heads"] / "univfd"
+    assert not head.is_symlink() and (head / "head.safetensors").read_bytes() == \
+        (REPO / "weights/univfd/head.safetensors").read_bytes()
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
+
+    shutil.rmtree(head)
+    head.write_text("not a folder")
+    shutil.rmtree(machine["dst_clip"])
+    assert _install(machine, None, "--force").returncode == 0
+    assert head.is_dir() and (machine["dst_clip"] / "tiny.safetensors").is_file()
+
+
+def _refused_keeping(machine):
+    """Refused without --force: exit 2 and no backbone placed."""
+    r = _install(machine)
+    assert r.returncode == 2 and "refused" in r.stderr, r.stdout
+    assert not machine["dst_clip"].exists()
+    return r
+
+
+def test_pack_on_a_full_disk_leaves_nothing(machine):
+    """Out of space (a file size limit here): the message names the bundle and no half bundle
+    (<out>.tmp) stays behind holding the space; it said only '[Errno 27] File too large'."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "pack", str(machine["bundle"]), "--weights-dir",
+           str(REPO / "weights")]
+    r = subprocess.run(["bash", "-c", 'ulimit -f 16 && exec "$@"', "bash", *cmd], capture_output=True, text=True,
+                       env=dict(os.environ, AIIDETECT_CLIP_CACHE=str(machine["src_clip"])), timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot write {machine['bundle']}" in r.stderr and "File too large" in r.stderr, r.stderr
+    assert not [p for p in machine["tmp"].iterdir() if p.name.startswith("bundle.tar")]
+
+
+def test_a_head_under_another_folder_name_is_refused(machine):
+    """heads/aaa/ holding a head named univfd: installed beside the real univfd, it sorted first and
+    silently became the univfd every scan used, with no conflict for --force to guard."""
+    assert _pack(machine).returncode == 0
+    assert _install(machine).returncode == 0
+    shadow = machine["tmp"] / "shadow.tar"
+
+    def rename(name, data):
+        if name == "aiidetect-bundle.json":
+            return data.replace(b"heads/univfd/", b"heads/aaa/")
+        return data
+
+    with tarfile.open(machine["bundle"]) as tin, tarfile.open(shadow, "w") as tout:
+        for m in tin:
+            data = rename(m.name, tin.extractfile(m).read())
+            ti = tarfile.TarInfo(m.name.replace("heads/univfd/", "heads/aaa/"))
+            ti.size = len(data)
+            tout.addfile(ti, io.BytesIO(data))
+    r = _install(machine, shadow, "--force")
+    assert r.returncode == 2 and "holds the head 'univfd'" in r.stderr, r.stdout
+    assert sorted(p.name for p in machine["dst_heads"].iterdir()) == ["univfd"]
+
+
+def test_a_head_listing_files_outside_its_folder_is_not_installed(machine):
+    """pack refuses such a head; install checked only that the files hash right, from wherever."""
+    outside = machine["tmp"] / "outside.txt"
+    outside.write_text("a file of this machine")
+    assert _pack(machine, "--no-backbones").returncode == 0
+    staging_depth = "../" * 3  # <heads parent>/.aiidetect-install-*/heads/univfd/
+    fname = staging_depth + "outside.txt"
+
+    def add_file(name, data):
+        if name == "heads/univfd/manifest.json":
+            m = json.loads(data)
+            m["files"][fname] = hashlib.sha256(outside.read_bytes()).hexdigest()
+            return json.dumps(m).encode()
+        if name == "aiidetect-bundle.json":
+            man = json.loads(data)
+            new_head = add_file("heads/univfd/manifest.json",
+                                (REPO / "weights/univfd/manifest.json").read_bytes())
+            for e in man["files"]:
+                if e["path"] == "heads/univfd/manifest.json":
+                    e["bytes"], e["sha256"] = len(new_head), hashlib.sha256(new_head).hexdigest()
+            return json.dumps(man).encode()
+        return data
+
+    _rewrite(machine["bundle"], machine["tmp"] / "outside.tar", add_file)
+    assert "outside its folder" in _refused(machine, machine["tmp"] / "outside.tar").stderr
+
+
+def test_pack_never_writes_over_what_it_packs(machine):
+    """`weights pack ~/.cache/clip/tiny.safetensors` (OUT mistyped as a checkpoint) replaced the
+    user's backbone with the bundle, silently, exit 0."""
+    bb = machine["src_clip"] / "tiny.safetensors"
+    before = bb.read_bytes()
+    for extra in ((), ("--backbone", str(bb))):
+        r = run_cli("weights", "pack", str(bb), "--weights-dir", str(REPO / "weights"), *extra,
+                    env={"AIIDETECT_CLIP_CACHE": str(machine["src_clip"])})
+        assert r.returncode == 2 and "is one of the files to pack" in r.stderr, r.stdout
+    assert bb.read_bytes() == before
+    assert sorted(p.name for p in machine["src_clip"].iterdir()) == ["ViT-L-14.pt.partial", "tiny.safetensors"]
+    head = machine["tmp"] / "heads"
+    shutil.copytree(REPO / "weights" / "univfd", head / "univfd")
+    licence = (head / "univfd" / "LICENSE").read_bytes()
+    r = run_cli("weights", "pack", str(head / "univfd" / "LICENSE"), "--weights-dir", str(head), "--no-backbones")
+    assert r.returncode == 2 and (head / "univfd" / "LICENSE").read_bytes() == licence
+
+
+def test_a_bundle_that_is_a_fifo_or_a_folder_is_refused(machine):
+    """Opening a FIFO blocks until something writes to it: install hung forever."""
+    import os
+
+    os.mkfifo(machine["tmp"] / "pipe.tar")
+    r = _refused(machine, machine["tmp"] / "pipe.tar")
+    assert "not a file" in r.stderr
+    assert "not a file" in _refused(machine, machine["tmp"]).stderr
+    assert "no such file" in _refused(machine, machine["tmp"] / "nope.tar").stderr
+
+
 def test_heads_only_bundle(machine):
     r = _pack(machine, "--no-backbones", "--head", "univfd")
     assert r.returncode == 0 and json.loads(r.stdout)["backbones"] == []
@@ -142,3 +270,60 @@ def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
     r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
     assert r.returncode == 2 and "outside its folder" in r.stderr
     assert not machine["bundle"].exists()
+
+
+def _sparse_member(name: str, realsize: int) -> bytes:
+    """An old-GNU sparse member: realsize bytes, all zeros but the last (0x01), stored as one byte."""
+    def num(n, width):
+        return b"%0*o\0" % (width - 1, n)
+
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.GNUTYPE_SPARSE
+    buf = bytearray(ti.tobuf(tarfile.GNU_FORMAT)[:512])
+    buf[124:136] = num(1, 12)                                     # bytes stored in the tar
+    buf[386:398], buf[398:410] = num(realsize - 1, 12), num(1, 12)  # the one data run
+    buf[483:495] = num(realsize, 12)                              # the size it declares
+    buf[148:156] = b" " * 8
+    buf[148:156] = b"%06o\0 " % sum(buf)
+    return bytes(buf) + b"\x01" + bytes(511)
+
+
+def test_bundles_that_would_write_more_than_they_hold_are_refused(machine):
+    """A sparse member, or a compressed bundle, expands to any size its (unauthenticated) manifest
+    declares: a 3 KB bundle installed an 8 MB backbone (or filled the disk). A plain tar holds every
+    byte it installs, so install never writes more than the bundle's size."""
+    import gzip
+
+    t = machine["tmp"]
+    realsize = 8 << 20
+    blob = bytes(realsize - 1) + b"\x01"
+    man = json.dumps({"format": 1, "files": [{"path": "backbones/big.safetensors", "kind": "backbone",
+                                              "bytes": realsize, "sha256": hashlib.sha256(blob).hexdigest()}]})
+    with tarfile.open(t / "sparse.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        ti = tarfile.TarInfo("aiidetect-bundle.json")
+        ti.size = len(man)
+        tar.addfile(ti, io.BytesIO(man.encode()))
+        tar.fileobj.write(_sparse_member("backbones/big.safetensors", realsize))
+        tar.offset += 1024
+    assert (t / "sparse.tar").stat().st_size < 20_000
+    with tarfile.open(t / "sparse.tar") as tar:  # a tar that tarfile reads, as it would install it
+        assert [m.size for m in tar] == [len(man), realsize]
+    assert "sparse file" in _refused(machine, t / "sparse.tar").stderr
+
+    assert _pack(machine).returncode == 0
+    (t / "bundle.tar.gz").write_bytes(gzip.compress(machine["bundle"].read_bytes()))
+    assert "decompress it first (gzip -dc bundle.tar.gz > bundle.tar)" in _refused(machine, t / "bundle.tar.gz").stderr
+    assert [p.name for p in t.iterdir() if p.name.startswith(".aiidetect-install")] == []
+
+
+def test_a_truncated_bundle_is_refused_with_its_reason(machine):
+    """A copy cut short (a full stick, a dropped transfer) reached the crash handler ('ReadError:
+    unexpected end of data ... --debug shows the traceback')."""
+    assert _pack(machine).returncode == 0
+    data = machine["bundle"].read_bytes()
+    cut = machine["tmp"] / "cut.tar"
+    cut.write_bytes(data[: 1536 + 5000])  # inside the backbone's bytes
+    r = _refused(machine, cut)
+    assert "truncated or damaged tar" in r.stderr and "--debug" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert [p.name for p in machine["tmp"].iterdir() if p.name.startswith(".aiidetect-install")] == []

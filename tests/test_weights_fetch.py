@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Like the hub: a redirect whose headers carry the file's SHA-256.
         srv = self.server
         srv.heads.append(self.path)
+        if self.path in srv.raw:
+            self.wfile.write(srv.raw[self.path])
+            return
         if srv.etag is None or self.path not in srv.files:
             self.send_error(404)
             return
@@ -35,6 +39,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         srv = self.server
         srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if self.path in srv.raw:  # not HTTP at all
+            self.wfile.write(srv.raw[self.path])
+            return
+        if self.path in srv.drip:  # announces the whole file, then a byte every 50 ms
+            blob = srv.drip[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            try:
+                for i in range(len(blob)):
+                    self.wfile.write(blob[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                pass
+            return
+        if self.path in srv.redirects:
+            self.send_response(302)
+            self.send_header("Location", srv.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         blob = srv.files.get(self.path)
         if blob is None:
             self.send_error(404)
@@ -42,7 +68,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         rng = self.headers.get("Range")
         if rng and srv.ranges:
-            start = int(rng.split("=")[1].split("-")[0])
+            start = int(rng.split("=")[1].split("-")[0]) if srv.ranges is True else srv.ranges(len(blob))
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
         else:
@@ -56,6 +82,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(2)
             return
+        if srv.hold is not None and len(srv.requests) == 1:
+            # Half the file, then wait until the test lets the rest go.
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            srv.hold.wait(60)
+            body = body[len(body) // 2:]
         self.wfile.write(body)
 
 
@@ -63,6 +95,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.requests, srv.ranges, srv.drop_first, srv.etag, srv.heads = {}, [], True, False, None, []
+    srv.redirects, srv.raw, srv.hold, srv.drip = {}, {}, None, {}
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -138,6 +171,21 @@ def test_partial_from_an_earlier_run_is_resumed(server, checkpoint, tmp_path):
     assert server.requests == [{"path": "/w/tiny.safetensors", "range": "bytes=1000-"}]
 
 
+@pytest.mark.parametrize("where", ["whole file", "earlier", "later"])
+def test_a_resume_answered_from_another_offset(server, checkpoint, tmp_path, where):
+    """A 206 whose Content-Range starts elsewhere than asked (a cache rounding ranges, one sending the
+    whole file as 206) was appended as if it started where asked: a spoiled file, refused and deleted."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.ranges = {"whole file": lambda n: 0, "earlier": lambda n: 4096, "later": lambda n: 9000}[where]
+    (tmp_path / "tiny.safetensors.partial").write_bytes(checkpoint[:8192])
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed"] is (where == "earlier")
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert [q["range"] for q in server.requests] == ["bytes=8192-"] + ([None] if where == "later" else [])
+
+
 def test_server_without_range_support_restarts_cleanly(server, checkpoint, tmp_path):
     sha = hashlib.sha256(checkpoint).hexdigest()
     server.files["/w/tiny.safetensors"] = checkpoint
@@ -182,6 +230,192 @@ def test_hub_etag_is_checked(server, checkpoint, tmp_path):
     res = download(plan)
     assert res["verified"] == "sha256" and plan.dest.read_bytes() == checkpoint
     assert server.heads == [plan.url[len(server.base):]] * 2  # asked the redirect, not the CDN
+
+
+def _one_error_line(r, *words):
+    assert r.returncode == 2, r.stdout
+    assert r.stdout == "" and "Traceback" not in r.stderr and "--debug" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+def test_a_hub_that_does_not_speak_http(server, tmp_path):
+    """The hub's HEAD (for the SHA-256) reached the crash handler on a garbage answer."""
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    server.raw["/repo/resolve/main/open_clip_model.safetensors"] = b"garbage\r\n\r\n"
+    plan = FetchPlan(url=server.base + "/repo/resolve/main/open_clip_model.safetensors",
+                     dest=tmp_path / "x.safetensors", hub=True)
+    with pytest.raises(FetchError, match="not usable HTTP"):
+        download(plan)
+    assert server.heads and list(tmp_path.iterdir()) == []
+
+
+def test_redirects_are_followed_over_http_only(server, checkpoint, tmp_path):
+    """urllib follows a redirect to ftp:// by default: a hostile server could send the fetch to any
+    FTP host (here a port that accepts and never answers, which hung the fetch for minutes)."""
+    import socket
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.redirects["/moved/tiny.safetensors"] = "/w/tiny.safetensors"
+    r = _fetch(server, tmp_path, "--url", server.base + "/moved/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(1)
+        trap.setblocking(False)
+        server.redirects["/ftp/x.pt"] = f"ftp://127.0.0.1:{trap.getsockname()[1]}/x.pt"
+        r = _fetch(server, tmp_path / "c2", "--url", server.base + "/ftp/x.pt", "--sha256", sha)
+        _one_error_line(r, "only http(s) redirects", "ftp://127.0.0.1")
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nobody came
+    for loc in ("file:///etc/passwd", "/loop/x.pt"):
+        server.redirects["/loop/x.pt"] = loc
+        _one_error_line(_fetch(server, tmp_path / "c3", "--url", server.base + "/loop/x.pt", "--sha256", sha),
+                        server.base + "/loop/x.pt")
+    assert not (tmp_path / "c2").exists() or list((tmp_path / "c2").iterdir()) == []
+
+
+def test_a_server_that_does_not_speak_http(server, tmp_path):
+    """A garbage status line, endless headers, a redirect to an unparsable URL: one line naming the
+    URL (they reached the crash handler, which names no URL and suggests a bug)."""
+    server.raw["/garbage.pt"] = b"garbage\r\n\r\n"
+    server.raw["/headers.pt"] = b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 200 + b"\r\n"
+    server.redirects["/v6.pt"] = "http://[::1/x.pt"
+    for path, word in (("/garbage.pt", "BadStatusLine"), ("/headers.pt", "headers"), ("/v6.pt", "IPv6")):
+        r = _fetch(server, tmp_path, "--url", server.base + path, "--sha256", "0" * 64, "--format", "json")
+        _one_error_line(r, server.base + path, "not usable HTTP", word)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_ends_the_fetch_and_frees_the_space(server, checkpoint, tmp_path):
+    """Out of space (here a file size limit, which Python gets as EFBIG): one line, exit 2, and the
+    partial deleted; kept, it held the disk full after the exit (a body without Content-Length grows
+    until the disk is full)."""
+    import os
+    import subprocess
+    import sys
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    assert len(checkpoint) > 64 * 1024
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "fetch", "--url", server.base + "/w/tiny.safetensors",
+           "--sha256", sha, "--cache-dir", str(tmp_path)]
+    r = subprocess.run(["bash", "-c", 'ulimit -f 64 && exec "$@"', "bash", *cmd], capture_output=True, text=True,
+                       env=dict(os.environ, NO_PROXY="*", no_proxy="*"), timeout=120)
+    _one_error_line(r, "File too large", "deleted to free the space")
+    assert list(tmp_path.iterdir()) == []
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, NO_PROXY="*", no_proxy="*"),
+                       timeout=120)
+    assert r.returncode == 0 and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint, r.stderr
+
+
+def test_a_folder_where_the_file_goes_is_refused_before_downloading(server, checkpoint, tmp_path):
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    (tmp_path / "tiny.safetensors").mkdir()
+    r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha)
+    _one_error_line(r, "exists and is not a file")
+    assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
+
+
+def test_a_file_system_without_locks_still_fetches(server, checkpoint, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from aiidetect.fetch import FetchPlan, download
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    server.files["/w/tiny.safetensors"] = checkpoint
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    res = download(FetchPlan(url=server.base + "/w/tiny.safetensors", dest=tmp_path / "tiny.safetensors", sha256=sha))
+    assert res["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+
+
+def test_a_partial_that_is_a_symlink_is_not_written_through(server, checkpoint, tmp_path):
+    """<dest>.partial planted as a link to a file outside the cache: the fetch appended the
+    download to that file (or truncated it), then renamed the link into place as the weights."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a reporter's notes")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "tiny.safetensors.partial").symlink_to(notes)
+    r = _fetch(server, cache, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    assert notes.read_bytes() == b"a reporter's notes"
+    dest = cache / "tiny.safetensors"
+    assert not dest.is_symlink() and dest.read_bytes() == checkpoint
+    assert json.loads(r.stdout)["resumed"] is False and [q["range"] for q in server.requests] == [None]
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny.safetensors"]
+
+
+def test_two_fetches_of_one_file_at_once(server, checkpoint, tmp_path):
+    """The second fetch waits for the first (saying so on stderr), then finds the file: one download,
+    one intact file. Both wrote one partial at once (one truncating or appending under the other) and
+    both failed, or one truncated the file the other had just renamed into place."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    server.hold = threading.Event()
+    cmd = [sys.executable, "-m", "aiidetect", "weights", "fetch", "--url", server.base + "/w/tiny.safetensors",
+           "--sha256", sha, "--cache-dir", str(tmp_path), "--format", "json"]
+    env = dict(os.environ, NO_PROXY="*", no_proxy="*")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    second = None
+    try:
+        part = tmp_path / "tiny.safetensors.partial"
+        deadline = time.monotonic() + 60
+        while not (server.requests and part.exists()):  # the first is in the middle of the file
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = second.stderr.readline()  # printed before it blocks; on EOF it did not wait
+        server.hold.set()
+        assert "another fetch is writing" in line and "waiting" in line, line
+        out1, err1 = first.communicate(timeout=60)
+        out2, err2 = second.communicate(timeout=60)
+    finally:
+        server.hold.set()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    assert json.loads(out1)["sha256"] == sha and json.loads(out2)["sha256"] == sha
+    assert len(server.requests) == 1  # the second did not download again
+    assert (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]
+
+
+def test_a_server_that_drips_is_dropped(server, checkpoint, tmp_path):
+    """A byte every 50 ms never trips a socket timeout: the fetch waited on it forever (this file
+    would take hours). Slower than 8 KiB/s for --timeout seconds is a stalled connection: resumed
+    three times, then one line and exit 2, the bytes so far kept for a later run."""
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.drip["/w/tiny.safetensors"] = checkpoint
+    r = run_cli("weights", "fetch", "--url", server.base + "/w/tiny.safetensors", "--sha256", sha,
+                "--cache-dir", str(tmp_path), "--timeout", "1", env={"NO_PROXY": "*", "no_proxy": "*"}, timeout=60)
+    _one_error_line(r, "less than 8 KiB/s for 1 s, 4 times", "partial download kept")
+    assert len(server.requests) == 4
+    assert not (tmp_path / "tiny.safetensors").exists()
+    assert 0 < (tmp_path / "tiny.safetensors.partial").stat().st_size < len(checkpoint)
+    for bad in ("0", "inf", "nan"):  # inf reached the crash handler (a socket timeout past time_t)
+        r = _fetch(server, tmp_path, "--url", server.base + "/w/tiny.safetensors", "--sha256", sha, "--timeout", bad)
+        assert r.returncode == 2 and "--timeout" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(server.requests) == 4
 
 
 # --------------------------------------------------------------------------

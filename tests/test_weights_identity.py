@@ -94,6 +94,19 @@ def test_unreadable_files_are_refusals(tmp_path):
     assert r.returncode == 2 and json.loads(r.stdout)["error"] and "Traceback" not in r.stderr
 
 
+def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO blocks until something writes to it: inspect hung forever."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.pt")
+    (tmp_path / "dir.pt").mkdir()
+    r = run_cli("weights", "inspect", str(tmp_path / "pipe.pt"), str(tmp_path / "dir.pt"), "--format", "json",
+                timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["error"] for row in rows] == [f"{tmp_path / n}: not a regular file" for n in ("pipe.pt", "dir.pt")]
+
+
 def test_legacy_file_hash_heads_still_match_and_learn_the_tensor_id(tiny, tmp_path, monkeypatch):
     """A head recorded with the file-SHA-256 identity (like the shipped UnivFD head) matches
     the backbone loaded from that very file, and afterwards the same tensors in another format;

@@ -16,11 +16,16 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
 
     Example: aiidetect weights list -f json
     """
+    from rich.markup import escape
+
     from ..api import head_rows
-    from ..heads import weights_dirs
+    from ..heads import unreadable_heads, weights_dirs
+    from .common import stderr_console
 
     dirs = weights_dirs(weights_dir or [])
     rows = head_rows(dirs)
+    for path, why in unreadable_heads(dirs):  # listed nowhere else: say so (`weights verify` fails them)
+        stderr_console().print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
     if fmt == "json":
         typer.echo(json.dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
         return
@@ -46,23 +51,38 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                                                help="Also build the backbone and check every head's fingerprint against it.")):
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
 
+    Exit 2 when a head fails, or when --check-backbone cannot build the backbone.
+
     Example: aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from ..api import verify_heads
     from ..heads import weights_dirs
 
+    from .common import stderr_console
+
     con = Console()
     spec = backbone_opts.spec() if check_backbone else None
-    checked = verify_heads(weights_dirs(weights_dir or []), spec,
-                           on_note=lambda msg: con.print(f"[yellow]backbone unavailable[/]: {msg}"))
+    unchecked: list[str] = []
+
+    def note(msg: str) -> None:
+        # The check asked for did not happen: an error (stderr, exit 2), not a note a fleet check
+        # reads past (a damaged backbone in the cache printed this and exited 0).
+        unchecked.append(msg)
+        stderr_console().print(f"[bold red]error:[/] backbone unavailable, fingerprints not checked: {escape(msg)}",
+                               highlight=False, soft_wrap=True)
+
+    checked = verify_heads(weights_dirs(weights_dir or []), spec, on_note=note)
     for name, path, problems in checked:
+        # names and reasons come from manifests: never markup
         if problems:
-            con.print(f"[red]FAIL[/] {name} ({path}): " + "; ".join(problems), highlight=False)
+            con.print(f"[red]FAIL[/] {escape(name)} ({escape(path)}): " + escape("; ".join(problems)), highlight=False,
+                      soft_wrap=True)
         else:
-            con.print(f"[green]ok[/]   {name} ({path})", highlight=False)
-    raise typer.Exit(EXIT_ERROR if any(p for _, _, p in checked) else EXIT_OK)
+            con.print(f"[green]ok[/]   {escape(name)} ({escape(path)})", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR if unchecked or any(p for _, _, p in checked) else EXIT_OK)
 
 
 def register(apps) -> None:

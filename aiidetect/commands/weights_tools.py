@@ -34,6 +34,14 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
             typer.echo("  ".join(f"{k}: {v}" for k, v in r.items()))
 
 
+def _note(message: str) -> None:
+    from rich.markup import escape
+
+    from .common import stderr_console
+
+    stderr_console().print(f"note: {escape(message)}", highlight=False)
+
+
 def fetch(
     spec: Optional[str] = typer.Argument(None, help="open_clip MODEL/TAG, e.g. ViT-L-14/openai."),
     url: Optional[str] = typer.Option(None, "--url", help="Any checkpoint URL (needs --sha256 unless the URL carries it)."),
@@ -48,6 +56,9 @@ def fetch(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched from where; no network."),
     fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, max=3600.0,
+                                  help="Seconds after which a silent connection, or one slower than 8 KiB/s over "
+                                       "that long, is dropped and resumed (3 times, then exit 2)."),
 ):
     """Download backbone weights and verify them: the only command that uses the network.
 
@@ -71,7 +82,7 @@ def fetch(
         if prog:
             prog.start()
         try:
-            res = download(plan, progress=update)
+            res = download(plan, progress=update, on_wait=_note, timeout=timeout)
         finally:
             if prog:
                 prog.stop()

@@ -1,8 +1,11 @@
 """End to end as a user: train a head with a small random-init CLIP backbone,
 then scan with it; the shipped UnivFD head must explain why it cannot run."""
 import json
+import shutil
 
-from conftest import jsonl, run_cli
+import pytest
+
+from conftest import REPO, jsonl, run_cli
 
 
 def test_scan_uses_trained_head(trained, dev_dir):
@@ -42,6 +45,40 @@ def test_weights_list_and_verify(trained):
     blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
     r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(trained)})
     assert r.returncode == 2 and "checksum" in r.stdout
+
+
+@pytest.mark.parametrize("manifest", ['{"name": "x", "detector": "li', "5", '{"name": {}, "detector": "linear"}',
+                                      '{"name": "x", "detector": "linear", "files": [1]}',
+                                      '{"name": "x", "detector": "linear", "backbone": "ViT-L-14"}'])
+def test_a_head_with_a_damaged_manifest_fails_verify(tmp_path, manifest):
+    """A truncated manifest made the head invisible: verify printed nothing and exited 0, list said
+    'no heads found'. A manifest of the wrong shape crashed both (TypeError, AttributeError)."""
+    shutil.copytree(REPO / "weights" / "univfd", tmp_path / "univfd")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text(manifest)
+    r = run_cli("weights", "verify", "--weights-dir", str(tmp_path), env={"COLUMNS": "60"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stdout.splitlines()  # one line per head, however narrow the terminal
+    assert len(lines) == 2 and lines[0] == f"ok   univfd ({tmp_path / 'univfd'})", r.stdout
+    assert lines[1].startswith(f"FAIL broken ({tmp_path / 'broken'}): ") and "manifest.json" in lines[1]
+    r = run_cli("weights", "list", "--weights-dir", str(tmp_path), "--format", "json")
+    assert r.returncode == 0 and [h["name"] for h in json.loads(r.stdout)["heads"]] == ["univfd"]
+    assert f"skipped {tmp_path / 'broken'}: damaged head" in r.stderr
+
+
+def test_verify_check_backbone_with_a_damaged_backbone_fails(tmp_path):
+    """A damaged checkpoint in the cache: --check-backbone printed 'backbone unavailable' on stdout,
+    'ok' for every head, and exited 0, so a fleet check passed without checking a fingerprint."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "ViT-B-16.pt").write_bytes(b"not a checkpoint" * 100)
+    r = run_cli("weights", "verify", "--check-backbone", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                "--weights-dir", str(REPO / "weights"), env={"AIIDETECT_CLIP_CACHE": str(clip), "COLUMNS": "60"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [f"ok   univfd ({REPO / 'weights' / 'univfd'})"]  # its files are fine
+    assert len(r.stderr.splitlines()) == 1 and "fingerprints not checked" in r.stderr
+    assert "ViT-B-16.pt" in r.stderr and "unreadable" in r.stderr
+    assert run_cli("weights", "verify", "--weights-dir", str(REPO / "weights")).returncode == 0
 
 
 def test_dev_set_one_record_per_file(dev_dir):
