@@ -22,6 +22,7 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -97,6 +98,56 @@ def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
         params.setdefault("name", m.get("name"))
         m = params
     return m
+
+
+def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float | None = None) -> float | None:
+    v = m.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{key} must be a finite number, not {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{key} must lie in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], not {v!r}")
+    return float(v)
+
+
+def check_model(model: Mapping[str, Any] | None) -> None:
+    """Raise ValueError naming the first number `fuse` reads from this model
+    that would make nonsense of a verdict. A manifest is a file anyone can
+    edit, and fuse reads it per file without checks: an infinite bias calls
+    every photo ai-generated, a negative weight turns a detector upside down,
+    NaN or an inverted band silently makes a side unreachable. The bounds are
+    the ones ``aiidetect calibrate`` fits within (docs/fusion.md), so every
+    model it writes passes. Calibration blocks are not checked here: fuse
+    drops a detector whose block it cannot read, and says so per file."""
+    if not model:
+        return
+    if not isinstance(model, Mapping):
+        raise ValueError(f"a fusion model is a JSON object, not {type(model).__name__}")
+    if model.get("detector") == FUSION_DETECTOR:
+        if not isinstance(model.get("params"), Mapping):
+            raise ValueError("its 'params' must be a JSON object")
+        if model.get("threshold") is not None and not isinstance(model["threshold"], Mapping):
+            raise ValueError("its 'threshold' must be a JSON object")
+    m = normalize_model(model)
+    # A missing side takes its default in fuse. A side that crosses 0.5 would
+    # call a file the less likely class (and is how an inverted band shows).
+    _number(m, "ai_threshold", 0.5, 1.0)
+    _number(m, "real_threshold", 0.0, 0.5)
+    dets = m.get("detectors")
+    if dets is not None:
+        if not isinstance(dets, Mapping):
+            raise ValueError(f"'detectors' must map detector names to their entries, not {type(dets).__name__}")
+        for name, d in dets.items():
+            if not isinstance(d, Mapping):
+                raise ValueError(f"detector {name!r}: its entry must be a JSON object, not {type(d).__name__}")
+            try:
+                _number(d, "weight", 0.0)
+            except ValueError as exc:
+                raise ValueError(f"detector {name!r}: {exc}") from None
+    _number(m, "evidence_weight", 0.0, 1.0)
+    _number(m, "bias")
+    _number(m, "soft_evidence_cap", 0.0)
 
 
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -218,11 +269,18 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
 
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
-    "fusion") in the weights search path, as its manifest; None if there is none."""
+    "fusion") in the weights search path, as its manifest; None if there is none.
+    ValueError when that manifest fails :func:`check_model`: the caller
+    decides whether to stop or fall back to the rules, never this function
+    by skipping to another model."""
     from .heads import find_heads, weights_dirs
 
     for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR):
         if name is None or manifest.get("name") == name:
+            try:
+                check_model(manifest)
+            except ValueError as exc:
+                raise ValueError(f"fusion model {path}: {exc}") from None
             return {**manifest, "path": str(path)}
     return None
 

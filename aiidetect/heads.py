@@ -158,6 +158,10 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
         m = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
+    except RecursionError:  # "[[[[..." nested past the parser's stack: a damaged or hostile file
+        raise HeadError(f"cannot read {p}: JSON nested too deeply") from None
+    if not isinstance(m, dict):
+        raise HeadError(f"{p} is not a JSON object")
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"{p} has no {key!r}")

@@ -92,3 +92,78 @@ def test_reasons_rank_what_moved_the_verdict():
     assert out.reasons[0].startswith("linear:")
     assert "nats" in out.reasons[0]
     assert out.contributions["linear"] > 0 > out.contributions["metadata:exif.camera"]
+
+
+VALID = {"name": "fz", "detector": "fusion", "threshold": {"ai": 0.93, "real": 0.2},
+         "params": {"detectors": {"linear": {"calibration": {"method": "temperature", "T": 2.0}, "weight": 0.7}},
+                    "evidence_weight": 0.5, "bias": -0.3, "soft_evidence_cap": 2.0,
+                    "ai_threshold": 0.93, "real_threshold": 0.2}}
+
+
+def _edit(path: str, value):
+    import copy
+
+    m = copy.deepcopy(VALID)
+    *parents, key = path.split(".")
+    d = m
+    for p in parents:
+        d = d[p]
+    if value is KeyError:
+        del d[key]
+    else:
+        d[key] = value
+    return m
+
+
+@pytest.mark.parametrize("path, value, says", [
+    ("params.ai_threshold", math.nan, "ai_threshold must be a finite number"),
+    ("params.real_threshold", math.nan, "real_threshold must be a finite number"),
+    ("params.ai_threshold", math.inf, "ai_threshold must be a finite number"),
+    ("params.ai_threshold", "0.95", "ai_threshold must be a finite number, not '0.95'"),
+    ("params.ai_threshold", True, "ai_threshold must be a finite number"),
+    ("params.ai_threshold", 0.2, "ai_threshold must lie in [0.5, 1.0]"),      # inverted band
+    ("params.ai_threshold", 0.0, "ai_threshold must lie in [0.5, 1.0]"),      # fuse read 0 as "default"
+    ("params.real_threshold", 0.8, "real_threshold must lie in [0.0, 0.5]"),
+    ("params.real_threshold", -1.0, "real_threshold must lie in [0.0, 0.5]"),
+    ("params.bias", math.inf, "bias must be a finite number"),
+    ("params.bias", "x", "bias must be a finite number"),
+    ("params.evidence_weight", 1e300, "evidence_weight must lie in [0.0, 1.0]"),
+    ("params.soft_evidence_cap", math.nan, "soft_evidence_cap must be a finite number"),
+    ("params.soft_evidence_cap", -2.0, "soft_evidence_cap must lie in"),
+    ("params.detectors.linear.weight", -5.0, "detector 'linear': weight must lie in [0.0, inf]"),
+    ("params.detectors.linear.weight", math.nan, "detector 'linear': weight must be a finite number"),
+    ("params.detectors.linear.weight", "heavy", "detector 'linear': weight must be a finite number"),
+    ("params.detectors.linear", "x", "detector 'linear': its entry must be a JSON object"),
+    ("params.detectors", [1, 2], "'detectors' must map detector names"),
+    ("params", "x", "'params' must be a JSON object"),
+    ("params", KeyError, "'params' must be a JSON object"),
+    ("threshold", "x", "'threshold' must be a JSON object"),
+])
+def test_a_hostile_fusion_model_is_refused_naming_the_number(path, value, says):
+    """Each of these, read by fuse as it was, gave nonsense or a crash per file:
+    an infinite bias called every photo ai-generated, a negative weight turned
+    the detector upside down, NaN or an inverted band made a side unreachable,
+    a string raised in the middle of a scan."""
+    from aiidetect.fusion import check_model
+
+    with pytest.raises(ValueError) as exc:
+        check_model(_edit(path, value))
+    assert says in str(exc.value)
+
+
+def test_the_band_from_the_threshold_block_is_checked_too():
+    from aiidetect.fusion import check_model
+
+    m = _edit("params.ai_threshold", KeyError)
+    m["threshold"]["ai"] = 0.3
+    with pytest.raises(ValueError, match="ai_threshold must lie"):
+        check_model(m)
+
+
+def test_valid_models_and_plain_bands_pass_the_check():
+    from aiidetect.fusion import check_model
+
+    for m in (None, {}, VALID, {"ai_threshold": 0.75, "real_threshold": 0.2}, {"ai_threshold": 0.5, "real_threshold": 0.5},
+              _edit("params.detectors.linear.calibration", {"method": "sharpen"}),  # fuse drops it per file, with a note
+              _edit("params.bias", KeyError), _edit("threshold", KeyError)):
+        check_model(m)

@@ -333,3 +333,46 @@ def test_stdin_list_with_non_utf8_names(corpus):
     recs = [strict_loads(x) for x in r.stdout.decode("utf-8").splitlines()]
     assert [(_rel(d, x), (x["error"] or {}).get("code")) for x in recs] == [
         (b"names/bad\xff\xfename.jpg", None), (b"names/a[/b]/c.jpg", None), (b"gone\xff.jpg", "unreadable")]
+
+
+def test_a_hostile_fusion_model_is_refused_or_ignored_aloud(tmp_path):
+    """A hand-edited fusion model whose numbers would make nonsense verdicts
+    (here an infinite bias: every file ai-generated at p_ai 1.0): named with
+    --fusion PATH it stops the run (exit 2, the number named); found in the
+    weights folders it is left out with a note and the default rules decide;
+    eval refuses it."""
+    from PIL import Image
+
+    img = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(img)
+    head = tmp_path / "weights" / "fz"
+    head.mkdir(parents=True)
+    # Python's json writes Infinity, and reads it back, like a hand edit would leave it
+    (head / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion", "params": {
+        "detectors": {"metadata": {"weight": 1.0}}, "bias": float("inf"), "ai_threshold": 0.9, "real_threshold": 0.1}}))
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", "--fusion", str(head), env=env)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"fusion model {head}: bias must be a finite number, not inf" in r.stderr
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0, r.stderr
+    rec = strict_loads(r.stdout)
+    assert rec["fusion"] == {"kind": "rules"} and rec["p_ai"] != 1.0
+    assert "fusion model not loaded" in r.stderr and "bias must be a finite number" in r.stderr
+    man = tmp_path / "m.csv"
+    man.write_text(f"file,label\n{img},real\n")
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", env=env)
+    assert r.returncode == 2 and "bias must be a finite number" in r.stderr and "--fusion none" in r.stderr
+
+
+def test_a_fusion_manifest_nested_past_the_parser_is_a_clear_error(tmp_path):
+    head = tmp_path / "deep"
+    head.mkdir()
+    (head / "manifest.json").write_text('{"name": "d", "detector": "fusion", "params": '
+                                        + "[" * 100_000 + "]" * 100_000 + "}")
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
+    assert r.returncode == 2 and "JSON nested too deeply" in r.stderr and "RecursionError" not in r.stderr
