@@ -14,7 +14,7 @@ that real photos are called ai-generated at most at a target rate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +22,7 @@ import numpy as np
 
 # The score -> probability maps live in probability, which fusion also uses at
 # serving time; re-exported here because fitting is this module's business.
+from .fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
 from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt,  # noqa: F401
                           fit_temperature, logit, sigmoid)
 
@@ -37,10 +38,26 @@ class Band:
     fnr: float | None = None      # share of calibration AI images called likely-real
     n_real: int = 0
     n_ai: int = 0
+    fpr_upper: float | None = None  # 95% one-sided upper confidence bound on the rate behind `fpr`
+    fnr_upper: float | None = None
+    notes: list[str] = field(default_factory=list)  # what the data could not support, and what was done
 
     def to_dict(self) -> dict[str, Any]:
         return {"ai": self.ai, "real": self.real, "fpr_at_band": self.fpr, "fnr_at_band": self.fnr,
-                "n_real": self.n_real, "n_ai": self.n_ai}
+                "fpr_upper_95": self.fpr_upper, "fnr_upper_95": self.fnr_upper,
+                "n_real": self.n_real, "n_ai": self.n_ai, "notes": list(self.notes)}
+
+
+def rate_upper_bound(k: int, n: int, confidence: float = 0.95) -> float | None:
+    """Clopper-Pearson one-sided upper confidence bound on a rate seen k times
+    in n: 0 of 10 real photos above the band still allows a true rate up to 26%."""
+    if n <= 0:
+        return None
+    if k >= n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(confidence, k + 1, n - k))
 
 
 def _upper_threshold(neg: np.ndarray, rate: float) -> float:
@@ -53,26 +70,52 @@ def _upper_threshold(neg: np.ndarray, rate: float) -> float:
     return float(np.nextafter(s[k], np.inf))
 
 
+RULES_BAND = (DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD)
+
+
+def _needed(rate: float) -> str:
+    return f"at least {math.ceil(1 / rate - 1e-9)} needed" if rate > 0 else "no finite number of images can"
+
+
 def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
-                floor: tuple[float, float] = (0.5, 0.5)) -> Band:
+                floor: tuple[float, float] = (0.5, 0.5), unsupported: tuple[float, float] = RULES_BAND) -> Band:
     """The widest-confidence band meeting both targets on this data.
 
     ai threshold: real photos reach it at most at `max_fpr` (finite-sample:
     at most floor(max_fpr * n_real) of them). real threshold: AI images fall to
     it at most at `max_fnr`. Thresholds never cross 0.5 (`floor`), so the band
     always contains 0.5 and a coin flip is never a firm verdict.
+
+    A side whose class has fewer than 1 / target images (under 100 real photos
+    for a 1% target) cannot show the target at all: the smallest rate it can
+    observe, 1 / n, is already above it, and "above every real photo seen" on
+    ten photos says next to nothing about the eleventh. Such a side is never
+    narrower than the default rules' band (`unsupported`), and `notes` says so.
     """
     p, y = np.asarray(p, float).ravel(), np.asarray(y, int).ravel()
     neg, pos = p[y == 0], p[y == 1]
     if neg.size == 0 or pos.size == 0:
         raise ValueError("choosing the band needs both real and AI calibration images")
+    notes = []
     hi = max(_upper_threshold(neg, max_fpr), floor[0])
+    if neg.size * max_fpr < 1 - 1e-9:
+        notes.append(f"{neg.size} real images cannot show a {100 * max_fpr:g}% false-positive rate "
+                     f"({_needed(max_fpr)}): the ai-generated threshold is kept at or above the default rules' "
+                     f"{unsupported[0]:g}")
+        hi = max(hi, unsupported[0])
     hi = min(hi, 1.0)
     lo = -_upper_threshold(-pos, max_fnr)
     lo = min(lo, floor[1])
+    if pos.size * max_fnr < 1 - 1e-9:
+        notes.append(f"{pos.size} AI images cannot show a {100 * max_fnr:g}% false-negative rate "
+                     f"({_needed(max_fnr)}): the likely-real threshold is kept at or below the default rules' "
+                     f"{unsupported[1]:g}")
+        lo = min(lo, unsupported[1])
     lo = max(lo, 0.0)
-    return Band(ai=float(hi), real=float(lo), fpr=float(np.mean(neg >= hi)), fnr=float(np.mean(pos <= lo)),
-                n_real=int(neg.size), n_ai=int(pos.size))
+    k_fp, k_fn = int(np.sum(neg >= hi)), int(np.sum(pos <= lo))
+    return Band(ai=float(hi), real=float(lo), fpr=k_fp / neg.size, fnr=k_fn / pos.size,
+                n_real=int(neg.size), n_ai=int(pos.size), fpr_upper=rate_upper_bound(k_fp, int(neg.size)),
+                fnr_upper=rate_upper_bound(k_fn, int(pos.size)), notes=notes)
 
 
 # --- the fusion model -------------------------------------------------------

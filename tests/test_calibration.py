@@ -1,6 +1,7 @@
 """Calibration on synthetic scores with known answers."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from aiidetect import calibration as C
 from aiidetect.records import DetectorResult, Evidence
@@ -69,6 +70,39 @@ def test_band_never_crosses_one_half():
     y = np.r_[np.zeros(50), np.ones(50)]
     b = C.choose_band(p, y)
     assert b.ai >= 0.5 and b.real <= 0.5
+
+
+def test_band_on_too_few_images_is_never_narrower_than_the_rules():
+    """Ten real photos, all below 0.6: "above every real seen" put the ai
+    threshold at 0.6, and a random-init probe calibrated so called 87 of the
+    dev set's 93 real photos ai-generated. Ten photos cannot show a 1% rate
+    (0 of 10 still allows 26%), so the rules' band stays, and the band says why."""
+    rng = np.random.default_rng(8)
+    p = np.r_[rng.uniform(0.3, 0.6, 10), rng.uniform(0.7, 0.99, 10)]
+    y = np.r_[np.zeros(10), np.ones(10)]
+    b = C.choose_band(p, y, max_fpr=0.01, max_fnr=0.05)
+    assert (b.ai, b.real) == (0.9, 0.1)
+    assert b.fpr == 0.0 and b.fpr_upper == pytest.approx(1 - 0.05 ** (1 / 10))
+    assert len(b.notes) == 2 and "10 real images cannot show a 1% false-positive rate" in b.notes[0]
+    assert b.to_dict()["notes"] == b.notes and b.to_dict()["fpr_upper_95"] == b.fpr_upper
+    # enough images for the target: the data decides, nothing to note
+    many = C.choose_band(np.r_[rng.uniform(0.3, 0.6, 100), rng.uniform(0.7, 0.99, 20)],
+                         np.r_[np.zeros(100), np.ones(20)], max_fpr=0.01, max_fnr=0.05)
+    assert many.ai < 0.9 and many.real == 0.5 and many.notes == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+       st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5]), st.sampled_from([0.0, 0.05, 0.3]))
+def test_band_properties(real, ai, max_fpr, max_fnr):
+    real, ai = np.array(real), np.array(ai)
+    b = C.choose_band(np.r_[real, ai], np.r_[np.zeros(real.size), np.ones(ai.size)], max_fpr, max_fnr)
+    assert 0.0 <= b.real <= 0.5 <= b.ai <= 1.0
+    assert np.mean(real >= b.ai) <= max_fpr + 1e-12 or b.ai == 1.0   # in-sample target met (1.0 is the ceiling)
+    assert np.mean(ai <= b.real) <= max_fnr + 1e-12 or b.real == 0.0
+    assert (b.ai >= 0.9) if real.size * max_fpr < 1 else True
+    assert (b.real <= 0.1) if ai.size * max_fnr < 1 else True
+    assert b.fpr <= b.fpr_upper <= 1.0 and b.fnr <= b.fnr_upper <= 1.0
 
 
 class _S:  # Scored-like

@@ -126,6 +126,9 @@ def test_calibrate_then_eval_uses_the_fusion_model(dataset, tmp_path, weights_di
     man = json.loads((head / "manifest.json").read_text())
     assert man["detector"] == "fusion" and man["data"]["n"] == 19
     assert "fakebright" in man["params"]["detectors"] and 0.5 <= man["threshold"]["ai"] <= 1
+    # 8 real photos cannot show a 1% false-positive rate: the band keeps the rules' 0.9 and both outputs say so
+    assert man["threshold"]["ai"] >= 0.9 and "8 real images cannot show a 1% false-positive rate" in r.output
+    assert man["threshold"]["notes"][0].startswith("8 real images") and man["threshold"]["fpr_upper_95"] > 0.3
     out = tmp_path / "o2"
     r = cli("eval", str(dataset), "-d", "fakebright", "--out", str(out), "--no-plots", "-q")
     assert r.exit_code == 0, r.output
