@@ -176,3 +176,23 @@ def test_attribution_formats():
     assert _attribution(ok({"label": "mj"})) == "mj"
     assert _attribution(ok([{"label": "glide", "p": 0.7}, {"label": "adm", "p": 0.2}])) == "glide"
     assert _attribution(DetectorResult.unavailable("x")) is None
+
+
+def test_eval_reads_a_spreadsheet_manifest_and_refuses_bad_rows(dataset, tmp_path):
+    """Through the installed command: a BOM + CRLF manifest is read (it died
+    with KeyError: 'file', exit 2); a label it cannot read is exit 2 naming
+    the line, not a row dropped in silence."""
+    from conftest import run_cli
+
+    rows = [(dataset / "real" / "r0.jpg", "Real"), (dataset / "ai" / "genA" / "genA0.png", "AI")]
+    man = tmp_path / "m.csv"
+    man.write_bytes(("file,label\r\n" + "".join(f"{p},{l}\r\n" for p, l in rows)).encode("utf-8-sig"))
+    out = tmp_path / "out"
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", "--fusion", "none", "--no-plots", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["run"]["n_real"], m["run"]["n_ai"]) == (1, 1)
+    man.write_text(f"file,label\n{rows[0][0]},real\n{rows[1][0]},synthetic\n")
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", "--fusion", "none")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "line 3: label 'synthetic'" in r.stderr and "Traceback" not in r.stderr
