@@ -174,24 +174,34 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     if (y_all == 0).sum() < min_per_class or (y_all == 1).sum() < min_per_class:
         raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
                          f"that decode (got {(y_all == 0).sum()} real, {(y_all == 1).sum()} AI)")
-    names = sorted({n for s in items for n in split_results(s.results)[0]})
+    # Every pixel detector that answered, finite or not, so one that only gave NaN is reported as skipped.
+    names = sorted({n for s in items for n, r in s.results.items()
+                    if r is not None and r.status == "ok" and not r.evidence and r.p_ai is not None})
     cals: dict[str, Calibrator] = {}
     det_report: dict[str, Any] = {}
     for n in names:
-        xs, ys = [], []
+        xs, ys, broken = [], [], 0
         for s in items:
-            r = split_results(s.results)[0].get(n)
-            x = detector_input(r) if r is not None else None
-            if x is not None:
-                xs.append(x)
-                ys.append(s.label)
+            r = s.results.get(n)
+            if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
+                continue
+            # NaN or an infinite score: one of them pulled T to its bound and the weight to 0
+            x = detector_input(r)
+            if x is None:
+                broken += 1
+                continue
+            xs.append(x)
+            ys.append(s.label)
         xs_a, ys_a = np.array(xs, float), np.array(ys, int)
         if len(set(ys)) < 2 or min((ys_a == 0).sum(), (ys_a == 1).sum()) < min_per_class:
-            det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"}
+            det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"
+                                        + (f"; {broken} non-finite outputs left out" if broken else "")}
             continue
         cal = fit(xs_a, ys_a, method)
         cals[n] = cal
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
+        if broken:
+            det_report[n]["non_finite"] = broken
     names = [n for n in names if n in cals]
     cap = SOFT_EVIDENCE_CAP
     rows, ys = [], []

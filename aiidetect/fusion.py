@@ -59,10 +59,16 @@ def detector_input(r: DetectorResult) -> float | None:
     if r.status != "ok":
         return None
     if r.score is not None and (r.score_kind or "").lower() in ("logit", "log-odds", "logodds"):
-        return float(r.score)
-    if r.p_ai is not None:
+        # A NaN or infinite logit is a numerical failure, not certainty: its
+        # p_ai was computed from it, so neither is read.
+        return float(r.score) if _is_finite(r.score) else None
+    if _is_finite(r.p_ai):
         return _logit(r.p_ai)
     return None
+
+
+def _is_finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def split_results(results: Mapping[str, DetectorResult]):
@@ -78,9 +84,22 @@ def split_results(results: Mapping[str, DetectorResult]):
                 if e.direction == "neutral" or not e.strength:
                     continue
                 (decisive if e.decisive else soft).append((name, e))
-        elif r.p_ai is not None:
+        elif _is_finite(r.p_ai):
             pixel[name] = r
     return pixel, soft, decisive
+
+
+def _broken(results: Mapping[str, DetectorResult]) -> list[str]:
+    """Pixel detectors that answered "ok" with a NaN or infinite number: rule 1
+    drops them (one NaN made the whole p_ai NaN; an infinite logit in a fitted
+    model called the file ai-generated at p 1.0 whatever the others said)."""
+    out = []
+    for name, r in results.items():
+        if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
+            continue
+        if not _is_finite(r.p_ai) or (detector_input(r) is None):
+            out.append(f"{name}: non-finite output (p_ai={r.p_ai!r}, score={r.score!r}), ignored")
+    return out
 
 
 def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -166,7 +185,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     cap = float(m.get("soft_evidence_cap", SOFT_EVIDENCE_CAP))
     pixel, soft, decisive = split_results(results)
     contrib: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = _broken(results)
+    pixel = {n: r for n, r in pixel.items() if detector_input(r) is not None}
 
     # Pixel detectors.
     fitted = bool(m.get("detectors"))

@@ -170,3 +170,24 @@ def test_fusion_never_amplifies_soft_evidence_nor_flips_a_detector():
     p = C.fit_fusion(items)["params"]
     assert p["evidence_weight"] == pytest.approx(1.0)
     assert p["detectors"]["inv"]["weight"] == 0.0
+
+
+def test_fit_fusion_leaves_non_finite_scores_out_and_counts_them():
+    """One NaN and one infinite logit among 60 scores pulled the temperature to
+    its bound (T = 1000), the weight to 0 and the band to None."""
+    rng = np.random.default_rng(9)
+    items = []
+    for i in range(60):
+        y = i % 2
+        z = float(rng.normal(1.0 if y else -1.0, 1.5))
+        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    clean = C.fit_fusion(items)["params"]
+    items[0].results["pix"] = DetectorResult("ok", p_ai=float("nan"), score=float("nan"), score_kind="logit")
+    items[1].results["pix"] = DetectorResult("ok", p_ai=1.0, score=float("inf"), score_kind="logit")
+    p = C.fit_fusion(items)["params"]
+    d = p["detectors"]["pix"]
+    assert d["non_finite"] == 2 and d["n"] == 58
+    assert 0.3 < d["calibration"]["T"] < 3 and d["weight"] > 0.3
+    assert d["calibration"]["T"] == pytest.approx(clean["detectors"]["pix"]["calibration"]["T"], rel=0.5)
+    assert 0.5 <= p["ai_threshold"] <= 1 and 0 <= p["real_threshold"] <= 0.5
+

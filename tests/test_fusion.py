@@ -167,3 +167,22 @@ def test_valid_models_and_plain_bands_pass_the_check():
               _edit("params.detectors.linear.calibration", {"method": "sharpen"}),  # fuse drops it per file, with a note
               _edit("params.bias", KeyError), _edit("threshold", KeyError)):
         check_model(m)
+
+
+def test_a_non_finite_detector_output_drops_out_and_says_so():
+    """Rule 1 for a detector that answers "ok" with NaN or an infinite logit: it
+    made the whole p_ai NaN beside a confident detector, and in a fitted model an
+    infinite logit called the file ai-generated at p 1.0 over a detector at 0.01."""
+    nan, inf = float("nan"), float("inf")
+    out = fuse({"a": ok(nan), "b": ok(0.999)})
+    assert out.p_ai == pytest.approx(0.999) and out.verdict == "ai-generated" and "a" not in out.contributions
+    assert "a: non-finite output (p_ai=nan, score=None), ignored" in out.reasons
+    model = {"detectors": {"a": {"calibration": {"method": "temperature", "T": 2.0}, "weight": 1.0},
+                           "b": {"calibration": {"method": "none"}, "weight": 1.0}},
+             "ai_threshold": 0.9, "real_threshold": 0.1}
+    for score in (inf, -inf, nan):
+        out = fuse({"a": ok(0.5, score=score), "b": ok(0.01)}, model)
+        assert out.verdict == "likely-real" and out.p_ai == pytest.approx(0.01), score
+        assert any(r.startswith("a: non-finite output") for r in out.reasons)
+    alone = fuse({"a": ok(nan)})
+    assert alone.p_ai is None and alone.verdict == "uncertain"

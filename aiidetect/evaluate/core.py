@@ -1,6 +1,7 @@
 """Scored items -> the metrics blocks of one evaluation condition."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
@@ -98,7 +99,10 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     for det in detectors:
         res = [scored[i].results.get(det.name) for i in ok]
         status = Counter(r.status if r is not None else "missing" for r in res)
-        have = np.array([r is not None and r.status == "ok" and r.p_ai is not None for r in res], dtype=bool)
+        # A NaN p_ai fails every ">= threshold" and so counted as a correct
+        # call on every real photo; a detector's non-finite answer is no answer.
+        said = [r is not None and r.status == "ok" and r.p_ai is not None for r in res]
+        have = np.array([h and math.isfinite(r.p_ai) for r, h in zip(res, said)], dtype=bool)
         p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
         thr = detector_threshold(det, res)
         b = _block(y_all[have], p[have], g_all[have], thr, n)
@@ -107,6 +111,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         if reasons:
             b["not_ok_reasons"] = dict(reasons.most_common(3))
         b["no_opinion"] = int(sum(1 for r in res if r is not None and r.status == "ok" and r.p_ai is None))
+        b["non_finite"] = int(sum(said) - have.sum())
         block["detectors"][det.name] = b
         columns["p"][det.name] = p
         att = [(_attribution(r), g) for r, g, yy in zip(res, g_all, y_all)]

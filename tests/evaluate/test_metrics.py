@@ -77,3 +77,21 @@ def test_confusion_matrix_matches_sklearn():
 
 def test_clean_makes_json_safe():
     assert M.clean({"a": np.float32(np.nan), "b": [np.int64(3), float("inf")]}) == {"a": None, "b": [3, None]}
+
+
+def test_eval_counts_a_non_finite_p_ai_as_no_answer():
+    """A NaN p_ai fails p >= threshold, so it counted as a correct call on a real photo."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"f{i}", y, "real" if y == 0 else "g", {"pix": DetectorResult("ok", p_ai=p)})
+             for i, (y, p) in enumerate([(0, float("nan")), (0, 0.9), (1, 0.8), (1, 0.7)])]
+    block, cols = condition_metrics(items, [Det()], None)
+    b = block["detectors"]["pix"]
+    assert b["non_finite"] == 1 and b["coverage"] == 0.75
+    assert b["overall"]["n_real"] == 1 and b["overall"]["acc_real"] == 0.0
+    assert np.isnan(cols["p"]["pix"][0])
