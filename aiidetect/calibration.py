@@ -97,7 +97,9 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
     if neg.size == 0 or pos.size == 0:
         raise ValueError("choosing the band needs both real and AI calibration images")
     notes = []
-    hi = max(_upper_threshold(neg, max_fpr), floor[0])
+    # Strictly either side of the floor: fuse calls p >= ai ai-generated, and
+    # a band of exactly 0.5 / 0.5 called p = 0.5 (no information) so.
+    hi = max(_upper_threshold(neg, max_fpr), float(np.nextafter(floor[0], np.inf)))
     if neg.size * max_fpr < 1 - 1e-9:
         notes.append(f"{neg.size} real images cannot show a {100 * max_fpr:g}% false-positive rate "
                      f"({_needed(max_fpr)}): the ai-generated threshold is kept at or above the default rules' "
@@ -105,7 +107,7 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
         hi = max(hi, unsupported[0])
     hi = min(hi, 1.0)
     lo = -_upper_threshold(-pos, max_fnr)
-    lo = min(lo, floor[1])
+    lo = min(lo, float(np.nextafter(floor[1], -np.inf)))
     if pos.size * max_fnr < 1 - 1e-9:
         notes.append(f"{pos.size} AI images cannot show a {100 * max_fnr:g}% false-negative rate "
                      f"({_needed(max_fnr)}): the likely-real threshold is kept at or below the default rules' "

@@ -88,7 +88,20 @@ def test_band_on_too_few_images_is_never_narrower_than_the_rules():
     # enough images for the target: the data decides, nothing to note
     many = C.choose_band(np.r_[rng.uniform(0.3, 0.6, 100), rng.uniform(0.7, 0.99, 20)],
                          np.r_[np.zeros(100), np.ones(20)], max_fpr=0.01, max_fnr=0.05)
-    assert many.ai < 0.9 and many.real == 0.5 and many.notes == []
+    assert many.ai < 0.9 and many.real == pytest.approx(0.5) and many.notes == []
+
+
+def test_a_coin_flip_is_never_a_firm_verdict_at_the_floor():
+    """Reals all below 0.5 and AI all above put both thresholds on the 0.5
+    floor, and fuse (p >= ai) called p_ai = 0.5 ai-generated."""
+    from aiidetect.fusion import fuse
+
+    p = np.r_[np.linspace(0.05, 0.45, 200), np.linspace(0.55, 0.95, 40)]
+    b = C.choose_band(p, np.r_[np.zeros(200), np.ones(40)])
+    assert 0.5 < b.ai < 0.5 + 1e-12 and 0.5 - 1e-12 < b.real < 0.5
+    band = {"ai_threshold": b.ai, "real_threshold": b.real}
+    assert fuse({"a": DetectorResult("ok", p_ai=0.5)}, band).verdict == "uncertain"
+    assert fuse({"a": DetectorResult("ok", p_ai=0.51)}, band).verdict == "ai-generated"
 
 
 @settings(max_examples=300, deadline=None)
@@ -97,7 +110,7 @@ def test_band_on_too_few_images_is_never_narrower_than_the_rules():
 def test_band_properties(real, ai, max_fpr, max_fnr):
     real, ai = np.array(real), np.array(ai)
     b = C.choose_band(np.r_[real, ai], np.r_[np.zeros(real.size), np.ones(ai.size)], max_fpr, max_fnr)
-    assert 0.0 <= b.real <= 0.5 <= b.ai <= 1.0
+    assert 0.0 <= b.real < 0.5 < b.ai <= 1.0
     assert np.mean(real >= b.ai) <= max_fpr + 1e-12 or b.ai == 1.0   # in-sample target met (1.0 is the ceiling)
     assert np.mean(ai <= b.real) <= max_fnr + 1e-12 or b.real == 0.0
     assert (b.ai >= 0.9) if real.size * max_fpr < 1 else True
