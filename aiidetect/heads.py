@@ -153,13 +153,13 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
+    from .report.safe import loads_foreign
+
     p = Path(head_dir) / MANIFEST
     try:
-        m = json.loads(p.read_text())
+        m = loads_foreign(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
-    except RecursionError:  # "[[[[..." nested past the parser's stack: a damaged or hostile file
-        raise HeadError(f"cannot read {p}: JSON nested too deeply") from None
     if not isinstance(m, dict):
         raise HeadError(f"{p} is not a JSON object")
     for key in ("name", "detector"):
