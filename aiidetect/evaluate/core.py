@@ -8,10 +8,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fusion import fuse, normalize_model
+from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
 from .runner import Scored
 
 FUSED = "fused"
+MAX_LISTED = 1000  # unreadable files named per condition in metrics.json (all are counted)
 
 
 def detector_threshold(det, results=()) -> float:
@@ -94,6 +96,9 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     block: dict[str, Any] = {"condition": name, "n_items": len(scored), "n_scored": n,
                              "n_decode_errors": len(scored) - n,
                              "decode_errors": Counter(s.error.split(":")[0] for s in scored if s.error),
+                             # by name too: a count alone leaves the user to rerun scan to find them
+                             "unreadable": [{"file": display_path(s.path), "file_bytes": path_bytes_b64(s.path),
+                                             "error": s.error} for s in scored if s.error][:MAX_LISTED],
                              "detectors": {}, "attribution": {}}
     columns: dict[str, Any] = {"y": y_all, "generator": g_all, "path": [scored[i].path for i in ok], "p": {}}
     for det in detectors:

@@ -1,7 +1,6 @@
 """Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,6 +60,8 @@ def _cells(row) -> list:
 def print_tables(result: Mapping[str, Any], console) -> None:
     from rich.table import Table
 
+    from ..report.safe import printable
+
     for cond in result["conditions"]:
         t = Table(title=f"{cond['condition']}: {cond['n_scored']} images scored"
                         f"{', ' + str(cond['n_decode_errors']) + ' unreadable' if cond['n_decode_errors'] else ''}"
@@ -75,6 +76,13 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
                       f"({f['band']['model']}); real photos called ai-generated: {_f(f.get('real_called_ai'), True)}%, "
                       f"AI images called likely-real: {_f(f.get('ai_called_real'), True)}%")
+        bad = cond.get("unreadable") or []
+        for u in bad[:3]:
+            console.print(f"  unreadable: {printable(u['file'])} ({u['error']})", style="yellow", highlight=False,
+                          markup=False)
+        if cond["n_decode_errors"] > 3:
+            console.print(f"  ... {cond['n_decode_errors'] - 3} more unreadable (metrics.json lists "
+                          f"{min(len(bad), cond['n_decode_errors'])})", style="yellow", highlight=False, markup=False)
         for name, b in cond["detectors"].items():
             if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
                 console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False,
@@ -253,7 +261,12 @@ def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[st
     if make_plots:
         result["plots"] = [Path(p).name for p in plots(out, columns_by_cond)]
         files += result["plots"]
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "summary.md").write_text(summary_markdown(result))
+    from ..report.safe import clean_str, dumps
+
+    # Generator names and paths come from folder names, which need not be
+    # UTF-8: strict JSON and a writable summary, never a lone surrogate
+    # (summary.md died on one with UnicodeEncodeError, after the tables).
+    (out / "metrics.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(clean_str(summary_markdown(result)), encoding="utf-8")
     write_scores(out / "scores.csv", columns_by_cond)
     return ["metrics.json", "summary.md", "scores.csv"] + files

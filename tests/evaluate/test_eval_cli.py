@@ -196,3 +196,40 @@ def test_eval_reads_a_spreadsheet_manifest_and_refuses_bad_rows(dataset, tmp_pat
     r = run_cli("eval", str(man), "-d", "metadata", "-q", "--fusion", "none")
     assert r.returncode == 2 and r.stdout == ""
     assert "line 3: label 'synthetic'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_path):
+    """A generator folder and a broken file whose names are not UTF-8: eval
+    wrote lone surrogates into metrics.json, then died writing summary.md
+    (UnicodeEncodeError, exit 2). The unreadable file is named, not only counted."""
+    import base64
+    import os
+    import shutil
+
+    from conftest import run_cli
+    from aiidetect.report.safe import strict_loads
+
+    root = tmp_path / "d"
+    (root / "real").mkdir(parents=True)
+    shutil.copy(dataset / "real" / "r0.jpg", root / "real" / "r0.jpg")
+    gen = os.path.join(os.fsencode(root / "ai"), b"g\xff")
+    os.makedirs(gen)
+    # a file the metadata detector has an opinion on, so the generator gets a table row
+    sd = sorted((dev_dir / "ai" / "sd14").iterdir())[0]
+    shutil.copy(sd, os.fsdecode(os.path.join(gen, b"a" + os.fsencode(sd.suffix))))
+    bad = os.path.join(os.fsencode(root / "real"), b"bad\xfe.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    out = tmp_path / "out"
+    r = run_cli("eval", str(root), "-d", "metadata", "-q", "--fusion", "none", "--no-plots", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    raw = (out / "metrics.json").read_bytes()
+    assert b"\\ud" not in raw
+    cond = strict_loads(raw.decode("utf-8"))["conditions"][0]
+    assert set(cond["detectors"]["metadata"]["per_generator"]) == {"real", "g\ufffd"}, cond["detectors"]
+    assert cond["n_decode_errors"] == 1 and cond["decode_errors"] == {"unsupported-format": 1}
+    (u,) = cond["unreadable"]
+    assert u["file"].endswith("bad\ufffd.jpg") and base64.b64decode(u["file_bytes"]) == bad
+    assert u["error"].startswith("unsupported-format")
+    assert "g\ufffd" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "unreadable: " in r.stdout and "bad\ufffd.jpg (unsupported-format" in r.stdout
