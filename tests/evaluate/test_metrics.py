@@ -1,6 +1,7 @@
 """Metric functions against scikit-learn and hand-computed cases."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from sklearn import metrics as skm
 
 from aiidetect.evaluate import metrics as M
@@ -95,3 +96,36 @@ def test_eval_counts_a_non_finite_p_ai_as_no_answer():
     assert b["non_finite"] == 1 and b["coverage"] == 0.75
     assert b["overall"]["n_real"] == 1 and b["overall"]["acc_real"] == 0.0
     assert np.isnan(cols["p"]["pix"][0])
+
+
+_SCORE = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.25, 1e-9, 1 - 1e-9, 0.3, 0.3 + 1e-12]), st.floats(0.0, 1.0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), _SCORE), min_size=1, max_size=40))
+def test_ranking_metrics_match_sklearn_on_ties_extremes_and_tiny_sets(pairs):
+    """Heavy ties, scores at exactly 0 and 1, one or two items: every number
+    equals scikit-learn's, and one class gives None (never 0.5, never a crash)."""
+    import warnings
+
+    y = np.array([a for a, _ in pairs])
+    s = np.array([b for _, b in pairs])
+    if y.min() == y.max():
+        assert M.roc_auc(y, s) is None and M.tpr_at_fpr(y, s, 0.01) is None and M.best_threshold(y, s) == (None, None)
+        assert (M.average_precision(y, s) is None) == (y.max() == 0)
+        return
+    assert M.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert M.average_precision(y, s) == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    for f in (0.0, 0.01, 0.05, 0.5):
+        assert M.tpr_at_fpr(y, s, f) == tpr[fpr <= f + 1e-12].max()
+    t, bal = M.best_threshold(y, s)
+    assert bal == pytest.approx(max(skm.balanced_accuracy_score(y, (s >= u).astype(int))
+                                    for u in [*np.unique(s), np.inf]), abs=1e-12)
+    assert skm.balanced_accuracy_score(y, (s >= t).astype(int)) == pytest.approx(bal, abs=1e-12)
+    e = M.ece(y, s)
+    assert 0.0 <= e <= 1.0
+    if np.unique(s).size == 1:  # one bin: |share of AI - the score|
+        assert e == pytest.approx(abs(y.mean() - s[0]))
