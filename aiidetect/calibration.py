@@ -22,6 +22,7 @@ import numpy as np
 
 # The score -> probability maps live in probability, which fusion also uses at
 # serving time; re-exported here because fitting is this module's business.
+from .evaluate.metrics import rate_upper_bound
 from .fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
 from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt,  # noqa: F401
                           fit_temperature, logit, sigmoid)
@@ -46,18 +47,6 @@ class Band:
         return {"ai": self.ai, "real": self.real, "fpr_at_band": self.fpr, "fnr_at_band": self.fnr,
                 "fpr_upper_95": self.fpr_upper, "fnr_upper_95": self.fnr_upper,
                 "n_real": self.n_real, "n_ai": self.n_ai, "notes": list(self.notes)}
-
-
-def rate_upper_bound(k: int, n: int, confidence: float = 0.95) -> float | None:
-    """Clopper-Pearson one-sided upper confidence bound on a rate seen k times
-    in n: 0 of 10 real photos above the band still allows a true rate up to 26%."""
-    if n <= 0:
-        return None
-    if k >= n:
-        return 1.0
-    from scipy.stats import beta
-
-    return float(beta.ppf(confidence, k + 1, n - k))
 
 
 def _upper_threshold(neg: np.ndarray, rate: float) -> float:

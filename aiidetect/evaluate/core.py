@@ -138,6 +138,10 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     b["ai_called_real"] = vt["ai"]["likely-real"] / na if na else None
     b["ai_detected"] = vt["ai"]["ai-generated"] / na if na else None
     b["real_confirmed"] = vt["real"]["likely-real"] / nr if nr else None
+    # 0% of 3 real photos is not 0%: the counts and the 95% upper bound go with the two error rates.
+    b["real_called_ai_count"], b["ai_called_real_count"] = [vt["real"]["ai-generated"], nr], [vt["ai"]["likely-real"], na]
+    b["real_called_ai_upper_95"] = M.rate_upper_bound(vt["real"]["ai-generated"], nr)
+    b["ai_called_real_upper_95"] = M.rate_upper_bound(vt["ai"]["likely-real"], na)
     for g, row in b["per_generator"].items():
         m = (g_all == g) if g != "real" else (y_all == 0)
         c = Counter(verdicts[m].tolist())

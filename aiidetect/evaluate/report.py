@@ -19,6 +19,15 @@ def _f(x, pct: bool = False) -> str:
     return str(x)
 
 
+def _rate(f: Mapping[str, Any], key: str) -> str:
+    """'0.0% (0 of 3; 95% upper bound 63.2%)': an error rate with what it rests on."""
+    if f.get(key) is None:
+        return "- (no images of that class)"
+    k, n = f.get(f"{key}_count") or (None, None)
+    up = f.get(f"{key}_upper_95")
+    return f"{_f(f[key], True)}%" + (f" ({k} of {n}; 95% upper bound {_f(up, True)}%)" if n else "")
+
+
 def _row(name: str, b: Mapping[str, Any]) -> list[str]:
     o = b.get("overall") or {}
     vals = []
@@ -74,8 +83,8 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         console.print(t)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
-                      f"({f['band']['model']}); real photos called ai-generated: {_f(f.get('real_called_ai'), True)}%, "
-                      f"AI images called likely-real: {_f(f.get('ai_called_real'), True)}%")
+                      f"({f['band']['model']}); real photos called ai-generated: {_rate(f, 'real_called_ai')}, "
+                      f"AI images called likely-real: {_rate(f, 'ai_called_real')}", highlight=False)
         bad = cond.get("unreadable") or []
         for u in bad[:3]:
             console.print(f"  unreadable: {printable(u['file'])} ({u['error']})", style="yellow", highlight=False,
@@ -144,8 +153,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
                 _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]
         f = cond["fused"]
         out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
-                f"real photos called ai-generated {_f(f.get('real_called_ai'), True)}%, AI images called "
-                f"likely-real {_f(f.get('ai_called_real'), True)}%, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
+                f"real photos called ai-generated {_rate(f, 'real_called_ai')}, AI images called "
+                f"likely-real {_rate(f, 'ai_called_real')}, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
         if cond.get("protocol"):
             from .protocol import protocol_rows
 

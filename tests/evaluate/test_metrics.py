@@ -129,3 +129,44 @@ def test_ranking_metrics_match_sklearn_on_ties_extremes_and_tiny_sets(pairs):
     assert 0.0 <= e <= 1.0
     if np.unique(s).size == 1:  # one bin: |share of AI - the score|
         assert e == pytest.approx(abs(y.mean() - s[0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.integers(1, 400), st.sampled_from([0.9, 0.95, 0.99]))
+def test_rate_upper_bound_is_clopper_pearson(k, n, conf):
+    from scipy.stats import beta
+
+    k = min(k, n)
+    want = 1.0 if k == n else float(beta.ppf(conf, k + 1, n - k))
+    assert M.rate_upper_bound(k, n, conf) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert M.rate_upper_bound(0, 0) is None
+
+
+def test_eval_error_rates_carry_their_count_and_upper_bound():
+    """Three real photos, none called AI, printed as "0.0%": the same as three
+    thousand would. The rate now goes with "0 of 3" and its 95% upper bound."""
+    import io
+
+    from rich.console import Console
+
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import print_tables, summary_markdown
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"r{i}", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}) for i in range(3)]
+    block, _ = condition_metrics(items, [Det()], None)
+    f = block["fused"]
+    assert f["real_called_ai"] == 0.0 and f["real_called_ai_count"] == [0, 3]
+    assert f["real_called_ai_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 3))
+    assert f["ai_called_real"] is None and f["ai_called_real_upper_95"] is None
+    result = {"run": {}, "conditions": [block]}
+    buf = io.StringIO()
+    print_tables(result, Console(file=buf, width=400))
+    for text in (buf.getvalue(), summary_markdown(result)):
+        assert "real photos called ai-generated: 0.0% (0 of 3; 95% upper bound 63.2%)" in text.replace(
+            "ai-generated 0.0%", "ai-generated: 0.0%")
+        assert "likely-real: - (no images of that class)" in text.replace("likely-real -", "likely-real: -")
