@@ -189,6 +189,12 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
                                         + (f"; {broken} non-finite outputs left out" if broken else "")}
             continue
         cal = fit(xs_a, ys_a, method)
+        if cal.method == "platt" and cal.params["a"] <= 0:
+            # Platt's slope can go negative where the weight cannot: a detector
+            # inverted on this data would come out flipped, against the rule.
+            det_report[n] = {"skipped": f"looks inverted on the calibration data (platt slope "
+                                        f"{cal.params['a']:.3g} <= 0): dropped, not flipped"}
+            continue
         cals[n] = cal
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
         if broken:

@@ -130,6 +130,16 @@ def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float |
     return float(v)
 
 
+def _flips(block: Any) -> bool:
+    from .probability import Calibrator
+
+    try:
+        cal = Calibrator.from_dict(block)
+    except ValueError:
+        return False  # unreadable: fuse drops it per file, with a note
+    return cal.method == "platt" and cal.params["a"] < 0
+
+
 def check_model(model: Mapping[str, Any] | None) -> None:
     """Raise ValueError naming the first number `fuse` reads from this model
     that would make nonsense of a verdict. A manifest is a file anyone can
@@ -137,8 +147,9 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     every photo ai-generated, a negative weight turns a detector upside down,
     NaN or an inverted band silently makes a side unreachable. The bounds are
     the ones ``aiidetect calibrate`` fits within (docs/fusion.md), so every
-    model it writes passes. Calibration blocks are not checked here: fuse
-    drops a detector whose block it cannot read, and says so per file."""
+    model it writes passes; of a detector's calibration block only a negative
+    slope is refused here: fuse drops a detector whose block it cannot read,
+    and says so per file."""
     if not model:
         return
     if not isinstance(model, Mapping):
@@ -164,6 +175,9 @@ def check_model(model: Mapping[str, Any] | None) -> None:
                 _number(d, "weight", 0.0)
             except ValueError as exc:
                 raise ValueError(f"detector {name!r}: {exc}") from None
+            if _flips(d.get("calibration")):
+                raise ValueError(f"detector {name!r}: its calibration has a negative slope, which turns the detector "
+                                 f"upside down (calibrate drops a detector that looks inverted)")
     _number(m, "evidence_weight", 0.0, 1.0)
     _number(m, "bias")
     _number(m, "soft_evidence_cap", 0.0)

@@ -204,3 +204,23 @@ def test_fit_fusion_leaves_non_finite_scores_out_and_counts_them():
     assert d["calibration"]["T"] == pytest.approx(clean["detectors"]["pix"]["calibration"]["T"], rel=0.5)
     assert 0.5 <= p["ai_threshold"] <= 1 and 0 <= p["real_threshold"] <= 0.5
 
+
+
+def test_platt_does_not_flip_an_inverted_detector():
+    """The weights are >= 0 so that a detector inverted on the calibration data
+    is dropped, not flipped; with --method platt the slope went negative
+    instead (a = -2.2, weight +1.0) and the inverted detector decided."""
+    from aiidetect.fusion import fuse
+
+    rng = np.random.default_rng(6)
+    items = []
+    for i in range(400):
+        y = i % 2
+        inv, good = rng.normal(-1.0 if y else 1.0, 1.0), rng.normal(0.5 if y else -0.5, 1.0)
+        items.append(_S(y, {"inv": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-inv)))),
+                            "good": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-good))))}))
+    p = C.fit_fusion(items, method="platt")["params"]
+    assert list(p["detectors"]) == ["good"] and p["detectors"]["good"]["calibration"]["a"] > 0
+    assert "dropped, not flipped" in p["skipped_detectors"]["inv"]
+    out = fuse({"inv": DetectorResult("ok", p_ai=0.001), "good": DetectorResult("ok", p_ai=0.5)}, p)
+    assert "inv" not in out.contributions
