@@ -188,12 +188,17 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"
                                         + (f"; {broken} non-finite outputs left out" if broken else "")}
             continue
+        if xs_a.min() == xs_a.max():
+            det_report[n] = {"skipped": f"the same score ({xs_a[0]:.4g}) for every calibration image"}
+            continue
         cal = fit(xs_a, ys_a, method)
         if cal.method == "platt" and cal.params["a"] <= 0:
             # Platt's slope can go negative where the weight cannot: a detector
             # inverted on this data would come out flipped, against the rule.
-            det_report[n] = {"skipped": f"looks inverted on the calibration data (platt slope "
-                                        f"{cal.params['a']:.3g} <= 0): dropped, not flipped"}
+            a = cal.params["a"]
+            det_report[n] = {"skipped": f"looks inverted on the calibration data (platt slope {a:.3g}): "
+                                        f"dropped, not flipped" if a < 0 else
+                                        "no information on the calibration data (platt slope 0)"}
             continue
         cals[n] = cal
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}

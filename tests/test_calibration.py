@@ -224,3 +224,6 @@ def test_platt_does_not_flip_an_inverted_detector():
     assert "dropped, not flipped" in p["skipped_detectors"]["inv"]
     out = fuse({"inv": DetectorResult("ok", p_ai=0.001), "good": DetectorResult("ok", p_ai=0.5)}, p)
     assert "inv" not in out.contributions
+    for it in items:
+        it.results["inv"] = DetectorResult("ok", p_ai=0.3)   # a constant is not "inverted" by a rounding error
+    assert "the same score" in C.fit_fusion(items, method="platt")["params"]["skipped_detectors"]["inv"]
