@@ -25,6 +25,10 @@ from .hashing import sha256_file
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
 HEAD_FORMAT_VERSION = 1
+# A manifest is numbers and provenance (the largest, an isotonic calibration,
+# holds one knot per distinct calibration score): far below this. Every scan
+# reads the fusion model's, so a multi-gigabyte one must not be parsed.
+MAX_MANIFEST_BYTES = 64 << 20
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -157,6 +161,9 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
 
     p = Path(head_dir) / MANIFEST
     try:
+        size = p.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise HeadError(f"cannot read {p}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
         m = loads_foreign(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc

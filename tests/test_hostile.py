@@ -365,7 +365,7 @@ def test_a_hostile_fusion_model_is_refused_or_ignored_aloud(tmp_path):
     assert r.returncode == 2 and "bias must be a finite number" in r.stderr and "--fusion none" in r.stderr
 
 
-def test_a_fusion_manifest_nested_past_the_parser_is_a_clear_error(tmp_path):
+def test_a_fusion_manifest_nested_past_the_parser_or_huge_is_a_clear_error(tmp_path):
     head = tmp_path / "deep"
     head.mkdir()
     (head / "manifest.json").write_text('{"name": "d", "detector": "fusion", "params": '
@@ -376,3 +376,9 @@ def test_a_fusion_manifest_nested_past_the_parser_is_a_clear_error(tmp_path):
     Image.new("RGB", (8, 8)).save(img)
     r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
     assert r.returncode == 2 and "JSON nested too deeply" in r.stderr and "RecursionError" not in r.stderr
+    # a multi-gigabyte manifest (sparse here) is refused by its size, not parsed on every scan
+    with open(head / "manifest.json", "r+b") as f:
+        f.truncate(3 << 30)
+    t0 = time.monotonic()
+    r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
+    assert r.returncode == 2 and "more than a manifest's" in r.stderr and time.monotonic() - t0 < 10
