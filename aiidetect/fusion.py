@@ -307,15 +307,29 @@ def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None
     ValueError when that manifest fails :func:`check_model`: the caller
     decides whether to stop or fall back to the rules, never this function
     by skipping to another model."""
-    from .heads import find_heads, weights_dirs
+    import re
 
-    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR):
+    from .heads import MANIFEST, find_heads, weights_dirs
+
+    broken: list[tuple[Path, str]] = []
+    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken):
         if name is None or manifest.get("name") == name:
             try:
                 check_model(manifest)
             except ValueError as exc:
                 raise ValueError(f"fusion model {path}: {exc}") from None
             return {**manifest, "path": str(path)}
+    # A fusion model with a typo in its JSON was skipped like any unreadable
+    # head, and scans went on under the rules without a word. Its text still
+    # says what it is.
+    for path, why in broken:
+        try:
+            with open(path / MANIFEST, "rb") as f:
+                head = f.read(1 << 20)
+        except OSError:
+            continue
+        if re.search(rb'"detector"\s*:\s*"fusion"', head):
+            raise ValueError(why)
     return None
 
 

@@ -199,9 +199,11 @@ def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+def find_heads(dirs: Iterable[Path], detector: str | None = None,
+               unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a name clash, like PATH."""
+    Earlier dirs win on a name clash, like PATH. Folders whose manifest cannot
+    be read are left out; pass a list as `unreadable` to get them, with why."""
     seen: set[str] = set()
     found = []
     for base in dirs:
@@ -210,7 +212,9 @@ def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[
         for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
             try:
                 m = read_manifest(sub)
-            except HeadError:
+            except HeadError as exc:
+                if unreadable is not None:
+                    unreadable.append((sub, str(exc)))
                 continue
             if detector and m.get("detector") != detector:
                 continue

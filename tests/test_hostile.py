@@ -382,3 +382,19 @@ def test_a_fusion_manifest_nested_past_the_parser_or_huge_is_a_clear_error(tmp_p
     t0 = time.monotonic()
     r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
     assert r.returncode == 2 and "more than a manifest's" in r.stderr and time.monotonic() - t0 < 10
+
+
+def test_a_fusion_model_with_a_json_typo_is_not_skipped_in_silence(tmp_path):
+    """A hand edit that leaves a trailing comma: the folder was skipped like
+    any unreadable head and scans ran on the rules without a word."""
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    head = tmp_path / "weights" / "fusion"
+    head.mkdir(parents=True)
+    (head / "manifest.json").write_text('{"name": "fusion", "detector": "fusion", "params": {"bias": 0.1,}}')
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0 and strict_loads(r.stdout)["fusion"] == {"kind": "rules"}
+    assert "fusion model not loaded (cannot read" in r.stderr and str(head) in r.stderr
