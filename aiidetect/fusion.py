@@ -119,10 +119,14 @@ def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
     return m
 
 
-def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float | None = None) -> float | None:
-    v = m.get(key)
-    if v is None:
+def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float | None = None,
+            null_ok: bool = False) -> float | None:
+    """The number under `key`, checked; None when absent. fuse reads the band
+    as "null = default" but the rest as float(m.get(key, default)), which
+    raises on an explicit null."""
+    if key not in m or (null_ok and m[key] is None):
         return None
+    v = m[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ValueError(f"{key} must be a finite number, not {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -162,8 +166,8 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     m = normalize_model(model)
     # A missing side takes its default in fuse. A side that crosses 0.5 would
     # call a file the less likely class (and is how an inverted band shows).
-    _number(m, "ai_threshold", 0.5, 1.0)
-    _number(m, "real_threshold", 0.0, 0.5)
+    _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
+    _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
     dets = m.get("detectors")
     if dets is not None:
         if not isinstance(dets, Mapping):

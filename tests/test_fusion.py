@@ -127,6 +127,9 @@ def _edit(path: str, value):
     ("params.real_threshold", -1.0, "real_threshold must lie in [0.0, 0.5]"),
     ("params.bias", math.inf, "bias must be a finite number"),
     ("params.bias", "x", "bias must be a finite number"),
+    ("params.bias", None, "bias must be a finite number, not None"),          # fuse: float(None), per file
+    ("params.evidence_weight", None, "evidence_weight must be a finite number"),
+    ("params.detectors.linear.weight", None, "detector 'linear': weight must be a finite number"),
     ("params.evidence_weight", 1e300, "evidence_weight must lie in [0.0, 1.0]"),
     ("params.soft_evidence_cap", math.nan, "soft_evidence_cap must be a finite number"),
     ("params.soft_evidence_cap", -2.0, "soft_evidence_cap must lie in"),
@@ -162,12 +165,15 @@ def test_the_band_from_the_threshold_block_is_checked_too():
 
 
 def test_valid_models_and_plain_bands_pass_the_check():
+    """...and fuse reads each of them without raising."""
     from aiidetect.fusion import check_model
 
     for m in (None, {}, VALID, {"ai_threshold": 0.75, "real_threshold": 0.2}, {"ai_threshold": 0.5, "real_threshold": 0.5},
               _edit("params.detectors.linear.calibration", {"method": "sharpen"}),  # fuse drops it per file, with a note
-              _edit("params.bias", KeyError), _edit("threshold", KeyError)):
+              _edit("params.bias", KeyError), _edit("threshold", KeyError),
+              _edit("params.ai_threshold", None), _edit("params.real_threshold", None)):
         check_model(m)
+        fuse({"linear": ok(0.7, score=0.8), "metadata": meta(CAMERA)}, m)
 
 
 def test_a_non_finite_detector_output_drops_out_and_says_so():
