@@ -172,6 +172,8 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"{p} has no {key!r}")
+        if not isinstance(m[key], str):  # a list name crashed find_heads' name set with "unhashable type"
+            raise HeadError(f"{p}: {key!r} must be a string, not {m[key]!r}")
     return m
 
 

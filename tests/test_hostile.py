@@ -398,3 +398,6 @@ def test_a_fusion_model_with_a_json_typo_is_not_skipped_in_silence(tmp_path):
     r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
     assert r.returncode == 0 and strict_loads(r.stdout)["fusion"] == {"kind": "rules"}
     assert "fusion model not loaded (cannot read" in r.stderr and str(head) in r.stderr
+    (head / "manifest.json").write_text('{"name": ["fusion"], "detector": "fusion", "params": {}}')
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0 and "'name' must be a string" in r.stderr and "unhashable" not in r.stderr
