@@ -25,6 +25,7 @@ folder means the same thing to both. Supported (auto-detected per argument):
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
   left out. Any other label, a row without a file, or a file listed twice is
   a ValueError naming the lines: a row dropped in silence changes the numbers.
+  So is a manifest none of whose files exist.
 
 Every item carries a ``subset``: the benchmark subset whose own reals and fakes
 are scored together by `aiidetect eval --protocol` (GenImage: the generator's
@@ -270,6 +271,15 @@ def _from_manifest(csv_path: Path) -> list[Item]:
         raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "
                          f"Labels: {', '.join(REAL_LABELS)} (real), {', '.join(AI_LABELS)} (AI), "
                          f"{', '.join(UNLABELLED)} (row left out); each file once")
+    # Paths written relative to the current folder instead of the CSV's all
+    # miss, and the run "finished" with every image unreadable and exit 0.
+    # Stops at the first file that exists: a good manifest costs one stat.
+    if out and not any(os.path.lexists(i.path) for i in out):
+        hint = ""
+        if base.resolve() != Path.cwd().resolve() and any(
+                os.path.lexists(os.path.relpath(i.path, base)) for i in out[:50]):
+            hint = "; they exist relative to the current folder, but a manifest's paths are relative to its own folder"
+        raise ValueError(f"{csv_path}: none of its {len(out)} files exist (first: {out[0].path}){hint}")
     return out
 
 

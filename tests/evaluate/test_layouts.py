@@ -230,3 +230,20 @@ def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text,
 def test_the_dev_manifest_leaves_out_its_unknown_rows(dev_manifest):
     items = load_items([dev_manifest])
     assert (len(items), sum(i.label for i in items)) == (365, 272)
+
+
+def test_a_manifest_whose_files_all_miss_says_where_it_looked(tmp_path, monkeypatch):
+    """Paths written relative to the current folder, not the CSV's: every file
+    was unreadable and eval "finished" with exit 0 and nothing measured."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").write_bytes(b"")
+    (tmp_path / "lists").mkdir()
+    man = tmp_path / "lists" / "m.csv"
+    man.write_text("file,label\ndata/a.png,real\ndata/b.png,ai\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"none of its 2 files exist .*relative to its own folder"):
+        load_items([man])
+    # some present, some missing: read, and the missing ones are counted as unreadable by eval
+    (tmp_path / "lists" / "data").mkdir()
+    (tmp_path / "lists" / "data" / "a.png").write_bytes(b"")
+    assert len(load_items([man])) == 2
