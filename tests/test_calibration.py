@@ -227,3 +227,28 @@ def test_platt_does_not_flip_an_inverted_detector():
     for it in items:
         it.results["inv"] = DetectorResult("ok", p_ai=0.3)   # a constant is not "inverted" by a rounding error
     assert "the same score" in C.fit_fusion(items, method="platt")["params"]["skipped_detectors"]["inv"]
+
+
+@pytest.mark.parametrize("method", C.METHODS)
+def test_every_fitted_model_passes_the_load_check(method, tmp_path):
+    """check_model's bounds are the fitter's: what calibrate writes, scan loads
+    (separable, noisy, inverted, metadata-only and tiny sets alike)."""
+    from aiidetect.fusion import check_model, load_fusion_model
+
+    rng = np.random.default_rng(11)
+    for k, (n, sep) in enumerate([(12, 9.0), (60, 1.0), (300, -0.5), (40, 0.0)]):
+        items = []
+        for i in range(n):
+            y = i % 2
+            z = float(rng.normal(sep * (y - 0.5), 1.0))
+            res = {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}
+            if i % 3:
+                res["meta"] = DetectorResult("ok", evidence=[Evidence("exif", "real" if y == 0 else "ai", 0.5, "hint")])
+            items.append(_S(y, res))
+        try:
+            fitted = C.fit_fusion(items, method=method)
+        except ValueError:
+            continue  # refusing is fine; what is written must load
+        check_model(fitted["params"])
+        C.save_fusion(tmp_path / str(k) / "fusion", fitted, {"n": n})
+        assert load_fusion_model([tmp_path / str(k)])["detector"] == "fusion"
