@@ -20,10 +20,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# The score -> probability maps live in probability, which fusion also uses at
-# serving time; re-exported here because fitting is this module's business.
 from .evaluate.metrics import rate_upper_bound
 from .fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
+# The score -> probability maps live in probability, which fusion also uses at
+# serving time; re-exported here because fitting is this module's business.
 from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt,  # noqa: F401
                           fit_temperature, logit, sigmoid)
 

@@ -308,9 +308,10 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
     "fusion") in the weights search path, as its manifest; None if there is none.
-    ValueError when that manifest fails :func:`check_model`: the caller
+    ValueError when that manifest fails :func:`check_model`, or when none is
+    readable but a manifest that cannot be parsed says it is one: the caller
     decides whether to stop or fall back to the rules, never this function
-    by skipping to another model."""
+    by skipping to another model or to none."""
     import re
 
     from .heads import MANIFEST, find_heads, weights_dirs
