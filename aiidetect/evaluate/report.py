@@ -87,11 +87,11 @@ def print_tables(result: Mapping[str, Any], console) -> None:
                       f"AI images called likely-real: {_rate(f, 'ai_called_real')}", highlight=False)
         bad = cond.get("unreadable") or []
         for u in bad[:3]:
-            console.print(f"  unreadable: {printable(u['file'])} ({u['error']})", style="yellow", highlight=False,
-                          markup=False)
+            console.print(f"  unreadable: {printable(u['file'])} ({printable(u['error'])})", style="yellow",
+                          highlight=False, markup=False)
         if cond["n_decode_errors"] > 3:
-            console.print(f"  ... {cond['n_decode_errors'] - 3} more unreadable (metrics.json lists "
-                          f"{min(len(bad), cond['n_decode_errors'])})", style="yellow", highlight=False, markup=False)
+            console.print(f"  ... and {cond['n_decode_errors'] - 3} more unreadable (--out-dir: metrics.json names "
+                          f"{len(bad)} of them)", style="yellow", highlight=False, markup=False)
         for name, b in cond["detectors"].items():
             if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
                 console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False,
