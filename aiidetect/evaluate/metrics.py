@@ -48,9 +48,11 @@ def roc_auc(y, s) -> float | None:
 
 
 def average_precision(y, s) -> float | None:
-    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n, as sklearn.average_precision_score."""
+    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n, as sklearn.average_precision_score.
+    None without both classes: with no real images every ranking has AP 1
+    (sklearn's answer), which printed "AP 100.0" beside "acc AI 0.0"."""
     y, s = _arrays(y, s)
-    if y.size == 0 or y.sum() == 0:
+    if y.size == 0 or y.min() == y.max():
         return None
     fpr, tpr, _ = roc_curve(y, s)
     P = y.sum()
