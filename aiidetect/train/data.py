@@ -234,38 +234,43 @@ def _from_manifest(csv_path: Path) -> list[Item]:
     # which would otherwise glue itself to the first column's name.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "file" not in header or "label" not in header:
-            raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
-                             f"[,subset]); its first line has {header or 'nothing'}")
-        for cells in reader:
-            if not any(c.strip() for c in cells):
-                continue
-            row = dict(zip(header, cells))
-            line = reader.line_num
-            lab = (row.get("label") or "").strip().lower()
-            if lab in UNLABELLED:
-                continue
-            if lab not in REAL_LABELS + AI_LABELS:
-                bad.append(f"line {line}: label {row.get('label')!r}")
-                continue
-            y = 1 if lab in AI_LABELS else 0
-            name = (row.get("file") or "").strip()
-            if not name:
-                bad.append(f"line {line}: no file")
-                continue
-            gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
-            sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
-            p = Path(name)
-            path = str(p if p.is_absolute() else base / p)
-            key = os.path.normpath(path)
-            if key in seen:
-                first, y0 = seen[key]
-                bad.append(f"line {line}: {name} again (first on line {first}"
-                           + (", with the other label)" if y0 != y else ")"))
-                continue
-            seen[key] = (line, y)
-            out.append(Item(path, y, "real" if y == 0 else gen, sub))
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "file" not in header or "label" not in header:
+                raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
+                                 f"[,subset]); its first line has {header or 'nothing'}")
+            for cells in reader:
+                if not any(c.strip() for c in cells):
+                    continue
+                row = dict(zip(header, cells))
+                line = reader.line_num
+                lab = (row.get("label") or "").strip().lower()
+                if lab in UNLABELLED:
+                    continue
+                if lab not in REAL_LABELS + AI_LABELS:
+                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))
+                    continue
+                y = 1 if lab in AI_LABELS else 0
+                name = (row.get("file") or "").strip()
+                if not name:
+                    bad.append(f"line {line}: no file")
+                    continue
+                gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
+                sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
+                p = Path(name)
+                path = str(p if p.is_absolute() else base / p)
+                key = os.path.normpath(path)
+                if key in seen:
+                    first, y0 = seen[key]
+                    bad.append(f"line {line}: {name} again (first on line {first}"
+                               + (", with the other label)" if y0 != y else ")"))
+                    continue
+                seen[key] = (line, y)
+                out.append(Item(path, y, "real" if y == 0 else gen, sub))
+        except UnicodeDecodeError as exc:  # decoded a buffer ahead of the reader: no line to name
+            raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from None
+        except csv.Error as exc:  # a cell over the csv module's size limit, a NUL in a quoted cell
+            raise ValueError(f"{csv_path}: line {reader.line_num}: {exc}") from None
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "

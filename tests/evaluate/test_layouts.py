@@ -217,11 +217,14 @@ def test_manifest_spellings_bom_crlf_and_quoted_names(tmp_path):
     ("file,label\na.png,real\nb.png,ai\n./a.png,ai\n", "line 4: ./a.png again (first on line 2, with the other label)"),
     ("file,label\na.png,real\na.png,real\n", "line 3: a.png again (first on line 2)"),
     ("path,label\na.png,real\n", "a manifest needs 'file' and 'label' columns"),
+    ("file,label\n\"a.png,real\nb.png,ai\n", "line 3: no label"),                  # an unterminated quote
+    ('file,label\n"' + "a" * 200_000 + '",real\n', "line 2: field larger than field limit"),
     ("", "its first line has nothing"),
 ])
 def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text, says):
     """An unreadable label, a row without a file, or a file twice used to be
-    dropped (or counted twice) in silence, changing every number after it."""
+    dropped (or counted twice) in silence, changing every number after it; a
+    cell over the csv module's limit was "aiidetect: error: Error: field larger..."."""
     with pytest.raises(ValueError) as exc:
         load_items([_manifest(tmp_path, text)])
     assert says in str(exc.value)
@@ -247,3 +250,10 @@ def test_a_manifest_whose_files_all_miss_says_where_it_looked(tmp_path, monkeypa
     (tmp_path / "lists" / "data").mkdir()
     (tmp_path / "lists" / "data" / "a.png").write_bytes(b"")
     assert len(load_items([man])) == 2
+
+
+def test_a_manifest_that_is_not_utf8_names_itself(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_bytes("file,label\ncafé.png,real\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"m\.csv: not UTF-8 text .*save it as UTF-8"):
+        load_items([p])
