@@ -111,6 +111,19 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
 
 # --- the fusion model -------------------------------------------------------
 
+def platt_targets(y) -> np.ndarray:
+    """Platt's smoothed targets, (N+ + 1)/(N+ + 2) for AI and 1/(N- + 2) for
+    real: what n labelled images can support (Laplace's rule). On separable
+    calibration scores hard 0/1 targets drive the fit to certainty -- the
+    temperature to its 1e-3 bound, isotonic steps to 0 and 1 -- and the
+    fusion's bias then lands anywhere in the gap, so an image scored between
+    the two classes (a detector's 50/50) came out ai-generated at p 0.9+.
+    fit_platt smooths its targets itself."""
+    y = np.asarray(y, float)
+    n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
+    return np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+
 def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrator], cap: float):
     """One row: each detector's calibrated logit (0 = no opinion, it drops out)
     and the capped soft-evidence sum. None when decisive evidence decides."""
@@ -191,7 +204,10 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         if xs_a.min() == xs_a.max():
             det_report[n] = {"skipped": f"the same score ({xs_a[0]:.4g}) for every calibration image"}
             continue
-        cal = fit(xs_a, ys_a, method)
+        # Separable scores have no maximum-likelihood fit (certainty is always
+        # better); Platt's targets give the finite one. Otherwise the MLE.
+        separable = xs_a[ys_a == 0].max() < xs_a[ys_a == 1].min() or xs_a[ys_a == 1].max() < xs_a[ys_a == 0].min()
+        cal = fit(xs_a, platt_targets(ys_a) if separable and method != "platt" else ys_a, method)
         if cal.method == "platt" and cal.params["a"] <= 0:
             # Platt's slope can go negative where the weight cannot: a detector
             # inverted on this data would come out flipped, against the rule.

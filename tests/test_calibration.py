@@ -252,3 +252,27 @@ def test_every_fitted_model_passes_the_load_check(method, tmp_path):
         check_model(fitted["params"])
         C.save_fusion(tmp_path / str(k) / "fusion", fitted, {"n": n})
         assert load_fusion_model([tmp_path / str(k)])["detector"] == "fusion"
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_separable_calibration_scores_give_a_finite_fit_not_certainty(method):
+    """Ten real and ten AI scores that do not overlap have no maximum-likelihood
+    temperature (certainty always fits better): T went to its 1e-3 bound and a
+    detector's own 57% (logit 0.3) came out ai-generated at p 0.92. Platt's
+    smoothed targets, as --method platt already used, give the finite fit."""
+    from aiidetect.fusion import fuse
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(20):
+        y = i % 2
+        z = float(rng.normal(2.0 if y else -2.0, 0.5))
+        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    p = C.fit_fusion(items, method=method)["params"]
+    if method == "temperature":
+        assert 0.3 < p["detectors"]["pix"]["calibration"]["T"] < 3
+    else:
+        assert min(p["detectors"]["pix"]["calibration"]["p"]) == pytest.approx(1 / 12)
+    at = lambda x: fuse({"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-x))), score=x, score_kind="logit")}, p)  # noqa: E731
+    assert at(0.3).verdict == "uncertain" and 0.3 < at(0.0).p_ai < 0.7
+    assert at(3.0).verdict == "ai-generated" and at(-3.0).verdict == "likely-real"
