@@ -74,7 +74,8 @@ def calibrate_cmd(
     lines += [f"  note: {n}" for n in t.get("notes") or []]
     for n, d in p["detectors"].items():
         lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
-                     f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})")
+                     f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})"
+                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else ""))
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")

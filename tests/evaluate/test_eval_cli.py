@@ -64,7 +64,25 @@ class Size(Detector):
                 for s in samples]
 
 
+class NanBright(Brightness):
+    """Brightness with a numerical failure on every file whose name has a 2 in it."""
+
+    family = "fakenan"
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakenan"
+
+    def predict(self, samples, features):
+        out = super().predict(samples, features)
+        for s, r in zip(samples, out):
+            if "2" in s.record.file.rsplit("/", 1)[-1]:
+                r.score, r.p_ai = float("nan"), float("nan")
+        return out
+
+
 register("fakebright", lambda ctx: [Brightness()])
+register("fakenan", lambda ctx: [NanBright()])
 register("fakeexif", lambda ctx: [Exif()])
 
 
@@ -233,3 +251,16 @@ def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_p
     assert u["error"].startswith("unsupported-format")
     assert "g\ufffd" in (out / "summary.md").read_text(encoding="utf-8")
     assert "unreadable: " in r.stdout and "bad\ufffd.jpg (unsupported-format" in r.stdout
+
+
+def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_path, weights_dir):
+    r = cli("calibrate", str(dataset), "-d", "fakenan", "-q")
+    assert r.exit_code == 0, r.output
+    assert "fakenan: temperature" in r.output and "3 NaN or infinite scores left out" in r.output
+    man = json.loads((weights_dir / "fusion" / "manifest.json").read_text())
+    assert man["params"]["detectors"]["fakenan"]["non_finite"] == 3
+    out = tmp_path / "o"
+    r = cli("eval", str(dataset), "-d", "fakenan", "--out", str(out), "--no-plots", "-q")
+    assert r.exit_code == 0, r.output
+    raw = json.loads((out / "metrics.json").read_text())["conditions"][0]
+    assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15
