@@ -202,7 +202,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
                                         + (f"; {broken} non-finite outputs left out" if broken else "")}
             continue
         if xs_a.min() == xs_a.max():
-            det_report[n] = {"skipped": f"the same score ({xs_a[0]:.4g}) for every calibration image"}
+            det_report[n] = {"skipped": f"the same raw score ({xs_a[0]:.4g}) for every calibration image"}
             continue
         # Separable scores have no maximum-likelihood fit (certainty is always
         # better); Platt's targets give the finite one. Otherwise the MLE.
@@ -231,8 +231,9 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
     used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
     if not used or len(set(Y.tolist())) < 2:
-        raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse; "
-                         "train a head first, or check the detectors' status in `aiidetect eval`")
+        skipped = "".join(f"; {n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r)
+        raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse"
+                         f"{skipped}; train a head first, or check the detectors' status in `aiidetect eval`")
     from .fusion_fit import constrained_logistic_fit
 
     w, bias = constrained_logistic_fit(X, Y, used, C)

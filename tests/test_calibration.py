@@ -226,7 +226,12 @@ def test_platt_does_not_flip_an_inverted_detector():
     assert "inv" not in out.contributions
     for it in items:
         it.results["inv"] = DetectorResult("ok", p_ai=0.3)   # a constant is not "inverted" by a rounding error
-    assert "the same score" in C.fit_fusion(items, method="platt")["params"]["skipped_detectors"]["inv"]
+    assert "the same raw score" in C.fit_fusion(items, method="platt")["params"]["skipped_detectors"]["inv"]
+    # the only detector skipped: the refusal says why, not only "nothing to fuse"
+    for it in items:
+        del it.results["good"]
+    with pytest.raises(ValueError, match=r"nothing to fuse; inv skipped: the same raw score \(-0.8473\) for every"):
+        C.fit_fusion(items)
 
 
 @pytest.mark.parametrize("method", C.METHODS)
