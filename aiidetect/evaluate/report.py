@@ -130,9 +130,17 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         console.print(t)
 
 
+def _md_cell(c: str) -> str:
+    """A generator name is a folder name or a CSV cell: a '|' or a newline in
+    it would split the row into other columns or end the table."""
+    from ..report.safe import printable
+
+    return printable(str(c)).replace("|", "\\|")
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -172,3 +172,28 @@ def test_eval_error_rates_carry_their_count_and_upper_bound():
         assert "real photos called ai-generated: 0.0% (0 of 3; 95% upper bound 63.2%)" in text.replace(
             "ai-generated 0.0%", "ai-generated: 0.0%")
         assert "likely-real: - (no images of that class)" in text.replace("likely-real -", "likely-real: -")
+
+
+def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names():
+    """A generator named by a CSV cell ("sd|xl", "gen<newline>x"): the pipe
+    split its row into an extra column and the newline ended the table."""
+    import re
+
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import summary_markdown
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored("r", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}),
+             Scored("a", 1, "sd|xl", {"pix": DetectorResult("ok", p_ai=0.8)}),
+             Scored("b", 1, "gen\nx", {"pix": DetectorResult("ok", p_ai=0.7)})]
+    block, _ = condition_metrics(items, [Det()], None)
+    md = summary_markdown({"run": {}, "conditions": [block]})
+    table = [l for l in md.splitlines() if l.startswith("| ") and "generator" not in l and "detector" not in l]
+    assert any("sd\\|xl" in l for l in table) and any("gen\\u000ax" in l for l in table)
+    for l in md.splitlines():
+        if l.startswith("|"):
+            assert len(re.findall(r"(?<!\\)\|", l)) in (8, 13), l  # 7 generator columns, 12 summary columns
