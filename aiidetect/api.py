@@ -232,12 +232,15 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     """fusion PATH | "none" | None/"auto" -> (fusion model or None, description).
     "auto" takes the first fusion model in the weights folders; a PATH that is not a
     fusion model is a UsageError."""
-    from .fusion import load_fusion_model
+    from .fusion import check_model, load_fusion_model
     from .heads import HeadError, read_manifest
     from .heads import weights_dirs as _dirs
 
     if fusion in (None, "", "auto"):
-        m = load_fusion_model(_dirs(list(weights_dirs or [])))
+        try:
+            m = load_fusion_model(_dirs(list(weights_dirs or [])))
+        except ValueError as exc:
+            raise UsageError(f"{exc}; fix or remove it, or pass --fusion none") from None
         return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
     if fusion == "none":
         return None, "rules only (--fusion none)"
@@ -247,6 +250,10 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
         raise UsageError(str(exc)) from None
     if m.get("detector") != "fusion":
         raise UsageError(f"{fusion} is a {m.get('detector')!r} head, not a fusion model")
+    try:
+        check_model(m)
+    except ValueError as exc:
+        raise UsageError(f"fusion model {fusion}: {exc}") from None
     return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
 
 

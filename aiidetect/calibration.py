@@ -14,12 +14,14 @@ that real photos are called ai-generated at most at a target rate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .evaluate.metrics import rate_upper_bound
+from .fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
 # The score -> probability maps live in probability, which fusion also uses at
 # serving time; re-exported here because fitting is this module's business.
 from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt,  # noqa: F401
@@ -37,10 +39,14 @@ class Band:
     fnr: float | None = None      # share of calibration AI images called likely-real
     n_real: int = 0
     n_ai: int = 0
+    fpr_upper: float | None = None  # 95% one-sided upper confidence bound on the rate behind `fpr`
+    fnr_upper: float | None = None
+    notes: list[str] = field(default_factory=list)  # what the data could not support, and what was done
 
     def to_dict(self) -> dict[str, Any]:
         return {"ai": self.ai, "real": self.real, "fpr_at_band": self.fpr, "fnr_at_band": self.fnr,
-                "n_real": self.n_real, "n_ai": self.n_ai}
+                "fpr_upper_95": self.fpr_upper, "fnr_upper_95": self.fnr_upper,
+                "n_real": self.n_real, "n_ai": self.n_ai, "notes": list(self.notes)}
 
 
 def _upper_threshold(neg: np.ndarray, rate: float) -> float:
@@ -53,29 +59,70 @@ def _upper_threshold(neg: np.ndarray, rate: float) -> float:
     return float(np.nextafter(s[k], np.inf))
 
 
+RULES_BAND = (DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD)
+
+
+def _needed(rate: float) -> str:
+    return f"at least {math.ceil(1 / rate - 1e-9)} needed" if rate > 0 else "no finite number of images can"
+
+
 def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
-                floor: tuple[float, float] = (0.5, 0.5)) -> Band:
+                floor: tuple[float, float] = (0.5, 0.5), unsupported: tuple[float, float] = RULES_BAND) -> Band:
     """The widest-confidence band meeting both targets on this data.
 
     ai threshold: real photos reach it at most at `max_fpr` (finite-sample:
     at most floor(max_fpr * n_real) of them). real threshold: AI images fall to
     it at most at `max_fnr`. Thresholds never cross 0.5 (`floor`), so the band
     always contains 0.5 and a coin flip is never a firm verdict.
+
+    A side whose class has fewer than 1 / target images (under 100 real photos
+    for a 1% target) cannot show the target at all: the smallest rate it can
+    observe, 1 / n, is already above it, and "above every real photo seen" on
+    ten photos says next to nothing about the eleventh. Such a side is never
+    narrower than the default rules' band (`unsupported`), and `notes` says so.
     """
     p, y = np.asarray(p, float).ravel(), np.asarray(y, int).ravel()
     neg, pos = p[y == 0], p[y == 1]
     if neg.size == 0 or pos.size == 0:
         raise ValueError("choosing the band needs both real and AI calibration images")
-    hi = max(_upper_threshold(neg, max_fpr), floor[0])
+    notes = []
+    # Strictly either side of the floor: fuse calls p >= ai ai-generated, and
+    # a band of exactly 0.5 / 0.5 called p = 0.5 (no information) so.
+    hi = max(_upper_threshold(neg, max_fpr), float(np.nextafter(floor[0], np.inf)))
+    if neg.size * max_fpr < 1 - 1e-9:
+        notes.append(f"{neg.size} real images cannot show a {100 * max_fpr:g}% false-positive rate "
+                     f"({_needed(max_fpr)}): the ai-generated threshold is kept at or above the default rules' "
+                     f"{unsupported[0]:g}")
+        hi = max(hi, unsupported[0])
     hi = min(hi, 1.0)
     lo = -_upper_threshold(-pos, max_fnr)
-    lo = min(lo, floor[1])
+    lo = min(lo, float(np.nextafter(floor[1], -np.inf)))
+    if pos.size * max_fnr < 1 - 1e-9:
+        notes.append(f"{pos.size} AI images cannot show a {100 * max_fnr:g}% false-negative rate "
+                     f"({_needed(max_fnr)}): the likely-real threshold is kept at or below the default rules' "
+                     f"{unsupported[1]:g}")
+        lo = min(lo, unsupported[1])
     lo = max(lo, 0.0)
-    return Band(ai=float(hi), real=float(lo), fpr=float(np.mean(neg >= hi)), fnr=float(np.mean(pos <= lo)),
-                n_real=int(neg.size), n_ai=int(pos.size))
+    k_fp, k_fn = int(np.sum(neg >= hi)), int(np.sum(pos <= lo))
+    return Band(ai=float(hi), real=float(lo), fpr=k_fp / neg.size, fnr=k_fn / pos.size,
+                n_real=int(neg.size), n_ai=int(pos.size), fpr_upper=rate_upper_bound(k_fp, int(neg.size)),
+                fnr_upper=rate_upper_bound(k_fn, int(pos.size)), notes=notes)
 
 
 # --- the fusion model -------------------------------------------------------
+
+def platt_targets(y) -> np.ndarray:
+    """Platt's smoothed targets, (N+ + 1)/(N+ + 2) for AI and 1/(N- + 2) for
+    real: what n labelled images can support (Laplace's rule). On separable
+    calibration scores hard 0/1 targets drive the fit to certainty -- the
+    temperature to its 1e-3 bound, isotonic steps to 0 and 1 -- and the
+    fusion's bias then lands anywhere in the gap, so an image scored between
+    the two classes (a detector's 50/50) came out ai-generated at p 0.9+.
+    fit_platt smooths its targets itself."""
+    y = np.asarray(y, float)
+    n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
+    return np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
 
 def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrator], cap: float):
     """One row: each detector's calibrated logit (0 = no opinion, it drops out)
@@ -131,24 +178,48 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     if (y_all == 0).sum() < min_per_class or (y_all == 1).sum() < min_per_class:
         raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
                          f"that decode (got {(y_all == 0).sum()} real, {(y_all == 1).sum()} AI)")
-    names = sorted({n for s in items for n in split_results(s.results)[0]})
+    # Every pixel detector that answered, finite or not, so one that only gave NaN is reported as skipped.
+    names = sorted({n for s in items for n, r in s.results.items()
+                    if r is not None and r.status == "ok" and not r.evidence and r.p_ai is not None})
     cals: dict[str, Calibrator] = {}
     det_report: dict[str, Any] = {}
     for n in names:
-        xs, ys = [], []
+        xs, ys, broken = [], [], 0
         for s in items:
-            r = split_results(s.results)[0].get(n)
-            x = detector_input(r) if r is not None else None
-            if x is not None:
-                xs.append(x)
-                ys.append(s.label)
+            r = s.results.get(n)
+            if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
+                continue
+            # NaN or an infinite score: one of them pulled T to its bound and the weight to 0
+            x = detector_input(r)
+            if x is None:
+                broken += 1
+                continue
+            xs.append(x)
+            ys.append(s.label)
         xs_a, ys_a = np.array(xs, float), np.array(ys, int)
         if len(set(ys)) < 2 or min((ys_a == 0).sum(), (ys_a == 1).sum()) < min_per_class:
-            det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"}
+            det_report[n] = {"skipped": f"too few scored images per class ({(ys_a == 0).sum()} real, {(ys_a == 1).sum()} AI)"
+                                        + (f"; {broken} non-finite outputs left out" if broken else "")}
             continue
-        cal = fit(xs_a, ys_a, method)
+        if xs_a.min() == xs_a.max():
+            det_report[n] = {"skipped": f"the same raw score ({xs_a[0]:.4g}) for every calibration image"}
+            continue
+        # Separable scores have no maximum-likelihood fit (certainty is always
+        # better); Platt's targets give the finite one. Otherwise the MLE.
+        separable = xs_a[ys_a == 0].max() < xs_a[ys_a == 1].min() or xs_a[ys_a == 1].max() < xs_a[ys_a == 0].min()
+        cal = fit(xs_a, platt_targets(ys_a) if separable and method != "platt" else ys_a, method)
+        if cal.method == "platt" and cal.params["a"] <= 0:
+            # Platt's slope can go negative where the weight cannot: a detector
+            # inverted on this data would come out flipped, against the rule.
+            a = cal.params["a"]
+            det_report[n] = {"skipped": f"looks inverted on the calibration data (platt slope {a:.3g}): "
+                                        f"dropped, not flipped" if a < 0 else
+                                        "no information on the calibration data (platt slope 0)"}
+            continue
         cals[n] = cal
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
+        if broken:
+            det_report[n]["non_finite"] = broken
     names = [n for n in names if n in cals]
     cap = SOFT_EVIDENCE_CAP
     rows, ys = [], []
@@ -160,8 +231,9 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
     used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
     if not used or len(set(Y.tolist())) < 2:
-        raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse; "
-                         "train a head first, or check the detectors' status in `aiidetect eval`")
+        skipped = "".join(f"; {n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r)
+        raise ValueError("no detector or evidence gave an opinion on both classes: nothing to fuse"
+                         f"{skipped}; train a head first, or check the detectors' status in `aiidetect eval`")
     from .fusion_fit import constrained_logistic_fit
 
     w, bias = constrained_logistic_fit(X, Y, used, C)

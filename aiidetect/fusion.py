@@ -22,6 +22,7 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -58,10 +59,16 @@ def detector_input(r: DetectorResult) -> float | None:
     if r.status != "ok":
         return None
     if r.score is not None and (r.score_kind or "").lower() in ("logit", "log-odds", "logodds"):
-        return float(r.score)
-    if r.p_ai is not None:
+        # A NaN or infinite logit is a numerical failure, not certainty: its
+        # p_ai was computed from it, so neither is read.
+        return float(r.score) if _is_finite(r.score) else None
+    if _is_finite(r.p_ai):
         return _logit(r.p_ai)
     return None
+
+
+def _is_finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def split_results(results: Mapping[str, DetectorResult]):
@@ -77,9 +84,22 @@ def split_results(results: Mapping[str, DetectorResult]):
                 if e.direction == "neutral" or not e.strength:
                     continue
                 (decisive if e.decisive else soft).append((name, e))
-        elif r.p_ai is not None:
+        elif _is_finite(r.p_ai):
             pixel[name] = r
     return pixel, soft, decisive
+
+
+def _broken(results: Mapping[str, DetectorResult]) -> list[str]:
+    """Pixel detectors that answered "ok" with a NaN or infinite number: rule 1
+    drops them (one NaN made the whole p_ai NaN; an infinite logit in a fitted
+    model called the file ai-generated at p 1.0 whatever the others said)."""
+    out = []
+    for name, r in results.items():
+        if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
+            continue
+        if not _is_finite(r.p_ai) or (detector_input(r) is None):
+            out.append(f"{name}: non-finite output (p_ai={r.p_ai!r}, score={r.score!r}), ignored")
+    return out
 
 
 def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -99,6 +119,74 @@ def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
     return m
 
 
+def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float | None = None,
+            null_ok: bool = False) -> float | None:
+    """The number under `key`, checked; None when absent. fuse reads the band
+    as "null = default" but the rest as float(m.get(key, default)), which
+    raises on an explicit null."""
+    if key not in m or (null_ok and m[key] is None):
+        return None
+    v = m[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{key} must be a finite number, not {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{key} must lie in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], not {v!r}")
+    return float(v)
+
+
+def _flips(block: Any) -> bool:
+    from .probability import Calibrator
+
+    try:
+        cal = Calibrator.from_dict(block)
+    except ValueError:
+        return False  # unreadable: fuse drops it per file, with a note
+    return cal.method == "platt" and cal.params["a"] < 0
+
+
+def check_model(model: Mapping[str, Any] | None) -> None:
+    """Raise ValueError naming the first number `fuse` reads from this model
+    that would make nonsense of a verdict. A manifest is a file anyone can
+    edit, and fuse reads it per file without checks: an infinite bias calls
+    every photo ai-generated, a negative weight turns a detector upside down,
+    NaN or an inverted band silently makes a side unreachable. The bounds are
+    the ones ``aiidetect calibrate`` fits within (docs/fusion.md), so every
+    model it writes passes; of a detector's calibration block only a negative
+    slope is refused here: fuse drops a detector whose block it cannot read,
+    and says so per file."""
+    if not model:
+        return
+    if not isinstance(model, Mapping):
+        raise ValueError(f"a fusion model is a JSON object, not {type(model).__name__}")
+    if model.get("detector") == FUSION_DETECTOR:
+        if not isinstance(model.get("params"), Mapping):
+            raise ValueError("its 'params' must be a JSON object")
+        if model.get("threshold") is not None and not isinstance(model["threshold"], Mapping):
+            raise ValueError("its 'threshold' must be a JSON object")
+    m = normalize_model(model)
+    # A missing side takes its default in fuse. A side that crosses 0.5 would
+    # call a file the less likely class (and is how an inverted band shows).
+    _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
+    _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
+    dets = m.get("detectors")
+    if dets is not None:
+        if not isinstance(dets, Mapping):
+            raise ValueError(f"'detectors' must map detector names to their entries, not {type(dets).__name__}")
+        for name, d in dets.items():
+            if not isinstance(d, Mapping):
+                raise ValueError(f"detector {name!r}: its entry must be a JSON object, not {type(d).__name__}")
+            try:
+                _number(d, "weight", 0.0)
+            except ValueError as exc:
+                raise ValueError(f"detector {name!r}: {exc}") from None
+            if _flips(d.get("calibration")):
+                raise ValueError(f"detector {name!r}: its calibration has a negative slope, which turns the detector "
+                                 f"upside down (calibrate drops a detector that looks inverted)")
+    _number(m, "evidence_weight", 0.0, 1.0)
+    _number(m, "bias")
+    _number(m, "soft_evidence_cap", 0.0)
+
+
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     dets = model.get("detectors") or {}
     return dets.get(name) or dets.get(_family(name))
@@ -115,7 +203,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     cap = float(m.get("soft_evidence_cap", SOFT_EVIDENCE_CAP))
     pixel, soft, decisive = split_results(results)
     contrib: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = _broken(results)
+    pixel = {n: r for n, r in pixel.items() if detector_input(r) is not None}
 
     # Pixel detectors.
     fitted = bool(m.get("detectors"))
@@ -218,12 +307,34 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
 
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
-    "fusion") in the weights search path, as its manifest; None if there is none."""
-    from .heads import find_heads, weights_dirs
+    "fusion") in the weights search path, as its manifest; None if there is none.
+    ValueError when that manifest fails :func:`check_model`, or when none is
+    readable but a manifest that cannot be parsed says it is one: the caller
+    decides whether to stop or fall back to the rules, never this function
+    by skipping to another model or to none."""
+    import re
 
-    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR):
+    from .heads import MANIFEST, find_heads, weights_dirs
+
+    broken: list[tuple[Path, str]] = []
+    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken):
         if name is None or manifest.get("name") == name:
+            try:
+                check_model(manifest)
+            except ValueError as exc:
+                raise ValueError(f"fusion model {path}: {exc}") from None
             return {**manifest, "path": str(path)}
+    # A fusion model with a typo in its JSON was skipped like any unreadable
+    # head, and scans went on under the rules without a word. Its text still
+    # says what it is.
+    for path, why in broken:
+        try:
+            with open(path / MANIFEST, "rb") as f:
+                head = f.read(1 << 20)
+        except OSError:
+            continue
+        if re.search(rb'"detector"\s*:\s*"fusion"', head):
+            raise ValueError(why)
     return None
 
 

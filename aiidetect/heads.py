@@ -25,6 +25,10 @@ from .hashing import sha256_file
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
 HEAD_FORMAT_VERSION = 1
+# A manifest is numbers and provenance (the largest, an isotonic calibration,
+# holds one knot per distinct calibration score): far below this. Every scan
+# reads the fusion model's, so a multi-gigabyte one must not be parsed.
+MAX_MANIFEST_BYTES = 64 << 20
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -153,9 +157,14 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
+    from .report.safe import loads_foreign
+
     p = Path(head_dir) / MANIFEST
     try:
-        m = json.loads(p.read_text())
+        size = p.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise HeadError(f"cannot read {p}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        m = loads_foreign(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
     # Every reader indexes these without checking (a manifest of `5`, a dict as the name or a list
@@ -166,7 +175,8 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
         if key not in m:
             raise HeadError(f"{p} has no {key!r}")
         if not isinstance(m[key], str) or not m[key]:
-            raise HeadError(f"{p}: {key!r} is not a name")
+            # (a list as the name crashed find_heads' name set with "unhashable type")
+            raise HeadError(f"{p}: {key!r} must be a string, not empty, not {type(m[key]).__name__}")
     files = m.get("files")
     if files is not None and not (isinstance(files, dict)
                                   and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
@@ -215,9 +225,11 @@ def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
     return bad
 
 
-def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+def find_heads(dirs: Iterable[Path], detector: str | None = None,
+               unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a name clash, like PATH."""
+    Earlier dirs win on a name clash, like PATH. Folders whose manifest cannot
+    be read are left out; pass a list as `unreadable` to get them, with why."""
     seen: set[str] = set()
     found = []
     for base in dirs:
@@ -226,7 +238,9 @@ def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[
         for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
             try:
                 m = read_manifest(sub)
-            except HeadError:
+            except HeadError as exc:
+                if unreadable is not None:
+                    unreadable.append((sub, str(exc)))
                 continue
             if detector and m.get("detector") != detector:
                 continue

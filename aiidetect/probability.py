@@ -140,7 +140,15 @@ class Calibrator:
             xs, ps = d.get("x"), d.get("p")
             if not isinstance(xs, list) or not isinstance(ps, list) or not xs or len(xs) != len(ps):
                 raise ValueError("an isotonic calibration needs knots 'x' and 'p' of the same, non-zero length")
-            return cls(method, {"x": [_finite({"x": v}, "x") for v in xs], "p": [_finite({"p": v}, "p") for v in ps]})
+            x = [_finite({"x": v}, "x") for v in xs]
+            p = [_finite({"p": v}, "p") for v in ps]
+            # What an isotonic fit always writes; np.interp reads unsorted knots
+            # as garbage, and falling or out-of-range p turns the detector around.
+            if any(b < a for a, b in zip(x, x[1:])):
+                raise ValueError("isotonic knots 'x' must be in increasing order")
+            if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
+                raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
+            return cls(method, {"x": x, "p": p})
         return cls(method, {})
 
     @classmethod

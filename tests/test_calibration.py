@@ -1,6 +1,7 @@
 """Calibration on synthetic scores with known answers."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from aiidetect import calibration as C
 from aiidetect.records import DetectorResult, Evidence
@@ -71,6 +72,52 @@ def test_band_never_crosses_one_half():
     assert b.ai >= 0.5 and b.real <= 0.5
 
 
+def test_band_on_too_few_images_is_never_narrower_than_the_rules():
+    """Ten real photos, all below 0.6: "above every real seen" put the ai
+    threshold at 0.6, and a random-init probe calibrated so called 87 of the
+    dev set's 93 real photos ai-generated. Ten photos cannot show a 1% rate
+    (0 of 10 still allows 26%), so the rules' band stays, and the band says why."""
+    rng = np.random.default_rng(8)
+    p = np.r_[rng.uniform(0.3, 0.6, 10), rng.uniform(0.7, 0.99, 10)]
+    y = np.r_[np.zeros(10), np.ones(10)]
+    b = C.choose_band(p, y, max_fpr=0.01, max_fnr=0.05)
+    assert (b.ai, b.real) == (0.9, 0.1)
+    assert b.fpr == 0.0 and b.fpr_upper == pytest.approx(1 - 0.05 ** (1 / 10))
+    assert len(b.notes) == 2 and "10 real images cannot show a 1% false-positive rate" in b.notes[0]
+    assert b.to_dict()["notes"] == b.notes and b.to_dict()["fpr_upper_95"] == b.fpr_upper
+    # enough images for the target: the data decides, nothing to note
+    many = C.choose_band(np.r_[rng.uniform(0.3, 0.6, 100), rng.uniform(0.7, 0.99, 20)],
+                         np.r_[np.zeros(100), np.ones(20)], max_fpr=0.01, max_fnr=0.05)
+    assert many.ai < 0.9 and many.real == pytest.approx(0.5) and many.notes == []
+
+
+def test_a_coin_flip_is_never_a_firm_verdict_at_the_floor():
+    """Reals all below 0.5 and AI all above put both thresholds on the 0.5
+    floor, and fuse (p >= ai) called p_ai = 0.5 ai-generated."""
+    from aiidetect.fusion import fuse
+
+    p = np.r_[np.linspace(0.05, 0.45, 200), np.linspace(0.55, 0.95, 40)]
+    b = C.choose_band(p, np.r_[np.zeros(200), np.ones(40)])
+    assert 0.5 < b.ai < 0.5 + 1e-12 and 0.5 - 1e-12 < b.real < 0.5
+    band = {"ai_threshold": b.ai, "real_threshold": b.real}
+    assert fuse({"a": DetectorResult("ok", p_ai=0.5)}, band).verdict == "uncertain"
+    assert fuse({"a": DetectorResult("ok", p_ai=0.51)}, band).verdict == "ai-generated"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+       st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5]), st.sampled_from([0.0, 0.05, 0.3]))
+def test_band_properties(real, ai, max_fpr, max_fnr):
+    real, ai = np.array(real), np.array(ai)
+    b = C.choose_band(np.r_[real, ai], np.r_[np.zeros(real.size), np.ones(ai.size)], max_fpr, max_fnr)
+    assert 0.0 <= b.real < 0.5 < b.ai <= 1.0
+    assert np.mean(real >= b.ai) <= max_fpr + 1e-12 or b.ai == 1.0   # in-sample target met (1.0 is the ceiling)
+    assert np.mean(ai <= b.real) <= max_fnr + 1e-12 or b.real == 0.0
+    assert (b.ai >= 0.9) if real.size * max_fpr < 1 else True
+    assert (b.real <= 0.1) if ai.size * max_fnr < 1 else True
+    assert b.fpr <= b.fpr_upper <= 1.0 and b.fnr <= b.fnr_upper <= 1.0
+
+
 class _S:  # Scored-like
     def __init__(self, label, results):
         self.label, self.results, self.error, self.generator, self.path = label, results, None, "g", "x"
@@ -136,3 +183,101 @@ def test_fusion_never_amplifies_soft_evidence_nor_flips_a_detector():
     p = C.fit_fusion(items)["params"]
     assert p["evidence_weight"] == pytest.approx(1.0)
     assert p["detectors"]["inv"]["weight"] == 0.0
+
+
+def test_fit_fusion_leaves_non_finite_scores_out_and_counts_them():
+    """One NaN and one infinite logit among 60 scores pulled the temperature to
+    its bound (T = 1000), the weight to 0 and the band to None."""
+    rng = np.random.default_rng(9)
+    items = []
+    for i in range(60):
+        y = i % 2
+        z = float(rng.normal(1.0 if y else -1.0, 1.5))
+        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    clean = C.fit_fusion(items)["params"]
+    items[0].results["pix"] = DetectorResult("ok", p_ai=float("nan"), score=float("nan"), score_kind="logit")
+    items[1].results["pix"] = DetectorResult("ok", p_ai=1.0, score=float("inf"), score_kind="logit")
+    p = C.fit_fusion(items)["params"]
+    d = p["detectors"]["pix"]
+    assert d["non_finite"] == 2 and d["n"] == 58
+    assert 0.3 < d["calibration"]["T"] < 3 and d["weight"] > 0.3
+    assert d["calibration"]["T"] == pytest.approx(clean["detectors"]["pix"]["calibration"]["T"], rel=0.5)
+    assert 0.5 <= p["ai_threshold"] <= 1 and 0 <= p["real_threshold"] <= 0.5
+
+
+
+def test_platt_does_not_flip_an_inverted_detector():
+    """The weights are >= 0 so that a detector inverted on the calibration data
+    is dropped, not flipped; with --method platt the slope went negative
+    instead (a = -2.2, weight +1.0) and the inverted detector decided."""
+    from aiidetect.fusion import fuse
+
+    rng = np.random.default_rng(6)
+    items = []
+    for i in range(400):
+        y = i % 2
+        inv, good = rng.normal(-1.0 if y else 1.0, 1.0), rng.normal(0.5 if y else -0.5, 1.0)
+        items.append(_S(y, {"inv": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-inv)))),
+                            "good": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-good))))}))
+    p = C.fit_fusion(items, method="platt")["params"]
+    assert list(p["detectors"]) == ["good"] and p["detectors"]["good"]["calibration"]["a"] > 0
+    assert "dropped, not flipped" in p["skipped_detectors"]["inv"]
+    out = fuse({"inv": DetectorResult("ok", p_ai=0.001), "good": DetectorResult("ok", p_ai=0.5)}, p)
+    assert "inv" not in out.contributions
+    for it in items:
+        it.results["inv"] = DetectorResult("ok", p_ai=0.3)   # a constant is not "inverted" by a rounding error
+    assert "the same raw score" in C.fit_fusion(items, method="platt")["params"]["skipped_detectors"]["inv"]
+    # the only detector skipped: the refusal says why, not only "nothing to fuse"
+    for it in items:
+        del it.results["good"]
+    with pytest.raises(ValueError, match=r"nothing to fuse; inv skipped: the same raw score \(-0.8473\) for every"):
+        C.fit_fusion(items)
+
+
+@pytest.mark.parametrize("method", C.METHODS)
+def test_every_fitted_model_passes_the_load_check(method, tmp_path):
+    """check_model's bounds are the fitter's: what calibrate writes, scan loads
+    (separable, noisy, inverted, metadata-only and tiny sets alike)."""
+    from aiidetect.fusion import check_model, load_fusion_model
+
+    rng = np.random.default_rng(11)
+    for k, (n, sep) in enumerate([(12, 9.0), (60, 1.0), (300, -0.5), (40, 0.0)]):
+        items = []
+        for i in range(n):
+            y = i % 2
+            z = float(rng.normal(sep * (y - 0.5), 1.0))
+            res = {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}
+            if i % 3:
+                res["meta"] = DetectorResult("ok", evidence=[Evidence("exif", "real" if y == 0 else "ai", 0.5, "hint")])
+            items.append(_S(y, res))
+        try:
+            fitted = C.fit_fusion(items, method=method)
+        except ValueError:
+            continue  # refusing is fine; what is written must load
+        check_model(fitted["params"])
+        C.save_fusion(tmp_path / str(k) / "fusion", fitted, {"n": n})
+        assert load_fusion_model([tmp_path / str(k)])["detector"] == "fusion"
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_separable_calibration_scores_give_a_finite_fit_not_certainty(method):
+    """Ten real and ten AI scores that do not overlap have no maximum-likelihood
+    temperature (certainty always fits better): T went to its 1e-3 bound and a
+    detector's own 57% (logit 0.3) came out ai-generated at p 0.92. Platt's
+    smoothed targets, as --method platt already used, give the finite fit."""
+    from aiidetect.fusion import fuse
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(20):
+        y = i % 2
+        z = float(rng.normal(2.0 if y else -2.0, 0.5))
+        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    p = C.fit_fusion(items, method=method)["params"]
+    if method == "temperature":
+        assert 0.3 < p["detectors"]["pix"]["calibration"]["T"] < 3
+    else:
+        assert min(p["detectors"]["pix"]["calibration"]["p"]) == pytest.approx(1 / 12)
+    at = lambda x: fuse({"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-x))), score=x, score_kind="logit")}, p)  # noqa: E731
+    assert at(0.3).verdict == "uncertain" and 0.3 < at(0.0).p_ai < 0.7
+    assert at(3.0).verdict == "ai-generated" and at(-3.0).verdict == "likely-real"

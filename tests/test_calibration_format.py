@@ -104,6 +104,10 @@ def test_one_value_and_a_batch_agree_and_keep_their_types():
     {"method": "platt", "a": 1.0, "b": None}, {"method": "temperature", "T": -2.0},
     {"method": "temperature", "temperature": float("inf")}, {"slope": {}, "threshold_z": 1.0},
     {"method": "isotonic", "x": [0.0, 1.0], "p": [0.1, None]},
+    # what no isotonic fit writes: unsorted knots (np.interp reads garbage), falling or out-of-range p
+    {"method": "isotonic", "x": [5.0, -5.0], "p": [0.01, 0.99]},
+    {"method": "isotonic", "x": [-5.0, 5.0], "p": [0.99, 0.01]},
+    {"method": "isotonic", "x": [-5.0, 5.0], "p": [-3.0, 7.0]},
 ])
 def test_a_broken_block_is_a_value_error_not_a_silent_identity(block):
     with pytest.raises(ValueError):

@@ -92,3 +92,104 @@ def test_reasons_rank_what_moved_the_verdict():
     assert out.reasons[0].startswith("linear:")
     assert "nats" in out.reasons[0]
     assert out.contributions["linear"] > 0 > out.contributions["metadata:exif.camera"]
+
+
+VALID = {"name": "fz", "detector": "fusion", "threshold": {"ai": 0.93, "real": 0.2},
+         "params": {"detectors": {"linear": {"calibration": {"method": "temperature", "T": 2.0}, "weight": 0.7}},
+                    "evidence_weight": 0.5, "bias": -0.3, "soft_evidence_cap": 2.0,
+                    "ai_threshold": 0.93, "real_threshold": 0.2}}
+
+
+def _edit(path: str, value):
+    import copy
+
+    m = copy.deepcopy(VALID)
+    *parents, key = path.split(".")
+    d = m
+    for p in parents:
+        d = d[p]
+    if value is KeyError:
+        del d[key]
+    else:
+        d[key] = value
+    return m
+
+
+@pytest.mark.parametrize("path, value, says", [
+    ("params.ai_threshold", math.nan, "ai_threshold must be a finite number"),
+    ("params.real_threshold", math.nan, "real_threshold must be a finite number"),
+    ("params.ai_threshold", math.inf, "ai_threshold must be a finite number"),
+    ("params.ai_threshold", "0.95", "ai_threshold must be a finite number, not '0.95'"),
+    ("params.ai_threshold", True, "ai_threshold must be a finite number"),
+    ("params.ai_threshold", 0.2, "ai_threshold must lie in [0.5, 1.0]"),      # inverted band
+    ("params.ai_threshold", 0.0, "ai_threshold must lie in [0.5, 1.0]"),      # fuse read 0 as "default"
+    ("params.real_threshold", 0.8, "real_threshold must lie in [0.0, 0.5]"),
+    ("params.real_threshold", -1.0, "real_threshold must lie in [0.0, 0.5]"),
+    ("params.bias", math.inf, "bias must be a finite number"),
+    ("params.bias", "x", "bias must be a finite number"),
+    ("params.bias", None, "bias must be a finite number, not None"),          # fuse: float(None), per file
+    ("params.evidence_weight", None, "evidence_weight must be a finite number"),
+    ("params.detectors.linear.weight", None, "detector 'linear': weight must be a finite number"),
+    ("params.evidence_weight", 1e300, "evidence_weight must lie in [0.0, 1.0]"),
+    ("params.soft_evidence_cap", math.nan, "soft_evidence_cap must be a finite number"),
+    ("params.soft_evidence_cap", -2.0, "soft_evidence_cap must lie in"),
+    ("params.detectors.linear.weight", -5.0, "detector 'linear': weight must lie in [0.0, inf]"),
+    ("params.detectors.linear.weight", math.nan, "detector 'linear': weight must be a finite number"),
+    ("params.detectors.linear.weight", "heavy", "detector 'linear': weight must be a finite number"),
+    ("params.detectors.linear", "x", "detector 'linear': its entry must be a JSON object"),
+    ("params.detectors.linear.calibration", {"method": "platt", "a": -1.8, "b": 0.0}, "negative slope"),
+    ("params.detectors", [1, 2], "'detectors' must map detector names"),
+    ("params", "x", "'params' must be a JSON object"),
+    ("params", KeyError, "'params' must be a JSON object"),
+    ("threshold", "x", "'threshold' must be a JSON object"),
+])
+def test_a_hostile_fusion_model_is_refused_naming_the_number(path, value, says):
+    """Each of these, read by fuse as it was, gave nonsense or a crash per file:
+    an infinite bias called every photo ai-generated, a negative weight turned
+    the detector upside down, NaN or an inverted band made a side unreachable,
+    a string raised in the middle of a scan."""
+    from aiidetect.fusion import check_model
+
+    with pytest.raises(ValueError) as exc:
+        check_model(_edit(path, value))
+    assert says in str(exc.value)
+
+
+def test_the_band_from_the_threshold_block_is_checked_too():
+    from aiidetect.fusion import check_model
+
+    m = _edit("params.ai_threshold", KeyError)
+    m["threshold"]["ai"] = 0.3
+    with pytest.raises(ValueError, match="ai_threshold must lie"):
+        check_model(m)
+
+
+def test_valid_models_and_plain_bands_pass_the_check():
+    """...and fuse reads each of them without raising."""
+    from aiidetect.fusion import check_model
+
+    for m in (None, {}, VALID, {"ai_threshold": 0.75, "real_threshold": 0.2}, {"ai_threshold": 0.5, "real_threshold": 0.5},
+              _edit("params.detectors.linear.calibration", {"method": "sharpen"}),  # fuse drops it per file, with a note
+              _edit("params.bias", KeyError), _edit("threshold", KeyError),
+              _edit("params.ai_threshold", None), _edit("params.real_threshold", None)):
+        check_model(m)
+        fuse({"linear": ok(0.7, score=0.8), "metadata": meta(CAMERA)}, m)
+
+
+def test_a_non_finite_detector_output_drops_out_and_says_so():
+    """Rule 1 for a detector that answers "ok" with NaN or an infinite logit: it
+    made the whole p_ai NaN beside a confident detector, and in a fitted model an
+    infinite logit called the file ai-generated at p 1.0 over a detector at 0.01."""
+    nan, inf = float("nan"), float("inf")
+    out = fuse({"a": ok(nan), "b": ok(0.999)})
+    assert out.p_ai == pytest.approx(0.999) and out.verdict == "ai-generated" and "a" not in out.contributions
+    assert "a: non-finite output (p_ai=nan, score=None), ignored" in out.reasons
+    model = {"detectors": {"a": {"calibration": {"method": "temperature", "T": 2.0}, "weight": 1.0},
+                           "b": {"calibration": {"method": "none"}, "weight": 1.0}},
+             "ai_threshold": 0.9, "real_threshold": 0.1}
+    for score in (inf, -inf, nan):
+        out = fuse({"a": ok(0.5, score=score), "b": ok(0.01)}, model)
+        assert out.verdict == "likely-real" and out.p_ai == pytest.approx(0.01), score
+        assert any(r.startswith("a: non-finite output") for r in out.reasons)
+    alone = fuse({"a": ok(nan)})
+    assert alone.p_ai is None and alone.verdict == "uncertain"

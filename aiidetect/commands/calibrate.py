@@ -69,10 +69,13 @@ def calibrate_cmd(
     lines = [f"fusion model {name} -> {path}",
              f"band: ai-generated when P(AI) >= {t['ai']:.4f}, likely-real when <= {t['real']:.4f} "
              f"(on P(AI) over the calibration data: real above it {100 * (t['fpr_at_band'] or 0):.1f}% of {t['n_real']}, "
-             f"AI below it {100 * (t['fnr_at_band'] or 0):.1f}% of {t['n_ai']})"]
+             f"95% bound {_pct(t.get('fpr_upper_95'))}; AI below it {100 * (t['fnr_at_band'] or 0):.1f}% of {t['n_ai']}, "
+             f"95% bound {_pct(t.get('fnr_upper_95'))})"]
+    lines += [f"  note: {n}" for n in t.get("notes") or []]
     for n, d in p["detectors"].items():
         lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
-                     f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})")
+                     f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})"
+                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else ""))
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
@@ -81,6 +84,10 @@ def calibrate_cmd(
                  f"{100 * m['real_called_ai']:.1f}%, AI called real {100 * m['ai_called_real']:.1f}%; "
                  f"measure held-out data with `aiidetect eval`")
     typer.echo("\n".join(lines))
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def register(apps) -> None:

@@ -1,16 +1,19 @@
 """Scored items -> the metrics blocks of one evaluation condition."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..fusion import fuse, normalize_model
+from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
 from .runner import Scored
 
 FUSED = "fused"
+MAX_LISTED = 1000  # unreadable files named per condition in metrics.json (all are counted)
 
 
 def detector_threshold(det, results=()) -> float:
@@ -93,12 +96,18 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     block: dict[str, Any] = {"condition": name, "n_items": len(scored), "n_scored": n,
                              "n_decode_errors": len(scored) - n,
                              "decode_errors": Counter(s.error.split(":")[0] for s in scored if s.error),
+                             # by name too: a count alone leaves the user to rerun scan to find them
+                             "unreadable": [{"file": display_path(s.path), "file_bytes": path_bytes_b64(s.path),
+                                             "error": s.error} for s in scored if s.error][:MAX_LISTED],
                              "detectors": {}, "attribution": {}}
     columns: dict[str, Any] = {"y": y_all, "generator": g_all, "path": [scored[i].path for i in ok], "p": {}}
     for det in detectors:
         res = [scored[i].results.get(det.name) for i in ok]
         status = Counter(r.status if r is not None else "missing" for r in res)
-        have = np.array([r is not None and r.status == "ok" and r.p_ai is not None for r in res], dtype=bool)
+        # A NaN p_ai fails every ">= threshold" and so counted as a correct
+        # call on every real photo; a detector's non-finite answer is no answer.
+        said = [r is not None and r.status == "ok" and r.p_ai is not None for r in res]
+        have = np.array([h and math.isfinite(r.p_ai) for r, h in zip(res, said)], dtype=bool)
         p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
         thr = detector_threshold(det, res)
         b = _block(y_all[have], p[have], g_all[have], thr, n)
@@ -107,6 +116,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         if reasons:
             b["not_ok_reasons"] = dict(reasons.most_common(3))
         b["no_opinion"] = int(sum(1 for r in res if r is not None and r.status == "ok" and r.p_ai is None))
+        b["non_finite"] = int(sum(said) - have.sum())
         block["detectors"][det.name] = b
         columns["p"][det.name] = p
         att = [(_attribution(r), g) for r, g, yy in zip(res, g_all, y_all)]
@@ -128,6 +138,10 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     b["ai_called_real"] = vt["ai"]["likely-real"] / na if na else None
     b["ai_detected"] = vt["ai"]["ai-generated"] / na if na else None
     b["real_confirmed"] = vt["real"]["likely-real"] / nr if nr else None
+    # 0% of 3 real photos is not 0%: the counts and the 95% upper bound go with the two error rates.
+    b["real_called_ai_count"], b["ai_called_real_count"] = [vt["real"]["ai-generated"], nr], [vt["ai"]["likely-real"], na]
+    b["real_called_ai_upper_95"] = M.rate_upper_bound(vt["real"]["ai-generated"], nr)
+    b["ai_called_real_upper_95"] = M.rate_upper_bound(vt["ai"]["likely-real"], na)
     for g, row in b["per_generator"].items():
         m = (g_all == g) if g != "real" else (y_all == 0)
         c = Counter(verdicts[m].tolist())

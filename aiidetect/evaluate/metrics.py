@@ -48,9 +48,11 @@ def roc_auc(y, s) -> float | None:
 
 
 def average_precision(y, s) -> float | None:
-    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n, as sklearn.average_precision_score."""
+    """Step-wise AP = sum_n (R_n - R_{n-1}) P_n, as sklearn.average_precision_score.
+    None without both classes: with no real images every ranking has AP 1
+    (sklearn's answer), which printed "AP 100.0" beside "acc AI 0.0"."""
     y, s = _arrays(y, s)
-    if y.size == 0 or y.sum() == 0:
+    if y.size == 0 or y.min() == y.max():
         return None
     fpr, tpr, _ = roc_curve(y, s)
     P = y.sum()
@@ -120,6 +122,39 @@ def reliability_bins(y, p, n_bins: int = 15) -> list[dict[str, float]]:
             out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
                         "mean_p": float(p[m].mean()), "frac_ai": float(y[m].mean())})
     return out
+
+
+def rate_upper_bound(k: int, n: int, confidence: float = 0.95) -> float | None:
+    """Clopper-Pearson one-sided upper confidence bound on a rate seen k times
+    in n: the u with P(Binomial(n, u) <= k) = 1 - confidence (1 - 0.05^(1/n)
+    for k = 0: 0 of 10 real photos called AI still allows a true rate of 26%).
+    None for n = 0. Bisection on the binomial CDF in log space, so evaluation
+    needs no scipy."""
+    if n <= 0:
+        return None
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if k == 0:
+        return 1.0 - alpha ** (1.0 / n)
+    logc = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(k + 1)]
+
+    def cdf(u: float) -> float:
+        lu, l1u = math.log(u), math.log1p(-u)
+        terms = [c + i * lu + (n - i) * l1u for i, c in enumerate(logc)]
+        top = max(terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+    lo, hi = k / n, 1.0   # the CDF falls from >= 1/2 at k/n towards 0 at 1
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if cdf(mid) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def confusion_matrix(true: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, Any]:

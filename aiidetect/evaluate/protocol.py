@@ -52,7 +52,7 @@ def subset_metrics(y, p, subsets, pairs: Mapping[str, str | None], threshold: fl
         row["acc_real"] = float(np.mean(~pred[yy == 0])) if (yy == 0).any() else None
         row["acc_ai"] = float(np.mean(pred[yy == 1])) if (yy == 1).any() else None
         if protocol == "ufd":
-            row["ap"] = M.average_precision(yy, pp) if (yy == 0).any() else None
+            row["ap"] = M.average_precision(yy, pp)
         if pool is None or row["n_real"] == 0:
             row["note"] = "no real images paired with this subset: accuracy is over its fakes only"
         rows[s] = row

@@ -1,7 +1,6 @@
 """Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +17,15 @@ def _f(x, pct: bool = False) -> str:
     if isinstance(x, float):
         return f"{100 * x:.1f}" if pct else f"{x:.3f}"
     return str(x)
+
+
+def _rate(f: Mapping[str, Any], key: str) -> str:
+    """'0.0% (0 of 3; 95% upper bound 63.2%)': an error rate with what it rests on."""
+    if f.get(key) is None:
+        return "- (no images of that class)"
+    k, n = f.get(f"{key}_count") or (None, None)
+    up = f.get(f"{key}_upper_95")
+    return f"{_f(f[key], True)}%" + (f" ({k} of {n}; 95% upper bound {_f(up, True)}%)" if n else "")
 
 
 def _row(name: str, b: Mapping[str, Any]) -> list[str]:
@@ -61,6 +69,8 @@ def _cells(row) -> list:
 def print_tables(result: Mapping[str, Any], console) -> None:
     from rich.table import Table
 
+    from ..report.safe import printable
+
     for cond in result["conditions"]:
         t = Table(title=f"{cond['condition']}: {cond['n_scored']} images scored"
                         f"{', ' + str(cond['n_decode_errors']) + ' unreadable' if cond['n_decode_errors'] else ''}"
@@ -73,8 +83,15 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         console.print(t)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
-                      f"({f['band']['model']}); real photos called ai-generated: {_f(f.get('real_called_ai'), True)}%, "
-                      f"AI images called likely-real: {_f(f.get('ai_called_real'), True)}%")
+                      f"({f['band']['model']}); real photos called ai-generated: {_rate(f, 'real_called_ai')}, "
+                      f"AI images called likely-real: {_rate(f, 'ai_called_real')}", highlight=False)
+        bad = cond.get("unreadable") or []
+        for u in bad[:3]:
+            console.print(f"  unreadable: {printable(u['file'])} ({printable(u['error'])})", style="yellow",
+                          highlight=False, markup=False)
+        if cond["n_decode_errors"] > 3:
+            console.print(f"  ... and {cond['n_decode_errors'] - 3} more unreadable (--out-dir: metrics.json names "
+                          f"{len(bad)} of them)", style="yellow", highlight=False, markup=False)
         for name, b in cond["detectors"].items():
             if not (b.get("status") or {}).get("ok") and b.get("not_ok_reasons"):
                 console.print(f"  {name}: {next(iter(b['not_ok_reasons']))}", style="yellow", highlight=False,
@@ -113,9 +130,17 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         console.print(t)
 
 
+def _md_cell(c: str) -> str:
+    """A generator name is a folder name or a CSV cell: a '|' or a newline in
+    it would split the row into other columns or end the table."""
+    from ..report.safe import printable
+
+    return printable(str(c)).replace("|", "\\|")
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -136,8 +161,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
                 _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]
         f = cond["fused"]
         out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
-                f"real photos called ai-generated {_f(f.get('real_called_ai'), True)}%, AI images called "
-                f"likely-real {_f(f.get('ai_called_real'), True)}%, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
+                f"real photos called ai-generated {_rate(f, 'real_called_ai')}, AI images called "
+                f"likely-real {_rate(f, 'ai_called_real')}, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
         if cond.get("protocol"):
             from .protocol import protocol_rows
 
@@ -253,7 +278,12 @@ def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[st
     if make_plots:
         result["plots"] = [Path(p).name for p in plots(out, columns_by_cond)]
         files += result["plots"]
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "summary.md").write_text(summary_markdown(result))
+    from ..report.safe import clean_str, dumps
+
+    # Generator names and paths come from folder names, which need not be
+    # UTF-8: strict JSON and a writable summary, never a lone surrogate
+    # (summary.md died on one with UnicodeEncodeError, after the tables).
+    (out / "metrics.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(clean_str(summary_markdown(result)), encoding="utf-8")
     write_scores(out / "scores.csv", columns_by_cond)
     return ["metrics.json", "summary.md", "scores.csv"] + files

@@ -21,8 +21,11 @@ folder means the same thing to both. Supported (auto-detected per argument):
   ``imagenet/0_real``); those reals form a pool that `protocol_pairs` pairs with
   the diffusion subsets the way the UFD evaluation code does;
 - a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
-  to the CSV), like ../shared/data/dev/manifest.csv. Rows whose label is not
-  real/ai are skipped.
+  to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
+  ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
+  left out. Any other label, a row without a file, or a file listed twice is
+  a ValueError naming the lines: a row dropped in silence changes the numbers.
+  So is a manifest none of whose files exist.
 
 Every item carries a ``subset``: the benchmark subset whose own reals and fakes
 are scored together by `aiidetect eval --protocol` (GenImage: the generator's
@@ -215,19 +218,73 @@ def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item
     return items
 
 
+REAL_LABELS = ("real", "0")
+AI_LABELS = ("ai", "fake", "1")
+# Rows marked so are unlabelled on purpose (the dev set's format samples) and
+# are left out; any other label is a mistake that would change the numbers.
+UNLABELLED = ("unknown",)
+
+
 def _from_manifest(csv_path: Path) -> list[Item]:
     base = csv_path.parent
     out = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            lab = (row.get("label") or "").strip().lower()
-            if lab not in ("real", "ai", "fake", "0", "1"):
-                continue
-            y = 1 if lab in ("ai", "fake", "1") else 0
-            gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
-            sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
-            p = Path(row["file"])
-            out.append(Item(str(p if p.is_absolute() else base / p), y, "real" if y == 0 else gen, sub))
+    seen: dict[str, tuple[int, int]] = {}
+    bad: list[str] = []
+    # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark,
+    # which would otherwise glue itself to the first column's name.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "file" not in header or "label" not in header:
+                raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
+                                 f"[,subset]); its first line has {header or 'nothing'}")
+            for cells in reader:
+                if not any(c.strip() for c in cells):
+                    continue
+                row = dict(zip(header, cells))
+                line = reader.line_num
+                lab = (row.get("label") or "").strip().lower()
+                if lab in UNLABELLED:
+                    continue
+                if lab not in REAL_LABELS + AI_LABELS:
+                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))
+                    continue
+                y = 1 if lab in AI_LABELS else 0
+                name = (row.get("file") or "").strip()
+                if not name:
+                    bad.append(f"line {line}: no file")
+                    continue
+                gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
+                sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
+                p = Path(name)
+                path = str(p if p.is_absolute() else base / p)
+                key = os.path.normpath(path)
+                if key in seen:
+                    first, y0 = seen[key]
+                    bad.append(f"line {line}: {name} again (first on line {first}"
+                               + (", with the other label)" if y0 != y else ")"))
+                    continue
+                seen[key] = (line, y)
+                out.append(Item(path, y, "real" if y == 0 else gen, sub))
+        except UnicodeDecodeError as exc:  # decoded a buffer ahead of the reader: no line to name
+            raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from None
+        except csv.Error as exc:  # a cell over the csv module's size limit, a NUL in a quoted cell
+            raise ValueError(f"{csv_path}: line {reader.line_num}: {exc}") from None
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "
+                         f"Labels: {', '.join(REAL_LABELS)} (real), {', '.join(AI_LABELS)} (AI), "
+                         f"{', '.join(UNLABELLED)} (row left out); each file once")
+    # Paths written relative to the current folder instead of the CSV's all
+    # miss, and the run "finished" with every image unreadable and exit 0.
+    # Stops at the first file that exists: a good manifest costs one stat.
+    if out and not any(os.path.lexists(i.path) for i in out):
+        hint = ""
+        if base.resolve() != Path.cwd().resolve() and any(
+                os.path.lexists(os.path.relpath(i.path, base)) for i in out[:50]):
+            hint = "; they exist relative to the current folder, but a manifest's paths are relative to its own folder"
+        raise ValueError(f"{csv_path}: none of its {len(out)} files exist (first: {out[0].path}){hint}")
     return out
 
 

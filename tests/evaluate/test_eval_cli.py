@@ -64,7 +64,25 @@ class Size(Detector):
                 for s in samples]
 
 
+class NanBright(Brightness):
+    """Brightness with a numerical failure on every file whose name has a 2 in it."""
+
+    family = "fakenan"
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakenan"
+
+    def predict(self, samples, features):
+        out = super().predict(samples, features)
+        for s, r in zip(samples, out):
+            if "2" in s.record.file.rsplit("/", 1)[-1]:
+                r.score, r.p_ai = float("nan"), float("nan")
+        return out
+
+
 register("fakebright", lambda ctx: [Brightness()])
+register("fakenan", lambda ctx: [NanBright()])
 register("fakeexif", lambda ctx: [Exif()])
 
 
@@ -126,6 +144,9 @@ def test_calibrate_then_eval_uses_the_fusion_model(dataset, tmp_path, weights_di
     man = json.loads((head / "manifest.json").read_text())
     assert man["detector"] == "fusion" and man["data"]["n"] == 19
     assert "fakebright" in man["params"]["detectors"] and 0.5 <= man["threshold"]["ai"] <= 1
+    # 8 real photos cannot show a 1% false-positive rate: the band keeps the rules' 0.9 and both outputs say so
+    assert man["threshold"]["ai"] >= 0.9 and "8 real images cannot show a 1% false-positive rate" in r.output
+    assert man["threshold"]["notes"][0].startswith("8 real images") and man["threshold"]["fpr_upper_95"] > 0.3
     out = tmp_path / "o2"
     r = cli("eval", str(dataset), "-d", "fakebright", "--out", str(out), "--no-plots", "-q")
     assert r.exit_code == 0, r.output
@@ -173,3 +194,73 @@ def test_attribution_formats():
     assert _attribution(ok({"label": "mj"})) == "mj"
     assert _attribution(ok([{"label": "glide", "p": 0.7}, {"label": "adm", "p": 0.2}])) == "glide"
     assert _attribution(DetectorResult.unavailable("x")) is None
+
+
+def test_eval_reads_a_spreadsheet_manifest_and_refuses_bad_rows(dataset, tmp_path):
+    """Through the installed command: a BOM + CRLF manifest is read (it died
+    with KeyError: 'file', exit 2); a label it cannot read is exit 2 naming
+    the line, not a row dropped in silence."""
+    from conftest import run_cli
+
+    rows = [(dataset / "real" / "r0.jpg", "Real"), (dataset / "ai" / "genA" / "genA0.png", "AI")]
+    man = tmp_path / "m.csv"
+    man.write_bytes(("file,label\r\n" + "".join(f"{p},{l}\r\n" for p, l in rows)).encode("utf-8-sig"))
+    out = tmp_path / "out"
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", "--fusion", "none", "--no-plots", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["run"]["n_real"], m["run"]["n_ai"]) == (1, 1)
+    man.write_text(f"file,label\n{rows[0][0]},real\n{rows[1][0]},synthetic\n")
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", "--fusion", "none")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "line 3: label 'synthetic'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_path):
+    """A generator folder and a broken file whose names are not UTF-8: eval
+    wrote lone surrogates into metrics.json, then died writing summary.md
+    (UnicodeEncodeError, exit 2). The unreadable file is named, not only counted."""
+    import base64
+    import os
+    import shutil
+
+    from conftest import run_cli
+    from aiidetect.report.safe import strict_loads
+
+    root = tmp_path / "d"
+    (root / "real").mkdir(parents=True)
+    shutil.copy(dataset / "real" / "r0.jpg", root / "real" / "r0.jpg")
+    gen = os.path.join(os.fsencode(root / "ai"), b"g\xff")
+    os.makedirs(gen)
+    # a file the metadata detector has an opinion on, so the generator gets a table row
+    sd = sorted((dev_dir / "ai" / "sd14").iterdir())[0]
+    shutil.copy(sd, os.fsdecode(os.path.join(gen, b"a" + os.fsencode(sd.suffix))))
+    bad = os.path.join(os.fsencode(root / "real"), b"bad\xfe.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    out = tmp_path / "out"
+    r = run_cli("eval", str(root), "-d", "metadata", "-q", "--fusion", "none", "--no-plots", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    raw = (out / "metrics.json").read_bytes()
+    assert b"\\ud" not in raw
+    cond = strict_loads(raw.decode("utf-8"))["conditions"][0]
+    assert set(cond["detectors"]["metadata"]["per_generator"]) == {"real", "g\ufffd"}, cond["detectors"]
+    assert cond["n_decode_errors"] == 1 and cond["decode_errors"] == {"unsupported-format": 1}
+    (u,) = cond["unreadable"]
+    assert u["file"].endswith("bad\ufffd.jpg") and base64.b64decode(u["file_bytes"]) == bad
+    assert u["error"].startswith("unsupported-format")
+    assert "g\ufffd" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "unreadable: " in r.stdout and "bad\ufffd.jpg (unsupported-format" in r.stdout
+
+
+def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_path, weights_dir):
+    r = cli("calibrate", str(dataset), "-d", "fakenan", "-q")
+    assert r.exit_code == 0, r.output
+    assert "fakenan: temperature" in r.output and "3 NaN or infinite scores left out" in r.output
+    man = json.loads((weights_dir / "fusion" / "manifest.json").read_text())
+    assert man["params"]["detectors"]["fakenan"]["non_finite"] == 3
+    out = tmp_path / "o"
+    r = cli("eval", str(dataset), "-d", "fakenan", "--out", str(out), "--no-plots", "-q")
+    assert r.exit_code == 0, r.output
+    raw = json.loads((out / "metrics.json").read_text())["conditions"][0]
+    assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15

@@ -187,3 +187,73 @@ def test_train_and_eval_protocol_on_miniature_layouts(layout, tmp_path):
             assert got["subsets"][s]["ap"] == pytest.approx(ap)
     assert got["mean_acc"] == pytest.approx(np.mean([a for a, _ in hand.values()]))
     assert f"{protocol} protocol" in (out / "summary.md").read_text()
+
+
+def _manifest(tmp_path, text: str, encoding: str = "utf-8") -> Path:
+    for name in ("a.png", "b.png", "c d.png", "e,f.png"):
+        (tmp_path / name).write_bytes(b"")
+    p = tmp_path / "m.csv"
+    p.write_bytes(text.encode(encoding))
+    return p
+
+
+def test_manifest_spellings_bom_crlf_and_quoted_names(tmp_path):
+    """A spreadsheet's "CSV UTF-8" (byte-order mark, CRLF, quoted cells): the
+    mark used to glue itself to 'file' and eval died with KeyError: 'file'."""
+    text = ('File, Label ,generator\r\na.png, Real ,\r\nb.png,AI,sdxl\r\n"c d.png",1,\r\n"e,f.png",FAKE,"gen\r\nx"\r\n'
+            '/abs/z.png,0,\r\nq.png,unknown,\r\n\r\n')
+    items = load_items([_manifest(tmp_path, text, "utf-8-sig")])
+    assert [(Path(i.path).name, i.label, i.generator) for i in items] == [
+        ("a.png", 0, "real"), ("b.png", 1, "sdxl"), ("c d.png", 1, "unknown-ai"), ("e,f.png", 1, "gen\r\nx"),
+        ("z.png", 0, "real")]
+    assert items[0].path == str(tmp_path / "a.png") and items[-1].path == "/abs/z.png"  # relative to the CSV
+
+
+@pytest.mark.parametrize("text, says", [
+    ("file,label\na.png,real\nb.png,photo\nc.png,generated\n", "2 row(s) cannot be used: line 3: label 'photo'; "
+                                                               "line 4: label 'generated'"),
+    ("file,label\na.png,real\nb.png,\n", "line 3: label ''"),
+    ("file,label\na.png,real\n,ai\n", "line 3: no file"),
+    ("file,label\na.png,real\nb.png,ai\n./a.png,ai\n", "line 4: ./a.png again (first on line 2, with the other label)"),
+    ("file,label\na.png,real\na.png,real\n", "line 3: a.png again (first on line 2)"),
+    ("path,label\na.png,real\n", "a manifest needs 'file' and 'label' columns"),
+    ("file,label\n\"a.png,real\nb.png,ai\n", "line 3: no label"),                  # an unterminated quote
+    ('file,label\n"' + "a" * 200_000 + '",real\n', "line 2: field larger than field limit"),
+    ("", "its first line has nothing"),
+])
+def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text, says):
+    """An unreadable label, a row without a file, or a file twice used to be
+    dropped (or counted twice) in silence, changing every number after it; a
+    cell over the csv module's limit was "aiidetect: error: Error: field larger..."."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert says in str(exc.value)
+
+
+def test_the_dev_manifest_leaves_out_its_unknown_rows(dev_manifest):
+    items = load_items([dev_manifest])
+    assert (len(items), sum(i.label for i in items)) == (365, 272)
+
+
+def test_a_manifest_whose_files_all_miss_says_where_it_looked(tmp_path, monkeypatch):
+    """Paths written relative to the current folder, not the CSV's: every file
+    was unreadable and eval "finished" with exit 0 and nothing measured."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").write_bytes(b"")
+    (tmp_path / "lists").mkdir()
+    man = tmp_path / "lists" / "m.csv"
+    man.write_text("file,label\ndata/a.png,real\ndata/b.png,ai\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"none of its 2 files exist .*relative to its own folder"):
+        load_items([man])
+    # some present, some missing: read, and the missing ones are counted as unreadable by eval
+    (tmp_path / "lists" / "data").mkdir()
+    (tmp_path / "lists" / "data" / "a.png").write_bytes(b"")
+    assert len(load_items([man])) == 2
+
+
+def test_a_manifest_that_is_not_utf8_names_itself(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_bytes("file,label\ncafé.png,real\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"m\.csv: not UTF-8 text .*save it as UTF-8"):
+        load_items([p])

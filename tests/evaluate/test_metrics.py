@@ -1,6 +1,7 @@
 """Metric functions against scikit-learn and hand-computed cases."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from sklearn import metrics as skm
 
 from aiidetect.evaluate import metrics as M
@@ -63,6 +64,8 @@ def test_one_class_and_empty_inputs_give_none():
     assert M.roc_auc([1, 1], [0.2, 0.3]) is None
     assert M.tpr_at_fpr([0, 0], [0.2, 0.3], 0.01) is None
     assert M.average_precision([0, 0], [0.2, 0.3]) is None
+    # no real images: every ranking scores AP 1 (sklearn), so it is undefined here, not 100%
+    assert M.average_precision([1, 1, 1], [0.1, 0.2, 0.3]) is None and M.binary_metrics([1, 1], [0.1, 0.2])["ap"] is None
     b = M.binary_metrics([1, 1, 1], [0.9, 0.2, 0.7])
     assert b["acc_ai"] == pytest.approx(2 / 3) and b["acc_real"] is None and b["auc"] is None
     assert M.binary_metrics([], [])["n"] == 0
@@ -77,3 +80,120 @@ def test_confusion_matrix_matches_sklearn():
 
 def test_clean_makes_json_safe():
     assert M.clean({"a": np.float32(np.nan), "b": [np.int64(3), float("inf")]}) == {"a": None, "b": [3, None]}
+
+
+def test_eval_counts_a_non_finite_p_ai_as_no_answer():
+    """A NaN p_ai fails p >= threshold, so it counted as a correct call on a real photo."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"f{i}", y, "real" if y == 0 else "g", {"pix": DetectorResult("ok", p_ai=p)})
+             for i, (y, p) in enumerate([(0, float("nan")), (0, 0.9), (1, 0.8), (1, 0.7)])]
+    block, cols = condition_metrics(items, [Det()], None)
+    b = block["detectors"]["pix"]
+    assert b["non_finite"] == 1 and b["coverage"] == 0.75
+    assert b["overall"]["n_real"] == 1 and b["overall"]["acc_real"] == 0.0
+    assert np.isnan(cols["p"]["pix"][0])
+
+
+_SCORE = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.25, 1e-9, 1 - 1e-9, 0.3, 0.3 + 1e-12]), st.floats(0.0, 1.0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), _SCORE), min_size=1, max_size=40))
+def test_ranking_metrics_match_sklearn_on_ties_extremes_and_tiny_sets(pairs):
+    """Heavy ties, scores at exactly 0 and 1, one or two items: every number
+    equals scikit-learn's, and one class gives None (never 0.5, never a crash)."""
+    import warnings
+
+    y = np.array([a for a, _ in pairs])
+    s = np.array([b for _, b in pairs])
+    if y.min() == y.max():
+        assert M.roc_auc(y, s) is None and M.tpr_at_fpr(y, s, 0.01) is None and M.best_threshold(y, s) == (None, None)
+        assert M.average_precision(y, s) is None
+        return
+    assert M.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert M.average_precision(y, s) == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fpr, tpr, _ = skm.roc_curve(y, s, drop_intermediate=False)
+    for f in (0.0, 0.01, 0.05, 0.5):
+        assert M.tpr_at_fpr(y, s, f) == tpr[fpr <= f + 1e-12].max()
+    t, bal = M.best_threshold(y, s)
+    assert bal == pytest.approx(max(skm.balanced_accuracy_score(y, (s >= u).astype(int))
+                                    for u in [*np.unique(s), np.inf]), abs=1e-12)
+    assert skm.balanced_accuracy_score(y, (s >= t).astype(int)) == pytest.approx(bal, abs=1e-12)
+    e = M.ece(y, s)
+    assert 0.0 <= e <= 1.0
+    if np.unique(s).size == 1:  # one bin: |share of AI - the score|
+        assert e == pytest.approx(abs(y.mean() - s[0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.integers(1, 400), st.sampled_from([0.9, 0.95, 0.99]))
+def test_rate_upper_bound_is_clopper_pearson(k, n, conf):
+    from scipy.stats import beta
+
+    k = min(k, n)
+    want = 1.0 if k == n else float(beta.ppf(conf, k + 1, n - k))
+    assert M.rate_upper_bound(k, n, conf) == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert M.rate_upper_bound(0, 0) is None
+
+
+def test_eval_error_rates_carry_their_count_and_upper_bound():
+    """Three real photos, none called AI, printed as "0.0%": the same as three
+    thousand would. The rate now goes with "0 of 3" and its 95% upper bound."""
+    import io
+
+    from rich.console import Console
+
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import print_tables, summary_markdown
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"r{i}", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}) for i in range(3)]
+    block, _ = condition_metrics(items, [Det()], None)
+    f = block["fused"]
+    assert f["real_called_ai"] == 0.0 and f["real_called_ai_count"] == [0, 3]
+    assert f["real_called_ai_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 3))
+    assert f["ai_called_real"] is None and f["ai_called_real_upper_95"] is None
+    result = {"run": {}, "conditions": [block]}
+    buf = io.StringIO()
+    print_tables(result, Console(file=buf, width=400))
+    for text in (buf.getvalue(), summary_markdown(result)):
+        assert "real photos called ai-generated: 0.0% (0 of 3; 95% upper bound 63.2%)" in text.replace(
+            "ai-generated 0.0%", "ai-generated: 0.0%")
+        assert "likely-real: - (no images of that class)" in text.replace("likely-real -", "likely-real: -")
+
+
+def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names():
+    """A generator named by a CSV cell ("sd|xl", "gen<newline>x"): the pipe
+    split its row into an extra column and the newline ended the table."""
+    import re
+
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import summary_markdown
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored("r", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}),
+             Scored("a", 1, "sd|xl", {"pix": DetectorResult("ok", p_ai=0.8)}),
+             Scored("b", 1, "gen\nx", {"pix": DetectorResult("ok", p_ai=0.7)})]
+    block, _ = condition_metrics(items, [Det()], None)
+    md = summary_markdown({"run": {}, "conditions": [block]})
+    table = [l for l in md.splitlines() if l.startswith("| ") and "generator" not in l and "detector" not in l]
+    assert any("sd\\|xl" in l for l in table) and any("gen\\u000ax" in l for l in table)
+    for l in md.splitlines():
+        if l.startswith("|"):
+            assert len(re.findall(r"(?<!\\)\|", l)) in (8, 13), l  # 7 generator columns, 12 summary columns

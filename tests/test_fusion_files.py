@@ -1,0 +1,78 @@
+"""Fusion model files as `scan` and `eval` load them: a hand-edited or hostile
+manifest is refused with a clear message (exit 2) or left out with a note,
+never used for nonsense verdicts, never a traceback."""
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import run_cli
+from aiidetect.report.safe import strict_loads
+
+
+def test_a_hostile_fusion_model_is_refused_or_ignored_aloud(tmp_path):
+    """A hand-edited fusion model whose numbers would make nonsense verdicts
+    (here an infinite bias: every file ai-generated at p_ai 1.0): named with
+    --fusion PATH it stops the run (exit 2, the number named); found in the
+    weights folders it is left out with a note and the default rules decide;
+    eval refuses it."""
+    from PIL import Image
+
+    img = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(img)
+    head = tmp_path / "weights" / "fz"
+    head.mkdir(parents=True)
+    # Python's json writes Infinity, and reads it back, like a hand edit would leave it
+    (head / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion", "params": {
+        "detectors": {"metadata": {"weight": 1.0}}, "bias": float("inf"), "ai_threshold": 0.9, "real_threshold": 0.1}}))
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", "--fusion", str(head), env=env)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"fusion model {head}: bias must be a finite number, not inf" in r.stderr
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0, r.stderr
+    rec = strict_loads(r.stdout)
+    assert rec["fusion"] == {"kind": "rules"} and rec["p_ai"] != 1.0
+    assert "fusion model not loaded" in r.stderr and "bias must be a finite number" in r.stderr
+    man = tmp_path / "m.csv"
+    man.write_text(f"file,label\n{img},real\n")
+    r = run_cli("eval", str(man), "-d", "metadata", "-q", env=env)
+    assert r.returncode == 2 and "bias must be a finite number" in r.stderr and "--fusion none" in r.stderr
+
+
+def test_a_fusion_manifest_nested_past_the_parser_or_huge_is_a_clear_error(tmp_path):
+    head = tmp_path / "deep"
+    head.mkdir()
+    (head / "manifest.json").write_text('{"name": "d", "detector": "fusion", "params": '
+                                        + "[" * 100_000 + "]" * 100_000 + "}")
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
+    assert r.returncode == 2 and "JSON nested too deeply" in r.stderr and "RecursionError" not in r.stderr
+    # a multi-gigabyte manifest (sparse here) is refused by its size, not parsed on every scan
+    with open(head / "manifest.json", "r+b") as f:
+        f.truncate(3 << 30)
+    t0 = time.monotonic()
+    r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head))
+    assert r.returncode == 2 and "more than a manifest's" in r.stderr and time.monotonic() - t0 < 10
+
+
+def test_a_fusion_model_with_a_json_typo_is_not_skipped_in_silence(tmp_path):
+    """A hand edit that leaves a trailing comma: the folder was skipped like
+    any unreadable head and scans ran on the rules without a word."""
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    head = tmp_path / "weights" / "fusion"
+    head.mkdir(parents=True)
+    (head / "manifest.json").write_text('{"name": "fusion", "detector": "fusion", "params": {"bias": 0.1,}}')
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0 and strict_loads(r.stdout)["fusion"] == {"kind": "rules"}
+    assert "fusion model not loaded (cannot read" in r.stderr and str(head) in r.stderr
+    (head / "manifest.json").write_text('{"name": ["fusion"], "detector": "fusion", "params": {}}')
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0 and "'name' must be a string" in r.stderr and "unhashable" not in r.stderr
