@@ -91,3 +91,66 @@ def test_calibrate_format_json_is_the_fitted_model(work, tmp_path):
     r = run_cli("calibrate", str(work / "small"), "-d", "metadata", "-f", "json", "-o", str(tmp_path / "x"))
     _check(r, 2, "empty")
     assert "at least 5 real" in r.stderr and not (tmp_path / "x").exists()
+
+
+# (command line, exit code, what stdout must be). {w}: the module's work folder, {t}: this test's
+# tmp_path. "empty": nothing on stdout, the error on stderr; json/jsonl/csv: stdout parses whole.
+CASES = [
+    # scan: 0 done, 1 --fail-on matched, 2 usage or fatal
+    ("scan {w}/files/plain.jpg -d metadata -f json -q --no-cache", 0, "json"),
+    ("scan {w}/files -d metadata -f json --no-cache --fail-on error", 1, "json"),   # broken.jpg: an error record
+    ("scan {w}/files -d metadata -f csv --no-cache", 0, "csv"),
+    ("scan {w}/missing.jpg -d metadata -f json", 2, "empty"),
+    ("scan {w}/files -d metadata -f json --fail-on sometimes", 2, "empty"),
+    # meta: 1 is decisive AI evidence; a file that cannot be read is a record, not a fatal error
+    ("meta {w}/files/plain.jpg -f json", 0, "json"),
+    ("meta {w}/files/broken.jpg -f jsonl", 0, "jsonl"),
+    ("meta {w}/files/gen.png -f json", 1, "json"),
+    ("meta {w}/missing.png -f json", 2, "empty"),
+    ("meta {w}/files -f json --watermark sometimes", 2, "empty"),
+    # eval / calibrate
+    ("eval {w}/data -d metadata -f json -q", 0, "json"),
+    ("eval {w}/missing.csv -d metadata -f json", 2, "empty"),
+    ("calibrate {w}/data -d metadata --method bogus -f json", 2, "empty"),
+    # results: --fail-on-any is export's findings
+    ("results summary --db {w}/store.sqlite -f json", 0, "json"),
+    ("results summary --db {w}/store.sqlite -f csv", 0, "csv"),
+    ("results export --db {w}/store.sqlite -f json --fail-on-any", 1, "json"),
+    ("results export --db {w}/store.sqlite -f json --verdict nonsense", 2, "empty"),
+    ("results export --db {w}/store.sqlite -f json --run nosuchrun", 2, "empty"),
+    ("results failed --db {w}/store.sqlite -f jsonl", 0, "jsonl"),
+    ("results summary --db {w}/missing.sqlite -f json", 2, "empty"),
+    ("results export --db {w}/damaged.sqlite -f json", 2, "empty"),
+    ("results merge --db {t}/merged.sqlite {w}/store.sqlite -f json", 0, "json"),
+    ("results merge --db {t}/merged.sqlite {w}/missing.sqlite -f json", 2, "empty"),
+    # weights: verify's and inspect's documents say what failed (exit 2 all the same)
+    ("weights list --weights-dir {w}/heads -f json", 0, "json"),
+    ("weights verify --weights-dir {w}/heads -f json", 0, "json"),
+    ("weights verify --weights-dir {w}/damaged-heads -f json", 2, "json"),
+    ("weights inspect {w}/files/plain.jpg -f json", 2, "json"),
+    ("weights fetch ViT-B-16/openai --dry-run -f json --cache-dir {t}/clip", 0, "json"),
+    ("weights fetch ViT-B-16/openai --sha256 zz --dry-run -f json", 2, "empty"),
+    ("weights pack {t}/b.tar --no-backbones --weights-dir {w}/heads -f json", 0, "json"),
+    ("weights pack {t}/b.tar --head nosuch --weights-dir {w}/heads -f json", 2, "empty"),
+    ("weights install {w}/missing.tar -f json --heads-dir {t}/h --cache-dir {t}/c", 2, "empty"),
+    # cache, optimize, bench, train, report, proxies: usage and fatal errors leave stdout empty
+    ("doctor --backbone-config tiny-vit -f json", 1, "json"),   # its documented "no": no head for it
+    ("cache info -f json", 0, "json"),
+    ("cache clear nonsense", 2, "empty"),
+    ("optimize -f json", 2, "empty"),                          # no --images
+    ("optimize --show -f json --backbone-config tiny-vit", 2, "empty"),
+    ("bench {w}/missing -f json", 2, "empty"),
+    ("train linear {w}/missing.csv --backbone-config tiny-vit -f json", 2, "empty"),
+    ("report {w}/missing.jsonl -o {t}/r.html", 2, "empty"),
+    ("proxies {w}/missing.jpg -o {t}/p", 2, "empty"),
+    ("export onnx --variant bogus -o {t}/e", 2, "empty"),
+    # bad flags: click's usage error, exit 2, nothing on stdout
+    ("meta {w}/files -f xml", 2, "empty"),
+    ("results summary --db {w}/store.sqlite -f yaml", 2, "empty"),
+]
+
+
+@pytest.mark.parametrize("line, rc, stdout", CASES, ids=[c[0] for c in CASES])
+def test_exit_code_and_stdout(work, tmp_path, line, rc, stdout):
+    args = [a.format(w=work, t=tmp_path) for a in line.split()]
+    _check(run_cli(*args, env={"AIIDETECT_WEIGHTS": str(work / "no-heads")}), rc, stdout)
