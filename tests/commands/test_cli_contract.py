@@ -93,6 +93,19 @@ def test_calibrate_format_json_is_the_fitted_model(work, tmp_path):
     assert "at least 5 real" in r.stderr and not (tmp_path / "x").exists()
 
 
+
+def test_export_onnx_format(work, tmp_path):
+    """export onnx printed JSON and nothing else, without -f: -f json keeps that (the default, as
+    scripts read it), -f table is for people; the notes stay on stderr either way."""
+    r = run_cli("export", "onnx", "--backbone-config", "tiny-vit", "-o", str(tmp_path / "e"), "-f", "table",
+                env={"AIIDETECT_WEIGHTS": str(work / "heads")})
+    _check(r, 0, "any")
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {tmp_path / 'e'} (fp32, opset 18) for backbone tiny-vit"), r.stdout
+    assert any(x.startswith("  skipped linear:univfd: trained on another backbone") for x in lines), r.stdout
+    assert "note:" not in r.stdout and "no trained head matches" in r.stderr
+
+
 # (command line, exit code, what stdout must be). {w}: the module's work folder, {t}: this test's
 # tmp_path. "empty": nothing on stdout, the error on stderr; json/jsonl/csv: stdout parses whole.
 CASES = [
@@ -143,7 +156,7 @@ CASES = [
     ("train linear {w}/missing.csv --backbone-config tiny-vit -f json", 2, "empty"),
     ("report {w}/missing.jsonl -o {t}/r.html", 2, "empty"),
     ("proxies {w}/missing.jpg -o {t}/p", 2, "empty"),
-    ("export onnx --variant bogus -o {t}/e", 2, "empty"),
+    ("export onnx --variant bogus -o {t}/e -f json", 2, "empty"),
     # bad flags: click's usage error, exit 2, nothing on stdout
     ("meta {w}/files -f xml", 2, "empty"),
     ("results summary --db {w}/store.sqlite -f yaml", 2, "empty"),
