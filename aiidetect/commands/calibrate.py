@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail, library_errors,
-                     renamed_options, split_list, stderr_console)
+from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+                     library_errors, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -32,7 +32,7 @@ def calibrate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
 ):

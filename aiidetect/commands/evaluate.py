@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail, library_errors,
-                     renamed_options, split_list, stderr_console)
+from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+                     library_errors, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -37,7 +37,7 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
 ):

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_OK, BackboneOptions, RecordFormat, WorkersOpt, backbone_options, fail, stderr_console
+from .common import (EXIT_OK, BackboneOptions, QuietOpt, RecordFormat, RecordFormatOpt, WorkersOpt, backbone_options,
+                     fail, stderr_console)
 
 COLUMNS = ("candidate", "runtime", "dtype", "status", "files", "verdicts_changed", "max_abs_dp", "model_seconds",
            "speedup", "scan_speedup", "reason")
@@ -38,8 +39,8 @@ def optimize_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch (as in scan)."),
     workers: int = WorkersOpt,
     show: bool = typer.Option(False, "--show", help="Print the stored decision for these options; measure nothing."),
-    fmt: RecordFormat = typer.Option(RecordFormat.table, "--format", "-f", help="How to print the decision."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    fmt: RecordFormat = RecordFormatOpt,
+    quiet: bool = QuietOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Prepare and verify the fastest runtime that keeps verdicts within tolerance.

@@ -12,7 +12,7 @@ from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, SummaryFo
 
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-               fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the list.")):
+               fmt: JsonFormat = SummaryFormatOpt):
     """List trained heads with their detector, backbone, source and licence.
 
     Example: aiidetect weights list -f json
