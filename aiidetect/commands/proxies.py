@@ -24,7 +24,11 @@ def proxies_cmd(
 
     The original and one file per proxy kind (PNG, lossless: JPEG would blur what the proxy changed),
     plus proxies.json with the parameters drawn. Kinds: hf_amp_scale, hf_amp_replace, periodic_peaks,
-    lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md)."""
+    lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md).
+
+    Prints the folder on stdout once every file is written.
+
+    Example: aiidetect proxies photo.jpg -o proxies/ --kinds hf_phase,periodic_peaks --copies 3"""
     import numpy as np
     from PIL import Image
 

@@ -73,7 +73,11 @@ def train_flow_cmd(
     """Train a CLIP-Flow head on real photos only (no AI image needed).
 
     A normalizing flow on frozen CLIP features of real photos that gives low likelihood to spectrally
-    modified proxies of them; `scan` runs it as flow:<name>."""
+    modified proxies of them; `scan` runs it as flow:<name>.
+
+    Examples:
+      aiidetect train flow --real /data/newsroom-photos --name newsroom-flow
+      aiidetect train flow --real real/ --ai ai/ --name checked-flow -f json"""
     from ..proxies import parse_kinds
 
     err = stderr_console()

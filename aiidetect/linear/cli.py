@@ -37,7 +37,11 @@ def train_linear_cmd(
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
 
-    Works from about 5 images per class; `scan` then runs it as linear:<name>."""
+    Works from about 5 images per class; `scan` then runs it as linear:<name>.
+
+    Examples:
+      aiidetect train linear train.csv --shots 16 --name newsroom-probe
+      aiidetect train linear /data/GenImage/sd14 --backbone ViT-L-14 --name genimage-sd14 -f json"""
     from ..backbone import BackboneUnavailable, resolve_device
     from ..linear.train import select_items, train_linear
     from ..commands.common import quiet_torch_threads

@@ -87,7 +87,11 @@ def train_mpft_cmd(
 ):
     """Train an MPFT head: Texture-Aware Masking fine-tuning, binary and attribution heads.
 
-    The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>."""
+    The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>.
+
+    Examples:
+      aiidetect train mpft train.csv --name newsroom-mpft --epochs 1
+      aiidetect train mpft /data/GenImage/sd14 --recipe paper --name genimage-mpft -f json"""
     import time
 
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device

@@ -128,3 +128,11 @@ def test_format_and_quiet_come_from_the_shared_definitions():
             if "--quiet" in p.opts:
                 assert (p.help, set(p.opts)) == (common.QuietOpt.help, {"--quiet", "-q"}), (path, p.help)
     assert len(seen) > 20
+
+
+def test_every_command_shows_an_example():
+    """eval, calibrate, proxies, export onnx, the trainers and the explainers had none in --help."""
+    leaves = {" ".join(p): c.help or "" for p, c in _all_commands() if not hasattr(c, "commands")}
+    assert len(leaves) > 25
+    missing = [p for p, h in leaves.items() if "example" not in h.lower() or f"aiidetect {p}" not in h]
+    assert not missing, missing
