@@ -83,6 +83,8 @@ WorkersOpt = typer.Option(2, "--workers", min=1, help="Decode threads running be
 DetectorsOpt = typer.Option(None, "--detectors", "-d",
                             help=f"Comma-separated detector families: {', '.join(DEFAULT_DETECTORS)}. Default: all.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+# The trainers' head folder: -o like every other --out-dir.
+HeadOutDirOpt = typer.Option(None, "--out-dir", "-o", help="Output head folder. Default: <first weights dir>/<name>.")
 
 
 def renamed_options(**old: str) -> Callable:

@@ -136,3 +136,11 @@ def test_every_command_shows_an_example():
     assert len(leaves) > 25
     missing = [p for p, h in leaves.items() if "example" not in h.lower() or f"aiidetect {p}" not in h]
     assert not missing, missing
+
+
+def test_every_folder_and_file_option_has_its_short_form():
+    """The trainers' --out-dir had no -o, though docs/cli.md said every --out-dir has one."""
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            if {"--out-dir", "--output"} & set(p.opts):
+                assert "-o" in p.opts, (path, p.opts)
