@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_OK, JsonFormat, QuietOpt, RecordFormat, RecordFormatOpt, SummaryFormatOpt, WeightsDirOpt, fail
+from .common import (EXIT_OK, JsonFormat, QuietOpt, RecordFormat, RecordFormatOpt, SummaryFormatOpt, WeightsDirOpt,
+                     fail, renamed_options)
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -132,11 +133,13 @@ def inspect(
     raise typer.Exit(2 if bad else EXIT_OK)
 
 
+# --backbone names an open_clip model everywhere else; the checkpoint file is --backbone-weights.
+@renamed_options(backbone="--backbone")
 def pack(
     out: Path = typer.Argument(..., help="Bundle to write (a .tar)."),
-    backbone: Optional[List[Path]] = typer.Option(None, "--backbone",
-                                                  help="Backbone file to include (repeatable). Default: every "
-                                                       "checkpoint in the CLIP cache folder."),
+    backbone: Optional[List[Path]] = typer.Option(None, "--backbone-weights",
+                                                  help="Backbone checkpoint file to include (repeatable). Default: "
+                                                       "every checkpoint in the CLIP cache folder."),
     head: Optional[List[str]] = typer.Option(None, "--head", help="Head name to include (repeatable). Default: all."),
     no_backbones: bool = typer.Option(False, "--no-backbones", help="Heads only."),
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
@@ -149,6 +152,7 @@ def pack(
     Examples:
       aiidetect weights pack weights-bundle.tar
       aiidetect weights pack heads-only.tar --no-backbones --head univfd
+      aiidetect weights pack vit-l.tar --backbone-weights ~/.cache/clip/ViT-L-14.pt --head univfd
     """
     from ..backbone import default_cache_dirs
     from ..bundle import BundleError, cached_backbones, pack as do_pack

@@ -21,6 +21,7 @@ RENAMED = {  # command path -> (new, old)
     ("train", "linear"): [("--out-dir", "--out")],
     ("train", "mpft"): [("--out-dir", "--out")],
     ("train", "flow"): [("--out-dir", "--out"), ("--batch-size", "--batch")],
+    ("weights", "pack"): [("--backbone-weights", "--backbone")],
 }
 
 
@@ -144,3 +145,26 @@ def test_every_folder_and_file_option_has_its_short_form():
         for p in cmd.params:
             if {"--out-dir", "--output"} & set(p.opts):
                 assert "-o" in p.opts, (path, p.opts)
+
+
+def test_backbone_names_a_model_everywhere(tmp_path):
+    """weights pack's --backbone took a checkpoint file, where every other command's --backbone is an
+    open_clip model name: the file is --backbone-weights there too, and --backbone FILE still works."""
+    from aiidetect.commands import common
+
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            if not getattr(p, "hidden", False) and p.opts[0] in ("--backbone", "--backbone-weights"):
+                want = common.BackboneOpt.help if p.opts[0] == "--backbone" else "checkpoint file"
+                assert p.help == want or want in p.help, (path, p.opts[0], p.help)
+    bb = tmp_path / "bb.pt"
+    bb.write_bytes(b"x")
+    runner = CliRunner()
+    for spelling in ("--backbone", "--backbone-weights"):
+        r = runner.invoke(app, ["weights", "pack", str(tmp_path / f"{spelling}.tar"), spelling, str(bb),
+                                "--weights-dir", str(tmp_path / "none"), "-f", "json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["backbones"] == ["backbones/bb.pt"]
+    r = runner.invoke(app, ["weights", "pack", str(tmp_path / "x.tar"), "--backbone", str(bb), "--backbone-weights",
+                            str(bb)])
+    assert r.exit_code == 2 and "old name of --backbone-weights" in r.output
