@@ -30,7 +30,7 @@ def export_onnx_cmd(
     agreement_data: Optional[Path] = typer.Option(None, "--agreement-data",
                                                   help="Image folder to measure agreement with PyTorch fp32 on."),
     agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
-    detectors: str = typer.Option("", "--detectors", help="Head families to include, comma-separated "
+    detectors: str = typer.Option("", "--detectors", "-d", help="Head families to include, comma-separated "
                                                             "(default: every family with an ONNX mapping)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
     # json by default: this command printed its summary as JSON before it had --format, and scripts read it.

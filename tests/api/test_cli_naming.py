@@ -139,12 +139,16 @@ def test_every_command_shows_an_example():
     assert not missing, missing
 
 
-def test_every_folder_and_file_option_has_its_short_form():
-    """The trainers' --out-dir had no -o, though docs/cli.md said every --out-dir has one."""
+SHORT = {"--out-dir": "-o", "--output": "-o", "--format": "-f", "--quiet": "-q", "--detectors": "-d"}
+
+
+def test_short_forms_are_the_same_everywhere():
+    """The trainers' --out-dir had no -o (docs/cli.md said every --out-dir has one), and export onnx's
+    --detectors no -d."""
     for path, cmd in _all_commands():
         for p in cmd.params:
-            if {"--out-dir", "--output"} & set(p.opts):
-                assert "-o" in p.opts, (path, p.opts)
+            for long in set(SHORT) & set(p.opts):
+                assert SHORT[long] in p.opts, (path, p.opts)
 
 
 def test_backbone_names_a_model_everywhere(tmp_path):
