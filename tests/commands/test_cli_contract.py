@@ -167,3 +167,28 @@ CASES = [
 def test_exit_code_and_stdout(work, tmp_path, line, rc, stdout):
     args = [a.format(w=work, t=tmp_path) for a in line.split()]
     _check(run_cli(*args, env={"AIIDETECT_WEIGHTS": str(work / "no-heads")}), rc, stdout)
+
+
+def test_optimize_rows_for_scripts_hold_numbers(capsys, monkeypatch):
+    """optimize's jsonl and csv rows were the table's cells: "0.40%" for a share and "" for a value
+    not measured, so a script had to strip a percent sign and tell "" from 0. They hold the
+    numbers now (null / an empty cell when not measured); the table still shows percentages."""
+    from aiidetect.commands.optimize import _print
+
+    decision = {"status": "verified", "files": 250, "chosen": {"runtime": "onnx", "dtype": "int8"},
+                "candidates": [{"candidate": "torch-float32", "runtime": "torch", "dtype": "float32",
+                                "status": "reference", "model_seconds": 2.0, "speedup": 1.0},
+                               {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "status": "verified",
+                                "worst_changed_share": 0.004, "max_abs_dp": 0.03, "model_seconds": 1.0,
+                                "speedup": 2.0, "scan_speedup": 1.6, "agreement": {"fused": {"files": 250}}}]}
+    _print(decision, "jsonl")
+    ref, fast = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert ref["verdicts_changed"] is None and ref["reason"] is None and ref["model_seconds"] == 2.0
+    assert fast["verdicts_changed"] == 0.004 and fast["max_abs_dp"] == 0.03 and fast["files"] == 250
+    _print(decision, "csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["verdicts_changed"] == "" and float(rows[1]["verdicts_changed"]) == 0.004
+    monkeypatch.setenv("COLUMNS", "200")  # the cells unwrapped
+    _print(decision, "table")
+    out = capsys.readouterr().out
+    assert "0.40%" in out and "None" not in out
