@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..choices import choices
-from .common import (BackboneOptions, Device, JsonFormat, SummaryFormatOpt, WorkersOpt, backbone_options, fail,
+from .common import (BackboneOptions, Device, JsonFormat, QuietOpt, SummaryFormatOpt, WorkersOpt, backbone_options, fail,
                      stderr_console)
 
 # bench times one runtime as asked; "auto" (scan's verified fast path) is not a runtime of its own.
@@ -48,6 +48,7 @@ def bench_cmd(
     peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="Time each matmul-peak GEMM this long."),
     profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
     fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,
 ):
     """Measure images/s (decode, model, end to end), peak memory and efficiency against the limit.
 
@@ -80,6 +81,7 @@ def bench_cmd(
     if folder is not None and not folder.is_dir():
         fail(f"{folder} is not a folder")
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench

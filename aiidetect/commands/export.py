@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import (BackboneOptions, JsonFormat, backbone_options, fail, renamed_options, stderr_console,
+from .common import (BackboneOptions, JsonFormat, QuietOpt, backbone_options, fail, renamed_options, stderr_console,
                      weights_dirs)
 
 
@@ -36,6 +36,7 @@ def export_onnx_cmd(
     # json by default: this command printed its summary as JSON before it had --format, and scripts read it.
     fmt: JsonFormat = typer.Option(JsonFormat.json, "--format", "-f",
                                    help="json (for scripts; the default) | table (for people)."),
+    quiet: bool = QuietOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Export the backbone and every trained head on its features to ONNX.
@@ -61,6 +62,7 @@ def export_onnx_cmd(
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     spec = backbone_opts.spec()
 
     from ..backbone import BackboneUnavailable, create_backbone

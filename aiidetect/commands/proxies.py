@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import fail, renamed_options, stderr_console
+from .common import QuietOpt, fail, renamed_options, stderr_console
 
 
 @renamed_options(out="--out")
@@ -19,6 +19,7 @@ def proxies_cmd(
     size: int = typer.Option(512, "--size", min=0, help="Center-crop (no resize) to this size first, as training "
                                                         "does at the model's input size; 0 = whole image."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parameters."),
+    quiet: bool = QuietOpt,
 ):
     """Write the spectral proxies CLIP-Flow trains against, one PNG per kind.
 
@@ -55,6 +56,7 @@ def proxies_cmd(
     Image.fromarray(arr).save(out / f"{stem}_original.png")
     log = {"image": str(image), "size": list(arr.shape[:2]), "seed": seed, "proxies": []}
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     for ki, kind in enumerate(names):
         for c in range(copies):
             rng = proxy_rng(seed, ki, c)

@@ -172,3 +172,17 @@ def test_backbone_names_a_model_everywhere(tmp_path):
     r = runner.invoke(app, ["weights", "pack", str(tmp_path / "x.tar"), "--backbone", str(bb), "--backbone-weights",
                             str(bb)])
     assert r.exit_code == 2 and "old name of --backbone-weights" in r.output
+
+
+def test_quiet_silences_proxies_and_bench_but_not_errors(tmp_path, dev_dir):
+    """proxies and bench had no --quiet: a line per file written, a line per step timed, always."""
+    from conftest import run_cli
+
+    img = str(next(p for p in sorted((dev_dir / "real").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")))
+    r = run_cli("proxies", img, "-o", str(tmp_path / "p"), "--kinds", "hf_phase", "--size", "64", "-q")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == f"{tmp_path / 'p'}\n"
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--model-seconds", "0.05", "--peak-seconds", "0.02",
+                "--images", "1", "-f", "json", "-q")
+    assert r.returncode == 0 and r.stderr == "" and json.loads(r.stdout)["backbone"]
+    r = run_cli("proxies", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "q"), "-q")
+    assert r.returncode == 2 and r.stderr.startswith("error:")
