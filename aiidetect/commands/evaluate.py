@@ -49,7 +49,7 @@ def evaluate_cmd(
 
     Examples:
       aiidetect eval /data/test --out-dir results/ -p jpeg:95,75
-      aiidetect eval manifest.csv -d metadata -f json | jq .conditions[0].fused"""
+      aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'"""
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
