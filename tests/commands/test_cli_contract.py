@@ -38,6 +38,8 @@ def work(tmp_path_factory, dev_dir):
     (d / "damaged-heads" / "broken").mkdir()
     (d / "damaged-heads" / "broken" / "manifest.json").write_text('{"name": "x", "detector": "li')
     (d / "damaged.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 2000)
+    (d / "damaged-cache").mkdir()
+    (d / "damaged-cache" / "results.sqlite").write_bytes(b"SQLite format 3\x00garbage")
     r = run_cli("scan", str(files), "-d", "metadata", "--db", str(d / "store.sqlite"), "-f", "jsonl", "-q",
                 "--no-cache")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -106,8 +108,8 @@ def test_export_onnx_format(work, tmp_path):
     assert "note:" not in r.stdout and "no trained head matches" in r.stderr
 
 
-# (command line, exit code, what stdout must be). {w}: the module's work folder, {t}: this test's
-# tmp_path. "empty": nothing on stdout, the error on stderr; json/jsonl/csv: stdout parses whole.
+# (command line, exit code, what stdout must be[, environment]). {w}: the module's work folder, {t}: this
+# test's tmp_path. "empty": nothing on stdout, the error on stderr; json/jsonl/csv: stdout parses whole.
 CASES = [
     # scan: 0 done, 1 --fail-on matched, 2 usage or fatal
     ("scan {w}/files/plain.jpg -d metadata -f json -q --no-cache", 0, "json"),
@@ -149,6 +151,9 @@ CASES = [
     # cache, optimize, bench, train, report, proxies: usage and fatal errors leave stdout empty
     ("doctor --backbone-config tiny-vit -f json", 1, "json"),   # its documented "no": no head for it
     ("cache info -f json", 0, "json"),
+    # a damaged result cache: said on stderr (scan) or in the document (cache info), never a failure
+    ("cache info -f json", 0, "json", {"AIIDETECT_CACHE": "{w}/damaged-cache"}),
+    ("scan {w}/files/plain.jpg -d metadata -f json", 0, "json", {"AIIDETECT_CACHE": "{w}/damaged-cache"}),
     ("cache clear nonsense", 2, "empty"),
     ("optimize -f json", 2, "empty"),                          # no --images
     ("optimize --show -f json --backbone-config tiny-vit", 2, "empty"),
@@ -163,10 +168,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("line, rc, stdout", CASES, ids=[c[0] for c in CASES])
-def test_exit_code_and_stdout(work, tmp_path, line, rc, stdout):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] + (" (env)" if len(c) > 3 else "") for c in CASES])
+def test_exit_code_and_stdout(work, tmp_path, case):
+    line, rc, stdout, env = (*case, {})[:4]
     args = [a.format(w=work, t=tmp_path) for a in line.split()]
-    _check(run_cli(*args, env={"AIIDETECT_WEIGHTS": str(work / "no-heads")}), rc, stdout)
+    env = {"AIIDETECT_WEIGHTS": str(work / "no-heads"), **{k: v.format(w=work) for k, v in env.items()}}
+    _check(run_cli(*args, env=env), rc, stdout)
 
 
 def test_optimize_rows_for_scripts_hold_numbers(capsys, monkeypatch):
