@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from ..choices import choices
-from .common import BackboneOptions, Device, JsonFormat, WorkersOpt, backbone_options, fail, stderr_console
+from .common import (BackboneOptions, Device, JsonFormat, QuietOpt, SummaryFormatOpt, WorkersOpt, backbone_options, fail,
+                     stderr_console)
 
 # bench times one runtime as asked; "auto" (scan's verified fast path) is not a runtime of its own.
 BenchRuntime = choices("BenchRuntime", "torch", "onnx")
@@ -46,7 +47,8 @@ def bench_cmd(
     model_seconds: float = typer.Option(3.0, "--model-seconds", help="Time the model for at least this long."),
     peak_seconds: float = typer.Option(1.0, "--peak-seconds", help="Time each matmul-peak GEMM this long."),
     profile: bool = typer.Option(False, "--profile", help="Add the top operators of one batch (torch runtime)."),
-    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
+    fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,
 ):
     """Measure images/s (decode, model, end to end), peak memory and efficiency against the limit.
 
@@ -79,6 +81,7 @@ def bench_cmd(
     if folder is not None and not folder.is_dir():
         fail(f"{folder} is not a folder")
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench

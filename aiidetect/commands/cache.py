@@ -5,10 +5,10 @@ import json
 
 import typer
 
-from .common import EXIT_OK, JsonFormat, fail
+from .common import EXIT_OK, JsonFormat, SummaryFormatOpt, fail
 
 
-def info(fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print it.")):
+def info(fmt: JsonFormat = SummaryFormatOpt):
     """Where the caches are and how much they hold.
 
     Example: aiidetect cache info -f json

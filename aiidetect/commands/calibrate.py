@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, backbone_options, fail, library_errors, renamed_options, split_list,
-                     stderr_console)
+from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+                     library_errors, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -32,10 +32,18 @@ def calibrate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = QuietOpt,
+    fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
 ):
-    """Fit calibration + fusion + the uncertain band; `scan` and `eval` then use it automatically."""
+    """Fit calibration + fusion + the uncertain band; `scan` and `eval` then use it automatically.
+
+    --format json prints the fitted model (name, path, params, threshold, in-sample metrics, data);
+    on an error nothing reaches stdout (the reason is on stderr, exit 2).
+
+    Examples:
+      aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
+      aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold"""
     from ..calibration import METHODS, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import summarize
@@ -66,6 +74,12 @@ def calibrate_cmd(
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]
+    if fmt == JsonFormat.json:
+        from ..report.safe import dumps
+
+        typer.echo(dumps({"name": name, "path": str(path), "params": p, "threshold": t, "metrics": m, "data": summary},
+                         indent=2))
+        return
     lines = [f"fusion model {name} -> {path}",
              f"band: ai-generated when P(AI) >= {t['ai']:.4f}, likely-real when <= {t['real']:.4f} "
              f"(on P(AI) over the calibration data: real above it {100 * (t['fpr_at_band'] or 0):.1f}% of {t['n_real']}, "

@@ -71,12 +71,20 @@ MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_pa
                            help="Refuse files larger than this.")
 # A training command prints one summary: --format json for scripts (--json, its older spelling, still works).
 SummaryFormatOpt = typer.Option(JsonFormat.table, "--format", "-f", help="table (for people) | json (for scripts).")
+# Commands that print rows (one per file, head, candidate...), and those that also write the HTML report.
+RecordFormatOpt = typer.Option(RecordFormat.table, "--format", "-f",
+                               help="table (for people) | json, jsonl or csv (for scripts).")
+ReportFormatOpt = typer.Option(ReportFormat.table, "--format", "-f",
+                               help="table (for people) | json, jsonl or csv (for scripts) | html (the report page "
+                                    "for people, docs/report.md).")
 JsonAliasOpt = typer.Option(False, "--json", hidden=True, help="Same as --format json.")
 WorkersOpt = typer.Option(2, "--workers", min=1, help="Decode threads running beside the model.")
 # The families come from the registry, so a new family appears here without editing any command.
 DetectorsOpt = typer.Option(None, "--detectors", "-d",
                             help=f"Comma-separated detector families: {', '.join(DEFAULT_DETECTORS)}. Default: all.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr.")
+# The trainers' head folder: -o like every other --out-dir.
+HeadOutDirOpt = typer.Option(None, "--out-dir", "-o", help="Output head folder. Default: <first weights dir>/<name>.")
 
 
 def renamed_options(**old: str) -> Callable:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, backbone_options
+from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, SummaryFormatOpt, backbone_options
 from .errors import reader_may_leave
 
 
@@ -16,7 +16,7 @@ def _mb(n: int) -> str:
 
 @backbone_options(device=True, weights_dir=True)
 def doctor(
-    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the report."),
+    fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Say what can run on this machine and why not, with the exact remedy.

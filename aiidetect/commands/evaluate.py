@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, backbone_options, fail, library_errors, renamed_options, split_list,
-                     stderr_console)
+from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+                     library_errors, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -37,13 +37,19 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = QuietOpt,
+    fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Evaluate detectors and the fused verdict on a labelled manifest.
 
     Accuracy on real/AI, AP, AUC, TPR at 1%/5% FPR, ECE, uncertain share, per-generator tables,
-    robustness sweeps and a format-bias control."""
+    robustness sweeps and a format-bias control. --format json prints what --out-dir writes to
+    metrics.json; on an error nothing reaches stdout (the reason is on stderr, exit 2).
+
+    Examples:
+      aiidetect eval /data/test --out-dir results/ -p jpeg:95,75
+      aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'"""
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
@@ -95,12 +101,18 @@ def evaluate_cmd(
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
                                batch_size=batch_size, progress=progress, run_info=info,
                                protocol=protocol)
-    # Wide tables when piped: the numbers matter more than an 80-column layout.
-    print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))
+    if fmt == JsonFormat.table:
+        # Wide tables when piped: the numbers matter more than an 80-column layout.
+        print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))
     if out:
         files = write_outputs(out, result, columns, make_plots=plots)
         if not quiet:
             err.print(f"wrote {', '.join(files)} to {out}", highlight=False)
+    if fmt == JsonFormat.json:
+        from ..report.safe import dumps
+
+        # After the files: the same document as metrics.json, its plot list included.
+        typer.echo(dumps(result, indent=2))
 
 
 def register(apps) -> None:

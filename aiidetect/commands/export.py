@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import BackboneOptions, backbone_options, fail, renamed_options, stderr_console, weights_dirs
+from .common import (BackboneOptions, JsonFormat, QuietOpt, backbone_options, fail, renamed_options, stderr_console,
+                     weights_dirs)
 
 
 def register(apps) -> None:
@@ -29,14 +30,23 @@ def export_onnx_cmd(
     agreement_data: Optional[Path] = typer.Option(None, "--agreement-data",
                                                   help="Image folder to measure agreement with PyTorch fp32 on."),
     agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
-    detectors: str = typer.Option("", "--detectors", help="Head families to include, comma-separated "
+    detectors: str = typer.Option("", "--detectors", "-d", help="Head families to include, comma-separated "
                                                             "(default: every family with an ONNX mapping)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
+    # json by default: this command printed its summary as JSON before it had --format, and scripts read it.
+    fmt: JsonFormat = typer.Option(JsonFormat.json, "--format", "-f",
+                                   help="json (for scripts; the default) | table (for people)."),
+    quiet: bool = QuietOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Export the backbone and every trained head on its features to ONNX.
 
-    Prints the sidecar's summary (files, outputs, measured agreement) as JSON on stdout.
+    Prints the sidecar's summary (files, outputs, measured agreement) as JSON on stdout, or lines for
+    people with --format table; on an error nothing reaches stdout (the reason is on stderr, exit 2).
+
+    Examples:
+      aiidetect export onnx -o onnx/ --backbone ViT-L-14 --variant int8 --agreement-data /data/dev
+      aiidetect export onnx -o onnx-tiny/ --backbone-config tiny-vit -f table
     """
     from ..onnx_export import VARIANTS
 
@@ -52,6 +62,7 @@ def export_onnx_cmd(
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     spec = backbone_opts.spec()
 
     from ..backbone import BackboneUnavailable, create_backbone
@@ -84,4 +95,13 @@ def export_onnx_cmd(
                               if "weight_bits" in (g.get("conversion") or {}) else {}),
                            "agreement": g.get("agreement")} for g in side["graphs"]],
                "skipped_heads": side["skipped_heads"]}
-    typer.echo(json.dumps(summary, indent=2))
+    if fmt == JsonFormat.json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"wrote {summary['out']} ({summary['variant']}, opset {summary['opset']}) for backbone "
+               f"{summary['backbone']} (fingerprint {summary['fingerprint']})")
+    for g in summary["graphs"]:
+        typer.echo(f"  {g['file']}: outputs {', '.join(g['outputs'])}"
+                   + (f"; agreement {json.dumps(g['agreement'])}" if g.get("agreement") else ""))
+    for h in summary["skipped_heads"]:
+        typer.echo(f"  skipped {h['name']}: {h['reason']}")

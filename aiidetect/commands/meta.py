@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, RecordFormat, fail, library_errors
+from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, RecordFormat, RecordFormatOpt, fail,
+                     library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -87,7 +88,7 @@ def _csv_row(r: dict) -> list:
 def meta(
     paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively); '-' reads "
                                                 "a list of paths from stdin (one a line, or NUL-separated)."),
-    fmt: RecordFormat = typer.Option("table", "--format", "-f", help="Output format."),
+    fmt: RecordFormat = RecordFormatOpt,
     # A plain string, checked below: a bad value is one `error:` line (scripts read it), not a usage box.
     watermark: str = typer.Option("auto", "--watermark",
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_OK, BackboneOptions, RecordFormat, WorkersOpt, backbone_options, fail, stderr_console
+from .common import (EXIT_OK, BackboneOptions, QuietOpt, RecordFormat, RecordFormatOpt, WorkersOpt, backbone_options,
+                     fail, stderr_console)
 
 COLUMNS = ("candidate", "runtime", "dtype", "status", "files", "verdicts_changed", "max_abs_dp", "model_seconds",
            "speedup", "scan_speedup", "reason")
@@ -38,8 +39,8 @@ def optimize_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per model batch (as in scan)."),
     workers: int = WorkersOpt,
     show: bool = typer.Option(False, "--show", help="Print the stored decision for these options; measure nothing."),
-    fmt: RecordFormat = typer.Option(RecordFormat.table, "--format", "-f", help="How to print the decision."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    fmt: RecordFormat = RecordFormatOpt,
+    quiet: bool = QuietOpt,
     backbone_opts: BackboneOptions = None,
 ):
     """Prepare and verify the fastest runtime that keeps verdicts within tolerance.
@@ -102,18 +103,24 @@ def optimize_cmd(
 
 
 def _rows(decision) -> list[dict]:
+    """One row per candidate, values as measured: verdicts_changed is a share of files (0.005 = 0.5%),
+    a value not measured is None (null in jsonl, an empty csv cell)."""
     out = []
     for r in decision.get("candidates", []):
         agree = r.get("agreement") or {}
         fused = agree.get("fused") or {}
         out.append({"candidate": r.get("candidate"), "runtime": r.get("runtime"), "dtype": r.get("dtype"),
                     "status": r.get("status"), "files": fused.get("files", decision.get("files")),
-                    "verdicts_changed": (f"{100 * r['worst_changed_share']:.2f}%"
-                                         if r.get("worst_changed_share") is not None else ""),
-                    "max_abs_dp": r.get("max_abs_dp", ""), "model_seconds": r.get("model_seconds", ""),
-                    "speedup": r.get("speedup", ""), "scan_speedup": r.get("scan_speedup", ""),
-                    "reason": r.get("reason") or ""})
+                    "verdicts_changed": r.get("worst_changed_share"), "max_abs_dp": r.get("max_abs_dp"),
+                    "model_seconds": r.get("model_seconds"), "speedup": r.get("speedup"),
+                    "scan_speedup": r.get("scan_speedup"), "reason": r.get("reason")})
     return out
+
+
+def _cell(column: str, value) -> str:
+    if value is None:
+        return ""
+    return f"{100 * value:.2f}%" if column == "verdicts_changed" else str(value)
 
 
 def _print(decision, fmt: str) -> None:
@@ -140,5 +147,5 @@ def _print(decision, fmt: str) -> None:
     for c in COLUMNS:
         t.add_column(c.replace("_", " "), overflow="fold")
     for r in rows:
-        t.add_row(*[str(r[c]) for c in COLUMNS])
+        t.add_row(*[_cell(c, r[c]) for c in COLUMNS])
     Console(soft_wrap=False).print(t)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import fail, renamed_options, stderr_console
+from .common import QuietOpt, fail, renamed_options, stderr_console
 
 
 @renamed_options(out="--out")
@@ -19,12 +19,17 @@ def proxies_cmd(
     size: int = typer.Option(512, "--size", min=0, help="Center-crop (no resize) to this size first, as training "
                                                         "does at the model's input size; 0 = whole image."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parameters."),
+    quiet: bool = QuietOpt,
 ):
     """Write the spectral proxies CLIP-Flow trains against, one PNG per kind.
 
     The original and one file per proxy kind (PNG, lossless: JPEG would blur what the proxy changed),
     plus proxies.json with the parameters drawn. Kinds: hf_amp_scale, hf_amp_replace, periodic_peaks,
-    lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md)."""
+    lowpass_resharpen, hf_phase, resample_chain (docs/detectors/clip-flow.md).
+
+    Prints the folder on stdout once every file is written.
+
+    Example: aiidetect proxies photo.jpg -o proxies/ --kinds hf_phase,periodic_peaks --copies 3"""
     import numpy as np
     from PIL import Image
 
@@ -51,6 +56,7 @@ def proxies_cmd(
     Image.fromarray(arr).save(out / f"{stem}_original.png")
     log = {"image": str(image), "size": list(arr.shape[:2]), "seed": seed, "proxies": []}
     err = stderr_console()
+    err.quiet = quiet  # errors still reach stderr: fail() has its own console
     for ki, kind in enumerate(names):
         for c in range(copies):
             rng = proxy_rng(seed, ki, c)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_OK, fail, stderr_console
+from .common import EXIT_OK, QuietOpt, fail, stderr_console
 
 
 def report_cmd(
@@ -18,7 +18,7 @@ def report_cmd(
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails",
                                     help="Embed a small thumbnail of each file that is still where the run found it, "
                                          "unchanged (its SHA-256 matches the record)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on stderr."),
+    quiet: bool = QuietOpt,
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.
 

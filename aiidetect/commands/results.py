@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, RecordFormat, ReportFormat, fail
+from .common import EXIT_FINDINGS, EXIT_OK, RecordFormat, RecordFormatOpt, ReportFormat, ReportFormatOpt, fail
 from .errors import reader_left
 
 results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
@@ -21,7 +21,7 @@ Format, ExportFormat = RecordFormat, ReportFormat
 
 DbOpt = typer.Option(..., "--db", help="Results store written by `aiidetect scan --db`.")
 RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, see `results summary`). Default: all runs.")
-FmtOpt = typer.Option(Format.table, "--format", "-f", help="table | json | jsonl | csv")
+FmtOpt = RecordFormatOpt
 VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
 
 
@@ -112,8 +112,7 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
 
 
 def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
-           fmt: ExportFormat = typer.Option(ExportFormat.table, "--format", "-f",
-                                            help="table | json | jsonl | csv | html (the report for people)"),
+           fmt: ExportFormat = ReportFormatOpt,
            verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                        help="Only these verdicts: ai, uncertain, real, error "
                                                             "(comma-separated or repeated)."),

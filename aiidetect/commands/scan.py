@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
-                     MaxBytesOpt, MaxPixelsOpt, OutputOpt, ReportFormat, Runtime, Watermark, WorkersOpt,
-                     backbone_options, fail, split_list, stderr_console)
+                     MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
+                     WorkersOpt, backbone_options, fail, split_list, stderr_console)
 
 
 Format = ReportFormat
@@ -23,7 +23,7 @@ FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "re
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def scan(
     paths: List[str] = typer.Argument(..., help="Files and folders to scan; '-' reads a list of paths from stdin."),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    fmt: Format = ReportFormatOpt,
     output: Optional[Path] = OutputOpt,
     detectors: Optional[List[str]] = DetectorsOpt,
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
@@ -46,7 +46,7 @@ def scan(
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
+    quiet: bool = QuietOpt,
     fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion model folder, or 'none' for the default rules. "
                                          "Default: the fusion model in the weights folders, if any (every record "
                                          "and the summary name the one used)."),

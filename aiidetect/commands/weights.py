@@ -7,11 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, WeightsDirOpt, backbone_options
+from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, SummaryFormatOpt, WeightsDirOpt,
+                     backbone_options)
 
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-               fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the list.")):
+               fmt: JsonFormat = SummaryFormatOpt):
     """List trained heads with their detector, backbone, source and licence.
 
     Example: aiidetect weights list -f json
@@ -48,12 +49,16 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
 def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            backbone_opts: BackboneOptions = None,
            check_backbone: bool = typer.Option(False, "--check-backbone",
-                                               help="Also build the backbone and check every head's fingerprint against it.")):
+                                               help="Also build the backbone and check every head's fingerprint against it."),
+           fmt: JsonFormat = SummaryFormatOpt):
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
 
-    Exit 2 when a head fails, or when --check-backbone cannot build the backbone.
+    Exit 2 when a head fails, or when --check-backbone cannot build the backbone; with --format json
+    the document still comes, saying which head failed and why ("ok": false).
 
-    Example: aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai
+    Examples:
+      aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai
+      aiidetect weights verify -f json | jq -e .ok     # fleet checks
     """
     from rich.console import Console
     from rich.markup import escape
@@ -74,7 +79,16 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         stderr_console().print(f"[bold red]error:[/] backbone unavailable, fingerprints not checked: {escape(msg)}",
                                highlight=False, soft_wrap=True)
 
-    checked = verify_heads(weights_dirs(weights_dir or []), spec, on_note=note)
+    dirs = weights_dirs(weights_dir or [])
+    checked = verify_heads(dirs, spec, on_note=note)
+    failed = bool(unchecked) or any(p for _, _, p in checked)
+    if fmt == JsonFormat.json:
+        # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
+        typer.echo(json.dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
+                               "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
+                               "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
+                                         for name, path, problems in checked]}, indent=2))
+        raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
     for name, path, problems in checked:
         # names and reasons come from manifests: never markup
         if problems:
@@ -82,7 +96,7 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                       soft_wrap=True)
         else:
             con.print(f"[green]ok[/]   {escape(name)} ({escape(path)})", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_ERROR if unchecked or any(p for _, _, p in checked) else EXIT_OK)
+    raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 
 def register(apps) -> None:

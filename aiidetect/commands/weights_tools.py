@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_OK, JsonFormat, RecordFormat, WeightsDirOpt, fail
+from .common import (EXIT_OK, JsonFormat, QuietOpt, RecordFormat, RecordFormatOpt, SummaryFormatOpt, WeightsDirOpt,
+                     fail, renamed_options)
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -54,8 +55,8 @@ def fetch(
                                              help="Where to put it (default: $AIIDETECT_CLIP_CACHE or ~/.cache/clip, "
                                                   "where scan looks)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be fetched from where; no network."),
-    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, max=3600.0,
                                   help="Seconds after which a silent connection, or one slower than 8 KiB/s over "
                                        "that long, is dropped and resumed (3 times, then exit 2)."),
@@ -102,7 +103,7 @@ def fetch(
 
 def inspect(
     paths: List[Path] = typer.Argument(..., help="Checkpoint files (.pt TorchScript or state dict, .bin, .safetensors)."),
-    fmt: RecordFormat = typer.Option("table", "--format", "-f", help="How to print the rows."),
+    fmt: RecordFormat = RecordFormatOpt,
 ):
     """Identify checkpoints by their tensors: the weights_id heads check.
 
@@ -132,15 +133,17 @@ def inspect(
     raise typer.Exit(2 if bad else EXIT_OK)
 
 
+# --backbone names an open_clip model everywhere else; the checkpoint file is --backbone-weights.
+@renamed_options(backbone="--backbone")
 def pack(
     out: Path = typer.Argument(..., help="Bundle to write (a .tar)."),
-    backbone: Optional[List[Path]] = typer.Option(None, "--backbone",
-                                                  help="Backbone file to include (repeatable). Default: every "
-                                                       "checkpoint in the CLIP cache folder."),
+    backbone: Optional[List[Path]] = typer.Option(None, "--backbone-weights",
+                                                  help="Backbone checkpoint file to include (repeatable). Default: "
+                                                       "every checkpoint in the CLIP cache folder."),
     head: Optional[List[str]] = typer.Option(None, "--head", help="Head name to include (repeatable). Default: all."),
     no_backbones: bool = typer.Option(False, "--no-backbones", help="Heads only."),
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
-    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
+    fmt: JsonFormat = SummaryFormatOpt,
 ):
     """Pack backbones and heads into one verified bundle for an air-gapped machine.
 
@@ -149,6 +152,7 @@ def pack(
     Examples:
       aiidetect weights pack weights-bundle.tar
       aiidetect weights pack heads-only.tar --no-backbones --head univfd
+      aiidetect weights pack vit-l.tar --backbone-weights ~/.cache/clip/ViT-L-14.pt --head univfd
     """
     from ..backbone import default_cache_dirs
     from ..bundle import BundleError, cached_backbones, pack as do_pack
@@ -185,7 +189,7 @@ def install(
     heads_dir: Optional[Path] = typer.Option(None, "--heads-dir",
                                              help="Where heads go (default: $AIIDETECT_WEIGHTS or "
                                                   "~/.local/share/aiidetect/weights)."),
-    fmt: JsonFormat = typer.Option("table", "--format", "-f", help="How to print the result."),
+    fmt: JsonFormat = SummaryFormatOpt,
 ):
     """Install a weights bundle after verifying every file; a tampered bundle is refused (exit 2).
 

@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
-                               renamed_options, stderr_console)
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+                               backbone_options, fail, renamed_options, stderr_console)
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -35,7 +35,7 @@ def train_flow_cmd(
                                                                "Folder or manifest; repeatable."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is flow:<name>). Default: "
                                                             "clipflow-<backbone>."),
-    out: Optional[Path] = typer.Option(None, "--out-dir", help="Output head folder. Default: <first weights dir>/<name>."),
+    out: Optional[Path] = HeadOutDirOpt,
     layers: Optional[str] = typer.Option(None, "--layers", help="Also use the CLS token of these blocks "
                                                                 "(comma-separated, negative = from the end), e.g. -4,-8."),
     preprocess: str = typer.Option("center-crop", "--preprocess",
@@ -73,7 +73,11 @@ def train_flow_cmd(
     """Train a CLIP-Flow head on real photos only (no AI image needed).
 
     A normalizing flow on frozen CLIP features of real photos that gives low likelihood to spectrally
-    modified proxies of them; `scan` runs it as flow:<name>."""
+    modified proxies of them; `scan` runs it as flow:<name>.
+
+    Examples:
+      aiidetect train flow --real /data/newsroom-photos --name newsroom-flow
+      aiidetect train flow --real real/ --ai ai/ --name checked-flow -f json"""
     from ..proxies import parse_kinds
 
     err = stderr_console()

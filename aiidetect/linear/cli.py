@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
-                               renamed_options, stderr_console)
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+                               backbone_options, fail, renamed_options, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -22,7 +22,7 @@ def train_linear_cmd(
                                                   "one probe per generator family."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is linear:<name>). "
                                                             "Default: probe-<data or generators>."),
-    out: Optional[Path] = typer.Option(None, "--out-dir", help="Output head folder. Default: <first weights dir>/<name>."),
+    out: Optional[Path] = HeadOutDirOpt,
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
     size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
@@ -37,7 +37,11 @@ def train_linear_cmd(
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
 
-    Works from about 5 images per class; `scan` then runs it as linear:<name>."""
+    Works from about 5 images per class; `scan` then runs it as linear:<name>.
+
+    Examples:
+      aiidetect train linear train.csv --shots 16 --name newsroom-probe
+      aiidetect train linear /data/GenImage/sd14 --backbone ViT-L-14 --name genimage-sd14 -f json"""
     from ..backbone import BackboneUnavailable, resolve_device
     from ..linear.train import select_items, train_linear
     from ..commands.common import quiet_torch_threads

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, JsonAliasOpt, JsonFormat, SummaryFormatOpt, backbone_options, fail,
-                               renamed_options, stderr_console)
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+                               backbone_options, fail, renamed_options, stderr_console)
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
@@ -33,7 +33,7 @@ def train_mpft_cmd(
                                     "masking, attribution weight 1, open-set 'unknown-generator'). A recipe sets the "
                                     "options it names and overrides them; see docs/detectors/mpft.md. "
                                     "E.g. aiidetect train mpft /data/GenImage/stable_diffusion_v_1_4 --recipe paper"),
-    out: Optional[Path] = typer.Option(None, "--out-dir", help="Output head folder. Default: <first weights dir>/<name>."),
+    out: Optional[Path] = HeadOutDirOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint.pt if present."),
     shots: Optional[int] = typer.Option(None, "--shots", min=1, help="At most N images per class (few-shot).",
                                         rich_help_panel=P_DATA),
@@ -87,7 +87,11 @@ def train_mpft_cmd(
 ):
     """Train an MPFT head: Texture-Aware Masking fine-tuning, binary and attribution heads.
 
-    The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>."""
+    The head (adapter + heads only, never the backbone) lands in the weights directory; `scan` runs it as mpft:<name>.
+
+    Examples:
+      aiidetect train mpft train.csv --name newsroom-mpft --epochs 1
+      aiidetect train mpft /data/GenImage/sd14 --recipe paper --name genimage-mpft -f json"""
     import time
 
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device

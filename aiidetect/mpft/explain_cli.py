@@ -48,7 +48,11 @@ def explain_mask_cmd(
 ):
     """Shade the patches Texture-Aware Masking would hide (the most textured ones).
 
-    They are drawn on the image as the model sees it."""
+    They are drawn on the image as the model sees it.
+
+    Examples:
+      aiidetect explain-mask photo.jpg -o mask.png --mask-ratio 0.5
+      aiidetect explain-mask photo.jpg -o mask.png --head ~/.local/share/aiidetect/weights/newsroom-mpft"""
     import torch
     from PIL import Image
 
@@ -102,7 +106,9 @@ def explain_mpft_cmd(
     """Occlusion map: how much the MPFT logit falls without each ViT patch.
 
     Each patch token is dropped in turn. Red = the patch pushed the decision towards AI, blue = towards
-    real."""
+    real. Prints the head's logit, p_ai and the five patches that moved it most as JSON on stdout.
+
+    Example: aiidetect explain-mpft photo.jpg -o occlusion.png --head newsroom-mpft"""
     import numpy as np
     import torch
     from PIL import Image

@@ -21,6 +21,7 @@ RENAMED = {  # command path -> (new, old)
     ("train", "linear"): [("--out-dir", "--out")],
     ("train", "mpft"): [("--out-dir", "--out")],
     ("train", "flow"): [("--out-dir", "--out"), ("--batch-size", "--batch")],
+    ("weights", "pack"): [("--backbone-weights", "--backbone")],
 }
 
 
@@ -109,3 +110,79 @@ def test_every_command_lists_with_a_one_line_summary():
     assert len(long) > 20
     bad = {p: s for p, s in long.items() if not s or "\n" in s or len(s) > 100}
     assert not bad, bad
+
+
+def test_format_and_quiet_come_from_the_shared_definitions():
+    """Each command had its own copy of --format ("Output format.", "How to print it.", "table | json
+    | jsonl | csv") and of --quiet: declared once in commands/common.py, they read the same everywhere.
+    export onnx alone defaults to json (it printed JSON before it had --format)."""
+    from aiidetect.commands import common
+
+    shared = {o.help: o.default for o in (common.SummaryFormatOpt, common.RecordFormatOpt, common.ReportFormatOpt)}
+    seen = set()
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            if "--format" in p.opts and path != ("export", "onnx"):
+                assert p.help in shared and p.default == shared[p.help] == "table", (path, p.help)
+                assert set(p.opts) == {"--format", "-f"}, path
+                seen.add(path)
+            if "--quiet" in p.opts:
+                assert (p.help, set(p.opts)) == (common.QuietOpt.help, {"--quiet", "-q"}), (path, p.help)
+    assert len(seen) > 20
+
+
+def test_every_command_shows_an_example():
+    """eval, calibrate, proxies, export onnx, the trainers and the explainers had none in --help."""
+    leaves = {" ".join(p): c.help or "" for p, c in _all_commands() if not hasattr(c, "commands")}
+    assert len(leaves) > 25
+    missing = [p for p, h in leaves.items() if "example" not in h.lower() or f"aiidetect {p}" not in h]
+    assert not missing, missing
+
+
+SHORT = {"--out-dir": "-o", "--output": "-o", "--format": "-f", "--quiet": "-q", "--detectors": "-d"}
+
+
+def test_short_forms_are_the_same_everywhere():
+    """The trainers' --out-dir had no -o (docs/cli.md said every --out-dir has one), and export onnx's
+    --detectors no -d."""
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            for long in set(SHORT) & set(p.opts):
+                assert SHORT[long] in p.opts, (path, p.opts)
+
+
+def test_backbone_names_a_model_everywhere(tmp_path):
+    """weights pack's --backbone took a checkpoint file, where every other command's --backbone is an
+    open_clip model name: the file is --backbone-weights there too, and --backbone FILE still works."""
+    from aiidetect.commands import common
+
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            if not getattr(p, "hidden", False) and p.opts[0] in ("--backbone", "--backbone-weights"):
+                want = common.BackboneOpt.help if p.opts[0] == "--backbone" else "checkpoint file"
+                assert p.help == want or want in p.help, (path, p.opts[0], p.help)
+    bb = tmp_path / "bb.pt"
+    bb.write_bytes(b"x")
+    runner = CliRunner()
+    for spelling in ("--backbone", "--backbone-weights"):
+        r = runner.invoke(app, ["weights", "pack", str(tmp_path / f"{spelling}.tar"), spelling, str(bb),
+                                "--weights-dir", str(tmp_path / "none"), "-f", "json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["backbones"] == ["backbones/bb.pt"]
+    r = runner.invoke(app, ["weights", "pack", str(tmp_path / "x.tar"), "--backbone", str(bb), "--backbone-weights",
+                            str(bb)])
+    assert r.exit_code == 2 and "old name of --backbone-weights" in r.output
+
+
+def test_quiet_silences_proxies_and_bench_but_not_errors(tmp_path, dev_dir):
+    """proxies and bench had no --quiet: a line per file written, a line per step timed, always."""
+    from conftest import run_cli
+
+    img = str(next(p for p in sorted((dev_dir / "real").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")))
+    r = run_cli("proxies", img, "-o", str(tmp_path / "p"), "--kinds", "hf_phase", "--size", "64", "-q")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == f"{tmp_path / 'p'}\n"
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--model-seconds", "0.05", "--peak-seconds", "0.02",
+                "--images", "1", "-f", "json", "-q")
+    assert r.returncode == 0 and r.stderr == "" and json.loads(r.stdout)["backbone"]
+    r = run_cli("proxies", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "q"), "-q")
+    assert r.returncode == 2 and r.stderr.startswith("error:")

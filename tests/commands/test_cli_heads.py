@@ -91,3 +91,30 @@ def test_dev_set_one_record_per_file(dev_dir):
     recs = jsonl(r.stdout)
     assert sorted(x["file"] for x in recs) == expected
     assert all(x["verdict"] != "error" or x["error"]["code"] for x in recs)
+
+
+def test_verify_format_json_says_what_failed(tmp_path):
+    """verify printed only ok/FAIL lines, so a fleet check had to parse text: --format json is one
+    document in every case, failures included (exit 2 all the same)."""
+    shutil.copytree(REPO / "weights" / "univfd", tmp_path / "univfd")
+    r = run_cli("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["ok"] is True and doc["errors"] == [] and doc["backbone_checked"] is False
+    assert [(h["name"], h["ok"], h["problems"]) for h in doc["heads"]] == [("univfd", True, [])]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text('{"name": "x", "detector": "li')
+    r = run_cli("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["ok"] is False
+    broken = [h for h in doc["heads"] if not h["ok"]]
+    assert [h["name"] for h in broken] == ["broken"] and "manifest.json" in broken[0]["problems"][0]
+    # the backbone cannot be built: the heads' files were checked, the fingerprints were not
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "ViT-B-16.pt").write_bytes(b"not a checkpoint" * 100)
+    r = run_cli("weights", "verify", "--check-backbone", "--backbone", "ViT-B-16", "--pretrained", "openai",
+                "--weights-dir", str(REPO / "weights"), "-f", "json", env={"AIIDETECT_CLIP_CACHE": str(clip)})
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["ok"] is False and doc["backbone_checked"] is False
+    assert len(doc["errors"]) == 1 and "ViT-B-16.pt" in doc["errors"][0] and "fingerprints not checked" in r.stderr
+    assert [h["ok"] for h in doc["heads"]] == [True]
