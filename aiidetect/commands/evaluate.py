@@ -101,6 +101,13 @@ def evaluate_cmd(
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
                                batch_size=batch_size, progress=progress, run_info=info,
                                protocol=protocol)
+    raw = result["conditions"][0]
+    if not raw.get("n_scored"):
+        # Metrics of nothing would read as an evaluation that ran (a CI job would pass on exit 0).
+        bad = raw.get("unreadable") or []
+        first = f"; first: {bad[0]['file']}: {bad[0]['error']}" if bad else ""
+        fail(f"none of the {raw.get('n_items', len(items))} labelled images could be scored "
+             f"({raw.get('n_decode_errors', 0)} unreadable{first}); nothing was evaluated")
     if fmt == JsonFormat.table:
         # Wide tables when piped: the numbers matter more than an 80-column layout.
         print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))

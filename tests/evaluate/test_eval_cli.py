@@ -161,6 +161,19 @@ def test_usage_errors_exit_2(dataset):
     assert cli("eval", str(dataset), "-d", "nosuchdetector").exit_code == 2
 
 
+def test_an_evaluation_of_nothing_is_an_error_not_empty_metrics(tmp_path):
+    """Every listed file unreadable: eval said "0 images scored" in its table and exited 0, so a
+    CI job or a script went on with metrics of nothing. It is exit 2, naming the first file."""
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / name).write_bytes(b"not an image")
+    (tmp_path / "m.csv").write_text("file,label\na.jpg,real\nb.png,ai\n")
+    for fmt in ("json", "table"):
+        r = cli("eval", str(tmp_path / "m.csv"), "-d", "metadata", "-f", fmt, "-q", "--out-dir", str(tmp_path / "o"))
+        assert r.exit_code == 2, r.output
+        assert "none of the 2 labelled images could be scored" in r.stderr and "a.jpg: unsupported-format" in r.stderr
+        assert r.stdout == "" and not (tmp_path / "o").exists()
+
+
 def test_perturbations_hit_both_classes_identically(dataset):
     from aiidetect.evaluate import parse, run
     from aiidetect.train.data import load_items
