@@ -177,11 +177,32 @@ def load_head(head_dir: str | Path, verify: bool = True) -> Head:
     return Head(path=d, manifest=m, tensors=tensors)
 
 
+def _in_folder(fname: Any) -> bool:
+    """A name the manifest lists must be a file directly in the head folder."""
+    return (isinstance(fname, str) and fname not in ("", ".", "..") and not fname.startswith(".")
+            and not any(c in fname for c in "/\\\0"))
+
+
 def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a head's files against its manifest's checksums, or []."""
+    head_dir = Path(head_dir)
+    files = manifest.get("files")
+    if files is None:
+        files = {}
+    if not isinstance(files, Mapping):
+        return [f"the manifest's files is {type(files).__name__}, not a table of file names and sha256"]
     problems = []
-    for fname, digest in (manifest.get("files") or {}).items():
-        p = head_dir / fname
-        if not p.is_file():
+    # The tensors are loaded whenever they are there, so they must have a checksum to be verified against:
+    # a manifest without one would run any bytes put in their place.
+    if TENSORS not in files and (head_dir / TENSORS).exists():
+        problems.append(f"{TENSORS} is not listed in the manifest's files (no checksum to verify it against)")
+    for fname, digest in files.items():
+        p = head_dir / str(fname)
+        if not _in_folder(fname):
+            problems.append(f"{fname!r} is outside its folder (a head's files sit directly in it)")
+        elif not isinstance(digest, str):
+            problems.append(f"{fname} has no sha256 in the manifest")
+        elif not p.is_file():
             problems.append(f"{fname} missing")
         elif sha256_file(p) != digest:
             problems.append(f"{fname} checksum differs from manifest")

@@ -54,3 +54,36 @@ def test_dev_set_one_record_per_file(dev_dir):
     recs = jsonl(r.stdout)
     assert sorted(x["file"] for x in recs) == expected
     assert all(x["verdict"] != "error" or x["error"]["code"] for x in recs)
+
+
+
+def test_a_head_whose_manifest_skips_the_checksum_is_not_run(trained, dev_dir, tmp_path):
+    """The tensors are loaded whenever they sit in the folder, so a manifest that lists no checksum for
+    them (files removed or emptied) or lists a file outside the folder makes the head unavailable, with
+    the reason: damaged tensors behind such a manifest used to be scored."""
+    import shutil
+
+    w = tmp_path / "weights"
+    shutil.copy(trained / "cli-probe" / "head.safetensors", tmp_path / "good.safetensors")
+    for case in ("no-files", "empty-files", "outside"):
+        shutil.copytree(trained / "cli-probe", w / case)
+        t = w / case / "head.safetensors"
+        blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
+        m = json.loads((w / case / "manifest.json").read_text())
+        digest = m.pop("files")["head.safetensors"]
+        if case == "empty-files":
+            m["files"] = {}
+        elif case == "outside":
+            m["files"] = {"../../good.safetensors": digest}
+        (w / case / "manifest.json").write_text(json.dumps({**m, "name": case}))
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rows = jsonl(r.stdout)[0]["detectors"]
+    for case in ("no-files", "empty-files", "outside"):
+        row = rows[f"linear:{case}"]
+        assert row["status"] == "unavailable" and row["p_ai"] is None, (case, row)
+        assert "head.safetensors is not listed in the manifest's files" in row["reason"], (case, row)
+    assert "'../../good.safetensors' is outside its folder" in rows["linear:outside"]["reason"]
+    r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 2 and r.stdout.count("not listed in the manifest's files") == 3, r.stdout
