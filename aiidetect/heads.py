@@ -173,6 +173,13 @@ def load_head(head_dir: str | Path, verify: bool = True) -> Head:
         bad = verify_files(d, m)
         if bad:
             raise HeadError(f"head {d} failed its checksum: {'; '.join(bad)}")
+    if "preprocessing" in m:
+        from .preprocess import check_spec
+
+        try:
+            check_spec(m["preprocessing"])
+        except ValueError as exc:
+            raise HeadError(f"head {d}: {exc}") from exc
     tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
     return Head(path=d, manifest=m, tensors=tensors)
 

@@ -87,3 +87,31 @@ def test_a_head_whose_manifest_skips_the_checksum_is_not_run(trained, dev_dir, t
     assert "'../../good.safetensors' is outside its folder" in rows["linear:outside"]["reason"]
     r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(w)})
     assert r.returncode == 2 and r.stdout.count("not listed in the manifest's files") == 3, r.stdout
+
+
+def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_fault(trained, dev_dir, tmp_path):
+    """A manifest's preprocessing is checked when the head is loaded. A huge or negative size used to fail
+    every file of the scan as if the file were at fault (error 'too-large', 'internal-error'), and a
+    one-number mean or an unknown interpolation was used quietly and scored."""
+    import shutil
+
+    w = tmp_path / "weights"
+    bad = {"huge": {"size": 100000}, "negative": {"size": -5}, "one-mean": {"mean": [1]},
+           "interp": {"interpolation": "bogus"}, "zero-std": {"std": [0, 0, 0]}}
+    for name, change in bad.items():
+        shutil.copytree(trained / "cli-probe", w / name)
+        m = json.loads((w / name / "manifest.json").read_text())
+        m["preprocessing"].update(change)
+        (w / name / "manifest.json").write_text(json.dumps({**m, "name": name}))
+    shutil.copytree(trained / "cli-probe", w / "cli-probe")
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rec = jsonl(r.stdout)[0]
+    assert rec["verdict"] != "error" and rec.get("error") is None, rec.get("error")
+    assert rec["detectors"]["linear:cli-probe"]["status"] == "ok"
+    for name in bad:
+        row = rec["detectors"][f"linear:{name}"]
+        assert row["status"] == "unavailable" and "preprocessing" in row["reason"], (name, row)
+    assert "from 1 to 2048, not 100000" in rec["detectors"]["linear:huge"]["reason"]
+    assert "mean must be 3 finite numbers" in rec["detectors"]["linear:one-mean"]["reason"]
