@@ -122,34 +122,119 @@ class Head:
                 f"Select the matching backbone (--backbone/--pretrained or --backbone-config/--backbone-weights).")
 
 
+class HeadOutputError(HeadError, ValueError):
+    """The folder a trainer was told to write its head to cannot take it (the trainers' commands report
+    ValueErrors as one-line usage errors)."""
+
+
+# What a head folder holds besides the files its manifest lists: the manifest itself, the MPFT trainer's
+# checkpoint (--resume) and the temporary names these are written under.
+_HEAD_OWN = frozenset({MANIFEST, MANIFEST + ".tmp", TENSORS, "checkpoint.pt", "checkpoint.tmp"})
+
+
+def check_output_dir(out_dir: str | Path, name: str, family: str) -> Path:
+    """Where a head ``family:name`` may be written: a new or empty folder, or the folder of a head of
+    the same name and family (retraining replaces it). Anything else is refused before training, since
+    writing would replace what is there: a file, a folder of other files (the training images, a weights
+    folder), another head. Returns the folder with links resolved."""
+    out = Path(out_dir)
+    real = Path(os.path.realpath(out))
+    if real.exists() and not real.is_dir():
+        raise HeadOutputError(f"the head folder {out} is a file; give --out-dir a new or empty folder")
+    try:
+        entries = sorted(os.listdir(real)) if real.is_dir() else []
+    except OSError as exc:
+        raise HeadOutputError(f"cannot read the head folder {out}: {exc.strerror or exc}") from exc
+    listed: set[str] = set()
+    if MANIFEST in entries:
+        try:
+            m = read_manifest(real)
+        except HeadError:
+            raise HeadOutputError(f"the head folder {out} holds a {MANIFEST} that is not a head's; "
+                                  "give --out-dir a new or empty folder") from None
+        if m.get("detector") != family or m.get("name") != name:
+            raise HeadOutputError(
+                f"the head folder {out} holds another head ({m.get('detector')}:{m.get('name')}), which this "
+                f"{family}:{name} would replace; give --out-dir another folder, or remove that head first")
+        files = m.get("files")
+        listed = {str(f) for f in files} if isinstance(files, Mapping) else set()
+    other = [e for e in entries if e not in _HEAD_OWN | listed]
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise HeadOutputError(f"the head folder {out} holds files that are not a head's ({shown}); a head is "
+                              "written into a folder of its own: give --out-dir a new or empty folder")
+    return real
+
+
 def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping[str, Any],
               extra_files: Mapping[str, bytes] | None = None) -> Path:
-    """Write tensors + manifest atomically enough: tensors first, manifest last,
-    so a folder with a manifest is always complete."""
+    """Write a head folder whole, then rename it into place. An interrupted save (Ctrl-C, kill -9, a
+    full disk) leaves the head that was there before, complete, or no head: never the new tensors
+    beside the old manifest (the old head then failed its checksum) or a folder half written. The
+    unfinished folder is a hidden sibling (``.<name>.partial-*``), which find_heads skips."""
+    import secrets
+    import shutil
+
     import torch
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
-            for k, v in tensors.items()}
-    save_file(flat, str(out / TENSORS))
-    files = {TENSORS: sha256_file(out / TENSORS)}
-    for fname, blob in (extra_files or {}).items():
-        (out / fname).write_bytes(blob)
-        files[fname] = sha256_file(out / fname)
     m = dict(manifest)
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"manifest needs {key!r}")
-    m.setdefault("format_version", HEAD_FORMAT_VERSION)
-    m.setdefault("version", "1")
-    m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
-    m["files"] = {**m.get("files", {}), **files}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
-    tmp.replace(out / MANIFEST)
-    return out
+    real = check_output_dir(out_dir, m["name"], m["detector"])
+    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
+            for k, v in tensors.items()}
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = real.parent / f".{real.name}.partial-{tag}"
+    tmp.mkdir()
+    try:
+        save_file(flat, str(tmp / TENSORS))
+        files = {TENSORS: sha256_file(tmp / TENSORS)}
+        for fname, blob in (extra_files or {}).items():
+            (tmp / fname).write_bytes(blob)
+            files[fname] = sha256_file(tmp / fname)
+        m.setdefault("format_version", HEAD_FORMAT_VERSION)
+        m.setdefault("version", "1")
+        m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
+        m["files"] = {**m.get("files", {}), **files}
+        (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
+        for fname in os.listdir(tmp):
+            _fsync(tmp / fname)
+        _fsync(tmp)
+        try:
+            os.rename(tmp, real)  # a new folder, or over an empty one
+        except OSError:
+            if not real.is_dir():
+                raise
+            # A head being retrained: the old folder steps aside, the new one takes its place.
+            old = real.parent / f".{real.name}.old-{tag}"
+            os.rename(real, old)
+            try:
+                os.rename(tmp, real)
+            except BaseException:
+                os.rename(old, real)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync(real.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Path(out_dir)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system without fsync on folders: the renames are still atomic
+    finally:
+        os.close(fd)
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
@@ -224,7 +309,8 @@ def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[
     for base in dirs:
         if not base.is_dir():
             continue
-        for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
+        # A hidden folder is a save in progress, or one a kill left behind (save_head), never a head.
+        for sub in sorted(p for p in base.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()):
             try:
                 m = read_manifest(sub)
             except HeadError:
