@@ -308,6 +308,8 @@ class Scanner:
         if any(f != "metadata" for f in self.families):
             use_all_cores()
         self._detectors = _create(self.families, self.context)
+        for note in self.context.notes:
+            self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
         from .fusion import fusion_identity
@@ -553,7 +555,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
     checksums and, with a backbone spec, its fingerprint against that backbone. A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    from .heads import Head, HeadMismatch, find_heads, verify_files
+    from .heads import Head, HeadMismatch, find_heads, unreadable_heads, verify_files
 
     bb = None
     if backbone_spec is not None:
@@ -564,6 +566,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
         except BackboneUnavailable as exc:
             (on_note or log.warning)(str(exc))
     out = []
+    for path, why in unreadable_heads([Path(d) for d in dirs]):  # a scan would pass it over
+        out.append((path.name, str(path), [why]))
     for path, m in find_heads([Path(d) for d in dirs]):
         problems = verify_files(path, m)
         if bb is not None:

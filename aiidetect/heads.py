@@ -301,27 +301,59 @@ def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
-    """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a name clash, like PATH."""
-    seen: set[str] = set()
-    found = []
+def _walk(dirs: Iterable[Path]):
+    """(folder, manifest or None, why not) for every folder with a manifest.json one level below each dir."""
     for base in dirs:
+        base = Path(base)
         if not base.is_dir():
             continue
         # A hidden folder is a save in progress, or one a kill left behind (save_head), never a head.
         for sub in sorted(p for p in base.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()):
             try:
-                m = read_manifest(sub)
-            except HeadError:
-                continue
-            if detector and m.get("detector") != detector:
-                continue
-            if m["name"] in seen:
-                continue
-            seen.add(m["name"])
-            found.append((sub, m))
+                yield sub, read_manifest(sub), ""
+            except HeadError as exc:
+                yield sub, None, str(exc)
+
+
+def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every head folder (a folder with manifest.json) one level below each dir.
+    Earlier dirs win on a name clash, like PATH (head_notes says which lost)."""
+    seen: set[str] = set()
+    found = []
+    for sub, m, _ in _walk(dirs):
+        if m is None or (detector and m.get("detector") != detector):
+            continue
+        if m["name"] in seen:
+            continue
+        seen.add(m["name"])
+        found.append((sub, m))
     return found
+
+
+def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
+    """(folder, why) for each folder find_heads passes over because its manifest.json cannot be read."""
+    return [(sub, why) for sub, m, why in _walk(dirs) if m is None]
+
+
+def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
+    """What find_heads passes over without a word, for the user to be told: a folder whose manifest.json
+    cannot be read (its head would silently not run; the family is unknown, so it is named whatever
+    ``detector`` asks for), and a head hidden by an earlier one of the same family and name."""
+    used: dict[tuple[str, str], Path] = {}
+    notes = []
+    for sub, m, why in _walk(dirs):
+        if m is None:
+            notes.append(f"{sub} is not a usable head, so it does not run: {why}")
+            continue
+        if detector and m.get("detector") != detector:
+            continue
+        key = (str(m.get("detector")), str(m["name"]))
+        if key in used:
+            notes.append(f"head {key[0]}:{key[1]} in {sub} is not used: {used[key]} has the same name and is "
+                         "found first (the first weights folder wins); rename one or remove it")
+        else:
+            used[key] = sub
+    return notes
 
 
 def backbone_manifest(backbone) -> dict[str, Any]:

@@ -42,10 +42,11 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
       DetectorUnavailable whose message joins the reasons) carries those
       per-head rows.
     """
-    from ..heads import HeadError, HeadMismatch, find_heads, load_head
+    from ..heads import HeadError, HeadMismatch, find_heads, head_notes, load_head
 
     dirs = list(ctx.weights_dirs)
     found = find_heads(dirs, family)
+    ctx.notes.extend(n for n in head_notes(dirs, family) if n not in ctx.notes)
     wanted = (ctx.options or {}).get(f"{family}_heads")
     if wanted:
         found = [(p, m) for p, m in found if m.get("name") in set(wanted)]

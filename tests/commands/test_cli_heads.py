@@ -57,16 +57,18 @@ def test_dev_set_one_record_per_file(dev_dir):
 
 
 
-def test_a_head_whose_manifest_skips_the_checksum_is_not_run(trained, dev_dir, tmp_path):
+# The tests below copy the session's probe itself: this module's `trained` copy is tampered with by
+# test_weights_list_and_verify, so what they read would depend on the order the tests run in.
+def test_a_head_whose_manifest_skips_the_checksum_is_not_run(_tiny_probe, dev_dir, tmp_path):
     """The tensors are loaded whenever they sit in the folder, so a manifest that lists no checksum for
     them (files removed or emptied) or lists a file outside the folder makes the head unavailable, with
     the reason: damaged tensors behind such a manifest used to be scored."""
     import shutil
 
     w = tmp_path / "weights"
-    shutil.copy(trained / "cli-probe" / "head.safetensors", tmp_path / "good.safetensors")
+    shutil.copy(_tiny_probe / "cli-probe" / "head.safetensors", tmp_path / "good.safetensors")
     for case in ("no-files", "empty-files", "outside"):
-        shutil.copytree(trained / "cli-probe", w / case)
+        shutil.copytree(_tiny_probe / "cli-probe", w / case)
         t = w / case / "head.safetensors"
         blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
         m = json.loads((w / case / "manifest.json").read_text())
@@ -89,7 +91,7 @@ def test_a_head_whose_manifest_skips_the_checksum_is_not_run(trained, dev_dir, t
     assert r.returncode == 2 and r.stdout.count("not listed in the manifest's files") == 3, r.stdout
 
 
-def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_fault(trained, dev_dir, tmp_path):
+def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_fault(_tiny_probe, dev_dir, tmp_path):
     """A manifest's preprocessing is checked when the head is loaded. A huge or negative size used to fail
     every file of the scan as if the file were at fault (error 'too-large', 'internal-error'), and a
     one-number mean or an unknown interpolation was used quietly and scored."""
@@ -99,11 +101,11 @@ def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_faul
     bad = {"huge": {"size": 100000}, "negative": {"size": -5}, "one-mean": {"mean": [1]},
            "interp": {"interpolation": "bogus"}, "zero-std": {"std": [0, 0, 0]}}
     for name, change in bad.items():
-        shutil.copytree(trained / "cli-probe", w / name)
+        shutil.copytree(_tiny_probe / "cli-probe", w / name)
         m = json.loads((w / name / "manifest.json").read_text())
         m["preprocessing"].update(change)
         (w / name / "manifest.json").write_text(json.dumps({**m, "name": name}))
-    shutil.copytree(trained / "cli-probe", w / "cli-probe")
+    shutil.copytree(_tiny_probe / "cli-probe", w / "cli-probe")
     r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
                 "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
     assert r.returncode == 0, r.stderr
@@ -115,3 +117,29 @@ def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_faul
         assert row["status"] == "unavailable" and "preprocessing" in row["reason"], (name, row)
     assert "from 1 to 2048, not 100000" in rec["detectors"]["linear:huge"]["reason"]
     assert "mean must be 3 finite numbers" in rec["detectors"]["linear:one-mean"]["reason"]
+
+
+def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe, dev_dir, tmp_path):
+    """Both used to be passed over without a word: a head whose manifest.json is damaged simply did not
+    run (and `weights verify` said every head was fine), and a second head of the same name in a later
+    weights folder was never used."""
+    import os
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(_tiny_probe / "cli-probe", a / "cli-probe")
+    shutil.copytree(_tiny_probe / "cli-probe", b / "dup")
+    shutil.copytree(_tiny_probe / "cli-probe", b / "broken")
+    m = (b / "broken" / "manifest.json").read_bytes()
+    (b / "broken" / "manifest.json").write_bytes(m[: len(m) // 2])
+    env = {"AIIDETECT_WEIGHTS": f"{a}{os.pathsep}{b}"}
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0, r.stderr
+    assert jsonl(r.stdout)[0]["detectors"]["linear:cli-probe"]["status"] == "ok"
+    err = " ".join(r.stderr.split())
+    assert f"note: head linear:cli-probe in {b / 'dup'} is not used: {a / 'cli-probe'} has the same name" in err
+    assert f"note: {b / 'broken'} is not a usable head, so it does not run: cannot read" in err
+    r = run_cli("weights", "verify", env=env)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 2 and f"FAIL broken ({b / 'broken'}): cannot read" in out, r.stdout
