@@ -105,16 +105,23 @@ class Head:
 
     @property
     def backbone_fingerprint(self) -> str:
-        return self.manifest.get("backbone", {}).get("fingerprint", "")
+        b = self.manifest.get("backbone")
+        return str(b.get("fingerprint") or "") if isinstance(b, dict) else ""
 
     def check_backbone(self, fingerprint: str, description: str = "") -> None:
         want = self.backbone_fingerprint
-        if want and want != fingerprint:
+        if not want:
+            # Nothing to compare with: such a head ran on whatever backbone the scan used, and scored.
+            raise HeadMismatch(
+                f"head {self.name!r} does not say which backbone it was trained on (its manifest has no "
+                f"backbone fingerprint), so it cannot be checked against the backbone this run uses "
+                f"({description or fingerprint}); retrain it, or restore its manifest")
+        if want != fingerprint:
             from .weights_identity import legacy_accepts
 
-            if legacy_accepts(self.manifest.get("backbone") or {}, fingerprint):
+            b = self.manifest["backbone"]
+            if legacy_accepts(b, fingerprint):
                 return
-            b = self.manifest.get("backbone", {})
             trained = b.get("name") or f"{b.get('model')}/{b.get('pretrained')}"
             raise HeadMismatch(
                 f"head {self.name!r} was trained on backbone {trained} (fingerprint {want}); "
@@ -243,9 +250,13 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
         m = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
+    if not isinstance(m, dict):
+        raise HeadError(f"{p} is a JSON {type(m).__name__}, not an object")
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"{p} has no {key!r}")
+        if not isinstance(m[key], str) or not m[key]:
+            raise HeadError(f"{p}: {key} is {m[key]!r}, not a name")
     return m
 
 

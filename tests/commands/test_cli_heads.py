@@ -143,3 +143,35 @@ def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe,
     r = run_cli("weights", "verify", env=env)
     out = " ".join(r.stdout.split())
     assert r.returncode == 2 and f"FAIL broken ({b / 'broken'}): cannot read" in out, r.stdout
+
+
+def test_a_head_that_names_no_backbone_or_has_odd_values_is_unavailable_and_the_scan_goes_on(_tiny_probe, dev_dir,
+                                                                                              tmp_path):
+    """A manifest without a backbone fingerprint used to run on whatever backbone the scan had (here a
+    tiny-vit of another seed, which this probe was not trained on) and score; `backbone: null`, a `params`
+    that is not an object or a name that is not a string failed the whole scan (exit 2, no records)."""
+    import shutil
+
+    w = tmp_path / "weights"
+    edits = {"no-fingerprint": lambda m: m["backbone"].pop("fingerprint"),
+             "no-backbone": lambda m: m.pop("backbone"),
+             "null-backbone": lambda m: m.update(backbone=None),
+             "str-params": lambda m: m.update(params="x")}
+    for name, edit in edits.items():
+        shutil.copytree(_tiny_probe / "cli-probe", w / name)
+        m = {**json.loads((w / name / "manifest.json").read_text()), "name": name}
+        edit(m)
+        (w / name / "manifest.json").write_text(json.dumps(m))
+    shutil.copytree(_tiny_probe / "cli-probe", w / "list-name")
+    m = json.loads((w / "list-name" / "manifest.json").read_text())
+    (w / "list-name" / "manifest.json").write_text(json.dumps({**m, "name": ["x"]}))
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "--backbone-seed",
+                "7", "-d", "metadata,linear", "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rows = jsonl(r.stdout)[0]["detectors"]
+    for name in edits:
+        assert rows[f"linear:{name}"]["status"] == "unavailable" and rows[f"linear:{name}"]["p_ai"] is None, name
+    for name in ("no-fingerprint", "no-backbone", "null-backbone"):
+        assert "does not say which backbone it was trained on" in rows[f"linear:{name}"]["reason"]
+    assert rows["metadata"]["status"] == "ok"
+    assert "list-name is not a usable head" in " ".join(r.stderr.split())
