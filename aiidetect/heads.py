@@ -280,7 +280,7 @@ def load_head(head_dir: str | Path, verify: bool = True) -> Head:
     return Head(path=d, manifest=m, tensors=tensors)
 
 
-def _in_folder(fname: Any) -> bool:
+def in_folder(fname: Any) -> bool:
     """A name the manifest lists must be a file directly in the head folder."""
     return (isinstance(fname, str) and fname not in ("", ".", "..") and not fname.startswith(".")
             and not any(c in fname for c in "/\\\0"))
@@ -301,7 +301,7 @@ def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
         problems.append(f"{TENSORS} is not listed in the manifest's files (no checksum to verify it against)")
     for fname, digest in files.items():
         p = head_dir / str(fname)
-        if not _in_folder(fname):
+        if not in_folder(fname):
             problems.append(f"{fname!r} is outside its folder (a head's files sit directly in it)")
         elif not isinstance(digest, str):
             problems.append(f"{fname} has no sha256 in the manifest")

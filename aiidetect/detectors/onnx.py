@@ -118,7 +118,7 @@ def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
     (ctx.options["onnx_families"], default every family with an ONNX mapping)."""
     from ..onnx_runtime import RuntimeUnavailable, int8_setup, load_session
-    from ..onnx_sidecar import ExportError, read_sidecar
+    from ..onnx_sidecar import ExportError, graph_problems, read_sidecar
     from ..preprocess import check_spec
     from . import onnx_families
 
@@ -140,6 +140,11 @@ def create(ctx: RunContext) -> list[Detector]:
             spec = check_spec(g.get("preprocessing"))
         except ValueError as exc:
             out.extend(UnavailableDetector(h["name"], f"the ONNX export's sidecar for {g['file']}: {exc}") for h in metas)
+            continue
+        bad = graph_problems(ctx.onnx_dir, g)
+        if bad:
+            why = f"the ONNX export in {ctx.onnx_dir} fails its checks: {'; '.join(bad)}; export it again"
+            out.extend(UnavailableDetector(h["name"], why) for h in metas)
             continue
         try:
             sess = load_session(path, device=device, variant=g.get("variant", "fp32"))
