@@ -146,6 +146,9 @@ def check_output_dir(out_dir: str | Path, name: str, family: str) -> Path:
     folder), another head. Returns the folder with links resolved."""
     out = Path(out_dir)
     real = Path(os.path.realpath(out))
+    if real.name.startswith("."):
+        raise HeadOutputError(f"the head folder {out} is hidden (its name starts with '.'): scans never look in "
+                              "hidden folders for heads; give --out-dir a name without the leading '.'")
     if real.exists() and not real.is_dir():
         raise HeadOutputError(f"the head folder {out} is a file; give --out-dir a new or empty folder")
     try:

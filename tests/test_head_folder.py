@@ -64,7 +64,7 @@ def test_save_head_refuses_a_folder_that_is_not_this_heads(tmp_path):
     (tmp_path / "file").write_text("x")
     _head(tmp_path / "other", name="other", family="mpft")
     for out, why in ((data, "not a head's (real)"), (tmp_path / "file", "is a file"),
-                     (tmp_path / "other", "another head (mpft:other)")):
+                     (tmp_path / "other", "another head (mpft:other)"), (tmp_path / ".h", "is hidden")):
         with pytest.raises(HeadOutputError, match=why.replace("(", r"\(").replace(")", r"\)")):
             _head(out)
     assert (data / "real" / "a.jpg").read_bytes() == b"a photo" and sorted(p.name for p in data.iterdir()) == ["real"]
