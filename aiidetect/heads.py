@@ -210,7 +210,12 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
         m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
         m["files"] = {**m.get("files", {}), **files}
         (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
         for fname in os.listdir(tmp):
+            # safetensors writes its file 0600: in a shared weights folder nobody else could load the head
+            # whose manifest they can read. Every file gets what a plain open() gives, as the manifest does.
+            os.chmod(tmp / fname, 0o666 & ~umask)
             _fsync(tmp / fname)
         _fsync(tmp)
         try:

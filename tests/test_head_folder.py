@@ -44,6 +44,21 @@ def test_an_interrupted_save_leaves_the_head_that_was_there(tmp_path, monkeypatc
     assert sorted(p.name for p in w.iterdir()) == ["h"]
 
 
+def test_every_file_of_a_head_gets_the_umasks_mode(tmp_path):
+    """head.safetensors came out 0600 (safetensors' own mode) beside a 0644 manifest: another user of a
+    shared weights folder saw the head and could not load it."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        d = _head(tmp_path / "h")
+    finally:
+        os.umask(umask)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {"head.safetensors": 0o644,
+                                                                           "manifest.json": 0o644}
+
+
 def test_a_folder_a_killed_save_left_is_never_found(tmp_path):
     """kill -9 cannot be cleaned up after: the unfinished folder is hidden, and find_heads skips it."""
     from aiidetect.heads import find_heads
