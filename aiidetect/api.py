@@ -539,7 +539,7 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 
     rows = []
     for path, m in find_heads([Path(d) for d in dirs]):
-        b = m.get("backbone", {})
+        b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
                      "backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",

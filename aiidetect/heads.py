@@ -336,15 +336,17 @@ def _walk(dirs: Iterable[Path]):
 
 def find_heads(dirs: Iterable[Path], detector: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a name clash, like PATH (head_notes says which lost)."""
-    seen: set[str] = set()
+    Earlier dirs win on a clash of family and name, like PATH (head_notes says which lost); heads of
+    two families may share a name, as a scan runs both (linear:x, flow:x)."""
+    seen: set[tuple[str, str]] = set()
     found = []
     for sub, m, _ in _walk(dirs):
         if m is None or (detector and m.get("detector") != detector):
             continue
-        if m["name"] in seen:
+        key = (m["detector"], m["name"])
+        if key in seen:
             continue
-        seen.add(m["name"])
+        seen.add(key)
         found.append((sub, m))
     return found
 
@@ -366,7 +368,7 @@ def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
             continue
         if detector and m.get("detector") != detector:
             continue
-        key = (str(m.get("detector")), str(m["name"]))
+        key = (m["detector"], m["name"])
         if key in used:
             notes.append(f"head {key[0]}:{key[1]} in {sub} is not used: {used[key]} has the same name and is "
                          "found first (the first weights folder wins); rename one or remove it")

@@ -175,3 +175,27 @@ def test_a_head_that_names_no_backbone_or_has_odd_values_is_unavailable_and_the_
         assert "does not say which backbone it was trained on" in rows[f"linear:{name}"]["reason"]
     assert rows["metadata"]["status"] == "ok"
     assert "list-name is not a usable head" in " ".join(r.stderr.split())
+
+
+def test_weights_verify_and_list_see_every_family_of_a_shared_name(_tiny_probe, tmp_path):
+    """Heads were told apart by name alone outside a scan: `weights verify` passed over a damaged flow:x
+    beside a linear:x (exit 0, 'ok') though a scan loads both; a manifest with `backbone: null` made
+    `weights list` fail with AttributeError."""
+    import shutil
+
+    w = tmp_path / "weights"
+    shutil.copytree(_tiny_probe / "cli-probe", w / "a")
+    shutil.copytree(_tiny_probe / "cli-probe", w / "b")
+    m = json.loads((w / "b" / "manifest.json").read_text())
+    (w / "b" / "manifest.json").write_text(json.dumps({**m, "detector": "flow", "backbone": None}))
+    t = w / "b" / "head.safetensors"
+    blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
+    env = {"AIIDETECT_WEIGHTS": str(w)}
+    r = run_cli("weights", "verify", env=env)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 2 and f"FAIL cli-probe ({w / 'b'}): head.safetensors checksum differs" in out, r.stdout
+    assert f"ok cli-probe ({w / 'a'})" in out
+    r = run_cli("weights", "list", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {(h["detector"], h["path"]) for h in json.loads(r.stdout)["heads"]}
+    assert {("linear", str(w / "a")), ("flow", str(w / "b"))} <= rows
