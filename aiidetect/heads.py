@@ -359,9 +359,15 @@ def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
 def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
     """What find_heads passes over without a word, for the user to be told: a folder whose manifest.json
     cannot be read (its head would silently not run; the family is unknown, so it is named whatever
-    ``detector`` asks for), and a head hidden by an earlier one of the same family and name."""
+    ``detector`` asks for), a head hidden by an earlier one of the same family and name, and a weights
+    folder that is itself a head folder (its head is not found: heads sit one level below)."""
+    dirs = [Path(d) for d in dirs]
     used: dict[tuple[str, str], Path] = {}
     notes = []
+    for d in dirs:
+        if (d / MANIFEST).is_file():  # heads are looked for one level below: a head folder given itself
+            notes.append(f"{d} is a head folder, and heads are looked for in the folders below a weights "
+                         f"folder: give its parent ({d.parent}) as the weights folder")
     for sub, m, why in _walk(dirs):
         if m is None:
             notes.append(f"{sub} is not a usable head, so it does not run: {why}")

@@ -199,3 +199,12 @@ def test_weights_verify_and_list_see_every_family_of_a_shared_name(_tiny_probe, 
     assert r.returncode == 0, r.stderr
     rows = {(h["detector"], h["path"]) for h in json.loads(r.stdout)["heads"]}
     assert {("linear", str(w / "a")), ("flow", str(w / "b"))} <= rows
+
+
+def test_a_weights_dir_that_is_a_head_folder_is_said(_tiny_probe, dev_dir):
+    """`--weights-dir` pointed at a head folder itself found no head, and the scan only said to train one."""
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--weights-dir", str(_tiny_probe / "cli-probe"), "--format", "jsonl", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    err = " ".join(r.stderr.split())
+    assert f"note: {_tiny_probe / 'cli-probe'} is a head folder" in err and f"give its parent ({_tiny_probe})" in err
