@@ -68,7 +68,8 @@ def evaluate_cmd(
     with library_errors():
         items = load_labelled(data, split, limit, seed)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
-        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
+        opts = ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate()
+        dets, ctx = build_detectors(opts)
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
         for note in ctx.notes:

@@ -139,7 +139,8 @@ def create(ctx: RunContext) -> list[Detector]:
         try:
             spec = check_spec(g.get("preprocessing"))
         except ValueError as exc:
-            out.extend(UnavailableDetector(h["name"], f"the ONNX export's sidecar for {g['file']}: {exc}") for h in metas)
+            why = f"the ONNX export's sidecar for {g['file']}: {exc}"
+            out.extend(UnavailableDetector(h["name"], why) for h in metas)
             continue
         bad = graph_problems(ctx.onnx_dir, g)
         if bad:
