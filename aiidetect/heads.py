@@ -151,6 +151,14 @@ def check_output_dir(out_dir: str | Path, name: str, family: str) -> Path:
                               "hidden folders for heads; give --out-dir a name without the leading '.'")
     if real.exists() and not real.is_dir():
         raise HeadOutputError(f"the head folder {out} is a file; give --out-dir a new or empty folder")
+    # The head is written beside its folder, then renamed: the nearest folder that exists must take it.
+    above = real.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise HeadOutputError(f"the head folder {out} cannot be made: {above} is a file")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise HeadOutputError(f"the head folder {out} cannot be written: no permission to write in {above}")
     try:
         entries = sorted(os.listdir(real)) if real.is_dir() else []
     except OSError as exc:

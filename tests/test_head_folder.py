@@ -102,6 +102,7 @@ def test_train_linear_refuses_an_out_dir_it_would_replace_before_training(dev_di
     _head(tmp_path / "other", name="other", family="mpft")
     env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
     for out, why in ((src, "holds files that are not a head's (ai, real)"), (tmp_path / "afile", "is a file"),
+                     (tmp_path / "afile" / "sub", "cannot be made: "),
                      (tmp_path / "other", "holds another head (mpft:other)")):
         r = run_cli("train", "linear", str(src), "--backbone-config", "tiny-vit", "--name", "p", "--out-dir", str(out),
                     env=env)
