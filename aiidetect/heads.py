@@ -25,6 +25,8 @@ from .hashing import sha256_file
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
 HEAD_FORMAT_VERSION = 1
+# A manifest is a few KB (an MPFT head's training history, a fusion model's isotonic knots: tens of KB).
+MAX_MANIFEST_BYTES = 16 << 20
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -263,8 +265,11 @@ def _fsync(path: Path) -> None:
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
     p = Path(head_dir) / MANIFEST
     try:
+        if p.stat().st_size > MAX_MANIFEST_BYTES:
+            raise HeadError(f"{p} is {p.stat().st_size} bytes, too large to be a head's manifest")
         m = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+    # RecursionError: JSON nested thousands deep (a few hundred KB) failed every scan that looked for heads.
+    except (OSError, ValueError, RecursionError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
     if not isinstance(m, dict):
         raise HeadError(f"{p} is a JSON {type(m).__name__}, not an object")

@@ -122,7 +122,7 @@ def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_faul
 def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe, dev_dir, tmp_path):
     """Both used to be passed over without a word: a head whose manifest.json is damaged simply did not
     run (and `weights verify` said every head was fine), and a second head of the same name in a later
-    weights folder was never used."""
+    weights folder was never used. A manifest nested too deep to parse failed the whole scan."""
     import os
     import shutil
 
@@ -132,6 +132,8 @@ def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe,
     shutil.copytree(_tiny_probe / "cli-probe", b / "broken")
     m = (b / "broken" / "manifest.json").read_bytes()
     (b / "broken" / "manifest.json").write_bytes(m[: len(m) // 2])
+    (b / "nested").mkdir()  # JSON nested deeper than Python's recursion limit failed the whole scan
+    (b / "nested" / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     env = {"AIIDETECT_WEIGHTS": f"{a}{os.pathsep}{b}"}
     r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
                 "--format", "jsonl", "--no-cache", env=env)
@@ -140,6 +142,7 @@ def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe,
     err = " ".join(r.stderr.split())
     assert f"note: head linear:cli-probe in {b / 'dup'} is not used: {a / 'cli-probe'} has the same name" in err
     assert f"note: {b / 'broken'} is not a usable head, so it does not run: cannot read" in err
+    assert f"note: {b / 'nested'} is not a usable head, so it does not run: cannot read" in err
     r = run_cli("weights", "verify", env=env)
     out = " ".join(r.stdout.split())
     assert r.returncode == 2 and f"FAIL broken ({b / 'broken'}): cannot read" in out, r.stdout
