@@ -51,10 +51,10 @@ def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
     p = Path(onnx_dir) / SIDECAR
     try:
         s = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
         raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
             from exc
-    if s.get("format") != "aiidetect-onnx":
+    if not isinstance(s, dict) or s.get("format") != "aiidetect-onnx":
         raise ExportError(f"{p} is not an aiidetect ONNX sidecar")
     return s
 

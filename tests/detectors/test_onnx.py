@@ -212,6 +212,12 @@ def test_an_export_that_no_longer_matches_its_sidecar_is_unavailable(export_fp32
         (d / SIDECAR).write_text(json.dumps(sc))
         got = detector(d)
         assert got.get("status") == "unavailable" and why in got["reason"], (case, got)
+    for case, text in (("nested", "[" * 100_000 + "]" * 100_000), ("list", "[1]")):  # failed the whole scan
+        d = tmp_path / case
+        shutil.copytree(src, d)
+        (d / SIDECAR).write_text(text)
+        got = detector(d)
+        assert got.get("status") == "unavailable" and SIDECAR in got["reason"], (case, got)
 
 
 @pytest.fixture(scope="module")
