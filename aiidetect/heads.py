@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -209,7 +210,9 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = real.parent / f".{real.name}.partial-{tag}"
     tmp.mkdir()
+    lock = _lock(tmp)
     try:
+        _remove_stale_saves(real, tmp)
         save_file(flat, str(tmp / TENSORS))
         files = {TENSORS: sha256_file(tmp / TENSORS)}
         for fname, blob in (extra_files or {}).items():
@@ -246,7 +249,59 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return Path(out_dir)
+
+
+# A hidden save folder older than this and not locked was left by a killed save (the age covers the instant
+# between mkdir and flock of a save starting now).
+STALE_SECONDS = 10
+
+
+def _lock(folder: Path) -> int | None:
+    """Hold a lock on a save folder while it is written ("in use"), or None where there are no locks."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_saves(real: Path, mine: Path) -> None:
+    """Remove what killed saves of this head left beside it (kill -9 cannot be cleaned up after: each left
+    a hidden copy of the head); a live save holds its lock and is kept."""
+    import shutil
+    import time
+
+    try:
+        import fcntl
+    except ImportError:
+        return
+    now = time.time()
+    for prefix in (f".{real.name}.partial-", f".{real.name}.old-"):
+        for p in real.parent.glob(glob_escape(prefix) + "*"):
+            if p == mine or p.is_symlink() or not p.is_dir():
+                continue
+            try:
+                if now - p.stat().st_mtime < STALE_SECONDS:
+                    continue
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its save lives
+                    shutil.rmtree(p, ignore_errors=True)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue
 
 
 def _fsync(path: Path) -> None:

@@ -59,15 +59,29 @@ def test_every_file_of_a_head_gets_the_umasks_mode(tmp_path):
                                                                            "manifest.json": 0o644}
 
 
-def test_a_folder_a_killed_save_left_is_never_found(tmp_path):
-    """kill -9 cannot be cleaned up after: the unfinished folder is hidden, and find_heads skips it."""
+def test_a_folder_a_killed_save_left_is_never_found_and_the_next_save_removes_it(tmp_path):
+    """kill -9 cannot be cleaned up after: the unfinished folder is hidden, and find_heads skips it. The
+    next save of that head removes it, but not the folder of a save still running (it holds a lock)."""
+    import fcntl
+    import os
+
     from aiidetect.heads import find_heads
 
     w = tmp_path / "weights"
     _head(w / "h", value=1.0)
-    shutil.copytree(w / "h", w / ".h.partial-123-abcd")
-    (w / ".h.partial-123-abcd" / "head.safetensors").write_bytes(b"half")
+    killed, live = w / ".h.partial-123-abcd", w / ".h.partial-456-ef01"
+    for d in (killed, live):
+        shutil.copytree(w / "h", d)
+        (d / "head.safetensors").write_bytes(b"half")
+        os.utime(d, (1e9, 1e9))
     assert [p for p, _ in find_heads([w])] == [w / "h"]
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _head(w / "h", value=2.0)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in w.iterdir()) == [live.name, "h"]
 
 
 def test_save_head_refuses_a_folder_that_is_not_this_heads(tmp_path):
