@@ -426,9 +426,9 @@ def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
 
 def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
     """What find_heads passes over without a word, for the user to be told: a folder whose manifest.json
-    cannot be read (its head would silently not run; the family is unknown, so it is named whatever
-    ``detector`` asks for), a head hidden by an earlier one of the same family and name, and a weights
-    folder that is itself a head folder (its head is not found: heads sit one level below)."""
+    cannot be read (its family is unknown, so it is named for every ``detector`` asked about: callers
+    drop repeated notes), a head hidden by an earlier one of ``detector``'s family and the same name, and
+    a weights folder that is itself a head folder (its head is not found: heads sit one level below)."""
     dirs = [Path(d) for d in dirs]
     used: dict[tuple[str, str], Path] = {}
     notes = []
