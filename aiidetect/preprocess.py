@@ -33,6 +33,7 @@ def check_spec(spec: Any) -> dict[str, Any]:
     used: a bad size or an unknown mode made every file of a scan fail as if it were the file's fault
     (too-large, internal-error), and a one-number mean or an unknown interpolation was used quietly."""
     import math
+    from numbers import Integral, Real  # numpy's numbers too: a backbone's mean may be float32
 
     if not isinstance(spec, Mapping):
         raise ValueError(f"preprocessing is {type(spec).__name__}, not a table")
@@ -41,22 +42,26 @@ def check_spec(spec: Any) -> dict[str, Any]:
         raise ValueError(f"unknown preprocessing mode {spec['mode']!r}; one of {MODES}")
     if "size" in spec:
         size = spec["size"]
-        if isinstance(size, float) and size.is_integer():
+        if isinstance(size, Real) and not isinstance(size, Integral) and float(size).is_integer():
             size = int(size)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        if isinstance(size, bool) or not isinstance(size, Integral) or not 1 <= size <= MAX_SIZE:
             raise ValueError(f"preprocessing size must be a whole number of pixels from 1 to {MAX_SIZE}, "
                              f"not {size!r}")
-        out["size"] = size
+        out["size"] = int(size)
     for key in ("mean", "std"):
         if key not in spec:
             continue
         v = spec[key]
-        ok = (isinstance(v, (list, tuple)) and len(v) == 3
-              and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
-        if not ok or (key == "std" and any(x <= 0 for x in v)):
+        try:  # a list from JSON, or a backbone's tuple or array
+            vals = None if isinstance(v, (str, bytes, Mapping)) else list(v)
+        except TypeError:
+            vals = None
+        ok = (vals is not None and len(vals) == 3
+              and all(isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) for x in vals))
+        if not ok or (key == "std" and any(x <= 0 for x in vals)):
             raise ValueError(f"preprocessing {key} must be 3 finite numbers{' above 0' if key == 'std' else ''} "
                              f"(one per RGB channel), not {v!r}")
-        out[key] = [float(x) for x in v]
+        out[key] = [float(x) for x in vals]
     if "interpolation" in spec and spec["interpolation"] not in INTERPOLATIONS:
         raise ValueError(f"unknown preprocessing interpolation {spec['interpolation']!r}; one of {INTERPOLATIONS}")
     return out
