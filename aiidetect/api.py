@@ -315,6 +315,8 @@ class Scanner:
         if any(f != "metadata" for f in self.families):
             use_all_cores()
         self._detectors = _create(self.families, self.context)
+        for note in self.context.notes:
+            self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
         from .fusion import fusion_identity
@@ -544,7 +546,7 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 
     rows = []
     for path, m in find_heads([Path(d) for d in dirs]):
-        b = m.get("backbone", {})
+        b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
                      "backbone": b.get("name") or f"{b.get('model')}/{b.get('pretrained')}",

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -109,16 +110,23 @@ class Head:
 
     @property
     def backbone_fingerprint(self) -> str:
-        return self.manifest.get("backbone", {}).get("fingerprint", "")
+        b = self.manifest.get("backbone")
+        return str(b.get("fingerprint") or "") if isinstance(b, dict) else ""
 
     def check_backbone(self, fingerprint: str, description: str = "") -> None:
         want = self.backbone_fingerprint
-        if want and want != fingerprint:
+        if not want:
+            # Nothing to compare with: such a head ran on whatever backbone the scan used, and scored.
+            raise HeadMismatch(
+                f"head {self.name!r} does not say which backbone it was trained on (its manifest has no "
+                f"backbone fingerprint), so it cannot be checked against the backbone this run uses "
+                f"({description or fingerprint}); retrain it, or restore its manifest")
+        if want != fingerprint:
             from .weights_identity import legacy_accepts
 
-            if legacy_accepts(self.manifest.get("backbone") or {}, fingerprint):
+            b = self.manifest["backbone"]
+            if legacy_accepts(b, fingerprint):
                 return
-            b = self.manifest.get("backbone", {})
             trained = b.get("name") or f"{b.get('model')}/{b.get('pretrained')}"
             raise HeadMismatch(
                 f"head {self.name!r} was trained on backbone {trained} (fingerprint {want}); "
@@ -126,34 +134,189 @@ class Head:
                 f"Select the matching backbone (--backbone/--pretrained or --backbone-config/--backbone-weights).")
 
 
+class HeadOutputError(HeadError, ValueError):
+    """The folder a trainer was told to write its head to cannot take it (the trainers' commands report
+    ValueErrors as one-line usage errors)."""
+
+
+# What a head folder holds besides the files its manifest lists: the manifest itself, the MPFT trainer's
+# checkpoint (--resume) and the temporary names these are written under.
+_HEAD_OWN = frozenset({MANIFEST, MANIFEST + ".tmp", TENSORS, "checkpoint.pt", "checkpoint.tmp"})
+
+
+def check_output_dir(out_dir: str | Path, name: str, family: str) -> Path:
+    """Where a head ``family:name`` may be written: a new or empty folder, or the folder of a head of
+    the same name and family (retraining replaces it). Anything else is refused before training, since
+    writing would replace what is there: a file, a folder of other files (the training images, a weights
+    folder), another head. Returns the folder with links resolved."""
+    out = Path(out_dir)
+    real = Path(os.path.realpath(out))
+    if real.name.startswith("."):
+        raise HeadOutputError(f"the head folder {out} is hidden (its name starts with '.'): scans never look in "
+                              "hidden folders for heads; give --out-dir a name without the leading '.'")
+    if real.exists() and not real.is_dir():
+        raise HeadOutputError(f"the head folder {out} is a file; give --out-dir a new or empty folder")
+    # The head is written beside its folder, then renamed: the nearest folder that exists must take it.
+    above = real.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise HeadOutputError(f"the head folder {out} cannot be made: {above} is a file")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise HeadOutputError(f"the head folder {out} cannot be written: no permission to write in {above}")
+    try:
+        entries = sorted(os.listdir(real)) if real.is_dir() else []
+    except OSError as exc:
+        raise HeadOutputError(f"cannot read the head folder {out}: {exc.strerror or exc}") from exc
+    listed: set[str] = set()
+    if MANIFEST in entries:
+        try:
+            m = read_manifest(real)
+        except HeadError:
+            raise HeadOutputError(f"the head folder {out} holds a {MANIFEST} that is not a head's; "
+                                  "give --out-dir a new or empty folder") from None
+        if m.get("detector") != family or m.get("name") != name:
+            raise HeadOutputError(
+                f"the head folder {out} holds another head ({m.get('detector')}:{m.get('name')}), which this "
+                f"{family}:{name} would replace; give --out-dir another folder, or remove that head first")
+        files = m.get("files")
+        listed = {str(f) for f in files} if isinstance(files, Mapping) else set()
+    other = [e for e in entries if e not in _HEAD_OWN | listed]
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise HeadOutputError(f"the head folder {out} holds files that are not a head's ({shown}); a head is "
+                              "written into a folder of its own: give --out-dir a new or empty folder")
+    return real
+
+
 def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping[str, Any],
               extra_files: Mapping[str, bytes] | None = None) -> Path:
-    """Write tensors + manifest atomically enough: tensors first, manifest last,
-    so a folder with a manifest is always complete."""
+    """Write a head folder whole, then rename it into place. An interrupted save (Ctrl-C, kill -9, a
+    full disk) leaves the head that was there before, complete, or no head: never the new tensors
+    beside the old manifest (the old head then failed its checksum) or a folder half written. The
+    unfinished folder is a hidden sibling (``.<name>.partial-*``), which find_heads skips."""
+    import secrets
+    import shutil
+
     import torch
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
-            for k, v in tensors.items()}
-    save_file(flat, str(out / TENSORS))
-    files = {TENSORS: sha256_file(out / TENSORS)}
-    for fname, blob in (extra_files or {}).items():
-        (out / fname).write_bytes(blob)
-        files[fname] = sha256_file(out / fname)
     m = dict(manifest)
     for key in ("name", "detector"):
         if key not in m:
             raise HeadError(f"manifest needs {key!r}")
-    m.setdefault("format_version", HEAD_FORMAT_VERSION)
-    m.setdefault("version", "1")
-    m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
-    m["files"] = {**m.get("files", {}), **files}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
-    tmp.replace(out / MANIFEST)
-    return out
+    real = check_output_dir(out_dir, m["name"], m["detector"])
+    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
+            for k, v in tensors.items()}
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = real.parent / f".{real.name}.partial-{tag}"
+    tmp.mkdir()
+    lock = _lock(tmp)
+    try:
+        _remove_stale_saves(real, tmp)
+        save_file(flat, str(tmp / TENSORS))
+        files = {TENSORS: sha256_file(tmp / TENSORS)}
+        for fname, blob in (extra_files or {}).items():
+            (tmp / fname).write_bytes(blob)
+            files[fname] = sha256_file(tmp / fname)
+        m.setdefault("format_version", HEAD_FORMAT_VERSION)
+        m.setdefault("version", "1")
+        m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
+        m["files"] = {**m.get("files", {}), **files}
+        (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        for fname in os.listdir(tmp):
+            # safetensors writes its file 0600: in a shared weights folder nobody else could load the head
+            # whose manifest they can read. Every file gets what a plain open() gives, as the manifest does.
+            os.chmod(tmp / fname, 0o666 & ~umask)
+            _fsync(tmp / fname)
+        _fsync(tmp)
+        try:
+            os.rename(tmp, real)  # a new folder, or over an empty one
+        except OSError:
+            if not real.is_dir():
+                raise
+            # A head being retrained: the old folder steps aside, the new one takes its place.
+            old = real.parent / f".{real.name}.old-{tag}"
+            os.rename(real, old)
+            try:
+                os.rename(tmp, real)
+            except BaseException:
+                os.rename(old, real)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync(real.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return Path(out_dir)
+
+
+# A hidden save folder older than this and not locked was left by a killed save (the age covers the instant
+# between mkdir and flock of a save starting now).
+STALE_SECONDS = 10
+
+
+def _lock(folder: Path) -> int | None:
+    """Hold a lock on a save folder while it is written ("in use"), or None where there are no locks."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_saves(real: Path, mine: Path) -> None:
+    """Remove what killed saves of this head left beside it (kill -9 cannot be cleaned up after: each left
+    a hidden copy of the head); a live save holds its lock and is kept."""
+    import shutil
+    import time
+
+    try:
+        import fcntl
+    except ImportError:
+        return
+    now = time.time()
+    for prefix in (f".{real.name}.partial-", f".{real.name}.old-"):
+        for p in real.parent.glob(glob_escape(prefix) + "*"):
+            if p == mine or p.is_symlink() or not p.is_dir():
+                continue
+            try:
+                if now - p.stat().st_mtime < STALE_SECONDS:
+                    continue
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its save lives
+                    shutil.rmtree(p, ignore_errors=True)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system without fsync on folders: the renames are still atomic
+    finally:
+        os.close(fd)
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
@@ -181,7 +344,8 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
     if files is not None and not (isinstance(files, dict)
                                   and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
         raise HeadError(f"{p}: 'files' is not a table of file names and SHA-256 digests")
-    if not isinstance(m.get("backbone", {}), dict):
+    # (null is a head that names no backbone: found, and unavailable with that reason when loaded)
+    if m.get("backbone") is not None and not isinstance(m["backbone"], dict):
         raise HeadError(f"{p}: 'backbone' is not an object")
     return m
 
@@ -195,60 +359,116 @@ def load_head(head_dir: str | Path, verify: bool = True) -> Head:
         bad = verify_files(d, m)
         if bad:
             raise HeadError(f"head {d} failed its checksum: {'; '.join(bad)}")
+    if "preprocessing" in m:
+        from .preprocess import check_spec
+
+        try:
+            check_spec(m["preprocessing"])
+        except ValueError as exc:
+            raise HeadError(f"head {d}: {exc}") from exc
     tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
     return Head(path=d, manifest=m, tensors=tensors)
 
 
+def in_folder(fname: Any) -> bool:
+    """A name the manifest lists must be a file directly in the head folder."""
+    return (isinstance(fname, str) and fname not in ("", ".", "..") and not fname.startswith(".")
+            and not any(c in fname for c in "/\\\0"))
+
+
 def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a head's files against its manifest's checksums, or []."""
+    head_dir = Path(head_dir)
+    files = manifest.get("files")
+    if files is None:
+        files = {}
+    if not isinstance(files, Mapping):
+        return [f"the manifest's files is {type(files).__name__}, not a table of file names and sha256"]
     problems = []
-    for fname, digest in (manifest.get("files") or {}).items():
-        p = head_dir / fname
-        if not p.is_file():
+    # The tensors are loaded whenever they are there, so they must have a checksum to be verified against:
+    # a manifest without one would run any bytes put in their place.
+    if TENSORS not in files and (head_dir / TENSORS).exists():
+        problems.append(f"{TENSORS} is not listed in the manifest's files (no checksum to verify it against)")
+    for fname, digest in files.items():
+        p = head_dir / str(fname)
+        if not in_folder(fname):
+            problems.append(f"{fname!r} is outside its folder (a head's files sit directly in it)")
+        elif not isinstance(digest, str):
+            problems.append(f"{fname} has no sha256 in the manifest")
+        elif not p.is_file():
             problems.append(f"{fname} missing")
         elif sha256_file(p) != digest:
             problems.append(f"{fname} checksum differs from manifest")
     return problems
 
 
-def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
-    """Head folders whose manifest cannot be read: (folder, why). find_heads skips them, so
-    `weights verify` and `weights list` name them instead of passing over a damaged head."""
-    bad = []
+def _walk(dirs: Iterable[Path]):
+    """(folder, manifest or None, why not) for every folder with a manifest.json one level below each dir."""
     for base in dirs:
+        base = Path(base)
         if not base.is_dir():
             continue
-        for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
+        # A hidden folder is a save in progress, or one a kill left behind (save_head), never a head.
+        for sub in sorted(p for p in base.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()):
             try:
-                read_manifest(sub)
+                yield sub, read_manifest(sub), ""
             except HeadError as exc:
-                bad.append((sub, str(exc)))
-    return bad
+                yield sub, None, str(exc)
 
 
 def find_heads(dirs: Iterable[Path], detector: str | None = None,
                unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a name clash, like PATH. Folders whose manifest cannot
-    be read are left out; pass a list as `unreadable` to get them, with why."""
-    seen: set[str] = set()
+    Earlier dirs win on a clash of family and name, like PATH (head_notes says which lost); heads of
+    two families may share a name, as a scan runs both (linear:x, flow:x). Folders whose manifest
+    cannot be read are left out; pass a list as `unreadable` to get them, with why."""
+    seen: set[tuple[str, str]] = set()
     found = []
-    for base in dirs:
-        if not base.is_dir():
+    for sub, m, why in _walk(dirs):
+        if m is None:
+            if unreadable is not None:
+                unreadable.append((sub, why))
             continue
-        for sub in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
-            try:
-                m = read_manifest(sub)
-            except HeadError as exc:
-                if unreadable is not None:
-                    unreadable.append((sub, str(exc)))
-                continue
-            if detector and m.get("detector") != detector:
-                continue
-            if m["name"] in seen:
-                continue
-            seen.add(m["name"])
-            found.append((sub, m))
+        if detector and m.get("detector") != detector:
+            continue
+        key = (m["detector"], m["name"])
+        if key in seen:
+            continue
+        seen.add(key)
+        found.append((sub, m))
     return found
+
+
+def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
+    """(folder, why) for each folder find_heads passes over because its manifest.json cannot be read."""
+    return [(sub, why) for sub, m, why in _walk(dirs) if m is None]
+
+
+def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
+    """What find_heads passes over without a word, for the user to be told: a folder whose manifest.json
+    cannot be read (its family is unknown, so it is named for every ``detector`` asked about: callers
+    drop repeated notes), a head hidden by an earlier one of ``detector``'s family and the same name, and
+    a weights folder that is itself a head folder (its head is not found: heads sit one level below)."""
+    dirs = [Path(d) for d in dirs]
+    used: dict[tuple[str, str], Path] = {}
+    notes = []
+    for d in dirs:
+        if (d / MANIFEST).is_file():  # heads are looked for one level below: a head folder given itself
+            notes.append(f"{d} is a head folder, and heads are looked for in the folders below a weights "
+                         f"folder: give its parent ({d.parent}) as the weights folder")
+    for sub, m, why in _walk(dirs):
+        if m is None:
+            notes.append(f"{sub} is not a usable head, so it does not run: {why}")
+            continue
+        if detector and m.get("detector") != detector:
+            continue
+        key = (m["detector"], m["name"])
+        if key in used:
+            notes.append(f"head {key[0]}:{key[1]} in {sub} is not used: {used[key]} has the same name and is "
+                         "found first (the first weights folder wins); rename one or remove it")
+        else:
+            used[key] = sub
+    return notes
 
 
 def backbone_manifest(backbone) -> dict[str, Any]:

@@ -51,9 +51,31 @@ def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
     p = Path(onnx_dir) / SIDECAR
     try:
         s = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
         raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
             from exc
-    if s.get("format") != "aiidetect-onnx":
+    if not isinstance(s, dict) or s.get("format") != "aiidetect-onnx":
         raise ExportError(f"{p} is not an aiidetect ONNX sidecar")
     return s
+
+
+def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
+    """What is wrong with one graph's files against the checksums its sidecar entry recorded at export,
+    or []: like a head's files, a graph changed since (replaced, truncated, a flipped bit) must not run,
+    since ONNX Runtime loads altered weights without complaint and scores with them."""
+    from .hashing import sha256_file
+    from .heads import in_folder
+
+    d = Path(onnx_dir)
+    files = graph.get("files")
+    if not isinstance(files, dict) or graph.get("file") not in files:
+        return [f"its sidecar gives {graph.get('file')!r} no checksum"]
+    problems = []
+    for fname, digest in files.items():
+        if not in_folder(fname):
+            problems.append(f"{fname!r} is outside the export's folder")
+        elif not (d / fname).is_file():
+            problems.append(f"{fname} is missing")
+        elif sha256_file(d / fname) != digest:
+            problems.append(f"{fname} differs from its checksum in the sidecar (changed since the export)")
+    return problems

@@ -16,12 +16,55 @@ from .backbone import CLIP_MEAN, CLIP_STD
 MODES = ("center-crop", "resize-center-crop", "resize")
 
 
+INTERPOLATIONS = ("bicubic", "bilinear", "lanczos", "nearest")
+# The largest crop a head may ask for: far above any CLIP input (224-448), far below what a batch of
+# such crops would need in memory (2048 x 2048 x 3 float32 is 50 MB an image).
+MAX_SIZE = 2048
+
+
 def make_spec(mode: str = "resize-center-crop", size: int = 224, mean=CLIP_MEAN, std=CLIP_STD,
               interpolation: str = "bicubic") -> dict[str, Any]:
-    if mode not in MODES:
-        raise ValueError(f"unknown preprocessing mode {mode!r}; one of {MODES}")
-    return {"mode": mode, "size": int(size), "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-            "interpolation": interpolation}
+    return check_spec({"mode": mode, "size": size, "mean": mean, "std": std, "interpolation": interpolation})
+
+
+def check_spec(spec: Any) -> dict[str, Any]:
+    """A preprocessing block (from a head's manifest or an ONNX sidecar) checked and normalised, or
+    ValueError naming the field. Every key is checked where it is written rather than where it is
+    used: a bad size or an unknown mode made every file of a scan fail as if it were the file's fault
+    (too-large, internal-error), and a one-number mean or an unknown interpolation was used quietly."""
+    import math
+    from numbers import Integral, Real  # numpy's numbers too: a backbone's mean may be float32
+
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"preprocessing is {type(spec).__name__}, not a table")
+    out = dict(spec)
+    if "mode" in spec and spec["mode"] not in MODES:
+        raise ValueError(f"unknown preprocessing mode {spec['mode']!r}; one of {MODES}")
+    if "size" in spec:
+        size = spec["size"]
+        if isinstance(size, Real) and not isinstance(size, Integral) and float(size).is_integer():
+            size = int(size)
+        if isinstance(size, bool) or not isinstance(size, Integral) or not 1 <= size <= MAX_SIZE:
+            raise ValueError(f"preprocessing size must be a whole number of pixels from 1 to {MAX_SIZE}, "
+                             f"not {size!r}")
+        out["size"] = int(size)
+    for key in ("mean", "std"):
+        if key not in spec:
+            continue
+        v = spec[key]
+        try:  # a list from JSON, or a backbone's tuple or array
+            vals = None if isinstance(v, (str, bytes, Mapping)) else list(v)
+        except TypeError:
+            vals = None
+        ok = (vals is not None and len(vals) == 3
+              and all(isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x) for x in vals))
+        if not ok or (key == "std" and any(x <= 0 for x in vals)):
+            raise ValueError(f"preprocessing {key} must be 3 finite numbers{' above 0' if key == 'std' else ''} "
+                             f"(one per RGB channel), not {v!r}")
+        out[key] = [float(x) for x in vals]
+    if "interpolation" in spec and spec["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(f"unknown preprocessing interpolation {spec['interpolation']!r}; one of {INTERPOLATIONS}")
+    return out
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:

@@ -140,3 +140,18 @@ def test_scan_gives_needle_shaped_files_a_verdict_in_bounded_memory(trained, tmp
     for rec in recs.values():
         assert rec["error"] is None and rec["detectors"]["linear:cli-probe"]["status"] == "ok", rec
         assert 0.0 <= rec["detectors"]["linear:cli-probe"]["p_ai"] <= 1.0
+
+
+def test_a_spec_is_checked_and_takes_a_backbones_numpy_numbers():
+    """make_spec takes what a backbone gives (numpy sizes, float32 means in a tuple or array) as it always
+    did; check_spec refuses what a head's manifest could hold and no crop can use."""
+    from aiidetect.preprocess import check_spec
+
+    spec = make_spec("center-crop", np.int64(224), np.array([0.5, 0.5, 0.5], np.float32), (np.float32(0.25),) * 3)
+    assert spec["size"] == 224 and type(spec["size"]) is int and spec["mean"] == [0.5] * 3 and spec["std"] == [0.25] * 3
+    assert check_spec({"size": 224.0})["size"] == 224
+    for bad in ({"size": 224.5}, {"size": 0}, {"size": 100000}, {"size": True}, {"size": "224"},
+                {"mean": [1]}, {"mean": [0, 0, float("nan")]}, {"std": [1, 1, 0]}, {"mean": "abc"},
+                {"mode": "bogus"}, {"interpolation": "bogus"}, None, [1]):
+        with pytest.raises(ValueError):
+            check_spec(bad)

@@ -47,12 +47,19 @@ def calibrate_cmd(
     from ..calibration import METHODS, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import summarize
-    from ..heads import default_output_dir, plain_name
+    from ..fusion import FUSION_DETECTOR
+    from ..heads import check_output_dir, default_output_dir, plain_name
     from ..api import ScanOptions, build_detectors, load_labelled
 
     if method not in METHODS:
         fail(f"--method takes {', '.join(METHODS)}")
     err = stderr_console()
+    try:  # before the detectors score the data, not after
+        plain_name(name)
+        dest = out or default_output_dir(name, backbone_opts.weights_dir)
+        check_output_dir(dest, name, FUSION_DETECTOR)
+    except ValueError as exc:
+        fail(str(exc))
     with library_errors():
         items = load_labelled(data, split, limit, seed)
         dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
@@ -66,11 +73,6 @@ def calibrate_cmd(
     summary = summarize(items)
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)
-    try:
-        plain_name(name)
-    except ValueError as exc:
-        fail(str(exc))
-    dest = out or default_output_dir(name, backbone_opts.weights_dir)
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]

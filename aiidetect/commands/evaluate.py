@@ -74,9 +74,12 @@ def evaluate_cmd(
     with library_errors():
         items = load_labelled(data, split, limit, seed)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
-        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
+        opts = ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate()
+        dets, ctx = build_detectors(opts)
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
+        for note in ctx.notes:
+            err.print(f"note: {note}", style="yellow", highlight=False, markup=False)
         err.print(f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
                   f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), {n_cond} condition(s); "
                   f"fusion: {fusion_desc}", highlight=False)

@@ -34,18 +34,19 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
     - the run's backbone cannot be built: DetectorUnavailable with the
       backbone's remedy and the names of the heads not run, again one row, so
       the user is told once rather than once per head;
-    - a head that cannot be loaded, was trained on another backbone, or that
-      ``make`` rejects becomes an UnavailableDetector named
+    - a head that cannot be loaded, was trained on another backbone (or names
+      none), or that ``make`` rejects (any exception) becomes an UnavailableDetector named
       ``<family>:<head>`` with the reason, in the order the heads were found;
       the other heads run;
     - when no head could be made at all, HeadsUnavailable (a
       DetectorUnavailable whose message joins the reasons) carries those
       per-head rows.
     """
-    from ..heads import HeadError, HeadMismatch, find_heads, load_head
+    from ..heads import HeadError, HeadMismatch, find_heads, head_notes, load_head
 
     dirs = list(ctx.weights_dirs)
     found = find_heads(dirs, family)
+    ctx.notes.extend(n for n in head_notes(dirs, family) if n not in ctx.notes)
     wanted = (ctx.options or {}).get(f"{family}_heads")
     if wanted:
         found = [(p, m) for p, m in found if m.get("name") in set(wanted)]
@@ -69,8 +70,9 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
             made += 1
         except HeadMismatch as exc:
             out.append(UnavailableDetector(name, str(exc)))
-        # RuntimeError covers HeadError and DetectorUnavailable; torch raises it for tensors of the wrong shape.
-        except (KeyError, ValueError, OSError, RuntimeError) as exc:
+        # Whatever one head's files make go wrong (a manifest value of the wrong type raised AttributeError or
+        # TypeError, and the whole scan failed), that head is unavailable and the others run.
+        except Exception as exc:  # noqa: BLE001
             # Our own errors are written for users; anything else also names its type ('KeyError: ...').
             why = str(exc) if isinstance(exc, (HeadError, DetectorUnavailable)) else f"{type(exc).__name__}: {exc}"
             out.append(UnavailableDetector(name, f"cannot load head {path}: {why}"))

@@ -118,7 +118,8 @@ def create(ctx: RunContext) -> list[Detector]:
     """Detectors for every head in ctx.onnx_dir whose family is selected
     (ctx.options["onnx_families"], default every family with an ONNX mapping)."""
     from ..onnx_runtime import RuntimeUnavailable, int8_setup, load_session
-    from ..onnx_sidecar import ExportError, read_sidecar
+    from ..onnx_sidecar import ExportError, graph_problems, read_sidecar
+    from ..preprocess import check_spec
     from . import onnx_families
 
     if ctx.onnx_dir is None:
@@ -136,11 +137,22 @@ def create(ctx: RunContext) -> list[Detector]:
             continue
         path = Path(ctx.onnx_dir) / g["file"]
         try:
+            spec = check_spec(g.get("preprocessing"))
+        except ValueError as exc:
+            why = f"the ONNX export's sidecar for {g['file']}: {exc}"
+            out.extend(UnavailableDetector(h["name"], why) for h in metas)
+            continue
+        bad = graph_problems(ctx.onnx_dir, g)
+        if bad:
+            why = f"the ONNX export in {ctx.onnx_dir} fails its checks: {'; '.join(bad)}; export it again"
+            out.extend(UnavailableDetector(h["name"], why) for h in metas)
+            continue
+        try:
             sess = load_session(path, device=device, variant=g.get("variant", "fp32"))
         except RuntimeUnavailable as exc:
             out.extend(UnavailableDetector(h["name"], str(exc)) for h in metas)
             continue
-        req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=dict(g["preprocessing"]),
+        req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=spec,
                              encode=OnnxEncoder(sess), layers=(),
                              device="cuda" if "CUDA" in sess.provider else "cpu", dtype="float32")
         gid = _graph_id(Path(ctx.onnx_dir), g)

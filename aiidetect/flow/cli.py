@@ -99,7 +99,7 @@ def train_flow_cmd(
     from ..feature_cache import FeatureCache
     from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
     from ..preprocess import make_spec
-    from ..heads import default_output_dir, plain_name
+    from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
     quiet_torch_threads()
@@ -114,6 +114,10 @@ def train_flow_cmd(
     except ValueError as exc:
         fail(str(exc))
     out_dir = out or default_output_dir(head_name, backbone_opts.weights_dir)
+    try:
+        check_output_dir(out_dir, head_name, "flow")
+    except HeadError as exc:
+        fail(str(exc))
     try:
         prep = make_spec(preprocess, size or bb.image_size)
     except ValueError as exc:

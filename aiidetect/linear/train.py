@@ -63,11 +63,13 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.data import split_train_val, summarize
-    from ..heads import backbone_manifest, default_output_dir, plain_name
+    from ..heads import backbone_manifest, check_output_dir, default_output_dir, plain_name
 
     t0 = time.perf_counter()
     say = progress or (lambda s: None)
     name = plain_name(name or default_name(sources, generators))
+    out_dir = Path(out) if out else default_output_dir(name, weights_dirs)
+    check_output_dir(out_dir, name, "linear")  # before the features are extracted, not after
     items = select_items(sources, shots, generators, seed)
     if val_fraction > 0:
         train_items, val_items = split_train_val(items, val_fraction, seed)
@@ -121,7 +123,6 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     data = {**summarize(train_items), "sources": [str(s) for s in sources], "shots_per_class": shots,
             "generators_filter": list(generators) if generators else None, "seed": seed,
             "undecodable": len(failures), "held_out": n_val}
-    out_dir = Path(out) if out else default_output_dir(name, weights_dirs)
     save_probe(out_dir, probe, name=name, backbone_block=backbone_manifest(bb), preprocessing=spec,
                feature=out_name, data=data, metrics=metrics,
                source="trained locally with `aiidetect train linear`", license="user data; check the images' terms")

@@ -98,7 +98,7 @@ def train_mpft_cmd(
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
     from ..train.data import load_items
-    from ..heads import default_output_dir, plain_name
+    from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
     err = stderr_console()
@@ -119,6 +119,10 @@ def train_mpft_cmd(
     except ValueError as exc:
         fail(str(exc))
     out_dir = out or default_output_dir(name, backbone_opts.weights_dir)
+    try:
+        check_output_dir(out_dir, name, "mpft")
+    except HeadError as exc:
+        fail(str(exc))
     aug = AugmentConfig.none() if no_augment else AugmentConfig()
     aug.guard = not no_format_guard
     if recipe == "paper":

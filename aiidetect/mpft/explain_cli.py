@@ -57,22 +57,28 @@ def explain_mask_cmd(
     from PIL import Image
 
     from ..mpft.tam import shade_mask, tam_mask, texture_scores
-    from ..preprocess import make_spec, normalize
+    from ..preprocess import check_spec, make_spec, normalize
 
     _check_output(image, output)
-    spec = make_spec(preprocess, size)
+    try:
+        spec = make_spec(preprocess, size)
+    except ValueError as exc:
+        fail(str(exc))
     if head is not None:
         from ..heads import HeadError, read_manifest
 
         try:
             m = read_manifest(head)
-        except HeadError as exc:
-            fail(str(exc))
-        spec = m["preprocessing"]
-        vc = ((m.get("backbone") or {}).get("config") or {}).get("vision_cfg") or {}
-        patch = int(vc.get("patch_size", patch))
-        tr = (m.get("params") or {}).get("training") or {}
-        ratio, select = float(tr.get("mask_ratio", ratio)), tr.get("mask_select", select)
+            # Checked like a scan checks it: a head's crop size is what gets allocated here.
+            spec = check_spec(m.get("preprocessing"))
+            vc = ((m.get("backbone") or {}).get("config") or {}).get("vision_cfg") or {}
+            patch = int(vc.get("patch_size", patch))
+            tr = (m.get("params") or {}).get("training") or {}
+            ratio, select = float(tr.get("mask_ratio", ratio)), tr.get("mask_select", select)
+        except (HeadError, ValueError, TypeError, AttributeError) as exc:
+            fail(f"head {head}: {exc}")
+        if patch < 1:
+            fail(f"head {head}: patch size {patch} is not a positive number of pixels")
     if select not in ("topk", "sample"):
         fail("--mask-select must be topk or sample")
     if int(spec["size"]) % patch:
@@ -117,7 +123,7 @@ def explain_mpft_cmd(
     from ..mpft.model import build_from_head
     from ..mpft.occlusion import occlusion_map, render_heatmap
     from ..preprocess import normalize
-    from ..heads import HeadMismatch, find_heads, load_head, weights_dirs
+    from ..heads import HeadError, find_heads, load_head, weights_dirs
 
     _check_output(image, output)
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
@@ -130,7 +136,7 @@ def explain_mpft_cmd(
         bb = create_backbone(spec)
         head = load_head(found[0][0])
         model = build_from_head(head, bb)
-    except (BackboneUnavailable, HeadMismatch, ValueError) as exc:
+    except (BackboneUnavailable, HeadError, ValueError) as exc:  # HeadError: a damaged head (checksum)
         fail(str(exc))
     pre = head.manifest["preprocessing"]
     u8 = _load(image, pre)

@@ -54,7 +54,7 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
     Returns (exports, skipped[(head name, reason)]). How a head goes into the
     graph is its family's ``exports`` hook in the detector registry."""
     from ..detectors import family_hook, onnx_families
-    from ..heads import HeadError, find_heads, load_head
+    from ..heads import Head, HeadError, find_heads, load_head
     from ..weights_identity import legacy_accepts
 
     exports: list[HeadExport] = []
@@ -62,13 +62,13 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
     for fam in (families or onnx_families()):
         for path, manifest in find_heads(dirs, detector=fam):
             name = manifest["name"]
-            fp = manifest.get("backbone", {}).get("fingerprint", "")
-            if fp and fp != backbone.fingerprint and not legacy_accepts(manifest.get("backbone") or {},
-                                                                        backbone.fingerprint):
+            fp = Head(path, manifest).backbone_fingerprint
+            if fp and fp != backbone.fingerprint and not legacy_accepts(manifest["backbone"], backbone.fingerprint):
                 skipped.append((f"{fam}:{name}", f"trained on another backbone (fingerprint {fp})"))
                 continue
             try:
                 head = load_head(path)
+                head.check_backbone(backbone.fingerprint, backbone.spec.describe())  # one that names none, too
                 exports.extend(family_hook(fam, "exports")(head, backbone))
             except (HeadError, ExportError, NotImplementedError, ImportError, KeyError, ValueError) as exc:
                 skipped.append((f"{fam}:{name}", f"{type(exc).__name__}: {exc}"))

@@ -118,3 +118,159 @@ def test_verify_format_json_says_what_failed(tmp_path):
     assert r.returncode == 2 and doc["ok"] is False and doc["backbone_checked"] is False
     assert len(doc["errors"]) == 1 and "ViT-B-16.pt" in doc["errors"][0] and "fingerprints not checked" in r.stderr
     assert [h["ok"] for h in doc["heads"]] == [True]
+
+
+# The tests below copy the session's probe itself: this module's `trained` copy is tampered with by
+# test_weights_list_and_verify, so what they read would depend on the order the tests run in.
+def test_a_head_whose_manifest_skips_the_checksum_is_not_run(_tiny_probe, dev_dir, tmp_path):
+    """The tensors are loaded whenever they sit in the folder, so a manifest that lists no checksum for
+    them (files removed or emptied) or lists a file outside the folder makes the head unavailable, with
+    the reason: damaged tensors behind such a manifest used to be scored."""
+    import shutil
+
+    w = tmp_path / "weights"
+    shutil.copy(_tiny_probe / "cli-probe" / "head.safetensors", tmp_path / "good.safetensors")
+    for case in ("no-files", "empty-files", "outside"):
+        shutil.copytree(_tiny_probe / "cli-probe", w / case)
+        t = w / case / "head.safetensors"
+        blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
+        m = json.loads((w / case / "manifest.json").read_text())
+        digest = m.pop("files")["head.safetensors"]
+        if case == "empty-files":
+            m["files"] = {}
+        elif case == "outside":
+            m["files"] = {"../../good.safetensors": digest}
+        (w / case / "manifest.json").write_text(json.dumps({**m, "name": case}))
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rows = jsonl(r.stdout)[0]["detectors"]
+    for case in ("no-files", "empty-files", "outside"):
+        row = rows[f"linear:{case}"]
+        assert row["status"] == "unavailable" and row["p_ai"] is None, (case, row)
+        assert "head.safetensors is not listed in the manifest's files" in row["reason"], (case, row)
+    assert "'../../good.safetensors' is outside its folder" in rows["linear:outside"]["reason"]
+    r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 2 and r.stdout.count("not listed in the manifest's files") == 3, r.stdout
+
+
+def test_a_head_with_a_bad_preprocessing_block_is_unavailable_not_the_files_fault(_tiny_probe, dev_dir, tmp_path):
+    """A manifest's preprocessing is checked when the head is loaded. A huge or negative size used to fail
+    every file of the scan as if the file were at fault (error 'too-large', 'internal-error'), and a
+    one-number mean or an unknown interpolation was used quietly and scored."""
+    import shutil
+
+    w = tmp_path / "weights"
+    bad = {"huge": {"size": 100000}, "negative": {"size": -5}, "one-mean": {"mean": [1]},
+           "interp": {"interpolation": "bogus"}, "zero-std": {"std": [0, 0, 0]}}
+    for name, change in bad.items():
+        shutil.copytree(_tiny_probe / "cli-probe", w / name)
+        m = json.loads((w / name / "manifest.json").read_text())
+        m["preprocessing"].update(change)
+        (w / name / "manifest.json").write_text(json.dumps({**m, "name": name}))
+    shutil.copytree(_tiny_probe / "cli-probe", w / "cli-probe")
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rec = jsonl(r.stdout)[0]
+    assert rec["verdict"] != "error" and rec.get("error") is None, rec.get("error")
+    assert rec["detectors"]["linear:cli-probe"]["status"] == "ok"
+    for name in bad:
+        row = rec["detectors"][f"linear:{name}"]
+        assert row["status"] == "unavailable" and "preprocessing" in row["reason"], (name, row)
+    assert "from 1 to 2048, not 100000" in rec["detectors"]["linear:huge"]["reason"]
+    assert "mean must be 3 finite numbers" in rec["detectors"]["linear:one-mean"]["reason"]
+
+
+def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe, dev_dir, tmp_path):
+    """Both used to be passed over without a word: a head whose manifest.json is damaged simply did not
+    run (and `weights verify` said every head was fine), and a second head of the same name in a later
+    weights folder was never used. A manifest nested too deep to parse failed the whole scan."""
+    import os
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(_tiny_probe / "cli-probe", a / "cli-probe")
+    shutil.copytree(_tiny_probe / "cli-probe", b / "dup")
+    shutil.copytree(_tiny_probe / "cli-probe", b / "broken")
+    m = (b / "broken" / "manifest.json").read_bytes()
+    (b / "broken" / "manifest.json").write_bytes(m[: len(m) // 2])
+    (b / "nested").mkdir()  # JSON nested deeper than Python's recursion limit failed the whole scan
+    (b / "nested" / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    env = {"AIIDETECT_WEIGHTS": f"{a}{os.pathsep}{b}"}
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--format", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0, r.stderr
+    assert jsonl(r.stdout)[0]["detectors"]["linear:cli-probe"]["status"] == "ok"
+    err = " ".join(r.stderr.split())
+    assert f"note: head linear:cli-probe in {b / 'dup'} is not used: {a / 'cli-probe'} has the same name" in err
+    assert f"note: {b / 'broken'} is not a usable head, so it does not run: cannot read" in err
+    assert f"note: {b / 'nested'} is not a usable head, so it does not run: cannot read" in err
+    r = run_cli("weights", "verify", env=env)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 2 and f"FAIL broken ({b / 'broken'}): cannot read" in out, r.stdout
+
+
+def test_a_head_that_names_no_backbone_or_has_odd_values_is_unavailable_and_the_scan_goes_on(_tiny_probe, dev_dir,
+                                                                                              tmp_path):
+    """A manifest without a backbone fingerprint used to run on whatever backbone the scan had (here a
+    tiny-vit of another seed, which this probe was not trained on) and score; `backbone: null`, a `params`
+    that is not an object or a name that is not a string failed the whole scan (exit 2, no records)."""
+    import shutil
+
+    w = tmp_path / "weights"
+    edits = {"no-fingerprint": lambda m: m["backbone"].pop("fingerprint"),
+             "no-backbone": lambda m: m.pop("backbone"),
+             "null-backbone": lambda m: m.update(backbone=None),
+             "str-params": lambda m: m.update(params="x")}
+    for name, edit in edits.items():
+        shutil.copytree(_tiny_probe / "cli-probe", w / name)
+        m = {**json.loads((w / name / "manifest.json").read_text()), "name": name}
+        edit(m)
+        (w / name / "manifest.json").write_text(json.dumps(m))
+    shutil.copytree(_tiny_probe / "cli-probe", w / "list-name")
+    m = json.loads((w / "list-name" / "manifest.json").read_text())
+    (w / "list-name" / "manifest.json").write_text(json.dumps({**m, "name": ["x"]}))
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "--backbone-seed",
+                "7", "-d", "metadata,linear", "--format", "jsonl", "--no-cache", env={"AIIDETECT_WEIGHTS": str(w)})
+    assert r.returncode == 0, r.stderr
+    rows = jsonl(r.stdout)[0]["detectors"]
+    for name in edits:
+        assert rows[f"linear:{name}"]["status"] == "unavailable" and rows[f"linear:{name}"]["p_ai"] is None, name
+    for name in ("no-fingerprint", "no-backbone", "null-backbone"):
+        assert "does not say which backbone it was trained on" in rows[f"linear:{name}"]["reason"]
+    assert rows["metadata"]["status"] == "ok"
+    assert "list-name is not a usable head" in " ".join(r.stderr.split())
+
+
+def test_weights_verify_and_list_see_every_family_of_a_shared_name(_tiny_probe, tmp_path):
+    """Heads were told apart by name alone outside a scan: `weights verify` passed over a damaged flow:x
+    beside a linear:x (exit 0, 'ok') though a scan loads both; a manifest with `backbone: null` made
+    `weights list` fail with AttributeError."""
+    import shutil
+
+    w = tmp_path / "weights"
+    shutil.copytree(_tiny_probe / "cli-probe", w / "a")
+    shutil.copytree(_tiny_probe / "cli-probe", w / "b")
+    m = json.loads((w / "b" / "manifest.json").read_text())
+    (w / "b" / "manifest.json").write_text(json.dumps({**m, "detector": "flow", "backbone": None}))
+    t = w / "b" / "head.safetensors"
+    blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
+    env = {"AIIDETECT_WEIGHTS": str(w)}
+    r = run_cli("weights", "verify", env=env)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 2 and f"FAIL cli-probe ({w / 'b'}): head.safetensors checksum differs" in out, r.stdout
+    assert f"ok cli-probe ({w / 'a'})" in out
+    r = run_cli("weights", "list", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {(h["detector"], h["path"]) for h in json.loads(r.stdout)["heads"]}
+    assert {("linear", str(w / "a")), ("flow", str(w / "b"))} <= rows
+
+
+def test_a_weights_dir_that_is_a_head_folder_is_said(_tiny_probe, dev_dir):
+    """`--weights-dir` pointed at a head folder itself found no head, and the scan only said to train one."""
+    r = run_cli("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "--backbone-config", "tiny-vit", "-d", "linear",
+                "--weights-dir", str(_tiny_probe / "cli-probe"), "--format", "jsonl", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    err = " ".join(r.stderr.split())
+    assert f"note: {_tiny_probe / 'cli-probe'} is a head folder" in err and f"give its parent ({_tiny_probe})" in err

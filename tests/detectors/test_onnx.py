@@ -172,6 +172,54 @@ def test_missing_export_is_unavailable(tmp_path):
     assert "export onnx" in dets[0].describe()["reason"]
 
 
+def test_an_export_that_no_longer_matches_its_sidecar_is_unavailable(export_fp32, tmp_path):
+    """ONNX Runtime loads a graph whose weights were changed after the export without complaint, and the
+    scan scored with them; the sidecar's checksums were written, never read. Its preprocessing block was
+    used unchecked too."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    src, side, _ = export_fp32
+    graph = side["graphs"][0]["file"]
+
+    def detector(onnx_dir):
+        (d,) = create_detectors(["onnx"], RunContext(runtime="onnx", onnx_dir=onnx_dir))
+        return d.describe()
+
+    assert detector(src).get("status") != "unavailable"
+    changed = tmp_path / "changed"
+    shutil.copytree(src, changed)
+    m = onnx.load(str(changed / graph))
+    t = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.5, t.name))
+    onnx.save(m, str(changed / graph))
+    got = detector(changed)
+    assert got.get("status") == "unavailable" and f"{graph} differs from its checksum in the sidecar" in got["reason"]
+
+    for case, edit, why in (("no-files", lambda g: g.pop("files"), "no checksum"),
+                            ("outside", lambda g: g.update(files={**g["files"], "../x.onnx_data": "0" * 64}),
+                             "'../x.onnx_data' is outside the export's folder"),
+                            ("huge-crop", lambda g: g["preprocessing"].update(size=100000), "not 100000")):
+        d = tmp_path / case
+        shutil.copytree(src, d)
+        sc = json.loads((d / SIDECAR).read_text())
+        edit(sc["graphs"][0])
+        (d / SIDECAR).write_text(json.dumps(sc))
+        got = detector(d)
+        assert got.get("status") == "unavailable" and why in got["reason"], (case, got)
+    for case, text in (("nested", "[" * 100_000 + "]" * 100_000), ("list", "[1]")):  # failed the whole scan
+        d = tmp_path / case
+        shutil.copytree(src, d)
+        (d / SIDECAR).write_text(text)
+        got = detector(d)
+        assert got.get("status") == "unavailable" and SIDECAR in got["reason"], (case, got)
+
+
 @pytest.fixture(scope="module")
 def all_heads_dir(tiny, linear_head_dir, tmp_path_factory):
     """linear + CLIP-Flow (embed + a CLS layer) + MPFT (LoRA encoder pass) heads, random but valid."""

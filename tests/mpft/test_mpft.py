@@ -267,6 +267,23 @@ def test_explain_mpft_cli_has_legend_and_colour_bar(trained, tmp_path):
     assert bar_row[-10, 0] > 200 and bar_row[-10, 2] < 60  # red end
 
 
+def test_explain_mpft_with_a_damaged_head_is_a_one_line_error(trained, tmp_path):
+    """A head failing its checksum was an unexpected error ('HeadError: ...', the --debug hint)."""
+    import shutil
+
+    from conftest import run_cli
+
+    res, items, _ = trained
+    w = tmp_path / "weights"
+    shutil.copytree(res.head_dir, w / "easy")
+    t = w / "easy" / "head.safetensors"
+    blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
+    out = tmp_path / "heat.png"
+    r = run_cli("explain-mpft", items[0].path, "-o", str(out), "--backbone-config", "tiny-vit", "--weights-dir", str(w))
+    assert r.returncode == 2 and "failed its checksum" in r.stderr, r.stderr
+    assert "HeadError" not in r.stderr and "--debug" not in r.stderr and not out.exists()
+
+
 def test_selection_and_report_splits_are_disjoint(tmp_path, backbone):
     from aiidetect.mpft.augment import AugmentConfig
     from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig

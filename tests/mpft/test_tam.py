@@ -96,6 +96,26 @@ def test_explain_mask_cli(tmp_path):
     assert not tinted[G // 2:, :].any() and not tinted[:, G // 2:].any()
 
 
+def test_explain_mask_checks_the_heads_preprocessing(tmp_path):
+    """--head took the manifest's preprocessing unchecked: a one-number mean was used as is (and a
+    hostile size is what gets allocated); a missing block was a KeyError."""
+    import json
+
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(src)
+    spec = {"mode": "center-crop", "size": 224, "mean": [1], "std": [0.26, 0.26, 0.27], "interpolation": "bicubic"}
+    for name, manifest, why in (("one-mean", {"preprocessing": spec}, "mean must be 3 finite numbers"),
+                                ("none", {}, "preprocessing is NoneType")):
+        head = tmp_path / name
+        head.mkdir()
+        (head / "manifest.json").write_text(json.dumps({"name": name, "detector": "mpft", **manifest}))
+        r = run_cli("explain-mask", str(src), "-o", str(tmp_path / f"{name}.png"), "--head", str(head))
+        assert r.returncode == 2 and why in r.stderr and "Error:" not in r.stderr, (name, r.stderr)
+        assert not (tmp_path / f"{name}.png").exists()
+
+
 def planted_patches() -> torch.Tensor:
     """Grey 64x64 image, one 16 px patch each: a straight hard edge, a curved
     hard edge (disk), a diagonal edge, a +-4/255 period-2 checkerboard, a

@@ -1,0 +1,126 @@
+"""Writing a head folder: whole, then renamed into place; never over something that is not a head of the
+same name and family (the training images, a file, another head)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+def _head(out: Path, name: str = "h", family: str = "linear", value: float = 1.0) -> Path:
+    from aiidetect.heads import save_head
+
+    return save_head(out, {"weight": np.full((1, 4), value, np.float32)}, {"name": name, "detector": family})
+
+
+def test_an_interrupted_save_leaves_the_head_that_was_there(tmp_path, monkeypatch):
+    """Ctrl-C (or a full disk) after the new tensors were written used to leave them beside the old
+    manifest: the head that was there failed its checksum from then on. Now the old head stays whole and
+    loadable, and nothing half written is left or found."""
+    from aiidetect import heads
+
+    w = tmp_path / "weights"
+    _head(w / "h", value=1.0)
+    before = {p.name: p.read_bytes() for p in (w / "h").iterdir()}
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(heads, "sha256_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _head(w / "h", value=2.0)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (w / "h").iterdir()} == before
+    assert heads.load_head(w / "h").tensors["weight"].flatten().tolist() == [1.0] * 4
+    assert sorted(p.name for p in w.iterdir()) == ["h"]
+
+    _head(w / "h", value=3.0)  # retraining the same head replaces it
+    assert heads.load_head(w / "h").tensors["weight"].flatten().tolist() == [3.0] * 4
+    assert sorted(p.name for p in w.iterdir()) == ["h"]
+
+
+def test_every_file_of_a_head_gets_the_umasks_mode(tmp_path):
+    """head.safetensors came out 0600 (safetensors' own mode) beside a 0644 manifest: another user of a
+    shared weights folder saw the head and could not load it."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        d = _head(tmp_path / "h")
+    finally:
+        os.umask(umask)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {"head.safetensors": 0o644,
+                                                                           "manifest.json": 0o644}
+
+
+def test_a_folder_a_killed_save_left_is_never_found_and_the_next_save_removes_it(tmp_path):
+    """kill -9 cannot be cleaned up after: the unfinished folder is hidden, and find_heads skips it. The
+    next save of that head removes it, but not the folder of a save still running (it holds a lock)."""
+    import fcntl
+    import os
+
+    from aiidetect.heads import find_heads
+
+    w = tmp_path / "weights"
+    _head(w / "h", value=1.0)
+    killed, live = w / ".h.partial-123-abcd", w / ".h.partial-456-ef01"
+    for d in (killed, live):
+        shutil.copytree(w / "h", d)
+        (d / "head.safetensors").write_bytes(b"half")
+        os.utime(d, (1e9, 1e9))
+    assert [p for p, _ in find_heads([w])] == [w / "h"]
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _head(w / "h", value=2.0)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in w.iterdir()) == [live.name, "h"]
+
+
+def test_save_head_refuses_a_folder_that_is_not_this_heads(tmp_path):
+    from aiidetect.heads import HeadOutputError
+
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    (data / "real" / "a.jpg").write_bytes(b"a photo")
+    (tmp_path / "file").write_text("x")
+    _head(tmp_path / "other", name="other", family="mpft")
+    for out, why in ((data, "not a head's (real)"), (tmp_path / "file", "is a file"),
+                     (tmp_path / "other", "another head (mpft:other)"), (tmp_path / ".h", "is hidden")):
+        with pytest.raises(HeadOutputError, match=why.replace("(", r"\(").replace(")", r"\)")):
+            _head(out)
+    assert (data / "real" / "a.jpg").read_bytes() == b"a photo" and sorted(p.name for p in data.iterdir()) == ["real"]
+    assert json.loads((tmp_path / "other" / "manifest.json").read_text())["name"] == "other"
+    (tmp_path / "empty").mkdir()
+    _head(tmp_path / "empty")  # an empty folder takes a head
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+
+
+def test_train_linear_refuses_an_out_dir_it_would_replace_before_training(dev_dir, tmp_path):
+    """`--out-dir` the training folder wrote the head among the images (an input modified); a file failed
+    after the features were extracted, as an unexpected FileExistsError; another head was replaced."""
+    src = tmp_path / "data"
+    for label, rel in (("real", "real/ml72"), ("ai", "ai/sd14")):
+        (src / label).mkdir(parents=True)
+        for p in sorted((dev_dir / rel).iterdir())[:2]:
+            shutil.copy(p, src / label / p.name)
+    files_before = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+    (tmp_path / "afile").write_text("x")
+    _head(tmp_path / "other", name="other", family="mpft")
+    env = {"AIIDETECT_WEIGHTS": str(tmp_path / "weights")}
+    for out, why in ((src, "holds files that are not a head's (ai, real)"), (tmp_path / "afile", "is a file"),
+                     (tmp_path / "afile" / "sub", "cannot be made: "),
+                     (tmp_path / "other", "holds another head (mpft:other)")):
+        r = run_cli("train", "linear", str(src), "--backbone-config", "tiny-vit", "--name", "p", "--out-dir", str(out),
+                    env=env)
+        assert r.returncode == 2 and why in r.stderr, (out, r.stderr)
+        assert "extracting features" not in r.stderr and "Error" not in r.stderr and r.stdout == ""
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == files_before
+    assert json.loads((tmp_path / "other" / "manifest.json").read_text())["detector"] == "mpft"
