@@ -409,7 +409,8 @@ def _all_test_names() -> frozenset:
 
 # ---------------------------------------------------------------- cited paths
 
-_PATH_REF = re.compile(r"(?<![\w/.~$-])((?:benchmarks|scripts|aiidetect|tests|docs|\.ci)/[\w./*<>{}…,-]*[\w*>}…/])")
+_PATH_REF = re.compile(r"(?<![\w/.~$-])((?:benchmarks|scripts|aiidetect|tests|docs|weights|\.ci)/[\w./*<>{}…,-]*[\w*>}…/]"
+                       r"|pyproject\.toml|constraints[\w-]*\.txt)")
 # a results file named without its folder, on a line that cites benchmarks/results/ or abbreviated
 # (`…-dev429-patience.json`): benchmarks/results/ holds it
 _RESULT_NAME = re.compile(r"`([\w*…-]+\.json)`")
