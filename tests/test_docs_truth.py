@@ -237,16 +237,18 @@ def _shell_commands(doc: Path):
     for start, lang, lines in blocks:
         if lang not in SHELL_BLOCKS:
             continue
-        buf, buf_start = "", start
+        logical = []  # [start line, text]
         for k, line in enumerate(lines):
-            if not buf:
-                buf_start = start + k
-            buf += line
-            if line.rstrip().endswith("\\"):
-                buf = buf.rstrip()[:-1] + " "
-                continue
-            yield buf_start, [_tokens(seg) for seg in _segments(buf)]
-            buf = ""
+            if logical and logical[-1][1].endswith("\\"):
+                logical[-1][1] = logical[-1][1][:-1] + " " + line.strip()
+            elif logical and re.match(r"^\s+\[?-", line) and re.match(r"^\S", lines[logical[-1][0] - start]):
+                # a synopsis wrapped without a backslash: `aiidetect train linear DATA... [--shots N]`
+                # then indented lines of `[--val-fraction F] ...`
+                logical[-1][1] += " " + line.strip()
+            else:
+                logical.append([start + k, line.rstrip()])
+        for n, text in logical:
+            yield n, [_tokens(seg) for seg in _segments(text)]
     for n, span in _inline_code(doc):
         yield n, [_tokens(seg) for seg in _segments(span.replace("\\|", "|"))]
 
@@ -719,6 +721,8 @@ def test_dotted_references_resolve():
     ("aiidetect cache info | clear", False),  # siblings listed, not a pipe
     ("aiidetect cache info | clean", False),  # a real pipe into some other program
     ("aiidetect cache info | clear --all", True),  # the sibling read as `cache clear --all`
+    ("aiidetect train linear DATA [--shots N]\n    [--seed S]\n    [--json]", True),  # a wrapped synopsis
+    ("aiidetect eval DATA \\\n  --out runs/x", True),  # a continued line is one command
 ])
 def test_command_check_itself(line, stale, tmp_path):
     doc = tmp_path / "x.md"
