@@ -141,10 +141,11 @@ def _is_placeholder(word: str) -> bool:
 def _choices(param):
     """The values an option accepts when they are a fixed set (an Enum or Literal annotation), else None."""
     import enum
+    import types
     import typing
 
     ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    while typing.get_origin(ann) in (typing.Union, list, typing.List, getattr(__import__("types"), "UnionType", None)):
+    while typing.get_origin(ann) in (typing.Union, list, getattr(types, "UnionType", typing.Union)):
         args = [a for a in typing.get_args(ann) if a is not type(None)]
         if len(args) != 1:
             return None
@@ -176,7 +177,7 @@ def _options(cmd):
         if p.param_type_name != "option":
             continue
         for o in p.opts + p.secondary_opts:
-            # --show-completion [SHELL]: a flag that takes an optional value
+            # an option whose value may be left out (click: is_flag=False with a flag_value) still takes one
             takes = (not p.is_flag and not p.count) or bool(getattr(p, "_flag_needs_value", False))
             opts[o] = (takes, bool(p.hidden))
     return opts
