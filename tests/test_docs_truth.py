@@ -1,0 +1,742 @@
+"""The docs cite the code: command lines, tests, files, modules and each other. These tests keep the
+citations true after a rename or a refactor. Each check lists every stale item (file:line: item) in
+one message. Nothing here runs a command, loads a model or reads outside the repo: the command lines
+are checked against the click tree the CLI builds, the code references against the source (ast)."""
+from __future__ import annotations
+
+import ast
+import functools
+import glob
+import re
+import shlex
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(REPO))
+
+
+# ---------------------------------------------------------------- reading the markdown
+
+@functools.lru_cache(maxsize=None)
+def _split(doc: Path):
+    """(fenced blocks as [(first line number, language, lines)], the text outside them with every
+    fenced line blanked so that line numbers stay right)."""
+    blocks, prose = [], []
+    fence = None
+    for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        m = re.match(r"^\s*(```+|~~~+)\s*([\w+-]*)", line)
+        if fence is None and m:
+            fence = m.group(1)
+            blocks.append((n + 1, m.group(2).lower(), []))
+            prose.append("")
+        elif fence is not None and line.strip().startswith(fence):
+            fence = None
+            prose.append("")
+        elif fence is not None:
+            blocks[-1][2].append(line)
+            prose.append("")
+        else:
+            prose.append(line)
+    return blocks, "\n".join(prose)
+
+
+def _inline_code(doc: Path):
+    """(line, text) of every inline code span outside fences; a span may run over a line break
+    within a paragraph (never over a blank line)."""
+    _, prose = _split(doc)
+    for m in re.finditer(r"(?<!`)`([^`]+?)`(?!`)", prose):
+        if "\n\n" in m.group(1):
+            continue
+        yield prose.count("\n", 0, m.start()) + 1, m.group(1).replace("\n", " ")
+
+
+def _all_text(doc: Path):
+    """(line, text) of every line, fenced or not."""
+    for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+        yield n, line
+
+
+# ---------------------------------------------------------------- command lines
+
+@functools.lru_cache(maxsize=None)
+def _cli():
+    import typer
+
+    from aiidetect.cli import app
+
+    return typer.main.get_command(app)
+
+
+SHELL_BLOCKS = {"", "bash", "sh", "shell", "console", "text"}
+# the names that invoke the CLI: `aiidetect`, `python -m aiidetect`
+_INVOKE = re.compile(r"^(?:(?:/\S*/)?python3?(?:\s+-X\s+\S+)*\s+-m\s+)?aiidetect$")
+
+
+def _segments(line: str):
+    """Split a shell line into simple commands at pipes, &&, ||, ; and comments (outside quotes)."""
+    out, cur, quote, i = [], "", None, 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == quote:
+                quote = None
+            cur += c
+        elif c in "'\"":
+            quote = c
+            cur += c
+        elif c == "#" and (not cur or cur[-1].isspace()):
+            break
+        elif line.startswith(("&&", "||"), i):
+            out.append(cur)
+            cur = ""
+            i += 1
+        elif c == ";" or (c == "|" and (not cur or cur[-1].isspace()) and line[i + 1:i + 2] in (" ", "")):
+            # a pipe is ` | `; `table|json` and `linear|mpft|flow` are alternatives written in one word
+            out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    out.append(cur)
+    return out
+
+
+def _tokens(seg: str):
+    seg = re.sub(r"\$\([^()]*\)", "$SUB", seg)  # `X=$(mktemp -d) aiidetect ...`: one word
+    try:
+        return shlex.split(seg)
+    except ValueError:
+        return seg.split()
+
+
+def _command_words(tokens):
+    """The words after `aiidetect` in one simple command, or None if it does not run aiidetect:
+    prompts (`machine1$`), env-var prefixes (`X=1`, `X=$(mktemp -d)`) and `time ...` are skipped."""
+    i = 0
+    while i < len(tokens) and (re.match(r"^[\w.-]*\$$", tokens[i]) or re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[i])):
+        i += 1
+    # `/usr/bin/time -f %e aiidetect ...`
+    if i < len(tokens) and tokens[i].rsplit("/", 1)[-1] == "time":
+        i += 1
+        while i < len(tokens) and tokens[i].startswith("-"):
+            i += 2 if tokens[i] in ("-f", "-o") else 1
+    for j in range(i, min(i + 6, len(tokens))):
+        if _INVOKE.match(" ".join(tokens[i:j + 1])):
+            return tokens[j + 1:]
+    return None
+
+
+def _is_placeholder(word: str) -> bool:
+    return (word in ("...", "…") or word.startswith(("<", "$", "[")) or word.isupper()
+            or bool(re.fullmatch(r"[A-Z_]+\.\.\.", word)))
+
+
+def _choices(param):
+    """The values an option accepts when they are a fixed set (an Enum or Literal annotation), else None."""
+    import enum
+    import types
+    import typing
+
+    ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    while typing.get_origin(ann) in (typing.Union, list, getattr(types, "UnionType", typing.Union)):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        ann = args[0]
+    if isinstance(ann, type) and issubclass(ann, enum.Enum):
+        return {str(e.value) for e in ann}
+    if typing.get_origin(ann) is typing.Literal:
+        return {str(a) for a in typing.get_args(ann)}
+    return None
+
+
+def _bad_value(param, value: str):
+    """The alternatives of a shown value (`table|json`) that the option refuses, [] if all are taken
+    or the value is a placeholder (`DIR`, `$X`, `<n>`, `…`)."""
+    allowed = _choices(param) if param is not None else None
+    if not allowed or _is_placeholder(value) or value in ("...", "…"):
+        return []
+    return [v for v in value.split("|") if v and v not in allowed]
+
+
+def _param(cmd, spelling):
+    return next((p for p in cmd.params if spelling in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])), None)
+
+
+def _options(cmd):
+    """{spelling: (takes a value, hidden)} for one click command, -h/--help included."""
+    opts = {"-h": (False, False), "--help": (False, False)}
+    for p in cmd.params:
+        if p.param_type_name != "option":
+            continue
+        for o in p.opts + p.secondary_opts:
+            # an option whose value may be left out (click: is_flag=False with a flag_value) still takes one
+            takes = (not p.is_flag and not p.count) or bool(getattr(p, "_flag_needs_value", False))
+            opts[o] = (takes, bool(p.hidden))
+    return opts
+
+
+def _check_words(words):
+    """Problems with one aiidetect command line (words after `aiidetect`), [] if it parses."""
+    cmd, path, problems = _cli(), ["aiidetect"], []
+    words = [w.strip("[]") for w in words]
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if not w or w in ("\\",):
+            i += 1
+            continue
+        if w == "--" or re.match(r"^\d*[<>]", w) or w.startswith("$("):
+            break  # end of options, a redirection, a command substitution
+        opts = _options(cmd)
+        if w.startswith("-") and len(w) > 1:
+            name = w.split("=", 1)[0]
+            if name in ("…", "-…"):
+                i += 1
+                continue
+            if name not in opts:
+                problems.append(f"`{' '.join(path)}` has no option {name}")
+            elif opts[name][1]:
+                problems.append(f"`{' '.join(path)}` {name} is a hidden old spelling (use the current one)")
+            if name in opts and opts[name][0]:
+                value = w.split("=", 1)[1] if "=" in w else (words[i + 1] if i + 1 < len(words) else "")
+                bad = _bad_value(_param(cmd, name), value)
+                if bad:
+                    problems.append(f"`{' '.join(path)} {name}` takes no value {'|'.join(bad)}")
+            i += 2 if (name in opts and opts[name][0] and "=" not in w) else 1
+            continue
+        subs = getattr(cmd, "commands", None)
+        if subs:  # a group: this word names a subcommand
+            if _is_placeholder(w) or w in ("...", "…"):
+                break
+            # `linear|mpft|flow`, and in prose `summary/failed/merge`: alternatives
+            alts = [a for a in re.split(r"[|/]", w) if a]
+            missing = [a for a in alts if a not in subs]
+            if missing:
+                problems.append(f"`{' '.join(path)}` has no command {'|'.join(missing)}")
+                break
+            if len(alts) > 1:  # `train linear|mpft|flow`: every alternative, with the rest of the line
+                for a in alts:
+                    problems += _check_words([*path[1:], a, *words[i + 1:]])
+                return problems
+            cmd = subs[w]
+            path.append(w)
+        i += 1
+    return problems
+
+
+def _shell_commands(doc: Path):
+    """(line, tokens) of every simple command a doc shows: each line of a shell fence (continuations
+    joined; a fence in another language is code, not commands), and each inline code span."""
+    blocks, _ = _split(doc)
+    for start, lang, lines in blocks:
+        if lang not in SHELL_BLOCKS:
+            continue
+        logical = []  # [start line, text]
+        for k, line in enumerate(lines):
+            if logical and logical[-1][1].endswith("\\"):
+                logical[-1][1] = logical[-1][1][:-1] + " " + line.strip()
+            elif logical and re.match(r"^\s+\[?-", line) and re.match(r"^\S", lines[logical[-1][0] - start]):
+                # a synopsis wrapped without a backslash: `aiidetect train linear DATA... [--shots N]`
+                # then indented lines of `[--val-fraction F] ...`
+                logical[-1][1] += " " + line.strip()
+            else:
+                logical.append([start + k, line.rstrip()])
+        for n, text in logical:
+            yield n, [_tokens(seg) for seg in _segments(text)]
+    for n, span in _inline_code(doc):
+        yield n, [_tokens(seg) for seg in _segments(span.replace("\\|", "|"))]
+
+
+def _group_path(words):
+    """The words naming the group of the command `aiidetect <words>` runs (`['weights']` for
+    `weights list -f json`), or None."""
+    cmd, path = _cli(), []
+    for w in words:
+        subs = getattr(cmd, "commands", None)
+        if w.startswith("-") or not subs:
+            continue
+        if w not in subs:
+            return None
+        if not getattr(subs[w], "commands", None):
+            return path
+        cmd = subs[w]
+        path.append(w)
+    return None
+
+
+def _command_lines(doc: Path):
+    """(line, words after aiidetect) of the aiidetect command lines a doc shows. In a command summary
+    `aiidetect weights list | verify [-f json]` lists siblings, not a pipe: a word after ` | ` that
+    names a sibling command is read as `aiidetect weights verify [-f json]`."""
+    for n, segments in _shell_commands(doc):
+        group = None
+        for tokens in segments:
+            words = _command_words(tokens)
+            if words is not None:
+                group = _group_path(words)
+                yield n, words
+                continue
+            siblings = getattr(functools.reduce(lambda c, w: c.commands[w], group or [], _cli()), "commands", {})
+            if group is not None and tokens and tokens[0].strip("[]") in siblings:
+                yield n, [*group, *tokens]
+            else:
+                group = None
+
+
+@functools.lru_cache(maxsize=None)
+def _hidden_only():
+    """Option spellings that exist only as hidden old spellings (`--out`, `--json`, `--batch`)."""
+    visible, hidden = set(), set()
+
+    def walk(cmd):
+        for name, (_, h) in _options(cmd).items():
+            (hidden if h else visible).add(name)
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(_cli())
+    return frozenset(hidden - visible)
+
+
+def _names_old_spelling(doc: Path, n: int) -> bool:
+    """Lines that name an old spelling on purpose: a row of cli.md's `| old | new |` table, or a
+    sentence saying "its old spelling"."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    if "old spelling" in lines[n - 1].lower():
+        return True
+    k = n - 1
+    while k >= 0 and lines[k].lstrip().startswith("|"):
+        k -= 1
+    header = lines[k + 1] if k + 1 < n else ""
+    return re.sub(r"\s", "", header).lower().startswith("|old|new|")
+
+
+def _short_forms(doc: Path):
+    """(line, problems) of inline code that shows options without `aiidetect`: `--json` (only a
+    spelling that is nowhere but hidden is reported: the span names no command), or a command and
+    options (`calibrate --method platt`, checked like a whole command line where the words name a
+    command; where they name a group, `export -f html` being `results export`, only hidden spellings)."""
+    top = _cli().commands
+    for n, span in _inline_code(doc):
+        words = _tokens(span.replace("\\|", "|"))
+        if not words or _command_words(words) is not None:
+            continue
+        if words[0].startswith("--"):
+            names = [words[0].split("=")[0]]
+            problems = [f"{x} is a hidden old spelling (use the current one)" for x in names if x in _hidden_only()]
+        elif words[0] in top and any(w.startswith("-") for w in words[1:]):
+            problems = _check_words(words)
+            if any("has no command" in p for p in problems):
+                # `export -f html` (results export, said just before): only a hidden spelling is certain
+                problems = [p for p in problems if "hidden old spelling" in p]
+        else:
+            continue
+        if problems and not _names_old_spelling(doc, n):
+            yield n, problems
+
+
+def test_command_lines_parse_with_the_current_cli():
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, words in _command_lines(doc):
+            seen += 1
+            if _names_old_spelling(doc, n):
+                continue
+            for p in _check_words(words):
+                stale.append(f"{_rel(doc)}:{n}: {p}")
+        for n, problems in _short_forms(doc):
+            stale += [f"{_rel(doc)}:{n}: {p}" for p in problems]
+    assert seen > 100, seen  # the extraction really found the docs' commands
+    assert not stale, "stale command lines in the docs:\n" + "\n".join(stale)
+
+
+# ---------------------------------------------------------------- cited tests
+
+@functools.lru_cache(maxsize=None)
+def _defs(py: Path):
+    """{'test_x', 'TestY', 'TestY::test_z'} defined in a Python file."""
+    tree = ast.parse(py.read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}::{b.name}" for b in node.body if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        if isinstance(node, ast.Assign):  # test_x = some_factory(...)
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+_TEST_REF = re.compile(r"(?<![\w/.-])(tests/[\w/.-]+\.py)?((?:::[A-Za-z_]\w*)+)(\[[^\]\s`]*\])?")
+
+
+def test_cited_tests_exist():
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, line in _all_text(doc):
+            last_file = None
+            for m in _TEST_REF.finditer(line):
+                file, names = m.group(1), m.group(2)[2:]
+                if file:
+                    last_file = file
+                elif last_file is None:
+                    continue  # `::name` with no test file before it on the line: not a test citation
+                py = REPO / (file or last_file)
+                seen += 1
+                if not py.is_file():
+                    stale.append(f"{_rel(doc)}:{n}: {file or last_file} does not exist")
+                elif names not in _defs(py):
+                    stale.append(f"{_rel(doc)}:{n}: {file or last_file}::{names} is not defined")
+        # a test named without its file (`test_exif_every_container`): some test file defines it
+        for n, span in _inline_code(doc):
+            m = re.fullmatch(r"(test_\w+)(\[[^\]]*\])?", span.strip())
+            if m:
+                seen += 1
+                if m.group(1) not in _all_test_names():
+                    stale.append(f"{_rel(doc)}:{n}: {span} is defined in no test file")
+    assert seen > 5, seen
+    assert not stale, "stale test citations in the docs:\n" + "\n".join(stale)
+
+
+@functools.lru_cache(maxsize=None)
+def _all_test_names() -> frozenset:
+    names = set()
+    for py in (REPO / "tests").rglob("*.py"):
+        names.add(py.stem)
+        names |= {x.split("::")[-1] for x in _defs(py)}
+    return frozenset(names)
+
+
+# ---------------------------------------------------------------- cited paths
+
+_PATH_REF = re.compile(r"(?<![\w/.~$-])((?:benchmarks|scripts|aiidetect|tests|docs|weights|\.ci)/[\w./*<>{}…,-]*[\w*>}…/]"
+                       r"|pyproject\.toml|constraints[\w-]*\.txt)")
+# a results file named without its folder, on a line that cites benchmarks/results/ or abbreviated
+# (`…-dev429-patience.json`): benchmarks/results/ holds it
+_RESULT_NAME = re.compile(r"`([\w*…-]+\.json)`")
+
+
+def _expand(ref: str):
+    """`a-{8bit,7bit}.json` -> both names."""
+    m = re.search(r"\{([^{}]*)\}", ref)
+    if not m:
+        return [ref]
+    return [x for alt in m.group(1).split(",") for x in _expand(ref[:m.start()] + alt + ref[m.end():])]
+
+
+def _path_exists(ref: str) -> bool:
+    for one in _expand(ref):
+        pattern = re.sub(r"<[^>]*>|…", "*", one)  # `<name>` and `…` stand for some name
+        if any(c in pattern for c in "*?["):
+            if not glob.glob(str(REPO / pattern)):  # a glob names at least one file
+                return False
+        elif not (REPO / pattern).exists():
+            return False
+    return True
+
+
+def test_cited_paths_exist():
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, line in _all_text(doc):
+            refs = [m.group(1).split("::")[0].rstrip(".,") for m in _PATH_REF.finditer(line)]
+            refs = [r for r in refs if not r.startswith("aiidetect/mine/")]  # families.md's worked example:
+            # the family a reader adds is called `mine`
+            for m in _RESULT_NAME.finditer(line):
+                if "benchmarks/results/" in line or "…" in m.group(1) or "*" in m.group(1):
+                    refs.append("benchmarks/results/" + m.group(1))
+            for ref in refs:
+                seen += 1
+                if not _path_exists(ref):
+                    stale.append(f"{_rel(doc)}:{n}: {ref}")
+    assert seen > 50, seen
+    assert not stale, "paths cited in the docs that do not exist:\n" + "\n".join(stale)
+
+
+_SCRIPT = re.compile(r"^(?:benchmarks|scripts)/[\w/-]+\.py$")
+
+
+def test_script_options_exist():
+    """`python benchmarks/x.py --opt ...`: each --opt is spelled in the script (argparse scripts only)."""
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, segments in _shell_commands(doc):
+            for tokens in segments:
+                k = next((i for i, w in enumerate(tokens[:4]) if _SCRIPT.match(w)), None)
+                if k is None or not re.match(r"^(\S*/)?python3?$", tokens[0]) or not (REPO / tokens[k]).is_file():
+                    continue  # a missing script is test_cited_paths_exist's finding
+                source = (REPO / tokens[k]).read_text(encoding="utf-8")
+                if "add_argument" not in source:
+                    continue
+                for w in tokens[k + 1:]:
+                    if w == "--" or re.match(r"^\d*[<>|]", w):
+                        break  # the rest goes to another program, or is a redirection
+                    w = w.strip("[]").split("=", 1)[0]
+                    if not re.match(r"^--[a-z][\w-]*$", w):
+                        continue
+                    seen += 1
+                    if f'"{w}"' not in source and f"'{w}'" not in source:
+                        stale.append(f"{_rel(doc)}:{n}: {tokens[k]} has no option {w}")
+    assert seen > 10, seen
+    assert not stale, "script options in the docs that the scripts do not take:\n" + "\n".join(stale)
+
+
+def test_cited_environment_variables_are_read():
+    """Every AIIDETECT_* variable the docs name is spelled somewhere in the code, tests or scripts."""
+    code = "".join(p.read_text(encoding="utf-8") for d in ("aiidetect", "tests", "benchmarks", "scripts")
+                   for p in (REPO / d).rglob("*") if p.suffix in (".py", ".sh") and p.name != Path(__file__).name)
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, line in _all_text(doc):
+            for var in re.findall(r"\bAIIDETECT_[A-Z0-9_]*[A-Z0-9]\b", line):
+                seen += 1
+                if var not in code:
+                    stale.append(f"{_rel(doc)}:{n}: {var}")
+    assert seen > 10, seen
+    assert not stale, "environment variables the docs name that nothing reads:\n" + "\n".join(stale)
+
+
+# ---------------------------------------------------------------- links between docs
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: the rendered text, lowercased, punctuation removed except - and _,
+    each space a -."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # links: their text
+    text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "")
+    text = text.strip().lower()
+    out = []
+    for c in text:
+        if c in "-_ " or unicodedata.category(c)[0] in "LN":
+            out.append("-" if c == " " else c)
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _anchors(doc: Path) -> frozenset:
+    blocks, prose = _split(doc)
+    seen: dict = {}
+    anchors = set()
+    for line in prose.splitlines():
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            s = _slug(m.group(1))
+            k = seen.get(s, 0)
+            anchors.add(s if k == 0 else f"{s}-{k}")
+            seen[s] = k + 1
+        anchors |= set(re.findall(r"<a\s+(?:name|id)=\"([^\"]+)\"", line))
+    return frozenset(anchors)
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def test_links_between_docs_resolve():
+    stale, seen = [], 0
+    for doc in DOCS:
+        _, prose = _split(doc)
+        for n, line in enumerate(prose.splitlines(), 1):
+            for m in _LINK.finditer(re.sub(r"`[^`]*`", "", line)):
+                target = m.group(1)
+                if re.match(r"^[a-z]+:", target):  # https:, mailto:
+                    continue
+                file, _, anchor = target.partition("#")
+                dest = (doc.parent / file).resolve() if file else doc
+                seen += 1
+                if not dest.exists():
+                    stale.append(f"{_rel(doc)}:{n}: {target} (no such file)")
+                elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                    stale.append(f"{_rel(doc)}:{n}: {target} (no heading #{anchor} in {dest.name})")
+        # sections named in prose: docs/schema.md, "Discovery"; "Recipes" below
+        for n, line in enumerate(prose.splitlines(), 1):
+            refs = [(REPO / m.group(1), m.group(2)) for m in _SECTION_REF.finditer(line)]
+            refs += [(doc, m.group(1)) for m in _SECTION_HERE.finditer(line)]
+            for dest, title in refs:
+                seen += 1
+                if not dest.is_file():
+                    continue  # test_cited_paths_exist reports it
+                if not any(h.lower().startswith(title.lower()) for h in _headings(dest)):
+                    stale.append(f"{_rel(doc)}:{n}: {_rel(dest)} has no section \"{title}\"")
+    assert seen > 10, seen
+    assert not stale, "links in the docs that do not resolve:\n" + "\n".join(stale)
+
+
+_SECTION_REF = re.compile(r"(docs/[\w/-]+\.md),? (?:section )?\"([^\"]{3,80})\"")
+_SECTION_HERE = re.compile(r"\"([A-Z][^\"]{2,80})\" (?:below|above)")
+
+
+def _headings(doc: Path):
+    _, prose = _split(doc)
+    return [re.sub(r"[`*]", "", m.group(1)) for m in re.finditer(r"(?m)^#{1,6}\s+(.*?)\s*#*\s*$", prose)]
+
+
+# ---------------------------------------------------------------- dotted references into the package
+
+PKG = REPO / "aiidetect"
+_FILE_SUFFIXES = {"py", "md", "json", "jsonl", "csv", "sqlite", "html", "png", "txt", "onnx", "pt", "bin", "tar",
+                  "gz", "parquet", "safetensors", "log", "sh", "jpg", "yaml", "toml"}
+
+
+def _module_file(parts):
+    """The source file of aiidetect.<parts>, or None."""
+    base = PKG.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _module_names(py: Path):
+    """(names bound at the top level of a module, {class: names in its body}, certain): certain is False
+    when the module could bind names ast cannot see (star imports, a module __getattr__)."""
+    tree = ast.parse(py.read_text(encoding="utf-8"))
+    names, classes, certain = set(), {}, True
+
+    def bind(node):
+        nonlocal certain
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            if node.name == "__getattr__":
+                certain = False
+            if isinstance(node, ast.ClassDef):
+                body = set()
+                for b in node.body:
+                    if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        body.add(b.name)
+                    elif isinstance(b, (ast.Assign, ast.AnnAssign)):
+                        for t in (b.targets if isinstance(b, ast.Assign) else [b.target]):
+                            body |= {x.id for x in ast.walk(t) if isinstance(x, ast.Name)}
+                classes[node.name] = body
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                names.update(x.id for x in ast.walk(t) if isinstance(x, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                if a.name == "*":
+                    certain = False
+                names.add(a.asname or a.name.split(".")[0])
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For)):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    bind(child)
+                elif isinstance(child, ast.ExceptHandler):
+                    for c in child.body:
+                        bind(c)
+
+    for node in tree.body:
+        bind(node)
+    return frozenset(names), classes, certain
+
+
+def _resolve(parts):
+    """True if aiidetect.<parts> exists, False if it certainly does not, None if unsure."""
+    for k in range(len(parts), -1, -1):  # the longest prefix that is a module
+        py = _module_file(parts[:k])
+        if py is None:
+            continue
+        rest = parts[k:]
+        if not rest:
+            return True
+        names, classes, certain = _module_names(py)
+        if rest[0] not in names:
+            if (PKG.joinpath(*parts[:k], rest[0])).exists():
+                return None  # a data folder inside the package
+            return False if certain else None
+        if len(rest) == 1:
+            return True
+        if rest[0] in classes and len(rest) == 2:
+            return rest[1] in classes[rest[0]] or None  # inherited attributes: unsure
+        return None  # an attribute of an instance or an imported object: not followed
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _top_modules():
+    """aiidetect's top-level modules ({name: is a package})."""
+    out = {p.stem: False for p in PKG.glob("*.py") if p.stem != "__init__"}
+    out.update({p.parent.name: True for p in PKG.glob("*/__init__.py")})
+    return out
+
+
+_DOTTED = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)(\(.*)?$")
+
+
+def _dotted_refs(span: str):
+    """The package path a backticked span names, or None when it is not clearly one. Checked:
+    `aiidetect.x.y`; and a bare `module.Name` / `module.sub.name` / `module.func()` starting with a
+    top-level module of the package. A bare `package.word` (`metadata.malformed`, `provenance.x`) is
+    an evidence id or a JSON key as often as code, so it is left alone."""
+    m = _DOTTED.match(span.strip())
+    if not m:
+        return None
+    parts = m.group(1).split(".")
+    if parts[-1] in _FILE_SUFFIXES:
+        return None
+    if parts[0] == "aiidetect":
+        return parts[1:]
+    top = _top_modules()
+    if parts[0] not in top:
+        return None
+    called, last = m.group(2) is not None, parts[-1]
+    if len(parts) >= 3 and _module_file(parts[:2]) is not None:
+        return parts  # module.submodule.attr
+    if top[parts[0]]:
+        return None
+    # `calibration.slope_note` is a manifest key, `calibration.T` a fitted value: a bare lowercase
+    # `module.word` is only taken for code when called (`probability.fit_temperature(x, y, bounds)`)
+    return parts if called or (last[0].isupper() and len(last) > 1) else None
+
+
+def test_dotted_references_resolve():
+    stale, seen = [], 0
+    for doc in DOCS:
+        for n, span in _inline_code(doc):
+            parts = _dotted_refs(span)
+            if parts is None:
+                continue
+            seen += 1
+            if _resolve(parts) is False:
+                stale.append(f"{_rel(doc)}:{n}: {span}")
+    assert seen > 10, seen
+    assert not stale, "references into the package that do not resolve:\n" + "\n".join(stale)
+
+
+# ---------------------------------------------------------------- the checks themselves
+
+@pytest.mark.parametrize("line, stale", [
+    ("aiidetect scan photos/ --format json", False),
+    ("aiidetect train linear|mpft|flow DATA...", False),
+    ("aiidetect weights list | verify [-f json]", False),
+    ("AIIDETECT_CACHE=$(mktemp -d) aiidetect train flow --real X --out-dir /tmp/f", False),
+    ("aiidetect eval DATA --out runs/x", True),  # hidden old spelling
+    ("aiidetect scan photos/ --no-such-option", True),
+    ("aiidetect trian linear DATA", True),
+    ("aiidetect scan x --format table|json|jsonl|csv|html", False),
+    ("aiidetect scan x --format yaml", True),  # not one of --format's choices
+    ("aiidetect scan x --runtime onnx --onnx DIR --dtype auto", False),
+    ("aiidetect --show-completion bash", True),  # a flag: `bash` would be read as a command
+    ("aiidetect cache info | clear", False),  # siblings listed, not a pipe
+    ("aiidetect cache info | clean", False),  # a real pipe into some other program
+    ("aiidetect cache info | clear --all", True),  # the sibling read as `cache clear --all`
+    ("aiidetect train linear DATA [--shots N]\n    [--seed S]\n    [--json]", True),  # a wrapped synopsis
+    ("aiidetect eval DATA \\\n  --out runs/x", True),  # a continued line is one command
+])
+def test_command_check_itself(line, stale, tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text(f"```bash\n{line}\n```\n", encoding="utf-8")
+    assert bool([p for _, words in _command_lines(doc) for p in _check_words(words)]) is stale
+
+
+def test_slug_follows_github():
+    assert _slug("Verified fast path (`aiidetect optimize`)") == "verified-fast-path-aiidetect-optimize"
+    assert _slug("Every hyper-parameter (`aiidetect train mpft --help`)") == \
+        "every-hyper-parameter-aiidetect-train-mpft---help"
