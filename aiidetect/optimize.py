@@ -167,6 +167,8 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
         return None
     if ctx.dtype != "auto" or ctx.device == "cuda":
         return None
+    from .report.safe import loads_foreign
+
     root = cache_root()
     if not root.is_dir():  # the usual case: nothing was ever optimized, no head is hashed
         return None
@@ -178,7 +180,8 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
     try:
         ident = identity(spec, ctx.weights_dirs)
         folder = root / key(ident)
-        decision = json.loads((folder / DECISION).read_text())
+        # loads_foreign: a decision nested past the parser is "not JSON" too, not a RecursionError
+        decision = loads_foreign((folder / DECISION).read_text())
     except (OSError, ValueError):  # an unreadable head or decision: scan as if nothing was optimized
         return None
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):

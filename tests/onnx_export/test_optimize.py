@@ -190,3 +190,19 @@ def test_no_decision_leaves_scan_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path))
     monkeypatch.setattr(opt, "heads_identity", lambda dirs: pytest.fail("hashed heads without a decision"))
     assert opt.choose(RunContext(dtype="auto"), ["metadata", "linear"]) is None
+
+
+def test_a_decision_nested_past_the_parser_is_no_decision(tmp_path, monkeypatch):
+    """decision.json nested 200,000 deep raised RecursionError out of choose(), which no caller
+    catches: every scan with that setup ended with exit 2. It is an unreadable decision: none."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
+                     weights_dirs=[tmp_path / "weights"])
+    folder = opt.cache_root() / opt.key(opt.identity(ctx.backbone_spec, ctx.weights_dirs))
+    folder.mkdir(parents=True)
+    (folder / opt.DECISION).write_text("[" * 200_000)
+    assert opt.choose(ctx, ["linear"]) is None
