@@ -79,7 +79,7 @@ def plain_name(name: str) -> str:
     name (linear:<name>): letters, digits, . _ + -, no path separators, no '..'."""
     if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
         raise ValueError(f"head name {name!r} is not a plain name: use letters, digits, '.', '_', '+', '-' "
-                         "(no '/' or '..'; at most 128 characters); --out picks another folder")
+                         "(no '/' or '..'; at most 128 characters); --out-dir picks another folder")
     return name
 
 
