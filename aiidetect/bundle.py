@@ -64,11 +64,20 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
         seen.add(arc)
         sources.append((arc, bb))
         entries.append({"path": arc, "kind": "backbone", "bytes": bb.stat().st_size, "sha256": sha256_file(bb)})
+    packed: dict[str, tuple[Path, str]] = {}
     for head_dir, manifest in heads:
         bad = verify_files(head_dir, manifest)
         if bad:
             raise BundleError(f"head {head_dir} fails its own checksums ({'; '.join(bad)}); not packing it")
         name = manifest["name"]
+        if name in packed and packed[name][0] != Path(head_dir):
+            # A bundle keeps a head in the folder of its name (install relies on it): a second head of
+            # that name (another family: linear:x beside flow:x) was left out, or its files mixed in.
+            other_dir, other_family = packed[name]
+            raise BundleError(f"two heads are named {name!r} ({other_family} in {other_dir}, "
+                              f"{manifest.get('detector')} in {head_dir}) and would share heads/{name}/ in the "
+                              "bundle; pack them into two bundles, or retrain one under another --name")
+        packed[name] = (Path(head_dir), str(manifest.get("detector")))
         for fname in ["manifest.json", *sorted(manifest.get("files") or {})]:
             if "/" in fname or "\\" in fname or fname.startswith(".") or "\0" in fname:
                 raise BundleError(f"head {head_dir} lists a file outside its folder ({fname!r}); not packing it")

@@ -272,6 +272,19 @@ def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
     assert not machine["bundle"].exists()
 
 
+def test_two_heads_of_one_name_are_not_packed_into_one_folder(machine):
+    """linear:x and flow:x both went to heads/x/ in the bundle: the second was left out without a word
+    (or its other files were mixed into the first's folder). Refused, naming both."""
+    heads = machine["tmp"] / "heads"
+    shutil.copytree(REPO / "weights" / "univfd", heads / "univfd")
+    shutil.copytree(REPO / "weights" / "univfd", heads / "univfd-as-flow")
+    m = json.loads((heads / "univfd-as-flow" / "manifest.json").read_text())
+    (heads / "univfd-as-flow" / "manifest.json").write_text(json.dumps({**m, "detector": "flow"}))
+    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
+    assert r.returncode == 2 and "two heads are named 'univfd'" in r.stderr, r.stderr
+    assert not machine["bundle"].exists()
+
+
 def _sparse_member(name: str, realsize: int) -> bytes:
     """An old-GNU sparse member: realsize bytes, all zeros but the last (0x01), stored as one byte."""
     def num(n, width):
