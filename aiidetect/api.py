@@ -443,7 +443,11 @@ class Scanner:
                 session.close("interrupted")
             raise
         self._final_stats = None
-        return self._finished(records, session, pipe)
+        out = self._finished(records, session, pipe)
+        # Step into the generator's try block now: a scan dropped or closed before its first record
+        # must still close its store session (a generator never started skips its finally).
+        next(out)
+        return out
 
     def _engine(self, pipe, cands):
         if self.options.engine == "ray":
@@ -470,6 +474,7 @@ class Scanner:
     def _finished(self, records, session, pipe):
         done = False
         try:
+            yield None  # primed by records()
             for rec in records:
                 yield rec
                 if session is not None:
@@ -477,6 +482,8 @@ class Scanner:
                     session.add(rec)
             done = True
         finally:
+            if hasattr(records, "close"):
+                records.close()  # joins the decode threads now, not when the generator is collected
             self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
                 if done:

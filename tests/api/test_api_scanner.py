@@ -172,3 +172,23 @@ def test_ray_engine_missing_is_a_scan_error(few, monkeypatch):
     s = Scanner(ScanOptions(detectors=["metadata"], cache=False, engine="ray"))
     with pytest.raises(ScanError):
         s.scan(few)
+
+
+def _statuses(db) -> list[str]:
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT status FROM sessions ORDER BY session_id")]
+
+
+def test_a_scan_closed_or_dropped_before_its_first_record_is_interrupted(few, tmp_path):
+    import gc
+
+    db = tmp_path / "audit.sqlite"
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=db)) as s:
+        s.scan(few, argv=["test"]).close()
+        it = s.scan(few, argv=["test"])
+        del it
+        gc.collect()
+        # Both sessions were opened by scan(); neither may stay 'running' with its connection open.
+        assert _statuses(db) == ["interrupted", "interrupted"]
+        assert len(list(s.scan(few, argv=["test"]))) == len(few)
+    assert _statuses(db) == ["interrupted", "interrupted", "complete"]
