@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -298,6 +299,7 @@ class Scanner:
         self._own_cache = False
         self._assembled = False
         self._final_stats = None
+        self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
         self.pipeline = None
         self.discovery = None
         self.families, self.context = self._choose_runtime(self.options)
@@ -447,6 +449,7 @@ class Scanner:
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
+        self._live.add(out)
         return out
 
     def _engine(self, pipe, cands):
@@ -509,7 +512,11 @@ class Scanner:
         return self.pipeline.cache_error if self.pipeline is not None else None
 
     def close(self) -> None:
-        """Close the result cache this Scanner opened (a cache passed in stays open)."""
+        """Stop the scans still being iterated (their decode threads end, a results store session is
+        recorded as interrupted), then close the result cache this Scanner opened (a cache passed in
+        stays open). Safe to call more than once."""
+        for it in list(self._live):
+            it.close()
         if self._cache is not None and self._own_cache:
             self._cache.close()
         self._cache, self._own_cache = None, False

@@ -192,3 +192,24 @@ def test_a_scan_closed_or_dropped_before_its_first_record_is_interrupted(few, tm
         assert _statuses(db) == ["interrupted", "interrupted"]
         assert len(list(s.scan(few, argv=["test"]))) == len(few)
     assert _statuses(db) == ["interrupted", "interrupted", "complete"]
+
+
+def test_closing_the_scanner_stops_the_scans_still_being_iterated(few, tmp_path):
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="caller"):
+        with Scanner(ScanOptions(detectors=["metadata"], db=db, workers=2, batch_size=2)) as s:
+            it = s.scan(few, argv=["test"])  # kept by the caller past the with block
+            next(it)
+            cache = s._cache
+            raise RuntimeError("caller")
+    # The with block ended the scan it held: no decode thread left, the session said so, and the
+    # cache closed under a scan that could still write to it would have been a use after close.
+    assert set(threading.enumerate()) - before == set()
+    assert _statuses(db) == ["interrupted"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        cache._db.execute("SELECT 1")
+    assert list(it) == []
+    s.close()  # twice is fine
