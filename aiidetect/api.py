@@ -61,6 +61,21 @@ def _choice(value: Any, enum: type[Enum], option: str) -> str:
     return raw
 
 
+def _path_list(paths: Any, what: str = "paths") -> list[str]:
+    """A path or a list of paths -> a list of str. One str or os.PathLike is one path (a folder name
+    taken as a list would be scanned letter by letter); anything else is a UsageError."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    try:
+        items = list(paths)
+    except TypeError:
+        raise UsageError(f"{what}: a path or a list of paths, got {type(paths).__name__}") from None
+    bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    if bad:
+        raise UsageError(f"{what}: paths are str or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
+    return [os.fspath(p) for p in items]
+
+
 def split_list(values: Optional[Iterable[str]]) -> list[str]:
     """["a,b", "c"] -> ["a", "b", "c"]: repeatable options that also take comma-separated lists."""
     if isinstance(values, str):
@@ -262,6 +277,7 @@ def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] 
     """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason."""
     from .train.data import few_shot, load_items
 
+    data = _path_list(data, "data")
     for d in data:
         if not Path(d).exists():
             raise UsageError(f"{d}: no such file or folder")
@@ -385,7 +401,7 @@ class Scanner:
                         limits=o.limits(), cache=self._cache)
 
     # ---------------------------------------------------------------- scan
-    def candidates(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None):
+    def candidates(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None):
         """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
         output-path guard and the shard filter. UsageError for a missing path or an
         output that would overwrite or be read as an input."""
@@ -393,7 +409,7 @@ class Scanner:
         from .shard import in_shard, parse_shard
 
         o = self.options
-        args = [os.fspath(p) for p in paths]
+        args = _path_list(paths)
         if "-" in args:  # "-" reads a list of paths, one a line, from stdin
             args = [a for a in args if a != "-"]
             stdin = stdin if stdin is not None else sys.stdin
@@ -423,7 +439,7 @@ class Scanner:
             cands = guard_candidates(cands, output)
         return in_shard(cands, parse_shard(o.shard))
 
-    def scan(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None,
+    def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
              argv: Sequence[str] | None = None) -> Iterator[Any]:
         """Records for `paths` (files, folders, globs; `stdin`: a text stream listing more paths),
         in order. Checks and connects before returning (UsageError, ScanError); the records are
@@ -535,7 +551,7 @@ def _wanted(path: str, include, exclude) -> bool:
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
 
 
-def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
+def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], **options) -> Iterator[Any]:
     """One-call form: ``for rec in aiidetect.api.scan(["photos/"], detectors=["metadata"]): ...``.
     Closes the result cache when the records are exhausted or the iterator is dropped."""
     scanner = Scanner(ScanOptions(**options))
@@ -610,7 +626,7 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
     report.output.OutputError while iterating when a file reached on the way is the output."""
     from .discover import DiscoveryError, iter_discover
 
-    args = [os.fspath(p) for p in paths]
+    args = _path_list(paths)
     if "-" in args:
         args = [a for a in args if a != "-"]
         stdin = stdin if stdin is not None else sys.stdin

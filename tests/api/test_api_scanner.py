@@ -213,3 +213,21 @@ def test_closing_the_scanner_stops_the_scans_still_being_iterated(few, tmp_path)
         cache._db.execute("SELECT 1")
     assert list(it) == []
     s.close()  # twice is fine
+
+
+def test_one_path_is_one_path_not_its_letters(tmp_path, few):
+    from pathlib import Path
+
+    from aiidetect import api
+
+    folder = str(Path(few[0]).parent)
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        want = [r.file for r in s.scan([folder])]
+        assert [r.file for r in s.scan(folder)] == want  # was: "no such file or directory: /"
+        assert [r.file for r in s.scan(Path(folder))] == want  # was: TypeError, not iterable
+        for bad in (None, 3, [few[0], 3]):
+            with pytest.raises(UsageError, match="path"):
+                s.scan(bad)
+    assert [r["file"] for r in api.meta_reports(folder)] == want
+    with pytest.raises(UsageError, match="unknown layout"):
+        api.load_labelled(str(tmp_path))
