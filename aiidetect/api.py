@@ -134,7 +134,14 @@ class ScanOptions:
         fixed choices as plain strings (enum members are accepted)."""
         from .detectors import DEFAULT_DETECTORS, list_families
 
-        self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
+        try:
+            self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
+        except TypeError:
+            raise UsageError(f"detectors: a list of names or a comma-separated str, got {self.detectors!r}") from None
+        # One folder or glob given as a str is one, not a list of its letters ("*" matched every file).
+        self.weights_dirs = _path_list(self.weights_dirs or (), "weights_dirs")
+        self.include = _path_list(self.include or (), "include")
+        self.exclude = _path_list(self.exclude or (), "exclude")
         unknown = [f for f in self.detectors if f not in list_families()]
         if unknown:
             raise UsageError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
@@ -155,6 +162,8 @@ class ScanOptions:
                 raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {getattr(self, name)!r}")
         from .shard import parse_shard
 
+        if self.shard is not None and not isinstance(self.shard, str):
+            raise UsageError(f"--shard takes I/N as a str (e.g. '2/3'); got {self.shard!r}")
         try:
             parse_shard(self.shard)
         except ValueError as exc:

@@ -75,6 +75,9 @@ def test_pixel_records_equal_the_cli_json(few, trained):
     ({"batch_size": 0}, "--batch-size"),
     ({"workers": -1}, "--workers"),
     ({"backbone_config": "no-such-config"}, "no-such-config"),
+    ({"detectors": 5}, "detectors"),  # was a TypeError from inside split_list
+    ({"shard": 3}, "--shard"),  # was an AttributeError from inside parse_shard
+    ({"include": [3]}, "include"),
 ])
 def test_bad_options_raise_usage_error(kw, words):
     with pytest.raises(UsageError, match=words or None) as exc:
@@ -231,3 +234,22 @@ def test_one_path_is_one_path_not_its_letters(tmp_path, few):
     assert [r["file"] for r in api.meta_reports(folder)] == want
     with pytest.raises(UsageError, match="unknown layout"):
         api.load_labelled(str(tmp_path))
+
+
+def test_one_glob_or_weights_folder_given_as_a_str_is_one(dev_dir, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, kind in enumerate(("gif", "png")):
+        shutil.copy(sorted((dev_dir / "formats" / kind).glob(f"*.{kind}"))[0], folder / f"{i}.{kind}")
+    first, second = "0.gif", "1.png"
+    names = {}
+    for opt in ("include", "exclude"):
+        with Scanner(ScanOptions(detectors=["metadata"], cache=False, **{opt: "*" + Path(first).suffix})) as s:
+            names[opt] = [Path(r.file).name for r in s.scan(folder)]
+    # As letters, "*" took every file for include and left none for exclude.
+    assert names == {"include": [first], "exclude": [second]}
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False, weights_dirs=str(tmp_path)))
+    assert s.options.weights_dirs == [str(tmp_path)] and tmp_path in s.context.weights_dirs
