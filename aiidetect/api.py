@@ -572,9 +572,12 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], **options) -> I
 
     def _gen():
         with scanner:
+            yield None  # primed below: a generator dropped before it started would skip the with block
             yield from records
 
-    return _gen()
+    out = _gen()
+    next(out)
+    return out
 
 
 # ----------------------------------------------------------------- heads

@@ -253,3 +253,15 @@ def test_one_glob_or_weights_folder_given_as_a_str_is_one(dev_dir, tmp_path):
     assert names == {"include": [first], "exclude": [second]}
     s = Scanner(ScanOptions(detectors=["metadata"], cache=False, weights_dirs=str(tmp_path)))
     assert s.options.weights_dirs == [str(tmp_path)] and tmp_path in s.context.weights_dirs
+
+
+def test_one_call_form_dropped_before_its_first_record_closes_the_cache(few, monkeypatch):
+    from aiidetect import api
+    from aiidetect.result_cache import ResultCache
+
+    closed = []
+    real = ResultCache.close
+    monkeypatch.setattr(ResultCache, "close", lambda self: (closed.append(self), real(self)))
+    api.scan(few, detectors=["metadata"]).close()
+    assert len(closed) == 1
+    assert len(list(api.scan(few, detectors=["metadata"]))) == len(few) and len(closed) == 2
