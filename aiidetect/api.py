@@ -239,8 +239,9 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
 
 def build_detectors(options: ScanOptions, families: Sequence[str] | None = None):
     """(detectors, RunContext): the detectors a scan with these options runs. A family that cannot
-    run here is an `unavailable` detector; a head folder that cannot be read is a ScanError."""
-    fams, ctx = run_context(options, families)
+    run here is an `unavailable` detector; a head folder that cannot be read is a ScanError, a bad
+    option a UsageError (the options are checked on a copy, as a Scanner does)."""
+    fams, ctx = run_context(replace(options).validate(), families)
     return _create(fams, ctx), ctx
 
 

@@ -265,3 +265,13 @@ def test_one_call_form_dropped_before_its_first_record_closes_the_cache(few, mon
     api.scan(few, detectors=["metadata"]).close()
     assert len(closed) == 1
     assert len(list(api.scan(few, detectors=["metadata"]))) == len(few) and len(closed) == 2
+
+
+def test_build_detectors_checks_the_options_it_is_given():
+    from aiidetect.api import build_detectors
+
+    given = ScanOptions(detectors="metadata")
+    dets, _ = build_detectors(given)  # was: ScanError "KeyError: unknown detector 'm'"
+    assert [d.name for d in dets] == ["metadata"] and given.detectors == "metadata"
+    with pytest.raises(UsageError, match="--device"):
+        build_detectors(ScanOptions(detectors=["metadata"], device="tpu"))
