@@ -275,3 +275,23 @@ def test_build_detectors_checks_the_options_it_is_given():
     assert [d.name for d in dets] == ["metadata"] and given.detectors == "metadata"
     with pytest.raises(UsageError, match="--device"):
         build_detectors(ScanOptions(detectors=["metadata"], device="tpu"))
+
+
+def test_the_options_table_in_the_docs_names_every_field_and_its_string_default():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    table = doc.split("## ScanOptions", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cols = line.split(" | ")
+        if line.startswith("| `") and len(cols) >= 3:
+            for name in re.findall(r"`(\w+)`", cols[0]):
+                rows[name] = cols[1]
+    missing = [f.name for f in dataclasses.fields(ScanOptions) if f.name not in rows]
+    # A string default is quoted as it is ("runtime" was documented as "torch" after it became "auto").
+    wrong = [f"{f.name}: {f.default!r} not in {rows[f.name]!r}" for f in dataclasses.fields(ScanOptions)
+             if f.name in rows and isinstance(f.default, str) and f'"{f.default}"' not in rows[f.name]]
+    assert (missing, wrong) == ([], [])
