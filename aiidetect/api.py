@@ -323,6 +323,7 @@ class Scanner:
         self._note = on_note or log.warning
         self._cache = cache
         self._own_cache = False
+        self._reopen_cache = False
         self._assembled = False
         self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
@@ -407,7 +408,11 @@ class Scanner:
         from .pipeline import Pipeline
 
         o = self.options
-        return Pipeline(self.detectors, self.fusion, batch_size=o.batch_size, workers=o.workers,
+        dets = self.detectors
+        if self._reopen_cache:
+            self._reopen_cache = False
+            self._open_cache()
+        return Pipeline(dets, self.fusion, batch_size=o.batch_size, workers=o.workers,
                         limits=o.limits(), cache=self._cache)
 
     # ---------------------------------------------------------------- scan
@@ -543,9 +548,10 @@ class Scanner:
         stays open). Safe to call more than once."""
         for it in list(self._live):
             it.close()
-        if self._cache is not None and self._own_cache:
+        if self._own_cache:
             self._cache.close()
-        self._cache, self._own_cache = None, False
+            # A scan after close() opens it again; a cache the caller passed in is theirs to close.
+            self._cache, self._own_cache, self._reopen_cache = None, False, True
 
     def __enter__(self) -> "Scanner":
         return self

@@ -295,3 +295,21 @@ def test_the_options_table_in_the_docs_names_every_field_and_its_string_default(
     wrong = [f"{f.name}: {f.default!r} not in {rows[f.name]!r}" for f in dataclasses.fields(ScanOptions)
              if f.name in rows and isinstance(f.default, str) and f'"{f.default}"' not in rows[f.name]]
     assert (missing, wrong) == ([], [])
+
+
+def test_a_scanner_scans_again_after_close_with_its_cache(few):
+    from aiidetect.result_cache import ResultCache
+
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        first = _as_json(s.scan(few))
+    # A closed Scanner used again: the same records, from its cache reopened (it scanned without one).
+    assert _as_json(s.scan(few)) == first and s.stats["cache_hits"] > 0
+    s.close()
+    mine = ResultCache()
+    try:
+        with Scanner(ScanOptions(detectors=["metadata"]), cache=mine) as s:
+            list(s.scan(few))
+        assert _as_json(s.scan(few)) == first and s.stats["cache_hits"] > 0  # a cache passed in is kept
+        mine._db.execute("SELECT 1")  # and left open
+    finally:
+        mine.close()
