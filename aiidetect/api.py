@@ -212,11 +212,12 @@ def use_all_cores() -> None:
 
 
 def run_context(options: ScanOptions, families: Sequence[str] | None = None):
-    """(families to create, RunContext) for validated options: with the ONNX runtime the
-    pixel families are served by the one `onnx` detector over an exported folder."""
+    """(families to create, RunContext) for these options, checked on a copy (UsageError): with the
+    ONNX runtime the pixel families are served by the one `onnx` detector over an exported folder."""
     from .detectors import RunContext
     from .heads import weights_dirs
 
+    options = replace(options).validate()
     fams = list(families if families is not None else options.detectors)
     ctx = RunContext(backbone_spec=options.spec(), device=options.device, dtype=options.dtype,
                      weights_dirs=weights_dirs(list(options.weights_dirs or [])),
@@ -241,7 +242,7 @@ def build_detectors(options: ScanOptions, families: Sequence[str] | None = None)
     """(detectors, RunContext): the detectors a scan with these options runs. A family that cannot
     run here is an `unavailable` detector; a head folder that cannot be read is a ScanError, a bad
     option a UsageError (the options are checked on a copy, as a Scanner does)."""
-    fams, ctx = run_context(replace(options).validate(), families)
+    fams, ctx = run_context(options, families)
     return _create(fams, ctx), ctx
 
 

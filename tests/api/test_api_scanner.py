@@ -275,6 +275,9 @@ def test_build_detectors_checks_the_options_it_is_given():
     assert [d.name for d in dets] == ["metadata"] and given.detectors == "metadata"
     with pytest.raises(UsageError, match="--device"):
         build_detectors(ScanOptions(detectors=["metadata"], device="tpu"))
+    from aiidetect.api import run_context
+
+    assert run_context(given)[0] == ["metadata"]  # was: ['m', 'e', 't', 'a', ...]
 
 
 def test_the_options_table_in_the_docs_names_every_field_and_its_string_default():
@@ -313,3 +316,4 @@ def test_a_scanner_scans_again_after_close_with_its_cache(few):
         mine._db.execute("SELECT 1")  # and left open
     finally:
         mine.close()
+
