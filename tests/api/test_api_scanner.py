@@ -317,3 +317,15 @@ def test_a_scanner_scans_again_after_close_with_its_cache(few):
     finally:
         mine.close()
 
+
+def test_every_exported_name_exists_and_is_documented():
+    import re
+    from pathlib import Path
+
+    import aiidetect
+    import aiidetect.api as api
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    names = [("aiidetect", n, aiidetect) for n in aiidetect.__all__] + [("aiidetect.api", n, api) for n in api.__all__]
+    assert [f"{m}.{n}" for m, n, mod in names if not hasattr(mod, n)] == []
+    assert [f"{m}.{n}" for m, n, _ in names if not re.search(rf"`[\w.]*\b{re.escape(n)}\b", doc)] == []
