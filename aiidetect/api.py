@@ -320,6 +320,10 @@ class Scanner:
             options = ScanOptions(**kw)
         elif kw:
             raise TypeError("pass either a ScanOptions or keyword options, not both")
+        elif not isinstance(options, ScanOptions):
+            # A dict of options is the likely slip: say so, not "replace() should be called on dataclass instances".
+            raise TypeError(f"Scanner takes a ScanOptions or keyword options (Scanner(**d) for a dict), "
+                            f"not {type(options).__name__}")
         self.options = replace(options).validate()  # the caller's object stays as given
         self._note = on_note or log.warning
         self._cache = cache

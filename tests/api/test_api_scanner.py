@@ -329,3 +329,8 @@ def test_every_exported_name_exists_and_is_documented():
     names = [("aiidetect", n, aiidetect) for n in aiidetect.__all__] + [("aiidetect.api", n, api) for n in api.__all__]
     assert [f"{m}.{n}" for m, n, mod in names if not hasattr(mod, n)] == []
     assert [f"{m}.{n}" for m, n, _ in names if not re.search(rf"`[\w.]*\b{re.escape(n)}\b", doc)] == []
+
+
+def test_a_dict_for_options_says_what_to_pass():
+    with pytest.raises(TypeError, match=r"Scanner\(\*\*d\)"):
+        Scanner({"detectors": ["metadata"]})
