@@ -599,7 +599,7 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
     from .heads import find_heads
 
     rows = []
-    for path, m in find_heads([Path(d) for d in dirs]):
+    for path, m in find_heads([Path(d) for d in _path_list(dirs, "dirs")]):
         b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
@@ -619,6 +619,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     cannot be built is a note (`on_note`), and the files are still checked."""
     from .heads import Head, HeadMismatch, find_heads, unreadable_heads, verify_files
 
+    dirs = _path_list(dirs, "dirs")
     bb = None
     if backbone_spec is not None:
         from .backbone import BackboneUnavailable, create_backbone

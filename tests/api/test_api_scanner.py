@@ -335,3 +335,15 @@ def test_every_exported_name_exists_and_is_documented():
 def test_a_dict_for_options_says_what_to_pass():
     with pytest.raises(TypeError, match=r"Scanner\(\*\*d\)"):
         Scanner({"detectors": ["metadata"]})
+
+
+def test_heads_functions_take_one_folder_as_one(tmp_path):
+    import numpy as np
+
+    from aiidetect.api import head_rows, verify_heads
+    from aiidetect.heads import save_head
+
+    save_head(tmp_path / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
+    # As letters, one folder was looked for in '/', 't', 'm', 'p'... and no head was found.
+    assert [r["name"] for r in head_rows(str(tmp_path))] == [r["name"] for r in head_rows([tmp_path])] == ["h"]
+    assert [(n, problems) for n, _, problems in verify_heads(tmp_path)] == [("h", [])]
