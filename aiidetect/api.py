@@ -289,6 +289,9 @@ def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] 
     from .train.data import few_shot, load_items
 
     data = _path_list(data, "data")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        # few_shot slices with it: -1 kept all but one image of each class, without a word.
+        raise UsageError(f"limit takes a whole number >= 1 (images per class) or None; got {limit!r}")
     for d in data:
         if not Path(d).exists():
             raise UsageError(f"{d}: no such file or folder")

@@ -347,3 +347,11 @@ def test_heads_functions_take_one_folder_as_one(tmp_path):
     # As letters, one folder was looked for in '/', 't', 'm', 'p'... and no head was found.
     assert [r["name"] for r in head_rows(str(tmp_path))] == [r["name"] for r in head_rows([tmp_path])] == ["h"]
     assert [(n, problems) for n, _, problems in verify_heads(tmp_path)] == [("h", [])]
+
+
+@pytest.mark.parametrize("limit", [-1, 0, "5", 2.5])
+def test_load_labelled_refuses_a_limit_that_is_not_a_count(dev_manifest, limit):
+    from aiidetect.api import load_labelled
+
+    with pytest.raises(UsageError, match="limit"):
+        load_labelled([dev_manifest], limit=limit)
