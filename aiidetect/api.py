@@ -157,8 +157,20 @@ class ScanOptions:
                 raise UsageError("the ONNX runtime is not available in this build")
         if self.address and self.engine != "ray":
             raise UsageError("--address goes with --engine ray")
+        # Checked here, by name: a wrong type failed deep inside as a TypeError, or (a str for a bool) silently
+        # meant True.
+        for name in ("db", "onnx_dir", "fusion"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
+                raise UsageError(f"{name} takes a path (str or os.PathLike) or None; got {getattr(self, name)!r}")
+        for name in ("cache", "recursive", "follow_links"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
+        if not isinstance(self.extra, dict):
+            raise UsageError(f"extra takes a dict of detector options; got {self.extra!r}")
+        if isinstance(self.backbone_seed, bool) or not isinstance(self.backbone_seed, int):
+            raise UsageError(f"--backbone-seed takes a whole number; got {self.backbone_seed!r}")
         for name in ("batch_size", "workers", "max_pixels", "max_bytes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {getattr(self, name)!r}")
         from .shard import parse_shard
 

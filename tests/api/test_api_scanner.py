@@ -78,6 +78,14 @@ def test_pixel_records_equal_the_cli_json(few, trained):
     ({"detectors": 5}, "detectors"),  # was a TypeError from inside split_list
     ({"shard": 3}, "--shard"),  # was an AttributeError from inside parse_shard
     ({"include": [3]}, "include"),
+    ({"db": 3}, "db"),  # these were TypeErrors from inside the store, the ONNX loader, the fusion reader
+    ({"onnx_dir": 3, "runtime": "onnx"}, "onnx_dir"),
+    ({"fusion": 3}, "fusion"),
+    ({"extra": None}, "extra"),
+    ({"follow_links": "no"}, "follow_links"),  # a str silently meant True
+    ({"recursive": "no"}, "recursive"),
+    ({"batch_size": True}, "--batch-size"),
+    ({"backbone_seed": "x"}, "--backbone-seed"),
 ])
 def test_bad_options_raise_usage_error(kw, words):
     with pytest.raises(UsageError, match=words or None) as exc:
