@@ -331,6 +331,12 @@ class Scanner:
 
     def __init__(self, options: ScanOptions | None = None, *, on_note: Callable[[str], None] | None = None,
                  cache: Any = None, **kw):
+        if isinstance(cache, bool):
+            # Scanner(detectors=[...], cache=False) means ScanOptions' cache option; taken as the cache
+            # object, a bool failed every lookup (cache_error) and nothing was cached.
+            if options is not None:
+                raise TypeError("cache=True/False is a ScanOptions field: set it in the ScanOptions you pass")
+            kw["cache"], cache = cache, None
         if options is None:
             options = ScanOptions(**kw)
         elif kw:

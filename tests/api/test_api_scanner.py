@@ -363,3 +363,16 @@ def test_load_labelled_refuses_a_limit_that_is_not_a_count(dev_manifest, limit):
 
     with pytest.raises(UsageError, match="limit"):
         load_labelled([dev_manifest], limit=limit)
+
+
+def test_cache_as_a_keyword_option_is_the_option(few):
+    with Scanner(detectors=["metadata"], cache=True) as s:
+        list(s.scan(few))
+        assert s.options.cache is True and s._own_cache
+        list(s.scan(few))
+        assert s.stats["cache_hits"] > 0 and s.cache_error is None  # was: "AttributeError: 'bool' ... 'get'"
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        list(s.scan(few))
+        assert s.options.cache is False and s.stats["cache_hits"] == 0 and s.cache_error is None
+    with pytest.raises(TypeError, match="ScanOptions"):
+        Scanner(ScanOptions(detectors=["metadata"]), cache=False)
