@@ -76,6 +76,13 @@ def _path_list(paths: Any, what: str = "paths") -> list[str]:
     return [os.fspath(p) for p in items]
 
 
+def _check_stdin(stdin) -> None:
+    if stdin is not None and not callable(getattr(stdin, "read", None)):
+        # A str here was an AttributeError from inside discovery; the list of paths is a stream's text.
+        raise UsageError(f"stdin takes a text stream listing paths (an open file, io.StringIO), not "
+                         f"{type(stdin).__name__}; give paths themselves in paths")
+
+
 def split_list(values: Optional[Iterable[str]]) -> list[str]:
     """["a,b", "c"] -> ["a", "b", "c"]: repeatable options that also take comma-separated lists."""
     if isinstance(values, str):
@@ -454,6 +461,7 @@ class Scanner:
         if "-" in args:  # "-" reads a list of paths, one a line, from stdin
             args = [a for a in args if a != "-"]
             stdin = stdin if stdin is not None else sys.stdin
+        _check_stdin(stdin)
         try:
             # Walked lazily: a sweep of millions of files never holds the list.
             cands, self.discovery = iter_discover(args, recursive=o.recursive, include=o.include or (),
@@ -676,6 +684,7 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
     if "-" in args:
         args = [a for a in args if a != "-"]
         stdin = stdin if stdin is not None else sys.stdin
+    _check_stdin(stdin)
     try:
         cands, _ = iter_discover(args, recursive=recursive, stdin=stdin, follow_links=follow_links)
     except DiscoveryError as exc:

@@ -376,3 +376,16 @@ def test_cache_as_a_keyword_option_is_the_option(few):
         assert s.options.cache is False and s.stats["cache_hits"] == 0 and s.cache_error is None
     with pytest.raises(TypeError, match="ScanOptions"):
         Scanner(ScanOptions(detectors=["metadata"]), cache=False)
+
+
+def test_stdin_that_is_not_a_stream_is_a_usage_error(few):
+    import io
+
+    from aiidetect.api import meta_candidates
+
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False))
+    with pytest.raises(UsageError, match="stdin takes a text stream"):
+        s.scan("-", stdin=few[0])  # was: AttributeError 'str' object has no attribute 'read'
+    with pytest.raises(UsageError, match="stdin takes a text stream"):
+        meta_candidates(["-"], stdin=few)
+    assert [r.file for r in s.scan("-", stdin=io.StringIO(few[0] + "\n"))] == [few[0]]
