@@ -282,9 +282,12 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     from .heads import HeadError, read_manifest
     from .heads import weights_dirs as _dirs
 
+    if fusion is not None and not isinstance(fusion, (str, os.PathLike)):
+        raise UsageError(f"fusion takes a folder, 'none', 'auto' or None; got {fusion!r}")
+    weights_dirs = _path_list(weights_dirs or (), "weights_dirs")
     if fusion in (None, "", "auto"):
         try:
-            m = load_fusion_model(_dirs(list(weights_dirs or [])))
+            m = load_fusion_model(_dirs(list(weights_dirs)))
         except ValueError as exc:
             raise UsageError(f"{exc}; fix or remove it, or pass --fusion none") from None
         return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
@@ -723,6 +726,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     from .report.safe import display_path, path_bytes_b64
 
     watermark = _choice(watermark, Watermark, "--watermark")
+    path = _path_list([path], "path")[0]  # a path that is not one was a TypeError from inside display_path
     head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
     # A report with an error has every key too (empty): `jq '.evidence[]'` or `r["facts"]` must not
     # break on the one file that could not be read.

@@ -389,3 +389,18 @@ def test_stdin_that_is_not_a_stream_is_a_usage_error(few):
     with pytest.raises(UsageError, match="stdin takes a text stream"):
         meta_candidates(["-"], stdin=few)
     assert [r.file for r in s.scan("-", stdin=io.StringIO(few[0] + "\n"))] == [few[0]]
+
+
+def test_meta_report_and_resolve_fusion_refuse_what_is_not_a_path(few, tmp_path):
+    from pathlib import Path
+
+    from aiidetect.api import meta_report, resolve_fusion
+
+    for bad in (None, 3):
+        with pytest.raises(UsageError, match="path"):
+            meta_report(bad)  # was: TypeError from inside display_path
+    assert meta_report(Path(few[0]))["file"] == few[0]
+    with pytest.raises(UsageError, match="fusion takes"):
+        resolve_fusion(3)
+    # One weights folder as a str is one (as letters it looked in '/', 't', ...).
+    assert resolve_fusion("auto", str(tmp_path)) == (None, "rules only (no fusion model found)")
