@@ -177,8 +177,9 @@ class ScanOptions:
         if isinstance(self.backbone_seed, bool) or not isinstance(self.backbone_seed, int):
             raise UsageError(f"--backbone-seed takes a whole number; got {self.backbone_seed!r}")
         for name in ("batch_size", "workers", "max_pixels", "max_bytes"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {value!r}")
         from .shard import parse_shard
 
         if self.shard is not None and not isinstance(self.shard, str):
