@@ -554,8 +554,6 @@ class Scanner:
                     session.add(rec)
             done = True
         finally:
-            if hasattr(records, "close"):
-                records.close()  # joins the decode threads now, not when the generator is collected
             self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
                 if done:
@@ -567,6 +565,8 @@ class Scanner:
                     # cannot be written then (a full disk) must not hide why the scan stopped.
                     with contextlib.suppress(StoreError):
                         session.close("interrupted")
+            if not done and hasattr(records, "close"):
+                records.close()  # joins the decode threads now, not when the generator is collected
 
     # -------------------------------------------------------------- results
     @property
