@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -58,6 +59,28 @@ def _choice(value: Any, enum: type[Enum], option: str) -> str:
     if raw not in allowed:
         raise UsageError(f"{option} takes {', '.join(allowed[:-1])} or {allowed[-1]}; got {raw!r}")
     return raw
+
+
+def _path_list(paths: Any, what: str = "paths") -> list[str]:
+    """A path or a list of paths -> a list of str. One str or os.PathLike is one path (a folder name
+    taken as a list would be scanned letter by letter); anything else is a UsageError."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    try:
+        items = list(paths)
+    except TypeError:
+        raise UsageError(f"{what}: a path or a list of paths, got {type(paths).__name__}") from None
+    bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    if bad:
+        raise UsageError(f"{what}: paths are str or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
+    return [os.fspath(p) for p in items]
+
+
+def _check_stdin(stdin) -> None:
+    if stdin is not None and not callable(getattr(stdin, "read", None)):
+        # A str here was an AttributeError from inside discovery; the list of paths is a stream's text.
+        raise UsageError(f"stdin takes a text stream listing paths (an open file, io.StringIO), not "
+                         f"{type(stdin).__name__}; give paths themselves in paths")
 
 
 def split_list(values: Optional[Iterable[str]]) -> list[str]:
@@ -118,7 +141,14 @@ class ScanOptions:
         fixed choices as plain strings (enum members are accepted)."""
         from .detectors import DEFAULT_DETECTORS, list_families
 
-        self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
+        try:
+            self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
+        except TypeError:
+            raise UsageError(f"detectors: a list of names or a comma-separated str, got {self.detectors!r}") from None
+        # One folder or glob given as a str is one, not a list of its letters ("*" matched every file).
+        self.weights_dirs = _path_list(self.weights_dirs or (), "weights_dirs")
+        self.include = _path_list(self.include or (), "include")
+        self.exclude = _path_list(self.exclude or (), "exclude")
         unknown = [f for f in self.detectors if f not in list_families()]
         if unknown:
             raise UsageError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
@@ -134,11 +164,26 @@ class ScanOptions:
                 raise UsageError("the ONNX runtime is not available in this build")
         if self.address and self.engine != "ray":
             raise UsageError("--address goes with --engine ray")
+        # Checked here, by name: a wrong type failed deep inside as a TypeError, or (a str for a bool) silently
+        # meant True.
+        for name in ("db", "onnx_dir", "fusion"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
+                raise UsageError(f"{name} takes a path (str or os.PathLike) or None; got {getattr(self, name)!r}")
+        for name in ("cache", "recursive", "follow_links"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
+        if not isinstance(self.extra, dict):
+            raise UsageError(f"extra takes a dict of detector options; got {self.extra!r}")
+        if isinstance(self.backbone_seed, bool) or not isinstance(self.backbone_seed, int):
+            raise UsageError(f"--backbone-seed takes a whole number; got {self.backbone_seed!r}")
         for name in ("batch_size", "workers", "max_pixels", "max_bytes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {value!r}")
         from .shard import parse_shard
 
+        if self.shard is not None and not isinstance(self.shard, str):
+            raise UsageError(f"--shard takes I/N as a str (e.g. '2/3'); got {self.shard!r}")
         try:
             parse_shard(self.shard)
         except ValueError as exc:
@@ -187,11 +232,12 @@ def use_all_cores() -> None:
 
 
 def run_context(options: ScanOptions, families: Sequence[str] | None = None):
-    """(families to create, RunContext) for validated options: with the ONNX runtime the
-    pixel families are served by the one `onnx` detector over an exported folder."""
+    """(families to create, RunContext) for these options, checked on a copy (UsageError): with the
+    ONNX runtime the pixel families are served by the one `onnx` detector over an exported folder."""
     from .detectors import RunContext
     from .heads import weights_dirs
 
+    options = replace(options).validate()
     fams = list(families if families is not None else options.detectors)
     ctx = RunContext(backbone_spec=options.spec(), device=options.device, dtype=options.dtype,
                      weights_dirs=weights_dirs(list(options.weights_dirs or [])),
@@ -214,7 +260,8 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
 
 def build_detectors(options: ScanOptions, families: Sequence[str] | None = None):
     """(detectors, RunContext): the detectors a scan with these options runs. A family that cannot
-    run here is an `unavailable` detector; a head folder that cannot be read is a ScanError."""
+    run here is an `unavailable` detector; a head folder that cannot be read is a ScanError, a bad
+    option a UsageError (the options are checked on a copy, as a Scanner does)."""
     fams, ctx = run_context(options, families)
     return _create(fams, ctx), ctx
 
@@ -236,9 +283,12 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     from .heads import HeadError, read_manifest
     from .heads import weights_dirs as _dirs
 
+    if fusion is not None and not isinstance(fusion, (str, os.PathLike)):
+        raise UsageError(f"fusion takes a folder, 'none', 'auto' or None; got {fusion!r}")
+    weights_dirs = _path_list(weights_dirs or (), "weights_dirs")
     if fusion in (None, "", "auto"):
         try:
-            m = load_fusion_model(_dirs(list(weights_dirs or [])))
+            m = load_fusion_model(_dirs(list(weights_dirs)))
         except ValueError as exc:
             raise UsageError(f"{exc}; fix or remove it, or pass --fusion none") from None
         return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
@@ -261,6 +311,10 @@ def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] 
     """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason."""
     from .train.data import few_shot, load_items
 
+    data = _path_list(data, "data")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        # few_shot slices with it: -1 kept all but one image of each class, without a word.
+        raise UsageError(f"limit takes a whole number >= 1 (images per class) or None; got {limit!r}")
     for d in data:
         if not Path(d).exists():
             raise UsageError(f"{d}: no such file or folder")
@@ -288,16 +342,28 @@ class Scanner:
 
     def __init__(self, options: ScanOptions | None = None, *, on_note: Callable[[str], None] | None = None,
                  cache: Any = None, **kw):
+        if isinstance(cache, bool):
+            # Scanner(detectors=[...], cache=False) means ScanOptions' cache option; taken as the cache
+            # object, a bool failed every lookup (cache_error) and nothing was cached.
+            if options is not None:
+                raise TypeError("cache=True/False is a ScanOptions field: set it in the ScanOptions you pass")
+            kw["cache"], cache = cache, None
         if options is None:
             options = ScanOptions(**kw)
         elif kw:
             raise TypeError("pass either a ScanOptions or keyword options, not both")
+        elif not isinstance(options, ScanOptions):
+            # A dict of options is the likely slip: say so, not "replace() should be called on dataclass instances".
+            raise TypeError(f"Scanner takes a ScanOptions or keyword options (Scanner(**d) for a dict), "
+                            f"not {type(options).__name__}")
         self.options = replace(options).validate()  # the caller's object stays as given
         self._note = on_note or log.warning
         self._cache = cache
         self._own_cache = False
+        self._reopen_cache = False
         self._assembled = False
         self._final_stats = None
+        self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
         self.pipeline = None
         self.discovery = None
         self.families, self.context = self._choose_runtime(self.options)
@@ -379,11 +445,15 @@ class Scanner:
         from .pipeline import Pipeline
 
         o = self.options
-        return Pipeline(self.detectors, self.fusion, batch_size=o.batch_size, workers=o.workers,
+        dets = self.detectors
+        if self._reopen_cache:
+            self._reopen_cache = False
+            self._open_cache()
+        return Pipeline(dets, self.fusion, batch_size=o.batch_size, workers=o.workers,
                         limits=o.limits(), cache=self._cache)
 
     # ---------------------------------------------------------------- scan
-    def candidates(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None):
+    def candidates(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None):
         """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
         output-path guard and the shard filter. UsageError for a missing path or an
         output that would overwrite or be read as an input."""
@@ -391,10 +461,11 @@ class Scanner:
         from .shard import in_shard, parse_shard
 
         o = self.options
-        args = [os.fspath(p) for p in paths]
+        args = _path_list(paths)
         if "-" in args:  # "-" reads a list of paths, one a line, from stdin
             args = [a for a in args if a != "-"]
             stdin = stdin if stdin is not None else sys.stdin
+        _check_stdin(stdin)
         try:
             # Walked lazily: a sweep of millions of files never holds the list.
             cands, self.discovery = iter_discover(args, recursive=o.recursive, include=o.include or (),
@@ -421,7 +492,7 @@ class Scanner:
             cands = guard_candidates(cands, output)
         return in_shard(cands, parse_shard(o.shard))
 
-    def scan(self, paths: Iterable[str | os.PathLike], *, stdin=None, output=None,
+    def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
              argv: Sequence[str] | None = None) -> Iterator[Any]:
         """Records for `paths` (files, folders, globs; `stdin`: a text stream listing more paths),
         in order. Checks and connects before returning (UsageError, ScanError); the records are
@@ -443,7 +514,12 @@ class Scanner:
                 session.close("interrupted")
             raise
         self._final_stats = None
-        return self._finished(records, session, pipe)
+        out = self._finished(records, session, pipe)
+        # Step into the generator's try block now: a scan dropped or closed before its first record
+        # must still close its store session (a generator never started skips its finally).
+        next(out)
+        self._live.add(out)
+        return out
 
     def _engine(self, pipe, cands):
         if self.options.engine == "ray":
@@ -470,6 +546,7 @@ class Scanner:
     def _finished(self, records, session, pipe):
         done = False
         try:
+            yield None  # primed by records()
             for rec in records:
                 yield rec
                 if session is not None:
@@ -488,6 +565,8 @@ class Scanner:
                     # cannot be written then (a full disk) must not hide why the scan stopped.
                     with contextlib.suppress(StoreError):
                         session.close("interrupted")
+            if not done and hasattr(records, "close"):
+                records.close()  # joins the decode threads now, not when the generator is collected
 
     # -------------------------------------------------------------- results
     @property
@@ -502,10 +581,15 @@ class Scanner:
         return self.pipeline.cache_error if self.pipeline is not None else None
 
     def close(self) -> None:
-        """Close the result cache this Scanner opened (a cache passed in stays open)."""
-        if self._cache is not None and self._own_cache:
+        """Stop the scans still being iterated (their decode threads end, a results store session is
+        recorded as interrupted), then close the result cache this Scanner opened (a cache passed in
+        stays open). Safe to call more than once."""
+        for it in list(self._live):
+            it.close()
+        if self._own_cache:
             self._cache.close()
-        self._cache, self._own_cache = None, False
+            # A scan after close() opens it again; a cache the caller passed in is theirs to close.
+            self._cache, self._own_cache, self._reopen_cache = None, False, True
 
     def __enter__(self) -> "Scanner":
         return self
@@ -521,7 +605,7 @@ def _wanted(path: str, include, exclude) -> bool:
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
 
 
-def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
+def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], **options) -> Iterator[Any]:
     """One-call form: ``for rec in aiidetect.api.scan(["photos/"], detectors=["metadata"]): ...``.
     Closes the result cache when the records are exhausted or the iterator is dropped."""
     scanner = Scanner(ScanOptions(**options))
@@ -533,9 +617,12 @@ def scan(paths: Iterable[str | os.PathLike], **options) -> Iterator[Any]:
 
     def _gen():
         with scanner:
+            yield None  # primed below: a generator dropped before it started would skip the with block
             yield from records
 
-    return _gen()
+    out = _gen()
+    next(out)
+    return out
 
 
 # ----------------------------------------------------------------- heads
@@ -545,7 +632,7 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
     from .heads import find_heads
 
     rows = []
-    for path, m in find_heads([Path(d) for d in dirs]):
+    for path, m in find_heads([Path(d) for d in _path_list(dirs, "dirs")]):
         b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
@@ -565,6 +652,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     cannot be built is a note (`on_note`), and the files are still checked."""
     from .heads import Head, HeadMismatch, find_heads, unreadable_heads, verify_files
 
+    dirs = _path_list(dirs, "dirs")
     bb = None
     if backbone_spec is not None:
         from .backbone import BackboneUnavailable, create_backbone
@@ -596,10 +684,11 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
     report.output.OutputError while iterating when a file reached on the way is the output."""
     from .discover import DiscoveryError, iter_discover
 
-    args = [os.fspath(p) for p in paths]
+    args = _path_list(paths)
     if "-" in args:
         args = [a for a in args if a != "-"]
         stdin = stdin if stdin is not None else sys.stdin
+    _check_stdin(stdin)
     try:
         cands, _ = iter_discover(args, recursive=recursive, stdin=stdin, follow_links=follow_links)
     except DiscoveryError as exc:
@@ -638,6 +727,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     from .report.safe import display_path, path_bytes_b64
 
     watermark = _choice(watermark, Watermark, "--watermark")
+    path = _path_list([path], "path")[0]  # a path that is not one was a TypeError from inside display_path
     head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
     # A report with an error has every key too (empty): `jq '.evidence[]'` or `r["facts"]` must not
     # break on the one file that could not be read.

@@ -75,6 +75,17 @@ def test_pixel_records_equal_the_cli_json(few, trained):
     ({"batch_size": 0}, "--batch-size"),
     ({"workers": -1}, "--workers"),
     ({"backbone_config": "no-such-config"}, "no-such-config"),
+    ({"detectors": 5}, "detectors"),  # was a TypeError from inside split_list
+    ({"shard": 3}, "--shard"),  # was an AttributeError from inside parse_shard
+    ({"include": [3]}, "include"),
+    ({"db": 3}, "db"),  # these were TypeErrors from inside the store, the ONNX loader, the fusion reader
+    ({"onnx_dir": 3, "runtime": "onnx"}, "onnx_dir"),
+    ({"fusion": 3}, "fusion"),
+    ({"extra": None}, "extra"),
+    ({"follow_links": "no"}, "follow_links"),  # a str silently meant True
+    ({"recursive": "no"}, "recursive"),
+    ({"batch_size": True}, "--batch-size"),
+    ({"backbone_seed": "x"}, "--backbone-seed"),
 ])
 def test_bad_options_raise_usage_error(kw, words):
     with pytest.raises(UsageError, match=words or None) as exc:
@@ -145,6 +156,7 @@ def test_results_store_session_complete_or_interrupted(few, tmp_path):
 def test_metadata_scanner_never_imports_torch(dev_dir):
     code = ("import sys; from aiidetect import Scanner, ScanOptions; "
             f"recs = list(Scanner(detectors=['metadata'], cache=False).scan([{str(dev_dir / 'formats')!r}])); "
+            "Scanner(cache=False); "  # the CLIP families too, until a detector is built (docs/api.md)
             "assert recs; print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -172,3 +184,223 @@ def test_ray_engine_missing_is_a_scan_error(few, monkeypatch):
     s = Scanner(ScanOptions(detectors=["metadata"], cache=False, engine="ray"))
     with pytest.raises(ScanError):
         s.scan(few)
+
+
+def _statuses(db) -> list[str]:
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT status FROM sessions ORDER BY session_id")]
+
+
+def test_a_scan_closed_or_dropped_before_its_first_record_is_interrupted(few, tmp_path):
+    import gc
+
+    db = tmp_path / "audit.sqlite"
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=db)) as s:
+        s.scan(few, argv=["test"]).close()
+        it = s.scan(few, argv=["test"])
+        del it
+        gc.collect()
+        # Both sessions were opened by scan(); neither may stay 'running' with its connection open.
+        assert _statuses(db) == ["interrupted", "interrupted"]
+        assert len(list(s.scan(few, argv=["test"]))) == len(few)
+    assert _statuses(db) == ["interrupted", "interrupted", "complete"]
+
+
+def test_closing_the_scanner_stops_the_scans_still_being_iterated(few, tmp_path):
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="caller"):
+        with Scanner(ScanOptions(detectors=["metadata"], db=db, workers=2, batch_size=2)) as s:
+            it = s.scan(few, argv=["test"])  # kept by the caller past the with block
+            next(it)
+            cache = s._cache
+            raise RuntimeError("caller")
+    # The with block ended the scan it held: no decode thread left, the session said so, and the
+    # cache closed under a scan that could still write to it would have been a use after close.
+    assert set(threading.enumerate()) - before == set()
+    assert _statuses(db) == ["interrupted"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        cache._db.execute("SELECT 1")
+    assert list(it) == []
+    s.close()  # twice is fine
+
+
+def test_one_path_is_one_path_not_its_letters(tmp_path, few):
+    from pathlib import Path
+
+    from aiidetect import api
+
+    folder = str(Path(few[0]).parent)
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        want = [r.file for r in s.scan([folder])]
+        assert [r.file for r in s.scan(folder)] == want  # was: "no such file or directory: /"
+        assert [r.file for r in s.scan(Path(folder))] == want  # was: TypeError, not iterable
+        for bad in (None, 3, [few[0], 3]):
+            with pytest.raises(UsageError, match="path"):
+                s.scan(bad)
+    assert [r["file"] for r in api.meta_reports(folder)] == want
+    with pytest.raises(UsageError, match="unknown layout"):
+        api.load_labelled(str(tmp_path))
+
+
+def test_one_glob_or_weights_folder_given_as_a_str_is_one(dev_dir, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, kind in enumerate(("gif", "png")):
+        shutil.copy(sorted((dev_dir / "formats" / kind).glob(f"*.{kind}"))[0], folder / f"{i}.{kind}")
+    first, second = "0.gif", "1.png"
+    names = {}
+    for opt in ("include", "exclude"):
+        with Scanner(ScanOptions(detectors=["metadata"], cache=False, **{opt: "*" + Path(first).suffix})) as s:
+            names[opt] = [Path(r.file).name for r in s.scan(folder)]
+    # As letters, "*" took every file for include and left none for exclude.
+    assert names == {"include": [first], "exclude": [second]}
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False, weights_dirs=str(tmp_path)))
+    assert s.options.weights_dirs == [str(tmp_path)] and tmp_path in s.context.weights_dirs
+
+
+def test_one_call_form_dropped_before_its_first_record_closes_the_cache(few, monkeypatch):
+    from aiidetect import api
+    from aiidetect.result_cache import ResultCache
+
+    closed = []
+    real = ResultCache.close
+    monkeypatch.setattr(ResultCache, "close", lambda self: (closed.append(self), real(self)))
+    api.scan(few, detectors=["metadata"]).close()
+    assert len(closed) == 1
+    assert len(list(api.scan(few, detectors=["metadata"]))) == len(few) and len(closed) == 2
+
+
+def test_build_detectors_checks_the_options_it_is_given():
+    from aiidetect.api import build_detectors
+
+    given = ScanOptions(detectors="metadata")
+    dets, _ = build_detectors(given)  # was: ScanError "KeyError: unknown detector 'm'"
+    assert [d.name for d in dets] == ["metadata"] and given.detectors == "metadata"
+    with pytest.raises(UsageError, match="--device"):
+        build_detectors(ScanOptions(detectors=["metadata"], device="tpu"))
+    from aiidetect.api import run_context
+
+    assert run_context(given)[0] == ["metadata"]  # was: ['m', 'e', 't', 'a', ...]
+
+
+def test_the_options_table_in_the_docs_names_every_field_and_its_string_default():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    table = doc.split("## ScanOptions", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cols = line.split(" | ")
+        if line.startswith("| `") and len(cols) >= 3:
+            for name in re.findall(r"`(\w+)`", cols[0]):
+                rows[name] = cols[1]
+    missing = [f.name for f in dataclasses.fields(ScanOptions) if f.name not in rows]
+    # A string default is quoted as it is ("runtime" was documented as "torch" after it became "auto").
+    wrong = [f"{f.name}: {f.default!r} not in {rows[f.name]!r}" for f in dataclasses.fields(ScanOptions)
+             if f.name in rows and isinstance(f.default, str) and f'"{f.default}"' not in rows[f.name]]
+    assert (missing, wrong) == ([], [])
+
+
+def test_a_scanner_scans_again_after_close_with_its_cache(few):
+    from aiidetect.result_cache import ResultCache
+
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        first = _as_json(s.scan(few))
+    # A closed Scanner used again: the same records, from its cache reopened (it scanned without one).
+    assert _as_json(s.scan(few)) == first and s.stats["cache_hits"] > 0
+    s.close()
+    mine = ResultCache()
+    try:
+        with Scanner(ScanOptions(detectors=["metadata"]), cache=mine) as s:
+            list(s.scan(few))
+        assert _as_json(s.scan(few)) == first and s.stats["cache_hits"] > 0  # a cache passed in is kept
+        mine._db.execute("SELECT 1")  # and left open
+    finally:
+        mine.close()
+
+
+def test_every_exported_name_exists_and_is_documented():
+    import re
+    from pathlib import Path
+
+    import aiidetect
+    import aiidetect.api as api
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    names = [("aiidetect", n, aiidetect) for n in aiidetect.__all__] + [("aiidetect.api", n, api) for n in api.__all__]
+    assert [f"{m}.{n}" for m, n, mod in names if not hasattr(mod, n)] == []
+    assert [f"{m}.{n}" for m, n, _ in names if not re.search(rf"`[\w.]*\b{re.escape(n)}\b", doc)] == []
+
+
+def test_a_dict_for_options_says_what_to_pass():
+    with pytest.raises(TypeError, match=r"Scanner\(\*\*d\)"):
+        Scanner({"detectors": ["metadata"]})
+
+
+def test_heads_functions_take_one_folder_as_one(tmp_path):
+    import numpy as np
+
+    from aiidetect.api import head_rows, verify_heads
+    from aiidetect.heads import save_head
+
+    save_head(tmp_path / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
+    # As letters, one folder was looked for in '/', 't', 'm', 'p'... and no head was found.
+    assert [r["name"] for r in head_rows(str(tmp_path))] == [r["name"] for r in head_rows([tmp_path])] == ["h"]
+    assert [(n, problems) for n, _, problems in verify_heads(tmp_path)] == [("h", [])]
+
+
+@pytest.mark.parametrize("limit", [-1, 0, "5", 2.5])
+def test_load_labelled_refuses_a_limit_that_is_not_a_count(dev_manifest, limit):
+    from aiidetect.api import load_labelled
+
+    with pytest.raises(UsageError, match="limit"):
+        load_labelled([dev_manifest], limit=limit)
+
+
+def test_cache_as_a_keyword_option_is_the_option(few):
+    with Scanner(detectors=["metadata"], cache=True) as s:
+        list(s.scan(few))
+        assert s.options.cache is True and s._own_cache
+        list(s.scan(few))
+        assert s.stats["cache_hits"] > 0 and s.cache_error is None  # was: "AttributeError: 'bool' ... 'get'"
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        list(s.scan(few))
+        assert s.options.cache is False and s.stats["cache_hits"] == 0 and s.cache_error is None
+    with pytest.raises(TypeError, match="ScanOptions"):
+        Scanner(ScanOptions(detectors=["metadata"]), cache=False)
+
+
+def test_stdin_that_is_not_a_stream_is_a_usage_error(few):
+    import io
+
+    from aiidetect.api import meta_candidates
+
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False))
+    with pytest.raises(UsageError, match="stdin takes a text stream"):
+        s.scan("-", stdin=few[0])  # was: AttributeError 'str' object has no attribute 'read'
+    with pytest.raises(UsageError, match="stdin takes a text stream"):
+        meta_candidates(["-"], stdin=few)
+    assert [r.file for r in s.scan("-", stdin=io.StringIO(few[0] + "\n"))] == [few[0]]
+
+
+def test_meta_report_and_resolve_fusion_refuse_what_is_not_a_path(few, tmp_path):
+    from pathlib import Path
+
+    from aiidetect.api import meta_report, resolve_fusion
+
+    for bad in (None, 3):
+        with pytest.raises(UsageError, match="path"):
+            meta_report(bad)  # was: TypeError from inside display_path
+    assert meta_report(Path(few[0]))["file"] == few[0]
+    with pytest.raises(UsageError, match="fusion takes"):
+        resolve_fusion(3)
+    # One weights folder as a str is one (as letters it looked in '/', 't', ...).
+    assert resolve_fusion("auto", str(tmp_path)) == (None, "rules only (no fusion model found)")
