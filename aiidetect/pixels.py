@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
+from .limits import DECODE_BUDGET_IMAGES
 from .preprocess import draft_size, spec_key
 
 T = TypeVar("T")
@@ -73,8 +74,12 @@ class PixelReader:
             s.data = None
         return s
 
-    def __call__(self, path: str, index: int = 0) -> Sample:
-        return self.decode(self.read(path, index))
+    def __call__(self, path: str, index: int = 0, budget: "PixelBudget | None" = None) -> Sample:
+        s = self.read(path, index)
+        if budget is None:
+            return self.decode(s)
+        with budget.hold() as admit:
+            return self.decode(s, admit)
 
 
 class PixelBudget:
@@ -287,7 +292,9 @@ def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), w
     """One Sample per path, in order: `s.pixels[spec_key(spec)]` (3xSxS float32)
     for each spec when `s.ok`, else `s.record.error` says why."""
     reader = PixelReader(specs, limits, draft, keep_image, keep_bytes, transform)
-    return ordered(reader, paths, workers, ahead)
+    # As in a scan: decoded pixels in flight bounded by --max-pixels, not by the workers.
+    budget = PixelBudget(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
+    return ordered(lambda path, index: reader(path, index, budget), paths, workers, ahead)
 
 
 def failure(s: Sample) -> str | None:

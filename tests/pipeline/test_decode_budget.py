@@ -77,3 +77,29 @@ def test_decoded_images_are_allocated_above_glibcs_largest_mmap_threshold(tmp_pa
     save(noise_rgb(8, 8, seed=0), p)
     decode_bytes(p.read_bytes())
     assert Image.core.get_block_size() > 32 * 1024 * 1024
+
+
+def test_iter_pixels_shares_the_budget_across_its_workers(tmp_path, monkeypatch):
+    from aiidetect import pixels
+
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"im{i:02d}.png"
+        save(noise_rgb(100, 100, seed=i), p)
+        paths.append(str(p))
+    real, alive, most, lock = pixels.PixelReader.decode, [0], [0], threading.Lock()
+
+    def decode(self, s, *args, **kw):
+        real(self, s, *args, **kw)
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        threading.Event().wait(0.02)
+        with lock:
+            alive[0] -= 1
+        return s
+
+    monkeypatch.setattr(pixels.PixelReader, "decode", decode)
+    out = list(pixels.iter_pixels(paths, workers=12, limits=DecodeLimits(max_pixels=100 * 100)))
+    assert [s.path for s in out] == paths and all(s.ok for s in out)
+    assert most[0] <= DECODE_BUDGET_IMAGES
