@@ -74,7 +74,28 @@ def _register_openers() -> None:
         pillow_heif.register_heif_opener()
     except ImportError:  # HEIC then reports unsupported-format with the remedy
         pass
+    _large_blocks()
     _opener_ready = True
+
+
+# Pillow allocates an image in 16 MiB blocks, under glibc's largest mmap threshold (32 MiB): once
+# one is freed, later blocks come from per-thread malloc arenas, which keep freed memory. Each
+# decode thread then kept a --max-pixels image's worth after its image was gone (32 workers,
+# 100 MP PNGs, a pixel detector: 6 GiB peak with two images decoding at once, against 1.2 GiB
+# with this; docs/performance.md). Blocks above the threshold are mapped and unmapped whole.
+PIXEL_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+def _large_blocks() -> None:
+    from PIL import Image
+
+    if os.environ.get("PILLOW_BLOCK_SIZE"):
+        return  # the user's own setting
+    try:
+        if Image.core.get_block_size() < PIXEL_BLOCK_BYTES:
+            Image.core.set_block_size(PIXEL_BLOCK_BYTES)
+    except (AttributeError, ValueError):  # a Pillow without the block allocator's knobs
+        pass
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -183,15 +204,20 @@ def _frame_count(img) -> int:
             pass
 
 
-def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None):
+def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None,
+                 admit: Callable[[int], None] | None = None):
     """-> (PIL RGB image, info). Raises DecodeFailure.
+
+    `admit(pixels)` is called once the size is known and accepted, before the
+    pixels are decoded: it may wait (pixels.PixelBudget, the decode workers'
+    shared budget).
 
     A decode that fails is retried once without the metadata segments
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
     pixels down with it; the metadata parsers read those segments themselves."""
     limits = limits or DecodeLimits()
     try:
-        return _decode_bytes(data, limits, draft)
+        return _decode_bytes(data, limits, draft, admit)
     except DecodeFailure as first:
         if first.code != "decode-error":
             raise
@@ -201,14 +227,15 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         if bare is None:
             raise
         try:
-            img, info = _decode_bytes(bare, limits, draft)
+            img, info = _decode_bytes(bare, limits, draft, admit)
         except DecodeFailure:
             raise first from None
         info["metadata_skipped_for_pixels"] = first.message[:200]
         return img, info
 
 
-def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None):
+def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
+                  admit: Callable[[int], None] | None = None):
     import io
 
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -253,6 +280,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None):
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
+            if admit is not None:
+                admit(img.size[0] * img.size[1])
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
@@ -336,14 +365,16 @@ def failures_into(rec: Record, doing: str) -> Iterator[None]:
 
 def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
                   keep_image: bool = False, draft: int | None = None,
-                  transform: Callable[[Any, Sample], Any] | None = None) -> Sample:
+                  transform: Callable[[Any, Sample], Any] | None = None,
+                  admit: Callable[[int], None] | None = None) -> Sample:
     """Decode the bytes read by read_sample and preprocess for every head's spec;
-    `transform(image, sample) -> image` acts between the two. Never raises."""
+    `transform(image, sample) -> image` acts between the two. Never raises.
+    `admit` as for decode_bytes."""
     from .preprocess import apply, spec_key
 
     rec = s.record
     with failures_into(rec, "decoding"):
-        img, info = decode_bytes(s.data or b"", limits, draft=draft)
+        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
         if "metadata_skipped_for_pixels" in info:

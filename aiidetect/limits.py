@@ -7,6 +7,10 @@ from __future__ import annotations
 # for Pillow too (decode.decode_bytes).
 DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+# Decoded pixels alive at once across all decode workers, in --max-pixels images: a scan's
+# decode memory is bounded by --max-pixels, not by --workers (pixels.PixelBudget;
+# docs/schema.md "Limits"). Two, so two cores stay busy on a folder of the largest images.
+DECODE_BUDGET_IMAGES = 2
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

@@ -17,7 +17,9 @@ benchmark and evaluation all read files through here:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 import numpy as np
 
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
+from .limits import DECODE_BUDGET_IMAGES
 from .preprocess import draft_size, spec_key
 
 T = TypeVar("T")
@@ -61,17 +64,83 @@ class PixelReader:
         """Read and hash one file. Never raises."""
         return read_sample(path, index, self.limits)
 
-    def decode(self, s: Sample) -> Sample:
-        """Decode the bytes `read` kept, transform, preprocess. Never raises."""
+    def decode(self, s: Sample, admit: Callable[[int], None] | None = None) -> Sample:
+        """Decode the bytes `read` kept, transform, preprocess. Never raises.
+        `admit` as for decode.decode_bytes (a PixelBudget hold)."""
         if s.ok:
             decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
-                          transform=self.transform)
+                          transform=self.transform, admit=admit)
         if not self.keep_bytes:
             s.data = None
         return s
 
-    def __call__(self, path: str, index: int = 0) -> Sample:
-        return self.decode(self.read(path, index))
+    def __call__(self, path: str, index: int = 0, budget: "PixelBudget | None" = None) -> Sample:
+        s = self.read(path, index)
+        if budget is None:
+            return self.decode(s)
+        with budget.hold() as admit:
+            return self.decode(s, admit)
+
+
+class PixelBudget:
+    """Decoded pixels alive at once across the decode workers, whatever their number.
+
+    Each job holds its image's pixel count from the moment the size is known
+    (before the pixels are decoded) until the job ends; a job whose image would
+    take the total past `limit` waits for others to finish. One image alone is
+    always let through (the per-file --max-pixels refuses larger ones), so the
+    budget never deadlocks: a job waits only while others hold pixels, and those
+    never wait on it. Without it, every worker could hold a --max-pixels image
+    at once: 32 workers on 100 MP PNGs peaked at 10 GiB (docs/performance.md).
+
+        with budget.hold() as admit:      # admit(pixels) may wait
+            reader.decode(sample, admit)
+    """
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self.in_use = 0
+        self.peak = 0          # the most held at once: what the tests check
+        self._cond = threading.Condition()
+
+    def __getstate__(self):    # shipped to an engine's CPU tasks: a fresh, empty budget there
+        return {"limit": self.limit}
+
+    def __setstate__(self, state):
+        self.__init__(state["limit"])
+
+    def _take(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use == 0 or self.in_use + n <= self.limit)
+            self.in_use += n
+            self.peak = max(self.peak, self.in_use)
+
+    def _give(self, n: int) -> None:
+        if n:
+            with self._cond:
+                self.in_use -= n
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Callable[[int], None]]:
+        held = 0
+
+        def admit(pixels: int) -> None:
+            nonlocal held
+            n = max(0, int(pixels))
+            if n <= held:
+                return
+            # A retried decode (metadata stripped) may ask again: what the first attempt held is
+            # given back before waiting, so no job waits while holding pixels.
+            self._give(held)
+            held = 0
+            self._take(n)
+            held = n
+
+        try:
+            yield admit
+        finally:
+            self._give(held)
 
 
 def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ahead: int | None = None,
@@ -223,7 +292,9 @@ def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), w
     """One Sample per path, in order: `s.pixels[spec_key(spec)]` (3xSxS float32)
     for each spec when `s.ok`, else `s.record.error` says why."""
     reader = PixelReader(specs, limits, draft, keep_image, keep_bytes, transform)
-    return ordered(reader, paths, workers, ahead)
+    # As in a scan: decoded pixels in flight bounded by --max-pixels, not by the workers.
+    budget = PixelBudget(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
+    return ordered(lambda path, index: reader(path, index, budget), paths, workers, ahead)
 
 
 def failure(s: Sample) -> str | None:

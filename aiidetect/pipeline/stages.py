@@ -13,10 +13,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..decode import Sample
+from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..fusion import fuse
-from ..pixels import PixelReader
+from ..limits import DECODE_BUDGET_IMAGES
+from ..pixels import PixelBudget, PixelReader
 from ..preprocess import spec_key
 from ..records import DetectorResult, Record
 from .plan import FeatureGroup, Plan
@@ -122,26 +123,36 @@ class DecodeStage:
         self.reader, self.worker_dets, self.cache, self.decoder = reader, list(worker_dets), cache, decoder
         # The full-size image was kept only for the per-file detectors (watermark check): not held past them.
         self.drop_image = drop_image
+        # Held from the decode to the end of the job (the watermark check reads the full-size image).
+        self.budget = PixelBudget(DECODE_BUDGET_IMAGES * (reader.limits or DecodeLimits()).max_pixels)
 
     def __call__(self, path: str, index: int) -> Sample:
         if self.decoder is not None:
             s = self.decoder(path, index, list(self.reader.specs))
-        else:
-            s = self.reader.read(path, index)
-            hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
-            if hit is not None:
-                info, s.cached = hit
-                rec = s.record
-                rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
-                rec.image_info = dict(info.get("image_info") or {})
-                s.data = None
-            else:
-                self.reader.decode(s)
+            self._file_dets(s)
+            return self._done(s)
+        s = self.reader.read(path, index)
+        hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
+        if hit is not None:
+            info, s.cached = hit
+            rec = s.record
+            rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
+            rec.image_info = dict(info.get("image_info") or {})
+            s.data = None
+            return self._done(s)
+        with self.budget.hold() as admit:
+            self.reader.decode(s, admit)
+            self._file_dets(s)
+            return self._done(s)
+
+    def _file_dets(self, s: Sample) -> None:
         # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
         # (scan and meta agree on every file), and its verdict stays "error".
         if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = predict(d, [s], [{}])[0]
+
+    def _done(self, s: Sample) -> Sample:
         if self.drop_image:
             s.image = None
         if not s.ok:
