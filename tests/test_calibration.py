@@ -123,6 +123,18 @@ class _S:  # Scored-like
         self.label, self.results, self.error, self.generator, self.path = label, results, None, "g", "x"
 
 
+def _logit_items(n: int, centre: float, spread: float, seed: int) -> list:
+    """n calibration items alternating real/AI, one detector "pix" whose logit is normal around
+    -centre (real) or +centre (AI)."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        y = i % 2
+        z = float(rng.normal(centre if y else -centre, spread))
+        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    return items
+
+
 def test_fit_fusion_learns_weights_band_and_saves(tmp_path, monkeypatch):
     from aiidetect.fusion import fuse, load_fusion_model
 
@@ -188,12 +200,7 @@ def test_fusion_never_amplifies_soft_evidence_nor_flips_a_detector():
 def test_fit_fusion_leaves_non_finite_scores_out_and_counts_them():
     """One NaN and one infinite logit among 60 scores pulled the temperature to
     its bound (T = 1000), the weight to 0 and the band to None."""
-    rng = np.random.default_rng(9)
-    items = []
-    for i in range(60):
-        y = i % 2
-        z = float(rng.normal(1.0 if y else -1.0, 1.5))
-        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    items = _logit_items(60, centre=1.0, spread=1.5, seed=9)
     clean = C.fit_fusion(items)["params"]
     items[0].results["pix"] = DetectorResult("ok", p_ai=float("nan"), score=float("nan"), score_kind="logit")
     items[1].results["pix"] = DetectorResult("ok", p_ai=1.0, score=float("inf"), score_kind="logit")
@@ -267,12 +274,7 @@ def test_separable_calibration_scores_give_a_finite_fit_not_certainty(method):
     smoothed targets, as --method platt already used, give the finite fit."""
     from aiidetect.fusion import fuse
 
-    rng = np.random.default_rng(0)
-    items = []
-    for i in range(20):
-        y = i % 2
-        z = float(rng.normal(2.0 if y else -2.0, 0.5))
-        items.append(_S(y, {"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit")}))
+    items = _logit_items(20, centre=2.0, spread=0.5, seed=0)
     p = C.fit_fusion(items, method=method)["params"]
     if method == "temperature":
         assert 0.3 < p["detectors"]["pix"]["calibration"]["T"] < 3

@@ -14,6 +14,24 @@ from aiidetect.pixels import PixelBudget, ordered
 from aiidetect.testing.images import noise_rgb, save
 
 
+
+def _held_at_once(real, sample_at: int):
+    """A decode that counts the images held at once: decoded, and held from there to the job's end
+    (a short wait stands for the rest of the job). -> (decode, [the most seen at once])."""
+    alive, most, lock = [0], [0], threading.Lock()
+
+    def decode(*args, **kw):
+        real(*args, **kw)
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        threading.Event().wait(0.02)
+        with lock:
+            alive[0] -= 1
+        return args[sample_at]
+
+    return decode, most
+
 def test_budget_holds_in_flight_pixels_under_its_limit_whatever_the_workers():
     budget = PixelBudget(250)
     sizes = [100, 100, 100, 60, 250, 900, 40, 100] * 6   # 900: over the limit, let through alone
@@ -48,19 +66,7 @@ def test_scan_decodes_at_most_the_budget_at_once_with_many_workers(tmp_path):
         paths.append(str(p))
     pipe = Pipeline([], batch_size=16, workers=16, limits=DecodeLimits(max_pixels=100 * 100))
     reader = pipe.decoding.reader
-    real, alive, most, lock = reader.decode, [0], [0], threading.Lock()
-
-    def decode(s, *args, **kw):
-        real(s, *args, **kw)             # the image is decoded and held from here to the job's end
-        with lock:
-            alive[0] += 1
-            most[0] = max(most[0], alive[0])
-        threading.Event().wait(0.02)
-        with lock:
-            alive[0] -= 1
-        return s
-
-    reader.decode = decode
+    reader.decode, most = _held_at_once(reader.decode, sample_at=0)
     recs = list(pipe.run([Candidate(p, explicit=True) for p in paths]))
     assert [r.file for r in recs] == paths and all(r.error is None for r in recs)
     assert most[0] <= DECODE_BUDGET_IMAGES
@@ -87,18 +93,7 @@ def test_iter_pixels_shares_the_budget_across_its_workers(tmp_path, monkeypatch)
         p = tmp_path / f"im{i:02d}.png"
         save(noise_rgb(100, 100, seed=i), p)
         paths.append(str(p))
-    real, alive, most, lock = pixels.PixelReader.decode, [0], [0], threading.Lock()
-
-    def decode(self, s, *args, **kw):
-        real(self, s, *args, **kw)
-        with lock:
-            alive[0] += 1
-            most[0] = max(most[0], alive[0])
-        threading.Event().wait(0.02)
-        with lock:
-            alive[0] -= 1
-        return s
-
+    decode, most = _held_at_once(pixels.PixelReader.decode, sample_at=1)   # unbound: (self, sample, ...)
     monkeypatch.setattr(pixels.PixelReader, "decode", decode)
     out = list(pixels.iter_pixels(paths, workers=12, limits=DecodeLimits(max_pixels=100 * 100)))
     assert [s.path for s in out] == paths and all(s.ok for s in out)
