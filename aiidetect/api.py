@@ -650,7 +650,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    from .heads import Head, HeadMismatch, find_heads, unreadable_heads, verify_files
+    from .heads import Head, HeadMismatch, find_heads, verify_files
 
     dirs = _path_list(dirs, "dirs")
     bb = None
@@ -662,7 +662,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
         except BackboneUnavailable as exc:
             (on_note or log.warning)(str(exc))
     out = []
-    for path, m in find_heads([Path(d) for d in dirs]):
+    broken: list[tuple[Path, str]] = []
+    for path, m in find_heads([Path(d) for d in dirs], unreadable=broken):
         problems = verify_files(path, m)
         if bb is not None:
             try:
@@ -671,7 +672,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
                 problems.append(str(exc))
         out.append((m["name"], str(path), problems))
     # A head whose manifest is damaged is not "nothing to check": it is a failed head.
-    out += [(path.name, str(path), [why]) for path, why in unreadable_heads([Path(d) for d in dirs])]
+    out += [(path.name, str(path), [why]) for path, why in broken]
     return out
 
 

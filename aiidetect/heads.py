@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .hashing import sha256_file
+from .report.output import STALE_SECONDS
 
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
@@ -257,9 +258,8 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     return Path(out_dir)
 
 
-# A hidden save folder older than this and not locked was left by a killed save (the age covers the instant
-# between mkdir and flock of a save starting now).
-STALE_SECONDS = 10
+# A hidden save folder older than STALE_SECONDS and not locked was left by a killed save (the age covers the
+# instant between mkdir and flock of a save starting now): the rule atomic_output's temporary reports follow.
 
 
 def _lock(folder: Path) -> int | None:
@@ -350,11 +350,12 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
     return m
 
 
-def load_head(head_dir: str | Path, verify: bool = True) -> Head:
+def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any] | None = None) -> Head:
+    """The head in `head_dir`; `manifest`: its manifest as find_heads read it (not read again)."""
     from safetensors.torch import load_file
 
     d = Path(head_dir)
-    m = read_manifest(d)
+    m = read_manifest(d) if manifest is None else manifest
     if verify:
         bad = verify_files(d, m)
         if bad:
@@ -417,58 +418,48 @@ def _walk(dirs: Iterable[Path]):
 
 
 def find_heads(dirs: Iterable[Path], detector: str | None = None,
-               unreadable: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+               unreadable: list[tuple[Path, str]] | None = None,
+               notes: list[str] | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Every head folder (a folder with manifest.json) one level below each dir.
-    Earlier dirs win on a clash of family and name, like PATH (head_notes says which lost); heads of
-    two families may share a name, as a scan runs both (linear:x, flow:x). Folders whose manifest
-    cannot be read are left out; pass a list as `unreadable` to get them, with why."""
-    seen: set[tuple[str, str]] = set()
+    Earlier dirs win on a clash of family and name, like PATH; heads of two families may share a
+    name, as a scan runs both (linear:x, flow:x). Folders whose manifest cannot be read are left
+    out; pass a list as `unreadable` to get them, with why. Pass a list as `notes` to get, for the
+    user, what is passed over without a word: such a folder (its family is unknown, so it is named
+    for every ``detector`` asked about: callers drop repeated notes), a head hidden by an earlier
+    one of ``detector``'s family and the same name, and a weights folder that is itself a head
+    folder (its head is not found: heads sit one level below)."""
+    dirs = [Path(d) for d in dirs]
+    if notes is not None:
+        notes.extend(f"{d} is a head folder, and heads are looked for in the folders below a weights "
+                     f"folder: give its parent ({d.parent}) as the weights folder"
+                     for d in dirs if (d / MANIFEST).is_file())
+    seen: dict[tuple[str, str], Path] = {}
     found = []
     for sub, m, why in _walk(dirs):
         if m is None:
             if unreadable is not None:
                 unreadable.append((sub, why))
+            if notes is not None:
+                notes.append(f"{sub} is not a usable head, so it does not run: {why}")
             continue
         if detector and m.get("detector") != detector:
             continue
         key = (m["detector"], m["name"])
         if key in seen:
+            if notes is not None:
+                notes.append(f"head {key[0]}:{key[1]} in {sub} is not used: {seen[key]} has the same name and is "
+                             "found first (the first weights folder wins); rename one or remove it")
             continue
-        seen.add(key)
+        seen[key] = sub
         found.append((sub, m))
     return found
 
 
 def unreadable_heads(dirs: Iterable[Path]) -> list[tuple[Path, str]]:
     """(folder, why) for each folder find_heads passes over because its manifest.json cannot be read."""
-    return [(sub, why) for sub, m, why in _walk(dirs) if m is None]
-
-
-def head_notes(dirs: Iterable[Path], detector: str | None = None) -> list[str]:
-    """What find_heads passes over without a word, for the user to be told: a folder whose manifest.json
-    cannot be read (its family is unknown, so it is named for every ``detector`` asked about: callers
-    drop repeated notes), a head hidden by an earlier one of ``detector``'s family and the same name, and
-    a weights folder that is itself a head folder (its head is not found: heads sit one level below)."""
-    dirs = [Path(d) for d in dirs]
-    used: dict[tuple[str, str], Path] = {}
-    notes = []
-    for d in dirs:
-        if (d / MANIFEST).is_file():  # heads are looked for one level below: a head folder given itself
-            notes.append(f"{d} is a head folder, and heads are looked for in the folders below a weights "
-                         f"folder: give its parent ({d.parent}) as the weights folder")
-    for sub, m, why in _walk(dirs):
-        if m is None:
-            notes.append(f"{sub} is not a usable head, so it does not run: {why}")
-            continue
-        if detector and m.get("detector") != detector:
-            continue
-        key = (m["detector"], m["name"])
-        if key in used:
-            notes.append(f"head {key[0]}:{key[1]} in {sub} is not used: {used[key]} has the same name and is "
-                         "found first (the first weights folder wins); rename one or remove it")
-        else:
-            used[key] = sub
-    return notes
+    bad: list[tuple[Path, str]] = []
+    find_heads(dirs, unreadable=bad)
+    return bad
 
 
 def backbone_manifest(backbone) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import circle.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,12 @@ class HeadExport:
 
 
 def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
+    from .report.safe import loads_foreign
+
     p = Path(onnx_dir) / SIDECAR
     try:
-        s = json.loads(p.read_text())
-    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to parse
+        s = loads_foreign(p.read_text())  # nested past the parser is "not JSON" too
+    except (OSError, ValueError) as exc:
         raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
             from exc
     if not isinstance(s, dict) or s.get("format") != "aiidetect-onnx":

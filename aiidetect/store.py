@@ -460,9 +460,10 @@ class ResultsStore:
         session already here is the same session, brought up to date, and an
         identical row is not a conflict."""
         other = Path(other)
-        with contextlib.suppress(OSError):
-            if os.path.samefile(other, self.path):
-                raise StoreError(f"{other} is the target store itself")
+        from .report.output import same_file
+
+        if same_file(other, self.path):
+            raise StoreError(f"{other} is the target store itself")
         src = ResultsStore(other, readonly=True)  # validates the version
         src.close()
         with self._lock:

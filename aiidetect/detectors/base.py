@@ -54,7 +54,7 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     # With runtime "auto": what `aiidetect optimize` decided for this setup (optimize.FastPath), or None.
     fast_path: Any = None
-    # What preparing the detectors found for the user to be told, once each (heads.head_notes).
+    # What preparing the detectors found for the user to be told, once each (find_heads(..., notes=...)).
     notes: list[str] = field(default_factory=list)
     _backbone: Any = None
     _backbone_error: str | None = None

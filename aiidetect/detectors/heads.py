@@ -42,11 +42,12 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
       DetectorUnavailable whose message joins the reasons) carries those
       per-head rows.
     """
-    from ..heads import HeadError, HeadMismatch, find_heads, head_notes, load_head
+    from ..heads import HeadError, HeadMismatch, find_heads, load_head
 
     dirs = list(ctx.weights_dirs)
-    found = find_heads(dirs, family)
-    ctx.notes.extend(n for n in head_notes(dirs, family) if n not in ctx.notes)
+    notes: list[str] = []
+    found = find_heads(dirs, family, notes=notes)
+    ctx.notes.extend(n for n in notes if n not in ctx.notes)
     wanted = (ctx.options or {}).get(f"{family}_heads")
     if wanted:
         found = [(p, m) for p, m in found if m.get("name") in set(wanted)]
@@ -64,7 +65,7 @@ def build_heads(ctx: RunContext, family: str, make: Callable[[Any, Any], Detecto
     for path, manifest in found:
         name = f"{family}:{_name(path, manifest)}"
         try:
-            head = load_head(path)
+            head = load_head(path, manifest=manifest)
             head.check_backbone(backbone.fingerprint, backbone.spec.describe())
             out.append(make(head, backbone))
             made += 1

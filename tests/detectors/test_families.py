@@ -101,10 +101,10 @@ def toy(monkeypatch, tmp_path):
     import aiidetect.heads as weights
 
     heads: list[dict] = []
-    monkeypatch.setattr(weights, "find_heads", lambda dirs, det=None: [(tmp_path / h["name"], h) for h in heads
-                                                                       if det in (None, h["detector"])])
-    monkeypatch.setattr(weights, "load_head", lambda p: _Head(Path(p), next(h for h in heads
-                                                                             if h["name"] == Path(p).name)))
+    monkeypatch.setattr(weights, "find_heads", lambda dirs, det=None, **_: [(tmp_path / h["name"], h) for h in heads
+                                                                            if det in (None, h["detector"])])
+    monkeypatch.setattr(weights, "load_head", lambda p, **_: _Head(Path(p), next(h for h in heads
+                                                                                  if h["name"] == Path(p).name)))
 
     def create(ctx):
         return build_heads(ctx, "toy", ToyDetector, none_found="no toy head in {where}; train one")
