@@ -24,7 +24,7 @@ from .evaluate.metrics import rate_upper_bound
 from .fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD
 # The score -> probability maps live in probability, which fusion also uses at
 # serving time; re-exported here because fitting is this module's business.
-from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt,  # noqa: F401
+from .probability import (METHODS, P_EPS, Calibrator, _nll, fit, fit_isotonic, fit_platt, platt_targets,  # noqa: F401
                           fit_temperature, logit, sigmoid)
 
 
@@ -39,9 +39,16 @@ class Band:
     fnr: float | None = None      # share of calibration AI images called likely-real
     n_real: int = 0
     n_ai: int = 0
-    fpr_upper: float | None = None  # 95% one-sided upper confidence bound on the rate behind `fpr`
-    fnr_upper: float | None = None
     notes: list[str] = field(default_factory=list)  # what the data could not support, and what was done
+
+    @property
+    def fpr_upper(self) -> float | None:
+        """95% one-sided upper confidence bound on the rate behind `fpr`."""
+        return None if self.fpr is None else rate_upper_bound(round(self.fpr * self.n_real), self.n_real)
+
+    @property
+    def fnr_upper(self) -> float | None:
+        return None if self.fnr is None else rate_upper_bound(round(self.fnr * self.n_ai), self.n_ai)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ai": self.ai, "real": self.real, "fpr_at_band": self.fpr, "fnr_at_band": self.fnr,
@@ -105,24 +112,10 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
     lo = max(lo, 0.0)
     k_fp, k_fn = int(np.sum(neg >= hi)), int(np.sum(pos <= lo))
     return Band(ai=float(hi), real=float(lo), fpr=k_fp / neg.size, fnr=k_fn / pos.size,
-                n_real=int(neg.size), n_ai=int(pos.size), fpr_upper=rate_upper_bound(k_fp, int(neg.size)),
-                fnr_upper=rate_upper_bound(k_fn, int(pos.size)), notes=notes)
+                n_real=int(neg.size), n_ai=int(pos.size), notes=notes)
 
 
 # --- the fusion model -------------------------------------------------------
-
-def platt_targets(y) -> np.ndarray:
-    """Platt's smoothed targets, (N+ + 1)/(N+ + 2) for AI and 1/(N- + 2) for
-    real: what n labelled images can support (Laplace's rule). On separable
-    calibration scores hard 0/1 targets drive the fit to certainty -- the
-    temperature to its 1e-3 bound, isotonic steps to 0 and 1 -- and the
-    fusion's bias then lands anywhere in the gap, so an image scored between
-    the two classes (a detector's 50/50) came out ai-generated at p 0.9+.
-    fit_platt smooths its targets itself."""
-    y = np.asarray(y, float)
-    n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
-    return np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-
 
 def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrator], cap: float):
     """One row: each detector's calibrated logit (0 = no opinion, it drops out)
@@ -171,7 +164,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     Returns {"params", "threshold", "metrics", "report"} for the manifest.
     Raises ValueError when the data cannot support a fit.
     """
-    from .fusion import SOFT_EVIDENCE_CAP, detector_input, fuse, split_results
+    from .fusion import SOFT_EVIDENCE_CAP, _answered, detector_input, fuse, split_results
 
     items = [s for s in scored if not s.error]
     y_all = np.array([s.label for s in items], dtype=int)
@@ -179,15 +172,14 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
                          f"that decode (got {(y_all == 0).sum()} real, {(y_all == 1).sum()} AI)")
     # Every pixel detector that answered, finite or not, so one that only gave NaN is reported as skipped.
-    names = sorted({n for s in items for n, r in s.results.items()
-                    if r is not None and r.status == "ok" and not r.evidence and r.p_ai is not None})
+    names = sorted({n for s in items for n, r in s.results.items() if _answered(r)})
     cals: dict[str, Calibrator] = {}
     det_report: dict[str, Any] = {}
     for n in names:
         xs, ys, broken = [], [], 0
         for s in items:
             r = s.results.get(n)
-            if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
+            if not _answered(r):
                 continue
             # NaN or an infinite score: one of them pulled T to its bound and the weight to 0
             x = detector_input(r)

@@ -22,12 +22,11 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .probability import logit_float as _logit, sigmoid_float as _sigmoid
+from .probability import is_finite_number as _is_finite, logit_float as _logit, sigmoid_float as _sigmoid
 from .records import DetectorResult
 
 # Default uncertain band on p_ai; calibrated values come from the fusion model.
@@ -67,8 +66,13 @@ def detector_input(r: DetectorResult) -> float | None:
     return None
 
 
-def _is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _answered(r: DetectorResult | None) -> bool:
+    """A pixel detector's "ok" with a number (finite or not)."""
+    return r is not None and r.status == "ok" and not r.evidence and r.p_ai is not None
+
+
+def _usable(r: DetectorResult) -> bool:
+    return _is_finite(r.p_ai) and detector_input(r) is not None
 
 
 def split_results(results: Mapping[str, DetectorResult]):
@@ -84,7 +88,7 @@ def split_results(results: Mapping[str, DetectorResult]):
                 if e.direction == "neutral" or not e.strength:
                     continue
                 (decisive if e.decisive else soft).append((name, e))
-        elif _is_finite(r.p_ai):
+        elif _usable(r):
             pixel[name] = r
     return pixel, soft, decisive
 
@@ -93,13 +97,8 @@ def _broken(results: Mapping[str, DetectorResult]) -> list[str]:
     """Pixel detectors that answered "ok" with a NaN or infinite number: rule 1
     drops them (one NaN made the whole p_ai NaN; an infinite logit in a fitted
     model called the file ai-generated at p 1.0 whatever the others said)."""
-    out = []
-    for name, r in results.items():
-        if r is None or r.status != "ok" or r.evidence or r.p_ai is None:
-            continue
-        if not _is_finite(r.p_ai) or (detector_input(r) is None):
-            out.append(f"{name}: non-finite output (p_ai={r.p_ai!r}, score={r.score!r}), ignored")
-    return out
+    return [f"{name}: non-finite output (p_ai={r.p_ai!r}, score={r.score!r}), ignored"
+            for name, r in results.items() if _answered(r) and not _usable(r)]
 
 
 def normalize_model(model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -127,7 +126,7 @@ def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float |
     if key not in m or (null_ok and m[key] is None):
         return None
     v = m[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not _is_finite(v):
         raise ValueError(f"{key} must be a finite number, not {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ValueError(f"{key} must lie in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], not {v!r}")
@@ -204,7 +203,6 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     pixel, soft, decisive = split_results(results)
     contrib: dict[str, float] = {}
     notes: list[str] = _broken(results)
-    pixel = {n: r for n, r in pixel.items() if detector_input(r) is not None}
 
     # Pixel detectors.
     fitted = bool(m.get("detectors"))

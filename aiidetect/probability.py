@@ -16,6 +16,7 @@ fitting code (calibration) can both use it.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -156,9 +157,26 @@ class Calibrator:
         return cls.from_dict(manifest.get("calibration"))
 
 
+def is_finite_number(v: Any) -> bool:
+    """A real number, not a bool, not NaN or infinite (numpy scalars included)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def platt_targets(y) -> np.ndarray:
+    """Platt's smoothed targets, (N+ + 1)/(N+ + 2) for AI and 1/(N- + 2) for
+    real: what n labelled images can support (Laplace's rule). On separable
+    calibration scores hard 0/1 targets drive the fit to certainty -- the
+    temperature to its 1e-3 bound, isotonic steps to 0 and 1 -- and the
+    fusion's bias then lands anywhere in the gap, so an image scored between
+    the two classes (a detector's 50/50) came out ai-generated at p 0.9+."""
+    y = np.asarray(y, float)
+    n_pos, n_neg = float((y > 0.5).sum()), float((y <= 0.5).sum())
+    return np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+
 def _finite(d: Mapping[str, Any], key: str) -> float:
     v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not is_finite_number(v):
         raise ValueError(f"calibration parameter {key!r} must be a finite number, not {v!r}")
     return float(v)
 
@@ -198,8 +216,7 @@ def fit_platt(x, y, max_iter: int = 100) -> Calibrator:
     """Newton's method on the logistic log loss, with Platt's target smoothing
     (t+ = (N+ + 1)/(N+ + 2), t- = 1/(N- + 2)) so separable data stays finite."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    n_pos, n_neg = y.sum(), (1 - y).sum()
-    t = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    t = platt_targets(y)
     X = np.stack([x, np.ones_like(x)], 1)
     w = np.zeros(2)
     for _ in range(max_iter):

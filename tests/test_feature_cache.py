@@ -59,12 +59,14 @@ def test_a_cache_that_is_not_a_database_costs_time_not_the_run(tmp_path):
 
 
 def test_train_linear_goes_on_without_a_damaged_cache(dev_manifest, tmp_path):
-    from conftest import run_cli
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "features.sqlite").write_bytes(b"\x00garbage" * 1000)
-    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "2",
-                "--name", "p", env={"AIIDETECT_CACHE": str(tmp_path / "cache"),
-                                    "AIIDETECT_WEIGHTS": str(tmp_path / "w")})
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = CliRunner().invoke(app, ["train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "2",
+                                 "--name", "p"], env={"AIIDETECT_CACHE": str(tmp_path / "cache"),
+                                                      "AIIDETECT_WEIGHTS": str(tmp_path / "w")}, catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr[-2000:]
     assert "feature cache problem" in r.stderr and (tmp_path / "w" / "p" / "manifest.json").exists()

@@ -193,3 +193,15 @@ def test_a_non_finite_detector_output_drops_out_and_says_so():
         assert any(r.startswith("a: non-finite output") for r in out.reasons)
     alone = fuse({"a": ok(nan)})
     assert alone.p_ai is None and alone.verdict == "uncertain"
+
+
+def test_a_numpy_number_is_an_answer_like_a_float():
+    """The non-finite check took only int and float: a detector's np.float32 0.95 was 'non-finite
+    output, ignored' and the file uncertain, while eval counted the same answer."""
+    import numpy as np
+
+    from aiidetect.fusion import fuse
+
+    for v in (np.float32(0.95), np.float64(0.95), 0.95):
+        f = fuse({"x": DetectorResult("ok", p_ai=v)})
+        assert f.verdict == "ai-generated" and not any("non-finite" in r for r in f.reasons), v

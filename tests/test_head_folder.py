@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
-
 
 def _head(out: Path, name: str = "h", family: str = "linear", value: float = 1.0) -> Path:
     from aiidetect.heads import save_head
@@ -106,6 +104,10 @@ def test_save_head_refuses_a_folder_that_is_not_this_heads(tmp_path):
 def test_train_linear_refuses_an_out_dir_it_would_replace_before_training(dev_dir, tmp_path):
     """`--out-dir` the training folder wrote the head among the images (an input modified); a file failed
     after the features were extracted, as an unexpected FileExistsError; another head was replaced."""
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
     src = tmp_path / "data"
     for label, rel in (("real", "real/ml72"), ("ai", "ai/sd14")):
         (src / label).mkdir(parents=True)
@@ -118,9 +120,9 @@ def test_train_linear_refuses_an_out_dir_it_would_replace_before_training(dev_di
     for out, why in ((src, "holds files that are not a head's (ai, real)"), (tmp_path / "afile", "is a file"),
                      (tmp_path / "afile" / "sub", "cannot be made: "),
                      (tmp_path / "other", "holds another head (mpft:other)")):
-        r = run_cli("train", "linear", str(src), "--backbone-config", "tiny-vit", "--name", "p", "--out-dir", str(out),
-                    env=env)
-        assert r.returncode == 2 and why in r.stderr, (out, r.stderr)
+        r = CliRunner().invoke(app, ["train", "linear", str(src), "--backbone-config", "tiny-vit", "--name", "p",
+                                     "--out-dir", str(out)], env=env, catch_exceptions=False)
+        assert r.exit_code == 2 and why in r.stderr, (out, r.stderr)
         assert "extracting features" not in r.stderr and "Error" not in r.stderr and r.stdout == ""
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == files_before
     assert json.loads((tmp_path / "other" / "manifest.json").read_text())["detector"] == "mpft"

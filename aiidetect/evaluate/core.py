@@ -1,13 +1,13 @@
 """Scored items -> the metrics blocks of one evaluation condition."""
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..fusion import fuse, normalize_model
+from ..probability import is_finite_number
 from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
 from .runner import Scored
@@ -107,7 +107,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         # A NaN p_ai fails every ">= threshold" and so counted as a correct
         # call on every real photo; a detector's non-finite answer is no answer.
         said = [r is not None and r.status == "ok" and r.p_ai is not None for r in res]
-        have = np.array([h and math.isfinite(r.p_ai) for r, h in zip(res, said)], dtype=bool)
+        have = np.array([h and is_finite_number(r.p_ai) for r, h in zip(res, said)], dtype=bool)
         p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
         thr = detector_threshold(det, res)
         b = _block(y_all[have], p[have], g_all[have], thr, n)
