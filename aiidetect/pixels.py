@@ -59,6 +59,12 @@ class PixelReader:
     keep_image: bool = False
     keep_bytes: bool = True
     transform: Transform | None = None
+    # Shared by every job of this reader: decoded pixels in flight bounded by --max-pixels, not by the workers.
+    budget: "PixelBudget | None" = None
+
+    def __post_init__(self) -> None:
+        if self.budget is None:
+            self.budget = PixelBudget.for_limits(self.limits)
 
     def read(self, path: str, index: int = 0) -> Sample:
         """Read and hash one file. Never raises."""
@@ -66,7 +72,10 @@ class PixelReader:
 
     def decode(self, s: Sample, admit: Callable[[int], None] | None = None) -> Sample:
         """Decode the bytes `read` kept, transform, preprocess. Never raises.
-        `admit` as for decode.decode_bytes (a PixelBudget hold)."""
+        `admit` as for decode.decode_bytes; without one, this reader's budget is held here."""
+        if admit is None:
+            with self.budget.hold() as admit:
+                return self.decode(s, admit)
         if s.ok:
             decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
                           transform=self.transform, admit=admit)
@@ -74,11 +83,9 @@ class PixelReader:
             s.data = None
         return s
 
-    def __call__(self, path: str, index: int = 0, budget: "PixelBudget | None" = None) -> Sample:
+    def __call__(self, path: str, index: int = 0) -> Sample:
         s = self.read(path, index)
-        if budget is None:
-            return self.decode(s)
-        with budget.hold() as admit:
+        with self.budget.hold() as admit:
             return self.decode(s, admit)
 
 
@@ -102,6 +109,11 @@ class PixelBudget:
         self.in_use = 0
         self.peak = 0          # the most held at once: what the tests check
         self._cond = threading.Condition()
+
+    @classmethod
+    def for_limits(cls, limits: DecodeLimits | None = None) -> "PixelBudget":
+        """DECODE_BUDGET_IMAGES images of --max-pixels."""
+        return cls(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
 
     def __getstate__(self):    # shipped to an engine's CPU tasks: a fresh, empty budget there
         return {"limit": self.limit}
@@ -292,9 +304,7 @@ def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), w
     """One Sample per path, in order: `s.pixels[spec_key(spec)]` (3xSxS float32)
     for each spec when `s.ok`, else `s.record.error` says why."""
     reader = PixelReader(specs, limits, draft, keep_image, keep_bytes, transform)
-    # As in a scan: decoded pixels in flight bounded by --max-pixels, not by the workers.
-    budget = PixelBudget(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
-    return ordered(lambda path, index: reader(path, index, budget), paths, workers, ahead)
+    return ordered(reader, paths, workers, ahead)
 
 
 def failure(s: Sample) -> str | None:

@@ -13,11 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..decode import DecodeLimits, Sample
+from ..decode import Sample
 from ..detectors.base import Detector
 from ..fusion import fuse
-from ..limits import DECODE_BUDGET_IMAGES
-from ..pixels import PixelBudget, PixelReader
+from ..pixels import PixelReader
 from ..preprocess import spec_key
 from ..records import DetectorResult, Record
 from .plan import FeatureGroup, Plan
@@ -123,8 +122,6 @@ class DecodeStage:
         self.reader, self.worker_dets, self.cache, self.decoder = reader, list(worker_dets), cache, decoder
         # The full-size image was kept only for the per-file detectors (watermark check): not held past them.
         self.drop_image = drop_image
-        # Held from the decode to the end of the job (the watermark check reads the full-size image).
-        self.budget = PixelBudget(DECODE_BUDGET_IMAGES * (reader.limits or DecodeLimits()).max_pixels)
 
     def __call__(self, path: str, index: int) -> Sample:
         if self.decoder is not None:
@@ -140,7 +137,8 @@ class DecodeStage:
             rec.image_info = dict(info.get("image_info") or {})
             s.data = None
             return self._done(s)
-        with self.budget.hold() as admit:
+        # The reader's budget, held to the end of the job (the watermark check reads the full-size image).
+        with self.reader.budget.hold() as admit:
             self.reader.decode(s, admit)
             self._file_dets(s)
             return self._done(s)
