@@ -83,6 +83,37 @@ def _check_stdin(stdin) -> None:
                          f"{type(stdin).__name__}; give paths themselves in paths")
 
 
+def _walk(paths: Any, stdin, **walk):
+    """paths ("-": a list of more on stdin) -> (args, candidates walked lazily, DiscoverySummary); UsageError."""
+    from .discover import DiscoveryError, iter_discover
+
+    args = _path_list(paths)
+    if "-" in args:  # "-" reads a list of paths, one a line, from stdin
+        args = [a for a in args if a != "-"]
+        stdin = stdin if stdin is not None else sys.stdin
+    _check_stdin(stdin)
+    try:
+        # Walked lazily: a sweep of millions of files never holds the list.
+        cands, summary = iter_discover(args, stdin=stdin, **walk)
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from None
+    return args, cands, summary
+
+
+def _guarded(cands, output, args: list[str], **check):
+    """The output guard: UsageError now for an input named; OutputError while iterating for a file
+    reached on the way (named on stdin, through a link)."""
+    if output is None:
+        return cands
+    from .report.output import OutputError, check_output, guard_candidates
+
+    try:
+        check_output(output, args, **check)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+    return guard_candidates(cands, output)
+
+
 def split_list(values: Optional[Iterable[str]]) -> list[str]:
     """["a,b", "c"] -> ["a", "b", "c"]: repeatable options that also take comma-separated lists."""
     if isinstance(values, str):
@@ -457,21 +488,11 @@ class Scanner:
         """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
         output-path guard and the shard filter. UsageError for a missing path or an
         output that would overwrite or be read as an input."""
-        from .discover import DiscoveryError, iter_discover
         from .shard import in_shard, parse_shard
 
         o = self.options
-        args = _path_list(paths)
-        if "-" in args:  # "-" reads a list of paths, one a line, from stdin
-            args = [a for a in args if a != "-"]
-            stdin = stdin if stdin is not None else sys.stdin
-        _check_stdin(stdin)
-        try:
-            # Walked lazily: a sweep of millions of files never holds the list.
-            cands, self.discovery = iter_discover(args, recursive=o.recursive, include=o.include or (),
-                                                  exclude=o.exclude or (), stdin=stdin, follow_links=o.follow_links)
-        except DiscoveryError as exc:
-            raise UsageError(str(exc)) from None
+        args, cands, self.discovery = _walk(paths, stdin, recursive=o.recursive, include=o.include or (),
+                                            exclude=o.exclude or (), follow_links=o.follow_links)
         if o.db is not None:
             from .report.output import same_file
 
@@ -479,17 +500,8 @@ class Scanner:
                 if not os.path.isdir(a) and same_file(a, o.db):
                     # SQLite would take an empty file for an empty database and write into it.
                     raise UsageError(f"--db {o.db} is one of the files being scanned; give the store another name")
-        if output is not None:
-            from .report.output import OutputError, check_output, guard_candidates
-
-            try:
-                check_output(output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
-                             store=o.db)
-            except OutputError as exc:
-                raise UsageError(str(exc)) from None
-            # Files named on stdin or reached through links are only known as the walk goes: each is
-            # checked as it comes (OutputError while iterating).
-            cands = guard_candidates(cands, output)
+        cands = _guarded(cands, output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
+                         store=o.db)
         return in_shard(cands, parse_shard(o.shard))
 
     def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
@@ -683,26 +695,8 @@ def iter_meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool 
     and special files included as error candidates; "-" reads a list of paths from stdin), walked as
     it is consumed. UsageError here for a missing path or an output that lies among the inputs;
     report.output.OutputError while iterating when a file reached on the way is the output."""
-    from .discover import DiscoveryError, iter_discover
-
-    args = _path_list(paths)
-    if "-" in args:
-        args = [a for a in args if a != "-"]
-        stdin = stdin if stdin is not None else sys.stdin
-    _check_stdin(stdin)
-    try:
-        cands, _ = iter_discover(args, recursive=recursive, stdin=stdin, follow_links=follow_links)
-    except DiscoveryError as exc:
-        raise UsageError(str(exc)) from None
-    if output is not None:
-        from .report.output import OutputError, check_output, guard_candidates
-
-        try:
-            check_output(output, args)
-        except OutputError as exc:
-            raise UsageError(str(exc)) from None
-        cands = guard_candidates(cands, output)
-    return cands
+    args, cands, _ = _walk(paths, stdin, recursive=recursive, follow_links=follow_links)
+    return _guarded(cands, output, args)
 
 
 def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = True, output=None, stdin=None,
