@@ -104,10 +104,6 @@ def train_flow_cmd(
 
     quiet_torch_threads()
     t0 = time.time()
-    try:
-        bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
-    except BackboneUnavailable as exc:
-        fail(str(exc))
     head_name = name or "clipflow-" + re.sub(r"[^A-Za-z0-9._-]+", "-", spec.describe()).strip("-").lower()
     try:
         plain_name(head_name)
@@ -117,6 +113,10 @@ def train_flow_cmd(
     try:
         check_output_dir(out_dir, head_name, "flow")
     except HeadError as exc:
+        fail(str(exc))
+    try:
+        bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
+    except BackboneUnavailable as exc:
         fail(str(exc))
     try:
         prep = make_spec(preprocess, size or bb.image_size)
@@ -139,11 +139,10 @@ def train_flow_cmd(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        fcache = None if no_cache else FeatureCache()
         try:
             manifest = train_flow_head(bb, [str(p) for p in real], out_dir, head_name, cfg,
                                        ai_sources=[str(p) for p in (ai or [])],
-                                       cache=fcache, progress=progress,
+                                       cache=None if no_cache else FeatureCache(), progress=progress,
                                        log=lambda s: err.print(s, highlight=False))
         except ValueError as exc:
             fail(str(exc))
@@ -153,9 +152,6 @@ def train_flow_cmd(
                "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
     for w in summary["warnings"]:
         err.print(f"warning: {w}", style="yellow", highlight=False)
-    if fcache is not None and fcache.error:
-        err.print(f"note: feature cache problem (features recomputed or not saved): {fcache.error}",
-                  style="yellow", highlight=False, markup=False)
     if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return

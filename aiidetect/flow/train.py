@@ -495,4 +495,6 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     }
     tensors = {f"flow.{k}": v for k, v in model.state_dict().items()}
     save_head(out_dir, tensors, manifest)
+    if cache is not None and getattr(cache, "error", None):  # as train_linear says it
+        say(f"note: feature cache problem (features recomputed or not saved): {cache.error}")
     return manifest
