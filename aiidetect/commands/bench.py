@@ -80,8 +80,7 @@ def bench_cmd(
             fail(f"--batch-sizes takes positive integers separated by commas, e.g. 32,64,128 (got {batch_sizes!r})")
     if folder is not None and not folder.is_dir():
         fail(f"{folder} is not a folder")
-    err = stderr_console()
-    err.quiet = quiet  # errors still reach stderr: fail() has its own console
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench

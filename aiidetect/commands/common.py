@@ -247,7 +247,7 @@ def backbone_spec(backbone: Optional[str], pretrained: Optional[str], config: Op
         fail(str(exc))
 
 
-def stderr_console():
+def stderr_console(quiet: bool = False):
     from rich.console import Console
     from rich.errors import MarkupError
 
@@ -268,7 +268,8 @@ def stderr_console():
                 kw["markup"] = False
                 super().print(*objects, **kw)
 
-    return _LogConsole(stderr=True, soft_wrap=True)  # log lines stay whole for grep
+    # quiet: no progress or summary; errors still reach stderr (fail() has its own console).
+    return _LogConsole(stderr=True, soft_wrap=True, quiet=quiet)  # log lines stay whole for grep
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":

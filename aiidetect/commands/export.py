@@ -61,8 +61,7 @@ def export_onnx_cmd(
     for p in (calibration_data, agreement_data):
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
-    err = stderr_console()
-    err.quiet = quiet  # errors still reach stderr: fail() has its own console
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
 
     from ..backbone import BackboneUnavailable, create_backbone

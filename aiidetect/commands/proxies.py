@@ -55,8 +55,7 @@ def proxies_cmd(
     stem = image.stem
     Image.fromarray(arr).save(out / f"{stem}_original.png")
     log = {"image": str(image), "size": list(arr.shape[:2]), "seed": seed, "proxies": []}
-    err = stderr_console()
-    err.quiet = quiet  # errors still reach stderr: fail() has its own console
+    err = stderr_console(quiet)
     for ki, kind in enumerate(names):
         for c in range(copies):
             rng = proxy_rng(seed, ki, c)
