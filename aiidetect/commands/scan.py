@@ -121,8 +121,7 @@ def scan(
     try:
         stream = out_ctx.__enter__()
     except OSError as exc:  # checked before the scan, yet gone since (no inode or quota left, removed)
-        getattr(records, "close", lambda: None)()
-        scanner.close()
+        scanner.close()  # also ends `records` (Scanner._live): its store session is marked interrupted
         fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
     wanted = {FAIL_ON[f] for f in fails}
@@ -182,8 +181,7 @@ def scan(
     finally:
         if output:
             out_ctx.__exit__(None, None, None)
-        # An unfinished record stream marks the results store session interrupted.
-        getattr(records, "close", lambda: None)()
+        # Also closes an unfinished record stream (Scanner._live): its results store session is marked interrupted.
         scanner.close()
     if not quiet:
         _print_summary(err, stats, summ, dets)
