@@ -62,7 +62,7 @@ def calibrate_cmd(
         fail(str(exc))
     with library_errors():
         items = load_labelled(data, split, limit, seed)
-        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate())
+        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     if not quiet:
         err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
     scored = run(items, dets, batch_size=batch_size)

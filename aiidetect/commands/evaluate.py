@@ -74,8 +74,8 @@ def evaluate_cmd(
     with library_errors():
         items = load_labelled(data, split, limit, seed)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
-        opts = ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()).validate()
-        dets, ctx = build_detectors(opts)
+        # build_detectors checks the options (UsageError), on a copy
+        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
         for note in ctx.notes:
