@@ -3,10 +3,8 @@ what they hold, and emptying them. The caches themselves live in
 result_cache.py (scan results) and feature_cache.py (backbone features)."""
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 CACHES = ("results", "features")
 
@@ -35,11 +33,12 @@ def counts(p: Path, name: str) -> dict:
         finally:
             db.close()
 
-    base = f"file:{quote(os.fsencode(p))}"  # bytes: a folder name that is not UTF-8 too
+    from .store import sqlite_uri
+
     try:
-        return count(base + "?mode=ro")
+        return count(sqlite_uri(p, "mode=ro"))
     except sqlite3.OperationalError:
-        out = count(base + "?immutable=1")
+        out = count(sqlite_uri(p, "immutable=1"))
         out["read_only"] = True
         return out
 

@@ -90,7 +90,8 @@ class StoreError(Exception):
     """The store cannot be opened or is not an aiidetect results store."""
 
 
-def _uri(path: str | Path, query: str) -> str:
+def sqlite_uri(path: str | Path, query: str) -> str:
+    """The SQLite URI of the file at `path` with `query` (`mode=ro`, `immutable=1`, ...)."""
     # Quoted: `audit#2.sqlite` or `50%.sqlite` is a file name, not a URI fragment or escape (unquoted, `#`
     # cut the name short and SQLite opened, read-write, a new empty file of the shorter name).
     from urllib.parse import quote
@@ -105,20 +106,20 @@ def readonly_uri(path: str | Path) -> str:
     an unfinished -wal cannot be read whole there: StoreError says what to do."""
     probe = None
     try:
-        probe = sqlite3.connect(_uri(path, "mode=ro"), uri=True)
+        probe = sqlite3.connect(sqlite_uri(path, "mode=ro"), uri=True)
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return _uri(path, "mode=ro")
+        return sqlite_uri(path, "mode=ro")
     except sqlite3.OperationalError as exc:
         if os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
             raise  # not the read-only folder: the caller says what it is
         wal = Path(f"{os.fspath(path)}-wal")
         if not wal.exists() or wal.stat().st_size == 0:
-            return _uri(path, "immutable=1")
+            return sqlite_uri(path, "immutable=1")
         raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written, and its "
                          f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
                          "writable folder and read the copy") from None
     except sqlite3.DatabaseError:
-        return _uri(path, "mode=ro")  # not a database: the caller's query says so
+        return sqlite_uri(path, "mode=ro")  # not a database: the caller's query says so
     finally:
         if probe is not None:
             probe.close()
@@ -284,7 +285,7 @@ class ResultsStore:
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder")
                 # uri=True so that `merge` can attach its sources read-only.
-                self._db = sqlite3.connect(_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
+                self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
