@@ -99,14 +99,16 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
     manifest_blob = json.dumps({"format": BUNDLE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc)
                                 .replace(microsecond=0).isoformat(), "files": entries}, indent=2).encode()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    import io
+
+    from .report.output import atomic_output
+
     try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        # Half a bundle (a full disk, Ctrl-C) is no bundle: atomic_output removes it, and the previous file stays.
+        with atomic_output(out, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
             info = tarfile.TarInfo(MANIFEST_NAME)
             info.size = len(manifest_blob)
             info.mtime = int(_dt.datetime.now().timestamp())
-            import io
-
             tar.addfile(info, io.BytesIO(manifest_blob))
             for arc, p in sources:
                 ti = tarfile.TarInfo(arc)
@@ -115,13 +117,8 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
                 ti.mode = 0o644
                 with open(p, "rb") as f:
                     tar.addfile(ti, f)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        # Half a bundle (a full disk, Ctrl-C) is no bundle: it would only hold the space.
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise BundleError(f"cannot write {out}: {exc.strerror or exc}; nothing was written") from exc
-        raise
+    except OSError as exc:
+        raise BundleError(f"cannot write {out}: {exc.strerror or exc}; nothing was written") from exc
     return {"path": str(out), "sha256": sha256_file(out), "bytes": out.stat().st_size, "files": entries}
 
 
