@@ -127,8 +127,11 @@ def identify(data: bytes) -> None:
         pass
 
 
-def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
-    """Read a whole file, read-only, refusing what is not a regular file."""
+def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
+               admit: Callable[[int], None] | None = None) -> bytes:
+    """Read a whole file, read-only, refusing what is not a regular file.
+    `admit(size)` is called with the open file's size before it is read (it may
+    wait: pixels.ByteBudget)."""
     limits = limits or DecodeLimits()
     p = str(path)
     try:
@@ -152,8 +155,13 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None) -> bytes:
     except OSError as exc:
         raise DecodeFailure("unreadable", f"cannot open: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode):
             raise DecodeFailure("not-a-file", "not a regular file (changed while being opened)")
+        if admit is not None:
+            # Held at its size when opened: a file that grows while being read is refused
+            # after the read if it passes --max-bytes.
+            admit(min(fst.st_size, limits.max_bytes))
         try:
             data = f.read(limits.max_bytes + 1)
         except OSError as exc:
@@ -335,12 +343,13 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
     return s
 
 
-def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None) -> Sample:
+def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None,
+                admit: Callable[[int], None] | None = None) -> Sample:
     """Read and hash one file (the part a result-cache hit still needs). Never raises."""
     rec = Record(file=path)
     s = Sample(index=index, path=path, record=rec)
     with failures_into(rec, "reading"):
-        data = read_bytes(path, limits)
+        data = read_bytes(path, limits, admit)
         rec.size_bytes = len(data)
         rec.sha256 = hashlib.sha256(data).hexdigest()
         s.data = data

@@ -59,16 +59,22 @@ class PixelReader:
     keep_image: bool = False
     keep_bytes: bool = True
     transform: Transform | None = None
-    # Shared by every job of this reader: decoded pixels in flight bounded by --max-pixels, not by the workers.
+    # Shared by every job of this reader: decoded pixels and raw bytes in flight bounded by
+    # --max-pixels and --max-bytes, not by the number of workers.
     budget: "PixelBudget | None" = None
+    byte_budget: "ByteBudget | None" = None
 
     def __post_init__(self) -> None:
         if self.budget is None:
             self.budget = PixelBudget.for_limits(self.limits)
+        if self.byte_budget is None:
+            self.byte_budget = ByteBudget.for_limits(self.limits)
 
-    def read(self, path: str, index: int = 0) -> Sample:
-        """Read and hash one file. Never raises."""
-        return read_sample(path, index, self.limits)
+    def read(self, path: str, index: int = 0, admit: Callable[[int], None] | None = None) -> Sample:
+        """Read and hash one file. Never raises. `admit(size)` (this reader's
+        byte budget, held by the caller for as long as the bytes are worked on)
+        is called once the size is known, before the bytes are read."""
+        return read_sample(path, index, self.limits, admit=admit)
 
     def decode(self, s: Sample, admit: Callable[[int], None] | None = None) -> Sample:
         """Decode the bytes `read` kept, transform, preprocess. Never raises.
@@ -84,23 +90,26 @@ class PixelReader:
         return s
 
     def __call__(self, path: str, index: int = 0) -> Sample:
-        s = self.read(path, index)
-        with self.budget.hold() as admit:
-            return self.decode(s, admit)
+        with self.byte_budget.hold() as take_bytes:
+            s = self.read(path, index, take_bytes)
+            with self.budget.hold() as admit:
+                return self.decode(s, admit)
 
 
-class PixelBudget:
-    """Decoded pixels alive at once across the decode workers, whatever their number.
+class Budget:
+    """Units (decoded pixels, raw bytes) alive at once across the decode
+    workers, whatever their number.
 
-    Each job holds its image's pixel count from the moment the size is known
-    (before the pixels are decoded) until the job ends; a job whose image would
-    take the total past `limit` waits for others to finish. One image alone is
-    always let through (the per-file --max-pixels refuses larger ones), so the
-    budget never deadlocks: a job waits only while others hold pixels, and those
-    never wait on it. Without it, every worker could hold a --max-pixels image
-    at once: 32 workers on 100 MP PNGs peaked at 10 GiB (docs/performance.md).
+    A job holds what it asked for from the moment it knows the amount (before
+    it decodes the pixels or reads the bytes) until the job ends; a job whose
+    amount would take the total past `limit` waits for others to finish. One
+    job alone is always let through (the per-file --max-pixels / --max-bytes
+    refuse larger ones), so the budget never deadlocks: a job waits only while
+    others hold some, and those never wait on it. A job that holds both budgets
+    takes bytes first, then pixels, and waits on pixels only, so no two jobs
+    wait on each other.
 
-        with budget.hold() as admit:      # admit(pixels) may wait
+        with budget.hold() as admit:      # admit(n) may wait
             reader.decode(sample, admit)
     """
 
@@ -109,11 +118,6 @@ class PixelBudget:
         self.in_use = 0
         self.peak = 0          # the most held at once: what the tests check
         self._cond = threading.Condition()
-
-    @classmethod
-    def for_limits(cls, limits: DecodeLimits | None = None) -> "PixelBudget":
-        """DECODE_BUDGET_IMAGES images of --max-pixels."""
-        return cls(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
 
     def __getstate__(self):    # shipped to an engine's CPU tasks: a fresh, empty budget there
         return {"limit": self.limit}
@@ -137,13 +141,13 @@ class PixelBudget:
     def hold(self) -> Iterator[Callable[[int], None]]:
         held = 0
 
-        def admit(pixels: int) -> None:
+        def admit(amount: int) -> None:
             nonlocal held
-            n = max(0, int(pixels))
+            n = max(0, int(amount))
             if n <= held:
                 return
             # A retried decode (metadata stripped) may ask again: what the first attempt held is
-            # given back before waiting, so no job waits while holding pixels.
+            # given back before waiting, so no job waits while holding part of this budget.
             self._give(held)
             held = 0
             self._take(n)
@@ -153,6 +157,27 @@ class PixelBudget:
             yield admit
         finally:
             self._give(held)
+
+
+class PixelBudget(Budget):
+    """Decoded pixels in flight. Without it, every worker could hold a
+    --max-pixels image at once: 32 workers on 100 MP PNGs peaked at 10 GiB
+    (docs/performance.md)."""
+
+    @classmethod
+    def for_limits(cls, limits: DecodeLimits | None = None) -> "PixelBudget":
+        """DECODE_BUDGET_IMAGES images of --max-pixels."""
+        return cls(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_pixels)
+
+
+class ByteBudget(Budget):
+    """Raw file bytes being read and parsed in the decode workers. Without it,
+    every worker could hold a --max-bytes file at once (32 workers × 512 MiB)."""
+
+    @classmethod
+    def for_limits(cls, limits: DecodeLimits | None = None) -> "ByteBudget":
+        """DECODE_BUDGET_IMAGES files of --max-bytes."""
+        return cls(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_bytes)
 
 
 def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ahead: int | None = None,

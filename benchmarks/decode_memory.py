@@ -3,6 +3,7 @@
 
     python benchmarks/decode_memory.py --work /tmp/decmem
     python benchmarks/decode_memory.py --work /tmp/decmem --src OLDER_CHECKOUT   # both, alternated
+    python benchmarks/decode_memory.py --work /tmp/decmem --folders bytes        # those rows only
 
 Folders made under --work (once):
   big    32 PNGs of 10000x10000 (100 MP, under the default --max-pixels), 1.4 MB each
@@ -70,12 +71,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True, help="where the folders are made (7.7 GB)")
     ap.add_argument("--src", help="another checkout to measure first, row by row")
+    ap.add_argument("--folders", default="big,bytes,mix", help="the folders whose rows are run (comma-separated)")
     args = ap.parse_args()
+    folders = set(args.folders.split(","))
     work = Path(args.work)
     make(work)
     srcs = ([("other", args.src)] if args.src else []) + [("this", HERE)]
     print(f"{'folder':6} {'workers':>7} {'batch':>5} " + " ".join(f"{n + ' MiB':>10} {'wall':>7}" for n, _ in srcs))
     for name, w, b in ROWS:
+        if name not in folders:
+            continue
         cells = []
         for label, src in srcs:
             mib, wall = peak_mib(src, work / name, w, b, work / f"out-{label}.jsonl")

@@ -94,6 +94,9 @@ class Detector:
     # True when predict needs one file's sample and nothing else (no features,
     # no batch): the pipeline then runs it in the decode workers, beside the model.
     per_file: bool = False
+    # True when predict reads the file's raw bytes (Sample.data). The scan drops a file's bytes
+    # when the decode workers are done with it unless a detector run with the model reads them.
+    reads_bytes: bool = False
 
     def __init__(self, name: str | None = None):
         self.name = name or self.family

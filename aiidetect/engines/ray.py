@@ -110,8 +110,7 @@ def _decode_stage(half, finish: bool):
         if finish:
             recs = half.complete(samples)
             return {"i": batch["i"], "record": [_dump(r) for r in recs]}
-        for s in samples:
-            s.data = None  # the per-file detectors have read the bytes; the model needs pixels only
+        for s in samples:  # the bytes are gone already (DecodeStage.drop_bytes): the model needs pixels only
             if not half.keep_image:
                 s.image = None
         return {"i": batch["i"], "sample": [pickle.dumps(s, protocol=5) for s in samples]}

@@ -58,14 +58,16 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     transform is given."""
     from ..discover import Candidate
     from ..pipeline import Pipeline
-    from ..pixels import PixelBudget, PixelReader
+    from ..pixels import ByteBudget, PixelBudget, PixelReader
 
     decoder = None
     if transform is not None:
         perturb = _perturbing(transform)
         # Full resolution (no JPEG draft): the perturbation acts on the pixels as stored.
-        budget = PixelBudget.for_limits()  # one for all the workers, as in a scan (a reader per file had its own)
-        decoder = lambda path, index, specs: PixelReader(specs, transform=perturb, budget=budget)(path, index)  # noqa: E731
+        # One budget of each for all the workers, as in a scan (a reader per file had its own).
+        budget, byte_budget = PixelBudget.for_limits(), ByteBudget.for_limits()
+        decoder = lambda path, index, specs: PixelReader(specs, transform=perturb, budget=budget,  # noqa: E731
+                                                         byte_budget=byte_budget)(path, index)
     pipe = Pipeline(detectors, None, batch_size=batch_size, workers=workers, decoder=decoder)
     cb = (lambda rec: progress(1)) if progress else None
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))

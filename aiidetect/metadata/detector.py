@@ -18,6 +18,7 @@ class MetadataDetector(Detector):
     family = FAMILY
     needs_pixels = False
     per_file = True
+    reads_bytes = True
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(FAMILY)

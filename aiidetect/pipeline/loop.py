@@ -66,7 +66,8 @@ class Pipeline:
         plan = self.plan
         reader = PixelReader(plan.specs, self.limits, plan.draft, plan.keep_image or plan.image_for_file_dets)
         self.decoding = DecodeStage(reader, plan.worker_dets, self._cache, decoder,
-                                    drop_image=plan.image_for_file_dets and not plan.keep_image)
+                                    drop_image=plan.image_for_file_dets and not plan.keep_image,
+                                    drop_bytes=not plan.bytes_for_model)
 
     # What the plan decided, under the names the engines, the results store and callers use.
     groups = property(lambda self: self.plan.groups)

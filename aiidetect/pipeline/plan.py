@@ -40,6 +40,9 @@ class Plan:
     # A per-file detector that reads full-resolution pixels (the watermark check) is handed the
     # image the worker just decoded instead of decoding the file again; dropped right after.
     image_for_file_dets: bool = False
+    # Whether a detector run with the model reads the raw bytes: otherwise they are dropped as
+    # soon as the decode workers are done with the file, not held until its batch ends.
+    bytes_for_model: bool = False
 
     @classmethod
     def build(cls, detectors: Sequence[Detector]) -> "Plan":
@@ -61,6 +64,7 @@ class Plan:
         plan.worker_dets = [d for d in plan.detectors if d.per_file and not plan.det_keys[d.name]]
         plan.main_dets = [d for d in plan.detectors if d not in plan.worker_dets]
         plan.image_for_file_dets = any(getattr(d, "reads_image", False) for d in plan.worker_dets)
+        plan.bytes_for_model = any(getattr(d, "reads_bytes", False) for d in plan.main_dets)
         return plan
 
     def model_on_cpu(self) -> bool:

@@ -118,30 +118,36 @@ class DecodeStage:
 
     def __init__(self, reader: PixelReader, worker_dets: Sequence[Detector],
                  cache: ResultCacheStage | None = None,
-                 decoder: Callable[[str, int, list], Sample] | None = None, drop_image: bool = False):
+                 decoder: Callable[[str, int, list], Sample] | None = None, drop_image: bool = False,
+                 drop_bytes: bool = False):
         self.reader, self.worker_dets, self.cache, self.decoder = reader, list(worker_dets), cache, decoder
         # The full-size image was kept only for the per-file detectors (watermark check): not held past them.
         self.drop_image = drop_image
+        # Likewise the raw bytes, when no detector run with the model reads them: held to the end of
+        # the batch, two batches of --max-bytes files were 16 GiB at the defaults.
+        self.drop_bytes = drop_bytes
 
     def __call__(self, path: str, index: int) -> Sample:
         if self.decoder is not None:
             s = self.decoder(path, index, list(self.reader.specs))
             self._file_dets(s)
             return self._done(s)
-        s = self.reader.read(path, index)
-        hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
-        if hit is not None:
-            info, s.cached = hit
-            rec = s.record
-            rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
-            rec.image_info = dict(info.get("image_info") or {})
-            s.data = None
-            return self._done(s)
-        # The reader's budget, held to the end of the job (the watermark check reads the full-size image).
-        with self.reader.budget.hold() as admit:
-            self.reader.decode(s, admit)
-            self._file_dets(s)
-            return self._done(s)
+        # The reader's budgets, held to the end of the job (the metadata detector parses the bytes,
+        # the watermark check reads the full-size image).
+        with self.reader.byte_budget.hold() as take_bytes:
+            s = self.reader.read(path, index, take_bytes)
+            hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
+            if hit is not None:
+                info, s.cached = hit
+                rec = s.record
+                rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
+                rec.image_info = dict(info.get("image_info") or {})
+                s.data = None
+                return self._done(s)
+            with self.reader.budget.hold() as admit:
+                self.reader.decode(s, admit)
+                self._file_dets(s)
+                return self._done(s)
 
     def _file_dets(self, s: Sample) -> None:
         # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
@@ -153,6 +159,8 @@ class DecodeStage:
     def _done(self, s: Sample) -> Sample:
         if self.drop_image:
             s.image = None
+        if self.drop_bytes:
+            s.data = None
         if not s.ok:
             s.data, s.image = None, None  # a failed file's bytes are not held until its batch ends
             s.pixels.clear()
