@@ -13,11 +13,59 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import warnings
 
 DEBUG = os.environ.get("AIIDETECT_DEBUG", "") not in ("", "0")
 EXIT_ERROR = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: `timeout`, a batch scheduler, `kill` or a closed terminal
+    stopping the run. A KeyboardInterrupt, so every command cleans up exactly as
+    for Ctrl-C (stdout closed as a document that parses, `-o` left as it was, the
+    results store session marked interrupted); only the exit code (128 + the
+    signal's number, as a shell reports a signal) and the message differ."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        return f"aiidetect: terminated ({signal.Signals(self.signum).name})"
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM and SIGHUP into Terminated in the main thread. Left alone when
+    they are ignored already (`nohup`) or this is not the main thread. A second
+    signal of either ends the process at once, as the default would."""
+
+    def handler(signum, frame):
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(sig, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    for sig in _STOP_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, handler)
+
+
+def interrupted(exc: KeyboardInterrupt) -> None:
+    """Say once on stderr why the run stopped, and exit with its code (130 for Ctrl-C)."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write((exc.message if isinstance(exc, Terminated) else "aiidetect: interrupted") + "\n")
+    sys.exit(exc.code if isinstance(exc, Terminated) else 130)
 
 
 def quiet_library_warnings() -> None:
@@ -95,11 +143,9 @@ def pipe_safe_group():
                 return super().invoke(ctx)
             except BrokenPipeError:
                 reader_left(0)
-            except KeyboardInterrupt:
-                # Typer turns it into exit 130 without a word: say so, once, on stderr.
-                with contextlib.suppress(Exception):
-                    sys.stderr.write("aiidetect: interrupted\n")
-                raise
+            except KeyboardInterrupt as exc:
+                # Typer would turn it into exit 130 without a word: say why, once, on stderr.
+                interrupted(exc)
 
     return PipeSafeGroup
 
@@ -107,13 +153,13 @@ def pipe_safe_group():
 def run_guarded(app) -> None:
     """Run the Typer app in standalone mode and turn escapes into exit 2."""
     quiet_library_warnings()
+    stop_on_signals()
     try:
         app()
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        sys.stderr.write("aiidetect: interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        interrupted(exc)
     except BrokenPipeError:
         # The reader of stdout left (`| head`): nothing more to say, nothing to report.
         try:

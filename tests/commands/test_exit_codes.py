@@ -299,6 +299,52 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
     assert "interrupted" in r.stderr
 
 
+_TERM_AFTER_TWO = """
+import os, signal, sys, time
+from aiidetect import api
+real = api.Scanner.records
+def records(self, cands, **kw):
+    recs = real(self, cands, **kw)
+    def gen():
+        for i, rec in enumerate(recs):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIG{sig})
+                time.sleep(5)          # the handler runs first: this is never finished
+            yield rec
+    return gen()
+api.Scanner.records = records
+sys.argv = ["aiidetect", *sys.argv[1:]]
+from aiidetect.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig,code", [("TERM", 143), ("HUP", 129)])
+def test_sigterm_stops_like_ctrl_c_with_the_signals_exit_code(files, tmp_path, sig, code):
+    """`timeout`, a batch scheduler or `kill` send SIGTERM: the run used to die mid-write, its JSON
+    array unclosed, its store session left 'running'. Now it stops as for Ctrl-C: stdout parses and
+    holds the records so far, `-o` is left as it was, the store session says interrupted."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    db, out = tmp_path / "s.sqlite", tmp_path / "keep.json"
+    out.write_text("[]")
+    for extra in ([], ["-o", str(out)]):
+        r = subprocess.run([sys.executable, "-c", _TERM_AFTER_TWO.format(sig=sig), "scan", str(files),
+                            "-d", "metadata", "-f", "json", "--no-cache", "-q", "--db", str(db), *extra],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == code, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines()[-1] == f"aiidetect: terminated (SIG{sig})"
+        assert "Traceback" not in r.stderr
+        if extra:
+            assert out.read_text() == "[]" and not list(tmp_path.glob(".keep.json*"))
+        else:
+            assert len(json.loads(r.stdout)) == 2
+    with sqlite3.connect(db) as con:
+        assert {s for (s,) in con.execute("select status from sessions")} == {"interrupted"}
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
