@@ -712,10 +712,12 @@ def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = Tru
         raise UsageError(str(exc)) from None
 
 
-def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None) -> dict:
+def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None,
+                ident: tuple[int, int] | None = None) -> dict:
     """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
     C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
-    read is a report with an error, never an exception."""
+    read is a report with an error, never an exception. `ident`: the (st_dev, st_ino) discovery
+    saw at `path` (a Candidate's); another file found there is not read."""
     from .decode import DecodeFailure, identify, read_bytes
     from .metadata.detector import result_from_evidence
     from .provenance import analyze
@@ -731,7 +733,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     if error is not None:
         return {**empty, "error": {"code": error[0], "message": error[1]}}
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, expect=ident)
         identify(data)
     except DecodeFailure as exc:
         return {**empty, "error": {"code": exc.code, "message": exc.message}}
@@ -746,7 +748,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
 
 def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:
     """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
-    return [meta_report(c.path, watermark, c.error) for c in meta_candidates(paths, recursive=recursive)]
+    return [meta_report(c.path, watermark, c.error, c.ident) for c in meta_candidates(paths, recursive=recursive)]
 
 
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",

@@ -128,10 +128,11 @@ def identify(data: bytes) -> None:
 
 
 def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
-               admit: Callable[[int], None] | None = None) -> bytes:
+               admit: Callable[[int], None] | None = None, expect: tuple[int, int] | None = None) -> bytes:
     """Read a whole file, read-only, refusing what is not a regular file.
     `admit(size)` is called with the open file's size before it is read (it may
-    wait: pixels.ByteBudget)."""
+    wait: pixels.ByteBudget). `expect`: the (st_dev, st_ino) discovery saw at
+    this path; another file opened there is refused unread."""
     limits = limits or DecodeLimits()
     p = str(path)
     try:
@@ -158,6 +159,11 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode):
             raise DecodeFailure("not-a-file", "not a regular file (changed while being opened)")
+        if expect is not None and (fst.st_dev, fst.st_ino) != tuple(expect):
+            # Swapped after the folder was listed: a link put there now could lead anywhere on this
+            # machine (past the rule that links out of the scanned folders are not followed).
+            raise DecodeFailure("unreadable", "replaced by another file or a link after the folder was listed; "
+                                              "not read")
         if admit is not None:
             # Held at its size when opened: a file that grows while being read is refused
             # after the read if it passes --max-bytes.
@@ -344,12 +350,12 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
 
 
 def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None,
-                admit: Callable[[int], None] | None = None) -> Sample:
+                admit: Callable[[int], None] | None = None, expect: tuple[int, int] | None = None) -> Sample:
     """Read and hash one file (the part a result-cache hit still needs). Never raises."""
     rec = Record(file=path)
     s = Sample(index=index, path=path, record=rec)
     with failures_into(rec, "reading"):
-        data = read_bytes(path, limits, admit)
+        data = read_bytes(path, limits, admit, expect)
         rec.size_bytes = len(data)
         rec.sha256 = hashlib.sha256(data).hexdigest()
         s.data = data

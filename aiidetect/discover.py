@@ -30,6 +30,9 @@ class Candidate:
     path: str
     explicit: bool = False
     error: tuple[str, str] | None = None  # (code, message) found during discovery
+    # (st_dev, st_ino) of the file discovery found at this path (links followed): the reader refuses
+    # whatever else stands there by the time it opens it (decode.read_bytes `expect`).
+    ident: tuple[int, int] | None = None
 
 
 @dataclass
@@ -224,7 +227,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 continue
             if is_link or st.st_nlink > 1 or key in named:
                 seen.add(key)
-            yield Candidate(p)
+            yield Candidate(p, ident=key)
 
     def from_args(items: list[str], strict_missing: bool) -> Iterator[Candidate]:
         for a in items:
@@ -240,8 +243,9 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 yield from walk(a, frozenset({key}), twice)
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
-                if new(_file_key(a)):
-                    yield Candidate(a, explicit=True)
+                key = _file_key(a)
+                if new(key):
+                    yield Candidate(a, explicit=True, ident=key if isinstance(key, tuple) else None)
             elif not strict_missing:
                 yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
 

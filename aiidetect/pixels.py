@@ -70,11 +70,13 @@ class PixelReader:
         if self.byte_budget is None:
             self.byte_budget = ByteBudget.for_limits(self.limits)
 
-    def read(self, path: str, index: int = 0, admit: Callable[[int], None] | None = None) -> Sample:
+    def read(self, path: str, index: int = 0, admit: Callable[[int], None] | None = None,
+             expect: tuple[int, int] | None = None) -> Sample:
         """Read and hash one file. Never raises. `admit(size)` (this reader's
         byte budget, held by the caller for as long as the bytes are worked on)
-        is called once the size is known, before the bytes are read."""
-        return read_sample(path, index, self.limits, admit=admit)
+        is called once the size is known, before the bytes are read; `expect`
+        as for decode.read_bytes."""
+        return read_sample(path, index, self.limits, admit=admit, expect=expect)
 
     def decode(self, s: Sample, admit: Callable[[int], None] | None = None) -> Sample:
         """Decode the bytes `read` kept, transform, preprocess. Never raises.

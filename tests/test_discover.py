@@ -175,3 +175,38 @@ def test_a_link_to_a_file_the_walk_reaches_is_not_a_second_record(tmp_path):
     assert names(c, tmp_path) == ["a.jpg", "pub.jpg", "to_sub.jpg"]
     c, _ = discover([str(tmp_path)], exclude=["*/private/*"])
     assert names(c, tmp_path) == ["a.jpg", "pub.jpg", "sub/x.jpg"]
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_read(tmp_path):
+    """Discovery saw a plain photo; before its worker opened it, something with write access to the
+    folder (a shared inbox) put a link to a private file there. Following it read the private file
+    into the report (its hash, size and metadata) past the rule that links out of the scanned
+    folders are not followed. Now the file that was listed is the only one read."""
+    import json
+
+    from PIL import Image, PngImagePlugin
+
+    from aiidetect.api import meta_report
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline
+
+    arch, outside = tmp_path / "inbox", tmp_path / "home"
+    arch.mkdir()
+    outside.mkdir()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "PRIVATE-NOTE")
+    Image.new("RGB", (8, 8)).save(outside / "private.png", pnginfo=info)
+    Image.new("RGB", (8, 8)).save(arch / "a.png")
+    Image.new("RGB", (8, 8)).save(arch / "b.png")
+    cands, _ = discover([str(arch)])
+    assert all(c.ident is not None for c in cands)
+    (arch / "a.png").unlink()
+    os.symlink(outside / "private.png", arch / "a.png")            # swapped between listing and reading
+    recs = list(Pipeline([MetadataDetector({"watermark": "never"})]).run(cands))
+    assert recs[0].error is not None and recs[0].error.code == "unreadable" and "replaced" in recs[0].error.message
+    assert recs[0].sha256 is None and "PRIVATE-NOTE" not in json.dumps(recs[0].to_dict())
+    assert recs[1].error is None                                       # the untouched file is scanned as before
+    rep = meta_report(cands[0].path, watermark="never", ident=cands[0].ident)
+    assert rep["error"]["code"] == "unreadable" and "PRIVATE-NOTE" not in json.dumps(rep)
+    # without the listing's identity (a path handed to the library), the path is read as it stands
+    assert meta_report(cands[0].path, watermark="never")["error"] is None

@@ -120,7 +120,7 @@ def meta(
         # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
         nonlocal found
         for c in cands:
-            r = meta_report(c.path, watermark, c.error)
+            r = meta_report(c.path, watermark, c.error, c.ident)
             found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
             yield r
 

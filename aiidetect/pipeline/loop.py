@@ -92,7 +92,7 @@ class Pipeline:
                 self._resumed.add(index)
                 return Sample(index=index, path=c.path, record=done)
         t = time.perf_counter()
-        s = self.decoding(c.path, index)
+        s = self.decoding(c.path, index, c.ident)
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 

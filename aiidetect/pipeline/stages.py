@@ -127,7 +127,7 @@ class DecodeStage:
         # the batch, two batches of --max-bytes files were 16 GiB at the defaults.
         self.drop_bytes = drop_bytes
 
-    def __call__(self, path: str, index: int) -> Sample:
+    def __call__(self, path: str, index: int, expect: tuple[int, int] | None = None) -> Sample:
         if self.decoder is not None:
             s = self.decoder(path, index, list(self.reader.specs))
             self._file_dets(s)
@@ -135,7 +135,7 @@ class DecodeStage:
         # The reader's budgets, held to the end of the job (the metadata detector parses the bytes,
         # the watermark check reads the full-size image).
         with self.reader.byte_budget.hold() as take_bytes:
-            s = self.reader.read(path, index, take_bytes)
+            s = self.reader.read(path, index, take_bytes, expect)
             hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
             if hit is not None:
                 info, s.cached = hit
