@@ -253,6 +253,19 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
     yield from from_args(listed, False)
 
 
+def machine_id() -> str:
+    """This machine's kernel, as far as (st_dev, st_ino) mean the same file: its boot id (shared by
+    the containers on one host), else its host name. A Candidate's `ident` is checked only here:
+    another node of a cluster numbers its mounts of the same share differently."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        import socket
+
+        return socket.gethostname()
+
+
 def _is_dir_link(p: str) -> bool:
     try:
         return os.path.islink(p) and not os.path.splitext(p)[1]

@@ -23,7 +23,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from ..discover import Candidate
+from ..discover import Candidate, machine_id
 from ..records import Record
 
 # Paths handed to Ray per dataset execution. One window's (index, path) rows are held by the
@@ -104,8 +104,13 @@ class _ModelStage:
 
 def _decode_stage(half, finish: bool):
     """The CPU task body; with finish (no model detectors) it completes the records too."""
+    listed_on = machine_id()
+
     def fn(batch: dict[str, Any]) -> dict[str, Any]:
         cands = [pickle.loads(b) for b in batch["cand"]]
+        if machine_id() != listed_on:  # another node: its device numbers for the share are its own
+            for c in cands:
+                c.ident = None
         samples = half.decode_many(cands, batch["i"])
         if finish:
             recs = half.complete(samples)

@@ -2,6 +2,8 @@
 the local engine gives (records carry no timing fields, so they compare whole)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aiidetect.discover import Candidate
@@ -70,3 +72,31 @@ def test_ray_missing_is_an_explained_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ray_engine.RayUnavailable, match=r"aiidetect\[ray\]"):
         ray_engine._import_ray()
+
+
+def test_ray_cpu_tasks_check_the_listed_file_only_on_the_machine_that_listed_it(tmp_path, monkeypatch):
+    """(st_dev, st_ino) from the driver's listing mean the same file only on the driver's machine:
+    another node mounts the share under its own device number. There the check is left out; on
+    the driver's machine a swapped file is refused, as in a local scan. No cluster needed."""
+    import pickle
+
+    from PIL import Image
+
+    from aiidetect.discover import discover
+    from aiidetect.engines import ray as engine
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (c,), _ = discover([str(tmp_path)])
+    c.ident = (c.ident[0] + 1, c.ident[1])          # how another node numbers the same share
+    batch = {"i": [0], "cand": [pickle.dumps(c)]}
+    half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
+
+    def code(fn):
+        return json.loads(fn(dict(batch))["record"][0])["error"]
+
+    assert code(engine._decode_stage(half, True))["code"] == "unreadable"        # listed here, read here
+    fn = engine._decode_stage(half, True)
+    monkeypatch.setattr(engine, "machine_id", lambda: "another-node")
+    assert code(fn) is None                                                       # read on another node
