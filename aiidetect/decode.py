@@ -405,6 +405,22 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     return s
 
 
+def read_recorded(path: str | Path, sha256: str | None, limits: DecodeLimits | None = None) -> bytes:
+    """The bytes at `path` only if they are the bytes a record describes (its SHA-256); raises
+    DecodeFailure saying why not. What a report draws beside a verdict (a thumbnail, a heat map)
+    must be of that file: one replaced at the same path since the scan (or named by a hand-made or
+    foreign JSONL) must not put another picture there."""
+    if not sha256:
+        raise DecodeFailure("unreadable", "the record has no checksum to match the file against")
+    try:
+        data = read_bytes(path, limits)
+    except DecodeFailure as exc:
+        raise DecodeFailure(exc.code, f"the file cannot be read now ({exc.message})") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise DecodeFailure("unreadable", "the file at this path has changed since the scan")
+    return data
+
+
 def load_rgb(path: str | Path, limits: DecodeLimits | None = None, draft: int | None = None):
     """For trainers and tools: path -> PIL RGB image (raises DecodeFailure)."""
     img, _ = decode_bytes(read_bytes(path, limits), limits, draft=draft)

@@ -31,13 +31,15 @@ def pixel_detectors(detectors: Sequence[Any]) -> list[Any]:
 
 
 def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID, limits=None,
-                   batch_size: int = 16) -> list[dict[str, Any]]:
+                   batch_size: int = 16, sha256: str | None = None) -> list[dict[str, Any]]:
     """One map per pixel detector that gave the unoccluded image a P(AI):
     {detector, base_p, grid, scale, deltas (grid x grid), image (JPEG data URI)},
-    or {detector, error} when it could not be computed."""
+    or {detector, error} when it could not be computed. `sha256`: the scanned
+    file's, for a map beside its record (decode.read_recorded: a file replaced
+    since is one error, not a map of another picture); None: the file as it is."""
     from PIL import Image, ImageFilter
 
-    from ..decode import DecodeLimits, Sample, load_rgb
+    from ..decode import DecodeFailure, DecodeLimits, Sample, decode_bytes, load_rgb, read_recorded
     from ..discover import Candidate
     from ..pipeline import Pipeline
     from ..preprocess import normalize, spec_key, to_uint8
@@ -47,7 +49,11 @@ def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID
     if not dets:
         return []
     grid = max(2, int(grid))
-    img = load_rgb(path, limits or DecodeLimits())
+    limits = limits or DecodeLimits()
+    try:
+        img = load_rgb(path, limits) if sha256 is None else decode_bytes(read_recorded(path, sha256, limits), limits)[0]
+    except DecodeFailure as exc:
+        return [{"detector": "", "error": exc.message}]
     probe = Pipeline(dets, None, batch_size=batch_size, workers=1)
     views: dict[str, np.ndarray] = {}
     blurred: dict[str, np.ndarray] = {}

@@ -76,23 +76,15 @@ def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None,
                        sha256: str | None = None) -> tuple[str | None, str | None]:
     """(a small JPEG of the file as a data URI, None), or (None, why there is none).
 
-    Only of the bytes the record describes: the file is read once, its SHA-256 compared with the
-    record's, and those same bytes decoded. A file replaced at the same path since the scan (or named
-    by a hand-made or foreign JSONL) must not put another picture beside this verdict. Decoding goes
-    through the scan's limits, so a decompression bomb costs nothing here either."""
-    import hashlib
+    Only of the bytes the record describes (decode.read_recorded), those same bytes decoded.
+    Decoding goes through the scan's limits, so a decompression bomb costs nothing here either."""
+    from ..decode import DecodeFailure, DecodeLimits, decode_bytes, read_recorded
 
-    from ..decode import DecodeFailure, DecodeLimits, decode_bytes, read_bytes
-
-    if not sha256:
-        return None, "the record has no checksum to match the file against"
     limits = limits or DecodeLimits()
     try:
-        data = read_bytes(path, limits)
+        data = read_recorded(path, sha256, limits)
     except DecodeFailure as exc:
-        return None, f"the file cannot be read now ({exc.message})"
-    if hashlib.sha256(data).hexdigest() != sha256:
-        return None, "the file at this path has changed since the scan"
+        return None, exc.message
     try:
         img, _ = decode_bytes(data, limits, draft=side)
         img.thumbnail((side, side))
@@ -196,7 +188,8 @@ class HtmlWriter(Writer):
                                                                    sha256=sha if isinstance(sha, str) else None)
         if self.heatmapper and d.get("verdict") in self.heatmap_for and d.get("error") is None:
             try:
-                item["heatmaps"] = self.heatmapper(path)
+                sha = d.get("sha256")
+                item["heatmaps"] = self.heatmapper(path, sha if isinstance(sha, str) else None)
             except Exception as exc:  # noqa: BLE001 - the card says the map failed; the report goes on
                 item["heatmaps"] = [{"detector": "", "error": f"{type(exc).__name__}: {exc}"}]
         self.items.append(item)
@@ -752,7 +745,7 @@ def scan_writer(stream: IO[str], detectors: Sequence[Any], ctx: Any, fusion_mode
     if wanted:
         from ..explain.occlusion import occlusion_maps
 
-        def mapper(path: str) -> list[dict[str, Any]]:
-            return occlusion_maps(path, detectors, limits=limits)
+        def mapper(path: str, sha256: str | None) -> list[dict[str, Any]]:
+            return occlusion_maps(path, detectors, limits=limits, sha256=sha256)
     return HtmlWriter(stream, run_info_from_scan(detectors, ctx, fusion_model), heatmap_for=wanted,
                       heatmapper=mapper, limits=limits)

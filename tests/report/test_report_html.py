@@ -3,6 +3,7 @@ from outside the file, every payload from a file kept as text; heat maps
 through the served predict path of any pixel head."""
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -183,6 +184,31 @@ def test_occlusion_finds_the_region_a_detector_reads(tmp_path):
     assert (deltas[:4, :4] > 0.005).all(), deltas  # every square of the quadrant it reads matters
     assert np.abs(deltas[4:, :]).max() < 1e-6 and np.abs(deltas[:, 4:]).max() < 1e-6  # nothing else does
     assert m["scale"] >= deltas.max()
+
+
+def test_a_heat_map_is_only_of_the_bytes_the_record_describes(tmp_path):
+    """The report draws a heat map after the scan, from the path: a file replaced there since put a
+    map of another picture beside this verdict (thumbnails already checked the SHA-256)."""
+    import hashlib
+
+    from PIL import Image
+
+    from aiidetect.explain.occlusion import occlusion_maps
+    from aiidetect.report.html import HtmlWriter
+    from aiidetect.testing.images import noise_rgb
+
+    p = tmp_path / "noise.png"
+    Image.fromarray(np.asarray(noise_rgb(64, 64, seed=3))).save(p)
+    scanned = hashlib.sha256(p.read_bytes()).hexdigest()
+    assert "deltas" in occlusion_maps(str(p), [_TextureQuadrant()], grid=4, sha256=scanned)[0]
+    Image.fromarray(np.asarray(noise_rgb(64, 64, seed=4))).save(p)               # replaced since the scan
+    (m,) = occlusion_maps(str(p), [_TextureQuadrant()], grid=4, sha256=scanned)
+    assert "deltas" not in m and "changed since the scan" in m["error"]
+    asked = []
+    w = HtmlWriter(io.StringIO(), {}, thumbnails=False, heatmap_for=["ai"],
+                   heatmapper=lambda path, sha: asked.append((path, sha)) or [])
+    w.add({"file": str(p), "sha256": scanned, "verdict": "ai", "error": None})
+    assert asked == [(str(p), scanned)]
 
 
 @pytest.mark.slow
