@@ -11,6 +11,8 @@ by the hundred thousand.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import os
 import signal
@@ -150,8 +152,40 @@ def pipe_safe_group():
     return PipeSafeGroup
 
 
+class _ClosedStdout(io.TextIOBase):
+    """sys.stdout when the process started with it closed: a report printed there fails with
+    one clear line (exit 2) instead of an AttributeError on None, or vanishing into /dev/null."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed; give -o FILE or leave stdout open")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def hold_standard_fds() -> None:
+    """A closed stdin, stdout or stderr (`2>&-` in a cron line) is pointed at /dev/null. Otherwise the
+    next file opened takes its number, and whatever a library writes to fd 2 (torch's C++ warnings
+    go straight to it) would land in that file: the report being written, say."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+
+
 def run_guarded(app) -> None:
     """Run the Typer app in standalone mode and turn escapes into exit 2."""
+    hold_standard_fds()
     quiet_library_warnings()
     stop_on_signals()
     try:

@@ -345,6 +345,46 @@ def test_sigterm_stops_like_ctrl_c_with_the_signals_exit_code(files, tmp_path, s
         assert {s for (s,) in con.execute("select status from sessions")} == {"interrupted"}
 
 
+_C_LIBRARY_PRINTS = """
+import os, sys
+from aiidetect import api
+real = api.Scanner.records
+def records(self, cands, **kw):
+    recs = real(self, cands, **kw)
+    def gen():
+        for rec in recs:
+            for fd in (1, 2):   # what a C library prints goes straight to fd 1 or 2 (torch's warnings: 2)
+                try:
+                    os.write(fd, b"a C library's line\\n")
+                except OSError:
+                    pass        # a C library ignores EBADF too
+            yield rec
+    return gen()
+api.Scanner.records = records
+sys.argv = ["aiidetect", *sys.argv[1:]]
+from aiidetect.cli import main
+main()
+"""
+
+
+def test_closed_stdout_and_stderr_never_lend_their_numbers_to_the_report(files, tmp_path):
+    """`aiidetect scan ... -o r.jsonl >&- 2>&-` in a cron line: the report's temporary file was opened
+    as fd 1, and what a C library printed went into the report. A report asked for on a closed
+    stdout was an AttributeError; now it says stdout is closed (exit 2)."""
+    import shlex
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.jsonl"
+    py = [sys.executable, "-c", _C_LIBRARY_PRINTS, "scan", str(files), "-d", "metadata", "--no-cache", "-q"]
+    r = subprocess.run(["sh", "-c", shlex.join([*py, "-f", "jsonl", "-o", str(out)]) + " >&- 2>&-"], timeout=60)
+    assert r.returncode == 0
+    assert len([json.loads(x) for x in out.read_text().splitlines()]) == 3
+    r = subprocess.run(["sh", "-c", shlex.join([*py, "-f", "json"]) + " >&-"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
