@@ -183,9 +183,25 @@ def hold_standard_fds() -> None:
         sys.stdout = _ClosedStdout()
 
 
+def utf8_output() -> None:
+    """What goes to a file or a pipe is UTF-8, whatever the locale: JSON, JSONL, CSV and the HTML page
+    are UTF-8 by definition, and in a latin-1 or cp1252 locale (or PYTHONIOENCODING=ascii) the
+    first file name outside it ended the whole scan with UnicodeEncodeError. A terminal keeps its
+    own encoding; there, and on stderr, what it cannot show is written as backslash escapes."""
+    for stream, utf8 in ((sys.stdout, True), (sys.stderr, False)):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue
+        with contextlib.suppress(Exception):
+            if utf8 and not stream.isatty():
+                stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+            else:
+                stream.reconfigure(errors="backslashreplace")
+
+
 def run_guarded(app) -> None:
     """Run the Typer app in standalone mode and turn escapes into exit 2."""
     hold_standard_fds()
+    utf8_output()
     quiet_library_warnings()
     stop_on_signals()
     try:

@@ -408,3 +408,31 @@ def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
         r = CliRunner().invoke(app, ["results", *args, "--db", str(db), "-f", "json"])
         assert r.exit_code == 130, (args, r.output)
         assert len(json.loads(r.stdout)) == at, args
+
+
+def test_reports_are_utf8_whatever_the_locale(tmp_path):
+    """In a latin-1 or cp1252 locale (a Windows console redirected to a file), or with
+    PYTHONIOENCODING=ascii, the first file name outside that charset ended the scan with
+    UnicodeEncodeError, exit 2. JSON, CSV and the page are UTF-8 by definition."""
+    import subprocess
+    import sys
+
+    (tmp_path / "日本 café.png").write_bytes(_png())
+    for enc, fmt in (("latin-1", "json"), ("latin-1", "table"), ("ascii", "csv")):
+        r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata",
+                            "--no-cache", "-f", fmt, "-q"], capture_output=True, timeout=60,
+                           env={**os.environ, "PYTHONIOENCODING": enc})
+        assert r.returncode == 0, (enc, fmt, r.stderr[-500:])
+        out = r.stdout.decode("utf-8")
+        assert "日本 café.png" in (out if fmt != "json" else json.loads(out)[0]["file"]), (enc, fmt)
+    r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path / "missing日本.png")],
+                       capture_output=True, timeout=60, env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert r.returncode == 2 and b"Traceback" not in r.stderr and b"UnicodeEncodeError" not in r.stderr
+
+
+def _png() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+    return buf.getvalue()
