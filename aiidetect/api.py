@@ -519,6 +519,13 @@ class Scanner:
         session = self._open_store(pipe, argv) if self.options.db else None
         if session is not None:
             pipe.prior = session.prior
+            if self.options.engine != "ray":  # the cluster's tasks read the files elsewhere
+                pipe.guard = session.guard_reads()
+            if session.crashed:
+                self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
+                           f"file(s) (a crash, the out-of-memory killer or kill -9): each is read alone this time, "
+                           f"and not again if this run ends there too: {', '.join(session.crashed[:5])}"
+                           + (" ..." if len(session.crashed) > 5 else ""))
         try:
             records = self._engine(pipe, candidates)
         except BaseException:

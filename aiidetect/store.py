@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     files_written INTEGER DEFAULT 0, files_resumed INTEGER DEFAULT 0,
     status TEXT DEFAULT 'running'
 );
+CREATE TABLE IF NOT EXISTS crashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER, mtime_ns INTEGER,
+    strikes INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -382,6 +387,31 @@ class ResultsStore:
                     self._db.rollback()
                 raise
 
+    def crash_strikes(self) -> dict[str, tuple[int | None, int | None, int]]:
+        """path key -> (size, mtime_ns, strikes): the files sessions died reading (crashguard)."""
+        with self._lock:
+            return {r[0]: (r[1], r[2], int(r[3]))
+                    for r in self._db.execute("SELECT path, size, mtime_ns, strikes FROM crashes")}
+
+    def add_strikes(self, found: Sequence[Any], dead: Sequence[int]) -> None:
+        """One strike for each file a dead session was reading (crashguard.Seen): added to the
+        file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
+        with self._lock:
+            try:
+                for s in found:
+                    row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
+                                           (s.key,)).fetchone()
+                    n = row[2] + 1 if row is not None and (row[0], row[1]) == (s.size, s.mtime_ns) else 1
+                    self._db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (s.key, s.size, s.mtime_ns, n))
+                for sid in dead:
+                    self._db.execute("UPDATE sessions SET status='died' WHERE session_id=? AND status='running'",
+                                     (int(sid),))
+                self._db.commit()
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
+
     def run_is_empty(self, run_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
@@ -539,7 +569,15 @@ class StoreSession:
         self.batch = max(1, int(batch))
         self.interval = interval
         self.resume = resume
+        from .crashguard import recover
+
+        # The files sessions of this store died reading, before this one starts its own slots.
+        found, dead = recover(str(store.path))
+        if found or dead:
+            store.add_strikes(found, dead)
+        self.crashed = sorted({s.key for s in found})
         self.session_id = store.start_session(run_id, shard, engine, argv)
+        self.guard = None  # set by guard_reads() for an engine that reads here
         # A run with no rows yet has nothing to resume: skip one lookup per file.
         self._nothing_stored = store.run_is_empty(run_id)
         self._stat: dict[str, _Pending] = {}      # path -> stat taken before reading: in-flight files only
@@ -548,6 +586,20 @@ class StoreSession:
         self._last = time.monotonic()
         self.written = 0
         self.resumed = 0
+
+    def guard_reads(self):
+        """The crashguard.CrashGuard for this session's reads (the local engine); None where the
+        store's folder takes no lock (the scan then goes on without it)."""
+        from .crashguard import CrashGuard, Seen
+
+        def seen(path: str):
+            p = self._stat.get(path)
+            return None if p is None else Seen(p.key, p.size, p.mtime_ns)
+        try:
+            self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen)
+        except OSError:
+            self.guard = None
+        return self.guard
 
     def prior(self, path: str) -> Record | None:
         """The stored record of an unchanged file (path, size and mtime as
@@ -604,6 +656,8 @@ class StoreSession:
         self._last = time.monotonic()
 
     def close(self, status: str = "complete") -> None:
+        if self.guard is not None:
+            self.guard.close()  # stopped or finished, not dead: nothing this session was reading is suspect
         self.flush()
         try:
             self.store.finish_session(self.session_id, self.written, self.resumed, status)

@@ -163,7 +163,7 @@ def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
     with sqlite3.connect(db) as c:
         sessions = c.execute("SELECT session_id, status, files_written, files_resumed FROM sessions "
                              "ORDER BY session_id").fetchall()
-    assert sessions[0][1] == "running"  # the killed one never finished
+    assert sessions[0][1] == "died"  # the killed one never finished; the next one found its reading slots
     assert sessions[1] == (2, "complete", n - k, k)
 
 

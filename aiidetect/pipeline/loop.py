@@ -11,6 +11,7 @@ nor given to a model.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -45,6 +46,9 @@ class Pipeline:
         self.detectors = list(detectors)
         self.decoder = decoder
         self.prior = prior
+        # crashguard.CrashGuard of a results-store session: files a dead session was reading are read alone,
+        # or not at all after a second death.
+        self.guard = None
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
         self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
@@ -91,8 +95,14 @@ class Pipeline:
             if done is not None:
                 self._resumed.add(index)
                 return Sample(index=index, path=c.path, record=done)
+        guard = self.guard
+        if guard is not None:
+            refused = guard.refused(c.path)
+            if refused is not None:
+                return Sample(index=index, path=c.path, record=Record(file=c.path).set_error("crashed", refused))
         t = time.perf_counter()
-        s = self.decoding(c.path, index, c.ident)
+        with guard.watch(c.path) if guard is not None else contextlib.nullcontext():
+            s = self.decoding(c.path, index, c.ident)
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 

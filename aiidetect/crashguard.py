@@ -1,0 +1,195 @@
+"""Files that end the process, found and set aside across the runs of a results store.
+
+A crash in a native decoder on a crafted file (a C library's segfault), the kernel's
+OOM killer, or a hang someone ends with `kill -9` stops a scan with no record for the
+file being read. With `--db` the same command resumes after the records kept, and
+meets the same file again: one such file would stop an audit for good.
+
+So each session of a store keeps, beside the store, a small file of slots
+(`STORE-reading-<session>`), one per decode thread: the file the thread is reading,
+written before it starts and cleared when it is done (no fsync: a crash of the
+process leaves the kernel's copy, which is all this needs). The live session holds
+a lock on it and removes it when it ends, Ctrl-C included. The next session reads the
+slot files that dead sessions left: each file still in a slot gets a strike, keyed
+by its path, size and modification time. A file with one strike is read alone, with
+no other file being read beside it, so a second death while reading it is its own;
+with two it is not read again, and its record is the error `crashed`. A new
+modification time (`touch`) or a changed file clears the strikes.
+
+Only the local engine reads through here: with `--engine ray` the files are read by
+the cluster's tasks, on other machines.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+STRIKES_TO_REFUSE = 2
+SLOT_BYTES = 16384           # a path of PATH_MAX bytes, JSON-escaped, with its size and mtime
+_LEN = 8                     # the slot's header: the payload's length in ASCII digits; 0 = empty
+SUFFIX = "-reading-"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """How a file stood when its session stat-ed it (store.path_key, size, mtime)."""
+    key: str
+    size: int | None
+    mtime_ns: int | None
+
+
+def slot_files(store_path: str) -> list[str]:
+    return sorted(glob.glob(glob.escape(str(store_path)) + SUFFIX + "*"))
+
+
+def recover(store_path: str) -> tuple[list[Seen], list[int]]:
+    """The files in the slots of sessions that died, and those sessions' ids; their slot
+    files are removed. A slot file still locked belongs to a live session: left alone."""
+    import fcntl
+
+    found: list[Seen] = []
+    dead: list[int] = []
+    for path in slot_files(store_path):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its session is still running
+            found.extend(_read_slots(fd))
+            with contextlib.suppress(ValueError):
+                dead.append(int(path.rsplit(SUFFIX, 1)[1]))
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+    return found, dead
+
+
+def _read_slots(fd: int) -> list[Seen]:
+    out = []
+    size = os.fstat(fd).st_size
+    for off in range(0, min(size, 4096 * SLOT_BYTES), SLOT_BYTES):
+        raw = os.pread(fd, SLOT_BYTES, off)
+        head = raw[:_LEN]
+        if not head.isdigit() or int(head) == 0 or int(head) > SLOT_BYTES - _LEN:
+            continue
+        try:
+            key, size_, mtime = json.loads(raw[_LEN:_LEN + int(head)].decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, TypeError):
+            continue  # torn by the crash: nothing to learn from it
+        if isinstance(key, str):
+            out.append(Seen(key, size_ if isinstance(size_, int) else None,
+                            mtime if isinstance(mtime, int) else None))
+    return out
+
+
+class _ReadersWriter:
+    """Many readers, or one writer alone; a waiting writer goes before new readers (so a file
+    that must be read alone is not starved by the steady stream of the others)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and not self._waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._writer and not self._readers)
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class CrashGuard:
+    """One session's slots, and the strikes its store holds. `seen(path)` says how the
+    session stat-ed the file (StoreSession.prior) before it is read."""
+
+    def __init__(self, store_path: str, session_id: int, strikes: Mapping[str, tuple[int | None, int | None, int]],
+                 seen: Callable[[str], Seen | None]):
+        import fcntl
+
+        self.path = f"{store_path}{SUFFIX}{int(session_id)}"
+        self.strikes = dict(strikes)
+        self._seen = seen
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock = _ReadersWriter()
+        self._slots = threading.local()
+        self._count = 0
+        self._count_lock = threading.Lock()
+
+    def _strikes(self, path: str) -> tuple[int, Seen | None]:
+        s = self._seen(path)
+        if s is None:
+            return 0, None
+        size, mtime, n = self.strikes.get(s.key, (None, None, 0))
+        return (n if (size, mtime) == (s.size, s.mtime_ns) else 0), s
+
+    def refused(self, path: str) -> str | None:
+        """Why this file is not read again (two earlier sessions died reading it), or None."""
+        n, _ = self._strikes(path)
+        if n < STRIKES_TO_REFUSE:
+            return None
+        return (f"the process ended while reading this file in {n} earlier runs of this results store, the last "
+                "time with no other file being read (a crash in an image decoder, the out-of-memory killer, or a "
+                "hang ended by hand); not read again. `touch` the file to try it once more")
+
+    @contextlib.contextmanager
+    def watch(self, path: str) -> Iterator[None]:
+        """Around one file's whole read: its slot names it meanwhile; a file with a strike is read alone."""
+        n, seen = self._strikes(path)
+        with (self._lock.alone() if n else self._lock.shared()):
+            off = self._slot()
+            if seen is not None:
+                payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
+                if len(payload) <= SLOT_BYTES - _LEN:
+                    os.pwrite(self._fd, b"%08d" % len(payload) + payload, off)
+            try:
+                yield
+            finally:
+                os.pwrite(self._fd, b"0" * _LEN, off)
+
+    def _slot(self) -> int:
+        off = getattr(self._slots, "off", None)
+        if off is None:
+            with self._count_lock:
+                off = self._slots.off = self._count * SLOT_BYTES
+                self._count += 1
+        return off
+
+    def close(self) -> None:
+        """A session that ends (finished or stopped) leaves no slots: nothing it read is suspect."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None

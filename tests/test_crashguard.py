@@ -1,0 +1,110 @@
+"""A file that ends the process (a native decoder's crash, the OOM killer, a hang ended by kill -9)
+must not stop an audit with --db for good: read alone after one death, set aside after two."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+from PIL import Image
+
+from aiidetect.crashguard import CrashGuard, Seen, _ReadersWriter, recover, slot_files
+
+_CRASH_ON_POISON = """
+import ctypes, os, sys
+from aiidetect import pixels
+real = pixels.read_sample
+def read_sample(path, *a, **k):
+    if os.path.basename(path) == "poison.png":
+        ctypes.string_at(0)                         # a real segfault, as a C decoder's on a crafted file
+    return real(path, *a, **k)
+pixels.read_sample = read_sample
+sys.argv = ["aiidetect", *sys.argv[1:]]
+from aiidetect.cli import main
+main()
+"""
+
+
+def test_a_file_that_crashes_the_scan_is_read_alone_then_set_aside(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (i, 2 * i, 3)).save(src / f"a{i:02d}.png")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(src / "poison.png")
+    db = tmp_path / "audit.sqlite"
+    cmd = [sys.executable, "-c", _CRASH_ON_POISON, "scan", str(src), "-d", "metadata", "--no-cache", "--db", str(db),
+           "-f", "jsonl", "--workers", "4"]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, timeout=120) for _ in range(3)]
+    # Before: every run died at the same file, and the audit could never finish.
+    assert [r.returncode for r in runs[:2]] == [-signal.SIGSEGV, -signal.SIGSEGV]
+    assert "ended while reading" in runs[1].stderr and "poison.png" in runs[1].stderr
+    assert runs[2].returncode == 0, runs[2].stderr[-2000:]
+    recs = {os.path.basename(d["file"]): d for d in map(json.loads, runs[2].stdout.splitlines())}
+    assert len(recs) == 13
+    assert recs["poison.png"]["error"]["code"] == "crashed" and recs["poison.png"]["verdict"] == "error"
+    assert all(d["error"] is None for name, d in recs.items() if name != "poison.png")  # neighbours cleared
+    with sqlite3.connect(db) as c:
+        assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == \
+            ["died", "died", "complete"]
+    assert slot_files(str(db)) == []
+    (src / "poison.png").touch()                      # a new mtime: tried once more (and here it crashes again)
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == -signal.SIGSEGV
+
+
+def test_slots_name_only_the_files_being_read_and_a_live_session_is_left_alone(tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    seen = {"/x/a.png": Seen("/x/a.png", 10, 1), "/x/b.png": Seen("/x/b.png", 20, 2)}
+    g = CrashGuard(store, 7, {"/x/b.png": (20, 2, 1)}, seen.get)
+    with g.watch("/x/a.png"):
+        pass                                        # done: its slot is cleared
+    entered, release = threading.Event(), threading.Event()
+
+    def reading_b():
+        with g.watch("/x/b.png"):
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=reading_b)
+    t.start()
+    entered.wait(5)
+    assert recover(store) == ([], [])               # locked: its session is alive
+    os.close(os.dup(g._fd))
+    # what a dead session leaves: the slot file, no lock (read as another process would after a crash)
+    dead = tmp_path / "s.sqlite-reading-3"
+    dead.write_bytes(open(g.path, "rb").read())
+    found, ids = recover(store)
+    assert found == [Seen("/x/b.png", 20, 2)] and ids == [3] and not dead.exists()
+    release.set()
+    t.join()
+    assert g.refused("/x/b.png") is None            # one strike: read (alone), not refused
+    g.strikes["/x/b.png"] = (20, 2, 2)
+    assert "touch" in g.refused("/x/b.png")
+    g.strikes["/x/b.png"] = (20, 3, 2)              # another mtime: not the file that crashed
+    assert g.refused("/x/b.png") is None
+    g.close()
+    assert not os.path.exists(g.path)
+
+
+def test_a_file_with_a_strike_is_read_with_no_other_beside_it():
+    lock, inside, most, mu = _ReadersWriter(), [0, 0], [0], threading.Lock()
+
+    def job(alone: bool):
+        with lock.alone() if alone else lock.shared():
+            with mu:
+                inside[alone] += 1
+                if alone:
+                    most[0] = max(most[0], inside[0] + inside[1])
+            threading.Event().wait(0.005)
+            with mu:
+                inside[alone] -= 1
+
+    ts = [threading.Thread(target=job, args=(i % 5 == 0,)) for i in range(40)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert most[0] == 1
