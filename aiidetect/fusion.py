@@ -261,7 +261,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             rest = max(-mag / 2, min(mag / 2, z))
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"
-            notes.append("decisive provenance evidence decides the verdict")
+            notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
     if n_pixel == 0 and not soft:
@@ -278,6 +278,23 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     else:
         verdict = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+
+
+# How each kind of decisive evidence was established (Evidence.data["basis"], set by the provenance
+# readers). A forged declaration in a real photo decides the verdict as a genuine one would (rule 3),
+# so the reason must say when nothing but the file's own word stands behind it.
+_BASIS_WORDS = {
+    "claim": "the file's own unsigned metadata (not verified: any tool can write it into any image)",
+    "signed": "a C2PA manifest with a valid signature and content hash (the signer is not checked against a trust "
+              "list)",
+    "pixels": "a pattern measured in the pixels",
+}
+
+
+def _basis(decisive) -> str:
+    parts = list(dict.fromkeys(f"{e.id}, {_BASIS_WORDS[b]}" for _, e in decisive
+                               if (b := (e.data or {}).get("basis")) in _BASIS_WORDS))
+    return ", resting on " + "; ".join(parts) if parts else ""
 
 
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:

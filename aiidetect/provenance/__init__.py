@@ -55,6 +55,12 @@ _DST_CAPTURE = {"digitalCapture", "negativeFilm", "positiveFilm", "print", "comp
 
 CAMERA_FORMATS = {"JPEG", "HEIF", "AVIF", "TIFF", "WEBP"}
 
+# What a decisive item rests on (its data["basis"]; fusion names it in the verdict's reason): "claim" is
+# text the file carries about itself, which nothing verifies and any tool can write into any image;
+# "signed" is a C2PA manifest whose signature and content hash check out (signer trust is not checked
+# offline); "pixels" is a pattern measured in the image itself.
+BASIS_CLAIM, BASIS_SIGNED, BASIS_PIXELS = "claim", "signed", "pixels"
+
 
 @dataclass
 class ProvenanceReport:
@@ -186,7 +192,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
     for g in gens:
-        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict()))
+        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict(),
+                      basis=BASIS_CLAIM))
 
     # --- C2PA
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
@@ -259,7 +266,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
     if short in _DST_AI:
         ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short} (declared AI-generated, "
-                      "unsigned)", where, decisive=True, source_type=short))
+                      "unsigned)", where, decisive=True, source_type=short, basis=BASIS_CLAIM))
     elif short in _DST_COMPOSITE:
         ev.append(_ev("xmp.ai-composite", "ai", f"IPTC DigitalSourceType = {short} (part AI, unsigned)", where,
                       source_type=short))
@@ -298,7 +305,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
     types = set(f.source_types)
     if types & _DST_AI or types & _DST_ALGO:
         ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
-                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok, **base))
+                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok,
+                      basis=BASIS_SIGNED if ok else BASIS_CLAIM, **base))
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
@@ -338,7 +346,8 @@ def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict
             rep.evidence.append(_ev(
                 "watermark.match", "ai", f"Stable Diffusion invisible watermark '{r.pattern}' found "
                 f"({r.agreement:.0%} of bits agree; threshold {r.threshold:.0%})", "pixels (DWT-DCT)",
-                decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order))
+                decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order,
+                basis=BASIS_PIXELS))
 
 
 # Source modes whose decoded image (decode._to_rgb) is Pillow's plain convert("RGB"),

@@ -254,6 +254,7 @@ def test_c2pa_signed_ai_declaration(signer, fmt):
     ev = {e.id: e for e in rep.evidence}
     assert ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 7.0, rep.errors
     assert "signature valid; signer not checked against a trust list" in ev["c2pa.ai-generated"].detail
+    assert ev["c2pa.ai-generated"].data["basis"] == "signed"   # what fusion's reason names (docs/fusion.md)
     assert rep.facts["c2pa"]["signer"].startswith("aiidetect test signer")
     plain = io.BytesIO()
     small().save(plain, fmt)
@@ -266,6 +267,7 @@ def test_c2pa_tampered_and_capture(signer):
     ev = {e.id: e for e in analyze(bytes(data), "x").evidence}
     assert not ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 3.0
     assert "INVALID" in ev["c2pa.ai-generated"].detail
+    assert ev["c2pa.ai-generated"].data["basis"] == "claim"    # a broken signature vouches for nothing
     cap = {e.id: e for e in analyze(sign(signer, small(), "JPEG", "digitalCapture"), "x").evidence}
     assert cap["c2pa.capture"].direction == "real" and not cap["c2pa.capture"].decisive
 
@@ -300,6 +302,7 @@ def test_watermark_embedded_on_real_photo(photo, kind, order):
     rep = analyze(png_bytes(marked), "x.png")
     ev = [e for e in rep.evidence if e.id == "watermark.match"]
     assert ev and ev[0].decisive and ev[0].data["pattern"] == kind, rep.facts.get("watermark")
+    assert ev[0].data["basis"] == "pixels"
     clean = analyze(png_bytes(photo), "x.png")
     assert not [e for e in clean.evidence if e.id == "watermark.match"]
     assert clean.facts["watermark"]["checked"]
