@@ -135,6 +135,14 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
             f"metadata reading stopped before the {budget.stage} stage: the {budget.seconds:g} s per-file budget "
             "was spent; evidence read before that is kept", source="parsers",
             data={"stage": budget.stage, "budget_s": budget.seconds}))
+    if rep.facts.get("conflicts"):
+        c = rep.facts["conflicts"]
+        rep.evidence.append(Evidence(
+            "metadata.conflict", "neutral", 0.0,
+            f"metadata blocks in this file disagree ({len(c)}): {'; '.join(c[:3])}"
+            + ("; the first EXIF block is the one used, as in other readers" if rep.facts.get("exif_other_blocks")
+               else ""), source="parsers",
+            data={"conflicts": c[:20]}))
     if rep.errors:
         rep.evidence.append(Evidence("metadata.malformed", "neutral", 0.0,
                                      f"metadata could not be fully read: {'; '.join(rep.errors[:3])}",
@@ -159,14 +167,19 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             f = exif.read_exif(blob, where)
             rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
             facts.append(f)
-    ef = exif.merge(facts)
+    ef, conflicts = exif.merge(facts)
+    if len([f for f in facts if f.reader]) > 1:
+        rep.facts["exif_other_blocks"] = [f.to_dict() for f in facts[1:] if f.reader and f is not ef]
     texts = list(blobs.texts)
     if ef:
         rep.facts["exif"] = ef.to_dict()
-        if ef.user_comment:
-            texts.append(("UserComment", ef.user_comment, f"EXIF UserComment ({ef.where})"))
-        if ef.description and len(ef.description) > 20:
-            texts.append(("ImageDescription", ef.description, f"EXIF ImageDescription ({ef.where})"))
+    # Generator text is looked for wherever the file holds text, every EXIF block included (as in
+    # every PNG chunk): the first-block rule above is about which camera the file names.
+    for f in (f for f in facts if f.reader):
+        if f.user_comment:
+            texts.append(("UserComment", f.user_comment, f"EXIF UserComment ({f.where})"))
+        if f.description and len(f.description) > 20:
+            texts.append(("ImageDescription", f.description, f"EXIF ImageDescription ({f.where})"))
 
     # --- XMP
     xf_all = []
@@ -209,6 +222,11 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             if tools and not gens:
                 ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
                               tools=tools[:5]))
+
+    with _stage(rep, "XMP declarations"):
+        conflicts += _source_type_conflicts(xf_all, rep.facts.get("c2pa"))
+    if conflicts:
+        rep.facts["conflicts"] = conflicts
 
     # --- EXIF-based evidence
     with _stage(rep, "EXIF evidence"):
@@ -261,6 +279,21 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
                               f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
                               key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+
+
+def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
+    """Declarations of where the image came from that cannot both be true (captured by a camera
+    and generated), across XMP packets and the C2PA manifest. Each is still weighed as what it is
+    (a decisive AI declaration still decides); the record says they disagree."""
+    declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
+    if c2pa_facts:
+        declared += [(t, f"C2PA ({'valid' if c2pa_facts.get('valid') else 'INVALID'})")
+                     for t in c2pa_facts.get("source_types", [])]
+    ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_COMPOSITE | _DST_ALGO]
+    cap = [(t, w) for t, w in declared if t in _DST_CAPTURE]
+    if not (ai and cap):
+        return []
+    return [f"DigitalSourceType: {cap[0][0]} ({cap[0][1]}) vs {ai[0][0]} ({ai[0][1]})"]
 
 
 def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:

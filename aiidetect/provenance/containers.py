@@ -102,7 +102,19 @@ def walk(data: bytes) -> Blobs:
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
         b.jumbf.append(f"{fmt} box")
+    b.exif, b.xmp = _numbered(b.exif), _numbered(b.xmp)
     return b
+
+
+def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+    """Two EXIF or XMP blocks in the same spot (two APP1 segments) are told apart in the record:
+    'JPEG APP1', 'JPEG APP1 #2'. When they disagree, the report must say which one said what."""
+    seen: dict[str, int] = {}
+    out = []
+    for blob, where in blobs:
+        seen[where] = seen.get(where, 0) + 1
+        out.append((blob, where if seen[where] == 1 else f"{where} #{seen[where]}"))
+    return out
 
 
 # --- JPEG -------------------------------------------------------------------

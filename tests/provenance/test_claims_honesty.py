@@ -44,3 +44,78 @@ def test_forged_generator_parameters_say_the_verdict_rests_on_an_unverified_clai
     assert ev["generator.parameters"]["data"]["basis"] == "claim"
     # the camera EXIF beside it is still reported, as what it is
     assert "can be copied" in ev["exif.camera"]["detail"]
+
+
+def _app(marker: int, body: bytes) -> bytes:
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg_with(*segments: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[:2] + b"".join(segments) + data[2:]
+
+
+def _exif(make: str, model: str, software: str | None = None, exposure: bool = False, comment: bytes | None = None):
+    from PIL.TiffImagePlugin import IFDRational
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = make, model
+    if software:
+        ex[0x0131] = software
+    sub = ex.get_ifd(0x8769)
+    if exposure:
+        sub[0x829A], sub[0x829D], sub[0x927C] = IFDRational(1, 250), IFDRational(28, 10), b"\x00" * 64
+    if comment:
+        sub[0x9286] = comment
+    return ex.tobytes()   # starts with Exif\0\0, as an APP1 body does
+
+
+def _meta(tmp_path, data: bytes, name: str) -> dict:
+    f = tmp_path / name
+    f.write_bytes(data)
+    r = run_cli("meta", str(f), "-f", "json")
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)[0]
+
+
+def test_two_exif_blocks_are_not_mixed_into_one_camera_and_the_record_says_they_disagree(tmp_path):
+    # Before: each field came from the first block that had it, so this file reported a "Nikon D850
+    # with maker note" and exposure settings, a camera neither block describes, and no conflict.
+    canon = _exif("Canon", "Canon EOS R5", exposure=True)
+    nikon = _exif("Nikon", "D850", software="Stable Diffusion")
+    rec = _meta(tmp_path, _jpeg_with(_app(0xE1, nikon), _app(0xE1, canon)), "two.jpg")
+    ev = {e["id"]: e for e in rec["evidence"]}
+    assert ev["exif.camera"]["detail"].startswith("camera make/model in EXIF (Nikon, D850), no exposure")
+    assert rec["facts"]["exif"]["make"] == "Nikon" and "has_makernote" not in rec["facts"]["exif"]
+    assert rec["facts"]["exif_other_blocks"][0]["where"] == "JPEG APP1 #2"
+    conflicts = ev["metadata.conflict"]["data"]["conflicts"]
+    assert "EXIF make: 'Nikon' (JPEG APP1) vs 'Canon' (JPEG APP1 #2)" in conflicts
+    assert ev["metadata.conflict"]["direction"] == "neutral"
+
+
+def test_generator_text_in_a_second_exif_block_still_counts(tmp_path):
+    comment = b"UNICODE\x00" + A1111.encode("utf-16-be")
+    data = _jpeg_with(_app(0xE1, _exif("Canon", "EOS")), _app(0xE1, _exif("x", "y", comment=comment)))
+    rec = _meta(tmp_path, data, "gen.jpg")
+    gen = [e for e in rec["evidence"] if e["id"] == "generator.parameters"]
+    assert gen and gen[0]["source"] == "EXIF UserComment (JPEG APP1 #2)"
+
+
+def _xmp(dst: str) -> bytes:
+    return (b"http://ns.adobe.com/xap/1.0/\x00" + (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+        f'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/{dst}"/>'
+        '</rdf:RDF></x:xmpmeta>').encode())
+
+
+def test_xmp_packets_declaring_capture_and_ai_are_named_as_a_conflict(tmp_path):
+    rec = _meta(tmp_path, _jpeg_with(_app(0xE1, _xmp("digitalCapture")), _app(0xE1, _xmp("trainedAlgorithmicMedia"))),
+                "xmp2.jpg")
+    ev = {e["id"]: e for e in rec["evidence"]}
+    assert ev["xmp.capture-source-type"]["source"] == "JPEG APP1"
+    assert ev["xmp.ai-source-type"]["source"] == "JPEG APP1 #2"     # which packet said what
+    assert ev["metadata.conflict"]["data"]["conflicts"] == [
+        "DigitalSourceType: digitalCapture (JPEG APP1) vs trainedAlgorithmicMedia (JPEG APP1 #2)"]
