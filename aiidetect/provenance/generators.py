@@ -32,7 +32,20 @@ class GeneratorInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "", {})}
+        """Each text field up to MAX_PROMPT_CHARS; one cut there is named in `truncated` with its full
+        length, so a quoted prompt is never mistaken for the whole one."""
+        d: dict[str, Any] = {}
+        cut: dict[str, int] = {}
+        for k, v in self.__dict__.items():
+            if v in (None, "", {}):
+                continue
+            if isinstance(v, str) and len(v) > MAX_PROMPT_CHARS:
+                cut[k] = len(v)
+                v = v[:MAX_PROMPT_CHARS]
+            d[k] = v
+        if cut:
+            d["truncated"] = cut
+        return d
 
     def summary(self) -> str:
         bits = [f"{self.generator} parameters in {self.where}"]
@@ -52,7 +65,8 @@ def _s(v: Any) -> str | None:
         return None
     if isinstance(v, (dict, list)):
         v = json.dumps(v)[:500]
-    return str(v)[:MAX_PROMPT_CHARS]
+    # Not cut here: to_dict cuts and says so. The text is already bounded by the container caps.
+    return str(v)
 
 
 def _loads(text: str) -> Any:

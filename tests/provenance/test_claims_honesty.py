@@ -119,3 +119,19 @@ def test_xmp_packets_declaring_capture_and_ai_are_named_as_a_conflict(tmp_path):
     assert ev["xmp.ai-source-type"]["source"] == "JPEG APP1 #2"     # which packet said what
     assert ev["metadata.conflict"]["data"]["conflicts"] == [
         "DigitalSourceType: digitalCapture (JPEG APP1) vs trainedAlgorithmicMedia (JPEG APP1 #2)"]
+
+
+def test_a_prompt_cut_for_the_record_says_so(tmp_path):
+    from PIL import PngImagePlugin
+
+    prompt = "a cat, " * 800 + "END"      # 5,603 characters, over the 4,000 a record keeps
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"{prompt}\nSteps: 20, Sampler: Euler a, Seed: 1")
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, "PNG", pnginfo=info)
+    rec = _meta(tmp_path, buf.getvalue(), "long.png")
+    g = rec["facts"]["generators"][0]
+    assert prompt.startswith(g["prompt"]) and len(g["prompt"]) == 4000
+    assert g["truncated"] == {"prompt": len(prompt)}   # before: cut silently, quoted as if whole
+    short = _meta(tmp_path, _camera_jpeg_with_forged_parameters(), "short.jpg")["facts"]["generators"][0]
+    assert short["prompt"] == "a photo of a cat" and "truncated" not in short
