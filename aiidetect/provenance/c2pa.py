@@ -48,7 +48,10 @@ class C2paFacts:
         if self.valid:
             return (f"signed by {self.signer or 'unknown signer'}; signature valid; "
                     "signer not checked against a trust list")
-        why = ", ".join(self.failures[:4]) or "validation failed"
+        if not self.failures:
+            return (f"signed by {self.signer or 'unknown signer'}; signature NOT verified (the C2PA reader "
+                    "reported no validation), so the manifest is only a claim")
+        why = ", ".join(self.failures[:4])
         return f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +133,10 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     failures = _codes(results.get("failure"))
     if not results:  # older layout: a flat validation_status list of problems
         failures = _codes(store.get("validation_status"))
-        success = {"claimSignature.validated"} if not failures else set()
+        # No problem listed is not a checked signature (a reader that did not validate lists none):
+        # only the reader's own verdict says the signature was checked.
+        success = {"claimSignature.validated"} if not failures and str(state).lower() in ("valid", "trusted") \
+            else set()
     f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
     f.signature_valid = "claimSignature.validated" in success and not any(
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)

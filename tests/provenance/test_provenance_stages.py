@@ -98,3 +98,16 @@ def test_c2pa_summary_still_reads_the_real_layout():
     f = c2pa.summarize(store, "Valid")
     assert (f.claim_generator, f.signer, f.actions) == ("gen 2", "CA", ["c2pa.created"])
     assert f.source_types == f.ingredient_source_types == ["trainedAlgorithmicMedia"] and f.valid
+
+
+def test_c2pa_manifest_without_any_validation_result_is_not_called_valid():
+    """A store that lists no problems because nothing was validated (no validation_results, no
+    validation_status): before, the empty problem list read as "signature valid", and a declared
+    capture counted 2.0 nats towards real, an AI declaration was decisive."""
+    dst = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+    store = {"active_manifest": "m", "manifests": {"m": {"signature_info": {"issuer": "Anyone"}, "assertions": [
+        {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": dst}]}}]}}}
+    for state in ("", "Invalid", None):
+        f = c2pa.summarize(store, state or "")
+        assert not f.valid and "NOT verified" in f.validity_text() and "signature valid" not in f.validity_text()
+    assert c2pa.summarize(store, "Valid").valid   # the reader's own verdict, with no problem listed
