@@ -245,7 +245,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
                               "copied", ef.where, key="exif.camera.exposure", fields=cam))
             elif ef.make and ef.model:
-                ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings",
+                ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings; "
+                              "metadata can be copied",
                               ef.where, key="exif.camera.make-model", fields=cam))
             if ef.has_gps:
                 ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))

@@ -46,8 +46,10 @@ class C2paFacts:
 
     def validity_text(self) -> str:
         if self.valid:
+            # "valid" only says the manifest is intact since signing, not who signed: offline, a
+            # certificate anyone made for themselves signs just as validly as a camera maker's.
             return (f"signed by {self.signer or 'unknown signer'}; signature valid; "
-                    "signer not checked against a trust list")
+                    "signer not checked against a trust list (a self-made certificate signs as validly)")
         if not self.failures:
             return (f"signed by {self.signer or 'unknown signer'}; signature NOT verified (the C2PA reader "
                     "reported no validation), so the manifest is only a claim")

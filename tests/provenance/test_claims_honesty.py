@@ -88,6 +88,7 @@ def test_two_exif_blocks_are_not_mixed_into_one_camera_and_the_record_says_they_
     rec = _meta(tmp_path, _jpeg_with(_app(0xE1, nikon), _app(0xE1, canon)), "two.jpg")
     ev = {e["id"]: e for e in rec["evidence"]}
     assert ev["exif.camera"]["detail"].startswith("camera make/model in EXIF (Nikon, D850), no exposure")
+    assert "can be copied" in ev["exif.camera"]["detail"]   # every camera item says it, not only the stronger two
     assert rec["facts"]["exif"]["make"] == "Nikon" and "has_makernote" not in rec["facts"]["exif"]
     assert rec["facts"]["exif_other_blocks"][0]["where"] == "JPEG APP1 #2"
     conflicts = ev["metadata.conflict"]["data"]["conflicts"]

@@ -254,6 +254,7 @@ def test_c2pa_signed_ai_declaration(signer, fmt):
     ev = {e.id: e for e in rep.evidence}
     assert ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 7.0, rep.errors
     assert "signature valid; signer not checked against a trust list" in ev["c2pa.ai-generated"].detail
+    assert "self-made certificate" in ev["c2pa.ai-generated"].detail   # valid says intact, not who signed
     assert ev["c2pa.ai-generated"].data["basis"] == "signed"   # what fusion's reason names (docs/fusion.md)
     assert rep.facts["c2pa"]["signer"].startswith("aiidetect test signer")
     plain = io.BytesIO()
