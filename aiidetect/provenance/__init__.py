@@ -47,6 +47,8 @@ AI_TOOL = re.compile(
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+# Problems listed per file: a file of a million broken text chunks made a record of a million lines.
+MAX_ERRORS = 100
 
 _DST_AI = {"trainedAlgorithmicMedia"}
 _DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
@@ -128,7 +130,9 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     with _stage(rep, "provenance"):   # _analyze guards each stage; this keeps the file if the glue fails
         _analyze(data, rep, image, info or {}, opts, budget)
     # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
-    rep.errors = [_ADDR.sub("", e) for e in rep.errors]
+    rep.errors = [_ADDR.sub("", e) for e in rep.errors[:MAX_ERRORS]] + (
+        [f"... and {len(rep.errors) - MAX_ERRORS} more problems of the same file"] if len(rep.errors) > MAX_ERRORS
+        else [])
     if budget.stage is not None:
         rep.evidence.append(Evidence(
             METADATA_TIMEOUT, "neutral", 0.0,

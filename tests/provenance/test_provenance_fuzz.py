@@ -148,3 +148,30 @@ def test_random_bytes_any_container(tail):
     for head in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF\x10\x00\x00\x00WEBP", b"II*\x00",
                  b"\x00\x00\x00\x18ftypheic"):
         _run(head + tail)
+
+
+A1111 = "a cat\nSteps: 20, Sampler: Euler a, Seed: 1, Model: sd15"
+
+
+def test_many_chunks_in_front_do_not_hide_generator_parameters():
+    # 10,001 empty private chunks stopped the walk (then capped at 10,000) silently: Pillow and every
+    # viewer still showed the 'parameters' behind them, the record had nothing and no error.
+    junk = [(b"prIv", b"")] * 10_001
+    rep = _run(_png(junk + [(b"tEXt", b"parameters\x00" + A1111.encode())]))
+    assert any(e.id == "generator.parameters" for e in rep.evidence), rep.errors
+
+
+def test_the_chunk_cap_is_said(monkeypatch):
+    from aiidetect.provenance import containers
+
+    monkeypatch.setattr(containers, "MAX_CHUNKS", 50)
+    rep = _run(_png([(b"prIv", b"")] * 60))
+    assert any("more than 50 chunks" in e for e in rep.errors)
+
+
+def test_a_flood_of_text_chunks_is_bounded_and_said():
+    flood = [(b"tEXt", b"parameters\x00Steps: 1")] * 100_000 + [(b"tEXt", b"prompt\x00{}")]
+    rep = _run(_png(flood), budget_s=3.0)
+    assert any("more than 1000 text chunks" in e for e in rep.errors)
+    broken = _run(_png([(b"tEXt", b"no keyword")] * 5_000))
+    assert 1 <= len(broken.errors) <= 101     # before: one line per chunk in the record
