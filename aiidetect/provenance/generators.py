@@ -48,7 +48,9 @@ class GeneratorInfo:
         return d
 
     def summary(self) -> str:
-        bits = [f"{self.generator} parameters in {self.where}"]
+        # Said in the detail itself: `meta`'s table shows no verdict reason, and a reader must not take
+        # a decisive item for a verified one (docs/fusion.md rule 3).
+        bits = [f"{self.generator} parameters in {self.where} (unsigned text in the file: any tool can write it)"]
         for k in ("model", "sampler", "seed", "steps"):
             v = getattr(self, k)
             if v:

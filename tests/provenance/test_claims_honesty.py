@@ -42,6 +42,7 @@ def test_forged_generator_parameters_say_the_verdict_rests_on_an_unverified_clai
     assert "generator.parameters" in first and "unsigned" in first and "not verified" in first
     ev = {e["id"]: e for e in rec["detectors"]["metadata"]["evidence"]}
     assert ev["generator.parameters"]["data"]["basis"] == "claim"
+    assert "unsigned text in the file" in ev["generator.parameters"]["detail"]   # meta's table shows this line
     # the camera EXIF beside it is still reported, as what it is
     assert "can be copied" in ev["exif.camera"]["detail"]
 
