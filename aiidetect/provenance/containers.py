@@ -273,6 +273,10 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         elif ctype == b"caBX":
             b.jumbf.append("PNG caBX")
         elif ctype == b"IEND":
+            tail = data[pos + 12:pos + 12 + MAX_TEXT_BYTES]
+            if any(t in tail for t in (b"tEXt", b"zTXt", b"iTXt", b"eXIf")):
+                # Not read, as by Pillow and viewers; but text hidden past the end is worth a line.
+                b.errors.append(f"PNG: metadata chunks after IEND ({len(data) - pos - 12} bytes), not read")
             break
         pos += 12 + length
     else:

@@ -175,3 +175,10 @@ def test_a_flood_of_text_chunks_is_bounded_and_said():
     assert any("more than 1000 text chunks" in e for e in rep.errors)
     broken = _run(_png([(b"tEXt", b"no keyword")] * 5_000))
     assert 1 <= len(broken.errors) <= 101     # before: one line per chunk in the record
+
+
+def test_text_after_iend_is_not_read_but_said():
+    data = _png([]) + _png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())
+    rep = _run(data)
+    assert not any(e.id == "generator.parameters" for e in rep.evidence)   # not part of the image, as in viewers
+    assert any("after IEND" in e for e in rep.errors)
