@@ -56,7 +56,7 @@ def test_decisive_reason_names_what_the_evidence_rests_on():
 
     assert "x.decl, the file's own unsigned metadata (not verified" in first("claim")
     assert "valid signature" in first("signed") and "trust list" in first("signed")
-    assert "measured in the pixels" in first("pixels")
+    assert "measured in the pixels" in first("pixels") and "any image" in first("pixels")
     assert first(None) == "decisive provenance evidence decides the verdict"   # no basis given: no guess
 
 
