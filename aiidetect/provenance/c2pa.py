@@ -54,7 +54,12 @@ class C2paFacts:
             return (f"signed by {self.signer or 'unknown signer'}; signature NOT verified (the C2PA reader "
                     "reported no validation), so the manifest is only a claim")
         why = ", ".join(self.failures[:4])
-        return f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
+        text = f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
+        if not self.content_matches:
+            # The codes are jargon; what they mean for the claim is not.
+            text += ("; the image is not the one that was signed (changed after signing, or the manifest was "
+                     "copied from another file), so what it declares is not established for this image")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}

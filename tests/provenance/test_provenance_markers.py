@@ -268,6 +268,7 @@ def test_c2pa_tampered_and_capture(signer):
     ev = {e.id: e for e in analyze(bytes(data), "x").evidence}
     assert not ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 3.0
     assert "INVALID" in ev["c2pa.ai-generated"].detail
+    assert "not the one that was signed" in ev["c2pa.ai-generated"].detail   # the codes, in words
     assert ev["c2pa.ai-generated"].data["basis"] == "claim"    # a broken signature vouches for nothing
     cap = {e.id: e for e in analyze(sign(signer, small(), "JPEG", "digitalCapture"), "x").evidence}
     assert cap["c2pa.capture"].direction == "real" and not cap["c2pa.capture"].decisive
