@@ -229,8 +229,6 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     with _stage(rep, "XMP declarations"):
         conflicts += _source_type_conflicts(xf_all, rep.facts.get("c2pa"))
-    if conflicts:
-        rep.facts["conflicts"] = conflicts
 
     # --- EXIF-based evidence
     with _stage(rep, "EXIF evidence"):
@@ -255,9 +253,19 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             if ef.has_gps:
                 ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
         has_camera = any(e.id == "exif.camera" for e in ev)
+        claims = [e for e in ev if e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM]
+        if has_camera and claims:
+            # The forger's two moves meet here: camera EXIF pasted into a generator's file, or generator
+            # text pasted into a photo. Each item is weighed as it is; the reader is told they clash.
+            conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
+                             f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
+                             "of the two was added or copied")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
+
+    if conflicts:
+        rep.facts["conflicts"] = conflicts
 
     # --- invisible watermark
     if budget.left("watermark"):

@@ -43,8 +43,11 @@ def test_forged_generator_parameters_say_the_verdict_rests_on_an_unverified_clai
     ev = {e["id"]: e for e in rec["detectors"]["metadata"]["evidence"]}
     assert ev["generator.parameters"]["data"]["basis"] == "claim"
     assert "unsigned text in the file" in ev["generator.parameters"]["detail"]   # meta's table shows this line
-    # the camera EXIF beside it is still reported, as what it is
+    # the camera EXIF beside it is still reported, as what it is, and the clash between the two is named
     assert "can be copied" in ev["exif.camera"]["detail"]
+    clash = ev["metadata.conflict"]["data"]["conflicts"]
+    assert len(clash) == 1 and clash[0].startswith("camera EXIF (Canon, Canon EOS R5; JPEG APP1) beside a "
+                                                   "declaration of AI generation (generator.parameters; JPEG COM)")
 
 
 def _app(marker: int, body: bytes) -> bytes:
