@@ -297,6 +297,9 @@ def _basis(decisive) -> str:
     return ", resting on " + "; ".join(parts) if parts else ""
 
 
+_SHOWN_NEUTRAL = {"metadata.conflict"}
+
+
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:
     """One line per source, strongest first: what it said and how far it moved
     the log-odds (nats; + towards AI)."""
@@ -311,6 +314,10 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
             if r.score is not None and r.score_kind:
                 details[name] += f", {r.score_kind}={r.score:.2f}"  # what a fitted calibration reads
     lines = []
+    # Neutral, so it moves nothing; but a verdict read without it hides that the file contradicts itself.
+    for name, r in results.items():
+        if r is not None and r.status == "ok":
+            lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
             continue

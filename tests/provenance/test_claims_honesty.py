@@ -46,6 +46,7 @@ def test_forged_generator_parameters_say_the_verdict_rests_on_an_unverified_clai
     # the camera EXIF beside it is still reported, as what it is, and the clash between the two is named
     assert "can be copied" in ev["exif.camera"]["detail"]
     clash = ev["metadata.conflict"]["data"]["conflicts"]
+    assert rec["reasons"][1].startswith("metadata:metadata.conflict: ")   # read with the verdict, not only deep in
     assert len(clash) == 1 and clash[0].startswith("camera EXIF (Canon, Canon EOS R5; JPEG APP1) beside a "
                                                    "declaration of AI generation (generator.parameters; JPEG COM)")
 
