@@ -75,12 +75,22 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
-        with lib.Reader(mime, io.BytesIO(data)) as r:
+        with lib.Reader(mime, io.BytesIO(data), context=_offline_context(lib)) as r:
             store = json.loads(r.json())
             state = r.get_validation_state() or ""
     except Exception as exc:  # noqa: BLE001 - C2paError subclasses, and anything the native side raises
+        if "remote manifest" in str(exc):
+            raise ValueError("C2PA manifest is stored remotely (XMP dcterms:provenance URL); not fetched: "
+                             "reading a file never goes online") from exc
         raise ValueError(f"C2PA manifest store unreadable: {str(exc)[:200]}") from exc
     return summarize(store, state, where)
+
+
+def _offline_context(lib):
+    """c2pa-rs fetches a manifest from the URL a file's XMP names (dcterms:provenance) by default:
+    any file scanned here would call a server of its sender's choosing (telling it when and from
+    where it was read, or reaching into the local network). Offline reading only."""
+    return lib.Context(lib.Settings.from_dict({"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}))
 
 
 def _d(v: Any) -> dict:

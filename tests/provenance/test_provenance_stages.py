@@ -35,7 +35,7 @@ def everything_jpeg() -> bytes:
 
 
 STAGES = {  # what to break -> the evidence it alone gives
-    "EXIF": (exif, "read_exif", {"exif.camera"}),
+    "EXIF": (exif, "read_exif", {"exif.camera", "metadata.conflict"}),   # the clash of camera EXIF and AI claims
     "XMP": (xmp, "parse_xmp", {"xmp.ai-source-type"}),
     "generator parameters": (generators, "find_generators", {"generator.parameters"}),
     "structural hints": (structural, "jpeg_quality", {"structure.jpeg-tables"}),
@@ -111,3 +111,42 @@ def test_c2pa_manifest_without_any_validation_result_is_not_called_valid():
         f = c2pa.summarize(store, state or "")
         assert not f.valid and "NOT verified" in f.validity_text() and "signature valid" not in f.validity_text()
     assert c2pa.summarize(store, "Valid").valid   # the reader's own verdict, with no problem listed
+
+
+def test_a_remote_c2pa_manifest_url_is_never_fetched():
+    """A file whose XMP names a remote manifest (dcterms:provenance) made c2pa fetch it: a GET to a
+    server of the sender's choosing on every scan. Nothing may be fetched; the record says why."""
+    import http.server
+    import io
+    import threading
+
+    pytest.importorskip("c2pa")
+    hits = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/m.c2pa".encode()
+        xmp = (b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+               b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+               b'xmlns:dcterms="http://purl.org/dc/terms/" dcterms:provenance="' + url + b'"/></rdf:RDF></x:xmpmeta>')
+        jumbf = b"JP\x00\x01\x00\x00\x00\x01" + struct.pack(">I", 40) + b"jumb" + b"\x00" * 32
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buf, "JPEG")
+        j = buf.getvalue()
+        seg = lambda m, b: b"\xff" + bytes([m]) + struct.pack(">H", len(b) + 2) + b  # noqa: E731
+        rep = provenance.analyze(j[:2] + seg(0xE1, xmp) + seg(0xEB, jumbf) + j[2:], "remote.jpg")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert hits == []
+    ev = {e.id: e for e in rep.evidence}
+    assert "not fetched" in ev["c2pa.unreadable"].detail and not any(e.decisive for e in rep.evidence)
