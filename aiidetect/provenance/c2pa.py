@@ -75,7 +75,9 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
-        with lib.Reader(mime, io.BytesIO(data), context=_offline_context(lib)) as r:
+        ctx = _offline_context(lib)
+        with (lib.Reader(mime, io.BytesIO(data), context=ctx) if ctx is not None
+              else lib.Reader(mime, io.BytesIO(data))) as r:
             store = json.loads(r.json())
             state = r.get_validation_state() or ""
     except Exception as exc:  # noqa: BLE001 - C2paError subclasses, and anything the native side raises
@@ -90,7 +92,11 @@ def _offline_context(lib):
     """c2pa-rs fetches a manifest from the URL a file's XMP names (dcterms:provenance) by default:
     any file scanned here would call a server of its sender's choosing (telling it when and from
     where it was read, or reaching into the local network). Offline reading only."""
-    return lib.Context(lib.Settings.from_dict({"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}))
+    offline = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if hasattr(lib, "Context"):
+        return lib.Context(lib.Settings.from_dict(offline))
+    lib.load_settings(json.dumps(offline))  # older c2pa-python: the thread-local settings its Reader reads
+    return None
 
 
 def _d(v: Any) -> dict:
