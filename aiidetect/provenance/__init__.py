@@ -41,8 +41,9 @@ STRENGTH = {
     "structure.jpeg-standard-tables": 0.1, "structure.jpeg-custom-tables": 0.2,
 }
 
+# Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor".
 AI_TOOL = re.compile(
-    r"stable[ -]?diffusion|midjourney|dall[-·\u00b7 ]?e|firefly|novelai|comfyui|invokeai|automatic1111|"
+    r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|firefly|novelai|comfyui|invokeai|automatic1111|"
     r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 

@@ -232,6 +232,15 @@ def test_ai_tool_in_software_field():
     assert "exif.software-generator" in ids(buf.getvalue())
 
 
+@pytest.mark.parametrize("name,ai", [("DALL-E 3", True), ("DALL·E", True), ("dalle-3", True), ("OpenAI DALL E", True),
+                                     ("Randall Editor 2.1", False), ("Vandalle Studio", False)])
+def test_ai_tool_names_are_words_not_fragments(name, ai):
+    from aiidetect.provenance import AI_TOOL
+
+    # "dall e" inside "Randall Editor" made a photo's editing software an AI image tool (3 nats)
+    assert bool(AI_TOOL.search(name)) is ai
+
+
 # --- C2PA ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
