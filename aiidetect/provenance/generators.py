@@ -140,11 +140,31 @@ def parse_a1111(text: str) -> dict[str, Any] | None:
     return {"prompt": "\n".join(prompt_lines).strip(), "negative": "\n".join(neg_lines).strip(), "kv": kv}
 
 
-def _from_a1111(text: str, key: str, where: str) -> GeneratorInfo | None:
+_INT = re.compile(r"-?\d{1,20}")
+_NUM = re.compile(r"\d{1,6}(\.\d{1,6})?")
+_SIZE = re.compile(r"\d{1,5}x\d{1,5}")
+_HEX = re.compile(r"[0-9a-fA-F]{8,64}")
+
+
+def a1111_settings(kv: dict[str, str]) -> bool:
+    """Whether a settings line is the one A1111 and its forks write: integer Steps and at least one
+    more of their keys with a value of its kind. In a caption field (a JPEG comment, EXIF
+    UserComment) "Steps: 12 of the old church" or "Seed: Pioneer P1197" had made a photo decisively
+    AI-generated; the `parameters` key is A1111's own and needs no such proof."""
+    if not _INT.fullmatch(kv.get("Steps", "").strip()):
+        return False
+    checks = (("Sampler", lambda v: bool(v.strip())), ("CFG scale", _NUM.fullmatch), ("Seed", _INT.fullmatch),
+              ("Size", _SIZE.fullmatch), ("Model hash", _HEX.fullmatch))
+    return any(k in kv and check(kv[k].strip()) for k, check in checks)
+
+
+def _from_a1111(text: str, key: str, where: str, strict: bool = False) -> GeneratorInfo | None:
     p = parse_a1111(text)
     if p is None:
         return None
     kv = p["kv"]
+    if strict and not a1111_settings(kv):
+        return None
     version = kv.get("Version", "")
     if "Fooocus" in version or "Fooocus" in text[-500:]:
         gen = "Fooocus"
@@ -319,8 +339,8 @@ def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[
             found.append(g)
         elif dt:
             found.append(GeneratorInfo("Draw Things", "CreatorTool", where, prompt=_s(val)))
-    if dt and not any(g.generator == "Draw Things" for g in found):
-        found.append(GeneratorInfo("Draw Things", "CreatorTool", "XMP"))
+    # A bare CreatorTool "Draw Things" (no parameters) is a tool name like any other: the soft
+    # xmp.generator-tool item, not decisive generator parameters.
     # One item per generator: merge a ComfyUI prompt and workflow, keep the richer one first.
     merged: dict[str, GeneratorInfo] = {}
     for g in found:
@@ -332,6 +352,10 @@ def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[
                 if not getattr(cur, k) and getattr(g, k):
                     setattr(cur, k, getattr(g, k))
     return list(merged.values()), errors
+
+
+# Midjourney's Description ends "Job ID: <uuid>"; "Job ID: 4711" is any print shop's or DAM's caption.
+_MJ_JOB = re.compile(r"Job ID:\s*[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _one(key: str, val: str, where: str) -> GeneratorInfo | None:
@@ -367,8 +391,8 @@ def _one(key: str, val: str, where: str) -> GeneratorInfo | None:
             except ValueError:
                 return None
             return _from_fooocus_json(obj, k, where) or _from_drawthings(obj, k, where)
-        if "Job ID:" in t and k == "Description":
+        if k == "Description" and _MJ_JOB.search(t):
             return GeneratorInfo("Midjourney", k, where, prompt=_s(t.split("Job ID:")[0].strip()))
         if k in ("UserComment", "Comment"):
-            return _from_a1111(t, k, where)
+            return _from_a1111(t, k, where, strict=True)
     return None
