@@ -150,3 +150,14 @@ def test_a_remote_c2pa_manifest_url_is_never_fetched():
     assert hits == []
     ev = {e.id: e for e in rep.evidence}
     assert "not fetched" in ev["c2pa.unreadable"].detail and not any(e.decisive for e in rep.evidence)
+
+
+def test_xmp_source_type_written_as_rdf_resource_is_read():
+    """<Iptc4xmpExt:DigitalSourceType rdf:resource="..."/> is the same statement as the text form
+    (RDF/XML allows both); it was read as nothing, so such an AI declaration slipped through."""
+    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+              b'<Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/'
+              b'trainedAlgorithmicMedia"/></rdf:Description></rdf:RDF></x:xmpmeta>')
+    f = xmp.parse_xmp(packet)
+    assert [xmp.short_source_type(t) for t in f.digital_source_types] == ["trainedAlgorithmicMedia"]
