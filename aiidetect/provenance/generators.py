@@ -286,7 +286,11 @@ def _from_fooocus_json(obj: Any, key: str, where: str) -> GeneratorInfo | None:
 
 
 def _from_drawthings(obj: Any, key: str, where: str) -> GeneratorInfo | None:
-    if not isinstance(obj, dict) or not ("c" in obj and ("seed" in obj or "sampler" in obj)):
+    # Draw Things' JSON: the prompt under "c" plus its settings. A one-letter key and a "seed" is
+    # also any app's JSON note ({"c": 3, "seed": 1}): the prompt must be text and two settings present.
+    if not isinstance(obj, dict) or not isinstance(obj.get("c"), str):
+        return None
+    if sum(k in obj for k in ("seed", "sampler", "steps", "model", "scale", "uc", "size")) < 2:
         return None
     return GeneratorInfo("Draw Things", key, where, model=_s(obj.get("model")), sampler=_s(obj.get("sampler")),
                          seed=_s(obj.get("seed")), steps=_s(obj.get("steps")), prompt=_s(obj.get("c")),

@@ -52,6 +52,7 @@ CAPTIONS = {
     "usercomment-steps": _jpeg(user_comment="Hike to the falls\nSteps: 14000, Seed: sunflower"),
     "description-job": _png_description("Brochure cover, Job ID: 4711"),
     "creatortool-only": _jpeg(xmp=DRAW_THINGS_BARE),
+    "json-note": _jpeg(comment='{"c": 3, "seed": 1, "note": "roll 12"}'),
 }
 
 
@@ -65,6 +66,7 @@ def test_a_caption_is_not_decisive(name):
     _jpeg(comment="a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512"),
     _jpeg(user_comment="a cat\nSteps: 30, Seed: -1"),
     _png_description(f"a lighthouse at dusk --ar 3:2 Job ID: {UUID}"),
+    _jpeg(comment='{"c": "a robot", "uc": "blurry", "seed": 5, "steps": 20, "sampler": "Euler A"}'),
 ])
 def test_real_generator_text_in_the_same_fields_still_is(data):
     rep = analyze(data, "gen", options={"watermark": "never"})
