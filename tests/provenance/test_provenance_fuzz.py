@@ -182,3 +182,29 @@ def test_text_after_iend_is_not_read_but_said():
     rep = _run(data)
     assert not any(e.id == "generator.parameters" for e in rep.evidence)   # not part of the image, as in viewers
     assert any("after IEND" in e for e in rep.errors)
+
+
+# Gaps the byte-level test above leaves: its WebP header declares a 16-byte RIFF, so the chunk walk
+# never ran on what follows; extended XMP parts (GUID, total, offset) were never fuzzed.
+_WEBP_CHUNKS = st.sampled_from([b"VP8X", b"VP8 ", b"VP8L", b"EXIF", b"XMP ", b"C2PA", b"ANMF", b"ICCP"])
+
+
+@FAST
+@given(st.lists(st.tuples(_WEBP_CHUNKS, st.binary(max_size=120), st.booleans()), max_size=6))
+def test_webp_chunk_walk(chunks):
+    body = b"WEBP"
+    for fourcc, payload, lie in chunks:
+        size = len(payload) + (1000 if lie else 0)   # a size past the end
+        body += fourcc + struct.pack("<I", size) + payload + (b"\x00" if len(payload) & 1 else b"")
+    _run(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+@FAST
+@given(st.lists(st.tuples(st.binary(max_size=40), st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
+                          st.binary(max_size=80)), max_size=6))
+def test_extended_xmp_parts(parts):
+    segs = []
+    for guid, total, off, payload in parts:
+        segs.append((0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid.ljust(32, b"0")[:32]
+                     + struct.pack(">II", total, off) + payload))
+    _run(_jpeg(segs))
