@@ -17,6 +17,7 @@ from typing import Any
 
 from ..records import Evidence
 from . import containers, exif, generators, structural, watermark, xmp
+from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
 
@@ -87,7 +88,7 @@ def _ev(eid: str, direction: str, detail: str, source: str, key: str | None = No
         data: dict | None = None, **more) -> Evidence:
     d = {**(data or {}), **more}
     return Evidence(id=eid, direction=direction, strength=STRENGTH[key or eid], detail=detail, source=source,
-                    decisive=decisive, data={k: v for k, v in d.items() if v not in (None, "", [], {})})
+                    decisive=decisive, data=clip_fields({k: v for k, v in d.items() if v not in (None, "", [], {})}))
 
 
 class _Budget:
@@ -225,7 +226,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
             tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
             if tools and not gens:
-                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
+                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}", x.where,
                               tools=tools[:5]))
 
     with _stage(rep, "XMP declarations"):
@@ -235,11 +236,11 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     with _stage(rep, "EXIF evidence"):
         if ef:
             if ef.software and AI_TOOL.search(ef.software) and not gens:
-                ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {ef.software}",
+                ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {quote(ef.software)}",
                               ef.where, software=ef.software))
             cam = ef.camera_fields
             exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
-            desc = ", ".join(filter(None, [ef.make, ef.model, ef.lens]))
+            desc = ", ".join(quote(v) for v in (ef.make, ef.model, ef.lens) if v)
             if ef.has_makernote and ef.make:
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
                               "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
@@ -347,7 +348,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
                 actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
-                       f"C2PA manifest by {f.claim_generator or 'unknown tool'}: {validity}", where,
+                       f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
                        data={k: v for k, v in base.items() if v not in (None, [], "")}))
     types = set(f.source_types)
     if types & _DST_AI or types & _DST_ALGO:
@@ -362,7 +363,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
                       f"{validity}", where, key="c2pa.capture" + suffix, **base))
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
-                      f"({f.claim_generator}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
+                      f"({quote(f.claim_generator)}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .recordtext import quote
 from .xmp import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
@@ -48,13 +49,13 @@ class C2paFacts:
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a
             # certificate anyone made for themselves signs just as validly as a camera maker's.
-            return (f"signed by {self.signer or 'unknown signer'}; signature valid; "
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; "
                     "signer not checked against a trust list (a self-made certificate signs as validly)")
         if not self.failures:
-            return (f"signed by {self.signer or 'unknown signer'}; signature NOT verified (the C2PA reader "
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature NOT verified (the C2PA reader "
                     "reported no validation), so the manifest is only a claim")
         why = ", ".join(self.failures[:4])
-        text = f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
+        text = f"signed by {quote(self.signer) or 'unknown signer'}; manifest INVALID ({why})"
         if not self.content_matches:
             # The codes are jargon; what they mean for the claim is not.
             text += ("; the image is not the one that was signed (changed after signing, or the manifest was "
@@ -62,9 +63,11 @@ class C2paFacts:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        from .recordtext import clip_fields
+
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
-        return d
+        return clip_fields(d)
 
 
 def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:

@@ -58,9 +58,11 @@ class ExifFacts:
                 if getattr(self, k) not in (None, "")]
 
     def to_dict(self) -> dict[str, Any]:
+        from .recordtext import clip_fields
+
         d = {k: v for k, v in self.__dict__.items() if k != "errors" and v not in (None, "", False)}
         d["capture_time"] = self.capture_time
-        return {k: v for k, v in d.items() if v is not None}
+        return clip_fields({k: v for k, v in d.items() if v is not None})
 
 
 def _clean(s: Any) -> str | None:
@@ -230,6 +232,8 @@ def merge(facts: list[ExifFacts]) -> tuple[ExifFacts | None, list[str]]:
     that described a camera no block names (one block's make beside another's maker note and
     exposure). -> (the EXIF, "field: value (where) vs value (where)" for each field the others
     contradict)."""
+    from .recordtext import quote
+
     good = [f for f in facts if f.reader]
     if not good:
         return None, []
@@ -240,7 +244,7 @@ def merge(facts: list[ExifFacts]) -> tuple[ExifFacts | None, list[str]]:
             if a == b or b in (None, "", False):
                 continue
             if a in (None, "", False):
-                conflicts.append(f"EXIF {k}: only in {other.where} ({b!r}), not used")
+                conflicts.append(f"EXIF {k}: only in {other.where} ({quote(repr(b))}), not used")
             else:
-                conflicts.append(f"EXIF {k}: {a!r} ({out.where}) vs {b!r} ({other.where})")
+                conflicts.append(f"EXIF {k}: {quote(repr(a))} ({out.where}) vs {quote(repr(b))} ({other.where})")
     return out, conflicts

@@ -34,27 +34,20 @@ class GeneratorInfo:
     def to_dict(self) -> dict[str, Any]:
         """Each text field up to MAX_PROMPT_CHARS; one cut there is named in `truncated` with its full
         length, so a quoted prompt is never mistaken for the whole one."""
-        d: dict[str, Any] = {}
-        cut: dict[str, int] = {}
-        for k, v in self.__dict__.items():
-            if v in (None, "", {}):
-                continue
-            if isinstance(v, str) and len(v) > MAX_PROMPT_CHARS:
-                cut[k] = len(v)
-                v = v[:MAX_PROMPT_CHARS]
-            d[k] = v
-        if cut:
-            d["truncated"] = cut
-        return d
+        from .recordtext import clip_fields
+
+        return clip_fields({k: v for k, v in self.__dict__.items() if v not in (None, "", {})}, MAX_PROMPT_CHARS)
 
     def summary(self) -> str:
         # Said in the detail itself: `meta`'s table shows no verdict reason, and a reader must not take
         # a decisive item for a verified one (docs/fusion.md rule 3).
         bits = [f"{self.generator} parameters in {self.where} (unsigned text in the file: any tool can write it)"]
+        from .recordtext import quote
+
         for k in ("model", "sampler", "seed", "steps"):
             v = getattr(self, k)
             if v:
-                bits.append(f"{k} {v}")
+                bits.append(f"{k} {quote(v)}")
         s = "; ".join(bits)
         if self.prompt:
             p = self.prompt if len(self.prompt) <= 200 else self.prompt[:197] + "..."

@@ -141,3 +141,32 @@ def test_a_prompt_cut_for_the_record_says_so(tmp_path):
     assert g["truncated"] == {"prompt": len(prompt)}   # before: cut silently, quoted as if whole
     short = _meta(tmp_path, _camera_jpeg_with_forged_parameters(), "short.jpg")["facts"]["generators"][0]
     assert short["prompt"] == "a photo of a cat" and "truncated" not in short
+
+
+def test_megabyte_metadata_strings_do_not_flood_records(tmp_path):
+    """A 6 MB PNG with a 3 MB EXIF Make made a 10 MB meta record, a 14 MB scan record and 60 MB of
+    table. Records keep 4,000 characters a field and say what they cut; details quote 200."""
+    import zlib
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110], ex[0x0131] = "M" * 3_000_000, "X" * 1_000_000, "Stable Diffusion " * 100_000
+    tiff = ex.tobytes()[6:]
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, "PNG")
+    png = buf.getvalue()
+    i = png.rfind(b"IEND") - 4
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    f = tmp_path / "long.png"
+    f.write_bytes(png[:i] + chunk + png[i:])
+    out = {}
+    for fmt in ("json", "table"):
+        r = run_cli("meta", str(f), "-f", fmt)
+        assert r.returncode == 0 and len(r.stdout) < 100_000, (fmt, len(r.stdout))
+        out[fmt] = r.stdout
+    rec = json.loads(out["json"])[0]
+    # (the trailing space of the last repetition is stripped, as from every EXIF string)
+    assert rec["facts"]["exif"]["truncated"] == {"make": 3_000_000, "model": 1_000_000, "software": 1_699_999}
+    assert len(rec["facts"]["exif"]["make"]) == 4000
+    ev = {e["id"]: e for e in rec["evidence"]}
+    assert "(3000000 characters)" in ev["exif.camera"]["detail"]
+    assert ev["exif.software-generator"]["data"]["truncated"] == {"software": 1_699_999}
