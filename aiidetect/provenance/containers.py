@@ -389,4 +389,7 @@ def _pillow_info(im, b: Blobs) -> None:
             b.xmp.append((bytes(xmp), f"{b.format} XMP"))
         if b.format == "GIF" and info.get("comment"):
             c = info["comment"]
+            if len(c) > MAX_TEXT_BYTES:  # the same cap as a PNG text chunk; it was decoded and parsed whole
+                b.errors.append(f"GIF comment of {len(c)} bytes; the first {MAX_TEXT_BYTES} read")
+                c = c[:MAX_TEXT_BYTES]
             b.texts.append(("Comment", c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c), "GIF comment"))

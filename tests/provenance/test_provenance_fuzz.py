@@ -208,3 +208,13 @@ def test_extended_xmp_parts(parts):
         segs.append((0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid.ljust(32, b"0")[:32]
                      + struct.pack(">II", total, off) + payload))
     _run(_jpeg(segs))
+
+
+def test_a_huge_gif_comment_is_read_up_to_the_text_cap():
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF")
+    g = buf.getvalue()
+    i = 13 + 3 * 2 ** ((g[10] & 7) + 1) if g[10] & 0x80 else 13
+    blocks = (b"\xff" + b"A" * 255) * 20_000   # a 5 MB comment: decoded and parsed whole before
+    rep = _run(g[:i] + b"\x21\xfe" + blocks + b"\x00" + g[i:])
+    assert any("GIF comment of 5100000 bytes; the first 4194304 read" in e for e in rep.errors)
