@@ -304,7 +304,9 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     if c2pa_facts:
         declared += [(t, f"C2PA ({'valid' if c2pa_facts.get('valid') else 'INVALID'})")
                      for t in c2pa_facts.get("source_types", [])]
-    ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_COMPOSITE | _DST_ALGO]
+    # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
+    # phone's edited picture declares both. Only "made by a model" contradicts "captured".
+    ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
     cap = [(t, w) for t, w in declared if t in _DST_CAPTURE]
     if not (ai and cap):
         return []

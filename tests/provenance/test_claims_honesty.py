@@ -170,3 +170,11 @@ def test_megabyte_metadata_strings_do_not_flood_records(tmp_path):
     ev = {e["id"]: e for e in rec["evidence"]}
     assert "(3000000 characters)" in ev["exif.camera"]["detail"]
     assert ev["exif.software-generator"]["data"]["truncated"] == {"software": 1_699_999}
+
+
+
+def test_capture_and_composite_declarations_are_no_conflict(tmp_path):
+    # A captured photo edited with generative fill declares both; that is its honest history.
+    rec = _meta(tmp_path, _jpeg_with(_app(0xE1, _xmp("digitalCapture")),
+                                     _app(0xE1, _xmp("compositeWithTrainedAlgorithmicMedia"))), "fill.jpg")
+    assert "metadata.conflict" not in {e["id"] for e in rec["evidence"]}
