@@ -261,7 +261,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             # text pasted into a photo. Each item is weighed as it is; the reader is told they clash.
             conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
                              f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
-                             "of the two was added or copied")
+                             "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
