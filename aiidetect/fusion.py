@@ -286,7 +286,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
 _BASIS_WORDS = {
     "claim": "the file's own unsigned metadata (not verified: any tool can write it into any image)",
     "signed": "a C2PA manifest with a valid signature and content hash (the signer is not checked against a trust "
-              "list)",
+              "list: a self-made certificate signs as validly)",
     "pixels": "a pattern measured in the pixels (its public encoder can put it into any image)",
 }
 

@@ -55,7 +55,7 @@ def test_decisive_reason_names_what_the_evidence_rests_on():
         return fuse({"linear": ok(0.02), "metadata": meta(e, CAMERA)}).reasons[0]
 
     assert "x.decl, the file's own unsigned metadata (not verified" in first("claim")
-    assert "valid signature" in first("signed") and "trust list" in first("signed")
+    assert "valid signature" in first("signed") and "self-made certificate" in first("signed")
     assert "measured in the pixels" in first("pixels") and "any image" in first("pixels")
     assert first(None) == "decisive provenance evidence decides the verdict"   # no basis given: no guess
 
