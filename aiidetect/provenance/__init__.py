@@ -236,7 +236,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     with _stage(rep, "EXIF evidence"):
         if ef:
             if ef.software and AI_TOOL.search(ef.software) and not gens:
-                ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {quote(ef.software)}",
+                ev.append(_ev("exif.software-generator", "ai",
+                              f"EXIF Software names an AI image tool: {quote(ef.software)}",
                               ef.where, software=ef.software))
             cam = ef.camera_fields
             exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
