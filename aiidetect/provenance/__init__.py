@@ -51,6 +51,8 @@ AI_TOOL = re.compile(
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 # Problems listed per file: a file of a million broken text chunks made a record of a million lines.
 MAX_ERRORS = 100
+# EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped).
+MAX_BLOCKS = 4
 
 _DST_AI = {"trainedAlgorithmicMedia"}
 _DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
@@ -166,7 +168,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     # --- EXIF
     facts = []
-    for blob, where in blobs.exif[:4]:
+    for kind, found in (("EXIF blocks", blobs.exif), ("XMP packets", blobs.xmp)):
+        if len(found) > MAX_BLOCKS:
+            rep.errors.append(f"{len(found)} {kind}; only the first {MAX_BLOCKS} read")
+    for blob, where in blobs.exif[:MAX_BLOCKS]:
         if not budget.left("EXIF"):
             break
         with _stage(rep, "EXIF"):
@@ -189,7 +194,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     # --- XMP
     xf_all = []
-    for blob, where in blobs.xmp[:4]:
+    for blob, where in blobs.xmp[:MAX_BLOCKS]:
         if not budget.left("XMP"):
             break
         with _stage(rep, "XMP"):

@@ -178,3 +178,10 @@ def test_capture_and_composite_declarations_are_no_conflict(tmp_path):
     rec = _meta(tmp_path, _jpeg_with(_app(0xE1, _xmp("digitalCapture")),
                                      _app(0xE1, _xmp("compositeWithTrainedAlgorithmicMedia"))), "fill.jpg")
     assert "metadata.conflict" not in {e["id"] for e in rec["evidence"]}
+
+
+
+def test_packets_past_the_fourth_are_said_to_be_unread(tmp_path):
+    packets = [_app(0xE1, _xmp("digitalCapture")) for _ in range(4)] + [_app(0xE1, _xmp("trainedAlgorithmicMedia"))]
+    rec = _meta(tmp_path, _jpeg_with(*packets), "five.jpg")
+    assert "5 XMP packets; only the first 4 read" in rec["errors"]   # before: the fifth vanished silently
