@@ -148,7 +148,8 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
         rep.evidence.append(Evidence(
             "metadata.conflict", "neutral", 0.0,
             f"metadata blocks in this file disagree ({len(c)}): {'; '.join(c[:3])}"
-            + ("; the first EXIF block is the one used, as in other readers" if rep.facts.get("exif_other_blocks")
+            + ("; the first EXIF block is the one used here (other readers may show another)"
+               if rep.facts.get("exif_other_blocks")
                else ""), source="parsers",
             data={"conflicts": c[:20]}))
     if rep.errors:
