@@ -261,7 +261,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             rest = max(-mag / 2, min(mag / 2, z))
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"
-            notes.append("decisive provenance evidence decides the verdict")
+            notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
     if n_pixel == 0 and not soft:
@@ -280,6 +280,26 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
 
+# How each kind of decisive evidence was established (Evidence.data["basis"], set by the provenance
+# readers). A forged declaration in a real photo decides the verdict as a genuine one would (rule 3),
+# so the reason must say when nothing but the file's own word stands behind it.
+_BASIS_WORDS = {
+    "claim": "the file's own unsigned metadata (not verified: any tool can write it into any image)",
+    "signed": "a C2PA manifest with a valid signature and content hash (the signer is not checked against a trust "
+              "list: a self-made certificate signs as validly)",
+    "pixels": "a pattern measured in the pixels (its public encoder can put it into any image)",
+}
+
+
+def _basis(decisive) -> str:
+    parts = list(dict.fromkeys(f"{e.id}, {_BASIS_WORDS[b]}" for _, e in decisive
+                               if (b := (e.data or {}).get("basis")) in _BASIS_WORDS))
+    return ", resting on " + "; ".join(parts) if parts else ""
+
+
+_SHOWN_NEUTRAL = {"metadata.conflict"}
+
+
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:
     """One line per source, strongest first: what it said and how far it moved
     the log-odds (nats; + towards AI)."""
@@ -294,6 +314,10 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
             if r.score is not None and r.score_kind:
                 details[name] += f", {r.score_kind}={r.score:.2f}"  # what a fitted calibration reads
     lines = []
+    # Neutral, so it moves nothing; but a verdict read without it hides that the file contradicts itself.
+    for name, r in results.items():
+        if r is not None and r.status == "ok":
+            lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
             continue

@@ -49,6 +49,17 @@ def test_decisive_ai_evidence_dominates_pixel_detectors():
     assert any("[decisive]" in r and "c2pa.ai" in r for r in out.reasons)
 
 
+def test_decisive_reason_names_what_the_evidence_rests_on():
+    def first(basis):
+        e = Evidence("x.decl", "ai", 6.0, "declared", decisive=True, data={"basis": basis})
+        return fuse({"linear": ok(0.02), "metadata": meta(e, CAMERA)}).reasons[0]
+
+    assert "x.decl, the file's own unsigned metadata (not verified" in first("claim")
+    assert "valid signature" in first("signed") and "self-made certificate" in first("signed")
+    assert "measured in the pixels" in first("pixels") and "any image" in first("pixels")
+    assert first(None) == "decisive provenance evidence decides the verdict"   # no basis given: no guess
+
+
 def test_decisive_real_evidence_and_conflicts():
     signed_capture = Evidence("c2pa.capture", "real", 10.0, "signed camera capture", decisive=True)
     assert fuse({"linear": ok(0.99), "metadata": meta(signed_capture)}).verdict == "likely-real"

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..records import Evidence
 from . import containers, exif, generators, structural, watermark, xmp
+from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
 
@@ -41,12 +42,17 @@ STRENGTH = {
     "structure.jpeg-standard-tables": 0.1, "structure.jpeg-custom-tables": 0.2,
 }
 
+# Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor".
 AI_TOOL = re.compile(
-    r"stable[ -]?diffusion|midjourney|dall[-·\u00b7 ]?e|firefly|novelai|comfyui|invokeai|automatic1111|"
+    r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|firefly|novelai|comfyui|invokeai|automatic1111|"
     r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+# Problems listed per file: a file of a million broken text chunks made a record of a million lines.
+MAX_ERRORS = 100
+# EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped).
+MAX_BLOCKS = 4
 
 _DST_AI = {"trainedAlgorithmicMedia"}
 _DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
@@ -54,6 +60,12 @@ _DST_ALGO = {"algorithmicMedia"}
 _DST_CAPTURE = {"digitalCapture", "negativeFilm", "positiveFilm", "print", "computationalCapture"}
 
 CAMERA_FORMATS = {"JPEG", "HEIF", "AVIF", "TIFF", "WEBP"}
+
+# What a decisive item rests on (its data["basis"]; fusion names it in the verdict's reason): "claim" is
+# text the file carries about itself, which nothing verifies and any tool can write into any image;
+# "signed" is a C2PA manifest whose signature and content hash check out (signer trust is not checked
+# offline); "pixels" is a pattern measured in the image itself.
+BASIS_CLAIM, BASIS_SIGNED, BASIS_PIXELS = "claim", "signed", "pixels"
 
 
 @dataclass
@@ -78,7 +90,7 @@ def _ev(eid: str, direction: str, detail: str, source: str, key: str | None = No
         data: dict | None = None, **more) -> Evidence:
     d = {**(data or {}), **more}
     return Evidence(id=eid, direction=direction, strength=STRENGTH[key or eid], detail=detail, source=source,
-                    decisive=decisive, data={k: v for k, v in d.items() if v not in (None, "", [], {})})
+                    decisive=decisive, data=clip_fields({k: v for k, v in d.items() if v not in (None, "", [], {})}))
 
 
 class _Budget:
@@ -122,13 +134,24 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     with _stage(rep, "provenance"):   # _analyze guards each stage; this keeps the file if the glue fails
         _analyze(data, rep, image, info or {}, opts, budget)
     # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
-    rep.errors = [_ADDR.sub("", e) for e in rep.errors]
+    rep.errors = [_ADDR.sub("", e) for e in rep.errors[:MAX_ERRORS]] + (
+        [f"... and {len(rep.errors) - MAX_ERRORS} more problems of the same file"] if len(rep.errors) > MAX_ERRORS
+        else [])
     if budget.stage is not None:
         rep.evidence.append(Evidence(
             METADATA_TIMEOUT, "neutral", 0.0,
             f"metadata reading stopped before the {budget.stage} stage: the {budget.seconds:g} s per-file budget "
             "was spent; evidence read before that is kept", source="parsers",
             data={"stage": budget.stage, "budget_s": budget.seconds}))
+    if rep.facts.get("conflicts"):
+        c = rep.facts["conflicts"]
+        rep.evidence.append(Evidence(
+            "metadata.conflict", "neutral", 0.0,
+            f"metadata blocks in this file disagree ({len(c)}): {'; '.join(c[:3])}"
+            + ("; the first EXIF block is the one used here (other readers may show another)"
+               if rep.facts.get("exif_other_blocks")
+               else ""), source="parsers",
+            data={"conflicts": c[:20]}))
     if rep.errors:
         rep.evidence.append(Evidence("metadata.malformed", "neutral", 0.0,
                                      f"metadata could not be fully read: {'; '.join(rep.errors[:3])}",
@@ -146,25 +169,33 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     # --- EXIF
     facts = []
-    for blob, where in blobs.exif[:4]:
+    for kind, found in (("EXIF blocks", blobs.exif), ("XMP packets", blobs.xmp)):
+        if len(found) > MAX_BLOCKS:
+            rep.errors.append(f"{len(found)} {kind}; only the first {MAX_BLOCKS} read")
+    for blob, where in blobs.exif[:MAX_BLOCKS]:
         if not budget.left("EXIF"):
             break
         with _stage(rep, "EXIF"):
             f = exif.read_exif(blob, where)
             rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
             facts.append(f)
-    ef = exif.merge(facts)
+    ef, conflicts = exif.merge(facts)
+    if len([f for f in facts if f.reader]) > 1:
+        rep.facts["exif_other_blocks"] = [f.to_dict() for f in facts[1:] if f.reader and f is not ef]
     texts = list(blobs.texts)
     if ef:
         rep.facts["exif"] = ef.to_dict()
-        if ef.user_comment:
-            texts.append(("UserComment", ef.user_comment, f"EXIF UserComment ({ef.where})"))
-        if ef.description and len(ef.description) > 20:
-            texts.append(("ImageDescription", ef.description, f"EXIF ImageDescription ({ef.where})"))
+    # Generator text is looked for wherever the file holds text, every EXIF block included (as in
+    # every PNG chunk): the first-block rule above is about which camera the file names.
+    for f in (f for f in facts if f.reader):
+        if f.user_comment:
+            texts.append(("UserComment", f.user_comment, f"EXIF UserComment ({f.where})"))
+        if f.description and len(f.description) > 20:
+            texts.append(("ImageDescription", f.description, f"EXIF ImageDescription ({f.where})"))
 
     # --- XMP
     xf_all = []
-    for blob, where in blobs.xmp[:4]:
+    for blob, where in blobs.xmp[:MAX_BLOCKS]:
         if not budget.left("XMP"):
             break
         with _stage(rep, "XMP"):
@@ -186,7 +217,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
     for g in gens:
-        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict()))
+        ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict(),
+                      basis=BASIS_CLAIM))
 
     # --- C2PA
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
@@ -200,18 +232,22 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
             tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
             if tools and not gens:
-                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {tools[0]}", x.where,
+                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}", x.where,
                               tools=tools[:5]))
+
+    with _stage(rep, "XMP declarations"):
+        conflicts += _source_type_conflicts(xf_all, rep.facts.get("c2pa"))
 
     # --- EXIF-based evidence
     with _stage(rep, "EXIF evidence"):
         if ef:
             if ef.software and AI_TOOL.search(ef.software) and not gens:
-                ev.append(_ev("exif.software-generator", "ai", f"EXIF Software names an AI image tool: {ef.software}",
+                ev.append(_ev("exif.software-generator", "ai",
+                              f"EXIF Software names an AI image tool: {quote(ef.software)}",
                               ef.where, software=ef.software))
             cam = ef.camera_fields
             exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
-            desc = ", ".join(filter(None, [ef.make, ef.model, ef.lens]))
+            desc = ", ".join(quote(v) for v in (ef.make, ef.model, ef.lens) if v)
             if ef.has_makernote and ef.make:
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
                               "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
@@ -220,14 +256,25 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
                               "copied", ef.where, key="exif.camera.exposure", fields=cam))
             elif ef.make and ef.model:
-                ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings",
+                ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings; "
+                              "metadata can be copied",
                               ef.where, key="exif.camera.make-model", fields=cam))
             if ef.has_gps:
                 ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
         has_camera = any(e.id == "exif.camera" for e in ev)
+        claims = [e for e in ev if e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM]
+        if has_camera and claims:
+            # The forger's two moves meet here: camera EXIF pasted into a generator's file, or generator
+            # text pasted into a photo. Each item is weighed as it is; the reader is told they clash.
+            conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
+                             f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
+                             "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
+
+    if conflicts:
+        rep.facts["conflicts"] = conflicts
 
     # --- invisible watermark
     if budget.left("watermark"):
@@ -256,10 +303,27 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                               key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
 
 
+def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
+    """Declarations of where the image came from that cannot both be true (captured by a camera
+    and generated), across XMP packets and the C2PA manifest. Each is still weighed as what it is
+    (a decisive AI declaration still decides); the record says they disagree."""
+    declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
+    if c2pa_facts:
+        declared += [(t, f"C2PA ({'valid' if c2pa_facts.get('valid') else 'INVALID'})")
+                     for t in c2pa_facts.get("source_types", [])]
+    # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
+    # phone's edited picture declares both. Only "made by a model" contradicts "captured".
+    ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
+    cap = [(t, w) for t, w in declared if t in _DST_CAPTURE]
+    if not (ai and cap):
+        return []
+    return [f"DigitalSourceType: {cap[0][0]} ({cap[0][1]}) vs {ai[0][0]} ({ai[0][1]})"]
+
+
 def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
     if short in _DST_AI:
         ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short} (declared AI-generated, "
-                      "unsigned)", where, decisive=True, source_type=short))
+                      "unsigned)", where, decisive=True, source_type=short, basis=BASIS_CLAIM))
     elif short in _DST_COMPOSITE:
         ev.append(_ev("xmp.ai-composite", "ai", f"IPTC DigitalSourceType = {short} (part AI, unsigned)", where,
                       source_type=short))
@@ -293,12 +357,13 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
                 actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
-                       f"C2PA manifest by {f.claim_generator or 'unknown tool'}: {validity}", where,
+                       f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
                        data={k: v for k, v in base.items() if v not in (None, [], "")}))
     types = set(f.source_types)
     if types & _DST_AI or types & _DST_ALGO:
         ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
-                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok, **base))
+                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok,
+                      basis=BASIS_SIGNED if ok else BASIS_CLAIM, **base))
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
@@ -307,7 +372,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
                       f"{validity}", where, key="c2pa.capture" + suffix, **base))
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
-                      f"({f.claim_generator}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
+                      f"({quote(f.claim_generator)}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))
@@ -338,7 +403,8 @@ def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict
             rep.evidence.append(_ev(
                 "watermark.match", "ai", f"Stable Diffusion invisible watermark '{r.pattern}' found "
                 f"({r.agreement:.0%} of bits agree; threshold {r.threshold:.0%})", "pixels (DWT-DCT)",
-                decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order))
+                decisive=True, pattern=r.pattern, agreement=round(r.agreement, 4), channel_order=r.order,
+                basis=BASIS_PIXELS))
 
 
 # Source modes whose decoded image (decode._to_rgb) is Pillow's plain convert("RGB"),

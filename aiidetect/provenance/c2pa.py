@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .recordtext import quote
 from .xmp import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
@@ -46,15 +47,27 @@ class C2paFacts:
 
     def validity_text(self) -> str:
         if self.valid:
-            return (f"signed by {self.signer or 'unknown signer'}; signature valid; "
-                    "signer not checked against a trust list")
-        why = ", ".join(self.failures[:4]) or "validation failed"
-        return f"signed by {self.signer or 'unknown signer'}; manifest INVALID ({why})"
+            # "valid" only says the manifest is intact since signing, not who signed: offline, a
+            # certificate anyone made for themselves signs just as validly as a camera maker's.
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; "
+                    "signer not checked against a trust list (a self-made certificate signs as validly)")
+        if not self.failures:
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature NOT verified (the C2PA reader "
+                    "reported no validation), so the manifest is only a claim")
+        why = ", ".join(self.failures[:4])
+        text = f"signed by {quote(self.signer) or 'unknown signer'}; manifest INVALID ({why})"
+        if not self.content_matches:
+            # The codes are jargon; what they mean for the claim is not.
+            text += ("; the image is not the one that was signed (changed after signing, or the manifest was "
+                     "copied from another file), so what it declares is not established for this image")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
+        from .recordtext import clip_fields
+
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
-        return d
+        return clip_fields(d)
 
 
 def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
@@ -65,12 +78,28 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
-        with lib.Reader(mime, io.BytesIO(data)) as r:
+        ctx = _offline_context(lib)
+        with (lib.Reader(mime, io.BytesIO(data), context=ctx) if ctx is not None
+              else lib.Reader(mime, io.BytesIO(data))) as r:
             store = json.loads(r.json())
             state = r.get_validation_state() or ""
     except Exception as exc:  # noqa: BLE001 - C2paError subclasses, and anything the native side raises
+        if "remote manifest" in str(exc):
+            raise ValueError("C2PA manifest is stored remotely (XMP dcterms:provenance URL); not fetched: "
+                             "reading a file never goes online") from exc
         raise ValueError(f"C2PA manifest store unreadable: {str(exc)[:200]}") from exc
     return summarize(store, state, where)
+
+
+def _offline_context(lib):
+    """c2pa-rs fetches a manifest from the URL a file's XMP names (dcterms:provenance) by default:
+    any file scanned here would call a server of its sender's choosing (telling it when and from
+    where it was read, or reaching into the local network). Offline reading only."""
+    offline = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if hasattr(lib, "Context"):
+        return lib.Context(lib.Settings.from_dict(offline))
+    lib.load_settings(json.dumps(offline))  # older c2pa-python: the thread-local settings its Reader reads
+    return None
 
 
 def _d(v: Any) -> dict:
@@ -130,7 +159,10 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     failures = _codes(results.get("failure"))
     if not results:  # older layout: a flat validation_status list of problems
         failures = _codes(store.get("validation_status"))
-        success = {"claimSignature.validated"} if not failures else set()
+        # No problem listed is not a checked signature (a reader that did not validate lists none):
+        # only the reader's own verdict says the signature was checked.
+        success = {"claimSignature.validated"} if not failures and str(state).lower() in ("valid", "trusted") \
+            else set()
     f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
     f.signature_valid = "claimSignature.validated" in success and not any(
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)

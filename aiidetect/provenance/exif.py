@@ -58,9 +58,11 @@ class ExifFacts:
                 if getattr(self, k) not in (None, "")]
 
     def to_dict(self) -> dict[str, Any]:
+        from .recordtext import clip_fields
+
         d = {k: v for k, v in self.__dict__.items() if k != "errors" and v not in (None, "", False)}
         d["capture_time"] = self.capture_time
-        return {k: v for k, v in d.items() if v is not None}
+        return clip_fields({k: v for k, v in d.items() if v is not None})
 
 
 def _clean(s: Any) -> str | None:
@@ -219,16 +221,30 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     return f
 
 
-def merge(facts: list[ExifFacts]) -> ExifFacts | None:
-    """Several EXIF blocks (rare): the first non-empty value of each field wins."""
+# Fields whose disagreement between two EXIF blocks is worth telling a reader.
+CONFLICT_FIELDS = ("make", "model", "lens", "software", "datetime_original", "datetime", "exposure_time", "f_number",
+                   "iso", "focal_length", "has_makernote", "has_gps")
+
+
+def merge(facts: list[ExifFacts]) -> tuple[ExifFacts | None, list[str]]:
+    """Several EXIF blocks (a file has one; a second is an edit or a forgery): the first readable
+    one is the EXIF, as for Pillow, exiftool and browsers. Fields are not mixed across blocks:
+    that described a camera no block names (one block's make beside another's maker note and
+    exposure). -> (the EXIF, "field: value (where) vs value (where)" for each field the others
+    contradict)."""
+    from .recordtext import quote
+
     good = [f for f in facts if f.reader]
     if not good:
-        return None
-    out = good[0]
+        return None, []
+    out, conflicts = good[0], []
     for other in good[1:]:
-        for k, v in other.__dict__.items():
-            if k in ("errors", "reader", "where"):
+        for k in CONFLICT_FIELDS:
+            a, b = getattr(out, k), getattr(other, k)
+            if a == b or b in (None, "", False):
                 continue
-            if getattr(out, k) in (None, "", False) and v not in (None, "", False):
-                setattr(out, k, v)
-    return out
+            if a in (None, "", False):
+                conflicts.append(f"EXIF {k}: only in {other.where} ({quote(repr(b))}), not used")
+            else:
+                conflicts.append(f"EXIF {k}: {quote(repr(a))} ({out.where}) vs {quote(repr(b))} ({other.where})")
+    return out, conflicts

@@ -103,7 +103,8 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
         name = _local(el.tag) if isinstance(el.tag, str) else ""
         _take(f, name, _texts(el) if name in _WANTED else [])
         for k, v in el.attrib.items():
-            _take(f, _local(k), [v])
+            # RDF also writes a URI value as <DigitalSourceType rdf:resource="..."/>: the value is the element's.
+            _take(f, name if _local(k) == "resource" and name in _WANTED else _local(k), [v])
     for lst in (f.digital_source_types, f.creator_tools, f.software_agents, f.user_comments, f.descriptions):
         seen = list(dict.fromkeys(x[:4000] for x in lst if x))
         lst[:] = seen[:50]

@@ -148,3 +148,73 @@ def test_random_bytes_any_container(tail):
     for head in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"RIFF\x10\x00\x00\x00WEBP", b"II*\x00",
                  b"\x00\x00\x00\x18ftypheic"):
         _run(head + tail)
+
+
+A1111 = "a cat\nSteps: 20, Sampler: Euler a, Seed: 1, Model: sd15"
+
+
+def test_many_chunks_in_front_do_not_hide_generator_parameters():
+    # 10,001 empty private chunks stopped the walk (then capped at 10,000) silently: Pillow and every
+    # viewer still showed the 'parameters' behind them, the record had nothing and no error.
+    junk = [(b"prIv", b"")] * 10_001
+    rep = _run(_png(junk + [(b"tEXt", b"parameters\x00" + A1111.encode())]))
+    assert any(e.id == "generator.parameters" for e in rep.evidence), rep.errors
+
+
+def test_the_chunk_cap_is_said(monkeypatch):
+    from aiidetect.provenance import containers
+
+    monkeypatch.setattr(containers, "MAX_CHUNKS", 50)
+    rep = _run(_png([(b"prIv", b"")] * 60))
+    assert any("more than 50 chunks" in e for e in rep.errors)
+
+
+def test_a_flood_of_text_chunks_is_bounded_and_said():
+    flood = [(b"tEXt", b"parameters\x00Steps: 1")] * 100_000 + [(b"tEXt", b"prompt\x00{}")]
+    rep = _run(_png(flood), budget_s=3.0)
+    assert any("more than 1000 text chunks" in e for e in rep.errors)
+    broken = _run(_png([(b"tEXt", b"no keyword")] * 5_000))
+    assert 1 <= len(broken.errors) <= 101     # before: one line per chunk in the record
+
+
+def test_text_after_iend_is_not_read_but_said():
+    data = _png([]) + _png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())
+    rep = _run(data)
+    assert not any(e.id == "generator.parameters" for e in rep.evidence)   # not part of the image, as in viewers
+    assert any("after IEND" in e for e in rep.errors)
+
+
+# Gaps the byte-level test above leaves: its WebP header declares a 16-byte RIFF, so the chunk walk
+# never ran on what follows; extended XMP parts (GUID, total, offset) were never fuzzed.
+_WEBP_CHUNKS = st.sampled_from([b"VP8X", b"VP8 ", b"VP8L", b"EXIF", b"XMP ", b"C2PA", b"ANMF", b"ICCP"])
+
+
+@FAST
+@given(st.lists(st.tuples(_WEBP_CHUNKS, st.binary(max_size=120), st.booleans()), max_size=6))
+def test_webp_chunk_walk(chunks):
+    body = b"WEBP"
+    for fourcc, payload, lie in chunks:
+        size = len(payload) + (1000 if lie else 0)   # a size past the end
+        body += fourcc + struct.pack("<I", size) + payload + (b"\x00" if len(payload) & 1 else b"")
+    _run(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+@FAST
+@given(st.lists(st.tuples(st.binary(max_size=40), st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
+                          st.binary(max_size=80)), max_size=6))
+def test_extended_xmp_parts(parts):
+    segs = []
+    for guid, total, off, payload in parts:
+        segs.append((0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid.ljust(32, b"0")[:32]
+                     + struct.pack(">II", total, off) + payload))
+    _run(_jpeg(segs))
+
+
+def test_a_huge_gif_comment_is_read_up_to_the_text_cap():
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF")
+    g = buf.getvalue()
+    i = 13 + 3 * 2 ** ((g[10] & 7) + 1) if g[10] & 0x80 else 13
+    blocks = (b"\xff" + b"A" * 255) * 20_000   # a 5 MB comment: decoded and parsed whole before
+    rep = _run(g[:i] + b"\x21\xfe" + blocks + b"\x00" + g[i:])
+    assert any("GIF comment of 5100000 bytes; the first 4194304 read" in e for e in rep.errors)

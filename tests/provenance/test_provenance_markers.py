@@ -232,6 +232,15 @@ def test_ai_tool_in_software_field():
     assert "exif.software-generator" in ids(buf.getvalue())
 
 
+@pytest.mark.parametrize("name,ai", [("DALL-E 3", True), ("DALL·E", True), ("dalle-3", True), ("OpenAI DALL E", True),
+                                     ("Randall Editor 2.1", False), ("Vandalle Studio", False)])
+def test_ai_tool_names_are_words_not_fragments(name, ai):
+    from aiidetect.provenance import AI_TOOL
+
+    # "dall e" inside "Randall Editor" made a photo's editing software an AI image tool (3 nats)
+    assert bool(AI_TOOL.search(name)) is ai
+
+
 # --- C2PA ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -254,6 +263,8 @@ def test_c2pa_signed_ai_declaration(signer, fmt):
     ev = {e.id: e for e in rep.evidence}
     assert ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 7.0, rep.errors
     assert "signature valid; signer not checked against a trust list" in ev["c2pa.ai-generated"].detail
+    assert "self-made certificate" in ev["c2pa.ai-generated"].detail   # valid says intact, not who signed
+    assert ev["c2pa.ai-generated"].data["basis"] == "signed"   # what fusion's reason names (docs/fusion.md)
     assert rep.facts["c2pa"]["signer"].startswith("aiidetect test signer")
     plain = io.BytesIO()
     small().save(plain, fmt)
@@ -266,6 +277,8 @@ def test_c2pa_tampered_and_capture(signer):
     ev = {e.id: e for e in analyze(bytes(data), "x").evidence}
     assert not ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 3.0
     assert "INVALID" in ev["c2pa.ai-generated"].detail
+    assert "not the one that was signed" in ev["c2pa.ai-generated"].detail   # the codes, in words
+    assert ev["c2pa.ai-generated"].data["basis"] == "claim"    # a broken signature vouches for nothing
     cap = {e.id: e for e in analyze(sign(signer, small(), "JPEG", "digitalCapture"), "x").evidence}
     assert cap["c2pa.capture"].direction == "real" and not cap["c2pa.capture"].decisive
 
@@ -300,6 +313,7 @@ def test_watermark_embedded_on_real_photo(photo, kind, order):
     rep = analyze(png_bytes(marked), "x.png")
     ev = [e for e in rep.evidence if e.id == "watermark.match"]
     assert ev and ev[0].decisive and ev[0].data["pattern"] == kind, rep.facts.get("watermark")
+    assert ev[0].data["basis"] == "pixels"
     clean = analyze(png_bytes(photo), "x.png")
     assert not [e for e in clean.evidence if e.id == "watermark.match"]
     assert clean.facts["watermark"]["checked"]

@@ -35,7 +35,7 @@ def everything_jpeg() -> bytes:
 
 
 STAGES = {  # what to break -> the evidence it alone gives
-    "EXIF": (exif, "read_exif", {"exif.camera"}),
+    "EXIF": (exif, "read_exif", {"exif.camera", "metadata.conflict"}),   # the clash of camera EXIF and AI claims
     "XMP": (xmp, "parse_xmp", {"xmp.ai-source-type"}),
     "generator parameters": (generators, "find_generators", {"generator.parameters"}),
     "structural hints": (structural, "jpeg_quality", {"structure.jpeg-tables"}),
@@ -98,3 +98,66 @@ def test_c2pa_summary_still_reads_the_real_layout():
     f = c2pa.summarize(store, "Valid")
     assert (f.claim_generator, f.signer, f.actions) == ("gen 2", "CA", ["c2pa.created"])
     assert f.source_types == f.ingredient_source_types == ["trainedAlgorithmicMedia"] and f.valid
+
+
+def test_c2pa_manifest_without_any_validation_result_is_not_called_valid():
+    """A store that lists no problems because nothing was validated (no validation_results, no
+    validation_status): before, the empty problem list read as "signature valid", and a declared
+    capture counted 2.0 nats towards real, an AI declaration was decisive."""
+    dst = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+    store = {"active_manifest": "m", "manifests": {"m": {"signature_info": {"issuer": "Anyone"}, "assertions": [
+        {"label": "c2pa.actions", "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": dst}]}}]}}}
+    for state in ("", "Invalid", None):
+        f = c2pa.summarize(store, state or "")
+        assert not f.valid and "NOT verified" in f.validity_text() and "signature valid" not in f.validity_text()
+    assert c2pa.summarize(store, "Valid").valid   # the reader's own verdict, with no problem listed
+
+
+def test_a_remote_c2pa_manifest_url_is_never_fetched():
+    """A file whose XMP names a remote manifest (dcterms:provenance) made c2pa fetch it: a GET to a
+    server of the sender's choosing on every scan. Nothing may be fetched; the record says why."""
+    import http.server
+    import io
+    import threading
+
+    pytest.importorskip("c2pa")
+    hits = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/m.c2pa".encode()
+        xmp = (b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+               b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+               b'xmlns:dcterms="http://purl.org/dc/terms/" dcterms:provenance="' + url + b'"/></rdf:RDF></x:xmpmeta>')
+        jumbf = b"JP\x00\x01\x00\x00\x00\x01" + struct.pack(">I", 40) + b"jumb" + b"\x00" * 32
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buf, "JPEG")
+        j = buf.getvalue()
+        seg = lambda m, b: b"\xff" + bytes([m]) + struct.pack(">H", len(b) + 2) + b  # noqa: E731
+        rep = provenance.analyze(j[:2] + seg(0xE1, xmp) + seg(0xEB, jumbf) + j[2:], "remote.jpg")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert hits == []
+    ev = {e.id: e for e in rep.evidence}
+    assert "not fetched" in ev["c2pa.unreadable"].detail and not any(e.decisive for e in rep.evidence)
+
+
+def test_xmp_source_type_written_as_rdf_resource_is_read():
+    """<Iptc4xmpExt:DigitalSourceType rdf:resource="..."/> is the same statement as the text form
+    (RDF/XML allows both); it was read as nothing, so such an AI declaration slipped through."""
+    packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+              b'<Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/'
+              b'trainedAlgorithmicMedia"/></rdf:Description></rdf:RDF></x:xmpmeta>')
+    f = xmp.parse_xmp(packet)
+    assert [xmp.short_source_type(t) for t in f.digital_source_types] == ["trainedAlgorithmicMedia"]

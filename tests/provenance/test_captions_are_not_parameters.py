@@ -1,0 +1,82 @@
+"""Ordinary captions are not generator parameters: a decisive AI verdict on a real photo is the worst
+mistake this tool can make, and caption fields (JPEG comments, EXIF UserComment, PNG Description,
+XMP CreatorTool) hold whatever people type."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from conftest import run_cli
+from aiidetect.provenance import analyze
+
+UUID = "0f3c2a9e-7b41-4c2d-9a55-3e1f0b6d8c72"
+
+
+def _jpeg(comment: str | None = None, user_comment: str | None = None, xmp: bytes | None = None) -> bytes:
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Nikon", "D850"
+    if user_comment:
+        ex.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00" + user_comment.encode()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 80, 70)).save(buf, "JPEG", exif=ex.tobytes())
+    data = buf.getvalue()
+    segs = b""
+    if comment:
+        segs += b"\xff\xfe" + struct.pack(">H", len(comment.encode()) + 2) + comment.encode()
+    if xmp:
+        body = b"http://ns.adobe.com/xap/1.0/\x00" + xmp
+        segs += b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    return data[:2] + segs + data[2:]
+
+
+def _png_description(text: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", text)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+DRAW_THINGS_BARE = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                    b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="Draw Things"/>'
+                    b'</rdf:RDF></x:xmpmeta>')
+
+CAPTIONS = {
+    "comment-steps": _jpeg(comment="Steps: 12 of the old church, photographed at dawn"),
+    "comment-seed": _jpeg(comment="Harvest trial 2023, plot 4\nSeed: Pioneer P1197"),
+    "comment-lot": _jpeg(comment="Lot 7 Seed: 42"),
+    "usercomment-steps": _jpeg(user_comment="Hike to the falls\nSteps: 14000, Seed: sunflower"),
+    "description-job": _png_description("Brochure cover, Job ID: 4711"),
+    "creatortool-only": _jpeg(xmp=DRAW_THINGS_BARE),
+    "json-note": _jpeg(comment='{"c": 3, "seed": 1, "note": "roll 12"}'),
+}
+
+
+@pytest.mark.parametrize("name", CAPTIONS)
+def test_a_caption_is_not_decisive(name):
+    rep = analyze(CAPTIONS[name], name, options={"watermark": "never"})
+    assert not [e.id for e in rep.evidence if e.decisive], rep.evidence
+
+
+@pytest.mark.parametrize("data", [
+    _jpeg(comment="a cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512"),
+    _jpeg(user_comment="a cat\nSteps: 30, Seed: -1"),
+    _png_description(f"a lighthouse at dusk --ar 3:2 Job ID: {UUID}"),
+    _jpeg(comment='{"c": "a robot", "uc": "blurry", "seed": 5, "steps": 20, "sampler": "Euler A"}'),
+])
+def test_real_generator_text_in_the_same_fields_still_is(data):
+    rep = analyze(data, "gen", options={"watermark": "never"})
+    assert [e.id for e in rep.evidence if e.decisive] == ["generator.parameters"]
+
+
+def test_meta_exit_code_on_captioned_photos(tmp_path):
+    for name, data in CAPTIONS.items():
+        ext = "png" if data.startswith(b"\x89PNG") else "jpg"
+        (tmp_path / f"{name}.{ext}").write_bytes(data)
+    r = run_cli("meta", str(tmp_path), "-f", "json")
+    assert r.returncode == 0, r.stdout[-2000:]     # 1 would mean decisive AI evidence in a file
+    assert len(json.loads(r.stdout)) == len(CAPTIONS)
