@@ -108,8 +108,9 @@ class Budget:
     job alone is always let through (the per-file --max-pixels / --max-bytes
     refuse larger ones), so the budget never deadlocks: a job waits only while
     others hold some, and those never wait on it. A job that holds both budgets
-    takes bytes first, then pixels, and waits on pixels only, so no two jobs
-    wait on each other.
+    takes bytes first, then pixels: it waits on bytes holding nothing, on pixels
+    holding bytes only, and once it holds pixels it waits on neither, so no two
+    jobs wait on each other.
 
         with budget.hold() as admit:      # admit(n) may wait
             reader.decode(sample, admit)
