@@ -143,7 +143,8 @@ def test_sort_filter_and_keyboard(browser, report):
     # Filter by verdict.
     page.select_option("#filter-verdict", "error")
     rows = _rows(page)
-    n_err = sum(1 for r in recs if r["verdict"] == "error")
+    # A record whose verdict aiidetect never gives is counted, filtered and shown as an error.
+    n_err = sum(1 for r in recs if r["verdict"] not in ("ai-generated", "uncertain", "likely-real"))
     assert len(rows) == n_err > 0 and all("error" in r[0] for r in rows)
     assert f"of {n_err} files (filtered from {len(recs)})" in page.locator("#files-count").text_content()
     # Filter by text (debounced): a payload typed in the box is a search string, nothing more.
@@ -191,5 +192,27 @@ def test_phone_width(browser, report, tmp_path):
                                                       ".map(e => e.className)")
     assert shown and all("flagged" in c for c in shown)
     assert not page.is_visible("#files-table")
+    assert problems == []
+    page.close()
+
+
+def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
+    """Over the card limit every file keeps its row; a row without a card says so instead of linking
+    nowhere; a bidi override in a name is shown as an escape, never obeyed."""
+    recs = [{"schema": "1.1", "file": f"cap/{k:02d}.jpg", "verdict": ("likely-real", "uncertain")[k % 2],
+             "p_ai": 0.5, "detectors": {}, "reasons": [f"r{k}"], "error": None} for k in range(12)]
+    recs[1]["file"] = "photo\u202egpj.exe"
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "3", "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page, problems, _ = _open(browser, out, 1280, 900)
+    assert page.locator("#files-count").text_content() == "Showing 1\u201312 of 12 files"
+    assert page.locator("article.card").count() == 3
+    links = page.eval_on_selector_all("#files-table tbody a", "as => as.map(a => [a.textContent, a.hash])")
+    assert links == [["photo\\u202egpj.exe", "#f1"], ["cap/03.jpg", "#f3"], ["cap/05.jpg", "#f5"]]
+    assert page.locator("#files-table tbody .nocard").count() == 9
+    assert "\u202e" not in page.evaluate("document.body.innerText")
     assert problems == []
     page.close()

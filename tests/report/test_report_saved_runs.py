@@ -1,0 +1,156 @@
+"""`aiidetect report` over large, broken and contradictory saved runs: every record gets a table row,
+the cards are capped, a line is a line (not whatever str.splitlines() cuts at), and the page never
+shows a failed or unreadable record under a verdict it does not hold."""
+from __future__ import annotations
+
+import io
+import json
+
+from conftest import run_cli
+from aiidetect.testing.htmlcheck import assert_self_contained
+
+VERDICTS = ("ai-generated", "uncertain", "likely-real", "error")
+
+
+def _rec(k: int, verdict: str, **kw) -> dict:
+    r = {"schema": "1.1", "file": f"run/{k:03d}.jpg", "file_bytes": None, "sha256": None, "size_bytes": 100 + k,
+         "format": "JPEG", "verdict": verdict, "p_ai": None if verdict == "error" else 0.5,
+         "detectors": {}, "reasons": [f"reason {k}"], "error": None, "fusion": {"kind": "rules"}}
+    if verdict == "error":
+        r["error"] = {"code": "decode-error", "message": f"broken {k}"}
+        r["reasons"] = []
+    r.update(kw)
+    return r
+
+
+def _rows(html: str) -> list[list]:
+    doc = assert_self_contained(html)
+    return json.loads(next(body for a, body in doc.scripts if a.get("type") == "application/json"))
+
+
+def _write(path, recs, tail: str = "") -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs) + tail, encoding="utf-8")
+
+
+def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
+    """100,000 cards made a 418 MB page that Chromium took minutes to load: the page holds a row for
+    every record and a card for at most --max-cards, flagged files first, and says so."""
+    mix = ["likely-real"] * 20 + ["uncertain"] * 10 + ["error"] * 4 + ["ai-generated"] * 3
+    recs = [_rec(k, v) for k, v in enumerate(mix)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs)
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "6", "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "37 files" in r.stderr and "cards for 6" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    doc = assert_self_contained(html)
+    rows = _rows(html)
+    assert [x[3] for x in rows] == [x["file"] for x in recs]  # every record, in order
+    carded = [x[3] for x in rows if x[7]]
+    # the 3 AI-generated, then the first 3 uncertain; in record order
+    assert carded == [x["file"] for x in recs if x["verdict"] == "uncertain"][:3] + [
+        x["file"] for x in recs if x["verdict"] == "ai-generated"]
+    assert [c["name"] for c in doc.cards] == carded
+    assert {c["id"] for c in doc.cards} == {f"f{x[0]}" for x in rows if x[7]}  # links land on cards
+    text = "".join(doc.text)
+    assert "Cards for 6 of 37 files." in text and "--max-cards 0" in text
+    # The counts are those of every record, not of the cards.
+    for v, n in (("likely real", 20), ("uncertain", 10), ("error", 4), ("AI-generated", 3)):
+        assert f"{n}{'? ' if v == 'uncertain' else ''}" in text
+    # --max-cards 0: every card; --verdict: a part, which the page names.
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
+    assert r.returncode == 0 and len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 37
+    r = run_cli("report", str(run), "-o", str(out), "--verdict", "error", "--verdict", "ai-generated",
+                "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "7 files of 37 records" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert {x[1] for x in _rows(html)} == {"error", "ai-generated"} and len(_rows(html)) == 7
+    assert "only those judged ai-generated, error: 7 of the 37 records in the run" in "".join(
+        assert_self_contained(html).text)
+    r = run_cli("report", str(run), "-o", str(tmp_path / "x.html"), "--verdict", "fake")
+    assert r.returncode == 2 and "--verdict 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
+
+
+def test_a_line_ends_at_newline_only(tmp_path):
+    """`scan -f jsonl` writes U+2028, U+0085 and \\x1c raw inside strings (a file name may hold them):
+    str.splitlines() cut such a record into three 'not JSON' error cards."""
+    name = "news/a\u2028b\x85c\x1cd.jpg"
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file=name), _rec(1, "likely-real")])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    assert "2 files (1 likely-real, 1 uncertain)" in r.stderr
+    doc = assert_self_contained(out.read_text(encoding="utf-8"))
+    # control characters are shown as escapes, as in the table and CSV
+    assert [c["name"] for c in doc.cards] == ["news/a\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
+
+
+def test_an_overlong_line_is_skipped_unread():
+    """A 2 GB line must not be read into memory: past the cap it is read and dropped a piece at a time."""
+    from aiidetect.report.html import iter_saved
+
+    good = json.dumps(_rec(0, "uncertain"))
+    src = io.StringIO(good + "\n" + '{"file": "' + "x" * 5000 + '"}\n' + good + "\n")
+    problems: list[str] = []
+    recs = list(iter_saved(src, problems, max_line=len(good) + 10))
+    assert [r["file"] for r in recs] == ["run/000.jpg", "(input line 2)", "run/000.jpg"]
+    assert recs[1]["error"]["message"] == f"longer than {len(good) + 10:,} characters (5,012); not read"
+    assert problems == [f"line 2: {recs[1]['error']['message']}"]
+
+
+def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
+    """A saved run is input: a record that failed but says likely-real, a verdict aiidetect never gives,
+    or 'error' without a reason are counted, filtered and shown as errors saying what they hold."""
+    recs = [_rec(0, "likely-real", error={"code": "decode-error", "message": "truncated"}),
+            _rec(1, "probably-fine"), _rec(2, "error", error=None), _rec(3, "likely-real")]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs, tail='{"schema": "1.1", "file": "run/004.jpg", "verd')  # a killed run's last line
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "5 files (4 error, 1 likely-real)" in r.stderr
+    assert "line 5: not JSON" in r.stderr and "the last line is cut short" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    rows = _rows(html)
+    assert [x[1] for x in rows] == ["error", "error", "error", "likely-real", "error"]
+    doc = assert_self_contained(html)
+    assert "truncated (the record's verdict was 'likely-real')" in doc.cards[0]["text"]
+    assert "not a verdict aiidetect gives: 'probably-fine'" in doc.cards[1]["text"]
+    assert "the record says error but gives no reason" in doc.cards[2]["text"]
+    assert all("likely real" not in c["text"] for c in doc.cards[:3])
+
+
+def test_the_page_says_what_the_records_say_about_their_run(tmp_path):
+    """Rendered later, the page must not pass the renderer's version off as the scanner's, must name a
+    record schema it does not know, and must not draw the default band as the band of a fitted fusion
+    model it cannot read."""
+    model = {"kind": "model", "name": "desk", "path": str(tmp_path / "gone"), "sha256": "ab" * 32}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model), _rec(1, "ai-generated", fusion=model, schema="2.0")])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "the records do not say which aiidetect version scanned them" in text
+    assert "Unknown record schema 2.0." in text
+    assert "desk sha256:abababababab" in text and "its band is unknown here" in text
+
+
+def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
+    """U+202E makes 'photo\\u202egpj.exe' read 'photoexe.jpg' in a browser; a NUL vanishes. The page shows
+    them as \\uXXXX, in the card and in the table's data, as the terminal table and CSV do."""
+    name = "photo\u202egpj.exe\x00\x1b[2J"
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file=name, reasons=["because\u2066 \u202e"])])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    for c in ("\u202e", "\u2066", "\x00", "\x1b"):
+        assert c not in html
+    shown = "photo\\u202egpj.exe\\u0000\\u001b[2J"
+    assert assert_self_contained(html).cards[0]["name"] == shown
+    assert _rows(html)[0][3] == shown and _rows(html)[0][6] == "because\\u2066 \\u202e"
