@@ -448,6 +448,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"{shown}. To see every card, render the saved run (<code>--format jsonl</code>) with "
                  f"<code>aiidetect report RUN.jsonl --max-cards 0</code>, or a part of it with "
                  f"<code>--verdict</code>.</p>")
+    if run.get("repeats"):
+        o.append(f"<p class=\"interrupted\"><b>Repeated records.</b> {_e(run['repeats'])}.</p>")
     schemas = [x for x in run.get("schema") or [] if x not in KNOWN_SCHEMAS]
     if schemas:
         o.append(f"<p class=\"interrupted\"><b>Unknown record schema {_e(', '.join(schemas))}.</b> This aiidetect "
@@ -903,14 +905,29 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
     run = run_info_from_records((), source, argv)
     w = HtmlWriter(out, run, thumbnails=thumbnails, limits=limits, max_cards=max_cards, record_facts=True)
     total = 0
+    # A run appended to twice (`>>`), or two runs concatenated, repeats records: each is shown and
+    # counted as it is in the file, and the page and stderr say how many repeat an earlier one.
+    seen: dict[tuple[Any, Any], int] = {}
+    repeats: list[tuple[int, int]] = []
     for r in iter_saved(stream, problems):
         total += 1
         r = normalize_record(r)
+        if r.get("error") is None or r.get("sha256"):
+            key = (r.get("file"), r.get("sha256"))
+            first = seen.setdefault(key, total)
+            if first != total:
+                repeats.append((total, first))
         if only and r["verdict"] not in only:
             continue
         w.add(r)
     if only:
         w.run = {**w.run, "only": sorted(only), "total_records": total}
+    if repeats:
+        note = (f"{len(repeats)} record{'s' if len(repeats) != 1 else ''} repeat an earlier one (same file and "
+                f"SHA-256; record {repeats[0][0]} repeats record {repeats[0][1]}): each is shown and counted as "
+                "it is in the file")
+        problems.append(note)
+        w.run = {**w.run, "repeats": note}
     w.close()
     return {"files": len(w.rows), "verdicts": {v: k for v, k in w.counts.items() if k}, "problems": problems,
             "thumbnails": w.thumbs, "cards": sum(1 for _ in w.items), "records": total}

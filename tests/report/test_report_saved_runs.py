@@ -154,3 +154,18 @@ def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
     shown = "photo\\u202egpj.exe\\u0000\\u001b[2J"
     assert assert_self_contained(html).cards[0]["name"] == shown
     assert _rows(html)[0][3] == shown and _rows(html)[0][6] == "because\\u2066 \\u202e"
+
+
+def test_repeated_records_are_shown_as_they_are_and_said(tmp_path):
+    """A run appended to twice: every record is shown and counted as it is in the file (the page shows
+    what the file holds), and stderr and the page say how many repeat an earlier one."""
+    recs = [_rec(k, "uncertain", sha256=f"{k:064x}") for k in range(3)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs + recs[:2])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    note = "2 records repeat an earlier one (same file and SHA-256; record 4 repeats record 1)"
+    assert note in r.stderr and "5 files (5 uncertain)" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert len(_rows(html)) == 5 and note in " ".join(assert_self_contained(html).text)
