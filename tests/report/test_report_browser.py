@@ -216,3 +216,30 @@ def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
     assert "\u202e" not in page.evaluate("document.body.innerText")
     assert problems == []
     page.close()
+
+
+def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
+    """A card is painted with containment (content-visibility): text that overflowed it was cut off
+    unseen (a 3,000-character evidence id hid its source and strength). A 5,000-character name made its
+    table row several screens tall, pushing every other file out of sight."""
+    x = "y" * 3000
+    rec = {"schema": "1.1", "file": "n" * 5000, "verdict": "uncertain", "p_ai": 0.5, "reasons": ["r" * 9000],
+           "error": None, "detectors": {x: {"status": "ok", "p_ai": 0.5, "attribution": [{"label": x, "p": 0.3}]},
+                                        "metadata": {"status": "ok", "evidence": [{"id": x, "source": x,
+                                                                                   "strength": 1, "detail": x}]}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg"}) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    for width in (1280, 390):
+        page, problems, _ = _open(browser, out, width, 900)
+        page.locator("article.card").first.scroll_into_view_if_needed()
+        _two_frames(page)
+        spill = page.evaluate("""() => { const c = document.querySelector('article.card'), w = c.getBoundingClientRect();
+            return Array.from(c.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > w.right + 1)
+              .map(e => e.tagName + '.' + e.className); }""")
+        assert spill == [] and page.evaluate("document.documentElement.scrollWidth") <= width
+        heights = page.eval_on_selector_all("#files-table tbody tr", "trs => trs.map(t => t.getBoundingClientRect().height)")
+        assert len(heights) == 2 and heights[0] < 250, heights
+        assert problems == []
+        page.close()

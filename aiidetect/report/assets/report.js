@@ -55,6 +55,13 @@
     return td;
   }
 
+  function clip(td) {
+    var d = document.createElement("div");
+    d.className = "clip";
+    td.appendChild(d);
+    return d;
+  }
+
   function render() {
     var per = parseInt(psel.value, 10) || 100;
     var pages = Math.max(1, Math.ceil(state.view.length / per));
@@ -69,7 +76,9 @@
       b.textContent = LABEL[r.verdict] || r.verdict;
       td.appendChild(b);
       cell(tr, r.p === null ? "\u2014" : r.p.toFixed(3), "num");
-      var f = cell(tr, "", "wrap");
+      // A name or reason can be thousands of characters (PATH_MAX is 4,096 bytes): its cell scrolls
+      // inside a few lines instead of pushing every other row screens away.
+      var f = clip(cell(tr, "", "wrap"));
       if (r.card) {
         var a = document.createElement("a");
         a.href = "#f" + r.i;
@@ -87,7 +96,7 @@
       }
       cell(tr, r.format || "", "opt");
       cell(tr, size(r.size), "num opt");
-      cell(tr, r.reason, "wrap opt");
+      clip(cell(tr, "", "wrap opt")).textContent = r.reason;
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);
