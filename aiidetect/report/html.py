@@ -462,7 +462,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
     o.append(f"<p>A file is called <b>AI-generated</b> when the fused P(AI) is at least "
              f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
              f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
-             f"then. Flagged files (AI-generated, uncertain) print one per page.</p>")
+             f"then. Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
+             f"page.</p>")
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.
@@ -781,7 +782,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     v = v if v in VERDICT_WORDS else "error"
     p = _p(r.get("p_ai"))
     dets = r.get("detectors") if isinstance(r.get("detectors"), Mapping) else {}
-    cls = "card flagged" if v in FLAGGED else "card"
+    # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
+    cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
     thumb = item.get("thumb")
     img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")

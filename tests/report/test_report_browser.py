@@ -174,7 +174,7 @@ def test_sort_filter_and_keyboard(browser, report):
 
 
 def test_phone_width(browser, report, tmp_path):
-    path, _ = report
+    path, recs = report
     page, problems, _ = _open(browser, path, 390, 844)
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 390, overflow  # nothing forces sideways scrolling
@@ -186,11 +186,13 @@ def test_phone_width(browser, report, tmp_path):
     _two_frames(page)  # cards render lazily (content-visibility): let the scrolled-to one paint
     page.screenshot(path=str(shots / "report-phone.png"))
     assert (shots / "report-phone.png").stat().st_size > 10_000
-    # Printing keeps the flagged cards only, one per page.
+    # Printing keeps the flagged cards and the failed files' (unverified too, each with its reason), one per page.
     page.emulate_media(media="print")
     shown = page.eval_on_selector_all("article.card", "els => els.filter(e => getComputedStyle(e).display !== 'none')"
                                                       ".map(e => e.className)")
-    assert shown and all("flagged" in c for c in shown)
+    assert shown and all("flagged" in c or "failed" in c for c in shown)
+    n_unverified = sum(1 for r in recs if r["verdict"] != "likely-real")
+    assert len(shown) == n_unverified and any("failed" in c for c in shown)
     assert not page.is_visible("#files-table")
     assert problems == []
     page.close()
