@@ -122,7 +122,8 @@ def run_info_from_scan(detectors: Sequence[Any], ctx: Any, fusion_model: Mapping
     dets = []
     for d in detectors:
         info = d.describe()
-        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason")})
+        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason"),
+                     **_head_facts(d)})
     return {"version": __version__, "command": _command(argv), "detectors": dets,
             "fusion": _fusion_facts(fusion_model), "runtime": getattr(ctx, "runtime", "torch"),
             "requested_dtype": getattr(ctx, "dtype", None), "_ctx": ctx}
@@ -208,6 +209,24 @@ def run_info_from_records(records: Iterable[Mapping[str, Any]], source: str,
     for r in records:
         facts.add(r)
     return {"version": __version__, "command": _command(argv), "source": source, **facts.info()}
+
+
+def _head_facts(detector: Any) -> dict[str, Any]:
+    """Which trained head (its folder) and which exact parameters (the SHA-256 of its manifest, or of
+    the ONNX graph) a detector served: the name alone does not say which of two heads called "dev" ran."""
+    out: dict[str, Any] = {}
+    path = getattr(getattr(detector, "head", None), "path", None)
+    if path is not None:
+        out["head_path"] = str(path)
+    try:
+        ident = detector.cache_identity() or {}
+    except Exception:  # noqa: BLE001 - the page names what it can; a detector's identity is no reason to fail
+        ident = {}
+    for k in ("head", "graph"):
+        if isinstance(ident.get(k), str):
+            out["head_sha256"] = ident[k]
+            break
+    return out
 
 
 def _command(argv: Sequence[str] | None) -> str:
@@ -481,6 +500,10 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
     for d in run.get("detectors") or []:
         st = d.get("status")
         line = f"<li><b>{_e(d.get('name'))}</b>: {_e(st)}"
+        if d.get("head_path") or d.get("head_sha256"):
+            line += (" <span class=\"mute\">head</span> "
+                     + (f"<code>{_e(d['head_path'])}</code> " if d.get("head_path") else "")
+                     + (f"<code>sha256:{_e(str(d['head_sha256'])[:16])}</code>" if d.get("head_sha256") else ""))
         if d.get("reason"):
             line += f" \u2014 <span class=\"wrap\">{_e(d['reason'])}</span>"
         det_lines.append(line + "</li>")

@@ -169,3 +169,36 @@ def test_repeated_records_are_shown_as_they_are_and_said(tmp_path):
     assert note in r.stderr and "5 files (5 uncertain)" in r.stderr
     html = out.read_text(encoding="utf-8")
     assert len(_rows(html)) == 5 and note in " ".join(assert_self_contained(html).text)
+
+
+def test_a_scan_page_names_each_head_it_served():
+    """Two heads can share a name ("linear:dev"): the page names the folder and the manifest hash."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from aiidetect.report.html import HtmlWriter, run_info_from_scan
+
+    class Det:
+        name = "linear:dev"
+        head = SimpleNamespace(path=Path("/heads/linear-dev"))
+
+        def describe(self):
+            return {"name": self.name}
+
+        def cache_identity(self):
+            return {"head": "c0ffee" * 10 + "abcd"}
+
+    class Broken(Det):
+        name = "mpft:x"
+        head = None
+
+        def cache_identity(self):
+            raise RuntimeError("no identity")
+
+    out = io.StringIO()
+    w = HtmlWriter(out, run_info_from_scan([Det(), Broken()], None, None, argv=["scan", "x"]), thumbnails=False)
+    w.add(_rec(0, "uncertain"))
+    w.close()
+    text = "".join(assert_self_contained(out.getvalue()).text)
+    assert "linear:dev: ran head /heads/linear-dev sha256:c0ffeec0ffeec0ff" in text
+    assert "mpft:x: ran" in text
