@@ -885,15 +885,17 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
                 arr = loads_foreign(text)
             except ValueError:
                 arr = None
-            if isinstance(arr, list):
-                for k, r in enumerate(arr):
-                    if not _is_record(r):
-                        problems.append(f"item {k + 1}: not a scan record")
-                    yield r if _is_record(r) else _bad(k + 1, "not a scan record", "item")
-                return
-            stream = io.StringIO(text)  # not one array: read it as JSON lines after all
-            n, first = 0, False
-            continue
+            if not isinstance(arr, list):
+                # An array cut short (`scan -f json > run.json` killed): its items up to the cut.
+                arr = _array_items(text, problems)
+            for k, r in enumerate(arr):
+                if isinstance(r, _Cut):
+                    yield _bad(k + 1, r.why, "item")
+                    continue
+                if not _is_record(r):
+                    problems.append(f"item {k + 1}: not a scan record")
+                yield r if _is_record(r) else _bad(k + 1, "not a scan record", "item")
+            return
         first = False
         try:
             r = loads_foreign(line)
@@ -908,6 +910,38 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
             yield _bad(n, "not a scan record")
             continue
         yield r
+
+
+class _Cut:
+    def __init__(self, why: str):
+        self.why = why
+
+
+def _array_items(text: str, problems: list[str]) -> list[Any]:
+    """The items of a JSON array that does not parse whole, one at a time up to the first that does
+    not parse (then a _Cut saying why, and nothing after it is read)."""
+    dec = json.JSONDecoder()
+    pos, items = text.index("[") + 1, []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            if pos >= len(text):
+                why = "the JSON array ends without its closing ]: the run was stopped while writing it?"
+                problems.append(f"item {len(items) + 1}: {why}")
+                items.append(_Cut(why))
+            return items
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:
+            msg = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            cut = "" if text.rstrip().endswith("]") else \
+                " (the array is cut short: was the run stopped while writing it?)"
+            why = f"not JSON ({msg}){cut}"
+            problems.append(f"item {len(items) + 1}: {why}")
+            items.append(_Cut(why))
+            return items
+        items.append(obj)
 
 
 def _is_record(r: Any) -> bool:
@@ -937,8 +971,9 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
     for r in iter_saved(stream, problems):
         total += 1
         r = normalize_record(r)
-        if r.get("error") is None or r.get("sha256"):
-            key = (r.get("file"), r.get("sha256"))
+        sha = r.get("sha256")
+        if r.get("error") is None or sha:
+            key = (str(r.get("file")), sha if isinstance(sha, str) else None)
             first = seen.setdefault(key, total)
             if first != total:
                 repeats.append((total, first))

@@ -202,3 +202,18 @@ def test_a_scan_page_names_each_head_it_served():
     text = "".join(assert_self_contained(out.getvalue()).text)
     assert "linear:dev: ran head /heads/linear-dev sha256:c0ffeec0ffeec0ff" in text
     assert "mpft:x: ran" in text
+
+
+def test_a_json_array_cut_short_keeps_its_records(tmp_path):
+    """`scan -f json > run.json` killed mid-run leaves an array without its ]: read as lines, every
+    record ('{...},') was 'not JSON' and the page held nothing but error cards."""
+    recs = [_rec(k, ("uncertain", "likely-real")[k % 2]) for k in range(4)]
+    text = "[\n" + ",\n".join("  " + json.dumps(r) for r in recs) + "\n]\n"
+    run = tmp_path / "run.json"
+    run.write_text(text[: text.index(json.dumps(recs[3])) + 30], encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "4 files (1 error, 1 likely-real, 2 uncertain)" in r.stderr
+    assert "item 4: not JSON" in r.stderr and "the array is cut short" in r.stderr
+    assert [x[3] for x in _rows(out.read_text(encoding="utf-8"))] == [x["file"] for x in recs[:3]] + ["(input item 4)"]
