@@ -15,6 +15,7 @@ import datetime as _dt
 import html
 import io
 import json
+import os
 import secrets
 import shlex
 import sys
@@ -408,7 +409,7 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
         f"{' (interrupted)' if run.get('interrupted') else ''}</title>",
         f"<style nonce=\"{nonce}\">{_asset('report.css')}</style></head><body>",
         "<header><h1>aiidetect report</h1>",
-        f"<p class=\"mute\">{_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} \u00b7 "
+        f"<p class=\"mute\">written {_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by "
         f"aiidetect {_e(run.get('version', __version__))}</p></header>",
         _overview(n, counts, len(cards), run, fusion),
         _table_section(n),
@@ -486,9 +487,12 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.
+        saved = run.get("source_mtime")
+        when = (f" (last written {_e(_dt.datetime.fromtimestamp(saved, _dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}"
+                ": the scan ended then or earlier)" if isinstance(saved, (int, float)) else "")
         facts.append(("rendered by", f"aiidetect {_e(run.get('version', __version__))} from "
-                                     f"<code class=\"wrap\">{_e(run['source'])}</code>; the records do not say "
-                                     "which aiidetect version scanned them or when"))
+                                     f"<code class=\"wrap\">{_e(run['source'])}</code>{when}; the records do not "
+                                     "say which aiidetect version scanned them or when"))
         facts.append(("record schema", _e(", ".join(run.get("schema") or []) or "not given")))
     else:
         facts.append(("aiidetect version", _e(run.get("version", __version__))))
@@ -962,6 +966,10 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
     only = set(verdicts)
     problems: list[str] = []
     run = run_info_from_records((), source, argv)
+    try:
+        run["source_mtime"] = os.fstat(stream.fileno()).st_mtime if source != "-" else None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        pass  # a stream with no file behind it
     w = HtmlWriter(out, run, thumbnails=thumbnails, limits=limits, max_cards=max_cards, record_facts=True)
     total = 0
     # A run appended to twice (`>>`), or two runs concatenated, repeats records: each is shown and

@@ -217,3 +217,18 @@ def test_a_json_array_cut_short_keeps_its_records(tmp_path):
     assert "4 files (1 error, 1 likely-real, 2 uncertain)" in r.stderr
     assert "item 4: not JSON" in r.stderr and "the array is cut short" in r.stderr
     assert [x[3] for x in _rows(out.read_text(encoding="utf-8"))] == [x["file"] for x in recs[:3]] + ["(input item 4)"]
+
+
+def test_the_page_says_when(tmp_path):
+    """'When' for a newsroom: the page is dated as written, and a saved run's page gives the time the
+    run's file was last written (the scan ended then or earlier), not only the time it was rendered."""
+    import os
+
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain")])
+    os.utime(run, (1_700_000_000, 1_700_000_000))
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "(last written 2023-11-14 22:13 UTC: the scan ended then or earlier)" in text
+    assert "written 20" in text.split("Overview")[0] and " by aiidetect " in text.split("Overview")[0]
