@@ -160,9 +160,10 @@ class RecordFacts:
             self.schemas.add(str(r.get("schema")))
         f = r.get("fusion")
         if isinstance(f, Mapping) and len(self.fusions) < 20:
-            from .writers import fusion_label
-
-            self.fusions.setdefault(_s(fusion_label(dict(f))), f)
+            # writers.fusion_label trusts the shape a scan writes; a saved run is anybody's text.
+            label = "rules" if f.get("kind") != "model" else \
+                f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
+            self.fusions.setdefault(_s(label), f)
 
     def info(self) -> dict[str, Any]:
         out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,

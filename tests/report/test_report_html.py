@@ -219,6 +219,8 @@ _any = _json | _PAYLOAD
                                                                          "error"]) | _any},
     optional={"p_ai": _any, "size_bytes": _any, "format": _any, "sha256": _any, "width": _any, "reasons": _any,
               "error": _any, "image": _any,
+              "fusion": _any | st.fixed_dictionaries({"kind": st.just("model")}, optional={
+                  "name": _any, "path": _any, "sha256": _any}),
               "detectors": st.dictionaries(st.sampled_from(["metadata", "linear:x"]) | st.text(max_size=10) | _PAYLOAD,
                                            st.fixed_dictionaries(
                   {}, optional={"status": _any, "p_ai": _any, "score": _any, "score_kind": _any, "reason": _any,

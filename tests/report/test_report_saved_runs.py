@@ -232,3 +232,18 @@ def test_the_page_says_when(tmp_path):
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "(last written 2023-11-14 22:13 UTC: the scan ended then or earlier)" in text
     assert "written 20" in text.split("Overview")[0] and " by aiidetect " in text.split("Overview")[0]
+
+
+def test_a_fusion_field_of_any_shape_is_shown_not_trusted(tmp_path):
+    """The records' `fusion` is read for the page's band: a number where the hash belongs, a mapping
+    where the path belongs, markup in the name are shown as text; the report is written (exit 0)."""
+    bad = {"kind": "model", "name": "<script>window.x=1</script>", "path": {"a": 1}, "sha256": 5}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=bad)])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "<script>window.x=1" not in html
+    text = "".join(assert_self_contained(html).text)
+    assert "<script>window.x=1</script> sha256:5 ({'a': 1})" in text and "its band is unknown here" in text
