@@ -247,3 +247,22 @@ def test_a_fusion_field_of_any_shape_is_shown_not_trusted(tmp_path):
     assert "<script>window.x=1" not in html
     text = "".join(assert_self_contained(html).text)
     assert "<script>window.x=1</script> sha256:5 ({'a': 1})" in text and "its band is unknown here" in text
+
+
+def test_a_saved_run_shows_its_fitted_fusion_band(tmp_path):
+    """When the fusion model the records name is still there, unchanged, its band is drawn."""
+    import hashlib
+
+    head = tmp_path / "fusion-desk"
+    head.mkdir()
+    manifest = json.dumps({"detector": "fusion", "name": "desk", "params": {"ai_threshold": 0.8,
+                                                                           "real_threshold": 0.2}}).encode()
+    (head / "manifest.json").write_bytes(manifest)
+    model = {"kind": "model", "name": "desk", "path": str(head), "sha256": hashlib.sha256(manifest).hexdigest()}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model)])
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "band 0.20\u20130.80" in text and "unknown here" not in text
+    assert "likely real at most 0.20" in text
