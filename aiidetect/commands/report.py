@@ -33,11 +33,12 @@ def report_cmd(
 
     Example: aiidetect report run.jsonl --verdict ai-generated --verdict uncertain -o flagged.html
 
-    Exit codes: 0 written; 2 the results file cannot be read or the output cannot be written.
+    Exit codes: 0 written; 2 the results file cannot be read, holds no scan record at all (not a saved
+    run: a photo, a log), or the output cannot be written.
     """
     import contextlib
 
-    from ..report.html import VERDICT_WORDS, render_saved_run
+    from ..report.html import VERDICT_WORDS, NotASavedRun, render_saved_run
     from ..report.output import OutputError, atomic_output, check_output
 
     bad = [v for v in verdict or [] if v not in VERDICT_WORDS]
@@ -61,8 +62,13 @@ def report_cmd(
             out = stack.enter_context(atomic_output(output)) if output else sys.stdout
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
-        summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
-                                   verdicts=verdict or ())
+        try:
+            summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
+                                       verdicts=verdict or ())
+        except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
+            from ..report.safe import printable
+
+            fail(printable(str(exc)))
     if not quiet:
         err = stderr_console()
         from rich.text import Text

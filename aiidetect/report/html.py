@@ -953,9 +953,17 @@ def _is_record(r: Any) -> bool:
     return isinstance(r, dict) and isinstance(r.get("file"), str) and "verdict" in r
 
 
+# Marks the stand-in records iter_saved makes for what is not a record (never a key a scan writes).
+_BAD = "\x00aiidetect-not-a-record"
+
+
+class NotASavedRun(ValueError):
+    """Nothing in the input is a scan record: a usage error (exit 2), nothing written."""
+
+
 def _bad(n: int, why: str, what: str = "line") -> dict[str, Any]:
     return {"file": f"(input {what} {n})", "verdict": "error", "p_ai": None, "detectors": {}, "reasons": [],
-            "error": {"code": "bad-record", "message": why}}
+            "error": {"code": "bad-record", "message": why}, _BAD: True}
 
 
 def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: bool = True,
@@ -972,13 +980,14 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         pass  # a stream with no file behind it
     w = HtmlWriter(out, run, thumbnails=thumbnails, limits=limits, max_cards=max_cards, record_facts=True)
-    total = 0
+    total = good = 0
     # A run appended to twice (`>>`), or two runs concatenated, repeats records: each is shown and
     # counted as it is in the file, and the page and stderr say how many repeat an earlier one.
     seen: dict[tuple[Any, Any], int] = {}
     repeats: list[tuple[int, int]] = []
     for r in iter_saved(stream, problems):
         total += 1
+        good += not r.get(_BAD)
         r = normalize_record(r)
         sha = r.get("sha256")
         if r.get("error") is None or sha:
@@ -989,6 +998,10 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
         if only and r["verdict"] not in only:
             continue
         w.add(r)
+    if total and not good:
+        # `aiidetect report photo.jpg`: a page of 13,000 "files", each a line of JPEG bytes, is no report.
+        raise NotASavedRun(f"{source} is not a saved run: none of its {total} line(s) is a scan record "
+                           f"({problems[0] if problems else 'no record'})")
     if only:
         w.run = {**w.run, "only": sorted(only), "total_records": total}
     if repeats:

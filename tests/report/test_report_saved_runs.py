@@ -266,3 +266,20 @@ def test_a_saved_run_shows_its_fitted_fusion_band(tmp_path):
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "band 0.20\u20130.80" in text and "unknown here" not in text
     assert "likely real at most 0.20" in text
+
+
+def test_a_file_with_no_record_is_not_a_saved_run(tmp_path):
+    """`aiidetect report photo.jpg` (a slip of the shell) wrote, with exit 0, a page of 13,438 'files',
+    one per line of JPEG bytes. A file in which no line is a record is a usage error: exit 2, one line
+    on stderr, and -o keeps what it held. An empty run is still an empty report."""
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(noise_rgb(256, 256, 1), quality=95))
+    out = tmp_path / "r.html"
+    out.write_text("previous report", encoding="utf-8")
+    r = run_cli("report", str(photo), "-o", str(out))
+    assert r.returncode == 2 and out.read_text(encoding="utf-8") == "previous report"
+    assert r.stderr.startswith(f"error: {photo} is not a saved run: none of its ") and r.stderr.count("\n") == 1
+    r = run_cli("report", "-", input="")
+    assert r.returncode == 0 and "0 files" in r.stderr and len(assert_self_contained(r.stdout).cards) == 0
