@@ -204,19 +204,25 @@ def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
     recs = [{"schema": "1.1", "file": f"cap/{k:02d}.jpg", "verdict": ("likely-real", "uncertain")[k % 2],
              "p_ai": 0.5, "detectors": {}, "reasons": [f"r{k}"], "error": None} for k in range(12)]
     recs[1]["file"] = "photo\u202egpj.exe"
+    from aiidetect.testing.report_corpus import P_IMG, P_SCRIPT, P_SVG
+
+    # Payloads where the page now quotes the records about their run: schema, fusion, a repeat.
+    recs[2].update(schema=P_SCRIPT, fusion={"kind": "model", "name": P_IMG, "path": P_SVG, "sha256": P_SCRIPT})
+    recs.append(dict(recs[2]))
     run = tmp_path / "run.jsonl"
     run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
     out = tmp_path / "r.html"
     r = run_cli("report", str(run), "-o", str(out), "--max-cards", "3", "--no-thumbnails", "-q")
     assert r.returncode == 0, r.stderr
     page, problems, _ = _open(browser, out, 1280, 900)
-    assert page.locator("#files-count").text_content() == "Showing 1\u201312 of 12 files"
+    assert page.locator("#files-count").text_content() == "Showing 1\u201313 of 13 files"
     assert page.locator("article.card").count() == 3
     links = page.eval_on_selector_all("#files-table tbody a", "as => as.map(a => [a.textContent, a.hash])")
     assert links == [["photo\\u202egpj.exe", "#f1"], ["cap/03.jpg", "#f3"], ["cap/05.jpg", "#f5"]]
-    assert page.locator("#files-table tbody .nocard").count() == 9
-    assert "\u202e" not in page.evaluate("document.body.innerText")
-    assert problems == []
+    assert page.locator("#files-table tbody .nocard").count() == 10
+    body = page.evaluate("document.body.innerText")
+    assert "\u202e" not in body and P_SCRIPT in body and P_IMG in body and "Repeated records." in body
+    assert problems == [] and page.evaluate("typeof window.__pwned") == "undefined"
     page.close()
 
 
