@@ -43,24 +43,28 @@ VERDICT_WORDS = {
     "error": ("\u2715", "error", "aiidetect could not analyse this file (see the error below)."),
 }
 FLAGGED = ("ai-generated", "uncertain")
+# What a <pre> block shows as it is: it keeps lines and tabs, where other elements fold them into spaces.
+PRE = "\n\t"
 # The record schemas this renderer knows (docs/schema.md "Changes").
 KNOWN_SCHEMAS = ("1.0", "1.1")
 DASH = "\u2014"
 
 
-def _e(value: Any) -> str:
+def _e(value: Any, keep: str = "") -> str:
     """Escape anything for HTML text or a quoted attribute, shown as it is (see _clean)."""
-    return html.escape(_clean(value if isinstance(value, str) else str(value)), quote=True)
+    return html.escape(_clean(value if isinstance(value, str) else str(value), keep), quote=True)
 
 
-def _clean(s: str) -> str:
+def _clean(s: str, keep: str = "") -> str:
     """Text from a file as the page shows it: lone surrogates from undecodable names become U+FFFD
     instead of breaking the UTF-8 output, and control and bidi-override characters are shown as
-    \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", and a
-    NUL would vanish. Newlines and tabs stay (prompts keep their lines)."""
+    \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
+    NUL would vanish, and a newline in a name would show as a space (HTML folds it), so that
+    "a\\nb.jpg" and "a b.jpg" looked the same. Only a <pre> block keeps its newlines and tabs
+    (`keep`): prompts keep their lines."""
     from .safe import printable
 
-    return printable(s, keep="\n\t")
+    return printable(s, keep=keep)
 
 
 def _clip(s: str) -> str:
@@ -620,7 +624,7 @@ def _strength_word(e: Mapping[str, Any]) -> str:
 def _value(v: Any, depth: int = 0) -> str:
     """Evidence data as nested lists; every leaf is escaped text."""
     if depth > 6:
-        return f"<pre>{_e(_clip(json.dumps(v, ensure_ascii=False, default=str)))}</pre>"
+        return f"<pre>{_e(_clip(json.dumps(v, ensure_ascii=False, default=str)), keep=PRE)}</pre>"
     if isinstance(v, Mapping):
         if not v:
             return "<span class=\"mute\">(empty)</span>"
@@ -633,7 +637,7 @@ def _value(v: Any, depth: int = 0) -> str:
         return "<ul>" + "".join(f"<li>{_value(x, depth + 1)}</li>" for x in v[:200]) + more + "</ul>"
     s = "" if v is None else str(v)
     if "\n" in s or len(s) > 120:
-        return f"<pre>{_e(_clip(s))}</pre>"
+        return f"<pre>{_e(_clip(s), keep=PRE)}</pre>"
     return f"<span class=\"wrap\">{_e(s)}</span>"
 
 

@@ -143,8 +143,12 @@ def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
     """U+202E makes 'photo\\u202egpj.exe' read 'photoexe.jpg' in a browser; a NUL vanishes. The page shows
     them as \\uXXXX, in the card and in the table's data, as the terminal table and CSV do."""
     name = "photo\u202egpj.exe\x00\x1b[2J"
+    prompt = "line one\nline\ttwo\u202e"
+    meta = {"metadata": {"status": "ok", "evidence": [{"id": "generator.parameters", "direction": "ai",
+                                                       "strength": 6, "data": {"prompt": prompt}}]}}
     run = tmp_path / "run.jsonl"
-    _write(run, [_rec(0, "uncertain", file=name, reasons=["because\u2066 \u202e"])])
+    _write(run, [_rec(0, "uncertain", file=name, reasons=["because\u2066 \u202e"], detectors=meta),
+                 _rec(1, "uncertain", file="a\nb.jpg"), _rec(2, "uncertain", file="a b.jpg")])
     out = tmp_path / "r.html"
     r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
     assert r.returncode == 0, r.stderr
@@ -154,6 +158,11 @@ def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
     shown = "photo\\u202egpj.exe\\u0000\\u001b[2J"
     assert assert_self_contained(html).cards[0]["name"] == shown
     assert _rows(html)[0][3] == shown and _rows(html)[0][6] == "because\\u2066 \\u202e"
+    # HTML folds a newline into a space: "a\nb.jpg" and "a b.jpg" must not look the same
+    doc = assert_self_contained(html)
+    assert [c["name"] for c in doc.cards[1:]] == ["a\\u000ab.jpg", "a b.jpg"]
+    assert [x[3] for x in _rows(html)[1:]] == ["a\\u000ab.jpg", "a b.jpg"]
+    assert "<pre>line one\nline\ttwo\\u202e</pre>" in html  # a prompt keeps its lines
 
 
 def test_repeated_records_are_shown_as_they_are_and_said(tmp_path):
