@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
     results store (`--db`) the run reads or writes, never to be overwritten.
     """
     out = os.fspath(output)
+    if is_stdout(out):
+        return  # stdout touches no file
     real_out = _real(out)
     parent = os.path.dirname(real_out)
     if os.path.isdir(out):
@@ -76,6 +79,12 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
                                   "or leave it out with --exclude")
         elif same_file(a, out):
             raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
+
+
+def is_stdout(path: str | os.PathLike) -> bool:
+    """`-o -` is standard output, as `-` is standard input for `report -`: it wrote a file named "-"
+    in the working folder and left stdout empty, with exit 0, to a script that piped it on."""
+    return os.fspath(path) == "-"
 
 
 def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
@@ -154,9 +163,14 @@ def _remove_stale_temporaries(target: Path, mine: str) -> None:
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over
     `path`; on any exception (KeyboardInterrupt included) remove it and leave
-    `path` as it was. A device or FIFO is written into, as a shell's `>` would;
+    `path` as it was. `-` is standard output. A device or FIFO is written into, as a shell's `>` would;
     a symbolic link keeps pointing where it did (the file it leads to is replaced)."""
     kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    if is_stdout(path):
+        out = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield out
+        out.flush()
+        return
     if _direct(path):
         with open(path, mode, **kw) as fh:
             yield fh

@@ -292,3 +292,19 @@ def test_a_file_with_no_record_is_not_a_saved_run(tmp_path):
     assert r.stderr.startswith(f"error: {photo} is not a saved run: none of its ") and r.stderr.count("\n") == 1
     r = run_cli("report", "-", input="")
     assert r.returncode == 0 and "0 files" in r.stderr and len(assert_self_contained(r.stdout).cards) == 0
+
+
+def test_dash_output_is_stdout(tmp_path):
+    """`-o -` wrote a file named "-" in the working folder and left stdout empty (exit 0) for a script
+    that piped it on; `-` is already stdin for `report -`."""
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain")])
+    r = run_cli("report", str(run), "-o", "-", "--no-thumbnails", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and len(assert_self_contained(r.stdout).cards) == 1
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(noise_rgb(32, 32, 1)))
+    r = run_cli("scan", str(tmp_path / "p.jpg"), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", "-",
+                cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("p.jpg")
+    assert not (tmp_path / "-").exists()
