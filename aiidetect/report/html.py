@@ -417,7 +417,7 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
         f"<p class=\"mute\">written {_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by "
         f"aiidetect {_e(run.get('version', __version__))}</p></header>",
         _overview(n, counts, len(cards), run, fusion),
-        _table_section(n),
+        _table_section(n, len(cards)),
     ]))
     # The table's data and script come before the cards, so the table sorts and
     # filters while a long report's cards are still being parsed.
@@ -473,6 +473,13 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"{shown}. To see every card, render the saved run (<code>--format jsonl</code>) with "
                  f"<code>aiidetect report RUN.jsonl --max-cards 0</code>, or a part of it with "
                  f"<code>--verdict</code>.</p>")
+    dets = [d for d in run.get("detectors") or [] if isinstance(d, Mapping)]
+    if n and dets and all(str(d.get("name")).split(":")[0] == "metadata" for d in dets if d.get("status") == "ran"):
+        # Easy to miss in the list below, and it changes what every verdict on the page means.
+        o.append("<p class=\"interrupted\"><b>No pixel detector ran.</b> Every verdict here rests on what the "
+                 "files' metadata says (the detectors below say why the others could not run); most images "
+                 "shared online have lost their metadata, and a file without decisive metadata stays "
+                 "uncertain.</p>")
     if run.get("repeats"):
         o.append(f"<p class=\"interrupted\"><b>Repeated records.</b> {_e(run['repeats'])}.</p>")
     schemas = [x for x in run.get("schema") or [] if x not in KNOWN_SCHEMAS]
@@ -548,14 +555,20 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
     return "".join(o)
 
 
-def _table_section(n: int) -> str:
+def _table_section(n: int, n_cards: int | None = None) -> str:
     opts = "".join(f"<option value=\"{v}\">{_e(VERDICT_WORDS[v][1])}</option>" for v in VERDICT_WORDS)
     head = [("verdict", "verdict", ""), ("p", "P(AI)", "num"), ("file", "file", ""), ("format", "format", "opt"),
             ("size", "size", "num opt"), ("reason", "top reason", "opt")]
     ths = "".join(f"<th scope=\"col\" data-key=\"{k}\" class=\"{c}\"><button type=\"button\">{_e(t)}</button></th>"
                   for k, t, c in head)
-    return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>"
-            "<noscript><p>The sortable table needs JavaScript; every file has a card below.</p></noscript>"
+    if n_cards is None or n_cards >= n:
+        noscript = "<noscript><p>The sortable table needs JavaScript; every file has a card below.</p></noscript>"
+    else:  # the rows past the card limit exist only as the table's data: say so where the table is missing
+        noscript = (f"<noscript><p class=\"interrupted\"><b>Without JavaScript this page shows {n_cards} of its "
+                    f"{n} files</b>, those with a card below; the other {n - n_cards} are only in this table, which "
+                    "needs JavaScript. Render them with <code>aiidetect report RUN.jsonl --max-cards 0</code> (or a "
+                    "part with <code>--verdict</code>).</p></noscript>")
+    return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>" + noscript +
             "<div class=\"controls\">"
             "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\"></label>"
             f"<label>Verdict<select id=\"filter-verdict\"><option value=\"\">all</option>{opts}</select></label>"

@@ -308,3 +308,24 @@ def test_dash_output_is_stdout(tmp_path):
                 cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("p.jpg")
     assert not (tmp_path / "-").exists()
+
+
+def test_the_page_says_what_ran_and_what_it_cannot_show(tmp_path):
+    """Two facts a reader could miss: when no pixel detector ran, every verdict rests on metadata; and
+    with the cards capped, a browser without JavaScript shows only the files that have a card."""
+    unavailable = {"status": "unavailable", "reason": "no weights"}
+    dets = {"metadata": {"status": "ok", "p_ai": 0.5}, "linear:univfd": unavailable}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q", "--max-cards", "2").returncode == 0
+    html = out.read_text(encoding="utf-8")
+    text = "".join(assert_self_contained(html).text)
+    assert "No pixel detector ran." in text
+    assert "Without JavaScript this page shows 2 of its 5 files" in text
+    assert "every file has a card below" not in text
+    dets["linear:univfd"] = {"status": "ok", "p_ai": 0.4}
+    _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "No pixel detector ran." not in text and "every file has a card below" in text
