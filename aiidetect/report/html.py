@@ -112,13 +112,18 @@ def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None,
 
 
 def _file_path(d: Mapping[str, Any]) -> str | None:
-    """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`)."""
-    from .safe import path_from_record
+    """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`). None
+    when `file_bytes` is not a name or not the name the card shows: a saved run whose `file_bytes`
+    pointed elsewhere put that other file's picture beside this name and verdict."""
+    from .safe import display_path, path_from_record
 
     try:
-        return path_from_record(d.get("file"), d.get("file_bytes"))
+        path = path_from_record(d.get("file"), d.get("file_bytes"))
     except ValueError:
         return None
+    if d.get("file_bytes") and display_path(os.fsencode(path)) != d.get("file"):
+        return None
+    return path
 
 
 # --------------------------------------------------------------------- run facts
@@ -305,6 +310,8 @@ class HtmlWriter(Writer):
             sha = d.get("sha256")
             item["thumb"], item["thumb_note"] = thumbnail_data_uri(path, limits=self.limits,
                                                                    sha256=sha if isinstance(sha, str) else None)
+        elif self.thumbnails and d.get("error") is None:
+            item["thumb_note"] = "the record's file_bytes do not name the file shown here"
         if self.heatmapper and v in self.heatmap_for and d.get("error") is None:
             try:
                 item["heatmaps"] = self.heatmapper(path)

@@ -353,3 +353,27 @@ def test_a_json_array_is_parsed_an_item_at_a_time(tmp_path):
         assert run_cli("report", str(src), "-o", str(tmp_path / "r.html"), "--no-thumbnails", "-q").returncode == 0
         pages.append(_rows((tmp_path / "r.html").read_text(encoding="utf-8")))
     assert pages[0] == pages[1] and len(pages[0]) == 3
+
+
+def test_a_thumbnail_is_of_the_file_the_card_names(tmp_path):
+    """`file_bytes` holds the exact bytes of `file` when the name is not UTF-8. A record whose
+    `file_bytes` named another file (with that file's checksum) put that picture beside this name."""
+    import base64
+    import os
+
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    photo = tmp_path / "elsewhere.jpg"
+    photo.write_bytes(jpeg_bytes(noise_rgb(64, 48, 1)))
+    run = tmp_path / "run.jsonl"
+    r = run_cli("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(run.read_text(encoding="utf-8"))
+    forged = {**rec, "file": "innocent.jpg", "file_bytes": base64.b64encode(os.fsencode(photo)).decode()}
+    _write(run, [rec, forged])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out))
+    assert r.returncode == 0 and "1 thumbnails" in r.stderr, r.stderr
+    cards = assert_self_contained(out.read_text(encoding="utf-8")).cards
+    assert "no thumbnail" not in cards[0]["text"]
+    assert "the record's file_bytes do not name the file shown here" in cards[1]["text"]
