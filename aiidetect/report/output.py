@@ -91,8 +91,9 @@ def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
     """Pass discovery's candidates through, raising OutputError when one of
     them is the output file (lazy discovery cannot list them in advance)."""
     try:
-        st = os.stat(output)
-        target = (st.st_dev, st.st_ino)
+        # `-o -` writes no file, whatever a file named "-" in the working folder is
+        st = None if is_stdout(output) else os.stat(output)
+        target = (st.st_dev, st.st_ino) if st is not None else None
     except OSError:
         target = None  # nothing there yet: no input can be it
     for c in cands:

@@ -308,6 +308,11 @@ def test_dash_output_is_stdout(tmp_path):
                 cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("p.jpg")
     assert not (tmp_path / "-").exists()
+    # a file named "-" among the inputs is scanned, not mistaken for the output
+    (tmp_path / "-").write_bytes((tmp_path / "p.jpg").read_bytes())
+    r = run_cli("scan", "./-", "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", "-", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["file"] == "./-"
 
 
 def test_the_page_says_what_ran_and_what_it_cannot_show(tmp_path):
