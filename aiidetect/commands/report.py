@@ -39,7 +39,7 @@ def report_cmd(
     import contextlib
 
     from ..report.html import VERDICT_WORDS, NotASavedRun, render_saved_run
-    from ..report.output import OutputError, atomic_output, check_output
+    from ..report.output import OutputError, atomic_output, check_output, utf8_stdout
 
     bad = [v for v in verdict or [] if v not in VERDICT_WORDS]
     if bad:
@@ -59,7 +59,7 @@ def report_cmd(
         stack.callback(lambda: src is sys.stdin or src.close())
         try:
             # Written whole, then renamed into place, like every other report.
-            out = stack.enter_context(atomic_output(output)) if output else sys.stdout
+            out = stack.enter_context(atomic_output(output)) if output else utf8_stdout()
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
         try:

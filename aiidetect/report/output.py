@@ -87,6 +87,26 @@ def is_stdout(path: str | os.PathLike) -> bool:
     return os.fspath(path) == "-"
 
 
+def utf8_stdout() -> IO[str]:
+    """stdout for a document that is UTF-8 by contract (JSON, JSONL, CSV, the HTML page that declares
+    `charset=utf-8`): under a locale or PYTHONIOENCODING that is not UTF-8 (latin-1, ascii), the first
+    non-ASCII file name ended the run with a UnicodeEncodeError (exit 2) and half a document."""
+    enc = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if enc != "utf8" and hasattr(sys.stdout, "reconfigure"):
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.reconfigure(encoding="utf-8")
+    return sys.stdout
+
+
+def terminal_stdout() -> IO[str]:
+    """stdout for the table, which people read in their terminal's own encoding: a character it cannot
+    show is written as an escape (`\\xe9`) instead of ending the run with a UnicodeEncodeError."""
+    if hasattr(sys.stdout, "reconfigure"):
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.reconfigure(errors="backslashreplace")
+    return sys.stdout
+
+
 def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
     """Pass discovery's candidates through, raising OutputError when one of
     them is the output file (lazy discovery cannot list them in advance)."""
@@ -168,7 +188,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     a symbolic link keeps pointing where it did (the file it leads to is replaced)."""
     kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     if is_stdout(path):
-        out = sys.stdout.buffer if "b" in mode else sys.stdout
+        out = sys.stdout.buffer if "b" in mode else utf8_stdout()
         yield out
         out.flush()
         return

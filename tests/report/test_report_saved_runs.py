@@ -382,3 +382,26 @@ def test_a_thumbnail_is_of_the_file_the_card_names(tmp_path):
     cards = assert_self_contained(out.read_text(encoding="utf-8")).cards
     assert "no thumbnail" not in cards[0]["text"]
     assert "the record's file_bytes do not name the file shown here" in cards[1]["text"]
+
+
+def test_documents_on_stdout_are_utf8_whatever_the_locale(tmp_path):
+    """Under a stdout encoding that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii), the first
+    non-ASCII file name ended every format with a UnicodeEncodeError (exit 2) and half a document.
+    JSON, JSONL, CSV and the page are UTF-8 by contract; the table escapes what the terminal cannot show."""
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "caf\u00e9\u2014x.jpg").write_bytes(jpeg_bytes(noise_rgb(32, 32, 1)))
+    env = {"PYTHONIOENCODING": "ascii"}
+    base = ("scan", str(d), "-d", "metadata", "--no-cache", "-q")
+    r = run_cli(*base, "-f", "jsonl", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("caf\u00e9\u2014x.jpg"), r.stderr
+    r = run_cli(*base, "-f", "html", env=env)
+    assert r.returncode == 0 and assert_self_contained(r.stdout).cards[0]["name"].endswith("\u00e9\u2014x.jpg")
+    r = run_cli(*base, "-f", "table", env=env)
+    assert r.returncode == 0 and "caf\\xe9\\u2014x.jpg" in r.stdout, r.stderr
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file="caf\u00e9.jpg")])
+    r = run_cli("report", str(run), "--no-thumbnails", "-q", env=env)
+    assert r.returncode == 0 and assert_self_contained(r.stdout).cards[0]["name"] == "caf\u00e9.jpg"
