@@ -79,8 +79,8 @@ def report_cmd(
             # The problem quotes the file's text: shown as text, never read as markup.
             err.print(Text.assemble(("note:", "yellow"), printable(f" {results}: {p}")), highlight=False)
         if len(summary["problems"]) > 20:
-            err.print(f"note: {len(summary['problems']) - 20} more lines of {printable(results)} are not records "
-                      "(each has an error card)", highlight=False)
+            err.print(f"note: {len(summary['problems']) - 20} more notes about {printable(results)} (each line "
+                      "that is not a record has an error card)", highlight=False, markup=False)
         v = summary["verdicts"]
         part = f" of {summary['records']} records" if verdict else ""
         cards = f", cards for {summary['cards']}" if summary["cards"] < summary["files"] else ""

@@ -1031,7 +1031,7 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
         note = (f"{len(repeats)} record{'s' if len(repeats) != 1 else ''} repeat an earlier one (same file and "
                 f"SHA-256; record {repeats[0][0]} repeats record {repeats[0][1]}): each is shown and counted as "
                 "it is in the file")
-        problems.append(note)
+        problems.insert(0, note)  # one note about the whole run, before the per-line ones stderr may cut
         w.run = {**w.run, "repeats": note}
     w.close()
     return {"files": len(w.rows), "verdicts": {v: k for v, k in w.counts.items() if k}, "problems": problems,

@@ -405,3 +405,15 @@ def test_documents_on_stdout_are_utf8_whatever_the_locale(tmp_path):
     _write(run, [_rec(0, "uncertain", file="caf\u00e9.jpg")])
     r = run_cli("report", str(run), "--no-thumbnails", "-q", env=env)
     assert r.returncode == 0 and assert_self_contained(r.stdout).cards[0]["name"] == "caf\u00e9.jpg"
+
+
+def test_the_repeat_note_is_not_lost_among_bad_lines(tmp_path):
+    """stderr shows the first 20 notes: the one about the whole run (repeated records) comes first."""
+    recs = [_rec(k, "uncertain", sha256=f"{k:064x}") for k in range(2)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs + recs, tail="not json\n" * 25)
+    r = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    notes = [x for x in r.stderr.splitlines() if x.startswith("note:")]
+    assert "2 records repeat an earlier one" in notes[0] and len(notes) == 21
+    assert notes[-1].startswith("note: 6 more notes about ")
