@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from ..limits import REPORT_MAX_CARDS
 from .common import EXIT_OK, QuietOpt, fail, stderr_console
 
 
@@ -18,7 +19,7 @@ def report_cmd(
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails",
                                     help="Embed a small thumbnail of each file that is still where the run found it, "
                                          "unchanged (its SHA-256 matches the record)."),
-    max_cards: int = typer.Option(2000, "--max-cards", min=0,
+    max_cards: int = typer.Option(REPORT_MAX_CARDS, "--max-cards", min=0,
                                   help="Detailed cards for at most this many files (AI-generated first, then "
                                        "uncertain, errors, likely real); every file is still in the table. "
                                        "0: a card for every file."),
