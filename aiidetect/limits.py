@@ -16,3 +16,11 @@ DECODE_BUDGET_IMAGES = 2
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.
 METADATA_BUDGET_S = 5.0
+
+# The HTML report: full cards for at most this many files (AI-generated first, then uncertain,
+# errors, likely real); every file still gets its row in the table. 100,000 cards made a
+# 418 MB page that Chromium took minutes to load (docs/report.md "Large reports").
+REPORT_MAX_CARDS = 2_000
+# A saved run's line longer than this many characters is not read (an error card says so), so a
+# 2 GB line costs the report no memory. The largest genuine records are far below it.
+REPORT_MAX_LINE_CHARS = 64 * 1024 * 1024

@@ -71,7 +71,8 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, cwd=N
 
 
 def jsonl(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    # split at "\n" only: a record may hold U+2028 or \x1c raw inside a string (str.splitlines cuts there)
+    return [json.loads(line) for line in stdout.split("\n") if line.strip()]
 
 # CI must be reproducible: fuzz tests explore the same inputs on every CI run
 # (local runs keep exploring new ones, which is how bugs get found).

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
+from ..limits import REPORT_MAX_CARDS
 from .common import EXIT_OK, QuietOpt, fail, stderr_console
 
 
@@ -18,18 +19,32 @@ def report_cmd(
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails",
                                     help="Embed a small thumbnail of each file that is still where the run found it, "
                                          "unchanged (its SHA-256 matches the record)."),
+    max_cards: int = typer.Option(REPORT_MAX_CARDS, "--max-cards", min=0,
+                                  help="Detailed cards for at most this many files (AI-generated first, then "
+                                       "uncertain, errors, likely real); every file is still in the table. "
+                                       "0: a card for every file."),
+    verdict: Optional[List[str]] = typer.Option(None, "--verdict",
+                                                help="Only the files with this verdict (ai-generated, uncertain, "
+                                                     "likely-real, error); repeat for several."),
     quiet: bool = QuietOpt,
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.
 
     Example: aiidetect scan photos/ --format jsonl -o run.jsonl && aiidetect report run.jsonl -o report.html
 
-    Exit codes: 0 written; 2 the results file cannot be read or the output cannot be written.
+    Example: aiidetect report run.jsonl --verdict ai-generated --verdict uncertain -o flagged.html
+
+    Exit codes: 0 written; 2 the results file cannot be read, holds no scan record at all (not a saved
+    run: a photo, a log), or the output cannot be written.
     """
     import contextlib
 
-    from ..report.html import render_saved_run
-    from ..report.output import OutputError, atomic_output, check_output
+    from ..report.html import VERDICT_WORDS, NotASavedRun, render_saved_run
+    from ..report.output import OutputError, atomic_output, check_output, utf8_stdout
+
+    bad = [v for v in verdict or [] if v not in VERDICT_WORDS]
+    if bad:
+        fail(f"--verdict {bad[0]!r} is not one of {', '.join(VERDICT_WORDS)}")
 
     if output:
         try:
@@ -45,10 +60,16 @@ def report_cmd(
         stack.callback(lambda: src is sys.stdin or src.close())
         try:
             # Written whole, then renamed into place, like every other report.
-            out = stack.enter_context(atomic_output(output)) if output else sys.stdout
+            out = stack.enter_context(atomic_output(output)) if output else utf8_stdout()
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
-        summary = render_saved_run(src, out, source=results, thumbnails=thumbnails)
+        try:
+            summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
+                                       verdicts=verdict or ())
+        except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
+            from ..report.safe import printable
+
+            fail(printable(str(exc)))
     if not quiet:
         err = stderr_console()
         from rich.text import Text
@@ -58,10 +79,15 @@ def report_cmd(
         for p in summary["problems"][:20]:
             # The problem quotes the file's text: shown as text, never read as markup.
             err.print(Text.assemble(("note:", "yellow"), printable(f" {results}: {p}")), highlight=False)
+        if len(summary["problems"]) > 20:
+            err.print(f"note: {len(summary['problems']) - 20} more notes about {printable(results)} (each line "
+                      "that is not a record has an error card)", highlight=False, markup=False)
         v = summary["verdicts"]
-        err.print(f"report: {summary['files']} files ("
-                  + ", ".join(f"{n} {k}" for k, n in sorted(v.items())) + f"), {summary['thumbnails']} thumbnails"
-                  + (f" -> {output}" if output else ""), highlight=False)
+        part = f" of {summary['records']} records" if verdict else ""
+        cards = f", cards for {summary['cards']}" if summary["cards"] < summary["files"] else ""
+        err.print(f"report: {summary['files']} files{part} ("
+                  + ", ".join(f"{n} {k}" for k, n in sorted(v.items())) + f"){cards}, {summary['thumbnails']} "
+                  "thumbnails" + (f" -> {printable(str(output))}" if output else ""), highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

@@ -173,13 +173,16 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
     from ..store import BAD_STORED_RECORD, stored_record
 
-    recs = [normalize_record(stored_record(row).to_dict())
-            for row in store.iter_rows(ids, wanted, columns=("record", "file"))]
-    w = HtmlWriter(sys.stdout, run_info_from_records(recs, source, sys.argv[1:]))
-    for r in recs:
+    # One record at a time: the writer keeps a table row for each and a card for the first few thousand.
+    w = HtmlWriter(sys.stdout, run_info_from_records((), source, sys.argv[1:]), record_facts=True)
+    n = bad = 0
+    for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+        r = normalize_record(stored_record(row).to_dict())
+        n += 1
+        bad += (r.get("error") or {}).get("code") == BAD_STORED_RECORD
         w.add(r)
     w.close()
-    return len(recs), sum((r.get("error") or {}).get("code") == BAD_STORED_RECORD for r in recs)
+    return n, bad
 
 
 def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),

@@ -114,10 +114,11 @@ def scan(
     summ, fusion_model, pipe = scanner.discovery, scanner.fusion, scanner.pipeline
     from contextlib import nullcontext
 
-    from ..report.output import OutputError, atomic_output
+    from ..report.output import OutputError, atomic_output, terminal_stdout, utf8_stdout
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
-    out_ctx = atomic_output(output) if output else nullcontext(sys.stdout)
+    # The table is for the terminal, in its own encoding; every other format is a UTF-8 document.
+    out_ctx = atomic_output(output) if output else nullcontext(terminal_stdout() if fmt == Format.table else utf8_stdout())
     try:
         stream = out_ctx.__enter__()
     except OSError as exc:  # checked before the scan, yet gone since (no inode or quota left, removed)

@@ -15,12 +15,12 @@ import datetime as _dt
 import html
 import io
 import json
-import re
+import os
 import secrets
 import shlex
 import sys
 from importlib import resources
-from typing import IO, Any, Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
@@ -43,20 +43,28 @@ VERDICT_WORDS = {
     "error": ("\u2715", "error", "aiidetect could not analyse this file (see the error below)."),
 }
 FLAGGED = ("ai-generated", "uncertain")
+# What a <pre> block shows as it is: it keeps lines and tabs, where other elements fold them into spaces.
+PRE = "\n\t"
+# The record schemas this renderer knows (docs/schema.md "Changes").
+KNOWN_SCHEMAS = ("1.0", "1.1")
 DASH = "\u2014"
 
 
-def _e(value: Any) -> str:
-    """Escape anything for HTML text or a quoted attribute. Lone surrogates from
-    undecodable file names become U+FFFD instead of breaking the UTF-8 output."""
-    return html.escape(_clean(value if isinstance(value, str) else str(value)), quote=True)
+def _e(value: Any, keep: str = "") -> str:
+    """Escape anything for HTML text or a quoted attribute, shown as it is (see _clean)."""
+    return html.escape(_clean(value if isinstance(value, str) else str(value), keep), quote=True)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+def _clean(s: str, keep: str = "") -> str:
+    """Text from a file as the page shows it: lone surrogates from undecodable names become U+FFFD
+    instead of breaking the UTF-8 output, and control and bidi-override characters are shown as
+    \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
+    NUL would vanish, and a newline in a name would show as a space (HTML folds it), so that
+    "a\\nb.jpg" and "a b.jpg" looked the same. Only a <pre> block keeps its newlines and tabs
+    (`keep`): prompts keep their lines."""
+    from .safe import printable
 
-
-def _clean(s: str) -> str:
-    return _SURROGATE.sub("\ufffd", s)
+    return printable(s, keep=keep)
 
 
 def _clip(s: str) -> str:
@@ -96,13 +104,18 @@ def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, limits=None,
 
 
 def _file_path(d: Mapping[str, Any]) -> str | None:
-    """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`)."""
-    from .safe import path_from_record
+    """The path to open for a record: its exact bytes when the name is not UTF-8 (`file_bytes`). None
+    when `file_bytes` is not a name or not the name the card shows: a saved run whose `file_bytes`
+    pointed elsewhere put that other file's picture beside this name and verdict."""
+    from .safe import display_path, path_from_record
 
     try:
-        return path_from_record(d.get("file"), d.get("file_bytes"))
+        path = path_from_record(d.get("file"), d.get("file_bytes"))
     except ValueError:
         return None
+    if d.get("file_bytes") and display_path(os.fsencode(path)) != d.get("file"):
+        return None
+    return path
 
 
 # --------------------------------------------------------------------- run facts
@@ -111,37 +124,112 @@ def run_info_from_scan(detectors: Sequence[Any], ctx: Any, fusion_model: Mapping
     dets = []
     for d in detectors:
         info = d.describe()
-        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason")})
+        dets.append({"name": d.name, "status": info.get("status", "ran"), "reason": info.get("reason"),
+                     **_head_facts(d)})
     return {"version": __version__, "command": _command(argv), "detectors": dets,
             "fusion": _fusion_facts(fusion_model), "runtime": getattr(ctx, "runtime", "torch"),
             "requested_dtype": getattr(ctx, "dtype", None), "_ctx": ctx}
 
 
-def run_info_from_records(records: Sequence[Mapping[str, Any]], source: str,
-                          argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """What a saved JSONL run still says about itself: which detectors answered,
-    which were unavailable and why, the precision they ran at."""
-    seen: dict[str, dict[str, Any]] = {}
-    dtypes: set[str] = set()
-    runtimes: set[str] = set()
-    for r in records:
+class RecordFacts:
+    """What a saved run still says about itself, gathered one record at a time (a 100,000-record
+    run is never held whole): which detectors answered, which were unavailable and why, the
+    precision they ran at, the record schemas and the fusion that made the verdicts."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.dtypes: set[str] = set()
+        self.runtimes: set[str] = set()
+        self.schemas: set[str] = set()
+        self.fusions: dict[str, Mapping[str, Any]] = {}
+
+    def add(self, r: Mapping[str, Any]) -> None:
         for name, d in (r.get("detectors") or {}).items():
             if not isinstance(d, Mapping):
                 continue
-            cur = seen.setdefault(name, {"name": name, "status": "unavailable", "reason": None})
+            cur = self.seen.setdefault(name, {"name": name, "status": "unavailable", "reason": None})
             if d.get("status") in ("ok", "error"):
                 cur["status"] = "ran"
                 cur["reason"] = None
             elif cur["status"] == "unavailable" and cur["reason"] is None:
                 cur["reason"] = d.get("reason")
             if d.get("dtype"):
-                dtypes.add(str(d["dtype"]))
+                self.dtypes.add(str(d["dtype"]))
             if d.get("runtime"):
-                runtimes.add(f"{d['runtime']} ({d.get('provider') or '?'})")
-    return {"version": __version__, "command": _command(argv), "detectors": list(seen.values()),
-            "source": source, "precision": ", ".join(sorted(dtypes)) or None,
-            "runtime": ", ".join(sorted(runtimes)) or None,
-            "schema": sorted({str(r.get("schema")) for r in records if r.get("schema")})}
+                self.runtimes.add(f"{d['runtime']} ({d.get('provider') or '?'})")
+        if r.get("schema"):
+            self.schemas.add(str(r.get("schema")))
+        f = r.get("fusion")
+        if isinstance(f, Mapping) and len(self.fusions) < 20:
+            # writers.fusion_label trusts the shape a scan writes; a saved run is anybody's text.
+            label = "rules" if f.get("kind") != "model" else \
+                f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
+            self.fusions.setdefault(_s(label), f)
+
+    def info(self) -> dict[str, Any]:
+        out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,
+               "runtime": ", ".join(sorted(self.runtimes)) or None, "schema": sorted(self.schemas)}
+        out.update(_saved_fusion(self.fusions))
+        return out
+
+
+def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The fusion band a saved run's verdicts were decided with, as far as its records say: the
+    default rules' band, or a fitted model's, read from its manifest when that is still where the
+    scan found it with the SHA-256 the records name. Otherwise the page says the band it draws is
+    the default and may not be the one that decided."""
+    if not fusions:
+        return {}
+    if len(fusions) > 1:
+        return {"fusion_note": "the records were decided by different fusions: " + "; ".join(sorted(fusions))
+                + ". The band drawn is the default one and may not be the one that decided each verdict."}
+    label, f = next(iter(fusions.items()))
+    if f.get("kind") != "model":
+        return {"fusion": _fusion_facts(None)}
+    import hashlib
+    from pathlib import Path
+
+    from ..heads import MANIFEST
+    from .safe import loads_foreign
+
+    try:
+        raw = (Path(str(f.get("path"))) / MANIFEST).read_bytes()
+        if f.get("sha256") and hashlib.sha256(raw).hexdigest() == f.get("sha256"):
+            return {"fusion": _fusion_facts({**loads_foreign(raw), "path": f.get("path")})}
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return {"fusion": {**_fusion_facts(None), "name": label},
+            "fusion_note": "this fusion model's manifest is no longer where the scan found it, or has changed: "
+                           "its band is unknown here, and the band drawn is the default one, which may not be "
+                           "the one that decided these verdicts."}
+
+
+def run_info_from_records(records: Iterable[Mapping[str, Any]], source: str,
+                          argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The run facts of a saved run; pass no records and let HtmlWriter(record_facts=True) gather
+    them as it reads (the same facts, without holding the run)."""
+    facts = RecordFacts()
+    for r in records:
+        facts.add(r)
+    return {"version": __version__, "command": _command(argv), "source": source, **facts.info()}
+
+
+def _head_facts(detector: Any) -> dict[str, Any]:
+    """Which trained head (its folder) and which exact parameters (the SHA-256 of its manifest, or of
+    the ONNX graph) a detector served: the name alone does not say which of two heads called "dev" ran."""
+    out: dict[str, Any] = {}
+    path = getattr(getattr(detector, "head", None), "path", None)
+    if path is not None:
+        out["head_path"] = str(path)
+    try:
+        ident = detector.cache_identity() or {}
+    except Exception:  # noqa: BLE001 - the page names what it can; a detector's identity is no reason to fail
+        ident = {}
+    for k in ("head", "graph"):
+        if isinstance(ident.get(k), str):
+            out["head_sha256"] = ident[k]
+            break
+    return out
 
 
 def _command(argv: Sequence[str] | None) -> str:
@@ -159,20 +247,40 @@ def _fusion_facts(model: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- writer
+# Which files get a card when a report has more files than cards: those a reader must look at first.
+CARD_PRIORITY = ("ai-generated", "uncertain", "error", "likely-real")
+
+
 class HtmlWriter(Writer):
-    """Collects records (with their thumbnail and, for the files asked for, the
-    heat maps) and writes the page at close: the overview needs every count."""
+    """Collects a row for every record, and the full card (with its thumbnail and, for the files
+    asked for, the heat maps) for at most `max_cards` of them, and writes the page at close: the
+    overview needs every count. Memory and page size grow with the table rows (a few hundred bytes a
+    file), not with the cards."""
 
     def __init__(self, stream: IO[str], run: dict[str, Any], thumbnails: bool = True,
                  heatmap_for: Iterable[str] = (), heatmapper: Callable[[str], list[dict]] | None = None,
-                 limits=None):
+                 limits=None, max_cards: int | None = None, record_facts: bool = False):
+        from ..limits import REPORT_MAX_CARDS
+
         super().__init__(stream)
         self.run = run
         self.thumbnails = thumbnails
         self.heatmap_for = set(heatmap_for)
         self.heatmapper = heatmapper
         self.limits = limits
-        self.items: list[dict[str, Any]] = []
+        # 0 (or a negative number) lifts the cap.
+        self.max_cards = REPORT_MAX_CARDS if max_cards is None else (max_cards if max_cards > 0 else None)
+        self.rows: list[list[Any]] = []
+        self.counts = {v: 0 for v in VERDICT_WORDS}
+        # Per verdict, the first max_cards cards: enough to fill the page in CARD_PRIORITY order.
+        self.cards: dict[str, list[tuple[int, dict[str, Any]]]] = {v: [] for v in VERDICT_WORDS}
+        self.facts = RecordFacts() if record_facts else None
+        self.thumbs = 0
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The cards the page will show, in record order."""
+        return [it for _, it in self._chosen()]
 
     def write(self, rec) -> None:
         d = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
@@ -180,19 +288,39 @@ class HtmlWriter(Writer):
 
     def add(self, d: dict[str, Any], path: str | None = None) -> None:
         d = normalize_record(d)
+        i, v = len(self.rows), d["verdict"]
+        self.counts[v] += 1
+        if self.facts is not None:
+            self.facts.add(d)
+        self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
+                          d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d)])
+        if self.max_cards is not None and len(self.cards[v]) >= self.max_cards:
+            return  # its row says what its card would lead with; no thumbnail, no heat map spent on it
         path = _file_path(d) if path is None else path
         item: dict[str, Any] = {"rec": d, "thumb": None, "thumb_note": None, "heatmaps": None}
         if self.thumbnails and d.get("error") is None and isinstance(path, str):
             sha = d.get("sha256")
             item["thumb"], item["thumb_note"] = thumbnail_data_uri(path, limits=self.limits,
                                                                    sha256=sha if isinstance(sha, str) else None)
-        if self.heatmapper and d.get("verdict") in self.heatmap_for and d.get("error") is None:
+        elif self.thumbnails and d.get("error") is None:
+            item["thumb_note"] = "the record's file_bytes do not name the file shown here"
+        if self.heatmapper and v in self.heatmap_for and d.get("error") is None:
             try:
                 sha = d.get("sha256")
                 item["heatmaps"] = self.heatmapper(path, sha if isinstance(sha, str) else None)
             except Exception as exc:  # noqa: BLE001 - the card says the map failed; the report goes on
                 item["heatmaps"] = [{"detector": "", "error": f"{type(exc).__name__}: {exc}"}]
-        self.items.append(item)
+        self.cards[v].append((i, item))
+
+    def _chosen(self) -> list[tuple[int, dict[str, Any]]]:
+        left = self.max_cards
+        chosen: list[tuple[int, dict[str, Any]]] = []
+        for v in CARD_PRIORITY:
+            take = self.cards[v] if left is None else self.cards[v][:left]
+            chosen += take
+            if left is not None:
+                left -= len(take)
+        return sorted(chosen, key=lambda c: c[0])
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         run = dict(self.run)
@@ -201,10 +329,15 @@ class HtmlWriter(Writer):
         if bb is not None:
             run["backbone"] = {"name": bb.spec.describe(), "fingerprint": bb.fingerprint, "weights": bb.weights_id,
                                "device": str(bb.device), "precision": str(bb.dtype)}
+        if self.facts is not None:
+            run.update(self.facts.info())
         if summary:
             run["summary"] = summary
         run["heatmaps_for"] = sorted(self.heatmap_for)
-        self.stream.write(render_html(self.items, run))
+        run["max_cards"] = self.max_cards
+        chosen = self._chosen()
+        self.thumbs = sum(1 for _, it in chosen if it["thumb"])
+        write_html(self.stream, self.rows, chosen, self.counts, run)
         self.stream.flush()
 
     def abort(self) -> None:
@@ -218,14 +351,25 @@ def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
     """A saved run is input like any other: give the renderer the shapes it expects
     (lists where lists belong, mappings where mappings belong), keeping every value."""
     d = dict(r)
-    v = d.get("verdict")
-    d["verdict"] = v if isinstance(v, str) else "error"
     reasons = d.get("reasons")
     d["reasons"] = ([str(x) for x in reasons] if isinstance(reasons, list)
                     else [] if reasons is None else [str(reasons)])
     err = d.get("error")
     if err is not None and not isinstance(err, Mapping):
-        d["error"] = {"code": "bad-record", "message": str(err)}
+        d["error"] = err = {"code": "bad-record", "message": str(err)}
+    # `verdict` is "error" exactly when `error` is set (docs/schema.md). A record that breaks that, or
+    # names no verdict aiidetect has, is shown as an error saying what it holds: never as a verdict
+    # it does not support (a failed file as "likely real"), never counted under one heading and
+    # filtered under another.
+    v = d.get("verdict")
+    if err is not None and v != "error":
+        d["verdict"] = "error"
+        d["error"] = {**err, "message": f"{err.get('message')} (the record's verdict was {v!r})"}
+    elif not isinstance(v, str) or v not in VERDICT_WORDS:
+        d["verdict"] = "error"
+        d["error"] = {"code": "bad-record", "message": f"not a verdict aiidetect gives: {v!r}"[:500]}
+    elif v == "error" and err is None:
+        d["error"] = {"code": "bad-record", "message": "the record says error but gives no reason"}
     if not isinstance(d.get("image"), Mapping):
         d["image"] = {}
     dets = d.get("detectors")
@@ -251,38 +395,42 @@ def _asset(name: str) -> str:
     return resources.files("aiidetect.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def render_html(items: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> str:
+def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[int, Mapping[str, Any]]],
+               counts: Mapping[str, int], run: Mapping[str, Any]) -> None:
+    """The page, written piece by piece (a large report is never one string in memory): the
+    overview over every record, the table's rows for every record, a card for each of `cards`."""
     nonce = secrets.token_urlsafe(18)
     csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
            "base-uri 'none'; form-action 'none'; object-src 'none'")
-    recs = [it["rec"] for it in items]
     fusion = run.get("fusion") or _fusion_facts(None)
-    rows = [[i, str(r.get("verdict") or "error"), _p(r.get("p_ai")), _s(r.get("file")), _s(r.get("format"), None),
-             r.get("size_bytes") if isinstance(r.get("size_bytes"), int) else None, _top_reason(r)]
-            for i, r in enumerate(recs)]
-    out: list[str] = [
+    n = len(rows)
+    with_card = {i for i, _ in cards}
+    out.write("".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_e(csp)}\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<meta name=\"referrer\" content=\"no-referrer\">",
-        f"<title>aiidetect report \u2014 {len(recs)} file{'s' if len(recs) != 1 else ''}"
+        f"<title>aiidetect report \u2014 {n} file{'s' if n != 1 else ''}"
         f"{' (interrupted)' if run.get('interrupted') else ''}</title>",
         f"<style nonce=\"{nonce}\">{_asset('report.css')}</style></head><body>",
         "<header><h1>aiidetect report</h1>",
-        f"<p class=\"mute\">{_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} \u00b7 "
+        f"<p class=\"mute\">written {_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))} by "
         f"aiidetect {_e(run.get('version', __version__))}</p></header>",
-        _overview(recs, run, fusion),
-        _table_section(len(recs)),
-        # The table's data and script come before the cards, so the table sorts and
-        # filters while a long report's cards are still being parsed.
-        f"<script type=\"application/json\" id=\"aiidetect-rows\">{_json_island(rows)}</script>",
-        f"<script nonce=\"{nonce}\">{_asset('report.js')}</script>",
-        f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}",
-    ]
-    for i, it in enumerate(items):
-        out.append(_card(i, it, fusion))
-    out.append("</section></body></html>\n")
-    return "".join(out)
+        _overview(n, counts, len(cards), run, fusion),
+        _table_section(n, len(cards)),
+    ]))
+    # The table's data and script come before the cards, so the table sorts and
+    # filters while a long report's cards are still being parsed.
+    out.write("<script type=\"application/json\" id=\"aiidetect-rows\">")
+    for k in range(0, n, 1000):
+        part = _json_island([r + [1 if r[0] in with_card else 0] for r in rows[k:k + 1000]])
+        out.write(("," if k else "[") + part[1:-1])
+    out.write("]" if n else "[]")
+    out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
+              f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}")
+    for i, it in cards:
+        out.write(_card(i, it, fusion))
+    out.write("</section></body></html>\n")
 
 
 def _s(v: Any, default: Any = "") -> Any:
@@ -310,32 +458,68 @@ def _verdict_badge(v: str) -> str:
     return f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\">{sym} {_e(word)}</span>"
 
 
-def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
-    counts = {v: 0 for v in VERDICT_WORDS}
-    for r in recs:
-        v = r.get("verdict")
-        counts[v if isinstance(v, str) and v in counts else "error"] += 1
+def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str, Any],
+              fusion: Mapping[str, Any]) -> str:
     o = ["<section id=\"overview\"><h2>Overview</h2>"]
     if run.get("interrupted"):
         o.append(f"<p class=\"interrupted\" role=\"alert\"><b>Interrupted.</b> The scan was stopped before it "
-                 f"finished: this report holds only the {len(recs)} file{'s' if len(recs) != 1 else ''} scanned "
+                 f"finished: this report holds only the {n} file{'s' if n != 1 else ''} scanned "
                  f"until then, not every file that was asked for.</p>")
-    o += ["<ul class=\"counts\">", f"<li><b>{len(recs)}</b>files</li>"]
-    for v, n in counts.items():
-        o.append(f"<li><b>{n}</b>{_verdict_badge(v)}</li>")
+    if n_cards < n:
+        shown = ", ".join(f"{_e(VERDICT_WORDS[v][1])}" for v in CARD_PRIORITY)
+        o.append(f"<p class=\"interrupted\" id=\"cards-capped\"><b>Cards for {n_cards} of {n} files.</b> Every "
+                 f"file is in the table below with its verdict, P(AI) and top reason; a detailed card is shown for "
+                 f"at most {run.get('max_cards')} files, so that the page opens quickly, chosen in this order: "
+                 f"{shown}. To see every card, render the saved run (<code>--format jsonl</code>) with "
+                 f"<code>aiidetect report RUN.jsonl --max-cards 0</code>, or a part of it with "
+                 f"<code>--verdict</code>.</p>")
+    dets = [d for d in run.get("detectors") or [] if isinstance(d, Mapping)]
+    if n and dets and all(str(d.get("name")).split(":")[0] == "metadata" for d in dets if d.get("status") == "ran"):
+        # Easy to miss in the list below, and it changes what every verdict on the page means.
+        o.append("<p class=\"interrupted\"><b>No pixel detector ran.</b> Every verdict here rests on what the "
+                 "files' metadata says (the detectors below say why the others could not run); most images "
+                 "shared online have lost their metadata, and a file without decisive metadata stays "
+                 "uncertain.</p>")
+    if run.get("repeats"):
+        o.append(f"<p class=\"interrupted\"><b>Repeated records.</b> {_e(run['repeats'])}.</p>")
+    schemas = [x for x in run.get("schema") or [] if x not in KNOWN_SCHEMAS]
+    if schemas:
+        o.append(f"<p class=\"interrupted\"><b>Unknown record schema {_e(', '.join(schemas))}.</b> This aiidetect "
+                 f"reads schema {_e(', '.join(KNOWN_SCHEMAS))}: the records were written by another version, and "
+                 f"fields it does not know are not shown.</p>")
+    o += ["<ul class=\"counts\">", f"<li><b>{n}</b>files</li>"]
+    for v, k in counts.items():
+        o.append(f"<li><b>{k}</b>{_verdict_badge(v)}</li>")
     o.append("</ul>")
     o.append(f"<p>A file is called <b>AI-generated</b> when the fused P(AI) is at least "
              f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
              f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
-             f"then. Flagged files (AI-generated, uncertain) print one per page.</p>")
-    facts: list[tuple[str, str]] = [("aiidetect version", _e(run.get("version", __version__)))]
+             f"then. Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
+             f"page.</p>")
+    facts: list[tuple[str, str]] = []
     if run.get("source"):
-        facts.append(("rendered from", f"<code class=\"wrap\">{_e(run['source'])}</code>"))
+        # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.
+        saved = run.get("source_mtime")
+        when = (f" (last written {_e(_dt.datetime.fromtimestamp(saved, _dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}"
+                ": the scan ended then or earlier)" if isinstance(saved, (int, float)) else "")
+        facts.append(("rendered by", f"aiidetect {_e(run.get('version', __version__))} from "
+                                     f"<code class=\"wrap\">{_e(run['source'])}</code>{when}; the records do not "
+                                     "say which aiidetect version scanned them or when"))
+        facts.append(("record schema", _e(", ".join(run.get("schema") or []) or "not given")))
+    else:
+        facts.append(("aiidetect version", _e(run.get("version", __version__))))
+    if run.get("only"):
+        facts.append(("files shown", f"only those judged {_e(', '.join(run['only']))}: {n} of the "
+                                     f"{run.get('total_records')} records in the run"))
     facts.append(("command", f"<code class=\"wrap\">{_e(run.get('command', ''))}</code>"))
     det_lines = []
     for d in run.get("detectors") or []:
         st = d.get("status")
         line = f"<li><b>{_e(d.get('name'))}</b>: {_e(st)}"
+        if d.get("head_path") or d.get("head_sha256"):
+            line += (" <span class=\"mute\">head</span> "
+                     + (f"<code>{_e(d['head_path'])}</code> " if d.get("head_path") else "")
+                     + (f"<code>sha256:{_e(str(d['head_sha256'])[:16])}</code>" if d.get("head_sha256") else ""))
         if d.get("reason"):
             line += f" \u2014 <span class=\"wrap\">{_e(d['reason'])}</span>"
         det_lines.append(line + "</li>")
@@ -353,7 +537,10 @@ def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion:
     if "fusion" in run:
         facts.append(("fusion", f"{_e(fusion.get('name'))}" + (f" <code class=\"wrap\">{_e(fusion['path'])}</code>"
                                                                if fusion.get("path") else "")
-                      + f"; band {fusion['real_threshold']:.2f}\u2013{fusion['ai_threshold']:.2f}"))
+                      + f"; band {fusion['real_threshold']:.2f}\u2013{fusion['ai_threshold']:.2f}"
+                      + (f" <b>({_e(run['fusion_note'])})</b>" if run.get("fusion_note") else "")))
+    elif run.get("fusion_note"):
+        facts.append(("fusion", f"<b>{_e(run['fusion_note'])}</b>"))
     summ = run.get("summary") or {}
     if summ.get("seconds") is not None:
         facts.append(("scan time", f"{float(summ['seconds']):.1f} s for {int(summ.get('files') or 0)} files"
@@ -368,14 +555,20 @@ def _overview(recs: Sequence[Mapping[str, Any]], run: Mapping[str, Any], fusion:
     return "".join(o)
 
 
-def _table_section(n: int) -> str:
+def _table_section(n: int, n_cards: int | None = None) -> str:
     opts = "".join(f"<option value=\"{v}\">{_e(VERDICT_WORDS[v][1])}</option>" for v in VERDICT_WORDS)
     head = [("verdict", "verdict", ""), ("p", "P(AI)", "num"), ("file", "file", ""), ("format", "format", "opt"),
             ("size", "size", "num opt"), ("reason", "top reason", "opt")]
     ths = "".join(f"<th scope=\"col\" data-key=\"{k}\" class=\"{c}\"><button type=\"button\">{_e(t)}</button></th>"
                   for k, t, c in head)
-    return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>"
-            "<noscript><p>The sortable table needs JavaScript; every file has a card below.</p></noscript>"
+    if n_cards is None or n_cards >= n:
+        noscript = "<noscript><p>The sortable table needs JavaScript; every file has a card below.</p></noscript>"
+    else:  # the rows past the card limit exist only as the table's data: say so where the table is missing
+        noscript = (f"<noscript><p class=\"interrupted\"><b>Without JavaScript this page shows {n_cards} of its "
+                    f"{n} files</b>, those with a card below; the other {n - n_cards} are only in this table, which "
+                    "needs JavaScript. Render them with <code>aiidetect report RUN.jsonl --max-cards 0</code> (or a "
+                    "part with <code>--verdict</code>).</p></noscript>")
+    return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>" + noscript +
             "<div class=\"controls\">"
             "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\"></label>"
             f"<label>Verdict<select id=\"filter-verdict\"><option value=\"\">all</option>{opts}</select></label>"
@@ -444,7 +637,7 @@ def _strength_word(e: Mapping[str, Any]) -> str:
 def _value(v: Any, depth: int = 0) -> str:
     """Evidence data as nested lists; every leaf is escaped text."""
     if depth > 6:
-        return f"<pre>{_e(_clip(json.dumps(v, ensure_ascii=False, default=str)))}</pre>"
+        return f"<pre>{_e(_clip(json.dumps(v, ensure_ascii=False, default=str)), keep=PRE)}</pre>"
     if isinstance(v, Mapping):
         if not v:
             return "<span class=\"mute\">(empty)</span>"
@@ -457,7 +650,7 @@ def _value(v: Any, depth: int = 0) -> str:
         return "<ul>" + "".join(f"<li>{_value(x, depth + 1)}</li>" for x in v[:200]) + more + "</ul>"
     s = "" if v is None else str(v)
     if "\n" in s or len(s) > 120:
-        return f"<pre>{_e(_clip(s))}</pre>"
+        return f"<pre>{_e(_clip(s), keep=PRE)}</pre>"
     return f"<span class=\"wrap\">{_e(s)}</span>"
 
 
@@ -634,7 +827,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     v = v if v in VERDICT_WORDS else "error"
     p = _p(r.get("p_ai"))
     dets = r.get("detectors") if isinstance(r.get("detectors"), Mapping) else {}
-    cls = "card flagged" if v in FLAGGED else "card"
+    # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
+    cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
     thumb = item.get("thumb")
     img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
@@ -676,64 +870,165 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------- saved runs
-def read_records(stream: IO[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Records from JSONL (or one JSON array); a line that is not a record becomes
-    an error card naming the line, and a problem string for stderr."""
+def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None) -> Iterator[dict[str, Any]]:
+    """Records from JSONL (or one JSON array), one at a time: a 100,000-line run is never held whole.
+    A line that is not a record becomes an error record naming the line, and a problem string for
+    stderr. Lines end at \\n only: JSONL from `scan` carries U+2028, U+0085 or \\x1c raw inside its
+    strings (a file name may hold them), which str.splitlines() would cut into pieces. A line longer
+    than `max_line` characters is skipped unread."""
+    from ..limits import REPORT_MAX_LINE_CHARS
     from .safe import loads_foreign
 
-    text = stream.read()
-    problems: list[str] = []
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            arr = loads_foreign(stripped)
-            if isinstance(arr, list):
-                return [r if _is_record(r) else _bad(k + 1, "not a scan record") for k, r in enumerate(arr)], \
-                    [f"item {k + 1}: not a scan record" for k, r in enumerate(arr) if not _is_record(r)]
-        except ValueError:
-            pass  # fall back to JSON lines
-    recs = []
-    for n, line in enumerate(text.splitlines(), 1):
+    cap = REPORT_MAX_LINE_CHARS if max_line is None else max_line
+    n = 0
+    first = True
+    while True:
+        line = stream.readline(cap + 1)
+        n += 1
+        if not line:
+            return
+        if len(line) > cap and not line.endswith("\n"):
+            size = len(line)
+            while True:  # the rest of the line, read and dropped a piece at a time
+                more = stream.readline(cap + 1)
+                size += len(more) - more.endswith("\n")
+                if not more or more.endswith("\n"):
+                    break
+            why = f"longer than {cap:,} characters ({size:,}); not read"
+            problems.append(f"line {n}: {why}")
+            yield _bad(n, why)
+            continue
         if not line.strip():
             continue
+        if first and line.lstrip().startswith("["):
+            # One JSON array (`scan --format json`): its text is read whole, its items parsed one at a
+            # time (all of them at once took 820 MiB for a 160 MB array, five times the JSONL's peak).
+            text = line + stream.read()
+            for k, r in enumerate(_array_items(text, problems)):
+                if isinstance(r, _Cut):
+                    yield _bad(k + 1, r.why, "item")
+                    continue
+                if not _is_record(r):
+                    problems.append(f"item {k + 1}: not a scan record")
+                yield r if _is_record(r) else _bad(k + 1, "not a scan record", "item")
+            return
+        first = False
         try:
             r = loads_foreign(line)
         except ValueError as exc:
-            recs.append(_bad(n, f"not JSON ({exc})"))
-            problems.append(f"line {n}: not JSON ({exc})")
+            cut = " (the last line is cut short: was the run stopped while writing it?)" \
+                if not line.endswith("\n") else ""
+            problems.append(f"line {n}: not JSON ({exc}){cut}")
+            yield _bad(n, f"not JSON ({exc}){cut}")
             continue
         if not _is_record(r):
-            recs.append(_bad(n, "not a scan record"))
             problems.append(f"line {n}: not a scan record")
+            yield _bad(n, "not a scan record")
             continue
-        recs.append(r)
-    return recs, problems
+        yield r
+
+
+class _Cut:
+    def __init__(self, why: str):
+        self.why = why
+
+
+def _array_items(text: str, problems: list[str]) -> Iterator[Any]:
+    """The items of the JSON array that `text` starts with, one at a time, up to the first that does
+    not parse (then a _Cut saying why, and nothing after it is read): an array cut short (`scan -f json
+    > run.json` killed) keeps every item before the cut."""
+    dec = json.JSONDecoder()
+    pos, k, end = text.index("[") + 1, 0, len(text)
+    while True:
+        while pos < end and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= end:
+            why = "the JSON array ends without its closing ]: the run was stopped while writing it?"
+            problems.append(f"item {k + 1}: {why}")
+            yield _Cut(why)
+            return
+        if text[pos] == "]":
+            if text[pos + 1:].strip():
+                problems.append("text after the JSON array's closing ] is not read")
+            return
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:
+            msg = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            cut = "" if text.rstrip().endswith("]") else \
+                " (the array is cut short: was the run stopped while writing it?)"
+            why = f"not JSON ({msg}){cut}"
+            problems.append(f"item {k + 1}: {why}")
+            yield _Cut(why)
+            return
+        k += 1
+        yield obj
 
 
 def _is_record(r: Any) -> bool:
     return isinstance(r, dict) and isinstance(r.get("file"), str) and "verdict" in r
 
 
-def _bad(n: int, why: str) -> dict[str, Any]:
-    return {"file": f"(input line {n})", "verdict": "error", "p_ai": None, "detectors": {}, "reasons": [],
-            "error": {"code": "bad-record", "message": why}}
+# Marks the stand-in records iter_saved makes for what is not a record (never a key a scan writes).
+_BAD = "\x00aiidetect-not-a-record"
+
+
+class NotASavedRun(ValueError):
+    """Nothing in the input is a scan record: a usage error (exit 2), nothing written."""
+
+
+def _bad(n: int, why: str, what: str = "line") -> dict[str, Any]:
+    return {"file": f"(input {what} {n})", "verdict": "error", "p_ai": None, "detectors": {}, "reasons": [],
+            "error": {"code": "bad-record", "message": why}, _BAD: True}
 
 
 def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: bool = True,
-                     argv: Sequence[str] | None = None, limits=None) -> dict[str, Any]:
+                     argv: Sequence[str] | None = None, limits=None, max_cards: int | None = None,
+                     verdicts: Iterable[str] = ()) -> dict[str, Any]:
     """`aiidetect report`: a saved JSONL run -> the HTML page, without re-scanning.
-    Thumbnails are read from the files when they are still where the run found them."""
-    recs, problems = read_records(stream)
-    recs = [normalize_record(r) for r in recs]
-    w = HtmlWriter(out, run_info_from_records(recs, source, argv), thumbnails=thumbnails, limits=limits)
-    for r in recs:
+    Thumbnails are read from the files when they are still where the run found them.
+    `verdicts` keeps only the records with those verdicts (the page says it is a part)."""
+    only = set(verdicts)
+    problems: list[str] = []
+    run = run_info_from_records((), source, argv)
+    try:
+        run["source_mtime"] = os.fstat(stream.fileno()).st_mtime if source != "-" else None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        pass  # a stream with no file behind it
+    w = HtmlWriter(out, run, thumbnails=thumbnails, limits=limits, max_cards=max_cards, record_facts=True)
+    total = good = 0
+    # A run appended to twice (`>>`), or two runs concatenated, repeats records: each is shown and
+    # counted as it is in the file, and the page and stderr say how many repeat an earlier one.
+    seen: dict[tuple[Any, Any], int] = {}
+    repeats: list[tuple[int, int]] = []
+    for r in iter_saved(stream, problems):
+        total += 1
+        good += not r.get(_BAD)
+        r = normalize_record(r)
+        sha = r.get("sha256")
+        if r.get("error") is None or sha:
+            key = (str(r.get("file")), sha if isinstance(sha, str) else None)
+            first = seen.setdefault(key, total)
+            if first != total:
+                repeats.append((total, first))
+        if only and r["verdict"] not in only:
+            continue
         w.add(r)
+    if total and not good:
+        # `aiidetect report photo.jpg`: a page of 13,000 "files", each a line of JPEG bytes, is no report.
+        raise NotASavedRun(f"{source} is not a saved run: none of its {total} line(s) is a scan record "
+                           f"({problems[0] if problems else 'no record'})")
+    if only:
+        w.run = {**w.run, "only": sorted(only), "total_records": total}
+    if repeats:
+        note = (f"{len(repeats)} record{'s' if len(repeats) != 1 else ''} repeat an earlier one (same file and "
+                f"SHA-256; record {repeats[0][0]} repeats record {repeats[0][1]}): each is shown and counted as "
+                "it is in the file")
+        problems.insert(0, note)  # one note about the whole run, before the per-line ones stderr may cut
+        w.run = {**w.run, "repeats": note}
     w.close()
-    counts: dict[str, int] = {}
-    for r in recs:
-        counts[str(r.get("verdict"))] = counts.get(str(r.get("verdict")), 0) + 1
-    return {"files": len(recs), "verdicts": counts, "problems": problems,
-            "thumbnails": sum(1 for it in w.items if it["thumb"])}
+    return {"files": len(w.rows), "verdicts": {v: k for v, k in w.counts.items() if k}, "problems": problems,
+            "thumbnails": w.thumbs, "cards": sum(1 for _ in w.items), "records": total}
 
 
 def scan_writer(stream: IO[str], detectors: Sequence[Any], ctx: Any, fusion_model: Mapping[str, Any] | None,

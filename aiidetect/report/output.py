@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
     results store (`--db`) the run reads or writes, never to be overwritten.
     """
     out = os.fspath(output)
+    if is_stdout(out):
+        return  # stdout touches no file
     real_out = _real(out)
     parent = os.path.dirname(real_out)
     if os.path.isdir(out):
@@ -78,12 +81,39 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
             raise OutputError(f"--output {out} is one of the inputs; refusing to overwrite it")
 
 
+def is_stdout(path: str | os.PathLike) -> bool:
+    """`-o -` is standard output, as `-` is standard input for `report -`: it wrote a file named "-"
+    in the working folder and left stdout empty, with exit 0, to a script that piped it on."""
+    return os.fspath(path) == "-"
+
+
+def utf8_stdout() -> IO[str]:
+    """stdout for a document that is UTF-8 by contract (JSON, JSONL, CSV, the HTML page that declares
+    `charset=utf-8`): under a locale or PYTHONIOENCODING that is not UTF-8 (latin-1, ascii), the first
+    non-ASCII file name ended the run with a UnicodeEncodeError (exit 2) and half a document."""
+    enc = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if enc != "utf8" and hasattr(sys.stdout, "reconfigure"):
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.reconfigure(encoding="utf-8")
+    return sys.stdout
+
+
+def terminal_stdout() -> IO[str]:
+    """stdout for the table, which people read in their terminal's own encoding: a character it cannot
+    show is written as an escape (`\\xe9`) instead of ending the run with a UnicodeEncodeError."""
+    if hasattr(sys.stdout, "reconfigure"):
+        with contextlib.suppress(ValueError, OSError):
+            sys.stdout.reconfigure(errors="backslashreplace")
+    return sys.stdout
+
+
 def guard_candidates(cands: Iterable, output: str | os.PathLike) -> Iterator:
     """Pass discovery's candidates through, raising OutputError when one of
     them is the output file (lazy discovery cannot list them in advance)."""
     try:
-        st = os.stat(output)
-        target = (st.st_dev, st.st_ino)
+        # `-o -` writes no file, whatever a file named "-" in the working folder is
+        st = None if is_stdout(output) else os.stat(output)
+        target = (st.st_dev, st.st_ino) if st is not None else None
     except OSError:
         target = None  # nothing there yet: no input can be it
     for c in cands:
@@ -154,9 +184,14 @@ def _remove_stale_temporaries(target: Path, mine: str) -> None:
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success fsync and rename it over
     `path`; on any exception (KeyboardInterrupt included) remove it and leave
-    `path` as it was. A device or FIFO is written into, as a shell's `>` would;
+    `path` as it was. `-` is standard output. A device or FIFO is written into, as a shell's `>` would;
     a symbolic link keeps pointing where it did (the file it leads to is replaced)."""
     kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    if is_stdout(path):
+        out = sys.stdout.buffer if "b" in mode else utf8_stdout()
+        yield out
+        out.flush()
+        return
     if _direct(path):
         with open(path, mode, **kw) as fh:
             yield fh

@@ -143,7 +143,8 @@ def test_sort_filter_and_keyboard(browser, report):
     # Filter by verdict.
     page.select_option("#filter-verdict", "error")
     rows = _rows(page)
-    n_err = sum(1 for r in recs if r["verdict"] == "error")
+    # A record whose verdict aiidetect never gives is counted, filtered and shown as an error.
+    n_err = sum(1 for r in recs if r["verdict"] not in ("ai-generated", "uncertain", "likely-real"))
     assert len(rows) == n_err > 0 and all("error" in r[0] for r in rows)
     assert f"of {n_err} files (filtered from {len(recs)})" in page.locator("#files-count").text_content()
     # Filter by text (debounced): a payload typed in the box is a search string, nothing more.
@@ -173,7 +174,7 @@ def test_sort_filter_and_keyboard(browser, report):
 
 
 def test_phone_width(browser, report, tmp_path):
-    path, _ = report
+    path, recs = report
     page, problems, _ = _open(browser, path, 390, 844)
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 390, overflow  # nothing forces sideways scrolling
@@ -185,11 +186,68 @@ def test_phone_width(browser, report, tmp_path):
     _two_frames(page)  # cards render lazily (content-visibility): let the scrolled-to one paint
     page.screenshot(path=str(shots / "report-phone.png"))
     assert (shots / "report-phone.png").stat().st_size > 10_000
-    # Printing keeps the flagged cards only, one per page.
+    # Printing keeps the flagged cards and the failed files' (unverified too, each with its reason), one per page.
     page.emulate_media(media="print")
     shown = page.eval_on_selector_all("article.card", "els => els.filter(e => getComputedStyle(e).display !== 'none')"
                                                       ".map(e => e.className)")
-    assert shown and all("flagged" in c for c in shown)
+    assert shown and all("flagged" in c or "failed" in c for c in shown)
+    n_unverified = sum(1 for r in recs if r["verdict"] != "likely-real")
+    assert len(shown) == n_unverified and any("failed" in c for c in shown)
     assert not page.is_visible("#files-table")
     assert problems == []
     page.close()
+
+
+def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
+    """Over the card limit every file keeps its row; a row without a card says so instead of linking
+    nowhere; a bidi override in a name is shown as an escape, never obeyed."""
+    recs = [{"schema": "1.1", "file": f"cap/{k:02d}.jpg", "verdict": ("likely-real", "uncertain")[k % 2],
+             "p_ai": 0.5, "detectors": {}, "reasons": [f"r{k}"], "error": None} for k in range(12)]
+    recs[1]["file"] = "photo\u202egpj.exe"
+    from aiidetect.testing.report_corpus import P_IMG, P_SCRIPT, P_SVG
+
+    # Payloads where the page now quotes the records about their run: schema, fusion, a repeat.
+    recs[2].update(schema=P_SCRIPT, fusion={"kind": "model", "name": P_IMG, "path": P_SVG, "sha256": P_SCRIPT})
+    recs.append(dict(recs[2]))
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "3", "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page, problems, _ = _open(browser, out, 1280, 900)
+    assert page.locator("#files-count").text_content() == "Showing 1\u201313 of 13 files"
+    assert page.locator("article.card").count() == 3
+    links = page.eval_on_selector_all("#files-table tbody a", "as => as.map(a => [a.textContent, a.hash])")
+    assert links == [["photo\\u202egpj.exe", "#f1"], ["cap/03.jpg", "#f3"], ["cap/05.jpg", "#f5"]]
+    assert page.locator("#files-table tbody .nocard").count() == 10
+    body = page.evaluate("document.body.innerText")
+    assert "\u202e" not in body and P_SCRIPT in body and P_IMG in body and "Repeated records." in body
+    assert problems == [] and page.evaluate("typeof window.__pwned") == "undefined"
+    page.close()
+
+
+def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
+    """A card is painted with containment (content-visibility): text that overflowed it was cut off
+    unseen (a 3,000-character evidence id hid its source and strength). A 5,000-character name made its
+    table row several screens tall, pushing every other file out of sight."""
+    x = "y" * 3000
+    rec = {"schema": "1.1", "file": "n" * 5000, "verdict": "uncertain", "p_ai": 0.5, "reasons": ["r" * 9000],
+           "error": None, "detectors": {x: {"status": "ok", "p_ai": 0.5, "attribution": [{"label": x, "p": 0.3}]},
+                                        "metadata": {"status": "ok", "evidence": [{"id": x, "source": x,
+                                                                                   "strength": 1, "detail": x}]}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg"}) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    for width in (1280, 390):
+        page, problems, _ = _open(browser, out, width, 900)
+        page.locator("article.card").first.scroll_into_view_if_needed()
+        _two_frames(page)
+        spill = page.evaluate("""() => { const c = document.querySelector('article.card'), w = c.getBoundingClientRect();
+            return Array.from(c.querySelectorAll('*')).filter(e => e.getBoundingClientRect().right > w.right + 1)
+              .map(e => e.tagName + '.' + e.className); }""")
+        assert spill == [] and page.evaluate("document.documentElement.scrollWidth") <= width
+        heights = page.eval_on_selector_all("#files-table tbody tr", "trs => trs.map(t => t.getBoundingClientRect().height)")
+        assert len(heights) == 2 and heights[0] < 250, heights
+        assert problems == []
+        page.close()

@@ -5,7 +5,7 @@
   var data = JSON.parse(document.getElementById("aiidetect-rows").textContent);
   var COLS = ["verdict", "p", "file", "format", "size", "reason"];
   var rows = data.map(function (r) {
-    return {i: r[0], verdict: r[1], p: r[2], file: r[3], format: r[4], size: r[5], reason: r[6],
+    return {i: r[0], verdict: r[1], p: r[2], file: r[3], format: r[4], size: r[5], reason: r[6], card: r[7],
             hay: (r[3] + "\n" + r[6] + "\n" + (r[4] || "") + "\n" + r[1]).toLowerCase()};
   });
   var LABEL = {"ai-generated": "\u25B2 AI-generated", "uncertain": "? uncertain", "likely-real": "\u2713 likely real",
@@ -55,6 +55,13 @@
     return td;
   }
 
+  function clip(td) {
+    var d = document.createElement("div");
+    d.className = "clip";
+    td.appendChild(d);
+    return d;
+  }
+
   function render() {
     var per = parseInt(psel.value, 10) || 100;
     var pages = Math.max(1, Math.ceil(state.view.length / per));
@@ -69,14 +76,27 @@
       b.textContent = LABEL[r.verdict] || r.verdict;
       td.appendChild(b);
       cell(tr, r.p === null ? "\u2014" : r.p.toFixed(3), "num");
-      var f = cell(tr, "", "wrap");
-      var a = document.createElement("a");
-      a.href = "#f" + r.i;
-      a.textContent = r.file;
-      f.appendChild(a);
+      // A name or reason can be thousands of characters (PATH_MAX is 4,096 bytes): its cell scrolls
+      // inside a few lines instead of pushing every other row screens away.
+      var f = clip(cell(tr, "", "wrap"));
+      if (r.card) {
+        var a = document.createElement("a");
+        a.href = "#f" + r.i;
+        a.textContent = r.file;
+        f.appendChild(a);
+      } else {
+        // Over the page's card limit: the name is shown, and says why it leads nowhere.
+        var s = document.createElement("span");
+        s.textContent = r.file;
+        f.appendChild(s);
+        var m = document.createElement("small");
+        m.className = "mute nocard";
+        m.textContent = " (no card on this page)";
+        f.appendChild(m);
+      }
       cell(tr, r.format || "", "opt");
       cell(tr, size(r.size), "num opt");
-      cell(tr, r.reason, "wrap opt");
+      clip(cell(tr, "", "wrap opt")).textContent = r.reason;
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);

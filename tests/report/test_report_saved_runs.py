@@ -1,0 +1,419 @@
+"""`aiidetect report` over large, broken and contradictory saved runs: every record gets a table row,
+the cards are capped, a line is a line (not whatever str.splitlines() cuts at), and the page never
+shows a failed or unreadable record under a verdict it does not hold."""
+from __future__ import annotations
+
+import io
+import json
+
+from conftest import run_cli
+from aiidetect.testing.htmlcheck import assert_self_contained
+
+VERDICTS = ("ai-generated", "uncertain", "likely-real", "error")
+
+
+def _rec(k: int, verdict: str, **kw) -> dict:
+    r = {"schema": "1.1", "file": f"run/{k:03d}.jpg", "file_bytes": None, "sha256": None, "size_bytes": 100 + k,
+         "format": "JPEG", "verdict": verdict, "p_ai": None if verdict == "error" else 0.5,
+         "detectors": {}, "reasons": [f"reason {k}"], "error": None, "fusion": {"kind": "rules"}}
+    if verdict == "error":
+        r["error"] = {"code": "decode-error", "message": f"broken {k}"}
+        r["reasons"] = []
+    r.update(kw)
+    return r
+
+
+def _rows(html: str) -> list[list]:
+    doc = assert_self_contained(html)
+    return json.loads(next(body for a, body in doc.scripts if a.get("type") == "application/json"))
+
+
+def _write(path, recs, tail: str = "") -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs) + tail, encoding="utf-8")
+
+
+def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
+    """100,000 cards made a 418 MB page that Chromium took minutes to load: the page holds a row for
+    every record and a card for at most --max-cards, flagged files first, and says so."""
+    mix = ["likely-real"] * 20 + ["uncertain"] * 10 + ["error"] * 4 + ["ai-generated"] * 3
+    recs = [_rec(k, v) for k, v in enumerate(mix)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs)
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "6", "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "37 files" in r.stderr and "cards for 6" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    doc = assert_self_contained(html)
+    rows = _rows(html)
+    assert [x[3] for x in rows] == [x["file"] for x in recs]  # every record, in order
+    carded = [x[3] for x in rows if x[7]]
+    # the 3 AI-generated, then the first 3 uncertain; in record order
+    assert carded == [x["file"] for x in recs if x["verdict"] == "uncertain"][:3] + [
+        x["file"] for x in recs if x["verdict"] == "ai-generated"]
+    assert [c["name"] for c in doc.cards] == carded
+    assert {c["id"] for c in doc.cards} == {f"f{x[0]}" for x in rows if x[7]}  # links land on cards
+    text = "".join(doc.text)
+    assert "Cards for 6 of 37 files." in text and "--max-cards 0" in text
+    # The counts are those of every record, not of the cards.
+    for v, n in (("likely real", 20), ("uncertain", 10), ("error", 4), ("AI-generated", 3)):
+        assert f"{n}{'? ' if v == 'uncertain' else ''}" in text
+    # --max-cards 0: every card; --verdict: a part, which the page names.
+    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
+    assert r.returncode == 0 and len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 37
+    r = run_cli("report", str(run), "-o", str(out), "--verdict", "error", "--verdict", "ai-generated",
+                "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "7 files of 37 records" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert {x[1] for x in _rows(html)} == {"error", "ai-generated"} and len(_rows(html)) == 7
+    assert "only those judged ai-generated, error: 7 of the 37 records in the run" in "".join(
+        assert_self_contained(html).text)
+    r = run_cli("report", str(run), "-o", str(tmp_path / "x.html"), "--verdict", "fake")
+    assert r.returncode == 2 and "--verdict 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
+
+
+def test_a_line_ends_at_newline_only(tmp_path):
+    """`scan -f jsonl` writes U+2028, U+0085 and \\x1c raw inside strings (a file name may hold them):
+    str.splitlines() cut such a record into three 'not JSON' error cards."""
+    name = "news/a\u2028b\x85c\x1cd.jpg"
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file=name), _rec(1, "likely-real")])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    assert "2 files (1 likely-real, 1 uncertain)" in r.stderr
+    doc = assert_self_contained(out.read_text(encoding="utf-8"))
+    # control characters are shown as escapes, as in the table and CSV
+    assert [c["name"] for c in doc.cards] == ["news/a\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
+
+
+def test_an_overlong_line_is_skipped_unread():
+    """A 2 GB line must not be read into memory: past the cap it is read and dropped a piece at a time."""
+    from aiidetect.report.html import iter_saved
+
+    good = json.dumps(_rec(0, "uncertain"))
+    src = io.StringIO(good + "\n" + '{"file": "' + "x" * 5000 + '"}\n' + good + "\n")
+    problems: list[str] = []
+    recs = list(iter_saved(src, problems, max_line=len(good) + 10))
+    assert [r["file"] for r in recs] == ["run/000.jpg", "(input line 2)", "run/000.jpg"]
+    assert recs[1]["error"]["message"] == f"longer than {len(good) + 10:,} characters (5,012); not read"
+    assert problems == [f"line 2: {recs[1]['error']['message']}"]
+
+
+def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
+    """A saved run is input: a record that failed but says likely-real, a verdict aiidetect never gives,
+    or 'error' without a reason are counted, filtered and shown as errors saying what they hold."""
+    recs = [_rec(0, "likely-real", error={"code": "decode-error", "message": "truncated"}),
+            _rec(1, "probably-fine"), _rec(2, "error", error=None), _rec(3, "likely-real")]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs, tail='{"schema": "1.1", "file": "run/004.jpg", "verd')  # a killed run's last line
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "5 files (4 error, 1 likely-real)" in r.stderr
+    assert "line 5: not JSON" in r.stderr and "the last line is cut short" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    rows = _rows(html)
+    assert [x[1] for x in rows] == ["error", "error", "error", "likely-real", "error"]
+    doc = assert_self_contained(html)
+    assert "truncated (the record's verdict was 'likely-real')" in doc.cards[0]["text"]
+    assert "not a verdict aiidetect gives: 'probably-fine'" in doc.cards[1]["text"]
+    assert "the record says error but gives no reason" in doc.cards[2]["text"]
+    assert all("likely real" not in c["text"] for c in doc.cards[:3])
+
+
+def test_the_page_says_what_the_records_say_about_their_run(tmp_path):
+    """Rendered later, the page must not pass the renderer's version off as the scanner's, must name a
+    record schema it does not know, and must not draw the default band as the band of a fitted fusion
+    model it cannot read."""
+    model = {"kind": "model", "name": "desk", "path": str(tmp_path / "gone"), "sha256": "ab" * 32}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model), _rec(1, "ai-generated", fusion=model, schema="2.0")])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "the records do not say which aiidetect version scanned them" in text
+    assert "Unknown record schema 2.0." in text
+    assert "desk sha256:abababababab" in text and "its band is unknown here" in text
+
+
+def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
+    """U+202E makes 'photo\\u202egpj.exe' read 'photoexe.jpg' in a browser; a NUL vanishes. The page shows
+    them as \\uXXXX, in the card and in the table's data, as the terminal table and CSV do."""
+    name = "photo\u202egpj.exe\x00\x1b[2J"
+    prompt = "line one\nline\ttwo\u202e"
+    meta = {"metadata": {"status": "ok", "evidence": [{"id": "generator.parameters", "direction": "ai",
+                                                       "strength": 6, "data": {"prompt": prompt}}]}}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file=name, reasons=["because\u2066 \u202e"], detectors=meta),
+                 _rec(1, "uncertain", file="a\nb.jpg"), _rec(2, "uncertain", file="a b.jpg")])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    for c in ("\u202e", "\u2066", "\x00", "\x1b"):
+        assert c not in html
+    shown = "photo\\u202egpj.exe\\u0000\\u001b[2J"
+    assert assert_self_contained(html).cards[0]["name"] == shown
+    assert _rows(html)[0][3] == shown and _rows(html)[0][6] == "because\\u2066 \\u202e"
+    # HTML folds a newline into a space: "a\nb.jpg" and "a b.jpg" must not look the same
+    doc = assert_self_contained(html)
+    assert [c["name"] for c in doc.cards[1:]] == ["a\\u000ab.jpg", "a b.jpg"]
+    assert [x[3] for x in _rows(html)[1:]] == ["a\\u000ab.jpg", "a b.jpg"]
+    assert "<pre>line one\nline\ttwo\\u202e</pre>" in html  # a prompt keeps its lines
+
+
+def test_repeated_records_are_shown_as_they_are_and_said(tmp_path):
+    """A run appended to twice: every record is shown and counted as it is in the file (the page shows
+    what the file holds), and stderr and the page say how many repeat an earlier one."""
+    recs = [_rec(k, "uncertain", sha256=f"{k:064x}") for k in range(3)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs + recs[:2])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    note = "2 records repeat an earlier one (same file and SHA-256; record 4 repeats record 1)"
+    assert note in r.stderr and "5 files (5 uncertain)" in r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert len(_rows(html)) == 5 and note in " ".join(assert_self_contained(html).text)
+
+
+def test_a_scan_page_names_each_head_it_served():
+    """Two heads can share a name ("linear:dev"): the page names the folder and the manifest hash."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from aiidetect.report.html import HtmlWriter, run_info_from_scan
+
+    class Det:
+        name = "linear:dev"
+        head = SimpleNamespace(path=Path("/heads/linear-dev"))
+
+        def describe(self):
+            return {"name": self.name}
+
+        def cache_identity(self):
+            return {"head": "c0ffee" * 10 + "abcd"}
+
+    class Broken(Det):
+        name = "mpft:x"
+        head = None
+
+        def cache_identity(self):
+            raise RuntimeError("no identity")
+
+    out = io.StringIO()
+    w = HtmlWriter(out, run_info_from_scan([Det(), Broken()], None, None, argv=["scan", "x"]), thumbnails=False)
+    w.add(_rec(0, "uncertain"))
+    w.close()
+    text = "".join(assert_self_contained(out.getvalue()).text)
+    assert "linear:dev: ran head /heads/linear-dev sha256:c0ffeec0ffeec0ff" in text
+    assert "mpft:x: ran" in text
+
+
+def test_a_json_array_cut_short_keeps_its_records(tmp_path):
+    """`scan -f json > run.json` killed mid-run leaves an array without its ]: read as lines, every
+    record ('{...},') was 'not JSON' and the page held nothing but error cards."""
+    recs = [_rec(k, ("uncertain", "likely-real")[k % 2]) for k in range(4)]
+    text = "[\n" + ",\n".join("  " + json.dumps(r) for r in recs) + "\n]\n"
+    run = tmp_path / "run.json"
+    run.write_text(text[: text.index(json.dumps(recs[3])) + 30], encoding="utf-8")
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert "4 files (1 error, 1 likely-real, 2 uncertain)" in r.stderr
+    assert "item 4: not JSON" in r.stderr and "the array is cut short" in r.stderr
+    assert [x[3] for x in _rows(out.read_text(encoding="utf-8"))] == [x["file"] for x in recs[:3]] + ["(input item 4)"]
+
+
+def test_the_page_says_when(tmp_path):
+    """'When' for a newsroom: the page is dated as written, and a saved run's page gives the time the
+    run's file was last written (the scan ended then or earlier), not only the time it was rendered."""
+    import os
+
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain")])
+    os.utime(run, (1_700_000_000, 1_700_000_000))
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "(last written 2023-11-14 22:13 UTC: the scan ended then or earlier)" in text
+    assert "written 20" in text.split("Overview")[0] and " by aiidetect " in text.split("Overview")[0]
+
+
+def test_a_fusion_field_of_any_shape_is_shown_not_trusted(tmp_path):
+    """The records' `fusion` is read for the page's band: a number where the hash belongs, a mapping
+    where the path belongs, markup in the name are shown as text; the report is written (exit 0)."""
+    bad = {"kind": "model", "name": "<script>window.x=1</script>", "path": {"a": 1}, "sha256": 5}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=bad)])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "<script>window.x=1" not in html
+    text = "".join(assert_self_contained(html).text)
+    assert "<script>window.x=1</script> sha256:5 ({'a': 1})" in text and "its band is unknown here" in text
+
+
+def test_a_saved_run_shows_its_fitted_fusion_band(tmp_path):
+    """When the fusion model the records name is still there, unchanged, its band is drawn."""
+    import hashlib
+
+    head = tmp_path / "fusion-desk"
+    head.mkdir()
+    manifest = json.dumps({"detector": "fusion", "name": "desk", "params": {"ai_threshold": 0.8,
+                                                                           "real_threshold": 0.2}}).encode()
+    (head / "manifest.json").write_bytes(manifest)
+    model = {"kind": "model", "name": "desk", "path": str(head), "sha256": hashlib.sha256(manifest).hexdigest()}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model)])
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "band 0.20\u20130.80" in text and "unknown here" not in text
+    assert "likely real at most 0.20" in text
+
+
+def test_a_file_with_no_record_is_not_a_saved_run(tmp_path):
+    """`aiidetect report photo.jpg` (a slip of the shell) wrote, with exit 0, a page of 13,438 'files',
+    one per line of JPEG bytes. A file in which no line is a record is a usage error: exit 2, one line
+    on stderr, and -o keeps what it held. An empty run is still an empty report."""
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(noise_rgb(256, 256, 1), quality=95))
+    out = tmp_path / "r.html"
+    out.write_text("previous report", encoding="utf-8")
+    r = run_cli("report", str(photo), "-o", str(out))
+    assert r.returncode == 2 and out.read_text(encoding="utf-8") == "previous report"
+    assert r.stderr.startswith(f"error: {photo} is not a saved run: none of its ") and r.stderr.count("\n") == 1
+    r = run_cli("report", "-", input="")
+    assert r.returncode == 0 and "0 files" in r.stderr and len(assert_self_contained(r.stdout).cards) == 0
+
+
+def test_dash_output_is_stdout(tmp_path):
+    """`-o -` wrote a file named "-" in the working folder and left stdout empty (exit 0) for a script
+    that piped it on; `-` is already stdin for `report -`."""
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain")])
+    r = run_cli("report", str(run), "-o", "-", "--no-thumbnails", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and len(assert_self_contained(r.stdout).cards) == 1
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(noise_rgb(32, 32, 1)))
+    r = run_cli("scan", str(tmp_path / "p.jpg"), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", "-",
+                cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("p.jpg")
+    assert not (tmp_path / "-").exists()
+    # a file named "-" among the inputs is scanned, not mistaken for the output
+    (tmp_path / "-").write_bytes((tmp_path / "p.jpg").read_bytes())
+    r = run_cli("scan", "./-", "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", "-", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["file"] == "./-"
+
+
+def test_the_page_says_what_ran_and_what_it_cannot_show(tmp_path):
+    """Two facts a reader could miss: when no pixel detector ran, every verdict rests on metadata; and
+    with the cards capped, a browser without JavaScript shows only the files that have a card."""
+    unavailable = {"status": "unavailable", "reason": "no weights"}
+    dets = {"metadata": {"status": "ok", "p_ai": 0.5}, "linear:univfd": unavailable}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
+    out = tmp_path / "r.html"
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q", "--max-cards", "2").returncode == 0
+    html = out.read_text(encoding="utf-8")
+    text = "".join(assert_self_contained(html).text)
+    assert "No pixel detector ran." in text
+    assert "Without JavaScript this page shows 2 of its 5 files" in text
+    assert "every file has a card below" not in text
+    dets["linear:univfd"] = {"status": "ok", "p_ai": 0.4}
+    _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
+    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "No pixel detector ran." not in text and "every file has a card below" in text
+
+
+def test_a_json_array_is_parsed_an_item_at_a_time(tmp_path):
+    """All items of a 160 MB array at once took 820 MiB (five times the JSONL's peak); one at a time, the
+    first record comes before a broken later item is even looked at. The page is the JSONL's page."""
+    from aiidetect.report.html import iter_saved
+
+    recs = [_rec(k, "uncertain") for k in range(3)]
+    text = "[\n" + ",\n".join(json.dumps(r) for r in recs) + ',\n{"broken": \n'
+    problems: list[str] = []
+    it = iter_saved(io.StringIO(text), problems)
+    assert next(it)["file"] == "run/000.jpg" and problems == []
+    assert [r["file"] for r in it] == ["run/001.jpg", "run/002.jpg", "(input item 4)"] and len(problems) == 1
+    problems = []
+    assert len(list(iter_saved(io.StringIO(json.dumps(recs) + "\n{}\n"), problems))) == 3
+    assert problems == ["text after the JSON array's closing ] is not read"]
+    a, b = tmp_path / "run.json", tmp_path / "run.jsonl"
+    a.write_text(json.dumps(recs, indent=2), encoding="utf-8")
+    _write(b, recs)
+    pages = []
+    for src in (a, b):
+        assert run_cli("report", str(src), "-o", str(tmp_path / "r.html"), "--no-thumbnails", "-q").returncode == 0
+        pages.append(_rows((tmp_path / "r.html").read_text(encoding="utf-8")))
+    assert pages[0] == pages[1] and len(pages[0]) == 3
+
+
+def test_a_thumbnail_is_of_the_file_the_card_names(tmp_path):
+    """`file_bytes` holds the exact bytes of `file` when the name is not UTF-8. A record whose
+    `file_bytes` named another file (with that file's checksum) put that picture beside this name."""
+    import base64
+    import os
+
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    photo = tmp_path / "elsewhere.jpg"
+    photo.write_bytes(jpeg_bytes(noise_rgb(64, 48, 1)))
+    run = tmp_path / "run.jsonl"
+    r = run_cli("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(run.read_text(encoding="utf-8"))
+    forged = {**rec, "file": "innocent.jpg", "file_bytes": base64.b64encode(os.fsencode(photo)).decode()}
+    _write(run, [rec, forged])
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out))
+    assert r.returncode == 0 and "1 thumbnails" in r.stderr, r.stderr
+    cards = assert_self_contained(out.read_text(encoding="utf-8")).cards
+    assert "no thumbnail" not in cards[0]["text"]
+    assert "the record's file_bytes do not name the file shown here" in cards[1]["text"]
+
+
+def test_documents_on_stdout_are_utf8_whatever_the_locale(tmp_path):
+    """Under a stdout encoding that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii), the first
+    non-ASCII file name ended every format with a UnicodeEncodeError (exit 2) and half a document.
+    JSON, JSONL, CSV and the page are UTF-8 by contract; the table escapes what the terminal cannot show."""
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "caf\u00e9\u2014x.jpg").write_bytes(jpeg_bytes(noise_rgb(32, 32, 1)))
+    env = {"PYTHONIOENCODING": "ascii"}
+    base = ("scan", str(d), "-d", "metadata", "--no-cache", "-q")
+    r = run_cli(*base, "-f", "jsonl", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["file"].endswith("caf\u00e9\u2014x.jpg"), r.stderr
+    r = run_cli(*base, "-f", "html", env=env)
+    assert r.returncode == 0 and assert_self_contained(r.stdout).cards[0]["name"].endswith("\u00e9\u2014x.jpg")
+    r = run_cli(*base, "-f", "table", env=env)
+    assert r.returncode == 0 and "caf\\xe9\\u2014x.jpg" in r.stdout, r.stderr
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", file="caf\u00e9.jpg")])
+    r = run_cli("report", str(run), "--no-thumbnails", "-q", env=env)
+    assert r.returncode == 0 and assert_self_contained(r.stdout).cards[0]["name"] == "caf\u00e9.jpg"
+
+
+def test_the_repeat_note_is_not_lost_among_bad_lines(tmp_path):
+    """stderr shows the first 20 notes: the one about the whole run (repeated records) comes first."""
+    recs = [_rec(k, "uncertain", sha256=f"{k:064x}") for k in range(2)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs + recs, tail="not json\n" * 25)
+    r = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    notes = [x for x in r.stderr.splitlines() if x.startswith("note:")]
+    assert "2 records repeat an earlier one" in notes[0] and len(notes) == 21
+    assert notes[-1].startswith("note: 6 more notes about ")
