@@ -114,11 +114,12 @@ def scan(
     summ, fusion_model, pipe = scanner.discovery, scanner.fusion, scanner.pipeline
     from contextlib import nullcontext
 
-    from ..report.output import OutputError, atomic_output, terminal_stdout, utf8_stdout
+    from ..report.output import OutputError, atomic_output, utf8_stdout
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
-    # The table is for the terminal, in its own encoding; every other format is a UTF-8 document.
-    out_ctx = atomic_output(output) if output else nullcontext(terminal_stdout() if fmt == Format.table else utf8_stdout())
+    # The table is for the terminal, in its own encoding (errors.utf8_output); every other format is a UTF-8
+    # document, on a terminal too.
+    out_ctx = atomic_output(output) if output else nullcontext(sys.stdout if fmt == Format.table else utf8_stdout())
     try:
         stream = out_ctx.__enter__()
     except OSError as exc:  # checked before the scan, yet gone since (no inode or quota left, removed)

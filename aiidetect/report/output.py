@@ -89,21 +89,13 @@ def is_stdout(path: str | os.PathLike) -> bool:
 
 def utf8_stdout() -> IO[str]:
     """stdout for a document that is UTF-8 by contract (JSON, JSONL, CSV, the HTML page that declares
-    `charset=utf-8`): under a locale or PYTHONIOENCODING that is not UTF-8 (latin-1, ascii), the first
-    non-ASCII file name ended the run with a UnicodeEncodeError (exit 2) and half a document."""
+    `charset=utf-8`), on a terminal too: under a locale or PYTHONIOENCODING that is not UTF-8 (latin-1,
+    ascii), the first non-ASCII file name ended the run with a UnicodeEncodeError (exit 2) and half a
+    document. (A file or a pipe is UTF-8 for every command already: commands.errors.utf8_output.)"""
     enc = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
     if enc != "utf8" and hasattr(sys.stdout, "reconfigure"):
         with contextlib.suppress(ValueError, OSError):
             sys.stdout.reconfigure(encoding="utf-8")
-    return sys.stdout
-
-
-def terminal_stdout() -> IO[str]:
-    """stdout for the table, which people read in their terminal's own encoding: a character it cannot
-    show is written as an escape (`\\xe9`) instead of ending the run with a UnicodeEncodeError."""
-    if hasattr(sys.stdout, "reconfigure"):
-        with contextlib.suppress(ValueError, OSError):
-            sys.stdout.reconfigure(errors="backslashreplace")
     return sys.stdout
 
 
