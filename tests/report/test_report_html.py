@@ -205,9 +205,9 @@ def test_a_heat_map_is_only_of_the_bytes_the_record_describes(tmp_path):
     (m,) = occlusion_maps(str(p), [_TextureQuadrant()], grid=4, sha256=scanned)
     assert "deltas" not in m and "changed since the scan" in m["error"]
     asked = []
-    w = HtmlWriter(io.StringIO(), {}, thumbnails=False, heatmap_for=["ai"],
+    w = HtmlWriter(io.StringIO(), {}, thumbnails=False, heatmap_for=["ai-generated"],
                    heatmapper=lambda path, sha: asked.append((path, sha)) or [])
-    w.add({"file": str(p), "sha256": scanned, "verdict": "ai", "error": None})
+    w.add({"file": str(p), "sha256": scanned, "verdict": "ai-generated", "error": None})
     assert asked == [(str(p), scanned)]
 
 
