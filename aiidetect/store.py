@@ -611,11 +611,11 @@ class StoreSession:
             raise StoreError(f"cannot write to the results store {self.store.path} ({exc})") from exc
 
 
-def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shard: str | None = None,
+def open_session(db: str | Path | ResultsStore, pipeline, options: Mapping[str, Any], shard: str | None = None,
                  engine: str = "local", argv: Sequence[str] | None = None,
                  batch: int = 200) -> StoreSession:
-    """Open (or create) the store and the run equivalent to this pipeline."""
-    store = ResultsStore(db_path)
+    """Open (or create) the store, or take one already open, and the run equivalent to this pipeline."""
+    store = db if isinstance(db, ResultsStore) else ResultsStore(db)
     run_id = store.ensure_run(run_identity(pipeline), options, [d.name for d in pipeline.detectors],
                               fusion_name(pipeline))
     return StoreSession(store, run_id, fusion_name(pipeline), shard=shard, engine=engine, argv=argv, batch=batch)

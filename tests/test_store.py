@@ -527,3 +527,38 @@ def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and "lacks fusion_model" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len(jsonl(run_cli("results", "export", "--db", str(db), "-f", "jsonl").stdout)) == 3  # still read
+
+
+def test_a_store_that_cannot_open_stops_the_scan_before_any_model_is_built(tmp_path, monkeypatch):
+    """The store was opened after the detectors were built: a read-only or foreign store (a typo'd
+    --db naming a colleague's file) cost the minutes a ViT-L backbone takes to load before exit 2."""
+    import aiidetect.api as api
+    from aiidetect.api import ScanError, Scanner
+
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("not a database, a page of notes\n" * 200)
+
+    def no_models(*a, **k):
+        raise AssertionError("detectors built before the results store was opened")
+
+    monkeypatch.setattr(api, "_create", no_models)
+    s = Scanner(detectors=["linear"], db=str(bad), cache=False)
+    with pytest.raises(ScanError, match="cannot open the results store"):
+        list(s.scan([str(tmp_path / "in")]))
+    assert bad.read_text().startswith("not a database")  # never written
+
+
+def test_a_scanner_keeps_one_store_open_and_closes_it(tmp_path):
+    """Two scans of one Scanner write into the store it opened; close() releases it (no -wal left)."""
+    from aiidetect.api import Scanner
+
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    with Scanner(detectors=["metadata"], db=str(db), cache=False) as s:
+        assert len(list(s.scan([str(tmp_path / "in")]))) == 3
+        assert len(list(s.scan([str(tmp_path / "in")]))) == 3
+        assert s.stats["resumed"] == 3
+    assert not Path(f"{db}-wal").exists()
+    with sqlite3.connect(db) as c:
+        assert [r for (r,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["complete"] * 2
