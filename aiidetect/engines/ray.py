@@ -70,9 +70,45 @@ def _import_ray():
     return ray
 
 
+# How long a cluster address may take to accept a TCP connection before the scan gives up on it.
+PROBE_SECONDS = 5.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `HOST:PORT` or `[V6]:PORT` address; None for `auto`, `ray://...` and the like."""
+    if "://" in address or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _probe(address: str | None) -> None:
+    """A HOST:PORT nothing answers on fails now: ray.init retries such an address for minutes, printing
+    its own log lines, before it raises (a scan that seems to hang)."""
+    import socket
+
+    hp = _host_port(address or "")
+    if hp is None:
+        return
+    try:
+        socket.create_connection(hp, timeout=PROBE_SECONDS).close()
+    except (OSError, ValueError, OverflowError) as exc:  # refused, unreachable, unknown host, port > 65535
+        raise RayUnavailable(f"cannot reach Ray at {address}: nothing accepts a connection there "
+                             f"({type(exc).__name__}: {exc}); start the head with `ray start --head --port=PORT`, "
+                             "or check the address (docs/scale.md)") from None
+
+
+def connect(address: str | None) -> None:
+    """Import Ray and start or reach it (RayUnavailable, one line, when that cannot be done)."""
+    _connect(_import_ray(), address)
+
+
 def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
+    _probe(address)
     try:
         # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).

@@ -70,3 +70,42 @@ def test_ray_missing_is_an_explained_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ray_engine.RayUnavailable, match=r"aiidetect\[ray\]"):
         ray_engine._import_ray()
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_an_address_nothing_answers_on_is_one_line_not_a_hang(tmp_path):
+    """ray.init retried HOST:PORT with nothing listening for minutes (its log lines on stderr, no
+    output, no exit): a typo'd --address looked like a hung scan. It is exit 2 and one line, at once."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata", "-q",
+                        "--engine", "ray", "--address", f"127.0.0.1:{_closed_port()}", "-f", "jsonl"],
+                       capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t < 30
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: cannot reach Ray at 127.0.0.1:")
+
+
+def test_address_forms_probed():
+    from aiidetect.engines import ray as ray_engine
+
+    assert ray_engine._host_port("auto") is None and ray_engine._host_port("ray://h:10001") is None
+    assert ray_engine._host_port("head.example:6379") == ("head.example", 6379)
+    assert ray_engine._host_port("[::1]:6379") == ("::1", 6379)
+    ray_engine._probe("auto")  # left to ray.init: it finds the address file, or says there is none
+    with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray"):
+        ray_engine._probe(f"127.0.0.1:{_closed_port()}")
