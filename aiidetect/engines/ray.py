@@ -23,6 +23,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from ..decode import Sample
 from ..discover import Candidate
 from ..records import Record
 
@@ -31,8 +32,19 @@ from ..records import Record
 WINDOW = int(os.environ.get("AIIDETECT_RAY_WINDOW", "50000"))
 
 
+# Retries of a task whose worker died (or, for the model actors, of a batch whose actor died).
+TASK_RETRIES = 2
+# Files of a window that may be lost to failed tasks and still be retried one by one; beyond this and
+# half the window, the cluster is failing (RayJobFailed).
+LOST_ALONE = 64
+
+
 class RayUnavailable(RuntimeError):
     """Ray is not installed or the cluster cannot be reached: a fatal, explained error."""
+
+
+class RayJobFailed(RuntimeError):
+    """Most of a window's tasks failed: the cluster, not a file."""
 
 
 @dataclass
@@ -100,6 +112,52 @@ def _probe(address: str | None) -> None:
                              "or check the address (docs/scale.md)") from None
 
 
+class _RayPrintsToStderr:
+    """sys.stdout while this process drives Ray: what Ray's own driver threads print (the raylet's
+    error messages: a worker that crashed, a task killed for memory, always printed by Ray to
+    sys.stdout, whatever log_to_driver says) goes to stderr, so the records on stdout still parse.
+    Every other thread writes to the real stdout unchanged."""
+
+    def __init__(self, out, err):
+        self._out, self._err = out, err
+        self.closing = False  # ray.shutdown() prints the messages it held back, from the main thread
+
+    def _sink(self):
+        import threading
+
+        return self._err if self.closing or threading.current_thread().name.startswith("ray_") else self._out
+
+    def write(self, text):
+        return self._sink().write(text)
+
+    def writelines(self, lines):
+        return self._sink().writelines(lines)
+
+    def flush(self):
+        return self._sink().flush()
+
+    def __getattr__(self, name):  # fileno, isatty, buffer, encoding...: the real stdout's
+        return getattr(self._out, name)
+
+
+def _route_ray_prints(ray) -> None:
+    import atexit
+    import sys
+
+    if isinstance(sys.stdout, _RayPrintsToStderr) or sys.stdout is None or sys.stderr is None:
+        return
+    proxy = sys.stdout = _RayPrintsToStderr(sys.stdout, sys.stderr)
+
+    def shutdown() -> None:  # registered after ray.init's own: runs first, so Ray's finds nothing left to do
+        proxy.closing = True
+        try:
+            ray.shutdown()
+        finally:
+            proxy.closing = False
+
+    atexit.register(shutdown)
+
+
 def connect(address: str | None) -> None:
     """Import Ray and start or reach it (RayUnavailable, one line, when that cannot be done)."""
     _connect(_import_ray(), address)
@@ -118,6 +176,7 @@ def _connect(ray, address: str | None) -> None:
                 "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
         raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
                              f"{type(exc).__name__}: {exc}{hint}") from None
+    _route_ray_prints(ray)
 
 
 class _ModelStage:
@@ -173,7 +232,6 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
     from ..pipeline import Pipeline
-    from ..store import record_from_dict
 
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.execution_options.preserve_order = True  # records come back in input order, like the local engine
@@ -196,6 +254,16 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
                                                           pipe.limits)
     spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
+    # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
+    # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
+    data_ctx.max_errored_blocks = -1
+    if has_model:
+        stages = [(_decode_stage(half, False), {"num_cpus": 1, "max_retries": TASK_RETRIES}),
+                  (_ModelStage, {"fn_constructor_args": (spec, int(actor_cpus)),
+                                 "compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": actor_cpus,
+                                 "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
+    else:
+        stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
     window = window or WINDOW
     it = iter(candidates)
     base = 0
@@ -213,21 +281,52 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                 yield done
             else:
                 todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
+        first = base
         base += len(chunk)
         if not todo:
             continue
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // pipe.batch_size, 4 * int(cpus))))
-        if has_model:
-            ds = ds.map_batches(_decode_stage(half, False), batch_size=pipe.batch_size, num_cpus=1,
-                                batch_format="numpy")
-            ds = ds.map_batches(_ModelStage, fn_constructor_args=(spec, int(actor_cpus)),
-                                batch_size=pipe.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                                num_cpus=actor_cpus,
-                                num_gpus=actor_gpus, batch_format="numpy")
-        else:
-            ds = ds.map_batches(_decode_stage(half, True), batch_size=pipe.batch_size, num_cpus=1,
-                                batch_format="numpy")
-        for row in ds.iter_rows():
-            rec = record_from_dict(json.loads(row["record"]))
+        returned: set[int] = set()
+        for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
+            returned.add(i)
             pipe.count(rec)
             yield rec
+        lost = [t for t in todo if t["i"] not in returned]
+        if not lost:
+            continue
+        if len(lost) > max(LOST_ALONE, len(todo) // 2):
+            # Most of the window failed: the cluster (a lost node, a model that cannot build), not a file.
+            raise RayJobFailed(f"Ray tasks failed for {len(lost)} of the {len(todo)} files of this window (see the "
+                               "Ray log above): the cluster is failing, not one file; the results store keeps the "
+                               "records so far and the same command resumes after them")
+        # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
+        # files with it: each is tried again alone, so only such a file is lost, as an error record.
+        again: set[int] = set()
+        for rec, i in _execute(ray, lost, len(lost), stages, 1):
+            again.add(i)
+            pipe.count(rec)
+            yield rec
+        for t in lost:
+            if t["i"] not in again:
+                path = chunk[t["i"] - first].path
+                rec = Record(file=path).set_error(
+                    "internal-error", f"the Ray task scanning this file failed {TASK_RETRIES + 1} times (its worker "
+                    "crashed or it raised; see the Ray log): the file may crash a decoder; tried again on resume")
+                # Finished like any error record (every detector named in it), and counted.
+                yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+
+
+def _blocks(n: int, batch_size: int, cpus: float) -> int:
+    return max(1, min(n // batch_size, 4 * int(cpus)))
+
+
+def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> Iterator[tuple[Record, int]]:
+    """(record, index) of the items whose blocks finished, in input order. A block whose task failed
+    after its retries is left out (max_errored_blocks), not the end of the dataset: the caller sees
+    which indices did not come back."""
+    from ..store import record_from_dict
+
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    for fn, kw in stages:
+        ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
+    for row in ds.iter_rows():
+        yield record_from_dict(json.loads(row["record"])), int(row["i"])

@@ -109,3 +109,85 @@ def test_address_forms_probed():
     ray_engine._probe("auto")  # left to ray.init: it finds the address file, or says there is none
     with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray"):
         ray_engine._probe(f"127.0.0.1:{_closed_port()}")
+
+
+_CRASHING_DRIVER = '''
+import os, pickle, sys
+from aiidetect.engines import ray as ray_engine
+real = ray_engine._decode_stage
+
+def crashing(half, finish):
+    fn = real(half, finish)
+    def stage(batch):
+        # A file that kills the worker reading it, as a decoder crash or an out-of-memory kill would.
+        if any(pickle.loads(b).path.endswith("boom.png") for b in batch["cand"]):
+            os._exit(1)
+        return fn(batch)
+    return stage
+
+ray_engine._decode_stage = crashing
+from aiidetect.cli import main
+sys.argv = ["aiidetect", "scan", *sys.argv[1:]]
+main()
+'''
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
+    """Ray retries a task whose worker died forever: one file that crashed a decoder hung the scan
+    (no record, no exit), and a task that raised ended the whole job with every other file's record
+    lost. Now that file is an internal-error record, every other file's record is the local engine's,
+    the store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import jsonl
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / f"img{i}.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / "boom.png")
+    driver = tmp_path / "driver.py"
+    driver.write_text(_CRASHING_DRIVER)
+    db = tmp_path / "ray.sqlite"
+    common = [str(src), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q"]
+    r = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
+                       capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr[-3000:]
+    remote = {d["file"]: d for d in jsonl(r.stdout)}  # every stdout line is a record
+    local = {d["file"]: d for d in jsonl(subprocess.run([sys.executable, "-m", "aiidetect", "scan", *common],
+                                                        capture_output=True, text=True, timeout=60).stdout)}
+    boom = str(src / "boom.png")
+    assert sorted(remote) == sorted(local) and len(remote) == 6
+    assert remote[boom]["error"]["code"] == "internal-error" and "Ray task" in remote[boom]["error"]["message"]
+    assert {k: v for k, v in remote.items() if k != boom} == {k: v for k, v in local.items() if k != boom}
+    assert remote[boom]["verdict"] == "error"
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), SUM(error_code='internal-error') FROM results").fetchone() == (6, 1)
+
+
+def test_ray_prints_go_to_stderr_other_writes_to_stdout():
+    """Ray's driver threads print the raylet's messages to sys.stdout; only theirs are moved."""
+    import io
+    import threading
+
+    from aiidetect.engines.ray import _RayPrintsToStderr
+
+    out, err = io.StringIO(), io.StringIO()
+    proxy = _RayPrintsToStderr(out, err)
+    t = threading.Thread(target=lambda: print("(raylet) A worker died", file=proxy), name="ray_listen_error_messages")
+    t.start()
+    t.join()
+    print('{"file": "a.jpg"}', file=proxy)
+    proxy.closing = True
+    print("(raylet) held back until shutdown", file=proxy)
+    assert out.getvalue() == '{"file": "a.jpg"}\n'
+    assert err.getvalue() == "(raylet) A worker died\n(raylet) held back until shutdown\n"
+    assert proxy.getvalue() == out.getvalue()  # anything else is the real stdout's
