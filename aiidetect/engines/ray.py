@@ -325,8 +325,14 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
     which indices did not come back."""
     from ..store import record_from_dict
 
+    import warnings
+
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     for fn, kw in stages:
-        ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
+        with warnings.catch_warnings():
+            # Ray 2.60 names no parameter for max_retries / max_task_retries yet deprecates passing them as
+            # remote args: a warning on every scan's stderr about our own call, with nothing to change to.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
     for row in ds.iter_rows():
         yield record_from_dict(json.loads(row["record"])), int(row["i"])
