@@ -562,3 +562,25 @@ def test_a_scanner_keeps_one_store_open_and_closes_it(tmp_path):
     assert not Path(f"{db}-wal").exists()
     with sqlite3.connect(db) as c:
         assert [r for (r,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["complete"] * 2
+
+
+def test_shards_partition_a_folder_given_in_different_spellings(tmp_path):
+    """The hash was of the path as spelled: shard 1/2 given `in` and shard 2/2 given `./in/` (two
+    scripts, two habits) split the folder two different ways, so some files were in both shards and
+    others in neither, silently. The hash is now of the absolute, normalised path."""
+    imgs = _tiny_images(tmp_path / "in", 40, folders=2)
+    seen = []
+    for i, spelling in ((1, "in"), (2, "./in/"), (3, str(tmp_path / "in") + "//")):
+        r = run_cli("scan", spelling, "-d", "metadata", "--no-cache", "--shard", f"{i}/3", "-f", "jsonl", "-q",
+                    cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        seen += [os.path.abspath(tmp_path / d["file"]) for d in jsonl(r.stdout)]
+    assert sorted(seen) == sorted(str(p) for p in imgs)  # every file once
+
+
+def test_shard_values_are_strict():
+    for bad in ("1_0/20", "1/ 2", " 1/2", "+1/2", "\u0661/\u0662", "1/99999999999999999999999", "1/1000001",
+                "1/2.5", "-1/2", "0/0", "1/2/3", ""):
+        with pytest.raises(ValueError, match="--shard takes I/N"):
+            parse_shard(bad)
+    assert parse_shard("1000000/1000000") == (1000000, 1000000) and parse_shard("01/02") == (1, 2)
