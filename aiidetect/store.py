@@ -452,6 +452,41 @@ class ResultsStore:
                 "folders": [{"folder": f[0], "files": f[1], "ai-generated": f[2], "uncertain": f[3],
                              "likely-real": f[4], "error": f[5]} for f in folders]}
 
+    def shard_gaps(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """What the sessions say is missing from a sharded run: a shard I/N of no session here (not
+        merged yet, or scanned with other detectors, weights or aiidetect version, which made it
+        another run), or shards of one run split N ways in two ways (which overlap). A run that
+        also has an unsharded session is whole by that session and not checked."""
+        from .shard import parse_shard
+
+        with self._lock:
+            rows = self._db.execute("SELECT run_id, shard FROM sessions").fetchall()
+        per: dict[str, set] = {}
+        for run_id, shard in rows:
+            if run_ids is not None and run_id not in run_ids:
+                continue
+            try:
+                per.setdefault(run_id, set()).add(parse_shard(shard))
+            except ValueError:  # a spelling an older version accepted: not a gap we can judge
+                per.setdefault(run_id, set()).add(None)
+        notes = []
+        for run_id, shards in sorted(per.items()):
+            if None in shards:
+                continue
+            ns = sorted({n for _, n in shards})
+            if len(ns) > 1:
+                notes.append(f"run {run_id} has shards of {' and of '.join(f'/{n}' for n in ns)}: split in two ways, "
+                             "they overlap and leave files out; scan it again with one N")
+                continue
+            n = ns[0]
+            missing = [f"{i}/{n}" for i in range(1, n + 1) if (i, n) not in shards]
+            if missing:
+                shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                notes.append(f"run {run_id} lacks shard{'s' if len(missing) > 1 else ''} {shown}: its files are in no "
+                             "row of this run (not merged yet, or scanned with other detectors, weights or aiidetect "
+                             "version: another run)")
+        return notes
+
     # ---- merging
     def merge_from(self, other: str | Path) -> dict[str, Any]:
         """Copy another store's runs, sessions and results into this one. A

@@ -80,6 +80,13 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
     out.flush()
 
 
+def _shard_notes(db: Path, run_ids=None) -> None:
+    """A sharded run with a shard missing looks whole in every count: say so, on stderr."""
+    with _open(db) as store:
+        for note in store.shard_gaps(run_ids):
+            typer.echo(f"note: {note}", err=True)
+
+
 def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
             folders: int = typer.Option(20, "--folders", min=0, help="How many folders to list (most flagged first).")):
     """Counts per verdict, per error code and per folder, and the runs in the store.
@@ -92,6 +99,7 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         runs = [r for r in store.runs() if r["run_id"] in ids]
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
+    _shard_notes(db, ids)
     if fmt is Format.json:
         from ..report.safe import dumps
 
@@ -262,6 +270,7 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     except (StoreError, sqlite3.Error, OSError) as exc:
         fail(f"merge failed (nothing of the failing source was kept): {exc}")
     _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
+    _shard_notes(db)
     raise typer.Exit(EXIT_OK)
 
 
