@@ -447,7 +447,10 @@ class ResultsStore:
                 f"ORDER BY SUM(verdict='ai-generated') DESC, COUNT(*) DESC, folder LIMIT ?",
                 (*run_ids, top_folders)).fetchall()
             n_folders = self._db.execute(f"SELECT COUNT(DISTINCT folder) FROM results WHERE {q}", run_ids).fetchone()[0]
+            # A file is in a run once, but in every run that scanned it: with several runs, `files` counts results.
+            n_paths = self._db.execute(f"SELECT COUNT(DISTINCT path) FROM results WHERE {q}", run_ids).fetchone()[0]
         return {"store": str(self.path), "runs": list(run_ids), "files": sum(verdicts.values()),
+                "distinct_files": n_paths,
                 "verdicts": verdicts, "errors": errors, "folders_total": n_folders,
                 "folders": [{"folder": f[0], "files": f[1], "ai-generated": f[2], "uncertain": f[3],
                              "likely-real": f[4], "error": f[5]} for f in folders]}

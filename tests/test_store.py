@@ -612,3 +612,20 @@ def test_shard_gaps_of_runs_split_two_ways_or_whole(tmp_path):
     assert len(notes) == 1 and notes[0].startswith("run a has shards of /2 and of /3")
     st.start_session("d", "2/5", "local", [])
     assert st.shard_gaps(["d"]) == [st.shard_gaps()[1]] and "lacks shards 1/5, 3/5, 4/5, 5/5" in st.shard_gaps(["d"])[0]
+
+
+def test_summary_of_two_runs_over_one_folder_says_how_many_files(tmp_path):
+    """Two runs of one folder (other options, a new version) summed to twice the files, under the
+    title "N files": an audit of 6 files read as 12."""
+    _tiny_images(tmp_path / "in", 6, folders=1)
+    db = tmp_path / "a.sqlite"
+    for extra in ((), ("--max-pixels", "1000000")):
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q", "-f", "jsonl",
+                    *extra)
+        assert r.returncode == 0, r.stderr
+    s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+    summ = json.loads(s.stdout)
+    assert summ["files"] == 12 and summ["distinct_files"] == 6
+    assert "12 results of 6 distinct files" in s.stderr
+    one = json.loads(run_cli("results", "summary", "--db", str(db), "-f", "json", "--run", summ["runs"][0]).stdout)
+    assert one["files"] == one["distinct_files"] == 6

@@ -100,6 +100,9 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
     _shard_notes(db, ids)
+    if s["distinct_files"] != s["files"]:
+        typer.echo(f"note: {len(ids)} runs scanned some of the same files: {s['files']} results of "
+                   f"{s['distinct_files']} distinct files, each counted once per run (--run ID for one run)", err=True)
     if fmt is Format.json:
         from ..report.safe import dumps
 
@@ -113,7 +116,8 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     rows += [{"section": "run", "key": r["run_id"], "files": r["files"], "detectors": r["detectors"],
               "sessions": r["sessions"]} for r in s["run_details"]]
     cols = ["section", "key", "files", "ai-generated", "uncertain", "likely-real", "error", "detectors", "sessions"]
-    _rows_out(rows, cols, fmt, title=f"{s['files']} files in {db}"
+    _rows_out(rows, cols, fmt, title=(f"{s['files']} files in {db}" if s["distinct_files"] == s["files"] else
+                                      f"{s['files']} results of {s['distinct_files']} files in {db}")
                                      + (f" ({s['folders_total']} folders, top {len(s['folders'])} shown)"
                                         if s["folders_total"] else ""))
     raise typer.Exit(EXIT_OK)
