@@ -314,16 +314,20 @@ class ResultsStore:
             problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
         elif not readonly:
             # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
-            for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
-                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                missing = [c for c in cols if c not in have]
-                if missing:
-                    problem = (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by "
-                               "another tool); this version cannot write into it")
-                    break
+            problem = self.missing_columns("this version cannot write into it")
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def missing_columns(self, consequence: str) -> str | None:
+        """What a table changed by hand (or by another tool) lacks, or None."""
+        for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in cols if c not in have]
+            if missing:
+                return (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by another "
+                        f"tool); {consequence}")
+        return None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -518,7 +522,9 @@ class ResultsStore:
                     "SELECT COUNT(*) FROM src.results s JOIN results m ON m.run_id=s.run_id AND m.path=s.path "
                     "WHERE m.scanned_at IS NOT s.scanned_at OR m.record IS NOT s.record").fetchone()[0]
                 offset = db.execute("SELECT COALESCE(MAX(session_id), 0) FROM sessions").fetchone()[0]
-                db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
+                # By name: a source whose columns are in another order must not shift values between them.
+                db.execute(f"INSERT OR IGNORE INTO runs ({','.join(_RUN_COLS)}) SELECT {','.join(_RUN_COLS)} "
+                           "FROM src.runs")
                 # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
                 # was merged before, else a new id above every id here.
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions "
@@ -660,6 +666,21 @@ def open_session(db: str | Path | ResultsStore, pipeline, options: Mapping[str, 
 
 
 def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every source is checked before any is merged: a damaged third shard used to stop the merge after
+    the first two were committed, with nothing on stdout to say so."""
+    sources = list(sources)
+    for src in sources:
+        try:
+            with ResultsStore(src, readonly=True) as st:
+                try:
+                    problem = st.missing_columns("it cannot be merged")
+                    st.db.execute("SELECT COUNT(*) FROM results").fetchone()
+                except sqlite3.DatabaseError as exc:
+                    problem = f"{src} cannot be read ({exc})"
+        except StoreError as exc:
+            problem = str(exc)
+        if problem:
+            raise StoreError(f"{problem}; no store was merged")
     with ResultsStore(target) as st:
         return [st.merge_from(s) for s in sources]
 

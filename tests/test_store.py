@@ -629,3 +629,35 @@ def test_summary_of_two_runs_over_one_folder_says_how_many_files(tmp_path):
     assert "12 results of 6 distinct files" in s.stderr
     one = json.loads(run_cli("results", "summary", "--db", str(db), "-f", "json", "--run", summ["runs"][0]).stdout)
     assert one["files"] == one["distinct_files"] == 6
+
+
+def test_merge_checks_every_source_before_merging_any(tmp_path):
+    """A damaged third shard stopped the merge after the first ones were committed, with exit 2 and
+    nothing on stdout: a store half merged that the user believed untouched."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    good = tmp_path / "good.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(good), "-q",
+                   "-f", "jsonl").returncode == 0
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(good.read_bytes()[:5000])  # a shard copied off a full disk
+    target = tmp_path / "all.sqlite"
+    m = run_cli("results", "merge", "--db", str(target), str(good), str(bad))
+    assert m.returncode == 2 and m.stdout == "" and "no store was merged" in m.stderr, m.stderr
+    assert not target.exists() or sqlite3.connect(target).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+
+
+def test_merge_copies_runs_by_column_name(tmp_path):
+    """`INSERT INTO runs SELECT *` copied a source's runs by position: a store rebuilt by another tool
+    with the columns in another order had its identity stored as its options, silently."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    src = tmp_path / "src.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(src), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(src) as c:
+        want = c.execute("SELECT run_id, identity, options FROM runs").fetchone()
+        c.executescript("CREATE TABLE r2 AS SELECT options, identity, run_id, detectors, fusion_model, "
+                        "aiidetect_version, created_at FROM runs; DROP TABLE runs; ALTER TABLE r2 RENAME TO runs;")
+    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(src))
+    assert m.returncode == 0, m.stderr
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:
+        assert c.execute("SELECT run_id, identity, options FROM runs").fetchone() == want
