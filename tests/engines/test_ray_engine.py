@@ -191,3 +191,83 @@ def test_ray_prints_go_to_stderr_other_writes_to_stdout():
     assert out.getvalue() == '{"file": "a.jpg"}\n'
     assert err.getvalue() == "(raylet) A worker died\n(raylet) held back until shutdown\n"
     assert proxy.getvalue() == out.getvalue()  # anything else is the real stdout's
+
+
+class _FakeDataset:
+    """Ray Data as the engine uses it, in this process: blocks run the stages in order; a block whose
+    stage raises is dropped, as max_errored_blocks=-1 does."""
+
+    def __init__(self, items, blocks, stages=()):
+        self.items, self.blocks, self.stages = items, blocks, list(stages)
+
+    def map_batches(self, fn, batch_size, batch_format, **kw):
+        return _FakeDataset(self.items, self.blocks, self.stages + [(fn, batch_size)])
+
+    def iter_rows(self):
+        import numpy as np
+
+        size = -(-len(self.items) // self.blocks)
+        for b in range(0, len(self.items), size):
+            block = self.items[b:b + size]
+            batch = {k: np.array([it[k] for it in block], dtype=object) for k in block[0]}
+            try:
+                for fn, _ in self.stages:
+                    batch = fn(batch)
+            except Exception:  # noqa: BLE001 - a failed block is left out
+                continue
+            for k in range(len(batch["i"])):
+                yield {key: batch[key][k] for key in batch}
+
+
+def _fake_ray():
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(execution_options=SimpleNamespace(preserve_order=False), max_errored_blocks=0)
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: ctx), ActorPoolStrategy=None,
+                           from_items=lambda items, override_num_blocks: _FakeDataset(items, override_num_blocks))
+    return SimpleNamespace(data=data, cluster_resources=lambda: {"CPU": 2.0}, nodes=lambda: [])
+
+
+def _ctx():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(backbone_spec=None, device="cpu", dtype="float32", weights_dirs=[], runtime="torch",
+                           onnx_dir=None, options={})
+
+
+def _failing_on(monkeypatch, ray_engine, bad):
+    import pickle
+
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            if any(bad(pickle.loads(b).path) for b in batch["cand"]):
+                raise RuntimeError("worker died")
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_decode_stage", stage)
+
+
+def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    cands = [Candidate(f"/nowhere/{i}.jpg", explicit=True, error=("unreadable", "gone")) for i in range(100)]
+    _failing_on(monkeypatch, ray_engine, lambda p: p.endswith("/7.jpg"))
+    pipe = Pipeline([], None, batch_size=8, workers=1)
+    recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40))
+    assert sorted(r.file for r in recs) == sorted(c.path for c in cands)  # every file once
+    lost = [r for r in recs if r.error.code == "internal-error"]
+    assert [r.file for r in lost] == ["/nowhere/7.jpg"] and pipe.stats.files == 100
+    # The blockmates of 7.jpg come back after the rest of their window, the next window after them.
+    assert [r.file for r in recs].index("/nowhere/7.jpg") < [r.file for r in recs].index("/nowhere/40.jpg")
+
+    _failing_on(monkeypatch, ray_engine, lambda p: True)
+    it = ray_engine._records(_fake_ray(), Pipeline([], None, batch_size=8, workers=1), cands, [], _ctx(), None,
+                             None, None, 100)
+    with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files"):
+        list(it)
