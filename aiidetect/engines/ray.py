@@ -105,11 +105,30 @@ def _probe(address: str | None) -> None:
     if hp is None:
         return
     try:
-        socket.create_connection(hp, timeout=PROBE_SECONDS).close()
+        conn = socket.create_connection(hp, timeout=PROBE_SECONDS)
     except (OSError, ValueError, OverflowError) as exc:  # refused, unreachable, unknown host, port > 65535
         raise RayUnavailable(f"cannot reach Ray at {address}: nothing accepts a connection there "
                              f"({type(exc).__name__}: {exc}); start the head with `ray start --head --port=PORT`, "
                              "or check the address (docs/scale.md)") from None
+    try:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "", "false"):
+            # The head's GCS speaks gRPC, HTTP/2 in clear: it answers the client preface with a SETTINGS frame.
+            # Another service on the port (the dashboard's 8265, a web server) would leave ray.init retrying.
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            got = b""
+            while len(got) < 9:
+                chunk = conn.recv(9 - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            if len(got) < 9 or got[3] != 0x04:
+                raise OSError("it does not answer as gRPC (HTTP/2)")
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach Ray at {address}: something listens there but it is not a Ray head "
+                             f"({exc}); give the head's GCS port (6379 by default, `ray start --head --port`), not "
+                             "the dashboard's (8265); Ray Client takes ray://HOST:10001 (docs/scale.md)") from None
+    finally:
+        conn.close()
 
 
 class _RayPrintsToStderr:

@@ -271,3 +271,37 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
                              None, None, 100)
     with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files"):
         list(it)
+
+
+def _serve_once(reply: bytes) -> int:
+    """A listener on 127.0.0.1 that answers its first connection with `reply`, then closes it."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer():
+        conn, _ = srv.accept()
+        conn.recv(64)
+        conn.sendall(reply)
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+def test_a_port_that_is_not_a_ray_head_is_refused_at_once():
+    """--address naming the dashboard's port (or any web server) made ray.init retry for minutes, as
+    for a port nothing listens on; a Ray head's GCS answers the HTTP/2 preface, anything else is refused."""
+    import time
+
+    from aiidetect.engines import ray as ray_engine
+
+    t = time.monotonic()
+    with pytest.raises(ray_engine.RayUnavailable, match="not a Ray head"):
+        ray_engine._probe(f"127.0.0.1:{_serve_once(b'HTTP/1.0 400 Bad request')}")
+    assert time.monotonic() - t < 10
+    ray_engine._probe(f"127.0.0.1:{_serve_once(bytes([0, 0, 0x18, 4, 0, 0, 0, 0, 0]))}")  # a gRPC server's SETTINGS
