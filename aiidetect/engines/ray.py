@@ -342,9 +342,9 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
     """(record, index) of the items whose blocks finished, in input order. A block whose task failed
     after its retries is left out (max_errored_blocks), not the end of the dataset: the caller sees
     which indices did not come back."""
-    from ..store import record_from_dict
-
     import warnings
+
+    from ..store import record_from_dict
 
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     for fn, kw in stages:
