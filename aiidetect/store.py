@@ -463,20 +463,29 @@ class ResultsStore:
         """What the sessions say is missing from a sharded run: a shard I/N of no session here (not
         merged yet, or scanned with other detectors, weights or aiidetect version, which made it
         another run), or shards of one run split N ways in two ways (which overlap). A run that
-        also has an unsharded session is whole by that session and not checked."""
+        also has an unsharded session is whole by that session and not checked. And a shard (or an
+        unsharded run) none of whose sessions ran to the end: killed, stopped, or still running."""
         from .shard import parse_shard
 
         with self._lock:
-            rows = self._db.execute("SELECT run_id, shard FROM sessions").fetchall()
+            rows = self._db.execute("SELECT run_id, shard, status FROM sessions").fetchall()
         per: dict[str, set] = {}
-        for run_id, shard in rows:
+        finished: dict[tuple, bool] = {}
+        for run_id, shard, status in rows:
             if run_ids is not None and run_id not in run_ids:
                 continue
             try:
-                per.setdefault(run_id, set()).add(parse_shard(shard))
+                part = parse_shard(shard)
             except ValueError:  # a spelling an older version accepted: not a gap we can judge
-                per.setdefault(run_id, set()).add(None)
+                part = None
+            per.setdefault(run_id, set()).add(part)
+            finished[run_id, part] = finished.get((run_id, part), False) or status == "complete"
         notes = []
+        for (run_id, part), done in sorted(finished.items(), key=lambda x: (x[0][0], x[0][1] or (0, 0))):
+            if not done:
+                what = f"shard {part[0]}/{part[1]} of run {run_id}" if part else f"run {run_id}"
+                notes.append(f"{what} never ran to the end (its sessions were stopped or killed, or one is still "
+                             "running): files may have no row; the same scan command resumes it")
         for run_id, shards in sorted(per.items()):
             if None in shards:
                 continue

@@ -606,11 +606,14 @@ def test_merge_and_summary_say_which_shards_a_run_lacks(tmp_path):
 
 def test_shard_gaps_of_runs_split_two_ways_or_whole(tmp_path):
     st = ResultsStore(tmp_path / "a.sqlite")
+    def ran(run, shard):
+        st.finish_session(st.start_session(run, shard, "local", []), 1, 0, "complete")
+
     for run, shard in (("a", "1/2"), ("a", "2/3"), ("b", "1/2"), ("b", "2/2"), ("c", "1/4"), ("c", None)):
-        st.start_session(run, shard, "local", [])
+        ran(run, shard)
     notes = st.shard_gaps()
     assert len(notes) == 1 and notes[0].startswith("run a has shards of /2 and of /3")
-    st.start_session("d", "2/5", "local", [])
+    ran("d", "2/5")
     assert st.shard_gaps(["d"]) == [st.shard_gaps()[1]] and "lacks shards 1/5, 3/5, 4/5, 5/5" in st.shard_gaps(["d"])[0]
 
 
@@ -661,3 +664,21 @@ def test_merge_copies_runs_by_column_name(tmp_path):
     assert m.returncode == 0, m.stderr
     with sqlite3.connect(tmp_path / "all.sqlite") as c:
         assert c.execute("SELECT run_id, identity, options FROM runs").fetchone() == want
+
+
+def test_summary_says_a_shard_never_ran_to_the_end(tmp_path):
+    """A shard whose machine was killed, merged and never resumed, left a store whose counts looked
+    whole: its files simply had no row."""
+    st = ResultsStore(tmp_path / "a.sqlite")
+    done = st.start_session("r", "1/2", "local", [])
+    st.finish_session(done, 3, 0, "complete")
+    st.start_session("r", "2/2", "local", [])  # killed: stays 'running'
+    killed = st.start_session("r", "2/2", "local", [])
+    st.finish_session(killed, 1, 0, "interrupted")
+    st.finish_session(st.start_session("u", None, "local", []), 1, 0, "interrupted")
+    notes = st.shard_gaps()
+    assert len(notes) == 2 and notes[0].startswith("shard 2/2 of run r never ran to the end")
+    assert notes[1].startswith("run u never ran to the end")
+    st.finish_session(st.start_session("r", "2/2", "local", []), 1, 0, "complete")  # resumed to the end
+    assert st.shard_gaps(["r"]) == []
+    st.close()
