@@ -96,14 +96,33 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def _auto_target(address: str | None) -> str | None:
+    """The HOST:PORT that ray.init("auto") goes to: $RAY_ADDRESS, else the address file `ray start`
+    leaves (a stale one, of a head that is gone, made the scan wait as for a wrong port)."""
+    if address != "auto":
+        return address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        with open(get_ray_address_file(None), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except Exception:  # noqa: BLE001 - no file, or another Ray layout: ray.init decides alone
+        return None
+
+
 def _probe(address: str | None) -> None:
     """A HOST:PORT nothing answers on fails now: ray.init retries such an address for minutes, printing
     its own log lines, before it raises (a scan that seems to hang)."""
     import socket
 
-    hp = _host_port(address or "")
+    target = _auto_target(address)
+    hp = _host_port(target or "")
     if hp is None:
         return
+    if target != address:
+        address = f"{address} ({target})"
     try:
         conn = socket.create_connection(hp, timeout=PROBE_SECONDS)
     except (OSError, ValueError, OverflowError) as exc:  # refused, unreachable, unknown host, port > 65535

@@ -100,13 +100,24 @@ def test_an_address_nothing_answers_on_is_one_line_not_a_hang(tmp_path):
     assert lines[0].startswith("error: cannot reach Ray at 127.0.0.1:")
 
 
-def test_address_forms_probed():
+def test_address_forms_probed(tmp_path, monkeypatch):
     from aiidetect.engines import ray as ray_engine
 
     assert ray_engine._host_port("auto") is None and ray_engine._host_port("ray://h:10001") is None
     assert ray_engine._host_port("head.example:6379") == ("head.example", 6379)
     assert ray_engine._host_port("[::1]:6379") == ("::1", 6379)
-    ray_engine._probe("auto")  # left to ray.init: it finds the address file, or says there is none
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    ray_engine._probe("auto")  # no address file: left to ray.init, which says there is no cluster
+    # `auto` goes where $RAY_ADDRESS or the address file of the last `ray start` says: a head gone since
+    # made the scan wait as long as a wrong port did.
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}\n")
+    with pytest.raises(ray_engine.RayUnavailable, match=r"cannot reach Ray at auto \(127\.0\.0\.1:"):
+        ray_engine._probe("auto")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
+    with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray at auto"):
+        ray_engine._probe("auto")
     with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray"):
         ray_engine._probe(f"127.0.0.1:{_closed_port()}")
 
