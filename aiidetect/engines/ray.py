@@ -87,7 +87,9 @@ PROBE_SECONDS = 5.0
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
-    """(host, port) of a `HOST:PORT` or `[V6]:PORT` address; None for `auto`, `ray://...` and the like."""
+    """(host, port) of a `HOST:PORT`, `[V6]:PORT` or `ray://HOST:PORT` address; None for `auto` and the like."""
+    if address.startswith("ray://"):
+        address = address[len("ray://"):].rstrip("/")
     if "://" in address or ":" not in address:
         return None
     host, _, port = address.rpartition(":")
@@ -130,7 +132,8 @@ def _probe(address: str | None) -> None:
                              f"({type(exc).__name__}: {exc}); start the head with `ray start --head --port=PORT`, "
                              "or check the address (docs/scale.md)") from None
     try:
-        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "", "false"):
+        # (Ray Client, ray://, may sit behind a TLS proxy: its TCP connection is all that is checked.)
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "", "false") and not target.startswith("ray://"):
             # The head's GCS speaks gRPC, HTTP/2 in clear: it answers the client preface with a SETTINGS frame.
             # Another service on the port (the dashboard's 8265, a web server) would leave ray.init retrying.
             conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")

@@ -103,7 +103,9 @@ def test_an_address_nothing_answers_on_is_one_line_not_a_hang(tmp_path):
 def test_address_forms_probed(tmp_path, monkeypatch):
     from aiidetect.engines import ray as ray_engine
 
-    assert ray_engine._host_port("auto") is None and ray_engine._host_port("ray://h:10001") is None
+    assert ray_engine._host_port("auto") is None and ray_engine._host_port("ray://h:10001") == ("h", 10001)
+    with pytest.raises(ray_engine.RayUnavailable, match="nothing accepts a connection"):
+        ray_engine._probe(f"ray://127.0.0.1:{_closed_port()}")
     assert ray_engine._host_port("head.example:6379") == ("head.example", 6379)
     assert ray_engine._host_port("[::1]:6379") == ("::1", 6379)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
