@@ -562,9 +562,10 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                return ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
+                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
+            return _scan_errors(records, ray_engine.RayJobFailed)
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):
@@ -637,6 +638,17 @@ class Scanner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _scan_errors(records, fatal):
+    """`records`, with an engine's fatal error (a failing cluster) raised as the ScanError it is: one
+    explained line and exit 2, not an unexpected exception."""
+    try:
+        yield from records
+    except fatal as exc:
+        raise ScanError(str(exc)) from None
+    finally:
+        records.close()
 
 
 def _wanted(path: str, include, exclude) -> bool:

@@ -318,3 +318,33 @@ def test_a_port_that_is_not_a_ray_head_is_refused_at_once():
         ray_engine._probe(f"127.0.0.1:{_serve_once(b'HTTP/1.0 400 Bad request')}")
     assert time.monotonic() - t < 10
     ray_engine._probe(f"127.0.0.1:{_serve_once(bytes([0, 0, 0x18, 4, 0, 0, 0, 0, 0]))}")  # a gRPC server's SETTINGS
+
+
+def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """RayJobFailed escaped the scan as an unexpected exception ("aiidetect: error: RayJobFailed: ...
+    (aiidetect --debug shows the traceback)"), as if aiidetect had a bug; it is an explained fatal error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+    from aiidetect.engines import ray as ray_engine
+
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    def run(pipe, cands, *a, **k):
+        def records():
+            from aiidetect.records import Record
+
+            yield Record(file=str(tmp_path / "0.png")).set_error("decode-error", "x")
+            raise ray_engine.RayJobFailed("Ray tasks failed for 2 of the 2 files of this window")
+        return records()
+
+    monkeypatch.setattr(ray_engine, "connect", lambda address: None)
+    monkeypatch.setattr(ray_engine, "run", run)
+    r = CliRunner().invoke(app, ["scan", str(tmp_path), "-d", "metadata", "--engine", "ray", "-f", "json", "-q",
+                                 "--no-cache"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "error: Ray tasks failed for 2 of the 2 files" in r.stderr and "RayJobFailed" not in r.stderr
+    assert len(json.loads(r.stdout)) == 1  # the records so far, as a document that parses
