@@ -29,7 +29,30 @@ from ..records import Record
 
 # Paths handed to Ray per dataset execution. One window's (index, path) rows are held by the
 # driver; actors start once per window, so larger windows amortise model loading.
-WINDOW = int(os.environ.get("AIIDETECT_RAY_WINDOW", "50000"))
+WINDOW = 50000  # AIIDETECT_RAY_WINDOW
+
+
+def _env_number(name: str, integer: bool = True) -> float | None:
+    """A sizing setting from the environment, or None when unset; RayUnavailable, before any model is
+    built, when it is not a number >= 1 (AIIDETECT_RAY_WINDOW=0 scanned no file at all and said
+    'scanned 0 files', exit 0; 'abc' was an unexplained ValueError)."""
+    import math
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < 1:
+        raise RayUnavailable(f"{name}={raw!r}: takes a {'whole ' if integer else ''}number >= 1 (docs/scale.md)")
+    return value
+
+
+def _settings() -> dict[str, float | None]:
+    return {"window": _env_number("AIIDETECT_RAY_WINDOW"), "actors": _env_number("AIIDETECT_RAY_ACTORS"),
+            "actor_cpus": _env_number("AIIDETECT_RAY_ACTOR_CPUS", integer=False)}
 
 
 # Retries of a task whose worker died (or, for the model actors, of a batch whose actor died).
@@ -200,7 +223,9 @@ def _route_ray_prints(ray) -> None:
 
 
 def connect(address: str | None) -> None:
-    """Import Ray and start or reach it (RayUnavailable, one line, when that cannot be done)."""
+    """Check the sizing settings, import Ray and start or reach it (RayUnavailable, one line, when
+    that cannot be done)."""
+    _settings()
     _connect(_import_ray(), address)
 
 
@@ -266,6 +291,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
     RayUnavailable here, before any output."""
+    _settings()
     ray = _import_ray()
     _connect(ray, address)
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
@@ -278,6 +304,7 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     data_ctx.execution_options.preserve_order = True  # records come back in input order, like the local engine
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    env = _settings()
     has_model = bool(pipe.groups)
     use_gpu = has_model and gpus >= 1 and ctx.device in ("auto", "cuda")
     if actor_gpus is None:
@@ -286,10 +313,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         # Half of the smallest node: an actor must fit on one node, and the other half decodes.
         node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         smallest = min([c for c in node_cpus if c > 0] or [cpus])
-        actor_cpus = float(os.environ.get("AIIDETECT_RAY_ACTOR_CPUS", 1 if use_gpu else max(1, int(smallest) // 2)))
+        actor_cpus = env["actor_cpus"] or float(1 if use_gpu else max(1, int(smallest) // 2))
     if actors is None:
-        env = os.environ.get("AIIDETECT_RAY_ACTORS")
-        actors = int(env) if env else (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus))))
+        actors = int(env["actors"] or (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus)))))
     # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
     # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
@@ -305,7 +331,7 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                                  "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
     else:
         stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
-    window = window or WINDOW
+    window = window or int(env["window"] or WINDOW)
     it = iter(candidates)
     base = 0
     while True:

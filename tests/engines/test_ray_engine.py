@@ -348,3 +348,20 @@ def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch
     assert r.exit_code == 2, (r.output, r.exception)
     assert "error: Ray tasks failed for 2 of the 2 files" in r.stderr and "RayJobFailed" not in r.stderr
     assert len(json.loads(r.stdout)) == 1  # the records so far, as a document that parses
+
+
+@pytest.mark.parametrize("name", ["AIIDETECT_RAY_WINDOW", "AIIDETECT_RAY_ACTORS", "AIIDETECT_RAY_ACTOR_CPUS"])
+def test_ray_sizing_settings_are_checked_before_the_scan(tmp_path, name):
+    """AIIDETECT_RAY_WINDOW=0 scanned no file at all ('scanned 0 files', exit 0: an audit silently
+    empty); 'abc' or -5 were unexplained ValueErrors. Each is exit 2 and one line, before Ray starts."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for bad in ("0", "-5", "abc", "nan"):
+        r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata", "-q",
+                            "--engine", "ray", "-f", "jsonl"], capture_output=True, text=True, timeout=60,
+                           env={**__import__("os").environ, name: bad})
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (bad, r.stderr[-2000:])
+        assert lines[0].startswith(f"error: {name}=") and "number >= 1" in lines[0]
