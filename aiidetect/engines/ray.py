@@ -362,9 +362,10 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             continue
         if len(lost) > max(LOST_ALONE, len(todo) // 2):
             # Most of the window failed: the cluster (a lost node, a model that cannot build), not a file.
+            after = ("the results store keeps the records so far and the same command resumes after them"
+                     if pipe.prior is not None else "with --db a second run would resume after the records so far")
             raise RayJobFailed(f"Ray tasks failed for {len(lost)} of the {len(todo)} files of this window (see the "
-                               "Ray log above): the cluster is failing, not one file; the results store keeps the "
-                               "records so far and the same command resumes after them")
+                               f"Ray log above): the cluster is failing, not one file; {after}")
         # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
         # files with it: each is tried again alone, so only such a file is lost, as an error record.
         again: set[int] = set()
