@@ -282,7 +282,7 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
     _failing_on(monkeypatch, ray_engine, lambda p: True)
     it = ray_engine._records(_fake_ray(), Pipeline([], None, batch_size=8, workers=1), cands, [], _ctx(), None,
                              None, None, 100)
-    with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files"):
+    with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files.*with --db a second run would resume"):
         list(it)
 
 
