@@ -395,6 +395,7 @@ class Scanner:
         self._assembled = False
         self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
+        self._store = None  # the results store (--db), opened by candidates() before any model is built
         self.pipeline = None
         self.discovery = None
         self.families, self.context = self._choose_runtime(self.options)
@@ -502,7 +503,30 @@ class Scanner:
                     raise UsageError(f"--db {o.db} is one of the files being scanned; give the store another name")
         cands = _guarded(cands, output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
                          store=o.db)
+        self._preflight()
         return in_shard(cands, parse_shard(o.shard))
+
+    def _preflight(self) -> None:
+        """Open the results store and reach the Ray cluster now, before any model is built: a read-only
+        or foreign store, or a cluster address nothing answers on, must cost the user seconds, not the
+        minutes a backbone takes to load (ScanError)."""
+        o = self.options
+        if o.db is not None and self._store is None:
+            import sqlite3
+
+            from .store import ResultsStore, StoreError
+
+            try:
+                self._store = ResultsStore(o.db)
+            except (StoreError, OSError, sqlite3.Error) as exc:
+                raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
+        if o.engine == "ray":
+            from .engines import ray as ray_engine
+
+            try:
+                ray_engine.connect(o.address)
+            except ray_engine.RayUnavailable as exc:
+                raise ScanError(str(exc)) from None
 
     def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
              argv: Sequence[str] | None = None) -> Iterator[Any]:
@@ -545,9 +569,10 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                return ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
+                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
+            return _scan_errors(records, ray_engine.RayJobFailed)
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):
@@ -557,7 +582,9 @@ class Scanner:
 
         o = self.options
         try:
-            return open_session(o.db, pipe, {"detectors": self.families, "batch_size": pipe.batch_size},
+            if self._store is None:  # records() called with candidates of another Scanner
+                self._preflight()
+            return open_session(self._store, pipe, {"detectors": self.families, "batch_size": pipe.batch_size},
                                 shard=o.shard, engine=o.engine, argv=list(argv) if argv is not None else sys.argv[1:])
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
@@ -605,6 +632,9 @@ class Scanner:
         stays open). Safe to call more than once."""
         for it in list(self._live):
             it.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._own_cache:
             self._cache.close()
             # A scan after close() opens it again; a cache the caller passed in is theirs to close.
@@ -615,6 +645,17 @@ class Scanner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _scan_errors(records, fatal):
+    """`records`, with an engine's fatal error (a failing cluster) raised as the ScanError it is: one
+    explained line and exit 2, not an unexpected exception."""
+    try:
+        yield from records
+    except fatal as exc:
+        raise ScanError(str(exc)) from None
+    finally:
+        records.close()
 
 
 def _wanted(path: str, include, exclude) -> bool:

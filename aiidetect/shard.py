@@ -1,35 +1,46 @@
 """--shard I/N: split a sweep between N processes or machines by a stable hash
 of each path, so every file is scanned by exactly one of them.
 
-The hash is of the path as discovered (as the arguments spell it), never of
-Python's per-process salted hash(): give every shard the same path arguments
-(same mount point, or the same relative paths from the same folder).
+The hash is of the file's absolute, normalised path (the results store's key,
+store.path_key), never of Python's per-process salted hash(): `arch`, `./arch/`
+and `/data/arch` from /data split the same way, so shards given the folder in
+different spellings still partition it. The files must be at the same absolute
+path on every machine (the same mount point).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Iterable, Iterator
 
 from .discover import Candidate
+
+
+# More shards than this is a typo: a 64-bit hash mod N is no longer even, and each shard would hold
+# next to nothing.
+MAX_SHARDS = 1_000_000
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'2/3' -> (2, 3); raises ValueError with the rule when malformed."""
     if text is None:
         return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard takes I/N with 1 <= I <= N (e.g. 2/3), got {text!r}") from None
-    if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"--shard takes I/N with 1 <= I <= N (e.g. 2/3), got {text!r}")
+    rule = f"--shard takes I/N with 1 <= I <= N <= {MAX_SHARDS:,} (e.g. 2/3), got {text!r}"
+    # ASCII digits only: int() also reads '1_0', ' 2' and other scripts' digits, which the sessions
+    # table would then keep in a spelling no other shard shares.
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", text)
+    if m is None or len(m[2]) > 7:
+        raise ValueError(rule)
+    i, n = int(m[1]), int(m[2])
+    if not 1 <= i <= n <= MAX_SHARDS:
+        raise ValueError(rule)
     return i, n
 
 
 def shard_of(path: str, n: int) -> int:
-    """1..n, the same on every machine and Python version."""
-    raw = os.fsencode(path)
+    """1..n, the same on every machine and Python version, and for every spelling of the path."""
+    raw = os.fsencode(os.path.normpath(os.path.abspath(path)))
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") % n + 1
 
 

@@ -319,16 +319,20 @@ class ResultsStore:
             problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
         elif not readonly:
             # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
-            for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
-                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                missing = [c for c in cols if c not in have]
-                if missing:
-                    problem = (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by "
-                               "another tool); this version cannot write into it")
-                    break
+            problem = self.missing_columns("this version cannot write into it")
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def missing_columns(self, consequence: str) -> str | None:
+        """What a table changed by hand (or by another tool) lacks, or None."""
+        for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in cols if c not in have]
+            if missing:
+                return (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by another "
+                        f"tool); {consequence}")
+        return None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -477,10 +481,57 @@ class ResultsStore:
                 f"ORDER BY SUM(verdict='ai-generated') DESC, COUNT(*) DESC, folder LIMIT ?",
                 (*run_ids, top_folders)).fetchall()
             n_folders = self._db.execute(f"SELECT COUNT(DISTINCT folder) FROM results WHERE {q}", run_ids).fetchone()[0]
+            # A file is in a run once, but in every run that scanned it: with several runs, `files` counts results.
+            n_paths = self._db.execute(f"SELECT COUNT(DISTINCT path) FROM results WHERE {q}", run_ids).fetchone()[0]
         return {"store": str(self.path), "runs": list(run_ids), "files": sum(verdicts.values()),
+                "distinct_files": n_paths,
                 "verdicts": verdicts, "errors": errors, "folders_total": n_folders,
                 "folders": [{"folder": f[0], "files": f[1], "ai-generated": f[2], "uncertain": f[3],
                              "likely-real": f[4], "error": f[5]} for f in folders]}
+
+    def shard_gaps(self, run_ids: Sequence[str] | None = None) -> list[str]:
+        """What the sessions say is missing from a sharded run: a shard I/N of no session here (not
+        merged yet, or scanned with other detectors, weights or aiidetect version, which made it
+        another run), or shards of one run split N ways in two ways (which overlap). A run that
+        also has an unsharded session is whole by that session and not checked. And a shard (or an
+        unsharded run) none of whose sessions ran to the end: killed, stopped, or still running."""
+        from .shard import parse_shard
+
+        with self._lock:
+            rows = self._db.execute("SELECT run_id, shard, status FROM sessions").fetchall()
+        per: dict[str, set] = {}
+        finished: dict[tuple, bool] = {}
+        for run_id, shard, status in rows:
+            if run_ids is not None and run_id not in run_ids:
+                continue
+            try:
+                part = parse_shard(shard)
+            except ValueError:  # a spelling an older version accepted: not a gap we can judge
+                part = None
+            per.setdefault(run_id, set()).add(part)
+            finished[run_id, part] = finished.get((run_id, part), False) or status == "complete"
+        notes = []
+        for (run_id, part), done in sorted(finished.items(), key=lambda x: (x[0][0], x[0][1] or (0, 0))):
+            if not done:
+                what = f"shard {part[0]}/{part[1]} of run {run_id}" if part else f"run {run_id}"
+                notes.append(f"{what} never ran to the end (its sessions were stopped or killed, or one is still "
+                             "running): files may have no row; the same scan command resumes it")
+        for run_id, shards in sorted(per.items()):
+            if None in shards:
+                continue
+            ns = sorted({n for _, n in shards})
+            if len(ns) > 1:
+                notes.append(f"run {run_id} has shards of {' and of '.join(f'/{n}' for n in ns)}: split in two ways, "
+                             "they overlap and leave files out; scan it again with one N")
+                continue
+            n = ns[0]
+            missing = [f"{i}/{n}" for i in range(1, n + 1) if (i, n) not in shards]
+            if missing:
+                shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                notes.append(f"run {run_id} lacks shard{'s' if len(missing) > 1 else ''} {shown}: its files are in no "
+                             "row of this run (not merged yet, or scanned with other detectors, weights or aiidetect "
+                             "version: another run)")
+        return notes
 
     # ---- merging
     def merge_from(self, other: str | Path) -> dict[str, Any]:
@@ -510,7 +561,9 @@ class ResultsStore:
                     "SELECT COUNT(*) FROM src.results s JOIN results m ON m.run_id=s.run_id AND m.path=s.path "
                     "WHERE m.scanned_at IS NOT s.scanned_at OR m.record IS NOT s.record").fetchone()[0]
                 offset = db.execute("SELECT COALESCE(MAX(session_id), 0) FROM sessions").fetchone()[0]
-                db.execute("INSERT OR IGNORE INTO runs SELECT * FROM src.runs")
+                # By name: a source whose columns are in another order must not shift values between them.
+                db.execute(f"INSERT OR IGNORE INTO runs ({','.join(_RUN_COLS)}) SELECT {','.join(_RUN_COLS)} "
+                           "FROM src.runs")
                 # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
                 # was merged before, else a new id above every id here.
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions "
@@ -665,17 +718,32 @@ class StoreSession:
             raise StoreError(f"cannot write to the results store {self.store.path} ({exc})") from exc
 
 
-def open_session(db_path: str | Path, pipeline, options: Mapping[str, Any], shard: str | None = None,
+def open_session(db: str | Path | ResultsStore, pipeline, options: Mapping[str, Any], shard: str | None = None,
                  engine: str = "local", argv: Sequence[str] | None = None,
                  batch: int = 200) -> StoreSession:
-    """Open (or create) the store and the run equivalent to this pipeline."""
-    store = ResultsStore(db_path)
+    """Open (or create) the store, or take one already open, and the run equivalent to this pipeline."""
+    store = db if isinstance(db, ResultsStore) else ResultsStore(db)
     run_id = store.ensure_run(run_identity(pipeline), options, [d.name for d in pipeline.detectors],
                               fusion_name(pipeline))
     return StoreSession(store, run_id, fusion_name(pipeline), shard=shard, engine=engine, argv=argv, batch=batch)
 
 
 def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every source is checked before any is merged: a damaged third shard used to stop the merge after
+    the first two were committed, with nothing on stdout to say so."""
+    sources = list(sources)
+    for src in sources:
+        try:
+            with ResultsStore(src, readonly=True) as st:
+                try:
+                    problem = st.missing_columns("it cannot be merged")
+                    st.db.execute("SELECT COUNT(*) FROM results").fetchone()
+                except sqlite3.DatabaseError as exc:
+                    problem = f"{src} cannot be read ({exc})"
+        except StoreError as exc:
+            problem = str(exc)
+        if problem:
+            raise StoreError(f"{problem}; no store was merged")
     with ResultsStore(target) as st:
         return [st.merge_from(s) for s in sources]
 

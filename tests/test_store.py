@@ -527,3 +527,158 @@ def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
     assert r.returncode == 2 and r.stdout == "" and "lacks fusion_model" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len(jsonl(run_cli("results", "export", "--db", str(db), "-f", "jsonl").stdout)) == 3  # still read
+
+
+def test_a_store_that_cannot_open_stops_the_scan_before_any_model_is_built(tmp_path, monkeypatch):
+    """The store was opened after the detectors were built: a read-only or foreign store (a typo'd
+    --db naming a colleague's file) cost the minutes a ViT-L backbone takes to load before exit 2."""
+    import aiidetect.api as api
+    from aiidetect.api import ScanError, Scanner
+
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("not a database, a page of notes\n" * 200)
+
+    def no_models(*a, **k):
+        raise AssertionError("detectors built before the results store was opened")
+
+    monkeypatch.setattr(api, "_create", no_models)
+    s = Scanner(detectors=["linear"], db=str(bad), cache=False)
+    with pytest.raises(ScanError, match="cannot open the results store"):
+        list(s.scan([str(tmp_path / "in")]))
+    assert bad.read_text().startswith("not a database")  # never written
+
+
+def test_a_scanner_keeps_one_store_open_and_closes_it(tmp_path):
+    """Two scans of one Scanner write into the store it opened; close() releases it (no -wal left)."""
+    from aiidetect.api import Scanner
+
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    with Scanner(detectors=["metadata"], db=str(db), cache=False) as s:
+        assert len(list(s.scan([str(tmp_path / "in")]))) == 3
+        assert len(list(s.scan([str(tmp_path / "in")]))) == 3
+        assert s.stats["resumed"] == 3
+    assert not Path(f"{db}-wal").exists()
+    with sqlite3.connect(db) as c:
+        assert [r for (r,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["complete"] * 2
+
+
+def test_shards_partition_a_folder_given_in_different_spellings(tmp_path):
+    """The hash was of the path as spelled: shard 1/2 given `in` and shard 2/2 given `./in/` (two
+    scripts, two habits) split the folder two different ways, so some files were in both shards and
+    others in neither, silently. The hash is now of the absolute, normalised path."""
+    imgs = _tiny_images(tmp_path / "in", 40, folders=2)
+    seen = []
+    for i, spelling in ((1, "in"), (2, "./in/"), (3, str(tmp_path / "in") + "//")):
+        r = run_cli("scan", spelling, "-d", "metadata", "--no-cache", "--shard", f"{i}/3", "-f", "jsonl", "-q",
+                    cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        seen += [os.path.abspath(tmp_path / d["file"]) for d in jsonl(r.stdout)]
+    assert sorted(seen) == sorted(str(p) for p in imgs)  # every file once
+
+
+def test_shard_values_are_strict():
+    for bad in ("1_0/20", "1/ 2", " 1/2", "+1/2", "\u0661/\u0662", "1/99999999999999999999999", "1/1000001",
+                "1/2.5", "-1/2", "0/0", "1/2/3", ""):
+        with pytest.raises(ValueError, match="--shard takes I/N"):
+            parse_shard(bad)
+    assert parse_shard("1000000/1000000") == (1000000, 1000000) and parse_shard("01/02") == (1, 2)
+
+
+def test_merge_and_summary_say_which_shards_a_run_lacks(tmp_path):
+    """A shard not merged yet, or scanned on a machine with other weights (another run), left a run
+    that every count showed as whole: 2 of 3 shards merged read as a finished audit."""
+    _tiny_images(tmp_path / "in", 12, folders=1)
+    shards = []
+    for i in (1, 3):
+        db = tmp_path / f"s{i}.sqlite"
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "--shard",
+                    f"{i}/3", "-q", "-f", "jsonl")
+        assert r.returncode == 0, r.stderr
+        shards.append(str(db))
+    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), *shards, "-f", "json")
+    assert m.returncode == 0 and len(json.loads(m.stdout)) == 2
+    assert "lacks shard 2/3" in m.stderr, m.stderr
+    s = run_cli("results", "summary", "--db", str(tmp_path / "all.sqlite"), "-f", "json")
+    assert s.returncode == 0 and json.loads(s.stdout)["files"] > 0 and "lacks shard 2/3" in s.stderr
+
+
+def test_shard_gaps_of_runs_split_two_ways_or_whole(tmp_path):
+    st = ResultsStore(tmp_path / "a.sqlite")
+    def ran(run, shard):
+        st.finish_session(st.start_session(run, shard, "local", []), 1, 0, "complete")
+
+    for run, shard in (("a", "1/2"), ("a", "2/3"), ("b", "1/2"), ("b", "2/2"), ("c", "1/4"), ("c", None)):
+        ran(run, shard)
+    notes = st.shard_gaps()
+    assert len(notes) == 1 and notes[0].startswith("run a has shards of /2 and of /3")
+    ran("d", "2/5")
+    assert st.shard_gaps(["d"]) == [st.shard_gaps()[1]] and "lacks shards 1/5, 3/5, 4/5, 5/5" in st.shard_gaps(["d"])[0]
+
+
+def test_summary_of_two_runs_over_one_folder_says_how_many_files(tmp_path):
+    """Two runs of one folder (other options, a new version) summed to twice the files, under the
+    title "N files": an audit of 6 files read as 12."""
+    _tiny_images(tmp_path / "in", 6, folders=1)
+    db = tmp_path / "a.sqlite"
+    for extra in ((), ("--max-pixels", "1000000")):
+        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q", "-f", "jsonl",
+                    *extra)
+        assert r.returncode == 0, r.stderr
+    s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+    summ = json.loads(s.stdout)
+    assert summ["files"] == 12 and summ["distinct_files"] == 6
+    assert "12 results of 6 distinct files" in s.stderr
+    one = json.loads(run_cli("results", "summary", "--db", str(db), "-f", "json", "--run", summ["runs"][0]).stdout)
+    assert one["files"] == one["distinct_files"] == 6
+
+
+def test_merge_checks_every_source_before_merging_any(tmp_path):
+    """A damaged third shard stopped the merge after the first ones were committed, with exit 2 and
+    nothing on stdout: a store half merged that the user believed untouched."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    good = tmp_path / "good.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(good), "-q",
+                   "-f", "jsonl").returncode == 0
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(good.read_bytes()[:5000])  # a shard copied off a full disk
+    target = tmp_path / "all.sqlite"
+    m = run_cli("results", "merge", "--db", str(target), str(good), str(bad))
+    assert m.returncode == 2 and m.stdout == "" and "no store was merged" in m.stderr, m.stderr
+    assert not target.exists() or sqlite3.connect(target).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+
+
+def test_merge_copies_runs_by_column_name(tmp_path):
+    """`INSERT INTO runs SELECT *` copied a source's runs by position: a store rebuilt by another tool
+    with the columns in another order had its identity stored as its options, silently."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    src = tmp_path / "src.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(src), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(src) as c:
+        want = c.execute("SELECT run_id, identity, options FROM runs").fetchone()
+        c.executescript("CREATE TABLE r2 AS SELECT options, identity, run_id, detectors, fusion_model, "
+                        "aiidetect_version, created_at FROM runs; DROP TABLE runs; ALTER TABLE r2 RENAME TO runs;")
+    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(src))
+    assert m.returncode == 0, m.stderr
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:
+        assert c.execute("SELECT run_id, identity, options FROM runs").fetchone() == want
+
+
+def test_summary_says_a_shard_never_ran_to_the_end(tmp_path):
+    """A shard whose machine was killed, merged and never resumed, left a store whose counts looked
+    whole: its files simply had no row."""
+    st = ResultsStore(tmp_path / "a.sqlite")
+    done = st.start_session("r", "1/2", "local", [])
+    st.finish_session(done, 3, 0, "complete")
+    st.start_session("r", "2/2", "local", [])  # killed: stays 'running'
+    killed = st.start_session("r", "2/2", "local", [])
+    st.finish_session(killed, 1, 0, "interrupted")
+    st.finish_session(st.start_session("u", None, "local", []), 1, 0, "interrupted")
+    notes = st.shard_gaps()
+    assert len(notes) == 2 and notes[0].startswith("shard 2/2 of run r never ran to the end")
+    assert notes[1].startswith("run u never ran to the end")
+    st.finish_session(st.start_session("r", "2/2", "local", []), 1, 0, "complete")  # resumed to the end
+    assert st.shard_gaps(["r"]) == []
+    st.close()

@@ -80,6 +80,13 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
     out.flush()
 
 
+def _shard_notes(db: Path, run_ids=None) -> None:
+    """A sharded run with a shard missing looks whole in every count: say so, on stderr."""
+    with _open(db) as store:
+        for note in store.shard_gaps(run_ids):
+            typer.echo(f"note: {note}", err=True)
+
+
 def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
             folders: int = typer.Option(20, "--folders", min=0, help="How many folders to list (most flagged first).")):
     """Counts per verdict, per error code and per folder, and the runs in the store.
@@ -92,6 +99,10 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         runs = [r for r in store.runs() if r["run_id"] in ids]
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
+    _shard_notes(db, ids)
+    if s["distinct_files"] != s["files"]:
+        typer.echo(f"note: {len(ids)} runs scanned some of the same files: {s['files']} results of "
+                   f"{s['distinct_files']} distinct files, each counted once per run (--run ID for one run)", err=True)
     if fmt is Format.json:
         from ..report.safe import dumps
 
@@ -105,7 +116,8 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     rows += [{"section": "run", "key": r["run_id"], "files": r["files"], "detectors": r["detectors"],
               "sessions": r["sessions"]} for r in s["run_details"]]
     cols = ["section", "key", "files", "ai-generated", "uncertain", "likely-real", "error", "detectors", "sessions"]
-    _rows_out(rows, cols, fmt, title=f"{s['files']} files in {db}"
+    _rows_out(rows, cols, fmt, title=(f"{s['files']} files in {db}" if s["distinct_files"] == s["files"] else
+                                      f"{s['files']} results of {s['distinct_files']} files in {db}")
                                      + (f" ({s['folders_total']} folders, top {len(s['folders'])} shown)"
                                         if s["folders_total"] else ""))
     raise typer.Exit(EXIT_OK)
@@ -265,6 +277,7 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     except (StoreError, sqlite3.Error, OSError) as exc:
         fail(f"merge failed (nothing of the failing source was kept): {exc}")
     _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
+    _shard_notes(db)
     raise typer.Exit(EXIT_OK)
 
 

@@ -177,7 +177,8 @@ def scan(
                 writer.abort()
         from ..store import StoreError
 
-        if isinstance(exc, StoreError):  # a full disk under --db: what happened and what is kept, in one line
+        # A full disk under --db, a failing Ray cluster: what happened and what is kept, in one line.
+        if isinstance(exc, (StoreError, ScanError)):
             fail(str(exc))
         raise
     finally:

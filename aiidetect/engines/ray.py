@@ -23,16 +23,51 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from ..decode import Sample
 from ..discover import Candidate, machine_id
 from ..records import Record
 
 # Paths handed to Ray per dataset execution. One window's (index, path) rows are held by the
 # driver; actors start once per window, so larger windows amortise model loading.
-WINDOW = int(os.environ.get("AIIDETECT_RAY_WINDOW", "50000"))
+WINDOW = 50000  # AIIDETECT_RAY_WINDOW
+
+
+def _env_number(name: str, integer: bool = True) -> float | None:
+    """A sizing setting from the environment, or None when unset; RayUnavailable, before any model is
+    built, when it is not a number >= 1 (AIIDETECT_RAY_WINDOW=0 scanned no file at all and said
+    'scanned 0 files', exit 0; 'abc' was an unexplained ValueError)."""
+    import math
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < 1:
+        raise RayUnavailable(f"{name}={raw!r}: takes a {'whole ' if integer else ''}number >= 1 (docs/scale.md)")
+    return value
+
+
+def _settings() -> dict[str, float | None]:
+    return {"window": _env_number("AIIDETECT_RAY_WINDOW"), "actors": _env_number("AIIDETECT_RAY_ACTORS"),
+            "actor_cpus": _env_number("AIIDETECT_RAY_ACTOR_CPUS", integer=False)}
+
+
+# Retries of a task whose worker died (or, for the model actors, of a batch whose actor died).
+TASK_RETRIES = 2
+# Files of a window that may be lost to failed tasks and still be retried one by one; beyond this and
+# half the window, the cluster is failing (RayJobFailed).
+LOST_ALONE = 64
 
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed or the cluster cannot be reached: a fatal, explained error."""
+
+
+class RayJobFailed(RuntimeError):
+    """Most of a window's tasks failed: the cluster, not a file."""
 
 
 @dataclass
@@ -70,9 +105,134 @@ def _import_ray():
     return ray
 
 
+# How long a cluster address may take to accept a TCP connection before the scan gives up on it.
+PROBE_SECONDS = 5.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `HOST:PORT`, `[V6]:PORT` or `ray://HOST:PORT` address; None for `auto` and the like."""
+    if address.startswith("ray://"):
+        address = address[len("ray://"):].rstrip("/")
+    if "://" in address or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _auto_target(address: str | None) -> str | None:
+    """The HOST:PORT that ray.init("auto") goes to: $RAY_ADDRESS, else the address file `ray start`
+    leaves (a stale one, of a head that is gone, made the scan wait as for a wrong port)."""
+    if address != "auto":
+        return address
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._common.utils import get_ray_address_file
+
+        with open(get_ray_address_file(None), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except Exception:  # noqa: BLE001 - no file, or another Ray layout: ray.init decides alone
+        return None
+
+
+def _probe(address: str | None) -> None:
+    """A HOST:PORT nothing answers on fails now: ray.init retries such an address for minutes, printing
+    its own log lines, before it raises (a scan that seems to hang)."""
+    import socket
+
+    target = _auto_target(address)
+    hp = _host_port(target or "")
+    if hp is None:
+        return
+    if target != address:
+        address = f"{address} ({target})"
+    try:
+        conn = socket.create_connection(hp, timeout=PROBE_SECONDS)
+    except (OSError, ValueError, OverflowError) as exc:  # refused, unreachable, unknown host, port > 65535
+        raise RayUnavailable(f"cannot reach Ray at {address}: nothing accepts a connection there "
+                             f"({type(exc).__name__}: {exc}); start the head with `ray start --head --port=PORT`, "
+                             "or check the address (docs/scale.md)") from None
+    try:
+        # (Ray Client, ray://, may sit behind a TLS proxy: its TCP connection is all that is checked.)
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "", "false") and not target.startswith("ray://"):
+            # The head's GCS speaks gRPC, HTTP/2 in clear: it answers the client preface with a SETTINGS frame.
+            # Another service on the port (the dashboard's 8265, a web server) would leave ray.init retrying.
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            got = b""
+            while len(got) < 9:
+                chunk = conn.recv(9 - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            if len(got) < 9 or got[3] != 0x04:
+                raise OSError("it does not answer as gRPC (HTTP/2)")
+    except OSError as exc:
+        raise RayUnavailable(f"cannot reach Ray at {address}: something listens there but it is not a Ray head "
+                             f"({exc}); give the head's GCS port (6379 by default, `ray start --head --port`), not "
+                             "the dashboard's (8265); Ray Client takes ray://HOST:10001 (docs/scale.md)") from None
+    finally:
+        conn.close()
+
+
+class _RayPrintsToStderr:
+    """sys.stdout while this process drives Ray: what Ray's own driver threads print (the raylet's
+    error messages: a worker that crashed, a task killed for memory, always printed by Ray to
+    sys.stdout, whatever log_to_driver says) goes to stderr, so the records on stdout still parse.
+    Every other thread writes to the real stdout unchanged."""
+
+    def __init__(self, out, err):
+        self._out, self._err = out, err
+        self.closing = False  # ray.shutdown() prints the messages it held back, from the main thread
+
+    def _sink(self):
+        import threading
+
+        return self._err if self.closing or threading.current_thread().name.startswith("ray_") else self._out
+
+    def write(self, text):
+        return self._sink().write(text)
+
+    def writelines(self, lines):
+        return self._sink().writelines(lines)
+
+    def flush(self):
+        return self._sink().flush()
+
+    def __getattr__(self, name):  # fileno, isatty, buffer, encoding...: the real stdout's
+        return getattr(self._out, name)
+
+
+def _route_ray_prints(ray) -> None:
+    import atexit
+    import sys
+
+    if isinstance(sys.stdout, _RayPrintsToStderr) or sys.stdout is None or sys.stderr is None:
+        return
+    proxy = sys.stdout = _RayPrintsToStderr(sys.stdout, sys.stderr)
+
+    def shutdown() -> None:  # registered after ray.init's own: runs first, so Ray's finds nothing left to do
+        proxy.closing = True
+        try:
+            ray.shutdown()
+        finally:
+            proxy.closing = False
+
+    atexit.register(shutdown)
+
+
+def connect(address: str | None) -> None:
+    """Check the sizing settings, import Ray and start or reach it (RayUnavailable, one line, when
+    that cannot be done)."""
+    _settings()
+    _connect(_import_ray(), address)
+
+
 def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
+    _probe(address)
     try:
         # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
@@ -82,6 +242,7 @@ def _connect(ray, address: str | None) -> None:
                 "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
         raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
                              f"{type(exc).__name__}: {exc}{hint}") from None
+    _route_ray_prints(ray)
 
 
 class _ModelStage:
@@ -134,6 +295,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
     RayUnavailable here, before any output."""
+    _settings()
     ray = _import_ray()
     _connect(ray, address)
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
@@ -141,12 +303,12 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
     from ..pipeline import Pipeline
-    from ..store import record_from_dict
 
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.execution_options.preserve_order = True  # records come back in input order, like the local engine
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    env = _settings()
     has_model = bool(pipe.groups)
     use_gpu = has_model and gpus >= 1 and ctx.device in ("auto", "cuda")
     if actor_gpus is None:
@@ -155,16 +317,25 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         # Half of the smallest node: an actor must fit on one node, and the other half decodes.
         node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         smallest = min([c for c in node_cpus if c > 0] or [cpus])
-        actor_cpus = float(os.environ.get("AIIDETECT_RAY_ACTOR_CPUS", 1 if use_gpu else max(1, int(smallest) // 2)))
+        actor_cpus = env["actor_cpus"] or float(1 if use_gpu else max(1, int(smallest) // 2))
     if actors is None:
-        env = os.environ.get("AIIDETECT_RAY_ACTORS")
-        actors = int(env) if env else (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus))))
+        actors = int(env["actors"] or (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus)))))
     # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
     # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
                                                           pipe.limits)
     spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
-    window = window or WINDOW
+    # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
+    # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
+    data_ctx.max_errored_blocks = -1
+    if has_model:
+        stages = [(_decode_stage(half, False), {"num_cpus": 1, "max_retries": TASK_RETRIES}),
+                  (_ModelStage, {"fn_constructor_args": (spec, int(actor_cpus)),
+                                 "compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": actor_cpus,
+                                 "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
+    else:
+        stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
+    window = window or int(env["window"] or WINDOW)
     it = iter(candidates)
     base = 0
     while True:
@@ -181,21 +352,59 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                 yield done
             else:
                 todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
+        first = base
         base += len(chunk)
         if not todo:
             continue
-        ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo) // pipe.batch_size, 4 * int(cpus))))
-        if has_model:
-            ds = ds.map_batches(_decode_stage(half, False), batch_size=pipe.batch_size, num_cpus=1,
-                                batch_format="numpy")
-            ds = ds.map_batches(_ModelStage, fn_constructor_args=(spec, int(actor_cpus)),
-                                batch_size=pipe.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                                num_cpus=actor_cpus,
-                                num_gpus=actor_gpus, batch_format="numpy")
-        else:
-            ds = ds.map_batches(_decode_stage(half, True), batch_size=pipe.batch_size, num_cpus=1,
-                                batch_format="numpy")
-        for row in ds.iter_rows():
-            rec = record_from_dict(json.loads(row["record"]))
+        returned: set[int] = set()
+        for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
+            returned.add(i)
             pipe.count(rec)
             yield rec
+        lost = [t for t in todo if t["i"] not in returned]
+        if not lost:
+            continue
+        if len(lost) > max(LOST_ALONE, len(todo) // 2):
+            # Most of the window failed: the cluster (a lost node, a model that cannot build), not a file.
+            after = ("the results store keeps the records so far and the same command resumes after them"
+                     if pipe.prior is not None else "with --db a second run would resume after the records so far")
+            raise RayJobFailed(f"Ray tasks failed for {len(lost)} of the {len(todo)} files of this window (see the "
+                               f"Ray log above): the cluster is failing, not one file; {after}")
+        # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
+        # files with it: each is tried again alone, so only such a file is lost, as an error record.
+        again: set[int] = set()
+        for rec, i in _execute(ray, lost, len(lost), stages, 1):
+            again.add(i)
+            pipe.count(rec)
+            yield rec
+        for t in lost:
+            if t["i"] not in again:
+                path = chunk[t["i"] - first].path
+                rec = Record(file=path).set_error(
+                    "internal-error", f"the Ray task scanning this file failed {TASK_RETRIES + 1} times (its worker "
+                    "crashed or it raised; see the Ray log): the file may crash a decoder; tried again on resume")
+                # Finished like any error record (every detector named in it), and counted.
+                yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+
+
+def _blocks(n: int, batch_size: int, cpus: float) -> int:
+    return max(1, min(n // batch_size, 4 * int(cpus)))
+
+
+def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> Iterator[tuple[Record, int]]:
+    """(record, index) of the items whose blocks finished, in input order. A block whose task failed
+    after its retries is left out (max_errored_blocks), not the end of the dataset: the caller sees
+    which indices did not come back."""
+    import warnings
+
+    from ..store import record_from_dict
+
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    for fn, kw in stages:
+        with warnings.catch_warnings():
+            # Ray 2.60 names no parameter for max_retries / max_task_retries yet deprecates passing them as
+            # remote args: a warning on every scan's stderr about our own call, with nothing to change to.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
+    for row in ds.iter_rows():
+        yield record_from_dict(json.loads(row["record"])), int(row["i"])

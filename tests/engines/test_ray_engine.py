@@ -100,3 +100,298 @@ def test_ray_cpu_tasks_check_the_listed_file_only_on_the_machine_that_listed_it(
     fn = engine._decode_stage(half, True)
     monkeypatch.setattr(engine, "machine_id", lambda: "another-node")
     assert code(fn) is None                                                       # read on another node
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_an_address_nothing_answers_on_is_one_line_not_a_hang(tmp_path):
+    """ray.init retried HOST:PORT with nothing listening for minutes (its log lines on stderr, no
+    output, no exit): a typo'd --address looked like a hung scan. It is exit 2 and one line, at once."""
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata", "-q",
+                        "--engine", "ray", "--address", f"127.0.0.1:{_closed_port()}", "-f", "jsonl"],
+                       capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t < 30
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: cannot reach Ray at 127.0.0.1:")
+
+
+def test_address_forms_probed(tmp_path, monkeypatch):
+    from aiidetect.engines import ray as ray_engine
+
+    assert ray_engine._host_port("auto") is None and ray_engine._host_port("ray://h:10001") == ("h", 10001)
+    with pytest.raises(ray_engine.RayUnavailable, match="nothing accepts a connection"):
+        ray_engine._probe(f"ray://127.0.0.1:{_closed_port()}")
+    assert ray_engine._host_port("head.example:6379") == ("head.example", 6379)
+    assert ray_engine._host_port("[::1]:6379") == ("::1", 6379)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    ray_engine._probe("auto")  # no address file: left to ray.init, which says there is no cluster
+    # `auto` goes where $RAY_ADDRESS or the address file of the last `ray start` says: a head gone since
+    # made the scan wait as long as a wrong port did.
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}\n")
+    with pytest.raises(ray_engine.RayUnavailable, match=r"cannot reach Ray at auto \(127\.0\.0\.1:"):
+        ray_engine._probe("auto")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
+    with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray at auto"):
+        ray_engine._probe("auto")
+    with pytest.raises(ray_engine.RayUnavailable, match="cannot reach Ray"):
+        ray_engine._probe(f"127.0.0.1:{_closed_port()}")
+
+
+_CRASHING_DRIVER = '''
+import os, pickle, sys
+from aiidetect.engines import ray as ray_engine
+real = ray_engine._decode_stage
+
+def crashing(half, finish):
+    fn = real(half, finish)
+    def stage(batch):
+        # A file that kills the worker reading it, as a decoder crash or an out-of-memory kill would.
+        if any(pickle.loads(b).path.endswith("boom.png") for b in batch["cand"]):
+            os._exit(1)
+        return fn(batch)
+    return stage
+
+ray_engine._decode_stage = crashing
+from aiidetect.cli import main
+sys.argv = ["aiidetect", "scan", *sys.argv[1:]]
+main()
+'''
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
+    """Ray retries a task whose worker died forever: one file that crashed a decoder hung the scan
+    (no record, no exit), and a task that raised ended the whole job with every other file's record
+    lost. Now that file is an internal-error record, every other file's record is the local engine's,
+    the store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import jsonl
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / f"img{i}.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / "boom.png")
+    driver = tmp_path / "driver.py"
+    driver.write_text(_CRASHING_DRIVER)
+    db = tmp_path / "ray.sqlite"
+    common = [str(src), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q"]
+    r = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
+                       capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr[-3000:]
+    remote = {d["file"]: d for d in jsonl(r.stdout)}  # every stdout line is a record
+    local = {d["file"]: d for d in jsonl(subprocess.run([sys.executable, "-m", "aiidetect", "scan", *common],
+                                                        capture_output=True, text=True, timeout=60).stdout)}
+    boom = str(src / "boom.png")
+    assert sorted(remote) == sorted(local) and len(remote) == 6
+    assert remote[boom]["error"]["code"] == "internal-error" and "Ray task" in remote[boom]["error"]["message"]
+    assert {k: v for k, v in remote.items() if k != boom} == {k: v for k, v in local.items() if k != boom}
+    assert remote[boom]["verdict"] == "error"
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), SUM(error_code='internal-error') FROM results").fetchone() == (6, 1)
+
+
+def test_ray_prints_go_to_stderr_other_writes_to_stdout():
+    """Ray's driver threads print the raylet's messages to sys.stdout; only theirs are moved."""
+    import io
+    import threading
+
+    from aiidetect.engines.ray import _RayPrintsToStderr
+
+    out, err = io.StringIO(), io.StringIO()
+    proxy = _RayPrintsToStderr(out, err)
+    t = threading.Thread(target=lambda: print("(raylet) A worker died", file=proxy), name="ray_listen_error_messages")
+    t.start()
+    t.join()
+    print('{"file": "a.jpg"}', file=proxy)
+    proxy.closing = True
+    print("(raylet) held back until shutdown", file=proxy)
+    assert out.getvalue() == '{"file": "a.jpg"}\n'
+    assert err.getvalue() == "(raylet) A worker died\n(raylet) held back until shutdown\n"
+    assert proxy.getvalue() == out.getvalue()  # anything else is the real stdout's
+
+
+class _FakeDataset:
+    """Ray Data as the engine uses it, in this process: blocks run the stages in order; a block whose
+    stage raises is dropped, as max_errored_blocks=-1 does."""
+
+    def __init__(self, items, blocks, stages=()):
+        self.items, self.blocks, self.stages = items, blocks, list(stages)
+
+    def map_batches(self, fn, batch_size, batch_format, **kw):
+        return _FakeDataset(self.items, self.blocks, self.stages + [(fn, batch_size)])
+
+    def iter_rows(self):
+        import numpy as np
+
+        size = -(-len(self.items) // self.blocks)
+        for b in range(0, len(self.items), size):
+            block = self.items[b:b + size]
+            batch = {k: np.array([it[k] for it in block], dtype=object) for k in block[0]}
+            try:
+                for fn, _ in self.stages:
+                    batch = fn(batch)
+            except Exception:  # noqa: BLE001 - a failed block is left out
+                continue
+            for k in range(len(batch["i"])):
+                yield {key: batch[key][k] for key in batch}
+
+
+def _fake_ray():
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(execution_options=SimpleNamespace(preserve_order=False), max_errored_blocks=0)
+    data = SimpleNamespace(DataContext=SimpleNamespace(get_current=lambda: ctx), ActorPoolStrategy=None,
+                           from_items=lambda items, override_num_blocks: _FakeDataset(items, override_num_blocks))
+    return SimpleNamespace(data=data, cluster_resources=lambda: {"CPU": 2.0}, nodes=lambda: [])
+
+
+def _ctx():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(backbone_spec=None, device="cpu", dtype="float32", weights_dirs=[], runtime="torch",
+                           onnx_dir=None, options={})
+
+
+def _failing_on(monkeypatch, ray_engine, bad):
+    import pickle
+
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            if any(bad(pickle.loads(b).path) for b in batch["cand"]):
+                raise RuntimeError("worker died")
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_decode_stage", stage)
+
+
+def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    cands = [Candidate(f"/nowhere/{i}.jpg", explicit=True, error=("unreadable", "gone")) for i in range(100)]
+    _failing_on(monkeypatch, ray_engine, lambda p: p.endswith("/7.jpg"))
+    pipe = Pipeline([], None, batch_size=8, workers=1)
+    recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40))
+    assert sorted(r.file for r in recs) == sorted(c.path for c in cands)  # every file once
+    lost = [r for r in recs if r.error.code == "internal-error"]
+    assert [r.file for r in lost] == ["/nowhere/7.jpg"] and pipe.stats.files == 100
+    # The blockmates of 7.jpg come back after the rest of their window, the next window after them.
+    assert [r.file for r in recs].index("/nowhere/7.jpg") < [r.file for r in recs].index("/nowhere/40.jpg")
+
+    _failing_on(monkeypatch, ray_engine, lambda p: True)
+    it = ray_engine._records(_fake_ray(), Pipeline([], None, batch_size=8, workers=1), cands, [], _ctx(), None,
+                             None, None, 100)
+    with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files.*with --db a second run would resume"):
+        list(it)
+
+
+def _serve_once(reply: bytes) -> int:
+    """A listener on 127.0.0.1 that answers its first connection with `reply`, then closes it."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def answer():
+        conn, _ = srv.accept()
+        conn.recv(64)
+        conn.sendall(reply)
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+def test_a_port_that_is_not_a_ray_head_is_refused_at_once():
+    """--address naming the dashboard's port (or any web server) made ray.init retry for minutes, as
+    for a port nothing listens on; a Ray head's GCS answers the HTTP/2 preface, anything else is refused."""
+    import time
+
+    from aiidetect.engines import ray as ray_engine
+
+    t = time.monotonic()
+    with pytest.raises(ray_engine.RayUnavailable, match="not a Ray head"):
+        ray_engine._probe(f"127.0.0.1:{_serve_once(b'HTTP/1.0 400 Bad request')}")
+    assert time.monotonic() - t < 10
+    ray_engine._probe(f"127.0.0.1:{_serve_once(bytes([0, 0, 0x18, 4, 0, 0, 0, 0, 0]))}")  # a gRPC server's SETTINGS
+
+
+def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """RayJobFailed escaped the scan as an unexpected exception ("aiidetect: error: RayJobFailed: ...
+    (aiidetect --debug shows the traceback)"), as if aiidetect had a bug; it is an explained fatal error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+    from aiidetect.engines import ray as ray_engine
+
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    def run(pipe, cands, *a, **k):
+        def records():
+            from aiidetect.records import Record
+
+            yield Record(file=str(tmp_path / "0.png")).set_error("decode-error", "x")
+            raise ray_engine.RayJobFailed("Ray tasks failed for 2 of the 2 files of this window")
+        return records()
+
+    monkeypatch.setattr(ray_engine, "connect", lambda address: None)
+    monkeypatch.setattr(ray_engine, "run", run)
+    r = CliRunner().invoke(app, ["scan", str(tmp_path), "-d", "metadata", "--engine", "ray", "-f", "json", "-q",
+                                 "--no-cache"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "error: Ray tasks failed for 2 of the 2 files" in r.stderr and "RayJobFailed" not in r.stderr
+    assert len(json.loads(r.stdout)) == 1  # the records so far, as a document that parses
+
+
+@pytest.mark.parametrize("name", ["AIIDETECT_RAY_WINDOW", "AIIDETECT_RAY_ACTORS", "AIIDETECT_RAY_ACTOR_CPUS"])
+def test_ray_sizing_settings_are_checked_before_the_scan(tmp_path, name):
+    """AIIDETECT_RAY_WINDOW=0 scanned no file at all ('scanned 0 files', exit 0: an audit silently
+    empty); 'abc' or -5 were unexplained ValueErrors. Each is exit 2 and one line, before Ray starts."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for bad in ("0", "-5", "abc", "nan"):
+        r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata", "-q",
+                            "--engine", "ray", "-f", "jsonl"], capture_output=True, text=True, timeout=60,
+                           env={**__import__("os").environ, name: bad})
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (bad, r.stderr[-2000:])
+        assert lines[0].startswith(f"error: {name}=") and "number >= 1" in lines[0]
