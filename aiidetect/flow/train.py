@@ -370,6 +370,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
 
     from ..feature_cache import extract_features, output_names
     from ..preprocess import make_spec
+    from ..train.checks import check_features
     from ..train.data import summarize
     from ..heads import backbone_manifest, save_head
     from .model import FeatureFlow, FlowConfig
@@ -401,6 +402,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     row_of = {p: k for k, p in enumerate(ok)}
     x_all = feature_vector(feats, outputs) if ok else np.zeros((0, 0), np.float32)
     tr_paths, va_paths = split_reals(ok, cfg.val_fraction, cfg.seed)
+    check_features(x_all, ok, "real photos")
 
     pf, psrc, pkinds, pfail = proxy_features(backbone, ok, spec, layers, kinds, cfg.proxies_per_image, cfg.seed,
                                              cache=cache, progress=stage("proxy features", len(ok)))
@@ -429,6 +431,9 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
 
     nll_tr, nll_va = nll_numpy(model, x_tr), nll_numpy(model, x_va)
     nll_ptr, nll_pva = nll_numpy(model, xp_tr), nll_numpy(model, xp_va)
+    if not (np.isfinite(losses).all() and np.isfinite(nll_tr).all() and np.isfinite(nll_va).all()):
+        # (it ended in sklearn's "Input contains NaN." from the metrics below)
+        raise ValueError("training diverged: the flow gives non-finite likelihoods; lower --lr or use fewer --blocks")
     cal = calibrate(nll_va, nll_pva, cfg.fpr)
     if cal.get("slope_note"):
         warnings.append(f"calibration: {cal['slope_note']}")

@@ -62,6 +62,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..evaluate.metrics import logit_metrics
     from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
+    from ..train.checks import check_features
     from ..train.data import split_train_val, summarize
     from ..heads import backbone_manifest, check_output_dir, default_output_dir, plain_name
 
@@ -103,6 +104,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     X, y, failures = feats(train_items)
     if len(y) == 0:
         raise ValueError("no training image could be decoded")
+    bad = {p for p, _ in failures}
+    check_features(X, [i.path for i in train_items if i.path not in bad])
     probe = fit_probe(X, y, seed=seed)
     say(f"fitted: C={probe.info.get('C')}, cross-validation folds {probe.info.get('cv_folds')}")
 

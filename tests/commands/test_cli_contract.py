@@ -40,6 +40,15 @@ def work(tmp_path_factory, dev_dir):
     (d / "damaged.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 2000)
     (d / "damaged-cache").mkdir()
     (d / "damaged-cache" / "results.sqlite").write_bytes(b"SQLite format 3\x00garbage")
+    # degenerate training sets: one picture under every label, and pictures of one pixel
+    for name, sizes in (("same", [(64, 64, (90, 90, 90))] * 12),
+                        ("tiny", [(1, 1, (20 * k, 200 - 10 * k, 7 * k)) for k in range(12)])):
+        (d / name).mkdir()
+        rows = ["file,label,generator"]
+        for k, (w, h, colour) in enumerate(sizes):
+            Image.new("RGB", (w, h), colour).save(d / name / f"{k}.png")
+            rows.append(f"{k}.png,{'real' if k % 2 else 'ai'},{'' if k % 2 else 'sd'}")
+        (d / name / "labels.csv").write_text("\n".join(rows) + "\n")
     r = run_cli("scan", str(files), "-d", "metadata", "--db", str(d / "store.sqlite"), "-f", "jsonl", "-q",
                 "--no-cache")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -174,6 +183,31 @@ def test_exit_code_and_stdout(work, tmp_path, case):
     args = [a.format(w=work, t=tmp_path) for a in line.split()]
     env = {"AIIDETECT_WEIGHTS": str(work / "no-heads"), **{k: v.format(w=work) for k, v in env.items()}}
     _check(run_cli(*args, env=env), rc, stdout)
+
+
+_TINY = "--backbone-config tiny-vit -o {t}/head -f json"
+# Trainers on data a head cannot be learnt from: (command line, what the one error line must say). Each
+# wrote a head that scored every file alike (0.5, or p_ai 1.0 for its own real training images), or ended
+# in a line from deep inside (sklearn's "Input contains NaN.", "empty range for randrange()").
+TRAIN_REFUSALS = [
+    (f"train linear {{w}}/same/labels.csv --no-cache {_TINY}", "give (almost) the same features"),
+    (f"train linear {{w}}/tiny/labels.csv --no-cache {_TINY}", "give (almost) the same features"),
+    (f"train flow --real {{w}}/same/labels.csv --no-cache --steps 5 --batch-size 4 {_TINY}",
+     "give (almost) the same features"),
+    (f"train mpft {{w}}/same/labels.csv --steps 1 --batch-size 4 {_TINY}", "give (almost) the same features"),
+    (f"train mpft {{w}}/tiny/labels.csv --steps 1 --batch-size 4 {_TINY}", "give (almost) the same features"),
+    (f"train flow --real {{w}}/data/real --no-cache --steps 30 --batch-size 4 --lr 1e4 {_TINY}",
+     "training diverged"),
+    (f"train mpft {{w}}/data --steps 4 --batch-size 4 --lr 1e8 --lr-head 1e8 {_TINY}", "training diverged"),
+]
+
+
+@pytest.mark.parametrize("case", TRAIN_REFUSALS, ids=[c[0] for c in TRAIN_REFUSALS])
+def test_trainer_refuses_data_it_cannot_learn_from(work, tmp_path, case):
+    line, says = case
+    r = run_cli(*[a.format(w=work, t=tmp_path) for a in line.split()], env={"AIIDETECT_WEIGHTS": str(tmp_path)})
+    _check(r, 2, "empty")
+    assert says in r.stderr and not (tmp_path / "head").exists(), r.stderr[-2000:]
 
 
 def test_optimize_rows_for_scripts_hold_numbers(capsys, monkeypatch):
