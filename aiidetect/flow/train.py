@@ -458,13 +458,20 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
         ai_items = [i for i in load_sources(ai_sources, 1) if i.label == 1]
         af, afail = extract_features(backbone, [i.path for i in ai_items], spec, layers, cache=cache,
                                      progress=stage("AI validation features", len(ai_items)))
+        for p, why in afail:
+            say(f"skipped {p}: {why}")
+        unread = {p for p, _ in afail}
         if len(af["embed"]):
             nll_ai = nll_numpy(model, feature_vector(af, outputs))
             metrics["ai_validation"] = {
                 "n": int(len(nll_ai)), "auroc_real_val_vs_ai": auroc(nll_va, nll_ai),
                 "ai_flagged_at_threshold": float((z(nll_ai) > cal["threshold_z"]).mean()),
                 "note": "AI images are used for this report only, never for training or calibration"}
-        ai_summary = summarize(ai_items)
+        else:
+            # Asked for and silently missing: the manifest said "n": 8 for eight files none of which decoded.
+            warnings.append(f"--ai: no AI image to validate on ({len(ai_items)} AI-labelled, {len(unread)} of them "
+                            f"unreadable): no AI validation report")
+        ai_summary = {**summarize([i for i in ai_items if i.path not in unread]), "n_failed": len(unread)}
 
     manifest = {
         "name": name,
