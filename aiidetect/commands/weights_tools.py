@@ -144,6 +144,7 @@ def pack(
     no_backbones: bool = typer.Option(False, "--no-backbones", help="Heads only."),
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
     fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere: its only output is the result, on stdout
 ):
     """Pack backbones and heads into one verified bundle for an air-gapped machine.
 
@@ -190,6 +191,7 @@ def install(
                                              help="Where heads go (default: $AIIDETECT_WEIGHTS or "
                                                   "~/.local/share/aiidetect/weights)."),
     fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere: its only output is the result, on stdout
 ):
     """Install a weights bundle after verifying every file; a tampered bundle is refused (exit 2).
 

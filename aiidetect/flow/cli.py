@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -69,6 +69,7 @@ def train_flow_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train a CLIP-Flow head on real photos only (no AI image needed).
 
@@ -80,7 +81,7 @@ def train_flow_cmd(
       aiidetect train flow --real real/ --ai ai/ --name checked-flow -f json"""
     from ..proxies import parse_kinds
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
     try:
         kinds = parse_kinds(proxy_kinds)
@@ -150,8 +151,8 @@ def train_flow_cmd(
     cal = manifest["calibration"]
     summary = {"head": str(out_dir), "name": head_name, "data": manifest["data"], "metrics": m,
                "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
-    for w in summary["warnings"]:
-        err.print(f"warning: {w}", style="yellow", highlight=False)
+    for w in summary["warnings"]:  # -q keeps these: the head may not do what was asked
+        stderr_console().print(f"warning: {w}", style="yellow", highlight=False)
     if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return

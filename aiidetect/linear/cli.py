@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -34,6 +34,7 @@ def train_linear_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
 
@@ -46,7 +47,7 @@ def train_linear_cmd(
     from ..linear.train import select_items, train_linear
     from ..commands.common import quiet_torch_threads
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
     gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     try:  # cheap checks of the data before torch is even imported

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
@@ -84,6 +84,7 @@ def train_mpft_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train an MPFT head: Texture-Aware Masking fine-tuning, binary and attribution heads.
 
@@ -101,7 +102,7 @@ def train_mpft_cmd(
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     for opt, val, allowed in (("--mask-mode", mask_mode, ("drop", "token")), ("--mask-select", mask_select, ("topk", "sample")),
                               ("--adapter", adapter, ("lora", "last_n", "full")), ("--shots-by", shots_by, ("label", "generator")),
                               ("--preprocess", preprocess, ("center-crop", "resize-center-crop", "resize"))):
@@ -146,7 +147,7 @@ def train_mpft_cmd(
         err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images; "
                   f"head -> {out_dir}", highlight=False)
         res = train_mpft(bb, items, cfg, out_dir, name, sources=[str(d) for d in data], resume=resume,
-                         show_progress=True, log=lambda s: err.print(s, highlight=False))
+                         show_progress=not quiet, log=lambda s: err.print(s, highlight=False))
     except BackboneUnavailable as exc:
         fail(str(exc))
     except ValueError as exc:

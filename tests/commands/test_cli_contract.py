@@ -206,6 +206,37 @@ TRAIN_REFUSALS = [
 ]
 
 
+# -q on commands that had none ("No such option: -q", exit 2, for a script passing it everywhere): each
+# runs, and says nothing on stderr but a warning (train flow: the head may not do what was asked).
+QUIET = [
+    (f"train linear {{w}}/data --no-cache {_TINY} -q", "json"),
+    (f"train flow --real {{w}}/data/real --no-cache --steps 2 --batch-size 2 --blocks 1 --hidden 8 {_TINY} -q", "json"),
+    (f"train mpft {{w}}/data --steps 1 --batch-size 4 {_TINY} -q", "json"),
+    ("explain-mask {w}/files/plain.jpg -o {t}/mask.png -q", "any"),
+    ("weights pack {t}/b.tar --no-backbones --weights-dir {w}/heads -f json -q", "json"),
+    ("cache clear all -q", "empty"),
+    ("results parquet --db {w}/store.sqlite -o {t}/r.parquet -q", "empty"),
+]
+
+
+@pytest.mark.parametrize("case", QUIET, ids=[c[0] for c in QUIET])
+def test_quiet_leaves_stderr_empty(work, tmp_path, case):
+    line, stdout = case
+    r = run_cli(*[a.format(w=work, t=tmp_path) for a in line.split()],
+                env={"AIIDETECT_WEIGHTS": str(tmp_path), "AIIDETECT_CACHE": str(tmp_path / "cache")})
+    _check(r, 0, stdout)
+    assert all(x.startswith("warning: ") for x in r.stderr.splitlines()), r.stderr[-2000:]
+
+
+def test_weights_install_quiet(work, tmp_path):
+    r = run_cli("weights", "pack", str(tmp_path / "b.tar"), "--no-backbones", "--weights-dir", str(work / "heads"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("weights", "install", str(tmp_path / "b.tar"), "--heads-dir", str(tmp_path / "h"), "--cache-dir",
+                str(tmp_path / "c"), "-f", "json", "-q")
+    _check(r, 0, "json")
+    assert r.stderr == "" and json.loads(r.stdout)["installed"], (r.stdout, r.stderr)
+
+
 @pytest.mark.parametrize("case", TRAIN_REFUSALS, ids=[c[0] for c in TRAIN_REFUSALS])
 def test_trainer_refuses_data_it_cannot_learn_from(work, tmp_path, case):
     line, says = case
