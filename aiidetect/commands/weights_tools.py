@@ -129,7 +129,9 @@ def inspect(
             bad = True
             rows.append({"path": str(p), "weights_id": None, "architecture": None, "tensors": None, "bytes": None,
                          "format": None, "error": str(exc)})
-    _emit(rows, fmt, single=True)
+    # One file or many, -f json is an array of rows, like every command that prints rows (it was an
+    # object for one path and an array for two: a script had to test which).
+    _emit(rows, fmt)
     raise typer.Exit(2 if bad else EXIT_OK)
 
 
