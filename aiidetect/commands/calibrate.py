@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
-                     library_errors, renamed_options, split_list, stderr_console)
+                     library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -62,9 +62,9 @@ def calibrate_cmd(
         fail(str(exc))
     with library_errors():
         items = load_labelled(data, split, limit, seed)
-        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
+        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     if not quiet:
-        err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
+        print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)")
     scored = run(items, dets, batch_size=batch_size)
     try:
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)

@@ -107,6 +107,21 @@ def test_calibrate_format_json_is_the_fitted_model(work, tmp_path):
 
 
 
+def test_calibrate_says_which_heads_it_passed_over_as_eval_does(work, tmp_path):
+    """eval and scan print a note for a head folder they pass over (here a manifest cut short); calibrate
+    said nothing, so a fusion model was fitted without the head and nobody was told why."""
+    args = ["{w}/data", "-d", "metadata,linear", "--backbone-config", "tiny-vit", "--weights-dir", "{w}/damaged-heads",
+            "-f", "json", "--no-plots"]
+    ev = run_cli("eval", *[a.format(w=work) for a in args], "-o", str(tmp_path / "e"))
+    cal = run_cli("calibrate", *[a.format(w=work) for a in args if a != "--no-plots"], "-o", str(tmp_path / "f"))
+    _check(ev, 0, "json")
+    _check(cal, 0, "json")
+    notes = [x for x in ev.stderr.splitlines() if x.startswith("note: ")]
+    assert any("broken is not a usable head" in x for x in notes), ev.stderr
+    assert notes == [x for x in cal.stderr.splitlines() if x.startswith("note: ")], cal.stderr
+    assert "  linear:univfd: unavailable: head 'univfd' was trained on backbone" in cal.stderr, cal.stderr
+
+
 def test_export_onnx_format(work, tmp_path):
     """export onnx printed JSON and nothing else, without -f: -f json keeps that (the default, as
     scripts read it), -f table is for people; the notes stay on stderr either way."""
