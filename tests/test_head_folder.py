@@ -155,3 +155,8 @@ def test_a_head_holding_nan_is_never_written_and_never_loaded(tmp_path):
     (w / "h" / heads.MANIFEST).write_text(json.dumps(m))
     with pytest.raises(heads.HeadError, match="NaN or infinite numbers in weight"):
         heads.load_head(w / "h")
+    # and `weights verify` fails it, as every scan would (its checksums are right)
+    from aiidetect.api import verify_heads
+
+    [(name, _, problems)] = verify_heads([w])
+    assert name == "h" and any("NaN or infinite numbers in weight" in p for p in problems), problems
