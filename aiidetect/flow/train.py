@@ -248,12 +248,12 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
     """Features of `per_image` proxies of each photo. Returns (features,
     source index per row into `paths`, kind per row, failures)."""
     from ..decode import Sample
-    from ..feature_cache import encode_images, output_names
+    from ..feature_cache import encode_images, encoder_key, output_names
     from ..pixels import PixelReader, failure, ordered
     from ..preprocess import spec_key, to_uint8
 
     names = output_names(layers, backbone.layers)
-    enc = backbone.fingerprint
+    enc = encoder_key(backbone)
     rows: list[dict[str, np.ndarray]] = []
     src: list[int] = []
     kinds_out: list[str] = []
