@@ -41,7 +41,7 @@ def train_flow_cmd(
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize: generator traces keep their pixel scale) | "
                                         "resize-center-crop | resize"),
-    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
     proxies_per_image: int = typer.Option(4, "--proxies-per-image", min=1, help="Proxies made from each photo."),
     steps: int = typer.Option(1500, "--steps", min=1, help="Optimiser steps."),
     batch: int = typer.Option(64, "--batch-size", min=2, help="Real photos per step (each with one of its proxies)."),

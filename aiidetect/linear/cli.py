@@ -25,7 +25,7 @@ def train_linear_cmd(
     out: Optional[Path] = HeadOutDirOpt,
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
-    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
     feature: str = typer.Option("embed", "--feature", help="embed (after projection) or cls_<block>."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.9,
                                        help="Hold out this fraction to report held-out metrics."),

@@ -42,7 +42,7 @@ def explain_mask_cmd(
     seed: int = typer.Option(0, "--seed"),
     preprocess: str = typer.Option("center-crop", "--preprocess", help="center-crop | resize-center-crop | resize"),
     size: int = typer.Option(224, "--size", help="Model input size."),
-    patch: int = typer.Option(16, "--patch-size", help="ViT patch size."),
+    patch: int = typer.Option(16, "--patch-size", min=1, help="ViT patch size."),
     head: Optional[Path] = typer.Option(None, "--head", help="Take preprocessing, patch size and mask settings from "
                                                              "this MPFT head folder instead."),
     quiet: bool = QuietOpt,

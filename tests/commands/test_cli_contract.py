@@ -252,6 +252,21 @@ def test_weights_install_quiet(work, tmp_path):
     assert r.stderr == "" and json.loads(r.stdout)["installed"], (r.stdout, r.stderr)
 
 
+# A size of 0 was read as "not given" (--size 0 trained at the backbone's size, without a word), and a
+# patch size of 0 or less ended in "ZeroDivisionError" or a torch kernel error: usage errors now.
+ZERO_SIZES = ["train linear {w}/data --size 0 --backbone-config tiny-vit -o {t}/h -f json",
+              "train flow --real {w}/data/real --size 0 --backbone-config tiny-vit -o {t}/h -f json",
+              "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size 0",
+              "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size -16"]
+
+
+@pytest.mark.parametrize("line", ZERO_SIZES)
+def test_sizes_below_one_are_usage_errors(work, tmp_path, line):
+    r = run_cli(*[a.format(w=work, t=tmp_path) for a in line.split()], env={"AIIDETECT_WEIGHTS": str(tmp_path)})
+    _check(r, 2, "empty")
+    assert "Invalid value for '--" in r.stderr and not (tmp_path / "h").exists(), r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("case", TRAIN_REFUSALS, ids=[c[0] for c in TRAIN_REFUSALS])
 def test_trainer_refuses_data_it_cannot_learn_from(work, tmp_path, case):
     line, says = case
