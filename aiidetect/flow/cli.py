@@ -45,7 +45,7 @@ def train_flow_cmd(
     proxies_per_image: int = typer.Option(4, "--proxies-per-image", min=1, help="Proxies made from each photo."),
     steps: int = typer.Option(1500, "--steps", min=1, help="Optimiser steps."),
     batch: int = typer.Option(64, "--batch-size", min=2, help="Real photos per step (each with one of its proxies)."),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0),
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
     linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
@@ -54,7 +54,7 @@ def train_flow_cmd(
                                     "| paper (unpaired: each proxy against the batch of real photos, independent "
                                     "noise; see docs/detectors/clip-flow.md). "
                                     "E.g. aiidetect train flow --real /data/photos --recipe paper"),
-    margin: float = typer.Option(0.5, "--margin", help="Proxy hinge margin, nats per feature dimension."),
+    margin: float = typer.Option(0.5, "--margin", min=0.0, help="Proxy hinge margin, nats per feature dimension."),
     real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
                                                                           "(0 = proxy hinge only)."),
     proxy_weight: float = typer.Option(1.0, "--proxy-weight", min=0.0, help="Weight of the proxy hinge term."),

@@ -252,16 +252,21 @@ def test_weights_install_quiet(work, tmp_path):
     assert r.stderr == "" and json.loads(r.stdout)["installed"], (r.stdout, r.stderr)
 
 
-# A size of 0 was read as "not given" (--size 0 trained at the backbone's size, without a word), and a
-# patch size of 0 or less ended in "ZeroDivisionError" or a torch kernel error: usage errors now.
-ZERO_SIZES = ["train linear {w}/data --size 0 --backbone-config tiny-vit -o {t}/h -f json",
-              "train flow --real {w}/data/real --size 0 --backbone-config tiny-vit -o {t}/h -f json",
-              "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size 0",
-              "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size -16"]
+# Numbers no run can use: usage errors now. A size of 0 was read as "not given" (--size 0 trained at the
+# backbone's size, without a word); a patch size of 0 or less ended in "ZeroDivisionError" or a torch
+# kernel error; a negative learning rate or loss weight trained the adapter to make the loss worse and
+# wrote the head with exit 0.
+BAD_NUMBERS = ["train linear {w}/data --size 0 --backbone-config tiny-vit -o {t}/h -f json",
+               "train flow --real {w}/data/real --size 0 --backbone-config tiny-vit -o {t}/h -f json",
+               "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size 0",
+               "explain-mask {w}/files/plain.jpg -o {t}/m.png --patch-size -16",
+               "train mpft {w}/data --lr -1 --steps 1 --backbone-config tiny-vit -o {t}/h -f json",
+               "train mpft {w}/data --attr-weight -5 --steps 1 --backbone-config tiny-vit -o {t}/h -f json",
+               "train mpft {w}/data --eval-every 0 --steps 1 --backbone-config tiny-vit -o {t}/h -f json"]
 
 
-@pytest.mark.parametrize("line", ZERO_SIZES)
-def test_sizes_below_one_are_usage_errors(work, tmp_path, line):
+@pytest.mark.parametrize("line", BAD_NUMBERS)
+def test_numbers_no_run_can_use_are_usage_errors(work, tmp_path, line):
     r = run_cli(*[a.format(w=work, t=tmp_path) for a in line.split()], env={"AIIDETECT_WEIGHTS": str(tmp_path)})
     _check(r, 2, "empty")
     assert "Invalid value for '--" in r.stderr and not (tmp_path / "h").exists(), r.stderr[-2000:]
