@@ -36,7 +36,7 @@ def default_name(sources: Sequence[str | Path], generators: Sequence[str] | None
 
 
 def select_items(sources, shots: int | None = None, generators: Sequence[str] | None = None, seed: int = 0):
-    from ..train.data import few_shot, load_items
+    from ..train.data import few_shot, load_items, require_both_classes
 
     items = load_items(sources)
     if generators:
@@ -47,11 +47,7 @@ def select_items(sources, shots: int | None = None, generators: Sequence[str] | 
             raise ValueError(f"no AI images of generator(s) {', '.join(sorted(missing))}; "
                              f"the data has: {', '.join(known) or 'none'}")
         items = [i for i in items if i.label == 0 or i.generator in keep]
-    n_ai = sum(i.label for i in items)
-    if not n_ai or n_ai == len(items):
-        # said here, before the backbone reads every image, not by the fit afterwards
-        raise ValueError(f"a probe needs both real and AI images; the data has {len(items) - n_ai} real and "
-                         f"{n_ai} AI")
+    require_both_classes(items)
     return few_shot(items, shots, seed=seed, by="label")
 
 

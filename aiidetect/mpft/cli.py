@@ -98,7 +98,7 @@ def train_mpft_cmd(
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
-    from ..train.data import load_items
+    from ..train.data import load_items, require_both_classes
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
@@ -113,6 +113,7 @@ def train_mpft_cmd(
     spec = backbone_opts.spec()
     try:
         items = load_items([str(d) for d in data], split=split)
+        require_both_classes(items, "MPFT")
     except (ValueError, OSError) as exc:
         fail(str(exc))
     try:

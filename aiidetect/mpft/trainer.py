@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..evaluate.metrics import logit_metrics
 from ..preprocess import apply as preprocess_apply, make_spec
 from ..probability import fit_temperature
-from ..train.data import Item, few_shot, split_train_val, summarize
+from ..train.data import Item, few_shot, require_both_classes, split_train_val, summarize
 from ..heads import backbone_manifest, save_head
 from .augment import AugmentConfig, augment, shrink_for_cache
 from .model import MASK_MODES, MPFTModel
@@ -181,6 +181,7 @@ class MPFTTrainer:
         self._log = log or (lambda msg: None)
         self.spec = make_spec(cfg.preprocess_mode, backbone.image_size, backbone.mean, backbone.std)
         chosen = few_shot(items, cfg.shots, seed=cfg.seed, by=cfg.shots_by)
+        require_both_classes(chosen, "MPFT")
         tr, held = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
         # Held-out images are split again: the "selection" part picks the best
         # state and fits the temperature; the "report" part is scored once at

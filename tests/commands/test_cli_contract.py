@@ -206,6 +206,7 @@ TRAIN_REFUSALS = [
     (f"train linear {{w}}/same/labels.csv --no-cache {_TINY}", "give (almost) the same features"),
     # one class: said before the backbone reads every image (it was said after)
     (f"train linear {{w}}/one-class.csv --no-cache {_TINY}", "needs both real and AI images; the data has 5 real"),
+    (f"train mpft {{w}}/one-class.csv --steps 1 {_TINY}", "MPFT needs both real and AI images; the data has 5 real"),
     (f"train linear {{w}}/tiny/labels.csv --no-cache {_TINY}", "give (almost) the same features"),
     (f"train flow --real {{w}}/same/labels.csv --no-cache --steps 5 --batch-size 4 {_TINY}",
      "give (almost) the same features"),
