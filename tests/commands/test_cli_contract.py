@@ -207,6 +207,7 @@ TRAIN_REFUSALS = [
     # one class: said before the backbone reads every image (it was said after)
     (f"train linear {{w}}/one-class.csv --no-cache {_TINY}", "needs both real and AI images; the data has 5 real"),
     (f"train mpft {{w}}/one-class.csv --steps 1 {_TINY}", "MPFT needs both real and AI images; the data has 5 real"),
+    ("calibrate {w}/one-class.csv -d metadata -o {t}/head -f json", "at least 5 real and 5 AI images in the data"),
     (f"train linear {{w}}/tiny/labels.csv --no-cache {_TINY}", "give (almost) the same features"),
     (f"train flow --real {{w}}/same/labels.csv --no-cache --steps 5 --batch-size 4 {_TINY}",
      "give (almost) the same features"),
