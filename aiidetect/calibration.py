@@ -155,8 +155,19 @@ def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) 
     return theta[:-1], float(theta[-1])
 
 
+# Fewer images of a class than this cannot support a fit.
+MIN_PER_CLASS = 5
+
+
+def check_enough(n_real: int, n_ai: int, min_per_class: int = MIN_PER_CLASS, what: str = "that decode") -> None:
+    """ValueError when there are too few images of a class to fit on."""
+    if n_real < min_per_class or n_ai < min_per_class:
+        raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
+                         f"{what} (got {n_real} real, {n_ai} AI)")
+
+
 def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_fnr: float = 0.05,
-               C: float = 1.0, min_per_class: int = 5) -> dict[str, Any]:
+               C: float = 1.0, min_per_class: int = MIN_PER_CLASS) -> dict[str, Any]:
     """Fit per-detector calibration, a logistic-regression fusion over the
     calibrated logits and the soft-evidence sum, and the uncertain band.
 
@@ -168,9 +179,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
 
     items = [s for s in scored if not s.error]
     y_all = np.array([s.label for s in items], dtype=int)
-    if (y_all == 0).sum() < min_per_class or (y_all == 1).sum() < min_per_class:
-        raise ValueError(f"calibration needs at least {min_per_class} real and {min_per_class} AI images "
-                         f"that decode (got {(y_all == 0).sum()} real, {(y_all == 1).sum()} AI)")
+    check_enough(int((y_all == 0).sum()), int((y_all == 1).sum()), min_per_class)
     # Every pixel detector that answered, finite or not, so one that only gave NaN is reported as skipped.
     names = sorted({n for s in items for n, r in s.results.items() if _answered(r)})
     cals: dict[str, Calibrator] = {}

@@ -2,7 +2,7 @@
 
 Training a linear probe or a flow, calibrating, and evaluating all re-read the
 same features: the cache (SQLite, keyed by file content hash, backbone
-fingerprint, preprocessing and output name) means the backbone runs once per
+fingerprint and dtype, preprocessing and output name) means the backbone runs once per
 image, ever.
 """
 from __future__ import annotations
@@ -119,6 +119,14 @@ class FeatureCache:
                 self._db = None
 
 
+def encoder_key(backbone) -> str:
+    """The cache's encoder key: the backbone and the dtype it ran in. Keyed by the fingerprint alone,
+    `train linear --dtype float32` fitted on features a bfloat16 run had cached (its head differed from
+    an uncached float32 run's). float32 rows keep the bare fingerprint they were always stored under."""
+    dtype = str(getattr(backbone, "dtype", "float32"))
+    return backbone.fingerprint if dtype == "float32" else f"{backbone.fingerprint}|{dtype}"
+
+
 def output_names(layers: Sequence[int], n_blocks: int) -> list[str]:
     return ["embed"] + [f"cls_{i % n_blocks}" for i in layers]
 
@@ -169,7 +177,7 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
 
     names = output_names(layers, backbone.layers)
     prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
-    enc = backbone.fingerprint
+    enc = encoder_key(backbone)
     # No draft: feature values must not depend on which JPEGs happened to be cached.
     reader = PixelReader([spec], keep_bytes=False,
                          transform=(lambda img, _s: transform(img)) if transform is not None else None)

@@ -252,13 +252,22 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
     return _etag_sha256(headers) if headers is not None else None
 
 
-def _already_present(plan: FetchPlan) -> dict[str, Any] | None:
+def _already_present(plan: FetchPlan, failed: set | None = None) -> dict[str, Any] | None:
+    """The result for a file in place with the expected SHA-256, or None. `failed` holds the identities
+    (inode, size, mtime) of files that did not match: the same file is not read again (a wrong
+    checkpoint of gigabytes was hashed twice, before and after taking the lock, then downloaded)."""
     if plan.sha256 and plan.dest.is_file():
+        st = plan.dest.stat()
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if failed is not None and key in failed:
+            return None
         h = hashlib.sha256()
         n = _hash_file(plan.dest, h)
         if h.hexdigest() == plan.sha256:
             return {"path": str(plan.dest), "sha256": plan.sha256, "bytes": n, "resumed": False,
                     "verified": "sha256", "already_present": True}
+        if failed is not None:
+            failed.add(key)
     return None
 
 
@@ -320,8 +329,9 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
         # downloaded it again.
         raise FetchError(f"{plan.dest} exists and is not a file; move it away and run the command again")
     part = partial_path(plan.dest)
+    failed: set = set()
     while True:
-        res = _already_present(plan)
+        res = _already_present(plan, failed)
         if res:
             return res
         fd = _lock_partial(part, on_wait)
@@ -329,7 +339,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
             break
     try:
         # The first fetch may have finished while this one opened the partial.
-        return _already_present(plan) or _download_locked(plan, fd, part, progress, retries, timeout, opener)
+        return _already_present(plan, failed) or _download_locked(plan, fd, part, progress, retries, timeout, opener)
     except BaseException:
         try:
             if os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.lstat(part)):

@@ -209,6 +209,10 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     real = check_output_dir(out_dir, m["name"], m["detector"])
     flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
             for k, v in tensors.items()}
+    bad = non_finite(flat)
+    if bad:
+        raise HeadError(f"head {m['name']} not written: its tensors hold NaN or infinite numbers ({', '.join(bad[:3])})"
+                        f"; training diverged or its features were non-finite")
     real.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = real.parent / f".{real.name}.partial-{tag}"
@@ -368,7 +372,18 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
         except ValueError as exc:
             raise HeadError(f"head {d}: {exc}") from exc
     tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
+    bad = non_finite(tensors)
+    if bad:
+        # Run, it made every file's result an error blamed on "the features", and verify said ok.
+        raise HeadError(f"head {d} holds NaN or infinite numbers in {', '.join(bad[:3])}: it cannot score; retrain it")
     return Head(path=d, manifest=m, tensors=tensors)
+
+
+def non_finite(tensors: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    import torch
+
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def in_folder(fname: Any) -> bool:

@@ -70,3 +70,28 @@ def test_train_linear_goes_on_without_a_damaged_cache(dev_manifest, tmp_path):
                                                       "AIIDETECT_WEIGHTS": str(tmp_path / "w")}, catch_exceptions=False)
     assert r.exit_code == 0, r.stderr[-2000:]
     assert "feature cache problem" in r.stderr and (tmp_path / "w" / "p" / "manifest.json").exists()
+
+
+def test_features_of_one_dtype_are_not_served_to_another(tmp_path):
+    """The cache was keyed by the backbone's fingerprint alone: `train linear --dtype float32` fitted on the
+    features a bfloat16 run had cached, and its head differed from an uncached float32 run's."""
+    from PIL import Image
+
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.feature_cache import extract_features
+    from aiidetect.preprocess import make_spec
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(2):
+        paths.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(paths[-1])
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    feats = {}
+    for dtype in ("bfloat16", "float32"):
+        bb = create_backbone(spec, dtype=dtype)
+        prep = make_spec("center-crop", bb.image_size, bb.mean, bb.std)
+        feats[dtype] = extract_features(bb, paths, prep, cache=cache)[0]["embed"]
+        assert np.array_equal(feats[dtype], extract_features(bb, paths, prep)[0]["embed"]), dtype
+    assert not np.array_equal(feats["bfloat16"], feats["float32"])

@@ -126,3 +126,37 @@ def test_train_linear_refuses_an_out_dir_it_would_replace_before_training(dev_di
         assert "extracting features" not in r.stderr and "Error" not in r.stderr and r.stdout == ""
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == files_before
     assert json.loads((tmp_path / "other" / "manifest.json").read_text())["detector"] == "mpft"
+
+
+def test_a_head_holding_nan_is_never_written_and_never_loaded(tmp_path):
+    """A training run whose loss went NaN wrote its head and said "wrote"; a scan loaded it, made every
+    file's result an error blamed on "the features", and `weights verify` said ok. Now save_head refuses
+    such tensors (nothing written, the old head kept) and load_head says what is wrong with the head."""
+    import hashlib
+
+    from safetensors.numpy import load_file, save_file
+
+    from aiidetect import heads
+
+    w = tmp_path / "weights"
+    _head(w / "h", value=1.0)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(heads.HeadError, match="NaN or infinite"):
+            _head(w / "h", value=bad)
+        assert heads.load_head(w / "h").tensors["weight"].flatten().tolist() == [1.0] * 4
+    assert sorted(p.name for p in w.iterdir()) == ["h"]
+
+    # one made elsewhere, its checksum right
+    t = load_file(str(w / "h" / heads.TENSORS))
+    t["weight"][0, 2] = np.nan
+    save_file(t, str(w / "h" / heads.TENSORS))
+    m = json.loads((w / "h" / heads.MANIFEST).read_text())
+    m["files"][heads.TENSORS] = hashlib.sha256((w / "h" / heads.TENSORS).read_bytes()).hexdigest()
+    (w / "h" / heads.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(heads.HeadError, match="NaN or infinite numbers in weight"):
+        heads.load_head(w / "h")
+    # and `weights verify` fails it, as every scan would (its checksums are right)
+    from aiidetect.api import verify_heads
+
+    [(name, _, problems)] = verify_heads([w])
+    assert name == "h" and any("NaN or infinite numbers in weight" in p for p in problems), problems

@@ -538,3 +538,22 @@ def test_progress_bar_on_a_terminal(server, checkpoint, tmp_path):
     assert p.returncode == 0, seen.decode(errors="replace")
     assert json.loads(out)["sha256"] == sha
     assert b"fetching tiny.safetensors" in seen
+
+
+def test_a_wrong_file_in_place_is_hashed_once_then_replaced(server, checkpoint, tmp_path, monkeypatch):
+    """A checkpoint in place with the wrong SHA-256 was read whole twice (before and after taking the
+    partial's lock) before the download began: minutes for a multi-gigabyte file. Once now; a file put
+    in place by another fetch meanwhile (another inode) is still checked."""
+    from aiidetect import fetch
+
+    sha = hashlib.sha256(checkpoint).hexdigest()
+    server.files["/w/tiny.safetensors"] = checkpoint
+    (tmp_path / "tiny.safetensors").write_bytes(b"not the checkpoint")
+    hashed = []
+    real = fetch._hash_file
+    monkeypatch.setattr(fetch, "_hash_file", lambda path, h: hashed.append(path) or real(path, h))
+    res = fetch.download(fetch.FetchPlan(url=server.base + "/w/tiny.safetensors", dest=tmp_path / "tiny.safetensors",
+                                         sha256=sha))
+    assert res["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
+    assert hashed == [tmp_path / "tiny.safetensors"]
+    assert len(server.requests) == 1

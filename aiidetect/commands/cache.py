@@ -5,7 +5,7 @@ import json
 
 import typer
 
-from .common import EXIT_OK, JsonFormat, SummaryFormatOpt, fail
+from .common import EXIT_OK, JsonFormat, QuietOpt, SummaryFormatOpt, fail, stderr_console
 
 
 def info(fmt: JsonFormat = SummaryFormatOpt):
@@ -26,7 +26,7 @@ def info(fmt: JsonFormat = SummaryFormatOpt):
         typer.echo(f"{name:9s} {row['path']}  ({detail}{ro}{'; ' + row['error'] if 'error' in row else ''})")
 
 
-def clear(what: str = typer.Argument("results", help="results | features | all")):
+def clear(what: str = typer.Argument("results", help="results | features | all"), quiet: bool = QuietOpt):
     """Delete cached scan results (default), backbone features, or both.
 
     Example: aiidetect cache clear all
@@ -37,8 +37,9 @@ def clear(what: str = typer.Argument("results", help="results | features | all")
         cleared = clear_caches(what)
     except ValueError as exc:
         fail(str(exc))
+    err = stderr_console(quiet)
     for name, p in cleared:
-        typer.echo(f"cleared {name} ({p})", err=True)
+        err.print(f"cleared {name} ({p})", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

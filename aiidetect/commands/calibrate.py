@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
-                     library_errors, renamed_options, split_list, stderr_console)
+                     library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -44,7 +44,7 @@ def calibrate_cmd(
     Examples:
       aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
       aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold"""
-    from ..calibration import METHODS, fit_fusion, save_fusion
+    from ..calibration import METHODS, check_enough, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import summarize
     from ..fusion import FUSION_DETECTOR
@@ -62,9 +62,14 @@ def calibrate_cmd(
         fail(str(exc))
     with library_errors():
         items = load_labelled(data, split, limit, seed)
-        dets, _ = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
+    try:  # before the detectors are built and score every image, not after
+        check_enough(sum(i.label == 0 for i in items), sum(i.label == 1 for i in items), what="in the data")
+    except ValueError as exc:
+        fail(f"cannot calibrate: {exc}")
+    with library_errors():
+        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     if not quiet:
-        err.print(f"{len(items)} labelled images, {len(dets)} detector(s)", highlight=False)
+        print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)")
     scored = run(items, dets, batch_size=batch_size)
     try:
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)

@@ -272,6 +272,19 @@ def stderr_console(quiet: bool = False):
     return _LogConsole(stderr=True, soft_wrap=True, quiet=quiet)  # log lines stay whole for grep
 
 
+def print_detector_setup(err, ctx, detectors, headline: str) -> None:
+    """What a command that scores labelled data (eval, calibrate) says before it starts: the notes from
+    preparing the detectors (a head folder passed over, a later head of the same name: what scan says
+    through its on_note), the headline, then each detector that cannot run and why."""
+    for note in ctx.notes:
+        err.print(f"note: {note}", style="yellow", highlight=False, markup=False)
+    err.print(headline, highlight=False, markup=False)
+    for d in detectors:
+        st = d.describe()
+        if st.get("status") == "unavailable":
+            err.print(f"  {d.name}: unavailable: {st.get('reason')}", style="yellow", highlight=False, markup=False)
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     """Usage or fatal error: one line on stderr, exit 2."""
     from rich.markup import escape

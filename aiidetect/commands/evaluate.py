@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
-                     library_errors, renamed_options, split_list, stderr_console)
+                     library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -78,15 +78,9 @@ def evaluate_cmd(
         dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
-        for note in ctx.notes:
-            err.print(f"note: {note}", style="yellow", highlight=False, markup=False)
-        err.print(f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
-                  f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), {n_cond} condition(s); "
-                  f"fusion: {fusion_desc}", highlight=False)
-        for d in dets:
-            st = d.describe()
-            if st.get("status") == "unavailable":
-                err.print(f"  {d.name}: unavailable: {st.get('reason')}", style="yellow", highlight=False)
+        print_detector_setup(err, ctx, dets, f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
+                                             f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), "
+                                             f"{n_cond} condition(s); fusion: {fusion_desc}")
     progress_state = {"cond": None, "done": 0}
 
     def progress(cond: str, k: int):

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, RecordFormat, RecordFormatOpt, ReportFormat, ReportFormatOpt, fail
+from .common import (EXIT_FINDINGS, EXIT_OK, QuietOpt, RecordFormat, RecordFormatOpt, ReportFormat, ReportFormatOpt, fail,
+                     stderr_console)
 from .errors import reader_left
 
 results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
@@ -198,7 +199,7 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
 
 
 def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", help="Parquet file to write."),
-            run: Optional[str] = RunOpt):
+            run: Optional[str] = RunOpt, quiet: bool = QuietOpt):
     """The store's results table as Parquet, for pandas, Polars, DuckDB or Spark.
 
     One row per file and run; the full record as a JSON column. Needs pyarrow (installed with the
@@ -219,7 +220,7 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
         fail(str(exc))
     with _open(db) as store:
         n = write_parquet(store, _runs(store, run), out)
-    typer.echo(f"wrote {n} rows to {out}", err=True)
+    stderr_console(quiet).print(f"wrote {n} rows to {out}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

@@ -129,7 +129,9 @@ def inspect(
             bad = True
             rows.append({"path": str(p), "weights_id": None, "architecture": None, "tensors": None, "bytes": None,
                          "format": None, "error": str(exc)})
-    _emit(rows, fmt, single=True)
+    # One file or many, -f json is an array of rows, like every command that prints rows (it was an
+    # object for one path and an array for two: a script had to test which).
+    _emit(rows, fmt)
     raise typer.Exit(2 if bad else EXIT_OK)
 
 
@@ -144,6 +146,7 @@ def pack(
     no_backbones: bool = typer.Option(False, "--no-backbones", help="Heads only."),
     weights_dir: Optional[List[Path]] = WeightsDirOpt,
     fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere: its only output is the result, on stdout
 ):
     """Pack backbones and heads into one verified bundle for an air-gapped machine.
 
@@ -190,6 +193,7 @@ def install(
                                              help="Where heads go (default: $AIIDETECT_WEIGHTS or "
                                                   "~/.local/share/aiidetect/weights)."),
     fmt: JsonFormat = SummaryFormatOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere: its only output is the result, on stdout
 ):
     """Install a weights bundle after verifying every file; a tampered bundle is refused (exit 2).
 

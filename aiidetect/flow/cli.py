@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -41,11 +41,11 @@ def train_flow_cmd(
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize: generator traces keep their pixel scale) | "
                                         "resize-center-crop | resize"),
-    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
     proxies_per_image: int = typer.Option(4, "--proxies-per-image", min=1, help="Proxies made from each photo."),
     steps: int = typer.Option(1500, "--steps", min=1, help="Optimiser steps."),
     batch: int = typer.Option(64, "--batch-size", min=2, help="Real photos per step (each with one of its proxies)."),
-    lr: float = typer.Option(1e-3, "--lr"),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0),
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
     linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
@@ -54,7 +54,7 @@ def train_flow_cmd(
                                     "| paper (unpaired: each proxy against the batch of real photos, independent "
                                     "noise; see docs/detectors/clip-flow.md). "
                                     "E.g. aiidetect train flow --real /data/photos --recipe paper"),
-    margin: float = typer.Option(0.5, "--margin", help="Proxy hinge margin, nats per feature dimension."),
+    margin: float = typer.Option(0.5, "--margin", min=0.0, help="Proxy hinge margin, nats per feature dimension."),
     real_weight: float = typer.Option(1.0, "--real-weight", min=0.0, help="Weight of the real-photo likelihood term "
                                                                           "(0 = proxy hinge only)."),
     proxy_weight: float = typer.Option(1.0, "--proxy-weight", min=0.0, help="Weight of the proxy hinge term."),
@@ -69,6 +69,7 @@ def train_flow_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train a CLIP-Flow head on real photos only (no AI image needed).
 
@@ -80,7 +81,7 @@ def train_flow_cmd(
       aiidetect train flow --real real/ --ai ai/ --name checked-flow -f json"""
     from ..proxies import parse_kinds
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
     try:
         kinds = parse_kinds(proxy_kinds)
@@ -150,8 +151,8 @@ def train_flow_cmd(
     cal = manifest["calibration"]
     summary = {"head": str(out_dir), "name": head_name, "data": manifest["data"], "metrics": m,
                "calibration": cal, "warnings": manifest.get("warnings", []), "seconds": round(time.time() - t0, 1)}
-    for w in summary["warnings"]:
-        err.print(f"warning: {w}", style="yellow", highlight=False)
+    for w in summary["warnings"]:  # -q keeps these: the head may not do what was asked
+        stderr_console().print(f"warning: {w}", style="yellow", highlight=False)
     if json_out or fmt == JsonFormat.json:
         typer.echo(json.dumps(summary, indent=2))
         return

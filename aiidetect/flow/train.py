@@ -248,12 +248,12 @@ def proxy_features(backbone, paths: Sequence[str], spec, layers: Sequence[int], 
     """Features of `per_image` proxies of each photo. Returns (features,
     source index per row into `paths`, kind per row, failures)."""
     from ..decode import Sample
-    from ..feature_cache import encode_images, output_names
+    from ..feature_cache import encode_images, encoder_key, output_names
     from ..pixels import PixelReader, failure, ordered
     from ..preprocess import spec_key, to_uint8
 
     names = output_names(layers, backbone.layers)
-    enc = backbone.fingerprint
+    enc = encoder_key(backbone)
     rows: list[dict[str, np.ndarray]] = []
     src: list[int] = []
     kinds_out: list[str] = []
@@ -370,6 +370,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
 
     from ..feature_cache import extract_features, output_names
     from ..preprocess import make_spec
+    from ..train.checks import check_features
     from ..train.data import summarize
     from ..heads import backbone_manifest, save_head
     from .model import FeatureFlow, FlowConfig
@@ -401,6 +402,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     row_of = {p: k for k, p in enumerate(ok)}
     x_all = feature_vector(feats, outputs) if ok else np.zeros((0, 0), np.float32)
     tr_paths, va_paths = split_reals(ok, cfg.val_fraction, cfg.seed)
+    check_features(x_all, ok, "real photos")
 
     pf, psrc, pkinds, pfail = proxy_features(backbone, ok, spec, layers, kinds, cfg.proxies_per_image, cfg.seed,
                                              cache=cache, progress=stage("proxy features", len(ok)))
@@ -429,6 +431,9 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
 
     nll_tr, nll_va = nll_numpy(model, x_tr), nll_numpy(model, x_va)
     nll_ptr, nll_pva = nll_numpy(model, xp_tr), nll_numpy(model, xp_va)
+    if not (np.isfinite(losses).all() and np.isfinite(nll_tr).all() and np.isfinite(nll_va).all()):
+        # (it ended in sklearn's "Input contains NaN." from the metrics below)
+        raise ValueError("training diverged: the flow gives non-finite likelihoods; lower --lr or use fewer --blocks")
     cal = calibrate(nll_va, nll_pva, cfg.fpr)
     if cal.get("slope_note"):
         warnings.append(f"calibration: {cal['slope_note']}")
@@ -453,13 +458,20 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
         ai_items = [i for i in load_sources(ai_sources, 1) if i.label == 1]
         af, afail = extract_features(backbone, [i.path for i in ai_items], spec, layers, cache=cache,
                                      progress=stage("AI validation features", len(ai_items)))
+        for p, why in afail:
+            say(f"skipped {p}: {why}")
+        unread = {p for p, _ in afail}
         if len(af["embed"]):
             nll_ai = nll_numpy(model, feature_vector(af, outputs))
             metrics["ai_validation"] = {
                 "n": int(len(nll_ai)), "auroc_real_val_vs_ai": auroc(nll_va, nll_ai),
                 "ai_flagged_at_threshold": float((z(nll_ai) > cal["threshold_z"]).mean()),
                 "note": "AI images are used for this report only, never for training or calibration"}
-        ai_summary = summarize(ai_items)
+        else:
+            # Asked for and silently missing: the manifest said "n": 8 for eight files none of which decoded.
+            warnings.append(f"--ai: no AI image to validate on ({len(ai_items)} AI-labelled, {len(unread)} of them "
+                            f"unreadable): no AI validation report")
+        ai_summary = {**summarize([i for i in ai_items if i.path not in unread]), "n_failed": len(unread)}
 
     manifest = {
         "name": name,

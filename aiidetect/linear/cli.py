@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -25,7 +25,7 @@ def train_linear_cmd(
     out: Optional[Path] = HeadOutDirOpt,
     preprocess: str = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
-    size: Optional[int] = typer.Option(None, "--size", help="Crop size (default: the backbone's input size)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
     feature: str = typer.Option("embed", "--feature", help="embed (after projection) or cls_<block>."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", min=0.0, max=0.9,
                                        help="Hold out this fraction to report held-out metrics."),
@@ -34,6 +34,7 @@ def train_linear_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train a linear probe (logistic regression, cross-validated C) on frozen backbone features.
 
@@ -46,7 +47,7 @@ def train_linear_cmd(
     from ..linear.train import select_items, train_linear
     from ..commands.common import quiet_torch_threads
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     spec = backbone_opts.spec()
     gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     try:  # cheap checks of the data before torch is even imported

@@ -36,7 +36,7 @@ def default_name(sources: Sequence[str | Path], generators: Sequence[str] | None
 
 
 def select_items(sources, shots: int | None = None, generators: Sequence[str] | None = None, seed: int = 0):
-    from ..train.data import few_shot, load_items
+    from ..train.data import few_shot, load_items, require_both_classes
 
     items = load_items(sources)
     if generators:
@@ -47,6 +47,7 @@ def select_items(sources, shots: int | None = None, generators: Sequence[str] | 
             raise ValueError(f"no AI images of generator(s) {', '.join(sorted(missing))}; "
                              f"the data has: {', '.join(known) or 'none'}")
         items = [i for i in items if i.label == 0 or i.generator in keep]
+    require_both_classes(items)
     return few_shot(items, shots, seed=seed, by="label")
 
 
@@ -62,6 +63,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..evaluate.metrics import logit_metrics
     from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
+    from ..train.checks import check_features
     from ..train.data import split_train_val, summarize
     from ..heads import backbone_manifest, check_output_dir, default_output_dir, plain_name
 
@@ -103,6 +105,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     X, y, failures = feats(train_items)
     if len(y) == 0:
         raise ValueError("no training image could be decoded")
+    bad = {p for p, _ in failures}
+    check_features(X, [i.path for i in train_items if i.path not in bad])
     probe = fit_probe(X, y, seed=seed)
     say(f"fitted: C={probe.info.get('C')}, cross-validation folds {probe.info.get('cv_folds')}")
 

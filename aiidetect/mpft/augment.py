@@ -54,7 +54,8 @@ def augment(img, cfg: AugmentConfig, rng: random.Random):
     w, h = img.size
     if cfg.p_crop > 0 and rng.random() < cfg.p_crop:
         a = rng.uniform(cfg.crop_min_area, 1.0) ** 0.5
-        cw, ch = max(8, int(w * a)), max(8, int(h * a))
+        # (at least 8 pixels, never more than the image: one under 8 ended the run in randrange)
+        cw, ch = min(w, max(8, int(w * a))), min(h, max(8, int(h * a)))
         x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
         img = img.crop((x0, y0, x0 + cw, y0 + ch))
     if cfg.p_resize > 0 and rng.random() < cfg.p_resize:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
@@ -51,10 +51,10 @@ def train_mpft_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimiser steps (overrides --epochs).",
                                         rich_help_panel=P_SCHED),
     batch_size: int = typer.Option(16, "--batch-size", min=1, rich_help_panel=P_SCHED),
-    lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the adapter and mask token.", rich_help_panel=P_SCHED),
-    lr_head: float = typer.Option(1e-3, "--lr-head", help="Learning rate of the heads.", rich_help_panel=P_SCHED),
-    weight_decay: float = typer.Option(0.01, "--weight-decay", rich_help_panel=P_SCHED),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (default: per epoch).",
+    lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Learning rate of the adapter and mask token.", rich_help_panel=P_SCHED),
+    lr_head: float = typer.Option(1e-3, "--lr-head", min=0.0, help="Learning rate of the heads.", rich_help_panel=P_SCHED),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", min=0.0, rich_help_panel=P_SCHED),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Validate every N steps (default: per epoch).",
                                              rich_help_panel=P_SCHED),
     mask_ratio: float = typer.Option(0.3, "--mask-ratio", min=0.0, max=0.95,
                                      help="Share of patches hidden during training (0 = plain fine-tuning).",
@@ -64,17 +64,17 @@ def train_mpft_cmd(
     mask_select: str = typer.Option("sample", "--mask-select",
                                     help="topk (most textured) | sample (probability proportional to texture).",
                                     rich_help_panel=P_MASK),
-    mask_power: float = typer.Option(1.0, "--mask-power", help="sample: probability ~ texture ** power.",
+    mask_power: float = typer.Option(1.0, "--mask-power", min=0.0, help="sample: probability ~ texture ** power.",
                                      rich_help_panel=P_MASK),
     adapter: str = typer.Option("lora", "--adapter", help="lora | last_n | full", rich_help_panel=P_MODEL),
     rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank.", rich_help_panel=P_MODEL),
     alpha: float = typer.Option(16.0, "--alpha", help="LoRA alpha (delta scale = alpha / rank).", rich_help_panel=P_MODEL),
     targets: str = typer.Option("attn_in,attn_out,mlp_fc,mlp_proj", "--targets",
                                 help="LoRA targets: attn_in (q/k/v), attn_out, mlp_fc, mlp_proj.", rich_help_panel=P_MODEL),
-    last_n: int = typer.Option(2, "--last-n", help="last_n: how many final blocks are trained.", rich_help_panel=P_MODEL),
+    last_n: int = typer.Option(2, "--last-n", min=0, help="last_n: how many final blocks are trained.", rich_help_panel=P_MODEL),
     train_norms: bool = typer.Option(False, "--train-norms", help="Also train every block's LayerNorms.",
                                      rich_help_panel=P_MODEL),
-    attr_weight: float = typer.Option(0.5, "--attr-weight", help="Weight of the attribution loss.", rich_help_panel=P_MODEL),
+    attr_weight: float = typer.Option(0.5, "--attr-weight", min=0.0, help="Weight of the attribution loss.", rich_help_panel=P_MODEL),
     no_augment: bool = typer.Option(False, "--no-augment", help="Disable crop/resize/blur/JPEG augmentation.",
                                     rich_help_panel=P_AUG),
     no_format_guard: bool = typer.Option(False, "--no-format-guard",
@@ -84,6 +84,7 @@ def train_mpft_cmd(
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
+    quiet: bool = QuietOpt,
 ):
     """Train an MPFT head: Texture-Aware Masking fine-tuning, binary and attribution heads.
 
@@ -97,11 +98,11 @@ def train_mpft_cmd(
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
-    from ..train.data import load_items
+    from ..train.data import load_items, require_both_classes
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
-    err = stderr_console()
+    err = stderr_console(quiet)
     for opt, val, allowed in (("--mask-mode", mask_mode, ("drop", "token")), ("--mask-select", mask_select, ("topk", "sample")),
                               ("--adapter", adapter, ("lora", "last_n", "full")), ("--shots-by", shots_by, ("label", "generator")),
                               ("--preprocess", preprocess, ("center-crop", "resize-center-crop", "resize"))):
@@ -112,6 +113,7 @@ def train_mpft_cmd(
     spec = backbone_opts.spec()
     try:
         items = load_items([str(d) for d in data], split=split)
+        require_both_classes(items, "MPFT")
     except (ValueError, OSError) as exc:
         fail(str(exc))
     try:
@@ -146,7 +148,7 @@ def train_mpft_cmd(
         err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images; "
                   f"head -> {out_dir}", highlight=False)
         res = train_mpft(bb, items, cfg, out_dir, name, sources=[str(d) for d in data], resume=resume,
-                         show_progress=True, log=lambda s: err.print(s, highlight=False))
+                         show_progress=not quiet, log=lambda s: err.print(s, highlight=False))
     except BackboneUnavailable as exc:
         fail(str(exc))
     except ValueError as exc:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, backbone_options, fail, stderr_console
+from ..commands.common import BackboneOptions, QuietOpt, backbone_options, fail, stderr_console
 
 
 def _check_output(image: Path, output: Path) -> None:
@@ -42,9 +42,10 @@ def explain_mask_cmd(
     seed: int = typer.Option(0, "--seed"),
     preprocess: str = typer.Option("center-crop", "--preprocess", help="center-crop | resize-center-crop | resize"),
     size: int = typer.Option(224, "--size", help="Model input size."),
-    patch: int = typer.Option(16, "--patch-size", help="ViT patch size."),
+    patch: int = typer.Option(16, "--patch-size", min=1, help="ViT patch size."),
     head: Optional[Path] = typer.Option(None, "--head", help="Take preprocessing, patch size and mask settings from "
                                                              "this MPFT head folder instead."),
+    quiet: bool = QuietOpt,
 ):
     """Shade the patches Texture-Aware Masking would hide (the most textured ones).
 
@@ -96,7 +97,7 @@ def explain_mask_cmd(
               "Drawn on the image as the model sees it (after its preprocessing)."]
     save_image(Image.fromarray(with_legend(shade_mask(u8, grid, patch), legend)), output)
     scores = texture_scores(x, patch, spec["mean"], spec["std"])[0]
-    stderr_console().print(f"masked {int(mask.sum())}/{mask.numel()} patches ({select}, ratio {ratio}); "
+    stderr_console(quiet).print(f"masked {int(mask.sum())}/{mask.numel()} patches ({select}, ratio {ratio}); "
                            f"texture score masked mean {float(scores[mask].mean()) if mask.any() else 0:.4g} vs kept "
                            f"{float(scores[~mask].mean()):.4g}", highlight=False)
     typer.echo(str(output))

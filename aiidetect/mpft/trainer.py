@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..evaluate.metrics import logit_metrics
 from ..preprocess import apply as preprocess_apply, make_spec
 from ..probability import fit_temperature
-from ..train.data import Item, few_shot, split_train_val, summarize
+from ..train.data import Item, few_shot, require_both_classes, split_train_val, summarize
 from ..heads import backbone_manifest, save_head
 from .augment import AugmentConfig, augment, shrink_for_cache
 from .model import MASK_MODES, MPFTModel
@@ -181,6 +181,7 @@ class MPFTTrainer:
         self._log = log or (lambda msg: None)
         self.spec = make_spec(cfg.preprocess_mode, backbone.image_size, backbone.mean, backbone.std)
         chosen = few_shot(items, cfg.shots, seed=cfg.seed, by=cfg.shots_by)
+        require_both_classes(chosen, "MPFT")
         tr, held = split_train_val(chosen, cfg.val_fraction, seed=cfg.seed)
         # Held-out images are split again: the "selection" part picks the best
         # state and fits the temperature; the "report" part is scored once at
@@ -195,6 +196,7 @@ class MPFTTrainer:
             raise ValueError("no readable training images")
         if len({i.label for i in self.train_items}) < 2:
             raise ValueError("training needs both real and AI images")
+        self._check_features()
         gens = sorted({i.generator for i in self.train_items + self.val_items + self.report_items if i.label == 1})
         self.labels = ["real"] + gens
         self.label_index = {g: k for k, g in enumerate(self.labels)}
@@ -233,6 +235,19 @@ class MPFTTrainer:
         self._pool = ThreadPoolExecutor(max(1, cfg.workers))
 
     # ------------------------------------------------------------ data
+    def _check_features(self, sample: int = 64) -> None:
+        """The rule `train linear` and `train flow` apply (train.checks), on the frozen backbone's
+        features of a sample of the training images: identical or blank images, or images far
+        smaller than the input, trained and wrote a head that scores every file alike."""
+        from ..feature_cache import encode_images
+        from ..train.checks import check_features
+
+        n = len(self.train_imgs)
+        pick = sorted(random.Random(f"{self.cfg.seed}:check").sample(range(n), min(n, sample)))
+        X = encode_images(self.bb, [self.train_imgs[k] for k in pick], self.spec)["embed"]
+        check_features(X, [self.train_items[k].path for k in pick],
+                       "training images" if len(pick) == n else f"training images sampled from {n}")
+
     def _order(self, epoch: int) -> list[int]:
         idx = list(range(len(self.train_items)))
         random.Random(f"{self.cfg.seed}:order:{epoch}").shuffle(idx)
@@ -363,6 +378,11 @@ class MPFTTrainer:
             run_loss = None
             while self.step < self.total_steps:
                 s = self._train_step()
+                if not math.isfinite(s["loss"]):
+                    # Every later step and the best-state pick would run on NaN weights, and the head
+                    # written at the end scored nothing (every file an error) while the run said "wrote".
+                    raise ValueError(f"training diverged: the loss is {s['loss']} at step {self.step}; "
+                                     f"lower --lr / --lr-head, or use --dtype float32")
                 run_loss = s["loss"] if run_loss is None else 0.9 * run_loss + 0.1 * s["loss"]
                 info = f"loss {run_loss:.3f}"
                 if self.step % self.eval_every == 0 or self.step == self.total_steps:

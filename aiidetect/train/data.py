@@ -316,6 +316,14 @@ def summarize(items: Sequence[Item]) -> dict:
             "n_ai": sum(1 for i in items if i.label == 1), "generators": dict(sorted(gens.items()))}
 
 
+def require_both_classes(items: Sequence[Item], what: str = "a probe") -> None:
+    """ValueError unless `items` hold real and AI images: said before any image is decoded or the
+    backbone is loaded, not by the fit after every image went through it."""
+    n_ai = sum(1 for i in items if i.label == 1)
+    if not n_ai or n_ai == len(items):
+        raise ValueError(f"{what} needs both real and AI images; the data has {len(items) - n_ai} real and {n_ai} AI")
+
+
 def few_shot(items: Sequence[Item], shots: int | None, seed: int = 0, by: str = "label") -> list[Item]:
     """Keep at most `shots` items per class (by="label") or per generator (by="generator")."""
     if not shots:

@@ -193,3 +193,27 @@ def test_occlusion_map_through_the_flow_detector(trained, small_reals):
     assert abs(m["base_p"] - rec.detectors["flow:tiny-flow"].p_ai) < 1e-5
     d = np.asarray(m["deltas"])
     assert d.shape == (4, 4) and np.isfinite(d).all() and np.abs(d).max() > 0
+
+
+def test_ai_validation_says_what_it_was_given(backbone, tmp_path):
+    """--ai with files none of which decode (or with no AI rows) gave no report and no word about it,
+    and the manifest's data.ai_validation said "n": 3 for three files never read. The files are named
+    on the log, counted as failed, and a warning says there is no AI validation."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part in ("real", "ai"):
+        (tmp_path / part).mkdir()
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{k}.png")
+    for k in range(3):
+        (tmp_path / "ai" / f"{k}.png").write_bytes(b"not a png")
+    cfg = TrainFlowConfig(kinds=KINDS, val_fraction=0.3, blocks=1, hidden=8, fit=FitConfig(steps=2, batch=4))
+    said = []
+    m = train_flow_head(backbone, [str(tmp_path / "real")], tmp_path / "h", "h", cfg, ai_sources=[str(tmp_path / "ai")],
+                        log=said.append)
+    assert m["data"]["ai_validation"]["n"] == 0 and m["data"]["ai_validation"]["n_failed"] == 3
+    assert "ai_validation" not in m["metrics"]
+    assert any(w.startswith("--ai: no AI image to validate on (3 AI-labelled, 3 of them unreadable)")
+               for w in m["warnings"]), m["warnings"]
+    assert sum(s.startswith("skipped ") for s in said) == 3, said

@@ -354,3 +354,18 @@ def test_recipes_on_the_command_line(tmp_path):
         assert t["recipe"] == recipe and check(t), t
     bad = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", "nope", "--backbone-config", "tiny-vit"])
     assert bad.exit_code == 2
+
+
+def test_augmentation_of_images_under_eight_pixels():
+    """The random crop asked for at least 8 pixels of an image of fewer, and training ended in
+    "error: empty range for randrange() (0, -6, -6)". It keeps what the image has."""
+    import random
+
+    from PIL import Image
+
+    from aiidetect.mpft.augment import AugmentConfig, augment
+
+    cfg = AugmentConfig(p_crop=1.0, p_resize=0.0)
+    for size in ((1, 1), (3, 7), (7, 30)):
+        out = augment(Image.new("RGB", size, (1, 2, 3)), cfg, random.Random(0))
+        assert all(min(n, 8) <= got <= n for got, n in zip(out.size, size)), (out.size, size)
