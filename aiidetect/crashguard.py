@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 STRIKES_TO_REFUSE = 2
-SLOT_BYTES = 16384           # a path of PATH_MAX bytes, JSON-escaped, with its size and mtime
+# One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime. A PATH_MAX path of bytes that are
+# not UTF-8 nor printable makes a key of about 30 kB (escaped display form + base64, escaped again by JSON); a
+# key longer than a slot is not written, and its file would go unguarded. The file stays sparse: a slot costs
+# only what is written in it.
+SLOT_BYTES = 65536
 _LEN = 8                     # the slot's header: the payload's length in ASCII digits; 0 = empty
 SUFFIX = "-reading-"
 

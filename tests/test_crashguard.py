@@ -193,3 +193,14 @@ def test_closing_the_guard_while_a_file_is_being_read(tmp_path):
     os.close(fd)
     with g.watch("/x/b.png"):
         pass
+
+
+def test_a_slot_holds_the_longest_path_a_file_can_have(tmp_path):
+    from aiidetect.store import path_key
+
+    # PATH_MAX bytes of a name that is not UTF-8: its key is the escaped display form plus base64, and JSON
+    # escapes it once more (26 kB). Before, such a file's slot was not written: a crafted file named so
+    # stopped the audit at every run, unguarded.
+    name = "/" + "/".join([os.fsdecode(b"\x01\xff" * 127)] * 16)
+    store = _dead_slots(tmp_path, 3, Seen(path_key(name), 5, 1))
+    assert recover(store) == ([Seen(path_key(name), 5, 1)], [3])
