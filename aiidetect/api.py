@@ -541,20 +541,29 @@ class Scanner:
         """Records for candidates from `candidates()` (the second half of `scan`)."""
         pipe = self.pipeline = self.new_pipeline()
         session = self._open_store(pipe, argv) if self.options.db else None
-        if session is not None:
-            pipe.prior = session.prior
-            if self.options.engine != "ray":  # the cluster's tasks read the files elsewhere
-                pipe.guard = session.guard_reads()
-            if session.crashed:
-                self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
-                           f"file(s) (a crash, the out-of-memory killer or kill -9): each is read alone this time, "
-                           f"and not again if this run ends there too: {', '.join(session.crashed[:5])}"
-                           + (" ..." if len(session.crashed) > 5 else ""))
         try:
+            if session is not None:
+                pipe.prior = session.prior
+                if self.options.engine != "ray":  # the cluster's tasks read the files elsewhere
+                    pipe.guard = session.guard_reads()
+                if session.crashed:
+                    then = ("each is read alone this time, and not again if this run ends there too"
+                            if pipe.guard is not None else
+                            "read as any other by this run (with --engine ray, or where the store's folder takes no "
+                            "new file)")
+                    self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
+                               f"file(s) (a crash, the out-of-memory killer or kill -9): {then}: "
+                               f"{', '.join(session.crashed[:5])}" + (" ..." if len(session.crashed) > 5 else ""))
             records = self._engine(pipe, candidates)
         except BaseException:
+            # The session started is closed whatever ends it here (an on_note that raises, Ctrl-C, a
+            # cluster refusing): not left `running` with its slot file; a store that cannot be written
+            # then must not hide why.
             if session is not None:
-                session.close("interrupted")
+                from .store import StoreError
+
+                with contextlib.suppress(StoreError):
+                    session.close("interrupted")
             raise
         self._final_stats = None
         out = self._finished(records, session, pipe)

@@ -25,12 +25,17 @@ import contextlib
 import glob
 import json
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 STRIKES_TO_REFUSE = 2
-SLOT_BYTES = 16384           # a path of PATH_MAX bytes, JSON-escaped, with its size and mtime
+# One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime. A PATH_MAX path of bytes that are
+# not UTF-8 nor printable makes a key of about 30 kB (escaped display form + base64, escaped again by JSON); a
+# key longer than a slot is not written, and its file would go unguarded. The file stays sparse: a slot costs
+# only what is written in it.
+SLOT_BYTES = 65536
 _LEN = 8                     # the slot's header: the payload's length in ASCII digits; 0 = empty
 SUFFIX = "-reading-"
 
@@ -64,11 +69,20 @@ def recover(store_path: str) -> tuple[list[Seen], list[int]]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its session is still running
+            try:
+                if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                    continue
+            except OSError:
+                continue  # another session starting beside this one took it (and counts it) first
+            try:
+                os.unlink(path)
+            except OSError:
+                # Left in place (a read-only folder): counted now, it would strike its files again at
+                # every later session, and two sessions would refuse a file that crashed once.
+                continue
             found.extend(_read_slots(fd))
             with contextlib.suppress(ValueError):
                 dead.append(int(path.rsplit(SUFFIX, 1)[1]))
-            with contextlib.suppress(OSError):
-                os.unlink(path)
         finally:
             os.close(fd)
     return found, dead
@@ -140,8 +154,23 @@ class CrashGuard:
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
         self.strikes = dict(strikes)
         self._seen = seen
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Made and locked under another name, then renamed into place: a session starting beside this
+        # one (recover) must never find it at its slot name unlocked, take it for a dead session's and
+        # remove it.
+        folder, base = os.path.split(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}-", dir=folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+        # The slots are written by the decode threads; close() may come from the consumer while
+        # some are still reading (a scan stopped early): never a write to a closed (or reused) fd.
+        self._io = threading.Lock()
         self._lock = _ReadersWriter()
         self._slots = threading.local()
         self._count = 0
@@ -172,11 +201,16 @@ class CrashGuard:
             if seen is not None:
                 payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
                 if len(payload) <= SLOT_BYTES - _LEN:
-                    os.pwrite(self._fd, b"%08d" % len(payload) + payload, off)
+                    self._write(b"%08d" % len(payload) + payload, off)
             try:
                 yield
             finally:
-                os.pwrite(self._fd, b"0" * _LEN, off)
+                self._write(b"0" * _LEN, off)
+
+    def _write(self, data: bytes, off: int) -> None:
+        with self._io:
+            if self._fd is not None:
+                os.pwrite(self._fd, data, off)
 
     def _slot(self) -> int:
         off = getattr(self._slots, "off", None)
@@ -188,8 +222,9 @@ class CrashGuard:
 
     def close(self) -> None:
         """A session that ends (finished or stopped) leaves no slots: nothing it read is suspect."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(self._fd)
-            self._fd = None
+        with self._io:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                os.close(self._fd)
+                self._fd = None

@@ -318,6 +318,9 @@ class OrderedChunks:
                     pending, self._next = self._next, None
             finally:
                 self._pool = None
+                # Stopped early (Ctrl-C, SIGTERM, the caller gone): the chunks queued behind the running
+                # jobs are dropped, not decoded before the pool's exit lets the process end.
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,

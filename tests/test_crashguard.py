@@ -108,3 +108,99 @@ def test_a_file_with_a_strike_is_read_with_no_other_beside_it():
     for t in ts:
         t.join()
     assert most[0] == 1
+
+
+def _dead_slots(tmp_path, sid: int, seen: Seen) -> str:
+    """The slot file a session killed while reading `seen` leaves (unlocked)."""
+    store = str(tmp_path / "s.sqlite")
+    g = CrashGuard(store, 99, {}, lambda p: seen)
+    with g.watch(seen.key):
+        data = open(g.path, "rb").read()
+    g.close()
+    (tmp_path / f"s.sqlite-reading-{sid}").write_bytes(data)
+    return store
+
+
+def test_two_sessions_starting_together_count_a_death_once(tmp_path, monkeypatch):
+    import fcntl
+
+    store = _dead_slots(tmp_path, 3, Seen("/x/p.png", 5, 1))
+    real, other = fcntl.flock, []
+
+    def flock(fd, op):
+        if not other:  # the other session opened the file too, then recovered and removed it first
+            other.append(None)
+            other[0] = recover(store)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    mine = recover(store)
+    # Before: both read the removed file's slots, and one crash was two strikes (the file set aside).
+    assert other == [([Seen("/x/p.png", 5, 1)], [3])] and mine == ([], [])
+
+
+def test_a_slot_file_that_cannot_be_removed_strikes_nothing(tmp_path, monkeypatch):
+    store = _dead_slots(tmp_path, 3, Seen("/x/p.png", 5, 1))
+
+    def unlink(path, *a, **k):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    # A read-only folder: counted at every session, one crash would refuse the file at the next run.
+    assert recover(store) == ([], []) and recover(store) == ([], [])
+
+
+def test_a_new_session_slot_file_is_never_seen_unlocked(tmp_path, monkeypatch):
+    import fcntl
+
+    store = str(tmp_path / "s.sqlite")
+    real, seen_by_other = fcntl.flock, []
+
+    def flock(fd, op):
+        if not seen_by_other:  # another session starts and recovers between the file's creation and its lock
+            seen_by_other.append(None)
+            seen_by_other[0] = recover(store)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    g = CrashGuard(store, 4, {}, lambda p: None)   # before: its flock failed (OSError), or locked a removed file
+    monkeypatch.setattr(fcntl, "flock", real)
+    assert seen_by_other == [([], [])] and recover(store) == ([], []) and slot_files(store) == [g.path]
+    g.close()
+    assert slot_files(store) == [] and os.listdir(tmp_path) == []
+
+
+def test_closing_the_guard_while_a_file_is_being_read(tmp_path):
+    g = CrashGuard(str(tmp_path / "s.sqlite"), 1, {}, lambda p: Seen(p, 1, 1))
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def reading():
+        try:
+            with g.watch("/x/a.png"):
+                inside.set()
+                release.wait(5)
+        except Exception as exc:  # noqa: BLE001 - what the decode thread would die of
+            errors.append(exc)
+
+    t = threading.Thread(target=reading)
+    t.start()
+    inside.wait(5)
+    g.close()           # a scan stopped early: the session closes before the decode threads are joined
+    fd = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)  # may take the slot file's descriptor number
+    release.set()
+    t.join()
+    assert errors == [] and os.pread(fd, 16, 0) == b""
+    os.close(fd)
+    with g.watch("/x/b.png"):
+        pass
+
+
+def test_a_slot_holds_the_longest_path_a_file_can_have(tmp_path):
+    from aiidetect.store import path_key
+
+    # PATH_MAX bytes of a name that is not UTF-8: its key is the escaped display form plus base64, and JSON
+    # escapes it once more (26 kB). Before, such a file's slot was not written: a crafted file named so
+    # stopped the audit at every run, unguarded.
+    name = "/" + "/".join([os.fsdecode(b"\x01\xff" * 127)] * 16)
+    store = _dead_slots(tmp_path, 3, Seen(path_key(name), 5, 1))
+    assert recover(store) == ([Seen(path_key(name), 5, 1)], [3])

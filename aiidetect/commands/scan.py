@@ -75,6 +75,12 @@ def scan(
     """
     from ..api import ScanError, ScanOptions, Scanner
     from ..report import make_writer
+    from ..report.output import is_stdout
+
+    if output is not None and is_stdout(output):
+        # `-o -` is stdout, handled as without -o: Ctrl-C or SIGTERM must close the document there
+        # (as a file, the temporary was dropped and the JSON array on stdout left open).
+        output = None
 
     fails = split_list(fail_on)
     bad = [f for f in fails if f not in FAIL_ON]

@@ -233,6 +233,13 @@ def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
     _probe(address)
+    import signal
+    import threading
+
+    # ray.init sets its own SIGTERM handler in the driver, sys.exit(15): a scan stopped by `timeout` or a
+    # scheduler then exited 15, without the stop that Ctrl-C gets (commands.errors.stop_on_signals, 143).
+    main = threading.current_thread() is threading.main_thread()
+    term = signal.getsignal(signal.SIGTERM) if main else None
     try:
         # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
@@ -242,6 +249,9 @@ def _connect(ray, address: str | None) -> None:
                 "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
         raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
                              f"{type(exc).__name__}: {exc}{hint}") from None
+    finally:
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
     _route_ray_prints(ray)
 
 

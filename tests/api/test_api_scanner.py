@@ -404,3 +404,49 @@ def test_meta_report_and_resolve_fusion_refuse_what_is_not_a_path(few, tmp_path)
         resolve_fusion(3)
     # One weights folder as a str is one (as letters it looked in '/', 't', ...).
     assert resolve_fusion("auto", str(tmp_path)) == (None, "rules only (no fusion model found)")
+
+
+def test_a_session_that_fails_before_its_records_is_closed(few, tmp_path):
+    """Whatever stops records() after the store session began (here an on_note that raises, as
+    Ctrl-C could there) closes it: not left `running` with a slot file the next run calls dead."""
+    from aiidetect.crashguard import CrashGuard, Seen, slot_files
+
+    db = tmp_path / "s.sqlite"
+    g = CrashGuard(str(db), 50, {}, lambda p: Seen(p, 1, 1))
+    with g.watch("/gone/x.png"):                       # a session killed while reading leaves this
+        dead = open(g.path, "rb").read()
+    g.close()
+    open(str(db) + "-reading-50", "wb").write(dead)
+
+    def note(msg):
+        if "ended while reading" in msg:
+            raise RuntimeError("the caller's callback failed")
+
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False, db=str(db)), on_note=note)
+    with pytest.raises(RuntimeError):
+        s.records(s.candidates(few[:1]))
+    s.close()
+    with sqlite3.connect(db) as c:
+        assert [st for (st,) in c.execute("SELECT status FROM sessions")] == ["interrupted"]
+    assert slot_files(str(db)) == []
+
+
+def test_the_crash_note_says_what_this_run_does_without_a_guard(few, tmp_path, monkeypatch):
+    from aiidetect import crashguard
+
+    db = tmp_path / "s.sqlite"
+    g = crashguard.CrashGuard(str(db), 50, {}, lambda p: crashguard.Seen(p, 1, 1))
+    with g.watch("/gone/x.png"):
+        dead = open(g.path, "rb").read()
+    g.close()
+    open(str(db) + "-reading-50", "wb").write(dead)
+
+    def no_file_here(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(crashguard.CrashGuard, "__init__", no_file_here)  # a folder that takes no new file
+    notes = []
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=str(db)), on_note=notes.append) as s:
+        assert len(list(s.scan(few[:1]))) == 1
+    # Before: "each is read alone this time, and not again if this run ends there too", which it was not.
+    assert [n for n in notes if "ended while reading" in n and "read as any other" in n], notes

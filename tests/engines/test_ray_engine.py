@@ -395,3 +395,26 @@ def test_ray_sizing_settings_are_checked_before_the_scan(tmp_path, name):
         lines = [x for x in r.stderr.splitlines() if x.strip()]
         assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (bad, r.stderr[-2000:])
         assert lines[0].startswith(f"error: {name}=") and "number >= 1" in lines[0]
+
+
+def test_connecting_keeps_the_commands_sigterm_handler(monkeypatch):
+    """ray.init sets sys.exit(15) as the driver's SIGTERM handler: `timeout` stopping a Ray scan exited 15
+    instead of 143, without the stop Ctrl-C gets (stdout closed, store session interrupted)."""
+    import signal
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    def init(**kw):
+        signal.signal(signal.SIGTERM, lambda signum, frame: exit(signum))  # what ray.init does (sys.exit)
+
+    def ours(signum, frame):
+        pass
+
+    monkeypatch.setattr(ray_engine, "_route_ray_prints", lambda ray: None)
+    before = signal.signal(signal.SIGTERM, ours)
+    try:
+        ray_engine._connect(SimpleNamespace(is_initialized=lambda: False, init=init), None)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, before)

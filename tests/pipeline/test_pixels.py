@@ -315,3 +315,20 @@ def test_mpft_load_images_keeps_order_and_reports_skips(zoo):
         assert np.array_equal(np.asarray(im), np.asarray(shrink_for_cache(img, CROP)))
     assert len(skipped) == len(paths) - len(kept) and skipped[0].startswith(paths[1] + ": empty-file: ")
     assert logged and "skipped" in logged[0]
+
+
+def test_chunks_stopped_early_leave_the_queued_jobs_undone():
+    import time
+
+    started = []
+
+    def job(x, i):
+        started.append(i)
+        time.sleep(0.02)
+        return x
+
+    it = iter(ordered_chunks(job, range(100), size=20, workers=1))
+    next(it)                      # chunk 0 handed back, chunk 1 queued behind the one worker
+    it.close()                    # Ctrl-C / SIGTERM in the consumer
+    # Before: the 20 jobs of chunk 1 all ran (0.4 s here, minutes on large files) before the process could end.
+    assert len(started) <= 22
