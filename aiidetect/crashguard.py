@@ -52,14 +52,20 @@ def slot_files(store_path: str) -> list[str]:
     return sorted(glob.glob(glob.escape(str(store_path)) + SUFFIX + "*"))
 
 
-def recover(store_path: str) -> tuple[list[Seen], list[int]]:
+def recover(store_path: str, elsewhere: Callable[[int], bool] = lambda session_id: False
+            ) -> tuple[list[Seen], list[int]]:
     """The files in the slots of sessions that died, and those sessions' ids; their slot
-    files are removed. A slot file still locked belongs to a live session: left alone."""
+    files are removed. A slot file still locked belongs to a live session: left alone. So is
+    one of a session `elsewhere` says ran on another machine (a store on a share: its lock
+    is not seen from here, and a live session there would look dead)."""
     import fcntl
 
     found: list[Seen] = []
     dead: list[int] = []
     for path in slot_files(store_path):
+        with contextlib.suppress(ValueError):
+            if elsewhere(int(path.rsplit(SUFFIX, 1)[1])):
+                continue
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         except OSError:
@@ -148,12 +154,15 @@ class CrashGuard:
     session stat-ed the file (StoreSession.prior) before it is read."""
 
     def __init__(self, store_path: str, session_id: int, strikes: Mapping[str, tuple[int | None, int | None, int]],
-                 seen: Callable[[str], Seen | None]):
+                 seen: Callable[[str], Seen | None], cleared: Callable[[str], None] | None = None):
         import fcntl
 
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
         self.strikes = dict(strikes)
         self._seen = seen
+        # Told when a file with a strike was read to the end: the neighbours of the first death, read
+        # alone, are cleared (else each kept its strike, and one unrelated kill -9 would set it aside).
+        self._cleared = cleared
         # Made and locked under another name, then renamed into place: a session starting beside this
         # one (recover) must never find it at its slot name unlocked, take it for a dead session's and
         # remove it.
@@ -206,6 +215,10 @@ class CrashGuard:
                 yield
             finally:
                 self._write(b"0" * _LEN, off)
+        if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
+            self.strikes.pop(seen.key, None)
+            if self._cleared is not None:
+                self._cleared(seen.key)
 
     def _write(self, data: bytes, off: int) -> None:
         with self._io:

@@ -416,6 +416,21 @@ class ResultsStore:
                     self._db.rollback()
                 raise
 
+    def clear_strikes(self, key: str) -> None:
+        """A file with a strike was read to the end (crashguard): not a file that ends the process."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM crashes WHERE path=?", (key,))
+                self._db.commit()
+            except sqlite3.Error:  # a full disk: the strike stays, and the file is read alone once more
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+
+    def session_host(self, session_id: int) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT host FROM sessions WHERE session_id=?", (int(session_id),)).fetchone()
+        return None if row is None else row[0]
+
     def run_is_empty(self, run_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
@@ -625,7 +640,8 @@ class StoreSession:
         from .crashguard import recover
 
         # The files sessions of this store died reading, before this one starts its own slots.
-        found, dead = recover(str(store.path))
+        here = socket.gethostname()
+        found, dead = recover(str(store.path), lambda sid: store.session_host(sid) not in (None, here))
         if found or dead:
             store.add_strikes(found, dead)
         self.crashed = sorted({s.key for s in found})
@@ -649,7 +665,8 @@ class StoreSession:
             p = self._stat.get(path)
             return None if p is None else Seen(p.key, p.size, p.mtime_ns)
         try:
-            self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen)
+            self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen,
+                                    cleared=self.store.clear_strikes)
         except OSError:
             self.guard = None
         return self.guard

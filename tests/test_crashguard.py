@@ -50,6 +50,8 @@ def test_a_file_that_crashes_the_scan_is_read_alone_then_set_aside(tmp_path):
     with sqlite3.connect(db) as c:
         assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == \
             ["died", "died", "complete"]
+        # the neighbours of the first death were read alone to the end: their strikes are gone
+        assert [os.path.basename(p) for (p,) in c.execute("SELECT path FROM crashes")] == ["poison.png"]
     assert slot_files(str(db)) == []
     (src / "poison.png").touch()                      # a new mtime: tried once more (and here it crashes again)
     assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == -signal.SIGSEGV
@@ -204,3 +206,25 @@ def test_a_slot_holds_the_longest_path_a_file_can_have(tmp_path):
     name = "/" + "/".join([os.fsdecode(b"\x01\xff" * 127)] * 16)
     store = _dead_slots(tmp_path, 3, Seen(path_key(name), 5, 1))
     assert recover(store) == ([Seen(path_key(name), 5, 1)], [3])
+
+
+def test_a_struck_file_read_to_the_end_is_cleared_and_a_foreign_hosts_slots_are_left(tmp_path):
+    """A neighbour of the first death kept its strike for good: read alone in every later run, and set
+    aside by one unrelated kill -9. A store on a share: another machine's live session holds a lock
+    this machine cannot see; its slots must not be taken for a dead session's."""
+    import pytest
+
+    store = str(tmp_path / "s.sqlite")
+    seen = {"/x/n.png": Seen("/x/n.png", 5, 1), "/x/p.png": Seen("/x/p.png", 6, 1)}
+    cleared = []
+    g = CrashGuard(store, 4, {"/x/n.png": (5, 1, 1), "/x/p.png": (6, 1, 1)}, seen.get, cleared=cleared.append)
+    with g.watch("/x/n.png"):
+        pass
+    with pytest.raises(KeyboardInterrupt), g.watch("/x/p.png"):   # stopped while reading: nothing learnt
+        raise KeyboardInterrupt
+    assert cleared == ["/x/n.png"] and "/x/n.png" not in g.strikes and "/x/p.png" in g.strikes
+    g.close()
+    other = tmp_path / "s.sqlite-reading-9"
+    other.write_bytes(b"00000018" + b'["/x/q.png", 1, 2]')
+    assert recover(store, elsewhere=lambda sid: sid == 9) == ([], []) and other.exists()
+    assert recover(store) == ([Seen("/x/q.png", 1, 2)], [9]) and not other.exists()
