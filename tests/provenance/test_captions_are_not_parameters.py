@@ -80,3 +80,20 @@ def test_meta_exit_code_on_captioned_photos(tmp_path):
     r = run_cli("meta", str(tmp_path), "-f", "json")
     assert r.returncode == 0, r.stdout[-2000:]     # 1 would mean decisive AI evidence in a file
     assert len(json.loads(r.stdout)) == len(CAPTIONS)
+
+
+def test_a_long_draw_things_json_in_xmp_is_parsed_whole():
+    # Draw Things' settings JSON in XMP exif:UserComment, past 4,000 characters (a long prompt), in a
+    # file another tool re-saved (CreatorTool no longer names Draw Things): cut before parsing, it
+    # was no JSON and the file had no generator item at all.
+    dt = json.dumps({"c": "a robot, " * 600, "uc": "blurry", "seed": 5, "steps": 20, "sampler": "DPM++ 2M Karras"})
+    esc = dt.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+              ' xmp:CreatorTool="Adobe Photoshop 25.0"><exif:UserComment><rdf:Alt><rdf:li xml:lang="x-default">'
+              + esc + '</rdf:li></rdf:Alt></exif:UserComment></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+    rep = analyze(_jpeg(xmp=packet), "dt", options={"watermark": "never"})
+    gens = rep.facts.get("generators") or []
+    assert [(g["generator"], g.get("seed")) for g in gens] == [("Draw Things", "5")], rep.evidence
+    x = rep.facts["xmp"][0]
+    assert len(x["user_comments"][0]) == 4000 and x["truncated"] == {"user_comments[0]": len(dt)}
