@@ -13,6 +13,7 @@ MAX_XMP_BYTES = 2 * 1024 * 1024
 MAX_ELEMENTS = 50_000
 MAX_DEPTH = 100          # real packets nest ~10 deep
 IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+MAX_VALUE_CHARS = 4000
 
 
 @dataclass
@@ -121,9 +122,10 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
             # RDF also writes a URI value as <DigitalSourceType rdf:resource="..."/>: the value is the element's.
             _take(f, name if _local(k) == "resource" and name in _WANTED else _local(k), [v])
     for lst in (f.digital_source_types, f.creator_tools, f.software_agents, f.user_comments, f.descriptions):
-        # Whole values (the packet bounds them): a Draw Things JSON cut here no longer parses. The
-        # record cuts them, in to_dict.
-        seen = list(dict.fromkeys(x for x in lst if x))
+        # UserComment whole (the packet bounds it): Draw Things' JSON cut here no longer parsed, and
+        # to_dict cuts it for the record. The others are only matched and quoted (evidence lists).
+        cap = None if lst is f.user_comments else MAX_VALUE_CHARS
+        seen = list(dict.fromkeys(x[:cap] for x in lst if x))
         lst[:] = seen[:50]
     return f
 
