@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
-from .writers import Writer
+from .writers import Writer, fusion_label
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -161,10 +161,7 @@ class RecordFacts:
             self.schemas.add(str(r.get("schema")))
         f = r.get("fusion")
         if isinstance(f, Mapping) and len(self.fusions) < 20:
-            # writers.fusion_label trusts the shape a scan writes; a saved run is anybody's text.
-            label = "rules" if f.get("kind") != "model" else \
-                f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
-            self.fusions.setdefault(_s(label), f)
+            self.fusions.setdefault(_s(fusion_label(f) or "rules"), f)
 
     def info(self) -> dict[str, Any]:
         out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,
