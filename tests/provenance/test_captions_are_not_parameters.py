@@ -97,3 +97,21 @@ def test_a_long_draw_things_json_in_xmp_is_parsed_whole():
     assert [(g["generator"], g.get("seed")) for g in gens] == [("Draw Things", "5")], rep.evidence
     x = rep.facts["xmp"][0]
     assert len(x["user_comments"][0]) == 4000 and x["truncated"] == {"user_comments[0]": len(dt)}
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "JPEG"])
+def test_comfyui_graphs_in_exif_make_and_model_are_generator_text(fmt):
+    # ComfyUI's WebP/JPEG savers: Model = "prompt:{graph}", Make = "workflow:{graph}". They were
+    # read as a camera make and model ("camera make/model in EXIF", towards real) and no generator.
+    prompt = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat"}}}
+    img = Image.new("RGB", (64, 64), (1, 2, 3))
+    ex = img.getexif()
+    ex[0x0110] = "prompt:" + json.dumps(prompt)
+    ex[0x010F] = "workflow:" + json.dumps({"nodes": [], "links": []})
+    buf = io.BytesIO()
+    img.save(buf, fmt, exif=ex)
+    rep = analyze(buf.getvalue(), "comfy", options={"watermark": "never"})
+    assert [e.id for e in rep.evidence if e.decisive] == ["generator.parameters"]
+    assert not [e for e in rep.evidence if e.direction == "real"], rep.evidence
+    assert rep.facts["generators"][0]["seed"] == "7" and "make" not in rep.facts.get("exif", {})
