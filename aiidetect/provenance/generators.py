@@ -50,8 +50,7 @@ class GeneratorInfo:
                 bits.append(f"{k} {quote(v)}")
         s = "; ".join(bits)
         if self.prompt:
-            p = self.prompt if len(self.prompt) <= 200 else self.prompt[:197] + "..."
-            s += f'; prompt "{p}"'
+            s += f'; prompt "{quote(self.prompt)}"'
         return s
 
 

@@ -115,3 +115,10 @@ def test_comfyui_graphs_in_exif_make_and_model_are_generator_text(fmt):
     assert [e.id for e in rep.evidence if e.decisive] == ["generator.parameters"]
     assert not [e for e in rep.evidence if e.direction == "real"], rep.evidence
     assert rep.facts["generators"][0]["seed"] == "7" and "make" not in rep.facts.get("exif", {})
+
+
+def test_the_detail_line_gives_a_long_prompts_length():
+    # docs/provenance.md: a detail quotes at most 200 characters of a value and then gives its length.
+    data = _jpeg(user_comment="a tree, " * 100 + "\nSteps: 30, Sampler: Euler a, Seed: 1")
+    (e,) = [e for e in analyze(data, "g", options={"watermark": "never"}).evidence if e.decisive]
+    assert e.detail.endswith('... (799 characters)"'), e.detail[-80:]
