@@ -122,3 +122,30 @@ def test_the_detail_line_gives_a_long_prompts_length():
     data = _jpeg(user_comment="a tree, " * 100 + "\nSteps: 30, Sampler: Euler a, Seed: 1")
     (e,) = [e for e in analyze(data, "g", options={"watermark": "never"}).evidence if e.decisive]
     assert e.detail.endswith('... (799 characters)"'), e.detail[-80:]
+
+
+DYNAMIC_PROMPTS = ("a red cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "
+                   "Size: 512x512\nTemplate: a {red|blue}\ncat\nNegative Template: blurry")
+
+
+def _png_parameters(text: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [_png_parameters, lambda t: _jpeg(user_comment=t)], ids=["png", "jpeg-usercomment"])
+def test_a1111_with_dynamic_prompts_template_lines_is_generator_text(make):
+    # sd-dynamic-prompts appends "Template: ..." / "Negative Template: ..." after A1111's settings line;
+    # the settings line was looked for on the last line only, and such a file had no generator item.
+    blob = make(DYNAMIC_PROMPTS)
+    rep = analyze(blob, "dp", options={"watermark": "never"})
+    (g,) = rep.facts["generators"]
+    assert (g["seed"], g["prompt"], g["negative_prompt"]) == ("5", "a red cat", "blurry")
+
+
+def test_a_settings_like_line_inside_a_caption_is_still_not_parameters():
+    rep = analyze(_jpeg(comment="Hike\nSteps: 12000, Seed: 42\nWhat a day"), "c", options={"watermark": "never"})
+    assert not [e for e in rep.evidence if e.decisive]
