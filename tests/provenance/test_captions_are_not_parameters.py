@@ -149,3 +149,11 @@ def test_a1111_with_dynamic_prompts_template_lines_is_generator_text(make):
 def test_a_settings_like_line_inside_a_caption_is_still_not_parameters():
     rep = analyze(_jpeg(comment="Hike\nSteps: 12000, Seed: 42\nWhat a day"), "c", options={"watermark": "never"})
     assert not [e for e in rep.evidence if e.decisive]
+
+
+def test_a_usercomment_with_a_bom_and_an_odd_byte_survives():
+    # UTF-16 with a byte order mark and an odd length raised UnicodeDecodeError inside both EXIF readers:
+    # the comment was lost, and so was everything each reader had left to read in that block.
+    from aiidetect.provenance.exif import decode_user_comment
+
+    assert decode_user_comment(b"UNICODE\x00\xff\xfea\x00b\x00\x00") == "ab\ufffd"
