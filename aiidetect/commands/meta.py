@@ -53,13 +53,13 @@ def _print_table(reports: list[dict], stream=None) -> None:
         if ex:
             keys = ("make", "model", "lens", "capture_time", "exposure_time", "f_number", "iso", "focal_length",
                     "software", "has_makernote", "has_gps")
-            con.print(printable("EXIF: " + ", ".join(f"{k}={ex[k]}" for k in keys if ex.get(k) not in (None, ""))),
-                      markup=False)
+            con.print(printable("EXIF: " + ", ".join(f"{k}={ex[k]}{_cut(ex, k)}" for k in keys
+                                                     if ex.get(k) not in (None, ""))), markup=False)
         for g in facts.get("generators", []):
             con.print(f"[bold]{escape(printable(str(g['generator'])))}[/] ({escape(printable(str(g['where'])))})")
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
                 if g.get(k):
-                    con.print(printable(f"  {k}: {g[k]}"), markup=False)
+                    con.print(printable(f"  {k}: {g[k]}{_cut(g, k)}"), markup=False)
         if facts.get("c2pa"):
             c = facts["c2pa"]
             con.print(printable(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
@@ -69,6 +69,12 @@ def _print_table(reports: list[dict], stream=None) -> None:
             con.print(printable(f"watermark: {facts['watermark']}"), markup=False)
         for e in r.get("errors", []):
             con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
+
+
+def _cut(d: dict, k: str) -> str:
+    """What the record's `truncated` says about field k: the table must not pass a cut prompt off as whole."""
+    full = (d.get("truncated") or {}).get(k)
+    return f"... (the first {len(str(d[k]))} of {full} characters)" if isinstance(full, int) else ""
 
 
 CSV_COLUMNS = ["schema", "file", "file_bytes", "format", "width", "height", "p_ai", "llr", "decisive", "evidence",

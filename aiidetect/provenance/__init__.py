@@ -49,6 +49,9 @@ AI_TOOL = re.compile(
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+# ComfyUI's WebP and JPEG savers write its graphs into EXIF text tags, "prompt:{...}" in Model and
+# "workflow:{...}" in Make (further keys in ImageDescription): generator text, not a camera.
+_COMFY_EXIF = re.compile(r"(prompt|workflow):(?=\s*\{)")
 # Problems listed per file: a file of a million broken text chunks made a record of a million lines.
 MAX_ERRORS = 100
 # EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped).
@@ -168,7 +171,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     ev = rep.evidence
 
     # --- EXIF
-    facts = []
+    facts, graphs = [], []
     for kind, found in (("EXIF blocks", blobs.exif), ("XMP packets", blobs.xmp)):
         if len(found) > MAX_BLOCKS:
             rep.errors.append(f"{len(found)} {kind}; only the first {MAX_BLOCKS} read")
@@ -178,11 +181,16 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         with _stage(rep, "EXIF"):
             f = exif.read_exif(blob, where)
             rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
+            for attr, tag in (("make", "Make"), ("model", "Model"), ("description", "ImageDescription")):
+                m = _COMFY_EXIF.match(getattr(f, attr) or "")
+                if m:
+                    graphs.append((m.group(1), getattr(f, attr)[m.end():], f"EXIF {tag} ({where})"))
+                    setattr(f, attr, None)
             facts.append(f)
     ef, conflicts = exif.merge(facts)
     if len([f for f in facts if f.reader]) > 1:
         rep.facts["exif_other_blocks"] = [f.to_dict() for f in facts[1:] if f.reader and f is not ef]
-    texts = list(blobs.texts)
+    texts = list(blobs.texts) + graphs
     if ef:
         rep.facts["exif"] = ef.to_dict()
     # Generator text is looked for wherever the file holds text, every EXIF block included (as in

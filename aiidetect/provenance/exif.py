@@ -107,7 +107,7 @@ def decode_user_comment(raw: Any) -> str | None:
     head, body = raw[:8], raw[8:]
     if head.startswith(b"UNICODE"):
         if len(body) >= 2 and body[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            return _clean(body.decode("utf-16"))
+            return _clean(body.decode("utf-16", "replace"))
         # Guess the byte order: ASCII text has its zero bytes first in BE.
         be = body[0::2].count(0) >= body[1::2].count(0)
         return _clean(body.decode("utf-16-be" if be else "utf-16-le", "replace"))

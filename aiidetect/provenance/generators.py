@@ -50,8 +50,7 @@ class GeneratorInfo:
                 bits.append(f"{k} {quote(v)}")
         s = "; ".join(bits)
         if self.prompt:
-            p = self.prompt if len(self.prompt) <= 200 else self.prompt[:197] + "..."
-            s += f'; prompt "{p}"'
+            s += f'; prompt "{quote(self.prompt)}"'
         return s
 
 
@@ -120,12 +119,18 @@ def parse_a1111(text: str) -> dict[str, Any] | None:
     lines = text.strip().split("\n")
     if not lines:
         return None
-    last = lines[-1]
-    if "Steps:" not in last and "Seed:" not in last:
-        return None
-    kv = _a1111_kv(last)
+    end = len(lines) - 1
+    if "Steps:" not in lines[end] and "Seed:" not in lines[end]:
+        # sd-dynamic-prompts appends "Template: ..." and "Negative Template: ..." lines (the template
+        # may span lines) after the settings line: the file had no generator item. Only that layout:
+        # a settings-like line inside other text is not moved to the end.
+        end = next((k for k in range(len(lines) - 2, -1, -1) if lines[k].startswith("Steps: ")
+                    and lines[k + 1].startswith(("Template: ", "Negative Template: "))), -1)
+        if end < 0:
+            return None
+    kv = _a1111_kv(lines[end])
     prompt_lines, neg_lines, in_neg = [], [], False
-    for ln in lines[:-1]:
+    for ln in lines[:end]:
         if ln.startswith("Negative prompt:"):
             in_neg = True
             ln = ln[len("Negative prompt:"):].strip()

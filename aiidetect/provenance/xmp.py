@@ -13,6 +13,7 @@ MAX_XMP_BYTES = 2 * 1024 * 1024
 MAX_ELEMENTS = 50_000
 MAX_DEPTH = 100          # real packets nest ~10 deep
 IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+MAX_VALUE_CHARS = 4000
 
 
 @dataclass
@@ -25,7 +26,22 @@ class XmpFacts:
     where: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v}
+        from .recordtext import MAX_FIELD_CHARS
+
+        out: dict[str, Any] = {}
+        cut: dict[str, int] = {}
+        for k, v in self.__dict__.items():
+            if not v:
+                continue
+            if isinstance(v, list):
+                for i, x in enumerate(v):
+                    if len(x) > MAX_FIELD_CHARS:
+                        cut[f"{k}[{i}]"] = len(x)
+                v = [x[:MAX_FIELD_CHARS] for x in v]
+            out[k] = v
+        if cut:
+            out["truncated"] = cut
+        return out
 
 
 def _local(tag: str) -> str:
@@ -106,7 +122,10 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
             # RDF also writes a URI value as <DigitalSourceType rdf:resource="..."/>: the value is the element's.
             _take(f, name if _local(k) == "resource" and name in _WANTED else _local(k), [v])
     for lst in (f.digital_source_types, f.creator_tools, f.software_agents, f.user_comments, f.descriptions):
-        seen = list(dict.fromkeys(x[:4000] for x in lst if x))
+        # UserComment whole (the packet bounds it): Draw Things' JSON cut here no longer parsed, and
+        # to_dict cuts it for the record. The others are only matched and quoted (evidence lists).
+        cap = None if lst is f.user_comments else MAX_VALUE_CHARS
+        seen = list(dict.fromkeys(x[:cap] for x in lst if x))
         lst[:] = seen[:50]
     return f
 

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
-from .writers import Writer
+from .writers import Writer, fusion_label
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -161,10 +161,7 @@ class RecordFacts:
             self.schemas.add(str(r.get("schema")))
         f = r.get("fusion")
         if isinstance(f, Mapping) and len(self.fusions) < 20:
-            # writers.fusion_label trusts the shape a scan writes; a saved run is anybody's text.
-            label = "rules" if f.get("kind") != "model" else \
-                f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
-            self.fusions.setdefault(_s(label), f)
+            self.fusions.setdefault(_s(fusion_label(f) or "rules"), f)
 
     def info(self) -> dict[str, Any]:
         out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,
@@ -294,8 +291,10 @@ class HtmlWriter(Writer):
             self.facts.add(d)
         self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
                           d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d)])
-        if self.max_cards is not None and len(self.cards[v]) >= self.max_cards:
-            return  # its row says what its card would lead with; no thumbnail, no heat map spent on it
+        if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
+            # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
+            # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
+            return
         path = _file_path(d) if path is None else path
         item: dict[str, Any] = {"rec": d, "thumb": None, "thumb_note": None, "heatmaps": None}
         if self.thumbnails and d.get("error") is None and isinstance(path, str):
@@ -311,6 +310,10 @@ class HtmlWriter(Writer):
             except Exception as exc:  # noqa: BLE001 - the card says the map failed; the report goes on
                 item["heatmaps"] = [{"detector": "", "error": f"{type(exc).__name__}: {exc}"}]
         self.cards[v].append((i, item))
+
+    def _ahead(self, v: str) -> int:
+        """Cards held for verdicts that get theirs before v's."""
+        return sum(len(self.cards[u]) for u in CARD_PRIORITY[:CARD_PRIORITY.index(v)])
 
     def _chosen(self) -> list[tuple[int, dict[str, Any]]]:
         left = self.max_cards

@@ -88,12 +88,13 @@ def top_attribution(rec: Record) -> tuple[str, float] | None:
 
 
 def fusion_label(f: dict | None) -> str:
-    """One short text for the fusion that made a verdict: 'rules' or 'NAME sha256:abcd1234... (PATH)'."""
+    """One short text for the fusion that made a verdict: 'rules' or 'NAME sha256:abcd1234... (PATH)'.
+    Any value of each field is text here: a saved run's fusion field is anybody's (an integer sha256)."""
     if not f:
         return ""
     if f.get("kind") != "model":
         return "rules"
-    return f"{f.get('name') or 'fusion'} sha256:{(f.get('sha256') or '')[:12]} ({f.get('path')})"
+    return f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
 
 
 def main_reason(rec: Record) -> str:

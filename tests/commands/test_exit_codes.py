@@ -260,11 +260,13 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
-@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv", "table", "html"])
-def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
+@pytest.mark.parametrize("fmt,extra", [(f, []) for f in ("json", "jsonl", "csv", "table", "html")]
+                         + [("json", ["-o", "-"]), ("html", ["-o", "-"])])
+def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt, extra):
     """Interrupted after two records: a script reading stdout still gets a document that parses
     (the JSON array closed), a person the table of those two, or the report page of those two,
-    saying at the top that it is partial; the exit code says the run did not finish, stderr says why."""
+    saying at the top that it is partial; the exit code says the run did not finish, stderr says why.
+    `-o -` is stdout too (it printed no page and left the JSON array open)."""
     import csv
     import io
 
@@ -286,7 +288,7 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt):
         return two_then_ctrl_c()
 
     monkeypatch.setattr(api.Scanner, "records", records)
-    r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q"])
+    r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q", *extra])
     assert r.exit_code == 130, r.output
     out = r.stdout
     n = {"json": lambda: len(json.loads(out)), "jsonl": lambda: len([json.loads(x) for x in out.splitlines()]),

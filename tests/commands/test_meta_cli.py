@@ -42,6 +42,18 @@ def test_meta_table_shows_prompt(tmp_path):
     assert "generator.parameters" in r.stdout and "a cat in a hat" in r.stdout and "seed: 42" in r.stdout
 
 
+def test_meta_table_says_a_long_prompt_is_cut(tmp_path):
+    # The record keeps 4,000 characters and names the cut in `truncated`; the table printed those
+    # 4,000 as if they were the whole prompt.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "x" * 5000 + "\nSteps: 20, Sampler: Euler a, Seed: 42")
+    p = tmp_path / "long.png"
+    Image.new("RGB", (8, 8)).save(p, pnginfo=info)
+    r = CliRunner().invoke(app, ["meta", str(p)])
+    assert r.exit_code == 1
+    assert "(the first 4000 of 5000 characters)" in r.stdout.replace("\n", "")
+
+
 def test_meta_errors(tmp_path):
     bad = tmp_path / "empty.jpg"
     bad.write_bytes(b"")

@@ -80,3 +80,80 @@ def test_meta_exit_code_on_captioned_photos(tmp_path):
     r = run_cli("meta", str(tmp_path), "-f", "json")
     assert r.returncode == 0, r.stdout[-2000:]     # 1 would mean decisive AI evidence in a file
     assert len(json.loads(r.stdout)) == len(CAPTIONS)
+
+
+def test_a_long_draw_things_json_in_xmp_is_parsed_whole():
+    # Draw Things' settings JSON in XMP exif:UserComment, past 4,000 characters (a long prompt), in a
+    # file another tool re-saved (CreatorTool no longer names Draw Things): cut before parsing, it
+    # was no JSON and the file had no generator item at all.
+    dt = json.dumps({"c": "a robot, " * 600, "uc": "blurry", "seed": 5, "steps": 20, "sampler": "DPM++ 2M Karras"})
+    esc = dt.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+              ' xmp:CreatorTool="Adobe Photoshop 25.0"><exif:UserComment><rdf:Alt><rdf:li xml:lang="x-default">'
+              + esc + '</rdf:li></rdf:Alt></exif:UserComment></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+    rep = analyze(_jpeg(xmp=packet), "dt", options={"watermark": "never"})
+    gens = rep.facts.get("generators") or []
+    assert [(g["generator"], g.get("seed")) for g in gens] == [("Draw Things", "5")], rep.evidence
+    x = rep.facts["xmp"][0]
+    assert len(x["user_comments"][0]) == 4000 and x["truncated"] == {"user_comments[0]": len(dt)}
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "JPEG"])
+def test_comfyui_graphs_in_exif_make_and_model_are_generator_text(fmt):
+    # ComfyUI's WebP/JPEG savers: Model = "prompt:{graph}", Make = "workflow:{graph}". They were
+    # read as a camera make and model ("camera make/model in EXIF", towards real) and no generator.
+    prompt = {"3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 20, "sampler_name": "euler"}},
+              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat"}}}
+    img = Image.new("RGB", (64, 64), (1, 2, 3))
+    ex = img.getexif()
+    ex[0x0110] = "prompt:" + json.dumps(prompt)
+    ex[0x010F] = "workflow:" + json.dumps({"nodes": [], "links": []})
+    buf = io.BytesIO()
+    img.save(buf, fmt, exif=ex)
+    rep = analyze(buf.getvalue(), "comfy", options={"watermark": "never"})
+    assert [e.id for e in rep.evidence if e.decisive] == ["generator.parameters"]
+    assert not [e for e in rep.evidence if e.direction == "real"], rep.evidence
+    assert rep.facts["generators"][0]["seed"] == "7" and "make" not in rep.facts.get("exif", {})
+
+
+def test_the_detail_line_gives_a_long_prompts_length():
+    # docs/provenance.md: a detail quotes at most 200 characters of a value and then gives its length.
+    data = _jpeg(user_comment="a tree, " * 100 + "\nSteps: 30, Sampler: Euler a, Seed: 1")
+    (e,) = [e for e in analyze(data, "g", options={"watermark": "never"}).evidence if e.decisive]
+    assert e.detail.endswith('... (799 characters)"'), e.detail[-80:]
+
+
+DYNAMIC_PROMPTS = ("a red cat\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, "
+                   "Size: 512x512\nTemplate: a {red|blue}\ncat\nNegative Template: blurry")
+
+
+def _png_parameters(text: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [_png_parameters, lambda t: _jpeg(user_comment=t)], ids=["png", "jpeg-usercomment"])
+def test_a1111_with_dynamic_prompts_template_lines_is_generator_text(make):
+    # sd-dynamic-prompts appends "Template: ..." / "Negative Template: ..." after A1111's settings line;
+    # the settings line was looked for on the last line only, and such a file had no generator item.
+    blob = make(DYNAMIC_PROMPTS)
+    rep = analyze(blob, "dp", options={"watermark": "never"})
+    (g,) = rep.facts["generators"]
+    assert (g["seed"], g["prompt"], g["negative_prompt"]) == ("5", "a red cat", "blurry")
+
+
+def test_a_settings_like_line_inside_a_caption_is_still_not_parameters():
+    rep = analyze(_jpeg(comment="Hike\nSteps: 12000, Seed: 42\nWhat a day"), "c", options={"watermark": "never"})
+    assert not [e for e in rep.evidence if e.decisive]
+
+
+def test_a_usercomment_with_a_bom_and_an_odd_byte_survives():
+    # UTF-16 with a byte order mark and an odd length raised UnicodeDecodeError inside both EXIF readers:
+    # the comment was lost, and so was everything each reader had left to read in that block.
+    from aiidetect.provenance.exif import decode_user_comment
+
+    assert decode_user_comment(b"UNICODE\x00\xff\xfea\x00b\x00\x00") == "ab\ufffd"

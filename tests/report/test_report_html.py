@@ -323,3 +323,18 @@ def test_a_saved_run_nested_too_deep_is_an_error_card_not_a_crash(tmp_path):
             continue
         assert r.returncode == 0, r.stderr
         assert_self_contained((tmp_path / f"{name}.html").read_text(encoding="utf-8"))
+
+
+def test_no_heat_map_or_thumbnail_for_a_card_the_page_has_no_room_left_for():
+    # Two AI-generated files fill a two-card page; a likely-real file after them can never get a card,
+    # so its heat map (a detector run per grid square) was computed and thrown away.
+    from aiidetect.report.html import HtmlWriter
+
+    asked = []
+    w = HtmlWriter(io.StringIO(), {}, thumbnails=False, heatmap_for=["ai-generated", "likely-real"], max_cards=2,
+                   heatmapper=lambda path, sha: asked.append(path) or [])
+    for name, v in (("real1", "likely-real"), ("ai1", "ai-generated"), ("ai2", "ai-generated"),
+                    ("real2", "likely-real")):
+        w.add({"file": name, "verdict": v, "error": None})
+    assert asked == ["real1", "ai1", "ai2"]     # real1 could still have had a card when it came
+    assert [it["rec"]["file"] for it in w.items] == ["ai1", "ai2"] and len(w.rows) == 4
