@@ -120,7 +120,7 @@ def scan(
     summ, fusion_model, pipe = scanner.discovery, scanner.fusion, scanner.pipeline
     from contextlib import nullcontext
 
-    from ..report.output import OutputError, atomic_output, is_stdout, utf8_stdout
+    from ..report.output import OutputError, atomic_output, utf8_stdout
 
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     # The table is for the terminal, in its own encoding (errors.utf8_output); every other format is a UTF-8
@@ -168,14 +168,12 @@ def scan(
 
         reader_left(exit_code)
     except OutputError as exc:  # an input turned out to be the output: drop the temporary report
-        if output and not is_stdout(output):
+        if output:
             out_ctx.__exit__(*sys.exc_info())
             output = None
         fail(str(exc))
     except BaseException as exc:
-        # `-o -` is stdout (its finally flushes it): like plain stdout it gets the document so far, not
-        # the temporary file's fate (an html page was lost whole, a JSON array left unclosed).
-        if output and not is_stdout(output):
+        if output:
             out_ctx.__exit__(*sys.exc_info())
             output = None
         elif writer is not None:
