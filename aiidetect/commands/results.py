@@ -186,14 +186,23 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
     from ..store import BAD_STORED_RECORD, stored_record
 
+    from ..report.output import utf8_stdout
+
     # One record at a time: the writer keeps a table row for each and a card for the first few thousand.
-    w = HtmlWriter(sys.stdout, run_info_from_records((), source, sys.argv[1:]), record_facts=True)
+    w = HtmlWriter(utf8_stdout(), run_info_from_records((), source, sys.argv[1:]), record_facts=True)
     n = bad = 0
-    for row in store.iter_rows(ids, wanted, columns=("record", "file")):
-        r = normalize_record(stored_record(row).to_dict())
-        n += 1
-        bad += (r.get("error") or {}).get("code") == BAD_STORED_RECORD
-        w.add(r)
+    try:
+        for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+            r = normalize_record(stored_record(row).to_dict())
+            n += 1
+            bad += (r.get("error") or {}).get("code") == BAD_STORED_RECORD
+            w.add(r)
+    except BrokenPipeError:
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM, a fatal error: the page of the records so far, marked interrupted
+        with contextlib.suppress(Exception):
+            w.abort()
+        raise
     w.close()
     return n, bad
 

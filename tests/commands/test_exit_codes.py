@@ -410,6 +410,9 @@ def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
         r = CliRunner().invoke(app, ["results", *args, "--db", str(db), "-f", "json"])
         assert r.exit_code == 130, (args, r.output)
         assert len(json.loads(r.stdout)) == at, args
+    stop["at"] = 2   # the page too: the rows so far, marked interrupted (it printed nothing)
+    r = CliRunner().invoke(app, ["results", "export", "--db", str(db), "-f", "html"])
+    assert r.exit_code == 130 and r.stdout.rstrip().endswith("</html>") and "<b>Interrupted.</b>" in r.stdout
 
 
 def test_every_commands_documents_are_utf8_in_a_pipe_whatever_the_locale(tmp_path):
