@@ -2,6 +2,7 @@
 docs/schema.md "Exit codes"): the exit code each case documents, and with a format for
 machines, stdout that parses whole (a JSON document saying what failed, or nothing at all
 with the error on stderr): never a note, a progress line or half a document on stdout. The trainer rows
+and calibrate's head notes
 run the same command line in this process (`_in_process`): a subprocess spent most of their time
 importing torch."""
 from __future__ import annotations
@@ -137,8 +138,8 @@ def test_calibrate_format_json_is_the_fitted_model(work, tmp_path):
 def test_calibrate_says_which_heads_it_passed_over_as_eval_does(work, tmp_path):
     """eval and scan print a note for a head folder they pass over (here a manifest cut short); calibrate
     said nothing, so a fusion model was fitted without the head and nobody was told why."""
-    cal = run_cli("calibrate", str(work / "data"), "-d", "metadata,linear", "--backbone-config", "tiny-vit",
-                  "--weights-dir", str(work / "damaged-heads"), "-f", "json", "-o", str(tmp_path / "f"))
+    cal = _in_process("calibrate {w}/data -d metadata,linear --backbone-config tiny-vit --weights-dir "
+                      "{w}/damaged-heads -f json -o {t}/f", w=work, t=tmp_path)
     _check(cal, 0, "json")
     # eval's words (commands.common.print_detector_setup)
     assert f"note: {work / 'damaged-heads' / 'broken'} is not a usable head, so it does not run: " in cal.stderr
