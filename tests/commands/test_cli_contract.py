@@ -2,9 +2,8 @@
 docs/schema.md "Exit codes"): the exit code each case documents, and with a format for
 machines, stdout that parses whole (a JSON document saying what failed, or nothing at all
 with the error on stderr): never a note, a progress line or half a document on stdout. The trainer rows
-and calibrate's head notes
-run the same command line in this process (`_in_process`): a subprocess spent most of their time
-importing torch."""
+and calibrate's head notes run the same command line in this process (`_in_process`): a subprocess spent
+most of their time importing torch."""
 from __future__ import annotations
 
 import csv
