@@ -85,14 +85,28 @@ def _in_process(line: str, **fmt):
     code, stdout and stderr are what a user's shell gets; the process boundary is checked by the rows
     that still run as subprocesses."""
     import subprocess
+    import sys
+    import warnings
 
     from typer.testing import CliRunner
 
     from aiidetect.cli import app
+    from aiidetect.commands.errors import quiet_library_warnings
+
+    def shown(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     t = fmt["t"]
-    r = CliRunner().invoke(app, [a.format(**fmt) for a in line.split()],
-                           env={"AIIDETECT_WEIGHTS": str(t), "AIIDETECT_CACHE": str(t / "cache")})
+    with warnings.catch_warnings():
+        # pytest records warnings; a user's stderr shows them (a -q run must not print one), filtered as
+        # Python and aiidetect.cli.main filter them
+        warnings.resetwarnings()
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        quiet_library_warnings()
+        warnings.showwarning = shown
+        r = CliRunner().invoke(app, [a.format(**fmt) for a in line.split()],
+                               env={"AIIDETECT_WEIGHTS": str(t), "AIIDETECT_CACHE": str(t / "cache")})
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return subprocess.CompletedProcess(line, r.exit_code, r.stdout, r.stderr)
