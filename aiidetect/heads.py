@@ -371,7 +371,11 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
             check_spec(m["preprocessing"])
         except ValueError as exc:
             raise HeadError(f"head {d}: {exc}") from exc
-    tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
+    try:
+        tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
+    except Exception as exc:  # noqa: BLE001 - a file made elsewhere, its checksum right: safetensors' own error
+        # (`weights verify` ended on it, "error: SafetensorError: ...", naming no head and checking no other)
+        raise HeadError(f"head {d}: {TENSORS} cannot be read: {type(exc).__name__}: {exc}") from exc
     bad = non_finite(tensors)
     if bad:
         # Run, it made every file's result an error blamed on "the features", and verify said ok.

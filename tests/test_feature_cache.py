@@ -78,7 +78,7 @@ def test_features_of_one_dtype_are_not_served_to_another(tmp_path):
     from PIL import Image
 
     from aiidetect.backbone import BackboneSpec, create_backbone
-    from aiidetect.feature_cache import extract_features
+    from aiidetect.feature_cache import encoder_key, extract_features
     from aiidetect.preprocess import make_spec
 
     rng = np.random.default_rng(0)
@@ -94,4 +94,6 @@ def test_features_of_one_dtype_are_not_served_to_another(tmp_path):
         prep = make_spec("center-crop", bb.image_size, bb.mean, bb.std)
         feats[dtype] = extract_features(bb, paths, prep, cache=cache)[0]["embed"]
         assert np.array_equal(feats[dtype], extract_features(bb, paths, prep)[0]["embed"]), dtype
+        # float32 rows keep the key they were cached under before the dtype joined it
+        assert (encoder_key(bb) == bb.fingerprint) == (dtype == "float32"), encoder_key(bb)
     assert not np.array_equal(feats["bfloat16"], feats["float32"])

@@ -160,3 +160,25 @@ def test_a_head_holding_nan_is_never_written_and_never_loaded(tmp_path):
 
     [(name, _, problems)] = verify_heads([w])
     assert name == "h" and any("NaN or infinite numbers in weight" in p for p in problems), problems
+
+
+def test_a_tensors_file_that_is_not_safetensors_fails_verify_and_names_the_head(tmp_path):
+    """A head made elsewhere whose head.safetensors is not one, its checksum right: `weights verify`
+    (which now loads each head) ended on "error: SafetensorError: ...", naming no head and checking
+    none after it. It is that head's problem, as in a scan, where the head is unavailable."""
+    import hashlib
+
+    from aiidetect import heads
+    from aiidetect.api import verify_heads
+
+    w = tmp_path / "weights"
+    _head(w / "a", name="a")
+    _head(w / "b", name="b")
+    (w / "a" / heads.TENSORS).write_bytes(b"\x08" + b"\x00" * 7 + b'{"x": 1}')
+    m = json.loads((w / "a" / heads.MANIFEST).read_text())
+    m["files"][heads.TENSORS] = hashlib.sha256((w / "a" / heads.TENSORS).read_bytes()).hexdigest()
+    (w / "a" / heads.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(heads.HeadError, match="head.safetensors cannot be read: SafetensorError"):
+        heads.load_head(w / "a")
+    rows = {name: problems for name, _, problems in verify_heads([w])}
+    assert rows["b"] == [] and any("cannot be read" in p for p in rows["a"]), rows
