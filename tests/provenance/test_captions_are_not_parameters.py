@@ -33,12 +33,16 @@ def _jpeg(comment: str | None = None, user_comment: str | None = None, xmp: byte
     return data[:2] + segs + data[2:]
 
 
-def _png_description(text: str) -> bytes:
+def _png_text(key: str, text: str) -> bytes:
     info = PngImagePlugin.PngInfo()
-    info.add_text("Description", text)
+    info.add_text(key, text)
     buf = io.BytesIO()
     Image.new("RGB", (40, 30)).save(buf, "PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def _png_description(text: str) -> bytes:
+    return _png_text("Description", text)
 
 
 DRAW_THINGS_BARE = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -129,11 +133,7 @@ DYNAMIC_PROMPTS = ("a red cat\nNegative prompt: blurry\nSteps: 20, Sampler: Eule
 
 
 def _png_parameters(text: str) -> bytes:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", text)
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 30)).save(buf, "PNG", pnginfo=info)
-    return buf.getvalue()
+    return _png_text("parameters", text)
 
 
 @pytest.mark.parametrize("make", [_png_parameters, lambda t: _jpeg(user_comment=t)], ids=["png", "jpeg-usercomment"])
