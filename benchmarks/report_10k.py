@@ -1,6 +1,7 @@
 """How a 10,000-file HTML report behaves in a headless browser.
 
     python benchmarks/report_10k.py [--files 1000,10000] [--max-cards 0] [--chromium /usr/bin/chromium] [--keep DIR]
+    python benchmarks/report_10k.py --jsonl RUN.jsonl [--max-cards 2000]   # a saved run instead of synthetic records
 
 Makes N synthetic scan records (three detectors, two or three evidence items
 each, realistic verdict mix; no thumbnails: the files do not exist), renders
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,27 +100,37 @@ def main() -> int:
     ap.add_argument("--files", default="1000,10000", help="Comma-separated report sizes.")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--keep", type=Path, help="Keep the JSONL and HTML here.")
+    ap.add_argument("--jsonl", type=Path, help="Render this saved run (scan -f jsonl) instead of synthetic records.")
     ap.add_argument("--max-cards", type=int, default=0,
                     help="`aiidetect report --max-cards`: 0 (a card for every file, as the docs/report.md rows "
                          "were measured) or the default limit, 2000.")
     a = ap.parse_args()
     d = a.keep or Path(tempfile.mkdtemp(prefix="aiidetect-report-bench-"))
     d.mkdir(parents=True, exist_ok=True)
-    runs = [measure(int(n), d, a.chromium, a.max_cards) for n in a.files.split(",")]
+    runs = ([measure(0, d, a.chromium, a.max_cards, a.jsonl)] if a.jsonl else
+            [measure(int(n), d, a.chromium, a.max_cards) for n in a.files.split(",")])
     print(json.dumps({"runs": runs, "cpu": _cpu(), "load_average": [round(x, 2) for x in os.getloadavg()],
                       "python": platform.python_version()}, indent=1))
     return 0 if not any(r["page_errors"] for r in runs) else 1
 
 
-def measure(n: int, d: Path, chromium: str, max_cards: int = 0) -> dict:
+def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
-    src, html = d / f"run-{n}.jsonl", d / f"report-{n}.html"
-    src.write_text("\n".join(json.dumps(r) for r in records(n)) + "\n", encoding="utf-8")
+    if saved is not None:
+        src, html = saved, d / f"report-{saved.stem}.html"
+        with open(saved, "rb") as f:
+            n = sum(1 for _ in f)
+    else:
+        src, html = d / f"run-{n}.jsonl", d / f"report-{n}.html"
+        src.write_text("\n".join(json.dumps(r) for r in records(n)) + "\n", encoding="utf-8")
     t = time.perf_counter()
+    # --max-cards -1: the option left out, for a checkout from before it (PYTHONPATH=OLDER_CHECKOUT)
+    cap = ["--max-cards", str(max_cards)] if max_cards >= 0 else []
     subprocess.run([sys.executable, "-m", "aiidetect", "report", str(src), "-o", str(html), "--no-thumbnails", "-q",
-                    "--max-cards", str(max_cards)], check=True)
+                    *cap], check=True)
     render_s = time.perf_counter() - t
+    render_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024  # the report process (KiB on Linux)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = b.new_page(viewport={"width": 1280, "height": 900})
@@ -140,6 +152,7 @@ def measure(n: int, d: Path, chromium: str, max_cards: int = 0) -> dict:
         b.close()
     res = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()}
     return {"files": n, "max_cards": max_cards, "html_mib": round(html.stat().st_size / 2**20, 1), "render_s": round(render_s, 2),
+            "render_peak_mib": render_peak,
             "browser_open_wall_s": round(wall_s, 2), **res, "page_errors": errors}
 
 
