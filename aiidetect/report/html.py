@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
-from .writers import Writer, fusion_label
+from .writers import Writer, fusion_label, headline
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -452,8 +452,7 @@ def _top_reason(r: Mapping[str, Any]) -> str:
     err = r.get("error")
     if isinstance(err, Mapping):
         return _s(f"{err.get('code')}: {err.get('message')}")[:500]
-    reasons = r.get("reasons") or []
-    return _s(reasons[0])[:500] if reasons else ""
+    return _s(headline(r.get("reasons") or []))[:500]
 
 
 def _verdict_badge(v: str) -> str:

@@ -97,10 +97,20 @@ def fusion_label(f: dict | None) -> str:
     return f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
 
 
+def headline(reasons) -> str:
+    """The reason a one-line view (the table, CSV, the page's rows) leads with. A metadata conflict note
+    rides along with it: docs/fusion.md, a verdict must not be read without it (a forged generator text
+    beside camera EXIF showed only "decisive provenance evidence decides the verdict")."""
+    reasons = [str(r) for r in reasons or []]
+    if not reasons:
+        return ""
+    return "; ".join([reasons[0], *(r for r in reasons[1:] if ":metadata.conflict: " in r)])
+
+
 def main_reason(rec: Record) -> str:
     if rec.error is not None:
         return f"{rec.error.code}: {rec.error.message}"
-    return rec.reasons[0] if rec.reasons else ""
+    return headline(rec.reasons)
 
 
 CSV_BASE = ["file", "verdict", "p_ai", "sha256", "format", "width", "height", "top_generator", "top_generator_p",

@@ -47,6 +47,15 @@ def test_forged_generator_parameters_say_the_verdict_rests_on_an_unverified_clai
     assert "can be copied" in ev["exif.camera"]["detail"]
     clash = ev["metadata.conflict"]["data"]["conflicts"]
     assert rec["reasons"][1].startswith("metadata:metadata.conflict: ")   # read with the verdict, not only deep in
+    # ... and in the one-line views too: the table's and CSV's reason (only the rule line before)
+    import csv as _csv
+
+    r = run_cli("scan", str(f), "-d", "metadata", "-f", "csv")
+    (row,) = list(_csv.DictReader(io.StringIO(r.stdout)))
+    assert row["reason"].startswith("decisive provenance") and "; metadata:metadata.conflict: " in row["reason"]
+    assert "camera EXIF (Canon, Canon EOS R5" in row["reason"]
+    r = run_cli("scan", str(f), "-d", "metadata")
+    assert "metadata.conflict" in r.stdout
     assert len(clash) == 1 and clash[0].startswith("camera EXIF (Canon, Canon EOS R5; JPEG APP1) beside a "
                                                    "declaration of AI generation (generator.parameters; JPEG COM)")
 
