@@ -8,7 +8,7 @@ import typer
 from .common import EXIT_OK, JsonFormat, QuietOpt, SummaryFormatOpt, fail, stderr_console
 
 
-def info(fmt: JsonFormat = SummaryFormatOpt):
+def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: nothing on stderr to silence
     """Where the caches are and how much they hold.
 
     Example: aiidetect cache info -f json

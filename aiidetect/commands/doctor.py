@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, SummaryFormatOpt, backbone_options
+from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options
 from .errors import reader_may_leave
 
 
@@ -18,6 +18,7 @@ def _mb(n: int) -> str:
 def doctor(
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
+    quiet: bool = QuietOpt,  # accepted like everywhere else: the report is on stdout, nothing else is printed
 ):
     """Say what can run on this machine and why not, with the exact remedy.
 

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, RecordFormat, RecordFormatOpt, fail,
-                     library_errors)
+from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, QuietOpt, RecordFormat, RecordFormatOpt,
+                     fail, library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -100,6 +100,7 @@ def meta(
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
     output: Optional[Path] = OutputOpt,
     follow_links: bool = FollowLinksOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere else: meta prints nothing on stderr but errors
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
 

@@ -81,15 +81,23 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
     out.flush()
 
 
-def _shard_notes(db: Path, run_ids=None) -> None:
+def _note(text: str, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(f"note: {text}", err=True)
+
+
+def _shard_notes(db: Path, run_ids=None, quiet: bool = False) -> None:
     """A sharded run with a shard missing looks whole in every count: say so, on stderr."""
+    if quiet:
+        return
     with _open(db) as store:
         for note in store.shard_gaps(run_ids):
-            typer.echo(f"note: {note}", err=True)
+            _note(note, quiet)
 
 
 def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
-            folders: int = typer.Option(20, "--folders", min=0, help="How many folders to list (most flagged first).")):
+            folders: int = typer.Option(20, "--folders", min=0, help="How many folders to list (most flagged first)."),
+            quiet: bool = QuietOpt):
     """Counts per verdict, per error code and per folder, and the runs in the store.
 
     Example: aiidetect results summary --db audit.sqlite --format json
@@ -100,10 +108,10 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         runs = [r for r in store.runs() if r["run_id"] in ids]
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
-    _shard_notes(db, ids)
+    _shard_notes(db, ids, quiet)
     if s["distinct_files"] != s["files"]:
-        typer.echo(f"note: {len(ids)} runs scanned some of the same files: {s['files']} results of "
-                   f"{s['distinct_files']} distinct files, each counted once per run (--run ID for one run)", err=True)
+        _note(f"{len(ids)} runs scanned some of the same files: {s['files']} results of {s['distinct_files']} "
+              "distinct files, each counted once per run (--run ID for one run)", quiet)
     if fmt is Format.json:
         from ..report.safe import dumps
 
@@ -129,7 +137,8 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
            verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                        help="Only these verdicts: ai, uncertain, real, error "
                                                             "(comma-separated or repeated)."),
-           fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported.")):
+           fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported."),
+           quiet: bool = QuietOpt):
     """The stored records, exactly as `scan` printed them, or the HTML report of them.
 
     Formats: json, jsonl, csv, table, or html (docs/report.md; it holds every exported record until
@@ -175,8 +184,8 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                         writer.abort()
                 raise
     if bad:
-        typer.echo(f"note: {bad} stored record(s) could not be read; exported as error records "
-                   f"({BAD_STORED_RECORD}): scan those files again", err=True)
+        _note(f"{bad} stored record(s) could not be read; exported as error records ({BAD_STORED_RECORD}): "
+              "scan those files again", quiet)
     raise typer.Exit(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
 
 
@@ -233,7 +242,7 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
     raise typer.Exit(EXIT_OK)
 
 
-def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
+def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt, quiet: bool = QuietOpt):
     """The files that could not be scanned, and why (error code and message).
 
     `file_bytes` holds the exact name (base64) when it is not UTF-8, as in scan's records.
@@ -266,7 +275,7 @@ def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt):
 
 def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (created if missing)."),
           sources: List[Path] = typer.Argument(..., help="Stores to copy in (e.g. one per shard)."),
-          fmt: Format = FmtOpt):
+          fmt: Format = FmtOpt, quiet: bool = QuietOpt):
     """Merge results stores (one per --shard, machine or session) into one.
 
     A file present in several keeps the row scanned last; shards of one run never overlap.
@@ -287,7 +296,7 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     except (StoreError, sqlite3.Error, OSError) as exc:
         fail(f"merge failed (nothing of the failing source was kept): {exc}")
     _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
-    _shard_notes(db)
+    _shard_notes(db, quiet=quiet)
     raise typer.Exit(EXIT_OK)
 
 
