@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, SummaryFormatOpt, WeightsDirOpt,
+from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, QuietOpt, SummaryFormatOpt, WeightsDirOpt,
                      backbone_options)
 
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
-               fmt: JsonFormat = SummaryFormatOpt):
+               fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):
     """List trained heads with their detector, backbone, source and licence.
 
     Example: aiidetect weights list -f json
@@ -26,7 +26,7 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     dirs = weights_dirs(weights_dir or [])
     rows = head_rows(dirs)
     for path, why in unreadable_heads(dirs):  # listed nowhere else: say so (`weights verify` fails them)
-        stderr_console().print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
+        stderr_console(quiet).print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
     if fmt == "json":
         typer.echo(json.dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
         return
@@ -42,7 +42,7 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     if not rows:
         from ..detectors import onnx_families  # the families that serve trained heads
 
-        Console(stderr=True).print(f"no heads found; train one with `aiidetect train {'|'.join(onnx_families())}`")
+        stderr_console(quiet).print(f"no heads found; train one with `aiidetect train {'|'.join(onnx_families())}`")
 
 
 @backbone_options()
@@ -50,7 +50,8 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            backbone_opts: BackboneOptions = None,
            check_backbone: bool = typer.Option(False, "--check-backbone",
                                                help="Also build the backbone and check every head's fingerprint against it."),
-           fmt: JsonFormat = SummaryFormatOpt):
+           fmt: JsonFormat = SummaryFormatOpt,
+           quiet: bool = QuietOpt):  # accepted like everywhere: verify prints only its result and errors
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
 
     Exit 2 when a head fails, or when --check-backbone cannot build the backbone; with --format json

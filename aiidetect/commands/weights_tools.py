@@ -104,6 +104,7 @@ def fetch(
 def inspect(
     paths: List[Path] = typer.Argument(..., help="Checkpoint files (.pt TorchScript or state dict, .bin, .safetensors)."),
     fmt: RecordFormat = RecordFormatOpt,
+    quiet: bool = QuietOpt,  # accepted like everywhere: inspect prints only its rows, on stdout
 ):
     """Identify checkpoints by their tensors: the weights_id heads check.
 

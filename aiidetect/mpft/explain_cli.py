@@ -109,6 +109,7 @@ def explain_mpft_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="PNG heat map of patch importance."),
     head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found)."),
     backbone_opts: BackboneOptions = None,
+    quiet: bool = QuietOpt,  # accepted like everywhere: the result is on stdout, nothing else is printed
 ):
     """Occlusion map: how much the MPFT logit falls without each ViT patch.
 

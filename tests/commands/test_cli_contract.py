@@ -278,6 +278,9 @@ QUIET = [
     ("meta {w}/files/plain.jpg -f json -q", "json"),
     ("doctor -f json --backbone-config tiny-vit -q", "json", 1),   # no CLIP detector can run: its documented 1
     ("cache info -f json -q", "json"),
+    ("weights list --weights-dir {w}/damaged-heads -f json -q", "json"),   # silences "skipped ... damaged head"
+    ("weights verify --weights-dir {w}/heads -f json -q", "json"),
+    ("weights inspect {w}/heads/univfd/head.safetensors -f json -q", "json"),
 ]
 
 
