@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import stat
 import sys
 import time

@@ -255,7 +255,7 @@ class HtmlWriter(Writer):
     file), not with the cards."""
 
     def __init__(self, stream: IO[str], run: dict[str, Any], thumbnails: bool = True,
-                 heatmap_for: Iterable[str] = (), heatmapper: Callable[[str], list[dict]] | None = None,
+                 heatmap_for: Iterable[str] = (), heatmapper: Callable[[str, str | None], list[dict]] | None = None,
                  limits=None, max_cards: int | None = None, record_facts: bool = False):
         from ..limits import REPORT_MAX_CARDS
 
