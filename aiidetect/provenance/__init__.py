@@ -30,7 +30,10 @@ STRENGTH = {
     "c2pa.ai-composite": 3.0, "c2pa.ai-composite.invalid": 1.5,
     "c2pa.ai-ingredient": 2.0,
     "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
-    "c2pa.capture": 2.0, "c2pa.capture.invalid": 0.5,
+    # An INVALID capture manifest (failures listed: hash mismatch, bad signature) weighs nothing toward
+    # real: a manifest copied from a photo into a generated image is exactly how one looks. One that
+    # lists no validation at all is an unverified claim, weighed like XMP's unsigned capture claim.
+    "c2pa.capture": 2.0, "c2pa.capture.unverified": 0.5,
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
@@ -231,7 +234,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     # --- C2PA
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
         with _stage(rep, "C2PA"):
-            _c2pa(data, blobs, rep)
+            conflicts += _c2pa(data, blobs, rep)
 
     # --- XMP declarations
     with _stage(rep, "XMP declarations"):
@@ -343,7 +346,8 @@ def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
                       "unsigned)", where, source_type=short))
 
 
-def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
+def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> list[str]:
+    """Adds the manifest's evidence; returns what it contradicts (for metadata.conflict)."""
     from . import c2pa as c2
 
     where = ", ".join(blobs.jumbf)
@@ -351,12 +355,12 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
         f = c2.read_c2pa(data, blobs.format, where)
     except c2.C2paUnavailable as exc:
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))
-        return
+        return []
     except ValueError as exc:
         rep.errors.append(str(exc))
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but unreadable: {exc}",
                                      where))
-        return
+        return []
     rep.facts["c2pa"] = f.to_dict()
     ok = f.valid
     suffix = "" if ok else ".invalid"
@@ -368,6 +372,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
                        data={k: v for k, v in base.items() if v not in (None, [], "")}))
     types = set(f.source_types)
+    conflicts: list[str] = []
     if types & _DST_AI or types & _DST_ALGO:
         ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
                       f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok,
@@ -375,15 +380,24 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
-    elif types & _DST_CAPTURE:
+    elif types & _DST_CAPTURE and (ok or not f.failures):
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
-                      f"{validity}", where, key="c2pa.capture" + suffix, **base))
+                      f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), **base))
+    elif types & _DST_CAPTURE:
+        # No evidence toward real (STRENGTH above), but not silence either: the reader is told the file
+        # carries a capture manifest that this image does not match, as any other self-contradiction.
+        what = ("a capture manifest that does not match this image (changed after signing, or the manifest was "
+                "copied from another file)" if not f.content_matches
+                else "a capture manifest whose signature does not verify")
+        conflicts.append(f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} ({where}) but the manifest is INVALID "
+                         f"({', '.join(f.failures[:4])}): {what}; it counts nothing toward real")
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
                       f"({quote(f.claim_generator)}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))
+    return conflicts
 
 
 def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:

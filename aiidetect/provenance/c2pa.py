@@ -3,7 +3,8 @@
 Offline there is no trust list, so "signing certificate untrusted" is expected
 and is reported as "signer not checked against a trust list", never as a
 failure; every other validation failure (hash mismatch after editing, bad
-signature) makes the manifest "invalid" and weakens what it declares.
+signature) makes the manifest "invalid": what it declares toward AI is weakened
+to a claim, and a capture it declares counts nothing toward real.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": 
         "TIFF": "image/tiff", "GIF": "image/gif"}
 # Expected offline: no trust list, no network for OCSP / timestamps.
 _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
+# The codes that say the image's bytes are not the ones the manifest hashed. Other mismatches
+# (claimSignature.mismatch, assertion.hashedURI.mismatch) are about the manifest itself: a bad
+# signature was reported as "the image is not the one that was signed".
+_CONTENT_HASH_MISMATCH = {"assertion.dataHash.mismatch", "assertion.bmffHash.mismatch",
+                          "assertion.boxesHash.mismatch", "assertion.collectionHash.mismatch"}
 
 
 class C2paUnavailable(RuntimeError):
@@ -166,5 +172,5 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
     f.signature_valid = "claimSignature.validated" in success and not any(
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
-    f.content_matches = not any("mismatch" in c for c in f.failures)
+    f.content_matches = not any(c in _CONTENT_HASH_MISMATCH for c in f.failures)
     return f
