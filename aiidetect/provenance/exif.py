@@ -197,12 +197,12 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
         return f
-    from .tiffguard import bounded_for_readers, check_tiff
+    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff
 
     # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
     # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost 0.5 s
     # on a 92 KB chain of 3 million entries, docs/schema.md, for nothing the readers see).
-    chk = check_tiff(tiff, pages=False)
+    chk = check_tiff(tiff, pages=False, max_values=MAX_VALUES)
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")

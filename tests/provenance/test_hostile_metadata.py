@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 
 from PIL import Image
 
@@ -45,3 +46,43 @@ def test_different_declarations_in_different_packets_each_count_and_clash():
     ids = [e.id for e in rep.evidence]
     assert ids.count("xmp.capture-source-type") == 1 and ids.count("xmp.ai-source-type") == 1
     assert "metadata.conflict" in ids
+
+
+def _exif_many_values(n: int, count: int = 999) -> bytes:
+    """IFD0 (Make, pointers to the EXIF and GPS IFDs), IFD1, EXIF IFD (pointer to Interop), GPS and
+    Interop IFDs, each of n entries of `count` RATIONALs sharing one value area: ~60 n bytes."""
+    size = 2 + 12 * n + 4
+    o0 = 8
+    o1, oe, og, oi = o0 + size, o0 + 2 * size, o0 + 3 * size, o0 + 4 * size
+    od = o0 + 5 * size
+
+    def ifd(ents, nxt=0):
+        return struct.pack("<H", len(ents)) + b"".join(struct.pack("<HHII", *t) for t in ents) + struct.pack("<I", nxt)
+
+    fill = [(0x9000 + i % 50, 5, count, od) for i in range(n)]
+    make = (0x010F, 2, 4, struct.unpack("<I", b"Cnn\0")[0])
+    return (b"II*\x00" + struct.pack("<I", o0) + ifd([make, (0x8769, 4, 1, oe), (0x8825, 4, 1, og)] + fill[3:], o1)
+            + ifd(fill) + ifd([(0xA005, 4, 1, oi)] + fill[1:]) + ifd(fill) + ifd(fill) + b"\x01" * (8 * count))
+
+
+def test_exif_entries_holding_a_million_values_are_refused_at_once():
+    # exifread decodes every value of an entry under 1,000 values one by one in Python: 5,000 entries
+    # of 999 RATIONALs (68 KB) took it 27 s in one call the per-file budget cannot interrupt; 1,000
+    # entries (12 KB here) took 5 s.
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    t = time.perf_counter()
+    rep = analyze(png_with([png_chunk(b"eXIf", _exif_many_values(200))]), "x", options={"watermark": "never"})
+    assert time.perf_counter() - t < 1.5
+    assert any("more than 50000 values" in e for e in rep.errors), rep.errors
+    assert "metadata-timeout" not in {e.id for e in rep.evidence}
+
+
+def test_camera_blocks_stay_far_below_the_value_cap(dev_dir):
+    from aiidetect.provenance.tiffguard import MAX_VALUES, check_tiff
+
+    from aiidetect.provenance.containers import walk
+
+    worst = max(check_tiff(b, pages=False).values for p in (dev_dir / "real/camera").iterdir()
+                for b, _ in walk(p.read_bytes()).exif if b[:4] in (b"II*\x00", b"MM\x00*"))
+    assert 100 < worst < MAX_VALUES // 50
