@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -66,12 +67,34 @@ class ExifFacts:
 
 
 def _clean(s: Any) -> str | None:
-    if s is None:
+    if not isinstance(s, (str, bytes)):
+        # The value of a non-text type (BYTE, SHORT, UNDEFINED...) is numbers: their repr, "[1, 2, 3]"
+        # from exifread or "7" from Pillow, was taken for the text (a camera Make and Model from any
+        # two such entries).
         return None
     if isinstance(s, bytes):
         s = s.decode("utf-8", "replace")
     s = str(s).replace("\x00", "").strip()
     return s or None
+
+
+def _name(s: Any) -> str | None:
+    """A camera or lens name (Make, Model, LensMake, LensModel): printable text with a letter or
+    digit. Undecodable or control bytes there are a corrupt or crafted block, not a camera, and
+    made camera evidence (0.7 nats toward real) and a record naming '\\x01\\x02...' as the make."""
+    s = _clean(s)
+    if s and "\x80" <= max(s) < "\u0100":
+        # Pillow decodes an ASCII field as Latin-1: bytes that are not UTF-8 text came out as 'ÿþý'.
+        try:
+            s = s.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    # Line breaks pass: ComfyUI's graph JSON arrives in Make/Model ("workflow:{...}") and is taken
+    # out of them later (provenance.analyze).
+    if s is None or "\ufffd" in s or not any(c.isalnum() for c in s) or any(
+            unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in s if c not in "\t\n\r"):
+        return None
+    return s
 
 
 def _num(v: Any) -> float | None:
@@ -130,8 +153,8 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
         t = tags.get(name)
         return None if t is None else t.values
 
-    f.make = f.make or _clean(val("Image Make"))
-    f.model = f.model or _clean(val("Image Model"))
+    f.make = f.make or _name(val("Image Make"))
+    f.model = f.model or _name(val("Image Model"))
     f.software = f.software or _clean(val("Image Software"))
     f.datetime = f.datetime or _clean(val("Image DateTime"))
     f.artist = f.artist or _clean(val("Image Artist"))
@@ -143,8 +166,8 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
     if f.iso is None and iso is not None:
         f.iso = int(iso)
     f.focal_length = f.focal_length if f.focal_length is not None else _num(val("EXIF FocalLength"))
-    f.lens = f.lens or _clean(val("EXIF LensModel"))
-    f.lens_make = f.lens_make or _clean(val("EXIF LensMake"))
+    f.lens = f.lens or _name(val("EXIF LensModel"))
+    f.lens_make = f.lens_make or _name(val("EXIF LensMake"))
     if f.user_comment is None and tags.get("EXIF UserComment") is not None:
         f.user_comment = decode_user_comment(val("EXIF UserComment"))
     f.has_gps = f.has_gps or any(k.startswith("GPS ") and k != "GPS GPSVersionID" for k in tags)
@@ -166,8 +189,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
     if not ex and not ex.get_ifd(_EXIF_IFD):
         raise ValueError("Pillow found no EXIF tags")
     sub = ex.get_ifd(_EXIF_IFD)
-    f.make = f.make or _clean(ex.get(_MAKE))
-    f.model = f.model or _clean(ex.get(_MODEL))
+    f.make = f.make or _name(ex.get(_MAKE))
+    f.model = f.model or _name(ex.get(_MODEL))
     f.software = f.software or _clean(ex.get(_SOFTWARE))
     f.datetime = f.datetime or _clean(ex.get(_DATETIME))
     f.artist = f.artist or _clean(ex.get(_ARTIST))
@@ -181,8 +204,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
         f.iso = int(_num(sub.get(_ISO)))
     if f.focal_length is None:
         f.focal_length = _num(sub.get(_FOCAL))
-    f.lens = f.lens or _clean(sub.get(_LENSMODEL))
-    f.lens_make = f.lens_make or _clean(sub.get(_LENSMAKE))
+    f.lens = f.lens or _name(sub.get(_LENSMODEL))
+    f.lens_make = f.lens_make or _name(sub.get(_LENSMAKE))
     if f.user_comment is None and sub.get(_USERCOMMENT) is not None:
         f.user_comment = decode_user_comment(sub.get(_USERCOMMENT))
     f.has_makernote = f.has_makernote or bool(sub.get(_MAKERNOTE))

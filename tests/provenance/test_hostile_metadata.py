@@ -86,3 +86,41 @@ def test_camera_blocks_stay_far_below_the_value_cap(dev_dir):
     worst = max(check_tiff(b, pages=False).values for p in (dev_dir / "real/camera").iterdir()
                 for b, _ in walk(p.read_bytes()).exif if b[:4] in (b"II*\x00", b"MM\x00*"))
     assert 100 < worst < MAX_VALUES // 50
+
+
+def _ifd0(entries: list[tuple[int, int, int, bytes | int]], blob: bytes = b"") -> bytes:
+    """A one-IFD TIFF structure; an int value is an offset into `blob`, bytes are the inline value."""
+    data = 8 + 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    for tag, typ, count, val in entries:
+        out += struct.pack("<HHI", tag, typ, count) + (val if isinstance(val, bytes) else struct.pack("<I", data + val))
+    return out + b"\0\0\0\0" + blob
+
+
+MAKE, MODEL = 0x010F, 0x0110
+
+
+def test_garbage_in_make_and_model_is_no_camera():
+    # Each made exif.camera (0.7 nats toward real) with a make such as "[1, 2, 3, 4, 5, 6]" (exifread's
+    # repr of a BYTE entry), "7" (Pillow's SHORT) or '\x01\x02\x03' / 'ÿþýüû' (binary in an ASCII entry).
+    garbage = {
+        "BYTE numbers": _ifd0([(MAKE, 1, 6, 0), (MODEL, 1, 6, 8)], b"\x01\x02\x03\x04\x05\x06\0\0\xff\xfe\xfd\xfc\xfb\xfa"),
+        "SHORT": _ifd0([(MAKE, 3, 1, b"\x07\0\0\0"), (MODEL, 3, 1, b"\x09\0\0\0")]),
+        "binary ASCII": _ifd0([(MAKE, 2, 4, b"\x01\x02\x03\0"), (MODEL, 2, 6, 0)], b"\xff\xfe\xfd\xfc\xfb\0"),
+        "UNDEFINED": _ifd0([(MAKE, 7, 4, b"\xff\xff\xff\xff"), (MODEL, 7, 4, b"\x80\x81\x82\x83")]),
+    }
+    for name, tiff in garbage.items():
+        rep = analyze(_jpeg([(0xE1, b"Exif\0\0" + tiff)]), "x")
+        assert "exif.camera" not in {e.id for e in rep.evidence}, (name, rep.facts.get("exif"))
+        assert not {"make", "model"} & set(rep.facts.get("exif", {})), (name, rep.facts["exif"])
+
+
+def test_text_make_and_model_still_name_a_camera():
+    text = {
+        "ASCII": _ifd0([(MAKE, 2, 6, 0), (MODEL, 2, 6, 8)], b"Canon\0\0\0EOS R\0"),
+        "text in a BYTE entry": _ifd0([(MAKE, 1, 6, 0), (MODEL, 1, 6, 8)], b"Canon\0\0\0EOS R\0"),
+        "UTF-8": _ifd0([(MAKE, 2, 7, 0), (MODEL, 2, 6, 8)], "华为\0".encode() + b"\0" + b"P30 a\0"),
+    }
+    for name, tiff in text.items():
+        rep = analyze(_jpeg([(0xE1, b"Exif\0\0" + tiff)]), "x")
+        assert "exif.camera" in {e.id for e in rep.evidence}, (name, rep.facts.get("exif"))
