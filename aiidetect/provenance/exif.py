@@ -26,6 +26,12 @@ _EXPOSURE, _FNUMBER, _ISO, _DTO, _FOCAL, _MAKERNOTE, _USERCOMMENT = 0x829A, 0x82
 _LENSMAKE, _LENSMODEL = 0xA433, 0xA434
 
 
+# What a camera can record (inclusive bounds): exposure up to a day, f/0.5 to f/1024 (pinholes),
+# ISO 1 to 10 million (the highest sold reach 3.3 million), focal length up to 20 m.
+_PLAUSIBLE = {"exposure_time": (1e-7, 86400.0), "f_number": (0.5, 1024.0), "iso": (1, 10_000_000),
+              "focal_length": (0.1, 20_000.0)}
+
+
 @dataclass
 class ExifFacts:
     make: str | None = None
@@ -54,9 +60,13 @@ class ExifFacts:
 
     @property
     def camera_fields(self) -> list[str]:
-        """Which photographic fields are present (what a camera writes and a generator does not)."""
+        """Which photographic fields are present (what a camera writes and a generator does not). A
+        setting counts only within what a camera can record: garbage numbers (a zero, negative or
+        1e12 f-number from a corrupt or crafted block) raised make/model (0.7 nats) to "exposure
+        settings" (1.2). The facts keep the values as read."""
         return [k for k in ("make", "model", "exposure_time", "f_number", "iso", "focal_length", "lens")
-                if getattr(self, k) not in (None, "")]
+                if getattr(self, k) not in (None, "") and (k not in _PLAUSIBLE or
+                                                          _PLAUSIBLE[k][0] <= getattr(self, k) <= _PLAUSIBLE[k][1])]
 
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import clip_fields

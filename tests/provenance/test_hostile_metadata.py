@@ -124,3 +124,22 @@ def test_text_make_and_model_still_name_a_camera():
     for name, tiff in text.items():
         rep = analyze(_jpeg([(0xE1, b"Exif\0\0" + tiff)]), "x")
         assert "exif.camera" in {e.id for e in rep.evidence}, (name, rep.facts.get("exif"))
+
+
+def test_garbage_exposure_numbers_are_not_exposure_settings():
+    # Two settings beside a make/model raise exif.camera from 0.7 to 1.2 nats; zero, negative and 1e12
+    # are no setting a camera records (a corrupt or crafted block), and they did.
+    def exif_ifd(entries, blob):
+        return _ifd0([(MAKE, 2, 6, 0), (MODEL, 2, 6, 8), (0x8769, 4, 1, 16)],
+                     b"Canon\0\0\0EOS R\0\0\0" + struct.pack("<H", len(entries))
+                     + b"".join(struct.pack("<HHII", t, ty, 1, v) for t, ty, v in entries) + b"\0\0\0\0" + blob)
+
+    base = 8 + 2 + 12 * 3 + 4 + 16 + 2 + 12 * 4 + 4   # where the rationals below start
+    rats = struct.pack("<IIiiII", 0, 1, -28, 10, 10 ** 9, 1)   # ExposureTime 0, FNumber -2.8, FocalLength 1e9
+    bad = exif_ifd([(0x829A, 5, base), (0x829D, 10, base + 8), (0x920A, 5, base + 16), (0x8827, 3, 0)], rats)
+    ev = {e.id: e for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + bad)]), "x").evidence}
+    assert ev["exif.camera"].strength == 0.7, ev["exif.camera"].detail
+    good = exif_ifd([(0x829A, 5, base), (0x829D, 5, base + 8), (0x920A, 5, base + 16), (0x8827, 3, 200)],
+                    struct.pack("<IIIIII", 1, 250, 28, 10, 50, 1))
+    ev = {e.id: e for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + good)]), "x").evidence}
+    assert ev["exif.camera"].strength == 1.2
