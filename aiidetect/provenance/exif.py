@@ -180,7 +180,9 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
     f.lens_make = f.lens_make or _name(val("EXIF LensMake"))
     if f.user_comment is None and tags.get("EXIF UserComment") is not None:
         f.user_comment = decode_user_comment(val("EXIF UserComment"))
-    f.has_gps = f.has_gps or any(k.startswith("GPS ") and k != "GPS GPSVersionID" for k in tags)
+    # A position is a latitude and a longitude: any other GPS tag (a timestamp, a datum, a stray entry
+    # of a corrupt block) said "GPS position in EXIF".
+    f.has_gps = f.has_gps or ("GPS GPSLatitude" in tags and "GPS GPSLongitude" in tags)
 
 
 def _read_pillow(tiff: bytes, f: ExifFacts) -> None:
@@ -221,7 +223,7 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
     f.has_makernote = f.has_makernote or bool(sub.get(_MAKERNOTE))
     if not f.has_gps:
         gps = ex.get_ifd(_GPS_IFD)
-        f.has_gps = any(k != 0 for k in gps)  # tag 0 is GPSVersionID alone
+        f.has_gps = 2 in gps and 4 in gps  # GPSLatitude, GPSLongitude
 
 
 def read_exif(tiff: bytes, where: str = "") -> ExifFacts:

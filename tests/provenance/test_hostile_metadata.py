@@ -143,3 +143,20 @@ def test_garbage_exposure_numbers_are_not_exposure_settings():
                     struct.pack("<IIIIII", 1, 250, 28, 10, 50, 1))
     ev = {e.id: e for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + good)]), "x").evidence}
     assert ev["exif.camera"].strength == 1.2
+
+
+def test_a_gps_ifd_without_a_position_is_no_gps_position():
+    # "GPS position in EXIF" (0.2 nats toward real) was said for any GPS tag but the version: a lone
+    # AltitudeRef or MapDatum, as a stray entry of a corrupt block reads.
+    def with_gps(entries):
+        gps_off = 8 + 2 + 12 * 3 + 4 + 16
+        return _ifd0([(MAKE, 2, 6, 0), (MODEL, 2, 6, 8), (0x8825, 4, 1, 16)],
+                     b"Canon\0\0\0EOS R\0\0\0" + struct.pack("<H", len(entries))
+                     + b"".join(struct.pack("<HHI", t, ty, n) + v for t, ty, n, v in entries) + b"\0\0\0\0"
+                     + struct.pack("<IIIIII", 52, 1, 30, 1, 0, 1)), gps_off + 2 + 12 * len(entries) + 4
+
+    lone, _ = with_gps([(0x0005, 1, 1, b"\x01\0\0\0"), (0x0012, 2, 4, b"WGS\0")])   # AltitudeRef, MapDatum
+    assert "exif.gps" not in {e.id for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + lone)]), "x").evidence}
+    _, at = with_gps([(2, 5, 3, b"\0\0\0\0"), (4, 5, 3, b"\0\0\0\0")])
+    pos, _ = with_gps([(2, 5, 3, struct.pack("<I", at)), (4, 5, 3, struct.pack("<I", at))])
+    assert "exif.gps" in {e.id for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + pos)]), "x").evidence}
