@@ -232,9 +232,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                       basis=BASIS_CLAIM))
 
     # --- C2PA
+    c2pa_facts = None
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
         with _stage(rep, "C2PA"):
-            conflicts += _c2pa(data, blobs, rep)
+            c2pa_facts = _c2pa(data, blobs, rep, conflicts)
 
     # --- XMP declarations
     with _stage(rep, "XMP declarations"):
@@ -253,7 +254,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                               tools=tools[:5]))
 
     with _stage(rep, "XMP declarations"):
-        conflicts += _source_type_conflicts(xf_all, rep.facts.get("c2pa"))
+        conflicts += _source_type_conflicts(xf_all, c2pa_facts)
 
     # --- EXIF-based evidence
     with _stage(rep, "EXIF evidence"):
@@ -325,9 +326,8 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     and generated), across XMP packets and the C2PA manifest. Each is still weighed as what it is
     (a decisive AI declaration still decides); the record says they disagree."""
     declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
-    if c2pa_facts:
-        declared += [(t, f"C2PA ({'valid' if c2pa_facts.get('valid') else 'INVALID'})")
-                     for t in c2pa_facts.get("source_types", [])]
+    if c2pa_facts:   # the whole list: the record keeps only the first ones
+        declared += [(t, f"C2PA ({'valid' if c2pa_facts.valid else 'INVALID'})") for t in c2pa_facts.source_types]
     # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
     # phone's edited picture declares both. Only "made by a model" contradicts "captured".
     ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
@@ -358,8 +358,9 @@ def _xmp_source_type(short: str, where: str, ev: list[Evidence], said: set[str])
                       "unsigned)", where, source_type=short))
 
 
-def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> list[str]:
-    """Adds the manifest's evidence; returns what it contradicts (for metadata.conflict)."""
+def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
+    """Adds the manifest's evidence, and to `conflicts` what it contradicts (metadata.conflict);
+    -> the C2paFacts read, or None."""
     from . import c2pa as c2
 
     where = ", ".join(blobs.jumbf)
@@ -367,24 +368,23 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> list[str]:
         f = c2.read_c2pa(data, blobs.format, where)
     except c2.C2paUnavailable as exc:
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))
-        return []
+        return None
     except ValueError as exc:
         rep.errors.append(str(exc))
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but unreadable: {exc}",
                                      where))
-        return []
+        return None
     rep.facts["c2pa"] = f.to_dict()
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
-    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures,
+    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures[:10],
                 actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
                        data={k: v for k, v in base.items() if v not in (None, [], "")}))
     types = set(f.source_types)
-    conflicts: list[str] = []
     if types & _DST_AI or types & _DST_ALGO:
         ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
                       f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok,
@@ -409,7 +409,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> list[str]:
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))
-    return conflicts
+    return f
 
 
 def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:

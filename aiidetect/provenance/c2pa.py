@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .recordtext import quote
+from .recordtext import MAX_DETAIL_CHARS, MAX_FIELD_CHARS, quote
 from .xmp import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
@@ -25,6 +25,9 @@ _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipp
 # signature was reported as "the image is not the one that was signed".
 _CONTENT_HASH_MISMATCH = {"assertion.dataHash.mismatch", "assertion.bmffHash.mismatch",
                           "assertion.boxesHash.mismatch", "assertion.collectionHash.mismatch"}
+
+
+MAX_LIST_ITEMS = 50   # of each list a record keeps (actions, source types, failures)
 
 
 class C2paUnavailable(RuntimeError):
@@ -73,7 +76,17 @@ class C2paFacts:
 
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
-        return clip_fields(d)
+        out = clip_fields(d)
+        # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
+        # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
+        # MAX_LIST_ITEMS of each (each clipped) and says in `truncated` how many there were.
+        cut = {k: len(v) for k, v in d.items() if isinstance(v, list) and len(v) > MAX_LIST_ITEMS}
+        for k, v in d.items():
+            if isinstance(v, list):
+                out[k] = [x[:MAX_FIELD_CHARS] if isinstance(x, str) else x for x in v[:MAX_LIST_ITEMS]]
+        if cut:
+            out["truncated"] = {**out.get("truncated", {}), **cut}
+        return out
 
 
 def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
@@ -150,15 +163,16 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
         f.signer = f"{si['common_name']} ({si['issuer']})"
     f.signed_at = _s(si.get("time"))
     for act in _actions(active):
-        f.actions.append(str(act.get("action")))
+        f.actions.append(str(act.get("action"))[:MAX_DETAIL_CHARS])   # a label ("c2pa.created"), not a text
         dst = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
         if dst:
-            f.source_types.append(short_source_type(str(dst)))
+            f.source_types.append(short_source_type(str(dst))[:MAX_DETAIL_CHARS])
     # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
     for label, m in manifests.items():
         if label == active_label:
             continue
-        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"])) for act in _actions(m)
+        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"]))[:MAX_DETAIL_CHARS]
+                                      for act in _actions(m)
                                       if act.get("digitalSourceType")]
     results = _d(_d(store.get("validation_results")).get("activeManifest"))
     success = set(_codes(results.get("success")))

@@ -81,3 +81,26 @@ def test_valid_capture_manifest_still_counts(signer):
     cap = {e.id: e for e in rep.evidence}["c2pa.capture"]
     assert cap.direction == "real" and cap.strength == 2.0 and not cap.decisive
     assert "conflicts" not in rep.facts
+
+
+def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_counts_them_all():
+    # 2,001 actions in a signed 200 KB JPEG made an 88 KB record (facts.c2pa listed every one); nothing
+    # bounds a hand-made manifest. The record keeps 50 of each list and says how many there were.
+    from aiidetect.provenance import _source_type_conflicts, c2pa as c2
+    from aiidetect.provenance.xmp import XmpFacts
+
+    acts = [{"action": "c2pa.edited" + "y" * 10_000, "digitalSourceType": f"http://x/{i}"} for i in range(2000)]
+    acts.append({"action": "c2pa.created",
+                 "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"})
+    store = {"active_manifest": "m", "manifests": {"m": {"assertions": [
+        {"label": "c2pa.actions", "data": {"actions": acts}}]}},
+        "validation_results": {"activeManifest": {"success": [{"code": "claimSignature.validated"}]}}}
+    f = c2.summarize(store, "Valid")
+    d = f.to_dict()
+    assert len(json.dumps(d)) < 20_000
+    assert len(d["actions"]) == 50 and d["truncated"] == {"actions": 2001, "source_types": 2001}
+    assert max(len(a) for a in d["actions"]) <= 200    # an action is a label ("c2pa.created")
+    # what the evidence and the conflict check read is the whole list
+    x = XmpFacts(digital_source_types=["trainedAlgorithmicMedia"], where="JPEG APP1")
+    assert _source_type_conflicts([x], f) == ["DigitalSourceType: digitalCapture (C2PA (valid)) vs "
+                                              "trainedAlgorithmicMedia (JPEG APP1)"]
