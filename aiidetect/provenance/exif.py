@@ -102,7 +102,7 @@ def _name(s: Any) -> str | None:
     # Line breaks pass: ComfyUI's graph JSON arrives in Make/Model ("workflow:{...}") and is taken
     # out of them later (provenance.analyze).
     if s is None or "\ufffd" in s or not any(c.isalnum() for c in s) or any(
-            unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in s if c not in "\t\n\r"):
+            unicodedata.category(c) in ("Cc", "Cs", "Co") for c in s if c not in "\t\n\r"):
         return None
     return s
 
