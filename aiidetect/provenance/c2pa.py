@@ -95,6 +95,12 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
+    from .containers import c2pa_structure_problem
+
+    problem = c2pa_structure_problem(data, fmt)
+    if problem:
+        raise ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA "
+                         "reader's time grows with it and cannot be stopped)")
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
         ctx = _offline_context(lib)

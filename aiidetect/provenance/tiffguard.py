@@ -44,11 +44,12 @@ class TiffCheck:
 
 
 def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None = None,
-               pages: bool = True, max_values: int | None = None) -> TiffCheck:
+               pages: bool = True, max_values: int | None = None, max_total_entries: int | None = None) -> TiffCheck:
     """tiff: bytes starting with II*\\0 or MM\\0*. pages=False stops after IFD0's
     sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files).
     max_values: refuse a structure whose entries hold more values than exifread
-    should decode (its cost, see MAX_VALUES); None for no cap."""
+    should decode (its cost, see MAX_VALUES); max_total_entries: refuse one of
+    more entries in all (stopping there); None for no cap."""
     r = TiffCheck()
     if max_ifds is None:
         max_ifds = MAX_PAGES if pages else MAX_IFDS
@@ -78,6 +79,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         if n > max_entries:
             return _bad(r, f"IFD at offset {off} has {n} entries (over {max_entries})")
         r.entries += n
+        if max_total_entries is not None and r.entries > max_total_entries:
+            return _bad(r, f"more than {max_total_entries} IFD entries")
         end = off + 2 + 12 * n
         if end > len(tiff):
             r.notes.append(f"IFD at offset {off} is truncated")

@@ -160,3 +160,22 @@ def test_a_gps_ifd_without_a_position_is_no_gps_position():
     _, at = with_gps([(2, 5, 3, b"\0\0\0\0"), (4, 5, 3, b"\0\0\0\0")])
     pos, _ = with_gps([(2, 5, 3, struct.pack("<I", at)), (4, 5, 3, struct.pack("<I", at))])
     assert "exif.gps" in {e.id for e in analyze(_jpeg([(0xE1, b"Exif\0\0" + pos)]), "x").evidence}
+
+
+def test_the_c2pa_reader_is_not_handed_a_container_of_100k_boxes_or_huge_ifds():
+    # c2pa-rs parses the whole container in native code the per-file budget cannot stop: its time
+    # grows with the square of the BMFF box count (40,000 empty boxes: ~3 s; 100,000: 32.6 s) and
+    # with TIFF entries (4 IFDs of 65,535: 8 s). The bytes "jumb" and "c2pa" anywhere were enough.
+    ftyp = struct.pack(">I", 20) + b"ftypheic" + struct.pack(">I", 0) + b"mif1"
+    heif = ftyp + (struct.pack(">I", 8) + b"free") * 40_000 + struct.pack(">I", 16) + b"uuidjumbc2pa"
+    n = 65535
+    tiff = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for j in range(4):
+        nxt = 8 + (j + 1) * (6 + 12 * n) if j < 3 else 0
+        tiff += struct.pack("<H", n) + struct.pack("<HHII", 0x9000, 1, 0xFFFFFFFF, 8) * n + struct.pack("<I", nxt)
+    for data, why in ((heif, "more than 5000 boxes"), (bytes(tiff) + b"jumbc2pa", "65535 entries")):
+        t = time.perf_counter()
+        rep = analyze(data, "x", options={"watermark": "never"})
+        assert time.perf_counter() - t < 1.5
+        assert any("C2PA manifest store not read" in e and why in e for e in rep.errors), rep.errors
+        assert "c2pa.unreadable" in {e.id for e in rep.evidence}
