@@ -89,15 +89,16 @@ class C2paFacts:
         return out
 
 
-def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
-    """Raises C2paUnavailable (library missing) or ValueError (store unreadable)."""
+def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) -> C2paFacts:
+    """Raises C2paUnavailable (library missing) or ValueError (store unreadable, or a container too
+    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw."""
     try:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
     from .containers import c2pa_structure_problem
 
-    problem = c2pa_structure_problem(data, fmt)
+    problem = c2pa_structure_problem(data, fmt, chunks)
     if problem:
         raise ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA "
                          "reader's time grows with it and cannot be stopped)")

@@ -34,6 +34,7 @@ class Blobs:
     texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
+    chunks: int = 0                                                   # PNG/WebP chunks walked
     errors: list[str] = field(default_factory=list)
 
 
@@ -231,6 +232,7 @@ def _walk_png(data: bytes, b: Blobs) -> None:
     priority_seen: set[str] = set()
     over_total = over_count = False
     for _ in range(MAX_CHUNKS):
+        b.chunks += 1
         if pos + 8 > n:
             b.errors.append("PNG: truncated (no IEND)")
             break
@@ -328,6 +330,7 @@ def _walk_webp(data: bytes, b: Blobs) -> None:
     for _ in range(MAX_CHUNKS):
         if pos + 8 > end:
             break
+        b.chunks += 1
         fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         body = data[pos + 8:pos + 8 + size]
         if len(body) < size:
@@ -403,6 +406,9 @@ def _pillow_info(im, b: Blobs) -> None:
 # (16 IFDs of 65,535 entries, 12.6 MB: 17 s). So it is handed only a structure of a size a real
 # file has. Real HEIF/AVIF files hold tens to a few hundred boxes, TIFF files a few hundred entries.
 C2PA_MAX_BOXES = 5_000
+# PNG/WebP: linear there, but 1,000,000 chunks (the walker's cap) in front of a caBX chunk held it 5 s,
+# past the whole per-file budget. An animation of 50,000 frames would hold 100,000.
+C2PA_MAX_CHUNKS = 100_000
 C2PA_MAX_TIFF_ENTRIES = 20_000
 # Boxes whose payload is a list of boxes (after a FullBox header of 4 bytes where given).
 _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, b"dinf": 0, b"edts": 0,
@@ -410,8 +416,11 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
                     b"grpl": 0, b"meta": 4, b"iref": 4}
 
 
-def c2pa_structure_problem(data: bytes, fmt: str | None) -> str | None:
-    """Why this file's structure is too big to hand to c2pa-rs, or None."""
+def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0) -> str | None:
+    """Why this file's structure is too big to hand to c2pa-rs, or None. chunks: how many
+    PNG/WebP chunks the walker saw (Blobs.chunks)."""
+    if fmt in ("PNG", "WEBP") and chunks > C2PA_MAX_CHUNKS:
+        return f"{chunks} chunks (over {C2PA_MAX_CHUNKS})"
     if fmt in ("HEIF", "AVIF"):
         n = _bmff_boxes(data, 0, len(data), C2PA_MAX_BOXES + 1, 0)
         if n > C2PA_MAX_BOXES:
