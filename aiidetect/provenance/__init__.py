@@ -30,7 +30,10 @@ STRENGTH = {
     "c2pa.ai-composite": 3.0, "c2pa.ai-composite.invalid": 1.5,
     "c2pa.ai-ingredient": 2.0,
     "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
-    "c2pa.capture": 2.0, "c2pa.capture.invalid": 0.5,
+    # An INVALID capture manifest (failures listed: hash mismatch, bad signature) weighs nothing toward
+    # real: a manifest copied from a photo into a generated image is exactly how one looks. One that
+    # lists no validation at all is an unverified claim (0.5, a little under XMP's unsigned 0.7).
+    "c2pa.capture": 2.0, "c2pa.capture.unverified": 0.5,
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
@@ -229,22 +232,29 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                       basis=BASIS_CLAIM))
 
     # --- C2PA
+    c2pa_facts = None
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
         with _stage(rep, "C2PA"):
-            _c2pa(data, blobs, rep)
+            c2pa_facts = _c2pa(data, blobs, rep, conflicts)
 
     # --- XMP declarations
     with _stage(rep, "XMP declarations"):
+        # A statement repeated is one observation, not several: the same packet four times, or one
+        # value under 50 spellings of its URI, made 200 `digitalCapture` items (140 nats toward real;
+        # fusion's whole soft cap from one unsigned claim). The first of each kind is weighed; every
+        # value stays listed in facts.xmp.
+        said: set[str] = set()
         for x in xf_all:
             for dst in x.digital_source_types:
-                _xmp_source_type(xmp.short_source_type(dst), x.where, ev)
+                _xmp_source_type(xmp.short_source_type(dst), x.where, ev, said)
             tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
-            if tools and not gens:
+            if tools and not gens and "xmp.generator-tool" not in said:
+                said.add("xmp.generator-tool")
                 ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}", x.where,
                               tools=tools[:5]))
 
     with _stage(rep, "XMP declarations"):
-        conflicts += _source_type_conflicts(xf_all, rep.facts.get("c2pa"))
+        conflicts += _source_type_conflicts(xf_all, c2pa_facts)
 
     # --- EXIF-based evidence
     with _stage(rep, "EXIF evidence"):
@@ -316,9 +326,8 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     and generated), across XMP packets and the C2PA manifest. Each is still weighed as what it is
     (a decisive AI declaration still decides); the record says they disagree."""
     declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
-    if c2pa_facts:
-        declared += [(t, f"C2PA ({'valid' if c2pa_facts.get('valid') else 'INVALID'})")
-                     for t in c2pa_facts.get("source_types", [])]
+    if c2pa_facts:   # the whole list: the record keeps only the first ones
+        declared += [(t, f"C2PA ({'valid' if c2pa_facts.valid else 'INVALID'})") for t in c2pa_facts.source_types]
     # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
     # phone's edited picture declares both. Only "made by a model" contradicts "captured".
     ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
@@ -328,7 +337,13 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     return [f"DigitalSourceType: {cap[0][0]} ({cap[0][1]}) vs {ai[0][0]} ({ai[0][1]})"]
 
 
-def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
+def _xmp_source_type(short: str, where: str, ev: list[Evidence], said: set[str]) -> None:
+    kind = ("xmp.ai-source-type" if short in _DST_AI else "xmp.ai-composite" if short in _DST_COMPOSITE
+            else "xmp.algorithmic" if short in _DST_ALGO else "xmp.capture-source-type" if short in _DST_CAPTURE
+            else None)
+    if kind is None or kind in said:
+        return
+    said.add(kind)
     if short in _DST_AI:
         ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short} (declared AI-generated, "
                       "unsigned)", where, decisive=True, source_type=short, basis=BASIS_CLAIM))
@@ -343,25 +358,27 @@ def _xmp_source_type(short: str, where: str, ev: list[Evidence]) -> None:
                       "unsigned)", where, source_type=short))
 
 
-def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
+def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
+    """Adds the manifest's evidence, and to `conflicts` what it contradicts (metadata.conflict);
+    -> the C2paFacts read, or None."""
     from . import c2pa as c2
 
     where = ", ".join(blobs.jumbf)
     try:
-        f = c2.read_c2pa(data, blobs.format, where)
+        f = c2.read_c2pa(data, blobs.format, where, chunks=blobs.chunks)
     except c2.C2paUnavailable as exc:
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))
-        return
+        return None
     except ValueError as exc:
         rep.errors.append(str(exc))
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but unreadable: {exc}",
                                      where))
-        return
+        return None
     rep.facts["c2pa"] = f.to_dict()
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
-    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures,
+    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures[:10],
                 actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
@@ -375,15 +392,24 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport) -> None:
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
-    elif types & _DST_CAPTURE:
+    elif types & _DST_CAPTURE and (ok or not f.failures):
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
-                      f"{validity}", where, key="c2pa.capture" + suffix, **base))
+                      f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), **base))
+    elif types & _DST_CAPTURE:
+        # No evidence toward real (STRENGTH above), but not silence either: the reader is told the file
+        # carries a capture manifest that this image does not match, as any other self-contradiction.
+        what = ("a capture manifest that does not match this image (changed after signing, or the manifest was "
+                "copied from another file)" if not f.content_matches
+                else "a capture manifest whose signature does not verify")
+        conflicts.append(f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} ({where}) but the manifest is INVALID "
+                         f"({', '.join(f.failures[:4])}): {what}; it counts nothing toward real")
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
                       f"({quote(f.claim_generator)}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))
+    return f
 
 
 def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:

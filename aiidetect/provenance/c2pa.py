@@ -3,7 +3,8 @@
 Offline there is no trust list, so "signing certificate untrusted" is expected
 and is reported as "signer not checked against a trust list", never as a
 failure; every other validation failure (hash mismatch after editing, bad
-signature) makes the manifest "invalid" and weakens what it declares.
+signature) makes the manifest "invalid": what it declares toward AI is weakened
+to a claim, and a capture it declares counts nothing toward real.
 """
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .recordtext import quote
+from .recordtext import MAX_DETAIL_CHARS, MAX_FIELD_CHARS, quote
 from .xmp import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
 # Expected offline: no trust list, no network for OCSP / timestamps.
 _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
+# The codes that say the image's bytes are not the ones the manifest hashed. Other mismatches
+# (claimSignature.mismatch, assertion.hashedURI.mismatch) are about the manifest itself: a bad
+# signature was reported as "the image is not the one that was signed".
+_CONTENT_HASH_MISMATCH = {"assertion.dataHash.mismatch", "assertion.bmffHash.mismatch",
+                          "assertion.boxesHash.mismatch", "assertion.collectionHash.mismatch"}
+
+
+MAX_LIST_ITEMS = 50   # of each list a record keeps (actions, source types, failures)
 
 
 class C2paUnavailable(RuntimeError):
@@ -67,15 +76,32 @@ class C2paFacts:
 
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
-        return clip_fields(d)
+        out = clip_fields(d)
+        # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
+        # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
+        # MAX_LIST_ITEMS of each (each clipped) and says in `truncated` how many there were.
+        cut = {k: len(v) for k, v in d.items() if isinstance(v, list) and len(v) > MAX_LIST_ITEMS}
+        for k, v in d.items():
+            if isinstance(v, list):
+                out[k] = [x[:MAX_FIELD_CHARS] if isinstance(x, str) else x for x in v[:MAX_LIST_ITEMS]]
+        if cut:
+            out["truncated"] = {**out.get("truncated", {}), **cut}
+        return out
 
 
-def read_c2pa(data: bytes, fmt: str | None, where: str = "") -> C2paFacts:
-    """Raises C2paUnavailable (library missing) or ValueError (store unreadable)."""
+def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) -> C2paFacts:
+    """Raises C2paUnavailable (library missing) or ValueError (store unreadable, or a container too
+    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw."""
     try:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
+    from .containers import c2pa_structure_problem
+
+    problem = c2pa_structure_problem(data, fmt, chunks)
+    if problem:
+        raise ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA "
+                         "reader's time grows with it and cannot be stopped)")
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
         ctx = _offline_context(lib)
@@ -144,15 +170,16 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
         f.signer = f"{si['common_name']} ({si['issuer']})"
     f.signed_at = _s(si.get("time"))
     for act in _actions(active):
-        f.actions.append(str(act.get("action")))
+        f.actions.append(str(act.get("action"))[:MAX_DETAIL_CHARS])   # a label ("c2pa.created"), not a text
         dst = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
         if dst:
-            f.source_types.append(short_source_type(str(dst)))
+            f.source_types.append(short_source_type(str(dst))[:MAX_DETAIL_CHARS])
     # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
     for label, m in manifests.items():
         if label == active_label:
             continue
-        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"])) for act in _actions(m)
+        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"]))[:MAX_DETAIL_CHARS]
+                                      for act in _actions(m)
                                       if act.get("digitalSourceType")]
     results = _d(_d(store.get("validation_results")).get("activeManifest"))
     success = set(_codes(results.get("success")))
@@ -166,5 +193,5 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
     f.signature_valid = "claimSignature.validated" in success and not any(
         c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
-    f.content_matches = not any("mismatch" in c for c in f.failures)
+    f.content_matches = not any(c in _CONTENT_HASH_MISMATCH for c in f.failures)
     return f

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -23,6 +24,12 @@ _MAKE, _MODEL, _SOFTWARE, _DATETIME, _DESC, _ARTIST = 0x010F, 0x0110, 0x0131, 0x
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _EXPOSURE, _FNUMBER, _ISO, _DTO, _FOCAL, _MAKERNOTE, _USERCOMMENT = 0x829A, 0x829D, 0x8827, 0x9003, 0x920A, 0x927C, 0x9286
 _LENSMAKE, _LENSMODEL = 0xA433, 0xA434
+
+
+# What a camera can record (inclusive bounds): exposure up to a day, f/0.5 to f/1024 (pinholes),
+# ISO 1 to 10 million (the highest sold reach 3.3 million), focal length up to 20 m.
+_PLAUSIBLE = {"exposure_time": (1e-7, 86400.0), "f_number": (0.5, 1024.0), "iso": (1, 10_000_000),
+              "focal_length": (0.1, 20_000.0)}
 
 
 @dataclass
@@ -53,9 +60,13 @@ class ExifFacts:
 
     @property
     def camera_fields(self) -> list[str]:
-        """Which photographic fields are present (what a camera writes and a generator does not)."""
+        """Which photographic fields are present (what a camera writes and a generator does not). A
+        setting counts only within what a camera can record: garbage numbers (a zero, negative or
+        1e12 f-number from a corrupt or crafted block) raised make/model (0.7 nats) to "exposure
+        settings" (1.2). The facts keep the values as read."""
         return [k for k in ("make", "model", "exposure_time", "f_number", "iso", "focal_length", "lens")
-                if getattr(self, k) not in (None, "")]
+                if getattr(self, k) not in (None, "") and (k not in _PLAUSIBLE or
+                                                          _PLAUSIBLE[k][0] <= getattr(self, k) <= _PLAUSIBLE[k][1])]
 
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import clip_fields
@@ -66,12 +77,34 @@ class ExifFacts:
 
 
 def _clean(s: Any) -> str | None:
-    if s is None:
+    if not isinstance(s, (str, bytes)):
+        # The value of a non-text type (BYTE, SHORT, UNDEFINED...) is numbers: their repr, "[1, 2, 3]"
+        # from exifread or "7" from Pillow, was taken for the text (a camera Make and Model from any
+        # two such entries).
         return None
     if isinstance(s, bytes):
         s = s.decode("utf-8", "replace")
     s = str(s).replace("\x00", "").strip()
     return s or None
+
+
+def _name(s: Any) -> str | None:
+    """A camera or lens name (Make, Model, LensMake, LensModel): printable text with a letter or
+    digit. Undecodable or control bytes there are a corrupt or crafted block, not a camera, and
+    made camera evidence (0.7 nats toward real) and a record naming '\\x01\\x02...' as the make."""
+    s = _clean(s)
+    if s and "\x80" <= max(s) < "\u0100":
+        # Pillow decodes an ASCII field as Latin-1: bytes that are not UTF-8 text came out as 'ÿþý'.
+        try:
+            s = s.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    # Line breaks pass: ComfyUI's graph JSON arrives in Make/Model ("workflow:{...}") and is taken
+    # out of them later (provenance.analyze).
+    if s is None or "\ufffd" in s or not any(c.isalnum() for c in s) or any(
+            unicodedata.category(c) in ("Cc", "Cs", "Co") for c in s if c not in "\t\n\r"):
+        return None
+    return s
 
 
 def _num(v: Any) -> float | None:
@@ -130,8 +163,8 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
         t = tags.get(name)
         return None if t is None else t.values
 
-    f.make = f.make or _clean(val("Image Make"))
-    f.model = f.model or _clean(val("Image Model"))
+    f.make = f.make or _name(val("Image Make"))
+    f.model = f.model or _name(val("Image Model"))
     f.software = f.software or _clean(val("Image Software"))
     f.datetime = f.datetime or _clean(val("Image DateTime"))
     f.artist = f.artist or _clean(val("Image Artist"))
@@ -143,11 +176,13 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
     if f.iso is None and iso is not None:
         f.iso = int(iso)
     f.focal_length = f.focal_length if f.focal_length is not None else _num(val("EXIF FocalLength"))
-    f.lens = f.lens or _clean(val("EXIF LensModel"))
-    f.lens_make = f.lens_make or _clean(val("EXIF LensMake"))
+    f.lens = f.lens or _name(val("EXIF LensModel"))
+    f.lens_make = f.lens_make or _name(val("EXIF LensMake"))
     if f.user_comment is None and tags.get("EXIF UserComment") is not None:
         f.user_comment = decode_user_comment(val("EXIF UserComment"))
-    f.has_gps = f.has_gps or any(k.startswith("GPS ") and k != "GPS GPSVersionID" for k in tags)
+    # A position is a latitude and a longitude: any other GPS tag (a timestamp, a datum, a stray entry
+    # of a corrupt block) said "GPS position in EXIF".
+    f.has_gps = f.has_gps or ("GPS GPSLatitude" in tags and "GPS GPSLongitude" in tags)
 
 
 def _read_pillow(tiff: bytes, f: ExifFacts) -> None:
@@ -166,8 +201,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
     if not ex and not ex.get_ifd(_EXIF_IFD):
         raise ValueError("Pillow found no EXIF tags")
     sub = ex.get_ifd(_EXIF_IFD)
-    f.make = f.make or _clean(ex.get(_MAKE))
-    f.model = f.model or _clean(ex.get(_MODEL))
+    f.make = f.make or _name(ex.get(_MAKE))
+    f.model = f.model or _name(ex.get(_MODEL))
     f.software = f.software or _clean(ex.get(_SOFTWARE))
     f.datetime = f.datetime or _clean(ex.get(_DATETIME))
     f.artist = f.artist or _clean(ex.get(_ARTIST))
@@ -181,14 +216,14 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
         f.iso = int(_num(sub.get(_ISO)))
     if f.focal_length is None:
         f.focal_length = _num(sub.get(_FOCAL))
-    f.lens = f.lens or _clean(sub.get(_LENSMODEL))
-    f.lens_make = f.lens_make or _clean(sub.get(_LENSMAKE))
+    f.lens = f.lens or _name(sub.get(_LENSMODEL))
+    f.lens_make = f.lens_make or _name(sub.get(_LENSMAKE))
     if f.user_comment is None and sub.get(_USERCOMMENT) is not None:
         f.user_comment = decode_user_comment(sub.get(_USERCOMMENT))
     f.has_makernote = f.has_makernote or bool(sub.get(_MAKERNOTE))
     if not f.has_gps:
         gps = ex.get_ifd(_GPS_IFD)
-        f.has_gps = any(k != 0 for k in gps)  # tag 0 is GPSVersionID alone
+        f.has_gps = 2 in gps and 4 in gps  # GPSLatitude, GPSLongitude
 
 
 def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
@@ -197,12 +232,12 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
         return f
-    from .tiffguard import bounded_for_readers, check_tiff
+    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff
 
     # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
     # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost 0.5 s
     # on a 92 KB chain of 3 million entries, docs/schema.md, for nothing the readers see).
-    chk = check_tiff(tiff, pages=False)
+    chk = check_tiff(tiff, pages=False, max_values=MAX_VALUES)
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")

@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 MAX_ENTRIES = 1000        # per IFD; camera IFDs hold ~10-300 (maker notes are not walked)
 MAX_IFDS = 32             # in an EXIF block: IFD0, IFD1, EXIF, GPS, Interop
 MAX_PAGES = 10_000        # a TIFF file's page chain (multi-page scans run to hundreds)
+# Values exifread decodes one by one in Python (~12 us each for a RATIONAL): it does so for every
+# non-ASCII entry of fewer than 1,000 values, apart from the tags it skips without details (XMP,
+# MakerNote, UserComment). 5,000 entries of 999 RATIONALs, a 68 KB EXIF block, kept it busy for 27 s
+# in one uninterruptible call, past the per-file budget. Camera blocks in the dev set hold at most
+# 592 such values; a TIFF file's IFD0 (strip tables, a TransferFunction) a few thousand.
+MAX_VALUES = 50_000
+_EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
 
@@ -29,6 +36,7 @@ class TiffCheck:
     orientation: int | None = None
     ifds: int = 0
     entries: int = 0
+    values: int = 0     # what exifread would decode one by one (MAX_VALUES)
     notes: list[str] = field(default_factory=list)
     # Byte offset of IFD1's next-IFD pointer (IFD0's when there is no IFD1): where
     # bounded_for_readers cuts the chain.
@@ -36,9 +44,12 @@ class TiffCheck:
 
 
 def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None = None,
-               pages: bool = True) -> TiffCheck:
+               pages: bool = True, max_values: int | None = None, max_total_entries: int | None = None) -> TiffCheck:
     """tiff: bytes starting with II*\\0 or MM\\0*. pages=False stops after IFD0's
-    sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files)."""
+    sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files).
+    max_values: refuse a structure whose entries hold more values than exifread
+    should decode (its cost, see MAX_VALUES); max_total_entries: refuse one of
+    more entries in all (stopping there); None for no cap."""
     r = TiffCheck()
     if max_ifds is None:
         max_ifds = MAX_PAGES if pages else MAX_IFDS
@@ -68,6 +79,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         if n > max_entries:
             return _bad(r, f"IFD at offset {off} has {n} entries (over {max_entries})")
         r.entries += n
+        if max_total_entries is not None and r.entries > max_total_entries:
+            return _bad(r, f"more than {max_total_entries} IFD entries")
         end = off + 2 + 12 * n
         if end > len(tiff):
             r.notes.append(f"IFD at offset {off} is truncated")
@@ -76,10 +89,14 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         for i in range(n):
             p = off + 2 + 12 * i
             tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
+            if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
+                r.values += count
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
                 r.orientation = struct.unpack_from(e + "H", tiff, p + 8)[0]
             elif tag in _SUB_IFD_TAGS and typ in (4, 13) and count >= 1:
                 todo.append((struct.unpack_from(e + "I", tiff, p + 8)[0], False))
+        if max_values is not None and r.values > max_values:
+            return _bad(r, f"IFD entries hold more than {max_values} values")
         if in_chain and end + 4 <= len(tiff):
             if chain <= 1:
                 r.chain_cut = end
