@@ -450,3 +450,26 @@ def test_the_crash_note_says_what_this_run_does_without_a_guard(few, tmp_path, m
         assert len(list(s.scan(few[:1]))) == 1
     # Before: "each is read alone this time, and not again if this run ends there too", which it was not.
     assert [n for n in notes if "ended while reading" in n and "read as any other" in n], notes
+
+
+def test_one_scanner_s_pixel_limit_is_not_another_s_nor_the_caller_s(dev_dir):
+    """Decoding set Pillow's process-wide MAX_IMAGE_PIXELS from the scan's --max-pixels: a Scanner with a
+    small limit (in another thread, or earlier) made the next scan's metadata walkers fail on an iPhone
+    HEIC (camera EXIF lost: p_ai 0.17 became 0.52), and the caller's own Image.open raised."""
+    from PIL import Image
+
+    from aiidetect.api import meta_report
+
+    heic = str(dev_dir / "formats" / "heic" / "IMG_2927.HEIC")
+    small = str(dev_dir / "formats" / "png" / sorted(p.name for p in (dev_dir / "formats" / "png").iterdir())[0])
+    want_meta = meta_report(heic)
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        want = _as_json(s.scan(heic))
+    assert want_meta["facts"]["exif"]["make"] == "Apple"
+    before = Image.MAX_IMAGE_PIXELS
+    with Scanner(detectors=["metadata"], cache=False, max_pixels=20_000) as s:
+        list(s.scan(small))
+    assert Image.MAX_IMAGE_PIXELS == before
+    assert meta_report(heic) == want_meta
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        assert _as_json(s.scan(heic)) == want
