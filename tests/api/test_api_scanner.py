@@ -473,3 +473,28 @@ def test_one_scanner_s_pixel_limit_is_not_another_s_nor_the_caller_s(dev_dir):
     assert meta_report(heic) == want_meta
     with Scanner(detectors=["metadata"], cache=False) as s:
         assert _as_json(s.scan(heic)) == want
+
+
+def test_threads_reading_metadata_leave_the_warning_filters_as_they_were(dev_dir):
+    """The metadata readers silenced Pillow with warnings.catch_warnings, which is not thread-safe: three
+    threads calling meta_report (or one scan's decode workers) left "ignore every warning" in the
+    process's filters for good, so the embedding program never saw a warning again."""
+    import threading
+    import warnings
+
+    from aiidetect.api import meta_report
+
+    files = sorted(str(p) for p in (dev_dir / "formats").glob("*/*"))[:40]  # HEIC, GIF: Pillow's readers
+    meta_report(files[0])  # the readers' own imports add their filters once
+    before = list(warnings.filters)
+
+    def job():
+        for f in files * 2:
+            meta_report(f)
+
+    threads = [threading.Thread(target=job) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == before
