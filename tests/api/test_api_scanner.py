@@ -498,3 +498,35 @@ def test_threads_reading_metadata_leave_the_warning_filters_as_they_were(dev_dir
     for t in threads:
         t.join()
     assert warnings.filters == before
+
+
+def test_building_a_clip_detector_leaves_the_embedding_program_s_logging_alone():
+    """Importing open_clip raised the root logger to ERROR for good: a web service that built a CLIP
+    Scanner never logged another warning, from any of its loggers. Only open_clip's own chatter, which
+    it logs through the root logger, is dropped."""
+    import logging
+
+    from aiidetect.clip_env import import_open_clip
+
+    root = logging.getLogger()
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.name, record.getMessage()))
+
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        open_clip = import_open_clip()
+        assert root.level == logging.INFO
+        logging.getLogger("svc").warning("the service's own warning")
+        logging.warning("logged on the root logger")
+        root.handle(root.makeRecord("root", logging.WARNING, open_clip.factory.__file__, 1, "random init", (), None))
+        root.handle(root.makeRecord("root", logging.ERROR, open_clip.factory.__file__, 1, "open_clip failed", (), None))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert seen == [("svc", "the service's own warning"), ("root", "logged on the root logger"),
+                    ("root", "open_clip failed")]
