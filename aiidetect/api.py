@@ -62,18 +62,23 @@ def _choice(value: Any, enum: type[Enum], option: str) -> str:
 
 
 def _path_list(paths: Any, what: str = "paths") -> list[str]:
-    """A path or a list of paths -> a list of str. One str or os.PathLike is one path (a folder name
-    taken as a list would be scanned letter by letter); anything else is a UsageError."""
-    if isinstance(paths, (str, os.PathLike)):
+    """A path or a list of paths -> a list of str. One str, bytes or os.PathLike is one path (a folder
+    name taken as a list would be scanned letter by letter); bytes (os.listdir(b".") names a file whose
+    name is not UTF-8) become str as os.fsdecode makes them; anything else is a UsageError."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
+    elif callable(getattr(paths, "read", None)):
+        # An open file iterates as its lines: the error named "bytes b'...'", the file's first line.
+        raise UsageError(f"{what}: a path or a list of paths, not an open file ({type(paths).__name__}); the "
+                         f"library reads files by path (a stream listing paths goes in stdin=)")
     try:
         items = list(paths)
     except TypeError:
         raise UsageError(f"{what}: a path or a list of paths, got {type(paths).__name__}") from None
-    bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    bad = [p for p in items if not isinstance(p, (str, bytes, os.PathLike))]
     if bad:
-        raise UsageError(f"{what}: paths are str or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
-    return [os.fspath(p) for p in items]
+        raise UsageError(f"{what}: paths are str, bytes or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
+    return [os.fsdecode(p) for p in items]
 
 
 def _check_stdin(stdin) -> None:
@@ -486,7 +491,7 @@ class Scanner:
 
     # ---------------------------------------------------------------- scan
     def candidates(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None):
-        """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
+        """Discovery for `scan`: files and folders -> candidates (lazy), after the
         output-path guard and the shard filter. UsageError for a missing path or an
         output that would overwrite or be read as an input."""
         from .shard import in_shard, parse_shard
@@ -530,7 +535,7 @@ class Scanner:
 
     def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
              argv: Sequence[str] | None = None) -> Iterator[Any]:
-        """Records for `paths` (files, folders, globs; `stdin`: a text stream listing more paths),
+        """Records for `paths` (files and folders; `stdin`: a text stream listing more paths),
         in order. Checks and connects before returning (UsageError, ScanError); the records are
         computed as the iterator is consumed. `output`: a report path the scan must never read.
         With `db`, every record is also written to the results store; a scan stopped early is

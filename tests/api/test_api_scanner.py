@@ -530,3 +530,26 @@ def test_building_a_clip_detector_leaves_the_embedding_program_s_logging_alone()
         root.setLevel(level)
     assert seen == [("svc", "the service's own warning"), ("root", "logged on the root logger"),
                     ("root", "open_clip failed")]
+
+
+def test_bytes_paths_open_files_and_globs(tmp_path, few):
+    """A bytes path (what os.listdir(b".") gives for a name that is not UTF-8) was scanned byte by byte
+    ("got int 47"); an open file was iterated as its lines ("got bytes b'...'"); a glob, which the docs
+    said scan() took, was "no such file" without saying why."""
+    import io
+    import os
+    import shutil
+
+    from aiidetect import api
+
+    odd = os.path.join(os.fsencode(tmp_path), b"\xff-photo" + os.path.splitext(os.fsencode(few[0]))[1])
+    shutil.copyfile(few[0], odd)
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        (rec,) = s.scan(odd)
+        assert rec.file == os.fsdecode(odd) and rec.error is None
+        assert [r.file for r in s.scan([os.fsencode(few[0]), few[1]])] == few[:2]
+        with pytest.raises(UsageError, match="not an open file"):
+            s.scan(io.BytesIO(b"x\ny\n"))
+        with pytest.raises(UsageError, match=r"glob is not expanded.*glob\.glob"):
+            s.scan(str(tmp_path / "*.png"))
+    assert api.meta_report(odd)["error"] is None
