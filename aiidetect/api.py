@@ -110,6 +110,8 @@ def _guarded(cands, output, args: list[str], **check):
     reached on the way (named on stdin, through a link)."""
     if output is None:
         return cands
+    # A bytes name was a TypeError from deep inside the guard, an int another.
+    output = _path_list([output], "output")[0]
     from .report.output import OutputError, check_output, guard_candidates
 
     try:

@@ -553,3 +553,19 @@ def test_bytes_paths_open_files_and_globs(tmp_path, few):
         with pytest.raises(UsageError, match=r"glob is not expanded.*glob\.glob"):
             s.scan(str(tmp_path / "*.png"))
     assert api.meta_report(odd)["error"] is None
+
+
+def test_output_given_as_bytes_is_a_path_and_anything_else_a_usage_error(tmp_path, few):
+    import os
+
+    from aiidetect import api
+
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        # was: TypeError "a bytes-like object is required, not 'str'" from inside the output guard
+        assert len(list(s.scan(few[:2], output=os.fsencode(tmp_path / "report.json")))) == 2
+        with pytest.raises(UsageError, match="output"):
+            s.scan(few[:2], output=os.fsencode(few[0]))  # the report would overwrite an input
+        with pytest.raises(UsageError, match="output"):
+            s.scan(few[:2], output=3)
+    with pytest.raises(UsageError, match="output"):
+        api.iter_meta_candidates(few[:2], output=3)
