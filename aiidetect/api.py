@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import weakref
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -402,6 +403,13 @@ class Scanner:
         self._assembled = False
         self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
+        # close() from another thread cannot close a scan that thread is running (a generator runs in one
+        # thread at a time): it raises the epoch, the scan stops before its next record, and the last
+        # scan to end closes what close() could not.
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._running = 0
+        self._close_pending = False
         self._store = None  # the results store (--db), opened by candidates() before any model is built
         self.pipeline = None
         self.discovery = None
@@ -573,7 +581,10 @@ class Scanner:
                     session.close("interrupted")
             raise
         self._final_stats = None
-        out = self._finished(records, session, pipe)
+        with self._lock:
+            self._running += 1
+            epoch = self._epoch
+        out = self._finished(records, session, pipe, epoch)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
@@ -605,16 +616,19 @@ class Scanner:
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
-    def _finished(self, records, session, pipe):
-        done = False
+    def _finished(self, records, session, pipe, epoch):
+        done = stopped = False
         try:
             yield None  # primed by records()
             for rec in records:
+                if self._epoch != epoch:  # close() was called while this scan ran in another thread
+                    stopped = True
+                    break
                 yield rec
                 if session is not None:
                     # After the caller handled it: a record the report never got is not stored as done.
                     session.add(rec)
-            done = True
+            done = not stopped
         finally:
             self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
@@ -629,6 +643,13 @@ class Scanner:
                         session.close("interrupted")
             if not done and hasattr(records, "close"):
                 records.close()  # joins the decode threads now, not when the generator is collected
+            with self._lock:
+                self._running -= 1
+                last = self._close_pending and self._running == 0
+                if last:
+                    self._close_pending = False
+            if last:
+                self._release()
 
     # -------------------------------------------------------------- results
     @property
@@ -645,9 +666,24 @@ class Scanner:
     def close(self) -> None:
         """Stop the scans still being iterated (their decode threads end, a results store session is
         recorded as interrupted), then close the result cache this Scanner opened (a cache passed in
-        stays open). Safe to call more than once."""
+        stays open). Safe to call more than once, and from another thread: a scan running there stops
+        before its next record and closes the store and the cache when it ends."""
+        with self._lock:
+            self._epoch += 1
         for it in list(self._live):
-            it.close()
+            try:
+                it.close()
+            except ValueError:
+                pass  # running now in another thread: it stops before its next record (the epoch)
+        with self._lock:
+            if self._running:
+                # The store and the cache are still in use there; that scan closes them when it ends.
+                self._close_pending = True
+                return
+            self._close_pending = False
+        self._release()
+
+    def _release(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -569,3 +569,45 @@ def test_output_given_as_bytes_is_a_path_and_anything_else_a_usage_error(tmp_pat
             s.scan(few[:2], output=3)
     with pytest.raises(UsageError, match="output"):
         api.iter_meta_candidates(few[:2], output=3)
+
+
+def test_close_from_another_thread_stops_the_scan_running_there(few, tmp_path, monkeypatch):
+    """A service stopping a scan from another thread: close() raised "generator already executing" (the
+    scan is running in the consumer's thread), the scan went on to the end and the store stayed open."""
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    inside, closed = threading.Event(), threading.Event()
+    real_engine = Scanner._engine
+
+    def engine(self, pipe, cands):
+        for i, rec in enumerate(real_engine(self, pipe, cands)):
+            if i == 3:  # the consumer's thread is computing this record when close() comes
+                inside.set()
+                assert closed.wait(10)
+            yield rec
+
+    monkeypatch.setattr(Scanner, "_engine", engine)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, workers=2, batch_size=2))
+    before = set(threading.enumerate())
+    got, errors = [], []
+
+    def consume():
+        try:
+            got.extend(s.scan(few, argv=["test"]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert inside.wait(10)
+    try:
+        s.close()
+    finally:
+        closed.set()
+    t.join(10)
+    assert not t.is_alive() and errors == []
+    assert len(got) == 3  # the record being computed when close() came is not handed out
+    assert set(threading.enumerate()) - before == set()
+    assert _statuses(db) == ["interrupted"]
+    assert s._store is None and s._cache is None  # closed by the scan when it ended
