@@ -630,7 +630,8 @@ class Scanner:
                     session.add(rec)
             done = not stopped
         finally:
-            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+            if self.pipeline is pipe:  # an older scan ending after a newer one leaves the newer one's
+                self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
                 if done:
                     session.close("complete")  # the last rows not stored is a failed scan (StoreError)

@@ -611,3 +611,14 @@ def test_close_from_another_thread_stops_the_scan_running_there(few, tmp_path, m
     assert set(threading.enumerate()) - before == set()
     assert _statuses(db) == ["interrupted"]
     assert s._store is None and s._cache is None  # closed by the scan when it ended
+
+
+def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
+    """A notebook keeps an iterator from an earlier cell: when it was closed or collected after a newer
+    scan ended, `stats` became the older scan's (files: 1 after a scan of 2)."""
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        older = s.scan(few)
+        next(older)
+        assert len(list(s.scan(few[:2]))) == 2
+        older.close()
+        assert s.stats["files"] == 2
