@@ -270,6 +270,49 @@ def use_all_cores() -> None:
         pass
 
 
+# torch's thread count is one setting for the process: Scanners with a CLIP detector hold every core
+# (use_all_cores) while open, and the last one closed puts back the count found before the first; left
+# raised, a service that had set its own count (several worker processes on one machine) ran
+# oversubscribed from its first scan on.
+_cores_lock = threading.Lock()
+_cores_holders = 0
+_cores_before: Optional[int] = None
+
+
+def _hold_cores() -> None:
+    global _cores_holders, _cores_before
+    from . import backbone
+
+    with _cores_lock:
+        if _cores_holders == 0:
+            _cores_before = None
+            if "torch" in sys.modules:
+                import torch
+
+                _cores_before = torch.get_num_threads()
+            backbone.TORCH_THREADS_FOUND = None
+        _cores_holders += 1
+        use_all_cores()
+
+
+def _release_cores() -> None:
+    global _cores_holders
+    from . import backbone
+
+    with _cores_lock:
+        _cores_holders -= 1
+        if _cores_holders:
+            return
+        # torch imported by the backbone after the hold: the count it had before create_backbone set ours
+        before = _cores_before or backbone.TORCH_THREADS_FOUND
+        backbone.TORCH_THREADS = backbone.TORCH_THREADS_FOUND = None
+        if before and "torch" in sys.modules:
+            import torch
+
+            if torch.get_num_threads() == max(1, os.cpu_count() or 1):  # not changed by the caller meanwhile
+                torch.set_num_threads(before)
+
+
 def run_context(options: ScanOptions, families: Sequence[str] | None = None):
     """(families to create, RunContext) for these options, checked on a copy (UsageError): with the
     ONNX runtime the pixel families are served by the one `onnx` detector over an exported folder."""
@@ -410,6 +453,7 @@ class Scanner:
         self._epoch = 0
         self._running = 0
         self._close_pending = False
+        self._cores_held = False  # this Scanner counts among those holding every core (_hold_cores)
         self._store = None  # the results store (--db), opened by candidates() before any model is built
         self.pipeline = None
         self.discovery = None
@@ -425,8 +469,7 @@ class Scanner:
     def _assemble(self) -> None:
         if self._assembled:
             return
-        if any(f != "metadata" for f in self.families):
-            use_all_cores()
+        self._hold()
         self._detectors = _create(self.families, self.context)
         for note in self.context.notes:
             self._note(note)
@@ -438,6 +481,11 @@ class Scanner:
         if self._cache is None and self.options.cache:
             self._open_cache()
         self._assembled = True
+
+    def _hold(self) -> None:
+        if not self._cores_held and any(f != "metadata" for f in self.families):
+            self._cores_held = True
+            _hold_cores()
 
     def _note_slow_int8(self) -> None:
         """An 8-bit int8 graph on an x86 CPU without VNNI runs on ONNX Runtime's exact, slower kernels
@@ -493,6 +541,7 @@ class Scanner:
 
         o = self.options
         dets = self.detectors
+        self._hold()  # again after close()
         if self._reopen_cache:
             self._reopen_cache = False
             self._open_cache()
@@ -685,6 +734,9 @@ class Scanner:
         self._release()
 
     def _release(self) -> None:
+        if self._cores_held:
+            self._cores_held = False
+            _release_cores()
         if self._store is not None:
             self._store.close()
             self._store = None

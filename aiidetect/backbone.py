@@ -29,6 +29,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Set by commands.common.quiet_torch_threads when torch was not imported yet.
 TORCH_THREADS: int | None = None
+TORCH_THREADS_FOUND: int | None = None  # torch's count before TORCH_THREADS was applied (api._release_cores)
 
 
 class BackboneUnavailable(RuntimeError):
@@ -280,6 +281,9 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     import torch
 
     if TORCH_THREADS:
+        global TORCH_THREADS_FOUND
+        if TORCH_THREADS_FOUND is None:
+            TORCH_THREADS_FOUND = torch.get_num_threads()
         torch.set_num_threads(TORCH_THREADS)
     open_clip = import_open_clip()
     if spec.config_path:

@@ -622,3 +622,31 @@ def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
         assert len(list(s.scan(few[:2]))) == 2
         older.close()
         assert s.stats["files"] == 2
+
+
+def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, tmp_path):
+    """use_all_cores() set torch to every core for good: a service that had chosen its own count (one
+    thread per worker process) ran oversubscribed after its first scan."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every count is the same")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opts = dict(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path], cache=False)
+        with Scanner(**opts) as a:
+            a.detectors
+            assert torch.get_num_threads() == os.cpu_count()  # the scan's own choice, while it is open
+            with Scanner(**opts) as b:
+                b.detectors
+            assert torch.get_num_threads() == os.cpu_count()  # another Scanner still holds every core
+            a.close()
+            assert torch.get_num_threads() == 1
+            list(a.scan(tmp_path))  # scanning again after close() holds them again
+            assert torch.get_num_threads() == os.cpu_count()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
