@@ -666,6 +666,27 @@ class Scanner:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
     def _finished(self, records, session, pipe, epoch):
+        try:
+            yield from self._stored(records, session, pipe, epoch)
+        except Exception as exc:
+            from .store import StoreError
+
+            if isinstance(exc, StoreError):
+                # A store that cannot be written (a full disk) stops the run: the ScanError a caller catches
+                # for a run that cannot go on, not a type of the store module.
+                raise ScanError(str(exc)) from exc
+            raise
+        finally:
+            # Whatever ended the scan (the last rows not stored too): counted out, or close() waited for ever.
+            with self._lock:
+                self._running -= 1
+                last = self._close_pending and self._running == 0
+                if last:
+                    self._close_pending = False
+            if last:
+                self._release()
+
+    def _stored(self, records, session, pipe, epoch):
         done = stopped = False
         try:
             yield None  # primed by records()
@@ -693,13 +714,6 @@ class Scanner:
                         session.close("interrupted")
             if not done and hasattr(records, "close"):
                 records.close()  # joins the decode threads now, not when the generator is collected
-            with self._lock:
-                self._running -= 1
-                last = self._close_pending and self._running == 0
-                if last:
-                    self._close_pending = False
-            if last:
-                self._release()
 
     # -------------------------------------------------------------- results
     @property

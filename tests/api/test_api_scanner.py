@@ -650,3 +650,22 @@ def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, 
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, monkeypatch):
+    """A full disk under `db` raised aiidetect.store.StoreError out of the iterator, which a caller catching
+    the documented ScanError missed; a failure to store the last rows also left the scan counted as
+    running, so close() never closed the store or the cache."""
+    import sqlite3
+
+    from aiidetect.store import ResultsStore
+
+    def full(self, rows):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(ResultsStore, "write_rows", full)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=tmp_path / "audit.sqlite"))
+    with pytest.raises(ScanError, match="cannot write to the results store"):
+        list(s.scan(few, argv=["test"]))
+    s.close()
+    assert s._store is None and s._cache is None
