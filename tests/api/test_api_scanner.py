@@ -669,3 +669,39 @@ def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, 
         list(s.scan(few, argv=["test"]))
     s.close()
     assert s._store is None and s._cache is None
+
+
+def test_two_threads_building_a_seeded_backbone_do_not_draw_from_each_other(monkeypatch):
+    """A random-init backbone (tiny-vit, a config without weights) is torch's global generator seeded
+    with `backbone_seed`: two threads' Scanners building at once interleaved their draws, and about one
+    build in twelve got other weights than its seed names. The builds now take turns."""
+    import threading
+    import time
+
+    pytest.importorskip("torch")
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.clip_env import import_open_clip
+
+    import_open_clip()  # torchvision on a CPU-only torch needs its shim first
+    import open_clip.model
+
+    real, inside, overlaps = open_clip.model.CLIP, [], []
+
+    def slow_clip(**kw):
+        inside.append(threading.get_ident())
+        if len(inside) > 1:
+            overlaps.append(len(inside))
+        time.sleep(0.1)  # widens the window another build could draw in
+        try:
+            return real(**kw)
+        finally:
+            inside.remove(threading.get_ident())
+
+    monkeypatch.setattr(open_clip.model, "CLIP", slow_clip)
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    threads = [threading.Thread(target=create_backbone, args=(spec,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
