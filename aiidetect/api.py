@@ -450,6 +450,8 @@ class Scanner:
         # thread at a time): it raises the epoch, the scan stops before its next record, and the last
         # scan to end closes what close() could not.
         self._lock = threading.Lock()
+        # Two threads' first scans built the detectors (a backbone each) and opened the cache twice.
+        self._assembly = threading.RLock()
         self._epoch = 0
         self._running = 0
         self._close_pending = False
@@ -467,6 +469,10 @@ class Scanner:
         return run_context(options)
 
     def _assemble(self) -> None:
+        with self._assembly:
+            self._assemble_once()
+
+    def _assemble_once(self) -> None:
         if self._assembled:
             return
         self._hold()
@@ -541,10 +547,11 @@ class Scanner:
 
         o = self.options
         dets = self.detectors
-        self._hold()  # again after close()
-        if self._reopen_cache:
-            self._reopen_cache = False
-            self._open_cache()
+        with self._assembly:
+            self._hold()  # again after close()
+            if self._reopen_cache:
+                self._reopen_cache = False
+                self._open_cache()
         return Pipeline(dets, self.fusion, batch_size=o.batch_size, workers=o.workers,
                         limits=o.limits(), cache=self._cache)
 

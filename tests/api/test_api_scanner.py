@@ -705,3 +705,29 @@ def test_two_threads_building_a_seeded_backbone_do_not_draw_from_each_other(monk
     for t in threads:
         t.join()
     assert overlaps == []
+
+
+def test_two_threads_first_using_one_scanner_assemble_it_once(monkeypatch):
+    """Two threads starting the first scans of one Scanner each built its detectors (a backbone each: memory
+    twice over) and opened a result cache, one of them never closed."""
+    import threading
+    import time
+
+    from aiidetect import api
+
+    real, built = api._create, []
+
+    def slow_create(families, ctx):
+        built.append(1)
+        time.sleep(0.2)
+        return real(families, ctx)
+
+    monkeypatch.setattr(api, "_create", slow_create)
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        seen = []
+        threads = [threading.Thread(target=lambda: seen.append((id(s.detectors), id(s._cache)))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(built) == 1 and len(set(seen)) == 1
