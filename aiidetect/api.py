@@ -206,8 +206,10 @@ class ScanOptions:
         # Checked here, by name: a wrong type failed deep inside as a TypeError, or (a str for a bool) silently
         # meant True.
         for name in ("db", "onnx_dir", "fusion"):
+            if isinstance(getattr(self, name), bytes):  # a path as os.listdir(b".") gives it, as in paths
+                setattr(self, name, os.fsdecode(getattr(self, name)))
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
-                raise UsageError(f"{name} takes a path (str or os.PathLike) or None; got {getattr(self, name)!r}")
+                raise UsageError(f"{name} takes a path (str, bytes or os.PathLike) or None; got {getattr(self, name)!r}")
         for name in ("cache", "recursive", "follow_links"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")

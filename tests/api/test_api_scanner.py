@@ -553,6 +553,10 @@ def test_bytes_paths_open_files_and_globs(tmp_path, few):
         with pytest.raises(UsageError, match=r"glob is not expanded.*glob\.glob"):
             s.scan(str(tmp_path / "*.png"))
     assert api.meta_report(odd)["error"] is None
+    db = os.path.join(os.fsencode(tmp_path), b"\xfe-audit.sqlite")
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=db)) as s:
+        assert len(list(s.scan(few[:2], argv=["test"]))) == 2
+    assert os.path.exists(db)
 
 
 def test_output_given_as_bytes_is_a_path_and_anything_else_a_usage_error(tmp_path, few):
