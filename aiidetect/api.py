@@ -448,12 +448,12 @@ class Scanner:
         self._assembled = False
         self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
+        # Two threads' first scans built the detectors (a backbone each) and opened the cache twice.
+        self._assembly = threading.RLock()
         # close() from another thread cannot close a scan that thread is running (a generator runs in one
         # thread at a time): it raises the epoch, the scan stops before its next record, and the last
         # scan to end closes what close() could not.
         self._lock = threading.Lock()
-        # Two threads' first scans built the detectors (a backbone each) and opened the cache twice.
-        self._assembly = threading.RLock()
         self._epoch = 0
         self._running = 0
         self._close_pending = False
@@ -746,8 +746,10 @@ class Scanner:
         for it in list(self._live):
             try:
                 it.close()
-            except ValueError:
-                pass  # running now in another thread: it stops before its next record (the epoch)
+            except ValueError as exc:
+                if "already executing" not in str(exc):
+                    raise
+                # running now in another thread: it stops before its next record (the epoch)
         with self._lock:
             if self._running:
                 # The store and the cache are still in use there; that scan closes them when it ends.
