@@ -30,10 +30,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Set by commands.common.quiet_torch_threads when torch was not imported yet.
 TORCH_THREADS: int | None = None
-TORCH_THREADS_FOUND: int | None = None
+TORCH_THREADS_FOUND: int | None = None  # torch's count before TORCH_THREADS was applied (api._release_cores)
 # torch's global generator seeds a random-init build: two builds at once (two threads' Scanners) drew from
 # each other's stream, and one of them got other weights than its seed names (its heads then score noise).
-_SEEDED_BUILD = threading.Lock()  # torch's count before TORCH_THREADS was applied (api._release_cores)
+_SEEDED_BUILD = threading.Lock()
 
 
 class BackboneUnavailable(RuntimeError):
