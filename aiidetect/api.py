@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import weakref
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -62,18 +63,23 @@ def _choice(value: Any, enum: type[Enum], option: str) -> str:
 
 
 def _path_list(paths: Any, what: str = "paths") -> list[str]:
-    """A path or a list of paths -> a list of str. One str or os.PathLike is one path (a folder name
-    taken as a list would be scanned letter by letter); anything else is a UsageError."""
-    if isinstance(paths, (str, os.PathLike)):
+    """A path or a list of paths -> a list of str. One str, bytes or os.PathLike is one path (a folder
+    name taken as a list would be scanned letter by letter); bytes (os.listdir(b".") names a file whose
+    name is not UTF-8) become str as os.fsdecode makes them; anything else is a UsageError."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
+    elif callable(getattr(paths, "read", None)):
+        # An open file iterates as its lines: the error named "bytes b'...'", the file's first line.
+        raise UsageError(f"{what}: a path or a list of paths, not an open file ({type(paths).__name__}); the "
+                         f"library reads files by path (a stream listing paths goes in stdin=)")
     try:
         items = list(paths)
     except TypeError:
         raise UsageError(f"{what}: a path or a list of paths, got {type(paths).__name__}") from None
-    bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+    bad = [p for p in items if not isinstance(p, (str, bytes, os.PathLike))]
     if bad:
-        raise UsageError(f"{what}: paths are str or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
-    return [os.fspath(p) for p in items]
+        raise UsageError(f"{what}: paths are str, bytes or os.PathLike, got {type(bad[0]).__name__} {bad[0]!r}")
+    return [os.fsdecode(p) for p in items]
 
 
 def _check_stdin(stdin) -> None:
@@ -105,6 +111,8 @@ def _guarded(cands, output, args: list[str], **check):
     reached on the way (named on stdin, through a link)."""
     if output is None:
         return cands
+    # A bytes name was a TypeError from deep inside the guard, an int another.
+    output = _path_list([output], "output")[0]
     from .report.output import OutputError, check_output, guard_candidates
 
     try:
@@ -198,8 +206,10 @@ class ScanOptions:
         # Checked here, by name: a wrong type failed deep inside as a TypeError, or (a str for a bool) silently
         # meant True.
         for name in ("db", "onnx_dir", "fusion"):
+            if isinstance(getattr(self, name), bytes):  # a path as os.listdir(b".") gives it, as in paths
+                setattr(self, name, os.fsdecode(getattr(self, name)))
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
-                raise UsageError(f"{name} takes a path (str or os.PathLike) or None; got {getattr(self, name)!r}")
+                raise UsageError(f"{name} takes a path (str, bytes or os.PathLike) or None; got {getattr(self, name)!r}")
         for name in ("cache", "recursive", "follow_links"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
@@ -260,6 +270,49 @@ def use_all_cores() -> None:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     except ImportError:
         pass
+
+
+# torch's thread count is one setting for the process: Scanners with a CLIP detector hold every core
+# (use_all_cores) while open, and the last one closed puts back the count found before the first; left
+# raised, a service that had set its own count (several worker processes on one machine) ran
+# oversubscribed from its first scan on.
+_cores_lock = threading.Lock()
+_cores_holders = 0
+_cores_before: Optional[int] = None
+
+
+def _hold_cores() -> None:
+    global _cores_holders, _cores_before
+    from . import backbone
+
+    with _cores_lock:
+        if _cores_holders == 0:
+            _cores_before = None
+            if "torch" in sys.modules:
+                import torch
+
+                _cores_before = torch.get_num_threads()
+            backbone.TORCH_THREADS_FOUND = None
+        _cores_holders += 1
+        use_all_cores()
+
+
+def _release_cores() -> None:
+    global _cores_holders
+    from . import backbone
+
+    with _cores_lock:
+        _cores_holders -= 1
+        if _cores_holders:
+            return
+        # torch imported by the backbone after the hold: the count it had before create_backbone set ours
+        before = _cores_before or backbone.TORCH_THREADS_FOUND
+        backbone.TORCH_THREADS = backbone.TORCH_THREADS_FOUND = None
+        if before and "torch" in sys.modules:
+            import torch
+
+            if torch.get_num_threads() == max(1, os.cpu_count() or 1):  # not changed by the caller meanwhile
+                torch.set_num_threads(before)
 
 
 def run_context(options: ScanOptions, families: Sequence[str] | None = None):
@@ -395,6 +448,16 @@ class Scanner:
         self._assembled = False
         self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
+        # Two threads' first scans built the detectors (a backbone each) and opened the cache twice.
+        self._assembly = threading.RLock()
+        # close() from another thread cannot close a scan that thread is running (a generator runs in one
+        # thread at a time): it raises the epoch, the scan stops before its next record, and the last
+        # scan to end closes what close() could not.
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._running = 0
+        self._close_pending = False
+        self._cores_held = False  # this Scanner counts among those holding every core (_hold_cores)
         self._store = None  # the results store (--db), opened by candidates() before any model is built
         self.pipeline = None
         self.discovery = None
@@ -408,10 +471,13 @@ class Scanner:
         return run_context(options)
 
     def _assemble(self) -> None:
+        with self._assembly:
+            self._assemble_once()
+
+    def _assemble_once(self) -> None:
         if self._assembled:
             return
-        if any(f != "metadata" for f in self.families):
-            use_all_cores()
+        self._hold()
         self._detectors = _create(self.families, self.context)
         for note in self.context.notes:
             self._note(note)
@@ -423,6 +489,11 @@ class Scanner:
         if self._cache is None and self.options.cache:
             self._open_cache()
         self._assembled = True
+
+    def _hold(self) -> None:
+        if not self._cores_held and any(f != "metadata" for f in self.families):
+            self._cores_held = True
+            _hold_cores()
 
     def _note_slow_int8(self) -> None:
         """An 8-bit int8 graph on an x86 CPU without VNNI runs on ONNX Runtime's exact, slower kernels
@@ -478,15 +549,17 @@ class Scanner:
 
         o = self.options
         dets = self.detectors
-        if self._reopen_cache:
-            self._reopen_cache = False
-            self._open_cache()
+        with self._assembly:
+            self._hold()  # again after close()
+            if self._reopen_cache:
+                self._reopen_cache = False
+                self._open_cache()
         return Pipeline(dets, self.fusion, batch_size=o.batch_size, workers=o.workers,
                         limits=o.limits(), cache=self._cache)
 
     # ---------------------------------------------------------------- scan
     def candidates(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None):
-        """Discovery for `scan`: paths, folders and globs -> candidates (lazy), after the
+        """Discovery for `scan`: files and folders -> candidates (lazy), after the
         output-path guard and the shard filter. UsageError for a missing path or an
         output that would overwrite or be read as an input."""
         from .shard import in_shard, parse_shard
@@ -530,7 +603,7 @@ class Scanner:
 
     def scan(self, paths: str | os.PathLike | Iterable[str | os.PathLike], *, stdin=None, output=None,
              argv: Sequence[str] | None = None) -> Iterator[Any]:
-        """Records for `paths` (files, folders, globs; `stdin`: a text stream listing more paths),
+        """Records for `paths` (files and folders; `stdin`: a text stream listing more paths),
         in order. Checks and connects before returning (UsageError, ScanError); the records are
         computed as the iterator is consumed. `output`: a report path the scan must never read.
         With `db`, every record is also written to the results store; a scan stopped early is
@@ -566,7 +639,10 @@ class Scanner:
                     session.close("interrupted")
             raise
         self._final_stats = None
-        out = self._finished(records, session, pipe)
+        with self._lock:
+            self._running += 1
+            epoch = self._epoch
+        out = self._finished(records, session, pipe, epoch)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
@@ -598,18 +674,43 @@ class Scanner:
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
-    def _finished(self, records, session, pipe):
-        done = False
+    def _finished(self, records, session, pipe, epoch):
+        try:
+            yield from self._stored(records, session, pipe, epoch)
+        except Exception as exc:
+            from .store import StoreError
+
+            if isinstance(exc, StoreError):
+                # A store that cannot be written (a full disk) stops the run: the ScanError a caller catches
+                # for a run that cannot go on, not a type of the store module.
+                raise ScanError(str(exc)) from exc
+            raise
+        finally:
+            # Whatever ended the scan (the last rows not stored too): counted out, or close() waited for ever.
+            with self._lock:
+                self._running -= 1
+                last = self._close_pending and self._running == 0
+                if last:
+                    self._close_pending = False
+            if last:
+                self._release()
+
+    def _stored(self, records, session, pipe, epoch):
+        done = stopped = False
         try:
             yield None  # primed by records()
             for rec in records:
+                if self._epoch != epoch:  # close() was called while this scan ran in another thread
+                    stopped = True
+                    break
                 yield rec
                 if session is not None:
                     # After the caller handled it: a record the report never got is not stored as done.
                     session.add(rec)
-            done = True
+            done = not stopped
         finally:
-            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+            if self.pipeline is pipe:  # an older scan ending after a newer one leaves the newer one's
+                self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
             if session is not None:
                 if done:
                     session.close("complete")  # the last rows not stored is a failed scan (StoreError)
@@ -638,9 +739,29 @@ class Scanner:
     def close(self) -> None:
         """Stop the scans still being iterated (their decode threads end, a results store session is
         recorded as interrupted), then close the result cache this Scanner opened (a cache passed in
-        stays open). Safe to call more than once."""
+        stays open). Safe to call more than once, and from another thread: a scan running there stops
+        before its next record and closes the store and the cache when it ends."""
+        with self._lock:
+            self._epoch += 1
         for it in list(self._live):
-            it.close()
+            try:
+                it.close()
+            except ValueError as exc:
+                if "already executing" not in str(exc):
+                    raise
+                # running now in another thread: it stops before its next record (the epoch)
+        with self._lock:
+            if self._running:
+                # The store and the cache are still in use there; that scan closes them when it ends.
+                self._close_pending = True
+                return
+            self._close_pending = False
+        self._release()
+
+    def _release(self) -> None:
+        if self._cores_held:
+            self._cores_held = False
+            _release_cores()
         if self._store is not None:
             self._store.close()
             self._store = None

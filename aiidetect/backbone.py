@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Set by commands.common.quiet_torch_threads when torch was not imported yet.
 TORCH_THREADS: int | None = None
+TORCH_THREADS_FOUND: int | None = None  # torch's count before TORCH_THREADS was applied (api._release_cores)
+# torch's global generator seeds a random-init build: two builds at once (two threads' Scanners) drew from
+# each other's stream, and one of them got other weights than its seed names (its heads then score noise).
+_SEEDED_BUILD = threading.Lock()
 
 
 class BackboneUnavailable(RuntimeError):
@@ -280,6 +285,9 @@ def create_backbone(spec: BackboneSpec, device: str = "cpu", dtype: str = "float
     import torch
 
     if TORCH_THREADS:
+        global TORCH_THREADS_FOUND
+        if TORCH_THREADS_FOUND is None:
+            TORCH_THREADS_FOUND = torch.get_num_threads()
         torch.set_num_threads(TORCH_THREADS)
     open_clip = import_open_clip()
     if spec.config_path:
@@ -419,7 +427,7 @@ def _build_and_load_full(cfg: dict[str, Any], spec: BackboneSpec, weights_path: 
     from open_clip.model import CLIP
 
     open_clip = import_open_clip()
-    with torch.random.fork_rng(devices=[]):
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         t = time.perf_counter()
         model = CLIP(**{k: v for k, v in cfg.items() if k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")})

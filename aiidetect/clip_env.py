@@ -48,14 +48,38 @@ def import_open_clip():
             lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
             _TV_SHIM_LIB = lib
         import torchvision  # noqa: F401
-    import logging
-
-    # open_clip logs a warning for every random init; tests and demos do that on purpose.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    _quiet_open_clip()
     import open_clip
 
     return open_clip
 
+
+
+class _OpenClipChatter:
+    """Drops what open_clip logs below ERROR. It logs through the root logger itself
+    (`logging.warning`: a warning for every random init, which tests and demos make on purpose),
+    so no logger of its own can be quieted. Raising the root logger's level instead silenced every
+    warning of a program that embeds aiidetect, from the moment a CLIP detector was built."""
+
+    def __init__(self, package_dir: str):
+        self.package_dir = package_dir
+
+    def filter(self, record) -> bool:
+        return record.levelno >= 40 or not record.pathname.startswith(self.package_dir)
+
+
+def _quiet_open_clip() -> None:
+    import importlib.util
+    import logging
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    root = logging.getLogger()
+    if not any(isinstance(f, _OpenClipChatter) for f in root.filters):
+        # A logger's filters see only what is logged on it, so this one sees open_clip's
+        # root-logged records and nothing the embedding program logs through its own loggers.
+        root.addFilter(_OpenClipChatter(os.path.join(list(spec.submodule_search_locations)[0], "")))
 
 
 def default_cache_dirs() -> list[Path]:

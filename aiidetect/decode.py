@@ -248,6 +248,17 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         return img, info
 
 
+def _admit_in_pillow(Image, max_pixels: int) -> None:
+    """Pillow's MAX_IMAGE_PIXELS is one setting for the whole process: only ever raised, to let our
+    limit through (Pillow raises above twice its setting, and only warns between). Set to each scan's
+    limit, a small one (another thread's Scanner, an earlier scan) refused files under this scan's limit
+    in the metadata readers too, and the caller's own Image.open. Our check after opening refuses at
+    this scan's limit, with the explained too-large error."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+
+
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     import io
@@ -264,10 +275,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         chk = check_tiff(data, pages=True)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
-    # One pixel limit (aiidetect.limits, --max-pixels) for Pillow too: its own default (89.5 MP)
-    # refused real 102 MP camera files. Our check below gives the explained too-large error.
-    # Pillow raises above twice its setting (and only warns between): halved, its error fires at our limit.
-    Image.MAX_IMAGE_PIXELS = (limits.max_pixels + 1) // 2
+    _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:

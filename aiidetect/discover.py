@@ -92,7 +92,9 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
     args = list(args)
     for a in args:
         if strict and not os.path.isdir(a) and not os.path.lexists(a):
-            raise DiscoveryError(f"no such file or directory: {a}")
+            raise DiscoveryError(f"no such file or directory: {a}" + (
+                " (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
+                "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
     listed = read_path_list(stdin) if stdin is not None else []
     summ = DiscoverySummary()
     return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ

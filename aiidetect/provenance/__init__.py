@@ -469,10 +469,9 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
     from ..decode import _register_openers
 
     _register_openers()
-    import warnings
+    from ..quiet import quiet_warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_warnings():
         with Image.open(io.BytesIO(data)) as im:
             if im.size[0] * im.size[1] > 40_000_000:
                 raise ValueError("too large")

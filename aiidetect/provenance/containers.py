@@ -368,11 +368,10 @@ def _walk_with_pillow(data: bytes, b: Blobs) -> None:
 
     from ..decode import _register_openers
 
-    import warnings
+    from ..quiet import quiet_warnings
 
     _register_openers()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # corrupt-tag warnings; failures are recorded by the caller
+    with quiet_warnings():  # corrupt-tag warnings; failures are recorded by the caller
         _pillow_info(Image.open(io.BytesIO(data)), b)
 
 

@@ -188,11 +188,10 @@ def _read_exifread(tiff: bytes, f: ExifFacts) -> None:
 def _read_pillow(tiff: bytes, f: ExifFacts) -> None:
     from PIL import Image
 
-    import warnings
+    from ..quiet import quiet_warnings
 
     ex = Image.Exif()
-    with warnings.catch_warnings():  # corrupt-EXIF warnings: the caller records failures itself
-        warnings.simplefilter("ignore")
+    with quiet_warnings():  # corrupt-EXIF warnings: the caller records failures itself
         ex.load(b"Exif\x00\x00" + tiff)
         return _fill_pillow(ex, f)
 

@@ -450,3 +450,288 @@ def test_the_crash_note_says_what_this_run_does_without_a_guard(few, tmp_path, m
         assert len(list(s.scan(few[:1]))) == 1
     # Before: "each is read alone this time, and not again if this run ends there too", which it was not.
     assert [n for n in notes if "ended while reading" in n and "read as any other" in n], notes
+
+
+def test_one_scanner_s_pixel_limit_is_not_another_s_nor_the_caller_s(dev_dir):
+    """Decoding set Pillow's process-wide MAX_IMAGE_PIXELS from the scan's --max-pixels: a Scanner with a
+    small limit (in another thread, or earlier) made the next scan's metadata walkers fail on an iPhone
+    HEIC (camera EXIF lost: p_ai 0.17 became 0.52), and the caller's own Image.open raised."""
+    from PIL import Image
+
+    from aiidetect.api import meta_report
+
+    heic = str(dev_dir / "formats" / "heic" / "IMG_2927.HEIC")
+    small = str(dev_dir / "formats" / "png" / sorted(p.name for p in (dev_dir / "formats" / "png").iterdir())[0])
+    want_meta = meta_report(heic)
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        want = _as_json(s.scan(heic))
+    assert want_meta["facts"]["exif"]["make"] == "Apple"
+    before = Image.MAX_IMAGE_PIXELS
+    with Scanner(detectors=["metadata"], cache=False, max_pixels=20_000) as s:
+        list(s.scan(small))
+    assert Image.MAX_IMAGE_PIXELS == before
+    assert meta_report(heic) == want_meta
+    with Scanner(detectors=["metadata"], cache=False) as s:
+        assert _as_json(s.scan(heic)) == want
+
+
+def test_threads_reading_metadata_leave_the_warning_filters_as_they_were(dev_dir):
+    """The metadata readers silenced Pillow with warnings.catch_warnings, which is not thread-safe: three
+    threads calling meta_report (or one scan's decode workers) left "ignore every warning" in the
+    process's filters for good, so the embedding program never saw a warning again."""
+    import threading
+    import warnings
+
+    from aiidetect.api import meta_report
+
+    files = sorted(str(p) for p in (dev_dir / "formats").glob("*/*"))[:40]  # HEIC, GIF: Pillow's readers
+    meta_report(files[0])  # the readers' own imports add their filters once
+    before = list(warnings.filters)
+
+    def job():
+        for f in files * 2:
+            meta_report(f)
+
+    threads = [threading.Thread(target=job) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == before
+
+
+def test_building_a_clip_detector_leaves_the_embedding_program_s_logging_alone():
+    """Importing open_clip raised the root logger to ERROR for good: a web service that built a CLIP
+    Scanner never logged another warning, from any of its loggers. Only open_clip's own chatter, which
+    it logs through the root logger, is dropped."""
+    import logging
+
+    from aiidetect.clip_env import import_open_clip
+
+    root = logging.getLogger()
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.name, record.getMessage()))
+
+    handler, level = Keep(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        open_clip = import_open_clip()
+        assert root.level == logging.INFO
+        logging.getLogger("svc").warning("the service's own warning")
+        logging.warning("logged on the root logger")
+        root.handle(root.makeRecord("root", logging.WARNING, open_clip.factory.__file__, 1, "random init", (), None))
+        root.handle(root.makeRecord("root", logging.ERROR, open_clip.factory.__file__, 1, "open_clip failed", (), None))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert seen == [("svc", "the service's own warning"), ("root", "logged on the root logger"),
+                    ("root", "open_clip failed")]
+
+
+def test_bytes_paths_open_files_and_globs(tmp_path, few):
+    """A bytes path (what os.listdir(b".") gives for a name that is not UTF-8) was scanned byte by byte
+    ("got int 47"); an open file was iterated as its lines ("got bytes b'...'"); a glob, which the docs
+    said scan() took, was "no such file" without saying why."""
+    import io
+    import os
+    import shutil
+
+    from aiidetect import api
+
+    odd = os.path.join(os.fsencode(tmp_path), b"\xff-photo" + os.path.splitext(os.fsencode(few[0]))[1])
+    shutil.copyfile(few[0], odd)
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        (rec,) = s.scan(odd)
+        assert rec.file == os.fsdecode(odd) and rec.error is None
+        assert [r.file for r in s.scan([os.fsencode(few[0]), few[1]])] == few[:2]
+        with pytest.raises(UsageError, match="not an open file"):
+            s.scan(io.BytesIO(b"x\ny\n"))
+        with pytest.raises(UsageError, match=r"glob is not expanded.*glob\.glob"):
+            s.scan(str(tmp_path / "*.png"))
+    assert api.meta_report(odd)["error"] is None
+    db = os.path.join(os.fsencode(tmp_path), b"\xfe-audit.sqlite")
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=db)) as s:
+        assert len(list(s.scan(few[:2], argv=["test"]))) == 2
+    assert os.path.exists(db)
+
+
+def test_output_given_as_bytes_is_a_path_and_anything_else_a_usage_error(tmp_path, few):
+    import os
+
+    from aiidetect import api
+
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        # was: TypeError "a bytes-like object is required, not 'str'" from inside the output guard
+        assert len(list(s.scan(few[:2], output=os.fsencode(tmp_path / "report.json")))) == 2
+        with pytest.raises(UsageError, match="output"):
+            s.scan(few[:2], output=os.fsencode(few[0]))  # the report would overwrite an input
+        with pytest.raises(UsageError, match="output"):
+            s.scan(few[:2], output=3)
+    with pytest.raises(UsageError, match="output"):
+        api.iter_meta_candidates(few[:2], output=3)
+
+
+def test_close_from_another_thread_stops_the_scan_running_there(few, tmp_path, monkeypatch):
+    """A service stopping a scan from another thread: close() raised "generator already executing" (the
+    scan is running in the consumer's thread), the scan went on to the end and the store stayed open."""
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    inside, closed = threading.Event(), threading.Event()
+    real_engine = Scanner._engine
+
+    def engine(self, pipe, cands):
+        for i, rec in enumerate(real_engine(self, pipe, cands)):
+            if i == 3:  # the consumer's thread is computing this record when close() comes
+                inside.set()
+                assert closed.wait(10)
+            yield rec
+
+    monkeypatch.setattr(Scanner, "_engine", engine)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, workers=2, batch_size=2))
+    before = set(threading.enumerate())
+    got, errors = [], []
+
+    def consume():
+        try:
+            got.extend(s.scan(few, argv=["test"]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert inside.wait(10)
+    try:
+        s.close()
+    finally:
+        closed.set()
+    t.join(10)
+    assert not t.is_alive() and errors == []
+    assert len(got) == 3  # the record being computed when close() came is not handed out
+    assert set(threading.enumerate()) - before == set()
+    assert _statuses(db) == ["interrupted"]
+    assert s._store is None and s._cache is None  # closed by the scan when it ended
+
+
+def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
+    """A notebook keeps an iterator from an earlier cell: when it was closed or collected after a newer
+    scan ended, `stats` became the older scan's (files: 1 after a scan of 2)."""
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        older = s.scan(few)
+        next(older)
+        assert len(list(s.scan(few[:2]))) == 2
+        older.close()
+        assert s.stats["files"] == 2
+
+
+def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, tmp_path):
+    """use_all_cores() set torch to every core for good: a service that had chosen its own count (one
+    thread per worker process) ran oversubscribed after its first scan."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every count is the same")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opts = dict(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path], cache=False)
+        with Scanner(**opts) as a:
+            a.detectors
+            assert torch.get_num_threads() == os.cpu_count()  # the scan's own choice, while it is open
+            with Scanner(**opts) as b:
+                b.detectors
+            assert torch.get_num_threads() == os.cpu_count()  # another Scanner still holds every core
+            a.close()
+            assert torch.get_num_threads() == 1
+            list(a.scan(tmp_path))  # scanning again after close() holds them again
+            assert torch.get_num_threads() == os.cpu_count()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, monkeypatch):
+    """A full disk under `db` raised aiidetect.store.StoreError out of the iterator, which a caller catching
+    the documented ScanError missed; a failure to store the last rows also left the scan counted as
+    running, so close() never closed the store or the cache."""
+    import sqlite3
+
+    from aiidetect.store import ResultsStore
+
+    def full(self, rows):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(ResultsStore, "write_rows", full)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=tmp_path / "audit.sqlite"))
+    with pytest.raises(ScanError, match="cannot write to the results store"):
+        list(s.scan(few, argv=["test"]))
+    s.close()
+    assert s._store is None and s._cache is None
+
+
+def test_two_threads_building_a_seeded_backbone_do_not_draw_from_each_other(monkeypatch):
+    """A random-init backbone (tiny-vit, a config without weights) is torch's global generator seeded
+    with `backbone_seed`: two threads' Scanners building at once interleaved their draws, and about one
+    build in twelve got other weights than its seed names. The builds now take turns."""
+    import threading
+    import time
+
+    pytest.importorskip("torch")
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.clip_env import import_open_clip
+
+    import_open_clip()  # torchvision on a CPU-only torch needs its shim first
+    import open_clip.model
+
+    real, inside, overlaps = open_clip.model.CLIP, [], []
+
+    def slow_clip(**kw):
+        inside.append(threading.get_ident())
+        if len(inside) > 1:
+            overlaps.append(len(inside))
+        time.sleep(0.1)  # widens the window another build could draw in
+        try:
+            return real(**kw)
+        finally:
+            inside.remove(threading.get_ident())
+
+    monkeypatch.setattr(open_clip.model, "CLIP", slow_clip)
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    threads = [threading.Thread(target=create_backbone, args=(spec,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+
+
+def test_two_threads_first_using_one_scanner_assemble_it_once(monkeypatch):
+    """Two threads starting the first scans of one Scanner each built its detectors (a backbone each: memory
+    twice over) and opened a result cache, one of them never closed."""
+    import threading
+    import time
+
+    from aiidetect import api
+
+    real, built = api._create, []
+
+    def slow_create(families, ctx):
+        built.append(1)
+        time.sleep(0.2)
+        return real(families, ctx)
+
+    monkeypatch.setattr(api, "_create", slow_create)
+    with Scanner(ScanOptions(detectors=["metadata"])) as s:
+        seen = []
+        threads = [threading.Thread(target=lambda: seen.append((id(s.detectors), id(s._cache)))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(built) == 1 and len(set(seen)) == 1
