@@ -221,7 +221,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
         if broken:
             det_report[n]["non_finite"] = broken
-    names = [n for n in names if n in cals]
+    answered, names = names, [n for n in names if n in cals]
     cap = SOFT_EVIDENCE_CAP
     rows, ys = [], []
     for s in items:
@@ -238,6 +238,16 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     from .fusion_fit import constrained_logistic_fit
 
     w, bias = constrained_logistic_fit(X, Y, used, C)
+    if answered and not any(w[j] > 0 for j in range(len(names))):
+        # Every detector that answered was dropped or fitted to weight 0 (inverted or uninformative on
+        # this data: temperature and isotonic cannot flip one, so they flatten it). Such a model says
+        # "uncertain" for every file that decisive evidence does not decide, and scans would load it
+        # without a word.
+        why = [f"{n}: weight 0 (log loss {det_report[n]['nll_before']:.3f} before calibration)" for n in names]
+        why += [f"{n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r]
+        raise ValueError(f"no detector carries information on this data, so the fused verdict could never be firm "
+                         f"({'; '.join(why)}); a detector whose scores run the wrong way on it is dropped, "
+                         f"not flipped: check its head and the labels")
     params: dict[str, Any] = {
         "method": method,
         "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}
@@ -258,6 +268,16 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             ps.append(f.p_ai)
             yb.append(s.label)
     band = choose_band(ps, yb, max_fpr=max_fpr, max_fnr=max_fnr)
+    if not names:
+        # Without a calibrated pixel detector fuse averages the detectors by the rules, and this band,
+        # chosen on P(AI) of soft evidence alone (which never decides, rule 4), would judge that
+        # average: a metadata-only fit gave ai >= 0.5000001, and every later scan called a p_ai of
+        # 0.6 ai-generated.
+        band.ai, band.real = RULES_BAND
+        band.fpr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 0] >= band.ai))
+        band.fnr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 1] <= band.real))
+        band.notes.append(f"no pixel detector was calibrated, so the band stays the default rules' "
+                          f"{RULES_BAND[0]:g} / {RULES_BAND[1]:g}: soft evidence alone never decides a verdict")
     params["ai_threshold"], params["real_threshold"] = band.ai, band.real
     threshold = {**band.to_dict(), "max_fpr": max_fpr, "max_fnr": max_fnr}
     from .evaluate.metrics import binary_metrics, clean

@@ -22,6 +22,7 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -165,8 +166,15 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     m = normalize_model(model)
     # A missing side takes its default in fuse. A side that crosses 0.5 would
     # call a file the less likely class (and is how an inverted band shows).
-    _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
-    _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
+    ai = _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
+    real = _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
+    if model.get("detector") == FUSION_DETECTOR and not m.get("detectors") and (
+            (ai is not None and ai < DEFAULT_AI_THRESHOLD) or (real is not None and real > DEFAULT_REAL_THRESHOLD)):
+        # No detector calibrated, so fuse averages the pixel detectors by the rules and this band judges that
+        # average; calibrate used to write one fitted on soft evidence alone (ai >= 0.5000001).
+        raise ValueError(f"it calibrates no pixel detector, yet its band ({ai} / {real}) is narrower than the "
+                         f"default rules' {DEFAULT_AI_THRESHOLD:g} / {DEFAULT_REAL_THRESHOLD:g}: a band fitted "
+                         f"without a pixel detector cannot judge their average; recalibrate with one")
     dets = m.get("detectors")
     if dets is not None:
         if not isinstance(dets, Mapping):
@@ -183,7 +191,9 @@ def check_model(model: Mapping[str, Any] | None) -> None:
                                  f"upside down (calibrate drops a detector that looks inverted)")
     _number(m, "evidence_weight", 0.0, 1.0)
     _number(m, "bias")
-    _number(m, "soft_evidence_cap", 0.0)
+    # Rule 4 holds with a model: soft evidence moves the odds by at most SOFT_EVIDENCE_CAP, which is
+    # what calibrate writes; a larger cap let metadata outweigh the pixel detectors.
+    _number(m, "soft_evidence_cap", 0.0, SOFT_EVIDENCE_CAP)
 
 
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -207,6 +217,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # Pixel detectors.
     fitted = bool(m.get("detectors"))
     z_pix = 0.0
+    # Pixel detectors with a say: a fitted weight of 0 is the model's word that the detector carried no
+    # information on its calibration data; counting it as an opinion let soft evidence alone decide.
+    said: set[str] = set()
     if pixel:
         if fitted:
             from .probability import Calibrator
@@ -221,16 +234,24 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 except (ValueError, KeyError, TypeError) as exc:  # a hand-edited model must not stop the scan
                     notes.append(f"{name}: calibration in the fusion model unreadable ({exc}), ignored")
                     continue
-                z = float(cal.logit(detector_input(r)))
-                c = float(dp.get("weight", 1.0)) * z
+                w = float(dp.get("weight", 1.0))
+                c = w * float(cal.logit(detector_input(r)))
+                if not math.isfinite(c):
+                    # Finite but huge numbers in a hand-edited model (T = 1e-320, weight 1e308) overflow:
+                    # +inf and -inf gave p_ai NaN, written as null with "uncertain", like no opinion at all.
+                    notes.append(f"{name}: its weighted logit in the fusion model is not finite ({c!r}), ignored")
+                    continue
                 contrib[name] = c
                 z_pix += c
+                if w > 0:
+                    said.add(name)
         else:
             zs = {name: _logit(r.p_ai) for name, r in pixel.items()}
             for name, z in zs.items():
                 contrib[name] = z / len(zs)
             z_pix = sum(contrib.values())
-    n_pixel = sum(1 for k in contrib if k in pixel)
+            said = set(zs)
+    n_pixel = len(said)
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -264,6 +285,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
+    mute = [k for k in contrib if k in pixel and k not in said]
+    if mute:
+        notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "
+                     "no say in the verdict")
     if n_pixel == 0 and not soft:
         why = "no detector had an opinion"
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]

@@ -189,12 +189,19 @@ def test_fusion_never_amplifies_soft_evidence_nor_flips_a_detector():
     for i in range(200):
         y = i % 2
         inverted = rng.normal(-1.0 if y else 1.0, 1.0)        # a detector that is wrong way round here
+        weak = rng.normal(0.3 if y else -0.3, 1.0)            # one that is right, barely
         ev = Evidence("exif", "ai" if y else "real", 0.3, "weak hint")  # perfectly predictive, stated weak
         items.append(_S(y, {"inv": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-inverted)))),
+                            "weak": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-weak)))),
                             "meta": DetectorResult("ok", evidence=[ev])}))
     p = C.fit_fusion(items)["params"]
     assert p["evidence_weight"] == pytest.approx(1.0)
-    assert p["detectors"]["inv"]["weight"] == 0.0
+    assert p["detectors"]["inv"]["weight"] == 0.0 and p["detectors"]["weak"]["weight"] > 0
+    # the inverted detector alone: no model, rather than one where metadata alone decides
+    for it in items:
+        del it.results["weak"]
+    with pytest.raises(ValueError, match="no detector carries information"):
+        C.fit_fusion(items)
 
 
 def test_fit_fusion_leaves_non_finite_scores_out_and_counts_them():
@@ -241,6 +248,39 @@ def test_platt_does_not_flip_an_inverted_detector():
         C.fit_fusion(items)
 
 
+def test_a_fit_without_a_pixel_detector_keeps_the_rules_band():
+    """Metadata alone (or `-d metadata,linear` with the head unavailable): the band was chosen on
+    P(AI) of soft evidence, here ai >= 0.5000001, and a model without detectors leaves fuse averaging
+    the pixel detectors by the rules, so every later scan called a p_ai of 0.6 ai-generated."""
+    from aiidetect.fusion import check_model, fuse
+
+    cam = Evidence("exif.camera", "real", 1.5, "camera")
+    bare = Evidence("exif.none", "ai", 0.5, "no EXIF")
+    items = ([_S(0, {"metadata": DetectorResult("ok", evidence=[cam])}) for _ in range(120)]
+             + [_S(1, {"metadata": DetectorResult("ok", evidence=[bare])}) for _ in range(30)])
+    fitted = C.fit_fusion(items)
+    p, t = fitted["params"], fitted["threshold"]
+    assert (p["ai_threshold"], p["real_threshold"]) == (t["ai"], t["real"]) == C.RULES_BAND
+    assert any("no pixel detector was calibrated" in n for n in t["notes"])
+    check_model({"name": "f", "detector": "fusion", "params": p, "threshold": t})
+    assert fuse({"linear": DetectorResult("ok", p_ai=0.6)}, p).verdict == "uncertain"
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_a_fit_where_no_detector_carries_information_is_refused(method):
+    """Temperature and isotonic cannot flip a detector that runs the wrong way on the calibration
+    data: they flattened it (T = 1000, weight 0) and calibrate wrote a model under which every
+    later scan was uncertain, "in-sample uncertain 100%" its only sign."""
+    rng = np.random.default_rng(3)
+    items = []
+    for i in range(200):
+        y = i % 2
+        z = rng.normal(-1.5 if y else 1.5, 1.0)
+        items.append(_S(y, {"inv": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))))}))
+    with pytest.raises(ValueError, match=r"no detector carries information on this data.*inv: weight 0"):
+        C.fit_fusion(items, method=method)
+
+
 @pytest.mark.parametrize("method", C.METHODS)
 def test_every_fitted_model_passes_the_load_check(method, tmp_path):
     """check_model's bounds are the fitter's: what calibrate writes, scan loads
@@ -257,7 +297,11 @@ def test_every_fitted_model_passes_the_load_check(method, tmp_path):
             if i % 3:
                 res["meta"] = DetectorResult("ok", evidence=[Evidence("exif", "real" if y == 0 else "ai", 0.5, "hint")])
             items.append(_S(y, res))
-        fitted = C.fit_fusion(items, method=method)
+        try:
+            fitted = C.fit_fusion(items, method=method)
+        except ValueError as exc:  # inverted or uninformative: refused, not written
+            assert sep <= 0 and "no detector carries information" in str(exc), (sep, exc)
+            continue
         check_model(fitted["params"])
         C.save_fusion(tmp_path / str(k) / "fusion", fitted, {"n": n})
         assert load_fusion_model([tmp_path / str(k)])["detector"] == "fusion"
