@@ -155,6 +155,37 @@ def test_calibrate_then_eval_uses_the_fusion_model(dataset, tmp_path, weights_di
     assert m["conditions"][0]["fused"]["band"]["ai"] == pytest.approx(man["threshold"]["ai"])
 
 
+def test_an_out_dir_that_cannot_take_the_outputs_is_said_first_and_a_failed_write_keeps_the_last(
+        dataset, tmp_path, monkeypatch):
+    """`-o` naming a file: the detectors scored every image and the tables were printed, then
+    "FileExistsError: File exists", exit 2. A write that failed part way (a full disk) left half a
+    metrics.json or summary.md over the previous run's, and the tables on stdout."""
+    calls = []
+    monkeypatch.setattr(Brightness, "predict", lambda self, s, f: calls.append(1) or [])
+    (tmp_path / "afile").write_text("keep me")
+    for out in ("afile", "afile/sub"):
+        r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(tmp_path / out), "--fusion", "none", "-q")
+        assert r.exit_code == 2 and r.stdout == "" and not calls, r.output
+        assert "--out-dir" in r.stderr and "is a file" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "afile").read_text() == "keep me"
+    monkeypatch.undo()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "scores.csv").write_text("the last run's scores")
+
+    def full(self, row):
+        raise OSError(28, "No space left on device")
+
+    from aiidetect.report.safe import CsvRows
+
+    monkeypatch.setattr(CsvRows, "writerow", full)
+    r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(out), "--fusion", "none", "--no-plots", "-q")
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert f"cannot write the outputs to {out}: No space left on device" in r.stderr
+    assert (out / "scores.csv").read_text() == "the last run's scores"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 def test_usage_errors_exit_2(dataset):
     assert cli("eval", str(dataset), "--perturb", "jpeg:500").exit_code == 2
     assert cli("eval", "/nonexistent/data").exit_code == 2
