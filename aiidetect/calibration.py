@@ -230,6 +230,16 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             rows.append(row)
             ys.append(s.label)
     X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
+    decided = len(items) - len(rows)
+    if decided:
+        # The check above counted these; a fit of the weights and the band on 2 AI images (the other
+        # 18 carried generator parameters) went ahead, and with none it was "train a head first".
+        try:
+            check_enough(int((Y == 0).sum()), int((Y == 1).sum()), min_per_class,
+                         what=f"that decisive evidence does not decide ({decided} left out: rule 3 decides them, "
+                              f"so they say nothing about the weights or the band)")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; calibrate on images without that metadata, such as copies stripped of it") from None
     used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
     if not used or len(set(Y.tolist())) < 2:
         skipped = "".join(f"; {n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r)

@@ -266,6 +266,22 @@ def test_a_fit_without_a_pixel_detector_keeps_the_rules_band():
     assert fuse({"linear": DetectorResult("ok", p_ai=0.6)}, p).verdict == "uncertain"
 
 
+def test_too_few_images_left_once_decisive_evidence_decides_the_rest_is_refused():
+    """Images with decisive evidence are left out of the fit (rule 3 decides them). 20 AI images,
+    18 with generator parameters, passed the 5-per-class check and the weights were fitted on 2 AI
+    images; with all 20 it said "train a head first"."""
+    rng = np.random.default_rng(0)
+    dec = Evidence("png.parameters", "ai", 9.2, "generator parameters", decisive=True)
+    for n_decided in (18, 20):
+        items = ([_S(0, {"lin": DetectorResult("ok", p_ai=float(rng.uniform(0, .6)))}) for _ in range(20)]
+                 + [_S(1, {"lin": DetectorResult("ok", p_ai=float(rng.uniform(.4, 1))),
+                           "metadata": DetectorResult("ok", evidence=[dec] if i < n_decided else [])})
+                    for i in range(20)])
+        with pytest.raises(ValueError, match=rf"5 real and 5 AI images that decisive evidence does not decide "
+                                             rf"\({n_decided} left out.*\(got 20 real, {20 - n_decided} AI\)"):
+            C.fit_fusion(items)
+
+
 @pytest.mark.parametrize("method", ["temperature", "isotonic"])
 def test_a_fit_where_no_detector_carries_information_is_refused(method):
     """Temperature and isotonic cannot flip a detector that runs the wrong way on the calibration
