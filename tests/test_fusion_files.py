@@ -76,3 +76,27 @@ def test_a_fusion_model_with_a_json_typo_is_not_skipped_in_silence(tmp_path):
     (head / "manifest.json").write_text('{"name": ["fusion"], "detector": "fusion", "params": {}}')
     r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
     assert r.returncode == 0 and "'name' must be a string" in r.stderr and "unhashable" not in r.stderr
+
+
+def test_a_fusion_manifest_that_is_no_regular_file_is_refused_at_once(tmp_path):
+    """`--fusion DIR` whose manifest.json is a FIFO waited for a writer for ever; one linked to
+    /dev/zero reports size 0 and was read until memory ran out."""
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    fifo, zero = tmp_path / "fifo", tmp_path / "zero"
+    fifo.mkdir()
+    os.mkfifo(fifo / "manifest.json")
+    zero.mkdir()
+    (zero / "manifest.json").symlink_to("/dev/zero")
+    for head in (fifo, zero):
+        try:
+            r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head), timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{head}: still reading after 30 s") from None
+        assert r.returncode == 2 and r.stdout == ""
+        assert f"cannot read {head / 'manifest.json'}: not a regular file" in r.stderr
