@@ -301,7 +301,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         verdict = "uncertain"
         notes.append("only soft metadata evidence: it shifts the odds but cannot decide alone")
     else:
-        verdict = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
+        # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
+        # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
+        verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
 

@@ -222,6 +222,16 @@ def test_a_fusion_model_without_detectors_may_not_narrow_the_rules_band():
     check_model({"ai_threshold": 0.6, "real_threshold": 0.4})
 
 
+def test_a_coin_flip_is_uncertain_under_any_band():
+    """check_model lets a band touch 0.5 (a plain {0.5, 0.5} band decides everything else); p_ai 0.5
+    itself was called ai-generated under it."""
+    for band in ({"ai_threshold": 0.5, "real_threshold": 0.5},
+                 {"name": "x", "detector": "fusion", "params": {"ai_threshold": 0.5, "real_threshold": 0.3}}):
+        assert fuse({"a": ok(0.5)}, band).verdict == "uncertain"
+        assert fuse({"a": ok(0.51)}, band).verdict == "ai-generated"
+    assert fuse({"a": ok(0.49)}, {"ai_threshold": 0.5, "real_threshold": 0.5}).verdict == "likely-real"
+
+
 def test_a_detector_the_model_weighs_at_zero_is_no_opinion():
     """calibrate gives an inverted or uninformative detector weight 0; it still counted as a pixel
     opinion, so soft metadata evidence alone decided: the same p_ai was ai-generated beside it and
