@@ -354,25 +354,35 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     return notes + lines
 
 
-def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
+def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None,
+                      notes: list[str] | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
     "fusion") in the weights search path, as its manifest; None if there is none.
     ValueError when that manifest fails :func:`check_model`, or when none is
     readable but a manifest that cannot be parsed says it is one: the caller
     decides whether to stop or fall back to the rules, never this function
-    by skipping to another model or to none."""
+    by skipping to another model or to none. Pass a list as `notes` to get a
+    line for each other fusion model found and not used."""
     import re
 
     from .heads import MANIFEST, find_heads, weights_dirs
 
     broken: list[tuple[Path, str]] = []
-    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken):
-        if name is None or manifest.get("name") == name:
-            try:
-                check_model(manifest)
-            except ValueError as exc:
-                raise ValueError(f"fusion model {path}: {exc}") from None
-            return {**manifest, "path": str(path)}
+    found = [(path, manifest) for path, manifest in
+             find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken)
+             if name is None or manifest.get("name") == name]
+    if found:
+        path, manifest = found[0]
+        if notes is not None:
+            # Calibrating under a second --name (docs/evaluation.md does, per benchmark) left every scan on
+            # whichever folder sorts first, the new model unused, and only the summary line naming it.
+            notes.extend(f"fusion model {other} is not used: {path} is found first (one fusion model decides "
+                         f"the verdicts; --fusion PATH chooses another)" for other, _ in found[1:])
+        try:
+            check_model(manifest)
+        except ValueError as exc:
+            raise ValueError(f"fusion model {path}: {exc}") from None
+        return {**manifest, "path": str(path)}
     # A fusion model with a typo in its JSON was skipped like any unreadable
     # head, and scans went on under the rules without a word. Its text still
     # says what it is.

@@ -186,6 +186,17 @@ def test_an_out_dir_that_cannot_take_the_outputs_is_said_first_and_a_failed_writ
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
+def test_calibrate_says_when_scans_will_not_use_the_model_it_wrote(dataset, tmp_path, weights_dir):
+    """scan and eval take the first fusion model in the weights folders: one written with -o elsewhere,
+    or under a --name that sorts after another, was not used, and calibrate said nothing of it."""
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "--name", "fusion-b")
+    assert r.exit_code == 0 and "not this model" not in r.stderr, r.output
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-o", str(tmp_path / "elsewhere"))
+    assert r.exit_code == 0, r.output
+    assert (f"note: scan and eval use {weights_dir / 'fusion-b'}, found first in the weights folders, not this "
+            f"model; pass --fusion {tmp_path / 'elsewhere'} to use it") in " ".join(r.stderr.split())
+
+
 def test_usage_errors_exit_2(dataset):
     assert cli("eval", str(dataset), "--perturb", "jpeg:500").exit_code == 2
     assert cli("eval", "/nonexistent/data").exit_code == 2
