@@ -308,6 +308,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
     """Write the fusion artifact: a head folder (detector "fusion") whose
     manifest holds every fitted number and the data it was fitted on."""
     from .heads import save_head
+    from .report.safe import clean
 
     p = fitted["params"]
     names = list(p["detectors"])
@@ -318,5 +319,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
                                 "fitted_on": dict(data)},
                 "metrics": fitted["metrics"], "data": dict(data), "source": source or "aiidetect calibrate",
                 "license": "same as the data it was fitted on"}
+    # Folder names and the command line need not be UTF-8: json.dumps wrote their bytes as lone
+    # surrogate escapes ("\udcff"), which strict parsers refuse, and `calibrate -f json` printed U+FFFD.
     return save_head(out_dir, {"weights": np.asarray(w, dtype=np.float32),
-                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, manifest)
+                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, clean(manifest))

@@ -297,6 +297,23 @@ def test_a_fit_where_no_detector_carries_information_is_refused(method):
         C.fit_fusion(items, method=method)
 
 
+def test_the_fusion_manifest_is_strict_utf8_json_when_names_are_not(tmp_path):
+    """A calibration folder named in bytes that are not UTF-8: the manifest held "\\udcff" escapes
+    (serde_json and other strict parsers refuse a lone surrogate) while `calibrate -f json` printed
+    U+FFFD for the same name."""
+    import json
+
+    from aiidetect.report.safe import dumps
+
+    fitted = C.fit_fusion(_logit_items(40, centre=1.0, spread=1.5, seed=2))
+    data = {"sources": ["calib/\udcff\udcfe"], "generators": {"g\udcff": 20, "real": 20}}
+    path = C.save_fusion(tmp_path / "fusion", fitted, data, source="aiidetect calibrate calib/\udcff")
+    text = (path / "manifest.json").read_text(encoding="utf-8")
+    assert "\\ud" not in text
+    m = json.loads(text)
+    assert m["data"] == json.loads(dumps({"data": data}))["data"] and "\ufffd" in m["source"]
+
+
 @pytest.mark.parametrize("method", C.METHODS)
 def test_every_fitted_model_passes_the_load_check(method, tmp_path):
     """check_model's bounds are the fitter's: what calibrate writes, scan loads
