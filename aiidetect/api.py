@@ -419,7 +419,10 @@ class Scanner:
             self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
-        from .fusion import fusion_identity
+        from .fusion import fusion_identity, unmodelled_note
+
+        if (note := unmodelled_note(self._fusion, self._detectors)) is not None:
+            self._note(note)
 
         self._fusion_info = fusion_identity(self._fusion)
         if self._cache is None and self.options.cache:

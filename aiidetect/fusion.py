@@ -196,6 +196,23 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     _number(m, "soft_evidence_cap", 0.0, SOFT_EVIDENCE_CAP)
 
 
+def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -> str | None:
+    """One line for the run, when pixel detectors that will run are unknown to a fitted model: each
+    record said "not in the fusion model, ignored", and a scan whose heads were all renamed or added
+    after calibrating gave every file "uncertain" without a word on the run."""
+    m = normalize_model(model)
+    if not m.get("detectors"):
+        return None
+    missing = [d.name for d in detectors
+               if getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
+    if not missing:
+        return None
+    known = ", ".join(map(str, m["detectors"]))
+    return (f"the fusion model {m.get('name') or ''} calibrates {known}, not {', '.join(missing)}: "
+            f"{'their answers have' if len(missing) > 1 else 'its answers have'} no say in the verdicts; "
+            f"run `aiidetect calibrate` with {'them' if len(missing) > 1 else 'it'} (or --fusion none for the rules)")
+
+
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     dets = model.get("detectors") or {}
     return dets.get(name) or dets.get(_family(name))

@@ -83,6 +83,10 @@ def evaluate_cmd(
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
                                              f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), "
                                              f"{n_cond} condition(s); fusion: {fusion_desc}")
+        from ..fusion import unmodelled_note
+
+        if (note := unmodelled_note(model, dets)) is not None:
+            err.print(f"note: {note}", highlight=False, markup=False)
     progress_state = {"cond": None, "done": 0}
 
     def progress(cond: str, k: int):

@@ -197,6 +197,24 @@ def test_calibrate_says_when_scans_will_not_use_the_model_it_wrote(dataset, tmp_
             f"model; pass --fusion {tmp_path / 'elsewhere'} to use it") in " ".join(r.stderr.split())
 
 
+def test_a_detector_the_fusion_model_does_not_know_is_named_for_the_run(dataset, tmp_path, weights_dir):
+    """A head added or renamed after calibrating: every record said "not in the fusion model, ignored"
+    and the run said nothing, with every verdict resting on the others (here: on none, all uncertain)."""
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-o", str(tmp_path / "fz"), "-q")
+    assert r.exit_code == 0, r.output
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", str(tmp_path / "fz"), "-f", "json")
+    said = " ".join(r.stderr.split())
+    assert r.exit_code == 0 and "note: the fusion model fusion calibrates fakebright, not fakenan: its answers " \
+                                "have no say in the verdicts" in said, said
+    r = cli("eval", str(dataset), "-d", "fakebright", "--fusion", str(tmp_path / "fz"), "-f", "json")
+    assert r.exit_code == 0 and "no say" not in r.stderr
+    from aiidetect.api import ScanOptions, Scanner
+
+    notes = []
+    sc = Scanner(ScanOptions(detectors=["fakenan"], fusion=str(tmp_path / "fz"), cache=False), on_note=notes.append)
+    assert sc.fusion is not None and any("calibrates fakebright, not fakenan" in n for n in notes), notes
+
+
 def test_usage_errors_exit_2(dataset):
     assert cli("eval", str(dataset), "--perturb", "jpeg:500").exit_code == 2
     assert cli("eval", "/nonexistent/data").exit_code == 2
