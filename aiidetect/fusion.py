@@ -159,6 +159,14 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     if not isinstance(model, Mapping):
         raise ValueError(f"a fusion model is a JSON object, not {type(model).__name__}")
     if model.get("detector") == FUSION_DETECTOR:
+        from .heads import HEAD_FORMAT_VERSION
+
+        fv = model.get("format_version", HEAD_FORMAT_VERSION)
+        if isinstance(fv, bool) or not isinstance(fv, int) or not 1 <= fv <= HEAD_FORMAT_VERSION:
+            # A later format may give the same keys another meaning: read as this one, its numbers
+            # would decide verdicts they were never fitted for.
+            raise ValueError(f"its format_version {fv!r} is not one this aiidetect reads "
+                             f"(1 to {HEAD_FORMAT_VERSION}); written by a newer version, or edited")
         if not isinstance(model.get("params"), Mapping):
             raise ValueError("its 'params' must be a JSON object")
         if model.get("threshold") is not None and not isinstance(model["threshold"], Mapping):

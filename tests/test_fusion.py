@@ -154,6 +154,9 @@ def _edit(path: str, value):
     ("params", "x", "'params' must be a JSON object"),
     ("params", KeyError, "'params' must be a JSON object"),
     ("threshold", "x", "'threshold' must be a JSON object"),
+    ("format_version", 2, "its format_version 2 is not one this aiidetect reads (1 to 1)"),   # a later format
+    ("format_version", "1", "its format_version '1' is not one this aiidetect reads"),
+    ("format_version", True, "its format_version True is not one"),
 ])
 def test_a_hostile_fusion_model_is_refused_naming_the_number(path, value, says):
     """Each of these, read by fuse as it was, gave nonsense or a crash per file:
