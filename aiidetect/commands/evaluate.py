@@ -70,7 +70,7 @@ def evaluate_cmd(
                 fail("--normalize takes one condition, e.g. jpeg:96")
             norm = ps[0]
         if out is not None:
-            check_out_dir(out)
+            check_out_dir(out, data)
     except ValueError as exc:
         fail(str(exc))
     with library_errors():

@@ -278,10 +278,18 @@ def _save(fig, path: Path) -> str:
     return str(path)
 
 
-def check_out_dir(out: str | os.PathLike) -> None:
+def check_out_dir(out: str | os.PathLike, data: Sequence[str | os.PathLike] = ()) -> None:
     """ValueError when `--out-dir` cannot take the outputs: said before the detectors score every
-    image (a file there ended an evaluation of hours with FileExistsError, after its tables)."""
+    image (a file there ended an evaluation of hours with FileExistsError, after its tables). Inside
+    a DATA folder the plots would become labelled images of the next run (data/real/out/roc_raw.png
+    is a real photo to `eval data`)."""
     real = Path(os.path.realpath(out))
+    for d in data:
+        if os.path.isdir(d):
+            root = os.path.realpath(d)
+            if str(real) == root or str(real).startswith(root.rstrip(os.sep) + os.sep):
+                raise ValueError(f"--out-dir {out} lies inside the data folder {d}: its plots would be read as "
+                                 "images of the data next time; write the outputs elsewhere")
     if real.exists() and not real.is_dir():
         raise ValueError(f"--out-dir {out} is a file; give a folder (new or existing)")
     above = real

@@ -167,6 +167,10 @@ def test_an_out_dir_that_cannot_take_the_outputs_is_said_first_and_a_failed_writ
         r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(tmp_path / out), "--fusion", "none", "-q")
         assert r.exit_code == 2 and r.stdout == "" and not calls, r.output
         assert "--out-dir" in r.stderr and "is a file" in r.stderr and "Traceback" not in r.stderr
+    # inside the data: the plots became real photos of the next run
+    r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(dataset / "real" / "out"), "--fusion", "none", "-q")
+    assert r.exit_code == 2 and not calls and "lies inside the data folder" in r.stderr
+    assert not (dataset / "real" / "out").exists()
     assert (tmp_path / "afile").read_text() == "keep me"
     monkeypatch.undo()
     out = tmp_path / "o"
