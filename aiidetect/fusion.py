@@ -197,6 +197,11 @@ def check_model(model: Mapping[str, Any] | None) -> None:
             if _flips(d.get("calibration")):
                 raise ValueError(f"detector {name!r}: its calibration has a negative slope, which turns the detector "
                                  f"upside down (calibrate drops a detector that looks inverted)")
+        if dets and all(d.get("weight", 1.0) == 0 for d in dets.values()):
+            # What calibrate wrote when every detector came out inverted or uninformative (it now refuses):
+            # no detector has a say, so every file that decisive evidence does not decide is uncertain.
+            raise ValueError(f"every detector in it has weight 0 ({', '.join(map(str, dets))}), so no verdict "
+                             "could ever be firm; recalibrate")
     _number(m, "evidence_weight", 0.0, 1.0)
     _number(m, "bias")
     # Rule 4 holds with a model: soft evidence moves the odds by at most SOFT_EVIDENCE_CAP, which is

@@ -154,6 +154,7 @@ def _edit(path: str, value):
     ("params", "x", "'params' must be a JSON object"),
     ("params", KeyError, "'params' must be a JSON object"),
     ("threshold", "x", "'threshold' must be a JSON object"),
+    ("params.detectors.linear.weight", 0.0, "every detector in it has weight 0 (linear), so no verdict could"),
     ("format_version", 2, "its format_version 2 is not one this aiidetect reads (1 to 1)"),   # a later format
     ("format_version", "1", "its format_version '1' is not one this aiidetect reads"),
     ("format_version", True, "its format_version True is not one"),
