@@ -111,6 +111,17 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
         lo = min(lo, unsupported[1])
     lo = max(lo, 0.0)
     k_fp, k_fn = int(np.sum(neg >= hi)), int(np.sum(pos <= lo))
+    # At the ends of the range no threshold is left to move: real photos at a saturated P(AI) of 1.0
+    # are called ai-generated under any band (and AI images at 0.0 likely-real). The band came out
+    # 1.0 / 0.0, its rates above the targets, and nothing said the targets were not met.
+    if k_fp > math.floor(max_fpr * neg.size + 1e-9):
+        notes.append(f"the {100 * max_fpr:g}% false-positive target is not met: {k_fp} of {neg.size} real images "
+                     f"reach P(AI) {hi:g}, which no threshold can leave out (the detectors are certain and wrong "
+                     f"on them)")
+    if k_fn > math.floor(max_fnr * pos.size + 1e-9):
+        notes.append(f"the {100 * max_fnr:g}% false-negative target is not met: {k_fn} of {pos.size} AI images "
+                     f"fall to P(AI) {lo:g}, which no threshold can leave out (the detectors are certain and wrong "
+                     f"on them)")
     return Band(ai=float(hi), real=float(lo), fpr=k_fp / neg.size, fnr=k_fn / pos.size,
                 n_real=int(neg.size), n_ai=int(pos.size), notes=notes)
 

@@ -104,6 +104,19 @@ def test_a_coin_flip_is_never_a_firm_verdict_at_the_floor():
     assert fuse({"a": DetectorResult("ok", p_ai=0.51)}, band).verdict == "ai-generated"
 
 
+def test_a_target_no_threshold_can_meet_is_said_not_met():
+    """Real photos at a saturated fused P(AI) of 1.0 are ai-generated under any band: the band came out
+    1.0 / 0.0 with 2.5% of real photos above it against a 1% target, and no note."""
+    rng = np.random.default_rng(0)
+    neg = list(rng.uniform(0, 0.4, 195)) + [1.0] * 5
+    pos = list(rng.uniform(0.6, 1, 100)) + [0.0] * 10
+    b = C.choose_band(neg + pos, [0] * 200 + [1] * 110)
+    assert (b.ai, b.real, b.fpr) == (1.0, 0.0, 0.025)
+    assert any(n.startswith("the 1% false-positive target is not met: 5 of 200 real images") for n in b.notes)
+    assert any(n.startswith("the 5% false-negative target is not met: 10 of 110 AI images") for n in b.notes)
+    assert not C.choose_band(neg[:-5] + pos[:-10], [0] * 195 + [1] * 100).notes
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
        st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5]), st.sampled_from([0.0, 0.05, 0.3]))
@@ -111,8 +124,10 @@ def test_band_properties(real, ai, max_fpr, max_fnr):
     real, ai = np.array(real), np.array(ai)
     b = C.choose_band(np.r_[real, ai], np.r_[np.zeros(real.size), np.ones(ai.size)], max_fpr, max_fnr)
     assert 0.0 <= b.real < 0.5 < b.ai <= 1.0
-    assert np.mean(real >= b.ai) <= max_fpr + 1e-12 or b.ai == 1.0   # in-sample target met (1.0 is the ceiling)
-    assert np.mean(ai <= b.real) <= max_fnr + 1e-12 or b.real == 0.0
+    # in-sample target met, or (at the ceiling 1.0 / the floor 0.0) said not to be
+    missed = " ".join(b.notes)
+    assert np.mean(real >= b.ai) <= max_fpr + 1e-12 or (b.ai == 1.0 and "false-positive target is not met" in missed)
+    assert np.mean(ai <= b.real) <= max_fnr + 1e-12 or (b.real == 0.0 and "false-negative target is not met" in missed)
     assert (b.ai >= 0.9) if real.size * max_fpr < 1 else True
     assert (b.real <= 0.1) if ai.size * max_fnr < 1 else True
     assert b.fpr <= b.fpr_upper <= 1.0 and b.fnr <= b.fnr_upper <= 1.0
