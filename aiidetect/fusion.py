@@ -134,14 +134,14 @@ def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float |
     return float(v)
 
 
-def _flips(block: Any) -> bool:
+def _platt_slope(block: Any) -> float | None:
     from .probability import Calibrator
 
     try:
         cal = Calibrator.from_dict(block)
     except ValueError:
-        return False  # unreadable: fuse drops it per file, with a note
-    return cal.method == "platt" and cal.params["a"] < 0
+        return None  # unreadable: fuse drops it per file, with a note
+    return float(cal.params["a"]) if cal.method == "platt" else None
 
 
 def check_model(model: Mapping[str, Any] | None) -> None:
@@ -194,9 +194,15 @@ def check_model(model: Mapping[str, Any] | None) -> None:
                 _number(d, "weight", 0.0)
             except ValueError as exc:
                 raise ValueError(f"detector {name!r}: {exc}") from None
-            if _flips(d.get("calibration")):
+            a = _platt_slope(d.get("calibration"))
+            if a is not None and a < 0:
                 raise ValueError(f"detector {name!r}: its calibration has a negative slope, which turns the detector "
                                  f"upside down (calibrate drops a detector that looks inverted)")
+            if a == 0 and d.get("weight", 1.0) != 0:
+                # Every answer maps to the same logit: a constant that counted as the detector's opinion, so
+                # soft evidence beside it gave firm verdicts (calibrate drops a detector of slope 0).
+                raise ValueError(f"detector {name!r}: its calibration has slope 0, so its answer would not matter "
+                                 f"while it still counted as an opinion")
         if dets and all(d.get("weight", 1.0) == 0 for d in dets.values()):
             # What calibrate wrote when every detector came out inverted or uninformative (it now refuses):
             # no detector has a say, so every file that decisive evidence does not decide is uncertain.

@@ -150,6 +150,7 @@ def _edit(path: str, value):
     ("params.detectors.linear.weight", "heavy", "detector 'linear': weight must be a finite number"),
     ("params.detectors.linear", "x", "detector 'linear': its entry must be a JSON object"),
     ("params.detectors.linear.calibration", {"method": "platt", "a": -1.8, "b": 0.0}, "negative slope"),
+    ("params.detectors.linear.calibration", {"method": "platt", "a": 0.0, "b": 3.0}, "has slope 0, so its answer"),
     ("params.detectors", [1, 2], "'detectors' must map detector names"),
     ("params", "x", "'params' must be a JSON object"),
     ("params", KeyError, "'params' must be a JSON object"),
