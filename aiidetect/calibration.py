@@ -297,8 +297,11 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         band.ai, band.real = RULES_BAND
         band.fpr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 0] >= band.ai))
         band.fnr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 1] <= band.real))
-        band.notes.append(f"no pixel detector was calibrated, so the band stays the default rules' "
-                          f"{RULES_BAND[0]:g} / {RULES_BAND[1]:g}: soft evidence alone never decides a verdict")
+        band.notes = [f"no pixel detector was calibrated, so the band stays the default rules' "
+                      f"{RULES_BAND[0]:g} / {RULES_BAND[1]:g}: soft evidence alone never decides a verdict, and "
+                      f"scans fuse by the rules (evidence weight 1, no bias)"]
+        # What fuse applies to a model without detectors; the fitted numbers were printed and stored as if used.
+        params["evidence_weight"], params["bias"] = 1.0, 0.0
     params["ai_threshold"], params["real_threshold"] = band.ai, band.real
     threshold = {**band.to_dict(), "max_fpr": max_fpr, "max_fnr": max_fnr}
     from .evaluate.metrics import binary_metrics, clean

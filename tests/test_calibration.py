@@ -276,7 +276,8 @@ def test_a_fit_without_a_pixel_detector_keeps_the_rules_band():
     fitted = C.fit_fusion(items)
     p, t = fitted["params"], fitted["threshold"]
     assert (p["ai_threshold"], p["real_threshold"]) == (t["ai"], t["real"]) == C.RULES_BAND
-    assert any("no pixel detector was calibrated" in n for n in t["notes"])
+    assert [n for n in t["notes"] if "no pixel detector was calibrated" in n] == t["notes"]
+    assert (p["evidence_weight"], p["bias"]) == (1.0, 0.0)   # what fuse applies without detectors
     check_model({"name": "f", "detector": "fusion", "params": p, "threshold": t})
     assert fuse({"linear": DetectorResult("ok", p_ai=0.6)}, p).verdict == "uncertain"
 
