@@ -221,6 +221,8 @@ def test_manifest_spellings_bom_crlf_and_quoted_names(tmp_path):
     ('file,label\n"' + "a" * 200_000 + '",real\n', "line 2: field larger than field limit"),
     ("", "its first line has nothing"),
     ("file,Label,label\na.png,real,ai\n", "names the column(s) label more than once"),   # the last one won
+    # eval's per-generator table showed this generator's detection rate as the real photos' accuracy
+    ("file,label,generator\na.png,real,\nb.png,ai,real\n", "1 AI image(s) have the generator name 'real'"),
 ])
 def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text, says):
     """An unreadable label, a row without a file, or a file twice used to be
