@@ -168,6 +168,9 @@ def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) 
 
 # Fewer images of a class than this cannot support a fit.
 MIN_PER_CLASS = 5
+# A detector whose fitted contribution moves the log-odds by less than this across all its calibration
+# answers carries no information the verdict can use (e^0.001: a 0.1% change in the odds).
+NO_SAY_NATS = 1e-3
 
 
 def check_enough(n_real: int, n_ai: int, min_per_class: int = MIN_PER_CLASS, what: str = "that decode") -> None:
@@ -259,16 +262,33 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     from .fusion_fit import constrained_logistic_fit
 
     w, bias = constrained_logistic_fit(X, Y, used, C)
+    # A detector whose weighted logit varies by less than NO_SAY_NATS over the calibration images has
+    # no say, whatever its weight: a random-init probe came out T = 1000, weight 1.1e-4 (3e-6 nats
+    # between its extremes), counted as an opinion, and soft evidence alone gave firm verdicts. Its
+    # column is fixed at 0 and the rest refitted, so it is weighed 0 and `fuse` gives it no say.
+    mute = []
+    for j in range(len(names)):
+        col = X[X[:, j] != 0, j]
+        if w[j] > 0 and (col.size == 0 or w[j] * float(col.max() - col.min()) < NO_SAY_NATS):
+            mute.append(j)
+    if mute:
+        used = [j for j in used if j not in mute]
+        for j in mute:
+            det_report[names[j]]["note"] = (f"its weighted logit varied by less than {NO_SAY_NATS:g} nats over the "
+                                            f"calibration images (weight {w[j]:.3g}): weighed 0, no say")
+        w, bias = constrained_logistic_fit(X, Y, used, C) if used else (np.zeros(X.shape[1]), bias)
     if answered and not any(w[j] > 0 for j in range(len(names))):
         # Every detector that answered was dropped or fitted to weight 0 (inverted or uninformative on
         # this data: temperature and isotonic cannot flip one, so they flatten it). Such a model says
         # "uncertain" for every file that decisive evidence does not decide, and scans would load it
         # without a word.
-        why = [f"{n}: weight 0 (log loss {det_report[n]['nll_before']:.3f} before calibration)" for n in names]
+        why = [f"{n}: weight 0 (log loss {det_report[n]['nll_before']:.3f} before calibration, "
+               f"{det_report[n]['nll_after']:.3f} after" + (f"; {det_report[n]['note']}" if "note" in det_report[n]
+                                                             else "") + ")" for n in names]
         why += [f"{n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r]
         raise ValueError(f"no detector carries information on this data, so the fused verdict could never be firm "
-                         f"({'; '.join(why)}); a detector whose scores run the wrong way on it is dropped, "
-                         f"not flipped: check its head and the labels")
+                         f"({'; '.join(why)}); a detector that tells nothing apart here, or whose scores run the "
+                         f"wrong way (dropped, not flipped), has no say: check its head and the labels")
     params: dict[str, Any] = {
         "method": method,
         "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}

@@ -298,6 +298,26 @@ def test_too_few_images_left_once_decisive_evidence_decides_the_rest_is_refused(
             C.fit_fusion(items)
 
 
+def test_a_detector_whose_fitted_say_is_negligible_is_weighed_zero():
+    """A random-init probe beside metadata on the dev set: T ran to 1000 and the weight came out 1.1e-4
+    (3e-6 nats between the probe's extremes), above 0, so it counted as an opinion and soft evidence
+    alone gave firm verdicts; calibrate wrote the model. (The same here: T 1000, weight 3.2e-5.)"""
+    rng = np.random.default_rng(11)
+    items = []
+    for i in range(100):
+        y = i % 2
+        ev = [Evidence("exif", "ai" if y else "real", 1.0, "hint")] if rng.random() < 0.7 else []
+        items.append(_S(y, {"probe": DetectorResult("ok", p_ai=float(0.5 + 0.01 * rng.normal())),
+                            "meta": DetectorResult("ok", evidence=ev)}))
+    with pytest.raises(ValueError, match=r"probe: weight 0 .*varied by less than 0.001 nats .*weight 3.16e-05"):
+        C.fit_fusion(items)
+    good = np.random.default_rng(1)
+    for i, it in enumerate(items):   # beside a detector that does tell them apart: kept, weighed 0
+        it.results["good"] = DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-good.normal(1.0 if i % 2 else -1.0)))))
+    p = C.fit_fusion(items)["params"]["detectors"]
+    assert p["probe"]["weight"] == 0.0 and "no say" in p["probe"]["note"] and p["good"]["weight"] > 0.1
+
+
 @pytest.mark.parametrize("method", ["temperature", "isotonic"])
 def test_a_fit_where_no_detector_carries_information_is_refused(method):
     """Temperature and isotonic cannot flip a detector that runs the wrong way on the calibration

@@ -98,7 +98,8 @@ def calibrate_cmd(
     for n, d in p["detectors"].items():
         lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
                      f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})"
-                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else ""))
+                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else "")
+                     + (f"; {d['note']}" if d.get("note") else ""))
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
