@@ -371,11 +371,13 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
         raise UsageError(f"fusion takes a folder, 'none', 'auto' or None; got {fusion!r}")
     weights_dirs = _path_list(weights_dirs or (), "weights_dirs")
     if fusion in (None, "", "auto"):
+        unused: list[str] = []
         try:
-            m = load_fusion_model(_dirs(list(weights_dirs)))
+            m = load_fusion_model(_dirs(list(weights_dirs)), notes=unused)
         except ValueError as exc:
             raise UsageError(f"{exc}; fix or remove it, or pass --fusion none") from None
-        return (m, f"fusion model {m['name']} ({m['path']})") if m else (None, "rules only (no fusion model found)")
+        also = f"; {'; '.join(unused)}" if unused else ""
+        return (m, f"fusion model {m['name']} ({m['path']}){also}") if m else (None, "rules only (no fusion model found)")
     if fusion == "none":
         return None, "rules only (--fusion none)"
     try:
@@ -483,7 +485,10 @@ class Scanner:
             self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
-        from .fusion import fusion_identity
+        from .fusion import fusion_identity, unmodelled_note
+
+        if (note := unmodelled_note(self._fusion, self._detectors)) is not None:
+            self._note(note)
 
         self._fusion_info = fusion_identity(self._fusion)
         if self._cache is None and self.options.cache:
@@ -529,11 +534,15 @@ class Scanner:
         if self.options.fusion in (None, "", "auto"):
             from .fusion import load_fusion_model
 
+            unused: list[str] = []
             try:
-                return load_fusion_model(self.context.weights_dirs)
+                return load_fusion_model(self.context.weights_dirs, notes=unused)
             except Exception as exc:  # noqa: BLE001 - a damaged fusion model falls back to the rules, said aloud
                 self._note(f"fusion model not loaded ({exc}); using the default rules")
                 return None
+            finally:
+                for line in unused:
+                    self._note(line)
         return resolve_fusion(self.options.fusion, self.options.weights_dirs)[0]
 
     def _open_cache(self) -> None:

@@ -111,6 +111,17 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
         lo = min(lo, unsupported[1])
     lo = max(lo, 0.0)
     k_fp, k_fn = int(np.sum(neg >= hi)), int(np.sum(pos <= lo))
+    # At the ends of the range no threshold is left to move: real photos at a saturated P(AI) of 1.0
+    # are called ai-generated under any band (and AI images at 0.0 likely-real). The band came out
+    # 1.0 / 0.0, its rates above the targets, and nothing said the targets were not met.
+    if k_fp > math.floor(max_fpr * neg.size + 1e-9):
+        notes.append(f"the {100 * max_fpr:g}% false-positive target is not met: {k_fp} of {neg.size} real images "
+                     f"reach P(AI) {hi:g}, which no threshold can leave out (the detectors are certain and wrong "
+                     f"on them)")
+    if k_fn > math.floor(max_fnr * pos.size + 1e-9):
+        notes.append(f"the {100 * max_fnr:g}% false-negative target is not met: {k_fn} of {pos.size} AI images "
+                     f"fall to P(AI) {lo:g}, which no threshold can leave out (the detectors are certain and wrong "
+                     f"on them)")
     return Band(ai=float(hi), real=float(lo), fpr=k_fp / neg.size, fnr=k_fn / pos.size,
                 n_real=int(neg.size), n_ai=int(pos.size), notes=notes)
 
@@ -157,6 +168,9 @@ def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) 
 
 # Fewer images of a class than this cannot support a fit.
 MIN_PER_CLASS = 5
+# A detector whose fitted contribution moves the log-odds by less than this across all its calibration
+# answers carries no information the verdict can use (e^0.001: a 0.1% change in the odds).
+NO_SAY_NATS = 1e-3
 
 
 def check_enough(n_real: int, n_ai: int, min_per_class: int = MIN_PER_CLASS, what: str = "that decode") -> None:
@@ -221,7 +235,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         det_report[n] = {"n": len(xs), "nll_before": _nll(xs_a, ys_a), "nll_after": _nll(cal.logit(xs_a), ys_a)}
         if broken:
             det_report[n]["non_finite"] = broken
-    names = [n for n in names if n in cals]
+    answered, names = names, [n for n in names if n in cals]
     cap = SOFT_EVIDENCE_CAP
     rows, ys = [], []
     for s in items:
@@ -230,6 +244,16 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             rows.append(row)
             ys.append(s.label)
     X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
+    decided = len(items) - len(rows)
+    if decided:
+        # The check above counted these; a fit of the weights and the band on 2 AI images (the other
+        # 18 carried generator parameters) went ahead, and with none it was "train a head first".
+        try:
+            check_enough(int((Y == 0).sum()), int((Y == 1).sum()), min_per_class,
+                         what=f"that decisive evidence does not decide ({decided} left out: rule 3 decides them, "
+                              f"so they say nothing about the weights or the band)")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; calibrate on images without that metadata, such as copies stripped of it") from None
     used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
     if not used or len(set(Y.tolist())) < 2:
         skipped = "".join(f"; {n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r)
@@ -238,6 +262,33 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     from .fusion_fit import constrained_logistic_fit
 
     w, bias = constrained_logistic_fit(X, Y, used, C)
+    # A detector whose weighted logit varies by less than NO_SAY_NATS over the calibration images has
+    # no say, whatever its weight: a random-init probe came out T = 1000, weight 1.1e-4 (3e-6 nats
+    # between its extremes), counted as an opinion, and soft evidence alone gave firm verdicts. Its
+    # column is fixed at 0 and the rest refitted, so it is weighed 0 and `fuse` gives it no say.
+    mute = []
+    for j in range(len(names)):
+        col = X[X[:, j] != 0, j]
+        if w[j] > 0 and (col.size == 0 or w[j] * float(col.max() - col.min()) < NO_SAY_NATS):
+            mute.append(j)
+    if mute:
+        used = [j for j in used if j not in mute]
+        for j in mute:
+            det_report[names[j]]["note"] = (f"its weighted logit varied by less than {NO_SAY_NATS:g} nats over the "
+                                            f"calibration images (weight {w[j]:.3g}): weighed 0, no say")
+        w, bias = constrained_logistic_fit(X, Y, used, C) if used else (np.zeros(X.shape[1]), bias)
+    if answered and not any(w[j] > 0 for j in range(len(names))):
+        # Every detector that answered was dropped or fitted to weight 0 (inverted or uninformative on
+        # this data: temperature and isotonic cannot flip one, so they flatten it). Such a model says
+        # "uncertain" for every file that decisive evidence does not decide, and scans would load it
+        # without a word.
+        why = [f"{n}: weight 0 (log loss {det_report[n]['nll_before']:.3f} before calibration, "
+               f"{det_report[n]['nll_after']:.3f} after" + (f"; {det_report[n]['note']}" if "note" in det_report[n]
+                                                             else "") + ")" for n in names]
+        why += [f"{n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r]
+        raise ValueError(f"no detector carries information on this data, so the fused verdict could never be firm "
+                         f"({'; '.join(why)}); a detector that tells nothing apart here, or whose scores run the "
+                         f"wrong way (dropped, not flipped), has no say: check its head and the labels")
     params: dict[str, Any] = {
         "method": method,
         "detectors": {n: {"calibration": cals[n].to_dict(), "weight": float(w[j]), **det_report[n]}
@@ -258,6 +309,19 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             ps.append(f.p_ai)
             yb.append(s.label)
     band = choose_band(ps, yb, max_fpr=max_fpr, max_fnr=max_fnr)
+    if not names:
+        # Without a calibrated pixel detector fuse averages the detectors by the rules, and this band,
+        # chosen on P(AI) of soft evidence alone (which never decides, rule 4), would judge that
+        # average: a metadata-only fit gave ai >= 0.5000001, and every later scan called a p_ai of
+        # 0.6 ai-generated.
+        band.ai, band.real = RULES_BAND
+        band.fpr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 0] >= band.ai))
+        band.fnr = float(np.mean(np.asarray(ps)[np.asarray(yb) == 1] <= band.real))
+        band.notes = [f"no pixel detector was calibrated, so the band stays the default rules' "
+                      f"{RULES_BAND[0]:g} / {RULES_BAND[1]:g}: soft evidence alone never decides a verdict, and "
+                      f"scans fuse by the rules (evidence weight 1, no bias)"]
+        # What fuse applies to a model without detectors; the fitted numbers were printed and stored as if used.
+        params["evidence_weight"], params["bias"] = 1.0, 0.0
     params["ai_threshold"], params["real_threshold"] = band.ai, band.real
     threshold = {**band.to_dict(), "max_fpr": max_fpr, "max_fnr": max_fnr}
     from .evaluate.metrics import binary_metrics, clean
@@ -278,6 +342,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
     """Write the fusion artifact: a head folder (detector "fusion") whose
     manifest holds every fitted number and the data it was fitted on."""
     from .heads import save_head
+    from .report.safe import clean
 
     p = fitted["params"]
     names = list(p["detectors"])
@@ -288,5 +353,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
                                 "fitted_on": dict(data)},
                 "metrics": fitted["metrics"], "data": dict(data), "source": source or "aiidetect calibrate",
                 "license": "same as the data it was fitted on"}
+    # Folder names and the command line need not be UTF-8: json.dumps wrote their bytes as lone
+    # surrogate escapes ("\udcff"), which strict parsers refuse, and `calibrate -f json` printed U+FFFD.
     return save_head(out_dir, {"weights": np.asarray(w, dtype=np.float32),
-                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, manifest)
+                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, clean(manifest))

@@ -22,6 +22,7 @@ uncertain band chosen on calibration data.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -133,14 +134,14 @@ def _number(m: Mapping[str, Any], key: str, lo: float | None = None, hi: float |
     return float(v)
 
 
-def _flips(block: Any) -> bool:
+def _platt_slope(block: Any) -> float | None:
     from .probability import Calibrator
 
     try:
         cal = Calibrator.from_dict(block)
     except ValueError:
-        return False  # unreadable: fuse drops it per file, with a note
-    return cal.method == "platt" and cal.params["a"] < 0
+        return None  # unreadable: fuse drops it per file, with a note
+    return float(cal.params["a"]) if cal.method == "platt" else None
 
 
 def check_model(model: Mapping[str, Any] | None) -> None:
@@ -158,6 +159,14 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     if not isinstance(model, Mapping):
         raise ValueError(f"a fusion model is a JSON object, not {type(model).__name__}")
     if model.get("detector") == FUSION_DETECTOR:
+        from .heads import HEAD_FORMAT_VERSION
+
+        fv = model.get("format_version", HEAD_FORMAT_VERSION)
+        if isinstance(fv, bool) or not isinstance(fv, int) or not 1 <= fv <= HEAD_FORMAT_VERSION:
+            # A later format may give the same keys another meaning: read as this one, its numbers
+            # would decide verdicts they were never fitted for.
+            raise ValueError(f"its format_version {fv!r} is not one this aiidetect reads "
+                             f"(1 to {HEAD_FORMAT_VERSION}); written by a newer version, or edited")
         if not isinstance(model.get("params"), Mapping):
             raise ValueError("its 'params' must be a JSON object")
         if model.get("threshold") is not None and not isinstance(model["threshold"], Mapping):
@@ -165,8 +174,15 @@ def check_model(model: Mapping[str, Any] | None) -> None:
     m = normalize_model(model)
     # A missing side takes its default in fuse. A side that crosses 0.5 would
     # call a file the less likely class (and is how an inverted band shows).
-    _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
-    _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
+    ai = _number(m, "ai_threshold", 0.5, 1.0, null_ok=True)
+    real = _number(m, "real_threshold", 0.0, 0.5, null_ok=True)
+    if model.get("detector") == FUSION_DETECTOR and not m.get("detectors") and (
+            (ai is not None and ai < DEFAULT_AI_THRESHOLD) or (real is not None and real > DEFAULT_REAL_THRESHOLD)):
+        # No detector calibrated, so fuse averages the pixel detectors by the rules and this band judges that
+        # average; calibrate used to write one fitted on soft evidence alone (ai >= 0.5000001).
+        raise ValueError(f"it calibrates no pixel detector, yet its band ({ai} / {real}) is narrower than the "
+                         f"default rules' {DEFAULT_AI_THRESHOLD:g} / {DEFAULT_REAL_THRESHOLD:g}: a band fitted "
+                         f"without a pixel detector cannot judge their average; recalibrate with one")
     dets = m.get("detectors")
     if dets is not None:
         if not isinstance(dets, Mapping):
@@ -178,12 +194,42 @@ def check_model(model: Mapping[str, Any] | None) -> None:
                 _number(d, "weight", 0.0)
             except ValueError as exc:
                 raise ValueError(f"detector {name!r}: {exc}") from None
-            if _flips(d.get("calibration")):
+            a = _platt_slope(d.get("calibration"))
+            if a is not None and a < 0:
                 raise ValueError(f"detector {name!r}: its calibration has a negative slope, which turns the detector "
                                  f"upside down (calibrate drops a detector that looks inverted)")
+            if a == 0 and d.get("weight", 1.0) != 0:
+                # Every answer maps to the same logit: a constant that counted as the detector's opinion, so
+                # soft evidence beside it gave firm verdicts (calibrate drops a detector of slope 0).
+                raise ValueError(f"detector {name!r}: its calibration has slope 0, so its answer would not matter "
+                                 f"while it still counted as an opinion")
+        if dets and all(d.get("weight", 1.0) == 0 for d in dets.values()):
+            # What calibrate wrote when every detector came out inverted or uninformative (it now refuses):
+            # no detector has a say, so every file that decisive evidence does not decide is uncertain.
+            raise ValueError(f"every detector in it has weight 0 ({', '.join(map(str, dets))}), so no verdict "
+                             "could ever be firm; recalibrate")
     _number(m, "evidence_weight", 0.0, 1.0)
     _number(m, "bias")
-    _number(m, "soft_evidence_cap", 0.0)
+    # Rule 4 holds with a model: soft evidence moves the odds by at most SOFT_EVIDENCE_CAP, which is
+    # what calibrate writes; a larger cap let metadata outweigh the pixel detectors.
+    _number(m, "soft_evidence_cap", 0.0, SOFT_EVIDENCE_CAP)
+
+
+def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -> str | None:
+    """One line for the run, when pixel detectors that will run are unknown to a fitted model: each
+    record said "not in the fusion model, ignored", and a scan whose heads were all renamed or added
+    after calibrating gave every file "uncertain" without a word on the run."""
+    m = normalize_model(model)
+    if not m.get("detectors"):
+        return None
+    missing = [d.name for d in detectors
+               if getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
+    if not missing:
+        return None
+    known = ", ".join(map(str, m["detectors"]))
+    return (f"the fusion model {m.get('name') or ''} calibrates {known}, not {', '.join(missing)}: "
+            f"{'their answers have' if len(missing) > 1 else 'its answers have'} no say in the verdicts; "
+            f"run `aiidetect calibrate` with {'them' if len(missing) > 1 else 'it'} (or --fusion none for the rules)")
 
 
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -207,6 +253,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # Pixel detectors.
     fitted = bool(m.get("detectors"))
     z_pix = 0.0
+    # Pixel detectors with a say: a fitted weight of 0 is the model's word that the detector carried no
+    # information on its calibration data; counting it as an opinion let soft evidence alone decide.
+    said: set[str] = set()
     if pixel:
         if fitted:
             from .probability import Calibrator
@@ -221,16 +270,24 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 except (ValueError, KeyError, TypeError) as exc:  # a hand-edited model must not stop the scan
                     notes.append(f"{name}: calibration in the fusion model unreadable ({exc}), ignored")
                     continue
-                z = float(cal.logit(detector_input(r)))
-                c = float(dp.get("weight", 1.0)) * z
+                w = float(dp.get("weight", 1.0))
+                c = w * float(cal.logit(detector_input(r)))
+                if not math.isfinite(c):
+                    # Finite but huge numbers in a hand-edited model (T = 1e-320, weight 1e308) overflow:
+                    # +inf and -inf gave p_ai NaN, written as null with "uncertain", like no opinion at all.
+                    notes.append(f"{name}: its weighted logit in the fusion model is not finite ({c!r}), ignored")
+                    continue
                 contrib[name] = c
                 z_pix += c
+                if w > 0:
+                    said.add(name)
         else:
             zs = {name: _logit(r.p_ai) for name, r in pixel.items()}
             for name, z in zs.items():
                 contrib[name] = z / len(zs)
             z_pix = sum(contrib.values())
-    n_pixel = sum(1 for k in contrib if k in pixel)
+            said = set(zs)
+    n_pixel = len(said)
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -264,6 +321,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
+    mute = [k for k in contrib if k in pixel and k not in said]
+    if mute:
+        notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "
+                     "no say in the verdict")
     if n_pixel == 0 and not soft:
         why = "no detector had an opinion"
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
@@ -276,7 +337,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         verdict = "uncertain"
         notes.append("only soft metadata evidence: it shifts the odds but cannot decide alone")
     else:
-        verdict = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
+        # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
+        # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
+        verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
 
 
@@ -327,25 +390,35 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     return notes + lines
 
 
-def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None) -> dict[str, Any] | None:
+def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None,
+                      notes: list[str] | None = None) -> dict[str, Any] | None:
     """The first fusion artifact (a head folder whose manifest says detector
     "fusion") in the weights search path, as its manifest; None if there is none.
     ValueError when that manifest fails :func:`check_model`, or when none is
     readable but a manifest that cannot be parsed says it is one: the caller
     decides whether to stop or fall back to the rules, never this function
-    by skipping to another model or to none."""
+    by skipping to another model or to none. Pass a list as `notes` to get a
+    line for each other fusion model found and not used."""
     import re
 
     from .heads import MANIFEST, find_heads, weights_dirs
 
     broken: list[tuple[Path, str]] = []
-    for path, manifest in find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken):
-        if name is None or manifest.get("name") == name:
-            try:
-                check_model(manifest)
-            except ValueError as exc:
-                raise ValueError(f"fusion model {path}: {exc}") from None
-            return {**manifest, "path": str(path)}
+    found = [(path, manifest) for path, manifest in
+             find_heads(weights_dirs(list(dirs or [])), detector=FUSION_DETECTOR, unreadable=broken)
+             if name is None or manifest.get("name") == name]
+    if found:
+        path, manifest = found[0]
+        if notes is not None:
+            # Calibrating under a second --name (docs/evaluation.md does, per benchmark) left every scan on
+            # whichever folder sorts first, the new model unused, and only the summary line naming it.
+            notes.extend(f"fusion model {other} is not used: {path} is found first (one fusion model decides "
+                         f"the verdicts; --fusion PATH chooses another)" for other, _ in found[1:])
+        try:
+            check_model(manifest)
+        except ValueError as exc:
+            raise ValueError(f"fusion model {path}: {exc}") from None
+        return {**manifest, "path": str(path)}
     # A fusion model with a typo in its JSON was skipped like any unreadable
     # head, and scans went on under the rules without a word. Its text still
     # says what it is.

@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -328,10 +329,18 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
 
     p = Path(head_dir) / MANIFEST
     try:
-        size = p.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise HeadError(f"cannot read {p}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
-        m = loads_foreign(p.read_text())
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            # `--fusion DIR` whose manifest.json was a FIFO waited for a writer for ever; one linked to
+            # /dev/zero (size 0) was read until memory ran out.
+            raise HeadError(f"cannot read {p}: not a regular file")
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise HeadError(f"cannot read {p}: {st.st_size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)  # a file that grew after the stat is cut off here
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise HeadError(f"cannot read {p}: more than a manifest's {MAX_MANIFEST_BYTES} bytes")
+        m = loads_foreign(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
     # Every reader indexes these without checking (a manifest of `5`, a dict as the name or a list

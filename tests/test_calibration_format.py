@@ -191,3 +191,27 @@ def test_a_linear_head_with_an_unreadable_calibration_fails_at_load(tmp_path):
     assert ok.p_ai(0.25) == sigmoid_float(1.0)
     with pytest.raises(ValueError, match="slope 'a'"):
         LinearHead.from_head(head(tmp_path / "bad", {"method": "platt", "b": 0.5}))
+
+
+def test_a_large_isotonic_block_is_read_once_not_per_file():
+    """fuse reads the fusion model's calibration blocks for every file: 200,000 isotonic knots (a
+    large calibration set, or a hostile 5 MB manifest) cost a third of a second per file, checked
+    and converted again each time."""
+    import time
+
+    from aiidetect.fusion import fuse
+    from aiidetect.records import DetectorResult
+
+    n = 200_000
+    x = np.linspace(-8, 8, n).tolist()
+    p = np.linspace(0.001, 0.999, n).tolist()
+    model = {"detectors": {"a": {"weight": 1.0, "calibration": {"method": "isotonic", "x": x, "p": p}}},
+             "ai_threshold": 0.9, "real_threshold": 0.1}
+    first = fuse({"a": DetectorResult("ok", p_ai=0.7)}, model)
+    t = time.perf_counter()
+    for _ in range(50):
+        again = fuse({"a": DetectorResult("ok", p_ai=0.7)}, model)
+    assert (time.perf_counter() - t) / 50 < 0.005 and again.p_ai == first.p_ai
+    # an edited block (new lists) is read anew, not served from what was read before
+    model["detectors"]["a"]["calibration"] = {"method": "isotonic", "x": x, "p": [0.5] * n}
+    assert fuse({"a": DetectorResult("ok", p_ai=0.7)}, model).p_ai == pytest.approx(0.5)

@@ -144,15 +144,21 @@ def _edit(path: str, value):
     ("params.evidence_weight", 1e300, "evidence_weight must lie in [0.0, 1.0]"),
     ("params.soft_evidence_cap", math.nan, "soft_evidence_cap must be a finite number"),
     ("params.soft_evidence_cap", -2.0, "soft_evidence_cap must lie in"),
+    ("params.soft_evidence_cap", 1e300, "soft_evidence_cap must lie in [0.0, 2.0]"),   # rule 4's cap, lifted
     ("params.detectors.linear.weight", -5.0, "detector 'linear': weight must lie in [0.0, inf]"),
     ("params.detectors.linear.weight", math.nan, "detector 'linear': weight must be a finite number"),
     ("params.detectors.linear.weight", "heavy", "detector 'linear': weight must be a finite number"),
     ("params.detectors.linear", "x", "detector 'linear': its entry must be a JSON object"),
     ("params.detectors.linear.calibration", {"method": "platt", "a": -1.8, "b": 0.0}, "negative slope"),
+    ("params.detectors.linear.calibration", {"method": "platt", "a": 0.0, "b": 3.0}, "has slope 0, so its answer"),
     ("params.detectors", [1, 2], "'detectors' must map detector names"),
     ("params", "x", "'params' must be a JSON object"),
     ("params", KeyError, "'params' must be a JSON object"),
     ("threshold", "x", "'threshold' must be a JSON object"),
+    ("params.detectors.linear.weight", 0.0, "every detector in it has weight 0 (linear), so no verdict could"),
+    ("format_version", 2, "its format_version 2 is not one this aiidetect reads (1 to 1)"),   # a later format
+    ("format_version", "1", "its format_version '1' is not one this aiidetect reads"),
+    ("format_version", True, "its format_version True is not one"),
 ])
 def test_a_hostile_fusion_model_is_refused_naming_the_number(path, value, says):
     """Each of these, read by fuse as it was, gave nonsense or a crash per file:
@@ -204,6 +210,62 @@ def test_a_non_finite_detector_output_drops_out_and_says_so():
         assert any(r.startswith("a: non-finite output") for r in out.reasons)
     alone = fuse({"a": ok(nan)})
     assert alone.p_ai is None and alone.verdict == "uncertain"
+
+
+def test_a_fusion_model_without_detectors_may_not_narrow_the_rules_band():
+    """What calibrate wrote on metadata alone: no detector calibrated, a band chosen on soft
+    evidence (0.5000001 / 0.4999999); fuse then averaged the pixel detectors by the rules and judged
+    them by that band, so p_ai 0.6 was ai-generated. A plain band dict still sets the band."""
+    from aiidetect.fusion import check_model
+
+    stale = {"name": "f", "detector": "fusion", "params": {"detectors": {}, "evidence_weight": 1.0, "bias": -0.4,
+                                                           "ai_threshold": 0.5000001, "real_threshold": 0.4999999}}
+    with pytest.raises(ValueError, match=r"calibrates no pixel detector, yet its band .* is narrower than"):
+        check_model(stale)
+    stale["params"].update(ai_threshold=0.95, real_threshold=0.05)
+    check_model(stale)
+    check_model({"ai_threshold": 0.6, "real_threshold": 0.4})
+
+
+def test_a_coin_flip_is_uncertain_under_any_band():
+    """check_model lets a band touch 0.5 (a plain {0.5, 0.5} band decides everything else); p_ai 0.5
+    itself was called ai-generated under it."""
+    for band in ({"ai_threshold": 0.5, "real_threshold": 0.5},
+                 {"name": "x", "detector": "fusion", "params": {"ai_threshold": 0.5, "real_threshold": 0.3}}):
+        assert fuse({"a": ok(0.5)}, band).verdict == "uncertain"
+        assert fuse({"a": ok(0.51)}, band).verdict == "ai-generated"
+    assert fuse({"a": ok(0.49)}, {"ai_threshold": 0.5, "real_threshold": 0.5}).verdict == "likely-real"
+
+
+def test_a_detector_the_model_weighs_at_zero_is_no_opinion():
+    """calibrate gives an inverted or uninformative detector weight 0; it still counted as a pixel
+    opinion, so soft metadata evidence alone decided: the same p_ai was ai-generated beside it and
+    uncertain without it (rule 4)."""
+    model = {"detectors": {"lin": {"calibration": {"method": "temperature", "T": 1000.0}, "weight": 0.0}},
+             "evidence_weight": 1.0, "bias": 1.5, "ai_threshold": 0.6, "real_threshold": 0.4}
+    soft = meta(Evidence("exif.none", "ai", 1.5, "no EXIF"))
+    out = fuse({"lin": ok(0.9), "metadata": soft}, model)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(fuse({"metadata": soft}, model).p_ai)
+    assert any("lin: weight 0 in the fusion model" in r for r in out.reasons)
+    alone = fuse({"lin": ok(0.9)}, model)
+    assert alone.p_ai is None and alone.verdict == "uncertain"
+    model["detectors"]["lin"]["weight"] = 0.5
+    assert fuse({"lin": ok(0.9), "metadata": soft}, model).verdict == "ai-generated"
+
+
+def test_a_model_whose_numbers_overflow_drops_the_detector_not_the_verdict():
+    """Finite but huge numbers pass the load check; weight 1e308 (or T = 1e-320) made the weighted
+    logits +inf and -inf, p_ai NaN, and the record said p_ai null, uncertain, as if nobody had an
+    opinion, with "+inf nats" among the reasons."""
+    huge = {"calibration": {"method": "none"}, "weight": 1e308}
+    tiny_t = {"calibration": {"method": "temperature", "T": 1e-320}, "weight": 1.0}
+    sane = {"calibration": {"method": "none"}, "weight": 1.0}
+    for bad in (huge, tiny_t):
+        model = {"detectors": {"a": bad, "b": bad, "c": sane}, "ai_threshold": 0.9, "real_threshold": 0.1}
+        out = fuse({"a": ok(0.9), "b": ok(0.1), "c": ok(0.02)}, model)
+        assert out.p_ai == pytest.approx(0.02) and out.verdict == "likely-real"
+        assert set(out.contributions) == {"c"} and all(math.isfinite(v) for v in out.contributions.values())
+        assert any(r.startswith("a: its weighted logit in the fusion model is not finite") for r in out.reasons)
 
 
 def test_a_numpy_number_is_an_answer_like_a_float():

@@ -76,3 +76,48 @@ def test_a_fusion_model_with_a_json_typo_is_not_skipped_in_silence(tmp_path):
     (head / "manifest.json").write_text('{"name": ["fusion"], "detector": "fusion", "params": {}}')
     r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
     assert r.returncode == 0 and "'name' must be a string" in r.stderr and "unhashable" not in r.stderr
+
+
+def test_a_fusion_manifest_that_is_no_regular_file_is_refused_at_once(tmp_path):
+    """`--fusion DIR` whose manifest.json is a FIFO waited for a writer for ever; one linked to
+    /dev/zero reports size 0 and was read until memory ran out."""
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    fifo, zero = tmp_path / "fifo", tmp_path / "zero"
+    fifo.mkdir()
+    os.mkfifo(fifo / "manifest.json")
+    zero.mkdir()
+    (zero / "manifest.json").symlink_to("/dev/zero")
+    for head in (fifo, zero):
+        try:
+            r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--fusion", str(head), timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{head}: still reading after 30 s") from None
+        assert r.returncode == 2 and r.stdout == ""
+        assert f"cannot read {head / 'manifest.json'}: not a regular file" in r.stderr
+
+
+def test_a_second_fusion_model_is_named_as_unused_by_scan_eval_and_calibrate(tmp_path):
+    """Calibrating under a second --name (docs/evaluation.md does, per benchmark) left scans on the
+    folder that sorts first; the new model went unused and only the summary line named the other."""
+    from PIL import Image
+
+    img = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(img)
+    w = tmp_path / "weights"
+    for name in ("fusion-a", "fusion-b"):
+        (w / name).mkdir(parents=True)
+        (w / name / "manifest.json").write_text(json.dumps({"name": name, "detector": "fusion", "params": {}}))
+    env = {"AIIDETECT_WEIGHTS": str(w)}
+    r = run_cli("scan", str(img), "-d", "metadata", "-f", "jsonl", "--no-cache", env=env)
+    assert r.returncode == 0 and strict_loads(r.stdout)["fusion"]["path"] == str(w / "fusion-a")
+    assert f"note: fusion model {w / 'fusion-b'} is not used: {w / 'fusion-a'} is found first" in r.stderr
+    from aiidetect.api import resolve_fusion
+
+    assert f"fusion model {w / 'fusion-b'} is not used" in resolve_fusion(None, [w])[1]   # eval's run.fusion
+

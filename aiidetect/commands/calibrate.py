@@ -80,6 +80,8 @@ def calibrate_cmd(
     summary["decode_errors"] = sum(1 for s in scored if s.error)
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)
+    if not quiet:
+        _say_which_model_scans_use(err, path, backbone_opts.weights_dir)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]
     if fmt == JsonFormat.json:
         from ..report.safe import dumps
@@ -96,7 +98,8 @@ def calibrate_cmd(
     for n, d in p["detectors"].items():
         lines.append(f"  {n}: {d['calibration']['method']} {json.dumps({k: v for k, v in d['calibration'].items() if k not in ('method', 'x', 'p')})}"
                      f" weight {d['weight']:+.3f}, log loss {d['nll_before']:.3f} -> {d['nll_after']:.3f} (n={d['n']})"
-                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else ""))
+                     + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else "")
+                     + (f"; {d['note']}" if d.get("note") else ""))
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
@@ -105,6 +108,25 @@ def calibrate_cmd(
                  f"{100 * m['real_called_ai']:.1f}%, AI called real {100 * m['ai_called_real']:.1f}%; "
                  f"measure held-out data with `aiidetect eval`")
     typer.echo("\n".join(lines))
+
+
+def _say_which_model_scans_use(err, path: Path, weights_dir) -> None:
+    """`scan` and `eval` take the first fusion model in the weights folders: a model written under a
+    new --name, or outside them with -o, is not the one they use, and nothing said so."""
+    import os
+
+    from ..fusion import load_fusion_model
+    from ..heads import weights_dirs
+
+    try:
+        used = load_fusion_model(weights_dirs(list(weights_dir or [])))
+    except ValueError as exc:
+        err.print(f"note: scans will not load a fusion model by themselves: {exc}", highlight=False, markup=False)
+        return
+    if used is None or os.path.realpath(used["path"]) != os.path.realpath(path):
+        which = f"{used['path']}, found first in the weights folders" if used else "no fusion model (the default rules)"
+        err.print(f"note: scan and eval use {which}, not this model; pass --fusion {path} to use it",
+                  highlight=False, markup=False)
 
 
 def _pct(x) -> str:

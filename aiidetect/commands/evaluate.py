@@ -54,7 +54,7 @@ def evaluate_cmd(
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
     from ..evaluate import evaluate, parse, parse_all
-    from ..evaluate.report import print_tables, write_outputs
+    from ..evaluate.report import check_out_dir, print_tables, write_outputs
 
     err = stderr_console()
     from ..evaluate.protocol import PROTOCOLS
@@ -69,6 +69,8 @@ def evaluate_cmd(
             if len(ps) != 1:
                 fail("--normalize takes one condition, e.g. jpeg:96")
             norm = ps[0]
+        if out is not None:
+            check_out_dir(out, data)
     except ValueError as exc:
         fail(str(exc))
     with library_errors():
@@ -81,6 +83,10 @@ def evaluate_cmd(
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
                                              f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), "
                                              f"{n_cond} condition(s); fusion: {fusion_desc}")
+        from ..fusion import unmodelled_note
+
+        if (note := unmodelled_note(model, dets)) is not None:
+            err.print(f"note: {note}", highlight=False, markup=False)
     progress_state = {"cond": None, "done": 0}
 
     def progress(cond: str, k: int):
@@ -105,13 +111,18 @@ def evaluate_cmd(
         first = f"; first: {bad[0]['file']}: {bad[0]['error']}" if bad else ""
         fail(f"none of the {raw.get('n_items', len(items))} labelled images could be scored "
              f"({raw.get('n_decode_errors', 0)} unreadable{first}); nothing was evaluated")
+    if out:
+        # Before the tables: a run whose files could not be written fails with nothing on stdout.
+        try:
+            files = write_outputs(out, result, columns, make_plots=plots)
+        except OSError as exc:
+            fail(f"cannot write the outputs to {out}: {exc.strerror or exc}"
+                 + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""))
+        if not quiet:
+            err.print(f"wrote {', '.join(files)} to {out}", highlight=False)
     if fmt == JsonFormat.table:
         # Wide tables when piped: the numbers matter more than an 80-column layout.
         print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))
-    if out:
-        files = write_outputs(out, result, columns, make_plots=plots)
-        if not quiet:
-            err.print(f"wrote {', '.join(files)} to {out}", highlight=False)
     if fmt == JsonFormat.json:
         from ..report.safe import dumps
 

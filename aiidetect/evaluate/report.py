@@ -1,6 +1,7 @@
 """Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -186,9 +187,10 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
 
 
 def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> None:
+    from ..report.output import atomic_output
     from ..report.safe import CsvRows
 
-    with open(path, "w", newline="") as f:
+    with atomic_output(path) as f:
         w = None
         for cond, cols in columns_by_cond.items():
             names = list(cols["p"])
@@ -266,13 +268,45 @@ def _legend(ax, loc: str) -> None:
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    from ..report.output import atomic_output
+
+    try:
+        with atomic_output(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return str(path)
+
+
+def check_out_dir(out: str | os.PathLike, data: Sequence[str | os.PathLike] = ()) -> None:
+    """ValueError when `--out-dir` cannot take the outputs: said before the detectors score every
+    image (a file there ended an evaluation of hours with FileExistsError, after its tables). Inside
+    a DATA folder the plots would become labelled images of the next run (data/real/out/roc_raw.png
+    is a real photo to `eval data`)."""
+    real = Path(os.path.realpath(out))
+    for d in data:
+        if os.path.isdir(d):
+            root = os.path.realpath(d)
+            if str(real) == root or str(real).startswith(root.rstrip(os.sep) + os.sep):
+                raise ValueError(f"--out-dir {out} lies inside the data folder {d}: its plots would be read as "
+                                 "images of the data next time; write the outputs elsewhere")
+    if real.exists() and not real.is_dir():
+        raise ValueError(f"--out-dir {out} is a file; give a folder (new or existing)")
+    above = real
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ValueError(f"--out-dir {out} cannot be made: {above} is a file")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(f"--out-dir {out} cannot be written: no permission to write in {above}")
 
 
 def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[str, Mapping[str, Any]],
                   make_plots: bool = True) -> list[str]:
+    """Every file is written beside its name and renamed onto it when complete (report.output), so a
+    run that fails part way (a full disk, Ctrl-C) leaves the previous run's file, not half of one."""
+    from ..report.output import atomic_output
+
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if make_plots:
@@ -283,7 +317,9 @@ def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[st
     # Generator names and paths come from folder names, which need not be
     # UTF-8: strict JSON and a writable summary, never a lone surrogate
     # (summary.md died on one with UnicodeEncodeError, after the tables).
-    (out / "metrics.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "summary.md").write_text(clean_str(summary_markdown(result)), encoding="utf-8")
+    with atomic_output(out / "metrics.json") as f:
+        f.write(dumps(result, indent=2) + "\n")
+    with atomic_output(out / "summary.md") as f:
+        f.write(clean_str(summary_markdown(result)))
     write_scores(out / "scores.csv", columns_by_cond)
     return ["metrics.json", "summary.md", "scores.csv"] + files

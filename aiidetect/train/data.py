@@ -215,7 +215,34 @@ def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item
     if not items:
         raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
                          + (f" (GenImage split {split!r})" if "genimage" in layouts else ""))
+    _refuse_repeats(items, sources)
+    fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
+    if fake_real:
+        # "real" names the real images' row wherever images are grouped by generator: eval's table
+        # showed this generator's detection rate as the real photos' accuracy.
+        raise ValueError(f"{len(fake_real)} AI image(s) have the generator name 'real' (first: {fake_real[0]}), "
+                         "which names the real images; rename that generator")
     return items
+
+
+def _refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path]) -> None:
+    """ValueError when one image comes from two sources (a folder given twice, a manifest beside the
+    folder it lists, GenImage at two levels): as with a file listed twice in a manifest, doubling
+    images in silence changes every number, and calibrate's band read 12 AI images given twice as
+    the 20 a 5% false-negative target needs."""
+    if len(sources) < 2:
+        return  # one source lists each file once (a manifest refuses its own repeats)
+    seen: set[str] = set()
+    repeats: list[str] = []
+    for it in items:
+        key = os.path.normpath(os.path.abspath(it.path))
+        if key in seen:
+            repeats.append(it.path)
+        seen.add(key)
+    if repeats:
+        more = f" and {len(repeats) - 3} more" if len(repeats) > 3 else ""
+        raise ValueError(f"{len(repeats)} image(s) come from more than one of the data sources "
+                         f"({', '.join(map(str, sources))}): {', '.join(repeats[:3])}{more}; give each image once")
 
 
 REAL_LABELS = ("real", "0")
@@ -239,6 +266,11 @@ def _from_manifest(csv_path: Path) -> list[Item]:
             if "file" not in header or "label" not in header:
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
                                  f"[,subset]); its first line has {header or 'nothing'}")
+            twice = sorted({h for h in header if h in ("file", "label", "generator", "subset") and header.count(h) > 1})
+            if twice:
+                # Each row kept the last of them: "a.png,real,ai" was an AI image, without a word.
+                raise ValueError(f"{csv_path}: its first line names the column(s) {', '.join(twice)} more than "
+                                 "once; which one holds the value is anyone's guess")
             for cells in reader:
                 if not any(c.strip() for c in cells):
                     continue

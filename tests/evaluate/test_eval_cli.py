@@ -155,6 +155,70 @@ def test_calibrate_then_eval_uses_the_fusion_model(dataset, tmp_path, weights_di
     assert m["conditions"][0]["fused"]["band"]["ai"] == pytest.approx(man["threshold"]["ai"])
 
 
+def test_an_out_dir_that_cannot_take_the_outputs_is_said_first_and_a_failed_write_keeps_the_last(
+        dataset, tmp_path, monkeypatch):
+    """`-o` naming a file: the detectors scored every image and the tables were printed, then
+    "FileExistsError: File exists", exit 2. A write that failed part way (a full disk) left half a
+    metrics.json or summary.md over the previous run's, and the tables on stdout."""
+    calls = []
+    monkeypatch.setattr(Brightness, "predict", lambda self, s, f: calls.append(1) or [])
+    (tmp_path / "afile").write_text("keep me")
+    for out in ("afile", "afile/sub"):
+        r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(tmp_path / out), "--fusion", "none", "-q")
+        assert r.exit_code == 2 and r.stdout == "" and not calls, r.output
+        assert "--out-dir" in r.stderr and "is a file" in r.stderr and "Traceback" not in r.stderr
+    # inside the data: the plots became real photos of the next run
+    r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(dataset / "real" / "out"), "--fusion", "none", "-q")
+    assert r.exit_code == 2 and not calls and "lies inside the data folder" in r.stderr
+    assert not (dataset / "real" / "out").exists()
+    assert (tmp_path / "afile").read_text() == "keep me"
+    monkeypatch.undo()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "scores.csv").write_text("the last run's scores")
+
+    def full(self, row):
+        raise OSError(28, "No space left on device")
+
+    from aiidetect.report.safe import CsvRows
+
+    monkeypatch.setattr(CsvRows, "writerow", full)
+    r = cli("eval", str(dataset), "-d", "fakebright", "-o", str(out), "--fusion", "none", "--no-plots", "-q")
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert f"cannot write the outputs to {out}: No space left on device" in r.stderr
+    assert (out / "scores.csv").read_text() == "the last run's scores"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_calibrate_says_when_scans_will_not_use_the_model_it_wrote(dataset, tmp_path, weights_dir):
+    """scan and eval take the first fusion model in the weights folders: one written with -o elsewhere,
+    or under a --name that sorts after another, was not used, and calibrate said nothing of it."""
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "--name", "fusion-b")
+    assert r.exit_code == 0 and "not this model" not in r.stderr, r.output
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-o", str(tmp_path / "elsewhere"))
+    assert r.exit_code == 0, r.output
+    assert (f"note: scan and eval use {weights_dir / 'fusion-b'}, found first in the weights folders, not this "
+            f"model; pass --fusion {tmp_path / 'elsewhere'} to use it") in " ".join(r.stderr.split())
+
+
+def test_a_detector_the_fusion_model_does_not_know_is_named_for_the_run(dataset, tmp_path, weights_dir):
+    """A head added or renamed after calibrating: every record said "not in the fusion model, ignored"
+    and the run said nothing, with every verdict resting on the others (here: on none, all uncertain)."""
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-o", str(tmp_path / "fz"), "-q")
+    assert r.exit_code == 0, r.output
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", str(tmp_path / "fz"), "-f", "json")
+    said = " ".join(r.stderr.split())
+    assert r.exit_code == 0 and "note: the fusion model fusion calibrates fakebright, not fakenan: its answers " \
+                                "have no say in the verdicts" in said, said
+    r = cli("eval", str(dataset), "-d", "fakebright", "--fusion", str(tmp_path / "fz"), "-f", "json")
+    assert r.exit_code == 0 and "no say" not in r.stderr
+    from aiidetect.api import ScanOptions, Scanner
+
+    notes = []
+    sc = Scanner(ScanOptions(detectors=["fakenan"], fusion=str(tmp_path / "fz"), cache=False), on_note=notes.append)
+    assert sc.fusion is not None and any("calibrates fakebright, not fakenan" in n for n in notes), notes
+
+
 def test_usage_errors_exit_2(dataset):
     assert cli("eval", str(dataset), "--perturb", "jpeg:500").exit_code == 2
     assert cli("eval", "/nonexistent/data").exit_code == 2
