@@ -245,14 +245,25 @@ def _connect(ray, address: str | None) -> None:
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
         ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
-        hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
-                "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
-        raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
-                             f"{type(exc).__name__}: {exc}{hint}") from None
+        raise RayUnavailable(_init_failed(address, exc)) from None
     finally:
         if term is not None:
             signal.signal(signal.SIGTERM, term)
     _route_ray_prints(ray)
+
+
+def _init_failed(address: str | None, exc: Exception) -> str:
+    """Why ray.init failed, and what to do about it."""
+    if address == "auto" and "Could not find any running Ray instance" in str(exc):
+        # Ray's own text names its CLI's `--address` flag; the token hint fitted a head that refused us,
+        # not a head that is not there.
+        return ("--engine ray --address auto: no Ray cluster is running on this machine (no $RAY_ADDRESS, no head "
+                "started here by `ray start --head`); start one with `ray start --head --port=6379`, give a "
+                "head's address (--address HOST:6379 or ray://HOST:10001), or leave out --address to run Ray on "
+                "this machine alone (docs/scale.md)")
+    hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
+            "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
+    return f"cannot start or reach Ray at {address or 'a local instance'}: {type(exc).__name__}: {exc}{hint}"
 
 
 class _ModelStage:

@@ -418,3 +418,27 @@ def test_connecting_keeps_the_commands_sigterm_handler(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_address_auto_with_no_cluster_says_so_not_token(monkeypatch):
+    """`--address auto` with no cluster running printed Ray's advice about its own CLI's `--address` flag
+    and a hint that a token was missing: neither was what was wrong."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    def init(**kw):  # what ray.init("auto") raises when no head runs here (ray._private.services)
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray_engine, "_probe", lambda address: None)
+    with pytest.raises(ray_engine.RayUnavailable) as got:
+        ray_engine._connect(SimpleNamespace(is_initialized=lambda: False, init=init), "auto")
+    msg = str(got.value)
+    assert "no Ray cluster is running" in msg and "ray start --head" in msg and "leave out --address" in msg
+    assert "token" not in msg and "`--address` flag" not in msg
+    import inspect
+
+    import ray._private.services as services  # the text matched is Ray's own
+
+    assert "Could not find any running Ray instance" in inspect.getsource(services)
