@@ -544,13 +544,15 @@ class Scanner:
         try:
             if session is not None:
                 pipe.prior = session.prior
-                if self.options.engine != "ray":  # the cluster's tasks read the files elsewhere
-                    pipe.guard = session.guard_reads()
+                # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
+                # but asks it which files are set aside, and gives it the files whose worker died.
+                pipe.guard = session.guard_reads()
                 if session.crashed:
                     then = ("each is read alone this time, and not again if this run ends there too"
-                            if pipe.guard is not None else
-                            "read as any other by this run (with --engine ray, or where the store's folder takes no "
-                            "new file)")
+                            if pipe.guard is not None and self.options.engine != "ray" else
+                            "each is read in a Ray worker process this time, whose death costs the file its record "
+                            "(`crashed`), not the scan" if pipe.guard is not None else
+                            "read as any other by this run (the store's folder takes no new file)")
                     self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
                                f"file(s) (a crash, the out-of-memory killer or kill -9): {then}: "
                                f"{', '.join(session.crashed[:5])}" + (" ..." if len(session.crashed) > 5 else ""))

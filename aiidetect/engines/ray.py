@@ -293,7 +293,12 @@ def _decode_stage(half, finish: bool):
         if machine_id() != listed_on:  # another node: its device numbers for the share are its own
             for c in cands:
                 c.ident = None
-        samples = half.decode_many(cands, batch["i"])
+        try:
+            samples = half.decode_many(cands, batch["i"])
+        except Exception as exc:  # noqa: BLE001 - a bug, in records: a lost block must mean a worker that died
+            why = f"{type(exc).__name__}: {exc}"
+            samples = [Sample(index=int(i), path=c.path, record=Record(file=c.path).set_error("internal-error", why))
+                       for c, i in zip(cands, batch["i"])]
         if finish:
             recs = half.complete(samples)
             return {"i": batch["i"], "record": [_dump(r) for r in recs]}
@@ -357,6 +362,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     else:
         stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
     window = window or int(env["window"] or WINDOW)
+    # The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
+    # process reading them; a worker that dies costs the driver nothing, so none is read "alone" here.
+    guard = pipe.guard
     it = iter(candidates)
     base = 0
     while True:
@@ -366,11 +374,16 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         todo = []
         for k, c in enumerate(chunk):
             done = pipe.prior(c.path) if (pipe.prior is not None and c.error is None) else None
+            refused = guard.refused(c.path) if (done is None and guard is not None and c.error is None) else None
             if done is not None:
                 # Unchanged since an earlier run: nothing goes to the cluster for it.
                 pipe.stats.resumed += 1
                 pipe.count(done)
                 yield done
+            elif refused is not None:
+                # It ended the process reading it in earlier runs of the store (a worker, or a local scan).
+                rec = Record(file=c.path).set_error("crashed", refused)
+                yield from pipe.complete([Sample(index=base + k, path=c.path, record=rec)])
             else:
                 todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
         first = base
@@ -380,6 +393,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         returned: set[int] = set()
         for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
             returned.add(i)
+            if guard is not None:
+                guard.survived(chunk[i - first].path)
             pipe.count(rec)
             yield rec
         lost = [t for t in todo if t["i"] not in returned]
@@ -396,16 +411,26 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         again: set[int] = set()
         for rec, i in _execute(ray, lost, len(lost), stages, 1):
             again.add(i)
+            if guard is not None:
+                guard.survived(chunk[i - first].path)
             pipe.count(rec)
             yield rec
         for t in lost:
             if t["i"] not in again:
+                # A task that raises returns error records (_decode_stage): a block lost with this file alone in
+                # it, each of its tries, is a worker process that died reading it.
                 path = chunk[t["i"] - first].path
-                rec = Record(file=path).set_error(
-                    "internal-error", f"the Ray task scanning this file failed {TASK_RETRIES + 1} times (its worker "
-                    "crashed or it raised; see the Ray log): the file may crash a decoder; tried again on resume")
-                # Finished like any error record (every detector named in it), and counted.
+                kept = guard is not None and guard.died(path, TASK_RETRIES + 1)
+                rec = Record(file=path).set_error("crashed", _died_reading(kept, pipe.prior is not None))
                 yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+
+
+def _died_reading(kept: bool, stored: bool) -> str:
+    then = ("not read again by this results store until the file changes: `touch` it to try it once more"
+            if kept or stored else "a later scan reads it again (with --db it would be set aside)")
+    return (f"the Ray worker process reading this file died each of the {TASK_RETRIES + 1} times it was tried, "
+            f"with no other file in its task (a crash in an image decoder, the out-of-memory killer; see the Ray "
+            f"log); {then}")
 
 
 def _blocks(n: int, batch_size: int, cpus: float) -> int:

@@ -179,8 +179,9 @@ main()
 def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     """Ray retries a task whose worker died forever: one file that crashed a decoder hung the scan
     (no record, no exit), and a task that raised ended the whole job with every other file's record
-    lost. Now that file is an internal-error record, every other file's record is the local engine's,
-    the store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout)."""
+    lost. Now that file is a `crashed` record, every other file's record is the local engine's, the
+    store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout). A resume
+    reads none of them again (the crashed file was retried, killing workers, on every resume)."""
     import subprocess
     import sys
 
@@ -207,13 +208,20 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
                                                         capture_output=True, text=True, timeout=60).stdout)}
     boom = str(src / "boom.png")
     assert sorted(remote) == sorted(local) and len(remote) == 6
-    assert remote[boom]["error"]["code"] == "internal-error" and "Ray task" in remote[boom]["error"]["message"]
+    assert remote[boom]["error"]["code"] == "crashed" and "worker process" in remote[boom]["error"]["message"]
     assert {k: v for k, v in remote.items() if k != boom} == {k: v for k, v in local.items() if k != boom}
     assert remote[boom]["verdict"] == "error"
     import sqlite3
 
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT COUNT(*), SUM(error_code='internal-error') FROM results").fetchone() == (6, 1)
+        assert c.execute("SELECT COUNT(*), SUM(error_code='crashed') FROM results").fetchone() == (6, 1)
+        assert c.execute("SELECT strikes FROM crashes").fetchall() == [(3,)]
+    again = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
+                           capture_output=True, text=True, timeout=150)
+    assert again.returncode == 0 and {d["file"]: d for d in jsonl(again.stdout)} == remote, again.stderr[-3000:]
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT files_resumed, files_written FROM sessions ORDER BY session_id DESC").fetchone() \
+            == (6, 0)
 
 
 def test_ray_prints_go_to_stderr_other_writes_to_stdout():
@@ -304,8 +312,9 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
     pipe = Pipeline([], None, batch_size=8, workers=1)
     recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40))
     assert sorted(r.file for r in recs) == sorted(c.path for c in cands)  # every file once
-    lost = [r for r in recs if r.error.code == "internal-error"]
+    lost = [r for r in recs if r.error.code == "crashed"]
     assert [r.file for r in lost] == ["/nowhere/7.jpg"] and pipe.stats.files == 100
+    assert "worker process reading this file died" in lost[0].error.message
     # The blockmates of 7.jpg come back after the rest of their window, the next window after them.
     assert [r.file for r in recs].index("/nowhere/7.jpg") < [r.file for r in recs].index("/nowhere/40.jpg")
 
@@ -314,6 +323,69 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
                              None, None, 100)
     with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files.*with --db a second run would resume"):
         list(it)
+
+
+def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_does(tmp_path, monkeypatch):
+    """With --db, a file that killed its Ray worker was an internal-error record: retried (and killing
+    workers 3 times) on every resume. It is `crashed`, its deaths are strikes in the store, so no later
+    run reads it, with either engine, until it changes; a task that raises is not taken for a death."""
+    import pickle
+
+    from PIL import Image
+
+    from aiidetect.discover import discover
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.store import ResultsStore, StoreSession, open_session
+
+    for name in ("a", "boom", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    cands, _ = discover([str(tmp_path)])
+    sent: list[str] = []
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            paths = [pickle.loads(b).path for b in batch["cand"]]
+            sent.extend(paths)
+            if any(p.endswith("boom.png") for p in paths):
+                raise RuntimeError("worker died")  # the fake drops the block, as Ray does a dead worker's
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_decode_stage", stage)
+    store = ResultsStore(tmp_path / "s.sqlite")
+
+    def scan(session):
+        pipe = Pipeline([MetadataDetector({"watermark": "never"})], None, batch_size=8, workers=1)
+        pipe.prior, pipe.guard = session.prior, session.guard_reads()
+        recs = []
+        for r in ray_engine._records(_fake_ray(), pipe, cands, ["metadata"], _ctx(), None, None, None, 10):
+            session.add(r)
+            recs.append(r)
+        session.close()
+        return {r.file.rsplit("/", 1)[1]: r for r in recs}
+
+    pipe = Pipeline([MetadataDetector({"watermark": "never"})], None)
+    first = scan(open_session(store, pipe, {}, engine="ray"))
+    assert first["boom.png"].error.code == "crashed" and first["a.png"].error is None
+    assert "touch" in first["boom.png"].error.message
+    assert [s for (s,) in store.db.execute("SELECT strikes FROM crashes")] == [3]
+    sent.clear()
+    again = scan(open_session(store, pipe, {}, engine="ray"))      # resume: read nothing
+    assert sent == [] and again["boom.png"].error.code == "crashed"
+    run_id = store.db.execute("SELECT run_id FROM runs").fetchone()[0]
+    other = scan(StoreSession(store, run_id, "none", resume=False))  # another run of the store: refused there too
+    assert "boom.png" not in " ".join(sent) and len(sent) == 2
+    assert other["boom.png"].error.code == "crashed" and "3 times in earlier runs" in other["boom.png"].error.message
+
+    half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
+    monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)   # a bug in the task: its files' records say so
+    out = real(half, True)({"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]})
+    assert [json.loads(r)["error"]["code"] for r in out["record"]] == ["internal-error"] * 2
 
 
 def _serve_once(reply: bytes) -> int:
