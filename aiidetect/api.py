@@ -165,6 +165,7 @@ class ScanOptions:
     engine: str = "local"
     address: Optional[str] = None
     db: Optional[os.PathLike | str] = None
+    quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
     extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
 
     def validate(self) -> "ScanOptions":
@@ -200,7 +201,7 @@ class ScanOptions:
         for name in ("db", "onnx_dir", "fusion"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise UsageError(f"{name} takes a path (str or os.PathLike) or None; got {getattr(self, name)!r}")
-        for name in ("cache", "recursive", "follow_links"):
+        for name in ("cache", "recursive", "follow_links", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
         if not isinstance(self.extra, dict):
@@ -524,7 +525,7 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                ray_engine.connect(o.address)
+                ray_engine.connect(o.address, quiet=o.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
 
@@ -580,7 +581,8 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
+                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
+                                         quiet=self.options.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, ray_engine.RayJobFailed)

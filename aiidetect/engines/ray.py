@@ -222,14 +222,33 @@ def _route_ray_prints(ray) -> None:
     atexit.register(shutdown)
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, quiet: bool = False) -> None:
     """Check the sizing settings, import Ray and start or reach it (RayUnavailable, one line, when
-    that cannot be done)."""
+    that cannot be done). `quiet`: Ray's own log lines and progress on stderr are errors only."""
     _settings()
-    _connect(_import_ray(), address)
+    _connect(_import_ray(), address, quiet)
 
 
-def _connect(ray, address: str | None) -> None:
+def _quiet(ray) -> None:
+    """Errors only from Ray on this process's stderr (`scan -q`): its driver's INFO and WARNING lines
+    (starting an instance, the token set-up) and Ray Data's (each dataset's plan and progress,
+    logged every few seconds when stderr is not a terminal) were ~13 lines of a quiet scan. Ray Data
+    keeps writing its full log to the session's log folder."""
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    data_log = logging.getLogger("ray.data")  # propagates nowhere: its console handler prints
+    for handler in data_log.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def _connect(ray, address: str | None, quiet: bool = False) -> None:
+    if quiet:
+        _quiet(ray)
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
     _probe(address)
@@ -243,7 +262,8 @@ def _connect(ray, address: str | None) -> None:
     try:
         # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
-        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
+                 **({"logging_level": "ERROR"} if quiet else {}))
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
         raise RayUnavailable(_init_failed(address, exc)) from None
     finally:
@@ -315,7 +335,7 @@ def _dump(rec: Record) -> str:
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
-        window: int | None = None) -> Iterator[Record]:
+        window: int | None = None, quiet: bool = False) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
@@ -323,7 +343,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     RayUnavailable here, before any output."""
     _settings()
     ray = _import_ray()
-    _connect(ray, address)
+    _connect(ray, address, quiet)
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
 
 

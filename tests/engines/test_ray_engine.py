@@ -182,6 +182,7 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     lost. Now that file is a `crashed` record, every other file's record is the local engine's, the
     store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout). A resume
     reads none of them again (the crashed file was retried, killing workers, on every resume)."""
+    import re
     import subprocess
     import sys
 
@@ -203,6 +204,10 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     r = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
                        capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stderr[-3000:]
+    # -q: Ray's own INFO and WARNING lines (~13: its start, the token set-up, each dataset's plan and
+    # progress) are gone; its errors (the raylet's "worker died") are not.
+    chatter = [x for x in r.stderr.splitlines() if re.search(r"\s(INFO|WARNING)\s", x)]
+    assert chatter == [] and "worker died" in r.stderr, chatter
     remote = {d["file"]: d for d in jsonl(r.stdout)}  # every stdout line is a record
     local = {d["file"]: d for d in jsonl(subprocess.run([sys.executable, "-m", "aiidetect", "scan", *common],
                                                         capture_output=True, text=True, timeout=60).stdout)}
@@ -219,6 +224,7 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     again = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
                            capture_output=True, text=True, timeout=150)
     assert again.returncode == 0 and {d["file"]: d for d in jsonl(again.stdout)} == remote, again.stderr[-3000:]
+    assert again.stderr == ""  # -q, and nothing went wrong
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT files_resumed, files_written FROM sessions ORDER BY session_id DESC").fetchone() \
             == (6, 0)
@@ -443,7 +449,7 @@ def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch
             raise ray_engine.RayJobFailed("Ray tasks failed for 2 of the 2 files of this window")
         return records()
 
-    monkeypatch.setattr(ray_engine, "connect", lambda address: None)
+    monkeypatch.setattr(ray_engine, "connect", lambda address, quiet=False: None)
     monkeypatch.setattr(ray_engine, "run", run)
     r = CliRunner().invoke(app, ["scan", str(tmp_path), "-d", "metadata", "--engine", "ray", "-f", "json", "-q",
                                  "--no-cache"])
