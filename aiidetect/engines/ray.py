@@ -266,6 +266,16 @@ def _connect(ray, address: str | None, quiet: bool = False) -> None:
                  **({"logging_level": "ERROR"} if quiet else {}))
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
         raise RayUnavailable(_init_failed(address, exc)) from None
+    except SystemExit as exc:
+        # A SIGTERM while ray.init ran (it takes seconds) met Ray's handler: the scan exited 15, with no
+        # word and no stop. It is this process's handler's to answer (commands.errors: 143, "terminated").
+        if term is not None and exc.code == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, term)
+            if callable(term):
+                term(signal.SIGTERM, None)
+            elif term == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGTERM)
+        raise
     finally:
         if term is not None:
             signal.signal(signal.SIGTERM, term)

@@ -520,3 +520,29 @@ def test_address_auto_with_no_cluster_says_so_not_token(monkeypatch):
     import ray._private.services as services  # the text matched is Ray's own
 
     assert "Could not find any running Ray instance" in inspect.getsource(services)
+
+
+def test_a_sigterm_while_ray_starts_is_the_commands_stop(monkeypatch):
+    """ray.init takes seconds, with its own SIGTERM handler (sys.exit(15)) set: `timeout` stopping the scan
+    then exited 15 with no word, where the command's handler gives 143 and "terminated (SIGTERM)"."""
+    import os
+    import signal
+    import sys
+    from types import SimpleNamespace
+
+    from aiidetect.commands.errors import Terminated, stop_on_signals
+    from aiidetect.engines import ray as ray_engine
+
+    def init(**kw):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init does
+        os.kill(os.getpid(), signal.SIGTERM)                                    # the stop arrives meanwhile
+
+    monkeypatch.setattr(ray_engine, "_probe", lambda address: None)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        stop_on_signals()
+        with pytest.raises(Terminated) as got:
+            ray_engine._connect(SimpleNamespace(is_initialized=lambda: False, init=init), None)
+        assert got.value.code == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
