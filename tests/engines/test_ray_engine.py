@@ -376,10 +376,17 @@ def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_
         return {r.file.rsplit("/", 1)[1]: r for r in recs}
 
     pipe = Pipeline([MetadataDetector({"watermark": "never"})], None)
+    from aiidetect.crashguard import Seen
+    from aiidetect.store import path_key
+
+    st = (tmp_path / "a.png").stat()
+    store.add_strikes([Seen(path_key(str(tmp_path / "a.png")), st.st_size, st.st_mtime_ns)], [])  # a local death
     first = scan(open_session(store, pipe, {}, engine="ray"))
     assert first["boom.png"].error.code == "crashed" and first["a.png"].error is None
     assert "touch" in first["boom.png"].error.message
-    assert [s for (s,) in store.db.execute("SELECT strikes FROM crashes")] == [3]
+    # a.png was read to the end by a worker that lived: its strike is gone, as a local read alone clears it
+    assert [(p.rsplit("/", 1)[1], n) for p, n in store.db.execute("SELECT path, strikes FROM crashes")] == \
+        [("boom.png", 3)]
     sent.clear()
     again = scan(open_session(store, pipe, {}, engine="ray"))      # resume: read nothing
     assert sent == [] and again["boom.png"].error.code == "crashed"
