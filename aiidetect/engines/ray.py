@@ -310,8 +310,24 @@ class _ModelStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         samples = [pickle.loads(b) for b in batch["sample"]]
-        recs = self.pipe.complete(samples)
-        return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+        return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
+
+
+def _failed(path: str, index: int, exc: Exception) -> Sample:
+    return Sample(index=index, path=path, record=Record(file=path).set_error("internal-error",
+                                                                             f"{type(exc).__name__}: {exc}"))
+
+
+def _complete(pipe, samples: list[Sample]) -> list[Record]:
+    """pipe.complete, a bug in it costing its batch's files internal-error records, not the batch: a block
+    that comes back to the driver without its records must mean a worker process that died (crashed)."""
+    from ..pipeline.stages import finish
+
+    try:
+        return pipe.complete(samples)
+    except Exception as exc:  # noqa: BLE001 - in the records, never hidden
+        return [finish(_failed(s.path, s.index, exc), pipe.detectors, pipe.fusion_model, pipe.fusion_info)
+                for s in samples]
 
 
 def _decode_stage(half, finish: bool):
@@ -325,13 +341,10 @@ def _decode_stage(half, finish: bool):
                 c.ident = None
         try:
             samples = half.decode_many(cands, batch["i"])
-        except Exception as exc:  # noqa: BLE001 - a bug, in records: a lost block must mean a worker that died
-            why = f"{type(exc).__name__}: {exc}"
-            samples = [Sample(index=int(i), path=c.path, record=Record(file=c.path).set_error("internal-error", why))
-                       for c, i in zip(cands, batch["i"])]
+        except Exception as exc:  # noqa: BLE001 - see _complete
+            samples = [_failed(c.path, int(i), exc) for c, i in zip(cands, batch["i"])]
         if finish:
-            recs = half.complete(samples)
-            return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+            return {"i": batch["i"], "record": [_dump(r) for r in _complete(half, samples)]}
         for s in samples:  # the bytes are gone already (DecodeStage.drop_bytes): the model needs pixels only
             if not half.keep_image:
                 s.image = None

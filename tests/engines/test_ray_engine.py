@@ -396,9 +396,11 @@ def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_
     assert other["boom.png"].error.code == "crashed" and "3 times in earlier runs" in other["boom.png"].error.message
 
     half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
-    monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)   # a bug in the task: its files' records say so
-    out = real(half, True)({"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]})
-    assert [json.loads(r)["error"]["code"] for r in out["record"]] == ["internal-error"] * 2
+    batch = {"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]}
+    monkeypatch.setattr(half, "complete", lambda samples: 1 / 0)  # a bug in the task: its files' records say so
+    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)
+    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
 
 
 def _serve_once(reply: bytes) -> int:
