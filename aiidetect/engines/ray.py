@@ -393,7 +393,14 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
                                                           pipe.limits)
-    spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
+    fields = _ctx_fields(ctx)
+    if has_model and not use_gpu and ctx.device in ("auto", "cpu"):
+        from ..backbone import resolve_dtype
+
+        # The driver's choice, which the records and the store's run identity name: under --dtype auto an actor
+        # on a node whose CPU lacks native bfloat16 chose float32 for itself (other records, same identity).
+        fields["dtype"] = resolve_dtype(ctx.dtype, "cpu")
+    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits)
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

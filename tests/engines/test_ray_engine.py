@@ -26,8 +26,8 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     cands = [Candidate(str(p), explicit=True) for p in picked + [bad]] + [
         Candidate(str(tmp_path / "gone.jpg"), explicit=True, error=("unreadable", "no such file or directory"))]
 
-    def make(fams=("metadata", "linear")):
-        ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype="float32",
+    def make(fams=("metadata", "linear"), dtype="float32"):
+        ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype=dtype,
                          weights_dirs=weights_dirs([trained]))
         fams = list(fams)
         return Pipeline(create_detectors(fams, ctx), None, batch_size=8, workers=2), fams, ctx
@@ -36,8 +36,16 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     assert any(d.name.startswith("linear:") and d.describe().get("status") != "unavailable" for d in pipe.detectors)
     local = [r.to_dict() for r in pipe.run(cands)]
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from aiidetect.backbone import native_bf16_cpu
+
+    auto_local = [r.to_dict() for r in make(dtype="auto")[0].run(cands)]
+    # The workers as on nodes whose CPU has no native bfloat16: under --dtype auto each actor chose float32
+    # for itself while the driver (and the results store's run identity) said bfloat16.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AIIDETECT_CPU_WITHOUT": "avx512_bf16,amx_tile"}})
     try:
+        pipe4, fams4, ctx4 = make(dtype="auto")
+        auto_remote = [r.to_dict() for r in ray_engine.run(pipe4, cands, fams4, ctx4)]
         pipe2, fams, ctx = make()
         # A small window: several dataset executions, so ordering across windows is exercised too.
         remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=25)]
@@ -52,6 +60,9 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     assert remote == local
     assert light_remote == light_local
     assert light_local[0]["detectors"]["flow"]["status"] == "unavailable"
+    assert auto_remote == auto_local
+    if native_bf16_cpu():  # else both sides chose float32, and the records could not differ
+        assert auto_local != local
     assert pipe2.stats.files == len(cands) and pipe2.stats.errors == pipe.stats.errors
     lin = [r["detectors"] for r in local if r["error"] is None]
     assert all(next(v for k, v in d.items() if k.startswith("linear:"))["status"] == "ok" for d in lin)
