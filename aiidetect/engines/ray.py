@@ -478,9 +478,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
 def _died_reading(kept: bool, stored: bool) -> str:
     then = ("not read again by this results store until the file changes: `touch` it to try it once more"
             if kept or stored else "a later scan reads it again (with --db it would be set aside)")
-    return (f"the Ray worker process reading this file died each of the {TASK_RETRIES + 1} times it was tried, "
-            f"with no other file in its task (a crash in an image decoder, the out-of-memory killer; see the Ray "
-            f"log); {then}")
+    return (f"the Ray worker process reading this file died each of the {TASK_RETRIES + 1} times it was tried "
+            f"alone in its task (a crash in an image decoder, the out-of-memory killer; see the Ray log); {then}")
 
 
 def _blocks(n: int, batch_size: int, cpus: float) -> int:
