@@ -585,7 +585,7 @@ class Scanner:
                                          quiet=self.options.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
-            return _scan_errors(records, ray_engine.RayJobFailed)
+            return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):

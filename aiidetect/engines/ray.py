@@ -389,6 +389,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         actor_cpus = env["actor_cpus"] or float(1 if use_gpu else max(1, int(smallest) // 2))
     if actors is None:
         actors = int(env["actors"] or (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus)))))
+    if has_model:
+        _check_pool(ray.nodes(), actors, actor_cpus, actor_gpus)
     # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
     # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
@@ -473,6 +475,27 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                 kept = guard is not None and guard.died(path, TASK_RETRIES + 1)
                 rec = Record(file=path).set_error("crashed", _died_reading(kept, pipe.prior is not None))
                 yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+
+
+def _check_pool(nodes: list[dict], actors: int, actor_cpus: float, actor_gpus: float) -> None:
+    """RayUnavailable when the actor pool cannot be placed on the cluster's nodes: Ray Data waits for its
+    actors for ever (AIIDETECT_RAY_ACTOR_CPUS=64 or AIIDETECT_RAY_ACTORS=6 on a 2-CPU machine: no record,
+    no exit)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if not alive:
+        return  # nothing known to check against: Ray decides
+    room = 0
+    for res in alive:
+        fit = [int(float(res.get(k, 0)) // need) for k, need in (("CPU", actor_cpus), ("GPU", actor_gpus)) if need > 0]
+        room += min(fit) if fit else actors
+    if actors > room:
+        kinds = f"{actor_cpus:g} CPU" + (f" and {actor_gpus:g} GPU" if actor_gpus else "")
+        nodes_have = ", ".join(f"{float(r.get('CPU', 0)):g} CPU" + (f" {float(r.get('GPU', 0)):g} GPU"
+                                                                     if actor_gpus else "") for r in alive[:8])
+        raise RayUnavailable(f"{actors} model actor(s) of {kinds} each do not fit on this Ray cluster (room for "
+                             f"{room}; its nodes: {nodes_have}), and Ray would wait for them for ever: set "
+                             "AIIDETECT_RAY_ACTORS and AIIDETECT_RAY_ACTOR_CPUS smaller, or leave them unset "
+                             "(docs/scale.md)")
 
 
 def _died_reading(kept: bool, stored: bool) -> str:

@@ -46,6 +46,10 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     try:
         pipe4, fams4, ctx4 = make(dtype="auto")
         auto_remote = [r.to_dict() for r in ray_engine.run(pipe4, cands, fams4, ctx4)]
+        # A pool the 2 CPUs cannot hold: Ray waited for its actors for ever (no record, no exit).
+        for sizing in ({"actors": 3}, {"actor_cpus": 64}):
+            with pytest.raises(ray_engine.RayUnavailable, match="do not fit on this Ray cluster"):
+                next(iter(ray_engine.run(pipe4, cands, fams4, ctx4, **sizing)))
         pipe2, fams, ctx = make()
         # A small window: several dataset executions, so ordering across windows is exercised too.
         remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=25)]
