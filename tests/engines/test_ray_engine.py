@@ -570,3 +570,17 @@ def test_a_sigterm_while_ray_starts_is_the_commands_stop(monkeypatch):
         assert got.value.code == 143
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_the_actor_pool_must_fit_on_the_nodes_not_only_in_the_total():
+    from aiidetect.engines import ray as ray_engine
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 3.0}}, {"Alive": True, "Resources": {"CPU": 3.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0}}]
+    ray_engine._check_pool(nodes, 2, 2.0, 0.0)                  # one per node
+    with pytest.raises(ray_engine.RayUnavailable, match=r"room for 2"):
+        ray_engine._check_pool(nodes, 3, 2.0, 0.0)              # 6 CPUs in all, but 2 + 1 + 1 left over
+    ray_engine._check_pool(nodes, 1, 1.0, 1.0)
+    with pytest.raises(ray_engine.RayUnavailable, match=r"room for 1"):
+        ray_engine._check_pool(nodes, 2, 1.0, 1.0)              # one GPU in the cluster
+    ray_engine._check_pool([], 9, 64.0, 0.0)                    # nothing known: Ray decides
