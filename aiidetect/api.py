@@ -173,6 +173,7 @@ class ScanOptions:
     engine: str = "local"
     address: Optional[str] = None
     db: Optional[os.PathLike | str] = None
+    quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
     extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
 
     def validate(self) -> "ScanOptions":
@@ -210,7 +211,7 @@ class ScanOptions:
                 setattr(self, name, os.fsdecode(getattr(self, name)))
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise UsageError(f"{name} takes a path (str, bytes or os.PathLike) or None; got {getattr(self, name)!r}")
-        for name in ("cache", "recursive", "follow_links"):
+        for name in ("cache", "recursive", "follow_links", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
         if not isinstance(self.extra, dict):
@@ -606,7 +607,7 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                ray_engine.connect(o.address)
+                ray_engine.connect(o.address, quiet=o.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
 
@@ -626,13 +627,15 @@ class Scanner:
         try:
             if session is not None:
                 pipe.prior = session.prior
-                if self.options.engine != "ray":  # the cluster's tasks read the files elsewhere
-                    pipe.guard = session.guard_reads()
+                # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
+                # but asks it which files are set aside, and gives it the files whose worker died.
+                pipe.guard = session.guard_reads()
                 if session.crashed:
                     then = ("each is read alone this time, and not again if this run ends there too"
-                            if pipe.guard is not None else
-                            "read as any other by this run (with --engine ray, or where the store's folder takes no "
-                            "new file)")
+                            if pipe.guard is not None and self.options.engine != "ray" else
+                            "each is read in a Ray worker process this time, whose death costs the file its record "
+                            "(`crashed`), not the scan" if pipe.guard is not None else
+                            "read as any other by this run (the store's folder takes no new file)")
                     self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
                                f"file(s) (a crash, the out-of-memory killer or kill -9): {then}: "
                                f"{', '.join(session.crashed[:5])}" + (" ..." if len(session.crashed) > 5 else ""))
@@ -663,10 +666,11 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address)
+                records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
+                                         quiet=self.options.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
-            return _scan_errors(records, ray_engine.RayJobFailed)
+            return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):

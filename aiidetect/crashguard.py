@@ -16,8 +16,10 @@ no other file being read beside it, so a second death while reading it is its ow
 with two it is not read again, and its record is the error `crashed`. A new
 modification time (`touch`) or a changed file clears the strikes.
 
-Only the local engine reads through here: with `--engine ray` the files are read by
-the cluster's tasks, on other machines.
+With `--engine ray` the files are read by the cluster's tasks, on other machines, in
+worker processes whose death costs the driver nothing: the driver asks `refused` before it
+hands a file out, and a file whose worker died each time it was tried alone gets those
+deaths as strikes (`died`), so it is set aside as the local engine's would be.
 """
 from __future__ import annotations
 
@@ -154,7 +156,8 @@ class CrashGuard:
     session stat-ed the file (StoreSession.prior) before it is read."""
 
     def __init__(self, store_path: str, session_id: int, strikes: Mapping[str, tuple[int | None, int | None, int]],
-                 seen: Callable[[str], Seen | None], cleared: Callable[[str], None] | None = None):
+                 seen: Callable[[str], Seen | None], cleared: Callable[[str], None] | None = None,
+                 struck: Callable[[Seen, int], None] | None = None):
         import fcntl
 
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
@@ -163,6 +166,8 @@ class CrashGuard:
         # Told when a file with a strike was read to the end: the neighbours of the first death, read
         # alone, are cleared (else each kept its strike, and one unrelated kill -9 would set it aside).
         self._cleared = cleared
+        # Told when another process died reading a file (died): the store keeps the strikes.
+        self._struck = struck
         # Made and locked under another name, then renamed into place: a session starting beside this
         # one (recover) must never find it at its slot name unlocked, take it for a dead session's and
         # remove it.
@@ -197,9 +202,9 @@ class CrashGuard:
         n, _ = self._strikes(path)
         if n < STRIKES_TO_REFUSE:
             return None
-        return (f"the process ended while reading this file in {n} earlier runs of this results store, the last "
-                "time with no other file being read (a crash in an image decoder, the out-of-memory killer, or a "
-                "hang ended by hand); not read again. `touch` the file to try it once more")
+        return (f"the process ended while reading this file {n} times in earlier runs of this results store, the "
+                "last time with no other file being read in it (a crash in an image decoder, the out-of-memory "
+                "killer, or a hang ended by hand); not read again. `touch` the file to try it once more")
 
     @contextlib.contextmanager
     def watch(self, path: str) -> Iterator[None]:
@@ -216,9 +221,27 @@ class CrashGuard:
             finally:
                 self._write(b"0" * _LEN, off)
         if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
+            self.survived(path)
+
+    def survived(self, path: str) -> None:
+        """This file was read to the end by a process that lived: any strike it had is cleared."""
+        n, seen = self._strikes(path)
+        if n and seen is not None:
             self.strikes.pop(seen.key, None)
             if self._cleared is not None:
                 self._cleared(seen.key)
+
+    def died(self, path: str, times: int) -> bool:
+        """Another process (a Ray worker) died `times` times reading this file alone: as many strikes, kept
+        in the store, so that no later run of it reads the file again until it changes. False when the
+        session did not stat the file (nothing to key the strikes by)."""
+        n, seen = self._strikes(path)
+        if seen is None:
+            return False
+        self.strikes[seen.key] = (seen.size, seen.mtime_ns, n + times)
+        if self._struck is not None:
+            self._struck(seen, times)
+        return True
 
     def _write(self, data: bytes, off: int) -> None:
         with self._io:

@@ -27,7 +27,7 @@ ERROR_CODES = (
     "decode-error",        # recognised format, but corrupt or truncated
     "internal-error",      # a bug: reported, never hidden
     "bad-stored-record",   # `results export`: a results-store row whose record cannot be read
-    "crashed",             # --db: the process died reading it in two earlier runs (crashguard); not read again
+    "crashed",             # it ended the process reading it (crashguard; a Ray worker each try); not read again
 )
 
 # Notes (neutral evidence ids) that say the metadata reading was cut short; not errors: the record

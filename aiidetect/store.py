@@ -397,15 +397,15 @@ class ResultsStore:
             return {r[0]: (r[1], r[2], int(r[3]))
                     for r in self._db.execute("SELECT path, size, mtime_ns, strikes FROM crashes")}
 
-    def add_strikes(self, found: Sequence[Any], dead: Sequence[int]) -> None:
-        """One strike for each file a dead session was reading (crashguard.Seen): added to the
-        file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
+    def add_strikes(self, found: Sequence[Any], dead: Sequence[int], each: int = 1) -> None:
+        """`each` strikes for each file a dead session (or process) was reading (crashguard.Seen): added
+        to the file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
         with self._lock:
             try:
                 for s in found:
                     row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
                                            (s.key,)).fetchone()
-                    n = row[2] + 1 if row is not None and (row[0], row[1]) == (s.size, s.mtime_ns) else 1
+                    n = row[2] + each if row is not None and (row[0], row[1]) == (s.size, s.mtime_ns) else each
                     self._db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (s.key, s.size, s.mtime_ns, n))
                 for sid in dead:
                     self._db.execute("UPDATE sessions SET status='died' WHERE session_id=? AND status='running'",
@@ -657,8 +657,9 @@ class StoreSession:
         self.resumed = 0
 
     def guard_reads(self):
-        """The crashguard.CrashGuard for this session's reads (the local engine); None where the
-        store's folder takes no lock (the scan then goes on without it)."""
+        """The crashguard.CrashGuard for this session's reads (the local engine's, and the files an engine
+        reading elsewhere hands out: crashguard.CrashGuard.died); None where the store's folder takes no
+        lock (the scan then goes on without it)."""
         from .crashguard import CrashGuard, Seen
 
         def seen(path: str):
@@ -666,10 +667,16 @@ class StoreSession:
             return None if p is None else Seen(p.key, p.size, p.mtime_ns)
         try:
             self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen,
-                                    cleared=self.store.clear_strikes)
+                                    cleared=self.store.clear_strikes, struck=self._struck)
         except OSError:
             self.guard = None
         return self.guard
+
+    def _struck(self, seen, times: int) -> None:
+        try:
+            self.store.add_strikes([seen], [], each=times)
+        except sqlite3.Error:  # a full disk: its `crashed` row, if stored, still keeps a resume from reading it
+            pass
 
     def prior(self, path: str) -> Record | None:
         """The stored record of an unchanged file (path, size and mtime as

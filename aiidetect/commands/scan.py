@@ -95,7 +95,8 @@ def scan(
             fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
             cache=use_cache, watermark=watermark.value, recursive=recursive, follow_links=follow_links,
             include=include or (),
-            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db)
+            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
+            quiet=quiet)
         if bad:
             fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
         if any(m not in ("ai", "uncertain", "real") for m in maps):

@@ -222,14 +222,33 @@ def _route_ray_prints(ray) -> None:
     atexit.register(shutdown)
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, quiet: bool = False) -> None:
     """Check the sizing settings, import Ray and start or reach it (RayUnavailable, one line, when
-    that cannot be done)."""
+    that cannot be done). `quiet`: Ray's own log lines and progress on stderr are errors only."""
     _settings()
-    _connect(_import_ray(), address)
+    _connect(_import_ray(), address, quiet)
 
 
-def _connect(ray, address: str | None) -> None:
+def _quiet(ray) -> None:
+    """Errors only from Ray on this process's stderr (`scan -q`): its driver's INFO and WARNING lines
+    (starting an instance, the token set-up) and Ray Data's (each dataset's plan and progress,
+    logged every few seconds when stderr is not a terminal) were ~13 lines of a quiet scan. Ray Data
+    keeps writing its full log to the session's log folder."""
+    import logging
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    data_log = logging.getLogger("ray.data")  # propagates nowhere: its console handler prints
+    for handler in data_log.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def _connect(ray, address: str | None, quiet: bool = False) -> None:
+    if quiet:
+        _quiet(ray)
     if ray.is_initialized():
         return  # a caller (a test, a notebook) started Ray already
     _probe(address)
@@ -243,16 +262,38 @@ def _connect(ray, address: str | None) -> None:
     try:
         # No address: a new Ray instance of this process ("local"), never a cluster Ray finds on its own
         # (a stale /tmp/ray address file would make the scan wait for a head that is gone).
-        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False)
+        ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
+                 **({"logging_level": "ERROR"} if quiet else {}))
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, grpc errors...
-        hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
-                "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
-        raise RayUnavailable(f"cannot start or reach Ray at {address or 'a local instance'}: "
-                             f"{type(exc).__name__}: {exc}{hint}") from None
+        raise RayUnavailable(_init_failed(address, exc)) from None
+    except SystemExit as exc:
+        # A SIGTERM while ray.init ran (it takes seconds) met Ray's handler: the scan exited 15, with no
+        # word and no stop. It is this process's handler's to answer (commands.errors: 143, "terminated").
+        if term is not None and exc.code == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, term)
+            if callable(term):
+                term(signal.SIGTERM, None)
+            elif term == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGTERM)
+        raise
     finally:
         if term is not None:
             signal.signal(signal.SIGTERM, term)
     _route_ray_prints(ray)
+
+
+def _init_failed(address: str | None, exc: Exception) -> str:
+    """Why ray.init failed, and what to do about it."""
+    if address == "auto" and "Could not find any running Ray instance" in str(exc):
+        # Ray's own text names its CLI's `--address` flag; the token hint fitted a head that refused us,
+        # not a head that is not there.
+        return ("--engine ray --address auto: no Ray cluster is running on this machine (no $RAY_ADDRESS, no head "
+                "started here by `ray start --head`); start one with `ray start --head --port=6379`, give a "
+                "head's address (--address HOST:6379 or ray://HOST:10001), or leave out --address to run Ray on "
+                "this machine alone (docs/scale.md)")
+    hint = ("; clusters started with `ray start` (Ray >= 2.59) require a token: run with RAY_AUTH_MODE=token "
+            "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (docs/scale.md)") if address else ""
+    return f"cannot start or reach Ray at {address or 'a local instance'}: {type(exc).__name__}: {exc}{hint}"
 
 
 class _ModelStage:
@@ -269,8 +310,24 @@ class _ModelStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         samples = [pickle.loads(b) for b in batch["sample"]]
-        recs = self.pipe.complete(samples)
-        return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+        return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
+
+
+def _failed(path: str, index: int, exc: Exception) -> Sample:
+    return Sample(index=index, path=path, record=Record(file=path).set_error("internal-error",
+                                                                             f"{type(exc).__name__}: {exc}"))
+
+
+def _complete(pipe, samples: list[Sample]) -> list[Record]:
+    """pipe.complete, a bug in it costing its batch's files internal-error records, not the batch: a block
+    that comes back to the driver without its records must mean a worker process that died (crashed)."""
+    from ..pipeline.stages import finish
+
+    try:
+        return pipe.complete(samples)
+    except Exception as exc:  # noqa: BLE001 - in the records, never hidden
+        return [finish(_failed(s.path, s.index, exc), pipe.detectors, pipe.fusion_model, pipe.fusion_info)
+                for s in samples]
 
 
 def _decode_stage(half, finish: bool):
@@ -282,10 +339,12 @@ def _decode_stage(half, finish: bool):
         if machine_id() != listed_on:  # another node: its device numbers for the share are its own
             for c in cands:
                 c.ident = None
-        samples = half.decode_many(cands, batch["i"])
+        try:
+            samples = half.decode_many(cands, batch["i"])
+        except Exception as exc:  # noqa: BLE001 - see _complete
+            samples = [_failed(c.path, int(i), exc) for c, i in zip(cands, batch["i"])]
         if finish:
-            recs = half.complete(samples)
-            return {"i": batch["i"], "record": [_dump(r) for r in recs]}
+            return {"i": batch["i"], "record": [_dump(r) for r in _complete(half, samples)]}
         for s in samples:  # the bytes are gone already (DecodeStage.drop_bytes): the model needs pixels only
             if not half.keep_image:
                 s.image = None
@@ -299,7 +358,7 @@ def _dump(rec: Record) -> str:
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
-        window: int | None = None) -> Iterator[Record]:
+        window: int | None = None, quiet: bool = False) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
@@ -307,7 +366,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     RayUnavailable here, before any output."""
     _settings()
     ray = _import_ray()
-    _connect(ray, address)
+    _connect(ray, address, quiet)
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
 
 
@@ -330,11 +389,20 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         actor_cpus = env["actor_cpus"] or float(1 if use_gpu else max(1, int(smallest) // 2))
     if actors is None:
         actors = int(env["actors"] or (int(gpus) if use_gpu else max(1, int(cpus // (2 * actor_cpus)))))
+    if has_model:
+        _check_pool(ray.nodes(), actors, actor_cpus, actor_gpus)
     # Without a model (e.g. -d metadata, or model families unavailable here) every detector is light and
     # picklable: the CPU tasks run the whole pipeline. Otherwise they run its decode half.
     half = pipe.decoder_half() if has_model else Pipeline(pipe.detectors, pipe.fusion_model, pipe.batch_size, 1,
                                                           pipe.limits)
-    spec = ModelSpec(families, _ctx_fields(ctx), pipe.fusion_model, pipe.batch_size, pipe.limits)
+    fields = _ctx_fields(ctx)
+    if has_model and not use_gpu and ctx.device in ("auto", "cpu"):
+        from ..backbone import resolve_dtype
+
+        # The driver's choice, which the records and the store's run identity name: under --dtype auto an actor
+        # on a node whose CPU lacks native bfloat16 chose float32 for itself (other records, same identity).
+        fields["dtype"] = resolve_dtype(ctx.dtype, "cpu")
+    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits)
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1
@@ -346,6 +414,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     else:
         stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
     window = window or int(env["window"] or WINDOW)
+    # The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
+    # process reading them; a worker that dies costs the driver nothing, so none is read "alone" here.
+    guard = pipe.guard
     it = iter(candidates)
     base = 0
     while True:
@@ -355,11 +426,16 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         todo = []
         for k, c in enumerate(chunk):
             done = pipe.prior(c.path) if (pipe.prior is not None and c.error is None) else None
+            refused = guard.refused(c.path) if (done is None and guard is not None and c.error is None) else None
             if done is not None:
                 # Unchanged since an earlier run: nothing goes to the cluster for it.
                 pipe.stats.resumed += 1
                 pipe.count(done)
                 yield done
+            elif refused is not None:
+                # It ended the process reading it in earlier runs of the store (a worker, or a local scan).
+                rec = Record(file=c.path).set_error("crashed", refused)
+                yield from pipe.complete([Sample(index=base + k, path=c.path, record=rec)])
             else:
                 todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
         first = base
@@ -369,6 +445,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         returned: set[int] = set()
         for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
             returned.add(i)
+            if guard is not None:
+                guard.survived(chunk[i - first].path)
             pipe.count(rec)
             yield rec
         lost = [t for t in todo if t["i"] not in returned]
@@ -385,16 +463,46 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         again: set[int] = set()
         for rec, i in _execute(ray, lost, len(lost), stages, 1):
             again.add(i)
+            if guard is not None:
+                guard.survived(chunk[i - first].path)
             pipe.count(rec)
             yield rec
         for t in lost:
             if t["i"] not in again:
+                # A task that raises returns error records (_decode_stage): a block lost with this file alone in
+                # it, each of its tries, is a worker process that died reading it.
                 path = chunk[t["i"] - first].path
-                rec = Record(file=path).set_error(
-                    "internal-error", f"the Ray task scanning this file failed {TASK_RETRIES + 1} times (its worker "
-                    "crashed or it raised; see the Ray log): the file may crash a decoder; tried again on resume")
-                # Finished like any error record (every detector named in it), and counted.
+                kept = guard is not None and guard.died(path, TASK_RETRIES + 1)
+                rec = Record(file=path).set_error("crashed", _died_reading(kept, pipe.prior is not None))
                 yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+
+
+def _check_pool(nodes: list[dict], actors: int, actor_cpus: float, actor_gpus: float) -> None:
+    """RayUnavailable when the actor pool cannot be placed on the cluster's nodes: Ray Data waits for its
+    actors for ever (AIIDETECT_RAY_ACTOR_CPUS=64 or AIIDETECT_RAY_ACTORS=6 on a 2-CPU machine: no record,
+    no exit)."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if not alive:
+        return  # nothing known to check against: Ray decides
+    room = 0
+    for res in alive:
+        fit = [int(float(res.get(k, 0)) // need) for k, need in (("CPU", actor_cpus), ("GPU", actor_gpus)) if need > 0]
+        room += min(fit) if fit else actors
+    if actors > room:
+        kinds = f"{actor_cpus:g} CPU" + (f" and {actor_gpus:g} GPU" if actor_gpus else "")
+        nodes_have = ", ".join(f"{float(r.get('CPU', 0)):g} CPU" + (f" {float(r.get('GPU', 0)):g} GPU"
+                                                                     if actor_gpus else "") for r in alive[:8])
+        raise RayUnavailable(f"{actors} model actor(s) of {kinds} each do not fit on this Ray cluster (room for "
+                             f"{room}; its nodes: {nodes_have}), and Ray would wait for them for ever: set "
+                             "AIIDETECT_RAY_ACTORS and AIIDETECT_RAY_ACTOR_CPUS smaller, or leave them unset "
+                             "(docs/scale.md)")
+
+
+def _died_reading(kept: bool, stored: bool) -> str:
+    then = ("not read again by this results store until the file changes: `touch` it to try it once more"
+            if kept or stored else "a later scan reads it again (with --db it would be set aside)")
+    return (f"the Ray worker process reading this file died each of the {TASK_RETRIES + 1} times it was tried "
+            f"alone in its task (a crash in an image decoder, the out-of-memory killer; see the Ray log); {then}")
 
 
 def _blocks(n: int, batch_size: int, cpus: float) -> int:

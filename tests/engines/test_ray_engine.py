@@ -26,8 +26,8 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     cands = [Candidate(str(p), explicit=True) for p in picked + [bad]] + [
         Candidate(str(tmp_path / "gone.jpg"), explicit=True, error=("unreadable", "no such file or directory"))]
 
-    def make(fams=("metadata", "linear")):
-        ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype="float32",
+    def make(fams=("metadata", "linear"), dtype="float32"):
+        ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu", dtype=dtype,
                          weights_dirs=weights_dirs([trained]))
         fams = list(fams)
         return Pipeline(create_detectors(fams, ctx), None, batch_size=8, workers=2), fams, ctx
@@ -36,8 +36,20 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     assert any(d.name.startswith("linear:") and d.describe().get("status") != "unavailable" for d in pipe.detectors)
     local = [r.to_dict() for r in pipe.run(cands)]
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from aiidetect.backbone import native_bf16_cpu
+
+    auto_local = [r.to_dict() for r in make(dtype="auto")[0].run(cands)]
+    # The workers as on nodes whose CPU has no native bfloat16: under --dtype auto each actor chose float32
+    # for itself while the driver (and the results store's run identity) said bfloat16.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AIIDETECT_CPU_WITHOUT": "avx512_bf16,amx_tile"}})
     try:
+        pipe4, fams4, ctx4 = make(dtype="auto")
+        auto_remote = [r.to_dict() for r in ray_engine.run(pipe4, cands, fams4, ctx4)]
+        # A pool the 2 CPUs cannot hold: Ray waited for its actors for ever (no record, no exit).
+        for sizing in ({"actors": 3}, {"actor_cpus": 64}):
+            with pytest.raises(ray_engine.RayUnavailable, match="do not fit on this Ray cluster"):
+                next(iter(ray_engine.run(pipe4, cands, fams4, ctx4, **sizing)))
         pipe2, fams, ctx = make()
         # A small window: several dataset executions, so ordering across windows is exercised too.
         remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=25)]
@@ -52,6 +64,9 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
     assert remote == local
     assert light_remote == light_local
     assert light_local[0]["detectors"]["flow"]["status"] == "unavailable"
+    assert auto_remote == auto_local
+    if native_bf16_cpu():  # else both sides chose float32, and the records could not differ
+        assert auto_local != local
     assert pipe2.stats.files == len(cands) and pipe2.stats.errors == pipe.stats.errors
     lin = [r["detectors"] for r in local if r["error"] is None]
     assert all(next(v for k, v in d.items() if k.startswith("linear:"))["status"] == "ok" for d in lin)
@@ -179,8 +194,10 @@ main()
 def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     """Ray retries a task whose worker died forever: one file that crashed a decoder hung the scan
     (no record, no exit), and a task that raised ended the whole job with every other file's record
-    lost. Now that file is an internal-error record, every other file's record is the local engine's,
-    the store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout)."""
+    lost. Now that file is a `crashed` record, every other file's record is the local engine's, the
+    store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout). A resume
+    reads none of them again (the crashed file was retried, killing workers, on every resume)."""
+    import re
     import subprocess
     import sys
 
@@ -202,18 +219,30 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     r = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
                        capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stderr[-3000:]
+    # -q: Ray's own INFO and WARNING lines (~13: its start, the token set-up, each dataset's plan and
+    # progress) are gone; its errors (the raylet's "worker died") are not.
+    chatter = [x for x in r.stderr.splitlines() if re.search(r"\s(INFO|WARNING)\s", x)]
+    assert chatter == [] and "worker died" in r.stderr, chatter
     remote = {d["file"]: d for d in jsonl(r.stdout)}  # every stdout line is a record
     local = {d["file"]: d for d in jsonl(subprocess.run([sys.executable, "-m", "aiidetect", "scan", *common],
                                                         capture_output=True, text=True, timeout=60).stdout)}
     boom = str(src / "boom.png")
     assert sorted(remote) == sorted(local) and len(remote) == 6
-    assert remote[boom]["error"]["code"] == "internal-error" and "Ray task" in remote[boom]["error"]["message"]
+    assert remote[boom]["error"]["code"] == "crashed" and "worker process" in remote[boom]["error"]["message"]
     assert {k: v for k, v in remote.items() if k != boom} == {k: v for k, v in local.items() if k != boom}
     assert remote[boom]["verdict"] == "error"
     import sqlite3
 
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT COUNT(*), SUM(error_code='internal-error') FROM results").fetchone() == (6, 1)
+        assert c.execute("SELECT COUNT(*), SUM(error_code='crashed') FROM results").fetchone() == (6, 1)
+        assert c.execute("SELECT strikes FROM crashes").fetchall() == [(3,)]
+    again = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
+                           capture_output=True, text=True, timeout=150)
+    assert again.returncode == 0 and {d["file"]: d for d in jsonl(again.stdout)} == remote, again.stderr[-3000:]
+    assert again.stderr == ""  # -q, and nothing went wrong
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT files_resumed, files_written FROM sessions ORDER BY session_id DESC").fetchone() \
+            == (6, 0)
 
 
 def test_ray_prints_go_to_stderr_other_writes_to_stdout():
@@ -304,8 +333,9 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
     pipe = Pipeline([], None, batch_size=8, workers=1)
     recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40))
     assert sorted(r.file for r in recs) == sorted(c.path for c in cands)  # every file once
-    lost = [r for r in recs if r.error.code == "internal-error"]
+    lost = [r for r in recs if r.error.code == "crashed"]
     assert [r.file for r in lost] == ["/nowhere/7.jpg"] and pipe.stats.files == 100
+    assert "worker process reading this file died" in lost[0].error.message
     # The blockmates of 7.jpg come back after the rest of their window, the next window after them.
     assert [r.file for r in recs].index("/nowhere/7.jpg") < [r.file for r in recs].index("/nowhere/40.jpg")
 
@@ -314,6 +344,78 @@ def test_failed_blocks_are_retried_file_by_file_or_stop_the_scan(monkeypatch):
                              None, None, 100)
     with pytest.raises(ray_engine.RayJobFailed, match="100 of the 100 files.*with --db a second run would resume"):
         list(it)
+
+
+def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_does(tmp_path, monkeypatch):
+    """With --db, a file that killed its Ray worker was an internal-error record: retried (and killing
+    workers 3 times) on every resume. It is `crashed`, its deaths are strikes in the store, so no later
+    run reads it, with either engine, until it changes; a task that raises is not taken for a death."""
+    import pickle
+
+    from PIL import Image
+
+    from aiidetect.discover import discover
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.store import ResultsStore, StoreSession, open_session
+
+    for name in ("a", "boom", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    cands, _ = discover([str(tmp_path)])
+    sent: list[str] = []
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            paths = [pickle.loads(b).path for b in batch["cand"]]
+            sent.extend(paths)
+            if any(p.endswith("boom.png") for p in paths):
+                raise RuntimeError("worker died")  # the fake drops the block, as Ray does a dead worker's
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_decode_stage", stage)
+    store = ResultsStore(tmp_path / "s.sqlite")
+
+    def scan(session):
+        pipe = Pipeline([MetadataDetector({"watermark": "never"})], None, batch_size=8, workers=1)
+        pipe.prior, pipe.guard = session.prior, session.guard_reads()
+        recs = []
+        for r in ray_engine._records(_fake_ray(), pipe, cands, ["metadata"], _ctx(), None, None, None, 10):
+            session.add(r)
+            recs.append(r)
+        session.close()
+        return {r.file.rsplit("/", 1)[1]: r for r in recs}
+
+    pipe = Pipeline([MetadataDetector({"watermark": "never"})], None)
+    from aiidetect.crashguard import Seen
+    from aiidetect.store import path_key
+
+    st = (tmp_path / "a.png").stat()
+    store.add_strikes([Seen(path_key(str(tmp_path / "a.png")), st.st_size, st.st_mtime_ns)], [])  # a local death
+    first = scan(open_session(store, pipe, {}, engine="ray"))
+    assert first["boom.png"].error.code == "crashed" and first["a.png"].error is None
+    assert "touch" in first["boom.png"].error.message
+    # a.png was read to the end by a worker that lived: its strike is gone, as a local read alone clears it
+    assert [(p.rsplit("/", 1)[1], n) for p, n in store.db.execute("SELECT path, strikes FROM crashes")] == \
+        [("boom.png", 3)]
+    sent.clear()
+    again = scan(open_session(store, pipe, {}, engine="ray"))      # resume: read nothing
+    assert sent == [] and again["boom.png"].error.code == "crashed"
+    run_id = store.db.execute("SELECT run_id FROM runs").fetchone()[0]
+    other = scan(StoreSession(store, run_id, "none", resume=False))  # another run of the store: refused there too
+    assert "boom.png" not in " ".join(sent) and len(sent) == 2
+    assert other["boom.png"].error.code == "crashed" and "3 times in earlier runs" in other["boom.png"].error.message
+
+    half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
+    batch = {"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]}
+    monkeypatch.setattr(half, "complete", lambda samples: 1 / 0)  # a bug in the task: its files' records say so
+    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)
+    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
 
 
 def _serve_once(reply: bytes) -> int:
@@ -371,7 +473,7 @@ def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch
             raise ray_engine.RayJobFailed("Ray tasks failed for 2 of the 2 files of this window")
         return records()
 
-    monkeypatch.setattr(ray_engine, "connect", lambda address: None)
+    monkeypatch.setattr(ray_engine, "connect", lambda address, quiet=False: None)
     monkeypatch.setattr(ray_engine, "run", run)
     r = CliRunner().invoke(app, ["scan", str(tmp_path), "-d", "metadata", "--engine", "ray", "-f", "json", "-q",
                                  "--no-cache"])
@@ -418,3 +520,67 @@ def test_connecting_keeps_the_commands_sigterm_handler(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_address_auto_with_no_cluster_says_so_not_token(monkeypatch):
+    """`--address auto` with no cluster running printed Ray's advice about its own CLI's `--address` flag
+    and a hint that a token was missing: neither was what was wrong."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    def init(**kw):  # what ray.init("auto") raises when no head runs here (ray._private.services)
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray_engine, "_probe", lambda address: None)
+    with pytest.raises(ray_engine.RayUnavailable) as got:
+        ray_engine._connect(SimpleNamespace(is_initialized=lambda: False, init=init), "auto")
+    msg = str(got.value)
+    assert "no Ray cluster is running" in msg and "ray start --head" in msg and "leave out --address" in msg
+    assert "token" not in msg and "`--address` flag" not in msg
+    import inspect
+
+    import ray._private.services as services  # the text matched is Ray's own
+
+    assert "Could not find any running Ray instance" in inspect.getsource(services)
+
+
+def test_a_sigterm_while_ray_starts_is_the_commands_stop(monkeypatch):
+    """ray.init takes seconds, with its own SIGTERM handler (sys.exit(15)) set: `timeout` stopping the scan
+    then exited 15 with no word, where the command's handler gives 143 and "terminated (SIGTERM)"."""
+    import os
+    import signal
+    import sys
+    from types import SimpleNamespace
+
+    from aiidetect.commands.errors import Terminated, stop_on_signals
+    from aiidetect.engines import ray as ray_engine
+
+    def init(**kw):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init does
+        os.kill(os.getpid(), signal.SIGTERM)                                    # the stop arrives meanwhile
+
+    monkeypatch.setattr(ray_engine, "_probe", lambda address: None)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        stop_on_signals()
+        with pytest.raises(Terminated) as got:
+            ray_engine._connect(SimpleNamespace(is_initialized=lambda: False, init=init), None)
+        assert got.value.code == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_the_actor_pool_must_fit_on_the_nodes_not_only_in_the_total():
+    from aiidetect.engines import ray as ray_engine
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 3.0}}, {"Alive": True, "Resources": {"CPU": 3.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0}}]
+    ray_engine._check_pool(nodes, 2, 2.0, 0.0)                  # one per node
+    with pytest.raises(ray_engine.RayUnavailable, match=r"room for 2"):
+        ray_engine._check_pool(nodes, 3, 2.0, 0.0)              # 6 CPUs in all, but 2 + 1 + 1 left over
+    ray_engine._check_pool(nodes, 1, 1.0, 1.0)
+    with pytest.raises(ray_engine.RayUnavailable, match=r"room for 1"):
+        ray_engine._check_pool(nodes, 2, 1.0, 1.0)              # one GPU in the cluster
+    ray_engine._check_pool([], 9, 64.0, 0.0)                    # nothing known: Ray decides
