@@ -387,6 +387,20 @@ def test_closed_stdout_and_stderr_never_lend_their_numbers_to_the_report(files, 
     assert r.returncode == 2 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args", [["meta", "-f", "json"], ["scan", "-d", "metadata", "--no-cache", "-q"]])
+def test_closed_stdout_is_said_as_the_docs_quote_it(files, args):
+    """docs/schema.md quotes `stdout is closed; give -o FILE or leave stdout open`, a usage error; it came
+    out as an unexpected one: `aiidetect: error: OSError: [Errno 9] ... (aiidetect --debug ... shows the
+    traceback)`, which reads as a bug to report."""
+    import shlex
+    import subprocess
+    import sys
+
+    cmd = shlex.join([sys.executable, "-m", "aiidetect", args[0], str(files), *args[1:]]) + " >&-"
+    r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, "error: stdout is closed; give -o FILE or leave stdout open\n")
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
