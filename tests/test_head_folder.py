@@ -182,3 +182,21 @@ def test_a_tensors_file_that_is_not_safetensors_fails_verify_and_names_the_head(
         heads.load_head(w / "a")
     rows = {name: problems for name, _, problems in verify_heads([w])}
     assert rows["b"] == [] and any("cannot be read" in p for p in rows["a"]), rows
+
+
+def test_weights_dir_help_says_where_heads_are_looked_for(tmp_path, monkeypatch):
+    """`--weights-dir`'s help said "Default: $AIIDETECT_WEIGHTS, ~/.local/share/aiidetect/weights, and the
+    repo's weights/": the user folder is searched only when $AIIDETECT_WEIGHTS is unset, and a given
+    folder is the only one searched (the shipped univfd head too is left out)."""
+    from aiidetect.commands.common import WeightsDirOpt
+    from aiidetect.heads import shipped_weights_dirs, user_weights_dir, weights_dirs
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.delenv("AIIDETECT_WEIGHTS", raising=False)
+    assert weights_dirs() == [user_weights_dir(), *shipped_weights_dirs()]
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", f"{a}:{b}")
+    assert weights_dirs() == [a, b, *shipped_weights_dirs()]
+    assert weights_dirs([b]) == [b]
+    text = " ".join(WeightsDirOpt.help.split())
+    assert "given, only these are searched" in text
+    assert "$AIIDETECT_WEIGHTS (':'-separated), otherwise ~/.local/share/aiidetect/weights; then the shipped" in text

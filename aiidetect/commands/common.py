@@ -39,8 +39,10 @@ DtypeOpt = typer.Option("float32", "--dtype", help="Training dtype.", rich_help_
 # measured 2x faster with no fused verdict changed on the dev set (docs/performance.md); float32 elsewhere.
 InferDtypeOpt = typer.Option("auto", "--dtype", help="auto: bfloat16 on CPUs with native bf16 matmul, else float32.",
                              rich_help_panel="Backbone")
-WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable). Default: $AIIDETECT_WEIGHTS, "
-                                                         "~/.local/share/aiidetect/weights, and the repo's weights/.",
+WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable; given, only these are searched). Default: the "
+                                                         "folders in $AIIDETECT_WEIGHTS (':'-separated), otherwise "
+                                                         "~/.local/share/aiidetect/weights; then the shipped heads "
+                                                         "(the checkout's weights/ or <prefix>/share/aiidetect/weights).",
                              rich_help_panel="Backbone")
 
 
