@@ -69,3 +69,10 @@ def test_summary_and_failed_columns_are_documented(store):
     failed = json.loads(_run("results", "failed", "--db", str(store), "-f", "json"))
     assert [r["error_code"] for r in failed] == ["unsupported-format"]
     assert list(failed[0]) == _names(para[para.index("gives a row per failed file"):para.index("(not in")])
+
+
+def test_merge_columns_are_documented(store, tmp_path):
+    rows = json.loads(_run("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(store), "-f", "json"))
+    para = _doc_paragraph("`summary -f json` is one object")
+    assert [r["added"] for r in rows] == [2]
+    assert list(rows[0]) == _names(para[para.index("a row per source store"):para.index("A row whose stored")])
