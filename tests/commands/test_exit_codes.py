@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import typer
@@ -455,3 +456,16 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_fail_on_help_names_every_verdict_it_takes():
+    """`--fail-on real` works (exit 1 on a likely-real file) but the help and docs/schema.md listed only
+    ai, uncertain, error: a script author reading them could not know it."""
+    from conftest import cli_command
+
+    from aiidetect.commands.scan import FAIL_ON
+
+    help_text = next(p.help for p in cli_command("scan").params if "--fail-on" in getattr(p, "opts", ()))
+    assert all(k in help_text for k in FAIL_ON)
+    schema = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
+    assert f"`--fail-on {'|'.join(FAIL_ON)}`" in schema
