@@ -298,6 +298,22 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     raise typer.Exit(code)
 
 
+# The short verdict names `--verdict` and `--fail-on` take, beside the verdicts' own names.
+VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
+
+
+def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list[str]:
+    """`--verdict ai,uncertain` (or repeated, or the full names) -> the verdicts; anything else exits 2.
+    One parser for every command that filters by verdict: `report --verdict ai` was refused while
+    `results export --verdict ai` worked."""
+    out = []
+    for x in split_list(values):
+        if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
+            fail(f"{option} takes {', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real); got {x!r}")
+        out.append(VERDICT_ALIASES.get(x, x))
+    return out
+
+
 @contextlib.contextmanager
 def library_errors():
     """The library's UsageError/ScanError (aiidetect.api) -> one line on stderr, exit 2."""
