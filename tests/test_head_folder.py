@@ -200,3 +200,17 @@ def test_weights_dir_help_says_where_heads_are_looked_for(tmp_path, monkeypatch)
     text = " ".join(WeightsDirOpt.help.split())
     assert "given, only these are searched" in text
     assert "$AIIDETECT_WEIGHTS (':'-separated), otherwise ~/.local/share/aiidetect/weights; then the shipped" in text
+
+
+@pytest.mark.parametrize("env, first", [(":{x}", "{x}"), (":", None), ("{x}:{y}", "{x}")])
+def test_a_new_head_goes_to_the_first_folder_scan_searches(tmp_path, monkeypatch, env, first):
+    """`AIIDETECT_WEIGHTS=:/x` (an empty first entry, as `$A:/x` with A unset gives) had trainers and `weights
+    install` write heads into the current folder, which scan never searches; empty entries are skipped,
+    as the search skips them."""
+    from aiidetect.heads import default_output_dir, new_heads_dir, user_weights_dir, weights_dirs
+
+    x, y = tmp_path / "x", tmp_path / "y"
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", env.format(x=x, y=y))
+    want = Path(first.format(x=x)) if first else user_weights_dir()
+    assert new_heads_dir() == want == weights_dirs()[0]
+    assert default_output_dir("h") == want / "h"

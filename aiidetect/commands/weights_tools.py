@@ -201,15 +201,12 @@ def install(
     Examples:
       aiidetect weights install weights-bundle.tar --sha256 3f1a...
     """
-    import os
-
     from ..bundle import BundleError, install as do_install
     from ..fetch import clip_cache_dir
-    from ..heads import user_weights_dir
+    from ..heads import new_heads_dir
 
     if heads_dir is None:
-        env = os.environ.get("AIIDETECT_WEIGHTS")
-        heads_dir = Path(env.split(os.pathsep)[0]) if env else user_weights_dir()
+        heads_dir = new_heads_dir()
     try:
         res = do_install(bundle, cache_dir or clip_cache_dir(), heads_dir, expect_sha256=sha256, force=force)
     except (BundleError, OSError) as exc:
