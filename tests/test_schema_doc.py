@@ -120,3 +120,13 @@ def test_error_codes_are_the_documented_ones():
     from aiidetect.records import ERROR_CODES
 
     assert set(ERROR_CODES) == _table_names(_section("## Error codes"))
+
+
+def test_the_example_record_parses_and_has_every_field():
+    import json
+
+    from aiidetect.records import Record
+
+    block = SCHEMA.read_text(encoding="utf-8").split("```json\n", 1)[1].split("```", 1)[0]
+    example = json.loads(block)
+    assert list(example) == list(Record(file="x").to_dict())
