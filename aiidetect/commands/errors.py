@@ -227,8 +227,9 @@ def run_guarded(app) -> None:
     except Exception as exc:  # noqa: BLE001 - this is the boundary
         remedy = _missing_extra(exc)
         if remedy is not None and not DEBUG:
-            # The light install lacks torch & co.: say which extra to install, not what broke.
-            sys.stderr.write(f"aiidetect: error: {remedy}\n")
+            # The light install lacks torch & co.: say which extra to install, not what broke; a usage
+            # matter, so the `error:` line of every other one (docs/install.md quotes it).
+            sys.stderr.write(f"error: {remedy}\n")
             sys.exit(EXIT_ERROR)
         if DEBUG:
             import traceback
