@@ -83,8 +83,10 @@ def report_cmd(
         v = summary["verdicts"]
         part = f" of {summary['records']} records" if verdict else ""
         cards = f", cards for {summary['cards']}" if summary["cards"] < summary["files"] else ""
-        err.print(f"report: {summary['files']} files{part} ("
-                  + ", ".join(f"{n} {k}" for k, n in sorted(v.items())) + f"){cards}, {summary['thumbnails']} "
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(v.items()))
+        # an empty run read "0 files ()"
+        err.print(f"report: {summary['files']} files{part}" + (f" ({counts})" if counts else "")
+                  + f"{cards}, {summary['thumbnails']} "
                   "thumbnails" + (f" -> {printable(str(output))}" if output else ""), highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 

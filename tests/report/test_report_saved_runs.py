@@ -431,3 +431,11 @@ def test_verdict_takes_the_short_names_results_export_takes(tmp_path):
     r = CliRunner().invoke(app, ["report", str(run), "-o", str(out), "--verdict", "ai,real", "--no-thumbnails", "-q"])
     assert r.exit_code == 0, r.output
     assert {x[1] for x in _rows(out.read_text(encoding="utf-8"))} == {"ai-generated", "likely-real"}
+
+
+def test_the_summary_line_of_an_empty_run_has_no_empty_brackets(tmp_path):
+    """An empty saved run (a scan of an empty folder) is an empty report; its stderr line read
+    `report: 0 files (), 0 thumbnails -> r.html`."""
+    (tmp_path / "run.jsonl").write_text("", encoding="utf-8")
+    r = run_cli("report", str(tmp_path / "run.jsonl"), "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 0 and r.stderr == f"report: 0 files, 0 thumbnails -> {tmp_path / 'r.html'}\n", r.stderr
