@@ -53,13 +53,19 @@ def weights_dirs(explicit: Iterable[str | Path] | None = None) -> list[Path]:
     explicit = [Path(p) for p in (explicit or []) if str(p)]
     if explicit:
         return explicit
-    dirs: list[Path] = []
-    env = os.environ.get("AIIDETECT_WEIGHTS")
-    if env:
-        dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    else:
-        dirs.append(user_weights_dir())
-    return dirs + shipped_weights_dirs()
+    return _user_dirs() + shipped_weights_dirs()
+
+
+def _user_dirs() -> list[Path]:
+    """The folders of $AIIDETECT_WEIGHTS (empty entries skipped), else the user's weights folder."""
+    env = [Path(p) for p in os.environ.get("AIIDETECT_WEIGHTS", "").split(os.pathsep) if p]
+    return env or [user_weights_dir()]
+
+
+def new_heads_dir() -> Path:
+    """Where a new head goes by default: the first folder searched. `AIIDETECT_WEIGHTS=:/x` (an empty first
+    entry) wrote heads into the current folder, which no scan searches."""
+    return _user_dirs()[0]
 
 
 def shipped_weights_dirs() -> list[Path]:
@@ -91,9 +97,7 @@ def default_output_dir(name: str, explicit: Iterable[str | Path] | None = None) 
     explicit = [Path(p) for p in (explicit or []) if str(p)]
     if explicit:
         return explicit[0] / name
-    env = os.environ.get("AIIDETECT_WEIGHTS")
-    base = Path(env.split(os.pathsep)[0]) if env else user_weights_dir()
-    return base / name
+    return new_heads_dir() / name
 
 
 @dataclass

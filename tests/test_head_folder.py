@@ -182,3 +182,35 @@ def test_a_tensors_file_that_is_not_safetensors_fails_verify_and_names_the_head(
         heads.load_head(w / "a")
     rows = {name: problems for name, _, problems in verify_heads([w])}
     assert rows["b"] == [] and any("cannot be read" in p for p in rows["a"]), rows
+
+
+def test_weights_dir_help_says_where_heads_are_looked_for(tmp_path, monkeypatch):
+    """`--weights-dir`'s help said "Default: $AIIDETECT_WEIGHTS, ~/.local/share/aiidetect/weights, and the
+    repo's weights/": the user folder is searched only when $AIIDETECT_WEIGHTS is unset, and a given
+    folder is the only one searched (the shipped univfd head too is left out)."""
+    from aiidetect.commands.common import WeightsDirOpt
+    from aiidetect.heads import shipped_weights_dirs, user_weights_dir, weights_dirs
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.delenv("AIIDETECT_WEIGHTS", raising=False)
+    assert weights_dirs() == [user_weights_dir(), *shipped_weights_dirs()]
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", f"{a}:{b}")
+    assert weights_dirs() == [a, b, *shipped_weights_dirs()]
+    assert weights_dirs([b]) == [b]
+    text = " ".join(WeightsDirOpt.help.split())
+    assert "given, only these are searched" in text
+    assert "$AIIDETECT_WEIGHTS (':'-separated), otherwise ~/.local/share/aiidetect/weights; then the shipped" in text
+
+
+@pytest.mark.parametrize("env, first", [(":{x}", "{x}"), (":", None), ("{x}:{y}", "{x}")])
+def test_a_new_head_goes_to_the_first_folder_scan_searches(tmp_path, monkeypatch, env, first):
+    """`AIIDETECT_WEIGHTS=:/x` (an empty first entry, as `$A:/x` with A unset gives) had trainers and `weights
+    install` write heads into the current folder, which scan never searches; empty entries are skipped,
+    as the search skips them."""
+    from aiidetect.heads import default_output_dir, new_heads_dir, user_weights_dir, weights_dirs
+
+    x, y = tmp_path / "x", tmp_path / "y"
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", env.format(x=x, y=y))
+    want = Path(first.format(x=x)) if first else user_weights_dir()
+    assert new_heads_dir() == want == weights_dirs()[0]
+    assert default_output_dir("h") == want / "h"

@@ -91,6 +91,16 @@ def test_commands_needing_a_missing_extra_say_which(args, extra, tmp_path, dev_m
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_missing_extra_is_the_error_line_docs_install_quotes(tmp_path):
+    """docs/install.md quotes `error: this command needs torch, ...`, the line every usage problem prints;
+    it came as `aiidetect: error: ...`, the form kept for unexpected exceptions (docs/schema.md)."""
+    code, out, err, _ = drive(["weights", "inspect", "x.pt"], tmp_path, EXTRAS)
+    assert (code, out) == (2, "")
+    assert err == 'error: this command needs torch, which this install lacks: pip install "aiidetect[clip]"\n'
+    install = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
+    assert f"`{err.strip()}`" in install
+
+
 def test_doctor_on_a_light_install(tmp_path):
     code, out, err, _ = drive(["doctor", "--format", "json"], tmp_path, EXTRAS)
     assert code == 1, err

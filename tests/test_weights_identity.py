@@ -95,6 +95,25 @@ def test_unreadable_files_are_refusals(tmp_path):
     assert r.returncode == 2 and json.loads(r.stdout)[0]["error"] and "Traceback" not in r.stderr
 
 
+def test_csv_keeps_the_reason_of_a_refused_file_named_after_a_good_one(tmp_path):
+    """`weights inspect good.pt bad.pt -f csv` took its columns from the first row, which had no `error`:
+    the bad file's row said nothing about why."""
+    import csv
+    import io
+
+    import torch
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
+    torch.save({"visual.proj": torch.zeros(2, 2)}, tmp_path / "good.pt")
+    (tmp_path / "bad.pt").write_bytes(b"hello")
+    r = CliRunner().invoke(app, ["weights", "inspect", str(tmp_path / "good.pt"), str(tmp_path / "bad.pt"), "-f", "csv"])
+    assert r.exit_code == 2
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert rows[0]["error"] == "" and "not a safetensors, torch or TorchScript checkpoint" in rows[1]["error"]
+
+
 def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path):
     """Opening a FIFO blocks until something writes to it: inspect hung forever."""
     import os

@@ -39,8 +39,10 @@ DtypeOpt = typer.Option("float32", "--dtype", help="Training dtype.", rich_help_
 # measured 2x faster with no fused verdict changed on the dev set (docs/performance.md); float32 elsewhere.
 InferDtypeOpt = typer.Option("auto", "--dtype", help="auto: bfloat16 on CPUs with native bf16 matmul, else float32.",
                              rich_help_panel="Backbone")
-WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable). Default: $AIIDETECT_WEIGHTS, "
-                                                         "~/.local/share/aiidetect/weights, and the repo's weights/.",
+WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable; given, only these are searched). Default: the "
+                                                         "folders in $AIIDETECT_WEIGHTS (':'-separated), otherwise "
+                                                         "~/.local/share/aiidetect/weights; then the shipped heads "
+                                                         "(the checkout's weights/ or <prefix>/share/aiidetect/weights).",
                              rich_help_panel="Backbone")
 
 
@@ -294,6 +296,22 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     # The message often quotes a path or a value from a file: never markup.
     stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message)))}", highlight=False)
     raise typer.Exit(code)
+
+
+# The short verdict names `--verdict` and `--fail-on` take, beside the verdicts' own names.
+VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
+
+
+def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list[str]:
+    """`--verdict ai,uncertain` (or repeated, or the full names) -> the verdicts; anything else exits 2.
+    One parser for every command that filters by verdict: `report --verdict ai` was refused while
+    `results export --verdict ai` worked."""
+    out = []
+    for x in split_list(values):
+        if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
+            fail(f"{option} takes {', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real); got {x!r}")
+        out.append(VERDICT_ALIASES.get(x, x))
+    return out
 
 
 @contextlib.contextmanager

@@ -152,6 +152,11 @@ def pipe_safe_group():
     return PipeSafeGroup
 
 
+class StdoutClosed(OSError):
+    """A report written to a stdout the process started without: the user's doing, not a bug, so the
+    boundary says it as a usage error (`error: ...`), without the "shows the traceback" hint."""
+
+
 class _ClosedStdout(io.TextIOBase):
     """sys.stdout when the process started with it closed: a report printed there fails with
     one clear line (exit 2) instead of an AttributeError on None, or vanishing into /dev/null."""
@@ -160,7 +165,7 @@ class _ClosedStdout(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        raise OSError(errno.EBADF, "stdout is closed; give -o FILE or leave stdout open")
+        raise StdoutClosed(errno.EBADF, "stdout is closed; give -o FILE or leave stdout open")
 
     def isatty(self) -> bool:
         return False
@@ -216,11 +221,15 @@ def run_guarded(app) -> None:
             sys.stderr.close()
         finally:
             os._exit(0)
+    except StdoutClosed as exc:
+        sys.stderr.write(f"error: {exc.strerror}\n")
+        sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
         remedy = _missing_extra(exc)
         if remedy is not None and not DEBUG:
-            # The light install lacks torch & co.: say which extra to install, not what broke.
-            sys.stderr.write(f"aiidetect: error: {remedy}\n")
+            # The light install lacks torch & co.: say which extra to install, not what broke; a usage
+            # matter, so the `error:` line of every other one (docs/install.md quotes it).
+            sys.stderr.write(f"error: {remedy}\n")
             sys.exit(EXIT_ERROR)
         if DEBUG:
             import traceback

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..limits import REPORT_MAX_CARDS
-from .common import EXIT_OK, QuietOpt, fail, stderr_console
+from .common import EXIT_OK, QuietOpt, fail, stderr_console, verdict_list
 
 
 def report_cmd(
@@ -24,8 +24,8 @@ def report_cmd(
                                        "uncertain, errors, likely real); every file is still in the table. "
                                        "0: a card for every file."),
     verdict: Optional[List[str]] = typer.Option(None, "--verdict",
-                                                help="Only the files with this verdict (ai-generated, uncertain, "
-                                                     "likely-real, error); repeat for several."),
+                                                help="Only the files with these verdicts: ai, uncertain, real, error "
+                                                     "(or ai-generated, likely-real; comma-separated or repeated)."),
     quiet: bool = QuietOpt,
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.
@@ -39,12 +39,10 @@ def report_cmd(
     """
     import contextlib
 
-    from ..report.html import VERDICT_WORDS, NotASavedRun, render_saved_run
+    from ..report.html import NotASavedRun, render_saved_run
     from ..report.output import OutputError, atomic_output, check_output, utf8_stdout
 
-    bad = [v for v in verdict or [] if v not in VERDICT_WORDS]
-    if bad:
-        fail(f"--verdict {bad[0]!r} is not one of {', '.join(VERDICT_WORDS)}")
+    verdict = verdict_list(verdict)
 
     if output:
         try:
@@ -85,8 +83,10 @@ def report_cmd(
         v = summary["verdicts"]
         part = f" of {summary['records']} records" if verdict else ""
         cards = f", cards for {summary['cards']}" if summary["cards"] < summary["files"] else ""
-        err.print(f"report: {summary['files']} files{part} ("
-                  + ", ".join(f"{n} {k}" for k, n in sorted(v.items())) + f"){cards}, {summary['thumbnails']} "
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(v.items()))
+        # an empty run read "0 files ()"
+        err.print(f"report: {summary['files']} files{part}" + (f" ({counts})" if counts else "")
+                  + f"{cards}, {summary['thumbnails']} "
                   "thumbnails" + (f" -> {printable(str(output))}" if output else ""), highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from .common import (EXIT_FINDINGS, EXIT_OK, QuietOpt, RecordFormat, RecordFormatOpt, ReportFormat, ReportFormatOpt, fail,
-                     stderr_console)
+                     stderr_console, verdict_list)
 from .errors import reader_left
 
 results_app = typer.Typer(help="Query, export and merge results stores written by `aiidetect scan --db`.",
@@ -23,7 +23,6 @@ Format, ExportFormat = RecordFormat, ReportFormat
 DbOpt = typer.Option(..., "--db", help="Results store written by `aiidetect scan --db`.")
 RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, see `results summary`). Default: all runs.")
 FmtOpt = RecordFormatOpt
-VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
 
 
 def _open(db: Path):
@@ -151,12 +150,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
     from ..report import make_writer
     from ..store import BAD_STORED_RECORD, stored_record
 
-    wanted = []
-    for v in verdict or []:
-        for x in (y.strip() for y in v.split(",") if y.strip()):
-            if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
-                fail(f"--verdict takes {', '.join(VERDICT_ALIASES)}; got {x}")
-            wanted.append(VERDICT_ALIASES.get(x, x))
+    wanted = verdict_list(verdict)
     n = bad = 0
     with _open(db) as store:
         ids = _runs(store, run)

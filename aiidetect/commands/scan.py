@@ -27,7 +27,7 @@ def scan(
     output: Optional[Path] = OutputOpt,
     detectors: Optional[List[str]] = DetectorsOpt,
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
-                                                help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error (comma-separated)."),
+                                                help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error, real (comma-separated; real: likely-real)."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into folders."),
     follow_links: bool = FollowLinksOpt,
     include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to take inside folders (repeatable)."),

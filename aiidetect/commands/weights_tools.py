@@ -32,7 +32,7 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
             w.writerow([json.dumps(v) if isinstance(v, (dict, list)) else v for v in (r.get(k) for k in cols)])
     else:
         for r in rows:
-            typer.echo("  ".join(f"{k}: {v}" for k, v in r.items()))
+            typer.echo("  ".join(f"{k}: {v}" for k, v in r.items() if not (k == "error" and v is None)))
 
 
 def _note(message: str) -> None:
@@ -124,8 +124,10 @@ def inspect(
     for p in paths:
         try:
             info = ident(p)
+            # every row has `error`: `-f csv` took its columns from the first row, so a good checkpoint
+            # named first left the column, and the reason a later file was refused, out
             rows.append({"path": str(p), **{k: info[k] for k in ("weights_id", "architecture", "tensors", "bytes")},
-                         "format": info.get("format")})
+                         "format": info.get("format"), "error": None})
         except (WeightsFormatError, OSError) as exc:
             bad = True
             rows.append({"path": str(p), "weights_id": None, "architecture": None, "tensors": None, "bytes": None,
@@ -201,15 +203,12 @@ def install(
     Examples:
       aiidetect weights install weights-bundle.tar --sha256 3f1a...
     """
-    import os
-
     from ..bundle import BundleError, install as do_install
     from ..fetch import clip_cache_dir
-    from ..heads import user_weights_dir
+    from ..heads import new_heads_dir
 
     if heads_dir is None:
-        env = os.environ.get("AIIDETECT_WEIGHTS")
-        heads_dir = Path(env.split(os.pathsep)[0]) if env else user_weights_dir()
+        heads_dir = new_heads_dir()
     try:
         res = do_install(bundle, cache_dir or clip_cache_dir(), heads_dir, expect_sha256=sha256, force=force)
     except (BundleError, OSError) as exc:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import typer
@@ -387,6 +388,20 @@ def test_closed_stdout_and_stderr_never_lend_their_numbers_to_the_report(files, 
     assert r.returncode == 2 and "stdout is closed" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("args", [["meta", "-f", "json"], ["scan", "-d", "metadata", "--no-cache", "-q"]])
+def test_closed_stdout_is_said_as_the_docs_quote_it(files, args):
+    """docs/schema.md quotes `stdout is closed; give -o FILE or leave stdout open`, a usage error; it came
+    out as an unexpected one: `aiidetect: error: OSError: [Errno 9] ... (aiidetect --debug ... shows the
+    traceback)`, which reads as a bug to report."""
+    import shlex
+    import subprocess
+    import sys
+
+    cmd = shlex.join([sys.executable, "-m", "aiidetect", args[0], str(files), *args[1:]]) + " >&-"
+    r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (2, "error: stdout is closed; give -o FILE or leave stdout open\n")
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -441,3 +456,16 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_fail_on_help_names_every_verdict_it_takes():
+    """`--fail-on real` works (exit 1 on a likely-real file) but the help and docs/schema.md listed only
+    ai, uncertain, error: a script author reading them could not know it."""
+    from conftest import cli_command
+
+    from aiidetect.commands.scan import FAIL_ON
+
+    help_text = next(p.help for p in cli_command("scan").params if "--fail-on" in getattr(p, "opts", ()))
+    assert all(k in help_text for k in FAIL_ON)
+    schema = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
+    assert f"`--fail-on {'|'.join(FAIL_ON)}`" in schema

@@ -70,7 +70,7 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     assert "only those judged ai-generated, error: 7 of the 37 records in the run" in "".join(
         assert_self_contained(html).text)
     r = run_cli("report", str(run), "-o", str(tmp_path / "x.html"), "--verdict", "fake")
-    assert r.returncode == 2 and "--verdict 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
+    assert r.returncode == 2 and "got 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
 
 
 def test_a_line_ends_at_newline_only(tmp_path):
@@ -417,3 +417,25 @@ def test_the_repeat_note_is_not_lost_among_bad_lines(tmp_path):
     notes = [x for x in r.stderr.splitlines() if x.startswith("note:")]
     assert "2 records repeat an earlier one" in notes[0] and len(notes) == 21
     assert notes[-1].startswith("note: 6 more notes about ")
+
+
+def test_verdict_takes_the_short_names_results_export_takes(tmp_path):
+    """`report --verdict ai` (and `ai,uncertain`) was refused, exit 2, while `results export --verdict
+    ai,uncertain`, the command beside it in docs/scale.md, takes them: one parser serves both now."""
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
+    run, out = tmp_path / "run.jsonl", tmp_path / "r.html"
+    _write(run, [_rec(k, v) for k, v in enumerate(VERDICTS)])
+    r = CliRunner().invoke(app, ["report", str(run), "-o", str(out), "--verdict", "ai,real", "--no-thumbnails", "-q"])
+    assert r.exit_code == 0, r.output
+    assert {x[1] for x in _rows(out.read_text(encoding="utf-8"))} == {"ai-generated", "likely-real"}
+
+
+def test_the_summary_line_of_an_empty_run_has_no_empty_brackets(tmp_path):
+    """An empty saved run (a scan of an empty folder) is an empty report; its stderr line read
+    `report: 0 files (), 0 thumbnails -> r.html`."""
+    (tmp_path / "run.jsonl").write_text("", encoding="utf-8")
+    r = run_cli("report", str(tmp_path / "run.jsonl"), "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 0 and r.stderr == f"report: 0 files, 0 thumbnails -> {tmp_path / 'r.html'}\n", r.stderr
