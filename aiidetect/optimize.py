@@ -199,12 +199,45 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
     if chosen.get("runtime") == "torch":
         return FastPath(False, "torch", chosen.get("dtype", "auto"), _verified_line(chosen, n), decision=dict(decision))
     onnx_dir = folder / ONNX_SUBDIR
-    for name, st in (decision.get("onnx_files") or {}).items():
+    files = decision.get("onnx_files") if isinstance(decision.get("onnx_files"), dict) else {}
+    for name, st in files.items():
         got = _file_stat(onnx_dir / name) or {}
-        if got.get("size") != st.get("size") or got.get("mtime_ns") != st.get("mtime_ns"):
+        if not isinstance(st, dict) or got.get("size") != st.get("size") or got.get("mtime_ns") != st.get("mtime_ns"):
             return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model {onnx_dir / name} changed "
                             "after `aiidetect optimize`; run it again)", decision=dict(decision))
+    problem = _export_problem(onnx_dir, files)
+    if problem:
+        return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model in {onnx_dir} fails its checks: "
+                        f"{problem}; run `aiidetect optimize` again)", decision=dict(decision))
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
+    """What makes the verified export unfit to serve, or None. Size and mtime alone let a file rewritten in
+    place (a flipped bit, an edited calibration in the sidecar, the mtime put back) through: the sidecar is
+    pinned by the SHA-256 recorded at optimize and pins every graph file in turn, so what runs is what was
+    verified. Checked here rather than left to the ONNX detector, which would make the heads unavailable
+    (their evidence lost) where torch can still give it."""
+    from .hashing import sha256_file
+    from .onnx_sidecar import SIDECAR, ExportError, graph_problems, read_sidecar
+
+    want = (files.get(SIDECAR) or {}).get("sha256")
+    if not want:
+        return f"the decision records no checksum of {SIDECAR} (an older `aiidetect optimize`)"
+    try:
+        if sha256_file(onnx_dir / SIDECAR) != want:
+            return f"{SIDECAR} differs from its checksum in {DECISION}"
+        side = read_sidecar(onnx_dir)
+    except (OSError, ExportError) as exc:
+        return str(exc)
+    graphs = side.get("graphs")
+    if not isinstance(graphs, list) or not graphs:
+        return f"{SIDECAR} lists no graph"
+    for g in graphs:
+        bad = graph_problems(onnx_dir, g) if isinstance(g, dict) else ["a graph entry is not an object"]
+        if bad:
+            return "; ".join(bad)
+    return None
 
 
 def _verified_line(c: Mapping[str, Any], n) -> str:
@@ -441,7 +474,10 @@ def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder:
     dets = create_detectors([f for f in fams if f == "metadata"] + ["onnx"], ctx_o)
     log("onnx int8")
     run = _run("onnx-int8", "onnx", "int8", dets, fusion_model, paths, batch_size, workers)
-    files = {f.name: _file_stat(f) for f in sorted(out.iterdir()) if f.is_file()}
+    from .hashing import sha256_file
+
+    # The checksums let scan tell the verified export from one changed since at the same size and mtime.
+    files = {f.name: {**(_file_stat(f) or {}), "sha256": sha256_file(f)} for f in sorted(out.iterdir()) if f.is_file()}
     from . import cpuinfo
 
     row = _row(ref, run, compare(ref, run), None)

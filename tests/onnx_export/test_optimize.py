@@ -206,3 +206,84 @@ def test_a_decision_nested_past_the_parser_is_no_decision(tmp_path, monkeypatch)
     folder.mkdir(parents=True)
     (folder / opt.DECISION).write_text("[" * 200_000)
     assert opt.choose(ctx, ["linear"]) is None
+
+
+def _stored_onnx_decision(tmp_path, monkeypatch):
+    """A verified onnx decision for tiny-vit with no head, over a stand-in export (choose() never runs
+    the graph, so its bytes need only match the checksums): (RunContext, export folder)."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext
+    from aiidetect.hashing import sha256_file
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
+                     weights_dirs=[tmp_path / "weights"])
+    ident = opt.identity(ctx.backbone_spec, ctx.weights_dirs)
+    onnx = opt.decision_dir(ident) / opt.ONNX_SUBDIR
+    onnx.mkdir(parents=True)
+    (onnx / "g.onnx").write_bytes(b"graph weights " * 64)
+    heads = [{"name": "linear:p", "family": "linear", "threshold": 0.5, "calibration": {"method": "none"}}]
+    (onnx / SIDECAR).write_text(json.dumps({"format": "aiidetect-onnx", "graphs": [
+        {"file": "g.onnx", "files": {"g.onnx": sha256_file(onnx / "g.onnx")}, "heads": heads}]}))
+    files = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx.iterdir()}
+    decision = {"identity": json.loads(json.dumps(ident, default=str)), "status": "verified", "files": 24,
+                "chosen": {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "speedup": 2.0,
+                           "scan_speedup": 1.5, "worst_changed_share": 0.0}, "onnx_files": files}
+    (onnx.parent / opt.DECISION).write_text(json.dumps(decision))
+    assert opt.choose(ctx, ["linear"]).use  # as stored, the fast path is taken
+    return ctx, onnx
+
+
+def _rewrite_keeping_stat(p: Path, data: bytes) -> None:
+    import os
+
+    st = p.stat()
+    assert len(data) == st.st_size
+    p.write_bytes(data)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_graph_changed_in_place_is_not_served(tmp_path, monkeypatch):
+    """A flipped byte in the optimized graph, at the same size and mtime, passed choose(): scan took the
+    fast path, the ONNX detector then refused the graph, and the heads were unavailable (no pixel
+    evidence at all) under a summary line saying "verified". It is torch, and the line says why."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    g = onnx / "g.onnx"
+    data = bytearray(g.read_bytes())
+    data[7] ^= 1
+    _rewrite_keeping_stat(g, bytes(data))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert "fails its checks" in fast.line and "g.onnx differs from its checksum" in fast.line
+    assert "run `aiidetect optimize` again" in fast.line
+
+
+def test_a_sidecar_edited_in_place_is_not_served(tmp_path, monkeypatch):
+    """The sidecar holds each head's calibration and threshold, and no checksum guarded it: one edited at
+    the same size and mtime was served. The decision pins it by SHA-256."""
+    from aiidetect import optimize as opt
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    side = onnx / SIDECAR
+    _rewrite_keeping_stat(side, side.read_bytes().replace(b'"threshold": 0.5', b'"threshold": 0.1'))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and f"{SIDECAR} differs from its checksum" in fast.line
+
+
+def test_a_decision_without_checksums_is_not_served(tmp_path, monkeypatch):
+    """A decision recorded without the export's checksums cannot say the export is the one verified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    for st in d["onnx_files"].values():
+        st.pop("sha256")
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and "records no checksum" in fast.line
