@@ -29,6 +29,7 @@ nothing about a scan changes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -351,15 +352,49 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     if not ident["heads"]:
         raise OptimizeError(f"no trained {', '.join(PIXEL_FAMILIES)} head in the weights folders: nothing to optimize")
     folder = cache_root() / key(ident)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    with _only_run(folder):
+        try:
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise OptimizeError(f"cannot write the optimize cache {folder} ({exc}); set AIIDETECT_CACHE to a "
+                                "writable folder") from exc
+        try:
+            return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
+                            candidates, log, min_speedup)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
+            raise
+
+
+@contextlib.contextmanager
+def _only_run(folder: Path):
+    """Hold an exclusive lock on this setup's decision for the whole measurement. Two `optimize` runs of
+    one setup shared its folder: the second deleted the first's graph under it (which then failed, and
+    its cleanup deleted the second's), and a decision could record a graph that another run exported.
+    The lock is the kernel's (flock): a run killed with -9 leaves no stale lock behind."""
     try:
-        return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
-                        candidates, log, min_speedup)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
-        raise
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not kept apart
+        yield
+        return
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to a "
+                            "writable folder") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise OptimizeError(f"another `aiidetect optimize` for this CPU, backbone and head set is running "
+                                f"(it holds {lock}); wait for it to finish") from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the empty file stays (removing it would race a run taking it)
 
 
 def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,

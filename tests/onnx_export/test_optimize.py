@@ -287,3 +287,50 @@ def test_a_decision_without_checksums_is_not_served(tmp_path, monkeypatch):
     dp.write_text(json.dumps(d))
     fast = opt.choose(ctx, ["linear"])
     assert not fast.use and "records no checksum" in fast.line
+
+
+def _optimize_without_measuring(tmp_path, monkeypatch):
+    """opt.optimize() as far as its cache folder, for one stand-in head; measuring fails the test."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs: [{"family": "linear", "name": "p", "files": {}}])
+    monkeypatch.setattr(opt, "_measure", lambda *a, **k: pytest.fail("measured"))
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    return lambda: opt.optimize(spec, [tmp_path / "weights"], [f"{i}.jpg" for i in range(opt.MIN_IMAGES)])
+
+
+def test_a_second_optimize_of_one_setup_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+    """Two runs at once shared one folder: the second deleted the first's graph under it (the first
+    failed with FileNotFoundError, and its cleanup deleted the second's folder). The second is refused."""
+    import fcntl
+    import os
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    run = _optimize_without_measuring(tmp_path, monkeypatch)
+    folder = opt.decision_dir(opt.identity(BackboneSpec.from_options(config="tiny-vit"), [tmp_path / "weights"]))
+    (folder / opt.ONNX_SUBDIR).mkdir(parents=True)
+    (folder / opt.ONNX_SUBDIR / "g.onnx").write_bytes(b"the first run's graph")
+    lock = folder.with_name(folder.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # the first run, as it holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(opt.OptimizeError, match="another `aiidetect optimize` .* is running"):
+            run()
+        assert (folder / opt.ONNX_SUBDIR / "g.onnx").exists()  # the first run's work is left alone
+    finally:
+        os.close(fd)
+    with pytest.raises(pytest.fail.Exception, match="measured"):  # the lock is free again: it goes ahead
+        run()
+
+
+def test_optimize_into_a_cache_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    from aiidetect import optimize as opt
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(opt.OptimizeError, match="cannot write the optimize cache .*set AIIDETECT_CACHE"):
+        _optimize_without_measuring(tmp_path, monkeypatch)()
