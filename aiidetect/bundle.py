@@ -48,7 +48,7 @@ def cached_backbones(dirs: Iterable[Path]) -> list[Path]:
 
 def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbones: Iterable[Path]) -> dict[str, Any]:
     """Write the bundle; returns {path, sha256, bytes, files: [...]}."""
-    from .heads import verify_files
+    from .heads import load_problem, verify_files
 
     out = Path(out)
     entries: list[dict[str, Any]] = []
@@ -69,6 +69,10 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
         bad = verify_files(head_dir, manifest)
         if bad:
             raise BundleError(f"head {head_dir} fails its own checksums ({'; '.join(bad)}); not packing it")
+        why = load_problem(head_dir, manifest)
+        if why:
+            # (a head of NaN weights was carried to the other machine, to be unavailable in every scan there)
+            raise BundleError(f"{why}; not packing it")
         name = manifest["name"]
         if name in packed and packed[name][0] != Path(head_dir):
             # A bundle keeps a head in the folder of its name (install relies on it): a second head of
@@ -137,7 +141,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             force: bool = False) -> dict[str, Any]:
     """Verify the whole bundle, then place backbones in backbone_dir and heads in
     heads_dir/<name>. Raises BundleError (nothing installed) on any problem."""
-    from .heads import read_manifest, verify_files
+    from .heads import load_problem, read_manifest, verify_files
 
     bundle = Path(bundle)
     if not bundle.is_file():  # a FIFO would block the open forever
@@ -216,6 +220,9 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             bad = verify_files(d, hm)  # a file listed outside the folder included, as pack refuses it
             if bad:
                 raise BundleError(f"head {name} fails its own checksums: {'; '.join(bad)}")
+            why = load_problem(d, hm)
+            if why:
+                raise BundleError(f"the bundle's {why.replace(str(d), name)}")
         placed: list[str] = []
         conflicts = []
         for name in heads:

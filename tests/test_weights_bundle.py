@@ -340,3 +340,47 @@ def test_a_truncated_bundle_is_refused_with_its_reason(machine):
     assert "truncated or damaged tar" in r.stderr and "--debug" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert [p.name for p in machine["tmp"].iterdir() if p.name.startswith(".aiidetect-install")] == []
+
+
+def _nan_head(tmp: Path) -> Path:
+    """A weights folder holding a copy of univfd whose tensors hold a NaN, its checksum updated (a head
+    trained elsewhere that diverged, or written by a tool that does not check)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    from aiidetect.hashing import sha256_file
+
+    d = tmp / "nan-weights" / "univfd"
+    shutil.copytree(REPO / "weights" / "univfd", d)
+    t = load_file(str(d / "head.safetensors"))
+    k = sorted(t)[0]
+    t[k] = t[k].clone()
+    t[k].view(-1)[0] = float("nan")
+    assert t[k].is_floating_point() and not bool(torch.isfinite(t[k]).all())
+    save_file(t, str(d / "head.safetensors"))
+    m = json.loads((d / "manifest.json").read_text())
+    m["files"]["head.safetensors"] = sha256_file(d / "head.safetensors")
+    (d / "manifest.json").write_text(json.dumps(m))
+    return d.parent
+
+
+def test_a_head_of_nan_weights_is_not_packed(machine):
+    """`weights verify` fails such a head; pack carried it to the other machine, exit 0."""
+    nan = _nan_head(machine["tmp"])
+    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(nan), "--no-backbones",
+                env={"AIIDETECT_WEIGHTS": str(nan)})
+    assert r.returncode == 2 and "NaN or infinite" in r.stderr and "not packing it" in r.stderr, r.stderr
+    assert not machine["bundle"].exists()
+
+
+def test_a_head_of_nan_weights_is_not_installed(machine, monkeypatch):
+    """A bundle holding such a head (packed before pack checked, or by hand) installed it, exit 0."""
+    from aiidetect import bundle, heads
+
+    nan = _nan_head(machine["tmp"])
+    monkeypatch.setattr(heads, "load_problem", lambda *a, **k: None, raising=False)  # the bundle as an unchecking pack wrote it
+    bundle.pack(machine["bundle"], heads.find_heads([nan]), [])
+    monkeypatch.undo()
+    r = _install(machine)
+    assert r.returncode == 2 and "the bundle's head univfd holds NaN or infinite numbers" in r.stderr, r.stderr
+    assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())
