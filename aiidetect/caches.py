@@ -3,6 +3,7 @@ what they hold, and emptying them. The caches themselves live in
 result_cache.py (scan results) and feature_cache.py (backbone features)."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -57,17 +58,22 @@ def cache_info() -> dict[str, dict]:
     return out
 
 
-def clear_caches(what: str = "results") -> list[tuple[str, Path]]:
-    """Delete the results cache, the features cache or "all"; returns (name, path) of each cleared.
-    ValueError for another name."""
+def clear_caches(what: str = "results") -> list[dict]:
+    """Delete the results cache, the features cache or "all"; returns, for each cache named, what was
+    removed: {name, path, files, bytes} (files 0: there was nothing to clear). ValueError for another
+    name; OSError when a file cannot be removed (those removed before it stay removed)."""
     if what not in (*CACHES, "all"):
         raise ValueError("cache clear takes results, features or all")
     done = []
     for name, p in cache_paths().items():
         if what in (name, "all"):
+            row = {"name": name, "path": str(p), "files": 0, "bytes": 0}
             for suffix in ("", "-wal", "-shm"):
                 q = p.with_name(p.name + suffix)
-                if q.exists():
+                if os.path.lexists(q):  # a dangling link is removed too (the link, never its target)
+                    size = q.lstat().st_size
                     q.unlink()
-            done.append((name, p))
+                    row["files"] += 1
+                    row["bytes"] += size
+            done.append(row)
     return done

@@ -250,3 +250,22 @@ def test_cache_info_in_a_folder_whose_name_is_not_utf8(tmp_path, pngs):
     _scan([Counting()], pngs, cache)
     cache.close()
     assert caches.counts(folder / "results.sqlite", "results") == {"rows": 5, "files": 5}
+
+
+def test_cache_clear_says_what_it_removed(tmp_path):
+    """`cache clear` printed "cleared results (...)" whether or not there was a cache: a user could not
+    tell an emptied cache from a wrong AIIDETECT_CACHE. A folder in the database's place is one error."""
+    env = {"AIIDETECT_CACHE": str(tmp_path / "c")}
+    empty = run_cli("cache", "clear", "all", env=env)
+    assert empty.returncode == 0 and "cleared" not in empty.stderr
+    assert "results: nothing to clear" in empty.stderr and "features: nothing to clear" in empty.stderr
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.sqlite").write_bytes(b"x" * 1000)
+    (tmp_path / "c" / "results.sqlite-wal").write_bytes(b"y" * 234)
+    r = run_cli("cache", "clear", env=env)
+    assert r.returncode == 0 and "cleared results: 2 files, 1234 bytes" in r.stderr, r.stderr
+    assert "features" not in r.stderr and not list((tmp_path / "c").iterdir())
+    (tmp_path / "c" / "results.sqlite").mkdir()
+    bad = run_cli("cache", "clear", env=env)
+    assert bad.returncode == 2 and "cannot clear the cache" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
