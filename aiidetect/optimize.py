@@ -22,7 +22,7 @@ time wins; otherwise the decision says why torch float32 stays.
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
-checksums of every trained pixel head in the weights folders, and the versions
+checksums of every trained pixel head and fusion model in the weights folders, and the versions
 of aiidetect, torch and onnxruntime. A key that does not match is never used.
 Reading the decision imports neither torch nor onnxruntime, and without one
 nothing about a scan changes.
@@ -100,14 +100,14 @@ def backbone_identity(spec) -> dict[str, Any]:
             "config_sha256": cfg, "weights": _file_stat(spec.weights_path)}
 
 
-def heads_identity(weights_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:
     """Every trained pixel head a scan could load, by the checksum of its files:
     adding, removing or retraining one makes the decision stale."""
     from .hashing import sha256_file
     from .heads import find_heads
 
     out = []
-    for fam in PIXEL_FAMILIES:
+    for fam in families:
         for path, manifest in find_heads(list(weights_dirs), detector=fam):
             files = {}
             for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
@@ -131,8 +131,11 @@ def versions() -> dict[str, str | None]:
 
 
 def identity(spec, weights_dirs: Sequence[Path]) -> dict[str, Any]:
+    # The fusion models too: the decision verified the fused verdict under the one the weights folders held
+    # then, and a fusion model added or refitted since weighs the heads' int8 differences anew.
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "cpu": cpu_identity(),
-            "backbone": backbone_identity(spec), "heads": heads_identity(weights_dirs), "versions": versions()}
+            "backbone": backbone_identity(spec), "heads": heads_identity(weights_dirs),
+            "fusion": heads_identity(weights_dirs, ("fusion",)), "versions": versions()}
 
 
 def key(ident: Mapping[str, Any]) -> str:

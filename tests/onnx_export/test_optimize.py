@@ -294,7 +294,8 @@ def _optimize_without_measuring(tmp_path, monkeypatch):
     from aiidetect import optimize as opt
     from aiidetect.backbone import BackboneSpec
 
-    monkeypatch.setattr(opt, "heads_identity", lambda dirs: [{"family": "linear", "name": "p", "files": {}}])
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs, families=opt.PIXEL_FAMILIES:
+                        [{"family": "linear", "name": "p", "files": {}}] if "linear" in families else [])
     monkeypatch.setattr(opt, "_measure", lambda *a, **k: pytest.fail("measured"))
     spec = BackboneSpec.from_options(config="tiny-vit")
     return lambda: opt.optimize(spec, [tmp_path / "weights"], [f"{i}.jpg" for i in range(opt.MIN_IMAGES)])
@@ -334,3 +335,15 @@ def test_optimize_into_a_cache_that_is_a_file_is_one_clear_error(tmp_path, monke
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
     with pytest.raises(opt.OptimizeError, match="cannot write the optimize cache .*set AIIDETECT_CACHE"):
         _optimize_without_measuring(tmp_path, monkeypatch)()
+
+
+def test_a_fusion_model_added_after_optimize_makes_the_decision_stale(tmp_path, monkeypatch):
+    """The decision verifies the fused verdict under the fusion model of its weights folders; a fusion
+    model added (or refitted) since was not part of its key, and scan kept the fast path unverified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    fusion = tmp_path / "weights" / "fused"
+    fusion.mkdir(parents=True)
+    (fusion / "manifest.json").write_text(json.dumps({"name": "fused", "detector": "fusion"}))
+    assert opt.choose(ctx, ["linear"]) is None
