@@ -347,3 +347,22 @@ def test_a_fusion_model_added_after_optimize_makes_the_decision_stale(tmp_path, 
     fusion.mkdir(parents=True)
     (fusion / "manifest.json").write_text(json.dumps({"name": "fused", "detector": "fusion"}))
     assert opt.choose(ctx, ["linear"]) is None
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "[" * 100_000, '{"candidates": 5}', '{"candidates": [5]}', "{"])
+def test_show_of_a_damaged_decision_says_so(tmp_path, monkeypatch, text):
+    """`optimize --show` of a decision.json that is not a decision ended on "error: TypeError: list indices
+    must be integers..." or a RecursionError; scan ignores such a decision, and --show says it is damaged."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.heads import weights_dirs
+
+    (tmp_path / "w").mkdir()
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "c"))
+    folder = opt.decision_dir(opt.identity(BackboneSpec.from_options(config="tiny-vit"), weights_dirs([])))
+    folder.mkdir(parents=True)
+    (folder / opt.DECISION).write_text(text)
+    r = run_cli("optimize", "--show", *BB, "-f", "csv")
+    assert r.returncode == 2 and not r.stdout, r.stdout
+    assert "is damaged (scan does not use it)" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
