@@ -64,7 +64,6 @@ def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
     """What is wrong with one graph's files against the checksums its sidecar entry recorded at export,
     or []: like a head's files, a graph changed since (replaced, truncated, a flipped bit) must not run,
     since ONNX Runtime loads altered weights without complaint and scores with them."""
-    from .hashing import sha256_file
     from .heads import in_folder
 
     d = Path(onnx_dir)
@@ -77,6 +76,22 @@ def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
             problems.append(f"{fname!r} is outside the export's folder")
         elif not (d / fname).is_file():
             problems.append(f"{fname} is missing")
-        elif sha256_file(d / fname) != digest:
+        elif _digest(d / fname) != digest:
             problems.append(f"{fname} differs from its checksum in the sidecar (changed since the export)")
     return problems
+
+
+_digests: dict[tuple, str] = {}
+
+
+def _digest(p: Path) -> str:
+    """SHA-256 of a graph file, computed once per process for one state of the file: scan checks the
+    optimized export before it chooses it and the ONNX detector checks it again when it loads it (a ViT-L
+    int8 graph is 300 MB). The state includes st_ctime, which every write changes and no utime can put back."""
+    from .hashing import sha256_file
+
+    st = p.stat()
+    key = (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(p)
+    return _digests[key]

@@ -238,11 +238,14 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
 
 def _rewrite_keeping_stat(p: Path, data: bytes) -> None:
     import os
+    import time
 
     st = p.stat()
     assert len(data) == st.st_size
+    time.sleep(0.05)  # past the file system's timestamp tick: the write changes st_ctime, as any later one would
     p.write_bytes(data)
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_ctime_ns != st.st_ctime_ns
 
 
 def test_a_graph_changed_in_place_is_not_served(tmp_path, monkeypatch):
@@ -366,3 +369,21 @@ def test_show_of_a_damaged_decision_says_so(tmp_path, monkeypatch, text):
     r = run_cli("optimize", "--show", *BB, "-f", "csv")
     assert r.returncode == 2 and not r.stdout, r.stdout
     assert "is damaged (scan does not use it)" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_optimized_graph_is_hashed_once_per_scan(tmp_path, monkeypatch):
+    """choose() checks the graph before taking the fast path and the ONNX detector checks it again when
+    it loads it: one SHA-256 of the unchanged file serves both (a ViT-L int8 graph: 300 MB, ~1 s)."""
+    from aiidetect import hashing, optimize as opt
+    from aiidetect.onnx_sidecar import graph_problems, read_sidecar
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    calls = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: calls.append(Path(p).name) or real(p))
+    assert opt.choose(ctx, ["linear"]).use
+    assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == []
+    assert calls.count("g.onnx") == 0  # hashed when the decision was stored in this process, not again
+    _rewrite_keeping_stat(onnx / "g.onnx", (onnx / "g.onnx").read_bytes())  # the same bytes, written again
+    assert opt.choose(ctx, ["linear"]).use and calls.count("g.onnx") == 1
+    assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == [] and calls.count("g.onnx") == 1
