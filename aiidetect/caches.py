@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 CACHES = ("results", "features")
@@ -44,12 +45,29 @@ def counts(p: Path, name: str) -> dict:
         return out
 
 
+def _not_regular(p: Path) -> str | None:
+    """Why the database at `p` (or its -wal/-shm) must not be opened, or None. SQLite's read-only open
+    of a FIFO waits for a writer: `cache info` hung there, and no SIGTERM ended it."""
+    for suffix in ("", "-wal", "-shm"):
+        q = p.with_name(p.name + suffix)
+        try:
+            mode = q.stat().st_mode
+        except OSError:
+            continue  # not there (or a dangling link): nothing to read
+        if not stat.S_ISREG(mode):
+            return f"{q} is not a regular file; not read"
+    return None
+
+
 def cache_info() -> dict[str, dict]:
     """cache name -> {path, exists, bytes, rows, files[, read_only][, error]}."""
     out = {}
     for name, p in cache_paths().items():
         row = {"path": str(p), "exists": p.exists(), "bytes": p.stat().st_size if p.exists() else 0}
-        if p.exists():
+        odd = _not_regular(p)
+        if odd:
+            row["error"] = odd
+        elif p.exists():
             try:
                 row.update(counts(p, name))
             except sqlite3.Error as exc:

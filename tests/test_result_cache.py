@@ -269,3 +269,21 @@ def test_cache_clear_says_what_it_removed(tmp_path):
     bad = run_cli("cache", "clear", env=env)
     assert bad.returncode == 2 and "cannot clear the cache" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cache_info_never_opens_a_fifo(tmp_path):
+    """A FIFO where results.sqlite (or its -wal) belongs: SQLite's read-only open waited for a writer,
+    and `cache info` hung (SIGTERM did not end it). It is reported, not read."""
+    import json
+    import os
+
+    cache = tmp_path / "c"
+    cache.mkdir()
+    os.mkfifo(cache / "results.sqlite")
+    os.mkfifo(cache / "features.sqlite-wal")
+    (cache / "features.sqlite").write_bytes(b"")
+    r = run_cli("cache", "info", "-f", "json", env={"AIIDETECT_CACHE": str(cache)}, timeout=30)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert "results.sqlite is not a regular file" in got["results"]["error"]
+    assert "features.sqlite-wal is not a regular file" in got["features"]["error"]
