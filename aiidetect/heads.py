@@ -324,6 +324,7 @@ def _fsync(path: Path) -> None:
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
+    from .hashing import read_regular
     from .report.safe import loads_foreign
 
     p = Path(head_dir) / MANIFEST
@@ -331,7 +332,7 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
         size = p.stat().st_size
         if size > MAX_MANIFEST_BYTES:
             raise HeadError(f"cannot read {p}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
-        m = loads_foreign(p.read_text())
+        m = loads_foreign(read_regular(p, MAX_MANIFEST_BYTES).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
     # Every reader indexes these without checking (a manifest of `5`, a dict as the name or a list

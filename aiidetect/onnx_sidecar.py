@@ -14,6 +14,7 @@ from typing import Any
 
 SIDECAR = "aiidetect-onnx.json"
 SIDECAR_VERSION = 1
+MAX_SIDECAR_BYTES = 64 << 20  # a sidecar of many heads is kilobytes; this only bounds a damaged one
 
 
 class ExportError(RuntimeError):
@@ -47,11 +48,12 @@ class HeadExport:
 
 
 def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
+    from .hashing import read_regular
     from .report.safe import loads_foreign
 
     p = Path(onnx_dir) / SIDECAR
     try:
-        s = loads_foreign(p.read_text())  # nested past the parser is "not JSON" too
+        s = loads_foreign(read_regular(p, MAX_SIDECAR_BYTES).decode("utf-8"))  # nested past the parser: not JSON
     except (OSError, ValueError) as exc:
         raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
             from exc

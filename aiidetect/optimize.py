@@ -51,6 +51,7 @@ MIN_IMAGES = 20
 # The families whose heads run on the backbone and can be served from an ONNX graph (the registry says which).
 PIXEL_FAMILIES = tuple(onnx_families())
 ONNX_SUBDIR = "onnx-int8"
+MAX_DECISION_BYTES = 64 << 20  # a decision is kilobytes; this only bounds a damaged one
 
 
 class OptimizeError(RuntimeError):
@@ -146,6 +147,14 @@ def decision_dir(ident: Mapping[str, Any]) -> Path:
     return cache_root() / key(ident)
 
 
+def read_decision(path: Path) -> str:
+    """decision.json's text; OSError when it is not a regular file (a FIFO there hung every scan) or is
+    too large to be one, ValueError when it is not UTF-8."""
+    from .hashing import read_regular
+
+    return read_regular(path, MAX_DECISION_BYTES).decode("utf-8")
+
+
 # --------------------------------------------------------------------------
 # Scan side: read the decision
 # --------------------------------------------------------------------------
@@ -185,7 +194,7 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
         ident = identity(spec, ctx.weights_dirs)
         folder = root / key(ident)
         # loads_foreign: a decision nested past the parser is "not JSON" too, not a RecursionError
-        decision = loads_foreign((folder / DECISION).read_text())
+        decision = loads_foreign(read_decision(folder / DECISION))
     except (OSError, ValueError):  # an unreadable head or decision: scan as if nothing was optimized
         return None
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):

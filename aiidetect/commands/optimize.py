@@ -77,7 +77,7 @@ def optimize_cmd(
         from ..report.safe import loads_foreign
 
         try:
-            decision = loads_foreign(path.read_text())
+            decision = loads_foreign(opt.read_decision(path))
         except OSError:
             fail(f"no stored decision for this CPU, backbone, head set and versions ({path}); run "
                  "`aiidetect optimize --images DIR` with the same options")

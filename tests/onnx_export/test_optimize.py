@@ -387,3 +387,32 @@ def test_the_optimized_graph_is_hashed_once_per_scan(tmp_path, monkeypatch):
     _rewrite_keeping_stat(onnx / "g.onnx", (onnx / "g.onnx").read_bytes())  # the same bytes, written again
     assert opt.choose(ctx, ["linear"]).use and calls.count("g.onnx") == 1
     assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == [] and calls.count("g.onnx") == 1
+
+
+def test_a_fifo_in_the_optimize_cache_or_a_head_folder_never_hangs_a_scan(tmp_path):
+    """Opening a FIFO for reading waits for a writer: a FIFO as decision.json, as an export's sidecar or
+    as a head's manifest.json hung every scan (and `weights list`) before its first file."""
+    import os
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(tmp_path / "a.png")
+    weights = tmp_path / "w"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "weights" / "univfd", weights / "univfd")
+    (weights / "stuck").mkdir()
+    os.mkfifo(weights / "stuck" / "manifest.json")
+    env = {"AIIDETECT_WEIGHTS": str(weights), "AIIDETECT_CACHE": str(tmp_path / "c")}
+    shown = run_cli("optimize", "--show", *BB, env=env, timeout=60)  # the path of this setup's decision
+    folder = Path(shown.stderr.split("(")[1].split(")")[0]).parent
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "decision.json")
+    (tmp_path / "onnx").mkdir()
+    os.mkfifo(tmp_path / "onnx" / "aiidetect-onnx.json")
+    for extra in ((), ("--runtime", "onnx", "--onnx", str(tmp_path / "onnx"))):
+        r = run_cli("scan", str(tmp_path / "a.png"), *BB, "-d", "metadata,linear", "-f", "jsonl", "--no-cache",
+                    *extra, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert len(jsonl(r.stdout)) == 1
+    assert "not a regular file" in r.stderr  # the sidecar's reason, on the unavailable head
+    listed = run_cli("weights", "list", env=env, timeout=60)
+    assert listed.returncode == 0 and "univfd" in listed.stdout
