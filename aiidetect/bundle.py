@@ -31,6 +31,7 @@ BUNDLE_FORMAT = 1
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _MAX_MANIFEST = 8 << 20
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+STAGING_PREFIX = ".aiidetect-install-"  # the hidden folder an install verifies a bundle in, beside the heads folder
 
 
 class BundleError(RuntimeError):
@@ -141,7 +142,7 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             force: bool = False) -> dict[str, Any]:
     """Verify the whole bundle, then place backbones in backbone_dir and heads in
     heads_dir/<name>. Raises BundleError (nothing installed) on any problem."""
-    from .heads import load_problem, read_manifest, verify_files
+    from .heads import load_problem, lock_folder, read_manifest, remove_stale_folders, verify_files
 
     bundle = Path(bundle)
     if not bundle.is_file():  # a FIFO would block the open forever
@@ -160,7 +161,11 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         tar = tarfile.open(bundle, "r:")
     except (tarfile.TarError, OSError) as exc:
         raise BundleError(f"{bundle}: not a readable tar ({exc})") from exc
-    staging = Path(tempfile.mkdtemp(prefix=".aiidetect-install-", dir=_existing_parent(heads_dir)))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=_existing_parent(heads_dir)))
+    # Locked while this install lives; the staging folders of killed installs (kill -9 cannot clean up:
+    # each left up to a whole bundle hidden beside the heads folder, or in the home folder) are removed.
+    lock = lock_folder(staging)
+    remove_stale_folders(staging.parent, (STAGING_PREFIX,), staging)
     try:
         with tar, _damaged_tar(bundle):
             first = tar.next()
@@ -261,6 +266,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         return {"bundle": str(bundle), "installed": placed, "files": len(got)}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
 from .report.output import STALE_SECONDS
@@ -217,7 +217,7 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = real.parent / f".{real.name}.partial-{tag}"
     tmp.mkdir()
-    lock = _lock(tmp)
+    lock = lock_folder(tmp)
     try:
         _remove_stale_saves(real, tmp)
         save_file(flat, str(tmp / TENSORS))
@@ -266,7 +266,7 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
 # instant between mkdir and flock of a save starting now): the rule atomic_output's temporary reports follow.
 
 
-def _lock(folder: Path) -> int | None:
+def lock_folder(folder: Path) -> int | None:
     """Hold a lock on a save folder while it is written ("in use"), or None where there are no locks."""
     try:
         import fcntl
@@ -285,6 +285,12 @@ def _lock(folder: Path) -> int | None:
 def _remove_stale_saves(real: Path, mine: Path) -> None:
     """Remove what killed saves of this head left beside it (kill -9 cannot be cleaned up after: each left
     a hidden copy of the head); a live save holds its lock and is kept."""
+    remove_stale_folders(real.parent, (f".{real.name}.partial-", f".{real.name}.old-"), mine)
+
+
+def remove_stale_folders(parent: Path, prefixes: Sequence[str], mine: Path | None = None) -> None:
+    """Remove the folders in `parent` named with one of `prefixes` that killed runs left: older than
+    STALE_SECONDS and not locked (a live one holds its lock, taken with `lock_folder`, and is kept)."""
     import shutil
     import time
 
@@ -293,8 +299,8 @@ def _remove_stale_saves(real: Path, mine: Path) -> None:
     except ImportError:
         return
     now = time.time()
-    for prefix in (f".{real.name}.partial-", f".{real.name}.old-"):
-        for p in real.parent.glob(glob_escape(prefix) + "*"):
+    for prefix in prefixes:
+        for p in parent.glob(glob_escape(prefix) + "*"):
             if p == mine or p.is_symlink() or not p.is_dir():
                 continue
             try:
@@ -302,7 +308,7 @@ def _remove_stale_saves(real: Path, mine: Path) -> None:
                     continue
                 fd = os.open(p, os.O_RDONLY)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its save lives
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its run lives
                     shutil.rmtree(p, ignore_errors=True)
                 finally:
                     os.close(fd)

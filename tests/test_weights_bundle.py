@@ -384,3 +384,31 @@ def test_a_head_of_nan_weights_is_not_installed(machine, monkeypatch):
     r = _install(machine)
     assert r.returncode == 2 and "the bundle's head univfd holds NaN or infinite numbers" in r.stderr, r.stderr
     assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())
+
+
+def test_an_install_killed_midway_leaves_nothing_behind_the_next(machine):
+    """kill -9 cannot be cleaned up after: each killed install left its staging folder (up to the whole
+    bundle, backbones included) hidden beside the heads folder for good. The next install removes those
+    of dead installs, and keeps the one a live install holds."""
+    import fcntl
+    import os
+    import time
+
+    from aiidetect import bundle, heads
+
+    bundle.pack(machine["bundle"], heads.find_heads([REPO / "weights"]), [machine["src_clip"] / "tiny.safetensors"])
+    parent = machine["dst_heads"].parent
+    dead, live = parent / ".aiidetect-install-dead0001", parent / ".aiidetect-install-live0001"
+    for d in (dead, live):
+        (d / "backbones").mkdir(parents=True)
+        (d / "backbones" / "tiny.safetensors").write_bytes(b"half a copy")
+        old = time.time() - 3600
+        os.utime(d, (old, old))
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # an install still running
+    try:
+        bundle.install(machine["bundle"], machine["dst_clip"], machine["dst_heads"])
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in parent.iterdir() if p.name.startswith(".aiidetect-install")) == [live.name]
