@@ -294,8 +294,10 @@ def _db() -> sqlite3.Connection | None:
         db.execute("CREATE TABLE IF NOT EXISTS aliases (tensor_id TEXT, legacy_id TEXT, "
                    "PRIMARY KEY (tensor_id, legacy_id))")
         return db
-    except sqlite3.Error:
-        return None  # no cache means recomputing, never a failure
+    except (sqlite3.Error, OSError):
+        # No cache means recomputing, never a failure: a cache folder that is a file or read-only made
+        # every checkpoint "unreadable" and the heads on it unavailable.
+        return None
 
 
 def _cached(path: Path, kind: str, fn) -> Any:

@@ -168,3 +168,13 @@ def test_a_checkpoint_rewritten_in_place_with_its_mtime_put_back_is_identified_a
     p.write_bytes((tiny / "changed.safetensors").read_bytes())
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert weights_id(p) == compute(p)["weights_id"] != old
+
+
+def test_an_unusable_identity_cache_costs_time_not_the_backbone(tiny, tmp_path, monkeypatch):
+    """AIIDETECT_CACHE naming a file (or a folder that cannot be written): the identity cache could not be
+    created, and the checkpoint was reported unreadable, its heads unavailable in every scan."""
+    from aiidetect.weights_identity import compute, weights_id
+
+    (tmp_path / "cache").write_text("a file")
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    assert weights_id(tiny / "model.safetensors") == compute(tiny / "model.safetensors")["weights_id"]
