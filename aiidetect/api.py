@@ -719,7 +719,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    from .heads import Head, HeadMismatch, find_heads, load_problem, verify_files
+    from .head_checks import load_problem
+    from .heads import Head, HeadMismatch, find_heads, verify_files
 
     dirs = _path_list(dirs, "dirs")
     bb = None

@@ -49,7 +49,8 @@ def cached_backbones(dirs: Iterable[Path]) -> list[Path]:
 
 def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbones: Iterable[Path]) -> dict[str, Any]:
     """Write the bundle; returns {path, sha256, bytes, files: [...]}."""
-    from .heads import load_problem, verify_files
+    from .head_checks import load_problem
+    from .heads import verify_files
 
     out = Path(out)
     entries: list[dict[str, Any]] = []
@@ -142,7 +143,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             force: bool = False) -> dict[str, Any]:
     """Verify the whole bundle, then place backbones in backbone_dir and heads in
     heads_dir/<name>. Raises BundleError (nothing installed) on any problem."""
-    from .heads import load_problem, lock_folder, read_manifest, remove_stale_folders, verify_files
+    from .head_checks import load_problem
+    from .heads import lock_folder, read_manifest, remove_stale_folders, verify_files
 
     bundle = Path(bundle)
     if not bundle.is_file():  # a FIFO would block the open forever

@@ -390,21 +390,6 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
     return Head(path=d, manifest=m, tensors=tensors)
 
 
-def load_problem(head_dir: str | Path, manifest: dict[str, Any] | None = None) -> str | None:
-    """Why a scan could not load this head though its checksums pass (tensors holding NaN or infinities,
-    a tensors file safetensors cannot read, a bad preprocessing block), or None. Checked by `weights
-    verify`, `pack` and `install` alike. Needs torch: without it no CLIP head runs here, and None."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return None
-    try:
-        load_head(head_dir, verify=False, manifest=manifest)
-    except HeadError as exc:
-        return str(exc)
-    return None
-
-
 def non_finite(tensors: Mapping[str, Any]) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity."""
     import torch

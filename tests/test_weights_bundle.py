@@ -375,10 +375,10 @@ def test_a_head_of_nan_weights_is_not_packed(machine):
 
 def test_a_head_of_nan_weights_is_not_installed(machine, monkeypatch):
     """A bundle holding such a head (packed before pack checked, or by hand) installed it, exit 0."""
-    from aiidetect import bundle, heads
+    from aiidetect import bundle, head_checks, heads
 
     nan = _nan_head(machine["tmp"])
-    monkeypatch.setattr(heads, "load_problem", lambda *a, **k: None, raising=False)  # the bundle as an unchecking pack wrote it
+    monkeypatch.setattr(head_checks, "load_problem", lambda *a, **k: None)  # the bundle as an unchecking pack wrote it
     bundle.pack(machine["bundle"], heads.find_heads([nan]), [])
     monkeypatch.undo()
     r = _install(machine)
@@ -412,3 +412,25 @@ def test_an_install_killed_midway_leaves_nothing_behind_the_next(machine):
     finally:
         os.close(fd)
     assert sorted(p.name for p in parent.iterdir() if p.name.startswith(".aiidetect-install")) == [live.name]
+
+
+def test_a_fusion_model_scan_would_leave_out_fails_verify_and_is_not_packed_or_installed(machine, monkeypatch):
+    """An infinite bias in a fusion model's manifest: scan leaves it out (the rules decide, with a note),
+    yet `weights verify` said ok, and pack and install carried it."""
+    from aiidetect import bundle, head_checks, heads
+
+    w = machine["tmp"] / "fusion-weights"
+    (w / "fz").mkdir(parents=True)
+    # Python's json writes Infinity, and reads it back, like a hand edit would leave it
+    (w / "fz" / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion", "params": {
+        "detectors": {"metadata": {"weight": 1.0}}, "bias": float("inf"), "ai_threshold": 0.9, "real_threshold": 0.1}}))
+    v = run_cli("weights", "verify", "--weights-dir", str(w))
+    assert v.returncode == 2 and "FAIL fz" in v.stdout and "bias must be a finite number" in v.stdout, v.stdout
+    with pytest.raises(bundle.BundleError, match="bias must be a finite number.*not packing it"):
+        bundle.pack(machine["bundle"], heads.find_heads([w]), [])
+    monkeypatch.setattr(head_checks, "load_problem", lambda *a, **k: None)  # a bundle an unchecking pack wrote
+    bundle.pack(machine["bundle"], heads.find_heads([w]), [])
+    monkeypatch.undo()
+    with pytest.raises(bundle.BundleError, match="the bundle's fusion model fz: bias must be a finite number"):
+        bundle.install(machine["bundle"], machine["dst_clip"], machine["dst_heads"])
+    assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())
