@@ -287,3 +287,22 @@ def test_cache_info_never_opens_a_fifo(tmp_path):
     got = json.loads(r.stdout)
     assert "results.sqlite is not a regular file" in got["results"]["error"]
     assert "features.sqlite-wal is not a regular file" in got["features"]["error"]
+
+
+def test_a_cache_of_another_layout_is_recomputed_and_the_note_says_how_to_reset_it(tmp_path):
+    """A results.sqlite of another layout fails every lookup and every store, run after run: the scan is
+    right (recomputed), and the note now says how to start the cache afresh."""
+    import sqlite3
+
+    (tmp_path / "c").mkdir()
+    db = sqlite3.connect(tmp_path / "c" / "results.sqlite")
+    db.execute("CREATE TABLE files (sha TEXT PRIMARY KEY)")
+    db.execute("CREATE TABLE results (sha TEXT, ident TEXT, result TEXT, PRIMARY KEY (sha, ident))")
+    db.commit()
+    db.close()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "a.png")
+    env = {"AIIDETECT_CACHE": str(tmp_path / "c")}
+    r = run_cli("scan", str(tmp_path / "a.png"), "-d", "metadata", "-f", "jsonl", env=env)
+    fresh = run_cli("scan", str(tmp_path / "a.png"), "-d", "metadata", "-f", "jsonl", "--no-cache")
+    assert r.returncode == 0 and jsonl(r.stdout)[0]["p_ai"] == jsonl(fresh.stdout)[0]["p_ai"]
+    assert "no such column: info" in r.stderr and "`aiidetect cache clear` starts the cache afresh" in r.stderr
