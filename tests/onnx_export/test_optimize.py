@@ -416,3 +416,23 @@ def test_a_fifo_in_the_optimize_cache_or_a_head_folder_never_hangs_a_scan(tmp_pa
     assert "not a regular file" in r.stderr  # the sidecar's reason, on the unavailable head
     listed = run_cli("weights", "list", env=env, timeout=60)
     assert listed.returncode == 0 and "univfd" in listed.stdout
+
+
+def test_a_backbone_checkpoint_rewritten_in_place_makes_the_decision_stale(tmp_path):
+    """The key knew the checkpoint by path, size and mtime: other weights of the same size written over
+    it, the mtime put back, kept the decision, and its int8 graph (the old weights) served the scan."""
+    import os
+    import time
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    ck = tmp_path / "ft.safetensors"
+    ck.write_bytes(b"a" * 4096)
+    spec = BackboneSpec.from_options(config="tiny-vit", weights=str(ck))
+    before = opt.key(opt.backbone_identity(spec))
+    st = ck.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick, as any later write is
+    ck.write_bytes(b"b" * 4096)
+    os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert opt.key(opt.backbone_identity(spec)) != before
