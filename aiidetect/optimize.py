@@ -83,7 +83,10 @@ def _file_stat(path: str | Path | None) -> dict[str, Any] | None:
         st = p.stat()
     except OSError:
         return {"path": str(p), "missing": True}
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # inode and ctime too: every rewrite changes them and no utime puts them back (a backbone checkpoint
+    # rewritten in place, its mtime restored, kept the decision whose int8 graph holds the old weights)
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def backbone_identity(spec) -> dict[str, Any]:
@@ -98,21 +101,7 @@ def backbone_identity(spec) -> dict[str, Any]:
         except OSError:
             cfg = "unreadable"
     return {"model": spec.model, "pretrained": spec.pretrained, "seed": spec.seed, "cache_dir": spec.cache_dir,
-            "config_sha256": cfg, "weights": _weights_stat(spec.weights_path)}
-
-
-def _weights_stat(path: str | Path | None) -> dict[str, Any] | None:
-    """The backbone checkpoint as the key knows it without reading it (1.7 GB for ViT-L): its path, size
-    and mtime, and its inode and ctime, which every rewrite changes and no utime puts back (the int8 graph
-    holds the weights optimize exported; a checkpoint rewritten in place since must not keep it)."""
-    st = _file_stat(path)
-    if st and not st.get("missing"):
-        try:
-            raw = Path(path).stat()
-        except OSError:
-            return {"path": str(path), "missing": True}
-        st.update(ino=raw.st_ino, ctime_ns=raw.st_ctime_ns)
-    return st
+            "config_sha256": cfg, "weights": _file_stat(spec.weights_path)}
 
 
 def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:
