@@ -202,7 +202,12 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
         return None
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):
         return None
-    return _fast_path(decision, folder)
+    try:
+        return _fast_path(decision, folder)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
+        return FastPath(False, "torch", "auto", f"runtime: torch (the stored decision {folder / DECISION} is "
+                        "damaged; run `aiidetect optimize` again)", decision=dict(decision))
 
 
 def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:

@@ -436,3 +436,19 @@ def test_a_backbone_checkpoint_rewritten_in_place_makes_the_decision_stale(tmp_p
     ck.write_bytes(b"b" * 4096)
     os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert opt.key(opt.backbone_identity(spec)) != before
+
+
+@pytest.mark.parametrize("change", [{"chosen": [1]}, {"chosen": {"runtime": "onnx", "worst_changed_share": "x"}}])
+def test_a_decision_of_the_wrong_shape_is_not_served_and_never_stops_a_scan(tmp_path, monkeypatch, change):
+    """A decision.json whose identity matches but whose fields are of the wrong type (a damaged or hand-made
+    file) raised AttributeError/TypeError out of choose(), which ended every scan of that setup."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d.update(change)
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert fast is not None and not fast.use and fast.runtime == "torch"
+    assert "run `aiidetect optimize` again" in fast.line
