@@ -853,14 +853,10 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
-    import importlib.util
-
-    from .heads import Head, HeadError, HeadMismatch, find_heads, load_head, verify_files
+    from .head_checks import load_problem
+    from .heads import Head, HeadMismatch, find_heads, verify_files
 
     dirs = _path_list(dirs, "dirs")
-    # The load check a scan makes (tensors finite, preprocessing block) needs torch; without it no
-    # CLIP head runs here anyway.
-    loadable = importlib.util.find_spec("torch") is not None
     bb = None
     if backbone_spec is not None:
         from .backbone import BackboneUnavailable, create_backbone
@@ -873,12 +869,10 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     broken: list[tuple[Path, str]] = []
     for path, m in find_heads([Path(d) for d in dirs], unreadable=broken):
         problems = verify_files(path, m)
-        if not problems and loadable:
-            # A head holding NaN passed here and was then unavailable in every scan.
-            try:
-                load_head(path, verify=False, manifest=m)
-            except HeadError as exc:
-                problems.append(str(exc))
+        # A head holding NaN passed here and was then unavailable in every scan.
+        why = None if problems else load_problem(path, m)
+        if why:
+            problems.append(why)
         if bb is not None:
             try:
                 Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())

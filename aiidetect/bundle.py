@@ -31,6 +31,7 @@ BUNDLE_FORMAT = 1
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _MAX_MANIFEST = 8 << 20
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+STAGING_PREFIX = ".aiidetect-install-"  # the hidden folder an install verifies a bundle in, beside the heads folder
 
 
 class BundleError(RuntimeError):
@@ -48,6 +49,7 @@ def cached_backbones(dirs: Iterable[Path]) -> list[Path]:
 
 def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbones: Iterable[Path]) -> dict[str, Any]:
     """Write the bundle; returns {path, sha256, bytes, files: [...]}."""
+    from .head_checks import load_problem
     from .heads import verify_files
 
     out = Path(out)
@@ -69,6 +71,10 @@ def pack(out: str | Path, heads: Iterable[tuple[Path, dict[str, Any]]], backbone
         bad = verify_files(head_dir, manifest)
         if bad:
             raise BundleError(f"head {head_dir} fails its own checksums ({'; '.join(bad)}); not packing it")
+        why = load_problem(head_dir, manifest)
+        if why:
+            # (a head of NaN weights was carried to the other machine, to be unavailable in every scan there)
+            raise BundleError(f"{why}; not packing it")
         name = manifest["name"]
         if name in packed and packed[name][0] != Path(head_dir):
             # A bundle keeps a head in the folder of its name (install relies on it): a second head of
@@ -137,7 +143,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             force: bool = False) -> dict[str, Any]:
     """Verify the whole bundle, then place backbones in backbone_dir and heads in
     heads_dir/<name>. Raises BundleError (nothing installed) on any problem."""
-    from .heads import read_manifest, verify_files
+    from .head_checks import load_problem
+    from .heads import lock_folder, read_manifest, remove_stale_folders, verify_files
 
     bundle = Path(bundle)
     if not bundle.is_file():  # a FIFO would block the open forever
@@ -156,7 +163,11 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         tar = tarfile.open(bundle, "r:")
     except (tarfile.TarError, OSError) as exc:
         raise BundleError(f"{bundle}: not a readable tar ({exc})") from exc
-    staging = Path(tempfile.mkdtemp(prefix=".aiidetect-install-", dir=_existing_parent(heads_dir)))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=_existing_parent(heads_dir)))
+    # Locked while this install lives; the staging folders of killed installs (kill -9 cannot clean up:
+    # each left up to a whole bundle hidden beside the heads folder, or in the home folder) are removed.
+    lock = lock_folder(staging)
+    remove_stale_folders(staging.parent, (STAGING_PREFIX,), staging)
     try:
         with tar, _damaged_tar(bundle):
             first = tar.next()
@@ -216,6 +227,9 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
             bad = verify_files(d, hm)  # a file listed outside the folder included, as pack refuses it
             if bad:
                 raise BundleError(f"head {name} fails its own checksums: {'; '.join(bad)}")
+            why = load_problem(d, hm)
+            if why:
+                raise BundleError(f"the bundle's {why.replace(str(d), name)}")
         placed: list[str] = []
         conflicts = []
         for name in heads:
@@ -254,6 +268,8 @@ def install(bundle: str | Path, backbone_dir: Path, heads_dir: Path, expect_sha2
         return {"bundle": str(bundle), "installed": placed, "files": len(got)}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@ what they hold, and emptying them. The caches themselves live in
 result_cache.py (scan results) and feature_cache.py (backbone features)."""
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 CACHES = ("results", "features")
@@ -43,12 +45,29 @@ def counts(p: Path, name: str) -> dict:
         return out
 
 
+def _not_regular(p: Path) -> str | None:
+    """Why the database at `p` (or its -wal/-shm) must not be opened, or None. SQLite's read-only open
+    of a FIFO waits for a writer: `cache info` hung there, and no SIGTERM ended it."""
+    for suffix in ("", "-wal", "-shm"):
+        q = p.with_name(p.name + suffix)
+        try:
+            mode = q.stat().st_mode
+        except OSError:
+            continue  # not there (or a dangling link): nothing to read
+        if not stat.S_ISREG(mode):
+            return f"{q} is not a regular file; not read"
+    return None
+
+
 def cache_info() -> dict[str, dict]:
     """cache name -> {path, exists, bytes, rows, files[, read_only][, error]}."""
     out = {}
     for name, p in cache_paths().items():
         row = {"path": str(p), "exists": p.exists(), "bytes": p.stat().st_size if p.exists() else 0}
-        if p.exists():
+        odd = _not_regular(p)
+        if odd:
+            row["error"] = odd
+        elif p.exists():
             try:
                 row.update(counts(p, name))
             except sqlite3.Error as exc:
@@ -57,17 +76,22 @@ def cache_info() -> dict[str, dict]:
     return out
 
 
-def clear_caches(what: str = "results") -> list[tuple[str, Path]]:
-    """Delete the results cache, the features cache or "all"; returns (name, path) of each cleared.
-    ValueError for another name."""
+def clear_caches(what: str = "results") -> list[dict]:
+    """Delete the results cache, the features cache or "all"; returns, for each cache named, what was
+    removed: {name, path, files, bytes} (files 0: there was nothing to clear). ValueError for another
+    name; OSError when a file cannot be removed (those removed before it stay removed)."""
     if what not in (*CACHES, "all"):
         raise ValueError("cache clear takes results, features or all")
     done = []
     for name, p in cache_paths().items():
         if what in (name, "all"):
+            row = {"name": name, "path": str(p), "files": 0, "bytes": 0}
             for suffix in ("", "-wal", "-shm"):
                 q = p.with_name(p.name + suffix)
-                if q.exists():
+                if os.path.lexists(q):  # a dangling link is removed too (the link, never its target)
+                    size = q.lstat().st_size
                     q.unlink()
-            done.append((name, p))
+                    row["files"] += 1
+                    row["bytes"] += size
+            done.append(row)
     return done

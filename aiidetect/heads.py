@@ -15,12 +15,11 @@ import datetime as _dt
 import json
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
 from .report.output import STALE_SECONDS
@@ -222,7 +221,7 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = real.parent / f".{real.name}.partial-{tag}"
     tmp.mkdir()
-    lock = _lock(tmp)
+    lock = lock_folder(tmp)
     try:
         _remove_stale_saves(real, tmp)
         save_file(flat, str(tmp / TENSORS))
@@ -271,7 +270,7 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
 # instant between mkdir and flock of a save starting now): the rule atomic_output's temporary reports follow.
 
 
-def _lock(folder: Path) -> int | None:
+def lock_folder(folder: Path) -> int | None:
     """Hold a lock on a save folder while it is written ("in use"), or None where there are no locks."""
     try:
         import fcntl
@@ -290,6 +289,12 @@ def _lock(folder: Path) -> int | None:
 def _remove_stale_saves(real: Path, mine: Path) -> None:
     """Remove what killed saves of this head left beside it (kill -9 cannot be cleaned up after: each left
     a hidden copy of the head); a live save holds its lock and is kept."""
+    remove_stale_folders(real.parent, (f".{real.name}.partial-", f".{real.name}.old-"), mine)
+
+
+def remove_stale_folders(parent: Path, prefixes: Sequence[str], mine: Path | None = None) -> None:
+    """Remove the folders in `parent` named with one of `prefixes` that killed runs left: older than
+    STALE_SECONDS and not locked (a live one holds its lock, taken with `lock_folder`, and is kept)."""
     import shutil
     import time
 
@@ -298,8 +303,8 @@ def _remove_stale_saves(real: Path, mine: Path) -> None:
     except ImportError:
         return
     now = time.time()
-    for prefix in (f".{real.name}.partial-", f".{real.name}.old-"):
-        for p in real.parent.glob(glob_escape(prefix) + "*"):
+    for prefix in prefixes:
+        for p in parent.glob(glob_escape(prefix) + "*"):
             if p == mine or p.is_symlink() or not p.is_dir():
                 continue
             try:
@@ -307,7 +312,7 @@ def _remove_stale_saves(real: Path, mine: Path) -> None:
                     continue
                 fd = os.open(p, os.O_RDONLY)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its save lives
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its run lives
                     shutil.rmtree(p, ignore_errors=True)
                 finally:
                     os.close(fd)
@@ -329,22 +334,17 @@ def _fsync(path: Path) -> None:
 
 
 def read_manifest(head_dir: str | Path) -> dict[str, Any]:
+    from .hashing import read_regular
     from .report.safe import loads_foreign
 
     p = Path(head_dir) / MANIFEST
     try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):
-            # `--fusion DIR` whose manifest.json was a FIFO waited for a writer for ever; one linked to
-            # /dev/zero (size 0) was read until memory ran out.
-            raise HeadError(f"cannot read {p}: not a regular file")
-        if st.st_size > MAX_MANIFEST_BYTES:
-            raise HeadError(f"cannot read {p}: {st.st_size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
-        with open(p, "rb") as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)  # a file that grew after the stat is cut off here
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise HeadError(f"cannot read {p}: more than a manifest's {MAX_MANIFEST_BYTES} bytes")
-        m = loads_foreign(raw.decode("utf-8"))
+        # read_regular: a FIFO as manifest.json (`--fusion DIR`) waited for a writer for ever, and one
+        # linked to /dev/zero (size 0) was read until memory ran out.
+        size = p.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise HeadError(f"cannot read {p}: {size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        m = loads_foreign(read_regular(p, MAX_MANIFEST_BYTES).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise HeadError(f"cannot read {p}: {exc}") from exc
     # Every reader indexes these without checking (a manifest of `5`, a dict as the name or a list

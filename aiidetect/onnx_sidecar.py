@@ -14,6 +14,7 @@ from typing import Any
 
 SIDECAR = "aiidetect-onnx.json"
 SIDECAR_VERSION = 1
+MAX_SIDECAR_BYTES = 64 << 20  # a sidecar of many heads is kilobytes; this only bounds a damaged one
 
 
 class ExportError(RuntimeError):
@@ -47,11 +48,12 @@ class HeadExport:
 
 
 def read_sidecar(onnx_dir: str | Path) -> dict[str, Any]:
+    from .hashing import read_regular
     from .report.safe import loads_foreign
 
     p = Path(onnx_dir) / SIDECAR
     try:
-        s = loads_foreign(p.read_text())  # nested past the parser is "not JSON" too
+        s = loads_foreign(read_regular(p, MAX_SIDECAR_BYTES).decode("utf-8"))  # nested past the parser: not JSON
     except (OSError, ValueError) as exc:
         raise ExportError(f"no ONNX export in {onnx_dir} ({p}: {exc}); run `aiidetect export onnx -o {onnx_dir}`") \
             from exc
@@ -64,7 +66,6 @@ def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
     """What is wrong with one graph's files against the checksums its sidecar entry recorded at export,
     or []: like a head's files, a graph changed since (replaced, truncated, a flipped bit) must not run,
     since ONNX Runtime loads altered weights without complaint and scores with them."""
-    from .hashing import sha256_file
     from .heads import in_folder
 
     d = Path(onnx_dir)
@@ -77,6 +78,22 @@ def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
             problems.append(f"{fname!r} is outside the export's folder")
         elif not (d / fname).is_file():
             problems.append(f"{fname} is missing")
-        elif sha256_file(d / fname) != digest:
+        elif _digest(d / fname) != digest:
             problems.append(f"{fname} differs from its checksum in the sidecar (changed since the export)")
     return problems
+
+
+_digests: dict[tuple, str] = {}
+
+
+def _digest(p: Path) -> str:
+    """SHA-256 of a graph file, computed once per process for one state of the file: scan checks the
+    optimized export before it chooses it and the ONNX detector checks it again when it loads it (a ViT-L
+    int8 graph is 300 MB). The state includes st_ctime, which every write changes and no utime can put back."""
+    from .hashing import sha256_file
+
+    st = p.stat()
+    key = (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(p)
+    return _digests[key]

@@ -22,13 +22,14 @@ time wins; otherwise the decision says why torch float32 stays.
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
-checksums of every trained pixel head in the weights folders, and the versions
+checksums of every trained pixel head and fusion model in the weights folders, and the versions
 of aiidetect, torch and onnxruntime. A key that does not match is never used.
 Reading the decision imports neither torch nor onnxruntime, and without one
 nothing about a scan changes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -50,6 +51,7 @@ MIN_IMAGES = 20
 # The families whose heads run on the backbone and can be served from an ONNX graph (the registry says which).
 PIXEL_FAMILIES = tuple(onnx_families())
 ONNX_SUBDIR = "onnx-int8"
+MAX_DECISION_BYTES = 64 << 20  # a decision is kilobytes; this only bounds a damaged one
 
 
 class OptimizeError(RuntimeError):
@@ -81,7 +83,10 @@ def _file_stat(path: str | Path | None) -> dict[str, Any] | None:
         st = p.stat()
     except OSError:
         return {"path": str(p), "missing": True}
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # inode and ctime too: every rewrite changes them and no utime puts them back (a backbone checkpoint
+    # rewritten in place, its mtime restored, kept the decision whose int8 graph holds the old weights)
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def backbone_identity(spec) -> dict[str, Any]:
@@ -99,14 +104,14 @@ def backbone_identity(spec) -> dict[str, Any]:
             "config_sha256": cfg, "weights": _file_stat(spec.weights_path)}
 
 
-def heads_identity(weights_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:
     """Every trained pixel head a scan could load, by the checksum of its files:
     adding, removing or retraining one makes the decision stale."""
     from .hashing import sha256_file
     from .heads import find_heads
 
     out = []
-    for fam in PIXEL_FAMILIES:
+    for fam in families:
         for path, manifest in find_heads(list(weights_dirs), detector=fam):
             files = {}
             for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
@@ -130,8 +135,11 @@ def versions() -> dict[str, str | None]:
 
 
 def identity(spec, weights_dirs: Sequence[Path]) -> dict[str, Any]:
+    # The fusion models too: the decision verified the fused verdict under the one the weights folders held
+    # then, and a fusion model added or refitted since weighs the heads' int8 differences anew.
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "cpu": cpu_identity(),
-            "backbone": backbone_identity(spec), "heads": heads_identity(weights_dirs), "versions": versions()}
+            "backbone": backbone_identity(spec), "heads": heads_identity(weights_dirs),
+            "fusion": heads_identity(weights_dirs, ("fusion",)), "versions": versions()}
 
 
 def key(ident: Mapping[str, Any]) -> str:
@@ -140,6 +148,14 @@ def key(ident: Mapping[str, Any]) -> str:
 
 def decision_dir(ident: Mapping[str, Any]) -> Path:
     return cache_root() / key(ident)
+
+
+def read_decision(path: Path) -> str:
+    """decision.json's text; OSError when it is not a regular file (a FIFO there hung every scan) or is
+    too large to be one, ValueError when it is not UTF-8."""
+    from .hashing import read_regular
+
+    return read_regular(path, MAX_DECISION_BYTES).decode("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -181,12 +197,17 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
         ident = identity(spec, ctx.weights_dirs)
         folder = root / key(ident)
         # loads_foreign: a decision nested past the parser is "not JSON" too, not a RecursionError
-        decision = loads_foreign((folder / DECISION).read_text())
+        decision = loads_foreign(read_decision(folder / DECISION))
     except (OSError, ValueError):  # an unreadable head or decision: scan as if nothing was optimized
         return None
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):
         return None
-    return _fast_path(decision, folder)
+    try:
+        return _fast_path(decision, folder)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
+        return FastPath(False, "torch", "auto", f"runtime: torch (the stored decision {folder / DECISION} is "
+                        "damaged; run `aiidetect optimize` again)", decision=dict(decision))
 
 
 def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
@@ -199,12 +220,45 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
     if chosen.get("runtime") == "torch":
         return FastPath(False, "torch", chosen.get("dtype", "auto"), _verified_line(chosen, n), decision=dict(decision))
     onnx_dir = folder / ONNX_SUBDIR
-    for name, st in (decision.get("onnx_files") or {}).items():
+    files = decision.get("onnx_files") if isinstance(decision.get("onnx_files"), dict) else {}
+    for name, st in files.items():
         got = _file_stat(onnx_dir / name) or {}
-        if got.get("size") != st.get("size") or got.get("mtime_ns") != st.get("mtime_ns"):
+        if not isinstance(st, dict) or got.get("size") != st.get("size") or got.get("mtime_ns") != st.get("mtime_ns"):
             return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model {onnx_dir / name} changed "
                             "after `aiidetect optimize`; run it again)", decision=dict(decision))
+    problem = _export_problem(onnx_dir, files)
+    if problem:
+        return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model in {onnx_dir} fails its checks: "
+                        f"{problem}; run `aiidetect optimize` again)", decision=dict(decision))
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
+    """What makes the verified export unfit to serve, or None. Size and mtime alone let a file rewritten in
+    place (a flipped bit, an edited calibration in the sidecar, the mtime put back) through: the sidecar is
+    pinned by the SHA-256 recorded at optimize and pins every graph file in turn, so what runs is what was
+    verified. Checked here rather than left to the ONNX detector, which would make the heads unavailable
+    (their evidence lost) where torch can still give it."""
+    from .hashing import sha256_file
+    from .onnx_sidecar import SIDECAR, ExportError, graph_problems, read_sidecar
+
+    want = (files.get(SIDECAR) or {}).get("sha256")
+    if not want:
+        return f"the decision records no checksum of {SIDECAR} (an older `aiidetect optimize`)"
+    try:
+        if sha256_file(onnx_dir / SIDECAR) != want:
+            return f"{SIDECAR} differs from its checksum in {DECISION}"
+        side = read_sidecar(onnx_dir)
+    except (OSError, ExportError) as exc:
+        return str(exc)
+    graphs = side.get("graphs")
+    if not isinstance(graphs, list) or not graphs:
+        return f"{SIDECAR} lists no graph"
+    for g in graphs:
+        bad = graph_problems(onnx_dir, g) if isinstance(g, dict) else ["a graph entry is not an object"]
+        if bad:
+            return "; ".join(bad)
+    return None
 
 
 def _verified_line(c: Mapping[str, Any], n) -> str:
@@ -318,15 +372,49 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     if not ident["heads"]:
         raise OptimizeError(f"no trained {', '.join(PIXEL_FAMILIES)} head in the weights folders: nothing to optimize")
     folder = cache_root() / key(ident)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    with _only_run(folder):
+        try:
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise OptimizeError(f"cannot write the optimize cache {folder} ({exc}); set AIIDETECT_CACHE to a "
+                                "writable folder") from exc
+        try:
+            return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
+                            candidates, log, min_speedup)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
+            raise
+
+
+@contextlib.contextmanager
+def _only_run(folder: Path):
+    """Hold an exclusive lock on this setup's decision for the whole measurement. Two `optimize` runs of
+    one setup shared its folder: the second deleted the first's graph under it (which then failed, and
+    its cleanup deleted the second's), and a decision could record a graph that another run exported.
+    The lock is the kernel's (flock): a run killed with -9 leaves no stale lock behind."""
     try:
-        return _measure(spec, weights_dirs, paths, ident, folder, tolerance, max_delta_p, batch_size, workers,
-                        candidates, log, min_speedup)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # no half-written decision, no orphaned graph
-        raise
+        import fcntl
+    except ImportError:  # no flock (Windows): runs are not kept apart
+        yield
+        return
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to a "
+                            "writable folder") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise OptimizeError(f"another `aiidetect optimize` for this CPU, backbone and head set is running "
+                                f"(it holds {lock}); wait for it to finish") from exc
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the empty file stays (removing it would race a run taking it)
 
 
 def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,
@@ -441,7 +529,10 @@ def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder:
     dets = create_detectors([f for f in fams if f == "metadata"] + ["onnx"], ctx_o)
     log("onnx int8")
     run = _run("onnx-int8", "onnx", "int8", dets, fusion_model, paths, batch_size, workers)
-    files = {f.name: _file_stat(f) for f in sorted(out.iterdir()) if f.is_file()}
+    from .hashing import sha256_file
+
+    # The checksums let scan tell the verified export from one changed since at the same size and mtime.
+    files = {f.name: {**(_file_stat(f) or {}), "sha256": sha256_file(f)} for f in sorted(out.iterdir()) if f.is_file()}
     from . import cpuinfo
 
     row = _row(ref, run, compare(ref, run), None)

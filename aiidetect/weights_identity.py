@@ -15,7 +15,7 @@ stores it, a state dict does not) and a ``module.`` prefix left by
 DataParallel are not part of the identity.
 
 Hashing a 900 MB checkpoint takes seconds, so results are remembered in
-``$AIIDETECT_CACHE/weights_ids.sqlite`` by (path, size, mtime).
+``$AIIDETECT_CACHE/weights_ids.sqlite`` by (path, size, mtime, inode, ctime).
 
 Legacy identities: heads written before this scheme (the shipped UnivFD head)
 record ``sha256:<hex>``, the SHA-256 of the checkpoint *file*. ``legacy_accepts``
@@ -280,20 +280,24 @@ def compute(path: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
-# Cache: (path, size, mtime) -> identity; tensor id <-> legacy file id
+# Cache: (path, size, mtime, ctime, inode) -> identity; tensor id <-> legacy file id
 # --------------------------------------------------------------------------
 def _db() -> sqlite3.Connection | None:
     p = cache_path()
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(p), timeout=30)
-        db.execute("CREATE TABLE IF NOT EXISTS ids (path TEXT, size INTEGER, mtime_ns INTEGER, kind TEXT, "
-                   "value TEXT, PRIMARY KEY (path, size, mtime_ns, kind))")
+        # file_ids, not the earlier ids table: that one was keyed by path, size and mtime only (below).
+        db.execute("CREATE TABLE IF NOT EXISTS file_ids (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                   "ctime_ns INTEGER, ino INTEGER, kind TEXT, value TEXT, "
+                   "PRIMARY KEY (path, size, mtime_ns, ctime_ns, ino, kind))")
         db.execute("CREATE TABLE IF NOT EXISTS aliases (tensor_id TEXT, legacy_id TEXT, "
                    "PRIMARY KEY (tensor_id, legacy_id))")
         return db
-    except sqlite3.Error:
-        return None  # no cache means recomputing, never a failure
+    except (sqlite3.Error, OSError):
+        # No cache means recomputing, never a failure: a cache folder that is a file or read-only made
+        # every checkpoint "unreadable" and the heads on it unavailable.
+        return None
 
 
 def _cached(path: Path, kind: str, fn) -> Any:
@@ -301,11 +305,15 @@ def _cached(path: Path, kind: str, fn) -> Any:
     if not stat.S_ISREG(st.st_mode):
         # A FIFO blocked the open forever waiting for a writer (a device could be endless).
         raise WeightsFormatError(f"{path}: not a regular file")
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, kind)
+    # st_ctime and the inode too: a checkpoint rewritten in place (or replaced by another of the same size)
+    # with its mtime put back kept the old identity, and results and features cached under the old
+    # weights' fingerprint were served for the new ones. Every write changes st_ctime; no utime sets it.
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, kind)
     db = _db()
     if db is not None:
         try:
-            row = db.execute("SELECT value FROM ids WHERE path=? AND size=? AND mtime_ns=? AND kind=?", key).fetchone()
+            row = db.execute("SELECT value FROM file_ids WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
+                             "AND ino=? AND kind=?", key).fetchone()
             if row:
                 return json.loads(row[0])
         except (sqlite3.Error, ValueError):
@@ -314,7 +322,7 @@ def _cached(path: Path, kind: str, fn) -> Any:
     if db is not None:
         try:
             with db:
-                db.execute("INSERT OR REPLACE INTO ids VALUES (?,?,?,?,?)", (*key, json.dumps(value)))
+                db.execute("INSERT OR REPLACE INTO file_ids VALUES (?,?,?,?,?,?,?)", (*key, json.dumps(value)))
         except sqlite3.Error:
             pass
         db.close()
@@ -322,7 +330,7 @@ def _cached(path: Path, kind: str, fn) -> Any:
 
 
 def inspect(path: str | Path) -> dict[str, Any]:
-    """compute(), remembered by (path, size, mtime)."""
+    """compute(), remembered by (path, size, mtime, ctime, inode)."""
     return _cached(Path(path), "tensors", compute)
 
 

@@ -250,3 +250,59 @@ def test_cache_info_in_a_folder_whose_name_is_not_utf8(tmp_path, pngs):
     _scan([Counting()], pngs, cache)
     cache.close()
     assert caches.counts(folder / "results.sqlite", "results") == {"rows": 5, "files": 5}
+
+
+def test_cache_clear_says_what_it_removed(tmp_path):
+    """`cache clear` printed "cleared results (...)" whether or not there was a cache: a user could not
+    tell an emptied cache from a wrong AIIDETECT_CACHE. A folder in the database's place is one error."""
+    env = {"AIIDETECT_CACHE": str(tmp_path / "c")}
+    empty = run_cli("cache", "clear", "all", env=env)
+    assert empty.returncode == 0 and "cleared" not in empty.stderr
+    assert "results: nothing to clear" in empty.stderr and "features: nothing to clear" in empty.stderr
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.sqlite").write_bytes(b"x" * 1000)
+    (tmp_path / "c" / "results.sqlite-wal").write_bytes(b"y" * 234)
+    r = run_cli("cache", "clear", env=env)
+    assert r.returncode == 0 and "cleared results: 2 files, 1234 bytes" in r.stderr, r.stderr
+    assert "features" not in r.stderr and not list((tmp_path / "c").iterdir())
+    (tmp_path / "c" / "results.sqlite").mkdir()
+    bad = run_cli("cache", "clear", env=env)
+    assert bad.returncode == 2 and "cannot clear the cache" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cache_info_never_opens_a_fifo(tmp_path):
+    """A FIFO where results.sqlite (or its -wal) belongs: SQLite's read-only open waited for a writer,
+    and `cache info` hung (SIGTERM did not end it). It is reported, not read."""
+    import json
+    import os
+
+    cache = tmp_path / "c"
+    cache.mkdir()
+    os.mkfifo(cache / "results.sqlite")
+    os.mkfifo(cache / "features.sqlite-wal")
+    (cache / "features.sqlite").write_bytes(b"")
+    r = run_cli("cache", "info", "-f", "json", env={"AIIDETECT_CACHE": str(cache)}, timeout=30)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert "results.sqlite is not a regular file" in got["results"]["error"]
+    assert "features.sqlite-wal is not a regular file" in got["features"]["error"]
+
+
+def test_a_cache_of_another_layout_is_recomputed_and_the_note_says_how_to_reset_it(tmp_path):
+    """A results.sqlite of another layout fails every lookup and every store, run after run: the scan is
+    right (recomputed), and the note now says how to start the cache afresh."""
+    import sqlite3
+
+    (tmp_path / "c").mkdir()
+    db = sqlite3.connect(tmp_path / "c" / "results.sqlite")
+    db.execute("CREATE TABLE files (sha TEXT PRIMARY KEY)")
+    db.execute("CREATE TABLE results (sha TEXT, ident TEXT, result TEXT, PRIMARY KEY (sha, ident))")
+    db.commit()
+    db.close()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "a.png")
+    env = {"AIIDETECT_CACHE": str(tmp_path / "c")}
+    r = run_cli("scan", str(tmp_path / "a.png"), "-d", "metadata", "-f", "jsonl", env=env)
+    fresh = run_cli("scan", str(tmp_path / "a.png"), "-d", "metadata", "-f", "jsonl", "--no-cache")
+    assert r.returncode == 0 and jsonl(r.stdout)[0]["p_ai"] == jsonl(fresh.stdout)[0]["p_ai"]
+    assert "no such column: info" in r.stderr and "`aiidetect cache clear` starts the cache afresh" in r.stderr

@@ -340,3 +340,97 @@ def test_a_truncated_bundle_is_refused_with_its_reason(machine):
     assert "truncated or damaged tar" in r.stderr and "--debug" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert [p.name for p in machine["tmp"].iterdir() if p.name.startswith(".aiidetect-install")] == []
+
+
+def _nan_head(tmp: Path) -> Path:
+    """A weights folder holding a copy of univfd whose tensors hold a NaN, its checksum updated (a head
+    trained elsewhere that diverged, or written by a tool that does not check)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    from aiidetect.hashing import sha256_file
+
+    d = tmp / "nan-weights" / "univfd"
+    shutil.copytree(REPO / "weights" / "univfd", d)
+    t = load_file(str(d / "head.safetensors"))
+    k = sorted(t)[0]
+    t[k] = t[k].clone()
+    t[k].view(-1)[0] = float("nan")
+    assert t[k].is_floating_point() and not bool(torch.isfinite(t[k]).all())
+    save_file(t, str(d / "head.safetensors"))
+    m = json.loads((d / "manifest.json").read_text())
+    m["files"]["head.safetensors"] = sha256_file(d / "head.safetensors")
+    (d / "manifest.json").write_text(json.dumps(m))
+    return d.parent
+
+
+def test_a_head_of_nan_weights_is_not_packed(machine):
+    """`weights verify` fails such a head; pack carried it to the other machine, exit 0."""
+    nan = _nan_head(machine["tmp"])
+    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(nan), "--no-backbones",
+                env={"AIIDETECT_WEIGHTS": str(nan)})
+    assert r.returncode == 2 and "NaN or infinite" in r.stderr and "not packing it" in r.stderr, r.stderr
+    assert not machine["bundle"].exists()
+
+
+def test_a_head_of_nan_weights_is_not_installed(machine, monkeypatch):
+    """A bundle holding such a head (packed before pack checked, or by hand) installed it, exit 0."""
+    from aiidetect import bundle, head_checks, heads
+
+    nan = _nan_head(machine["tmp"])
+    monkeypatch.setattr(head_checks, "load_problem", lambda *a, **k: None)  # the bundle as an unchecking pack wrote it
+    bundle.pack(machine["bundle"], heads.find_heads([nan]), [])
+    monkeypatch.undo()
+    r = _install(machine)
+    assert r.returncode == 2 and "the bundle's head univfd holds NaN or infinite numbers" in r.stderr, r.stderr
+    assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())
+
+
+def test_an_install_killed_midway_leaves_nothing_behind_the_next(machine):
+    """kill -9 cannot be cleaned up after: each killed install left its staging folder (up to the whole
+    bundle, backbones included) hidden beside the heads folder for good. The next install removes those
+    of dead installs, and keeps the one a live install holds."""
+    import fcntl
+    import os
+    import time
+
+    from aiidetect import bundle, heads
+
+    bundle.pack(machine["bundle"], heads.find_heads([REPO / "weights"]), [machine["src_clip"] / "tiny.safetensors"])
+    parent = machine["dst_heads"].parent
+    dead, live = parent / ".aiidetect-install-dead0001", parent / ".aiidetect-install-live0001"
+    for d in (dead, live):
+        (d / "backbones").mkdir(parents=True)
+        (d / "backbones" / "tiny.safetensors").write_bytes(b"half a copy")
+        old = time.time() - 3600
+        os.utime(d, (old, old))
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # an install still running
+    try:
+        bundle.install(machine["bundle"], machine["dst_clip"], machine["dst_heads"])
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in parent.iterdir() if p.name.startswith(".aiidetect-install")) == [live.name]
+
+
+def test_a_fusion_model_scan_would_leave_out_fails_verify_and_is_not_packed_or_installed(machine, monkeypatch):
+    """An infinite bias in a fusion model's manifest: scan leaves it out (the rules decide, with a note),
+    yet `weights verify` said ok, and pack and install carried it."""
+    from aiidetect import bundle, head_checks, heads
+
+    w = machine["tmp"] / "fusion-weights"
+    (w / "fz").mkdir(parents=True)
+    # Python's json writes Infinity, and reads it back, like a hand edit would leave it
+    (w / "fz" / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion", "params": {
+        "detectors": {"metadata": {"weight": 1.0}}, "bias": float("inf"), "ai_threshold": 0.9, "real_threshold": 0.1}}))
+    v = run_cli("weights", "verify", "--weights-dir", str(w))
+    assert v.returncode == 2 and "FAIL fz" in v.stdout and "bias must be a finite number" in v.stdout, v.stdout
+    with pytest.raises(bundle.BundleError, match="bias must be a finite number.*not packing it"):
+        bundle.pack(machine["bundle"], heads.find_heads([w]), [])
+    monkeypatch.setattr(head_checks, "load_problem", lambda *a, **k: None)  # a bundle an unchecking pack wrote
+    bundle.pack(machine["bundle"], heads.find_heads([w]), [])
+    monkeypatch.undo()
+    with pytest.raises(bundle.BundleError, match="the bundle's fusion model fz: bias must be a finite number"):
+        bundle.install(machine["bundle"], machine["dst_clip"], machine["dst_heads"])
+    assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())

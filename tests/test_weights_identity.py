@@ -165,3 +165,35 @@ def test_legacy_head_refused_without_having_seen_its_file(tiny, tmp_path, monkey
                            "backbone": {"weights_id": legacy, "fingerprint": fingerprint(st.model_cfg, legacy)}})
     with pytest.raises(HeadMismatch):
         head.check_backbone(st.fingerprint)
+
+
+def test_a_checkpoint_rewritten_in_place_with_its_mtime_put_back_is_identified_anew(tiny, tmp_path, monkeypatch):
+    """The identity cache was keyed by (path, size, mtime): other weights of the same size written over a
+    checkpoint, its mtime put back (`cp -p`, `rsync -a`, a restore), kept the old weights_id, and every
+    result and feature cached under the old weights' fingerprint was served for the new ones."""
+    import os
+    import shutil
+    import time
+
+    from aiidetect.weights_identity import compute, weights_id
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    p = tmp_path / "model.safetensors"
+    shutil.copyfile(tiny / "model.safetensors", p)
+    old = weights_id(p)
+    assert (tiny / "changed.safetensors").stat().st_size == p.stat().st_size
+    st = p.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick, as any later write is
+    p.write_bytes((tiny / "changed.safetensors").read_bytes())
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert weights_id(p) == compute(p)["weights_id"] != old
+
+
+def test_an_unusable_identity_cache_costs_time_not_the_backbone(tiny, tmp_path, monkeypatch):
+    """AIIDETECT_CACHE naming a file (or a folder that cannot be written): the identity cache could not be
+    created, and the checkpoint was reported unreadable, its heads unavailable in every scan."""
+    from aiidetect.weights_identity import compute, weights_id
+
+    (tmp_path / "cache").write_text("a file")
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    assert weights_id(tiny / "model.safetensors") == compute(tiny / "model.safetensors")["weights_id"]

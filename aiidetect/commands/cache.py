@@ -37,9 +37,16 @@ def clear(what: str = typer.Argument("results", help="results | features | all")
         cleared = clear_caches(what)
     except ValueError as exc:
         fail(str(exc))
+    except OSError as exc:  # e.g. a folder where the database should be, or a read-only cache folder
+        fail(f"cannot clear the cache: {exc}")
     err = stderr_console(quiet)
-    for name, p in cleared:
-        err.print(f"cleared {name} ({p})", highlight=False, markup=False)
+    for row in cleared:
+        # What was removed, not just what was asked: "cleared" over an empty cache told nothing.
+        n, size = row["files"], row["bytes"]
+        amount = f"{size} bytes" if size < 1e6 else f"{size / 1e6:.1f} MB"
+        done = f"cleared {row['name']}: {n} file{'s' if n != 1 else ''}, {amount}" if n \
+            else f"{row['name']}: nothing to clear"
+        err.print(f"{done} ({row['path']})", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

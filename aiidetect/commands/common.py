@@ -336,3 +336,13 @@ def weights_dirs(dirs: Optional[list[Path]]):
     from ..heads import weights_dirs as _wd
 
     return _wd(dirs or [])
+
+
+def checked_weights_dirs(dirs: Optional[list[Path]]):
+    """weights_dirs for the commands that report on the folders themselves (`weights list/verify/pack`): a
+    --weights-dir that is not a folder is a usage error. `weights verify --weights-dir /typo` said "ok": true,
+    exit 0, having checked nothing, and a fleet check read that as a verified machine."""
+    for d in dirs or []:
+        if not Path(d).is_dir():
+            fail(f"--weights-dir {d} {'is not a folder' if Path(d).exists() else 'does not exist'}")
+    return weights_dirs(dirs)

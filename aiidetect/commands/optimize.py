@@ -74,11 +74,20 @@ def optimize_cmd(
     if show:
         ident = opt.identity(spec, dirs)
         path = opt.decision_dir(ident) / opt.DECISION
+        from ..report.safe import loads_foreign
+
         try:
-            decision = json.loads(path.read_text())
-        except (OSError, ValueError):
+            decision = loads_foreign(opt.read_decision(path))
+        except OSError:
             fail(f"no stored decision for this CPU, backbone, head set and versions ({path}); run "
                  "`aiidetect optimize --images DIR` with the same options")
+        except ValueError as exc:
+            decision = exc
+        # A damaged decision (a scan ignores it) is said as such, not as a TypeError from the printer.
+        if not isinstance(decision, dict) or not isinstance(decision.get("candidates", []), list) \
+                or not all(isinstance(c, dict) for c in decision.get("candidates", [])):
+            fail(f"the stored decision {path} is damaged (scan does not use it); run "
+                 "`aiidetect optimize --images DIR` with the same options again")
         decision["path"] = str(path)
         _print(decision, fmt)
         raise typer.Exit(EXIT_OK)

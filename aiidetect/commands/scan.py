@@ -204,8 +204,9 @@ def scan(
         if ctx.fast_path is not None:  # what `aiidetect optimize` decided for this setup, and why
             err.print(escape(ctx.fast_path.line), highlight=False)
         if pipe.cache_error:
-            err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}",
-                      highlight=False)
+            # A cache of another layout fails the same way on every run: say how to start it afresh.
+            err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}"
+                      "; if it persists, `aiidetect cache clear` starts the cache afresh", highlight=False)
     raise typer.Exit(exit_code)
 
 

@@ -20,10 +20,10 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     from rich.markup import escape
 
     from ..api import head_rows
-    from ..heads import unreadable_heads, weights_dirs
-    from .common import stderr_console
+    from ..heads import unreadable_heads
+    from .common import checked_weights_dirs, stderr_console
 
-    dirs = weights_dirs(weights_dir or [])
+    dirs = checked_weights_dirs(weights_dir)
     rows = head_rows(dirs)
     for path, why in unreadable_heads(dirs):  # listed nowhere else: say so (`weights verify` fails them)
         stderr_console(quiet).print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
@@ -65,9 +65,7 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     from rich.markup import escape
 
     from ..api import verify_heads
-    from ..heads import weights_dirs
-
-    from .common import stderr_console
+    from .common import checked_weights_dirs, stderr_console
 
     con = Console()
     spec = backbone_opts.spec() if check_backbone else None
@@ -80,7 +78,7 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         stderr_console().print(f"[bold red]error:[/] backbone unavailable, fingerprints not checked: {escape(msg)}",
                                highlight=False, soft_wrap=True)
 
-    dirs = weights_dirs(weights_dir or [])
+    dirs = checked_weights_dirs(weights_dir)
     checked = verify_heads(dirs, spec, on_note=note)
     failed = bool(unchecked) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:

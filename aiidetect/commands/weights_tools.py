@@ -162,9 +162,10 @@ def pack(
     """
     from ..backbone import default_cache_dirs
     from ..bundle import BundleError, cached_backbones, pack as do_pack
-    from ..heads import find_heads, weights_dirs
+    from ..heads import find_heads
+    from .common import checked_weights_dirs
 
-    heads = find_heads(weights_dirs(weights_dir or []))
+    heads = find_heads(checked_weights_dirs(weights_dir))
     if head:
         unknown = sorted(set(head) - {m["name"] for _, m in heads})
         if unknown:

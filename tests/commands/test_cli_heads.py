@@ -274,3 +274,15 @@ def test_a_weights_dir_that_is_a_head_folder_is_said(_tiny_probe, dev_dir):
     assert r.returncode == 0, r.stderr
     err = " ".join(r.stderr.split())
     assert f"note: {_tiny_probe / 'cli-probe'} is a head folder" in err and f"give its parent ({_tiny_probe})" in err
+
+
+def test_weights_commands_refuse_a_weights_dir_that_is_not_a_folder(tmp_path):
+    """`weights verify --weights-dir /typo -f json` printed "ok": true and exited 0, having checked
+    nothing: a fleet check read a mistyped path as a verified machine. list and pack likewise."""
+    (tmp_path / "file").write_text("not a folder")
+    for d, why in ((tmp_path / "typo", "does not exist"), (tmp_path / "file", "is not a folder")):
+        for args in (("verify", "-f", "json"), ("list", "-f", "json"), ("pack", str(tmp_path / "b.tar"))):
+            r = run_cli("weights", *args, "--weights-dir", str(d))
+            assert r.returncode == 2 and not r.stdout, (args, r.stdout)
+            assert f"--weights-dir {d} {why}" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "b.tar").exists()

@@ -206,3 +206,249 @@ def test_a_decision_nested_past_the_parser_is_no_decision(tmp_path, monkeypatch)
     folder.mkdir(parents=True)
     (folder / opt.DECISION).write_text("[" * 200_000)
     assert opt.choose(ctx, ["linear"]) is None
+
+
+def _stored_onnx_decision(tmp_path, monkeypatch):
+    """A verified onnx decision for tiny-vit with no head, over a stand-in export (choose() never runs
+    the graph, so its bytes need only match the checksums): (RunContext, export folder)."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext
+    from aiidetect.hashing import sha256_file
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
+                     weights_dirs=[tmp_path / "weights"])
+    ident = opt.identity(ctx.backbone_spec, ctx.weights_dirs)
+    onnx = opt.decision_dir(ident) / opt.ONNX_SUBDIR
+    onnx.mkdir(parents=True)
+    (onnx / "g.onnx").write_bytes(b"graph weights " * 64)
+    heads = [{"name": "linear:p", "family": "linear", "threshold": 0.5, "calibration": {"method": "none"}}]
+    (onnx / SIDECAR).write_text(json.dumps({"format": "aiidetect-onnx", "graphs": [
+        {"file": "g.onnx", "files": {"g.onnx": sha256_file(onnx / "g.onnx")}, "heads": heads}]}))
+    files = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx.iterdir()}
+    decision = {"identity": json.loads(json.dumps(ident, default=str)), "status": "verified", "files": 24,
+                "chosen": {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "speedup": 2.0,
+                           "scan_speedup": 1.5, "worst_changed_share": 0.0}, "onnx_files": files}
+    (onnx.parent / opt.DECISION).write_text(json.dumps(decision))
+    assert opt.choose(ctx, ["linear"]).use  # as stored, the fast path is taken
+    return ctx, onnx
+
+
+def _rewrite_keeping_stat(p: Path, data: bytes) -> None:
+    import os
+    import time
+
+    st = p.stat()
+    assert len(data) == st.st_size
+    time.sleep(0.05)  # past the file system's timestamp tick: the write changes st_ctime, as any later one would
+    p.write_bytes(data)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_ctime_ns != st.st_ctime_ns
+
+
+def test_a_graph_changed_in_place_is_not_served(tmp_path, monkeypatch):
+    """A flipped byte in the optimized graph, at the same size and mtime, passed choose(): scan took the
+    fast path, the ONNX detector then refused the graph, and the heads were unavailable (no pixel
+    evidence at all) under a summary line saying "verified". It is torch, and the line says why."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    g = onnx / "g.onnx"
+    data = bytearray(g.read_bytes())
+    data[7] ^= 1
+    _rewrite_keeping_stat(g, bytes(data))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert "fails its checks" in fast.line and "g.onnx differs from its checksum" in fast.line
+    assert "run `aiidetect optimize` again" in fast.line
+
+
+def test_a_sidecar_edited_in_place_is_not_served(tmp_path, monkeypatch):
+    """The sidecar holds each head's calibration and threshold, and no checksum guarded it: one edited at
+    the same size and mtime was served. The decision pins it by SHA-256."""
+    from aiidetect import optimize as opt
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    side = onnx / SIDECAR
+    _rewrite_keeping_stat(side, side.read_bytes().replace(b'"threshold": 0.5', b'"threshold": 0.1'))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and f"{SIDECAR} differs from its checksum" in fast.line
+
+
+def test_a_decision_without_checksums_is_not_served(tmp_path, monkeypatch):
+    """A decision recorded without the export's checksums cannot say the export is the one verified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    for st in d["onnx_files"].values():
+        st.pop("sha256")
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and "records no checksum" in fast.line
+
+
+def _optimize_without_measuring(tmp_path, monkeypatch):
+    """opt.optimize() as far as its cache folder, for one stand-in head; measuring fails the test."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs, families=opt.PIXEL_FAMILIES:
+                        [{"family": "linear", "name": "p", "files": {}}] if "linear" in families else [])
+    monkeypatch.setattr(opt, "_measure", lambda *a, **k: pytest.fail("measured"))
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    return lambda: opt.optimize(spec, [tmp_path / "weights"], [f"{i}.jpg" for i in range(opt.MIN_IMAGES)])
+
+
+def test_a_second_optimize_of_one_setup_is_refused_while_the_first_runs(tmp_path, monkeypatch):
+    """Two runs at once shared one folder: the second deleted the first's graph under it (the first
+    failed with FileNotFoundError, and its cleanup deleted the second's folder). The second is refused."""
+    import fcntl
+    import os
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    run = _optimize_without_measuring(tmp_path, monkeypatch)
+    folder = opt.decision_dir(opt.identity(BackboneSpec.from_options(config="tiny-vit"), [tmp_path / "weights"]))
+    (folder / opt.ONNX_SUBDIR).mkdir(parents=True)
+    (folder / opt.ONNX_SUBDIR / "g.onnx").write_bytes(b"the first run's graph")
+    lock = folder.with_name(folder.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)  # the first run, as it holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(opt.OptimizeError, match="another `aiidetect optimize` .* is running"):
+            run()
+        assert (folder / opt.ONNX_SUBDIR / "g.onnx").exists()  # the first run's work is left alone
+    finally:
+        os.close(fd)
+    with pytest.raises(pytest.fail.Exception, match="measured"):  # the lock is free again: it goes ahead
+        run()
+
+
+def test_optimize_into_a_cache_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    from aiidetect import optimize as opt
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(opt.OptimizeError, match="cannot write the optimize cache .*set AIIDETECT_CACHE"):
+        _optimize_without_measuring(tmp_path, monkeypatch)()
+
+
+def test_a_fusion_model_added_after_optimize_makes_the_decision_stale(tmp_path, monkeypatch):
+    """The decision verifies the fused verdict under the fusion model of its weights folders; a fusion
+    model added (or refitted) since was not part of its key, and scan kept the fast path unverified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    fusion = tmp_path / "weights" / "fused"
+    fusion.mkdir(parents=True)
+    (fusion / "manifest.json").write_text(json.dumps({"name": "fused", "detector": "fusion"}))
+    assert opt.choose(ctx, ["linear"]) is None
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "[" * 100_000, '{"candidates": 5}', '{"candidates": [5]}', "{"])
+def test_show_of_a_damaged_decision_says_so(tmp_path, monkeypatch, text):
+    """`optimize --show` of a decision.json that is not a decision ended on "error: TypeError: list indices
+    must be integers..." or a RecursionError; scan ignores such a decision, and --show says it is damaged."""
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.heads import weights_dirs
+
+    (tmp_path / "w").mkdir()
+    monkeypatch.setenv("AIIDETECT_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "c"))
+    folder = opt.decision_dir(opt.identity(BackboneSpec.from_options(config="tiny-vit"), weights_dirs([])))
+    folder.mkdir(parents=True)
+    (folder / opt.DECISION).write_text(text)
+    r = run_cli("optimize", "--show", *BB, "-f", "csv")
+    assert r.returncode == 2 and not r.stdout, r.stdout
+    assert "is damaged (scan does not use it)" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_optimized_graph_is_hashed_once_per_scan(tmp_path, monkeypatch):
+    """choose() checks the graph before taking the fast path and the ONNX detector checks it again when
+    it loads it: one SHA-256 of the unchanged file serves both (a ViT-L int8 graph: 300 MB, ~1 s)."""
+    from aiidetect import hashing, optimize as opt
+    from aiidetect.onnx_sidecar import graph_problems, read_sidecar
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    calls = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: calls.append(Path(p).name) or real(p))
+    assert opt.choose(ctx, ["linear"]).use
+    assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == []
+    assert calls.count("g.onnx") == 0  # hashed when the decision was stored in this process, not again
+    _rewrite_keeping_stat(onnx / "g.onnx", (onnx / "g.onnx").read_bytes())  # the same bytes, written again
+    assert opt.choose(ctx, ["linear"]).use and calls.count("g.onnx") == 1
+    assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == [] and calls.count("g.onnx") == 1
+
+
+def test_a_fifo_in_the_optimize_cache_or_a_head_folder_never_hangs_a_scan(tmp_path):
+    """Opening a FIFO for reading waits for a writer: a FIFO as decision.json, as an export's sidecar or
+    as a head's manifest.json hung every scan (and `weights list`) before its first file."""
+    import os
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(tmp_path / "a.png")
+    weights = tmp_path / "w"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "weights" / "univfd", weights / "univfd")
+    (weights / "stuck").mkdir()
+    os.mkfifo(weights / "stuck" / "manifest.json")
+    env = {"AIIDETECT_WEIGHTS": str(weights), "AIIDETECT_CACHE": str(tmp_path / "c")}
+    shown = run_cli("optimize", "--show", *BB, env=env, timeout=60)  # the path of this setup's decision
+    folder = Path(shown.stderr.split("(")[1].split(")")[0]).parent
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "decision.json")
+    (tmp_path / "onnx").mkdir()
+    os.mkfifo(tmp_path / "onnx" / "aiidetect-onnx.json")
+    for extra in ((), ("--runtime", "onnx", "--onnx", str(tmp_path / "onnx"))):
+        r = run_cli("scan", str(tmp_path / "a.png"), *BB, "-d", "metadata,linear", "-f", "jsonl", "--no-cache",
+                    *extra, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert len(jsonl(r.stdout)) == 1
+    assert "not a regular file" in r.stderr  # the sidecar's reason, on the unavailable head
+    listed = run_cli("weights", "list", env=env, timeout=60)
+    assert listed.returncode == 0 and "univfd" in listed.stdout
+
+
+def test_a_backbone_checkpoint_rewritten_in_place_makes_the_decision_stale(tmp_path):
+    """The key knew the checkpoint by path, size and mtime: other weights of the same size written over
+    it, the mtime put back, kept the decision, and its int8 graph (the old weights) served the scan."""
+    import os
+    import time
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    ck = tmp_path / "ft.safetensors"
+    ck.write_bytes(b"a" * 4096)
+    spec = BackboneSpec.from_options(config="tiny-vit", weights=str(ck))
+    before = opt.key(opt.backbone_identity(spec))
+    st = ck.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick, as any later write is
+    ck.write_bytes(b"b" * 4096)
+    os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert opt.key(opt.backbone_identity(spec)) != before
+
+
+@pytest.mark.parametrize("change", [{"chosen": [1]}, {"chosen": {"runtime": "onnx", "worst_changed_share": "x"}}])
+def test_a_decision_of_the_wrong_shape_is_not_served_and_never_stops_a_scan(tmp_path, monkeypatch, change):
+    """A decision.json whose identity matches but whose fields are of the wrong type (a damaged or hand-made
+    file) raised AttributeError/TypeError out of choose(), which ended every scan of that setup."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d.update(change)
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert fast is not None and not fast.use and fast.runtime == "torch"
+    assert "run `aiidetect optimize` again" in fast.line
