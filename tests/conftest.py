@@ -70,6 +70,18 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, cwd=N
                           env=e, cwd=cwd, timeout=timeout)
 
 
+def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_cli` without the new interpreter, for tests of what a command decides rather than of
+    the process around it: a subprocess pays a torch import each time (seconds on 2 loaded cores).
+    Each command keeps its own true subprocess tests elsewhere."""
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
+    r = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
 def jsonl(stdout: str) -> list[dict]:
     # split at "\n" only: a record may hold U+2028 or \x1c raw inside a string (str.splitlines cuts there)
     return [json.loads(line) for line in stdout.split("\n") if line.strip()]
