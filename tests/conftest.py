@@ -43,6 +43,18 @@ def _tiny_probe(tmp_path_factory, dev_manifest) -> Path:
     return wd
 
 
+@pytest.fixture(scope="session")
+def dev_metadata_run(dev_dir, tmp_path_factory) -> Path:
+    """The whole dev set scanned once with the metadata detector, as a user runs it (subprocess,
+    records written with -o); the tests that read a full dev-set run share it rather than each
+    paying for its own (~10 s on 2 loaded cores)."""
+    out = tmp_path_factory.mktemp("dev-run") / "dev.jsonl"
+    r = run_cli("scan", str(dev_dir), "-d", "metadata", "--format", "jsonl", "-o", str(out), "-q", "--no-cache",
+                timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def trained(_tiny_probe, tmp_path_factory) -> Path:
     """A weights folder holding `cli-probe`, a linear probe on tiny-vit trained once per
