@@ -43,6 +43,18 @@ def _tiny_probe(tmp_path_factory, dev_manifest) -> Path:
     return wd
 
 
+@pytest.fixture(scope="session")
+def dev_metadata_run(dev_dir, tmp_path_factory) -> Path:
+    """The whole dev set scanned once with the metadata detector, as a user runs it (subprocess,
+    records written with -o); the tests that read a full dev-set run share it rather than each
+    paying for its own (~10 s on 2 loaded cores)."""
+    out = tmp_path_factory.mktemp("dev-run") / "dev.jsonl"
+    r = run_cli("scan", str(dev_dir), "-d", "metadata", "--format", "jsonl", "-o", str(out), "-q", "--no-cache",
+                timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def trained(_tiny_probe, tmp_path_factory) -> Path:
     """A weights folder holding `cli-probe`, a linear probe on tiny-vit trained once per
@@ -68,6 +80,18 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, cwd=N
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "aiidetect", *args], capture_output=True, text=True, input=input,
                           env=e, cwd=cwd, timeout=timeout)
+
+
+def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_cli` without the new interpreter, for tests of what a command decides rather than of
+    the process around it: a subprocess pays a torch import each time (seconds on 2 loaded cores).
+    Each command keeps its own true subprocess tests elsewhere."""
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+
+    r = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
 
 def jsonl(stdout: str) -> list[dict]:

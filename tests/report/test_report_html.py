@@ -95,11 +95,8 @@ def test_scan_html_marker_and_hostile_files(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_dev_set_report_from_saved_run(dev_dir, tmp_path):
-    run = tmp_path / "dev.jsonl"
-    r = run_cli("scan", str(dev_dir), "--format", "jsonl", "-o", str(run), "-d", "metadata", "--watermark", "never",
-                "-q")
-    assert r.returncode == 0, r.stderr
+def test_dev_set_report_from_saved_run(dev_metadata_run, tmp_path):
+    run = dev_metadata_run
     recs = jsonl(run.read_text(encoding="utf-8"))
     out = tmp_path / "dev.html"
     r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
