@@ -44,3 +44,18 @@ def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
 
 def test_bad_format_is_usage_error(tmp_path):
     assert run_cli("doctor", "--format", "xml", env=_env(tmp_path)).returncode == 2
+
+
+def test_table_prints_bracketed_names_as_they_are(tmp_path):
+    """A head named "[/]h" (its manifest is a download's) ended the table with a MarkupError (exit 2),
+    and "[bold]" in a heads folder's path was swallowed as a style instead of shown."""
+    import numpy as np
+
+    from aiidetect.heads import save_head
+
+    w = tmp_path / "old [bold]x"
+    save_head(w / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "[/]h", "detector": "linear"})
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(w), env=_env(tmp_path))
+    assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
+    (line,) = [x for x in r.stdout.splitlines() if "(linear): needs" in x]
+    assert line.strip().startswith("[/]h (linear)") and line.endswith(str(w / "h")), line
