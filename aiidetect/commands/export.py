@@ -26,13 +26,17 @@ def export_onnx_cmd(
                                           "x86 CPUs without VNNI (AVX2); auto: 7 on such a CPU, else 8."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
                                                     help="Image folder for static int8 calibration (e.g. the dev set)."),
-    calibration_limit: int = typer.Option(32, "--calibration-limit", help="Images used for calibration."),
+    # min=1: the library reads 0 as "every image in the folder" and -3 as "all but the last three".
+    calibration_limit: int = typer.Option(32, "--calibration-limit", min=1, help="Images used for calibration."),
     agreement_data: Optional[Path] = typer.Option(None, "--agreement-data",
                                                   help="Image folder to measure agreement with PyTorch fp32 on."),
-    agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
+    agreement_limit: int = typer.Option(64, "--agreement-limit", min=1,
+                                      help="Images used for the agreement check."),
     detectors: str = typer.Option("", "--detectors", "-d", help="Head families to include, comma-separated "
                                                             "(default: every family with an ONNX mapping)."),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
+    # min=18: below it torch keeps opset 18 after a failed down-conversion (a traceback on stderr) while
+    # the summary and the sidecar claimed the opset asked for.
+    opset: int = typer.Option(18, "--opset", min=18, help="ONNX opset (>= 18 for the dynamo exporter)."),
     # json by default: this command printed its summary as JSON before it had --format, and scripts read it.
     fmt: JsonFormat = typer.Option(JsonFormat.json, "--format", "-f",
                                    help="json (for scripts; the default) | table (for people)."),
@@ -61,6 +65,8 @@ def export_onnx_cmd(
     for p in (calibration_data, agreement_data):
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
+    if out.exists() and not out.is_dir():
+        fail(f"--out-dir {out} is a file, not a folder; give a folder to write the graphs into")
     err = stderr_console(quiet)
     spec = backbone_opts.spec()
 
