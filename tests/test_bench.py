@@ -114,6 +114,27 @@ def test_bench_rejects_bad_combinations():
     assert r.returncode == 2 and "onnx" in r.stderr
 
 
+def test_a_batch_that_cannot_fit_is_a_usage_error_before_any_work(monkeypatch):
+    """`bench --batch-size 100000` drew 112 GiB of random pixels after timing the matmul peak: a MemoryError
+    at best; a batch just under the machine's memory was the OOM killer. It is refused before the peak."""
+    import aiidetect.bench as bench
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setattr(bench, "matmul_peak_gflops", lambda *a, **k: pytest.fail("measured before refusing"))
+    with pytest.raises(ValueError, match="a batch of 1000000 images needs at least .* GiB"):
+        bench.run_bench(BackboneSpec.from_options(config="tiny-vit"), None, batch_size=[2, 10 ** 6])
+    # the bound is only a lower bound: the batch sizes people time still pass it
+    host, model = bench.batch_bytes({"vision_cfg": {"image_size": 224, "patch_size": 14, "width": 1024,
+                                                    "head_width": 64, "layers": 24}}, 256)
+    assert host + model < 4 * 2 ** 30
+
+
+def test_bench_cli_refuses_a_batch_that_cannot_fit():
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--batch-size", "100000000", "-f", "json")
+    assert r.returncode == 2 and r.stdout == "" and "--batch-size" in r.stderr, r.stderr
+    assert "MemoryError" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_auto_dtype_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
     import aiidetect.backbone as bb
 
