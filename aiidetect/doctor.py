@@ -40,12 +40,14 @@ def _dir_size(p: Path) -> int:
 
 
 def _writable(p: Path) -> bool:
+    """Can this folder be used (created, then written into)? A regular file where the folder or one of
+    its parents should be is "no": os.access alone said yes, and the first scan then failed to create it."""
     q = p
     while not q.exists():
         if q.parent == q:
             return False
         q = q.parent
-    return os.access(q, os.W_OK)
+    return q.is_dir() and os.access(q, os.W_OK)
 
 
 def packages() -> dict[str, Any]:

@@ -59,3 +59,16 @@ def test_table_prints_bracketed_names_as_they_are(tmp_path):
     assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
     (line,) = [x for x in r.stdout.splitlines() if "(linear): needs" in x]
     assert line.strip().startswith("[/]h (linear)") and line.endswith(str(w / "h")), line
+
+
+def test_a_file_where_a_cache_folder_should_be_is_not_writable(tmp_path):
+    """AIIDETECT_CACHE under a regular file, or the CLIP cache set to a file: doctor said "writable yes"."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    env = {**_env(tmp_path), "AIIDETECT_CACHE": str(f / "sub"), "AIIDETECT_CLIP_CACHE": str(f)}
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "-f", "json", env=env)
+    assert r.returncode in (0, 1), r.stderr
+    caches = json.loads(r.stdout)["caches"]
+    assert caches["aiidetect cache"]["path"] == str(f / "sub") and caches["aiidetect cache"]["writable"] is False
+    assert caches["CLIP weights"]["path"] == str(f) and caches["CLIP weights"]["writable"] is False
+    assert caches["user heads"]["writable"] is True
