@@ -52,21 +52,36 @@ def proxies_cmd(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"cannot create {out}: {exc}")
+    from ..report.output import OutputError, atomic_output, check_output, save_image
+
     stem = image.stem
-    Image.fromarray(arr).save(out / f"{stem}_original.png")
+
+    def proxy_name(kind: str, c: int) -> str:
+        return f"{stem}_{kind}" + (f"_{c}" if copies > 1 else "") + ".png"
+
+    names_out = [f"{stem}_original.png", "proxies.json"] + [proxy_name(k, c) for k in names for c in range(copies)]
+    try:
+        # All checked before the first is written: `-o` the photo's own folder, with a link named like an
+        # output that leads to the photo, replaced the photo with its 512-pixel crop.
+        for n in names_out:
+            check_output(out / n, [str(image)])
+    except OutputError as exc:
+        fail(str(exc))
+    save_image(Image.fromarray(arr), out / f"{stem}_original.png")
     log = {"image": str(image), "size": list(arr.shape[:2]), "seed": seed, "proxies": []}
     err = stderr_console(quiet)
     for ki, kind in enumerate(names):
         for c in range(copies):
             rng = proxy_rng(seed, ki, c)
             prox, params = apply_proxy(arr, kind, rng)
-            fname = f"{stem}_{kind}" + (f"_{c}" if copies > 1 else "") + ".png"
-            Image.fromarray(prox).save(out / fname)
+            fname = proxy_name(kind, c)
+            save_image(Image.fromarray(prox), out / fname)
             diff = prox.astype(np.float64) - arr.astype(np.float64)
             log["proxies"].append({"file": fname, "imitates": KINDS[kind].imitates, "params": params,
                                    "rms_change": round(float(np.sqrt((diff ** 2).mean())), 3)})
             err.print(f"{fname}: {KINDS[kind].imitates}", highlight=False)
-    (out / "proxies.json").write_text(json.dumps(log, indent=2) + "\n")
+    with atomic_output(out / "proxies.json") as fh:
+        fh.write(json.dumps(log, indent=2) + "\n")
     typer.echo(str(out))
 
 
