@@ -72,3 +72,23 @@ def test_a_file_where_a_cache_folder_should_be_is_not_writable(tmp_path):
     assert caches["aiidetect cache"]["path"] == str(f / "sub") and caches["aiidetect cache"]["writable"] is False
     assert caches["CLIP weights"]["path"] == str(f) and caches["CLIP weights"]["writable"] is False
     assert caches["user heads"]["writable"] is True
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_torch_that_does_not_load_is_reported_not_a_crash(tmp_path, fmt):
+    """torch installed but broken (a missing shared library, a half-finished upgrade): doctor, the command
+    run to find out why, ended with 'ImportError: ...' and the --debug hint, exit 2."""
+    import os
+
+    shim = tmp_path / "shim" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("libtorch_cpu.so: cannot open shared object file")\n')
+    env = {**_env(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in (str(shim.parent),
+                                                                        os.environ.get("PYTHONPATH")) if p)}
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "-f", fmt, env=env)
+    assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
+    assert "libtorch_cpu.so" in r.stdout and "reinstall torch" in r.stdout
+    if fmt == "json":
+        rep = json.loads(r.stdout)
+        assert rep["torch"]["installed"] is True and rep["torch"]["error"].startswith("ImportError")
+        assert rep["clip_ready"] is False

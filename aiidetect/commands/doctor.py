@@ -66,7 +66,9 @@ def _table(rep) -> None:
         con.print(f"  {name}: {p['version'] or 'not installed'}{extra if not p['version'] else ''}")
     t = rep["torch"]
     con.print("\n[bold]torch[/]")
-    if t.get("installed"):
+    if t.get("error"):
+        con.print(f"  installed but does not load: {escape(t['error'])}")
+    elif t.get("installed"):
         con.print(f"  {t['version']}, CUDA build {t['cuda_build'] or 'none'}, CUDA available "
                   f"{ok if t['cuda_available'] else no} {escape(', '.join(t['cuda_devices']))}; {t['threads']} threads")
     else:
