@@ -555,6 +555,10 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         res["decode_images_per_s_no_draft"] = _r(full["images_per_s"])
         res["decode_draft"] = dec["draft"]
         px = decoded_pixels(paths, spec, min(len(paths), max(max(sizes), 4)))
+        if not len(px):
+            # An empty batch reached the model as "cannot reshape tensor of 0 elements" (exit 2, no reason).
+            raise ValueError(f"none of the first {min(len(paths), max(max(sizes), 4))} images in {folder} could "
+                             "be decoded; bench times the model on decoded photos: give a folder of images")
     else:
         res["decode_images_per_s"] = res["decode_images_per_s_no_draft"] = None
         # float32 as drawn: drawing float64 and casting held three times the batch at once

@@ -129,6 +129,19 @@ def test_a_batch_that_cannot_fit_is_a_usage_error_before_any_work(monkeypatch):
     assert host + model < 4 * 2 ** 30
 
 
+def test_a_folder_where_nothing_decodes_says_so(tmp_path):
+    """A folder of empty or truncated files ended bench with 'RuntimeError: cannot reshape tensor of 0
+    elements' (the model was handed an empty batch)."""
+    import aiidetect.bench as bench
+    from aiidetect.backbone import BackboneSpec
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ValueError, match="none of the first 2 images in .* could be decoded"):
+        bench.run_bench(BackboneSpec.from_options(config="tiny-vit"), tmp_path, batch_size=2, peak_seconds=0.01,
+                        model_seconds=0.01)
+
+
 def test_bench_cli_refuses_a_batch_that_cannot_fit():
     r = run_cli("bench", "--backbone-config", "tiny-vit", "--batch-size", "100000000", "-f", "json")
     assert r.returncode == 2 and r.stdout == "" and "--batch-size" in r.stderr, r.stderr
