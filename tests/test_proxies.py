@@ -161,3 +161,18 @@ def test_proxies_never_write_through_a_link_onto_the_photo(tmp_path, link):
     assert r.returncode == 2 and "refusing to overwrite" in r.stderr and r.stdout == "", r.stderr
     assert photo.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photo.jpg", link])
+
+
+@pytest.mark.parametrize("size, wh", [("0", (2100, 2100)), ("5000", (64, 48))])
+def test_proxies_work_is_bounded(tmp_path, size, wh):
+    """`--size 0` (the whole image) ran the float64 Fourier proxies on any photo: 3.3 GB and 40 s a kind on
+    12 MP, tens of GB on 100 MP. Whole images are taken up to 2048x2048 pixels, --size up to 2048."""
+    from PIL import Image
+
+    from conftest import run_cli
+
+    src = tmp_path / "big.png"
+    Image.new("RGB", wh, (90, 120, 150)).save(src)
+    r = run_cli("proxies", str(src), "-o", str(tmp_path / "p"), "--size", size, "--kinds", "hf_phase", "-q")
+    assert r.returncode == 2 and r.stdout == "" and "2048" in r.stderr, r.stderr
+    assert not (tmp_path / "p").exists()

@@ -16,8 +16,9 @@ def proxies_cmd(
     out: Path = typer.Option(..., "--out-dir", "-o", help="Folder to write the proxies into (created if missing)."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: all)."),
     copies: int = typer.Option(1, "--copies", min=1, max=50, help="Random draws per kind."),
-    size: int = typer.Option(512, "--size", min=0, help="Center-crop (no resize) to this size first, as training "
-                                                        "does at the model's input size; 0 = whole image."),
+    size: int = typer.Option(512, "--size", min=0,
+                             help="Center-crop (no resize) to this size first, as training does at the model's "
+                                  "input size (at most 2048); 0 = whole image (up to 2048x2048 pixels)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parameters."),
     quiet: bool = QuietOpt,
 ):
@@ -34,17 +35,24 @@ def proxies_cmd(
     from PIL import Image
 
     from ..decode import DecodeFailure, load_rgb
-    from ..preprocess import center_crop
+    from ..preprocess import MAX_SIZE, center_crop
     from ..proxies import KINDS, apply_proxy, parse_kinds, proxy_rng
 
     try:
         names = parse_kinds(kinds)
     except ValueError as exc:
         fail(str(exc))
+    if size > MAX_SIZE:
+        fail(f"--size takes 0 to {MAX_SIZE} (the largest model input), not {size}")
     try:
         img = load_rgb(image)
     except DecodeFailure as exc:
         fail(f"{image}: {exc.code}: {exc.message}")
+    if not size and img.width * img.height > MAX_SIZE * MAX_SIZE:
+        # The proxies work in float64 Fourier space, ~270 bytes a pixel: a whole 12 MP photo took 3.3 GB and
+        # 40 s a kind, a 100 MP one would take tens of GB; the model never sees more than MAX_SIZE anyway.
+        fail(f"{image} is {img.width}x{img.height}: --size 0 (the whole image) takes images up to "
+             f"{MAX_SIZE * MAX_SIZE} pixels; crop with --size N (at most {MAX_SIZE})")
     arr = np.asarray(img, dtype=np.uint8)
     if size:
         arr = center_crop(arr, size)
