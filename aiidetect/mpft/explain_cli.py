@@ -108,7 +108,8 @@ def explain_mask_cmd(
 def explain_mpft_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG heat map of patch importance."),
-    head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found)."),
+    head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found that "
+                                                                 "runs on this backbone)."),
     backbone_opts: BackboneOptions = None,
     quiet: bool = QuietOpt,  # accepted like everywhere: the result is on stdout, nothing else is printed
 ):
@@ -127,7 +128,7 @@ def explain_mpft_cmd(
     from ..mpft.model import build_from_head
     from ..mpft.occlusion import occlusion_map, render_heatmap
     from ..preprocess import normalize
-    from ..heads import HeadError, find_heads, load_head, weights_dirs
+    from ..heads import HeadError, HeadMismatch, find_heads, load_head, weights_dirs
 
     _check_output(image, output)
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
@@ -138,10 +139,22 @@ def explain_mpft_cmd(
     spec = backbone_opts.spec()
     try:
         bb = create_backbone(spec)
-        head = load_head(found[0][0])
-        model = build_from_head(head, bb)
-    except (BackboneUnavailable, HeadError, ValueError) as exc:  # HeadError: a damaged head (checksum)
+    except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
+    first_error = None
+    for path, _m in found:
+        # Without --head: the first head this backbone can run, as a scan runs every head that fits; the first
+        # found was taken even when it needed another backbone and the next one fitted.
+        try:
+            head = load_head(path)
+            model = build_from_head(head, bb)
+            break
+        except HeadMismatch as exc:
+            first_error = first_error or exc
+        except (HeadError, ValueError) as exc:  # HeadError: a damaged head (checksum)
+            fail(str(exc))
+    else:
+        fail(str(first_error))
     pre = head.manifest["preprocessing"]
     u8 = _load(image, pre)
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0)

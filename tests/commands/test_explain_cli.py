@@ -66,3 +66,24 @@ def test_explain_mpft_to_stdout_is_the_png_alone_and_the_summary_on_stderr(photo
     _whole_png(r.stdout)
     info = json.loads(r.stderr.decode().strip().splitlines()[-1])
     assert info["head"] == "m" and info["output"] == "-" and 0 <= info["p_ai"] <= 1
+
+
+def test_explain_mpft_takes_the_first_head_this_backbone_runs(photo, mpft_weights, tmp_path):
+    """Without --head it took the first MPFT head found, and stopped (exit 2, "trained on backbone ...")
+    when that one needed another backbone, though the next one fitted: a scan runs every head that fits."""
+    import shutil
+
+    from aiidetect.heads import read_manifest, save_head
+
+    w = tmp_path / "w"
+    shutil.copytree(mpft_weights / "m", w / "m")
+    m = read_manifest(w / "m")
+    m["name"] = "a-other"
+    m["backbone"] = {**m["backbone"], "fingerprint": "0" * 24, "name": "other-vit"}
+    from safetensors.numpy import load_file as load_np
+
+    save_head(w / "a-other", load_np(str(w / "m" / "head.safetensors")), m)
+    r = _run("explain-mpft", str(photo), "-o", str(tmp_path / "map.png"), "--backbone-config", "tiny-vit",
+             "--weights-dir", str(w))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["head"] == "m" and (tmp_path / "map.png").is_file()
