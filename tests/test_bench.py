@@ -127,6 +127,13 @@ def test_a_batch_that_cannot_fit_is_a_usage_error_before_any_work(monkeypatch):
     host, model = bench.batch_bytes({"vision_cfg": {"image_size": 224, "patch_size": 14, "width": 1024,
                                                     "head_width": 64, "layers": 24}}, 256)
     assert host + model < 4 * 2 ** 30
+    # on CUDA the activations are weighed against the GPU's free memory, the pixels against the host's
+    free = {"cpu": 64 * 2 ** 30, "cuda": 2 ** 30}
+    monkeypatch.setattr(bench, "available_bytes", lambda device="cpu": free[device])
+    cfg = {"vision_cfg": {"image_size": 224, "patch_size": 14, "width": 1024, "head_width": 64}}
+    bench.check_batch_fits(cfg, 256, "cpu")
+    with pytest.raises(ValueError, match="GPU memory"):
+        bench.check_batch_fits(cfg, 256, "cuda")
 
 
 def test_a_folder_where_nothing_decodes_says_so(tmp_path):
