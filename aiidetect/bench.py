@@ -57,6 +57,53 @@ def vit_gflops(model_cfg: Mapping[str, Any]) -> float:
     return (patch + layers * block + proj) / 1e9
 
 
+def batch_bytes(model_cfg: Mapping[str, Any], batch: int) -> tuple[int, int]:
+    """(host bytes, model bytes) a batch needs at least: its float32 pixels twice (the batch and the
+    contiguous copy the runner takes), and one block's activations per image (QKV, the MLP's hidden
+    layer, the attention matrix). A lower bound: a batch over it cannot run, one under it still may not."""
+    v = model_cfg["vision_cfg"]
+    size = v.get("image_size", 224)
+    size = size if isinstance(size, int) else size[0]
+    p = v.get("patch_size", 16)
+    p = p if isinstance(p, int) else p[0]
+    w = int(v["width"])
+    heads = max(1, w // int(v.get("head_width", 64)))
+    t = (size // p) ** 2 + 1
+    per_image = t * (w * (3 + float(v.get("mlp_ratio", 4.0))) + heads * t) * 4
+    return 2 * batch * 3 * size * size * 4, int(batch * per_image)
+
+
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory free for a new allocation now (Linux MemAvailable, or the GPU's free memory); None: unknown."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_fits(model_cfg: Mapping[str, Any], batch: int, device: str) -> None:
+    """Refuse a batch size that cannot fit before anything is allocated: `--batch-size 100000` tried to
+    fill 112 GiB with random pixels (a MemoryError after the warm-up at best, the OOM killer taking the
+    machine at worst)."""
+    host, model = batch_bytes(model_cfg, batch)
+    if device != "cuda":
+        host, model = host + model, 0
+    for need, where in ((host, "cpu"), (model, "cuda")):
+        have = available_bytes(where) if need else None
+        if have is not None and need > have:
+            raise ValueError(f"a batch of {batch} images needs at least {need / 2 ** 30:.1f} GiB "
+                             f"({'memory' if where == 'cpu' else 'GPU memory'}), {have / 2 ** 30:.1f} GiB is "
+                             f"free: use a smaller --batch-size / --batch-sizes")
+
+
 def torch_gflops(backbone, batch: int = 1) -> dict[str, Any]:
     """Forward GFLOP per image of the encoder as torch counts it
     (``torch.utils.flop_counter.FlopCounterMode``, multiply-add = 2), one batch
@@ -469,6 +516,11 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         res["machine"]["gpu"] = torch.cuda.get_device_name(0)
         res["machine"]["torch"] = torch.__version__
         res["machine"]["cuda"] = torch.version.cuda
+    t = time.perf_counter()
+    bb = create_backbone(backbone_spec, device=dev, dtype="float32")
+    res["backbone_build_s"] = round(time.perf_counter() - t, 2)
+    # before the peak is measured: a batch that cannot fit is a usage error, not seconds later
+    check_batch_fits(bb.model_cfg, max(sizes), dev)
     log("measuring matmul peak")
     from . import backbone as _backbone
 
@@ -481,9 +533,6 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         peak_dtypes = ("float32", "bfloat16") if res["native_bf16"] else ("float32",)
     res["peak_gflops"] = {dt: round(matmul_peak_gflops(dt, seconds=peak_seconds, device=dev), 1)
                           for dt in peak_dtypes}
-    t = time.perf_counter()
-    bb = create_backbone(backbone_spec, device=dev, dtype="float32")
-    res["backbone_build_s"] = round(time.perf_counter() - t, 2)
     res["fingerprint"] = bb.fingerprint
     # torch's own count is the number used; the ViT formula stays as a cross-check
     counted = torch_gflops(bb)
@@ -506,10 +555,15 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
         res["decode_images_per_s_no_draft"] = _r(full["images_per_s"])
         res["decode_draft"] = dec["draft"]
         px = decoded_pixels(paths, spec, min(len(paths), max(max(sizes), 4)))
+        if not len(px):
+            # An empty batch reached the model as "cannot reshape tensor of 0 elements" (exit 2, no reason).
+            raise ValueError(f"none of the first {min(len(paths), max(max(sizes), 4))} images in {folder} could "
+                             "be decoded; bench times the model on decoded photos: give a folder of images")
     else:
         res["decode_images_per_s"] = res["decode_images_per_s_no_draft"] = None
-        px = np.random.default_rng(0).standard_normal((max(sizes), 3, bb.image_size, bb.image_size)
-                                                      ).astype(np.float32)
+        # float32 as drawn: drawing float64 and casting held three times the batch at once
+        px = np.random.default_rng(0).standard_normal((max(sizes), 3, bb.image_size, bb.image_size),
+                                                      dtype=np.float32)
     if check_cosine and runtime == "torch" and dtype in ("bfloat16", "float16"):
         log(f"embedding cosine {dtype} vs float32")
         res[f"{'bf16' if dtype == 'bfloat16' else 'fp16'}_cosine_min"] = round(embed_cosine(bb, px[:4], dtype), 6)

@@ -40,12 +40,14 @@ def _dir_size(p: Path) -> int:
 
 
 def _writable(p: Path) -> bool:
+    """Can this folder be used (created, then written into)? A regular file where the folder or one of
+    its parents should be is "no": os.access alone said yes, and the first scan then failed to create it."""
     q = p
     while not q.exists():
         if q.parent == q:
             return False
         q = q.parent
-    return os.access(q, os.W_OK)
+    return q.is_dir() and os.access(q, os.W_OK)
 
 
 def packages() -> dict[str, Any]:
@@ -65,7 +67,10 @@ def packages() -> dict[str, Any]:
 def torch_info() -> dict[str, Any]:
     if importlib.util.find_spec("torch") is None:
         return {"installed": False, "remedy": CLIP_EXTRA_REMEDY}
-    import torch
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - a torch that is there but will not load is the finding doctor is run for
+        return {"installed": True, "error": f"{type(exc).__name__}: {exc}", "remedy": CLIP_EXTRA_REMEDY}
 
     from .backbone import native_bf16_cpu
 
@@ -112,6 +117,8 @@ def backbone_files(cache_dirs: Sequence[Path]) -> list[dict[str, Any]]:
                 row.update(weights_id=info["weights_id"], architecture=info["architecture"])
             except (WeightsFormatError, OSError) as exc:
                 row["error"] = str(exc)
+            except ImportError as exc:  # torch is there but does not load: said under "torch", not a crash
+                row["error"] = f"cannot be identified: torch does not load ({exc})"
         rows.append(row)
     return rows
 
@@ -169,8 +176,10 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
 
 def _remedies(report: dict[str, Any], det_rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
-    if not report["torch"].get("installed") and not any(CLIP_EXTRA_REMEDY in (r.get("reason") or "") for r in det_rows):
-        out.append(f"install the CLIP detectors: {CLIP_EXTRA_REMEDY}")
+    if (not report["torch"].get("installed") or report["torch"].get("error")) and not any(CLIP_EXTRA_REMEDY in (r.get("reason") or "") for r in det_rows):
+        out.append("reinstall torch, which is installed but does not load: pip install --force-reinstall torch "
+                   "(docs/install.md)" if report["torch"].get("error")
+                   else f"install the CLIP detectors: {CLIP_EXTRA_REMEDY}")
     if not report["clip_ready"]:
         for r in det_rows:
             reason = r.get("reason") or ""

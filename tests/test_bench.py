@@ -114,6 +114,47 @@ def test_bench_rejects_bad_combinations():
     assert r.returncode == 2 and "onnx" in r.stderr
 
 
+def test_a_batch_that_cannot_fit_is_a_usage_error_before_any_work(monkeypatch):
+    """`bench --batch-size 100000` drew 112 GiB of random pixels after timing the matmul peak: a MemoryError
+    at best; a batch just under the machine's memory was the OOM killer. It is refused before the peak."""
+    import aiidetect.bench as bench
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setattr(bench, "matmul_peak_gflops", lambda *a, **k: pytest.fail("measured before refusing"))
+    with pytest.raises(ValueError, match="a batch of 1000000 images needs at least .* GiB"):
+        bench.run_bench(BackboneSpec.from_options(config="tiny-vit"), None, batch_size=[2, 10 ** 6])
+    # the bound is only a lower bound: the batch sizes people time still pass it
+    host, model = bench.batch_bytes({"vision_cfg": {"image_size": 224, "patch_size": 14, "width": 1024,
+                                                    "head_width": 64, "layers": 24}}, 256)
+    assert host + model < 4 * 2 ** 30
+    # on CUDA the activations are weighed against the GPU's free memory, the pixels against the host's
+    free = {"cpu": 64 * 2 ** 30, "cuda": 2 ** 30}
+    monkeypatch.setattr(bench, "available_bytes", lambda device="cpu": free[device])
+    cfg = {"vision_cfg": {"image_size": 224, "patch_size": 14, "width": 1024, "head_width": 64}}
+    bench.check_batch_fits(cfg, 256, "cpu")
+    with pytest.raises(ValueError, match="GPU memory"):
+        bench.check_batch_fits(cfg, 256, "cuda")
+
+
+def test_a_folder_where_nothing_decodes_says_so(tmp_path):
+    """A folder of empty or truncated files ended bench with 'RuntimeError: cannot reshape tensor of 0
+    elements' (the model was handed an empty batch)."""
+    import aiidetect.bench as bench
+    from aiidetect.backbone import BackboneSpec
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ValueError, match="none of the first 2 images in .* could be decoded"):
+        bench.run_bench(BackboneSpec.from_options(config="tiny-vit"), tmp_path, batch_size=2, peak_seconds=0.01,
+                        model_seconds=0.01)
+
+
+def test_bench_cli_refuses_a_batch_that_cannot_fit():
+    r = run_cli("bench", "--backbone-config", "tiny-vit", "--batch-size", "100000000", "-f", "json")
+    assert r.returncode == 2 and r.stdout == "" and "--batch-size" in r.stderr, r.stderr
+    assert "MemoryError" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_auto_dtype_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
     import aiidetect.backbone as bb
 

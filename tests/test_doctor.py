@@ -44,3 +44,51 @@ def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
 
 def test_bad_format_is_usage_error(tmp_path):
     assert run_cli("doctor", "--format", "xml", env=_env(tmp_path)).returncode == 2
+
+
+def test_table_prints_bracketed_names_as_they_are(tmp_path):
+    """A head named "[/]h" (its manifest is a download's) ended the table with a MarkupError (exit 2),
+    and "[bold]" in a heads folder's path was swallowed as a style instead of shown."""
+    import numpy as np
+
+    from aiidetect.heads import save_head
+
+    w = tmp_path / "old [bold]x"
+    save_head(w / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "[/]h", "detector": "linear"})
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(w), env=_env(tmp_path))
+    assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
+    (line,) = [x for x in r.stdout.splitlines() if "(linear): needs" in x]
+    assert line.strip().startswith("[/]h (linear)") and line.endswith(str(w / "h")), line
+
+
+def test_a_file_where_a_cache_folder_should_be_is_not_writable(tmp_path):
+    """AIIDETECT_CACHE under a regular file, or the CLIP cache set to a file: doctor said "writable yes"."""
+    f = tmp_path / "afile"
+    f.write_text("x")
+    env = {**_env(tmp_path), "AIIDETECT_CACHE": str(f / "sub"), "AIIDETECT_CLIP_CACHE": str(f)}
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "-f", "json", env=env)
+    assert r.returncode in (0, 1), r.stderr
+    caches = json.loads(r.stdout)["caches"]
+    assert caches["aiidetect cache"]["path"] == str(f / "sub") and caches["aiidetect cache"]["writable"] is False
+    assert caches["CLIP weights"]["path"] == str(f) and caches["CLIP weights"]["writable"] is False
+    assert caches["user heads"]["writable"] is True
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_torch_that_does_not_load_is_reported_not_a_crash(tmp_path, fmt):
+    """torch installed but broken (a missing shared library, a half-finished upgrade): doctor, the command
+    run to find out why, ended with 'ImportError: ...' and the --debug hint, exit 2."""
+    import os
+
+    shim = tmp_path / "shim" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("libtorch_cpu.so: cannot open shared object file")\n')
+    env = {**_env(tmp_path), "PYTHONPATH": os.pathsep.join(p for p in (str(shim.parent),
+                                                                        os.environ.get("PYTHONPATH")) if p)}
+    r = run_cli("doctor", "--backbone-config", "tiny-vit", "-f", fmt, env=env)
+    assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
+    assert "libtorch_cpu.so" in r.stdout and "reinstall torch" in r.stdout
+    if fmt == "json":
+        rep = json.loads(r.stdout)
+        assert rep["torch"]["installed"] is True and rep["torch"]["error"].startswith("ImportError")
+        assert rep["clip_ready"] is False

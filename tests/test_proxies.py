@@ -143,3 +143,36 @@ def test_amplitude_claim(kind, shape):
                     assert np.ptp(v) <= 1e-6 * max(v.max(), 1.0), (k, c)
         if kind == "periodic_peaks":  # energy added only on the grid of multiples of 1/period
             assert (got[np.broadcast_to(band, got.shape)] != orig[np.broadcast_to(band, got.shape)]).any()
+
+
+@pytest.mark.parametrize("link", ["photo_original.png", "photo_hf_phase.png", "proxies.json"])
+def test_proxies_never_write_through_a_link_onto_the_photo(tmp_path, link):
+    """`proxies photo.jpg -o .` beside a link named like one of its outputs that leads to the photo:
+    the photo was replaced by its 512-pixel crop (a PNG under the .jpg name). Refused before anything
+    is written."""
+    from aiidetect.testing.images import noise_rgb, save
+
+    from conftest import run_cli
+
+    photo = save(noise_rgb(64, 48), tmp_path / "photo.jpg", quality=90)
+    before = photo.read_bytes()
+    (tmp_path / link).symlink_to("photo.jpg")
+    r = run_cli("proxies", str(photo), "-o", str(tmp_path), "--kinds", "hf_phase", "-q")
+    assert r.returncode == 2 and "refusing to overwrite" in r.stderr and r.stdout == "", r.stderr
+    assert photo.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photo.jpg", link])
+
+
+@pytest.mark.parametrize("size, wh", [("0", (2100, 2100)), ("5000", (64, 48))])
+def test_proxies_work_is_bounded(tmp_path, size, wh):
+    """`--size 0` (the whole image) ran the float64 Fourier proxies on any photo: 3.3 GB and 40 s a kind on
+    12 MP, tens of GB on 100 MP. Whole images are taken up to 2048x2048 pixels, --size up to 2048."""
+    from PIL import Image
+
+    from conftest import run_cli
+
+    src = tmp_path / "big.png"
+    Image.new("RGB", wh, (90, 120, 150)).save(src)
+    r = run_cli("proxies", str(src), "-o", str(tmp_path / "p"), "--size", size, "--kinds", "hf_phase", "-q")
+    assert r.returncode == 2 and r.stdout == "" and "2048" in r.stderr, r.stderr
+    assert not (tmp_path / "p").exists()

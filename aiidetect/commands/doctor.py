@@ -46,7 +46,14 @@ def doctor(
 
 def _table(rep) -> None:
     from rich.console import Console
-    from rich.markup import escape
+    from rich.markup import escape as _escape
+
+    from ..report.safe import printable
+
+    def escape(x) -> str:
+        # Folder names, head names and manifests are the user's or a download's: "[/]" in one was a
+        # MarkupError instead of the report, "[bold]" was eaten; control characters are shown, not obeyed.
+        return _escape(printable(str(x)))
 
     con = Console(soft_wrap=True, highlight=False)
     ok = "[green]yes[/]"
@@ -59,38 +66,40 @@ def _table(rep) -> None:
         con.print(f"  {name}: {p['version'] or 'not installed'}{extra if not p['version'] else ''}")
     t = rep["torch"]
     con.print("\n[bold]torch[/]")
-    if t.get("installed"):
+    if t.get("error"):
+        con.print(f"  installed but does not load: {escape(t['error'])}")
+    elif t.get("installed"):
         con.print(f"  {t['version']}, CUDA build {t['cuda_build'] or 'none'}, CUDA available "
-                  f"{ok if t['cuda_available'] else no} {', '.join(t['cuda_devices'])}; {t['threads']} threads")
+                  f"{ok if t['cuda_available'] else no} {escape(', '.join(t['cuda_devices']))}; {t['threads']} threads")
     else:
         con.print(f"  not installed: {escape(t['remedy'])}")
     c = rep["cpu"]
-    con.print(f"\n[bold]CPU[/]  {c['model']}, {c['cores']} logical cores; avx2 {c['avx2']}, avx512_bf16 "
+    con.print(f"\n[bold]CPU[/]  {escape(c['model'])}, {c['cores']} logical cores; avx2 {c['avx2']}, avx512_bf16 "
               f"{c['avx512_bf16']}, amx_bf16 {c['amx_bf16']} -> native bf16 {ok if c['native_bf16'] else no}; "
               f"int8 VNNI {ok if c['int8_vnni'] else no} -> int8 exports with {c['int8_weight_bits']}-bit weights")
     o = rep["onnxruntime"]
     con.print("\n[bold]ONNX Runtime[/]  " + (f"{o.get('version')}, providers {', '.join(o.get('providers') or [])}"
                                              if o.get("installed") and not o.get("error")
                                              else escape(o.get("error") or f"not installed: {o.get('remedy')}")))
-    con.print(f"\n[bold]backbone[/]  {rep['backbone']}")
+    con.print(f"\n[bold]backbone[/]  {escape(rep['backbone'])}")
     if rep["backbone_built"]:
         con.print(f"  built: fingerprint {rep['backbone_built']['fingerprint']}, "
                   f"weights_id {rep['backbone_built']['weights_id']}")
     for f in rep["backbone_files"]:
-        con.print(f"  file {f['path']} ({_mb(f['bytes'])}): {f.get('weights_id') or f.get('error') or ''}"
-                  f"{'  ' + f['architecture'] if f.get('architecture') else ''}")
+        con.print(f"  file {escape(f['path'])} ({_mb(f['bytes'])}): {escape(f.get('weights_id') or f.get('error') or '')}"
+                  f"{'  ' + escape(f['architecture']) if f.get('architecture') else ''}")
     if not rep["backbone_files"]:
         con.print("  no checkpoint files in the CLIP cache folder")
     con.print("\n[bold]heads[/]")
     for h in rep["heads"]:
-        con.print(f"  {h['name']} ({h['detector']}): needs {h['needs_backbone']} -> "
-                  f"{ok if h['ready'] else no}  [dim]{h['path']}[/]")
+        con.print(f"  {escape(h['name'])} ({escape(h['detector'])}): needs {escape(h['needs_backbone'])} -> "
+                  f"{ok if h['ready'] else no}  [dim]{escape(h['path'])}[/]")
     con.print("\n[bold]detectors[/]")
     for d in rep["detectors"]:
-        con.print(f"  {d['name']}: {d['status']}" + (f" - {escape(d['reason'])}" if d["reason"] else ""))
+        con.print(f"  {escape(d['name'])}: {escape(d['status'])}" + (f" - {escape(d['reason'])}" if d["reason"] else ""))
     con.print("\n[bold]caches and paths[/]")
     for name, cch in rep["caches"].items():
-        con.print(f"  {name}: {cch['path']} ({_mb(cch['bytes']) if cch['exists'] else 'absent'}), writable "
+        con.print(f"  {name}: {escape(cch['path'])} ({_mb(cch['bytes']) if cch['exists'] else 'absent'}), writable "
                   f"{ok if cch['writable'] else no}")
     if rep["remedies"]:
         con.print("\n[bold]to do[/]")

@@ -26,13 +26,17 @@ def export_onnx_cmd(
                                           "x86 CPUs without VNNI (AVX2); auto: 7 on such a CPU, else 8."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
                                                     help="Image folder for static int8 calibration (e.g. the dev set)."),
-    calibration_limit: int = typer.Option(32, "--calibration-limit", help="Images used for calibration."),
+    # min=1: the library reads 0 as "every image in the folder" and -3 as "all but the last three".
+    calibration_limit: int = typer.Option(32, "--calibration-limit", min=1, help="Images used for calibration."),
     agreement_data: Optional[Path] = typer.Option(None, "--agreement-data",
                                                   help="Image folder to measure agreement with PyTorch fp32 on."),
-    agreement_limit: int = typer.Option(64, "--agreement-limit", help="Images used for the agreement check."),
+    agreement_limit: int = typer.Option(64, "--agreement-limit", min=1,
+                                      help="Images used for the agreement check."),
     detectors: str = typer.Option("", "--detectors", "-d", help="Head families to include, comma-separated "
                                                             "(default: every family with an ONNX mapping)."),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (>= 18 for the dynamo exporter)."),
+    # min=18: below it torch keeps opset 18 after a failed down-conversion (a traceback on stderr) while
+    # the summary and the sidecar claimed the opset asked for.
+    opset: int = typer.Option(18, "--opset", min=18, help="ONNX opset (>= 18 for the dynamo exporter)."),
     # json by default: this command printed its summary as JSON before it had --format, and scripts read it.
     fmt: JsonFormat = typer.Option(JsonFormat.json, "--format", "-f",
                                    help="json (for scripts; the default) | table (for people)."),
@@ -61,11 +65,22 @@ def export_onnx_cmd(
     for p in (calibration_data, agreement_data):
         if p is not None and not p.is_dir():
             fail(f"{p} is not a folder")
+    from ..onnx_export import image_paths
+
+    static = variant == "int8" and int8_mode == "static"  # the only export that reads --calibration-data
+    calibration = image_paths(calibration_data, calibration_limit) if calibration_data and static else []
+    agreement = image_paths(agreement_data, agreement_limit) if agreement_data else []
+    for p, found in ((calibration_data if static else None, calibration), (agreement_data, agreement)):
+        if p is not None and not found:
+            # Said before the backbone is built and exported (seconds to minutes), not after.
+            fail(f"{p} holds no image files to measure on")
+    if out.exists() and not out.is_dir():
+        fail(f"--out-dir {out} is a file, not a folder; give a folder to write the graphs into")
     err = stderr_console(quiet)
     spec = backbone_opts.spec()
 
     from ..backbone import BackboneUnavailable, create_backbone
-    from ..onnx_export import ExportError, collect_heads, export_onnx, image_paths
+    from ..onnx_export import ExportError, collect_heads, export_onnx
 
     try:
         bb = create_backbone(spec, device="cpu", dtype="float32")
@@ -81,8 +96,7 @@ def export_onnx_cmd(
     try:
         side = export_onnx(
             bb, out, heads, variant=variant, opset=opset, int8_mode=int8_mode,
-            calibration_paths=image_paths(calibration_data, calibration_limit) if calibration_data else (),
-            agreement_paths=image_paths(agreement_data, agreement_limit) if agreement_data else (),
+            calibration_paths=calibration, agreement_paths=agreement,
             skipped=skipped, int8_weight_bits=None if int8_weights == "auto" else int(int8_weights),
             log=lambda s: err.print(s, highlight=False))
     except ExportError as exc:

@@ -90,7 +90,7 @@ def explain_mask_cmd(
     g = int(spec["size"]) // patch
     grid = mask.view(g, g).numpy()
     from ..explain.legend import with_legend
-    from ..report.output import save_image
+    from ..report.output import is_stdout, save_image
 
     legend = [f"Tinted squares: the {int(mask.sum())} of {mask.numel()} patches Texture-Aware Masking hides from "
               f"the encoder during MPFT training (the most textured ones, {select}).",
@@ -100,21 +100,24 @@ def explain_mask_cmd(
     stderr_console(quiet).print(f"masked {int(mask.sum())}/{mask.numel()} patches ({select}, ratio {ratio}); "
                            f"texture score masked mean {float(scores[mask].mean()) if mask.any() else 0:.4g} vs kept "
                            f"{float(scores[~mask].mean()):.4g}", highlight=False)
-    typer.echo(str(output))
+    if not is_stdout(output):  # after `-o -` stdout holds the PNG: a line after it would end up inside the file
+        typer.echo(str(output))
 
 
 @backbone_options(weights_dir=True)
 def explain_mpft_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG heat map of patch importance."),
-    head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found)."),
+    head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found that "
+                                                                 "runs on this backbone)."),
     backbone_opts: BackboneOptions = None,
     quiet: bool = QuietOpt,  # accepted like everywhere: the result is on stdout, nothing else is printed
 ):
     """Occlusion map: how much the MPFT logit falls without each ViT patch.
 
     Each patch token is dropped in turn. Red = the patch pushed the decision towards AI, blue = towards
-    real. Prints the head's logit, p_ai and the five patches that moved it most as JSON on stdout.
+    real. Prints the head's logit, p_ai and the five patches that moved it most as JSON on stdout (on stderr
+    with `-o -`, where stdout holds the PNG).
 
     Example: aiidetect explain-mpft photo.jpg -o occlusion.png --head newsroom-mpft"""
     import numpy as np
@@ -125,7 +128,7 @@ def explain_mpft_cmd(
     from ..mpft.model import build_from_head
     from ..mpft.occlusion import occlusion_map, render_heatmap
     from ..preprocess import normalize
-    from ..heads import HeadError, find_heads, load_head, weights_dirs
+    from ..heads import HeadError, HeadMismatch, find_heads, load_head, weights_dirs
 
     _check_output(image, output)
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
@@ -136,16 +139,28 @@ def explain_mpft_cmd(
     spec = backbone_opts.spec()
     try:
         bb = create_backbone(spec)
-        head = load_head(found[0][0])
-        model = build_from_head(head, bb)
-    except (BackboneUnavailable, HeadError, ValueError) as exc:  # HeadError: a damaged head (checksum)
+    except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
+    first_error = None
+    for path, _m in found:
+        # Without --head: the first head this backbone can run, as a scan runs every head that fits; the first
+        # found was taken even when it needed another backbone and the next one fitted.
+        try:
+            head = load_head(path)
+            model = build_from_head(head, bb)
+            break
+        except HeadMismatch as exc:
+            first_error = first_error or exc
+        except (HeadError, ValueError) as exc:  # HeadError: a damaged head (checksum)
+            fail(str(exc))
+    else:
+        fail(str(first_error))
     pre = head.manifest["preprocessing"]
     u8 = _load(image, pre)
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0)
     base, delta = occlusion_map(model, x, bb.patch_size)
     from ..explain.legend import with_legend
-    from ..report.output import save_image
+    from ..report.output import is_stdout, save_image
 
     scale = float(np.abs(delta).max()) or 1.0
     legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
@@ -154,11 +169,12 @@ def explain_mpft_cmd(
     save_image(Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")), output)
     from ..probability import Calibrator
 
+    # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
     typer.echo(json.dumps({"output": str(output), "head": head.name, "logit": round(base, 4),
                            "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
                            "top_patches": [{"row": int(i) // delta.shape[1], "col": int(i) % delta.shape[1],
                                             "delta": round(float(delta.reshape(-1)[i]), 4)}
-                                           for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}))
+                                           for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}), err=is_stdout(output))
 
 
 def register(apps) -> None:

@@ -1,0 +1,89 @@
+"""explain-mask / explain-mpft as a script runs them: `-o -`, hostile files, bounded work."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def mpft_weights(tmp_path_factory):
+    """A random but valid MPFT head on tiny-vit, saved as training would (no training: seconds, not minutes)."""
+    import torch
+
+    from aiidetect.backbone import BackboneSpec, create_backbone
+    from aiidetect.heads import backbone_manifest, save_head
+    from aiidetect.mpft.model import MPFTModel
+    from aiidetect.preprocess import make_spec
+
+    tiny = create_backbone(BackboneSpec.from_options(config="tiny-vit", seed=0))
+    d = tmp_path_factory.mktemp("mpft-weights")
+    torch.manual_seed(0)
+    mp = MPFTModel(tiny.visual, ["real", "sd"], adapter={"mode": "lora", "rank": 2})
+    save_head(d / "m", dict(mp.trainable_state()),
+              {"name": "m", "detector": "mpft", "backbone": backbone_manifest(tiny),
+               "preprocessing": make_spec("resize-center-crop", 224), "labels": ["real", "sd"],
+               "params": mp.params(), "calibration": {"method": "temperature", "temperature": 1.0}})
+    return d
+
+
+@pytest.fixture
+def photo(tmp_path):
+    from aiidetect.testing.images import noise_rgb, save
+
+    return save(noise_rgb(64, 48), tmp_path / "photo.jpg", quality=90)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "aiidetect", *args], capture_output=True, timeout=300)
+
+
+def _whole_png(blob: bytes):
+    """The bytes are one PNG and nothing after it (a decoder ignores trailing bytes; a script's file would not)."""
+    from PIL import Image
+
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    assert blob.endswith(b"IEND\xaeB`\x82"), blob[-40:]
+    return Image.open(io.BytesIO(blob))
+
+
+def test_explain_mask_to_stdout_is_the_png_alone(photo):
+    """`explain-mask a.jpg -o - > map.png` wrote the PNG and then the line "-\\n" into it."""
+    r = _run("explain-mask", str(photo), "-o", "-")
+    assert r.returncode == 0, r.stderr
+    assert _whole_png(r.stdout).size[0] >= 224
+
+
+def test_explain_mpft_to_stdout_is_the_png_alone_and_the_summary_on_stderr(photo, mpft_weights):
+    """`explain-mpft a.jpg -o -` wrote the PNG, then its JSON summary after it, into one stream."""
+    r = _run("explain-mpft", str(photo), "-o", "-", "--backbone-config", "tiny-vit", "--weights-dir",
+             str(mpft_weights))
+    assert r.returncode == 0, r.stderr
+    _whole_png(r.stdout)
+    info = json.loads(r.stderr.decode().strip().splitlines()[-1])
+    assert info["head"] == "m" and info["output"] == "-" and 0 <= info["p_ai"] <= 1
+
+
+def test_explain_mpft_takes_the_first_head_this_backbone_runs(photo, mpft_weights, tmp_path):
+    """Without --head it took the first MPFT head found, and stopped (exit 2, "trained on backbone ...")
+    when that one needed another backbone, though the next one fitted: a scan runs every head that fits."""
+    import shutil
+
+    from aiidetect.heads import read_manifest, save_head
+
+    w = tmp_path / "w"
+    shutil.copytree(mpft_weights / "m", w / "m")
+    m = read_manifest(w / "m")
+    m["name"] = "a-other"
+    m["backbone"] = {**m["backbone"], "fingerprint": "0" * 24, "name": "other-vit"}
+    from safetensors.numpy import load_file as load_np
+
+    save_head(w / "a-other", load_np(str(w / "m" / "head.safetensors")), m)
+    r = _run("explain-mpft", str(photo), "-o", str(tmp_path / "map.png"), "--backbone-config", "tiny-vit",
+             "--weights-dir", str(w))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["head"] == "m" and (tmp_path / "map.png").is_file()
