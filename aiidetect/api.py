@@ -258,7 +258,7 @@ def use_all_cores() -> None:
     """Respect OMP_NUM_THREADS when set; otherwise let the model use every core."""
     if "OMP_NUM_THREADS" in os.environ:
         return
-    if "torch" not in sys.modules:
+    if sys.modules.get("torch") is None:
         # Importing torch costs seconds; a scan whose CLIP detectors turn out unavailable
         # never needs it. create_backbone applies the setting when it imports torch.
         from . import backbone
@@ -289,7 +289,7 @@ def _hold_cores() -> None:
     with _cores_lock:
         if _cores_holders == 0:
             _cores_before = None
-            if "torch" in sys.modules:
+            if sys.modules.get("torch") is not None:  # imported already (None: known to be missing)
                 import torch
 
                 _cores_before = torch.get_num_threads()
@@ -309,7 +309,7 @@ def _release_cores() -> None:
         # torch imported by the backbone after the hold: the count it had before create_backbone set ours
         before = _cores_before or backbone.TORCH_THREADS_FOUND
         backbone.TORCH_THREADS = backbone.TORCH_THREADS_FOUND = None
-        if before and "torch" in sys.modules:
+        if before and sys.modules.get("torch") is not None:
             import torch
 
             if torch.get_num_threads() == max(1, os.cpu_count() or 1):  # not changed by the caller meanwhile
