@@ -139,6 +139,20 @@ def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"{path} cannot be opened for writing ({exc})")
 
 
+class _Damaged(str):
+    """Stored text whose bytes are not UTF-8 (a damaged page, a hand edit): shown with U+FFFD, and
+    never parsed as a record."""
+
+
+def _text(raw: bytes) -> str:
+    # sqlite3's default text_factory raised OperationalError for the whole query: one damaged row
+    # stopped `results export` and every resume of the store, where it should cost that row.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Damaged(raw.decode("utf-8", "replace"))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -218,6 +232,8 @@ def parse_stored(text: Any) -> Record:
     """A stored record, checked; ValueError when it is not one this version reads."""
     from .report.safe import loads_foreign
 
+    if isinstance(text, _Damaged):
+        raise ValueError("its bytes are not UTF-8 text: the store is damaged there")
     try:
         return record_from_dict(_check_shape(loads_foreign(text)))
     except (KeyError, TypeError, AttributeError) as exc:  # Evidence(**e) with keys it lacks or does not know
@@ -284,6 +300,7 @@ class ResultsStore:
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder, not a results store")
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
+                self._db.text_factory = _text
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
@@ -292,6 +309,7 @@ class ResultsStore:
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
+                self._db.text_factory = _text
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
                     # Someone else's database: never add tables to it.

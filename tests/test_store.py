@@ -682,3 +682,31 @@ def test_summary_says_a_shard_never_ran_to_the_end(tmp_path):
     st.finish_session(st.start_session("r", "2/2", "local", []), 1, 0, "complete")  # resumed to the end
     assert st.shard_gaps(["r"]) == []
     st.close()
+
+
+def test_a_record_whose_bytes_are_not_utf8_costs_that_row(tmp_path):
+    """A damaged page inside a record's text (bytes that are not UTF-8) made sqlite3 raise
+    OperationalError for the whole query: `results export` and every resume of the store ended with
+    exit 2 over one row. The row is a bad-stored-record in export and is scanned again on resume."""
+    from aiidetect.store import BAD_STORED_RECORD
+
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    good = {x["file"]: x for x in jsonl(r.stdout)}
+    with sqlite3.connect(db) as c:
+        rid, text, file = c.execute("SELECT rowid, record, file FROM results ORDER BY path LIMIT 1").fetchone()
+        raw = text.encode()
+        c.execute("UPDATE results SET record=CAST(? AS TEXT) WHERE rowid=?", (raw[:60] + b"\xff\xfe" + raw[62:], rid))
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    out = {x["file"]: x for x in jsonl(e.stdout)}
+    assert out[file]["error"]["code"] == BAD_STORED_RECORD and "1 stored record(s)" in e.stderr
+    assert {f: x for f, x in out.items() if f != file} == {f: x for f, x in good.items() if f != file}
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    assert {x["file"]: x for x in jsonl(r.stdout)} == good
+    with sqlite3.connect(db) as c:
+        assert [n for (n,) in c.execute("SELECT files_written FROM sessions ORDER BY session_id")] == [4, 1]
