@@ -710,3 +710,36 @@ def test_a_record_whose_bytes_are_not_utf8_costs_that_row(tmp_path):
     assert {x["file"]: x for x in jsonl(r.stdout)} == good
     with sqlite3.connect(db) as c:
         assert [n for (n,) in c.execute("SELECT files_written FROM sessions ORDER BY session_id")] == [4, 1]
+
+
+def _damage_path_index(db: Path, name: bytes) -> None:
+    """Change one file name inside the (run, path) index, not in the table: what a damaged page does."""
+    with sqlite3.connect(db) as c:
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='sqlite_autoindex_results_1'").fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    at = data.find(name, (root - 1) * ps, root * ps)
+    assert at > 0
+    data[at] ^= 0x01
+    db.write_bytes(bytes(data))
+
+
+def test_a_damaged_store_is_refused_before_it_double_counts(tmp_path):
+    """A damaged index answered the resume lookup with 'no row': the file was scanned again and a
+    second row of the same (run, path) written beside the first (5 rows for 4 files, counted twice
+    by summary and export). A store that fails SQLite's integrity check is refused by scan and by
+    the results commands: exit 2, one line saying what to do, nothing written."""
+    imgs = _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli(*scan).returncode == 0
+    _damage_path_index(db, imgs[1].name.encode())
+    before = db.read_bytes()
+    for args in (scan, ("results", "export", "--db", str(db))):
+        r = run_cli(*args)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+        assert len(lines) == 1 and "is damaged (SQLite integrity check" in lines[0] and ".dump" in lines[0], r.stderr
+    assert db.read_bytes() == before
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
