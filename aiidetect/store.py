@@ -363,7 +363,8 @@ class ResultsStore:
         """'ok', or the first fault SQLite's integrity check finds. A full check (about 1.5 s per 200,000
         rows), not quick_check: that one does not compare the indexes with the table, and a damaged
         index is what turns a resume into duplicate rows."""
-        return str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0])
+        # one line: the check's report of a damaged page spans several
+        return " ".join(str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
 
     def missing_columns(self, consequence: str) -> str | None:
         """What a table changed by hand (or by another tool) lacks, or None."""

@@ -743,3 +743,21 @@ def test_a_damaged_store_is_refused_before_it_double_counts(tmp_path):
     assert db.read_bytes() == before
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
+
+
+def test_a_store_with_a_damaged_page_is_refused_in_one_line(tmp_path):
+    """SQLite's report of a damaged page spans lines ('*** in database main ***' then the page): the
+    error must still be one line."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(db) as c:
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='results'").fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * ps] = 0  # not a b-tree page type
+    db.write_bytes(bytes(data))
+    r = run_cli("results", "summary", "--db", str(db))
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "damaged" in lines[0], r.stderr
