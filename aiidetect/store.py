@@ -213,12 +213,16 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
         return v is None or (isinstance(v, types) and not isinstance(v, bool) if types is _NUM
                              else isinstance(v, types))
 
+    def prob(v: Any) -> bool:
+        return v is None or 0 <= v <= 1
+
     want(isinstance(d, dict), "not a JSON object")
     want(isinstance(d.get("file"), str), "file is not text")
     want(d.get("verdict", "error") in VERDICTS, "unknown verdict")
     for k, t in (("p_ai", _NUM), ("width", int), ("height", int), ("size_bytes", int), ("sha256", str),
                  ("format", str), ("file_bytes", str), ("image", dict), ("fusion", dict), ("reasons", list)):
         want(opt(d.get(k), t), f"{k} has the wrong type")
+    want(prob(d.get("p_ai")), "p_ai is outside [0, 1]")
     want(all(isinstance(x, str) for x in d.get("reasons") or []), "reasons are not text")
     err = d.get("error")
     want(err is None or (isinstance(err, dict) and isinstance(err.get("code"), str)
@@ -228,20 +232,63 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
     for r in (dets or {}).values():
         want(isinstance(r, dict) and isinstance(r.get("status"), str), "a detector result has no status")
         want(opt(r.get("p_ai"), _NUM) and opt(r.get("score"), _NUM), "a detector's p_ai or score is not a number")
+        want(prob(r.get("p_ai")), "a detector's p_ai is outside [0, 1]")
         want(opt(r.get("evidence"), list) and all(isinstance(e, dict) for e in r.get("evidence") or []),
              "a detector's evidence is not a list of objects")
         want(opt(r.get("attribution"), list), "a detector's attribution is not a list")
     return d
 
 
-def parse_stored(text: Any) -> Record:
-    """A stored record, checked; ValueError when it is not one this version reads."""
+def _key_name(key: str) -> bytes:
+    """The file name (last component, exact bytes) of a stored path key."""
+    head, sep, raw = key.rpartition("#b64:")
+    if sep:
+        import base64
+        import binascii
+
+        try:
+            return os.path.basename(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError):
+            return b""
+    return os.path.basename(os.fsencode(key))
+
+
+# The row's columns a stored record must agree with (a query, a --verdict filter and the summary
+# read the columns; export and resume read the record).
+ROW_CHECK = ("path", "verdict", "p_ai", "sha256")
+
+
+def _check_row(d: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+    """A record that disagrees with its own row: half of a hand edit, a damaged page, or a row
+    moved under another file's path. (Anyone who can write the store can forge a row that agrees:
+    this catches damage and careless edits, not a forger.)"""
+    from .report.safe import path_from_record
+
+    if "verdict" in row and row["verdict"] != d.get("verdict", "error"):
+        raise ValueError(f"the row says {row['verdict']!r} and its record {d.get('verdict')!r}")
+    if "p_ai" in row:
+        a, b = row["p_ai"], d.get("p_ai")
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9):
+            raise ValueError("the row's p_ai is not its record's")
+    if "sha256" in row and row["sha256"] != d.get("sha256"):
+        raise ValueError("the row's sha256 is not its record's")
+    if "path" in row and _key_name(str(row["path"])) != os.path.basename(
+            os.fsencode(os.path.normpath(path_from_record(d["file"], d.get("file_bytes"))))):
+        raise ValueError("the record is of another file than the row's path")
+
+
+def parse_stored(text: Any, row: Mapping[str, Any] | None = None) -> Record:
+    """A stored record, checked (and against the columns of its `row` in ROW_CHECK, where given);
+    ValueError when it is not one this version reads."""
     from .report.safe import loads_foreign
 
     if isinstance(text, _Damaged):
         raise ValueError("its bytes are not UTF-8 text: the store is damaged there")
     try:
-        return record_from_dict(_check_shape(loads_foreign(text)))
+        d = _check_shape(loads_foreign(text))
+        if row is not None:
+            _check_row(d, row)
+        return record_from_dict(d)
     except (KeyError, TypeError, AttributeError) as exc:  # Evidence(**e) with keys it lacks or does not know
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -250,7 +297,7 @@ def stored_record(row: Mapping[str, Any]) -> Record:
     """The record of a results row for export; never raises: a row that cannot be read becomes an
     error record of its file, so one damaged row costs one record, not the whole export."""
     try:
-        return parse_stored(row["record"])
+        return parse_stored(row["record"], row)
     except ValueError as exc:  # json's decode errors are ValueErrors too
         return Record(file=row.get("file") or "?", verdict="error", error=ErrorInfo(
             BAD_STORED_RECORD, f"the stored record cannot be read ({str(exc)[:200]}); scan the file again"))
@@ -477,11 +524,12 @@ class ResultsStore:
         with self._lock:
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
 
-    def lookup(self, run_id: str, key: str) -> tuple[int, int, str] | None:
+    def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
+        cols = ("size", "mtime_ns", "record") + ROW_CHECK
         with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, record FROM results WHERE run_id=? AND path=?",
+            row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
                                    (run_id, key)).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)
     def runs(self) -> list[dict[str, Any]]:
@@ -723,11 +771,13 @@ class StoreSession:
         key = path_key(path)
         if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
-            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
                 try:
-                    rec = parse_stored(row[2])
+                    rec = parse_stored(row["record"], row)
                 except ValueError:
-                    rec = None  # an unreadable row: scan again and replace it
+                    rec = None  # an unreadable row, or one at odds with itself: scan again and replace it
+                if rec is not None and rec.size_bytes not in (None, st.st_size):
+                    rec = None  # the record is of other bytes than the row says
                 if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
                     rec = None  # a permission fixed or a bug fixed changes no mtime: always try again
                 if rec is not None:

@@ -761,3 +761,36 @@ def test_a_store_with_a_damaged_page_is_refused_in_one_line(tmp_path):
     r = run_cli("results", "summary", "--db", str(db))
     lines = r.stderr.splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "damaged" in lines[0], r.stderr
+
+
+def test_a_record_at_odds_with_its_row_is_neither_exported_nor_resumed(tmp_path):
+    """A hand edit or a damaged page: a p_ai of 7.5 with the verdict ai-generated, a verdict column
+    that says likely-real while the record says otherwise (summary and --verdict read the column,
+    export the record), a row moved under another file's path. Export passed each through as stored,
+    and resume printed them as that file's verdict; now each is a bad-stored-record in export and is
+    scanned again on resume."""
+    from aiidetect.store import BAD_STORED_RECORD
+
+    imgs = _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    good = {x["file"]: x for x in jsonl(r.stdout)}
+    keys = [str(p) for p in imgs]
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET record=json_set(record, '$.p_ai', 7.5, '$.verdict', 'ai-generated'), "
+                  "verdict='ai-generated', p_ai=7.5 WHERE path=?", (keys[0],))
+        c.execute("UPDATE results SET verdict='likely-real' WHERE path=?", (keys[1],))
+        # the row of file 3 moved under file 2's path, with file 2's size and mtime
+        c.execute("DELETE FROM results WHERE path=?", (keys[2],))
+        st = imgs[2].stat()
+        c.execute("UPDATE results SET path=?, size=?, mtime_ns=? WHERE path=?",
+                  (keys[2], st.st_size, st.st_mtime_ns, keys[3]))
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    codes = sorted((x.get("error") or {}).get("code") or "" for x in jsonl(e.stdout))
+    assert codes == [BAD_STORED_RECORD] * 3, e.stdout  # the 3 rows left, each at odds with itself
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    assert {x["file"]: x for x in jsonl(r.stdout)} == good

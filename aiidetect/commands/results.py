@@ -149,7 +149,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
               aiidetect results export --db audit.sqlite --verdict ai,uncertain -f html > flagged.html
     """
     from ..report import make_writer
-    from ..store import BAD_STORED_RECORD, stored_record
+    from ..store import BAD_STORED_RECORD, ROW_CHECK, stored_record
 
     wanted = []
     for v in verdict or []:
@@ -170,7 +170,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
             writer = None
             try:
                 writer = make_writer(fmt.value, sys.stdout, names)
-                for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+                for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
                     rec = stored_record(row)
                     bad += rec.error is not None and rec.error.code == BAD_STORED_RECORD
                     writer.write(rec)
@@ -193,7 +193,7 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     """The report page over stored records; thumbnails are read from the files that are still where
     the scan found them, unchanged (same SHA-256 as the record)."""
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
-    from ..store import BAD_STORED_RECORD, stored_record
+    from ..store import BAD_STORED_RECORD, ROW_CHECK, stored_record
 
     from ..report.output import utf8_stdout
 
@@ -201,7 +201,7 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     w = HtmlWriter(utf8_stdout(), run_info_from_records((), source, sys.argv[1:]), record_facts=True)
     n = bad = 0
     try:
-        for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+        for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
             r = normalize_record(stored_record(row).to_dict())
             n += 1
             bad += (r.get("error") or {}).get("code") == BAD_STORED_RECORD
