@@ -154,6 +154,9 @@ def _text(raw: bytes) -> str:
 
 
 def _damaged(path: Path, what: str) -> str:
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size:
+        what += f"; if {wal.name} beside it was copied from another store, move that away and try again"
     # .dump reads the tables, not their indexes (.recover failed outright in the sqlite3 3.40 shell).
     return (f"{path} is damaged ({what}): its counts and its resume cannot be trusted; copy its readable rows "
             f"into a new store (sqlite3 {path} .dump | sqlite3 rebuilt.sqlite) and use that, or start a new store")
@@ -361,6 +364,12 @@ class ResultsStore:
                     raise StoreError(f"folder {self.path.parent} does not exist")
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder")
+                # Checked through a read-only connection, before one that writes: closing a writer
+                # checkpoints the -wal into the file, and a -wal of another store (copied beside it)
+                # then damaged the store for good even when the scan was refused.
+                damage = self._integrity_ro() if check and self.path.exists() and self.path.stat().st_size else "ok"
+                if damage != "ok":
+                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
@@ -370,7 +379,8 @@ class ResultsStore:
                     # Someone else's database: never add tables to it.
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
-                damage = self._integrity() if check else "ok"  # before anything is written into it
+                if damage != "ok":
+                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -405,6 +415,13 @@ class ResultsStore:
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def _integrity_ro(self) -> str:
+        db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
+        try:
+            return " ".join(str(db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+        finally:
+            db.close()
 
     def _integrity(self) -> str:
         """'ok', or the first fault SQLite's integrity check finds. A full check (about 1.5 s per 200,000

@@ -794,3 +794,27 @@ def test_a_record_at_odds_with_its_row_is_neither_exported_nor_resumed(tmp_path)
     r = run_cli(*scan)
     assert r.returncode == 0, r.stderr
     assert {x["file"]: x for x in jsonl(r.stdout)} == good
+
+
+def test_a_wal_of_another_store_is_refused_without_damaging_the_store(tmp_path):
+    """A -wal copied beside the store from another one: the refused scan's connection checkpointed it
+    into the store on close, damaging it for good. The check runs through a read-only connection, the
+    line names the -wal, and once it is moved away the store is whole."""
+    _tiny_images(tmp_path / "a", 2, folders=1)
+    _tiny_images(tmp_path / "b", 30, folders=1)
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    for src, db in ((tmp_path / "a", a), (tmp_path / "b", b)):
+        assert run_cli("scan", str(src), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                       "-f", "jsonl").returncode == 0
+    # b's writer ends without a checkpoint (killed): its last transaction is only in b.sqlite-wal
+    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0'); "
+            "c.execute(\"UPDATE results SET verdict='ai-generated'\"); c.commit(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(b)], check=True)
+    Path(f"{a}-wal").write_bytes(Path(f"{b}-wal").read_bytes())
+    before = a.read_bytes()
+    r = run_cli("scan", str(tmp_path / "a"), "-d", "metadata", "--no-cache", "--db", str(a), "-f", "jsonl")
+    assert r.returncode == 2 and "a.sqlite-wal" in r.stderr and "damaged" in r.stderr, r.stderr
+    assert a.read_bytes() == before
+    Path(f"{a}-wal").unlink()
+    e = run_cli("results", "export", "--db", str(a), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 2, e.stderr
