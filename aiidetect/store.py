@@ -88,6 +88,11 @@ _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256"
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
 _SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
                  "files_written", "files_resumed", "status")
+# What `results summary/export/failed` and the shard notes read (parquet reads every results column).
+_READ_COLS = {"results": ("run_id", "path", "file", "folder", "size", "sha256", "verdict", "p_ai", "error_code",
+                          "error_message", "scanned_at", "record"),
+              "runs": ("run_id", "detectors", "fusion_model", "created_at", "options"),
+              "sessions": ("run_id", "shard", "status")}
 _RUN_COLS = ("run_id", "identity", "options", "detectors", "fusion_model", "aiidetect_version", "created_at")
 
 
@@ -412,6 +417,9 @@ class ResultsStore:
         elif not readonly:
             # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
             problem = self.missing_columns("this version cannot write into it")
+        else:
+            # Only what the results commands read: a store that lacks a column none of them needs is read.
+            problem = self.missing_columns("this version cannot read it", _READ_COLS)
         if problem:
             self._db.close()
             raise StoreError(problem)
@@ -430,10 +438,13 @@ class ResultsStore:
         # one line: the check's report of a damaged page spans several
         return " ".join(str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
 
-    def missing_columns(self, consequence: str) -> str | None:
-        """What a table changed by hand (or by another tool) lacks, or None."""
-        for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+    def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:
+        """What a table changed by hand (or by another tool) lacks of `need` (default: every column), or None."""
+        need = need or {"results": _RESULT_COLS, "sessions": _SESSION_COLS, "runs": _RUN_COLS}
+        for table, cols in need.items():
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                return f"{self.path} has no {table} table (changed by hand or by another tool); {consequence}"
             missing = [c for c in cols if c not in have]
             if missing:
                 return (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by another "
@@ -884,6 +895,9 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
 
     from .report.output import atomic_output
 
+    problem = store.missing_columns("its results cannot be written as Parquet", {"results": _RESULT_COLS})
+    if problem:
+        raise StoreError(problem)
     schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
                         ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                         ("sha256", pa.string()), ("verdict", pa.string()), ("p_ai", pa.float64()),

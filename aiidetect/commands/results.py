@@ -226,7 +226,7 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
     Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
     """
     from ..report.output import OutputError, check_output
-    from ..store import write_parquet
+    from ..store import StoreError, write_parquet
 
     try:
         import pyarrow  # noqa: F401
@@ -237,7 +237,10 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
     except OutputError as exc:
         fail(str(exc))
     with _open(db) as store:
-        n = write_parquet(store, _runs(store, run), out)
+        try:
+            n = write_parquet(store, _runs(store, run), out)
+        except StoreError as exc:
+            fail(str(exc))
     stderr_console(quiet).print(f"wrote {n} rows to {out}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
