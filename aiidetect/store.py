@@ -567,8 +567,16 @@ class ResultsStore:
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id=r.run_id), "
                 "(SELECT COUNT(*) FROM sessions s WHERE s.run_id=r.run_id) FROM runs r ORDER BY r.created_at"
             ).fetchall()
-        return [{"run_id": r[0], "detectors": r[1], "fusion_model": r[2], "created_at": r[3],
-                 "options": json.loads(r[4]), "files": r[5], "sessions": r[6]} for r in rows]
+        from .report.safe import loads_foreign
+
+        def options(text: Any) -> Any:
+            # Informational only: one damaged value ended every results command with a JSONDecodeError.
+            try:
+                return loads_foreign(text)
+            except (ValueError, TypeError):
+                return None
+        return [{"run_id": r[0], "detectors": r[1] or "", "fusion_model": r[2], "created_at": r[3],
+                 "options": options(r[4]), "files": r[5], "sessions": r[6]} for r in rows]
 
     def resolve_run(self, run: str | None) -> list[str]:
         """--run PREFIX -> matching run ids; None -> every run."""

@@ -838,3 +838,16 @@ def test_results_commands_refuse_a_store_lacking_what_they_read_in_one_line(tmp_
         assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (args, r.stdout, r.stderr)
         assert lines[0].startswith("error: ") and "lacks verdict" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_a_damaged_run_description_does_not_stop_the_results_commands(tmp_path):
+    """runs.options is a description nothing reads back; one damaged value ended summary, export and
+    failed with an unexpected JSONDecodeError."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE runs SET options='{not json'")
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 2, e.stderr
