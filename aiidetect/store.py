@@ -158,6 +158,13 @@ def _text(raw: bytes) -> str:
         return _Damaged(raw.decode("utf-8", "replace"))
 
 
+def _regular(path: Path) -> None:
+    # Opening a FIFO to read blocks until someone writes to it: `results summary --db pipe` hung for
+    # good (SIGTERM too: Python retries the interrupted open).
+    if not path.is_file():
+        raise StoreError(f"{path} is not a regular file (a pipe, socket or device), not a results store")
+
+
 def _damaged(path: Path, what: str) -> str:
     wal = Path(f"{path}-wal")
     if wal.exists() and wal.stat().st_size:
@@ -361,6 +368,7 @@ class ResultsStore:
                     raise StoreError(f"no results store at {self.path}")
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder, not a results store")
+                _regular(self.path)
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
                 self._db.text_factory = _text
                 damage = self._integrity() if check else "ok"
@@ -369,6 +377,8 @@ class ResultsStore:
                     raise StoreError(f"folder {self.path.parent} does not exist")
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder")
+                if self.path.exists():
+                    _regular(self.path)
                 # Checked through a read-only connection, before one that writes: closing a writer
                 # checkpoints the -wal into the file, and a -wal of another store (copied beside it)
                 # then damaged the store for good even when the scan was refused.

@@ -851,3 +851,18 @@ def test_a_damaged_run_description_does_not_stop_the_results_commands(tmp_path):
         c.execute("UPDATE runs SET options='{not json'")
     e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
     assert e.returncode == 0 and len(jsonl(e.stdout)) == 2, e.stderr
+
+
+def test_a_pipe_given_as_the_store_is_refused_not_waited_on(tmp_path):
+    """`results summary --db fifo` blocked in open() until someone wrote to the pipe, for good (SIGTERM
+    did not end it); scan said 'disk I/O error'. Both say what it is."""
+    fifo = tmp_path / "audit.sqlite"
+    os.mkfifo(fifo)
+    _tiny_images(tmp_path / "in", 1, folders=1)
+    for args in (("results", "summary", "--db", str(fifo)),
+                 ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(fifo), "-f", "jsonl")):
+        try:
+            r = run_cli(*args, timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{args[0]} waited on the pipe")
+        assert r.returncode == 2 and "not a regular file" in r.stderr and r.stdout == "", r.stderr
