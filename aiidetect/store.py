@@ -88,6 +88,11 @@ _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256"
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
 _SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
                  "files_written", "files_resumed", "status")
+# What `results summary/export/failed` and the shard notes read (parquet reads every results column).
+_READ_COLS = {"results": ("run_id", "path", "file", "folder", "size", "sha256", "verdict", "p_ai", "error_code",
+                          "error_message", "scanned_at", "record"),
+              "runs": ("run_id", "detectors", "fusion_model", "created_at", "options"),
+              "sessions": ("run_id", "shard", "status")}
 _RUN_COLS = ("run_id", "identity", "options", "detectors", "fusion_model", "aiidetect_version", "created_at")
 
 
@@ -137,6 +142,36 @@ def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
                           f"{path.name}-wal and {path.name}-shm beside it while writing); `aiidetect results` "
                           "reads a read-only store")
     return StoreError(f"{path} cannot be opened for writing ({exc})")
+
+
+class _Damaged(str):
+    """Stored text whose bytes are not UTF-8 (a damaged page, a hand edit): shown with U+FFFD, and
+    never parsed as a record."""
+
+
+def _text(raw: bytes) -> str:
+    # sqlite3's default text_factory raised OperationalError for the whole query: one damaged row
+    # stopped `results export` and every resume of the store, where it should cost that row.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Damaged(raw.decode("utf-8", "replace"))
+
+
+def _regular(path: Path) -> None:
+    # Opening a FIFO to read blocks until someone writes to it: `results summary --db pipe` hung for
+    # good (SIGTERM too: Python retries the interrupted open).
+    if not path.is_file():
+        raise StoreError(f"{path} is not a regular file (a pipe, socket or device), not a results store")
+
+
+def _damaged(path: Path, what: str) -> str:
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size:
+        what += f"; if {wal.name} beside it was copied from another store, move that away and try again"
+    # .dump reads the tables, not their indexes (.recover failed outright in the sqlite3 3.40 shell).
+    return (f"{path} is damaged ({what}): its counts and its resume cannot be trusted; copy its readable rows "
+            f"into a new store (sqlite3 {path} .dump | sqlite3 rebuilt.sqlite) and use that, or start a new store")
 
 
 def _now() -> str:
@@ -193,12 +228,16 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
         return v is None or (isinstance(v, types) and not isinstance(v, bool) if types is _NUM
                              else isinstance(v, types))
 
+    def prob(v: Any) -> bool:
+        return v is None or 0 <= v <= 1
+
     want(isinstance(d, dict), "not a JSON object")
     want(isinstance(d.get("file"), str), "file is not text")
     want(d.get("verdict", "error") in VERDICTS, "unknown verdict")
     for k, t in (("p_ai", _NUM), ("width", int), ("height", int), ("size_bytes", int), ("sha256", str),
                  ("format", str), ("file_bytes", str), ("image", dict), ("fusion", dict), ("reasons", list)):
         want(opt(d.get(k), t), f"{k} has the wrong type")
+    want(prob(d.get("p_ai")), "p_ai is outside [0, 1]")
     want(all(isinstance(x, str) for x in d.get("reasons") or []), "reasons are not text")
     err = d.get("error")
     want(err is None or (isinstance(err, dict) and isinstance(err.get("code"), str)
@@ -208,18 +247,63 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
     for r in (dets or {}).values():
         want(isinstance(r, dict) and isinstance(r.get("status"), str), "a detector result has no status")
         want(opt(r.get("p_ai"), _NUM) and opt(r.get("score"), _NUM), "a detector's p_ai or score is not a number")
+        want(prob(r.get("p_ai")), "a detector's p_ai is outside [0, 1]")
         want(opt(r.get("evidence"), list) and all(isinstance(e, dict) for e in r.get("evidence") or []),
              "a detector's evidence is not a list of objects")
         want(opt(r.get("attribution"), list), "a detector's attribution is not a list")
     return d
 
 
-def parse_stored(text: Any) -> Record:
-    """A stored record, checked; ValueError when it is not one this version reads."""
+def _key_name(key: str) -> bytes:
+    """The file name (last component, exact bytes) of a stored path key."""
+    head, sep, raw = key.rpartition("#b64:")
+    if sep:
+        import base64
+        import binascii
+
+        try:
+            return os.path.basename(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError):
+            return b""
+    return os.path.basename(os.fsencode(key))
+
+
+# The row's columns a stored record must agree with (a query, a --verdict filter and the summary
+# read the columns; export and resume read the record).
+ROW_CHECK = ("path", "verdict", "p_ai", "sha256")
+
+
+def _check_row(d: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+    """A record that disagrees with its own row: half of a hand edit, a damaged page, or a row
+    moved under another file's path. (Anyone who can write the store can forge a row that agrees:
+    this catches damage and careless edits, not a forger.)"""
+    from .report.safe import path_from_record
+
+    if "verdict" in row and row["verdict"] != d.get("verdict", "error"):
+        raise ValueError(f"the row says {row['verdict']!r} and its record {d.get('verdict')!r}")
+    if "p_ai" in row:
+        a, b = row["p_ai"], d.get("p_ai")
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9):
+            raise ValueError("the row's p_ai is not its record's")
+    if "sha256" in row and row["sha256"] != d.get("sha256"):
+        raise ValueError("the row's sha256 is not its record's")
+    if "path" in row and _key_name(str(row["path"])) != os.path.basename(
+            os.fsencode(os.path.normpath(path_from_record(d["file"], d.get("file_bytes"))))):
+        raise ValueError("the record is of another file than the row's path")
+
+
+def parse_stored(text: Any, row: Mapping[str, Any] | None = None) -> Record:
+    """A stored record, checked (and against the columns of its `row` in ROW_CHECK, where given);
+    ValueError when it is not one this version reads."""
     from .report.safe import loads_foreign
 
+    if isinstance(text, _Damaged):
+        raise ValueError("its bytes are not UTF-8 text: the store is damaged there")
     try:
-        return record_from_dict(_check_shape(loads_foreign(text)))
+        d = _check_shape(loads_foreign(text))
+        if row is not None:
+            _check_row(d, row)
+        return record_from_dict(d)
     except (KeyError, TypeError, AttributeError) as exc:  # Evidence(**e) with keys it lacks or does not know
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -228,7 +312,7 @@ def stored_record(row: Mapping[str, Any]) -> Record:
     """The record of a results row for export; never raises: a row that cannot be read becomes an
     error record of its file, so one damaged row costs one record, not the whole export."""
     try:
-        return parse_stored(row["record"])
+        return parse_stored(row["record"], row)
     except ValueError as exc:  # json's decode errors are ValueErrors too
         return Record(file=row.get("file") or "?", verdict="error", error=ErrorInfo(
             BAD_STORED_RECORD, f"the stored record cannot be read ({str(exc)[:200]}); scan the file again"))
@@ -273,7 +357,8 @@ class ResultsStore:
     """One SQLite file. Thread-safe (one connection behind a lock): the resume
     lookup runs in decode worker threads, the writes in the scan's thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False):
+    def __init__(self, path: str | Path, readonly: bool = False, check: bool = True):
+        """check=False skips the integrity check (a store this process checked a moment ago)."""
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.Lock()
@@ -283,20 +368,34 @@ class ResultsStore:
                     raise StoreError(f"no results store at {self.path}")
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder, not a results store")
+                _regular(self.path)
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
+                self._db.text_factory = _text
+                damage = self._integrity() if check else "ok"
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder")
+                if self.path.exists():
+                    _regular(self.path)
+                # Checked through a read-only connection, before one that writes: closing a writer
+                # checkpoints the -wal into the file, and a -wal of another store (copied beside it)
+                # then damaged the store for good even when the scan was refused.
+                damage = self._integrity_ro() if check and self.path.exists() and self.path.stat().st_size else "ok"
+                if damage != "ok":
+                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
+                self._db.text_factory = _text
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
                     # Someone else's database: never add tables to it.
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
+                if damage != "ok":
+                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -313,21 +412,49 @@ class ResultsStore:
                 raise StoreError(f"{self.path} cannot be read ({exc})") from exc
             raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            if "malformed" in str(exc):
+                raise StoreError(_damaged(self.path, str(exc))) from exc
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
         problem = None
-        if ver is None or ver[0] != STORE_VERSION:
+        if damage != "ok":
+            # A damaged index answered resume's lookup with "no row": the file was scanned again and a
+            # second row of the same (run, path) written beside the first, counted twice everywhere.
+            problem = _damaged(self.path, f"SQLite integrity check: {damage}")
+        elif ver is None or ver[0] != STORE_VERSION:
             problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
         elif not readonly:
             # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
             problem = self.missing_columns("this version cannot write into it")
+        else:
+            # Only what the results commands read: a store that lacks a column none of them needs is read.
+            problem = self.missing_columns("this version cannot read it", _READ_COLS)
         if problem:
             self._db.close()
             raise StoreError(problem)
 
-    def missing_columns(self, consequence: str) -> str | None:
-        """What a table changed by hand (or by another tool) lacks, or None."""
-        for table, cols in (("results", _RESULT_COLS), ("sessions", _SESSION_COLS), ("runs", _RUN_COLS)):
+    def _integrity_ro(self) -> str:
+        db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
+        try:
+            return " ".join(str(db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+        finally:
+            db.close()
+
+    def _integrity(self) -> str:
+        """'ok', or the first fault SQLite's integrity check finds. A full check (about 1.5 s per 200,000
+        rows), not quick_check: that one does not compare the indexes with the table, and a damaged
+        index is what turns a resume into duplicate rows."""
+        # one line: the check's report of a damaged page spans several
+        return " ".join(str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+
+    def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:
+        """What a table changed by hand (or by another tool) lacks of `need` (default: every column), or None."""
+        need = need or {"results": _RESULT_COLS, "sessions": _SESSION_COLS, "runs": _RUN_COLS}
+        for table, cols in need.items():
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                return f"{self.path} has no {table} table (changed by hand or by another tool); {consequence}"
             missing = [c for c in cols if c not in have]
             if missing:
                 return (f"{self.path}: its {table} table lacks {', '.join(missing)} (changed by hand or by another "
@@ -435,11 +562,12 @@ class ResultsStore:
         with self._lock:
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
 
-    def lookup(self, run_id: str, key: str) -> tuple[int, int, str] | None:
+    def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
+        cols = ("size", "mtime_ns", "record") + ROW_CHECK
         with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, record FROM results WHERE run_id=? AND path=?",
+            row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
                                    (run_id, key)).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)
     def runs(self) -> list[dict[str, Any]]:
@@ -449,8 +577,16 @@ class ResultsStore:
                 "(SELECT COUNT(*) FROM results x WHERE x.run_id=r.run_id), "
                 "(SELECT COUNT(*) FROM sessions s WHERE s.run_id=r.run_id) FROM runs r ORDER BY r.created_at"
             ).fetchall()
-        return [{"run_id": r[0], "detectors": r[1], "fusion_model": r[2], "created_at": r[3],
-                 "options": json.loads(r[4]), "files": r[5], "sessions": r[6]} for r in rows]
+        from .report.safe import loads_foreign
+
+        def options(text: Any) -> Any:
+            # Informational only: one damaged value ended every results command with a JSONDecodeError.
+            try:
+                return loads_foreign(text)
+            except (ValueError, TypeError):
+                return None
+        return [{"run_id": r[0], "detectors": r[1] or "", "fusion_model": r[2], "created_at": r[3],
+                 "options": options(r[4]), "files": r[5], "sessions": r[6]} for r in rows]
 
     def resolve_run(self, run: str | None) -> list[str]:
         """--run PREFIX -> matching run ids; None -> every run."""
@@ -561,7 +697,7 @@ class ResultsStore:
 
         if same_file(other, self.path):
             raise StoreError(f"{other} is the target store itself")
-        src = ResultsStore(other, readonly=True)  # validates the version
+        src = ResultsStore(other, readonly=True, check=False)  # validates the version (merge_stores checked the rest)
         src.close()
         with self._lock:
             db = self._db
@@ -688,11 +824,13 @@ class StoreSession:
         key = path_key(path)
         if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
-            if row is not None and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+            if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
                 try:
-                    rec = parse_stored(row[2])
+                    rec = parse_stored(row["record"], row)
                 except ValueError:
-                    rec = None  # an unreadable row: scan again and replace it
+                    rec = None  # an unreadable row, or one at odds with itself: scan again and replace it
+                if rec is not None and rec.size_bytes not in (None, st.st_size):
+                    rec = None  # the record is of other bytes than the row says
                 if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
                     rec = None  # a permission fixed or a bug fixed changes no mtime: always try again
                 if rec is not None:
@@ -782,6 +920,9 @@ def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, 
 
     from .report.output import atomic_output
 
+    problem = store.missing_columns("its results cannot be written as Parquet", {"results": _RESULT_COLS})
+    if problem:
+        raise StoreError(problem)
     schema = pa.schema([("run_id", pa.string()), ("path", pa.string()), ("file", pa.string()),
                         ("folder", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                         ("sha256", pa.string()), ("verdict", pa.string()), ("p_ai", pa.float64()),

@@ -682,3 +682,187 @@ def test_summary_says_a_shard_never_ran_to_the_end(tmp_path):
     st.finish_session(st.start_session("r", "2/2", "local", []), 1, 0, "complete")  # resumed to the end
     assert st.shard_gaps(["r"]) == []
     st.close()
+
+
+def test_a_record_whose_bytes_are_not_utf8_costs_that_row(tmp_path):
+    """A damaged page inside a record's text (bytes that are not UTF-8) made sqlite3 raise
+    OperationalError for the whole query: `results export` and every resume of the store ended with
+    exit 2 over one row. The row is a bad-stored-record in export and is scanned again on resume."""
+    from aiidetect.store import BAD_STORED_RECORD
+
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    good = {x["file"]: x for x in jsonl(r.stdout)}
+    with sqlite3.connect(db) as c:
+        rid, text, file = c.execute("SELECT rowid, record, file FROM results ORDER BY path LIMIT 1").fetchone()
+        raw = text.encode()
+        c.execute("UPDATE results SET record=CAST(? AS TEXT) WHERE rowid=?", (raw[:60] + b"\xff\xfe" + raw[62:], rid))
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    out = {x["file"]: x for x in jsonl(e.stdout)}
+    assert out[file]["error"]["code"] == BAD_STORED_RECORD and "1 stored record(s)" in e.stderr
+    assert {f: x for f, x in out.items() if f != file} == {f: x for f, x in good.items() if f != file}
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    assert {x["file"]: x for x in jsonl(r.stdout)} == good
+    with sqlite3.connect(db) as c:
+        assert [n for (n,) in c.execute("SELECT files_written FROM sessions ORDER BY session_id")] == [4, 1]
+
+
+def _damage_path_index(db: Path, name: bytes) -> None:
+    """Change one file name inside the (run, path) index, not in the table: what a damaged page does."""
+    with sqlite3.connect(db) as c:
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='sqlite_autoindex_results_1'").fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    at = data.find(name, (root - 1) * ps, root * ps)
+    assert at > 0
+    data[at] ^= 0x01
+    db.write_bytes(bytes(data))
+
+
+def test_a_damaged_store_is_refused_before_it_double_counts(tmp_path):
+    """A damaged index answered the resume lookup with 'no row': the file was scanned again and a
+    second row of the same (run, path) written beside the first (5 rows for 4 files, counted twice
+    by summary and export). A store that fails SQLite's integrity check is refused by scan and by
+    the results commands: exit 2, one line saying what to do, nothing written."""
+    imgs = _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli(*scan).returncode == 0
+    _damage_path_index(db, imgs[1].name.encode())
+    before = db.read_bytes()
+    for args in (scan, ("results", "export", "--db", str(db))):
+        r = run_cli(*args)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+        assert len(lines) == 1 and "is damaged (SQLite integrity check" in lines[0] and ".dump" in lines[0], r.stderr
+    assert db.read_bytes() == before
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
+
+
+def test_a_store_with_a_damaged_page_is_refused_in_one_line(tmp_path):
+    """SQLite's report of a damaged page spans lines ('*** in database main ***' then the page): the
+    error must still be one line."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(db) as c:
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='results'").fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * ps] = 0  # not a b-tree page type
+    db.write_bytes(bytes(data))
+    r = run_cli("results", "summary", "--db", str(db))
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "damaged" in lines[0], r.stderr
+
+
+def test_a_record_at_odds_with_its_row_is_neither_exported_nor_resumed(tmp_path):
+    """A hand edit or a damaged page: a p_ai of 7.5 with the verdict ai-generated, a verdict column
+    that says likely-real while the record says otherwise (summary and --verdict read the column,
+    export the record), a row moved under another file's path. Export passed each through as stored,
+    and resume printed them as that file's verdict; now each is a bad-stored-record in export and is
+    scanned again on resume."""
+    from aiidetect.store import BAD_STORED_RECORD
+
+    imgs = _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "s.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    good = {x["file"]: x for x in jsonl(r.stdout)}
+    keys = [str(p) for p in imgs]
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET record=json_set(record, '$.p_ai', 7.5, '$.verdict', 'ai-generated'), "
+                  "verdict='ai-generated', p_ai=7.5 WHERE path=?", (keys[0],))
+        c.execute("UPDATE results SET verdict='likely-real' WHERE path=?", (keys[1],))
+        # the row of file 3 moved under file 2's path, with file 2's size and mtime
+        c.execute("DELETE FROM results WHERE path=?", (keys[2],))
+        st = imgs[2].stat()
+        c.execute("UPDATE results SET path=?, size=?, mtime_ns=? WHERE path=?",
+                  (keys[2], st.st_size, st.st_mtime_ns, keys[3]))
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0, e.stderr
+    codes = sorted((x.get("error") or {}).get("code") or "" for x in jsonl(e.stdout))
+    assert codes == [BAD_STORED_RECORD] * 3, e.stdout  # the 3 rows left, each at odds with itself
+    r = run_cli(*scan)
+    assert r.returncode == 0, r.stderr
+    assert {x["file"]: x for x in jsonl(r.stdout)} == good
+
+
+def test_a_wal_of_another_store_is_refused_without_damaging_the_store(tmp_path):
+    """A -wal copied beside the store from another one: the refused scan's connection checkpointed it
+    into the store on close, damaging it for good. The check runs through a read-only connection, the
+    line names the -wal, and once it is moved away the store is whole."""
+    _tiny_images(tmp_path / "a", 2, folders=1)
+    _tiny_images(tmp_path / "b", 30, folders=1)
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    for src, db in ((tmp_path / "a", a), (tmp_path / "b", b)):
+        assert run_cli("scan", str(src), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                       "-f", "jsonl").returncode == 0
+    # b's writer ends without a checkpoint (killed): its last transaction is only in b.sqlite-wal
+    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0'); "
+            "c.execute(\"UPDATE results SET verdict='ai-generated'\"); c.commit(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(b)], check=True)
+    Path(f"{a}-wal").write_bytes(Path(f"{b}-wal").read_bytes())
+    before = a.read_bytes()
+    r = run_cli("scan", str(tmp_path / "a"), "-d", "metadata", "--no-cache", "--db", str(a), "-f", "jsonl")
+    assert r.returncode == 2 and "a.sqlite-wal" in r.stderr and "damaged" in r.stderr, r.stderr
+    assert a.read_bytes() == before
+    Path(f"{a}-wal").unlink()
+    e = run_cli("results", "export", "--db", str(a), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 2, e.stderr
+
+
+def test_results_commands_refuse_a_store_lacking_what_they_read_in_one_line(tmp_path):
+    """A column renamed or a table dropped by hand: `results export` wrote the start of its output,
+    then ended with an unexpected 'OperationalError: no such column'; parquet the same. Each says what
+    the store lacks (a column no command reads still does not matter: see the test above)."""
+    pytest.importorskip("pyarrow")
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("ALTER TABLE results RENAME COLUMN verdict TO verdict_old")
+    out = tmp_path / "a.parquet"
+    for args in (("export", "-f", "table"), ("parquet", "-o", str(out))):
+        r = run_cli("results", *args[:1], "--db", str(db), *args[1:])
+        lines = r.stderr.splitlines()
+        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (args, r.stdout, r.stderr)
+        assert lines[0].startswith("error: ") and "lacks verdict" in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_a_damaged_run_description_does_not_stop_the_results_commands(tmp_path):
+    """runs.options is a description nothing reads back; one damaged value ended summary, export and
+    failed with an unexpected JSONDecodeError."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "a.sqlite"
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE runs SET options='{not json'")
+    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 2, e.stderr
+
+
+def test_a_pipe_given_as_the_store_is_refused_not_waited_on(tmp_path):
+    """`results summary --db fifo` blocked in open() until someone wrote to the pipe, for good (SIGTERM
+    did not end it); scan said 'disk I/O error'. Both say what it is."""
+    fifo = tmp_path / "audit.sqlite"
+    os.mkfifo(fifo)
+    _tiny_images(tmp_path / "in", 1, folders=1)
+    for args in (("results", "summary", "--db", str(fifo)),
+                 ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(fifo), "-f", "jsonl")):
+        try:
+            r = run_cli(*args, timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{args[0]} waited on the pipe")
+        assert r.returncode == 2 and "not a regular file" in r.stderr and r.stdout == "", r.stderr

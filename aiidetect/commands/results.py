@@ -25,11 +25,11 @@ RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, s
 FmtOpt = RecordFormatOpt
 
 
-def _open(db: Path):
+def _open(db: Path, check: bool = True):
     from ..store import ResultsStore, StoreError
 
     try:
-        return ResultsStore(db, readonly=True)
+        return ResultsStore(db, readonly=True, check=check)
     except StoreError as exc:
         fail(str(exc))
 
@@ -89,7 +89,7 @@ def _shard_notes(db: Path, run_ids=None, quiet: bool = False) -> None:
     """A sharded run with a shard missing looks whole in every count: say so, on stderr."""
     if quiet:
         return
-    with _open(db) as store:
+    with _open(db, check=False) as store:  # checked by the command a moment ago
         for note in store.shard_gaps(run_ids):
             _note(note, quiet)
 
@@ -148,7 +148,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
               aiidetect results export --db audit.sqlite --verdict ai,uncertain -f html > flagged.html
     """
     from ..report import make_writer
-    from ..store import BAD_STORED_RECORD, stored_record
+    from ..store import BAD_STORED_RECORD, ROW_CHECK, stored_record
 
     wanted = verdict_list(verdict)
     n = bad = 0
@@ -164,7 +164,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
             writer = None
             try:
                 writer = make_writer(fmt.value, sys.stdout, names)
-                for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+                for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
                     rec = stored_record(row)
                     bad += rec.error is not None and rec.error.code == BAD_STORED_RECORD
                     writer.write(rec)
@@ -187,7 +187,7 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     """The report page over stored records; thumbnails are read from the files that are still where
     the scan found them, unchanged (same SHA-256 as the record)."""
     from ..report.html import HtmlWriter, normalize_record, run_info_from_records
-    from ..store import BAD_STORED_RECORD, stored_record
+    from ..store import BAD_STORED_RECORD, ROW_CHECK, stored_record
 
     from ..report.output import utf8_stdout
 
@@ -195,7 +195,7 @@ def _export_html(store, ids, wanted, source: str) -> tuple[int, int]:
     w = HtmlWriter(utf8_stdout(), run_info_from_records((), source, sys.argv[1:]), record_facts=True)
     n = bad = 0
     try:
-        for row in store.iter_rows(ids, wanted, columns=("record", "file")):
+        for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
             r = normalize_record(stored_record(row).to_dict())
             n += 1
             bad += (r.get("error") or {}).get("code") == BAD_STORED_RECORD
@@ -220,7 +220,7 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
     Example: aiidetect results parquet --db audit.sqlite -o audit.parquet
     """
     from ..report.output import OutputError, check_output
-    from ..store import write_parquet
+    from ..store import StoreError, write_parquet
 
     try:
         import pyarrow  # noqa: F401
@@ -231,7 +231,10 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
     except OutputError as exc:
         fail(str(exc))
     with _open(db) as store:
-        n = write_parquet(store, _runs(store, run), out)
+        try:
+            n = write_parquet(store, _runs(store, run), out)
+        except StoreError as exc:
+            fail(str(exc))
     stderr_console(quiet).print(f"wrote {n} rows to {out}", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
