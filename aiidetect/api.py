@@ -333,7 +333,7 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
 
         ctx.runtime = "torch"
         # None unless `aiidetect optimize` stored a decision for exactly this setup (docs/performance.md).
-        ctx.fast_path = choose(ctx, fams)
+        ctx.fast_path = choose(ctx, fams, options.fusion)
         if ctx.fast_path is not None and ctx.fast_path.use:
             ctx.runtime, ctx.onnx_dir = "onnx", ctx.fast_path.onnx_dir
     if ctx.runtime == "onnx":

@@ -90,6 +90,33 @@ def test_runtime_torch_forces_torch(setup, dev_dir):
         assert det.get("runtime", "torch") == "torch" and det["dtype"] in ("float32", "bfloat16")  # --dtype auto
 
 
+def _fusion_model(folder: Path, bias: float = 0.0) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "detector": "fusion", "params": {
+        "detectors": {"linear:cli-probe": {"weight": 1.0}}, "bias": bias, "ai_threshold": 0.9,
+        "real_threshold": 0.1}}))
+    return folder
+
+
+@pytest.mark.slow
+def test_scan_under_another_fusion_takes_torch_and_says_why(setup, dev_dir, tmp_path):
+    """The fused verdicts were verified under the weights folders' fusion (none here: the default rules);
+    `scan --fusion PATH` took the int8 fast path all the same, its fused verdicts never verified."""
+    other = _fusion_model(tmp_path / "other-fusion")
+    recs, err = _scan(setup["env"], dev_dir, "--fusion", str(other))
+    assert "verified by" not in err
+    assert (f"runtime: torch (the fast path's fused verdicts were verified under the default rules, not the "
+            f"fusion model {other} (--fusion)") in err, err
+    for rec in recs:
+        det = rec["detectors"]["linear:cli-probe"]
+        assert det["status"] == "ok" and det.get("runtime", "torch") == "torch", det
+        assert rec["fusion"]["kind"] == "model"
+    assert setup["decision"]["fusion"] == {"kind": "rules"}
+    recs, err = _scan(setup["env"], dev_dir, "--fusion", "none")  # the fusion it was verified under
+    assert "runtime: onnx int8, verified by" in err
+    assert all(rec["detectors"]["linear:cli-probe"]["runtime"] == "onnx" for rec in recs)
+
+
 @pytest.mark.slow
 def test_flow_stays_float(setup):
     """The int8 graph keeps CLIP-Flow's MatMuls in float: none of the flow's nodes is quantized."""
@@ -350,6 +377,36 @@ def test_a_fusion_model_added_after_optimize_makes_the_decision_stale(tmp_path, 
     fusion.mkdir(parents=True)
     (fusion / "manifest.json").write_text(json.dumps({"name": "fused", "detector": "fusion"}))
     assert opt.choose(ctx, ["linear"]) is None
+
+
+def test_the_fast_path_serves_only_the_fusion_it_verified(tmp_path, monkeypatch):
+    """Per-head agreement holds under any fusion, the fused verdict's only under the one optimize ran:
+    --fusion PATH or --fusion none kept the fast path whatever the decision had verified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    model = _fusion_model(tmp_path / "elsewhere" / "fz")
+    twin = tmp_path / "twin"
+    shutil.copytree(model, twin)  # the same fitted parameters at another path: the same fusion
+    for verified, fusion, use in [({"kind": "rules"}, None, True), ({"kind": "rules"}, "auto", True),
+                                  ({"kind": "rules"}, "none", True), ({"kind": "rules"}, str(model), False),
+                                  (opt.verified_fusion({**json.loads((model / "manifest.json").read_text()),
+                                                        "path": str(model)}), twin, True),
+                                  (opt.verified_fusion({"name": "fz", "path": str(model)}), "none", False),
+                                  (None, "none", False), (None, None, True)]:
+        if verified is None:
+            d.pop("fusion", None)
+        else:
+            d["fusion"] = verified
+        dp.write_text(json.dumps(d))
+        fast = opt.choose(ctx, ["linear"], fusion)
+        assert fast.use is use, (verified, fusion, fast.line)
+        if not use:
+            assert fast.runtime == "torch" and "fused verdicts were verified under" in fast.line
+    line = opt.choose(ctx, ["linear"], "none").line  # the last decision stored records no fusion
+    assert "verified under an unrecorded fusion (an older `aiidetect optimize`), not the default rules" in line
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "[" * 100_000, '{"candidates": 5}', '{"candidates": [5]}', "{"])
