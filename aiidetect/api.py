@@ -333,7 +333,7 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
 
         ctx.runtime = "torch"
         # None unless `aiidetect optimize` stored a decision for exactly this setup (docs/performance.md).
-        ctx.fast_path = choose(ctx, fams)
+        ctx.fast_path = choose(ctx, fams, options.fusion)
         if ctx.fast_path is not None and ctx.fast_path.use:
             ctx.runtime, ctx.onnx_dir = "onnx", ctx.fast_path.onnx_dir
     if ctx.runtime == "onnx":
@@ -348,7 +348,36 @@ def build_detectors(options: ScanOptions, families: Sequence[str] | None = None)
     run here is an `unavailable` detector; a head folder that cannot be read is a ScanError, a bad
     option a UsageError (the options are checked on a copy, as a Scanner does)."""
     fams, ctx = run_context(options, families)
-    return _create(fams, ctx), ctx
+    dets = _create(fams, ctx)
+    fell = _fast_path_fallback(options, families, dets, ctx)
+    return (fell[2], fell[1]) if fell else (dets, ctx)
+
+
+def _fast_path_fallback(options: ScanOptions, families, dets, ctx):
+    """(families, RunContext, detectors) on torch when the fast path `aiidetect optimize` verified was taken
+    (--runtime auto) and ONNX Runtime could not serve one of its heads, else None. Its checksums pass, yet
+    this onnxruntime may not load it, or session creation may run out of memory: the user never asked for
+    ONNX, so the heads must not become unavailable (their evidence lost) where torch still gives it."""
+    fast = ctx.fast_path
+    if fast is None or not fast.use:
+        return None
+    # The heads the decision compared (a head missing from the export, or for another backbone, is unavailable
+    # on both runtimes and was never among them); "onnx" itself when the whole family could not be prepared.
+    chosen = (fast.decision.get("chosen") or {}).get("candidate")
+    cands = fast.decision.get("candidates")
+    rows = [r for r in cands if isinstance(r, dict) and r.get("candidate") == chosen] if isinstance(cands, list) else []
+    agree = rows[0].get("agreement") if rows else None
+    heads = agree.get("heads") if isinstance(agree, dict) else None
+    verified = set(heads if isinstance(heads, dict) else ()) | {"onnx"}
+    lost = [info for d in dets if (info := d.describe()).get("status") == "unavailable" and info.get("name") in verified]
+    if not lost:
+        return None
+    fams, torch_ctx = run_context(replace(options, runtime="torch"), families)
+    why = f"{lost[0].get('name')}: {str(lost[0].get('reason')).strip()}"
+    torch_ctx.fast_path = replace(fast, use=False, runtime="torch", dtype="auto", onnx_dir=None, line=(
+        f"runtime: torch (the fast path verified by `aiidetect optimize` could not be served: {why}; "
+        "if it persists, run `aiidetect optimize` again)"))
+    return fams, torch_ctx, _create(fams, torch_ctx)
 
 
 def _create(families, ctx) -> list:
@@ -482,6 +511,8 @@ class Scanner:
             return
         self._hold()
         self._detectors = _create(self.families, self.context)
+        if (fell := _fast_path_fallback(self.options, None, self._detectors, self.context)) is not None:
+            self.families, self.context, self._detectors = fell
         for note in self.context.notes:
             self._note(note)
         self._note_slow_int8()

@@ -24,6 +24,8 @@ The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
 checksums of every trained pixel head and fusion model in the weights folders, and the versions
 of aiidetect, torch and onnxruntime. A key that does not match is never used.
+The fusion the fused verdict was verified under is recorded too: a scan with
+another --fusion stays on torch.
 Reading the decision imports neither torch nor onnxruntime, and without one
 nothing about a scan changes.
 """
@@ -174,11 +176,12 @@ class FastPath:
     decision: dict[str, Any] = field(default_factory=dict)
 
 
-def choose(ctx, families: Sequence[str]) -> FastPath | None:
+def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
     """The stored decision for this run, or None (then the scan is exactly what
     it was without `aiidetect optimize`). Only a default-precision CPU run of
     pixel detectors can take it: an explicit --dtype or --device cuda is the
-    user's choice."""
+    user's choice. `fusion` is the scan's --fusion (None/"auto", "none" or a
+    folder): the fused verdict was verified under one fusion only."""
     if not any(f in PIXEL_FAMILIES for f in families):
         return None
     if ctx.dtype != "auto" or ctx.device == "cuda":
@@ -203,7 +206,8 @@ def choose(ctx, families: Sequence[str]) -> FastPath | None:
     if not isinstance(decision, dict) or decision.get("identity") != json.loads(json.dumps(ident, default=str)):
         return None
     try:
-        return _fast_path(decision, folder)
+        fast = _fast_path(decision, folder)
+        return fast if not fast.use else _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
         return FastPath(False, "torch", "auto", f"runtime: torch (the stored decision {folder / DECISION} is "
@@ -231,6 +235,49 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
         return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model in {onnx_dir} fails its checks: "
                         f"{problem}; run `aiidetect optimize` again)", decision=dict(decision))
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def verified_fusion(model: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fusion a decision verified the fused verdict under: the default rules, or a model pinned by
+    the SHA-256 of its manifest (which holds the fitted parameters); its path is left out, as the key
+    already covers the weights folders and a copy elsewhere is the same model."""
+    from .fusion import fusion_identity
+
+    ident = fusion_identity(model)
+    return {"kind": "rules"} if ident["kind"] == "rules" else {"kind": "model", "name": ident.get("name"),
+                                                                "sha256": ident.get("sha256")}
+
+
+def _unverified_fusion(fast: FastPath, verified: Any, fusion: Any) -> FastPath | None:
+    """A torch FastPath when the scan's --fusion is not the fusion the decision verified, else None.
+    Per-head agreement holds under any fusion, but the fused verdict weighs the heads' int8 differences
+    by the fusion's parameters: under other ones its agreement was never measured. None/"auto" is the
+    fusion model of the weights folders, which the decision's key already pins."""
+    if fusion is None or (isinstance(fusion, str) and fusion in ("", "auto")):
+        return None
+    if isinstance(fusion, str) and fusion == "none":
+        want, what = {"kind": "rules"}, "the default rules (--fusion none)"
+    else:
+        from .hashing import sha256_file
+        from .heads import MANIFEST
+
+        try:
+            digest = sha256_file(Path(fusion) / MANIFEST)
+        except OSError:
+            digest = None  # resolve_fusion reports what is wrong with it; unpinned, it is not the verified one
+        want, what = {"kind": "model", "sha256": digest}, f"the fusion model {fusion} (--fusion)"
+    if isinstance(verified, dict) and verified.get("kind") == want["kind"] and (
+            want["kind"] == "rules" or (want["sha256"] and verified.get("sha256") == want["sha256"])):
+        return None
+    if not isinstance(verified, dict):
+        under = "an unrecorded fusion (an older `aiidetect optimize`)"
+    elif verified.get("kind") == "rules":
+        under = "the default rules"
+    else:
+        under = f"the fusion model {verified.get('name')}"
+    return FastPath(False, "torch", "auto", f"runtime: torch (the fast path's fused verdicts were verified under "
+                    f"{under}, not {what}; to verify that one, run `aiidetect optimize` with the weights "
+                    "folders holding just it)", decision=fast.decision)
 
 
 def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
@@ -466,7 +513,9 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "identity": json.loads(json.dumps(ident, default=str)), "files": n_ok, "tolerance": tolerance,
-        "max_delta_p": max_delta_p, "candidates": rows}
+        "max_delta_p": max_delta_p, "candidates": rows,
+        # scan under another --fusion must not take a fast path whose fused verdicts were verified under this one
+        "fusion": verified_fusion(fusion_model)}
     if verified:
         best = max(verified, key=lambda r: r["speedup"])
         decision.update(status="verified", chosen={k: best[k] for k in ("candidate", "runtime", "dtype", "speedup",

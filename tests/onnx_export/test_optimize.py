@@ -90,6 +90,80 @@ def test_runtime_torch_forces_torch(setup, dev_dir):
         assert det.get("runtime", "torch") == "torch" and det["dtype"] in ("float32", "bfloat16")  # --dtype auto
 
 
+def _fusion_model(folder: Path, bias: float = 0.0) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "detector": "fusion", "params": {
+        "detectors": {"linear:cli-probe": {"weight": 1.0}}, "bias": bias, "ai_threshold": 0.9,
+        "real_threshold": 0.1}}))
+    return folder
+
+
+@pytest.mark.slow
+def test_scan_under_another_fusion_takes_torch_and_says_why(setup, dev_dir, tmp_path):
+    """The fused verdicts were verified under the weights folders' fusion (none here: the default rules);
+    `scan --fusion PATH` took the int8 fast path all the same, its fused verdicts never verified."""
+    other = _fusion_model(tmp_path / "other-fusion")
+    recs, err = _scan(setup["env"], dev_dir, "--fusion", str(other))
+    assert "verified by" not in err
+    assert (f"runtime: torch (the fast path's fused verdicts were verified under the default rules, not the "
+            f"fusion model {other} (--fusion)") in err, err
+    for rec in recs:
+        det = rec["detectors"]["linear:cli-probe"]
+        assert det["status"] == "ok" and det.get("runtime", "torch") == "torch", det
+        assert rec["fusion"]["kind"] == "model"
+    assert setup["decision"]["fusion"] == {"kind": "rules"}
+    recs, err = _scan(setup["env"], dev_dir, "--fusion", "none")  # the fusion it was verified under
+    assert "runtime: onnx int8, verified by" in err
+    assert all(rec["detectors"]["linear:cli-probe"]["runtime"] == "onnx" for rec in recs)
+
+
+def _unloadable_copy(setup, tmp_path) -> dict:
+    """The optimize cache copied, its graphs rewritten with an IR version no onnxruntime loads (as a newer
+    export meets an older onnxruntime) and every checksum re-pinned: what the decision checks still holds."""
+    import onnx
+
+    from aiidetect import optimize as opt
+    from aiidetect.hashing import sha256_file
+    from aiidetect.onnx_sidecar import SIDECAR
+
+    cache = tmp_path / "cache"
+    shutil.copytree(setup["cache"], cache)
+    folder = cache / Path(setup["decision"]["path"]).parent.relative_to(setup["cache"])
+    onnx_dir = folder / opt.ONNX_SUBDIR
+    side = json.loads((onnx_dir / SIDECAR).read_text())
+    for g in side["graphs"]:
+        m = onnx.load(str(onnx_dir / g["file"]))
+        m.ir_version = 99
+        onnx.save_model(m, str(onnx_dir / g["file"]))
+        g["files"][g["file"]] = sha256_file(onnx_dir / g["file"])
+    (onnx_dir / SIDECAR).write_text(json.dumps(side))
+    d = json.loads((folder / opt.DECISION).read_text())
+    d["onnx_files"] = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx_dir.iterdir()}
+    (folder / opt.DECISION).write_text(json.dumps(d))
+    return {**setup["env"], "AIIDETECT_CACHE": str(cache)}
+
+
+@pytest.mark.slow
+def test_a_verified_graph_onnxruntime_cannot_load_falls_back_to_torch(setup, dev_dir, tmp_path):
+    """A graph that passes its checksums but that ONNX Runtime will not load (another onnxruntime, no memory
+    for the session) made every pixel head `unavailable` under --runtime auto, which never asked for ONNX:
+    the scan runs torch and says why. An explicit --runtime onnx --onnx DIR is the user's choice and
+    keeps its unavailable heads with the reason."""
+    env = _unloadable_copy(setup, tmp_path)
+    recs, err = _scan(env, dev_dir)
+    assert "runtime: torch (the fast path verified by `aiidetect optimize` could not be served: " in err, err
+    assert "if it persists, run `aiidetect optimize` again)" in err
+    assert "Unsupported model IR version" in err and "verified by `aiidetect optimize` on" not in err
+    for rec in recs:
+        for name in ("linear:cli-probe", "flow:flowhead"):
+            det = rec["detectors"][name]
+            assert det["status"] == "ok" and det.get("runtime", "torch") == "torch", det
+    onnx_dir = Path(env["AIIDETECT_CACHE"]) / Path(setup["decision"]["path"]).parent.relative_to(setup["cache"])
+    recs, err = _scan(env, dev_dir, "--runtime", "onnx", "--onnx", str(onnx_dir / "onnx-int8"))
+    assert recs[0]["detectors"]["linear:cli-probe"]["status"] == "unavailable"
+    assert "detector linear:cli-probe unavailable: cannot load ONNX model" in err.replace("\n", " ")
+
+
 @pytest.mark.slow
 def test_flow_stays_float(setup):
     """The int8 graph keeps CLIP-Flow's MatMuls in float: none of the flow's nodes is quantized."""
@@ -216,6 +290,7 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     from aiidetect.detectors import RunContext
     from aiidetect.hashing import sha256_file
     from aiidetect.onnx_sidecar import SIDECAR
+    from aiidetect.preprocess import make_spec
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
@@ -226,7 +301,8 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     (onnx / "g.onnx").write_bytes(b"graph weights " * 64)
     heads = [{"name": "linear:p", "family": "linear", "threshold": 0.5, "calibration": {"method": "none"}}]
     (onnx / SIDECAR).write_text(json.dumps({"format": "aiidetect-onnx", "graphs": [
-        {"file": "g.onnx", "files": {"g.onnx": sha256_file(onnx / "g.onnx")}, "heads": heads}]}))
+        {"file": "g.onnx", "files": {"g.onnx": sha256_file(onnx / "g.onnx")}, "heads": heads,
+         "preprocessing": make_spec("center-crop", 224)}]}))
     files = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx.iterdir()}
     decision = {"identity": json.loads(json.dumps(ident, default=str)), "status": "verified", "files": 24,
                 "chosen": {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "speedup": 2.0,
@@ -350,6 +426,62 @@ def test_a_fusion_model_added_after_optimize_makes_the_decision_stale(tmp_path, 
     fusion.mkdir(parents=True)
     (fusion / "manifest.json").write_text(json.dumps({"name": "fused", "detector": "fusion"}))
     assert opt.choose(ctx, ["linear"]) is None
+
+
+def test_the_fast_path_serves_only_the_fusion_it_verified(tmp_path, monkeypatch):
+    """Per-head agreement holds under any fusion, the fused verdict's only under the one optimize ran:
+    --fusion PATH or --fusion none kept the fast path whatever the decision had verified."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    model = _fusion_model(tmp_path / "elsewhere" / "fz")
+    twin = tmp_path / "twin"
+    shutil.copytree(model, twin)  # the same fitted parameters at another path: the same fusion
+    for verified, fusion, use in [({"kind": "rules"}, None, True), ({"kind": "rules"}, "auto", True),
+                                  ({"kind": "rules"}, "none", True), ({"kind": "rules"}, str(model), False),
+                                  (opt.verified_fusion({**json.loads((model / "manifest.json").read_text()),
+                                                        "path": str(model)}), twin, True),
+                                  (opt.verified_fusion({"name": "fz", "path": str(model)}), "none", False),
+                                  (None, "none", False), (None, None, True)]:
+        if verified is None:
+            d.pop("fusion", None)
+        else:
+            d["fusion"] = verified
+        dp.write_text(json.dumps(d))
+        fast = opt.choose(ctx, ["linear"], fusion)
+        assert fast.use is use, (verified, fusion, fast.line)
+        if not use:
+            assert fast.runtime == "torch" and "fused verdicts were verified under" in fast.line
+    line = opt.choose(ctx, ["linear"], "none").line  # the last decision stored records no fusion
+    assert "verified under an unrecorded fusion (an older `aiidetect optimize`), not the default rules" in line
+
+
+def test_a_verified_export_onnxruntime_cannot_load_runs_torch_under_auto(tmp_path, monkeypatch):
+    """The stand-in graph passes every checksum, yet ONNX Runtime cannot load it (as a graph an older
+    onnxruntime cannot read, or a session out of memory): --runtime auto made the verified head
+    unavailable; it is torch, and the summary line says why. A head the decision never compared (not in the
+    export, another backbone's) is unavailable on torch too and does not send the scan to torch."""
+    from aiidetect import optimize as opt
+    from aiidetect.api import ScanOptions, build_detectors
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["candidates"] = [{"candidate": "onnx-int8", "agreement": {"heads": {"linear:p": {}}, "fused": {}}}]
+    dp.write_text(json.dumps(d))
+    opts = ScanOptions(detectors=["linear"], backbone_spec=ctx.backbone_spec, weights_dirs=[tmp_path / "weights"])
+    dets, got = build_detectors(opts)
+    assert got.runtime == "torch" and got.onnx_dir is None and not got.fast_path.use
+    assert got.fast_path.line.startswith("runtime: torch (the fast path verified by `aiidetect optimize` could not "
+                                         "be served: linear:p: cannot load ONNX model ")
+    assert all(x.describe().get("runtime", "torch") == "torch" for x in dets)
+    d["candidates"][0]["agreement"]["heads"] = {"linear:other": {}}
+    dp.write_text(json.dumps(d))
+    dets, got = build_detectors(opts)
+    assert got.runtime == "onnx" and got.fast_path.use  # as before: linear:p stays unavailable, with its reason
+    assert [x.describe()["status"] for x in dets] == ["unavailable"]
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "[" * 100_000, '{"candidates": 5}', '{"candidates": [5]}', "{"])
