@@ -163,6 +163,7 @@ def test_backbone_names_a_model_everywhere(tmp_path):
                 assert p.help == want or want in p.help, (path, p.opts[0], p.help)
     bb = tmp_path / "bb.pt"
     bb.write_bytes(b"x")
+    (tmp_path / "none").mkdir()  # an empty weights folder: no heads to pack beside the backbone
     runner = CliRunner()
     for spelling in ("--backbone", "--backbone-weights"):
         r = runner.invoke(app, ["weights", "pack", str(tmp_path / f"{spelling}.tar"), spelling, str(bb),
