@@ -394,8 +394,10 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
 
 
-def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] = None, seed: int = 0):
-    """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason."""
+def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] = None, seed: int = 0,
+                  follow_links: bool = False, link_stats=None):
+    """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason.
+    Links inside the data folders: train.data.load_items (`link_stats` counts those not followed)."""
     from .train.data import few_shot, load_items
 
     data = _path_list(data, "data")
@@ -406,7 +408,7 @@ def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] 
         if not Path(d).exists():
             raise UsageError(f"{d}: no such file or folder")
     try:
-        items = load_items(list(data), split=split)
+        items = load_items(list(data), split=split, follow_links=follow_links, link_stats=link_stats)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if limit:
