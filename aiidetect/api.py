@@ -136,7 +136,7 @@ def split_list(values: Optional[Iterable[str]]) -> list[str]:
 class ScanOptions:
     """Everything a scan depends on; the defaults are `aiidetect scan`'s.
 
-    detectors: families to run (names from ``aiidetect.detectors.list_families()``); None or empty: the
+    detectors: families to run (names from ``aiidetect.detectors.selectable_families()``); None or empty: the
     registry's defaults.
     backbone, pretrained, backbone_config, backbone_weights, backbone_seed: the
     CLIP backbone (as the --backbone... options), or a ready ``backbone_spec``.
@@ -179,7 +179,7 @@ class ScanOptions:
     def validate(self) -> "ScanOptions":
         """Check every option; raise UsageError with the reason. Returns self, with the
         fixed choices as plain strings (enum members are accepted)."""
-        from .detectors import DEFAULT_DETECTORS, list_families
+        from .detectors import DEFAULT_DETECTORS, list_families, selectable_families
 
         try:
             self.detectors = split_list(self.detectors) or list(DEFAULT_DETECTORS)
@@ -189,9 +189,11 @@ class ScanOptions:
         self.weights_dirs = _path_list(self.weights_dirs or (), "weights_dirs")
         self.include = _path_list(self.include or (), "include")
         self.exclude = _path_list(self.exclude or (), "exclude")
-        unknown = [f for f in self.detectors if f not in list_families()]
+        known = selectable_families()
+        unknown = [f for f in self.detectors if f not in known]
         if unknown:
-            raise UsageError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(list_families())}")
+            hint = "; onnx is a runtime: --runtime onnx --onnx DIR" if "onnx" in unknown else ""
+            raise UsageError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}{hint}")
         self.runtime = _choice(self.runtime, Runtime, "--runtime")
         self.device = _choice(self.device, Device, "--device")
         self.dtype = _choice(self.dtype, Dtype, "--dtype")
@@ -423,8 +425,10 @@ def resolve_fusion(fusion: Optional[os.PathLike | str], weights_dirs: Sequence =
     return {**m, "path": str(fusion)}, f"fusion model {m['name']} ({fusion})"
 
 
-def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] = None, seed: int = 0):
-    """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason."""
+def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] = None, seed: int = 0,
+                  follow_links: bool = False, link_stats=None):
+    """Labelled data (the layouts `aiidetect eval` reads) -> items; UsageError with the reason.
+    Links inside the data folders: train.data.load_items (`link_stats` counts those not followed)."""
     from .train.data import few_shot, load_items
 
     data = _path_list(data, "data")
@@ -435,7 +439,7 @@ def load_labelled(data: Sequence[str], split: str = "val", limit: Optional[int] 
         if not Path(d).exists():
             raise UsageError(f"{d}: no such file or folder")
     try:
-        items = load_items(list(data), split=split)
+        items = load_items(list(data), split=split, follow_links=follow_links, link_stats=link_stats)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if limit:

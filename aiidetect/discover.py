@@ -45,6 +45,27 @@ class DiscoverySummary:
     outside_examples: list[str] = field(default_factory=list)
 
 
+class LinkFence:
+    """The rule for a symbolic link met inside a folder (docs/schema.md, "Discovery"): it is
+    followed only when it resolves inside one of the folders given (a folder the user names is
+    their choice, wherever it lies; a link inside it, from a received archive, may point anywhere
+    on this machine). `follow` lifts the rule. Scan's discovery and the training/eval data loader
+    (train/data.py) share it, so a folder reaches the same files in both."""
+
+    def __init__(self, folders: Iterable[str], follow: bool = False):
+        self.folders = [str(f) for f in folders]
+        self.roots = [os.path.realpath(f).rstrip(os.sep) + os.sep for f in self.folders]
+        self.follow = follow
+
+    def holding(self, real: str) -> list[tuple[str, str]]:
+        """The folders (resolved, as given) that hold this resolved path."""
+        return [(r, f) for r, f in zip(self.roots, self.folders) if (real + os.sep).startswith(r)]
+
+    def allows(self, real: str) -> bool:
+        """Whether a link resolving to `real` is followed."""
+        return self.follow or bool(self.holding(real))
+
+
 def _matches(path: str, patterns: Sequence[str]) -> bool:
     name = os.path.basename(path)
     norm = path.replace(os.sep, "/")
@@ -116,11 +137,8 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
     named = {_file_key(p) for p in args + listed if not os.path.isdir(p) and os.path.lexists(p)}
     # The folders being scanned, resolved: a link found inside them is followed only to a place inside
     # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is).
-    roots = [(os.path.realpath(p).rstrip(os.sep) + os.sep, p) for p in args + listed if os.path.isdir(p)]
-
-    def holding(real: str) -> list[tuple[str, str]]:
-        """The scanned folders (resolved, as given) that hold this resolved path."""
-        return [(r, arg) for r, arg in roots if (real + os.sep).startswith(r)]
+    fence = LinkFence([p for p in args + listed if os.path.isdir(p)], follow_links)
+    holding = fence.holding
 
     def walk_reaches(real: str) -> bool:
         """Whether the walk gives this link's target file a record of its own (it lies in a scanned
@@ -185,8 +203,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 continue
             is_image = os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
             real = os.path.realpath(p) if is_link else None
-            if is_link and not follow_links and (recursive if stat.S_ISDIR(st.st_mode) else is_image) \
-                    and not holding(real):
+            if is_link and (recursive if stat.S_ISDIR(st.st_mode) else is_image) and not fence.allows(real):
                 if not again:
                     summ.outside_links += 1
                     if len(summ.outside_examples) < 5:

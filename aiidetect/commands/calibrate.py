@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
                      library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
 
 
@@ -32,6 +32,7 @@ def calibrate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    follow_links: bool = FollowLinksOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
@@ -46,7 +47,7 @@ def calibrate_cmd(
       aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold"""
     from ..calibration import METHODS, check_enough, fit_fusion, save_fusion
     from ..evaluate import run
-    from ..train.data import summarize
+    from ..train.data import LinkStats, summarize
     from ..fusion import FUSION_DETECTOR
     from ..heads import check_output_dir, default_output_dir, plain_name
     from ..api import ScanOptions, build_detectors, load_labelled
@@ -61,7 +62,8 @@ def calibrate_cmd(
     except ValueError as exc:
         fail(str(exc))
     with library_errors():
-        items = load_labelled(data, split, limit, seed)
+        links = LinkStats()
+        items = load_labelled(data, split, limit, seed, follow_links=follow_links, link_stats=links)
     try:  # before the detectors are built and score every image, not after
         check_enough(sum(i.label == 0 for i in items), sum(i.label == 1 for i in items), what="in the data")
     except ValueError as exc:
@@ -69,7 +71,8 @@ def calibrate_cmd(
     with library_errors():
         dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
     if not quiet:
-        print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)")
+        print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)"
+                             + (f"; {note}" if (note := links.note()) else ""))
     scored = run(items, dets, batch_size=batch_size)
     try:
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
+from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
                      library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
 
 
@@ -37,6 +37,7 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
+    follow_links: bool = FollowLinksOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
@@ -55,6 +56,7 @@ def evaluate_cmd(
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
     from ..evaluate import evaluate, parse, parse_all
     from ..evaluate.report import check_out_dir, print_tables, write_outputs
+    from ..train.data import LinkStats
 
     err = stderr_console()
     from ..evaluate.protocol import PROTOCOLS
@@ -74,7 +76,8 @@ def evaluate_cmd(
     except ValueError as exc:
         fail(str(exc))
     with library_errors():
-        items = load_labelled(data, split, limit, seed)
+        links = LinkStats()
+        items = load_labelled(data, split, limit, seed, follow_links=follow_links, link_stats=links)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
         # build_detectors checks the options (UsageError), on a copy
         dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
@@ -82,7 +85,8 @@ def evaluate_cmd(
     if not quiet:
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "
                                              f"{sum(i.label == 1 for i in items)} AI), {len(dets)} detector(s), "
-                                             f"{n_cond} condition(s); fusion: {fusion_desc}")
+                                             f"{n_cond} condition(s); fusion: {fusion_desc}"
+                                             + (f"; {note}" if (note := links.note()) else ""))
         from ..fusion import unmodelled_note
 
         if (note := unmodelled_note(model, dets)) is not None:

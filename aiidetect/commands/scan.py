@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
-                     WorkersOpt, backbone_options, fail, split_list, stderr_console)
+                     WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
 
 
 Format = ReportFormat
@@ -27,7 +27,7 @@ def scan(
     output: Optional[Path] = OutputOpt,
     detectors: Optional[List[str]] = DetectorsOpt,
     fail_on: Optional[List[str]] = typer.Option(None, "--fail-on",
-                                                help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error, real (comma-separated; real: likely-real)."),
+                                                help="Exit 1 when any file gets one of these verdicts: ai, uncertain, error, real (comma-separated; real: likely-real; the full names ai-generated, likely-real too)."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into folders."),
     follow_links: bool = FollowLinksOpt,
     include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to take inside folders (repeatable)."),
@@ -82,8 +82,6 @@ def scan(
         # (as a file, the temporary was dropped and the JSON array on stdout left open).
         output = None
 
-    fails = split_list(fail_on)
-    bad = [f for f in fails if f not in FAIL_ON]
     maps = split_list(heatmaps)
     if "all" in maps:
         maps = ["ai", "uncertain", "real"]
@@ -97,8 +95,8 @@ def scan(
             include=include or (),
             exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
             quiet=quiet)
-        if bad:
-            fail(f"--fail-on takes {', '.join(FAIL_ON)}; got {', '.join(bad)}")
+        # The shared parser: `--fail-on ai-generated` was refused while `report --verdict ai-generated` worked.
+        wanted = set(verdict_list(fail_on, "--fail-on"))
         if any(m not in ("ai", "uncertain", "real") for m in maps):
             fail(f"--heatmaps takes ai, uncertain, real or all; got {', '.join(maps)}")
         if maps and fmt != Format.html:
@@ -133,7 +131,6 @@ def scan(
         scanner.close()  # also ends `records` (Scanner._live): its store session is marked interrupted
         fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
-    wanted = {FAIL_ON[f] for f in fails}
     writer = None
     try:
         if fmt == Format.html:

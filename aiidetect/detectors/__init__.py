@@ -35,6 +35,9 @@ class Family:
     cli: tuple[str, ...] = ()
     # Run when --detectors is not given.
     default: bool = True
+    # A value of --detectors. False for the ONNX runtime's family, which `-d onnx` reached as a back door
+    # (ONNX heads under --runtime torch, or nothing at all under --runtime onnx).
+    selectable: bool = True
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -57,7 +60,7 @@ for _spec in (
            results="aiidetect.flow.onnx:results", cli=("aiidetect.flow.cli",)),
     # --runtime onnx: a runtime, not a family. It serves every family with an ONNX mapping from an
     # `aiidetect export onnx` folder, so it is never a default.
-    Family("onnx", create="aiidetect.detectors.onnx:create", default=False),
+    Family("onnx", create="aiidetect.detectors.onnx:create", default=False, selectable=False),
 ):
     register(_spec)
 
@@ -66,6 +69,11 @@ DEFAULT_DETECTORS = tuple(f.name for f in _FAMILIES.values() if f.default)
 
 def list_families() -> list[str]:
     return list(_FAMILIES)
+
+
+def selectable_families() -> list[str]:
+    """The families --detectors takes (the ONNX runtime's is chosen with --runtime onnx)."""
+    return [f.name for f in _FAMILIES.values() if f.selectable]
 
 
 def get_family(name: str) -> Family:
@@ -120,5 +128,5 @@ def create_detectors(families, ctx: RunContext) -> list[Detector]:
 
 
 __all__ = ["Detector", "DetectorUnavailable", "FeatureRequest", "Family", "RunContext", "UnavailableDetector",
-           "cli_modules", "create_detectors", "family_hook", "get_family", "onnx_families",
+           "cli_modules", "create_detectors", "family_hook", "get_family", "onnx_families", "selectable_families",
            "register", "list_families", "resolve", "DEFAULT_DETECTORS", "feature_key"]

@@ -164,9 +164,42 @@ def create(ctx: RunContext) -> list[Detector]:
         if not fam or fam in fams:
             out.append(UnavailableDetector(s["name"] if ":" in s["name"] else f"onnx:{s['name']}",
                                            f"not in the ONNX export: {s['reason']}"))
+    if (ctx.options or {}).get("onnx_families"):  # a scan's selection (api.run_context), not "whatever it holds"
+        out += _not_exported(ctx, list(ctx.options["onnx_families"]), side, out)
     if not out:
         raise DetectorUnavailable(f"the ONNX export in {ctx.onnx_dir} holds no head of the selected families "
                                   f"({', '.join(sorted(fams))})")
+    return out
+
+
+def _not_exported(ctx: RunContext, families: Sequence[str], side: Mapping[str, Any],
+                  made: Sequence[Detector]) -> list[Detector]:
+    """Rows for what the torch runtime would list and the export cannot run: an installed head
+    left out of the export (trained after it, or filtered) is `unavailable` saying to re-export,
+    not silently missing; a family with no head anywhere gets the torch runtime's family-level
+    row, so a record has the same entries on either runtime (docs/schema.md)."""
+    from ..heads import find_heads
+    from . import create_detectors, onnx_families
+    from .heads import _name
+
+    exported = {d.name for d in made} | {h.get("name") for g in side.get("graphs", []) for h in g.get("heads", [])}
+    mapped = set(onnx_families())
+    out: list[Detector] = []
+    for fam in dict.fromkeys(families):
+        if fam not in mapped:
+            out.append(UnavailableDetector(fam, f"{fam} has no ONNX mapping: run it with --runtime torch"))
+            continue
+        found = find_heads(list(ctx.weights_dirs), fam)
+        wanted = (ctx.options or {}).get(f"{fam}_heads")
+        if wanted:
+            found = [(p, m) for p, m in found if m.get("name") in set(wanted)]
+        names = [f"{fam}:{_name(p, m)}" for p, m in found]
+        out += [UnavailableDetector(n, f"not in the ONNX export {ctx.onnx_dir}; re-export it "
+                                       f"(`aiidetect export onnx`) to run this head")
+                for n in names if n not in exported]
+        if not names and not any(n.startswith(fam + ":") for n in exported):
+            # No head to build: the family's own create says so before it builds any backbone.
+            out += create_detectors([fam], ctx)
     return out
 
 

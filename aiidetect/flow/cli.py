@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -66,6 +66,7 @@ def train_flow_cmd(
     max_images: Optional[int] = typer.Option(None, "--max-images", min=4, help="Use at most N real photos."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split, proxies and training."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    follow_links: bool = FollowLinksOpt,
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
@@ -144,6 +145,7 @@ def train_flow_cmd(
             manifest = train_flow_head(bb, [str(p) for p in real], out_dir, head_name, cfg,
                                        ai_sources=[str(p) for p in (ai or [])],
                                        cache=None if no_cache else FeatureCache(), progress=progress,
+                                       follow_links=follow_links,
                                        log=lambda s: err.print(s, highlight=False))
         except ValueError as exc:
             fail(str(exc))

@@ -322,24 +322,26 @@ class TrainFlowConfig:
     fit: FitConfig = field(default_factory=FitConfig)
 
 
-def load_sources(sources: Sequence[str], plain_label: int = 0):
+def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: bool = False, link_stats=None):
     """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
     GenImage, UniversalFakeDetect) is read as such; any other folder counts as
-    all-`plain_label` (a photo archive for --real, a generator's output for --ai)."""
-    from ..train.data import IMAGE_EXTS, Item, detect_layout, load_items
+    all-`plain_label` (a photo archive for --real, a generator's output for --ai).
+    Links inside a folder: train.data's rule (counted in `link_stats` when not followed)."""
+    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items
 
+    stats = link_stats if link_stats is not None else LinkStats()
     items = []
     for s in sources:
         p = Path(s)
         try:
-            detect_layout(p)
+            detect_layout(p, follow_links=follow_links)
         except ValueError:
             if not p.is_dir():
                 raise
-            items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real") for f in sorted(p.rglob("*"))
-                      if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
+            items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real")
+                      for f in images_in(p, follow_links, stats)]
             continue
-        items += load_items([p])
+        items += load_items([p], follow_links=follow_links, link_stats=stats)
     return items
 
 
@@ -363,7 +365,7 @@ def split_reals(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[l
 
 
 def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, name: str,
-                    cfg: TrainFlowConfig, ai_sources: Sequence[str] = (), cache=None,
+                    cfg: TrainFlowConfig, ai_sources: Sequence[str] = (), cache=None, follow_links: bool = False,
                     progress: ProgressFn | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Everything `aiidetect train flow` does. Returns the manifest written."""
     import torch
@@ -371,7 +373,7 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     from ..feature_cache import extract_features, output_names
     from ..preprocess import make_spec
     from ..train.checks import check_features
-    from ..train.data import summarize
+    from ..train.data import LinkStats, summarize
     from ..heads import backbone_manifest, save_head
     from .model import FeatureFlow, FlowConfig
 
@@ -381,7 +383,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     layers = sorted({int(i) % backbone.layers for i in cfg.layers})
     outputs = output_names(layers, backbone.layers)
 
-    items = load_sources(real_sources, 0)
+    links = LinkStats()
+    items = load_sources(real_sources, 0, follow_links, links)
+    if links.note():
+        say(f"--real: {links.note()}")
     reals = select_reals(items, cfg.max_images, cfg.seed)
     n_ai_dropped = sum(1 for i in items if i.label == 1)
     if n_ai_dropped:
@@ -455,7 +460,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
             metrics["per_kind_auroc_val"][k] = auroc(nll_va, nll_pva[sel])
     ai_summary = None
     if ai_sources:
-        ai_items = [i for i in load_sources(ai_sources, 1) if i.label == 1]
+        ai_links = LinkStats()
+        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links) if i.label == 1]
+        if ai_links.note():
+            say(f"--ai: {ai_links.note()}")
         af, afail = extract_features(backbone, [i.path for i in ai_items], spec, layers, cache=cache,
                                      progress=stage("AI validation features", len(ai_items)))
         for p, why in afail:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 
@@ -31,6 +31,7 @@ def train_linear_cmd(
                                        help="Hold out this fraction to report held-out metrics."),
     seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw and cross-validation folds."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    follow_links: bool = FollowLinksOpt,
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = SummaryFormatOpt,
     json_out: bool = JsonAliasOpt,
@@ -51,7 +52,7 @@ def train_linear_cmd(
     spec = backbone_opts.spec()
     gens = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     try:  # cheap checks of the data before torch is even imported
-        select_items([str(d) for d in data], shots, gens, seed)
+        select_items([str(d) for d in data], shots, gens, seed, follow_links)
     except ValueError as exc:
         fail(str(exc))
     quiet_torch_threads()
@@ -59,7 +60,8 @@ def train_linear_cmd(
         res = train_linear([str(d) for d in data], spec, name=name, out=out, shots=shots, generators=gens,
                            preprocess=preprocess, size=size, feature=feature, val_fraction=val_fraction, seed=seed,
                            device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype, cache=False if no_cache else None,
-                           weights_dirs=backbone_opts.weights_dir, progress=lambda s: err.print(s, highlight=False))
+                           weights_dirs=backbone_opts.weights_dir, progress=lambda s: err.print(s, highlight=False),
+                           follow_links=follow_links)
     except BackboneUnavailable as exc:
         fail(str(exc))
     except ValueError as exc:

@@ -35,10 +35,11 @@ def default_name(sources: Sequence[str | Path], generators: Sequence[str] | None
     return "probe-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "data")
 
 
-def select_items(sources, shots: int | None = None, generators: Sequence[str] | None = None, seed: int = 0):
+def select_items(sources, shots: int | None = None, generators: Sequence[str] | None = None, seed: int = 0,
+                 follow_links: bool = False, link_stats=None):
     from ..train.data import few_shot, load_items, require_both_classes
 
-    items = load_items(sources)
+    items = load_items(sources, follow_links=follow_links, link_stats=link_stats)
     if generators:
         keep = set(generators)
         known = sorted({i.generator for i in items if i.label == 1})
@@ -56,7 +57,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
                  generators: Sequence[str] | None = None, preprocess: str = "center-crop",
                  size: int | None = None, feature: str = "embed", val_fraction: float = 0.0, seed: int = 0,
                  device: str = "cpu", dtype: str = "float32", cache=None, weights_dirs=None,
-                 backbone=None, progress: Callable[[str], None] | None = None) -> TrainResult:
+                 backbone=None, progress: Callable[[str], None] | None = None,
+                 follow_links: bool = False) -> TrainResult:
     """Train and save one probe. `cache`: a features.FeatureCache, or None for
     the default on-disk cache, or False for no cache."""
     from ..backbone import create_backbone
@@ -64,7 +66,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.checks import check_features
-    from ..train.data import split_train_val, summarize
+    from ..train.data import LinkStats, split_train_val, summarize
     from ..heads import backbone_manifest, check_output_dir, default_output_dir, plain_name
 
     t0 = time.perf_counter()
@@ -72,7 +74,10 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     name = plain_name(name or default_name(sources, generators))
     out_dir = Path(out) if out else default_output_dir(name, weights_dirs)
     check_output_dir(out_dir, name, "linear")  # before the features are extracted, not after
-    items = select_items(sources, shots, generators, seed)
+    links = LinkStats()
+    items = select_items(sources, shots, generators, seed, follow_links, links)
+    if links.note():
+        say(links.note())
     if val_fraction > 0:
         train_items, val_items = split_train_val(items, val_fraction, seed)
     else:

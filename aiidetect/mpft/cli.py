@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
+from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
                                backbone_options, fail, renamed_options, stderr_console)
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
@@ -35,6 +35,7 @@ def train_mpft_cmd(
                                     "E.g. aiidetect train mpft /data/GenImage/stable_diffusion_v_1_4 --recipe paper"),
     out: Optional[Path] = HeadOutDirOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint.pt if present."),
+    follow_links: bool = FollowLinksOpt,
     shots: Optional[int] = typer.Option(None, "--shots", min=1, help="At most N images per class (few-shot).",
                                         rich_help_panel=P_DATA),
     shots_by: str = typer.Option("label", "--shots-by", help="label | generator: what --shots counts per.",
@@ -98,7 +99,7 @@ def train_mpft_cmd(
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
-    from ..train.data import load_items, require_both_classes
+    from ..train.data import LinkStats, load_items, require_both_classes
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
@@ -112,7 +113,8 @@ def train_mpft_cmd(
         fail(f"--recipe must be one of {', '.join(RECIPES)} (got {recipe!r})")
     spec = backbone_opts.spec()
     try:
-        items = load_items([str(d) for d in data], split=split)
+        links = LinkStats()
+        items = load_items([str(d) for d in data], split=split, follow_links=follow_links, link_stats=links)
         require_both_classes(items, "MPFT")
     except (ValueError, OSError) as exc:
         fail(str(exc))
@@ -145,7 +147,8 @@ def train_mpft_cmd(
     t0 = time.time()
     try:
         bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
-        err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images; "
+        err.print(f"backbone {spec.describe()} (fingerprint {bb.fingerprint}); {len(items)} labelled images"
+                  + (f" ({note})" if (note := links.note()) else "") + "; "
                   f"head -> {out_dir}", highlight=False)
         res = train_mpft(bb, items, cfg, out_dir, name, sources=[str(d) for d in data], resume=resume,
                          show_progress=not quiet, log=lambda s: err.print(s, highlight=False))

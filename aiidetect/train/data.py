@@ -39,12 +39,12 @@ import os
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 # Training reads the same file types a scan does.
-from ..discover import IMAGE_EXTS
+from ..discover import IMAGE_EXTS, LinkFence
 
 GENIMAGE_SPLITS = ("train", "val")
 GENIMAGE_CLASSES = ("ai", "nature")
@@ -80,30 +80,132 @@ class Item:
     generator: str      # "real" for real images
     subset: str = ""    # benchmark subset (or real pool) for protocol metrics
 
-def _images_under(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+@dataclass
+class LinkStats:
+    """Symbolic links the data loader met and did not follow (LinkFence's rule), for the summary."""
+    outside: int = 0                 # links that lead out of the data folders
+    loops: int = 0                   # folder links back to a folder already being walked
+    examples: list = field(default_factory=list)
+
+    def note(self) -> str | None:
+        """One line for a command's summary, or None when every link was followed."""
+        parts = []
+        if self.outside:
+            parts.append(f"{self.outside} symbolic link(s) leading out of the data folders not followed "
+                         f"(--follow-links), e.g. {', '.join(self.examples[:3])}")
+        if self.loops:
+            parts.append(f"{self.loops} folder link(s) looping back skipped")
+        return "; ".join(parts) or None
 
 
-def _subdirs(d: Path) -> list[Path]:
-    try:
-        with os.scandir(d) as it:
-            return sorted(Path(e.path) for e in it if e.is_dir())
-    except OSError:
-        return []
+class _Walker:
+    """Lists the folders of one load: a link inside them is followed only where LinkFence allows
+    (scan's rule), each folder once per listing. `calibrate sub/` with a link `evil -> /` in it
+    collected 102 "labelled images" from all over the machine, through layouts found under /."""
+
+    def __init__(self, folders: Iterable[str | Path], follow_links: bool = False, stats: LinkStats | None = None):
+        self.fence = LinkFence([str(f) for f in folders], follow_links)
+        self.stats = stats if stats is not None else LinkStats()
+        self._counted: set[str] = set()  # layout detection and listing meet the same links
+        self.via_link: set[str] = set()
+
+    def follows(self, p: str) -> bool:
+        """Whether the link at p is followed; counts it once when not."""
+        if self.fence.allows(os.path.realpath(p)):
+            return True
+        if p not in self._counted:
+            self._counted.add(p)
+            self.stats.outside += 1
+            if len(self.stats.examples) < 5:
+                self.stats.examples.append(p)
+        return False
+
+    def is_dir(self, p: Path) -> bool:
+        return p.is_dir() and (not p.is_symlink() or self.follows(str(p)))
+
+    def _entries(self, d: Path) -> list:
+        try:
+            with os.scandir(d) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError:
+            return []
+
+    def _key(self, p) -> tuple[int, int] | None:
+        try:
+            st = os.stat(p)
+            return (st.st_dev, st.st_ino)
+        except OSError:
+            return None
+
+    def _loop(self, p: str) -> None:
+        if p not in self._counted:
+            self._counted.add(p)
+            self.stats.loops += 1
+
+    def subdirs(self, d: Path) -> list[Path]:
+        out = []
+        for e in self._entries(d):
+            try:
+                if e.is_dir() and (not e.is_symlink() or self.follows(e.path)):
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+        return out
+
+    def images_under(self, d: Path) -> list[Path]:
+        """Image files under d, at any depth, sorted; a folder link back up is not walked (forever).
+        Files reached through a link are noted in `via_link`: they may be images listed already,
+        which load_items refuses rather than keep one path to them by the walk's order."""
+        found: list[Path] = []
+        top = self._key(d)
+        stack = [(d, False, frozenset({top} if top else ()))]
+        while stack:
+            here, linked, ancestors = stack.pop()
+            for e in self._entries(here):
+                try:
+                    link = e.is_symlink()
+                    if e.is_dir():
+                        if link and not self.follows(e.path):
+                            continue
+                        key = self._key(e.path)
+                        if key is None or key in ancestors:
+                            self._loop(e.path)
+                            continue
+                        stack.append((Path(e.path), linked or link, ancestors | {key}))
+                    elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS \
+                            and (not link or self.follows(e.path)):
+                        found.append(Path(e.path))
+                        if link or linked:
+                            self.via_link.add(e.path)
+                except OSError:
+                    continue
+        return sorted(found)
+
+    def walk_dirs(self, src: Path, leaf_names: Sequence[str], max_depth: int = MAX_DEPTH) -> Iterator[Path]:
+        """Folders under src (src included) that hold one of leaf_names, without
+        descending into the leaves themselves: a benchmark has millions of files in
+        its leaves and none of them matters for the layout."""
+        top = self._key(src)
+        stack = [(src, 0, frozenset({top} if top else ()))]
+        while stack:
+            d, depth, ancestors = stack.pop()
+            subs = self.subdirs(d)
+            if any(s.name in leaf_names for s in subs):
+                yield d
+            if depth < max_depth:
+                for s in reversed(subs):
+                    if s.name in leaf_names:
+                        continue
+                    key = self._key(s)
+                    if key is None or key in ancestors:
+                        self._loop(str(s))
+                        continue
+                    stack.append((s, depth + 1, ancestors | {key}))
 
 
-def _walk_dirs(src: Path, leaf_names: Sequence[str], max_depth: int = MAX_DEPTH) -> Iterator[Path]:
-    """Folders under src (src included) that hold one of leaf_names, without
-    descending into the leaves themselves: a benchmark has millions of files in
-    its leaves and none of them matters for the layout."""
-    stack = [(src, 0)]
-    while stack:
-        d, depth = stack.pop()
-        subs = _subdirs(d)
-        if any(s.name in leaf_names for s in subs):
-            yield d
-        if depth < max_depth:
-            stack += [(s, depth + 1) for s in reversed(subs) if s.name not in leaf_names]
+def images_in(folder: str | Path, follow_links: bool = False, link_stats: LinkStats | None = None) -> list[Path]:
+    """Every image file under a plain folder (no layout), by the same link rule as load_items."""
+    return _Walker([folder], follow_links, link_stats).images_under(Path(folder))
 
 
 def genimage_generator(folder_name: str) -> str:
@@ -128,39 +230,41 @@ def _genimage_name(chain: Sequence[str]) -> str:
     return here
 
 
-def _genimage_split_dirs(src: Path) -> list[Path]:
-    return [d for d in _walk_dirs(src, GENIMAGE_CLASSES, 4) if d.name in GENIMAGE_SPLITS]
+def _genimage_split_dirs(src: Path, w: _Walker) -> list[Path]:
+    return [d for d in w.walk_dirs(src, GENIMAGE_CLASSES, 4) if d.name in GENIMAGE_SPLITS]
 
 
-def detect_layout(src: Path) -> str:
-    """'manifest' | 'folder' | 'genimage' | 'ufd' (UniversalFakeDetect/CNNSpot); ValueError otherwise."""
+def detect_layout(src: Path, walker: _Walker | None = None, follow_links: bool = False) -> str:
+    """'manifest' | 'folder' | 'genimage' | 'ufd' (UniversalFakeDetect/CNNSpot); ValueError otherwise.
+    Links inside src are followed by `walker`'s rule (default: only those staying inside src)."""
+    w = walker or _Walker([src], follow_links)
     if src.is_file() and src.suffix.lower() == ".csv":
         return "manifest"
     if not src.is_dir():
         raise ValueError(f"{src}: not a CSV manifest or a folder")
-    if (src / "real").is_dir() and (src / "ai").is_dir():
+    if w.is_dir(src / "real") and w.is_dir(src / "ai"):
         return "folder"
-    if _genimage_split_dirs(src):
+    if _genimage_split_dirs(src, w):
         return "genimage"
-    if next(_walk_dirs(src, UFD_CLASSES), None) is not None:
+    if next(w.walk_dirs(src, UFD_CLASSES), None) is not None:
         return "ufd"
     raise ValueError(f"{src}: unknown layout; expected real/+ai/<gen>/, GenImage (nested "
                      f"<generator>/<subset>/train|val/ai|nature or flattened <generator>/train|val/ai|nature), "
                      f"UniversalFakeDetect/CNNSpot (<generator>/[<class>/]0_real|1_fake) or a CSV manifest")
 
 
-def _genimage_items(src: Path, split: str) -> list[Item]:
+def _genimage_items(src: Path, split: str, w: _Walker) -> list[Item]:
     items: list[Item] = []
-    for d in _genimage_split_dirs(src):
+    for d in _genimage_split_dirs(src, w):
         if d.name != split:
             continue
         # the folder above the split, and the one above that, src's own names included
         chain = [*src.resolve().parts, *d.relative_to(src).parts[:-1]]
         gen = _genimage_name(chain)
-        if (d / "nature").is_dir():
-            items += [Item(str(p), 0, "real", gen) for p in _images_under(d / "nature")]
-        if (d / "ai").is_dir():
-            items += [Item(str(p), 1, gen, gen) for p in _images_under(d / "ai")]
+        if w.is_dir(d / "nature"):
+            items += [Item(str(p), 0, "real", gen) for p in w.images_under(d / "nature")]
+        if w.is_dir(d / "ai"):
+            items += [Item(str(p), 1, gen, gen) for p in w.images_under(d / "ai")]
     return items
 
 
@@ -178,44 +282,54 @@ def _ufd_generator(holder: Path) -> str:
     return "progan" if _is_split_name(d.name) else (d.name or "unknown-ai")
 
 
-def _ufd_items(src: Path) -> list[Item]:
+def _ufd_items(src: Path, w: _Walker) -> list[Item]:
     items: list[Item] = []
-    for h in _walk_dirs(src, UFD_CLASSES):
+    for h in w.walk_dirs(src, UFD_CLASSES):
         gen = _ufd_generator(h.resolve())
         for cls in UFD_CLASSES:
             d = h / cls
-            if not d.is_dir():
+            if not w.is_dir(d):
                 continue
             lab = 1 if cls == "1_fake" else 0
-            items += [Item(str(p), lab, gen if lab else "real", gen) for p in _images_under(d)]
+            items += [Item(str(p), lab, gen if lab else "real", gen) for p in w.images_under(d)]
     return items
 
 
-def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item]:
+def load_items(sources: Iterable[str | Path], split: str = "train", follow_links: bool = False,
+               link_stats: LinkStats | None = None) -> list[Item]:
+    """Items of every source. A symbolic link inside a data folder is followed only when it stays
+    inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
+    `link_stats`. A manifest's paths are the user's own list and are taken wherever they point."""
     sources = list(sources)
     items: list[Item] = []
     layouts = set()
+    w = _Walker([s for s in sources if Path(s).is_dir()], follow_links, link_stats)
     for s in sources:
         src = Path(s)
-        layout = detect_layout(src)
+        try:
+            layout = detect_layout(src, w)
+        except ValueError as exc:
+            note = w.stats.note()
+            raise ValueError(f"{exc}; {note}" if note else str(exc)) from None
         layouts.add(layout)
         if layout == "manifest":
             items += _from_manifest(src)
         elif layout == "folder":
-            items += [Item(str(p), 0, "real") for p in _images_under(src / "real")]
+            items += [Item(str(p), 0, "real") for p in w.images_under(src / "real")]
             ai = src / "ai"
-            for p in _images_under(ai):
+            for p in w.images_under(ai):
                 rel = p.relative_to(ai).parts
                 g = rel[0] if len(rel) > 1 else "unknown-ai"
                 items.append(Item(str(p), 1, g, g))
         elif layout == "genimage":
-            items += _genimage_items(src, split)
+            items += _genimage_items(src, split, w)
         else:
-            items += _ufd_items(src)
+            items += _ufd_items(src, w)
     if not items:
         raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
-                         + (f" (GenImage split {split!r})" if "genimage" in layouts else ""))
-    _refuse_repeats(items, sources)
+                         + (f" (GenImage split {split!r})" if "genimage" in layouts else "")
+                         + (f"; {note}" if (note := w.stats.note()) else ""))
+    _refuse_repeats(items, sources, w.via_link)
     fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
     if fake_real:
         # "real" names the real images' row wherever images are grouped by generator: eval's table
@@ -225,24 +339,27 @@ def load_items(sources: Iterable[str | Path], split: str = "train") -> list[Item
     return items
 
 
-def _refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path]) -> None:
+def _refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_link: set[str] = frozenset()) -> None:
     """ValueError when one image comes from two sources (a folder given twice, a manifest beside the
-    folder it lists, GenImage at two levels): as with a file listed twice in a manifest, doubling
+    folder it lists, GenImage at two levels) or twice through a symbolic link in a folder (perhaps
+    as the other class): as with a file listed twice in a manifest, doubling
     images in silence changes every number, and calibrate's band read 12 AI images given twice as
     the 20 a 5% false-negative target needs."""
-    if len(sources) < 2:
+    if len(sources) < 2 and not via_link:
         return  # one source lists each file once (a manifest refuses its own repeats)
     seen: set[str] = set()
     repeats: list[str] = []
     for it in items:
-        key = os.path.normpath(os.path.abspath(it.path))
+        # only the files reached through a link pay for resolving their path
+        key = os.path.realpath(it.path) if it.path in via_link else os.path.normpath(os.path.abspath(it.path))
         if key in seen:
             repeats.append(it.path)
         seen.add(key)
     if repeats:
         more = f" and {len(repeats) - 3} more" if len(repeats) > 3 else ""
         raise ValueError(f"{len(repeats)} image(s) come from more than one of the data sources "
-                         f"({', '.join(map(str, sources))}): {', '.join(repeats[:3])}{more}; give each image once")
+                         f"({', '.join(map(str, sources))}) or twice through a symbolic link: "
+                         f"{', '.join(repeats[:3])}{more}; give each image once")
 
 
 REAL_LABELS = ("real", "0")

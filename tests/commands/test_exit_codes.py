@@ -469,3 +469,27 @@ def test_fail_on_help_names_every_verdict_it_takes():
     assert all(k in help_text for k in FAIL_ON)
     schema = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
     assert f"`--fail-on {'|'.join(FAIL_ON)}`" in schema
+
+
+def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
+    """`scan --fail-on ai-generated` was refused (exit 2) while `report --verdict ai-generated` was
+    taken: one parser (commands.common.verdict_list) for both."""
+    r = run_cli("scan", str(files / "gen.png"), "-d", "metadata", "-f", "jsonl", "-q", "--no-cache",
+                "--fail-on", "ai-generated")
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["verdict"] == "ai-generated"
+    r = run_cli("scan", str(files / "gen.png"), "-d", "metadata", "-f", "jsonl", "-q", "--fail-on", "nonsense")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "--fail-on takes ai, uncertain, real, error (or ai-generated, likely-real); got 'nonsense'" in r.stderr
+
+
+def test_onnx_is_a_runtime_not_a_detector_value():
+    """`-d bogus` listed `onnx` among the known detectors; `-d onnx` ran nothing under --runtime onnx
+    and, with --onnx DIR under --runtime torch, the export's heads marked as torch's choice."""
+    from aiidetect.api import ScanOptions, UsageError
+
+    with pytest.raises(UsageError) as e:
+        ScanOptions(detectors=["bogus"]).validate()
+    assert str(e.value).endswith("known: metadata, linear, mpft, flow")
+    with pytest.raises(UsageError, match="unknown detector.*onnx is a runtime: --runtime onnx --onnx DIR"):
+        ScanOptions(detectors=["onnx"], runtime="onnx", onnx_dir="x").validate()

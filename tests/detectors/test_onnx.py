@@ -172,6 +172,36 @@ def test_missing_export_is_unavailable(tmp_path):
     assert "export onnx" in dets[0].describe()["reason"]
 
 
+def test_installed_heads_the_export_lacks_are_listed_unavailable_as_on_torch(export_fp32, linear_head_dir, tmp_path):
+    """A head trained after the export was silently not run, and a family with no head had no entry at all,
+    where the torch runtime lists both as unavailable with the reason."""
+    import shutil
+
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext, create_detectors
+
+    w = tmp_path / "w"
+    shutil.copytree(linear_head_dir, w)
+    shutil.copytree(w / "probe", w / "later")
+    m = json.loads((w / "later" / "manifest.json").read_text())
+    (w / "later" / "manifest.json").write_text(json.dumps({**m, "name": "later"}))
+    spec = BackboneSpec.from_options(config="tiny-vit")
+    fams = ["linear", "flow"]
+    torch_rows = create_detectors(fams, RunContext(backbone_spec=spec, device="cpu", weights_dirs=[w]))
+    ctx = RunContext(backbone_spec=spec, device="cpu", weights_dirs=[w], runtime="onnx", onnx_dir=export_fp32[0],
+                     options={"onnx_families": fams})
+    rows = {d.name: d.describe() for d in create_detectors(["onnx"], ctx)}
+    assert sorted(rows) == sorted(d.name for d in torch_rows) == ["flow", "linear:later", "linear:probe"]
+    assert rows["linear:probe"]["runtime"] == "onnx"
+    assert rows["linear:later"]["status"] == "unavailable"
+    assert rows["linear:later"]["reason"].startswith(f"not in the ONNX export {export_fp32[0]}; re-export it")
+    flow = next(d for d in torch_rows if d.name == "flow").describe()
+    assert rows["flow"] == flow and flow["status"] == "unavailable"
+    # only the heads asked for (--linear-heads): the head left out is not listed
+    ctx.options["linear_heads"] = ["probe"]
+    assert sorted(d.name for d in create_detectors(["onnx"], ctx)) == ["flow", "linear:probe"]
+
+
 def test_an_export_that_no_longer_matches_its_sidecar_is_unavailable(export_fp32, tmp_path):
     """ONNX Runtime loads a graph whose weights were changed after the export without complaint, and the
     scan scored with them; the sidecar's checksums were written, never read. Its preprocessing block was

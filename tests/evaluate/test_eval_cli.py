@@ -341,3 +341,24 @@ def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_
     assert r.exit_code == 0, r.output
     raw = json.loads((out / "metrics.json").read_text())["conditions"][0]
     assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15
+
+
+def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(dataset, tmp_path, weights_dir):
+    """A link `evil -> /` in the data folder: calibrate took every image layout it found under /.
+    Now the data is what lies inside the folder, and the summary says how many links were left."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data, symlinks=True)
+    (data / "real" / "broken.jpg").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(dataset / "ai", elsewhere / "ai" / "genC" / "x")
+    (data / "ai" / "evil").symlink_to(elsewhere)
+    r = cli("calibrate", str(data), "-d", "fakebright", "-o", str(tmp_path / "fz"))
+    assert r.exit_code == 0, r.output
+    assert "18 labelled images" in r.stderr
+    assert "1 symbolic link(s) leading out of the data folders not followed (--follow-links)" in r.stderr
+    r = cli("eval", str(data), "-d", "fakebright", "--fusion", "none", "--follow-links", "-f", "json", "-q",
+            "--no-plots")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["conditions"][0]["n_items"] == 28

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 from collections import Counter
 from pathlib import Path
@@ -275,3 +276,67 @@ def test_a_manifest_that_is_not_utf8_names_itself(tmp_path):
     p.write_bytes("file,label\ncafé.png,real\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"m\.csv: not UTF-8 text .*save it as UTF-8"):
         load_items([p])
+
+
+def _png(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"\x89PNG\r\n\x1a\n")  # the loader lists files; it does not decode them
+    return p
+
+
+def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
+    """scan's link rule (discover.LinkFence) holds for training/eval data: `calibrate sub/` with a
+    link `evil -> /` in it collected 102 "labelled images" from all over the machine."""
+    from aiidetect.train.data import LinkStats
+
+    out = tmp_path / "elsewhere"
+    _png(out / "real" / "x.png")
+    _png(out / "ai" / "g" / "y.png")
+    _png(out / "stray.png")
+    _png(tmp_path / "other" / "o.png")
+    data = tmp_path / "data"
+    _png(data / "real" / "r.png")
+    _png(data / "ai" / "g" / "a.png")
+    (data / "real" / "evil").symlink_to(out)            # a folder link out
+    (data / "ai" / "g" / "b.png").symlink_to(tmp_path / "other" / "o.png")  # a file link out
+    stats = LinkStats()
+    items = load_items([data], link_stats=stats)
+    assert sorted(os.path.relpath(i.path, data) for i in items) == [
+        "ai/g/a.png", "real/r.png"]
+    assert stats.outside == 2 and stats.loops == 0
+    assert "2 symbolic link(s) leading out of the data folders not followed" in stats.note()
+    followed = {os.path.relpath(i.path, data) for i in load_items([data], follow_links=True)}
+    assert {"real/evil/stray.png", "ai/g/b.png"} <= followed
+    # a layout found only through a link out is no layout; the error says why
+    sub = tmp_path / "sub"
+    _png(sub / "one.png")
+    (sub / "evil").symlink_to(out.parent)
+    with pytest.raises(ValueError, match="unknown layout.*1 symbolic link"):
+        load_items([sub])
+    # a folder link back up, met while finding 0_real/1_fake, is walked once: it gave every image
+    # again under gen/loop/, gen/loop/loop/... five levels deep
+    ufd = tmp_path / "ufd"
+    _png(ufd / "gen" / "0_real" / "r.png")
+    _png(ufd / "gen" / "1_fake" / "f.png")
+    (ufd / "gen" / "loop").symlink_to(ufd / "gen")
+    stats = LinkStats()
+    assert len(load_items([ufd], link_stats=stats)) == 2 and stats.loops == 1 and stats.outside == 0
+    # a link inside the data is followed; one that gives images again (here as the other class) is refused
+    (data / "real" / "inside").symlink_to(data / "ai")
+    with pytest.raises(ValueError, match=r"1 image\(s\) come .* twice through a symbolic link: .*a\.png"):
+        load_items([data])
+    (data / "real" / "inside").unlink()
+    (data / "real" / "inside").symlink_to(out / "real")  # ...and one out: not followed
+    (data / "ai" / "g" / "lnk").symlink_to(data / "ai" / "g2")
+    _png(data / "ai" / "g2" / "c.png")  # reached as ai/g2/c.png and ai/g/lnk/c.png
+    with pytest.raises(ValueError, match="twice through a symbolic link"):
+        load_items([data])
+    (data / "ai" / "g" / "lnk").unlink()
+    (data / "ai" / "g" / "up").symlink_to(data / "ai")  # back up: walked once
+    stats = LinkStats()
+    assert len(load_items([data], link_stats=stats)) == 3 and stats.loops == 1 and stats.outside == 3
+    # a manifest is the user's own list: its paths are taken wherever they point
+    man = tmp_path / "m" / "m.csv"
+    man.parent.mkdir()
+    man.write_text(f"file,label\n{out / 'real' / 'x.png'},real\n{out / 'ai' / 'g' / 'y.png'},ai\n")
+    assert len(load_items([man])) == 2

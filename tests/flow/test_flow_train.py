@@ -224,3 +224,21 @@ def test_ai_validation_says_what_it_was_given(backbone, tmp_path):
     assert any(w.startswith("--ai: no AI image to validate on (3 AI-labelled, 3 of them unreadable)")
                for w in m["warnings"]), m["warnings"]
     assert sum(s.startswith("skipped ") for s in said) == 3, said
+
+
+def test_a_plain_archive_keeps_to_its_folder(tmp_path):
+    """--real ARCHIVE with a link `evil -> /` inside took every image on the machine as a real photo."""
+    from aiidetect.flow.train import load_sources
+    from aiidetect.train.data import LinkStats
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "y.jpg").write_bytes(b"")
+    plain = tmp_path / "archive"
+    plain.mkdir()
+    (plain / "x.jpg").write_bytes(b"")
+    (plain / "evil").symlink_to(tmp_path / "out")
+    (plain / "z.jpg").symlink_to(tmp_path / "out" / "y.jpg")
+    stats = LinkStats()
+    assert [i.path for i in load_sources([str(plain)], link_stats=stats)] == [str(plain / "x.jpg")]
+    assert stats.outside == 2
+    assert len(load_sources([str(plain)], follow_links=True)) == 3

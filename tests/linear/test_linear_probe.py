@@ -190,3 +190,22 @@ def test_cli_train_linear_format_json_is_the_json_flag(dev_manifest, weights_dir
     assert set(ja) == set(jb) and ja["name"] == "fmt-a" and ja["n_train"] == jb["n_train"]
     table = CliRunner().invoke(app, [*args, "--name", "fmt-c"], catch_exceptions=False)
     assert table.exit_code == 0 and table.stdout.strip() and not table.stdout.lstrip().startswith("{")
+
+
+def test_cli_train_linear_does_not_follow_links_out_of_the_data_unless_asked(dev_manifest, tmp_path):
+    """A folder of links into another disk is refused with the reason (the links were not
+    followed) and --follow-links reads it: the same rule as scan's."""
+    from aiidetect.linear.train import select_items
+    from aiidetect.train.data import load_items
+
+    data = tmp_path / "links"
+    for it in load_items([dev_manifest]):
+        d = data / ("real" if it.label == 0 else f"ai/{it.generator}")
+        d.mkdir(parents=True, exist_ok=True)
+        if not (d / Path(it.path).name).exists():
+            (d / Path(it.path).name).symlink_to(it.path)
+    r = run_cli("train", "linear", str(data), "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h"))
+    assert r.returncode == 2 and "no labelled images found" in r.stderr
+    assert "symbolic link(s) leading out of the data folders not followed (--follow-links)" in r.stderr
+    assert not (tmp_path / "h").exists()
+    assert len(select_items([data], follow_links=True)) > 20
