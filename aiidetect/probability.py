@@ -62,8 +62,8 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
 #   {"method": "isotonic", "x": [...], "p": [...]}         p = interp(x)
 # plus any provenance keys (fitted_on, n, note, ...), which the reader ignores.
 PARAMS = {"none": (), "temperature": ("T",), "platt": ("a", "b", "x0"), "isotonic": ("x", "p")}
-# Isotonic blocks already read: (id(x), id(p)) -> (x, p, their lengths, the Calibrator).
-_ISOTONIC_READ: dict[tuple[int, int], tuple[list, list, tuple[int, int], "Calibrator"]] = {}
+# Isotonic blocks already read: (id(x), id(p)) -> (x, p, their lengths, the Calibrator or why not).
+_ISOTONIC_READ: dict[tuple[int, int], tuple[list, list, tuple[int, int], "Calibrator | str"]] = {}
 # How blocks written before this format name the same maps.
 FLOW_LEGACY = "fpr-quantile+logistic-slope"
 
@@ -151,25 +151,35 @@ class Calibrator:
                 raise ValueError("an isotonic calibration needs knots 'x' and 'p' of the same, non-zero length")
             # fuse reads a fusion model's blocks for every file: checking each knot again cost 11 ms a file
             # for 5,000 knots, nearly a second for 500,000. The same lists (by identity and length) give the
-            # same calibrator.
+            # same calibrator, or the same refusal (fuse drops an unreadable block per file: 200,000 knots
+            # with the last out of order cost 0.25 s a file).
             key = (id(xs), id(ps))
             hit = _ISOTONIC_READ.get(key)
-            if hit is not None and hit[0] is xs and hit[1] is ps and hit[2] == (len(xs), len(ps)):
-                return hit[3]
-            x = [_finite({"x": v}, "x") for v in xs]
-            p = [_finite({"p": v}, "p") for v in ps]
-            # What an isotonic fit always writes; np.interp reads unsorted knots
-            # as garbage, and falling or out-of-range p turns the detector around.
-            if any(b < a for a, b in zip(x, x[1:])):
-                raise ValueError("isotonic knots 'x' must be in increasing order")
-            if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
-                raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
-            cal = cls(method, {"x": x, "p": p})
-            if len(_ISOTONIC_READ) >= 64:
-                _ISOTONIC_READ.clear()
-            _ISOTONIC_READ[key] = (xs, ps, (len(xs), len(ps)), cal)  # holding the lists keeps their ids unique
-            return cal
+            if hit is None or hit[0] is not xs or hit[1] is not ps or hit[2] != (len(xs), len(ps)):
+                try:
+                    read: Calibrator | str = cls._isotonic(xs, ps)
+                except ValueError as exc:
+                    read = str(exc)
+                if len(_ISOTONIC_READ) >= 64:
+                    _ISOTONIC_READ.clear()
+                # holding the lists keeps their ids unique
+                hit = _ISOTONIC_READ[key] = (xs, ps, (len(xs), len(ps)), read)
+            if isinstance(hit[3], str):
+                raise ValueError(hit[3])
+            return hit[3]
         return cls(method, {})
+
+    @classmethod
+    def _isotonic(cls, xs: list, ps: list) -> "Calibrator":
+        x = [_finite({"x": v}, "x") for v in xs]
+        p = [_finite({"p": v}, "p") for v in ps]
+        # What an isotonic fit always writes; np.interp reads unsorted knots
+        # as garbage, and falling or out-of-range p turns the detector around.
+        if any(b < a for a, b in zip(x, x[1:])):
+            raise ValueError("isotonic knots 'x' must be in increasing order")
+        if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
+            raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
+        return cls("isotonic", {"x": x, "p": p})
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":

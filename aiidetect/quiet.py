@@ -9,6 +9,7 @@ them. Imports nothing from aiidetect."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import warnings
 from typing import Iterator
@@ -16,11 +17,21 @@ from typing import Iterator
 _lock = threading.Lock()
 _inside = 0
 _saved: warnings.catch_warnings | None = None
+# Python 3.14's context-aware warnings (the default in free-threaded builds) keep the filters per thread
+# and context, and catch_warnings is safe in each thread there. The shared window would be wrong: its
+# "ignore" is only the first thread's, and the last thread out restores the saved filters into its own
+# context, leaving the first thread's warnings silenced for good.
+_PER_CONTEXT = bool(getattr(sys.flags, "context_aware_warnings", False))
 
 
 @contextlib.contextmanager
 def quiet_warnings() -> Iterator[None]:
     global _inside, _saved
+    if _PER_CONTEXT:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+        return
     with _lock:
         if _inside == 0:
             _saved = warnings.catch_warnings()

@@ -398,9 +398,12 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     elif types & _DST_CAPTURE:
         # No evidence toward real (STRENGTH above), but not silence either: the reader is told the file
         # carries a capture manifest that this image does not match, as any other self-contradiction.
+        # The failures listed say which: an altered assertion (assertion.hashedURI.mismatch) leaves both
+        # the image hash and the signature over the claim intact.
         what = ("a capture manifest that does not match this image (changed after signing, or the manifest was "
                 "copied from another file)" if not f.content_matches
-                else "a capture manifest whose signature does not verify")
+                else "a capture manifest whose signature does not verify" if not f.signature_valid
+                else "a capture manifest that fails validation")
         conflicts.append(f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} ({where}) but the manifest is INVALID "
                          f"({', '.join(f.failures[:4])}): {what}; it counts nothing toward real")
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):

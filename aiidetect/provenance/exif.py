@@ -88,17 +88,19 @@ def _clean(s: Any) -> str | None:
     return s or None
 
 
-def _name(s: Any) -> str | None:
+def _name(s: Any, latin1: bool = False) -> str | None:
     """A camera or lens name (Make, Model, LensMake, LensModel): printable text with a letter or
     digit. Undecodable or control bytes there are a corrupt or crafted block, not a camera, and
-    made camera evidence (0.7 nats toward real) and a record naming '\\x01\\x02...' as the make."""
-    s = _clean(s)
-    if s and "\x80" <= max(s) < "\u0100":
-        # Pillow decodes an ASCII field as Latin-1: bytes that are not UTF-8 text came out as 'ÿþý'.
+    made camera evidence (0.7 nats toward real) and a record naming '\\x01\\x02...' as the make.
+    latin1: `s` is Pillow's reading of an ASCII field, its bytes decoded as Latin-1."""
+    if latin1 and isinstance(s, str) and s and "\x80" <= max(s) < "\u0100":
+        # Bytes that are not UTF-8 text came out as 'ÿþý'. Only Pillow's text: exifread's is decoded
+        # as UTF-8 already, and a BYTE entry's bytes by _clean, where 'Société' would not survive this.
         try:
             s = s.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
             return None
+    s = _clean(s)
     # Line breaks pass: ComfyUI's graph JSON arrives in Make/Model ("workflow:{...}") and is taken
     # out of them later (provenance.analyze).
     if s is None or "\ufffd" in s or not any(c.isalnum() for c in s) or any(
@@ -200,8 +202,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
     if not ex and not ex.get_ifd(_EXIF_IFD):
         raise ValueError("Pillow found no EXIF tags")
     sub = ex.get_ifd(_EXIF_IFD)
-    f.make = f.make or _name(ex.get(_MAKE))
-    f.model = f.model or _name(ex.get(_MODEL))
+    f.make = f.make or _name(ex.get(_MAKE), latin1=True)
+    f.model = f.model or _name(ex.get(_MODEL), latin1=True)
     f.software = f.software or _clean(ex.get(_SOFTWARE))
     f.datetime = f.datetime or _clean(ex.get(_DATETIME))
     f.artist = f.artist or _clean(ex.get(_ARTIST))
@@ -215,8 +217,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
         f.iso = int(_num(sub.get(_ISO)))
     if f.focal_length is None:
         f.focal_length = _num(sub.get(_FOCAL))
-    f.lens = f.lens or _name(sub.get(_LENSMODEL))
-    f.lens_make = f.lens_make or _name(sub.get(_LENSMAKE))
+    f.lens = f.lens or _name(sub.get(_LENSMODEL), latin1=True)
+    f.lens_make = f.lens_make or _name(sub.get(_LENSMAKE), latin1=True)
     if f.user_comment is None and sub.get(_USERCOMMENT) is not None:
         f.user_comment = decode_user_comment(sub.get(_USERCOMMENT))
     f.has_makernote = f.has_makernote or bool(sub.get(_MAKERNOTE))

@@ -104,3 +104,27 @@ def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_cou
     x = XmpFacts(digital_source_types=["trainedAlgorithmicMedia"], where="JPEG APP1")
     assert _source_type_conflicts([x], f) == ["DigitalSourceType: digitalCapture (C2PA (valid)) vs "
                                               "trainedAlgorithmicMedia (JPEG APP1)"]
+
+
+def test_an_invalid_capture_manifest_is_described_by_the_failures_it_lists(monkeypatch):
+    # A manifest whose signature verifies but one of whose assertions was altered was said to be "a capture
+    # manifest whose signature does not verify".
+    from aiidetect.provenance import c2pa as c2
+
+    def fake(data, fmt, where="", chunks=0):
+        store = {"active_manifest": "m", "manifests": {"m": {"assertions": [{"label": "c2pa.actions", "data": {
+            "actions": [{"action": "c2pa.created",
+                         "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}}]}},
+            "validation_results": {"activeManifest": {"success": [{"code": "claimSignature.validated"}],
+                                                      "failure": [{"code": "assertion.hashedURI.mismatch"}]}}}
+        return c2.summarize(store, "Invalid", where)
+
+    monkeypatch.setattr(c2, "read_c2pa", fake)
+    img = io.BytesIO()
+    _img(5).save(img, "JPEG")
+    b = img.getvalue()
+    rep = analyze(b[:2] + b"\xff\xeb\x00\x0aJPjumbc2" + b[2:], "x")   # an APP11 segment: the walker sees JUMBF
+    assert rep.facts["c2pa"]["failures"] == ["assertion.hashedURI.mismatch"], rep.facts
+    assert not [e for e in rep.evidence if e.direction == "real"]
+    (c,) = rep.facts["conflicts"]
+    assert "fails validation" in c and "signature does not verify" not in c and "does not match this image" not in c

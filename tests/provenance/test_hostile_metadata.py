@@ -120,10 +120,16 @@ def test_text_make_and_model_still_name_a_camera():
         "ASCII": _ifd0([(MAKE, 2, 6, 0), (MODEL, 2, 6, 8)], b"Canon\0\0\0EOS R\0"),
         "text in a BYTE entry": _ifd0([(MAKE, 1, 6, 0), (MODEL, 1, 6, 8)], b"Canon\0\0\0EOS R\0"),
         "UTF-8": _ifd0([(MAKE, 2, 7, 0), (MODEL, 2, 6, 8)], "华为\0".encode() + b"\0" + b"P30 a\0"),
+        # Only accented Latin letters: the Latin-1 round trip meant for Pillow's ASCII text was applied to
+        # text already decoded as UTF-8 too, and refused it ('Société' -> b'Soci\xe9t\xe9', not UTF-8).
+        "UTF-8 Latin letters in a BYTE entry": _ifd0([(MAKE, 1, 10, 0), (MODEL, 1, 8, 10)],
+                                                      "Société\0".encode() + "Modèle\0".encode()),
+        "UTF-8 Latin letters": _ifd0([(MAKE, 2, 10, 0), (MODEL, 2, 8, 10)], "Société\0".encode() + "Modèle\0".encode()),
     }
     for name, tiff in text.items():
         rep = analyze(_jpeg([(0xE1, b"Exif\0\0" + tiff)]), "x")
         assert "exif.camera" in {e.id for e in rep.evidence}, (name, rep.facts.get("exif"))
+        assert "\ufffd" not in rep.facts["exif"]["make"] + rep.facts["exif"]["model"], (name, rep.facts["exif"])
 
 
 def test_garbage_exposure_numbers_are_not_exposure_settings():
