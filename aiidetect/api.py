@@ -622,9 +622,16 @@ class Scanner:
 
     def records(self, candidates: Iterable, *, argv: Sequence[str] | None = None) -> Iterator[Any]:
         """Records for candidates from `candidates()` (the second half of `scan`)."""
-        pipe = self.pipeline = self.new_pipeline()
-        session = self._open_store(pipe, argv) if self.options.db else None
+        # Counted in before anything is set up: a close() from another thread meanwhile stops this scan before
+        # its first record and leaves the store and the cache to it (counted in after, the scan started on the
+        # store and cache that close() had just closed, and ran to the end).
+        with self._lock:
+            self._running += 1
+            epoch = self._epoch
+        session = None
         try:
+            pipe = self.pipeline = self.new_pipeline()
+            session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
                 pipe.prior = session.prior
                 # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
@@ -649,11 +656,9 @@ class Scanner:
 
                 with contextlib.suppress(StoreError):
                     session.close("interrupted")
+            self._count_out()
             raise
         self._final_stats = None
-        with self._lock:
-            self._running += 1
-            epoch = self._epoch
         out = self._finished(records, session, pipe, epoch)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
@@ -700,13 +705,18 @@ class Scanner:
             raise
         finally:
             # Whatever ended the scan (the last rows not stored too): counted out, or close() waited for ever.
-            with self._lock:
-                self._running -= 1
-                last = self._close_pending and self._running == 0
-                if last:
-                    self._close_pending = False
+            self._count_out()
+
+    def _count_out(self) -> None:
+        """A scan ended (or failed to start): the last to end after a close() from another thread closes
+        what that close() left to it."""
+        with self._lock:
+            self._running -= 1
+            last = self._close_pending and self._running == 0
             if last:
-                self._release()
+                self._close_pending = False
+        if last:
+            self._release()
 
     def _stored(self, records, session, pipe, epoch):
         done = stopped = False

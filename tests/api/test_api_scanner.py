@@ -617,6 +617,28 @@ def test_close_from_another_thread_stops_the_scan_running_there(few, tmp_path, m
     assert s._store is None and s._cache is None  # closed by the scan when it ended
 
 
+def test_close_from_another_thread_while_a_scan_starts_stops_that_scan(few, tmp_path, monkeypatch):
+    """close() from another thread while a scan was being set up (its store session open, not yet counted
+    as running) closed the store and the cache under it: the scan ran to the end anyway, its last rows
+    failed on the closed store (ScanError) and its session stayed `running`."""
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    real_engine = Scanner._engine
+
+    def engine(self, pipe, cands):
+        t = threading.Thread(target=self.close)
+        t.start()
+        t.join(10)
+        return real_engine(self, pipe, cands)
+
+    monkeypatch.setattr(Scanner, "_engine", engine)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False))
+    assert list(s.scan(few, argv=["test"])) == []  # stopped before its first record
+    assert _statuses(db) == ["interrupted"]
+    assert s._store is None  # closed by the scan when it ended
+
+
 def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
     """A notebook keeps an iterator from an earlier cell: when it was closed or collected after a newer
     scan ended, `stats` became the older scan's (files: 1 after a scan of 2)."""
