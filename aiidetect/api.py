@@ -773,15 +773,27 @@ class Scanner:
                 if "already executing" not in str(exc):
                     raise
                 # running now in another thread: it stops before its next record (the epoch)
-        with self._lock:
-            if self._running:
-                # The store and the cache are still in use there; that scan closes them when it ends.
-                self._close_pending = True
-                return
-            self._close_pending = False
         self._release()
 
     def _release(self) -> None:
+        """Let the cores go and close the store and the cache, unless a scan is running (in another thread):
+        they are in use there, and that scan does this when it ends (_count_out)."""
+        with self._lock:
+            if self._running:
+                self._close_pending = True
+                return
+        # Again under the lock a starting scan takes to hold the cores and reopen the cache: one started since
+        # the check above either waits for this release and opens its own, or is counted in here and closes
+        # them itself (checked once, the release went on under it: its store closed mid-scan).
+        with self._assembly:
+            with self._lock:
+                if self._running:
+                    self._close_pending = True
+                    return
+                self._close_pending = False
+            self._release_now()
+
+    def _release_now(self) -> None:
         if self._cores_held:
             self._cores_held = False
             _release_cores()

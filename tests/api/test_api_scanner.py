@@ -639,6 +639,42 @@ def test_close_from_another_thread_while_a_scan_starts_stops_that_scan(few, tmp_
     assert s._store is None  # closed by the scan when it ended
 
 
+def test_a_scan_started_while_close_releases_opens_its_own_store(few, tmp_path, monkeypatch):
+    """close() decided nothing was running, then closed the store and the cache: a scan another thread
+    started meanwhile opened its session on that store, and failed on it (ScanError) once closed."""
+    import threading
+
+    from aiidetect.store import ResultsStore
+
+    db = tmp_path / "audit.sqlite"
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False))
+    assert len(list(s.scan(few, argv=["first"]))) == len(few)
+    real_close, got, errors = ResultsStore.close, [], []
+
+    def consume():
+        try:
+            got.extend(s.scan(few, argv=["second"]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def close_store(store):
+        if not got and not errors and not hasattr(close_store, "t"):
+            close_store.t = threading.Thread(target=consume)  # starts while this close() releases
+            close_store.t.start()
+            for _ in range(200):
+                if s._running:
+                    break
+                threading.Event().wait(0.01)
+        real_close(store)
+
+    monkeypatch.setattr(ResultsStore, "close", close_store)
+    s.close()
+    close_store.t.join(10)
+    assert errors == [] and len(got) == len(few)
+    s.close()
+    assert _statuses(db) == ["complete", "complete"]
+
+
 def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
     """A notebook keeps an iterator from an earlier cell: when it was closed or collected after a newer
     scan ended, `stats` became the older scan's (files: 1 after a scan of 2)."""
