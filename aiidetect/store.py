@@ -566,9 +566,15 @@ class ResultsStore:
 
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         cols = ("size", "mtime_ns", "record") + ROW_CHECK
-        with self._lock:
-            row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
-                                   (run_id, key)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
+                                       (run_id, key)).fetchone()
+        except sqlite3.Error as exc:
+            # A disk error or a lock held past the timeout, in a decode thread: the scan's StoreError (ScanError
+            # from the library), not a sqlite3 error out of the records iterator.
+            raise StoreError(f"cannot read the results store {self.path} ({exc}); the rows committed are kept, "
+                             "and the same command resumes after them") from exc
         return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)

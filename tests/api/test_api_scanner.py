@@ -733,6 +733,34 @@ def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, 
     assert s._store is None and s._cache is None
 
 
+def test_a_store_that_cannot_be_read_mid_scan_is_a_scan_error(few, tmp_path):
+    """A resume lookup failing (a disk error, a lock held past the timeout) raised sqlite3.OperationalError
+    out of the records iterator, which a caller catching the documented ScanError missed."""
+    import sqlite3
+
+    db = tmp_path / "audit.sqlite"
+    with Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False)) as s:
+        assert len(list(s.scan(few, argv=["first"]))) == len(few)
+        it = s.scan(few, argv=["again"])
+        real = s._store._db
+
+        class Failing:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                if "WHERE run_id=? AND path=?" in sql:
+                    raise sqlite3.OperationalError("disk I/O error")
+                return real.execute(sql, *args)
+
+        s._store._db = Failing()
+        try:
+            with pytest.raises(ScanError, match="cannot read the results store .*disk I/O error"):
+                list(it)
+        finally:
+            s._store._db = real
+
+
 def test_two_threads_building_a_seeded_backbone_do_not_draw_from_each_other(monkeypatch):
     """A random-init backbone (tiny-vit, a config without weights) is torch's global generator seeded
     with `backbone_seed`: two threads' Scanners building at once interleaved their draws, and about one
