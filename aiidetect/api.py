@@ -475,7 +475,16 @@ class Scanner:
 
     def _assemble(self) -> None:
         with self._assembly:
-            self._assemble_once()
+            held = self._cores_held
+            try:
+                self._assemble_once()
+            except BaseException:
+                # Nothing runs on a Scanner whose detectors or fusion model failed to load (a UsageError a
+                # caller reports and moves on from, seldom closing it): every core stayed held for good.
+                if self._cores_held and not held:
+                    self._cores_held = False
+                    _release_cores()
+                raise
 
     def _assemble_once(self) -> None:
         if self._assembled:

@@ -714,6 +714,28 @@ def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, 
         torch.set_num_threads(before)
 
 
+def test_a_clip_scanner_that_fails_to_assemble_lets_the_cores_go(monkeypatch, tmp_path):
+    """A fusion folder that cannot be read is a UsageError on first use, after the cores were taken: the
+    Scanner, which can run nothing, held every core until closed, and a caller that reported the error
+    and moved on never closed it."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every count is the same")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = Scanner(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path],
+                    cache=False, fusion=tmp_path / "no-fusion")
+        with pytest.raises(UsageError):
+            s.detectors
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, monkeypatch):
     """A full disk under `db` raised aiidetect.store.StoreError out of the iterator, which a caller catching
     the documented ScanError missed; a failure to store the last rows also left the scan counted as
