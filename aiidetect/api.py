@@ -508,7 +508,16 @@ class Scanner:
 
     def _assemble(self) -> None:
         with self._assembly:
-            self._assemble_once()
+            held = self._cores_held
+            try:
+                self._assemble_once()
+            except BaseException:
+                # Nothing runs on a Scanner whose detectors or fusion model failed to load (a UsageError a
+                # caller reports and moves on from, seldom closing it): every core stayed held for good.
+                if self._cores_held and not held:
+                    self._cores_held = False
+                    _release_cores()
+                raise
 
     def _assemble_once(self) -> None:
         if self._assembled:
@@ -657,9 +666,16 @@ class Scanner:
 
     def records(self, candidates: Iterable, *, argv: Sequence[str] | None = None) -> Iterator[Any]:
         """Records for candidates from `candidates()` (the second half of `scan`)."""
-        pipe = self.pipeline = self.new_pipeline()
-        session = self._open_store(pipe, argv) if self.options.db else None
+        # Counted in before anything is set up: a close() from another thread meanwhile stops this scan before
+        # its first record and leaves the store and the cache to it (counted in after, the scan started on the
+        # store and cache that close() had just closed, and ran to the end).
+        with self._lock:
+            self._running += 1
+            epoch = self._epoch
+        session = None
         try:
+            pipe = self.pipeline = self.new_pipeline()
+            session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
                 pipe.prior = session.prior
                 # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
@@ -684,11 +700,9 @@ class Scanner:
 
                 with contextlib.suppress(StoreError):
                     session.close("interrupted")
+            self._count_out()
             raise
         self._final_stats = None
-        with self._lock:
-            self._running += 1
-            epoch = self._epoch
         out = self._finished(records, session, pipe, epoch)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
@@ -735,13 +749,18 @@ class Scanner:
             raise
         finally:
             # Whatever ended the scan (the last rows not stored too): counted out, or close() waited for ever.
-            with self._lock:
-                self._running -= 1
-                last = self._close_pending and self._running == 0
-                if last:
-                    self._close_pending = False
+            self._count_out()
+
+    def _count_out(self) -> None:
+        """A scan ended (or failed to start): the last to end after a close() from another thread closes
+        what that close() left to it."""
+        with self._lock:
+            self._running -= 1
+            last = self._close_pending and self._running == 0
             if last:
-                self._release()
+                self._close_pending = False
+        if last:
+            self._release()
 
     def _stored(self, records, session, pipe, epoch):
         done = stopped = False
@@ -798,15 +817,27 @@ class Scanner:
                 if "already executing" not in str(exc):
                     raise
                 # running now in another thread: it stops before its next record (the epoch)
-        with self._lock:
-            if self._running:
-                # The store and the cache are still in use there; that scan closes them when it ends.
-                self._close_pending = True
-                return
-            self._close_pending = False
         self._release()
 
     def _release(self) -> None:
+        """Let the cores go and close the store and the cache, unless a scan is running (in another thread):
+        they are in use there, and that scan does this when it ends (_count_out)."""
+        with self._lock:
+            if self._running:
+                self._close_pending = True
+                return
+        # Again under the lock a starting scan takes to hold the cores and reopen the cache: one started since
+        # the check above either waits for this release and opens its own, or is counted in here and closes
+        # them itself (checked once, the release went on under it: its store closed mid-scan).
+        with self._assembly:
+            with self._lock:
+                if self._running:
+                    self._close_pending = True
+                    return
+                self._close_pending = False
+            self._release_now()
+
+    def _release_now(self) -> None:
         if self._cores_held:
             self._cores_held = False
             _release_cores()

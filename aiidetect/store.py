@@ -254,18 +254,19 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
     return d
 
 
-def _key_name(key: str) -> bytes:
-    """The file name (last component, exact bytes) of a stored path key."""
+def _key_names(key: str) -> set[bytes]:
+    """The file names (last component, exact bytes) a stored path key can stand for: the name after
+    a '#b64:' suffix (path_key's form for a name that is not UTF-8), and the key's own last component
+    (a file may be named 'x#b64:abc.jpg' itself; read only as base64, its every row was at odds)."""
+    names = {os.path.basename(os.fsencode(key))}
     head, sep, raw = key.rpartition("#b64:")
     if sep:
         import base64
         import binascii
 
-        try:
-            return os.path.basename(base64.b64decode(raw, validate=True))
-        except (binascii.Error, ValueError):
-            return b""
-    return os.path.basename(os.fsencode(key))
+        with contextlib.suppress(binascii.Error, ValueError):
+            names.add(os.path.basename(base64.b64decode(raw, validate=True)))
+    return names
 
 
 # The row's columns a stored record must agree with (a query, a --verdict filter and the summary
@@ -283,12 +284,13 @@ def _check_row(d: Mapping[str, Any], row: Mapping[str, Any]) -> None:
         raise ValueError(f"the row says {row['verdict']!r} and its record {d.get('verdict')!r}")
     if "p_ai" in row:
         a, b = row["p_ai"], d.get("p_ai")
-        if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-9):
+        # The column holds the fused p_ai as computed, the record the 6 decimals to_dict rounds it to.
+        if (a is None) != (b is None) or (a is not None and abs(a - b) > 1e-6):
             raise ValueError("the row's p_ai is not its record's")
     if "sha256" in row and row["sha256"] != d.get("sha256"):
         raise ValueError("the row's sha256 is not its record's")
-    if "path" in row and _key_name(str(row["path"])) != os.path.basename(
-            os.fsencode(os.path.normpath(path_from_record(d["file"], d.get("file_bytes"))))):
+    if "path" in row and os.path.basename(os.fsencode(os.path.normpath(
+            path_from_record(d["file"], d.get("file_bytes"))))) not in _key_names(str(row["path"])):
         raise ValueError("the record is of another file than the row's path")
 
 
@@ -564,9 +566,15 @@ class ResultsStore:
 
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         cols = ("size", "mtime_ns", "record") + ROW_CHECK
-        with self._lock:
-            row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
-                                   (run_id, key)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
+                                       (run_id, key)).fetchone()
+        except sqlite3.Error as exc:
+            # A disk error or a lock held past the timeout, in a decode thread: the scan's StoreError (ScanError
+            # from the library), not a sqlite3 error out of the records iterator.
+            raise StoreError(f"cannot read the results store {self.path} ({exc}); the rows committed are kept, "
+                             "and the same command resumes after them") from exc
         return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)

@@ -866,3 +866,30 @@ def test_a_pipe_given_as_the_store_is_refused_not_waited_on(tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail(f"{args[0]} waited on the pipe")
         assert r.returncode == 2 and "not a regular file" in r.stderr and r.stdout == "", r.stderr
+
+
+def test_a_record_agreeing_with_its_row_is_read_back_whatever_its_p_ai_or_name(tmp_path):
+    """The row holds p_ai as fusion computed it, the record the 6 decimals to_dict keeps: every record
+    with a p_ai (any verdict but an error or 'no opinion') was a bad-stored-record in export and was
+    scanned again by every resume. A file named 'x#b64:QUJD.jpg' had its name read as base64: the same."""
+    from aiidetect.store import StoreSession, stored_record
+
+    names = ["plain.jpg", "x#b64:QUJD.jpg", "y#b64:abc.jpg", os.fsdecode(b"lat\xe9.jpg")]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x" * 10)
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run = store.ensure_run({"t": 1}, {}, ["metadata"], "rules")
+    session = StoreSession(store, run, "rules")
+    for i, n in enumerate(names):
+        path = str(tmp_path / n)
+        assert session.prior(path) is None
+        session.add(Record(file=path, sha256="ab" * 32, size_bytes=10, verdict="ai-generated",
+                           p_ai=0.999898970806092 - i / 7))
+    session.close()
+    got = [stored_record(r) for r in store.iter_rows([run])]
+    assert [r.error for r in got] == [None] * len(names)
+    assert sorted(os.path.basename(r.file) for r in got) == sorted(names)
+    again = StoreSession(store, run, "rules")
+    assert all(again.prior(str(tmp_path / n)) is not None for n in names)  # resumed, not scanned again
+    again.close()
+    store.close()

@@ -298,8 +298,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     raise typer.Exit(code)
 
 
-# The short verdict names `--verdict` and `--fail-on` take, beside the verdicts' own names.
-VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "real": "likely-real", "error": "error"}
+# The short verdict names `--verdict`, `--fail-on` and `--heatmaps` take (the first two the verdicts' own too).
+VERDICT_ALIASES = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
 
 
 def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list[str]:

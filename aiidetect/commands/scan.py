@@ -12,12 +12,12 @@ from rich.markup import escape
 
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
-                     WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
+                     VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
 
 
 Format = ReportFormat
 
-FAIL_ON = {"ai": "ai-generated", "uncertain": "uncertain", "error": "error", "real": "likely-real"}
+FAIL_ON = VERDICT_ALIASES
 
 
 @backbone_options(device=True, dtype="infer", weights_dir=True)

@@ -617,6 +617,64 @@ def test_close_from_another_thread_stops_the_scan_running_there(few, tmp_path, m
     assert s._store is None and s._cache is None  # closed by the scan when it ended
 
 
+def test_close_from_another_thread_while_a_scan_starts_stops_that_scan(few, tmp_path, monkeypatch):
+    """close() from another thread while a scan was being set up (its store session open, not yet counted
+    as running) closed the store and the cache under it: the scan ran to the end anyway, its last rows
+    failed on the closed store (ScanError) and its session stayed `running`."""
+    import threading
+
+    db = tmp_path / "audit.sqlite"
+    real_engine = Scanner._engine
+
+    def engine(self, pipe, cands):
+        t = threading.Thread(target=self.close)
+        t.start()
+        t.join(10)
+        return real_engine(self, pipe, cands)
+
+    monkeypatch.setattr(Scanner, "_engine", engine)
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False))
+    assert list(s.scan(few, argv=["test"])) == []  # stopped before its first record
+    assert _statuses(db) == ["interrupted"]
+    assert s._store is None  # closed by the scan when it ended
+
+
+def test_a_scan_started_while_close_releases_opens_its_own_store(few, tmp_path, monkeypatch):
+    """close() decided nothing was running, then closed the store and the cache: a scan another thread
+    started meanwhile opened its session on that store, and failed on it (ScanError) once closed."""
+    import threading
+
+    from aiidetect.store import ResultsStore
+
+    db = tmp_path / "audit.sqlite"
+    s = Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False))
+    assert len(list(s.scan(few, argv=["first"]))) == len(few)
+    real_close, got, errors = ResultsStore.close, [], []
+
+    def consume():
+        try:
+            got.extend(s.scan(few, argv=["second"]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def close_store(store):
+        if not got and not errors and not hasattr(close_store, "t"):
+            close_store.t = threading.Thread(target=consume)  # starts while this close() releases
+            close_store.t.start()
+            for _ in range(200):
+                if s._running:
+                    break
+                threading.Event().wait(0.01)
+        real_close(store)
+
+    monkeypatch.setattr(ResultsStore, "close", close_store)
+    s.close()
+    close_store.t.join(10)
+    assert errors == [] and len(got) == len(few)
+    s.close()
+    assert _statuses(db) == ["complete", "complete"]
+
+
 def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
     """A notebook keeps an iterator from an earlier cell: when it was closed or collected after a newer
     scan ended, `stats` became the older scan's (files: 1 after a scan of 2)."""
@@ -656,6 +714,28 @@ def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, 
         torch.set_num_threads(before)
 
 
+def test_a_clip_scanner_that_fails_to_assemble_lets_the_cores_go(monkeypatch, tmp_path):
+    """A fusion folder that cannot be read is a UsageError on first use, after the cores were taken: the
+    Scanner, which can run nothing, held every core until closed, and a caller that reported the error
+    and moved on never closed it."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every count is the same")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = Scanner(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path],
+                    cache=False, fusion=tmp_path / "no-fusion")
+        with pytest.raises(UsageError):
+            s.detectors
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, monkeypatch):
     """A full disk under `db` raised aiidetect.store.StoreError out of the iterator, which a caller catching
     the documented ScanError missed; a failure to store the last rows also left the scan counted as
@@ -673,6 +753,34 @@ def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, 
         list(s.scan(few, argv=["test"]))
     s.close()
     assert s._store is None and s._cache is None
+
+
+def test_a_store_that_cannot_be_read_mid_scan_is_a_scan_error(few, tmp_path):
+    """A resume lookup failing (a disk error, a lock held past the timeout) raised sqlite3.OperationalError
+    out of the records iterator, which a caller catching the documented ScanError missed."""
+    import sqlite3
+
+    db = tmp_path / "audit.sqlite"
+    with Scanner(ScanOptions(detectors=["metadata"], db=db, cache=False)) as s:
+        assert len(list(s.scan(few, argv=["first"]))) == len(few)
+        it = s.scan(few, argv=["again"])
+        real = s._store._db
+
+        class Failing:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                if "WHERE run_id=? AND path=?" in sql:
+                    raise sqlite3.OperationalError("disk I/O error")
+                return real.execute(sql, *args)
+
+        s._store._db = Failing()
+        try:
+            with pytest.raises(ScanError, match="cannot read the results store .*disk I/O error"):
+                list(it)
+        finally:
+            s._store._db = real
 
 
 def test_two_threads_building_a_seeded_backbone_do_not_draw_from_each_other(monkeypatch):

@@ -480,7 +480,7 @@ def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
     assert json.loads(r.stdout)["verdict"] == "ai-generated"
     r = run_cli("scan", str(files / "gen.png"), "-d", "metadata", "-f", "jsonl", "-q", "--fail-on", "nonsense")
     assert r.returncode == 2 and r.stdout == ""
-    assert "--fail-on takes ai, uncertain, real, error (or ai-generated, likely-real); got 'nonsense'" in r.stderr
+    assert "--fail-on takes ai, uncertain, error, real (or ai-generated, likely-real); got 'nonsense'" in r.stderr
 
 
 def test_onnx_is_a_runtime_not_a_detector_value():
