@@ -438,6 +438,29 @@ def test_a_backbone_checkpoint_rewritten_in_place_makes_the_decision_stale(tmp_p
     assert opt.key(opt.backbone_identity(spec)) != before
 
 
+def test_the_same_backbone_checkpoint_restored_or_copied_keeps_the_decision(tmp_path, monkeypatch):
+    """Keyed by inode and ctime, the decision was lost at every restore from backup (`cp -p`, rsync -a,
+    a new inode at the same mtime), every chmod, and on every machine holding its own copy of the weights.
+    The same bytes at the same path are the same backbone."""
+    import os
+    import shutil
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    ck = tmp_path / "ft.safetensors"
+    ck.write_bytes(b"a" * 4096)
+    spec = BackboneSpec.from_options(config="tiny-vit", weights=str(ck))
+    before = opt.key(opt.backbone_identity(spec))
+    shutil.copy2(ck, tmp_path / "backup")
+    os.replace(tmp_path / "backup", ck)  # restored: another inode and ctime, the same bytes and mtime
+    os.chmod(ck, 0o600)
+    assert opt.key(opt.backbone_identity(spec)) == before
+    ck.unlink()
+    assert opt.backbone_identity(spec)["weights"]["missing"]
+
+
 @pytest.mark.parametrize("change", [{"chosen": [1]}, {"chosen": {"runtime": "onnx", "worst_changed_share": "x"}}])
 def test_a_decision_of_the_wrong_shape_is_not_served_and_never_stops_a_scan(tmp_path, monkeypatch, change):
     """A decision.json whose identity matches but whose fields are of the wrong type (a damaged or hand-made
