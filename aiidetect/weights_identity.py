@@ -55,7 +55,12 @@ def cache_path() -> Path:
 # Reading tensors from the three formats
 # --------------------------------------------------------------------------
 def detect_format(path: Path) -> str:
-    with open(path, "rb") as f:
+    """safetensors, torch or torchscript; the first read of every loader here, so it is the one that
+    refuses what is not a regular file (OSError): the backbone build and iter_tensors reach it without
+    the identity cache's check, and a FIFO waits for a writer in open()."""
+    from .hashing import open_regular
+
+    with open_regular(path) as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         try:
