@@ -389,6 +389,25 @@ def test_the_optimized_graph_is_hashed_once_per_scan(tmp_path, monkeypatch):
     assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == [] and calls.count("g.onnx") == 1
 
 
+def test_a_graph_that_cannot_be_read_is_not_served_and_never_stops_a_scan(tmp_path, monkeypatch):
+    """An optimized graph that cannot be read (permissions, an I/O error) raised its OSError out of
+    choose(), which no caller catches: every scan of that setup ended with exit 2."""
+    from aiidetect import hashing, optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    _rewrite_keeping_stat(onnx / "g.onnx", (onnx / "g.onnx").read_bytes())  # past the per-process digest
+
+    def unreadable(p):
+        if Path(p).name == "g.onnx":
+            raise PermissionError(13, "Permission denied")
+        return real(p)
+
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", unreadable)
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch" and "g.onnx cannot be read (Permission denied)" in fast.line
+
+
 def test_a_fifo_in_the_optimize_cache_or_a_head_folder_never_hangs_a_scan(tmp_path):
     """Opening a FIFO for reading waits for a writer: a FIFO as decision.json, as an export's sidecar or
     as a head's manifest.json hung every scan (and `weights list`) before its first file."""
