@@ -57,20 +57,23 @@ def vit_gflops(model_cfg: Mapping[str, Any]) -> float:
     return (patch + layers * block + proj) / 1e9
 
 
-def batch_bytes(model_cfg: Mapping[str, Any], batch: int) -> tuple[int, int]:
-    """(host bytes, model bytes) a batch needs at least: its float32 pixels twice (the batch and the
-    contiguous copy the runner takes), and one block's activations per image (QKV, the MLP's hidden
-    layer, the attention matrix). A lower bound: a batch over it cannot run, one under it still may not."""
+def batch_bytes(model_cfg: Mapping[str, Any], batch: int, dtype: str = "float32") -> tuple[int, int]:
+    """(host bytes, model bytes) a batch needs at least: its float32 pixels, and per image what one block
+    cannot do without at once, the residual stream beside the larger of QKV and the MLP's hidden layer, in
+    the model's dtype. A lower bound: a batch over it cannot run, one under it still may not. The attention
+    matrix is left out (fused attention never holds it) and QKV and the MLP are not added up (they are never
+    alive together): counting them, with float32 whatever the dtype, refused bf16 batches that fit in a
+    quarter of the GPU memory the message asked for."""
     v = model_cfg["vision_cfg"]
     size = v.get("image_size", 224)
     size = size if isinstance(size, int) else size[0]
     p = v.get("patch_size", 16)
     p = p if isinstance(p, int) else p[0]
     w = int(v["width"])
-    heads = max(1, w // int(v.get("head_width", 64)))
     t = (size // p) ** 2 + 1
-    per_image = t * (w * (3 + float(v.get("mlp_ratio", 4.0))) + heads * t) * 4
-    return 2 * batch * 3 * size * size * 4, int(batch * per_image)
+    elem = 2 if dtype in ("bfloat16", "float16") else 4
+    per_image = t * w * (1 + max(3.0, float(v.get("mlp_ratio", 4.0)))) * elem
+    return batch * 3 * size * size * 4, int(batch * per_image)
 
 
 def available_bytes(device: str = "cpu") -> int | None:
@@ -89,11 +92,11 @@ def available_bytes(device: str = "cpu") -> int | None:
     return None
 
 
-def check_batch_fits(model_cfg: Mapping[str, Any], batch: int, device: str) -> None:
+def check_batch_fits(model_cfg: Mapping[str, Any], batch: int, device: str, dtype: str = "float32") -> None:
     """Refuse a batch size that cannot fit before anything is allocated: `--batch-size 100000` tried to
     fill 112 GiB with random pixels (a MemoryError after the warm-up at best, the OOM killer taking the
     machine at worst)."""
-    host, model = batch_bytes(model_cfg, batch)
+    host, model = batch_bytes(model_cfg, batch, dtype)
     if device != "cuda":
         host, model = host + model, 0
     for need, where in ((host, "cpu"), (model, "cuda")):
@@ -520,7 +523,7 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
     bb = create_backbone(backbone_spec, device=dev, dtype="float32")
     res["backbone_build_s"] = round(time.perf_counter() - t, 2)
     # before the peak is measured: a batch that cannot fit is a usage error, not seconds later
-    check_batch_fits(bb.model_cfg, max(sizes), dev)
+    check_batch_fits(bb.model_cfg, max(sizes), dev, dtype)
     log("measuring matmul peak")
     from . import backbone as _backbone
 

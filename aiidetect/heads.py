@@ -430,8 +430,14 @@ def verify_files(head_dir: Path, manifest: Mapping[str, Any]) -> list[str]:
             problems.append(f"{fname} has no sha256 in the manifest")
         elif not p.is_file():
             problems.append(f"{fname} missing")
-        elif sha256_file(p) != digest:
-            problems.append(f"{fname} checksum differs from manifest")
+        else:
+            try:
+                same = sha256_file(p) == digest
+            except OSError as exc:  # unreadable (permissions, an I/O error): this head's problem, not a crash
+                problems.append(f"{fname} cannot be read ({exc.strerror or exc})")
+                continue
+            if not same:
+                problems.append(f"{fname} checksum differs from manifest")
     return problems
 
 

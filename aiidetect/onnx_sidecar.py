@@ -78,8 +78,14 @@ def graph_problems(onnx_dir: str | Path, graph: dict[str, Any]) -> list[str]:
             problems.append(f"{fname!r} is outside the export's folder")
         elif not (d / fname).is_file():
             problems.append(f"{fname} is missing")
-        elif _digest(d / fname) != digest:
-            problems.append(f"{fname} differs from its checksum in the sidecar (changed since the export)")
+        else:
+            try:
+                same = _digest(d / fname) == digest
+            except OSError as exc:  # unreadable (permissions, an I/O error): a problem, not the caller's crash
+                problems.append(f"{fname} cannot be read ({exc.strerror or exc})")
+                continue
+            if not same:
+                problems.append(f"{fname} differs from its checksum in the sidecar (changed since the export)")
     return problems
 
 

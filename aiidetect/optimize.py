@@ -85,10 +85,26 @@ def _file_stat(path: str | Path | None) -> dict[str, Any] | None:
         st = p.stat()
     except OSError:
         return {"path": str(p), "missing": True}
-    # inode and ctime too: every rewrite changes them and no utime puts them back (a backbone checkpoint
-    # rewritten in place, its mtime restored, kept the decision whose int8 graph holds the old weights)
-    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
-            "ctime_ns": st.st_ctime_ns}
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _weights_file(path: str | Path | None) -> dict[str, Any] | None:
+    """The backbone checkpoint by path and content. Its SHA-256, not its mtime: a checkpoint rewritten in
+    place with its mtime put back kept the decision whose int8 graph holds the old weights, while keying by
+    inode and ctime instead lost the decision at every `cp -p`, restore from backup or chmod, and on every
+    machine holding its own copy. The digest is remembered in weights_ids.sqlite (weights_identity), so
+    only a new or rewritten file is read again."""
+    if not path:
+        return None
+    from .weights_identity import WeightsFormatError, file_sha256
+
+    p = Path(path)
+    try:
+        return {"path": str(p.resolve()), "size": p.stat().st_size, "sha256": file_sha256(p)}
+    except FileNotFoundError:
+        return {"path": str(p), "missing": True}
+    except (OSError, WeightsFormatError):
+        return {"path": str(p), "unreadable": True}
 
 
 def backbone_identity(spec) -> dict[str, Any]:
@@ -103,7 +119,7 @@ def backbone_identity(spec) -> dict[str, Any]:
         except OSError:
             cfg = "unreadable"
     return {"model": spec.model, "pretrained": spec.pretrained, "seed": spec.seed, "cache_dir": spec.cache_dir,
-            "config_sha256": cfg, "weights": _file_stat(spec.weights_path)}
+            "config_sha256": cfg, "weights": _weights_file(spec.weights_path)}
 
 
 def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:

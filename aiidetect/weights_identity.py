@@ -55,7 +55,12 @@ def cache_path() -> Path:
 # Reading tensors from the three formats
 # --------------------------------------------------------------------------
 def detect_format(path: Path) -> str:
-    with open(path, "rb") as f:
+    """safetensors, torch or torchscript; the first read of every loader here, so it is the one that
+    refuses what is not a regular file (OSError): the backbone build and iter_tensors reach it without
+    the identity cache's check, and a FIFO waits for a writer in open()."""
+    from .hashing import open_regular
+
+    with open_regular(path) as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
         try:
@@ -310,7 +315,9 @@ def _cached(path: Path, kind: str, fn) -> Any:
     # weights' fingerprint were served for the new ones. Every write changes st_ctime; no utime sets it.
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, kind)
     db = _db()
-    if db is not None:
+    if db is None:
+        return fn(path)
+    try:
         try:
             row = db.execute("SELECT value FROM file_ids WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
                              "AND ino=? AND kind=?", key).fetchone()
@@ -318,15 +325,15 @@ def _cached(path: Path, kind: str, fn) -> Any:
                 return json.loads(row[0])
         except (sqlite3.Error, ValueError):
             pass
-    value = fn(path)
-    if db is not None:
+        value = fn(path)
         try:
             with db:
                 db.execute("INSERT OR REPLACE INTO file_ids VALUES (?,?,?,?,?,?,?)", (*key, json.dumps(value)))
         except sqlite3.Error:
             pass
-        db.close()
-    return value
+        return value
+    finally:
+        db.close()  # on a hit too, and when fn raises (an unreadable checkpoint)
 
 
 def inspect(path: str | Path) -> dict[str, Any]:

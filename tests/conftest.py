@@ -2,6 +2,7 @@
 never into the repo's weights/ or the user's ~/.cache."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -90,8 +91,31 @@ def run_cli_in_process(*args: str, env: dict | None = None) -> subprocess.Comple
 
     from aiidetect.cli import app
 
-    r = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    with _process_state_kept():
+        r = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
     return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Put back what a command sets for its whole process, which a subprocess takes with it and an
+    in-process run leaves to every later test: Pillow's pixel limit (a scan only ever raises it, so a
+    later test of the decompression-bomb limit passed or failed by test order), torch's thread count,
+    the cwd. CliRunner puts back os.environ and the standard streams; it calls the app, not
+    `run_guarded`, so the signal handlers and silenced loggers that sets up never happen here."""
+    cwd = os.getcwd()
+    pil = sys.modules.get("PIL.Image")
+    pixels = pil.MAX_IMAGE_PIXELS if pil else None
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if pil is not None:
+            pil.MAX_IMAGE_PIXELS = pixels
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 def jsonl(stdout: str) -> list[dict]:

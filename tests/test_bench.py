@@ -134,6 +134,13 @@ def test_a_batch_that_cannot_fit_is_a_usage_error_before_any_work(monkeypatch):
     bench.check_batch_fits(cfg, 256, "cpu")
     with pytest.raises(ValueError, match="GPU memory"):
         bench.check_batch_fits(cfg, 256, "cuda")
+    # a bound, not an estimate: a ViT-L/14 bf16 batch of 1024 holds at least its residual stream and MLP
+    # hidden layer (2.5 GiB in bf16) and fits 8 GiB; counting the attention matrix and QKV beside the MLP,
+    # in float32, asked for 11 GiB and refused it
+    free["cuda"] = 8 * 2 ** 30
+    bench.check_batch_fits(cfg, 1024, "cuda", "bfloat16")
+    with pytest.raises(ValueError, match="GPU memory"):
+        bench.check_batch_fits(cfg, 4096, "cuda", "bfloat16")
 
 
 def test_a_folder_where_nothing_decodes_says_so(tmp_path):

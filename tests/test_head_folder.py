@@ -214,3 +214,20 @@ def test_a_new_head_goes_to_the_first_folder_scan_searches(tmp_path, monkeypatch
     want = Path(first.format(x=x)) if first else user_weights_dir()
     assert new_heads_dir() == want == weights_dirs()[0]
     assert default_output_dir("h") == want / "h"
+
+
+def test_a_head_file_that_cannot_be_read_is_a_problem_of_that_head(tmp_path, monkeypatch):
+    """An unreadable head file (permissions, an I/O error) raised OSError out of verify_files, which
+    load_head, `weights verify`, pack and install call: one head's file ended the whole command."""
+    import numpy as np
+
+    from aiidetect import heads
+
+    heads.save_head(tmp_path / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
+    m = heads.read_manifest(tmp_path / "h")
+
+    def unreadable(p):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(heads, "sha256_file", unreadable)
+    assert heads.verify_files(tmp_path / "h", m) == ["head.safetensors cannot be read (Permission denied)"]

@@ -197,3 +197,15 @@ def test_an_unusable_identity_cache_costs_time_not_the_backbone(tiny, tmp_path, 
     (tmp_path / "cache").write_text("a file")
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
     assert weights_id(tiny / "model.safetensors") == compute(tiny / "model.safetensors")["weights_id"]
+
+
+def test_the_loaders_refuse_a_fifo_themselves(tmp_path):
+    """detect_format is the first read of iter_tensors and of the backbone build, which reach a checkpoint
+    without the identity cache's regular-file check: a FIFO there waited in open() for a writer."""
+    import os
+
+    from aiidetect.weights_identity import detect_format
+
+    os.mkfifo(tmp_path / "ViT-L-14.pt")
+    with pytest.raises(OSError, match="not a regular file"):
+        detect_format(tmp_path / "ViT-L-14.pt")

@@ -288,3 +288,14 @@ def test_weights_commands_refuse_a_weights_dir_that_is_not_a_folder(tmp_path):
             assert r.returncode == 2 and not r.stdout, (args, r.stdout)
             assert f"--weights-dir {d} {why}" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_an_in_process_cli_run_leaves_the_test_process_as_it_found_it(dev_dir):
+    """run_cli_in_process shares the test process: a scan's raised Pillow limit stayed for the session."""
+    from PIL import Image
+
+    pixels = Image.MAX_IMAGE_PIXELS
+    r = run_cli_in_process("scan", str(dev_dir / "ai/sd14/000002025_0.png"), "-d", "metadata", "--format", "jsonl",
+                           "--no-cache", "--max-pixels", str(4 * (pixels or 10 ** 8)))
+    assert r.returncode == 0, r.stderr
+    assert Image.MAX_IMAGE_PIXELS == pixels

@@ -521,6 +521,25 @@ def test_the_optimized_graph_is_hashed_once_per_scan(tmp_path, monkeypatch):
     assert graph_problems(onnx, read_sidecar(onnx)["graphs"][0]) == [] and calls.count("g.onnx") == 1
 
 
+def test_a_graph_that_cannot_be_read_is_not_served_and_never_stops_a_scan(tmp_path, monkeypatch):
+    """An optimized graph that cannot be read (permissions, an I/O error) raised its OSError out of
+    choose(), which no caller catches: every scan of that setup ended with exit 2."""
+    from aiidetect import hashing, optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    _rewrite_keeping_stat(onnx / "g.onnx", (onnx / "g.onnx").read_bytes())  # past the per-process digest
+
+    def unreadable(p):
+        if Path(p).name == "g.onnx":
+            raise PermissionError(13, "Permission denied")
+        return real(p)
+
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", unreadable)
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch" and "g.onnx cannot be read (Permission denied)" in fast.line
+
+
 def test_a_fifo_in_the_optimize_cache_or_a_head_folder_never_hangs_a_scan(tmp_path):
     """Opening a FIFO for reading waits for a writer: a FIFO as decision.json, as an export's sidecar or
     as a head's manifest.json hung every scan (and `weights list`) before its first file."""
@@ -568,6 +587,29 @@ def test_a_backbone_checkpoint_rewritten_in_place_makes_the_decision_stale(tmp_p
     ck.write_bytes(b"b" * 4096)
     os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert opt.key(opt.backbone_identity(spec)) != before
+
+
+def test_the_same_backbone_checkpoint_restored_or_copied_keeps_the_decision(tmp_path, monkeypatch):
+    """Keyed by inode and ctime, the decision was lost at every restore from backup (`cp -p`, rsync -a,
+    a new inode at the same mtime), every chmod, and on every machine holding its own copy of the weights.
+    The same bytes at the same path are the same backbone."""
+    import os
+    import shutil
+
+    from aiidetect import optimize as opt
+    from aiidetect.backbone import BackboneSpec
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    ck = tmp_path / "ft.safetensors"
+    ck.write_bytes(b"a" * 4096)
+    spec = BackboneSpec.from_options(config="tiny-vit", weights=str(ck))
+    before = opt.key(opt.backbone_identity(spec))
+    shutil.copy2(ck, tmp_path / "backup")
+    os.replace(tmp_path / "backup", ck)  # restored: another inode and ctime, the same bytes and mtime
+    os.chmod(ck, 0o600)
+    assert opt.key(opt.backbone_identity(spec)) == before
+    ck.unlink()
+    assert opt.backbone_identity(spec)["weights"]["missing"]
 
 
 @pytest.mark.parametrize("change", [{"chosen": [1]}, {"chosen": {"runtime": "onnx", "worst_changed_share": "x"}}])
