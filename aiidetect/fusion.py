@@ -437,17 +437,17 @@ def fusion_identity(model: Mapping[str, Any] | None) -> dict[str, Any]:
     """What produced a verdict, for every record and the summary line: the default
     rules, or a fitted model named by path and the SHA-256 of its manifest (the
     manifest holds the fitted parameters, so the hash pins them)."""
-    import hashlib
-
     if not model:
         return {"kind": "rules"}
     path = model.get("path")
     digest = None
     if path:
+        from .hashing import sha256_file
         from .heads import MANIFEST
 
         try:
-            digest = hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()
+            # The shared helper: read_bytes() waited forever on a FIFO put there and read a huge file whole.
+            digest = sha256_file(Path(path) / MANIFEST)
         except OSError:
             digest = None
     return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest}

@@ -122,10 +122,29 @@ def backbone_identity(spec) -> dict[str, Any]:
             "config_sha256": cfg, "weights": _weights_file(spec.weights_path)}
 
 
+# Below this a file is hashed faster than its row in weights_ids.sqlite is looked up (manifests, licences).
+HEAD_DIGEST_CACHE_MIN = 1 << 20
+
+
+def _head_file_sha256(f: Path) -> str:
+    """SHA-256 of one file of a head. Every scan with an optimize cache re-hashed every head and fusion
+    file: 200 MB heads cost a fifth of a second each before the first verdict. Large files go through the
+    backbone's digest cache (weights_identity.file_sha256, keyed by path, size, mtime, inode and ctime),
+    so only a new or rewritten file is read again, one rewritten in place with its mtime put back too."""
+    from .hashing import sha256_file
+    from .weights_identity import WeightsFormatError, file_sha256
+
+    try:
+        if f.stat().st_size < HEAD_DIGEST_CACHE_MIN:
+            return sha256_file(f)
+        return file_sha256(f)
+    except WeightsFormatError as exc:  # not a regular file: the OSError callers already turn into "no decision"
+        raise OSError(str(exc)) from exc
+
+
 def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:
     """Every trained pixel head a scan could load, by the checksum of its files:
     adding, removing or retraining one makes the decision stale."""
-    from .hashing import sha256_file
     from .heads import find_heads
 
     out = []
@@ -133,7 +152,7 @@ def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL
         for path, manifest in find_heads(list(weights_dirs), detector=fam):
             files = {}
             for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-                files[str(f.relative_to(path))] = sha256_file(f)
+                files[str(f.relative_to(path))] = _head_file_sha256(f)
             out.append({"family": fam, "name": manifest.get("name"), "files": files})
     return out
 

@@ -121,3 +121,34 @@ def test_a_second_fusion_model_is_named_as_unused_by_scan_eval_and_calibrate(tmp
 
     assert f"fusion model {w / 'fusion-b'} is not used" in resolve_fusion(None, [w])[1]   # eval's run.fusion
 
+
+
+def test_fusion_identity_of_a_manifest_that_is_a_fifo_is_no_digest_not_a_hang(tmp_path):
+    """fusion_identity read the manifest with read_bytes(): a FIFO there (swapped in after the model was
+    loaded) blocked every scan's setup waiting for a writer, and a huge file was read whole into memory."""
+    import os
+    import threading
+
+    from aiidetect.fusion import fusion_identity
+
+    os.mkfifo(tmp_path / "manifest.json")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(fusion_identity({"path": str(tmp_path), "name": "fz"})),
+                         daemon=True)
+    t.start()
+    t.join(2)
+    if t.is_alive():  # unblock the reader so the test process can end
+        fd = os.open(tmp_path / "manifest.json", os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        t.join(2)
+        raise AssertionError("fusion_identity waited on a FIFO")
+    assert out == {"kind": "model", "name": "fz", "path": str(tmp_path), "sha256": None}
+
+
+def test_fusion_identity_is_the_manifest_sha256(tmp_path):
+    import hashlib
+
+    from aiidetect.fusion import fusion_identity
+
+    (tmp_path / "manifest.json").write_bytes(b'{"name": "fz"}')
+    assert fusion_identity({"path": str(tmp_path), "name": "fz"})["sha256"] == hashlib.sha256(b'{"name": "fz"}').hexdigest()

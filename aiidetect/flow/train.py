@@ -326,11 +326,14 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
     """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
     GenImage, UniversalFakeDetect) is read as such; any other folder counts as
     all-`plain_label` (a photo archive for --real, a generator's output for --ai).
-    Links inside a folder: train.data's rule (counted in `link_stats` when not followed)."""
-    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items
+    Links inside a folder: train.data's rule (counted in `link_stats` when not followed).
+    One image from two sources, or twice through links in a folder, is refused as by load_items:
+    loaded one source at a time, flow trained and calibrated on the doubled images in silence."""
+    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items, refuse_repeats
 
     stats = link_stats if link_stats is not None else LinkStats()
     items = []
+    via_link: set[str] = set()
     for s in sources:
         p = Path(s)
         try:
@@ -339,9 +342,10 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
             if not p.is_dir():
                 raise
             items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real")
-                      for f in images_in(p, follow_links, stats)]
+                      for f in images_in(p, follow_links, stats, via_link)]
             continue
-        items += load_items([p], follow_links=follow_links, link_stats=stats)
+        items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link)
+    refuse_repeats(items, sources, via_link)
     return items
 
 

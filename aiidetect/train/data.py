@@ -203,9 +203,15 @@ class _Walker:
                     stack.append((s, depth + 1, ancestors | {key}))
 
 
-def images_in(folder: str | Path, follow_links: bool = False, link_stats: LinkStats | None = None) -> list[Path]:
-    """Every image file under a plain folder (no layout), by the same link rule as load_items."""
-    return _Walker([folder], follow_links, link_stats).images_under(Path(folder))
+def images_in(folder: str | Path, follow_links: bool = False, link_stats: LinkStats | None = None,
+              via_link: set[str] | None = None) -> list[Path]:
+    """Every image file under a plain folder (no layout), by the same link rule as load_items; the files
+    reached through a link are added to `via_link` for refuse_repeats."""
+    w = _Walker([folder], follow_links, link_stats)
+    found = w.images_under(Path(folder))
+    if via_link is not None:
+        via_link |= w.via_link
+    return found
 
 
 def genimage_generator(folder_name: str) -> str:
@@ -296,10 +302,12 @@ def _ufd_items(src: Path, w: _Walker) -> list[Item]:
 
 
 def load_items(sources: Iterable[str | Path], split: str = "train", follow_links: bool = False,
-               link_stats: LinkStats | None = None) -> list[Item]:
+               link_stats: LinkStats | None = None, via_link: set[str] | None = None) -> list[Item]:
     """Items of every source. A symbolic link inside a data folder is followed only when it stays
     inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
-    `link_stats`. A manifest's paths are the user's own list and are taken wherever they point."""
+    `link_stats`. A manifest's paths are the user's own list and are taken wherever they point.
+    The files reached through a link are added to `via_link`, for a caller that joins several loads
+    and checks them with refuse_repeats."""
     sources = list(sources)
     items: list[Item] = []
     layouts = set()
@@ -329,7 +337,9 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
         raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
                          + (f" (GenImage split {split!r})" if "genimage" in layouts else "")
                          + (f"; {note}" if (note := w.stats.note()) else ""))
-    _refuse_repeats(items, sources, w.via_link)
+    refuse_repeats(items, sources, w.via_link)
+    if via_link is not None:
+        via_link |= w.via_link
     fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
     if fake_real:
         # "real" names the real images' row wherever images are grouped by generator: eval's table
@@ -339,7 +349,7 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
     return items
 
 
-def _refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_link: set[str] = frozenset()) -> None:
+def refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_link: set[str] = frozenset()) -> None:
     """ValueError when one image comes from two sources (a folder given twice, a manifest beside the
     folder it lists, GenImage at two levels) or twice through a symbolic link in a folder (perhaps
     as the other class): as with a file listed twice in a manifest, doubling

@@ -241,4 +241,33 @@ def test_a_plain_archive_keeps_to_its_folder(tmp_path):
     stats = LinkStats()
     assert [i.path for i in load_sources([str(plain)], link_stats=stats)] == [str(plain / "x.jpg")]
     assert stats.outside == 2
-    assert len(load_sources([str(plain)], follow_links=True)) == 3
+    # followed, evil/y.jpg and z.jpg are one photo twice: refused as train.data refuses it
+    with pytest.raises(ValueError, match="twice through a symbolic link"):
+        load_sources([str(plain)], follow_links=True)
+    (plain / "z.jpg").unlink()
+    assert len(load_sources([str(plain)], follow_links=True)) == 2
+
+
+def test_one_photo_from_two_sources_is_refused(tmp_path):
+    """flow loaded its --real sources one at a time, so the check eval, calibrate, linear and mpft make
+    (one image from two sources) never ran: a folder given with its subfolder, or a manifest beside the
+    folder it lists, trained and calibrated the flow on doubled photos in silence."""
+    from typer.testing import CliRunner
+
+    from aiidetect.cli import app
+    from aiidetect.flow.train import load_sources
+
+    reals = tmp_path / "reals"
+    (reals / "sub").mkdir(parents=True)
+    for i in range(3):
+        (reals / f"a{i}.png").write_bytes(b"")
+    (reals / "sub" / "b.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("file,label\nreals/a0.png,real\n")
+    with pytest.raises(ValueError, match="more than one of the data sources"):
+        load_sources([str(tmp_path / "m.csv"), str(reals)])
+    assert len(load_sources([str(tmp_path / "m.csv"), str(reals / "sub")])) == 2
+    res = CliRunner().invoke(app, ["train", "flow", "--real", str(reals), "--real", str(reals / "sub"),
+                                   "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h"), "--device", "cpu"])
+    assert res.exit_code == 2, res.output
+    assert "more than one of the data sources" in res.output and "b.png" in res.output
+    assert not (tmp_path / "h").exists()

@@ -626,3 +626,35 @@ def test_a_decision_of_the_wrong_shape_is_not_served_and_never_stops_a_scan(tmp_
     fast = opt.choose(ctx, ["linear"])
     assert fast is not None and not fast.use and fast.runtime == "torch"
     assert "run `aiidetect optimize` again" in fast.line
+
+
+def test_an_unchanged_head_is_not_hashed_again_at_every_scan_but_a_rewritten_one_is(tmp_path, monkeypatch):
+    """Every scan with an optimize cache hashed every head file again: seconds before the first verdict with
+    a few heads of hundreds of MB. A file rewritten in place with its mtime put back must still be read."""
+    import os
+    import time
+
+    from aiidetect import hashing
+    from aiidetect import optimize as opt
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "weights" / "univfd", weights / "univfd")
+    big = weights / "univfd" / "extra.bin"
+    big.write_bytes(b"a" * ((1 << 20) + 1))
+    read = []
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: read.append(Path(p).name) or real(p))
+
+    first = opt.heads_identity([weights])
+    assert read.count("extra.bin") == 1
+    assert opt.heads_identity([weights]) == first
+    assert read.count("extra.bin") == 1  # the second scan took the digest from weights_ids.sqlite
+
+    st = big.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick, as any later write is
+    big.write_bytes(b"b" * ((1 << 20) + 1))
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed = opt.heads_identity([weights])
+    assert read.count("extra.bin") == 2
+    assert changed != first and opt.key({"heads": changed}) != opt.key({"heads": first})
