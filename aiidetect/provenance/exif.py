@@ -99,6 +99,12 @@ def _name(s: Any, latin1: bool = False) -> str | None:
         try:
             s = s.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
+            # Not UTF-8: older cameras wrote Latin-1 there (Olympus' 'µ770SW'), binary junk reads as
+            # 'ÿþý'. A name is mostly ASCII with a letter or digit among it, and has no C1 controls.
+            ascii_ = [c for c in s if c < "\x80"]
+            if (any(c.isalnum() for c in ascii_) and 2 * len(ascii_) >= len(s)
+                    and not any("\x80" <= c < "\xa0" for c in s)):
+                return _name(s)
             return None
     s = _clean(s)
     # Line breaks pass: ComfyUI's graph JSON arrives in Make/Model ("workflow:{...}") and is taken

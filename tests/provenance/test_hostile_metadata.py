@@ -125,6 +125,8 @@ def test_text_make_and_model_still_name_a_camera():
         "UTF-8 Latin letters in a BYTE entry": _ifd0([(MAKE, 1, 10, 0), (MODEL, 1, 8, 10)],
                                                       "Société\0".encode() + "Modèle\0".encode()),
         "UTF-8 Latin letters": _ifd0([(MAKE, 2, 10, 0), (MODEL, 2, 8, 10)], "Société\0".encode() + "Modèle\0".encode()),
+        # Older cameras wrote Latin-1 in ASCII entries (Olympus' "µ770SW"): not UTF-8, yet a name.
+        "Latin-1 model": _ifd0([(MAKE, 2, 8, 0), (MODEL, 2, 7, 8)], b"OLYMPUS\0\xb5770SW\0"),
     }
     for name, tiff in text.items():
         rep = analyze(_jpeg([(0xE1, b"Exif\0\0" + tiff)]), "x")
