@@ -66,7 +66,11 @@ def hub_local_name(repo: str, filename: str) -> str:
 def clip_cache_dir() -> Path:
     from .clip_env import default_cache_dirs
 
-    return default_cache_dirs()[0]
+    dirs = default_cache_dirs()
+    if not dirs:
+        raise OSError("no folder for downloaded backbones: HOME is unset and this user has no password entry; "
+                      "set AIIDETECT_CLIP_CACHE to a folder of yours")
+    return dirs[0]
 
 
 @dataclass
