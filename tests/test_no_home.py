@@ -107,3 +107,13 @@ def test_hub_cache_is_not_looked_up_under_a_relative_home(monkeypatch, tmp_path)
         (snap / "snapshots" / "abc").mkdir(parents=True, exist_ok=True)
         (snap / "snapshots" / "abc" / f).write_bytes(b"planted")
     assert pretrained_candidates("ViT-B-16", "openai", {"hf_hub": repo}, []) == []
+
+
+def test_cache_info_and_weights_fetch_without_a_home_say_what_to_set(tmp_path):
+    info = _run_homeless(tmp_path, "cache", "info")
+    assert info.returncode == 0, info.stderr
+    assert [line.split()[:2] for line in info.stdout.splitlines()] == [["results", "off"], ["features", "off"]]
+    fetch = _run_homeless(tmp_path, "weights", "fetch", "ViT-B-32/openai", "--dry-run")
+    assert fetch.returncode == 2
+    assert "AIIDETECT_CLIP_CACHE" in fetch.stderr and "--cache-dir" in fetch.stderr and "--debug" not in fetch.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

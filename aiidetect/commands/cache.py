@@ -20,6 +20,9 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
         typer.echo(json.dumps(out, indent=2))
         return
     for name, row in out.items():
+        if row["path"] is None:
+            typer.echo(f"{name:9s} off  ({row['error']})")
+            continue
         detail = (f"{row.get('files', 0)} files, {row.get('rows', 0)} rows, {row['bytes'] / 1e6:.1f} MB"
                   if row["exists"] else "empty")
         ro = "; read-only" if row.get("read_only") else ""
