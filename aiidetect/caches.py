@@ -89,7 +89,9 @@ def clear_caches(what: str = "results") -> list[dict]:
         raise ValueError("cache clear takes results, features or all")
     done = []
     for name, p in cache_paths().items():
-        if what in (name, "all") and p is not None:
+        if what in (name, "all") and p is None:
+            done.append({"name": name, "path": None, "files": 0, "bytes": 0})
+        elif what in (name, "all"):
             row = {"name": name, "path": str(p), "files": 0, "bytes": 0}
             for suffix in ("", "-wal", "-shm"):
                 q = p.with_name(p.name + suffix)

@@ -117,3 +117,5 @@ def test_cache_info_and_weights_fetch_without_a_home_say_what_to_set(tmp_path):
     assert fetch.returncode == 2
     assert "AIIDETECT_CLIP_CACHE" in fetch.stderr and "--cache-dir" in fetch.stderr and "--debug" not in fetch.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    clear = _run_homeless(tmp_path, "cache", "clear", "all")
+    assert clear.returncode == 0 and "results: nothing to clear (off: no home folder" in clear.stderr, clear.stderr
