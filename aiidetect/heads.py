@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
 from .report.output import STALE_SECONDS
+from .userdirs import NoUserFolder
 
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
@@ -36,6 +37,10 @@ REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 class HeadError(RuntimeError):
     pass
+
+
+class NoHeadsFolder(HeadError, NoUserFolder):
+    """No folder for a new head: no home folder, no $AIIDETECT_WEIGHTS or $XDG_DATA_HOME, no output given."""
 
 
 class HeadMismatch(HeadError):
@@ -73,7 +78,7 @@ def new_heads_dir() -> Path:
     entry) wrote heads into the current folder, which no scan searches."""
     dirs = _user_dirs()
     if not dirs:
-        raise HeadError("no folder for new heads: HOME is unset and this user has no password entry; pass an "
+        raise NoHeadsFolder("no folder for new heads: HOME is unset and this user has no password entry; pass an "
                         "output folder, or set AIIDETECT_WEIGHTS or XDG_DATA_HOME to a folder of yours")
     return dirs[0]
 

@@ -17,6 +17,11 @@ CACHES_OFF = ("no home folder (HOME unset, no password entry for this user): the
               "(caches) or AIIDETECT_WEIGHTS / XDG_DATA_HOME (heads) to a folder of yours to turn them on")
 
 
+class NoUserFolder(RuntimeError):
+    """A command needs a user folder that does not exist here: a setup matter with a remedy (which variable
+    to set), said as a usage error, not a crash."""
+
+
 def home() -> Path | None:
     """The user's home folder, or None when none can be determined (or it is not an absolute path)."""
     try:

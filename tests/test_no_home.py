@@ -119,3 +119,11 @@ def test_cache_info_and_weights_fetch_without_a_home_say_what_to_set(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     clear = _run_homeless(tmp_path, "cache", "clear", "all")
     assert clear.returncode == 0 and "results: nothing to clear (off: no home folder" in clear.stderr, clear.stderr
+
+
+def test_a_new_head_without_a_home_or_output_is_a_usage_error(tmp_path):
+    img = _image(tmp_path)
+    r = _run_homeless(tmp_path, "calibrate", str(img.parent), "-d", "metadata")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: no folder for new heads") and "AIIDETECT_WEIGHTS" in r.stderr, r.stderr
+    assert "--debug" not in r.stderr
