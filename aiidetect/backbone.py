@@ -129,7 +129,7 @@ def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | N
         except (WeightsFormatError, OSError) as exc:
             raise BackboneUnavailable(f"the checkpoint {cand} for {model}/{tag} is unreadable: {exc}",
                                       f"delete it and run `aiidetect weights fetch {model}/{tag}`") from exc
-    where = " or ".join(str(d) for d in dirs)
+    where = " or ".join(str(d) for d in dirs) or _NO_CLIP_FOLDER
     remedy = (f"run `aiidetect weights fetch {model}/{tag}` (downloads and verifies it), copy "
               f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {where}, "
               "or pass --backbone-weights PATH")
@@ -169,6 +169,7 @@ def pretrained_candidates(model: str, tag: str, cfg: dict[str, Any], dirs: Seque
     return out
 
 
+_NO_CLIP_FOLDER = "the folder $AIIDETECT_CLIP_CACHE names (set it: there is no home folder)"
 CLIP_EXTRA_REMEDY = 'pip install "aiidetect[clip]"'
 
 
@@ -202,7 +203,7 @@ def precheck(spec: BackboneSpec) -> None:
             f"pretrained weights for {spec.model}/{spec.pretrained} are not on this machine",
             f"run `aiidetect weights fetch {spec.model}/{spec.pretrained}` (downloads and verifies it), copy "
             f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into "
-            f"{' or '.join(str(d) for d in dirs) or 'the folder $AIIDETECT_CLIP_CACHE names (set it: there is no home folder)'}, "
+            f"{' or '.join(str(d) for d in dirs) or _NO_CLIP_FOLDER}, "
             "or pass --backbone-weights PATH")
 
 

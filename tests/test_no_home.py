@@ -1,6 +1,7 @@
 """A container run under an arbitrary uid: HOME unset and no password entry (`Path.home()` raises)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -127,3 +128,18 @@ def test_a_new_head_without_a_home_or_output_is_a_usage_error(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: no folder for new heads") and "AIIDETECT_WEIGHTS" in r.stderr, r.stderr
     assert "--debug" not in r.stderr
+
+
+def test_missing_backbone_remedy_names_a_folder_to_set(monkeypatch):
+    if importlib.util.find_spec("open_clip") is None:  # imported through aiidetect, which quiets torchvision
+        pytest.skip("clip extra not installed")
+    import pwd
+
+    from aiidetect.backbone import BackboneUnavailable, resolve_pretrained_file
+
+    for var in _FOLDER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    with pytest.raises(BackboneUnavailable) as e:
+        resolve_pretrained_file("ViT-B-32", "openai")
+    assert "into the folder $AIIDETECT_CLIP_CACHE names" in str(e.value.remedy)
