@@ -81,6 +81,9 @@ def test_no_folder_is_guessed_without_a_home(monkeypatch, tmp_path):
     assert userdirs.home() is None and userdirs.cache_base() is None and userdirs.data_base() is None
     assert userdirs.hf_hub_cache() is None and default_cache_dirs() == []
     assert all(p.is_absolute() for p in weights_dirs())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert userdirs.cache_base() == tmp_path / "x" / "aiidetect"
+    assert userdirs.hf_hub_cache() == tmp_path / "x" / "huggingface" / "hub"
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "d"))
     assert userdirs.cache_base() == tmp_path / "c"
