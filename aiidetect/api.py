@@ -596,7 +596,9 @@ class Scanner:
         try:
             self._cache, self._own_cache = ResultCache(), True
         except Exception as exc:  # noqa: BLE001 - no cache means slower re-runs, never a failed scan
-            self._note(f"result cache unavailable ({exc}); scanning without it")
+            from .userdirs import cache_base
+
+            self._note(str(exc) if cache_base() is None else f"result cache unavailable ({exc}); scanning without it")
 
     def new_pipeline(self):
         from .pipeline import Pipeline

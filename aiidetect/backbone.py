@@ -129,7 +129,7 @@ def resolve_pretrained_file(model: str, tag: str, cache_dirs: Sequence[Path] | N
         except (WeightsFormatError, OSError) as exc:
             raise BackboneUnavailable(f"the checkpoint {cand} for {model}/{tag} is unreadable: {exc}",
                                       f"delete it and run `aiidetect weights fetch {model}/{tag}`") from exc
-    where = " or ".join(str(d) for d in dirs)
+    where = " or ".join(str(d) for d in dirs) or _NO_CLIP_FOLDER
     remedy = (f"run `aiidetect weights fetch {model}/{tag}` (downloads and verifies it), copy "
               f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {where}, "
               "or pass --backbone-weights PATH")
@@ -151,12 +151,17 @@ def pretrained_candidates(model: str, tag: str, cfg: dict[str, Any], dirs: Seque
             out.append(d / url.rsplit("/", 1)[-1])
         if hub:
             out += [d / hub_local_name(hub, f) for f in hub_filenames() if (d / hub_local_name(hub, f)).is_file()]
-    if hub and hub_cache:
+    from .userdirs import hf_hub_cache
+
+    # Named here, not left to huggingface_hub: without a home folder it looks under a relative
+    # "~/.cache/huggingface", inside whatever folder the scan was started from.
+    hub_dir = hf_hub_cache() if hub and hub_cache else None
+    if hub_dir is not None:
         try:
             from huggingface_hub import try_to_load_from_cache
 
             for fname in hub_filenames():
-                got = try_to_load_from_cache(hub, fname)
+                got = try_to_load_from_cache(hub, fname, cache_dir=str(hub_dir))
                 if isinstance(got, str) and Path(got).is_file():
                     out.append(Path(got))
         except Exception:  # noqa: BLE001 - a broken hub cache must not stop a scan
@@ -164,6 +169,7 @@ def pretrained_candidates(model: str, tag: str, cfg: dict[str, Any], dirs: Seque
     return out
 
 
+_NO_CLIP_FOLDER = "the folder $AIIDETECT_CLIP_CACHE names (set it: there is no home folder)"
 CLIP_EXTRA_REMEDY = 'pip install "aiidetect[clip]"'
 
 
@@ -196,16 +202,18 @@ def precheck(spec: BackboneSpec) -> None:
         raise BackboneUnavailable(
             f"pretrained weights for {spec.model}/{spec.pretrained} are not on this machine",
             f"run `aiidetect weights fetch {spec.model}/{spec.pretrained}` (downloads and verifies it), copy "
-            f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into {' or '.join(str(d) for d in dirs)}, "
+            f"{url.rsplit('/', 1)[-1] if url else 'the checkpoint'} into "
+            f"{' or '.join(str(d) for d in dirs) or _NO_CLIP_FOLDER}, "
             "or pass --backbone-weights PATH")
 
 
 def _hub_cache_has(repo: str) -> bool:
     """Does the Hugging Face hub cache hold a folder for this repo? (A cheap look that
     needs no huggingface_hub import; the real lookup happens when building.)"""
-    base = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
-    return (Path(base) / ("models--" + repo.replace("/", "--"))).is_dir()
+    from .userdirs import hf_hub_cache
+
+    base = hf_hub_cache()
+    return base is not None and (base / ("models--" + repo.replace("/", "--"))).is_dir()
 
 
 # --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 CACHES = ("results", "features")
 
 
-def cache_paths() -> dict[str, Path]:
+def cache_paths() -> dict[str, Path | None]:
     from .feature_cache import default_cache_path
     from .result_cache import default_path
 
@@ -63,6 +63,11 @@ def cache_info() -> dict[str, dict]:
     """cache name -> {path, exists, bytes, rows, files[, read_only][, error]}."""
     out = {}
     for name, p in cache_paths().items():
+        if p is None:
+            from .userdirs import CACHES_OFF
+
+            out[name] = {"path": None, "exists": False, "bytes": 0, "error": CACHES_OFF}
+            continue
         row = {"path": str(p), "exists": p.exists(), "bytes": p.stat().st_size if p.exists() else 0}
         odd = _not_regular(p)
         if odd:
@@ -84,7 +89,9 @@ def clear_caches(what: str = "results") -> list[dict]:
         raise ValueError("cache clear takes results, features or all")
     done = []
     for name, p in cache_paths().items():
-        if what in (name, "all"):
+        if what in (name, "all") and p is None:
+            done.append({"name": name, "path": None, "files": 0, "bytes": 0})
+        elif what in (name, "all"):
             row = {"name": name, "path": str(p), "files": 0, "bytes": 0}
             for suffix in ("", "-wal", "-shm"):
                 q = p.with_name(p.name + suffix)

@@ -86,7 +86,11 @@ def default_cache_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("AIIDETECT_CLIP_CACHE"):
         dirs.append(Path(os.environ["AIIDETECT_CLIP_CACHE"]))
-    dirs.append(Path.home() / ".cache" / "clip")  # open_clip's own URL download cache
+    from .userdirs import clip_download_dir
+
+    own = clip_download_dir()  # None without a home folder: never a relative "~" folder
+    if own:
+        dirs.append(own)
     return dirs
 
 

@@ -259,6 +259,18 @@ def _admit_in_pillow(Image, max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
 
 
+def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
+    """Pillow's own refusal names Pillow's limit (178956970 pixels), which no aiidetect option moves;
+    the user's lever is --max-pixels."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    if m and int(m.group(1)) <= max_pixels:  # not our limit that was crossed: say what Pillow said
+        return DecodeFailure("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+    size = f"{m.group(1)} pixels, " if m else ""
+    return DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
+
+
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     import io
@@ -285,7 +297,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecodeFailure("too-large", str(exc)) from exc
+            raise _too_large(exc, limits.max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
@@ -317,7 +329,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except DecodeFailure:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DecodeFailure("too-large", str(exc)) from exc
+            raise _too_large(exc, limits.max_pixels) from exc
         except MemoryError as exc:
             raise DecodeFailure("too-large", "out of memory while decoding") from exc
         except Exception as exc:  # noqa: BLE001

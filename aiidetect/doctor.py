@@ -128,10 +128,18 @@ def caches() -> dict[str, Any]:
     from .feature_cache import default_cache_path
     from .heads import user_weights_dir
 
-    base = default_cache_path().parent
+    feats = default_cache_path()
+    clip = default_cache_dirs()
     out = {}
-    for name, p in (("aiidetect cache", base), ("CLIP weights", default_cache_dirs()[0]),
-                    ("user heads", user_weights_dir())):
+    for name, p, var in (("aiidetect cache", feats.parent if feats else None, "AIIDETECT_CACHE"),
+                         ("CLIP weights", clip[0] if clip else None, "AIIDETECT_CLIP_CACHE"),
+                         ("user heads", user_weights_dir(), "AIIDETECT_WEIGHTS or XDG_DATA_HOME")):
+        if p is None:
+            from .userdirs import NO_HOME
+
+            out[name] = {"path": None, "exists": False, "bytes": 0, "writable": False,
+                         "note": f"{NO_HOME}; set {var} to a folder of yours"}
+            continue
         out[name] = {"path": str(p), "exists": p.exists(), "bytes": _dir_size(p) if p.exists() else 0,
                      "writable": _writable(p)}
     return out

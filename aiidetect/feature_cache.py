@@ -8,7 +8,6 @@ image, ever.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,9 +18,12 @@ import numpy as np
 from .preprocess import normalize, spec_key, to_uint8
 
 
-def default_cache_path() -> Path:
-    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
-    return Path(base) / "features.sqlite"
+def default_cache_path() -> Path | None:
+    """None when there is no user cache folder (userdirs): the cache is then off."""
+    from .userdirs import cache_base
+
+    base = cache_base()
+    return base / "features.sqlite" if base else None
 
 
 _DIGEST = 16
@@ -57,6 +59,11 @@ class FeatureCache:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.error: str | None = None
+        if self.path is None:
+            from .userdirs import CACHES_OFF
+
+            self.error = CACHES_OFF
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)

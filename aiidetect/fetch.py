@@ -66,7 +66,11 @@ def hub_local_name(repo: str, filename: str) -> str:
 def clip_cache_dir() -> Path:
     from .clip_env import default_cache_dirs
 
-    return default_cache_dirs()[0]
+    dirs = default_cache_dirs()
+    if not dirs:
+        raise OSError("no folder for downloaded backbones: HOME is unset and this user has no password entry; "
+                      "set AIIDETECT_CLIP_CACHE to a folder of yours")
+    return dirs[0]
 
 
 @dataclass
@@ -119,7 +123,10 @@ def plan_fetch(spec: str | None = None, url: str | None = None, sha256: str | No
     spec is an open_clip "MODEL/TAG" (also "MODEL:TAG"); url + sha256 name any
     checkpoint. prefer="hub" takes the Hugging Face file when the tag has both.
     """
-    dest_dir = Path(cache_dir) if cache_dir else clip_cache_dir()
+    try:
+        dest_dir = Path(cache_dir) if cache_dir else clip_cache_dir()
+    except OSError as exc:
+        raise FetchError(f"{exc} (or pass --cache-dir)") from exc
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if not _HEX64.match(sha256):

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
 from .report.output import STALE_SECONDS
+from .userdirs import NoUserFolder
 
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
@@ -38,13 +39,21 @@ class HeadError(RuntimeError):
     pass
 
 
+class NoHeadsFolder(HeadError, NoUserFolder):
+    """No folder for a new head: no home folder, no $AIIDETECT_WEIGHTS or $XDG_DATA_HOME, no output given."""
+
+
 class HeadMismatch(HeadError):
     """A head was asked to run on a backbone it was not trained with."""
 
 
-def user_weights_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "aiidetect" / "weights"
+def user_weights_dir() -> Path | None:
+    """None without a home folder or $XDG_DATA_HOME (userdirs): then only $AIIDETECT_WEIGHTS and the
+    shipped heads are searched."""
+    from .userdirs import data_base
+
+    base = data_base()
+    return base / "aiidetect" / "weights" if base else None
 
 
 def weights_dirs(explicit: Iterable[str | Path] | None = None) -> list[Path]:
@@ -58,13 +67,20 @@ def weights_dirs(explicit: Iterable[str | Path] | None = None) -> list[Path]:
 def _user_dirs() -> list[Path]:
     """The folders of $AIIDETECT_WEIGHTS (empty entries skipped), else the user's weights folder."""
     env = [Path(p) for p in os.environ.get("AIIDETECT_WEIGHTS", "").split(os.pathsep) if p]
-    return env or [user_weights_dir()]
+    if env:
+        return env
+    user = user_weights_dir()
+    return [user] if user else []
 
 
 def new_heads_dir() -> Path:
     """Where a new head goes by default: the first folder searched. `AIIDETECT_WEIGHTS=:/x` (an empty first
     entry) wrote heads into the current folder, which no scan searches."""
-    return _user_dirs()[0]
+    dirs = _user_dirs()
+    if not dirs:
+        raise NoHeadsFolder("no folder for new heads: HOME is unset and this user has no password entry; pass an "
+                        "output folder, or set AIIDETECT_WEIGHTS or XDG_DATA_HOME to a folder of yours")
+    return dirs[0]
 
 
 def shipped_weights_dirs() -> list[Path]:

@@ -63,9 +63,20 @@ class OptimizeError(RuntimeError):
 # --------------------------------------------------------------------------
 # Identity: what the decision is valid for
 # --------------------------------------------------------------------------
-def cache_root() -> Path:
-    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
-    return Path(base) / "optimize"
+def cache_root() -> Path | None:
+    """None when there is no user cache folder (userdirs): nothing is optimized or read back."""
+    from .userdirs import cache_base
+
+    base = cache_base()
+    return base / "optimize" if base else None
+
+
+def _writable_root() -> Path:
+    root = cache_root()
+    if root is None:
+        raise OptimizeError("no folder to store the optimize decision in: HOME is unset and this user has no "
+                            "password entry; set AIIDETECT_CACHE to a folder of yours")
+    return root
 
 
 def cpu_identity() -> dict[str, Any]:
@@ -184,7 +195,7 @@ def key(ident: Mapping[str, Any]) -> str:
 
 
 def decision_dir(ident: Mapping[str, Any]) -> Path:
-    return cache_root() / key(ident)
+    return _writable_root() / key(ident)
 
 
 def read_decision(path: Path) -> str:
@@ -224,7 +235,7 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
     from .report.safe import loads_foreign
 
     root = cache_root()
-    if not root.is_dir():  # the usual case: nothing was ever optimized, no head is hashed
+    if root is None or not root.is_dir():  # the usual case: nothing was ever optimized, no head is hashed
         return None
     spec = ctx.backbone_spec
     if spec is None:
@@ -453,7 +464,7 @@ def optimize(spec, weights_dirs: Sequence[Path], paths: Sequence[str], tolerance
     ident = identity(spec, weights_dirs)
     if not ident["heads"]:
         raise OptimizeError(f"no trained {', '.join(PIXEL_FAMILIES)} head in the weights folders: nothing to optimize")
-    folder = cache_root() / key(ident)
+    folder = _writable_root() / key(ident)
     with _only_run(folder):
         try:
             if folder.exists():

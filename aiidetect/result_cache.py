@@ -34,7 +34,8 @@ _source_hash: str | None = None
 def default_path() -> Path:
     from .feature_cache import default_cache_path
 
-    return default_cache_path().with_name("results.sqlite")
+    p = default_cache_path()
+    return p.with_name("results.sqlite") if p else None
 
 
 def source_hash() -> str:
@@ -99,6 +100,10 @@ class ResultCache:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_path()
+        if self.path is None:
+            from .userdirs import CACHES_OFF
+
+            raise OSError(CACHES_OFF)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)

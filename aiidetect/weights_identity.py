@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import stat
 import struct
@@ -46,9 +45,12 @@ class WeightsFormatError(ValueError):
     """The file is not a checkpoint aiidetect can read."""
 
 
-def cache_path() -> Path:
-    base = os.environ.get("AIIDETECT_CACHE") or str(Path.home() / ".cache" / "aiidetect")
-    return Path(base) / _DB_NAME
+def cache_path() -> Path | None:
+    """None when there is no user cache folder (userdirs): identities are then computed every time."""
+    from .userdirs import cache_base
+
+    base = cache_base()
+    return base / _DB_NAME if base else None
 
 
 # --------------------------------------------------------------------------
@@ -289,6 +291,8 @@ def compute(path: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 def _db() -> sqlite3.Connection | None:
     p = cache_path()
+    if p is None:
+        return None
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(str(p), timeout=30)

@@ -62,6 +62,22 @@ def test_pixel_limit_configurable(zoo):
     assert e.value.code == "too-large"
 
 
+@pytest.mark.parametrize("max_pixels", [None, 50_000_000])
+def test_bomb_refusal_names_our_limit_not_pillows(zoo, monkeypatch, max_pixels):
+    """Pillow refuses first above twice its own setting; its message named 178956970 pixels, a limit
+    no aiidetect option moves, instead of --max-pixels."""
+    from PIL import Image
+
+    from aiidetect.limits import DEFAULT_MAX_PIXELS
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's default; process-wide
+    limits = DecodeLimits(max_pixels=max_pixels) if max_pixels else DecodeLimits()
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(zoo["bomb"].read_bytes(), limits)
+    assert e.value.code == "too-large"
+    assert e.value.message == f"900000000 pixels, over the {max_pixels or DEFAULT_MAX_PIXELS}-pixel limit (--max-pixels)"
+
+
 def test_byte_limit(zoo):
     with pytest.raises(DecodeFailure) as e:
         read_bytes(zoo["jpeg"], DecodeLimits(max_bytes=10))

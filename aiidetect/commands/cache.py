@@ -20,6 +20,9 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
         typer.echo(json.dumps(out, indent=2))
         return
     for name, row in out.items():
+        if row["path"] is None:
+            typer.echo(f"{name:9s} off  ({row['error']})")
+            continue
         detail = (f"{row.get('files', 0)} files, {row.get('rows', 0)} rows, {row['bytes'] / 1e6:.1f} MB"
                   if row["exists"] else "empty")
         ro = "; read-only" if row.get("read_only") else ""
@@ -46,7 +49,8 @@ def clear(what: str = typer.Argument("results", help="results | features | all")
         amount = f"{size} bytes" if size < 1e6 else f"{size / 1e6:.1f} MB"
         done = f"cleared {row['name']}: {n} file{'s' if n != 1 else ''}, {amount}" if n \
             else f"{row['name']}: nothing to clear"
-        err.print(f"{done} ({row['path']})", highlight=False, markup=False)
+        where = row["path"] or "off: no home folder; set AIIDETECT_CACHE"
+        err.print(f"{done} ({where})", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

@@ -99,6 +99,9 @@ def _table(rep) -> None:
         con.print(f"  {escape(d['name'])}: {escape(d['status'])}" + (f" - {escape(d['reason'])}" if d["reason"] else ""))
     con.print("\n[bold]caches and paths[/]")
     for name, cch in rep["caches"].items():
+        if cch["path"] is None:
+            con.print(f"  {name}: off - {escape(cch['note'])}")
+            continue
         con.print(f"  {name}: {escape(cch['path'])} ({_mb(cch['bytes']) if cch['exists'] else 'absent'}), writable "
                   f"{ok if cch['writable'] else no}")
     if rep["remedies"]:

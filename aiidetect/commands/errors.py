@@ -225,6 +225,12 @@ def run_guarded(app) -> None:
         sys.stderr.write(f"error: {exc.strerror}\n")
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
+        from ..userdirs import NoUserFolder
+
+        if isinstance(exc, NoUserFolder) and not DEBUG:
+            # No home folder in a container: a setup matter whose message names the variable to set.
+            sys.stderr.write(f"error: {exc}\n")
+            sys.exit(EXIT_ERROR)
         remedy = _missing_extra(exc)
         if remedy is not None and not DEBUG:
             # The light install lacks torch & co.: say which extra to install, not what broke; a usage

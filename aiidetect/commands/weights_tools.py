@@ -206,13 +206,13 @@ def install(
     """
     from ..bundle import BundleError, install as do_install
     from ..fetch import clip_cache_dir
-    from ..heads import new_heads_dir
+    from ..heads import HeadError, new_heads_dir
 
-    if heads_dir is None:
-        heads_dir = new_heads_dir()
     try:
+        if heads_dir is None:
+            heads_dir = new_heads_dir()
         res = do_install(bundle, cache_dir or clip_cache_dir(), heads_dir, expect_sha256=sha256, force=force)
-    except (BundleError, OSError) as exc:
+    except (BundleError, OSError, HeadError) as exc:
         fail(f"refused: {exc}")
     if fmt == "json":
         typer.echo(json.dumps(res))
