@@ -359,7 +359,8 @@ def _fast_path_fallback(options: ScanOptions, families, dets, ctx):
     """(families, RunContext, detectors) on torch when the fast path `aiidetect optimize` verified was taken
     (--runtime auto) and ONNX Runtime could not serve one of its heads, else None. Its checksums pass, yet
     this onnxruntime may not load it, or session creation may run out of memory: the user never asked for
-    ONNX, so the heads must not become unavailable (their evidence lost) where torch still gives it."""
+    ONNX, so the heads must not become unavailable (their evidence lost) where torch still gives it.
+    On a fallback `dets` is emptied first."""
     fast = ctx.fast_path
     if fast is None or not fast.use:
         return None
@@ -374,6 +375,9 @@ def _fast_path_fallback(options: ScanOptions, families, dets, ctx):
     lost = [info for d in dets if (info := d.describe()).get("status") == "unavailable" and info.get("name") in verified]
     if not lost:
         return None
+    # Let the ONNX sessions go before torch builds its backbone: the caller's list (Scanner._detectors) is
+    # the only other hold on them, and a session out of memory is one reason to be here.
+    dets.clear()
     fams, torch_ctx = run_context(replace(options, runtime="torch"), families)
     why = f"{lost[0].get('name')}: {str(lost[0].get('reason')).strip()}"
     torch_ctx.fast_path = replace(fast, use=False, runtime="torch", dtype="auto", onnx_dir=None, line=(

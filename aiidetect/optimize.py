@@ -304,14 +304,9 @@ def _unverified_fusion(fast: FastPath, verified: Any, fusion: Any) -> FastPath |
     if isinstance(fusion, str) and fusion == "none":
         want, what = {"kind": "rules"}, "the default rules (--fusion none)"
     else:
-        from .hashing import sha256_file
-        from .heads import MANIFEST
-
-        try:
-            digest = sha256_file(Path(fusion) / MANIFEST)
-        except OSError:
-            digest = None  # resolve_fusion reports what is wrong with it; unpinned, it is not the verified one
-        want, what = {"kind": "model", "sha256": digest}, f"the fusion model {fusion} (--fusion)"
+        # Pinned as optimize pinned it; a manifest that cannot be read has no digest, so it is never the verified
+        # one (resolve_fusion reports what is wrong with it).
+        want, what = verified_fusion({"path": fusion}), f"the fusion model {fusion} (--fusion)"
     if isinstance(verified, dict) and verified.get("kind") == want["kind"] and (
             want["kind"] == "rules" or (want["sha256"] and verified.get("sha256") == want["sha256"])):
         return None

@@ -131,8 +131,15 @@ def create(ctx: RunContext) -> list[Detector]:
     fams = set((ctx.options or {}).get("onnx_families") or onnx_families())
     device = ctx.device if ctx.device in ("cpu", "cuda") else "auto"
     out: list[Detector] = []
+
+    def asked(name: str, fam: str) -> bool:
+        # ctx.options["<family>_heads"] narrows a family to the heads named, as on torch (build_heads): the
+        # export's other heads of it ran, and the record had other entries than torch's
+        wanted = (ctx.options or {}).get(f"{fam}_heads")
+        return not wanted or str(name).split(":", 1)[-1] in set(wanted)
+
     for g in side.get("graphs", []):
-        metas = [h for h in g.get("heads", []) if h.get("family") in fams]
+        metas = [h for h in g.get("heads", []) if h.get("family") in fams and asked(h.get("name"), h.get("family"))]
         if not metas:
             continue
         path = Path(ctx.onnx_dir) / g["file"]
@@ -161,7 +168,7 @@ def create(ctx: RunContext) -> list[Detector]:
             out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess)))
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
-        if not fam or fam in fams:
+        if not fam or fam in fams and asked(s["name"], fam):
             out.append(UnavailableDetector(s["name"] if ":" in s["name"] else f"onnx:{s['name']}",
                                            f"not in the ONNX export: {s['reason']}"))
     if (ctx.options or {}).get("onnx_families"):  # a scan's selection (api.run_context), not "whatever it holds"

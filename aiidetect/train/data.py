@@ -359,9 +359,18 @@ def refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_lin
         return  # one source lists each file once (a manifest refuses its own repeats)
     seen: set[str] = set()
     repeats: list[str] = []
+    folders: dict[str, str] = {}
     for it in items:
-        # only the files reached through a link pay for resolving their path
-        key = os.path.realpath(it.path) if it.path in via_link else os.path.normpath(os.path.abspath(it.path))
+        # Only the files reached through a link pay for resolving their whole path; the others resolve their
+        # folder, once per folder, so both spellings match when the data folder itself was named through a
+        # link (`data -> /mnt/...`): the resolved path never equalled the one as given.
+        if it.path in via_link:
+            key = os.path.realpath(it.path)
+        else:
+            d, name = os.path.split(os.path.abspath(it.path))
+            if d not in folders:
+                folders[d] = os.path.realpath(d)
+            key = os.path.join(folders[d], name)
         if key in seen:
             repeats.append(it.path)
         seen.add(key)

@@ -200,6 +200,11 @@ def test_installed_heads_the_export_lacks_are_listed_unavailable_as_on_torch(exp
     # only the heads asked for (--linear-heads): the head left out is not listed
     ctx.options["linear_heads"] = ["probe"]
     assert sorted(d.name for d in create_detectors(["onnx"], ctx)) == ["flow", "linear:probe"]
+    # ...and an exported head not asked for does not run (torch builds only those asked for)
+    ctx.options["linear_heads"] = ["later"]
+    torch_ctx = RunContext(backbone_spec=spec, device="cpu", weights_dirs=[w], options={"linear_heads": ["later"]})
+    assert sorted(d.name for d in create_detectors(["onnx"], ctx)) == ["flow", "linear:later"] == sorted(
+        d.name for d in create_detectors(fams, torch_ctx))
 
 
 def test_an_export_that_no_longer_matches_its_sidecar_is_unavailable(export_fp32, tmp_path):

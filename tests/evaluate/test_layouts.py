@@ -340,3 +340,17 @@ def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
     man.parent.mkdir()
     man.write_text(f"file,label\n{out / 'real' / 'x.png'},real\n{out / 'ai' / 'g' / 'y.png'},ai\n")
     assert len(load_items([man])) == 2
+
+
+def test_an_image_again_through_a_link_is_refused_when_the_data_folder_is_given_through_a_link(tmp_path):
+    """The repeat check resolved only the path reached through the link: with the data folder itself named
+    through a link (`data -> /mnt/...`, macOS' /tmp), the direct path kept the link's spelling, the two never
+    matched, and the image was trained on twice as both classes."""
+    real = tmp_path / "store"
+    _png(real / "real" / "r.png")
+    _png(real / "ai" / "g" / "a.png")
+    (real / "real" / "inside").symlink_to(real / "ai")
+    named = tmp_path / "data"
+    named.symlink_to(real)
+    with pytest.raises(ValueError, match=r"twice through a symbolic link: .*a\.png"):
+        load_items([named])

@@ -658,3 +658,30 @@ def test_an_unchanged_head_is_not_hashed_again_at_every_scan_but_a_rewritten_one
     changed = opt.heads_identity([weights])
     assert read.count("extra.bin") == 2
     assert changed != first and opt.key({"heads": changed}) != opt.key({"heads": first})
+
+
+def test_the_torch_fallback_lets_the_onnx_detectors_go_before_building_torch(tmp_path, monkeypatch):
+    """A session out of memory is one reason to fall back: the ONNX detectors (their sessions, their
+    threads) were still held by the caller's list while torch built its backbone."""
+    import gc
+    import weakref
+
+    from aiidetect import api
+    from aiidetect.api import ScanOptions
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    ctx.fast_path = api.run_context(ScanOptions(detectors=["linear"], backbone_spec=ctx.backbone_spec,
+                                                weights_dirs=[tmp_path / "weights"]))[1].fast_path
+    ctx.fast_path.decision["candidates"] = [{"candidate": "onnx-int8", "agreement": {"heads": {"linear:p": {}}}}]
+
+    class Held:  # an ONNX detector whose session could not be made
+        def describe(self):
+            return {"name": "linear:p", "status": "unavailable", "reason": "cannot load ONNX model"}
+
+    dets = [Held()]
+    ref = weakref.ref(dets[0])
+    seen = []
+    monkeypatch.setattr(api, "_create", lambda fams, c: seen.append(gc.collect() >= 0 and ref() is None) or [])
+    opts = ScanOptions(detectors=["linear"], backbone_spec=ctx.backbone_spec, weights_dirs=[tmp_path / "weights"])
+    fell = api._fast_path_fallback(opts, None, dets, ctx)
+    assert fell is not None and fell[1].runtime == "torch" and seen == [True]
