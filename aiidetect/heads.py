@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
-from .report.output import STALE_SECONDS
+from .report.output import STALE_SECONDS, cannot_make_under
 from .userdirs import NoUserFolder
 
 MANIFEST = "manifest.json"
@@ -178,13 +178,8 @@ def check_output_dir(out_dir: str | Path, name: str, family: str) -> Path:
     if real.exists() and not real.is_dir():
         raise HeadOutputError(f"the head folder {out} is a file; give --out-dir a new or empty folder")
     # The head is written beside its folder, then renamed: the nearest folder that exists must take it.
-    above = real.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        raise HeadOutputError(f"the head folder {out} cannot be made: {above} is a file")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise HeadOutputError(f"the head folder {out} cannot be written: no permission to write in {above}")
+    if (why := cannot_make_under(real.parent)) is not None:
+        raise HeadOutputError(f"the head folder {out} {why}")
     try:
         entries = sorted(os.listdir(real)) if real.is_dir() else []
     except OSError as exc:

@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..report.output import cannot_make_under
+
 COLUMNS = (("coverage", "cover"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
            ("best_acc_mean", "best acc"), ("ap", "AP"), ("auc", "AUC"), ("tpr_at_fpr_1", "TPR@1%"),
            ("tpr_at_fpr_5", "TPR@5%"), ("ece", "ECE"), ("uncertain_share", "uncertain"))
@@ -292,13 +294,8 @@ def check_out_dir(out: str | os.PathLike, data: Sequence[str | os.PathLike] = ()
                                  "images of the data next time; write the outputs elsewhere")
     if real.exists() and not real.is_dir():
         raise ValueError(f"--out-dir {out} is a file; give a folder (new or existing)")
-    above = real
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        raise ValueError(f"--out-dir {out} cannot be made: {above} is a file")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise ValueError(f"--out-dir {out} cannot be written: no permission to write in {above}")
+    if (why := cannot_make_under(real)) is not None:
+        raise ValueError(f"--out-dir {out} {why}")
 
 
 def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[str, Mapping[str, Any]],

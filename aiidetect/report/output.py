@@ -26,6 +26,20 @@ def _real(p: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(p)))
 
 
+def cannot_make_under(target: Path) -> str | None:
+    """'cannot be made: ...' or 'cannot be written: ...' when `target` (a folder or file still to be made)
+    cannot be: the nearest folder above it that exists is a file, or cannot be written; None when it can.
+    Asked before hours of work, not after."""
+    above = target
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        return f"cannot be made: {above} is a file"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"cannot be written: no permission to write in {above}"
+    return None
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """The same file, or (when one does not exist yet) the same real path."""
     try:
