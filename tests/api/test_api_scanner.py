@@ -686,54 +686,51 @@ def test_stats_are_the_last_scan_s_even_when_an_older_one_ends_later(few):
         assert s.stats["files"] == 2
 
 
-def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(monkeypatch, tmp_path):
+@pytest.fixture
+def torch_one_thread(monkeypatch):
+    """torch set to one thread, as a service running one worker per process does; put back after."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: every count is the same")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_a_clip_scanner_puts_torch_s_thread_count_back_when_closed(torch_one_thread, tmp_path):
     """use_all_cores() set torch to every core for good: a service that had chosen its own count (one
     thread per worker process) ran oversubscribed after its first scan."""
     import os
 
-    torch = pytest.importorskip("torch")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: every count is the same")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        opts = dict(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path], cache=False)
-        with Scanner(**opts) as a:
-            a.detectors
-            assert torch.get_num_threads() == os.cpu_count()  # the scan's own choice, while it is open
-            with Scanner(**opts) as b:
-                b.detectors
-            assert torch.get_num_threads() == os.cpu_count()  # another Scanner still holds every core
-            a.close()
-            assert torch.get_num_threads() == 1
-            list(a.scan(tmp_path))  # scanning again after close() holds them again
-            assert torch.get_num_threads() == os.cpu_count()
+    torch = torch_one_thread
+    opts = dict(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path], cache=False)
+    with Scanner(**opts) as a:
+        a.detectors
+        assert torch.get_num_threads() == os.cpu_count()  # the scan's own choice, while it is open
+        with Scanner(**opts) as b:
+            b.detectors
+        assert torch.get_num_threads() == os.cpu_count()  # another Scanner still holds every core
+        a.close()
         assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+        list(a.scan(tmp_path))  # scanning again after close() holds them again
+        assert torch.get_num_threads() == os.cpu_count()
+    assert torch.get_num_threads() == 1
 
 
-def test_a_clip_scanner_that_fails_to_assemble_lets_the_cores_go(monkeypatch, tmp_path):
+def test_a_clip_scanner_that_fails_to_assemble_lets_the_cores_go(torch_one_thread, tmp_path):
     """A fusion folder that cannot be read is a UsageError on first use, after the cores were taken: the
     Scanner, which can run nothing, held every core until closed, and a caller that reported the error
     and moved on never closed it."""
-    import os
-
-    torch = pytest.importorskip("torch")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: every count is the same")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        s = Scanner(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path],
-                    cache=False, fusion=tmp_path / "no-fusion")
-        with pytest.raises(UsageError):
-            s.detectors
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    torch = torch_one_thread
+    s = Scanner(detectors=["metadata", "linear"], backbone_config="tiny-vit", weights_dirs=[tmp_path],
+                cache=False, fusion=tmp_path / "no-fusion")
+    with pytest.raises(UsageError):
+        s.detectors
+    assert torch.get_num_threads() == 1
 
 
 def test_a_store_that_cannot_be_written_mid_scan_is_a_scan_error(few, tmp_path, monkeypatch):
