@@ -199,3 +199,10 @@ def test_missing_backbone_remedy_names_a_folder_to_set(monkeypatch):
     with pytest.raises(BackboneUnavailable) as e:
         resolve_pretrained_file("ViT-B-32", "openai")
     assert "into the folder $AIIDETECT_CLIP_CACHE names" in str(e.value.remedy)
+
+
+def test_optimize_show_without_a_home_is_a_usage_error(tmp_path):
+    r = _run_homeless(tmp_path, "optimize", "--show", "--backbone-config", "tiny-vit")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: no folder to store the optimize decision") and "AIIDETECT_CACHE" in r.stderr
+    assert "--debug" not in r.stderr, r.stderr
