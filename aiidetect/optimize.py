@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .detectors import onnx_families
-from .userdirs import NoUserFolder
+from .userdirs import NO_HOME, NoUserFolder
 
 DECISION = "decision.json"
 FORMAT = "aiidetect-optimize"
@@ -80,8 +80,8 @@ def cache_root() -> Path | None:
 def _writable_root() -> Path:
     root = cache_root()
     if root is None:
-        raise NoOptimizeFolder("no folder to store the optimize decision in: HOME is unset and this user has no "
-                            "password entry; set AIIDETECT_CACHE to a folder of yours")
+        raise NoOptimizeFolder(f"no folder to store the optimize decision in: {NO_HOME}; set AIIDETECT_CACHE to a "
+                               "folder of yours")
     return root
 
 
