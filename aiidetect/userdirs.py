@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 NO_HOME = "no home folder (HOME unset, no password entry for this user)"
-CACHES_OFF = ("no home folder (HOME unset, no password entry for this user): the result, feature and "
-              "weights-identity caches are off and no user heads folder is searched; set AIIDETECT_CACHE "
-              "(caches) or AIIDETECT_WEIGHTS / XDG_DATA_HOME (heads) to a folder of yours to turn them on")
+# True whether or not $AIIDETECT_WEIGHTS / $XDG_DATA_HOME name a heads folder: the note cannot assume either.
+CACHES_OFF = (f"{NO_HOME}: the result, feature, weights-identity and optimize caches are off, and so is the "
+              "user heads folder unless AIIDETECT_WEIGHTS or XDG_DATA_HOME names one; set AIIDETECT_CACHE to a "
+              "folder of yours to turn the caches on")
 
 
 class NoUserFolder(RuntimeError):

@@ -206,3 +206,16 @@ def test_optimize_show_without_a_home_is_a_usage_error(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: no folder to store the optimize decision") and "AIIDETECT_CACHE" in r.stderr
     assert "--debug" not in r.stderr, r.stderr
+
+
+def test_the_caches_off_note_does_not_deny_a_named_heads_folder(tmp_path):
+    img = _image(tmp_path)
+    env_heads = tmp_path / "heads"
+    r = subprocess.run([sys.executable, "-c", _NO_USER, "scan", "-d", "metadata", "-q", str(img)], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120,
+                       env={**{k: v for k, v in os.environ.items() if k not in _FOLDER_VARS},
+                            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                            "XDG_DATA_HOME": str(env_heads)})
+    assert r.returncode == 0, r.stderr
+    note = [line for line in r.stderr.splitlines() if "caches are off" in line]
+    assert note and "no user heads folder is searched" not in note[0] and "XDG_DATA_HOME" in note[0]
