@@ -68,8 +68,9 @@ def clip_cache_dir() -> Path:
 
     dirs = default_cache_dirs()
     if not dirs:
-        raise OSError("no folder for downloaded backbones: HOME is unset and this user has no password entry; "
-                      "set AIIDETECT_CLIP_CACHE to a folder of yours")
+        from .userdirs import NO_HOME
+
+        raise OSError(f"no folder for downloaded backbones: {NO_HOME}; set AIIDETECT_CLIP_CACHE to a folder of yours")
     return dirs[0]
 
 

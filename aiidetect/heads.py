@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
 from .report.output import STALE_SECONDS, cannot_make_under
-from .userdirs import NoUserFolder
+from .userdirs import NO_HOME, NoUserFolder
 
 MANIFEST = "manifest.json"
 TENSORS = "head.safetensors"
@@ -78,8 +78,8 @@ def new_heads_dir() -> Path:
     entry) wrote heads into the current folder, which no scan searches."""
     dirs = _user_dirs()
     if not dirs:
-        raise NoHeadsFolder("no folder for new heads: HOME is unset and this user has no password entry; pass an "
-                        "output folder, or set AIIDETECT_WEIGHTS or XDG_DATA_HOME to a folder of yours")
+        raise NoHeadsFolder(f"no folder for new heads: {NO_HOME}; pass an output folder, or set AIIDETECT_WEIGHTS "
+                            "or XDG_DATA_HOME to a folder of yours")
     return dirs[0]
 
 

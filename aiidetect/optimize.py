@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .detectors import onnx_families
+from .userdirs import NO_HOME, NoUserFolder
 
 DECISION = "decision.json"
 FORMAT = "aiidetect-optimize"
@@ -60,6 +61,11 @@ class OptimizeError(RuntimeError):
     """optimize cannot measure anything (no images, no head): a usage problem."""
 
 
+class NoOptimizeFolder(OptimizeError, NoUserFolder):
+    """No folder for decisions (no home, no $AIIDETECT_CACHE): a usage error naming the variable to set,
+    also where a caller (`optimize --show`) does not catch OptimizeError itself."""
+
+
 # --------------------------------------------------------------------------
 # Identity: what the decision is valid for
 # --------------------------------------------------------------------------
@@ -74,8 +80,8 @@ def cache_root() -> Path | None:
 def _writable_root() -> Path:
     root = cache_root()
     if root is None:
-        raise OptimizeError("no folder to store the optimize decision in: HOME is unset and this user has no "
-                            "password entry; set AIIDETECT_CACHE to a folder of yours")
+        raise NoOptimizeFolder(f"no folder to store the optimize decision in: {NO_HOME}; set AIIDETECT_CACHE to a "
+                               "folder of yours")
     return root
 
 

@@ -31,7 +31,7 @@ FILE_FIELDS = ("format", "width", "height", "image_info")
 _source_hash: str | None = None
 
 
-def default_path() -> Path:
+def default_path() -> Path | None:
     from .feature_cache import default_cache_path
 
     p = default_cache_path()

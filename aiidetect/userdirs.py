@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 NO_HOME = "no home folder (HOME unset, no password entry for this user)"
-CACHES_OFF = ("no home folder (HOME unset, no password entry for this user): the result, feature and "
-              "weights-identity caches are off and no user heads folder is searched; set AIIDETECT_CACHE "
-              "(caches) or AIIDETECT_WEIGHTS / XDG_DATA_HOME (heads) to a folder of yours to turn them on")
+# True whether or not $AIIDETECT_WEIGHTS / $XDG_DATA_HOME name a heads folder: the note cannot assume either.
+CACHES_OFF = (f"{NO_HOME}: the result, feature, weights-identity and optimize caches are off, and so is the "
+              "user heads folder unless AIIDETECT_WEIGHTS or XDG_DATA_HOME names one; set AIIDETECT_CACHE to a "
+              "folder of yours to turn the caches on")
 
 
 class NoUserFolder(RuntimeError):
@@ -38,13 +39,14 @@ def _xdg(name: str) -> Path | None:
 
 
 def cache_base() -> Path | None:
-    """aiidetect's cache folder: $AIIDETECT_CACHE, else $XDG_CACHE_HOME/aiidetect, else ~/.cache/aiidetect."""
+    """aiidetect's cache folder: $AIIDETECT_CACHE, else ~/.cache/aiidetect.
+
+    $XDG_CACHE_HOME is not consulted: aiidetect never did, and following it now would move every such
+    user's result, feature and optimize caches (a huge archive re-scanned from nothing, the old folder
+    left behind where `cache clear` no longer looks)."""
     explicit = os.environ.get("AIIDETECT_CACHE")
     if explicit:
         return Path(explicit)
-    xdg = _xdg("XDG_CACHE_HOME")
-    if xdg:
-        return xdg / "aiidetect"
     h = home()
     return h / ".cache" / "aiidetect" if h else None
 
@@ -65,13 +67,22 @@ def clip_download_dir() -> Path | None:
 
 
 def hf_hub_cache() -> Path | None:
-    """The Hugging Face hub cache, found the way huggingface_hub finds it."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    xdg = _xdg("XDG_CACHE_HOME")
-    if xdg:
-        return xdg / "huggingface" / "hub"
-    h = home()
-    return h / ".cache" / "huggingface" / "hub" if h else None
+    """The Hugging Face hub cache, found by huggingface_hub's own rules (its constants.py): $HF_HUB_CACHE,
+    else the legacy $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub (a
+    relative value too: huggingface_hub takes it as is), else ~/.cache/huggingface/hub; "~" and "$VAR"
+    expanded. Two departures, both where huggingface_hub would read a folder relative to the current one:
+    an empty variable counts as unset, and a path still starting with "~" (no home to expand it) is None."""
+    env = {k: v for k in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")
+           if (v := os.environ.get(k))}
+    hub = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+    if not hub:
+        hf_home = env.get("HF_HOME")
+        if not hf_home:
+            h = home()
+            cache = env.get("XDG_CACHE_HOME") or (str(h / ".cache") if h else None)
+            if cache is None:
+                return None
+            hf_home = os.path.join(cache, "huggingface")
+        hub = os.path.join(os.path.expandvars(os.path.expanduser(hf_home)), "hub")
+    hub = os.path.expandvars(os.path.expanduser(hub))
+    return None if hub.startswith("~") else Path(hub)

@@ -77,17 +77,70 @@ def test_no_folder_is_guessed_without_a_home(monkeypatch, tmp_path):
         raise KeyError(uid)
 
     monkeypatch.setattr(pwd, "getpwuid", no_entry)
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # invalid per the XDG spec: ignored
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/data")  # invalid per the XDG spec: ignored
     assert userdirs.home() is None and userdirs.cache_base() is None and userdirs.data_base() is None
     assert userdirs.hf_hub_cache() is None and default_cache_dirs() == []
     assert all(p.is_absolute() for p in weights_dirs())
+    monkeypatch.setenv("HF_HOME", "~/hf")  # huggingface_hub would read a relative "~/hf/hub"
+    assert userdirs.hf_hub_cache() is None
+    monkeypatch.delenv("HF_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert userdirs.cache_base() == tmp_path / "x" / "aiidetect"
+    assert userdirs.cache_base() is None  # aiidetect's cache never followed XDG_CACHE_HOME
     assert userdirs.hf_hub_cache() == tmp_path / "x" / "huggingface" / "hub"
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "d"))
     assert userdirs.cache_base() == tmp_path / "c"
     assert weights_dirs()[0] == tmp_path / "d" / "aiidetect" / "weights"
+
+
+def test_with_a_home_the_folders_are_where_they_always_were(monkeypatch, tmp_path):
+    """Existing users keep their caches: XDG_CACHE_HOME moves the hub cache (huggingface_hub's rule), not
+    aiidetect's own cache, nor open_clip's download folder."""
+    from aiidetect import userdirs
+    from aiidetect.clip_env import default_cache_dirs
+    from aiidetect.heads import user_weights_dir
+
+    for var in _FOLDER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert userdirs.cache_base() == tmp_path / "h" / ".cache" / "aiidetect"
+    assert default_cache_dirs() == [tmp_path / "h" / ".cache" / "clip"]
+    assert user_weights_dir() == tmp_path / "h" / ".local" / "share" / "aiidetect" / "weights"
+    monkeypatch.setenv("AIIDETECT_CLIP_CACHE", str(tmp_path / "clip"))
+    assert default_cache_dirs()[0] == tmp_path / "clip"
+
+
+_HF_RULES = """
+import importlib, json, os, sys
+from aiidetect.userdirs import hf_hub_cache
+import huggingface_hub.constants as c
+out = []
+for combo in json.loads(sys.argv[1]):
+    for k in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        os.environ.pop(k, None)
+    os.environ.update(combo)
+    importlib.reload(c)
+    out.append([c.HF_HUB_CACHE, str(hf_hub_cache())])
+print(json.dumps(out))
+"""
+
+
+def test_hub_cache_follows_huggingface_hubs_own_rules(tmp_path):
+    """The hub lookup is given a cache_dir, so it must name the folder huggingface_hub would have used."""
+    pytest.importorskip("huggingface_hub")
+    t = str(tmp_path)
+    combos = [{}, {"XDG_CACHE_HOME": t + "/x"}, {"XDG_CACHE_HOME": "rel"}, {"HF_HOME": t + "/hf"},
+              {"HF_HOME": "~/hf"}, {"HF_HOME": "$HOME/hf2", "XDG_CACHE_HOME": t + "/x"},
+              {"HF_HUB_CACHE": t + "/hub", "HF_HOME": t + "/hf"}, {"HUGGINGFACE_HUB_CACHE": t + "/legacy"},
+              {"HF_HUB_CACHE": "~/hub2", "HUGGINGFACE_HUB_CACHE": t + "/legacy"}]
+    env = {k: v for k, v in os.environ.items() if k not in _FOLDER_VARS}
+    env.update(HOME=t + "/home", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", _HF_RULES, json.dumps(combos)], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for combo, (theirs, ours) in zip(combos, json.loads(r.stdout)):
+        assert ours == theirs, combo
 
 
 def test_hub_cache_is_not_looked_up_under_a_relative_home(monkeypatch, tmp_path):
@@ -146,3 +199,23 @@ def test_missing_backbone_remedy_names_a_folder_to_set(monkeypatch):
     with pytest.raises(BackboneUnavailable) as e:
         resolve_pretrained_file("ViT-B-32", "openai")
     assert "into the folder $AIIDETECT_CLIP_CACHE names" in str(e.value.remedy)
+
+
+def test_optimize_show_without_a_home_is_a_usage_error(tmp_path):
+    r = _run_homeless(tmp_path, "optimize", "--show", "--backbone-config", "tiny-vit")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: no folder to store the optimize decision") and "AIIDETECT_CACHE" in r.stderr
+    assert "--debug" not in r.stderr, r.stderr
+
+
+def test_the_caches_off_note_does_not_deny_a_named_heads_folder(tmp_path):
+    img = _image(tmp_path)
+    env_heads = tmp_path / "heads"
+    r = subprocess.run([sys.executable, "-c", _NO_USER, "scan", "-d", "metadata", "-q", str(img)], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120,
+                       env={**{k: v for k, v in os.environ.items() if k not in _FOLDER_VARS},
+                            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                            "XDG_DATA_HOME": str(env_heads)})
+    assert r.returncode == 0, r.stderr
+    note = [line for line in r.stderr.splitlines() if "caches are off" in line]
+    assert note and "no user heads folder is searched" not in note[0] and "XDG_DATA_HOME" in note[0]
