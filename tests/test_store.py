@@ -649,13 +649,19 @@ def test_merge_checks_every_source_before_merging_any(tmp_path):
     assert not target.exists() or sqlite3.connect(target).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
 
 
+def _store_of_two(tmp_path, name: str):
+    """A store holding one metadata scan of two tiny images (tmp_path/in)."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / name
+    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                   "-f", "jsonl").returncode == 0
+    return db
+
+
 def test_merge_copies_runs_by_column_name(tmp_path):
     """`INSERT INTO runs SELECT *` copied a source's runs by position: a store rebuilt by another tool
     with the columns in another order had its identity stored as its options, silently."""
-    _tiny_images(tmp_path / "in", 2, folders=1)
-    src = tmp_path / "src.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(src), "-q",
-                   "-f", "jsonl").returncode == 0
+    src = _store_of_two(tmp_path, "src.sqlite")
     with sqlite3.connect(src) as c:
         want = c.execute("SELECT run_id, identity, options FROM runs").fetchone()
         c.executescript("CREATE TABLE r2 AS SELECT options, identity, run_id, detectors, fusion_model, "
@@ -748,10 +754,7 @@ def test_a_damaged_store_is_refused_before_it_double_counts(tmp_path):
 def test_a_store_with_a_damaged_page_is_refused_in_one_line(tmp_path):
     """SQLite's report of a damaged page spans lines ('*** in database main ***' then the page): the
     error must still be one line."""
-    _tiny_images(tmp_path / "in", 2, folders=1)
-    db = tmp_path / "s.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
-                   "-f", "jsonl").returncode == 0
+    db = _store_of_two(tmp_path, "s.sqlite")
     with sqlite3.connect(db) as c:
         root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='results'").fetchone()[0]
         ps = c.execute("PRAGMA page_size").fetchone()[0]
@@ -825,10 +828,7 @@ def test_results_commands_refuse_a_store_lacking_what_they_read_in_one_line(tmp_
     then ended with an unexpected 'OperationalError: no such column'; parquet the same. Each says what
     the store lacks (a column no command reads still does not matter: see the test above)."""
     pytest.importorskip("pyarrow")
-    _tiny_images(tmp_path / "in", 2, folders=1)
-    db = tmp_path / "a.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
-                   "-f", "jsonl").returncode == 0
+    db = _store_of_two(tmp_path, "a.sqlite")
     with sqlite3.connect(db) as c:
         c.execute("ALTER TABLE results RENAME COLUMN verdict TO verdict_old")
     out = tmp_path / "a.parquet"
@@ -843,10 +843,7 @@ def test_results_commands_refuse_a_store_lacking_what_they_read_in_one_line(tmp_
 def test_a_damaged_run_description_does_not_stop_the_results_commands(tmp_path):
     """runs.options is a description nothing reads back; one damaged value ended summary, export and
     failed with an unexpected JSONDecodeError."""
-    _tiny_images(tmp_path / "in", 2, folders=1)
-    db = tmp_path / "a.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
-                   "-f", "jsonl").returncode == 0
+    db = _store_of_two(tmp_path, "a.sqlite")
     with sqlite3.connect(db) as c:
         c.execute("UPDATE runs SET options='{not json'")
     e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
