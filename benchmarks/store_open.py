@@ -1,0 +1,74 @@
+"""What opening a results store costs as it grows: every `scan --db` and `results` command runs SQLite's
+full integrity check first (docs/scale.md), which reads the whole store.
+
+    python benchmarks/store_open.py /work/shared/data/dev/real --rows 50000,200000 --work /tmp/store-open
+
+Scans FOLDER once into a store with `-d metadata`, then copies its rows under new paths up to each row
+count (the records are real ones; only the paths repeat), and times, on the same file, the plain SQLite
+check (`PRAGMA integrity_check(1)`) and `aiidetect results summary` (open + check + summary) as a whole
+process. Prints one JSON object per row count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _grow(db: Path, rows: int) -> None:
+    with sqlite3.connect(db) as c:
+        have = c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        base = c.execute("SELECT MIN(rowid), MAX(rowid) FROM results").fetchone()
+        n = 0
+        while have < rows:
+            n += 1
+            take = min(base[1] - base[0] + 1, rows - have)
+            c.execute(f"INSERT INTO results SELECT run_id, path || '#copy{n}', file, folder, size, mtime_ns, sha256, "
+                      f"verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, record "
+                      f"FROM results WHERE rowid BETWEEN ? AND ?", (base[0], base[0] + take - 1))
+            have += take
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder")
+    ap.add_argument("--rows", default="50000,200000")
+    ap.add_argument("--work", default="/tmp/store-open")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    work = Path(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    seed = work / "seed.sqlite"
+    subprocess.run([sys.executable, "-m", "aiidetect", "scan", a.folder, "-d", "metadata", "--no-cache", "-q",
+                    "-f", "jsonl", "-o", os.devnull, "--db", str(seed)], check=True)
+    cols = [r[1] for r in sqlite3.connect(seed).execute("PRAGMA table_info(results)")]
+    if cols[-1] != "record" or len(cols) != 15:
+        raise SystemExit(f"the results table changed ({cols}); update _grow")
+    for rows in (int(x) for x in a.rows.split(",")):
+        db = work / f"s{rows}.sqlite"
+        shutil.copy(seed, db)
+        _grow(db, rows)
+        check, summary = [], []
+        for _ in range(a.rounds):
+            t = time.perf_counter()
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                c.execute("PRAGMA integrity_check(1)").fetchone()
+            check.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "aiidetect", "results", "summary", "--db", str(db), "-q", "-f",
+                            "json"], check=True, stdout=subprocess.DEVNULL)
+            summary.append(time.perf_counter() - t)
+        print(json.dumps({"rows": rows, "bytes": db.stat().st_size, "integrity_check_s": sorted(check),
+                          "results_summary_s": sorted(summary)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
