@@ -104,6 +104,18 @@ def test_agency_fields_are_facts_with_no_weight():
     assert [e.id for e in rep.evidence] == [e.id for e in bare.evidence] and _llr(rep) == _llr(bare)
 
 
+def test_the_meta_command_shows_the_iptc_fields(tmp_path):
+    from tests.conftest import run_cli_in_process
+
+    p = tmp_path / "agency.jpg"
+    p.write_bytes(with_iim(iim(by_line="Jane Doe", credit="Agency X", program="Midjourney")
+                           + dataset(2, 80, b"A. N. Other")))
+    r = run_cli_in_process("meta", "--watermark", "never", str(p), env={"COLUMNS": "200"})
+    line = "IPTC (JPEG APP13): originating_program=Midjourney, by_line=Jane Doe; A. N. Other, credit=Agency X"
+    assert line in r.stdout
+    assert "iptc.program-generator" in r.stdout
+
+
 def test_character_sets():
     utf8 = _run(with_iim(iim(charset=b"\x1b%G", by_line="Zoë Ångström", caption=b"bad \xff utf-8")))
     f = utf8.facts["iptc"][0]
