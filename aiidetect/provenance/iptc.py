@@ -124,8 +124,9 @@ def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str
         if rtype == b"8BIM" and rid == IIM_RESOURCE:
             out.append((irb[start:end], where))
         pos = end
-        # Data is padded to even; some writers leave the pad out. Take whichever lands on the next resource.
-        if size & 1 and not (irb[pos:pos + 4] in _TYPES and irb[pos + 1:pos + 5] not in _TYPES):
+        # Data is padded to even; some writers leave the pad out. The pad is a zero byte or one before the
+        # next resource; any other byte is junk the next round reports, not a pad to swallow in silence.
+        if size & 1 and (irb[pos:pos + 1] == b"\x00" or irb[pos + 1:pos + 5] in _TYPES):
             pos += 1
     if pos < n:
         errors.append(f"IPTC ({where}): more than {MAX_RESOURCES} image resources; the rest not read")

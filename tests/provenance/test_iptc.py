@@ -305,3 +305,9 @@ def test_the_dev_files_read_as_pillow_reads_them(dev_dir):
         seen.append(p.name)
     assert sorted(seen) == ["Canon_EOS_7D.jpg", "Issue_16.tif", "Issue_525.jpg", "Nikon_E995_(iptc).jpg",
                             "Nokia_Lumia_800.jpg"]
+
+
+def test_a_byte_after_an_unpadded_resource_is_not_taken_for_its_pad():
+    # hypothesis found it: an odd resource with no pad, then one stray byte, was read as a clean end
+    rep = _run(jpeg(app13(resource(0x0401, b"odd", pad=False) + b"8")))
+    assert any("no image resource at offset 15" in e for e in rep.errors), rep.errors
