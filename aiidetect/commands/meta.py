@@ -55,6 +55,12 @@ def _print_table(reports: list[dict], stream=None) -> None:
                     "software", "has_makernote", "has_gps")
             con.print(printable("EXIF: " + ", ".join(f"{k}={ex[k]}{_cut(ex, k)}" for k in keys
                                                      if ex.get(k) not in (None, ""))), markup=False)
+        for f in facts.get("iptc", []):
+            keys = ("originating_program", "program_version", "by_line", "credit", "source", "copyright_notice",
+                    "date_created", "time_created", "caption")
+            con.print(printable(f"IPTC ({f.get('where')}): " + ", ".join(
+                f"{k}={'; '.join(map(str, f[k])) if isinstance(f[k], list) else f[k]}{_cut(f, k)}" for k in keys
+                if f.get(k) not in (None, "", []))), markup=False)
         for g in facts.get("generators", []):
             con.print(f"[bold]{escape(printable(str(g['generator'])))}[/] ({escape(printable(str(g['where'])))})")
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):

@@ -1,6 +1,6 @@
 """Provenance evidence: what a file says about where it came from.
 
-``analyze(data, path)`` reads EXIF, XMP, generator text chunks, C2PA manifests,
+``analyze(data, path)`` reads EXIF, XMP, IPTC IIM, generator text chunks, C2PA manifests,
 the Stable Diffusion invisible watermark and weak structural hints, and turns
 each finding into an Evidence item whose strength is a log-likelihood ratio in
 nats (docs/provenance.md lists every id, its strength and how to fool it).
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Evidence
-from . import containers, exif, generators, structural, watermark, xmp
+from . import containers, exif, generators, iptc, structural, watermark, xmp
 from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
@@ -37,6 +37,8 @@ STRENGTH = {
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
+    # The IIM field for what EXIF Software says (Photoshop writes one value into both): the same weight.
+    "iptc.program-generator": 3.0,
     "exif.camera.make-model": 0.7, "exif.camera.exposure": 1.2, "exif.camera.makernote": 1.6,
     "exif.gps": 0.2,
     "metadata.no-camera": 0.1,
@@ -217,6 +219,14 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     if xf_all:
         rep.facts["xmp"] = [x.to_dict() for x in xf_all]
 
+    # --- IPTC IIM
+    iptc_all = []
+    if blobs.iptc and budget.left("IPTC"):
+        with _stage(rep, "IPTC"):
+            iptc_all = _read_iptc(blobs.iptc, rep)
+    if iptc_all:
+        rep.facts["iptc"] = [f.to_dict() for f in iptc_all]
+
     # --- generator parameters
     xmp_comments = [(c, x.where) for x in xf_all for c in x.user_comments]
     creator_tools = [c for x in xf_all for c in x.creator_tools]
@@ -291,6 +301,18 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 
+    # --- IPTC IIM evidence
+    with _stage(rep, "IPTC evidence"):
+        progs = [p for f in iptc_all for p in f.programs if AI_TOOL.search(p)]
+        # One tool's name is one observation: the program that wrote XMP CreatorTool or EXIF Software
+        # writes the same name into OriginatingProgram (Photoshop, exiftool's MWG copies), and a
+        # stripper that keeps one block keeps the others. Weighed once, here only when no other block said it.
+        said_elsewhere = any(e.id in ("xmp.generator-tool", "exif.software-generator") for e in ev)
+        if progs and not gens and not said_elsewhere:
+            where = next(f.where for f in iptc_all if progs[0] in f.programs)
+            ev.append(_ev("iptc.program-generator", "ai", f"IPTC OriginatingProgram names an AI image tool: "
+                          f"{quote(progs[0])}", where, programs=progs[:5]))
+
     if conflicts:
         rep.facts["conflicts"] = conflicts
 
@@ -319,6 +341,29 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
                               f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
                               key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+
+
+def _read_iptc(found: list[tuple[bytes, str]], rep: ProvenanceReport) -> list:
+    """The IIM blocks of the file, each once: Photoshop writes the same IIM into TIFF tag 33723 and
+    the image resources of tag 34377 (the first padded with zeros to whole LONGs)."""
+    blocks: list[tuple[bytes, str]] = []
+    for blob, where in found:
+        got, errs = iptc.iim_blocks(blob, where)
+        rep.errors.extend(errs)
+        blocks += got
+    seen: set[bytes] = set()
+    out = []
+    for data, where in blocks:
+        if data.rstrip(b"\x00") in seen:
+            continue
+        seen.add(data.rstrip(b"\x00"))
+        if len(out) == MAX_BLOCKS:
+            rep.errors.append(f"{len(blocks)} IPTC IIM blocks; only the first {MAX_BLOCKS} different ones read")
+            break
+        f = iptc.parse_iim(data, where)
+        rep.errors.extend(f.errors)
+        out.append(f)
+    return out
 
 
 def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:

@@ -10,6 +10,8 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from .iptc import IRB_SIGNATURE, MAX_IRB_BYTES
+
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
 # Text chunks / comments kept per file (real files hold a handful). Each is parsed for generator
@@ -33,6 +35,7 @@ class Blobs:
     xmp: list[tuple[bytes, str]] = field(default_factory=list)
     texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
+    iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
     errors: list[str] = field(default_factory=list)
@@ -100,6 +103,7 @@ def walk(data: bytes) -> Blobs:
             _walk_webp(data, b)
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
+            _tiff_iptc(data, b)
             _walk_with_pillow(data, b)
         elif fmt in ("HEIF", "AVIF"):
             _walk_with_pillow(data, b)
@@ -133,6 +137,8 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
     pos, n = 2, len(data)
     ext_xmp: dict[bytes, dict[int, bytes]] = {}
     total_text, over_text = 0, False
+    app13: list[bytes] = []
+    app13_bytes = 0
     for _ in range(MAX_CHUNKS):
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
@@ -178,6 +184,17 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
                 parts = ext_xmp.setdefault(guid, {})
                 if len(parts) < 256:
                     parts[off] = body[40:]
+        elif marker == 0xED and seg.startswith(IRB_SIGNATURE):
+            # Photoshop splits image resources over 64 KB across consecutive APP13 segments, each with the
+            # signature: joined, a resource cut at a segment boundary reads whole (the 8BIM blocks delimit
+            # themselves, so segments that each hold whole resources join just as well).
+            body = seg[len(IRB_SIGNATURE):]
+            if app13_bytes + len(body) <= MAX_IRB_BYTES:
+                app13.append(body)
+                app13_bytes += len(body)
+            elif app13_bytes <= MAX_IRB_BYTES:
+                b.errors.append(f"JPEG: APP13 image resources over {MAX_IRB_BYTES} bytes; the rest ignored")
+                app13_bytes = MAX_IRB_BYTES + 1
         elif marker == 0xEB and (b"jumb" in seg[:64] or seg[:2] == b"JP"):
             if "JPEG APP11" not in b.jumbf:
                 b.jumbf.append("JPEG APP11")
@@ -199,6 +216,41 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
+    if app13:
+        b.iptc.append((b"".join(app13), "JPEG APP13" if len(app13) == 1 else f"JPEG APP13 ({len(app13)} segments)"))
+
+
+_TIFF_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_TIFF_IPTC_TAGS = {33723: "TIFF IPTC/NAA tag", 34377: "TIFF Photoshop tag"}
+
+
+def _tiff_iptc(data: bytes, b: Blobs) -> None:
+    """IIM in a TIFF file: bare in tag 33723 (IPTC/NAA; Photoshop types it LONG, so Pillow hands
+    back numbers) and inside the image resources of tag 34377. IFD0 only, as every writer puts them."""
+    from .tiffguard import MAX_ENTRIES
+
+    e = "<" if data[:2] == b"II" else ">"
+    n = len(data)
+    if n < 8:
+        return
+    (ifd,) = struct.unpack(e + "I", data[4:8])
+    if ifd + 2 > n:
+        return
+    (count,) = struct.unpack(e + "H", data[ifd:ifd + 2])
+    for i in range(min(count, MAX_ENTRIES)):
+        p = ifd + 2 + 12 * i
+        if p + 12 > n:
+            return
+        tag, typ, cnt = struct.unpack(e + "HHI", data[p:p + 8])
+        if tag not in _TIFF_IPTC_TAGS:
+            continue
+        size = cnt * _TIFF_TYPE_SIZE.get(typ, 1)
+        off = p + 8 if size <= 4 else struct.unpack(e + "I", data[p + 8:p + 12])[0]
+        if off + size > n or size > MAX_IRB_BYTES:
+            b.errors.append(f"TIFF: tag {tag} of {size} bytes at offset {off} is past the file or over "
+                            f"{MAX_IRB_BYTES} bytes; not read")
+            continue
+        b.iptc.append((data[off:off + size], _TIFF_IPTC_TAGS[tag]))
 
 
 def _resync(data: bytes, pos: int, window: int = 65536) -> int:

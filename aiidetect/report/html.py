@@ -693,7 +693,8 @@ def _evidence(dets: Mapping[str, Any]) -> str:
 
 
 FACT_TITLES = (("c2pa", "C2PA manifest (Content Credentials)"), ("generators", "Generator text in the file"),
-               ("xmp", "XMP / IPTC"), ("exif", "Camera EXIF"), ("watermark", "Invisible watermark"))
+               ("xmp", "XMP / IPTC"), ("iptc", "IPTC IIM (legacy block)"), ("exif", "Camera EXIF"),
+               ("watermark", "Invisible watermark"))
 
 
 def _facts(dets: Mapping[str, Any]) -> str:
