@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Evidence
-from . import containers, exif, generators, structural, watermark, xmp
+from . import containers, exif, generators, makernote, structural, watermark, xmp
 from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
@@ -37,6 +37,7 @@ STRENGTH = {
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
+    # makernote: a note that is plausibly the Make's own (makernote.py), not any bytes in the field.
     "exif.camera.make-model": 0.7, "exif.camera.exposure": 1.2, "exif.camera.makernote": 1.6,
     "exif.gps": 0.2,
     "metadata.no-camera": 0.1,
@@ -266,16 +267,25 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             cam = ef.camera_fields
             exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
             desc = ", ".join(quote(v) for v in (ef.make, ef.model, ef.lens) if v)
-            if ef.has_makernote and ef.make:
+            note = ef.makernote
+            # Only a note that is plausibly the named maker's own earns the maker-note weight: any bytes
+            # can be pasted into MakerNote (makernote.py). One that is not is named in the item's detail.
+            unproven = (f"; its maker note is not counted ({note.format}: {note.reason})"
+                        if note is not None and not note.counts else "")
+            if note is not None and note.status == makernote.OTHER_MAKER and ef.make:
+                conflicts.append(f"EXIF Make {quote(ef.make)} ({ef.where}) but its maker note is in "
+                                 f"{note.maker}'s format ({note.format}): a note copied from another maker's photo, "
+                                 "or a Make edited afterwards; the maker note counts nothing toward real")
+            if note is not None and note.counts and ef.make:
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
                               "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
                               fields=cam))
             elif len(exposure) >= 2 and (ef.make or ef.model):
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
-                              "copied", ef.where, key="exif.camera.exposure", fields=cam))
+                              f"copied{unproven}", ef.where, key="exif.camera.exposure", fields=cam))
             elif ef.make and ef.model:
                 ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings; "
-                              "metadata can be copied",
+                              f"metadata can be copied{unproven}",
                               ef.where, key="exif.camera.make-model", fields=cam))
             if ef.has_gps:
                 ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
