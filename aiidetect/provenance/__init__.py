@@ -32,7 +32,8 @@ STRENGTH = {
     "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
     # An INVALID capture manifest (failures listed: hash mismatch, bad signature) weighs nothing toward
     # real: a manifest copied from a photo into a generated image is exactly how one looks. One that
-    # lists no validation at all is an unverified claim (0.5, a little under XMP's unsigned 0.7).
+    # lists no validation at all, or only credential/time problems (an expired certificate on an intact
+    # manifest), is an unverified claim (0.5, a little under XMP's unsigned 0.7).
     "c2pa.capture": 2.0, "c2pa.capture.unverified": 0.5,
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
@@ -337,7 +338,8 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     (a decisive AI declaration still decides); the record says they disagree."""
     declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
     if c2pa_facts:   # the whole list: the record keeps only the first ones
-        declared += [(t, f"C2PA ({'valid' if c2pa_facts.valid else 'INVALID'})") for t in c2pa_facts.source_types]
+        label = {"valid": "valid", "unverified": "signer not verified"}.get(c2pa_facts.status, "INVALID")
+        declared += [(t, f"C2PA ({label})") for t in c2pa_facts.source_types]
     # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
     # phone's edited picture declares both. Only "made by a model" contradicts "captured".
     ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
@@ -388,8 +390,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
-    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures[:10],
-                actions=f.actions[:10])
+    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, status=f.status,
+                failures=f.failures[:10], actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
@@ -402,7 +404,9 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
-    elif types & _DST_CAPTURE and (ok or not f.failures):
+    elif types & _DST_CAPTURE and f.status in ("valid", "unverified"):
+        # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
+        # expired certificate on an older genuine photo) with nothing saying the bytes changed.
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
                       f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), **base))
     elif types & _DST_CAPTURE:
