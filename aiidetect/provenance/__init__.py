@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Evidence
-from . import containers, exif, generators, iptc, structural, watermark, xmp
+from . import containers, exif, generators, iptc, makernote, structural, watermark, xmp
 from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
@@ -32,13 +32,15 @@ STRENGTH = {
     "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
     # An INVALID capture manifest (failures listed: hash mismatch, bad signature) weighs nothing toward
     # real: a manifest copied from a photo into a generated image is exactly how one looks. One that
-    # lists no validation at all is an unverified claim (0.5, a little under XMP's unsigned 0.7).
+    # lists no validation at all, or only credential/time problems (an expired certificate on an intact
+    # manifest), is an unverified claim (0.5, a little under XMP's unsigned 0.7).
     "c2pa.capture": 2.0, "c2pa.capture.unverified": 0.5,
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
     # The IIM field for what EXIF Software says (Photoshop writes one value into both): the same weight.
     "iptc.program-generator": 3.0,
+    # makernote: a note that is plausibly the Make's own (makernote.py), not any bytes in the field.
     "exif.camera.make-model": 0.7, "exif.camera.exposure": 1.2, "exif.camera.makernote": 1.6,
     "exif.gps": 0.2,
     "metadata.no-camera": 0.1,
@@ -276,16 +278,25 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             cam = ef.camera_fields
             exposure = [k for k in ("exposure_time", "f_number", "iso", "focal_length") if k in cam]
             desc = ", ".join(quote(v) for v in (ef.make, ef.model, ef.lens) if v)
-            if ef.has_makernote and ef.make:
+            note = ef.makernote
+            # Only a note that is plausibly the named maker's own earns the maker-note weight: any bytes
+            # can be pasted into MakerNote (makernote.py). One that is not is named in the item's detail.
+            unproven = (f"; its maker note is not counted ({note.format}: {note.reason})"
+                        if note is not None and not note.counts else "")
+            if note is not None and note.status == makernote.OTHER_MAKER and ef.make:
+                conflicts.append(f"EXIF Make {quote(ef.make)} ({ef.where}) but its maker note is in "
+                                 f"{note.maker}'s format ({note.format}): a note copied from another maker's photo, "
+                                 "or a Make edited afterwards; the maker note counts nothing toward real")
+            if note is not None and note.counts and ef.make:
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
                               "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",
                               fields=cam))
             elif len(exposure) >= 2 and (ef.make or ef.model):
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with exposure settings ({desc}); metadata can be "
-                              "copied", ef.where, key="exif.camera.exposure", fields=cam))
+                              f"copied{unproven}", ef.where, key="exif.camera.exposure", fields=cam))
             elif ef.make and ef.model:
                 ev.append(_ev("exif.camera", "real", f"camera make/model in EXIF ({desc}), no exposure settings; "
-                              "metadata can be copied",
+                              f"metadata can be copied{unproven}",
                               ef.where, key="exif.camera.make-model", fields=cam))
             if ef.has_gps:
                 ev.append(_ev("exif.gps", "real", "GPS position in EXIF", ef.where))
@@ -372,7 +383,8 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     (a decisive AI declaration still decides); the record says they disagree."""
     declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
     if c2pa_facts:   # the whole list: the record keeps only the first ones
-        declared += [(t, f"C2PA ({'valid' if c2pa_facts.valid else 'INVALID'})") for t in c2pa_facts.source_types]
+        label = {"valid": "valid", "unverified": "signer not verified"}.get(c2pa_facts.status, "INVALID")
+        declared += [(t, f"C2PA ({label})") for t in c2pa_facts.source_types]
     # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
     # phone's edited picture declares both. Only "made by a model" contradicts "captured".
     ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
@@ -423,8 +435,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
-    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, failures=f.failures[:10],
-                actions=f.actions[:10])
+    base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, status=f.status,
+                failures=f.failures[:10], actions=f.actions[:10])
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
@@ -437,7 +449,9 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     elif types & _DST_COMPOSITE:
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
                       f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
-    elif types & _DST_CAPTURE and (ok or not f.failures):
+    elif types & _DST_CAPTURE and f.status in ("valid", "unverified"):
+        # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
+        # expired certificate on an older genuine photo) with nothing saying the bytes changed.
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
                       f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), **base))
     elif types & _DST_CAPTURE:

@@ -2,9 +2,18 @@
 
 Offline there is no trust list, so "signing certificate untrusted" is expected
 and is reported as "signer not checked against a trust list", never as a
-failure; every other validation failure (hash mismatch after editing, bad
-signature) makes the manifest "invalid": what it declares toward AI is weakened
-to a claim, and a capture it declares counts nothing toward real.
+failure. The other validation failures fall in two kinds (`status`):
+
+- "unverified": only the signing credential or the time is in doubt (an expired
+  or revoked certificate, a signing time outside its validity, a time stamp
+  that does not verify) while nothing says the bytes differ from the signed ones.
+  An older genuine photo signed with a once-valid certificate looks like this.
+  What the manifest declares is a claim: a capture weighs what an unverified one
+  does, and the reason is named.
+- "invalid": any other failure (a content hash or hashed-URI mismatch, a bad
+  claim signature, a missing or malformed part, a code not known here). A capture
+  it declares counts nothing toward real: a photo's manifest pasted into a
+  generated image looks exactly like that.
 """
 from __future__ import annotations
 
@@ -20,6 +29,23 @@ MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": 
         "TIFF": "image/tiff", "GIF": "image/gif"}
 # Expected offline: no trust list, no network for OCSP / timestamps.
 _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
+# Failures about who signed and when, not about the bytes (C2PA 2.x validation codes): the manifest is
+# intact as far as these say, but its signer's credential is not established. Every other failure code,
+# including any this list does not know, makes the manifest invalid.
+_CREDENTIAL_PREFIXES = ("signingCredential.", "timeStamp.")
+_CREDENTIAL_CODES = {"claimSignature.outsideValidity"}
+# The credential problems in words, for the record's reader.
+_CREDENTIAL_WORDS = {
+    "signingCredential.expired": "the signing certificate has expired",
+    "signingCredential.revoked": "the signing certificate was revoked",
+    "signingCredential.ocsp.revoked": "the signing certificate was revoked",
+    "signingCredential.invalid": "the signing certificate is not one a C2PA signer may use",
+    "claimSignature.outsideValidity": "it was signed outside the certificate's validity period",
+}
+
+
+def is_credential_problem(code: str) -> bool:
+    return code.startswith(_CREDENTIAL_PREFIXES) or code in _CREDENTIAL_CODES
 # The codes that say the image's bytes are not the ones the manifest hashed. Other mismatches
 # (claimSignature.mismatch, assertion.hashedURI.mismatch) are about the manifest itself: a bad
 # signature was reported as "the image is not the one that was signed".
@@ -54,6 +80,17 @@ class C2paFacts:
     def valid(self) -> bool:
         return self.signature_valid and self.content_matches and not self.failures
 
+    @property
+    def credential_problems(self) -> list[str]:
+        return [c for c in self.failures if is_credential_problem(c)]
+
+    @property
+    def status(self) -> str:
+        """valid | unverified (no validation reported, or only the credential or time in doubt) | invalid."""
+        if self.valid:
+            return "valid"
+        return "invalid" if any(not is_credential_problem(c) for c in self.failures) else "unverified"
+
     def validity_text(self) -> str:
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a
@@ -63,6 +100,14 @@ class C2paFacts:
         if not self.failures:
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature NOT verified (the C2PA reader "
                     "reported no validation), so the manifest is only a claim")
+        if self.status == "unverified":
+            codes = self.credential_problems
+            why = "; ".join(dict.fromkeys(_CREDENTIAL_WORDS.get(c, f"the signing credential or time stamp "
+                                                                      f"could not be verified ({c})") for c in codes[:4]))
+            intact = ("signature and content hash check out, but " if self.signature_valid and self.content_matches
+                      else "")
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; {intact}signer NOT verified: {why} "
+                    f"({', '.join(codes[:4])}), so the manifest is only a claim")
         why = ", ".join(self.failures[:4])
         text = f"signed by {quote(self.signer) or 'unknown signer'}; manifest INVALID ({why})"
         if not self.content_matches:
@@ -76,6 +121,7 @@ class C2paFacts:
 
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
+        d["status"] = self.status
         out = clip_fields(d)
         # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
         # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
@@ -191,7 +237,9 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
         success = {"claimSignature.validated"} if not failures and str(state).lower() in ("valid", "trusted") \
             else set()
     f.failures = [c for c in failures if c not in _BENIGN_FAILURES]
+    # An expired or untrusted credential is not a broken signature: the signature over the claim still
+    # verifies (its own code says so), it is the signer that is not established (`status`).
     f.signature_valid = "claimSignature.validated" in success and not any(
-        c.startswith("claimSignature") or c.startswith("signingCredential") for c in f.failures)
+        c.startswith("claimSignature") and not is_credential_problem(c) for c in f.failures)
     f.content_matches = not any(c in _CONTENT_HASH_MISMATCH for c in f.failures)
     return f

@@ -49,6 +49,8 @@ class ExifFacts:
     description: str | None = None
     user_comment: str | None = None
     has_makernote: bool = False
+    # Whether the note is plausibly the named maker's own (makernote.py); None when there is none.
+    makernote: Any = None
     has_gps: bool = False
     reader: str = ""
     where: str = ""
@@ -71,7 +73,9 @@ class ExifFacts:
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import clip_fields
 
-        d = {k: v for k, v in self.__dict__.items() if k != "errors" and v not in (None, "", False)}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "makernote") and v not in (None, "", False)}
+        if self.makernote is not None:
+            d["makernote"] = self.makernote.to_dict()
         d["capture_time"] = self.capture_time
         return clip_fields({k: v for k, v in d.items() if v is not None})
 
@@ -260,6 +264,12 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
     f.reader = "+".join(readers)
     if readers:
         f.errors = [e for e in f.errors if "found no" not in e]
+        from . import makernote
+
+        found = makernote.find_note(tiff)
+        if found and found[1]:
+            f.makernote = makernote.classify(found[1], f.make, tiff, found[0], "<" if tiff[:2] == b"II" else ">")
+            f.has_makernote = True
     return f
 
 

@@ -1,15 +1,21 @@
 """Content Credentials signed here, for tests and fuzzing seeds: an ES256 CA
 and end-entity certificate made on the spot (valid for a day), and images
 signed with them through the official c2pa library (c2pa-python, in the
-base install, brings cryptography)."""
+base install, brings cryptography).
+
+`python -m aiidetect.testing.c2pa_signing expired OUT.jpg` writes a capture manifest
+signed with a certificate that has since expired (the test file
+tests/provenance/data/c2pa_expired_signer_capture.jpg was made so): the library
+refuses to sign with a certificate outside its validity, so the certificate is
+made to end a few seconds after signing, and the command waits for that."""
 from __future__ import annotations
 
 import datetime
 import io
 
 
-def make_signer():
-    """-> (the c2pa module, a Signer)."""
+def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
+    """-> (the c2pa module, a Signer) whose end-entity certificate ends `valid_for` from now."""
     import c2pa
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -28,16 +34,17 @@ def make_signer():
                              encipher_only=False, decipher_only=False)
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    base = lambda subj, iss, pub: (x509.CertificateBuilder().subject_name(subj).issuer_name(iss).public_key(pub)  # noqa: E731
-                                   .serial_number(x509.random_serial_number())
-                                   .not_valid_before(now - datetime.timedelta(hours=1))
-                                   .not_valid_after(now + datetime.timedelta(days=1)))
+    base = lambda subj, iss, pub, end=now + datetime.timedelta(days=1): (  # noqa: E731
+        x509.CertificateBuilder().subject_name(subj).issuer_name(iss).public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(end))
     ca = (base(name("aiidetect test CA"), name("aiidetect test CA"), ca_key.public_key())
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .add_extension(ku(True), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
-    leaf = (base(name("aiidetect test signer"), ca.subject, key.public_key())
+    leaf = (base(name("aiidetect test signer"), ca.subject, key.public_key(), now + valid_for)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku(False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
@@ -50,9 +57,10 @@ def make_signer():
     return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))
 
 
-def sign(signer, img, fmt: str, source_type: str | None) -> bytes:
+def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True) -> bytes:
     """`img` (a PIL image) saved as `fmt` with a signed manifest whose c2pa.created
-    action declares IPTC digital source type `source_type`."""
+    action declares IPTC digital source type `source_type` (thumbnail=False: no
+    thumbnail in the manifest, for a small file)."""
     c2pa, s = signer
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
             "AVIF": "image/avif"}[fmt]
@@ -64,6 +72,30 @@ def sign(signer, img, fmt: str, source_type: str | None) -> bytes:
     src, out = io.BytesIO(), io.BytesIO()
     img.save(src, fmt)
     src.seek(0)
-    with c2pa.Builder(manifest) as b:
+    ctx = None if thumbnail else c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+    with (c2pa.Builder(manifest) if ctx is None else c2pa.Builder(manifest, context=ctx)) as b:
         b.sign(s, mime, src, out)
     return out.getvalue()
+
+
+def sign_expired(seconds: float = 2.0) -> bytes:
+    """A small JPEG whose digitalCapture manifest was signed with a certificate that
+    has expired since: every hash matches, only the credential's validity has ended
+    (as on an older genuine photo). Takes `seconds` + 1 to make."""
+    import time
+
+    from PIL import Image
+
+    signer = make_signer(datetime.timedelta(seconds=seconds))
+    data = sign(signer, Image.new("RGB", (16, 16), (120, 90, 60)), "JPEG", "digitalCapture", thumbnail=False)
+    time.sleep(seconds + 1)
+    return data
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "expired":
+        sys.exit("usage: python -m aiidetect.testing.c2pa_signing expired OUT.jpg")
+    with open(sys.argv[2], "wb") as fh:
+        fh.write(sign_expired())

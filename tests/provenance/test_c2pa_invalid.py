@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,96 @@ def test_an_invalid_capture_manifest_is_described_by_the_failures_it_lists(monke
     assert not [e for e in rep.evidence if e.direction == "real"]
     (c,) = rep.facts["conflicts"]
     assert "fails validation" in c and "signature does not verify" not in c and "does not match this image" not in c
+
+
+# A capture manifest signed with a certificate that has expired since (aiidetect.testing.c2pa_signing
+# `expired`: the library refuses to sign with one already expired, so it was made to end seconds after
+# signing). Every hash matches: an older genuine photo looks like this.
+EXPIRED = Path(__file__).parent / "data" / "c2pa_expired_signer_capture.jpg"
+
+
+@pytest.fixture(scope="module")
+def expired_store():
+    """The manifest store as c2pa-python returns it for EXPIRED: the structure whose codes the tests vary."""
+    lib = pytest.importorskip("c2pa")
+    with lib.Reader("image/jpeg", io.BytesIO(EXPIRED.read_bytes())) as r:
+        return json.loads(r.json())
+
+
+def test_the_expired_certificate_file_is_what_it_claims(expired_store):
+    res = expired_store["validation_results"]["activeManifest"]
+    assert {"claimSignature.validated", "assertion.dataHash.match"} <= {c["code"] for c in res["success"]}
+    assert {c["code"] for c in res["failure"]} == {"signingCredential.untrusted", "signingCredential.expired"}
+
+
+def test_an_expired_certificate_on_an_intact_capture_manifest_is_unverified_not_invalid(expired_store):
+    # Before: counted 0 toward real with a conflict note "a capture manifest whose signature does not
+    # verify", like a tampered file.
+    rep = analyze(EXPIRED.read_bytes(), "x")
+    ev = {e.id: e for e in rep.evidence}
+    cap = ev["c2pa.capture"]
+    assert cap.direction == "real" and cap.strength == 0.5 and not cap.decisive
+    assert "the signing certificate has expired (signingCredential.expired)" in cap.detail
+    assert "signature and content hash check out" in cap.detail and "only a claim" in cap.detail
+    assert "conflicts" not in rep.facts
+    assert rep.facts["c2pa"]["status"] == "unverified" and rep.facts["c2pa"]["failures"] == ["signingCredential.expired"]
+    assert cap.data["status"] == "unverified"
+
+
+def test_an_expired_certificate_on_a_tampered_file_is_still_invalid(expired_store):
+    data = bytearray(EXPIRED.read_bytes())
+    data[-40] ^= 0xFF   # a pixel byte: the data hash no longer matches
+    rep = analyze(bytes(data), "x")
+    assert set(rep.facts["c2pa"]["failures"]) == {"signingCredential.expired", "assertion.dataHash.mismatch"}
+    assert rep.facts["c2pa"]["status"] == "invalid"
+    assert not [e for e in rep.evidence if e.direction == "real"]
+    (c,) = rep.facts["conflicts"]
+    assert "does not match this image" in c
+
+
+CREDENTIAL_ONLY = ["signingCredential.expired", "signingCredential.revoked", "signingCredential.invalid",
+                   "signingCredential.ocsp.revoked", "signingCredential.ocsp.inaccessible",
+                   "signingCredential.ocsp.unknown", "claimSignature.outsideValidity", "timeStamp.mismatch",
+                   "timeStamp.outsideValidity", "timeStamp.malformed"]
+INTEGRITY = ["assertion.dataHash.mismatch", "assertion.bmffHash.mismatch", "assertion.hashedURI.mismatch",
+             "claimSignature.mismatch", "claimSignature.missing", "assertion.missing", "claim.missing",
+             "some.codeNotKnownHere"]
+
+
+def _analyze_with_codes(monkeypatch, store: dict, codes: list[str]):
+    """`store` as the library returned it, its failures replaced by `codes` (the untrusted signer
+    kept, as offline reading always lists it); a broken claim signature is no longer `validated`."""
+    import copy
+
+    from aiidetect.provenance import c2pa as c2
+
+    s = copy.deepcopy(store)
+    res = s["validation_results"]["activeManifest"]
+    url = res["failure"][0]["url"]
+    res["failure"] = [{"code": "signingCredential.untrusted", "url": url}] + [
+        {"code": c, "url": url, "explanation": "test"} for c in codes]
+    if any(c.startswith("claimSignature.m") for c in codes):
+        res["success"] = [x for x in res["success"] if x["code"] != "claimSignature.validated"]
+    monkeypatch.setattr(c2, "read_c2pa", lambda data, fmt, where="", chunks=0: c2.summarize(s, "Invalid", where))
+    img = io.BytesIO()
+    _img(6).save(img, "JPEG")
+    b = img.getvalue()
+    return analyze(b[:2] + b"\xff\xeb\x00\x0aJPjumbc2" + b[2:], "x")   # an APP11 segment: the walker sees JUMBF
+
+
+@pytest.mark.parametrize("code", CREDENTIAL_ONLY)
+def test_credential_and_time_problems_alone_make_an_unverified_claim(monkeypatch, expired_store, code):
+    rep = _analyze_with_codes(monkeypatch, expired_store, [code])
+    cap = {e.id: e for e in rep.evidence}["c2pa.capture"]
+    assert cap.strength == 0.5 and code in cap.detail and "signer NOT verified" in cap.detail
+    assert "conflicts" not in rep.facts
+
+
+@pytest.mark.parametrize("code", INTEGRITY)
+def test_any_mismatch_or_unknown_failure_makes_the_manifest_invalid(monkeypatch, expired_store, code):
+    for codes in ([code], ["signingCredential.expired", code]):
+        rep = _analyze_with_codes(monkeypatch, expired_store, codes)
+        assert rep.facts["c2pa"]["status"] == "invalid"
+        assert not [e for e in rep.evidence if e.direction == "real"]
+        (c,) = rep.facts["conflicts"]
+        assert "INVALID" in c and code in c

@@ -1,0 +1,301 @@
+"""Is an EXIF MakerNote plausibly the named maker's own?
+
+A maker note is the camera firmware's private block inside EXIF. Its presence
+used to earn camera evidence on its own, but MakerNote is an UNDEFINED field:
+any tool can paste any bytes there, and a generator pipeline or a forger that
+fills it with junk, or with a note lifted from another brand's photo, got the
+same weight as a camera. Here the note has to look like what its maker writes:
+
+- a known header (Nikon's "Nikon\\0" + TIFF header, "OLYMPUS\\0", "FUJIFILM",
+  "Panasonic\\0", "SONY DSC ", "AOC\\0", "Apple iOS\\0", ...) naming the maker,
+  with the IFD behind it parsing, and that maker the EXIF Make's (or one known to
+  build that maker's cameras, such as Casio for some Pentax, Panasonic for Leica);
+- a headerless IFD (Canon, most Nikon Coolpix, Minolta, Samsung, Sony ARW, DJI
+  ...) that parses: a sane entry count, every entry of a TIFF type, and the values
+  stored outside the entries inside the note;
+- for a Make whose formats are not all known here (Kodak, Ricoh's text notes,
+  trail cameras, rebadged compacts...), a note that is neither blank nor looks
+  like random bytes (printable text, or data that compresses as firmware records
+  do): refusing those would take evidence from every photographer whose camera
+  this table does not list. A Make that is listed must carry its own format.
+
+A structurally valid IFD under a Make this module does not know counts as the
+maker's own: most makers write IFDs, and the parse alone is what random bytes
+essentially never pass (each entry's type is one of 13 values in 65,536). What
+no structure check can catch is a whole genuine note copied with the rest of a
+photo's EXIF; docs/provenance.md says so.
+
+Parsing is flat and bounded: one IFD per note (never followed into sub-IFDs),
+MAX_ENTRIES entries, a few offset bases, and the compression test reads at
+most COMPRESS_BYTES. Never raises on any bytes.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
+MAX_EXIF_ENTRIES = 1000     # EXIF IFD0 / sub-IFD entries scanned to find the note (tiffguard's cap)
+COMPRESS_BYTES = 65536      # read by the randomness test
+MIN_OPAQUE = 4              # shorter opaque notes tell nothing
+_TYPE_SIZE = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)   # TIFF types 1-13
+
+# Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
+_MAKES = (
+    ("nikon", "Nikon"), ("olympus", "Olympus"), ("om digital", "Olympus"), ("fujifilm", "Fujifilm"),
+    ("fuji photo", "Fujifilm"), ("panasonic", "Panasonic"), ("leica", "Leica"), ("hasselblad", "Hasselblad"),
+    ("sony", "Sony"), ("pentax", "Pentax"), ("asahi", "Pentax"), ("ricoh", "Ricoh"), ("apple", "Apple"),
+    ("samsung", "Samsung"), ("canon", "Canon"), ("casio", "Casio"), ("minolta", "Minolta"), ("konica", "Konica"),
+    ("kodak", "Kodak"), ("jk imaging", "Kodak"), ("epson", "Epson"), ("agfa", "Agfa"), ("sanyo", "Sanyo"),
+    ("sigma", "Sigma"), ("foveon", "Sigma"), ("kyocera", "Kyocera"), ("reconyx", "Reconyx"), ("jvc", "JVC"),
+    ("victor", "JVC"), ("motorola", "Motorola"), ("general imaging", "GE"), ("hewlett-packard", "HP"),
+    ("concord", "Concord"),
+)
+# Makers whose cameras carry another maker's note format (OEM builds, rebadges, successors).
+_ALSO = {"Pentax": {"Casio", "Ricoh"}, "Ricoh": {"Pentax"}, "Samsung": {"Pentax"}, "Leica": {"Panasonic", "Fujifilm"},
+         "Hasselblad": {"Sony"}, "Minolta": {"Konica", "Olympus"}, "Konica": {"Minolta"}, "GE": {"Fujifilm"},
+         "Kodak": {"Pentax"}, "HP": {"Pentax"}, "Concord": {"Casio"}}
+# Makers all of whose notes are one of the formats below: anything else under their Make is not theirs.
+_STRICT = {"Nikon", "Olympus", "Fujifilm", "Panasonic", "Apple", "Canon", "Epson", "Agfa", "Sigma", "Casio",
+           "Kyocera", "Sanyo", "Leica", "Sony", "Samsung", "Pentax", "Hasselblad"}
+# Of those, the ones that always write a header: a bare IFD under their Make is not theirs.
+_HEADER_ONLY = {"Olympus", "Fujifilm", "Panasonic", "Apple", "Epson", "Agfa", "Sigma", "Kyocera", "Sanyo"}
+
+# (prefix, maker, format name, layout). Layouts: ("ifd", at, order_at) an IFD at `at` (byte order
+# from two bytes at order_at, else the EXIF block's); ("tiff", at) a TIFF header at `at`; ("fuji",)
+# little-endian, IFD offset at 8; ("blob",) a binary or text format known by its header alone.
+_HEADERS = (
+    (b"Nikon\x00\x02", "Nikon", "Nikon type 3", ("tiff", 10)),
+    (b"Nikon\x00\x01", "Nikon", "Nikon type 1", ("ifd", 8, None)),
+    (b"OLYMPUS\x00", "Olympus", "Olympus", ("ifd", 12, 8)),
+    (b"OM SYSTEM\x00", "Olympus", "OM System", ("ifd", 16, 12)),
+    (b"OLYMP\x00", "Olympus", "Olympus (old)", ("ifd", 8, None)),
+    (b"EPSON\x00", "Epson", "Epson", ("ifd", 8, None)),
+    (b"AGFA \x00", "Agfa", "Agfa", ("ifd", 8, None)),
+    (b"MINOL\x00", "Minolta", "Minolta (MINOL)", ("ifd", 8, None)),
+    (b"FUJIFILM", "Fujifilm", "Fujifilm", ("fuji",)),
+    (b"GENERALE", "GE", "GE (Fujifilm format)", ("fuji",)),
+    (b"Panasonic\x00", "Panasonic", "Panasonic", ("ifd", 12, None)),
+    (b"LEICA CAMERA AG\x00", "Leica", "Leica", ("ifd", 18, None)),
+    (b"LEICA", "Leica", "Leica", ("ifd", 8, None)),
+    (b"SONY DSC ", "Sony", "Sony", ("ifd", 12, None)),
+    (b"SONY CAM ", "Sony", "Sony", ("ifd", 12, None)),
+    (b"SONY MOBILE", "Sony", "Sony", ("ifd", 12, None)),
+    (b"\x00\x00SONY PIC\x00", "Sony", "Sony", ("ifd", 12, None)),
+    (b"SONY PIC\x00", "Sony", "Sony PIC", ("blob",)),
+    (b"SONY PI\x00", "Sony", "Sony (Olympus format)", ("ifd", 12, None)),
+    (b"PREMI\x00", "Sony", "Sony (Olympus format)", ("ifd", 8, None)),
+    (b"SEMC MS\x00", "Sony", "Sony Ericsson", ("ifd", 20, 12)),
+    (b"VHAB     \x00", "Hasselblad", "Hasselblad (Sony format)", ("ifd", 12, None)),
+    (b"AOC\x00", "Pentax", "Pentax (AOC)", ("ifd", 6, 4)),
+    (b"PENTAX \x00", "Pentax", "Pentax", ("ifd", 10, 8)),
+    (b"RICOH\x00", "Ricoh", "Ricoh (Pentax format)", ("ifd", 8, 6)),
+    (b"Ricoh", "Ricoh", "Ricoh", ("ifd", 8, None)),
+    (b"RICOH", "Ricoh", "Ricoh", ("ifd", 8, None)),
+    (b"QVC\x00", "Casio", "Casio type 2", ("ifd", 6, None)),
+    (b"DCI\x00", "Concord", "Concord (Casio format)", ("ifd", 6, None)),
+    (b"Apple iOS\x00", "Apple", "Apple", ("ifd", 14, 12)),
+    (b"SANYO\x00", "Sanyo", "Sanyo", ("ifd", 8, None)),
+    (b"SIGMA\x00", "Sigma", "Sigma", ("ifd", 10, None)),
+    (b"FOVEON\x00", "Sigma", "Sigma (Foveon)", ("ifd", 10, None)),
+    (b"KYOCERA", "Kyocera", "Kyocera", ("ifd", 22, None)),
+    (b"JVC ", "JVC", "JVC", ("ifd", 4, None)),
+    (b"MOT\x00", "Motorola", "Motorola", ("ifd", 8, None)),
+    (b"KDK", "Kodak", "Kodak (KDK)", ("blob",)),
+    (b"RECONYXUF\x00", "Reconyx", "Reconyx UltraFire", ("blob",)),
+    (b"RECONYXH2\x00", "Reconyx", "Reconyx HyperFire 2", ("blob",)),
+    (b"STMN", "Samsung", "Samsung STMN", ("blob",)),
+    (b"Hewlett-Packard", "HP", "HP", ("blob",)),
+)
+# Headers too short to tell a maker apart from chance: they confirm the Make's own note only.
+_OWN_ONLY = (
+    (b"VER:", "JVC", "JVC text"), (b"KC", "Konica", "Konica"), (b"MLY0", "Minolta", "Minolta (MLY0)"),
+    (b"+M+M+M+M", "Minolta", "Minolta (+M+M)"), (b"Rv", "Ricoh", "Ricoh text"), (b"Rev", "Ricoh", "Ricoh text"),
+    (b"\x01\xf1", "Reconyx", "Reconyx HyperFire"), (b"CAMER\x00", "Minolta", "Minolta (CAMER)"),
+)
+
+OWN, UNKNOWN_MAKER, OTHER_MAKER, UNRECOGNISED = "own", "unknown-maker", "other-maker", "unrecognised"
+
+
+@dataclass
+class MakerNote:
+    size: int
+    status: str                 # own | unknown-maker (both count) | other-maker | unrecognised
+    format: str                 # what the bytes were recognised as ("Nikon type 3", "IFD", "text", ...)
+    maker: str | None = None    # the maker the format belongs to, when the bytes name one
+    reason: str = ""
+
+    @property
+    def counts(self) -> bool:
+        return self.status in (OWN, UNKNOWN_MAKER)
+
+    def to_dict(self) -> dict:
+        d = {"status": self.status, "format": self.format, "bytes": self.size, "maker": self.maker,
+             "reason": self.reason}
+        return {k: v for k, v in d.items() if v not in (None, "")}
+
+
+def maker_of(make: str | None) -> str | None:
+    m = (make or "").lower()
+    return next((name for key, name in _MAKES if key in m), None)
+
+
+def find_note(tiff: bytes) -> tuple[int, bytes] | None:
+    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None."""
+    try:
+        if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+            return None
+        e = "<" if tiff[:2] == b"II" else ">"
+        exif = _entry(tiff, e, struct.unpack_from(e + "I", tiff, 4)[0], 0x8769)
+        if exif is None:
+            return None
+        note = _entry(tiff, e, exif[2], 0x927C)
+        if note is None:
+            return None
+        size, at = note[0], note[1]
+        if size <= 4:
+            return at, tiff[at:at + size]
+        off = struct.unpack_from(e + "I", tiff, at)[0]
+        if off + size > len(tiff):
+            return None     # a note running past its block is not one a camera wrote
+        return off, tiff[off:off + size]
+    except struct.error:
+        return None
+
+
+def _entry(tiff: bytes, e: str, ifd: int, want: int) -> tuple[int, int, int] | None:
+    """(byte size of the value, position of its value field, the value read as a LONG) of tag `want`."""
+    if ifd + 2 > len(tiff):
+        return None
+    n = min(struct.unpack_from(e + "H", tiff, ifd)[0], MAX_EXIF_ENTRIES, (len(tiff) - ifd - 2) // 12)
+    for i in range(n):
+        p = ifd + 2 + 12 * i
+        tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
+        if tag == want:
+            size = count * (_TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
+            return size, p + 8, struct.unpack_from(e + "I", tiff, p + 8)[0]
+    return None
+
+
+def classify(note: bytes, make: str | None, block: bytes | None = None, note_at: int = 0,
+             order: str = "<") -> MakerNote:
+    """note: the MakerNote bytes; make: EXIF Make; block: the TIFF block holding the note (None: the
+    note alone), note_at: the note's offset in it, order: the block's byte order ("<" or ">")."""
+    try:
+        note = bytes(note)
+        return _classify(note, make, _Where(note if block is None else bytes(block), note_at if block else 0), order)
+    except (struct.error, ValueError, IndexError, OverflowError) as exc:   # belt and braces: bounded reads above
+        return MakerNote(len(note), UNRECOGNISED, "unparsed", reason=f"{type(exc).__name__}")
+
+
+@dataclass
+class _Where:
+    block: bytes    # the TIFF block the note sits in (offsets point into it)
+    at: int         # where the note starts in it
+
+
+def _classify(note: bytes, make: str | None, w: _Where, order: str) -> MakerNote:
+    own = maker_of(make)
+    allowed = {own} | _ALSO.get(own, set()) if own else set()
+    n = len(note)
+    for prefix, maker, name, layout in _HEADERS:
+        if not note.startswith(prefix):
+            continue
+        if not _layout_ok(note, layout, w, order):
+            return MakerNote(n, UNRECOGNISED, name, maker, f"{maker} header, but the structure behind it does not "
+                             "parse")
+        if maker in allowed:
+            return MakerNote(n, OWN, name, maker)
+        return MakerNote(n, OTHER_MAKER, name, maker, f"{maker}'s format, not that of the Make")
+    for prefix, maker, name in _OWN_ONLY:
+        if note.startswith(prefix) and maker in allowed:
+            return MakerNote(n, OWN, name, maker)
+    tiff_at = 8 if note[:4] in (b"II*\x00", b"MM\x00*") else 0
+    # Both byte orders for a bare IFD: a note keeps its camera's order when a tool rewrites the
+    # EXIF around it in the other (a Canon note in little-endian inside a big-endian block).
+    orders = (("<" if note[:2] == b"II" else ">"),) if tiff_at else (order, "<" if order == ">" else ">")
+    if any(_ifd_ok(note, tiff_at, e, w) for e in orders):
+        fmt = "TIFF-headed IFD" if tiff_at else "headerless IFD"
+        if own in _HEADER_ONLY:
+            return MakerNote(n, UNRECOGNISED, fmt, reason=f"{own} notes carry a {own} header; this one has none")
+        return MakerNote(n, OWN if own else UNKNOWN_MAKER, fmt)
+    if own in _STRICT:
+        return MakerNote(n, UNRECOGNISED, "opaque", reason=f"not a {own} maker note format")
+    kind = _opaque(note)
+    if kind in ("text", "binary records"):
+        return MakerNote(n, OWN if own else UNKNOWN_MAKER, kind)
+    return MakerNote(n, UNRECOGNISED, kind, reason={
+        "blank": "every byte the same", "random": "looks like random bytes (does not compress)",
+        "short": "too short to tell from random bytes"}[kind])
+
+
+def _layout_ok(note: bytes, layout: tuple, w: _Where, order: str) -> bool:
+    kind = layout[0]
+    if kind == "blob":
+        return True
+    if kind == "fuji":
+        if len(note) < 12:
+            return False
+        return _ifd_ok(note, struct.unpack_from("<I", note, 8)[0], "<", w, bases=(0,))
+    if kind == "tiff":
+        t = layout[1]
+        head = note[t:t + 4]
+        if head not in (b"II*\x00", b"MM\x00*"):
+            return False
+        e = "<" if head[:2] == b"II" else ">"
+        return _ifd_ok(note, t + struct.unpack_from(e + "I", note, t + 4)[0], e, w, bases=(t,))
+    start, order_at = layout[1], layout[2]
+    if order_at is not None:
+        mark = note[order_at:order_at + 2]
+        order = {b"II": "<", b"MM": ">"}.get(mark, order)
+    return _ifd_ok(note, start, order, w) or _ifd_ok(note, start, "<" if order == ">" else ">", w)
+
+
+def _ifd_ok(note: bytes, start: int, e: str, w: _Where, bases: tuple[int, ...] | None = None) -> bool:
+    """An IFD at note[start:]: 1..MAX_ENTRIES entries, all inside the note, each of a TIFF type, and
+    (for one of the offset bases makers use) every value too long for its entry inside the EXIF
+    block the note sits in. Inside the block, not the note: an Olympus C-720 stores its note's values
+    elsewhere in the block, and Canon notes rewritten by editors declare a length shorter than their
+    values (both in the dev set's real photos); an offset into nowhere is what junk has.
+    bases: where offset 0 is, relative to the note's first byte; default: the note itself, the
+    block's start, and each entry's own position (Pentax-style)."""
+    if start < 0 or start + 2 > len(note):
+        return False
+    n = struct.unpack_from(e + "H", note, start)[0]
+    if not 1 <= n <= MAX_ENTRIES or start + 2 + 12 * n > len(note):
+        return False
+    far = []
+    for i in range(n):
+        p = start + 2 + 12 * i
+        _tag, typ, count = struct.unpack_from(e + "HHI", note, p)
+        if not 1 <= typ <= 13:
+            return False
+        size = count * _TYPE_SIZE[typ]
+        if size > 4:
+            if size > len(w.block):
+                return False
+            far.append((struct.unpack_from(e + "I", note, p + 8)[0], size, p))
+    end = len(w.block)
+    for base in (bases if bases is not None else (0, -w.at, None)):
+        # offsets in the block's coordinates: the note starts at w.at
+        if all(0 <= w.at + (p if base is None else base) + v and w.at + (p if base is None else base) + v + size <= end
+               for v, size, p in far):
+            return True
+    return False
+
+
+def _opaque(note: bytes) -> str:
+    """What a note with no known structure looks like: blank, text, binary records, random or short."""
+    if len(note) < MIN_OPAQUE:
+        return "short"
+    body = note.rstrip(b"\x00")
+    if not body or len(set(note)) == 1:
+        return "blank"
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in body):
+        return "text"
+    if len(note) < 64:
+        return "short"
+    head = note[:COMPRESS_BYTES]
+    # Firmware records (counters, tables, padding) compress; random or already-compressed bytes do not.
+    return "binary records" if len(zlib.compress(head, 6)) <= 0.8 * len(head) else "random"
