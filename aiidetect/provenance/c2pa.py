@@ -34,6 +34,10 @@ _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipp
 # including any this list does not know, makes the manifest invalid.
 _CREDENTIAL_PREFIXES = ("signingCredential.", "timeStamp.")
 _CREDENTIAL_CODES = {"claimSignature.outsideValidity"}
+# Credential codes that are not a mere lapse: a revoked certificate means its key must not be believed
+# (whoever holds it can sign a capture claim for any image), and a time stamp that does not match the
+# signature it vouches for means the signature block was altered. These make the manifest invalid.
+_CREDENTIAL_BREACHES = {"signingCredential.revoked", "signingCredential.ocsp.revoked", "timeStamp.mismatch"}
 # The credential problems in words, for the record's reader.
 _CREDENTIAL_WORDS = {
     "signingCredential.expired": "the signing certificate has expired",
@@ -45,6 +49,8 @@ _CREDENTIAL_WORDS = {
 
 
 def is_credential_problem(code: str) -> bool:
+    if code in _CREDENTIAL_BREACHES:
+        return False
     return code.startswith(_CREDENTIAL_PREFIXES) or code in _CREDENTIAL_CODES
 # The codes that say the image's bytes are not the ones the manifest hashed. Other mismatches
 # (claimSignature.mismatch, assertion.hashedURI.mismatch) are about the manifest itself: a bad
