@@ -51,7 +51,7 @@ def _decisive_ai(evidence) -> set[str]:
     return {e["id"] for e in evidence or [] if e.get("decisive") and e.get("direction") == "ai"}
 
 
-def _check(expect, got_code, decisive, where):
+def _check(expect, got_code, decisive, where, llr=None):
     if expect.error is None:
         assert got_code is None, f"{where}: expected to decode, got {got_code}"
     elif expect.error == ANY_ERROR:
@@ -60,6 +60,8 @@ def _check(expect, got_code, decisive, where):
         assert got_code == expect.error, f"{where}: expected {expect.error}, got {got_code}"
     if expect.decisive_ai is not None:
         assert bool(decisive) == expect.decisive_ai, f"{where}: decisive AI evidence {decisive}"
+    if expect.max_llr is not None:
+        assert llr is not None and llr <= expect.max_llr, f"{where}: metadata LLR {llr} > {expect.max_llr}"
 
 
 def test_every_file_a_record_in_bounded_time(corpus):
@@ -84,7 +86,7 @@ def test_every_file_a_record_in_bounded_time(corpus):
         seen[rel] = r
         if rel in expect:
             _check(expect[rel], r.error.code if r.error else None,
-                   _decisive_ai([e.__dict__ for e in md.evidence]) if md else set(), rel)
+                   _decisive_ai([e.__dict__ for e in md.evidence]) if md else set(), rel, md.score if md else None)
         # verdict "error" exactly when an error code is set, always with a message
         assert (r.verdict == "error") == (r.error is not None)
         if r.error is not None:
@@ -125,7 +127,7 @@ def test_every_format_parses_strictly(cli_runs, corpus):
     for rel, exp in expect.items():
         rec = by[rel]
         md = rec["detectors"].get("metadata") or {}
-        _check(exp, (rec["error"] or {}).get("code"), _decisive_ai(md.get("evidence")), rel)
+        _check(exp, (rec["error"] or {}).get("code"), _decisive_ai(md.get("evidence")), rel, md.get("score"))
         assert rec["schema"] == "1.1" and rec["fusion"] == {"kind": "rules"}
     rows = list(csv.DictReader(io.StringIO(cli_runs["csv"][0].stdout.decode("utf-8"), newline="")))
     # csv shows control and bidi-override characters as \uXXXX (a terminal or a spreadsheet would act on them)

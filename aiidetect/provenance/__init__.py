@@ -315,14 +315,13 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     # --- IPTC IIM evidence
     with _stage(rep, "IPTC evidence"):
         progs = [p for f in iptc_all for p in f.programs if AI_TOOL.search(p)]
-        # One tool's name is one observation: the program that wrote XMP CreatorTool or EXIF Software
-        # writes the same name into OriginatingProgram (Photoshop, exiftool's MWG copies), and a
-        # stripper that keeps one block keeps the others. Weighed once, here only when no other block said it.
-        said_elsewhere = any(e.id in ("xmp.generator-tool", "exif.software-generator") for e in ev)
-        if progs and not gens and not said_elsewhere:
+        if progs and not gens:
             where = next(f.where for f in iptc_all if progs[0] in f.programs)
             ev.append(_ev("iptc.program-generator", "ai", f"IPTC OriginatingProgram names an AI image tool: "
                           f"{quote(progs[0])}", where, programs=progs[:5]))
+
+    with _stage(rep, "claims counted once"):
+        _count_claims_once(ev)
 
     if conflicts:
         rep.facts["conflicts"] = conflicts
@@ -352,6 +351,38 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
                               f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
                               key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+
+
+# Unverified statements of which program made the file. One export step writes the same name into
+# every block it fills (Photoshop: EXIF Software, XMP CreatorTool and IIM OriginatingProgram from one
+# value; exiftool's MWG tags; a generator's saver), and a stripper that keeps one block keeps the
+# others, so a second copy is no second observation: summed, EXIF + XMP were 6 nats for one claim.
+# A C2PA claim generator belongs here only when the manifest is not valid (then it is text nothing
+# verifies); a valid signature is a statement of its own. Generator parameters, source types and the
+# watermark are other observations and are not in this family.
+TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "iptc.program-generator")
+
+
+def _is_tool_name_claim(e: Evidence) -> bool:
+    return (e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0
+            and not (e.id == "c2pa.generator-tool" and e.data.get("valid")))
+
+
+def _count_claims_once(ev: list[Evidence]) -> None:
+    """The strongest tool-name claim keeps its weight (the first on a tie); every other place the
+    name was found stays in the record as a neutral, zero-weight item (what notes are) that says
+    which item it corroborates, so the reader still sees each block that names the tool."""
+    claims = [e for e in ev if _is_tool_name_claim(e)]
+    if len(claims) < 2:
+        return
+    kept = max(claims, key=lambda e: e.strength)   # max keeps the first of equals
+    for e in claims:
+        if e is kept:
+            continue
+        e.direction, e.strength = "neutral", 0.0
+        e.detail += (f"; the same claim as {kept.id} ({kept.source}): one export step writes the name into "
+                     "every block it fills, so it is counted once, there")
+        e.data["corroborates"] = kept.id
 
 
 def _read_iptc(found: list[tuple[bytes, str]], rep: ProvenanceReport) -> list:

@@ -4,11 +4,13 @@
 and returns {relative path bytes: Expect}. Each Expect says what the record
 must carry: an error code (or None for "decodes"), whether decisive AI
 evidence must be found (the evasion cases: a metadata quirk must not hide it),
-and notes for the reader. Cases are grouped by class (issue "Trust under
+at most how many nats the metadata may sum (one claim repeated in every block
+must not add up), and notes for the reader. Cases are grouped by class (issue "Trust under
 hostile input"): broken files in every format, decompression bombs, metadata
 bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
 oversized compressed chunks), huge frame counts, special files, symlink loops,
-odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF.
+odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF,
+a tool name in EXIF, XMP and a broken IPTC IIM block at once.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class Expect:
     error: str | None          # error code, None (must decode), or ANY_ERROR
     decisive_ai: bool | None = None   # None: not asserted
     note: str = ""
+    # The metadata detector's summed LLR (nats) must not exceed this (None: not asserted): one claim
+    # repeated across blocks must not add up to more than it says once.
+    max_llr: float | None = None
 
 
 def _noise(w=64, h=48, seed=0) -> Image.Image:
@@ -265,6 +270,25 @@ def gif_huge_screen() -> bytes:
     return bytes(base)
 
 
+def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
+    """One AI tool's name in EXIF Software, two XMP packets and an IPTC IIM block (APP13, the name given
+    three times in OriginatingProgram, then a dataset whose 4-byte extended length claims 4 GB): every
+    block repeats one unverified claim, which must weigh what it weighs once."""
+    ex = Image.Exif()
+    ex[0x0131] = tool.decode()
+    base = _enc(_noise(), "JPEG", quality=85, exif=ex)
+    xmp = (b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"http://"
+           b"www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description xmlns:xmp=\"http://ns.adobe.com/xap/1.0/\" "
+           b"xmp:CreatorTool=\"" + tool + b"\"/></rdf:RDF></x:xmpmeta>")
+    prog = b"\x1c\x02\x41" + struct.pack(">H", len(tool)) + tool
+    iim = b"\x1c\x02\x00\x00\x02\x00\x04" + prog * 3 + b"\x1c\x02\x78\x80\x04\xff\xff\xff\xff" + b"x" * 8
+    irb = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim + b"\x00" * (len(iim) & 1)
+    segs = [(0xE1, xmp), (0xE1, xmp), (0xED, b"Photoshop 3.0\x00" + irb)]
+    i = base.find(b"\xff\xe1")   # after Pillow's EXIF segment, where the other writers put theirs
+    i += 2 + struct.unpack(">H", base[i + 2:i + 4])[0]
+    return base[:i] + b"".join(b"\xff" + bytes([m]) + struct.pack(">H", len(p) + 2) + p for m, p in segs) + base[i:]
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
@@ -339,6 +363,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/gif-3000-frames.gif", gif_many_frames(), Expect(None))
     put("meta/apng-claims-2e31-frames.png", apng_claims_frames(), Expect(None))
     put("meta/bad-crc-text.png", corrupt_crc_text_chunk(), Expect(None, None, "Pillow rejects the chunk CRC"))
+    put("meta/tool-name-in-every-block.jpg", tool_name_in_every_block(),
+        Expect(None, False, "EXIF + XMP x2 + IIM x3 named one tool: 6.2 nats before, one claim is 3", max_llr=3.5))
     # --- evidence that must survive broken pixels; markers
     put("markers/a1111.png", a1111_png(), Expect(None, True))
     put("markers/xmp-trained-algorithmic.jpg", xmp_ai_source_type(), Expect(None, True))

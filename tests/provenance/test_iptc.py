@@ -154,7 +154,9 @@ def test_resources_split_over_app13_segments_are_joined():
 def test_a_tool_named_in_xmp_and_iim_counts_once():
     xmp_only = _run(jpeg(_xmp_tool("Midjourney")))
     both = _run(jpeg(_xmp_tool("Midjourney"), app13(resource(0x0404, iim(program="Midjourney")))))
-    assert [e.id for e in both.evidence] == [e.id for e in xmp_only.evidence]
+    # the IIM copy is listed with no weight: the same ids with it added, the same sum
+    assert [e.id for e in both.evidence if e.id != "iptc.program-generator"] == [e.id for e in xmp_only.evidence]
+    assert [e.llr for e in both.evidence if e.id == "iptc.program-generator"] == [0.0]
     assert _llr(both) == _llr(xmp_only)
     assert both.facts["iptc"][0]["originating_program"] == "Midjourney"   # still shown
 
@@ -168,8 +170,11 @@ def test_a_tool_named_in_exif_software_and_iim_counts_once():
     seg = b"\xff\xed" + struct.pack(">H", len(SIG) + 2 + len(resource(0x0404, iim(program="Firefly")))) + SIG + \
         resource(0x0404, iim(program="Firefly"))
     rep = _run(b[:2] + seg + b[2:])
-    ids = [e.id for e in rep.evidence]
-    assert ids.count("exif.software-generator") == 1 and "iptc.program-generator" not in ids
+    ev = {e.id: e for e in rep.evidence}
+    assert ev["exif.software-generator"].llr == 3.0
+    # listed where it was found, with no weight of its own (docs/provenance.md, "One claim counts once")
+    assert ev["iptc.program-generator"].llr == 0.0 and ev["iptc.program-generator"].direction == "neutral"
+    assert ev["iptc.program-generator"].data["corroborates"] == "exif.software-generator"
     assert rep.facts["iptc"][0]["originating_program"] == "Firefly"   # read, and shown
 
 
