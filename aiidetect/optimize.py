@@ -588,7 +588,7 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
         there = os.path.lexists(folder)
         if there and stale_only and not stale_reason(folder):
             continue
-        fd = None
+        fd, had_lock = None, os.path.lexists(lock)
         if fcntl is not None and not lock.is_symlink():
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -606,7 +606,7 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
             # the lock last, still held: a run starting now makes a new one and finds the folder gone
             if os.path.lexists(lock):
                 lock.unlink()
-                n += 1
+                n += int(had_lock)  # not the one opened here to take the lock
             out["files"] += n
             out["bytes"] += size
             out["decisions"] += int(there)

@@ -67,7 +67,7 @@ def clear(what: Optional[str] = typer.Argument(None, help="results (default) | f
             done = (f"cleared {row['name']}: {row['rows']} rows, {amount}; {row['aliases_kept']} learned weights "
                     "identities kept (docs/weights.md)")
         elif n:
-            what_went = (f"{row['decisions']} decision{'s' if row['decisions'] != 1 else ''} ({n} files)"
+            what_went = (f"{row['decisions']} decision{'s' if row['decisions'] != 1 else ''} ({n} file{'s' if n != 1 else ''})"
                          if "decisions" in row else f"{n} file{'s' if n != 1 else ''}")
             done = f"cleared {row['name']}{' (stale)' if stale else ''}: {what_went}, {amount}"
         else:
