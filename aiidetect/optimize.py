@@ -511,6 +511,111 @@ def _only_run(folder: Path):
         os.close(fd)  # releases the lock; the empty file stays (removing it would race a run taking it)
 
 
+# --------------------------------------------------------------------------
+# The decisions as a cache (`aiidetect cache info|clear`)
+# --------------------------------------------------------------------------
+def _is_key(name: str) -> bool:
+    return len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
+def decision_folders() -> list[Path]:
+    """Every decision folder under cache_root(): those named by a key, nothing else found there."""
+    root = cache_root()
+    if root is None or root.is_symlink() or not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if _is_key(p.name))
+
+
+def stale_reason(folder: Path) -> str | None:
+    """Why no scan of this installation can ever use the decision in `folder`, or None. Only what this
+    installation alone decides: a decision of another format or made under other versions of aiidetect,
+    torch or onnxruntime (their versions are in the key), or one without a readable decision.json. Another
+    CPU, backbone, head set or fusion model is not enough: the cache may be shared by machines, and a scan
+    with other weights folders or --backbone-weights may still reach it."""
+    from .report.safe import loads_foreign
+
+    try:
+        decision = loads_foreign(read_decision(folder / DECISION))
+    except (OSError, ValueError):
+        return "no readable decision.json"
+    ident = decision.get("identity") if isinstance(decision, dict) else None
+    if not isinstance(ident, dict):
+        return "no readable decision.json"
+    if (ident.get("format"), ident.get("format_version")) != (FORMAT, FORMAT_VERSION):
+        return "another decision format"
+    if ident.get("versions") != versions():
+        return "made under other versions of aiidetect, torch or onnxruntime"
+    return None
+
+
+def _tree_bytes(p: Path) -> tuple[int, int]:
+    """(files, bytes) under `p`, links counted as links (never followed)."""
+    if p.is_symlink() or not p.is_dir():
+        return (1, p.lstat().st_size) if os.path.lexists(p) else (0, 0)
+    n = size = 0
+    for dirpath, dirs, files in os.walk(p):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+            n += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return n, size
+
+
+def decisions_info() -> dict[str, Any]:
+    """{decisions, stale, bytes} of the decisions folder (bytes: every file in it)."""
+    root = cache_root()
+    folders = decision_folders()
+    return {"decisions": len(folders), "stale": sum(1 for f in folders if stale_reason(f)),
+            "bytes": _tree_bytes(root)[1] if root is not None else 0}
+
+
+def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
+    """Remove the decision folders (with `stale_only`, those stale_reason names) and their lock files,
+    and the lock files left by a run that failed; {files, bytes, decisions, in_use}. A decision an
+    `optimize` is measuring right now (it holds the lock) is left, counted in `in_use`. Nothing else in
+    the folder is touched, and a link is removed as a link: it is the user's cache, not their files."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): as _only_run, runs are not kept apart
+        fcntl = None
+    out = {"files": 0, "bytes": 0, "decisions": 0, "in_use": 0}
+    root = cache_root()
+    if root is None or root.is_symlink() or not root.is_dir():
+        return out
+    keys = sorted({p.name[:-5] if p.name.endswith(".lock") else p.name for p in root.iterdir()
+                   if _is_key(p.name[:-5] if p.name.endswith(".lock") else p.name)})
+    for k in keys:
+        folder, lock = root / k, root / (k + ".lock")
+        there = os.path.lexists(folder)
+        if there and stale_only and not stale_reason(folder):
+            continue
+        fd, had_lock = None, os.path.lexists(lock)
+        if fcntl is not None and not lock.is_symlink():
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    out["in_use"] += 1
+                    continue
+            n, size = _tree_bytes(folder)
+            if folder.is_symlink() or (there and not folder.is_dir()):
+                folder.unlink()
+            elif there:
+                shutil.rmtree(folder)
+            # the lock last, still held: a run starting now makes a new one and finds the folder gone
+            if os.path.lexists(lock):
+                lock.unlink()
+                n += int(had_lock)  # not the one opened here to take the lock
+            out["files"] += n
+            out["bytes"] += size
+            out["decisions"] += int(there)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return out
+
+
 def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delta_p, batch_size, workers,
              candidates, log, min_speedup: float = 1.0) -> dict[str, Any]:
     from .backbone import native_bf16_cpu

@@ -62,8 +62,12 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
 #   {"method": "isotonic", "x": [...], "p": [...]}         p = interp(x)
 # plus any provenance keys (fitted_on, n, note, ...), which the reader ignores.
 PARAMS = {"none": (), "temperature": ("T",), "platt": ("a", "b", "x0"), "isotonic": ("x", "p")}
-# Isotonic blocks already read: (id(x), id(p)) -> (x, p, their lengths, the Calibrator or why not).
-_ISOTONIC_READ: dict[tuple[int, int], tuple[list, list, tuple[int, int], "Calibrator | str"]] = {}
+# Isotonic blocks already read, keyed by their content (_isotonic_key) -> the Calibrator or why not.
+_ISOTONIC_READ: dict[tuple, "Calibrator | str"] = {}
+# The lists last read, by identity: (id(x), id(p)) -> (x, p, copies of them then, the Calibrator or why not).
+_ISOTONIC_SEEN: dict[tuple[int, int], tuple[list, list, list, list, "Calibrator | str"]] = {}
+# What the cache may hold, in knots: each entry keeps a copy of its block's values.
+_ISOTONIC_READ_KNOTS = 2_000_000
 # How blocks written before this format name the same maps.
 FLOW_LEGACY = "fpr-quantile+logistic-slope"
 
@@ -90,12 +94,15 @@ class Calibrator:
             p = self.params
             return float(p["a"]) * (x - float(p.get("x0", 0.0))) + float(p.get("b", 0.0))
         if self.method == "isotonic":
+            kx, kp = self.params["x"], self.params["p"]
             knots = self.__dict__.get("_knots")
-            if knots is None or knots[0] is not self.params["x"] or knots[1] is not self.params["p"]:
-                # once per calibrator, not per file: a list of 500,000 knots took 20 ms to convert
-                knots = (self.params["x"], self.params["p"],
-                         np.asarray(self.params["x"], float), np.asarray(self.params["p"], float))
-                self.__dict__["_knots"] = knots
+            if knots is None or knots[0] is not kx or knots[1] is not kp:
+                knots = (kx, kp, np.asarray(kx, float), np.asarray(kp, float))
+                # once per calibrator, not per file (a list of 500,000 knots took 20 ms to convert), but
+                # only for knots that cannot change under it: a list a caller edits in place would be
+                # served as it was
+                if isinstance(kx, tuple) and isinstance(kp, tuple):
+                    self.__dict__["_knots"] = knots
             xs, ps = knots[2], knots[3]
             z = logit(np.clip(np.interp(x, xs, ps), P_EPS, 1 - P_EPS))
             return float(z) if scalar else z
@@ -109,7 +116,8 @@ class Calibrator:
         return sigmoid_float(z) if isinstance(z, float) else sigmoid(z)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **self.params}
+        # isotonic knots read from a block are tuples (shared, so frozen); the format writes lists
+        return {"method": self.method, **{k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Calibrator":
@@ -150,23 +158,26 @@ class Calibrator:
             if not isinstance(xs, list) or not isinstance(ps, list) or not xs or len(xs) != len(ps):
                 raise ValueError("an isotonic calibration needs knots 'x' and 'p' of the same, non-zero length")
             # fuse reads a fusion model's blocks for every file: checking each knot again cost 11 ms a file
-            # for 5,000 knots, nearly a second for 500,000. The same lists (by identity and length) give the
-            # same calibrator, or the same refusal (fuse drops an unreadable block per file: 200,000 knots
-            # with the last out of order cost 0.25 s a file).
-            key = (id(xs), id(ps))
-            hit = _ISOTONIC_READ.get(key)
-            if hit is None or hit[0] is not xs or hit[1] is not ps or hit[2] != (len(xs), len(ps)):
-                try:
-                    read: Calibrator | str = cls._isotonic(xs, ps)
-                except ValueError as exc:
-                    read = str(exc)
-                if len(_ISOTONIC_READ) >= 64:
-                    _ISOTONIC_READ.clear()
-                # holding the lists keeps their ids unique
-                hit = _ISOTONIC_READ[key] = (xs, ps, (len(xs), len(ps)), read)
-            if isinstance(hit[3], str):
-                raise ValueError(hit[3])
-            return hit[3]
+            # for 5,000 knots, nearly a second for 500,000. The same knots give the same calibrator, or
+            # the same refusal (fuse drops an unreadable block per file: 200,000 knots with the last out
+            # of order cost 0.25 s a file). Same by content, not by the lists' identity: a caller who
+            # edits a model's list in place must get the edit, and an id is reused once a list is freed.
+            # The same lists as last time, still equal to their copies then (0.2 ms for 200,000 knots, where
+            # building the content key takes 12), are the same knots: an edit in place puts another value
+            # there. (Only one of another type with an equal value, True for 1.0, passes; it is read as 1.0.)
+            seen = _ISOTONIC_SEEN.get((id(xs), id(ps)))
+            if seen is not None and seen[0] is xs and seen[1] is ps and seen[2] == xs and seen[3] == ps:
+                hit = seen[4]
+            else:
+                hit = _isotonic_read(cls, xs, ps)
+                if len(xs) <= _ISOTONIC_READ_KNOTS:
+                    if len(_ISOTONIC_SEEN) >= 64 or sum(len(v[0]) for v in _ISOTONIC_SEEN.values()) + len(xs) > _ISOTONIC_READ_KNOTS:
+                        _ISOTONIC_SEEN.clear()
+                    # holding the lists keeps their ids from being reused while the entry lives
+                    _ISOTONIC_SEEN[(id(xs), id(ps))] = (xs, ps, list(xs), list(ps), hit)
+            if isinstance(hit, str):
+                raise ValueError(hit)
+            return hit
         return cls(method, {})
 
     @classmethod
@@ -179,11 +190,40 @@ class Calibrator:
             raise ValueError("isotonic knots 'x' must be in increasing order")
         if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
             raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
-        return cls("isotonic", {"x": x, "p": p})
+        # tuples: the calibrator is shared by every block with these knots, so nobody may edit it
+        return cls("isotonic", {"x": tuple(x), "p": tuple(p)})
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":
         return cls.from_dict(manifest.get("calibration"))
+
+
+def _isotonic_read(cls, xs: list, ps: list) -> "Calibrator | str":
+    """The Calibrator of these knots, or why they cannot be read: remembered by their content."""
+    key = _isotonic_key(xs, ps)
+    try:
+        hit = None if key is None else _ISOTONIC_READ.get(key)
+    except TypeError:  # a value that cannot be hashed (a list among the knots): read every time
+        key = hit = None
+    if hit is None:
+        try:
+            hit = cls._isotonic(xs, ps)
+        except ValueError as exc:
+            hit = str(exc)
+        if key is not None:
+            if len(_ISOTONIC_READ) >= 64 or sum(len(k[0]) for k in _ISOTONIC_READ) + len(xs) > _ISOTONIC_READ_KNOTS:
+                _ISOTONIC_READ.clear()
+            _ISOTONIC_READ[key] = hit
+    return hit
+
+
+def _isotonic_key(xs: list, ps: list) -> tuple | None:
+    """The knots' values and their types (True == 1 == 1.0, yet only the numbers are knots), in
+    tuples that no caller can edit; None for more knots than the cache holds. Hashing 200,000 knots
+    costs milliseconds, reading them a third of a second."""
+    if len(xs) > _ISOTONIC_READ_KNOTS:
+        return None
+    return (tuple(xs), tuple(ps), tuple(map(type, xs)), tuple(map(type, ps)))
 
 
 def is_finite_number(v: Any) -> bool:

@@ -227,3 +227,43 @@ def test_a_large_isotonic_block_is_read_once_not_per_file(monkeypatch):
     assert len(reads) == 3
     assert any("a: calibration in the fusion model unreadable (isotonic knots 'x' must be in increasing order)" in r
                for r in dropped.reasons), dropped.reasons
+
+
+def test_an_isotonic_block_edited_in_place_is_read_anew():
+    """The blocks read are remembered by their knots' content, not by the lists' identity: a library
+    user adjusting a fusion model in a notebook edits its lists in place, and was served the knots as
+    they were (same list, same length) -- an unsorted edit even kept being used instead of refused."""
+    from aiidetect.fusion import fuse
+    from aiidetect.records import DetectorResult
+
+    x, p = [-1.0, 0.0, 1.0], [0.1, 0.5, 0.9]
+    model = {"detectors": {"a": {"weight": 1.0, "calibration": {"method": "isotonic", "x": x, "p": p}},
+                           "b": {"weight": 1.0, "calibration": {"method": "none"}}},
+             "ai_threshold": 0.9, "real_threshold": 0.1}
+    both = {"a": DetectorResult("ok", p_ai=0.7), "b": DetectorResult("ok", p_ai=0.5)}
+    assert fuse(both, model).p_ai > 0.75
+    p[:] = [0.5, 0.5, 0.5]
+    assert fuse(both, model).p_ai == pytest.approx(0.5)
+    x[2] = -5.0
+    assert any("a: calibration in the fusion model unreadable (isotonic knots 'x' must be in increasing order)"
+               in r for r in fuse(both, model).reasons)
+    # equal values of another type are other knots: True == 1, but a flag is no knot
+    ok = {"method": "isotonic", "x": [0, 1], "p": [0.2, 0.8]}
+    assert Calibrator.from_dict(ok).prob(0.5) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="finite number, not True"):
+        Calibrator.from_dict({"method": "isotonic", "x": [0, True], "p": [0.2, 0.8]})
+    # a calibrator read from a block is shared by every block with those knots: nobody can edit it
+    cal = Calibrator.from_dict(ok)
+    with pytest.raises(TypeError):
+        cal.params["x"][0] = 5.0
+    assert cal.to_dict() == {"method": "isotonic", "x": [0.0, 1.0], "p": [0.2, 0.8]}
+
+
+def test_a_calibrator_built_on_lists_reads_them_as_they_are_now():
+    """A Calibrator a caller builds on their own lists (fit_isotonic's, or by hand) converted them to
+    arrays once and kept those through any later edit of the lists."""
+    x, p = [0.0, 1.0], [0.2, 0.8]
+    cal = Calibrator("isotonic", {"x": x, "p": p})
+    assert cal.prob(0.5) == pytest.approx(0.5)
+    p[:] = [0.6, 0.6]
+    assert cal.prob(0.5) == pytest.approx(0.6)

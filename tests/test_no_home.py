@@ -169,7 +169,8 @@ def test_hub_cache_is_not_looked_up_under_a_relative_home(monkeypatch, tmp_path)
 def test_cache_info_and_weights_fetch_without_a_home_say_what_to_set(tmp_path):
     info = _run_homeless(tmp_path, "cache", "info")
     assert info.returncode == 0, info.stderr
-    assert [line.split()[:2] for line in info.stdout.splitlines()] == [["results", "off"], ["features", "off"]]
+    assert [line.split()[:2] for line in info.stdout.splitlines()] == [["results", "off"], ["features", "off"],
+                                                                           ["optimize", "off"], ["weights-ids", "off"]]
     fetch = _run_homeless(tmp_path, "weights", "fetch", "ViT-B-32/openai", "--dry-run")
     assert fetch.returncode == 2
     assert "AIIDETECT_CLIP_CACHE" in fetch.stderr and "--cache-dir" in fetch.stderr and "--debug" not in fetch.stderr

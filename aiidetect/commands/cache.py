@@ -1,7 +1,9 @@
-"""`aiidetect cache info|clear`: the on-disk caches (scan results, backbone features)."""
+"""`aiidetect cache info|clear`: the on-disk caches (scan results, backbone features, optimize decisions,
+weights identities)."""
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -9,7 +11,8 @@ from .common import EXIT_OK, JsonFormat, QuietOpt, SummaryFormatOpt, fail, stder
 
 
 def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: nothing on stderr to silence
-    """Where the caches are and how much they hold.
+    """Where the caches are and how much they hold: scan results, backbone features, the decisions of
+    `aiidetect optimize` (and their int8 graphs), remembered weights identities.
 
     Example: aiidetect cache info -f json
     """
@@ -21,23 +24,36 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
         return
     for name, row in out.items():
         if row["path"] is None:
-            typer.echo(f"{name:9s} off  ({row['error']})")
+            typer.echo(f"{name:11s} off  ({row['error']})")
             continue
-        detail = (f"{row.get('files', 0)} files, {row.get('rows', 0)} rows, {row['bytes'] / 1e6:.1f} MB"
-                  if row["exists"] else "empty")
+        if not row["exists"]:
+            detail = "empty"
+        elif name == "optimize":
+            detail = (f"{row['decisions']} decision{'s' if row['decisions'] != 1 else ''}, {row['stale']} stale, "
+                      f"{row['bytes'] / 1e6:.1f} MB")
+        elif name == "weights-ids":
+            detail = f"{row.get('rows', 0)} rows, {row.get('aliases', 0)} aliases, {row['bytes'] / 1e6:.1f} MB"
+        else:
+            detail = f"{row.get('files', 0)} files, {row.get('rows', 0)} rows, {row['bytes'] / 1e6:.1f} MB"
         ro = "; read-only" if row.get("read_only") else ""
-        typer.echo(f"{name:9s} {row['path']}  ({detail}{ro}{'; ' + row['error'] if 'error' in row else ''})")
+        typer.echo(f"{name:11s} {row['path']}  ({detail}{ro}{'; ' + row['error'] if 'error' in row else ''})")
 
 
-def clear(what: str = typer.Argument("results", help="results | features | all"), quiet: bool = QuietOpt):
-    """Delete cached scan results (default), backbone features, or both.
+def clear(what: Optional[str] = typer.Argument(None, help="results (default) | features | optimize | weights-ids | all"),
+          stale: bool = typer.Option(False, "--stale", help="With optimize (the default then): only the decisions no "
+                                                            "scan of this installation can use (another aiidetect, "
+                                                            "torch or onnxruntime version, or damaged)."),
+          quiet: bool = QuietOpt):
+    """Delete cached scan results (default), backbone features, optimize decisions, weights identities, or all.
 
-    Example: aiidetect cache clear all
+    Never a user's heads or a results store: only the cache files. Examples:
+      aiidetect cache clear all
+      aiidetect cache clear optimize --stale
     """
     from ..caches import clear_caches
 
     try:
-        cleared = clear_caches(what)
+        cleared = clear_caches(what or ("optimize" if stale else "results"), stale=stale)
     except ValueError as exc:
         fail(str(exc))
     except OSError as exc:  # e.g. a folder where the database should be, or a read-only cache folder
@@ -47,8 +63,17 @@ def clear(what: str = typer.Argument("results", help="results | features | all")
         # What was removed, not just what was asked: "cleared" over an empty cache told nothing.
         n, size = row["files"], row["bytes"]
         amount = f"{size} bytes" if size < 1e6 else f"{size / 1e6:.1f} MB"
-        done = f"cleared {row['name']}: {n} file{'s' if n != 1 else ''}, {amount}" if n \
-            else f"{row['name']}: nothing to clear"
+        if "rows" in row:  # weights-ids emptied in place: its learned aliases stay
+            done = (f"cleared {row['name']}: {row['rows']} rows, {amount}; {row['aliases_kept']} learned weights "
+                    "identities kept (docs/weights.md)")
+        elif n:
+            what_went = (f"{row['decisions']} decision{'s' if row['decisions'] != 1 else ''} ({n} file{'s' if n != 1 else ''})"
+                         if "decisions" in row else f"{n} file{'s' if n != 1 else ''}")
+            done = f"cleared {row['name']}{' (stale)' if stale else ''}: {what_went}, {amount}"
+        else:
+            done = f"{row['name']}: nothing{' stale' if stale else ''} to clear"
+        if row.get("in_use"):
+            done += f"; {row['in_use']} left: an `aiidetect optimize` is measuring it"
         where = row["path"] or "off: no home folder; set AIIDETECT_CACHE"
         err.print(f"{done} ({where})", highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)

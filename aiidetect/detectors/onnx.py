@@ -166,11 +166,17 @@ def create(ctx: RunContext) -> list[Detector]:
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:
             out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess)))
+    installed: dict[str, Mapping[str, Any]] | None = None
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""
         if not fam or fam in fams and asked(s["name"], fam):
-            out.append(UnavailableDetector(s["name"] if ":" in s["name"] else f"onnx:{s['name']}",
-                                           f"not in the ONNX export: {s['reason']}"))
+            why = f"not in the ONNX export: {s['reason']}"
+            if str(s.get("reason", "")).startswith("trained on another backbone"):
+                # which backbone, and what to do: "another backbone (fingerprint …)" named neither
+                if installed is None:
+                    installed = _installed_heads(ctx, fams)
+                why = _skipped_reason(installed.get(s["name"]), side, ctx.onnx_dir, why)
+            out.append(UnavailableDetector(s["name"] if ":" in s["name"] else f"onnx:{s['name']}", why))
     if (ctx.options or {}).get("onnx_families"):  # a scan's selection (api.run_context), not "whatever it holds"
         out += _not_exported(ctx, list(ctx.options["onnx_families"]), side, out)
     if not out:
@@ -200,14 +206,76 @@ def _not_exported(ctx: RunContext, families: Sequence[str], side: Mapping[str, A
         wanted = (ctx.options or {}).get(f"{fam}_heads")
         if wanted:
             found = [(p, m) for p, m in found if m.get("name") in set(wanted)]
+        for p, m in found:
+            n = f"{fam}:{_name(p, m)}"
+            if n in exported:
+                continue
+            # a head of another backbone: re-exporting this backbone would leave it out again
+            why = (_other_backbone(m, side) and other_backbone_reason(m, side, ctx.onnx_dir)
+                   or f"not in the ONNX export {ctx.onnx_dir}; re-export it (`aiidetect export onnx`) to run this head")
+            out.append(UnavailableDetector(n, why))
         names = [f"{fam}:{_name(p, m)}" for p, m in found]
-        out += [UnavailableDetector(n, f"not in the ONNX export {ctx.onnx_dir}; re-export it "
-                                       f"(`aiidetect export onnx`) to run this head")
-                for n in names if n not in exported]
         if not names and not any(n.startswith(fam + ":") for n in exported):
             # No head to build: the family's own create says so before it builds any backbone.
             out += create_detectors([fam], ctx)
     return out
+
+
+def _installed_heads(ctx: RunContext, families) -> dict[str, Mapping[str, Any]]:
+    """`family:name` -> manifest of every head in the weights folders (the first of a name, as a scan)."""
+    from ..heads import find_heads
+    from .heads import _name
+
+    out: dict[str, Mapping[str, Any]] = {}
+    for fam in families:
+        for p, m in find_heads(list(ctx.weights_dirs), fam):
+            out.setdefault(f"{fam}:{_name(p, m)}", m)
+    return out
+
+
+def _other_backbone(manifest: Mapping[str, Any], side: Mapping[str, Any]) -> bool:
+    """The head names a backbone and it is not the export's. A head that records only its checkpoint
+    file's SHA-256 (the UnivFD migration, docs/weights.md) may still be the export's backbone: not said."""
+    from ..weights_identity import LEGACY_PREFIX
+
+    b, e = manifest.get("backbone"), side.get("backbone")
+    if not isinstance(b, Mapping) or not isinstance(e, Mapping) or not b.get("fingerprint"):
+        return False
+    if str(b.get("weights_id") or "").startswith(LEGACY_PREFIX):
+        return False
+    return b.get("fingerprint") != e.get("fingerprint")
+
+
+def _skipped_reason(manifest: Mapping[str, Any] | None, side: Mapping[str, Any], onnx_dir, why: str) -> str:
+    """A head the exporter left out for its backbone (its judgement, legacy identities included), as the
+    weights folders hold it now."""
+    b, e = (manifest or {}).get("backbone"), side.get("backbone")
+    if isinstance(b, Mapping) and isinstance(e, Mapping) and b.get("fingerprint") not in (None, "", e.get("fingerprint")):
+        return other_backbone_reason(manifest, side, onnx_dir) or why
+    if isinstance(b, Mapping) and isinstance(e, Mapping) and b.get("fingerprint") == e.get("fingerprint"):
+        # retrained on the export's backbone since: the export still holds none of it
+        return (f"not in the ONNX export {onnx_dir} (trained on another backbone when it was made); re-export it "
+                "(`aiidetect export onnx`) to run this head")
+    if isinstance(e, Mapping):
+        return f"{why}; the ONNX export {onnx_dir} is for backbone {_backbone_name(e)}"
+    return why
+
+
+def _backbone_name(b: Mapping[str, Any]) -> str:
+    name = b.get("name") or "/".join(str(b[k]) for k in ("model", "pretrained") if b.get(k)) or "an unnamed backbone"
+    return f"{name} (fingerprint {b.get('fingerprint') or 'unknown'})"
+
+
+def other_backbone_reason(manifest: Mapping[str, Any] | None, side: Mapping[str, Any], onnx_dir) -> str | None:
+    """Why a head trained on another backbone than the export's cannot run from it, naming both
+    backbones and the two ways to run it; None when the manifest does not say its backbone."""
+    b, e = (manifest or {}).get("backbone"), side.get("backbone")
+    if not isinstance(b, Mapping) or not isinstance(e, Mapping):
+        return None
+    return (f"trained on backbone {_backbone_name(b)}, but the ONNX export {onnx_dir} is for backbone "
+            f"{_backbone_name(e)}: export one for this head's backbone (`aiidetect export onnx -o NEW_DIR` with "
+            f"--backbone/--pretrained or --backbone-config/--backbone-weights naming it) and scan with "
+            f"--onnx NEW_DIR, or scan with --runtime torch and that backbone")
 
 
 def _graph_id(onnx_dir: Path, graph: Mapping[str, Any]) -> str:

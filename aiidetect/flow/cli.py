@@ -99,7 +99,7 @@ def train_flow_cmd(
 
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
     from ..feature_cache import FeatureCache
-    from ..flow.train import FitConfig, TrainFlowConfig, train_flow_head
+    from ..flow.train import FitConfig, TrainFlowConfig, load_flow_data, train_flow_head
     from ..preprocess import make_spec
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
@@ -115,6 +115,11 @@ def train_flow_cmd(
     try:
         check_output_dir(out_dir, head_name, "flow")
     except HeadError as exc:
+        fail(str(exc))
+    # the data first, as the other trainers: a wrong source must not cost the backbone's load
+    try:
+        data = load_flow_data([str(p) for p in real], [str(p) for p in (ai or [])], max_images, seed, follow_links)
+    except (ValueError, OSError) as exc:
         fail(str(exc))
     try:
         bb = create_backbone(spec, device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype)
@@ -145,7 +150,7 @@ def train_flow_cmd(
             manifest = train_flow_head(bb, [str(p) for p in real], out_dir, head_name, cfg,
                                        ai_sources=[str(p) for p in (ai or [])],
                                        cache=None if no_cache else FeatureCache(), progress=progress,
-                                       follow_links=follow_links,
+                                       follow_links=follow_links, data=data,
                                        log=lambda s: err.print(s, highlight=False))
         except ValueError as exc:
             fail(str(exc))

@@ -322,18 +322,20 @@ class TrainFlowConfig:
     fit: FitConfig = field(default_factory=FitConfig)
 
 
-def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: bool = False, link_stats=None):
+def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: bool = False, link_stats=None,
+                 via_link: set[str] | None = None):
     """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
     GenImage, UniversalFakeDetect) is read as such; any other folder counts as
     all-`plain_label` (a photo archive for --real, a generator's output for --ai).
     Links inside a folder: train.data's rule (counted in `link_stats` when not followed).
     One image from two sources, or twice through links in a folder, is refused as by load_items:
-    loaded one source at a time, flow trained and calibrated on the doubled images in silence."""
+    loaded one source at a time, flow trained and calibrated on the doubled images in silence.
+    The files reached through a link are added to `via_link`, for a later refuse_repeats."""
     from ..train.data import Item, LinkStats, detect_layout, images_in, load_items, refuse_repeats
 
     stats = link_stats if link_stats is not None else LinkStats()
     items = []
-    via_link: set[str] = set()
+    via_link = set() if via_link is None else via_link
     for s in sources:
         p = Path(s)
         try:
@@ -347,6 +349,40 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
         items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link)
     refuse_repeats(items, sources, via_link)
     return items
+
+
+@dataclass
+class FlowData:
+    """What `aiidetect train flow` trains and validates on, read before any model is built."""
+
+    reals: list                  # the real photos to train and calibrate on (after --max-images)
+    n_ai_rows_ignored: int       # AI-labelled rows of the --real sources
+    real_links: Any              # LinkStats of the --real sources
+    ai_items: list = field(default_factory=list)  # AI images for the validation report only
+    ai_links: Any = None
+
+
+def load_flow_data(real_sources: Sequence[str], ai_sources: Sequence[str] = (), max_images: int | None = None,
+                   seed: int = 0, follow_links: bool = False) -> FlowData:
+    """Read and check every data source: ValueError naming the problem (an unreadable manifest, an image
+    given twice, fewer than 4 real photos). train flow calls this before it builds the backbone, as the
+    other trainers do, so a wrong source costs no model load. One image given both as a real photo
+    (--real) and as an AI image (--ai) is refused as one image from two sources is in evaluation: its
+    class is unknown, and the validation report compared held-out reals with some of themselves.
+    The same manifest may be both (its real rows train, its AI rows validate)."""
+    from ..train.data import LinkStats, refuse_repeats
+
+    links, via_link = LinkStats(), set()
+    items = load_sources(real_sources, 0, follow_links, links, via_link)
+    reals = [i for i in items if i.label == 0]
+    if len(reals) < 4:
+        raise ValueError(f"need at least 4 real photos, found {len(reals)}")
+    ai_items, ai_links = [], None
+    if ai_sources:
+        ai_links = LinkStats()
+        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, via_link) if i.label == 1]
+        refuse_repeats(reals + ai_items, [*real_sources, *ai_sources], via_link)
+    return FlowData(select_reals(items, max_images, seed), len(items) - len(reals), links, ai_items, ai_links)
 
 
 def select_reals(items, max_images: int | None, seed: int):
@@ -370,14 +406,16 @@ def split_reals(paths: Sequence[str], val_fraction: float, seed: int) -> tuple[l
 
 def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, name: str,
                     cfg: TrainFlowConfig, ai_sources: Sequence[str] = (), cache=None, follow_links: bool = False,
-                    progress: ProgressFn | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Everything `aiidetect train flow` does. Returns the manifest written."""
+                    progress: ProgressFn | None = None, log: Callable[[str], None] | None = None,
+                    data: FlowData | None = None) -> dict[str, Any]:
+    """Everything `aiidetect train flow` does. Returns the manifest written. `data` is what
+    load_flow_data read from these sources, when the caller checked them already."""
     import torch
 
     from ..feature_cache import extract_features, output_names
     from ..preprocess import make_spec
     from ..train.checks import check_features
-    from ..train.data import LinkStats, summarize
+    from ..train.data import summarize
     from ..heads import backbone_manifest, save_head
     from .model import FeatureFlow, FlowConfig
 
@@ -387,16 +425,14 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     layers = sorted({int(i) % backbone.layers for i in cfg.layers})
     outputs = output_names(layers, backbone.layers)
 
-    links = LinkStats()
-    items = load_sources(real_sources, 0, follow_links, links)
-    if links.note():
-        say(f"--real: {links.note()}")
-    reals = select_reals(items, cfg.max_images, cfg.seed)
-    n_ai_dropped = sum(1 for i in items if i.label == 1)
+    if data is None:
+        data = load_flow_data(real_sources, ai_sources, cfg.max_images, cfg.seed, follow_links)
+    if data.real_links.note():
+        say(f"--real: {data.real_links.note()}")
+    reals = data.reals
+    n_ai_dropped = data.n_ai_rows_ignored
     if n_ai_dropped:
         say(f"ignoring {n_ai_dropped} AI-labelled rows of the training sources: CLIP-Flow trains on real photos only")
-    if len(reals) < 4:
-        raise ValueError(f"need at least 4 real photos, found {len(reals)}")
 
     def stage(label: str, total: int):
         return (lambda n: progress(label, n, total)) if progress else None
@@ -464,10 +500,9 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
             metrics["per_kind_auroc_val"][k] = auroc(nll_va, nll_pva[sel])
     ai_summary = None
     if ai_sources:
-        ai_links = LinkStats()
-        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links) if i.label == 1]
-        if ai_links.note():
-            say(f"--ai: {ai_links.note()}")
+        ai_items = data.ai_items
+        if data.ai_links.note():
+            say(f"--ai: {data.ai_links.note()}")
         af, afail = extract_features(backbone, [i.path for i in ai_items], spec, layers, cache=cache,
                                      progress=stage("AI validation features", len(ai_items)))
         for p, why in afail:

@@ -64,7 +64,10 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
             name = manifest["name"]
             fp = Head(path, manifest).backbone_fingerprint
             if fp and fp != backbone.fingerprint and not legacy_accepts(manifest["backbone"], backbone.fingerprint):
-                skipped.append((f"{fam}:{name}", f"trained on another backbone (fingerprint {fp})"))
+                b = manifest["backbone"]
+                skipped.append((f"{fam}:{name}", f"trained on another backbone, {b.get('name') or b.get('model')} "
+                                                 f"(fingerprint {fp}), not {backbone.spec.describe()} "
+                                                 f"(fingerprint {backbone.fingerprint})"))
                 continue
             try:
                 head = load_head(path)

@@ -271,3 +271,54 @@ def test_one_photo_from_two_sources_is_refused(tmp_path):
     assert res.exit_code == 2, res.output
     assert "more than one of the data sources" in res.output and "b.png" in res.output
     assert not (tmp_path / "h").exists()
+
+
+def _no_backbone(monkeypatch):
+    import aiidetect.backbone
+
+    def refuse(*a, **k):
+        raise AssertionError("the backbone was built before the data sources were checked")
+
+    monkeypatch.setattr(aiidetect.backbone, "create_backbone", refuse)
+
+
+def test_the_data_sources_are_checked_before_the_backbone_is_built(tmp_path, monkeypatch):
+    """train flow built the CLIP backbone (minutes for ViT-L on a CPU) and only then read its sources, so a
+    wrong one (a manifest with three photos, an image given twice) cost the model load first; the other
+    trainers read their data first."""
+    from conftest import run_cli_in_process
+
+    _no_backbone(monkeypatch)
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    for i in range(3):
+        (reals / f"a{i}.png").write_bytes(b"")
+    r = run_cli_in_process("train", "flow", "--real", str(reals), "--backbone-config", "tiny-vit",
+                           "--out", str(tmp_path / "h"), "--device", "cpu")
+    assert r.returncode == 2 and "need at least 4 real photos, found 3" in r.stderr, r.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_one_photo_given_as_real_and_as_ai_is_refused(tmp_path, monkeypatch):
+    """Each class's sources were checked apart, so a photo given with --real and again with --ai (an AI
+    folder inside the archive) went unnoticed: the validation report compared held-out reals with
+    themselves. The same manifest for both stays fine (its real rows train, its AI rows validate)."""
+    from aiidetect.flow.train import load_flow_data
+    from conftest import run_cli_in_process
+
+    reals = tmp_path / "reals"
+    (reals / "gen").mkdir(parents=True)
+    for i in range(4):
+        (reals / f"a{i}.png").write_bytes(b"")
+    (reals / "gen" / "g.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"more than one of the data sources .*gen[/\\]g\.png"):
+        load_flow_data([str(reals)], [str(reals / "gen")])
+    m = tmp_path / "m.csv"
+    m.write_text("file,label\n" + "".join(f"reals/a{i}.png,real\n" for i in range(4)) + "reals/gen/g.png,ai\n")
+    data = load_flow_data([str(m)], [str(m)])
+    assert len(data.reals) == 4 and [i.path for i in data.ai_items] == [str(reals / "gen" / "g.png")]
+    assert data.n_ai_rows_ignored == 1
+    _no_backbone(monkeypatch)
+    r = run_cli_in_process("train", "flow", "--real", str(reals), "--ai", str(reals / "gen"),
+                           "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h"), "--device", "cpu")
+    assert r.returncode == 2 and "g.png" in r.stderr and "give each image once" in r.stderr, r.stderr

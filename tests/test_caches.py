@@ -1,0 +1,85 @@
+"""`aiidetect cache info|clear` over every cache the tool keeps: the scan results, the backbone
+features, the decisions of `aiidetect optimize` (folders with their int8 graphs) and weights_ids.sqlite.
+The last two were neither listed nor cleared, and decisions for setups no scan can reach any more piled up."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli_in_process
+
+
+def _decision(root, key: str, versions, size: int = 1000):
+    from aiidetect import optimize as opt
+
+    (root / key / opt.ONNX_SUBDIR).mkdir(parents=True)
+    (root / key / opt.ONNX_SUBDIR / "model.onnx").write_bytes(b"x" * size)
+    ident = {"format": opt.FORMAT, "format_version": opt.FORMAT_VERSION, "versions": versions}
+    (root / key / opt.DECISION).write_text(json.dumps({"identity": ident, "status": "verified"}))
+    (root / (key + ".lock")).write_bytes(b"")
+
+
+def _cache(tmp_path, monkeypatch):
+    from aiidetect import optimize as opt, weights_identity
+
+    cache = tmp_path / "c"
+    monkeypatch.setenv("AIIDETECT_CACHE", str(cache))
+    root = cache / "optimize"
+    _decision(root, "a" * 32, opt.versions())                                   # this installation's
+    _decision(root, "b" * 32, {**opt.versions(), "aiidetect": "0.0.1"}, 5000)   # an older aiidetect's
+    (root / ("c" * 32)).mkdir()                                                 # no decision.json
+    (root / ("d" * 32 + ".lock")).write_bytes(b"")                              # a failed run's lock
+    (root / "mine.sqlite").write_bytes(b"not the tool's")                       # not a decision: never touched
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    weights_identity.file_sha256(tmp_path / "w.bin")
+    return cache, root
+
+
+def test_cache_info_lists_the_optimize_decisions_and_the_weights_identities(tmp_path, monkeypatch):
+    cache, _ = _cache(tmp_path, monkeypatch)
+    r = run_cli_in_process("cache", "info", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert list(got) == ["results", "features", "optimize", "weights-ids"]
+    assert got["optimize"]["decisions"] == 3 and got["optimize"]["stale"] == 2
+    assert got["optimize"]["bytes"] > 6000 and got["optimize"]["path"] == str(cache / "optimize")
+    assert got["weights-ids"]["rows"] == 1 and got["weights-ids"]["aliases"] == 0 and got["weights-ids"]["bytes"] > 0
+    table = run_cli_in_process("cache", "info").stdout
+    assert "optimize    " in table and "3 decisions, 2 stale" in table and "1 rows, 0 aliases" in table
+
+
+def test_cache_clear_removes_stale_decisions_then_every_cache_but_never_other_files(tmp_path, monkeypatch):
+    cache, root = _cache(tmp_path, monkeypatch)
+    r = run_cli_in_process("cache", "clear", "--stale")
+    assert r.returncode == 0 and "cleared optimize (stale): 2 decisions" in r.stderr, r.stderr
+    assert sorted(p.name for p in root.iterdir()) == sorted(["a" * 32, "a" * 32 + ".lock", "mine.sqlite"])
+    assert run_cli_in_process("cache", "clear", "results", "--stale").returncode == 2
+    r = run_cli_in_process("cache", "clear", "all")
+    assert r.returncode == 0, r.stderr
+    assert "cleared optimize: 1 decision" in r.stderr and "cleared weights-ids: 1 file" in r.stderr, r.stderr
+    assert [p.name for p in root.iterdir()] == ["mine.sqlite"]
+    assert sorted(p.name for p in cache.iterdir()) == ["optimize"] and (tmp_path / "w.bin").exists()
+
+
+def test_a_decision_being_measured_is_left_and_learned_weights_identities_are_kept(tmp_path, monkeypatch):
+    """An optimize holding its lock is measuring into its folder: clearing it would break that run. The
+    aliases in weights_ids.sqlite (a tensor identity known to be the file a legacy head names) cannot be
+    computed again without that file: clearing empties the digests and keeps them."""
+    import fcntl
+    import os
+
+    from aiidetect import weights_identity
+
+    cache, root = _cache(tmp_path, monkeypatch)
+    weights_identity.remember_alias("tensors:x", "sha256:y")
+    fd = os.open(root / ("a" * 32 + ".lock"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = run_cli_in_process("cache", "clear", "all")
+    finally:
+        os.close(fd)
+    assert "1 left: an `aiidetect optimize` is measuring it" in r.stderr, r.stderr
+    assert (root / ("a" * 32) / "decision.json").exists() and not (root / ("b" * 32)).exists()
+    assert "cleared weights-ids: 1 rows" in r.stderr and "1 learned weights identities kept" in r.stderr
+    assert weights_identity.known_aliases("tensors:x") == ["sha256:y"]
+    info = json.loads(run_cli_in_process("cache", "info", "-f", "json").stdout)["weights-ids"]
+    assert info["rows"] == 0 and info["aliases"] == 1
