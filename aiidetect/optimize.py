@@ -20,8 +20,8 @@ A candidate is verified when, for every head and for the fused verdict, at most
 ``max_delta_p``). The fastest verified candidate that beats float32 on model
 time wins; otherwise the decision says why torch float32 stays. The fused
 verdict is also fused again for every detector set `scan -d` can ask for (each
-subset of the families with heads, with and without metadata), and each set is
-recorded as verified or refused.
+subset of the families with heads, with and without metadata), and scan serves
+the chosen candidate only to the sets that stay within tolerance.
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
@@ -42,7 +42,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
@@ -262,7 +262,12 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
         return None
     try:
         fast = _fast_path(decision, folder)
-        return fast if not fast.use else _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
+        if fast.use:
+            fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
+        torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
+        if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
+            return _for_detector_set(fast, decision, families)
+        return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
         return FastPath(False, "torch", "auto", f"runtime: torch (the stored decision {folder / DECISION} is "
@@ -290,6 +295,41 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
         return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model in {onnx_dir} fails its checks: "
                         f"{problem}; run `aiidetect optimize` again)", decision=dict(decision))
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str]) -> FastPath | None:
+    """`fast` when the decision verified the fused verdicts of the detector set this scan runs, else a
+    torch FastPath saying why; None when the scan selects no family the setup has heads of (its fused
+    verdict is the metadata detector's, the same on every runtime). Per-head agreement does not carry
+    over to a subset: fused alone, one head decides, and `-d flow` put CLIP-Flow's int8 shifts against
+    the fused thresholds with nothing to dilute them."""
+    chosen = decision.get("chosen") or {}
+    heads = (decision.get("identity") or {}).get("heads") or []
+    present = {h.get("family") for h in heads if isinstance(h, dict)}
+    # A selected pixel family without a head is an unavailable entry on either runtime: fusion drops it.
+    want = [f for f in dict.fromkeys(families) if f not in PIXEL_FAMILIES or f in present]
+    if not any(f in present for f in want):
+        return None
+    key, full, n = set_key(want), set_key(["metadata", *present]), decision.get("files")
+    sets = chosen.get("detector_sets")
+    if sets is None:
+        # An older `aiidetect optimize` compared the fused verdict over everything it ran and nothing else:
+        # that set is still served, any other waits for a new run.
+        if key == full:
+            return fast
+        return FastPath(False, "torch", "auto", f"runtime: torch (an older `aiidetect optimize` verified the fast "
+                        f"path's fused verdicts for the detectors {full} only, not {key}; run `aiidetect optimize` "
+                        "again to verify every detector set)", decision=fast.decision)
+    entry = sets.get(key) if isinstance(sets, dict) else None
+    if isinstance(entry, dict) and entry.get("status") == "verified":
+        return replace(fast, line=_verified_line({**chosen, "worst_changed_share": entry.get("worst_changed_share")},
+                                                 n, None if key == full else key))
+    if isinstance(entry, dict):
+        why = f"refused by `aiidetect optimize` on {n} images: {entry.get('reason')}"
+    else:  # a family optimize never ran (one registered since, a plugin): its fused verdicts were never compared
+        why = "not verified by `aiidetect optimize`"
+    return FastPath(False, "torch", "auto", f"runtime: torch (the fast path for the detectors {key} was {why})",
+                    decision=fast.decision)
 
 
 def verified_fusion(model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -358,10 +398,12 @@ def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _verified_line(c: Mapping[str, Any], n) -> str:
+def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None) -> str:
     bits = (c.get("int8") or {}).get("weight_bits")
     how = f" ({bits}-bit weights)" if bits == 7 else ""
-    return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} images: "
+    which = f" for the detectors {detectors}" if detectors else ""
+    return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} "
+            f"images{which}: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "
             f"{c.get('scan_speedup', 0.0):.1f}× torch float32 (model time {c.get('speedup', 0.0):.1f}×)")
 

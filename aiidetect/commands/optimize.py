@@ -49,7 +49,7 @@ def optimize_cmd(
     your images, per head and for the fused verdict, and stores the fastest verified one (or the
     refusal and its reason) in $AIIDETECT_CACHE/optimize. The fused verdict is also compared for
     each detector set `scan -d` can ask for. A later `aiidetect scan` with the same backbone and
-    heads on this machine uses it and says so; `scan --runtime torch` opts out.
+    heads on this machine uses it for the verified sets and says so; `scan --runtime torch` opts out.
 
     Exit codes: 0 measured and stored (verified or refused) / --show found a decision; 2 usage
     or fatal error (no images, no trained head, nothing stored for --show).
@@ -108,6 +108,11 @@ def optimize_cmd(
     _print(decision, fmt)
     if not quiet:
         err.print(opt._fast_path(decision, Path(decision["path"]).parent).line, highlight=False)
+        sets = (decision.get("chosen") or {}).get("detector_sets") or {}
+        torch_sets = [k for k, v in sets.items() if v.get("status") != "verified"]
+        if torch_sets:
+            err.print("scan stays on torch for " + ", ".join(f"-d {k}" for k in torch_sets) + " (their fused "
+                      "verdicts were not verified within tolerance)", highlight=False)
         err.print(f"stored in {decision['path']}", highlight=False)
     raise typer.Exit(EXIT_OK)
 

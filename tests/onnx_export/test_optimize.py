@@ -96,6 +96,25 @@ def test_runtime_torch_forces_torch(setup, dev_dir):
         assert det.get("runtime", "torch") == "torch" and det["dtype"] in ("float32", "bfloat16")  # --dtype auto
 
 
+@pytest.mark.slow
+def test_a_refused_detector_set_scans_on_torch(setup, dev_dir, tmp_path):
+    """`scan -d flow` under a decision whose `flow` set was refused: torch, and the records say so."""
+    cache = tmp_path / "cache"
+    shutil.copytree(setup["cache"], cache, symlinks=True, copy_function=shutil.copy2)  # mtimes kept: still served
+    dp = cache / Path(setup["decision"]["path"]).relative_to(setup["cache"])
+    d = json.loads(dp.read_text())
+    d["chosen"].setdefault("detector_sets", {}).setdefault("flow", {}).update(
+        status="refused", reason="fused verdict changed 1/24 verdicts")
+    dp.write_text(json.dumps(d))
+    env = {**setup["env"], "AIIDETECT_CACHE": str(cache)}
+    recs, err = _scan(env, dev_dir, "-d", "flow")
+    assert ("runtime: torch (the fast path for the detectors flow was refused by `aiidetect optimize` on "
+            f"{d['files']} images: fused verdict changed 1/24 verdicts)") in err.replace("\n", " "), err
+    for rec in recs:
+        det = rec["detectors"]["flow:flowhead"]
+        assert det["status"] == "ok" and det.get("runtime", "torch") == "torch" and det["dtype"] != "int8", det
+
+
 def _fusion_model(folder: Path, bias: float = 0.0) -> Path:
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "detector": "fusion", "params": {
@@ -299,6 +318,12 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     from aiidetect.preprocess import make_spec
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    # The key records one linear head, as a decision optimize stored always records a head; the fusion
+    # models stay what the weights folder holds.
+    real = opt.heads_identity
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs, families=opt.PIXEL_FAMILIES:
+                        [{"family": "linear", "name": "p", "files": {}}] if families == opt.PIXEL_FAMILIES
+                        else real(dirs, families))
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
                      weights_dirs=[tmp_path / "weights"])
     ident = opt.identity(ctx.backbone_spec, ctx.weights_dirs)
@@ -312,7 +337,9 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     files = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx.iterdir()}
     decision = {"identity": json.loads(json.dumps(ident, default=str)), "status": "verified", "files": 24,
                 "chosen": {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "speedup": 2.0,
-                           "scan_speedup": 1.5, "worst_changed_share": 0.0},
+                           "scan_speedup": 1.5, "worst_changed_share": 0.0,
+                           "detector_sets": {k: {"status": "verified", "reason": None, "files": 24,
+                                                 "worst_changed_share": 0.0} for k in ("linear", "metadata,linear")}},
                 "onnx_files": files}
     (onnx.parent / opt.DECISION).write_text(json.dumps(decision))
     assert opt.choose(ctx, ["linear"]).use  # as stored, the fast path is taken
@@ -740,6 +767,65 @@ def test_each_detector_set_is_verified_on_its_own_fused_verdicts():
     assert flow["verdict_changed"] == 1 and flow["files"] == 40 and flow["worst_changed_share"] == 0.025
     assert flow["reason"] == "fused verdict changed 1/40 verdicts (2.5% > 0.5%)"
     assert opt.compare(ref, cand)["fused"] == agree["fused"]  # without sets, as before
+
+
+def test_scan_serves_the_fast_path_only_to_the_detector_sets_it_verified(tmp_path, monkeypatch):
+    """`scan -d linear` took the int8 fast path of a decision that had compared only the fused verdict of
+    every family. A set refused, or one the decision does not list, runs torch and the summary says why;
+    a selected family without a head drops out (it is unavailable on either runtime)."""
+    from aiidetect import optimize as opt
+    from aiidetect.api import ScanOptions, run_context
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["chosen"]["detector_sets"]["linear"] = {"status": "refused", "files": 24, "worst_changed_share": 1 / 24,
+                                              "reason": "fused verdict changed 1/24 verdicts (4.17% > 0.5%)"}
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert fast.line == ("runtime: torch (the fast path for the detectors linear was refused by `aiidetect optimize` "
+                         "on 24 images: fused verdict changed 1/24 verdicts (4.17% > 0.5%))")
+    opts = ScanOptions(backbone_spec=ctx.backbone_spec, weights_dirs=[tmp_path / "weights"])
+    assert run_context(_with_detectors(opts, ["linear"]))[1].runtime == "torch"
+    for fams in (["metadata", "linear"], ["linear", "metadata", "mpft", "flow"]):  # no mpft or flow head here
+        fast = opt.choose(ctx, fams)
+        assert fast.use and fast.line.startswith("runtime: onnx int8, verified by `aiidetect optimize` on 24 "
+                                                 "images: 0.0% verdicts changed"), fast.line
+        assert run_context(_with_detectors(opts, fams))[1].runtime == "onnx"
+    d["chosen"]["detector_sets"]["linear"]["status"] = "verified"
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["linear"]).line.startswith(
+        "runtime: onnx int8, verified by `aiidetect optimize` on 24 images for the detectors linear: ")
+    del d["chosen"]["detector_sets"]["linear"]
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and "the fast path for the detectors linear was not verified" in fast.line
+
+
+def _with_detectors(opts, fams):
+    from dataclasses import replace
+
+    return replace(opts, detectors=list(fams))
+
+
+def test_a_decision_from_before_detector_sets_serves_only_the_set_it_verified(tmp_path, monkeypatch):
+    """A decision stored before optimize compared each detector set verified the fused verdict of every
+    family it ran (metadata and the pixel families with heads): that set is still served, any other runs
+    torch and asks for a new optimize run."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    del d["chosen"]["detector_sets"]
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["metadata", "linear", "mpft", "flow"]).use
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert fast.line == ("runtime: torch (an older `aiidetect optimize` verified the fast path's fused verdicts for "
+                         "the detectors metadata,linear only, not linear; run `aiidetect optimize` again to verify "
+                         "every detector set)")
 
 
 def test_optimize_table_shows_each_detector_set(capsys, monkeypatch):
