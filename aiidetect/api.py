@@ -44,7 +44,8 @@ class UsageError(ScanError, ValueError):
 
 # Fixed choices, shared with the command line (commands/common.py shows them as --option values).
 Runtime = choices("Runtime", "auto", "torch", "onnx",
-                  doc="auto: the runtime `aiidetect optimize` verified for this CPU, backbone and heads, else torch.")
+                  doc="auto: the runtime `aiidetect optimize` verified for this CPU, backbone, heads and detector "
+                      "set, else torch.")
 Device = choices("Device", "auto", "cpu", "cuda")
 Dtype = choices("Dtype", "auto", "float32", "bfloat16", "float16",
                 doc="Inference dtypes; auto picks bfloat16 on CPUs that multiply it natively (docs/performance.md).")

@@ -18,7 +18,10 @@ the same files:
 A candidate is verified when, for every head and for the fused verdict, at most
 ``tolerance`` of the files change verdict (and, if asked, no p_ai moves more than
 ``max_delta_p``). The fastest verified candidate that beats float32 on model
-time wins; otherwise the decision says why torch float32 stays.
+time wins; otherwise the decision says why torch float32 stays. The fused
+verdict is also fused again for every detector set `scan -d` can ask for (each
+subset of the families with heads, with and without metadata), and scan serves
+the chosen candidate only to the sets that stay within tolerance.
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
@@ -39,9 +42,9 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from .detectors import onnx_families
 from .userdirs import NO_HOME, NoUserFolder
@@ -259,7 +262,12 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
         return None
     try:
         fast = _fast_path(decision, folder)
-        return fast if not fast.use else _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
+        if fast.use:
+            fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
+        torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
+        if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
+            return _for_detector_set(fast, decision, families)
+        return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
         return FastPath(False, "torch", "auto", f"runtime: torch (the stored decision {folder / DECISION} is "
@@ -287,6 +295,41 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
         return FastPath(False, "torch", "auto", f"runtime: torch (the optimized model in {onnx_dir} fails its checks: "
                         f"{problem}; run `aiidetect optimize` again)", decision=dict(decision))
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
+
+
+def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str]) -> FastPath | None:
+    """`fast` when the decision verified the fused verdicts of the detector set this scan runs, else a
+    torch FastPath saying why; None when the scan selects no family the setup has heads of (its fused
+    verdict is the metadata detector's, the same on every runtime). Per-head agreement does not carry
+    over to a subset: fused alone, one head decides, and `-d flow` put CLIP-Flow's int8 shifts against
+    the fused thresholds with nothing to dilute them."""
+    chosen = decision.get("chosen") or {}
+    heads = (decision.get("identity") or {}).get("heads") or []
+    present = {h.get("family") for h in heads if isinstance(h, dict)}
+    # A selected pixel family without a head is an unavailable entry on either runtime: fusion drops it.
+    want = [f for f in dict.fromkeys(families) if f not in PIXEL_FAMILIES or f in present]
+    if not any(f in present for f in want):
+        return None
+    key, full, n = set_key(want), set_key(["metadata", *present]), decision.get("files")
+    sets = chosen.get("detector_sets")
+    if sets is None:
+        # An older `aiidetect optimize` compared the fused verdict over everything it ran and nothing else:
+        # that set is still served, any other waits for a new run.
+        if key == full:
+            return fast
+        return FastPath(False, "torch", "auto", f"runtime: torch (an older `aiidetect optimize` verified the fast "
+                        f"path's fused verdicts for the detectors {full} only, not {key}; run `aiidetect optimize` "
+                        "again to verify every detector set)", decision=fast.decision)
+    entry = sets.get(key) if isinstance(sets, dict) else None
+    if isinstance(entry, dict) and entry.get("status") == "verified":
+        return replace(fast, line=_verified_line({**chosen, "worst_changed_share": entry.get("worst_changed_share")},
+                                                 n, None if key == full else key))
+    if isinstance(entry, dict):
+        why = f"refused by `aiidetect optimize` on {n} images: {entry.get('reason')}"
+    else:  # a family optimize never ran (one registered since, a plugin): its fused verdicts were never compared
+        why = "not verified by `aiidetect optimize`"
+    return FastPath(False, "torch", "auto", f"runtime: torch (the fast path for the detectors {key} was {why})",
+                    decision=fast.decision)
 
 
 def verified_fusion(model: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -355,10 +398,12 @@ def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _verified_line(c: Mapping[str, Any], n) -> str:
+def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None) -> str:
     bits = (c.get("int8") or {}).get("weight_bits")
     how = f" ({bits}-bit weights)" if bits == 7 else ""
-    return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} images: "
+    which = f" for the detectors {detectors}" if detectors else ""
+    return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} "
+            f"images{which}: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "
             f"{c.get('scan_speedup', 0.0):.1f}× torch float32 (model time {c.get('speedup', 0.0):.1f}×)")
 
@@ -397,11 +442,44 @@ def _threshold(res) -> float:
     return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.5
 
 
-def compare(ref: Run, cand: Run) -> dict[str, Any]:
-    """Per head and for the fused verdict: files compared, verdicts changed,
-    max |Δp_ai|. A file that has a result on one side only counts as changed."""
+def set_key(families: Sequence[str]) -> str:
+    """A detector set as the decision names it: its families in registry order, comma-separated
+    (`-d flow,linear` and `-d linear,flow` are one set)."""
+    order = ["metadata", *PIXEL_FAMILIES]
+    fams = set(families)
+    return ",".join([f for f in order if f in fams] + sorted(fams - set(order)))
+
+
+def detector_sets(families: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every detector set a scan can ask for with these pixel families (those the setup has heads of):
+    each non-empty subset of them, with and without the metadata detector. Fusion over a subset can be
+    more fragile than over all (one head alone decides), so each is verified on its own."""
+    from itertools import combinations
+
+    pix = [f for f in PIXEL_FAMILIES if f in set(families)]
+    subsets = [c for n in range(1, len(pix) + 1) for c in combinations(pix, n)]
+    return [(*m, *c) for m in ((), ("metadata",)) for c in subsets]
+
+
+def _set_verdict(rec, fams: set[str], fusion_model) -> tuple[str | None, float | None]:
+    """(verdict, p_ai) of a record had the scan run only the detectors of `fams`: the pipeline's own
+    fusion over those results (each head's result does not depend on which others ran)."""
+    if rec.error is not None:
+        return rec.verdict, rec.p_ai
+    from .fusion import fuse
+
+    out = fuse({n: r for n, r in rec.detectors.items() if n.split(":")[0] in fams}, fusion_model)
+    return out.verdict, out.p_ai
+
+
+def compare(ref: Run, cand: Run, fusion_model: Mapping[str, Any] | None = None,
+            sets: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+    """Per head, for the fused verdict and for the fused verdict of each detector set in `sets`
+    (fused again from the same per-head results, under `fusion_model`): files compared, verdicts
+    changed, max |Δp_ai|. A file that has a result on one side only counts as changed."""
     heads: dict[str, dict[str, Any]] = {}
     fused = {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0}
+    by_set = {set_key(s): (set(s), {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0}) for s in sets}
     for a, b in zip(ref.records, cand.records):
         if a.error is not None and b.error is not None:
             continue
@@ -410,6 +488,12 @@ def compare(ref: Run, cand: Run) -> dict[str, Any]:
             fused["verdict_changed"] += 1
         if a.p_ai is not None and b.p_ai is not None:
             fused["max_abs_dp"] = max(fused["max_abs_dp"], abs(a.p_ai - b.p_ai))
+        for fams, d in by_set.values():
+            (va, pa), (vb, pb) = _set_verdict(a, fams, fusion_model), _set_verdict(b, fams, fusion_model)
+            d["files"] += 1
+            d["verdict_changed"] += int(va != vb)
+            if pa is not None and pb is not None:
+                d["max_abs_dp"] = max(d["max_abs_dp"], abs(pa - pb))
         for name, ra in a.detectors.items():
             if ra.status == "unavailable" or name.startswith("metadata"):
                 continue
@@ -426,10 +510,11 @@ def compare(ref: Run, cand: Run) -> dict[str, Any]:
             thr = _threshold(ra)
             h["verdict_changed"] += int((ra.p_ai >= thr) != (rb.p_ai >= thr))
             h["max_abs_dp"] = max(h["max_abs_dp"], abs(ra.p_ai - rb.p_ai))
-    for d in (*heads.values(), fused):
+    out_sets = {k: d for k, (_, d) in by_set.items()}
+    for d in (*heads.values(), fused, *out_sets.values()):
         d["verdict_changed_share"] = d["verdict_changed"] / d["files"] if d["files"] else 0.0
         d["max_abs_dp"] = round(d["max_abs_dp"], 6)
-    return {"heads": heads, "fused": fused}
+    return {"heads": heads, "fused": fused, **({"sets": out_sets} if sets else {})}
 
 
 def _too_slow(min_speedup: float) -> str:
@@ -438,7 +523,24 @@ def _too_slow(min_speedup: float) -> str:
 
 def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None) -> str | None:
     """None when within tolerance, else the reason (the worst offender)."""
-    for name, d in [*sorted(agree["heads"].items()), ("fused verdict", agree["fused"])]:
+    return _judged([*sorted(agree["heads"].items()), ("fused verdict", agree["fused"])], tolerance, max_delta_p)
+
+
+def judge_sets(agree: MutableMapping[str, Any], tolerance: float, max_delta_p: float | None) -> None:
+    """Mark each detector set of `agree` verified or refused, as `judge` does the whole candidate: the
+    heads of its families and its own fused verdict, each within tolerance. `worst_changed_share` is
+    the worst of those, the figure scan's summary line gives for that set."""
+    heads = agree.get("heads") or {}
+    for key, d in (agree.get("sets") or {}).items():
+        fams = set(key.split(","))
+        mine = sorted((n, h) for n, h in heads.items() if n.split(":")[0] in fams)
+        why = _judged([*mine, ("fused verdict", d)], tolerance, max_delta_p)
+        d["worst_changed_share"] = max([h["verdict_changed_share"] for _, h in mine] + [d["verdict_changed_share"]])
+        d["status"], d["reason"] = ("verified", None) if why is None else ("refused", why)
+
+
+def _judged(items, tolerance: float, max_delta_p: float | None) -> str | None:
+    for name, d in items:
         if d["verdict_changed_share"] > tolerance:
             return (f"{name} changed {d['verdict_changed']}/{d['files']} verdicts "
                     f"({100 * d['verdict_changed_share']:.3g}% > {100 * tolerance:.3g}%)")  # 0.503% > 0.5%, not 0.5% > 0.5%
@@ -638,6 +740,9 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
         raise OptimizeError(f"only {n_ok} of {len(paths)} images decoded; at least {MIN_IMAGES} are needed")
     rows: list[dict[str, Any]] = [_row(ref, ref, None, "reference")]
     want = set(candidates or ("bfloat16", "int8"))
+    # `scan -d linear` fuses the linear heads alone: its fused verdicts are compared too, for every set
+    # of the families this setup has heads of (scan serves the fast path to the verified sets only).
+    sets = detector_sets(sorted({h["family"] for h in ident["heads"]}))
     onnx_files: dict[str, Any] = {}
 
     if "bfloat16" in want:
@@ -647,19 +752,20 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
             log("torch bfloat16")
             run = _run("torch-bfloat16", "torch", "bfloat16", create_detectors(fams, ctx_bf), fusion_model, paths,
                        batch_size, workers)
-            rows.append(_row(ref, run, compare(ref, run), None))
+            rows.append(_row(ref, run, compare(ref, run, fusion_model, sets), None))
             del ctx_bf
         else:
             rows.append({"candidate": "torch-bfloat16", "runtime": "torch", "dtype": "bfloat16",
                          "status": "skipped", "reason": "this CPU has no native bf16 (emulated bf16 is slower)"})
     if "int8" in want:
-        row, onnx_files = _int8(ctx, ref, fams, fusion_model, paths, batch_size, workers, folder, log)
+        row, onnx_files = _int8(ctx, ref, fams, fusion_model, paths, batch_size, workers, folder, log, sets)
         rows.append(row)
 
     for r in rows[1:]:
         if r.get("status") == "measured":
             why = judge(r["agreement"], tolerance, max_delta_p)
             r["status"], r["reason"] = ("verified", None) if why is None else ("refused", why)
+            judge_sets(r["agreement"], tolerance, max_delta_p)
     verified = [r for r in rows[1:] if r.get("status") == "verified" and r["speedup"] > min_speedup]
     decision: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -670,10 +776,12 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
         "fusion": verified_fusion(fusion_model)}
     if verified:
         best = max(verified, key=lambda r: r["speedup"])
-        decision.update(status="verified", chosen={k: best[k] for k in ("candidate", "runtime", "dtype", "speedup",
-                                                                         "scan_speedup", "worst_changed_share", "int8")
-                                                   if k in best},
-                        reason=None)
+        chosen = {k: best[k] for k in ("candidate", "runtime", "dtype", "speedup", "scan_speedup",
+                                       "worst_changed_share", "int8") if k in best}
+        # What scan reads to serve a detector set: verified or refused (with the reason), and its worst share.
+        chosen["detector_sets"] = {k: {f: d[f] for f in ("status", "reason", "files", "worst_changed_share")}
+                                   for k, d in best["agreement"]["sets"].items()}
+        decision.update(status="verified", chosen=chosen, reason=None)
     else:
         measured = [r for r in rows[1:] if r.get("status") in ("verified", "refused")]
         reason = "; ".join(f"{r['candidate']}: {r['reason'] or _too_slow(min_speedup)}" for r in measured) \
@@ -699,7 +807,7 @@ def _fusion(weights_dirs):
         return None
 
 
-def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder: Path, log):
+def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder: Path, log, sets=()):
     from .detectors import RunContext, create_detectors
 
     base = {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8"}
@@ -736,7 +844,7 @@ def _int8(ctx, ref: Run, fams, fusion_model, paths, batch_size, workers, folder:
     files = {f.name: {**(_file_stat(f) or {}), "sha256": sha256_file(f)} for f in sorted(out.iterdir()) if f.is_file()}
     from . import cpuinfo
 
-    row = _row(ref, run, compare(ref, run), None)
+    row = _row(ref, run, compare(ref, run, fusion_model, sets), None)
     row["int8"] = {"weight_bits": bits[0] if len(bits) == 1 else bits, "vnni": cpuinfo.int8_vnni(),
                    "exact_kernels_forced": cpuinfo.int8_pairs_saturate()}
     return row, files

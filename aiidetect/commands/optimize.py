@@ -47,8 +47,9 @@ def optimize_cmd(
 
     Compares torch float32 with torch bfloat16 (CPUs with native bf16) and ONNX Runtime int8 on
     your images, per head and for the fused verdict, and stores the fastest verified one (or the
-    refusal and its reason) in $AIIDETECT_CACHE/optimize. A later `aiidetect scan` with the same
-    backbone and heads on this machine uses it and says so; `scan --runtime torch` opts out.
+    refusal and its reason) in $AIIDETECT_CACHE/optimize. The fused verdict is also compared for
+    each detector set `scan -d` can ask for. A later `aiidetect scan` with the same backbone and
+    heads on this machine uses it for the verified sets and says so; `scan --runtime torch` opts out.
 
     Exit codes: 0 measured and stored (verified or refused) / --show found a decision; 2 usage
     or fatal error (no images, no trained head, nothing stored for --show).
@@ -107,6 +108,11 @@ def optimize_cmd(
     _print(decision, fmt)
     if not quiet:
         err.print(opt._fast_path(decision, Path(decision["path"]).parent).line, highlight=False)
+        sets = (decision.get("chosen") or {}).get("detector_sets") or {}
+        torch_sets = [k for k, v in sets.items() if v.get("status") != "verified"]
+        if torch_sets:
+            err.print("scan stays on torch for " + ", ".join(f"-d {k}" for k in torch_sets) + " (their fused "
+                      "verdicts were not verified within tolerance)", highlight=False)
         err.print(f"stored in {decision['path']}", highlight=False)
     raise typer.Exit(EXIT_OK)
 
@@ -129,7 +135,7 @@ def _rows(decision) -> list[dict]:
 def _cell(column: str, value) -> str:
     if value is None:
         return ""
-    return f"{100 * value:.2f}%" if column == "verdicts_changed" else str(value)
+    return f"{100 * value:.2f}%" if column in ("verdicts_changed", "worst_changed") else str(value)
 
 
 def _print(decision, fmt: str) -> None:
@@ -158,3 +164,31 @@ def _print(decision, fmt: str) -> None:
     for r in rows:
         t.add_row(*[_cell(c, r[c]) for c in COLUMNS])
     Console(soft_wrap=False).print(t)
+    sets = _set_rows(decision)
+    if sets:
+        t = Table(title="fused verdict per detector set (what `scan -d ...` runs; a set is served the fast path only "
+                        "when verified)")
+        for c in SET_COLUMNS:
+            t.add_column(c.replace("_", " "), overflow="fold")
+        for r in sets:
+            t.add_row(*[_cell(c, r[c]) for c in SET_COLUMNS])
+        Console(soft_wrap=False).print(t)
+
+
+SET_COLUMNS = ("candidate", "detectors", "status", "files", "verdicts_changed", "worst_changed", "max_abs_dp",
+               "reason")
+
+
+def _set_rows(decision) -> list[dict]:
+    """One row per measured candidate and detector set: the set's fused verdicts changed, the worst share
+    of it and its heads, and whether it is verified (decisions of an older optimize have none)."""
+    out = []
+    for r in decision.get("candidates", []):
+        sets = (r.get("agreement") or {}).get("sets")
+        for key, d in (sets.items() if isinstance(sets, dict) else ()):
+            if isinstance(d, dict):
+                out.append({"candidate": r.get("candidate"), "detectors": key, "status": d.get("status"),
+                            "files": d.get("files"), "verdicts_changed": d.get("verdict_changed_share"),
+                            "worst_changed": d.get("worst_changed_share"), "max_abs_dp": d.get("max_abs_dp"),
+                            "reason": d.get("reason")})
+    return out

@@ -42,7 +42,7 @@ def scan(
                                  "real, all; comma-separated). Costs about 65 model passes per file and head. "
                                  "Example: --format html -o report.html --heatmaps ai,uncertain"),
     runtime: Runtime = typer.Option("auto", "--runtime", help="auto (the runtime `aiidetect optimize` verified for "
-                                    "this CPU, backbone and heads, else torch) | torch | onnx (with --onnx DIR)."),
+                                    "this CPU, backbone, heads and -d set, else torch) | torch | onnx (with --onnx DIR)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),

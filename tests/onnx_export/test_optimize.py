@@ -72,6 +72,12 @@ def test_optimize_verifies_int8_and_scan_uses_it(setup, dev_dir):
     assert int8["int8"] == {"weight_bits": cpuinfo.int8_weight_bits(), "vnni": cpuinfo.int8_vnni(),
                             "exact_kernels_forced": cpuinfo.int8_pairs_saturate()}
     assert d["chosen"]["int8"] == int8["int8"]
+    # every set of the families with heads, fused again from the same results: the full one as the records are
+    sets = int8["agreement"]["sets"]
+    assert set(sets) == set(d["chosen"]["detector_sets"]) == {
+        "linear", "flow", "linear,flow", "metadata,linear", "metadata,flow", "metadata,linear,flow"}
+    assert {k: sets["metadata,linear,flow"][k] for k in int8["agreement"]["fused"]} == int8["agreement"]["fused"]
+    assert all((s["status"] == "verified") == (s["worst_changed_share"] <= d["tolerance"]) for s in sets.values())
     recs, err = _scan(setup["env"], dev_dir)
     assert f"runtime: onnx int8, verified by `aiidetect optimize` on {d['files']} images" in err
     for rec in recs:
@@ -88,6 +94,25 @@ def test_runtime_torch_forces_torch(setup, dev_dir):
     for rec in recs:
         det = rec["detectors"]["linear:cli-probe"]
         assert det.get("runtime", "torch") == "torch" and det["dtype"] in ("float32", "bfloat16")  # --dtype auto
+
+
+@pytest.mark.slow
+def test_a_refused_detector_set_scans_on_torch(setup, dev_dir, tmp_path):
+    """`scan -d flow` under a decision whose `flow` set was refused: torch, and the records say so."""
+    cache = tmp_path / "cache"
+    shutil.copytree(setup["cache"], cache, symlinks=True, copy_function=shutil.copy2)  # mtimes kept: still served
+    dp = cache / Path(setup["decision"]["path"]).relative_to(setup["cache"])
+    d = json.loads(dp.read_text())
+    d["chosen"].setdefault("detector_sets", {}).setdefault("flow", {}).update(
+        status="refused", reason="fused verdict changed 1/24 verdicts")
+    dp.write_text(json.dumps(d))
+    env = {**setup["env"], "AIIDETECT_CACHE": str(cache)}
+    recs, err = _scan(env, dev_dir, "-d", "flow")
+    assert ("runtime: torch (the fast path for the detectors flow was refused by `aiidetect optimize` on "
+            f"{d['files']} images: fused verdict changed 1/24 verdicts)") in err.replace("\n", " "), err
+    for rec in recs:
+        det = rec["detectors"]["flow:flowhead"]
+        assert det["status"] == "ok" and det.get("runtime", "torch") == "torch" and det["dtype"] != "int8", det
 
 
 def _fusion_model(folder: Path, bias: float = 0.0) -> Path:
@@ -293,6 +318,12 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     from aiidetect.preprocess import make_spec
 
     monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    # The key records one linear head, as a decision optimize stored always records a head; the fusion
+    # models stay what the weights folder holds.
+    real = opt.heads_identity
+    monkeypatch.setattr(opt, "heads_identity", lambda dirs, families=opt.PIXEL_FAMILIES:
+                        [{"family": "linear", "name": "p", "files": {}}] if families == opt.PIXEL_FAMILIES
+                        else real(dirs, families))
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
                      weights_dirs=[tmp_path / "weights"])
     ident = opt.identity(ctx.backbone_spec, ctx.weights_dirs)
@@ -306,7 +337,10 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     files = {f.name: {**opt._file_stat(f), "sha256": sha256_file(f)} for f in onnx.iterdir()}
     decision = {"identity": json.loads(json.dumps(ident, default=str)), "status": "verified", "files": 24,
                 "chosen": {"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "speedup": 2.0,
-                           "scan_speedup": 1.5, "worst_changed_share": 0.0}, "onnx_files": files}
+                           "scan_speedup": 1.5, "worst_changed_share": 0.0,
+                           "detector_sets": {k: {"status": "verified", "reason": None, "files": 24,
+                                                 "worst_changed_share": 0.0} for k in ("linear", "metadata,linear")}},
+                "onnx_files": files}
     (onnx.parent / opt.DECISION).write_text(json.dumps(decision))
     assert opt.choose(ctx, ["linear"]).use  # as stored, the fast path is taken
     return ctx, onnx
@@ -685,3 +719,130 @@ def test_the_torch_fallback_lets_the_onnx_detectors_go_before_building_torch(tmp
     opts = ScanOptions(detectors=["linear"], backbone_spec=ctx.backbone_spec, weights_dirs=[tmp_path / "weights"])
     fell = api._fast_path_fallback(opts, None, dets, ctx)
     assert fell is not None and fell[1].runtime == "torch" and seen == [True]
+
+
+def _runs_where_flow_alone_flips(n: int = 40):
+    """(reference Run, candidate Run): a linear probe at p 0.5 and a CLIP-Flow head at p 0.3 on every file,
+    the same on both runtimes but for file 0, whose flow p_ai moves from 0.0995 to 0.1005 (across the fused
+    likely-real threshold 0.1, far from the head's own 0.5), and a camera-EXIF hint toward real. Each
+    record's verdict is the pipeline's fusion over all three, as a scan of every family makes it."""
+    from aiidetect import optimize as opt
+    from aiidetect.fusion import fuse
+    from aiidetect.records import DetectorResult, Evidence, Record
+
+    def run(name, flow0):
+        recs = []
+        for i in range(n):
+            dets = {"metadata": DetectorResult("ok", evidence=[Evidence("exif-camera", "real", 0.5, "camera EXIF")]),
+                    "linear:p": DetectorResult("ok", p_ai=0.5, extra={"threshold": 0.5}),
+                    "flow:f": DetectorResult("ok", p_ai=flow0 if i == 0 else 0.3)}
+            out = fuse(dets)
+            recs.append(Record(f"{i}.jpg", verdict=out.verdict, p_ai=out.p_ai, detectors=dets))
+        return opt.Run(name, "onnx", "int8", recs, 1.0, 1.0)
+
+    return run("torch-float32", 0.0995), run("onnx-int8", 0.1005)
+
+
+def test_each_detector_set_is_verified_on_its_own_fused_verdicts():
+    """optimize compared each head and the fused verdict over every family, and scan served the fast path to
+    `-d flow` all the same: fused alone, one head's small int8 shift crossed the fused threshold on a file
+    where neither the head's own verdict nor the fusion of all heads moved. Each set is judged on its own."""
+    from aiidetect import optimize as opt
+
+    assert opt.detector_sets(["flow", "linear"]) == [
+        ("linear",), ("flow",), ("linear", "flow"), ("metadata", "linear"), ("metadata", "flow"),
+        ("metadata", "linear", "flow")]
+    assert opt.set_key(["flow", "metadata", "linear", "flow"]) == "metadata,linear,flow"
+    ref, cand = _runs_where_flow_alone_flips()
+    agree = opt.compare(ref, cand, None, opt.detector_sets(["linear", "flow"]))
+    assert opt.judge(agree, 0.005, None) is None  # every head and the fused verdict of all: within tolerance
+    full = agree["sets"]["metadata,linear,flow"]
+    assert {k: full[k] for k in agree["fused"]} == agree["fused"]  # fused again, the records' own verdicts
+    opt.judge_sets(agree, 0.005, None)
+    status = {k: d["status"] for k, d in agree["sets"].items()}
+    assert status == {"linear": "verified", "flow": "refused", "linear,flow": "verified",
+                      "metadata,linear": "verified", "metadata,flow": "verified",
+                      "metadata,linear,flow": "verified"}
+    flow = agree["sets"]["flow"]
+    assert flow["verdict_changed"] == 1 and flow["files"] == 40 and flow["worst_changed_share"] == 0.025
+    assert flow["reason"] == "fused verdict changed 1/40 verdicts (2.5% > 0.5%)"
+    assert opt.compare(ref, cand)["fused"] == agree["fused"]  # without sets, as before
+
+
+def test_scan_serves_the_fast_path_only_to_the_detector_sets_it_verified(tmp_path, monkeypatch):
+    """`scan -d linear` took the int8 fast path of a decision that had compared only the fused verdict of
+    every family. A set refused, or one the decision does not list, runs torch and the summary says why;
+    a selected family without a head drops out (it is unavailable on either runtime)."""
+    from aiidetect import optimize as opt
+    from aiidetect.api import ScanOptions, run_context
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["chosen"]["detector_sets"]["linear"] = {"status": "refused", "files": 24, "worst_changed_share": 1 / 24,
+                                              "reason": "fused verdict changed 1/24 verdicts (4.17% > 0.5%)"}
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert fast.line == ("runtime: torch (the fast path for the detectors linear was refused by `aiidetect optimize` "
+                         "on 24 images: fused verdict changed 1/24 verdicts (4.17% > 0.5%))")
+    opts = ScanOptions(backbone_spec=ctx.backbone_spec, weights_dirs=[tmp_path / "weights"])
+    assert run_context(_with_detectors(opts, ["linear"]))[1].runtime == "torch"
+    for fams in (["metadata", "linear"], ["linear", "metadata", "mpft", "flow"]):  # no mpft or flow head here
+        fast = opt.choose(ctx, fams)
+        assert fast.use and fast.line.startswith("runtime: onnx int8, verified by `aiidetect optimize` on 24 "
+                                                 "images: 0.0% verdicts changed"), fast.line
+        assert run_context(_with_detectors(opts, fams))[1].runtime == "onnx"
+    d["chosen"]["detector_sets"]["linear"]["status"] = "verified"
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["linear"]).line.startswith(
+        "runtime: onnx int8, verified by `aiidetect optimize` on 24 images for the detectors linear: ")
+    del d["chosen"]["detector_sets"]["linear"]
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and "the fast path for the detectors linear was not verified" in fast.line
+
+
+def _with_detectors(opts, fams):
+    from dataclasses import replace
+
+    return replace(opts, detectors=list(fams))
+
+
+def test_a_decision_from_before_detector_sets_serves_only_the_set_it_verified(tmp_path, monkeypatch):
+    """A decision stored before optimize compared each detector set verified the fused verdict of every
+    family it ran (metadata and the pixel families with heads): that set is still served, any other runs
+    torch and asks for a new optimize run."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    del d["chosen"]["detector_sets"]
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["metadata", "linear", "mpft", "flow"]).use
+    fast = opt.choose(ctx, ["linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert fast.line == ("runtime: torch (an older `aiidetect optimize` verified the fast path's fused verdicts for "
+                         "the detectors metadata,linear only, not linear; run `aiidetect optimize` again to verify "
+                         "every detector set)")
+
+
+def test_optimize_table_shows_each_detector_set(capsys, monkeypatch):
+    """The per-set agreement is what decides `scan -d ...`: optimize's table shows it beside the candidates."""
+    from aiidetect import optimize as opt
+    from aiidetect.commands.optimize import _print
+
+    ref, cand = _runs_where_flow_alone_flips()
+    agree = opt.compare(ref, cand, None, opt.detector_sets(["linear", "flow"]))
+    opt.judge_sets(agree, 0.005, None)
+    decision = {"status": "verified", "files": 40, "chosen": {"runtime": "onnx", "dtype": "int8"},
+                "candidates": [{"candidate": "onnx-int8", "runtime": "onnx", "dtype": "int8", "status": "verified",
+                                "agreement": agree}]}
+    monkeypatch.setenv("COLUMNS", "250")
+    _print(decision, "table")
+    out = capsys.readouterr().out
+    assert "fused verdict per detector set" in out
+    flow = next(line for line in out.splitlines() if "│ flow " in line)
+    assert "refused" in flow and "2.50%" in flow and "fused verdict changed 1/40 verdicts (2.5% > 0.5%)" in flow
+    assert sum("│ verified " in line for line in out.splitlines()) == 6  # the candidate and five sets
