@@ -362,26 +362,52 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 # watermark are other observations and are not in this family.
 TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "iptc.program-generator")
 
+# Declarations of how the image was made (IPTC DigitalSourceType), one family per direction. An
+# exporter that declares "made by a model" writes its one declaration into the XMP packet and into the
+# C2PA manifest it makes, so a manifest not valid (or not verified) beside the XMP packet is the same
+# unverified statement twice: XMP trainedAlgorithmicMedia 4.0 + an invalid manifest's 3.0 summed
+# 7.0, the weight of a valid signature. The directions stay apart: "captured" beside "generated" is a
+# contradiction (a metadata.conflict note), not one claim.
+SOURCE_TYPE_CLAIMS = {
+    "ai": ("c2pa.ai-generated", "c2pa.ai-composite", "xmp.ai-source-type", "xmp.ai-composite", "xmp.algorithmic"),
+    "real": ("c2pa.capture", "xmp.capture-source-type"),
+}
+
+
+def _signed(e: Evidence) -> bool:
+    return e.id.startswith("c2pa.") and bool(e.data.get("valid"))
+
 
 def _is_tool_name_claim(e: Evidence) -> bool:
-    return (e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0
-            and not (e.id == "c2pa.generator-tool" and e.data.get("valid")))
+    return e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0 and not _signed(e)
 
 
 def _count_claims_once(ev: list[Evidence]) -> None:
-    """The strongest tool-name claim keeps its weight (the first on a tie); every other place the
-    name was found stays in the record as a neutral, zero-weight item (what notes are) that says
-    which item it corroborates, so the reader still sees each block that names the tool."""
-    claims = [e for e in ev if _is_tool_name_claim(e)]
+    """The strongest claim of a family keeps its weight (the first on a tie); every other place it was
+    found stays in the record as a neutral, zero-weight item (what notes are) that says which item it
+    corroborates, so the reader still sees each block that makes the claim.
+
+    A valid signed source-type declaration is in its family (the unsigned XMP beside it says nothing
+    the signature does not already vouch for, and it is always the stronger) but is never the one
+    folded: when an unsigned claim says more than the signed one (XMP trainedAlgorithmicMedia beside a
+    signed composite), both keep their weight, as before."""
+    _fold([e for e in ev if _is_tool_name_claim(e)],
+          "one export step writes the name into every block it fills")
+    for direction, ids in SOURCE_TYPE_CLAIMS.items():
+        _fold([e for e in ev if e.id in ids and e.direction == direction and e.strength > 0],
+              "an exporter writes its one source-type declaration into each block it fills")
+
+
+def _fold(claims: list[Evidence], why: str) -> None:
     if len(claims) < 2:
         return
     kept = max(claims, key=lambda e: e.strength)   # max keeps the first of equals
     for e in claims:
-        if e is kept:
+        if e is kept or _signed(e):
             continue
-        e.direction, e.strength = "neutral", 0.0
-        e.detail += (f"; the same claim as {kept.id} ({kept.source}): one export step writes the name into "
-                     "every block it fills, so it is counted once, there")
+        e.direction, e.strength, e.decisive = "neutral", 0.0, False
+        e.detail += (f"; the same claim as {kept.id} ({kept.source}"
+                     + (", signed" if _signed(kept) else "") + f"): {why}, so it is counted once, there")
         e.data["corroborates"] = kept.id
 
 
