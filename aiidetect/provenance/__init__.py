@@ -38,6 +38,8 @@ STRENGTH = {
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
+    # PNG's own `Software` keyword: the same field, the same weight.
+    "png.software-generator": 3.0,
     # The IIM field for what EXIF Software says (Photoshop writes one value into both): the same weight.
     "iptc.program-generator": 3.0,
     # makernote: a note that is plausibly the Make's own (makernote.py), not any bytes in the field.
@@ -312,6 +314,16 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 
+    # --- PNG text evidence
+    with _stage(rep, "PNG text evidence"):
+        # The PNG keyword for what EXIF Software says: a generator's saver (or an app after it) names
+        # itself there. NovelAI's is read as generator parameters above, and then no tool-name item is made.
+        soft = next(((v, w) for k, v, w in blobs.texts
+                     if k == "Software" and w.startswith("PNG ") and AI_TOOL.search(v)), None)
+        if soft and not gens:
+            ev.append(_ev("png.software-generator", "ai", f"PNG Software text names an AI image tool: {quote(soft[0])}",
+                          soft[1], software=soft[0]))
+
     # --- IPTC IIM evidence
     with _stage(rep, "IPTC evidence"):
         progs = [p for f in iptc_all for p in f.programs if AI_TOOL.search(p)]
@@ -355,12 +367,13 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
 # Unverified statements of which program made the file. One export step writes the same name into
 # every block it fills (Photoshop: EXIF Software, XMP CreatorTool and IIM OriginatingProgram from one
-# value; exiftool's MWG tags; a generator's saver), and a stripper that keeps one block keeps the
-# others, so a second copy is no second observation: summed, EXIF + XMP were 6 nats for one claim.
-# A C2PA claim generator belongs here only when the manifest is not valid (then it is text nothing
-# verifies); a valid signature is a statement of its own. Generator parameters, source types and the
-# watermark are other observations and are not in this family.
-TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "iptc.program-generator")
+# value; exiftool's MWG tags; a generator's saver, which in a PNG is a `Software` text chunk), and a
+# stripper that keeps one block keeps the others, so a second copy is no second observation: summed,
+# EXIF + XMP were 6 nats for one claim. A C2PA claim generator belongs here only when the manifest is
+# not valid (then it is text nothing verifies); a valid signature is a statement of its own. Generator
+# parameters, source types and the watermark are other observations and are not in this family.
+TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "png.software-generator",
+                    "iptc.program-generator")
 
 # Declarations of how the image was made (IPTC DigitalSourceType), one family per direction. An
 # exporter that declares "made by a model" writes its one declaration into the XMP packet and into the

@@ -1,11 +1,14 @@
 """A source-type declaration an exporter writes into XMP and into a C2PA manifest nothing verifies is
 one claim: it weighs once, at the strongest copy, and the other stays listed as a neutral item that
 says which one it corroborates. A valid signed declaration keeps its weight and the unsigned XMP
-beside it is counted there (docs/provenance.md, "How evidence is weighed"). The files are built here."""
+beside it is counted there. A PNG `Software` text chunk naming an AI tool is one more tool-name
+claim (docs/provenance.md, "How evidence is weighed"). The files are built here."""
 from __future__ import annotations
 
+import io
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +149,37 @@ def test_an_ai_and_a_capture_declaration_stay_apart_and_are_a_conflict(signer):
     assert "corroborates" not in ev["xmp.capture-source-type"].data
     assert _llr(rep) == round(4.0 - 0.7 + HINTS, 6)
     assert any("digitalCapture" in c and "trainedAlgorithmicMedia" in c for c in rep.facts["conflicts"])
+
+
+def _png(*chunks: tuple[bytes, bytes]) -> bytes:
+    b = io.BytesIO()
+    Image.new("RGB", (48, 40), (10, 20, 30)).save(b, "PNG")
+    d = b.getvalue()
+    extra = b"".join(struct.pack(">I", len(c)) + t + c + struct.pack(">I", zlib.crc32(t + c)) for t, c in chunks)
+    return d[:33] + extra + d[33:]   # after IHDR
+
+
+def test_png_software_chunk_naming_an_ai_tool_is_a_tool_name_claim(tmp_path):
+    from tests.conftest import run_cli_in_process
+
+    p = tmp_path / "mj.png"
+    p.write_bytes(_png((b"tEXt", b"Software\x00Midjourney")))   # was: no evidence at all, llr null
+    rec = json.loads(run_cli_in_process("meta", "-f", "json", str(p)).stdout)[0]
+    assert rec["llr"] == 3.0
+    (item,) = rec["evidence"]
+    assert item["id"] == "png.software-generator" and item["direction"] == "ai" and item["strength"] == 3.0
+    assert item["source"] == "PNG tEXt 'Software'" and item["data"] == {"software": "Midjourney"}
+    # an ordinary program there says nothing
+    _, ev = _run(_png((b"tEXt", b"Software\x00GIMP 2.10")))
+    assert not ev
+
+
+def test_png_software_is_counted_once_with_xmp_and_left_out_beside_generator_parameters():
+    xmp = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + _packet(tool="Midjourney")
+    rep, ev = _run(_png((b"tEXt", b"Software\x00Midjourney"), (b"iTXt", xmp)))
+    assert ev["xmp.generator-tool"].llr == 3.0 and _llr(rep) == 3.0
+    assert ev["png.software-generator"].llr == 0.0
+    assert ev["png.software-generator"].data["corroborates"] == "xmp.generator-tool"
+    params = b"parameters\x00a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 48x40"
+    rep, ev = _run(_png((b"tEXt", b"Software\x00Stable Diffusion"), (b"tEXt", params)))
+    assert set(ev) == {"generator.parameters"}
