@@ -38,6 +38,8 @@ STRENGTH = {
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
     "xmp.generator-tool": 3.0,
     "exif.software-generator": 3.0,
+    # PNG's own `Software` keyword: the same field, the same weight.
+    "png.software-generator": 3.0,
     # The IIM field for what EXIF Software says (Photoshop writes one value into both): the same weight.
     "iptc.program-generator": 3.0,
     # makernote: a note that is plausibly the Make's own (makernote.py), not any bytes in the field.
@@ -312,6 +314,16 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 
+    # --- PNG text evidence
+    with _stage(rep, "PNG text evidence"):
+        # The PNG keyword for what EXIF Software says: a generator's saver (or an app after it) names
+        # itself there. NovelAI's is read as generator parameters above, and then no tool-name item is made.
+        soft = next(((v, w) for k, v, w in blobs.texts
+                     if k == "Software" and w.startswith("PNG ") and AI_TOOL.search(v)), None)
+        if soft and not gens:
+            ev.append(_ev("png.software-generator", "ai", f"PNG Software text names an AI image tool: {quote(soft[0])}",
+                          soft[1], software=soft[0]))
+
     # --- IPTC IIM evidence
     with _stage(rep, "IPTC evidence"):
         progs = [p for f in iptc_all for p in f.programs if AI_TOOL.search(p)]
@@ -355,33 +367,60 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
 # Unverified statements of which program made the file. One export step writes the same name into
 # every block it fills (Photoshop: EXIF Software, XMP CreatorTool and IIM OriginatingProgram from one
-# value; exiftool's MWG tags; a generator's saver), and a stripper that keeps one block keeps the
-# others, so a second copy is no second observation: summed, EXIF + XMP were 6 nats for one claim.
-# A C2PA claim generator belongs here only when the manifest is not valid (then it is text nothing
-# verifies); a valid signature is a statement of its own. Generator parameters, source types and the
-# watermark are other observations and are not in this family.
-TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "iptc.program-generator")
+# value; exiftool's MWG tags; a generator's saver, which in a PNG is a `Software` text chunk), and a
+# stripper that keeps one block keeps the others, so a second copy is no second observation: summed,
+# EXIF + XMP were 6 nats for one claim. A C2PA claim generator belongs here only when the manifest is
+# not valid (then it is text nothing verifies); a valid signature is a statement of its own. Generator
+# parameters, source types and the watermark are other observations and are not in this family.
+TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "png.software-generator",
+                    "iptc.program-generator")
+
+# Declarations of how the image was made (IPTC DigitalSourceType), one family per direction. An
+# exporter that declares "made by a model" writes its one declaration into the XMP packet and into the
+# C2PA manifest it makes, so a manifest not valid (or not verified) beside the XMP packet is the same
+# unverified statement twice: XMP trainedAlgorithmicMedia 4.0 + an invalid manifest's 3.0 summed
+# 7.0, the weight of a valid signature. The directions stay apart: "captured" beside "generated" is a
+# contradiction (a metadata.conflict note), not one claim.
+SOURCE_TYPE_CLAIMS = {
+    "ai": ("c2pa.ai-generated", "c2pa.ai-composite", "xmp.ai-source-type", "xmp.ai-composite", "xmp.algorithmic"),
+    "real": ("c2pa.capture", "xmp.capture-source-type"),
+}
+
+
+def _signed(e: Evidence) -> bool:
+    return e.id.startswith("c2pa.") and bool(e.data.get("valid"))
 
 
 def _is_tool_name_claim(e: Evidence) -> bool:
-    return (e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0
-            and not (e.id == "c2pa.generator-tool" and e.data.get("valid")))
+    return e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0 and not _signed(e)
 
 
 def _count_claims_once(ev: list[Evidence]) -> None:
-    """The strongest tool-name claim keeps its weight (the first on a tie); every other place the
-    name was found stays in the record as a neutral, zero-weight item (what notes are) that says
-    which item it corroborates, so the reader still sees each block that names the tool."""
-    claims = [e for e in ev if _is_tool_name_claim(e)]
+    """The strongest claim of a family keeps its weight (the first on a tie); every other place it was
+    found stays in the record as a neutral, zero-weight item (what notes are) that says which item it
+    corroborates, so the reader still sees each block that makes the claim.
+
+    A valid signed source-type declaration is in its family (the unsigned XMP beside it says nothing
+    the signature does not already vouch for, and it is always the stronger) but is never the one
+    folded: when an unsigned claim says more than the signed one (XMP trainedAlgorithmicMedia beside a
+    signed composite), both keep their weight, as before."""
+    _fold([e for e in ev if _is_tool_name_claim(e)],
+          "one export step writes the name into every block it fills")
+    for direction, ids in SOURCE_TYPE_CLAIMS.items():
+        _fold([e for e in ev if e.id in ids and e.direction == direction and e.strength > 0],
+              "an exporter writes its one source-type declaration into each block it fills")
+
+
+def _fold(claims: list[Evidence], why: str) -> None:
     if len(claims) < 2:
         return
     kept = max(claims, key=lambda e: e.strength)   # max keeps the first of equals
     for e in claims:
-        if e is kept:
+        if e is kept or _signed(e):
             continue
-        e.direction, e.strength = "neutral", 0.0
-        e.detail += (f"; the same claim as {kept.id} ({kept.source}): one export step writes the name into "
-                     "every block it fills, so it is counted once, there")
+        e.direction, e.strength, e.decisive = "neutral", 0.0, False
+        e.detail += (f"; the same claim as {kept.id} ({kept.source}"
+                     + (", signed" if _signed(kept) else "") + f"): {why}, so it is counted once, there")
         e.data["corroborates"] = kept.id
 
 
