@@ -369,9 +369,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 # every block it fills (Photoshop: EXIF Software, XMP CreatorTool and IIM OriginatingProgram from one
 # value; exiftool's MWG tags; a generator's saver, which in a PNG is a `Software` text chunk), and a
 # stripper that keeps one block keeps the others, so a second copy is no second observation: summed,
-# EXIF + XMP were 6 nats for one claim. A C2PA claim generator belongs here only when the manifest is
-# not valid (then it is text nothing verifies); a valid signature is a statement of its own. Generator
-# parameters, source types and the watermark are other observations and are not in this family.
+# EXIF + XMP were 6 nats for one claim. A valid signed C2PA claim generator is in the family too, as a
+# signed source type is in its own (below): the unsigned copies beside it say nothing the signature does
+# not vouch for, so the signed one keeps the weight and is never the one folded. Generator parameters,
+# source types and the watermark are other observations and are not in this family.
 TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-generator", "png.software-generator",
                     "iptc.program-generator")
 
@@ -392,7 +393,7 @@ def _signed(e: Evidence) -> bool:
 
 
 def _is_tool_name_claim(e: Evidence) -> bool:
-    return e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0 and not _signed(e)
+    return e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0
 
 
 def _count_claims_once(ev: list[Evidence]) -> None:
@@ -400,7 +401,7 @@ def _count_claims_once(ev: list[Evidence]) -> None:
     found stays in the record as a neutral, zero-weight item (what notes are) that says which item it
     corroborates, so the reader still sees each block that makes the claim.
 
-    A valid signed source-type declaration is in its family (the unsigned XMP beside it says nothing
+    A valid signed declaration (source type or claim generator) is in its family (the unsigned XMP beside it says nothing
     the signature does not already vouch for, and it is always the stronger) but is never the one
     folded: when an unsigned claim says more than the signed one (XMP trainedAlgorithmicMedia beside a
     signed composite), both keep their weight, as before."""
@@ -414,7 +415,8 @@ def _count_claims_once(ev: list[Evidence]) -> None:
 def _fold(claims: list[Evidence], why: str) -> None:
     if len(claims) < 2:
         return
-    kept = max(claims, key=lambda e: e.strength)   # max keeps the first of equals
+    # The strongest, a signed one on a tie (it is never folded), else the first of equals.
+    kept = max(claims, key=lambda e: (e.strength, _signed(e)))
     for e in claims:
         if e is kept or _signed(e):
             continue

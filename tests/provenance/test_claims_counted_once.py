@@ -94,7 +94,7 @@ def test_camera_evidence_is_not_a_tool_name_and_is_not_folded():
     assert [e.id for e in rep.evidence].count("exif.camera") == 1
 
 
-def test_a_signed_claim_generator_is_its_own_evidence_an_invalid_one_is_a_copy():
+def test_a_signed_claim_generator_keeps_the_weight_an_invalid_one_is_a_copy():
     from aiidetect.fusion import split_results
     from aiidetect.metadata.detector import result_from_evidence
     from aiidetect.provenance import _count_claims_once
@@ -106,7 +106,12 @@ def test_a_signed_claim_generator_is_its_own_evidence_an_invalid_one_is_a_copy()
 
     signed = ev(True)
     _count_claims_once(signed)
-    assert [e.llr for e in signed] == [3.0, 3.0]
+    # the unsigned XMP name says nothing the signature does not vouch for: counted once, on the signed item
+    assert [e.llr for e in signed] == [3.0, 0.0]
+    assert signed[1].data["corroborates"] == "c2pa.generator-tool" and "signed" in signed[1].detail
+    signed_last = ev(True)[::-1]
+    _count_claims_once(signed_last)
+    assert [e.llr for e in signed_last] == [0.0, 3.0]
     unsigned = ev(False)
     _count_claims_once(unsigned)
     assert [e.llr for e in unsigned] == [0.0, 3.0]
