@@ -311,3 +311,19 @@ def test_a_byte_after_an_unpadded_resource_is_not_taken_for_its_pad():
     # hypothesis found it: an odd resource with no pad, then one stray byte, was read as a clean end
     rep = _run(jpeg(app13(resource(0x0401, b"odd", pad=False) + b"8")))
     assert any("no image resource at offset 15" in e for e in rep.errors), rep.errors
+
+
+def test_repeated_tiff_iptc_tags_share_one_byte_cap(monkeypatch):
+    # IFD0 may repeat tag 33723 up to the entry cap, every copy pointing at the same bytes: each was
+    # sliced on its own (1,000 entries over one 8 MB block held 8 GB). All of them share the cap.
+    from aiidetect.provenance import containers
+
+    monkeypatch.setattr(containers, "MAX_IRB_BYTES", 1000)
+    body = iim(program="Stable Diffusion").ljust(600, b"\x00")
+    n = 50
+    data_at = 8 + 2 + 12 * n + 4
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, n) + struct.pack("<HHII", 33723, 7, len(body), data_at) * n
+            + b"\x00" * 4 + body)
+    b = containers.walk(tiff)
+    assert sum(len(blob) for blob, _ in b.iptc) <= 1000
+    assert any("33723" in e and "1000 bytes" in e for e in b.errors)
