@@ -59,19 +59,12 @@ class IptcFacts:
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        from .recordtext import MAX_FIELD_CHARS, clip_fields
+        from .recordtext import clip_fields
 
         d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "programs") and v not in (None, "", [])}
         if len(self.programs) > 1:
             d["originating_programs"] = self.programs
-        out = clip_fields(d)
-        for k in ("by_line", "originating_programs"):
-            if k in out:
-                cut = {f"{k}[{i}]": len(x) for i, x in enumerate(out[k]) if len(x) > MAX_FIELD_CHARS}
-                out[k] = [x[:MAX_FIELD_CHARS] for x in out[k]]
-                if cut:
-                    out["truncated"] = {**out.get("truncated", {}), **cut}
-        return out
+        return clip_fields(d)
 
 
 def iim_blocks(blob: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str]]:

@@ -327,3 +327,12 @@ def test_repeated_tiff_iptc_tags_share_one_byte_cap(monkeypatch):
     b = containers.walk(tiff)
     assert sum(len(blob) for blob, _ in b.iptc) <= 1000
     assert any("33723" in e and "1000 bytes" in e for e in b.errors)
+
+
+def test_the_evidence_keeps_a_clipped_program_name():
+    # The record keeps the first 4,000 characters of a text field, evidence `data` included
+    # (docs/provenance.md): the program list in the evidence held all of a 30,000-character name.
+    rep = _run(with_iim(iim(program="Midjourney " + "A" * 30_000)))
+    item = next(e for e in rep.evidence if e.id == "iptc.program-generator")
+    assert len(item.data["programs"][0]) == 4000
+    assert item.data["truncated"] == {"programs[0]": 30_011}
