@@ -336,3 +336,15 @@ def test_the_evidence_keeps_a_clipped_program_name():
     item = next(e for e in rep.evidence if e.id == "iptc.program-generator")
     assert len(item.data["programs"][0]) == 4000
     assert item.data["truncated"] == {"programs[0]": 30_011}
+
+
+def test_the_meta_table_shows_iim_text_as_written_and_says_what_was_cut(tmp_path):
+    # A by-line cut at 4,000 characters was shown as if whole (its `truncated` key is by_line[0]),
+    # and the terminal turned ":red_heart:" in a caption into an emoji: neither is what the file says.
+    from tests.conftest import run_cli_in_process
+
+    p = tmp_path / "agency.jpg"
+    p.write_bytes(with_iim(iim(by_line="B" * 5000, caption="see :red_heart: here")))
+    r = run_cli_in_process("meta", "--watermark", "never", str(p), env={"COLUMNS": "200"})
+    assert "... (the first 4000 of 5000 characters)" in r.stdout
+    assert "see :red_heart: here" in r.stdout
