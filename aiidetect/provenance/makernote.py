@@ -50,7 +50,7 @@ _MAKES = (
     ("kodak", "Kodak"), ("jk imaging", "Kodak"), ("epson", "Epson"), ("agfa", "Agfa"), ("sanyo", "Sanyo"),
     ("sigma", "Sigma"), ("foveon", "Sigma"), ("kyocera", "Kyocera"), ("reconyx", "Reconyx"), ("jvc", "JVC"),
     ("victor", "JVC"), ("motorola", "Motorola"), ("general imaging", "GE"), ("hewlett-packard", "HP"),
-    ("concord", "Concord"),
+    ("concord", "Concord"), ("google", "Google"),
 )
 # Makers whose cameras carry another maker's note format (OEM builds, rebadges, successors).
 _ALSO = {"Pentax": {"Casio", "Ricoh"}, "Ricoh": {"Pentax"}, "Samsung": {"Pentax"}, "Leica": {"Panasonic", "Fujifilm"},
@@ -107,6 +107,9 @@ _HEADERS = (
     (b"RECONYXH2\x00", "Reconyx", "Reconyx HyperFire 2", ("blob",)),
     (b"STMN", "Samsung", "Samsung STMN", ("blob",)),
     (b"Hewlett-Packard", "HP", "HP", ("blob",)),
+    # Pixel phones: an encrypted, compressed record that reads as random bytes, known by its header only.
+    (b"HDRP\x02", "Google", "Google HDR+", ("blob",)),
+    (b"HDRP\x03", "Google", "Google HDR+", ("blob",)),
 )
 # Headers too short to tell a maker apart from chance: they confirm the Make's own note only.
 _OWN_ONLY = (

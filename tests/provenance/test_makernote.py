@@ -168,3 +168,12 @@ def test_an_opaque_note_is_judged_on_its_first_bytes_only():
     assert makernote._opaque(long_text) == "text"
     assert makernote._opaque(bytes(makernote.COMPRESS_BYTES + 100)) == "blank"
     assert makernote._opaque(bytes(makernote.COMPRESS_BYTES) + b"\x07") == "binary records"
+
+
+def test_a_google_pixel_hdr_plus_note_is_the_makes_own():
+    # Pixel phones write "HDRP" + version + an encrypted, compressed record: it reads as random bytes,
+    # so by its looks alone a genuine Pixel note counted nothing. Its header names the maker.
+    pixel = b"HDRP\x03" + random_bytes(3000)
+    assert makernote.classify(pixel, "Google").status == "own"
+    assert _camera("Google", pixel)[0].strength == 1.6
+    assert makernote.classify(pixel, "Canon").status == "other-maker"
