@@ -177,3 +177,16 @@ def test_a_google_pixel_hdr_plus_note_is_the_makes_own():
     assert makernote.classify(pixel, "Google").status == "own"
     assert _camera("Google", pixel)[0].strength == 1.6
     assert makernote.classify(pixel, "Canon").status == "other-maker"
+
+
+def test_a_known_note_under_an_unlisted_make_names_the_rebadge_too():
+    # A Make the OEM table does not list (a Contax built by Kyocera, a store brand built by Sanyo)
+    # under a listed maker's header earns nothing, but the conflict must not tell the reader the
+    # note was copied or the Make edited as if nothing else could explain it.
+    cam, rep = _camera("Acme Optical", nikon_type3())
+    assert cam.strength == 1.2
+    (conflict,) = [e for e in rep.evidence if e.id == "metadata.conflict"]
+    assert "a camera built by Nikon and sold under this name" in conflict.detail
+    _, rep = _camera("Canon", nikon_type3())
+    (conflict,) = [e for e in rep.evidence if e.id == "metadata.conflict"]
+    assert "sold under this name" not in conflict.detail
