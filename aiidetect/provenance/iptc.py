@@ -13,6 +13,7 @@ before anything is sliced, and every count is capped; nothing raises.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ MAX_LENGTH_BYTES = 4
 IRB_SIGNATURE = b"Photoshop 3.0\x00"
 _TYPES = (b"8BIM", b"MeSa", b"PHUT", b"AgHg", b"DCSR")   # resource types writers use; only 8BIM holds IIM
 IIM_RESOURCE = 0x0404
+_NONZERO = re.compile(rb"[^\x00]")
 UTF8_ESCAPE = b"\x1b%G"
 
 # (record, dataset) -> facts field
@@ -91,6 +93,12 @@ def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str
     for _ in range(MAX_RESOURCES):
         if pos >= n:
             return out, errors
+        if irb[pos] == 0:
+            # Zero padding after the last resource is common; APP13 segments are joined before this
+            # walk, so padding that ends one segment may be followed by the next segment's resources.
+            nonzero = _NONZERO.search(irb, pos)
+            if nonzero and irb[nonzero.start():nonzero.start() + 4] in _TYPES:
+                pos = nonzero.start()
         if irb[pos:pos + 4] in _TYPES and pos + 7 > n:
             errors.append(f"IPTC ({where}): image resource truncated in its header at offset {pos}")
             return out, errors

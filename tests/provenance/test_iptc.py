@@ -348,3 +348,14 @@ def test_the_meta_table_shows_iim_text_as_written_and_says_what_was_cut(tmp_path
     r = run_cli_in_process("meta", "--watermark", "never", str(p), env={"COLUMNS": "200"})
     assert "... (the first 4000 of 5000 characters)" in r.stdout
     assert "see :red_heart: here" in r.stdout
+
+
+def test_zero_padding_at_the_end_of_one_segment_does_not_hide_the_next():
+    # The segments are joined before the walk: zero padding after the last resource of one
+    # segment (common, and harmless when it ends the data) stopped the walk before the next one.
+    first = resource(0x0404, iim(by_line="Alpha")) + b"\x00\x00\x00"
+    second = resource(0x0404, iim(program="Midjourney"))
+    rep = _run(jpeg(app13(first), app13(second)))
+    assert [f.get("by_line") for f in rep.facts["iptc"]] == [["Alpha"], None]
+    assert "iptc.program-generator" in [e.id for e in rep.evidence]
+    assert not [e for e in rep.errors if "IPTC" in e]
