@@ -197,8 +197,14 @@ def parse_iim(iim: bytes, where: str = "") -> IptcFacts:
     return f
 
 
+# Without 1:90 = ESC % G the IIM default is ISO 8859-1, but Windows tools write their code page there
+# (exiftool reads it as cp1252 too): its 0x80-0x9F are quotes, dashes and the euro sign, not the C1
+# controls Latin-1 makes of them. The five bytes cp1252 leaves undefined stay controls, and are dropped.
+_CP1252 = {i: bytes([i]).decode("cp1252") for i in range(0x80, 0xA0) if i not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
 def _text(v: bytes, utf8: bool) -> str:
-    # Without 1:90 = ESC % G the IIM default is ISO 8859-1 (what exiftool assumes too); Latin-1 maps every
-    # byte, so decoding never fails. Controls other than line breaks and tabs are dropped.
-    s = v.decode("utf-8", "replace") if utf8 else v.decode("latin-1")
-    return "".join(c for c in s if c >= " " or c in "\t\r\n").strip()
+    # Latin-1 maps every byte, so decoding never fails. Controls (C0 but line breaks and tabs, DEL, C1)
+    # are dropped: a caption is shown in terminals and reports.
+    s = v.decode("utf-8", "replace") if utf8 else v.decode("latin-1").translate(_CP1252)
+    return "".join(c for c in s if (c >= " " or c in "\t\r\n") and not "\x7f" <= c <= "\x9f").strip()

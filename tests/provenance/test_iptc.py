@@ -359,3 +359,13 @@ def test_zero_padding_at_the_end_of_one_segment_does_not_hide_the_next():
     assert [f.get("by_line") for f in rep.facts["iptc"]] == [["Alpha"], None]
     assert "iptc.program-generator" in [e.id for e in rep.evidence]
     assert not [e for e in rep.errors if "IPTC" in e]
+
+
+def test_windows_punctuation_reads_as_written_and_c1_controls_are_dropped():
+    # Windows tools write their code page into IIM without 1:90: 0x93/0x94 quotes, 0x96 dash, 0x80
+    # euro. Read as ISO 8859-1 they were C1 control characters (U+0093...), kept although "control
+    # characters other than tab and line breaks are dropped" (docs/provenance.md).
+    f = _run(with_iim(iim(caption=b"\x93Quoted\x94 \x96 \x80 5 \x81\x9d end"))).facts["iptc"][0]
+    assert f["caption"] == "\u201cQuoted\u201d \u2013 \u20ac 5  end"
+    g = _run(with_iim(iim(charset=b"\x1b%G", caption="a\u009b31mb\x7fc"))).facts["iptc"][0]
+    assert g["caption"] == "a31mbc"
