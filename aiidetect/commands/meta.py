@@ -23,8 +23,9 @@ def _print_table(reports: list[dict], stream=None) -> None:
 
     from ..report.safe import printable
 
-    # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup.
-    con = Console(file=stream, highlight=False)
+    # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup,
+    # and never with ":name:" codes turned into emoji.
+    con = Console(file=stream, highlight=False, emoji=False)
     for r in reports:
         con.rule(Text(printable(r["file"]), style="bold"))
         if r.get("error"):
@@ -59,7 +60,7 @@ def _print_table(reports: list[dict], stream=None) -> None:
             keys = ("originating_program", "program_version", "by_line", "credit", "source", "copyright_notice",
                     "date_created", "time_created", "caption")
             con.print(printable(f"IPTC ({f.get('where')}): " + ", ".join(
-                f"{k}={'; '.join(map(str, f[k])) if isinstance(f[k], list) else f[k]}{_cut(f, k)}" for k in keys
+                f"{k}={_items(f, k) if isinstance(f[k], list) else f'{f[k]}{_cut(f, k)}'}" for k in keys
                 if f.get(k) not in (None, "", []))), markup=False)
         for g in facts.get("generators", []):
             con.print(f"[bold]{escape(printable(str(g['generator'])))}[/] ({escape(printable(str(g['where'])))})")
@@ -77,10 +78,16 @@ def _print_table(reports: list[dict], stream=None) -> None:
             con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
 
 
-def _cut(d: dict, k: str) -> str:
+def _cut(d: dict, k: str, shown: object = None) -> str:
     """What the record's `truncated` says about field k: the table must not pass a cut prompt off as whole."""
     full = (d.get("truncated") or {}).get(k)
-    return f"... (the first {len(str(d[k]))} of {full} characters)" if isinstance(full, int) else ""
+    return (f"... (the first {len(str(d[k] if shown is None else shown))} of {full} characters)"
+            if isinstance(full, int) else "")
+
+
+def _items(d: dict, k: str) -> str:
+    """A list field, each item with what `truncated` says of it (it names an item k[i])."""
+    return "; ".join(f"{x}{_cut(d, f'{k}[{i}]', x)}" for i, x in enumerate(d[k]))
 
 
 CSV_COLUMNS = ["schema", "file", "file_bytes", "format", "width", "height", "p_ai", "llr", "decisive", "evidence",

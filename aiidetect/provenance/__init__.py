@@ -286,9 +286,13 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             unproven = (f"; its maker note is not counted ({note.format}: {note.reason})"
                         if note is not None and not note.counts else "")
             if note is not None and note.status == makernote.OTHER_MAKER and ef.make:
+                # A Make the OEM table does not list may be a rebadge of the note's maker: said first.
+                rebadge = (f"a camera built by {note.maker} and sold under this name, " if
+                           makernote.maker_of(ef.make) is None else "")
                 conflicts.append(f"EXIF Make {quote(ef.make)} ({ef.where}) but its maker note is in "
-                                 f"{note.maker}'s format ({note.format}): a note copied from another maker's photo, "
-                                 "or a Make edited afterwards; the maker note counts nothing toward real")
+                                 f"{note.maker}'s format ({note.format}): {rebadge}a note copied from another "
+                                 "maker's photo, or a Make edited afterwards; the maker note counts nothing toward "
+                                 "real")
             if note is not None and note.counts and ef.make:
                 ev.append(_ev("exif.camera", "real", f"camera EXIF with maker note ({desc}); metadata can be copied, "
                               "so this lowers but never rules out AI", ef.where, key="exif.camera.makernote",

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .recordtext import MAX_DETAIL_CHARS, MAX_FIELD_CHARS, quote
+from .recordtext import MAX_DETAIL_CHARS, quote
 from .xmp import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
@@ -128,14 +128,11 @@ class C2paFacts:
         d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
         d["valid"] = self.valid
         d["status"] = self.status
-        out = clip_fields(d)
         # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
         # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
         # MAX_LIST_ITEMS of each (each clipped) and says in `truncated` how many there were.
         cut = {k: len(v) for k, v in d.items() if isinstance(v, list) and len(v) > MAX_LIST_ITEMS}
-        for k, v in d.items():
-            if isinstance(v, list):
-                out[k] = [x[:MAX_FIELD_CHARS] if isinstance(x, str) else x for x in v[:MAX_LIST_ITEMS]]
+        out = clip_fields({k: v[:MAX_LIST_ITEMS] if isinstance(v, list) else v for k, v in d.items()})
         if cut:
             out["truncated"] = {**out.get("truncated", {}), **cut}
         return out

@@ -237,6 +237,9 @@ def _tiff_iptc(data: bytes, b: Blobs) -> None:
     if ifd + 2 > n:
         return
     (count,) = struct.unpack(e + "H", data[ifd:ifd + 2])
+    # One byte budget for all the copies: IFD0 may repeat a tag up to the entry cap, each copy
+    # pointing at the same 8 MB, and each was sliced on its own (8 GB for an 8 MB file).
+    taken = 0
     for i in range(min(count, MAX_ENTRIES)):
         p = ifd + 2 + 12 * i
         if p + 12 > n:
@@ -246,10 +249,11 @@ def _tiff_iptc(data: bytes, b: Blobs) -> None:
             continue
         size = cnt * _TIFF_TYPE_SIZE.get(typ, 1)
         off = p + 8 if size <= 4 else struct.unpack(e + "I", data[p + 8:p + 12])[0]
-        if off + size > n or size > MAX_IRB_BYTES:
-            b.errors.append(f"TIFF: tag {tag} of {size} bytes at offset {off} is past the file or over "
-                            f"{MAX_IRB_BYTES} bytes; not read")
+        if off + size > n or taken + size > MAX_IRB_BYTES:
+            b.errors.append(f"TIFF: tag {tag} of {size} bytes at offset {off} is past the file or over the "
+                            f"{MAX_IRB_BYTES} bytes read of these tags; not read")
             continue
+        taken += size
         b.iptc.append((data[off:off + size], _TIFF_IPTC_TAGS[tag]))
 
 

@@ -13,6 +13,7 @@ before anything is sliced, and every count is capped; nothing raises.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ MAX_LENGTH_BYTES = 4
 IRB_SIGNATURE = b"Photoshop 3.0\x00"
 _TYPES = (b"8BIM", b"MeSa", b"PHUT", b"AgHg", b"DCSR")   # resource types writers use; only 8BIM holds IIM
 IIM_RESOURCE = 0x0404
+_NONZERO = re.compile(rb"[^\x00]")
 UTF8_ESCAPE = b"\x1b%G"
 
 # (record, dataset) -> facts field
@@ -59,19 +61,12 @@ class IptcFacts:
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        from .recordtext import MAX_FIELD_CHARS, clip_fields
+        from .recordtext import clip_fields
 
         d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "programs") and v not in (None, "", [])}
         if len(self.programs) > 1:
             d["originating_programs"] = self.programs
-        out = clip_fields(d)
-        for k in ("by_line", "originating_programs"):
-            if k in out:
-                cut = {f"{k}[{i}]": len(x) for i, x in enumerate(out[k]) if len(x) > MAX_FIELD_CHARS}
-                out[k] = [x[:MAX_FIELD_CHARS] for x in out[k]]
-                if cut:
-                    out["truncated"] = {**out.get("truncated", {}), **cut}
-        return out
+        return clip_fields(d)
 
 
 def iim_blocks(blob: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str]]:
@@ -98,6 +93,12 @@ def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str
     for _ in range(MAX_RESOURCES):
         if pos >= n:
             return out, errors
+        if irb[pos] == 0:
+            # Zero padding after the last resource is common; APP13 segments are joined before this
+            # walk, so padding that ends one segment may be followed by the next segment's resources.
+            nonzero = _NONZERO.search(irb, pos)
+            if nonzero and irb[nonzero.start():nonzero.start() + 4] in _TYPES:
+                pos = nonzero.start()
         if irb[pos:pos + 4] in _TYPES and pos + 7 > n:
             errors.append(f"IPTC ({where}): image resource truncated in its header at offset {pos}")
             return out, errors
@@ -196,8 +197,14 @@ def parse_iim(iim: bytes, where: str = "") -> IptcFacts:
     return f
 
 
+# Without 1:90 = ESC % G the IIM default is ISO 8859-1, but Windows tools write their code page there
+# (exiftool reads it as cp1252 too): its 0x80-0x9F are quotes, dashes and the euro sign, not the C1
+# controls Latin-1 makes of them. The five bytes cp1252 leaves undefined stay controls, and are dropped.
+_CP1252 = {i: bytes([i]).decode("cp1252") for i in range(0x80, 0xA0) if i not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
 def _text(v: bytes, utf8: bool) -> str:
-    # Without 1:90 = ESC % G the IIM default is ISO 8859-1 (what exiftool assumes too); Latin-1 maps every
-    # byte, so decoding never fails. Controls other than line breaks and tabs are dropped.
-    s = v.decode("utf-8", "replace") if utf8 else v.decode("latin-1")
-    return "".join(c for c in s if c >= " " or c in "\t\r\n").strip()
+    # Latin-1 maps every byte, so decoding never fails. Controls (C0 but line breaks and tabs, DEL, C1)
+    # are dropped: a caption is shown in terminals and reports.
+    s = v.decode("utf-8", "replace") if utf8 else v.decode("latin-1").translate(_CP1252)
+    return "".join(c for c in s if (c >= " " or c in "\t\r\n") and not "\x7f" <= c <= "\x9f").strip()

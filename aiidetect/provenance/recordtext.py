@@ -14,14 +14,20 @@ MAX_DETAIL_CHARS = 200    # a value quoted inside an evidence detail line
 
 
 def clip_fields(d: dict[str, Any], limit: int = MAX_FIELD_CHARS) -> dict[str, Any]:
-    """A copy of `d` whose string values are at most `limit` characters; `truncated` maps each
-    field that was cut to its full length."""
+    """A copy of `d` whose string values, and strings in list values, are at most `limit`
+    characters; `truncated` maps each field that was cut to its full length (a list item as
+    `k[i]`)."""
     out: dict[str, Any] = {}
     cut: dict[str, int] = {}
     for k, v in d.items():
         if isinstance(v, str) and len(v) > limit:
             cut[k] = len(v)
             v = v[:limit]
+        elif isinstance(v, list):
+            # A list of values read from the file (IPTC by-lines, every OriginatingProgram given)
+            # is as long as its sender wants each item to be.
+            cut.update({f"{k}[{i}]": len(x) for i, x in enumerate(v) if isinstance(x, str) and len(x) > limit})
+            v = [x[:limit] if isinstance(x, str) else x for x in v]
         out[k] = v
     if cut:
         out["truncated"] = cut

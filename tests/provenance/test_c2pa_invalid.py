@@ -225,3 +225,14 @@ def test_any_mismatch_or_unknown_failure_makes_the_manifest_invalid(monkeypatch,
         assert not [e for e in rep.evidence if e.direction == "real"]
         (c,) = rep.facts["conflicts"]
         assert "INVALID" in c and code in c
+
+
+def test_truncated_names_only_list_items_the_record_keeps():
+    # Strings in list fields are clipped at 4,000 characters and named `k[i]`; of a manifest's list
+    # the record keeps the first 50, so an item past those is counted in `k`, never named alone.
+    from aiidetect.provenance import c2pa as c2
+
+    f = c2.C2paFacts(source_types=["x" * 5000] + ["y"] * 58 + ["z" * 6000])
+    d = f.to_dict()
+    assert d["truncated"] == {"source_types[0]": 5000, "source_types": 60}
+    assert len(d["source_types"]) == 50 and len(d["source_types"][0]) == 4000

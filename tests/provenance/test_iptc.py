@@ -316,3 +316,61 @@ def test_a_byte_after_an_unpadded_resource_is_not_taken_for_its_pad():
     # hypothesis found it: an odd resource with no pad, then one stray byte, was read as a clean end
     rep = _run(jpeg(app13(resource(0x0401, b"odd", pad=False) + b"8")))
     assert any("no image resource at offset 15" in e for e in rep.errors), rep.errors
+
+
+def test_repeated_tiff_iptc_tags_share_one_byte_cap(monkeypatch):
+    # IFD0 may repeat tag 33723 up to the entry cap, every copy pointing at the same bytes: each was
+    # sliced on its own (1,000 entries over one 8 MB block held 8 GB). All of them share the cap.
+    from aiidetect.provenance import containers
+
+    monkeypatch.setattr(containers, "MAX_IRB_BYTES", 1000)
+    body = iim(program="Stable Diffusion").ljust(600, b"\x00")
+    n = 50
+    data_at = 8 + 2 + 12 * n + 4
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, n) + struct.pack("<HHII", 33723, 7, len(body), data_at) * n
+            + b"\x00" * 4 + body)
+    b = containers.walk(tiff)
+    assert sum(len(blob) for blob, _ in b.iptc) <= 1000
+    assert any("33723" in e and "1000 bytes" in e for e in b.errors)
+
+
+def test_the_evidence_keeps_a_clipped_program_name():
+    # The record keeps the first 4,000 characters of a text field, evidence `data` included
+    # (docs/provenance.md): the program list in the evidence held all of a 30,000-character name.
+    rep = _run(with_iim(iim(program="Midjourney " + "A" * 30_000)))
+    item = next(e for e in rep.evidence if e.id == "iptc.program-generator")
+    assert len(item.data["programs"][0]) == 4000
+    assert item.data["truncated"] == {"programs[0]": 30_011}
+
+
+def test_the_meta_table_shows_iim_text_as_written_and_says_what_was_cut(tmp_path):
+    # A by-line cut at 4,000 characters was shown as if whole (its `truncated` key is by_line[0]),
+    # and the terminal turned ":red_heart:" in a caption into an emoji: neither is what the file says.
+    from tests.conftest import run_cli_in_process
+
+    p = tmp_path / "agency.jpg"
+    p.write_bytes(with_iim(iim(by_line="B" * 5000, caption="see :red_heart: here")))
+    r = run_cli_in_process("meta", "--watermark", "never", str(p), env={"COLUMNS": "200"})
+    assert "... (the first 4000 of 5000 characters)" in r.stdout
+    assert "see :red_heart: here" in r.stdout
+
+
+def test_zero_padding_at_the_end_of_one_segment_does_not_hide_the_next():
+    # The segments are joined before the walk: zero padding after the last resource of one
+    # segment (common, and harmless when it ends the data) stopped the walk before the next one.
+    first = resource(0x0404, iim(by_line="Alpha")) + b"\x00\x00\x00"
+    second = resource(0x0404, iim(program="Midjourney"))
+    rep = _run(jpeg(app13(first), app13(second)))
+    assert [f.get("by_line") for f in rep.facts["iptc"]] == [["Alpha"], None]
+    assert "iptc.program-generator" in [e.id for e in rep.evidence]
+    assert not [e for e in rep.errors if "IPTC" in e]
+
+
+def test_windows_punctuation_reads_as_written_and_c1_controls_are_dropped():
+    # Windows tools write their code page into IIM without 1:90: 0x93/0x94 quotes, 0x96 dash, 0x80
+    # euro. Read as ISO 8859-1 they were C1 control characters (U+0093...), kept although "control
+    # characters other than tab and line breaks are dropped" (docs/provenance.md).
+    f = _run(with_iim(iim(caption=b"\x93Quoted\x94 \x96 \x80 5 \x81\x9d end"))).facts["iptc"][0]
+    assert f["caption"] == "\u201cQuoted\u201d \u2013 \u20ac 5  end"
+    g = _run(with_iim(iim(charset=b"\x1b%G", caption="a\u009b31mb\x7fc"))).facts["iptc"][0]
+    assert g["caption"] == "a31mbc"

@@ -158,3 +158,35 @@ def test_classify_never_raises_behind_a_known_header(prefix, rest):
 def test_find_note_never_raises_on_any_exif_block(body):
     for head in (b"II*\x00", b"MM\x00*"):
         makernote.find_note(head + body)
+
+
+def test_an_opaque_note_is_judged_on_its_first_bytes_only():
+    # A TIFF file's note may be as large as the file (512 MB): a per-byte text scan of the whole of
+    # it took 6 s per 100 MB, in a stage the per-file time budget cannot stop. Text, records and
+    # randomness are judged on the first COMPRESS_BYTES, as the compression test always was.
+    long_text = b"Rv0207;Sf6C84;" * (makernote.COMPRESS_BYTES // 14 + 10) + b"\x01\x02"
+    assert makernote._opaque(long_text) == "text"
+    assert makernote._opaque(bytes(makernote.COMPRESS_BYTES + 100)) == "blank"
+    assert makernote._opaque(bytes(makernote.COMPRESS_BYTES) + b"\x07") == "binary records"
+
+
+def test_a_google_pixel_hdr_plus_note_is_the_makes_own():
+    # Pixel phones write "HDRP" + version + an encrypted, compressed record: it reads as random bytes,
+    # so by its looks alone a genuine Pixel note counted nothing. Its header names the maker.
+    pixel = b"HDRP\x03" + random_bytes(3000)
+    assert makernote.classify(pixel, "Google").status == "own"
+    assert _camera("Google", pixel)[0].strength == 1.6
+    assert makernote.classify(pixel, "Canon").status == "other-maker"
+
+
+def test_a_known_note_under_an_unlisted_make_names_the_rebadge_too():
+    # A Make the OEM table does not list (a Contax built by Kyocera, a store brand built by Sanyo)
+    # under a listed maker's header earns nothing, but the conflict must not tell the reader the
+    # note was copied or the Make edited as if nothing else could explain it.
+    cam, rep = _camera("Acme Optical", nikon_type3())
+    assert cam.strength == 1.2
+    (conflict,) = [e for e in rep.evidence if e.id == "metadata.conflict"]
+    assert "a camera built by Nikon and sold under this name" in conflict.detail
+    _, rep = _camera("Canon", nikon_type3())
+    (conflict,) = [e for e in rep.evidence if e.id == "metadata.conflict"]
+    assert "sold under this name" not in conflict.detail
