@@ -51,10 +51,11 @@ STRENGTH = {
     "structure.jpeg-standard-tables": 0.1, "structure.jpeg-custom-tables": 0.2,
 }
 
-# Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor".
+# Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor". Google's
+# Imagen only with its maker: "imagen" is Spanish for "image" ("Editor de imagen 2.0", a version too).
 AI_TOOL = re.compile(
     r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|firefly|novelai|comfyui|invokeai|automatic1111|"
-    r"\bfooocus\b|draw things|\bimagen\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
+    r"\bfooocus\b|draw things|google imagen|\bimagefx\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
     r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")

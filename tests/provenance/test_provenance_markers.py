@@ -233,7 +233,9 @@ def test_ai_tool_in_software_field():
 
 
 @pytest.mark.parametrize("name,ai", [("DALL-E 3", True), ("DALL·E", True), ("dalle-3", True), ("OpenAI DALL E", True),
-                                     ("Randall Editor 2.1", False), ("Vandalle Studio", False)])
+                                     ("Randall Editor 2.1", False), ("Vandalle Studio", False),
+                                     ("Google Imagen", True), ("ImageFX", True),
+                                     ("Editor de imagen 2.0", False), ("Visor de imagen", False)])
 def test_ai_tool_names_are_words_not_fragments(name, ai):
     from aiidetect.provenance import AI_TOOL
 
