@@ -11,8 +11,10 @@ from .common import EXIT_OK, JsonFormat, QuietOpt, SummaryFormatOpt, fail, stder
 
 
 def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: nothing on stderr to silence
-    """Where the caches are and how much they hold: scan results, backbone features, the decisions of
-    `aiidetect optimize` (and their int8 graphs), remembered weights identities.
+    """Where the caches are and how much they hold.
+
+    Scan results, backbone features, the decisions of `aiidetect optimize` (and their int8 graphs),
+    remembered weights identities.
 
     Example: aiidetect cache info -f json
     """
@@ -44,7 +46,7 @@ def clear(what: Optional[str] = typer.Argument(None, help="results (default) | f
                                                             "scan of this installation can use (another aiidetect, "
                                                             "torch or onnxruntime version, or damaged)."),
           quiet: bool = QuietOpt):
-    """Delete cached scan results (default), backbone features, optimize decisions, weights identities, or all.
+    """Delete cached scan results (default), features, optimize decisions, weights identities, or all.
 
     Never a user's heads or a results store: only the cache files. Examples:
       aiidetect cache clear all
