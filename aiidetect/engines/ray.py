@@ -379,8 +379,10 @@ def _with_deadline(fn, finish: bool, file_timeout: float, start: float):
     then cancels with force=True: its worker process is killed, whatever it was doing (a decoder stuck on a
     crafted file, a read a network filesystem never answers, a worker stopped by SIGSTOP); Ray has no deadline
     of its own, and Ray Data hands the driver no task to cancel. The files of a cancelled task come back as
-    TIMEOUT error records, which the driver takes for files to try again alone (_records). The waiting task
-    holds no CPU meanwhile (Ray lends a blocked task's CPU to the tasks it waits for)."""
+    TIMEOUT error records, which the driver takes for files to try again alone (_records). The inner task asks
+    for no CPU and runs on the same node: it uses the CPU its waiting task holds (an actor, where Ray Data fuses
+    this stage into the model actors, keeps its CPUs while it waits: an inner task asking for one starved, and
+    every batch ran out of time, when the actors filled the cluster)."""
     held: list = []
 
     def run(batch: dict[str, Any]) -> dict[str, Any]:
@@ -391,7 +393,11 @@ def _with_deadline(fn, finish: bool, file_timeout: float, start: float):
             _REMOTE_CALL = ray.remote(_call)
         if not held:
             held.append(ray.put(fn))  # once per worker, not pickled with every batch
-        ref = _REMOTE_CALL.options(num_cpus=1, max_retries=TASK_RETRIES).remote(held[0], batch)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        ref = _REMOTE_CALL.options(num_cpus=0, max_retries=TASK_RETRIES,
+                                   scheduling_strategy=here).remote(held[0], batch)
         ready, _ = ray.wait([ref], timeout=task_deadline(len(batch["i"]), file_timeout, start))
         if ready:
             # A worker that died after its retries raises here: this task fails and its block is dropped, as

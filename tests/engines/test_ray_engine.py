@@ -622,11 +622,18 @@ def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch)
         hung = any(pickle.loads(b).path.endswith("hang.png") for b in refs[0].batch["cand"])
         return ([] if hung else refs), (refs if hung else [])
 
-    remote_fn = SimpleNamespace(options=lambda **kw: SimpleNamespace(remote=lambda fn, batch: Ref(batch)))
-    fake = SimpleNamespace(remote=lambda f: remote_fn, put=lambda x: x, wait=wait,
+    def options(**kw):
+        # No CPU of its own, on the waiting task's node: an actor waiting keeps its CPUs (starved otherwise).
+        assert kw["num_cpus"] == 0 and kw["scheduling_strategy"] == ("node-1", True)
+        return SimpleNamespace(remote=lambda fn, batch: Ref(batch))
+
+    fake = SimpleNamespace(remote=lambda f: SimpleNamespace(options=options), put=lambda x: x, wait=wait,
                            get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])},
-                           cancel=lambda ref, force: calls.append(("cancel", force)))
+                           cancel=lambda ref, force: calls.append(("cancel", force)),
+                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
     monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
+                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
     monkeypatch.setattr(ray_engine, "_REMOTE_CALL", None)
 
     def batch(*names):
