@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from .choices import choices
+from .crashguard import FILE_TIMEOUT
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("aiidetect")
@@ -175,6 +177,8 @@ class ScanOptions:
     address: Optional[str] = None
     db: Optional[os.PathLike | str] = None
     quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
+    # Seconds per file before a read that never ends is stopped (docs/scale.md, "A file that hangs"); 0: never.
+    file_timeout: float = FILE_TIMEOUT
     extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
 
     def validate(self) -> "ScanOptions":
@@ -225,6 +229,9 @@ class ScanOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {value!r}")
+        if isinstance(self.file_timeout, bool) or not isinstance(self.file_timeout, (int, float)) \
+                or not math.isfinite(self.file_timeout) or self.file_timeout < 0:
+            raise UsageError(f"--file-timeout takes a number of seconds >= 0 (0: none); got {self.file_timeout!r}")
         from .shard import parse_shard
 
         if self.shard is not None and not isinstance(self.shard, str):
@@ -695,8 +702,9 @@ class Scanner:
                             "(`crashed`), not the scan" if pipe.guard is not None else
                             "read as any other by this run (the store's folder takes no new file)")
                     self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
-                               f"file(s) (a crash, the out-of-memory killer or kill -9): {then}: "
-                               f"{', '.join(session.crashed[:5])}" + (" ..." if len(session.crashed) > 5 else ""))
+                               f"file(s) (a crash, the out-of-memory killer, kill -9, a read past --file-timeout): "
+                               f"{then}: {', '.join(session.crashed[:5])}"
+                               + (" ..." if len(session.crashed) > 5 else ""))
             records = self._engine(pipe, candidates)
         except BaseException:
             # The session started is closed whatever ends it here (an on_note that raises, Ctrl-C, a
@@ -723,10 +731,15 @@ class Scanner:
 
             try:
                 records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
-                                         quiet=self.options.quiet)
+                                         quiet=self.options.quiet, file_timeout=self.options.file_timeout)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))
+        if self.options.file_timeout:
+            from .crashguard import ReadDeadline
+
+            pipe.deadline = ReadDeadline(self.options.file_timeout)
+            return _watched(pipe.run(cands), pipe.deadline)
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):
@@ -879,6 +892,14 @@ def _wanted(path: str, include, exclude) -> bool:
     from .discover import IMAGE_EXTS, _wanted as wanted
 
     return os.path.splitext(str(path))[1].lower() in IMAGE_EXTS and wanted(str(path), include, exclude)
+
+
+def _watched(records: Iterator[Any], deadline) -> Iterator[Any]:
+    """`records`, the read deadline's watcher stopped when they end, finished or closed early."""
+    try:
+        yield from records
+    finally:
+        deadline.close()
 
 
 def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], **options) -> Iterator[Any]:

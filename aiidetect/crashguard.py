@@ -20,6 +20,13 @@ With `--engine ray` the files are read by the cluster's tasks, on other machines
 worker processes whose death costs the driver nothing: the driver asks `refused` before it
 hands a file out, and a file whose worker died each time it was tried alone gets those
 deaths as strikes (`died`), so it is set aside as the local engine's would be.
+
+A read that never ends (a decoder stuck on a crafted file, a network filesystem that does
+not answer) is no death: nothing would strike its file. Python cannot stop a thread, so
+the local engine's `ReadDeadline` ends the process when a file's read has run past
+`--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
+the file. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
+is killed, and a file that runs out of time alone gets the strikes that set it aside.
 """
 from __future__ import annotations
 
@@ -202,9 +209,10 @@ class CrashGuard:
         n, _ = self._strikes(path)
         if n < STRIKES_TO_REFUSE:
             return None
-        return (f"the process ended while reading this file {n} times in earlier runs of this results store, the "
-                "last time with no other file being read in it (a crash in an image decoder, the out-of-memory "
-                "killer, or a hang ended by hand); not read again. `touch` the file to try it once more")
+        return (f"the process ended (or the read ran past --file-timeout) while reading this file {n} times in earlier "
+                "runs of this results store, the last time with no other file being read in it (a crash in an image "
+                "decoder, the out-of-memory killer, a decoder or filesystem that hangs); not read again. `touch` the "
+                "file to try it once more")
 
     @contextlib.contextmanager
     def watch(self, path: str) -> Iterator[None]:
@@ -264,3 +272,91 @@ class CrashGuard:
                     os.unlink(self.path)
                 os.close(self._fd)
                 self._fd = None
+
+
+# Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
+# with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
+FILE_TIMEOUT = 60.0
+
+
+class ReadDeadline:
+    """Watches the reads of one local scan: a file still being read `seconds` after its read began ends the
+    process (`expire`), with its crash-guard slot left in place. One watcher thread, started with the first
+    read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
+
+    def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
+                 clock: Callable[[], float] | None = None):
+        import time
+
+        self.seconds = float(seconds)
+        self._expire = expire or _end_process
+        self._clock = clock or time.monotonic
+        self._reading: dict[int, tuple[str, float]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._next = 0
+
+    @contextlib.contextmanager
+    def reading(self, path: str) -> Iterator[None]:
+        with self._cond:
+            token = self._next
+            self._next += 1
+            self._reading[token] = (path, self._clock())
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._reading.pop(token, None)
+
+    def overdue(self) -> tuple[str, float] | None:
+        """(path, seconds) of the read that began first, when it has run past the deadline."""
+        with self._cond:
+            if not self._reading:
+                return None
+            path, began = min(self._reading.values(), key=lambda r: r[1])
+        took = self._clock() - began
+        return (path, took) if took > self.seconds else None
+
+    def close(self) -> None:
+        """The scan is over (or stopped): the watcher ends, and is waited for (no thread left behind)."""
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
+                if self._closed:
+                    return
+            late = self.overdue()
+            if late is not None:
+                self._expire(*late)
+                return
+
+
+def _end_process(path: str, took: float) -> None:
+    """The decode thread cannot be stopped: the process is, as a crash would (no cleanup, so the results
+    store session's slot file still names the file and the next session strikes it). Exit code 2."""
+    import sys
+
+    from .report.safe import clean_str
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()  # the records already written stay whole
+    # A crafted name must not drive the terminal: control characters shown escaped.
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in clean_str(path))
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"error: reading {shown} has taken more than {took:.0f} s (--file-timeout): a "
+                         "decoder stuck on it or a filesystem that does not answer; the scan stops here. With "
+                         "--db the same command resumes, reads this file alone, and sets it aside (`crashed`) "
+                         "if it hangs again; without --db, leave it out (--exclude) or raise --file-timeout\n")
+        sys.stderr.flush()
+    os._exit(2)

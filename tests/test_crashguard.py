@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from PIL import Image
 
 from aiidetect.crashguard import CrashGuard, Seen, _ReadersWriter, recover, slot_files
@@ -228,3 +229,60 @@ def test_a_struck_file_read_to_the_end_is_cleared_and_a_foreign_hosts_slots_are_
     other.write_bytes(b"00000018" + b'["/x/q.png", 1, 2]')
     assert recover(store, elsewhere=lambda sid: sid == 9) == ([], []) and other.exists()
     assert recover(store) == ([Seen("/x/q.png", 1, 2)], [9]) and not other.exists()
+
+
+def test_a_read_that_never_ends_ends_the_local_scan_naming_its_file(tmp_path, monkeypatch):
+    """A decode thread stuck on a file (a decoder stuck on a crafted file, a filesystem that does not answer)
+    hung the local scan for ever, and with --db every resume too: nothing struck the file. Past --file-timeout
+    the process is now ended, as a crash would (its slot left in place for the next session to strike)."""
+    from conftest import run_cli_in_process
+
+    from aiidetect import crashguard
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "hang", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    ended: list[str] = []
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            release.wait(30)  # the hang; the test's own bound, never reached when the deadline works
+        return real(self, path, index, expect)
+
+    def end(path, took):
+        ended.append(path)
+        release.set()
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    monkeypatch.setattr(crashguard, "_end_process", end)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q",
+                           "--file-timeout", "0.2")
+    assert ended == [str(tmp_path / "hang.png")], r.stderr
+
+
+def test_the_read_deadline_names_the_oldest_read_past_it_and_ends_with_2(monkeypatch, capsys):
+    from aiidetect import crashguard
+
+    now = [100.0]
+    d = crashguard.ReadDeadline(10, expire=lambda p, t: None, clock=lambda: now[0])
+    d._thread = object()  # no watcher thread: overdue() is asked directly
+    with d.reading("/x/a.png"):
+        now[0] += 5
+        with d.reading("/x/b.png"):
+            assert d.overdue() is None
+            now[0] += 6
+            assert d.overdue() == ("/x/a.png", 11.0)
+        assert d.overdue() == ("/x/a.png", 11.0)
+    assert d.overdue() is None
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(crashguard.os, "_exit", exit_)
+    with pytest.raises(SystemExit) as stop:
+        crashguard._end_process("/x/a\x1b[2J.png", 61.2)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "reading /x/a" in err and "more than 61 s (--file-timeout)" in err
+    assert "\x1b" not in err and "--db" in err

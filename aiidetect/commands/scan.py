@@ -10,6 +10,7 @@ import typer
 
 from rich.markup import escape
 
+from ..crashguard import FILE_TIMEOUT
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
                      VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
@@ -64,6 +65,12 @@ def scan(
     address: Optional[str] = typer.Option(None, "--address", rich_help_panel="Large audits",
                                           help="With --engine ray: a cluster (auto, ray://HOST:10001); "
                                                "default: a Ray instance on this machine."),
+    file_timeout: float = typer.Option(FILE_TIMEOUT, "--file-timeout", min=0, rich_help_panel="Large audits",
+                                       help="Seconds a file's read and decode may take (0: no limit). Past it, "
+                                            "--engine ray cancels the task (a task of N files gets N times this, "
+                                            "plus its start-up) and tries its files alone; the local engine "
+                                            "stops with exit code 2 (with --db, a resume sets the file aside). "
+                                            "See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
@@ -93,7 +100,7 @@ def scan(
             fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
             cache=use_cache, watermark=watermark.value, recursive=recursive, follow_links=follow_links,
             include=include or (),
-            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
+            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db, file_timeout=file_timeout,
             quiet=quiet)
         # The shared parser: `--fail-on ai-generated` was refused while `report --verdict ai-generated` worked.
         wanted = set(verdict_list(fail_on, "--fail-on"))

@@ -23,6 +23,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from ..crashguard import FILE_TIMEOUT, STRIKES_TO_REFUSE
 from ..decode import Sample
 from ..discover import Candidate, machine_id
 from ..records import Record
@@ -52,7 +53,8 @@ def _env_number(name: str, integer: bool = True) -> float | None:
 
 def _settings() -> dict[str, float | None]:
     return {"window": _env_number("AIIDETECT_RAY_WINDOW"), "actors": _env_number("AIIDETECT_RAY_ACTORS"),
-            "actor_cpus": _env_number("AIIDETECT_RAY_ACTOR_CPUS", integer=False)}
+            "actor_cpus": _env_number("AIIDETECT_RAY_ACTOR_CPUS", integer=False),
+            "task_start": _env_number("AIIDETECT_RAY_TASK_START", integer=False)}
 
 
 # Retries of a task whose worker died (or, for the model actors, of a batch whose actor died).
@@ -60,6 +62,19 @@ TASK_RETRIES = 2
 # Files of a window that may be lost to failed tasks and still be retried one by one; beyond this and
 # half the window, the cluster is failing (RayJobFailed).
 LOST_ALONE = 64
+
+
+# Seconds a task is given to start (a worker process, its imports) before its files' allowance counts
+# (--file-timeout, per file): a task of N files is cancelled after TASK_START + N * file_timeout seconds.
+TASK_START = 60.0  # AIIDETECT_RAY_TASK_START
+# The record's error code of a file whose task ran out of time with no other file in it.
+TIMEOUT = "timeout"
+
+
+def task_deadline(files: int, file_timeout: float, start: float = TASK_START) -> float:
+    """Seconds a task reading `files` files may run before it is cancelled: its start-up, then the
+    allowance of each file (the whole task's, not each file's: a slow file borrows from fast ones)."""
+    return start + file_timeout * max(1, files)
 
 
 class RayUnavailable(RuntimeError):
@@ -352,25 +367,79 @@ def _decode_stage(half, finish: bool):
     return fn
 
 
+_REMOTE_CALL = None
+
+
+def _call(fn, batch):
+    return fn(batch)
+
+
+def _with_deadline(fn, finish: bool, file_timeout: float, start: float):
+    """The task body `fn`, run in a task of its own that this one waits for until its deadline (task_deadline),
+    then cancels with force=True: its worker process is killed, whatever it was doing (a decoder stuck on a
+    crafted file, a read a network filesystem never answers, a worker stopped by SIGSTOP); Ray has no deadline
+    of its own, and Ray Data hands the driver no task to cancel. The files of a cancelled task come back as
+    TIMEOUT error records, which the driver takes for files to try again alone (_records). The inner task asks
+    for no CPU and runs on the same node: it uses the CPU its waiting task holds (an actor, where Ray Data fuses
+    this stage into the model actors, keeps its CPUs while it waits: an inner task asking for one starved, and
+    every batch ran out of time, when the actors filled the cluster)."""
+    held: list = []
+
+    def run(batch: dict[str, Any]) -> dict[str, Any]:
+        import ray
+
+        global _REMOTE_CALL
+        if _REMOTE_CALL is None:
+            _REMOTE_CALL = ray.remote(_call)
+        if not held:
+            held.append(ray.put(fn))  # once per worker, not pickled with every batch
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        ref = _REMOTE_CALL.options(num_cpus=0, max_retries=TASK_RETRIES,
+                                   scheduling_strategy=here).remote(held[0], batch)
+        ready, _ = ray.wait([ref], timeout=task_deadline(len(batch["i"]), file_timeout, start))
+        if ready:
+            # A worker that died after its retries raises here: this task fails and its block is dropped, as
+            # before (the driver tries its files again alone).
+            return ray.get(ref)
+        ray.cancel(ref, force=True)
+        return _timed_out(batch, finish)
+    return run
+
+
+def _timed_out(batch: dict[str, Any], finish: bool) -> dict[str, Any]:
+    """The rows of a cancelled task: in the columns the next stage expects, each a TIMEOUT marker record."""
+    out = []
+    for b, i in zip(batch["cand"], batch["i"]):
+        path = pickle.loads(b).path
+        rec = Record(file=path).set_error(TIMEOUT, "its task ran past its deadline")
+        out.append(_dump(rec) if finish else pickle.dumps(Sample(index=int(i), path=path, record=rec), protocol=5))
+    return {"i": batch["i"], ("record" if finish else "sample"): out}
+
+
 def _dump(rec: Record) -> str:
     return json.dumps(rec.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
 
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
-        window: int | None = None, quiet: bool = False) -> Iterator[Record]:
+        window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT
+        ) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
-    RayUnavailable here, before any output."""
+    RayUnavailable here, before any output. `file_timeout`: seconds per file of a
+    task's deadline (task_deadline, --file-timeout); None or 0: no deadline."""
     _settings()
     ray = _import_ray()
     _connect(ray, address, quiet)
-    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window)
+    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout)
 
 
-def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window) -> Iterator[Record]:
+def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
+             file_timeout: float | None = None) -> Iterator[Record]:
     from ..pipeline import Pipeline
 
     data_ctx = ray.data.DataContext.get_current()
@@ -406,13 +475,17 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1
+    decode = _decode_stage(half, not has_model)
+    start = env["task_start"] or TASK_START
+    if file_timeout:
+        decode = _with_deadline(decode, not has_model, file_timeout, start)
     if has_model:
-        stages = [(_decode_stage(half, False), {"num_cpus": 1, "max_retries": TASK_RETRIES}),
+        stages = [(decode, {"num_cpus": 1, "max_retries": TASK_RETRIES}),
                   (_ModelStage, {"fn_constructor_args": (spec, int(actor_cpus)),
                                  "compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": actor_cpus,
                                  "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
     else:
-        stages = [(_decode_stage(half, True), {"num_cpus": 1, "max_retries": TASK_RETRIES})]
+        stages = [(decode, {"num_cpus": 1, "max_retries": TASK_RETRIES})]
     window = window or int(env["window"] or WINDOW)
     # The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
     # process reading them; a worker that dies costs the driver nothing, so none is read "alone" here.
@@ -444,6 +517,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             continue
         returned: set[int] = set()
         for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
+            if _is_timeout(rec):
+                continue  # its task ran out of time: which of its files did is learnt alone, below
             returned.add(i)
             if guard is not None:
                 guard.survived(chunk[i - first].path)
@@ -461,14 +536,27 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
         # files with it: each is tried again alone, so only such a file is lost, as an error record.
         again: set[int] = set()
+        late: set[int] = set()
         for rec, i in _execute(ray, lost, len(lost), stages, 1):
+            if _is_timeout(rec):
+                late.add(i)
+                continue
             again.add(i)
             if guard is not None:
                 guard.survived(chunk[i - first].path)
             pipe.count(rec)
             yield rec
         for t in lost:
-            if t["i"] not in again:
+            if t["i"] in late:
+                # Alone in its task and still past the deadline: the file, not its neighbours. As many strikes
+                # as set it aside, so no later run of the store waits for it again.
+                path = chunk[t["i"] - first].path
+                kept = guard is not None and guard.died(path, STRIKES_TO_REFUSE)
+                deadline = task_deadline(1, file_timeout or 0, start)
+                rec = Record(file=path).set_error(TIMEOUT, _ran_out(deadline, file_timeout or 0, start, kept,
+                                                                    pipe.prior is not None))
+                yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+            elif t["i"] not in again:
                 # A task that raises returns error records (_decode_stage): a block lost with this file alone in
                 # it, each of its tries, is a worker process that died reading it.
                 path = chunk[t["i"] - first].path
@@ -503,6 +591,19 @@ def _died_reading(kept: bool, stored: bool) -> str:
             if kept or stored else "a later scan reads it again (with --db it would be set aside)")
     return (f"the Ray worker process reading this file died each of the {TASK_RETRIES + 1} times it was tried "
             f"alone in its task (a crash in an image decoder, the out-of-memory killer; see the Ray log); {then}")
+
+
+def _ran_out(deadline: float, file_timeout: float, start: float, kept: bool, stored: bool) -> str:
+    then = ("not read again by this results store until the file changes: `touch` it to try it once more"
+            if kept or stored else "a later scan reads it again (with --db it would be set aside)")
+    return (f"reading this file took more than {deadline:g} s with no other file in its Ray task ({start:g} s for "
+            f"the task to start, {file_timeout:g} s for the file: --file-timeout): the task was cancelled and its "
+            "worker process killed (a decoder stuck on the file, a filesystem that does not answer, a stopped "
+            f"worker); {then}")
+
+
+def _is_timeout(rec: Record) -> bool:
+    return rec.error is not None and rec.error.code == TIMEOUT
 
 
 def _blocks(n: int, batch_size: int, cpus: float) -> int:

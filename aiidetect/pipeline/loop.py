@@ -49,6 +49,8 @@ class Pipeline:
         # crashguard.CrashGuard of a results-store session: files a dead session was reading are read alone,
         # or not at all after a second death.
         self.guard = None
+        # crashguard.ReadDeadline of a local scan (--file-timeout): a read that never ends ends the process.
+        self.deadline = None
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
         self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
@@ -101,8 +103,10 @@ class Pipeline:
             if refused is not None:
                 return Sample(index=index, path=c.path, record=Record(file=c.path).set_error("crashed", refused))
         t = time.perf_counter()
+        deadline = self.deadline
         with guard.watch(c.path) if guard is not None else contextlib.nullcontext():
-            s = self.decoding(c.path, index, c.ident)
+            with deadline.reading(c.path) if deadline is not None else contextlib.nullcontext():
+                s = self.decoding(c.path, index, c.ident)
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 

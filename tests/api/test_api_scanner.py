@@ -86,6 +86,9 @@ def test_pixel_records_equal_the_cli_json(few, trained):
     ({"recursive": "no"}, "recursive"),
     ({"batch_size": True}, "--batch-size"),
     ({"backbone_seed": "x"}, "--backbone-seed"),
+    ({"file_timeout": -1}, "--file-timeout"),
+    ({"file_timeout": float("nan")}, "--file-timeout"),
+    ({"file_timeout": "60"}, "--file-timeout"),
 ])
 def test_bad_options_raise_usage_error(kw, words):
     with pytest.raises(UsageError, match=words or None) as exc:

@@ -177,9 +177,14 @@ real = ray_engine._decode_stage
 def crashing(half, finish):
     fn = real(half, finish)
     def stage(batch):
+        paths = [pickle.loads(b).path for b in batch["cand"]]
         # A file that kills the worker reading it, as a decoder crash or an out-of-memory kill would.
-        if any(pickle.loads(b).path.endswith("boom.png") for b in batch["cand"]):
+        if any(p.endswith("boom.png") for p in paths):
             os._exit(1)
+        # A file whose read never ends, as a decoder stuck on a crafted file or a stopped worker.
+        if any(p.endswith("hang.png") for p in paths):
+            import time
+            time.sleep(10 ** 6)
         return fn(batch)
     return stage
 
@@ -196,7 +201,9 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     (no record, no exit), and a task that raised ended the whole job with every other file's record
     lost. Now that file is a `crashed` record, every other file's record is the local engine's, the
     store has all of them, and stdout parses (Ray prints its worker-crash messages to stdout). A resume
-    reads none of them again (the crashed file was retried, killing workers, on every resume)."""
+    reads none of them again (the crashed file was retried, killing workers, on every resume). A file whose
+    read never ends hung the whole scan for ever, and its resumes too: its task is cancelled past its
+    deadline (--file-timeout), its blockmates are read alone, and it is a `timeout` record, set aside."""
     import re
     import subprocess
     import sys
@@ -212,12 +219,16 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     for i in range(5):
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / f"img{i}.png")
     Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / "boom.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(src / "hang.png")
     driver = tmp_path / "driver.py"
     driver.write_text(_CRASHING_DRIVER)
     db = tmp_path / "ray.sqlite"
-    common = [str(src), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q"]
-    r = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
-                       capture_output=True, text=True, timeout=150)
+    common = [str(src), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q", "--batch-size", "2"]
+    # A task of N files gets 5 + 3 N seconds: the hanging file costs one task of 2 files, then one alone.
+    on_ray = ["--engine", "ray", "--db", str(db), "--file-timeout", "3"]
+    env = {**__import__("os").environ, "AIIDETECT_RAY_TASK_START": "5"}
+    r = subprocess.run([sys.executable, str(driver), *common, *on_ray], capture_output=True, text=True, timeout=150,
+                       env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     # -q: Ray's own INFO and WARNING lines (~13: its start, the token set-up, each dataset's plan and
     # progress) are gone; its errors (the raylet's "worker died") are not.
@@ -226,23 +237,26 @@ def test_a_file_that_kills_its_worker_costs_its_record_only(tmp_path):
     remote = {d["file"]: d for d in jsonl(r.stdout)}  # every stdout line is a record
     local = {d["file"]: d for d in jsonl(subprocess.run([sys.executable, "-m", "aiidetect", "scan", *common],
                                                         capture_output=True, text=True, timeout=60).stdout)}
-    boom = str(src / "boom.png")
-    assert sorted(remote) == sorted(local) and len(remote) == 6
+    boom, hang = str(src / "boom.png"), str(src / "hang.png")
+    assert sorted(remote) == sorted(local) and len(remote) == 7
     assert remote[boom]["error"]["code"] == "crashed" and "worker process" in remote[boom]["error"]["message"]
-    assert {k: v for k, v in remote.items() if k != boom} == {k: v for k, v in local.items() if k != boom}
-    assert remote[boom]["verdict"] == "error"
+    assert remote[hang]["error"]["code"] == "timeout" and "more than 8 s" in remote[hang]["error"]["message"]
+    assert {k: v for k, v in remote.items() if k not in (boom, hang)} == \
+        {k: v for k, v in local.items() if k not in (boom, hang)}
+    assert remote[boom]["verdict"] == remote[hang]["verdict"] == "error"
     import sqlite3
 
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT COUNT(*), SUM(error_code='crashed') FROM results").fetchone() == (6, 1)
-        assert c.execute("SELECT strikes FROM crashes").fetchall() == [(3,)]
-    again = subprocess.run([sys.executable, str(driver), *common, "--engine", "ray", "--db", str(db)],
-                           capture_output=True, text=True, timeout=150)
+        assert c.execute("SELECT COUNT(*), SUM(error_code='crashed'), SUM(error_code='timeout') FROM results"
+                         ).fetchone() == (7, 1, 1)
+        assert sorted(c.execute("SELECT path LIKE '%boom.png', strikes FROM crashes")) == [(0, 2), (1, 3)]
+    again = subprocess.run([sys.executable, str(driver), *common, *on_ray], capture_output=True, text=True,
+                           timeout=150, env=env)
     assert again.returncode == 0 and {d["file"]: d for d in jsonl(again.stdout)} == remote, again.stderr[-3000:]
     assert again.stderr == ""  # -q, and nothing went wrong
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT files_resumed, files_written FROM sessions ORDER BY session_id DESC").fetchone() \
-            == (6, 0)
+            == (7, 0)
 
 
 def test_ray_prints_go_to_stderr_other_writes_to_stdout():
@@ -584,3 +598,104 @@ def test_the_actor_pool_must_fit_on_the_nodes_not_only_in_the_total():
     with pytest.raises(ray_engine.RayUnavailable, match=r"room for 1"):
         ray_engine._check_pool(nodes, 2, 1.0, 1.0)              # one GPU in the cluster
     ray_engine._check_pool([], 9, 64.0, 0.0)                    # nothing known: Ray decides
+
+
+def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch):
+    """Ray has no task deadline: a task whose read never ended was waited for for ever. The task body now
+    runs in a task of its own, waited for until its start-up plus its files' allowance, then force-cancelled
+    (its worker killed), its files coming back as `timeout` markers in the columns the next stage reads."""
+    import pickle
+    import sys
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.store import record_from_dict
+
+    calls = []
+
+    class Ref:
+        def __init__(self, batch):
+            self.batch = batch
+
+    def wait(refs, timeout):
+        calls.append(("wait", timeout))
+        hung = any(pickle.loads(b).path.endswith("hang.png") for b in refs[0].batch["cand"])
+        return ([] if hung else refs), (refs if hung else [])
+
+    def options(**kw):
+        # No CPU of its own, on the waiting task's node: an actor waiting keeps its CPUs (starved otherwise).
+        assert kw["num_cpus"] == 0 and kw["scheduling_strategy"] == ("node-1", True)
+        return SimpleNamespace(remote=lambda fn, batch: Ref(batch))
+
+    fake = SimpleNamespace(remote=lambda f: SimpleNamespace(options=options), put=lambda x: x, wait=wait,
+                           get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])},
+                           cancel=lambda ref, force: calls.append(("cancel", force)),
+                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
+                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
+    monkeypatch.setattr(ray_engine, "_REMOTE_CALL", None)
+
+    def batch(*names):
+        return {"i": list(range(len(names))), "cand": [pickle.dumps(Candidate(f"/x/{n}")) for n in names]}
+
+    for finish in (True, False):
+        calls.clear()
+        run = ray_engine._with_deadline(lambda b: 1 / 0, finish, 3.0, 10.0)
+        assert run(batch("a.png", "b.png")) == {"i": [0, 1], "record": ["done", "done"]}
+        out = run(batch("a.png", "hang.png", "c.png"))
+        assert calls == [("wait", 16.0), ("wait", 19.0), ("cancel", True)]
+        col = out["record" if finish else "sample"]
+        recs = [record_from_dict(json.loads(r)) if finish else pickle.loads(r).record for r in col]
+        assert [r.file for r in recs] == ["/x/a.png", "/x/hang.png", "/x/c.png"] and out["i"] == [0, 1, 2]
+        assert all(ray_engine._is_timeout(r) for r in recs)
+    assert ray_engine.task_deadline(16, 60.0) == 60.0 + 16 * 60.0
+
+
+def test_a_file_that_runs_out_of_time_alone_is_a_timeout_record_and_set_aside(monkeypatch):
+    """The files of a task cancelled past its deadline are read again alone: the others get their records,
+    the file that runs out of time alone gets one `timeout` record (not two, not none) and the strikes that
+    keep a results store from waiting for it again."""
+    import pickle
+
+    from aiidetect.crashguard import STRIKES_TO_REFUSE
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    def with_deadline(fn, finish, file_timeout, start):
+        assert (file_timeout, start) == (5.0, ray_engine.TASK_START)
+
+        def run(batch):
+            if any(pickle.loads(b).path.endswith("/7.jpg") for b in batch["cand"]):
+                return ray_engine._timed_out(batch, finish)  # what a cancelled task returns (test above)
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_with_deadline", with_deadline)
+    struck = []
+    guard = SimpleGuard(struck)
+    cands = [Candidate(f"/nowhere/{i}.jpg", explicit=True, error=("unreadable", "gone")) for i in range(20)]
+    pipe = Pipeline([], None, batch_size=8, workers=1)
+    pipe.guard = guard
+    recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40, 5.0))
+    assert sorted(r.file for r in recs) == sorted(c.path for c in cands) and pipe.stats.files == 20
+    late = [r for r in recs if r.error.code == "timeout"]
+    assert [r.file for r in late] == ["/nowhere/7.jpg"] and late[0].verdict == "error"
+    assert "more than 65 s" in late[0].error.message and "--file-timeout" in late[0].error.message
+    assert all(r.error.code == "unreadable" for r in recs if r.file != "/nowhere/7.jpg")  # blockmates: their own
+    assert struck == [("/nowhere/7.jpg", STRIKES_TO_REFUSE)]
+
+
+class SimpleGuard:
+    def __init__(self, struck):
+        self.struck = struck
+
+    def refused(self, path):
+        return None
+
+    def survived(self, path):
+        pass
+
+    def died(self, path, times):
+        self.struck.append((path, times))
+        return True
