@@ -178,7 +178,9 @@ class ScanOptions:
     db: Optional[os.PathLike | str] = None
     quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
     # Seconds per file before a read that never ends is stopped (docs/scale.md, "A file that hangs"); 0: never.
-    file_timeout: float = FILE_TIMEOUT
+    # None: the engine's own default. A Ray task is cancelled after FILE_TIMEOUT per file, but a local
+    # scan is not limited: its limit ends the process, and a library's caller (a service) is that process.
+    file_timeout: Optional[float] = None
     extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
 
     def validate(self) -> "ScanOptions":
@@ -229,8 +231,9 @@ class ScanOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} takes a whole number >= 1; got {value!r}")
-        if isinstance(self.file_timeout, bool) or not isinstance(self.file_timeout, (int, float)) \
-                or not math.isfinite(self.file_timeout) or self.file_timeout < 0:
+        if self.file_timeout is not None and (
+                isinstance(self.file_timeout, bool) or not isinstance(self.file_timeout, (int, float))
+                or not math.isfinite(self.file_timeout) or self.file_timeout < 0):
             raise UsageError(f"--file-timeout takes a number of seconds >= 0 (0: none); got {self.file_timeout!r}")
         from .shard import parse_shard
 
@@ -730,8 +733,9 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
+                timeout = FILE_TIMEOUT if self.options.file_timeout is None else self.options.file_timeout
                 records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
-                                         quiet=self.options.quiet, file_timeout=self.options.file_timeout)
+                                         quiet=self.options.quiet, file_timeout=timeout)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))

@@ -286,3 +286,24 @@ def test_the_read_deadline_names_the_oldest_read_past_it_and_ends_with_2(monkeyp
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "reading /x/a" in err and "more than 61 s (--file-timeout)" in err
     assert "\x1b" not in err and "--db" in err
+
+
+def test_the_library_sets_no_local_deadline_unless_asked(tmp_path, monkeypatch):
+    """The local deadline ends the process it runs in; through the library that is the caller's (a
+    service), so ScanOptions leaves it off unless a number is given (the command line's default is 60)."""
+    from aiidetect import api, crashguard
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    made: list[float] = []
+    real = crashguard.ReadDeadline
+
+    class Spy(real):
+        def __init__(self, seconds, *a, **k):
+            made.append(seconds)
+            super().__init__(seconds, *a, **k)
+
+    monkeypatch.setattr(crashguard, "ReadDeadline", Spy)
+    recs = list(api.scan(tmp_path, detectors="metadata", cache=False))
+    assert len(recs) == 1 and made == []
+    recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30))
+    assert len(recs) == 1 and made == [30]
