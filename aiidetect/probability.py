@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -68,6 +69,9 @@ _ISOTONIC_READ: dict[tuple, "Calibrator | str"] = {}
 _ISOTONIC_SEEN: dict[tuple[int, int], tuple[list, list, list, list, "Calibrator | str"]] = {}
 # What the cache may hold, in knots: each entry keeps a copy of its block's values.
 _ISOTONIC_READ_KNOTS = 2_000_000
+# Taken to add to either cache: counting an entry's knots walks the dict, and another thread's insert
+# or clear meanwhile raised "dictionary changed size during iteration" out of fuse.
+_ISOTONIC_LOCK = threading.Lock()
 # How blocks written before this format name the same maps.
 FLOW_LEGACY = "fpr-quantile+logistic-slope"
 
@@ -171,10 +175,9 @@ class Calibrator:
             else:
                 hit = _isotonic_read(cls, xs, ps)
                 if len(xs) <= _ISOTONIC_READ_KNOTS:
-                    if len(_ISOTONIC_SEEN) >= 64 or sum(len(v[0]) for v in _ISOTONIC_SEEN.values()) + len(xs) > _ISOTONIC_READ_KNOTS:
-                        _ISOTONIC_SEEN.clear()
                     # holding the lists keeps their ids from being reused while the entry lives
-                    _ISOTONIC_SEEN[(id(xs), id(ps))] = (xs, ps, list(xs), list(ps), hit)
+                    _remember(_ISOTONIC_SEEN, (id(xs), id(ps)), (xs, ps, list(xs), list(ps), hit), len(xs),
+                              lambda k, v: len(v[2]))  # the copy: no caller's code runs under the lock
             if isinstance(hit, str):
                 raise ValueError(hit)
             return hit
@@ -211,10 +214,17 @@ def _isotonic_read(cls, xs: list, ps: list) -> "Calibrator | str":
         except ValueError as exc:
             hit = str(exc)
         if key is not None:
-            if len(_ISOTONIC_READ) >= 64 or sum(len(k[0]) for k in _ISOTONIC_READ) + len(xs) > _ISOTONIC_READ_KNOTS:
-                _ISOTONIC_READ.clear()
-            _ISOTONIC_READ[key] = hit
+            _remember(_ISOTONIC_READ, key, hit, len(xs), lambda k, v: len(k[0]))
     return hit
+
+
+def _remember(cache: dict, key, value, knots: int, size: Callable[[Any, Any], int]) -> None:
+    """cache[key] = value, emptying the cache first when it would exceed 64 entries or
+    _ISOTONIC_READ_KNOTS knots (`size` counts an entry's)."""
+    with _ISOTONIC_LOCK:
+        if len(cache) >= 64 or sum(size(k, v) for k, v in cache.items()) + knots > _ISOTONIC_READ_KNOTS:
+            cache.clear()
+        cache[key] = value
 
 
 def _isotonic_key(xs: list, ps: list) -> tuple | None:
