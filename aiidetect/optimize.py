@@ -266,7 +266,7 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
             fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
         torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
         if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
-            return _for_detector_set(fast, decision, families)
+            return _for_detector_set(fast, decision, families, ctx.options or {})
         return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
@@ -297,20 +297,40 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
 
 
-def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str]) -> FastPath | None:
+def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str],
+                      options: Mapping[str, Any] | None = None) -> FastPath | None:
     """`fast` when the decision verified the fused verdicts of the detector set this scan runs, else a
     torch FastPath saying why; None when the scan selects no family the setup has heads of (its fused
     verdict is the metadata detector's, the same on every runtime). Per-head agreement does not carry
     over to a subset: fused alone, one head decides, and `-d flow` put CLIP-Flow's int8 shifts against
-    the fused thresholds with nothing to dilute them."""
+    the fused thresholds with nothing to dilute them. `options` are the run's detector options, whose
+    `<family>_heads` narrows a family to the heads named (the library's ScanOptions.extra)."""
     chosen = decision.get("chosen") or {}
     heads = (decision.get("identity") or {}).get("heads") or []
-    present = {h.get("family") for h in heads if isinstance(h, dict)}
+    names: dict[str, set] = {}
+    for h in heads:
+        if isinstance(h, dict):
+            names.setdefault(h.get("family"), set()).add(h.get("name"))
+    present = set(names)
+    # Sets are verified with every head of their families: a family narrowed to some of its heads fuses
+    # fewer (one alone decides), a family narrowed to none of them is unavailable on either runtime.
+    part = []
+    for fam, got in names.items():
+        wanted = (options or {}).get(f"{fam}_heads")
+        if wanted and fam in families:
+            kept = got & {str(w) for w in wanted}
+            if not kept:
+                present.discard(fam)
+            elif kept != got:
+                part.append(f"{fam} ({', '.join(sorted(map(str, kept)))} of {len(got)} heads)")
     # A selected pixel family without a head is an unavailable entry on either runtime: fusion drops it.
     want = [f for f in dict.fromkeys(families) if f not in PIXEL_FAMILIES or f in present]
     if not any(f in present for f in want):
         return None
-    key, full, n = set_key(want), set_key(["metadata", *present]), decision.get("files")
+    key, full, n = set_key(want), set_key(["metadata", *names]), decision.get("files")
+    if part:
+        return FastPath(False, "torch", "auto", f"runtime: torch (`aiidetect optimize` verified the fast path with "
+                        f"every head of a family; this scan runs {'; '.join(part)})", decision=fast.decision)
     sets = chosen.get("detector_sets")
     if sets is None:
         # An older `aiidetect optimize` compared the fused verdict over everything it ran and nothing else:
