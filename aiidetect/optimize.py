@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -656,6 +657,9 @@ def stale_reason(folder: Path) -> str | None:
     with other weights folders or --backbone-weights may still reach it."""
     from .report.safe import loads_foreign
 
+    if folder.is_symlink() or (folder / DECISION).is_symlink():
+        # optimize writes neither; `cache info` reads nothing out of the cache folder through one
+        return "a link, not followed"
     try:
         decision = loads_foreign(read_decision(folder / DECISION))
     except (OSError, ValueError):
@@ -711,7 +715,9 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
         if there and stale_only and not stale_reason(folder):
             continue
         fd, had_lock = None, os.path.lexists(lock)
-        if fcntl is not None and not lock.is_symlink():
+        # only a lock file optimize could hold: a folder or FIFO by that name (no run can take it) failed
+        # the open and ended the whole clear half done; a link is not followed
+        if fcntl is not None and (not had_lock or stat.S_ISREG(lock.lstat().st_mode)):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if fd is not None:
@@ -726,7 +732,10 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
             elif there:
                 shutil.rmtree(folder)
             # the lock last, still held: a run starting now makes a new one and finds the folder gone
-            if os.path.lexists(lock):
+            if lock.is_dir() and not lock.is_symlink():
+                shutil.rmtree(lock)
+                n += 1
+            elif os.path.lexists(lock):
                 lock.unlink()
                 n += int(had_lock)  # not the one opened here to take the lock
             out["files"] += n

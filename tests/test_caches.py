@@ -83,3 +83,33 @@ def test_a_decision_being_measured_is_left_and_learned_weights_identities_are_ke
     assert weights_identity.known_aliases("tensors:x") == ["sha256:y"]
     info = json.loads(run_cli_in_process("cache", "info", "-f", "json").stdout)["weights-ids"]
     assert info["rows"] == 0 and info["aliases"] == 1
+
+
+def test_links_and_odd_entries_in_the_decisions_folder_are_never_followed_nor_stop_a_clear(tmp_path, monkeypatch):
+    """A decision folder that is a link to a folder outside the cache had its decision.json read (and
+    counted current) by `cache info`; a folder or FIFO named like a lock file made `cache clear` fail
+    half done (exit 2, "Is a directory"). Outside the cache nothing is read or removed."""
+    import os
+
+    from aiidetect import optimize as opt
+
+    cache, root = _cache(tmp_path, monkeypatch)
+    outside = tmp_path / "outside"
+    _decision(outside, "e" * 32, opt.versions())                    # a current decision, elsewhere
+    (root / ("e" * 32)).symlink_to(outside / ("e" * 32))
+    (outside / "mine.json").write_text("{}")
+    (root / ("a" * 32) / opt.DECISION).rename(outside / "current.json")
+    (root / ("a" * 32) / opt.DECISION).symlink_to(outside / "current.json")
+    (root / ("1" * 32 + ".lock")).mkdir()
+    os.mkfifo(root / ("2" * 32 + ".lock"))
+    reads = []
+    real = opt.read_decision
+    monkeypatch.setattr(opt, "read_decision", lambda p: reads.append(p) or real(p))
+    info = json.loads(run_cli_in_process("cache", "info", "-f", "json").stdout)["optimize"]
+    assert info["decisions"] == 4 and info["stale"] == 4, info
+    assert not [p for p in reads if "outside" in str(p) or p.parent.is_symlink() or p.is_symlink()], reads
+    r = run_cli_in_process("cache", "clear", "optimize")
+    assert r.returncode == 0 and "cleared optimize: 4 decisions" in r.stderr, r.stderr
+    assert [p.name for p in root.iterdir()] == ["mine.sqlite"]
+    assert sorted(p.name for p in outside.rglob("*")) == sorted(
+        ["e" * 32, "onnx-int8", "model.onnx", "decision.json", "mine.json", "current.json", "e" * 32 + ".lock"])
