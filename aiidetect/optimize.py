@@ -617,21 +617,38 @@ def _only_run(folder: Path):
         yield
         return
     lock = folder.with_name(folder.name + ".lock")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to a "
-                            "writable folder") from exc
-    try:
+    for _ in range(8):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to "
+                                "a writable folder") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             raise OptimizeError(f"another `aiidetect optimize` for this CPU, backbone and head set is running "
                                 f"(it holds {lock}); wait for it to finish") from exc
+        # `cache clear optimize` removes the lock file while holding it: taken after that, the lock was on a
+        # file no other run or clear can see any more, and the next clear removed this run's folder under it
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    else:
+        raise OptimizeError(f"cannot hold the lock {lock}: it keeps being removed; is a `cache clear` looping?")
+    try:
         yield
     finally:
         os.close(fd)  # releases the lock; the empty file stays (removing it would race a run taking it)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # --------------------------------------------------------------------------

@@ -113,3 +113,36 @@ def test_links_and_odd_entries_in_the_decisions_folder_are_never_followed_nor_st
     assert [p.name for p in root.iterdir()] == ["mine.sqlite"]
     assert sorted(p.name for p in outside.rglob("*")) == sorted(
         ["e" * 32, "onnx-int8", "model.onnx", "decision.json", "mine.json", "current.json", "e" * 32 + ".lock"])
+
+
+def test_an_optimize_taking_its_lock_as_a_clear_removes_it_holds_the_lock_file_there_now(tmp_path, monkeypatch):
+    """`cache clear optimize` removes a decision's lock file while holding it. A run that had opened that
+    file just before got the lock after the clear let go: on a file no longer there, so the next clear
+    (or another run) took a new lock and removed the folder the run was measuring into."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from aiidetect import optimize as opt
+
+    folder = tmp_path / "optimize" / ("a" * 32)
+    lock = folder.with_name(folder.name + ".lock")
+    real = fcntl.flock
+    calls = []
+
+    def flock(fd, op):
+        if not calls and op & fcntl.LOCK_EX:  # the clear removed the file between our open and our flock
+            os.unlink(lock)
+        calls.append(op)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with opt._only_run(folder):
+        monkeypatch.setattr(fcntl, "flock", real)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            with pytest.raises(BlockingIOError):  # what the next clear or run finds: taken
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
