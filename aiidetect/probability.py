@@ -180,7 +180,11 @@ class Calibrator:
                               lambda k, v: len(v[2]))  # the copy: no caller's code runs under the lock
             if isinstance(hit, str):
                 raise ValueError(hit)
-            return hit
+            # what is remembered serves every block with these knots (other models, other threads): each
+            # caller gets its own params to change, over the same read-only knots
+            own = cls(hit.method, dict(hit.params))
+            own.__dict__["_knots"] = hit.__dict__["_knots"]
+            return own
         return cls(method, {})
 
     @classmethod
@@ -193,8 +197,13 @@ class Calibrator:
             raise ValueError("isotonic knots 'x' must be in increasing order")
         if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
             raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
-        # tuples: the calibrator is shared by every block with these knots, so nobody may edit it
-        return cls("isotonic", {"x": tuple(x), "p": tuple(p)})
+        # tuples and read-only arrays: shared by every block with these knots, so nobody may edit them
+        cal = cls("isotonic", {"x": tuple(x), "p": tuple(p)})
+        arrays = np.asarray(x, float), np.asarray(p, float)
+        for a in arrays:
+            a.flags.writeable = False
+        cal.__dict__["_knots"] = (cal.params["x"], cal.params["p"], *arrays)
+        return cal
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":

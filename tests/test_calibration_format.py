@@ -313,3 +313,17 @@ def test_a_block_read_while_another_thread_adds_one_is_no_crash(monkeypatch):
     others[0].join(timeout=5)
     assert not errors, errors
     assert len(probability._ISOTONIC_SEEN) == 4
+
+
+def test_a_calibrator_one_caller_changes_is_not_what_another_block_reads():
+    """from_dict remembers the calibrator of each block's knots and served that one object to every
+    block with the same knots: a caller replacing its knots (adjusting a model in a notebook) changed
+    the calibrator another fusion model, another thread, then read from fresh lists."""
+    block = {"method": "isotonic", "x": [0.0, 1.0], "p": [0.2, 0.8]}
+    a = Calibrator.from_dict(block)
+    a.params["p"] = (0.9, 0.95)
+    b = Calibrator.from_dict({"method": "isotonic", "x": [0.0, 1.0], "p": [0.2, 0.8]})
+    assert b.prob(0.5) == pytest.approx(0.5) and b.to_dict() == block
+    assert a.prob(0.5) == pytest.approx(0.925)  # the caller's own change still holds for its calibrator
+    with pytest.raises(ValueError):  # the shared knots cannot be written through either
+        b.__dict__["_knots"][2][0] = 5.0
