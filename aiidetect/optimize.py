@@ -692,15 +692,34 @@ def stale_reason(folder: Path) -> str | None:
 
 
 def _tree_bytes(p: Path) -> tuple[int, int]:
-    """(files, bytes) under `p`, links counted as links (never followed)."""
+    """(files, bytes) under `p`, links counted as links (never followed). Walked with a list, not
+    os.walk: a tree nested a thousand folders deep ended `cache info` in a RecursionError."""
     if p.is_symlink() or not p.is_dir():
         return (1, p.lstat().st_size) if os.path.lexists(p) else (0, 0)
     n = size = 0
-    for dirpath, dirs, files in os.walk(p):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
-            n += 1
-            size += os.lstat(os.path.join(dirpath, name)).st_size
+    todo = [str(p)]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                entries = list(it)
+        except OSError:  # unreadable or gone: what it holds is not counted, as os.walk did
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(e.path)
+                    continue
+                n, size = n + 1, size + e.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
     return n, size
+
+
+def _remove_tree(folder: Path) -> None:
+    try:
+        shutil.rmtree(folder)
+    except RecursionError:
+        raise OSError(f"{folder} is nested too deep to remove here; remove it by hand") from None
 
 
 def decisions_info() -> dict[str, Any]:
@@ -747,10 +766,10 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
             if folder.is_symlink() or (there and not folder.is_dir()):
                 folder.unlink()
             elif there:
-                shutil.rmtree(folder)
+                _remove_tree(folder)
             # the lock last, still held: a run starting now makes a new one and finds the folder gone
             if lock.is_dir() and not lock.is_symlink():
-                shutil.rmtree(lock)
+                _remove_tree(lock)
                 n += 1
             elif os.path.lexists(lock):
                 lock.unlink()

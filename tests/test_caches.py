@@ -4,6 +4,7 @@ The last two were neither listed nor cleared, and decisions for setups no scan c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import run_cli_in_process
 
@@ -146,3 +147,31 @@ def test_an_optimize_taking_its_lock_as_a_clear_removes_it_holds_the_lock_file_t
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+def test_a_decision_folder_nested_deeper_than_the_stack_is_counted_and_refused_with_a_reason(tmp_path, monkeypatch):
+    """A folder a thousand levels deep in a decision (hostile contents) ended `cache info` in a
+    RecursionError (exit 2); it is counted, and `cache clear` says what to remove."""
+    import os
+
+    cache, root = _cache(tmp_path, monkeypatch)
+    deep = root / ("f" * 32)
+    d = str(deep)
+    os.mkdir(d)
+    for _ in range(1100):  # os.makedirs recurses too
+        d = os.path.join(d, "d")
+        os.mkdir(d)
+    (Path(d) / "x").write_bytes(b"12345")
+    try:
+        r = run_cli_in_process("cache", "info", "-f", "json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["optimize"]["decisions"] == 4
+        r = run_cli_in_process("cache", "clear", "optimize")
+        assert r.returncode == 2 and "is nested too deep to remove here; remove it by hand" in r.stderr, r.stderr
+        assert "RecursionError" not in r.stderr
+    finally:
+        while d != str(deep.parent):  # from the bottom up: the test's own cleanup must not recurse either
+            for name in os.listdir(d):
+                os.unlink(os.path.join(d, name))
+            os.rmdir(d)
+            d = os.path.dirname(d)
