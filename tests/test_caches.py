@@ -175,3 +175,41 @@ def test_a_decision_folder_nested_deeper_than_the_stack_is_counted_and_refused_w
                 os.unlink(os.path.join(d, name))
             os.rmdir(d)
             d = os.path.dirname(d)
+
+
+def test_learned_weights_identities_survive_a_clear_on_a_full_disk(tmp_path, monkeypatch):
+    """Emptying weights_ids.sqlite in place ends with VACUUM, which needs room for a copy of the file: on
+    a full disk (when caches get cleared) its "database or disk is full" made clear remove the whole
+    file, the learned aliases with it, which nothing can compute again."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from aiidetect import caches, weights_identity
+
+    _cache(tmp_path, monkeypatch)
+    weights_identity.remember_alias("tensors:x", "sha256:y")
+
+    class FullDisk:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if sql.startswith("VACUUM"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def __enter__(self):
+            return self.db.__enter__()
+
+        def __exit__(self, *exc):
+            return self.db.__exit__(*exc)
+
+        def close(self):
+            self.db.close()
+
+    monkeypatch.setattr(caches, "sqlite3", SimpleNamespace(
+        connect=lambda *a, **k: FullDisk(sqlite3.connect(*a, **k)), Error=sqlite3.Error,
+        OperationalError=sqlite3.OperationalError))
+    row = caches.clear_caches("weights-ids")[0]
+    assert row["rows"] == 1 and row["aliases_kept"] == 1, row
+    assert weights_identity.known_aliases("tensors:x") == ["sha256:y"]
