@@ -155,10 +155,20 @@ def _keeps_aliases(p: Path, row: dict) -> bool:
             if not aliases:
                 return False
             before = sum(_size(p.with_name(p.name + s)) for s in ("", "-wal"))
-            with db:
-                row["rows"] = db.execute("DELETE FROM file_ids").rowcount
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # From here on a failure keeps the file: "database or disk is full" (VACUUM needs room for a
+            # copy, and a full disk is when caches get cleared) or a lock held too long fell through to
+            # removing it, aliases and all.
+            try:
+                with db:
+                    row["rows"] = db.execute("DELETE FROM file_ids").rowcount
+            except sqlite3.Error as exc:
+                raise OSError(f"cannot empty {p} ({exc}); it is kept, with its {aliases} learned weights "
+                              "identities") from exc
+            try:
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # the digests are gone; the file just does not shrink yet
         finally:
             db.close()
     except sqlite3.Error:

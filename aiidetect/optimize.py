@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -266,7 +267,7 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
             fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
         torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
         if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
-            return _for_detector_set(fast, decision, families)
+            return _for_detector_set(fast, decision, families, ctx.options or {})
         return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
@@ -297,20 +298,40 @@ def _fast_path(decision: Mapping[str, Any], folder: Path) -> FastPath:
     return FastPath(True, "onnx", chosen.get("dtype", "int8"), _verified_line(chosen, n), onnx_dir, dict(decision))
 
 
-def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str]) -> FastPath | None:
+def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Sequence[str],
+                      options: Mapping[str, Any] | None = None) -> FastPath | None:
     """`fast` when the decision verified the fused verdicts of the detector set this scan runs, else a
     torch FastPath saying why; None when the scan selects no family the setup has heads of (its fused
     verdict is the metadata detector's, the same on every runtime). Per-head agreement does not carry
     over to a subset: fused alone, one head decides, and `-d flow` put CLIP-Flow's int8 shifts against
-    the fused thresholds with nothing to dilute them."""
+    the fused thresholds with nothing to dilute them. `options` are the run's detector options, whose
+    `<family>_heads` narrows a family to the heads named (the library's ScanOptions.extra)."""
     chosen = decision.get("chosen") or {}
     heads = (decision.get("identity") or {}).get("heads") or []
-    present = {h.get("family") for h in heads if isinstance(h, dict)}
+    names: dict[str, set] = {}
+    for h in heads:
+        if isinstance(h, dict):
+            names.setdefault(h.get("family"), set()).add(h.get("name"))
+    present = set(names)
+    # Sets are verified with every head of their families: a family narrowed to some of its heads fuses
+    # fewer (one alone decides), a family narrowed to none of them is unavailable on either runtime.
+    part = []
+    for fam, got in names.items():
+        wanted = (options or {}).get(f"{fam}_heads")
+        if wanted and fam in families:
+            kept = got & {str(w) for w in wanted}
+            if not kept:
+                present.discard(fam)
+            elif kept != got:
+                part.append(f"{fam} ({', '.join(sorted(map(str, kept)))} of {len(got)} heads)")
     # A selected pixel family without a head is an unavailable entry on either runtime: fusion drops it.
     want = [f for f in dict.fromkeys(families) if f not in PIXEL_FAMILIES or f in present]
     if not any(f in present for f in want):
         return None
-    key, full, n = set_key(want), set_key(["metadata", *present]), decision.get("files")
+    key, full, n = set_key(want), set_key(["metadata", *names]), decision.get("files")
+    if part:
+        return FastPath(False, "torch", "auto", f"runtime: torch (`aiidetect optimize` verified the fast path with "
+                        f"every head of a family; this scan runs {'; '.join(part)})", decision=fast.decision)
     sets = chosen.get("detector_sets")
     if sets is None:
         # An older `aiidetect optimize` compared the fused verdict over everything it ran and nothing else:
@@ -596,21 +617,38 @@ def _only_run(folder: Path):
         yield
         return
     lock = folder.with_name(folder.name + ".lock")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to a "
-                            "writable folder") from exc
-    try:
+    for _ in range(8):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OptimizeError(f"cannot write the optimize cache {lock.parent} ({exc}); set AIIDETECT_CACHE to "
+                                "a writable folder") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            os.close(fd)
             raise OptimizeError(f"another `aiidetect optimize` for this CPU, backbone and head set is running "
                                 f"(it holds {lock}); wait for it to finish") from exc
+        # `cache clear optimize` removes the lock file while holding it: taken after that, the lock was on a
+        # file no other run or clear can see any more, and the next clear removed this run's folder under it
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    else:
+        raise OptimizeError(f"cannot hold the lock {lock}: it keeps being removed; is a `cache clear` looping?")
+    try:
         yield
     finally:
         os.close(fd)  # releases the lock; the empty file stays (removing it would race a run taking it)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 # --------------------------------------------------------------------------
@@ -636,6 +674,9 @@ def stale_reason(folder: Path) -> str | None:
     with other weights folders or --backbone-weights may still reach it."""
     from .report.safe import loads_foreign
 
+    if folder.is_symlink() or (folder / DECISION).is_symlink():
+        # optimize writes neither; `cache info` reads nothing out of the cache folder through one
+        return "a link, not followed"
     try:
         decision = loads_foreign(read_decision(folder / DECISION))
     except (OSError, ValueError):
@@ -651,15 +692,34 @@ def stale_reason(folder: Path) -> str | None:
 
 
 def _tree_bytes(p: Path) -> tuple[int, int]:
-    """(files, bytes) under `p`, links counted as links (never followed)."""
+    """(files, bytes) under `p`, links counted as links (never followed). Walked with a list, not
+    os.walk: a tree nested a thousand folders deep ended `cache info` in a RecursionError."""
     if p.is_symlink() or not p.is_dir():
         return (1, p.lstat().st_size) if os.path.lexists(p) else (0, 0)
     n = size = 0
-    for dirpath, dirs, files in os.walk(p):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
-            n += 1
-            size += os.lstat(os.path.join(dirpath, name)).st_size
+    todo = [str(p)]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                entries = list(it)
+        except OSError:  # unreadable or gone: what it holds is not counted, as os.walk did
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(e.path)
+                    continue
+                n, size = n + 1, size + e.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
     return n, size
+
+
+def _remove_tree(folder: Path) -> None:
+    try:
+        shutil.rmtree(folder)
+    except RecursionError:
+        raise OSError(f"{folder} is nested too deep to remove here; remove it by hand") from None
 
 
 def decisions_info() -> dict[str, Any]:
@@ -691,7 +751,9 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
         if there and stale_only and not stale_reason(folder):
             continue
         fd, had_lock = None, os.path.lexists(lock)
-        if fcntl is not None and not lock.is_symlink():
+        # only a lock file optimize could hold: a folder or FIFO by that name (no run can take it) failed
+        # the open and ended the whole clear half done; a link is not followed
+        if fcntl is not None and (not had_lock or stat.S_ISREG(lock.lstat().st_mode)):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if fd is not None:
@@ -704,9 +766,12 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
             if folder.is_symlink() or (there and not folder.is_dir()):
                 folder.unlink()
             elif there:
-                shutil.rmtree(folder)
+                _remove_tree(folder)
             # the lock last, still held: a run starting now makes a new one and finds the folder gone
-            if os.path.lexists(lock):
+            if lock.is_dir() and not lock.is_symlink():
+                _remove_tree(lock)
+                n += 1
+            elif os.path.lexists(lock):
                 lock.unlink()
                 n += int(had_lock)  # not the one opened here to take the lock
             out["files"] += n

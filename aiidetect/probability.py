@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -68,6 +69,9 @@ _ISOTONIC_READ: dict[tuple, "Calibrator | str"] = {}
 _ISOTONIC_SEEN: dict[tuple[int, int], tuple[list, list, list, list, "Calibrator | str"]] = {}
 # What the cache may hold, in knots: each entry keeps a copy of its block's values.
 _ISOTONIC_READ_KNOTS = 2_000_000
+# Taken to add to either cache: counting an entry's knots walks the dict, and another thread's insert
+# or clear meanwhile raised "dictionary changed size during iteration" out of fuse.
+_ISOTONIC_LOCK = threading.Lock()
 # How blocks written before this format name the same maps.
 FLOW_LEGACY = "fpr-quantile+logistic-slope"
 
@@ -171,13 +175,16 @@ class Calibrator:
             else:
                 hit = _isotonic_read(cls, xs, ps)
                 if len(xs) <= _ISOTONIC_READ_KNOTS:
-                    if len(_ISOTONIC_SEEN) >= 64 or sum(len(v[0]) for v in _ISOTONIC_SEEN.values()) + len(xs) > _ISOTONIC_READ_KNOTS:
-                        _ISOTONIC_SEEN.clear()
                     # holding the lists keeps their ids from being reused while the entry lives
-                    _ISOTONIC_SEEN[(id(xs), id(ps))] = (xs, ps, list(xs), list(ps), hit)
+                    _remember(_ISOTONIC_SEEN, (id(xs), id(ps)), (xs, ps, list(xs), list(ps), hit), len(xs),
+                              lambda k, v: len(v[2]))  # the copy: no caller's code runs under the lock
             if isinstance(hit, str):
                 raise ValueError(hit)
-            return hit
+            # what is remembered serves every block with these knots (other models, other threads): each
+            # caller gets its own params to change, over the same read-only knots
+            own = cls(hit.method, dict(hit.params))
+            own.__dict__["_knots"] = hit.__dict__["_knots"]
+            return own
         return cls(method, {})
 
     @classmethod
@@ -190,8 +197,13 @@ class Calibrator:
             raise ValueError("isotonic knots 'x' must be in increasing order")
         if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
             raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
-        # tuples: the calibrator is shared by every block with these knots, so nobody may edit it
-        return cls("isotonic", {"x": tuple(x), "p": tuple(p)})
+        # tuples and read-only arrays: shared by every block with these knots, so nobody may edit them
+        cal = cls("isotonic", {"x": tuple(x), "p": tuple(p)})
+        arrays = np.asarray(x, float), np.asarray(p, float)
+        for a in arrays:
+            a.flags.writeable = False
+        cal.__dict__["_knots"] = (cal.params["x"], cal.params["p"], *arrays)
+        return cal
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> "Calibrator":
@@ -211,10 +223,17 @@ def _isotonic_read(cls, xs: list, ps: list) -> "Calibrator | str":
         except ValueError as exc:
             hit = str(exc)
         if key is not None:
-            if len(_ISOTONIC_READ) >= 64 or sum(len(k[0]) for k in _ISOTONIC_READ) + len(xs) > _ISOTONIC_READ_KNOTS:
-                _ISOTONIC_READ.clear()
-            _ISOTONIC_READ[key] = hit
+            _remember(_ISOTONIC_READ, key, hit, len(xs), lambda k, v: len(k[0]))
     return hit
+
+
+def _remember(cache: dict, key, value, knots: int, size: Callable[[Any, Any], int]) -> None:
+    """cache[key] = value, emptying the cache first when it would exceed 64 entries or
+    _ISOTONIC_READ_KNOTS knots (`size` counts an entry's)."""
+    with _ISOTONIC_LOCK:
+        if len(cache) >= 64 or sum(size(k, v) for k, v in cache.items()) + knots > _ISOTONIC_READ_KNOTS:
+            cache.clear()
+        cache[key] = value
 
 
 def _isotonic_key(xs: list, ps: list) -> tuple | None:

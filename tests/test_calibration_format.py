@@ -267,3 +267,63 @@ def test_a_calibrator_built_on_lists_reads_them_as_they_are_now():
     assert cal.prob(0.5) == pytest.approx(0.5)
     p[:] = [0.6, 0.6]
     assert cal.prob(0.5) == pytest.approx(0.6)
+
+
+def test_a_block_read_while_another_thread_adds_one_is_no_crash(monkeypatch):
+    """Counting the knots the remembered blocks hold walked the cache while another thread (a service
+    fusing from several) added to it: "dictionary changed size during iteration" came out of fuse.
+    Here the other thread reads a new block exactly while this one counts."""
+    import threading
+
+    from aiidetect import probability
+
+    errors: list[BaseException] = []
+    others: list[threading.Thread] = []
+
+    def read(x0: float) -> None:
+        try:
+            Calibrator.from_dict({"method": "isotonic", "x": [x0, x0 + 1.0], "p": [0.2, 0.8]})
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    class Seen(dict):
+        armed = False
+
+        def _walk(self, view):
+            for n, item in enumerate(view):
+                if n == 0 and Seen.armed:  # counted: another thread reads a new block now
+                    Seen.armed = False
+                    others.append(threading.Thread(target=read, args=(100.0,)))
+                    others[0].start()
+                    others[0].join(timeout=0.5)  # with the cache locked it waits for this count to end
+                yield item
+
+        def values(self):
+            return self._walk(super().values())
+
+        def items(self):
+            return self._walk(super().items())
+
+    monkeypatch.setattr(probability, "_ISOTONIC_SEEN", Seen())
+    monkeypatch.setattr(probability, "_ISOTONIC_READ", {})
+    read(0.0)
+    read(10.0)  # two entries, so the count goes on past the first
+    Seen.armed = True
+    read(20.0)
+    others[0].join(timeout=5)
+    assert not errors, errors
+    assert len(probability._ISOTONIC_SEEN) == 4
+
+
+def test_a_calibrator_one_caller_changes_is_not_what_another_block_reads():
+    """from_dict remembers the calibrator of each block's knots and served that one object to every
+    block with the same knots: a caller replacing its knots (adjusting a model in a notebook) changed
+    the calibrator another fusion model, another thread, then read from fresh lists."""
+    block = {"method": "isotonic", "x": [0.0, 1.0], "p": [0.2, 0.8]}
+    a = Calibrator.from_dict(block)
+    a.params["p"] = (0.9, 0.95)
+    b = Calibrator.from_dict({"method": "isotonic", "x": [0.0, 1.0], "p": [0.2, 0.8]})
+    assert b.prob(0.5) == pytest.approx(0.5) and b.to_dict() == block
+    assert a.prob(0.5) == pytest.approx(0.925)  # the caller's own change still holds for its calibrator
+    with pytest.raises(ValueError):  # the shared knots cannot be written through either
+        b.__dict__["_knots"][2][0] = 5.0

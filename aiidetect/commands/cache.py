@@ -44,7 +44,7 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
 def clear(what: Optional[str] = typer.Argument(None, help="results (default) | features | optimize | weights-ids | all"),
           stale: bool = typer.Option(False, "--stale", help="With optimize (the default then): only the decisions no "
                                                             "scan of this installation can use (another aiidetect, "
-                                                            "torch or onnxruntime version, or damaged)."),
+                                                            "torch or onnxruntime version, damaged, or a link)."),
           quiet: bool = QuietOpt):
     """Delete cached scan results (default), features, optimize decisions, weights identities, or all.
 

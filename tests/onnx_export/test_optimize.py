@@ -307,9 +307,10 @@ def test_a_decision_nested_past_the_parser_is_no_decision(tmp_path, monkeypatch)
     assert opt.choose(ctx, ["linear"]) is None
 
 
-def _stored_onnx_decision(tmp_path, monkeypatch):
+def _stored_onnx_decision(tmp_path, monkeypatch, head_names=("p",)):
     """A verified onnx decision for tiny-vit with no head, over a stand-in export (choose() never runs
-    the graph, so its bytes need only match the checksums): (RunContext, export folder)."""
+    the graph, so its bytes need only match the checksums): (RunContext, export folder). Its key records
+    linear heads of these names."""
     from aiidetect import optimize as opt
     from aiidetect.backbone import BackboneSpec
     from aiidetect.detectors import RunContext
@@ -321,9 +322,9 @@ def _stored_onnx_decision(tmp_path, monkeypatch):
     # The key records one linear head, as a decision optimize stored always records a head; the fusion
     # models stay what the weights folder holds.
     real = opt.heads_identity
+    mine = [{"family": "linear", "name": h, "files": {}} for h in head_names]
     monkeypatch.setattr(opt, "heads_identity", lambda dirs, families=opt.PIXEL_FAMILIES:
-                        [{"family": "linear", "name": "p", "files": {}}] if families == opt.PIXEL_FAMILIES
-                        else real(dirs, families))
+                        mine if families == opt.PIXEL_FAMILIES else real(dirs, families))
     ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), dtype="auto",
                      weights_dirs=[tmp_path / "weights"])
     ident = opt.identity(ctx.backbone_spec, ctx.weights_dirs)
@@ -801,6 +802,26 @@ def test_scan_serves_the_fast_path_only_to_the_detector_sets_it_verified(tmp_pat
     dp.write_text(json.dumps(d))
     fast = opt.choose(ctx, ["linear"])
     assert not fast.use and "the fast path for the detectors linear was not verified" in fast.line
+
+
+def test_a_family_narrowed_to_some_of_its_heads_scans_on_torch(tmp_path, monkeypatch):
+    """Each set was verified with every head of its families. A library scan narrowing linear to one of
+    its two heads (ScanOptions.extra linear_heads) fuses that head alone, which optimize never compared,
+    and was served the fast path of the set `linear`."""
+    from aiidetect import optimize as opt
+
+    ctx, _ = _stored_onnx_decision(tmp_path, monkeypatch, head_names=("p", "q"))
+    ctx.options = {"linear_heads": ["p"]}
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert fast.line == ("runtime: torch (`aiidetect optimize` verified the fast path with every head of a family; "
+                         "this scan runs linear (p of 2 heads))")
+    ctx.options = {"linear_heads": ["q", "p"]}
+    assert opt.choose(ctx, ["metadata", "linear"]).use
+    ctx.options = {"linear_heads": ["nothing-by-that-name"]}  # linear unavailable on both runtimes
+    assert opt.choose(ctx, ["metadata", "linear"]) is None
+    ctx.options = {"flow_heads": ["p"]}  # another family's filter narrows nothing here
+    assert opt.choose(ctx, ["metadata", "linear"]).use
 
 
 def _with_detectors(opts, fams):
