@@ -274,6 +274,24 @@ class CrashGuard:
                 self._fd = None
 
 
+# The read this thread is in (ReadDeadline.reading), for `waiting`.
+_current = threading.local()
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Around a wait for other files' jobs (the decode budgets of pixels.Budget): the time is not counted
+    against this thread's read. Eight workers on a folder of 100 MP images take turns two at a time, and
+    the last in line waited for the others' decodes on its own clock: a legitimate file ended the scan."""
+    entry = getattr(_current, "read", None)
+    if entry is None:
+        yield
+        return
+    deadline, token = entry
+    with deadline._paused(token):
+        yield
+
+
 # Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
 # with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
@@ -306,11 +324,26 @@ class ReadDeadline:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
                 self._thread.start()
+        outer = getattr(_current, "read", None)
+        _current.read = (self, token)
         try:
             yield
         finally:
+            _current.read = outer
             with self._cond:
                 self._reading.pop(token, None)
+
+    @contextlib.contextmanager
+    def _paused(self, token: int) -> Iterator[None]:
+        with self._cond:
+            entry = self._reading.pop(token, None)
+            stopped = self._clock()
+        try:
+            yield
+        finally:
+            if entry is not None:
+                with self._cond:
+                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
 
     def overdue(self) -> tuple[str, float] | None:
         """(path, seconds) of the read that began first, when it has run past the deadline."""

@@ -307,3 +307,44 @@ def test_the_library_sets_no_local_deadline_unless_asked(tmp_path, monkeypatch):
     assert len(recs) == 1 and made == []
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30))
     assert len(recs) == 1 and made == [30]
+
+
+def test_a_read_waiting_for_the_decode_budget_is_not_on_its_clock():
+    """Eight workers on a folder of 100 MP images decode two at a time (pixels.Budget): the last in line
+    waited for the others' decodes on its own --file-timeout clock, and a legitimate file ended the scan."""
+    import time
+
+    from aiidetect import crashguard
+    from aiidetect.pixels import Budget
+
+    now = [0.0]
+    d = crashguard.ReadDeadline(10, expire=lambda p, t: None, clock=lambda: now[0])
+    d._thread = object()  # no watcher thread: overdue() is asked directly
+    budget = Budget(100)
+    inside, finish = threading.Event(), threading.Event()
+
+    def job():
+        with d.reading("/x/b.png"), budget.hold() as take:
+            take(60)
+            inside.set()
+            finish.wait(10)
+
+    with budget.hold() as other:
+        other(100)  # another file's job holds the whole budget
+        t = threading.Thread(target=job)
+        t.start()
+        for _ in range(1000):  # until the job has begun its read and waits on the budget
+            with d._cond:
+                if d._next == 1 and not d._reading:
+                    break
+            time.sleep(0.002)
+        now[0] += 100  # the other file's decode
+        assert d.overdue() is None
+    assert inside.wait(10)
+    now[0] += 5
+    assert d.overdue() is None
+    now[0] += 6
+    assert d.overdue() == ("/x/b.png", 11.0)
+    finish.set()
+    t.join(10)
+    assert d.overdue() is None
