@@ -274,6 +274,22 @@ class CrashGuard:
                 self._fd = None
 
 
+# Said before the read deadline ends the process (`last_words`): the scan's stdout document finished.
+_last_words: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def last_words(fn: Callable[[], None]) -> Iterator[None]:
+    """While inside, `fn` runs (in the watcher thread, errors ignored) before the read deadline ends the
+    process: the scan closes its JSON array on stdout there, so what a script already read still parses."""
+    _last_words.append(fn)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _last_words.remove(fn)
+
+
 # The read this thread is in (ReadDeadline.reading), for `waiting`.
 _current = threading.local()
 
@@ -382,6 +398,9 @@ def _end_process(path: str, took: float) -> None:
 
     from .report.safe import clean_str
 
+    for fn in list(_last_words):
+        with contextlib.suppress(Exception):
+            fn()
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the records already written stay whole
     # A crafted name must not drive the terminal: control characters shown escaped.

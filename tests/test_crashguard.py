@@ -348,3 +348,35 @@ def test_a_read_waiting_for_the_decode_budget_is_not_on_its_clock():
     finish.set()
     t.join(10)
     assert d.overdue() is None
+
+
+def test_a_json_array_on_stdout_is_closed_before_the_read_deadline_ends_the_scan(tmp_path, monkeypatch):
+    """The deadline ends the process from its watcher thread: `-f json` on stdout was left an open array
+    (`[` and the records so far), which no script could parse. Now it is closed first, as Ctrl-C closes it."""
+    from conftest import run_cli_in_process
+
+    from aiidetect import crashguard
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "b", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    seen: list[bytes] = []
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            release.wait(30)
+        return real(self, path, index, expect)
+
+    def exit_(code):  # what had reached stdout when the process would have ended
+        sys.stdout.flush()
+        seen.append(sys.stdout.buffer.getvalue())
+        release.set()
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    monkeypatch.setattr(crashguard.os, "_exit", exit_)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache", "-f", "json", "-q",
+                           "--batch-size", "1", "--workers", "1", "--file-timeout", "0.2")
+    assert len(seen) == 1, r.stderr
+    assert [rec["file"] for rec in json.loads(seen[0])] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
