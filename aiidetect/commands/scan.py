@@ -70,8 +70,8 @@ def scan(
                                        help="Seconds a file's read and decode may take (0: no limit). Past it, "
                                             "--engine ray cancels the task (a task of N files gets N times this, "
                                             "plus its start-up) and tries its files alone; the local engine "
-                                            "stops with exit code 2 (with --db, a resume sets the file aside). "
-                                            "See docs/scale.md."),
+                                            "stops with exit code 2 (with --db, a resume reads the file alone, "
+                                            "then sets it aside if it hangs again). See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
