@@ -274,6 +274,40 @@ class CrashGuard:
                 self._fd = None
 
 
+# Said before the read deadline ends the process (`last_words`): the scan's stdout document finished.
+_last_words: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def last_words(fn: Callable[[], None]) -> Iterator[None]:
+    """While inside, `fn` runs (in the watcher thread, errors ignored) before the read deadline ends the
+    process: the scan closes its JSON array on stdout there, so what a script already read still parses."""
+    _last_words.append(fn)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _last_words.remove(fn)
+
+
+# The read this thread is in (ReadDeadline.reading), for `waiting`.
+_current = threading.local()
+
+
+@contextlib.contextmanager
+def waiting() -> Iterator[None]:
+    """Around a wait for other files' jobs (the decode budgets of pixels.Budget): the time is not counted
+    against this thread's read. Eight workers on a folder of 100 MP images take turns two at a time, and
+    the last in line waited for the others' decodes on its own clock: a legitimate file ended the scan."""
+    entry = getattr(_current, "read", None)
+    if entry is None:
+        yield
+        return
+    deadline, token = entry
+    with deadline._paused(token):
+        yield
+
+
 # Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
 # with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
@@ -306,11 +340,26 @@ class ReadDeadline:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
                 self._thread.start()
+        outer = getattr(_current, "read", None)
+        _current.read = (self, token)
         try:
             yield
         finally:
+            _current.read = outer
             with self._cond:
                 self._reading.pop(token, None)
+
+    @contextlib.contextmanager
+    def _paused(self, token: int) -> Iterator[None]:
+        with self._cond:
+            entry = self._reading.pop(token, None)
+            stopped = self._clock()
+        try:
+            yield
+        finally:
+            if entry is not None:
+                with self._cond:
+                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
 
     def overdue(self) -> tuple[str, float] | None:
         """(path, seconds) of the read that began first, when it has run past the deadline."""
@@ -349,6 +398,9 @@ def _end_process(path: str, took: float) -> None:
 
     from .report.safe import clean_str
 
+    for fn in list(_last_words):
+        with contextlib.suppress(Exception):
+            fn()
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the records already written stay whole
     # A crafted name must not drive the terminal: control characters shown escaped.

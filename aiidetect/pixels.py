@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+from .crashguard import waiting
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
 from .limits import DECODE_BUDGET_IMAGES
 from .preprocess import draft_size, spec_key
@@ -129,8 +130,11 @@ class Budget:
         self.__init__(state["limit"])
 
     def _take(self, n: int) -> None:
+        fits = lambda: self.in_use == 0 or self.in_use + n <= self.limit  # noqa: E731
         with self._cond:
-            self._cond.wait_for(lambda: self.in_use == 0 or self.in_use + n <= self.limit)
+            if not fits():
+                with waiting():  # the other jobs' time, not this file's (--file-timeout)
+                    self._cond.wait_for(fits)
             self.in_use += n
             self.peak = max(self.peak, self.in_use)
 

@@ -307,3 +307,76 @@ def test_the_library_sets_no_local_deadline_unless_asked(tmp_path, monkeypatch):
     assert len(recs) == 1 and made == []
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30))
     assert len(recs) == 1 and made == [30]
+
+
+def test_a_read_waiting_for_the_decode_budget_is_not_on_its_clock():
+    """Eight workers on a folder of 100 MP images decode two at a time (pixels.Budget): the last in line
+    waited for the others' decodes on its own --file-timeout clock, and a legitimate file ended the scan."""
+    import time
+
+    from aiidetect import crashguard
+    from aiidetect.pixels import Budget
+
+    now = [0.0]
+    d = crashguard.ReadDeadline(10, expire=lambda p, t: None, clock=lambda: now[0])
+    d._thread = object()  # no watcher thread: overdue() is asked directly
+    budget = Budget(100)
+    inside, finish = threading.Event(), threading.Event()
+
+    def job():
+        with d.reading("/x/b.png"), budget.hold() as take:
+            take(60)
+            inside.set()
+            finish.wait(10)
+
+    with budget.hold() as other:
+        other(100)  # another file's job holds the whole budget
+        t = threading.Thread(target=job)
+        t.start()
+        for _ in range(1000):  # until the job has begun its read and waits on the budget
+            with d._cond:
+                if d._next == 1 and not d._reading:
+                    break
+            time.sleep(0.002)
+        now[0] += 100  # the other file's decode
+        assert d.overdue() is None
+    assert inside.wait(10)
+    now[0] += 5
+    assert d.overdue() is None
+    now[0] += 6
+    assert d.overdue() == ("/x/b.png", 11.0)
+    finish.set()
+    t.join(10)
+    assert d.overdue() is None
+
+
+def test_a_json_array_on_stdout_is_closed_before_the_read_deadline_ends_the_scan(tmp_path, monkeypatch):
+    """The deadline ends the process from its watcher thread: `-f json` on stdout was left an open array
+    (`[` and the records so far), which no script could parse. Now it is closed first, as Ctrl-C closes it."""
+    from conftest import run_cli_in_process
+
+    from aiidetect import crashguard
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "b", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    seen: list[bytes] = []
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            release.wait(30)
+        return real(self, path, index, expect)
+
+    def exit_(code):  # what had reached stdout when the process would have ended
+        sys.stdout.flush()
+        seen.append(sys.stdout.buffer.getvalue())
+        release.set()
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    monkeypatch.setattr(crashguard.os, "_exit", exit_)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache", "-f", "json", "-q",
+                           "--batch-size", "1", "--workers", "1", "--file-timeout", "0.2")
+    assert len(seen) == 1, r.stderr
+    assert [rec["file"] for rec in json.loads(seen[0])] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]

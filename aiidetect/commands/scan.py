@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +11,7 @@ import typer
 
 from rich.markup import escape
 
-from ..crashguard import FILE_TIMEOUT
+from ..crashguard import FILE_TIMEOUT, last_words as last_words_said
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
                      VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
@@ -69,8 +70,8 @@ def scan(
                                        help="Seconds a file's read and decode may take (0: no limit). Past it, "
                                             "--engine ray cancels the task (a task of N files gets N times this, "
                                             "plus its start-up) and tries its files alone; the local engine "
-                                            "stops with exit code 2 (with --db, a resume sets the file aside). "
-                                            "See docs/scale.md."),
+                                            "stops with exit code 2 (with --db, a resume reads the file alone, "
+                                            "then sets it aside if it hangs again). See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
@@ -154,14 +155,32 @@ def scan(
                                 console=err, transient=True)
             task = progress.add_task("scan", total=None)  # the walk is lazy: the total is not known ahead
             progress.start()
+        # Past --file-timeout the local engine ends the process from its watcher thread: it first finishes the
+        # document on stdout as Ctrl-C would (a JSON array closed), between two records, and no record follows.
+        writing, ended = threading.Lock(), threading.Event()
+
+        def last_words() -> None:
+            if writing.acquire(timeout=10):
+                try:
+                    ended.set()
+                    if progress:
+                        progress.stop()
+                    if not output:
+                        writer.abort()
+                finally:
+                    writing.release()
+
         try:
-            for rec in records:
-                # Counted before it is written: a reader that leaves at this record still gets its finding.
-                if rec.verdict in wanted:
-                    exit_code = EXIT_FINDINGS
-                writer.write(rec)
-                if progress:
-                    progress.advance(task)
+            with last_words_said(last_words):
+                for rec in records:
+                    # Counted before it is written: a reader that leaves at this record still gets its finding.
+                    if rec.verdict in wanted:
+                        exit_code = EXIT_FINDINGS
+                    with writing:
+                        if not ended.is_set():
+                            writer.write(rec)
+                    if progress:
+                        progress.advance(task)
         finally:
             if progress:
                 progress.stop()
