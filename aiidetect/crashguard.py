@@ -311,6 +311,10 @@ def waiting() -> Iterator[None]:
 # Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
 # with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
+# The local engine's default, and only with --db: ending the process is recoverable there (a resume strikes
+# the file and keeps every record), whereas without a store it loses the whole run's table or report, for a
+# file that may only be slow (a 500 MB TIFF on a 5 MB/s share). Without --db a hang is ended by the user.
+LOCAL_DB_FILE_TIMEOUT = 120.0
 
 
 class ReadDeadline:

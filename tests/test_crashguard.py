@@ -380,3 +380,15 @@ def test_a_json_array_on_stdout_is_closed_before_the_read_deadline_ends_the_scan
                            "--batch-size", "1", "--workers", "1", "--file-timeout", "0.2")
     assert len(seen) == 1, r.stderr
     assert [rec["file"] for rec in json.loads(seen[0])] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+@pytest.mark.parametrize("given,engine,db,want", [(None, "local", None, None), (None, "local", "s.db", 120.0),
+                                                  (None, "ray", "s.db", None), (5.0, "local", None, 5.0),
+                                                  (0.0, "local", "s.db", 0.0)])
+def test_the_command_lines_local_deadline_needs_a_store(given, engine, db, want):
+    """Ending the process loses a run without a store (its table, its report) for a file that may only be
+    slow; with --db a resume keeps every record. Ray's own default (None) is left to the engine."""
+    from aiidetect.commands.common import Engine
+    from aiidetect.commands.scan import _file_timeout
+
+    assert _file_timeout(given, Engine(engine), db) == want

@@ -11,7 +11,7 @@ import typer
 
 from rich.markup import escape
 
-from ..crashguard import FILE_TIMEOUT, last_words as last_words_said
+from ..crashguard import FILE_TIMEOUT, LOCAL_DB_FILE_TIMEOUT, last_words as last_words_said
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
                      VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
@@ -66,12 +66,13 @@ def scan(
     address: Optional[str] = typer.Option(None, "--address", rich_help_panel="Large audits",
                                           help="With --engine ray: a cluster (auto, ray://HOST:10001); "
                                                "default: a Ray instance on this machine."),
-    file_timeout: float = typer.Option(FILE_TIMEOUT, "--file-timeout", min=0, rich_help_panel="Large audits",
-                                       help="Seconds a file's read and decode may take (0: no limit). Past it, "
-                                            "--engine ray cancels the task (a task of N files gets N times this, "
-                                            "plus its start-up) and tries its files alone; the local engine "
-                                            "stops with exit code 2 (with --db, a resume reads the file alone, "
-                                            "then sets it aside if it hangs again). See docs/scale.md."),
+    file_timeout: Optional[float] = typer.Option(
+        None, "--file-timeout", min=0, rich_help_panel="Large audits", show_default=False,
+        help=f"Seconds a file's read and decode may take (0: no limit). Past it, --engine ray cancels the task "
+             f"(a task of N files gets N times this, plus its start-up) and tries its files alone; the local "
+             f"engine stops with exit code 2 (with --db, a resume reads the file alone, then sets it aside if it "
+             f"hangs again). Default: {FILE_TIMEOUT:g} with --engine ray; locally {LOCAL_DB_FILE_TIMEOUT:g} with "
+             f"--db, none without. See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
@@ -101,7 +102,8 @@ def scan(
             fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
             cache=use_cache, watermark=watermark.value, recursive=recursive, follow_links=follow_links,
             include=include or (),
-            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db, file_timeout=file_timeout,
+            exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
+            file_timeout=_file_timeout(file_timeout, engine, db),
             quiet=quiet)
         # The shared parser: `--fail-on ai-generated` was refused while `report --verdict ai-generated` worked.
         wanted = set(verdict_list(fail_on, "--fail-on"))
@@ -231,6 +233,14 @@ def scan(
             err.print(f"[yellow]note:[/] result cache problem (results recomputed or not saved): {escape(pipe.cache_error)}"
                       "; if it persists, `aiidetect cache clear` starts the cache afresh", highlight=False)
     raise typer.Exit(exit_code)
+
+
+def _file_timeout(given: Optional[float], engine: Engine, db) -> Optional[float]:
+    """--file-timeout as given, else the command line's default: the local deadline ends the process, which
+    only a results store makes recoverable (crashguard.LOCAL_DB_FILE_TIMEOUT); None leaves Ray its own."""
+    if given is not None:
+        return given
+    return LOCAL_DB_FILE_TIMEOUT if engine == Engine.local and db else None
 
 
 def _print_summary(err, stats, summ, dets) -> None:
