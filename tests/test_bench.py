@@ -86,8 +86,12 @@ def test_bench_json_fields(dev_dir):
 
 
 def test_bench_decode_schedule_can_be_forced(dev_dir):
-    r = run_cli("bench", str(dev_dir / "real"), "--backbone-config", "tiny-vit", "--images", "4", "--batch-size", "2",
-                "--model-seconds", "0.2", "--peak-seconds", "0.1", "--decode-schedule", "overlap", "--format", "json")
+    from conftest import run_cli_in_process
+
+    # in-process: the schedule taken is the question (test_bench_json_fields runs bench as a subprocess)
+    r = run_cli_in_process("bench", str(dev_dir / "real"), "--backbone-config", "tiny-vit", "--images", "4",
+                           "--batch-size", "2", "--model-seconds", "0.2", "--peak-seconds", "0.1",
+                           "--decode-schedule", "overlap", "--format", "json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["end_to_end"]["decode_schedule"] == {"schedule": "overlap"} and res["end_to_end"]["files"] == 4

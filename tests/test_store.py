@@ -24,7 +24,7 @@ from aiidetect.records import DetectorResult, ErrorInfo, Evidence, Record
 from aiidetect.shard import in_shard, parse_shard, shard_of
 from aiidetect.store import ResultsStore, record_from_dict, record_json
 
-from conftest import jsonl, run_cli
+from conftest import jsonl, run_cli, run_cli_in_process
 
 
 def _tiny_images(root: Path, n: int, folders: int = 10) -> list[Path]:
@@ -70,22 +70,23 @@ def test_store_round_trip_through_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     scanned = jsonl(r.stdout)
     assert len(scanned) == len(imgs) + 1
-    # export gives back exactly what scan printed
-    e = run_cli("results", "export", "--db", str(db), "-f", "jsonl")
+    # export gives back exactly what scan printed (the results commands' reading in-process: each
+    # subprocess paid an interpreter start; the refusals below stay subprocesses)
+    e = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
     assert e.returncode == 0, e.stderr
     key = lambda d: d["file"]  # noqa: E731
     assert sorted(jsonl(e.stdout), key=key) == sorted(scanned, key=key)
     # summary answers without scanning
-    s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+    s = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
     assert s.returncode == 0, s.stderr
     summ = json.loads(s.stdout)
     assert summ["files"] == 31 and summ["verdicts"].get("error") == 1 and summ["errors"] == {"decode-error": 1}
     assert summ["folders_total"] == 3 and sum(f["files"] for f in summ["folders"]) == 31
-    f = run_cli("results", "failed", "--db", str(db), "-f", "csv")
+    f = run_cli_in_process("results", "failed", "--db", str(db), "-f", "csv")
     rows = list(csv.DictReader(io.StringIO(f.stdout)))
     assert [(Path(x["file"]).name, x["error_code"]) for x in rows] == [("broken.png", "decode-error")]
     for fmt in ("table", "jsonl", "csv"):
-        assert run_cli("results", "summary", "--db", str(db), "-f", fmt).returncode == 0
+        assert run_cli_in_process("results", "summary", "--db", str(db), "-f", fmt).returncode == 0
     assert run_cli("results", "export", "--db", str(db), "--verdict", "nonsense").returncode == 2
     assert run_cli("results", "summary", "--db", str(tmp_path / "missing.sqlite")).returncode == 2
     # the database is plain SQLite
@@ -185,6 +186,7 @@ def test_three_shards_cover_every_file_once_and_merge(tmp_path):
     stores = []
     for i in (1, 2, 3):
         db = tmp_path / f"shard{i}.sqlite"
+        # subprocesses: in-process runs share pid, argv and start second, which merge reads as one invocation
         r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
                     "--shard", f"{i}/3", "-f", "jsonl", "--quiet")
         assert r.returncode == 0, r.stderr
@@ -193,7 +195,8 @@ def test_three_shards_cover_every_file_once_and_merge(tmp_path):
     per = [{p for p, *_ in _rows(db)} for db in stores]
     assert all(per), "a shard got no file: the split is not spread"
     assert sum(len(s) for s in per) == len(imgs) and set().union(*per) == {os.path.abspath(p) for p in imgs}
-    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), *map(str, stores), "-f", "json")
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), *map(str, stores), "-f",
+                           "json")
     assert m.returncode == 0, m.stderr
     assert [x["conflicts"] for x in json.loads(m.stdout)] == [0, 0, 0]
     merged = _rows(tmp_path / "all.sqlite")
@@ -202,7 +205,8 @@ def test_three_shards_cover_every_file_once_and_merge(tmp_path):
         assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1  # same identity: one run
         assert sorted(r[0] for r in c.execute("SELECT shard FROM sessions")) == ["1/3", "2/3", "3/3"]
     # merging again changes nothing and reports every row as a conflict kept once
-    again = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(stores[0]), "-f", "json")
+    again = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(stores[0]), "-f",
+                               "json")
     assert json.loads(again.stdout)[0]["added"] == 0 and len(_rows(tmp_path / "all.sqlite")) == len(imgs)
     assert run_cli("scan", str(tmp_path / "in"), "--shard", "4/3").returncode == 2
 
@@ -266,7 +270,7 @@ def test_parquet_export(tmp_path):
     _tiny_images(tmp_path / "in", 12, folders=2)
     db = tmp_path / "a.sqlite"
     assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
-    r = run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
+    r = run_cli_in_process("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
     assert r.returncode == 0, r.stderr
     t = pq.read_table(tmp_path / "a.parquet").to_pylist()
     assert len(t) == 12 and {x["verdict"] for x in t} <= {"uncertain", "likely-real", "ai-generated"}
@@ -323,12 +327,12 @@ def test_results_export_html_report(tmp_path):
     (root / "f00" / "<img src=x onerror=alert(1)>.png").write_bytes(b"\x89PNG\r\n\x1a\nno")
     db = tmp_path / "a.sqlite"
     assert run_cli("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
-    r = run_cli("results", "export", "--db", str(db), "-f", "html")
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "html")
     assert r.returncode == 0, r.stderr
     doc = assert_self_contained(r.stdout)
     assert len(doc.cards) == 4
     assert any(c["name"].endswith("<img src=x onerror=alert(1)>.png") for c in doc.cards)
-    only_errors = run_cli("results", "export", "--db", str(db), "-f", "html", "--verdict", "error")
+    only_errors = run_cli_in_process("results", "export", "--db", str(db), "-f", "html", "--verdict", "error")
     assert len(assert_self_contained(only_errors.stdout).cards) == 1
 
 

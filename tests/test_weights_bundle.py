@@ -13,9 +13,7 @@ import pytest
 from conftest import REPO, run_cli
 
 
-@pytest.fixture
-def machine(tmp_path):
-    """A source machine with one backbone file and the shipped head, and an empty target."""
+def _source_machine(tmp_path: Path) -> dict:
     src_clip = tmp_path / "src-clip"
     src_clip.mkdir()
     (src_clip / "tiny.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)) * 40)
@@ -24,9 +22,33 @@ def machine(tmp_path):
             "bundle": tmp_path / "bundle.tar", "tmp": tmp_path}
 
 
+@pytest.fixture
+def machine(tmp_path):
+    """A source machine with one backbone file and the shipped head, and an empty target."""
+    return _source_machine(tmp_path)
+
+
 def _pack(m, *extra):
     return run_cli("weights", "pack", str(m["bundle"]), "--weights-dir", str(REPO / "weights"), "--format", "json",
                    *extra, env={"AIIDETECT_CLIP_CACHE": str(m["src_clip"])})
+
+
+@pytest.fixture(scope="module")
+def _bundle(tmp_path_factory) -> bytes:
+    """The default bundle of a source machine, packed once per module: most tests here only install
+    or damage it, and each `weights pack` subprocess cost ~2 s on 2 loaded cores (test_round_trip and
+    the tests of pack itself still pack their own)."""
+    m = _source_machine(tmp_path_factory.mktemp("packed"))
+    r = _pack(m)
+    assert r.returncode == 0, r.stderr
+    return m["bundle"].read_bytes()
+
+
+@pytest.fixture
+def packed(machine, _bundle):
+    """`machine` with its default bundle already packed at machine["bundle"]."""
+    machine["bundle"].write_bytes(_bundle)
+    return machine
 
 
 def _install(m, bundle=None, *extra):
@@ -74,8 +96,8 @@ def _refused(machine, bundle, *extra):
     return r
 
 
-def test_tampered_bundles_are_refused(machine):
-    assert _pack(machine).returncode == 0
+def test_tampered_bundles_are_refused(packed):
+    machine = packed
     t = machine["tmp"]
 
     def flip(name, data):
@@ -116,8 +138,8 @@ def test_tampered_bundles_are_refused(machine):
     _refused(machine, t / "junk.tar")
 
 
-def test_conflicting_files_need_force(machine):
-    assert _pack(machine).returncode == 0
+def test_conflicting_files_need_force(packed):
+    machine = packed
     machine["dst_clip"].mkdir()
     (machine["dst_clip"] / "tiny.safetensors").write_bytes(b"other weights")
     r = _install(machine)
@@ -127,10 +149,10 @@ def test_conflicting_files_need_force(machine):
     assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() != b"other weights"
 
 
-def test_force_replaces_a_head_that_is_a_link_or_a_file(machine):
+def test_force_replaces_a_head_that_is_a_link_or_a_file(packed):
     """rmtree refused a head folder that is a link (or a file) after the backbones were placed: exit 2
     'refused', yet half installed. The link itself is replaced, never what it points to."""
-    assert _pack(machine).returncode == 0
+    machine = packed
     elsewhere = machine["tmp"] / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("someone else's")
@@ -175,10 +197,10 @@ def test_pack_on_a_full_disk_leaves_nothing(machine):
     assert not [p for p in machine["tmp"].iterdir() if p.name.startswith("bundle.tar")]
 
 
-def test_a_head_under_another_folder_name_is_refused(machine):
+def test_a_head_under_another_folder_name_is_refused(packed):
     """heads/aaa/ holding a head named univfd: installed beside the real univfd, it sorted first and
     silently became the univfd every scan used, with no conflict for --force to guard."""
-    assert _pack(machine).returncode == 0
+    machine = packed
     assert _install(machine).returncode == 0
     shadow = machine["tmp"] / "shadow.tar"
 
@@ -329,10 +351,10 @@ def test_bundles_that_would_write_more_than_they_hold_are_refused(machine):
     assert [p.name for p in t.iterdir() if p.name.startswith(".aiidetect-install")] == []
 
 
-def test_a_truncated_bundle_is_refused_with_its_reason(machine):
+def test_a_truncated_bundle_is_refused_with_its_reason(packed):
     """A copy cut short (a full stick, a dropped transfer) reached the crash handler ('ReadError:
     unexpected end of data ... --debug shows the traceback')."""
-    assert _pack(machine).returncode == 0
+    machine = packed
     data = machine["bundle"].read_bytes()
     cut = machine["tmp"] / "cut.tar"
     cut.write_bytes(data[: 1536 + 5000])  # inside the backbone's bytes

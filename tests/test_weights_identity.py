@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 torch = pytest.importorskip("torch")
 
@@ -60,8 +60,9 @@ def test_inspect_cli_json_and_cache(tiny, tmp_path):
     assert all(set(x) >= {"weights_id", "architecture", "tensors", "bytes"} for x in rows)
     assert rows[0]["weights_id"] == rows[1]["weights_id"] != rows[2]["weights_id"]
     assert (tmp_path / "weights_ids.sqlite").is_file()
-    # one path: an array too (it was an object, so a script had to test which of the two it got)
-    one = run_cli("weights", "inspect", str(tiny / "model.safetensors"), "--format", "json")
+    # one path: an array too (it was an object, so a script had to test which of the two it got); in-process,
+    # the subprocess run above is the user's
+    one = run_cli_in_process("weights", "inspect", str(tiny / "model.safetensors"), "--format", "json")
     assert [x["weights_id"] for x in json.loads(one.stdout)] == [rows[1]["weights_id"]]
 
 

@@ -83,7 +83,10 @@ def test_explain_mpft_takes_the_first_head_this_backbone_runs(photo, mpft_weight
     from safetensors.numpy import load_file as load_np
 
     save_head(w / "a-other", load_np(str(w / "m" / "head.safetensors")), m)
-    r = _run("explain-mpft", str(photo), "-o", str(tmp_path / "map.png"), "--backbone-config", "tiny-vit",
-             "--weights-dir", str(w))
+    from conftest import run_cli_in_process
+
+    # in-process: which head is taken is the question (the tests above keep the subprocess runs)
+    r = run_cli_in_process("explain-mpft", str(photo), "-o", str(tmp_path / "map.png"), "--backbone-config",
+                           "tiny-vit", "--weights-dir", str(w))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["head"] == "m" and (tmp_path / "map.png").is_file()

@@ -17,7 +17,7 @@ from aiidetect.feature_cache import FeatureCache, encode_images  # noqa: E402
 from aiidetect.flow.train import FitConfig, TrainFlowConfig, make_proxy_pixels, train_flow_head  # noqa: E402
 from aiidetect.preprocess import to_uint8  # noqa: E402
 
-from conftest import jsonl, run_cli  # noqa: E402
+from conftest import jsonl, run_cli_in_process  # noqa: E402
 
 N_REAL = 60  # a flow needs photos >> what it can memorise; 60 small ones decode in seconds
 # A random-init ViT averages its random patch filters over the image, so it mostly sees content
@@ -110,8 +110,9 @@ def test_backbone_mismatch_and_missing_heads(trained, tmp_path):
 def test_scan_uses_the_head(trained, small_reals):
     wdir, _ = trained
     img = sorted(small_reals.glob("*.png"))[0]
-    res = run_cli("scan", str(img), "--detectors", "flow", "--backbone-config", "tiny-vit", "--weights-dir", str(wdir),
-                  "--format", "jsonl", "--device", "cpu", "-q")
+    # in-process: the flow head's fields are the question (a subprocess paid a torch import)
+    res = run_cli_in_process("scan", str(img), "--detectors", "flow", "--backbone-config", "tiny-vit", "--weights-dir",
+                             str(wdir), "--format", "jsonl", "--device", "cpu", "-q")
     assert res.returncode in (0, 1), res.stderr
     (rec,) = jsonl(res.stdout)
     flow = rec["detectors"]["flow:tiny-flow"]

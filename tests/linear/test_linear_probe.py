@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 TILE = np.random.default_rng(0).choice([-1, 1], size=(8, 8)) * 24
 
@@ -161,8 +161,9 @@ def test_generator_filter(dev_manifest):
 
 # ------------------------------------------------------------------ the command
 def test_cli_train_linear_on_dev_manifest(dev_manifest, weights_dir):
-    r = run_cli("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "10",
-                "--generators", "stylegan2", "--json")
+    # in-process: the session's `_tiny_probe` fixture trains a probe as a user's subprocess already
+    r = run_cli_in_process("train", "linear", str(dev_manifest), "--backbone-config", "tiny-vit", "--shots", "10",
+                           "--generators", "stylegan2", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["name"] == "probe-stylegan2" and out["n_train"] == 20

@@ -249,13 +249,14 @@ def test_occlusion_map_through_the_mpft_detector(trained, backbone):
 def test_explain_mpft_cli_has_legend_and_colour_bar(trained, tmp_path):
     from PIL import Image
 
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     res, items, _ = trained
     fake = next(it for it in items if it.label == 1)
     out = tmp_path / "heat.png"
-    r = run_cli("explain-mpft", fake.path, "-o", str(out), "--backbone-config", "tiny-vit",
-                "--weights-dir", str(res.head_dir.parent))
+    # in-process: the picture is the question (test_explain_cli runs explain-mpft as a subprocess)
+    r = run_cli_in_process("explain-mpft", fake.path, "-o", str(out), "--backbone-config", "tiny-vit",
+                           "--weights-dir", str(res.head_dir.parent))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["head"] == "easy" and 0 <= info["p_ai"] <= 1

@@ -204,7 +204,9 @@ def test_cli_int8_weights(tmp_path):
 def test_scan_says_when_an_8bit_graph_runs_on_the_slow_exact_kernels(tmp_path, dev_dir, trained):
     """`scan --runtime onnx` with an 8-bit int8 export on a CPU without VNNI: correct, slower, and said;
     a 7-bit export runs without the note."""
-    from conftest import jsonl, run_cli
+    # in-process: what export writes and what scan says about it, not the process around them (each
+    # subprocess paid a torch import; test_cli_int8_weights and the ONNX scan tests keep theirs)
+    from conftest import jsonl, run_cli_in_process
 
     if not cpuinfo.is_x86():
         pytest.skip("the int8 overflow guard is x86-only")
@@ -212,11 +214,11 @@ def test_scan_says_when_an_8bit_graph_runs_on_the_slow_exact_kernels(tmp_path, d
     env = {"AIIDETECT_CPU_WITHOUT": NO_VNNI}
     for bits, noted in (("8", True), ("7", False)):
         out = tmp_path / f"o{bits}"
-        r = run_cli("export", "onnx", "-o", str(out), "--backbone-config", "tiny-vit", "--variant", "int8",
-                    "--int8-weights", bits, "--weights-dir", str(trained), "--detectors", "linear")
+        r = run_cli_in_process("export", "onnx", "-o", str(out), "--backbone-config", "tiny-vit", "--variant",
+                               "int8", "--int8-weights", bits, "--weights-dir", str(trained), "--detectors", "linear")
         assert r.returncode == 0, r.stderr
-        r = run_cli("scan", img, "--runtime", "onnx", "--onnx", str(out), "--backbone-config", "tiny-vit",
-                    "--weights-dir", str(trained), "-d", "linear", "-f", "jsonl", "--no-cache", env=env)
+        r = run_cli_in_process("scan", img, "--runtime", "onnx", "--onnx", str(out), "--backbone-config", "tiny-vit",
+                               "--weights-dir", str(trained), "-d", "linear", "-f", "jsonl", "--no-cache", env=env)
         assert r.returncode == 0, r.stderr
         assert ("has 8-bit int8 weights: this CPU has no VNNI" in r.stderr) is noted, r.stderr
         det = next(v for k, v in jsonl(r.stdout)[0]["detectors"].items() if k.startswith("linear:"))

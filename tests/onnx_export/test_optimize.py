@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import jsonl, run_cli
+from conftest import jsonl, run_cli, run_cli_in_process
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -50,9 +50,14 @@ def setup(trained, tmp_path_factory, dev_dir):
     return {"env": env, "weights": trained, "cache": cache, "decision": json.loads(r.stdout), "stderr": r.stderr}
 
 
-def _scan(env, dev_dir, *extra):
+def _scan(env, dev_dir, *extra, as_user: bool = False):
+    """Three dev photos scanned; in-process unless `as_user` (what the scan decides about the fast path
+    does not need a new interpreter, which paid a torch import each time: seconds on 2 loaded cores)."""
     files = sorted(str(p) for p in (dev_dir / "real").rglob("*.jpg"))[:3]
-    r = run_cli("scan", *files, *BB, "-f", "jsonl", "--no-cache", *extra, env=env, timeout=600)
+    if as_user:
+        r = run_cli("scan", *files, *BB, "-f", "jsonl", "--no-cache", *extra, env=env, timeout=600)
+    else:
+        r = run_cli_in_process("scan", *files, *BB, "-f", "jsonl", "--no-cache", *extra, env=env)
     assert r.returncode == 0, r.stderr
     return jsonl(r.stdout), r.stderr
 
@@ -78,7 +83,7 @@ def test_optimize_verifies_int8_and_scan_uses_it(setup, dev_dir):
         "linear", "flow", "linear,flow", "metadata,linear", "metadata,flow", "metadata,linear,flow"}
     assert {k: sets["metadata,linear,flow"][k] for k in int8["agreement"]["fused"]} == int8["agreement"]["fused"]
     assert all((s["status"] == "verified") == (s["worst_changed_share"] <= d["tolerance"]) for s in sets.values())
-    recs, err = _scan(setup["env"], dev_dir)
+    recs, err = _scan(setup["env"], dev_dir, as_user=True)  # the fast path as a user's scan takes it
     assert f"runtime: onnx int8, verified by `aiidetect optimize` on {d['files']} images" in err
     for rec in recs:
         for name in ("linear:cli-probe", "flow:flowhead"):
@@ -251,8 +256,9 @@ def test_refused_when_outside_tolerance(setup, dev_dir, tmp_path):
     """Noise added to the int8 graph's float weights pushes verdicts outside tolerance:
     the decision is a refusal, and scan stays on torch and says why."""
     env = {**setup["env"], "AIIDETECT_CACHE": str(tmp_path / "cache"), "AIIDETECT_OPTIMIZE_TEST_NOISE": "3.0"}
-    r = run_cli("optimize", "--images", str(dev_dir), "--limit", str(N), *BB, "--candidates", "int8", "--min-speedup", "0",
-                "--format", "json", env=env, timeout=1200)
+    # in-process: the `setup` fixture runs optimize as a user does; this one is about the decision
+    r = run_cli_in_process("optimize", "--images", str(dev_dir), "--limit", str(N), *BB, "--candidates", "int8",
+                           "--min-speedup", "0", "--format", "json", env=env)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["status"] == "refused" and d["chosen"] is None
@@ -263,7 +269,7 @@ def test_refused_when_outside_tolerance(setup, dev_dir, tmp_path):
     assert "runtime: torch (the fast path was refused by `aiidetect optimize`" in err
     assert "onnx-int8:" in err
     assert all(r["detectors"]["linear:cli-probe"].get("runtime", "torch") == "torch" for r in recs)
-    shown = run_cli("optimize", "--show", *BB, "--format", "csv", env=env)
+    shown = run_cli_in_process("optimize", "--show", *BB, "--format", "csv", env=env)
     assert shown.returncode == 0 and "refused" in shown.stdout
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import jsonl, run_cli
+from conftest import jsonl, run_cli, run_cli_in_process
 from aiidetect.testing.htmlcheck import assert_self_contained, parse
 from aiidetect.testing.report_corpus import PAYLOADS, hostile_records, make_report_corpus
 
@@ -213,8 +213,10 @@ def test_heatmaps_through_a_trained_linear_probe(trained, dev_dir, tmp_path):
     files = [dev_dir / "ai/sd14" / sorted(p.name for p in (dev_dir / "ai/sd14").iterdir())[0],
              dev_dir / "real/ml72" / sorted(p.name for p in (dev_dir / "real/ml72").iterdir())[0]]
     out = tmp_path / "h.html"
-    r = run_cli("scan", *map(str, files), "--backbone-config", "tiny-vit", "-d", "linear", "--format", "html",
-                "-o", str(out), "--heatmaps", "all", "--no-cache", env={"AIIDETECT_WEIGHTS": str(trained)})
+    # in-process: the report's content is the question, and a subprocess paid a torch import
+    r = run_cli_in_process("scan", *map(str, files), "--backbone-config", "tiny-vit", "-d", "linear", "--format",
+                           "html", "-o", str(out), "--heatmaps", "all", "--no-cache",
+                           env={"AIIDETECT_WEIGHTS": str(trained)})
     assert r.returncode == 0, r.stderr
     doc = assert_self_contained(out.read_text(encoding="utf-8"))
     assert [c["name"] for c in doc.cards] == list(map(str, files))
