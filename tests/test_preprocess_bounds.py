@@ -61,8 +61,10 @@ def _rows_then_columns(img: Image.Image, nw: int, nh: int, size: int, interpolat
 @settings(max_examples=250, deadline=None)
 def test_the_crop_window_is_the_resampled_window(short, long, wide, size, interpolation, seed):
     """The window path against Pillow's own resampling of the whole image, rows then columns:
-    within 2 levels (single-precision box corners); against a one-call resize, which may run
-    the passes the other way round, within 1 level on average."""
+    within 2 levels (single-precision box corners). Against a one-call resize, which may run the
+    passes the other way round: no further from it on average than Pillow's own rows-then-columns
+    result is, plus a quarter level. (A fixed bound of 1 level failed on Pillow's pass order alone:
+    an 8 x 8 lanczos crop of noise differs by 1.4 levels between the two orders.)"""
     w, h = (long, short) if wide else (short, long)
     img = _image(w, h, seed)
     scale = size / min(w, h)
@@ -71,8 +73,10 @@ def test_the_crop_window_is_the_resampled_window(short, long, wide, size, interp
     assert got.shape == (size, size, 3)
     if interpolation == "nearest":
         return   # Pillow's nearest is a transform: the window may take the neighbouring pixel
-    assert np.abs(got - _rows_then_columns(img, nw, nh, size, interpolation)).max() <= 2
-    assert np.abs(got - _reference_resize_crop(img, size, interpolation)).mean() <= 1.0
+    rows_then_columns = _rows_then_columns(img, nw, nh, size, interpolation).astype(int)
+    assert np.abs(got - rows_then_columns).max() <= 2
+    one_call = _reference_resize_crop(img, size, interpolation).astype(int)
+    assert np.abs(got - one_call).mean() <= np.abs(rows_then_columns - one_call).mean() + 0.25
 
 
 def test_below_the_pixel_budget_the_whole_image_is_resized(monkeypatch):
