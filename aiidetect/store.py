@@ -723,14 +723,17 @@ class ResultsStore:
                 # By name: a source whose columns are in another order must not shift values between them.
                 db.execute(f"INSERT OR IGNORE INTO runs ({','.join(_RUN_COLS)}) SELECT {','.join(_RUN_COLS)} "
                            "FROM src.runs")
-                # Source session -> session here: the same invocation (run, host, pid, start, argv) if it
-                # was merged before, else a new id above every id here.
+                # Source session -> session here: the same invocation (run, host, pid, start, argv, shard,
+                # engine) if it was merged before, else a new id above every id here. The shard and engine
+                # count too: shard scans run from one process (the library, a service's loop) share the pid,
+                # the argv and, when fast, the start second, and were taken for one session.
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS merge_sessions "
                            "(src_id INTEGER PRIMARY KEY, dst_id INTEGER)")
                 db.execute("DELETE FROM merge_sessions")
                 db.execute("INSERT INTO merge_sessions SELECT s.session_id, COALESCE((SELECT MIN(m.session_id) "
                            "FROM sessions m WHERE m.run_id=s.run_id AND m.host IS s.host AND m.pid IS s.pid AND "
-                           "m.started_at=s.started_at AND m.argv IS s.argv), s.session_id + ?) FROM src.sessions s",
+                           "m.started_at=s.started_at AND m.argv IS s.argv AND m.shard IS s.shard AND m.engine IS s.engine), "
+                           "s.session_id + ?) FROM src.sessions s",
                            (offset,))
                 db.execute("INSERT INTO sessions SELECT x.dst_id, run_id, host, pid, shard, engine, argv, started_at, "
                            "finished_at, files_written, files_resumed, status FROM src.sessions s "

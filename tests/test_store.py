@@ -22,7 +22,7 @@ from PIL import Image
 from aiidetect.discover import Candidate, iter_discover
 from aiidetect.records import DetectorResult, ErrorInfo, Evidence, Record
 from aiidetect.shard import in_shard, parse_shard, shard_of
-from aiidetect.store import ResultsStore, record_from_dict, record_json
+from aiidetect.store import ResultsStore, merge_stores, record_from_dict, record_json
 
 from conftest import jsonl, run_cli, run_cli_in_process
 
@@ -894,3 +894,24 @@ def test_a_record_agreeing_with_its_row_is_read_back_whatever_its_p_ai_or_name(t
     assert all(again.prior(str(tmp_path / n)) is not None for n in names)  # resumed, not scanned again
     again.close()
     store.close()
+
+
+def test_merge_keeps_shard_sessions_of_one_process_apart(tmp_path):
+    """Shard scans run by one process (the library in a service's loop) share its pid and argv and, when
+    fast, the start second: merge took them for one invocation and kept one session of three."""
+    dbs = []
+    for i in (1, 2, 3):
+        st = ResultsStore(tmp_path / f"s{i}.sqlite")
+        st.finish_session(st.start_session("run", f"{i}/3", "local", ["scan"]), 1, 0, "complete")
+        st.close()
+        dbs.append(tmp_path / f"s{i}.sqlite")
+    with sqlite3.connect(dbs[0]) as a:   # the start second, made the same whatever the clock did
+        when = a.execute("SELECT started_at FROM sessions").fetchone()[0]
+    for db in dbs[1:]:
+        with sqlite3.connect(db) as c:
+            c.execute("UPDATE sessions SET started_at=?", (when,))
+    merge_stores(tmp_path / "all.sqlite", dbs)
+    with sqlite3.connect(tmp_path / "all.sqlite") as c:
+        shards = sorted(r[0] for r in c.execute("SELECT shard FROM sessions"))
+    assert shards == ["1/3", "2/3", "3/3"]
+    assert ResultsStore(tmp_path / "all.sqlite").shard_gaps() == []
