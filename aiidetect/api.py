@@ -705,7 +705,8 @@ class Scanner:
                             "(`crashed`), not the scan" if pipe.guard is not None else
                             "read as any other by this run (the store's folder takes no new file)")
                     self._note(f"an earlier run of {self.options.db} ended while reading {len(session.crashed)} "
-                               f"file(s) (a crash, the out-of-memory killer, kill -9, a read past --file-timeout): "
+                               f"file(s) (a crash, the out-of-memory killer, kill -9, a read past --file-timeout or still "
+                               f"stuck when the run was stopped): "
                                f"{then}: {', '.join(session.crashed[:5])}"
                                + (" ..." if len(session.crashed) > 5 else ""))
             records = self._engine(pipe, candidates)
@@ -800,20 +801,28 @@ class Scanner:
                     session.add(rec)
             done = not stopped
         finally:
-            if self.pipeline is pipe:  # an older scan ending after a newer one leaves the newer one's
-                self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
-            if session is not None:
-                if done:
-                    session.close("complete")  # the last rows not stored is a failed scan (StoreError)
-                else:
-                    from .store import StoreError
+            try:
+                if not done and hasattr(records, "close"):
+                    # Joins the decode threads now, not when the generator is collected, and before the session
+                    # closes: a read still in progress then is one the stop abandoned (crashguard.STOP_GRACE),
+                    # whose slot the session leaves for the next one to strike; a read the join saw end is not.
+                    records.close()
+            finally:
+                self._close_session(session, pipe, done)
 
-                    # Stopped early: keep what was finished, say so in the sessions table; a store that
-                    # cannot be written then (a full disk) must not hide why the scan stopped.
-                    with contextlib.suppress(StoreError):
-                        session.close("interrupted")
-            if not done and hasattr(records, "close"):
-                records.close()  # joins the decode threads now, not when the generator is collected
+    def _close_session(self, session, pipe, done: bool) -> None:
+        if self.pipeline is pipe:  # an older scan ending after a newer one leaves the newer one's
+            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+        if session is not None:
+            if done:
+                session.close("complete")  # the last rows not stored is a failed scan (StoreError)
+            else:
+                from .store import StoreError
+
+                # Stopped early: keep what was finished, say so in the sessions table; a store that
+                # cannot be written then (a full disk) must not hide why the scan stopped.
+                with contextlib.suppress(StoreError):
+                    session.close("interrupted")
 
     # -------------------------------------------------------------- results
     @property
@@ -831,7 +840,9 @@ class Scanner:
         """Stop the scans still being iterated (their decode threads end, a results store session is
         recorded as interrupted), then close the result cache this Scanner opened (a cache passed in
         stays open). Safe to call more than once, and from another thread: a scan running there stops
-        before its next record and closes the store and the cache when it ends."""
+        before its next record and closes the store and the cache when it ends. A decode thread still in a
+        read crashguard.STOP_GRACE seconds after the stop (a read that never returns) is abandoned, not
+        waited for: Python cannot stop it (docs/api.md)."""
         with self._lock:
             self._epoch += 1
         for it in list(self._live):

@@ -27,11 +27,18 @@ the local engine's `ReadDeadline` ends the process when a file's read has run pa
 `--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
 the file. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
 is killed, and a file that runs out of time alone gets the strikes that set it aside.
+
+A stop (Ctrl-C, SIGTERM, Scanner.close) waits `STOP_GRACE` seconds for the reads in progress, then
+abandons those still stuck (`in_flight` names them): the scan ends as any stopped scan does, but a stuck
+read's slot stays in place (`CrashGuard.close`), so the next session reads that file alone. A stop is no
+crash, but a read that did not return within the grace after one is a hang: one strike, not two, and a
+file read alone to the end loses it.
 """
 from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import json
 import os
 import tempfile
@@ -196,6 +203,7 @@ class CrashGuard:
         self._slots = threading.local()
         self._count = 0
         self._count_lock = threading.Lock()
+        self._active = 0  # reads between their slot's write and its clearing (under _io)
 
     def _strikes(self, path: str) -> tuple[int, Seen | None]:
         s = self._seen(path)
@@ -209,7 +217,8 @@ class CrashGuard:
         n, _ = self._strikes(path)
         if n < STRIKES_TO_REFUSE:
             return None
-        return (f"the process ended (or the read ran past --file-timeout) while reading this file {n} times in earlier "
+        return (f"the process ended (or the read ran past --file-timeout, or was still stuck when the scan was "
+                f"stopped) while reading this file {n} times in earlier "
                 "runs of this results store, the last time with no other file being read in it (a crash in an image "
                 "decoder, the out-of-memory killer, a decoder or filesystem that hangs); not read again. `touch` the "
                 "file to try it once more")
@@ -224,9 +233,13 @@ class CrashGuard:
                 payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
                 if len(payload) <= SLOT_BYTES - _LEN:
                     self._write(b"%08d" % len(payload) + payload, off)
+            with self._io:
+                self._active += 1
             try:
                 yield
             finally:
+                with self._io:
+                    self._active -= 1
                 self._write(b"0" * _LEN, off)
         if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
             self.survived(path)
@@ -265,13 +278,58 @@ class CrashGuard:
         return off
 
     def close(self) -> None:
-        """A session that ends (finished or stopped) leaves no slots: nothing it read is suspect."""
+        """A session that ends (finished or stopped) leaves no slots: nothing it read is suspect. Unless a
+        read is still in progress: a stop abandons a read stuck past STOP_GRACE (pixels.OrderedChunks), and
+        its slot stays, unlocked, for the next session to strike (the stop was the user's, the hang the file's)."""
         with self._io:
             if self._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
+                if not self._active:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path)
                 os.close(self._fd)
                 self._fd = None
+
+
+# Seconds a stop (Ctrl-C, SIGTERM, Scanner.close) waits for the reads in progress before it abandons them: a
+# decode of a large file ends within it, a read that never returns would hold the stop for ever.
+STOP_GRACE = 3.0
+
+# Every read in progress in this process, deadline or not (Pipeline._decode): what a stop names when a read is
+# abandoned, and what tells the command line to end the process rather than wait for the thread at exit.
+_in_flight: dict[int, tuple[str, float]] = {}
+_in_flight_lock = threading.Lock()
+_in_flight_ids = itertools.count()
+
+
+@contextlib.contextmanager
+def in_flight(path: str) -> Iterator[None]:
+    import time
+
+    token = next(_in_flight_ids)
+    with _in_flight_lock:
+        _in_flight[token] = (path, time.monotonic())
+    try:
+        yield
+    finally:
+        with _in_flight_lock:
+            _in_flight.pop(token, None)
+
+
+# Reads a stop gave up waiting for (pixels.OrderedChunks): their grace is over, none more is given at exit.
+abandoned = 0
+
+
+def reads_in_flight(wait: float = 0.0) -> list[str]:
+    """The files being read now, the oldest read first; with `wait`, once none is or after that many seconds."""
+    import time
+
+    end = time.monotonic() + wait
+    while True:
+        with _in_flight_lock:
+            reads = [p for p, _ in sorted(_in_flight.values(), key=lambda r: r[1])]
+        if not reads or time.monotonic() >= end:
+            return reads
+        time.sleep(0.05)
 
 
 # Said before the read deadline ends the process (`last_words`): the scan's stdout document finished.
@@ -400,15 +458,12 @@ def _end_process(path: str, took: float) -> None:
     store session's slot file still names the file and the next session strikes it). Exit code 2."""
     import sys
 
-    from .report.safe import clean_str
-
     for fn in list(_last_words):
         with contextlib.suppress(Exception):
             fn()
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the records already written stay whole
-    # A crafted name must not drive the terminal: control characters shown escaped.
-    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in clean_str(path))
+    shown = shown_path(path)
     with contextlib.suppress(Exception):
         sys.stderr.write(f"error: reading {shown} has taken more than {took:.0f} s (--file-timeout): a "
                          "decoder stuck on it or a filesystem that does not answer; the scan stops here. With "
@@ -416,3 +471,10 @@ def _end_process(path: str, took: float) -> None:
                          "if it hangs again; without --db, leave it out (--exclude) or raise --file-timeout\n")
         sys.stderr.flush()
     os._exit(2)
+
+
+def shown_path(path: str) -> str:
+    """A file's name for a stderr line: a crafted name must not drive the terminal (control characters escaped)."""
+    from .report.safe import clean_str
+
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in clean_str(path))

@@ -22,7 +22,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
@@ -304,27 +304,39 @@ class OrderedChunks:
 
     def __iter__(self) -> Iterator[list[R]]:
         policy = self.take_turns if callable(self.take_turns) else None
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            self._pool = pool
-            try:
-                pending = self._submit()
-                last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
-                while pending:
-                    turns = policy() if policy is not None else bool(self.take_turns)
-                    self._next = None if turns else self._submit()
-                    done = [f.result() for f in pending]
-                    now = time.perf_counter()
-                    if policy is not None and last is not None:
-                        policy.observe(last[0], now - last[1], last[2])
-                    last = (turns, now, len(done))
-                    yield done
-                    self.release()
-                    pending, self._next = self._next, None
-            finally:
-                self._pool = None
-                # Stopped early (Ctrl-C, SIGTERM, the caller gone): the chunks queued behind the running
-                # jobs are dropped, not decoded before the pool's exit lets the process end.
-                pool.shutdown(wait=True, cancel_futures=True)
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
+        self._pool = pool
+        pending: list[Future] = []
+        finished = False
+        try:
+            pending = self._submit()
+            last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
+            while pending:
+                turns = policy() if policy is not None else bool(self.take_turns)
+                self._next = None if turns else self._submit()
+                done = [f.result() for f in pending]
+                now = time.perf_counter()
+                if policy is not None and last is not None:
+                    policy.observe(last[0], now - last[1], last[2])
+                last = (turns, now, len(done))
+                yield done
+                self.release()
+                pending, self._next = self._next, None
+            finished = True
+        finally:
+            running = [f for f in pending + (self._next or []) if not f.done()]
+            self._pool, self._next = None, None
+            # Stopped early (Ctrl-C, SIGTERM, the caller gone): the chunks queued behind the running
+            # jobs are dropped, not decoded before the pool's exit lets the process end.
+            pool.shutdown(wait=finished, cancel_futures=True)
+            if not finished and running:
+                from . import crashguard
+
+                # The running jobs get a grace to end; one that has not (a read that never returns: a decoder
+                # stuck on a crafted file, a share that does not answer) is abandoned, its thread left behind,
+                # since Python cannot stop it: waiting for it held Ctrl-C and SIGTERM for ever.
+                if wait(running, timeout=crashguard.STOP_GRACE).not_done:
+                    crashguard.abandoned += 1
 
 
 def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,

@@ -392,3 +392,120 @@ def test_the_command_lines_local_deadline_needs_a_store(given, engine, db, want)
     from aiidetect.commands.scan import _file_timeout
 
     assert _file_timeout(given, Engine(engine), db) == want
+
+
+_STUCK_ON_HANG = """
+import sys, threading
+from aiidetect import crashguard
+from aiidetect.pipeline.stages import DecodeStage
+crashguard.STOP_GRACE = 0.2
+real = DecodeStage.__call__
+def decode(self, path, index, expect=None):
+    if path.endswith("hang.png"):
+        sys.stderr.write("stuck\\n"); sys.stderr.flush()
+        threading.Event().wait(60)              # a read that does not return (the test's own bound: 60 s)
+    return real(self, path, index, expect)
+DecodeStage.__call__ = decode
+sys.argv = ["aiidetect", *sys.argv[1:]]
+from aiidetect.cli import main
+main()
+"""
+
+
+def test_sigterm_ends_a_local_scan_whose_read_is_stuck(tmp_path):
+    """`timeout 600 aiidetect scan ...` met a decode thread stuck in a read: SIGTERM (and Ctrl-C) waited for it,
+    and the scan ran on until `kill -9`, its JSON array left open. Now the stop gives the read a grace
+    (crashguard.STOP_GRACE), finishes the document, names the file and ends with the signal's code."""
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    p = subprocess.Popen([sys.executable, "-c", _STUCK_ON_HANG, "scan", str(tmp_path), "-d", "metadata", "--no-cache",
+                          "-f", "json", "-q", "--workers", "1", "--batch-size", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stderr.readline() == "stuck\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    # The array is closed (a.png's record may or may not have been written when the signal came).
+    assert [os.path.basename(d["file"]) for d in json.loads(out)] in ([], ["a.png"])
+    assert "terminated (SIGTERM)" in err and "hang.png had not returned" in err
+
+
+def test_a_stop_gives_up_on_a_stuck_read_and_the_command_line_ends_without_it(monkeypatch, capsys):
+    from aiidetect import crashguard
+    from aiidetect.commands import errors
+
+    exits: list[int] = []
+    monkeypatch.setattr(errors.os, "_exit", exits.append)
+    monkeypatch.setattr(crashguard, "abandoned", 1)
+    errors.abandon_stuck_reads(143)     # nothing being read: the exit is Python's own
+    assert exits == []
+    with crashguard.in_flight("/x/stuck\x1b[2J.png"):
+        errors.abandon_stuck_reads(143)
+    err = capsys.readouterr().err
+    assert exits == [143] and "reading /x/stuck" in err and "\x1b" not in err
+
+
+def test_a_read_still_stuck_when_its_session_closes_keeps_its_slot(tmp_path):
+    """A stop is no crash: a session closed with its reads done leaves no slot. A read the stop abandoned
+    (still in progress when the session closes) keeps its slot: the next session reads that file alone."""
+    store = str(tmp_path / "s.sqlite")
+    g = CrashGuard(store, 1, {}, lambda p: Seen(p, 1, 1))
+    inside, release = threading.Event(), threading.Event()
+
+    def reading():
+        with g.watch("/x/stuck.png"):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=reading)
+    t.start()
+    inside.wait(5)
+    with g.watch("/x/done.png"):
+        pass
+    g.close()
+    release.set()
+    t.join()
+    found, dead = recover(store)
+    assert [s.key for s in found] == ["/x/stuck.png"] and dead == [1]
+    g = CrashGuard(store, 2, {}, lambda p: Seen(p, 1, 1))
+    with g.watch("/x/a.png"):
+        pass
+    g.close()
+    assert slot_files(store) == []
+
+
+def test_closing_a_scanner_from_another_thread_while_a_read_is_stuck_returns(tmp_path, monkeypatch):
+    """Scanner.close() joined the decode threads: a read that never returns held it for ever. Now the stuck
+    thread is abandoned after crashguard.STOP_GRACE, and the caller's process goes on."""
+    from aiidetect import api, crashguard
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release, stuck = threading.Event(), threading.Event()
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            stuck.set()
+            release.wait(20)  # the test's own bound
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.1, raising=False)
+    monkeypatch.setattr(crashguard, "abandoned", 0, raising=False)
+    scanner = api.Scanner(api.ScanOptions(detectors=["metadata"], cache=False, workers=1, batch_size=1))
+    try:
+        recs = scanner.scan([str(tmp_path)])
+        assert os.path.basename(next(recs).file) == "a.png"
+        assert stuck.wait(10)             # the next file's read has begun, and does not return
+        closer = threading.Thread(target=scanner.close)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive() and not release.is_set()
+        assert crashguard.abandoned == 1
+    finally:
+        release.set()

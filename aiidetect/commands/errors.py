@@ -65,9 +65,37 @@ def stop_on_signals() -> None:
 
 def interrupted(exc: KeyboardInterrupt) -> None:
     """Say once on stderr why the run stopped, and exit with its code (130 for Ctrl-C)."""
+    code = exc.code if isinstance(exc, Terminated) else 130
     with contextlib.suppress(Exception):
         sys.stderr.write((exc.message if isinstance(exc, Terminated) else "aiidetect: interrupted") + "\n")
-    sys.exit(exc.code if isinstance(exc, Terminated) else 130)
+    abandon_stuck_reads(code)
+    sys.exit(code)
+
+
+def abandon_stuck_reads(code: int) -> None:
+    """The stop is done (the document on stdout finished, a results store session closed) but a decode thread
+    is still in a read that did not return within the stop's grace (crashguard.STOP_GRACE): a decoder stuck on
+    a crafted file, a share that does not answer. The interpreter's exit would wait for that thread for ever
+    (a scan left running 12 minutes after SIGTERM): name the file and end the process without it."""
+    if "aiidetect.crashguard" not in sys.modules:
+        return  # nothing was read: nothing can be stuck
+    from .. import crashguard
+
+    # The scan gave its decode threads this grace already when it gave up on one (pixels.OrderedChunks); a
+    # stop met elsewhere gives them the same here.
+    stuck = crashguard.reads_in_flight(wait=0 if crashguard.abandoned else crashguard.STOP_GRACE)
+    if not stuck:
+        return
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()  # the records and the document's end, written by the stop, reach the reader
+    with contextlib.suppress(Exception):
+        more = f" (and {len(stuck) - 1} other file(s))" if len(stuck) > 1 else ""
+        sys.stderr.write(f"aiidetect: reading {crashguard.shown_path(stuck[0])}{more} had not returned "
+                         f"{crashguard.STOP_GRACE:g} s after "
+                         "the stop (a decoder stuck on it or a filesystem that does not answer): the process ends "
+                         "without it. With --db, the next run reads it alone; leave it out with --exclude\n")
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def quiet_library_warnings() -> None:

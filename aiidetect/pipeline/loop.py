@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from ..crashguard import in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -104,7 +105,7 @@ class Pipeline:
                 return Sample(index=index, path=c.path, record=Record(file=c.path).set_error("crashed", refused))
         t = time.perf_counter()
         deadline = self.deadline
-        with guard.watch(c.path) if guard is not None else contextlib.nullcontext():
+        with guard.watch(c.path) if guard is not None else contextlib.nullcontext(), in_flight(c.path):
             with deadline.reading(c.path) if deadline is not None else contextlib.nullcontext():
                 s = self.decoding(c.path, index, c.ident)
         self.stats.decode_seconds += time.perf_counter() - t
@@ -119,11 +120,17 @@ class Pipeline:
         if self.schedule == "adaptive":
             turns = self.turn_policy = TurnPolicy()
         chunks = ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns)
-        for samples in chunks:
-            for rec in self.complete(samples, chunks.release):
-                if on_record:
-                    on_record(rec)
-                yield rec
+        batches = iter(chunks)
+        try:
+            for samples in batches:
+                for rec in self.complete(samples, chunks.release):
+                    if on_record:
+                        on_record(rec)
+                    yield rec
+        finally:
+            # Stopped in the model (Ctrl-C there): the decode threads are joined (or a stuck one abandoned)
+            # now, not when the traceback that holds this frame is dropped, after the results store closed.
+            batches.close()
 
     def decode_many(self, candidates: Sequence[Candidate], indices: Sequence[int]) -> list[Sample]:
         """The CPU half for one batch: read, hash, decode, preprocess, per-file
