@@ -58,22 +58,28 @@ def test_a_file_that_crashes_the_scan_is_read_alone_then_set_aside(tmp_path):
     assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == -signal.SIGSEGV
 
 
+def _reading_in_a_thread(g: CrashGuard, path: str) -> tuple[threading.Thread, threading.Event]:
+    """A thread inside g.watch(path) until the returned event is set (returned once it is inside)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def reading():
+        with g.watch(path):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=reading)
+    t.start()
+    inside.wait(5)
+    return t, release
+
+
 def test_slots_name_only_the_files_being_read_and_a_live_session_is_left_alone(tmp_path):
     store = str(tmp_path / "s.sqlite")
     seen = {"/x/a.png": Seen("/x/a.png", 10, 1), "/x/b.png": Seen("/x/b.png", 20, 2)}
     g = CrashGuard(store, 7, {"/x/b.png": (20, 2, 1)}, seen.get)
     with g.watch("/x/a.png"):
         pass                                        # done: its slot is cleared
-    entered, release = threading.Event(), threading.Event()
-
-    def reading_b():
-        with g.watch("/x/b.png"):
-            entered.set()
-            release.wait(5)
-
-    t = threading.Thread(target=reading_b)
-    t.start()
-    entered.wait(5)
+    t, release = _reading_in_a_thread(g, "/x/b.png")
     assert recover(store) == ([], [])               # locked: its session is alive
     os.close(os.dup(g._fd))
     # what a dead session leaves: the slot file, no lock (read as another process would after a crash)
@@ -453,16 +459,7 @@ def test_a_read_still_stuck_when_its_session_closes_keeps_its_slot(tmp_path):
     (still in progress when the session closes) keeps its slot: the next session reads that file alone."""
     store = str(tmp_path / "s.sqlite")
     g = CrashGuard(store, 1, {}, lambda p: Seen(p, 1, 1))
-    inside, release = threading.Event(), threading.Event()
-
-    def reading():
-        with g.watch("/x/stuck.png"):
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=reading)
-    t.start()
-    inside.wait(5)
+    t, release = _reading_in_a_thread(g, "/x/stuck.png")
     with g.watch("/x/done.png"):
         pass
     g.close()
