@@ -443,9 +443,10 @@ def _read_iptc(found: list[tuple[bytes, str]], rep: ProvenanceReport) -> list:
     seen: set[bytes] = set()
     out = []
     for data, where in blocks:
-        if data.rstrip(b"\x00") in seen:
+        key = data.rstrip(b"\x00")
+        if key in seen:
             continue
-        seen.add(data.rstrip(b"\x00"))
+        seen.add(key)
         if len(out) == MAX_BLOCKS:
             rep.errors.append(f"{len(blocks)} IPTC IIM blocks; only the first {MAX_BLOCKS} different ones read")
             break
