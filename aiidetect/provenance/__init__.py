@@ -393,28 +393,29 @@ SOURCE_TYPE_CLAIMS = {
 }
 
 
+_ONE_DECLARATION = "an exporter writes its one source-type declaration into each block it fills"
+# (ids, direction, why a second copy is no second observation): each family is folded on its own.
+CLAIM_FAMILIES = (
+    (TOOL_NAME_CLAIMS, "ai", "one export step writes the name into every block it fills"),
+    *((ids, direction, _ONE_DECLARATION) for direction, ids in SOURCE_TYPE_CLAIMS.items()),
+)
+
+
 def _signed(e: Evidence) -> bool:
     return e.id.startswith("c2pa.") and bool(e.data.get("valid"))
 
 
-def _is_tool_name_claim(e: Evidence) -> bool:
-    return e.id in TOOL_NAME_CLAIMS and e.direction == "ai" and e.strength > 0
-
-
 def _count_claims_once(ev: list[Evidence]) -> None:
-    """The strongest claim of a family keeps its weight (the first on a tie); every other place it was
-    found stays in the record as a neutral, zero-weight item (what notes are) that says which item it
-    corroborates, so the reader still sees each block that makes the claim.
+    """The strongest claim of a family keeps its weight (a signed one on a tie, else the first);
+    every other place it was found stays in the record as a neutral, zero-weight item (what notes
+    are) that says which item it corroborates, so the reader still sees each block that makes the claim.
 
-    A valid signed declaration (source type or claim generator) is in its family (the unsigned XMP beside it says nothing
-    the signature does not already vouch for, and it is always the stronger) but is never the one
-    folded: when an unsigned claim says more than the signed one (XMP trainedAlgorithmicMedia beside a
+    A valid signed declaration (source type or claim generator) is in its family (the unsigned XMP
+    beside it says nothing the signature does not already vouch for) but is never the one folded:
+    when an unsigned claim says more than the signed one (XMP trainedAlgorithmicMedia beside a
     signed composite), both keep their weight, as before."""
-    _fold([e for e in ev if _is_tool_name_claim(e)],
-          "one export step writes the name into every block it fills")
-    for direction, ids in SOURCE_TYPE_CLAIMS.items():
-        _fold([e for e in ev if e.id in ids and e.direction == direction and e.strength > 0],
-              "an exporter writes its one source-type declaration into each block it fills")
+    for ids, direction, why in CLAIM_FAMILIES:
+        _fold([e for e in ev if e.id in ids and e.direction == direction and e.strength > 0], why)
 
 
 def _fold(claims: list[Evidence], why: str) -> None:
@@ -442,9 +443,10 @@ def _read_iptc(found: list[tuple[bytes, str]], rep: ProvenanceReport) -> list:
     seen: set[bytes] = set()
     out = []
     for data, where in blocks:
-        if data.rstrip(b"\x00") in seen:
+        key = data.rstrip(b"\x00")
+        if key in seen:
             continue
-        seen.add(data.rstrip(b"\x00"))
+        seen.add(key)
         if len(out) == MAX_BLOCKS:
             rep.errors.append(f"{len(blocks)} IPTC IIM blocks; only the first {MAX_BLOCKS} different ones read")
             break

@@ -47,16 +47,18 @@ _CREDENTIAL_WORDS = {
     "claimSignature.outsideValidity": "it was signed outside the certificate's validity period",
 }
 
-
-def is_credential_problem(code: str) -> bool:
-    if code in _CREDENTIAL_BREACHES:
-        return False
-    return code.startswith(_CREDENTIAL_PREFIXES) or code in _CREDENTIAL_CODES
 # The codes that say the image's bytes are not the ones the manifest hashed. Other mismatches
 # (claimSignature.mismatch, assertion.hashedURI.mismatch) are about the manifest itself: a bad
 # signature was reported as "the image is not the one that was signed".
 _CONTENT_HASH_MISMATCH = {"assertion.dataHash.mismatch", "assertion.bmffHash.mismatch",
                           "assertion.boxesHash.mismatch", "assertion.collectionHash.mismatch"}
+
+
+def is_credential_problem(code: str) -> bool:
+    """A failure about who signed and when, not about the bytes (a breach excepted)."""
+    if code in _CREDENTIAL_BREACHES:
+        return False
+    return code.startswith(_CREDENTIAL_PREFIXES) or code in _CREDENTIAL_CODES
 
 
 MAX_LIST_ITEMS = 50   # of each list a record keeps (actions, source types, failures)

@@ -220,36 +220,26 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
         b.iptc.append((b"".join(app13), "JPEG APP13" if len(app13) == 1 else f"JPEG APP13 ({len(app13)} segments)"))
 
 
-_TIFF_TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _TIFF_IPTC_TAGS = {33723: "TIFF IPTC/NAA tag", 34377: "TIFF Photoshop tag"}
 
 
 def _tiff_iptc(data: bytes, b: Blobs) -> None:
     """IIM in a TIFF file: bare in tag 33723 (IPTC/NAA; Photoshop types it LONG, so Pillow hands
     back numbers) and inside the image resources of tag 34377. IFD0 only, as every writer puts them."""
-    from .tiffguard import MAX_ENTRIES
+    from .tiffguard import ifd_entries
 
+    if len(data) < 8:
+        return
     e = "<" if data[:2] == b"II" else ">"
-    n = len(data)
-    if n < 8:
-        return
     (ifd,) = struct.unpack(e + "I", data[4:8])
-    if ifd + 2 > n:
-        return
-    (count,) = struct.unpack(e + "H", data[ifd:ifd + 2])
     # One byte budget for all the copies: IFD0 may repeat a tag up to the entry cap, each copy
     # pointing at the same 8 MB, and each was sliced on its own (8 GB for an 8 MB file).
     taken = 0
-    for i in range(min(count, MAX_ENTRIES)):
-        p = ifd + 2 + 12 * i
-        if p + 12 > n:
-            return
-        tag, typ, cnt = struct.unpack(e + "HHI", data[p:p + 8])
+    for tag, size, at in ifd_entries(data, e, ifd):
         if tag not in _TIFF_IPTC_TAGS:
             continue
-        size = cnt * _TIFF_TYPE_SIZE.get(typ, 1)
-        off = p + 8 if size <= 4 else struct.unpack(e + "I", data[p + 8:p + 12])[0]
-        if off + size > n or taken + size > MAX_IRB_BYTES:
+        off = at if size <= 4 else struct.unpack(e + "I", data[at:at + 4])[0]
+        if off + size > len(data) or taken + size > MAX_IRB_BYTES:
             b.errors.append(f"TIFF: tag {tag} of {size} bytes at offset {off} is past the file or over the "
                             f"{MAX_IRB_BYTES} bytes read of these tags; not read")
             continue

@@ -35,11 +35,11 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .tiffguard import TYPE_SIZE, ifd_entries
+
 MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
-MAX_EXIF_ENTRIES = 1000     # EXIF IFD0 / sub-IFD entries scanned to find the note (tiffguard's cap)
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
-_TYPE_SIZE = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)   # TIFF types 1-13
 
 # Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
 _MAKES = (
@@ -169,16 +169,8 @@ def find_note(tiff: bytes) -> tuple[int, bytes] | None:
 
 def _entry(tiff: bytes, e: str, ifd: int, want: int) -> tuple[int, int, int] | None:
     """(byte size of the value, position of its value field, the value read as a LONG) of tag `want`."""
-    if ifd + 2 > len(tiff):
-        return None
-    n = min(struct.unpack_from(e + "H", tiff, ifd)[0], MAX_EXIF_ENTRIES, (len(tiff) - ifd - 2) // 12)
-    for i in range(n):
-        p = ifd + 2 + 12 * i
-        tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
-        if tag == want:
-            size = count * (_TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
-            return size, p + 8, struct.unpack_from(e + "I", tiff, p + 8)[0]
-    return None
+    return next(((size, at, struct.unpack_from(e + "I", tiff, at)[0])
+                 for tag, size, at in ifd_entries(tiff, e, ifd) if tag == want), None)
 
 
 def classify(note: bytes, make: str | None, block: bytes | None = None, note_at: int = 0,
@@ -274,7 +266,7 @@ def _ifd_ok(note: bytes, start: int, e: str, w: _Where, bases: tuple[int, ...] |
         _tag, typ, count = struct.unpack_from(e + "HHI", note, p)
         if not 1 <= typ <= 13:
             return False
-        size = count * _TYPE_SIZE[typ]
+        size = count * TYPE_SIZE[typ]
         if size > 4:
             if size > len(w.block):
                 return False

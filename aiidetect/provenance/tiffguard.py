@@ -27,6 +27,8 @@ MAX_VALUES = 50_000
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
+# Bytes per value of TIFF field types 1-13 (BYTE ... IFD); index 0 is no type.
+TYPE_SIZE = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)
 
 
 @dataclass
@@ -105,6 +107,19 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
                 (nxt,) = struct.unpack_from(e + "I", tiff, end)
                 todo.append((nxt, True))
     return r
+
+
+def ifd_entries(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
+    """(tag, byte size of the value, position of the value field) of each entry of the IFD at
+    `ifd`: at most max_entries, and only entries whole inside `tiff`. A type outside 1-13 is taken
+    as one byte a value. Reads the entry table only; never raises."""
+    if ifd + 2 > len(tiff):
+        return
+    n = min(struct.unpack_from(e + "H", tiff, ifd)[0], max_entries, (len(tiff) - ifd - 2) // 12)
+    for i in range(n):
+        p = ifd + 2 + 12 * i
+        tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
+        yield tag, count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1), p + 8
 
 
 def bounded_for_readers(tiff: bytes, chk: TiffCheck) -> bytes:

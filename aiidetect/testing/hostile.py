@@ -60,10 +60,40 @@ def png_with(chunks: list[bytes], img: Image.Image | None = None) -> bytes:
     return base[:ihdr_end] + b"".join(chunks) + base[ihdr_end:]
 
 
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    """One JPEG marker segment: 0xFF, the marker, a big-endian length that counts itself, the payload."""
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def with_jpeg_segments(jpeg: bytes, segs, at: int = 2) -> bytes:
+    """`jpeg` with (marker, payload) segments inserted at byte `at` (by default right after SOI)."""
+    return jpeg[:at] + b"".join(jpeg_segment(m, p) for m, p in segs) + jpeg[at:]
+
+
 def jpeg_with_app1(payload: bytes, img: Image.Image | None = None) -> bytes:
-    base = _enc(img or _noise(), "JPEG", quality=85)
-    seg = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return base[:2] + seg + base[2:]
+    return with_jpeg_segments(_enc(img or _noise(), "JPEG", quality=85), [(0xE1, payload)])
+
+
+def xmp_creator_tool(tool: str) -> tuple[int, bytes]:
+    """An APP1 (marker, payload) whose XMP packet names `tool` in xmp:CreatorTool."""
+    return 0xE1, (b"http://ns.adobe.com/xap/1.0/\x00" + (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-'
+        'rdf-syntax-ns#"><rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
+        f'<xmp:CreatorTool>{tool}</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>').encode())
+
+
+def iim_dataset(rec: int, ds: int, value: bytes) -> bytes:
+    """One IPTC IIM dataset with a standard 2-byte length."""
+    return b"\x1c" + bytes([rec, ds]) + struct.pack(">H", len(value)) + value
+
+
+def image_resource(rid: int, data: bytes, name: bytes = b"", pad: bool = True) -> bytes:
+    """One Photoshop 8BIM image resource: Pascal name padded to even, then the data padded to even
+    (pad=False: an odd size left unpadded, as some writers do)."""
+    head = bytes([len(name)]) + name
+    head += b"\x00" * (len(head) & 1)
+    return b"8BIM" + struct.pack(">H", rid) + head + struct.pack(">I", len(data)) + data + (
+        b"\x00" if pad and len(data) & 1 else b"")
 
 
 def bomb_png(width: int, height: int) -> bytes:
@@ -280,13 +310,11 @@ def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
     xmp = (b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"http://"
            b"www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description xmlns:xmp=\"http://ns.adobe.com/xap/1.0/\" "
            b"xmp:CreatorTool=\"" + tool + b"\"/></rdf:RDF></x:xmpmeta>")
-    prog = b"\x1c\x02\x41" + struct.pack(">H", len(tool)) + tool
-    iim = b"\x1c\x02\x00\x00\x02\x00\x04" + prog * 3 + b"\x1c\x02\x78\x80\x04\xff\xff\xff\xff" + b"x" * 8
-    irb = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim + b"\x00" * (len(iim) & 1)
-    segs = [(0xE1, xmp), (0xE1, xmp), (0xED, b"Photoshop 3.0\x00" + irb)]
+    prog = iim_dataset(2, 65, tool)
+    iim = iim_dataset(2, 0, b"\x00\x04") + prog * 3 + b"\x1c\x02\x78\x80\x04\xff\xff\xff\xff" + b"x" * 8
+    segs = [(0xE1, xmp), (0xE1, xmp), (0xED, b"Photoshop 3.0\x00" + image_resource(0x0404, iim))]
     i = base.find(b"\xff\xe1")   # after Pillow's EXIF segment, where the other writers put theirs
-    i += 2 + struct.unpack(">H", base[i + 2:i + 4])[0]
-    return base[:i] + b"".join(b"\xff" + bytes([m]) + struct.pack(">H", len(p) + 2) + p for m, p in segs) + base[i:]
+    return with_jpeg_segments(base, segs, at=i + 2 + struct.unpack(">H", base[i + 2:i + 4])[0])
 
 
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",

@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 
 from PIL import Image
 
 from aiidetect.provenance import STRENGTH, analyze
 from aiidetect.records import Evidence
+from aiidetect.testing.hostile import iim_dataset, image_resource, with_jpeg_segments
+from aiidetect.testing.hostile import xmp_creator_tool as _xmp
 
-XAP = b"http://ns.adobe.com/xap/1.0/\x00"
 SIG = b"Photoshop 3.0\x00"
 
 
-def _xmp(tool: str) -> tuple[int, bytes]:
-    return 0xE1, XAP + ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-'
-                        'rdf-syntax-ns#"><rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
-                        f'<xmp:CreatorTool>{tool}</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
-
-
 def _iim(program: str) -> tuple[int, bytes]:
-    ds = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x41" + struct.pack(">H", len(program)) + program.encode()
-    return 0xED, SIG + b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(ds)) + ds + b"\x00" * (len(ds) & 1)
+    ds = iim_dataset(2, 0, b"\x00\x04") + iim_dataset(2, 65, program.encode())
+    return 0xED, SIG + image_resource(0x0404, ds)
 
 
 def _jpeg(software: str | None, *segs: tuple[int, bytes], make: str | None = None) -> bytes:
@@ -36,8 +30,7 @@ def _jpeg(software: str | None, *segs: tuple[int, bytes], make: str | None = Non
         ex[0x010F], ex[0x0110] = make, "X100"
     buf = io.BytesIO()
     Image.new("RGB", (96, 80), (120, 60, 30)).save(buf, "JPEG", quality=80, exif=ex)
-    b = buf.getvalue()
-    return b[:2] + b"".join(b"\xff" + bytes([m]) + struct.pack(">H", len(p) + 2) + p for m, p in segs) + b[2:]
+    return with_jpeg_segments(buf.getvalue(), segs)
 
 
 def _run(data: bytes):

@@ -11,17 +11,16 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from aiidetect.provenance import STRENGTH, analyze
+from aiidetect.testing.hostile import iim_dataset as dataset
+from aiidetect.testing.hostile import image_resource as resource
+from aiidetect.testing.hostile import with_jpeg_segments
+from aiidetect.testing.hostile import xmp_creator_tool as _xmp_tool
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIG = b"Photoshop 3.0\x00"
-XAP = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
 # --- builders ---------------------------------------------------------------------------------------
-
-def dataset(rec: int, ds: int, value: bytes) -> bytes:
-    return b"\x1c" + bytes([rec, ds]) + struct.pack(">H", len(value)) + value
-
 
 def iim(**fields: str | bytes) -> bytes:
     """iim(program="Midjourney", by_line="A. Person", ...) in record 2, after a record version."""
@@ -33,18 +32,10 @@ def iim(**fields: str | bytes) -> bytes:
     return out
 
 
-def resource(rid: int, data: bytes, name: bytes = b"", pad: bool = True) -> bytes:
-    head = bytes([len(name)]) + name
-    head += b"\x00" * (len(head) & 1)
-    return b"8BIM" + struct.pack(">H", rid) + head + struct.pack(">I", len(data)) + data + (
-        b"\x00" if pad and len(data) & 1 else b"")
-
-
 def jpeg(*segs: tuple[int, bytes]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (96, 80), (120, 60, 30)).save(buf, "JPEG", quality=80)
-    b = buf.getvalue()
-    return b[:2] + b"".join(b"\xff" + bytes([m]) + struct.pack(">H", len(p) + 2) + p for m, p in segs) + b[2:]
+    return with_jpeg_segments(buf.getvalue(), segs)
 
 
 def app13(irb: bytes) -> tuple[int, bytes]:
@@ -58,12 +49,6 @@ def app13_split(irb: bytes, size: int = 65_000) -> list[tuple[int, bytes]]:
 
 def with_iim(block: bytes) -> bytes:
     return jpeg(app13(resource(0x03ED, b"\x00" * 16) + resource(0x0404, block, name=b"IPTC")))
-
-
-def _xmp_tool(tool: str) -> tuple[int, bytes]:
-    return 0xE1, XAP + ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-'
-                        'rdf-syntax-ns#"><rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
-                        f'<xmp:CreatorTool>{tool}</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
 
 
 def _run(data: bytes):

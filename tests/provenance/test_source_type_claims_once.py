@@ -18,6 +18,7 @@ from PIL import Image
 from aiidetect.provenance import analyze
 from aiidetect.records import Evidence
 from aiidetect.testing import c2pa_signing
+from aiidetect.testing.hostile import with_jpeg_segments
 
 XAP = b"http://ns.adobe.com/xap/1.0/\x00"
 EXPIRED = Path(__file__).parent / "data" / "c2pa_expired_signer_capture.jpg"
@@ -37,8 +38,7 @@ def _packet(source_type: str | None = None, tool: str | None = None) -> bytes:
 
 def _with_xmp(jpeg: bytes, *packets: bytes) -> bytes:
     """XMP segments put in front after signing: the manifest's data hash no longer matches (INVALID)."""
-    segs = b"".join(b"\xff\xe1" + struct.pack(">H", len(XAP + p) + 2) + XAP + p for p in packets)
-    return jpeg[:2] + segs + jpeg[2:]
+    return with_jpeg_segments(jpeg, [(0xE1, XAP + p) for p in packets])
 
 
 @pytest.fixture(scope="module")
