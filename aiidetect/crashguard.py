@@ -229,18 +229,16 @@ class CrashGuard:
         n, seen = self._strikes(path)
         with (self._lock.alone() if n else self._lock.shared()):
             off = self._slot()
+            slot = b""
             if seen is not None:
                 payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
                 if len(payload) <= SLOT_BYTES - _LEN:
-                    self._write(b"%08d" % len(payload) + payload, off)
-            with self._io:
-                self._active += 1
+                    slot = b"%08d" % len(payload) + payload
+            self._write(slot, off, 1)
             try:
                 yield
             finally:
-                with self._io:
-                    self._active -= 1
-                self._write(b"0" * _LEN, off)
+                self._write(b"0" * _LEN, off, -1)
         if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
             self.survived(path)
 
@@ -264,9 +262,12 @@ class CrashGuard:
             self._struck(seen, times)
         return True
 
-    def _write(self, data: bytes, off: int) -> None:
+    def _write(self, data: bytes, off: int, active: int) -> None:
+        """The slot at `off` written (nothing written for empty `data`), and the reads in progress counted
+        (`active`: 1 as one begins, -1 as it ends) under the same lock, so that close() sees both or neither."""
         with self._io:
-            if self._fd is not None:
+            self._active += active
+            if data and self._fd is not None:
                 os.pwrite(self._fd, data, off)
 
     def _slot(self) -> int:
