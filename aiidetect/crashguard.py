@@ -43,6 +43,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -304,8 +305,6 @@ _in_flight_ids = itertools.count()
 
 @contextlib.contextmanager
 def in_flight(path: str) -> Iterator[None]:
-    import time
-
     token = next(_in_flight_ids)
     with _in_flight_lock:
         _in_flight[token] = (path, time.monotonic())
@@ -322,8 +321,6 @@ abandoned = 0
 
 def reads_in_flight(wait: float = 0.0) -> list[str]:
     """The files being read now, the oldest read first; with `wait`, once none is or after that many seconds."""
-    import time
-
     end = time.monotonic() + wait
     while True:
         with _in_flight_lock:
@@ -383,8 +380,6 @@ class ReadDeadline:
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
                  clock: Callable[[], float] | None = None):
-        import time
-
         self.seconds = float(seconds)
         self._expire = expire or _end_process
         self._clock = clock or time.monotonic
