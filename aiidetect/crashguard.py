@@ -43,6 +43,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -229,18 +230,16 @@ class CrashGuard:
         n, seen = self._strikes(path)
         with (self._lock.alone() if n else self._lock.shared()):
             off = self._slot()
+            slot = b""
             if seen is not None:
                 payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
                 if len(payload) <= SLOT_BYTES - _LEN:
-                    self._write(b"%08d" % len(payload) + payload, off)
-            with self._io:
-                self._active += 1
+                    slot = b"%08d" % len(payload) + payload
+            self._write(slot, off, 1)
             try:
                 yield
             finally:
-                with self._io:
-                    self._active -= 1
-                self._write(b"0" * _LEN, off)
+                self._write(b"0" * _LEN, off, -1)
         if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
             self.survived(path)
 
@@ -264,9 +263,12 @@ class CrashGuard:
             self._struck(seen, times)
         return True
 
-    def _write(self, data: bytes, off: int) -> None:
+    def _write(self, data: bytes, off: int, active: int) -> None:
+        """The slot at `off` written (nothing written for empty `data`), and the reads in progress counted
+        (`active`: 1 as one begins, -1 as it ends) under the same lock, so that close() sees both or neither."""
         with self._io:
-            if self._fd is not None:
+            self._active += active
+            if data and self._fd is not None:
                 os.pwrite(self._fd, data, off)
 
     def _slot(self) -> int:
@@ -303,8 +305,6 @@ _in_flight_ids = itertools.count()
 
 @contextlib.contextmanager
 def in_flight(path: str) -> Iterator[None]:
-    import time
-
     token = next(_in_flight_ids)
     with _in_flight_lock:
         _in_flight[token] = (path, time.monotonic())
@@ -321,8 +321,6 @@ abandoned = 0
 
 def reads_in_flight(wait: float = 0.0) -> list[str]:
     """The files being read now, the oldest read first; with `wait`, once none is or after that many seconds."""
-    import time
-
     end = time.monotonic() + wait
     while True:
         with _in_flight_lock:
@@ -382,8 +380,6 @@ class ReadDeadline:
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
                  clock: Callable[[], float] | None = None):
-        import time
-
         self.seconds = float(seconds)
         self._expire = expire or _end_process
         self._clock = clock or time.monotonic

@@ -743,8 +743,7 @@ def clear_decisions(stale_only: bool = False) -> dict[str, Any]:
     root = cache_root()
     if root is None or root.is_symlink() or not root.is_dir():
         return out
-    keys = sorted({p.name[:-5] if p.name.endswith(".lock") else p.name for p in root.iterdir()
-                   if _is_key(p.name[:-5] if p.name.endswith(".lock") else p.name)})
+    keys = sorted({k for k in (p.name.removesuffix(".lock") for p in root.iterdir()) if _is_key(k)})
     for k in keys:
         folder, lock = root / k, root / (k + ".lock")
         there = os.path.lexists(folder)

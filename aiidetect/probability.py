@@ -19,7 +19,7 @@ import math
 import numbers
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -63,14 +63,13 @@ def _nll(z: np.ndarray, y: np.ndarray) -> float:
 #   {"method": "isotonic", "x": [...], "p": [...]}         p = interp(x)
 # plus any provenance keys (fitted_on, n, note, ...), which the reader ignores.
 PARAMS = {"none": (), "temperature": ("T",), "platt": ("a", "b", "x0"), "isotonic": ("x", "p")}
-# Isotonic blocks already read, keyed by their content (_isotonic_key) -> the Calibrator or why not.
-_ISOTONIC_READ: dict[tuple, "Calibrator | str"] = {}
-# The lists last read, by identity: (id(x), id(p)) -> (x, p, copies of them then, the Calibrator or why not).
+# The isotonic blocks last read, by the lists' identity: (id(x), id(p)) -> (x, p, copies of them then, the
+# Calibrator or why not). Holding the lists keeps their ids from being reused while an entry lives.
 _ISOTONIC_SEEN: dict[tuple[int, int], tuple[list, list, list, list, "Calibrator | str"]] = {}
 # What the cache may hold, in knots: each entry keeps a copy of its block's values.
 _ISOTONIC_READ_KNOTS = 2_000_000
-# Taken to add to either cache: counting an entry's knots walks the dict, and another thread's insert
-# or clear meanwhile raised "dictionary changed size during iteration" out of fuse.
+# Taken to add to the cache: counting its knots walks the dict, and another thread's insert or clear
+# meanwhile raised "dictionary changed size during iteration" out of fuse.
 _ISOTONIC_LOCK = threading.Lock()
 # How blocks written before this format name the same maps.
 FLOW_LEGACY = "fpr-quantile+logistic-slope"
@@ -164,24 +163,24 @@ class Calibrator:
             # fuse reads a fusion model's blocks for every file: checking each knot again cost 11 ms a file
             # for 5,000 knots, nearly a second for 500,000. The same knots give the same calibrator, or
             # the same refusal (fuse drops an unreadable block per file: 200,000 knots with the last out
-            # of order cost 0.25 s a file). Same by content, not by the lists' identity: a caller who
-            # edits a model's list in place must get the edit, and an id is reused once a list is freed.
-            # The same lists as last time, still equal to their copies then (0.2 ms for 200,000 knots, where
-            # building the content key takes 12), are the same knots: an edit in place puts another value
-            # there. (Only one of another type with an equal value, True for 1.0, passes; it is read as 1.0.)
+            # of order cost 0.25 s a file). The same lists as last time, still equal to their copies then
+            # (0.2 ms for 200,000 knots), are the same knots: a caller who edits a model's list in place
+            # puts another value there, and must get the edit. (Only one of another type with an equal
+            # value, True for 1.0, passes; it is read as 1.0.)
             seen = _ISOTONIC_SEEN.get((id(xs), id(ps)))
             if seen is not None and seen[0] is xs and seen[1] is ps and seen[2] == xs and seen[3] == ps:
                 hit = seen[4]
             else:
-                hit = _isotonic_read(cls, xs, ps)
+                try:
+                    hit = cls._isotonic(xs, ps)
+                except ValueError as exc:
+                    hit = str(exc)
                 if len(xs) <= _ISOTONIC_READ_KNOTS:
-                    # holding the lists keeps their ids from being reused while the entry lives
-                    _remember(_ISOTONIC_SEEN, (id(xs), id(ps)), (xs, ps, list(xs), list(ps), hit), len(xs),
-                              lambda k, v: len(v[2]))  # the copy: no caller's code runs under the lock
+                    _remember(xs, ps, hit)
             if isinstance(hit, str):
                 raise ValueError(hit)
-            # what is remembered serves every block with these knots (other models, other threads): each
-            # caller gets its own params to change, over the same read-only knots
+            # what is remembered serves every later read of these lists (other threads too): each caller
+            # gets its own params to change, over the same read-only knots
             own = cls(hit.method, dict(hit.params))
             own.__dict__["_knots"] = hit.__dict__["_knots"]
             return own
@@ -197,7 +196,7 @@ class Calibrator:
             raise ValueError("isotonic knots 'x' must be in increasing order")
         if any(b < a for a, b in zip(p, p[1:])) or min(p) < 0 or max(p) > 1:
             raise ValueError("isotonic 'p' must be non-decreasing probabilities in [0, 1]")
-        # tuples and read-only arrays: shared by every block with these knots, so nobody may edit them
+        # tuples and read-only arrays: shared by every later read of these lists, so nobody may edit them
         cal = cls("isotonic", {"x": tuple(x), "p": tuple(p)})
         arrays = np.asarray(x, float), np.asarray(p, float)
         for a in arrays:
@@ -210,39 +209,15 @@ class Calibrator:
         return cls.from_dict(manifest.get("calibration"))
 
 
-def _isotonic_read(cls, xs: list, ps: list) -> "Calibrator | str":
-    """The Calibrator of these knots, or why they cannot be read: remembered by their content."""
-    key = _isotonic_key(xs, ps)
-    try:
-        hit = None if key is None else _ISOTONIC_READ.get(key)
-    except TypeError:  # a value that cannot be hashed (a list among the knots): read every time
-        key = hit = None
-    if hit is None:
-        try:
-            hit = cls._isotonic(xs, ps)
-        except ValueError as exc:
-            hit = str(exc)
-        if key is not None:
-            _remember(_ISOTONIC_READ, key, hit, len(xs), lambda k, v: len(k[0]))
-    return hit
-
-
-def _remember(cache: dict, key, value, knots: int, size: Callable[[Any, Any], int]) -> None:
-    """cache[key] = value, emptying the cache first when it would exceed 64 entries or
-    _ISOTONIC_READ_KNOTS knots (`size` counts an entry's)."""
+def _remember(xs: list, ps: list, hit: "Calibrator | str") -> None:
+    """Remember what these lists read as, emptying the cache first when it would exceed 64 entries or
+    _ISOTONIC_READ_KNOTS knots. The copies are made before the lock: no caller's code runs under it."""
+    entry = (xs, ps, list(xs), list(ps), hit)
     with _ISOTONIC_LOCK:
-        if len(cache) >= 64 or sum(size(k, v) for k, v in cache.items()) + knots > _ISOTONIC_READ_KNOTS:
-            cache.clear()
-        cache[key] = value
-
-
-def _isotonic_key(xs: list, ps: list) -> tuple | None:
-    """The knots' values and their types (True == 1 == 1.0, yet only the numbers are knots), in
-    tuples that no caller can edit; None for more knots than the cache holds. Hashing 200,000 knots
-    costs milliseconds, reading them a third of a second."""
-    if len(xs) > _ISOTONIC_READ_KNOTS:
-        return None
-    return (tuple(xs), tuple(ps), tuple(map(type, xs)), tuple(map(type, ps)))
+        if (len(_ISOTONIC_SEEN) >= 64
+                or sum(len(v[2]) for v in _ISOTONIC_SEEN.values()) + len(xs) > _ISOTONIC_READ_KNOTS):
+            _ISOTONIC_SEEN.clear()
+        _ISOTONIC_SEEN[(id(xs), id(ps))] = entry
 
 
 def is_finite_number(v: Any) -> bool:

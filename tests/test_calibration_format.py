@@ -230,7 +230,7 @@ def test_a_large_isotonic_block_is_read_once_not_per_file(monkeypatch):
 
 
 def test_an_isotonic_block_edited_in_place_is_read_anew():
-    """The blocks read are remembered by their knots' content, not by the lists' identity: a library
+    """The blocks read are remembered with copies of their knots, not by the lists' identity alone: a library
     user adjusting a fusion model in a notebook edits its lists in place, and was served the knots as
     they were (same list, same length) -- an unsorted edit even kept being used instead of refused."""
     from aiidetect.fusion import fuse
@@ -305,7 +305,6 @@ def test_a_block_read_while_another_thread_adds_one_is_no_crash(monkeypatch):
             return self._walk(super().items())
 
     monkeypatch.setattr(probability, "_ISOTONIC_SEEN", Seen())
-    monkeypatch.setattr(probability, "_ISOTONIC_READ", {})
     read(0.0)
     read(10.0)  # two entries, so the count goes on past the first
     Seen.armed = True
