@@ -268,7 +268,7 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
 
         found = makernote.find_note(tiff)
         if found and found[1]:
-            f.makernote = makernote.classify(found[1], f.make, tiff, found[0], "<" if tiff[:2] == b"II" else ">")
+            f.makernote = makernote.classify(found[1], f.make, tiff, "<" if tiff[:2] == b"II" else ">")
             f.has_makernote = True
     return f
 
