@@ -52,6 +52,7 @@ MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
 MIN_ENTRIES = 4
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
+_LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with
 
 # Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
 _MAKES = (
@@ -164,7 +165,35 @@ def maker_of(make: str | None) -> str | None:
 
 
 def find_note(tiff: bytes) -> tuple[int, bytes] | None:
-    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None."""
+    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None
+    (also for a note outside the block: find_trailer_note)."""
+    where = _note_where(tiff)
+    if where is None:
+        return None
+    off, size = where
+    if off + size > len(tiff):
+        return None     # not in the block: junk, or a Leica trailer (find_trailer_note)
+    return off, tiff[off:off + size]
+
+
+def find_trailer_note(tiff: bytes, file: bytes, tiff_at: int) -> tuple[int, bytes] | None:
+    """A Leica S2, M (Typ 240) or S (Typ 006) JPEG keeps its maker note in a trailer after the image:
+    the EXIF entry's offset, counted from the TIFF header as usual, points past the EXIF block to
+    it. (offset, bytes) of such a note, the TIFF header being at file[tiff_at:], when the bytes
+    there start with Leica's header as exiftool requires; None otherwise (anything else outside the
+    block is no camera's note)."""
+    where = _note_where(tiff)
+    if where is None or tiff_at < 0:
+        return None
+    off, size = where
+    if off < len(tiff) or tiff_at + off + size > len(file):
+        return None
+    note = bytes(file[tiff_at + off:tiff_at + off + size])
+    return (off, note) if note.startswith(_LEICA_TRAILER) else None
+
+
+def _note_where(tiff: bytes) -> tuple[int, int] | None:
+    """(offset of the note in the TIFF block's coordinates, its size), or None."""
     try:
         if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
             return None
@@ -176,14 +205,7 @@ def find_note(tiff: bytes) -> tuple[int, bytes] | None:
         if note is None:
             return None
         size, at = note[0], note[1]
-        if size <= 4:
-            return at, tiff[at:at + size]
-        off = struct.unpack_from(e + "I", tiff, at)[0]
-        if off + size > len(tiff):
-            # Its bytes are not in the block: junk, or a Leica S2/M Typ 240's note kept in a JPEG
-            # trailer after the image, which is not read (docs/provenance.md, Leica).
-            return None
-        return off, tiff[off:off + size]
+        return (at, size) if size <= 4 else (struct.unpack_from(e + "I", tiff, at)[0], size)
     except struct.error:
         return None
 

@@ -269,3 +269,48 @@ def test_values_that_no_block_could_hold_together_are_junk():
     note = tiff_ifd(entries)
     assert makernote.classify(note, "Canon", bytes(block_size)).status == "unrecognised"
     assert makernote.classify(note, "Canon", bytes(2 * 1800)).status == "own"
+
+
+def _leica_trailer_jpeg(model: str, note: bytes, at_offset_shift: int = 0) -> bytes:
+    """A JPEG as a Leica S2/M (Typ 240) writes it: the EXIF MakerNote entry's offset, counted from
+    the TIFF header, points past the EXIF block to `note`, kept in a trailer after the image."""
+    from aiidetect.provenance.tiffguard import ifd_entries
+    from aiidetect.testing.hostile import with_jpeg_segments
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Leica Camera AG", model
+    sub = ex.get_ifd(0x8769)
+    sub[0x829A], sub[0x829D] = IFDRational(1, 250), IFDRational(28, 10)
+    sub[0x927C] = bytes(len(note))      # a placeholder of the note's size; its offset is moved below
+    app1 = bytearray(ex.tobytes())
+    tiff = memoryview(app1)[6:]
+    e = "<" if bytes(tiff[:2]) == b"II" else ">"
+    (exif_ifd,) = [struct.unpack_from(e + "I", tiff, at)[0] for tag, _, at in ifd_entries(bytes(tiff), e, 8)
+                   if tag == 0x8769]
+    (value_at,) = [at for tag, _, at in ifd_entries(bytes(tiff), e, exif_ifd) if tag == 0x927C]
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (90, 60, 30)).save(buf, "JPEG")
+    body = with_jpeg_segments(buf.getvalue(), [(0xE1, bytes(app1))])
+    tiff_at = 2 + 4 + 6                  # SOI, the APP1 marker and length, "Exif\0\0"
+    struct.pack_into(e + "I", app1, 6 + value_at, len(body) - tiff_at + at_offset_shift)
+    return with_jpeg_segments(buf.getvalue(), [(0xE1, bytes(app1))]) + note
+
+
+def test_a_leica_note_in_a_jpeg_trailer_is_read_and_nothing_else_there_is():
+    # exiftool's Leica6 layout: the note is outside the EXIF block, after the image's end.
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300) + bytes(282)
+    rep = analyze(_leica_trailer_jpeg("LEICA M (Typ 240)", note), "t.jpg", options={"watermark": "never"})
+    (cam,) = [e for e in rep.evidence if e.id == "exif.camera"]
+    assert cam.strength == 1.6, cam.detail
+    assert rep.facts["exif"]["makernote"] == {
+        "status": "own", "format": "Leica (S2/M Typ 240/246 type) (trailer after the image)", "bytes": len(note),
+        "maker": "Leica"}
+    # Only Leica's note is looked for there: anything else an entry points at past the block is no
+    # camera's note.
+    junk = tiff_ifd(FOUR_SHORTS) + bytes(100)
+    rep = analyze(_leica_trailer_jpeg("LEICA M (Typ 240)", junk), "t.jpg", options={"watermark": "never"})
+    assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
+    # The header must be where the offset points, as exiftool requires.
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    rep = analyze(_leica_trailer_jpeg("S2", note, at_offset_shift=1), "t.jpg", options={"watermark": "never"})
+    assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
