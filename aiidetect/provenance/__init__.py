@@ -189,7 +189,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         if not budget.left("EXIF"):
             break
         with _stage(rep, "EXIF"):
-            f = exif.read_exif(blob, where)
+            f = exif.read_exif(blob, where, data)
             rep.errors.extend(f"EXIF ({where}): {e}" for e in f.errors)
             for attr, tag in (("make", "Make"), ("model", "Model"), ("description", "ImageDescription")):
                 m = _COMFY_EXIF.match(getattr(f, attr) or "")

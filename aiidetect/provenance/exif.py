@@ -237,8 +237,9 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
         f.has_gps = 2 in gps and 4 in gps  # GPSLatitude, GPSLongitude
 
 
-def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
-    """TIFF-structured EXIF bytes -> facts. Never raises; problems go to .errors."""
+def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFacts:
+    """TIFF-structured EXIF bytes -> facts. Never raises; problems go to .errors. file: the whole
+    file the block came from, read only for a maker note kept after the image (Leica's trailer)."""
     f = ExifFacts(where=where)
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
@@ -253,7 +254,7 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")
         return f
-    tiff = bounded_for_readers(tiff, chk)
+    raw, tiff = tiff, bounded_for_readers(tiff, chk)
     readers = []
     for name, fn in (("exifread", _read_exifread), ("pillow", _read_pillow)):
         try:
@@ -266,9 +267,17 @@ def read_exif(tiff: bytes, where: str = "") -> ExifFacts:
         f.errors = [e for e in f.errors if "found no" not in e]
         from . import makernote
 
-        found = makernote.find_note(tiff)
+        order = "<" if tiff[:2] == b"II" else ">"
+        found, trailer = makernote.find_note(tiff), False
+        if found is None and file is not None:
+            # Looked for only when the note points outside the block: one scan of the file.
+            found = makernote.find_trailer_note(tiff, file, file.find(raw))
+            trailer = found is not None
         if found and found[1]:
-            f.makernote = makernote.classify(found[1], f.make, tiff, found[0], "<" if tiff[:2] == b"II" else ">")
+            # A trailer note's values are in the trailer: the file, not the block, bounds them.
+            f.makernote = makernote.classify(found[1], f.make, file if trailer else tiff, order)
+            if trailer:
+                f.makernote.format += " (trailer after the image)"
             f.has_makernote = True
     return f
 

@@ -11,8 +11,8 @@ same weight as a camera. Here the note has to look like what its maker writes:
   with the IFD behind it parsing, and that maker the EXIF Make's (or one known to
   build that maker's cameras, such as Casio for some Pentax, Panasonic for Leica);
 - a headerless IFD (Canon, most Nikon Coolpix, Minolta, Samsung, Sony ARW, DJI
-  ...) that parses: a sane entry count, every entry of a TIFF type, and the values
-  stored outside the entries inside the note;
+  ...) that parses: at least MIN_ENTRIES entries, every entry of a TIFF type, and
+  values that fit, together, in the block they must live in;
 - for a Make whose formats are not all known here (Kodak, Ricoh's text notes,
   trail cameras, rebadged compacts...), a note that is neither blank nor looks
   like random bytes (printable text, or data that compresses as firmware records
@@ -21,12 +21,19 @@ same weight as a camera. Here the note has to look like what its maker writes:
 
 A structurally valid IFD under a Make this module does not know counts as the
 maker's own: most makers write IFDs, and the parse alone is what random bytes
-essentially never pass (each entry's type is one of 13 values in 65,536). What
-no structure check can catch is a whole genuine note copied with the rest of a
-photo's EXIF; docs/provenance.md says so.
+essentially never pass (each entry's type is one of 13 values in 65,536).
+
+The judgement is on structure, never on where value offsets point: makers count
+them from the TIFF header, the note, the IFD or each entry (Leica alone uses three
+of these, and its M Monochrom Typ 246 notes absolute file offsets), and an editor
+that moves the note on a re-save (Photoshop, Lightroom) leaves them pointing at
+the old place. Following them took the camera weight from honest notes, while a
+forger's junk never needed offsets to pass. What stops junk is the entry count
+(MIN_ENTRIES) and the types. What no structure check can catch is a whole
+genuine note copied with the rest of a photo's EXIF; docs/provenance.md says so.
 
 Parsing is flat and bounded: one IFD per note (never followed into sub-IFDs),
-MAX_ENTRIES entries, a few offset bases, and the text and compression tests read
+MAX_ENTRIES entries, two byte orders, and the text and compression tests read
 at most COMPRESS_BYTES. Never raises on any bytes.
 """
 from __future__ import annotations
@@ -38,8 +45,14 @@ from dataclasses import dataclass
 from .tiffguard import TYPE_SIZE, ifd_entries
 
 MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
+# Fewer entries than this is not a camera's note: the smallest genuine notes in the dev set hold 5
+# (a Nikon E900's type 1 note, a Minolta DiMAGE 5's), every other one 7 to 73, and a camera records
+# at least a version and a handful of settings. One below the smallest seen leaves room for firmware
+# not in the dev set; the stub a tool or forger pastes (one entry, 14 bytes) is refused.
+MIN_ENTRIES = 4
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
+_LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with
 
 # Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
 _MAKES = (
@@ -77,7 +90,14 @@ _HEADERS = (
     (b"FUJIFILM", "Fujifilm", "Fujifilm", ("fuji",)),
     (b"GENERALE", "GE", "GE (Fujifilm format)", ("fuji",)),
     (b"Panasonic\x00", "Panasonic", "Panasonic", ("ifd", 12, None)),
-    (b"LEICA CAMERA AG\x00", "Leica", "Leica", ("ifd", 18, None)),
+    # Leica, in every header exiftool documents; the IFD's offsets differ between them (TIFF header,
+    # note, IFD start, absolute file position) and are not followed (module docstring).
+    (b"LEICA CAMERA AG\x00", "Leica", "Leica (D-Lux 7 type)", ("ifd", 18, None)),
+    (b"LEICA\x00\x00\x00", "Leica", "Leica (Digilux/M8 type)", ("ifd", 8, None)),
+    (b"LEICA\x00\x02\xff", "Leica", "Leica (S2/M Typ 240/246 type)", ("ifd", 8, None)),
+    (b"LEICA\x00\x02\x00", "Leica", "Leica (M10/S type)", ("ifd", 8, None)),
+    (b"LEICA0", "Leica", "Leica (M9 type)", ("ifd", 8, None)),
+    (b"LEICA\x00", "Leica", "Leica (X/T/Q/SL/CL type)", ("ifd", 8, None)),
     (b"LEICA", "Leica", "Leica", ("ifd", 8, None)),
     (b"SONY DSC ", "Sony", "Sony", ("ifd", 12, None)),
     (b"SONY CAM ", "Sony", "Sony", ("ifd", 12, None)),
@@ -145,7 +165,35 @@ def maker_of(make: str | None) -> str | None:
 
 
 def find_note(tiff: bytes) -> tuple[int, bytes] | None:
-    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None."""
+    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None
+    (also for a note outside the block: find_trailer_note)."""
+    where = _note_where(tiff)
+    if where is None:
+        return None
+    off, size = where
+    if off + size > len(tiff):
+        return None     # not in the block: junk, or a Leica trailer (find_trailer_note)
+    return off, tiff[off:off + size]
+
+
+def find_trailer_note(tiff: bytes, file: bytes, tiff_at: int) -> tuple[int, bytes] | None:
+    """A Leica S2, M (Typ 240) or S (Typ 006) JPEG keeps its maker note in a trailer after the image:
+    the EXIF entry's offset, counted from the TIFF header as usual, points past the EXIF block to
+    it. (offset, bytes) of such a note, the TIFF header being at file[tiff_at:], when the bytes
+    there start with Leica's header as exiftool requires; None otherwise (anything else outside the
+    block is no camera's note)."""
+    where = _note_where(tiff)
+    if where is None or tiff_at < 0:
+        return None
+    off, size = where
+    if off < len(tiff) or tiff_at + off + size > len(file):
+        return None
+    note = bytes(file[tiff_at + off:tiff_at + off + size])
+    return (off, note) if note.startswith(_LEICA_TRAILER) else None
+
+
+def _note_where(tiff: bytes) -> tuple[int, int] | None:
+    """(offset of the note in the TIFF block's coordinates, its size), or None."""
     try:
         if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
             return None
@@ -157,12 +205,7 @@ def find_note(tiff: bytes) -> tuple[int, bytes] | None:
         if note is None:
             return None
         size, at = note[0], note[1]
-        if size <= 4:
-            return at, tiff[at:at + size]
-        off = struct.unpack_from(e + "I", tiff, at)[0]
-        if off + size > len(tiff):
-            return None     # a note running past its block is not one a camera wrote
-        return off, tiff[off:off + size]
+        return (at, size) if size <= 4 else (struct.unpack_from(e + "I", tiff, at)[0], size)
     except struct.error:
         return None
 
@@ -173,33 +216,29 @@ def _entry(tiff: bytes, e: str, ifd: int, want: int) -> tuple[int, int, int] | N
                  for tag, size, at in ifd_entries(tiff, e, ifd) if tag == want), None)
 
 
-def classify(note: bytes, make: str | None, block: bytes | None = None, note_at: int = 0,
-             order: str = "<") -> MakerNote:
+def classify(note: bytes, make: str | None, block: bytes | None = None, order: str = "<") -> MakerNote:
     """note: the MakerNote bytes; make: EXIF Make; block: the TIFF block holding the note (None: the
-    note alone), note_at: the note's offset in it, order: the block's byte order ("<" or ">")."""
+    note alone; its size bounds what the note's values can hold), order: the block's byte order."""
     try:
         note = bytes(note)
-        return _classify(note, make, _Where(note if block is None else bytes(block), note_at if block else 0), order)
+        return _classify(note, make, len(note) if block is None else len(block), order)
     except (struct.error, ValueError, IndexError, OverflowError) as exc:   # belt and braces: bounded reads above
         return MakerNote(len(note), UNRECOGNISED, "unparsed", reason=f"{type(exc).__name__}")
 
 
-@dataclass
-class _Where:
-    block: bytes    # the TIFF block the note sits in (offsets point into it)
-    at: int         # where the note starts in it
-
-
-def _classify(note: bytes, make: str | None, w: _Where, order: str) -> MakerNote:
+def _classify(note: bytes, make: str | None, room: int, order: str) -> MakerNote:
     own = maker_of(make)
     allowed = {own} | _ALSO.get(own, set()) if own else set()
     n = len(note)
     for prefix, maker, name, layout in _HEADERS:
         if not note.startswith(prefix):
             continue
-        if not _layout_ok(note, layout, w, order):
+        entries = _layout_entries(note, layout, room, order)
+        if entries == 0:
             return MakerNote(n, UNRECOGNISED, name, maker, f"{maker} header, but the structure behind it does not "
                              "parse")
+        if entries < MIN_ENTRIES:
+            return MakerNote(n, UNRECOGNISED, name, maker, _too_few(entries))
         if maker in allowed:
             return MakerNote(n, OWN, name, maker)
         return MakerNote(n, OTHER_MAKER, name, maker, f"{maker}'s format, not that of the Make")
@@ -210,8 +249,13 @@ def _classify(note: bytes, make: str | None, w: _Where, order: str) -> MakerNote
     # Both byte orders for a bare IFD: a note keeps its camera's order when a tool rewrites the
     # EXIF around it in the other (a Canon note in little-endian inside a big-endian block).
     orders = (("<" if note[:2] == b"II" else ">"),) if tiff_at else (order, "<" if order == ">" else ">")
-    if any(_ifd_ok(note, tiff_at, e, w) for e in orders):
-        fmt = "TIFF-headed IFD" if tiff_at else "headerless IFD"
+    entries = max(_ifd_entries(note, tiff_at, e, room) for e in orders)
+    fmt = "TIFF-headed IFD" if tiff_at else "headerless IFD"
+    if 0 < entries < MIN_ENTRIES:
+        # Refused whatever the Make: left to the opaque-bytes test, a stub padded past 64 bytes would
+        # pass as firmware records under a Make whose formats are not all known.
+        return MakerNote(n, UNRECOGNISED, fmt, reason=_too_few(entries))
+    if entries:
         if own in _HEADER_ONLY:
             return MakerNote(n, UNRECOGNISED, fmt, reason=f"{own} notes carry a {own} header; this one has none")
         return MakerNote(n, OWN if own else UNKNOWN_MAKER, fmt)
@@ -225,59 +269,56 @@ def _classify(note: bytes, make: str | None, w: _Where, order: str) -> MakerNote
         "short": "too short to tell from random bytes"}[kind])
 
 
-def _layout_ok(note: bytes, layout: tuple, w: _Where, order: str) -> bool:
+def _too_few(entries: int) -> str:
+    return (f"an IFD of {entries} entr{'y' if entries == 1 else 'ies'}; a camera's note holds at least "
+            f"{MIN_ENTRIES}")
+
+
+def _layout_entries(note: bytes, layout: tuple, room: int, order: str) -> int:
+    """Entries of the IFD a header's layout puts behind it, 0 when it does not parse; a format not
+    parsed here (blob) is known by its header alone and passes."""
     kind = layout[0]
     if kind == "blob":
-        return True
+        return MAX_ENTRIES
     if kind == "fuji":
-        if len(note) < 12:
-            return False
-        return _ifd_ok(note, struct.unpack_from("<I", note, 8)[0], "<", w, bases=(0,))
+        return _ifd_entries(note, struct.unpack_from("<I", note, 8)[0], "<", room) if len(note) >= 12 else 0
     if kind == "tiff":
         t = layout[1]
         head = note[t:t + 4]
         if head not in (b"II*\x00", b"MM\x00*"):
-            return False
+            return 0
         e = "<" if head[:2] == b"II" else ">"
-        return _ifd_ok(note, t + struct.unpack_from(e + "I", note, t + 4)[0], e, w, bases=(t,))
+        return _ifd_entries(note, t + struct.unpack_from(e + "I", note, t + 4)[0], e, room)
     start, order_at = layout[1], layout[2]
     if order_at is not None:
         mark = note[order_at:order_at + 2]
         order = {b"II": "<", b"MM": ">"}.get(mark, order)
-    return _ifd_ok(note, start, order, w) or _ifd_ok(note, start, "<" if order == ">" else ">", w)
+    return max(_ifd_entries(note, start, order, room), _ifd_entries(note, start, "<" if order == ">" else ">", room))
 
 
-def _ifd_ok(note: bytes, start: int, e: str, w: _Where, bases: tuple[int, ...] | None = None) -> bool:
-    """An IFD at note[start:]: 1..MAX_ENTRIES entries, all inside the note, each of a TIFF type, and
-    (for one of the offset bases makers use) every value too long for its entry inside the EXIF
-    block the note sits in. Inside the block, not the note: an Olympus C-720 stores its note's values
-    elsewhere in the block, and Canon notes rewritten by editors declare a length shorter than their
-    values (both in the dev set's real photos); an offset into nowhere is what junk has.
-    bases: where offset 0 is, relative to the note's first byte; default: the note itself, the
-    block's start, and each entry's own position (Pentax-style)."""
+def _ifd_entries(note: bytes, start: int, e: str, room: int) -> int:
+    """How many entries the IFD at note[start:] has when it parses, else 0: 1..MAX_ENTRIES entries,
+    all inside the note, each of a TIFF type, and the values too long for their entries no larger,
+    together, than `room` (the TIFF block they must live in: a count no block could hold is junk).
+
+    Where the value offsets point is not looked at (module docstring): an Olympus C-720 stores its
+    note's values elsewhere in the block, Canon notes rewritten by editors declare a length shorter
+    than their values (both in the dev set's real photos), Leica counts offsets from four different
+    places, and a re-save that moves the note leaves them pointing at the old place."""
     if start < 0 or start + 2 > len(note):
-        return False
+        return 0
     n = struct.unpack_from(e + "H", note, start)[0]
     if not 1 <= n <= MAX_ENTRIES or start + 2 + 12 * n > len(note):
-        return False
-    far = []
+        return 0
+    far = 0
     for i in range(n):
-        p = start + 2 + 12 * i
-        _tag, typ, count = struct.unpack_from(e + "HHI", note, p)
+        _tag, typ, count = struct.unpack_from(e + "HHI", note, start + 2 + 12 * i)
         if not 1 <= typ <= 13:
-            return False
+            return 0
         size = count * TYPE_SIZE[typ]
         if size > 4:
-            if size > len(w.block):
-                return False
-            far.append((struct.unpack_from(e + "I", note, p + 8)[0], size, p))
-    end = len(w.block)
-    for base in (bases if bases is not None else (0, -w.at, None)):
-        # offsets in the block's coordinates: the note starts at w.at
-        if all(0 <= w.at + (p if base is None else base) + v and w.at + (p if base is None else base) + v + size <= end
-               for v, size, p in far):
-            return True
-    return False
+            far += size
+    return n if far <= room else 0
 
 
 def _opaque(note: bytes) -> str:

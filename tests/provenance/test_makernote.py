@@ -13,6 +13,7 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from aiidetect.provenance import analyze, makernote
+from aiidetect.testing.hostile import tiff_ifd
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -34,15 +35,20 @@ def _ifd(entries: list[tuple[int, int, int, bytes]], e: str, data_at: int) -> by
 
 def nikon_type3() -> bytes:
     inner = b"MM\x00*" + struct.pack(">I", 8)
-    ifd = _ifd([(0x0001, 7, 4, b"0210"), (0x0004, 2, 8, b"FINE   \x00"), (0x0084, 5, 4, bytes(range(32)))],
-               ">", data_at=8)
+    ifd = _ifd([(0x0001, 7, 4, b"0210"), (0x0002, 3, 2, b"\x00\x00\x00\x64"), (0x0004, 2, 8, b"FINE   \x00"),
+                (0x0084, 5, 4, bytes(range(32)))], ">", data_at=8)
     return b"Nikon\x00\x02\x10\x00\x00" + inner + ifd
 
 
 def headerless_ifd() -> bytes:
     # Offsets counted from the note's first byte: one of the bases makers use.
     return _ifd([(0x0001, 3, 4, b"\x01\x00\x02\x00\x03\x00\x04\x00"), (0x0006, 2, 12, b"Canon EOS R\x00"),
-                 (0x0010, 4, 1, b"\x00\x00\x00\x80")], "<", data_at=0)
+                 (0x0007, 2, 8, b"1.0.0.0\x00"), (0x0010, 4, 1, b"\x00\x00\x00\x80")], "<", data_at=0)
+
+
+# Four inline SHORT entries: the fewest a note may hold (makernote.MIN_ENTRIES).
+FOUR_SHORTS = [(0x0001, 3, 1, b"\x00\x01"), (0x0002, 3, 1, b"\x00\x02"), (0x0003, 3, 1, b"\x00\x03"),
+               (0x0004, 3, 1, b"\x00\x04")]
 
 
 def random_bytes(n: int = 512, seed: int = 7) -> bytes:
@@ -124,11 +130,11 @@ def test_classify_formats_directly():
     assert c(nikon_type3(), "NIKON").status == "own"
     assert c(nikon_type3(), "Sony").status == "other-maker"
     # a rebadge/OEM pair is not a conflict: Casio's "QVC" notes in Pentax Optio photos
-    qvc = b"QVC\x00\x00\x00" + _ifd([(0x0001, 3, 1, b"\x00\x01")], ">", data_at=6)
+    qvc = b"QVC\x00\x00\x00" + tiff_ifd(FOUR_SHORTS, ">")
     assert c(qvc, "PENTAX Corporation", order=">").status == "own"
     assert c(qvc, "CASIO COMPUTER CO.,LTD.", order=">").status == "own"
     assert c(qvc, "NIKON", order=">").status == "other-maker"
-    fuji = b"FUJIFILM" + struct.pack("<I", 12) + _ifd([(0x0000, 7, 4, b"0130")], "<", data_at=12)
+    fuji = b"FUJIFILM" + struct.pack("<I", 12) + tiff_ifd([(0x0000, 7, 4, b"0130")] + FOUR_SHORTS[1:])
     assert c(fuji, "FUJIFILM").status == "own"
     assert c(b"Apple iOS\x00\x00\x01MM" + random_bytes(64), "Apple").status == "unrecognised"
     # text and firmware records are accepted only where the Make's formats are not all known here
@@ -138,9 +144,9 @@ def test_classify_formats_directly():
 
 @FAST
 @given(st.binary(max_size=2048), st.sampled_from([None, "", "Canon", "NIKON", "FUJIFILM", "Acme", "PENTAX"]),
-       st.integers(min_value=-10, max_value=10_000), st.sampled_from(["<", ">"]))
-def test_classify_never_raises_on_any_bytes(note, make, at, order):
-    m = makernote.classify(note, make, note + note, at, order)
+       st.sampled_from(["<", ">"]))
+def test_classify_never_raises_on_any_bytes(note, make, order):
+    m = makernote.classify(note, make, note + note, order)
     assert m.status in ("own", "unknown-maker", "other-maker", "unrecognised")
 
 
@@ -190,3 +196,121 @@ def test_a_known_note_under_an_unlisted_make_names_the_rebadge_too():
     _, rep = _camera("Canon", nikon_type3())
     (conflict,) = [e for e in rep.evidence if e.id == "metadata.conflict"]
     assert "sold under this name" not in conflict.detail
+
+
+# --- Structure, not offsets: genuine layouts whose offsets point elsewhere, and junk that is too small
+
+LEICA_ENTRIES = [(0x0300, 3, 1, b"\x01\x00"), (0x0303, 2, 24, b"Summilux-M 1:1.4/50".ljust(24, b"\x00")),
+                 (0x0304, 4, 1, b"\x05\x00\x00\x00"), (0x0305, 5, 1, bytes(8)), (0x0308, 5, 2, bytes(16))]
+LEICA_HEADERS = {   # header -> the format name it is reported as (exiftool's documented Leica notes)
+    b"LEICA\x00\x00\x00": "Leica (Digilux/M8 type)", b"LEICA0\x03\x00": "Leica (M9 type)",
+    b"LEICA\x00\x02\xff": "Leica (S2/M Typ 240/246 type)", b"LEICA\x00\x02\x00": "Leica (M10/S type)",
+    b"LEICA\x00\x05\x00": "Leica (X/T/Q/SL/CL type)", b"LEICA\x00\x09\x00": "Leica (X/T/Q/SL/CL type)",
+    b"LEICA CAMERA AG\x00II": "Leica (D-Lux 7 type)"}
+
+
+def test_every_leica_layout_is_leicas_own_wherever_its_offsets_point():
+    # Leica counts value offsets from the TIFF header, the note, the IFD or (S2/M Typ 246) the file's
+    # start; a note judged by where they point lost its camera weight whenever they left the block.
+    for head, name in LEICA_HEADERS.items():
+        for far_at in (0, len(head), 40_000, 1_000_000):
+            note = head + _ifd(LEICA_ENTRIES, "<", data_at=far_at)
+            for make in ("Leica Camera AG", "LEICA"):
+                m = makernote.classify(note, make, note + bytes(2000))
+                assert (m.status, m.format) == ("own", name), (head, far_at, make, m)
+    assert makernote.classify(b"LEICA0\x03\x00" + _ifd(LEICA_ENTRIES, "<", 40_000), "Canon").status == "other-maker"
+
+
+def test_a_leica_m9_note_moved_by_a_resave_keeps_the_camera_weight():
+    # The values' offsets, counted from the TIFF header, point past the end of the (smaller) block
+    # a re-save wrote: the note's entries still parse.
+    cam, rep = _camera("Leica Camera AG", b"LEICA0\x03\x00" + _ifd(LEICA_ENTRIES, "<", data_at=40_000))
+    assert cam.strength == 1.6, cam.detail
+    assert rep.facts["exif"]["makernote"]["format"] == "Leica (M9 type)"
+
+
+def test_a_canon_note_whose_offsets_an_editor_broke_keeps_the_camera_weight():
+    note = _ifd([(0x0001, 3, 4, b"\x01\x00\x02\x00\x03\x00\x04\x00"), (0x0006, 2, 12, b"Canon EOS R\x00"),
+                 (0x0007, 2, 8, b"1.0.0.0\x00"), (0x0010, 4, 1, b"\x00\x00\x00\x80")], "<", data_at=70_000)
+    cam, rep = _camera("Canon", note)
+    assert cam.strength == 1.6, cam.detail
+    assert rep.facts["exif"]["makernote"] == {"status": "own", "format": "headerless IFD", "bytes": len(note)}
+
+
+def test_a_one_entry_stub_under_canon_is_not_camera_evidence():
+    stub = tiff_ifd(FOUR_SHORTS[:1])[:-4]      # 14 bytes: an entry count and one entry
+    assert len(stub) == 14
+    cam, rep = _camera("Canon", stub)
+    assert cam.strength == 1.2
+    assert rep.facts["exif"]["makernote"]["reason"] == "an IFD of 1 entry; a camera's note holds at least 4"
+    assert "maker note is not counted (headerless IFD: an IFD of 1 entry" in cam.detail
+
+
+def test_an_ifd_below_the_minimum_counts_nothing_behind_a_header_or_padded():
+    three = FOUR_SHORTS[:3]
+    assert makernote.classify(tiff_ifd(three), "Canon").status == "unrecognised"
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS), "Canon").status == "own"
+    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(three, ">")
+    assert makernote.classify(nikon, "NIKON").status == "unrecognised"
+    olympus = b"OLYMPUS\x00II\x03\x00" + tiff_ifd(three)
+    assert makernote.classify(olympus, "OLYMPUS IMAGING CORP.").status == "unrecognised"
+    # Under a Make whose formats are not all known, padding the stub to look like firmware records
+    # (zeros compress) must not get it through the opaque-bytes test.
+    padded = tiff_ifd(three) + bytes(200)
+    for make in ("EASTMAN KODAK COMPANY", "Acme Optical"):
+        m = makernote.classify(padded, make)
+        assert m.status == "unrecognised" and "an IFD of 3 entries" in m.reason, (make, m)
+
+
+def test_values_that_no_block_could_hold_together_are_junk():
+    # Each value fits the block on its own, but not all of them at once: the counts are invented.
+    block_size = 3000
+    entries = FOUR_SHORTS + [(0x0010 + i, 7, 1800, bytes(4)) for i in range(2)]
+    note = tiff_ifd(entries)
+    assert makernote.classify(note, "Canon", bytes(block_size)).status == "unrecognised"
+    assert makernote.classify(note, "Canon", bytes(2 * 1800)).status == "own"
+
+
+def _leica_trailer_jpeg(model: str, note: bytes, at_offset_shift: int = 0) -> bytes:
+    """A JPEG as a Leica S2/M (Typ 240) writes it: the EXIF MakerNote entry's offset, counted from
+    the TIFF header, points past the EXIF block to `note`, kept in a trailer after the image."""
+    from aiidetect.provenance.tiffguard import ifd_entries
+    from aiidetect.testing.hostile import with_jpeg_segments
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Leica Camera AG", model
+    sub = ex.get_ifd(0x8769)
+    sub[0x829A], sub[0x829D] = IFDRational(1, 250), IFDRational(28, 10)
+    sub[0x927C] = bytes(len(note))      # a placeholder of the note's size; its offset is moved below
+    app1 = bytearray(ex.tobytes())
+    tiff = memoryview(app1)[6:]
+    e = "<" if bytes(tiff[:2]) == b"II" else ">"
+    (exif_ifd,) = [struct.unpack_from(e + "I", tiff, at)[0] for tag, _, at in ifd_entries(bytes(tiff), e, 8)
+                   if tag == 0x8769]
+    (value_at,) = [at for tag, _, at in ifd_entries(bytes(tiff), e, exif_ifd) if tag == 0x927C]
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (90, 60, 30)).save(buf, "JPEG")
+    body = with_jpeg_segments(buf.getvalue(), [(0xE1, bytes(app1))])
+    tiff_at = 2 + 4 + 6                  # SOI, the APP1 marker and length, "Exif\0\0"
+    struct.pack_into(e + "I", app1, 6 + value_at, len(body) - tiff_at + at_offset_shift)
+    return with_jpeg_segments(buf.getvalue(), [(0xE1, bytes(app1))]) + note
+
+
+def test_a_leica_note_in_a_jpeg_trailer_is_read_and_nothing_else_there_is():
+    # exiftool's Leica6 layout: the note is outside the EXIF block, after the image's end.
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300) + bytes(282)
+    rep = analyze(_leica_trailer_jpeg("LEICA M (Typ 240)", note), "t.jpg", options={"watermark": "never"})
+    (cam,) = [e for e in rep.evidence if e.id == "exif.camera"]
+    assert cam.strength == 1.6, cam.detail
+    assert rep.facts["exif"]["makernote"] == {
+        "status": "own", "format": "Leica (S2/M Typ 240/246 type) (trailer after the image)", "bytes": len(note),
+        "maker": "Leica"}
+    # Only Leica's note is looked for there: anything else an entry points at past the block is no
+    # camera's note.
+    junk = tiff_ifd(FOUR_SHORTS) + bytes(100)
+    rep = analyze(_leica_trailer_jpeg("LEICA M (Typ 240)", junk), "t.jpg", options={"watermark": "never"})
+    assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
+    # The header must be where the offset points, as exiftool requires.
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    rep = analyze(_leica_trailer_jpeg("S2", note, at_offset_shift=1), "t.jpg", options={"watermark": "never"})
+    assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
