@@ -36,10 +36,16 @@ def read_regular(path: str | Path, max_bytes: int) -> bytes:
     return data
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex digest of the file's bytes (OSError for what is not a regular file)."""
+def sha256_file(path: str | Path, max_bytes: int | None = None) -> str:
+    """Hex digest of the file's bytes (OSError for what is not a regular file, or holds more than
+    `max_bytes`: reading stops there, so a file grown past its size at stat time costs no more).
+    The same digest a scan keys its records and result cache by (decode.read_sample)."""
     h = hashlib.sha256()
+    n = 0
     with open_regular(path) as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
+            n += len(chunk)
+            if max_bytes is not None and n > max_bytes:
+                raise OSError(f"{path} holds more than {max_bytes} bytes")
             h.update(chunk)
     return h.hexdigest()

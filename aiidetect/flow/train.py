@@ -323,15 +323,17 @@ class TrainFlowConfig:
 
 
 def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: bool = False, link_stats=None,
-                 via_link: set[str] | None = None):
+                 via_link: set[str] | None = None, check_copies: bool = True):
     """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
     GenImage, UniversalFakeDetect) is read as such; any other folder counts as
     all-`plain_label` (a photo archive for --real, a generator's output for --ai).
     Links inside a folder: train.data's rule (counted in `link_stats` when not followed).
     One image from two sources, or twice through links in a folder, is refused as by load_items:
     loaded one source at a time, flow trained and calibrated on the doubled images in silence.
-    The files reached through a link are added to `via_link`, for a later refuse_repeats."""
-    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items, refuse_repeats
+    The files reached through a link are added to `via_link`, for a later refuse_repeats. Copies of one
+    file under two paths are refused as by load_items, across all the sources (`check_copies=False`:
+    the caller checks them, with more)."""
+    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items, refuse_copies, refuse_repeats
 
     stats = link_stats if link_stats is not None else LinkStats()
     items = []
@@ -346,8 +348,10 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
             items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real")
                       for f in images_in(p, follow_links, stats, via_link)]
             continue
-        items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link)
+        items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link, check_copies=False)
     refuse_repeats(items, sources, via_link)
+    if check_copies:
+        refuse_copies(items)
     return items
 
 
@@ -369,19 +373,22 @@ def load_flow_data(real_sources: Sequence[str], ai_sources: Sequence[str] = (), 
     other trainers do, so a wrong source costs no model load. One image given both as a real photo
     (--real) and as an AI image (--ai) is refused as one image from two sources is in evaluation: its
     class is unknown, and the validation report compared held-out reals with some of themselves.
-    The same manifest may be both (its real rows train, its AI rows validate)."""
-    from ..train.data import LinkStats, refuse_repeats
+    The same manifest may be both (its real rows train, its AI rows validate). A copy of one file under
+    another path is refused across both (train.data.refuse_copies), each file hashed once."""
+    from ..train.data import LinkStats, refuse_copies, refuse_repeats
 
     links, via_link = LinkStats(), set()
-    items = load_sources(real_sources, 0, follow_links, links, via_link)
+    items = load_sources(real_sources, 0, follow_links, links, via_link, check_copies=False)
     reals = [i for i in items if i.label == 0]
     if len(reals) < 4:
         raise ValueError(f"need at least 4 real photos, found {len(reals)}")
     ai_items, ai_links = [], None
     if ai_sources:
         ai_links = LinkStats()
-        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, via_link) if i.label == 1]
+        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, via_link, check_copies=False)
+                    if i.label == 1]
         refuse_repeats(reals + ai_items, [*real_sources, *ai_sources], via_link)
+    refuse_copies(items + ai_items)
     return FlowData(select_reals(items, max_images, seed), len(items) - len(reals), links, ai_items, ai_links)
 
 

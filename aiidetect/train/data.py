@@ -27,6 +27,10 @@ folder means the same thing to both. Supported (auto-detected per argument):
   a ValueError naming the lines: a row dropped in silence changes the numbers.
   So is a manifest none of whose files exist.
 
+One image given twice is refused in every layout and across the sources given together: by path
+(refuse_repeats: a folder given twice, a link back to images listed already) and by content
+(refuse_copies: the same bytes under two paths, with either label).
+
 Every item carries a ``subset``: the benchmark subset whose own reals and fakes
 are scored together by `aiidetect eval --protocol` (GenImage: the generator's
 folder; UFD/CNNSpot: the test folder; for reals the pool they belong to; ""
@@ -38,6 +42,7 @@ import csv
 import os
 import random
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +50,8 @@ from typing import Iterable, Iterator, Sequence
 
 # Training reads the same file types a scan does.
 from ..discover import IMAGE_EXTS, LinkFence
+from ..hashing import sha256_file
+from ..limits import DEFAULT_MAX_BYTES
 
 GENIMAGE_SPLITS = ("train", "val")
 GENIMAGE_CLASSES = ("ai", "nature")
@@ -302,12 +309,15 @@ def _ufd_items(src: Path, w: _Walker) -> list[Item]:
 
 
 def load_items(sources: Iterable[str | Path], split: str = "train", follow_links: bool = False,
-               link_stats: LinkStats | None = None, via_link: set[str] | None = None) -> list[Item]:
+               link_stats: LinkStats | None = None, via_link: set[str] | None = None,
+               check_copies: bool = True) -> list[Item]:
     """Items of every source. A symbolic link inside a data folder is followed only when it stays
     inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
     `link_stats`. A manifest's paths are the user's own list and are taken wherever they point.
     The files reached through a link are added to `via_link`, for a caller that joins several loads
-    and checks them with refuse_repeats."""
+    and checks them with refuse_repeats. Copies of one file under two paths are refused
+    (refuse_copies); a caller that joins several loads passes `check_copies=False` and checks the
+    whole once, so no file is hashed twice."""
     sources = list(sources)
     items: list[Item] = []
     layouts = set()
@@ -338,6 +348,8 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
                          + (f" (GenImage split {split!r})" if "genimage" in layouts else "")
                          + (f"; {note}" if (note := w.stats.note()) else ""))
     refuse_repeats(items, sources, w.via_link)
+    if check_copies:
+        refuse_copies(items)
     if via_link is not None:
         via_link |= w.via_link
     fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
@@ -379,6 +391,73 @@ def refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_lin
         raise ValueError(f"{len(repeats)} image(s) come from more than one of the data sources "
                          f"({', '.join(map(str, sources))}) or twice through a symbolic link: "
                          f"{', '.join(repeats[:3])}{more}; give each image once")
+
+
+def _label(y: int) -> str:
+    return "AI" if y else "real"
+
+
+def refuse_copies(items: Sequence[Item], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """ValueError when two items are the same bytes under two paths: a photo copied into both real/
+    and ai/, an archive unpacked twice, a file renamed, a hard link. refuse_repeats sees only paths,
+    and such copies went into training twice: with the other label, the same image taught as both
+    real and AI; with the same one, weighted twice and, split by path, found in training and
+    validation both. Refused like a path given twice (give each image once), copies with two labels
+    named first.
+
+    The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
+    files whose size another file shares are hashed (copies have equal sizes), so a set of 100,000
+    photos costs one stat each and few reads. Files that cannot be stat'ed or opened as regular files,
+    empty ones and those over `max_bytes` (the decode limit) are left to decoding, which reports them
+    as unreadable; none is read past `max_bytes`."""
+    by_size: dict[int, list[tuple[tuple, Item]]] = {}
+    paths: set[str] = set()
+    for it in items:
+        p = os.path.abspath(it.path)
+        if p in paths:
+            continue  # one path twice (a manifest both --real and --ai in train flow): not a copy
+        paths.add(p)
+        try:
+            st = os.stat(it.path)
+        except (OSError, ValueError):  # ValueError: a NUL in the path
+            continue
+        if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= max_bytes:
+            # the file's identity, so a hard link is read once; a file system without inode numbers
+            # (st_ino 0) would make every file of a size one
+            ident = (st.st_dev, st.st_ino) if st.st_ino else (p,)
+            by_size.setdefault(st.st_size, []).append((ident, it))
+    groups: dict[str, list[Item]] = {}
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        digests: dict[tuple, str | None] = {}
+        for ident, it in same_size:
+            if ident not in digests:
+                try:
+                    digests[ident] = sha256_file(it.path, max_bytes)
+                except OSError:
+                    digests[ident] = None
+            if digests[ident] is not None:
+                groups.setdefault(digests[ident], []).append(it)
+    conflicts: list[str] = []
+    copies: list[str] = []
+    for group in groups.values():
+        first = group[0]
+        for it in group[1:]:
+            if it.label != first.label:
+                conflicts.append(f"{it.path} ({_label(it.label)}) = {first.path} ({_label(first.label)})")
+            else:
+                copies.append(f"{it.path} = {first.path}")
+    if conflicts:
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        also = f" ({len(copies)} more with the same label)" if copies else ""
+        raise ValueError(f"{len(conflicts)} image(s) are byte-identical copies of an image with the other label: "
+                         f"{'; '.join(conflicts[:3])}{more}{also}; one image cannot be both real and AI, give "
+                         f"each image once, with its label")
+    if copies:
+        more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+        raise ValueError(f"{len(copies)} image(s) are byte-identical copies of another under a second path: "
+                         f"{'; '.join(copies[:3])}{more}; a copy counts the image twice, give each image once")
 
 
 REAL_LABELS = ("real", "0")

@@ -42,13 +42,17 @@ def work(tmp_path_factory, dev_dir):
     (d / "damaged.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 2000)
     (d / "damaged-cache").mkdir()
     (d / "damaged-cache" / "results.sqlite").write_bytes(b"SQLite format 3\x00garbage")
-    # degenerate training sets: one picture under every label, and pictures of one pixel
+    # degenerate training sets: one picture under every label, and pictures of one pixel. Each file carries
+    # its own text chunk: the pixels are one picture, the files are not copies of one file (which the
+    # loader refuses before any feature is extracted, refuse_copies).
     for name, sizes in (("same", [(64, 64, (90, 90, 90))] * 12),
                         ("tiny", [(1, 1, (20 * k, 200 - 10 * k, 7 * k)) for k in range(12)])):
         (d / name).mkdir()
         rows = ["file,label,generator"]
         for k, (w, h, colour) in enumerate(sizes):
-            Image.new("RGB", (w, h), colour).save(d / name / f"{k}.png")
+            own = PngImagePlugin.PngInfo()
+            own.add_text("n", str(k))
+            Image.new("RGB", (w, h), colour).save(d / name / f"{k}.png", pnginfo=own)
             rows.append(f"{k}.png,{'real' if k % 2 else 'ai'},{'' if k % 2 else 'sd'}")
         (d / name / "labels.csv").write_text("\n".join(rows) + "\n")
     (d / "one-class.csv").write_text("file,label\n" + "".join(f"data/real/{p.name},real\n"

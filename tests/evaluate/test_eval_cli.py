@@ -229,7 +229,7 @@ def test_an_evaluation_of_nothing_is_an_error_not_empty_metrics(tmp_path):
     """Every listed file unreadable: eval said "0 images scored" in its table and exited 0, so a
     CI job or a script went on with metrics of nothing. It is exit 2, naming the first file."""
     for name in ("a.jpg", "b.png"):
-        (tmp_path / name).write_bytes(b"not an image")
+        (tmp_path / name).write_bytes(b"not an image: " + name.encode())  # not one file under two labels
     (tmp_path / "m.csv").write_text("file,label\na.jpg,real\nb.png,ai\n")
     for fmt in ("json", "table"):
         r = cli("eval", str(tmp_path / "m.csv"), "-d", "metadata", "-f", fmt, "-q", "--out-dir", str(tmp_path / "o"))

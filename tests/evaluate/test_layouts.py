@@ -241,12 +241,95 @@ def test_an_image_from_two_data_sources_is_refused_not_counted_twice(tmp_path):
     (root / "real").mkdir(parents=True)
     (root / "ai" / "g").mkdir(parents=True)
     for name in ("real/r.png", "ai/g/a.png"):
-        (root / name).write_bytes(b"x")
+        (root / name).write_bytes(name.encode())  # two files, not one copied (refuse_copies)
     (root / "m.csv").write_text("file,label\nreal/r.png,real\n")
     for sources in ([root, str(root) + "/"], [root / "m.csv", root], [root / "m.csv", tmp_path / "d" / ".." / "d"]):
         with pytest.raises(ValueError, match=r"[12] image\(s\) come from more than one of the data sources .*r\.png"):
             load_items(sources)
     assert len(load_items([root])) == 2
+
+
+def _copies_set(root: Path) -> Path:
+    """real/ + ai/g/ of tiny distinct files, ai/g/copy.png the same bytes as real/r0.png."""
+    for name in ("real/r0.png", "real/r1.png", "ai/g/a0.png", "ai/g/a1.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode())
+    (root / "ai" / "g" / "copy.png").write_bytes((root / "real" / "r0.png").read_bytes())
+    return root
+
+
+def test_a_copy_of_an_image_under_another_path_is_refused_naming_both(tmp_path):
+    """The repeat check compared paths only: a photo copied into real/ and ai/ (or renamed, or an archive
+    unpacked twice) went into training twice, taught as both real and AI, or counted twice."""
+    root = _copies_set(tmp_path / "d")
+    r0, copy = root / "real" / "r0.png", root / "ai" / "g" / "copy.png"
+    with pytest.raises(ValueError, match="other label") as exc:
+        load_items([root])
+    assert f"{copy} (AI) = {r0} (real)" in str(exc.value) and "give each image once" in str(exc.value)
+    # the same label: a second path counts the image twice; a hard link is a second path too
+    copy.unlink()
+    (root / "real" / "renamed.png").write_bytes(r0.read_bytes())
+    with pytest.raises(ValueError, match=r"1 image\(s\) are byte-identical copies of another .*renamed\.png = .*r0\.png"):
+        load_items([root])
+    (root / "real" / "renamed.png").unlink()
+    os.link(root / "ai" / "g" / "a0.png", root / "ai" / "g" / "hard.png")
+    with pytest.raises(ValueError, match=r"hard\.png = .*a0\.png"):
+        load_items([root])
+    (root / "ai" / "g" / "hard.png").unlink()
+    # a manifest is checked the same way, against a folder given beside it too
+    (root / "m.csv").write_text("file,label\nreal/r0.png,real\nai/g/a0.png,ai\n")
+    (tmp_path / "more" / "real").mkdir(parents=True)
+    (tmp_path / "more" / "ai").mkdir()
+    (tmp_path / "more" / "ai" / "x.png").write_bytes(r0.read_bytes())
+    with pytest.raises(ValueError, match=r"x\.png \(AI\) = .*r0\.png \(real\)"):
+        load_items([root / "m.csv", tmp_path / "more"])
+
+
+def test_equal_sizes_empty_files_and_files_not_read_are_no_copies(tmp_path):
+    """Only equal bytes make a copy. What decoding reports as unreadable is left to it: empty files, files
+    over the decode size limit (never read past it) and FIFOs (never opened: reading one waits forever)."""
+    from aiidetect.hashing import sha256_file
+    from aiidetect.train.data import refuse_copies
+
+    root = _copies_set(tmp_path / "d")
+    (root / "ai" / "g" / "copy.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"real/r0.pnG")  # same size, other bytes
+    for name in ("real/e.png", "ai/g/e.png"):
+        (root / name).write_bytes(b"")
+    items = load_items([root])
+    assert len(items) == 7
+    if hasattr(os, "mkfifo"):  # a folder lists no FIFO; a manifest may name them
+        os.mkfifo(root / "real" / "f.png")
+        os.mkfifo(root / "ai" / "g" / "f.png")
+        (root / "m.csv").write_text("file,label\nreal/f.png,real\nai/g/f.png,ai\n")
+        assert len(load_items([root / "m.csv"])) == 2
+    big = [it for it in items if it.path.endswith(("r0.png", "a0.png"))]
+    (root / "ai" / "g" / "a0.png").write_bytes((root / "real" / "r0.png").read_bytes())
+    n = (root / "real" / "r0.png").stat().st_size
+    refuse_copies(big, max_bytes=n - 1)  # over the limit: left to decoding, which refuses them
+    with pytest.raises(ValueError, match="other label"):
+        refuse_copies(big, max_bytes=n)
+    with pytest.raises(OSError, match=f"more than {n - 1} bytes"):
+        sha256_file(root / "real" / "r0.png", max_bytes=n - 1)
+
+
+def test_train_eval_and_calibrate_refuse_a_copy_with_exit_2_before_any_model(tmp_path, monkeypatch):
+    """As the user meets it: one line naming both paths on stderr, exit 2, nothing on stdout, no backbone built."""
+    import aiidetect.backbone
+    from conftest import run_cli_in_process
+
+    def refuse(*a, **k):
+        raise AssertionError("the backbone was built before the data was checked")
+
+    monkeypatch.setattr(aiidetect.backbone, "create_backbone", refuse)
+    root = _copies_set(tmp_path / "d")
+    for args in (("train", "linear", str(root), "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h")),
+                 ("train", "mpft", str(root), "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h")),
+                 ("eval", str(root), "-d", "metadata", "--split", "train"),
+                 ("calibrate", str(root), "-d", "metadata", "--split", "train", "--out", str(tmp_path / "f"))):
+        r = run_cli_in_process(*args)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout, r.stderr)
+        assert f"{root / 'ai' / 'g' / 'copy.png'} (AI) = {root / 'real' / 'r0.png'} (real)" in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "h").exists() and not (tmp_path / "f").exists()
 
 
 def test_the_dev_manifest_leaves_out_its_unknown_rows(dev_manifest):
@@ -280,7 +363,9 @@ def test_a_manifest_that_is_not_utf8_names_itself(tmp_path):
 
 def _png(p: Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(b"\x89PNG\r\n\x1a\n")  # the loader lists files; it does not decode them
+    # the loader lists files; it does not decode them. The name makes each file's bytes its own: copies of
+    # one file under two paths are refused (refuse_copies).
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + str(p).encode())
     return p
 
 

@@ -215,7 +215,7 @@ def test_ai_validation_says_what_it_was_given(backbone, tmp_path):
     for k in range(6):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{k}.png")
     for k in range(3):
-        (tmp_path / "ai" / f"{k}.png").write_bytes(b"not a png")
+        (tmp_path / "ai" / f"{k}.png").write_bytes(b"not a png %d" % k)  # three files, not copies of one
     cfg = TrainFlowConfig(kinds=KINDS, val_fraction=0.3, blocks=1, hidden=8, fit=FitConfig(steps=2, batch=4))
     said = []
     m = train_flow_head(backbone, [str(tmp_path / "real")], tmp_path / "h", "h", cfg, ai_sources=[str(tmp_path / "ai")],
@@ -281,6 +281,30 @@ def _no_backbone(monkeypatch):
         raise AssertionError("the backbone was built before the data sources were checked")
 
     monkeypatch.setattr(aiidetect.backbone, "create_backbone", refuse)
+
+
+def test_a_copy_of_a_real_photo_among_the_ai_images_is_refused(tmp_path, monkeypatch):
+    """--real and --ai were compared by path only: a photo copied into the AI folder was a held-out
+    "AI" image the validation report scored against itself as a real."""
+    from aiidetect.flow.train import load_flow_data
+
+    reals, ais = tmp_path / "reals", tmp_path / "ais"
+    reals.mkdir()
+    ais.mkdir()
+    for i in range(4):
+        (reals / f"a{i}.png").write_bytes(b"real %d" % i)
+    (ais / "g.png").write_bytes(b"ai")
+    (ais / "dup.png").write_bytes(b"real 2")
+    with pytest.raises(ValueError, match=r"dup\.png \(AI\) = .*a2\.png \(real\)"):
+        load_flow_data([str(reals)], [str(ais)])
+    (ais / "dup.png").unlink()
+    (reals / "b.png").write_bytes(b"real 1")  # the same photo twice among the reals
+    with pytest.raises(ValueError, match=r"b\.png = .*a1\.png"):
+        load_flow_data([str(reals)], [str(ais)])
+    _no_backbone(monkeypatch)
+    r = run_cli_in_process("train", "flow", "--real", str(reals), "--backbone-config", "tiny-vit",
+                           "--out", str(tmp_path / "h"), "--device", "cpu")
+    assert r.returncode == 2 and "b.png = " in r.stderr and "give each image once" in r.stderr, r.stderr
 
 
 def test_the_data_sources_are_checked_before_the_backbone_is_built(tmp_path, monkeypatch):
