@@ -6,11 +6,12 @@ Parsers (exif, xmp, generators, c2pa) then read the blobs.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .iptc import IRB_SIGNATURE, MAX_IRB_BYTES
+from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
@@ -21,6 +22,13 @@ MAX_TEXTS = 1000
 # 10,001 empty private chunks in front of a PNG's 'parameters' hid it with no word in the record,
 # while Pillow and every metadata viewer still showed it.
 MAX_CHUNKS = 1_000_000
+# ImageMagick and GraphicsMagick keep a JPEG's or TIFF's profiles, converted to PNG, in text chunks keyed
+# 'Raw profile type <name>', as hex. Decoded per file at most this many (each is at most a text chunk's
+# 4 MB of hex, 2 MB of bytes; a converted photo has three or four).
+RAW_PROFILE = "Raw profile type "
+RAW_PROFILE_KINDS = ("exif", "app1", "xmp", "iptc", "8bim")
+MAX_RAW_PROFILES = 16
+XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
 @dataclass
@@ -175,8 +183,8 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
         where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
         if marker == 0xE1 and seg.startswith(b"Exif\x00"):
             b.exif.append((_tiff_start(seg), where))
-        elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
-            b.xmp.append((seg[29:], where))
+        elif marker == 0xE1 and seg.startswith(XMP_APP1):
+            b.xmp.append((seg[len(XMP_APP1):], where))
         elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
             body = seg[35:]
             if len(body) >= 40:
@@ -274,7 +282,7 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 # --- PNG --------------------------------------------------------------------
 
 def _walk_png(data: bytes, b: Blobs) -> None:
-    pos, n, total_text = 8, len(data), 0
+    pos, n, total_text, raw = 8, len(data), 0, 0
     priority_seen: set[str] = set()
     over_total = over_count = False
     for _ in range(MAX_CHUNKS):
@@ -290,7 +298,10 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         if ctype == b"IHDR" and len(body) >= 8:
             b.width, b.height = struct.unpack(">II", body[:8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            if len(b.texts) >= MAX_TEXTS and not _unseen_generator_key(body, priority_seen):
+            # A profile has its own cap: junk text chunks in front must not push a converted photo's
+            # EXIF (or a generator's XMP) out, as they may not push out a generator's parameters.
+            if len(b.texts) >= MAX_TEXTS and not _unseen_generator_key(body, priority_seen) and not (
+                    raw < MAX_RAW_PROFILES and body.startswith(RAW_PROFILE.encode())):
                 if not over_count:
                     b.errors.append(f"PNG: more than {MAX_TEXTS} text chunks; the rest ignored")
                     over_count = True
@@ -299,10 +310,21 @@ def _walk_png(data: bytes, b: Blobs) -> None:
             try:
                 key, text, truncated = _png_text(ctype, body)
                 where = f"PNG {name} '{key}'"
-                if truncated:
+                kind = key[len(RAW_PROFILE):].lower() if key.startswith(RAW_PROFILE) else None
+                if truncated and kind not in RAW_PROFILE_KINDS:
                     b.errors.append(f"{where}: text over {MAX_TEXT_BYTES} bytes; the first {MAX_TEXT_BYTES} read")
                 if key == "XML:com.adobe.xmp":
                     b.xmp.append((text.encode("utf-8"), where))
+                elif kind in RAW_PROFILE_KINDS:
+                    raw += 1
+                    if raw > MAX_RAW_PROFILES:
+                        if raw == MAX_RAW_PROFILES + 1:
+                            b.errors.append(f"PNG: more than {MAX_RAW_PROFILES} raw profiles; the rest not read")
+                    elif truncated:
+                        b.errors.append(f"{where}: over {MAX_TEXT_BYTES} bytes of hex (a profile of over "
+                                        f"{MAX_TEXT_BYTES // 2} bytes); not read")
+                    else:
+                        _raw_profile(kind, text, where, b)
                 elif total_text + len(text) > MAX_TOTAL_TEXT_BYTES and not (key in GENERATOR_KEYS
                                                                               and key not in priority_seen):
                     if not over_total:
@@ -329,6 +351,65 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         pos += 12 + length
     else:
         b.errors.append(_over_cap("PNG", "chunks"))
+
+
+_RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
+_NOT_HEX = re.compile(r"[^0-9a-fA-F]")
+
+
+def raw_profile_bytes(text: str) -> tuple[int, bytes]:
+    """-> (declared length, bytes) of an ImageMagick raw profile: a newline, the profile's name, a newline,
+    its length in decimal, a newline, then hex digits in lines. Raises ValueError for anything else. The length is only
+    compared: nothing is sized from it (a hostile file declares terabytes), and hex that disagrees with
+    it is still read, as exiftool does, so an edited length cannot hide a profile."""
+    m = _RAW_HEAD.match(text)
+    if not m:
+        raise ValueError("not a raw profile (newline, name, newline, length, newline, hex digits)")
+    digits = "".join(text[m.end():].split())
+    bad = _NOT_HEX.search(digits)
+    if bad:
+        raise ValueError(f"{bad.group()!r} at hex digit {bad.start()} is no hex digit; not read")
+    if len(digits) & 1:
+        raise ValueError(f"an odd number of hex digits ({len(digits)}); not read")
+    return int(m.group(2)), bytes.fromhex(digits)
+
+
+def _raw_profile(kind: str, text: str, where: str, b: Blobs) -> None:
+    """Hand an ImageMagick raw profile to the reader of the same block in a JPEG or TIFF."""
+    try:
+        declared, blob = raw_profile_bytes(text)
+    except ValueError as exc:
+        b.errors.append(f"{where}: {exc}")
+        return
+    if declared != len(blob):
+        b.errors.append(f"{where}: declares {declared} bytes but holds {len(blob)}; the {len(blob)} read")
+    if kind == "exif" or (kind == "app1" and blob.startswith(b"Exif\x00")):
+        b.exif.append((_tiff_start(blob), where))
+    elif kind == "xmp":
+        b.xmp.append((blob, where))
+    elif kind == "app1" and blob.startswith(XMP_APP1):
+        b.xmp.append((blob[len(XMP_APP1):], where))
+    elif kind == "iptc":
+        b.iptc.append((blob, where))      # bare IIM, or image resources holding it (iptc.iim_blocks)
+    elif kind == "8bim":
+        _image_resources(blob[len(IRB_SIGNATURE):] if blob.startswith(IRB_SIGNATURE) else blob, where, b)
+    else:
+        b.errors.append(f"{where}: an APP1 profile that is neither EXIF nor XMP; not read")
+
+
+def _image_resources(irb: bytes, where: str, b: Blobs) -> None:
+    """Photoshop image resources (ImageMagick's 8BIM profile): the IIM, EXIF and XMP in
+    them go to the readers of those blocks."""
+    found, errors = resource_data(irb, where, (IIM_RESOURCE, EXIF_RESOURCE, XMP_RESOURCE))
+    b.errors.extend(errors)
+    for rid, blob in found:
+        spot = f"{where} resource 0x{rid:04X}"
+        if rid == IIM_RESOURCE:
+            b.iptc.append((blob, spot))
+        elif rid == EXIF_RESOURCE:
+            b.exif.append((_tiff_start(blob), spot))
+        else:
+            b.xmp.append((blob, spot))
 
 
 def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
