@@ -63,6 +63,8 @@ def sniff(data: bytes) -> str | None:
         return "AVIF" if brand in (b"avif", b"avis") else "HEIF"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "GIF"
+    if data[:4] == b"8BPS" and data[4:6] in (b"\x00\x01", b"\x00\x02"):   # PSD, PSB
+        return "PSD"
     return None
 
 
@@ -117,6 +119,8 @@ def walk(data: bytes) -> Blobs:
             _walk_with_pillow(data, b)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
+        elif fmt == "PSD":
+            _walk_psd(data, b)
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
@@ -398,7 +402,7 @@ def _raw_profile(kind: str, text: str, where: str, b: Blobs) -> None:
 
 
 def _image_resources(irb: bytes, where: str, b: Blobs) -> None:
-    """Photoshop image resources (ImageMagick's 8BIM profile): the IIM, EXIF and XMP in
+    """Photoshop image resources (a PSD file's, ImageMagick's 8BIM profile): the IIM, EXIF and XMP in
     them go to the readers of those blocks."""
     found, errors = resource_data(irb, where, (IIM_RESOURCE, EXIF_RESOURCE, XMP_RESOURCE))
     b.errors.extend(errors)
@@ -484,6 +488,28 @@ def _walk_webp(data: bytes, b: Blobs) -> None:
 
 def _over_cap(fmt: str, what: str) -> str:
     return f"{fmt}: more than {MAX_CHUNKS} {what}; the metadata after them was not read"
+
+
+# --- PSD -------------------------------------------------------------------
+
+def _walk_psd(data: bytes, b: Blobs) -> None:
+    """Photoshop's own format (PSB too: the same sections up to the layers): a 26-byte header, the
+    colour mode data and the image resources, each behind a 4-byte length. Pillow decodes the pixels
+    but keeps only the ICC profile of the resources; the IIM, EXIF and XMP are read here."""
+    if len(data) < 30:
+        b.errors.append("PSD: truncated header")
+        return
+    b.height, b.width = struct.unpack(">II", data[14:22])
+    (mode_len,) = struct.unpack(">I", data[26:30])
+    at = 30 + mode_len
+    if at + 4 > len(data):
+        b.errors.append(f"PSD: colour mode data of {mode_len} bytes overruns the file")
+        return
+    (size,) = struct.unpack(">I", data[at:at + 4])
+    irb = data[at + 4:at + 4 + size]
+    if len(irb) < size:
+        b.errors.append(f"PSD: image resources of {size} bytes overrun the file ({len(irb)} left)")
+    _image_resources(irb, "PSD", b)
 
 
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------

@@ -116,6 +116,13 @@ def raw_profile_chunk(name: str, blob: bytes | None = None, text: str | None = N
     return png_chunk(ctype, key + b"\x00" + body)
 
 
+def psd(resources: bytes, w: int = 8, h: int = 8) -> bytes:
+    """A minimal 8-bit RGB Photoshop file (Pillow decodes it) with these image resources."""
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, h, w, 8, 3)
+    return (head + struct.pack(">I", 0) + struct.pack(">I", len(resources)) + resources + struct.pack(">I", 0)
+            + struct.pack(">H", 0) + bytes(3 * w * h))
+
+
 def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)

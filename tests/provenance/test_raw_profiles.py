@@ -1,5 +1,6 @@
 """ImageMagick's 'Raw profile type' PNG text chunks (a JPEG's or TIFF's EXIF, XMP, IPTC and 8BIM
-profiles kept as hex when it converts to PNG): read by the same readers as the JPEG copies, named by their chunk, and counted once with any other copy."""
+profiles kept as hex when it converts to PNG) and Photoshop files' image resources: read by the same
+readers as the JPEG copies, named by their chunk, and counted once with any other copy."""
 from __future__ import annotations
 
 import zlib
@@ -9,7 +10,7 @@ from PIL import Image
 
 from aiidetect.provenance import analyze
 from aiidetect.provenance.containers import MAX_RAW_PROFILES, MAX_TEXT_BYTES, MAX_TEXTS, walk
-from aiidetect.testing.hostile import (iim_dataset, image_resource, png_chunk, png_with, raw_profile_chunk,
+from aiidetect.testing.hostile import (iim_dataset, image_resource, png_chunk, png_with, psd, raw_profile_chunk,
                                        raw_profile_text)
 
 DATA = Path(__file__).parent / "data"
@@ -138,3 +139,23 @@ def test_dev_pngs_with_raw_profiles_read_as_metadata_extractor_shows(dev_dir):
     assert rep.facts["xmp"][0]["creator_tools"] == ["https://validoo.se"]
     rep = _run((dev_dir / "formats/png/Issue_280_(dotnet).png").read_bytes())
     assert [f["where"] for f in rep.facts["iptc"]] == ["PNG zTXt 'Raw profile type iptc'"]
+
+
+def test_psd_image_resources_are_read():
+    block = iim_dataset(2, 65, b"Stable Diffusion")
+    irb = (image_resource(0x0404, block) + image_resource(0x0422, camera_exif()[6:])
+           + image_resource(0x0424, xmp(f'Iptc4xmpExt:DigitalSourceType="{TRAINED}"')))
+    rep = _run(psd(irb))
+    assert (rep.format, rep.width, rep.height) == ("PSD", 8, 8)
+    ev = _ids(rep)
+    assert ev["xmp.ai-source-type"].decisive and ev["xmp.ai-source-type"].source == "PSD resource 0x0424"
+    assert ev["iptc.program-generator"].source == "PSD resource 0x0404"
+    assert ev["exif.camera"].source == "PSD resource 0x0422"
+
+
+def test_a_broken_psd_costs_a_line():
+    whole = psd(image_resource(0x0404, iim_dataset(2, 65, b"Midjourney")))
+    for data, why in ((whole[:20], "truncated header"), (whole[:26] + b"\xff" * 4, "colour mode data"),
+                      (whole[:34] + b"8BIM\x04\x04", "overrun the file")):
+        rep = _run(data)
+        assert rep.format == "PSD" and any(why in e for e in rep.errors), (why, rep.errors)
