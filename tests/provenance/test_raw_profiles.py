@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from aiidetect.provenance import analyze
-from aiidetect.provenance.containers import MAX_RAW_PROFILES, MAX_TEXT_BYTES, MAX_TEXTS, walk
+from aiidetect.provenance.containers import MAX_PROFILE_CHUNKS, MAX_TEXT_BYTES, MAX_TEXTS, walk
 from aiidetect.testing.hostile import (iim_dataset, image_resource, png_chunk, png_with, psd, raw_profile_chunk,
                                        raw_profile_text)
 
@@ -115,10 +115,18 @@ def test_raw_profiles_are_capped_but_not_pushed_out_by_junk_text():
     junk = [png_chunk(b"tEXt", b"junk\x00j") for _ in range(MAX_TEXTS + 5)]
     data = png_with(junk + [raw_profile_chunk("exif", camera_exif())])
     assert [w for _, w in walk(data).exif] == ["PNG zTXt 'Raw profile type exif'"]
-    many = [raw_profile_chunk("xmp", xmp('xmp:CreatorTool="x"'), ctype=b"tEXt")] * (MAX_RAW_PROFILES + 3)
+    many = [raw_profile_chunk("xmp", xmp('xmp:CreatorTool="x"'), ctype=b"tEXt")] * (MAX_PROFILE_CHUNKS + 3)
     b = walk(png_with(many))
-    assert len(b.xmp) == MAX_RAW_PROFILES
-    assert any(f"more than {MAX_RAW_PROFILES} raw profiles" in e for e in b.errors)
+    assert len(b.xmp) == MAX_PROFILE_CHUNKS
+    assert any(f"more than {MAX_PROFILE_CHUNKS} XMP and raw profile chunks" in e for e in b.errors)
+
+
+def test_xmp_chunks_that_inflate_to_megabytes_are_capped_before_inflating():
+    """A 4 KB zlib bomb per XMP iTXt chunk, 100 times: each inflated to 4 MB and was kept (400 MB)."""
+    bomb = png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(b" " * MAX_TEXT_BYTES, 9))
+    b = walk(png_with([bomb] * (MAX_PROFILE_CHUNKS + 20)))
+    assert len(b.xmp) == MAX_PROFILE_CHUNKS
+    assert any(f"more than {MAX_PROFILE_CHUNKS} XMP and raw profile chunks" in e for e in b.errors)
 
 
 def test_an_imagemagick_converted_camera_photo_keeps_its_iptc_and_xmp():
