@@ -369,9 +369,9 @@ _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
 
 def raw_profile_bytes(text: str) -> tuple[int, bytes]:
     """-> (declared length, bytes) of an ImageMagick raw profile: a newline, the profile's name, a newline,
-    its length in decimal, a newline, then hex digits in lines. Raises ValueError for anything else. The length is only
-    compared: nothing is sized from it (a hostile file declares terabytes), and hex that disagrees with
-    it is still read, as exiftool does, so an edited length cannot hide a profile."""
+    its length in decimal, a newline, then hex digits in lines. Raises ValueError for anything else. The
+    length is only compared: nothing is sized from it (a hostile file declares terabytes), and hex that
+    disagrees with it is still read, as exiftool does, so an edited length cannot hide a profile."""
     m = _RAW_HEAD.match(text)
     if not m:
         raise ValueError("not a raw profile (newline, name, newline, length, newline, hex digits)")
@@ -414,6 +414,8 @@ def _image_resources(irb: bytes, where: str, b: Blobs) -> None:
     b.errors.extend(errors)
     for rid, blob in found:
         spot = f"{where} resource 0x{rid:04X}"
+        if not blob.strip(b"\x00"):
+            continue   # an empty resource is no broken block: Photoshop keeps the slot when the data is gone
         if rid == IIM_RESOURCE:
             b.iptc.append((blob, spot))
         elif rid == EXIF_RESOURCE:

@@ -161,6 +161,12 @@ def test_psd_image_resources_are_read():
     assert ev["exif.camera"].source == "PSD resource 0x0422"
 
 
+def test_empty_resources_are_no_broken_blocks():
+    for data in (psd(image_resource(0x0404, b"") + image_resource(0x0424, b"\x00" * 4)),
+                 png_with([raw_profile_chunk("8bim", image_resource(0x0404, b""))])):
+        assert not _run(data).errors
+
+
 def test_a_broken_psd_costs_a_line():
     whole = psd(image_resource(0x0404, iim_dataset(2, 65, b"Midjourney")))
     for data, why in ((whole[:20], "truncated header"), (whole[:26] + b"\xff" * 4, "colour mode data"),
