@@ -6,11 +6,12 @@ Parsers (exif, xmp, generators, c2pa) then read the blobs.
 """
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .iptc import IRB_SIGNATURE, MAX_IRB_BYTES
+from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
@@ -21,6 +22,15 @@ MAX_TEXTS = 1000
 # 10,001 empty private chunks in front of a PNG's 'parameters' hid it with no word in the record,
 # while Pillow and every metadata viewer still showed it.
 MAX_CHUNKS = 1_000_000
+# ImageMagick and GraphicsMagick keep a JPEG's or TIFF's profiles, converted to PNG, in text chunks keyed
+# 'Raw profile type <name>', as hex.
+RAW_PROFILE = "Raw profile type "
+RAW_PROFILE_KINDS = ("exif", "app1", "xmp", "iptc", "8bim")
+PNG_XMP_KEY = "XML:com.adobe.xmp"
+# Profile chunks (XMP and raw profiles) decoded per PNG; a converted photo has three or four. Each may inflate
+# to 4 MB and was kept whole: 100 XMP chunks of a 4 KB zlib bomb each (a 420 KB file) held 400 MB and 4.6 s.
+MAX_PROFILE_CHUNKS = 16
+XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
 @dataclass
@@ -55,6 +65,8 @@ def sniff(data: bytes) -> str | None:
         return "AVIF" if brand in (b"avif", b"avis") else "HEIF"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "GIF"
+    if data[:4] == b"8BPS" and data[4:6] in (b"\x00\x01", b"\x00\x02"):   # PSD, PSB
+        return "PSD"
     return None
 
 
@@ -109,6 +121,8 @@ def walk(data: bytes) -> Blobs:
             _walk_with_pillow(data, b)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
+        elif fmt == "PSD":
+            _walk_psd(data, b)
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
@@ -175,8 +189,8 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
         where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
         if marker == 0xE1 and seg.startswith(b"Exif\x00"):
             b.exif.append((_tiff_start(seg), where))
-        elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xap/1.0/\x00"):
-            b.xmp.append((seg[29:], where))
+        elif marker == 0xE1 and seg.startswith(XMP_APP1):
+            b.xmp.append((seg[len(XMP_APP1):], where))
         elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
             body = seg[35:]
             if len(body) >= 40:
@@ -274,9 +288,9 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 # --- PNG --------------------------------------------------------------------
 
 def _walk_png(data: bytes, b: Blobs) -> None:
-    pos, n, total_text = 8, len(data), 0
+    pos, n, total_text, profiles = 8, len(data), 0, 0
     priority_seen: set[str] = set()
-    over_total = over_count = False
+    over_total = over_count = over_profiles = False
     for _ in range(MAX_CHUNKS):
         b.chunks += 1
         if pos + 8 > n:
@@ -290,7 +304,18 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         if ctype == b"IHDR" and len(body) >= 8:
             b.width, b.height = struct.unpack(">II", body[:8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            if len(b.texts) >= MAX_TEXTS and not _unseen_generator_key(body, priority_seen):
+            profile = _profile_key(body)
+            if profile and profiles >= MAX_PROFILE_CHUNKS:
+                if not over_profiles:   # said before inflating: the cap is on the work, not on what is kept
+                    b.errors.append(f"PNG: more than {MAX_PROFILE_CHUNKS} XMP and raw profile chunks; the rest "
+                                    "not read")
+                    over_profiles = True
+                pos += 12 + length
+                continue
+            profiles += profile
+            # A profile has its own cap: junk text chunks in front must not push a converted photo's
+            # EXIF (or a generator's XMP) out, as they may not push out a generator's parameters.
+            if len(b.texts) >= MAX_TEXTS and not profile and not _unseen_generator_key(body, priority_seen):
                 if not over_count:
                     b.errors.append(f"PNG: more than {MAX_TEXTS} text chunks; the rest ignored")
                     over_count = True
@@ -299,10 +324,17 @@ def _walk_png(data: bytes, b: Blobs) -> None:
             try:
                 key, text, truncated = _png_text(ctype, body)
                 where = f"PNG {name} '{key}'"
-                if truncated:
+                kind = key[len(RAW_PROFILE):].lower() if key.startswith(RAW_PROFILE) else None
+                if truncated and kind not in RAW_PROFILE_KINDS:
                     b.errors.append(f"{where}: text over {MAX_TEXT_BYTES} bytes; the first {MAX_TEXT_BYTES} read")
-                if key == "XML:com.adobe.xmp":
+                if key == PNG_XMP_KEY:
                     b.xmp.append((text.encode("utf-8"), where))
+                elif kind in RAW_PROFILE_KINDS:
+                    if truncated:
+                        b.errors.append(f"{where}: over {MAX_TEXT_BYTES} bytes of hex (a profile of over "
+                                        f"{MAX_TEXT_BYTES // 2} bytes); not read")
+                    else:
+                        _raw_profile(kind, text, where, b)
                 elif total_text + len(text) > MAX_TOTAL_TEXT_BYTES and not (key in GENERATOR_KEYS
                                                                               and key not in priority_seen):
                     if not over_total:
@@ -329,6 +361,73 @@ def _walk_png(data: bytes, b: Blobs) -> None:
         pos += 12 + length
     else:
         b.errors.append(_over_cap("PNG", "chunks"))
+
+
+_RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
+_NOT_HEX = re.compile(r"[^0-9a-fA-F]")
+
+
+def raw_profile_bytes(text: str) -> tuple[int, bytes]:
+    """-> (declared length, bytes) of an ImageMagick raw profile: a newline, the profile's name, a newline,
+    its length in decimal, a newline, then hex digits in lines. Raises ValueError for anything else. The
+    length is only compared: nothing is sized from it (a hostile file declares terabytes), and hex that
+    disagrees with it is still read, as exiftool does, so an edited length cannot hide a profile."""
+    m = _RAW_HEAD.match(text)
+    if not m:
+        raise ValueError("not a raw profile (newline, name, newline, length, newline, hex digits)")
+    digits = "".join(text[m.end():].split())
+    bad = _NOT_HEX.search(digits)
+    if bad:
+        raise ValueError(f"{bad.group()!r} at hex digit {bad.start()} is no hex digit; not read")
+    if len(digits) & 1:
+        raise ValueError(f"an odd number of hex digits ({len(digits)}); not read")
+    return int(m.group(2)), bytes.fromhex(digits)
+
+
+def _raw_profile(kind: str, text: str, where: str, b: Blobs) -> None:
+    """Hand an ImageMagick raw profile to the reader of the same block in a JPEG or TIFF."""
+    try:
+        declared, blob = raw_profile_bytes(text)
+    except ValueError as exc:
+        b.errors.append(f"{where}: {exc}")
+        return
+    if declared != len(blob):
+        b.errors.append(f"{where}: declares {declared} bytes but holds {len(blob)}; the {len(blob)} read")
+    if kind == "exif" or (kind == "app1" and blob.startswith(b"Exif\x00")):
+        b.exif.append((_tiff_start(blob), where))
+    elif kind == "xmp":
+        b.xmp.append((blob, where))
+    elif kind == "app1" and blob.startswith(XMP_APP1):
+        b.xmp.append((blob[len(XMP_APP1):], where))
+    elif kind == "iptc":
+        b.iptc.append((blob, where))      # bare IIM, or image resources holding it (iptc.iim_blocks)
+    elif kind == "8bim":
+        _image_resources(blob[len(IRB_SIGNATURE):] if blob.startswith(IRB_SIGNATURE) else blob, where, b)
+    else:
+        b.errors.append(f"{where}: an APP1 profile that is neither EXIF nor XMP; not read")
+
+
+def _image_resources(irb: bytes, where: str, b: Blobs) -> None:
+    """Photoshop image resources (a PSD file's, ImageMagick's 8BIM profile): the IIM, EXIF and XMP in
+    them go to the readers of those blocks."""
+    found, errors = resource_data(irb, where, (IIM_RESOURCE, EXIF_RESOURCE, XMP_RESOURCE))
+    b.errors.extend(errors)
+    for rid, blob in found:
+        spot = f"{where} resource 0x{rid:04X}"
+        if not blob.strip(b"\x00"):
+            continue   # an empty resource is no broken block: Photoshop keeps the slot when the data is gone
+        if rid == IIM_RESOURCE:
+            b.iptc.append((blob, spot))
+        elif rid == EXIF_RESOURCE:
+            b.exif.append((_tiff_start(blob), spot))
+        else:
+            b.xmp.append((blob, spot))
+
+
+def _profile_key(body: bytes) -> bool:
+    """Whether a text chunk's keyword is XMP's or a raw profile's this walker decodes."""
+    key = body[:80].partition(b"\x00")[0].decode("latin-1")
+    return key == PNG_XMP_KEY or (key.startswith(RAW_PROFILE) and key[len(RAW_PROFILE):].lower() in RAW_PROFILE_KINDS)
 
 
 def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
@@ -403,6 +502,28 @@ def _walk_webp(data: bytes, b: Blobs) -> None:
 
 def _over_cap(fmt: str, what: str) -> str:
     return f"{fmt}: more than {MAX_CHUNKS} {what}; the metadata after them was not read"
+
+
+# --- PSD -------------------------------------------------------------------
+
+def _walk_psd(data: bytes, b: Blobs) -> None:
+    """Photoshop's own format (PSB too: the same sections up to the layers): a 26-byte header, the
+    colour mode data and the image resources, each behind a 4-byte length. Pillow decodes the pixels
+    but keeps only the ICC profile of the resources; the IIM, EXIF and XMP are read here."""
+    if len(data) < 30:
+        b.errors.append("PSD: truncated header")
+        return
+    b.height, b.width = struct.unpack(">II", data[14:22])
+    (mode_len,) = struct.unpack(">I", data[26:30])
+    at = 30 + mode_len
+    if at + 4 > len(data):
+        b.errors.append(f"PSD: colour mode data of {mode_len} bytes overruns the file")
+        return
+    (size,) = struct.unpack(">I", data[at:at + 4])
+    irb = data[at + 4:at + 4 + size]
+    if len(irb) < size:
+        b.errors.append(f"PSD: image resources of {size} bytes overrun the file ({len(irb)} left)")
+    _image_resources(irb, "PSD", b)
 
 
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------

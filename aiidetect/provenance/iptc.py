@@ -31,6 +31,9 @@ MAX_LENGTH_BYTES = 4
 IRB_SIGNATURE = b"Photoshop 3.0\x00"
 _TYPES = (b"8BIM", b"MeSa", b"PHUT", b"AgHg", b"DCSR")   # resource types writers use; only 8BIM holds IIM
 IIM_RESOURCE = 0x0404
+# Photoshop keeps the file's EXIF (a TIFF structure, "EXIF data 1") and its XMP packet in image resources
+# too: in a PSD file, and in the 8BIM profile ImageMagick copies into a PNG.
+EXIF_RESOURCE, XMP_RESOURCE = 0x0422, 0x0424
 _NONZERO = re.compile(rb"[^\x00]")
 UTF8_ESCAPE = b"\x1b%G"
 
@@ -82,13 +85,19 @@ def iim_blocks(blob: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[s
 
 
 def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str]]:
+    """The data of each IIM resource (0x0404) in an image resource block."""
+    found, errors = resource_data(irb, where, (IIM_RESOURCE,))
+    return [(data, where) for _rid, data in found], errors
+
+
+def resource_data(irb: bytes, where: str, ids) -> tuple[list[tuple[int, bytes]], list[str]]:
     """Walk 8BIM resources (type 4, id 2, Pascal name padded to even, size 4, data padded to even)
-    and return the data of each IIM resource (0x0404)."""
+    and return (id, data) of each resource whose id is in `ids`."""
     errors: list[str] = []
     if len(irb) > MAX_IRB_BYTES:
         errors.append(f"IPTC ({where}): image resources of {len(irb)} bytes; the first {MAX_IRB_BYTES} read")
         irb = irb[:MAX_IRB_BYTES]
-    out: list[tuple[bytes, str]] = []
+    out: list[tuple[int, bytes]] = []
     pos, n = 0, len(irb)
     for _ in range(MAX_RESOURCES):
         if pos >= n:
@@ -122,8 +131,8 @@ def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str
             errors.append(f"IPTC ({where}): resource 0x{rid:04X} of {size} bytes overruns the block "
                           f"({n - start} left)")
             end = n
-        if rtype == b"8BIM" and rid == IIM_RESOURCE:
-            out.append((irb[start:end], where))
+        if rtype == b"8BIM" and rid in ids:
+            out.append((rid, irb[start:end]))
         pos = end
         # Data is padded to even; some writers leave the pad out. The pad is a zero byte or one before the
         # next resource; any other byte is junk the next round reports, not a pad to swallow in silence.

@@ -96,6 +96,33 @@ def image_resource(rid: int, data: bytes, name: bytes = b"", pad: bool = True) -
         b"\x00" if pad and len(data) & 1 else b"")
 
 
+def raw_profile_text(name: str, blob: bytes, declared: int | None = None) -> str:
+    """An ImageMagick 'Raw profile type' text: newline, name, newline, the length right-aligned in 8
+    characters, newline, lowercase hex in lines of 72 digits (png.c's layout)."""
+    digits = blob.hex()
+    lines = "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72))
+    return f"\n{name}\n{len(blob) if declared is None else declared:8d}\n{lines}\n"
+
+
+def raw_profile_chunk(name: str, blob: bytes | None = None, text: str | None = None,
+                      ctype: bytes = b"zTXt") -> bytes:
+    """A PNG text chunk keyed 'Raw profile type <name>' (zTXt, as ImageMagick writes it, or tEXt/iTXt)."""
+    body = (text if text is not None else raw_profile_text(name, blob or b"")).encode("latin-1")
+    key = f"Raw profile type {name}".encode()
+    if ctype == b"zTXt":
+        return png_chunk(ctype, key + b"\x00\x00" + zlib.compress(body))
+    if ctype == b"iTXt":
+        return png_chunk(ctype, key + b"\x00\x00\x00\x00\x00" + body)
+    return png_chunk(ctype, key + b"\x00" + body)
+
+
+def psd(resources: bytes, w: int = 8, h: int = 8) -> bytes:
+    """A minimal 8-bit RGB Photoshop file (Pillow decodes it) with these image resources."""
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, h, w, 8, 3)
+    return (head + struct.pack(">I", 0) + struct.pack(">I", len(resources)) + resources + struct.pack(">I", 0)
+            + struct.pack(">H", 0) + bytes(3 * w * h))
+
+
 def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
@@ -260,11 +287,40 @@ def xmp_billion_laughs() -> bytes:
 
 
 def xmp_ai_source_type() -> bytes:
-    pk = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    return jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + XMP_TRAINED)
+
+
+XMP_TRAINED = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
           b'<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
           b'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"/>'
           b'</rdf:RDF></x:xmpmeta>')
-    return jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + pk)
+
+
+def raw_profile_cases() -> dict[str, tuple[bytes, Expect]]:
+    """ImageMagick's hex 'Raw profile type' PNG chunks, with a hostile length, bad hex, a zTXt bomb, and one
+    tool name in the EXIF, XMP and IIM profiles at once."""
+    tool = b"Midjourney"
+    ex = Image.Exif()
+    ex[0x0131] = tool.decode()
+    xmp_tool = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                b'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="' + tool + b'"/>'
+                b'</rdf:RDF></x:xmpmeta>')
+    iim = iim_dataset(2, 65, tool)
+    bomb = zlib.compress(b"\nxmp\n" + b"%8d\n" % 10**9 + b"0" * (5 * 1024 * 1024), 9)
+    return {
+        "meta/raw-profile-huge-length.png": (
+            png_with([raw_profile_chunk("xmp", text=raw_profile_text("xmp", XMP_TRAINED, declared=10**12 - 1))]),
+            Expect(None, True, "the length field is compared, never sized from: the hex present is read")),
+        "meta/raw-profile-non-hex.png": (
+            png_with([raw_profile_chunk("xmp", text=raw_profile_text("xmp", XMP_TRAINED).replace("3c", "<g", 1))]),
+            Expect(None, False, "refused with a line")),
+        "meta/raw-profile-ztxt-bomb.png": (
+            png_with([png_chunk(b"zTXt", b"Raw profile type xmp\x00\x00" + bomb)]), Expect(None, False)),
+        "meta/raw-profile-tool-in-every-block.png": (
+            png_with([raw_profile_chunk("exif", ex.tobytes()), raw_profile_chunk("xmp", xmp_tool),
+                      raw_profile_chunk("8bim", image_resource(0x0404, iim)), raw_profile_chunk("iptc", iim)]),
+            Expect(None, False, "EXIF + XMP + IIM x2 in raw profiles named one tool: one claim", max_llr=3.5)),
+    }
 
 
 def a1111_png(prompt: str = "a cat in a hat") -> bytes:
@@ -393,6 +449,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/bad-crc-text.png", corrupt_crc_text_chunk(), Expect(None, None, "Pillow rejects the chunk CRC"))
     put("meta/tool-name-in-every-block.jpg", tool_name_in_every_block(),
         Expect(None, False, "EXIF + XMP x2 + IIM x3 named one tool: 6.2 nats before, one claim is 3", max_llr=3.5))
+    for rel, (data, exp) in raw_profile_cases().items():
+        put(rel, data, exp)
     # --- evidence that must survive broken pixels; markers
     put("markers/a1111.png", a1111_png(), Expect(None, True))
     put("markers/xmp-trained-algorithmic.jpg", xmp_ai_source_type(), Expect(None, True))
