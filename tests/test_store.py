@@ -4,6 +4,7 @@ without reading finished files, sharding over N=3 and merging, and the
 from __future__ import annotations
 
 import base64
+import hashlib
 import csv
 import io
 import json
@@ -915,3 +916,62 @@ def test_merge_keeps_shard_sessions_of_one_process_apart(tmp_path):
         shards = sorted(r[0] for r in c.execute("SELECT shard FROM sessions"))
     assert shards == ["1/3", "2/3", "3/3"]
     assert ResultsStore(tmp_path / "all.sqlite").shard_gaps() == []
+
+
+def _scan_in(tmp_path, db, *paths):
+    r = run_cli_in_process("scan", *paths, "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0, r.stderr
+    return jsonl(r.stdout), r.stderr
+
+
+def _linked_tree(tmp_path, n=4):
+    """tmp/in/f0x/img*.png, `link` -> in (a symlinked folder) and `lk` -> in/f00 (so `lk/..` is `in`)."""
+    imgs = _tiny_images(tmp_path / "in", n, folders=2)
+    (tmp_path / "link").symlink_to("in")
+    (tmp_path / "lk").symlink_to(Path("in") / "f00")
+    return imgs
+
+
+def test_one_file_is_one_row_whatever_the_spelling(tmp_path, monkeypatch):
+    """The key was the path as spelled (`.` and `..` removed lexically): the same folder reached
+    through a symlinked folder, or as `lk/..` where lk is a link, was scanned again with rows of its
+    own, and counted twice by `results summary`. Each record still shows the path as it was given."""
+    imgs = _linked_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "s.sqlite"
+    _scan_in(tmp_path, db, "in")
+    for spelling in (str(tmp_path / "link") + "/", "lk/..", "link/f00/img00000.png"):
+        recs, err = _scan_in(tmp_path, db, spelling)
+        assert all(d["file"].startswith(spelling.rstrip("/")) for d in recs), recs  # as given
+        assert f"{len(recs)} unchanged" in err, (spelling, err)  # resumed, not read again
+    assert len(_rows(db)) == len(imgs)
+    assert sorted(r[0] for r in _rows(db)) == sorted(str(p.resolve()) for p in imgs)
+    s = json.loads(run_cli_in_process("results", "summary", "--db", str(db), "-f", "json").stdout)
+    assert s["files"] == len(imgs)
+
+
+def test_a_link_then_dotdot_is_not_the_row_of_another_file(tmp_path, monkeypatch):
+    """`lk/../a.png` (lk a link to in/f00) is in/a.png, but its key was ./a.png, another file: one
+    with the same size and mtime had its stored record printed as this file's verdict and hash."""
+    _linked_tree(tmp_path, 1)
+    good = tmp_path / "in" / "a.png"
+    good.write_bytes((tmp_path / "in" / "f00" / "img00000.png").read_bytes())
+    other = tmp_path / "a.png"
+    other.write_bytes(os.urandom(good.stat().st_size))
+    os.utime(other, ns=(good.stat().st_atime_ns, good.stat().st_mtime_ns))
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "s.sqlite"
+    _scan_in(tmp_path, db, "a.png")
+    (rec,), _ = _scan_in(tmp_path, db, "lk/../a.png")
+    assert rec["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert rec["verdict"] != "error"
+
+
+def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):
+    """A shard given the folder through a link hashed another path than one given the folder: the
+    two split it differently (files in both shards or in neither) and wrote two rows of a file."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    names = [f"IMG_{i:04d}.jpg" for i in range(40)]
+    assert [shard_of(str(tmp_path / "link" / n), 7) for n in names] == \
+        [shard_of(str(tmp_path / "real" / n), 7) for n in names]
