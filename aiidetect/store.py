@@ -178,6 +178,10 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# The meta row that says every results key is a path_key of this form (folders resolved). A store
+# without it was written by a version that kept the folder as spelled: its rows are re-keyed once,
+# when it is first opened for writing (ResultsStore._rekey).
+PATH_KEYS = ("path_keys", "real-folder")
 # Resolved folders remembered by one scan (one realpath per folder, not per file): enough for the
 # folders in flight at once; cleared, not grown, beyond that.
 _FOLDER_CACHE = 4096
@@ -485,9 +489,60 @@ class ResultsStore:
         else:
             # Only what the results commands read: a store that lacks a column none of them needs is read.
             problem = self.missing_columns("this version cannot read it", _READ_COLS)
+        if not problem and not readonly:
+            try:
+                if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None:
+                    self._rekey()
+            except sqlite3.Error as exc:
+                problem = str(_cannot_write(self.path, exc))
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def _rekey(self) -> int:
+        """Rows of a version that kept a file's folder as spelled, moved under path_key: the same
+        file reached through a symlinked folder (or `link/..`) had a row per spelling, counted twice
+        by every summary and scanned again by every resume under the other spelling. One realpath per
+        distinct folder; only the rows of a folder that resolves elsewhere are read and moved. Of two
+        rows that become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in
+        the same transaction, so it runs once. Returns the rows moved or dropped."""
+        from .report.safe import display_path
+
+        db, folders, changed = self._db, {}, 0
+        try:
+            for (folder,) in db.execute("SELECT DISTINCT folder FROM results").fetchall():
+                # A folder that is not UTF-8 is stored as its display form: its rows say their bytes.
+                if "\ufffd" not in folder and os.path.realpath(folder) == folder:
+                    continue
+                for rowid, run_id, key, scanned in db.execute(
+                        "SELECT rowid, run_id, path, scanned_at FROM results WHERE folder=?", (folder,)).fetchall():
+                    new = path_key(key_path(key), folders)
+                    if new == key:
+                        continue
+                    changed += 1
+                    other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
+                                       (run_id, new)).fetchone()
+                    if other is not None and (other[1] or "") >= (scanned or ""):
+                        db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
+                        continue
+                    if other is not None:
+                        db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
+                    db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
+                               (new, display_path(os.path.dirname(key_path(new))), rowid))
+            # The crash strikes are keyed the same way: a file that ended a process stays set aside.
+            crashes = db.execute("SELECT path, size, mtime_ns, strikes FROM crashes").fetchall()
+            for key, size, mtime_ns, strikes in crashes:
+                new = path_key(key_path(key), folders)
+                if new != key:
+                    db.execute("DELETE FROM crashes WHERE path=?", (key,))
+                    db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (new, size, mtime_ns, strikes))
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", PATH_KEYS)
+            db.commit()
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            raise
+        return changed
 
     def _integrity_ro(self) -> str:
         db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
@@ -804,7 +859,13 @@ class ResultsStore:
                 db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
                            f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "
                            f"WHERE excluded.scanned_at > results.scanned_at")
-                db.commit()
+                # A shard of an older version keyed its files by the folder as spelled: its rows join
+                # the others' keys here (on this machine's view of the folders).
+                legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
+                if legacy:
+                    self._rekey()  # commits with the rows
+                else:
+                    db.commit()
                 after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             except Exception:
                 db.rollback()

@@ -967,6 +967,46 @@ def test_a_link_then_dotdot_is_not_the_row_of_another_file(tmp_path, monkeypatch
     assert rec["verdict"] != "error"
 
 
+def test_a_store_of_an_older_version_is_rekeyed_once(tmp_path, monkeypatch):
+    """A store written before (keys as spelled: a row per spelling) is re-keyed when first opened
+    for writing, keeping the row scanned last of two that become one; a shard of that version is
+    re-keyed when merged. A read-only open reads it as it is."""
+    import aiidetect.store as store
+
+    imgs = _linked_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    old_key = lambda p, folders=None: os.path.normpath(os.path.abspath(p))  # noqa: E731 - the old key
+
+    def old_store(db, *spellings):
+        with monkeypatch.context() as m:
+            m.setattr(store, "path_key", old_key)
+            for sp in spellings:
+                _scan_in(tmp_path, db, sp)
+        with sqlite3.connect(db) as c:
+            c.execute("DELETE FROM meta WHERE key='path_keys'")
+            # the later scan is the one kept, whichever second each ran in
+            c.execute("UPDATE results SET scanned_at='2001-01-01T00:00:00Z' WHERE path LIKE ?",
+                      (f"{tmp_path}/in/%",))
+        return db
+
+    db = old_store(tmp_path / "old.sqlite", "in", "link")
+    assert len(_rows(db)) == 2 * len(imgs)  # what the old version left
+    with sqlite3.connect(db) as c:  # and a file set aside under the old key stays set aside
+        c.execute("INSERT INTO crashes VALUES (?, 1, 2, 2)", (f"{tmp_path}/link/f00/img00000.png",))
+    with ResultsStore(db) as st:
+        assert st.crash_strikes() == {str(imgs[0].resolve()): (1, 2, 2)}
+    rows = _rows(db)
+    assert sorted(r[0] for r in rows) == sorted(str(p.resolve()) for p in imgs)
+    with sqlite3.connect(db) as c:
+        assert {f.split("/")[0] for (f,) in c.execute("SELECT file FROM results")} == {"link"}
+    recs, err = _scan_in(tmp_path, db, "in")
+    assert f"{len(imgs)} unchanged" in err and len(_rows(db)) == len(imgs)
+    # a shard written by the old version, merged into a store of this one
+    shard = old_store(tmp_path / "shard.sqlite", "link")
+    merge_stores(db, [shard])
+    assert len(_rows(db)) == len(imgs)
+
+
 def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):
     """A shard given the folder through a link hashed another path than one given the folder: the
     two split it differently (files in both shards or in neither) and wrote two rows of a file."""
