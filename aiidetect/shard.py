@@ -1,11 +1,11 @@
 """--shard I/N: split a sweep between N processes or machines by a stable hash
 of each path, so every file is scanned by exactly one of them.
 
-The hash is of the file's absolute, normalised path (the results store's key,
-store.path_key), never of Python's per-process salted hash(): `arch`, `./arch/`
-and `/data/arch` from /data split the same way, so shards given the folder in
-different spellings still partition it. The files must be at the same absolute
-path on every machine (the same mount point).
+The hash is of the results store's key of the file (store.canonical_path: absolute, its folder
+resolved), never of Python's per-process salted hash(): `arch`, `./arch/`, `/data/arch` from /data
+and a symlinked folder leading to it split the same way, so shards given the folder in different
+spellings still partition it, and no two shards write a row for the same file. The files must be at
+the same resolved path on every machine (the same mount point).
 """
 from __future__ import annotations
 
@@ -38,9 +38,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def shard_of(path: str, n: int) -> int:
-    """1..n, the same on every machine and Python version, and for every spelling of the path."""
-    raw = os.fsencode(os.path.normpath(os.path.abspath(path)))
+def shard_of(path: str, n: int, folders: dict[str, str] | None = None) -> int:
+    """1..n, the same on every machine and Python version, and for every spelling of the path
+    (`folders`: store.canonical_path's cache of resolved folders)."""
+    from .store import canonical_path
+
+    raw = os.fsencode(canonical_path(path, folders))
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") % n + 1
 
 
@@ -49,6 +52,7 @@ def in_shard(cands: Iterable[Candidate], shard: tuple[int, int] | None) -> Itera
         yield from cands
         return
     i, n = shard
+    folders: dict[str, str] = {}  # one realpath per folder, not per file
     for c in cands:
-        if shard_of(c.path, n) == i:
+        if shard_of(c.path, n, folders) == i:
             yield c

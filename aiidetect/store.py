@@ -178,16 +178,73 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def path_key(path: str) -> str:
-    """The stored key of a file: absolute and normalised, so `./a.jpg` and `a.jpg`
-    from the same folder resume each other. SQLite text is UTF-8, so a name that
-    is not (docs/schema.md, file_bytes) is kept as its display form plus the
+# The meta row that says every results key is a path_key of this form (folders resolved). A store
+# without it was written by a version that kept the folder as spelled: its rows are re-keyed once,
+# when it is first opened for writing (ResultsStore._rekey).
+PATH_KEYS = ("path_keys", "real-folder")
+# Resolved folders remembered by one scan (one realpath per folder, not per file): enough for the
+# folders in flight at once; cleared, not grown, beyond that.
+_FOLDER_CACHE = 4096
+
+
+def canonical_path(path: str, folders: dict[str, str] | None = None) -> str:
+    """The file's path with its folder resolved: absolute, every symbolic link and `..` in the folder
+    followed the way the kernel follows them (`link/..` is the link target's parent, not the folder
+    the link lies in), its own name kept. `./a.jpg`, `/abs/a.jpg`, `x/../a.jpg`, a root given with a
+    trailing slash, from another working folder or through a symlinked folder: one path.
+
+    The name itself is not resolved: a symbolic link to a file, like a hard link, is a name of its
+    own (docs/scale.md, "One file, one row"). `folders` caches the resolved folders of one scan; its
+    keys are folders as spelled, so it must not outlive a change of working folder."""
+    head, name = os.path.split(path)
+    if name in ("", os.curdir, os.pardir):
+        return os.path.realpath(path)  # a folder itself: a discovery error row
+    head = head or os.curdir
+    if folders is None:
+        return os.path.join(os.path.realpath(head), name)
+    real = folders.get(head)
+    if real is None:
+        if len(folders) >= _FOLDER_CACHE:
+            folders.clear()
+        real = folders[head] = os.path.realpath(head)
+    return os.path.join(real, name)
+
+
+def path_key(path: str, folders: dict[str, str] | None = None) -> str:
+    """The stored key of a file: canonical_path, so every spelling of one file's path resumes the
+    others, and shards (shard.shard_of hashes the same path) never write one file twice. SQLite text
+    is UTF-8, so a name that is not (docs/schema.md, file_bytes) is kept as its display form plus the
     base64 of its exact bytes: unique, stable, and still readable in a query."""
-    key = os.path.normpath(os.path.abspath(path))
+    key = canonical_path(path, folders)
     from .report.safe import display_path, path_bytes_b64
 
     raw = path_bytes_b64(key)
     return key if raw is None else f"{display_path(key)}#b64:{raw}"
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def key_path(key: str) -> str:
+    """The path a stored key stands for (path_key's inverse: exact bytes for a '#b64:' key)."""
+    head, sep, raw = key.rpartition("#b64:")
+    if sep:
+        import base64
+        import binascii
+
+        from .report.safe import display_path
+
+        with contextlib.suppress(binascii.Error, ValueError):
+            decoded = base64.b64decode(raw, validate=True)
+            # Only path_key's own form: a UTF-8 name that merely contains '#b64:' is kept as it is.
+            if display_path(decoded) == head and not _is_utf8(decoded):
+                return os.fsdecode(decoded)
+    return key
 
 
 # ---------------------------------------------------------------- records <-> JSON
@@ -432,9 +489,60 @@ class ResultsStore:
         else:
             # Only what the results commands read: a store that lacks a column none of them needs is read.
             problem = self.missing_columns("this version cannot read it", _READ_COLS)
+        if not problem and not readonly:
+            try:
+                if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None:
+                    self._rekey()
+            except sqlite3.Error as exc:
+                problem = str(_cannot_write(self.path, exc))
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def _rekey(self) -> int:
+        """Rows of a version that kept a file's folder as spelled, moved under path_key: the same
+        file reached through a symlinked folder (or `link/..`) had a row per spelling, counted twice
+        by every summary and scanned again by every resume under the other spelling. One realpath per
+        distinct folder; only the rows of a folder that resolves elsewhere are read and moved. Of two
+        rows that become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in
+        the same transaction, so it runs once. Returns the rows moved or dropped."""
+        from .report.safe import display_path
+
+        db, folders, changed = self._db, {}, 0
+        try:
+            for (folder,) in db.execute("SELECT DISTINCT folder FROM results").fetchall():
+                # A folder that is not UTF-8 is stored as its display form: its rows say their bytes.
+                if "\ufffd" not in folder and os.path.realpath(folder) == folder:
+                    continue
+                for rowid, run_id, key, scanned in db.execute(
+                        "SELECT rowid, run_id, path, scanned_at FROM results WHERE folder=?", (folder,)).fetchall():
+                    new = path_key(key_path(key), folders)
+                    if new == key:
+                        continue
+                    changed += 1
+                    other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
+                                       (run_id, new)).fetchone()
+                    if other is not None and (other[1] or "") >= (scanned or ""):
+                        db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
+                        continue
+                    if other is not None:
+                        db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
+                    db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
+                               (new, display_path(os.path.dirname(key_path(new))), rowid))
+            # The crash strikes are keyed the same way: a file that ended a process stays set aside.
+            crashes = db.execute("SELECT path, size, mtime_ns, strikes FROM crashes").fetchall()
+            for key, size, mtime_ns, strikes in crashes:
+                new = path_key(key_path(key), folders)
+                if new != key:
+                    db.execute("DELETE FROM crashes WHERE path=?", (key,))
+                    db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (new, size, mtime_ns, strikes))
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", PATH_KEYS)
+            db.commit()
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            raise
+        return changed
 
     def _integrity_ro(self) -> str:
         db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
@@ -751,7 +859,13 @@ class ResultsStore:
                 db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
                            f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "
                            f"WHERE excluded.scanned_at > results.scanned_at")
-                db.commit()
+                # A shard of an older version keyed its files by the folder as spelled: its rows join
+                # the others' keys here (on this machine's view of the folders).
+                legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
+                if legacy:
+                    self._rekey()  # commits with the rows
+                else:
+                    db.commit()
                 after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             except Exception:
                 db.rollback()
@@ -797,6 +911,7 @@ class StoreSession:
         # A run with no rows yet has nothing to resume: skip one lookup per file.
         self._nothing_stored = store.run_is_empty(run_id)
         self._stat: dict[str, _Pending] = {}      # path -> stat taken before reading: in-flight files only
+        self._folders: dict[str, str] = {}        # folder as spelled -> resolved (path_key), bounded
         self._resumed: set[int] = set()           # id() of records handed back by prior(): in flight only
         self._rows: list[tuple] = []
         self._last = time.monotonic()
@@ -832,7 +947,7 @@ class StoreSession:
             st = os.stat(path)
         except OSError:
             return None  # let the reader report why
-        key = path_key(path)
+        key = path_key(path, self._folders)
         if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
             if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:
@@ -860,12 +975,14 @@ class StoreSession:
         if p is None:
             # Not stat-ed before reading (a discovery error row): key it now; size/mtime stay unknown, so it is
             # retried on resume (its cause may have been fixed).
-            p = _Pending(path_key(rec.file), None, None)
+            p = _Pending(path_key(rec.file, self._folders), None, None)
         err = rec.error
         from .report.safe import display_path
 
+        # The folder of the key, not of the spelling: a summary's folders are the same whichever
+        # spelling scanned a file last.
         self._rows.append((self.run_id, p.key, display_path(rec.file), display_path(os.path.dirname(
-            os.path.normpath(os.path.abspath(rec.file)))), p.size, p.mtime_ns, rec.sha256,
+            key_path(p.key))), p.size, p.mtime_ns, rec.sha256,
                            rec.verdict, rec.p_ai, err.code if err else None, err.message if err else None,
                            self.fusion_model, self.session_id, _now(), record_json(rec)))
         if len(self._rows) >= self.batch or time.monotonic() - self._last >= self.interval:

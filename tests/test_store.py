@@ -4,6 +4,7 @@ without reading finished files, sharding over N=3 and merging, and the
 from __future__ import annotations
 
 import base64
+import hashlib
 import csv
 import io
 import json
@@ -915,3 +916,102 @@ def test_merge_keeps_shard_sessions_of_one_process_apart(tmp_path):
         shards = sorted(r[0] for r in c.execute("SELECT shard FROM sessions"))
     assert shards == ["1/3", "2/3", "3/3"]
     assert ResultsStore(tmp_path / "all.sqlite").shard_gaps() == []
+
+
+def _scan_in(tmp_path, db, *paths):
+    r = run_cli_in_process("scan", *paths, "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0, r.stderr
+    return jsonl(r.stdout), r.stderr
+
+
+def _linked_tree(tmp_path, n=4):
+    """tmp/in/f0x/img*.png, `link` -> in (a symlinked folder) and `lk` -> in/f00 (so `lk/..` is `in`)."""
+    imgs = _tiny_images(tmp_path / "in", n, folders=2)
+    (tmp_path / "link").symlink_to("in")
+    (tmp_path / "lk").symlink_to(Path("in") / "f00")
+    return imgs
+
+
+def test_one_file_is_one_row_whatever_the_spelling(tmp_path, monkeypatch):
+    """The key was the path as spelled (`.` and `..` removed lexically): the same folder reached
+    through a symlinked folder, or as `lk/..` where lk is a link, was scanned again with rows of its
+    own, and counted twice by `results summary`. Each record still shows the path as it was given."""
+    imgs = _linked_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "s.sqlite"
+    _scan_in(tmp_path, db, "in")
+    for spelling in (str(tmp_path / "link") + "/", "lk/..", "link/f00/img00000.png"):
+        recs, err = _scan_in(tmp_path, db, spelling)
+        assert all(d["file"].startswith(spelling.rstrip("/")) for d in recs), recs  # as given
+        assert f"{len(recs)} unchanged" in err, (spelling, err)  # resumed, not read again
+    assert len(_rows(db)) == len(imgs)
+    assert sorted(r[0] for r in _rows(db)) == sorted(str(p.resolve()) for p in imgs)
+    s = json.loads(run_cli_in_process("results", "summary", "--db", str(db), "-f", "json").stdout)
+    assert s["files"] == len(imgs)
+
+
+def test_a_link_then_dotdot_is_not_the_row_of_another_file(tmp_path, monkeypatch):
+    """`lk/../a.png` (lk a link to in/f00) is in/a.png, but its key was ./a.png, another file: one
+    with the same size and mtime had its stored record printed as this file's verdict and hash."""
+    _linked_tree(tmp_path, 1)
+    good = tmp_path / "in" / "a.png"
+    good.write_bytes((tmp_path / "in" / "f00" / "img00000.png").read_bytes())
+    other = tmp_path / "a.png"
+    other.write_bytes(os.urandom(good.stat().st_size))
+    os.utime(other, ns=(good.stat().st_atime_ns, good.stat().st_mtime_ns))
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "s.sqlite"
+    _scan_in(tmp_path, db, "a.png")
+    (rec,), _ = _scan_in(tmp_path, db, "lk/../a.png")
+    assert rec["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert rec["verdict"] != "error"
+
+
+def test_a_store_of_an_older_version_is_rekeyed_once(tmp_path, monkeypatch):
+    """A store written before (keys as spelled: a row per spelling) is re-keyed when first opened
+    for writing, keeping the row scanned last of two that become one; a shard of that version is
+    re-keyed when merged. A read-only open reads it as it is."""
+    import aiidetect.store as store
+
+    imgs = _linked_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    old_key = lambda p, folders=None: os.path.normpath(os.path.abspath(p))  # noqa: E731 - the old key
+
+    def old_store(db, *spellings):
+        with monkeypatch.context() as m:
+            m.setattr(store, "path_key", old_key)
+            for sp in spellings:
+                _scan_in(tmp_path, db, sp)
+        with sqlite3.connect(db) as c:
+            c.execute("DELETE FROM meta WHERE key='path_keys'")
+            # the later scan is the one kept, whichever second each ran in
+            c.execute("UPDATE results SET scanned_at='2001-01-01T00:00:00Z' WHERE path LIKE ?",
+                      (f"{tmp_path}/in/%",))
+        return db
+
+    db = old_store(tmp_path / "old.sqlite", "in", "link")
+    assert len(_rows(db)) == 2 * len(imgs)  # what the old version left
+    with sqlite3.connect(db) as c:  # and a file set aside under the old key stays set aside
+        c.execute("INSERT INTO crashes VALUES (?, 1, 2, 2)", (f"{tmp_path}/link/f00/img00000.png",))
+    with ResultsStore(db) as st:
+        assert st.crash_strikes() == {str(imgs[0].resolve()): (1, 2, 2)}
+    rows = _rows(db)
+    assert sorted(r[0] for r in rows) == sorted(str(p.resolve()) for p in imgs)
+    with sqlite3.connect(db) as c:
+        assert {f.split("/")[0] for (f,) in c.execute("SELECT file FROM results")} == {"link"}
+    recs, err = _scan_in(tmp_path, db, "in")
+    assert f"{len(imgs)} unchanged" in err and len(_rows(db)) == len(imgs)
+    # a shard written by the old version, merged into a store of this one
+    shard = old_store(tmp_path / "shard.sqlite", "link")
+    merge_stores(db, [shard])
+    assert len(_rows(db)) == len(imgs)
+
+
+def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):
+    """A shard given the folder through a link hashed another path than one given the folder: the
+    two split it differently (files in both shards or in neither) and wrote two rows of a file."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    names = [f"IMG_{i:04d}.jpg" for i in range(40)]
+    assert [shard_of(str(tmp_path / "link" / n), 7) for n in names] == \
+        [shard_of(str(tmp_path / "real" / n), 7) for n in names]

@@ -702,3 +702,47 @@ class SimpleGuard:
     def died(self, path, times):
         self.struck.append((path, times))
         return True
+
+
+def test_a_ray_scan_through_a_symlinked_folder_resumes_the_rows_of_the_folder(tmp_path):
+    """The engine's resume and keys are the driver's store session, as a local scan's: the folder
+    given through a link was another set of rows, every file sent to the cluster again and counted
+    twice in the store."""
+    import pickle
+
+    from PIL import Image
+
+    from aiidetect.discover import discover
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.store import ResultsStore, open_session
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "in" / f"{name}.png")
+    (tmp_path / "link").symlink_to("in")
+    store = ResultsStore(tmp_path / "s.sqlite")
+    pipe = Pipeline([MetadataDetector({"watermark": "never"})], None, batch_size=8, workers=1)
+    sent: list[str] = []
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            sent.extend(pickle.loads(b).path for b in batch["cand"])
+            return fn(batch)
+        return run
+
+    for folder in ("in", "link"):
+        session = open_session(store, pipe, {}, engine="ray")
+        pipe.prior = session.prior
+        cands, _ = discover([str(tmp_path / folder)])
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(ray_engine, "_decode_stage", stage)
+            for r in ray_engine._records(_fake_ray(), pipe, cands, ["metadata"], _ctx(), None, None, None, 10):
+                session.add(r)
+        session.close()
+    assert len(sent) == 2  # the first scan's
+    assert store.db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
