@@ -548,6 +548,22 @@ def test_cli_doc_names_the_commands_that_take_each_option():
     assert not stale, "docs/cli.md's option table and the CLI disagree:\n" + "\n".join(stale)
 
 
+def test_install_profiles_name_every_extra():
+    """docs/install.md's profile table is where a reader learns what each extra adds and weighs: `[ray]` joined
+    `[all]` with no row, while the `[all]` row said "everything above" and gave the size measured before it.
+    `[provenance]` is only kept for old install lines (pyproject.toml says so)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    text = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
+    table = text[text.index("## Install profiles"):text.index("How these were measured")]
+    rows = {m.group(1): line for line in table.splitlines() for m in [re.match(r"^\| `\[([\w-]+)\]` \|", line)] if m}
+    missing = sorted(set(extras) - set(rows) - {"provenance"})
+    assert not missing, f"extras without a row in docs/install.md: {missing}"
+    members = re.fullmatch(r"aiidetect\[([\w,-]+)\]", extras["all"][0]).group(1)
+    assert f"`[{members}]`" in rows["all"], (members, rows["all"])
+
+
 def test_cited_environment_variables_are_read():
     """Every AIIDETECT_* variable the docs name is spelled somewhere in the code, tests or scripts."""
     code = "".join(p.read_text(encoding="utf-8") for d in ("aiidetect", "tests", "benchmarks", "scripts")
