@@ -489,6 +489,81 @@ def test_script_options_exist():
     assert not stale, "script options in the docs that the scripts do not take:\n" + "\n".join(stale)
 
 
+def _visible_options():
+    """{(command path, first long spelling): every spelling} of the options `--help` shows."""
+    out = {}
+    todo = [((), _cli())]
+    while todo:
+        path, cmd = todo.pop()
+        todo += [(path + (n,), sub) for n, sub in getattr(cmd, "commands", {}).items()]
+        for p in cmd.params:
+            if p.param_type_name != "option" or p.hidden:
+                continue
+            spellings = [o for o in p.opts + p.secondary_opts if o.startswith("--")]
+            if spellings and spellings[0] != "--help":
+                out[(" ".join(path) or "aiidetect", spellings[0])] = spellings
+    return out
+
+
+def test_every_option_is_named_in_the_docs():
+    """A reader of the docs learns of every option `--help` shows: `scan --explain`, `report --thumbnails`,
+    `eval --plots`, `train flow --max-images/--proxy-kinds`, `export onnx --opset`, `--version` and more were
+    in --help only. Any spelling counts (`--no-thumbnails` names `--thumbnails/--no-thumbnails`)."""
+    named = set()
+    for doc in DOCS:
+        named |= set(re.findall(r"(?<![\w-])--[a-z][\w-]*", doc.read_text(encoding="utf-8")))
+    options = _visible_options()
+    assert len(options) > 100, len(options)
+    missing = sorted(f"{path} {first}" for (path, first), spellings in options.items() if not set(spellings) & named)
+    assert not missing, "options that --help shows and no doc names:\n" + "\n".join(missing)
+
+
+def test_cli_doc_names_the_commands_that_take_each_option():
+    """docs/cli.md's "One naming scheme" table says which commands take each option; a script author reads
+    it as the whole list. `--follow-links` was listed for `scan` and `meta` alone, where eval, calibrate and
+    the trainers take it too. Checked both ways; a row that points at a group (`--backbone`) is left out."""
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    table = text[text.index("## One naming scheme"):text.index("Old spellings")]
+    options = _visible_options()
+    commands = {path for path, _ in options}
+    stale, rows = [], 0
+    for line in table.splitlines():
+        m = re.match(r"^\| `(--[\w-]+)", line)
+        if not m or "group (below)" in line:
+            continue
+        cell = line.strip().strip("|").split(" | ")[2]
+        while re.search(r"\([^()]*\)", cell):  # asides name other things: `(also html)`, `(docs/schema.md)`
+            cell = re.sub(r"\([^()]*\)", "", cell)
+        named = set()
+        for span in re.findall(r"`([^`]+)`", cell):  # `train linear/mpft/flow` is three commands
+            *group, last = span.split()
+            named |= {" ".join([*group, w]) for w in last.split("/")}
+        named &= commands
+        real = {path for (path, _), spellings in options.items() if m.group(1) in spellings}
+        rows += 1
+        if named != real:
+            stale.append(f"{m.group(1)}: listed but not taken {sorted(named - real)}; taken but not listed "
+                         f"{sorted(real - named)}")
+    assert rows >= 8, rows
+    assert not stale, "docs/cli.md's option table and the CLI disagree:\n" + "\n".join(stale)
+
+
+def test_install_profiles_name_every_extra():
+    """docs/install.md's profile table is where a reader learns what each extra adds and weighs: `[ray]` joined
+    `[all]` with no row, while the `[all]` row said "everything above" and gave the size measured before it.
+    `[provenance]` is only kept for old install lines (pyproject.toml says so)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    text = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
+    table = text[text.index("## Install profiles"):text.index("How these were measured")]
+    rows = {m.group(1): line for line in table.splitlines() for m in [re.match(r"^\| `\[([\w-]+)\]` \|", line)] if m}
+    missing = sorted(set(extras) - set(rows) - {"provenance"})
+    assert not missing, f"extras without a row in docs/install.md: {missing}"
+    members = re.fullmatch(r"aiidetect\[([\w,-]+)\]", extras["all"][0]).group(1)
+    assert f"`[{members}]`" in rows["all"], (members, rows["all"])
+
+
 def test_cited_environment_variables_are_read():
     """Every AIIDETECT_* variable the docs name is spelled somewhere in the code, tests or scripts."""
     code = "".join(p.read_text(encoding="utf-8") for d in ("aiidetect", "tests", "benchmarks", "scripts")

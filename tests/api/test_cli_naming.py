@@ -79,6 +79,7 @@ def test_old_and_new_spelling_give_the_same_run(tmp_path, dev_dir):
     ["doctor", "--format", "xml"],
     ["cache", "info", "--format", "yaml"],
     ["bench", "--runtime", "tvm"],
+    ["bench", "--dtype", "auto"],  # bench times the dtype asked for
     ["train", "linear", "x.csv", "--dtype", "auto"],  # training has no auto dtype
 ])
 def test_fixed_choices_refuse_other_values(args):
@@ -187,3 +188,24 @@ def test_quiet_silences_proxies_and_bench_but_not_errors(tmp_path, dev_dir):
     assert r.returncode == 0 and r.stderr == "" and json.loads(r.stdout)["backbone"]
     r = run_cli("proxies", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "q"), "-q")
     assert r.returncode == 2 and r.stderr.startswith("error:")
+
+
+def test_every_dtype_lists_its_values_in_help():
+    """docs/cli.md: options with a fixed set of values list them in --help. bench's --dtype was a plain string
+    (`<str>` in --help, its values only in the prose) checked by hand; its values are bench.DTYPES."""
+    import enum
+
+    from aiidetect.bench import DTYPES
+
+    seen = 0
+    for path, cmd in _all_commands():
+        for p in cmd.params:
+            if "--dtype" in p.opts:
+                seen += 1
+                ann = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+                assert isinstance(ann, type) and issubclass(ann, enum.Enum), (path, ann)
+                if path == ("bench",):
+                    assert tuple(e.value for e in ann) == DTYPES
+    assert seen >= 5
+    r = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert "float32|bfloat16|float16|int8" in r.output

@@ -76,3 +76,29 @@ def test_merge_columns_are_documented(store, tmp_path):
     para = _doc_paragraph("`summary -f json` is one object")
     assert [r["added"] for r in rows] == [2]
     assert list(rows[0]) == _names(para[para.index("a row per source store"):para.index("A row whose stored")])
+
+
+def _doc_sqlite_queries() -> list[str]:
+    """The SQL of each `sqlite3 audit.sqlite "..."` line in docs/scale.md (a query may run over lines)."""
+    text = SCALE.read_text(encoding="utf-8")
+    return [" ".join(q.split()) for q in re.findall(r'sqlite3 audit\.sqlite "([^"]+)"', text)]
+
+
+def test_the_plain_sqlite_queries_in_the_doc_run_on_a_store(store):
+    """A reader pastes these into a shell: the evidence query said `SELECT path` beside `json_each`, which has a
+    `path` column of its own, and sqlite3 refused it as ambiguous."""
+    import sqlite3
+
+    queries = _doc_sqlite_queries()
+    assert len(queries) >= 6, queries
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        failed = []
+        for q in queries:
+            try:
+                con.execute(q).fetchall()
+            except sqlite3.Error as e:
+                failed.append(f"{q}: {e}")
+        assert not failed, failed
+    finally:
+        con.close()
