@@ -53,6 +53,8 @@ MIN_ENTRIES = 4
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
 _LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with
+# What classify reads of a note with a header: the header and an IFD of MAX_ENTRIES entries.
+TRAILER_READ = 32 + 2 + 12 * MAX_ENTRIES
 
 # Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
 _MAKES = (
@@ -176,20 +178,23 @@ def find_note(tiff: bytes) -> tuple[int, bytes] | None:
     return off, tiff[off:off + size]
 
 
-def find_trailer_note(tiff: bytes, file: bytes, tiff_at: int) -> tuple[int, bytes] | None:
+def find_trailer_note(block: bytes, file: bytes) -> tuple[int, bytes, int] | None:
     """A Leica S2, M (Typ 240) or S (Typ 006) JPEG keeps its maker note in a trailer after the image:
     the EXIF entry's offset, counted from the TIFF header as usual, points past the EXIF block to
-    it. (offset, bytes) of such a note, the TIFF header being at file[tiff_at:], when the bytes
-    there start with Leica's header as exiftool requires; None otherwise (anything else outside the
-    block is no camera's note)."""
-    where = _note_where(tiff)
-    if where is None or tiff_at < 0:
+    it. (offset, the note's first TRAILER_READ bytes, its declared size) when the bytes there start
+    with Leica's header as exiftool requires; None otherwise (anything else outside the block is no
+    camera's note). block: the EXIF block as found in `file`, the JPEG it came from.
+
+    The file is scanned for the block only once its note is known to point past it, and of the
+    note only what classify reads is copied: its declared size may be the whole file."""
+    where = _note_where(block)
+    if where is None or where[0] < len(block):
         return None
     off, size = where
-    if off < len(tiff) or tiff_at + off + size > len(file):
+    at = file.find(block)
+    if at < 0 or at + off + size > len(file) or not file.startswith(_LEICA_TRAILER, at + off):
         return None
-    note = bytes(file[tiff_at + off:tiff_at + off + size])
-    return (off, note) if note.startswith(_LEICA_TRAILER) else None
+    return off, bytes(file[at + off:at + off + min(size, TRAILER_READ)]), size
 
 
 def _note_where(tiff: bytes) -> tuple[int, int] | None:

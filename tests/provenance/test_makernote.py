@@ -314,3 +314,80 @@ def test_a_leica_note_in_a_jpeg_trailer_is_read_and_nothing_else_there_is():
     note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
     rep = analyze(_leica_trailer_jpeg("S2", note, at_offset_shift=1), "t.jpg", options={"watermark": "never"})
     assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
+
+
+# --- The trailer lookup: only for a JPEG's note that points past its block, and never a copy of the tail
+
+
+class _Watched(bytes):
+    """A file that records what is read of it: scans (find) and the longest slice taken."""
+
+    def __new__(cls, data: bytes):
+        self = super().__new__(cls, data)
+        self.scans, self.longest = 0, 0
+        return self
+
+    def find(self, *args, **kwargs):
+        self.scans += 1
+        return super().find(*args, **kwargs)
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if isinstance(key, slice):
+            self.longest = max(self.longest, len(out))
+        return out
+
+
+def _exif_block(note: bytes | None) -> bytes:
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Leica Camera AG", "LEICA M (Typ 240)"
+    sub = ex.get_ifd(0x8769)
+    sub[0x829A] = IFDRational(1, 250)
+    if note is not None:
+        sub[0x927C] = note
+    return ex.tobytes()[6:]
+
+
+def _trailer_jpeg(note: bytes) -> tuple[bytes, bytes]:
+    """(a JPEG whose EXIF note entry points past the block at `note`, appended after the image; the
+    TIFF block), the entry's count and offset patched in as a Leica S2 or M (Typ 240) writes them."""
+    from aiidetect.provenance.tiffguard import ifd_entries
+    from aiidetect.testing.hostile import with_jpeg_segments
+
+    tiff = bytearray(_exif_block(bytes(8)))
+    e = "<" if tiff[:2] == b"II" else ">"
+    (exif_ifd,) = [struct.unpack_from(e + "I", tiff, at)[0] for tag, _, at in ifd_entries(bytes(tiff), e, 8)
+                   if tag == 0x8769]
+    (value_at,) = [at for tag, _, at in ifd_entries(bytes(tiff), e, exif_ifd) if tag == 0x927C]
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (90, 60, 30)).save(buf, "JPEG")
+    body_len = len(buf.getvalue()) + 4 + 6 + len(tiff)
+    struct.pack_into(e + "II", tiff, value_at - 4, len(note), body_len - 12)
+    return with_jpeg_segments(buf.getvalue(), [(0xE1, b"Exif\x00\x00" + bytes(tiff))]) + note, bytes(tiff)
+
+
+def test_a_block_without_a_note_pointing_past_it_never_scans_the_file():
+    from aiidetect.provenance.exif import read_exif
+
+    for note in (None, b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)):
+        tiff = _exif_block(note)
+        file = _Watched(b"\xff\xd8" + bytes(1000) + tiff + bytes(1000))
+        f = read_exif(tiff, "JPEG APP1", file)
+        assert file.scans == 0 and (f.makernote is None) == (note is None), note
+
+
+def test_a_trailer_note_is_read_from_a_jpeg_only_and_never_copied_whole():
+    from aiidetect.provenance.exif import read_exif
+
+    size = 2_000_000
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    data, tiff = _trailer_jpeg(note + bytes(size - len(note)))
+    jpeg = _Watched(data)
+    f = read_exif(tiff, "JPEG APP1", jpeg)
+    assert (f.makernote.status, f.makernote.size) == ("own", size)
+    assert jpeg.longest < 100_000, jpeg.longest      # the IFD is read, not the 2 MB behind it
+    # A PNG's bytes after IEND are not read (docs/provenance.md): the same block in an eXIf chunk,
+    # its note pointing past the chunk to a Leica note appended to the file, counts nothing there.
+    png = _Watched(b"\x89PNG" + data[4:])
+    f = read_exif(tiff, "PNG eXIf", png)
+    assert f.makernote is None and png.scans == 0
