@@ -42,7 +42,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .tiffguard import TYPE_SIZE, ifd_entries
+from .tiffguard import TYPE_SIZE, ifd_entries, ifd_table
 
 MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
 # Fewer entries than this is not a camera's note: the smallest genuine notes in the dev set hold 5
@@ -316,8 +316,7 @@ def _ifd_entries(note: bytes, start: int, e: str, room: int) -> int:
     if not 1 <= n <= MAX_ENTRIES or start + 2 + 12 * n > len(note):
         return 0
     far = 0
-    for i in range(n):
-        _tag, typ, count = struct.unpack_from(e + "HHI", note, start + 2 + 12 * i)
+    for _tag, typ, count, _at in ifd_table(note, e, start, MAX_ENTRIES):
         if not 1 <= typ <= 13:
             return 0
         size = count * TYPE_SIZE[typ]

@@ -391,3 +391,29 @@ def test_a_trailer_note_is_read_from_a_jpeg_only_and_never_copied_whole():
     png = _Watched(b"\x89PNG" + data[4:])
     f = read_exif(tiff, "PNG eXIf", png)
     assert f.makernote is None and png.scans == 0
+
+
+# --- One entry loop: the maker-note check reads IFDs through the same bounded reader as the guard
+
+
+def test_the_shared_ifd_reader_gives_each_entrys_type_as_it_stands():
+    from aiidetect.provenance.tiffguard import ifd_entries, ifd_table
+
+    ifd = tiff_ifd([(0x0001, 3, 1, b"\x00\x01"), (0x0002, 16, 1, bytes(4)), (0x0003, 7, 9, bytes(4))])
+    assert list(ifd_table(ifd, "<", 0)) == [(1, 3, 1, 10), (2, 16, 1, 22), (3, 7, 9, 34)]
+    assert [size for _, size, _ in ifd_entries(ifd, "<", 0)] == [2, 1, 9]   # type 16: one byte a value
+    assert list(ifd_table(ifd, "<", 0, max_entries=1)) == [(1, 3, 1, 10)]
+    assert list(ifd_table(ifd[:30], "<", 0)) == [(1, 3, 1, 10), (2, 16, 1, 22)]   # whole entries only
+    assert list(ifd_table(ifd, "<", -2)) == [] and list(ifd_table(ifd, "<", len(ifd))) == []
+    # the maker-note check refuses what the reader hands it with a type outside 1-13
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS), "Canon").status == "own"
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS[:3] + [(0x0009, 16, 1, bytes(4))]), "Canon").status == "unrecognised"
+
+
+@FAST
+@given(st.binary(max_size=400), st.integers(min_value=-8, max_value=500), st.sampled_from(["<", ">"]))
+def test_the_shared_ifd_reader_never_raises(data, ifd, e):
+    from aiidetect.provenance.tiffguard import ifd_table
+
+    for _tag, typ, count, at in ifd_table(data, e, ifd):
+        assert 0 <= typ < 65536 and at + 4 <= len(data)
