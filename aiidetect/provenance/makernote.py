@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from .tiffguard import TYPE_SIZE, ifd_entries, ifd_table
 
 MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
-# Fewer entries than this is not a camera's note: the smallest genuine notes in the dev set hold 5
-# (a Nikon E900's type 1 note, a Minolta DiMAGE 5's), every other one 7 to 73, and a camera records
-# at least a version and a handful of settings. One below the smallest seen leaves room for firmware
-# not in the dev set; the stub a tool or forger pastes (one entry, 14 bytes) is refused.
-MIN_ENTRIES = 4
+# Fewer entries than this is not a camera's note. The smallest genuine notes in the dev set hold 5
+# (a Nikon E900's type 1 note, a Minolta DiMAGE 5's), every other one 7 to 73; exiftool's tag tables
+# document real notes of three: JVC's IFD notes (a version, CPUVersions, Quality), Sony Ericsson
+# phones' (a preview's start and length, a version), a Nintendo 3DS's JPEG (two binary records and
+# CameraInfo). The one- and two-entry stubs a tool or forger pastes (one entry, 14 bytes) are refused.
+MIN_ENTRIES = 3
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
 _LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with

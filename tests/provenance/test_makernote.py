@@ -46,7 +46,7 @@ def headerless_ifd() -> bytes:
                  (0x0007, 2, 8, b"1.0.0.0\x00"), (0x0010, 4, 1, b"\x00\x00\x00\x80")], "<", data_at=0)
 
 
-# Four inline SHORT entries: the fewest a note may hold (makernote.MIN_ENTRIES).
+# Four inline SHORT entries: a note of a few entries (makernote.MIN_ENTRIES is 3).
 FOUR_SHORTS = [(0x0001, 3, 1, b"\x00\x01"), (0x0002, 3, 1, b"\x00\x02"), (0x0003, 3, 1, b"\x00\x03"),
                (0x0004, 3, 1, b"\x00\x04")]
 
@@ -242,24 +242,24 @@ def test_a_one_entry_stub_under_canon_is_not_camera_evidence():
     assert len(stub) == 14
     cam, rep = _camera("Canon", stub)
     assert cam.strength == 1.2
-    assert rep.facts["exif"]["makernote"]["reason"] == "an IFD of 1 entry; a camera's note holds at least 4"
+    assert rep.facts["exif"]["makernote"]["reason"] == "an IFD of 1 entry; a camera's note holds at least 3"
     assert "maker note is not counted (headerless IFD: an IFD of 1 entry" in cam.detail
 
 
 def test_an_ifd_below_the_minimum_counts_nothing_behind_a_header_or_padded():
-    three = FOUR_SHORTS[:3]
-    assert makernote.classify(tiff_ifd(three), "Canon").status == "unrecognised"
-    assert makernote.classify(tiff_ifd(FOUR_SHORTS), "Canon").status == "own"
-    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(three, ">")
+    two = FOUR_SHORTS[:2]
+    assert makernote.classify(tiff_ifd(two), "Canon").status == "unrecognised"
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS[:3]), "Canon").status == "own"
+    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(two, ">")
     assert makernote.classify(nikon, "NIKON").status == "unrecognised"
-    olympus = b"OLYMPUS\x00II\x03\x00" + tiff_ifd(three)
+    olympus = b"OLYMPUS\x00II\x03\x00" + tiff_ifd(two)
     assert makernote.classify(olympus, "OLYMPUS IMAGING CORP.").status == "unrecognised"
     # Under a Make whose formats are not all known, padding the stub to look like firmware records
     # (zeros compress) must not get it through the opaque-bytes test.
-    padded = tiff_ifd(three) + bytes(200)
+    padded = tiff_ifd(two) + bytes(200)
     for make in ("EASTMAN KODAK COMPANY", "Acme Optical"):
         m = makernote.classify(padded, make)
-        assert m.status == "unrecognised" and "an IFD of 3 entries" in m.reason, (make, m)
+        assert m.status == "unrecognised" and "an IFD of 2 entries" in m.reason, (make, m)
 
 
 def test_values_that_no_block_could_hold_together_are_junk():
@@ -417,3 +417,27 @@ def test_the_shared_ifd_reader_never_raises(data, ifd, e):
 
     for _tag, typ, count, at in ifd_table(data, e, ifd):
         assert 0 <= typ < 65536 and at + 4 <= len(data)
+
+
+# --- Real notes of three entries (exiftool's tag tables): the minimum must not take their weight
+
+THREE_ENTRY_NOTES = {   # (Make, note) -> the status it must get
+    # JVC's IFD notes: 0x0001 (a version, "almost always 2"), CPUVersions, Quality
+    ("JVC", "own"): b"JVC " + _ifd([(0x0001, 3, 1, b"\x02\x00"), (0x0002, 2, 12, b"0001 0002\x00\x00\x00"),
+                                    (0x0003, 3, 1, b"\x02\x00")], "<", data_at=4),
+    # Sony Ericsson phones: PreviewImageStart, PreviewImageLength, MakerNoteVersion
+    ("Sony Ericsson", "own"): b"SEMC MS\x00\x00\x00\x00\x00MM\x00*" + struct.pack(">I", 8) + _ifd(
+        [(0x0201, 4, 1, b"\x00\x00\x10\x00"), (0x0202, 4, 1, b"\x00\x00\x20\x00"), (0x2000, 7, 4, b"\x01\x00\x00\x00")],
+        ">", data_at=8),
+    # a Nintendo 3DS JPEG: 0x1000 and 0x1001 (binary), CameraInfo
+    ("Nintendo", "unknown-maker"): _ifd([(0x1000, 7, 28, bytes(28)), (0x1001, 7, 8, bytes(8)),
+                                         (0x1101, 7, 52, b"3DS1" + bytes(48))], "<", data_at=0),
+}
+
+
+def test_real_notes_of_three_entries_keep_the_camera_weight():
+    for (make, status), note in THREE_ENTRY_NOTES.items():
+        m = makernote.classify(note, make, note + bytes(1000))
+        assert m.status == status, (make, m)
+        cam, _ = _camera(make, note)
+        assert cam.strength == 1.6, (make, cam.detail)
