@@ -441,3 +441,20 @@ def test_real_notes_of_three_entries_keep_the_camera_weight():
         assert m.status == status, (make, m)
         cam, _ = _camera(make, note)
         assert cam.strength == 1.6, (make, cam.detail)
+
+
+def test_the_exif_block_of_a_trailer_note_is_sought_near_the_files_start_only(monkeypatch):
+    # A crafted JPEG can push its EXIF blocks hundreds of MB into the file behind junk segments;
+    # each block whose note points past it would cost a scan of all of that (four blocks, 10 s
+    # at 512 MB). A camera writes the block right after SOI.
+    from aiidetect.provenance.exif import read_exif
+    from aiidetect.testing.hostile import jpeg_segment
+
+    monkeypatch.setattr(makernote, "TRAILER_SEARCH", 4096)
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    data, tiff = _trailer_jpeg(note)
+    for junk, status in ((1000, "own"), (5000, None)):
+        pad = jpeg_segment(0xE5, bytes(junk))
+        # the entry's offset counts from the TIFF header, which the padding moves too
+        f = read_exif(tiff, "JPEG APP1", data[:2] + pad + data[2:])
+        assert (f.makernote.status if f.makernote else None) == status, junk
