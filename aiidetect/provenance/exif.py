@@ -239,7 +239,8 @@ def _fill_pillow(ex, f: ExifFacts) -> None:
 
 def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFacts:
     """TIFF-structured EXIF bytes -> facts. Never raises; problems go to .errors. file: the whole
-    file the block came from, read only for a maker note kept after the image (Leica's trailer)."""
+    file the block came from, read only for a JPEG's maker note kept after the image (Leica's
+    trailer), and only when the note points past the block."""
     f = ExifFacts(where=where)
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
@@ -268,15 +269,17 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         from . import makernote
 
         order = "<" if tiff[:2] == b"II" else ">"
-        found, trailer = makernote.find_note(tiff), False
-        if found is None and file is not None:
-            # Looked for only when the note points outside the block: one scan of the file.
-            found = makernote.find_trailer_note(tiff, file, file.find(raw))
-            trailer = found is not None
+        found, trailer = makernote.find_note(tiff), None
+        if found is None and file is not None and (where == "JPEG APP1" or where.startswith("JPEG APP1 #")):
+            # Only a JPEG keeps a note after the image (Leica's trailer); a PNG's bytes after IEND
+            # are not read.
+            trailer = makernote.find_trailer_note(raw, file)
+            found = trailer[:2] if trailer else None
         if found and found[1]:
             # A trailer note's values are in the trailer: the file, not the block, bounds them.
             f.makernote = makernote.classify(found[1], f.make, file if trailer else tiff, order)
             if trailer:
+                f.makernote.size = trailer[2]
                 f.makernote.format += " (trailer after the image)"
             f.has_makernote = True
     return f

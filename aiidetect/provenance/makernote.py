@@ -42,17 +42,24 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .tiffguard import TYPE_SIZE, ifd_entries
+from .tiffguard import TYPE_SIZE, ifd_entries, ifd_table
 
 MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
-# Fewer entries than this is not a camera's note: the smallest genuine notes in the dev set hold 5
-# (a Nikon E900's type 1 note, a Minolta DiMAGE 5's), every other one 7 to 73, and a camera records
-# at least a version and a handful of settings. One below the smallest seen leaves room for firmware
-# not in the dev set; the stub a tool or forger pastes (one entry, 14 bytes) is refused.
-MIN_ENTRIES = 4
+# Fewer entries than this is not a camera's note. The smallest genuine notes in the dev set hold 5
+# (a Nikon E900's type 1 note, a Minolta DiMAGE 5's), every other one 7 to 73; exiftool's tag tables
+# document real notes of three: JVC's IFD notes (a version, CPUVersions, Quality), Sony Ericsson
+# phones' (a preview's start and length, a version), a Nintendo 3DS's JPEG (two binary records and
+# CameraInfo). The one- and two-entry stubs a tool or forger pastes (one entry, 14 bytes) are refused.
+MIN_ENTRIES = 3
 COMPRESS_BYTES = 65536      # read by the randomness test
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
 _LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with
+# What classify reads of a note with a header: the header and an IFD of MAX_ENTRIES entries.
+TRAILER_READ = 32 + 2 + 12 * MAX_ENTRIES
+# Where a trailer note's EXIF block is looked for: the file's first 16 MiB. A camera writes the block
+# right after SOI; a crafted file that pushes its blocks deep behind junk segments would otherwise
+# cost a scan of the whole file for each of them (0.3 s per 60 MB, four blocks, uninterruptible).
+TRAILER_SEARCH = 16 << 20
 
 # Lower-case substring of EXIF Make -> maker (first match; "konica minolta" is Minolta).
 _MAKES = (
@@ -176,20 +183,24 @@ def find_note(tiff: bytes) -> tuple[int, bytes] | None:
     return off, tiff[off:off + size]
 
 
-def find_trailer_note(tiff: bytes, file: bytes, tiff_at: int) -> tuple[int, bytes] | None:
+def find_trailer_note(block: bytes, file: bytes) -> tuple[int, bytes, int] | None:
     """A Leica S2, M (Typ 240) or S (Typ 006) JPEG keeps its maker note in a trailer after the image:
     the EXIF entry's offset, counted from the TIFF header as usual, points past the EXIF block to
-    it. (offset, bytes) of such a note, the TIFF header being at file[tiff_at:], when the bytes
-    there start with Leica's header as exiftool requires; None otherwise (anything else outside the
-    block is no camera's note)."""
-    where = _note_where(tiff)
-    if where is None or tiff_at < 0:
+    it. (offset, the note's first TRAILER_READ bytes, its declared size) when the bytes there start
+    with Leica's header as exiftool requires; None otherwise (anything else outside the block is no
+    camera's note). block: the EXIF block as found in `file`, the JPEG it came from.
+
+    The file's first TRAILER_SEARCH bytes are searched for the block only once its note is known to
+    point past it, and of the note only what classify reads is copied: its declared size may be the
+    whole file."""
+    where = _note_where(block)
+    if where is None or where[0] < len(block):
         return None
     off, size = where
-    if off < len(tiff) or tiff_at + off + size > len(file):
+    at = file.find(block, 0, TRAILER_SEARCH + len(block))
+    if at < 0 or at + off + size > len(file) or not file.startswith(_LEICA_TRAILER, at + off):
         return None
-    note = bytes(file[tiff_at + off:tiff_at + off + size])
-    return (off, note) if note.startswith(_LEICA_TRAILER) else None
+    return off, bytes(file[at + off:at + off + min(size, TRAILER_READ)]), size
 
 
 def _note_where(tiff: bytes) -> tuple[int, int] | None:
@@ -311,8 +322,7 @@ def _ifd_entries(note: bytes, start: int, e: str, room: int) -> int:
     if not 1 <= n <= MAX_ENTRIES or start + 2 + 12 * n > len(note):
         return 0
     far = 0
-    for i in range(n):
-        _tag, typ, count = struct.unpack_from(e + "HHI", note, start + 2 + 12 * i)
+    for _tag, typ, count, _at in ifd_table(note, e, start, MAX_ENTRIES):
         if not 1 <= typ <= 13:
             return 0
         size = count * TYPE_SIZE[typ]

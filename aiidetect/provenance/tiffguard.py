@@ -88,15 +88,13 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
             r.notes.append(f"IFD at offset {off} is truncated")
             n = max(0, (len(tiff) - off - 2) // 12)
             end = off + 2 + 12 * n
-        for i in range(n):
-            p = off + 2 + 12 * i
-            tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
+        for tag, typ, count, at in ifd_table(tiff, e, off, n):
             if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
                 r.values += count
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
-                r.orientation = struct.unpack_from(e + "H", tiff, p + 8)[0]
+                r.orientation = struct.unpack_from(e + "H", tiff, at)[0]
             elif tag in _SUB_IFD_TAGS and typ in (4, 13) and count >= 1:
-                todo.append((struct.unpack_from(e + "I", tiff, p + 8)[0], False))
+                todo.append((struct.unpack_from(e + "I", tiff, at)[0], False))
         if max_values is not None and r.values > max_values:
             return _bad(r, f"IFD entries hold more than {max_values} values")
         if in_chain and end + 4 <= len(tiff):
@@ -109,17 +107,25 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
     return r
 
 
-def ifd_entries(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
-    """(tag, byte size of the value, position of the value field) of each entry of the IFD at
-    `ifd`: at most max_entries, and only entries whole inside `tiff`. A type outside 1-13 is taken
-    as one byte a value. Reads the entry table only; never raises."""
-    if ifd + 2 > len(tiff):
+def ifd_table(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
+    """(tag, type, count, position of the value field) of each entry of the IFD at `ifd`: at most
+    max_entries, and only entries whole inside `tiff`. Reads the entry table only, types as they
+    stand (a reader decides what a type outside 1-13 means); never raises. The one entry loop that
+    check_tiff, ifd_entries and the maker-note check share."""
+    if ifd < 0 or ifd + 2 > len(tiff):
         return
     n = min(struct.unpack_from(e + "H", tiff, ifd)[0], max_entries, (len(tiff) - ifd - 2) // 12)
     for i in range(n):
         p = ifd + 2 + 12 * i
         tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
-        yield tag, count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1), p + 8
+        yield tag, typ, count, p + 8
+
+
+def ifd_entries(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
+    """(tag, byte size of the value, position of the value field) of each entry of the IFD at
+    `ifd` (ifd_table). A type outside 1-13 is taken as one byte a value."""
+    for tag, typ, count, at in ifd_table(tiff, e, ifd, max_entries):
+        yield tag, count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1), at
 
 
 def bounded_for_readers(tiff: bytes, chk: TiffCheck) -> bytes:

@@ -46,7 +46,7 @@ def headerless_ifd() -> bytes:
                  (0x0007, 2, 8, b"1.0.0.0\x00"), (0x0010, 4, 1, b"\x00\x00\x00\x80")], "<", data_at=0)
 
 
-# Four inline SHORT entries: the fewest a note may hold (makernote.MIN_ENTRIES).
+# Four inline SHORT entries: a note of a few entries (makernote.MIN_ENTRIES is 3).
 FOUR_SHORTS = [(0x0001, 3, 1, b"\x00\x01"), (0x0002, 3, 1, b"\x00\x02"), (0x0003, 3, 1, b"\x00\x03"),
                (0x0004, 3, 1, b"\x00\x04")]
 
@@ -242,24 +242,24 @@ def test_a_one_entry_stub_under_canon_is_not_camera_evidence():
     assert len(stub) == 14
     cam, rep = _camera("Canon", stub)
     assert cam.strength == 1.2
-    assert rep.facts["exif"]["makernote"]["reason"] == "an IFD of 1 entry; a camera's note holds at least 4"
+    assert rep.facts["exif"]["makernote"]["reason"] == "an IFD of 1 entry; a camera's note holds at least 3"
     assert "maker note is not counted (headerless IFD: an IFD of 1 entry" in cam.detail
 
 
 def test_an_ifd_below_the_minimum_counts_nothing_behind_a_header_or_padded():
-    three = FOUR_SHORTS[:3]
-    assert makernote.classify(tiff_ifd(three), "Canon").status == "unrecognised"
-    assert makernote.classify(tiff_ifd(FOUR_SHORTS), "Canon").status == "own"
-    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(three, ">")
+    two = FOUR_SHORTS[:2]
+    assert makernote.classify(tiff_ifd(two), "Canon").status == "unrecognised"
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS[:3]), "Canon").status == "own"
+    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(two, ">")
     assert makernote.classify(nikon, "NIKON").status == "unrecognised"
-    olympus = b"OLYMPUS\x00II\x03\x00" + tiff_ifd(three)
+    olympus = b"OLYMPUS\x00II\x03\x00" + tiff_ifd(two)
     assert makernote.classify(olympus, "OLYMPUS IMAGING CORP.").status == "unrecognised"
     # Under a Make whose formats are not all known, padding the stub to look like firmware records
     # (zeros compress) must not get it through the opaque-bytes test.
-    padded = tiff_ifd(three) + bytes(200)
+    padded = tiff_ifd(two) + bytes(200)
     for make in ("EASTMAN KODAK COMPANY", "Acme Optical"):
         m = makernote.classify(padded, make)
-        assert m.status == "unrecognised" and "an IFD of 3 entries" in m.reason, (make, m)
+        assert m.status == "unrecognised" and "an IFD of 2 entries" in m.reason, (make, m)
 
 
 def test_values_that_no_block_could_hold_together_are_junk():
@@ -314,3 +314,147 @@ def test_a_leica_note_in_a_jpeg_trailer_is_read_and_nothing_else_there_is():
     note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
     rep = analyze(_leica_trailer_jpeg("S2", note, at_offset_shift=1), "t.jpg", options={"watermark": "never"})
     assert [e.strength for e in rep.evidence if e.id == "exif.camera"] == [1.2]
+
+
+# --- The trailer lookup: only for a JPEG's note that points past its block, and never a copy of the tail
+
+
+class _Watched(bytes):
+    """A file that records what is read of it: scans (find) and the longest slice taken."""
+
+    def __new__(cls, data: bytes):
+        self = super().__new__(cls, data)
+        self.scans, self.longest = 0, 0
+        return self
+
+    def find(self, *args, **kwargs):
+        self.scans += 1
+        return super().find(*args, **kwargs)
+
+    def __getitem__(self, key):
+        out = super().__getitem__(key)
+        if isinstance(key, slice):
+            self.longest = max(self.longest, len(out))
+        return out
+
+
+def _exif_block(note: bytes | None) -> bytes:
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Leica Camera AG", "LEICA M (Typ 240)"
+    sub = ex.get_ifd(0x8769)
+    sub[0x829A] = IFDRational(1, 250)
+    if note is not None:
+        sub[0x927C] = note
+    return ex.tobytes()[6:]
+
+
+def _trailer_jpeg(note: bytes) -> tuple[bytes, bytes]:
+    """(a JPEG whose EXIF note entry points past the block at `note`, appended after the image; the
+    TIFF block), the entry's count and offset patched in as a Leica S2 or M (Typ 240) writes them."""
+    from aiidetect.provenance.tiffguard import ifd_entries
+    from aiidetect.testing.hostile import with_jpeg_segments
+
+    tiff = bytearray(_exif_block(bytes(8)))
+    e = "<" if tiff[:2] == b"II" else ">"
+    (exif_ifd,) = [struct.unpack_from(e + "I", tiff, at)[0] for tag, _, at in ifd_entries(bytes(tiff), e, 8)
+                   if tag == 0x8769]
+    (value_at,) = [at for tag, _, at in ifd_entries(bytes(tiff), e, exif_ifd) if tag == 0x927C]
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (90, 60, 30)).save(buf, "JPEG")
+    body_len = len(buf.getvalue()) + 4 + 6 + len(tiff)
+    struct.pack_into(e + "II", tiff, value_at - 4, len(note), body_len - 12)
+    return with_jpeg_segments(buf.getvalue(), [(0xE1, b"Exif\x00\x00" + bytes(tiff))]) + note, bytes(tiff)
+
+
+def test_a_block_without_a_note_pointing_past_it_never_scans_the_file():
+    from aiidetect.provenance.exif import read_exif
+
+    for note in (None, b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)):
+        tiff = _exif_block(note)
+        file = _Watched(b"\xff\xd8" + bytes(1000) + tiff + bytes(1000))
+        f = read_exif(tiff, "JPEG APP1", file)
+        assert file.scans == 0 and (f.makernote is None) == (note is None), note
+
+
+def test_a_trailer_note_is_read_from_a_jpeg_only_and_never_copied_whole():
+    from aiidetect.provenance.exif import read_exif
+
+    size = 2_000_000
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    data, tiff = _trailer_jpeg(note + bytes(size - len(note)))
+    jpeg = _Watched(data)
+    f = read_exif(tiff, "JPEG APP1", jpeg)
+    assert (f.makernote.status, f.makernote.size) == ("own", size)
+    assert jpeg.longest < 100_000, jpeg.longest      # the IFD is read, not the 2 MB behind it
+    # A PNG's bytes after IEND are not read (docs/provenance.md): the same block in an eXIf chunk,
+    # its note pointing past the chunk to a Leica note appended to the file, counts nothing there.
+    png = _Watched(b"\x89PNG" + data[4:])
+    f = read_exif(tiff, "PNG eXIf", png)
+    assert f.makernote is None and png.scans == 0
+
+
+# --- One entry loop: the maker-note check reads IFDs through the same bounded reader as the guard
+
+
+def test_the_shared_ifd_reader_gives_each_entrys_type_as_it_stands():
+    from aiidetect.provenance.tiffguard import ifd_entries, ifd_table
+
+    ifd = tiff_ifd([(0x0001, 3, 1, b"\x00\x01"), (0x0002, 16, 1, bytes(4)), (0x0003, 7, 9, bytes(4))])
+    assert list(ifd_table(ifd, "<", 0)) == [(1, 3, 1, 10), (2, 16, 1, 22), (3, 7, 9, 34)]
+    assert [size for _, size, _ in ifd_entries(ifd, "<", 0)] == [2, 1, 9]   # type 16: one byte a value
+    assert list(ifd_table(ifd, "<", 0, max_entries=1)) == [(1, 3, 1, 10)]
+    assert list(ifd_table(ifd[:30], "<", 0)) == [(1, 3, 1, 10), (2, 16, 1, 22)]   # whole entries only
+    assert list(ifd_table(ifd, "<", -2)) == [] and list(ifd_table(ifd, "<", len(ifd))) == []
+    # the maker-note check refuses what the reader hands it with a type outside 1-13
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS), "Canon").status == "own"
+    assert makernote.classify(tiff_ifd(FOUR_SHORTS[:3] + [(0x0009, 16, 1, bytes(4))]), "Canon").status == "unrecognised"
+
+
+@FAST
+@given(st.binary(max_size=400), st.integers(min_value=-8, max_value=500), st.sampled_from(["<", ">"]))
+def test_the_shared_ifd_reader_never_raises(data, ifd, e):
+    from aiidetect.provenance.tiffguard import ifd_table
+
+    for _tag, typ, count, at in ifd_table(data, e, ifd):
+        assert 0 <= typ < 65536 and at + 4 <= len(data)
+
+
+# --- Real notes of three entries (exiftool's tag tables): the minimum must not take their weight
+
+THREE_ENTRY_NOTES = {   # (Make, note) -> the status it must get
+    # JVC's IFD notes: 0x0001 (a version, "almost always 2"), CPUVersions, Quality
+    ("JVC", "own"): b"JVC " + _ifd([(0x0001, 3, 1, b"\x02\x00"), (0x0002, 2, 12, b"0001 0002\x00\x00\x00"),
+                                    (0x0003, 3, 1, b"\x02\x00")], "<", data_at=4),
+    # Sony Ericsson phones: PreviewImageStart, PreviewImageLength, MakerNoteVersion
+    ("Sony Ericsson", "own"): b"SEMC MS\x00\x00\x00\x00\x00MM\x00*" + struct.pack(">I", 8) + _ifd(
+        [(0x0201, 4, 1, b"\x00\x00\x10\x00"), (0x0202, 4, 1, b"\x00\x00\x20\x00"), (0x2000, 7, 4, b"\x01\x00\x00\x00")],
+        ">", data_at=8),
+    # a Nintendo 3DS JPEG: 0x1000 and 0x1001 (binary), CameraInfo
+    ("Nintendo", "unknown-maker"): _ifd([(0x1000, 7, 28, bytes(28)), (0x1001, 7, 8, bytes(8)),
+                                         (0x1101, 7, 52, b"3DS1" + bytes(48))], "<", data_at=0),
+}
+
+
+def test_real_notes_of_three_entries_keep_the_camera_weight():
+    for (make, status), note in THREE_ENTRY_NOTES.items():
+        m = makernote.classify(note, make, note + bytes(1000))
+        assert m.status == status, (make, m)
+        cam, _ = _camera(make, note)
+        assert cam.strength == 1.6, (make, cam.detail)
+
+
+def test_the_exif_block_of_a_trailer_note_is_sought_near_the_files_start_only(monkeypatch):
+    # A crafted JPEG can push its EXIF blocks hundreds of MB into the file behind junk segments;
+    # each block whose note points past it would cost a scan of all of that (four blocks, 10 s
+    # at 512 MB). A camera writes the block right after SOI.
+    from aiidetect.provenance.exif import read_exif
+    from aiidetect.testing.hostile import jpeg_segment
+
+    monkeypatch.setattr(makernote, "TRAILER_SEARCH", 4096)
+    note = b"LEICA\x00\x02\xff" + _ifd(LEICA_ENTRIES, "<", data_at=300)
+    data, tiff = _trailer_jpeg(note)
+    for junk, status in ((1000, "own"), (5000, None)):
+        pad = jpeg_segment(0xE5, bytes(junk))
+        # the entry's offset counts from the TIFF header, which the padding moves too
+        f = read_exif(tiff, "JPEG APP1", data[:2] + pad + data[2:])
+        assert (f.makernote.status if f.makernote else None) == status, junk
