@@ -173,3 +173,21 @@ def test_a_broken_psd_costs_a_line():
                       (whole[:34] + b"8BIM\x04\x04", "overrun the file")):
         rep = _run(data)
         assert rep.format == "PSD" and any(why in e for e in rep.errors), (why, rep.errors)
+
+
+def test_hex_split_in_tiny_words_is_decoded_without_an_object_per_word():
+    """'00 00 00 ...': whitespace was dropped by splitting into words, one string per two digits: a 75 KB PNG of
+    16 such 4 MB zTXt profiles took 1.5 s and 130 MB in the walker (0.3 s for ImageMagick's 72-digit lines)."""
+    import tracemalloc
+
+    from aiidetect.provenance.containers import raw_profile_bytes
+
+    text = "\nexif\n1\n" + "00 " * 300_000
+    tracemalloc.start()
+    try:
+        declared, blob = raw_profile_bytes(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (declared, blob) == (1, bytes(300_000))
+    assert peak < 3 * len(text), peak
