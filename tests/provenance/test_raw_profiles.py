@@ -191,3 +191,21 @@ def test_hex_split_in_tiny_words_is_decoded_without_an_object_per_word():
         tracemalloc.stop()
     assert (declared, blob) == (1, bytes(300_000))
     assert peak < 3 * len(text), peak
+
+
+def test_a_broken_psd_or_a_psb_is_a_photoshop_file_not_an_unknown_format():
+    """`meta` read nothing of them and `scan` said 'not an image format aiidetect decodes' beside the metadata
+    it had read (an AI declaration in a PSB's XMP was a verdict `error`): a known format with bad pixels keeps
+    its metadata, as a truncated JPEG does."""
+    import pytest
+
+    from aiidetect.decode import DecodeFailure, decode_bytes, identify
+
+    whole = psd(image_resource(0x0424, xmp(f'Iptc4xmpExt:DigitalSourceType="{TRAINED}"')))
+    psb = whole[:4] + b"\x00\x02" + whole[6:]
+    for data, why in ((whole[:60], "PSD header present"), (psb, "PSB")):
+        identify(data)      # no unsupported-format: meta goes on to read the metadata
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(data)
+        assert exc.value.code == "decode-error" and why in exc.value.message, exc.value.message
+    assert _ids(_run(psb))["xmp.ai-source-type"].decisive
