@@ -27,6 +27,8 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"BM", 0, "BMP"), (b"II*\x00", 0, "TIFF"), (b"MM\x00*", 0, "TIFF"), (b"WEBP", 8, "WEBP"),
     (b"ftypheic", 4, "HEIF"), (b"ftypheix", 4, "HEIF"), (b"ftypmif1", 4, "HEIF"), (b"ftypmsf1", 4, "HEIF"),
     (b"ftyphevc", 4, "HEIF"), (b"ftypavif", 4, "AVIF"), (b"ftypavis", 4, "AVIF"),
+    # Photoshop (PSB: version 2), whose image resources the metadata walker reads.
+    (b"8BPS\x00\x01", 0, "PSD"), (b"8BPS\x00\x02", 0, "PSD"),
 )
 
 
@@ -293,6 +295,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
+            if sniffed == "PSD" and data[4:6] == b"\x00\x02":
+                raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
+                                                    "its metadata is read") from exc
             if sniffed:
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc

@@ -365,6 +365,9 @@ def _walk_png(data: bytes, b: Blobs) -> None:
 
 _RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
 _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
+# Deleted in one pass, not split into words: "00 00 00 ..." made one string per two digits (130 MB and 1.5 s in
+# the walker for a 75 KB PNG of 16 such profiles).
+_DROP_SPACE = dict.fromkeys(map(ord, " \t\n\r\x0b\x0c"))
 
 
 def raw_profile_bytes(text: str) -> tuple[int, bytes]:
@@ -375,7 +378,7 @@ def raw_profile_bytes(text: str) -> tuple[int, bytes]:
     m = _RAW_HEAD.match(text)
     if not m:
         raise ValueError("not a raw profile (newline, name, newline, length, newline, hex digits)")
-    digits = "".join(text[m.end():].split())
+    digits = text[m.end():].translate(_DROP_SPACE)
     bad = _NOT_HEX.search(digits)
     if bad:
         raise ValueError(f"{bad.group()!r} at hex digit {bad.start()} is no hex digit; not read")
