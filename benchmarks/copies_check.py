@@ -1,4 +1,4 @@
-"""What the training/eval loaders' check for copies (train.data.refuse_copies) adds to reading a data folder.
+"""What the training/eval loaders' check for copies (train.data.drop_copies) adds to reading a data folder.
 
     python benchmarks/copies_check.py --files 20000 --work /tmp/copies-check
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
 from pathlib import Path
 
 
 def _build(work: Path, files: int, same_size: bool, max_kib: int) -> int:
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     total = 0
     for k in range(files):
         d = work / ("real" if k % 2 else "ai/g")

@@ -331,9 +331,9 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
     One image from two sources, or twice through links in a folder, is refused as by load_items:
     loaded one source at a time, flow trained and calibrated on the doubled images in silence.
     The files reached through a link are added to `via_link`, for a later refuse_repeats. Copies of one
-    file under two paths are refused as by load_items, across all the sources (`check_copies=False`:
-    the caller checks them, with more)."""
-    from ..train.data import Item, LinkStats, detect_layout, images_in, load_items, refuse_copies, refuse_repeats
+    file under two paths are refused or left out as by load_items, across all the sources
+    (`check_copies=False`: the caller checks them, with more)."""
+    from ..train.data import Item, LinkStats, detect_layout, drop_copies, images_in, load_items, refuse_repeats
 
     stats = link_stats if link_stats is not None else LinkStats()
     items = []
@@ -350,9 +350,7 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
             continue
         items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link, check_copies=False)
     refuse_repeats(items, sources, via_link)
-    if check_copies:
-        refuse_copies(items)
-    return items
+    return drop_copies(items, stats) if check_copies else items
 
 
 @dataclass
@@ -374,22 +372,39 @@ def load_flow_data(real_sources: Sequence[str], ai_sources: Sequence[str] = (), 
     (--real) and as an AI image (--ai) is refused as one image from two sources is in evaluation: its
     class is unknown, and the validation report compared held-out reals with some of themselves.
     The same manifest may be both (its real rows train, its AI rows validate). A copy of one file under
-    another path is refused across both (train.data.refuse_copies), each file hashed once."""
-    from ..train.data import LinkStats, refuse_copies, refuse_repeats
+    another path is refused across both when the labels differ, and left out when they agree
+    (train.data.drop_copies, each file hashed once; counted in the side's LinkStats)."""
+    from ..train.data import LinkStats, drop_copies, refuse_repeats
 
     links, via_link = LinkStats(), set()
     items = load_sources(real_sources, 0, follow_links, links, via_link, check_copies=False)
     reals = [i for i in items if i.label == 0]
-    if len(reals) < 4:
-        raise ValueError(f"need at least 4 real photos, found {len(reals)}")
+    ignored = [i for i in items if i.label != 0]
+    _enough_reals(reals)  # before the --ai sources are read
     ai_items, ai_links = [], None
     if ai_sources:
         ai_links = LinkStats()
         ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, via_link, check_copies=False)
                     if i.label == 1]
         refuse_repeats(reals + ai_items, [*real_sources, *ai_sources], via_link)
-    refuse_copies(items + ai_items)
-    return FlowData(select_reals(items, max_images, seed), len(items) - len(reals), links, ai_items, ai_links)
+    # the images used first, so a copy kept is one trained or validated on, not an ignored AI row
+    copies = LinkStats()
+    kept = {id(i) for i in drop_copies(reals + ai_items + ignored, copies)}
+    real_paths, ai_paths = {i.path for i in reals}, {i.path for i in ai_items}
+    for pair in copies.copies:
+        if pair[0] in real_paths:
+            links.copies.append(pair)
+        elif pair[0] in ai_paths:
+            ai_links.copies.append(pair)
+    reals = [i for i in reals if id(i) in kept]
+    ai_items = [i for i in ai_items if id(i) in kept]
+    _enough_reals(reals, " once each")
+    return FlowData(select_reals(reals, max_images, seed), len(ignored), links, ai_items, ai_links)
+
+
+def _enough_reals(reals, how: str = "") -> None:
+    if len(reals) < 4:
+        raise ValueError(f"need at least 4 real photos, found {len(reals)}{how}")
 
 
 def select_reals(items, max_images: int | None, seed: int):

@@ -27,9 +27,9 @@ folder means the same thing to both. Supported (auto-detected per argument):
   a ValueError naming the lines: a row dropped in silence changes the numbers.
   So is a manifest none of whose files exist.
 
-One image given twice is refused in every layout and across the sources given together: by path
-(refuse_repeats: a folder given twice, a link back to images listed already) and by content
-(refuse_copies: the same bytes under two paths, with either label).
+One image given twice is found in every layout and across the sources given together: by path
+(refuse_repeats, refused: a folder given twice, a link back to images listed already) and by content
+(drop_copies: the same bytes under two paths, refused with two labels; with one, the first is kept).
 
 Every item carries a ``subset``: the benchmark subset whose own reals and fakes
 are scored together by `aiidetect eval --protocol` (GenImage: the generator's
@@ -89,19 +89,25 @@ class Item:
 
 @dataclass
 class LinkStats:
-    """Symbolic links the data loader met and did not follow (LinkFence's rule), for the summary."""
+    """What the data loader met and left out, for the summary: symbolic links not followed (LinkFence's
+    rule) and byte-identical copies of an image with the same label (drop_copies)."""
     outside: int = 0                 # links that lead out of the data folders
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
+    copies: list = field(default_factory=list)  # (path left out, path of the same bytes kept)
 
     def note(self) -> str | None:
-        """One line for a command's summary, or None when every link was followed."""
+        """One line for a command's summary, or None when nothing was left out."""
         parts = []
         if self.outside:
             parts.append(f"{self.outside} symbolic link(s) leading out of the data folders not followed "
                          f"(--follow-links), e.g. {', '.join(self.examples[:3])}")
         if self.loops:
             parts.append(f"{self.loops} folder link(s) looping back skipped")
+        if self.copies:
+            more = f" and {len(self.copies) - 3} more" if len(self.copies) > 3 else ""
+            parts.append(f"{len(self.copies)} byte-identical copy(ies) of an image with the same label left out, "
+                         f"each image used once: {'; '.join(f'{a} (copy of {b})' for a, b in self.copies[:3])}{more}")
         return "; ".join(parts) or None
 
 
@@ -315,9 +321,9 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
     inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
     `link_stats`. A manifest's paths are the user's own list and are taken wherever they point.
     The files reached through a link are added to `via_link`, for a caller that joins several loads
-    and checks them with refuse_repeats. Copies of one file under two paths are refused
-    (refuse_copies); a caller that joins several loads passes `check_copies=False` and checks the
-    whole once, so no file is hashed twice."""
+    and checks them with refuse_repeats. Copies of one file under two paths are refused, or left out
+    when their labels agree (drop_copies, counted in `link_stats`); a caller that joins several loads
+    passes `check_copies=False` and checks the whole once, so no file is hashed twice."""
     sources = list(sources)
     items: list[Item] = []
     layouts = set()
@@ -349,7 +355,7 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
                          + (f"; {note}" if (note := w.stats.note()) else ""))
     refuse_repeats(items, sources, w.via_link)
     if check_copies:
-        refuse_copies(items)
+        items = drop_copies(items, w.stats)
     if via_link is not None:
         via_link |= w.via_link
     fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
@@ -397,22 +403,24 @@ def _label(y: int) -> str:
     return "AI" if y else "real"
 
 
-def refuse_copies(items: Sequence[Item], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    """ValueError when two items are the same bytes under two paths: a photo copied into both real/
-    and ai/, an archive unpacked twice, a file renamed, a hard link. refuse_repeats sees only paths,
-    and such copies went into training twice: with the other label, the same image taught as both
-    real and AI; with the same one, weighted twice and, split by path, found in training and
-    validation both. Refused like a path given twice (give each image once), copies with two labels
-    named first.
+def drop_copies(items: Sequence[Item], stats: LinkStats | None = None,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> list[Item]:
+    """`items` with each image once by content. Two items with the same bytes under two paths (a photo
+    copied into both real/ and ai/, a file renamed, an archive unpacked twice, a hard link) are a
+    ValueError naming both when their labels differ: one image taught or scored as both real and AI.
+    With the same label (crawled datasets hold exact duplicates) the first in `items`' order is kept
+    and the others are left out, recorded in `stats.copies`: refuse_repeats sees only paths, and a
+    copy was weighted twice in training and, split by path, found in training and validation both.
+    The generator and subset are the kept item's.
 
     The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
-    files whose size another file shares are hashed (copies have equal sizes), so a set of 100,000
-    photos costs one stat each and few reads. Files that cannot be stat'ed or opened as regular files,
-    empty ones and those over `max_bytes` (the decode limit) are left to decoding, which reports them
-    as unreadable; none is read past `max_bytes`."""
-    by_size: dict[int, list[tuple[tuple, Item]]] = {}
+    files whose size another file shares are hashed (copies have equal sizes), each file once (a hard
+    link is not read again). Files that cannot be stat'ed or opened as regular files, empty ones and
+    those over `max_bytes` (the decode limit) are left to decoding, which reports them as unreadable;
+    none is read past `max_bytes`. A file changed after this check is scanned as it is then."""
+    by_size: dict[int, list[tuple[tuple, int]]] = {}
     paths: set[str] = set()
-    for it in items:
+    for k, it in enumerate(items):
         p = os.path.abspath(it.path)
         if p in paths:
             continue  # one path twice (a manifest both --real and --ai in train flow): not a copy
@@ -425,39 +433,40 @@ def refuse_copies(items: Sequence[Item], max_bytes: int = DEFAULT_MAX_BYTES) -> 
             # the file's identity, so a hard link is read once; a file system without inode numbers
             # (st_ino 0) would make every file of a size one
             ident = (st.st_dev, st.st_ino) if st.st_ino else (p,)
-            by_size.setdefault(st.st_size, []).append((ident, it))
-    groups: dict[str, list[Item]] = {}
+            by_size.setdefault(st.st_size, []).append((ident, k))
+    groups: dict[str, list[int]] = {}
     for same_size in by_size.values():
         if len(same_size) < 2:
             continue
         digests: dict[tuple, str | None] = {}
-        for ident, it in same_size:
+        for ident, k in same_size:
             if ident not in digests:
                 try:
-                    digests[ident] = sha256_file(it.path, max_bytes)
+                    digests[ident] = sha256_file(items[k].path, max_bytes)
                 except OSError:
                     digests[ident] = None
             if digests[ident] is not None:
-                groups.setdefault(digests[ident], []).append(it)
+                groups.setdefault(digests[ident], []).append(k)
     conflicts: list[str] = []
-    copies: list[str] = []
+    dropped: dict[int, int] = {}
     for group in groups.values():
-        first = group[0]
-        for it in group[1:]:
+        if len(group) < 2:
+            continue
+        first = items[group[0]]
+        for k in group[1:]:
+            it = items[k]
             if it.label != first.label:
                 conflicts.append(f"{it.path} ({_label(it.label)}) = {first.path} ({_label(first.label)})")
             else:
-                copies.append(f"{it.path} = {first.path}")
+                dropped[k] = group[0]
     if conflicts:
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
-        also = f" ({len(copies)} more with the same label)" if copies else ""
         raise ValueError(f"{len(conflicts)} image(s) are byte-identical copies of an image with the other label: "
-                         f"{'; '.join(conflicts[:3])}{more}{also}; one image cannot be both real and AI, give "
+                         f"{'; '.join(conflicts[:3])}{more}; one image cannot be both real and AI, give "
                          f"each image once, with its label")
-    if copies:
-        more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
-        raise ValueError(f"{len(copies)} image(s) are byte-identical copies of another under a second path: "
-                         f"{'; '.join(copies[:3])}{more}; a copy counts the image twice, give each image once")
+    if stats is not None:
+        stats.copies += [(items[k].path, items[j].path) for k, j in sorted(dropped.items())]
+    return [it for k, it in enumerate(items) if k not in dropped]
 
 
 REAL_LABELS = ("real", "0")

@@ -44,7 +44,7 @@ def work(tmp_path_factory, dev_dir):
     (d / "damaged-cache" / "results.sqlite").write_bytes(b"SQLite format 3\x00garbage")
     # degenerate training sets: one picture under every label, and pictures of one pixel. Each file carries
     # its own text chunk: the pixels are one picture, the files are not copies of one file (which the
-    # loader refuses before any feature is extracted, refuse_copies).
+    # loader refuses with two labels before any feature is extracted, drop_copies).
     for name, sizes in (("same", [(64, 64, (90, 90, 90))] * 12),
                         ("tiny", [(1, 1, (20 * k, 200 - 10 * k, 7 * k)) for k in range(12)])):
         (d / name).mkdir()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from aiidetect.detectors import register
@@ -353,6 +353,10 @@ def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(
     (data / "real" / "broken.jpg").unlink()
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(dataset / "ai", elsewhere / "ai" / "genC" / "x")
+    for f in (elsewhere / "ai" / "genC" / "x").rglob("*.png"):  # images of their own, not copies left out
+        own = PngImagePlugin.PngInfo()
+        own.add_text("elsewhere", f.name)
+        Image.open(f).save(f, pnginfo=own)
     (data / "ai" / "evil").symlink_to(elsewhere)
     r = cli("calibrate", str(data), "-d", "fakebright", "-o", str(tmp_path / "fz"))
     assert r.exit_code == 0, r.output

@@ -241,7 +241,7 @@ def test_an_image_from_two_data_sources_is_refused_not_counted_twice(tmp_path):
     (root / "real").mkdir(parents=True)
     (root / "ai" / "g").mkdir(parents=True)
     for name in ("real/r.png", "ai/g/a.png"):
-        (root / name).write_bytes(name.encode())  # two files, not one copied (refuse_copies)
+        (root / name).write_bytes(name.encode())  # two files, not one copied (drop_copies)
     (root / "m.csv").write_text("file,label\nreal/r.png,real\n")
     for sources in ([root, str(root) + "/"], [root / "m.csv", root], [root / "m.csv", tmp_path / "d" / ".." / "d"]):
         with pytest.raises(ValueError, match=r"[12] image\(s\) come from more than one of the data sources .*r\.png"):
@@ -258,24 +258,19 @@ def _copies_set(root: Path) -> Path:
     return root
 
 
-def test_a_copy_of_an_image_under_another_path_is_refused_naming_both(tmp_path):
-    """The repeat check compared paths only: a photo copied into real/ and ai/ (or renamed, or an archive
-    unpacked twice) went into training twice, taught as both real and AI, or counted twice."""
+def test_a_copy_of_an_image_with_the_other_label_is_refused_naming_both(tmp_path):
+    """The repeat check compared paths only: a photo copied into real/ and ai/ went into training twice,
+    taught as both real and AI. A hard link is such a copy too; so is a file in a folder given beside."""
     root = _copies_set(tmp_path / "d")
     r0, copy = root / "real" / "r0.png", root / "ai" / "g" / "copy.png"
     with pytest.raises(ValueError, match="other label") as exc:
         load_items([root])
     assert f"{copy} (AI) = {r0} (real)" in str(exc.value) and "give each image once" in str(exc.value)
-    # the same label: a second path counts the image twice; a hard link is a second path too
     copy.unlink()
-    (root / "real" / "renamed.png").write_bytes(r0.read_bytes())
-    with pytest.raises(ValueError, match=r"1 image\(s\) are byte-identical copies of another .*renamed\.png = .*r0\.png"):
+    os.link(r0, copy)
+    with pytest.raises(ValueError, match=r"copy\.png \(AI\) = .*r0\.png \(real\)"):
         load_items([root])
-    (root / "real" / "renamed.png").unlink()
-    os.link(root / "ai" / "g" / "a0.png", root / "ai" / "g" / "hard.png")
-    with pytest.raises(ValueError, match=r"hard\.png = .*a0\.png"):
-        load_items([root])
-    (root / "ai" / "g" / "hard.png").unlink()
+    copy.unlink()
     # a manifest is checked the same way, against a folder given beside it too
     (root / "m.csv").write_text("file,label\nreal/r0.png,real\nai/g/a0.png,ai\n")
     (tmp_path / "more" / "real").mkdir(parents=True)
@@ -285,11 +280,45 @@ def test_a_copy_of_an_image_under_another_path_is_refused_naming_both(tmp_path):
         load_items([root / "m.csv", tmp_path / "more"])
 
 
+def test_a_copy_with_the_same_label_is_used_once_the_first_kept_and_counted(tmp_path):
+    """Crawled datasets hold exact duplicates (ImageNet has them): refusing them stopped every run on such
+    a set. Each image is used once, the first in the loader's order kept (a folder's files by path, a
+    manifest's by row, the sources as given), whether the copy is a file or a hard link; the summary says so."""
+    from aiidetect.train.data import LinkStats
+
+    root = _copies_set(tmp_path / "d")
+    (root / "ai" / "g" / "copy.png").unlink()
+    r0 = root / "real" / "r0.png"
+    (root / "real" / "renamed.png").write_bytes(r0.read_bytes())
+    os.link(root / "ai" / "g" / "a1.png", root / "ai" / "g" / "a0-hard.png")  # sorts before a1.png
+    stats = LinkStats()
+    items = load_items([root], link_stats=stats)
+    paths = [i.path for i in items]
+    assert len(items) == 4 and str(root / "real" / "renamed.png") not in paths
+    assert str(root / "ai" / "g" / "a0-hard.png") in paths and str(root / "ai" / "g" / "a1.png") not in paths
+    assert stats.copies == [(str(root / "real" / "renamed.png"), str(r0)),
+                            (str(root / "ai" / "g" / "a1.png"), str(root / "ai" / "g" / "a0-hard.png"))]
+    assert f"2 byte-identical copy(ies) of an image with the same label left out, each image used once: " \
+           f"{root / 'real' / 'renamed.png'} (copy of {r0})" in stats.note()
+    # a manifest's order, not the paths' order, says which is kept; the same run twice keeps the same one
+    (root / "m.csv").write_text("file,label\nreal/renamed.png,real\nreal/r0.png,real\nai/g/a0.png,ai\n")
+    for _ in range(2):
+        stats = LinkStats()
+        assert [i.path for i in load_items([root / "m.csv"], link_stats=stats)] == \
+               [str(root / "real" / "renamed.png"), str(root / "ai" / "g" / "a0.png")]
+        assert stats.copies == [(str(r0), str(root / "real" / "renamed.png"))]
+    # no copy, nothing said
+    (root / "real" / "renamed.png").unlink()
+    (root / "ai" / "g" / "a0-hard.png").unlink()
+    stats = LinkStats()
+    assert len(load_items([root], link_stats=stats)) == 4 and stats.copies == [] and stats.note() is None
+
+
 def test_equal_sizes_empty_files_and_files_not_read_are_no_copies(tmp_path):
     """Only equal bytes make a copy. What decoding reports as unreadable is left to it: empty files, files
     over the decode size limit (never read past it) and FIFOs (never opened: reading one waits forever)."""
     from aiidetect.hashing import sha256_file
-    from aiidetect.train.data import refuse_copies
+    from aiidetect.train.data import drop_copies
 
     root = _copies_set(tmp_path / "d")
     (root / "ai" / "g" / "copy.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"real/r0.pnG")  # same size, other bytes
@@ -305,9 +334,9 @@ def test_equal_sizes_empty_files_and_files_not_read_are_no_copies(tmp_path):
     big = [it for it in items if it.path.endswith(("r0.png", "a0.png"))]
     (root / "ai" / "g" / "a0.png").write_bytes((root / "real" / "r0.png").read_bytes())
     n = (root / "real" / "r0.png").stat().st_size
-    refuse_copies(big, max_bytes=n - 1)  # over the limit: left to decoding, which refuses them
+    assert drop_copies(big, max_bytes=n - 1) == big  # over the limit: left to decoding, which refuses them
     with pytest.raises(ValueError, match="other label"):
-        refuse_copies(big, max_bytes=n)
+        drop_copies(big, max_bytes=n)
     with pytest.raises(OSError, match=f"more than {n - 1} bytes"):
         sha256_file(root / "real" / "r0.png", max_bytes=n - 1)
 
@@ -330,6 +359,25 @@ def test_train_eval_and_calibrate_refuse_a_copy_with_exit_2_before_any_model(tmp
         assert r.returncode == 2 and r.stdout == "", (args, r.stdout, r.stderr)
         assert f"{root / 'ai' / 'g' / 'copy.png'} (AI) = {root / 'real' / 'r0.png'} (real)" in r.stderr, (args, r.stderr)
     assert not (tmp_path / "h").exists() and not (tmp_path / "f").exists()
+
+
+def test_eval_scores_a_same_label_copy_once_and_says_so(tmp_path):
+    """eval stopped (exit 2) on a dataset with a duplicate; each image is now scored once, exit 0, and
+    the summary on stderr names the copy left out."""
+    from PIL import Image
+
+    from conftest import run_cli_in_process
+
+    root = tmp_path / "d"
+    for k, name in enumerate(("real/r0.png", "real/r1.png", "ai/g/a0.png", "ai/g/a1.png")):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * k, 10, 200 - 40 * k)).save(root / name)
+    (root / "real" / "r2.png").write_bytes((root / "real" / "r0.png").read_bytes())
+    r = run_cli_in_process("eval", str(root), "-d", "metadata", "--split", "train", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run"]
+    assert (run["n_items"], run["n_real"], run["n_ai"]) == (4, 2, 2)
+    assert f"{root / 'real' / 'r2.png'} (copy of {root / 'real' / 'r0.png'})" in r.stderr, r.stderr
 
 
 def test_the_dev_manifest_leaves_out_its_unknown_rows(dev_manifest):
@@ -364,7 +412,7 @@ def test_a_manifest_that_is_not_utf8_names_itself(tmp_path):
 def _png(p: Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     # the loader lists files; it does not decode them. The name makes each file's bytes its own: copies of
-    # one file under two paths are refused (refuse_copies).
+    # one file under two paths are refused or left out (drop_copies).
     p.write_bytes(b"\x89PNG\r\n\x1a\n" + str(p).encode())
     return p
 
