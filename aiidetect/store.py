@@ -499,36 +499,58 @@ class ResultsStore:
             self._db.close()
             raise StoreError(problem)
 
-    def _rekey(self) -> int:
+    def _legacy_folders(self) -> list[str]:
+        """The folders of rows whose key may not be path_key's: one that resolves elsewhere on this
+        machine (a symbolic link or `..` in it), or one not UTF-8 (stored as its display form: its
+        rows say their bytes). One realpath per distinct folder."""
+        return [f for (f,) in self._db.execute("SELECT DISTINCT folder FROM results").fetchall()
+                if "\ufffd" in f or os.path.realpath(f) != f]
+
+    def _rekey(self, once: bool = True) -> int:
         """Rows of a version that kept a file's folder as spelled, moved under path_key: the same
         file reached through a symlinked folder (or `link/..`) had a row per spelling, counted twice
-        by every summary and scanned again by every resume under the other spelling. One realpath per
-        distinct folder; only the rows of a folder that resolves elsewhere are read and moved. Of two
-        rows that become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in
-        the same transaction, so it runs once. Returns the rows moved or dropped."""
+        by every summary and scanned again by every resume under the other spelling. Of two rows that
+        become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in the same
+        transaction, so it runs once; `once=False` (a merge of an older shard, inside the merge's
+        transaction) re-keys a store already marked. Returns the rows moved or dropped."""
         from .report.safe import display_path
 
         db, folders, changed = self._db, {}, 0
         try:
-            for (folder,) in db.execute("SELECT DISTINCT folder FROM results").fetchall():
-                # A folder that is not UTF-8 is stored as its display form: its rows say their bytes.
-                if "\ufffd" not in folder and os.path.realpath(folder) == folder:
-                    continue
-                for rowid, run_id, key, scanned in db.execute(
-                        "SELECT rowid, run_id, path, scanned_at FROM results WHERE folder=?", (folder,)).fetchall():
-                    new = path_key(key_path(key), folders)
-                    if new == key:
-                        continue
-                    changed += 1
-                    other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
-                                       (run_id, new)).fetchone()
-                    if other is not None and (other[1] or "") >= (scanned or ""):
-                        db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
-                        continue
-                    if other is not None:
-                        db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
-                    db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
-                               (new, display_path(os.path.dirname(key_path(new))), rowid))
+            if not db.in_transaction:
+                # The write lock before anything is read: of two processes opening an old store at
+                # once, the second waits here and finds it marked. Reading first, it moved rows the
+                # first had moved already onto themselves, and deleted them as duplicates.
+                db.execute("BEGIN IMMEDIATE")
+            if once and db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+                db.commit()
+                return 0
+            moved = self._legacy_folders()
+            if moved:
+                # The rows to move, listed in one pass (no index on folder: a pass per folder made
+                # a store of many linked folders take hours), kept on disk, not in memory.
+                db.execute("CREATE TEMP TABLE rekey_folders (folder TEXT PRIMARY KEY)")
+                db.executemany("INSERT INTO rekey_folders VALUES (?)", ((f,) for f in moved))
+                db.execute("CREATE TEMP TABLE rekey_rows AS SELECT rowid AS id, run_id, path, scanned_at "
+                           "FROM results WHERE folder IN (SELECT folder FROM rekey_folders)")
+                cur = db.execute("SELECT id, run_id, path, scanned_at FROM rekey_rows")
+                while batch := cur.fetchmany(10_000):
+                    for rowid, run_id, key, scanned in batch:
+                        new = path_key(key_path(key), folders)
+                        if new == key:
+                            continue
+                        changed += 1
+                        other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
+                                           (run_id, new)).fetchone()
+                        if other is not None and (other[1] or "") >= (scanned or ""):
+                            db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
+                            continue
+                        if other is not None:
+                            db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
+                        db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
+                                   (new, display_path(os.path.dirname(key_path(new))), rowid))
+                db.execute("DROP TABLE rekey_rows")
+                db.execute("DROP TABLE rekey_folders")
             # The crash strikes are keyed the same way: a file that ended a process stays set aside.
             crashes = db.execute("SELECT path, size, mtime_ns, strikes FROM crashes").fetchall()
             for key, size, mtime_ns, strikes in crashes:
@@ -863,7 +885,7 @@ class ResultsStore:
                 # the others' keys here (on this machine's view of the folders).
                 legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
                 if legacy:
-                    self._rekey()  # commits with the rows
+                    self._rekey(once=False)  # commits with the rows
                 else:
                     db.commit()
                 after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]

@@ -1015,3 +1015,61 @@ def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):
     names = [f"IMG_{i:04d}.jpg" for i in range(40)]
     assert [shard_of(str(tmp_path / "link" / n), 7) for n in names] == \
         [shard_of(str(tmp_path / "real" / n), 7) for n in names]
+
+
+def _legacy_store(tmp_path, n=5, folder="link") -> Path:
+    """A store of an older version: rows keyed through the symlinked folder `link` -> in."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+    if not (tmp_path / "link").exists():
+        (tmp_path / "link").symlink_to("in")
+    db = tmp_path / "old.sqlite"
+    ResultsStore(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM meta WHERE key='path_keys'")
+        c.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                      "VALUES ('r', ?, ?, ?, 'likely-real', '2026-01-01T00:00:00Z', '{}')",
+                      [(f"{tmp_path}/{folder}/{i}.png", f"{folder}/{i}.png", f"{tmp_path}/{folder}") for i in range(n)])
+    return db
+
+
+def test_two_processes_opening_an_old_store_at_once_lose_no_row(tmp_path, monkeypatch):
+    """The re-key read the rows before taking the write lock: when another process re-keyed the
+    store in between, each row it had moved was found as its own duplicate and deleted."""
+    import threading
+
+    import aiidetect.store as store
+
+    db = _legacy_store(tmp_path)
+    real, other = store.path_key, []
+
+    def path_key(path, folders=None):
+        if not other:  # a second process opens the store in the middle of this one's re-key
+            other.append(threading.Thread(target=lambda: ResultsStore(db, check=False).close()))
+            other[0].start()
+            other[0].join(0.5)  # it finishes first when nothing holds it back
+        return real(path, folders)
+
+    monkeypatch.setattr(store, "path_key", path_key)
+    ResultsStore(db, check=False).close()
+    other[0].join()
+    assert sorted(r[0] for r in _rows(db)) == [f"{tmp_path}/in/{i}.png" for i in range(5)]
+
+
+def test_the_rekey_reads_the_table_once_however_many_folders(tmp_path):
+    """With no index on `folder`, a query per linked folder read the whole table each time: a store
+    of 10,000 linked folders and a million rows took hours, holding the write lock."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "link").symlink_to("in")
+    db = tmp_path / "s.sqlite"
+    with ResultsStore(db) as st:
+        st.db.execute("DELETE FROM meta WHERE key='path_keys'")
+        st.db.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                          "VALUES ('r', ?, 'x', ?, 'likely-real', '2026-01-01T00:00:00Z', '{}')",
+                          [(f"{tmp_path}/link/f{i}/a.png", f"{tmp_path}/link/f{i}") for i in range(30)])
+        st.db.commit()
+        reads: list[str] = []
+        st.db.set_trace_callback(lambda sql: reads.append(sql) if "FROM results WHERE folder" in sql else None)
+        st._rekey()
+        st.db.set_trace_callback(None)
+    assert len(reads) <= 1, reads
+    assert sorted(r[0] for r in _rows(db)) == sorted(f"{tmp_path}/in/f{i}/a.png" for i in range(30))
