@@ -499,6 +499,16 @@ class ResultsStore:
             self._db.close()
             raise StoreError(problem)
 
+    def folders_not_rekeyed(self) -> int:
+        """A store of an older version read as it is (read-only: `results` commands): how many folders
+        of its rows resolve elsewhere on this machine, where a file scanned through two spellings has
+        a row for each, counted twice. 0 for a store re-keyed or of this version."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+                return 0
+            return sum(os.path.realpath(f) != f
+                       for (f,) in self._db.execute("SELECT DISTINCT folder FROM results").fetchall())
+
     def _legacy_folders(self) -> list[str]:
         """The folders of rows whose key may not be path_key's: one that resolves elsewhere on this
         machine (a symbolic link or `..` in it), or one not UTF-8 (stored as its display form: its

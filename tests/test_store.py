@@ -1026,6 +1026,7 @@ def _legacy_store(tmp_path, n=5, folder="link") -> Path:
     ResultsStore(db).close()
     with sqlite3.connect(db) as c:
         c.execute("DELETE FROM meta WHERE key='path_keys'")
+        c.execute("INSERT INTO runs VALUES ('r', '{}', '{}', 'metadata', NULL, NULL, '2026-01-01T00:00:00Z')")
         c.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
                       "VALUES ('r', ?, ?, ?, 'likely-real', '2026-01-01T00:00:00Z', '{}')",
                       [(f"{tmp_path}/{folder}/{i}.png", f"{folder}/{i}.png", f"{tmp_path}/{folder}") for i in range(n)])
@@ -1073,3 +1074,22 @@ def test_the_rekey_reads_the_table_once_however_many_folders(tmp_path):
         st.db.set_trace_callback(None)
     assert len(reads) <= 1, reads
     assert sorted(r[0] for r in _rows(db)) == sorted(f"{tmp_path}/in/f{i}/a.png" for i in range(30))
+
+
+def test_an_old_store_read_as_it_is_says_its_counts_may_be_doubled(tmp_path):
+    """`results summary` opens a store read-only, so an old store is never re-keyed by it: the same
+    file under two spellings of its folder was counted twice, with nothing to say so."""
+    db = _legacy_store(tmp_path, n=2)
+    with sqlite3.connect(db) as c:  # the same two files scanned again through the real folder
+        c.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                      "VALUES ('r', ?, 'x', ?, 'likely-real', '2026-01-02T00:00:00Z', '{}')",
+                      [(f"{tmp_path}/in/{i}.png", f"{tmp_path}/in") for i in range(2)])
+    os.chmod(db, 0o444)
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 4  # read as it is
+    assert "older version" in r.stderr and "1 folder(s)" in r.stderr and "counted and exported twice" in r.stderr
+    assert "older version" not in run_cli_in_process("results", "summary", "--db", str(db), "-q").stderr
+    merge_stores(tmp_path / "new.sqlite", [db])  # the copy the note offers
+    s = run_cli_in_process("results", "summary", "--db", str(tmp_path / "new.sqlite"), "-f", "json")
+    assert json.loads(s.stdout)["files"] == 2 and "older version" not in s.stderr
