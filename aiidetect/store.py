@@ -230,6 +230,15 @@ def _is_utf8(raw: bytes) -> bool:
         return False
 
 
+def _same_file(st: os.stat_result, path: str) -> bool:
+    """Whether `path` names the file `st` was taken of."""
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+
+
 def key_path(key: str) -> str:
     """The path a stored key stands for (path_key's inverse: exact bytes for a '#b64:' key)."""
     head, sep, raw = key.rpartition("#b64:")
@@ -980,6 +989,11 @@ class StoreSession:
         except OSError:
             return None  # let the reader report why
         key = path_key(path, self._folders)
+        if not _same_file(st, key_path(key)):
+            # A folder's link changed since its realpath was remembered (a `current` link moved to
+            # the next release during the scan): the key named a file other than the one read.
+            self._folders.clear()
+            key = path_key(path, self._folders)
         if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
             if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:

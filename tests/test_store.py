@@ -1093,3 +1093,36 @@ def test_an_old_store_read_as_it_is_says_its_counts_may_be_doubled(tmp_path):
     merge_stores(tmp_path / "new.sqlite", [db])  # the copy the note offers
     s = run_cli_in_process("results", "summary", "--db", str(tmp_path / "new.sqlite"), "-f", "json")
     assert json.loads(s.stdout)["files"] == 2 and "older version" not in s.stderr
+
+
+def test_a_folder_link_changed_during_the_scan_keys_the_file_read(tmp_path):
+    """The folder's realpath was remembered for the whole scan: `current` moved from v1 to v2 during
+    it, the files read from v2 were stored under v1's paths, and a later scan of v1 was handed the
+    record (verdict and hash) of v2's file when size and mtime matched."""
+    from aiidetect.store import StoreSession
+
+    for v, data in (("v1", b"a" * 10), ("v2", b"b" * 10)):
+        (tmp_path / v).mkdir()
+        for name in ("a.png", "b.png"):
+            (tmp_path / v / name).write_bytes(data)
+            os.utime(tmp_path / v / name, ns=(10**18, 10**18))
+    cur = tmp_path / "current"
+    cur.symlink_to("v1")
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run = store.ensure_run({"t": 1}, {}, ["metadata"], "rules")
+    session = StoreSession(store, run, "rules")
+    for name in ("a.png", "b.png"):
+        if name == "b.png":  # a release switched while the scan runs
+            cur.unlink()
+            cur.symlink_to("v2")
+        path = str(cur / name)
+        assert session.prior(path) is None
+        data = Path(path).read_bytes()
+        session.add(Record(file=path, sha256=hashlib.sha256(data).hexdigest(), size_bytes=10, verdict="likely-real"))
+    session.close()
+    again = StoreSession(store, run, "rules")
+    assert again.prior(str(tmp_path / "v1" / "b.png")) is None  # v2's record is not v1's
+    back = again.prior(str(tmp_path / "v2" / "b.png"))
+    assert back is not None and back.sha256 == hashlib.sha256(b"b" * 10).hexdigest()
+    again.close()
+    store.close()
