@@ -230,6 +230,23 @@ def _is_utf8(raw: bytes) -> bool:
         return False
 
 
+def _resolves_elsewhere(folder: str) -> bool:
+    """A stored folder that resolves to another path on this machine (a symbolic link or `..` in it).
+    A store is input: a folder no file system has (a NUL in it) resolves nowhere."""
+    try:
+        return os.path.realpath(folder) != folder
+    except (ValueError, OSError):
+        return False
+
+
+def _key_now(key: str, folders: dict[str, str]) -> str:
+    """path_key of the path a stored key stands for; the key itself when it names no path."""
+    try:
+        return path_key(key_path(key), folders)
+    except (ValueError, OSError):
+        return key
+
+
 def _same_file(st: os.stat_result, path: str) -> bool:
     """Whether `path` names the file `st` was taken of."""
     try:
@@ -515,15 +532,7 @@ class ResultsStore:
         with self._lock:
             if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
                 return 0
-            return sum(os.path.realpath(f) != f
-                       for (f,) in self._db.execute("SELECT DISTINCT folder FROM results").fetchall())
-
-    def _legacy_folders(self) -> list[str]:
-        """The folders of rows whose key may not be path_key's: one that resolves elsewhere on this
-        machine (a symbolic link or `..` in it), or one not UTF-8 (stored as its display form: its
-        rows say their bytes). One realpath per distinct folder."""
-        return [f for (f,) in self._db.execute("SELECT DISTINCT folder FROM results").fetchall()
-                if "\ufffd" in f or os.path.realpath(f) != f]
+            return sum(_resolves_elsewhere(f) for (f,) in self._db.execute("SELECT DISTINCT folder FROM results"))
 
     def _rekey(self, once: bool = True) -> int:
         """Rows of a version that kept a file's folder as spelled, moved under path_key: the same
@@ -544,36 +553,38 @@ class ResultsStore:
             if once and db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
                 db.commit()
                 return 0
-            moved = self._legacy_folders()
-            if moved:
-                # The rows to move, listed in one pass (no index on folder: a pass per folder made
-                # a store of many linked folders take hours), kept on disk, not in memory.
-                db.execute("CREATE TEMP TABLE rekey_folders (folder TEXT PRIMARY KEY)")
-                db.executemany("INSERT INTO rekey_folders VALUES (?)", ((f,) for f in moved))
-                db.execute("CREATE TEMP TABLE rekey_rows AS SELECT rowid AS id, run_id, path, scanned_at "
-                           "FROM results WHERE folder IN (SELECT folder FROM rekey_folders)")
-                cur = db.execute("SELECT id, run_id, path, scanned_at FROM rekey_rows")
-                while batch := cur.fetchmany(10_000):
-                    for rowid, run_id, key, scanned in batch:
-                        new = path_key(key_path(key), folders)
-                        if new == key:
-                            continue
-                        changed += 1
-                        other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
-                                           (run_id, new)).fetchone()
-                        if other is not None and (other[1] or "") >= (scanned or ""):
-                            db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
-                            continue
-                        if other is not None:
-                            db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
-                        db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
-                                   (new, display_path(os.path.dirname(key_path(new))), rowid))
-                db.execute("DROP TABLE rekey_rows")
-                db.execute("DROP TABLE rekey_folders")
+            # The rows to move, listed in one pass (no index on folder: a pass per folder made a store
+            # of many linked folders take hours), kept on disk, not in memory. A folder that is not
+            # UTF-8 is stored as its display form: its rows say their bytes, so they are all read.
+            db.execute("CREATE TEMP TABLE rekey_folders (folder TEXT PRIMARY KEY)")
+            distinct = db.execute("SELECT DISTINCT folder FROM results")
+            while batch := distinct.fetchmany(10_000):
+                db.executemany("INSERT INTO rekey_folders VALUES (?)",
+                               [(f,) for (f,) in batch if "\ufffd" in f or _resolves_elsewhere(f)])
+            db.execute("CREATE TEMP TABLE rekey_rows AS SELECT rowid AS id, run_id, path, scanned_at "
+                       "FROM results WHERE folder IN (SELECT folder FROM rekey_folders)")
+            cur = db.execute("SELECT id, run_id, path, scanned_at FROM rekey_rows")
+            while batch := cur.fetchmany(10_000):
+                for rowid, run_id, key, scanned in batch:
+                    new = _key_now(key, folders)
+                    if new == key:
+                        continue
+                    changed += 1
+                    other = db.execute("SELECT rowid, scanned_at FROM results WHERE run_id=? AND path=?",
+                                       (run_id, new)).fetchone()
+                    if other is not None and (other[1] or "") >= (scanned or ""):
+                        db.execute("DELETE FROM results WHERE rowid=?", (rowid,))
+                        continue
+                    if other is not None:
+                        db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
+                    db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
+                               (new, display_path(os.path.dirname(key_path(new))), rowid))
+            db.execute("DROP TABLE rekey_rows")
+            db.execute("DROP TABLE rekey_folders")
             # The crash strikes are keyed the same way: a file that ended a process stays set aside.
             crashes = db.execute("SELECT path, size, mtime_ns, strikes FROM crashes").fetchall()
             for key, size, mtime_ns, strikes in crashes:
-                new = path_key(key_path(key), folders)
+                new = _key_now(key, folders)
                 if new != key:
                     db.execute("DELETE FROM crashes WHERE path=?", (key,))
                     db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (new, size, mtime_ns, strikes))

@@ -1126,3 +1126,16 @@ def test_a_folder_link_changed_during_the_scan_keys_the_file_read(tmp_path):
     assert back is not None and back.sha256 == hashlib.sha256(b"b" * 10).hexdigest()
     again.close()
     store.close()
+
+
+def test_an_old_store_with_a_folder_no_file_system_has_is_read_and_merged(tmp_path):
+    """A store is input: a crafted old shard whose folder held a NUL ended `results merge` (and any
+    `scan --db` into it, and `results summary`) with a ValueError traceback from realpath."""
+    db = _legacy_store(tmp_path, n=2)
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET folder=?, path=? WHERE path LIKE '%/0.png'", ("/x/a\x00b", "/x/a\x00b/0.png"))
+    s = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert s.returncode == 0 and json.loads(s.stdout)["files"] == 2, s.stderr
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(db))
+    assert m.returncode == 0, m.stderr
+    assert sorted(r[0] for r in _rows(tmp_path / "all.sqlite")) == sorted(["/x/a\x00b/0.png", f"{tmp_path}/in/1.png"])
