@@ -230,6 +230,32 @@ def _is_utf8(raw: bytes) -> bool:
         return False
 
 
+def _resolves_elsewhere(folder: str) -> bool:
+    """A stored folder that resolves to another path on this machine (a symbolic link or `..` in it).
+    A store is input: a folder no file system has (a NUL in it) resolves nowhere."""
+    try:
+        return os.path.realpath(folder) != folder
+    except (ValueError, OSError):
+        return False
+
+
+def _key_now(key: str, folders: dict[str, str]) -> str:
+    """path_key of the path a stored key stands for; the key itself when it names no path."""
+    try:
+        return path_key(key_path(key), folders)
+    except (ValueError, OSError):
+        return key
+
+
+def _same_file(st: os.stat_result, path: str) -> bool:
+    """Whether `path` names the file `st` was taken of."""
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+
+
 def key_path(key: str) -> str:
     """The path a stored key stands for (path_key's inverse: exact bytes for a '#b64:' key)."""
     head, sep, raw = key.rpartition("#b64:")
@@ -499,24 +525,48 @@ class ResultsStore:
             self._db.close()
             raise StoreError(problem)
 
-    def _rekey(self) -> int:
+    def folders_not_rekeyed(self) -> int:
+        """A store of an older version read as it is (read-only: `results` commands): how many folders
+        of its rows resolve elsewhere on this machine, where a file scanned through two spellings has
+        a row for each, counted twice. 0 for a store re-keyed or of this version."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+                return 0
+            return sum(_resolves_elsewhere(f) for (f,) in self._db.execute("SELECT DISTINCT folder FROM results"))
+
+    def _rekey(self, once: bool = True) -> int:
         """Rows of a version that kept a file's folder as spelled, moved under path_key: the same
         file reached through a symlinked folder (or `link/..`) had a row per spelling, counted twice
-        by every summary and scanned again by every resume under the other spelling. One realpath per
-        distinct folder; only the rows of a folder that resolves elsewhere are read and moved. Of two
-        rows that become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in
-        the same transaction, so it runs once. Returns the rows moved or dropped."""
+        by every summary and scanned again by every resume under the other spelling. Of two rows that
+        become one, the one scanned last is kept (as `merge` keeps it). Marks the store, in the same
+        transaction, so it runs once; `once=False` (a merge of an older shard, inside the merge's
+        transaction) re-keys a store already marked. Returns the rows moved or dropped."""
         from .report.safe import display_path
 
         db, folders, changed = self._db, {}, 0
         try:
-            for (folder,) in db.execute("SELECT DISTINCT folder FROM results").fetchall():
-                # A folder that is not UTF-8 is stored as its display form: its rows say their bytes.
-                if "\ufffd" not in folder and os.path.realpath(folder) == folder:
-                    continue
-                for rowid, run_id, key, scanned in db.execute(
-                        "SELECT rowid, run_id, path, scanned_at FROM results WHERE folder=?", (folder,)).fetchall():
-                    new = path_key(key_path(key), folders)
+            if not db.in_transaction:
+                # The write lock before anything is read: of two processes opening an old store at
+                # once, the second waits here and finds it marked. Reading first, it moved rows the
+                # first had moved already onto themselves, and deleted them as duplicates.
+                db.execute("BEGIN IMMEDIATE")
+            if once and db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+                db.commit()
+                return 0
+            # The rows to move, listed in one pass (no index on folder: a pass per folder made a store
+            # of many linked folders take hours), kept on disk, not in memory. A folder that is not
+            # UTF-8 is stored as its display form: its rows say their bytes, so they are all read.
+            db.execute("CREATE TEMP TABLE rekey_folders (folder TEXT PRIMARY KEY)")
+            distinct = db.execute("SELECT DISTINCT folder FROM results")
+            while batch := distinct.fetchmany(10_000):
+                db.executemany("INSERT INTO rekey_folders VALUES (?)",
+                               [(f,) for (f,) in batch if "\ufffd" in f or _resolves_elsewhere(f)])
+            db.execute("CREATE TEMP TABLE rekey_rows AS SELECT rowid AS id, run_id, path, scanned_at "
+                       "FROM results WHERE folder IN (SELECT folder FROM rekey_folders)")
+            cur = db.execute("SELECT id, run_id, path, scanned_at FROM rekey_rows")
+            while batch := cur.fetchmany(10_000):
+                for rowid, run_id, key, scanned in batch:
+                    new = _key_now(key, folders)
                     if new == key:
                         continue
                     changed += 1
@@ -529,10 +579,12 @@ class ResultsStore:
                         db.execute("DELETE FROM results WHERE rowid=?", (other[0],))
                     db.execute("UPDATE results SET path=?, folder=? WHERE rowid=?",
                                (new, display_path(os.path.dirname(key_path(new))), rowid))
+            db.execute("DROP TABLE rekey_rows")
+            db.execute("DROP TABLE rekey_folders")
             # The crash strikes are keyed the same way: a file that ended a process stays set aside.
             crashes = db.execute("SELECT path, size, mtime_ns, strikes FROM crashes").fetchall()
             for key, size, mtime_ns, strikes in crashes:
-                new = path_key(key_path(key), folders)
+                new = _key_now(key, folders)
                 if new != key:
                     db.execute("DELETE FROM crashes WHERE path=?", (key,))
                     db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (new, size, mtime_ns, strikes))
@@ -863,7 +915,7 @@ class ResultsStore:
                 # the others' keys here (on this machine's view of the folders).
                 legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
                 if legacy:
-                    self._rekey()  # commits with the rows
+                    self._rekey(once=False)  # commits with the rows
                 else:
                     db.commit()
                 after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -948,6 +1000,11 @@ class StoreSession:
         except OSError:
             return None  # let the reader report why
         key = path_key(path, self._folders)
+        if not _same_file(st, key_path(key)):
+            # A folder's link changed since its realpath was remembered (a `current` link moved to
+            # the next release during the scan): the key named a file other than the one read.
+            self._folders.clear()
+            key = path_key(path, self._folders)
         if self.resume and not self._nothing_stored:
             row = self.store.lookup(self.run_id, key)
             if row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns:

@@ -1015,3 +1015,127 @@ def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):
     names = [f"IMG_{i:04d}.jpg" for i in range(40)]
     assert [shard_of(str(tmp_path / "link" / n), 7) for n in names] == \
         [shard_of(str(tmp_path / "real" / n), 7) for n in names]
+
+
+def _legacy_store(tmp_path, n=5, folder="link") -> Path:
+    """A store of an older version: rows keyed through the symlinked folder `link` -> in."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+    if not (tmp_path / "link").exists():
+        (tmp_path / "link").symlink_to("in")
+    db = tmp_path / "old.sqlite"
+    ResultsStore(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM meta WHERE key='path_keys'")
+        c.execute("INSERT INTO runs VALUES ('r', '{}', '{}', 'metadata', NULL, NULL, '2026-01-01T00:00:00Z')")
+        c.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                      "VALUES ('r', ?, ?, ?, 'likely-real', '2026-01-01T00:00:00Z', '{}')",
+                      [(f"{tmp_path}/{folder}/{i}.png", f"{folder}/{i}.png", f"{tmp_path}/{folder}") for i in range(n)])
+    return db
+
+
+def test_two_processes_opening_an_old_store_at_once_lose_no_row(tmp_path, monkeypatch):
+    """The re-key read the rows before taking the write lock: when another process re-keyed the
+    store in between, each row it had moved was found as its own duplicate and deleted."""
+    import threading
+
+    import aiidetect.store as store
+
+    db = _legacy_store(tmp_path)
+    real, other = store.path_key, []
+
+    def path_key(path, folders=None):
+        if not other:  # a second process opens the store in the middle of this one's re-key
+            other.append(threading.Thread(target=lambda: ResultsStore(db, check=False).close()))
+            other[0].start()
+            other[0].join(0.5)  # it finishes first when nothing holds it back
+        return real(path, folders)
+
+    monkeypatch.setattr(store, "path_key", path_key)
+    ResultsStore(db, check=False).close()
+    other[0].join()
+    assert sorted(r[0] for r in _rows(db)) == [f"{tmp_path}/in/{i}.png" for i in range(5)]
+
+
+def test_the_rekey_reads_the_table_once_however_many_folders(tmp_path):
+    """With no index on `folder`, a query per linked folder read the whole table each time: a store
+    of 10,000 linked folders and a million rows took hours, holding the write lock."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "link").symlink_to("in")
+    db = tmp_path / "s.sqlite"
+    with ResultsStore(db) as st:
+        st.db.execute("DELETE FROM meta WHERE key='path_keys'")
+        st.db.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                          "VALUES ('r', ?, 'x', ?, 'likely-real', '2026-01-01T00:00:00Z', '{}')",
+                          [(f"{tmp_path}/link/f{i}/a.png", f"{tmp_path}/link/f{i}") for i in range(30)])
+        st.db.commit()
+        reads: list[str] = []
+        st.db.set_trace_callback(lambda sql: reads.append(sql) if "FROM results WHERE folder" in sql else None)
+        st._rekey()
+        st.db.set_trace_callback(None)
+    assert len(reads) <= 1, reads
+    assert sorted(r[0] for r in _rows(db)) == sorted(f"{tmp_path}/in/f{i}/a.png" for i in range(30))
+
+
+def test_an_old_store_read_as_it_is_says_its_counts_may_be_doubled(tmp_path):
+    """`results summary` opens a store read-only, so an old store is never re-keyed by it: the same
+    file under two spellings of its folder was counted twice, with nothing to say so."""
+    db = _legacy_store(tmp_path, n=2)
+    with sqlite3.connect(db) as c:  # the same two files scanned again through the real folder
+        c.executemany("INSERT INTO results (run_id, path, file, folder, verdict, scanned_at, record) "
+                      "VALUES ('r', ?, 'x', ?, 'likely-real', '2026-01-02T00:00:00Z', '{}')",
+                      [(f"{tmp_path}/in/{i}.png", f"{tmp_path}/in") for i in range(2)])
+    os.chmod(db, 0o444)
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 4  # read as it is
+    assert "older version" in r.stderr and "1 folder(s)" in r.stderr and "counted and exported twice" in r.stderr
+    assert "older version" not in run_cli_in_process("results", "summary", "--db", str(db), "-q").stderr
+    merge_stores(tmp_path / "new.sqlite", [db])  # the copy the note offers
+    s = run_cli_in_process("results", "summary", "--db", str(tmp_path / "new.sqlite"), "-f", "json")
+    assert json.loads(s.stdout)["files"] == 2 and "older version" not in s.stderr
+
+
+def test_a_folder_link_changed_during_the_scan_keys_the_file_read(tmp_path):
+    """The folder's realpath was remembered for the whole scan: `current` moved from v1 to v2 during
+    it, the files read from v2 were stored under v1's paths, and a later scan of v1 was handed the
+    record (verdict and hash) of v2's file when size and mtime matched."""
+    from aiidetect.store import StoreSession
+
+    for v, data in (("v1", b"a" * 10), ("v2", b"b" * 10)):
+        (tmp_path / v).mkdir()
+        for name in ("a.png", "b.png"):
+            (tmp_path / v / name).write_bytes(data)
+            os.utime(tmp_path / v / name, ns=(10**18, 10**18))
+    cur = tmp_path / "current"
+    cur.symlink_to("v1")
+    store = ResultsStore(tmp_path / "s.sqlite")
+    run = store.ensure_run({"t": 1}, {}, ["metadata"], "rules")
+    session = StoreSession(store, run, "rules")
+    for name in ("a.png", "b.png"):
+        if name == "b.png":  # a release switched while the scan runs
+            cur.unlink()
+            cur.symlink_to("v2")
+        path = str(cur / name)
+        assert session.prior(path) is None
+        data = Path(path).read_bytes()
+        session.add(Record(file=path, sha256=hashlib.sha256(data).hexdigest(), size_bytes=10, verdict="likely-real"))
+    session.close()
+    again = StoreSession(store, run, "rules")
+    assert again.prior(str(tmp_path / "v1" / "b.png")) is None  # v2's record is not v1's
+    back = again.prior(str(tmp_path / "v2" / "b.png"))
+    assert back is not None and back.sha256 == hashlib.sha256(b"b" * 10).hexdigest()
+    again.close()
+    store.close()
+
+
+def test_an_old_store_with_a_folder_no_file_system_has_is_read_and_merged(tmp_path):
+    """A store is input: a crafted old shard whose folder held a NUL ended `results merge` (and any
+    `scan --db` into it, and `results summary`) with a ValueError traceback from realpath."""
+    db = _legacy_store(tmp_path, n=2)
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET folder=?, path=? WHERE path LIKE '%/0.png'", ("/x/a\x00b", "/x/a\x00b/0.png"))
+    s = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert s.returncode == 0 and json.loads(s.stdout)["files"] == 2, s.stderr
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(db))
+    assert m.returncode == 0, m.stderr
+    assert sorted(r[0] for r in _rows(tmp_path / "all.sqlite")) == sorted(["/x/a\x00b/0.png", f"{tmp_path}/in/1.png"])

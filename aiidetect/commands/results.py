@@ -85,6 +85,19 @@ def _note(text: str, quiet: bool) -> None:
         typer.echo(f"note: {text}", err=True)
 
 
+def _rekey_note(store, quiet: bool) -> None:
+    """A store of an older version is re-keyed only when written to: read as it is, say what its
+    counts may hold twice, and how to get a copy that does not."""
+    if quiet:
+        return
+    n = store.folders_not_rekeyed()
+    if n:
+        _note(f"{store.path} was written by an older version, which kept a file's folder as spelled: {n} folder(s) "
+              "of its rows lie behind a symbolic link here, and a file scanned by two spellings of its folder has a "
+              "row for each, counted and exported twice. A `scan --db` into it keys them once; "
+              f"`aiidetect results merge --db NEW.sqlite {store.path}` writes a copy keyed once", quiet)
+
+
 def _shard_notes(db: Path, run_ids=None, quiet: bool = False) -> None:
     """A sharded run with a shard missing looks whole in every count: say so, on stderr."""
     if quiet:
@@ -105,6 +118,7 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
         ids = _runs(store, run)
         s = store.summary(ids, top_folders=folders)
         runs = [r for r in store.runs() if r["run_id"] in ids]
+        _rekey_note(store, quiet)
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
     _shard_notes(db, ids, quiet)
@@ -154,6 +168,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
     n = bad = 0
     with _open(db) as store:
         ids = _runs(store, run)
+        _rekey_note(store, quiet)
         names: list[str] = []
         for r in store.runs():
             if r["run_id"] in ids:
