@@ -98,6 +98,25 @@ def _large_blocks() -> None:
         pass
 
 
+# The Pillow plugins aiidetect lets near a file: the formats discovery takes (docs/schema.md "Discovery";
+# the JPEG plugin also opens a camera's multi-picture JPEG, as MPO; DIB is a BMP without its file header). Pillow
+# otherwise tries each of its ~45 plugins on any bytes, whatever the extension: an EPS named `.jpg`
+# was handed to Ghostscript (a PostScript interpreter, where one is installed), a 1.6 MB QOI decoded
+# 100 MP in pure Python, and JPEG 2000, PSD, FITS and the rest opened parsers no scan needs.
+PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF")
+
+
+def open_image(data: bytes):
+    """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
+    UnidentifiedImageError, as for bytes no plugin knows)."""
+    import io
+
+    from PIL import Image
+
+    _register_openers()
+    return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+
+
 def sniff_format(data: bytes) -> str | None:
     for magic, off, name in _MAGIC:
         if data[off:off + len(magic)] == magic:
@@ -114,13 +133,10 @@ def identify(data: bytes) -> None:
     broken header passes: its metadata can still be read."""
     if sniff_format(data) is not None:
         return
-    import io
+    from PIL import UnidentifiedImageError
 
-    from PIL import Image, UnidentifiedImageError
-
-    _register_openers()
     try:
-        Image.open(io.BytesIO(data)).close()
+        open_image(data).close()
     except UnidentifiedImageError as exc:
         raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
     except Exception:  # noqa: BLE001 - a plugin's error on a broken header of a format it knows
@@ -273,8 +289,6 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
-    import io
-
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     _register_openers()
@@ -291,7 +305,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data)
         except UnidentifiedImageError as exc:
             if sniffed:
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc

@@ -78,6 +78,34 @@ def test_bomb_refusal_names_our_limit_not_pillows(zoo, monkeypatch, max_pixels):
     assert e.value.message == f"900000000 pixels, over the {max_pixels or DEFAULT_MAX_PIXELS}-pixel limit (--max-pixels)"
 
 
+def test_only_the_formats_discovery_takes_reach_pillow(monkeypatch):
+    """Pillow tries all its plugins on any bytes: an EPS named .jpg went to Ghostscript (on a machine
+    that has it: a PostScript interpreter run on a received file), a QOI was decoded in pure Python.
+    Neither the decoder nor the metadata reader (its watermark decode, as `meta` runs it) opens them."""
+    from PIL import EpsImagePlugin
+
+    from aiidetect.decode import identify
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import eps_named_jpeg, qoi_run_bomb
+
+    ran = []
+
+    def ghostscript(*a, **k):
+        ran.append(a)
+        raise OSError("Ghostscript was run")
+
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    for data in (eps_named_jpeg(), qoi_run_bomb(512, 512)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "unsupported-format", e.value.message
+        with pytest.raises(DecodeFailure):
+            identify(data)
+        analyze(data, options={"watermark": "always"})
+    assert ran == []
+
+
 def test_byte_limit(zoo):
     with pytest.raises(DecodeFailure) as e:
         read_bytes(zoo["jpeg"], DecodeLimits(max_bytes=10))

@@ -408,17 +408,11 @@ def _over_cap(fmt: str, what: str) -> str:
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------
 
 def _walk_with_pillow(data: bytes, b: Blobs) -> None:
-    import io
-
-    from PIL import Image
-
-    from ..decode import _register_openers
-
+    from ..decode import open_image
     from ..quiet import quiet_warnings
 
-    _register_openers()
     with quiet_warnings():  # corrupt-tag warnings; failures are recorded by the caller
-        _pillow_info(Image.open(io.BytesIO(data)), b)
+        _pillow_info(open_image(data), b)
 
 
 def _pillow_info(im, b: Blobs) -> None:

@@ -317,6 +317,21 @@ def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
     return with_jpeg_segments(base, segs, at=i + 2 + struct.unpack(">H", base[i + 2:i + 4])[0])
 
 
+def eps_named_jpeg() -> bytes:
+    """Encapsulated PostScript: Pillow's EPS plugin renders it with Ghostscript, a PostScript
+    interpreter, wherever one is installed."""
+    return (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\n%%EndComments\n"
+            b"newpath 0 0 moveto 64 48 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def qoi_run_bomb(w: int = 4000, h: int = 4000) -> bytes:
+    """A QOI image of one colour, 62 pixels to a byte: Pillow decodes QOI in pure Python (100 MP from
+    1.6 MB took 1.6 s and 728 MB with -d metadata, 15 s and 1 GB with a pixel detector)."""
+    n = w * h - 1
+    body = b"\xfe\x80\x80\x80" + bytes([0xC0 | 61]) * (n // 62) + (bytes([0xC0 | (n % 62 - 1)]) if n % 62 else b"")
+    return b"qoif" + struct.pack(">IIBB", w, h, 3, 0) + body + b"\x00" * 7 + b"\x01"
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
@@ -360,6 +375,9 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
         put(f"formats/empty.{ext}", b"", Expect("empty-file"))
         put(f"formats/random.{ext}", np.random.default_rng(1).bytes(4096), Expect("unsupported-format"))
         put(f"formats/header-only.{ext}", good[:32], Expect(ANY_ERROR))
+    # --- formats Pillow knows but aiidetect does not take, named as one it does
+    put("formats/eps-named.jpg", eps_named_jpeg(), Expect("unsupported-format", note="never given to Ghostscript"))
+    put("formats/qoi-16MP.jpg", qoi_run_bomb(), Expect("unsupported-format", note="was decoded in pure Python"))
     # --- decompression bombs (pixel limit) and a sparse file over the byte limit
     put("bombs/png-30000x30000.png", bomb_png(30000, 30000), Expect("too-large"))
     put("bombs/jpeg-65000x65000.jpg", jpeg_huge_sof(), Expect("too-large"))
