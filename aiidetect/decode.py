@@ -19,6 +19,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
+from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -108,12 +109,17 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 
 def open_image(data: bytes):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
-    UnidentifiedImageError, as for bytes no plugin knows)."""
+    UnidentifiedImageError, as for bytes no plugin knows). A JPEG whose scans would cost more than
+    JPEG_MAX_COVERAGE passes is refused here (DecodeFailure), before any reader can load it."""
     import io
 
     from PIL import Image
 
     _register_openers()
+    if sniff_format(data) == "JPEG":
+        problem = jpeg_scan_problem(data)
+        if problem:
+            raise DecodeFailure("decode-error", f"JPEG structure refused: {problem}")
     return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
 
 
@@ -264,6 +270,60 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         return img, info
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # DHT, JPG and DAC share the range
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}        # RSTn, TEM: no length field
+
+
+def jpeg_scan_problem(data: bytes) -> str | None:
+    """Why a JPEG's scans would cost more than JPEG_MAX_COVERAGE passes over its image, or None.
+    Walks the first image's marker segments (lengths, not bytes; entropy-coded data skipped with one
+    regular-expression search per scan); anything it cannot follow is left for the decoder to refuse."""
+    import re
+
+    next_marker = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+    weight: dict[int, int] = {}
+    # in units of 1/total of a pass: integers, so the limit is exact
+    total, passed, scans, segments, pos, n = 0, 0, 0, 0, 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        m = data[pos + 1]
+        if m == 0xFF:
+            pos += 1
+            continue
+        if m == 0xD9:
+            return None
+        segments += 1
+        if segments > JPEG_MAX_SEGMENTS:
+            return f"more than {JPEG_MAX_SEGMENTS} marker segments"
+        if m in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if m in _JPEG_SOF:
+            body = data[pos + 4:pos + 2 + length]
+            # each component's share of the blocks: its horizontal times vertical sampling factor
+            weight = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4) * (body[7 + 3 * i] & 15)
+                      for i in range(body[5] if len(body) > 5 else 0) if 8 + 3 * i <= len(body)}
+            total = sum(weight.values())
+        elif m == 0xDA:
+            body = data[pos + 4:pos + 2 + length]
+            scans += 1
+            passed += sum(weight.get(body[1 + 2 * i], 0) for i in range(body[0] if body else 0) if 1 + 2 * i < len(body))
+            if total and passed > JPEG_MAX_COVERAGE * total:
+                return (f"{scans} scans pass over the image more than {JPEG_MAX_COVERAGE} times "
+                        f"(a progressive JPEG's standard scans: about 6)")
+            found = next_marker.search(data, pos + 2 + length)
+            if found is None:
+                return None
+            pos = found.start()
+            continue
+        pos += 2 + length
+    return None
+
+
 def _admit_in_pillow(Image, max_pixels: int) -> None:
     """Pillow's MAX_IMAGE_PIXELS is one setting for the whole process: only ever raised, to let our
     limit through (Pillow raises above twice its setting, and only warns between). Set to each scan's
@@ -306,6 +366,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     with contextlib.nullcontext():
         try:
             img = open_image(data)
+        except DecodeFailure:
+            raise
         except UnidentifiedImageError as exc:
             if sniffed:
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc

@@ -106,6 +106,38 @@ def test_only_the_formats_discovery_takes_reach_pillow(monkeypatch):
     assert ran == []
 
 
+def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
+    """Each progressive scan is a pass over the image however few bytes it holds: 1,000 repeats of a
+    few-byte scan took 41 s to scan (8192x8192) and Pillow sets no limit. Refused by its structure, by
+    the decoder and by the watermark check's own decode alike; standard progressive files and the
+    limit itself still decode."""
+    from PIL import Image
+
+    from aiidetect.decode import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import jpeg_scan_bomb, with_jpeg_segments
+
+    bomb = jpeg_scan_bomb(512, 512, 1000)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bomb)
+    assert e.value.code == "decode-error" and "scans pass over the image" in e.value.message
+    rep = analyze(bomb, options={"watermark": "always"})
+    assert rep.facts["watermark"]["checked"] is False
+    # greyscale progressive: 6 passes; 10 more repeats of its last scan reach the limit, 11 pass it
+    assert decode_bytes(jpeg_scan_bomb(64, 64, JPEG_MAX_COVERAGE - 6))[1]["format"] == "JPEG"
+    with pytest.raises(DecodeFailure):
+        decode_bytes(jpeg_scan_bomb(64, 64, JPEG_MAX_COVERAGE - 5))
+    for mode, kw in (("RGB", {}), ("RGB", {"subsampling": 0}), ("CMYK", {})):
+        b = io.BytesIO()
+        Image.new(mode, (64, 48)).save(b, "JPEG", progressive=True, **kw)
+        assert decode_bytes(b.getvalue())[1]["width"] == 64
+    # the walk itself is bounded: a file of tiny segments is not followed to its end
+    many = with_jpeg_segments(jpeg_bytes(), [(0xFE, b"")] * (JPEG_MAX_SEGMENTS + 1))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(many)
+    assert "marker segments" in e.value.message
+
+
 def test_byte_limit(zoo):
     with pytest.raises(DecodeFailure) as e:
         read_bytes(zoo["jpeg"], DecodeLimits(max_bytes=10))

@@ -317,6 +317,15 @@ def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
     return with_jpeg_segments(base, segs, at=i + 2 + struct.unpack(">H", base[i + 2:i + 4])[0])
 
 
+def jpeg_scan_bomb(w: int = 1024, h: int = 1024, extra: int = 1000) -> bytes:
+    """A flat greyscale progressive JPEG whose last scan (an AC refinement, a few bytes: one run of
+    empty blocks) is repeated `extra` times: each repeat is a pass over every block. 362 KB at
+    8192x8192 with 1,000 repeats took 41 s to scan."""
+    data = _enc(Image.new("L", (w, h), 128), "JPEG", progressive=True, quality=90)
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * extra + data[-2:]
+
+
 def eps_named_jpeg() -> bytes:
     """Encapsulated PostScript: Pillow's EPS plugin renders it with Ghostscript, a PostScript
     interpreter, wherever one is installed."""
@@ -381,6 +390,7 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     # --- decompression bombs (pixel limit) and a sparse file over the byte limit
     put("bombs/png-30000x30000.png", bomb_png(30000, 30000), Expect("too-large"))
     put("bombs/jpeg-65000x65000.jpg", jpeg_huge_sof(), Expect("too-large"))
+    put("bombs/jpeg-1000-scans.jpg", jpeg_scan_bomb(), Expect("decode-error", note="each scan a pass over the image"))
     put("bombs/gif-65535x65535.gif", gif_huge_screen(), Expect(ANY_ERROR))
     sparse = os.path.join(os.fsencode(d), b"bombs/sparse-600MB.jpg")
     with open(sparse, "wb") as f:
