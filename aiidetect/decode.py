@@ -19,7 +19,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS
+from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -110,16 +110,17 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 def open_image(data: bytes):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A JPEG whose scans would cost more than
-    JPEG_MAX_COVERAGE passes is refused here (DecodeFailure), before any reader can load it."""
+    JPEG_MAX_COVERAGE passes, or a PNG of more than PNG_MAX_CHUNKS chunks, is refused here
+    (DecodeFailure), before any reader can load it."""
     import io
 
     from PIL import Image
 
     _register_openers()
-    if sniff_format(data) == "JPEG":
-        problem = jpeg_scan_problem(data)
-        if problem:
-            raise DecodeFailure("decode-error", f"JPEG structure refused: {problem}")
+    fmt = sniff_format(data)
+    problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
+    if problem:
+        raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
     return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
 
 
@@ -344,6 +345,22 @@ def jpeg_scan_problem(data: bytes) -> str | None:
             continue
         pos += 2 + length
     return None
+
+
+def png_chunk_problem(data: bytes) -> str | None:
+    """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
+    anything it cannot follow is left for the decoder to refuse."""
+    import struct
+
+    pos, n = 8, len(data)
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 12 > n:
+            return None
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"IEND":
+            return None
+        pos += 12 + length
+    return f"more than {PNG_MAX_CHUNKS} chunks" if pos + 12 <= n else None
 
 
 def _admit_in_pillow(Image, max_pixels: int) -> None:

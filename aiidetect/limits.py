@@ -23,6 +23,12 @@ JPEG_MAX_COVERAGE = 16
 # segments (8 MB) took 4.7 s and 328 MB. Over it: `decode-error`.
 JPEG_MAX_SEGMENTS = 65_536
 
+# Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
+# something of each one before the first IDAT: 8 M empty private chunks (96 MB) took 20 s and 1.07 GB to
+# scan, 8 M empty IDAT chunks 6 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
+# the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
+PNG_MAX_CHUNKS = 100_000
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

@@ -175,6 +175,19 @@ def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
     assert "marker segments" in e.value.message
 
 
+def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
+    """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
+    private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""
+    from aiidetect.limits import PNG_MAX_CHUNKS
+    from aiidetect.testing.hostile import png_many_idat
+
+    # IHDR, the image's own IDAT and IEND, plus the empty ones
+    assert decode_bytes(png_many_idat(PNG_MAX_CHUNKS - 3))[1]["format"] == "PNG"
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(png_many_idat(PNG_MAX_CHUNKS - 2))
+    assert e.value.code == "decode-error" and "chunks" in e.value.message
+
+
 def test_byte_limit(zoo):
     with pytest.raises(DecodeFailure) as e:
         read_bytes(zoo["jpeg"], DecodeLimits(max_bytes=10))
