@@ -19,7 +19,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS
+from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -251,8 +251,17 @@ def _to_rgb(img):
 
 def _frame_count(img) -> int:
     """n_frames walks every frame of a TIFF/GIF; a corrupt later frame must not
-    sink a readable first one."""
+    sink a readable first one. A GIF's walk stops at MAX_FRAMES_COUNTED."""
     try:
+        if img.format == "GIF" and hasattr(img, "_seek"):
+            n = 1
+            try:
+                while n < MAX_FRAMES_COUNTED:
+                    img._seek(n, False)  # Pillow's own n_frames step: parse the frame, decode nothing
+                    n += 1
+            except EOFError:
+                pass
+            return n
         return int(getattr(img, "n_frames", 1) or 1)
     except Exception:  # noqa: BLE001
         return 1

@@ -29,6 +29,12 @@ JPEG_MAX_SEGMENTS = 65_536
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
 
+# Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
+# frames by parsing each in Python: 2 M one-pixel frames (46 MB) took 4 s to count. A GIF with more
+# says this many. TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
+# their frame count in a header.
+MAX_FRAMES_COUNTED = 10_000
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

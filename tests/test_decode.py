@@ -87,6 +87,28 @@ def test_animated_gif_first_frame(zoo):
     assert img.size == (32, 32)
 
 
+def test_gif_frames_counted_up_to_the_limit(monkeypatch):
+    """Pillow counts a GIF's frames by parsing every one in Python (2 M one-pixel frames, 46 MB, took
+    4 s): the count stops at MAX_FRAMES_COUNTED, and a GIF under it keeps its exact count."""
+    from PIL import GifImagePlugin
+
+    from aiidetect.limits import MAX_FRAMES_COUNTED
+    from aiidetect.testing.hostile import gif_tiny_frames
+
+    parsed = []
+    real = GifImagePlugin.GifImageFile._seek
+
+    def counting(self, frame, *a, **k):
+        parsed.append(frame)
+        return real(self, frame, *a, **k)
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek", counting)
+    img, info = decode_bytes(gif_tiny_frames(MAX_FRAMES_COUNTED + 2000))
+    assert info["frames"] == MAX_FRAMES_COUNTED and img.size == (2, 2)
+    assert len(parsed) < MAX_FRAMES_COUNTED + 10
+    assert decode_bytes(gif_tiny_frames(37))[1]["frames"] == 37
+
+
 def test_exif_orientation_applied(zoo):
     img, info = decode_bytes(zoo["rotated"].read_bytes())
     assert info["orientation"] == 6
