@@ -399,14 +399,14 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
+
     _register_openers()
     sniffed = sniff_format(data)
-    if sniffed == "TIFF":
+    if sniffed == "TIFF" or data[:4] in BIGTIFF_MAGIC:
         # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
         # a warning per entry. The capped walker vets the structure first.
-        from .provenance.tiffguard import check_tiff
-
-        chk = check_tiff(data, pages=True)
+        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
     _admit_in_pillow(Image, limits.max_pixels)

@@ -1,6 +1,7 @@
 import hashlib
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -208,6 +209,37 @@ def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(png_many_idat(PNG_MAX_CHUNKS - 2))
     assert e.value.code == "decode-error" and "chunks" in e.value.message
+
+
+def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
+    """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
+    (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
+    BigTIFF skipped the IFD check altogether. Refused by the decoder; the metadata reader does not
+    hand such a file to Pillow. A small BigTIFF still decodes."""
+    from PIL import TiffImagePlugin
+
+    from aiidetect.provenance import analyze
+    from aiidetect.provenance.tiffguard import MAX_FILE_ENTRIES, MAX_STRIPS
+    from aiidetect.testing.hostile import tiff_many_strips, tiff_pages_of_entries
+
+    assert decode_bytes(tiff_many_strips(1000, big=True))[1]["height"] == 1000
+    opened = []
+    real = TiffImagePlugin.TiffImageFile._open
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
+    for data in (tiff_many_strips(MAX_STRIPS + 1), tiff_many_strips(MAX_STRIPS + 1, big=True)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and "strips (over" in e.value.message
+        analyze(data)
+    assert opened == []
+    bigtiff_entries = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 65535) + bytes(20 * 65535 + 8)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bigtiff_entries)
+    assert "65535 entries" in e.value.message
+    # the walk of all pages is bounded as a whole, not only per page
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(tiff_pages_of_entries(MAX_FILE_ENTRIES // 1000 + 1))
+    assert f"more than {MAX_FILE_ENTRIES} IFD entries" in e.value.message
 
 
 def test_byte_limit(zoo):

@@ -104,7 +104,15 @@ def walk(data: bytes) -> Blobs:
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
-            _walk_with_pillow(data, b)
+            from .tiffguard import check_tiff
+
+            # Pillow sets up the first page at open, a Python tile for each of its strips: not for a
+            # page of millions (the EXIF readers get their own check).
+            chk = check_tiff(data, pages=False)
+            if chk.ok:
+                _walk_with_pillow(data, b)
+            else:
+                b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
             _walk_with_pillow(data, b)
         elif fmt == "GIF":

@@ -342,6 +342,40 @@ def gif_tiny_frames(n: int = 12_000, w: int = 2, h: int = 2) -> bytes:
     return bytes(out) + frame * n + b"\x3b"
 
 
+def tiff_pages_of_entries(pages: int = 101, entries: int = 1000) -> bytes:
+    """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap:
+    10,000 pages of 1,000 (120 MB) kept the decoder's IFD check busy for 3.6 s."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    table = b"".join(struct.pack("<HHII", 0x9000 + i, 3, 1, 0) for i in range(entries))
+    for p in range(pages):
+        nxt = len(out) + 2 + 12 * entries + 4 if p + 1 < pages else 0
+        out += struct.pack("<H", entries) + table + struct.pack("<I", nxt)
+    return bytes(out)
+
+
+def tiff_many_strips(n: int = 100_001, big: bool = False) -> bytes:
+    """A 1-pixel-wide greyscale TIFF of `n` one-row strips, all pointing at one byte (BigTIFF with big):
+    Pillow makes a Python tile of each (4 M of them, 24 MB, took 30.7 s and 1.5 GB to scan; a
+    BigTIFF bypassed the IFD check altogether)."""
+    e, off_f, cnt_f, head, entry = ("<", "Q", "Q", 16, 20) if big else ("<", "I", "H", 8, 12)
+    short = lambda v: struct.pack(e + "H", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
+    long_ = lambda v: struct.pack(e + "I", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
+    ents = [(256, 4, 1, long_(1)), (257, 4, 1, long_(n)), (258, 3, 1, short(8)), (259, 3, 1, short(1)),
+            (262, 3, 1, short(1)), (273, 16 if big else 4, n, None), (277, 3, 1, short(1)), (278, 4, 1, long_(1)),
+            (279, 3, n, None)]
+    ifd_len = struct.calcsize(cnt_f) + entry * len(ents) + struct.calcsize(off_f)
+    offsets_at = head + ifd_len
+    counts_at = offsets_at + struct.calcsize(off_f) * n
+    pixel_at = counts_at + 2 * n
+    ifd = struct.pack(e + cnt_f, len(ents))
+    for tag, typ, count, val in ents:
+        val = val if val is not None else struct.pack(e + off_f, offsets_at if tag == 273 else counts_at)
+        ifd += struct.pack(e + "HH" + off_f, tag, typ, count) + val
+    ifd += struct.pack(e + off_f, 0)
+    hdr = b"II+\x00" + struct.pack(e + "HHQ", 8, 0, head) if big else b"II*\x00" + struct.pack(e + "I", head)
+    return hdr + ifd + struct.pack(e + off_f, pixel_at) * n + struct.pack(e + "H", 1) * n + b"\x80"
+
+
 def eps_named_jpeg() -> bytes:
     """Encapsulated PostScript: Pillow's EPS plugin renders it with Ghostscript, a PostScript
     interpreter, wherever one is installed."""
@@ -432,6 +466,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/tiff-65535-entries.tif", tiff_file_many_entries(), Expect(ANY_ERROR))
     put("meta/exif-deep-chain.jpg", jpeg_with_app1(b"Exif\x00\x00" + ifd_chain(3000)), Expect(None, False))
     put("meta/tiff-20000-page-chain.tif", ifd_chain(20_000), Expect(ANY_ERROR))
+    put("meta/tiff-100001-strips.tif", tiff_many_strips(), Expect("decode-error", note="a Python tile each"))
+    put("meta/bigtiff-100001-strips.tif", tiff_many_strips(big=True), Expect("decode-error", note="BigTIFF is checked"))
     put("meta/tiff-ifd-loop.tif", tiff_file_loop(), Expect(None, None, "page chain loops back: read once"))
     put("meta/gif-3000-frames.gif", gif_many_frames(), Expect(None))
     put("meta/gif-12000-tiny-frames.gif", gif_tiny_frames(), Expect(None, note="frames counted up to 10,000"))
