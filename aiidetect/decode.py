@@ -233,10 +233,12 @@ def _to_rgb(img):
                 scale = 1
         out = np.empty((h, w), np.uint8)
         for y0, y1 in bands:
-            a = band(y0, y1).astype(np.float64)
             if scale is None:
-                a = a / 257.0
-            elif scale != 1:
+                # rint(v / 257) in integers: v / 257 is never halfway between two (checked for all 65,536)
+                out[y0:y1] = ((band(y0, y1).astype(np.uint32) + 128) // 257).astype(np.uint8)
+                continue
+            a = band(y0, y1).astype(np.float64)
+            if scale != 1:
                 lo, hi = scale
                 a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
             out[y0:y1] = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
