@@ -8,7 +8,10 @@ at most how many nats the metadata may sum (one claim repeated in every block
 must not add up), and notes for the reader. Cases are grouped by class (issue "Trust under
 hostile input"): broken files in every format, decompression bombs, metadata
 bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
-oversized compressed chunks), huge frame counts, special files, symlink loops,
+oversized compressed chunks), huge frame counts, structure bombs the decoders
+walk in Python or pass over per scan (progressive JPEG scans, PNG chunks, TIFF
+strip tables, BigTIFF, GIF frames), formats Pillow knows but aiidetect does not
+take (EPS, which Pillow renders with Ghostscript; QOI), special files, symlink loops,
 odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF,
 a tool name in EXIF, XMP and a broken IPTC IIM block at once.
 """
