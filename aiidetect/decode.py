@@ -19,6 +19,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
+from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -100,6 +101,33 @@ def _large_blocks() -> None:
         pass
 
 
+# The Pillow plugins aiidetect lets near a file: the formats discovery takes (docs/schema.md "Discovery";
+# the JPEG plugin also opens a camera's multi-picture JPEG, as MPO; DIB is a BMP without its file header),
+# and PSD, which walks skip (layered working files) but a newsroom names on the command line: its composite
+# is the picture, and its image resources carry IIM/XMP/EXIF (provenance/containers.py). Pillow
+# otherwise tries each of its ~45 plugins on any bytes, whatever the extension: an EPS named `.jpg`
+# was handed to Ghostscript (a PostScript interpreter, where one is installed), a 1.6 MB QOI decoded
+# 100 MP in pure Python, and JPEG 2000, FITS and the rest opened parsers no scan needs.
+PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "PSD")
+
+
+def open_image(data: bytes):
+    """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
+    UnidentifiedImageError, as for bytes no plugin knows). A JPEG whose scans would cost more than
+    JPEG_MAX_COVERAGE passes, or a PNG of more than PNG_MAX_CHUNKS chunks, is refused here
+    (DecodeFailure), before any reader can load it."""
+    import io
+
+    from PIL import Image
+
+    _register_openers()
+    fmt = sniff_format(data)
+    problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
+    if problem:
+        raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
+    return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+
+
 def sniff_format(data: bytes) -> str | None:
     for magic, off, name in _MAGIC:
         if data[off:off + len(magic)] == magic:
@@ -116,13 +144,10 @@ def identify(data: bytes) -> None:
     broken header passes: its metadata can still be read."""
     if sniff_format(data) is not None:
         return
-    import io
+    from PIL import UnidentifiedImageError
 
-    from PIL import Image, UnidentifiedImageError
-
-    _register_openers()
     try:
-        Image.open(io.BytesIO(data)).close()
+        open_image(data).close()
     except UnidentifiedImageError as exc:
         raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
     except Exception:  # noqa: BLE001 - a plugin's error on a broken header of a format it knows
@@ -179,6 +204,12 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
     return data
 
 
+# Rows converted at once from a high-bit-depth image: the float64 working copies are of a band, not of
+# the image. Whole, a 233 KB 10000x12000 16-bit PNG took 3.0 GB and 9 s (a 16-bit or float TIFF of that
+# size 3.3 GB, 19 s): four float64 copies of 120 M pixels.
+BAND_PIXELS = 1 << 20
+
+
 def _to_rgb(img):
     """Any Pillow mode -> 8-bit RGB, scaling high bit depths instead of clipping."""
     from PIL import Image
@@ -187,17 +218,35 @@ def _to_rgb(img):
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img).astype(np.float64)
-        if mode.startswith("I;16"):
-            a = a / 257.0
-        else:
-            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        w, h = img.size
+        rows = max(1, BAND_PIXELS // max(1, w))
+        bands = [(y, min(h, y + rows)) for y in range(0, h, rows)]
+        band = lambda y0, y1: np.asarray(img.crop((0, y0, w, y1)))  # noqa: E731
+        scale = None  # None: /257 (16-bit); (lo, hi): stretched to 0..255; 1: as is
+        if not mode.startswith("I;16"):
+            # NaN-ignoring extremes over all bands: np.fmin/fmax skip NaN without nanmin's warning
+            lo = hi = float("nan")
+            for y0, y1 in bands:
+                b = band(y0, y1)
+                lo, hi = float(np.fmin(lo, np.fmin.reduce(b, axis=None))), float(np.fmax(hi, np.fmax.reduce(b, axis=None)))
             if mode == "I" and lo >= 0 and hi <= 65535 and hi > 255:
-                a = a / 257.0
+                scale = None
             elif mode == "F" or lo < 0 or hi > 255:
+                scale = (lo, hi)
+            else:
+                scale = 1
+        out = np.empty((h, w), np.uint8)
+        for y0, y1 in bands:
+            if scale is None:
+                # rint(v / 257) in integers: v / 257 is never halfway between two (checked for all 65,536)
+                out[y0:y1] = ((band(y0, y1).astype(np.uint32) + 128) // 257).astype(np.uint8)
+                continue
+            a = band(y0, y1).astype(np.float64)
+            if scale != 1:
+                lo, hi = scale
                 a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        a8 = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.stack([a8] * 3, axis=-1), "RGB")
+            out[y0:y1] = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        return Image.fromarray(out, "L").convert("RGB")
     if mode in ("P", "PA"):
         img = img.convert("RGBA")
     if mode == "CMYK":
@@ -208,8 +257,17 @@ def _to_rgb(img):
 
 def _frame_count(img) -> int:
     """n_frames walks every frame of a TIFF/GIF; a corrupt later frame must not
-    sink a readable first one."""
+    sink a readable first one. A GIF's walk stops at MAX_FRAMES_COUNTED."""
     try:
+        if img.format == "GIF" and hasattr(img, "_seek"):
+            n = 1
+            try:
+                while n < MAX_FRAMES_COUNTED:
+                    img._seek(n, False)  # Pillow's own n_frames step: parse the frame, decode nothing
+                    n += 1
+            except EOFError:
+                pass
+            return n
         return int(getattr(img, "n_frames", 1) or 1)
     except Exception:  # noqa: BLE001
         return 1
@@ -250,6 +308,76 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         return img, info
 
 
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # DHT, JPG and DAC share the range
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}        # RSTn, TEM: no length field
+
+
+def jpeg_scan_problem(data: bytes) -> str | None:
+    """Why a JPEG's scans would cost more than JPEG_MAX_COVERAGE passes over its image, or None.
+    Walks the first image's marker segments (lengths, not bytes; entropy-coded data skipped with one
+    regular-expression search per scan); anything it cannot follow is left for the decoder to refuse."""
+    import re
+
+    next_marker = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+    weight: dict[int, int] = {}
+    # in units of 1/total of a pass: integers, so the limit is exact
+    total, passed, scans, segments, pos, n = 0, 0, 0, 0, 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        m = data[pos + 1]
+        if m == 0xFF:
+            pos += 1
+            continue
+        if m == 0xD9:
+            return None
+        segments += 1
+        if segments > JPEG_MAX_SEGMENTS:
+            return f"more than {JPEG_MAX_SEGMENTS} marker segments"
+        if m in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if length < 2:
+            return None
+        if m in _JPEG_SOF:
+            body = data[pos + 4:pos + 2 + length]
+            # each component's share of the blocks: its horizontal times vertical sampling factor
+            weight = {body[6 + 3 * i]: (body[7 + 3 * i] >> 4) * (body[7 + 3 * i] & 15)
+                      for i in range(body[5] if len(body) > 5 else 0) if 8 + 3 * i <= len(body)}
+            total = sum(weight.values())
+        elif m == 0xDA:
+            body = data[pos + 4:pos + 2 + length]
+            scans += 1
+            passed += sum(weight.get(body[1 + 2 * i], 0) for i in range(body[0] if body else 0) if 1 + 2 * i < len(body))
+            if total and passed > JPEG_MAX_COVERAGE * total:
+                return (f"{scans} scans pass over the image more than {JPEG_MAX_COVERAGE} times "
+                        f"(a progressive JPEG's standard scans: about 6)")
+            found = next_marker.search(data, pos + 2 + length)
+            if found is None:
+                return None
+            pos = found.start()
+            continue
+        pos += 2 + length
+    return None
+
+
+def png_chunk_problem(data: bytes) -> str | None:
+    """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
+    anything it cannot follow is left for the decoder to refuse."""
+    import struct
+
+    pos, n = 8, len(data)
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 12 > n:
+            return None
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"IEND":
+            return None
+        pos += 12 + length
+    return f"more than {PNG_MAX_CHUNKS} chunks" if pos + 12 <= n else None
+
+
 def _admit_in_pillow(Image, max_pixels: int) -> None:
     """Pillow's MAX_IMAGE_PIXELS is one setting for the whole process: only ever raised, to let our
     limit through (Pillow raises above twice its setting, and only warns between). Set to each scan's
@@ -275,25 +403,25 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
-    import io
-
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
 
     _register_openers()
     sniffed = sniff_format(data)
-    if sniffed == "TIFF":
+    if sniffed == "TIFF" or data[:4] in BIGTIFF_MAGIC:
         # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
         # a warning per entry. The capped walker vets the structure first.
-        from .provenance.tiffguard import check_tiff
-
-        chk = check_tiff(data, pages=True)
+        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data)
+        except DecodeFailure:
+            raise
         except UnidentifiedImageError as exc:
             if sniffed == "PSD" and data[4:6] == b"\x00\x02":
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "

@@ -12,6 +12,29 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # docs/schema.md "Limits"). Two, so two cores stay busy on a folder of the largest images.
 DECODE_BUDGET_IMAGES = 2
 
+# A progressive JPEG is decoded scan by scan, each scan a pass over the blocks of the components it
+# names, however few bytes it holds (a run of empty blocks is one symbol): a 362 KB 64 MP file of 1,000
+# scans took libjpeg-turbo 30 s and a scan 41 s; Pillow sets no scan limit. The standard progressive
+# scripts pass over the image 5.3 times (YCbCr) or 6 times (greyscale); 16 passes over a 120 MP
+# greyscale image decode in 1.1 s. Over it: `decode-error` (decode.jpeg_scan_problem).
+JPEG_MAX_COVERAGE = 16
+# Marker segments walked before a JPEG's pixels are decoded (by that check and by the metadata-stripping
+# retry); a real JPEG has tens. Pillow reads each in Python and keeps every APP segment: 2 M empty APP1
+# segments (8 MB) took 4.7 s and 328 MB. Over it: `decode-error`.
+JPEG_MAX_SEGMENTS = 65_536
+
+# Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
+# something of each one before the first IDAT: 8 M empty private chunks (96 MB) took 20 s and 1.07 GB to
+# scan, 8 M empty IDAT chunks 6 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
+# the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
+PNG_MAX_CHUNKS = 100_000
+
+# Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
+# frames by parsing each in Python: 2 M one-pixel frames (46 MB) took 4 s to count. A GIF with more
+# says this many. TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
+# their frame count in a header.
+MAX_FRAMES_COUNTED = 10_000
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

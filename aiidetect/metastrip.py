@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from .limits import JPEG_MAX_SEGMENTS
+
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
              b"sRGB"}
@@ -50,8 +52,11 @@ def _strip_png(data: bytes) -> bytes | None:
 
 def _strip_jpeg(data: bytes) -> bytes | None:
     # APP0 (JFIF) and APP14 (Adobe colour transform) change how pixels decode; keep them.
-    out, pos, n, dropped = [data[:2]], 2, len(data), False
+    out, pos, n, dropped, segments = [data[:2]], 2, len(data), False, 0
     while pos + 4 <= n:
+        segments += 1
+        if segments > JPEG_MAX_SEGMENTS:  # the decoder refused the file for these; a walk of all is slow
+            return None
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]

@@ -1,6 +1,7 @@
 import hashlib
 import io
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -44,10 +45,69 @@ def test_sixteen_bit_is_scaled_not_clipped(zoo):
     assert len(np.unique(a)) > 200
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_bit_depth_converted_a_band_at_a_time(monkeypatch, mode):
+    """Whole-image float64 copies made a 233 KB 10000x12000 16-bit PNG cost 3.0 GB and 9 s. Now the
+    working copies are of a band of rows (BAND_PIXELS): memory tracked by numpy stays near the 8-bit
+    result's size, and the pixels are the whole-image formula's, extremes found across all bands."""
+    import tracemalloc
+
+    from PIL import Image
+
+    import aiidetect.decode as dec
+
+    monkeypatch.setattr(dec, "BAND_PIXELS", 1 << 14, raising=False)
+    rng = np.random.default_rng(3)
+    h, w = 1000, 800
+    if mode == "I;16":
+        a = rng.integers(0, 65536, (h, w)).astype(np.uint16)
+        img = Image.new("I;16", (w, h))
+        img.frombytes(a.astype("<u2").tobytes())
+        want = np.rint(a / 257.0)
+    else:
+        a = (rng.normal(size=(h, w)) * 1000).astype(np.int32 if mode == "I" else np.float32)
+        if mode == "F":
+            a[:h // 2] = np.nan  # whole bands of NaN: the extremes come from the others
+        img = Image.fromarray(a)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        want = np.rint(np.nan_to_num((a.astype(np.float64) - lo) / (hi - lo) * 255.0))
+    tracemalloc.start()
+    try:
+        rgb = dec._to_rgb(img)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    got = np.asarray(rgb)
+    assert np.array_equal(got, np.repeat(np.clip(want, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
+    assert peak < 4 * h * w, f"{peak / (h * w):.1f} bytes a pixel"  # whole-image float64: 16 and more
+
+
 def test_animated_gif_first_frame(zoo):
     img, info = decode_bytes(zoo["gif"].read_bytes())
     assert info["frames"] == 4
     assert img.size == (32, 32)
+
+
+def test_gif_frames_counted_up_to_the_limit(monkeypatch):
+    """Pillow counts a GIF's frames by parsing every one in Python (2 M one-pixel frames, 46 MB, took
+    4 s): the count stops at MAX_FRAMES_COUNTED, and a GIF under it keeps its exact count."""
+    from PIL import GifImagePlugin
+
+    from aiidetect.limits import MAX_FRAMES_COUNTED
+    from aiidetect.testing.hostile import gif_tiny_frames
+
+    parsed = []
+    real = GifImagePlugin.GifImageFile._seek
+
+    def counting(self, frame, *a, **k):
+        parsed.append(frame)
+        return real(self, frame, *a, **k)
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek", counting)
+    img, info = decode_bytes(gif_tiny_frames(MAX_FRAMES_COUNTED + 2000))
+    assert info["frames"] == MAX_FRAMES_COUNTED and img.size == (2, 2)
+    assert len(parsed) < MAX_FRAMES_COUNTED + 10
+    assert decode_bytes(gif_tiny_frames(37))[1]["frames"] == 37
 
 
 def test_exif_orientation_applied(zoo):
@@ -76,6 +136,110 @@ def test_bomb_refusal_names_our_limit_not_pillows(zoo, monkeypatch, max_pixels):
         decode_bytes(zoo["bomb"].read_bytes(), limits)
     assert e.value.code == "too-large"
     assert e.value.message == f"900000000 pixels, over the {max_pixels or DEFAULT_MAX_PIXELS}-pixel limit (--max-pixels)"
+
+
+def test_only_the_formats_discovery_takes_reach_pillow(monkeypatch):
+    """Pillow tries all its plugins on any bytes: an EPS named .jpg went to Ghostscript (on a machine
+    that has it: a PostScript interpreter run on a received file), a QOI was decoded in pure Python.
+    Neither the decoder nor the metadata reader (its watermark decode, as `meta` runs it) opens them."""
+    from PIL import EpsImagePlugin
+
+    from aiidetect.decode import identify
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import eps_named_jpeg, qoi_run_bomb
+
+    ran = []
+
+    def ghostscript(*a, **k):
+        ran.append(a)
+        raise OSError("Ghostscript was run")
+
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    for data in (eps_named_jpeg(), qoi_run_bomb(512, 512)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "unsupported-format", e.value.message
+        with pytest.raises(DecodeFailure):
+            identify(data)
+        analyze(data, options={"watermark": "always"})
+    assert ran == []
+
+
+def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
+    """Each progressive scan is a pass over the image however few bytes it holds: 1,000 repeats of a
+    few-byte scan took 41 s to scan (8192x8192) and Pillow sets no limit. Refused by its structure, by
+    the decoder and by the watermark check's own decode alike; standard progressive files and the
+    limit itself still decode."""
+    from PIL import Image
+
+    from aiidetect.decode import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import jpeg_scan_bomb, with_jpeg_segments
+
+    bomb = jpeg_scan_bomb(512, 512, 1000)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bomb)
+    assert e.value.code == "decode-error" and "scans pass over the image" in e.value.message
+    rep = analyze(bomb, options={"watermark": "always"})
+    assert rep.facts["watermark"]["checked"] is False
+    # greyscale progressive: 6 passes; 10 more repeats of its last scan reach the limit, 11 pass it
+    assert decode_bytes(jpeg_scan_bomb(64, 64, JPEG_MAX_COVERAGE - 6))[1]["format"] == "JPEG"
+    with pytest.raises(DecodeFailure):
+        decode_bytes(jpeg_scan_bomb(64, 64, JPEG_MAX_COVERAGE - 5))
+    for mode, kw in (("RGB", {}), ("RGB", {"subsampling": 0}), ("CMYK", {})):
+        b = io.BytesIO()
+        Image.new(mode, (64, 48)).save(b, "JPEG", progressive=True, **kw)
+        assert decode_bytes(b.getvalue())[1]["width"] == 64
+    # the walk itself is bounded: a file of tiny segments is not followed to its end
+    many = with_jpeg_segments(jpeg_bytes(), [(0xFE, b"")] * (JPEG_MAX_SEGMENTS + 1))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(many)
+    assert "marker segments" in e.value.message
+
+
+def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
+    """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
+    private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""
+    from aiidetect.limits import PNG_MAX_CHUNKS
+    from aiidetect.testing.hostile import png_many_idat
+
+    # IHDR, the image's own IDAT and IEND, plus the empty ones
+    assert decode_bytes(png_many_idat(PNG_MAX_CHUNKS - 3))[1]["format"] == "PNG"
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(png_many_idat(PNG_MAX_CHUNKS - 2))
+    assert e.value.code == "decode-error" and "chunks" in e.value.message
+
+
+def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
+    """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
+    (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
+    BigTIFF skipped the IFD check altogether. Refused by the decoder; the metadata reader does not
+    hand such a file to Pillow. A small BigTIFF still decodes."""
+    from PIL import TiffImagePlugin
+
+    from aiidetect.provenance import analyze
+    from aiidetect.provenance.tiffguard import MAX_FILE_ENTRIES, MAX_STRIPS
+    from aiidetect.testing.hostile import tiff_many_strips, tiff_pages_of_entries
+
+    assert decode_bytes(tiff_many_strips(1000, big=True))[1]["height"] == 1000
+    opened = []
+    real = TiffImagePlugin.TiffImageFile._open
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
+    for data in (tiff_many_strips(MAX_STRIPS + 1), tiff_many_strips(MAX_STRIPS + 1, big=True)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and "strips (over" in e.value.message
+        analyze(data)
+    assert opened == []
+    bigtiff_entries = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 65535) + bytes(20 * 65535 + 8)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bigtiff_entries)
+    assert "65535 entries" in e.value.message
+    # the walk of all pages is bounded as a whole, not only per page
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(tiff_pages_of_entries(MAX_FILE_ENTRIES // 1000 + 1))
+    assert f"more than {MAX_FILE_ENTRIES} IFD entries" in e.value.message
 
 
 def test_byte_limit(zoo):

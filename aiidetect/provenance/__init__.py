@@ -603,17 +603,11 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
 
     if reusable_image(image, info, w, h):
         return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    import io
-
-    from PIL import Image
-
-    from ..decode import _register_openers
-
-    _register_openers()
+    from ..decode import open_image
     from ..quiet import quiet_warnings
 
     with quiet_warnings():
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:
             if im.size[0] * im.size[1] > 40_000_000:
                 raise ValueError("too large")
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer

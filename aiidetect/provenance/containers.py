@@ -116,7 +116,15 @@ def walk(data: bytes) -> Blobs:
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
-            _walk_with_pillow(data, b)
+            from .tiffguard import check_tiff
+
+            # Pillow sets up the first page at open, a Python tile for each of its strips: not for a
+            # page of millions (the EXIF readers get their own check).
+            chk = check_tiff(data, pages=False)
+            if chk.ok:
+                _walk_with_pillow(data, b)
+            else:
+                b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
             _walk_with_pillow(data, b)
         elif fmt == "GIF":
@@ -532,17 +540,11 @@ def _walk_psd(data: bytes, b: Blobs) -> None:
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------
 
 def _walk_with_pillow(data: bytes, b: Blobs) -> None:
-    import io
-
-    from PIL import Image
-
-    from ..decode import _register_openers
-
+    from ..decode import open_image
     from ..quiet import quiet_warnings
 
-    _register_openers()
     with quiet_warnings():  # corrupt-tag warnings; failures are recorded by the caller
-        _pillow_info(Image.open(io.BytesIO(data)), b)
+        _pillow_info(open_image(data), b)
 
 
 def _pillow_info(im, b: Blobs) -> None:

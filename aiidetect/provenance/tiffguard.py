@@ -24,6 +24,16 @@ MAX_PAGES = 10_000        # a TIFF file's page chain (multi-page scans run to hu
 # in one uninterruptible call, past the per-file budget. Camera blocks in the dev set hold at most
 # 592 such values; a TIFF file's IFD0 (strip tables, a TransferFunction) a few thousand.
 MAX_VALUES = 50_000
+# Strips or tiles of one page. Pillow makes a Python tile of each uncompressed one and loads them one
+# by one: a 24 MB 1x4,000,000 TIFF of one-row strips took 30.7 s and 1.5 GB to scan (at --max-bytes,
+# 85 M strips: many minutes). 100,000 leaves room for one-row strips of a 65,000-row page and 32x32
+# tiles of a 100 MP one; writers use 8 KiB strips and 256x256 tiles.
+MAX_STRIPS = 100_000
+_STRIP_TAGS = (273, 324)  # StripOffsets, TileOffsets
+# IFD entries of a whole TIFF file, all pages together, walked before its pixels are decoded: 10,000 pages
+# of 1,000 entries (120 MB) kept this walk alone busy for 3.6 s. Multi-page scans hold tens per page.
+MAX_FILE_ENTRIES = 100_000
+BIGTIFF_MAGIC = (b"II+\x00", b"MM\x00+")
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
@@ -47,7 +57,7 @@ class TiffCheck:
 
 def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None = None,
                pages: bool = True, max_values: int | None = None, max_total_entries: int | None = None) -> TiffCheck:
-    """tiff: bytes starting with II*\\0 or MM\\0*. pages=False stops after IFD0's
+    """tiff: bytes starting with II*\\0 or MM\\0* (or BigTIFF's II+\\0, MM\\0+). pages=False stops after IFD0's
     sub-IFDs and IFD1 (EXIF blocks); True follows the next-IFD chain (TIFF files).
     max_values: refuse a structure whose entries hold more values than exifread
     should decode (its cost, see MAX_VALUES); max_total_entries: refuse one of
@@ -55,10 +65,12 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
     r = TiffCheck()
     if max_ifds is None:
         max_ifds = MAX_PAGES if pages else MAX_IFDS
-    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    big = tiff[:4] in BIGTIFF_MAGIC  # 8-byte offsets and counts, 20-byte entries
+    if len(tiff) < (16 if big else 8) or tiff[:4] not in (b"II*\x00", b"MM\x00*") + BIGTIFF_MAGIC:
         return _bad(r, "not a TIFF structure")
     e = "<" if tiff[:2] == b"II" else ">"
-    (first,) = struct.unpack_from(e + "I", tiff, 4)
+    off_f, cnt_f, entry = ("Q", "Q", 20) if big else ("I", "H", 12)
+    (first,) = struct.unpack_from(e + off_f, tiff, 8 if big else 4)
     todo: list[tuple[int, bool]] = [(first, True)]
     seen: set[int] = set()
     chain = 0
@@ -70,55 +82,62 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
             # Real camera files point back at IFD0 (Kodak ProBack); readers stop there, and so does this walk.
             r.notes.append(f"IFD at offset {off} is reached twice (a loop); not followed")
             continue
-        if off + 2 > len(tiff):
+        if off + struct.calcsize(cnt_f) > len(tiff):
             r.notes.append(f"IFD offset {off} beyond the data")
             continue
         seen.add(off)
         r.ifds += 1
         if r.ifds > max_ifds:
             return _bad(r, f"more than {max_ifds} IFDs")
-        (n,) = struct.unpack_from(e + "H", tiff, off)
+        (n,) = struct.unpack_from(e + cnt_f, tiff, off)
         if n > max_entries:
             return _bad(r, f"IFD at offset {off} has {n} entries (over {max_entries})")
         r.entries += n
         if max_total_entries is not None and r.entries > max_total_entries:
             return _bad(r, f"more than {max_total_entries} IFD entries")
-        end = off + 2 + 12 * n
+        head = struct.calcsize(cnt_f)
+        end = off + head + entry * n
         if end > len(tiff):
             r.notes.append(f"IFD at offset {off} is truncated")
-            n = max(0, (len(tiff) - off - 2) // 12)
-            end = off + 2 + 12 * n
-        for tag, typ, count, at in ifd_table(tiff, e, off, n):
+            n = max(0, (len(tiff) - off - head) // entry)
+            end = off + head + entry * n
+        for tag, typ, count, at in ifd_table(tiff, e, off, n, big=big):
             if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
                 r.values += count
+            if tag in _STRIP_TAGS and count > MAX_STRIPS:
+                return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
+                               f"(over {MAX_STRIPS})")
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
                 r.orientation = struct.unpack_from(e + "H", tiff, at)[0]
-            elif tag in _SUB_IFD_TAGS and typ in (4, 13) and count >= 1:
-                todo.append((struct.unpack_from(e + "I", tiff, at)[0], False))
+            elif tag in _SUB_IFD_TAGS and count >= 1 and (typ in (4, 13) or big and typ in (16, 18)):
+                todo.append((struct.unpack_from(e + ("I" if typ in (4, 13) else "Q"), tiff, at)[0], False))
         if max_values is not None and r.values > max_values:
             return _bad(r, f"IFD entries hold more than {max_values} values")
-        if in_chain and end + 4 <= len(tiff):
-            if chain <= 1:
+        if in_chain and end + struct.calcsize(off_f) <= len(tiff):
+            if chain <= 1 and not big:  # bounded_for_readers cuts 4-byte pointers (EXIF is classic TIFF)
                 r.chain_cut = end
             chain += 1
             if pages or chain <= 1:
-                (nxt,) = struct.unpack_from(e + "I", tiff, end)
+                (nxt,) = struct.unpack_from(e + off_f, tiff, end)
                 todo.append((nxt, True))
     return r
 
 
-def ifd_table(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
+def ifd_table(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES, big: bool = False):
     """(tag, type, count, position of the value field) of each entry of the IFD at `ifd`: at most
     max_entries, and only entries whole inside `tiff`. Reads the entry table only, types as they
     stand (a reader decides what a type outside 1-13 means); never raises. The one entry loop that
-    check_tiff, ifd_entries and the maker-note check share."""
-    if ifd < 0 or ifd + 2 > len(tiff):
+    check_tiff, ifd_entries and the maker-note check share. big: BigTIFF's layout (8-byte entry
+    count, 20-byte entries with 8-byte counts)."""
+    cnt_f, entry, cnt_v = ("Q", 20, "Q") if big else ("H", 12, "I")
+    head = struct.calcsize(cnt_f)
+    if ifd < 0 or ifd + head > len(tiff):
         return
-    n = min(struct.unpack_from(e + "H", tiff, ifd)[0], max_entries, (len(tiff) - ifd - 2) // 12)
+    n = min(struct.unpack_from(e + cnt_f, tiff, ifd)[0], max_entries, (len(tiff) - ifd - head) // entry)
     for i in range(n):
-        p = ifd + 2 + 12 * i
-        tag, typ, count = struct.unpack_from(e + "HHI", tiff, p)
-        yield tag, typ, count, p + 8
+        p = ifd + head + entry * i
+        tag, typ, count = struct.unpack_from(e + "HH" + cnt_v, tiff, p)
+        yield tag, typ, count, p + 4 + struct.calcsize(cnt_v)
 
 
 def ifd_entries(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):

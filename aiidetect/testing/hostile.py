@@ -8,7 +8,10 @@ at most how many nats the metadata may sum (one claim repeated in every block
 must not add up), and notes for the reader. Cases are grouped by class (issue "Trust under
 hostile input"): broken files in every format, decompression bombs, metadata
 bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
-oversized compressed chunks), huge frame counts, special files, symlink loops,
+oversized compressed chunks), huge frame counts, structure bombs the decoders
+walk in Python or pass over per scan (progressive JPEG scans, PNG chunks, TIFF
+strip tables, BigTIFF, GIF frames), formats Pillow knows but aiidetect does not
+take (EPS, which Pillow renders with Ghostscript; QOI), special files, symlink loops,
 odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF,
 a tool name in EXIF, XMP and a broken IPTC IIM block at once.
 """
@@ -373,6 +376,80 @@ def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
     return with_jpeg_segments(base, segs, at=i + 2 + struct.unpack(">H", base[i + 2:i + 4])[0])
 
 
+def jpeg_scan_bomb(w: int = 1024, h: int = 1024, extra: int = 1000) -> bytes:
+    """A flat greyscale progressive JPEG whose last scan (an AC refinement, a few bytes: one run of
+    empty blocks) is repeated `extra` times: each repeat is a pass over every block. 362 KB at
+    8192x8192 with 1,000 repeats took 41 s to scan."""
+    data = _enc(Image.new("L", (w, h), 128), "JPEG", progressive=True, quality=90)
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * extra + data[-2:]
+
+
+def png_many_idat(n: int = 100_000) -> bytes:
+    """A valid PNG whose pixels follow `n` empty IDAT chunks: Pillow reads each chunk in Python
+    (8 M of them, 96 MB, took 6 s to scan; 8 M empty private chunks 20 s and 1.07 GB)."""
+    base = _enc(_noise(), "PNG")
+    i = base.index(b"IDAT") - 4
+    return base[:i] + png_chunk(b"IDAT", b"") * n + base[i:]
+
+
+def gif_tiny_frames(n: int = 12_000, w: int = 2, h: int = 2) -> bytes:
+    """A GIF of `n` one-pixel frames, 23 bytes each, written directly (Pillow's writer is slow at this):
+    Pillow counts frames by parsing each in Python (2 M of them, 46 MB, took 4 s)."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
+    frame = b"\x21\xf9\x04\x00\x01\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return bytes(out) + frame * n + b"\x3b"
+
+
+def tiff_pages_of_entries(pages: int = 101, entries: int = 1000) -> bytes:
+    """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap:
+    10,000 pages of 1,000 (120 MB) kept the decoder's IFD check busy for 3.6 s."""
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    table = b"".join(struct.pack("<HHII", 0x9000 + i, 3, 1, 0) for i in range(entries))
+    for p in range(pages):
+        nxt = len(out) + 2 + 12 * entries + 4 if p + 1 < pages else 0
+        out += struct.pack("<H", entries) + table + struct.pack("<I", nxt)
+    return bytes(out)
+
+
+def tiff_many_strips(n: int = 100_001, big: bool = False) -> bytes:
+    """A 1-pixel-wide greyscale TIFF of `n` one-row strips, all pointing at one byte (BigTIFF with big):
+    Pillow makes a Python tile of each (4 M of them, 24 MB, took 30.7 s and 1.5 GB to scan; a
+    BigTIFF bypassed the IFD check altogether)."""
+    e, off_f, cnt_f, head, entry = ("<", "Q", "Q", 16, 20) if big else ("<", "I", "H", 8, 12)
+    short = lambda v: struct.pack(e + "H", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
+    long_ = lambda v: struct.pack(e + "I", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
+    ents = [(256, 4, 1, long_(1)), (257, 4, 1, long_(n)), (258, 3, 1, short(8)), (259, 3, 1, short(1)),
+            (262, 3, 1, short(1)), (273, 16 if big else 4, n, None), (277, 3, 1, short(1)), (278, 4, 1, long_(1)),
+            (279, 3, n, None)]
+    ifd_len = struct.calcsize(cnt_f) + entry * len(ents) + struct.calcsize(off_f)
+    offsets_at = head + ifd_len
+    counts_at = offsets_at + struct.calcsize(off_f) * n
+    pixel_at = counts_at + 2 * n
+    ifd = struct.pack(e + cnt_f, len(ents))
+    for tag, typ, count, val in ents:
+        val = val if val is not None else struct.pack(e + off_f, offsets_at if tag == 273 else counts_at)
+        ifd += struct.pack(e + "HH" + off_f, tag, typ, count) + val
+    ifd += struct.pack(e + off_f, 0)
+    hdr = b"II+\x00" + struct.pack(e + "HHQ", 8, 0, head) if big else b"II*\x00" + struct.pack(e + "I", head)
+    return hdr + ifd + struct.pack(e + off_f, pixel_at) * n + struct.pack(e + "H", 1) * n + b"\x80"
+
+
+def eps_named_jpeg() -> bytes:
+    """Encapsulated PostScript: Pillow's EPS plugin renders it with Ghostscript, a PostScript
+    interpreter, wherever one is installed."""
+    return (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 48\n%%EndComments\n"
+            b"newpath 0 0 moveto 64 48 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def qoi_run_bomb(w: int = 4000, h: int = 4000) -> bytes:
+    """A QOI image of one colour, 62 pixels to a byte: Pillow decodes QOI in pure Python (100 MP from
+    1.6 MB took 1.6 s and 728 MB with -d metadata, 15 s and 1 GB with a pixel detector)."""
+    n = w * h - 1
+    body = b"\xfe\x80\x80\x80" + bytes([0xC0 | 61]) * (n // 62) + (bytes([0xC0 | (n % 62 - 1)]) if n % 62 else b"")
+    return b"qoif" + struct.pack(">IIBB", w, h, 3, 0) + body + b"\x00" * 7 + b"\x01"
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
@@ -416,9 +493,14 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
         put(f"formats/empty.{ext}", b"", Expect("empty-file"))
         put(f"formats/random.{ext}", np.random.default_rng(1).bytes(4096), Expect("unsupported-format"))
         put(f"formats/header-only.{ext}", good[:32], Expect(ANY_ERROR))
+    # --- formats Pillow knows but aiidetect does not take, named as one it does
+    put("formats/eps-named.jpg", eps_named_jpeg(), Expect("unsupported-format", note="never given to Ghostscript"))
+    put("formats/qoi-16MP.jpg", qoi_run_bomb(), Expect("unsupported-format", note="was decoded in pure Python"))
     # --- decompression bombs (pixel limit) and a sparse file over the byte limit
     put("bombs/png-30000x30000.png", bomb_png(30000, 30000), Expect("too-large"))
     put("bombs/jpeg-65000x65000.jpg", jpeg_huge_sof(), Expect("too-large"))
+    put("bombs/png-100000-idat.png", png_many_idat(), Expect("decode-error", note="each chunk read in Python"))
+    put("bombs/jpeg-1000-scans.jpg", jpeg_scan_bomb(), Expect("decode-error", note="each scan a pass over the image"))
     put("bombs/gif-65535x65535.gif", gif_huge_screen(), Expect(ANY_ERROR))
     sparse = os.path.join(os.fsencode(d), b"bombs/sparse-600MB.jpg")
     with open(sparse, "wb") as f:
@@ -443,8 +525,11 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("meta/tiff-65535-entries.tif", tiff_file_many_entries(), Expect(ANY_ERROR))
     put("meta/exif-deep-chain.jpg", jpeg_with_app1(b"Exif\x00\x00" + ifd_chain(3000)), Expect(None, False))
     put("meta/tiff-20000-page-chain.tif", ifd_chain(20_000), Expect(ANY_ERROR))
+    put("meta/tiff-100001-strips.tif", tiff_many_strips(), Expect("decode-error", note="a Python tile each"))
+    put("meta/bigtiff-100001-strips.tif", tiff_many_strips(big=True), Expect("decode-error", note="BigTIFF is checked"))
     put("meta/tiff-ifd-loop.tif", tiff_file_loop(), Expect(None, None, "page chain loops back: read once"))
     put("meta/gif-3000-frames.gif", gif_many_frames(), Expect(None))
+    put("meta/gif-12000-tiny-frames.gif", gif_tiny_frames(), Expect(None, note="frames counted up to 10,000"))
     put("meta/apng-claims-2e31-frames.png", apng_claims_frames(), Expect(None))
     put("meta/bad-crc-text.png", corrupt_crc_text_chunk(), Expect(None, None, "Pillow rejects the chunk CRC"))
     put("meta/tool-name-in-every-block.jpg", tool_name_in_every_block(),
