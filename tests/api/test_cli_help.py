@@ -1,10 +1,12 @@
 """What `--help`, shell completion and a wrong value show a user (docs/cli.md, "Fixed choices"):
-options with a fixed set of values are click choices."""
+options with a fixed set of values are click choices, and help prose wraps at the terminal's
+width instead of at the source's line breaks."""
 from __future__ import annotations
 
 import ast
 import enum
 import importlib.util
+import inspect
 import re
 
 import pytest
@@ -84,6 +86,81 @@ def test_the_choices_match_what_the_library_accepts():
     assert values(mpft_cli.MaskMode) == _constant("aiidetect.mpft.model", "MASK_MODES")
     assert values(explain_cli.MaskSelect) == _constant("aiidetect.mpft.tam", "MASK_MODES")
     assert values(mpft_cli.Adapter) == _constant("aiidetect.mpft.lora", "ADAPTER_MODES")
+
+
+def _paths():
+    todo, out = [((), typer.main.get_command(app))], []
+    while todo:
+        path, cmd = todo.pop()
+        todo += [(path + (n,), sub) for n, sub in getattr(cmd, "commands", {}).items()]
+        out.append(path)
+    return sorted(out)
+
+
+def _prose(help_out: str) -> list[str]:
+    """The help's text above the option panels, one entry per line, without the lines of Examples
+    blocks (from `Example:`/`Examples:` to the next blank line: commands written one a line)."""
+    lines, in_examples = [], False
+    for line in help_out.split("\n"):
+        if line.startswith(("╭", "│", "╰")):
+            break
+        text = line.strip()
+        if not text:
+            in_examples = False
+        elif re.search(r"\bExamples?:", text):
+            in_examples = True
+        lines.append("" if in_examples else text)
+    return lines
+
+
+@pytest.mark.parametrize("path", _paths(), ids=lambda p: " ".join(p) or "aiidetect")
+def test_help_prose_wraps_at_the_terminal_not_at_the_source(path):
+    """At 80 columns `aiidetect report --help` broke a sentence after "(not a saved" and went on
+    on the next line: each source line of a paragraph stayed a line. A line less than half the
+    width followed by one that starts with a lowercase word is such a break. Examples keep their
+    lines (one command a line)."""
+    runner = CliRunner()
+    out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+    prose = _prose(out)
+    broken = [(a, b) for a, b in zip(prose, prose[1:]) if a and 0 < len(a) < 40 and re.match(r"[a-z]", b)]
+    assert not broken, (path, broken, out)
+    # the intentional breaks stay: every example written on a line of its own is one in --help
+    cmd = cli_command(*path) if path else typer.main.get_command(app)
+    source = inspect.cleandoc(getattr(cmd.callback, "__doc__", None) or "")
+    examples = [x.strip() for x in source.split("\n") if x.startswith("  aiidetect ")]
+    wide = [x.strip() for x in runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"}).output.split("\n")]
+    assert all(x in wide for x in examples), (path, examples, wide)
+
+
+def test_reflow_joins_prose_and_keeps_blocks():
+    from aiidetect.commands.helptext import reflow
+
+    text = """Summary line.
+
+    A sentence the source
+    wrapped, and its end.
+    Example: aiidetect a
+    aiidetect b
+
+    Examples:
+      aiidetect c
+      aiidetect d
+
+    - one item
+    - another, said
+      on two lines
+    1. first
+    2) second
+
+    \bkept
+    as written"""
+    assert reflow(text).split("\n") == [
+        "Summary line.", "",
+        "A sentence the source wrapped, and its end.", "Example: aiidetect a", "aiidetect b", "",
+        "Examples:", "  aiidetect c", "  aiidetect d", "",
+        "- one item", "- another, said", "  on two lines", "1. first", "2) second", "",
+        "\bkept", "as written"]
+
 
 
 def test_docs_list_every_converted_choice():
