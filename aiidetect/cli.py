@@ -9,6 +9,7 @@ import typer
 from . import __version__
 from .commands import COMMAND_MODULES
 from .commands.errors import pipe_safe_group
+from .commands.helptext import reflowing
 
 app = typer.Typer(
     name="aiidetect",
@@ -18,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
-    cls=pipe_safe_group(),
+    cls=reflowing(pipe_safe_group()),  # help prose wraps at the terminal's width, not the source's
     # Subcommands inherit this through click's context, so `-h` works everywhere.
     context_settings={"help_option_names": ["-h", "--help"]},
 )

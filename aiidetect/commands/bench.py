@@ -16,6 +16,8 @@ BenchRuntime = choices("BenchRuntime", "torch", "onnx")
 DecodeSchedule = choices("DecodeSchedule", "auto", "overlap", "turns", "adaptive")
 # bench times the dtype asked for: no "auto"; int8 is the ONNX Runtime graph (bench.DTYPES, kept in step by a test)
 BenchDtype = choices("BenchDtype", "float32", "bfloat16", "float16", "int8")
+# bench decodes as a scan does: no "resize" (a training-only mode)
+BenchPreprocess = choices("BenchPreprocess", "resize-center-crop", "center-crop")
 
 
 def register(apps) -> None:
@@ -34,7 +36,7 @@ def bench_cmd(
                                               help="Comma-separated batch sizes to time the model at, e.g. "
                                                    "32,64,128,256 (overrides --batch-size; decode and end to "
                                                    "end use the last)."),
-    preprocess: str = typer.Option("resize-center-crop", "--preprocess",
+    preprocess: BenchPreprocess = typer.Option("resize-center-crop", "--preprocess",
                                    help="resize-center-crop (JPEG draft decoding) | center-crop (full-size "
                                         "decode, as the shipped univfd head needs)."),
     workers: int = WorkersOpt,
@@ -65,9 +67,8 @@ def bench_cmd(
       aiidetect bench ../shared/data/dev/real --backbone ViT-B-16 --pretrained none --dtype bfloat16
       aiidetect bench --backbone ViT-L-14 --pretrained none --device cuda --dtype float16 --batch-sizes 32,64,128,256
     """
-    runtime, device, dtype = runtime.value, device.value, dtype.value  # the library takes plain strings
-    if preprocess not in ("resize-center-crop", "center-crop"):
-        fail("--preprocess takes resize-center-crop or center-crop")
+    # the library takes plain strings
+    runtime, device, dtype, preprocess = runtime.value, device.value, dtype.value, preprocess.value
     sizes = [batch_size]
     if batch_sizes is not None:
         try:

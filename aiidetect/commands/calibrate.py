@@ -10,8 +10,13 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
-                     library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
+from ..choices import choices
+from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
+                     backbone_options, fail, library_errors, print_detector_setup, renamed_options, split_list,
+                     stderr_console)
+
+# probability.METHODS, which imports numpy: kept in step by a test.
+Method = choices("Method", "temperature", "platt", "isotonic")
 
 
 @renamed_options(out="--out")
@@ -20,7 +25,7 @@ def calibrate_cmd(
     data: List[str] = typer.Argument(..., help="Labelled calibration data (same layouts as `aiidetect eval`). "
                                                "Use data the heads were NOT trained on."),
     detectors: Optional[List[str]] = DetectorsOpt,
-    method: str = typer.Option("temperature", "--method", help="Per-detector calibration: temperature | platt | isotonic."),
+    method: Method = typer.Option("temperature", "--method", help="Per-detector calibration."),
     target_fpr: float = typer.Option(0.01, "--target-fpr", min=0.0, max=0.5,
                                      help="Most real photos the verdict may call ai-generated (share)."),
     target_fnr: float = typer.Option(0.05, "--target-fnr", min=0.0, max=0.5,
@@ -28,7 +33,7 @@ def calibrate_cmd(
     name: str = typer.Option("fusion", "--name", help="Name of the fusion model."),
     out: Optional[Path] = typer.Option(None, "--out-dir", "-o",
                                        help="Folder to write the fusion head to (default: <weights dir>/<name>)."),
-    split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
+    split: GenImageSplit = typer.Option("val", "--split", help="GenImage split to read."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -45,15 +50,14 @@ def calibrate_cmd(
     Examples:
       aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
       aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold"""
-    from ..calibration import METHODS, check_enough, fit_fusion, save_fusion
+    from ..calibration import check_enough, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import LinkStats, summarize
     from ..fusion import FUSION_DETECTOR
     from ..heads import check_output_dir, default_output_dir, plain_name
     from ..api import ScanOptions, build_detectors, load_labelled
 
-    if method not in METHODS:
-        fail(f"--method takes {', '.join(METHODS)}")
+    method, split = method.value, split.value  # the library takes strings
     err = stderr_console()
     try:  # before the detectors score the data, not after
         plain_name(name)

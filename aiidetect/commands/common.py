@@ -46,15 +46,17 @@ WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained head
                              rich_help_panel="Backbone")
 
 
-
-
-
 JsonFormat = choices("JsonFormat", "table", "json",
                      doc="--format of commands that print one summary: a table for people, JSON for scripts.")
 RecordFormat = choices("RecordFormat", "table", "json", "jsonl", "csv",
                        doc="--format of commands that print one row per file.")
 ReportFormat = choices("ReportFormat", "table", "json", "jsonl", "csv", "html",
                        doc="--format of commands that write a scan report (html: the self-contained page).")
+# The library's own tuples (preprocess.MODES, train.data.GENIMAGE_SPLITS) import numpy, which `aiidetect
+# --help` does not load: the values are repeated here and kept in step by a test.
+Preprocess = choices("Preprocess", "center-crop", "resize-center-crop", "resize",
+                     doc="--preprocess: how an image becomes the model's input (docs/detectors/*.md).")
+GenImageSplit = choices("GenImageSplit", "train", "val", doc="--split: the GenImage split to read.")
 
 
 # The output, cache and decode-limit groups: the same names, defaults and help wherever they appear.

@@ -8,8 +8,13 @@ from typing import List, Optional
 
 import typer
 
-from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options, fail,
-                     library_errors, print_detector_setup, renamed_options, split_list, stderr_console)
+from ..choices import choices
+from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
+                     backbone_options, fail, library_errors, print_detector_setup, renamed_options, split_list,
+                     stderr_console)
+
+# evaluate.protocol.PROTOCOLS, which imports numpy: kept in step by a test.
+Protocol = choices("Protocol", "genimage", "ufd")
 
 
 @renamed_options(out="--out")
@@ -28,8 +33,8 @@ def evaluate_cmd(
     fusion: Optional[str] = typer.Option(None, "--fusion",
                                          help="Fusion model folder, 'none' for the rules alone; default: the first "
                                               "fusion model in the weights folders."),
-    split: str = typer.Option("val", "--split", help="GenImage split to read (train | val)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol",
+    split: GenImageSplit = typer.Option("val", "--split", help="GenImage split to read."),
+    protocol: Optional[Protocol] = typer.Option(None, "--protocol",
                                            help="Also report a benchmark's own numbers: genimage (per-subset accuracy "
                                                 "over the subset's reals and fakes, mean over subsets) or ufd (the same "
                                                 "plus AP per subset). E.g. aiidetect eval /data/GenImage --protocol genimage"),
@@ -59,10 +64,7 @@ def evaluate_cmd(
     from ..train.data import LinkStats
 
     err = stderr_console()
-    from ..evaluate.protocol import PROTOCOLS
-
-    if protocol is not None and protocol not in PROTOCOLS:
-        fail(f"--protocol must be one of {', '.join(PROTOCOLS)} (got {protocol!r})")
+    split, protocol = split.value, protocol.value if protocol is not None else None  # the library takes strings
     try:
         perts = parse_all(perturb)
         norm = None

@@ -7,8 +7,14 @@ from typing import Optional
 
 import typer
 
+from ..choices import choices
 from .common import (BackboneOptions, JsonFormat, QuietOpt, backbone_options, fail, renamed_options, stderr_console,
                      weights_dirs)
+
+# onnx_export.VARIANTS, which imports numpy: kept in step by a test.
+OnnxVariant = choices("OnnxVariant", "fp32", "fp16", "int8")
+Int8Mode = choices("Int8Mode", "dynamic", "static")
+Int8Weights = choices("Int8Weights", "auto", "8", "7")
 
 
 def register(apps) -> None:
@@ -19,11 +25,13 @@ def register(apps) -> None:
 @backbone_options(weights_dir=True)
 def export_onnx_cmd(
     out: Path = typer.Option(..., "--out-dir", "-o", help="Output folder (graph(s) + aiidetect-onnx.json)."),
-    variant: str = typer.Option("fp32", "--variant", help="fp32 | fp16 (for CUDA) | int8 (for CPU)."),
-    int8_mode: str = typer.Option("dynamic", "--int8-mode", help="dynamic (weights only) | static (needs --calibration-data)."),
-    int8_weights: str = typer.Option("auto", "--int8-weights",
-                                     help="auto | 8 | 7. 7-bit weights keep ONNX Runtime's fast int8 kernels exact on "
-                                          "x86 CPUs without VNNI (AVX2); auto: 7 on such a CPU, else 8."),
+    variant: OnnxVariant = typer.Option("fp32", "--variant", help="fp32 | fp16 (for CUDA) | int8 (for CPU)."),
+    int8_mode: Int8Mode = typer.Option("dynamic", "--int8-mode",
+                                       help="dynamic (weights only) | static (needs --calibration-data)."),
+    int8_weights: Int8Weights = typer.Option("auto", "--int8-weights",
+                                             help="Weight bits: 7-bit weights keep ONNX Runtime's fast int8 kernels "
+                                                  "exact on x86 CPUs without VNNI (AVX2); auto: 7 on such a CPU, "
+                                                  "else 8."),
     calibration_data: Optional[Path] = typer.Option(None, "--calibration-data",
                                                     help="Image folder for static int8 calibration (e.g. the dev set)."),
     # min=1: the library reads 0 as "every image in the folder" and -3 as "all but the last three".
@@ -52,14 +60,7 @@ def export_onnx_cmd(
       aiidetect export onnx -o onnx/ --backbone ViT-L-14 --variant int8 --agreement-data /data/dev
       aiidetect export onnx -o onnx-tiny/ --backbone-config tiny-vit -f table
     """
-    from ..onnx_export import VARIANTS
-
-    if variant not in VARIANTS:
-        fail(f"--variant takes {', '.join(VARIANTS)}")
-    if int8_mode not in ("dynamic", "static"):
-        fail("--int8-mode takes dynamic or static")
-    if int8_weights not in ("auto", "8", "7"):
-        fail("--int8-weights takes auto, 8 or 7")
+    variant, int8_mode, int8_weights = variant.value, int8_mode.value, int8_weights.value  # the library takes strings
     if variant == "int8" and int8_mode == "static" and calibration_data is None:
         fail("--int8-mode static needs --calibration-data DIR")
     for p in (calibration_data, agreement_data):

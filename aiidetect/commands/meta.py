@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, QuietOpt, RecordFormat, RecordFormatOpt,
-                     fail, library_errors)
+                     Watermark, fail, library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -108,8 +108,7 @@ def meta(
     paths: list[str] = typer.Argument(..., help="Image files or folders (folders are searched recursively); '-' reads "
                                                 "a list of paths from stdin (one a line, or NUL-separated)."),
     fmt: RecordFormat = RecordFormatOpt,
-    # A plain string, checked below: a bad value is one `error:` line (scripts read it), not a usage box.
-    watermark: str = typer.Option("auto", "--watermark",
+    watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
     output: Optional[Path] = OutputOpt,
     follow_links: bool = FollowLinksOpt,
@@ -123,14 +122,13 @@ def meta(
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai;
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
-    from ..api import Watermark, iter_meta_candidates, meta_report
+    from ..api import iter_meta_candidates, meta_report
     from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
     from ..report.writers import JsonArray
     from .errors import reader_left
 
-    if watermark not in [w.value for w in Watermark]:
-        fail(f"--watermark must be auto, always or never, not {watermark!r}")
+    watermark = watermark.value  # the library takes a string
     with library_errors():
         cands = iter_meta_candidates(paths, output=output, follow_links=follow_links)
     found = False

@@ -9,8 +9,12 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
-                               backbone_options, fail, renamed_options, stderr_console)
+from ..choices import choices
+from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, Preprocess,
+                               QuietOpt, SummaryFormatOpt, backbone_options, fail, renamed_options, stderr_console)
+
+FlowRecipe = choices("FlowRecipe", "project", "paper")
+FlowLinear = choices("FlowLinear", "lu", "perm")
 
 
 def _int_list(text: Optional[str], what: str) -> list[int]:
@@ -38,7 +42,7 @@ def train_flow_cmd(
     out: Optional[Path] = HeadOutDirOpt,
     layers: Optional[str] = typer.Option(None, "--layers", help="Also use the CLS token of these blocks "
                                                                 "(comma-separated, negative = from the end), e.g. -4,-8."),
-    preprocess: str = typer.Option("center-crop", "--preprocess",
+    preprocess: Preprocess = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize: generator traces keep their pixel scale) | "
                                         "resize-center-crop | resize"),
     size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
@@ -48,8 +52,8 @@ def train_flow_cmd(
     lr: float = typer.Option(1e-3, "--lr", min=0.0),
     blocks: int = typer.Option(6, "--blocks", min=1, help="Flow blocks (ActNorm + linear + coupling)."),
     hidden: int = typer.Option(256, "--hidden", min=4, help="Hidden width of the coupling networks."),
-    linear: str = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
-    recipe: str = typer.Option("project", "--recipe",
+    linear: FlowLinear = typer.Option("lu", "--linear", help="lu (learned invertible linear) | perm (fixed permutation)."),
+    recipe: FlowRecipe = typer.Option("project", "--recipe",
                                help="project (paired hinge: each proxy against its own source photo, shared noise) "
                                     "| paper (unpaired: each proxy against the batch of real photos, independent "
                                     "noise; see docs/detectors/clip-flow.md). "
@@ -88,10 +92,7 @@ def train_flow_cmd(
         kinds = parse_kinds(proxy_kinds)
     except ValueError as exc:
         fail(str(exc))
-    if recipe not in ("project", "paper"):
-        fail(f"--recipe must be project or paper, got {recipe!r}")
-    if linear not in ("lu", "perm"):
-        fail(f"--linear must be lu or perm, got {linear!r}")
+    preprocess, linear, recipe = preprocess.value, linear.value, recipe.value  # the library takes strings
     layer_list = _int_list(layers, "--layers")
     for p in list(real) + list(ai or []):
         if not p.exists():

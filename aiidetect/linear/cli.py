@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
-                               backbone_options, fail, renamed_options, stderr_console)
+from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, Preprocess,
+                               QuietOpt, SummaryFormatOpt, backbone_options, fail, renamed_options, stderr_console)
 
 
 @renamed_options(out="--out")
@@ -23,7 +23,7 @@ def train_linear_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is linear:<name>). "
                                                             "Default: probe-<data or generators>."),
     out: Optional[Path] = HeadOutDirOpt,
-    preprocess: str = typer.Option("center-crop", "--preprocess",
+    preprocess: Preprocess = typer.Option("center-crop", "--preprocess",
                                    help="center-crop (no resize, keeps pixel-level traces) | resize-center-crop | resize"),
     size: Optional[int] = typer.Option(None, "--size", min=1, help="Crop size (default: the backbone's input size)."),
     feature: str = typer.Option("embed", "--feature", help="embed (after projection) or cls_<block>."),
@@ -58,7 +58,7 @@ def train_linear_cmd(
     quiet_torch_threads()
     try:
         res = train_linear([str(d) for d in data], spec, name=name, out=out, shots=shots, generators=gens,
-                           preprocess=preprocess, size=size, feature=feature, val_fraction=val_fraction, seed=seed,
+                           preprocess=preprocess.value, size=size, feature=feature, val_fraction=val_fraction, seed=seed,
                            device=resolve_device(backbone_opts.device), dtype=backbone_opts.dtype, cache=False if no_cache else None,
                            weights_dirs=backbone_opts.weights_dir, progress=lambda s: err.print(s, highlight=False),
                            follow_links=follow_links)

@@ -8,8 +8,11 @@ from typing import List, Optional
 
 import typer
 
-from ..commands.common import (BackboneOptions, FollowLinksOpt, HeadOutDirOpt, JsonAliasOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
-                               backbone_options, fail, renamed_options, stderr_console)
+from ..choices import choices
+from ..commands.common import (BackboneOptions, FollowLinksOpt, GenImageSplit, HeadOutDirOpt, JsonAliasOpt, JsonFormat,
+                               Preprocess, QuietOpt, SummaryFormatOpt, backbone_options, fail, renamed_options,
+                               stderr_console)
+from .explain_cli import MaskSelect
 
 P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Masking", "Model", "Augmentation"
 
@@ -19,6 +22,11 @@ RECIPES = {
     "paper": "format guard off, augmentation = Gaussian blur and JPEG at p 0.1 each (no crop/downscale)",
     "clip-finetune": "--adapter full --mask-ratio 0 --attr-weight 1 (every CLIP block trained, no TAM)",
 }
+Recipe = choices("Recipe", *RECIPES)
+# The library's tuples (model.MASK_MODES, lora.ADAPTER_MODES) import torch: kept in step by a test.
+MaskMode = choices("MaskMode", "drop", "token")
+Adapter = choices("Adapter", "lora", "last_n", "full")
+ShotsBy = choices("ShotsBy", "label", "generator")
 
 
 @renamed_options(out="--out")
@@ -27,7 +35,7 @@ def train_mpft_cmd(
     data: List[Path] = typer.Argument(..., help="Labelled data: CSV manifest (file,label[,generator]), a folder with "
                                                 "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is mpft:<name>). Default: mpft."),
-    recipe: str = typer.Option("project", "--recipe",
+    recipe: Recipe = typer.Option("project", "--recipe",
                                help="project (defaults below) | paper (MPFT as published: no format guard, only the "
                                     "CNNSpot blur/JPEG augmentation) | clip-finetune (fine-tune every CLIP block, no "
                                     "masking, attribution weight 1, open-set 'unknown-generator'). A recipe sets the "
@@ -38,16 +46,17 @@ def train_mpft_cmd(
     follow_links: bool = FollowLinksOpt,
     shots: Optional[int] = typer.Option(None, "--shots", min=1, help="At most N images per class (few-shot).",
                                         rich_help_panel=P_DATA),
-    shots_by: str = typer.Option("label", "--shots-by", help="label | generator: what --shots counts per.",
+    shots_by: ShotsBy = typer.Option("label", "--shots-by", help="What --shots counts per.",
                                  rich_help_panel=P_DATA),
-    split: str = typer.Option("train", "--split", help="GenImage split to read (train | val).", rich_help_panel=P_DATA),
+    split: GenImageSplit = typer.Option("train", "--split", help="GenImage split to read.", rich_help_panel=P_DATA),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9,
                                        help="Held-out share (stratified by generator) for model selection, "
                                             "calibration and the reported metrics.", rich_help_panel=P_DATA),
     seed: int = typer.Option(0, "--seed", help="Seed for few-shot draw, split, init, batches, masks, augmentation.",
                              rich_help_panel=P_DATA),
-    preprocess: str = typer.Option("center-crop", "--preprocess",
-                                   help="center-crop (no resize) | resize-center-crop | resize", rich_help_panel=P_DATA),
+    preprocess: Preprocess = typer.Option("center-crop", "--preprocess",
+                                          help="center-crop (no resize) | resize-center-crop | resize",
+                                          rich_help_panel=P_DATA),
     epochs: int = typer.Option(5, "--epochs", min=1, rich_help_panel=P_SCHED),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total optimiser steps (overrides --epochs).",
                                         rich_help_panel=P_SCHED),
@@ -60,14 +69,14 @@ def train_mpft_cmd(
     mask_ratio: float = typer.Option(0.3, "--mask-ratio", min=0.0, max=0.95,
                                      help="Share of patches hidden during training (0 = plain fine-tuning).",
                                      rich_help_panel=P_MASK),
-    mask_mode: str = typer.Option("drop", "--mask-mode", help="drop (remove the tokens) | token (learned mask token).",
+    mask_mode: MaskMode = typer.Option("drop", "--mask-mode", help="drop (remove the tokens) | token (learned mask token).",
                                   rich_help_panel=P_MASK),
-    mask_select: str = typer.Option("sample", "--mask-select",
+    mask_select: MaskSelect = typer.Option("sample", "--mask-select",
                                     help="topk (most textured) | sample (probability proportional to texture).",
                                     rich_help_panel=P_MASK),
     mask_power: float = typer.Option(1.0, "--mask-power", min=0.0, help="sample: probability ~ texture ** power.",
                                      rich_help_panel=P_MASK),
-    adapter: str = typer.Option("lora", "--adapter", help="lora | last_n | full", rich_help_panel=P_MODEL),
+    adapter: Adapter = typer.Option("lora", "--adapter", help="Which weights of the encoder train.", rich_help_panel=P_MODEL),
     rank: int = typer.Option(8, "--rank", min=1, help="LoRA rank.", rich_help_panel=P_MODEL),
     alpha: float = typer.Option(16.0, "--alpha", help="LoRA alpha (delta scale = alpha / rank).", rich_help_panel=P_MODEL),
     targets: str = typer.Option("attn_in,attn_out,mlp_fc,mlp_proj", "--targets",
@@ -104,13 +113,9 @@ def train_mpft_cmd(
     from ..commands.common import quiet_torch_threads
 
     err = stderr_console(quiet)
-    for opt, val, allowed in (("--mask-mode", mask_mode, ("drop", "token")), ("--mask-select", mask_select, ("topk", "sample")),
-                              ("--adapter", adapter, ("lora", "last_n", "full")), ("--shots-by", shots_by, ("label", "generator")),
-                              ("--preprocess", preprocess, ("center-crop", "resize-center-crop", "resize"))):
-        if val not in allowed:
-            fail(f"{opt} must be one of {', '.join(allowed)} (got {val!r})")
-    if recipe not in RECIPES:
-        fail(f"--recipe must be one of {', '.join(RECIPES)} (got {recipe!r})")
+    # the library takes plain strings
+    recipe, shots_by, split, preprocess, mask_mode, mask_select, adapter = (
+        c.value for c in (recipe, shots_by, split, preprocess, mask_mode, mask_select, adapter))
     spec = backbone_opts.spec()
     try:
         links = LinkStats()

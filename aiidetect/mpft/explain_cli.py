@@ -10,7 +10,10 @@ from typing import Optional
 
 import typer
 
-from ..commands.common import BackboneOptions, QuietOpt, backbone_options, fail, stderr_console
+from ..choices import choices
+from ..commands.common import BackboneOptions, Preprocess, QuietOpt, backbone_options, fail, stderr_console
+
+MaskSelect = choices("MaskSelect", "topk", "sample", doc="--mask-select: which patches Texture-Aware Masking hides.")
 
 
 def _check_output(image: Path, output: Path) -> None:
@@ -38,9 +41,9 @@ def explain_mask_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG to write: the model's view with masked patches shaded."),
     ratio: float = typer.Option(0.3, "--mask-ratio", min=0.0, max=0.95, help="Share of patches masked."),
-    select: str = typer.Option("topk", "--mask-select", help="topk | sample (texture-proportional, uses --seed)."),
+    select: MaskSelect = typer.Option("topk", "--mask-select", help="topk | sample (texture-proportional, uses --seed)."),
     seed: int = typer.Option(0, "--seed"),
-    preprocess: str = typer.Option("center-crop", "--preprocess", help="center-crop | resize-center-crop | resize"),
+    preprocess: Preprocess = typer.Option("center-crop", "--preprocess", help="How the image becomes the model's input."),
     size: int = typer.Option(224, "--size", help="Model input size."),
     patch: int = typer.Option(16, "--patch-size", min=1, help="ViT patch size."),
     head: Optional[Path] = typer.Option(None, "--head", help="Take preprocessing, patch size and mask settings from "
@@ -60,6 +63,7 @@ def explain_mask_cmd(
     from ..mpft.tam import shade_mask, tam_mask, texture_scores
     from ..preprocess import check_spec, make_spec, normalize
 
+    select, preprocess = select.value, preprocess.value  # the library takes strings
     _check_output(image, output)
     try:
         spec = make_spec(preprocess, size)
@@ -80,8 +84,8 @@ def explain_mask_cmd(
             fail(f"head {head}: {exc}")
         if patch < 1:
             fail(f"head {head}: patch size {patch} is not a positive number of pixels")
-    if select not in ("topk", "sample"):
-        fail("--mask-select must be topk or sample")
+    if select not in ("topk", "sample"):  # a head's own setting, read from its manifest
+        fail(f"head {head}: mask_select {select!r} is neither topk nor sample")
     if int(spec["size"]) % patch:
         fail(f"input size {spec['size']} is not a multiple of patch size {patch}")
     u8 = _load(image, spec)

@@ -29,7 +29,10 @@ def files(tmp_path_factory):
 
 def _one_line_error(r):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert lines and "error" in lines[-1].lower(), r.stderr[-2000:]
+    # A bad flag or a value outside an option's choices is click's usage message (Usage:, then the Error
+    # box naming the allowed values), as on every command; every other error ends with one `error:` line.
+    usage = lines and lines[0].startswith("Usage:") and any("Error" in x for x in lines[1:])
+    assert lines and (usage or "error" in lines[-1].lower()), r.stderr[-2000:]
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
