@@ -298,3 +298,31 @@ def _link_key(p: str):
         return ("link", st.st_dev, st.st_ino)
     except OSError:
         return None
+
+
+# Resolved folders remembered by one scan (one realpath per folder, not per file): enough for the
+# folders in flight at once; cleared, not grown, beyond that.
+_FOLDER_CACHE = 4096
+
+
+def canonical_path(path: str, folders: dict[str, str] | None = None) -> str:
+    """The file's path with its folder resolved: absolute, every symbolic link and `..` in the folder
+    followed the way the kernel follows them (`link/..` is the link target's parent, not the folder
+    the link lies in), its own name kept. `./a.jpg`, `/abs/a.jpg`, `x/../a.jpg`, a root given with a
+    trailing slash, from another working folder or through a symlinked folder: one path.
+
+    The name itself is not resolved: a symbolic link to a file, like a hard link, is a name of its
+    own (docs/scale.md, "One file, one row"). `folders` caches the resolved folders of one scan; its
+    keys are folders as spelled, so it must not outlive a change of working folder."""
+    head, name = os.path.split(path)
+    if name in ("", os.curdir, os.pardir):
+        return os.path.realpath(path)  # a folder itself: a discovery error row
+    head = head or os.curdir
+    if folders is None:
+        return os.path.join(os.path.realpath(head), name)
+    real = folders.get(head)
+    if real is None:
+        if len(folders) >= _FOLDER_CACHE:
+            folders.clear()
+        real = folders[head] = os.path.realpath(head)
+    return os.path.join(real, name)

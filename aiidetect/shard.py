@@ -1,7 +1,7 @@
 """--shard I/N: split a sweep between N processes or machines by a stable hash
 of each path, so every file is scanned by exactly one of them.
 
-The hash is of the results store's key of the file (store.canonical_path: absolute, its folder
+The hash is of the results store's key of the file (discover.canonical_path: absolute, its folder
 resolved), never of Python's per-process salted hash(): `arch`, `./arch/`, `/data/arch` from /data
 and a symlinked folder leading to it split the same way, so shards given the folder in different
 spellings still partition it, and no two shards write a row for the same file. The files must be at
@@ -14,7 +14,7 @@ import os
 import re
 from typing import Iterable, Iterator
 
-from .discover import Candidate
+from .discover import Candidate, canonical_path
 
 
 # More shards than this is a typo: a 64-bit hash mod N is no longer even, and each shard would hold
@@ -40,8 +40,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def shard_of(path: str, n: int, folders: dict[str, str] | None = None) -> int:
     """1..n, the same on every machine and Python version, and for every spelling of the path
-    (`folders`: store.canonical_path's cache of resolved folders)."""
-    from .store import canonical_path
+    (`folders`: discover.canonical_path's cache of resolved folders)."""
 
     raw = os.fsencode(canonical_path(path, folders))
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big") % n + 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from .discover import canonical_path
 from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
 
 STORE_VERSION = "1"
@@ -182,34 +183,6 @@ def _now() -> str:
 # without it was written by a version that kept the folder as spelled: its rows are re-keyed once,
 # when it is first opened for writing (ResultsStore._rekey).
 PATH_KEYS = ("path_keys", "real-folder")
-# Resolved folders remembered by one scan (one realpath per folder, not per file): enough for the
-# folders in flight at once; cleared, not grown, beyond that.
-_FOLDER_CACHE = 4096
-
-
-def canonical_path(path: str, folders: dict[str, str] | None = None) -> str:
-    """The file's path with its folder resolved: absolute, every symbolic link and `..` in the folder
-    followed the way the kernel follows them (`link/..` is the link target's parent, not the folder
-    the link lies in), its own name kept. `./a.jpg`, `/abs/a.jpg`, `x/../a.jpg`, a root given with a
-    trailing slash, from another working folder or through a symlinked folder: one path.
-
-    The name itself is not resolved: a symbolic link to a file, like a hard link, is a name of its
-    own (docs/scale.md, "One file, one row"). `folders` caches the resolved folders of one scan; its
-    keys are folders as spelled, so it must not outlive a change of working folder."""
-    head, name = os.path.split(path)
-    if name in ("", os.curdir, os.pardir):
-        return os.path.realpath(path)  # a folder itself: a discovery error row
-    head = head or os.curdir
-    if folders is None:
-        return os.path.join(os.path.realpath(head), name)
-    real = folders.get(head)
-    if real is None:
-        if len(folders) >= _FOLDER_CACHE:
-            folders.clear()
-        real = folders[head] = os.path.realpath(head)
-    return os.path.join(real, name)
-
-
 def path_key(path: str, folders: dict[str, str] | None = None) -> str:
     """The stored key of a file: canonical_path, so every spelling of one file's path resumes the
     others, and shards (shard.shard_of hashes the same path) never write one file twice. SQLite text
