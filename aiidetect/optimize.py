@@ -32,7 +32,8 @@ CPU (model, flags, cores), the backbone (spec, config and weights files), the
 checksums of every trained pixel head and fusion model in the weights folders, and the versions
 of aiidetect, torch and onnxruntime. A key that does not match is never used.
 The fusion the fused verdict was verified under is recorded too: a scan with
-another --fusion stays on torch.
+another --fusion stays on torch and is not said verified (a torch bfloat16
+decision included).
 Reading the decision imports neither torch nor onnxruntime, and without one
 nothing about a scan changes.
 """
@@ -267,11 +268,12 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
         return None
     try:
         fast = _fast_path(decision, folder)
-        if fast.use:
-            fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
         torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
-        if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
-            return _for_detector_set(fast, decision, families, ctx.options or {})
+        if fast.use or torch_chosen:
+            # A verified torch candidate's line claims agreement too: for the set, the fusion and the
+            # watermark check of this scan, or it says what was not verified.
+            return _unverified_fusion(fast, decision.get("fusion"), fusion) \
+                or _for_detector_set(fast, decision, families, ctx.options or {})
         return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
@@ -408,9 +410,13 @@ def _unverified_fusion(fast: FastPath, verified: Any, fusion: Any) -> FastPath |
         under = "the default rules"
     else:
         under = f"the fusion model {verified.get('name')}"
+    todo = "to verify that one, run `aiidetect optimize` with the weights folders holding just it"
+    if not fast.use:  # a verified torch candidate (bfloat16): this scan's fused verdicts are not verified either
+        return FastPath(False, "torch", "auto", f"runtime: torch (not verified for this scan: `aiidetect optimize` "
+                        f"verified the torch {fast.dtype} fused verdicts under {under}, not {what}; {todo})",
+                        decision=fast.decision)
     return FastPath(False, "torch", "auto", f"runtime: torch (the fast path's fused verdicts were verified under "
-                    f"{under}, not {what}; to verify that one, run `aiidetect optimize` with the weights "
-                    "folders holding just it)", decision=fast.decision)
+                    f"{under}, not {what}; {todo})", decision=fast.decision)
 
 
 def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:

@@ -964,6 +964,26 @@ def test_scan_with_another_watermark_setting_is_served_only_what_was_verified(tm
     assert opt.choose(ctx, ["metadata", "linear"]).use
 
 
+def test_a_verified_torch_candidate_is_not_said_verified_under_another_fusion(tmp_path, monkeypatch):
+    """A decision that chose torch bfloat16 under a fusion model: a scan with --fusion none runs torch as
+    always, and its summary said "runtime: torch bfloat16, verified by `aiidetect optimize`", though its
+    fused verdicts were never compared under the default rules."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["chosen"].update(candidate="torch-bfloat16", runtime="torch", dtype="bfloat16")
+    d["fusion"] = {"kind": "model", "name": "fz", "sha256": "0" * 64}
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["linear"]).line.startswith("runtime: torch bfloat16, verified by")  # its own fusion
+    fast = opt.choose(ctx, ["linear"], "none")
+    assert not fast.use and "verified by" not in fast.line
+    assert fast.line.startswith("runtime: torch (not verified for this scan: `aiidetect optimize` verified the torch "
+                                "bfloat16 fused verdicts under the fusion model fz, not the default rules (--fusion "
+                                "none)")
+
+
 def test_fused_without_the_watermark_is_what_watermark_never_gives():
     """optimize verifies `--watermark never` from the records of its default-check runs, dropping the
     watermark match: on an SD-size PNG with the Stable Diffusion watermark that must be the metadata
