@@ -21,14 +21,19 @@ A candidate is verified when, for every head and for the fused verdict, at most
 time wins; otherwise the decision says why torch float32 stays. The fused
 verdict is also fused again for every detector set `scan -d` can ask for (each
 subset of the families with heads, with and without metadata), and scan serves
-the chosen candidate only to the sets that stay within tolerance.
+the chosen candidate only to the sets that stay within tolerance. The sets with
+metadata are fused once more without the watermark match, as `scan --watermark
+never` fuses them; `--watermark always` only adds decisive evidence, which gives
+a file one verdict on every runtime, so its verdicts agree at least as well as
+under the default check (its p_ai shifts are not bounded by --max-delta-p).
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
 checksums of every trained pixel head and fusion model in the weights folders, and the versions
 of aiidetect, torch and onnxruntime. A key that does not match is never used.
 The fusion the fused verdict was verified under is recorded too: a scan with
-another --fusion stays on torch.
+another --fusion stays on torch and is not said verified (a torch bfloat16
+decision included).
 Reading the decision imports neither torch nor onnxruntime, and without one
 nothing about a scan changes.
 """
@@ -263,11 +268,12 @@ def choose(ctx, families: Sequence[str], fusion: Any = None) -> FastPath | None:
         return None
     try:
         fast = _fast_path(decision, folder)
-        if fast.use:
-            fast = _unverified_fusion(fast, decision.get("fusion"), fusion) or fast
         torch_chosen = decision.get("status") == "verified" and (decision.get("chosen") or {}).get("runtime") == "torch"
-        if fast.use or torch_chosen:  # a verified torch candidate's line claims agreement for the set too
-            return _for_detector_set(fast, decision, families, ctx.options or {})
+        if fast.use or torch_chosen:
+            # A verified torch candidate's line claims agreement too: for the set, the fusion and the
+            # watermark check of this scan, or it says what was not verified.
+            return _unverified_fusion(fast, decision.get("fusion"), fusion) \
+                or _for_detector_set(fast, decision, families, ctx.options or {})
         return fast
     except (TypeError, ValueError, AttributeError, KeyError):
         # Fields of the wrong type (a damaged or hand-made file): raised out of here, they ended every scan.
@@ -332,7 +338,24 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
     if part:
         return FastPath(False, "torch", "auto", f"runtime: torch (`aiidetect optimize` verified the fast path with "
                         f"every head of a family; this scan runs {'; '.join(part)})", decision=fast.decision)
-    sets = chosen.get("detector_sets")
+    sets, label = chosen.get("detector_sets"), ""
+    watermark = (options or {}).get("watermark", "auto")
+    if "metadata" in want and watermark == "never":
+        # A watermark match is decisive: with the check, an SD-size file's verdict is the same on every
+        # runtime; without it the heads decide that file, and their int8 shifts with them.
+        sets, label = chosen.get("detector_sets_watermark_never"), " with --watermark never"
+        if not isinstance(sets, dict):
+            return FastPath(False, "torch", "auto", "runtime: torch (`aiidetect optimize` verified the fast path's "
+                            "fused verdicts with the default watermark check, not --watermark never, which leaves "
+                            "the watermark evidence out; run `aiidetect optimize` again to verify both)",
+                            decision=fast.decision)
+    elif "metadata" in want and watermark == "always" and decision.get("max_delta_p") is not None:
+        # Verdicts agree at least as well as under the default check (a match only adds decisive evidence, and
+        # a file with decisive evidence has one verdict on every runtime), p_ai not: beside decisive evidence
+        # toward real, a match leaves p_ai to the heads again.
+        return FastPath(False, "torch", "auto", "runtime: torch (`aiidetect optimize` bounded p_ai shifts "
+                        "(--max-delta-p) with the default watermark check only, not --watermark always)",
+                        decision=fast.decision)
     if sets is None:
         # An older `aiidetect optimize` compared the fused verdict over everything it ran and nothing else:
         # that set is still served, any other waits for a new run.
@@ -343,13 +366,14 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
                         "again to verify every detector set)", decision=fast.decision)
     entry = sets.get(key) if isinstance(sets, dict) else None
     if isinstance(entry, dict) and entry.get("status") == "verified":
+        which = (key if key != full else "") + label if key != full or label else None
         return replace(fast, line=_verified_line({**chosen, "worst_changed_share": entry.get("worst_changed_share")},
-                                                 n, None if key == full else key))
+                                                 n, which))
     if isinstance(entry, dict):
         why = f"refused by `aiidetect optimize` on {n} images: {entry.get('reason')}"
     else:  # a family optimize never ran (one registered since, a plugin): its fused verdicts were never compared
         why = "not verified by `aiidetect optimize`"
-    return FastPath(False, "torch", "auto", f"runtime: torch (the fast path for the detectors {key} was {why})",
+    return FastPath(False, "torch", "auto", f"runtime: torch (the fast path for the detectors {key}{label} was {why})",
                     decision=fast.decision)
 
 
@@ -386,9 +410,13 @@ def _unverified_fusion(fast: FastPath, verified: Any, fusion: Any) -> FastPath |
         under = "the default rules"
     else:
         under = f"the fusion model {verified.get('name')}"
+    todo = "to verify that one, run `aiidetect optimize` with the weights folders holding just it"
+    if not fast.use:  # a verified torch candidate (bfloat16): this scan's fused verdicts are not verified either
+        return FastPath(False, "torch", "auto", f"runtime: torch (not verified for this scan: `aiidetect optimize` "
+                        f"verified the torch {fast.dtype} fused verdicts under {under}, not {what}; {todo})",
+                        decision=fast.decision)
     return FastPath(False, "torch", "auto", f"runtime: torch (the fast path's fused verdicts were verified under "
-                    f"{under}, not {what}; to verify that one, run `aiidetect optimize` with the weights "
-                    "folders holding just it)", decision=fast.decision)
+                    f"{under}, not {what}; {todo})", decision=fast.decision)
 
 
 def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
@@ -422,7 +450,8 @@ def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
 def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None) -> str:
     bits = (c.get("int8") or {}).get("weight_bits")
     how = f" ({bits}-bit weights)" if bits == 7 else ""
-    which = f" for the detectors {detectors}" if detectors else ""
+    # `detectors`: the set when it is not the whole setup, and/or " with --watermark never"
+    which = (f" for the detectors {detectors}" if not detectors.startswith(" ") else detectors) if detectors else ""
     return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} "
             f"images{which}: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "
@@ -482,14 +511,33 @@ def detector_sets(families: Sequence[str]) -> list[tuple[str, ...]]:
     return [(*m, *c) for m in ((), ("metadata",)) for c in subsets]
 
 
-def _set_verdict(rec, fams: set[str], fusion_model) -> tuple[str | None, float | None]:
+# The one piece of evidence the watermark check adds (provenance._watermark): decisive, toward AI.
+WATERMARK_EVIDENCE = "watermark.match"
+
+
+def _without_watermark(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The results as `scan --watermark never` gives them: the metadata detector's without the watermark
+    match, the only thing the check adds to them (p_ai summarised again from the evidence left)."""
+    from .metadata.detector import result_from_evidence
+
+    out = dict(results)
+    for n, r in results.items():
+        if n.split(":")[0] == "metadata" and r is not None and r.status == "ok" \
+                and any(e.id == WATERMARK_EVIDENCE for e in r.evidence or ()):
+            out[n] = result_from_evidence([e for e in r.evidence if e.id != WATERMARK_EVIDENCE], extra=r.extra)
+    return out
+
+
+def _set_verdict(rec, fams: set[str], fusion_model, watermark: str = "auto") -> tuple[str | None, float | None]:
     """(verdict, p_ai) of a record had the scan run only the detectors of `fams`: the pipeline's own
-    fusion over those results (each head's result does not depend on which others ran)."""
+    fusion over those results (each head's result does not depend on which others ran); with
+    `watermark` "never", as `scan --watermark never` fuses them."""
     if rec.error is not None:
         return rec.verdict, rec.p_ai
     from .fusion import fuse
 
-    out = fuse({n: r for n, r in rec.detectors.items() if n.split(":")[0] in fams}, fusion_model)
+    results = _without_watermark(rec.detectors) if watermark == "never" else rec.detectors
+    out = fuse({n: r for n, r in results.items() if n.split(":")[0] in fams}, fusion_model)
     return out.verdict, out.p_ai
 
 
@@ -497,10 +545,15 @@ def compare(ref: Run, cand: Run, fusion_model: Mapping[str, Any] | None = None,
             sets: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """Per head, for the fused verdict and for the fused verdict of each detector set in `sets`
     (fused again from the same per-head results, under `fusion_model`): files compared, verdicts
-    changed, max |Δp_ai|. A file that has a result on one side only counts as changed."""
+    changed, max |Δp_ai|. A file that has a result on one side only counts as changed. The sets with
+    the metadata detector are also fused as `scan --watermark never` fuses them (`sets_watermark_never`):
+    a watermark match is decisive, so under the default check an SD-size file's verdict is the same on
+    every runtime, and without it the heads decide, int8 shifts and all."""
     heads: dict[str, dict[str, Any]] = {}
     fused = {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0}
     by_set = {set_key(s): (set(s), {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0}) for s in sets}
+    by_set_never = {set_key(s): (set(s), {"files": 0, "verdict_changed": 0, "max_abs_dp": 0.0})
+                    for s in sets if "metadata" in s}
     for a, b in zip(ref.records, cand.records):
         if a.error is not None and b.error is not None:
             continue
@@ -509,12 +562,13 @@ def compare(ref: Run, cand: Run, fusion_model: Mapping[str, Any] | None = None,
             fused["verdict_changed"] += 1
         if a.p_ai is not None and b.p_ai is not None:
             fused["max_abs_dp"] = max(fused["max_abs_dp"], abs(a.p_ai - b.p_ai))
-        for fams, d in by_set.values():
-            (va, pa), (vb, pb) = _set_verdict(a, fams, fusion_model), _set_verdict(b, fams, fusion_model)
-            d["files"] += 1
-            d["verdict_changed"] += int(va != vb)
-            if pa is not None and pb is not None:
-                d["max_abs_dp"] = max(d["max_abs_dp"], abs(pa - pb))
+        for wm, group in (("auto", by_set), ("never", by_set_never)):
+            for fams, d in group.values():
+                (va, pa), (vb, pb) = _set_verdict(a, fams, fusion_model, wm), _set_verdict(b, fams, fusion_model, wm)
+                d["files"] += 1
+                d["verdict_changed"] += int(va != vb)
+                if pa is not None and pb is not None:
+                    d["max_abs_dp"] = max(d["max_abs_dp"], abs(pa - pb))
         for name, ra in a.detectors.items():
             if ra.status == "unavailable" or name.startswith("metadata"):
                 continue
@@ -532,10 +586,12 @@ def compare(ref: Run, cand: Run, fusion_model: Mapping[str, Any] | None = None,
             h["verdict_changed"] += int((ra.p_ai >= thr) != (rb.p_ai >= thr))
             h["max_abs_dp"] = max(h["max_abs_dp"], abs(ra.p_ai - rb.p_ai))
     out_sets = {k: d for k, (_, d) in by_set.items()}
-    for d in (*heads.values(), fused, *out_sets.values()):
+    out_never = {k: d for k, (_, d) in by_set_never.items()}
+    for d in (*heads.values(), fused, *out_sets.values(), *out_never.values()):
         d["verdict_changed_share"] = d["verdict_changed"] / d["files"] if d["files"] else 0.0
         d["max_abs_dp"] = round(d["max_abs_dp"], 6)
-    return {"heads": heads, "fused": fused, **({"sets": out_sets} if sets else {})}
+    return {"heads": heads, "fused": fused, **({"sets": out_sets} if sets else {}),
+            **({"sets_watermark_never": out_never} if out_never else {})}
 
 
 def _too_slow(min_speedup: float) -> str:
@@ -550,9 +606,10 @@ def judge(agree: Mapping[str, Any], tolerance: float, max_delta_p: float | None)
 def judge_sets(agree: MutableMapping[str, Any], tolerance: float, max_delta_p: float | None) -> None:
     """Mark each detector set of `agree` verified or refused, as `judge` does the whole candidate: the
     heads of its families and its own fused verdict, each within tolerance. `worst_changed_share` is
-    the worst of those, the figure scan's summary line gives for that set."""
+    the worst of those, the figure scan's summary line gives for that set. The same for the sets as
+    `scan --watermark never` fuses them."""
     heads = agree.get("heads") or {}
-    for key, d in (agree.get("sets") or {}).items():
+    for key, d in [*(agree.get("sets") or {}).items(), *(agree.get("sets_watermark_never") or {}).items()]:
         fams = set(key.split(","))
         mine = sorted((n, h) for n, h in heads.items() if n.split(":")[0] in fams)
         why = _judged([*mine, ("fused verdict", d)], tolerance, max_delta_p)
@@ -845,6 +902,10 @@ def _measure(spec, weights_dirs, paths, ident, folder: Path, tolerance, max_delt
         # What scan reads to serve a detector set: verified or refused (with the reason), and its worst share.
         chosen["detector_sets"] = {k: {f: d[f] for f in ("status", "reason", "files", "worst_changed_share")}
                                    for k, d in best["agreement"]["sets"].items()}
+        # ... and under `scan --watermark never`, which fuses SD-size files without their watermark match
+        chosen["detector_sets_watermark_never"] = {
+            k: {f: d[f] for f in ("status", "reason", "files", "worst_changed_share")}
+            for k, d in (best["agreement"].get("sets_watermark_never") or {}).items()}
         decision.update(status="verified", chosen=chosen, reason=None)
     else:
         measured = [r for r in rows[1:] if r.get("status") in ("verified", "refused")]

@@ -48,7 +48,8 @@ def optimize_cmd(
     Compares torch float32 with torch bfloat16 (CPUs with native bf16) and ONNX Runtime int8 on
     your images, per head and for the fused verdict, and stores the fastest verified one (or the
     refusal and its reason) in $AIIDETECT_CACHE/optimize. The fused verdict is also compared for
-    each detector set `scan -d` can ask for. A later `aiidetect scan` with the same backbone and
+    each detector set `scan -d` can ask for, those with metadata also without the watermark check
+    (`scan --watermark never`). A later `aiidetect scan` with the same backbone and
     heads on this machine uses it for the verified sets and says so; `scan --runtime torch` opts out.
 
     Exit codes: 0 measured and stored (verified or refused) / --show found a decision; 2 usage
@@ -108,10 +109,12 @@ def optimize_cmd(
     _print(decision, fmt)
     if not quiet:
         err.print(opt._fast_path(decision, Path(decision["path"]).parent).line, highlight=False)
-        sets = (decision.get("chosen") or {}).get("detector_sets") or {}
-        torch_sets = [k for k, v in sets.items() if v.get("status") != "verified"]
+        chosen = decision.get("chosen") or {}
+        torch_sets = [f"-d {k}{how}" for field, how in (("detector_sets", ""),
+                                                         ("detector_sets_watermark_never", " --watermark never"))
+                      for k, v in (chosen.get(field) or {}).items() if v.get("status") != "verified"]
         if torch_sets:
-            err.print("scan stays on torch for " + ", ".join(f"-d {k}" for k in torch_sets) + " (their fused "
+            err.print("scan stays on torch for " + ", ".join(torch_sets) + " (their fused "
                       "verdicts were not verified within tolerance)", highlight=False)
         err.print(f"stored in {decision['path']}", highlight=False)
     raise typer.Exit(EXIT_OK)
@@ -181,11 +184,15 @@ SET_COLUMNS = ("candidate", "detectors", "status", "files", "verdicts_changed", 
 
 def _set_rows(decision) -> list[dict]:
     """One row per measured candidate and detector set: the set's fused verdicts changed, the worst share
-    of it and its heads, and whether it is verified (decisions of an older optimize have none)."""
+    of it and its heads, and whether it is verified (decisions of an older optimize have none); the sets
+    with metadata once more as `scan --watermark never` fuses them."""
     out = []
     for r in decision.get("candidates", []):
-        sets = (r.get("agreement") or {}).get("sets")
-        for key, d in (sets.items() if isinstance(sets, dict) else ()):
+        agree = r.get("agreement") or {}
+        sets, never = agree.get("sets"), agree.get("sets_watermark_never")
+        rows = [*(sets.items() if isinstance(sets, dict) else ()),
+                *((f"{k} --watermark never", d) for k, d in (never.items() if isinstance(never, dict) else ()))]
+        for key, d in rows:
             if isinstance(d, dict):
                 out.append({"candidate": r.get("candidate"), "detectors": key, "status": d.get("status"),
                             "files": d.get("files"), "verdicts_changed": d.get("verdict_changed_share"),

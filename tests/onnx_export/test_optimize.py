@@ -83,6 +83,13 @@ def test_optimize_verifies_int8_and_scan_uses_it(setup, dev_dir):
         "linear", "flow", "linear,flow", "metadata,linear", "metadata,flow", "metadata,linear,flow"}
     assert {k: sets["metadata,linear,flow"][k] for k in int8["agreement"]["fused"]} == int8["agreement"]["fused"]
     assert all((s["status"] == "verified") == (s["worst_changed_share"] <= d["tolerance"]) for s in sets.values())
+    # the sets with metadata once more, as `scan --watermark never` fuses them (no watermark on dev photos)
+    never = int8["agreement"]["sets_watermark_never"]
+    assert set(never) == set(d["chosen"]["detector_sets_watermark_never"]) == {
+        "metadata,linear", "metadata,flow", "metadata,linear,flow"}
+    assert all(never[k]["verdict_changed"] == sets[k]["verdict_changed"] for k in never)
+    recs, err = _scan(setup["env"], dev_dir, "--watermark", "never")
+    assert f"on {d['files']} images with --watermark never: " in err, err
     recs, err = _scan(setup["env"], dev_dir, as_user=True)  # the fast path as a user's scan takes it
     assert f"runtime: onnx int8, verified by `aiidetect optimize` on {d['files']} images" in err
     for rec in recs:
@@ -872,4 +879,140 @@ def test_optimize_table_shows_each_detector_set(capsys, monkeypatch):
     assert "fused verdict per detector set" in out
     flow = next(line for line in out.splitlines() if "│ flow " in line)
     assert "refused" in flow and "2.50%" in flow and "fused verdict changed 1/40 verdicts (2.5% > 0.5%)" in flow
-    assert sum("│ verified " in line for line in out.splitlines()) == 6  # the candidate and five sets
+    # the candidate, five sets, and the three with metadata as `--watermark never` fuses them
+    assert sum("│ verified " in line for line in out.splitlines()) == 9
+    assert sum("--watermark never" in line for line in out.splitlines()) == 3
+
+
+def _runs_where_the_watermark_decides(n: int = 40):
+    """(reference Run, candidate Run): a linear probe at p 0.5 on every file but file 0, an SD-size file with
+    the Stable Diffusion watermark, where int8 moves the probe from 0.095 to 0.105: its own verdict stays
+    (threshold 0.5), the fused one would cross the likely-real threshold (0.1), but the watermark match is
+    decisive, so with the default check both runtimes call the file ai-generated."""
+    from aiidetect import optimize as opt
+    from aiidetect.fusion import fuse
+    from aiidetect.metadata.detector import result_from_evidence
+    from aiidetect.records import DetectorResult, Evidence, Record
+
+    mark = Evidence("watermark.match", "ai", 5.0, "Stable Diffusion invisible watermark", decisive=True)
+
+    def run(name, p0):
+        recs = []
+        for i in range(n):
+            dets = {"metadata": result_from_evidence([mark] if i == 0 else []),
+                    "linear:p": DetectorResult("ok", p_ai=p0 if i == 0 else 0.5, extra={"threshold": 0.5})}
+            out = fuse(dets)
+            recs.append(Record(f"{i}.png", verdict=out.verdict, p_ai=out.p_ai, detectors=dets))
+        return opt.Run(name, "onnx", "int8", recs, 1.0, 1.0)
+
+    return run("torch-float32", 0.095), run("onnx-int8", 0.105)
+
+
+def test_the_fused_verdicts_are_verified_without_the_watermark_check_too():
+    """optimize fused with the default watermark check, where a watermark match decides an SD-size file
+    whatever the heads say; `scan --watermark never` fuses that file on the heads alone, where an int8
+    shift crosses the fused threshold. The sets with metadata are judged once more as never fuses them."""
+    from aiidetect import optimize as opt
+
+    ref, cand = _runs_where_the_watermark_decides()
+    assert ref.records[0].verdict == cand.records[0].verdict == "ai-generated"
+    agree = opt.compare(ref, cand, None, opt.detector_sets(["linear"]))
+    opt.judge_sets(agree, 0.005, None)
+    assert agree["sets"]["metadata,linear"]["status"] == "verified"
+    never = agree["sets_watermark_never"]
+    assert set(never) == {"metadata,linear"}  # without metadata there is no watermark check to leave out
+    assert never["metadata,linear"]["status"] == "refused"
+    assert never["metadata,linear"]["reason"] == "fused verdict changed 1/40 verdicts (2.5% > 0.5%)"
+
+
+def test_scan_with_another_watermark_setting_is_served_only_what_was_verified(tmp_path, monkeypatch):
+    """A scan with --watermark never was served the fast path verified with the default check. It takes it
+    only where the decision verified its set without the check; --watermark always (a match only adds
+    decisive evidence, which makes a verdict the same on every runtime) where the default was verified,
+    unless optimize also bounded p_ai shifts."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    ctx.options = {"watermark": "never"}
+    fast = opt.choose(ctx, ["metadata", "linear"])  # a decision of an optimize that did not verify it
+    assert not fast.use and fast.runtime == "torch"
+    assert "with the default watermark check, not --watermark never" in fast.line
+    assert opt.choose(ctx, ["linear"]).use  # no metadata detector: no watermark check to leave out
+    d["chosen"]["detector_sets_watermark_never"] = {"metadata,linear": {
+        "status": "refused", "files": 24, "worst_changed_share": 1 / 24,
+        "reason": "fused verdict changed 1/24 verdicts (4.17% > 0.5%)"}}
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert not fast.use and fast.line == (
+        "runtime: torch (the fast path for the detectors metadata,linear with --watermark never was refused by "
+        "`aiidetect optimize` on 24 images: fused verdict changed 1/24 verdicts (4.17% > 0.5%))")
+    d["chosen"]["detector_sets_watermark_never"]["metadata,linear"].update(status="verified", reason=None,
+                                                                          worst_changed_share=0.0)
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert fast.use and fast.line.startswith("runtime: onnx int8, verified by `aiidetect optimize` on 24 images "
+                                             "with --watermark never: 0.0% verdicts changed")
+    ctx.options = {"watermark": "always"}
+    assert opt.choose(ctx, ["metadata", "linear"]).use
+    d["max_delta_p"] = 0.01
+    dp.write_text(json.dumps(d))
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert not fast.use and "not --watermark always" in fast.line
+    ctx.options = {"watermark": "auto"}
+    assert opt.choose(ctx, ["metadata", "linear"]).use
+
+
+def test_a_verified_torch_candidate_is_not_said_verified_under_another_fusion(tmp_path, monkeypatch):
+    """A decision that chose torch bfloat16 under a fusion model: a scan with --fusion none runs torch as
+    always, and its summary said "runtime: torch bfloat16, verified by `aiidetect optimize`", though its
+    fused verdicts were never compared under the default rules."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["chosen"].update(candidate="torch-bfloat16", runtime="torch", dtype="bfloat16")
+    d["fusion"] = {"kind": "model", "name": "fz", "sha256": "0" * 64}
+    dp.write_text(json.dumps(d))
+    assert opt.choose(ctx, ["linear"]).line.startswith("runtime: torch bfloat16, verified by")  # its own fusion
+    fast = opt.choose(ctx, ["linear"], "none")
+    assert not fast.use and "verified by" not in fast.line
+    assert fast.line.startswith("runtime: torch (not verified for this scan: `aiidetect optimize` verified the torch "
+                                "bfloat16 fused verdicts under the fusion model fz, not the default rules (--fusion "
+                                "none)")
+
+
+def test_fused_without_the_watermark_is_what_watermark_never_gives():
+    """optimize verifies `--watermark never` from the records of its default-check runs, dropping the
+    watermark match: on an SD-size PNG with the Stable Diffusion watermark that must be the metadata
+    detector's own `never` result, fused with a head, verdict and p_ai alike."""
+    imwatermark = pytest.importorskip("imwatermark")
+    cv2 = pytest.importorskip("cv2")
+    import io
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from aiidetect import optimize as opt
+    from aiidetect.fusion import fuse
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.records import DetectorResult
+
+    a = (np.random.default_rng(0).random((512, 512, 3)) * 60 + 100).astype(np.uint8)
+    enc = imwatermark.WatermarkEncoder()
+    enc.set_watermark("bytes", b"StableDiffusionV1")
+    buf = io.BytesIO()
+    Image.fromarray(cv2.cvtColor(enc.encode(cv2.cvtColor(a, cv2.COLOR_RGB2BGR), "dwtDct"),
+                                 cv2.COLOR_BGR2RGB)).save(buf, "PNG")
+    sample = SimpleNamespace(data=buf.getvalue(), path="x.png", image=None, info={})
+    auto, never = (MetadataDetector({"watermark": w}).predict_one(sample) for w in ("auto", "never"))
+    assert "watermark.match" in {e.id for e in auto.evidence}
+    for p in (0.05, 0.095, 0.3, 0.9):
+        head = DetectorResult("ok", p_ai=p, extra={"threshold": 0.5})
+        assert fuse({"metadata": auto, "linear:p": head}).verdict == "ai-generated"  # the match decides
+        got = fuse(opt._without_watermark({"metadata": auto, "linear:p": head}))
+        want = fuse({"metadata": never, "linear:p": head})
+        assert (got.verdict, got.p_ai) == (want.verdict, want.p_ai), p
