@@ -376,9 +376,8 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
                         "again to verify every detector set)", decision=fast.decision)
     entry = sets.get(key) if isinstance(sets, dict) else None
     if isinstance(entry, dict) and entry.get("status") == "verified":
-        which = (key if key != full else "") + label if key != full or label else None
         return replace(fast, line=_verified_line({**chosen, "worst_changed_share": entry.get("worst_changed_share")},
-                                                 n, which))
+                                                 n, None if key == full else key, label))
     if isinstance(entry, dict):
         why = f"refused by `aiidetect optimize` on {n} images: {entry.get('reason')}"
     else:  # a family optimize never ran (one registered since, a plugin): its fused verdicts were never compared
@@ -457,11 +456,12 @@ def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None) -> str:
+def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None, label: str = "") -> str:
+    """`detectors`: the set, when it is not the whole setup; `label`: how it was fused, when not as the
+    default scan fuses it (" with --watermark never")."""
     bits = (c.get("int8") or {}).get("weight_bits")
     how = f" ({bits}-bit weights)" if bits == 7 else ""
-    # `detectors`: the set when it is not the whole setup, and/or " with --watermark never"
-    which = (f" for the detectors {detectors}" if not detectors.startswith(" ") else detectors) if detectors else ""
+    which = (f" for the detectors {detectors}" if detectors else "") + label
     return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} "
             f"images{which}: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "

@@ -1041,3 +1041,13 @@ def test_scan_with_other_metadata_evidence_is_not_served_the_default_decision(tm
     ctx.options = {"watermark": "ALWAYS"}  # ScanOptions.extra passes it unchecked; the check runs on every size
     fast = opt.choose(ctx, ["metadata", "linear"])
     assert not fast.use and "not --watermark always" in fast.line
+
+
+def test_the_verified_line_names_the_set_and_how_it_was_fused():
+    from aiidetect import optimize as opt
+
+    c = {"runtime": "onnx", "dtype": "int8", "worst_changed_share": 0.0, "scan_speedup": 2, "speedup": 3}
+    assert " on 24 images: 0.0%" in opt._verified_line(c, 24)
+    assert " on 24 images with --watermark never: " in opt._verified_line(c, 24, None, " with --watermark never")
+    assert (" on 24 images for the detectors metadata,linear with --watermark never: "
+            in opt._verified_line(c, 24, "metadata,linear", " with --watermark never"))
