@@ -25,7 +25,9 @@ the chosen candidate only to the sets that stay within tolerance. The sets with
 metadata are fused once more without the watermark match, as `scan --watermark
 never` fuses them; `--watermark always` only adds decisive evidence, which gives
 a file one verdict on every runtime, so its verdicts agree at least as well as
-under the default check (its p_ai shifts are not bounded by --max-delta-p).
+under the default check (its p_ai shifts are not bounded by --max-delta-p). A
+set with metadata but without the C2PA check (the library's extra={"c2pa":
+False}) runs torch: its fused verdicts cannot be rebuilt from the records.
 
 The decision is keyed by everything that could make it wrong elsewhere: the
 CPU (model, flags, cores), the backbone (spec, config and weights files), the
@@ -340,6 +342,13 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
                         f"every head of a family; this scan runs {'; '.join(part)})", decision=fast.decision)
     sets, label = chosen.get("detector_sets"), ""
     watermark = (options or {}).get("watermark", "auto")
+    if "metadata" in want and not (options or {}).get("c2pa", True):
+        # Like a watermark match, a signed AI declaration decides a file on every runtime; without the C2PA
+        # check the heads decide it. No stored record re-fuses into that (the XMP claims counted once with
+        # the manifest's would weigh again), so optimize cannot verify it.
+        return FastPath(False, "torch", "auto", "runtime: torch (`aiidetect optimize` verified the fast path's "
+                        "fused verdicts with the metadata detector's C2PA check, and this scan runs without the "
+                        "C2PA check)", decision=fast.decision)
     if "metadata" in want and watermark == "never":
         # A watermark match is decisive: with the check, an SD-size file's verdict is the same on every
         # runtime; without it the heads decide that file, and their int8 shifts with them.
@@ -349,10 +358,11 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
                             "fused verdicts with the default watermark check, not --watermark never, which leaves "
                             "the watermark evidence out; run `aiidetect optimize` again to verify both)",
                             decision=fast.decision)
-    elif "metadata" in want and watermark == "always" and decision.get("max_delta_p") is not None:
-        # Verdicts agree at least as well as under the default check (a match only adds decisive evidence, and
-        # a file with decisive evidence has one verdict on every runtime), p_ai not: beside decisive evidence
-        # toward real, a match leaves p_ai to the heads again.
+    elif "metadata" in want and watermark != "auto" and decision.get("max_delta_p") is not None:
+        # --watermark always (the check reads any value but auto and never so, and ScanOptions.extra passes
+        # one unchecked). Verdicts agree at least as well as under the default check (a match only adds
+        # decisive evidence, and a file with decisive evidence has one verdict on every runtime), p_ai not:
+        # beside decisive evidence toward real, a match leaves p_ai to the heads again.
         return FastPath(False, "torch", "auto", "runtime: torch (`aiidetect optimize` bounded p_ai shifts "
                         "(--max-delta-p) with the default watermark check only, not --watermark always)",
                         decision=fast.decision)
@@ -366,9 +376,8 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
                         "again to verify every detector set)", decision=fast.decision)
     entry = sets.get(key) if isinstance(sets, dict) else None
     if isinstance(entry, dict) and entry.get("status") == "verified":
-        which = (key if key != full else "") + label if key != full or label else None
         return replace(fast, line=_verified_line({**chosen, "worst_changed_share": entry.get("worst_changed_share")},
-                                                 n, which))
+                                                 n, None if key == full else key, label))
     if isinstance(entry, dict):
         why = f"refused by `aiidetect optimize` on {n} images: {entry.get('reason')}"
     else:  # a family optimize never ran (one registered since, a plugin): its fused verdicts were never compared
@@ -447,11 +456,12 @@ def _export_problem(onnx_dir: Path, files: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None) -> str:
+def _verified_line(c: Mapping[str, Any], n, detectors: str | None = None, label: str = "") -> str:
+    """`detectors`: the set, when it is not the whole setup; `label`: how it was fused, when not as the
+    default scan fuses it (" with --watermark never")."""
     bits = (c.get("int8") or {}).get("weight_bits")
     how = f" ({bits}-bit weights)" if bits == 7 else ""
-    # `detectors`: the set when it is not the whole setup, and/or " with --watermark never"
-    which = (f" for the detectors {detectors}" if not detectors.startswith(" ") else detectors) if detectors else ""
+    which = (f" for the detectors {detectors}" if detectors else "") + label
     return (f"runtime: {c.get('runtime')} {c.get('dtype')}{how}, verified by `aiidetect optimize` on {n} "
             f"images{which}: "
             f"{100 * (c.get('worst_changed_share') or 0.0):.1f}% verdicts changed, "

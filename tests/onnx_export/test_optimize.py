@@ -1016,3 +1016,38 @@ def test_fused_without_the_watermark_is_what_watermark_never_gives():
         got = fuse(opt._without_watermark({"metadata": auto, "linear:p": head}))
         want = fuse({"metadata": never, "linear:p": head})
         assert (got.verdict, got.p_ai) == (want.verdict, want.p_ai), p
+
+
+def test_scan_with_other_metadata_evidence_is_not_served_the_default_decision(tmp_path, monkeypatch):
+    """optimize fuses with the metadata detector's defaults. The library's `extra={"c2pa": False}` drops
+    the C2PA evidence, a signed AI declaration among it (decisive, like a watermark match): the heads then
+    decide that file, int8 shifts and all, and no stored record can be re-fused into that (the XMP claims
+    counted once with the manifest's come back). Such a scan runs torch and says why. A watermark value
+    the check reads as `always` (anything but auto and never) is judged as `always`."""
+    from aiidetect import optimize as opt
+
+    ctx, onnx = _stored_onnx_decision(tmp_path, monkeypatch)
+    ctx.options = {"watermark": "auto", "c2pa": False}
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert not fast.use and fast.runtime == "torch"
+    assert "without the C2PA check" in fast.line, fast.line
+    assert opt.choose(ctx, ["linear"]).use  # no metadata detector: nothing of it to leave out
+    ctx.options = {"watermark": "auto", "c2pa": True}
+    assert opt.choose(ctx, ["metadata", "linear"]).use
+    dp = onnx.parent / opt.DECISION
+    d = json.loads(dp.read_text())
+    d["max_delta_p"] = 0.01
+    dp.write_text(json.dumps(d))
+    ctx.options = {"watermark": "ALWAYS"}  # ScanOptions.extra passes it unchecked; the check runs on every size
+    fast = opt.choose(ctx, ["metadata", "linear"])
+    assert not fast.use and "not --watermark always" in fast.line
+
+
+def test_the_verified_line_names_the_set_and_how_it_was_fused():
+    from aiidetect import optimize as opt
+
+    c = {"runtime": "onnx", "dtype": "int8", "worst_changed_share": 0.0, "scan_speedup": 2, "speedup": 3}
+    assert " on 24 images: 0.0%" in opt._verified_line(c, 24)
+    assert " on 24 images with --watermark never: " in opt._verified_line(c, 24, None, " with --watermark never")
+    assert (" on 24 images for the detectors metadata,linear with --watermark never: "
+            in opt._verified_line(c, 24, "metadata,linear", " with --watermark never"))
