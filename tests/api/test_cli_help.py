@@ -72,7 +72,7 @@ def _constant(module: str, name: str):
 def test_the_choices_match_what_the_library_accepts():
     """The commands declare their values without importing the library modules that hold them
     (numpy or torch, which `aiidetect --help` does not load); a value added there must appear here."""
-    from aiidetect.commands import calibrate, common, evaluate, export
+    from aiidetect.commands import bench, calibrate, common, evaluate, export
     from aiidetect.mpft import cli as mpft_cli, explain_cli
 
     def values(enum):
@@ -80,6 +80,7 @@ def test_the_choices_match_what_the_library_accepts():
 
     assert values(export.OnnxVariant) == _constant("aiidetect.onnx_export", "VARIANTS")
     assert values(common.Preprocess) == _constant("aiidetect.preprocess", "MODES")
+    assert set(values(bench.BenchPreprocess)) <= set(_constant("aiidetect.preprocess", "MODES"))  # a subset
     assert values(common.GenImageSplit) == _constant("aiidetect.train.data", "GENIMAGE_SPLITS")
     assert values(calibrate.Method) == _constant("aiidetect.probability", "METHODS")
     assert values(evaluate.Protocol) == _constant("aiidetect.evaluate.protocol", "PROTOCOLS")
@@ -160,7 +161,6 @@ def test_reflow_joins_prose_and_keeps_blocks():
         "Examples:", "  aiidetect c", "  aiidetect d", "",
         "- one item", "- another, said", "  on two lines", "1. first", "2) second", "",
         "\bkept", "as written"]
-
 
 
 def test_docs_list_every_converted_choice():

@@ -88,11 +88,20 @@ def test_fixed_choices_refuse_other_values(args):
     assert args[-2] in r.output
 
 
-def test_shell_completion_is_on():
+@pytest.mark.parametrize("shell, marker", [("bash", "complete -o default -F"), ("zsh", "compdef"),
+                                           ("fish", "complete --command")])
+def test_shell_completion_is_on(shell, marker, monkeypatch):
+    """`--show-completion` is a flag: the shell is the one found among the process's parents, never
+    a word after it (`--show-completion bash` passed only when pytest ran under bash, and failed
+    under sh or a runner with no shell above it). The detection is pinned here, as a user's shell."""
+    import shellingham
+
     names = {o for p in typer.main.get_command(app).params for o in p.opts}
     assert {"--install-completion", "--show-completion"} <= names
-    r = CliRunner().invoke(app, ["--show-completion", "bash"])
-    assert r.exit_code == 0 and "complete" in r.output
+    monkeypatch.delenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", raising=False)
+    monkeypatch.setattr(shellingham, "detect_shell", lambda *a, **k: (shell, f"/bin/{shell}"))
+    r = CliRunner().invoke(app, ["--show-completion"])
+    assert r.exit_code == 0 and marker in r.output, r.output
 
 
 def _all_commands():
