@@ -154,15 +154,19 @@ def undecoded_layout(exc: BaseException | None) -> str | None:
     return None
 
 
+_HEADER_PLUGINS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PSD")
+
+
 def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
     """The error the sniffed format's own Pillow plugin raises on `data`, which Image.open swallows
     into 'cannot identify image file' (it tries the next plugin): the header is read again, never
-    the pixels. None when the plugin opens it or is not Pillow's."""
+    the pixels. None when the plugin opens it or is not one whose header Pillow reads itself (HEIF
+    and AVIF are parsed by libheif and libavif: not twice)."""
     import io
 
     from PIL import Image
 
-    if fmt not in PILLOW_FORMATS:
+    if fmt not in _HEADER_PLUGINS:
         return None
     Image.init()
     opener = Image.OPEN.get(fmt)
