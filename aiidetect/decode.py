@@ -128,6 +128,108 @@ def open_image(data: bytes):
     return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
 
 
+# How Pillow says it has no decoder for a layout it can name, in each plugin aiidetect uses: a lookup in
+# one of its mode or compression tables failing (a KeyError, which ImageFile documents as "unsupported
+# mode": a 16-bit PSD, a 16-bit Lab or float RGB TIFF, a TIFF compressed with JPEG 2000), or a refusal
+# in words (a 12-bit JPEG's "cannot handle 12-bit layers", a BMP's "Unsupported BMP compression (4)",
+# a missing codec's "decoder ... not available").
+_UNDECODED_WORDS = ("unsupported", "not supported", "cannot handle", "unknown pixel mode", "not available")
+
+
+def undecoded_layout(exc: BaseException | None) -> str | None:
+    """What Pillow said when `exc` (a plugin's error, or its cause) is its refusal of a layout it has
+    no decoder for; None for any other failure (a truncated or corrupt file). A file Pillow cannot
+    decode is not therefore corrupt: calling it so ("corrupt header", "cannot be parsed") told a user
+    a valid 16-bit PSD was damaged."""
+    seen = 0
+    while exc is not None and seen < 4:
+        if isinstance(exc, KeyError) and exc.args:
+            return f"its reader has no entry for {exc.args[0]!r}"
+        text = str(exc)
+        if any(w in text.lower() for w in _UNDECODED_WORDS):
+            cause = exc.__cause__
+            key = cause.args[0] if isinstance(cause, KeyError) and cause.args else None
+            return text if key is None or repr(key) in text else f"{text} {key!r}"
+        exc, seen = exc.__cause__, seen + 1
+    return None
+
+
+_HEADER_PLUGINS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PSD")
+
+
+def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
+    """The error the sniffed format's own Pillow plugin raises on `data`, which Image.open swallows
+    into 'cannot identify image file' (it tries the next plugin): the header is read again, never
+    the pixels. None when the plugin opens it or is not one whose header Pillow reads itself (HEIF
+    and AVIF are parsed by libheif and libavif: not twice)."""
+    import io
+
+    from PIL import Image
+
+    if fmt not in _HEADER_PLUGINS:
+        return None
+    Image.init()
+    opener = Image.OPEN.get(fmt)
+    if opener is None:
+        return None
+    try:
+        opener[0](io.BytesIO(data), "").close()
+    except Exception as exc:  # noqa: BLE001 - any plugin error is the answer
+        return exc
+    return None
+
+
+def refused_layout(data: bytes, fmt: str | None, exc: BaseException) -> str | None:
+    """undecoded_layout of an error opening `data`: when Image.open said only 'cannot identify image
+    file', the sniffed format's plugin is asked what it objected to."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return undecoded_layout(_plugin_error(data, fmt)) if fmt else None
+    return undecoded_layout(exc)
+
+
+_PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
+              9: "Lab"}
+_TIFF_PHOTOMETRIC = {0: "greyscale", 1: "greyscale", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
+                     8: "Lab", 9: "ICC Lab", 10: "ITU Lab", 32844: "LogL", 32845: "LogLuv"}
+_TIFF_SAMPLES = {2: "signed ", 3: "float "}
+
+
+def _layout_words(fmt: str, data: bytes) -> str:
+    """'16-bit RGB PSD', '32-bit float RGB TIFF': the layout as its format's header states it, since
+    Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())).
+    Only what the header says; the format's name alone when it says nothing readable."""
+    import struct
+
+    try:
+        if fmt == "PSD" and len(data) >= 26:
+            bits, mode = struct.unpack_from(">HH", data, 22)
+            return f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD"
+        if fmt == "TIFF" and data[:4] in (b"II*\x00", b"MM\x00*"):
+            from .provenance.tiffguard import ifd_table
+
+            e = "<" if data[:2] == b"II" else ">"
+            first = {}
+            for tag, typ, count, at in ifd_table(data, e, struct.unpack_from(e + "I", data, 4)[0]):
+                if tag in (258, 259, 262, 339) and typ == 3 and count >= 1 and tag not in first:
+                    at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
+                    first[tag] = struct.unpack_from(e + "H", data, at)[0]
+            if 258 in first and 262 in first:
+                kind = _TIFF_SAMPLES.get(first.get(339, 1), "")
+                packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
+                return (f"{first[258]}-bit {kind}{_TIFF_PHOTOMETRIC.get(first[262], f'photometric {first[262]}')} "
+                        f"TIFF{packing}")
+    except struct.error:
+        pass
+    return fmt
+
+
+def _undecoded(fmt: str, layout: str, data: bytes) -> DecodeFailure:
+    return DecodeFailure("decode-error", f"Pillow does not decode the pixels of this {_layout_words(fmt, data)} "
+                                         f"({layout}); its metadata is read")
+
+
 def sniff_format(data: bytes) -> str | None:
     for magic, off, name in _MAGIC:
         if data[off:off + len(magic)] == magic:
@@ -427,11 +529,17 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
                                                     "its metadata is read") from exc
             if sniffed:
+                layout = refused_layout(data, sniffed, exc)
+                if layout:
+                    raise _undecoded(sniffed, layout, data) from exc
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_large(exc, limits.max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
+            layout = undecoded_layout(exc)
+            if layout:
+                raise _undecoded(sniffed or "file", layout, data) from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
@@ -466,6 +574,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except MemoryError as exc:
             raise DecodeFailure("too-large", "out of memory while decoding") from exc
         except Exception as exc:  # noqa: BLE001
+            layout = undecoded_layout(exc)
+            if layout:
+                raise _undecoded(fmt, layout, data) from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
 

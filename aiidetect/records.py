@@ -24,7 +24,7 @@ ERROR_CODES = (
     "empty-file",
     "too-large",           # over the byte or pixel limit (decompression bomb guard)
     "unsupported-format",  # bytes are not an image format we decode
-    "decode-error",        # recognised format, but corrupt or truncated
+    "decode-error",        # recognised format, but corrupt, truncated, or in a layout Pillow does not decode
     "internal-error",      # a bug: reported, never hidden
     "bad-stored-record",   # `results export`: a results-store row whose record cannot be read
     "crashed",             # it ended the process reading it (crashguard; a Ray worker each try); not read again

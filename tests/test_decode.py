@@ -330,3 +330,50 @@ def test_corrupt_later_tiff_frame_found_by_fuzzing():
         decode_bytes(bytes(data[:140]))
     except DecodeFailure as e:
         assert e.code == "decode-error"
+
+
+# --- A layout Pillow has no decoder for is not a corrupt file (docs/schema.md "Error codes")
+
+def _refusal(data: bytes) -> str:
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(data)
+    assert exc.value.code == "decode-error"
+    msg = exc.value.message
+    assert "corrupt" not in msg and "cannot be parsed" not in msg, msg
+    return msg
+
+
+def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
+    from PIL import Image
+
+    from aiidetect.testing.hostile import psd, tiff_file
+
+    # Photoshop's 16- and 32-bit documents: Pillow's PSD reader has no mode for them
+    for bits, mode, channels, words in ((16, 3, 3, "16-bit RGB PSD"), (32, 3, 3, "32-bit RGB PSD"),
+                                        (16, 4, 4, "16-bit CMYK PSD"), (16, 9, 3, "16-bit Lab PSD")):
+        msg = _refusal(psd(b"", bits=bits, mode=mode, channels=channels))
+        assert msg.startswith(f"Pillow does not decode the pixels of this {words} (") and "metadata is read" in msg
+    for mode, channels in ((4, 4), (9, 3)):      # 8-bit CMYK and Lab it does decode
+        assert decode_bytes(psd(b"", mode=mode, channels=channels))[1]["format"] == "PSD"
+    # TIFF layouts outside Pillow's table, one mechanism with the PSD's
+    assert "16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 3, 8))
+    assert "32-bit float RGB TIFF (unknown pixel mode" in _refusal(tiff_file(32, 3, 2, sample_format=3))
+    assert "(compression 34712) (its reader has no entry for 34712)" in _refusal(tiff_file(8, 3, 2, compression=34712))
+    # a 12-bit JPEG (Pillow's JPEG reader takes 8-bit samples only) and a BMP compression it lacks
+    j = bytearray(jpeg_bytes(noise_rgb(16, 16)))
+    j[j.index(b"\xff\xc0") + 4] = 12
+    assert "this JPEG (cannot handle 12-bit layers)" in _refusal(bytes(j))
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    struct.pack_into("<I", bmp, 30, 4)
+    assert "this BMP (Unsupported BMP compression (4))" in _refusal(bytes(bmp))
+    # and a damaged file is still called so
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(psd(b"")[:30])
+    assert exc.value.message == "PSD header present but the file cannot be parsed"
+    data = bytearray(psd(b""))
+    struct.pack_into(">H", data, 12, 1)           # one channel where RGB needs three
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(bytes(data))
+    assert "Pillow does not decode" not in exc.value.message

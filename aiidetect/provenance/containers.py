@@ -122,7 +122,7 @@ def walk(data: bytes) -> Blobs:
             # page of millions (the EXIF readers get their own check).
             chk = check_tiff(data, pages=False)
             if chk.ok:
-                _walk_with_pillow(data, b)
+                _walk_tiff_with_pillow(data, b)
             else:
                 b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
@@ -545,6 +545,42 @@ def _walk_with_pillow(data: bytes, b: Blobs) -> None:
 
     with quiet_warnings():  # corrupt-tag warnings; failures are recorded by the caller
         _pillow_info(open_image(data), b)
+
+
+def _walk_tiff_with_pillow(data: bytes, b: Blobs) -> None:
+    """A TIFF whose pixel layout Pillow has no decoder for (16-bit Lab, float RGB, JPEG 2000 inside)
+    is refused at open, and its XMP and size with it: they are read from IFD0 here instead, and the
+    refusal is not a malformed file."""
+    from ..decode import refused_layout
+
+    try:
+        _walk_with_pillow(data, b)
+    except Exception as exc:  # noqa: BLE001 - the same as walk's, unless Pillow refused the layout
+        if refused_layout(data, "TIFF", exc) is None:
+            raise
+        _tiff_ifd0(data, b)
+
+
+def _tiff_ifd0(data: bytes, b: Blobs) -> None:
+    """Size (256, 257) and XMP (700) of a TIFF's IFD0, read from its entries as _tiff_iptc reads IIM."""
+    from .tiffguard import ifd_table
+
+    if len(data) < 8:
+        return
+    e = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(e + "I", data[4:8])
+    size: dict[int, int] = {}
+    for tag, typ, count, at in ifd_table(data, e, ifd):
+        if tag in (256, 257) and count == 1 and typ in (3, 4) and tag not in size:
+            size[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), data, at)[0]
+        elif tag == 700 and typ in (1, 7) and not b.xmp:
+            off = at if count <= 4 else struct.unpack_from(e + "I", data, at)[0]
+            if off + count > len(data):     # (the XMP reader caps what it parses)
+                b.errors.append(f"TIFF: XMP tag of {count} bytes at offset {off} is past the file; not read")
+                continue
+            b.xmp.append((data[off:off + count], "TIFF XMP"))
+    if 256 in size and 257 in size:
+        b.width, b.height = size[256], size[257]
 
 
 def _pillow_info(im, b: Blobs) -> None:

@@ -90,12 +90,21 @@ def resources(irb: bytes, where: str) -> tuple[list[tuple[bytes, str]], list[str
     return [(data, where) for _rid, data in found], errors
 
 
+# What the resources the readers take hold: a walk's error about one of them names it, one about the
+# walk names the image resource block. All used to start "IPTC", also for a PSD's broken EXIF or XMP.
+_HOLDS = {IIM_RESOURCE: "IPTC", EXIF_RESOURCE: "EXIF", XMP_RESOURCE: "XMP"}
+
+
+def _block(where: str, rtype: bytes = b"", rid: int | None = None) -> str:
+    return f"{_HOLDS.get(rid, 'Image resources') if rtype == b'8BIM' else 'Image resources'} ({where})"
+
+
 def resource_data(irb: bytes, where: str, ids) -> tuple[list[tuple[int, bytes]], list[str]]:
     """Walk 8BIM resources (type 4, id 2, Pascal name padded to even, size 4, data padded to even)
     and return (id, data) of each resource whose id is in `ids`."""
     errors: list[str] = []
     if len(irb) > MAX_IRB_BYTES:
-        errors.append(f"IPTC ({where}): image resources of {len(irb)} bytes; the first {MAX_IRB_BYTES} read")
+        errors.append(f"{_block(where)}: image resources of {len(irb)} bytes; the first {MAX_IRB_BYTES} read")
         irb = irb[:MAX_IRB_BYTES]
     out: list[tuple[int, bytes]] = []
     pos, n = 0, len(irb)
@@ -109,12 +118,17 @@ def resource_data(irb: bytes, where: str, ids) -> tuple[list[tuple[int, bytes]],
             if nonzero and irb[nonzero.start():nonzero.start() + 4] in _TYPES:
                 pos = nonzero.start()
         if irb[pos:pos + 4] in _TYPES and pos + 7 > n:
-            errors.append(f"IPTC ({where}): image resource truncated in its header at offset {pos}")
+            if pos + 6 <= n:    # its id is there: the error is that resource's
+                rid = int.from_bytes(irb[pos + 4:pos + 6], "big")
+                errors.append(f"{_block(where, irb[pos:pos + 4], rid)}: resource 0x{rid:04X} truncated in its "
+                              f"header at offset {pos}")
+            else:
+                errors.append(f"{_block(where)}: image resource truncated in its header at offset {pos}")
             return out, errors
         if irb[pos:pos + 4] not in _TYPES:
             # Trailing zero padding is common; anything else is a broken block.
             if irb[pos:].strip(b"\x00"):
-                errors.append(f"IPTC ({where}): no image resource at offset {pos}; the rest not read")
+                errors.append(f"{_block(where)}: no image resource at offset {pos}; the rest not read")
             return out, errors
         rtype = irb[pos:pos + 4]
         rid = int.from_bytes(irb[pos + 4:pos + 6], "big")
@@ -122,13 +136,13 @@ def resource_data(irb: bytes, where: str, ids) -> tuple[list[tuple[int, bytes]],
         head = 6 + 1 + name_len
         head += head & 1
         if pos + head + 4 > n:
-            errors.append(f"IPTC ({where}): resource 0x{rid:04X} truncated in its header")
+            errors.append(f"{_block(where, irb[pos:pos + 4], rid)}: resource 0x{rid:04X} truncated in its header")
             return out, errors
         size = int.from_bytes(irb[pos + head:pos + head + 4], "big")
         start = pos + head + 4
         end = start + size
         if end > n:
-            errors.append(f"IPTC ({where}): resource 0x{rid:04X} of {size} bytes overruns the block "
+            errors.append(f"{_block(where, rtype, rid)}: resource 0x{rid:04X} of {size} bytes overruns the block "
                           f"({n - start} left)")
             end = n
         if rtype == b"8BIM" and rid in ids:
@@ -139,7 +153,7 @@ def resource_data(irb: bytes, where: str, ids) -> tuple[list[tuple[int, bytes]],
         if size & 1 and (irb[pos:pos + 1] == b"\x00" or irb[pos + 1:pos + 5] in _TYPES):
             pos += 1
     if pos < n:
-        errors.append(f"IPTC ({where}): more than {MAX_RESOURCES} image resources; the rest not read")
+        errors.append(f"{_block(where)}: more than {MAX_RESOURCES} image resources; the rest not read")
     return out, errors
 
 

@@ -11,8 +11,9 @@ same weight as a camera. Here the note has to look like what its maker writes:
   with the IFD behind it parsing, and that maker the EXIF Make's (or one known to
   build that maker's cameras, such as Casio for some Pentax, Panasonic for Leica);
 - a headerless IFD (Canon, most Nikon Coolpix, Minolta, Samsung, Sony ARW, DJI
-  ...) that parses: at least MIN_ENTRIES entries, every entry of a TIFF type, and
-  values that fit, together, in the block they must live in;
+  ...) that parses: at least MIN_ENTRIES entries, every entry of a TIFF type (null entries
+  after the real ones are padding, counted toward nothing), and values that fit, together, in the
+  block they must live in;
 - for a Make whose formats are not all known here (Kodak, Ricoh's text notes,
   trail cameras, rebadged compacts...), a note that is neither blank nor looks
   like random bytes (printable text, or data that compresses as firmware records
@@ -52,6 +53,11 @@ MAX_ENTRIES = 1000          # a note's IFD; camera notes hold ~10-300 entries
 # CameraInfo). The one- and two-entry stubs a tool or forger pastes (one entry, 14 bytes) are refused.
 MIN_ENTRIES = 3
 COMPRESS_BYTES = 65536      # read by the randomness test
+# The TIFF 6.0 types (BYTE ... IFD) are the only ones a maker note's entries hold. Kept after EXIF 3.0
+# added UTF-8 (129) and BigTIFF LONG8/SLONG8/IFD8 (16-18): no maker note format exiftool documents
+# uses them, and its own scan for a maker note's IFD refuses any type outside 1-13; 14 (Unicode) and
+# 15 (complex) appear only in the DNG SDK. Each type let in is a chance more for random bytes to parse.
+_LAST_TYPE = 13
 MIN_OPAQUE = 4              # shorter opaque notes tell nothing
 _LEICA_TRAILER = b"LEICA\x00"   # the header a Leica JPEG trailer note starts with
 # What classify reads of a note with a header: the header and an IFD of MAX_ENTRIES entries.
@@ -308,9 +314,11 @@ def _layout_entries(note: bytes, layout: tuple, room: int, order: str) -> int:
 
 
 def _ifd_entries(note: bytes, start: int, e: str, room: int) -> int:
-    """How many entries the IFD at note[start:] has when it parses, else 0: 1..MAX_ENTRIES entries,
-    all inside the note, each of a TIFF type, and the values too long for their entries no larger,
-    together, than `room` (the TIFF block they must live in: a count no block could hold is junk).
+    """How many real entries the IFD at note[start:] has when it parses, else 0: 1..MAX_ENTRIES
+    entries, all inside the note, each of a TIFF type (1-13) except zero padding after the real
+    ones (type 0, count 0, as exiftool accepts it), and the values too long for their entries no
+    larger, together, than `room` (the TIFF block they must live in: a count no block could hold
+    is junk).
 
     Where the value offsets point is not looked at (module docstring): an Olympus C-720 stores its
     note's values elsewhere in the block, Canon notes rewritten by editors declare a length shorter
@@ -321,14 +329,22 @@ def _ifd_entries(note: bytes, start: int, e: str, room: int) -> int:
     n = struct.unpack_from(e + "H", note, start)[0]
     if not 1 <= n <= MAX_ENTRIES or start + 2 + 12 * n > len(note):
         return 0
-    far = 0
+    far = real = 0
+    padded = False
     for _tag, typ, count, _at in ifd_table(note, e, start, MAX_ENTRIES):
-        if not 1 <= typ <= 13:
-            return 0
+        if typ == 0 and count == 0 and real:
+            # Zero padding after the real entries: exiftool reads such notes ("some manufacturers
+            # pad with null entries"), and refusing them took the camera weight from the photo.
+            # Padding counts toward nothing, so it cannot help a stub past MIN_ENTRIES.
+            padded = True
+            continue
+        if padded or not 1 <= typ <= _LAST_TYPE:
+            return 0    # a real entry after padding, or no TIFF type: not an IFD a camera wrote
         size = count * TYPE_SIZE[typ]
         if size > 4:
             far += size
-    return n if far <= room else 0
+        real += 1
+    return real if far <= room else 0
 
 
 def _opaque(note: bytes) -> str:

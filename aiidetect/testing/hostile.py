@@ -119,11 +119,39 @@ def raw_profile_chunk(name: str, blob: bytes | None = None, text: str | None = N
     return png_chunk(ctype, key + b"\x00" + body)
 
 
-def psd(resources: bytes, w: int = 8, h: int = 8) -> bytes:
-    """A minimal 8-bit RGB Photoshop file (Pillow decodes it) with these image resources."""
-    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, h, w, 8, 3)
+def psd(resources: bytes, w: int = 8, h: int = 8, bits: int = 8, mode: int = 3, channels: int = 3) -> bytes:
+    """A minimal Photoshop file with these image resources: 8-bit RGB by default (Pillow decodes it);
+    bits/mode/channels for the layouts Photoshop writes and Pillow does not decode (16-bit RGB: 16, 3, 3)."""
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", channels, h, w, bits, mode)
     return (head + struct.pack(">I", 0) + struct.pack(">I", len(resources)) + resources + struct.pack(">I", 0)
-            + struct.pack(">H", 0) + bytes(3 * w * h))
+            + struct.pack(">H", 0) + bytes(channels * w * h * max(bits, 8) // 8))
+
+
+def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1, compression: int = 1,
+              extra: list[tuple[int, int, bytes]] = (), w: int = 8, h: int = 6) -> bytes:
+    """A one-strip little-endian TIFF in any layout, Pillow's or not (16-bit Lab: 16, 3, 8; float
+    RGB: 32, 3, 2, 3), zero pixels; extra: (tag, type, value bytes) entries such as XMP (700, 1, packet)."""
+    data = bytes(w * h * samples * max(bits, 8) // 8)
+    per_sample = lambda v: struct.pack(f"<{samples}H", *[v] * samples)   # noqa: E731
+    tags = [(256, 3, struct.pack("<H", w)), (257, 3, struct.pack("<H", h)), (258, 3, per_sample(bits)),
+            (259, 3, struct.pack("<H", compression)), (262, 3, struct.pack("<H", photometric)),
+            (273, 4, b"DATA"), (277, 3, struct.pack("<H", samples)), (278, 3, struct.pack("<H", h)),
+            (279, 4, struct.pack("<I", len(data))), (339, 3, per_sample(sample_format)), *extra]
+    tags.sort(key=lambda t: t[0])
+    size = {1: 1, 3: 2, 4: 4, 7: 1}
+    tail_at = 8 + 2 + 12 * len(tags) + 4
+    ifd, tail = struct.pack("<H", len(tags)), b""
+    values_len = sum(len(v) + (len(v) & 1) for _, _, v in tags if len(v) > 4)
+    for tag, typ, value in tags:
+        if value == b"DATA":
+            value = struct.pack("<I", tail_at + values_len)
+        count = len(value) // size[typ]
+        if len(value) > 4:
+            field, tail = struct.pack("<I", tail_at + len(tail)), tail + value + b"\x00" * (len(value) & 1)
+        else:
+            field = value.ljust(4, b"\x00")
+        ifd += struct.pack("<HHI", tag, typ, count) + field
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + tail + data
 
 
 def bomb_png(width: int, height: int) -> bytes:

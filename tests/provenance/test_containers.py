@@ -63,3 +63,25 @@ def test_webp_walk_never_yields_more_than_the_file(chunks):
     body = b"WEBP" + b"".join(f + struct.pack("<I", size) + payload for f, size, payload in chunks)
     data = b"RIFF" + struct.pack("<I", len(body)) + body
     assert blob_bytes(containers.walk(data)) <= len(data)
+
+
+def test_a_tiff_in_a_layout_pillow_does_not_decode_keeps_its_xmp_and_size():
+    """Pillow refuses such a TIFF at open, which took its XMP (tag 700, read through Pillow) and
+    reported a malformed file: 'cannot identify image file'."""
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import tiff_file
+
+    packet = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+              '<rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+              'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/'
+              'trainedAlgorithmicMedia"/></rdf:RDF></x:xmpmeta>').encode()
+    for layout in ((16, 3, 8), (32, 3, 2, 3)):             # 16-bit Lab, 32-bit float RGB
+        data = tiff_file(*layout, extra=[(700, 1, packet)], w=12, h=10)
+        b = containers.walk(data)
+        assert (b.width, b.height) == (12, 10) and b.errors == []
+        assert [where for _, where in b.xmp] == ["TIFF XMP"]
+        ids = {e.id for e in analyze(data, "x.tif", options={"watermark": "never"}).evidence}
+        assert "xmp.ai-source-type" in ids and "metadata.malformed" not in ids, ids
+    # a TIFF Pillow does open is read through Pillow as before
+    b = containers.walk(tiff_file(8, 3, 2, extra=[(700, 1, packet)]))
+    assert b.errors == [] and len(b.xmp) == 1

@@ -265,8 +265,10 @@ def test_structured_blocks_never_break_analyze(datasets, pad, cut):
             raw += b"\x1c" + bytes([rec, ds]) + b"\x80\x04\xff\xff\xff\xff" + val
     irb = resource(0x0401, b"odd", pad=pad) + resource(0x0404, raw)
     rep = _run(jpeg(app13(irb[:len(irb) - cut] if cut < len(irb) else irb)))
-    # read, or said why not (a cut that takes the whole IIM resource leaves nothing to say)
-    assert "iptc" in rep.facts or any("IPTC" in e for e in rep.errors) or cut >= len(raw) + 12
+    # read, or said why not (a cut that takes the whole IIM resource leaves nothing to say; one that
+    # leaves less than its id is the image resource block's error: nothing there names IPTC)
+    assert "iptc" in rep.facts or any("IPTC" in e for e in rep.errors) or cut >= len(raw) + 12 or any(
+        e.startswith("Image resources (JPEG APP13): ") for e in rep.errors)
 
 
 def test_the_dev_files_read_as_pillow_reads_them(dev_dir):
@@ -359,3 +361,21 @@ def test_windows_punctuation_reads_as_written_and_c1_controls_are_dropped():
     assert f["caption"] == "\u201cQuoted\u201d \u2013 \u20ac 5  end"
     g = _run(with_iim(iim(charset=b"\x1b%G", caption="a\u009b31mb\x7fc"))).facts["iptc"][0]
     assert g["caption"] == "a31mbc"
+
+
+def test_a_resource_walk_error_names_the_block_it_concerns():
+    # A PSD's broken EXIF or XMP resource was reported as "IPTC (PSD): ...".
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import psd
+
+    exif = resource(0x0422, b"II*\x00" + bytes(200))
+    assert walk(psd(exif[:-100])).errors == ["EXIF (PSD): resource 0x0422 of 204 bytes overruns the block (104 left)"]
+    xmp = resource(0x0424, b"<x:xmpmeta/>" * 20)
+    assert walk(psd(xmp[:-40])).errors == ["XMP (PSD): resource 0x0424 of 240 bytes overruns the block (200 left)"]
+    iim = resource(0x0404, dataset(2, 80, b"Jane Doe"))
+    assert walk(psd(iim[:-4])).errors == ["IPTC (PSD): resource 0x0404 of 13 bytes overruns the block (10 left)"]
+    # the walk itself, and resources no reader takes, are the image resource block's
+    assert walk(psd(xmp + b"JUNK")).errors == [f"Image resources (PSD): no image resource at offset {len(xmp)}; "
+                                               "the rest not read"]
+    assert walk(psd(resource(0x03ED, bytes(16))[:-8])).errors == [
+        "Image resources (PSD): resource 0x03ED of 16 bytes overruns the block (8 left)"]

@@ -458,3 +458,31 @@ def test_the_exif_block_of_a_trailer_note_is_sought_near_the_files_start_only(mo
         # the entry's offset counts from the TIFF header, which the padding moves too
         f = read_exif(tiff, "JPEG APP1", data[:2] + pad + data[2:])
         assert (f.makernote.status if f.makernote else None) == status, junk
+
+
+# --- Zero padding after the real entries (exiftool: "some manufacturers pad with null entries")
+
+PAD = (0x0000, 0, 0, b"")
+
+
+def test_a_note_padded_with_null_entries_after_its_real_ones_keeps_the_camera_weight():
+    note = tiff_ifd(FOUR_SHORTS + [PAD] * 3)
+    cam, rep = _camera("Canon", note)
+    assert cam.strength == 1.6, cam.detail
+    assert rep.facts["exif"]["makernote"] == {"status": "own", "format": "headerless IFD", "bytes": len(note)}
+    nikon = b"Nikon\x00\x02\x10\x00\x00MM\x00*" + struct.pack(">I", 8) + tiff_ifd(FOUR_SHORTS[:3] + [PAD], ">")
+    assert makernote.classify(nikon, "NIKON").status == "own"
+
+
+def test_padding_is_no_entry_and_never_sits_among_real_ones():
+    c = makernote.classify
+    # padding does not count toward the minimum: two real entries stay a stub
+    m = c(tiff_ifd(FOUR_SHORTS[:2] + [PAD] * 4), "Canon")
+    assert m.status == "unrecognised" and "an IFD of 2 entries" in m.reason, m
+    # a type-0 entry between real entries, or a note of padding only, is no camera's IFD
+    assert c(tiff_ifd(FOUR_SHORTS[:2] + [PAD] + FOUR_SHORTS[2:]), "Canon").status == "unrecognised"
+    assert c(tiff_ifd([PAD] * 4), "Canon").status == "unrecognised"
+    # type 0 with a count, or a type EXIF 3.0 / BigTIFF / the DNG SDK added, is not padding either
+    for typ, count in ((0, 1), (14, 1), (15, 1), (16, 1), (17, 1), (18, 1), (129, 4)):
+        m = c(tiff_ifd(FOUR_SHORTS + [(0x0009, typ, count, bytes(4))]), "Canon")
+        assert m.status == "unrecognised", (typ, m)
