@@ -198,6 +198,29 @@ def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
     assert "marker segments" in e.value.message
 
 
+@pytest.mark.parametrize("stray", [b"\x00", b"\xff\x00", b"\xff\xe1\x00\x00", b"\xfe" * 3, b"\xff\xfe\x00\x01"],
+                         ids=["byte", "stuffed-zero", "APP1-length-0", "bytes", "COM-length-1"])
+def test_stray_bytes_between_segments_do_not_carry_a_scan_bomb_past_the_check(stray):
+    """libjpeg and Pillow skip stray bytes between marker segments (and an APPn or COM of length 0 or 1):
+    the structure walk gave up on them, and one such byte let 1,000 scans through (4.8 s at 2048x2048,
+    41 s at 8192x8192). A real file with them still decodes."""
+    from PIL import Image
+
+    from aiidetect.decode import jpeg_scan_problem
+    from aiidetect.testing.hostile import jpeg_scan_bomb
+
+    def insert(data: bytes, before: bytes) -> bytes:
+        i = data.index(before)
+        return data[:i] + stray + data[i:]
+
+    bomb = jpeg_scan_bomb(64, 64, 1000)
+    for before in (b"\xff\xdb", b"\xff\xda"):   # ahead of the tables, ahead of the first scan
+        assert "scans pass over the image" in (jpeg_scan_problem(insert(bomb, before)) or "")
+    b = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(b, "JPEG", progressive=True)
+    assert decode_bytes(insert(b.getvalue(), b"\xff\xdb"))[1]["width"] == 64
+
+
 def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
     private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""
