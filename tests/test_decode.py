@@ -234,6 +234,23 @@ def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     assert e.value.code == "decode-error" and "chunks" in e.value.message
 
 
+def test_a_psd_named_on_the_command_line_is_decoded_and_its_declared_size_checked():
+    """PSD is among the formats Pillow may open (decode.PILLOW_FORMATS): its composite is the picture. A
+    PSD claiming 30000x30000 is `too-large` from its header, before any pixel is read."""
+    from aiidetect.testing.hostile import psd
+
+    w, h = 6, 4
+    data = psd(b"", w, h)
+    planes = bytes(range(w * h)) + bytes(200 - i for i in range(w * h)) + bytes([7]) * (w * h)  # R, G, B
+    img, info = decode_bytes(data[:-3 * w * h] + planes)
+    assert (info["format"], img.size) == ("PSD", (w, h))
+    assert np.asarray(img)[1, 2].tolist() == [8, 192, 7]
+    huge = data[:14] + struct.pack(">II", 30000, 30000) + data[22:]
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(huge)
+    assert e.value.code == "too-large"
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
