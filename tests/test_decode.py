@@ -258,6 +258,7 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     hand such a file to Pillow. A small BigTIFF still decodes."""
     from PIL import TiffImagePlugin
 
+    from aiidetect.decode import identify
     from aiidetect.provenance import analyze
     from aiidetect.provenance.tiffguard import MAX_FILE_ENTRIES, MAX_STRIPS
     from aiidetect.testing.hostile import tiff_many_strips, tiff_pages_of_entries
@@ -271,6 +272,8 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
             decode_bytes(data)
         assert e.value.code == "decode-error" and "strips (over" in e.value.message
         analyze(data)
+    assert opened == []
+    identify(tiff_many_strips(MAX_STRIPS + 1, big=True))   # `meta`: a BigTIFF is a TIFF, not opened to find so
     assert opened == []
     bigtiff_entries = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 65535) + bytes(20 * 65535 + 8)
     with pytest.raises(DecodeFailure) as e:
