@@ -251,6 +251,29 @@ def test_a_psd_named_on_the_command_line_is_decoded_and_its_declared_size_checke
     assert e.value.code == "too-large"
 
 
+@pytest.mark.parametrize("e", ["<", ">"])
+@pytest.mark.parametrize("ptr_type", [4, 13, 16, 18])   # LONG, IFD, LONG8, IFD8
+def test_bigtiff_entries_read_at_their_own_value_field(e, ptr_type):
+    """A BigTIFF entry is tag, type, an 8-byte count and an 8-byte value field (classic: 4 and 4): the
+    check reads an inline SHORT and a sub-IFD pointer (4 or 8 bytes, by type) from byte 12 of the entry.
+    Here the EXIF sub-IFD is over the entry cap, so the check refuses only if it found it."""
+    from aiidetect.provenance.tiffguard import MAX_ENTRIES, check_tiff
+
+    def entry(tag, typ, value, size):
+        return struct.pack(e + "HHQ", tag, typ, 1) + struct.pack(e + {2: "H", 4: "I", 8: "Q"}[size], value).ljust(8, b"\0")
+
+    sub_at = 16 + 8 + 20 * 2 + 8
+    ifd0 = (struct.pack(e + "Q", 2) + entry(0x0112, 3, 3, 2)
+            + entry(0x8769, ptr_type, sub_at, 8 if ptr_type in (16, 18) else 4) + struct.pack(e + "Q", 0))
+    head = (b"II+\x00" if e == "<" else b"MM\x00+") + struct.pack(e + "HHQ", 8, 0, 16)
+    sub = struct.pack(e + "Q", MAX_ENTRIES + 1) + entry(0x9000, 7, 0, 4) * (MAX_ENTRIES + 1) + struct.pack(e + "Q", 0)
+    chk = check_tiff(head + ifd0 + sub)
+    assert chk.orientation == 3
+    assert not chk.ok and f"{MAX_ENTRIES + 1} entries" in chk.problem
+    fine = check_tiff(head + ifd0 + struct.pack(e + "Q", 1) + entry(0x9000, 7, 0, 4) + struct.pack(e + "Q", 0))
+    assert fine.ok and fine.ifds == 2 and fine.orientation == 3
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
