@@ -244,7 +244,11 @@ def identify(data: bytes) -> None:
     """Raise `unsupported-format` for bytes that are no image format at all, reading headers only
     (as decoding would find; `meta`, which decodes no pixels, asks this). A known format with a
     broken header passes: its metadata can still be read."""
-    if sniff_format(data) is not None:
+    from .provenance.tiffguard import BIGTIFF_MAGIC
+
+    # A BigTIFF is a TIFF: Pillow's open of one sets up a Python tile per strip before any check
+    # (4 M strips, 40 MB: 32 s and 1.5 GB for `meta`), and the decoder vets its IFDs itself.
+    if sniff_format(data) is not None or data[:4] in BIGTIFF_MAGIC:
         return
     from PIL import UnidentifiedImageError
 
@@ -416,8 +420,9 @@ _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}        # RSTn, TEM: no 
 
 def jpeg_scan_problem(data: bytes) -> str | None:
     """Why a JPEG's scans would cost more than JPEG_MAX_COVERAGE passes over its image, or None.
-    Walks the first image's marker segments (lengths, not bytes; entropy-coded data skipped with one
-    regular-expression search per scan); anything it cannot follow is left for the decoder to refuse."""
+    Walks the first image's marker segments (lengths, not bytes; entropy-coded data and stray bytes
+    between segments skipped with one regular-expression search each, as the decoders skip them);
+    anything it cannot follow is left for the decoder to refuse."""
     import re
 
     next_marker = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -425,8 +430,14 @@ def jpeg_scan_problem(data: bytes) -> str | None:
     # in units of 1/total of a pass: integers, so the limit is exact
     total, passed, scans, segments, pos, n = 0, 0, 0, 0, 2, len(data)
     while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None
+        if data[pos] != 0xFF or data[pos + 1] == 0x00:
+            # Bytes between segments: libjpeg and Pillow skip them to the next marker, and so does this
+            # walk (giving up here let one stray byte carry a scan bomb past it).
+            found = next_marker.search(data, pos + 1)
+            if found is None:
+                return None
+            pos = found.start()
+            continue
         m = data[pos + 1]
         if m == 0xFF:
             pos += 1
@@ -441,7 +452,9 @@ def jpeg_scan_problem(data: bytes) -> str | None:
             continue
         length = (data[pos + 2] << 8) | data[pos + 3]
         if length < 2:
-            return None
+            # libjpeg skips an APPn or COM of length 0 or 1 as one of 2 (Pillow too); elsewhere it stops
+            pos += 4
+            continue
         if m in _JPEG_SOF:
             body = data[pos + 4:pos + 2 + length]
             # each component's share of the blocks: its horizontal times vertical sampling factor

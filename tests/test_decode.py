@@ -198,6 +198,29 @@ def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
     assert "marker segments" in e.value.message
 
 
+@pytest.mark.parametrize("stray", [b"\x00", b"\xff\x00", b"\xff\xe1\x00\x00", b"\xfe" * 3, b"\xff\xfe\x00\x01"],
+                         ids=["byte", "stuffed-zero", "APP1-length-0", "bytes", "COM-length-1"])
+def test_stray_bytes_between_segments_do_not_carry_a_scan_bomb_past_the_check(stray):
+    """libjpeg and Pillow skip stray bytes between marker segments (and an APPn or COM of length 0 or 1):
+    the structure walk gave up on them, and one such byte let 1,000 scans through (4.8 s at 2048x2048,
+    41 s at 8192x8192). A real file with them still decodes."""
+    from PIL import Image
+
+    from aiidetect.decode import jpeg_scan_problem
+    from aiidetect.testing.hostile import jpeg_scan_bomb
+
+    def insert(data: bytes, before: bytes) -> bytes:
+        i = data.index(before)
+        return data[:i] + stray + data[i:]
+
+    bomb = jpeg_scan_bomb(64, 64, 1000)
+    for before in (b"\xff\xdb", b"\xff\xda"):   # ahead of the tables, ahead of the first scan
+        assert "scans pass over the image" in (jpeg_scan_problem(insert(bomb, before)) or "")
+    b = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(b, "JPEG", progressive=True)
+    assert decode_bytes(insert(b.getvalue(), b"\xff\xdb"))[1]["width"] == 64
+
+
 def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
     private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""
@@ -211,6 +234,46 @@ def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     assert e.value.code == "decode-error" and "chunks" in e.value.message
 
 
+def test_a_psd_named_on_the_command_line_is_decoded_and_its_declared_size_checked():
+    """PSD is among the formats Pillow may open (decode.PILLOW_FORMATS): its composite is the picture. A
+    PSD claiming 30000x30000 is `too-large` from its header, before any pixel is read."""
+    from aiidetect.testing.hostile import psd
+
+    w, h = 6, 4
+    data = psd(b"", w, h)
+    planes = bytes(range(w * h)) + bytes(200 - i for i in range(w * h)) + bytes([7]) * (w * h)  # R, G, B
+    img, info = decode_bytes(data[:-3 * w * h] + planes)
+    assert (info["format"], img.size) == ("PSD", (w, h))
+    assert np.asarray(img)[1, 2].tolist() == [8, 192, 7]
+    huge = data[:14] + struct.pack(">II", 30000, 30000) + data[22:]
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(huge)
+    assert e.value.code == "too-large"
+
+
+@pytest.mark.parametrize("e", ["<", ">"])
+@pytest.mark.parametrize("ptr_type", [4, 13, 16, 18])   # LONG, IFD, LONG8, IFD8
+def test_bigtiff_entries_read_at_their_own_value_field(e, ptr_type):
+    """A BigTIFF entry is tag, type, an 8-byte count and an 8-byte value field (classic: 4 and 4): the
+    check reads an inline SHORT and a sub-IFD pointer (4 or 8 bytes, by type) from byte 12 of the entry.
+    Here the EXIF sub-IFD is over the entry cap, so the check refuses only if it found it."""
+    from aiidetect.provenance.tiffguard import MAX_ENTRIES, check_tiff
+
+    def entry(tag, typ, value, size):
+        return struct.pack(e + "HHQ", tag, typ, 1) + struct.pack(e + {2: "H", 4: "I", 8: "Q"}[size], value).ljust(8, b"\0")
+
+    sub_at = 16 + 8 + 20 * 2 + 8
+    ifd0 = (struct.pack(e + "Q", 2) + entry(0x0112, 3, 3, 2)
+            + entry(0x8769, ptr_type, sub_at, 8 if ptr_type in (16, 18) else 4) + struct.pack(e + "Q", 0))
+    head = (b"II+\x00" if e == "<" else b"MM\x00+") + struct.pack(e + "HHQ", 8, 0, 16)
+    sub = struct.pack(e + "Q", MAX_ENTRIES + 1) + entry(0x9000, 7, 0, 4) * (MAX_ENTRIES + 1) + struct.pack(e + "Q", 0)
+    chk = check_tiff(head + ifd0 + sub)
+    assert chk.orientation == 3
+    assert not chk.ok and f"{MAX_ENTRIES + 1} entries" in chk.problem
+    fine = check_tiff(head + ifd0 + struct.pack(e + "Q", 1) + entry(0x9000, 7, 0, 4) + struct.pack(e + "Q", 0))
+    assert fine.ok and fine.ifds == 2 and fine.orientation == 3
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
@@ -218,6 +281,7 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     hand such a file to Pillow. A small BigTIFF still decodes."""
     from PIL import TiffImagePlugin
 
+    from aiidetect.decode import identify
     from aiidetect.provenance import analyze
     from aiidetect.provenance.tiffguard import MAX_FILE_ENTRIES, MAX_STRIPS
     from aiidetect.testing.hostile import tiff_many_strips, tiff_pages_of_entries
@@ -232,6 +296,8 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
         assert e.value.code == "decode-error" and "strips (over" in e.value.message
         analyze(data)
     assert opened == []
+    identify(tiff_many_strips(MAX_STRIPS + 1, big=True))   # `meta`: a BigTIFF is a TIFF, not opened to find so
+    assert opened == []
     bigtiff_entries = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 65535) + bytes(20 * 65535 + 8)
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(bigtiff_entries)
@@ -240,6 +306,11 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(tiff_pages_of_entries(MAX_FILE_ENTRIES // 1000 + 1))
     assert f"more than {MAX_FILE_ENTRIES} IFD entries" in e.value.message
+    # ... at a size real stacks stay under: every page a writer's 9 to 20 entries (an 8,000-page stack of
+    # 13 decoded in 2 s, and was refused at a cap of 100,000)
+    from aiidetect.provenance.tiffguard import MAX_PAGES, check_tiff
+
+    assert check_tiff(tiff_pages_of_entries(MAX_PAGES, 25), max_total_entries=MAX_FILE_ENTRIES).ok
 
 
 def test_byte_limit(zoo):

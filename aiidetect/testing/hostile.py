@@ -429,7 +429,7 @@ def gif_tiny_frames(n: int = 12_000, w: int = 2, h: int = 2) -> bytes:
     return bytes(out) + frame * n + b"\x3b"
 
 
-def tiff_pages_of_entries(pages: int = 101, entries: int = 1000) -> bytes:
+def tiff_pages_of_entries(pages: int = 251, entries: int = 1000) -> bytes:
     """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap:
     10,000 pages of 1,000 (120 MB) kept the decoder's IFD check busy for 3.6 s."""
     out = bytearray(b"II*\x00" + struct.pack("<I", 8))

@@ -74,5 +74,5 @@ def test_a_tiff_files_page_chain_is_walked_once_by_the_decoder_not_again_for_exi
         decode_bytes(tiff)
     except DecodeFailure:
         pass
-    # the decoder's check walks the pages, up to the file's entry cap (100 IFDs of 1,000 entries)
+    # the decoder's check walks the pages, up to the file's entry cap (MAX_FILE_ENTRIES // 1000 IFDs of 1,000)
     assert walked and walked[0] > tiffguard.MAX_FILE_ENTRIES // 1000
