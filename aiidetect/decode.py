@@ -191,21 +191,45 @@ def refused_layout(data: bytes, fmt: str | None, exc: BaseException) -> str | No
 
 _PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
               9: "Lab"}
+_PSD_BITS = (1, 8, 16, 32)
 _TIFF_PHOTOMETRIC = {0: "greyscale", 1: "greyscale", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
-                     8: "Lab", 9: "ICC Lab", 10: "ITU Lab", 32844: "LogL", 32845: "LogLuv"}
-_TIFF_SAMPLES = {2: "signed ", 3: "float "}
+                     8: "Lab", 9: "ICC Lab", 10: "ITU Lab", 32803: "CFA (raw sensor)", 32844: "LogL", 32845: "LogLuv",
+                     34892: "linear raw", 51177: "depth", 52527: "semantic mask"}
+_TIFF_SAMPLES = {1: "", 2: "signed ", 3: "float ", 4: "untyped ", 5: "complex integer ", 6: "complex float "}
+
+# The refusals that quote a header value, and the values the format defines there that Pillow does not
+# decode: JPEG precision (2-16 in lossless JPEG; Pillow reads 8) and component count (1-255; it reads
+# 1, 3, 4); BMP compression (JPEG, PNG, alpha bitfields, CMYK and its RLEs), depth (0 with JPEG or PNG
+# inside, 2, 64) and header size (OS/2 2.x headers are 16 to 64 bytes). Any other value there, like a
+# PSD or TIFF header's values outside their format's tables, is damage and is called so: a broken file
+# must not read as a valid one in a layout Pillow lacks.
+_DEFINED_VALUES = (
+    (r"cannot handle (\d+)-bit layers", range(2, 17)),
+    (r"cannot handle (\d+)-layer images", range(1, 256)),
+    (r"Unsupported BMP compression \((\d+)\)", (4, 5, 6, 11, 12, 13)),
+    (r"Unsupported BMP pixel depth \((\d+)\)", (0, 2, 64)),
+    (r"Unsupported BMP header type \((\d+)\)", range(16, 65)),
+    (r"Unsupported BMP Palette size \((\d+)\)", ()),   # more colours than BMP allows
+)
 
 
-def _layout_words(fmt: str, data: bytes) -> str:
-    """'16-bit RGB PSD', '32-bit float RGB TIFF': the layout as its format's header states it, since
-    Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())).
-    Only what the header says; the format's name alone when it says nothing readable."""
+def _layout_words(fmt: str, data: bytes, refusal: str) -> tuple[str, bool]:
+    """('16-bit RGB PSD', True), ('32-bit float RGB TIFF', True): the layout as its format's header states
+    it, since Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())),
+    and whether the format defines it (False: a 0-bit PSD, colour mode 255, a 200-bit JPEG). Only what
+    the header says; the format's name alone when it says nothing readable."""
+    import re
     import struct
 
+    for pattern, defined in _DEFINED_VALUES:
+        m = re.search(pattern, refusal)
+        if m:
+            return fmt, int(m.group(1)) in defined
     try:
         if fmt == "PSD" and len(data) >= 26:
             bits, mode = struct.unpack_from(">HH", data, 22)
-            return f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD"
+            return (f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD",
+                    bits in _PSD_BITS and mode in _PSD_MODES)
         if fmt == "TIFF" and data[:4] in (b"II*\x00", b"MM\x00*"):
             from .provenance.tiffguard import ifd_table
 
@@ -216,18 +240,25 @@ def _layout_words(fmt: str, data: bytes) -> str:
                     at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
                     first[tag] = struct.unpack_from(e + "H", data, at)[0]
             if 258 in first and 262 in first:
-                kind = _TIFF_SAMPLES.get(first.get(339, 1), "")
+                bits, photometric, samples = first[258], first[262], first.get(339, 1)
+                kind = _TIFF_SAMPLES.get(samples, f"sample format {samples} ")
                 packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
-                return (f"{first[258]}-bit {kind}{_TIFF_PHOTOMETRIC.get(first[262], f'photometric {first[262]}')} "
-                        f"TIFF{packing}")
+                return (f"{bits}-bit {kind}{_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')} "
+                        f"TIFF{packing}",
+                        1 <= bits <= 64 and photometric in _TIFF_PHOTOMETRIC and samples in _TIFF_SAMPLES)
     except struct.error:
         pass
-    return fmt
+    return fmt, True
 
 
 def _undecoded(fmt: str, layout: str, data: bytes) -> DecodeFailure:
-    return DecodeFailure("decode-error", f"Pillow does not decode the pixels of this {_layout_words(fmt, data)} "
-                                         f"({layout}); its metadata is read")
+    words, defined = _layout_words(fmt, data, layout)
+    if not defined:
+        named = f": {words}" if words != fmt else ""
+        return DecodeFailure("decode-error", f"corrupt header: the {fmt} declares a layout its format does not "
+                                             f"define{named} ({layout})")
+    return DecodeFailure("decode-error", f"Pillow does not decode the pixels of this {words} ({layout}); "
+                                         f"its metadata is read")
 
 
 def sniff_format(data: bytes) -> str | None:

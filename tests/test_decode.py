@@ -359,9 +359,11 @@ def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
     assert "16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 3, 8))
     assert "32-bit float RGB TIFF (unknown pixel mode" in _refusal(tiff_file(32, 3, 2, sample_format=3))
     assert "(compression 34712) (its reader has no entry for 34712)" in _refusal(tiff_file(8, 3, 2, compression=34712))
-    # a 12-bit JPEG (Pillow's JPEG reader takes 8-bit samples only) and a BMP compression it lacks
+    # a 12-bit JPEG (Pillow's JPEG reader takes 8-bit samples only; 12-bit ones are extended, SOF1,
+    # never baseline) and a BMP compression it lacks
     j = bytearray(jpeg_bytes(noise_rgb(16, 16)))
-    j[j.index(b"\xff\xc0") + 4] = 12
+    sof = j.index(b"\xff\xc0")
+    j[sof + 1], j[sof + 4] = 0xC1, 12
     assert "this JPEG (cannot handle 12-bit layers)" in _refusal(bytes(j))
     buf = io.BytesIO()
     Image.new("RGB", (8, 6)).save(buf, "BMP")
@@ -372,6 +374,26 @@ def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
     with pytest.raises(DecodeFailure) as exc:
         decode_bytes(psd(b"")[:30])
     assert exc.value.message == "PSD header present but the file cannot be parsed"
+    # as is one whose header declares what its format does not define: Pillow's refusal is the same
+    # words, but no writer made it (a broken file must not read as a valid one in an unusual layout)
+    for broken, words in ((psd(b"", bits=0), "0-bit RGB PSD"), (psd(b"", mode=255), "8-bit colour mode 255 PSD"),
+                          (tiff_file(8, 3, 99), "8-bit photometric 99 TIFF"),
+                          (tiff_file(8, 3, 2, sample_format=77), "8-bit sample format 77 RGB TIFF")):
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(broken)
+        assert exc.value.message.startswith("corrupt header: ") and f"does not define: {words} (" in exc.value.message
+    for sof_byte, value, says in ((4, 200, "200-bit layers"), (9, 0, "0-layer images")):
+        k = bytearray(jpeg_bytes(noise_rgb(16, 16)))
+        k[k.index(b"\xff\xc0") + sof_byte] = value
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(bytes(k))
+        assert exc.value.message.startswith("corrupt header: the JPEG declares") and says in exc.value.message
+    for at, value in ((30, 99), (28, 7)):         # compression 99, 7 bits a pixel
+        broken = bytearray(bmp)
+        struct.pack_into("<I" if at == 30 else "<H", broken, at, value)
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(bytes(broken))
+        assert exc.value.message.startswith("corrupt header: the BMP declares"), exc.value.message
     data = bytearray(psd(b""))
     struct.pack_into(">H", data, 12, 1)           # one channel where RGB needs three
     with pytest.raises(DecodeFailure) as exc:
