@@ -154,20 +154,28 @@ def undecoded_layout(exc: BaseException | None) -> str | None:
     return None
 
 
-_HEADER_PLUGINS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PSD")
+# The plugins whose refusal can name a layout (their headers' tables, their words above). PNG, GIF and
+# WebP readers have none: asking them again only read a hostile file twice (a GIF's million comment
+# sub-blocks, a second each). A PSD's header alone is asked: its reader looks its mode up in the first
+# 26 bytes, then walks the image resources in Python (a million empty ones, 12 MB: 1.4 s), which a
+# second reading must not repeat; empty sections stand in for the rest.
+_HEADER_PLUGINS = ("JPEG", "BMP", "TIFF", "PSD")
+_PSD_HEADER, _PSD_EMPTY_SECTIONS = 26, bytes(4 + 4 + 4 + 2)
 
 
 def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
     """The error the sniffed format's own Pillow plugin raises on `data`, which Image.open swallows
     into 'cannot identify image file' (it tries the next plugin): the header is read again, never
-    the pixels. None when the plugin opens it or is not one whose header Pillow reads itself (HEIF
-    and AVIF are parsed by libheif and libavif: not twice)."""
+    the pixels. None when the plugin opens it or is not one whose refusal can name a layout
+    (_HEADER_PLUGINS; HEIF and AVIF are parsed by libheif and libavif: not twice)."""
     import io
 
     from PIL import Image
 
     if fmt not in _HEADER_PLUGINS:
         return None
+    if fmt == "PSD":
+        data = data[:_PSD_HEADER] + _PSD_EMPTY_SECTIONS
     Image.init()
     opener = Image.OPEN.get(fmt)
     if opener is None:

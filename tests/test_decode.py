@@ -399,3 +399,23 @@ def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
     with pytest.raises(DecodeFailure) as exc:
         decode_bytes(bytes(data))
     assert "Pillow does not decode" not in exc.value.message
+
+
+def test_the_refusal_is_asked_of_a_header_not_of_a_hostile_file_again():
+    """Only the plugins whose refusal can name a layout are asked again, and a PSD's reader only its
+    header: a second reading of a GIF's million comment sub-blocks or a PSD's million image resources
+    (a Python loop each) doubled what such a file cost."""
+    from aiidetect.decode import _plugin_error
+    from aiidetect.testing.hostile import psd
+
+    empty = b"8BIM" + struct.pack(">H", 0x0400) + bytes(2) + struct.pack(">I", 0)
+    for bits, refused in ((8, False), (16, True)):
+        data = psd(empty * 1000, bits=bits)
+        broken = data[:26 + 4 + 4 + 12 * 1000 - 5]           # cut inside the last resource
+        assert isinstance(_plugin_error(broken, "PSD"), SyntaxError) is refused
+    assert "16-bit RGB PSD" in _refusal(psd(empty * 1000, bits=16)[:-40])
+    gif = b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0, 0, 0) + b"\x21\xfe" + b"\x01X" * 1000 + b"\x00\x99"
+    assert _plugin_error(gif, "GIF") is None and _plugin_error(b"\x89PNG\r\n\x1a\n" + bytes(20), "PNG") is None
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(gif)
+    assert exc.value.message == "GIF header present but the file cannot be parsed"
