@@ -144,14 +144,23 @@ def undecoded_layout(exc: BaseException | None) -> str | None:
     seen = 0
     while exc is not None and seen < 4:
         if isinstance(exc, KeyError) and exc.args:
-            return f"its reader has no entry for {exc.args[0]!r}"
+            return _clip(f"its reader has no entry for {exc.args[0]!r}")
         text = str(exc)
         if any(w in text.lower() for w in _UNDECODED_WORDS):
             cause = exc.__cause__
             key = cause.args[0] if isinstance(cause, KeyError) and cause.args else None
-            return text if key is None or repr(key) in text else f"{text} {key!r}"
+            return _clip(text if key is None or repr(key) in text else f"{text} {key!r}")
         exc, seen = exc.__cause__, seen + 1
     return None
+
+
+# Pillow's key quotes header values as they stand: a TIFF's ExtraSamples of 200,000 values made a
+# 600 KB error message in every record, CSV row and results store of that file.
+MAX_REFUSAL_CHARS = 300
+
+
+def _clip(said: str) -> str:
+    return said if len(said) <= MAX_REFUSAL_CHARS else said[:MAX_REFUSAL_CHARS - 1] + "…"
 
 
 # The plugins whose refusal can name a layout (their headers' tables, their words above). PNG, GIF and

@@ -419,3 +419,13 @@ def test_the_refusal_is_asked_of_a_header_not_of_a_hostile_file_again():
     with pytest.raises(DecodeFailure) as exc:
         decode_bytes(gif)
     assert exc.value.message == "GIF header present but the file cannot be parsed"
+
+
+def test_pillows_refusal_is_quoted_at_bounded_length():
+    # its key holds a TIFF's ExtraSamples as they stand: 200,000 of them were a 600 KB message
+    from aiidetect.decode import MAX_REFUSAL_CHARS
+    from aiidetect.testing.hostile import tiff_file
+
+    msg = _refusal(tiff_file(16, 3, 8, extra=[(338, 3, bytes(2 * 200_000))]))
+    assert msg.startswith("Pillow does not decode the pixels of this 16-bit Lab TIFF (unknown pixel mode (b'II', 8")
+    assert len(msg) < MAX_REFUSAL_CHARS + 200 and "…); its metadata is read" in msg
