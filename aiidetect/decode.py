@@ -199,11 +199,22 @@ def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
 def refused_layout(data: bytes, fmt: str | None, exc: BaseException) -> str | None:
     """undecoded_layout of an error opening `data`: when Image.open said only 'cannot identify image
     file', the sniffed format's plugin is asked what it objected to."""
+    return _pillow_refusal(data, fmt, exc)[0]
+
+
+def _pillow_refusal(data: bytes, fmt: str | None, exc: BaseException | None) -> tuple[str | None, Any]:
+    """refused_layout, and the key of the table lookup Pillow failed (None when it failed none): what
+    its reader made of the header, values as it read them."""
     from PIL import UnidentifiedImageError
 
     if isinstance(exc, UnidentifiedImageError):
-        return undecoded_layout(_plugin_error(data, fmt)) if fmt else None
-    return undecoded_layout(exc)
+        exc = _plugin_error(data, fmt) if fmt else None
+    said = undecoded_layout(exc)
+    for _ in range(4):
+        if exc is None or isinstance(exc, KeyError):
+            break
+        exc = exc.__cause__
+    return said, (exc.args[0] if said and isinstance(exc, KeyError) and exc.args else None)
 
 
 _PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
@@ -230,11 +241,15 @@ _DEFINED_VALUES = (
 )
 
 
-def _layout_words(fmt: str, data: bytes, refusal: str) -> tuple[str, bool]:
+def _layout_words(fmt: str, data: bytes, refusal: str, key: Any = None) -> tuple[str, bool] | None:
     """('16-bit RGB PSD', True), ('32-bit float RGB TIFF', True): the layout as its format's header states
     it, since Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())),
     and whether the format defines it (False: a 0-bit PSD, colour mode 255, a 200-bit JPEG). Only what
-    the header says; the format's name alone when it says nothing readable."""
+    the header says; the format's name alone when it says nothing readable. None when the refusal is
+    not of a layout after all: a KeyError that is not the lookup of the header's layout (a TIFF
+    without its ImageWidth tag fails `tags[256]` the way one compressed with JPEG 2000 fails its
+    compression table). `key`: that lookup's key, which for a TIFF's pixel mode holds what Pillow read
+    (_tiff_mode_words)."""
     import re
     import struct
 
@@ -242,9 +257,12 @@ def _layout_words(fmt: str, data: bytes, refusal: str) -> tuple[str, bool]:
         m = re.search(pattern, refusal)
         if m:
             return fmt, int(m.group(1)) in defined
+    no_entry = None if key is None else repr(key)
     try:
         if fmt == "PSD" and len(data) >= 26:
             bits, mode = struct.unpack_from(">HH", data, 22)
+            if no_entry is not None and no_entry != repr((mode, bits)):
+                return None
             return (f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD",
                     bits in _PSD_BITS and mode in _PSD_MODES)
         if fmt == "TIFF" and data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -253,23 +271,65 @@ def _layout_words(fmt: str, data: bytes, refusal: str) -> tuple[str, bool]:
             e = "<" if data[:2] == b"II" else ">"
             first = {}
             for tag, typ, count, at in ifd_table(data, e, struct.unpack_from(e + "I", data, 4)[0]):
-                if tag in (258, 259, 262, 339) and typ == 3 and count >= 1 and tag not in first:
-                    at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
-                    first[tag] = struct.unpack_from(e + "H", data, at)[0]
-            if 258 in first and 262 in first:
-                bits, photometric, samples = first[258], first[262], first.get(339, 1)
-                kind = _TIFF_SAMPLES.get(samples, f"sample format {samples} ")
-                packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
-                return (f"{bits}-bit {kind}{_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')} "
-                        f"TIFF{packing}",
-                        1 <= bits <= 64 and photometric in _TIFF_PHOTOMETRIC and samples in _TIFF_SAMPLES)
+                if tag in (258, 259, 262, 339) and count >= 1 and tag not in first:
+                    try:
+                        if typ == 3:
+                            at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
+                            first[tag] = struct.unpack_from(e + "H", data, at)[0]
+                        elif typ == 4 and count == 1:
+                            first[tag] = struct.unpack_from(e + "I", data, at)[0]
+                    except struct.error:    # values past the file: Pillow skips the tag too
+                        pass
+            packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
+            if isinstance(key, tuple) and len(key) == 6:
+                return _tiff_mode_words(key, packing)
+            if no_entry is not None and no_entry != repr(first.get(259, 1)):
+                return None
+            if 262 not in first:    # TIFF 6.0 requires it (BitsPerSample defaults to 1): no layout declared
+                return None
+            bits, photometric, samples = first.get(258, 1), first[262], first.get(339, 1)
+            kind = _TIFF_SAMPLES.get(samples, f"sample format {samples} ")
+            return (f"{bits}-bit {kind}{_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')} "
+                    f"TIFF{packing}",
+                    1 <= bits <= 64 and photometric in _TIFF_PHOTOMETRIC and samples in _TIFF_SAMPLES)
     except struct.error:
         pass
-    return fmt, True
+    return None if no_entry is not None else (fmt, True)
 
 
-def _undecoded(fmt: str, layout: str, data: bytes) -> DecodeFailure:
-    words, defined = _layout_words(fmt, data, layout)
+# The samples a pixel of each photometric interpretation has besides its ExtraSamples (TIFF 6.0; CIELab
+# may be L* alone; a separated page has as many as its inks, the others any).
+_TIFF_CHANNELS = {0: (1,), 1: (1,), 2: (3,), 3: (1,), 6: (3,), 8: (1, 3), 9: (1, 3), 10: (1, 3)}
+
+
+def _tiff_mode_words(key: tuple, packing: str) -> tuple[str, bool] | None:
+    """A TIFF's layout as Pillow read it, from the key its pixel-mode table lacks ((b'II', photometric,
+    sample formats, fill order, bits per sample, extra samples)), and whether TIFF defines it: a
+    photometric, sample format and fill order of its tables, 1-64 bits, as many samples as the
+    photometric has (an RGB page of one sample, or a greyscale one of three without ExtraSamples, is
+    damage, whatever its first BitsPerSample says)."""
+    try:
+        _, photometric, formats, fill, bps, extra = key
+        bits = str(bps[0]) if len(set(bps)) == 1 else "/".join(map(str, bps))
+        kinds = {_TIFF_SAMPLES.get(f, f"sample format {f} ") for f in formats}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed-sample "
+        name = _TIFF_PHOTOMETRIC.get(photometric, f"photometric {photometric}")
+        defined = (photometric in _TIFF_PHOTOMETRIC and all(f in _TIFF_SAMPLES for f in formats)
+                   and fill in (1, 2) and all(1 <= b <= 64 for b in bps)
+                   and len(bps) - len(extra) in _TIFF_CHANNELS.get(photometric, range(1, len(bps) + 1))
+                   and all(x in (0, 1, 2) for x in extra))
+        return f"{bits}-bit {kind}{name} TIFF{packing}", defined
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _undecoded(fmt: str, layout: str, data: bytes, key: Any = None) -> DecodeFailure | None:
+    """The decode-error for Pillow's refusal of the layout `data`'s header declares; None when it
+    was no layout's refusal after all (_layout_words): the caller's corrupt-file message stands."""
+    said = _layout_words(fmt, data, layout, key)
+    if said is None:
+        return None
+    words, defined = said
     if not defined:
         named = f": {words}" if words != fmt else ""
         return DecodeFailure("decode-error", f"corrupt header: the {fmt} declares a layout its format does not "
@@ -577,17 +637,19 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
                                                     "its metadata is read") from exc
             if sniffed:
-                layout = refused_layout(data, sniffed, exc)
-                if layout:
-                    raise _undecoded(sniffed, layout, data) from exc
+                layout, key = _pillow_refusal(data, sniffed, exc)
+                failure = _undecoded(sniffed, layout, data, key) if layout else None
+                if failure:
+                    raise failure from exc
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_large(exc, limits.max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
-            layout = undecoded_layout(exc)
-            if layout:
-                raise _undecoded(sniffed or "file", layout, data) from exc
+            layout, key = _pillow_refusal(data, sniffed, exc)
+            failure = _undecoded(sniffed or "file", layout, data, key) if layout else None
+            if failure:
+                raise failure from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
@@ -622,9 +684,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except MemoryError as exc:
             raise DecodeFailure("too-large", "out of memory while decoding") from exc
         except Exception as exc:  # noqa: BLE001
-            layout = undecoded_layout(exc)
-            if layout:
-                raise _undecoded(fmt, layout, data) from exc
+            layout, key = _pillow_refusal(data, fmt, exc)
+            failure = _undecoded(fmt, layout, data, key) if layout else None
+            if failure:
+                raise failure from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
 

@@ -426,6 +426,31 @@ def test_pillows_refusal_is_quoted_at_bounded_length():
     from aiidetect.decode import MAX_REFUSAL_CHARS
     from aiidetect.testing.hostile import tiff_file
 
-    msg = _refusal(tiff_file(16, 3, 8, extra=[(338, 3, bytes(2 * 200_000))]))
-    assert msg.startswith("Pillow does not decode the pixels of this 16-bit Lab TIFF (unknown pixel mode (b'II', 8")
-    assert len(msg) < MAX_REFUSAL_CHARS + 200 and "…); its metadata is read" in msg
+    with pytest.raises(DecodeFailure) as exc:     # (200,000 extra samples on 3: damage, and called so)
+        decode_bytes(tiff_file(16, 3, 8, extra=[(338, 3, bytes(2 * 200_000))]))
+    msg = exc.value.message
+    assert msg.startswith("corrupt header: the TIFF declares a layout its format does not define: 16-bit Lab TIFF "
+                          "(unknown pixel mode (b'II', 8")
+    assert len(msg) < MAX_REFUSAL_CHARS + 200 and msg.endswith("…)")
+
+
+def test_a_tiff_is_judged_by_what_pillow_read_of_it():
+    from aiidetect.testing.hostile import tiff_file
+
+    # a missing ImageWidth fails Pillow's tags[256] as a JPEG 2000 TIFF fails its compression table:
+    # a KeyError, but no layout's
+    data = bytearray(tiff_file(8, 3, 2))
+    assert struct.unpack_from("<H", data, 10)[0] == 256
+    struct.pack_into("<H", data, 10, 255)
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(bytes(data))
+    assert exc.value.message == "TIFF header present but the file cannot be parsed"
+    # three greyscale samples and no ExtraSamples, or an RGB page of one sample: whatever the first
+    # BitsPerSample says, no writer's layout
+    for broken in (tiff_file(8, 3, 1), tiff_file(16, 1, 2)):
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(broken)
+        assert exc.value.message.startswith("corrupt header: the TIFF declares a layout its format does not define"), \
+            exc.value.message
+    # CIELab of L* alone is one
+    assert "this 16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 1, 8))
