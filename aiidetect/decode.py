@@ -144,30 +144,47 @@ def undecoded_layout(exc: BaseException | None) -> str | None:
     seen = 0
     while exc is not None and seen < 4:
         if isinstance(exc, KeyError) and exc.args:
-            return f"its reader has no entry for {exc.args[0]!r}"
+            return _clip(f"its reader has no entry for {exc.args[0]!r}")
         text = str(exc)
         if any(w in text.lower() for w in _UNDECODED_WORDS):
             cause = exc.__cause__
             key = cause.args[0] if isinstance(cause, KeyError) and cause.args else None
-            return text if key is None or repr(key) in text else f"{text} {key!r}"
+            return _clip(text if key is None or repr(key) in text else f"{text} {key!r}")
         exc, seen = exc.__cause__, seen + 1
     return None
 
 
-_HEADER_PLUGINS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PSD")
+# Pillow's key quotes header values as they stand: a TIFF's ExtraSamples of 200,000 values made a
+# 600 KB error message in every record, CSV row and results store of that file.
+MAX_REFUSAL_CHARS = 300
+
+
+def _clip(said: str) -> str:
+    return said if len(said) <= MAX_REFUSAL_CHARS else said[:MAX_REFUSAL_CHARS - 1] + "…"
+
+
+# The plugins whose refusal can name a layout (their headers' tables, their words above). PNG, GIF and
+# WebP readers have none: asking them again only read a hostile file twice (a GIF's million comment
+# sub-blocks, a second each). A PSD's header alone is asked: its reader looks its mode up in the first
+# 26 bytes, then walks the image resources in Python (a million empty ones, 12 MB: 1.4 s), which a
+# second reading must not repeat; empty sections stand in for the rest.
+_HEADER_PLUGINS = ("JPEG", "BMP", "TIFF", "PSD")
+_PSD_HEADER, _PSD_EMPTY_SECTIONS = 26, bytes(4 + 4 + 4 + 2)
 
 
 def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
     """The error the sniffed format's own Pillow plugin raises on `data`, which Image.open swallows
     into 'cannot identify image file' (it tries the next plugin): the header is read again, never
-    the pixels. None when the plugin opens it or is not one whose header Pillow reads itself (HEIF
-    and AVIF are parsed by libheif and libavif: not twice)."""
+    the pixels. None when the plugin opens it or is not one whose refusal can name a layout
+    (_HEADER_PLUGINS; HEIF and AVIF are parsed by libheif and libavif: not twice)."""
     import io
 
     from PIL import Image
 
     if fmt not in _HEADER_PLUGINS:
         return None
+    if fmt == "PSD":
+        data = data[:_PSD_HEADER] + _PSD_EMPTY_SECTIONS
     Image.init()
     opener = Image.OPEN.get(fmt)
     if opener is None:
@@ -182,52 +199,143 @@ def _plugin_error(data: bytes, fmt: str) -> BaseException | None:
 def refused_layout(data: bytes, fmt: str | None, exc: BaseException) -> str | None:
     """undecoded_layout of an error opening `data`: when Image.open said only 'cannot identify image
     file', the sniffed format's plugin is asked what it objected to."""
+    return _pillow_refusal(data, fmt, exc)[0]
+
+
+def _pillow_refusal(data: bytes, fmt: str | None, exc: BaseException | None) -> tuple[str | None, Any]:
+    """refused_layout, and the key of the table lookup Pillow failed (None when it failed none): what
+    its reader made of the header, values as it read them."""
     from PIL import UnidentifiedImageError
 
     if isinstance(exc, UnidentifiedImageError):
-        return undecoded_layout(_plugin_error(data, fmt)) if fmt else None
-    return undecoded_layout(exc)
+        exc = _plugin_error(data, fmt) if fmt else None
+    said = undecoded_layout(exc)
+    for _ in range(4):
+        if exc is None or isinstance(exc, KeyError):
+            break
+        exc = exc.__cause__
+    return said, (exc.args[0] if said and isinstance(exc, KeyError) and exc.args else None)
 
 
 _PSD_MODES = {0: "bitmap", 1: "greyscale", 2: "indexed", 3: "RGB", 4: "CMYK", 7: "multichannel", 8: "duotone",
               9: "Lab"}
+_PSD_BITS = (1, 8, 16, 32)
 _TIFF_PHOTOMETRIC = {0: "greyscale", 1: "greyscale", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK", 6: "YCbCr",
-                     8: "Lab", 9: "ICC Lab", 10: "ITU Lab", 32844: "LogL", 32845: "LogLuv"}
-_TIFF_SAMPLES = {2: "signed ", 3: "float "}
+                     8: "Lab", 9: "ICC Lab", 10: "ITU Lab", 32803: "CFA (raw sensor)", 32844: "LogL", 32845: "LogLuv",
+                     34892: "linear raw", 51177: "depth", 52527: "semantic mask"}
+_TIFF_SAMPLES = {1: "", 2: "signed ", 3: "float ", 4: "untyped ", 5: "complex integer ", 6: "complex float "}
+
+# The refusals that quote a header value, and the values the format defines there that Pillow does not
+# decode: JPEG precision (2-16 in lossless JPEG; Pillow reads 8) and component count (1-255; it reads
+# 1, 3, 4); BMP compression (JPEG, PNG, alpha bitfields, CMYK and its RLEs), depth (0 with JPEG or PNG
+# inside, 2, 64) and header size (OS/2 2.x headers are 16 to 64 bytes). Any other value there, like a
+# PSD or TIFF header's values outside their format's tables, is damage and is called so: a broken file
+# must not read as a valid one in a layout Pillow lacks.
+_DEFINED_VALUES = (
+    (r"cannot handle (\d+)-bit layers", range(2, 17)),
+    (r"cannot handle (\d+)-layer images", range(1, 256)),
+    (r"Unsupported BMP compression \((\d+)\)", (4, 5, 6, 11, 12, 13)),
+    (r"Unsupported BMP pixel depth \((\d+)\)", (0, 2, 64)),
+    (r"Unsupported BMP header type \((\d+)\)", range(16, 65)),
+    (r"Unsupported BMP Palette size \((\d+)\)", ()),   # more colours than BMP allows
+)
 
 
-def _layout_words(fmt: str, data: bytes) -> str:
-    """'16-bit RGB PSD', '32-bit float RGB TIFF': the layout as its format's header states it, since
-    Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())).
-    Only what the header says; the format's name alone when it says nothing readable."""
+def _layout_words(fmt: str, data: bytes, refusal: str, key: Any = None) -> tuple[str, bool] | None:
+    """('16-bit RGB PSD', True), ('32-bit float RGB TIFF', True): the layout as its format's header states
+    it, since Pillow names it by a key of its own tables ((3, 16), (b'II', 2, (3,), 1, (32, 32, 32), ())),
+    and whether the format defines it (False: a 0-bit PSD, colour mode 255, a 200-bit JPEG). Only what
+    the header says; the format's name alone when it says nothing readable. None when the refusal is
+    not of a layout after all: a KeyError that is not the lookup of the header's layout (a TIFF
+    without its ImageWidth tag fails `tags[256]` the way one compressed with JPEG 2000 fails its
+    compression table). `key`: that lookup's key, which for a TIFF's pixel mode holds what Pillow read
+    (_tiff_mode_words)."""
+    import re
     import struct
 
+    for pattern, defined in _DEFINED_VALUES:
+        m = re.search(pattern, refusal)
+        if m:
+            return fmt, int(m.group(1)) in defined
+    no_entry = None if key is None else repr(key)
     try:
         if fmt == "PSD" and len(data) >= 26:
             bits, mode = struct.unpack_from(">HH", data, 22)
-            return f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD"
+            if no_entry is not None and no_entry != repr((mode, bits)):
+                return None
+            return (f"{bits}-bit {_PSD_MODES.get(mode, f'colour mode {mode}')} PSD",
+                    bits in _PSD_BITS and mode in _PSD_MODES)
         if fmt == "TIFF" and data[:4] in (b"II*\x00", b"MM\x00*"):
             from .provenance.tiffguard import ifd_table
 
             e = "<" if data[:2] == b"II" else ">"
             first = {}
             for tag, typ, count, at in ifd_table(data, e, struct.unpack_from(e + "I", data, 4)[0]):
-                if tag in (258, 259, 262, 339) and typ == 3 and count >= 1 and tag not in first:
-                    at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
-                    first[tag] = struct.unpack_from(e + "H", data, at)[0]
-            if 258 in first and 262 in first:
-                kind = _TIFF_SAMPLES.get(first.get(339, 1), "")
-                packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
-                return (f"{first[258]}-bit {kind}{_TIFF_PHOTOMETRIC.get(first[262], f'photometric {first[262]}')} "
-                        f"TIFF{packing}")
+                if tag in (258, 259, 262, 339) and count >= 1 and tag not in first:
+                    try:
+                        if typ == 3:
+                            at = at if count <= 2 else struct.unpack_from(e + "I", data, at)[0]
+                            first[tag] = struct.unpack_from(e + "H", data, at)[0]
+                        elif typ == 4 and count == 1:
+                            first[tag] = struct.unpack_from(e + "I", data, at)[0]
+                    except struct.error:    # values past the file: Pillow skips the tag too
+                        pass
+            packing = f" (compression {first[259]})" if first.get(259, 1) != 1 else ""
+            if isinstance(key, tuple) and len(key) == 6:
+                return _tiff_mode_words(key, packing)
+            if no_entry is not None and no_entry != repr(first.get(259, 1)):
+                return None
+            if 262 not in first:    # TIFF 6.0 requires it (BitsPerSample defaults to 1): no layout declared
+                return None
+            bits, photometric, samples = first.get(258, 1), first[262], first.get(339, 1)
+            kind = _TIFF_SAMPLES.get(samples, f"sample format {samples} ")
+            return (f"{bits}-bit {kind}{_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')} "
+                    f"TIFF{packing}",
+                    1 <= bits <= 64 and photometric in _TIFF_PHOTOMETRIC and samples in _TIFF_SAMPLES)
     except struct.error:
         pass
-    return fmt
+    return None if no_entry is not None else (fmt, True)
 
 
-def _undecoded(fmt: str, layout: str, data: bytes) -> DecodeFailure:
-    return DecodeFailure("decode-error", f"Pillow does not decode the pixels of this {_layout_words(fmt, data)} "
-                                         f"({layout}); its metadata is read")
+# The samples a pixel of each photometric interpretation has besides its ExtraSamples (TIFF 6.0; CIELab
+# may be L* alone; a separated page has as many as its inks, the others any).
+_TIFF_CHANNELS = {0: (1,), 1: (1,), 2: (3,), 3: (1,), 6: (3,), 8: (1, 3), 9: (1, 3), 10: (1, 3)}
+
+
+def _tiff_mode_words(key: tuple, packing: str) -> tuple[str, bool] | None:
+    """A TIFF's layout as Pillow read it, from the key its pixel-mode table lacks ((b'II', photometric,
+    sample formats, fill order, bits per sample, extra samples)), and whether TIFF defines it: a
+    photometric, sample format and fill order of its tables, 1-64 bits, as many samples as the
+    photometric has (an RGB page of one sample, or a greyscale one of three without ExtraSamples, is
+    damage, whatever its first BitsPerSample says)."""
+    try:
+        _, photometric, formats, fill, bps, extra = key
+        bits = str(bps[0]) if len(set(bps)) == 1 else "/".join(map(str, bps))
+        kinds = {_TIFF_SAMPLES.get(f, f"sample format {f} ") for f in formats}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed-sample "
+        name = _TIFF_PHOTOMETRIC.get(photometric, f"photometric {photometric}")
+        defined = (photometric in _TIFF_PHOTOMETRIC and all(f in _TIFF_SAMPLES for f in formats)
+                   and fill in (1, 2) and all(1 <= b <= 64 for b in bps)
+                   and len(bps) - len(extra) in _TIFF_CHANNELS.get(photometric, range(1, len(bps) + 1))
+                   and all(x in (0, 1, 2) for x in extra))
+        return f"{bits}-bit {kind}{name} TIFF{packing}", defined
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _undecoded(fmt: str, layout: str, data: bytes, key: Any = None) -> DecodeFailure | None:
+    """The decode-error for Pillow's refusal of the layout `data`'s header declares; None when it
+    was no layout's refusal after all (_layout_words): the caller's corrupt-file message stands."""
+    said = _layout_words(fmt, data, layout, key)
+    if said is None:
+        return None
+    words, defined = said
+    if not defined:
+        named = f": {words}" if words != fmt else ""
+        return DecodeFailure("decode-error", f"corrupt header: the {fmt} declares a layout its format does not "
+                                             f"define{named} ({layout})")
+    return DecodeFailure("decode-error", f"Pillow does not decode the pixels of this {words} ({layout}); "
+                                         f"its metadata is read")
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -542,17 +650,19 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
                                                     "its metadata is read") from exc
             if sniffed:
-                layout = refused_layout(data, sniffed, exc)
-                if layout:
-                    raise _undecoded(sniffed, layout, data) from exc
+                layout, key = _pillow_refusal(data, sniffed, exc)
+                failure = _undecoded(sniffed, layout, data, key) if layout else None
+                if failure:
+                    raise failure from exc
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_large(exc, limits.max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
-            layout = undecoded_layout(exc)
-            if layout:
-                raise _undecoded(sniffed or "file", layout, data) from exc
+            layout, key = _pillow_refusal(data, sniffed, exc)
+            failure = _undecoded(sniffed or "file", layout, data, key) if layout else None
+            if failure:
+                raise failure from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
@@ -587,9 +697,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except MemoryError as exc:
             raise DecodeFailure("too-large", "out of memory while decoding") from exc
         except Exception as exc:  # noqa: BLE001
-            layout = undecoded_layout(exc)
-            if layout:
-                raise _undecoded(fmt, layout, data) from exc
+            layout, key = _pillow_refusal(data, fmt, exc)
+            failure = _undecoded(fmt, layout, data, key) if layout else None
+            if failure:
+                raise failure from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
 

@@ -430,9 +430,11 @@ def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
     assert "16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 3, 8))
     assert "32-bit float RGB TIFF (unknown pixel mode" in _refusal(tiff_file(32, 3, 2, sample_format=3))
     assert "(compression 34712) (its reader has no entry for 34712)" in _refusal(tiff_file(8, 3, 2, compression=34712))
-    # a 12-bit JPEG (Pillow's JPEG reader takes 8-bit samples only) and a BMP compression it lacks
+    # a 12-bit JPEG (Pillow's JPEG reader takes 8-bit samples only; 12-bit ones are extended, SOF1,
+    # never baseline) and a BMP compression it lacks
     j = bytearray(jpeg_bytes(noise_rgb(16, 16)))
-    j[j.index(b"\xff\xc0") + 4] = 12
+    sof = j.index(b"\xff\xc0")
+    j[sof + 1], j[sof + 4] = 0xC1, 12
     assert "this JPEG (cannot handle 12-bit layers)" in _refusal(bytes(j))
     buf = io.BytesIO()
     Image.new("RGB", (8, 6)).save(buf, "BMP")
@@ -443,8 +445,83 @@ def test_valid_files_in_layouts_pillow_does_not_decode_are_not_called_corrupt():
     with pytest.raises(DecodeFailure) as exc:
         decode_bytes(psd(b"")[:30])
     assert exc.value.message == "PSD header present but the file cannot be parsed"
+    # as is one whose header declares what its format does not define: Pillow's refusal is the same
+    # words, but no writer made it (a broken file must not read as a valid one in an unusual layout)
+    for broken, words in ((psd(b"", bits=0), "0-bit RGB PSD"), (psd(b"", mode=255), "8-bit colour mode 255 PSD"),
+                          (tiff_file(8, 3, 99), "8-bit photometric 99 TIFF"),
+                          (tiff_file(8, 3, 2, sample_format=77), "8-bit sample format 77 RGB TIFF")):
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(broken)
+        assert exc.value.message.startswith("corrupt header: ") and f"does not define: {words} (" in exc.value.message
+    for sof_byte, value, says in ((4, 200, "200-bit layers"), (9, 0, "0-layer images")):
+        k = bytearray(jpeg_bytes(noise_rgb(16, 16)))
+        k[k.index(b"\xff\xc0") + sof_byte] = value
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(bytes(k))
+        assert exc.value.message.startswith("corrupt header: the JPEG declares") and says in exc.value.message
+    for at, value in ((30, 99), (28, 7)):         # compression 99, 7 bits a pixel
+        broken = bytearray(bmp)
+        struct.pack_into("<I" if at == 30 else "<H", broken, at, value)
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(bytes(broken))
+        assert exc.value.message.startswith("corrupt header: the BMP declares"), exc.value.message
     data = bytearray(psd(b""))
     struct.pack_into(">H", data, 12, 1)           # one channel where RGB needs three
     with pytest.raises(DecodeFailure) as exc:
         decode_bytes(bytes(data))
     assert "Pillow does not decode" not in exc.value.message
+
+
+def test_the_refusal_is_asked_of_a_header_not_of_a_hostile_file_again():
+    """Only the plugins whose refusal can name a layout are asked again, and a PSD's reader only its
+    header: a second reading of a GIF's million comment sub-blocks or a PSD's million image resources
+    (a Python loop each) doubled what such a file cost."""
+    from aiidetect.decode import _plugin_error
+    from aiidetect.testing.hostile import psd
+
+    empty = b"8BIM" + struct.pack(">H", 0x0400) + bytes(2) + struct.pack(">I", 0)
+    for bits, refused in ((8, False), (16, True)):
+        data = psd(empty * 1000, bits=bits)
+        broken = data[:26 + 4 + 4 + 12 * 1000 - 5]           # cut inside the last resource
+        assert isinstance(_plugin_error(broken, "PSD"), SyntaxError) is refused
+    assert "16-bit RGB PSD" in _refusal(psd(empty * 1000, bits=16)[:-40])
+    gif = b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0, 0, 0) + b"\x21\xfe" + b"\x01X" * 1000 + b"\x00\x99"
+    assert _plugin_error(gif, "GIF") is None and _plugin_error(b"\x89PNG\r\n\x1a\n" + bytes(20), "PNG") is None
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(gif)
+    assert exc.value.message == "GIF header present but the file cannot be parsed"
+
+
+def test_pillows_refusal_is_quoted_at_bounded_length():
+    # its key holds a TIFF's ExtraSamples as they stand: 200,000 of them were a 600 KB message
+    from aiidetect.decode import MAX_REFUSAL_CHARS
+    from aiidetect.testing.hostile import tiff_file
+
+    with pytest.raises(DecodeFailure) as exc:     # (200,000 extra samples on 3: damage, and called so)
+        decode_bytes(tiff_file(16, 3, 8, extra=[(338, 3, bytes(2 * 200_000))]))
+    msg = exc.value.message
+    assert msg.startswith("corrupt header: the TIFF declares a layout its format does not define: 16-bit Lab TIFF "
+                          "(unknown pixel mode (b'II', 8")
+    assert len(msg) < MAX_REFUSAL_CHARS + 200 and msg.endswith("…)")
+
+
+def test_a_tiff_is_judged_by_what_pillow_read_of_it():
+    from aiidetect.testing.hostile import tiff_file
+
+    # a missing ImageWidth fails Pillow's tags[256] as a JPEG 2000 TIFF fails its compression table:
+    # a KeyError, but no layout's
+    data = bytearray(tiff_file(8, 3, 2))
+    assert struct.unpack_from("<H", data, 10)[0] == 256
+    struct.pack_into("<H", data, 10, 255)
+    with pytest.raises(DecodeFailure) as exc:
+        decode_bytes(bytes(data))
+    assert exc.value.message == "TIFF header present but the file cannot be parsed"
+    # three greyscale samples and no ExtraSamples, or an RGB page of one sample: whatever the first
+    # BitsPerSample says, no writer's layout
+    for broken in (tiff_file(8, 3, 1), tiff_file(16, 1, 2)):
+        with pytest.raises(DecodeFailure) as exc:
+            decode_bytes(broken)
+        assert exc.value.message.startswith("corrupt header: the TIFF declares a layout its format does not define"), \
+            exc.value.message
+    # CIELab of L* alone is one
+    assert "this 16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 1, 8))
