@@ -1251,3 +1251,30 @@ def test_a_writer_open_forgets_the_clean_state_until_it_closes(tmp_path, integri
     st.close()
     assert not clean.exists()
 
+
+def test_export_and_merge_do_not_count_the_whole_store(tmp_path, monkeypatch):
+    """`results export` (and failed, parquet: resolve_run) counted every run's rows only to list the run
+    ids, and `merge` counted the target's rows before and after to say how many it added: each count reads
+    every index entry (0.1-0.2 s per million rows). The rows added are the source's rows not in the target."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db, target = tmp_path / "s.sqlite", tmp_path / "t.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    real, seen = sqlite3.connect, []
+
+    def connect(where, *a, **kw):
+        c = real(where, *a, **kw)
+        c.set_trace_callback(lambda q: seen.append((os.fspath(where), q)))
+        return c
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    # merge reads each source whole anyway (its check counts the source's rows): the target is what grows
+    counts = lambda: [q for w, q in seen if "COUNT(*) FROM results" in q and "s.sqlite" not in w]  # noqa: E731
+    e = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 3, e.stderr
+    assert [q for _, q in seen if "COUNT(*) FROM results" in q] == []
+    assert merge_stores(target, [db])[0]["added"] == 3 and counts() == []
+    assert merge_stores(target, [db])[0]["added"] == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET path = path || '-new' WHERE rowid = 1")
+    c.close()
+    assert merge_stores(target, [db])[0] == {"source": str(db), "rows": 3, "added": 1, "conflicts": 0}
+    assert counts() == []

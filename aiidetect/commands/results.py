@@ -170,7 +170,7 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
         ids = _runs(store, run)
         _rekey_note(store, quiet)
         names: list[str] = []
-        for r in store.runs():
+        for r in store.runs(counts=False):
             if r["run_id"] in ids:
                 names += [x for x in r["detectors"].split(",") if x and x not in names]
         if fmt is ExportFormat.html:
