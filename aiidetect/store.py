@@ -175,6 +175,126 @@ def _damaged(path: Path, what: str) -> str:
             f"into a new store (sqlite3 {path} .dump | sqlite3 rebuilt.sqlite) and use that, or start a new store")
 
 
+# Beside the store, the state of its file (device, inode, size, mtime, ctime) when aiidetect last closed
+# it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (8 s at
+# 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
+CLEAN_SUFFIX = "-clean"
+_CLEAN_FORMAT = 1
+# Rows the bounded probe looks up through the (run, path) index, spread over the table.
+PROBE_ROWS = 256
+# File timestamps come from the kernel's coarse clock (one tick: up to 10 ms behind): a change made
+# within the tick of the store's last write could keep its mtime and ctime. The clean state is written
+# only once that tick has passed.
+_TICK_NS = 20_000_000
+
+
+def _file_state(path: Path) -> dict[str, int]:
+    st = os.stat(path)
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
+
+
+def _wal_pending(path: Path) -> bool:
+    """A -wal with frames: a writer is open, or was killed, or it was copied from elsewhere."""
+    try:
+        return os.stat(f"{path}-wal").st_size > 0
+    except OSError:
+        return False
+
+
+def _read_small(path: str, limit: int = 4096) -> bytes | None:
+    # Not open() + read(): a FIFO named like the clean file would block the open for good.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        import stat
+
+        return os.read(fd, limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def closed_cleanly(path: str | Path) -> bool:
+    """Whether the store's file is exactly as aiidetect last closed it (the -clean file beside it says
+    so, and no -wal holds frames): no process has written it since, not even SQLite."""
+    path = Path(path)
+    raw = _read_small(f"{path}{CLEAN_SUFFIX}")
+    if raw is None or _wal_pending(path):
+        return False
+    try:
+        recorded = json.loads(raw)
+        return recorded == {"format": _CLEAN_FORMAT, **_file_state(path)}
+    except (ValueError, OSError):
+        return False
+
+
+def _record_clean(path: Path) -> None:
+    """Write the -clean file of a store just closed: its file's state, once no later change could keep it.
+    Nothing is written when another connection still holds a -wal, or the file changed meanwhile."""
+    tmp = f"{path}{CLEAN_SUFFIX}.{os.getpid()}.tmp"
+    try:
+        if _wal_pending(path):
+            return
+        state = _file_state(path)
+        wait = state["mtime_ns"] + _TICK_NS - time.time_ns()
+        if 0 < wait <= _TICK_NS:
+            time.sleep(wait / 1e9)
+        with open(tmp, "x") as fh:
+            fh.write(json.dumps({"format": _CLEAN_FORMAT, **state}))
+        if _file_state(path) != state or _wal_pending(path):
+            os.unlink(tmp)
+            return
+        os.replace(tmp, f"{path}{CLEAN_SUFFIX}")
+    except OSError:
+        # No record: the next open runs the full check. A full disk or an odd file in the way costs time only.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _forget_clean(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(f"{path}{CLEAN_SUFFIX}")
+
+
+def _full_check(db: sqlite3.Connection) -> str:
+    """'ok', or the first fault SQLite's integrity check finds. The full check, not quick_check: that
+    one does not compare the indexes with the table, and a damaged index is what turns a resume into
+    duplicate rows. It reads every page: its cost grows with the store (docs/scale.md)."""
+    # one line: the check's report of a damaged page spans several
+    return " ".join(str(db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+
+
+def _probe(db: sqlite3.Connection, path: Path) -> str:
+    """'ok', or a fault found by bounded reads, for a store whose file is as aiidetect left it: the
+    header's page count against the file's size, and PROBE_ROWS rows spread over the results table
+    (its first and last pages included) each found again through the (run, path) index resume reads.
+    A few hundred page reads whatever the size: it catches a store cut short or grown, and only by
+    chance one damaged page among millions (that is what the full check is for)."""
+    size = os.stat(path).st_size
+    pages, page_size = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+    if size != pages * page_size:
+        return f"the file is {size} bytes, its header says {pages} pages of {page_size}"
+    # Each end on its own: MIN and MAX in one query scan a whole index (0.15 s at 1M rows).
+    ends = [db.execute(f"SELECT rowid FROM results ORDER BY rowid {o} LIMIT 1").fetchone() for o in ("ASC", "DESC")]
+    if ends[0] is None:
+        return "ok"
+    lo, hi = ends[0][0], ends[1][0]
+    step = max(1, (hi - lo) // PROBE_ROWS)
+    for target in [*range(lo, hi, step), hi]:
+        row = db.execute("SELECT rowid, run_id, path FROM results WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+                         (target,)).fetchone()
+        if row is None:
+            return f"row {target} of results is missing"
+        found = db.execute("SELECT rowid FROM results WHERE run_id=? AND path=?", row[1:]).fetchall()
+        if found != [(row[0],)]:
+            return f"row {row[0]} of results is not found through its (run, path) index"
+    return "ok"
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -415,11 +535,19 @@ class ResultsStore:
     """One SQLite file. Thread-safe (one connection behind a lock): the resume
     lookup runs in decode worker threads, the writes in the scan's thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False, check: bool = True):
-        """check=False skips the integrity check (a store this process checked a moment ago)."""
+    def __init__(self, path: str | Path, readonly: bool = False, check: bool | str = True):
+        """check: True runs SQLite's full integrity check unless the file is exactly as aiidetect last
+        closed it (closed_cleanly), where a bounded probe runs instead; "full" always runs the full
+        check; False none (a store this process checked a moment ago)."""
         self.path = Path(path)
+        self._abs = Path(os.path.abspath(path))  # the clean state's file, whatever the working folder at close
         self.readonly = readonly
         self._lock = threading.Lock()
+        # A write or read that failed (a full disk, an I/O error, a damaged page met): no clean close
+        # is recorded, so the next open checks the whole store.
+        self._faulted = False
+        self._closed = False
+        self.checked = None  # "full", "probe" or None: what this open checked
         try:
             if readonly:
                 if not self.path.exists():
@@ -427,9 +555,10 @@ class ResultsStore:
                 if self.path.is_dir():
                     raise StoreError(f"{self.path} is a folder, not a results store")
                 _regular(self.path)
+                trusted = check is True and closed_cleanly(self._abs)
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
                 self._db.text_factory = _text
-                damage = self._integrity() if check else "ok"
+                damage = self._check(self._db, trusted) if check else "ok"
             else:
                 if self.path.parent and not self.path.parent.exists():
                     raise StoreError(f"folder {self.path.parent} does not exist")
@@ -440,7 +569,7 @@ class ResultsStore:
                 # Checked through a read-only connection, before one that writes: closing a writer
                 # checkpoints the -wal into the file, and a -wal of another store (copied beside it)
                 # then damaged the store for good even when the scan was refused.
-                damage = self._integrity_ro() if check and self.path.exists() and self.path.stat().st_size else "ok"
+                damage = self._integrity_ro(check) if check and self.path.exists() and self.path.stat().st_size else "ok"
                 if damage != "ok":
                     raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
                 # uri=True so that `merge` can attach its sources read-only.
@@ -454,6 +583,9 @@ class ResultsStore:
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
                 if damage != "ok":
                     raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
+                # From here on the file is this writer's: the clean state recorded no longer says how it is
+                # (a writer killed, or another one beside this one, leaves the next open the full check).
+                _forget_clean(self._abs)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -564,24 +696,39 @@ class ResultsStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", PATH_KEYS)
             db.commit()
         except sqlite3.Error:
+            self._faulted = True
             with contextlib.suppress(sqlite3.Error):
                 db.rollback()
             raise
         return changed
 
-    def _integrity_ro(self) -> str:
+    def _integrity_ro(self, check: bool | str) -> str:
+        trusted = check is True and closed_cleanly(self._abs)
         db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
         try:
-            return " ".join(str(db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+            return self._check(db, trusted)
         finally:
             db.close()
 
-    def _integrity(self) -> str:
-        """'ok', or the first fault SQLite's integrity check finds. A full check (about 1.5 s per 200,000
-        rows), not quick_check: that one does not compare the indexes with the table, and a damaged
-        index is what turns a resume into duplicate rows."""
-        # one line: the check's report of a damaged page spans several
-        return " ".join(str(self._db.execute("PRAGMA integrity_check(1)").fetchone()[0]).split())
+    def _check(self, db: sqlite3.Connection, trusted: bool) -> str:
+        """The bounded probe for a file as aiidetect left it, else the full check."""
+        self.checked = "probe" if trusted else "full"
+        if trusted:
+            db.execute("BEGIN")  # one snapshot: rows a writer replaces meanwhile are not taken for damage
+            try:
+                found = _probe(db, self._abs)
+            except sqlite3.OperationalError as exc:
+                if not str(exc).startswith("no such table"):
+                    raise
+                found = "ok"  # not a results store: the open says so next
+            finally:
+                db.rollback()
+            if found == "ok":
+                return found
+            # What the probe finds, the full check confirms, and its word is final: a writer that opened the
+            # store after it was found clean (its -wal outgrows the file) is no damage.
+            self.checked = "full"
+        return _full_check(db)
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:
         """What a table changed by hand (or by another tool) lacks of `need` (default: every column), or None."""
@@ -601,8 +748,16 @@ class ResultsStore:
         return self._db
 
     def close(self) -> None:
+        """Close; a writer that met no error and left no transaction open records the file's state
+        (closed_cleanly), which spares the next open the full check."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            clean = not self.readonly and not self._faulted and not self._db.in_transaction
             self._db.close()
+        if clean:
+            _record_clean(self._abs)
 
     def __enter__(self):
         return self
@@ -648,6 +803,7 @@ class ResultsStore:
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
                 self._db.commit()
             except sqlite3.Error:
+                self._faulted = True
                 # Not left open: the session's closing commit must not commit part of a failed batch.
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
@@ -674,6 +830,7 @@ class ResultsStore:
                                      (int(sid),))
                 self._db.commit()
             except sqlite3.Error:
+                self._faulted = True
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
                 raise
@@ -685,6 +842,7 @@ class ResultsStore:
                 self._db.execute("DELETE FROM crashes WHERE path=?", (key,))
                 self._db.commit()
             except sqlite3.Error:  # a full disk: the strike stays, and the file is read alone once more
+                self._faulted = True
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
 
@@ -704,6 +862,7 @@ class ResultsStore:
                 row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
                                        (run_id, key)).fetchone()
         except sqlite3.Error as exc:
+            self._faulted = True
             # A disk error or a lock held past the timeout, in a decode thread: the scan's StoreError (ScanError
             # from the library), not a sqlite3 error out of the records iterator.
             raise StoreError(f"cannot read the results store {self.path} ({exc}); the rows committed are kept, "
@@ -711,13 +870,15 @@ class ResultsStore:
         return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)
-    def runs(self) -> list[dict[str, Any]]:
+    def runs(self, counts: bool = True) -> list[dict[str, Any]]:
+        """The runs, oldest first; `files` and `sessions` (None unless `counts`: counting a run's files
+        reads its every index entry, 0.1-0.2 s per million rows, which only `summary` shows)."""
+        count = ("(SELECT COUNT(*) FROM results x WHERE x.run_id=r.run_id), "
+                 "(SELECT COUNT(*) FROM sessions s WHERE s.run_id=r.run_id)") if counts else "NULL, NULL"
         with self._lock:
             rows = self._db.execute(
-                "SELECT r.run_id, r.detectors, r.fusion_model, r.created_at, r.options, "
-                "(SELECT COUNT(*) FROM results x WHERE x.run_id=r.run_id), "
-                "(SELECT COUNT(*) FROM sessions s WHERE s.run_id=r.run_id) FROM runs r ORDER BY r.created_at"
-            ).fetchall()
+                f"SELECT r.run_id, r.detectors, r.fusion_model, r.created_at, r.options, {count} "
+                "FROM runs r ORDER BY r.created_at").fetchall()
         from .report.safe import loads_foreign
 
         def options(text: Any) -> Any:
@@ -731,7 +892,7 @@ class ResultsStore:
 
     def resolve_run(self, run: str | None) -> list[str]:
         """--run PREFIX -> matching run ids; None -> every run."""
-        ids = [r["run_id"] for r in self.runs()]
+        ids = [r["run_id"] for r in self.runs(counts=False)]
         if not run:
             return ids
         found = [i for i in ids if i.startswith(run)]
@@ -846,7 +1007,14 @@ class ResultsStore:
             # read, never checkpointed into its file).
             db.execute("ATTACH DATABASE ? AS src", (readonly_uri(other),))
             try:
-                before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                # A shard of an older version keyed its files by the folder as spelled: its rows join
+                # the others' keys here (on this machine's view of the folders), which may join rows, so
+                # the target is counted. Otherwise the rows added are the source's rows not here, counted
+                # through the index, not by counting the target whole (a second per million rows, twice).
+                legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
+                before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else 0
+                new = db.execute("SELECT COUNT(*) FROM src.results s WHERE NOT EXISTS (SELECT 1 FROM results m "
+                                 "WHERE m.run_id=s.run_id AND m.path=s.path)").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
                 # A row in both that differs; the same row merged again is not a conflict.
                 conflicts = db.execute(
@@ -884,15 +1052,13 @@ class ResultsStore:
                 db.execute(f"INSERT INTO results ({cols}) SELECT {sel} FROM src.results WHERE true "
                            f"ON CONFLICT(run_id, path) DO UPDATE SET {upd} "
                            f"WHERE excluded.scanned_at > results.scanned_at")
-                # A shard of an older version keyed its files by the folder as spelled: its rows join
-                # the others' keys here (on this machine's view of the folders).
-                legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
                 if legacy:
                     self._rekey(once=False)  # commits with the rows
                 else:
                     db.commit()
-                after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else new
             except Exception:
+                self._faulted = True
                 db.rollback()
                 raise
             finally:

@@ -1,5 +1,6 @@
-"""What opening a results store costs as it grows: every `scan --db` and `results` command runs SQLite's
-full integrity check first (docs/scale.md), which reads the whole store.
+"""What a `results summary` of a store no aiidetect closed costs as it grows: such an open runs SQLite's
+full integrity check, which reads the whole store (docs/scale.md, "When the whole store is checked";
+benchmarks/store_scale.py times the opens of a store closed cleanly too, in one process).
 
     python benchmarks/store_open.py /work/shared/data/dev/real --rows 50000,200000 --work /tmp/store-open
 

@@ -23,7 +23,7 @@ from PIL import Image
 from aiidetect.discover import Candidate, iter_discover
 from aiidetect.records import DetectorResult, ErrorInfo, Evidence, Record
 from aiidetect.shard import in_shard, parse_shard, shard_of
-from aiidetect.store import ResultsStore, merge_stores, record_from_dict, record_json
+from aiidetect.store import ResultsStore, StoreError, merge_stores, record_from_dict, record_json
 
 from conftest import jsonl, run_cli, run_cli_in_process
 
@@ -409,12 +409,13 @@ def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
     r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(ro / "a.sqlite"), "-q")
-    assert r.returncode == 0 and sorted(p.name for p in ro.iterdir()) == ["a.sqlite"], r.stderr
+    # beside it only the state of its file as aiidetect closed it (docs/scale.md)
+    assert r.returncode == 0 and sorted(p.name for p in ro.iterdir()) == ["a.sqlite", "a.sqlite-clean"], r.stderr
     _read_only_folder(monkeypatch, ro)
     with ResultsStore(ro / "a.sqlite", readonly=True) as st:
         assert st.summary(st.resolve_run(None))["files"] == 4
     assert merge_stores(tmp_path / "m.sqlite", [ro / "a.sqlite"])[0]["added"] == 4
-    assert sorted(p.name for p in ro.iterdir()) == ["a.sqlite"]
+    assert sorted(p.name for p in ro.iterdir()) == ["a.sqlite", "a.sqlite-clean"]
     # a killed writer's -wal without its -shm: the rows in the log would be missing
     (ro / "a.sqlite-wal").write_bytes(b"\0" * 32)
     with pytest.raises(StoreError, match="write-ahead log"):
@@ -1139,3 +1140,141 @@ def test_an_old_store_with_a_folder_no_file_system_has_is_read_and_merged(tmp_pa
     m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(db))
     assert m.returncode == 0, m.stderr
     assert sorted(r[0] for r in _rows(tmp_path / "all.sqlite")) == sorted(["/x/a\x00b/0.png", f"{tmp_path}/in/1.png"])
+
+
+@pytest.fixture
+def integrity_checks(monkeypatch):
+    """The full integrity checks run (PRAGMA integrity_check statements), counted on every SQLite
+    connection opened meanwhile: what a check costs is a count here, never a timing."""
+    real, seen = sqlite3.connect, []
+
+    def connect(*a, **kw):
+        c = real(*a, **kw)
+        c.set_trace_callback(lambda sql: seen.append(sql) if "integrity_check" in sql.lower() else None)
+        return c
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return seen
+
+
+def _scan_into(src: Path, db: Path):
+    return run_cli_in_process("scan", str(src), "-d", "metadata", "--no-cache", "--db", str(db), "-q", "-f", "jsonl")
+
+
+def test_a_store_aiidetect_closed_cleanly_is_opened_without_reading_it_whole(tmp_path, integrity_checks):
+    """Every open ran SQLite's full integrity check, which reads every page (8 s at 1M rows, 75 s at 10M,
+    docs/scale.md): each resume, shard session, `results` command and merge paid for the whole archive.
+    A store whose file is as aiidetect closed it gets a bounded probe; `results check` runs the full
+    check on demand; and a damaged index the probe meets (here all 3 rows are probed) is confirmed by the
+    full check and refused."""
+    imgs = _tiny_images(tmp_path / "in", 3, folders=1)
+    db, other = tmp_path / "s.sqlite", tmp_path / "m.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    for args in (("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q", "-f", "jsonl"),
+                 ("results", "summary", "--db", str(db), "-q"),
+                 ("results", "merge", "--db", str(other), str(db), "-q")):
+        r = run_cli_in_process(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert integrity_checks == [], args
+    assert Path(f"{db}-clean").is_file()
+    r = run_cli_in_process("results", "check", "--db", str(db), "-f", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["rows"] == 3 and len(integrity_checks) == 1, r.stderr
+    # Damage that leaves the file's state as recorded (a disk's own fault): only the probe sees it.
+    recorded = Path(f"{db}-clean").read_text()
+    _damage_path_index(db, imgs[1].name.encode())
+    state = json.loads(recorded)
+    st = db.stat()
+    state.update(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino, dev=st.st_dev)
+    Path(f"{db}-clean").write_text(json.dumps(state))
+    before, checks = db.read_bytes(), len(integrity_checks)
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=r"is damaged \(SQLite integrity check"):
+            ResultsStore(db, readonly=readonly)
+    assert len(integrity_checks) == checks + 2 and db.read_bytes() == before
+
+
+def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrity_checks):
+    """The reasons for the full check: a writer's -wal left beside it (killed, or copied from elsewhere),
+    a change by another program, a copy (another inode), a clean file that is not aiidetect's, or none."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = Path(f"{db}-clean")
+
+    def opens_with_full_check(path=db, **kw) -> bool:
+        n = len(integrity_checks)
+        ResultsStore(path, **kw).close()
+        return len(integrity_checks) == n + 1
+
+    assert not opens_with_full_check() and not opens_with_full_check(readonly=True)
+    # a writer killed with its last batch in the -wal
+    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint=0'); "
+            "c.execute(\"UPDATE sessions SET status='died'\"); c.commit(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True)
+    assert opens_with_full_check(readonly=True) and opens_with_full_check()
+    assert not opens_with_full_check()  # closed cleanly again by that writer
+    with sqlite3.connect(db) as c:  # another program's write
+        c.execute("UPDATE runs SET options='{}'")
+    c.close()
+    assert opens_with_full_check(readonly=True) and opens_with_full_check() and not opens_with_full_check()
+    copy = tmp_path / "copy.sqlite"
+    import shutil
+
+    shutil.copy2(db, copy)
+    shutil.copy2(clean, f"{copy}-clean")
+    assert opens_with_full_check(copy, readonly=True)
+    clean.write_text("{}")
+    assert opens_with_full_check(readonly=True)
+    clean.unlink()
+    assert opens_with_full_check(readonly=True)
+    os.mkfifo(clean)  # never waited on
+    assert opens_with_full_check(readonly=True) and opens_with_full_check(check="full")
+
+
+def test_a_writer_open_forgets_the_clean_state_until_it_closes(tmp_path, integrity_checks):
+    """While a writer has the store open, its file is not as last recorded: a second writer or a reader
+    then (or after the first was killed) checks it whole. A writer that met a write error records nothing."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = Path(f"{db}-clean")
+    first = ResultsStore(db)
+    assert integrity_checks == [] and not clean.exists()
+    second = ResultsStore(db)
+    assert len(integrity_checks) == 1
+    second.close()
+    first.close()
+    ResultsStore(db, readonly=True).close()
+    assert clean.exists() and len(integrity_checks) == 1
+    st = ResultsStore(db)
+    with pytest.raises(sqlite3.Error):
+        st.write_rows([("x",) * 3])  # a batch SQLite refuses
+    st.close()
+    assert not clean.exists()
+
+
+def test_export_and_merge_do_not_count_the_whole_store(tmp_path, monkeypatch):
+    """`results export` (and failed, parquet: resolve_run) counted every run's rows only to list the run
+    ids, and `merge` counted the target's rows before and after to say how many it added: each count reads
+    every index entry (0.1-0.2 s per million rows). The rows added are the source's rows not in the target."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db, target = tmp_path / "s.sqlite", tmp_path / "t.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    real, seen = sqlite3.connect, []
+
+    def connect(where, *a, **kw):
+        c = real(where, *a, **kw)
+        c.set_trace_callback(lambda q: seen.append((os.fspath(where), q)))
+        return c
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    # merge reads each source whole anyway (its check counts the source's rows): the target is what grows
+    counts = lambda: [q for w, q in seen if "COUNT(*) FROM results" in q and "s.sqlite" not in w]  # noqa: E731
+    e = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert e.returncode == 0 and len(jsonl(e.stdout)) == 3, e.stderr
+    assert [q for _, q in seen if "COUNT(*) FROM results" in q] == []
+    assert merge_stores(target, [db])[0]["added"] == 3 and counts() == []
+    assert merge_stores(target, [db])[0]["added"] == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET path = path || '-new' WHERE rowid = 1")
+    c.close()
+    assert merge_stores(target, [db])[0] == {"source": str(db), "rows": 3, "added": 1, "conflicts": 0}
+    assert counts() == []
