@@ -146,3 +146,26 @@ def test_calibrate_on_the_training_images_alone_is_refused(data):
     assert r.returncode == 2 and r.stdout == "", r.stderr
     assert "once the heads' training images are left out (--allow-train-overlap keeps them)" in r.stderr
     assert "(got 0 real, 0 AI)" in r.stderr and not (data.parent / "f").exists()
+
+
+def test_detectors_without_a_record_say_why():
+    """A head served from an ONNX export has no record (unknown, not 'no overlap'); rules have no
+    training set; an unavailable detector did not run."""
+    from aiidetect.detectors.base import UnavailableDetector
+    from aiidetect.evaluate.overlap import train_overlap
+
+    class Onnx(Detector):
+        family = "linear"
+
+        def __init__(self):
+            super().__init__("linear:x")
+            self.meta = {"head": "x", "family": "linear"}
+
+    class Rules(Detector):
+        family = "rules"
+
+    report, masks = train_overlap([Onnx(), Rules("rules"), UnavailableDetector("mpft", "no head")], ["ab" * 32])
+    assert report["linear:x"]["status"] == "unknown" and "ONNX export" in report["linear:x"]["why"]
+    assert report["rules"] == {"status": "not-trained", "n": 0, "of": 1}
+    assert report["mpft"]["status"] == "not-run" and report["fused"]["status"] == "unknown"
+    assert not masks["fused"].any()
