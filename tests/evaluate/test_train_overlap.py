@@ -114,11 +114,12 @@ def test_eval_leaves_out_and_counts_the_images_a_head_was_trained_on(data):
         assert f["train_left_out"] == 8 and sum(f["verdicts"]["real"].values()) == 6
 
 
-def test_allow_train_overlap_keeps_them_and_says_so(data):
-    m, err = _eval(str(data), "--allow-train-overlap")
+def test_allow_train_overlap_keeps_them_and_says_so(data, tmp_path):
+    m, err = _eval(str(data), "--allow-train-overlap", "--out-dir", str(tmp_path / "o"), "--no-plots")
     assert m["run"]["train_overlap"]["fakehead"] == {"status": "checked", "n": 8, "of": 20, "excluded": False}
     assert m["conditions"][0]["detectors"]["fakehead"]["overall"]["n"] == 20
     assert "KEPT" in err and "not held-out performance" in err
+    assert "fakehead 8 of 20 (KEPT: metrics include them)" in (tmp_path / "o" / "summary.md").read_text()
 
 
 def test_a_head_without_a_record_runs_and_its_overlap_is_unknown(data):
