@@ -117,6 +117,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         # call on every real photo; a detector's non-finite answer is no answer.
         said = [r is not None and r.status == "ok" and r.p_ai is not None for r in res]
         have = np.array([h and is_finite_number(r.p_ai) for r, h in zip(res, said)], dtype=bool)
+        n_non_finite = int(sum(said) - have.sum())  # before the training images are taken out of `have`
         lo = out_of(det.name)
         n_left = int(lo.sum()) if lo is not None else 0
         if lo is not None:
@@ -131,7 +132,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         if reasons:
             b["not_ok_reasons"] = dict(reasons.most_common(3))
         b["no_opinion"] = int(sum(1 for r in res if r is not None and r.status == "ok" and r.p_ai is None))
-        b["non_finite"] = int(sum(said) - have.sum())
+        b["non_finite"] = n_non_finite
         block["detectors"][det.name] = b
         columns["p"][det.name] = p
         att = [(_attribution(r), g) for k, (r, g) in enumerate(zip(res, g_all)) if lo is None or not lo[k]]

@@ -110,6 +110,7 @@ def test_eval_leaves_out_and_counts_the_images_a_head_was_trained_on(data):
     for cond in m["conditions"]:  # the perturbed condition too, though its bytes differ from the files'
         b = cond["detectors"]["fakehead"]
         assert b["train_left_out"] == 8 and b["overall"]["n"] == 12 and b["coverage"] == 1.0, cond["condition"]
+        assert b["non_finite"] == 0  # left out is not a NaN score
         f = cond["fused"]
         assert f["train_left_out"] == 8 and sum(f["verdicts"]["real"].values()) == 6
 
