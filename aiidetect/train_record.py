@@ -69,23 +69,28 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any]):
     block = manifest.get("training_images")
     if block is None:
         raise NoRecord("the head records no training images (trained by an older version, or made elsewhere)")
-    if not isinstance(block, Mapping) or block.get("key") != KEY_KIND or block.get("file") != KEYS_FILE:
+    from .heads import in_folder
+
+    # (an ONNX export names the copy after its head: <family>-<name>.train-keys.bin)
+    if (not isinstance(block, Mapping) or block.get("key") != KEY_KIND or not in_folder(block.get("file"))
+            or not str(block.get("file")).endswith(KEYS_FILE)):
         raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
+    fname = str(block["file"])
     count = block.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
         raise NoRecord("the head's training_images count is not a number of images")
     files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
-    if KEYS_FILE not in files:
-        raise NoRecord(f"{KEYS_FILE} is not listed in the head's files (no checksum to trust it by)")
+    if fname not in files:
+        raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
     try:
-        blob = read_regular(Path(head_dir) / KEYS_FILE, count * KEY_BYTES)
+        blob = read_regular(Path(head_dir) / fname, count * KEY_BYTES)
     except OSError as exc:
-        raise NoRecord(f"cannot read {KEYS_FILE}: {exc}") from exc
+        raise NoRecord(f"cannot read {fname}: {exc}") from exc
     if len(blob) != count * KEY_BYTES:
-        raise NoRecord(f"{KEYS_FILE} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
+        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
     keys = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
     if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-        raise NoRecord(f"{KEYS_FILE} is not sorted: damaged")
+        raise NoRecord(f"{fname} is not sorted: damaged")
     return keys
 
 

@@ -17,9 +17,19 @@ def _keys_of(det):
     head = getattr(det, "head", None)
     if head is None or not hasattr(head, "manifest"):
         meta = getattr(det, "meta", None)
-        if isinstance(meta, dict) and meta.get("head"):  # a head served from an ONNX export
-            return None, "an ONNX export does not carry its heads' training records; evaluate the head itself"
-        return None, None
+        if not (isinstance(meta, dict) and meta.get("head")):
+            return None, None
+        # A head served from an ONNX export: the export carries the record beside the graph, checksummed
+        # with it (the detector is unavailable when a file fails that check).
+        block = meta.get("training_images")
+        onnx_dir = getattr(det, "onnx_dir", None)
+        if not isinstance(block, dict) or onnx_dir is None:
+            return None, ("its ONNX export carries no training record (the head has none, or the export was "
+                          "made by an older version)")
+        try:
+            return load_keys(onnx_dir, {"training_images": block, "files": {block.get("file"): "sidecar"}}), None
+        except NoRecord as exc:
+            return None, f"ONNX export: {exc}"
     try:
         return load_keys(head.path, head.manifest), None
     except NoRecord as exc:
