@@ -42,6 +42,9 @@ class HeadExport:
     # int8: False keeps this head's own MatMuls in float (a density model such
     # as CLIP-Flow turns small weight errors into large log-likelihood errors)
     quantize: bool = True
+    # Files the export writes beside the graph and checksums with it: the head's training record
+    # (train_record), so eval on the export can tell its training images as on the head.
+    extra_files: dict[str, bytes] = field(default_factory=dict)
 
     def output_names(self) -> list[str]:
         return [f"{self.name}/{r}" for r in self.roles]

@@ -37,6 +37,9 @@ def calibrate_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap",
+                                             help="Fit on images a head was trained on too (default: left out, "
+                                                  "and counted: a head is overconfident on its training images)."),
     follow_links: bool = FollowLinksOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
@@ -49,7 +52,10 @@ def calibrate_cmd(
 
     Examples:
       aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
-      aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold"""
+      aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold
+
+    Images a head was trained on (its record of their content keys) are left out of the fit, and
+    counted on stderr and in data.train_overlap."""
     from ..calibration import check_enough, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import LinkStats, summarize
@@ -78,6 +84,18 @@ def calibrate_cmd(
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)"
                              + (f"; {note}" if (note := links.note()) else ""))
     scored = run(items, dets, batch_size=batch_size)
+    from ..evaluate.overlap import FUSED, overlap_line, without_training_images
+
+    n_scored = len(scored)
+    scored, overlap = without_training_images(scored, dets, allow=allow_train_overlap)
+    if (line := overlap_line(overlap, fit=True)) and (not quiet or overlap[FUSED]["n"]):
+        err.print(f"note: {line}", highlight=False, markup=False)
+    if len(scored) < n_scored:
+        try:
+            check_enough(sum(s.label == 0 for s in scored), sum(s.label == 1 for s in scored),
+                         what="once the heads' training images are left out (--allow-train-overlap keeps them)")
+        except ValueError as exc:
+            fail(f"cannot calibrate: {exc}")
     try:
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)
     except ValueError as exc:
@@ -85,6 +103,7 @@ def calibrate_cmd(
     summary = summarize(items)
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)
+    summary["train_overlap"] = overlap
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd)
     if not quiet:

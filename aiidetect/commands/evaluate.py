@@ -42,6 +42,9 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots under --out-dir."),
+    allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap",
+                                             help="Keep the images a head was trained on in its metrics (default: "
+                                                  "left out and counted; the output says which were kept)."),
     follow_links: bool = FollowLinksOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
@@ -55,7 +58,10 @@ def evaluate_cmd(
 
     Examples:
       aiidetect eval /data/test --out-dir results/ -p jpeg:95,75
-      aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'"""
+      aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'
+
+    Images a head was trained on (its record of their content keys) are left out of that head's
+    metrics and the fused verdict's, and counted on stderr and in run.train_overlap."""
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
@@ -107,9 +113,18 @@ def evaluate_cmd(
     info = {"command": "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "data": [str(d) for d in data], "fusion": fusion_desc,
             "detector_details": [d.describe() for d in dets]}
+    def said_overlap(report):
+        from ..evaluate.overlap import overlap_line
+
+        line = overlap_line(report)
+        # Under -q too when a head was shown its own training images: it changes what the numbers mean.
+        if line and (not quiet or any(r.get("n") for r in report.values())):
+            err.print(f"note: {line}", highlight=False, markup=False)
+
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
                                batch_size=batch_size, progress=progress, run_info=info,
-                               protocol=protocol)
+                               protocol=protocol, allow_train_overlap=allow_train_overlap,
+                               on_overlap=said_overlap)
     raw = result["conditions"][0]
     if not raw.get("n_scored"):
         # Metrics of nothing would read as an evaluation that ran (a CI job would pass on exit 0).

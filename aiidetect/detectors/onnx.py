@@ -59,6 +59,8 @@ class OnnxEncoder:
 
 
 class OnnxHeadDetector(Detector):
+    onnx_dir: Path | None = None  # the export it runs from (its head's training record lies there)
+
     def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = "",
                  dtype: str = "float32", int8: Mapping[str, Any] | None = None):
         super().__init__(meta["name"])
@@ -165,7 +167,9 @@ def create(ctx: RunContext) -> list[Detector]:
         gid = _graph_id(Path(ctx.onnx_dir), g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:
-            out.append(OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess)))
+            det = OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess))
+            det.onnx_dir = Path(ctx.onnx_dir)
+            out.append(det)
     installed: dict[str, Mapping[str, Any]] | None = None
     for s in side.get("skipped_heads", []):
         fam = s["name"].split(":")[0] if ":" in s["name"] else ""

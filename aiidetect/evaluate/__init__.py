@@ -20,11 +20,17 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
              perturbations: Sequence[Perturbation] = (), normalize: Perturbation | None = None,
              batch_size: int = 16, progress: Callable[[str, int], None] | None = None,
              run_info: Mapping[str, Any] | None = None,
-             protocol: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+             protocol: str | None = None, allow_train_overlap: bool = False,
+             on_overlap: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (result dict for metrics.json, {condition: per-item columns}).
     Conditions: raw, then normalized:<spec> (when asked), then each perturbation.
     protocol "genimage" | "ufd": each condition also gets the paper's per-subset
-    block (evaluate.protocol) under "protocol"."""
+    block (evaluate.protocol) under "protocol".
+
+    Items a head was trained on (train_record, matched by the raw files' content) are left out of
+    that head's metrics, and out of the fused verdict's, in every condition; allow_train_overlap
+    keeps them. run["train_overlap"] says how many, per head (evaluate.overlap); `on_overlap` gets
+    it as soon as the raw condition is scored."""
     pairs = None
     if protocol is not None:
         from ..train.data import protocol_pairs
@@ -38,10 +44,18 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
         conds.append((f"normalized:{normalize.name}", normalize))
     conds += [(p.name, p) for p in perturbations]
     blocks, columns = [], {}
+    overlap, masks = None, {}
     for name, tf in conds:
         cb = (lambda k, _n=name: progress(_n, k)) if progress else None
         scored = run(items, detectors, transform=tf, batch_size=batch_size, progress=cb)
-        block, cols = condition_metrics(scored, detectors, model, name)
+        if overlap is None:
+            # By the raw files' keys: a perturbed condition scores other bytes of the same images.
+            from .overlap import train_overlap
+
+            overlap, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow_train_overlap)
+            if on_overlap is not None:
+                on_overlap(overlap)
+        block, cols = condition_metrics(scored, detectors, model, name, left_out=masks)
         if pairs is not None:
             from .protocol import protocol_block
 
@@ -56,7 +70,8 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
             "detectors": [d.name for d in detectors], "version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "perturbations": [p.name for p in perturbations],
-            "normalize": normalize.name if normalize else None, "protocol": protocol}
+            "normalize": normalize.name if normalize else None, "protocol": protocol,
+            "train_overlap": overlap or {}}
     info.update(run_info or {})
     return {"run": info, "conditions": blocks}, columns
 

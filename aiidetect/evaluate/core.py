@@ -86,11 +86,20 @@ def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_t
 
 
 def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model: Mapping[str, Any] | None,
-                      name: str = "raw") -> tuple[dict[str, Any], dict[str, Any]]:
-    """-> (metrics block, raw per-item columns for plots and scores.csv)."""
+                      name: str = "raw", left_out: Mapping[str, np.ndarray] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """-> (metrics block, raw per-item columns for plots and scores.csv).
+    left_out: {detector name or FUSED: boolean mask over `scored`} of the items left out of that
+    one's metrics (a head's own training images, evaluate.overlap); counted as "train_left_out",
+    and a NaN score in the columns, as for no opinion."""
     fused = attach_fusion(scored, model)
     ok = [i for i, s in enumerate(scored) if not s.error]
     n = len(ok)
+    left_out = left_out or {}
+
+    def out_of(key: str) -> np.ndarray | None:
+        m = left_out.get(key)
+        return None if m is None else np.asarray(m, dtype=bool)[ok]
     y_all = np.array([scored[i].label for i in ok], dtype=np.int64)
     g_all = np.array([scored[i].generator for i in ok], dtype=object)
     block: dict[str, Any] = {"condition": name, "n_items": len(scored), "n_scored": n,
@@ -108,32 +117,44 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         # call on every real photo; a detector's non-finite answer is no answer.
         said = [r is not None and r.status == "ok" and r.p_ai is not None for r in res]
         have = np.array([h and is_finite_number(r.p_ai) for r, h in zip(res, said)], dtype=bool)
+        n_non_finite = int(sum(said) - have.sum())  # before the training images are taken out of `have`
+        lo = out_of(det.name)
+        n_left = int(lo.sum()) if lo is not None else 0
+        if lo is not None:
+            have &= ~lo
         p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
         thr = detector_threshold(det, res)
-        b = _block(y_all[have], p[have], g_all[have], thr, n)
+        b = _block(y_all[have], p[have], g_all[have], thr, n - n_left)
+        if lo is not None:
+            b["train_left_out"] = n_left
         b["status"] = dict(status)
         reasons = Counter(r.reason for r in res if r is not None and r.status != "ok" and r.reason)
         if reasons:
             b["not_ok_reasons"] = dict(reasons.most_common(3))
         b["no_opinion"] = int(sum(1 for r in res if r is not None and r.status == "ok" and r.p_ai is None))
-        b["non_finite"] = int(sum(said) - have.sum())
+        b["non_finite"] = n_non_finite
         block["detectors"][det.name] = b
         columns["p"][det.name] = p
-        att = [(_attribution(r), g) for r, g, yy in zip(res, g_all, y_all)]
+        att = [(_attribution(r), g) for k, (r, g) in enumerate(zip(res, g_all)) if lo is None or not lo[k]]
         att = [(a, g) for a, g in att if a is not None]
         if att:
             block["attribution"][det.name] = M.confusion_matrix([g for _, g in att], [a for a, _ in att])
     fp = np.array([fused[i]["p_ai"] if fused[i]["p_ai"] is not None else np.nan for i in ok], dtype=np.float64)
     verdicts = np.array([fused[i]["verdict"] for i in ok], dtype=object)
+    lo = out_of(FUSED)
+    kept = ~lo if lo is not None else np.ones(n, dtype=bool)
+    fp[~kept] = np.nan
     have = ~np.isnan(fp)
-    b = _block(y_all[have], fp[have], g_all[have], 0.5, n)
+    b = _block(y_all[have], fp[have], g_all[have], 0.5, int(kept.sum()))
+    if lo is not None:
+        b["train_left_out"] = int(lo.sum())
     vt: dict[str, dict[str, int]] = {}
     for cls, lab in (("real", 0), ("ai", 1)):
-        c = Counter(verdicts[y_all == lab].tolist())
+        c = Counter(verdicts[(y_all == lab) & kept].tolist())
         vt[cls] = {v: int(c.get(v, 0)) for v in ("ai-generated", "uncertain", "likely-real")}
     b["verdicts"] = vt
-    b["uncertain_share"] = float(np.mean(verdicts == "uncertain")) if n else None
-    nr, na = int((y_all == 0).sum()), int((y_all == 1).sum())
+    b["uncertain_share"] = float(np.mean(verdicts[kept] == "uncertain")) if kept.any() else None
+    nr, na = int(((y_all == 0) & kept).sum()), int(((y_all == 1) & kept).sum())
     b["real_called_ai"] = vt["real"]["ai-generated"] / nr if nr else None
     b["ai_called_real"] = vt["ai"]["likely-real"] / na if na else None
     b["ai_detected"] = vt["ai"]["ai-generated"] / na if na else None
@@ -143,7 +164,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     b["real_called_ai_upper_95"] = M.rate_upper_bound(vt["real"]["ai-generated"], nr)
     b["ai_called_real_upper_95"] = M.rate_upper_bound(vt["ai"]["likely-real"], na)
     for g, row in b["per_generator"].items():
-        m = (g_all == g) if g != "real" else (y_all == 0)
+        m = ((g_all == g) if g != "real" else (y_all == 0)) & kept
         c = Counter(verdicts[m].tolist())
         row["verdicts"] = {v: int(c.get(v, 0)) for v in ("ai-generated", "uncertain", "likely-real")}
     m = normalize_model(model)

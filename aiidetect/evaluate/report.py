@@ -147,6 +147,12 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _overlap(meta: Mapping[str, Any]) -> str | None:
+    from .overlap import overlap_line
+
+    return overlap_line(meta.get("train_overlap") or {})
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     meta = result["run"]
     out = [f"# aiidetect evaluation", "",
@@ -155,7 +161,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
            f"{meta.get('n_real')} real, {meta.get('n_ai')} AI)",
            f"- detectors: {', '.join(meta.get('detectors', []))}",
            f"- fusion: {meta.get('fusion')}",
-           f"- aiidetect {meta.get('version')}, {meta.get('created')}", "",
+           f"- aiidetect {meta.get('version')}, {meta.get('created')}",
+           *([f"- {line}"] if (line := _overlap(meta)) else []), "",
            "Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another); "
            "`best acc` uses the best threshold on this very data (optimistic reference only). "
            "`cover` = share of images the detector gave an opinion on; metrics are over those.", ""]

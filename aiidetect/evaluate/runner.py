@@ -25,6 +25,7 @@ class Scored:
     results: dict[str, DetectorResult] = field(default_factory=dict)
     error: str | None = None       # decode failure: excluded from metrics, counted
     subset: str = ""               # benchmark subset / real pool (protocol metrics)
+    sha256: str | None = None      # content key of the bytes scored (train_record); None when unread
 
 
 def _perturbing(transform) -> Callable[[Any, Any], Any]:
@@ -73,7 +74,7 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))
     out = []
     for it, rec in zip(items, recs):
-        s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "")
+        s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "", sha256=rec.sha256)
         if rec.error is not None:
             s.error = f"{rec.error.code}: {rec.error.message}"
         else:

@@ -574,8 +574,15 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
         "source": "aiidetect train flow",
         "license": "same as the training photos' licenses (the head is derived from their features)",
     }
+    # Every real photo: the flow is fitted on the train part, and its threshold set on the held-out part's
+    # likelihoods so that the target share of them is flagged, so eval on either measures nothing.
+    # The --ai images only fed the validation report.
+    from ..train_record import digests_of, record
+
+    manifest["training_images"], keys_file = record(
+        digests_of(ok), "real photos the flow was fitted on and its threshold calibrated on")
     tensors = {f"flow.{k}": v for k, v in model.state_dict().items()}
-    save_head(out_dir, tensors, manifest)
+    save_head(out_dir, tensors, manifest, extra_files=keys_file)
     if cache is not None and getattr(cache, "error", None):  # as train_linear says it
         say(f"note: feature cache problem (features recomputed or not saved): {cache.error}")
     return manifest

@@ -97,7 +97,7 @@ def probe_tensors(probe: LinearProbe) -> dict[str, Any]:
 def save_probe(out_dir: str | Path, probe: LinearProbe, *, name: str, backbone_block: Mapping[str, Any],
                preprocessing: Mapping[str, Any], feature: str = "embed", data: Mapping[str, Any] | None = None,
                metrics: Mapping[str, Any] | None = None, source: str = "", license: str = "",
-               extra: Mapping[str, Any] | None = None) -> Path:
+               extra: Mapping[str, Any] | None = None, extra_files: Mapping[str, bytes] | None = None) -> Path:
     """Write a trained probe as a head folder (see weights.save_head)."""
     from ..heads import save_head
 
@@ -118,4 +118,4 @@ def save_probe(out_dir: str | Path, probe: LinearProbe, *, name: str, backbone_b
         "license": license,
     }
     manifest.update(extra or {})
-    return save_head(out_dir, probe_tensors(probe), manifest)
+    return save_head(out_dir, probe_tensors(probe), manifest, extra_files=extra_files)

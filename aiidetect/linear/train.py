@@ -132,8 +132,15 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     data = {**summarize(train_items), "sources": [str(s) for s in sources], "shots_per_class": shots,
             "generators_filter": list(generators) if generators else None, "seed": seed,
             "undecodable": len(failures), "held_out": n_val}
+    # The images the probe was fitted on (the held-out ones were not), so eval and calibrate can
+    # tell when they are shown them again.
+    from ..train_record import digests_of, record
+
+    trained_on, keys_file = record(digests_of(i.path for i in train_items if i.path not in bad),
+                                   "images the probe was fitted on (the held-out split excluded)")
     save_probe(out_dir, probe, name=name, backbone_block=backbone_manifest(bb), preprocessing=spec,
                feature=out_name, data=data, metrics=metrics,
-               source="trained locally with `aiidetect train linear`", license="user data; check the images' terms")
+               source="trained locally with `aiidetect train linear`", license="user data; check the images' terms",
+               extra={"training_images": trained_on}, extra_files=keys_file)
     return TrainResult(out_dir=out_dir, probe=probe, n_train=len(y), n_val=n_val, failures=failures,
                        metrics=metrics, seconds=time.perf_counter() - t0)

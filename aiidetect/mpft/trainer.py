@@ -469,7 +469,14 @@ class MPFTTrainer:
             "source": "aiidetect train mpft",
             "license": "trained weights inherit the terms of the training data and backbone",
         }
-        head_dir = save_head(self.out_dir, tensors, manifest)
+        # The train split only: the selection and report splits took no gradient step, and eval on them
+        # is the held-out measurement the trainer itself reports (train_record).
+        from ..train_record import digests_of, record
+
+        manifest["training_images"], keys_file = record(
+            digests_of(i.path for i in self.train_items),
+            "the train split (the selection and report splits held out are not in it)")
+        head_dir = save_head(self.out_dir, tensors, manifest, extra_files=keys_file)
         ck = self._ckpt_path()
         if ck.exists():
             ck.unlink()

@@ -72,11 +72,29 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
             try:
                 head = load_head(path)
                 head.check_backbone(backbone.fingerprint, backbone.spec.describe())  # one that names none, too
-                exports.extend(family_hook(fam, "exports")(head, backbone))
+                made = family_hook(fam, "exports")(head, backbone)
+                _carry_training_record(head, made)
+                exports.extend(made)
             except (HeadError, ExportError, NotImplementedError, ImportError, KeyError, ValueError) as exc:
                 skipped.append((f"{fam}:{name}", f"{type(exc).__name__}: {exc}"))
     return exports, skipped
 
+
+
+def _carry_training_record(head, exports: Sequence[HeadExport]) -> None:
+    """The head's training record (train_record) goes with its export, beside the graph, named after
+    the head. A head without a usable one is exported without: its overlap is then unknown on ONNX too."""
+    from ..train_record import KEYS_FILE, NoRecord, load_keys
+
+    try:
+        keys = load_keys(head.path, head.manifest)
+    except NoRecord:
+        return
+    blob = keys.astype(">u8").tobytes()
+    for h in exports:
+        fname = f"{_slug(h.name)}.{KEYS_FILE}"
+        h.meta["training_images"] = {**head.manifest["training_images"], "file": fname}
+        h.extra_files[fname] = blob
 
 
 # --------------------------------------------------------------------------
@@ -184,6 +202,10 @@ def export_onnx(backbone, out_dir: str | Path, heads: Sequence[HeadExport] = (),
                                      keep_float_scopes=[f"heads.{i}" for i, h in enumerate(hs) if not h.quantize],
                                      weight_bits=int(int8_weight_bits or 8))
         files = _data_files(target)
+        for h in hs:
+            for extra, blob in h.extra_files.items():
+                (out / extra).write_bytes(blob)
+                files.append(extra)
         heads_meta = [{"name": h.name, "family": h.family, "input": h.input if isinstance(h.input, str) else list(h.input),
                        "outputs": dict(zip(h.roles, h.output_names())), **h.meta} for h in hs]
         entry = {"file": fname, "files": {f: sha256_file(out / f) for f in files}, "variant": variant,

@@ -33,13 +33,21 @@ def linear_head_dir(tiny, tmp_path_factory):
     from aiidetect.preprocess import make_spec
     from aiidetect.heads import backbone_manifest, save_head
 
+    from aiidetect.train_record import digests_of, record
+
     g = torch.Generator().manual_seed(1)
     d = tmp_path_factory.mktemp("weights")
+    # trained on the first two of three images (the record export onnx carries)
+    imgs = d.parent / "probe-images"
+    imgs.mkdir()
+    for k in range(3):
+        (imgs / f"{k}.png").write_bytes(b"not decoded here " + bytes([k]))
+    trained_on, keys_file = record(digests_of([str(imgs / "0.png"), str(imgs / "1.png")]), "test")
     save_head(d / "probe", {"weight": torch.randn(1, tiny.embed_dim, generator=g) * 0.5, "bias": torch.tensor([0.1])},
               {"name": "probe", "detector": "linear", "backbone": backbone_manifest(tiny),
                "preprocessing": make_spec("resize-center-crop", 224), "labels": ["real", "ai"],
                "params": {"feature": "embed"}, "calibration": {"method": "platt", "a": 0.8, "b": -0.2},
-               "threshold": 0.5})
+               "threshold": 0.5, "training_images": trained_on}, extra_files=keys_file)
     return d
 
 
@@ -74,6 +82,27 @@ def test_sidecar_contract(export_fp32, tiny):
     assert h["calibration"]["method"] == "platt" and h["labels"] == ["real", "ai"]
     for f, sha in g["files"].items():
         assert (out / f).is_file() and len(sha) == 64
+
+
+def test_the_export_carries_the_heads_training_record(export_fp32, linear_head_dir):
+    """A head served from its ONNX export tells its training images as on torch: the record is copied beside the
+    graph, checksummed in the sidecar like the graph's files."""
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.evaluate.overlap import train_overlap
+    from aiidetect.train_record import digests_of
+
+    out, side, _ = export_fp32
+    g = side["graphs"][0]
+    rec = g["heads"][0]["training_images"]
+    assert rec["file"] == "linear-probe.train-keys.bin" and rec["count"] == 2 and rec["file"] in g["files"]
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu",
+                     weights_dirs=[linear_head_dir], runtime="onnx", onnx_dir=out,
+                     options={"onnx_families": ["linear"]})
+    dets = create_detectors(["onnx"], ctx)
+    imgs = sorted(str(p) for p in (linear_head_dir.parent / "probe-images").iterdir())
+    report, _ = train_overlap(dets, digests_of(imgs))
+    assert report["linear:probe"] == {"status": "checked", "n": 2, "of": 3, "excluded": True}
 
 
 def test_fp32_matches_pytorch(export_fp32, tiny, pixels, linear_head_dir):

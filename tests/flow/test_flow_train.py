@@ -376,3 +376,17 @@ def test_one_photo_given_as_real_and_as_ai_is_refused(tmp_path, monkeypatch):
     r = run_cli_in_process("train", "flow", "--real", str(reals), "--ai", str(reals / "gen"),
                            "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h"), "--device", "cpu")
     assert r.returncode == 2 and "g.png" in r.stderr and "give each image once" in r.stderr, r.stderr
+
+
+def test_the_head_records_every_real_photo(trained, small_reals):
+    """The flow is fitted on part of the reals and its threshold set on the rest: eval on either is not
+    held out, so the record (train_record) holds them all."""
+    from aiidetect.heads import read_manifest
+    from aiidetect.train_record import digests_of, load_keys, member_mask
+
+    wdir, _ = trained
+    m = read_manifest(wdir / "tiny-flow")
+    keys = load_keys(wdir / "tiny-flow", m)
+    n = m["data"]["real"]["n_train"] + m["data"]["real"]["n_val"]
+    assert m["training_images"]["count"] == n == N_REAL
+    assert member_mask(keys, digests_of(map(str, sorted(small_reals.iterdir())))).all()

@@ -370,3 +370,19 @@ def test_augmentation_of_images_under_eight_pixels():
     for size in ((1, 1), (3, 7), (7, 30)):
         out = augment(Image.new("RGB", size, (1, 2, 3)), cfg, random.Random(0))
         assert all(min(n, 8) <= got <= n for got, n in zip(out.size, size)), (out.size, size)
+
+
+def test_the_head_records_its_train_split_only(trained):
+    """eval and calibrate match a head's training images by this record (train_record): the train split's,
+    not the selection and report splits it holds out (on those, eval measures what training did not see)."""
+    from aiidetect.heads import read_manifest
+    from aiidetect.train_record import digests_of, load_keys, member_mask
+
+    res, items, _ = trained
+    m = read_manifest(res.head_dir)
+    keys = load_keys(res.head_dir, m)
+    assert m["training_images"]["count"] == len(keys) > 0 and m["data"]["selection"]["n"] > 0
+    # (each real crop is written once per generator, byte for byte: by content, only the AI images are
+    # one per file)
+    fakes = [i.path for i in items if i.label == 1]
+    assert int(member_mask(keys, digests_of(fakes)).sum()) == m["data"]["train"]["n_ai"] < len(fakes)

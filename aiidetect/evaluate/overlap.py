@@ -1,0 +1,118 @@
+"""Which evaluation images each head was trained on (train_record): metrics of a head on its own
+training images are inflated, and nothing in the numbers says so."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+FUSED = "fused"
+
+
+def _keys_of(det):
+    """(sorted keys, None) or (None, why there are none); (None, None) for a detector that is not a
+    trained head (rules, metadata: no training set to overlap with)."""
+    from ..train_record import NoRecord, load_keys
+
+    head = getattr(det, "head", None)
+    if head is None or not hasattr(head, "manifest"):
+        meta = getattr(det, "meta", None)
+        if not (isinstance(meta, dict) and meta.get("head")):
+            return None, None
+        # A head served from an ONNX export: the export carries the record beside the graph, checksummed
+        # with it (the detector is unavailable when a file fails that check).
+        block = meta.get("training_images")
+        onnx_dir = getattr(det, "onnx_dir", None)
+        if not isinstance(block, dict) or onnx_dir is None:
+            return None, ("its ONNX export carries no training record (the head has none, or the export was "
+                          "made by an older version)")
+        try:
+            return load_keys(onnx_dir, {"training_images": block, "files": {block.get("file"): "sidecar"}}), None
+        except NoRecord as exc:
+            return None, f"ONNX export: {exc}"
+    try:
+        return load_keys(head.path, head.manifest), None
+    except NoRecord as exc:
+        return None, str(exc)
+
+
+def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """-> ({detector or "fused": report}, {detector or "fused": mask of the items left out}).
+
+    A report: {"status": "checked", "n", "of", "excluded"} for a head that records its training images
+    (n of the `of` evaluation items were among them), {"status": "unknown", "n": None, "why"} for one that
+    does not, {"status": "not-trained"} for a detector with no training set, {"status": "not-run"} for one
+    unavailable in this run. "fused" counts the items any
+    checked head was trained on: the fused verdict rests on those heads. With exclude=False the masks
+    are empty and each report says the items were kept."""
+    n = len(digests)
+    report: dict[str, dict[str, Any]] = {}
+    masks: dict[str, np.ndarray] = {}
+    union = np.zeros(n, dtype=bool)
+    from ..detectors.base import UnavailableDetector
+
+    for det in detectors:
+        if isinstance(det, UnavailableDetector):
+            report[det.name] = {"status": "not-run", "n": None, "of": n}
+            continue
+        keys, why = _keys_of(det)
+        if keys is None:
+            report[det.name] = ({"status": "unknown", "n": None, "of": n, "why": why} if why
+                                else {"status": "not-trained", "n": 0, "of": n})
+            continue
+        from ..train_record import member_mask
+
+        m = member_mask(keys, digests)
+        union |= m
+        report[det.name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
+        if exclude:
+            masks[det.name] = m
+    unknown = [k for k, r in report.items() if r["status"] == "unknown"]
+    report[FUSED] = {"status": "unknown" if unknown else "checked", "n": int(union.sum()), "of": n,
+                     "excluded": bool(exclude and union.any())}
+    if unknown:
+        report[FUSED]["why"] = f"it uses head(s) with no training record: {', '.join(unknown)}"
+    if exclude:
+        masks[FUSED] = union
+    return report, masks
+
+
+def without_training_images(scored: Sequence[Any], detectors: Sequence[Any], allow: bool = False
+                            ) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """Scored items for one fit over every detector (calibrate): those any head was trained on left out
+    (its scores there are the head's overconfident ones, which calibration would learn to trust), unless
+    `allow`. -> (the items kept, train_overlap's report)."""
+    report, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow)
+    out = masks.get(FUSED)
+    if out is None or not out.any():
+        return list(scored), report
+    return [s for s, drop in zip(scored, out) if not drop], report
+
+
+def overlap_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | None:
+    """One stderr line: how many evaluation images each head was trained on, and what was done
+    (fit: calibrate's wording, whose one fit over every detector leaves out all of them)."""
+    parts = []
+    for name, r in report.items():
+        if name == FUSED or r["status"] in ("not-trained", "not-run"):
+            continue
+        if r["status"] == "unknown":
+            parts.append(f"{name} unknown ({r['why']})")
+        else:
+            parts.append(f"{name} {r['n']} of {r['of']}"
+                         + (((" (left out of the fit)" if fit else " (left out of its metrics)") if r["excluded"]
+                             else " (KEPT: " + ("the fit includes them)" if fit else "metrics include them)"))
+                            if r["n"] else ""))
+    if not parts:
+        return None
+    f = report.get(FUSED) or {}
+    tail = ""
+    if f.get("n") and not fit:
+        tail = ("; the fused verdict's metrics leave out those " if f["excluded"] else
+                "; the fused verdict's metrics include those ") + f"{f['n']} image(s)"
+    if any(r.get("n") and not r.get("excluded") for k, r in report.items() if k != FUSED):
+        tail += (": calibrated on training images, the fit trusts those heads too much" if fit else
+                 ": measured on training images, these numbers are not held-out performance")
+    return (f"{'calibration' if fit else 'evaluation'} images the heads were trained on: "
+            + ", ".join(parts) + tail)

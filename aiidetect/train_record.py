@@ -1,0 +1,116 @@
+"""Which images a head was trained on, by content, so that `eval` and `calibrate` can tell when they
+are measuring a head on its own training images (metrics that mean nothing, reported as if held out).
+
+The record is a file beside the head's tensors, ``train-keys.bin``, listed with its SHA-256 in the
+manifest's ``files`` (so verify, pack and install check and carry it like the tensors), and described
+by the manifest's ``training_images`` block: {"file", "key", "count", "what"}.
+
+The file holds, sorted and without repeats, the first 8 bytes of each training image's SHA-256 (the
+content key a scan records and the result cache uses): 8 MB for a million images, where the full
+digests (32 MB) would make every head as large as its training set's index. Sorted fixed-width keys
+answer "was this image trained on?" exactly up to a prefix collision: with N training images and M
+evaluation images the chance that any evaluation image falsely matches is at most N*M / 2**64
+(1e6 x 1e6 images: 5e-8). A Bloom filter of the same 8 bytes per image would be no smaller at that
+false-match rate, and one small enough to embed (1 byte per image) wrongly drops about 1 image in 50
+from every evaluation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+KEYS_FILE = "train-keys.bin"
+KEY_BYTES = 8
+KEY_KIND = "sha256-prefix-8-sorted"
+# A head's record of more training images than this is damaged, not large (64 M images = 512 MB).
+MAX_KEYS = 64 << 20
+
+
+def pack_keys(digests: Iterable[str]) -> bytes:
+    """Hex SHA-256 digests -> the sorted unique 8-byte prefixes, concatenated (big-endian, so byte order
+    is numeric order)."""
+    keys = sorted({bytes.fromhex(d[:2 * KEY_BYTES]) for d in digests if d})
+    return b"".join(keys)
+
+
+def record(digests: Iterable[str], what: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files."""
+    blob = pack_keys(digests)
+    return ({"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what},
+            {KEYS_FILE: blob})
+
+
+def digests_of(paths: Iterable[str]) -> list[str]:
+    """SHA-256 of each readable file (one that cannot be read was not trained on either)."""
+    from .hashing import sha256_file
+    from .limits import DEFAULT_MAX_BYTES
+
+    out = []
+    for p in paths:
+        try:
+            out.append(sha256_file(p, DEFAULT_MAX_BYTES))
+        except OSError:
+            continue
+    return out
+
+
+class NoRecord(Exception):
+    """The head records no training images (trained before heads did, or shipped by others), or its record
+    cannot be used; str(exc) says which."""
+
+
+def load_keys(head_dir: str | Path, manifest: Mapping[str, Any]):
+    """The head's training keys as a sorted numpy uint64 array; NoRecord when there are none to use.
+    The file's checksum is the manifest's (heads.verify_files, when the head was loaded)."""
+    import numpy as np
+
+    from .hashing import read_regular
+
+    block = manifest.get("training_images")
+    if block is None:
+        raise NoRecord("the head records no training images (trained by an older version, or made elsewhere)")
+    from .heads import in_folder
+
+    # (an ONNX export names the copy after its head: <family>-<name>.train-keys.bin)
+    if (not isinstance(block, Mapping) or block.get("key") != KEY_KIND or not in_folder(block.get("file"))
+            or not str(block.get("file")).endswith(KEYS_FILE)):
+        raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
+    fname = str(block["file"])
+    count = block.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
+        raise NoRecord("the head's training_images count is not a number of images")
+    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
+    if fname not in files:
+        raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
+    try:
+        blob = read_regular(Path(head_dir) / fname, count * KEY_BYTES)
+    except OSError as exc:
+        raise NoRecord(f"cannot read {fname}: {exc}") from exc
+    if len(blob) != count * KEY_BYTES:
+        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
+    keys = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        raise NoRecord(f"{fname} is not sorted: damaged")
+    return keys
+
+
+def key_of(digest: str | None) -> int | None:
+    if not digest or len(digest) < 2 * KEY_BYTES:
+        return None
+    try:
+        return int(digest[:2 * KEY_BYTES], 16)
+    except ValueError:
+        return None
+
+
+def member_mask(keys, digests: Iterable[str | None]):
+    """Boolean array: which of `digests` (None for a file never read) are among the sorted `keys`."""
+    import numpy as np
+
+    ks = [key_of(d) for d in digests]
+    have = np.array([k is not None for k in ks], dtype=bool)
+    q = np.array([k if k is not None else 0 for k in ks], dtype=np.uint64)
+    if keys.size == 0 or q.size == 0:
+        return np.zeros(q.size, dtype=bool)
+    pos = np.searchsorted(keys, q).clip(0, keys.size - 1)
+    return have & (keys[pos] == q)

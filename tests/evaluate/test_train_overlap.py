@@ -1,0 +1,173 @@
+"""`eval` and `calibrate` on images a head was trained on: its record (train_record) is matched by
+content, the images are counted on stderr and in the JSON, and left out of that head's (and the fused
+verdict's) metrics unless --allow-train-overlap. A fake pixel head stands in for a trained one."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aiidetect.detectors import register
+from aiidetect.detectors.base import Detector, FeatureRequest, feature_key
+from aiidetect.heads import Head
+from aiidetect.preprocess import make_spec
+from aiidetect.records import DetectorResult
+from aiidetect.train_record import KEYS_FILE, digests_of, load_keys, member_mask, record
+
+from conftest import run_cli_in_process
+
+HEAD: dict = {}  # the fake head's folder, set by the fixture
+
+
+class FakeHead(Detector):
+    """Brighter = more AI, served as a trained head (`.head`, as every torch head detector has)."""
+
+    family = "fakehead"
+
+    def __init__(self, head_dir: Path):
+        super().__init__("fakehead")
+        self.head = Head(head_dir, json.loads((head_dir / "manifest.json").read_text()))
+        self.req = FeatureRequest("fakehead-mean", make_spec("resize", 8),
+                                  lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
+
+    def feature_requests(self):
+        return [self.req]
+
+    def predict(self, samples, features):
+        out = []
+        for f in features:
+            z = 4.0 * float(np.mean(f[feature_key(self.req)]["embed"]))
+            out.append(DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit"))
+        return out
+
+
+register("fakehead", lambda ctx: [FakeHead(HEAD["dir"])])
+
+
+def _head(folder: Path, trained_on=None) -> Path:
+    """A head folder whose record lists `trained_on` (None: a head from before records)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    m = {"name": "fakehead", "detector": "fakehead", "files": {}}
+    if trained_on is not None:
+        m["training_images"], blobs = record(digests_of(trained_on), "test")
+        (folder / KEYS_FILE).write_bytes(blobs[KEYS_FILE])
+        m["files"][KEYS_FILE] = "not checked here"
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return folder
+
+
+@pytest.fixture
+def data(tmp_path):
+    """train/ (what the head was trained on) and eval/: 10 real and 10 AI images, 4 + 4 of them
+    byte-identical copies of training images under other names."""
+    rng = np.random.default_rng(1)
+    train, ev = tmp_path / "train", tmp_path / "eval"
+    trained = []
+    for lab, base in (("real", 40), ("ai/gen", 190)):
+        (train / lab).mkdir(parents=True)
+        (ev / lab).mkdir(parents=True)
+        for i in range(10):
+            a = rng.normal(base + 4 * i, 15, (16, 16, 3)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(a).save(ev / lab / f"e{i}.png")
+            if i < 4:
+                shutil.copy(ev / lab / f"e{i}.png", train / lab / f"t{i}.png")
+                trained.append(str(train / lab / f"t{i}.png"))
+    HEAD["dir"] = _head(tmp_path / "weights" / "fakehead", trained)
+    return ev
+
+
+def _eval(*args):
+    r = run_cli_in_process("eval", *args, "-d", "fakehead", "--fusion", "none", "-f", "json", "-q")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+def test_record_is_sorted_8_byte_prefixes_matched_by_content(tmp_path):
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.bin")
+        files[-1].write_bytes(bytes([i]) * 10)
+    (tmp_path / "copy.bin").write_bytes(bytes([1]) * 10)
+    block, blobs = record(digests_of(map(str, files + [files[0]])), "x")
+    assert block["count"] == 3 and len(blobs[KEYS_FILE]) == 24
+    head = tmp_path / "h"
+    head.mkdir()
+    (head / KEYS_FILE).write_bytes(blobs[KEYS_FILE])
+    keys = load_keys(head, {"training_images": block, "files": {KEYS_FILE: "x"}})
+    assert list(keys) == sorted(keys)
+    probe = digests_of([str(tmp_path / "copy.bin"), str(files[2])]) + [None, "zz"]
+    assert member_mask(keys, probe).tolist() == [True, True, False, False]
+
+
+def test_eval_leaves_out_and_counts_the_images_a_head_was_trained_on(data):
+    m, err = _eval(str(data), "--perturb", "jpeg:75")
+    want = {"status": "checked", "n": 8, "of": 20, "excluded": True}
+    assert m["run"]["train_overlap"]["fakehead"] == want
+    assert m["run"]["train_overlap"]["fused"] == want
+    assert "fakehead 8 of 20 (left out of its metrics)" in err  # said under -q: it changes the numbers
+    for cond in m["conditions"]:  # the perturbed condition too, though its bytes differ from the files'
+        b = cond["detectors"]["fakehead"]
+        assert b["train_left_out"] == 8 and b["overall"]["n"] == 12 and b["coverage"] == 1.0, cond["condition"]
+        assert b["non_finite"] == 0  # left out is not a NaN score
+        f = cond["fused"]
+        assert f["train_left_out"] == 8 and sum(f["verdicts"]["real"].values()) == 6
+
+
+def test_allow_train_overlap_keeps_them_and_says_so(data, tmp_path):
+    m, err = _eval(str(data), "--allow-train-overlap", "--out-dir", str(tmp_path / "o"), "--no-plots")
+    assert m["run"]["train_overlap"]["fakehead"] == {"status": "checked", "n": 8, "of": 20, "excluded": False}
+    assert m["conditions"][0]["detectors"]["fakehead"]["overall"]["n"] == 20
+    assert "KEPT" in err and "not held-out performance" in err
+    assert "fakehead 8 of 20 (KEPT: metrics include them)" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_a_head_without_a_record_runs_and_its_overlap_is_unknown(data):
+    _head(HEAD["dir"])  # as trained before heads recorded their images
+    m, err = _eval(str(data))
+    o = m["run"]["train_overlap"]
+    assert o["fakehead"]["status"] == "unknown" and o["fakehead"]["n"] is None
+    assert "records no training images" in o["fakehead"]["why"] and o["fused"]["status"] == "unknown"
+    assert m["conditions"][0]["detectors"]["fakehead"]["overall"]["n"] == 20
+
+
+def test_calibrate_fits_without_the_heads_training_images(data, tmp_path):
+    out = tmp_path / "fusion"
+    r = run_cli_in_process("calibrate", str(data), "-d", "fakehead", "-o", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    assert "fakehead 8 of 20 (left out of the fit)" in r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["data"]["train_overlap"]["fakehead"]["n"] == 8
+    assert man["params"]["detectors"]["fakehead"]["n"] == 12
+
+
+def test_calibrate_on_the_training_images_alone_is_refused(data):
+    _head(HEAD["dir"], sorted(map(str, data.rglob("*.png"))))  # a head trained on every one of them
+    r = run_cli_in_process("calibrate", str(data), "-d", "fakehead", "-o", str(data.parent / "f"), "-q")
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert "once the heads' training images are left out (--allow-train-overlap keeps them)" in r.stderr
+    assert "(got 0 real, 0 AI)" in r.stderr and not (data.parent / "f").exists()
+
+
+def test_detectors_without_a_record_say_why():
+    """A head served from an ONNX export has no record (unknown, not 'no overlap'); rules have no
+    training set; an unavailable detector did not run."""
+    from aiidetect.detectors.base import UnavailableDetector
+    from aiidetect.evaluate.overlap import train_overlap
+
+    class Onnx(Detector):
+        family = "linear"
+
+        def __init__(self):
+            super().__init__("linear:x")
+            self.meta = {"head": "x", "family": "linear"}
+
+    class Rules(Detector):
+        family = "rules"
+
+    report, masks = train_overlap([Onnx(), Rules("rules"), UnavailableDetector("mpft", "no head")], ["ab" * 32])
+    assert report["linear:x"]["status"] == "unknown" and "ONNX export" in report["linear:x"]["why"]
+    assert report["rules"] == {"status": "not-trained", "n": 0, "of": 1}
+    assert report["mpft"]["status"] == "not-run" and report["fused"]["status"] == "unknown"
+    assert not masks["fused"].any()
