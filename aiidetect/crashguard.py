@@ -26,7 +26,8 @@ not answer) is no death: nothing would strike its file. Python cannot stop a thr
 the local engine's `ReadDeadline` ends the process when a file's read has run past
 `--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
 the file. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
-is killed, and a file that runs out of time alone gets the strikes that set it aside.
+is killed, and a file that runs out of time alone gets the strikes that set it aside; so
+is a model actor whose batch runs past its deadline.
 
 A stop (Ctrl-C, SIGTERM, Scanner.close) waits `STOP_GRACE` seconds for the reads in progress, then
 abandons those still stuck (`in_flight` names them): the scan ends as any stopped scan does, but a stuck
