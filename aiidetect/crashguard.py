@@ -399,12 +399,13 @@ class ReadDeadline:
         with self._cond:
             token = self._next
             self._next += 1
-            self._reading[token] = (path, self._clock())
             if self._thread is None and not self._closed:
                 if self._watchdog:
                     self._dog = Watchdog.start(watchdog_stall(self.seconds))
                 self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
                 self._thread.start()
+            # After the watchdog's start (a process spawned: tens of ms on a loaded machine), not on this file's clock.
+            self._reading[token] = (path, self._clock())
             reads = self._names()
         if self._dog is not None:
             # Said as the read begins, not at the watcher's next tick: a decoder that freezes the interpreter at

@@ -71,8 +71,8 @@ def scan(
         help=f"Seconds a file's read and decode may take (0: no limit). Past it, --engine ray cancels the task "
              f"(a task of N files gets N times this, plus its start-up) and tries its files alone; the local "
              f"engine stops with exit code 2 (137, killed, if a decoder froze the interpreter; with --db, a resume "
-             f"reads the file alone, then sets it aside if it hangs again). Default: {FILE_TIMEOUT:g} with --engine ray; locally {LOCAL_DB_FILE_TIMEOUT:g} with "
-             f"--db, none without. See docs/scale.md."),
+             f"reads the file alone, then sets it aside if it hangs again). Default: {FILE_TIMEOUT:g} with "
+             f"--engine ray; locally {LOCAL_DB_FILE_TIMEOUT:g} with --db, none without. See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
