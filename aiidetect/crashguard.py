@@ -491,6 +491,7 @@ def watchdog_stall(seconds: float) -> float:
 # end of the pipe closed (the scan done, or this process ended another way): it exits.
 _WATCHDOG = r"""
 import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the terminal's whole process group: the scan's to answer
 parent, stall = int(sys.argv[1]), float(sys.argv[2])
 last, said, buf = time.monotonic(), b"", b""
 while True:
