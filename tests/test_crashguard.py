@@ -558,3 +558,21 @@ def test_the_watchdog_ends_with_the_scan(tmp_path):
     d.close()
     assert dog.wait(5) == 0
     assert crashguard.watchdog_stall(120) == 180 and crashguard.watchdog_stall(0.5) == 2.5
+
+
+def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):
+    """A terminal's Ctrl-C goes to its whole process group, the watchdog included: it printed a KeyboardInterrupt
+    traceback on stderr beside the scan's own `interrupted`."""
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    p = subprocess.Popen([sys.executable, "-c", _STUCK_ON_HANG, "scan", str(tmp_path), "-d", "metadata", "--no-cache",
+                          "-f", "json", "-q", "--workers", "1", "--file-timeout", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stderr.readline() == "stuck\n"
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
