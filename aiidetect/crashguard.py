@@ -25,8 +25,11 @@ A read that never ends (a decoder stuck on a crafted file, a network filesystem 
 not answer) is no death: nothing would strike its file. Python cannot stop a thread, so
 the local engine's `ReadDeadline` ends the process when a file's read has run past
 `--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
-the file. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
-is killed, and a file that runs out of time alone gets the strikes that set it aside.
+the file. A decoder stuck in C code that holds the GIL stops that watcher too: the one
+`Watchdog` process of the scan, fed its heartbeats, kills the process (SIGKILL) when they stop,
+with the same effect on the slots. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
+is killed, and a file that runs out of time alone gets the strikes that set it aside; so
+is a model actor whose batch runs past its deadline.
 
 A stop (Ctrl-C, SIGTERM, Scanner.close) waits `STOP_GRACE` seconds for the reads in progress, then
 abandons those still stuck (`in_flight` names them): the scan ends as any stopped scan does, but a stuck
@@ -379,7 +382,7 @@ class ReadDeadline:
     read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
-                 clock: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, watchdog: bool = True):
         self.seconds = float(seconds)
         self._expire = expire or _end_process
         self._clock = clock or time.monotonic
@@ -388,16 +391,26 @@ class ReadDeadline:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._next = 0
+        self._watchdog = watchdog
+        self._dog: Watchdog | None = None
 
     @contextlib.contextmanager
     def reading(self, path: str) -> Iterator[None]:
         with self._cond:
             token = self._next
             self._next += 1
-            self._reading[token] = (path, self._clock())
             if self._thread is None and not self._closed:
+                if self._watchdog:
+                    self._dog = Watchdog.start(watchdog_stall(self.seconds))
                 self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
                 self._thread.start()
+            # After the watchdog's start (a process spawned: tens of ms on a loaded machine), not on this file's clock.
+            self._reading[token] = (path, self._clock())
+            reads = self._names()
+        if self._dog is not None:
+            # Said as the read begins, not at the watcher's next tick: a decoder that freezes the interpreter at
+            # once would leave the watchdog naming the reads before it.
+            self._dog.beat(reads)
         outer = getattr(_current, "read", None)
         _current.read = (self, token)
         try:
@@ -419,6 +432,10 @@ class ReadDeadline:
                 with self._cond:
                     self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
 
+    def _names(self) -> list[str]:
+        """The files being read, the oldest read first (under _cond)."""
+        return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
+
     def overdue(self) -> tuple[str, float] | None:
         """(path, seconds) of the read that began first, when it has run past the deadline."""
         with self._cond:
@@ -438,15 +455,114 @@ class ReadDeadline:
             thread.join()
 
     def _watch(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
-                if self._closed:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
+                    if self._closed:
+                        return
+                    reads = self._names()
+                if self._dog is not None:
+                    self._dog.beat(reads)
+                late = self.overdue()
+                if late is not None:
+                    if self._dog is not None:
+                        # The watcher acts: the watchdog's silence from here on is no freeze (finishing the
+                        # document on stdout may wait for a slow reader), and the process's end its own: exit 2.
+                        self._dog.close()
+                    self._expire(*late)
                     return
-            late = self.overdue()
-            if late is not None:
-                self._expire(*late)
-                return
+        finally:
+            # The watcher is done (the scan over, or its deadline said): so is the watchdog, which would take
+            # the silence for a frozen process.
+            if self._dog is not None:
+                self._dog.close()
+
+
+def watchdog_stall(seconds: float) -> float:
+    """Seconds without a heartbeat from the read watcher before the watchdog ends the process: the deadline
+    itself (the watcher would have ended a stuck read by then, were it able to run), and half again (at least
+    2 s) for a watcher slowed by a busy machine."""
+    return seconds + max(2.0, seconds / 2)
+
+
+# The watchdog's program: another interpreter, which runs while this one is frozen. argv: this process's id and
+# the stall; stdin: the heartbeats, one line each (the oldest read's name for the stderr line, or nothing). Its
+# end of the pipe closed (the scan done, or this process ended another way): it exits.
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the terminal's whole process group: the scan's to answer
+parent, stall = int(sys.argv[1]), float(sys.argv[2])
+last, said, buf = time.monotonic(), b"", b""
+while True:
+    left = stall - (time.monotonic() - last)
+    if left <= 0:
+        break
+    if select.select([0], [], [], left)[0]:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            sys.exit(0)
+        last = time.monotonic()
+        *lines, buf = (buf + chunk).split(b"\n")
+        if lines:
+            said = lines[-1]
+if os.getppid() != parent:
+    sys.exit(0)
+what = (b"being read at its last sign of life: " + said) if said else b"no file was being read"
+os.write(2, b"error: the scan has shown no sign of life for %d s, more than --file-timeout: native code that "
+         b"holds the Python interpreter (a decoder stuck on a crafted file) froze it, and the deadline could not "
+         b"end it from inside; %s. The process is killed (SIGKILL: exit status 137). With --db the same command "
+         b"resumes, reads the file that was being read alone, and sets it aside (`crashed`) if it hangs again; "
+         b"without --db, leave it out (--exclude) or raise --file-timeout\n" % (int(stall), what))
+os.kill(parent, signal.SIGKILL)
+"""
+
+
+class Watchdog:
+    """One per local scan with a read deadline, started with its first read: a child process that kills this
+    one when the read watcher's heartbeats stop for `stall` seconds. The watcher is a Python thread: a decoder
+    stuck in C code that never releases the interpreter lock (GIL) stops it too, and --file-timeout did nothing
+    (even SIGTERM: Python's handlers need the GIL). Nothing in this process can run then, nor choose its exit
+    code: the child kills it with SIGKILL (137 in a shell: a fatal end, never taken for 1, findings). As after a
+    crash, the results store's slot file still names the files being read, so a resume strikes them."""
+
+    def __init__(self, proc):
+        self._proc = proc
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, stall: float) -> Watchdog | None:
+        """The watchdog, or None when no interpreter can be started (the scan goes on without it)."""
+        import subprocess
+        import sys
+
+        if not sys.executable:
+            return None
+        try:
+            # -I -S: no site, no user environment: a start-up of milliseconds. close_fds (the default): it must
+            # not hold the slot file's lock, nor stdout (a reader waiting for its end).
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), repr(stall)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        except (OSError, ValueError):
+            return None
+        os.set_blocking(proc.stdin.fileno(), False)  # a watchdog slow to read never holds the watcher
+        return cls(proc)
+
+    def beat(self, reading: list[str]) -> None:
+        """A sign of life, naming the files being read (for the watchdog's stderr line)."""
+        line = ", ".join(shown_path(p) for p in reading).encode("utf-8", "backslashreplace")[:4000] + b"\n"
+        with self._lock:
+            if self._proc.stdin is not None and not self._proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    os.write(self._proc.stdin.fileno(), line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc.stdin is not None and not self._proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.close()
+        with contextlib.suppress(Exception):
+            self._proc.wait(timeout=5)  # it exits on the pipe's end: reaped, no zombie left
 
 
 def _end_process(path: str, took: float) -> None:

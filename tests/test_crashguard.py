@@ -506,3 +506,73 @@ def test_closing_a_scanner_from_another_thread_while_a_read_is_stuck_returns(tmp
         assert crashguard.abandoned == 1
     finally:
         release.set()
+
+
+_FREEZES_ON_HANG = """
+import re, sys, time
+from aiidetect.pipeline.stages import DecodeStage
+real = DecodeStage.__call__
+def decode(self, path, index, expect=None):
+    if path.endswith("hang.png"):
+        time.sleep(0.3)                          # the interpreter free a while: a.png's record is written
+        sys.stderr.write("stuck\\n"); sys.stderr.flush()
+        re.match(r"(a+)+$", "a" * 60 + "!")      # C code that never gives the GIL back (2^60 backtracking steps)
+    return real(self, path, index, expect)
+DecodeStage.__call__ = decode
+sys.argv = ["aiidetect", *sys.argv[1:]]
+from aiidetect.cli import main
+main()
+"""
+
+
+def test_a_decoder_that_freezes_the_interpreter_is_ended_from_outside(tmp_path):
+    """The read deadline's watcher is a Python thread: a decoder stuck in C code holding the GIL froze it too, and
+    --file-timeout did nothing (nor SIGTERM: the scan ran until kill -9, its file never struck). The watchdog
+    process kills the scan when the watcher's heartbeats stop: exit by SIGKILL (137 in a shell, never 1), a line
+    naming the file, every record finished before on stdout, and the slot file left for the resume to strike."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(src / f"{name}.png")
+    db = tmp_path / "audit.sqlite"
+    r = subprocess.run([sys.executable, "-c", _FREEZES_ON_HANG, "scan", str(src), "-d", "metadata", "--no-cache",
+                        "-f", "jsonl", "-q", "--workers", "1", "--batch-size", "1", "--db", str(db),
+                        "--file-timeout", "1.5"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert "stuck\n" in r.stderr and "no sign of life" in r.stderr and f"{src / 'hang.png'}. The process" in r.stderr
+    assert [os.path.basename(d["file"]) for d in map(json.loads, r.stdout.splitlines())] == ["a.png"]
+    assert len(slot_files(str(db))) == 1
+    assert [os.path.basename(s.key) for s in recover(str(db))[0]] == ["hang.png"]
+
+
+def test_the_watchdog_ends_with_the_scan(tmp_path):
+    """One watchdog per scan with a deadline, started with its first read, gone when the scan ends (the pipe
+    closed): none left behind to kill a process that has moved on."""
+    from aiidetect import crashguard
+
+    d = crashguard.ReadDeadline(30)
+    assert d._dog is None  # nothing started before a file is read
+    with d.reading(str(tmp_path / "a.png")):
+        dog = d._dog._proc
+        assert dog.poll() is None
+    d.close()
+    assert dog.wait(5) == 0
+    assert crashguard.watchdog_stall(120) == 180 and crashguard.watchdog_stall(0.5) == 2.5
+
+
+def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):
+    """A terminal's Ctrl-C goes to its whole process group, the watchdog included: it printed a KeyboardInterrupt
+    traceback on stderr beside the scan's own `interrupted`."""
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    p = subprocess.Popen([sys.executable, "-c", _STUCK_ON_HANG, "scan", str(tmp_path), "-d", "metadata", "--no-cache",
+                          "-f", "json", "-q", "--workers", "1", "--file-timeout", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert p.stderr.readline() == "stuck\n"
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

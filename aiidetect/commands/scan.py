@@ -70,9 +70,9 @@ def scan(
         None, "--file-timeout", min=0, rich_help_panel="Large audits", show_default=False,
         help=f"Seconds a file's read and decode may take (0: no limit). Past it, --engine ray cancels the task "
              f"(a task of N files gets N times this, plus its start-up) and tries its files alone; the local "
-             f"engine stops with exit code 2 (with --db, a resume reads the file alone, then sets it aside if it "
-             f"hangs again). Default: {FILE_TIMEOUT:g} with --engine ray; locally {LOCAL_DB_FILE_TIMEOUT:g} with "
-             f"--db, none without. See docs/scale.md."),
+             f"engine stops with exit code 2 (137, killed, if a decoder froze the interpreter; with --db, a resume "
+             f"reads the file alone, then sets it aside if it hangs again). Default: {FILE_TIMEOUT:g} with "
+             f"--engine ray; locally {LOCAL_DB_FILE_TIMEOUT:g} with --db, none without. See docs/scale.md."),
 ):
     """Scan images and say, per file, whether it was made by a generative model.
 
@@ -172,6 +172,10 @@ def scan(
                 finally:
                     writing.release()
 
+        # A local read deadline may see the process killed from outside (crashguard.Watchdog: a decoder that
+        # froze the interpreter), with no last words: each record is flushed as it is written, so stdout keeps
+        # every record finished before then (buffered, the last few kilobytes were lost with the process).
+        flush = not output and pipe.deadline is not None
         try:
             with last_words_said(last_words):
                 for rec in records:
@@ -181,6 +185,8 @@ def scan(
                     with writing:
                         if not ended.is_set():
                             writer.write(rec)
+                            if flush:
+                                stream.flush()
                     if progress:
                         progress.advance(task)
         finally:

@@ -6,7 +6,9 @@ Imported only when asked for; Ray is the `ray` extra (`pip install "aiidetect[ra
       -> map_batches(decode stage)   CPU tasks: read, hash, decode, preprocess, metadata detector
                                      (Pipeline.decoder_half().decode_many: the library's own code)
       -> map_batches(_ModelStage)    an actor pool; each actor builds the detectors once (backbone and
-                                     heads) and runs Pipeline.complete: features, heads, fusion
+                                     heads) and runs Pipeline.complete: features, heads, fusion (with
+                                     --file-timeout, in a model actor of its own that it kills past
+                                     a batch's deadline)
       -> records, in input order, back to the driver (writers, results store)
 
 Runs with no model detector (`-d metadata`) skip the actor pool: fusion runs in the CPU tasks.
@@ -54,7 +56,8 @@ def _env_number(name: str, integer: bool = True) -> float | None:
 def _settings() -> dict[str, float | None]:
     return {"window": _env_number("AIIDETECT_RAY_WINDOW"), "actors": _env_number("AIIDETECT_RAY_ACTORS"),
             "actor_cpus": _env_number("AIIDETECT_RAY_ACTOR_CPUS", integer=False),
-            "task_start": _env_number("AIIDETECT_RAY_TASK_START", integer=False)}
+            "task_start": _env_number("AIIDETECT_RAY_TASK_START", integer=False),
+            "actor_start": _env_number("AIIDETECT_RAY_ACTOR_START", integer=False)}
 
 
 # Retries of a task whose worker died (or, for the model actors, of a batch whose actor died).
@@ -69,6 +72,11 @@ LOST_ALONE = 64
 TASK_START = 60.0  # AIIDETECT_RAY_TASK_START
 # The record's error code of a file whose task ran out of time with no other file in it.
 TIMEOUT = "timeout"
+# Seconds a model actor is given to build its detectors (load the backbone's weights, the first compile) before
+# its first batch; its batches then get TASK_START + N * file_timeout each, as a task of N files does.
+ACTOR_START = 600.0  # AIIDETECT_RAY_ACTOR_START
+# The marker message of a file whose model batch ran past its deadline (the decode task's marker says "task").
+MODEL_LATE = "its model batch ran past its deadline"
 
 
 def task_deadline(files: int, file_timeout: float, start: float = TASK_START) -> float:
@@ -311,8 +319,8 @@ def _init_failed(address: str | None, exc: Exception) -> str:
     return f"cannot start or reach Ray at {address or 'a local instance'}: {type(exc).__name__}: {exc}{hint}"
 
 
-class _ModelStage:
-    """One per actor: the backbone and heads are built once, then batch after batch."""
+class _Model:
+    """The backbone and heads, built once, then batch after batch."""
 
     def __init__(self, spec: ModelSpec, threads: int):
         try:
@@ -323,9 +331,92 @@ class _ModelStage:
             pass
         self.pipe = spec.build()
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def ready(self) -> bool:
+        return True
+
+    def complete(self, batch: dict[str, Any]) -> dict[str, Any]:
         samples = [pickle.loads(b) for b in batch["sample"]]
         return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
+
+
+class _ModelStage:
+    """One per actor of Ray Data's pool. Without a deadline it is the model itself. With one (--file-timeout) it
+    holds the pool's CPUs and GPU and hands each batch to an actor of its own (_Model, on the same node, asking
+    for nothing, seeing this actor's GPU), waited for until the batch's deadline (task_deadline): a call that
+    never returns (a backbone stuck in native code, a worker stopped by SIGSTOP, a GPU that hangs) blocked the
+    driver for ever, as Ray has no deadline and Ray Data hands the driver no actor to kill. Past it, the model
+    actor is killed (ray.kill) and the batch's files come back as TIMEOUT markers, which the driver tries again
+    alone (_records), as it does a decode task's; the next batch starts a new model actor."""
+
+    def __init__(self, spec: ModelSpec, threads: int, file_timeout: float | None = None,
+                 start: float = TASK_START, actor_start: float = ACTOR_START):
+        self._spec, self._threads = spec, threads
+        self._deadline = (file_timeout, start, actor_start) if file_timeout else None
+        self._model = None
+        if self._deadline is None:
+            self._run = _Model(spec, threads).complete
+        else:
+            self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+
+    def _start(self):
+        """A new model actor, once it has built its detectors (RuntimeError past ACTOR_START: killed)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        global _REMOTE_MODEL
+        if _REMOTE_MODEL is None:
+            _REMOTE_MODEL = ray.remote(_Model)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0, "max_restarts": 0, "scheduling_strategy": here}
+        gpus = ray.get_gpu_ids()
+        if gpus:
+            # Asking for no GPU, it would see every GPU of the node (Ray leaves the variable alone at zero).
+            opts["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}}
+        model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
+        ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
+        if not ready:
+            ray.kill(model, no_restart=True)
+            raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
+                               "(AIIDETECT_RAY_ACTOR_START)")
+        ray.get(ready[0])  # a model that cannot be built raises its error here
+        return model
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self._deadline is None:
+            return self._run(batch)
+        import ray
+
+        file_timeout, start, _ = self._deadline
+        for attempt in range(TASK_RETRIES + 1):
+            if self._model is None:
+                self._model = self._start()
+            ref = self._model.complete.remote(batch)
+            ready, _ = ray.wait([ref], timeout=task_deadline(len(batch["i"]), file_timeout, start))
+            if not ready:
+                ray.kill(self._model, no_restart=True)
+                self._model = None
+                return _model_timed_out(batch)
+            try:
+                return ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                # The model actor died (a crash, memory): a new one, as Ray Data restarts its own; past the
+                # retries the block fails and the driver tries its files again alone.
+                self._model = None
+                if attempt == TASK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+
+_REMOTE_MODEL = None
+
+
+def _model_timed_out(batch: dict[str, Any]) -> dict[str, Any]:
+    """The rows of a model batch past its deadline: each file a TIMEOUT marker record."""
+    out = []
+    for b in batch["sample"]:
+        path = pickle.loads(b).path
+        out.append(_dump(Record(file=path).set_error(TIMEOUT, MODEL_LATE)))
+    return {"i": batch["i"], "record": out}
 
 
 def _failed(path: str, index: int, exc: Exception) -> Sample:
@@ -481,7 +572,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         decode = _with_deadline(decode, not has_model, file_timeout, start)
     if has_model:
         stages = [(decode, {"num_cpus": 1, "max_retries": TASK_RETRIES}),
-                  (_ModelStage, {"fn_constructor_args": (spec, int(actor_cpus)),
+                  (_ModelStage, {"fn_constructor_args": (spec, int(actor_cpus), file_timeout, start,
+                                                         env["actor_start"] or ACTOR_START),
                                  "compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": actor_cpus,
                                  "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
     else:
@@ -536,10 +628,10 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
         # files with it: each is tried again alone, so only such a file is lost, as an error record.
         again: set[int] = set()
-        late: set[int] = set()
+        late: dict[int, str] = {}
         for rec, i in _execute(ray, lost, len(lost), stages, 1):
             if _is_timeout(rec):
-                late.add(i)
+                late[i] = rec.error.message
                 continue
             again.add(i)
             if guard is not None:
@@ -554,7 +646,8 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                 kept = guard is not None and guard.died(path, STRIKES_TO_REFUSE)
                 deadline = task_deadline(1, file_timeout or 0, start)
                 rec = Record(file=path).set_error(TIMEOUT, _ran_out(deadline, file_timeout or 0, start, kept,
-                                                                    pipe.prior is not None))
+                                                                    pipe.prior is not None,
+                                                                    model=late[t["i"]] == MODEL_LATE))
                 yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
             elif t["i"] not in again:
                 # A task that raises returns error records (_decode_stage): a block lost with this file alone in
@@ -593,9 +686,15 @@ def _died_reading(kept: bool, stored: bool) -> str:
             f"alone in its task (a crash in an image decoder, the out-of-memory killer; see the Ray log); {then}")
 
 
-def _ran_out(deadline: float, file_timeout: float, start: float, kept: bool, stored: bool) -> str:
+def _ran_out(deadline: float, file_timeout: float, start: float, kept: bool, stored: bool,
+             model: bool = False) -> str:
     then = ("not read again by this results store until the file changes: `touch` it to try it once more"
             if kept or stored else "a later scan reads it again (with --db it would be set aside)")
+    if model:
+        return (f"the model's batch holding this file alone took more than {deadline:g} s ({start:g} s, then "
+                f"{file_timeout:g} s for the file: --file-timeout), after its pixels were read: the model actor "
+                "was killed and a new one started (a backbone stuck in native code, a stopped worker, a GPU that "
+                f"hangs); {then}")
     return (f"reading this file took more than {deadline:g} s with no other file in its Ray task ({start:g} s for "
             f"the task to start, {file_timeout:g} s for the file: --file-timeout): the task was cancelled and its "
             "worker process killed (a decoder stuck on the file, a filesystem that does not answer, a stopped "

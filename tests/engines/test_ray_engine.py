@@ -746,3 +746,107 @@ def test_a_ray_scan_through_a_symlinked_folder_resumes_the_rows_of_the_folder(tm
         session.close()
     assert len(sent) == 2  # the first scan's
     assert store.db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
+
+
+def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(monkeypatch):
+    """The model actors' batches had no deadline: a call that never returned (a backbone stuck in native code,
+    a stopped worker, a GPU hang) blocked the driver for ever. With --file-timeout, each actor of the pool hands
+    its batch to a model actor of its own, waits start-up plus the files' allowance, then kills it (ray.kill),
+    gives the batch's files `timeout` markers and starts a new model actor for the next batch."""
+    import pickle
+    import sys
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.store import record_from_dict
+
+    calls = []
+
+    class Ref:
+        def __init__(self, kind, batch=None):
+            self.kind, self.batch = kind, batch
+
+    class Actor:
+        def __init__(self, n):
+            self.n = n
+            self.ready = SimpleNamespace(remote=lambda: Ref("ready"))
+            self.complete = SimpleNamespace(remote=lambda batch: Ref("batch", batch))
+
+    def wait(refs, timeout):
+        ref = refs[0]
+        calls.append(("wait", ref.kind, timeout))
+        hung = ref.kind == "batch" and any(pickle.loads(b).path.endswith("hang.png") for b in ref.batch["sample"])
+        return ([] if hung else refs), (refs if hung else [])
+
+    made = []
+
+    def options(**kw):
+        # Nothing asked for: the pool's actor holds the CPUs and the GPU; its model sees that GPU only.
+        assert kw["num_cpus"] == 0 and kw["num_gpus"] == 0 and kw["max_restarts"] == 0
+        assert kw["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": "3"}}
+
+        def remote(spec, threads):
+            made.append(Actor(len(made)))
+            return made[-1]
+        return SimpleNamespace(remote=remote)
+
+    fake = SimpleNamespace(remote=lambda cls: SimpleNamespace(options=options), wait=wait, get_gpu_ids=lambda: [3],
+                           get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])}
+                           if ref.kind == "batch" else True,
+                           kill=lambda actor, no_restart: calls.append(("kill", actor.n, no_restart)),
+                           exceptions=SimpleNamespace(RayActorError=type("RayActorError", (Exception,), {})),
+                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
+                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
+    monkeypatch.setattr(ray_engine, "_REMOTE_MODEL", None)
+
+    def batch(*names):
+        return {"i": list(range(len(names))),
+                "sample": [pickle.dumps(Sample(index=k, path=f"/x/{n}", record=None)) for k, n in enumerate(names)]}
+
+    stage = ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
+    assert calls == [("wait", "ready", 500.0)] and len(made) == 1  # the model is built before the first batch
+    assert stage(batch("a.png", "b.png")) == {"i": [0, 1], "record": ["done", "done"]}
+    out = stage(batch("a.png", "hang.png", "c.png"))
+    assert calls[1:] == [("wait", "batch", 16.0), ("wait", "batch", 19.0), ("kill", 0, True)]
+    recs = [record_from_dict(json.loads(r)) for r in out["record"]]
+    assert [r.file for r in recs] == ["/x/a.png", "/x/hang.png", "/x/c.png"] and out["i"] == [0, 1, 2]
+    assert all(ray_engine._is_timeout(r) and r.error.message == ray_engine.MODEL_LATE for r in recs)
+    # The next batch goes to a new model actor, given its start-up again.
+    assert stage(batch("d.png")) == {"i": [0], "record": ["done"]}
+    assert len(made) == 2 and calls[4:] == [("wait", "ready", 500.0), ("wait", "batch", 13.0)]
+    monkeypatch.setenv("AIIDETECT_RAY_ACTOR_START", "0")  # checked before the scan, as the other sizing settings
+    with pytest.raises(ray_engine.RayUnavailable, match="AIIDETECT_RAY_ACTOR_START='0'"):
+        ray_engine._settings()
+
+
+def test_a_file_whose_model_batch_runs_out_of_time_alone_is_a_timeout_record_and_set_aside(monkeypatch):
+    """The files of a model batch past its deadline are tried again alone, as a late decode task's are; the one
+    still late alone gets one `timeout` record saying it was the model's batch, and the strikes."""
+    import pickle
+
+    from aiidetect.crashguard import STRIKES_TO_REFUSE
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    def with_deadline(fn, finish, file_timeout, start):
+        def run(batch):
+            paths = [pickle.loads(b).path for b in batch["cand"]]
+            if any(p.endswith("/3.jpg") for p in paths):
+                return {"i": batch["i"], "record": [ray_engine._dump(ray_engine.Record(file=p).set_error(
+                    ray_engine.TIMEOUT, ray_engine.MODEL_LATE)) for p in paths]}
+            return fn(batch)
+        return run
+
+    monkeypatch.setattr(ray_engine, "_with_deadline", with_deadline)
+    struck = []
+    pipe = Pipeline([], None, batch_size=8, workers=1)
+    pipe.guard = SimpleGuard(struck)
+    cands = [Candidate(f"/nowhere/{i}.jpg", explicit=True, error=("unreadable", "gone")) for i in range(10)]
+    recs = list(ray_engine._records(_fake_ray(), pipe, cands, [], _ctx(), None, None, None, 40, 5.0))
+    assert sorted(r.file for r in recs) == sorted(c.path for c in cands)
+    late = [r for r in recs if r.error.code == "timeout"]
+    assert [r.file for r in late] == ["/nowhere/3.jpg"] and "model actor was killed" in late[0].error.message
+    assert struck == [("/nowhere/3.jpg", STRIKES_TO_REFUSE)]
