@@ -540,7 +540,10 @@ class ResultsStore:
         closed it (closed_cleanly), where a bounded probe runs instead; "full" always runs the full
         check; False none (a store this process checked a moment ago)."""
         self.path = Path(path)
-        self._abs = Path(os.path.abspath(path))  # the clean state's file, whatever the working folder at close
+        # The clean state's file, whatever the working folder at close, and beside the file SQLite opens:
+        # SQLite resolves a symbolic link and keeps the -wal beside its target, so a store named through a
+        # link (or two spellings) has one clean state, and the -wal looked for is the one SQLite reads.
+        self._abs = Path(os.path.realpath(path))
         self.readonly = readonly
         self._lock = threading.Lock()
         # A write or read that failed (a full disk, an I/O error, a damaged page met): no clean close

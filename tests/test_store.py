@@ -1278,3 +1278,27 @@ def test_export_and_merge_do_not_count_the_whole_store(tmp_path, monkeypatch):
     c.close()
     assert merge_stores(target, [db])[0] == {"source": str(db), "rows": 3, "added": 1, "conflicts": 0}
     assert counts() == []
+
+
+def test_a_store_named_through_a_link_has_one_clean_state_beside_its_file(tmp_path, integrity_checks):
+    """SQLite keeps the -wal beside the link's target: a store closed through a link recorded its clean
+    state beside the link and looked for a -wal there, so a writer through the real name (its rows still in
+    the -wal beside the file) left the link's record standing, and an open through the link took the
+    store for as it was left: the probe, not the full check, with another connection's log in play."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "s.sqlite", tmp_path / "s.sqlite"
+    link.symlink_to(real)
+    assert _scan_into(tmp_path / "in", link).returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("s.sqlite*")) == ["s.sqlite"]  # nothing beside the link
+    with ResultsStore(link, readonly=True) as st:
+        assert st.checked == "probe"
+    writer = sqlite3.connect(real)  # another program writing through the real name, its rows in the -wal
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE sessions SET status='died'")
+    writer.commit()
+    try:
+        with ResultsStore(link, readonly=True) as st:
+            assert st.checked == "full"
+    finally:
+        writer.close()
