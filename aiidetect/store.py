@@ -228,7 +228,7 @@ def closed_cleanly(path: str | Path) -> bool:
     try:
         recorded = json.loads(raw)
         return recorded == {"format": _CLEAN_FORMAT, **_file_state(path)}
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):  # RecursionError: a crafted file of nested brackets
         return False
 
 

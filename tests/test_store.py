@@ -1280,6 +1280,19 @@ def test_export_and_merge_do_not_count_the_whole_store(tmp_path, monkeypatch):
     assert counts() == []
 
 
+def test_a_crafted_clean_file_never_crashes_the_open(tmp_path, integrity_checks):
+    """The clean file is read as JSON: 4 KB of nested brackets made the decoder raise RecursionError,
+    which no caller catches; such a file says nothing, and the store gets the full check."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    Path(f"{db}-clean").write_text("[" * 4000)
+    with ResultsStore(db, readonly=True) as st:
+        assert st.checked == "full" and len(integrity_checks) == 1
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-q", "-f", "json")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_store_named_through_a_link_has_one_clean_state_beside_its_file(tmp_path, integrity_checks):
     """SQLite keeps the -wal beside the link's target: a store closed through a link recorded its clean
     state beside the link and looked for a -wal there, so a writer through the real name (its rows still in
