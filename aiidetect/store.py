@@ -176,8 +176,8 @@ def _damaged(path: Path, what: str) -> str:
 
 
 # Beside the store, the state of its file (device, inode, size, mtime, ctime) when aiidetect last closed
-# it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (8 s at
-# 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
+# it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (13-18 s
+# at 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
 CLEAN_SUFFIX = "-clean"
 _CLEAN_FORMAT = 1
 # Rows the bounded probe looks up through the (run, path) index, spread over the table.

@@ -1161,7 +1161,7 @@ def _scan_into(src: Path, db: Path):
 
 
 def test_a_store_aiidetect_closed_cleanly_is_opened_without_reading_it_whole(tmp_path, integrity_checks):
-    """Every open ran SQLite's full integrity check, which reads every page (8 s at 1M rows, 75 s at 10M,
+    """Every open ran SQLite's full integrity check, which reads every page (13-18 s at 1M rows,
     docs/scale.md): each resume, shard session, `results` command and merge paid for the whole archive.
     A store whose file is as aiidetect closed it gets a bounded probe; `results check` runs the full
     check on demand; and a damaged index the probe meets (here all 3 rows are probed) is confirmed by the
