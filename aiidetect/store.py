@@ -284,13 +284,15 @@ def _probe(db: sqlite3.Connection, path: Path) -> str:
         return "ok"
     lo, hi = ends[0][0], ends[1][0]
     step = max(1, (hi - lo) // PROBE_ROWS)
+    # The row's key is looked up inside SQLite, never through Python: a path whose bytes are not UTF-8 (a
+    # hand edit the full check let through) raised a decoding error that refused a writer's open.
     for target in [*range(lo, hi, step), hi]:
-        row = db.execute("SELECT rowid, run_id, path FROM results WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+        row = db.execute("SELECT r.rowid, (SELECT group_concat(m.rowid) FROM results m WHERE m.run_id=r.run_id "
+                         "AND m.path=r.path) FROM results r WHERE r.rowid >= ? ORDER BY r.rowid LIMIT 1",
                          (target,)).fetchone()
         if row is None:
             return f"row {target} of results is missing"
-        found = db.execute("SELECT rowid FROM results WHERE run_id=? AND path=?", row[1:]).fetchall()
-        if found != [(row[0],)]:
+        if row[1] != str(row[0]):
             return f"row {row[0]} of results is not found through its (run, path) index"
     return "ok"
 

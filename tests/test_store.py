@@ -1315,3 +1315,20 @@ def test_a_store_named_through_a_link_has_one_clean_state_beside_its_file(tmp_pa
             assert st.checked == "full"
     finally:
         writer.close()
+
+
+def test_a_row_whose_path_is_not_utf8_does_not_refuse_a_resume_of_a_clean_store(tmp_path, integrity_checks):
+    """A hand edit left a path that is not UTF-8 (the full check does not look at text): the scan after it
+    ran and closed the store cleanly, and the next one was refused, 'cannot be opened for writing (Could
+    not decode to UTF-8 ...)': the probe read the key into Python to look it up again."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET path = CAST(x'2f78ff' AS TEXT) WHERE rowid = 1")
+    c.close()
+    for _ in range(2):
+        r = _scan_into(tmp_path / "in", db)
+        assert r.returncode == 0, r.stderr
+    with ResultsStore(db) as st:
+        assert st.checked == "probe"
