@@ -763,6 +763,11 @@ class ResultsStore:
             self._db.close()
         if clean:
             _record_clean(self._abs)
+        elif not self.readonly:
+            # Removed again, not only at open: a writer that closed a moment before this one opened could
+            # put its record back after this one removed it, and then it would describe a store this one
+            # met an error in.
+            _forget_clean(self._abs)
 
     def __enter__(self):
         return self

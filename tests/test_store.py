@@ -1332,3 +1332,24 @@ def test_a_row_whose_path_is_not_utf8_does_not_refuse_a_resume_of_a_clean_store(
         assert r.returncode == 0, r.stderr
     with ResultsStore(db) as st:
         assert st.checked == "probe"
+
+
+def test_a_writer_that_met_an_error_leaves_no_clean_state_even_one_written_after_it_opened(tmp_path, integrity_checks):
+    """A writer that closed cleanly the moment another opened could put its record back after the other
+    removed it (the file unchanged by then, so the record is still true of it). When that other writer then
+    met an error (a damaged page read, a write refused), its close left the record standing, and the next
+    open took the store for as it was left: the probe, not the full check."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = Path(f"{db}-clean")
+    record = clean.read_bytes()
+    st = ResultsStore(db)
+    assert not clean.exists()
+    clean.write_bytes(record)  # the other writer's record, landing after this one's open
+    with pytest.raises(sqlite3.Error):
+        st.write_rows([("x",) * 3])
+    st.close()
+    assert not clean.exists()
+    with ResultsStore(db, readonly=True) as ro:
+        assert ro.checked == "full"
