@@ -176,8 +176,8 @@ def _damaged(path: Path, what: str) -> str:
 
 
 # Beside the store, the state of its file (device, inode, size, mtime, ctime) when aiidetect last closed
-# it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (8 s at
-# 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
+# it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (13-18 s
+# at 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
 CLEAN_SUFFIX = "-clean"
 _CLEAN_FORMAT = 1
 # Rows the bounded probe looks up through the (run, path) index, spread over the table.
@@ -228,7 +228,7 @@ def closed_cleanly(path: str | Path) -> bool:
     try:
         recorded = json.loads(raw)
         return recorded == {"format": _CLEAN_FORMAT, **_file_state(path)}
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):  # RecursionError: a crafted file of nested brackets
         return False
 
 
@@ -284,13 +284,15 @@ def _probe(db: sqlite3.Connection, path: Path) -> str:
         return "ok"
     lo, hi = ends[0][0], ends[1][0]
     step = max(1, (hi - lo) // PROBE_ROWS)
+    # The row's key is looked up inside SQLite, never through Python: a path whose bytes are not UTF-8 (a
+    # hand edit the full check let through) raised a decoding error that refused a writer's open.
     for target in [*range(lo, hi, step), hi]:
-        row = db.execute("SELECT rowid, run_id, path FROM results WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+        row = db.execute("SELECT r.rowid, (SELECT group_concat(m.rowid) FROM results m WHERE m.run_id=r.run_id "
+                         "AND m.path=r.path) FROM results r WHERE r.rowid >= ? ORDER BY r.rowid LIMIT 1",
                          (target,)).fetchone()
         if row is None:
             return f"row {target} of results is missing"
-        found = db.execute("SELECT rowid FROM results WHERE run_id=? AND path=?", row[1:]).fetchall()
-        if found != [(row[0],)]:
+        if row[1] != str(row[0]):
             return f"row {row[0]} of results is not found through its (run, path) index"
     return "ok"
 
@@ -540,7 +542,10 @@ class ResultsStore:
         closed it (closed_cleanly), where a bounded probe runs instead; "full" always runs the full
         check; False none (a store this process checked a moment ago)."""
         self.path = Path(path)
-        self._abs = Path(os.path.abspath(path))  # the clean state's file, whatever the working folder at close
+        # The clean state's file, whatever the working folder at close, and beside the file SQLite opens:
+        # SQLite resolves a symbolic link and keeps the -wal beside its target, so a store named through a
+        # link (or two spellings) has one clean state, and the -wal looked for is the one SQLite reads.
+        self._abs = Path(os.path.realpath(path))
         self.readonly = readonly
         self._lock = threading.Lock()
         # A write or read that failed (a full disk, an I/O error, a damaged page met): no clean close
@@ -758,6 +763,11 @@ class ResultsStore:
             self._db.close()
         if clean:
             _record_clean(self._abs)
+        elif not self.readonly:
+            # Removed again, not only at open: a writer that closed a moment before this one opened could
+            # put its record back after this one removed it, and then it would describe a store this one
+            # met an error in.
+            _forget_clean(self._abs)
 
     def __enter__(self):
         return self

@@ -1,5 +1,5 @@
 """What a results store costs per open and per session as it grows to millions of rows (docs/scale.md,
-"A store of millions of rows").
+"When the whole store is checked").
 
     PYTHONPATH=. python benchmarks/store_scale.py /work/shared/data/dev/real/camera --rows 1000000 --work /tmp/store-scale
 

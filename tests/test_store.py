@@ -1161,7 +1161,7 @@ def _scan_into(src: Path, db: Path):
 
 
 def test_a_store_aiidetect_closed_cleanly_is_opened_without_reading_it_whole(tmp_path, integrity_checks):
-    """Every open ran SQLite's full integrity check, which reads every page (8 s at 1M rows, 75 s at 10M,
+    """Every open ran SQLite's full integrity check, which reads every page (13-18 s at 1M rows,
     docs/scale.md): each resume, shard session, `results` command and merge paid for the whole archive.
     A store whose file is as aiidetect closed it gets a bounded probe; `results check` runs the full
     check on demand; and a damaged index the probe meets (here all 3 rows are probed) is confirmed by the
@@ -1278,3 +1278,78 @@ def test_export_and_merge_do_not_count_the_whole_store(tmp_path, monkeypatch):
     c.close()
     assert merge_stores(target, [db])[0] == {"source": str(db), "rows": 3, "added": 1, "conflicts": 0}
     assert counts() == []
+
+
+def test_a_crafted_clean_file_never_crashes_the_open(tmp_path, integrity_checks):
+    """The clean file is read as JSON: 4 KB of nested brackets made the decoder raise RecursionError,
+    which no caller catches; such a file says nothing, and the store gets the full check."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    Path(f"{db}-clean").write_text("[" * 4000)
+    with ResultsStore(db, readonly=True) as st:
+        assert st.checked == "full" and len(integrity_checks) == 1
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-q", "-f", "json")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_store_named_through_a_link_has_one_clean_state_beside_its_file(tmp_path, integrity_checks):
+    """SQLite keeps the -wal beside the link's target: a store closed through a link recorded its clean
+    state beside the link and looked for a -wal there, so a writer through the real name (its rows still in
+    the -wal beside the file) left the link's record standing, and an open through the link took the
+    store for as it was left: the probe, not the full check, with another connection's log in play."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "s.sqlite", tmp_path / "s.sqlite"
+    link.symlink_to(real)
+    assert _scan_into(tmp_path / "in", link).returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("s.sqlite*")) == ["s.sqlite"]  # nothing beside the link
+    with ResultsStore(link, readonly=True) as st:
+        assert st.checked == "probe"
+    writer = sqlite3.connect(real)  # another program writing through the real name, its rows in the -wal
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE sessions SET status='died'")
+    writer.commit()
+    try:
+        with ResultsStore(link, readonly=True) as st:
+            assert st.checked == "full"
+    finally:
+        writer.close()
+
+
+def test_a_row_whose_path_is_not_utf8_does_not_refuse_a_resume_of_a_clean_store(tmp_path, integrity_checks):
+    """A hand edit left a path that is not UTF-8 (the full check does not look at text): the scan after it
+    ran and closed the store cleanly, and the next one was refused, 'cannot be opened for writing (Could
+    not decode to UTF-8 ...)': the probe read the key into Python to look it up again."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE results SET path = CAST(x'2f78ff' AS TEXT) WHERE rowid = 1")
+    c.close()
+    for _ in range(2):
+        r = _scan_into(tmp_path / "in", db)
+        assert r.returncode == 0, r.stderr
+    with ResultsStore(db) as st:
+        assert st.checked == "probe"
+
+
+def test_a_writer_that_met_an_error_leaves_no_clean_state_even_one_written_after_it_opened(tmp_path, integrity_checks):
+    """A writer that closed cleanly the moment another opened could put its record back after the other
+    removed it (the file unchanged by then, so the record is still true of it). When that other writer then
+    met an error (a damaged page read, a write refused), its close left the record standing, and the next
+    open took the store for as it was left: the probe, not the full check."""
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = Path(f"{db}-clean")
+    record = clean.read_bytes()
+    st = ResultsStore(db)
+    assert not clean.exists()
+    clean.write_bytes(record)  # the other writer's record, landing after this one's open
+    with pytest.raises(sqlite3.Error):
+        st.write_rows([("x",) * 3])
+    st.close()
+    assert not clean.exists()
+    with ResultsStore(db, readonly=True) as ro:
+        assert ro.checked == "full"

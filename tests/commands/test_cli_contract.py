@@ -205,6 +205,10 @@ CASES = [
     ("results export --db {w}/damaged.sqlite -f json", 2, "empty"),
     ("results merge --db {t}/merged.sqlite {w}/store.sqlite -f json", 0, "json"),
     ("results merge --db {t}/merged.sqlite {w}/missing.sqlite -f json", 2, "empty"),
+    # check: damage is the store refused (exit 2, stdout empty), as every results command refuses it
+    ("results check --db {w}/store.sqlite -f json", 0, "json"),
+    ("results check --db {w}/store.sqlite -f csv", 0, "csv"),
+    ("results check --db {w}/damaged.sqlite -f json", 2, "empty"),
     # weights: verify's and inspect's documents say what failed (exit 2 all the same)
     ("weights list --weights-dir {w}/heads -f json", 0, "json"),
     ("weights verify --weights-dir {w}/heads -f json", 0, "json"),
@@ -279,6 +283,7 @@ QUIET = [
     ("results export --db {w}/store.sqlite -f json -q", "json"),
     ("results failed --db {w}/store.sqlite -f json -q", "json"),
     ("results merge --db {t}/m.sqlite {w}/store.sqlite -f json -q", "json"),
+    ("results check --db {w}/store.sqlite -f json -q", "json"),
     ("meta {w}/files/plain.jpg -f json -q", "json"),
     ("doctor -f json --backbone-config tiny-vit -q", "json", 1),   # no CLIP detector can run: its documented 1
     ("cache info -f json -q", "json"),
