@@ -36,43 +36,64 @@ def _keys_of(det):
         return None, str(exc)
 
 
-def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True
-                  ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+def _fusion_keys(model):
+    """(sorted keys, None) or (None, why there are none) for a fitted fusion model: it records the
+    images it was calibrated on as a head records its training images (calibration.save_fusion)."""
+    from ..train_record import NoRecord, load_keys
+
+    if not model.get("path"):
+        return None, "the fusion model was given without its folder (no record of its calibration images)"
+    if model.get("training_images") is None:
+        return None, "the fusion model records no calibration images (fitted by an older version)"
+    try:
+        return load_keys(model["path"], model, verify=True), None
+    except NoRecord as exc:
+        return None, str(exc)
+
+
+def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True,
+                  model: Any = None) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """-> ({detector or "fused": report}, {detector or "fused": mask of the items left out}).
 
     A report: {"status": "checked", "n", "of", "excluded"} for a head that records its training images
     (n of the `of` evaluation items were among them), {"status": "unknown", "n": None, "why"} for one that
     does not, {"status": "not-trained"} for a detector with no training set, {"status": "not-run"} for one
     unavailable in this run. "fused" counts the items any
-    checked head was trained on: the fused verdict rests on those heads. With exclude=False the masks
-    are empty and each report says the items were kept."""
+    checked head was trained on: the fused verdict rests on those heads. A fitted fusion `model` (a
+    manifest with its "path") has its own entry, "fusion:<name>", for the images it was calibrated
+    on, which "fused" counts too. With exclude=False the masks are empty and each report says the
+    items were kept."""
     n = len(digests)
     report: dict[str, dict[str, Any]] = {}
     masks: dict[str, np.ndarray] = {}
     union = np.zeros(n, dtype=bool)
     from ..detectors.base import UnavailableDetector
 
-    for det in detectors:
-        if isinstance(det, UnavailableDetector):
-            report[det.name] = {"status": "not-run", "n": None, "of": n}
-            continue
-        keys, why = _keys_of(det)
-        if keys is None:
-            report[det.name] = ({"status": "unknown", "n": None, "of": n, "why": why} if why
-                                else {"status": "not-trained", "n": 0, "of": n})
-            continue
-        from ..train_record import member_mask
+    from ..train_record import member_mask
 
+    sources = [(det.name, None) if isinstance(det, UnavailableDetector) else (det.name, _keys_of(det))
+               for det in detectors]
+    if model:
+        sources.append((f"fusion:{model.get('name')}", _fusion_keys(model)))
+    for name, got in sources:
+        if got is None:
+            report[name] = {"status": "not-run", "n": None, "of": n}
+            continue
+        keys, why = got
+        if keys is None:
+            report[name] = ({"status": "unknown", "n": None, "of": n, "why": why} if why
+                            else {"status": "not-trained", "n": 0, "of": n})
+            continue
         m = member_mask(keys, digests)
         union |= m
-        report[det.name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
+        report[name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
         if exclude:
-            masks[det.name] = m
+            masks[name] = m
     unknown = [k for k, r in report.items() if r["status"] == "unknown"]
     report[FUSED] = {"status": "unknown" if unknown else "checked", "n": int(union.sum()), "of": n,
                      "excluded": bool(exclude and union.any())}
     if unknown:
-        report[FUSED]["why"] = f"it uses head(s) with no training record: {', '.join(unknown)}"
+        report[FUSED]["why"] = f"it rests on what records no training images: {', '.join(unknown)}"
     if exclude:
         masks[FUSED] = union
     return report, masks

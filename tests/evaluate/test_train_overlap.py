@@ -171,3 +171,30 @@ def test_detectors_without_a_record_say_why():
     assert report["rules"] == {"status": "not-trained", "n": 0, "of": 1}
     assert report["mpft"]["status"] == "not-run" and report["fused"]["status"] == "unknown"
     assert not masks["fused"].any()
+
+
+def test_the_fused_verdict_is_not_measured_on_the_fusion_models_calibration_images(data, tmp_path):
+    """A fusion model records the images it was fitted on, as a head its training images: eval of the
+    fused verdict on them is told and leaves them out; a model without the record is 'unknown'."""
+    out = tmp_path / "fusion"
+    r = run_cli_in_process("calibrate", str(data), "-d", "fakehead", "-o", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["training_images"]["count"] == 12 and KEYS_FILE in man["files"]  # the 8 trained on left out
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    name = f"fusion:{man['name']}"
+    assert o[name] == {"status": "checked", "n": 12, "of": 20, "excluded": True}
+    assert o["fused"] == {"status": "checked", "n": 20, "of": 20, "excluded": True}  # the head's 8 and these 12
+    assert f"{name} 12 of 20" in r.stderr
+    (out / KEYS_FILE).write_bytes((out / KEYS_FILE).read_bytes()[:-8] + b"\0" * 8)  # not what was fitted on
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    assert o[name]["status"] == "unknown" and "checksum differs" in o[name]["why"], o
+    assert o["fused"]["status"] == "unknown" and name in o["fused"]["why"]
+    man.pop("training_images")  # a model fitted by an older version
+    (out / "manifest.json").write_text(json.dumps(man))
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    assert o[name]["status"] == "unknown" and "older version" in o[name]["why"]
