@@ -19,15 +19,17 @@ def _keys_of(det):
         meta = getattr(det, "meta", None)
         if not (isinstance(meta, dict) and meta.get("head")):
             return None, None
-        # A head served from an ONNX export: the export carries the record beside the graph, checksummed
-        # with it (the detector is unavailable when a file fails that check).
+        # A head served from an ONNX export: the export carries the record beside the graph, among the
+        # graph's files and their checksums; the record is read against that list, so a sidecar naming
+        # a file outside it (or no file name at all) is a record this version cannot use, not a crash.
         block = meta.get("training_images")
         onnx_dir = getattr(det, "onnx_dir", None)
         if not isinstance(block, dict) or onnx_dir is None:
             return None, ("its ONNX export carries no training record (the head has none, or the export was "
                           "made by an older version)")
         try:
-            return load_keys(onnx_dir, {"training_images": block, "files": {block.get("file"): "sidecar"}}), None
+            files = getattr(det, "onnx_files", None) or {}
+            return load_keys(onnx_dir, {"training_images": block, "files": files}, verify=True), None
         except NoRecord as exc:
             return None, f"ONNX export: {exc}"
     try:

@@ -198,3 +198,48 @@ def test_the_fused_verdict_is_not_measured_on_the_fusion_models_calibration_imag
     r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
     o = json.loads(r.stdout)["run"]["train_overlap"]
     assert o[name]["status"] == "unknown" and "older version" in o[name]["why"]
+
+
+@pytest.mark.parametrize("block, why", [
+    ({"file": []}, "not one this version reads"),  # TypeError: unhashable type: 'list'
+    ({"file": {"a": 1}}, "not one this version reads"),
+    ({"file": "other.train-keys.bin"}, "not listed"),  # a file the sidecar gives no checksum
+    ({"file": "h.train-keys.bin", "count": 1}, "checksum differs"),
+])
+def test_an_onnx_heads_record_is_read_only_as_its_sidecar_checksums_it(tmp_path, block, why):
+    """The ONNX export's sidecar names the record and its checksum; a record named otherwise (edited
+    sidecar, another file) is unknown, never a crash of eval and never read unchecked."""
+    from aiidetect.evaluate.overlap import train_overlap
+    from aiidetect.train_record import KEY_KIND
+
+    (tmp_path / "h.train-keys.bin").write_bytes(b"\x01" * 8)
+    (tmp_path / "other.train-keys.bin").write_bytes(b"\x01" * 8)
+
+    class Onnx(Detector):
+        family = "linear"
+
+        def __init__(self):
+            super().__init__("linear:h")
+            self.meta = {"head": "h", "training_images": {"key": KEY_KIND, "count": 1, **block}}
+            self.onnx_dir = tmp_path
+            self.onnx_files = {"h.train-keys.bin": "0" * 64}
+
+    report, masks = train_overlap([Onnx()], ["01" * 32])
+    assert report["linear:h"]["status"] == "unknown" and why in report["linear:h"]["why"], report
+    assert not masks["fused"].any()
+
+
+@pytest.mark.parametrize("blob, count, why", [
+    (b"\x02" * 8 + b"\x01" * 8, 2, "not sorted"),
+    (b"\x01" * 8 + b"\x01" * 8, 2, "not sorted"),  # a repeat
+    (b"\x01" * 12, 1, "holds more than 8 bytes"),  # not a multiple of 8, longer than its count
+    (b"\x01" * 4, 1, "holds 4 bytes"),
+    (b"", 1 << 40, "not a number of images"),  # a count no head has: never an allocation of it
+])
+def test_a_damaged_record_is_unknown_never_a_crash(tmp_path, blob, count, why):
+    from aiidetect.train_record import KEY_KIND, NoRecord
+
+    (tmp_path / KEYS_FILE).write_bytes(blob)
+    with pytest.raises(NoRecord, match=why):
+        load_keys(tmp_path, {"training_images": {"file": KEYS_FILE, "key": KEY_KIND, "count": count},
+                             "files": {KEYS_FILE: "x"}})
