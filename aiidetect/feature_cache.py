@@ -218,12 +218,11 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
 
     key = spec_key(spec)
     for n, s in enumerate(ordered(load, paths, workers, ahead=max(batch_size, 4 * max(1, workers))), 1):
+        if s.ok and digests is not None:
+            digests[s.path] = s.record.sha256
         if not s.ok:
             failures.append((s.path, failure(s)))
-            continue
-        if digests is not None:
-            digests[s.path] = s.record.sha256
-        if s.cached is not None:
+        elif s.cached is not None:
             results[s.path] = s.cached
         else:
             pending.append((s.path, s.record.sha256, s.pixels.pop(key)))
