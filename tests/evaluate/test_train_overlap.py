@@ -243,3 +243,36 @@ def test_a_damaged_record_is_unknown_never_a_crash(tmp_path, blob, count, why):
     with pytest.raises(NoRecord, match=why):
         load_keys(tmp_path, {"training_images": {"file": KEYS_FILE, "key": KEY_KIND, "count": count},
                              "files": {KEYS_FILE: "x"}})
+
+
+def test_heads_with_different_records_each_lose_their_own_and_the_fused_verdict_both(tmp_path):
+    """Head a trained on items 0-1, head b on 1-3: a's metrics leave out 2 items, b's 3, and the fused
+    verdict (resting on both) the 4 either was trained on."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.overlap import FUSED, train_overlap
+    from aiidetect.evaluate.runner import Scored
+
+    digests = [f"{k:02x}" * 32 for k in range(10)]
+
+    class Trained(Detector):
+        family = "fakehead"
+
+        def __init__(self, name, trained_on):
+            super().__init__(name)
+            (tmp_path / name).mkdir()
+            block, blobs = record([digests[k] for k in trained_on], "test")
+            (tmp_path / name / KEYS_FILE).write_bytes(blobs[KEYS_FILE])
+            self.head = Head(tmp_path / name, {"training_images": block, "files": {KEYS_FILE: "x"}})
+
+    dets = [Trained("a", [0, 1]), Trained("b", [1, 2, 3])]
+    report, masks = train_overlap(dets, digests)
+    assert (report["a"]["n"], report["b"]["n"], report[FUSED]["n"]) == (2, 3, 4)
+    scored = [Scored(f"{k}.png", k % 2, "gen" if k % 2 else "real", sha256=digests[k],
+                     results={d.name: DetectorResult("ok", p_ai=0.9 if k % 2 else 0.1) for d in dets})
+              for k in range(10)]
+    block, cols = condition_metrics(scored, dets, None, left_out=masks)
+    a, b, f = block["detectors"]["a"], block["detectors"]["b"], block["fused"]
+    assert (a["train_left_out"], a["overall"]["n"]) == (2, 8) and (b["train_left_out"], b["overall"]["n"]) == (3, 7)
+    assert f["train_left_out"] == 4 and sum(sum(v.values()) for v in f["verdicts"].values()) == 6
+    assert np.isnan(cols["p"]["a"][:2]).all() and not np.isnan(cols["p"]["a"][2:]).any()
+    assert np.isnan(cols["p"][FUSED][:4]).all() and not np.isnan(cols["p"][FUSED][4:]).any()
