@@ -276,3 +276,13 @@ def test_heads_with_different_records_each_lose_their_own_and_the_fused_verdict_
     assert f["train_left_out"] == 4 and sum(sum(v.values()) for v in f["verdicts"].values()) == 6
     assert np.isnan(cols["p"]["a"][:2]).all() and not np.isnan(cols["p"]["a"][2:]).any()
     assert np.isnan(cols["p"][FUSED][:4]).all() and not np.isnan(cols["p"][FUSED][4:]).any()
+
+
+def test_scores_csv_gives_no_verdict_where_the_fused_score_was_left_out(data, tmp_path):
+    import csv
+
+    _eval(str(data), "--out-dir", str(tmp_path / "o"), "--no-plots")
+    rows = list(csv.DictReader((tmp_path / "o" / "scores.csv").open()))
+    left = [r for r in rows if r["p_fused"] == ""]
+    assert len(left) == 8 and all(r["verdict"] == "" for r in left)
+    assert all(r["verdict"] for r in rows if r["p_fused"] != "")
