@@ -123,10 +123,16 @@ def overlap_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | 
         if r["status"] == "unknown":
             parts.append(f"{name} unknown ({r['why']})")
         else:
-            parts.append(f"{name} {r['n']} of {r['of']}"
-                         + (((" (left out of the fit)" if fit else " (left out of its metrics)") if r["excluded"]
-                             else " (KEPT: " + ("the fit includes them)" if fit else "metrics include them)"))
-                            if r["n"] else ""))
+            if not r["n"]:
+                how = ""
+            elif not r["excluded"]:
+                how = " (KEPT: " + ("the fit includes them)" if fit else "metrics include them)")
+            elif fit:
+                how = " (left out of the fit)"
+            else:  # a fusion model's calibration images: its metrics are the fused verdict's
+                how = " (left out of the fused verdict's metrics)" if name.startswith("fusion:") else \
+                      " (left out of its metrics)"
+            parts.append(f"{name} {r['n']} of {r['of']}{how}")
     if not parts:
         return None
     f = report.get(FUSED) or {}

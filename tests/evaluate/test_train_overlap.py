@@ -187,7 +187,7 @@ def test_the_fused_verdict_is_not_measured_on_the_fusion_models_calibration_imag
     name = f"fusion:{man['name']}"
     assert o[name] == {"status": "checked", "n": 12, "of": 20, "excluded": True}
     assert o["fused"] == {"status": "checked", "n": 20, "of": 20, "excluded": True}  # the head's 8 and these 12
-    assert f"{name} 12 of 20" in r.stderr
+    assert f"{name} 12 of 20 (left out of the fused verdict's metrics)" in r.stderr
     (out / KEYS_FILE).write_bytes((out / KEYS_FILE).read_bytes()[:-8] + b"\0" * 8)  # not what was fitted on
     r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
     o = json.loads(r.stdout)["run"]["train_overlap"]
