@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -338,9 +338,11 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
 
 
 def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], name: str = "fusion",
-                source: str = "") -> Path:
+                source: str = "", fitted_on: Iterable[str] | None = None) -> Path:
     """Write the fusion artifact: a head folder (detector "fusion") whose
-    manifest holds every fitted number and the data it was fitted on."""
+    manifest holds every fitted number and the data it was fitted on. `fitted_on`: the SHA-256 of
+    each image fitted on, recorded as a head records its training images (train_record), so `eval`
+    of the fused verdict on calibration images is told, as of a head on its training images."""
     from .heads import save_head
     from .report.safe import clean
 
@@ -355,5 +357,12 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
                 "license": "same as the data it was fitted on"}
     # Folder names and the command line need not be UTF-8: json.dumps wrote their bytes as lone
     # surrogate escapes ("\udcff"), which strict parsers refuse, and `calibrate -f json` printed U+FFFD.
+    extra_files = None
+    if fitted_on is not None:
+        from .train_record import record
+
+        manifest["training_images"], extra_files = record(
+            fitted_on, "images the fusion model was fitted on (its calibration data)")
     return save_head(out_dir, {"weights": np.asarray(w, dtype=np.float32),
-                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, clean(manifest))
+                               "bias": np.asarray([p["bias"]], dtype=np.float32)}, clean(manifest),
+                     extra_files=extra_files)

@@ -174,11 +174,14 @@ def encode_images(backbone, images: Iterable[Any], spec: Mapping[str, Any], laye
 def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], layers: Sequence[int] = (),
                      batch_size: int = 16, workers: int = 2, cache: FeatureCache | None = None,
                      transform: Callable[[Any], Any] | None = None, transform_key: str = "",
-                     progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+                     progress: Callable[[int], None] | None = None,
+                     digests: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """Features for files. Returns ({output: (N_ok, D)}, failures[(path, reason)]);
     rows follow `paths` order minus the failures. `transform` (PIL -> PIL) is
     applied after decoding (a perturbation or re-encoding); give it a
-    transform_key so cached rows of different transforms never mix."""
+    transform_key so cached rows of different transforms never mix. `digests`, when given, gets
+    {path: SHA-256 of the bytes its row came from} (a head's training record, without reading
+    every file again)."""
     from .decode import Sample
     from .pixels import PixelReader, failure, ordered
 
@@ -215,6 +218,8 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
 
     key = spec_key(spec)
     for n, s in enumerate(ordered(load, paths, workers, ahead=max(batch_size, 4 * max(1, workers))), 1):
+        if s.ok and digests is not None:
+            digests[s.path] = s.record.sha256
         if not s.ok:
             failures.append((s.path, failure(s)))
         elif s.cached is not None:

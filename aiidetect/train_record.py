@@ -59,9 +59,11 @@ class NoRecord(Exception):
     cannot be used; str(exc) says which."""
 
 
-def load_keys(head_dir: str | Path, manifest: Mapping[str, Any]):
+def load_keys(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = False):
     """The head's training keys as a sorted numpy uint64 array; NoRecord when there are none to use.
-    The file's checksum is the manifest's (heads.verify_files, when the head was loaded)."""
+    The file's checksum is the manifest's: checked here with `verify` (a fusion model, whose files
+    nothing else checks when it is loaded), else by the caller (heads.verify_files, when the head was
+    loaded)."""
     import numpy as np
 
     from .hashing import read_regular
@@ -88,6 +90,11 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any]):
         raise NoRecord(f"cannot read {fname}: {exc}") from exc
     if len(blob) != count * KEY_BYTES:
         raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
+    if verify:
+        import hashlib
+
+        if hashlib.sha256(blob).hexdigest() != files[fname]:
+            raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
     keys = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
     if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
         raise NoRecord(f"{fname} is not sorted: damaged")

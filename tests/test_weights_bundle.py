@@ -456,3 +456,30 @@ def test_a_fusion_model_scan_would_leave_out_fails_verify_and_is_not_packed_or_i
     with pytest.raises(bundle.BundleError, match="the bundle's fusion model fz: bias must be a finite number"):
         bundle.install(machine["bundle"], machine["dst_clip"], machine["dst_heads"])
     assert not machine["dst_heads"].exists() or not any(machine["dst_heads"].iterdir())
+
+
+def test_a_heads_training_record_is_packed_installed_and_verified(tmp_path):
+    """train-keys.bin (train_record) travels with its head like the tensors: packed, installed beside
+    them, and a changed record fails `weights verify` (the eval overlap check trusts it by its checksum)."""
+    import numpy as np
+
+    from aiidetect.heads import save_head
+    from aiidetect.train_record import KEYS_FILE, record
+
+    from conftest import run_cli_in_process
+
+    block, blobs = record(["ab" * 32, "01" * 32], "test")
+    save_head(tmp_path / "src" / "p1", {"w": np.zeros(2, np.float32)},
+              {"name": "p1", "detector": "linear", "training_images": block}, extra_files=blobs)
+    bundle, dst = tmp_path / "b.tar", tmp_path / "dst"
+    r = run_cli_in_process("weights", "pack", str(bundle), "--no-backbones", "--weights-dir", str(tmp_path / "src"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli_in_process("weights", "install", str(bundle), "--heads-dir", str(dst), "--cache-dir", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert (dst / "p1" / KEYS_FILE).read_bytes() == blobs[KEYS_FILE]
+    v = run_cli_in_process("weights", "verify", "--weights-dir", str(dst), "-f", "json")
+    assert v.returncode == 0 and json.loads(v.stdout)["ok"], v.stdout + v.stderr
+    (dst / "p1" / KEYS_FILE).write_bytes(blobs[KEYS_FILE][:8])  # one training image dropped from the record
+    v = run_cli_in_process("weights", "verify", "--weights-dir", str(dst), "-f", "json")
+    assert v.returncode == 2, v.stdout + v.stderr
+    assert f"{KEYS_FILE} checksum differs" in " ".join(json.loads(v.stdout)["heads"][0]["problems"])

@@ -105,7 +105,8 @@ def calibrate_cmd(
     summary["decode_errors"] = sum(1 for s in scored if s.error)
     summary["train_overlap"] = overlap
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = save_fusion(dest, fitted, summary, name=name, source=cmd)
+    path = save_fusion(dest, fitted, summary, name=name, source=cmd,
+                       fitted_on=[s.sha256 for s in scored if not s.error and s.sha256])
     if not quiet:
         _say_which_model_scans_use(err, path, backbone_opts.weights_dir)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]

@@ -61,7 +61,8 @@ def evaluate_cmd(
       aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'
 
     Images a head was trained on (its record of their content keys) are left out of that head's
-    metrics and the fused verdict's, and counted on stderr and in run.train_overlap."""
+    metrics and the fused verdict's, the fusion model's calibration images out of the fused
+    verdict's, and counted on stderr and in run.train_overlap."""
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion

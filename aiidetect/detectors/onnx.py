@@ -60,6 +60,7 @@ class OnnxEncoder:
 
 class OnnxHeadDetector(Detector):
     onnx_dir: Path | None = None  # the export it runs from (its head's training record lies there)
+    onnx_files: dict = {}  # its graph's files and their checksums in the sidecar (the record is one of them)
 
     def __init__(self, meta: Mapping[str, Any], request: FeatureRequest, provider: str, graph_id: str = "",
                  dtype: str = "float32", int8: Mapping[str, Any] | None = None):
@@ -169,6 +170,7 @@ def create(ctx: RunContext) -> list[Detector]:
         for h in metas:
             det = OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess))
             det.onnx_dir = Path(ctx.onnx_dir)
+            det.onnx_files = dict(g["files"])  # a dict: graph_problems checked it
             out.append(det)
     installed: dict[str, Mapping[str, Any]] | None = None
     for s in side.get("skipped_heads", []):

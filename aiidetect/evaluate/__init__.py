@@ -28,7 +28,8 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
     block (evaluate.protocol) under "protocol".
 
     Items a head was trained on (train_record, matched by the raw files' content) are left out of
-    that head's metrics, and out of the fused verdict's, in every condition; allow_train_overlap
+    that head's metrics, and out of the fused verdict's, in every condition, as are the items the
+    fusion model was calibrated on (out of the fused verdict's); allow_train_overlap
     keeps them. run["train_overlap"] says how many, per head (evaluate.overlap); `on_overlap` gets
     it as soon as the raw condition is scored."""
     pairs = None
@@ -52,7 +53,8 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
             # By the raw files' keys: a perturbed condition scores other bytes of the same images.
             from .overlap import train_overlap
 
-            overlap, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow_train_overlap)
+            overlap, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow_train_overlap,
+                                           model=model)
             if on_overlap is not None:
                 on_overlap(overlap)
         block, cols = condition_metrics(scored, detectors, model, name, left_out=masks)

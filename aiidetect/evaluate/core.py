@@ -91,7 +91,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     """-> (metrics block, raw per-item columns for plots and scores.csv).
     left_out: {detector name or FUSED: boolean mask over `scored`} of the items left out of that
     one's metrics (a head's own training images, evaluate.overlap); counted as "train_left_out",
-    and a NaN score in the columns, as for no opinion."""
+    and a NaN score in the columns, as for no opinion (and an empty verdict, for FUSED)."""
     fused = attach_fusion(scored, model)
     ok = [i for i, s in enumerate(scored) if not s.error]
     n = len(ok)
@@ -175,5 +175,6 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
                  "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)")}
     block["fused"] = b
     columns["p"][FUSED] = fp
-    columns["verdict"] = verdicts
+    # (a verdict beside an empty fused score would count the item in any tally of scores.csv)
+    columns["verdict"] = np.where(kept, verdicts, "")
     return M.clean(block), columns

@@ -19,15 +19,17 @@ def _keys_of(det):
         meta = getattr(det, "meta", None)
         if not (isinstance(meta, dict) and meta.get("head")):
             return None, None
-        # A head served from an ONNX export: the export carries the record beside the graph, checksummed
-        # with it (the detector is unavailable when a file fails that check).
+        # A head served from an ONNX export: the export carries the record beside the graph, among the
+        # graph's files and their checksums; the record is read against that list, so a sidecar naming
+        # a file outside it (or no file name at all) is a record this version cannot use, not a crash.
         block = meta.get("training_images")
         onnx_dir = getattr(det, "onnx_dir", None)
         if not isinstance(block, dict) or onnx_dir is None:
             return None, ("its ONNX export carries no training record (the head has none, or the export was "
                           "made by an older version)")
         try:
-            return load_keys(onnx_dir, {"training_images": block, "files": {block.get("file"): "sidecar"}}), None
+            files = getattr(det, "onnx_files", None) or {}
+            return load_keys(onnx_dir, {"training_images": block, "files": files}, verify=True), None
         except NoRecord as exc:
             return None, f"ONNX export: {exc}"
     try:
@@ -36,43 +38,64 @@ def _keys_of(det):
         return None, str(exc)
 
 
-def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True
-                  ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+def _fusion_keys(model):
+    """(sorted keys, None) or (None, why there are none) for a fitted fusion model: it records the
+    images it was calibrated on as a head records its training images (calibration.save_fusion)."""
+    from ..train_record import NoRecord, load_keys
+
+    if not model.get("path"):
+        return None, "the fusion model was given without its folder (no record of its calibration images)"
+    if model.get("training_images") is None:
+        return None, "the fusion model records no calibration images (fitted by an older version)"
+    try:
+        return load_keys(model["path"], model, verify=True), None
+    except NoRecord as exc:
+        return None, str(exc)
+
+
+def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True,
+                  model: Any = None) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """-> ({detector or "fused": report}, {detector or "fused": mask of the items left out}).
 
     A report: {"status": "checked", "n", "of", "excluded"} for a head that records its training images
     (n of the `of` evaluation items were among them), {"status": "unknown", "n": None, "why"} for one that
     does not, {"status": "not-trained"} for a detector with no training set, {"status": "not-run"} for one
     unavailable in this run. "fused" counts the items any
-    checked head was trained on: the fused verdict rests on those heads. With exclude=False the masks
-    are empty and each report says the items were kept."""
+    checked head was trained on: the fused verdict rests on those heads. A fitted fusion `model` (a
+    manifest with its "path") has its own entry, "fusion:<name>", for the images it was calibrated
+    on, which "fused" counts too. With exclude=False the masks are empty and each report says the
+    items were kept."""
     n = len(digests)
     report: dict[str, dict[str, Any]] = {}
     masks: dict[str, np.ndarray] = {}
     union = np.zeros(n, dtype=bool)
     from ..detectors.base import UnavailableDetector
 
-    for det in detectors:
-        if isinstance(det, UnavailableDetector):
-            report[det.name] = {"status": "not-run", "n": None, "of": n}
-            continue
-        keys, why = _keys_of(det)
-        if keys is None:
-            report[det.name] = ({"status": "unknown", "n": None, "of": n, "why": why} if why
-                                else {"status": "not-trained", "n": 0, "of": n})
-            continue
-        from ..train_record import member_mask
+    from ..train_record import member_mask
 
+    sources = [(det.name, None) if isinstance(det, UnavailableDetector) else (det.name, _keys_of(det))
+               for det in detectors]
+    if model:
+        sources.append((f"fusion:{model.get('name')}", _fusion_keys(model)))
+    for name, got in sources:
+        if got is None:
+            report[name] = {"status": "not-run", "n": None, "of": n}
+            continue
+        keys, why = got
+        if keys is None:
+            report[name] = ({"status": "unknown", "n": None, "of": n, "why": why} if why
+                            else {"status": "not-trained", "n": 0, "of": n})
+            continue
         m = member_mask(keys, digests)
         union |= m
-        report[det.name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
+        report[name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
         if exclude:
-            masks[det.name] = m
+            masks[name] = m
     unknown = [k for k, r in report.items() if r["status"] == "unknown"]
     report[FUSED] = {"status": "unknown" if unknown else "checked", "n": int(union.sum()), "of": n,
                      "excluded": bool(exclude and union.any())}
     if unknown:
-        report[FUSED]["why"] = f"it uses head(s) with no training record: {', '.join(unknown)}"
+        report[FUSED]["why"] = f"it rests on what records no training images: {', '.join(unknown)}"
     if exclude:
         masks[FUSED] = union
     return report, masks
@@ -100,10 +123,16 @@ def overlap_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | 
         if r["status"] == "unknown":
             parts.append(f"{name} unknown ({r['why']})")
         else:
-            parts.append(f"{name} {r['n']} of {r['of']}"
-                         + (((" (left out of the fit)" if fit else " (left out of its metrics)") if r["excluded"]
-                             else " (KEPT: " + ("the fit includes them)" if fit else "metrics include them)"))
-                            if r["n"] else ""))
+            if not r["n"]:
+                how = ""
+            elif not r["excluded"]:
+                how = " (KEPT: " + ("the fit includes them)" if fit else "metrics include them)")
+            elif fit:
+                how = " (left out of the fit)"
+            else:  # a fusion model's calibration images: its metrics are the fused verdict's
+                how = " (left out of the fused verdict's metrics)" if name.startswith("fusion:") else \
+                      " (left out of its metrics)"
+            parts.append(f"{name} {r['n']} of {r['of']}{how}")
     if not parts:
         return None
     f = report.get(FUSED) or {}

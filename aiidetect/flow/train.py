@@ -460,8 +460,9 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
         return (lambda n: progress(label, n, total)) if progress else None
 
     paths = [i.path for i in reals]
+    real_digests: dict[str, str] = {}  # the training record (train_record), from this one read
     feats, failures = extract_features(backbone, paths, spec, layers, cache=cache,
-                                       progress=stage("real features", len(paths)))
+                                       progress=stage("real features", len(paths)), digests=real_digests)
     bad = {p for p, _ in failures}
     for p, why in failures:
         say(f"skipped {p}: {why}")
@@ -577,10 +578,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     # Every real photo: the flow is fitted on the train part, and its threshold set on the held-out part's
     # likelihoods so that the target share of them is flagged, so eval on either measures nothing.
     # The --ai images only fed the validation report.
-    from ..train_record import digests_of, record
+    from ..train_record import record
 
     manifest["training_images"], keys_file = record(
-        digests_of(ok), "real photos the flow was fitted on and its threshold calibrated on")
+        real_digests.values(), "real photos the flow was fitted on and its threshold calibrated on")
     tensors = {f"flow.{k}": v for k, v in model.state_dict().items()}
     save_head(out_dir, tensors, manifest, extra_files=keys_file)
     if cache is not None and getattr(cache, "error", None):  # as train_linear says it

@@ -98,16 +98,17 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     elif cache is False:
         cache = None
 
-    def feats(group):
+    def feats(group, digests=None):
         paths = [i.path for i in group]
-        got, fails = extract_features(bb, paths, spec, layers, cache=cache)
+        got, fails = extract_features(bb, paths, spec, layers, cache=cache, digests=digests)
         bad = {p for p, _ in fails}
         y = np.array([i.label for i in group if i.path not in bad], dtype=np.int64)
         X = got[out_name] if len(y) else np.zeros((0, 0), np.float32)
         return X, y, fails
 
     say(f"extracting features with {bb.spec.describe()} ({spec['mode']} {spec['size']})")
-    X, y, failures = feats(train_items)
+    trained_digests: dict[str, str] = {}
+    X, y, failures = feats(train_items, trained_digests)
     if len(y) == 0:
         raise ValueError("no training image could be decoded")
     bad = {p for p, _ in failures}
@@ -134,9 +135,10 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
             "undecodable": len(failures), "held_out": n_val}
     # The images the probe was fitted on (the held-out ones were not), so eval and calibrate can
     # tell when they are shown them again.
-    from ..train_record import digests_of, record
+    # (digests of the bytes the features came from: no second read of every image)
+    from ..train_record import record
 
-    trained_on, keys_file = record(digests_of(i.path for i in train_items if i.path not in bad),
+    trained_on, keys_file = record(trained_digests.values(),
                                    "images the probe was fitted on (the held-out split excluded)")
     save_probe(out_dir, probe, name=name, backbone_block=backbone_manifest(bb), preprocessing=spec,
                feature=out_name, data=data, metrics=metrics,

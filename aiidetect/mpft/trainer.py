@@ -113,8 +113,10 @@ def _progress(show: bool):
                     console=Console(stderr=True), transient=False)
 
 
-def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[str], None] | None = None):
-    """Decode and shrink every item once; unreadable files are reported and skipped."""
+def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[str], None] | None = None,
+                digests: dict[str, str] | None = None):
+    """Decode and shrink every item once; unreadable files are reported and skipped. `digests`, when
+    given, gets {path: SHA-256 of the bytes decoded} (train_record)."""
     from ..pixels import failure, iter_pixels
 
     # The shrink runs in the decode workers: a full-size image is never held for long.
@@ -127,6 +129,8 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
         else:
             kept_items.append(it)
             imgs.append(s.image)
+            if digests is not None:
+                digests[it.path] = s.record.sha256
     if skipped and log:
         log(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     return kept_items, imgs, skipped
@@ -188,8 +192,9 @@ class MPFTTrainer:
         # the end, so the manifest's validation numbers are not chosen on the
         # very images they are measured on.
         sel, rep = split_train_val(held, 0.5, seed=cfg.seed + 1)
-        self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log)
-        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log)
+        self._digests: dict[str, str] = {}  # train and selection splits: the training record
+        self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log, self._digests)
+        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log, self._digests)
         self.report_items, self.report_imgs, sk3 = load_images(rep, self.spec, cfg.workers, self._log)
         self.skipped = sk1 + sk2 + sk3
         if not self.train_items:
@@ -469,13 +474,15 @@ class MPFTTrainer:
             "source": "aiidetect train mpft",
             "license": "trained weights inherit the terms of the training data and backbone",
         }
-        # The train split only: the selection and report splits took no gradient step, and eval on them
-        # is the held-out measurement the trainer itself reports (train_record).
-        from ..train_record import digests_of, record
+        # The train split, and the selection split: it took no gradient step, but it chose the state
+        # kept, the temperature and the open-set cut-off, so numbers on it flatter the head too. The
+        # report split alone is held out (train_record). Digests of the bytes decoded, not read again.
+        from ..train_record import record
 
         manifest["training_images"], keys_file = record(
-            digests_of(i.path for i in self.train_items),
-            "the train split (the selection and report splits held out are not in it)")
+            self._digests.values(),
+            "the train split and the selection split (which chose the state kept, the temperature and the "
+            "open-set cut-off); the report split is held out")
         head_dir = save_head(self.out_dir, tensors, manifest, extra_files=keys_file)
         ck = self._ckpt_path()
         if ck.exists():

@@ -171,3 +171,118 @@ def test_detectors_without_a_record_say_why():
     assert report["rules"] == {"status": "not-trained", "n": 0, "of": 1}
     assert report["mpft"]["status"] == "not-run" and report["fused"]["status"] == "unknown"
     assert not masks["fused"].any()
+
+
+def test_the_fused_verdict_is_not_measured_on_the_fusion_models_calibration_images(data, tmp_path):
+    """A fusion model records the images it was fitted on, as a head its training images: eval of the
+    fused verdict on them is told and leaves them out; a model without the record is 'unknown'."""
+    out = tmp_path / "fusion"
+    r = run_cli_in_process("calibrate", str(data), "-d", "fakehead", "-o", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["training_images"]["count"] == 12 and KEYS_FILE in man["files"]  # the 8 trained on left out
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    name = f"fusion:{man['name']}"
+    assert o[name] == {"status": "checked", "n": 12, "of": 20, "excluded": True}
+    assert o["fused"] == {"status": "checked", "n": 20, "of": 20, "excluded": True}  # the head's 8 and these 12
+    assert f"{name} 12 of 20 (left out of the fused verdict's metrics)" in r.stderr
+    (out / KEYS_FILE).write_bytes((out / KEYS_FILE).read_bytes()[:-8] + b"\0" * 8)  # not what was fitted on
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    assert o[name]["status"] == "unknown" and "checksum differs" in o[name]["why"], o
+    assert o["fused"]["status"] == "unknown" and name in o["fused"]["why"]
+    man.pop("training_images")  # a model fitted by an older version
+    (out / "manifest.json").write_text(json.dumps(man))
+    r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
+    o = json.loads(r.stdout)["run"]["train_overlap"]
+    assert o[name]["status"] == "unknown" and "older version" in o[name]["why"]
+
+
+@pytest.mark.parametrize("block, why", [
+    ({"file": []}, "not one this version reads"),  # TypeError: unhashable type: 'list'
+    ({"file": {"a": 1}}, "not one this version reads"),
+    ({"file": "other.train-keys.bin"}, "not listed"),  # a file the sidecar gives no checksum
+    ({"file": "h.train-keys.bin", "count": 1}, "checksum differs"),
+])
+def test_an_onnx_heads_record_is_read_only_as_its_sidecar_checksums_it(tmp_path, block, why):
+    """The ONNX export's sidecar names the record and its checksum; a record named otherwise (edited
+    sidecar, another file) is unknown, never a crash of eval and never read unchecked."""
+    from aiidetect.evaluate.overlap import train_overlap
+    from aiidetect.train_record import KEY_KIND
+
+    (tmp_path / "h.train-keys.bin").write_bytes(b"\x01" * 8)
+    (tmp_path / "other.train-keys.bin").write_bytes(b"\x01" * 8)
+
+    class Onnx(Detector):
+        family = "linear"
+
+        def __init__(self):
+            super().__init__("linear:h")
+            self.meta = {"head": "h", "training_images": {"key": KEY_KIND, "count": 1, **block}}
+            self.onnx_dir = tmp_path
+            self.onnx_files = {"h.train-keys.bin": "0" * 64}
+
+    report, masks = train_overlap([Onnx()], ["01" * 32])
+    assert report["linear:h"]["status"] == "unknown" and why in report["linear:h"]["why"], report
+    assert not masks["fused"].any()
+
+
+@pytest.mark.parametrize("blob, count, why", [
+    (b"\x02" * 8 + b"\x01" * 8, 2, "not sorted"),
+    (b"\x01" * 8 + b"\x01" * 8, 2, "not sorted"),  # a repeat
+    (b"\x01" * 12, 1, "holds more than 8 bytes"),  # not a multiple of 8, longer than its count
+    (b"\x01" * 4, 1, "holds 4 bytes"),
+    (b"", 1 << 40, "not a number of images"),  # a count no head has: never an allocation of it
+])
+def test_a_damaged_record_is_unknown_never_a_crash(tmp_path, blob, count, why):
+    from aiidetect.train_record import KEY_KIND, NoRecord
+
+    (tmp_path / KEYS_FILE).write_bytes(blob)
+    with pytest.raises(NoRecord, match=why):
+        load_keys(tmp_path, {"training_images": {"file": KEYS_FILE, "key": KEY_KIND, "count": count},
+                             "files": {KEYS_FILE: "x"}})
+
+
+def test_heads_with_different_records_each_lose_their_own_and_the_fused_verdict_both(tmp_path):
+    """Head a trained on items 0-1, head b on 1-3: a's metrics leave out 2 items, b's 3, and the fused
+    verdict (resting on both) the 4 either was trained on."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.overlap import FUSED, train_overlap
+    from aiidetect.evaluate.runner import Scored
+
+    digests = [f"{k:02x}" * 32 for k in range(10)]
+
+    class Trained(Detector):
+        family = "fakehead"
+
+        def __init__(self, name, trained_on):
+            super().__init__(name)
+            (tmp_path / name).mkdir()
+            block, blobs = record([digests[k] for k in trained_on], "test")
+            (tmp_path / name / KEYS_FILE).write_bytes(blobs[KEYS_FILE])
+            self.head = Head(tmp_path / name, {"training_images": block, "files": {KEYS_FILE: "x"}})
+
+    dets = [Trained("a", [0, 1]), Trained("b", [1, 2, 3])]
+    report, masks = train_overlap(dets, digests)
+    assert (report["a"]["n"], report["b"]["n"], report[FUSED]["n"]) == (2, 3, 4)
+    scored = [Scored(f"{k}.png", k % 2, "gen" if k % 2 else "real", sha256=digests[k],
+                     results={d.name: DetectorResult("ok", p_ai=0.9 if k % 2 else 0.1) for d in dets})
+              for k in range(10)]
+    block, cols = condition_metrics(scored, dets, None, left_out=masks)
+    a, b, f = block["detectors"]["a"], block["detectors"]["b"], block["fused"]
+    assert (a["train_left_out"], a["overall"]["n"]) == (2, 8) and (b["train_left_out"], b["overall"]["n"]) == (3, 7)
+    assert f["train_left_out"] == 4 and sum(sum(v.values()) for v in f["verdicts"].values()) == 6
+    assert np.isnan(cols["p"]["a"][:2]).all() and not np.isnan(cols["p"]["a"][2:]).any()
+    assert np.isnan(cols["p"][FUSED][:4]).all() and not np.isnan(cols["p"][FUSED][4:]).any()
+
+
+def test_scores_csv_gives_no_verdict_where_the_fused_score_was_left_out(data, tmp_path):
+    import csv
+
+    _eval(str(data), "--out-dir", str(tmp_path / "o"), "--no-plots")
+    rows = list(csv.DictReader((tmp_path / "o" / "scores.csv").open()))
+    left = [r for r in rows if r["p_fused"] == ""]
+    assert len(left) == 8 and all(r["verdict"] == "" for r in left)
+    assert all(r["verdict"] for r in rows if r["p_fused"] != "")

@@ -212,16 +212,23 @@ def test_cli_train_linear_does_not_follow_links_out_of_the_data_unless_asked(dev
     assert len(select_items([data], follow_links=True)) > 20
 
 
-def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted, tiny, tmp_path):
+def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted, tiny, tmp_path, monkeypatch):
     """The record eval and calibrate match training images by (train_record): the fitted images, by
-    content; the --val-fraction hold-out is not in it."""
+    content; the --val-fraction hold-out is not in it. Their digests are the ones taken when the
+    features were read: no second read of every training image (a million of them, over a network)."""
+    import aiidetect.hashing
+
+    def read_again(*a, **k):
+        raise AssertionError("a training image hashed a second time")
     from aiidetect.feature_cache import FeatureCache
     from aiidetect.linear.train import train_linear
     from aiidetect.train_record import digests_of, load_keys, member_mask
 
     spec, bb = tiny
-    res = train_linear([planted / "train"], spec, shots=4, val_fraction=0.25, out=tmp_path / "p", backbone=bb,
-                       cache=FeatureCache(tmp_path / "f.sqlite"))
+    with monkeypatch.context() as mp:
+        mp.setattr(aiidetect.hashing, "sha256_file", read_again)
+        res = train_linear([planted / "train"], spec, shots=4, val_fraction=0.25, out=tmp_path / "p", backbone=bb,
+                           cache=FeatureCache(tmp_path / "f.sqlite"))
     m = json.loads((tmp_path / "p" / "manifest.json").read_text())
     keys = load_keys(tmp_path / "p", m)
     assert res.n_val > 0 and m["training_images"]["count"] == res.n_train == len(keys)

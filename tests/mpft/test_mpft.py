@@ -372,9 +372,10 @@ def test_augmentation_of_images_under_eight_pixels():
         assert all(min(n, 8) <= got <= n for got, n in zip(out.size, size)), (out.size, size)
 
 
-def test_the_head_records_its_train_split_only(trained):
-    """eval and calibrate match a head's training images by this record (train_record): the train split's,
-    not the selection and report splits it holds out (on those, eval measures what training did not see)."""
+def test_the_head_records_its_train_and_selection_splits(trained):
+    """eval and calibrate match a head's training images by this record (train_record): the train split's
+    and the selection split's (it chose the state kept, the temperature and the open-set cut-off: numbers
+    on it flatter the head), not the report split (on that, eval measures what training did not see)."""
     from aiidetect.heads import read_manifest
     from aiidetect.train_record import digests_of, load_keys, member_mask
 
@@ -385,4 +386,6 @@ def test_the_head_records_its_train_split_only(trained):
     # (each real crop is written once per generator, byte for byte: by content, only the AI images are
     # one per file)
     fakes = [i.path for i in items if i.label == 1]
-    assert int(member_mask(keys, digests_of(fakes)).sum()) == m["data"]["train"]["n_ai"] < len(fakes)
+    recorded = int(member_mask(keys, digests_of(fakes)).sum())
+    assert m["data"]["selection"]["n_ai"] > 0 and m["data"]["validation"]["n_ai"] > 0
+    assert recorded == m["data"]["train"]["n_ai"] + m["data"]["selection"]["n_ai"] < len(fakes)
