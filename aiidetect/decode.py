@@ -636,7 +636,6 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
 
     from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
 
-    _register_openers()
     sniffed = sniff_format(data)
     if sniffed == "TIFF" or data[:4] in BIGTIFF_MAGIC:
         # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
