@@ -125,7 +125,10 @@ def open_image(data: bytes):
     problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
     if problem:
         raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
-    return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+    # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
+    # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
+    Image.init()
+    return Image.open(io.BytesIO(data), formats=[f for f in PILLOW_FORMATS if f in Image.OPEN])
 
 
 # How Pillow says it has no decoder for a layout it can name, in each plugin aiidetect uses: a lookup in
