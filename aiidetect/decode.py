@@ -125,7 +125,10 @@ def open_image(data: bytes):
     problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
     if problem:
         raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
-    return Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+    # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
+    # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
+    Image.init()
+    return Image.open(io.BytesIO(data), formats=[f for f in PILLOW_FORMATS if f in Image.OPEN])
 
 
 # How Pillow says it has no decoder for a layout it can name, in each plugin aiidetect uses: a lookup in
@@ -323,9 +326,15 @@ def _tiff_mode_words(key: tuple, packing: str) -> tuple[str, bool] | None:
         return None
 
 
-def _undecoded(fmt: str, layout: str, data: bytes, key: Any = None) -> DecodeFailure | None:
-    """The decode-error for Pillow's refusal of the layout `data`'s header declares; None when it
-    was no layout's refusal after all (_layout_words): the caller's corrupt-file message stands."""
+def _undecoded(data: bytes, fmt: str | None, exc: BaseException, name: str | None = None) -> DecodeFailure | None:
+    """The decode-error for Pillow's refusal (`exc`, opening or loading `data` as `fmt`) of the layout
+    the header declares; None when it was no layout's refusal after all (undecoded_layout,
+    _layout_words): the caller's corrupt-file message stands. name: the format as the message names
+    it (default `fmt`)."""
+    layout, key = _pillow_refusal(data, fmt, exc)
+    if not layout:
+        return None
+    fmt = name or fmt
     said = _layout_words(fmt, data, layout, key)
     if said is None:
         return None
@@ -630,7 +639,6 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
 
     from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
 
-    _register_openers()
     sniffed = sniff_format(data)
     if sniffed == "TIFF" or data[:4] in BIGTIFF_MAGIC:
         # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
@@ -650,8 +658,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
                                                     "its metadata is read") from exc
             if sniffed:
-                layout, key = _pillow_refusal(data, sniffed, exc)
-                failure = _undecoded(sniffed, layout, data, key) if layout else None
+                failure = _undecoded(data, sniffed, exc)
                 if failure:
                     raise failure from exc
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
@@ -659,8 +666,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise _too_large(exc, limits.max_pixels) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
-            layout, key = _pillow_refusal(data, sniffed, exc)
-            failure = _undecoded(sniffed or "file", layout, data, key) if layout else None
+            failure = _undecoded(data, sniffed, exc, sniffed or "file")
             if failure:
                 raise failure from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
@@ -697,8 +703,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         except MemoryError as exc:
             raise DecodeFailure("too-large", "out of memory while decoding") from exc
         except Exception as exc:  # noqa: BLE001
-            layout, key = _pillow_refusal(data, fmt, exc)
-            failure = _undecoded(fmt, layout, data, key) if layout else None
+            failure = _undecoded(data, fmt, exc)
             if failure:
                 raise failure from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc

@@ -166,6 +166,28 @@ def test_only_the_formats_discovery_takes_reach_pillow(monkeypatch):
     assert ran == []
 
 
+@pytest.mark.parametrize("missing", ["HEIF", "AVIF"])
+def test_bytes_of_no_format_are_unsupported_where_a_listed_plugin_is_missing(monkeypatch, missing):
+    """Pillow looks each named format up in its plugin table and raises KeyError for one it lacks: HEIF
+    without pillow-heif, AVIF before Pillow 11.2 (pyproject allows 10.1). Bytes no earlier plugin took
+    were a 'corrupt header: KeyError' decode-error, and `meta` took them for an image."""
+    from PIL import Image
+
+    import aiidetect.decode as dec
+
+    dec._register_openers()
+    Image.init()
+    monkeypatch.delitem(Image.OPEN, missing, raising=False)
+    junk = np.random.default_rng(1).bytes(4096)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(junk)
+    assert e.value.code == "unsupported-format", e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        dec.identify(junk)
+    assert e.value.code == "unsupported-format"
+    assert decode_bytes(jpeg_bytes())[1]["format"] == "JPEG"
+
+
 def test_progressive_jpeg_scan_bomb_refused_before_any_reader_decodes_it():
     """Each progressive scan is a pass over the image however few bytes it holds: 1,000 repeats of a
     few-byte scan took 41 s to scan (8192x8192) and Pillow sets no limit. Refused by its structure, by

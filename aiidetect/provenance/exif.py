@@ -269,17 +269,17 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         from . import makernote
 
         order = "<" if tiff[:2] == b"II" else ">"
-        found, trailer = makernote.find_note(tiff), None
-        if found is None and file is not None and (where == "JPEG APP1" or where.startswith("JPEG APP1 #")):
+        note, trailer = makernote.find_note(tiff), None
+        if note is None and file is not None and (where == "JPEG APP1" or where.startswith("JPEG APP1 #")):
             # Only a JPEG keeps a note after the image (Leica's trailer); a PNG's bytes after IEND
             # are not read.
             trailer = makernote.find_trailer_note(raw, file)
-            found = trailer[:2] if trailer else None
-        if found and found[1]:
+            note = trailer[0] if trailer else None
+        if note:
             # A trailer note's values are in the trailer: the file, not the block, bounds them.
-            f.makernote = makernote.classify(found[1], f.make, file if trailer else tiff, order)
+            f.makernote = makernote.classify(note, f.make, file if trailer else tiff, order)
             if trailer:
-                f.makernote.size = trailer[2]
+                f.makernote.size = trailer[1]
                 f.makernote.format += " (trailer after the image)"
             f.has_makernote = True
     return f

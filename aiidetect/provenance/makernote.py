@@ -177,22 +177,22 @@ def maker_of(make: str | None) -> str | None:
     return next((name for key, name in _MAKES if key in m), None)
 
 
-def find_note(tiff: bytes) -> tuple[int, bytes] | None:
-    """(offset of the note in the TIFF block, its bytes) from IFD0 -> EXIF IFD -> 0x927C, or None
-    (also for a note outside the block: find_trailer_note)."""
+def find_note(tiff: bytes) -> bytes | None:
+    """The note's bytes from IFD0 -> EXIF IFD -> 0x927C, or None (also for a note outside the block:
+    find_trailer_note)."""
     where = _note_where(tiff)
     if where is None:
         return None
     off, size = where
     if off + size > len(tiff):
         return None     # not in the block: junk, or a Leica trailer (find_trailer_note)
-    return off, tiff[off:off + size]
+    return tiff[off:off + size]
 
 
-def find_trailer_note(block: bytes, file: bytes) -> tuple[int, bytes, int] | None:
+def find_trailer_note(block: bytes, file: bytes) -> tuple[bytes, int] | None:
     """A Leica S2, M (Typ 240) or S (Typ 006) JPEG keeps its maker note in a trailer after the image:
     the EXIF entry's offset, counted from the TIFF header as usual, points past the EXIF block to
-    it. (offset, the note's first TRAILER_READ bytes, its declared size) when the bytes there start
+    it. (the note's first TRAILER_READ bytes, its declared size) when the bytes there start
     with Leica's header as exiftool requires; None otherwise (anything else outside the block is no
     camera's note). block: the EXIF block as found in `file`, the JPEG it came from.
 
@@ -206,7 +206,7 @@ def find_trailer_note(block: bytes, file: bytes) -> tuple[int, bytes, int] | Non
     at = file.find(block, 0, TRAILER_SEARCH + len(block))
     if at < 0 or at + off + size > len(file) or not file.startswith(_LEICA_TRAILER, at + off):
         return None
-    return off, bytes(file[at + off:at + off + min(size, TRAILER_READ)]), size
+    return bytes(file[at + off:at + off + min(size, TRAILER_READ)]), size
 
 
 def _note_where(tiff: bytes) -> tuple[int, int] | None:
