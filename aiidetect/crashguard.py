@@ -458,7 +458,8 @@ class ReadDeadline:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
+                    if not self._closed:  # a close() before this thread first waited: its notify is gone
+                        self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
                     if self._closed:
                         return
                     reads = self._names()
@@ -557,12 +558,18 @@ class Watchdog:
                     os.write(self._proc.stdin.fileno(), line)
 
     def close(self) -> None:
+        """Ends the watchdog now, and reaps it. Killed, not left to see its pipe's end: a process forked meanwhile
+        (a service's multiprocessing workers) holds a copy of the pipe, so no end came, the heartbeats stopped,
+        and the watchdog killed the caller that had moved on. Our own child, not yet reaped: its PID is not
+        reused, so the signal cannot reach another process."""
         with self._lock:
             if self._proc.stdin is not None and not self._proc.stdin.closed:
                 with contextlib.suppress(OSError):
                     self._proc.stdin.close()
-        with contextlib.suppress(Exception):
-            self._proc.wait(timeout=5)  # it exits on the pipe's end: reaped, no zombie left
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            with contextlib.suppress(Exception):
+                self._proc.wait()
 
 
 def _end_process(path: str, took: float) -> None:

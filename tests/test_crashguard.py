@@ -556,8 +556,28 @@ def test_the_watchdog_ends_with_the_scan(tmp_path):
         dog = d._dog._proc
         assert dog.poll() is None
     d.close()
-    assert dog.wait(5) == 0
+    assert dog.returncode is not None  # ended and reaped by close(): no zombie
     assert crashguard.watchdog_stall(120) == 180 and crashguard.watchdog_stall(0.5) == 2.5
+
+
+def test_the_watchdog_ends_with_the_scan_when_a_forked_process_holds_its_pipe(tmp_path):
+    """A process forked during the scan (a service's multiprocessing workers) holds a copy of the watchdog's pipe:
+    its end never came, the watchdog outlived the scan, and with the heartbeats gone it killed the caller that had
+    moved on (a library service, SIGKILL after the scan it ran had finished)."""
+    from aiidetect import crashguard
+
+    d = crashguard.ReadDeadline(30)
+    with d.reading(str(tmp_path / "a.png")):
+        dog = d._dog._proc
+        held = os.dup(dog.stdin.fileno())  # the copy a fork would have inherited
+    try:
+        d.close()
+        assert dog.returncode is not None
+    finally:
+        os.close(held)
+        if dog.poll() is None:
+            dog.kill()
+            dog.wait()
 
 
 def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):
