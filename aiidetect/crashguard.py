@@ -44,6 +44,7 @@ import glob
 import itertools
 import json
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -537,8 +538,12 @@ class Watchdog:
         import subprocess
         import sys
 
-        if not sys.executable:
+        if not sys.executable or os.name != "posix":  # its program selects on a pipe: POSIX only
             return None
+        # SIGINT blocked in this thread while the watchdog is spawned, so blocked in it from its first instruction
+        # (a signal mask is inherited across fork and exec) until its program ignores it: a Ctrl-C in the tens of
+        # milliseconds before that line killed it, with a KeyboardInterrupt traceback beside the scan's own stop.
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             # -I -S: no site, no user environment: a start-up of milliseconds. close_fds (the default): it must
             # not hold the slot file's lock, nor stdout (a reader waiting for its end).
@@ -546,6 +551,8 @@ class Watchdog:
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         except (OSError, ValueError):
             return None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
         os.set_blocking(proc.stdin.fileno(), False)  # a watchdog slow to read never holds the watcher
         return cls(proc)
 

@@ -580,6 +580,22 @@ def test_the_watchdog_ends_with_the_scan_when_a_forked_process_holds_its_pipe(tm
             dog.wait()
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal masks in /proc")
+def test_the_watchdog_is_deaf_to_ctrl_c_from_its_start(tmp_path):
+    """Its program's first line ignores SIGINT, but a Ctrl-C in the tens of milliseconds of the interpreter's
+    start-up before it killed the watchdog (with a traceback): it is spawned with SIGINT blocked."""
+    from aiidetect import crashguard
+
+    d = crashguard.ReadDeadline(30)
+    try:
+        with d.reading(str(tmp_path / "a.png")):
+            status = open(f"/proc/{d._dog._proc.pid}/status").read()
+    finally:
+        d.close()
+    masks = dict(line.split(":\t") for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn")))
+    assert (int(masks["SigBlk"], 16) | int(masks["SigIgn"], 16)) & (1 << (signal.SIGINT - 1)), masks
+
+
 def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):
     """A terminal's Ctrl-C goes to its whole process group, the watchdog included: it printed a KeyboardInterrupt
     traceback on stderr beside the scan's own `interrupted`."""
