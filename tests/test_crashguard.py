@@ -596,6 +596,21 @@ def test_the_watchdog_is_deaf_to_ctrl_c_from_its_start(tmp_path):
     assert (int(masks["SigBlk"], 16) | int(masks["SigIgn"], 16)) & (1 << (signal.SIGINT - 1)), masks
 
 
+def test_time_the_scan_was_stopped_is_not_a_reads():
+    """Ctrl-Z (or SIGSTOP) for longer than the deadline ended the scan at `fg` (exit 2), each file being read
+    struck: the watcher's missed ticks with no CPU used are left out of the reads, not a spinning freeze's."""
+    from aiidetect import crashguard
+
+    now, cpu = [0.0], [0.0]
+    d = crashguard.ReadDeadline(10, expire=lambda p, t: None, clock=lambda: now[0], cpu=lambda: cpu[0])
+    d._thread = object()  # no watcher thread: overdue() is asked directly
+    with d.reading("/x/a.png"):
+        now[0] = 30.0  # stopped 29 s past the watcher's tick: no CPU used
+        assert d.overdue() is None
+        now[0], cpu[0] = 40.0, 10.0  # the process ran (a decoder spinning): counted
+        assert d.overdue() == ("/x/a.png", 11.0)
+
+
 def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):
     """A terminal's Ctrl-C goes to its whole process group, the watchdog included: it printed a KeyboardInterrupt
     traceback on stderr beside the scan's own `interrupted`."""
