@@ -510,7 +510,9 @@ def test_closing_a_scanner_from_another_thread_while_a_read_is_stuck_returns(tmp
 
 _FREEZES_ON_HANG = """
 import re, sys, time
+from aiidetect import crashguard
 from aiidetect.pipeline.stages import DecodeStage
+crashguard.watchdog_stall = lambda seconds: seconds + 0.5  # the test's time: 2 s of silence, not 3.5
 real = DecodeStage.__call__
 def decode(self, path, index, expect=None):
     if path.endswith("hang.png"):
