@@ -44,6 +44,7 @@ import glob
 import itertools
 import json
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -382,10 +383,14 @@ class ReadDeadline:
     read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
-                 clock: Callable[[], float] | None = None, watchdog: bool = True):
+                 clock: Callable[[], float] | None = None, watchdog: bool = True,
+                 cpu: Callable[[], float] | None = None):
         self.seconds = float(seconds)
         self._expire = expire or _end_process
         self._clock = clock or time.monotonic
+        # The process's CPU time, to tell a process that was stopped from one that ran (see overdue).
+        self._cpu = cpu or (time.process_time if clock is None else None)
+        self._last: tuple[float, float] | None = None
         self._reading: dict[int, tuple[str, float]] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -406,6 +411,8 @@ class ReadDeadline:
                 self._thread.start()
             # After the watchdog's start (a process spawned: tens of ms on a loaded machine), not on this file's clock.
             self._reading[token] = (path, self._clock())
+            if self._last is None and self._cpu is not None:
+                self._last = (self._reading[token][1], self._cpu())  # overdue's first check measures from here
             reads = self._names()
         if self._dog is not None:
             # Said as the read begins, not at the watcher's next tick: a decoder that freezes the interpreter at
@@ -436,13 +443,31 @@ class ReadDeadline:
         """The files being read, the oldest read first (under _cond)."""
         return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
 
+    def _tick(self) -> float:
+        """Seconds between the watcher's checks."""
+        return min(1.0, max(0.01, self.seconds / 4))
+
     def overdue(self) -> tuple[str, float] | None:
-        """(path, seconds) of the read that began first, when it has run past the deadline."""
+        """(path, seconds) of the read that began first, when it has run past the deadline.
+
+        Time in which the process did not run is not a read's: a scan stopped (Ctrl-Z, SIGSTOP) for longer
+        than the deadline ended at `fg`, its reads overdue, a false strike on each file. Told apart by the CPU
+        clock: since the last check, the watcher missed its ticks by more than a second while the process used
+        under a quarter of that time (a decoder that freezes the interpreter spins: it is not forgiven, and the
+        watchdog ends it meanwhile)."""
         with self._cond:
+            now = self._clock()
+            if self._cpu is not None:
+                cpu = self._cpu()
+                if self._last is not None:
+                    gap, ran = now - self._last[0] - self._tick(), cpu - self._last[1]
+                    if gap > 1.0 and ran < gap / 4:
+                        self._reading = {k: (p, began + gap) for k, (p, began) in self._reading.items()}
+                self._last = (now, cpu)
             if not self._reading:
                 return None
             path, began = min(self._reading.values(), key=lambda r: r[1])
-        took = self._clock() - began
+        took = now - began
         return (path, took) if took > self.seconds else None
 
     def close(self) -> None:
@@ -458,7 +483,8 @@ class ReadDeadline:
         try:
             while True:
                 with self._cond:
-                    self._cond.wait(min(1.0, max(0.01, self.seconds / 4)))
+                    if not self._closed:  # a close() before this thread first waited: its notify is gone
+                        self._cond.wait(self._tick())
                     if self._closed:
                         return
                     reads = self._names()
@@ -536,8 +562,12 @@ class Watchdog:
         import subprocess
         import sys
 
-        if not sys.executable:
+        if not sys.executable or os.name != "posix":  # its program selects on a pipe: POSIX only
             return None
+        # SIGINT blocked in this thread while the watchdog is spawned, so blocked in it from its first instruction
+        # (a signal mask is inherited across fork and exec) until its program ignores it: a Ctrl-C in the tens of
+        # milliseconds before that line killed it, with a KeyboardInterrupt traceback beside the scan's own stop.
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             # -I -S: no site, no user environment: a start-up of milliseconds. close_fds (the default): it must
             # not hold the slot file's lock, nor stdout (a reader waiting for its end).
@@ -545,6 +575,8 @@ class Watchdog:
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         except (OSError, ValueError):
             return None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
         os.set_blocking(proc.stdin.fileno(), False)  # a watchdog slow to read never holds the watcher
         return cls(proc)
 
@@ -557,12 +589,18 @@ class Watchdog:
                     os.write(self._proc.stdin.fileno(), line)
 
     def close(self) -> None:
+        """Ends the watchdog now, and reaps it. Killed, not left to see its pipe's end: a process forked meanwhile
+        (a service's multiprocessing workers) holds a copy of the pipe, so no end came, the heartbeats stopped,
+        and the watchdog killed the caller that had moved on. Our own child, not yet reaped: its PID is not
+        reused, so the signal cannot reach another process."""
         with self._lock:
             if self._proc.stdin is not None and not self._proc.stdin.closed:
                 with contextlib.suppress(OSError):
                     self._proc.stdin.close()
-        with contextlib.suppress(Exception):
-            self._proc.wait(timeout=5)  # it exits on the pipe's end: reaped, no zombie left
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            with contextlib.suppress(Exception):
+                self._proc.wait()
 
 
 def _end_process(path: str, took: float) -> None:

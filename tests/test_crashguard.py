@@ -510,7 +510,9 @@ def test_closing_a_scanner_from_another_thread_while_a_read_is_stuck_returns(tmp
 
 _FREEZES_ON_HANG = """
 import re, sys, time
+from aiidetect import crashguard
 from aiidetect.pipeline.stages import DecodeStage
+crashguard.watchdog_stall = lambda seconds: seconds + 0.5  # the test's time: 2 s of silence, not 3.5
 real = DecodeStage.__call__
 def decode(self, path, index, expect=None):
     if path.endswith("hang.png"):
@@ -556,8 +558,59 @@ def test_the_watchdog_ends_with_the_scan(tmp_path):
         dog = d._dog._proc
         assert dog.poll() is None
     d.close()
-    assert dog.wait(5) == 0
+    assert dog.returncode is not None  # ended and reaped by close(): no zombie
     assert crashguard.watchdog_stall(120) == 180 and crashguard.watchdog_stall(0.5) == 2.5
+
+
+def test_the_watchdog_ends_with_the_scan_when_a_forked_process_holds_its_pipe(tmp_path):
+    """A process forked during the scan (a service's multiprocessing workers) holds a copy of the watchdog's pipe:
+    its end never came, the watchdog outlived the scan, and with the heartbeats gone it killed the caller that had
+    moved on (a library service, SIGKILL after the scan it ran had finished)."""
+    from aiidetect import crashguard
+
+    d = crashguard.ReadDeadline(30)
+    with d.reading(str(tmp_path / "a.png")):
+        dog = d._dog._proc
+        held = os.dup(dog.stdin.fileno())  # the copy a fork would have inherited
+    try:
+        d.close()
+        assert dog.returncode is not None
+    finally:
+        os.close(held)
+        if dog.poll() is None:
+            dog.kill()
+            dog.wait()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal masks in /proc")
+def test_the_watchdog_is_deaf_to_ctrl_c_from_its_start(tmp_path):
+    """Its program's first line ignores SIGINT, but a Ctrl-C in the tens of milliseconds of the interpreter's
+    start-up before it killed the watchdog (with a traceback): it is spawned with SIGINT blocked."""
+    from aiidetect import crashguard
+
+    d = crashguard.ReadDeadline(30)
+    try:
+        with d.reading(str(tmp_path / "a.png")):
+            status = open(f"/proc/{d._dog._proc.pid}/status").read()
+    finally:
+        d.close()
+    masks = dict(line.split(":\t") for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn")))
+    assert (int(masks["SigBlk"], 16) | int(masks["SigIgn"], 16)) & (1 << (signal.SIGINT - 1)), masks
+
+
+def test_time_the_scan_was_stopped_is_not_a_reads():
+    """Ctrl-Z (or SIGSTOP) for longer than the deadline ended the scan at `fg` (exit 2), each file being read
+    struck: the watcher's missed ticks with no CPU used are left out of the reads, not a spinning freeze's."""
+    from aiidetect import crashguard
+
+    now, cpu = [0.0], [0.0]
+    d = crashguard.ReadDeadline(10, expire=lambda p, t: None, clock=lambda: now[0], cpu=lambda: cpu[0])
+    d._thread = object()  # no watcher thread: overdue() is asked directly
+    with d.reading("/x/a.png"):
+        now[0] = 30.0  # stopped 29 s past the watcher's tick: no CPU used
+        assert d.overdue() is None
+        now[0], cpu[0] = 40.0, 10.0  # the process ran (a decoder spinning): counted
+        assert d.overdue() == ("/x/a.png", 11.0)
 
 
 def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path):

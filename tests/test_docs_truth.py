@@ -815,3 +815,18 @@ def test_slug_follows_github():
     assert _slug("Verified fast path (`aiidetect optimize`)") == "verified-fast-path-aiidetect-optimize"
     assert _slug("Every hyper-parameter (`aiidetect train mpft --help`)") == \
         "every-hyper-parameter-aiidetect-train-mpft---help"
+
+
+def test_the_exit_code_summaries_name_every_exit_code():
+    """README and docs/cli.md sum up the exit codes that docs/schema.md lists: they named 0, 1 and 2 only, and a
+    script author reading them took 137 (a scan killed by its watchdog) or 130 for something undocumented."""
+    schema = (REPO / "docs" / "schema.md").read_text(encoding="utf-8")
+    table = schema[schema.index("## Exit codes"):].split("\n\n")[0]
+    codes = {c for row in table.splitlines()[3:] for c in re.findall(r"\d+", row.split("|")[1])}
+    assert {"0", "1", "2", "130", "137"} <= codes
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    summaries = {"README.md": readme[readme.index("Exit codes:"):].split("\n\n")[0],
+                 "docs/cli.md": (REPO / "docs" / "cli.md").read_text(encoding="utf-8").split("\n\n")[1]}
+    missing = [f"{name}: {c}" for name, text in summaries.items() for c in sorted(codes)
+               if not re.search(rf"(?<![\d.]){c}(?![\d.])", text)]
+    assert not missing, "exit codes of docs/schema.md not in the summary:\n" + "\n".join(missing)

@@ -370,8 +370,7 @@ class _ModelStage:
         opts: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0, "max_restarts": 0, "scheduling_strategy": here}
         gpus = ray.get_gpu_ids()
         if gpus:
-            # Asking for no GPU, it would see every GPU of the node (Ray leaves the variable alone at zero).
-            opts["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}}
+            opts["runtime_env"] = {"env_vars": _model_env(gpus)}
         model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
         ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
         if not ready:
@@ -408,6 +407,13 @@ class _ModelStage:
 
 
 _REMOTE_MODEL = None
+
+
+def _model_env(gpus: list) -> dict[str, str]:
+    """The environment of a model actor whose pool actor holds `gpus`. Asking for no GPU, it would see every GPU
+    of the node: Ray leaves the variable alone for an actor with none, unless the cluster sets
+    RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO, with which Ray blanked it (the model on the CPU, or failing on `cuda`)."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus), "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"}
 
 
 def _model_timed_out(batch: dict[str, Any]) -> dict[str, Any]:

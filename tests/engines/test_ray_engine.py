@@ -784,7 +784,8 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
     def options(**kw):
         # Nothing asked for: the pool's actor holds the CPUs and the GPU; its model sees that GPU only.
         assert kw["num_cpus"] == 0 and kw["num_gpus"] == 0 and kw["max_restarts"] == 0
-        assert kw["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": "3"}}
+        assert kw["runtime_env"] == {"env_vars": ray_engine._model_env([3])}
+        assert kw["runtime_env"]["env_vars"]["CUDA_VISIBLE_DEVICES"] == "3"
 
         def remote(spec, threads):
             made.append(Actor(len(made)))
@@ -850,3 +851,25 @@ def test_a_file_whose_model_batch_runs_out_of_time_alone_is_a_timeout_record_and
     late = [r for r in recs if r.error.code == "timeout"]
     assert [r.file for r in late] == ["/nowhere/3.jpg"] and "model actor was killed" in late[0].error.message
     assert struck == [("/nowhere/3.jpg", STRIKES_TO_REFUSE)]
+
+
+def test_the_model_actors_gpu_survives_a_cluster_that_blanks_the_devices_of_actors_asking_for_none(monkeypatch):
+    """The model actor asks for no GPU (its pool actor holds it) and is shown that GPU through its environment.
+    A cluster with RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO set has Ray blank CUDA_VISIBLE_DEVICES for an actor with no
+    GPU as it starts: the model ran on the CPU, every batch past its deadline. Ray's own start-up step, run here
+    on the environment the model actor is given, keeps the pool actor's GPU."""
+    import os
+    from types import SimpleNamespace
+
+    ray = pytest.importorskip("ray")
+    utils = pytest.importorskip("ray._private.utils")
+    if not hasattr(utils, "set_visible_accelerator_ids"):
+        pytest.skip("this Ray sets the visible devices another way")
+    from aiidetect.engines import ray as ray_engine
+
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "1")  # the cluster's
+    for k, v in ray_engine._model_env([3]).items():  # the runtime_env's, set in the model actor's worker
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_accelerator_ids=lambda: {"GPU": []}))
+    utils.set_visible_accelerator_ids()  # as Ray runs it when the actor, with no GPU of its own, starts
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
