@@ -313,10 +313,10 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
 
 
 def check(db: Path = DbOpt, fmt: Format = FmtOpt, quiet: bool = QuietOpt):
-    """SQLite's full integrity check of a store, whatever its state (the other commands and `scan --db` run
-    it only when the store is not as aiidetect last closed it, and a bounded probe otherwise).
+    """Run SQLite's full integrity check on a store, whatever its state.
 
-    Reads every page: minutes for a store of tens of millions of rows. Damage is exit 2 and one line.
+    The other commands and `scan --db` run it only when the store is not as aiidetect last closed it,
+    and a bounded probe otherwise. Reads every page: minutes for a store of tens of millions of rows. Damage is exit 2 and one line.
     Example: aiidetect results check --db audit.sqlite
     """
     with _open(db, check="full") as store:
