@@ -1021,9 +1021,11 @@ class ResultsStore:
                 # the target is counted. Otherwise the rows added are the source's rows not here, counted
                 # through the index, not by counting the target whole (a second per million rows, twice).
                 legacy = not _keys_resolved(db, "src")
-                before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else 0
-                new = db.execute("SELECT COUNT(*) FROM src.results s WHERE NOT EXISTS (SELECT 1 FROM results m "
-                                 "WHERE m.run_id=s.run_id AND m.path=s.path)").fetchone()[0]
+                if legacy:
+                    before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                else:
+                    added = db.execute("SELECT COUNT(*) FROM src.results s WHERE NOT EXISTS (SELECT 1 FROM results m "
+                                       "WHERE m.run_id=s.run_id AND m.path=s.path)").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
                 # A row in both that differs; the same row merged again is not a conflict.
                 conflicts = db.execute(
@@ -1063,16 +1065,16 @@ class ResultsStore:
                            f"WHERE excluded.scanned_at > results.scanned_at")
                 if legacy:
                     self._rekey(once=False)  # commits with the rows
+                    added = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] - before
                 else:
                     db.commit()
-                after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else new
             except Exception:
                 self._faulted = True
                 db.rollback()
                 raise
             finally:
                 db.execute("DETACH DATABASE src")
-        return {"source": str(other), "rows": incoming, "added": after - before, "conflicts": conflicts}
+        return {"source": str(other), "rows": incoming, "added": added, "conflicts": conflicts}
 
 
 # ---------------------------------------------------------------- one scan writing into the store
