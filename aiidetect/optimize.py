@@ -314,6 +314,7 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
     over to a subset: fused alone, one head decides, and `-d flow` put CLIP-Flow's int8 shifts against
     the fused thresholds with nothing to dilute them. `options` are the run's detector options, whose
     `<family>_heads` narrows a family to the heads named (the library's ScanOptions.extra)."""
+    options = options or {}
     chosen = decision.get("chosen") or {}
     heads = (decision.get("identity") or {}).get("heads") or []
     names: dict[str, set] = {}
@@ -325,7 +326,7 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
     # fewer (one alone decides), a family narrowed to none of them is unavailable on either runtime.
     part = []
     for fam, got in names.items():
-        wanted = (options or {}).get(f"{fam}_heads")
+        wanted = options.get(f"{fam}_heads")
         if wanted and fam in families:
             kept = got & {str(w) for w in wanted}
             if not kept:
@@ -341,8 +342,8 @@ def _for_detector_set(fast: FastPath, decision: Mapping[str, Any], families: Seq
         return FastPath(False, "torch", "auto", f"runtime: torch (`aiidetect optimize` verified the fast path with "
                         f"every head of a family; this scan runs {'; '.join(part)})", decision=fast.decision)
     sets, label = chosen.get("detector_sets"), ""
-    watermark = (options or {}).get("watermark", "auto")
-    if "metadata" in want and not (options or {}).get("c2pa", True):
+    watermark = options.get("watermark", "auto")
+    if "metadata" in want and not options.get("c2pa", True):
         # Like a watermark match, a signed AI declaration decides a file on every runtime; without the C2PA
         # check the heads decide it. No stored record re-fuses into that (the XMP claims counted once with
         # the manifest's would weigh again), so optimize cannot verify it.

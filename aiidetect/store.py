@@ -305,6 +305,13 @@ def _now() -> str:
 # without it was written by a version that kept the folder as spelled: its rows are re-keyed once,
 # when it is first opened for writing (ResultsStore._rekey).
 PATH_KEYS = ("path_keys", "real-folder")
+
+
+def _keys_resolved(db: sqlite3.Connection, schema: str = "main") -> bool:
+    """Whether the store (`schema`: an attached one) has the PATH_KEYS mark: its keys are path_keys."""
+    return db.execute(f"SELECT 1 FROM {schema}.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None
+
+
 def path_key(path: str, folders: dict[str, str] | None = None) -> str:
     """The stored key of a file: canonical_path, so every spelling of one file's path resumes the
     others, and shards (shard.shard_of hashes the same path) never write one file twice. SQLite text
@@ -315,14 +322,6 @@ def path_key(path: str, folders: dict[str, str] | None = None) -> str:
 
     raw = path_bytes_b64(key)
     return key if raw is None else f"{display_path(key)}#b64:{raw}"
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 def _resolves_elsewhere(folder: str) -> bool:
@@ -358,12 +357,12 @@ def key_path(key: str) -> str:
         import base64
         import binascii
 
-        from .report.safe import display_path
+        from .report.safe import display_path, path_bytes_b64
 
         with contextlib.suppress(binascii.Error, ValueError):
             decoded = base64.b64decode(raw, validate=True)
             # Only path_key's own form: a UTF-8 name that merely contains '#b64:' is kept as it is.
-            if display_path(decoded) == head and not _is_utf8(decoded):
+            if display_path(decoded) == head and path_bytes_b64(decoded) is not None:
                 return os.fsdecode(decoded)
     return key
 
@@ -627,7 +626,7 @@ class ResultsStore:
             problem = self.missing_columns("this version cannot read it", _READ_COLS)
         if not problem and not readonly:
             try:
-                if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None:
+                if not _keys_resolved(self._db):
                     self._rekey()
             except sqlite3.Error as exc:
                 problem = str(_cannot_write(self.path, exc))
@@ -640,7 +639,7 @@ class ResultsStore:
         of its rows resolve elsewhere on this machine, where a file scanned through two spellings has
         a row for each, counted twice. 0 for a store re-keyed or of this version."""
         with self._lock:
-            if self._db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+            if _keys_resolved(self._db):
                 return 0
             return sum(_resolves_elsewhere(f) for (f,) in self._db.execute("SELECT DISTINCT folder FROM results"))
 
@@ -660,7 +659,7 @@ class ResultsStore:
                 # once, the second waits here and finds it marked. Reading first, it moved rows the
                 # first had moved already onto themselves, and deleted them as duplicates.
                 db.execute("BEGIN IMMEDIATE")
-            if once and db.execute("SELECT 1 FROM meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is not None:
+            if once and _keys_resolved(db):
                 db.commit()
                 return 0
             # The rows to move, listed in one pass (no index on folder: a pass per folder made a store
@@ -1021,10 +1020,12 @@ class ResultsStore:
                 # the others' keys here (on this machine's view of the folders), which may join rows, so
                 # the target is counted. Otherwise the rows added are the source's rows not here, counted
                 # through the index, not by counting the target whole (a second per million rows, twice).
-                legacy = db.execute("SELECT value FROM src.meta WHERE key=?", (PATH_KEYS[0],)).fetchone() is None
-                before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else 0
-                new = db.execute("SELECT COUNT(*) FROM src.results s WHERE NOT EXISTS (SELECT 1 FROM results m "
-                                 "WHERE m.run_id=s.run_id AND m.path=s.path)").fetchone()[0]
+                legacy = not _keys_resolved(db, "src")
+                if legacy:
+                    before = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                else:
+                    added = db.execute("SELECT COUNT(*) FROM src.results s WHERE NOT EXISTS (SELECT 1 FROM results m "
+                                       "WHERE m.run_id=s.run_id AND m.path=s.path)").fetchone()[0]
                 incoming = db.execute("SELECT COUNT(*) FROM src.results").fetchone()[0]
                 # A row in both that differs; the same row merged again is not a conflict.
                 conflicts = db.execute(
@@ -1064,16 +1065,16 @@ class ResultsStore:
                            f"WHERE excluded.scanned_at > results.scanned_at")
                 if legacy:
                     self._rekey(once=False)  # commits with the rows
+                    added = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] - before
                 else:
                     db.commit()
-                after = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] if legacy else new
             except Exception:
                 self._faulted = True
                 db.rollback()
                 raise
             finally:
                 db.execute("DETACH DATABASE src")
-        return {"source": str(other), "rows": incoming, "added": after - before, "conflicts": conflicts}
+        return {"source": str(other), "rows": incoming, "added": added, "conflicts": conflicts}
 
 
 # ---------------------------------------------------------------- one scan writing into the store

@@ -2,8 +2,8 @@
 
     python benchmarks/copies_check.py --files 20000 --work /tmp/copies-check
 
-Writes a real/ + ai/g/ folder of FILES distinct files of random bytes (sizes drawn from SIZES, the way
-photos' sizes differ, or all one size with --same-size, the worst case: every file shares its size with
+Writes a real/ + ai/g/ folder of FILES distinct files of random bytes (sizes drawn between 1 KiB and
+--max-kib, the way photos' sizes differ, or all one size with --same-size, the worst case: every file shares its size with
 another, so every file is hashed), then times load_items with and without the check after one warm-up
 listing (the page cache holds the folder and the files for both; a cold disk reads the hashed files once).
 Prints one JSON object.

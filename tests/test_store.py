@@ -1004,8 +1004,10 @@ def test_a_store_of_an_older_version_is_rekeyed_once(tmp_path, monkeypatch):
     assert f"{len(imgs)} unchanged" in err and len(_rows(db)) == len(imgs)
     # a shard written by the old version, merged into a store of this one
     shard = old_store(tmp_path / "shard.sqlite", "link")
-    merge_stores(db, [shard])
+    assert merge_stores(db, [shard])[0]["added"] == 0  # every row joined one here once re-keyed
     assert len(_rows(db)) == len(imgs)
+    # into an empty store, every row of the old shard is added
+    assert merge_stores(tmp_path / "new.sqlite", [shard])[0]["added"] == len(imgs)
 
 
 def test_shards_agree_with_the_store_through_a_symlinked_folder(tmp_path):

@@ -25,7 +25,7 @@ RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, s
 FmtOpt = RecordFormatOpt
 
 
-def _open(db: Path, check: bool = True):
+def _open(db: Path, check: bool | str = True):
     from ..store import ResultsStore, StoreError
 
     try:
