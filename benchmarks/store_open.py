@@ -22,8 +22,14 @@ import time
 from pathlib import Path
 
 
-def _grow(db: Path, rows: int) -> None:
-    with sqlite3.connect(db) as c:
+def grow(db: Path, rows: int, keep_wal: bool = True) -> None:
+    """Copy the store's rows under new paths until it holds `rows` (store_scale.py shares this).
+    keep_wal=False writes outside the WAL: one 2 GB transaction there is checkpointed by the first
+    open a benchmark times."""
+    c = sqlite3.connect(db)
+    if not keep_wal:
+        c.execute("PRAGMA journal_mode=DELETE")
+    with c:
         have = c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
         base = c.execute("SELECT MIN(rowid), MAX(rowid) FROM results").fetchone()
         n = 0
@@ -34,6 +40,18 @@ def _grow(db: Path, rows: int) -> None:
                       f"verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, record "
                       f"FROM results WHERE rowid BETWEEN ? AND ?", (base[0], base[0] + take - 1))
             have += take
+    c.close()
+
+
+def seed_store(folder: str, seed: Path) -> None:
+    """A real store to grow: `scan --db` of `folder`, metadata only."""
+    subprocess.run([sys.executable, "-m", "aiidetect", "scan", folder, "-d", "metadata", "--no-cache", "-q",
+                    "-f", "jsonl", "-o", os.devnull, "--db", str(seed)], check=True)
+    c = sqlite3.connect(seed)
+    cols = [r[1] for r in c.execute("PRAGMA table_info(results)")]
+    c.close()
+    if cols[-1] != "record" or len(cols) != 15:
+        raise SystemExit(f"the results table changed ({cols}); update grow")
 
 
 def main() -> int:
@@ -47,15 +65,11 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     seed = work / "seed.sqlite"
-    subprocess.run([sys.executable, "-m", "aiidetect", "scan", a.folder, "-d", "metadata", "--no-cache", "-q",
-                    "-f", "jsonl", "-o", os.devnull, "--db", str(seed)], check=True)
-    cols = [r[1] for r in sqlite3.connect(seed).execute("PRAGMA table_info(results)")]
-    if cols[-1] != "record" or len(cols) != 15:
-        raise SystemExit(f"the results table changed ({cols}); update _grow")
+    seed_store(a.folder, seed)
     for rows in (int(x) for x in a.rows.split(",")):
         db = work / f"s{rows}.sqlite"
         shutil.copy(seed, db)
-        _grow(db, rows)
+        grow(db, rows)
         check, summary = [], []
         for _ in range(a.rounds):
             t = time.perf_counter()

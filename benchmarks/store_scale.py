@@ -16,32 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _grow(db: Path, rows: int) -> None:
-    c = sqlite3.connect(db)
-    # Not through the WAL: one 2 GB transaction there is checkpointed by the first open timed.
-    c.execute("PRAGMA journal_mode=DELETE")
-    with c:
-        have = c.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-        base = c.execute("SELECT MIN(rowid), MAX(rowid) FROM results").fetchone()
-        n = 0
-        while have < rows:
-            n += 1
-            take = min(base[1] - base[0] + 1, rows - have)
-            c.execute(f"INSERT INTO results SELECT run_id, path || '#copy{n}', file, folder, size, mtime_ns, sha256, "
-                      f"verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, record "
-                      f"FROM results WHERE rowid BETWEEN ? AND ?", (base[0], base[0] + take - 1))
-            have += take
-    c.close()
+from store_open import grow, seed_store  # the same seed and growth as store_open.py
 
 
 def _t(fn, rounds: int = 1) -> list[float]:
@@ -78,20 +60,15 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     seed, shard = work / "seed.sqlite", work / "shard.sqlite"
-    subprocess.run([sys.executable, "-m", "aiidetect", "scan", a.folder, "-d", "metadata", "--no-cache", "-q",
-                    "-f", "jsonl", "-o", os.devnull, "--db", str(seed)], check=True)
+    seed_store(a.folder, seed)
     shutil.copy(seed, shard)
     with contextlib.closing(sqlite3.connect(shard)) as c, c:  # a shard of new files for the merge
         c.execute("UPDATE results SET path = path || '#shard'")
-    with contextlib.closing(sqlite3.connect(seed)) as c:
-        cols = [r[1] for r in c.execute("PRAGMA table_info(results)")]
-    if cols[-1] != "record" or len(cols) != 15:
-        raise SystemExit(f"the results table changed ({cols}); update _grow")
     for rows in (int(x) for x in a.rows.split(",")):
         db = work / f"s{rows}.sqlite"
         shutil.copy(seed, db)
         t = time.perf_counter()
-        _grow(db, rows)
+        grow(db, rows, keep_wal=False)
         grow_s = time.perf_counter() - t
         out = {"rows": rows, "bytes": db.stat().st_size, "grow_s": round(grow_s, 1), "aiidetect": aiidetect.__file__,
                "sqlite": sqlite3.sqlite_version, "python": platform.python_version()}
