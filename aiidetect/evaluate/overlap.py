@@ -141,3 +141,11 @@ def overlap_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | 
                  ": measured on training images, these numbers are not held-out performance")
     return (f"{'calibration' if fit else 'evaluation'} images the heads were trained on: "
             + ", ".join(parts) + tail)
+
+
+def say_overlap(console, report: dict[str, dict[str, Any]], quiet: bool, fit: bool = False) -> None:
+    """overlap_line as a note on `console` (stderr); under -q too when any image was one a head or the
+    fusion model was trained on ("fused" counts them all): it changes what the numbers mean."""
+    line = overlap_line(report, fit=fit)
+    if line and (not quiet or (report.get(FUSED) or {}).get("n")):
+        console.print(f"note: {line}", highlight=False, markup=False)
