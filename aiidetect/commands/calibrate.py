@@ -84,12 +84,11 @@ def calibrate_cmd(
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)"
                              + (f"; {note}" if (note := links.note()) else ""))
     scored = run(items, dets, batch_size=batch_size)
-    from ..evaluate.overlap import FUSED, overlap_line, without_training_images
+    from ..evaluate.overlap import say_overlap, without_training_images
 
     n_scored = len(scored)
     scored, overlap = without_training_images(scored, dets, allow=allow_train_overlap)
-    if (line := overlap_line(overlap, fit=True)) and (not quiet or overlap[FUSED]["n"]):
-        err.print(f"note: {line}", highlight=False, markup=False)
+    say_overlap(err, overlap, quiet, fit=True)
     if len(scored) < n_scored:
         try:
             check_enough(sum(s.label == 0 for s in scored), sum(s.label == 1 for s in scored),

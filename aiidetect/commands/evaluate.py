@@ -67,6 +67,7 @@ def evaluate_cmd(
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion
     from ..evaluate import evaluate, parse, parse_all
+    from ..evaluate.overlap import say_overlap
     from ..evaluate.report import check_out_dir, print_tables, write_outputs
     from ..train.data import LinkStats
 
@@ -114,18 +115,10 @@ def evaluate_cmd(
     info = {"command": "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "data": [str(d) for d in data], "fusion": fusion_desc,
             "detector_details": [d.describe() for d in dets]}
-    def said_overlap(report):
-        from ..evaluate.overlap import overlap_line
-
-        line = overlap_line(report)
-        # Under -q too when a head was shown its own training images: it changes what the numbers mean.
-        if line and (not quiet or any(r.get("n") for r in report.values())):
-            err.print(f"note: {line}", highlight=False, markup=False)
-
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
                                batch_size=batch_size, progress=progress, run_info=info,
                                protocol=protocol, allow_train_overlap=allow_train_overlap,
-                               on_overlap=said_overlap)
+                               on_overlap=lambda report: say_overlap(err, report, quiet))
     raw = result["conditions"][0]
     if not raw.get("n_scored"):
         # Metrics of nothing would read as an evaluation that ran (a CI job would pass on exit 0).

@@ -9,11 +9,19 @@ import numpy as np
 FUSED = "fused"
 
 
+def _read(folder, manifest, verify: bool = False, said: str = ""):
+    """(sorted keys, None), or (None, why they cannot be used) for train_record.load_keys' NoRecord."""
+    from ..train_record import NoRecord, load_keys
+
+    try:
+        return load_keys(folder, manifest, verify=verify), None
+    except NoRecord as exc:
+        return None, f"{said}{exc}"
+
+
 def _keys_of(det):
     """(sorted keys, None) or (None, why there are none); (None, None) for a detector that is not a
     trained head (rules, metadata: no training set to overlap with)."""
-    from ..train_record import NoRecord, load_keys
-
     head = getattr(det, "head", None)
     if head is None or not hasattr(head, "manifest"):
         meta = getattr(det, "meta", None)
@@ -27,30 +35,19 @@ def _keys_of(det):
         if not isinstance(block, dict) or onnx_dir is None:
             return None, ("its ONNX export carries no training record (the head has none, or the export was "
                           "made by an older version)")
-        try:
-            files = getattr(det, "onnx_files", None) or {}
-            return load_keys(onnx_dir, {"training_images": block, "files": files}, verify=True), None
-        except NoRecord as exc:
-            return None, f"ONNX export: {exc}"
-    try:
-        return load_keys(head.path, head.manifest), None
-    except NoRecord as exc:
-        return None, str(exc)
+        files = getattr(det, "onnx_files", None) or {}
+        return _read(onnx_dir, {"training_images": block, "files": files}, verify=True, said="ONNX export: ")
+    return _read(head.path, head.manifest)
 
 
 def _fusion_keys(model):
     """(sorted keys, None) or (None, why there are none) for a fitted fusion model: it records the
     images it was calibrated on as a head records its training images (calibration.save_fusion)."""
-    from ..train_record import NoRecord, load_keys
-
     if not model.get("path"):
         return None, "the fusion model was given without its folder (no record of its calibration images)"
     if model.get("training_images") is None:
         return None, "the fusion model records no calibration images (fitted by an older version)"
-    try:
-        return load_keys(model["path"], model, verify=True), None
-    except NoRecord as exc:
-        return None, str(exc)
+    return _read(model["path"], model, verify=True)
 
 
 def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True,
@@ -70,7 +67,6 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
     masks: dict[str, np.ndarray] = {}
     union = np.zeros(n, dtype=bool)
     from ..detectors.base import UnavailableDetector
-
     from ..train_record import member_mask
 
     sources = [(det.name, None) if isinstance(det, UnavailableDetector) else (det.name, _keys_of(det))
@@ -145,3 +141,11 @@ def overlap_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | 
                  ": measured on training images, these numbers are not held-out performance")
     return (f"{'calibration' if fit else 'evaluation'} images the heads were trained on: "
             + ", ".join(parts) + tail)
+
+
+def say_overlap(console, report: dict[str, dict[str, Any]], quiet: bool, fit: bool = False) -> None:
+    """overlap_line as a note on `console` (stderr); under -q too when any image was one a head or the
+    fusion model was trained on ("fused" counts them all): it changes what the numbers mean."""
+    line = overlap_line(report, fit=fit)
+    if line and (not quiet or (report.get(FUSED) or {}).get("n")):
+        console.print(f"note: {line}", highlight=False, markup=False)

@@ -60,7 +60,7 @@ def explain_mask_cmd(
     import torch
     from PIL import Image
 
-    from ..mpft.tam import shade_mask, tam_mask, texture_scores
+    from ..mpft.tam import MASK_MODES, shade_mask, tam_mask, texture_scores
     from ..preprocess import check_spec, make_spec, normalize
 
     select, preprocess = select.value, preprocess.value  # the library takes strings
@@ -84,7 +84,7 @@ def explain_mask_cmd(
             fail(f"head {head}: {exc}")
         if patch < 1:
             fail(f"head {head}: patch size {patch} is not a positive number of pixels")
-    if select not in ("topk", "sample"):  # a head's own setting, read from its manifest
+    if select not in MASK_MODES:  # a head's own setting, read from its manifest
         fail(f"head {head}: mask_select {select!r} is neither topk nor sample")
     if int(spec["size"]) % patch:
         fail(f"input size {spec['size']} is not a multiple of patch size {patch}")

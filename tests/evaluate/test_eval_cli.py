@@ -9,33 +9,10 @@ from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from aiidetect.detectors import register
-from aiidetect.detectors.base import Detector, FeatureRequest
-from aiidetect.preprocess import make_spec
+from aiidetect.detectors.base import Detector
 from aiidetect.records import DetectorResult, Evidence
 
-
-class Brightness(Detector):
-    """A pixel detector: brighter = more AI. Guesses a generator too."""
-
-    family = "fakebright"
-
-    def __init__(self):
-        super().__init__("fakebright")
-        self.req = FeatureRequest("fake-mean", make_spec("resize", 16),
-                                  lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
-
-    def feature_requests(self):
-        return [self.req]
-
-    def predict(self, samples, features):
-        from aiidetect.detectors.base import feature_key
-
-        out = []
-        for f in features:
-            z = 3.0 * float(np.mean(f[feature_key(self.req)]["embed"]))
-            out.append(DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit",
-                                      extra={"attribution": "genA" if z > 3 else "genB"}))
-        return out
+from fake_detectors import Brightness
 
 
 class Exif(Detector):
@@ -68,10 +45,6 @@ class NanBright(Brightness):
     """Brightness with a numerical failure on every file whose name has a 2 in it."""
 
     family = "fakenan"
-
-    def __init__(self):
-        super().__init__()
-        self.name = "fakenan"
 
     def predict(self, samples, features):
         out = super().predict(samples, features)

@@ -10,37 +10,25 @@ import pytest
 from PIL import Image
 
 from aiidetect.detectors import register
-from aiidetect.detectors.base import Detector, FeatureRequest, feature_key
+from aiidetect.detectors.base import Detector
 from aiidetect.heads import Head
-from aiidetect.preprocess import make_spec
 from aiidetect.records import DetectorResult
 from aiidetect.train_record import KEYS_FILE, digests_of, load_keys, member_mask, record
 
 from conftest import run_cli_in_process
+from fake_detectors import Brightness
 
 HEAD: dict = {}  # the fake head's folder, set by the fixture
 
 
-class FakeHead(Detector):
-    """Brighter = more AI, served as a trained head (`.head`, as every torch head detector has)."""
+class FakeHead(Brightness):
+    """Brightness served as a trained head (`.head`, as every torch head detector has)."""
 
     family = "fakehead"
 
     def __init__(self, head_dir: Path):
-        super().__init__("fakehead")
+        super().__init__()
         self.head = Head(head_dir, json.loads((head_dir / "manifest.json").read_text()))
-        self.req = FeatureRequest("fakehead-mean", make_spec("resize", 8),
-                                  lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
-
-    def feature_requests(self):
-        return [self.req]
-
-    def predict(self, samples, features):
-        out = []
-        for f in features:
-            z = 4.0 * float(np.mean(f[feature_key(self.req)]["embed"]))
-            out.append(DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-z))), score=z, score_kind="logit"))
-        return out
 
 
 register("fakehead", lambda ctx: [FakeHead(HEAD["dir"])])

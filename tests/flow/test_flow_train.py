@@ -283,16 +283,22 @@ def _no_backbone(monkeypatch):
     monkeypatch.setattr(aiidetect.backbone, "create_backbone", refuse)
 
 
-def test_a_copy_of_a_real_photo_among_the_ai_images_is_refused(tmp_path, monkeypatch):
-    """--real and --ai were compared by path only: a photo copied into the AI folder was a held-out
-    "AI" image the validation report scored against itself as a real."""
-    from aiidetect.flow.train import load_flow_data
-
+def _four_reals(tmp_path):
+    """reals/ holding four files of distinct bytes, a0-a3.png, and an empty ais/."""
     reals, ais = tmp_path / "reals", tmp_path / "ais"
     reals.mkdir()
     ais.mkdir()
     for i in range(4):
         (reals / f"a{i}.png").write_bytes(b"real %d" % i)
+    return reals, ais
+
+
+def test_a_copy_of_a_real_photo_among_the_ai_images_is_refused(tmp_path, monkeypatch):
+    """--real and --ai were compared by path only: a photo copied into the AI folder was a held-out
+    "AI" image the validation report scored against itself as a real."""
+    from aiidetect.flow.train import load_flow_data
+
+    reals, ais = _four_reals(tmp_path)
     (ais / "g.png").write_bytes(b"ai")
     (ais / "dup.png").write_bytes(b"real 2")
     with pytest.raises(ValueError, match=r"dup\.png \(AI\) = .*a2\.png \(real\)"):
@@ -310,11 +316,7 @@ def test_a_copy_with_the_same_label_is_used_once_on_its_own_side(tmp_path):
     is the usual error."""
     from aiidetect.flow.train import load_flow_data
 
-    reals, ais = tmp_path / "reals", tmp_path / "ais"
-    reals.mkdir()
-    ais.mkdir()
-    for i in range(4):
-        (reals / f"a{i}.png").write_bytes(b"real %d" % i)
+    reals, ais = _four_reals(tmp_path)
     (reals / "b.png").write_bytes(b"real 1")
     for name in ("g.png", "h.png"):
         (ais / name).write_bytes(b"ai")
