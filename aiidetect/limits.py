@@ -14,28 +14,35 @@ DECODE_BUDGET_IMAGES = 2
 
 # A progressive JPEG is decoded scan by scan, each scan a pass over the blocks of the components it
 # names, however few bytes it holds (a run of empty blocks is one symbol): a 362 KB 64 MP file of 1,000
-# scans took libjpeg-turbo 30 s and a scan 41 s; Pillow sets no scan limit. The standard progressive
+# scans (testing.hostile.jpeg_scan_bomb(8192, 8192, 1000)) took Pillow's load() 36 s, and `aiidetect scan`
+# of it 41 s before this cap; Pillow sets no scan limit. The standard progressive
 # scripts pass over the image 5.3 times (YCbCr) or 6 times (greyscale), a CMYK one 6; legal but rarer
 # scripts go further (successive approximation down to the last bit: 18), and a refused real file loses
 # its pixel verdict, so the cap sits at 32, which still stops the 1,000-scan bombs (16 and 32 passes
 # over a 120 MP greyscale image: 1.2 s and 3.2 s to decode, measured side by side with
-# testing.hostile.jpeg_scan_bomb(10954, 10954, 10 or 26) on a loaded 2-core AMD EPYC).
+# testing.hostile.jpeg_scan_bomb(10954, 10954, 10 or 26) on a loaded 2-core AMD EPYC with avx2, avx_vnni,
+# avx512f, avx512_bf16, avx512_vnni, no AMX).
 # Over it: `decode-error` (decode.jpeg_scan_problem).
 JPEG_MAX_COVERAGE = 32
 # Marker segments walked before a JPEG's pixels are decoded (by that check and by the metadata-stripping
 # retry); a real JPEG has tens. Pillow reads each in Python and keeps every APP segment: 2 M empty APP1
-# segments (8 MB) took 4.7 s and 328 MB. Over it: `decode-error`.
+# segments (8 MB: with_jpeg_segments(jpeg_with_app1(b""), [(0xE1, b"")] * 2_000_000)) took 4.2 s and a
+# 328 MB peak to load(). Over it: `decode-error`.
 JPEG_MAX_SEGMENTS = 65_536
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
-# something of each one before the first IDAT: 8 M empty private chunks (96 MB) took 20 s and 1.07 GB to
-# scan, 8 M empty IDAT chunks 6 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
+# something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",
+# b"")] * 8_000_000)) took 49 s and a 1.07 GB peak to load(), 8 M empty IDAT chunks (png_many_idat(8_000_000))
+# 7.2 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
 
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
-# frames by parsing each in Python: 2 M one-pixel frames (46 MB) took 4 s to count. A GIF with more
-# says this many. TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
+# frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took
+# 3.5 s to count (n_frames). A GIF with more says this many.
+# The Pillow timings in these comments: `/usr/bin/time -v python -c "import io; from PIL import Image; from
+# aiidetect.testing.hostile import *; Image.open(io.BytesIO(BUILDER)).load()"`, one at a time on the
+# 2-core AMD EPYC above, loaded by other jobs (load 3 to 4: the times are upper bounds, the peaks hold). TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
 # their frame count in a header.
 MAX_FRAMES_COUNTED = 10_000
 
