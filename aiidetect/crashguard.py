@@ -383,8 +383,7 @@ class ReadDeadline:
     read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
-                 clock: Callable[[], float] | None = None, watchdog: bool = True,
-                 cpu: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, cpu: Callable[[], float] | None = None):
         self.seconds = float(seconds)
         self._expire = expire or _end_process
         self._clock = clock or time.monotonic
@@ -396,7 +395,6 @@ class ReadDeadline:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._next = 0
-        self._watchdog = watchdog
         self._dog: Watchdog | None = None
 
     @contextlib.contextmanager
@@ -405,8 +403,7 @@ class ReadDeadline:
             token = self._next
             self._next += 1
             if self._thread is None and not self._closed:
-                if self._watchdog:
-                    self._dog = Watchdog.start(watchdog_stall(self.seconds))
+                self._dog = Watchdog.start(watchdog_stall(self.seconds))
                 self._thread = threading.Thread(target=self._watch, name="aiidetect-read-deadline", daemon=True)
                 self._thread.start()
             # After the watchdog's start (a process spawned: tens of ms on a loaded machine), not on this file's clock.

@@ -237,6 +237,23 @@ def test_a_struck_file_read_to_the_end_is_cleared_and_a_foreign_hosts_slots_are_
     assert recover(store) == ([Seen("/x/q.png", 1, 2)], [9]) and not other.exists()
 
 
+def _hang_on_hang_png(monkeypatch, release: threading.Event, stuck: threading.Event | None = None) -> None:
+    """The decoder stuck on any file named hang.png (`stuck` set) until `release`: the test's own bound of 30 s,
+    never reached when what the test checks works."""
+    from aiidetect.pipeline.stages import DecodeStage
+
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            if stuck is not None:
+                stuck.set()
+            release.wait(30)
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+
+
 def test_a_read_that_never_ends_ends_the_local_scan_naming_its_file(tmp_path, monkeypatch):
     """A decode thread stuck on a file (a decoder stuck on a crafted file, a filesystem that does not answer)
     hung the local scan for ever, and with --db every resume too: nothing struck the file. Past --file-timeout
@@ -244,24 +261,17 @@ def test_a_read_that_never_ends_ends_the_local_scan_naming_its_file(tmp_path, mo
     from conftest import run_cli_in_process
 
     from aiidetect import crashguard
-    from aiidetect.pipeline.stages import DecodeStage
 
     for name in ("a", "hang", "c"):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
     release = threading.Event()
     ended: list[str] = []
-    real = DecodeStage.__call__
-
-    def decode(self, path, index, expect=None):
-        if path.endswith("hang.png"):
-            release.wait(30)  # the hang; the test's own bound, never reached when the deadline works
-        return real(self, path, index, expect)
 
     def end(path, took):
         ended.append(path)
         release.set()
 
-    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    _hang_on_hang_png(monkeypatch, release)
     monkeypatch.setattr(crashguard, "_end_process", end)
     r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q",
                            "--file-timeout", "0.2")
@@ -362,25 +372,18 @@ def test_a_json_array_on_stdout_is_closed_before_the_read_deadline_ends_the_scan
     from conftest import run_cli_in_process
 
     from aiidetect import crashguard
-    from aiidetect.pipeline.stages import DecodeStage
 
     for name in ("a", "b", "hang"):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
     release = threading.Event()
     seen: list[bytes] = []
-    real = DecodeStage.__call__
-
-    def decode(self, path, index, expect=None):
-        if path.endswith("hang.png"):
-            release.wait(30)
-        return real(self, path, index, expect)
 
     def exit_(code):  # what had reached stdout when the process would have ended
         sys.stdout.flush()
         seen.append(sys.stdout.buffer.getvalue())
         release.set()
 
-    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    _hang_on_hang_png(monkeypatch, release)
     monkeypatch.setattr(crashguard.os, "_exit", exit_)
     r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache", "-f", "json", "-q",
                            "--batch-size", "1", "--workers", "1", "--file-timeout", "0.2")
@@ -478,20 +481,11 @@ def test_closing_a_scanner_from_another_thread_while_a_read_is_stuck_returns(tmp
     """Scanner.close() joined the decode threads: a read that never returns held it for ever. Now the stuck
     thread is abandoned after crashguard.STOP_GRACE, and the caller's process goes on."""
     from aiidetect import api, crashguard
-    from aiidetect.pipeline.stages import DecodeStage
 
     for name in ("a", "hang"):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
     release, stuck = threading.Event(), threading.Event()
-    real = DecodeStage.__call__
-
-    def decode(self, path, index, expect=None):
-        if path.endswith("hang.png"):
-            stuck.set()
-            release.wait(20)  # the test's own bound
-        return real(self, path, index, expect)
-
-    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    _hang_on_hang_png(monkeypatch, release, stuck)
     monkeypatch.setattr(crashguard, "STOP_GRACE", 0.1, raising=False)
     monkeypatch.setattr(crashguard, "abandoned", 0, raising=False)
     scanner = api.Scanner(api.ScanOptions(detectors=["metadata"], cache=False, workers=1, batch_size=1))

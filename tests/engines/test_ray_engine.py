@@ -53,9 +53,11 @@ def test_ray_engine_gives_the_local_records(trained, dev_dir, tmp_path):
                 next(iter(ray_engine.run(pipe4, cands, fams4, ctx4, **sizing)))
         pipe2, fams, ctx = make()
         # A small window: two dataset executions (32 files), so ordering across windows is exercised too;
-        # each window starts its actors again (~7 s each on 2 loaded cores), so no more than two.
+        # each window starts its actors again (~7 s each on 2 loaded cores), so no more than two. No deadline:
+        # the pool's actors run the model themselves (--file-timeout 0), not in a model actor of their own
+        # started per window (~1.5 s each); the run above went through that model actor.
         assert len(cands) == 32
-        remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=16)]
+        remote = [r.to_dict() for r in ray_engine.run(pipe2, cands, fams, ctx, window=16, file_timeout=None)]
         # No model to run (flow has no head here): the CPU tasks run the whole pipeline, and the
         # unavailable detector must still be in every record.
         pipe3, fams3, ctx3 = make(("metadata", "flow"))
@@ -603,12 +605,27 @@ def test_the_actor_pool_must_fit_on_the_nodes_not_only_in_the_total():
     ray_engine._check_pool([], 9, 64.0, 0.0)                    # nothing known: Ray decides
 
 
+def _fake_ray_module(monkeypatch, **functions) -> None:
+    """`ray` as the deadline code imports it, in this process: `functions`, on the driver's node "node-1"
+    (NodeAffinitySchedulingStrategy gives (node, soft)); the remote functions made from the fake are forgotten."""
+    import sys
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(
+        get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"), **functions))
+    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
+                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
+    monkeypatch.setattr(ray_engine, "_REMOTE_CALL", None)
+    monkeypatch.setattr(ray_engine, "_REMOTE_MODEL", None)
+
+
 def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch):
     """Ray has no task deadline: a task whose read never ended was waited for for ever. The task body now
     runs in a task of its own, waited for until its start-up plus its files' allowance, then force-cancelled
     (its worker killed), its files coming back as `timeout` markers in the columns the next stage reads."""
     import pickle
-    import sys
     from types import SimpleNamespace
 
     from aiidetect.engines import ray as ray_engine
@@ -630,14 +647,9 @@ def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch)
         assert kw["num_cpus"] == 0 and kw["scheduling_strategy"] == ("node-1", True)
         return SimpleNamespace(remote=lambda fn, batch: Ref(batch))
 
-    fake = SimpleNamespace(remote=lambda f: SimpleNamespace(options=options), put=lambda x: x, wait=wait,
-                           get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])},
-                           cancel=lambda ref, force: calls.append(("cancel", force)),
-                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
-                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
-    monkeypatch.setattr(ray_engine, "_REMOTE_CALL", None)
+    _fake_ray_module(monkeypatch, remote=lambda f: SimpleNamespace(options=options), put=lambda x: x, wait=wait,
+                     get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])},
+                     cancel=lambda ref, force: calls.append(("cancel", force)))
 
     def batch(*names):
         return {"i": list(range(len(names))), "cand": [pickle.dumps(Candidate(f"/x/{n}")) for n in names]}
@@ -754,7 +766,6 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
     its batch to a model actor of its own, waits start-up plus the files' allowance, then kills it (ray.kill),
     gives the batch's files `timeout` markers and starts a new model actor for the next batch."""
     import pickle
-    import sys
     from types import SimpleNamespace
 
     from aiidetect.decode import Sample
@@ -792,16 +803,12 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
             return made[-1]
         return SimpleNamespace(remote=remote)
 
-    fake = SimpleNamespace(remote=lambda cls: SimpleNamespace(options=options), wait=wait, get_gpu_ids=lambda: [3],
-                           get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])}
-                           if ref.kind == "batch" else True,
-                           kill=lambda actor, no_restart: calls.append(("kill", actor.n, no_restart)),
-                           exceptions=SimpleNamespace(RayActorError=type("RayActorError", (Exception,), {})),
-                           get_runtime_context=lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    monkeypatch.setitem(sys.modules, "ray.util.scheduling_strategies",
-                        SimpleNamespace(NodeAffinitySchedulingStrategy=lambda node, soft: (node, soft)))
-    monkeypatch.setattr(ray_engine, "_REMOTE_MODEL", None)
+    _fake_ray_module(monkeypatch, remote=lambda cls: SimpleNamespace(options=options), wait=wait,
+                     get_gpu_ids=lambda: [3],
+                     get=lambda ref: {"i": ref.batch["i"], "record": ["done"] * len(ref.batch["i"])}
+                     if ref.kind == "batch" else True,
+                     kill=lambda actor, no_restart: calls.append(("kill", actor.n, no_restart)),
+                     exceptions=SimpleNamespace(RayActorError=type("RayActorError", (Exception,), {})))
 
     def batch(*names):
         return {"i": list(range(len(names))),
