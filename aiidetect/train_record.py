@@ -40,20 +40,6 @@ def record(digests: Iterable[str], what: str) -> tuple[dict[str, Any], dict[str,
             {KEYS_FILE: blob})
 
 
-def digests_of(paths: Iterable[str]) -> list[str]:
-    """SHA-256 of each readable file (one that cannot be read was not trained on either)."""
-    from .hashing import sha256_file
-    from .limits import DEFAULT_MAX_BYTES
-
-    out = []
-    for p in paths:
-        try:
-            out.append(sha256_file(p, DEFAULT_MAX_BYTES))
-        except OSError:
-            continue
-    return out
-
-
 class NoRecord(Exception):
     """The head records no training images (trained before heads did, or shipped by others), or its record
     cannot be used; str(exc) says which."""

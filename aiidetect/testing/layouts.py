@@ -92,3 +92,18 @@ def ufd_diffusion(root: Path, n: int = 3) -> Path:
     for k, sub in enumerate(("guided", "ldm_200", "glide_100_10", "dalle")):
         fill(root / sub / "1_fake", n, True, s + 10 + k)
     return root
+
+
+def digests_of(paths) -> list[str]:
+    """SHA-256 of each readable file, as the trainers record them (train_record): what a test expects a
+    head's training record to hold (one that cannot be read was not trained on either)."""
+    from ..hashing import sha256_file
+    from ..limits import DEFAULT_MAX_BYTES
+
+    out = []
+    for p in paths:
+        try:
+            out.append(sha256_file(p, DEFAULT_MAX_BYTES))
+        except OSError:
+            continue
+    return out

@@ -33,7 +33,8 @@ def linear_head_dir(tiny, tmp_path_factory):
     from aiidetect.preprocess import make_spec
     from aiidetect.heads import backbone_manifest, save_head
 
-    from aiidetect.train_record import digests_of, record
+    from aiidetect.testing.layouts import digests_of
+    from aiidetect.train_record import record
 
     g = torch.Generator().manual_seed(1)
     d = tmp_path_factory.mktemp("weights")
@@ -90,7 +91,7 @@ def test_the_export_carries_the_heads_training_record(export_fp32, linear_head_d
     from aiidetect.backbone import BackboneSpec
     from aiidetect.detectors import RunContext, create_detectors
     from aiidetect.evaluate.overlap import train_overlap
-    from aiidetect.train_record import digests_of
+    from aiidetect.testing.layouts import digests_of
 
     out, side, _ = export_fp32
     g = side["graphs"][0]

@@ -13,7 +13,8 @@ from aiidetect.detectors import register
 from aiidetect.detectors.base import Detector
 from aiidetect.heads import Head
 from aiidetect.records import DetectorResult
-from aiidetect.train_record import KEYS_FILE, digests_of, load_keys, member_mask, record
+from aiidetect.testing.layouts import digests_of
+from aiidetect.train_record import KEYS_FILE, load_keys, member_mask, record
 
 from conftest import run_cli_in_process
 from fake_detectors import Brightness

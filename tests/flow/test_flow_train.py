@@ -384,7 +384,8 @@ def test_the_head_records_every_real_photo(trained, small_reals):
     """The flow is fitted on part of the reals and its threshold set on the rest: eval on either is not
     held out, so the record (train_record) holds them all."""
     from aiidetect.heads import read_manifest
-    from aiidetect.train_record import digests_of, load_keys, member_mask
+    from aiidetect.testing.layouts import digests_of
+    from aiidetect.train_record import load_keys, member_mask
 
     wdir, _ = trained
     m = read_manifest(wdir / "tiny-flow")

@@ -222,7 +222,8 @@ def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted,
         raise AssertionError("a training image hashed a second time")
     from aiidetect.feature_cache import FeatureCache
     from aiidetect.linear.train import train_linear
-    from aiidetect.train_record import digests_of, load_keys, member_mask
+    from aiidetect.testing.layouts import digests_of
+    from aiidetect.train_record import load_keys, member_mask
 
     spec, bb = tiny
     with monkeypatch.context() as mp:

@@ -377,7 +377,8 @@ def test_the_head_records_its_train_and_selection_splits(trained):
     and the selection split's (it chose the state kept, the temperature and the open-set cut-off: numbers
     on it flatter the head), not the report split (on that, eval measures what training did not see)."""
     from aiidetect.heads import read_manifest
-    from aiidetect.train_record import digests_of, load_keys, member_mask
+    from aiidetect.testing.layouts import digests_of
+    from aiidetect.train_record import load_keys, member_mask
 
     res, items, _ = trained
     m = read_manifest(res.head_dir)
