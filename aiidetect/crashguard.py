@@ -27,9 +27,11 @@ the local engine's `ReadDeadline` ends the process when a file's read has run pa
 `--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
 the file. A decoder stuck in C code that holds the GIL stops that watcher too: the one
 `Watchdog` process of the scan, fed its heartbeats, kills the process (SIGKILL) when they stop,
-with the same effect on the slots. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
-is killed, and a file that runs out of time alone gets the strikes that set it aside; so
-is a model actor whose batch runs past its deadline.
+with the same effect on the slots. That is the command line's: a library scan's process is its caller's (a
+service), which it ends only when asked (ScanOptions.end_process_on_timeout); otherwise `AbandoningDeadline`
+gives a read past the deadline up (record `timeout`), and a GIL-frozen decoder is waited for. A Ray task
+past its deadline is cancelled instead (engines/ray.py): its worker is killed, and a file that runs out of
+time alone gets the strikes that set it aside; so is a model actor whose batch runs past its deadline.
 
 A stop (Ctrl-C, SIGTERM, Scanner.close) waits `STOP_GRACE` seconds for the reads in progress, then
 abandons those still stuck (`in_flight` names them): the scan ends as any stopped scan does, but a stuck
@@ -377,25 +379,123 @@ FILE_TIMEOUT = 60.0
 LOCAL_DB_FILE_TIMEOUT = 120.0
 
 
-class ReadDeadline:
+class _Clocked:
+    """The reads in progress of one scan with a deadline, each on its own clock, stopped while it waits for
+    other files' jobs (`waiting`)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
+        self.seconds = float(seconds)
+        self._clock = clock or time.monotonic
+        self._reading: dict[int, tuple[str, float]] = {}
+        self._cond = threading.Condition()
+        self._next = 0
+
+    @contextlib.contextmanager
+    def _paused(self, token: int) -> Iterator[None]:
+        with self._cond:
+            entry = self._reading.pop(token, None)
+            stopped = self._clock()
+        try:
+            yield
+        finally:
+            if entry is not None:
+                with self._cond:
+                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
+
+    def _names(self) -> list[str]:
+        """The files being read, the oldest read first (under _cond)."""
+        return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
+
+
+class ReadTimedOut(Exception):
+    """A read given up past its deadline (AbandoningDeadline): the file's record is the error `timeout`."""
+
+    def __init__(self, path: str, took: float):
+        super().__init__(path, took)
+        self.path, self.took = path, took
+
+
+class AbandoningDeadline(_Clocked):
+    """The read deadline of a library scan (ScanOptions.file_timeout without end_process_on_timeout): the process
+    is the caller's (a web service, a notebook, a task queue's worker), and it lives whatever a file does. Each
+    file is read in a thread of its own while the decode worker waits for it: a read still running `seconds`
+    after it began is abandoned (its thread left behind, running until it returns: Python cannot stop a thread),
+    `run` raises ReadTimedOut, and the scan goes on. No watcher thread, no watchdog process, nothing to end
+    or to kill: a decoder stuck in C code that holds the interpreter lock (GIL) freezes every thread of the
+    caller until it returns, this one included; nothing inside a process can end that, only the process's end
+    (the command line's ReadDeadline, or end_process_on_timeout=True)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
+        super().__init__(seconds, clock)
+        self.abandoned = 0   # reads given up by this scan (their threads may still be running)
+
+    def run(self, path: str, read: Callable[[], object]) -> object:
+        """read(), or ReadTimedOut when it has not returned `seconds` after it began. A read that returns late
+        (a freeze that ended) keeps its result: it is given up only while it is still running."""
+        with self._cond:
+            token = self._next
+            self._next += 1
+            self._reading[token] = (path, self._clock())
+        done = threading.Event()
+        box: list = []
+
+        def reader() -> None:
+            _current.read = (self, token)  # `waiting` (a decode budget) stops this read's clock
+            try:
+                box.append((True, read()))
+            except BaseException as exc:  # handed to the waiting worker, which raises it as a read in it would
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        try:
+            # A daemon thread: an abandoned read must not hold the caller's interpreter at its exit.
+            threading.Thread(target=reader, name="aiidetect-read", daemon=True).start()
+            while True:
+                with self._cond:
+                    entry = self._reading.get(token)
+                left = self.seconds if entry is None else entry[1] + self.seconds - self._clock()
+                if done.wait(max(0.01, left)):
+                    break
+                with self._cond:
+                    entry = self._reading.get(token)
+                    took = None if entry is None else self._clock() - entry[1]
+                if took is not None and took > self.seconds and not done.is_set():
+                    self.abandoned += 1
+                    raise ReadTimedOut(path, took)
+        finally:
+            with self._cond:
+                self._reading.pop(token, None)
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Nothing to stop: a read abandoned runs until it returns."""
+
+
+class ReadDeadline(_Clocked):
     """Watches the reads of one local scan: a file still being read `seconds` after its read began ends the
     process (`expire`), with its crash-guard slot left in place. One watcher thread, started with the first
-    read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
+    read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock.
+    The command line's (its process is the scan's); a library scan gets AbandoningDeadline unless its caller
+    asks for this one (ScanOptions.end_process_on_timeout)."""
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
                  clock: Callable[[], float] | None = None, cpu: Callable[[], float] | None = None):
-        self.seconds = float(seconds)
+        super().__init__(seconds, clock)
         self._expire = expire or _end_process
-        self._clock = clock or time.monotonic
         # The process's CPU time, to tell a process that was stopped from one that ran (see overdue).
         self._cpu = cpu or (time.process_time if clock is None else None)
         self._last: tuple[float, float] | None = None
-        self._reading: dict[int, tuple[str, float]] = {}
-        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._next = 0
         self._dog: Watchdog | None = None
+
+    def run(self, path: str, read: Callable[[], object]) -> object:
+        with self.reading(path):
+            return read()
 
     @contextlib.contextmanager
     def reading(self, path: str) -> Iterator[None]:
@@ -423,22 +523,6 @@ class ReadDeadline:
             _current.read = outer
             with self._cond:
                 self._reading.pop(token, None)
-
-    @contextlib.contextmanager
-    def _paused(self, token: int) -> Iterator[None]:
-        with self._cond:
-            entry = self._reading.pop(token, None)
-            stopped = self._clock()
-        try:
-            yield
-        finally:
-            if entry is not None:
-                with self._cond:
-                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
-
-    def _names(self) -> list[str]:
-        """The files being read, the oldest read first (under _cond)."""
-        return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
 
     def _tick(self) -> float:
         """Seconds between the watcher's checks."""

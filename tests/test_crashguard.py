@@ -304,25 +304,113 @@ def test_the_read_deadline_names_the_oldest_read_past_it_and_ends_with_2(monkeyp
     assert "\x1b" not in err and "--db" in err
 
 
-def test_the_library_sets_no_local_deadline_unless_asked(tmp_path, monkeypatch):
-    """The local deadline ends the process it runs in; through the library that is the caller's (a
-    service), so ScanOptions leaves it off unless a number is given (the command line's default is 60)."""
+def test_the_library_ends_its_process_only_when_asked(tmp_path, monkeypatch):
+    """The process-ending deadline (and its watchdog) ends the process it runs in; through the library that is
+    the caller's (a service), so ScanOptions sets no local deadline unless a number is given, and one that
+    gives up reads rather than the process unless end_process_on_timeout says otherwise (the command line's)."""
     from aiidetect import api, crashguard
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    made: list[float] = []
-    real = crashguard.ReadDeadline
+    made: list[tuple[str, float]] = []
 
-    class Spy(real):
-        def __init__(self, seconds, *a, **k):
-            made.append(seconds)
-            super().__init__(seconds, *a, **k)
+    def spy(real):
+        class Spy(real):
+            def __init__(self, seconds, *a, **k):
+                made.append((real.__name__, seconds))
+                super().__init__(seconds, *a, **k)
+        return Spy
 
-    monkeypatch.setattr(crashguard, "ReadDeadline", Spy)
+    monkeypatch.setattr(crashguard, "ReadDeadline", spy(crashguard.ReadDeadline))
+    monkeypatch.setattr(crashguard, "AbandoningDeadline", spy(crashguard.AbandoningDeadline))
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False))
     assert len(recs) == 1 and made == []
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30))
-    assert len(recs) == 1 and made == [30]
+    assert len(recs) == 1 and made == [("AbandoningDeadline", 30)]
+    recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30, end_process_on_timeout=True))
+    assert len(recs) == 1 and made[1:] == [("ReadDeadline", 30)]
+
+
+def _children() -> list[int]:
+    """This process's child processes (a watchdog), from /proc."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(b")", 1)[1].split()[1]) == os.getpid():
+                kids.append(int(d))
+    return kids
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="lists child processes in /proc")
+def test_a_library_scan_gives_up_a_read_past_its_deadline_and_its_process_goes_on(tmp_path, monkeypatch):
+    """A library scan with file_timeout ended its caller's process (exit 2: a web service with every request in
+    flight) at a read that did not return, and ran a watchdog child process that could SIGKILL it. Now the read
+    is abandoned past the deadline, the file's record is `timeout`, the scan goes on, and no process is started;
+    none is left behind by a scan with end_process_on_timeout that its caller stops by raising."""
+    from aiidetect import api, crashguard
+
+    for name in ("a", "hang", "z"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    exits: list[int] = []
+
+    def exit_(code):  # the old way: the process ended (the hang let go, so that the old code fails, not hangs)
+        exits.append(code)
+        release.set()
+
+    _hang_on_hang_png(monkeypatch, release)
+    monkeypatch.setattr(crashguard.os, "_exit", exit_)
+    children = []
+    try:
+        recs = []
+        for rec in api.scan(tmp_path, detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3):
+            recs.append(rec)
+            children += _children()
+    finally:
+        release.set()
+    assert exits == [] and children == []
+    assert [(os.path.basename(r.file), r.error.code if r.error else None) for r in recs] == [
+        ("a.png", None), ("hang.png", "timeout"), ("z.png", None)]
+    assert "file_timeout (0.3 s" in recs[1].error.message
+    with pytest.raises(KeyError):
+        for _ in api.scan(tmp_path, detectors="metadata", cache=False, workers=1, file_timeout=30,
+                          end_process_on_timeout=True):
+            raise KeyError("the caller's own error")
+    assert _children() == []
+
+
+_LIBRARY_HOST_FREEZES_ON_HANG = """
+import os, re, sys
+from aiidetect import api, crashguard
+from aiidetect.pipeline.stages import DecodeStage
+crashguard.watchdog_stall = lambda seconds: seconds + 0.1  # a watchdog, had one started, kills after 0.4 s of silence
+real = DecodeStage.__call__
+def decode(self, path, index, expect=None):
+    if path.endswith("hang.png"):
+        re.match(r"(a+)+$", "a" * 24 + "!")      # C code that holds the GIL (2^24 steps: over half a second)
+    return real(self, path, index, expect)
+DecodeStage.__call__ = decode
+list(api.scan(os.path.join(sys.argv[1], "a.png"), detectors="metadata", cache=False))  # the first read's imports
+recs = api.scan(sys.argv[1], detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3)
+print("served", *[os.path.basename(r.file) for r in recs], flush=True)
+"""
+
+
+def test_a_decoder_that_freezes_the_interpreter_does_not_kill_a_library_caller(tmp_path):
+    """A library scan with file_timeout started the watchdog, which SIGKILLed the caller's whole process (a
+    newsroom's upload service, a notebook's kernel) when a decoder held the GIL past the deadline. The caller's
+    process now lives: the frozen read is waited for (nothing inside a process can end it), then the scan goes
+    on. About a second: the interpreter must really freeze for longer than the old watchdog's stall."""
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    r = subprocess.run([sys.executable, "-c", _LIBRARY_HOST_FREEZES_ON_HANG, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "served a.png hang.png\n"), r.stderr[-2000:]
+    assert "no sign of life" not in r.stderr
 
 
 def test_a_read_waiting_for_the_decode_budget_is_not_on_its_clock():

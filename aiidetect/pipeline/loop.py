@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import in_flight
+from ..crashguard import ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -50,7 +50,8 @@ class Pipeline:
         # crashguard.CrashGuard of a results-store session: files a dead session was reading are read alone,
         # or not at all after a second death.
         self.guard = None
-        # crashguard.ReadDeadline of a local scan (--file-timeout): a read that never ends ends the process.
+        # The read deadline of a local scan (file_timeout): crashguard.ReadDeadline (the command line's) ends the
+        # process past it; crashguard.AbandoningDeadline (a library scan's) gives the file a `timeout` record.
         self.deadline = None
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
@@ -106,8 +107,17 @@ class Pipeline:
         t = time.perf_counter()
         deadline = self.deadline
         with guard.watch(c.path) if guard is not None else contextlib.nullcontext(), in_flight(c.path):
-            with deadline.reading(c.path) if deadline is not None else contextlib.nullcontext():
+            if deadline is None:
                 s = self.decoding(c.path, index, c.ident)
+            else:
+                try:
+                    s = deadline.run(c.path, lambda: self.decoding(c.path, index, c.ident))
+                except ReadTimedOut as late:
+                    rec = Record(file=c.path).set_error("timeout", (
+                        f"its read and decode ran past file_timeout ({deadline.seconds:g} s; {late.took:.0f} s "
+                        "when given up): a decoder stuck on it or a filesystem that does not answer; the read was "
+                        "abandoned and the scan went on (its thread runs until the read returns)"))
+                    s = Sample(index=index, path=c.path, record=rec)
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
