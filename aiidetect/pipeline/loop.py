@@ -121,9 +121,21 @@ class Pipeline:
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
+    def warm_up(self) -> None:
+        """The imports and plugin set-up of the first read, done before it (decode.warm_up, Detector.warm_up):
+        under a read deadline, the first file paid for them on its own clock. A failure here costs nothing
+        but that: the read that meets it again reports it in its record."""
+        from ..decode import warm_up
+
+        for step in [warm_up] + [d.warm_up for d in self.worker_dets]:
+            with contextlib.suppress(Exception):
+                step()
+
     def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
         """Yield one record per candidate, in order, as each chunk finishes.
         `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
+        if self.deadline is not None:
+            self.warm_up()
         self._resumed = set()
         self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
         turns: bool | TurnPolicy = self.schedule == "turns"
