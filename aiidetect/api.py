@@ -745,14 +745,14 @@ class Scanner:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))
         if self.options.file_timeout:
-            from .crashguard import AbandoningDeadline, ReadDeadline
+            from .crashguard import AbandoningDeadline, ReadDeadline, ReadsStuck
 
             # Ending the process (and the watchdog that kills it) only when the caller asked: a library's host
             # (a service with other requests in flight) is that process. Without it a GIL-frozen decoder is
             # waited for; every other stuck read is given up past the deadline.
             pipe.deadline = (ReadDeadline if self.options.end_process_on_timeout
                              else AbandoningDeadline)(self.options.file_timeout)
-            return _watched(pipe.run(cands), pipe.deadline)
+            return _scan_errors(_watched(pipe.run(cands), pipe.deadline), (ReadsStuck,))
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):

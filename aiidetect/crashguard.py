@@ -370,6 +370,36 @@ def waiting() -> Iterator[None]:
         yield
 
 
+# Per thread, what its read holds that other reads wait for (pixels.Budget.hold): handed back if the read is
+# given up (AbandoningDeadline), whose thread may never return it.
+_on_give_up: dict[int, list[Callable[[], None]]] = {}
+_on_give_up_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def on_give_up(fn: Callable[[], None]) -> Iterator[None]:
+    """While inside, `fn()` runs (in the thread that gives up) when this thread's read is given up."""
+    me = threading.get_ident()
+    with _on_give_up_lock:
+        _on_give_up.setdefault(me, []).append(fn)
+    try:
+        yield
+    finally:
+        with _on_give_up_lock:
+            fns = _on_give_up.get(me, [])
+            if fn in fns:
+                fns.remove(fn)
+            if not fns:
+                _on_give_up.pop(me, None)
+
+
+def _give_up(thread: int | None) -> None:
+    with _on_give_up_lock:
+        fns = list(_on_give_up.get(thread, ()))
+    for fn in fns:
+        fn()
+
+
 # Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
 # with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
@@ -408,11 +438,25 @@ class _Clocked:
 
 
 class ReadTimedOut(Exception):
-    """A read given up past its deadline (AbandoningDeadline): the file's record is the error `timeout`."""
+    """A read given up past its deadline (AbandoningDeadline): the file's record is the error `timeout`. `stop`:
+    why the scan ends once that record is out (more reads given up still running than GIVEN_UP_MAX), or None."""
 
-    def __init__(self, path: str, took: float):
+    def __init__(self, path: str, took: float, stop: str | None = None):
         super().__init__(path, took)
-        self.path, self.took = path, took
+        self.path, self.took, self.stop = path, took, stop
+
+
+class ReadsStuck(Exception):
+    """More reads given up past the deadline than GIVEN_UP_MAX are still running: the scan stops (ScanError)
+    after the record of the one too many (Pipeline.run), so that a resume with db goes on past them."""
+
+
+# Reads given up by one library scan (AbandoningDeadline) that may still run at once, each holding what it had
+# read and decoded (up to a --max-bytes file and a --max-pixels image) outside the decode budget, which gives
+# it back to the other files (pixels.Budget.drop): as many as the budget's images, so that they hold at most
+# the budget's memory again. One more ends the scan: a share that does not answer, or a folder of crafted
+# files, would otherwise leave a thread and its memory behind for each file.
+GIVEN_UP_MAX = 2
 
 
 class AbandoningDeadline(_Clocked):
@@ -428,6 +472,7 @@ class AbandoningDeadline(_Clocked):
     def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
         super().__init__(seconds, clock)
         self.abandoned = 0   # reads given up by this scan (their threads may still be running)
+        self._given_up: dict[int, str] = {}  # token -> file of the reads given up that still run
 
     def run(self, path: str, read: Callable[[], object]) -> object:
         """read(), or ReadTimedOut when it has not returned `seconds` after it began. A read that returns late
@@ -446,11 +491,14 @@ class AbandoningDeadline(_Clocked):
             except BaseException as exc:  # handed to the waiting worker, which raises it as a read in it would
                 box.append((False, exc))
             finally:
-                done.set()
+                with self._cond:  # with the check below: a read given up is one that had not returned
+                    self._given_up.pop(token, None)
+                    done.set()
 
         try:
             # A daemon thread: an abandoned read must not hold the caller's interpreter at its exit.
-            threading.Thread(target=reader, name="aiidetect-read", daemon=True).start()
+            thread = threading.Thread(target=reader, name="aiidetect-read", daemon=True)
+            thread.start()
             while True:
                 with self._cond:
                     entry = self._reading.get(token)
@@ -460,9 +508,20 @@ class AbandoningDeadline(_Clocked):
                 with self._cond:
                     entry = self._reading.get(token)
                     took = None if entry is None else self._clock() - entry[1]
-                if took is not None and took > self.seconds and not done.is_set():
+                    if took is None or took <= self.seconds or done.is_set():
+                        continue
+                    self._given_up[token] = path
                     self.abandoned += 1
-                    raise ReadTimedOut(path, took)
+                    stuck = sorted(self._given_up.values())
+                # Given back even past GIVEN_UP_MAX: the files still to finish before the scan stops would wait
+                # for it for ever (their clocks stopped while they wait for the budget).
+                _give_up(thread.ident)
+                raise ReadTimedOut(path, took, None if len(stuck) <= GIVEN_UP_MAX else (
+                    f"the scan stops: {len(stuck)} reads ran past file_timeout ({self.seconds:g} s) and have not "
+                    f"returned ({', '.join(stuck)}): a filesystem that does not answer, or decoders stuck on crafted "
+                    f"files. Their threads cannot be stopped and keep what they read; past {GIVEN_UP_MAX}, the scan "
+                    "would leave one behind for each file. Each has its record (`timeout`): with db a resume goes on "
+                    "after them; without, leave them out (exclude)"))
         finally:
             with self._cond:
                 self._reading.pop(token, None)

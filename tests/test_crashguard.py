@@ -423,6 +423,75 @@ def test_a_library_scan_gives_up_a_read_past_its_deadline_and_its_process_goes_o
     assert _children() == []
 
 
+def _hang_in_budget(monkeypatch, release: threading.Event) -> None:
+    """The per-file detectors stuck on any file named hang*.png until `release` (the test's bound: 30 s), inside
+    the decode budget its read holds (a metadata parser on a crafted file)."""
+    from aiidetect.pipeline.stages import DecodeStage
+
+    real = DecodeStage._file_dets
+
+    def file_dets(self, s):
+        if os.path.basename(s.path).startswith("hang"):
+            release.wait(30)
+        return real(self, s)
+
+    monkeypatch.setattr(DecodeStage, "_file_dets", file_dets)
+
+
+def test_reads_given_up_give_their_decode_budget_back(tmp_path, monkeypatch):
+    """Two reads given up past file_timeout held the whole decode budget (two --max-pixels images) while their
+    threads ran on, and every later file waited for it with its clock stopped: a library scan hung for ever
+    on two crafted files. What a read given up holds is now given back; the scan goes on."""
+    from aiidetect import api
+
+    for name in ("a", "hang1", "hang2", "z"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    _hang_in_budget(monkeypatch, release)
+    recs: list = []
+
+    def scan():
+        recs.extend(api.scan(tmp_path, detectors="metadata", cache=False, workers=2, batch_size=1, file_timeout=0.3,
+                             max_pixels=64))  # a budget of two 8x8 images
+
+    t = threading.Thread(target=scan, daemon=True)
+    try:
+        t.start()
+        t.join(20)  # the test's bound: the scan ended at once when it works
+        assert not t.is_alive(), "the scan waits for the budget that the reads given up hold"
+    finally:
+        release.set()
+    assert [(os.path.basename(r.file), r.error.code if r.error else None) for r in recs] == [
+        ("a.png", None), ("hang1.png", "timeout"), ("hang2.png", "timeout"), ("z.png", None)]
+
+
+def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path, monkeypatch):
+    """Each read given up leaves its thread and what it read behind: a share that does not answer would leave
+    one per file. Past crashguard.GIVEN_UP_MAX still running the scan stops (ScanError), once the records of
+    those files are out, so that a resume with db goes on after them rather than meeting them again."""
+    from aiidetect import api, crashguard
+
+    names = ["a"] + [f"hang{i}" for i in range(crashguard.GIVEN_UP_MAX + 1)] + ["z"]
+    for name in names:
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    _hang_in_budget(monkeypatch, release)
+    db = tmp_path / "runs.db"
+    opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.2, db=db,
+                include=["*.png"])
+    recs: list = []
+    try:
+        with pytest.raises(api.ScanError, match="the scan stops: 3 reads ran past file_timeout") as stop:
+            for rec in api.scan(tmp_path, **opts):
+                recs.append((os.path.basename(rec.file), rec.error.code if rec.error else None))
+        assert recs == [("a.png", None)] + [(f"{n}.png", "timeout") for n in names[1:-1]]
+        assert all(f"{n}.png" in str(stop.value) for n in names[1:-1])
+        again = [(os.path.basename(r.file), r.error.code if r.error else None) for r in api.scan(tmp_path, **opts)]
+    finally:
+        release.set()
+    assert again == recs + [("z.png", None)]
+
+
 _LIBRARY_HOST_FREEZES_ON_HANG = """
 import os, re, sys
 from aiidetect import api, crashguard

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import ReadTimedOut, in_flight
+from ..crashguard import ReadsStuck, ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -53,6 +53,9 @@ class Pipeline:
         # The read deadline of a local scan (file_timeout): crashguard.ReadDeadline (the command line's) ends the
         # process past it; crashguard.AbandoningDeadline (a library scan's) gives the file a `timeout` record.
         self.deadline = None
+        # (index, why) of each file whose read was one too many given up (crashguard.GIVEN_UP_MAX): the scan ends
+        # with the first one's chunk, its record and those before it out (and stored): a resume goes past it.
+        self._stops: list[tuple[int, str]] = []
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
         self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
@@ -118,6 +121,8 @@ class Pipeline:
                         "when given up): a decoder stuck on it or a filesystem that does not answer; the read was "
                         "abandoned and the scan went on (its thread runs until the read returns)"))
                     s = Sample(index=index, path=c.path, record=rec)
+                    if late.stop is not None:
+                        self._stops.append((index, late.stop))  # from a decode thread: one append, no lock
         self.stats.decode_seconds += time.perf_counter() - t
         return s
 
@@ -137,6 +142,7 @@ class Pipeline:
         if self.deadline is not None:
             self.warm_up()
         self._resumed = set()
+        self._stops = []
         self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
         turns: bool | TurnPolicy = self.schedule == "turns"
         if self.schedule == "adaptive":
@@ -149,6 +155,9 @@ class Pipeline:
                     if on_record:
                         on_record(rec)
                     yield rec
+                stop = min(self._stops, default=None)
+                if stop is not None and samples and stop[0] <= samples[-1].index:
+                    raise ReadsStuck(stop[1])
         finally:
             # Stopped in the model (Ctrl-C there): the decode threads are joined (or a stuck one abandoned)
             # now, not when the traceback that holds this frame is dropped, after the results store closed.
