@@ -117,7 +117,7 @@ class Pipeline:
                     s = deadline.run(c.path, lambda: self.decoding(c.path, index, c.ident))
                 except ReadTimedOut as late:
                     rec = Record(file=c.path).set_error("timeout", (
-                        f"its read and decode ran past file_timeout ({deadline.seconds:g} s; {late.took:.0f} s "
+                        f"its read and decode ran past file_timeout ({deadline.seconds:g} s; {late.took:.1f} s "
                         "when given up): a decoder stuck on it or a filesystem that does not answer; the read was "
                         "abandoned and the scan went on (its thread runs until the read returns)"))
                     s = Sample(index=index, path=c.path, record=rec)
