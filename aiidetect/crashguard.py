@@ -464,7 +464,8 @@ class AbandoningDeadline(_Clocked):
     is the caller's (a web service, a notebook, a task queue's worker), and it lives whatever a file does. Each
     file is read in a thread of its own while the decode worker waits for it: a read still running `seconds`
     after it began is abandoned (its thread left behind, running until it returns: Python cannot stop a thread),
-    `run` raises ReadTimedOut, and the scan goes on. No watcher thread, no watchdog process, nothing to end
+    `run` raises ReadTimedOut, and the scan goes on (the decode budget it held handed back: `on_give_up`; past
+    GIVEN_UP_MAX such threads still running, the scan stops). No watcher thread, no watchdog process, nothing to end
     or to kill: a decoder stuck in C code that holds the interpreter lock (GIL) freezes every thread of the
     caller until it returns, this one included; nothing inside a process can end that, only the process's end
     (the command line's ReadDeadline, or end_process_on_timeout=True)."""
