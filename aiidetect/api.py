@@ -178,9 +178,13 @@ class ScanOptions:
     db: Optional[os.PathLike | str] = None
     quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
     # Seconds per file before a read that never ends is stopped (docs/scale.md, "A file that hangs"); 0: never.
-    # None: the engine's own default. A Ray task is cancelled after FILE_TIMEOUT per file, but a local
-    # scan is not limited: its limit ends the process, and a library's caller (a service) is that process.
+    # None: the engine's own default. A Ray task is cancelled after FILE_TIMEOUT per file; a local scan is
+    # not limited unless asked. Locally the read past it is abandoned and the file gets a `timeout` record:
+    # the process is the caller's (a service, a notebook), so it is never ended for a file unless the caller
+    # says so with end_process_on_timeout (the command line's way: exit 2, or SIGKILL from a watchdog process
+    # when a decoder froze the interpreter).
     file_timeout: Optional[float] = None
+    end_process_on_timeout: bool = False
     extra: dict = field(default_factory=dict)  # detector options passed through to RunContext.options
 
     def validate(self) -> "ScanOptions":
@@ -220,7 +224,7 @@ class ScanOptions:
                 setattr(self, name, os.fsdecode(getattr(self, name)))
             if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise UsageError(f"{name} takes a path (str, bytes or os.PathLike) or None; got {getattr(self, name)!r}")
-        for name in ("cache", "recursive", "follow_links", "quiet"):
+        for name in ("cache", "recursive", "follow_links", "quiet", "end_process_on_timeout"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} takes True or False; got {getattr(self, name)!r}")
         if not isinstance(self.extra, dict):
@@ -741,10 +745,14 @@ class Scanner:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))
         if self.options.file_timeout:
-            from .crashguard import ReadDeadline
+            from .crashguard import AbandoningDeadline, ReadDeadline, ReadsStuck
 
-            pipe.deadline = ReadDeadline(self.options.file_timeout)
-            return _watched(pipe.run(cands), pipe.deadline)
+            # Ending the process (and the watchdog that kills it) only when the caller asked: a library's host
+            # (a service with other requests in flight) is that process. Without it a GIL-frozen decoder is
+            # waited for; every other stuck read is given up past the deadline.
+            pipe.deadline = (ReadDeadline if self.options.end_process_on_timeout
+                             else AbandoningDeadline)(self.options.file_timeout)
+            return _scan_errors(_watched(pipe.run(cands), pipe.deadline), (ReadsStuck,))
         return pipe.run(cands)
 
     def _open_store(self, pipe, argv):

@@ -27,9 +27,11 @@ the local engine's `ReadDeadline` ends the process when a file's read has run pa
 `--file-timeout`: its slot stays in place, as after a crash, and the next session strikes
 the file. A decoder stuck in C code that holds the GIL stops that watcher too: the one
 `Watchdog` process of the scan, fed its heartbeats, kills the process (SIGKILL) when they stop,
-with the same effect on the slots. A Ray task past its deadline is cancelled instead (engines/ray.py): its worker
-is killed, and a file that runs out of time alone gets the strikes that set it aside; so
-is a model actor whose batch runs past its deadline.
+with the same effect on the slots. That is the command line's: a library scan's process is its caller's (a
+service), which it ends only when asked (ScanOptions.end_process_on_timeout); otherwise `AbandoningDeadline`
+gives a read past the deadline up (record `timeout`), and a GIL-frozen decoder is waited for. A Ray task
+past its deadline is cancelled instead (engines/ray.py): its worker is killed, and a file that runs out of
+time alone gets the strikes that set it aside; so is a model actor whose batch runs past its deadline.
 
 A stop (Ctrl-C, SIGTERM, Scanner.close) waits `STOP_GRACE` seconds for the reads in progress, then
 abandons those still stuck (`in_flight` names them): the scan ends as any stopped scan does, but a stuck
@@ -368,6 +370,36 @@ def waiting() -> Iterator[None]:
         yield
 
 
+# Per thread, what its read holds that other reads wait for (pixels.Budget.hold): handed back if the read is
+# given up (AbandoningDeadline), whose thread may never return it.
+_on_give_up: dict[int, list[Callable[[], None]]] = {}
+_on_give_up_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def on_give_up(fn: Callable[[], None]) -> Iterator[None]:
+    """While inside, `fn()` runs (in the thread that gives up) when this thread's read is given up."""
+    me = threading.get_ident()
+    with _on_give_up_lock:
+        _on_give_up.setdefault(me, []).append(fn)
+    try:
+        yield
+    finally:
+        with _on_give_up_lock:
+            fns = _on_give_up.get(me, [])
+            if fn in fns:
+                fns.remove(fn)
+            if not fns:
+                _on_give_up.pop(me, None)
+
+
+def _give_up(thread: int | None) -> None:
+    with _on_give_up_lock:
+        fns = list(_on_give_up.get(thread, ()))
+    for fn in fns:
+        fn()
+
+
 # Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
 # with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
@@ -377,25 +409,153 @@ FILE_TIMEOUT = 60.0
 LOCAL_DB_FILE_TIMEOUT = 120.0
 
 
-class ReadDeadline:
+class _Clocked:
+    """The reads in progress of one scan with a deadline, each on its own clock, stopped while it waits for
+    other files' jobs (`waiting`)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
+        self.seconds = float(seconds)
+        self._clock = clock or time.monotonic
+        self._reading: dict[int, tuple[str, float]] = {}
+        self._cond = threading.Condition()
+        self._next = 0
+
+    @contextlib.contextmanager
+    def _paused(self, token: int) -> Iterator[None]:
+        with self._cond:
+            entry = self._reading.pop(token, None)
+            stopped = self._clock()
+        try:
+            yield
+        finally:
+            if entry is not None:
+                with self._cond:
+                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
+
+    def _names(self) -> list[str]:
+        """The files being read, the oldest read first (under _cond)."""
+        return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
+
+
+class ReadTimedOut(Exception):
+    """A read given up past its deadline (AbandoningDeadline): the file's record is the error `timeout`. `stop`:
+    why the scan ends once that record is out (more reads given up still running than GIVEN_UP_MAX), or None."""
+
+    def __init__(self, path: str, took: float, stop: str | None = None):
+        super().__init__(path, took)
+        self.path, self.took, self.stop = path, took, stop
+
+
+class ReadsStuck(Exception):
+    """More reads given up past the deadline than GIVEN_UP_MAX are still running: the scan stops (ScanError)
+    after the record of the one too many (Pipeline.run), so that a resume with db goes on past them."""
+
+
+# Reads given up by one library scan (AbandoningDeadline) that may still run at once, each holding what it had
+# read and decoded (up to a --max-bytes file and a --max-pixels image) outside the decode budget, which gives
+# it back to the other files (pixels.Budget.drop): as many as the budget's images, so that they hold at most
+# the budget's memory again. One more ends the scan: a share that does not answer, or a folder of crafted
+# files, would otherwise leave a thread and its memory behind for each file.
+GIVEN_UP_MAX = 2
+
+
+class AbandoningDeadline(_Clocked):
+    """The read deadline of a library scan (ScanOptions.file_timeout without end_process_on_timeout): the process
+    is the caller's (a web service, a notebook, a task queue's worker), and it lives whatever a file does. Each
+    file is read in a thread of its own while the decode worker waits for it: a read still running `seconds`
+    after it began is abandoned (its thread left behind, running until it returns: Python cannot stop a thread),
+    `run` raises ReadTimedOut, and the scan goes on (the decode budget it held handed back: `on_give_up`; past
+    GIVEN_UP_MAX such threads still running, the scan stops). No watcher thread, no watchdog process, nothing to end
+    or to kill: a decoder stuck in C code that holds the interpreter lock (GIL) freezes every thread of the
+    caller until it returns, this one included; nothing inside a process can end that, only the process's end
+    (the command line's ReadDeadline, or end_process_on_timeout=True)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
+        super().__init__(seconds, clock)
+        self.abandoned = 0   # reads given up by this scan (their threads may still be running)
+        self._given_up: dict[int, str] = {}  # token -> file of the reads given up that still run
+
+    def run(self, path: str, read: Callable[[], object]) -> object:
+        """read(), or ReadTimedOut when it has not returned `seconds` after it began. A read that returns late
+        (a freeze that ended) keeps its result: it is given up only while it is still running."""
+        with self._cond:
+            token = self._next
+            self._next += 1
+            self._reading[token] = (path, self._clock())
+        done = threading.Event()
+        box: list = []
+
+        def reader() -> None:
+            _current.read = (self, token)  # `waiting` (a decode budget) stops this read's clock
+            try:
+                box.append((True, read()))
+            except BaseException as exc:  # handed to the waiting worker, which raises it as a read in it would
+                box.append((False, exc))
+            finally:
+                with self._cond:  # with the check below: a read given up is one that had not returned
+                    self._given_up.pop(token, None)
+                    done.set()
+
+        try:
+            # A daemon thread: an abandoned read must not hold the caller's interpreter at its exit.
+            thread = threading.Thread(target=reader, name="aiidetect-read", daemon=True)
+            thread.start()
+            while True:
+                with self._cond:
+                    entry = self._reading.get(token)
+                left = self.seconds if entry is None else entry[1] + self.seconds - self._clock()
+                if done.wait(max(0.01, left)):
+                    break
+                with self._cond:
+                    entry = self._reading.get(token)
+                    took = None if entry is None else self._clock() - entry[1]
+                    if took is None or took <= self.seconds or done.is_set():
+                        continue
+                    self._given_up[token] = path
+                    self.abandoned += 1
+                    stuck = sorted(self._given_up.values())
+                # Given back even past GIVEN_UP_MAX: the files still to finish before the scan stops would wait
+                # for it for ever (their clocks stopped while they wait for the budget).
+                _give_up(thread.ident)
+                raise ReadTimedOut(path, took, None if len(stuck) <= GIVEN_UP_MAX else (
+                    f"the scan stops: {len(stuck)} reads ran past file_timeout ({self.seconds:g} s) and have not "
+                    f"returned ({', '.join(stuck)}): a filesystem that does not answer, or decoders stuck on crafted "
+                    f"files. Their threads cannot be stopped and keep what they read; past {GIVEN_UP_MAX}, the scan "
+                    "would leave one behind for each file. Each has its record (`timeout`): with db a resume goes on "
+                    "after them; without, leave them out (exclude)"))
+        finally:
+            with self._cond:
+                self._reading.pop(token, None)
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Nothing to stop: a read abandoned runs until it returns."""
+
+
+class ReadDeadline(_Clocked):
     """Watches the reads of one local scan: a file still being read `seconds` after its read began ends the
     process (`expire`), with its crash-guard slot left in place. One watcher thread, started with the first
-    read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock."""
+    read and stopped by close(); its check is `overdue`, apart, so that it can be tested without a clock.
+    The command line's (its process is the scan's); a library scan gets AbandoningDeadline unless its caller
+    asks for this one (ScanOptions.end_process_on_timeout)."""
 
     def __init__(self, seconds: float, expire: Callable[[str, float], None] | None = None,
                  clock: Callable[[], float] | None = None, cpu: Callable[[], float] | None = None):
-        self.seconds = float(seconds)
+        super().__init__(seconds, clock)
         self._expire = expire or _end_process
-        self._clock = clock or time.monotonic
         # The process's CPU time, to tell a process that was stopped from one that ran (see overdue).
         self._cpu = cpu or (time.process_time if clock is None else None)
         self._last: tuple[float, float] | None = None
-        self._reading: dict[int, tuple[str, float]] = {}
-        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._next = 0
         self._dog: Watchdog | None = None
+
+    def run(self, path: str, read: Callable[[], object]) -> object:
+        with self.reading(path):
+            return read()
 
     @contextlib.contextmanager
     def reading(self, path: str) -> Iterator[None]:
@@ -423,22 +583,6 @@ class ReadDeadline:
             _current.read = outer
             with self._cond:
                 self._reading.pop(token, None)
-
-    @contextlib.contextmanager
-    def _paused(self, token: int) -> Iterator[None]:
-        with self._cond:
-            entry = self._reading.pop(token, None)
-            stopped = self._clock()
-        try:
-            yield
-        finally:
-            if entry is not None:
-                with self._cond:
-                    self._reading[token] = (entry[0], entry[1] + self._clock() - stopped)
-
-    def _names(self) -> list[str]:
-        """The files being read, the oldest read first (under _cond)."""
-        return [p for p, _ in sorted(self._reading.values(), key=lambda r: r[1])]
 
     def _tick(self) -> float:
         """Seconds between the watcher's checks."""

@@ -81,6 +81,17 @@ def _register_openers() -> None:
     _opener_ready = True
 
 
+def warm_up() -> None:
+    """The one-time work of the process's first read, done now: Pillow's ~45 plugins (Image.init) and the
+    HEIF opener. A read deadline calls it before its first clock starts (Pipeline.warm_up): on a loaded
+    machine they took 0.3 s inside the first file's read, which a short file_timeout gave up (a `timeout`
+    record on a legitimate file) or, from the command line, ended the scan for."""
+    from PIL import Image
+
+    _register_openers()
+    Image.init()
+
+
 # Pillow allocates an image in 16 MiB blocks, under glibc's largest mmap threshold (32 MiB): once
 # one is freed, later blocks come from per-thread malloc arenas, which keep freed memory. Each
 # decode thread then kept a --max-pixels image's worth after its image was gone (32 workers,

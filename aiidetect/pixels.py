@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from .crashguard import waiting
+from .crashguard import on_give_up, waiting
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
 from .limits import DECODE_BUDGET_IMAGES
 from .preprocess import draft_size, spec_key
@@ -122,6 +122,10 @@ class Budget:
         self.in_use = 0
         self.peak = 0          # the most held at once: what the tests check
         self._cond = threading.Condition()
+        # What each thread's hold has now (one hold per thread at a time: a decode job's), and the threads
+        # whose read was given up past file_timeout (`drop`): theirs no longer counts, nor what they ask.
+        self._held: dict[int, int] = {}
+        self._dropped: set[int] = set()
 
     def __getstate__(self):    # shipped to an engine's CPU tasks: a fresh, empty budget there
         return {"limit": self.limit}
@@ -129,41 +133,56 @@ class Budget:
     def __setstate__(self, state):
         self.__init__(state["limit"])
 
-    def _take(self, n: int) -> None:
-        fits = lambda: self.in_use == 0 or self.in_use + n <= self.limit  # noqa: E731
+    def _take(self, me: int, n: int) -> None:
+        fits = lambda: me in self._dropped or self.in_use == 0 or self.in_use + n <= self.limit  # noqa: E731
         with self._cond:
             if not fits():
                 with waiting():  # the other jobs' time, not this file's (--file-timeout)
                     self._cond.wait_for(fits)
+            if me in self._dropped:
+                return
             self.in_use += n
+            self._held[me] = n
             self.peak = max(self.peak, self.in_use)
 
-    def _give(self, n: int) -> None:
-        if n:
-            with self._cond:
+    def _give(self, me: int) -> None:
+        with self._cond:
+            n = self._held.pop(me, 0)
+            if n:
                 self.in_use -= n
                 self._cond.notify_all()
 
+    def drop(self, thread: int) -> None:
+        """`thread`'s read was given up (crashguard.AbandoningDeadline) and may never return: what it holds is
+        given back to the other jobs, which waited for it for ever (two abandoned reads of large images held
+        the whole budget, and every later file waited, its clock stopped), and what it asks later is not
+        counted. The memory it keeps is bounded by the number of such reads (crashguard.GIVEN_UP_MAX)."""
+        with self._cond:
+            self._dropped.add(thread)
+            self.in_use -= self._held.pop(thread, 0)
+            self._cond.notify_all()
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[Callable[[int], None]]:
-        held = 0
+        me = threading.get_ident()
 
         def admit(amount: int) -> None:
-            nonlocal held
             n = max(0, int(amount))
-            if n <= held:
-                return
+            with self._cond:
+                if n <= self._held.get(me, 0):
+                    return
             # A retried decode (metadata stripped) may ask again: what the first attempt held is
             # given back before waiting, so no job waits while holding part of this budget.
-            self._give(held)
-            held = 0
-            self._take(n)
-            held = n
+            self._give(me)
+            self._take(me, n)
 
         try:
-            yield admit
+            with on_give_up(lambda: self.drop(me)):
+                yield admit
         finally:
-            self._give(held)
+            self._give(me)
+            with self._cond:
+                self._dropped.discard(me)  # the thread's id may be another's once it ends
 
 
 class PixelBudget(Budget):

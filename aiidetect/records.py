@@ -28,7 +28,8 @@ ERROR_CODES = (
     "internal-error",      # a bug: reported, never hidden
     "bad-stored-record",   # `results export`: a results-store row whose record cannot be read
     "crashed",             # it ended the process reading it (crashguard; a Ray worker each try); not read again
-    "timeout",             # its Ray task ran past --file-timeout with no other file in it; not read again (--db)
+    "timeout",             # its Ray task ran past --file-timeout with no other file in it, or its local read
+                           # through the library was given up past file_timeout; not read again (--db)
 )
 
 # Notes (neutral evidence ids) that say the metadata reading was cut short; not errors: the record

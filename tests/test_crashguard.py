@@ -278,6 +278,46 @@ def test_a_read_that_never_ends_ends_the_local_scan_naming_its_file(tmp_path, mo
     assert ended == [str(tmp_path / "hang.png")], r.stderr
 
 
+_IMPORTS_IN_READS = """
+import atexit, os, sys
+from aiidetect.pipeline.stages import DecodeStage
+real, imported = DecodeStage.__call__, []
+def decode(self, path, index, expect=None):
+    before = set(sys.modules)
+    try:
+        return real(self, path, index, expect)
+    finally:
+        imported.extend(sorted(set(sys.modules) - before))
+DecodeStage.__call__ = decode
+atexit.register(lambda: print("imported in reads:", imported, file=sys.stderr, flush=True))
+if sys.argv[1] == "library":
+    from aiidetect import api
+    print(len(list(api.scan(sys.argv[2], detectors="metadata", cache=False, workers=1, file_timeout=60))))
+else:
+    sys.argv = ["aiidetect", "scan", sys.argv[2], "-d", "metadata", "--no-cache", "-q", "-f", "jsonl",
+                "--file-timeout", "60"]
+    from aiidetect.cli import main
+    main()
+"""
+
+
+@pytest.mark.parametrize("way", ["library", "cli"])
+def test_the_first_read_under_a_deadline_pays_for_no_imports(tmp_path, way):
+    """The first file's read imported Pillow's plugins, the HEIF opener and the metadata parsers (0.3 s on a
+    loaded machine, 0.6 s more at a first HEIC): on that file's clock, so a short file_timeout gave a
+    legitimate file up (`timeout`, kept by a resume with db) or ended the command line's scan. They are done
+    before the deadline's first clock starts: no read imports a module. In a new interpreter: this one has
+    them all by now."""
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg", exif=exif, xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    r = subprocess.run([sys.executable, "-c", _IMPORTS_IN_READS, way, str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "imported in reads: []" in r.stderr, r.stderr[-2000:]
+
+
 def test_the_read_deadline_names_the_oldest_read_past_it_and_ends_with_2(monkeypatch, capsys):
     from aiidetect import crashguard
 
@@ -304,25 +344,182 @@ def test_the_read_deadline_names_the_oldest_read_past_it_and_ends_with_2(monkeyp
     assert "\x1b" not in err and "--db" in err
 
 
-def test_the_library_sets_no_local_deadline_unless_asked(tmp_path, monkeypatch):
-    """The local deadline ends the process it runs in; through the library that is the caller's (a
-    service), so ScanOptions leaves it off unless a number is given (the command line's default is 60)."""
+def test_the_library_ends_its_process_only_when_asked(tmp_path, monkeypatch):
+    """The process-ending deadline (and its watchdog) ends the process it runs in; through the library that is
+    the caller's (a service), so ScanOptions sets no local deadline unless a number is given, and one that
+    gives up reads rather than the process unless end_process_on_timeout says otherwise (the command line's)."""
     from aiidetect import api, crashguard
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    made: list[float] = []
-    real = crashguard.ReadDeadline
+    made: list[tuple[str, float]] = []
 
-    class Spy(real):
-        def __init__(self, seconds, *a, **k):
-            made.append(seconds)
-            super().__init__(seconds, *a, **k)
+    def spy(real):
+        class Spy(real):
+            def __init__(self, seconds, *a, **k):
+                made.append((real.__name__, seconds))
+                super().__init__(seconds, *a, **k)
+        return Spy
 
-    monkeypatch.setattr(crashguard, "ReadDeadline", Spy)
+    monkeypatch.setattr(crashguard, "ReadDeadline", spy(crashguard.ReadDeadline))
+    monkeypatch.setattr(crashguard, "AbandoningDeadline", spy(crashguard.AbandoningDeadline))
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False))
     assert len(recs) == 1 and made == []
     recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30))
-    assert len(recs) == 1 and made == [30]
+    assert len(recs) == 1 and made == [("AbandoningDeadline", 30)]
+    recs = list(api.scan(tmp_path, detectors="metadata", cache=False, file_timeout=30, end_process_on_timeout=True))
+    assert len(recs) == 1 and made[1:] == [("ReadDeadline", 30)]
+
+
+def _children() -> list[int]:
+    """This process's child processes (a watchdog), from /proc."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(b")", 1)[1].split()[1]) == os.getpid():
+                kids.append(int(d))
+    return kids
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="lists child processes in /proc")
+def test_a_library_scan_gives_up_a_read_past_its_deadline_and_its_process_goes_on(tmp_path, monkeypatch):
+    """A library scan with file_timeout ended its caller's process (exit 2: a web service with every request in
+    flight) at a read that did not return, and ran a watchdog child process that could SIGKILL it. Now the read
+    is abandoned past the deadline, the file's record is `timeout`, the scan goes on, and no process is started;
+    none is left behind by a scan with end_process_on_timeout that its caller stops by raising."""
+    from aiidetect import api, crashguard
+
+    for name in ("a", "hang", "z"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    exits: list[int] = []
+
+    def exit_(code):  # the old way: the process ended (the hang let go, so that the old code fails, not hangs)
+        exits.append(code)
+        release.set()
+
+    _hang_on_hang_png(monkeypatch, release)
+    monkeypatch.setattr(crashguard.os, "_exit", exit_)
+    children = []
+    try:
+        recs = []
+        for rec in api.scan(tmp_path, detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3):
+            recs.append(rec)
+            children += _children()
+    finally:
+        release.set()
+    assert exits == [] and children == []
+    assert [(os.path.basename(r.file), r.error.code if r.error else None) for r in recs] == [
+        ("a.png", None), ("hang.png", "timeout"), ("z.png", None)]
+    took = float(recs[1].error.message.split("file_timeout (0.3 s; ", 1)[1].split(" s ", 1)[0])
+    assert took >= 0.3  # not "0 s when given up" under a deadline of 0.3 s
+    with pytest.raises(KeyError):
+        for _ in api.scan(tmp_path, detectors="metadata", cache=False, workers=1, file_timeout=30,
+                          end_process_on_timeout=True):
+            raise KeyError("the caller's own error")
+    assert _children() == []
+
+
+def _hang_in_budget(monkeypatch, release: threading.Event) -> None:
+    """The per-file detectors stuck on any file named hang*.png until `release` (the test's bound: 30 s), inside
+    the decode budget its read holds (a metadata parser on a crafted file)."""
+    from aiidetect.pipeline.stages import DecodeStage
+
+    real = DecodeStage._file_dets
+
+    def file_dets(self, s):
+        if os.path.basename(s.path).startswith("hang"):
+            release.wait(30)
+        return real(self, s)
+
+    monkeypatch.setattr(DecodeStage, "_file_dets", file_dets)
+
+
+def test_reads_given_up_give_their_decode_budget_back(tmp_path, monkeypatch):
+    """Two reads given up past file_timeout held the whole decode budget (two --max-pixels images) while their
+    threads ran on, and every later file waited for it with its clock stopped: a library scan hung for ever
+    on two crafted files. What a read given up holds is now given back; the scan goes on."""
+    from aiidetect import api
+
+    for name in ("a", "hang1", "hang2", "z"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    _hang_in_budget(monkeypatch, release)
+    recs: list = []
+
+    def scan():
+        recs.extend(api.scan(tmp_path, detectors="metadata", cache=False, workers=2, batch_size=1, file_timeout=0.3,
+                             max_pixels=64))  # a budget of two 8x8 images
+
+    t = threading.Thread(target=scan, daemon=True)
+    try:
+        t.start()
+        t.join(20)  # the test's bound: the scan ended at once when it works
+        assert not t.is_alive(), "the scan waits for the budget that the reads given up hold"
+    finally:
+        release.set()
+    assert [(os.path.basename(r.file), r.error.code if r.error else None) for r in recs] == [
+        ("a.png", None), ("hang1.png", "timeout"), ("hang2.png", "timeout"), ("z.png", None)]
+
+
+def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path, monkeypatch):
+    """Each read given up leaves its thread and what it read behind: a share that does not answer would leave
+    one per file. Past crashguard.GIVEN_UP_MAX still running the scan stops (ScanError), once the records of
+    those files are out, so that a resume with db goes on after them rather than meeting them again."""
+    from aiidetect import api, crashguard
+
+    names = ["a"] + [f"hang{i}" for i in range(crashguard.GIVEN_UP_MAX + 1)] + ["z"]
+    for name in names:
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    _hang_in_budget(monkeypatch, release)
+    db = tmp_path / "runs.db"
+    opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.2, db=db,
+                include=["*.png"])
+    recs: list = []
+    try:
+        with pytest.raises(api.ScanError, match="the scan stops: 3 reads ran past file_timeout") as stop:
+            for rec in api.scan(tmp_path, **opts):
+                recs.append((os.path.basename(rec.file), rec.error.code if rec.error else None))
+        assert recs == [("a.png", None)] + [(f"{n}.png", "timeout") for n in names[1:-1]]
+        assert all(f"{n}.png" in str(stop.value) for n in names[1:-1])
+        again = [(os.path.basename(r.file), r.error.code if r.error else None) for r in api.scan(tmp_path, **opts)]
+    finally:
+        release.set()
+    assert again == recs + [("z.png", None)]
+
+
+_LIBRARY_HOST_FREEZES_ON_HANG = """
+import os, re, sys
+from aiidetect import api, crashguard
+from aiidetect.pipeline.stages import DecodeStage
+crashguard.watchdog_stall = lambda seconds: seconds + 0.1  # a watchdog, had one started, kills after 0.4 s of silence
+real = DecodeStage.__call__
+def decode(self, path, index, expect=None):
+    if path.endswith("hang.png"):
+        re.match(r"(a+)+$", "a" * 24 + "!")      # C code that holds the GIL (2^24 steps: over half a second)
+    return real(self, path, index, expect)
+DecodeStage.__call__ = decode
+recs = api.scan(sys.argv[1], detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3)
+print("served", *[os.path.basename(r.file) for r in recs], flush=True)
+"""
+
+
+def test_a_decoder_that_freezes_the_interpreter_does_not_kill_a_library_caller(tmp_path):
+    """A library scan with file_timeout started the watchdog, which SIGKILLed the caller's whole process (a
+    newsroom's upload service, a notebook's kernel) when a decoder held the GIL past the deadline. The caller's
+    process now lives: the frozen read is waited for (nothing inside a process can end it), then the scan goes
+    on. About a second: the interpreter must really freeze for longer than the old watchdog's stall."""
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    r = subprocess.run([sys.executable, "-c", _LIBRARY_HOST_FREEZES_ON_HANG, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "served a.png hang.png\n"), r.stderr[-2000:]
+    assert "no sign of life" not in r.stderr
 
 
 def test_a_read_waiting_for_the_decode_budget_is_not_on_its_clock():

@@ -104,6 +104,9 @@ def scan(
             include=include or (),
             exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
             file_timeout=_file_timeout(file_timeout, engine, db),
+            # The command line's process is the scan's: a read past the deadline ends it (exit 2, or 137 from the
+            # watchdog when a decoder froze the interpreter), and with --db a resume sets the file aside.
+            end_process_on_timeout=True,
             quiet=quiet)
         # The shared parser: `--fail-on ai-generated` was refused while `report --verdict ai-generated` worked.
         wanted = set(verdict_list(fail_on, "--fail-on"))

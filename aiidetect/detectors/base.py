@@ -110,6 +110,11 @@ class Detector:
         single bad sample could cause (return DetectorResult.failed for it)."""
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """The one-time work of the first predict (lazy imports of parsers), done ahead: a per-file detector
+        runs inside a file's read, and a read deadline (file_timeout) calls this before its first clock
+        starts, so that the first file does not pay for it (Pipeline.warm_up)."""
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family}
 

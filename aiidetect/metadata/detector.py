@@ -43,6 +43,11 @@ class MetadataDetector(Detector):
         return result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
                                     errors=rep.errors)
 
+    def warm_up(self) -> None:
+        from ..provenance import warm_up
+
+        warm_up(c2pa=bool(self.options.get("c2pa", True)))
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "options": self.options}
 

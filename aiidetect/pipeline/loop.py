@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import in_flight
+from ..crashguard import ReadsStuck, ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -50,8 +50,12 @@ class Pipeline:
         # crashguard.CrashGuard of a results-store session: files a dead session was reading are read alone,
         # or not at all after a second death.
         self.guard = None
-        # crashguard.ReadDeadline of a local scan (--file-timeout): a read that never ends ends the process.
+        # The read deadline of a local scan (file_timeout): crashguard.ReadDeadline (the command line's) ends the
+        # process past it; crashguard.AbandoningDeadline (a library scan's) gives the file a `timeout` record.
         self.deadline = None
+        # (index, why) of each file whose read was one too many given up (crashguard.GIVEN_UP_MAX): the scan ends
+        # with the first one's chunk, its record and those before it out (and stored): a resume goes past it.
+        self._stops: list[tuple[int, str]] = []
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
         self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
@@ -106,15 +110,39 @@ class Pipeline:
         t = time.perf_counter()
         deadline = self.deadline
         with guard.watch(c.path) if guard is not None else contextlib.nullcontext(), in_flight(c.path):
-            with deadline.reading(c.path) if deadline is not None else contextlib.nullcontext():
+            if deadline is None:
                 s = self.decoding(c.path, index, c.ident)
+            else:
+                try:
+                    s = deadline.run(c.path, lambda: self.decoding(c.path, index, c.ident))
+                except ReadTimedOut as late:
+                    rec = Record(file=c.path).set_error("timeout", (
+                        f"its read and decode ran past file_timeout ({deadline.seconds:g} s; {late.took:.1f} s "
+                        "when given up): a decoder stuck on it or a filesystem that does not answer; the read was "
+                        "abandoned and the scan went on (its thread runs until the read returns)"))
+                    s = Sample(index=index, path=c.path, record=rec)
+                    if late.stop is not None:
+                        self._stops.append((index, late.stop))  # from a decode thread: one append, no lock
         self.stats.decode_seconds += time.perf_counter() - t
         return s
+
+    def warm_up(self) -> None:
+        """The imports and plugin set-up of the first read, done before it (decode.warm_up, Detector.warm_up):
+        under a read deadline, the first file paid for them on its own clock. A failure here costs nothing
+        but that: the read that meets it again reports it in its record."""
+        from ..decode import warm_up
+
+        for step in [warm_up] + [d.warm_up for d in self.worker_dets]:
+            with contextlib.suppress(Exception):
+                step()
 
     def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
         """Yield one record per candidate, in order, as each chunk finishes.
         `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
+        if self.deadline is not None:
+            self.warm_up()
         self._resumed = set()
+        self._stops = []
         self._recent = OrderedDict()  # reuse stays within one run (evaluation re-runs files perturbed)
         turns: bool | TurnPolicy = self.schedule == "turns"
         if self.schedule == "adaptive":
@@ -127,6 +155,9 @@ class Pipeline:
                     if on_record:
                         on_record(rec)
                     yield rec
+                stop = min(self._stops, default=None)
+                if stop is not None and samples and stop[0] <= samples[-1].index:
+                    raise ReadsStuck(stop[1])
         finally:
             # Stopped in the model (Ctrl-C there): the decode threads are joined (or a stuck one abandoned)
             # now, not when the traceback that holds this frame is dropped, after the results store closed.

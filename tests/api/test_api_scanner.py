@@ -89,6 +89,7 @@ def test_pixel_records_equal_the_cli_json(few, trained):
     ({"file_timeout": -1}, "--file-timeout"),
     ({"file_timeout": float("nan")}, "--file-timeout"),
     ({"file_timeout": "60"}, "--file-timeout"),
+    ({"end_process_on_timeout": "no"}, "end_process_on_timeout"),  # a str meant True: the caller's process ended
 ])
 def test_bad_options_raise_usage_error(kw, words):
     with pytest.raises(UsageError, match=words or None) as exc:
