@@ -291,7 +291,9 @@ class HtmlWriter(Writer):
         if self.facts is not None:
             self.facts.add(d)
         self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
-                          d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d)])
+                          d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d),
+                          # the page's "error" filter takes a verdict beside an error too, as --verdict error does
+                          1 if d.get("error") is not None else 0])
         if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
             # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
             # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
@@ -427,7 +429,8 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     # filters while a long report's cards are still being parsed.
     out.write("<script type=\"application/json\" id=\"aiidetect-rows\">")
     for k in range(0, n, 1000):
-        part = _json_island([r + [1 if r[0] in with_card else 0] for r in rows[k:k + 1000]])
+        # [i, verdict, p, file, format, size, reason, has a card, has an error]
+        part = _json_island([r[:7] + [1 if r[0] in with_card else 0] + r[7:] for r in rows[k:k + 1000]])
         out.write(("," if k else "[") + part[1:-1])
     out.write("]" if n else "[]")
     out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
