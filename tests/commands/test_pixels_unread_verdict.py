@@ -182,3 +182,19 @@ def test_results_store_failed_and_verdict_filters(broken, tmp_path):
     ai = names("export", "--verdict", "ai")
     assert set(ai) == {"a-sd.png"}
     _decided(ai["a-sd.png"])
+
+
+def test_a_signed_c2pa_declaration_decides_a_file_over_the_pixel_limit(tmp_path):
+    """A valid signed C2PA 'trainedAlgorithmicMedia' manifest in a JPEG over --max-pixels (its bytes read,
+    its pixels refused): decided by the manifest. (Cut short, the manifest's hash of the file's bytes cannot
+    verify, so it is not decisive there: docs/schema.md "Fields".)"""
+    c2pa_signing = pytest.importorskip("aiidetect.testing.c2pa_signing")
+    pytest.importorskip("c2pa")
+    from aiidetect.testing.images import noise_rgb
+
+    p = tmp_path / "signed.jpg"
+    p.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), noise_rgb(), "JPEG", "trainedAlgorithmicMedia"))
+    rec = _scan(str(p), "-d", "metadata", "--no-cache", "--max-pixels", "100")[1]["signed.jpg"]
+    assert (rec["verdict"], rec["error"]["code"]) == ("ai-generated", "too-large")
+    assert rec["reasons"][0] == "the pixels could not be read (too-large); the metadata alone decides"
+    assert any("c2pa.ai-generated" in x and "[decisive]" in x for x in rec["reasons"])
