@@ -368,7 +368,10 @@ def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
     # error saying what it holds: never as a verdict it does not support (a failed file as "likely real"),
     # never counted under one heading and filtered under another.
     v = d.get("verdict")
-    if err is not None and v != "error" and not (v == "ai-generated" and err.get("code") in PIXEL_FAILURES):
+    # (a code that is not text is no pixel failure: a list or an object there made the page stop, exit 2)
+    code = err.get("code") if err is not None else None
+    pixels_failed = isinstance(code, str) and code in PIXEL_FAILURES
+    if err is not None and v != "error" and not (v == "ai-generated" and pixels_failed):
         d["verdict"] = "error"
         d["error"] = {**err, "message": f"{err.get('message')} (the record's verdict was {v!r})"}
     elif not isinstance(v, str) or v not in VERDICT_WORDS:
