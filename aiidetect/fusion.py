@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .probability import is_finite_number as _is_finite, logit_float as _logit, sigmoid_float as _sigmoid
-from .records import DetectorResult
+from .records import PIXELS_UNREAD, DetectorResult
 
 # Default uncertain band on p_ai; calibrated values come from the fusion model.
 DEFAULT_AI_THRESHOLD = 0.9
@@ -341,6 +341,25 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
         verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+
+
+def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,
+                   why: str = "") -> FusionOutcome | None:
+    """The verdict of a file whose pixels could not be read (records.PIXEL_FAILURES), or None: it stays an
+    error. Only the evidence that was read has a say (the metadata: no pixel detector ran, so which ones
+    were asked for changes nothing), fused by rule 2 as on any file, and only when it decides for AI: a
+    decisive item toward real (or items both ways) leaves the file an error, since soft evidence and a
+    claim of capture must not call a broken file likely-real. The decisive items are the ones `split_results`
+    counts for every verdict, those that make `aiidetect meta` exit 1."""
+    read = {n: r for n, r in results.items() if r is not None and r.status == "ok" and r.evidence}
+    _, _, decisive = split_results(read)
+    if not decisive or any(e.direction != "ai" for _, e in decisive):
+        return None
+    out = fuse(read, model)
+    if out.verdict != "ai-generated":
+        return None
+    note = PIXELS_UNREAD + (f" ({why})" if why else "") + "; the metadata alone decides"
+    return FusionOutcome(out.p_ai, out.verdict, [note] + out.reasons, out.contributions)
 
 
 # How each kind of decisive evidence was established (Evidence.data["basis"], set by the provenance

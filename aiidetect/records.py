@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.1"  # 1.1: file_bytes, fusion (docs/schema.md "Changes")
+SCHEMA_VERSION = "1.2"  # 1.1: file_bytes, fusion; 1.2: a verdict beside an error (docs/schema.md "Changes")
 
 Verdict = Literal["ai-generated", "likely-real", "uncertain", "error"]
 Direction = Literal["ai", "real", "neutral"]
@@ -31,6 +31,20 @@ ERROR_CODES = (
     "timeout",             # its Ray task ran past --file-timeout with no other file in it, or its local read
                            # through the library was given up past file_timeout; not read again (--db)
 )
+
+# Errors that leave the file's bytes read but its pixels unread: a record with one of these still gets the
+# verdict its metadata decides on its own (fusion.without_pixels), and keeps the error beside it. Every other
+# error (nothing read, a crash, a timeout, a bug) is verdict "error".
+PIXEL_FAILURES = frozenset({"decode-error", "too-large"})
+# How the first reason of such a verdict begins.
+PIXELS_UNREAD = "the pixels could not be read"
+
+def verdict_matches(verdict: str | None, failed: bool, wanted) -> bool:
+    """Whether a record is one of `wanted` verdicts (`--fail-on`, `--verdict`): "error" matches every record
+    with an error, so a file whose pixels failed and whose metadata called it ai-generated is both "ai" and
+    "error" there; the other verdicts match the verdict only."""
+    return verdict in wanted or (failed and "error" in wanted)
+
 
 # Notes (neutral evidence ids) that say the metadata reading was cut short; not errors: the record
 # still has its pixels' verdict and whatever evidence was read before the cut.

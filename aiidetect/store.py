@@ -915,7 +915,10 @@ class ResultsStore:
         where = [f"run_id IN ({','.join('?' * len(run_ids))})"]
         args: list[Any] = list(run_ids)
         if verdicts:
-            where.append(f"verdict IN ({','.join('?' * len(verdicts))})")
+            # "error" is every row with an error (records.verdict_matches): a file whose pixels failed has its
+            # metadata's verdict in `verdict` and its error code beside it.
+            where.append(f"(verdict IN ({','.join('?' * len(verdicts))})"
+                         + (" OR error_code IS NOT NULL)" if "error" in verdicts else ")"))
             args += list(verdicts)
         sql = f"SELECT {','.join(columns)} FROM results WHERE {' AND '.join(where)} ORDER BY run_id, path"
         # A private cursor per call; fetchmany keeps memory at one chunk.

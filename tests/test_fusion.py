@@ -278,3 +278,26 @@ def test_a_numpy_number_is_an_answer_like_a_float():
     for v in (np.float32(0.95), np.float64(0.95), 0.95):
         f = fuse({"x": DetectorResult("ok", p_ai=v)})
         assert f.verdict == "ai-generated" and not any("non-finite" in r for r in f.reasons), v
+
+
+def test_a_file_whose_pixels_failed_is_decided_only_by_decisive_evidence_for_ai():
+    """fusion.without_pixels: rule 3 on the metadata alone, and only toward AI; a pixel detector's answer
+    (there is none on such a file, but a caller may pass one) has no say."""
+    from aiidetect.fusion import without_pixels
+
+    def md(*ev):
+        return DetectorResult("ok", p_ai=0.5, score=0.0, score_kind="llr", evidence=list(ev))
+
+    gen = Evidence("generator.parameters", "ai", 6.0, "A1111 parameters", decisive=True)
+    capture = Evidence("c2pa.capture", "real", 6.0, "signed capture", decisive=True)
+    camera = Evidence("exif.camera", "real", 1.2, "camera EXIF")
+    tool = Evidence("xmp.generator-tool", "ai", 3.0, "an AI tool's name")
+    out = without_pixels({"metadata": md(gen, camera), "linear:x": DetectorResult("ok", p_ai=0.01)}, None,
+                         "decode-error")
+    assert out is not None and out.verdict == "ai-generated" and out.p_ai > 0.99
+    assert out.reasons[0] == "the pixels could not be read (decode-error); the metadata alone decides"
+    assert "linear:x" not in out.contributions
+    assert out.p_ai == fuse({"metadata": md(gen, camera)}).p_ai
+    for ev in ((capture,), (gen, capture), (camera,), (tool,), (tool, camera)):
+        assert without_pixels({"metadata": md(*ev)}) is None, ev
+    assert without_pixels({}) is None

@@ -16,6 +16,7 @@ import pytest
 from conftest import run_cli as _run_text
 from aiidetect.testing.hostile import ANY_ERROR, make_corpus
 
+from aiidetect.records import PIXEL_FAILURES, SCHEMA_VERSION
 from aiidetect.report.safe import printable, strict_loads
 
 def run_cli(*args, text=True, **kw):
@@ -87,10 +88,15 @@ def test_every_file_a_record_in_bounded_time(corpus):
         if rel in expect:
             _check(expect[rel], r.error.code if r.error else None,
                    _decisive_ai([e.__dict__ for e in md.evidence]) if md else set(), rel, md.score if md else None)
-        # verdict "error" exactly when an error code is set, always with a message
-        assert (r.verdict == "error") == (r.error is not None)
-        if r.error is not None:
+        # verdict "error" only with an error code, always with a message; beside an error, only a pixel
+        # failure whose metadata is decisive for AI has a verdict (ai-generated), never another one
+        if r.error is None:
+            assert r.verdict != "error"
+        else:
             assert r.error.message
+            decided = (r.error.code in PIXEL_FAILURES and md is not None
+                       and bool(_decisive_ai([e.__dict__ for e in md.evidence])))
+            assert r.verdict == ("ai-generated" if decided else "error"), (rel, r.verdict, r.error)
     missing = set(expect) - set(seen)
     assert not missing, f"no record for {sorted(missing)}"
 
@@ -128,12 +134,12 @@ def test_every_format_parses_strictly(cli_runs, corpus):
         rec = by[rel]
         md = rec["detectors"].get("metadata") or {}
         _check(exp, (rec["error"] or {}).get("code"), _decisive_ai(md.get("evidence")), rel, md.get("score"))
-        assert rec["schema"] == "1.1" and rec["fusion"] == {"kind": "rules"}
+        assert rec["schema"] == SCHEMA_VERSION and rec["fusion"] == {"kind": "rules"}
     rows = list(csv.DictReader(io.StringIO(cli_runs["csv"][0].stdout.decode("utf-8"), newline="")))
     # csv shows control and bidi-override characters as \uXXXX (a terminal or a spreadsheet would act on them)
     assert [r["file"] for r in rows] == [printable(r["file"], "\n\t") for r in recs]
     assert [r["file_bytes"] for r in rows] == [r["file_bytes"] or "" for r in recs]
-    assert {r["schema"] for r in rows} == {"1.1"}
+    assert {r["schema"] for r in rows} == {SCHEMA_VERSION}
     # a file Pillow refuses for its metadata is decoded without it, and the record says so
     assert "Decompressed" in by[b"meta/comfy-big-ztxt.png"]["image"]["pixels_without_metadata"]
     assert "pixels_without_metadata" not in by[b"formats/ok.png"]["image"]

@@ -25,7 +25,8 @@ def report_cmd(
                                        "0: a card for every file."),
     verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                 help="Only the files with these verdicts: ai, uncertain, real, error "
-                                                     "(or ai-generated, likely-real; comma-separated or repeated)."),
+                                                     "(or ai-generated, likely-real; comma-separated or repeated); error: every "
+                                                     "record with an error."),
     quiet: bool = QuietOpt,
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.

@@ -149,7 +149,8 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
            fmt: ExportFormat = ReportFormatOpt,
            verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                        help="Only these verdicts: ai, uncertain, real, error "
-                                                            "(comma-separated or repeated)."),
+                                                            "(comma-separated or repeated); error: every record "
+                                                            "with an error."),
            fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported."),
            quiet: bool = QuietOpt):
     """The stored records, exactly as `scan` printed them, or the HTML report of them.

@@ -15,10 +15,10 @@ import numpy as np
 
 from ..decode import Sample
 from ..detectors.base import Detector
-from ..fusion import fuse
+from ..fusion import fuse, without_pixels
 from ..pixels import PixelReader
 from ..preprocess import spec_key
-from ..records import DetectorResult, Record
+from ..records import PIXEL_FAILURES, DetectorResult, Record
 from .plan import FeatureGroup, Plan
 
 
@@ -29,6 +29,8 @@ class ScanStats:
     decoded: int = 0
     verdicts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    # Errors whose record has a verdict all the same (pixels failed, metadata decided): in both counts.
+    errors_decided: int = 0
     model_seconds: float = 0.0
     decode_seconds: float = 0.0
     duplicates_reused: int = 0
@@ -42,7 +44,7 @@ class ScanStats:
     def as_dict(self) -> dict[str, Any]:
         s = self.seconds
         return {"files": self.files, "decoded": self.decoded, "verdicts": dict(self.verdicts),
-                "errors": dict(self.errors), "seconds": round(s, 3),
+                "errors": dict(self.errors), "errors_decided": self.errors_decided, "seconds": round(s, 3),
                 "images_per_s": round(self.files / s, 3) if s > 0 else None,
                 "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
                 "cache_hits": self.cache_hits, "resumed": self.resumed}
@@ -53,6 +55,7 @@ class ScanStats:
         self.verdicts[rec.verdict] += 1
         if rec.error is not None:
             self.errors[rec.error.code] += 1
+            self.errors_decided += rec.verdict != "error"
 
 
 def predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
@@ -151,7 +154,7 @@ class DecodeStage:
 
     def _file_dets(self, s: Sample) -> None:
         # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
-        # (scan and meta agree on every file), and its verdict stays "error".
+        # (scan and meta agree on every file), which alone may decide its verdict (finish).
         if s.data and s.cached is None:
             for d in self.worker_dets:
                 s.record.detectors[d.name] = predict(d, [s], [{}])[0]
@@ -230,4 +233,10 @@ def finish(s: Sample, detectors: Sequence[Detector], fusion_model: Mapping[str, 
         rec.detectors = {d.name: rec.detectors[d.name] for d in detectors if d.name in rec.detectors}
         out = fuse(rec.detectors, fusion_model)
         rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
+    elif rec.error.code in PIXEL_FAILURES:
+        # A truncated download of a generator's PNG was "error", so `--fail-on ai` and a filter on the verdict
+        # missed what its own metadata declares; the error stays beside the verdict.
+        out = without_pixels(rec.detectors, fusion_model, rec.error.code)
+        if out is not None:
+            rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
     return rec

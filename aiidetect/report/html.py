@@ -24,7 +24,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
-from .writers import Writer, fusion_label, headline
+from ..records import PIXEL_FAILURES, verdict_matches
+from .writers import Writer, error_reason, fusion_label, headline
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -46,7 +47,7 @@ FLAGGED = ("ai-generated", "uncertain")
 # What a <pre> block shows as it is: it keeps lines and tabs, where other elements fold them into spaces.
 PRE = "\n\t"
 # The record schemas this renderer knows (docs/schema.md "Changes").
-KNOWN_SCHEMAS = ("1.0", "1.1")
+KNOWN_SCHEMAS = ("1.0", "1.1", "1.2")
 DASH = "\u2014"
 
 
@@ -290,7 +291,9 @@ class HtmlWriter(Writer):
         if self.facts is not None:
             self.facts.add(d)
         self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
-                          d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d)])
+                          d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d),
+                          # the page's "error" filter takes a verdict beside an error too, as --verdict error does
+                          1 if d.get("error") is not None else 0])
         if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
             # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
             # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
@@ -360,12 +363,15 @@ def normalize_record(r: Mapping[str, Any]) -> dict[str, Any]:
     err = d.get("error")
     if err is not None and not isinstance(err, Mapping):
         d["error"] = err = {"code": "bad-record", "message": str(err)}
-    # `verdict` is "error" exactly when `error` is set (docs/schema.md). A record that breaks that, or
-    # names no verdict aiidetect has, is shown as an error saying what it holds: never as a verdict
-    # it does not support (a failed file as "likely real"), never counted under one heading and
-    # filtered under another.
+    # A record with an error has verdict "error", or "ai-generated" when its pixels failed and its metadata
+    # decided (docs/schema.md). A record that breaks that, or names no verdict aiidetect has, is shown as an
+    # error saying what it holds: never as a verdict it does not support (a failed file as "likely real"),
+    # never counted under one heading and filtered under another.
     v = d.get("verdict")
-    if err is not None and v != "error":
+    # (a code that is not text is no pixel failure: a list or an object there made the page stop, exit 2)
+    code = err.get("code") if err is not None else None
+    pixels_failed = isinstance(code, str) and code in PIXEL_FAILURES
+    if err is not None and v != "error" and not (v == "ai-generated" and pixels_failed):
         d["verdict"] = "error"
         d["error"] = {**err, "message": f"{err.get('message')} (the record's verdict was {v!r})"}
     elif not isinstance(v, str) or v not in VERDICT_WORDS:
@@ -426,7 +432,8 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     # filters while a long report's cards are still being parsed.
     out.write("<script type=\"application/json\" id=\"aiidetect-rows\">")
     for k in range(0, n, 1000):
-        part = _json_island([r + [1 if r[0] in with_card else 0] for r in rows[k:k + 1000]])
+        # [i, verdict, p, file, format, size, reason, has a card, has an error]
+        part = _json_island([r[:7] + [1 if r[0] in with_card else 0] + r[7:] for r in rows[k:k + 1000]])
         out.write(("," if k else "[") + part[1:-1])
     out.write("]" if n else "[]")
     out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
@@ -451,7 +458,7 @@ def _p(v: Any) -> float | None:
 def _top_reason(r: Mapping[str, Any]) -> str:
     err = r.get("error")
     if isinstance(err, Mapping):
-        return _s(f"{err.get('code')}: {err.get('message')}")[:500]
+        return _s(error_reason(err.get("code"), err.get("message"), r.get("verdict"), r.get("reasons")))[:500]
     return _s(headline(r.get("reasons") or []))[:500]
 
 
@@ -844,7 +851,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     err = r.get("error")
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")
-    else:
+    if not isinstance(err, Mapping) or v != "error":
         o.append(_gauge(p, fusion))
     o.append("</div></div>")
     reasons = r.get("reasons") or []
@@ -855,7 +862,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
         o.append("<h3>Detectors side by side</h3>" + _detectors_table(dets))
         o.append(_attribution(dets))
     o.append(_heatmaps(item.get("heatmaps")))
-    if err is None:
+    if err is None or v != "error":  # a verdict beside an error rests on this evidence
         o.append("<h3>Provenance evidence, strongest first</h3>" + _evidence(dets))
         o.append(_facts(dets))
     o.append("<h3>File</h3><dl class=\"kv\">")
@@ -1014,7 +1021,7 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
             first = seen.setdefault(key, total)
             if first != total:
                 repeats.append((total, first))
-        if only and r["verdict"] not in only:
+        if only and not verdict_matches(r["verdict"], r.get("error") is not None, only):
             continue
         w.add(r)
     if total and not good:

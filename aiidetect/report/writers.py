@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import IO, Any, Sequence
 
-from ..records import Record
+from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -107,9 +107,18 @@ def headline(reasons) -> str:
     return "; ".join([reasons[0], *(r for r in reasons[1:] if ":metadata.conflict: " in r)])
 
 
+def error_reason(code, message, verdict, reasons) -> str:
+    """The one-line reason of a record with an error: the error, and, when the metadata decided the verdict
+    of a file whose pixels failed, what decided it (its first reason only repeats that they failed)."""
+    line = f"{code}: {message}"
+    if verdict != "error" and reasons:
+        line += "; " + headline([r for r in reasons if not str(r).startswith(PIXELS_UNREAD)] or reasons)
+    return line
+
+
 def main_reason(rec: Record) -> str:
     if rec.error is not None:
-        return f"{rec.error.code}: {rec.error.message}"
+        return error_reason(rec.error.code, rec.error.message, rec.verdict, rec.reasons)
     return headline(rec.reasons)
 
 
@@ -201,8 +210,8 @@ class TableWriter(Writer):
                     cells.append(Text("—" if r.p_ai is None else f"{r.p_ai:.3f}"))
             top = top_attribution(rec)
             cells.append(Text(printable(f"{top[0]} ({top[1]:.2f})") if top else ""))
-            cells.append(Text(printable("; ".join(rec.reasons) if self.explain and rec.error is None
-                                        else main_reason(rec))))
+            cells.append(Text(printable("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else [])
+                                                  + rec.reasons) if self.explain else main_reason(rec))))
             t.add_row(*cells)
         console.print(t, highlight=False)
         self.stream.flush()

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import jsonl, run_cli
 from aiidetect.testing.images import make_zoo
+from aiidetect.records import SCHEMA_VERSION
 
 SCHEMA_KEYS = {"schema", "file", "sha256", "size_bytes", "format", "width", "height", "verdict", "p_ai",
                "detectors", "reasons", "image", "error", "file_bytes", "fusion"}
@@ -33,7 +34,7 @@ def test_jsonl_one_record_per_file_and_inputs_untouched(zoo_dir):
     assert [x["file"] for x in recs] == sorted(x["file"] for x in recs)
     for x in recs:
         assert set(x) == SCHEMA_KEYS
-        assert x["schema"] == "1.1"
+        assert x["schema"] == SCHEMA_VERSION
         assert x["verdict"] in ("ai-generated", "likely-real", "uncertain", "error")
         assert (x["error"] is None) == (x["verdict"] != "error")
     by = {Path(x["file"]).name: x for x in recs}

@@ -57,6 +57,10 @@ def report(tmp_path_factory) -> tuple[Path, list[dict]]:
     assert r.returncode == 0, r.stderr
     recs = [json.loads(x) for x in run.read_text(encoding="utf-8").splitlines()]
     recs += hostile_records()
+    # pixels unread, metadata decisive: AI-generated with its error beside it (docs/schema.md "Fields")
+    recs.append({"schema": "1.2", "file": "broken/sd.png", "verdict": "ai-generated", "p_ai": 0.9999,
+                 "detectors": {}, "reasons": ["the pixels could not be read (decode-error); the metadata alone decides"],
+                 "error": {"code": "decode-error", "message": "OSError: image file is truncated"}})
     for k in range(130):  # enough rows for a second page
         recs.append({"schema": "1.0", "file": f"bulk/{k:03d}.jpg", "verdict": ("likely-real", "uncertain")[k % 2],
                      "p_ai": round(0.05 + 0.9 * ((k * 37) % 100) / 100, 3), "size_bytes": 1000 + k,
@@ -144,8 +148,10 @@ def test_sort_filter_and_keyboard(browser, report):
     page.select_option("#filter-verdict", "error")
     rows = _rows(page)
     # A record whose verdict aiidetect never gives is counted, filtered and shown as an error.
-    n_err = sum(1 for r in recs if r["verdict"] not in ("ai-generated", "uncertain", "likely-real"))
-    assert len(rows) == n_err > 0 and all("error" in r[0] for r in rows)
+    # So is every record with an error, also one whose metadata decided it AI-generated (its badge says so).
+    n_err = sum(1 for r in recs if r["verdict"] not in ("ai-generated", "uncertain", "likely-real") or r.get("error"))
+    assert len(rows) == n_err > 0 and all("error" in r[0] or r[5].startswith("decode-error: ") for r in rows)
+    assert [r[2] for r in rows if "AI-generated" in r[0]] == ["broken/sd.png"]
     assert f"of {n_err} files (filtered from {len(recs)})" in page.locator("#files-count").text_content()
     # Filter by text (debounced): a payload typed in the box is a search string, nothing more.
     page.select_option("#filter-verdict", "")

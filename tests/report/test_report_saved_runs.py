@@ -439,3 +439,19 @@ def test_the_summary_line_of_an_empty_run_has_no_empty_brackets(tmp_path):
     (tmp_path / "run.jsonl").write_text("", encoding="utf-8")
     r = run_cli("report", str(tmp_path / "run.jsonl"), "-o", str(tmp_path / "r.html"))
     assert r.returncode == 0 and r.stderr == f"report: 0 files, 0 thumbnails -> {tmp_path / 'r.html'}\n", r.stderr
+
+
+def test_an_error_beside_ai_generated_is_kept_only_for_a_pixel_failure(tmp_path):
+    """The one verdict an error may have beside it is ai-generated, on a decode-error or too-large file
+    (schema 1.2). Any other error beside it, or an error code that is not text (a list made the
+    renderer stop with exit 2), is shown as an error saying what the record held."""
+    recs = [_rec(0, "ai-generated", schema="1.2", error={"code": "decode-error", "message": "truncated"}),
+            _rec(1, "ai-generated", schema="1.2", error={"code": "unreadable", "message": "denied"}),
+            _rec(2, "ai-generated", schema="1.2", error={"code": ["decode-error"], "message": "odd"}),
+            _rec(3, "ai-generated", schema="1.2", error={"code": {"c": 1}, "message": "odder"})]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs)
+    out = tmp_path / "r.html"
+    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0, r.stderr
+    assert [x[1] for x in _rows(out.read_text(encoding="utf-8"))] == ["ai-generated", "error", "error", "error"]

@@ -6,6 +6,7 @@
   var COLS = ["verdict", "p", "file", "format", "size", "reason"];
   var rows = data.map(function (r) {
     return {i: r[0], verdict: r[1], p: r[2], file: r[3], format: r[4], size: r[5], reason: r[6], card: r[7],
+            failed: r[8] === 1,
             hay: (r[3] + "\n" + r[6] + "\n" + (r[4] || "") + "\n" + r[1]).toLowerCase()};
   });
   var LABEL = {"ai-generated": "\u25B2 AI-generated", "uncertain": "? uncertain", "likely-real": "\u2713 likely real",
@@ -33,7 +34,8 @@
     var text = q.value.trim().toLowerCase();
     var v = vsel.value;
     state.view = rows.filter(function (r) {
-      return (!v || r.verdict === v) && (!text || r.hay.indexOf(text) !== -1);
+      // "error" also takes a file whose metadata decided its verdict beside an error, as --verdict error does
+      return (!v || r.verdict === v || (v === "error" && r.failed)) && (!text || r.hay.indexOf(text) !== -1);
     });
     if (state.key) state.view.sort(cmp);
     state.page = 0;
