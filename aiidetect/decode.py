@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import contextlib
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS
+from .limits import (GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS,
+                     PSD_MAX_RESOURCES, PSD_MAX_ROWS)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -113,8 +115,9 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 
 def open_image(data: bytes):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
-    UnidentifiedImageError, as for bytes no plugin knows). A JPEG whose scans would cost more than
-    JPEG_MAX_COVERAGE passes, or a PNG of more than PNG_MAX_CHUNKS chunks, is refused here
+    UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
+    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
+    sub-blocks before its first image, a PSD's image resources or rows) is refused here
     (DecodeFailure), before any reader can load it."""
     import io
 
@@ -122,7 +125,7 @@ def open_image(data: bytes):
 
     _register_openers()
     fmt = sniff_format(data)
-    problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
+    problem = structure_problem(data, fmt)
     if problem:
         raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
@@ -478,19 +481,15 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def _frame_count(img) -> int:
-    """n_frames walks every frame of a TIFF/GIF; a corrupt later frame must not
-    sink a readable first one. A GIF's walk stops at MAX_FRAMES_COUNTED."""
+def _frame_count(img, data: bytes) -> int:
+    """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
+    A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
+    which parses each frame's sub-blocks and each layer's row tables in Python to count them."""
     try:
-        if img.format == "GIF" and hasattr(img, "_seek"):
-            n = 1
-            try:
-                while n < MAX_FRAMES_COUNTED:
-                    img._seek(n, False)  # Pillow's own n_frames step: parse the frame, decode nothing
-                    n += 1
-            except EOFError:
-                pass
-            return n
+        if img.format == "GIF":
+            return max(1, gif_walk(data)[1])
+        if img.format == "PSD":
+            return max(1, psd_layers(data))
         return int(getattr(img, "n_frames", 1) or 1)
     except Exception:  # noqa: BLE001
         return 1
@@ -594,6 +593,117 @@ def jpeg_scan_problem(data: bytes) -> str | None:
     return None
 
 
+def structure_problem(data: bytes, fmt: str | None) -> str | None:
+    """Why Pillow must not open `data` (sniffed as `fmt`): the structures its plugins walk in Python at
+    open, or its decoders pass over, past the caps in limits.py. None when nothing is over them."""
+    if fmt == "JPEG":
+        return jpeg_scan_problem(data)
+    if fmt == "PNG":
+        return png_chunk_problem(data)
+    if fmt == "GIF":
+        return gif_walk(data)[0]
+    if fmt == "PSD":
+        return psd_problem(data)
+    return None
+
+
+# What may start a GIF block: an extension, an image, the trailer. Pillow skips any other byte alone.
+_GIF_BLOCK_START = re.compile(rb"[\x21\x2c\x3b]")
+
+
+def gif_walk(data: bytes) -> tuple[str | None, int]:
+    """(why the GIF's extensions before its first image hold more than GIF_MAX_BLOCKS sub-blocks, or None;
+    its frames, counted up to MAX_FRAMES_COUNTED). Follows Pillow's reader: extensions and images are
+    chains of length-prefixed sub-blocks, any other byte between blocks is skipped alone, the trailer
+    or the end of the data ends it. Stray bytes count as sub-blocks (Pillow reads them one at a time).
+    The count stops once GIF_MAX_BLOCKS sub-blocks are walked, as at MAX_FRAMES_COUNTED."""
+    n = len(data)
+    if n < 13:
+        return None, 0
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, frames = 0, 0
+    while pos < n and frames < MAX_FRAMES_COUNTED:
+        b = data[pos]
+        if b == 0x21 or b == 0x2C:
+            if b == 0x21:
+                pos += 2                            # introducer, label
+            else:
+                if pos + 10 > n:
+                    break
+                frames += 1
+                local = data[pos + 9]
+                pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1   # descriptor, palette, LZW size
+            while pos < n:                          # the sub-blocks, to the empty one
+                size = data[pos]
+                pos += 1 + size
+                steps += 1
+                if size == 0 or steps > GIF_MAX_BLOCKS:
+                    break
+        elif b == 0x3B:
+            break
+        else:
+            found = _GIF_BLOCK_START.search(data, pos + 1)
+            end = n if found is None else found.start()
+            steps += end - pos
+            pos = end
+        if steps > GIF_MAX_BLOCKS:
+            if frames == 0:
+                return (f"more than {GIF_MAX_BLOCKS} sub-blocks or stray bytes before its first image "
+                        f"(Pillow reads each in Python when it opens the file)"), 0
+            break
+    return None, frames
+
+
+def psd_problem(data: bytes) -> str | None:
+    """Why Pillow's open of a PSD would walk more than PSD_MAX_RESOURCES image resources or a row table of
+    more than PSD_MAX_ROWS rows, or None. Follows Pillow's reader over the header and the image resources
+    (lengths, not bytes); anything it cannot follow is left for Pillow to refuse."""
+    import struct
+
+    n = len(data)
+    if n < 34 or data[4:6] != b"\x00\x01":       # Pillow opens version 1 only
+        return None
+    (rows,) = struct.unpack_from(">I", data, 14)
+    if rows > PSD_MAX_ROWS:
+        return f"{rows} rows, over the {PSD_MAX_ROWS} the PSD format allows"
+    (mode_len,) = struct.unpack_from(">I", data, 26)
+    at = 30 + mode_len
+    if at + 4 > n:
+        return None
+    (size,) = struct.unpack_from(">I", data, at)
+    pos, end, count = at + 4, at + 4 + size, 0
+    while pos < end and pos + 7 <= n:
+        count += 1
+        if count > PSD_MAX_RESOURCES:
+            return f"more than {PSD_MAX_RESOURCES} image resources"
+        name_len = data[pos + 6]
+        pos += 7 + name_len + (0 if name_len & 1 else 1)     # signature, id, Pascal name padded to even
+        if pos + 4 > n:
+            break
+        (length,) = struct.unpack_from(">I", data, pos)
+        pos += 4 + length + (length & 1)
+    return None
+
+
+def psd_layers(data: bytes) -> int:
+    """The layer count a PSD's layer section declares (0 without one), read from its header as Pillow's
+    n_frames would find it, without Pillow's walk of every layer's row tables (_frame_count)."""
+    import struct
+
+    try:
+        (mode_len,) = struct.unpack_from(">I", data, 26)
+        at = 30 + mode_len
+        (res,) = struct.unpack_from(">I", data, at)
+        at += 4 + res
+        section, info_len, count = struct.unpack_from(">IIh", data, at)
+    except struct.error:
+        return 0
+    if not section or not info_len or info_len < abs(count) * 20:    # Pillow: no layers, or a refusal
+        return 0
+    return abs(count)
+
+
 def png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
     anything it cannot follow is left for the decoder to refuse."""
@@ -673,7 +783,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
         info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
-                                "frames": _frame_count(img)}
+                                "frames": _frame_count(img, data)}
         if width <= 0 or height <= 0:
             raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
         if width * height > limits.max_pixels:

@@ -547,3 +547,91 @@ def test_a_tiff_is_judged_by_what_pillow_read_of_it():
             exc.value.message
     # CIELab of L* alone is one
     assert "this 16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 1, 8))
+
+
+def _never(what):
+    def fail(*a, **k):
+        raise AssertionError(f"{what} ran on a structure the pre-check refuses")
+    return fail
+
+
+def test_gif_sub_blocks_before_the_first_image_refused_before_pillow_opens_it(monkeypatch):
+    """Pillow's open reads every extension sub-block before a GIF's first image in Python and keeps a
+    comment's (50 M one-byte comment sub-blocks, 100 MB: 50 s and 4.6 GB to scan): walked and counted
+    first, stray bytes between blocks too (Pillow reads those one at a time); the cap itself decodes."""
+    from PIL import GifImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_extension_blocks, gif_frames_with
+
+    monkeypatch.setattr(decode, "GIF_MAX_BLOCKS", 100)
+    comment = gif_extension_blocks(99)          # and the empty one ending it
+    img, info = decode_bytes(comment)
+    assert info["format"] == "GIF" and img.size == (1, 1)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", _never("Pillow's GIF reader"))
+    for bomb in (gif_extension_blocks(100), gif_extension_blocks(100, label=0xFF),
+                 gif_frames_with(b"\x00" * 101)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and "sub-blocks or stray bytes before its first image" in e.value.message
+
+
+def test_gif_frames_counted_without_pillow_walking_the_image_data(monkeypatch):
+    """Pillow counted a GIF's frames by walking each frame's image data in Python, a sub-block at a time
+    (a first frame in 50 M one-byte sub-blocks, 100 MB: 16 s to scan): the count is read from the bytes,
+    and stops at GIF_MAX_BLOCKS sub-blocks as at MAX_FRAMES_COUNTED frames."""
+    from PIL import GifImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_frames_with
+
+    seeks = []
+    real = GifImagePlugin.GifImageFile._seek
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek",
+                        lambda self, frame, *a, **k: (seeks.append(frame), real(self, frame, *a, **k))[1])
+    monkeypatch.setattr(decode, "GIF_MAX_BLOCKS", 100)
+    img, info = decode_bytes(gif_frames_with(first_blocks=90, frames=3))
+    assert info["frames"] == 3 and img.size == (1, 1)
+    assert seeks == [0]
+    assert decode_bytes(gif_frames_with(first_blocks=200, frames=3))[1]["frames"] == 1
+
+
+def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(monkeypatch):
+    """Pillow's open reads every image resource of a PSD in Python and keeps them all (10 M empty ones,
+    120 MB: 17 s and 1.3 GB to scan), and a packbits composite's row table a row at a time, before any
+    pixel limit (50 M rows, 100 MB: 18 s). Counted from the lengths first; the caps themselves decode."""
+    from PIL import PsdImagePlugin
+
+    from aiidetect.limits import PSD_MAX_RESOURCES, PSD_MAX_ROWS
+    from aiidetect.testing.hostile import image_resource, psd, psd_rows
+
+    at_cap = psd(image_resource(1000, b"") * (PSD_MAX_RESOURCES - 1) + image_resource(1039, b"\x01", b"odd"))
+    assert decode_bytes(at_cap)[1]["format"] == "PSD"
+    assert decode_bytes(psd_rows(PSD_MAX_ROWS))[1]["height"] == PSD_MAX_ROWS
+    monkeypatch.setattr(PsdImagePlugin.PsdImageFile, "_open", _never("Pillow's PSD reader"))
+    for bomb, said in ((psd(image_resource(1000, b"") * (PSD_MAX_RESOURCES + 1)), "image resources"),
+                       (psd_rows(PSD_MAX_ROWS + 1), "rows, over the")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and said in e.value.message
+
+
+def test_psd_layers_counted_from_the_layer_section_header(monkeypatch):
+    """Pillow's n_frames of a PSD walks every layer's row tables in Python (one layer of 50 M rows, 100 MB:
+    8.6 s to scan): `image.frames` is the layer count the section's header declares, Pillow's count."""
+    import struct
+
+    from PIL import Image, PsdImagePlugin
+
+    from aiidetect.testing.hostile import psd_rows
+
+    three = psd_rows(40, layers=3)
+    assert Image.open(io.BytesIO(three)).n_frames == 3
+    walked = []
+    monkeypatch.setattr(PsdImagePlugin, "_layerinfo", lambda *a: walked.append(a) or [])
+    assert decode_bytes(three)[1]["frames"] == 3
+    # the layer info's length (after the header, empty colour data and resources, the section's length):
+    # too short for 3 layers, where Pillow finds none
+    short = three[:38] + struct.pack(">I", 59) + three[42:]
+    assert decode_bytes(short)[1]["frames"] == 1
+    assert walked == []

@@ -540,11 +540,16 @@ def _walk_psd(data: bytes, b: Blobs) -> None:
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------
 
 def _walk_with_pillow(data: bytes, b: Blobs) -> None:
-    from ..decode import open_image
+    from ..decode import DecodeFailure, open_image
     from ..quiet import quiet_warnings
 
-    with quiet_warnings():  # corrupt-tag warnings; failures are recorded by the caller
-        _pillow_info(open_image(data), b)
+    with quiet_warnings():  # corrupt-tag warnings; other failures are recorded by the caller
+        try:
+            im = open_image(data)
+        except DecodeFailure as exc:    # a structure Pillow must not walk: said as the decoder says it
+            b.errors.append(exc.message)
+            return
+        _pillow_info(im, b)
 
 
 def _walk_tiff_with_pillow(data: bytes, b: Blobs) -> None:
