@@ -20,7 +20,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS,
+from .limits import (BMP_RLE_MAX_PIXELS, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS,
                      PSD_MAX_RESOURCES, PSD_MAX_ROWS)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -117,7 +117,7 @@ def open_image(data: bytes):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
     caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
-    sub-blocks before its first image, a PSD's image resources or rows) is refused here
+    sub-blocks before its first image, a PSD's image resources or rows, an RLE BMP's pixels) is refused here
     (DecodeFailure), before any reader can load it."""
     import io
 
@@ -127,7 +127,7 @@ def open_image(data: bytes):
     fmt = sniff_format(data)
     problem = structure_problem(data, fmt)
     if problem:
-        raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
+        raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()
@@ -604,6 +604,29 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
         return gif_walk(data)[0]
     if fmt == "PSD":
         return psd_problem(data)
+    if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
+        return bmp_problem(data)
+    return None
+
+
+_DIB_HEADERS = (40, 52, 56, 64, 108, 124)     # the info headers with a compression field, as Pillow reads them
+
+
+def bmp_problem(data: bytes) -> str | None:
+    """Why an RLE-compressed BMP or DIB holds more pixels than BMP_RLE_MAX_PIXELS (Pillow's RLE decoder is
+    Python), or None: read from the info header, as Pillow's BMP and DIB readers find it."""
+    import struct
+
+    at = 14 if data[:2] == b"BM" else 0
+    if len(data) < at + 20:
+        return None
+    size, width, height, _, _, compression = struct.unpack_from("<IiiHHI", data, at)
+    if size not in _DIB_HEADERS or compression not in (1, 2):     # BI_RLE8, BI_RLE4
+        return None
+    pixels = abs(width) * abs(height)
+    if pixels > BMP_RLE_MAX_PIXELS:
+        return (f"RLE{8 if compression == 1 else 4}-compressed {abs(width)}x{abs(height)}, over the "
+                f"{BMP_RLE_MAX_PIXELS} pixels Pillow's RLE decoder (Python) is given")
     return None
 
 

@@ -557,7 +557,7 @@ def _never(what):
 
 def test_gif_sub_blocks_before_the_first_image_refused_before_pillow_opens_it(monkeypatch):
     """Pillow's open reads every extension sub-block before a GIF's first image in Python and keeps a
-    comment's (50 M one-byte comment sub-blocks, 100 MB: 50 s and 4.6 GB to scan): walked and counted
+    comment's (50 M one-byte comment sub-blocks, 100 MB: 75 s and 4.6 GB to scan): walked and counted
     first, stray bytes between blocks too (Pillow reads those one at a time); the cap itself decodes."""
     from PIL import GifImagePlugin
 
@@ -578,7 +578,7 @@ def test_gif_sub_blocks_before_the_first_image_refused_before_pillow_opens_it(mo
 
 def test_gif_frames_counted_without_pillow_walking_the_image_data(monkeypatch):
     """Pillow counted a GIF's frames by walking each frame's image data in Python, a sub-block at a time
-    (a first frame in 50 M one-byte sub-blocks, 100 MB: 16 s to scan): the count is read from the bytes,
+    (a first frame in 50 M one-byte sub-blocks, 100 MB: 22 s to scan): the count is read from the bytes,
     and stops at GIF_MAX_BLOCKS sub-blocks as at MAX_FRAMES_COUNTED frames."""
     from PIL import GifImagePlugin
 
@@ -598,8 +598,8 @@ def test_gif_frames_counted_without_pillow_walking_the_image_data(monkeypatch):
 
 def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(monkeypatch):
     """Pillow's open reads every image resource of a PSD in Python and keeps them all (10 M empty ones,
-    120 MB: 17 s and 1.3 GB to scan), and a packbits composite's row table a row at a time, before any
-    pixel limit (50 M rows, 100 MB: 18 s). Counted from the lengths first; the caps themselves decode."""
+    120 MB: 28 s and 1.3 GB to scan), and a packbits composite's row table a row at a time, before any
+    pixel limit (50 M rows, 200 MB: 21 s). Counted from the lengths first; the caps themselves decode."""
     from PIL import PsdImagePlugin
 
     from aiidetect.limits import PSD_MAX_RESOURCES, PSD_MAX_ROWS
@@ -618,7 +618,7 @@ def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(
 
 def test_psd_layers_counted_from_the_layer_section_header(monkeypatch):
     """Pillow's n_frames of a PSD walks every layer's row tables in Python (one layer of 50 M rows, 100 MB:
-    8.6 s to scan): `image.frames` is the layer count the section's header declares, Pillow's count."""
+    19 s to scan): `image.frames` is the layer count the section's header declares, Pillow's count."""
     import struct
 
     from PIL import Image, PsdImagePlugin
@@ -635,3 +635,23 @@ def test_psd_layers_counted_from_the_layer_section_header(monkeypatch):
     short = three[:38] + struct.pack(">I", 59) + three[42:]
     assert decode_bytes(short)[1]["frames"] == 1
     assert walked == []
+
+
+def test_rle_bmp_over_the_pixel_cap_refused_before_pillow_decodes_it(monkeypatch):
+    """Pillow decodes RLE BMPs in Python, a byte at a time where a row ends early: one pixel and an
+    end-of-line a row, 10000x12000 in 48 KB, kept a scan busy for a minute. A BMP and a DIB (no file header)
+    over BMP_RLE_MAX_PIXELS are refused from the info header; the cap itself decodes."""
+    from PIL import BmpImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import bmp_rle_row_ends
+
+    monkeypatch.setattr(decode, "BMP_RLE_MAX_PIXELS", 64 * 32)
+    img, info = decode_bytes(bmp_rle_row_ends(64, 32))
+    assert info["format"] == "BMP" and img.size == (64, 32)
+    monkeypatch.setattr(BmpImagePlugin.BmpRleDecoder, "decode", _never("Pillow's RLE decoder"))
+    for bomb, fmt in ((bmp_rle_row_ends(64, 33), "BMP"), (bmp_rle_row_ends(64, 33)[14:], "DIB")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error"
+        assert e.value.message.startswith(f"{fmt} structure refused: RLE8-compressed 64x33, over the 2048 pixels")

@@ -222,7 +222,7 @@ def test_a_huge_gif_comment_is_read_up_to_the_text_cap():
 
 def test_a_gif_of_too_many_comment_sub_blocks_is_not_opened_by_pillow(monkeypatch):
     """`meta` reads a GIF's comment and XMP through Pillow, whose open reads every sub-block before the first
-    image in Python and keeps a comment's (50 M one-byte ones, 100 MB: 28 s and 4.5 GB for `meta`): over
+    image in Python and keeps a comment's (50 M one-byte ones, 100 MB: 30 s and 4.5 GB for `meta`): over
     decode.GIF_MAX_BLOCKS the file is not opened, and the record says why."""
     from PIL import GifImagePlugin
 
