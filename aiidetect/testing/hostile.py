@@ -10,7 +10,7 @@ hostile input"): broken files in every format, decompression bombs, metadata
 bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
 oversized compressed chunks), huge frame counts, structure bombs the decoders
 walk in Python or pass over per scan (progressive JPEG scans, PNG chunks, TIFF
-strip tables, BigTIFF, GIF frames), formats Pillow knows but aiidetect does not
+strip tables, BigTIFF, GIF frames, RLE BMP rows), formats Pillow knows but aiidetect does not
 take (EPS, which Pillow renders with Ghostscript; QOI), special files, symlink loops,
 odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF,
 a tool name in EXIF, XMP and a broken IPTC IIM block at once.
@@ -578,6 +578,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("bombs/png-100000-idat.png", png_many_idat(), Expect("decode-error", note="each chunk read in Python"))
     put("bombs/jpeg-1000-scans.jpg", jpeg_scan_bomb(), Expect("decode-error", note="each scan a pass over the image"))
     put("bombs/gif-65535x65535.gif", gif_huge_screen(), Expect(ANY_ERROR))
+    put("bombs/bmp-rle8-row-ends-120MP.bmp", bmp_rle_row_ends(10000, 12000),
+        Expect("decode-error", note="48 KB: a minute in Pillow's Python RLE decoder"))
     sparse = os.path.join(os.fsencode(d), b"bombs/sparse-600MB.jpg")
     with open(sparse, "wb") as f:
         f.write(b"\xff\xd8\xff\xe0")
