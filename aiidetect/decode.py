@@ -484,13 +484,17 @@ def _to_rgb(img):
 def _frame_count(img, data: bytes) -> int:
     """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
-    which parses each frame's sub-blocks and each layer's row tables in Python to count them."""
+    which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks)."""
     try:
         if img.format == "GIF":
             return max(1, gif_walk(data)[1])
         if img.format == "PSD":
             return max(1, psd_layers(data))
-        return int(getattr(img, "n_frames", 1) or 1)
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        if img.format == "PNG" and frames > 1:
+            return max(1, min(frames, png_frame_chunks(data)))
+        return frames
     except Exception:  # noqa: BLE001
         return 1
     finally:
@@ -725,6 +729,28 @@ def psd_layers(data: bytes) -> int:
     if not section or not info_len or info_len < abs(count) * 20:    # Pillow: no layers, or a refusal
         return 0
     return abs(count)
+
+
+def png_frame_chunks(data: bytes) -> int:
+    """The frames an APNG holds, counted as Pillow counts them but from its chunk headers (up to IEND or
+    PNG_MAX_CHUNKS): a frame control (fcTL) each, and the default image when its IDAT comes before the
+    first (it is then no frame of the animation). Pillow's n_frames is what the acTL chunk claims, 2**31
+    in a file of one frame."""
+    import struct
+
+    pos, n, frames, default = 8, len(data), 0, 0
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 12 > n:
+            break
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"IEND":
+            break
+        if ctype == b"fcTL":
+            frames += 1
+        elif ctype == b"IDAT" and not frames:
+            default = 1
+        pos += 12 + length
+    return frames + default
 
 
 def png_chunk_problem(data: bytes) -> str | None:

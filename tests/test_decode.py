@@ -655,3 +655,19 @@ def test_rle_bmp_over_the_pixel_cap_refused_before_pillow_decodes_it(monkeypatch
             decode_bytes(bomb)
         assert e.value.code == "decode-error"
         assert e.value.message.startswith(f"{fmt} structure refused: RLE8-compressed 64x33, over the 2048 pixels")
+
+
+def test_apng_frames_are_the_frames_it_holds_not_its_acTL_claim():
+    """Pillow's n_frames of an APNG is the count its acTL chunk claims: a one-frame file claiming 2**31-1
+    said `frames: 2147483648`. Counted from the frame controls instead, as Pillow counts real APNGs."""
+    from PIL import Image
+
+    from aiidetect.testing.hostile import apng_claims_frames
+
+    assert decode_bytes(apng_claims_frames())[1]["frames"] == 1
+    frames = [Image.new("RGB", (8, 8), (50 * i, 0, 0)) for i in range(4)]
+    for default_image in (False, True):     # the first image a frame of the animation, or only the default
+        b = io.BytesIO()
+        frames[0].save(b, "PNG", save_all=True, append_images=frames[1:], default_image=default_image)
+        assert Image.open(io.BytesIO(b.getvalue())).n_frames == 4
+        assert decode_bytes(b.getvalue())[1]["frames"] == 4
