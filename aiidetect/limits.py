@@ -58,14 +58,14 @@ GIF_MAX_BLOCKS = 1 << 21
 
 # A PSD's image resources, walked before Pillow's open, which reads each in Python and keeps them all: 10 M empty
 # resources (120 MB: psd(image_resource(1000, b"") * 10_000_000)) took `aiidetect scan -d metadata` 28 s and a
-# 1.3 GB peak. Photoshop writes 20 to 80 (its file format defines fewer than 2,200 resource ids, 998 of them for
-# paths). Over it: `decode-error`.
+# 1.3 GB peak. Photoshop writes tens (20 to 40: provenance.iptc.MAX_RESOURCES); the ids its file format defines,
+# 998 for paths and 1,000 for plug-ins among them, number a few thousand. Over it: `decode-error`.
 PSD_MAX_RESOURCES = 65_536
-# Rows of a PSD's composite image. Pillow reads a packbits composite's row table (two bytes a row and channel) a row
-# at a time in Python at open, before any pixel limit: a 1-pixel-wide greyscale PSD of 50 M rows (200 MB: psd_rows(50_000_000))
-# took 21 s and 1.3 GB to scan. PSD allows 30,000 (Photoshop saves larger documents as PSB, which Pillow does not open). Over it:
-# `decode-error`. A PSD's layers (Pillow walks each layer's row tables to count them) are counted from the layer
-# section's header instead.
+# Rows of a PSD's composite image. Pillow reads a packbits composite's row table (two bytes a row and channel) a
+# row at a time in Python at open, before any pixel limit: a 1-pixel-wide greyscale PSD of 50 M rows (200 MB:
+# psd_rows(50_000_000)) took 21 s and 1.3 GB to scan. PSD allows 30,000 (Photoshop saves larger documents as PSB,
+# which Pillow does not open). Over it: `decode-error`. A PSD's layers (Pillow walks each layer's row tables to
+# count them) are counted from the layer section's header instead.
 PSD_MAX_ROWS = 30_000
 
 # Pixels of an RLE-compressed BMP (or DIB): Pillow decodes RLE8 and RLE4 in Python, pixel by pixel where a row
