@@ -714,8 +714,9 @@ def psd_problem(data: bytes) -> str | None:
 
 
 def psd_layers(data: bytes) -> int:
-    """The layer count a PSD's layer section declares (0 without one), read from its header as Pillow's
-    n_frames would find it, without Pillow's walk of every layer's row tables (_frame_count)."""
+    """The layer count a PSD's layer section declares (0 without one, or when Pillow would refuse the count as
+    too many for the section), without Pillow's walk of every layer's row tables (_frame_count). Pillow's
+    n_frames leaves out a layer of more than 4 channels, as every layer with a mask is: counted here."""
     import struct
 
     try:

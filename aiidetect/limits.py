@@ -52,7 +52,7 @@ MAX_FRAMES_COUNTED = 10_000
 # 75 s and a 4.6 GB peak, 50 M of an application extension 43 s. Over it before the first image: `decode-error`.
 # The frame count is this walk's too (Pillow's counted in Python: a first frame's image data in 50 M one-byte
 # sub-blocks took 22 s), and stops here as at MAX_FRAMES_COUNTED. GIF writers fill sub-blocks to 255 bytes: a
-# 512 MiB file (--max-bytes) holds 2,097,152 of them. At the cap, one-byte comment sub-blocks (6 MB) cost Pillow's
+# 512 MiB file (--max-bytes) holds 2,097,152 of them. At the cap, one-byte comment sub-blocks (4 MB) cost Pillow's
 # open 1.1 s and 196 MB (gif_extension_blocks(2_097_152)), this walk 0.4 s.
 GIF_MAX_BLOCKS = 1 << 21
 

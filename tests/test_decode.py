@@ -618,7 +618,7 @@ def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(
 
 def test_psd_layers_counted_from_the_layer_section_header(monkeypatch):
     """Pillow's n_frames of a PSD walks every layer's row tables in Python (one layer of 50 M rows, 100 MB:
-    19 s to scan): `image.frames` is the layer count the section's header declares, Pillow's count."""
+    19 s to scan): `image.frames` is the layer count the section's header declares."""
     import struct
 
     from PIL import Image, PsdImagePlugin
@@ -671,3 +671,27 @@ def test_apng_frames_are_the_frames_it_holds_not_its_acTL_claim():
         frames[0].save(b, "PNG", save_all=True, append_images=frames[1:], default_image=default_image)
         assert Image.open(io.BytesIO(b.getvalue())).n_frames == 4
         assert decode_bytes(b.getvalue())[1]["frames"] == 4
+
+
+def test_psd_layers_with_a_mask_are_counted():
+    """Pillow's n_frames leaves out a layer of more than 4 channels (colour, transparency and a mask: any
+    Photoshop layer with a mask), so a PSD of a masked and a plain layer said `frames: 1`."""
+    import struct
+
+    from PIL import Image
+
+    rows = 4
+
+    def record(channels):
+        table = b"".join(struct.pack(">hI", c, 2 + 2 * rows) for c in channels)
+        return (struct.pack(">iiiiH", 0, 0, rows, 1, len(channels)) + table + b"8BIMnorm\xff\x00\x00\x00"
+                + struct.pack(">I", 0))
+
+    masked, plain = [-1, 0, 1, 2, -2], [0]
+    info = (struct.pack(">h", 2) + record(masked) + record(plain)
+            + (struct.pack(">H", 1) + b"\x00\x00" * rows) * (len(masked) + len(plain)))
+    section = struct.pack(">I", len(info)) + info
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3)
+    data = head + struct.pack(">III", 0, 0, len(section)) + section + struct.pack(">H", 0) + bytes(3 * 64)
+    assert Image.open(io.BytesIO(data)).n_frames == 1     # Pillow's count, the masked layer left out
+    assert decode_bytes(data)[1]["frames"] == 2
