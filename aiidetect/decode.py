@@ -616,9 +616,9 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
 _DIB_HEADERS = (40, 52, 56, 64, 108, 124)     # the info headers with a compression field, as Pillow reads them
 
 
-def bmp_problem(data: bytes) -> str | None:
-    """Why an RLE-compressed BMP or DIB holds more pixels than BMP_RLE_MAX_PIXELS (Pillow's RLE decoder is
-    Python), or None: read from the info header, as Pillow's BMP and DIB readers find it."""
+def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, 8 or 4) of an RLE8- or RLE4-compressed BMP or DIB, read from its info header as
+    Pillow's BMP and DIB readers find it; None for any other."""
     import struct
 
     at = 14 if data[:2] == b"BM" else 0
@@ -627,10 +627,16 @@ def bmp_problem(data: bytes) -> str | None:
     size, width, height, _, _, compression = struct.unpack_from("<IiiHHI", data, at)
     if size not in _DIB_HEADERS or compression not in (1, 2):     # BI_RLE8, BI_RLE4
         return None
-    pixels = abs(width) * abs(height)
-    if pixels > BMP_RLE_MAX_PIXELS:
-        return (f"RLE{8 if compression == 1 else 4}-compressed {abs(width)}x{abs(height)}, over the "
-                f"{BMP_RLE_MAX_PIXELS} pixels Pillow's RLE decoder (Python) is given")
+    return abs(width), abs(height), 8 if compression == 1 else 4
+
+
+def bmp_problem(data: bytes) -> str | None:
+    """Why an RLE-compressed BMP or DIB holds more pixels than BMP_RLE_MAX_PIXELS (Pillow's RLE decoder is
+    Python), or None."""
+    rle = bmp_rle_header(data)
+    if rle and rle[0] * rle[1] > BMP_RLE_MAX_PIXELS:
+        return (f"RLE{rle[2]}-compressed {rle[0]}x{rle[1]}, over the {BMP_RLE_MAX_PIXELS} pixels Pillow's RLE "
+                f"decoder (Python) is given")
     return None
 
 
@@ -793,6 +799,11 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
     return DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
 
 
+def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure:
+    return DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
+                                      f"limit (--max-pixels)")
+
+
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -806,6 +817,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
+    rle = bmp_rle_header(data) if sniffed in ("BMP", None) else None
+    if rle and rle[0] * rle[1] > limits.max_pixels:
+        # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
+        raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
@@ -837,8 +852,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         if width <= 0 or height <= 0:
             raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
         if width * height > limits.max_pixels:
-            raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the "
-                                             f"{limits.max_pixels}-pixel limit (--max-pixels)")
+            raise _over_pixel_limit(width, height, limits.max_pixels)
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.

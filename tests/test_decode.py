@@ -695,3 +695,19 @@ def test_psd_layers_with_a_mask_are_counted():
     data = head + struct.pack(">III", 0, 0, len(section)) + section + struct.pack(">H", 0) + bytes(3 * 64)
     assert Image.open(io.BytesIO(data)).n_frames == 1     # Pillow's count, the masked layer left out
     assert decode_bytes(data)[1]["frames"] == 2
+
+
+def test_an_rle_bmp_over_the_pixel_limit_is_too_large_not_a_decode_error():
+    """`too-large` is the refusal of a file over --max-pixels (docs/schema.md), the RLE cap's `decode-error`
+    is for one under it: every RLE BMP over the default limit said `decode-error`, and --max-pixels no longer
+    moved the refusal."""
+    from aiidetect.testing.hostile import bmp_rle
+
+    for w, h, limits in ((12000, 12000, None), (3000, 3000, DecodeLimits(max_pixels=4_000_000))):
+        for data in (bmp_rle(w, h, b"\x00\x01"), bmp_rle(w, h, b"\x00\x01", rle4=True)[14:]):
+            with pytest.raises(DecodeFailure) as e:
+                decode_bytes(data, limits)
+            assert e.value.code == "too-large" and f"{w}x{h} = {w * h} pixels" in e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bmp_rle(3000, 3000, b"\x00\x01"))
+    assert e.value.code == "decode-error" and "RLE8-compressed 3000x3000" in e.value.message
