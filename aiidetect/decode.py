@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import contextlib
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS
+from .limits import (BMP_RLE_MAX_PIXELS, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED,
+                     PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -124,8 +126,9 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 
 def open_image(data: bytes):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
-    UnidentifiedImageError, as for bytes no plugin knows). A JPEG whose scans would cost more than
-    JPEG_MAX_COVERAGE passes, or a PNG of more than PNG_MAX_CHUNKS chunks, is refused here
+    UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
+    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
+    sub-blocks before its first image, a PSD's image resources or rows, an RLE BMP's pixels) is refused here
     (DecodeFailure), before any reader can load it."""
     import io
 
@@ -133,9 +136,9 @@ def open_image(data: bytes):
 
     _register_openers()
     fmt = sniff_format(data)
-    problem = jpeg_scan_problem(data) if fmt == "JPEG" else png_chunk_problem(data) if fmt == "PNG" else None
+    problem = structure_problem(data, fmt)
     if problem:
-        raise DecodeFailure("decode-error", f"{fmt} structure refused: {problem}")
+        raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()
@@ -489,20 +492,20 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def _frame_count(img) -> int:
-    """n_frames walks every frame of a TIFF/GIF; a corrupt later frame must not
-    sink a readable first one. A GIF's walk stops at MAX_FRAMES_COUNTED."""
+def _frame_count(img, data: bytes) -> int:
+    """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
+    A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
+    which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks)."""
     try:
-        if img.format == "GIF" and hasattr(img, "_seek"):
-            n = 1
-            try:
-                while n < MAX_FRAMES_COUNTED:
-                    img._seek(n, False)  # Pillow's own n_frames step: parse the frame, decode nothing
-                    n += 1
-            except EOFError:
-                pass
-            return n
-        return int(getattr(img, "n_frames", 1) or 1)
+        if img.format == "GIF":
+            return max(1, gif_walk(data)[1])
+        if img.format == "PSD":
+            return max(1, psd_layers(data))
+        frames = int(getattr(img, "n_frames", 1) or 1)
+        if img.format == "PNG" and frames > 1:
+            return max(1, min(frames, png_frame_chunks(data)))
+        return frames
     except Exception:  # noqa: BLE001
         return 1
     finally:
@@ -605,6 +608,169 @@ def jpeg_scan_problem(data: bytes) -> str | None:
     return None
 
 
+def structure_problem(data: bytes, fmt: str | None) -> str | None:
+    """Why Pillow must not open `data` (sniffed as `fmt`): the structures its plugins walk in Python at
+    open, or its decoders pass over, past the caps in limits.py. None when nothing is over them."""
+    if fmt == "JPEG":
+        return jpeg_scan_problem(data)
+    if fmt == "PNG":
+        return png_chunk_problem(data)
+    if fmt == "GIF":
+        return gif_walk(data)[0]
+    if fmt == "PSD":
+        return psd_problem(data)
+    if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
+        return bmp_problem(data)
+    return None
+
+
+_DIB_HEADERS = (40, 52, 56, 64, 108, 124)     # the info headers with a compression field, as Pillow reads them
+
+
+def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, 8 or 4) of an RLE8- or RLE4-compressed BMP or DIB, read from its info header as
+    Pillow's BMP and DIB readers find it; None for any other."""
+    import struct
+
+    at = 14 if data[:2] == b"BM" else 0
+    if len(data) < at + 20:
+        return None
+    size, width, height, _, _, compression = struct.unpack_from("<IiiHHI", data, at)
+    if size not in _DIB_HEADERS or compression not in (1, 2):     # BI_RLE8, BI_RLE4
+        return None
+    return abs(width), abs(height), 8 if compression == 1 else 4
+
+
+def bmp_problem(data: bytes) -> str | None:
+    """Why an RLE-compressed BMP or DIB holds more pixels than BMP_RLE_MAX_PIXELS (Pillow's RLE decoder is
+    Python), or None."""
+    rle = bmp_rle_header(data)
+    if rle and rle[0] * rle[1] > BMP_RLE_MAX_PIXELS:
+        return (f"RLE{rle[2]}-compressed {rle[0]}x{rle[1]}, over the {BMP_RLE_MAX_PIXELS} pixels Pillow's RLE "
+                f"decoder (Python) is given")
+    return None
+
+
+# What may start a GIF block: an extension, an image, the trailer. Pillow skips any other byte alone.
+_GIF_BLOCK_START = re.compile(rb"[\x21\x2c\x3b]")
+
+
+def gif_walk(data: bytes) -> tuple[str | None, int]:
+    """(why the GIF's extensions before its first image hold more than GIF_MAX_BLOCKS sub-blocks, or None;
+    its frames, counted up to MAX_FRAMES_COUNTED). Follows Pillow's reader: extensions and images are
+    chains of length-prefixed sub-blocks, any other byte between blocks is skipped alone, the trailer
+    or the end of the data ends it. Stray bytes count as sub-blocks (Pillow reads them one at a time).
+    The count stops once GIF_MAX_BLOCKS sub-blocks are walked, as at MAX_FRAMES_COUNTED."""
+    n = len(data)
+    if n < 13:
+        return None, 0
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, frames = 0, 0
+    while pos < n and frames < MAX_FRAMES_COUNTED:
+        b = data[pos]
+        if b == 0x21 or b == 0x2C:
+            if b == 0x21:
+                pos += 2                            # introducer, label
+            else:
+                if pos + 10 > n:
+                    break
+                frames += 1
+                local = data[pos + 9]
+                pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1   # descriptor, palette, LZW size
+            while pos < n:                          # the sub-blocks, to the empty one
+                size = data[pos]
+                pos += 1 + size
+                steps += 1
+                if size == 0 or steps > GIF_MAX_BLOCKS:
+                    break
+        elif b == 0x3B:
+            break
+        else:
+            found = _GIF_BLOCK_START.search(data, pos + 1)
+            end = n if found is None else found.start()
+            steps += end - pos
+            pos = end
+        if steps > GIF_MAX_BLOCKS:
+            if frames == 0:
+                return (f"more than {GIF_MAX_BLOCKS} sub-blocks or stray bytes before its first image "
+                        f"(Pillow reads each in Python when it opens the file)"), 0
+            break
+    return None, frames
+
+
+def psd_problem(data: bytes) -> str | None:
+    """Why Pillow's open of a PSD would walk more than PSD_MAX_RESOURCES image resources or a row table of
+    more than PSD_MAX_ROWS rows, or None. Follows Pillow's reader over the header and the image resources
+    (lengths, not bytes); anything it cannot follow is left for Pillow to refuse."""
+    import struct
+
+    n = len(data)
+    if n < 34 or data[4:6] != b"\x00\x01":       # Pillow opens version 1 only
+        return None
+    (rows,) = struct.unpack_from(">I", data, 14)
+    if rows > PSD_MAX_ROWS:
+        return f"{rows} rows, over the {PSD_MAX_ROWS} the PSD format allows"
+    (mode_len,) = struct.unpack_from(">I", data, 26)
+    at = 30 + mode_len
+    if at + 4 > n:
+        return None
+    (size,) = struct.unpack_from(">I", data, at)
+    pos, end, count = at + 4, at + 4 + size, 0
+    while pos < end and pos + 7 <= n:
+        count += 1
+        if count > PSD_MAX_RESOURCES:
+            return f"more than {PSD_MAX_RESOURCES} image resources"
+        name_len = data[pos + 6]
+        pos += 7 + name_len + (0 if name_len & 1 else 1)     # signature, id, Pascal name padded to even
+        if pos + 4 > n:
+            break
+        (length,) = struct.unpack_from(">I", data, pos)
+        pos += 4 + length + (length & 1)
+    return None
+
+
+def psd_layers(data: bytes) -> int:
+    """The layer count a PSD's layer section declares (0 without one, or when Pillow would refuse the count as
+    too many for the section), without Pillow's walk of every layer's row tables (_frame_count). Pillow's
+    n_frames leaves out a layer of more than 4 channels, as every layer with a mask is: counted here."""
+    import struct
+
+    try:
+        (mode_len,) = struct.unpack_from(">I", data, 26)
+        at = 30 + mode_len
+        (res,) = struct.unpack_from(">I", data, at)
+        at += 4 + res
+        section, info_len, count = struct.unpack_from(">IIh", data, at)
+    except struct.error:
+        return 0
+    if not section or not info_len or info_len < abs(count) * 20:    # Pillow: no layers, or a refusal
+        return 0
+    return abs(count)
+
+
+def png_frame_chunks(data: bytes) -> int:
+    """The frames an APNG holds, counted as Pillow counts them but from its chunk headers (up to IEND or
+    PNG_MAX_CHUNKS): a frame control (fcTL) each, and the default image when its IDAT comes before the
+    first (it is then no frame of the animation). Pillow's n_frames is what the acTL chunk claims, 2**31
+    in a file of one frame."""
+    import struct
+
+    pos, n, frames, default = 8, len(data), 0, 0
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 12 > n:
+            break
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if ctype == b"IEND":
+            break
+        if ctype == b"fcTL":
+            frames += 1
+        elif ctype == b"IDAT" and not frames:
+            default = 1
+        pos += 12 + length
+    return frames + default
+
+
 def png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
     anything it cannot follow is left for the decoder to refuse."""
@@ -644,6 +810,11 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
     return DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
 
 
+def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure:
+    return DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
+                                      f"limit (--max-pixels)")
+
+
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -657,6 +828,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
+    rle = bmp_rle_header(data) if sniffed in ("BMP", None) else None
+    if rle and rle[0] * rle[1] > limits.max_pixels:
+        # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
+        raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
@@ -684,12 +859,11 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         fmt = (img.format or sniffed or "unknown").upper()
         width, height = img.size
         info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
-                                "frames": _frame_count(img)}
+                                "frames": _frame_count(img, data)}
         if width <= 0 or height <= 0:
             raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
         if width * height > limits.max_pixels:
-            raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the "
-                                             f"{limits.max_pixels}-pixel limit (--max-pixels)")
+            raise _over_pixel_limit(width, height, limits.max_pixels)
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.

@@ -46,6 +46,35 @@ PNG_MAX_CHUNKS = 100_000
 # their frame count in a header.
 MAX_FRAMES_COUNTED = 10_000
 
+# Sub-blocks a GIF's walk reads, stray bytes between blocks counted one each (Pillow reads those a byte at a
+# time). Pillow's open reads every extension sub-block before the first image in Python and keeps a comment's:
+# 50 M one-byte comment sub-blocks (100 MB: gif_extension_blocks(50_000_000)) took `aiidetect scan -d metadata`
+# 75 s and a 4.6 GB peak, 50 M of an application extension 43 s. Over it before the first image: `decode-error`.
+# The frame count is this walk's too (Pillow's counted in Python: a first frame's image data in 50 M one-byte
+# sub-blocks took 22 s), and stops here as at MAX_FRAMES_COUNTED. GIF writers fill sub-blocks to 255 bytes: a
+# 512 MiB file (--max-bytes) holds 2,097,152 of them. At the cap, one-byte comment sub-blocks (4 MB) cost Pillow's
+# open 1.1 s and 196 MB (gif_extension_blocks(2_097_152)), this walk 0.4 s.
+GIF_MAX_BLOCKS = 1 << 21
+
+# A PSD's image resources, walked before Pillow's open, which reads each in Python and keeps them all: 10 M empty
+# resources (120 MB: psd(image_resource(1000, b"") * 10_000_000)) took `aiidetect scan -d metadata` 28 s and a
+# 1.3 GB peak. Photoshop writes tens (20 to 40: provenance.iptc.MAX_RESOURCES); the ids its file format defines,
+# 998 for paths and 1,000 for plug-ins among them, number a few thousand. Over it: `decode-error`.
+PSD_MAX_RESOURCES = 65_536
+# Rows of a PSD's composite image. Pillow reads a packbits composite's row table (two bytes a row and channel) a
+# row at a time in Python at open, before any pixel limit: a 1-pixel-wide greyscale PSD of 50 M rows (200 MB:
+# psd_rows(50_000_000)) took 21 s and 1.3 GB to scan. PSD allows 30,000 (Photoshop saves larger documents as PSB,
+# which Pillow does not open). Over it: `decode-error`. A PSD's layers (Pillow walks each layer's row tables to
+# count them) are counted from the layer section's header instead.
+PSD_MAX_ROWS = 30_000
+
+# Pixels of an RLE-compressed BMP (or DIB): Pillow decodes RLE8 and RLE4 in Python, pixel by pixel where a row
+# ends early (an end-of-line pads the row a byte at a time) and for every RLE4 pixel: one pixel and an end-of-line
+# a row, 10000x12000 in 48 KB (bmp_rle_row_ends(10000, 12000)), took `aiidetect scan -d metadata` 44 s and 1.1 GB.
+# RLE BMPs are old Windows palette images, screen-sized: a 3840x2160 one passes. At the cap, the same rows
+# (4096x2048) take Pillow's load() 3.7 s on the 2-core machine at load 7.8. Over it: `decode-error`.
+BMP_RLE_MAX_PIXELS = 1 << 23
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

@@ -547,3 +547,167 @@ def test_a_tiff_is_judged_by_what_pillow_read_of_it():
             exc.value.message
     # CIELab of L* alone is one
     assert "this 16-bit Lab TIFF (unknown pixel mode" in _refusal(tiff_file(16, 1, 8))
+
+
+def _never(what):
+    def fail(*a, **k):
+        raise AssertionError(f"{what} ran on a structure the pre-check refuses")
+    return fail
+
+
+def test_gif_sub_blocks_before_the_first_image_refused_before_pillow_opens_it(monkeypatch):
+    """Pillow's open reads every extension sub-block before a GIF's first image in Python and keeps a
+    comment's (50 M one-byte comment sub-blocks, 100 MB: 75 s and 4.6 GB to scan): walked and counted
+    first, stray bytes between blocks too (Pillow reads those one at a time); the cap itself decodes."""
+    from PIL import GifImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_extension_blocks, gif_frames_with
+
+    monkeypatch.setattr(decode, "GIF_MAX_BLOCKS", 100)
+    comment = gif_extension_blocks(99)          # and the empty one ending it
+    img, info = decode_bytes(comment)
+    assert info["format"] == "GIF" and img.size == (1, 1)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", _never("Pillow's GIF reader"))
+    for bomb in (gif_extension_blocks(100), gif_extension_blocks(100, label=0xFF),
+                 gif_frames_with(b"\x00" * 101)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and "sub-blocks or stray bytes before its first image" in e.value.message
+
+
+def test_gif_frames_counted_without_pillow_walking_the_image_data(monkeypatch):
+    """Pillow counted a GIF's frames by walking each frame's image data in Python, a sub-block at a time
+    (a first frame in 50 M one-byte sub-blocks, 100 MB: 22 s to scan): the count is read from the bytes,
+    and stops at GIF_MAX_BLOCKS sub-blocks as at MAX_FRAMES_COUNTED frames."""
+    from PIL import GifImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_frames_with
+
+    seeks = []
+    real = GifImagePlugin.GifImageFile._seek
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_seek",
+                        lambda self, frame, *a, **k: (seeks.append(frame), real(self, frame, *a, **k))[1])
+    monkeypatch.setattr(decode, "GIF_MAX_BLOCKS", 100)
+    img, info = decode_bytes(gif_frames_with(first_blocks=90, frames=3))
+    assert info["frames"] == 3 and img.size == (1, 1)
+    assert seeks == [0]
+    assert decode_bytes(gif_frames_with(first_blocks=200, frames=3))[1]["frames"] == 1
+
+
+def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(monkeypatch):
+    """Pillow's open reads every image resource of a PSD in Python and keeps them all (10 M empty ones,
+    120 MB: 28 s and 1.3 GB to scan), and a packbits composite's row table a row at a time, before any
+    pixel limit (50 M rows, 200 MB: 21 s). Counted from the lengths first; the caps themselves decode."""
+    from PIL import PsdImagePlugin
+
+    from aiidetect.limits import PSD_MAX_RESOURCES, PSD_MAX_ROWS
+    from aiidetect.testing.hostile import image_resource, psd, psd_rows
+
+    at_cap = psd(image_resource(1000, b"") * (PSD_MAX_RESOURCES - 1) + image_resource(1039, b"\x01", b"odd"))
+    assert decode_bytes(at_cap)[1]["format"] == "PSD"
+    assert decode_bytes(psd_rows(PSD_MAX_ROWS))[1]["height"] == PSD_MAX_ROWS
+    monkeypatch.setattr(PsdImagePlugin.PsdImageFile, "_open", _never("Pillow's PSD reader"))
+    for bomb, said in ((psd(image_resource(1000, b"") * (PSD_MAX_RESOURCES + 1)), "image resources"),
+                       (psd_rows(PSD_MAX_ROWS + 1), "rows, over the")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and said in e.value.message
+
+
+def test_psd_layers_counted_from_the_layer_section_header(monkeypatch):
+    """Pillow's n_frames of a PSD walks every layer's row tables in Python (one layer of 50 M rows, 100 MB:
+    19 s to scan): `image.frames` is the layer count the section's header declares."""
+    import struct
+
+    from PIL import Image, PsdImagePlugin
+
+    from aiidetect.testing.hostile import psd_rows
+
+    three = psd_rows(40, layers=3)
+    assert Image.open(io.BytesIO(three)).n_frames == 3
+    walked = []
+    monkeypatch.setattr(PsdImagePlugin, "_layerinfo", lambda *a: walked.append(a) or [])
+    assert decode_bytes(three)[1]["frames"] == 3
+    # the layer info's length (after the header, empty colour data and resources, the section's length):
+    # too short for 3 layers, where Pillow finds none
+    short = three[:38] + struct.pack(">I", 59) + three[42:]
+    assert decode_bytes(short)[1]["frames"] == 1
+    assert walked == []
+
+
+def test_rle_bmp_over_the_pixel_cap_refused_before_pillow_decodes_it(monkeypatch):
+    """Pillow decodes RLE BMPs in Python, a byte at a time where a row ends early: one pixel and an
+    end-of-line a row, 10000x12000 in 48 KB, kept a scan busy for a minute. A BMP and a DIB (no file header)
+    over BMP_RLE_MAX_PIXELS are refused from the info header; the cap itself decodes."""
+    from PIL import BmpImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import bmp_rle_row_ends
+
+    monkeypatch.setattr(decode, "BMP_RLE_MAX_PIXELS", 64 * 32)
+    img, info = decode_bytes(bmp_rle_row_ends(64, 32))
+    assert info["format"] == "BMP" and img.size == (64, 32)
+    monkeypatch.setattr(BmpImagePlugin.BmpRleDecoder, "decode", _never("Pillow's RLE decoder"))
+    for bomb, fmt in ((bmp_rle_row_ends(64, 33), "BMP"), (bmp_rle_row_ends(64, 33)[14:], "DIB")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error"
+        assert e.value.message.startswith(f"{fmt} structure refused: RLE8-compressed 64x33, over the 2048 pixels")
+
+
+def test_apng_frames_are_the_frames_it_holds_not_its_acTL_claim():
+    """Pillow's n_frames of an APNG is the count its acTL chunk claims: a one-frame file claiming 2**31-1
+    said `frames: 2147483648`. Counted from the frame controls instead, as Pillow counts real APNGs."""
+    from PIL import Image
+
+    from aiidetect.testing.hostile import apng_claims_frames
+
+    assert decode_bytes(apng_claims_frames())[1]["frames"] == 1
+    frames = [Image.new("RGB", (8, 8), (50 * i, 0, 0)) for i in range(4)]
+    for default_image in (False, True):     # the first image a frame of the animation, or only the default
+        b = io.BytesIO()
+        frames[0].save(b, "PNG", save_all=True, append_images=frames[1:], default_image=default_image)
+        assert Image.open(io.BytesIO(b.getvalue())).n_frames == 4
+        assert decode_bytes(b.getvalue())[1]["frames"] == 4
+
+
+def test_psd_layers_with_a_mask_are_counted():
+    """Pillow's n_frames leaves out a layer of more than 4 channels (colour, transparency and a mask: any
+    Photoshop layer with a mask), so a PSD of a masked and a plain layer said `frames: 1`."""
+    import struct
+
+    from PIL import Image
+
+    rows = 4
+
+    def record(channels):
+        table = b"".join(struct.pack(">hI", c, 2 + 2 * rows) for c in channels)
+        return (struct.pack(">iiiiH", 0, 0, rows, 1, len(channels)) + table + b"8BIMnorm\xff\x00\x00\x00"
+                + struct.pack(">I", 0))
+
+    masked, plain = [-1, 0, 1, 2, -2], [0]
+    info = (struct.pack(">h", 2) + record(masked) + record(plain)
+            + (struct.pack(">H", 1) + b"\x00\x00" * rows) * (len(masked) + len(plain)))
+    section = struct.pack(">I", len(info)) + info
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3)
+    data = head + struct.pack(">III", 0, 0, len(section)) + section + struct.pack(">H", 0) + bytes(3 * 64)
+    assert Image.open(io.BytesIO(data)).n_frames == 1     # Pillow's count, the masked layer left out
+    assert decode_bytes(data)[1]["frames"] == 2
+
+
+def test_an_rle_bmp_over_the_pixel_limit_is_too_large_not_a_decode_error():
+    """`too-large` is the refusal of a file over --max-pixels (docs/schema.md), the RLE cap's `decode-error`
+    is for one under it: every RLE BMP over the default limit said `decode-error`, and --max-pixels no longer
+    moved the refusal."""
+    from aiidetect.testing.hostile import bmp_rle
+
+    for w, h, limits in ((12000, 12000, None), (3000, 3000, DecodeLimits(max_pixels=4_000_000))):
+        for data in (bmp_rle(w, h, b"\x00\x01"), bmp_rle(w, h, b"\x00\x01", rle4=True)[14:]):
+            with pytest.raises(DecodeFailure) as e:
+                decode_bytes(data, limits)
+            assert e.value.code == "too-large" and f"{w}x{h} = {w * h} pixels" in e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bmp_rle(3000, 3000, b"\x00\x01"))
+    assert e.value.code == "decode-error" and "RLE8-compressed 3000x3000" in e.value.message

@@ -10,7 +10,7 @@ hostile input"): broken files in every format, decompression bombs, metadata
 bombs (quadratic A1111 text, nested XMP, huge/looping EXIF IFDs, zTXt bombs,
 oversized compressed chunks), huge frame counts, structure bombs the decoders
 walk in Python or pass over per scan (progressive JPEG scans, PNG chunks, TIFF
-strip tables, BigTIFF, GIF frames), formats Pillow knows but aiidetect does not
+strip tables, BigTIFF, GIF frames, RLE BMP rows), formats Pillow knows but aiidetect does not
 take (EPS, which Pillow renders with Ghostscript; QOI), special files, symlink loops,
 odd and non-UTF-8 names, rich markup in names and metadata, NaN/Inf EXIF,
 a tool name in EXIF, XMP and a broken IPTC IIM block at once.
@@ -429,6 +429,54 @@ def gif_tiny_frames(n: int = 12_000, w: int = 2, h: int = 2) -> bytes:
     return bytes(out) + frame * n + b"\x3b"
 
 
+def gif_extension_blocks(n: int, label: int = 0xFE, size: int = 1) -> bytes:
+    """A one-pixel GIF whose first image follows one extension (`label`: 0xFE comment, 0xFF application)
+    of `n` sub-blocks of `size` bytes: Pillow's open reads each in Python and keeps a comment's (50 M
+    one-byte comment sub-blocks, 100 MB, took 75 s and 4.6 GB to scan)."""
+    head = b"\x0bNETSCAPE2.0" if label == 0xFF else b""
+    return gif_frames_with(b"\x21" + bytes([label]) + head + (bytes([size]) + b"x" * size) * n + b"\x00")
+
+
+def gif_frames_with(before: bytes = b"", first_blocks: int = 0, frames: int = 1) -> bytes:
+    """A GIF of `frames` one-pixel frames with `before` ahead of the first; its first frame's image data
+    split into `first_blocks` more one-byte sub-blocks (empty code runs the decoder ignores): Pillow
+    walked them in Python to count frames (50 M, 100 MB: 22 s to scan)."""
+    out = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff" + before
+    image = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02"
+    first = image + b"\x01\x44\x01\x01" + b"\x01\x00" * first_blocks + b"\x00"
+    return out + first + (image + b"\x02\x44\x01\x00") * (frames - 1) + b"\x3b"
+
+
+def psd_rows(rows: int, layers: int = 0) -> bytes:
+    """A 1-pixel-wide greyscale packbits PSD of `rows` rows (layers: an 8x8 RGB one with that many
+    one-channel layers of `rows` rows): Pillow reads a row table a row at a time in Python, at open for
+    the composite (50 M rows, 200 MB: 21 s to scan), to count the layers for a layer's (100 MB: 19 s)."""
+    if not layers:
+        head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 1, rows, 1, 8, 1)
+        return head + struct.pack(">IIIH", 0, 0, 0, 1) + struct.pack(">H", 2) * rows + b"\x00\x80" * rows
+    rec = (struct.pack(">iiiiH", 0, 0, rows, 1, 1) + struct.pack(">HI", 0, 0) + b"8BIMnorm\xff\x00\x00\x00"
+           + struct.pack(">I", 0))
+    info = struct.pack(">h", layers) + rec * layers + (struct.pack(">H", 1) + b"\x00\x00" * rows) * layers
+    section = struct.pack(">I", len(info)) + info
+    head = b"8BPS" + struct.pack(">H", 1) + b"\x00" * 6 + struct.pack(">HIIHH", 3, 8, 8, 8, 3)
+    return head + struct.pack(">III", 0, 0, len(section)) + section + struct.pack(">H", 0) + bytes(3 * 64)
+
+
+def bmp_rle(w: int, h: int, body: bytes, rle4: bool = False) -> bytes:
+    """A palette BMP (BITMAPINFOHEADER) of w x h pixels whose pixel data is `body`, RLE8 (RLE4 with rle4)."""
+    bits, compression = (4, 2) if rle4 else (8, 1)
+    palette = bytes(4 << bits)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, bits, compression, len(body), 2835, 2835, 0, 0)
+    at = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", at + len(body), 0, 0, at) + info + palette + body
+
+
+def bmp_rle_row_ends(w: int, h: int) -> bytes:
+    """An RLE8 BMP of one pixel and an end-of-line a row (4 bytes a row): Pillow's RLE decoder (Python) pads
+    each row a byte at a time (4000x1000, 5 KB: 2.0 s to load; 10000x12000, 48 KB: a minute)."""
+    return bmp_rle(w, h, b"\x01\x05\x00\x00" * h + b"\x00\x01")
+
+
 def tiff_pages_of_entries(pages: int = 251, entries: int = 1000) -> bytes:
     """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap:
     10,000 pages of 1,000 (120 MB) kept the decoder's IFD check busy for 3.6 s."""
@@ -530,6 +578,8 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
     put("bombs/png-100000-idat.png", png_many_idat(), Expect("decode-error", note="each chunk read in Python"))
     put("bombs/jpeg-1000-scans.jpg", jpeg_scan_bomb(), Expect("decode-error", note="each scan a pass over the image"))
     put("bombs/gif-65535x65535.gif", gif_huge_screen(), Expect(ANY_ERROR))
+    put("bombs/bmp-rle8-row-ends-120MP.bmp", bmp_rle_row_ends(10000, 12000),
+        Expect("decode-error", note="48 KB: a minute in Pillow's Python RLE decoder"))
     sparse = os.path.join(os.fsencode(d), b"bombs/sparse-600MB.jpg")
     with open(sparse, "wb") as f:
         f.write(b"\xff\xd8\xff\xe0")

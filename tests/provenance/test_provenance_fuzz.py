@@ -218,3 +218,21 @@ def test_a_huge_gif_comment_is_read_up_to_the_text_cap():
     blocks = (b"\xff" + b"A" * 255) * 20_000   # a 5 MB comment: decoded and parsed whole before
     rep = _run(g[:i] + b"\x21\xfe" + blocks + b"\x00" + g[i:])
     assert any("GIF comment of 5100000 bytes; the first 4194304 read" in e for e in rep.errors)
+
+
+def test_a_gif_of_too_many_comment_sub_blocks_is_not_opened_by_pillow(monkeypatch):
+    """`meta` reads a GIF's comment and XMP through Pillow, whose open reads every sub-block before the first
+    image in Python and keeps a comment's (50 M one-byte ones, 100 MB: 30 s and 4.5 GB for `meta`): over
+    decode.GIF_MAX_BLOCKS the file is not opened, and the record says why."""
+    from PIL import GifImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_extension_blocks
+
+    monkeypatch.setattr(decode, "GIF_MAX_BLOCKS", 100)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open",
+                        lambda self: (_ for _ in ()).throw(AssertionError("Pillow opened the GIF")))
+    rep = _run(gif_extension_blocks(100))
+    assert rep.format == "GIF"
+    assert rep.errors == ["GIF structure refused: more than 100 sub-blocks or stray bytes before its first image "
+                          "(Pillow reads each in Python when it opens the file)"]
