@@ -71,9 +71,10 @@ PSD_MAX_ROWS = 30_000
 # Pixels of an RLE-compressed BMP (or DIB): Pillow decodes RLE8 and RLE4 in Python, pixel by pixel where a row
 # ends early (an end-of-line pads the row a byte at a time) and for every RLE4 pixel: one pixel and an end-of-line
 # a row, 10000x12000 in 48 KB (bmp_rle_row_ends(10000, 12000)), took `aiidetect scan -d metadata` 44 s and 1.1 GB.
-# RLE BMPs are old Windows palette images, screen-sized: a 3840x2160 one passes. At the cap, the same rows
-# (4096x2048) take Pillow's load() 3.7 s on the 2-core machine at load 7.8. Over it: `decode-error`.
-BMP_RLE_MAX_PIXELS = 1 << 23
+# RLE BMPs are old Windows palette images; the cap lets a 4K screen (3840x2160) and an A4 page scanned at
+# 300 dpi (2480x3508, 8.7 million pixels) through. At the cap, the same rows (4096x3072) take Pillow's load()
+# 5.8 s on the 2-core machine at load 6.5 (4096x2048: 3.5 s). Over it: `decode-error`.
+BMP_RLE_MAX_PIXELS = 3 << 22
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

@@ -709,5 +709,5 @@ def test_an_rle_bmp_over_the_pixel_limit_is_too_large_not_a_decode_error():
                 decode_bytes(data, limits)
             assert e.value.code == "too-large" and f"{w}x{h} = {w * h} pixels" in e.value.message
     with pytest.raises(DecodeFailure) as e:
-        decode_bytes(bmp_rle(3000, 3000, b"\x00\x01"))
-    assert e.value.code == "decode-error" and "RLE8-compressed 3000x3000" in e.value.message
+        decode_bytes(bmp_rle(4000, 4000, b"\x00\x01"))
+    assert e.value.code == "decode-error" and "RLE8-compressed 4000x4000" in e.value.message
