@@ -36,6 +36,10 @@ JPEG_MAX_SEGMENTS = 65_536
 # 7.2 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
+# Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
+# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does: an animation of 50,000 frames
+# holds 100,000 (ANMF and its image), the PNG cap's count. Over it: the rest of the metadata is not read.
+WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
 # frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took

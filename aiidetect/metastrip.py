@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import struct
 
-from .limits import JPEG_MAX_SEGMENTS
+from .limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
              b"sRGB"}
-_PNG_MAX_CHUNKS = 1_000_000
 
 
 def strip_metadata(data: bytes, fmt: str | None) -> bytes | None:
@@ -35,7 +34,7 @@ def strip_metadata(data: bytes, fmt: str | None) -> bytes | None:
 
 def _strip_png(data: bytes) -> bytes | None:
     out, pos, n, dropped = [data[:8]], 8, len(data), False
-    for _ in range(_PNG_MAX_CHUNKS):
+    for _ in range(PNG_MAX_CHUNKS):
         if pos + 12 > n:
             break
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
@@ -47,6 +46,8 @@ def _strip_png(data: bytes) -> bytes | None:
         pos = end
         if ctype == b"IEND":
             break
+    else:   # the decoder refused the file for these (limits.PNG_MAX_CHUNKS); stripped, it must not pass
+        return None
     return b"".join(out) if dropped else None
 
 

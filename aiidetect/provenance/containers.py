@@ -11,6 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
@@ -18,10 +19,14 @@ MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
 # Text chunks / comments kept per file (real files hold a handful). Each is parsed for generator
 # parameters later: a million one-line 'parameters' chunks took 16 s there, past the per-file budget.
 MAX_TEXTS = 1000
-# PNG chunks / JPEG segments / WebP chunks walked before giving up (~0.8 s at the cap). At 10,000,
-# 10,001 empty private chunks in front of a PNG's 'parameters' hid it with no word in the record,
-# while Pillow and every metadata viewer still showed it.
-MAX_CHUNKS = 1_000_000
+# JPEG segments, PNG and WebP chunks walked before giving up: the decoder's own caps (limits.py), so the
+# metadata walk of a file stops where its decode is refused. At 1,000,000 here (10 times the PNG decode cap,
+# 15 times the JPEG one), 999,000 empty APP5 segments (4 MB) took `meta` 2.2 s and 999,000 private PNG
+# chunks `scan -d metadata` 3.4 s of a 5 s budget; at 10,000, 10,001 empty private chunks in front of a PNG's
+# 'parameters' hid it with no word in the record. Past the cap the record says the rest was not read.
+# The per-file time budget is asked every WALK_BUDGET_EVERY items inside a walk too (not only between
+# stages): a walk it stops says so in the record's errors, and the record gets the metadata-timeout note.
+WALK_BUDGET_EVERY = 4096
 # ImageMagick and GraphicsMagick keep a JPEG's or TIFF's profiles, converted to PNG, in text chunks keyed
 # 'Raw profile type <name>', as hex.
 RAW_PROFILE = "Raw profile type "
@@ -52,6 +57,7 @@ class Blobs:
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
+    timed_out: bool = False                                           # the time budget stopped the walk
     errors: list[str] = field(default_factory=list)
 
 
@@ -107,16 +113,30 @@ def _tiff_start(blob: bytes) -> bytes:
     return blob
 
 
-def walk(data: bytes) -> Blobs:
+class WalkTimeout(Exception):
+    """The per-file time budget ran out inside a container walk."""
+
+
+def _ticker(fmt: str, what: str, time_left):
+    """-> tick(i): raises WalkTimeout when the budget is spent, asked every WALK_BUDGET_EVERY items."""
+    def tick(i: int) -> None:
+        if time_left is not None and i % WALK_BUDGET_EVERY == WALK_BUDGET_EVERY - 1 and not time_left():
+            raise WalkTimeout(f"{fmt}: the per-file time budget ran out after {i + 1} {what}; the metadata after "
+                              "them was not read")
+    return tick
+
+
+def walk(data: bytes, time_left=None) -> Blobs:
+    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
     try:
         if fmt == "JPEG":
-            _walk_jpeg(data, b)
+            _walk_jpeg(data, b, _ticker("JPEG", "segments", time_left))
         elif fmt == "PNG":
-            _walk_png(data, b)
+            _walk_png(data, b, _ticker("PNG", "chunks", time_left))
         elif fmt == "WEBP":
-            _walk_webp(data, b)
+            _walk_webp(data, b, _ticker("WebP", "chunks", time_left))
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
@@ -135,6 +155,9 @@ def walk(data: bytes) -> Blobs:
             _walk_with_pillow(data, b)
         elif fmt == "PSD":
             _walk_psd(data, b)
+    except WalkTimeout as exc:
+        b.errors.append(str(exc))
+        b.timed_out = True
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
@@ -159,14 +182,15 @@ def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _walk_jpeg(data: bytes, b: Blobs) -> None:
+def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n = 2, len(data)
     ext_xmp: dict[bytes, dict[int, bytes]] = {}
     ext_over = False
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
-    for _ in range(MAX_CHUNKS):
+    for i in range(JPEG_MAX_SEGMENTS):
+        tick(i)
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
             break
@@ -243,7 +267,7 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length
     else:
-        b.errors.append(_over_cap("JPEG", "segments"))
+        b.errors.append(_over_cap("JPEG", "segments", JPEG_MAX_SEGMENTS))
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
@@ -304,11 +328,12 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 
 # --- PNG --------------------------------------------------------------------
 
-def _walk_png(data: bytes, b: Blobs) -> None:
+def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n, total_text, profiles = 8, len(data), 0, 0
     priority_seen: set[str] = set()
     over_total = over_count = over_profiles = False
-    for _ in range(MAX_CHUNKS):
+    for i in range(PNG_MAX_CHUNKS):
+        tick(i)
         b.chunks += 1
         if pos + 8 > n:
             b.errors.append("PNG: truncated (no IEND)")
@@ -377,7 +402,8 @@ def _walk_png(data: bytes, b: Blobs) -> None:
             break
         pos += 12 + length
     else:
-        b.errors.append(_over_cap("PNG", "chunks"))
+        b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
+        b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
 
 
 _RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
@@ -490,9 +516,10 @@ def _inflate(payload: bytes) -> tuple[bytes, bool]:
 
 # --- WebP -------------------------------------------------------------------
 
-def _walk_webp(data: bytes, b: Blobs) -> None:
+def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, end = 12, min(len(data), 8 + struct.unpack("<I", data[4:8])[0])
-    for _ in range(MAX_CHUNKS):
+    for i in range(WEBP_MAX_CHUNKS):
+        tick(i)
         if pos + 8 > end:
             break
         b.chunks += 1
@@ -517,11 +544,12 @@ def _walk_webp(data: bytes, b: Blobs) -> None:
             b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         pos += 8 + size + (size & 1)
     else:
-        b.errors.append(_over_cap("WebP", "chunks"))
+        b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
+        b.chunks += 1
 
 
-def _over_cap(fmt: str, what: str) -> str:
-    return f"{fmt}: more than {MAX_CHUNKS} {what}; the metadata after them was not read"
+def _over_cap(fmt: str, what: str, cap: int) -> str:
+    return f"{fmt}: more than {cap} {what} (the decoder's cap too); the metadata after them was not read"
 
 
 # --- PSD -------------------------------------------------------------------
@@ -627,8 +655,9 @@ def _pillow_info(im, b: Blobs) -> None:
 # (16 IFDs of 65,535 entries, 12.6 MB: 17 s). So it is handed only a structure of a size a real
 # file has. Real HEIF/AVIF files hold tens to a few hundred boxes, TIFF files a few hundred entries.
 C2PA_MAX_BOXES = 5_000
-# PNG/WebP: linear there, but 1,000,000 chunks (the walker's cap) in front of a caBX chunk held it 5 s,
-# past the whole per-file budget. An animation of 50,000 frames would hold 100,000.
+# PNG/WebP: linear there, but 1,000,000 chunks in front of a caBX chunk held it 5 s, past the whole
+# per-file budget. An animation of 50,000 frames would hold 100,000. The walker stops at the same count
+# (limits.PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS) and then counts one more.
 C2PA_MAX_CHUNKS = 100_000
 C2PA_MAX_TIFF_ENTRIES = 20_000
 # Boxes whose payload is a list of boxes (after a FullBox header of 4 bytes where given).

@@ -53,7 +53,7 @@ def test_jpeg_walk_never_yields_more_than_the_file(segs):
     data = bytes(out)
     b = containers.walk(data)
     assert blob_bytes(b) <= len(data)
-    assert len(b.errors) <= containers.MAX_CHUNKS + 1
+    assert len(b.errors) <= containers.JPEG_MAX_SEGMENTS + 1
 
 
 @settings(max_examples=100, deadline=None)
