@@ -20,8 +20,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED,
-                     PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS)
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED,
+                     PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS, WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -838,13 +838,19 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         if width * height > limits.max_pixels:
             raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the "
                                              f"{limits.max_pixels}-pixel limit (--max-pixels)")
+        cost = WEBP_PIXEL_COST if fmt == "WEBP" else 1   # libwebp's RGBA canvases (limits.WEBP_PIXEL_COST)
+        if width * height * cost > DECODE_BUDGET_IMAGES * limits.max_pixels:
+            raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels of WebP, over the "
+                                             f"{DECODE_BUDGET_IMAGES * limits.max_pixels // cost}-pixel WebP limit "
+                                             f"({DECODE_BUDGET_IMAGES}/{cost} of --max-pixels: its decoder holds "
+                                             f"{cost} times a PNG's memory a pixel)")
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             if admit is not None:
-                admit(img.size[0] * img.size[1])
+                admit(img.size[0] * img.size[1] * cost)
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation

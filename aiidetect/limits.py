@@ -11,6 +11,14 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # decode memory is bounded by --max-pixels, not by --workers (pixels.PixelBudget;
 # docs/schema.md "Limits"). Two, so two cores stay busy on a folder of the largest images.
 DECODE_BUDGET_IMAGES = 2
+# A WebP's pixels count this many times, against that budget and against the limit: Pillow decodes every WebP,
+# still or animated, through libwebp's animation decoder, which fills two RGBA canvases (the frame, and the
+# canvas after disposal) beside Pillow's copy of the frame and the image. A 100 MP WebP (a 10000x10000 canvas:
+# a 186-byte animation of 8x8 frames, or a 3.9 KB lossless still) peaked at 1.63 GB in `scan -d metadata`, a
+# 100 MP PNG at 457 MB, a 50 MP WebP at 848 MB. A WebP whose cost alone passes the whole decode budget
+# (DECODE_BUDGET_IMAGES x --max-pixels) is refused, `too-large`: 60 MP at the defaults, which peaks where two
+# --max-pixels PNGs decoding side by side do.
+WEBP_PIXEL_COST = 4
 
 # A progressive JPEG is decoded scan by scan, each scan a pass over the blocks of the components it
 # names, however few bytes it holds (a run of empty blocks is one symbol): a 362 KB 64 MP file of 1,000
