@@ -77,7 +77,32 @@ def sniff(data: bytes) -> str | None:
         return "GIF"
     if data[:4] == b"8BPS" and data[4:6] in (b"\x00\x01", b"\x00\x02"):   # PSD, PSB
         return "PSD"
+    if data[:2] == b"BM":
+        return "BMP"
+    if _dib_size(data) is not None:
+        return "DIB"
     return None
+
+
+# Info header sizes Pillow's DIB reader accepts (a DIB is a BMP without its 14-byte file header).
+_DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+
+
+def _dib_size(data: bytes, at: int = 0) -> tuple[int, int] | None:
+    """(width, height) from a BMP/DIB info header at `at`, or None when there is none Pillow would read:
+    `meta` said `format: null` (no size) for the BMPs and DIBs `scan` names."""
+    if len(data) < at + 16:
+        return None
+    (size,) = struct.unpack_from("<I", data, at)
+    if size not in _DIB_HEADERS:
+        return None
+    if size == 12:   # OS/2 1.x: 16-bit sizes
+        w, h, planes = struct.unpack_from("<HHH", data, at + 4)
+    else:
+        if len(data) < at + 18:
+            return None
+        w, h, planes = struct.unpack_from("<iiH", data, at + 4)
+    return (abs(w), abs(h)) if planes == 1 else None
 
 
 def bounded_inflate(payload: bytes, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -155,6 +180,12 @@ def walk(data: bytes, time_left=None) -> Blobs:
             _walk_with_pillow(data, b)
         elif fmt == "PSD":
             _walk_psd(data, b)
+        elif fmt in ("BMP", "DIB"):   # no metadata blocks: the format and size, as `scan` gives them
+            size = _dib_size(data, 14 if fmt == "BMP" else 0)
+            if size is None:
+                b.errors.append(f"{fmt}: no info header Pillow reads")
+            else:
+                b.width, b.height = size
     except WalkTimeout as exc:
         b.errors.append(str(exc))
         b.timed_out = True
