@@ -514,10 +514,20 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
 
     A decode that fails is retried once without the metadata segments
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
-    pixels down with it; the metadata parsers read those segments themselves."""
+    pixels down with it; the metadata parsers read those segments themselves.
+    A PNG or WebP is handed to Pillow without its metadata chunks over
+    limits.DECODE_MAX_METADATA_CHUNK (metastrip.strip_oversize), which its readers copied whole."""
     limits = limits or DecodeLimits()
+    from .metastrip import strip_oversize
+
+    lean, withheld = strip_oversize(data, sniff_format(data))
+    if lean is not None:
+        data = lean
     try:
-        return _decode_bytes(data, limits, draft, admit)
+        img, info = _decode_bytes(data, limits, draft, admit)
+        if withheld:
+            info["metadata_skipped_for_pixels"] = withheld[:200]
+        return img, info
     except DecodeFailure as first:
         if first.code != "decode-error":
             raise

@@ -49,6 +49,14 @@ PNG_MAX_CHUNKS = 100_000
 # holds 100,000 (ANMF and its image), the PNG cap's count. Over it: the rest of the metadata is not read.
 WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 
+# A PNG or WebP metadata chunk (text, EXIF, XMP, ICC profile, private) longer than this is not handed to Pillow:
+# the file is decoded from a copy without it (decode.decode_bytes, metastrip.strip_oversize) and the record's
+# image.pixels_without_metadata says so. Pillow copies such a chunk two or three times (its reads in blocks
+# joined, the WebP reader's copy of the whole file, the block kept in its info): 100 MB EXIF, XMP or ICC
+# chunks took `scan -d metadata` 476 MB (WebP) to 680 MB (an uncompressed XMP iTXt in a PNG). It is the EXIF
+# reader's cap (provenance.exif.MAX_EXIF_BYTES), the largest of the metadata readers', far above an ICC profile.
+DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
+
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
 # frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took
 # 3.5 s to count (n_frames). A GIF with more says this many.

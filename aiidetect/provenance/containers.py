@@ -12,7 +12,9 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
+from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
+from .xmp import MAX_XMP_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
@@ -40,6 +42,13 @@ XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 # main packet. Each GUID was kept, joined and handed on: 900,000 one-part GUIDs (104 MB) took `aiidetect meta` 19 s
 # and 600 MB. The readers parse four XMP packets in all (provenance.MAX_BLOCKS).
 MAX_EXT_XMP_GUIDS = 4
+# PNG and WebP chunks are sliced out of the file only when read, and then no more of them than is read: every
+# chunk was copied whole, a 100 MB ICC profile too (never read here), and an EXIF or XMP chunk over its
+# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_BYTES) was copied twice before the reader refused it:
+# `meta` of a 100 MB file peaked at 257 MB (462 MB for an uncompressed XMP iTXt chunk, split three times).
+# Such a block is refused from its length now. An uncompressed text chunk is read as its first
+# MAX_TEXT_BYTES (and this much for its keywords): the rest is not copied.
+TEXT_HEAD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -370,13 +379,14 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             b.errors.append("PNG: truncated (no IEND)")
             break
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) < length:
+        start = pos + 8
+        if start + length > n:
             b.errors.append(f"PNG: chunk {ctype!r} overruns the file")
         name = ctype.decode("latin-1")
-        if ctype == b"IHDR" and len(body) >= 8:
-            b.width, b.height = struct.unpack(">II", body[:8])
+        if ctype == b"IHDR" and length >= 8 and start + 8 <= n:
+            b.width, b.height = struct.unpack(">II", data[start:start + 8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            body, cut = _text_body(data, start, length, ctype)
             profile = _profile_key(body)
             if profile and profiles >= MAX_PROFILE_CHUNKS:
                 if not over_profiles:   # said before inflating: the cap is on the work, not on what is kept
@@ -396,6 +406,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 continue
             try:
                 key, text, truncated = _png_text(ctype, body)
+                truncated = truncated or cut
                 where = f"PNG {name} '{key}'"
                 kind = key[len(RAW_PROFILE):].lower() if key.startswith(RAW_PROFILE) else None
                 if truncated and kind not in RAW_PROFILE_KINDS:
@@ -422,7 +433,10 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 if len(b.errors) < 100:  # a million broken chunks are not a million lines of record
                     b.errors.append(f"PNG {name}: {exc}")
         elif ctype == b"eXIf":
-            b.exif.append((_tiff_start(body), "PNG eXIf"))
+            if length > MAX_EXIF_BYTES + 6:
+                b.errors.append(f"PNG eXIf: an EXIF block of {length} bytes, over the {MAX_EXIF_BYTES} read; not read")
+            else:
+                b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
             b.jumbf.append("PNG caBX")
         elif ctype == b"IEND":
@@ -514,6 +528,16 @@ def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
     return key in GENERATOR_KEYS and key not in seen
 
 
+def _text_body(data: bytes, start: int, length: int, ctype: bytes) -> tuple[bytes, bool]:
+    """-> (the bytes of a text chunk to read, whether its tail was left out). An uncompressed chunk is read as
+    its first MAX_TEXT_BYTES after its keywords, so no more is copied; a compressed one is inflated whole."""
+    head = data[start:start + min(length, 82)]   # keyword (79 at most), NUL, iTXt's compression flag
+    key, sep, rest = head.partition(b"\x00")
+    compressed = ctype == b"zTXt" or (ctype == b"iTXt" and sep and rest[:1] == b"\x01")
+    take = length if compressed else min(length, MAX_TEXT_BYTES + TEXT_HEAD_BYTES)
+    return data[start:start + take], take < length
+
+
 def _png_text(ctype: bytes, body: bytes) -> tuple[str, str, bool]:
     """-> (keyword, text, truncated)."""
     key, sep, rest = body.partition(b"\x00")
@@ -555,13 +579,23 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             break
         b.chunks += 1
         fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
-        if len(body) < size:
+        start = pos + 8
+        if start + size > len(data):
             b.errors.append(f"WebP: chunk {fourcc!r} overruns the file")
+        # Only what is read is sliced (TEXT_HEAD_BYTES): the size fields below sit in a chunk's first bytes.
+        body = data[start:start + min(size, 16)]
         if fourcc == b"EXIF":
-            b.exif.append((_tiff_start(body), "WebP EXIF chunk"))
+            if size > MAX_EXIF_BYTES + 6:
+                b.errors.append(f"WebP EXIF chunk: an EXIF block of {size} bytes, over the {MAX_EXIF_BYTES} read; "
+                                "not read")
+            else:
+                b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
-            b.xmp.append((body, "WebP XMP chunk"))
+            if size > MAX_XMP_BYTES:
+                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_BYTES} read; "
+                                "not read")
+            else:
+                b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             b.jumbf.append("WebP C2PA chunk")
         elif fourcc == b"VP8X" and len(body) >= 10:
