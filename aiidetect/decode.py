@@ -20,8 +20,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED,
-                     PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS)
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS,
+                     MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS, WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -525,10 +525,20 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
 
     A decode that fails is retried once without the metadata segments
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
-    pixels down with it; the metadata parsers read those segments themselves."""
+    pixels down with it; the metadata parsers read those segments themselves.
+    A PNG or WebP is handed to Pillow without its metadata chunks over
+    limits.DECODE_MAX_METADATA_CHUNK (metastrip.strip_oversize), which its readers copied whole."""
     limits = limits or DecodeLimits()
+    from .metastrip import strip_oversize
+
+    lean, withheld = strip_oversize(data, sniff_format(data))
+    if lean is not None:
+        data = lean
     try:
-        return _decode_bytes(data, limits, draft, admit)
+        img, info = _decode_bytes(data, limits, draft, admit)
+        if withheld:
+            info["metadata_skipped_for_pixels"] = withheld[:200]
+        return img, info
     except DecodeFailure as first:
         if first.code != "decode-error":
             raise
@@ -864,13 +874,19 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             raise DecodeFailure("decode-error", f"invalid dimensions {width}x{height}")
         if width * height > limits.max_pixels:
             raise _over_pixel_limit(width, height, limits.max_pixels)
+        cost = WEBP_PIXEL_COST if fmt == "WEBP" else 1   # libwebp's RGBA canvases (limits.WEBP_PIXEL_COST)
+        if width * height * cost > DECODE_BUDGET_IMAGES * limits.max_pixels:
+            raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels of WebP, over the "
+                                             f"{DECODE_BUDGET_IMAGES * limits.max_pixels // cost}-pixel WebP limit "
+                                             f"({DECODE_BUDGET_IMAGES}/{cost} of --max-pixels: its decoder holds "
+                                             f"{cost} times a PNG's memory a pixel)")
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             if admit is not None:
-                admit(img.size[0] * img.size[1])
+                admit(img.size[0] * img.size[1] * cost)
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation

@@ -11,6 +11,14 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 # decode memory is bounded by --max-pixels, not by --workers (pixels.PixelBudget;
 # docs/schema.md "Limits"). Two, so two cores stay busy on a folder of the largest images.
 DECODE_BUDGET_IMAGES = 2
+# A WebP's pixels count this many times, against that budget and against the limit: Pillow decodes every WebP,
+# still or animated, through libwebp's animation decoder, which fills two RGBA canvases (the frame, and the
+# canvas after disposal) beside Pillow's copy of the frame and the image. A 100 MP WebP (a 10000x10000 canvas:
+# a 186-byte animation of 8x8 frames, or a 3.9 KB lossless still) peaked at 1.63 GB in `scan -d metadata`, a
+# 100 MP PNG at 457 MB, a 50 MP WebP at 848 MB. A WebP whose cost alone passes the whole decode budget
+# (DECODE_BUDGET_IMAGES x --max-pixels) is refused, `too-large`: 60 MP at the defaults, which peaks where two
+# --max-pixels PNGs decoding side by side do.
+WEBP_PIXEL_COST = 4
 
 # A progressive JPEG is decoded scan by scan, each scan a pass over the blocks of the components it
 # names, however few bytes it holds (a run of empty blocks is one symbol): a 362 KB 64 MP file of 1,000
@@ -36,6 +44,18 @@ JPEG_MAX_SEGMENTS = 65_536
 # 7.2 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
+# Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
+# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does: an animation of 50,000 frames
+# holds 100,000 (ANMF and its image), the PNG cap's count. Over it: the rest of the metadata is not read.
+WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
+
+# A PNG or WebP metadata chunk (text, EXIF, XMP, ICC profile, private) longer than this is not handed to Pillow:
+# the file is decoded from a copy without it (decode.decode_bytes, metastrip.strip_oversize) and the record's
+# image.pixels_without_metadata says so. Pillow copies such a chunk two or three times (its reads in blocks
+# joined, the WebP reader's copy of the whole file, the block kept in its info): 100 MB EXIF, XMP or ICC
+# chunks took `scan -d metadata` 476 MB (WebP) to 680 MB (an uncompressed XMP iTXt in a PNG). It is the EXIF
+# reader's cap (provenance.exif.MAX_EXIF_BYTES), the largest of the metadata readers', far above an ICC profile.
+DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
 # frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took

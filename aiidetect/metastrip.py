@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import struct
 
-from .limits import JPEG_MAX_SEGMENTS
+from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
              b"sRGB"}
-_PNG_MAX_CHUNKS = 1_000_000
 
 
 def strip_metadata(data: bytes, fmt: str | None) -> bytes | None:
@@ -35,7 +34,7 @@ def strip_metadata(data: bytes, fmt: str | None) -> bytes | None:
 
 def _strip_png(data: bytes) -> bytes | None:
     out, pos, n, dropped = [data[:8]], 8, len(data), False
-    for _ in range(_PNG_MAX_CHUNKS):
+    for _ in range(PNG_MAX_CHUNKS):
         if pos + 12 > n:
             break
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
@@ -47,6 +46,8 @@ def _strip_png(data: bytes) -> bytes | None:
         pos = end
         if ctype == b"IEND":
             break
+    else:   # the decoder refused the file for these (limits.PNG_MAX_CHUNKS); stripped, it must not pass
+        return None
     return b"".join(out) if dropped else None
 
 
@@ -74,3 +75,73 @@ def _strip_jpeg(data: bytes) -> bytes | None:
             out.append(seg)
         pos += 2 + length
     return b"".join(out) if dropped else None
+
+
+# VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.
+_WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
+
+
+def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
+    """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
+    (limits.DECODE_MAX_METADATA_CHUNK), what was left out) or (None, None) when there are none. The
+    metadata readers read such chunks (capped) from the file itself; Pillow copied each two or three times."""
+    limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
+    if len(data) <= limit or fmt not in ("PNG", "WEBP"):   # no chunk can be longer than its file
+        return None, None
+    try:
+        return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
+    except (struct.error, IndexError, ValueError):
+        return None, None
+
+
+def _said(fmt: str, left: list[tuple[bytes, int]], limit: int) -> str:
+    names = ", ".join(f"{t.decode('latin-1')!r} of {n} bytes" for t, n in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+    return f"{fmt} metadata chunks over {limit} bytes not handed to the decoder: {names}{more}"
+
+
+def _oversize_png(data: bytes, limit: int):
+    out, left, pos, n, last = [], [], 8, len(data), 0
+    for _ in range(PNG_MAX_CHUNKS):
+        if pos + 12 > n:
+            break
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if length > limit and ctype not in _PNG_KEEP:
+            out.append(data[last:pos])
+            last = min(end, n)
+            left.append((ctype, length))
+        pos = end
+        if ctype == b"IEND":
+            break
+    if not left:
+        return None, None
+    out.append(data[last:])
+    return b"".join(out), _said("PNG", left, limit)
+
+
+def _oversize_webp(data: bytes, limit: int):
+    out, left, pos, last = [], [], 12, 0
+    end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
+    vp8x = None
+    for _ in range(WEBP_MAX_CHUNKS):
+        if pos + 8 > end:
+            break
+        fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        nxt = pos + 8 + size + (size & 1)
+        if fourcc == b"VP8X":
+            vp8x = pos + 8
+        if size > limit and fourcc in _WEBP_FLAGS:
+            out.append(data[last:pos])
+            last = min(nxt, len(data))
+            left.append((fourcc, size))
+        pos = nxt
+    if not left:
+        return None, None
+    out.append(data[last:])
+    lean = bytearray(b"".join(out))
+    lean[4:8] = struct.pack("<I", len(lean) - 8)
+    if vp8x is not None:   # before every chunk left out, so at the same offset in the copy
+        for fourcc, _ in left:
+            lean[vp8x] &= ~_WEBP_FLAGS[fourcc] & 0xFF
+    return bytes(lean), _said("WebP", left, limit)

@@ -187,7 +187,7 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
 
 
 def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget) -> None:
-    blobs = containers.walk(data)
+    blobs = containers.walk(data, lambda: budget.left("rest of the container walk"))
     rep.errors.extend(blobs.errors)
     rep.format = blobs.format or info.get("format")
     rep.width = blobs.width or info.get("width")

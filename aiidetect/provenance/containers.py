@@ -11,17 +11,24 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
+from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
+from .xmp import MAX_XMP_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
 # Text chunks / comments kept per file (real files hold a handful). Each is parsed for generator
 # parameters later: a million one-line 'parameters' chunks took 16 s there, past the per-file budget.
 MAX_TEXTS = 1000
-# PNG chunks / JPEG segments / WebP chunks walked before giving up (~0.8 s at the cap). At 10,000,
-# 10,001 empty private chunks in front of a PNG's 'parameters' hid it with no word in the record,
-# while Pillow and every metadata viewer still showed it.
-MAX_CHUNKS = 1_000_000
+# JPEG segments, PNG and WebP chunks walked before giving up: the decoder's own caps (limits.py), so the
+# metadata walk of a file stops where its decode is refused. At 1,000,000 here (10 times the PNG decode cap,
+# 15 times the JPEG one), 999,000 empty APP5 segments (4 MB) took `meta` 2.2 s and 999,000 private PNG
+# chunks `scan -d metadata` 3.4 s of a 5 s budget; at 10,000, 10,001 empty private chunks in front of a PNG's
+# 'parameters' hid it with no word in the record. Past the cap the record says the rest was not read.
+# The per-file time budget is asked every WALK_BUDGET_EVERY items inside a walk too (not only between
+# stages): a walk it stops says so in the record's errors, and the record gets the metadata-timeout note.
+WALK_BUDGET_EVERY = 4096
 # ImageMagick and GraphicsMagick keep a JPEG's or TIFF's profiles, converted to PNG, in text chunks keyed
 # 'Raw profile type <name>', as hex.
 RAW_PROFILE = "Raw profile type "
@@ -35,6 +42,13 @@ XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 # main packet. Each GUID was kept, joined and handed on: 900,000 one-part GUIDs (104 MB) took `aiidetect meta` 19 s
 # and 600 MB. The readers parse four XMP packets in all (provenance.MAX_BLOCKS).
 MAX_EXT_XMP_GUIDS = 4
+# PNG and WebP chunks are sliced out of the file only when read, and then no more of them than is read: every
+# chunk was copied whole, a 100 MB ICC profile too (never read here), and an EXIF or XMP chunk over its
+# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_BYTES) was copied twice before the reader refused it:
+# `meta` of a 100 MB file peaked at 257 MB (462 MB for an uncompressed XMP iTXt chunk, split three times).
+# Such a block is refused from its length now. An uncompressed text chunk is read as its first
+# MAX_TEXT_BYTES (and this much for its keywords): the rest is not copied.
+TEXT_HEAD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -52,6 +66,7 @@ class Blobs:
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
+    timed_out: bool = False                                           # the time budget stopped the walk
     errors: list[str] = field(default_factory=list)
 
 
@@ -71,7 +86,32 @@ def sniff(data: bytes) -> str | None:
         return "GIF"
     if data[:4] == b"8BPS" and data[4:6] in (b"\x00\x01", b"\x00\x02"):   # PSD, PSB
         return "PSD"
+    if data[:2] == b"BM":
+        return "BMP"
+    if _dib_size(data) is not None:
+        return "DIB"
     return None
+
+
+# Info header sizes Pillow's DIB reader accepts (a DIB is a BMP without its 14-byte file header).
+_DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+
+
+def _dib_size(data: bytes, at: int = 0) -> tuple[int, int] | None:
+    """(width, height) from a BMP/DIB info header at `at`, or None when there is none Pillow would read:
+    `meta` said `format: null` (no size) for the BMPs and DIBs `scan` names."""
+    if len(data) < at + 16:
+        return None
+    (size,) = struct.unpack_from("<I", data, at)
+    if size not in _DIB_HEADERS:
+        return None
+    if size == 12:   # OS/2 1.x: 16-bit sizes
+        w, h, planes = struct.unpack_from("<HHH", data, at + 4)
+    else:
+        if len(data) < at + 18:
+            return None
+        w, h, planes = struct.unpack_from("<iiH", data, at + 4)
+    return (abs(w), abs(h)) if planes == 1 else None
 
 
 def bounded_inflate(payload: bytes, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -107,16 +147,30 @@ def _tiff_start(blob: bytes) -> bytes:
     return blob
 
 
-def walk(data: bytes) -> Blobs:
+class WalkTimeout(Exception):
+    """The per-file time budget ran out inside a container walk."""
+
+
+def _ticker(fmt: str, what: str, time_left):
+    """-> tick(i): raises WalkTimeout when the budget is spent, asked every WALK_BUDGET_EVERY items."""
+    def tick(i: int) -> None:
+        if time_left is not None and i % WALK_BUDGET_EVERY == WALK_BUDGET_EVERY - 1 and not time_left():
+            raise WalkTimeout(f"{fmt}: the per-file time budget ran out after {i + 1} {what}; the metadata after "
+                              "them was not read")
+    return tick
+
+
+def walk(data: bytes, time_left=None) -> Blobs:
+    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
     try:
         if fmt == "JPEG":
-            _walk_jpeg(data, b)
+            _walk_jpeg(data, b, _ticker("JPEG", "segments", time_left))
         elif fmt == "PNG":
-            _walk_png(data, b)
+            _walk_png(data, b, _ticker("PNG", "chunks", time_left))
         elif fmt == "WEBP":
-            _walk_webp(data, b)
+            _walk_webp(data, b, _ticker("WebP", "chunks", time_left))
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
@@ -135,6 +189,15 @@ def walk(data: bytes) -> Blobs:
             _walk_with_pillow(data, b)
         elif fmt == "PSD":
             _walk_psd(data, b)
+        elif fmt in ("BMP", "DIB"):   # no metadata blocks: the format and size, as `scan` gives them
+            size = _dib_size(data, 14 if fmt == "BMP" else 0)
+            if size is None:
+                b.errors.append(f"{fmt}: no info header Pillow reads")
+            else:
+                b.width, b.height = size
+    except WalkTimeout as exc:
+        b.errors.append(str(exc))
+        b.timed_out = True
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
@@ -159,14 +222,15 @@ def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _walk_jpeg(data: bytes, b: Blobs) -> None:
+def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n = 2, len(data)
     ext_xmp: dict[bytes, dict[int, bytes]] = {}
     ext_over = False
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
-    for _ in range(MAX_CHUNKS):
+    for i in range(JPEG_MAX_SEGMENTS):
+        tick(i)
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
             break
@@ -243,7 +307,7 @@ def _walk_jpeg(data: bytes, b: Blobs) -> None:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length
     else:
-        b.errors.append(_over_cap("JPEG", "segments"))
+        b.errors.append(_over_cap("JPEG", "segments", JPEG_MAX_SEGMENTS))
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
@@ -304,23 +368,25 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 
 # --- PNG --------------------------------------------------------------------
 
-def _walk_png(data: bytes, b: Blobs) -> None:
+def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n, total_text, profiles = 8, len(data), 0, 0
     priority_seen: set[str] = set()
     over_total = over_count = over_profiles = False
-    for _ in range(MAX_CHUNKS):
+    for i in range(PNG_MAX_CHUNKS):
+        tick(i)
         b.chunks += 1
         if pos + 8 > n:
             b.errors.append("PNG: truncated (no IEND)")
             break
         length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) < length:
+        start = pos + 8
+        if start + length > n:
             b.errors.append(f"PNG: chunk {ctype!r} overruns the file")
         name = ctype.decode("latin-1")
-        if ctype == b"IHDR" and len(body) >= 8:
-            b.width, b.height = struct.unpack(">II", body[:8])
+        if ctype == b"IHDR" and length >= 8 and start + 8 <= n:
+            b.width, b.height = struct.unpack(">II", data[start:start + 8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            body, cut = _text_body(data, start, length, ctype)
             profile = _profile_key(body)
             if profile and profiles >= MAX_PROFILE_CHUNKS:
                 if not over_profiles:   # said before inflating: the cap is on the work, not on what is kept
@@ -340,6 +406,7 @@ def _walk_png(data: bytes, b: Blobs) -> None:
                 continue
             try:
                 key, text, truncated = _png_text(ctype, body)
+                truncated = truncated or cut
                 where = f"PNG {name} '{key}'"
                 kind = key[len(RAW_PROFILE):].lower() if key.startswith(RAW_PROFILE) else None
                 if truncated and kind not in RAW_PROFILE_KINDS:
@@ -366,7 +433,10 @@ def _walk_png(data: bytes, b: Blobs) -> None:
                 if len(b.errors) < 100:  # a million broken chunks are not a million lines of record
                     b.errors.append(f"PNG {name}: {exc}")
         elif ctype == b"eXIf":
-            b.exif.append((_tiff_start(body), "PNG eXIf"))
+            if length > MAX_EXIF_BYTES + 6:
+                b.errors.append(f"PNG eXIf: an EXIF block of {length} bytes, over the {MAX_EXIF_BYTES} read; not read")
+            else:
+                b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
             b.jumbf.append("PNG caBX")
         elif ctype == b"IEND":
@@ -377,7 +447,8 @@ def _walk_png(data: bytes, b: Blobs) -> None:
             break
         pos += 12 + length
     else:
-        b.errors.append(_over_cap("PNG", "chunks"))
+        b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
+        b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
 
 
 _RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
@@ -457,6 +528,16 @@ def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
     return key in GENERATOR_KEYS and key not in seen
 
 
+def _text_body(data: bytes, start: int, length: int, ctype: bytes) -> tuple[bytes, bool]:
+    """-> (the bytes of a text chunk to read, whether its tail was left out). An uncompressed chunk is read as
+    its first MAX_TEXT_BYTES after its keywords, so no more is copied; a compressed one is inflated whole."""
+    head = data[start:start + min(length, 82)]   # keyword (79 at most), NUL, iTXt's compression flag
+    key, sep, rest = head.partition(b"\x00")
+    compressed = ctype == b"zTXt" or (ctype == b"iTXt" and sep and rest[:1] == b"\x01")
+    take = length if compressed else min(length, MAX_TEXT_BYTES + TEXT_HEAD_BYTES)
+    return data[start:start + take], take < length
+
+
 def _png_text(ctype: bytes, body: bytes) -> tuple[str, str, bool]:
     """-> (keyword, text, truncated)."""
     key, sep, rest = body.partition(b"\x00")
@@ -490,20 +571,31 @@ def _inflate(payload: bytes) -> tuple[bytes, bool]:
 
 # --- WebP -------------------------------------------------------------------
 
-def _walk_webp(data: bytes, b: Blobs) -> None:
+def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, end = 12, min(len(data), 8 + struct.unpack("<I", data[4:8])[0])
-    for _ in range(MAX_CHUNKS):
+    for i in range(WEBP_MAX_CHUNKS):
+        tick(i)
         if pos + 8 > end:
             break
         b.chunks += 1
         fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
-        if len(body) < size:
+        start = pos + 8
+        if start + size > len(data):
             b.errors.append(f"WebP: chunk {fourcc!r} overruns the file")
+        # Only what is read is sliced (TEXT_HEAD_BYTES): the size fields below sit in a chunk's first bytes.
+        body = data[start:start + min(size, 16)]
         if fourcc == b"EXIF":
-            b.exif.append((_tiff_start(body), "WebP EXIF chunk"))
+            if size > MAX_EXIF_BYTES + 6:
+                b.errors.append(f"WebP EXIF chunk: an EXIF block of {size} bytes, over the {MAX_EXIF_BYTES} read; "
+                                "not read")
+            else:
+                b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
-            b.xmp.append((body, "WebP XMP chunk"))
+            if size > MAX_XMP_BYTES:
+                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_BYTES} read; "
+                                "not read")
+            else:
+                b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             b.jumbf.append("WebP C2PA chunk")
         elif fourcc == b"VP8X" and len(body) >= 10:
@@ -517,11 +609,12 @@ def _walk_webp(data: bytes, b: Blobs) -> None:
             b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         pos += 8 + size + (size & 1)
     else:
-        b.errors.append(_over_cap("WebP", "chunks"))
+        b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
+        b.chunks += 1
 
 
-def _over_cap(fmt: str, what: str) -> str:
-    return f"{fmt}: more than {MAX_CHUNKS} {what}; the metadata after them was not read"
+def _over_cap(fmt: str, what: str, cap: int) -> str:
+    return f"{fmt}: more than {cap} {what} (the decoder's cap too); the metadata after them was not read"
 
 
 # --- PSD -------------------------------------------------------------------
@@ -627,8 +720,9 @@ def _pillow_info(im, b: Blobs) -> None:
 # (16 IFDs of 65,535 entries, 12.6 MB: 17 s). So it is handed only a structure of a size a real
 # file has. Real HEIF/AVIF files hold tens to a few hundred boxes, TIFF files a few hundred entries.
 C2PA_MAX_BOXES = 5_000
-# PNG/WebP: linear there, but 1,000,000 chunks (the walker's cap) in front of a caBX chunk held it 5 s,
-# past the whole per-file budget. An animation of 50,000 frames would hold 100,000.
+# PNG/WebP: linear there, but 1,000,000 chunks in front of a caBX chunk held it 5 s, past the whole
+# per-file budget. An animation of 50,000 frames would hold 100,000. The walker stops at the same count
+# (limits.PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS) and then counts one more.
 C2PA_MAX_CHUNKS = 100_000
 C2PA_MAX_TIFF_ENTRIES = 20_000
 # Boxes whose payload is a list of boxes (after a FullBox header of 4 bytes where given).

@@ -53,7 +53,7 @@ def test_jpeg_walk_never_yields_more_than_the_file(segs):
     data = bytes(out)
     b = containers.walk(data)
     assert blob_bytes(b) <= len(data)
-    assert len(b.errors) <= containers.MAX_CHUNKS + 1
+    assert len(b.errors) <= containers.JPEG_MAX_SEGMENTS + 1
 
 
 @settings(max_examples=100, deadline=None)
@@ -100,3 +100,19 @@ def test_extended_xmp_is_reassembled_under_a_few_guids_only():
     b = containers.walk(with_jpeg_segments(jpeg_with_app1(b""), segs))
     assert [x for x, w in b.xmp if "extended" in w] == [b"<0/>more"] + [b"<%d/>" % i for i in range(1, cap)]
     assert b.errors == [f"JPEG: extended XMP under more than {cap} GUIDs; the others ignored"]
+
+
+def test_meta_names_a_bmp_or_dib_and_its_size_as_scan_does():
+    # `meta` said format null, no size, for both: the walker knew no BMP, and a DIB has no magic.
+    import io
+
+    from PIL import Image
+
+    from aiidetect.provenance import analyze
+
+    for fmt in ("BMP", "DIB"):
+        buf = io.BytesIO()
+        Image.new("RGB", (7, 5)).save(buf, fmt)
+        rep = analyze(buf.getvalue(), "x", options={"watermark": "never"})
+        assert (rep.format, rep.width, rep.height) == (fmt, 7, 5), (fmt, rep.errors)
+    assert containers.sniff(b"(\x00\x00\x00" + b"\x00" * 8 + b"\x02\x00" + b"\x00" * 30) is None   # planes != 1

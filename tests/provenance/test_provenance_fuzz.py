@@ -164,7 +164,7 @@ def test_many_chunks_in_front_do_not_hide_generator_parameters():
 def test_the_chunk_cap_is_said(monkeypatch):
     from aiidetect.provenance import containers
 
-    monkeypatch.setattr(containers, "MAX_CHUNKS", 50)
+    monkeypatch.setattr(containers, "PNG_MAX_CHUNKS", 50)
     rep = _run(_png([(b"prIv", b"")] * 60))
     assert any("more than 50 chunks" in e for e in rep.errors)
 

@@ -1,0 +1,75 @@
+"""A metadata block over its reader's cap is refused from its length, before it is copied out of the file, and
+the decoder is handed a PNG or WebP without such chunks: 100 MB EXIF, XMP or ICC chunks took `meta` 257-462 MB
+and `scan -d metadata` 476-680 MB (copies in the walkers and in Pillow's readers)."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+from aiidetect import decode, metastrip
+from aiidetect.provenance import analyze, containers
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def _png(*chunks: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 8, 7)).save(buf, "PNG")
+    p = buf.getvalue()
+    return p[:33] + b"".join(chunks) + p[33:]
+
+
+def _webp(**kw) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 8, 7)).save(buf, "WEBP", **kw)
+    return buf.getvalue()
+
+
+def test_an_exif_or_xmp_block_over_its_readers_cap_is_refused_before_it_is_copied(monkeypatch):
+    monkeypatch.setattr(containers, "MAX_EXIF_BYTES", 100, raising=False)
+    monkeypatch.setattr(containers, "MAX_XMP_BYTES", 100, raising=False)
+    tiff = b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 300
+    for data, said in ((_webp(exif=tiff), "WebP EXIF chunk: an EXIF block of 308 bytes, over the 100 read"),
+                       (_webp(xmp=b"<x:xmpmeta" + b" " * 300), "WebP XMP chunk: an XMP packet of 310 bytes"),
+                       (_png(_chunk(b"eXIf", tiff)), "PNG eXIf: an EXIF block of 308 bytes, over the 100 read")):
+        b = containers.walk(data)
+        assert not b.exif and not b.xmp        # never sliced out, never handed to a reader
+        assert any(said in e for e in b.errors), b.errors
+        assert any(said in e for e in analyze(data, "x", options={"watermark": "never"}).errors)
+
+
+def test_an_uncompressed_text_chunk_is_copied_only_as_far_as_it_is_read(monkeypatch):
+    monkeypatch.setattr(containers, "MAX_TEXT_BYTES", 100)
+    monkeypatch.setattr(containers, "TEXT_HEAD_BYTES", 30, raising=False)   # room for the keywords
+    seen = []
+    real = containers._png_text
+    monkeypatch.setattr(containers, "_png_text", lambda ctype, body: seen.append(len(body)) or real(ctype, body))
+    b = containers.walk(_png(_chunk(b"tEXt", b"parameters\x00" + b"a" * 10_000),
+                             _chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00" + b"b" * 10_000)))
+    assert seen and max(seen) <= 130, seen     # not 10,000
+    assert [len(t) for _, t, _ in b.texts] == [100, 100]
+    assert sum("the first 100 read" in e for e in b.errors) == 2, b.errors
+
+
+def test_the_decoder_is_not_handed_a_metadata_chunk_over_the_cap(monkeypatch):
+    monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100, raising=False)
+    handed = []
+    real = decode.open_image
+    monkeypatch.setattr(decode, "open_image", lambda data: handed.append(data) or real(data))
+    for data, tag in ((_png(_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + b" " * 300)), b"iTXt"),
+                      (_webp(icc_profile=b"\x00" * 300), b"ICCP"), (_webp(exif=b"MM\x00*" + b"\x00" * 300), b"EXIF")):
+        handed.clear()
+        img, info = decode.decode_bytes(data)
+        assert img.size == (4, 4)
+        assert handed and all(tag not in h for h in handed)
+        said = info["metadata_skipped_for_pixels"]
+        assert tag.decode() in said and "over 100 bytes" in said
+    # Small chunks are the decoder's as before.
+    handed.clear()
+    small = _webp(exif=b"MM\x00*" + b"\x00" * 20)
+    assert "metadata_skipped_for_pixels" not in decode.decode_bytes(small)[1] and b"EXIF" in handed[0]
