@@ -260,6 +260,17 @@ def _forget_clean(path: Path) -> None:
         os.unlink(f"{path}{CLEAN_SUFFIX}")
 
 
+def is_damage(exc: BaseException) -> bool:
+    """Whether SQLite said the file is damaged (SQLITE_CORRUPT: "database disk image is malformed"), not
+    that it could not read or lock it (an I/O error, a lock held past the timeout)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return (code & 0xFF) == 11  # SQLITE_CORRUPT (the module's constant is 3.11+ too)
+    return "malformed" in str(exc)
+
+
 def _full_check(db: sqlite3.Connection) -> str:
     """'ok', or the first fault SQLite's integrity check finds. The full check, not quick_check: that
     one does not compare the indexes with the table, and a damaged index is what turns a resume into
@@ -575,7 +586,7 @@ class ResultsStore:
                 # then damaged the store for good even when the scan was refused.
                 damage = self._integrity_ro(check) if check and self.path.exists() and self.path.stat().st_size else "ok"
                 if damage != "ok":
-                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
+                    raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
@@ -586,7 +597,7 @@ class ResultsStore:
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
                 if damage != "ok":
-                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
+                    raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
                 # (a writer killed, or another one beside this one, leaves the next open the full check).
                 _forget_clean(self._abs)
@@ -608,14 +619,14 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self._db.close()
-            if "malformed" in str(exc):
-                raise StoreError(_damaged(self.path, str(exc))) from exc
+            if is_damage(exc):
+                raise self._found_damaged(str(exc)) from exc
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
         problem = None
         if damage != "ok":
             # A damaged index answered resume's lookup with "no row": the file was scanned again and a
             # second row of the same (run, path) written beside the first, counted twice everywhere.
-            problem = _damaged(self.path, f"SQLite integrity check: {damage}")
+            problem = str(self._found_damaged(f"SQLite integrity check: {damage}"))
         elif ver is None or ver[0] != STORE_VERSION:
             problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
         elif not readonly:
@@ -633,6 +644,14 @@ class ResultsStore:
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    def _found_damaged(self, what: str) -> StoreError:
+        """The error for damage met, at open or in any read or write after it. The clean record goes
+        too, reader or writer: it let every later open trust the store and run only the probe, which
+        reads a few hundred pages and may miss the damaged one again."""
+        self._faulted = True
+        _forget_clean(self._abs)
+        return StoreError(_damaged(self.path, what))
 
     def folders_not_rekeyed(self) -> int:
         """A store of an older version read as it is (read-only: `results` commands): how many folders
@@ -771,8 +790,13 @@ class ResultsStore:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        # Damage met by a read inside `with` (a page the open's probe did not read): the store's own
+        # error, and no clean record left to trust at the next open.
+        damaged = self._found_damaged(str(exc)) if is_damage(exc) else None
         self.close()
+        if damaged is not None:
+            raise damaged from exc
 
     # ---- writing
     def ensure_run(self, identity: Mapping[str, Any], options: Mapping[str, Any], detectors: Sequence[str],
@@ -871,6 +895,8 @@ class ResultsStore:
                 row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
                                        (run_id, key)).fetchone()
         except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise self._found_damaged(str(exc)) from exc
             self._faulted = True
             # A disk error or a lock held past the timeout, in a decode thread: the scan's StoreError (ScanError
             # from the library), not a sqlite3 error out of the records iterator.
@@ -1010,6 +1036,7 @@ class ResultsStore:
             raise StoreError(f"{other} is the target store itself")
         src = ResultsStore(other, readonly=True, check=False)  # validates the version (merge_stores checked the rest)
         src.close()
+        damaged = None
         with self._lock:
             db = self._db
             # Read-only: a source is an input (a shard on a read-only share; a killed shard's -wal is
@@ -1068,13 +1095,33 @@ class ResultsStore:
                     added = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] - before
                 else:
                     db.commit()
-            except Exception:
+            except Exception as exc:
                 self._faulted = True
                 db.rollback()
-                raise
+                if not is_damage(exc):
+                    raise
+                damaged = exc
             finally:
                 db.execute("DETACH DATABASE src")
+        if damaged is not None:
+            raise self._damage_in_merge(other, damaged) from damaged
         return {"source": str(other), "rows": incoming, "added": added, "conflicts": conflicts}
+
+    def _damage_in_merge(self, other: Path, exc: BaseException) -> StoreError:
+        """SQLite does not say which of the two files holds the damaged page it met: the source's full
+        check does. The damaged one loses its clean record, and the error names it."""
+        try:
+            c = sqlite3.connect(readonly_uri(other), uri=True)
+            try:
+                found = _full_check(c)
+            finally:
+                c.close()
+        except sqlite3.DatabaseError as e:
+            found = str(e)
+        if found == "ok":
+            return self._found_damaged(str(exc))
+        _forget_clean(Path(os.path.realpath(other)))
+        return StoreError(_damaged(other, f"SQLite integrity check: {found}"))
 
 
 # ---------------------------------------------------------------- one scan writing into the store
