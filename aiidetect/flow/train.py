@@ -331,9 +331,9 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
     One image twice (from two sources, through a link, or copied) is refused or left out as by
     load_items, across all the sources: loaded one source at a time, flow trained and calibrated on
     doubled images in silence (`check_copies=False`: the caller checks them, with more)."""
-    from ..train.data import Item, LinkStats, detect_layout, drop_copies, images_in, load_items
+    from ..train.data import Item, LeftOut, detect_layout, drop_copies, images_in, load_items
 
-    stats = link_stats if link_stats is not None else LinkStats()
+    stats = link_stats if link_stats is not None else LeftOut()
     items = []
     for s in sources:
         p = Path(s)
@@ -355,7 +355,7 @@ class FlowData:
 
     reals: list                  # the real photos to train and calibrate on (after --max-images)
     n_ai_rows_ignored: int       # AI-labelled rows of the --real sources
-    real_links: Any              # LinkStats of the --real sources
+    real_links: Any              # LeftOut of the --real sources
     ai_items: list = field(default_factory=list)  # AI images for the validation report only
     ai_links: Any = None
 
@@ -369,24 +369,24 @@ def load_flow_data(real_sources: Sequence[str], ai_sources: Sequence[str] = (), 
     class is unknown, and the validation report compared held-out reals with some of themselves.
     The same manifest may be both (its real rows train, its AI rows validate). One image twice with
     one label is used once (train.data.drop_copies across both, each file hashed once; counted in the
-    side's LinkStats)."""
-    from ..train.data import LinkStats, drop_copies
+    side's LeftOut)."""
+    from ..train.data import LeftOut, drop_copies
 
-    links = LinkStats()
+    links = LeftOut()
     items = load_sources(real_sources, 0, follow_links, links, check_copies=False)
     reals = [i for i in items if i.label == 0]
     ignored = [i for i in items if i.label != 0]
     _enough_reals(reals)  # before the --ai sources are read
     ai_items, ai_links = [], None
     if ai_sources:
-        ai_links = LinkStats()
+        ai_links = LeftOut()
         ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, check_copies=False)
                     if i.label == 1]
     real_paths, ai_paths = {i.path for i in reals}, {i.path for i in ai_items}
     # a manifest given as both: its AI rows, ignored on the --real side, are the --ai side's own rows
     ignored_elsewhere = [i for i in ignored if i.path not in ai_paths]
     # the images used first, so a copy kept is one trained or validated on, not an ignored AI row
-    copies = LinkStats()
+    copies = LeftOut()
     kept = {id(i) for i in drop_copies(reals + ai_items + ignored_elsewhere, copies)}
     for pair in copies.copies:
         if pair[0] in real_paths:

@@ -88,9 +88,10 @@ class Item:
     subset: str = ""    # benchmark subset (or real pool) for protocol metrics
 
 @dataclass
-class LinkStats:
+class LeftOut:
     """What the data loader met and left out, for the summary: symbolic links not followed (LinkFence's
-    rule) and byte-identical copies of an image with the same label (drop_copies)."""
+    rule), folder links looping back, and images given twice with the same label (drop_copies). Named
+    LinkStats before it held the copies too; the `link_stats` arguments that take it keep their name."""
     outside: int = 0                 # links that lead out of the data folders
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
@@ -112,14 +113,18 @@ class LinkStats:
         return "; ".join(parts) or None
 
 
+# The older name, for scripts that pass one to aiidetect.api.load_labelled (docs/api.md).
+LinkStats = LeftOut
+
+
 class _Walker:
     """Lists the folders of one load: a link inside them is followed only where LinkFence allows
     (scan's rule), each folder once per listing. `calibrate sub/` with a link `evil -> /` in it
     collected 102 "labelled images" from all over the machine, through layouts found under /."""
 
-    def __init__(self, folders: Iterable[str | Path], follow_links: bool = False, stats: LinkStats | None = None):
+    def __init__(self, folders: Iterable[str | Path], follow_links: bool = False, stats: LeftOut | None = None):
         self.fence = LinkFence([str(f) for f in folders], follow_links)
-        self.stats = stats if stats is not None else LinkStats()
+        self.stats = stats if stats is not None else LeftOut()
         self._counted: set[str] = set()  # layout detection and listing meet the same links
 
     def follows(self, p: str) -> bool:
@@ -213,7 +218,7 @@ class _Walker:
                     stack.append((s, depth + 1, ancestors | {key}))
 
 
-def images_in(folder: str | Path, follow_links: bool = False, link_stats: LinkStats | None = None) -> list[Path]:
+def images_in(folder: str | Path, follow_links: bool = False, link_stats: LeftOut | None = None) -> list[Path]:
     """Every image file under a plain folder (no layout), by the same link rule as load_items."""
     return _Walker([folder], follow_links, link_stats).images_under(Path(folder))
 
@@ -306,7 +311,7 @@ def _ufd_items(src: Path, w: _Walker) -> list[Item]:
 
 
 def load_items(sources: Iterable[str | Path], split: str = "train", follow_links: bool = False,
-               link_stats: LinkStats | None = None, check_copies: bool = True) -> list[Item]:
+               link_stats: LeftOut | None = None, check_copies: bool = True) -> list[Item]:
     """Items of every source. A symbolic link inside a data folder is followed only when it stays
     inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
     `link_stats`. A manifest's paths are the user's own list and are taken wherever they point.
@@ -358,7 +363,7 @@ def _label(y: int) -> str:
     return "AI" if y else "real"
 
 
-def drop_copies(items: Sequence[Item], stats: LinkStats | None = None,
+def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[Item]:
     """`items` with each image once. Two items that are one image (the same file under two paths: a
     folder given twice, a manifest beside the folder it lists, a symbolic or hard link back to an image

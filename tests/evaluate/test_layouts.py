@@ -240,7 +240,7 @@ def test_an_image_from_two_data_sources_is_counted_once(tmp_path):
     """`calibrate data data/`, a manifest beside the folder it lists: every image counted twice, and
     calibrate's band took 12 AI images given twice for the 20 a 5% false-negative target needs. One file
     given twice is one image, as a copy is: used once and said, or refused with two labels."""
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     root = tmp_path / "d"
     (root / "real").mkdir(parents=True)
@@ -249,7 +249,7 @@ def test_an_image_from_two_data_sources_is_counted_once(tmp_path):
         (root / name).write_bytes(name.encode())  # two files, not one copied
     (root / "m.csv").write_text("file,label\nreal/r.png,real\n")
     for sources in ([root, str(root) + "/"], [root / "m.csv", root], [root / "m.csv", tmp_path / "d" / ".." / "d"]):
-        stats = LinkStats()
+        stats = LeftOut()
         assert sorted(os.path.basename(i.path) for i in load_items(sources, link_stats=stats)) == ["a.png", "r.png"]
         assert any(a.endswith("r.png") for a, _ in stats.copies), stats.copies
         assert all(os.path.samefile(a, b) for a, b in stats.copies) and "each image used once" in stats.note()
@@ -294,14 +294,14 @@ def test_a_copy_with_the_same_label_is_used_once_the_first_kept_and_counted(tmp_
     """Crawled datasets hold exact duplicates (ImageNet has them): refusing them stopped every run on such
     a set. Each image is used once, the first in the loader's order kept (a folder's files by path, a
     manifest's by row, the sources as given), whether the copy is a file or a hard link; the summary says so."""
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     root = _copies_set(tmp_path / "d")
     (root / "ai" / "g" / "copy.png").unlink()
     r0 = root / "real" / "r0.png"
     (root / "real" / "renamed.png").write_bytes(r0.read_bytes())
     os.link(root / "ai" / "g" / "a1.png", root / "ai" / "g" / "a0-hard.png")  # sorts before a1.png
-    stats = LinkStats()
+    stats = LeftOut()
     items = load_items([root], link_stats=stats)
     paths = [i.path for i in items]
     assert len(items) == 4 and str(root / "real" / "renamed.png") not in paths
@@ -313,14 +313,14 @@ def test_a_copy_with_the_same_label_is_used_once_the_first_kept_and_counted(tmp_
     # a manifest's order, not the paths' order, says which is kept; the same run twice keeps the same one
     (root / "m.csv").write_text("file,label\nreal/renamed.png,real\nreal/r0.png,real\nai/g/a0.png,ai\n")
     for _ in range(2):
-        stats = LinkStats()
+        stats = LeftOut()
         assert [i.path for i in load_items([root / "m.csv"], link_stats=stats)] == \
                [str(root / "real" / "renamed.png"), str(root / "ai" / "g" / "a0.png")]
         assert stats.copies == [(str(r0), str(root / "real" / "renamed.png"))]
     # no copy, nothing said
     (root / "real" / "renamed.png").unlink()
     (root / "ai" / "g" / "a0-hard.png").unlink()
-    stats = LinkStats()
+    stats = LeftOut()
     assert len(load_items([root], link_stats=stats)) == 4 and stats.copies == [] and stats.note() is None
 
 
@@ -452,7 +452,7 @@ def _png(p: Path) -> Path:
 def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
     """scan's link rule (discover.LinkFence) holds for training/eval data: `calibrate sub/` with a
     link `evil -> /` in it collected 102 "labelled images" from all over the machine."""
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     out = tmp_path / "elsewhere"
     _png(out / "real" / "x.png")
@@ -464,7 +464,7 @@ def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
     _png(data / "ai" / "g" / "a.png")
     (data / "real" / "evil").symlink_to(out)            # a folder link out
     (data / "ai" / "g" / "b.png").symlink_to(tmp_path / "other" / "o.png")  # a file link out
-    stats = LinkStats()
+    stats = LeftOut()
     items = load_items([data], link_stats=stats)
     assert sorted(os.path.relpath(i.path, data) for i in items) == [
         "ai/g/a.png", "real/r.png"]
@@ -484,7 +484,7 @@ def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
     _png(ufd / "gen" / "0_real" / "r.png")
     _png(ufd / "gen" / "1_fake" / "f.png")
     (ufd / "gen" / "loop").symlink_to(ufd / "gen")
-    stats = LinkStats()
+    stats = LeftOut()
     assert len(load_items([ufd], link_stats=stats)) == 2 and stats.loops == 1 and stats.outside == 0
     # a link inside the data is followed; one that gives images again is one image twice, as a copy is:
     # refused here as the other class (test_a_link_back_to_a_listed_image_is_a_copy), naming both
@@ -495,13 +495,13 @@ def test_links_out_of_a_data_folder_are_not_followed_unless_asked(tmp_path):
     (data / "real" / "inside").symlink_to(out / "real")  # ...and one out: not followed
     _png(data / "ai" / "g2" / "c.png")
     (data / "ai" / "g" / "lnk").symlink_to(data / "ai" / "g2")  # c.png reached as ai/g/lnk/c.png and ai/g2/c.png
-    stats = LinkStats()
+    stats = LeftOut()
     assert sorted(os.path.relpath(i.path, data) for i in load_items([data], link_stats=stats)) == [
         "ai/g/a.png", "ai/g/lnk/c.png", "real/r.png"]
     assert stats.copies == [(str(data / "ai" / "g2" / "c.png"), str(data / "ai" / "g" / "lnk" / "c.png"))]
     (data / "ai" / "g" / "lnk").unlink()
     (data / "ai" / "g" / "up").symlink_to(data / "ai")  # back up: walked once
-    stats = LinkStats()
+    stats = LeftOut()
     assert len(load_items([data], link_stats=stats)) == 3 and stats.loops == 1 and stats.outside == 3
     # a manifest is the user's own list: its paths are taken wherever they point
     man = tmp_path / "m" / "m.csv"
@@ -528,14 +528,14 @@ def test_a_link_back_to_a_listed_image_is_a_copy(tmp_path):
     """A byte copy of a listed image with the same label was used once with a note, while a symbolic link to
     it stopped the run (exit 2) as "an image twice through a symbolic link": one image, two rules. A link,
     symbolic or hard, now meets the copy's rule: used once and said with one label, refused with two."""
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     root = _copies_set(tmp_path / "d")
     r0, copy = root / "real" / "r0.png", root / "ai" / "g" / "copy.png"
     copy.unlink()
     for make in (os.symlink, os.link):
         make(r0, root / "real" / "again.png")  # sorts before r0.png: the link is the one kept
-        stats = LinkStats()
+        stats = LeftOut()
         paths = [i.path for i in load_items([root], link_stats=stats)]
         assert str(r0) not in paths and str(root / "real" / "again.png") in paths and len(paths) == 4, make
         assert stats.copies == [(str(r0), str(root / "real" / "again.png"))], make

@@ -230,7 +230,7 @@ def test_ai_validation_says_what_it_was_given(backbone, tmp_path):
 def test_a_plain_archive_keeps_to_its_folder(tmp_path):
     """--real ARCHIVE with a link `evil -> /` inside took every image on the machine as a real photo."""
     from aiidetect.flow.train import load_sources
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "y.jpg").write_bytes(b"")
@@ -239,11 +239,11 @@ def test_a_plain_archive_keeps_to_its_folder(tmp_path):
     (plain / "x.jpg").write_bytes(b"")
     (plain / "evil").symlink_to(tmp_path / "out")
     (plain / "z.jpg").symlink_to(tmp_path / "out" / "y.jpg")
-    stats = LinkStats()
+    stats = LeftOut()
     assert [i.path for i in load_sources([str(plain)], link_stats=stats)] == [str(plain / "x.jpg")]
     assert stats.outside == 2
     # followed, evil/y.jpg and z.jpg are one photo twice: used once, as train.data uses a copy
-    stats = LinkStats()
+    stats = LeftOut()
     assert len(load_sources([str(plain)], follow_links=True, link_stats=stats)) == 2
     assert stats.copies == [(str(plain / "z.jpg"), str(plain / "evil" / "y.jpg"))]
     (plain / "z.jpg").unlink()
@@ -258,7 +258,7 @@ def test_one_photo_from_two_sources_is_used_once(tmp_path):
     import os
 
     from aiidetect.flow.train import load_flow_data, load_sources
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     reals = tmp_path / "reals"
     (reals / "sub").mkdir(parents=True)
@@ -266,7 +266,7 @@ def test_one_photo_from_two_sources_is_used_once(tmp_path):
         (reals / f"a{i}.png").write_bytes(b"")
     (reals / "sub" / "b.png").write_bytes(b"")
     (tmp_path / "m.csv").write_text("file,label\nreals/a0.png,real\n")
-    stats = LinkStats()
+    stats = LeftOut()
     assert len(load_sources([str(tmp_path / "m.csv"), str(reals)], link_stats=stats)) == 4
     assert stats.copies == [(str(reals / "a0.png"), str(reals / "a0.png"))]
     assert len(load_sources([str(tmp_path / "m.csv"), str(reals / "sub")])) == 2
