@@ -645,6 +645,19 @@ class ResultsStore:
             self._db.close()
             raise StoreError(problem)
 
+    @contextlib.contextmanager
+    def _using(self):
+        """The connection's lock, for a scan's reads and writes: damage met under it is the store's error
+        (_found_damaged), as at the open. A bare sqlite3 error from a page the probe did not read left the
+        writer unfaulted, and its close wrote the clean record back."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    raise self._found_damaged(str(exc)) from exc
+                raise
+
     def _found_damaged(self, what: str) -> StoreError:
         """The error for damage met, at open or in any read or write after it. The clean record goes
         too, reader or writer: it let every later open trust the store and run only the probe, which
@@ -805,7 +818,7 @@ class ResultsStore:
 
         blob = json.dumps(identity, sort_keys=True, default=str)
         run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        with self._lock:
+        with self._using():
             self._db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
                              (run_id, blob, json.dumps(dict(options), sort_keys=True, default=str),
                               ",".join(detectors), fusion_model, __version__, _now()))
@@ -813,7 +826,7 @@ class ResultsStore:
         return run_id
 
     def start_session(self, run_id: str, shard: str | None, engine: str, argv: Sequence[str] | None) -> int:
-        with self._lock:
+        with self._using():
             cur = self._db.execute(
                 "INSERT INTO sessions (run_id, host, pid, shard, engine, argv, started_at) VALUES (?,?,?,?,?,?,?)",
                 (run_id, socket.gethostname(), os.getpid(), shard, engine,
@@ -822,7 +835,7 @@ class ResultsStore:
             return int(cur.lastrowid)
 
     def finish_session(self, session_id: int, written: int, resumed: int, status: str) -> None:
-        with self._lock:
+        with self._using():
             self._db.execute("UPDATE sessions SET finished_at=?, files_written=?, files_resumed=?, status=? "
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()
@@ -830,7 +843,7 @@ class ResultsStore:
     def write_rows(self, rows: Sequence[tuple]) -> None:
         if not rows:
             return
-        with self._lock:
+        with self._using():
             try:
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
@@ -844,14 +857,14 @@ class ResultsStore:
 
     def crash_strikes(self) -> dict[str, tuple[int | None, int | None, int]]:
         """path key -> (size, mtime_ns, strikes): the files sessions died reading (crashguard)."""
-        with self._lock:
+        with self._using():
             return {r[0]: (r[1], r[2], int(r[3]))
                     for r in self._db.execute("SELECT path, size, mtime_ns, strikes FROM crashes")}
 
     def add_strikes(self, found: Sequence[Any], dead: Sequence[int], each: int = 1) -> None:
         """`each` strikes for each file a dead session (or process) was reading (crashguard.Seen): added
         to the file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
-        with self._lock:
+        with self._using():
             try:
                 for s in found:
                     row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
@@ -874,18 +887,20 @@ class ResultsStore:
             try:
                 self._db.execute("DELETE FROM crashes WHERE path=?", (key,))
                 self._db.commit()
-            except sqlite3.Error:  # a full disk: the strike stays, and the file is read alone once more
+            except sqlite3.Error as exc:  # a full disk: the strike stays, and the file is read alone once more
                 self._faulted = True
+                if is_damage(exc):
+                    self._found_damaged(str(exc))  # the next write or read stops the scan; none is recorded clean
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
 
     def session_host(self, session_id: int) -> str | None:
-        with self._lock:
+        with self._using():
             row = self._db.execute("SELECT host FROM sessions WHERE session_id=?", (int(session_id),)).fetchone()
         return None if row is None else row[0]
 
     def run_is_empty(self, run_id: str) -> bool:
-        with self._lock:
+        with self._using():
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
 
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
@@ -1186,7 +1201,9 @@ class StoreSession:
     def _struck(self, seen, times: int) -> None:
         try:
             self.store.add_strikes([seen], [], each=times)
-        except sqlite3.Error:  # a full disk: its `crashed` row, if stored, still keeps a resume from reading it
+        # a full disk: its `crashed` row, if stored, still keeps a resume from reading it (StoreError: damage,
+        # which the store has noted; the scan's next read or write of it stops the run)
+        except (sqlite3.Error, StoreError):
             pass
 
     def prior(self, path: str) -> Record | None:

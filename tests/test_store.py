@@ -1398,3 +1398,17 @@ def test_a_writer_that_met_an_error_leaves_no_clean_state_even_one_written_after
     assert not clean.exists()
     with ResultsStore(db, readonly=True) as ro:
         assert ro.checked == "full"
+
+
+def test_damage_a_scan_meets_after_the_open_stops_it_and_forgets_the_clean_record(tmp_path):
+    """A damaged page the writer's probe does not read (the verdict index, which the question "has this run
+    any rows yet?" reads) stopped `scan --db` with SQLite's bare "database disk image is malformed", and the
+    store's close then wrote its clean record back: every later open trusted the store again and ran only
+    the probe. Now the documented line, exit 2, and no record left."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = _damage_a_page_the_probe_skips(db, "results_verdict")
+    r = _scan_into(tmp_path / "in", db)
+    assert r.returncode == 2 and r.stdout == "" and "is damaged (database disk image is malformed" in r.stderr, r.stderr
+    assert not clean.exists()
