@@ -1300,7 +1300,7 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
                     problem = st.missing_columns("it cannot be merged")
                     st.db.execute("SELECT COUNT(*) FROM results").fetchone()
                 except sqlite3.DatabaseError as exc:
-                    problem = f"{src} cannot be read ({exc})"
+                    problem = str(st._found_damaged(str(exc))) if is_damage(exc) else f"{src} cannot be read ({exc})"
         except StoreError as exc:
             problem = str(exc)
         if problem:

@@ -1412,3 +1412,16 @@ def test_damage_a_scan_meets_after_the_open_stops_it_and_forgets_the_clean_recor
     r = _scan_into(tmp_path / "in", db)
     assert r.returncode == 2 and r.stdout == "" and "is damaged (database disk image is malformed" in r.stderr, r.stderr
     assert not clean.exists()
+
+
+def test_damage_merge_meets_in_a_source_while_checking_it_is_the_damaged_line(tmp_path):
+    """merge counts each source's rows before it merges any (the smallest index, here the SHA-256 one, which
+    the probe does not read): damage met there said "cannot be read (database disk image is malformed)"
+    and left the source's clean record, so every later open trusted it again."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = _damage_a_page_the_probe_skips(db, "results_sha")
+    r = run_cli_in_process("results", "merge", "--db", str(tmp_path / "m.sqlite"), str(db))
+    assert r.returncode == 2 and f"{db} is damaged (database disk image is malformed" in r.stderr, r.stderr
+    assert "no store was merged" in r.stderr and not clean.exists()
