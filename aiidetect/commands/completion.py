@@ -24,7 +24,8 @@ def detected_shell() -> str | None:
 
 def _shell_first(callback):
     def checked(ctx, param, value):
-        if value and not ctx.resilient_parsing:
+        # a str is a shell named on the command line (a typer without detection takes one, from its own list)
+        if value and not isinstance(value, str) and not ctx.resilient_parsing:
             shell = detected_shell()
             if shell not in SHELLS:
                 import typer

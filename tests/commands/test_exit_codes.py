@@ -530,3 +530,18 @@ def test_completion_under_a_shell_it_has_no_script_for_is_a_usage_error(monkeypa
     monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
     r = run_cli_in_process("--show-completion")
     assert r.returncode == 0 and "complete -o default -F" in r.stdout, r.stderr
+
+
+def test_completion_for_a_shell_named_on_the_command_line_is_not_refused(monkeypatch, tmp_path):
+    """Where typer takes the shell as the option's value (no shell detection: its test switch here, a typer
+    without shellingham), `--show-completion bash` names the shell itself: it was refused for the shell
+    found above the process."""
+    import typer.completion
+
+    from conftest import run_cli_in_process
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "sh")
+    r = run_cli_in_process("--show-completion", "bash")
+    assert r.returncode == 0 and "complete -o default -F" in r.stdout, r.stderr
