@@ -363,6 +363,14 @@ def _label(y: int) -> str:
     return "AI" if y else "real"
 
 
+def _by_name(path: str) -> tuple:
+    """drop_copies' key of a file known by its name only (not stat'ed, or no inode numbers)."""
+    try:
+        return ("path", os.path.realpath(os.path.abspath(path)))
+    except ValueError:  # a NUL in the name: no file has it, nothing to resolve
+        return ("path", os.path.abspath(path))
+
+
 def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[Item]:
     """`items` with each image once. Two items that are one image (the same file under two paths: a
@@ -387,11 +395,11 @@ def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
         try:
             st = os.stat(it.path)
         except (OSError, ValueError):  # ValueError: a NUL in the path
-            groups.setdefault(("path", os.path.realpath(os.path.abspath(it.path))), []).append(k)
+            groups.setdefault(_by_name(it.path), []).append(k)
             continue
         # the file's identity, so a file reached by two names is read once; a file system without inode
         # numbers (st_ino 0) would make every file of a size one
-        ident = (st.st_dev, st.st_ino) if st.st_ino else ("path", os.path.realpath(os.path.abspath(it.path)))
+        ident = (st.st_dev, st.st_ino) if st.st_ino else _by_name(it.path)
         if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= max_bytes:
             by_size.setdefault(st.st_size, []).append((ident, k))
         else:

@@ -544,3 +544,12 @@ def test_a_link_back_to_a_listed_image_is_a_copy(tmp_path):
         with pytest.raises(ValueError, match=r"copy\.png \(AI\) = .*r0\.png \(real\)"):
             load_items([root])
         copy.unlink()
+
+
+def test_a_manifest_row_with_a_nul_in_its_name_is_an_unreadable_image_not_a_stop(tmp_path):
+    """The repeat check keys a file it cannot stat by its resolved name; resolving a name with a NUL raised
+    a bare "embedded null byte" that stopped the run without naming the row. No file has that name: the
+    row is kept, and decoding counts it unreadable, as before."""
+    _png(tmp_path / "z.png")
+    (tmp_path / "m.csv").write_bytes(b"file,label\nx\x00y.png,real\nz.png,ai\n")
+    assert [os.path.basename(i.path) for i in load_items([tmp_path / "m.csv"])] == ["x\x00y.png", "z.png"]
