@@ -385,7 +385,7 @@ def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
 
     The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
     files whose size another file shares are hashed (copies have equal sizes), each file once (a hard
-    link or symbolic link is not read again). Files not hashed (that cannot be stat'ed or opened as
+    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed (that cannot be stat'ed or opened as
     regular files, empty ones and those over `max_bytes`, the decode limit, all left to decoding, which
     reports them as unreadable) are one image only when they are one file; none is read past `max_bytes`.
     A file changed after this check is scanned as it is then."""
@@ -405,7 +405,9 @@ def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
         else:
             groups.setdefault(ident, []).append(k)
     for same_size in by_size.values():
-        if len(same_size) < 2:
+        if len({ident for ident, _ in same_size}) < 2:  # one file (perhaps listed twice): nothing to compare
+            for ident, k in same_size:
+                groups.setdefault(ident, []).append(k)
             continue
         digests: dict[tuple, str | None] = {}
         for ident, k in same_size:

@@ -553,3 +553,20 @@ def test_a_manifest_row_with_a_nul_in_its_name_is_an_unreadable_image_not_a_stop
     _png(tmp_path / "z.png")
     (tmp_path / "m.csv").write_bytes(b"file,label\nx\x00y.png,real\nz.png,ai\n")
     assert [os.path.basename(i.path) for i in load_items([tmp_path / "m.csv"])] == ["x\x00y.png", "z.png"]
+
+
+def test_one_file_listed_twice_is_found_without_reading_it(tmp_path, monkeypatch):
+    """A folder given twice (or a manifest beside its folder) lists each file twice under one identity: that
+    is one image without reading its bytes. Every file of an archive given twice was hashed in full."""
+    from aiidetect.train import data as train_data
+    from aiidetect.train.data import LeftOut
+
+    for k in range(1, 4):  # each file a size of its own: no two files to compare
+        _png(tmp_path / "d" / "real" / f"{'r' * k}.png")
+        _png(tmp_path / "d" / "ai" / "g" / f"{'a' * (k + 3)}.png")
+    read = []
+    real_hash = train_data.sha256_file
+    monkeypatch.setattr(train_data, "sha256_file", lambda p, *a: read.append(p) or real_hash(p, *a))
+    stats = LeftOut()
+    assert len(load_items([tmp_path / "d", tmp_path / "d"], link_stats=stats)) == 6
+    assert len(stats.copies) == 6 and read == []
