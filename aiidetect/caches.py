@@ -10,7 +10,11 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from .choices import choices
+
 CACHES = ("results", "features", "optimize", "weights-ids")
+# `cache clear`'s argument: the command line lists these in --help and refuses a typo as a usage error.
+CacheName = choices("CacheName", *CACHES, "all", doc="What `cache clear` removes: one cache, or all.")
 # The caches that are one SQLite database (and its -wal/-shm); optimize is a folder.
 _SQLITE = ("results", "features", "weights-ids")
 

@@ -8,6 +8,7 @@ import typer
 
 from . import __version__
 from .commands import COMMAND_MODULES
+from .commands.completion import shell_checked
 from .commands.errors import pipe_safe_group
 from .commands.helptext import reflowing
 
@@ -19,7 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
-    cls=reflowing(pipe_safe_group()),  # help prose wraps at the terminal's width, not the source's
+    # help prose wraps at the terminal's width, not the source's; another shell is a usage error, not exit 1
+    cls=reflowing(shell_checked(pipe_safe_group())),
     # Subcommands inherit this through click's context, so `-h` works everywhere.
     context_settings={"help_option_names": ["-h", "--help"]},
 )

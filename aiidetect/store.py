@@ -260,6 +260,17 @@ def _forget_clean(path: Path) -> None:
         os.unlink(f"{path}{CLEAN_SUFFIX}")
 
 
+def is_damage(exc: BaseException) -> bool:
+    """Whether SQLite said the file is damaged (SQLITE_CORRUPT: "database disk image is malformed"), not
+    that it could not read or lock it (an I/O error, a lock held past the timeout)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return (code & 0xFF) == 11  # SQLITE_CORRUPT (the module's constant is 3.11+ too)
+    return "malformed" in str(exc)
+
+
 def _full_check(db: sqlite3.Connection) -> str:
     """'ok', or the first fault SQLite's integrity check finds. The full check, not quick_check: that
     one does not compare the indexes with the table, and a damaged index is what turns a resume into
@@ -575,7 +586,7 @@ class ResultsStore:
                 # then damaged the store for good even when the scan was refused.
                 damage = self._integrity_ro(check) if check and self.path.exists() and self.path.stat().st_size else "ok"
                 if damage != "ok":
-                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
+                    raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
@@ -586,7 +597,7 @@ class ResultsStore:
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
                 if damage != "ok":
-                    raise StoreError(_damaged(self.path, f"SQLite integrity check: {damage}"))
+                    raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
                 # (a writer killed, or another one beside this one, leaves the next open the full check).
                 _forget_clean(self._abs)
@@ -608,14 +619,14 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self._db.close()
-            if "malformed" in str(exc):
-                raise StoreError(_damaged(self.path, str(exc))) from exc
+            if is_damage(exc):
+                raise self._found_damaged(str(exc)) from exc
             raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
         problem = None
         if damage != "ok":
             # A damaged index answered resume's lookup with "no row": the file was scanned again and a
             # second row of the same (run, path) written beside the first, counted twice everywhere.
-            problem = _damaged(self.path, f"SQLite integrity check: {damage}")
+            problem = str(self._found_damaged(f"SQLite integrity check: {damage}"))
         elif ver is None or ver[0] != STORE_VERSION:
             problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
         elif not readonly:
@@ -633,6 +644,27 @@ class ResultsStore:
         if problem:
             self._db.close()
             raise StoreError(problem)
+
+    @contextlib.contextmanager
+    def _using(self):
+        """The connection's lock, for a scan's reads and writes: damage met under it is the store's error
+        (_found_damaged), as at the open. A bare sqlite3 error from a page the probe did not read left the
+        writer unfaulted, and its close wrote the clean record back."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc):
+                    raise self._found_damaged(str(exc)) from exc
+                raise
+
+    def _found_damaged(self, what: str) -> StoreError:
+        """The error for damage met, at open or in any read or write after it. The clean record goes
+        too, reader or writer: it let every later open trust the store and run only the probe, which
+        reads a few hundred pages and may miss the damaged one again."""
+        self._faulted = True
+        _forget_clean(self._abs)
+        return StoreError(_damaged(self.path, what))
 
     def folders_not_rekeyed(self) -> int:
         """A store of an older version read as it is (read-only: `results` commands): how many folders
@@ -771,8 +803,13 @@ class ResultsStore:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        # Damage met by a read inside `with` (a page the open's probe did not read): the store's own
+        # error, and no clean record left to trust at the next open.
+        damaged = self._found_damaged(str(exc)) if is_damage(exc) else None
         self.close()
+        if damaged is not None:
+            raise damaged from exc
 
     # ---- writing
     def ensure_run(self, identity: Mapping[str, Any], options: Mapping[str, Any], detectors: Sequence[str],
@@ -781,7 +818,7 @@ class ResultsStore:
 
         blob = json.dumps(identity, sort_keys=True, default=str)
         run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        with self._lock:
+        with self._using():
             self._db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
                              (run_id, blob, json.dumps(dict(options), sort_keys=True, default=str),
                               ",".join(detectors), fusion_model, __version__, _now()))
@@ -789,7 +826,7 @@ class ResultsStore:
         return run_id
 
     def start_session(self, run_id: str, shard: str | None, engine: str, argv: Sequence[str] | None) -> int:
-        with self._lock:
+        with self._using():
             cur = self._db.execute(
                 "INSERT INTO sessions (run_id, host, pid, shard, engine, argv, started_at) VALUES (?,?,?,?,?,?,?)",
                 (run_id, socket.gethostname(), os.getpid(), shard, engine,
@@ -798,7 +835,7 @@ class ResultsStore:
             return int(cur.lastrowid)
 
     def finish_session(self, session_id: int, written: int, resumed: int, status: str) -> None:
-        with self._lock:
+        with self._using():
             self._db.execute("UPDATE sessions SET finished_at=?, files_written=?, files_resumed=?, status=? "
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()
@@ -806,7 +843,7 @@ class ResultsStore:
     def write_rows(self, rows: Sequence[tuple]) -> None:
         if not rows:
             return
-        with self._lock:
+        with self._using():
             try:
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
@@ -820,14 +857,14 @@ class ResultsStore:
 
     def crash_strikes(self) -> dict[str, tuple[int | None, int | None, int]]:
         """path key -> (size, mtime_ns, strikes): the files sessions died reading (crashguard)."""
-        with self._lock:
+        with self._using():
             return {r[0]: (r[1], r[2], int(r[3]))
                     for r in self._db.execute("SELECT path, size, mtime_ns, strikes FROM crashes")}
 
     def add_strikes(self, found: Sequence[Any], dead: Sequence[int], each: int = 1) -> None:
         """`each` strikes for each file a dead session (or process) was reading (crashguard.Seen): added
         to the file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
-        with self._lock:
+        with self._using():
             try:
                 for s in found:
                     row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
@@ -850,18 +887,20 @@ class ResultsStore:
             try:
                 self._db.execute("DELETE FROM crashes WHERE path=?", (key,))
                 self._db.commit()
-            except sqlite3.Error:  # a full disk: the strike stays, and the file is read alone once more
+            except sqlite3.Error as exc:  # a full disk: the strike stays, and the file is read alone once more
                 self._faulted = True
+                if is_damage(exc):
+                    self._found_damaged(str(exc))  # the next write or read stops the scan; none is recorded clean
                 with contextlib.suppress(sqlite3.Error):
                     self._db.rollback()
 
     def session_host(self, session_id: int) -> str | None:
-        with self._lock:
+        with self._using():
             row = self._db.execute("SELECT host FROM sessions WHERE session_id=?", (int(session_id),)).fetchone()
         return None if row is None else row[0]
 
     def run_is_empty(self, run_id: str) -> bool:
-        with self._lock:
+        with self._using():
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
 
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
@@ -871,6 +910,8 @@ class ResultsStore:
                 row = self._db.execute(f"SELECT {','.join(cols)} FROM results WHERE run_id=? AND path=?",
                                        (run_id, key)).fetchone()
         except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise self._found_damaged(str(exc)) from exc
             self._faulted = True
             # A disk error or a lock held past the timeout, in a decode thread: the scan's StoreError (ScanError
             # from the library), not a sqlite3 error out of the records iterator.
@@ -1013,6 +1054,7 @@ class ResultsStore:
             raise StoreError(f"{other} is the target store itself")
         src = ResultsStore(other, readonly=True, check=False)  # validates the version (merge_stores checked the rest)
         src.close()
+        damaged = None
         with self._lock:
             db = self._db
             # Read-only: a source is an input (a shard on a read-only share; a killed shard's -wal is
@@ -1071,13 +1113,33 @@ class ResultsStore:
                     added = db.execute("SELECT COUNT(*) FROM results").fetchone()[0] - before
                 else:
                     db.commit()
-            except Exception:
+            except Exception as exc:
                 self._faulted = True
                 db.rollback()
-                raise
+                if not is_damage(exc):
+                    raise
+                damaged = exc
             finally:
                 db.execute("DETACH DATABASE src")
+        if damaged is not None:
+            raise self._damage_in_merge(other, damaged) from damaged
         return {"source": str(other), "rows": incoming, "added": added, "conflicts": conflicts}
+
+    def _damage_in_merge(self, other: Path, exc: BaseException) -> StoreError:
+        """SQLite does not say which of the two files holds the damaged page it met: the source's full
+        check does. The damaged one loses its clean record, and the error names it."""
+        try:
+            c = sqlite3.connect(readonly_uri(other), uri=True)
+            try:
+                found = _full_check(c)
+            finally:
+                c.close()
+        except sqlite3.DatabaseError as e:
+            found = str(e)
+        if found == "ok":
+            return self._found_damaged(str(exc))
+        _forget_clean(Path(os.path.realpath(other)))
+        return StoreError(_damaged(other, f"SQLite integrity check: {found}"))
 
 
 # ---------------------------------------------------------------- one scan writing into the store
@@ -1142,7 +1204,9 @@ class StoreSession:
     def _struck(self, seen, times: int) -> None:
         try:
             self.store.add_strikes([seen], [], each=times)
-        except sqlite3.Error:  # a full disk: its `crashed` row, if stored, still keeps a resume from reading it
+        # a full disk: its `crashed` row, if stored, still keeps a resume from reading it (StoreError: damage,
+        # which the store has noted; the scan's next read or write of it stops the run)
+        except (sqlite3.Error, StoreError):
             pass
 
     def prior(self, path: str) -> Record | None:
@@ -1239,7 +1303,7 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
                     problem = st.missing_columns("it cannot be merged")
                     st.db.execute("SELECT COUNT(*) FROM results").fetchone()
                 except sqlite3.DatabaseError as exc:
-                    problem = f"{src} cannot be read ({exc})"
+                    problem = str(st._found_damaged(str(exc))) if is_damage(exc) else f"{src} cannot be read ({exc})"
         except StoreError as exc:
             problem = str(exc)
         if problem:

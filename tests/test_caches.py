@@ -213,3 +213,17 @@ def test_learned_weights_identities_survive_a_clear_on_a_full_disk(tmp_path, mon
     row = caches.clear_caches("weights-ids")[0]
     assert row["rows"] == 1 and row["aliases_kept"] == 1, row
     assert weights_identity.known_aliases("tensors:x") == ["sha256:y"]
+
+
+def test_cache_clear_takes_one_of_its_fixed_values(tmp_path, monkeypatch):
+    """`cache clear [what]` took free text: --help showed `<str>` and a typo reached the library. Its values are
+    a choice like every other fixed-value option: listed in --help, a typo a usage error naming the valid ones."""
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "c"))
+    r = run_cli_in_process("cache", "clear", "--help", env={"COLUMNS": "200"})
+    assert r.returncode == 0 and "<results|features|optimize|weights-ids|all>" in r.stdout, r.stdout
+    r = run_cli_in_process("cache", "clear", "resluts")
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert "'resluts' is not one of 'results', 'features', 'optimize', 'weights-ids', 'all'" in " ".join(
+        line.strip("│ ") for line in r.stderr.splitlines()), r.stderr
+    assert not (tmp_path / "c").exists()
+    assert run_cli_in_process("cache", "clear", "weights-ids").returncode == 0

@@ -1194,6 +1194,49 @@ def test_a_store_aiidetect_closed_cleanly_is_opened_without_reading_it_whole(tmp
     assert len(integrity_checks) == checks + 2 and db.read_bytes() == before
 
 
+def _damage_a_page_the_probe_skips(db: Path, name: str) -> Path:
+    """Overwrite the root page of table or index `name` under the file system's view (a disk's own fault:
+    the file's state stays as recorded, so the next open runs only the probe). Returns the -clean file."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        page = c.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (name,)).fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    c.close()
+    data = bytearray(db.read_bytes())
+    data[(page - 1) * ps:page * ps] = b"\xa5" * ps
+    db.write_bytes(bytes(data))
+    st = db.stat()
+    clean = Path(f"{db}-clean")
+    clean.write_text(json.dumps({**json.loads(clean.read_text()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                 "ctime_ns": st.st_ctime_ns, "dev": st.st_dev, "ino": st.st_ino}))
+    return clean
+
+
+def test_damage_met_after_the_open_is_refused_and_forgets_the_clean_record(tmp_path, integrity_checks):
+    """A damaged page the open's probe does not read (here the verdict index, which only `summary` reads)
+    ended `results summary` with "DatabaseError: database disk image is malformed" and left the clean
+    record: every later open trusted the store again and ran only the probe. Now the documented one line,
+    exit 2, and the record is gone, so the next open checks the store whole and refuses it."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    db2 = tmp_path / "t.sqlite"
+    for suffix in ("", "-clean"):
+        (tmp_path / f"t.sqlite{suffix}").write_bytes((tmp_path / f"s.sqlite{suffix}").read_bytes())
+    clean = _damage_a_page_the_probe_skips(db, "results_verdict")
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (r.returncode, r.stderr)
+    assert lines[0].startswith("error: ") and "is damaged (database disk image is malformed)" in lines[0], r.stderr
+    assert ".dump" in lines[0] and integrity_checks == [] and not clean.exists()
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 2 and "is damaged (SQLite integrity check" in r.stderr and len(integrity_checks) == 1, r.stderr
+    # merge: SQLite does not say which file the damaged page is in; the source's own check does
+    clean = _damage_a_page_the_probe_skips(db2, "sessions")
+    r = run_cli_in_process("results", "merge", "--db", str(tmp_path / "m.sqlite"), str(db2))
+    assert r.returncode == 2 and f"{db2} is damaged (SQLite integrity check" in r.stderr, r.stderr
+    assert not clean.exists()
+
+
 def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrity_checks):
     """The reasons for the full check: a writer's -wal left beside it (killed, or copied from elsewhere),
     a change by another program, a copy (another inode), a clean file that is not aiidetect's, or none."""
@@ -1355,3 +1398,30 @@ def test_a_writer_that_met_an_error_leaves_no_clean_state_even_one_written_after
     assert not clean.exists()
     with ResultsStore(db, readonly=True) as ro:
         assert ro.checked == "full"
+
+
+def test_damage_a_scan_meets_after_the_open_stops_it_and_forgets_the_clean_record(tmp_path):
+    """A damaged page the writer's probe does not read (the verdict index, which the question "has this run
+    any rows yet?" reads) stopped `scan --db` with SQLite's bare "database disk image is malformed", and the
+    store's close then wrote its clean record back: every later open trusted the store again and ran only
+    the probe. Now the documented line, exit 2, and no record left."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = _damage_a_page_the_probe_skips(db, "results_verdict")
+    r = _scan_into(tmp_path / "in", db)
+    assert r.returncode == 2 and r.stdout == "" and "is damaged (database disk image is malformed" in r.stderr, r.stderr
+    assert not clean.exists()
+
+
+def test_damage_merge_meets_in_a_source_while_checking_it_is_the_damaged_line(tmp_path):
+    """merge counts each source's rows before it merges any (the smallest index, here the SHA-256 one, which
+    the probe does not read): damage met there said "cannot be read (database disk image is malformed)"
+    and left the source's clean record, so every later open trusted it again."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    clean = _damage_a_page_the_probe_skips(db, "results_sha")
+    r = run_cli_in_process("results", "merge", "--db", str(tmp_path / "m.sqlite"), str(db))
+    assert r.returncode == 2 and f"{db} is damaged (database disk image is malformed" in r.stderr, r.stderr
+    assert "no store was merged" in r.stderr and not clean.exists()

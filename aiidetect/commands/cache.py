@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..caches import CacheName
 from .common import EXIT_OK, JsonFormat, QuietOpt, SummaryFormatOpt, fail, stderr_console
 
 
@@ -41,7 +42,8 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
         typer.echo(f"{name:11s} {row['path']}  ({detail}{ro}{'; ' + row['error'] if 'error' in row else ''})")
 
 
-def clear(what: Optional[str] = typer.Argument(None, help="results (default) | features | optimize | weights-ids | all"),
+def clear(what: Optional[CacheName] = typer.Argument(None, help="Which cache: results (the default; optimize with "
+                                                                  "--stale), features, optimize, weights-ids, or all."),
           stale: bool = typer.Option(False, "--stale", help="With optimize (the default then): only the decisions no "
                                                             "scan of this installation can use (another aiidetect, "
                                                             "torch or onnxruntime version, damaged, or a link)."),
@@ -55,7 +57,7 @@ def clear(what: Optional[str] = typer.Argument(None, help="results (default) | f
     from ..caches import clear_caches
 
     try:
-        cleared = clear_caches(what or ("optimize" if stale else "results"), stale=stale)
+        cleared = clear_caches(what.value if what else ("optimize" if stale else "results"), stale=stale)
     except ValueError as exc:
         fail(str(exc))
     except OSError as exc:  # e.g. a folder where the database should be, or a read-only cache folder

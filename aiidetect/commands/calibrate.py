@@ -58,7 +58,7 @@ def calibrate_cmd(
     counted on stderr and in data.train_overlap."""
     from ..calibration import check_enough, fit_fusion, save_fusion
     from ..evaluate import run
-    from ..train.data import LinkStats, summarize
+    from ..train.data import LeftOut, summarize
     from ..fusion import FUSION_DETECTOR
     from ..heads import check_output_dir, default_output_dir, plain_name
     from ..api import ScanOptions, build_detectors, load_labelled
@@ -72,7 +72,7 @@ def calibrate_cmd(
     except ValueError as exc:
         fail(str(exc))
     with library_errors():
-        links = LinkStats()
+        links = LeftOut()
         items = load_labelled(data, split, limit, seed, follow_links=follow_links, link_stats=links)
     try:  # before the detectors are built and score every image, not after
         check_enough(sum(i.label == 0 for i in items), sum(i.label == 1 for i in items), what="in the data")

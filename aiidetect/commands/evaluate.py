@@ -69,7 +69,7 @@ def evaluate_cmd(
     from ..evaluate import evaluate, parse, parse_all
     from ..evaluate.overlap import say_overlap
     from ..evaluate.report import check_out_dir, print_tables, write_outputs
-    from ..train.data import LinkStats
+    from ..train.data import LeftOut
 
     err = stderr_console()
     split, protocol = split.value, protocol.value if protocol is not None else None  # the library takes strings
@@ -86,7 +86,7 @@ def evaluate_cmd(
     except ValueError as exc:
         fail(str(exc))
     with library_errors():
-        links = LinkStats()
+        links = LeftOut()
         items = load_labelled(data, split, limit, seed, follow_links=follow_links, link_stats=links)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
         # build_detectors checks the options (UsageError), on a copy

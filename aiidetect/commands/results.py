@@ -25,11 +25,20 @@ RunOpt = typer.Option(None, "--run", help="Only this run (an id or its prefix, s
 FmtOpt = RecordFormatOpt
 
 
+@contextlib.contextmanager
 def _open(db: Path, check: bool | str = True):
+    """The store, read-only. A damaged page met after the open (one its probe did not read) ends the
+    command as a damaged store found at the open does: exit 2, one line, and the store's clean
+    record gone, so the next open checks it whole (ResultsStore.__exit__)."""
     from ..store import ResultsStore, StoreError
 
     try:
-        return ResultsStore(db, readonly=True, check=check)
+        store = ResultsStore(db, readonly=True, check=check)
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        with store:
+            yield store
     except StoreError as exc:
         fail(str(exc))
 

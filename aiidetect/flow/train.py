@@ -323,21 +323,18 @@ class TrainFlowConfig:
 
 
 def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: bool = False, link_stats=None,
-                 via_link: set[str] | None = None, check_copies: bool = True):
+                 check_copies: bool = True):
     """Items from every source. A CSV manifest or a labelled layout (real/ + ai/,
     GenImage, UniversalFakeDetect) is read as such; any other folder counts as
     all-`plain_label` (a photo archive for --real, a generator's output for --ai).
     Links inside a folder: train.data's rule (counted in `link_stats` when not followed).
-    One image from two sources, or twice through links in a folder, is refused as by load_items:
-    loaded one source at a time, flow trained and calibrated on the doubled images in silence.
-    The files reached through a link are added to `via_link`, for a later refuse_repeats. Copies of one
-    file under two paths are refused or left out as by load_items, across all the sources
-    (`check_copies=False`: the caller checks them, with more)."""
-    from ..train.data import Item, LinkStats, detect_layout, drop_copies, images_in, load_items, refuse_repeats
+    One image twice (from two sources, through a link, or copied) is refused or left out as by
+    load_items, across all the sources: loaded one source at a time, flow trained and calibrated on
+    doubled images in silence (`check_copies=False`: the caller checks them, with more)."""
+    from ..train.data import Item, LeftOut, detect_layout, drop_copies, images_in, load_items
 
-    stats = link_stats if link_stats is not None else LinkStats()
+    stats = link_stats if link_stats is not None else LeftOut()
     items = []
-    via_link = set() if via_link is None else via_link
     for s in sources:
         p = Path(s)
         try:
@@ -346,10 +343,9 @@ def load_sources(sources: Sequence[str], plain_label: int = 0, follow_links: boo
             if not p.is_dir():
                 raise
             items += [Item(str(f), plain_label, "unknown-ai" if plain_label else "real")
-                      for f in images_in(p, follow_links, stats, via_link)]
+                      for f in images_in(p, follow_links, stats)]
             continue
-        items += load_items([p], follow_links=follow_links, link_stats=stats, via_link=via_link, check_copies=False)
-    refuse_repeats(items, sources, via_link)
+        items += load_items([p], follow_links=follow_links, link_stats=stats, check_copies=False)
     return drop_copies(items, stats) if check_copies else items
 
 
@@ -359,7 +355,7 @@ class FlowData:
 
     reals: list                  # the real photos to train and calibrate on (after --max-images)
     n_ai_rows_ignored: int       # AI-labelled rows of the --real sources
-    real_links: Any              # LinkStats of the --real sources
+    real_links: Any              # LeftOut of the --real sources
     ai_items: list = field(default_factory=list)  # AI images for the validation report only
     ai_links: Any = None
 
@@ -369,28 +365,29 @@ def load_flow_data(real_sources: Sequence[str], ai_sources: Sequence[str] = (), 
     """Read and check every data source: ValueError naming the problem (an unreadable manifest, an image
     given twice, fewer than 4 real photos). train flow calls this before it builds the backbone, as the
     other trainers do, so a wrong source costs no model load. One image given both as a real photo
-    (--real) and as an AI image (--ai) is refused as one image from two sources is in evaluation: its
+    (--real) and as an AI image (--ai), the same file or a copy, is refused as in evaluation: its
     class is unknown, and the validation report compared held-out reals with some of themselves.
-    The same manifest may be both (its real rows train, its AI rows validate). A copy of one file under
-    another path is refused across both when the labels differ, and left out when they agree
-    (train.data.drop_copies, each file hashed once; counted in the side's LinkStats)."""
-    from ..train.data import LinkStats, drop_copies, refuse_repeats
+    The same manifest may be both (its real rows train, its AI rows validate). One image twice with
+    one label is used once (train.data.drop_copies across both, each file hashed once; counted in the
+    side's LeftOut)."""
+    from ..train.data import LeftOut, drop_copies
 
-    links, via_link = LinkStats(), set()
-    items = load_sources(real_sources, 0, follow_links, links, via_link, check_copies=False)
+    links = LeftOut()
+    items = load_sources(real_sources, 0, follow_links, links, check_copies=False)
     reals = [i for i in items if i.label == 0]
     ignored = [i for i in items if i.label != 0]
     _enough_reals(reals)  # before the --ai sources are read
     ai_items, ai_links = [], None
     if ai_sources:
-        ai_links = LinkStats()
-        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, via_link, check_copies=False)
+        ai_links = LeftOut()
+        ai_items = [i for i in load_sources(ai_sources, 1, follow_links, ai_links, check_copies=False)
                     if i.label == 1]
-        refuse_repeats(reals + ai_items, [*real_sources, *ai_sources], via_link)
-    # the images used first, so a copy kept is one trained or validated on, not an ignored AI row
-    copies = LinkStats()
-    kept = {id(i) for i in drop_copies(reals + ai_items + ignored, copies)}
     real_paths, ai_paths = {i.path for i in reals}, {i.path for i in ai_items}
+    # a manifest given as both: its AI rows, ignored on the --real side, are the --ai side's own rows
+    ignored_elsewhere = [i for i in ignored if i.path not in ai_paths]
+    # the images used first, so a copy kept is one trained or validated on, not an ignored AI row
+    copies = LeftOut()
+    kept = {id(i) for i in drop_copies(reals + ai_items + ignored_elsewhere, copies)}
     for pair in copies.copies:
         if pair[0] in real_paths:
             links.copies.append(pair)

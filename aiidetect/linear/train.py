@@ -66,7 +66,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..feature_cache import FeatureCache, extract_features
     from ..preprocess import make_spec
     from ..train.checks import check_features
-    from ..train.data import LinkStats, split_train_val, summarize
+    from ..train.data import LeftOut, split_train_val, summarize
     from ..heads import backbone_manifest, check_output_dir, default_output_dir, plain_name
 
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     name = plain_name(name or default_name(sources, generators))
     out_dir = Path(out) if out else default_output_dir(name, weights_dirs)
     check_output_dir(out_dir, name, "linear")  # before the features are extracted, not after
-    links = LinkStats()
+    links = LeftOut()
     items = select_items(sources, shots, generators, seed, follow_links, links)
     if links.note():
         say(links.note())

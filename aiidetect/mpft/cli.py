@@ -108,7 +108,7 @@ def train_mpft_cmd(
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device
     from ..mpft.augment import AugmentConfig
     from ..mpft.trainer import TrainConfig, train_mpft
-    from ..train.data import LinkStats, load_items, require_both_classes
+    from ..train.data import LeftOut, load_items, require_both_classes
     from ..heads import HeadError, check_output_dir, default_output_dir, plain_name
     from ..commands.common import quiet_torch_threads
 
@@ -118,7 +118,7 @@ def train_mpft_cmd(
         c.value for c in (recipe, shots_by, split, preprocess, mask_mode, mask_select, adapter))
     spec = backbone_opts.spec()
     try:
-        links = LinkStats()
+        links = LeftOut()
         items = load_items([str(d) for d in data], split=split, follow_links=follow_links, link_stats=links)
         require_both_classes(items, "MPFT")
     except (ValueError, OSError) as exc:

@@ -1,7 +1,7 @@
 """A hostile corpus: the files an attacker or a messy archive hands aiidetect.
 
-`make_corpus(d)` writes every case into `d` (in well under a second or two)
-and returns {relative path bytes: Expect}. Each Expect says what the record
+`make_corpus(d)` writes every case into `d` (small files, built in memory; the one
+600 MB file is sparse, a hole on disk) and returns {relative path bytes: Expect}. Each Expect says what the record
 must carry: an error code (or None for "decodes"), whether decisive AI
 evidence must be found (the evasion cases: a metadata quirk must not hide it),
 at most how many nats the metadata may sum (one claim repeated in every block
@@ -406,16 +406,18 @@ def tool_name_in_every_block(tool: bytes = b"Midjourney") -> bytes:
 
 def jpeg_scan_bomb(w: int = 1024, h: int = 1024, extra: int = 1000) -> bytes:
     """A flat greyscale progressive JPEG whose last scan (an AC refinement, a few bytes: one run of
-    empty blocks) is repeated `extra` times: each repeat is a pass over every block. 362 KB at
-    8192x8192 with 1,000 repeats took 41 s to scan."""
+    empty blocks) is repeated `extra` times: each repeat is a pass over every block, so a small file
+    costs passes over a large image. The default 1,000 repeats are far over limits.JPEG_MAX_COVERAGE,
+    which refuses the file (decode-error) before Pillow decodes it; the measured cost is beside that limit."""
     data = _enc(Image.new("L", (w, h), 128), "JPEG", progressive=True, quality=90)
     last = data.rindex(b"\xff\xda")
     return data[:-2] + data[last:-2] * extra + data[-2:]
 
 
 def png_many_idat(n: int = 100_000) -> bytes:
-    """A valid PNG whose pixels follow `n` empty IDAT chunks: Pillow reads each chunk in Python
-    (8 M of them, 96 MB, took 6 s to scan; 8 M empty private chunks 20 s and 1.07 GB)."""
+    """A valid PNG whose pixels follow `n` empty IDAT chunks: Pillow reads each chunk in Python, so the
+    count of chunks, not their bytes, is the cost. The default `n` puts the file just over
+    limits.PNG_MAX_CHUNKS, which refuses it (decode-error); the measured cost is beside that limit."""
     base = _enc(_noise(), "PNG")
     i = base.index(b"IDAT") - 4
     return base[:i] + png_chunk(b"IDAT", b"") * n + base[i:]
@@ -423,7 +425,8 @@ def png_many_idat(n: int = 100_000) -> bytes:
 
 def gif_tiny_frames(n: int = 12_000, w: int = 2, h: int = 2) -> bytes:
     """A GIF of `n` one-pixel frames, 23 bytes each, written directly (Pillow's writer is slow at this):
-    Pillow counts frames by parsing each in Python (2 M of them, 46 MB, took 4 s)."""
+    Pillow counts frames by parsing each in Python. The default `n` is over limits.MAX_FRAMES_COUNTED, so
+    the record's frame count stops there while the first frame still decodes."""
     out = bytearray(b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
     frame = b"\x21\xf9\x04\x00\x01\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
     return bytes(out) + frame * n + b"\x3b"
@@ -478,8 +481,9 @@ def bmp_rle_row_ends(w: int, h: int) -> bytes:
 
 
 def tiff_pages_of_entries(pages: int = 251, entries: int = 1000) -> bytes:
-    """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap:
-    10,000 pages of 1,000 (120 MB) kept the decoder's IFD check busy for 3.6 s."""
+    """A TIFF page chain whose every IFD holds `entries` (junk SHORT) entries, under the per-IFD cap: the
+    cost is in the pages together. The default 251 pages of 1,000 are just over
+    provenance.tiffguard.MAX_FILE_ENTRIES (250,000 entries across a file's pages), which refuses the file."""
     out = bytearray(b"II*\x00" + struct.pack("<I", 8))
     table = b"".join(struct.pack("<HHII", 0x9000 + i, 3, 1, 0) for i in range(entries))
     for p in range(pages):
@@ -490,8 +494,9 @@ def tiff_pages_of_entries(pages: int = 251, entries: int = 1000) -> bytes:
 
 def tiff_many_strips(n: int = 100_001, big: bool = False) -> bytes:
     """A 1-pixel-wide greyscale TIFF of `n` one-row strips, all pointing at one byte (BigTIFF with big):
-    Pillow makes a Python tile of each (4 M of them, 24 MB, took 30.7 s and 1.5 GB to scan; a
-    BigTIFF bypassed the IFD check altogether)."""
+    Pillow makes a Python tile of each at open. The default `n` is one over provenance.tiffguard.MAX_STRIPS,
+    which refuses the file (decode-error); `big` checks that a BigTIFF meets the same check (it once
+    bypassed it)."""
     e, off_f, cnt_f, head, entry = ("<", "Q", "Q", 16, 20) if big else ("<", "I", "H", 8, 12)
     short = lambda v: struct.pack(e + "H", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
     long_ = lambda v: struct.pack(e + "I", v).ljust(struct.calcsize(off_f), b"\x00")  # noqa: E731
@@ -519,8 +524,9 @@ def eps_named_jpeg() -> bytes:
 
 
 def qoi_run_bomb(w: int = 4000, h: int = 4000) -> bytes:
-    """A QOI image of one colour, 62 pixels to a byte: Pillow decodes QOI in pure Python (100 MP from
-    1.6 MB took 1.6 s and 728 MB with -d metadata, 15 s and 1 GB with a pixel detector)."""
+    """A QOI image of one colour, 62 pixels to a byte (16 MP from about 260 KB by default): Pillow decodes
+    QOI in pure Python, and aiidetect takes no QOI (decode.PILLOW_FORMATS), so it must be refused
+    (unsupported-format) before any pixel is decoded."""
     n = w * h - 1
     body = b"\xfe\x80\x80\x80" + bytes([0xC0 | 61]) * (n // 62) + (bytes([0xC0 | (n % 62 - 1)]) if n % 62 else b"")
     return b"qoif" + struct.pack(">IIBB", w, h, 3, 0) + body + b"\x00" * 7 + b"\x01"
@@ -586,7 +592,7 @@ def make_corpus(d: Path) -> dict[bytes, Expect]:
         f.truncate(600 * 1024 * 1024)
     out[b"bombs/sparse-600MB.jpg"] = Expect("too-large")
     # --- metadata bombs
-    put("meta/a1111-quadratic.png", a1111_quadratic(), Expect(None, True, "106 s before (regex backtracking)"))
+    put("meta/a1111-quadratic.png", a1111_quadratic(), Expect(None, True, "quadratic regex backtracking, once"))
     put("meta/comfy-big-ztxt.png", comfy_workflow_big_ztxt(), Expect(None, True, "was decode-error (MAX_TEXT_CHUNK)"))
     put("meta/comfy-big-itxt.png", comfy_workflow_big_itxt(), Expect(None, True))
     put("meta/comfy-over-text-cap.png", comfy_over_text_cap(), Expect(None, True, "past aiidetect's 4 MiB cap"))

@@ -27,9 +27,9 @@ folder means the same thing to both. Supported (auto-detected per argument):
   a ValueError naming the lines: a row dropped in silence changes the numbers.
   So is a manifest none of whose files exist.
 
-One image given twice is found in every layout and across the sources given together: by path
-(refuse_repeats, refused: a folder given twice, a link back to images listed already) and by content
-(drop_copies: the same bytes under two paths, refused with two labels; with one, the first is kept).
+One image given twice is found in every layout and across the sources given together, by one rule
+(drop_copies): the same file (a folder given twice, a symbolic or hard link back to an image listed
+already) or the same bytes under another path is refused with two labels; with one, the first is kept.
 
 Every item carries a ``subset``: the benchmark subset whose own reals and fakes
 are scored together by `aiidetect eval --protocol` (GenImage: the generator's
@@ -88,9 +88,10 @@ class Item:
     subset: str = ""    # benchmark subset (or real pool) for protocol metrics
 
 @dataclass
-class LinkStats:
+class LeftOut:
     """What the data loader met and left out, for the summary: symbolic links not followed (LinkFence's
-    rule) and byte-identical copies of an image with the same label (drop_copies)."""
+    rule), folder links looping back, and images given twice with the same label (drop_copies). Named
+    LinkStats before it held the copies too; the `link_stats` arguments that take it keep their name."""
     outside: int = 0                 # links that lead out of the data folders
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
@@ -106,9 +107,14 @@ class LinkStats:
             parts.append(f"{self.loops} folder link(s) looping back skipped")
         if self.copies:
             more = f" and {len(self.copies) - 3} more" if len(self.copies) > 3 else ""
+            shown = "; ".join(f"{a} (given twice)" if a == b else f"{a} (copy of {b})" for a, b in self.copies[:3])
             parts.append(f"{len(self.copies)} byte-identical copy(ies) of an image with the same label left out, "
-                         f"each image used once: {'; '.join(f'{a} (copy of {b})' for a, b in self.copies[:3])}{more}")
+                         f"each image used once: {shown}{more}")
         return "; ".join(parts) or None
+
+
+# The older name, for scripts that pass one to aiidetect.api.load_labelled (docs/api.md).
+LinkStats = LeftOut
 
 
 class _Walker:
@@ -116,11 +122,10 @@ class _Walker:
     (scan's rule), each folder once per listing. `calibrate sub/` with a link `evil -> /` in it
     collected 102 "labelled images" from all over the machine, through layouts found under /."""
 
-    def __init__(self, folders: Iterable[str | Path], follow_links: bool = False, stats: LinkStats | None = None):
+    def __init__(self, folders: Iterable[str | Path], follow_links: bool = False, stats: LeftOut | None = None):
         self.fence = LinkFence([str(f) for f in folders], follow_links)
-        self.stats = stats if stats is not None else LinkStats()
+        self.stats = stats if stats is not None else LeftOut()
         self._counted: set[str] = set()  # layout detection and listing meet the same links
-        self.via_link: set[str] = set()
 
     def follows(self, p: str) -> bool:
         """Whether the link at p is followed; counts it once when not."""
@@ -167,13 +172,12 @@ class _Walker:
 
     def images_under(self, d: Path) -> list[Path]:
         """Image files under d, at any depth, sorted; a folder link back up is not walked (forever).
-        Files reached through a link are noted in `via_link`: they may be images listed already,
-        which load_items refuses rather than keep one path to them by the walk's order."""
+        A file reached again through a link is listed again: drop_copies treats it as any copy."""
         found: list[Path] = []
         top = self._key(d)
-        stack = [(d, False, frozenset({top} if top else ()))]
+        stack = [(d, frozenset({top} if top else ()))]
         while stack:
-            here, linked, ancestors = stack.pop()
+            here, ancestors = stack.pop()
             for e in self._entries(here):
                 try:
                     link = e.is_symlink()
@@ -184,12 +188,10 @@ class _Walker:
                         if key is None or key in ancestors:
                             self._loop(e.path)
                             continue
-                        stack.append((Path(e.path), linked or link, ancestors | {key}))
+                        stack.append((Path(e.path), ancestors | {key}))
                     elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS \
                             and (not link or self.follows(e.path)):
                         found.append(Path(e.path))
-                        if link or linked:
-                            self.via_link.add(e.path)
                 except OSError:
                     continue
         return sorted(found)
@@ -216,15 +218,9 @@ class _Walker:
                     stack.append((s, depth + 1, ancestors | {key}))
 
 
-def images_in(folder: str | Path, follow_links: bool = False, link_stats: LinkStats | None = None,
-              via_link: set[str] | None = None) -> list[Path]:
-    """Every image file under a plain folder (no layout), by the same link rule as load_items; the files
-    reached through a link are added to `via_link` for refuse_repeats."""
-    w = _Walker([folder], follow_links, link_stats)
-    found = w.images_under(Path(folder))
-    if via_link is not None:
-        via_link |= w.via_link
-    return found
+def images_in(folder: str | Path, follow_links: bool = False, link_stats: LeftOut | None = None) -> list[Path]:
+    """Every image file under a plain folder (no layout), by the same link rule as load_items."""
+    return _Walker([folder], follow_links, link_stats).images_under(Path(folder))
 
 
 def genimage_generator(folder_name: str) -> str:
@@ -315,14 +311,13 @@ def _ufd_items(src: Path, w: _Walker) -> list[Item]:
 
 
 def load_items(sources: Iterable[str | Path], split: str = "train", follow_links: bool = False,
-               link_stats: LinkStats | None = None, via_link: set[str] | None = None,
-               check_copies: bool = True) -> list[Item]:
+               link_stats: LeftOut | None = None, check_copies: bool = True) -> list[Item]:
     """Items of every source. A symbolic link inside a data folder is followed only when it stays
     inside the folders given (scan's rule; `follow_links` lifts it); the links left are counted in
     `link_stats`. A manifest's paths are the user's own list and are taken wherever they point.
-    The files reached through a link are added to `via_link`, for a caller that joins several loads
-    and checks them with refuse_repeats. Copies of one file under two paths are refused, or left out
-    when their labels agree (drop_copies, counted in `link_stats`); a caller that joins several loads
+    One image listed twice (the same file under two paths: a folder given twice, a link back to an image
+    listed already; or a byte-identical copy) is refused, or left out when the labels agree (drop_copies,
+    counted in `link_stats`); a caller that joins several loads
     passes `check_copies=False` and checks the whole once, so no file is hashed twice."""
     sources = list(sources)
     items: list[Item] = []
@@ -353,11 +348,8 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
         raise ValueError("no labelled images found in " + ", ".join(map(str, sources))
                          + (f" (GenImage split {split!r})" if "genimage" in layouts else "")
                          + (f"; {note}" if (note := w.stats.note()) else ""))
-    refuse_repeats(items, sources, w.via_link)
     if check_copies:
         items = drop_copies(items, w.stats)
-    if via_link is not None:
-        via_link |= w.via_link
     fake_real = [i.path for i in items if i.label == 1 and i.generator == "real"]
     if fake_real:
         # "real" names the real images' row wherever images are grouped by generator: eval's table
@@ -367,76 +359,55 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
     return items
 
 
-def refuse_repeats(items: Sequence[Item], sources: Sequence[str | Path], via_link: set[str] = frozenset()) -> None:
-    """ValueError when one image comes from two sources (a folder given twice, a manifest beside the
-    folder it lists, GenImage at two levels) or twice through a symbolic link in a folder (perhaps
-    as the other class): as with a file listed twice in a manifest, doubling
-    images in silence changes every number, and calibrate's band read 12 AI images given twice as
-    the 20 a 5% false-negative target needs."""
-    if len(sources) < 2 and not via_link:
-        return  # one source lists each file once (a manifest refuses its own repeats)
-    seen: set[str] = set()
-    repeats: list[str] = []
-    folders: dict[str, str] = {}
-    for it in items:
-        # Only the files reached through a link pay for resolving their whole path; the others resolve their
-        # folder, once per folder, so both spellings match when the data folder itself was named through a
-        # link (`data -> /mnt/...`): the resolved path never equalled the one as given.
-        if it.path in via_link:
-            key = os.path.realpath(it.path)
-        else:
-            d, name = os.path.split(os.path.abspath(it.path))
-            if d not in folders:
-                folders[d] = os.path.realpath(d)
-            key = os.path.join(folders[d], name)
-        if key in seen:
-            repeats.append(it.path)
-        seen.add(key)
-    if repeats:
-        more = f" and {len(repeats) - 3} more" if len(repeats) > 3 else ""
-        raise ValueError(f"{len(repeats)} image(s) come from more than one of the data sources "
-                         f"({', '.join(map(str, sources))}) or twice through a symbolic link: "
-                         f"{', '.join(repeats[:3])}{more}; give each image once")
-
-
 def _label(y: int) -> str:
     return "AI" if y else "real"
 
 
-def drop_copies(items: Sequence[Item], stats: LinkStats | None = None,
+def _by_name(path: str) -> tuple:
+    """drop_copies' key of a file known by its name only (not stat'ed, or no inode numbers)."""
+    try:
+        return ("path", os.path.realpath(os.path.abspath(path)))
+    except ValueError:  # a NUL in the name: no file has it, nothing to resolve
+        return ("path", os.path.abspath(path))
+
+
+def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[Item]:
-    """`items` with each image once by content. Two items with the same bytes under two paths (a photo
-    copied into both real/ and ai/, a file renamed, an archive unpacked twice, a hard link) are a
-    ValueError naming both when their labels differ: one image taught or scored as both real and AI.
-    With the same label (crawled datasets hold exact duplicates) the first in `items`' order is kept
-    and the others are left out, recorded in `stats.copies`: refuse_repeats sees only paths, and a
-    copy was weighted twice in training and, split by path, found in training and validation both.
-    The generator and subset are the kept item's.
+    """`items` with each image once. Two items that are one image (the same file under two paths: a
+    folder given twice, a manifest beside the folder it lists, a symbolic or hard link back to an image
+    listed already; or the same bytes under another path: a photo copied into both real/ and ai/, a file
+    renamed, an archive unpacked twice) are a ValueError naming both when their labels differ: one image
+    taught or scored as both real and AI. With the same label (crawled datasets hold exact duplicates)
+    the first in `items`' order is kept and the others are left out, recorded in `stats.copies`: a copy
+    was weighted twice in training and, split by path, found in training and validation both. The
+    generator and subset are the kept item's. This is the only repeat check: a link and a copy of the
+    same image met the same rule only once a path-based check, which refused every link, was gone.
 
     The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
     files whose size another file shares are hashed (copies have equal sizes), each file once (a hard
-    link is not read again). Files that cannot be stat'ed or opened as regular files, empty ones and
-    those over `max_bytes` (the decode limit) are left to decoding, which reports them as unreadable;
-    none is read past `max_bytes`. A file changed after this check is scanned as it is then."""
+    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed (that cannot be stat'ed or opened as
+    regular files, empty ones and those over `max_bytes`, the decode limit, all left to decoding, which
+    reports them as unreadable) are one image only when they are one file; none is read past `max_bytes`.
+    A file changed after this check is scanned as it is then."""
     by_size: dict[int, list[tuple[tuple, int]]] = {}
-    paths: set[str] = set()
+    groups: dict[object, list[int]] = {}
     for k, it in enumerate(items):
-        p = os.path.abspath(it.path)
-        if p in paths:
-            continue  # one path twice (a manifest both --real and --ai in train flow): not a copy
-        paths.add(p)
         try:
             st = os.stat(it.path)
         except (OSError, ValueError):  # ValueError: a NUL in the path
+            groups.setdefault(_by_name(it.path), []).append(k)
             continue
+        # the file's identity, so a file reached by two names is read once; a file system without inode
+        # numbers (st_ino 0) would make every file of a size one
+        ident = (st.st_dev, st.st_ino) if st.st_ino else _by_name(it.path)
         if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= max_bytes:
-            # the file's identity, so a hard link is read once; a file system without inode numbers
-            # (st_ino 0) would make every file of a size one
-            ident = (st.st_dev, st.st_ino) if st.st_ino else (p,)
             by_size.setdefault(st.st_size, []).append((ident, k))
-    groups: dict[str, list[int]] = {}
+        else:
+            groups.setdefault(ident, []).append(k)
     for same_size in by_size.values():
-        if len(same_size) < 2:
+        if len({ident for ident, _ in same_size}) < 2:  # one file (perhaps listed twice): nothing to compare
+            for ident, k in same_size:
+                groups.setdefault(ident, []).append(k)
             continue
         digests: dict[tuple, str | None] = {}
         for ident, k in same_size:
@@ -445,13 +416,13 @@ def drop_copies(items: Sequence[Item], stats: LinkStats | None = None,
                     digests[ident] = sha256_file(items[k].path, max_bytes)
                 except OSError:
                     digests[ident] = None
-            if digests[ident] is not None:
-                groups.setdefault(digests[ident], []).append(k)
+            groups.setdefault(digests[ident] or ident, []).append(k)
     conflicts: list[str] = []
     dropped: dict[int, int] = {}
     for group in groups.values():
         if len(group) < 2:
             continue
+        group.sort()
         first = items[group[0]]
         for k in group[1:]:
             it = items[k]
@@ -461,9 +432,9 @@ def drop_copies(items: Sequence[Item], stats: LinkStats | None = None,
                 dropped[k] = group[0]
     if conflicts:
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
-        raise ValueError(f"{len(conflicts)} image(s) are byte-identical copies of an image with the other label: "
-                         f"{'; '.join(conflicts[:3])}{more}; one image cannot be both real and AI, give "
-                         f"each image once, with its label")
+        raise ValueError(f"{len(conflicts)} image(s) are the same file as, or a byte-identical copy of, an image "
+                         f"with the other label: {'; '.join(conflicts[:3])}{more}; one image cannot be both "
+                         f"real and AI, give each image once, with its label")
     if stats is not None:
         stats.copies += [(items[k].path, items[j].path) for k, j in sorted(dropped.items())]
     return [it for k, it in enumerate(items) if k not in dropped]

@@ -507,3 +507,41 @@ def test_onnx_is_a_runtime_not_a_detector_value():
     assert known[:4] == ["metadata", "linear", "mpft", "flow"] and "onnx" not in known, known
     with pytest.raises(UsageError, match="unknown detector.*onnx is a runtime: --runtime onnx --onnx DIR"):
         ScanOptions(detectors=["onnx"], runtime="onnx", onnx_dir="x").validate()
+
+
+def test_completion_under_a_shell_it_has_no_script_for_is_a_usage_error(monkeypatch, tmp_path):
+    """`aiidetect --show-completion` under `sh` printed "Shell sh not supported." and exited 1, the code kept
+    for findings: now a usage error (exit 2) naming the shells completion is for. Under one of them it
+    still prints the script. The shell is what typer finds above the process, set here."""
+    import typer.completion
+
+    from conftest import run_cli_in_process
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # --install-completion must write nothing anywhere
+    for shell in ("sh", None):
+        monkeypatch.setattr(typer.completion, "_get_shell_name", lambda shell=shell: shell)
+        for option in ("--show-completion", "--install-completion"):
+            r = run_cli_in_process(option)
+            said = " ".join(line.strip("│ ") for line in r.stderr.splitlines())
+            assert r.returncode == 2 and r.stdout == "", (shell, option, r.returncode, r.stderr)
+            assert "completion is for bash, zsh, fish or PowerShell" in said, said
+            assert (f"this shell is {shell}" if shell else "no shell was found") in said, said
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
+    r = run_cli_in_process("--show-completion")
+    assert r.returncode == 0 and "complete -o default -F" in r.stdout, r.stderr
+
+
+def test_completion_for_a_shell_named_on_the_command_line_is_not_refused(monkeypatch, tmp_path):
+    """Where typer takes the shell as the option's value (no shell detection: its test switch here, a typer
+    without shellingham), `--show-completion bash` names the shell itself: it was refused for the shell
+    found above the process."""
+    import typer.completion
+
+    from conftest import run_cli_in_process
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "sh")
+    r = run_cli_in_process("--show-completion", "bash")
+    assert r.returncode == 0 and "complete -o default -F" in r.stdout, r.stderr

@@ -230,7 +230,7 @@ def test_ai_validation_says_what_it_was_given(backbone, tmp_path):
 def test_a_plain_archive_keeps_to_its_folder(tmp_path):
     """--real ARCHIVE with a link `evil -> /` inside took every image on the machine as a real photo."""
     from aiidetect.flow.train import load_sources
-    from aiidetect.train.data import LinkStats
+    from aiidetect.train.data import LeftOut
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "y.jpg").write_bytes(b"")
@@ -239,24 +239,26 @@ def test_a_plain_archive_keeps_to_its_folder(tmp_path):
     (plain / "x.jpg").write_bytes(b"")
     (plain / "evil").symlink_to(tmp_path / "out")
     (plain / "z.jpg").symlink_to(tmp_path / "out" / "y.jpg")
-    stats = LinkStats()
+    stats = LeftOut()
     assert [i.path for i in load_sources([str(plain)], link_stats=stats)] == [str(plain / "x.jpg")]
     assert stats.outside == 2
-    # followed, evil/y.jpg and z.jpg are one photo twice: refused as train.data refuses it
-    with pytest.raises(ValueError, match="twice through a symbolic link"):
-        load_sources([str(plain)], follow_links=True)
+    # followed, evil/y.jpg and z.jpg are one photo twice: used once, as train.data uses a copy
+    stats = LeftOut()
+    assert len(load_sources([str(plain)], follow_links=True, link_stats=stats)) == 2
+    assert stats.copies == [(str(plain / "z.jpg"), str(plain / "evil" / "y.jpg"))]
     (plain / "z.jpg").unlink()
     assert len(load_sources([str(plain)], follow_links=True)) == 2
 
 
-def test_one_photo_from_two_sources_is_refused(tmp_path):
+def test_one_photo_from_two_sources_is_used_once(tmp_path):
     """flow loaded its --real sources one at a time, so the check eval, calibrate, linear and mpft make
     (one image from two sources) never ran: a folder given with its subfolder, or a manifest beside the
-    folder it lists, trained and calibrated the flow on doubled photos in silence."""
-    from typer.testing import CliRunner
+    folder it lists, trained and calibrated the flow on doubled photos in silence. Each photo is one
+    photo now, as in eval: used once and said. Empty files are never hashed: one file is found as one."""
+    import os
 
-    from aiidetect.cli import app
-    from aiidetect.flow.train import load_sources
+    from aiidetect.flow.train import load_flow_data, load_sources
+    from aiidetect.train.data import LeftOut
 
     reals = tmp_path / "reals"
     (reals / "sub").mkdir(parents=True)
@@ -264,14 +266,13 @@ def test_one_photo_from_two_sources_is_refused(tmp_path):
         (reals / f"a{i}.png").write_bytes(b"")
     (reals / "sub" / "b.png").write_bytes(b"")
     (tmp_path / "m.csv").write_text("file,label\nreals/a0.png,real\n")
-    with pytest.raises(ValueError, match="more than one of the data sources"):
-        load_sources([str(tmp_path / "m.csv"), str(reals)])
+    stats = LeftOut()
+    assert len(load_sources([str(tmp_path / "m.csv"), str(reals)], link_stats=stats)) == 4
+    assert stats.copies == [(str(reals / "a0.png"), str(reals / "a0.png"))]
     assert len(load_sources([str(tmp_path / "m.csv"), str(reals / "sub")])) == 2
-    res = CliRunner().invoke(app, ["train", "flow", "--real", str(reals), "--real", str(reals / "sub"),
-                                   "--backbone-config", "tiny-vit", "--out", str(tmp_path / "h"), "--device", "cpu"])
-    assert res.exit_code == 2, res.output
-    assert "more than one of the data sources" in res.output and "b.png" in res.output
-    assert not (tmp_path / "h").exists()
+    data = load_flow_data([str(reals), str(reals / "sub")])
+    assert sorted(os.path.basename(i.path) for i in data.reals) == ["a0.png", "a1.png", "a2.png", "b.png"]
+    assert "b.png (given twice)" in data.real_links.note()
 
 
 def _no_backbone(monkeypatch):
@@ -367,7 +368,7 @@ def test_one_photo_given_as_real_and_as_ai_is_refused(tmp_path, monkeypatch):
     for i in range(4):
         (reals / f"a{i}.png").write_bytes(b"")
     (reals / "gen" / "g.png").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"more than one of the data sources .*gen[/\\]g\.png"):
+    with pytest.raises(ValueError, match=r"gen[/\\]g\.png \(AI\) = .*gen[/\\]g\.png \(real\)"):
         load_flow_data([str(reals)], [str(reals / "gen")])
     m = tmp_path / "m.csv"
     m.write_text("file,label\n" + "".join(f"reals/a{i}.png,real\n" for i in range(4)) + "reals/gen/g.png,ai\n")
