@@ -420,11 +420,27 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
             admit(min(fst.st_size, limits.max_bytes))
         try:
             data = f.read(limits.max_bytes + 1)
+            end = os.fstat(fd)
         except OSError as exc:
             raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
     if len(data) > limits.max_bytes:  # grew after the size check
         raise DecodeFailure("too-large", f"file is over the {limits.max_bytes}-byte limit (--max-bytes)")
+    if len(data) != fst.st_size or _version(end) != _version(fst):
+        # Written to while being read (in place: a copy still arriving, an editor saving over it): the
+        # bytes may be the start of one version and the end of another, a picture that was never on
+        # disk, and a verdict on it would be filed under this path as if it were the file.
+        raise DecodeFailure(FILE_CHANGED, "the file changed while it was being read (written to in place); "
+                                          "its bytes are not one version of it and were not judged: scan it "
+                                          "again once it is no longer being written")
     return data
+
+
+FILE_CHANGED = "changed-while-read"
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    # ctime too: an in-place edit that puts the old mtime back (touch -r, a tool keeping the date) moves it.
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 # Rows converted at once from a high-bit-depth image: the float64 working copies are of a band, not of
