@@ -2,6 +2,7 @@
 that fill up under the outputs. Each change lands at a chosen step through a hook, never a race."""
 from __future__ import annotations
 
+import errno
 import io
 import os
 
@@ -64,3 +65,61 @@ def test_a_file_written_to_while_being_read_is_not_judged(tmp_path, monkeypatch)
     # SHA-256 of neither.
     assert r.returncode == 0 and rec["verdict"] == "error" and rec["error"]["code"] == "changed-while-read"
     assert rec["sha256"] is None and p.read_bytes() == new
+
+
+def _guarded(monkeypatch, *args: str) -> int:
+    """The CLI in this process through its real boundary (run_guarded), which turns what a command
+    raises into the one line on stderr and the exit code."""
+    import pytest
+
+    from aiidetect.cli import app
+    from aiidetect.commands import errors
+    from tests.conftest import _process_state_kept
+
+    monkeypatch.setattr("sys.argv", ["aiidetect", *args])
+    monkeypatch.setattr(errors, "DEBUG", False)
+    with _process_state_kept(), pytest.raises(SystemExit) as e:
+        errors.run_guarded(app)
+    return e.value.code
+
+
+def _disk_full(*a, **k):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_under_the_report_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    img = tmp_path / "in" / "photo.bmp"
+    img.parent.mkdir()
+    img.write_bytes(_bmp((0, 128, 0)))
+    out = tmp_path / "out" / "run.jsonl"
+    out.parent.mkdir()
+    out.write_text("the last complete run\n")
+    # Where a full disk (or a quota, NFS) often first says so: the report is written, not yet on disk.
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    code = _guarded(monkeypatch, "scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", str(out))
+    err = capsys.readouterr().err
+    # Before: `aiidetect: error: OSError: [Errno 28] No space left on device (aiidetect --debug ... shows
+    # the traceback)`, as for a bug, and no word of which file.
+    assert code == 2 and err == (f"error: cannot write the report to {out}: No space left on device; nothing was "
+                                 "written there (the file already there is kept)\n")
+    assert os.listdir(out.parent) == ["run.jsonl"] and out.read_text() == "the last complete run\n"
+
+
+class _FullStdout(io.TextIOBase):
+    """stdout redirected to a file on a full disk (`scan ... > run.jsonl`)."""
+
+    def writable(self) -> bool:
+        return True
+
+    write = flush = _disk_full
+
+
+def test_a_full_disk_under_stdout_is_one_line(tmp_path, monkeypatch, capsys):
+    img = tmp_path / "photo.bmp"
+    img.write_bytes(_bmp((0, 128, 0)))
+    capsys.readouterr()
+    for args in (("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl"), ("meta", str(img))):
+        monkeypatch.setattr("sys.stdout", _FullStdout())
+        code = _guarded(monkeypatch, *args)
+        assert (code, capsys.readouterr().err) == (2, "error: cannot write the report to standard output: No space "
+                                                      "left on device\n"), args

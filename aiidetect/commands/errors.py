@@ -253,8 +253,15 @@ def run_guarded(app) -> None:
         sys.stderr.write(f"error: {exc.strerror}\n")
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
+        from ..report.output import OutputWriteFailed
         from ..userdirs import NoUserFolder
 
+        if isinstance(exc, OutputWriteFailed) and not DEBUG:
+            # A full disk under the report: the user's to fix, in one line that names the place.
+            from ..report.safe import printable
+
+            sys.stderr.write(f"error: {printable(str(exc.strerror))}\n")
+            sys.exit(EXIT_ERROR)
         if isinstance(exc, NoUserFolder) and not DEBUG:
             # No home folder in a container: a setup matter whose message names the variable to set.
             sys.stderr.write(f"error: {exc}\n")

@@ -9,6 +9,7 @@ complete, so Ctrl-C, a crash or a full disk leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -20,6 +21,36 @@ from typing import IO, Iterable, Iterator, Sequence
 
 class OutputError(Exception):
     """The output path is unusable; a usage error (exit 2), nothing was written."""
+
+
+class OutputWriteFailed(OSError):
+    """Writing the report failed part-way (a full disk, a quota, an I/O error): a fatal error (exit 2)
+    said in one line that names where, not the "--debug shows the traceback" line of a bug."""
+
+
+# What a failing write says. A write has no file name in its OSError; anything else in the body that
+# fails with one of these and a name (a cache, a lock file) is not the report's failure.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def write_failure(exc: BaseException, where: str, kept: str = "") -> OutputWriteFailed | None:
+    """`exc` as a failed write of the report to `where`, or None when it is something else."""
+    if (not isinstance(exc, OSError) or isinstance(exc, OutputWriteFailed) or exc.errno not in _WRITE_FAILURES
+            or exc.filename is not None):
+        return None
+    return OutputWriteFailed(exc.errno, f"cannot write the report to {where}: {exc.strerror or exc}{kept}")
+
+
+@contextlib.contextmanager
+def report_writes(where: str, kept: str = "") -> Iterator[None]:
+    """Turn a failed write of the report into OutputWriteFailed naming `where`."""
+    try:
+        yield
+    except OSError as exc:
+        failed = write_failure(exc, where, kept)
+        if failed is None:
+            raise
+        raise failed from exc
 
 
 def _real(p: str | os.PathLike) -> str:
@@ -195,11 +226,12 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     if is_stdout(path):
         out = sys.stdout.buffer if "b" in mode else utf8_stdout()
-        yield out
-        out.flush()
+        with report_writes("standard output"):
+            yield out
+            out.flush()
         return
     if _direct(path):
-        with open(path, mode, **kw) as fh:
+        with report_writes(os.fspath(path)), open(path, mode, **kw) as fh:
             yield fh
         return
     target = Path(os.path.realpath(os.fspath(path)))
@@ -221,9 +253,13 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             # "Being written": held until the file is renamed into place (released when it is closed).
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _remove_stale_temporaries(target, tmp)
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
+        # The temporary file is removed below: nothing that looks complete is left, and a report that
+        # stood at the path is kept.
+        with report_writes(os.fspath(path), "; nothing was written there"
+                           + (" (the file already there is kept)" if os.path.lexists(target) else "")):
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         with contextlib.suppress(OSError):
             os.chmod(tmp, keep)
         os.replace(tmp, target)
