@@ -268,8 +268,15 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
                 raise
             shutil.rmtree(old, ignore_errors=True)
         _fsync(real.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        from .report.output import write_failure
+
+        if write_failure(exc, str(out_dir)) is not None:
+            # A full disk after minutes of training: one line naming the folder (the trainers' commands
+            # say a ValueError so), not the bug-worded OSError with no path.
+            raise HeadOutputError(f"head {m['name']} not written to {out_dir}: {exc.strerror}; the folder is as "
+                                  "it was before") from exc
         raise
     finally:
         if lock is not None:

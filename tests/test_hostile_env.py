@@ -126,3 +126,19 @@ def test_a_full_disk_under_stdout_is_one_line(tmp_path, monkeypatch, capsys):
         code = _guarded(monkeypatch, *args)
         assert (code, capsys.readouterr().err) == (2, "error: cannot write the report to standard output: No space "
                                                       "left on device\n"), args
+
+
+def test_a_full_disk_under_a_new_head_is_one_line_naming_its_folder(tmp_path, monkeypatch):
+    """What the trainers' commands print for a ValueError is one line; the OSError a full disk raised in
+    the middle of a save was the bug-worded `OSError: [Errno 28] ...`, after the whole training."""
+    import numpy as np
+    import pytest
+
+    from aiidetect import heads
+
+    out = tmp_path / "weights" / "h"
+    monkeypatch.setattr(heads, "_fsync", _disk_full)
+    with pytest.raises(ValueError) as e:
+        heads.save_head(out, {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
+    assert str(e.value) == f"head h not written to {out}: No space left on device; the folder is as it was before"
+    assert os.listdir(out.parent) == []  # nor a hidden half-written one
