@@ -419,13 +419,15 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
             # after the read if it passes --max-bytes.
             admit(min(fst.st_size, limits.max_bytes))
         try:
+            # After admit, which may wait for other files' bytes: a file rewritten in that wait is read whole.
+            start = os.fstat(fd) if admit is not None else fst
             data = f.read(limits.max_bytes + 1)
             end = os.fstat(fd)
         except OSError as exc:
             raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
     if len(data) > limits.max_bytes:  # grew after the size check
         raise DecodeFailure("too-large", f"file is over the {limits.max_bytes}-byte limit (--max-bytes)")
-    if len(data) != fst.st_size or _version(end) != _version(fst):
+    if len(data) != start.st_size or _version(end) != _version(start):
         # Written to while being read (in place: a copy still arriving, an editor saving over it): the
         # bytes may be the start of one version and the end of another, a picture that was never on
         # disk, and a verdict on it would be filed under this path as if it were the file.
