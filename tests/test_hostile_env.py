@@ -3,6 +3,7 @@ that fill up under the outputs. Each change lands at a chosen step through a hoo
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 
@@ -142,3 +143,22 @@ def test_a_full_disk_under_a_new_head_is_one_line_naming_its_folder(tmp_path, mo
         heads.save_head(out, {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
     assert str(e.value) == f"head h not written to {out}: No space left on device; the folder is as it was before"
     assert os.listdir(out.parent) == []  # nor a hidden half-written one
+
+
+def test_a_file_caught_being_written_is_read_again_by_the_next_resume(tmp_path, monkeypatch):
+    """The store keys a row by the size and mtime seen before the read. A writer that puts the date back
+    when done (`cp -p`, `rsync -a --inplace`) leaves those as they were: the row of the mixed bytes then
+    matched the file at rest, and every resume served it."""
+    old, new = _bmp((255, 0, 0)), _bmp((0, 0, 255))
+    p = tmp_path / "photo.bmp"
+    p.write_bytes(old)
+    os.utime(p, (1e9, 1e9))
+    db = str(tmp_path / "audit.sqlite")
+    args = ("scan", str(p), "-d", "metadata", "--no-cache", "--format", "jsonl", "--db", db)
+    with monkeypatch.context() as m:
+        _rewritten_mid_read(m, p, new)
+        assert jsonl(run_cli_in_process(*args).stdout)[0]["error"]["code"] == "changed-while-read"
+    p.write_bytes(old)
+    os.utime(p, (1e9, 1e9))  # the writer done: the first version back, its date too
+    rec = jsonl(run_cli_in_process(*args).stdout)[0]
+    assert rec["error"] is None and rec["sha256"] == hashlib.sha256(old).hexdigest()
