@@ -162,3 +162,20 @@ def test_a_file_caught_being_written_is_read_again_by_the_next_resume(tmp_path, 
     os.utime(p, (1e9, 1e9))  # the writer done: the first version back, its date too
     rec = jsonl(run_cli_in_process(*args).stdout)[0]
     assert rec["error"] is None and rec["sha256"] == hashlib.sha256(old).hexdigest()
+
+
+def test_a_full_disk_under_the_report_of_a_sweep_into_a_store_says_where_its_records_are(tmp_path, monkeypatch,
+                                                                                        capsys):
+    img = tmp_path / "in" / "photo.bmp"
+    img.parent.mkdir()
+    img.write_bytes(_bmp((0, 128, 0)))
+    out, db = tmp_path / "run.jsonl", tmp_path / "audit.sqlite"
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", _disk_full)
+        code = _guarded(m, "scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", str(out),
+                        "--db", str(db))
+    assert code == 2 and capsys.readouterr().err.endswith(
+        f"; the records scanned are in the results store {db}: `aiidetect results export --db {db}` writes them, "
+        "and the same command resumes after them\n")
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert [x["file"] for x in jsonl(r.stdout)] == [str(img)] and not out.exists()

@@ -143,6 +143,24 @@ def scan(
         fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
     writer = None
+
+    def close_output(*exc_info) -> None:
+        from ..report.output import OutputWriteFailed
+        from ..store import StoreError
+
+        try:
+            out_ctx.__exit__(*exc_info)
+        except OutputWriteFailed as failed:
+            if db is None:
+                raise
+            # A sweep's records are not lost with its report: say where they are, once the store has the last.
+            try:
+                scanner.close()
+            except StoreError as exc:
+                fail(f"{failed.strerror}; {exc}")
+            fail(f"{failed.strerror}; the records scanned are in the results store {db}: `aiidetect results "
+                 f"export --db {db}` writes them, and the same command resumes after them")
+
     try:
         if fmt == Format.html:
             from ..report.html import scan_writer
@@ -207,8 +225,8 @@ def scan(
         fail(str(exc))
     except BaseException as exc:
         if output:
-            out_ctx.__exit__(*sys.exc_info())
             output = None
+            close_output(*sys.exc_info())
         elif writer is not None:
             # On stdout (Ctrl-C, a fatal error): a script still gets a document that parses, holding
             # the records so far; the exit code (130, 2) says the run did not finish.
@@ -226,7 +244,7 @@ def scan(
         raise
     finally:
         if output:
-            out_ctx.__exit__(None, None, None)
+            close_output(None, None, None)
         # Also closes an unfinished record stream (Scanner._live): its results store session is marked interrupted.
         scanner.close()
     if not quiet:
