@@ -9,7 +9,7 @@ import os
 
 from PIL import Image
 
-from tests.conftest import jsonl, run_cli_in_process
+from conftest import jsonl, run_cli_in_process
 
 
 def _bmp(colour) -> bytes:
@@ -75,7 +75,7 @@ def _guarded(monkeypatch, *args: str) -> int:
 
     from aiidetect.cli import app
     from aiidetect.commands import errors
-    from tests.conftest import _process_state_kept
+    from conftest import _process_state_kept
 
     monkeypatch.setattr("sys.argv", ["aiidetect", *args])
     monkeypatch.setattr(errors, "DEBUG", False)
