@@ -237,8 +237,25 @@ def run_guarded(app) -> None:
     utf8_output()
     quiet_library_warnings()
     stop_on_signals()
+    from ..report.output import StdoutWrites
+
+    stdout = sys.stdout
+    sys.stdout = StdoutWrites(stdout)
     try:
-        app()
+        _run_guarded(app)
+    finally:
+        sys.stdout = stdout
+
+
+def _run_guarded(app) -> None:
+    try:
+        try:
+            app()
+        except SystemExit:
+            # What is still buffered is written here, inside the guard: the interpreter's own last flush
+            # meets a full disk with "Exception ignored ... OSError" and exit 120.
+            sys.stdout.flush()
+            raise
     except SystemExit:
         raise
     except KeyboardInterrupt as exc:

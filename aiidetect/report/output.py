@@ -53,6 +53,41 @@ def report_writes(where: str, kept: str = "") -> Iterator[None]:
         raise failed from exc
 
 
+class StdoutWrites:
+    """sys.stdout (and its binary buffer) for the whole run (commands.errors.run_guarded): a write that
+    fails for want of room is OutputWriteFailed naming standard output, at the point of the write, for
+    every command and however it prints (print, click, rich). A write's OSError names no file, so the
+    boundary could not tell a full stdout from a bug: `doctor > out.txt` on a full disk read
+    `aiidetect: error: OSError: [Errno 28] No space left on device (aiidetect --debug ... shows the
+    traceback)`. Anything but write and flush is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._buffer = None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, s):
+        with report_writes("standard output"):
+            return self._stream.write(s)
+
+    def writelines(self, lines) -> None:
+        with report_writes("standard output"):
+            self._stream.writelines(lines)
+
+    def flush(self) -> None:
+        with report_writes("standard output"):
+            self._stream.flush()
+
+    @property
+    def buffer(self):
+        raw = self._stream.buffer  # AttributeError where there is none: hasattr() says so, as before
+        if self._buffer is None or self._buffer._stream is not raw:
+            self._buffer = StdoutWrites(raw)
+        return self._buffer
+
+
 def _real(p: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(p)))
 
