@@ -199,3 +199,30 @@ def test_a_full_disk_under_any_command_s_stdout_is_one_line(tmp_path, monkeypatc
         # last flush would say "Exception ignored ..." and exit 120, or the run looked done with exit 0).
         assert (code, capsys.readouterr().err) == (2, "error: cannot write the report to standard output: No space "
                                                       "left on device\n"), stdout
+
+
+
+def test_a_file_size_limit_under_a_head_s_tensors_is_the_same_one_line(tmp_path):
+    """A real limit met by the tensors file, the head's bulk (where a disk usually fills): safetensors'
+    own writer said it as SafetensorError, which no OSError handler knew, so the bug-worded line."""
+    import resource
+    import signal
+
+    import numpy as np
+    import pytest
+
+    from aiidetect import heads
+
+    out = tmp_path / "weights" / "h"
+    tensors = {"weight": np.ones((1, 8192), np.float32)}  # 32 KiB, over the limit below
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, limit[1]))
+        with pytest.raises(ValueError) as e:
+            heads.save_head(out, tensors, {"name": "h", "detector": "linear"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, xfsz)
+    assert str(e.value) == f"head h not written to {out}: File too large; the folder is as it was before"
+    assert os.listdir(out.parent) == []
