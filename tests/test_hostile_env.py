@@ -19,10 +19,11 @@ def _bmp(colour) -> bytes:
     return b.getvalue()
 
 
-def _rewritten_mid_read(monkeypatch, path, new: bytes) -> None:
-    """The reader of `path` gets its first bytes, then the file is written over in place (same inode,
-    as an editor saving or `cp` onto it does), then the reader gets the rest."""
+def _during_reads(monkeypatch, path, act, times=None) -> None:
+    """The reader of `path` gets its first bytes, then `act()` runs, then the reader gets the rest; at
+    each read of it, or at the first `times` only."""
     real = os.fdopen
+    done = []
 
     class Torn:
         def __init__(self, f):
@@ -39,8 +40,8 @@ def _rewritten_mid_read(monkeypatch, path, new: bytes) -> None:
 
         def read(self, n=-1):
             head = self.f.read(1000)
-            with open(path, "r+b") as w:
-                w.write(new)
+            if times is None or len(done) < times:
+                done.append(act())
             return head + self.f.read()
 
     def fdopen(fd, *a, **k):
@@ -52,6 +53,17 @@ def _rewritten_mid_read(monkeypatch, path, new: bytes) -> None:
         return Torn(f) if here == str(path) else f
 
     monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def _rewritten_mid_read(monkeypatch, path, new: bytes, times=None) -> None:
+    """The file is written over in place (same inode, as an editor saving or `cp` onto it does) in the
+    middle of each read: a writer still at work."""
+
+    def write():
+        with open(path, "r+b") as w:
+            w.write(new)
+
+    _during_reads(monkeypatch, path, write, times)
 
 
 def test_a_file_written_to_while_being_read_is_not_judged(tmp_path, monkeypatch):
@@ -226,3 +238,39 @@ def test_a_file_size_limit_under_a_head_s_tensors_is_the_same_one_line(tmp_path)
         signal.signal(signal.SIGXFSZ, xfsz)
     assert str(e.value) == f"head h not written to {out}: File too large; the folder is as it was before"
     assert os.listdir(out.parent) == []
+
+
+def test_a_change_of_a_file_s_metadata_alone_during_the_read_is_judged(tmp_path, monkeypatch):
+    """A hard link made (a dedup pass, `cp -al`), a chmod, a tag in an extended attribute: the ctime moves,
+    the bytes do not. The second read finds the file at rest."""
+    data = _bmp((0, 128, 0))
+    p = tmp_path / "photo.bmp"
+    p.write_bytes(data)
+    _during_reads(monkeypatch, p, lambda: os.link(p, tmp_path / "linked.bmp"), times=1)
+    rec = jsonl(run_cli_in_process("scan", str(p), "-d", "metadata", "--no-cache", "--format", "jsonl").stdout)[0]
+    assert rec["error"] is None and rec["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_writer_done_during_the_first_read_gives_its_version_whole(tmp_path, monkeypatch):
+    old, new = _bmp((255, 0, 0)), _bmp((0, 0, 255))
+    p = tmp_path / "photo.bmp"
+    p.write_bytes(old)
+    os.utime(p, (1e9, 1e9))
+    _rewritten_mid_read(monkeypatch, p, new, times=1)
+    rec = jsonl(run_cli_in_process("scan", str(p), "-d", "metadata", "--no-cache", "--format", "jsonl").stdout)[0]
+    assert rec["error"] is None and rec["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+def test_a_file_whose_size_is_not_its_length_is_read(tmp_path):
+    """/sys files say 4096 bytes and hold a few: two alike reads, nothing moved, are one version (it was
+    `changed-while-read`, scanned again on every resume for ever)."""
+    import pytest
+
+    from pathlib import Path
+
+    from aiidetect.decode import read_bytes
+
+    sys_file = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not sys_file.is_file() or sys_file.stat().st_size == len(sys_file.read_bytes()):
+        pytest.skip("no /sys file whose size is not its length here")
+    assert read_bytes(sys_file) == sys_file.read_bytes()
