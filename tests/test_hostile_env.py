@@ -274,3 +274,24 @@ def test_a_file_whose_size_is_not_its_length_is_read(tmp_path):
     if not sys_file.is_file() or sys_file.stat().st_size == len(sys_file.read_bytes()):
         pytest.skip("no /sys file whose size is not its length here")
     assert read_bytes(sys_file) == sys_file.read_bytes()
+
+
+def test_a_stream_set_over_stdout_during_the_run_is_left_in_place(monkeypatch):
+    """--engine ray sets its own over stdout for the messages Ray prints at exit (after the boundary
+    returns): putting the original back at the boundary sent those into the records."""
+    import sys
+
+    import pytest
+
+    from aiidetect.commands import errors
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    ray_s = io.StringIO()
+
+    def app():
+        sys.stdout = ray_s
+        sys.exit(0)
+
+    with pytest.raises(SystemExit):
+        errors.run_guarded(app)
+    assert sys.stdout is ray_s

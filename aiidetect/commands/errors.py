@@ -240,11 +240,14 @@ def run_guarded(app) -> None:
     from ..report.output import StdoutWrites
 
     stdout = sys.stdout
-    sys.stdout = StdoutWrites(stdout)
+    guarded = sys.stdout = StdoutWrites(stdout)
     try:
         _run_guarded(app)
     finally:
-        sys.stdout = stdout
+        # Put back for a caller in this process; not from under a stream set over it since (--engine ray's,
+        # which keeps Ray's messages at exit off stdout).
+        if sys.stdout is guarded:
+            sys.stdout = stdout
 
 
 def _run_guarded(app) -> None:
