@@ -433,12 +433,46 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
             # after the read if it passes --max-bytes.
             admit(min(fst.st_size, limits.max_bytes))
         try:
+            # After admit, which may wait for other files' bytes: a file rewritten in that wait is read whole.
+            start = os.fstat(fd) if admit is not None else fst
             data = f.read(limits.max_bytes + 1)
+            end = os.fstat(fd)
+            whole = len(data) == start.st_size and _version(end) == _version(start)
+            if not whole and len(data) <= limits.max_bytes:
+                # Once more from the start before saying so. Its ctime also moves for a hard link made
+                # (a dedup pass, `cp -al`), a chmod or an extended attribute set during the read, the
+                # bytes untouched; and a writer that was finishing is done now. Only the first read's
+                # digest is kept meanwhile, not a second copy of its bytes.
+                first = hashlib.sha256(data).digest()
+                data = b""
+                f.seek(0)
+                start = os.fstat(fd)
+                data = f.read(limits.max_bytes + 1)
+                end = os.fstat(fd)
+                # Two reads alike with nothing moved: one version, of a file whose size is not its length
+                # (/sys files say 4096).
+                whole = _version(end) == _version(start) and (
+                    len(data) == start.st_size or hashlib.sha256(data).digest() == first)
         except OSError as exc:
             raise DecodeFailure("unreadable", f"cannot read: {exc.strerror or exc}") from exc
     if len(data) > limits.max_bytes:  # grew after the size check
         raise DecodeFailure("too-large", f"file is over the {limits.max_bytes}-byte limit (--max-bytes)")
+    if not whole:
+        # Written to while being read (in place: a copy still arriving, an editor saving over it): the
+        # bytes may be the start of one version and the end of another, a picture that was never on
+        # disk, and a verdict on it would be filed under this path as if it were the file.
+        raise DecodeFailure(FILE_CHANGED, "the file changed while it was being read (written to in place); "
+                                          "its bytes are not one version of it and were not judged: scan it "
+                                          "again once it is no longer being written")
     return data
+
+
+FILE_CHANGED = "changed-while-read"
+
+
+def _version(st: os.stat_result) -> tuple[int, int, int]:
+    # ctime too: an in-place edit that puts the old mtime back (touch -r, a tool keeping the date) moves it.
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 # Rows converted at once from a high-bit-depth image: the float64 working copies are of a band, not of

@@ -215,7 +215,7 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     import shutil
 
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialize
 
     m = dict(manifest)
     for key in ("name", "detector"):
@@ -235,7 +235,9 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
     lock = lock_folder(tmp)
     try:
         _remove_stale_saves(real, tmp)
-        save_file(flat, str(tmp / TENSORS))
+        # Serialized here, written by Python: safetensors' own save_file raises its SafetensorError on a full
+        # disk, which no OSError handler (below, the boundary's) recognises. A head is megabytes at most.
+        (tmp / TENSORS).write_bytes(serialize(flat))
         files = {TENSORS: sha256_file(tmp / TENSORS)}
         for fname, blob in (extra_files or {}).items():
             (tmp / fname).write_bytes(blob)
@@ -268,8 +270,15 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
                 raise
             shutil.rmtree(old, ignore_errors=True)
         _fsync(real.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        from .report.output import write_failure
+
+        if write_failure(exc, str(out_dir)) is not None:
+            # A full disk after minutes of training: one line naming the folder (the trainers' commands
+            # say a ValueError so), not the bug-worded OSError with no path.
+            raise HeadOutputError(f"head {m['name']} not written to {out_dir}: {exc.strerror}; the folder is as "
+                                  "it was before") from exc
         raise
     finally:
         if lock is not None:

@@ -19,6 +19,7 @@ VERDICTS: tuple[str, ...] = ("ai-generated", "likely-real", "uncertain", "error"
 # Error codes a record can carry. Keep this list in docs/schema.md.
 ERROR_CODES = (
     "unreadable",          # OS error opening/reading (permissions, vanished, device file)
+    "changed-while-read",  # written to while being read: the bytes were not one version of the file
     "not-a-file",          # directory, socket, device, fifo given where a file was expected
     "symlink-loop",
     "empty-file",

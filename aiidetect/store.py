@@ -36,7 +36,7 @@ from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
 
 STORE_VERSION = "1"
 # Failures whose cause can go away without the file changing: scanned again on every resume.
-RETRY_CODES = frozenset({"unreadable", "internal-error"})
+RETRY_CODES = frozenset({"unreadable", "changed-while-read", "internal-error"})
 _RESULT_KEYS = ("status", "p_ai", "score", "score_kind", "reason", "evidence")
 
 _SCHEMA = """

@@ -237,8 +237,28 @@ def run_guarded(app) -> None:
     utf8_output()
     quiet_library_warnings()
     stop_on_signals()
+    from ..report.output import StdoutWrites
+
+    stdout = sys.stdout
+    guarded = sys.stdout = StdoutWrites(stdout)
     try:
-        app()
+        _run_guarded(app)
+    finally:
+        # Put back for a caller in this process; not from under a stream set over it since (--engine ray's,
+        # which keeps Ray's messages at exit off stdout).
+        if sys.stdout is guarded:
+            sys.stdout = stdout
+
+
+def _run_guarded(app) -> None:
+    try:
+        try:
+            app()
+        except SystemExit:
+            # What is still buffered is written here, inside the guard: the interpreter's own last flush
+            # meets a full disk with "Exception ignored ... OSError" and exit 120.
+            sys.stdout.flush()
+            raise
     except SystemExit:
         raise
     except KeyboardInterrupt as exc:
@@ -253,8 +273,15 @@ def run_guarded(app) -> None:
         sys.stderr.write(f"error: {exc.strerror}\n")
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - this is the boundary
+        from ..report.output import OutputWriteFailed
         from ..userdirs import NoUserFolder
 
+        if isinstance(exc, OutputWriteFailed) and not DEBUG:
+            # A full disk under the report: the user's to fix, in one line that names the place.
+            from ..report.safe import printable
+
+            sys.stderr.write(f"error: {printable(str(exc.strerror))}\n")
+            sys.exit(EXIT_ERROR)
         if isinstance(exc, NoUserFolder) and not DEBUG:
             # No home folder in a container: a setup matter whose message names the variable to set.
             sys.stderr.write(f"error: {exc}\n")

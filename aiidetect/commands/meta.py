@@ -123,7 +123,7 @@ def meta(
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
     from ..api import iter_meta_candidates, meta_report
-    from ..report.output import OutputError, atomic_output
+    from ..report.output import OutputError, atomic_output, report_writes
     from ..report.safe import CsvRows, dumps
     from ..report.writers import JsonArray
     from .errors import reader_left
@@ -164,8 +164,9 @@ def meta(
             with atomic_output(output) as fh:
                 emit(fh)
         else:
-            emit(sys.stdout)
-            sys.stdout.flush()
+            with report_writes("standard output"):
+                emit(sys.stdout)
+                sys.stdout.flush()
     except OutputError as exc:  # a file reached through a link or a stdin list is the output
         fail(str(exc))
     except BrokenPipeError:  # `meta ... | head`: the reader left; what was found still counts

@@ -138,6 +138,7 @@ def scan(
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     # The table is for the terminal, in its own encoding (errors.utf8_output); every other format is a UTF-8
     # document, on a terminal too.
+    on_stdout = not output
     out_ctx = atomic_output(output) if output else nullcontext(sys.stdout if fmt == Format.table else utf8_stdout())
     try:
         stream = out_ctx.__enter__()
@@ -146,6 +147,24 @@ def scan(
         fail(f"cannot write --output {output}: {exc.strerror or exc}")
     exit_code = EXIT_OK
     writer = None
+
+    def close_output(*exc_info) -> None:
+        from ..report.output import OutputWriteFailed
+        from ..store import StoreError
+
+        try:
+            out_ctx.__exit__(*exc_info)
+        except OutputWriteFailed as failed:
+            if db is None:
+                raise
+            # A sweep's records are not lost with its report: say where they are, once the store has the last.
+            try:
+                scanner.close()
+            except StoreError as exc:
+                fail(f"{failed.strerror}; {exc}")
+            fail(f"{failed.strerror}; the records scanned are in the results store {db}: `aiidetect results "
+                 f"export --db {db}` writes them, and the same command resumes after them")
+
     try:
         if fmt == Format.html:
             from ..report.html import scan_writer
@@ -210,22 +229,26 @@ def scan(
         fail(str(exc))
     except BaseException as exc:
         if output:
-            out_ctx.__exit__(*sys.exc_info())
             output = None
+            close_output(*sys.exc_info())
         elif writer is not None:
             # On stdout (Ctrl-C, a fatal error): a script still gets a document that parses, holding
             # the records so far; the exit code (130, 2) says the run did not finish.
             with contextlib.suppress(Exception):
                 writer.abort()
+        from ..report.output import write_failure
         from ..store import StoreError
 
         # A full disk under --db, a failing Ray cluster: what happened and what is kept, in one line.
         if isinstance(exc, (StoreError, ScanError)):
             fail(str(exc))
+        failed = write_failure(exc, "standard output") if on_stdout else None
+        if failed is not None:  # `scan ... > run.jsonl` on a full disk (-o FILE says so in atomic_output)
+            raise failed from exc
         raise
     finally:
         if output:
-            out_ctx.__exit__(None, None, None)
+            close_output(None, None, None)
         # Also closes an unfinished record stream (Scanner._live): its results store session is marked interrupted.
         scanner.close()
     if not quiet:

@@ -9,6 +9,7 @@ complete, so Ctrl-C, a crash or a full disk leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -20,6 +21,71 @@ from typing import IO, Iterable, Iterator, Sequence
 
 class OutputError(Exception):
     """The output path is unusable; a usage error (exit 2), nothing was written."""
+
+
+class OutputWriteFailed(OSError):
+    """Writing the report failed part-way (a full disk, a quota, an I/O error): a fatal error (exit 2)
+    said in one line that names where, not the "--debug shows the traceback" line of a bug."""
+
+
+# What a failing write says. A write has no file name in its OSError; anything else in the body that
+# fails with one of these and a name (a cache, a lock file) is not the report's failure.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def write_failure(exc: BaseException, where: str, kept: str = "") -> OutputWriteFailed | None:
+    """`exc` as a failed write of the report to `where`, or None when it is something else."""
+    if (not isinstance(exc, OSError) or isinstance(exc, OutputWriteFailed) or exc.errno not in _WRITE_FAILURES
+            or exc.filename is not None):
+        return None
+    return OutputWriteFailed(exc.errno, f"cannot write the report to {where}: {exc.strerror or exc}{kept}")
+
+
+@contextlib.contextmanager
+def report_writes(where: str, kept: str = "") -> Iterator[None]:
+    """Turn a failed write of the report into OutputWriteFailed naming `where`."""
+    try:
+        yield
+    except OSError as exc:
+        failed = write_failure(exc, where, kept)
+        if failed is None:
+            raise
+        raise failed from exc
+
+
+class StdoutWrites:
+    """sys.stdout (and its binary buffer) for the whole run (commands.errors.run_guarded): a write that
+    fails for want of room is OutputWriteFailed naming standard output, at the point of the write, for
+    every command and however it prints (print, click, rich). A write's OSError names no file, so the
+    boundary could not tell a full stdout from a bug: `doctor > out.txt` on a full disk read
+    `aiidetect: error: OSError: [Errno 28] No space left on device (aiidetect --debug ... shows the
+    traceback)`. Anything but write and flush is the stream's own."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._buffer = None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, s):
+        with report_writes("standard output"):
+            return self._stream.write(s)
+
+    def writelines(self, lines) -> None:
+        with report_writes("standard output"):
+            self._stream.writelines(lines)
+
+    def flush(self) -> None:
+        with report_writes("standard output"):
+            self._stream.flush()
+
+    @property
+    def buffer(self):
+        raw = self._stream.buffer  # AttributeError where there is none: hasattr() says so, as before
+        if self._buffer is None or self._buffer._stream is not raw:
+            self._buffer = StdoutWrites(raw)
+        return self._buffer
 
 
 def _real(p: str | os.PathLike) -> str:
@@ -195,11 +261,12 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
     if is_stdout(path):
         out = sys.stdout.buffer if "b" in mode else utf8_stdout()
-        yield out
-        out.flush()
+        with report_writes("standard output"):
+            yield out
+            out.flush()
         return
     if _direct(path):
-        with open(path, mode, **kw) as fh:
+        with report_writes(os.fspath(path)), open(path, mode, **kw) as fh:
             yield fh
         return
     target = Path(os.path.realpath(os.fspath(path)))
@@ -221,9 +288,13 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             # "Being written": held until the file is renamed into place (released when it is closed).
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _remove_stale_temporaries(target, tmp)
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
+        # The temporary file is removed below: nothing that looks complete is left, and a report that
+        # stood at the path is kept.
+        with report_writes(os.fspath(path), "; nothing was written there"
+                           + (" (the file already there is kept)" if os.path.lexists(target) else "")):
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         with contextlib.suppress(OSError):
             os.chmod(tmp, keep)
         os.replace(tmp, target)
