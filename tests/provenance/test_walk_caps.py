@@ -103,3 +103,23 @@ def test_no_camera_is_not_said_of_exif_left_unread(monkeypatch):
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, "WEBP", exif=b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 300)
     assert "metadata.no-camera" not in ids(buf.getvalue())        # EXIF refused from its length
+
+
+def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monkeypatch):
+    # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread); past the
+    # cap it said "the decoder's cap too", but libwebp decodes a WebP of any chunk count.
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "WEBP", exif=b"MM\x00*\x00\x00\x00\x08\x00\x00")
+    data = buf.getvalue()
+    n = containers.walk(data).chunks
+    monkeypatch.setattr(containers, "WEBP_MAX_CHUNKS", n)
+    b = containers.walk(data)
+    assert (b.chunks, b.errors, b.cut) == (n, [], False)
+    monkeypatch.setattr(containers, "WEBP_MAX_CHUNKS", n - 1)
+    b = containers.walk(data)
+    assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder reads on); the metadata after "
+                                  "them was not read"]
