@@ -607,7 +607,11 @@ _PLAIN_RGB_MODES = frozenset({"RGB", "RGBA", "L", "LA", "1", "CMYK", "YCbCr"})
 def reusable_image(image, info: dict, w: int, h: int) -> bool:
     """Whether the scan's decoded image is the stored pixel grid the watermark
     check reads: full size (no JPEG draft), not rotated, same conversion, and
-    decoded from the file as it is (not after the metadata-stripping retry)."""
+    decoded from the file as it is (not after the metadata-stripping retry). A PNG or WebP decoded without
+    its metadata chunks over 8 MiB (info["metadata_withheld"]) is reused: text, EXIF, XMP, ICC and private
+    chunks change none of Pillow's pixels (an EXIF orientation only rotates them, and rotated is not reused),
+    and decoding the file again copied the chunk or failed on it (a 512x512 PNG with a 100 MB iTXt chunk:
+    `cannot decode pixels: ValueError`, no watermark check, 667 MB for `scan -d metadata`)."""
     return (image is not None and getattr(image, "size", None) == (w, h) and not info.get("draft")
             and int(info.get("orientation", 1) or 1) == 1 and info.get("mode") in _PLAIN_RGB_MODES
             and "metadata_skipped_for_pixels" not in info)
