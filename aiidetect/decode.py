@@ -879,7 +879,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels of WebP, over the "
                                              f"{DECODE_BUDGET_IMAGES * limits.max_pixels // cost}-pixel WebP limit "
                                              f"({DECODE_BUDGET_IMAGES}/{cost} of --max-pixels: its decoder holds "
-                                             f"{cost} times a PNG's memory a pixel)")
+                                             f"{cost} times a PNG's memory a pixel; --max-pixels "
+                                             f"{-(-width * height * cost // DECODE_BUDGET_IMAGES)} or more scans it)")
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
