@@ -570,8 +570,8 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         data = lean
     try:
         img, info = _decode_bytes(data, limits, draft, admit)
-        if withheld:
-            info["metadata_skipped_for_pixels"] = withheld[:200]
+        if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
+            info["metadata_withheld"] = withheld[:200]
         return img, info
     except DecodeFailure as first:
         if first.code != "decode-error":
@@ -913,7 +913,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             raise DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels of WebP, over the "
                                              f"{DECODE_BUDGET_IMAGES * limits.max_pixels // cost}-pixel WebP limit "
                                              f"({DECODE_BUDGET_IMAGES}/{cost} of --max-pixels: its decoder holds "
-                                             f"{cost} times a PNG's memory a pixel)")
+                                             f"{cost} times a PNG's memory a pixel; --max-pixels "
+                                             f"{-(-width * height * cost // DECODE_BUDGET_IMAGES)} or more scans it)")
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
@@ -1020,9 +1021,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
         img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
-        if "metadata_skipped_for_pixels" in info:
-            # Honest about the retry: Pillow refused the file with its metadata, decoded it without.
-            rec.image_info["pixels_without_metadata"] = info["metadata_skipped_for_pixels"]
+        without = info.get("metadata_skipped_for_pixels") or info.get("metadata_withheld")
+        if without:
+            # Honest about the retry (Pillow refused the file with its metadata, decoded it without), or
+            # about the metadata chunks over limits.DECODE_MAX_METADATA_CHUNK never handed to Pillow.
+            rec.image_info["pixels_without_metadata"] = without
         s.info = info
         if transform is not None:
             img = transform(img, s)

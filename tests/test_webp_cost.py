@@ -32,6 +32,8 @@ def test_a_webp_whose_canvases_pass_the_decode_budget_is_refused_before_its_pixe
             decode_bytes(data, limits)
     assert exc.value.code == "too-large"
     assert "WebP limit" in exc.value.message and "8x8" in exc.value.message
+    # What to do about it, as a user reads the record: the --max-pixels that takes this file.
+    assert f"--max-pixels {64 * WEBP_PIXEL_COST // DECODE_BUDGET_IMAGES} or more scans it" in exc.value.message
 
 
 def test_a_webp_within_it_decodes_and_is_charged_its_cost():

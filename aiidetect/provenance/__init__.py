@@ -212,6 +212,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                     setattr(f, attr, None)
             facts.append(f)
     ef, conflicts = exif.merge(facts)
+    # Whether every EXIF block the file holds was read: else "no camera metadata" would be untrue.
+    exif_all_read = not (blobs.cut or blobs.exif_refused or budget.stage is not None)
     if len([f for f in facts if f.reader]) > 1:
         rep.facts["exif_other_blocks"] = [f.to_dict() for f in facts[1:] if f.reader and f is not ef]
     texts = list(blobs.texts) + graphs
@@ -329,7 +331,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
                              f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
                              "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
-        if not has_camera and rep.format in CAMERA_FORMATS and not gens:
+        if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 
@@ -605,7 +607,11 @@ _PLAIN_RGB_MODES = frozenset({"RGB", "RGBA", "L", "LA", "1", "CMYK", "YCbCr"})
 def reusable_image(image, info: dict, w: int, h: int) -> bool:
     """Whether the scan's decoded image is the stored pixel grid the watermark
     check reads: full size (no JPEG draft), not rotated, same conversion, and
-    decoded from the file as it is (not after the metadata-stripping retry)."""
+    decoded from the file as it is (not after the metadata-stripping retry). A PNG or WebP decoded without
+    its metadata chunks over 8 MiB (info["metadata_withheld"]) is reused: text, EXIF, XMP, ICC and private
+    chunks change none of Pillow's pixels (an EXIF orientation only rotates them, and rotated is not reused),
+    and decoding the file again copied the chunk or failed on it (a 512x512 PNG with a 100 MB iTXt chunk:
+    `cannot decode pixels: ValueError`, no watermark check, 667 MB for `scan -d metadata`)."""
     return (image is not None and getattr(image, "size", None) == (w, h) and not info.get("draft")
             and int(info.get("orientation", 1) or 1) == 1 and info.get("mode") in _PLAIN_RGB_MODES
             and "metadata_skipped_for_pixels" not in info)

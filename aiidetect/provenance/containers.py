@@ -67,6 +67,10 @@ class Blobs:
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
     timed_out: bool = False                                           # the time budget stopped the walk
+    # The walk stopped before the metadata ended (a cap, the time budget), or an EXIF block was refused for
+    # its length: a camera's EXIF may be in the file unread, so its absence is no evidence (metadata.no-camera).
+    cut: bool = False
+    exif_refused: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -197,7 +201,7 @@ def walk(data: bytes, time_left=None) -> Blobs:
                 b.width, b.height = size
     except WalkTimeout as exc:
         b.errors.append(str(exc))
-        b.timed_out = True
+        b.timed_out = b.cut = True
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
@@ -229,29 +233,38 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
-    for i in range(JPEG_MAX_SEGMENTS):
-        tick(i)
+    segments = 0
+    # Only marker segments count toward the cap, as in the decoder's count (decode.jpeg_scan_problem): fill
+    # bytes and stray bytes between segments are skipped in one step each. Counting each fill byte, 70 KB of
+    # 0xFF in front of the DQT hid its tables (and any later APP segment) from this walk while the file decoded.
+    while True:
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
             break
         if data[pos] != 0xFF:
-            # A wrong segment length (seen in camera files): resync on the next
-            # marker like libjpeg does, within a bounded window.
-            nxt = _resync(data, pos)
-            if nxt < 0:
+            # A wrong segment length (seen in camera files), or bytes between segments: resync on the next
+            # marker as libjpeg and Pillow do, however far (a window of 64 KB hid what followed 70 KB of junk).
+            nxt = _NEXT_MARKER.search(data, pos)
+            if nxt is None:
                 b.errors.append(f"JPEG: bad marker at offset {pos}")
                 break
-            pos = nxt
+            pos = nxt.start()
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
+        if marker == 0xFF:  # fill bytes: the run is one step, to the last of them
+            pos = _FILL.match(data, pos).end() - 1
             continue
         if marker in (0xD9, 0xDA):  # EOI / start of scan: metadata is over
             break
+        if segments == JPEG_MAX_SEGMENTS:
+            b.errors.append(_over_cap("JPEG", "segments", JPEG_MAX_SEGMENTS))
+            b.cut = True
+            break
+        tick(segments)
+        segments += 1
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
         if length < 2:
             # The length counts its own two bytes. Taking "the rest of the file" here, as for an
@@ -306,8 +319,6 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         elif marker in _SOF and len(seg) >= 5:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length
-    else:
-        b.errors.append(_over_cap("JPEG", "segments", JPEG_MAX_SEGMENTS))
     for guid, parts in ext_xmp.items():
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
@@ -342,14 +353,8 @@ def _tiff_iptc(data: bytes, b: Blobs) -> None:
         b.iptc.append((data[off:off + size], _TIFF_IPTC_TAGS[tag]))
 
 
-def _resync(data: bytes, pos: int, window: int = 65536) -> int:
-    end = min(len(data) - 1, pos + window)
-    i = data.find(b"\xff", pos, end)
-    while 0 <= i < end:
-        if 0xC0 <= data[i + 1] <= 0xFE:
-            return i
-        i = data.find(b"\xff", i + 1, end)
-    return -1
+_NEXT_MARKER = re.compile(rb"\xff[\xc0-\xfe]")
+_FILL = re.compile(rb"\xff+")
 
 
 def _read_dqt(seg: bytes, b: Blobs) -> None:
@@ -435,6 +440,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         elif ctype == b"eXIf":
             if length > MAX_EXIF_BYTES + 6:
                 b.errors.append(f"PNG eXIf: an EXIF block of {length} bytes, over the {MAX_EXIF_BYTES} read; not read")
+                b.exif_refused = True
             else:
                 b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
@@ -448,6 +454,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         pos += 12 + length
     else:
         b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
+        b.cut = True
         b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
 
 
@@ -588,6 +595,7 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             if size > MAX_EXIF_BYTES + 6:
                 b.errors.append(f"WebP EXIF chunk: an EXIF block of {size} bytes, over the {MAX_EXIF_BYTES} read; "
                                 "not read")
+                b.exif_refused = True
             else:
                 b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
@@ -609,12 +617,16 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         pos += 8 + size + (size & 1)
     else:
-        b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
-        b.chunks += 1
+        if pos + 8 <= end:   # a chunk past the cap, not a file of exactly that many
+            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS, decoder=False))
+            b.cut = True
+            b.chunks += 1
 
 
-def _over_cap(fmt: str, what: str, cap: int) -> str:
-    return f"{fmt}: more than {cap} {what} (the decoder's cap too); the metadata after them was not read"
+def _over_cap(fmt: str, what: str, cap: int, decoder: bool = True) -> str:
+    # libwebp's demuxer (in C) takes a WebP of any chunk count: its pixels are scored, the rest unread here.
+    also = " (the decoder's cap too)" if decoder else " (the decoder reads on)"
+    return f"{fmt}: more than {cap} {what}{also}; the metadata after them was not read"
 
 
 # --- PSD -------------------------------------------------------------------

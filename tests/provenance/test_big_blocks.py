@@ -67,9 +67,27 @@ def test_the_decoder_is_not_handed_a_metadata_chunk_over_the_cap(monkeypatch):
         img, info = decode.decode_bytes(data)
         assert img.size == (4, 4)
         assert handed and all(tag not in h for h in handed)
-        said = info["metadata_skipped_for_pixels"]
+        said = info["metadata_withheld"]
         assert tag.decode() in said and "over 100 bytes" in said
     # Small chunks are the decoder's as before.
     handed.clear()
     small = _webp(exif=b"MM\x00*" + b"\x00" * 20)
-    assert "metadata_skipped_for_pixels" not in decode.decode_bytes(small)[1] and b"EXIF" in handed[0]
+    assert "metadata_withheld" not in decode.decode_bytes(small)[1] and b"EXIF" in handed[0]
+
+
+def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypatch):
+    # They are the file's own pixels; the check decoded the file again, with the chunk (copied again, or
+    # refused by Pillow: a 100 MB iTXt gave `cannot decode pixels: ValueError` and no check at all).
+    from aiidetect.provenance import reusable_image
+
+    monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100, raising=False)
+    data = _png(_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00" + b" " * 300))
+    img, info = decode.decode_bytes(data)
+    assert reusable_image(img, info, 4, 4), info
+
+    def refuse(data):
+        raise ValueError("decoded again")
+
+    monkeypatch.setattr(decode, "open_image", refuse)
+    rep = analyze(data, "x", image=img, info=info, options={"watermark": "always"})
+    assert rep.facts["watermark"]["checked"], rep.facts["watermark"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiidetect import limits, metastrip
 from aiidetect.provenance import analyze, containers
-from aiidetect.testing.hostile import jpeg_with_app1, png_chunk, png_with, with_jpeg_segments
+from aiidetect.testing.hostile import jpeg_segment, jpeg_with_app1, png_chunk, png_with, with_jpeg_segments
 
 
 def test_the_jpeg_metadata_walk_stops_at_the_decoders_segment_cap():
@@ -48,3 +48,78 @@ def test_a_spent_budget_stops_a_walk_inside_it_and_says_so(monkeypatch):
     rep = analyze(jpeg, "x", options={"budget_s": 0.0, "watermark": "never"})
     assert any("time budget ran out after 8 segments" in e for e in rep.errors), rep.errors
     assert "metadata-timeout" in {e.id for e in rep.evidence}
+
+
+def _camera_jpeg_with_before_dqt(filler: bytes) -> bytes:
+    """A camera JPEG (standard tables) with `filler` put between its APP segments and its DQT."""
+    import io
+
+    from PIL import Image
+
+    from aiidetect.testing.hostile import _noise
+
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110] = "Canon", "Canon EOS R5"
+    buf = io.BytesIO()
+    _noise().save(buf, "JPEG", quality=85, exif=ex.tobytes())
+    j = buf.getvalue()
+    at = j.index(b"\xff\xdb")
+    return j[:at] + filler + j[at:]
+
+
+def test_fill_and_stray_bytes_do_not_count_as_segments_nor_hide_the_tables():
+    # The decoder skips a run of 0xFF fill bytes, or bytes between segments, as libjpeg does, and counts
+    # neither: the walk counted each as a segment (70 KB of 0xFF hid the DQT behind the segment cap, while
+    # the file decoded), and gave up on 64 KB of junk. A forger kept the camera EXIF and hid the tables.
+    from aiidetect.decode import decode_bytes, structure_problem
+
+    segs = (b"\x00" + jpeg_segment(0xE5, b"")) * 40_000
+    for filler in (b"\xff" * 70_000, b"\x00" * 70_000, segs):
+        data = _camera_jpeg_with_before_dqt(filler)
+        assert structure_problem(data, "JPEG") is None and decode_bytes(data)[0].size == (64, 48)
+        b = containers.walk(data)
+        assert b.dqt and not b.cut and not b.errors, b.errors
+        ids = {e.id for e in analyze(data, "x", options={"watermark": "never"}).evidence}
+        assert {"exif.camera", "structure.jpeg-tables"} <= ids, ids
+
+
+def test_no_camera_is_not_said_of_exif_left_unread(monkeypatch):
+    # "No camera metadata" (toward AI) is untrue of a file whose EXIF was not read: a walk cut short by
+    # its cap or the time budget, an EXIF block refused for its length. The record says why in errors.
+    import io
+
+    from PIL import Image
+
+    def ids(data, **opts):
+        return {e.id for e in analyze(data, "x", options={"watermark": "never", **opts}).evidence}
+
+    jpeg = with_jpeg_segments(jpeg_with_app1(b""), [(0xE5, b"")] * 40)
+    assert "metadata.no-camera" in ids(jpeg)                       # read through: none there
+    monkeypatch.setattr(containers, "WALK_BUDGET_EVERY", 8)
+    assert "metadata.no-camera" not in ids(jpeg, budget_s=0.0)    # cut by the time budget
+    monkeypatch.setattr(containers, "JPEG_MAX_SEGMENTS", 20)
+    assert "metadata.no-camera" not in ids(jpeg)                  # cut by the segment cap
+    monkeypatch.setattr(containers, "MAX_EXIF_BYTES", 100)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "WEBP", exif=b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 300)
+    assert "metadata.no-camera" not in ids(buf.getvalue())        # EXIF refused from its length
+
+
+def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monkeypatch):
+    # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread); past the
+    # cap it said "the decoder's cap too", but libwebp decodes a WebP of any chunk count.
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "WEBP", exif=b"MM\x00*\x00\x00\x00\x08\x00\x00")
+    data = buf.getvalue()
+    n = containers.walk(data).chunks
+    monkeypatch.setattr(containers, "WEBP_MAX_CHUNKS", n)
+    b = containers.walk(data)
+    assert (b.chunks, b.errors, b.cut) == (n, [], False)
+    monkeypatch.setattr(containers, "WEBP_MAX_CHUNKS", n - 1)
+    b = containers.walk(data)
+    assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder reads on); the metadata after "
+                                  "them was not read"]
