@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
-from .xmp import MAX_XMP_BYTES
+from .xmp import MAX_XMP_READ_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
@@ -44,7 +44,7 @@ XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 MAX_EXT_XMP_GUIDS = 4
 # PNG and WebP chunks are sliced out of the file only when read, and then no more of them than is read: every
 # chunk was copied whole, a 100 MB ICC profile too (never read here), and an EXIF or XMP chunk over its
-# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_BYTES) was copied twice before the reader refused it:
+# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_READ_BYTES) was copied twice before the reader refused it:
 # `meta` of a 100 MB file peaked at 257 MB (462 MB for an uncompressed XMP iTXt chunk, split three times).
 # Such a block is refused from its length now. An uncompressed text chunk is read as its first
 # MAX_TEXT_BYTES (and this much for its keywords): the rest is not copied.
@@ -599,8 +599,8 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
-            if size > MAX_XMP_BYTES:
-                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_BYTES} read; "
+            if size > MAX_XMP_READ_BYTES:
+                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_READ_BYTES} read; "
                                 "not read")
             else:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
