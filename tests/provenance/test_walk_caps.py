@@ -123,3 +123,27 @@ def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monke
     b = containers.walk(data)
     assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder reads on); the metadata after "
                                   "them was not read"]
+
+
+def test_the_strip_retry_counts_segments_as_the_decoder_does(monkeypatch):
+    # The retry without metadata counted each 0xFF fill byte as a segment and gave up on a stray byte, so a
+    # file the decoder's pre-check passed, whose pixels Pillow refused over a metadata quirk, got no retry:
+    # 70 KB of fill bytes (or 64 KB of junk) in front of the tables cost it its pixels.
+    from aiidetect import decode
+
+    real = decode._decode_bytes
+
+    def quirky(data, *a, **kw):     # Pillow tripping over the EXIF, as it may over any APP segment
+        if b"Exif\x00" in data:
+            raise decode.DecodeFailure("decode-error", "a metadata quirk")
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(decode, "_decode_bytes", quirky)
+    for filler in (b"\xff" * 70_000, b"\x00" * 70_000):
+        data = _camera_jpeg_with_before_dqt(filler)
+        assert decode.structure_problem(data, "JPEG") is None
+        img, info = decode.decode_bytes(data)
+        assert img.size == (64, 48) and info["metadata_skipped_for_pixels"] == "a metadata quirk"
+    # Counted alike, the cap still holds: a file the pre-check refuses for its segments gets no stripped copy.
+    many = with_jpeg_segments(jpeg_with_app1(b""), [(0xE5, b"")] * (limits.JPEG_MAX_SEGMENTS + 10))
+    assert decode.structure_problem(many, "JPEG") and metastrip.strip_metadata(many, "JPEG") is None
