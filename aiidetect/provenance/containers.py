@@ -11,6 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..jpegwalk import next_marker
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
@@ -241,19 +242,17 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
             break
-        if data[pos] != 0xFF:
-            # A wrong segment length (seen in camera files), or bytes between segments: resync on the next
-            # marker as libjpeg and Pillow do, however far (a window of 64 KB hid what followed 70 KB of junk).
-            nxt = _NEXT_MARKER.search(data, pos)
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
+            # A wrong segment length (seen in camera files), bytes between segments, or a run of fill bytes:
+            # on to the next marker as libjpeg and Pillow go, however far (a window of 64 KB hid what followed
+            # 70 KB of junk), by the decoder's own rule (jpegwalk).
+            nxt = next_marker(data, pos)
             if nxt is None:
                 b.errors.append(f"JPEG: bad marker at offset {pos}")
                 break
-            pos = nxt.start()
+            pos = nxt
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill bytes: the run is one step, to the last of them
-            pos = _FILL.match(data, pos).end() - 1
-            continue
         if marker in (0xD9, 0xDA):  # EOI / start of scan: metadata is over
             break
         if segments == JPEG_MAX_SEGMENTS:
@@ -353,8 +352,6 @@ def _tiff_iptc(data: bytes, b: Blobs) -> None:
         b.iptc.append((data[off:off + size], _TIFF_IPTC_TAGS[tag]))
 
 
-_NEXT_MARKER = re.compile(rb"\xff[\xc0-\xfe]")
-_FILL = re.compile(rb"\xff+")
 
 
 def _read_dqt(seg: bytes, b: Blobs) -> None:

@@ -147,3 +147,14 @@ def test_the_strip_retry_counts_segments_as_the_decoder_does(monkeypatch):
     # Counted alike, the cap still holds: a file the pre-check refuses for its segments gets no stripped copy.
     many = with_jpeg_segments(jpeg_with_app1(b""), [(0xE5, b"")] * (limits.JPEG_MAX_SEGMENTS + 10))
     assert decode.structure_problem(many, "JPEG") and metastrip.strip_metadata(many, "JPEG") is None
+
+
+def test_a_stuffed_zero_between_segments_does_not_hide_the_next_one():
+    # 0xFF 0x00 between segments is junk to libjpeg, skipped to the next marker; the metadata walk read it as
+    # a segment whose length was the next marker's bytes (0xFFDB: 65 KB), and so never saw the tables.
+    data = _camera_jpeg_with_before_dqt(b"\xff\x00")
+    from aiidetect.decode import decode_bytes
+
+    assert decode_bytes(data)[0].size == (64, 48)
+    b = containers.walk(data)
+    assert b.dqt and not b.errors, b.errors
