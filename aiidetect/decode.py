@@ -598,7 +598,7 @@ def jpeg_scan_problem(data: bytes) -> str | None:
     Walks the first image's marker segments (lengths, not bytes; entropy-coded data and stray bytes
     between segments skipped with one regular-expression search each, as the decoders skip them);
     anything it cannot follow is left for the decoder to refuse."""
-    from .jpegwalk import NEXT_MARKER, next_marker
+    from .structures import NEXT_MARKER, next_marker
 
     weight: dict[int, int] = {}
     # in units of 1/total of a pass: integers, so the limit is exact
@@ -660,19 +660,19 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
     return None
 
 
-_DIB_HEADERS = (40, 52, 56, 64, 108, 124)     # the info headers with a compression field, as Pillow reads them
-
-
 def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, 8 or 4) of an RLE8- or RLE4-compressed BMP or DIB, read from its info header as
     Pillow's BMP and DIB readers find it; None for any other."""
     import struct
 
+    from .structures import DIB_HEADERS
+
     at = 14 if data[:2] == b"BM" else 0
     if len(data) < at + 20:
         return None
     size, width, height, _, _, compression = struct.unpack_from("<IiiHHI", data, at)
-    if size not in _DIB_HEADERS or compression not in (1, 2):     # BI_RLE8, BI_RLE4
+    # OS/2 1.x's 12-byte header has no compression field (nor 32-bit sizes): never RLE
+    if size not in DIB_HEADERS or size == 12 or compression not in (1, 2):     # BI_RLE8, BI_RLE4
         return None
     return abs(width), abs(height), 8 if compression == 1 else 4
 

@@ -33,7 +33,7 @@ WEBP_PIXEL_COST = 4
 # Over it: `decode-error` (decode.jpeg_scan_problem).
 JPEG_MAX_COVERAGE = 32
 # Marker segments walked before a JPEG's pixels are decoded (by that check and by the metadata-stripping
-# retry, which finds them the same way: jpegwalk.next_marker); a real JPEG has tens. Pillow reads each in
+# retry, which finds them the same way: structures.next_marker); a real JPEG has tens. Pillow reads each in
 # Python and keeps every APP segment: 2 M empty APP1
 # segments (8 MB: with_jpeg_segments(jpeg_with_app1(b""), [(0xE1, b"")] * 2_000_000)) took 4.2 s and a
 # 328 MB peak to load(). Over it: `decode-error`.

@@ -53,9 +53,10 @@ def _strip_png(data: bytes) -> bytes | None:
 
 def _strip_jpeg(data: bytes) -> bytes | None:
     # APP0 (JFIF) and APP14 (Adobe colour transform) change how pixels decode; keep them. Segments are found
-    # and counted as the decoder's pre-check does (jpegwalk): fill and stray bytes between them are left out
-    # and count for nothing (each fill byte counted, 70 KB of them refused the retry a file the check passed).
-    from .jpegwalk import next_marker
+    # and counted as the decoder's pre-check does (structures.next_marker): fill and stray bytes between them
+    # are left out and count for nothing (each fill byte counted, 70 KB of them refused the retry a file the
+    # check passed).
+    from .structures import next_marker
 
     out, pos, n, dropped, segments = [data[:2]], 2, len(data), False, 0
     while True:

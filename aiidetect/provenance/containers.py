@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..jpegwalk import next_marker
+from ..structures import DIB_HEADERS, next_marker
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
@@ -98,17 +98,13 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-# Info header sizes Pillow's DIB reader accepts (a DIB is a BMP without its 14-byte file header).
-_DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
-
-
 def _dib_size(data: bytes, at: int = 0) -> tuple[int, int] | None:
     """(width, height) from a BMP/DIB info header at `at`, or None when there is none Pillow would read:
     `meta` said `format: null` (no size) for the BMPs and DIBs `scan` names."""
     if len(data) < at + 16:
         return None
     (size,) = struct.unpack_from("<I", data, at)
-    if size not in _DIB_HEADERS:
+    if size not in DIB_HEADERS:
         return None
     if size == 12:   # OS/2 1.x: 16-bit sizes
         w, h, planes = struct.unpack_from("<HHH", data, at + 4)
@@ -245,7 +241,7 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
             # A wrong segment length (seen in camera files), bytes between segments, or a run of fill bytes:
             # on to the next marker as libjpeg and Pillow go, however far (a window of 64 KB hid what followed
-            # 70 KB of junk), by the decoder's own rule (jpegwalk).
+            # 70 KB of junk), by the decoder's own rule (structures.next_marker).
             nxt = next_marker(data, pos)
             if nxt is None:
                 b.errors.append(f"JPEG: bad marker at offset {pos}")

@@ -1,8 +1,10 @@
-"""Where a JPEG's next marker segment starts, one rule for every walk that counts segments against
-limits.JPEG_MAX_SEGMENTS before Pillow sees the file (decode.jpeg_scan_problem, the metadata-stripping retry
-in metastrip). libjpeg and Pillow skip a run of 0xFF fill bytes, and any bytes between segments, to the next
-marker; a walk that counted each of those bytes as a segment refused a file its decoder reads (70 KB of fill
-bytes passed the cap), and one that gave up on a stray byte let the rest of the file past it."""
+"""Container layouts the decoder's structure checks (decode.py) and the metadata walkers (metastrip,
+provenance.containers) must read alike: one definition each, so the walks cannot drift apart.
+
+JPEG: where the next marker segment starts, for every walk that counts segments against
+limits.JPEG_MAX_SEGMENTS. libjpeg and Pillow skip a run of 0xFF fill bytes, and any bytes between segments, to
+the next marker; a walk that counted each of those bytes as a segment refused a file its decoder reads (70 KB of
+fill bytes passed the cap), and one that gave up on a stray byte let the rest of the file past it."""
 from __future__ import annotations
 
 import re
@@ -30,3 +32,8 @@ def next_marker(data: bytes, pos: int) -> int | None:
             return None
         pos = found.start()
     return None
+
+
+# BMP/DIB info header sizes Pillow's BMP and DIB readers accept (a DIB is a BMP without its 14-byte file
+# header). OS/2 1.x's 12 has 16-bit sizes and no compression field (so it is never RLE: decode.bmp_rle_header).
+DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
