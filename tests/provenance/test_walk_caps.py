@@ -25,10 +25,27 @@ def test_the_png_metadata_walk_and_the_strip_retry_stop_at_the_decoders_chunk_ca
     assert metastrip.strip_metadata(png_with([png_chunk(b"prIv", b"")] * 40), "PNG") is not None
 
 
-def test_the_png_cap_is_the_decoders():
-    assert containers.PNG_MAX_CHUNKS == limits.PNG_MAX_CHUNKS == metastrip.PNG_MAX_CHUNKS
-    assert containers.JPEG_MAX_SEGMENTS == limits.JPEG_MAX_SEGMENTS
-    assert containers.WEBP_MAX_CHUNKS == limits.WEBP_MAX_CHUNKS
+def test_at_the_cap_the_walks_and_the_decoders_check_agree():
+    # The same file, at the real caps: the decoder's pre-check, the metadata walk and the strip retry take
+    # a file of exactly the cap whole and all refuse (or cut) one more. (It compared imported names.)
+    from aiidetect.decode import structure_problem
+
+    base = png_with([])
+    n = containers.walk(base).chunks      # IHDR, the image's chunks, IEND
+    for extra, over in ((0, False), (1, True)):
+        data = png_with([png_chunk(b"prIv", b"")] * (limits.PNG_MAX_CHUNKS - n + extra))
+        walked = containers.walk(data)
+        assert (structure_problem(data, "PNG") is not None) is over
+        assert any("more than" in e for e in walked.errors) is over, walked.errors[:3]
+        assert (metastrip.strip_metadata(data, "PNG") is None) is over
+    # A JPEG's pre-check counts its start of scan as a segment, and so does the strip retry.
+    jpeg, pos, n = jpeg_with_app1(b""), 2, 0
+    while jpeg[pos + 1] != 0xDA:     # a clean file: segment after segment up to its scan
+        pos, n = pos + 2 + int.from_bytes(jpeg[pos + 2:pos + 4], "big"), n + 1
+    for extra, over in ((0, False), (1, True)):
+        data = with_jpeg_segments(jpeg, [(0xE5, b"")] * (limits.JPEG_MAX_SEGMENTS - n - 1 + extra))
+        assert (structure_problem(data, "JPEG") is not None) is over
+        assert (metastrip.strip_metadata(data, "JPEG") is None) is over
 
 
 def test_a_spent_budget_stops_a_walk_inside_it_and_says_so(monkeypatch):
