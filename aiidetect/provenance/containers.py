@@ -726,7 +726,8 @@ def _pillow_info(im, b: Blobs) -> None:
 # file has. Real HEIF/AVIF files hold tens to a few hundred boxes, TIFF files a few hundred entries.
 C2PA_MAX_BOXES = 5_000
 # PNG/WebP: linear there, but 1,000,000 chunks in front of a caBX chunk held it 5 s, past the whole
-# per-file budget. An animation of 50,000 frames would hold 100,000. The walker stops at the same count
+# per-file budget. A WebP animation holds one top-level chunk a frame (the frame's image is inside its
+# ANMF): 100,000 is one of almost 100,000 frames. The walker stops at the same count
 # (limits.PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS) and then counts one more.
 C2PA_MAX_CHUNKS = 100_000
 C2PA_MAX_TIFF_ENTRIES = 20_000
