@@ -598,25 +598,18 @@ def jpeg_scan_problem(data: bytes) -> str | None:
     Walks the first image's marker segments (lengths, not bytes; entropy-coded data and stray bytes
     between segments skipped with one regular-expression search each, as the decoders skip them);
     anything it cannot follow is left for the decoder to refuse."""
-    import re
+    from .structures import NEXT_MARKER, next_marker
 
-    next_marker = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
     weight: dict[int, int] = {}
     # in units of 1/total of a pass: integers, so the limit is exact
     total, passed, scans, segments, pos, n = 0, 0, 0, 0, 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF or data[pos + 1] == 0x00:
-            # Bytes between segments: libjpeg and Pillow skip them to the next marker, and so does this
-            # walk (giving up here let one stray byte carry a scan bomb past it).
-            found = next_marker.search(data, pos + 1)
-            if found is None:
-                return None
-            pos = found.start()
-            continue
+    while True:
+        # Fill and stray bytes between segments: skipped to the next marker as libjpeg and Pillow skip them
+        # (giving up here let one stray byte carry a scan bomb past this walk), and never counted.
+        pos = next_marker(data, pos)
+        if pos is None or pos + 4 > n:
+            return None
         m = data[pos + 1]
-        if m == 0xFF:
-            pos += 1
-            continue
         if m == 0xD9:
             return None
         segments += 1
@@ -643,13 +636,12 @@ def jpeg_scan_problem(data: bytes) -> str | None:
             if total and passed > JPEG_MAX_COVERAGE * total:
                 return (f"{scans} scans pass over the image more than {JPEG_MAX_COVERAGE} times "
                         f"(a progressive JPEG's standard scans: about 6)")
-            found = next_marker.search(data, pos + 2 + length)
+            found = NEXT_MARKER.search(data, pos + 2 + length)
             if found is None:
                 return None
             pos = found.start()
             continue
         pos += 2 + length
-    return None
 
 
 def structure_problem(data: bytes, fmt: str | None) -> str | None:
@@ -668,19 +660,19 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
     return None
 
 
-_DIB_HEADERS = (40, 52, 56, 64, 108, 124)     # the info headers with a compression field, as Pillow reads them
-
-
 def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, 8 or 4) of an RLE8- or RLE4-compressed BMP or DIB, read from its info header as
     Pillow's BMP and DIB readers find it; None for any other."""
     import struct
 
+    from .structures import DIB_HEADERS
+
     at = 14 if data[:2] == b"BM" else 0
     if len(data) < at + 20:
         return None
     size, width, height, _, _, compression = struct.unpack_from("<IiiHHI", data, at)
-    if size not in _DIB_HEADERS or compression not in (1, 2):     # BI_RLE8, BI_RLE4
+    # OS/2 1.x's 12-byte header has no compression field (nor 32-bit sizes): never RLE
+    if size not in DIB_HEADERS or size == 12 or compression not in (1, 2):     # BI_RLE8, BI_RLE4
         return None
     return abs(width), abs(height), 8 if compression == 1 else 4
 

@@ -33,7 +33,8 @@ WEBP_PIXEL_COST = 4
 # Over it: `decode-error` (decode.jpeg_scan_problem).
 JPEG_MAX_COVERAGE = 32
 # Marker segments walked before a JPEG's pixels are decoded (by that check and by the metadata-stripping
-# retry); a real JPEG has tens. Pillow reads each in Python and keeps every APP segment: 2 M empty APP1
+# retry, which finds them the same way: structures.next_marker); a real JPEG has tens. Pillow reads each in
+# Python and keeps every APP segment: 2 M empty APP1
 # segments (8 MB: with_jpeg_segments(jpeg_with_app1(b""), [(0xE1, b"")] * 2_000_000)) took 4.2 s and a
 # 328 MB peak to load(). Over it: `decode-error`.
 JPEG_MAX_SEGMENTS = 65_536
@@ -45,8 +46,9 @@ JPEG_MAX_SEGMENTS = 65_536
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
 # Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
-# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does: an animation of 50,000 frames
-# holds 100,000 (ANMF and its image), the PNG cap's count. Over it: the rest of the metadata is not read.
+# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does. It sees one chunk a frame (each
+# frame's image sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM,
+# then one ANMF each), the PNG cap's count. Over it: the rest of the metadata is not read.
 WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 
 # A PNG or WebP metadata chunk (text, EXIF, XMP, ICC profile, private) longer than this is not handed to Pillow:

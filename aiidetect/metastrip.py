@@ -52,22 +52,33 @@ def _strip_png(data: bytes) -> bytes | None:
 
 
 def _strip_jpeg(data: bytes) -> bytes | None:
-    # APP0 (JFIF) and APP14 (Adobe colour transform) change how pixels decode; keep them.
+    # APP0 (JFIF) and APP14 (Adobe colour transform) change how pixels decode; keep them. Segments are found
+    # and counted as the decoder's pre-check does (structures.next_marker): fill and stray bytes between them
+    # are left out and count for nothing (each fill byte counted, 70 KB of them refused the retry a file the
+    # check passed).
+    from .structures import next_marker
+
     out, pos, n, dropped, segments = [data[:2]], 2, len(data), False, 0
-    while pos + 4 <= n:
-        segments += 1
+    while True:
+        pos = next_marker(data, pos)
+        if pos is None or pos + 4 > n:
+            break
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            out.append(data[pos:])
+            break
+        segments += 1   # the start of scan too, as the pre-check counts it
         if segments > JPEG_MAX_SEGMENTS:  # the decoder refused the file for these; a walk of all is slow
             return None
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
         if marker == 0xDA:  # start of scan: the rest is entropy-coded pixels
             out.append(data[pos:])
             break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:    # no length field
+            out.append(data[pos:pos + 2])
+            pos += 2
+            continue
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        length = max(length, 2)     # libjpeg reads a length of 0 or 1 as 2, as the pre-check does
         seg = data[pos:pos + 2 + length]
         if (0xE1 <= marker <= 0xEF and marker != 0xEE) or marker == 0xFE:
             dropped = True

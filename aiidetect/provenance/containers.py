@@ -11,10 +11,11 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..structures import DIB_HEADERS, next_marker
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
-from .xmp import MAX_XMP_BYTES
+from .xmp import MAX_XMP_READ_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
@@ -44,7 +45,7 @@ XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
 MAX_EXT_XMP_GUIDS = 4
 # PNG and WebP chunks are sliced out of the file only when read, and then no more of them than is read: every
 # chunk was copied whole, a 100 MB ICC profile too (never read here), and an EXIF or XMP chunk over its
-# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_BYTES) was copied twice before the reader refused it:
+# reader's cap (exif.MAX_EXIF_BYTES, xmp.MAX_XMP_READ_BYTES) was copied twice before the reader refused it:
 # `meta` of a 100 MB file peaked at 257 MB (462 MB for an uncompressed XMP iTXt chunk, split three times).
 # Such a block is refused from its length now. An uncompressed text chunk is read as its first
 # MAX_TEXT_BYTES (and this much for its keywords): the rest is not copied.
@@ -97,17 +98,13 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-# Info header sizes Pillow's DIB reader accepts (a DIB is a BMP without its 14-byte file header).
-_DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
-
-
 def _dib_size(data: bytes, at: int = 0) -> tuple[int, int] | None:
     """(width, height) from a BMP/DIB info header at `at`, or None when there is none Pillow would read:
     `meta` said `format: null` (no size) for the BMPs and DIBs `scan` names."""
     if len(data) < at + 16:
         return None
     (size,) = struct.unpack_from("<I", data, at)
-    if size not in _DIB_HEADERS:
+    if size not in DIB_HEADERS:
         return None
     if size == 12:   # OS/2 1.x: 16-bit sizes
         w, h, planes = struct.unpack_from("<HHH", data, at + 4)
@@ -241,19 +238,17 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         if pos + 4 > n:
             b.errors.append("JPEG: truncated before end of headers")
             break
-        if data[pos] != 0xFF:
-            # A wrong segment length (seen in camera files), or bytes between segments: resync on the next
-            # marker as libjpeg and Pillow do, however far (a window of 64 KB hid what followed 70 KB of junk).
-            nxt = _NEXT_MARKER.search(data, pos)
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
+            # A wrong segment length (seen in camera files), bytes between segments, or a run of fill bytes:
+            # on to the next marker as libjpeg and Pillow go, however far (a window of 64 KB hid what followed
+            # 70 KB of junk), by the decoder's own rule (structures.next_marker).
+            nxt = next_marker(data, pos)
             if nxt is None:
                 b.errors.append(f"JPEG: bad marker at offset {pos}")
                 break
-            pos = nxt.start()
+            pos = nxt
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill bytes: the run is one step, to the last of them
-            pos = _FILL.match(data, pos).end() - 1
-            continue
         if marker in (0xD9, 0xDA):  # EOI / start of scan: metadata is over
             break
         if segments == JPEG_MAX_SEGMENTS:
@@ -353,8 +348,6 @@ def _tiff_iptc(data: bytes, b: Blobs) -> None:
         b.iptc.append((data[off:off + size], _TIFF_IPTC_TAGS[tag]))
 
 
-_NEXT_MARKER = re.compile(rb"\xff[\xc0-\xfe]")
-_FILL = re.compile(rb"\xff+")
 
 
 def _read_dqt(seg: bytes, b: Blobs) -> None:
@@ -599,8 +592,8 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
-            if size > MAX_XMP_BYTES:
-                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_BYTES} read; "
+            if size > MAX_XMP_READ_BYTES:
+                b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_READ_BYTES} read; "
                                 "not read")
             else:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
@@ -733,7 +726,8 @@ def _pillow_info(im, b: Blobs) -> None:
 # file has. Real HEIF/AVIF files hold tens to a few hundred boxes, TIFF files a few hundred entries.
 C2PA_MAX_BOXES = 5_000
 # PNG/WebP: linear there, but 1,000,000 chunks in front of a caBX chunk held it 5 s, past the whole
-# per-file budget. An animation of 50,000 frames would hold 100,000. The walker stops at the same count
+# per-file budget. A WebP animation holds one top-level chunk a frame (the frame's image is inside its
+# ANMF): 100,000 is one of almost 100,000 frames. The walker stops at the same count
 # (limits.PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS) and then counts one more.
 C2PA_MAX_CHUNKS = 100_000
 C2PA_MAX_TIFF_ENTRIES = 20_000

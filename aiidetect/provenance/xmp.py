@@ -7,9 +7,24 @@ the writer chose, because real files use many prefixes for the same namespace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import re
 from typing import Any
 
+# What the XML parser is handed: its cost is the cap's reason (2 MB of rdf:li items parse in 0.08 s; each
+# element is a Python object the walk below visits).
 MAX_XMP_BYTES = 2 * 1024 * 1024
+# A packet read at all, before its bulk-only elements are dropped (drop_bulk): Photoshop's
+# photoshop:DocumentAncestors (the IDs of every document ever placed or pasted in) bloats real packets to
+# many MB, and refused whole they took the IPTC DigitalSourceType and the edit history with them. Dropping
+# is forward byte searches (an 8 MB bag: 13 ms; 8 MB of look-alike tags: 0.2 s at most), so the read cap
+# can sit above the parse cap; it is the EXIF reader's (exif.MAX_EXIF_BYTES). A PNG's XMP is a text chunk,
+# read up to its 4 MiB (containers.MAX_TEXT_BYTES).
+MAX_XMP_READ_BYTES = 8 * 1024 * 1024
+PHOTOSHOP_NS = b"http://ns.adobe.com/photoshop/1.0/"
+# Elements that only ever hold bulk no reader here looks at, by namespace and local name.
+BULK_ELEMENTS = ((PHOTOSHOP_NS, b"DocumentAncestors"),)
+# Prefixes bound to one such namespace that are looked for: a writer binds one.
+MAX_BULK_PREFIXES = 4
 MAX_ELEMENTS = 50_000
 MAX_DEPTH = 100          # real packets nest ~10 deep
 IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -24,6 +39,8 @@ class XmpFacts:
     user_comments: list[str] = field(default_factory=list)     # exif:UserComment (Draw Things stores JSON here)
     descriptions: list[str] = field(default_factory=list)
     where: str = ""
+    # bytes of each bulk-only element's content dropped before parsing ("photoshop:DocumentAncestors": N)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import MAX_FIELD_CHARS
@@ -86,12 +103,79 @@ def short_source_type(uri: str) -> str:
     return u.rsplit("/", 1)[-1]
 
 
+# xmlns:prefix="uri" (or the default xmlns="uri"); bounded repeats, no nesting: linear.
+_NS_BINDING = re.compile(rb"""xmlns(?::([A-Za-z_][A-Za-z0-9_.-]{0,63}))?[ \t\r\n]*=[ \t\r\n]*"""
+                         rb"""["']([^"'<>]{0,256})["']""")
+
+
+def drop_bulk(packet: bytes) -> tuple[bytes, dict[str, int]]:
+    """-> (the packet with the content of each BULK_ELEMENTS element left out, bytes left out by element).
+    Linear: one pass for the namespace bindings, then byte searches that only move forward. The element is
+    found by the prefixes bound to its namespace anywhere in the packet (a prefix bound to two namespaces in
+    different scopes counts as both). An unclosed element, or one nested in itself, is left as it is: the
+    packet stays over the parse cap, or fails to parse, as before."""
+    prefixes: dict[bytes, list[bytes]] = {}
+    for m in _NS_BINDING.finditer(packet):
+        for ns, _local in BULK_ELEMENTS:
+            if m.group(2) == ns and len(prefixes.setdefault(ns, [])) < MAX_BULK_PREFIXES:
+                if m.group(1) or b"" not in prefixes[ns]:
+                    prefixes[ns].append(m.group(1) or b"")
+    skipped: dict[str, int] = {}
+    for ns, local in BULK_ELEMENTS:
+        for prefix in dict.fromkeys(prefixes.get(ns, [])):
+            name = prefix + b":" + local if prefix else local
+            packet, n = _drop_element(packet, name)
+            if n:
+                label = f"photoshop:{local.decode()}"     # by its namespace, whatever prefix was bound
+                skipped[label] = skipped.get(label, 0) + n
+    return packet, skipped
+
+
+def _drop_element(packet: bytes, name: bytes) -> tuple[bytes, int]:
+    opener, closer = b"<" + name, b"</" + name
+    out, last, pos, dropped = [], 0, 0, 0
+    while True:
+        i = packet.find(opener, pos)
+        if i < 0:
+            break
+        after = packet[i + len(opener):i + len(opener) + 1]
+        if after not in (b">", b"/", b" ", b"\t", b"\r", b"\n"):     # a longer name that starts the same
+            pos = i + 1
+            continue
+        gt = packet.find(b">", i)
+        if gt < 0:
+            break
+        if packet[gt - 1:gt] == b"/":     # <photoshop:DocumentAncestors/>: nothing inside
+            pos = gt + 1
+            continue
+        end = packet.find(closer, gt)
+        if end < 0:
+            break
+        inner_open = packet.find(opener, gt, end)
+        if inner_open >= 0:     # nested in itself: the first close is not its own; leave the rest whole
+            break
+        out.append(packet[last:gt + 1])
+        dropped += end - gt - 1
+        last = pos = end
+    if not dropped:
+        return packet, 0
+    out.append(packet[last:])
+    return b"".join(out), dropped
+
+
 def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
     """Raises ValueError on oversized or malformed XML (the caller records it)."""
     from defusedxml import ElementTree as DET
 
+    if len(packet) > MAX_XMP_READ_BYTES:
+        raise ValueError(f"XMP packet of {len(packet)} bytes exceeds the {MAX_XMP_READ_BYTES} read")
+    skipped: dict[str, int] = {}
     if len(packet) > MAX_XMP_BYTES:
-        raise ValueError(f"XMP packet of {len(packet)} bytes exceeds {MAX_XMP_BYTES}")
+        # Only a packet over the parse cap loses its bulk: one under it parses whole, as it always did.
+        packet, skipped = drop_bulk(packet)
+        if len(packet) > MAX_XMP_BYTES:
+            cut = f" ({sum(skipped.values())} bytes of bulk left out)" if skipped else ""
+            raise ValueError(f"XMP packet of {len(packet)} bytes{cut} exceeds {MAX_XMP_BYTES}")
     text = packet.strip(b"\x00 \r\n\t")
     # The <?xpacket?> wrapper and trailing padding are legal; anything before '<' is not XML.
     start = text.find(b"<")
@@ -114,7 +198,7 @@ def parse_xmp(packet: bytes, where: str = "") -> XmpFacts:
                 root = None
         if root is None:
             raise ValueError(f"invalid XMP XML: {type(exc).__name__}: {str(exc)[:160]}") from exc
-    f = XmpFacts(where=where)
+    f = XmpFacts(where=where, skipped=skipped)
     for el in _walk(root):
         name = _local(el.tag) if isinstance(el.tag, str) else ""
         _take(f, name, _texts(el) if name in _WANTED else [])

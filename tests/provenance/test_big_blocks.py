@@ -32,7 +32,7 @@ def _webp(**kw) -> bytes:
 
 def test_an_exif_or_xmp_block_over_its_readers_cap_is_refused_before_it_is_copied(monkeypatch):
     monkeypatch.setattr(containers, "MAX_EXIF_BYTES", 100, raising=False)
-    monkeypatch.setattr(containers, "MAX_XMP_BYTES", 100, raising=False)
+    monkeypatch.setattr(containers, "MAX_XMP_READ_BYTES", 100)
     tiff = b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 300
     for data, said in ((_webp(exif=tiff), "WebP EXIF chunk: an EXIF block of 308 bytes, over the 100 read"),
                        (_webp(xmp=b"<x:xmpmeta" + b" " * 300), "WebP XMP chunk: an XMP packet of 310 bytes"),

@@ -25,10 +25,27 @@ def test_the_png_metadata_walk_and_the_strip_retry_stop_at_the_decoders_chunk_ca
     assert metastrip.strip_metadata(png_with([png_chunk(b"prIv", b"")] * 40), "PNG") is not None
 
 
-def test_the_png_cap_is_the_decoders():
-    assert containers.PNG_MAX_CHUNKS == limits.PNG_MAX_CHUNKS == metastrip.PNG_MAX_CHUNKS
-    assert containers.JPEG_MAX_SEGMENTS == limits.JPEG_MAX_SEGMENTS
-    assert containers.WEBP_MAX_CHUNKS == limits.WEBP_MAX_CHUNKS
+def test_at_the_cap_the_walks_and_the_decoders_check_agree():
+    # The same file, at the real caps: the decoder's pre-check, the metadata walk and the strip retry take
+    # a file of exactly the cap whole and all refuse (or cut) one more. (It compared imported names.)
+    from aiidetect.decode import structure_problem
+
+    base = png_with([])
+    n = containers.walk(base).chunks      # IHDR, the image's chunks, IEND
+    for extra, over in ((0, False), (1, True)):
+        data = png_with([png_chunk(b"prIv", b"")] * (limits.PNG_MAX_CHUNKS - n + extra))
+        walked = containers.walk(data)
+        assert (structure_problem(data, "PNG") is not None) is over
+        assert any("more than" in e for e in walked.errors) is over, walked.errors[:3]
+        assert (metastrip.strip_metadata(data, "PNG") is None) is over
+    # A JPEG's pre-check counts its start of scan as a segment, and so does the strip retry.
+    jpeg, pos, n = jpeg_with_app1(b""), 2, 0
+    while jpeg[pos + 1] != 0xDA:     # a clean file: segment after segment up to its scan
+        pos, n = pos + 2 + int.from_bytes(jpeg[pos + 2:pos + 4], "big"), n + 1
+    for extra, over in ((0, False), (1, True)):
+        data = with_jpeg_segments(jpeg, [(0xE5, b"")] * (limits.JPEG_MAX_SEGMENTS - n - 1 + extra))
+        assert (structure_problem(data, "JPEG") is not None) is over
+        assert (metastrip.strip_metadata(data, "JPEG") is None) is over
 
 
 def test_a_spent_budget_stops_a_walk_inside_it_and_says_so(monkeypatch):
@@ -123,3 +140,38 @@ def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monke
     b = containers.walk(data)
     assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder reads on); the metadata after "
                                   "them was not read"]
+
+
+def test_the_strip_retry_counts_segments_as_the_decoder_does(monkeypatch):
+    # The retry without metadata counted each 0xFF fill byte as a segment and gave up on a stray byte, so a
+    # file the decoder's pre-check passed, whose pixels Pillow refused over a metadata quirk, got no retry:
+    # 70 KB of fill bytes (or 64 KB of junk) in front of the tables cost it its pixels.
+    from aiidetect import decode
+
+    real = decode._decode_bytes
+
+    def quirky(data, *a, **kw):     # Pillow tripping over the EXIF, as it may over any APP segment
+        if b"Exif\x00" in data:
+            raise decode.DecodeFailure("decode-error", "a metadata quirk")
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(decode, "_decode_bytes", quirky)
+    for filler in (b"\xff" * 70_000, b"\x00" * 70_000):
+        data = _camera_jpeg_with_before_dqt(filler)
+        assert decode.structure_problem(data, "JPEG") is None
+        img, info = decode.decode_bytes(data)
+        assert img.size == (64, 48) and info["metadata_skipped_for_pixels"] == "a metadata quirk"
+    # Counted alike, the cap still holds: a file the pre-check refuses for its segments gets no stripped copy.
+    many = with_jpeg_segments(jpeg_with_app1(b""), [(0xE5, b"")] * (limits.JPEG_MAX_SEGMENTS + 10))
+    assert decode.structure_problem(many, "JPEG") and metastrip.strip_metadata(many, "JPEG") is None
+
+
+def test_a_stuffed_zero_between_segments_does_not_hide_the_next_one():
+    # 0xFF 0x00 between segments is junk to libjpeg, skipped to the next marker; the metadata walk read it as
+    # a segment whose length was the next marker's bytes (0xFFDB: 65 KB), and so never saw the tables.
+    data = _camera_jpeg_with_before_dqt(b"\xff\x00")
+    from aiidetect.decode import decode_bytes
+
+    assert decode_bytes(data)[0].size == (64, 48)
+    b = containers.walk(data)
+    assert b.dqt and not b.errors, b.errors
