@@ -33,11 +33,7 @@ def _open(db: Path, check: bool | str = True):
     from ..store import ResultsStore, StoreError
 
     try:
-        store = ResultsStore(db, readonly=True, check=check)
-    except StoreError as exc:
-        fail(str(exc))
-    try:
-        with store:
+        with ResultsStore(db, readonly=True, check=check) as store:
             yield store
     except StoreError as exc:
         fail(str(exc))
