@@ -392,15 +392,15 @@ def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
     taught or scored as both real and AI. With the same label (crawled datasets hold exact duplicates)
     the first in `items`' order is kept and the others are left out, recorded in `stats.copies`: a copy
     was weighted twice in training and, split by path, found in training and validation both. The
-    generator and subset are the kept item's. This is the only repeat check: a link and a copy of the
-    same image met the same rule only once a path-based check, which refused every link, was gone.
+    generator and subset are the kept item's. This is the loader's only repeat check, so a link and a
+    copy meet one rule.
 
     The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
     files whose size another file shares are hashed (copies have equal sizes), each file once (a hard
-    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed (that cannot be stat'ed or opened as
-    regular files, empty ones and those over `max_bytes`, the decode limit, all left to decoding, which
-    reports them as unreadable) are one image only when they are one file; none is read past `max_bytes`.
-    A file changed after this check is scanned as it is then."""
+    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed
+    (that cannot be stat'ed or opened as regular files, empty ones and those over `max_bytes`, the
+    decode limit, all left to decoding, which reports them as unreadable) are one image only when they
+    are one file; none is read past `max_bytes`. A file changed after this check is scanned as it is then."""
     by_size: dict[int, list[tuple[tuple, int]]] = {}
     groups: dict[object, list[int]] = {}
     for k, it in enumerate(items):
