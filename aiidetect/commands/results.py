@@ -33,11 +33,7 @@ def _open(db: Path, check: bool | str = True):
     from ..store import ResultsStore, StoreError
 
     try:
-        store = ResultsStore(db, readonly=True, check=check)
-    except StoreError as exc:
-        fail(str(exc))
-    try:
-        with store:
+        with ResultsStore(db, readonly=True, check=check) as store:
             yield store
     except StoreError as exc:
         fail(str(exc))
@@ -172,7 +168,6 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
               aiidetect results export --db audit.sqlite --verdict ai,uncertain -f html > flagged.html
     """
     from ..report import make_writer
-    from ..report.output import report_writes
     from ..store import BAD_STORED_RECORD, ROW_CHECK, stored_record
 
     wanted = verdict_list(verdict)
@@ -184,27 +179,25 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
         for r in store.runs(counts=False):
             if r["run_id"] in ids:
                 names += [x for x in r["detectors"].split(",") if x and x not in names]
-        # `results export ... > all.jsonl` on a full disk: one line naming stdout, as for scan.
-        with report_writes("standard output"):
-            if fmt is ExportFormat.html:
-                n, bad = _export_html(store, ids, wanted, str(db))
-            else:
-                writer = None
-                try:
-                    writer = make_writer(fmt.value, sys.stdout, names)
-                    for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
-                        rec = stored_record(row)
-                        bad += rec.error is not None and rec.error.code == BAD_STORED_RECORD
-                        writer.write(rec)
-                        n += 1
-                    writer.close(None)
-                except BrokenPipeError:
-                    reader_left(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
-                except BaseException:  # Ctrl-C, a fatal error: what reached stdout still parses
-                    if writer is not None:
-                        with contextlib.suppress(Exception):
-                            writer.abort()
-                    raise
+        if fmt is ExportFormat.html:
+            n, bad = _export_html(store, ids, wanted, str(db))
+        else:
+            writer = None
+            try:
+                writer = make_writer(fmt.value, sys.stdout, names)
+                for row in store.iter_rows(ids, wanted, columns=("record", "file") + ROW_CHECK):
+                    rec = stored_record(row)
+                    bad += rec.error is not None and rec.error.code == BAD_STORED_RECORD
+                    writer.write(rec)
+                    n += 1
+                writer.close(None)
+            except BrokenPipeError:
+                reader_left(EXIT_FINDINGS if fail_on_any and n else EXIT_OK)
+            except BaseException:  # Ctrl-C, a fatal error: what reached stdout still parses
+                if writer is not None:
+                    with contextlib.suppress(Exception):
+                        writer.abort()
+                raise
     if bad:
         _note(f"{bad} stored record(s) could not be read; exported as error records ({BAD_STORED_RECORD}): "
               "scan those files again", quiet)

@@ -95,7 +95,7 @@ class LeftOut:
     outside: int = 0                 # links that lead out of the data folders
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
-    copies: list = field(default_factory=list)  # (path left out, path of the same bytes kept)
+    copies: list = field(default_factory=list)  # (path left out, path of the same file or bytes kept)
 
     def note(self) -> str | None:
         """One line for a command's summary, or None when nothing was left out."""
@@ -107,10 +107,22 @@ class LeftOut:
             parts.append(f"{self.loops} folder link(s) looping back skipped")
         if self.copies:
             more = f" and {len(self.copies) - 3} more" if len(self.copies) > 3 else ""
-            shown = "; ".join(f"{a} (given twice)" if a == b else f"{a} (copy of {b})" for a, b in self.copies[:3])
+            shown = "; ".join(_left_out(a, b) for a, b in self.copies[:3])
             parts.append(f"{len(self.copies)} byte-identical copy(ies) of an image with the same label left out, "
                          f"each image used once: {shown}{more}")
         return "; ".join(parts) or None
+
+
+def _left_out(path: str, kept: str) -> str:
+    """How the note names one image left out: a link or another spelling of a folder reaches the kept
+    file itself, which "copy of" misdescribed."""
+    if path == kept:
+        return f"{path} (given twice)"
+    try:
+        same = os.path.samefile(path, kept)
+    except (OSError, ValueError):  # gone since, or a NUL in the name
+        same = False
+    return f"{path} (same file as {kept})" if same else f"{path} (copy of {kept})"
 
 
 # The older name, for scripts that pass one to aiidetect.api.load_labelled (docs/api.md).
@@ -380,15 +392,15 @@ def drop_copies(items: Sequence[Item], stats: LeftOut | None = None,
     taught or scored as both real and AI. With the same label (crawled datasets hold exact duplicates)
     the first in `items`' order is kept and the others are left out, recorded in `stats.copies`: a copy
     was weighted twice in training and, split by path, found in training and validation both. The
-    generator and subset are the kept item's. This is the only repeat check: a link and a copy of the
-    same image met the same rule only once a path-based check, which refused every link, was gone.
+    generator and subset are the kept item's. This is the loader's only repeat check, so a link and a
+    copy meet one rule.
 
     The content key is the file's SHA-256, the one a scan keys its records and result cache by; only
     files whose size another file shares are hashed (copies have equal sizes), each file once (a hard
-    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed (that cannot be stat'ed or opened as
-    regular files, empty ones and those over `max_bytes`, the decode limit, all left to decoding, which
-    reports them as unreadable) are one image only when they are one file; none is read past `max_bytes`.
-    A file changed after this check is scanned as it is then."""
+    link or symbolic link is not read again; a file only listed twice is not read). Files not hashed
+    (that cannot be stat'ed or opened as regular files, empty ones and those over `max_bytes`, the
+    decode limit, all left to decoding, which reports them as unreadable) are one image only when they
+    are one file; none is read past `max_bytes`. A file changed after this check is scanned as it is then."""
     by_size: dict[int, list[tuple[tuple, int]]] = {}
     groups: dict[object, list[int]] = {}
     for k, it in enumerate(items):

@@ -253,6 +253,7 @@ def test_an_image_from_two_data_sources_is_counted_once(tmp_path):
         assert sorted(os.path.basename(i.path) for i in load_items(sources, link_stats=stats)) == ["a.png", "r.png"]
         assert any(a.endswith("r.png") for a, _ in stats.copies), stats.copies
         assert all(os.path.samefile(a, b) for a, b in stats.copies) and "each image used once" in stats.note()
+        assert "(copy of " not in stats.note(), stats.note()  # one file under two spellings: not a copy
     (root / "m.csv").write_text("file,label\nreal/r.png,ai\n")
     with pytest.raises(ValueError, match=r"real/r\.png \(real\) = .*real/r\.png \(AI\)"):
         load_items([root / "m.csv", root])
@@ -373,7 +374,8 @@ def test_train_eval_and_calibrate_refuse_a_copy_with_exit_2_before_any_model(tmp
 
 def test_eval_and_calibrate_take_a_link_as_they_take_a_copy(tmp_path):
     """`eval` and `calibrate` as the user runs them: a symbolic link back to a listed image with the same
-    label is read once with the stderr note a byte copy gets (eval: exit 0), not refused with exit 2."""
+    label is read once with a note on stderr, as a byte copy is (eval: exit 0), not refused with exit 2; the
+    note says it is the same file, not a copy."""
     from PIL import Image
 
     from conftest import run_cli_in_process
@@ -384,7 +386,7 @@ def test_eval_and_calibrate_take_a_link_as_they_take_a_copy(tmp_path):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (8, 8), (40 * k, 10 + 100 * name.startswith("ai"), 7)).save(root / name)
     (root / "real" / "r5.png").symlink_to(root / "real" / "r0.png")
-    note = f"{root / 'real' / 'r5.png'} (copy of {root / 'real' / 'r0.png'})"
+    note = f"{root / 'real' / 'r5.png'} (same file as {root / 'real' / 'r0.png'})"
     r = run_cli_in_process("eval", str(root), "-d", "metadata", "--split", "train", "-f", "json")
     assert r.returncode == 0 and note in r.stderr, r.stderr
     assert json.loads(r.stdout)["run"]["n_real"] == 5
