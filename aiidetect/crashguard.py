@@ -352,7 +352,7 @@ def last_words(fn: Callable[[], None]) -> Iterator[None]:
             _last_words.remove(fn)
 
 
-# The read this thread is in (ReadDeadline.reading), for `waiting`.
+# The read this thread is in (ReadDeadline.reading, AbandoningDeadline.run), for `waiting`.
 _current = threading.local()
 
 
@@ -400,8 +400,9 @@ def _give_up(thread: int | None) -> None:
         fn()
 
 
-# Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline);
-# with Ray, a task of N files is cancelled past its start-up plus N times this (engines/ray.py).
+# Seconds a file's read and decode may take (--file-timeout): locally, the process ends past it (ReadDeadline),
+# or a library scan's read is given up (AbandoningDeadline); with Ray, a task of N files is cancelled past its
+# start-up plus N times this (engines/ray.py).
 FILE_TIMEOUT = 60.0
 # The local engine's default, and only with --db: ending the process is recoverable there (a resume strikes
 # the file and keeps every record), whereas without a store it loses the whole run's table or report, for a
@@ -472,7 +473,6 @@ class AbandoningDeadline(_Clocked):
 
     def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
         super().__init__(seconds, clock)
-        self.abandoned = 0   # reads given up by this scan (their threads may still be running)
         self._given_up: dict[int, str] = {}  # token -> file of the reads given up that still run
 
     def run(self, path: str, read: Callable[[], object]) -> object:
@@ -512,7 +512,6 @@ class AbandoningDeadline(_Clocked):
                     if took is None or took <= self.seconds or done.is_set():
                         continue
                     self._given_up[token] = path
-                    self.abandoned += 1
                     stuck = sorted(self._given_up.values())
                 # Given back even past GIVEN_UP_MAX: the files still to finish before the scan stops would wait
                 # for it for ever (their clocks stopped while they wait for the budget).

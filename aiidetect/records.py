@@ -40,6 +40,7 @@ PIXEL_FAILURES = frozenset({"decode-error", "too-large"})
 # How the first reason of such a verdict begins.
 PIXELS_UNREAD = "the pixels could not be read"
 
+
 def verdict_matches(verdict: str | None, failed: bool, wanted) -> bool:
     """Whether a record is one of `wanted` verdicts (`--fail-on`, `--verdict`): "error" matches every record
     with an error, so a file whose pixels failed and whose metadata called it ai-generated is both "ai" and

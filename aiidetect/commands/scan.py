@@ -138,7 +138,6 @@ def scan(
     # The report is written whole, then renamed over --output: Ctrl-C or a crash never leaves half a file.
     # The table is for the terminal, in its own encoding (errors.utf8_output); every other format is a UTF-8
     # document, on a terminal too.
-    on_stdout = not output
     out_ctx = atomic_output(output) if output else nullcontext(sys.stdout if fmt == Format.table else utf8_stdout())
     try:
         stream = out_ctx.__enter__()
@@ -236,15 +235,11 @@ def scan(
             # the records so far; the exit code (130, 2) says the run did not finish.
             with contextlib.suppress(Exception):
                 writer.abort()
-        from ..report.output import write_failure
         from ..store import StoreError
 
         # A full disk under --db, a failing Ray cluster: what happened and what is kept, in one line.
         if isinstance(exc, (StoreError, ScanError)):
             fail(str(exc))
-        failed = write_failure(exc, "standard output") if on_stdout else None
-        if failed is not None:  # `scan ... > run.jsonl` on a full disk (-o FILE says so in atomic_output)
-            raise failed from exc
         raise
     finally:
         if output:

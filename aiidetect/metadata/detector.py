@@ -36,16 +36,16 @@ class MetadataDetector(Detector):
         if not data:
             return DetectorResult.unavailable("file bytes not available to the metadata detector")
         rec = getattr(sample, "record", None)
-        undecoded = rec is not None and rec.error is not None
         # Pixels the scan could not (or by its limits would not) decode are not decoded a second time for the
         # watermark check: such a file has no watermark evidence, which keeps its verdict on what was read.
-        options = {**self.options, "watermark": "never"} if undecoded and self.reads_image else self.options
+        skip_watermark = self.reads_image and rec is not None and rec.error is not None
+        options = {**self.options, "watermark": "never"} if skip_watermark else self.options
         try:
             rep = analyze(data, getattr(sample, "path", ""), image=getattr(sample, "image", None),
                           info=getattr(sample, "info", None) or {}, options=options)
         except Exception as exc:  # noqa: BLE001 - analyze already catches; belt and braces for one file
             return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
-        if options is not self.options:
+        if skip_watermark:
             rep.facts["watermark"] = {"checked": False, "reason": f"the pixels could not be decoded ({rec.error.code})"}
         return result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
                                     errors=rep.errors)
