@@ -84,11 +84,14 @@ def _register_openers() -> None:
 
 
 def warm_up() -> None:
-    """The one-time work of the process's first read, done now: Pillow's ~45 plugins (Image.init) and the
-    HEIF opener. A read deadline calls it before its first clock starts (Pipeline.warm_up): on a loaded
-    machine they took 0.3 s inside the first file's read, which a short file_timeout gave up (a `timeout`
-    record on a legitimate file) or, from the command line, ended the scan for."""
+    """The one-time work of the process's first read, done now: Pillow's ~45 plugins (Image.init), the
+    HEIF opener and the metadata-chunk stripper. A read deadline calls it before its first clock starts
+    (Pipeline.warm_up): on a loaded machine they took 0.3 s inside the first file's read, which a short
+    file_timeout gave up (a `timeout` record on a legitimate file) or, from the command line, ended the scan
+    for."""
     from PIL import Image
+
+    from . import metastrip  # noqa: F401 - every PNG and WebP read asks it for chunks over the decoder's cap
 
     _register_openers()
     Image.init()
