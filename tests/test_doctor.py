@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from conftest import run_cli
+# in-process where a test is about what doctor finds (each new interpreter paid a torch import); a torch
+# that fails to import needs a process of its own
+from conftest import run_cli, run_cli_in_process
 
 
 def _env(tmp_path):
@@ -14,11 +16,11 @@ def _env(tmp_path):
 
 
 def test_no_clip_weights_exit_1_with_the_remedy(tmp_path):
-    r = run_cli("doctor", env=_env(tmp_path))
+    r = run_cli_in_process("doctor", env=_env(tmp_path))
     assert r.returncode == 1, r.stderr
     assert "aiidetect weights fetch ViT-L-14/openai" in r.stdout
     assert "univfd" in r.stdout and "ViT-L-14/openai" in r.stdout
-    j = run_cli("doctor", "--format", "json", env=_env(tmp_path))
+    j = run_cli_in_process("doctor", "--format", "json", env=_env(tmp_path))
     assert j.returncode == 1
     rep = json.loads(j.stdout)
     assert rep["clip_ready"] is False
@@ -33,7 +35,7 @@ def test_no_clip_weights_exit_1_with_the_remedy(tmp_path):
 @pytest.mark.slow  # trains the session's tiny probe when run alone
 def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
     args = ("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(trained), "--device", "cpu")
-    r = run_cli(*args, "--format", "json", env=_env(tmp_path))
+    r = run_cli_in_process(*args, "--format", "json", env=_env(tmp_path))
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["clip_ready"] is True
@@ -43,7 +45,7 @@ def test_tiny_backbone_with_its_head_exit_0(trained, tmp_path):
 
 
 def test_bad_format_is_usage_error(tmp_path):
-    assert run_cli("doctor", "--format", "xml", env=_env(tmp_path)).returncode == 2
+    assert run_cli_in_process("doctor", "--format", "xml", env=_env(tmp_path)).returncode == 2
 
 
 def test_table_prints_bracketed_names_as_they_are(tmp_path):
@@ -55,7 +57,7 @@ def test_table_prints_bracketed_names_as_they_are(tmp_path):
 
     w = tmp_path / "old [bold]x"
     save_head(w / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "[/]h", "detector": "linear"})
-    r = run_cli("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(w), env=_env(tmp_path))
+    r = run_cli_in_process("doctor", "--backbone-config", "tiny-vit", "--weights-dir", str(w), env=_env(tmp_path))
     assert r.returncode == 1 and "Error" not in r.stderr, r.stderr
     (line,) = [x for x in r.stdout.splitlines() if "(linear): needs" in x]
     assert line.strip().startswith("[/]h (linear)") and line.endswith(str(w / "h")), line
@@ -66,7 +68,7 @@ def test_a_file_where_a_cache_folder_should_be_is_not_writable(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
     env = {**_env(tmp_path), "AIIDETECT_CACHE": str(f / "sub"), "AIIDETECT_CLIP_CACHE": str(f)}
-    r = run_cli("doctor", "--backbone-config", "tiny-vit", "-f", "json", env=env)
+    r = run_cli_in_process("doctor", "--backbone-config", "tiny-vit", "-f", "json", env=env)
     assert r.returncode in (0, 1), r.stderr
     caches = json.loads(r.stdout)["caches"]
     assert caches["aiidetect cache"]["path"] == str(f / "sub") and caches["aiidetect cache"]["writable"] is False

@@ -96,19 +96,22 @@ def test_store_round_trip_through_cli(tmp_path):
         assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
 
 
+# Scans of one store and the results commands run in-process where a test is about what they decide (each
+# new interpreter is ~1 s); scans of stores later merged together stay processes of their own: merge tells
+# invocations apart by pid, argv and start second.
 def test_changed_options_make_a_new_run_and_changed_files_are_rescanned(tmp_path):
     imgs = _tiny_images(tmp_path / "in", 6, folders=1)
     db = tmp_path / "a.sqlite"
     base = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl")
-    assert run_cli(*base).returncode == 0
+    assert run_cli_in_process(*base).returncode == 0
     # a changed file (new bytes, new mtime) is scanned again; the others are not
     Image.new("RGB", (9, 9), (1, 2, 3)).save(imgs[0])
-    r = run_cli(*base)
+    r = run_cli_in_process(*base)
     assert "5 unchanged since an earlier run" in r.stderr, r.stderr
     rows = _rows(db)
     assert len(rows) == 6 and sorted(s for _, s, _, _ in rows) == [1, 1, 1, 1, 1, 2]
     # other decode limits -> another run: nothing is resumed across runs that are not equivalent
-    r = run_cli(*base, "--max-pixels", "1000000")
+    r = run_cli_in_process(*base, "--max-pixels", "1000000")
     assert r.returncode == 0 and "unchanged" not in r.stderr
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
@@ -428,12 +431,13 @@ def test_store_names_are_file_names_not_uris(tmp_path):
     _tiny_images(tmp_path / "in", 2, folders=1)
     for name in ("audit#2.sqlite", "a%20b?.sqlite", os.fsdecode(b"\xff-not-utf8.sqlite")):
         db = tmp_path / name
-        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q")
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q")
         assert r.returncode == 0, r.stderr
-        s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+        s = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
         assert s.returncode == 0 and json.loads(s.stdout)["files"] == 2, s.stderr
     assert not (tmp_path / "audit").exists() and not (tmp_path / "a%20b").exists()
-    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(tmp_path / "in"), "-q")
+    r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(tmp_path / "in"),
+                           "-q")
     assert r.returncode == 2 and "is a folder" in r.stderr
 
 
@@ -442,7 +446,7 @@ def test_merge_reads_its_sources_without_writing_them(tmp_path):
     the shard's file and deleted the log: the source, an input, was rewritten."""
     _tiny_images(tmp_path / "in", 3, folders=1)
     shard = tmp_path / "shard.sqlite"
-    r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
+    r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(shard), "-q")
     assert r.returncode == 0, r.stderr
     # a writer that commits and dies without closing (kill -9): its rows are only in the -wal
     subprocess.run([sys.executable, "-c", "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
@@ -451,7 +455,7 @@ def test_merge_reads_its_sources_without_writing_them(tmp_path):
     wal = Path(f"{shard}-wal")
     before = (shard.read_bytes(), wal.read_bytes())
     assert before[1], "the test needs a -wal with rows in it"
-    r = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(shard), "-f", "jsonl")
+    r = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), str(shard), "-f", "jsonl")
     assert r.returncode == 0 and jsonl(r.stdout)[0]["added"] == 3, r.stderr
     assert (shard.read_bytes(), wal.read_bytes()) == before
     with sqlite3.connect(tmp_path / "all.sqlite") as c:  # the rows in the log were merged too
@@ -468,13 +472,16 @@ def test_merging_a_store_again_adds_only_what_is_new(tmp_path):
     assert run_cli(*scan).returncode == 0
     with sqlite3.connect(shard) as c:  # merged while the scan still ran
         c.execute("UPDATE sessions SET status='running', finished_at=NULL")
-    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 3, "conflicts": 0}]
+    assert jsonl(run_cli_in_process(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 3,
+                                                          "conflicts": 0}]
     with sqlite3.connect(shard) as c:  # ... which then finished
         c.execute("UPDATE sessions SET status='complete', finished_at='2099-01-01T00:00:00Z'")
-    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 0, "conflicts": 0}]
+    assert jsonl(run_cli_in_process(*merge).stdout) == [{"source": str(shard), "rows": 3, "added": 0,
+                                                          "conflicts": 0}]
     Image.new("RGB", (9, 9), (1, 2, 3)).save(imgs[0].parent / "new.png")
     assert run_cli(*scan).returncode == 0  # resumes: a second session, one new file
-    assert jsonl(run_cli(*merge).stdout) == [{"source": str(shard), "rows": 4, "added": 1, "conflicts": 0}]
+    assert jsonl(run_cli_in_process(*merge).stdout) == [{"source": str(shard), "rows": 4, "added": 1,
+                                                          "conflicts": 0}]
 
     def trail(db):
         with sqlite3.connect(db) as c:
@@ -488,7 +495,7 @@ def test_merging_a_store_again_adds_only_what_is_new(tmp_path):
     assert [s[2] for s in trail(merged)[0]] == ["complete", "complete"]
     # the same file under a second name is the target itself
     os.link(merged, tmp_path / "again.sqlite")
-    r = run_cli("results", "merge", "--db", str(merged), str(tmp_path / "again.sqlite"))
+    r = run_cli_in_process("results", "merge", "--db", str(merged), str(tmp_path / "again.sqlite"))
     assert r.returncode == 2 and "target store itself" in r.stderr
 
 
@@ -603,10 +610,10 @@ def test_merge_and_summary_say_which_shards_a_run_lacks(tmp_path):
                     f"{i}/3", "-q", "-f", "jsonl")
         assert r.returncode == 0, r.stderr
         shards.append(str(db))
-    m = run_cli("results", "merge", "--db", str(tmp_path / "all.sqlite"), *shards, "-f", "json")
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), *shards, "-f", "json")
     assert m.returncode == 0 and len(json.loads(m.stdout)) == 2
     assert "lacks shard 2/3" in m.stderr, m.stderr
-    s = run_cli("results", "summary", "--db", str(tmp_path / "all.sqlite"), "-f", "json")
+    s = run_cli_in_process("results", "summary", "--db", str(tmp_path / "all.sqlite"), "-f", "json")
     assert s.returncode == 0 and json.loads(s.stdout)["files"] > 0 and "lacks shard 2/3" in s.stderr
 
 
@@ -629,14 +636,15 @@ def test_summary_of_two_runs_over_one_folder_says_how_many_files(tmp_path):
     _tiny_images(tmp_path / "in", 6, folders=1)
     db = tmp_path / "a.sqlite"
     for extra in ((), ("--max-pixels", "1000000")):
-        r = run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q", "-f", "jsonl",
-                    *extra)
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-q",
+                               "-f", "jsonl", *extra)
         assert r.returncode == 0, r.stderr
-    s = run_cli("results", "summary", "--db", str(db), "-f", "json")
+    s = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
     summ = json.loads(s.stdout)
     assert summ["files"] == 12 and summ["distinct_files"] == 6
     assert "12 results of 6 distinct files" in s.stderr
-    one = json.loads(run_cli("results", "summary", "--db", str(db), "-f", "json", "--run", summ["runs"][0]).stdout)
+    one = json.loads(run_cli_in_process("results", "summary", "--db", str(db), "-f", "json", "--run",
+                                        summ["runs"][0]).stdout)
     assert one["files"] == one["distinct_files"] == 6
 
 
@@ -645,12 +653,12 @@ def test_merge_checks_every_source_before_merging_any(tmp_path):
     nothing on stdout: a store half merged that the user believed untouched."""
     _tiny_images(tmp_path / "in", 3, folders=1)
     good = tmp_path / "good.sqlite"
-    assert run_cli("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(good), "-q",
-                   "-f", "jsonl").returncode == 0
+    assert run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(good), "-q",
+                              "-f", "jsonl").returncode == 0
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(good.read_bytes()[:5000])  # a shard copied off a full disk
     target = tmp_path / "all.sqlite"
-    m = run_cli("results", "merge", "--db", str(target), str(good), str(bad))
+    m = run_cli_in_process("results", "merge", "--db", str(target), str(good), str(bad))
     assert m.returncode == 2 and m.stdout == "" and "no store was merged" in m.stderr, m.stderr
     assert not target.exists() or sqlite3.connect(target).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
 

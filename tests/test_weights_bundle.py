@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_in_process
 
 
 def _source_machine(tmp_path: Path) -> dict:
@@ -28,8 +28,11 @@ def machine(tmp_path):
     return _source_machine(tmp_path)
 
 
-def _pack(m, *extra):
-    return run_cli("weights", "pack", str(m["bundle"]), "--weights-dir", str(REPO / "weights"), "--format", "json",
+# pack and install run in-process where a test is about what they decide (refusals, conflicts): a
+# new interpreter for each cost ~1-2 s on 2 loaded cores. test_round_trip runs both as a user does,
+# and the tests of a hang, a file size limit or a kill keep their own process.
+def _pack(m, *extra, run=run_cli_in_process):
+    return run("weights", "pack", str(m["bundle"]), "--weights-dir", str(REPO / "weights"), "--format", "json",
                    *extra, env={"AIIDETECT_CLIP_CACHE": str(m["src_clip"])})
 
 
@@ -51,25 +54,25 @@ def packed(machine, _bundle):
     return machine
 
 
-def _install(m, bundle=None, *extra):
-    return run_cli("weights", "install", str(bundle or m["bundle"]), "--cache-dir", str(m["dst_clip"]),
+def _install(m, bundle=None, *extra, run=run_cli_in_process):
+    return run("weights", "install", str(bundle or m["bundle"]), "--cache-dir", str(m["dst_clip"]),
                    "--heads-dir", str(m["dst_heads"]), "--format", "json", *extra)
 
 
 def test_round_trip(machine):
-    r = _pack(machine)
+    r = _pack(machine, run=run_cli)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["backbones"] == ["backbones/tiny.safetensors"] and s["heads"] == ["univfd"]
     assert s["sha256"] == hashlib.sha256(machine["bundle"].read_bytes()).hexdigest()
-    r = _install(machine, None, "--sha256", s["sha256"])
+    r = _install(machine, None, "--sha256", s["sha256"], run=run_cli)
     assert r.returncode == 0, r.stderr
     assert (machine["dst_clip"] / "tiny.safetensors").read_bytes() == (machine["src_clip"] / "tiny.safetensors").read_bytes()
     for f in ("manifest.json", "head.safetensors", "LICENSE"):
         assert (machine["dst_heads"] / "univfd" / f).read_bytes() == (REPO / "weights" / "univfd" / f).read_bytes()
     v = run_cli("weights", "verify", "--weights-dir", str(machine["dst_heads"]))
     assert v.returncode == 0 and "ok" in v.stdout
-    again = _install(machine)  # same content already there: fine
+    again = _install(machine, run=run_cli)  # same content already there: fine
     assert again.returncode == 0, again.stderr
     leftovers = [p for p in machine["dst_heads"].parent.iterdir() if p.name.startswith(".aiidetect-install")]
     assert leftovers == []
@@ -88,8 +91,8 @@ def _rewrite(src: Path, dst: Path, change) -> None:
             tout.addfile(ti, io.BytesIO(new))
 
 
-def _refused(machine, bundle, *extra):
-    r = _install(machine, bundle, *extra)
+def _refused(machine, bundle, *extra, run=run_cli_in_process):
+    r = _install(machine, bundle, *extra, run=run)
     assert r.returncode == 2, r.stdout
     assert "refused" in r.stderr and "Traceback" not in r.stderr
     assert not machine["dst_clip"].exists() and not machine["dst_heads"].exists()  # nothing installed
@@ -253,7 +256,7 @@ def test_pack_never_writes_over_what_it_packs(machine):
     bb = machine["src_clip"] / "tiny.safetensors"
     before = bb.read_bytes()
     for extra in ((), ("--backbone", str(bb))):
-        r = run_cli("weights", "pack", str(bb), "--weights-dir", str(REPO / "weights"), *extra,
+        r = run_cli_in_process("weights", "pack", str(bb), "--weights-dir", str(REPO / "weights"), *extra,
                     env={"AIIDETECT_CLIP_CACHE": str(machine["src_clip"])})
         assert r.returncode == 2 and "is one of the files to pack" in r.stderr, r.stdout
     assert bb.read_bytes() == before
@@ -261,7 +264,7 @@ def test_pack_never_writes_over_what_it_packs(machine):
     head = machine["tmp"] / "heads"
     shutil.copytree(REPO / "weights" / "univfd", head / "univfd")
     licence = (head / "univfd" / "LICENSE").read_bytes()
-    r = run_cli("weights", "pack", str(head / "univfd" / "LICENSE"), "--weights-dir", str(head), "--no-backbones")
+    r = run_cli_in_process("weights", "pack", str(head / "univfd" / "LICENSE"), "--weights-dir", str(head), "--no-backbones")
     assert r.returncode == 2 and (head / "univfd" / "LICENSE").read_bytes() == licence
 
 
@@ -270,7 +273,7 @@ def test_a_bundle_that_is_a_fifo_or_a_folder_is_refused(machine):
     import os
 
     os.mkfifo(machine["tmp"] / "pipe.tar")
-    r = _refused(machine, machine["tmp"] / "pipe.tar")
+    r = _refused(machine, machine["tmp"] / "pipe.tar", run=run_cli)  # a hang times out in its own process
     assert "not a file" in r.stderr
     assert "not a file" in _refused(machine, machine["tmp"]).stderr
     assert "no such file" in _refused(machine, machine["tmp"] / "nope.tar").stderr
@@ -289,7 +292,7 @@ def test_a_head_listing_files_outside_its_folder_is_not_packed(machine):
     secret.write_text("not a weight")
     (heads / "evil" / "manifest.json").write_text(json.dumps(
         {"name": "evil", "detector": "linear", "files": {"../secret.txt": hashlib.sha256(b"not a weight").hexdigest()}}))
-    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
+    r = run_cli_in_process("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
     assert r.returncode == 2 and "outside its folder" in r.stderr
     assert not machine["bundle"].exists()
 
@@ -302,7 +305,7 @@ def test_two_heads_of_one_name_are_not_packed_into_one_folder(machine):
     shutil.copytree(REPO / "weights" / "univfd", heads / "univfd-as-flow")
     m = json.loads((heads / "univfd-as-flow" / "manifest.json").read_text())
     (heads / "univfd-as-flow" / "manifest.json").write_text(json.dumps({**m, "detector": "flow"}))
-    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
+    r = run_cli_in_process("weights", "pack", str(machine["bundle"]), "--weights-dir", str(heads), "--no-backbones")
     assert r.returncode == 2 and "two heads are named 'univfd'" in r.stderr, r.stderr
     assert not machine["bundle"].exists()
 
@@ -389,7 +392,7 @@ def _nan_head(tmp: Path) -> Path:
 def test_a_head_of_nan_weights_is_not_packed(machine):
     """`weights verify` fails such a head; pack carried it to the other machine, exit 0."""
     nan = _nan_head(machine["tmp"])
-    r = run_cli("weights", "pack", str(machine["bundle"]), "--weights-dir", str(nan), "--no-backbones",
+    r = run_cli_in_process("weights", "pack", str(machine["bundle"]), "--weights-dir", str(nan), "--no-backbones",
                 env={"AIIDETECT_WEIGHTS": str(nan)})
     assert r.returncode == 2 and "NaN or infinite" in r.stderr and "not packing it" in r.stderr, r.stderr
     assert not machine["bundle"].exists()
@@ -446,7 +449,7 @@ def test_a_fusion_model_scan_would_leave_out_fails_verify_and_is_not_packed_or_i
     # Python's json writes Infinity, and reads it back, like a hand edit would leave it
     (w / "fz" / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion", "params": {
         "detectors": {"metadata": {"weight": 1.0}}, "bias": float("inf"), "ai_threshold": 0.9, "real_threshold": 0.1}}))
-    v = run_cli("weights", "verify", "--weights-dir", str(w))
+    v = run_cli_in_process("weights", "verify", "--weights-dir", str(w))
     assert v.returncode == 2 and "FAIL fz" in v.stdout and "bias must be a finite number" in v.stdout, v.stdout
     with pytest.raises(bundle.BundleError, match="bias must be a finite number.*not packing it"):
         bundle.pack(machine["bundle"], heads.find_heads([w]), [])
@@ -465,8 +468,6 @@ def test_a_heads_training_record_is_packed_installed_and_verified(tmp_path):
 
     from aiidetect.heads import save_head
     from aiidetect.train_record import KEYS_FILE, record
-
-    from conftest import run_cli_in_process
 
     block, blobs = record(["ab" * 32, "01" * 32], "test")
     save_head(tmp_path / "src" / "p1", {"w": np.zeros(2, np.float32)},

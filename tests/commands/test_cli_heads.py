@@ -7,6 +7,9 @@ import pytest
 
 from conftest import REPO, jsonl, run_cli, run_cli_in_process
 
+# `weights list` and `verify` run in-process where the test is about what they find (each new interpreter
+# paid ~1-2 s); the narrow-terminal verify, the backbone checks and the scans keep their own process.
+
 
 def test_scan_uses_trained_head(trained, dev_dir, tmp_path):
     # a folder of five photos and a file: two batches of 4, without decoding all of ml72's full-size photos
@@ -37,16 +40,16 @@ def test_same_bytes_same_answer(trained, dev_dir, tmp_path):
 
 
 def test_weights_list_and_verify(trained):
-    r = run_cli("weights", "list", "--format", "json", env={"AIIDETECT_WEIGHTS": str(trained)})
+    r = run_cli_in_process("weights", "list", "--format", "json", env={"AIIDETECT_WEIGHTS": str(trained)})
     heads = {h["name"]: h for h in json.loads(r.stdout)["heads"]}
     assert "cli-probe" in heads and "univfd" in heads
     assert heads["univfd"]["license"] and heads["univfd"]["source"]
-    r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(trained)})
+    r = run_cli_in_process("weights", "verify", env={"AIIDETECT_WEIGHTS": str(trained)})
     assert r.returncode == 0, r.stdout
     # a tampered head fails verification
     t = trained / "cli-probe" / "head.safetensors"
     blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
-    r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(trained)})
+    r = run_cli_in_process("weights", "verify", env={"AIIDETECT_WEIGHTS": str(trained)})
     assert r.returncode == 2 and "checksum" in r.stdout
 
 
@@ -64,7 +67,7 @@ def test_a_head_with_a_damaged_manifest_fails_verify(tmp_path, manifest):
     lines = r.stdout.splitlines()  # one line per head, however narrow the terminal
     assert len(lines) == 2 and lines[0] == f"ok   univfd ({tmp_path / 'univfd'})", r.stdout
     assert lines[1].startswith(f"FAIL broken ({tmp_path / 'broken'}): ") and "manifest.json" in lines[1]
-    r = run_cli("weights", "list", "--weights-dir", str(tmp_path), "--format", "json")
+    r = run_cli_in_process("weights", "list", "--weights-dir", str(tmp_path), "--format", "json")
     assert r.returncode == 0 and [h["name"] for h in json.loads(r.stdout)["heads"]] == ["univfd"]
     assert f"skipped {tmp_path / 'broken'}: damaged head" in r.stderr
 
@@ -81,7 +84,7 @@ def test_verify_check_backbone_with_a_damaged_backbone_fails(tmp_path):
     assert r.stdout.splitlines() == [f"ok   univfd ({REPO / 'weights' / 'univfd'})"]  # its files are fine
     assert len(r.stderr.splitlines()) == 1 and "fingerprints not checked" in r.stderr
     assert "ViT-B-16.pt" in r.stderr and "unreadable" in r.stderr
-    assert run_cli("weights", "verify", "--weights-dir", str(REPO / "weights")).returncode == 0
+    assert run_cli_in_process("weights", "verify", "--weights-dir", str(REPO / "weights")).returncode == 0
 
 
 def test_dev_set_one_record_per_file(dev_dir, dev_metadata_run):
@@ -98,13 +101,13 @@ def test_verify_format_json_says_what_failed(tmp_path):
     """verify printed only ok/FAIL lines, so a fleet check had to parse text: --format json is one
     document in every case, failures included (exit 2 all the same)."""
     shutil.copytree(REPO / "weights" / "univfd", tmp_path / "univfd")
-    r = run_cli("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and doc["ok"] is True and doc["errors"] == [] and doc["backbone_checked"] is False
     assert [(h["name"], h["ok"], h["problems"]) for h in doc["heads"]] == [("univfd", True, [])]
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text('{"name": "x", "detector": "li')
-    r = run_cli("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(tmp_path), "-f", "json")
     doc = json.loads(r.stdout)
     assert r.returncode == 2 and doc["ok"] is False
     broken = [h for h in doc["heads"] if not h["ok"]]
@@ -151,7 +154,7 @@ def test_a_head_whose_manifest_skips_the_checksum_is_not_run(_tiny_probe, dev_di
         assert row["status"] == "unavailable" and row["p_ai"] is None, (case, row)
         assert "head.safetensors is not listed in the manifest's files" in row["reason"], (case, row)
     assert "'../../good.safetensors' is outside its folder" in rows["linear:outside"]["reason"]
-    r = run_cli("weights", "verify", env={"AIIDETECT_WEIGHTS": str(w)})
+    r = run_cli_in_process("weights", "verify", env={"AIIDETECT_WEIGHTS": str(w)})
     assert r.returncode == 2 and r.stdout.count("not listed in the manifest's files") == 3, r.stdout
 
 
@@ -207,7 +210,7 @@ def test_a_head_that_cannot_be_read_or_is_hidden_by_another_is_said(_tiny_probe,
     assert f"note: head linear:cli-probe in {b / 'dup'} is not used: {a / 'cli-probe'} has the same name" in err
     assert f"note: {b / 'broken'} is not a usable head, so it does not run: cannot read" in err
     assert f"note: {b / 'nested'} is not a usable head, so it does not run: cannot read" in err
-    r = run_cli("weights", "verify", env=env)
+    r = run_cli_in_process("weights", "verify", env=env)
     out = " ".join(r.stdout.split())
     assert r.returncode == 2 and f"FAIL broken ({b / 'broken'}): cannot read" in out, r.stdout
 
@@ -259,11 +262,11 @@ def test_weights_verify_and_list_see_every_family_of_a_shared_name(_tiny_probe, 
     t = w / "b" / "head.safetensors"
     blob = bytearray(t.read_bytes()); blob[-1] ^= 0xFF; t.write_bytes(bytes(blob))
     env = {"AIIDETECT_WEIGHTS": str(w)}
-    r = run_cli("weights", "verify", env=env)
+    r = run_cli_in_process("weights", "verify", env=env)
     out = " ".join(r.stdout.split())
     assert r.returncode == 2 and f"FAIL cli-probe ({w / 'b'}): head.safetensors checksum differs" in out, r.stdout
     assert f"ok cli-probe ({w / 'a'})" in out
-    r = run_cli("weights", "list", "--format", "json", env=env)
+    r = run_cli_in_process("weights", "list", "--format", "json", env=env)
     assert r.returncode == 0, r.stderr
     rows = {(h["detector"], h["path"]) for h in json.loads(r.stdout)["heads"]}
     assert {("linear", str(w / "a")), ("flow", str(w / "b"))} <= rows
@@ -284,7 +287,7 @@ def test_weights_commands_refuse_a_weights_dir_that_is_not_a_folder(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     for d, why in ((tmp_path / "typo", "does not exist"), (tmp_path / "file", "is not a folder")):
         for args in (("verify", "-f", "json"), ("list", "-f", "json"), ("pack", str(tmp_path / "b.tar"))):
-            r = run_cli("weights", *args, "--weights-dir", str(d))
+            r = run_cli_in_process("weights", *args, "--weights-dir", str(d))
             assert r.returncode == 2 and not r.stdout, (args, r.stdout)
             assert f"--weights-dir {d} {why}" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "b.tar").exists()

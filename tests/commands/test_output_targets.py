@@ -10,7 +10,9 @@ import stat
 import pytest
 from PIL import Image
 
-from conftest import jsonl, run_cli
+# in-process where a test is about what a command refuses or writes (a new interpreter each was ~1 s);
+# the FIFO, link-and-mode and killed-run tests keep their own process
+from conftest import jsonl, run_cli, run_cli_in_process
 
 
 @pytest.fixture()
@@ -75,12 +77,12 @@ def test_output_never_replaces_the_results_store(img, tmp_path):
     store: the audit's durable copy gone, exit 0."""
     db = tmp_path / "audit.sqlite"
     base = ("scan", str(img), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
-    assert run_cli(*base).returncode == 0
+    assert run_cli_in_process(*base).returncode == 0
     for out in (db, tmp_path / "audit.sqlite-wal", tmp_path / "." / "audit.sqlite"):
-        _one_line_error(run_cli(*base, "-o", str(out)), "results store")
+        _one_line_error(run_cli_in_process(*base, "-o", str(out)), "results store")
     assert _store_files(db) == 1
     pytest.importorskip("pyarrow")
-    _one_line_error(run_cli("results", "parquet", "--db", str(db), "-o", str(db)), "results store")
+    _one_line_error(run_cli_in_process("results", "parquet", "--db", str(db), "-o", str(db)), "results store")
     assert _store_files(db) == 1
 
 
@@ -88,21 +90,22 @@ def test_db_is_never_one_of_the_inputs(tmp_path):
     """SQLite takes an empty file for an empty database: `scan x.jpg --db x.jpg` made the input a store."""
     empty = tmp_path / "x.jpg"
     empty.write_bytes(b"")
-    _one_line_error(run_cli("scan", str(empty), "-d", "metadata", "--no-cache", "--db", str(empty), "-q"), "--db")
+    _one_line_error(run_cli_in_process("scan", str(empty), "-d", "metadata", "--no-cache", "--db", str(empty), "-q"),
+                    "--db")
     assert empty.read_bytes() == b"" and sorted(p.name for p in tmp_path.iterdir()) == ["x.jpg"]
 
 
 def test_parquet_output_is_checked_and_never_left_half_written(img, tmp_path):
     pytest.importorskip("pyarrow")
     db = tmp_path / "audit.sqlite"
-    assert run_cli("scan", str(img), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
+    assert run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "--db", str(db), "-q").returncode == 0
     names = lambda: sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm")))  # noqa: E731
     before = names()
-    _one_line_error(run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "no" / "x.parquet")),
+    _one_line_error(run_cli_in_process("results", "parquet", "--db", str(db), "-o", str(tmp_path / "no" / "x.parquet")),
                     "does not exist")
-    _one_line_error(run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "in")), "folder")
+    _one_line_error(run_cli_in_process("results", "parquet", "--db", str(db), "-o", str(tmp_path / "in")), "folder")
     assert names() == before, "a refused export left a file behind"
-    r = run_cli("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
+    r = run_cli_in_process("results", "parquet", "--db", str(db), "-o", str(tmp_path / "a.parquet"))
     assert r.returncode == 0, r.stderr
     import pyarrow.parquet as pq
 
@@ -113,12 +116,12 @@ def test_parquet_output_is_checked_and_never_left_half_written(img, tmp_path):
 def test_report_output_over_the_saved_run_is_refused(img, tmp_path):
     """`report run.jsonl -o run.jsonl` opened the output first and truncated the run it was to read."""
     run = tmp_path / "run.jsonl"
-    r = run_cli("scan", str(img), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q", "-o", str(run))
+    r = run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-f", "jsonl", "-q", "-o", str(run))
     assert r.returncode == 0, r.stderr
     saved = run.read_bytes()
-    _one_line_error(run_cli("report", str(run), "-o", str(run), "-q"), "input")
+    _one_line_error(run_cli_in_process("report", str(run), "-o", str(run), "-q"), "input")
     assert run.read_bytes() == saved
-    r = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "-q")
+    r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "r.html"), "-q")
     assert r.returncode == 0 and (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>"), r.stderr
 
 

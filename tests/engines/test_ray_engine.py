@@ -501,21 +501,38 @@ def test_a_failing_cluster_mid_scan_is_one_line_and_exit_2(tmp_path, monkeypatch
     assert len(json.loads(r.stdout)) == 1  # the records so far, as a document that parses
 
 
-@pytest.mark.parametrize("name", ["AIIDETECT_RAY_WINDOW", "AIIDETECT_RAY_ACTORS", "AIIDETECT_RAY_ACTOR_CPUS"])
-def test_ray_sizing_settings_are_checked_before_the_scan(tmp_path, name):
+def test_ray_sizing_settings_are_checked_before_the_scan(tmp_path, monkeypatch):
     """AIIDETECT_RAY_WINDOW=0 scanned no file at all ('scanned 0 files', exit 0: an audit silently
-    empty); 'abc' or -5 were unexplained ValueErrors. Each is exit 2 and one line, before Ray starts."""
+    empty); 'abc' or -5 were unexplained ValueErrors. Each is exit 2 and one line, before Ray starts.
+    One bad value goes through a real process (the one line is all of stderr, Ray's start-up lines
+    included); the other eleven are in-process, with Ray's import made to fail the test, so a check
+    moved past Ray's start is still caught (each subprocess paid an interpreter's start-up)."""
+    import os
     import subprocess
     import sys
 
+    from conftest import run_cli_in_process
+
+    from aiidetect.engines import ray as ray_engine
+
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    for bad in ("0", "-5", "abc", "nan"):
-        r = subprocess.run([sys.executable, "-m", "aiidetect", "scan", str(tmp_path), "-d", "metadata", "-q",
-                            "--engine", "ray", "-f", "jsonl"], capture_output=True, text=True, timeout=60,
-                           env={**__import__("os").environ, name: bad})
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (bad, r.stderr[-2000:])
-        assert lines[0].startswith(f"error: {name}=") and "number >= 1" in lines[0]
+    args = ["scan", str(tmp_path), "-d", "metadata", "-q", "--engine", "ray", "-f", "jsonl"]
+    r = subprocess.run([sys.executable, "-m", "aiidetect", *args], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "AIIDETECT_RAY_WINDOW": "0"})
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("error: AIIDETECT_RAY_WINDOW=") and "number >= 1" in lines[0]
+
+    def ray_started():
+        raise AssertionError("Ray was imported before the sizing settings were checked")
+
+    monkeypatch.setattr(ray_engine, "_import_ray", ray_started)
+    for name in ("AIIDETECT_RAY_WINDOW", "AIIDETECT_RAY_ACTORS", "AIIDETECT_RAY_ACTOR_CPUS"):
+        for bad in ("0", "-5", "abc", "nan"):
+            r = run_cli_in_process(*args, env={name: bad})
+            lines = [x for x in r.stderr.splitlines() if x.strip()]
+            assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, (name, bad, r.stderr[-2000:])
+            assert lines[0].startswith(f"error: {name}=") and "number >= 1" in lines[0]
 
 
 def test_connecting_keeps_the_commands_sigterm_handler(monkeypatch):

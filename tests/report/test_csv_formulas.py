@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import jsonl, run_cli
+from conftest import jsonl, run_cli, run_cli_in_process
 from aiidetect.report.safe import CsvRows, clean_str, csv_cell, printable
 from aiidetect.testing.images import noise_rgb, save
 
@@ -114,15 +114,16 @@ def test_results_store_csv_neutralises_formula_names(formula_dir, tmp_path):
     r = run_cli("scan", "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--db", str(db), "--", *names,
                 cwd=formula_dir)
     assert r.returncode == 0, r.stderr
+    # the results commands in-process: what they write is the point (the scan keeps its working folder)
     for args in (("export",), ("failed",), ("summary",)):
-        r = run_cli("results", *args, "--db", str(db), "-f", "csv")
+        r = run_cli_in_process("results", *args, "--db", str(db), "-f", "csv")
         assert r.returncode == 0, r.stderr
         rows = _rows(r.stdout)
         assert len(rows) > 1
         _all_cells_safe(rows)
-    r = run_cli("results", "failed", "--db", str(db), "-f", "csv")
+    r = run_cli_in_process("results", "failed", "--db", str(db), "-f", "csv")
     assert _names_in(_rows(r.stdout), "file") == ["'=cmd|calc.png"]
-    r = run_cli("results", "failed", "--db", str(db), "-f", "json")
+    r = run_cli_in_process("results", "failed", "--db", str(db), "-f", "json")
     assert [x["file"] for x in json.loads(r.stdout)] == ["=cmd|calc.png"]
 
 

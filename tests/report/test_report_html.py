@@ -39,7 +39,7 @@ def test_saved_hostile_records_stay_text(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json <script>window.__pwned=9</script>\n[1, 2]\n",
                    encoding="utf-8")
     out = tmp_path / "r.html"
-    r = run_cli("report", str(src), "-o", str(out))
+    r = run_cli_in_process("report", str(src), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and "line 5: not JSON" in r.stderr and "line 6: not a scan record" in r.stderr
     html = out.read_text(encoding="utf-8")
@@ -99,7 +99,7 @@ def test_dev_set_report_from_saved_run(dev_metadata_run, tmp_path):
     run = dev_metadata_run
     recs = jsonl(run.read_text(encoding="utf-8"))
     out = tmp_path / "dev.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     doc = assert_self_contained(out.read_text(encoding="utf-8"))
     assert [c["name"] for c in doc.cards] == [x["file"] for x in recs]
@@ -112,13 +112,13 @@ def test_dev_set_report_from_saved_run(dev_metadata_run, tmp_path):
 
 def test_heatmaps_only_with_html_and_known_verdicts(corpus):
     d = str(next(iter(corpus.values())).parent)
-    assert run_cli("scan", d, "--heatmaps", "ai", "-d", "metadata").returncode == 2
-    r = run_cli("scan", d, "--format", "html", "--heatmaps", "maybe", "-d", "metadata")
+    assert run_cli_in_process("scan", d, "--heatmaps", "ai", "-d", "metadata").returncode == 2
+    r = run_cli_in_process("scan", d, "--format", "html", "--heatmaps", "maybe", "-d", "metadata")
     assert r.returncode == 2 and "--heatmaps" in r.stderr
 
 
 def test_report_cli_contract(corpus, tmp_path):
-    r = run_cli("report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.html"))
+    r = run_cli_in_process("report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.html"))
     assert r.returncode == 2 and "cannot read" in r.stderr and not (tmp_path / "x.html").exists()
     d = str(next(iter(corpus.values())).parent)
     # HTML on stdout like any other format; --fail-on still decides the exit code.
@@ -286,7 +286,7 @@ def test_thumbnails_only_of_the_bytes_the_record_describes(tmp_path):
     with open(odd, "wb") as f:
         f.write(kept.read_bytes())
     run = tmp_path / "run.jsonl"
-    r = run_cli("scan", str(d), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    r = run_cli_in_process("scan", str(d), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
     assert r.returncode == 0, r.stderr
     recs = jsonl(run.read_text(encoding="utf-8"))
     assert len(recs) == 3 and all(x["sha256"] for x in recs)
@@ -296,7 +296,7 @@ def test_thumbnails_only_of_the_bytes_the_record_describes(tmp_path):
             {**by["kept.jpg"], "file": str(replaced), "sha256": by["kept.jpg"]["sha256"]}]  # not this file's
     run.write_text("\n".join(json.dumps(x) for x in recs + hand) + "\n", encoding="utf-8")
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out))
+    r = run_cli_in_process("report", str(run), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert "2 thumbnails" in r.stderr  # kept.jpg and the non-UTF-8 name
     assert len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 5

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 
-from conftest import run_cli
+# In-process: these tests are about the page a saved run gives (a new interpreter each was ~1 s); the ones
+# about the process (the working folder, stdin, the locale's encoding) keep run_cli.
+from conftest import run_cli, run_cli_in_process
 from aiidetect.testing.htmlcheck import assert_self_contained
 
 VERDICTS = ("ai-generated", "uncertain", "likely-real", "error")
@@ -40,7 +42,7 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, recs)
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "6", "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "6", "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert "37 files" in r.stderr and "cards for 6" in r.stderr
     html = out.read_text(encoding="utf-8")
@@ -59,17 +61,17 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     for v, n in (("likely real", 20), ("uncertain", 10), ("error", 4), ("AI-generated", 3)):
         assert f"{n}{'? ' if v == 'uncertain' else ''}" in text
     # --max-cards 0: every card; --verdict: a part, which the page names.
-    r = run_cli("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
     assert r.returncode == 0 and len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 37
-    r = run_cli("report", str(run), "-o", str(out), "--verdict", "error", "--verdict", "ai-generated",
-                "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--verdict", "error", "--verdict", "ai-generated",
+                           "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert "7 files of 37 records" in r.stderr
     html = out.read_text(encoding="utf-8")
     assert {x[1] for x in _rows(html)} == {"error", "ai-generated"} and len(_rows(html)) == 7
     assert "only those judged ai-generated, error: 7 of the 37 records in the run" in "".join(
         assert_self_contained(html).text)
-    r = run_cli("report", str(run), "-o", str(tmp_path / "x.html"), "--verdict", "fake")
+    r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "x.html"), "--verdict", "fake")
     assert r.returncode == 2 and "got 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
 
 
@@ -80,7 +82,7 @@ def test_a_line_ends_at_newline_only(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(0, "uncertain", file=name), _rec(1, "likely-real")])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     assert "2 files (1 likely-real, 1 uncertain)" in r.stderr
     doc = assert_self_contained(out.read_text(encoding="utf-8"))
@@ -109,7 +111,7 @@ def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, recs, tail='{"schema": "1.1", "file": "run/004.jpg", "verd')  # a killed run's last line
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert "5 files (4 error, 1 likely-real)" in r.stderr
     assert "line 5: not JSON" in r.stderr and "the last line is cut short" in r.stderr
@@ -131,7 +133,7 @@ def test_the_page_says_what_the_records_say_about_their_run(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(0, "uncertain", fusion=model), _rec(1, "ai-generated", fusion=model, schema="2.0")])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
     assert r.returncode == 0, r.stderr
     text = " ".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "the records do not say which aiidetect version scanned them" in text
@@ -150,7 +152,7 @@ def test_bidi_overrides_and_controls_are_shown_not_obeyed(tmp_path):
     _write(run, [_rec(0, "uncertain", file=name, reasons=["because\u2066 \u202e"], detectors=meta),
                  _rec(1, "uncertain", file="a\nb.jpg"), _rec(2, "uncertain", file="a b.jpg")])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
     assert r.returncode == 0, r.stderr
     html = out.read_text(encoding="utf-8")
     for c in ("\u202e", "\u2066", "\x00", "\x1b"):
@@ -172,7 +174,7 @@ def test_repeated_records_are_shown_as_they_are_and_said(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, recs + recs[:2])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     note = "2 records repeat an earlier one (same file and SHA-256; record 4 repeats record 1)"
     assert note in r.stderr and "5 files (5 uncertain)" in r.stderr
@@ -221,7 +223,7 @@ def test_a_json_array_cut_short_keeps_its_records(tmp_path):
     run = tmp_path / "run.json"
     run.write_text(text[: text.index(json.dumps(recs[3])) + 30], encoding="utf-8")
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert "4 files (1 error, 1 likely-real, 2 uncertain)" in r.stderr
     assert "item 4: not JSON" in r.stderr and "the array is cut short" in r.stderr
@@ -237,7 +239,7 @@ def test_the_page_says_when(tmp_path):
     _write(run, [_rec(0, "uncertain")])
     os.utime(run, (1_700_000_000, 1_700_000_000))
     out = tmp_path / "r.html"
-    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "(last written 2023-11-14 22:13 UTC: the scan ended then or earlier)" in text
     assert "written 20" in text.split("Overview")[0] and " by aiidetect " in text.split("Overview")[0]
@@ -250,7 +252,7 @@ def test_a_fusion_field_of_any_shape_is_shown_not_trusted(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(0, "uncertain", fusion=bad)])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
     assert r.returncode == 0, r.stderr
     html = out.read_text(encoding="utf-8")
     assert "<script>window.x=1" not in html
@@ -271,7 +273,7 @@ def test_a_saved_run_shows_its_fitted_fusion_band(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(0, "uncertain", fusion=model)])
     out = tmp_path / "r.html"
-    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "band 0.20\u20130.80" in text and "unknown here" not in text
     assert "likely real at most 0.20" in text
@@ -287,7 +289,7 @@ def test_a_file_with_no_record_is_not_a_saved_run(tmp_path):
     photo.write_bytes(jpeg_bytes(noise_rgb(256, 256, 1), quality=95))
     out = tmp_path / "r.html"
     out.write_text("previous report", encoding="utf-8")
-    r = run_cli("report", str(photo), "-o", str(out))
+    r = run_cli_in_process("report", str(photo), "-o", str(out))
     assert r.returncode == 2 and out.read_text(encoding="utf-8") == "previous report"
     assert r.stderr.startswith(f"error: {photo} is not a saved run: none of its ") and r.stderr.count("\n") == 1
     r = run_cli("report", "-", input="")
@@ -323,7 +325,8 @@ def test_the_page_says_what_ran_and_what_it_cannot_show(tmp_path):
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
     out = tmp_path / "r.html"
-    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q", "--max-cards", "2").returncode == 0
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q", "--max-cards",
+                              "2").returncode == 0
     html = out.read_text(encoding="utf-8")
     text = "".join(assert_self_contained(html).text)
     assert "No pixel detector ran." in text
@@ -331,7 +334,7 @@ def test_the_page_says_what_ran_and_what_it_cannot_show(tmp_path):
     assert "every file has a card below" not in text
     dets["linear:univfd"] = {"status": "ok", "p_ai": 0.4}
     _write(run, [_rec(k, "uncertain", detectors=dets) for k in range(5)])
-    assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "No pixel detector ran." not in text and "every file has a card below" in text
 
@@ -355,7 +358,8 @@ def test_a_json_array_is_parsed_an_item_at_a_time(tmp_path):
     _write(b, recs)
     pages = []
     for src in (a, b):
-        assert run_cli("report", str(src), "-o", str(tmp_path / "r.html"), "--no-thumbnails", "-q").returncode == 0
+        assert run_cli_in_process("report", str(src), "-o", str(tmp_path / "r.html"), "--no-thumbnails",
+                                  "-q").returncode == 0
         pages.append(_rows((tmp_path / "r.html").read_text(encoding="utf-8")))
     assert pages[0] == pages[1] and len(pages[0]) == 3
 
@@ -371,13 +375,13 @@ def test_a_thumbnail_is_of_the_file_the_card_names(tmp_path):
     photo = tmp_path / "elsewhere.jpg"
     photo.write_bytes(jpeg_bytes(noise_rgb(64, 48, 1)))
     run = tmp_path / "run.jsonl"
-    r = run_cli("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    r = run_cli_in_process("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
     assert r.returncode == 0, r.stderr
     rec = json.loads(run.read_text(encoding="utf-8"))
     forged = {**rec, "file": "innocent.jpg", "file_bytes": base64.b64encode(os.fsencode(photo)).decode()}
     _write(run, [rec, forged])
     out = tmp_path / "r.html"
-    r = run_cli("report", str(run), "-o", str(out))
+    r = run_cli_in_process("report", str(run), "-o", str(out))
     assert r.returncode == 0 and "1 thumbnails" in r.stderr, r.stderr
     cards = assert_self_contained(out.read_text(encoding="utf-8")).cards
     assert "no thumbnail" not in cards[0]["text"]
@@ -412,7 +416,7 @@ def test_the_repeat_note_is_not_lost_among_bad_lines(tmp_path):
     recs = [_rec(k, "uncertain", sha256=f"{k:064x}") for k in range(2)]
     run = tmp_path / "run.jsonl"
     _write(run, recs + recs, tail="not json\n" * 25)
-    r = run_cli("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
+    r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     notes = [x for x in r.stderr.splitlines() if x.startswith("note:")]
     assert "2 records repeat an earlier one" in notes[0] and len(notes) == 21
@@ -437,7 +441,7 @@ def test_the_summary_line_of_an_empty_run_has_no_empty_brackets(tmp_path):
     """An empty saved run (a scan of an empty folder) is an empty report; its stderr line read
     `report: 0 files (), 0 thumbnails -> r.html`."""
     (tmp_path / "run.jsonl").write_text("", encoding="utf-8")
-    r = run_cli("report", str(tmp_path / "run.jsonl"), "-o", str(tmp_path / "r.html"))
+    r = run_cli_in_process("report", str(tmp_path / "run.jsonl"), "-o", str(tmp_path / "r.html"))
     assert r.returncode == 0 and r.stderr == f"report: 0 files, 0 thumbnails -> {tmp_path / 'r.html'}\n", r.stderr
 
 
