@@ -112,7 +112,8 @@ def drop_bulk(packet: bytes) -> tuple[bytes, dict[str, int]]:
     """-> (the packet with the content of each BULK_ELEMENTS element left out, bytes left out by element).
     Linear: one pass for the namespace bindings, then byte searches that only move forward. The element is
     found by the prefixes bound to its namespace anywhere in the packet (a prefix bound to two namespaces in
-    different scopes counts as both). An unclosed element, or one nested in itself, is left as it is: the
+    different scopes counts as both). An unclosed element, one nested in itself, or one whose span holds a
+    comment, CDATA section or processing instruction (_MARKUP), and all after it, are left as they are: the
     packet stays over the parse cap, or fails to parse, as before."""
     prefixes: dict[bytes, list[bytes]] = {}
     for m in _NS_BINDING.finditer(packet):
@@ -129,6 +130,14 @@ def drop_bulk(packet: bytes) -> tuple[bytes, dict[str, int]]:
                 label = f"photoshop:{local.decode()}"     # by its namespace, whatever prefix was bound
                 skipped[label] = skipped.get(label, 0) + n
     return packet, skipped
+
+
+# What the parser reads otherwise than as tags. A tag name inside a comment, a CDATA section or a processing
+# instruction is text to it: a cut from a commented-out "<photoshop:DocumentAncestors>" to a commented-out close
+# hid an IPTC DigitalSourceType every XML reader sees between them, and one from the real element to a close
+# inside a comment showed one they all skip. A span free of these delimiters lies wholly inside one such
+# construct (a cut there changes only its text) or wholly outside all of them (its first close is its own).
+_MARKUP = (b"<!", b"<?", b"--", b"]]>", b"?>")     # "--": a comment's end, or text a comment may not hold
 
 
 def _drop_element(packet: bytes, name: bytes) -> tuple[bytes, int]:
@@ -151,8 +160,9 @@ def _drop_element(packet: bytes, name: bytes) -> tuple[bytes, int]:
         end = packet.find(closer, gt)
         if end < 0:
             break
-        inner_open = packet.find(opener, gt, end)
-        if inner_open >= 0:     # nested in itself: the first close is not its own; leave the rest whole
+        if packet.find(opener, gt, end) >= 0 or any(packet.find(d, i + 1, end) >= 0 for d in _MARKUP):
+            # Nested in itself (the first close is not its own), or a comment, CDATA section or processing
+            # instruction begins or ends in the span: leave the rest whole (see _MARKUP)
             break
         out.append(packet[last:gt + 1])
         dropped += end - gt - 1
