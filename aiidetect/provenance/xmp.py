@@ -118,12 +118,14 @@ def drop_bulk(packet: bytes) -> tuple[bytes, dict[str, int]]:
     prefixes: dict[bytes, list[bytes]] = {}
     for m in _NS_BINDING.finditer(packet):
         for ns, _local in BULK_ELEMENTS:
+            # distinct prefixes: one rdf:Description per namespace each binding "photoshop" again used
+            # up the four with one name, and a bag under a fifth binding's other prefix stayed in
             if m.group(2) == ns and len(prefixes.setdefault(ns, [])) < MAX_BULK_PREFIXES:
-                if m.group(1) or b"" not in prefixes[ns]:
+                if (m.group(1) or b"") not in prefixes[ns]:
                     prefixes[ns].append(m.group(1) or b"")
     skipped: dict[str, int] = {}
     for ns, local in BULK_ELEMENTS:
-        for prefix in dict.fromkeys(prefixes.get(ns, [])):
+        for prefix in prefixes.get(ns, []):
             name = prefix + b":" + local if prefix else local
             packet, n = _drop_element(packet, name)
             if n:

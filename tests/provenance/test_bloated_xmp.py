@@ -120,3 +120,13 @@ def test_a_bag_name_in_a_comment_cdata_or_instruction_cannot_cut_what_the_parser
         except ValueError:
             continue    # refused, as a packet over the cap was before: nothing misread
         assert got == _sees_declaration(full), full[-400:]
+
+
+def test_four_bindings_of_one_prefix_leave_room_for_another(monkeypatch):
+    # Writers that give each namespace group its own rdf:Description bind "photoshop" in each; the prefixes
+    # looked for are four distinct ones, not the first four bindings.
+    monkeypatch.setattr(xmp, "MAX_XMP_BYTES", 20_000)
+    again = b'<rdf:Description rdf:about="" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"/>' * 4
+    packet = _packet(1_000, prefix=b"ps").replace(b"<rdf:Description ", again + b"<rdf:Description ", 1)
+    facts = xmp.parse_xmp(packet)
+    assert facts.digital_source_types and facts.skipped
