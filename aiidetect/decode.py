@@ -21,7 +21,8 @@ from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_GAP_BYTES,
-                     JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS, WEBP_PIXEL_COST)
+                     JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
+                     WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.

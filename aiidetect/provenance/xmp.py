@@ -16,9 +16,9 @@ MAX_XMP_BYTES = 2 * 1024 * 1024
 # A packet read at all, before its bulk-only elements are dropped (drop_bulk): Photoshop's
 # photoshop:DocumentAncestors (the IDs of every document ever placed or pasted in) bloats real packets to
 # many MB, and refused whole they took the IPTC DigitalSourceType and the edit history with them. Dropping
-# is forward byte searches (an 8 MB bag: 35 ms, its span searched for comments too; 8 MB of look-alike tags: 0.2 s at most), so the read cap
-# can sit above the parse cap; it is the EXIF reader's (exif.MAX_EXIF_BYTES). A PNG's XMP is a text chunk,
-# read up to its 4 MiB (containers.MAX_TEXT_BYTES).
+# is forward byte searches (an 8 MB bag: 35 ms, its span searched for comments too; 8 MB of look-alike tags:
+# 0.2 s at most), so the read cap can sit above the parse cap; it is the EXIF reader's (exif.MAX_EXIF_BYTES).
+# A PNG's XMP is a text chunk, read up to its 4 MiB (containers.MAX_TEXT_BYTES).
 MAX_XMP_READ_BYTES = 8 * 1024 * 1024
 PHOTOSHOP_NS = b"http://ns.adobe.com/photoshop/1.0/"
 # Elements that only ever hold bulk no reader here looks at, by namespace and local name.
