@@ -20,8 +20,9 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_SEGMENTS,
-                     MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS, WEBP_PIXEL_COST)
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_GAP_BYTES,
+                     JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
+                     WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -605,11 +606,17 @@ def jpeg_scan_problem(data: bytes) -> str | None:
 
     weight: dict[int, int] = {}
     # in units of 1/total of a pass: integers, so the limit is exact
-    total, passed, scans, segments, pos, n = 0, 0, 0, 0, 2, len(data)
+    total, passed, scans, segments, pos, n, gap = 0, 0, 0, 0, 2, len(data), 0
     while True:
         # Fill and stray bytes between segments: skipped to the next marker as libjpeg and Pillow skip them
-        # (giving up here let one stray byte carry a scan bomb past this walk), and never counted.
-        pos = next_marker(data, pos)
+        # (giving up here let one stray byte carry a scan bomb past this walk), and never counted as segments;
+        # before the first scan Pillow's open loops over each of them in Python, so their total is capped.
+        at, pos = pos, next_marker(data, pos)
+        if not scans:
+            gap += (n if pos is None else pos) - at
+            if gap > JPEG_MAX_GAP_BYTES:
+                return (f"more than {JPEG_MAX_GAP_BYTES} fill or stray bytes between its header segments "
+                        "(Pillow reads each one in Python)")
         if pos is None or pos + 4 > n:
             return None
         m = data[pos + 1]

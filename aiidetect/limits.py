@@ -38,6 +38,12 @@ JPEG_MAX_COVERAGE = 32
 # segments (8 MB: with_jpeg_segments(jpeg_with_app1(b""), [(0xE1, b"")] * 2_000_000)) took 4.2 s and a
 # 328 MB peak to load(). Over it: `decode-error`.
 JPEG_MAX_SEGMENTS = 65_536
+# Fill (0xFF) and stray bytes between a JPEG's segments before its first scan, in all. libjpeg skips them in
+# C, but Pillow's open reads each in its own Python loop turn before libjpeg sees the file: 10 MB of 0xFF after
+# SOI took open() and load() 4.6 s, 50 MB took `scan -d metadata` 37 s (the pre-check counted none of them,
+# so 512 MB passed it). Real files pad a few bytes, or resync past a wrong segment length inside one 64 KB
+# segment. Over it: `decode-error` (decode.jpeg_scan_problem).
+JPEG_MAX_GAP_BYTES = 1024 * 1024
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
 # something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",

@@ -16,9 +16,9 @@ MAX_XMP_BYTES = 2 * 1024 * 1024
 # A packet read at all, before its bulk-only elements are dropped (drop_bulk): Photoshop's
 # photoshop:DocumentAncestors (the IDs of every document ever placed or pasted in) bloats real packets to
 # many MB, and refused whole they took the IPTC DigitalSourceType and the edit history with them. Dropping
-# is forward byte searches (an 8 MB bag: 13 ms; 8 MB of look-alike tags: 0.2 s at most), so the read cap
-# can sit above the parse cap; it is the EXIF reader's (exif.MAX_EXIF_BYTES). A PNG's XMP is a text chunk,
-# read up to its 4 MiB (containers.MAX_TEXT_BYTES).
+# is forward byte searches (an 8 MB bag: 35 ms, its span searched for comments too; 8 MB of look-alike tags:
+# 0.2 s at most), so the read cap can sit above the parse cap; it is the EXIF reader's (exif.MAX_EXIF_BYTES).
+# A PNG's XMP is a text chunk, read up to its 4 MiB (containers.MAX_TEXT_BYTES).
 MAX_XMP_READ_BYTES = 8 * 1024 * 1024
 PHOTOSHOP_NS = b"http://ns.adobe.com/photoshop/1.0/"
 # Elements that only ever hold bulk no reader here looks at, by namespace and local name.
@@ -112,23 +112,36 @@ def drop_bulk(packet: bytes) -> tuple[bytes, dict[str, int]]:
     """-> (the packet with the content of each BULK_ELEMENTS element left out, bytes left out by element).
     Linear: one pass for the namespace bindings, then byte searches that only move forward. The element is
     found by the prefixes bound to its namespace anywhere in the packet (a prefix bound to two namespaces in
-    different scopes counts as both). An unclosed element, or one nested in itself, is left as it is: the
+    different scopes counts as both). An unclosed element, one nested in itself, or one whose span holds a
+    comment, CDATA section or processing instruction (_MARKUP), and all after it, are left as they are: the
     packet stays over the parse cap, or fails to parse, as before."""
     prefixes: dict[bytes, list[bytes]] = {}
     for m in _NS_BINDING.finditer(packet):
         for ns, _local in BULK_ELEMENTS:
+            # distinct prefixes: one rdf:Description per namespace each binding "photoshop" again used
+            # up the four with one name, and a bag under a fifth binding's other prefix stayed in
             if m.group(2) == ns and len(prefixes.setdefault(ns, [])) < MAX_BULK_PREFIXES:
-                if m.group(1) or b"" not in prefixes[ns]:
+                if (m.group(1) or b"") not in prefixes[ns]:
                     prefixes[ns].append(m.group(1) or b"")
     skipped: dict[str, int] = {}
     for ns, local in BULK_ELEMENTS:
-        for prefix in dict.fromkeys(prefixes.get(ns, [])):
+        for prefix in prefixes.get(ns, []):
             name = prefix + b":" + local if prefix else local
             packet, n = _drop_element(packet, name)
             if n:
                 label = f"photoshop:{local.decode()}"     # by its namespace, whatever prefix was bound
                 skipped[label] = skipped.get(label, 0) + n
     return packet, skipped
+
+
+# What the parser reads otherwise than as tags. A tag name inside a comment, a CDATA section or a processing
+# instruction is text to it: a cut from a commented-out "<photoshop:DocumentAncestors>" to a commented-out close
+# hid an IPTC DigitalSourceType every XML reader sees between them, and one from the real element to a close
+# inside a comment showed one they all skip. A span free of these delimiters lies wholly inside one such
+# construct (a cut there changes only its text) or wholly outside all of them (its first close is its own).
+# "--": a comment's end, or text a comment may not hold. One search a span (five finds doubled the time of 8 MB
+# of tiny bags).
+_MARKUP = re.compile(rb"<[!?]|--|\]\]>|\?>")
 
 
 def _drop_element(packet: bytes, name: bytes) -> tuple[bytes, int]:
@@ -151,8 +164,9 @@ def _drop_element(packet: bytes, name: bytes) -> tuple[bytes, int]:
         end = packet.find(closer, gt)
         if end < 0:
             break
-        inner_open = packet.find(opener, gt, end)
-        if inner_open >= 0:     # nested in itself: the first close is not its own; leave the rest whole
+        if packet.find(opener, gt, end) >= 0 or _MARKUP.search(packet, i + 1, end):
+            # Nested in itself (the first close is not its own), or a comment, CDATA section or processing
+            # instruction begins or ends in the span: leave the rest whole (see _MARKUP)
             break
         out.append(packet[last:gt + 1])
         dropped += end - gt - 1

@@ -88,3 +88,45 @@ def test_a_bloated_packet_in_jpeg_extended_xmp_or_a_webp_chunk_is_read_too(monke
     ids, facts, errors = _declared(buf.getvalue())
     assert "xmp.ai-source-type" in ids, errors
     assert containers.MAX_XMP_READ_BYTES == xmp.MAX_XMP_READ_BYTES
+
+
+def _sees_declaration(packet: bytes) -> bool:
+    """What an XML parser reads from the packet as written (no cap): is the IPTC declaration there?"""
+    from defusedxml import ElementTree as DET
+
+    return any(str(e.tag).endswith("DigitalSourceType") for e in DET.fromstring(packet).iter())
+
+
+def test_a_bag_name_in_a_comment_cdata_or_instruction_cannot_cut_what_the_parser_reads(monkeypatch):
+    # A forger's packet: the bag's name written inside comments (CDATA sections, processing instructions) so
+    # that a byte search cut from one to the next would hide the declaration every reader sees, or cut from the
+    # real bag to a commented-out close and show one they all skip. The packet is read as written or refused.
+    monkeypatch.setattr(xmp, "MAX_XMP_BYTES", 20_000)
+    o, c = b"<photoshop:DocumentAncestors>", b"</photoshop:DocumentAncestors>"
+    dst = b"<Iptc4xmpExt:DigitalSourceType>" + AI + b"</Iptc4xmpExt:DigitalSourceType>"
+    bulk = b"<rdf:Bag>" + b"<rdf:li>xmp.did:0123456789abcdef</rdf:li>" * 1_000 + b"</rdf:Bag>"
+    hidden = [(a + c + dst + o + z) for a, z in ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?pi ", b"?>"))]
+    shown = [(a + o + z + dst + a + c + z) for a, z in ((b"<!--", b"-->"), (b"<?pi ", b"?>"))]
+    for inside, after in [(bulk + h, b"") for h in hidden] + [(bulk, s) for s in shown]:
+        full = _packet(0, bag=inside)
+        full = full.replace(b"<Iptc4xmpExt:DigitalSourceType>" + AI + b"</Iptc4xmpExt:DigitalSourceType>", after)
+        assert len(full) > xmp.MAX_XMP_BYTES
+        if after:   # the real bag before them is still left out, and what every reader sees is read
+            facts = xmp.parse_xmp(full)
+            assert _sees_declaration(full) and facts.digital_source_types and facts.skipped, full[-400:]
+            continue
+        try:
+            got = bool(xmp.parse_xmp(full).digital_source_types)
+        except ValueError:
+            continue    # refused, as a packet over the cap was before: nothing misread
+        assert got == _sees_declaration(full), full[-400:]
+
+
+def test_four_bindings_of_one_prefix_leave_room_for_another(monkeypatch):
+    # Writers that give each namespace group its own rdf:Description bind "photoshop" in each; the prefixes
+    # looked for are four distinct ones, not the first four bindings.
+    monkeypatch.setattr(xmp, "MAX_XMP_BYTES", 20_000)
+    again = b'<rdf:Description rdf:about="" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"/>' * 4
+    packet = _packet(1_000, prefix=b"ps").replace(b"<rdf:Description ", again + b"<rdf:Description ", 1)
+    facts = xmp.parse_xmp(packet)
+    assert facts.digital_source_types and facts.skipped

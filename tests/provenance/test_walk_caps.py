@@ -175,3 +175,30 @@ def test_a_stuffed_zero_between_segments_does_not_hide_the_next_one():
     assert decode_bytes(data)[0].size == (64, 48)
     b = containers.walk(data)
     assert b.dqt and not b.errors, b.errors
+
+
+def test_megabytes_of_fill_or_stray_bytes_before_the_scan_are_refused_not_looped_over(monkeypatch):
+    # Pillow's open steps over each fill or stray byte in Python before libjpeg sees the file (50 MB of 0xFF:
+    # 37 s to scan one file), and the check counted none of them. Past the cap it refuses; after the first
+    # scan (libjpeg's own, in C) they cost nothing and are not counted.
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from aiidetect import decode
+
+    monkeypatch.setattr(decode, "JPEG_MAX_GAP_BYTES", 10_000)
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG", progressive=True)
+    j = buf.getvalue()
+    for junk in (b"\xff", b"\x00"):
+        assert decode.structure_problem(j[:2] + junk * 10_000 + j[2:], "JPEG") is None
+        for data in (j[:2] + junk * 10_001 + j[2:], j[:2] + junk * 10_001):    # a marker after the run, or none
+            assert "fill or stray bytes" in decode.structure_problem(data, "JPEG")
+        sos = j.index(b"\xff\xda")
+        after_scan = j[:sos + 2] + j[sos + 2:-2].replace(b"\xff\xc4", junk * 20_000 + b"\xff\xc4", 1) + j[-2:]
+        assert decode.structure_problem(after_scan, "JPEG") is None
+    with pytest.raises(decode.DecodeFailure) as exc:
+        decode.decode_bytes(j[:2] + b"\xff" * 10_001 + j[2:])
+    assert exc.value.code == "decode-error" and "fill or stray bytes" in exc.value.message
