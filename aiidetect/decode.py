@@ -90,10 +90,11 @@ def warm_up() -> None:
     (Pipeline.warm_up): on a loaded machine they took 0.3 s inside the first file's read, which a short
     file_timeout gave up (a `timeout` record on a legitimate file) or, from the command line, ended the scan
     for."""
+    import importlib
+
     from PIL import Image
 
-    from . import metastrip  # noqa: F401 - every PNG and WebP read asks it for chunks over the decoder's cap
-
+    importlib.import_module(f"{__package__}.metastrip")  # every PNG and WebP read asks it for oversized chunks
     _register_openers()
     Image.init()
 
