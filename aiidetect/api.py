@@ -179,7 +179,8 @@ class ScanOptions:
     quiet: bool = False  # engine ray: Ray's own log lines and progress on stderr are errors only
     # Seconds per file before a read that never ends is stopped (docs/scale.md, "A file that hangs"); 0: never.
     # None: the engine's own default. A Ray task is cancelled after FILE_TIMEOUT per file; a local scan is
-    # not limited unless asked. Locally the read past it is abandoned and the file gets a `timeout` record:
+    # not limited unless asked. Locally the read past it is abandoned and the file gets a `timeout` record (with
+    # db a strike: read again alone by the next scan of the store, set aside at a second):
     # the process is the caller's (a service, a notebook), so it is never ended for a file unless the caller
     # says so with end_process_on_timeout (the command line's way: exit 2, or SIGKILL from a watchdog process
     # when a decoder froze the interpreter).

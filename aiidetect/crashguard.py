@@ -29,7 +29,9 @@ the file. A decoder stuck in C code that holds the GIL stops that watcher too: t
 `Watchdog` process of the scan, fed its heartbeats, kills the process (SIGKILL) when they stop,
 with the same effect on the slots. That is the command line's: a library scan's process is its caller's (a
 service), which it ends only when asked (ScanOptions.end_process_on_timeout); otherwise `AbandoningDeadline`
-gives a read past the deadline up (record `timeout`), and a GIL-frozen decoder is waited for. A Ray task
+gives a read past the deadline up (record `timeout`), and a GIL-frozen decoder is waited for. With a store
+that read given up is a strike too (`CrashGuard.timed_out`): the next session reads the file alone, and a
+second read given up sets it aside, as the command line's two process ends would. A Ray task
 past its deadline is cancelled instead (engines/ray.py): its worker is killed, and a file that runs out of
 time alone gets the strikes that set it aside; so is a model actor whose batch runs past its deadline.
 
@@ -216,8 +218,12 @@ class CrashGuard:
         s = self._seen(path)
         if s is None:
             return 0, None
-        size, mtime, n = self.strikes.get(s.key, (None, None, 0))
-        return (n if (size, mtime) == (s.size, s.mtime_ns) else 0), s
+        return self.count(s), s
+
+    def count(self, seen: Seen) -> int:
+        """The strikes of the file as `seen` (none once it changed or was `touch`ed)."""
+        size, mtime, n = self.strikes.get(seen.key, (None, None, 0))
+        return n if (size, mtime) == (seen.size, seen.mtime_ns) else 0
 
     def refused(self, path: str) -> str | None:
         """Why this file is not read again (two earlier sessions died reading it), or None."""
@@ -246,7 +252,9 @@ class CrashGuard:
                 yield
             finally:
                 self._write(b"0" * _LEN, off, -1)
-        if n and seen is not None:  # read alone, to the end, and the process lives: not the culprit
+        # Read alone, to the end, and the process lives: not the culprit. Not so a read given up past the deadline
+        # (timed_out: a strike more meanwhile), whose new strike this would clear.
+        if n and seen is not None and self._strikes(path)[0] == n:
             self.survived(path)
 
     def survived(self, path: str) -> None:
@@ -261,13 +269,24 @@ class CrashGuard:
         """Another process (a Ray worker) died `times` times reading this file alone: as many strikes, kept
         in the store, so that no later run of it reads the file again until it changes. False when the
         session did not stat the file (nothing to key the strikes by)."""
+        return self._strike(path, times) is not None
+
+    def timed_out(self, path: str) -> int | None:
+        """This file's read was given up past the deadline (AbandoningDeadline, a library scan's): one strike,
+        kept in the store, as the command line's deadline gives it by ending the process (its slot left for the
+        next session). So the next session reads the file alone, and a second strike sets it aside; one slow
+        read on a loaded machine no longer does. Its strikes now, or None when the session did not stat it."""
+        return self._strike(path, 1)
+
+    def _strike(self, path: str, times: int) -> int | None:
+        """The one way a strike is given while the session runs: kept here and in the store."""
         n, seen = self._strikes(path)
         if seen is None:
-            return False
+            return None
         self.strikes[seen.key] = (seen.size, seen.mtime_ns, n + times)
         if self._struck is not None:
             self._struck(seen, times)
-        return True
+        return n + times
 
     def _write(self, data: bytes, off: int, active: int) -> None:
         """The slot at `off` written (nothing written for empty `data`), and the reads in progress counted
@@ -520,8 +539,9 @@ class AbandoningDeadline(_Clocked):
                     f"the scan stops: {len(stuck)} reads ran past file_timeout ({self.seconds:g} s) and have not "
                     f"returned ({', '.join(stuck)}): a filesystem that does not answer, or decoders stuck on crafted "
                     f"files. Their threads cannot be stopped and keep what they read; past {GIVEN_UP_MAX}, the scan "
-                    "would leave one behind for each file. Each has its record (`timeout`): with db a resume goes on "
-                    "after them; without, leave them out (exclude)"))
+                    "would leave one behind for each file. Each has its record (`timeout`): with db each has a strike, "
+                    "and a resume reads each once more, alone, and goes on past those that run out of time again "
+                    "(set aside); without, leave them out (exclude)"))
         finally:
             with self._cond:
                 self._reading.pop(token, None)

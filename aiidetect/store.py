@@ -1209,6 +1209,16 @@ class StoreSession:
         except (sqlite3.Error, StoreError):
             pass
 
+    def _struck_once(self, key: str, st: os.stat_result) -> bool:
+        """Has this unchanged file fewer strikes than set it aside, and one at least (crashguard)? A `timeout`
+        record with no strike (its store's folder took no lock, or an older version stored it) stays as it is:
+        with no strike to add, a file that hangs would be read, and given up, on every resume."""
+        from .crashguard import STRIKES_TO_REFUSE, Seen
+
+        if self.guard is None:
+            return False
+        return 0 < self.guard.count(Seen(key, st.st_size, st.st_mtime_ns)) < STRIKES_TO_REFUSE
+
     def prior(self, path: str) -> Record | None:
         """The stored record of an unchanged file (path, size and mtime as
         stored), or None when the file must be scanned. Only stats the file."""
@@ -1233,6 +1243,9 @@ class StoreSession:
                     rec = None  # the record is of other bytes than the row says
                 if rec is not None and rec.error is not None and rec.error.code in RETRY_CODES:
                     rec = None  # a permission fixed or a bug fixed changes no mtime: always try again
+                if rec is not None and rec.error is not None and rec.error.code == "timeout" and \
+                        self._struck_once(key, st):
+                    rec = None  # one read given up (a strike): read again, alone; a second sets it aside
                 if rec is not None:
                     rec.file = path
                     self._resumed.add(id(rec))

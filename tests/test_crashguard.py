@@ -466,10 +466,61 @@ def test_reads_given_up_give_their_decode_budget_back(tmp_path, monkeypatch):
         ("a.png", None), ("hang1.png", "timeout"), ("hang2.png", "timeout"), ("z.png", None)]
 
 
+def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_at_the_second(tmp_path, monkeypatch):
+    """A library scan with db stored the `timeout` of a read given up once, and every resume kept it: a legitimate
+    file slow once on a loaded server was set aside for good, where the command line sets a file aside only at
+    its second strike, read alone. Now a read given up is a strike: the resume reads the file again, alone, and
+    a second read given up sets it aside (its stored `timeout` kept, the file not read again)."""
+    from aiidetect import api, crashguard
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "hang", "slow", "z"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    real = DecodeStage.__call__
+    reads: list[tuple[str, list[str]]] = []
+
+    def decode(self, path, index, expect=None):
+        name = os.path.basename(path)
+        if name in ("hang.png", "slow.png"):
+            reads.append((name, [os.path.basename(p) for p in crashguard.reads_in_flight()]))
+            if name == "hang.png" or sum(n == name for n, _ in reads) == 1:  # slow.png: its first read only
+                release.wait(30)  # the test's bound, never reached when it works
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    db = tmp_path / "runs.db"
+    opts = dict(detectors="metadata", cache=False, workers=2, batch_size=1, file_timeout=0.2, db=db,
+                include=["*.png"])
+    runs = []
+    try:
+        for run in range(3):
+            for name in ("a.png", "z.png"):  # changed: read again beside the struck files, which must wait for them
+                os.utime(tmp_path / name, ns=(10**18 + run, 10**18 + run))
+            before = len(reads)
+            recs = list(api.scan(tmp_path, **opts))
+            with sqlite3.connect(db) as c:
+                strikes = sorted((os.path.basename(p), n) for p, n in c.execute("SELECT path, strikes FROM crashes"))
+            runs.append(([(os.path.basename(r.file), r.error.code if r.error else None) for r in recs], strikes,
+                         sorted(reads[before:])))  # two decode workers: either struck file may be read first
+            hang_said = recs[1].error.message
+    finally:
+        release.set()
+    files = ["a.png", "hang.png", "slow.png", "z.png"]
+    assert runs[0][:2] == (list(zip(files, [None, "timeout", "timeout", None])), [("hang.png", 1), ("slow.png", 1)])
+    # the resume reads both again, each alone (no other file's read beside it); slow.png is its own now
+    assert runs[1] == (list(zip(files, [None, "timeout", None, None])), [("hang.png", 2)],
+                       [("hang.png", ["hang.png"]), ("slow.png", ["slow.png"])])
+    assert runs[2] == (runs[1][0], [("hang.png", 2)], [])  # set aside: its stored record, no read
+    assert "set aside (two strikes)" in hang_said
+
+
 def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path, monkeypatch):
     """Each read given up leaves its thread and what it read behind: a share that does not answer would leave
     one per file. Past crashguard.GIVEN_UP_MAX still running the scan stops (ScanError), once the records of
-    those files are out, so that a resume with db goes on after them rather than meeting them again."""
+    those files are out. With db each read given up is a strike: a resume reads each of those files once more,
+    alone, stops there again when they all run out of time again (their second strike sets them aside), and
+    the resume after it goes on past them rather than meeting them again."""
     from aiidetect import api, crashguard
 
     names = ["a"] + [f"hang{i}" for i in range(crashguard.GIVEN_UP_MAX + 1)] + ["z"]
@@ -480,17 +531,27 @@ def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path,
     db = tmp_path / "runs.db"
     opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.2, db=db,
                 include=["*.png"])
-    recs: list = []
+    hung = [(f"{n}.png", "timeout") for n in names[1:-1]]
+
+    def strikes():
+        with sqlite3.connect(db) as c:
+            return sorted((os.path.basename(p), n) for p, n in c.execute("SELECT path, strikes FROM crashes"))
+
+    runs: list = []
     try:
-        with pytest.raises(api.ScanError, match="the scan stops: 3 reads ran past file_timeout") as stop:
-            for rec in api.scan(tmp_path, **opts):
-                recs.append((os.path.basename(rec.file), rec.error.code if rec.error else None))
-        assert recs == [("a.png", None)] + [(f"{n}.png", "timeout") for n in names[1:-1]]
-        assert all(f"{n}.png" in str(stop.value) for n in names[1:-1])
+        for _ in range(2):
+            recs: list = []
+            with pytest.raises(api.ScanError, match="the scan stops: 3 reads ran past file_timeout") as stop:
+                for rec in api.scan(tmp_path, **opts):
+                    recs.append((os.path.basename(rec.file), rec.error.code if rec.error else None))
+            assert all(f"{n}.png" in str(stop.value) for n in names[1:-1])
+            runs.append((recs, strikes()))
         again = [(os.path.basename(r.file), r.error.code if r.error else None) for r in api.scan(tmp_path, **opts)]
     finally:
         release.set()
-    assert again == recs + [("z.png", None)]
+    assert runs == [([("a.png", None)] + hung, [(n, 1) for n, _ in hung]),
+                    ([("a.png", None)] + hung, [(n, 2) for n, _ in hung])]
+    assert again == [("a.png", None)] + hung + [("z.png", None)]
 
 
 _LIBRARY_HOST_FREEZES_ON_HANG = """

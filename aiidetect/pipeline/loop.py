@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import ReadsStuck, ReadTimedOut, in_flight
+from ..crashguard import STRIKES_TO_REFUSE, ReadsStuck, ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -116,10 +116,10 @@ class Pipeline:
                 try:
                     s = deadline.run(c.path, lambda: self.decoding(c.path, index, c.ident))
                 except ReadTimedOut as late:
-                    rec = Record(file=c.path).set_error("timeout", (
-                        f"its read and decode ran past file_timeout ({deadline.seconds:g} s; {late.took:.1f} s "
-                        "when given up): a decoder stuck on it or a filesystem that does not answer; the read was "
-                        "abandoned and the scan went on (its thread runs until the read returns)"))
+                    # A strike, as the command line's deadline gives one (by ending the process): one slow read
+                    # on a loaded machine must not set a legitimate file aside for good.
+                    struck = guard.timed_out(c.path) if guard is not None else None
+                    rec = Record(file=c.path).set_error("timeout", timeout_message(deadline.seconds, late.took, struck))
                     s = Sample(index=index, path=c.path, record=rec)
                     if late.stop is not None:
                         self._stops.append((index, late.stop))  # from a decode thread: one append, no lock
@@ -223,6 +223,22 @@ class Pipeline:
 
     def count(self, rec: Record) -> None:
         self.stats.count(rec)
+
+
+def timeout_message(seconds: float, took: float, strikes: int | None) -> str:
+    """The `timeout` record of a read given up past file_timeout; `strikes`: the file's in the results store now
+    (None without one)."""
+    why = (f"its read and decode ran past file_timeout ({seconds:g} s; {took:.1f} s when given up): a decoder stuck "
+           "on it, a filesystem that does not answer, or a machine too loaded to read it in time; the read was "
+           "abandoned and the scan went on (its thread runs until the read returns)")
+    if strikes is None:
+        return why
+    if strikes < STRIKES_TO_REFUSE:
+        return (f"{why}. The results store counts it (a strike): its next scan (a resume) reads this file "
+                "again, alone, and sets it aside if that read runs past the deadline too")
+    return (f"{why}. It was read alone, an earlier run of the results store having given it up (or ended) while "
+            "reading it too: set aside (two strikes), the store does not read it again until it changes or is "
+            "`touch`ed")
 
 
 def run_detectors(paths: Iterable[str], detectors: Sequence[Detector], batch_size: int = 16, workers: int = 2,
