@@ -182,6 +182,11 @@ def test_results_store_failed_and_verdict_filters(broken, tmp_path):
     ai = names("export", "--verdict", "ai")
     assert set(ai) == {"a-sd.png"}
     _decided(ai["a-sd.png"])
+    # summary's folder row counts the decided file under its verdict and under error, as --verdict error
+    # selects it (its error column counted only verdict "error": 1 where `failed` lists 2)
+    out = run("results", "summary", "--db", db, "-f", "json")
+    folder, = json.loads(out.stdout)["folders"]
+    assert (folder["files"], folder["ai-generated"], folder["error"]) == (2, 1, 2), folder
 
 
 def test_a_signed_c2pa_declaration_decides_a_file_over_the_pixel_limit(tmp_path):
