@@ -1027,14 +1027,14 @@ def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = Tru
 
 
 def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None,
-                ident: tuple[int, int] | None = None) -> dict:
+                ident: tuple[int, int] | None = None, max_pixels: int | None = None) -> dict:
     """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
     C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
     read is a report with an error, never an exception. `ident`: the (st_dev, st_ino) discovery
-    saw at `path` (a Candidate's); another file found there is not read."""
-    from .decode import DecodeFailure, identify, read_bytes
-    from .metadata.detector import result_from_evidence
-    from .provenance import analyze
+    saw at `path` (a Candidate's); another file found there is not read. `max_pixels`: scan's
+    --max-pixels; pixels it would refuse get no watermark check, as in scan (metadata.detector.provenance)."""
+    from .decode import DecodeFailure, DecodeLimits, identify, read_bytes
+    from .metadata.detector import file_provenance, result_from_evidence
     from .report.safe import display_path, path_bytes_b64
 
     watermark = _choice(watermark, Watermark, "--watermark")
@@ -1051,7 +1051,8 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
         identify(data)
     except DecodeFailure as exc:
         return {**empty, "error": {"code": exc.code, "message": exc.message}}
-    rep = analyze(data, path, options={"watermark": watermark})
+    limits = DecodeLimits() if max_pixels is None else DecodeLimits(max_pixels=max_pixels)
+    rep = file_provenance(data, path, {"watermark": watermark}, limits)
     res = result_from_evidence(rep.evidence)
     d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
     d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
@@ -1060,9 +1061,11 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
     return d
 
 
-def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True) -> list[dict]:
+def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True,
+                 max_pixels: int | None = None) -> list[dict]:
     """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
-    return [meta_report(c.path, watermark, c.error, c.ident) for c in meta_candidates(paths, recursive=recursive)]
+    return [meta_report(c.path, watermark, c.error, c.ident, max_pixels)
+            for c in meta_candidates(paths, recursive=recursive)]
 
 
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",

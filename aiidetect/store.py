@@ -981,9 +981,12 @@ class ResultsStore:
                                              run_ids).fetchall())
             errors = dict(self._db.execute(f"SELECT error_code, COUNT(*) FROM results WHERE {q} AND error_code "
                                            "IS NOT NULL GROUP BY error_code ORDER BY 2 DESC", run_ids).fetchall())
+            # A folder's `error` counts the records with an error, as `--verdict error` and `failed` select them:
+            # a file whose metadata decided it beside a decode error is under its verdict and under error.
             folders = self._db.execute(
                 f"SELECT folder, COUNT(*), SUM(verdict='ai-generated'), SUM(verdict='uncertain'), "
-                f"SUM(verdict='likely-real'), SUM(verdict='error') FROM results WHERE {q} GROUP BY folder "
+                f"SUM(verdict='likely-real'), SUM(verdict='error' OR error_code IS NOT NULL) FROM results "
+                f"WHERE {q} GROUP BY folder "
                 f"ORDER BY SUM(verdict='ai-generated') DESC, COUNT(*) DESC, folder LIMIT ?",
                 (*run_ids, top_folders)).fetchall()
             n_folders = self._db.execute(f"SELECT COUNT(DISTINCT folder) FROM results WHERE {q}", run_ids).fetchone()[0]

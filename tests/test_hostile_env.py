@@ -193,6 +193,23 @@ def test_a_full_disk_under_the_report_of_a_sweep_into_a_store_says_where_its_rec
     assert [x["file"] for x in jsonl(r.stdout)] == [str(img)] and not out.exists()
 
 
+def test_a_full_disk_under_stdout_of_a_sweep_into_a_store_says_where_its_records_are(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """`scan --db audit.sqlite > run.jsonl` said only that stdout was full, where `-o run.jsonl` named the store."""
+    img = tmp_path / "photo.bmp"
+    img.write_bytes(_bmp((0, 128, 0)))
+    db = tmp_path / "audit.sqlite"
+    monkeypatch.setattr("sys.stdout", _FullStdout())
+    code = _guarded(monkeypatch, "scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "--db", str(db))
+    assert (code, capsys.readouterr().err) == (2, (
+        f"error: cannot write the report to standard output: No space left on device; the records scanned are in "
+        f"the results store {db}: `aiidetect results export --db {db}` writes them, and the same command resumes "
+        "after them\n"))
+    # the record whose write failed is not stored as done: the same command, to a stdout with room, gives it
+    r = run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "--db", str(db))
+    assert [x["file"] for x in jsonl(r.stdout)] == [str(img)]
+
+
 class _FlushFails(io.StringIO):
     """stdout into a file on a disk that is full by the time its buffer is written out."""
 

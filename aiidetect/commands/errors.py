@@ -254,10 +254,16 @@ def _run_guarded(app) -> None:
     try:
         try:
             app()
-        except SystemExit:
+        except SystemExit as done:
             # What is still buffered is written here, inside the guard: the interpreter's own last flush
             # meets a full disk with "Exception ignored ... OSError" and exit 120.
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except OSError:
+                # A command that failed has said why in its one line (`scan --db ... > FILE` on a full disk:
+                # where its records are); stdout failing again on the way out is not a second error.
+                if done.code != EXIT_ERROR:
+                    raise
             raise
     except SystemExit:
         raise

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, OutputOpt, QuietOpt, RecordFormat, RecordFormatOpt,
-                     Watermark, fail, library_errors)
+from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxPixelsOpt, OutputOpt, QuietOpt, RecordFormat,
+                     RecordFormatOpt, Watermark, fail, library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -112,6 +112,7 @@ def meta(
                                   help="SD invisible watermark check: auto (SD-plausible sizes only) | always | never."),
     output: Optional[Path] = OutputOpt,
     follow_links: bool = FollowLinksOpt,
+    max_pixels: int = MaxPixelsOpt,  # scan's: pixels scan would refuse get no watermark check here either
     quiet: bool = QuietOpt,  # accepted like everywhere else: meta prints nothing on stderr but errors
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
@@ -138,7 +139,7 @@ def meta(
         # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
         nonlocal found
         for c in cands:
-            r = meta_report(c.path, watermark, c.error, c.ident)
+            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels)
             found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
             yield r
 

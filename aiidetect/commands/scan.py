@@ -147,22 +147,28 @@ def scan(
     exit_code = EXIT_OK
     writer = None
 
+    def records_kept(failed) -> None:
+        """A sweep's records are not lost with its report (-o FILE, or stdout `> FILE`): say where they
+        are, once the store has the last. Returns only without --db."""
+        from ..store import StoreError
+
+        if db is None:
+            return
+        try:
+            scanner.close()
+        except StoreError as exc:
+            fail(f"{failed.strerror}; {exc}")
+        fail(f"{failed.strerror}; the records scanned are in the results store {db}: `aiidetect results "
+             f"export --db {db}` writes them, and the same command resumes after them")
+
     def close_output(*exc_info) -> None:
         from ..report.output import OutputWriteFailed
-        from ..store import StoreError
 
         try:
             out_ctx.__exit__(*exc_info)
         except OutputWriteFailed as failed:
-            if db is None:
-                raise
-            # A sweep's records are not lost with its report: say where they are, once the store has the last.
-            try:
-                scanner.close()
-            except StoreError as exc:
-                fail(f"{failed.strerror}; {exc}")
-            fail(f"{failed.strerror}; the records scanned are in the results store {db}: `aiidetect results "
-                 f"export --db {db}` writes them, and the same command resumes after them")
+            records_kept(failed)
+            raise
 
     try:
         if fmt == Format.html:
@@ -216,6 +222,8 @@ def scan(
                 progress.stop()
         stats = pipe.stats.as_dict()
         writer.close(stats)
+        if not output:  # what is still buffered fails here, where the store is still named, not at exit
+            stream.flush()
     except BrokenPipeError:
         # `aiidetect scan ... | head`: the reader left; that is not our error.
         from .errors import reader_left
@@ -235,8 +243,11 @@ def scan(
             # the records so far; the exit code (130, 2) says the run did not finish.
             with contextlib.suppress(Exception):
                 writer.abort()
+        from ..report.output import OutputWriteFailed
         from ..store import StoreError
 
+        if isinstance(exc, OutputWriteFailed):  # stdout on a full disk (`scan --db ... > FILE`)
+            records_kept(exc)
         # A full disk under --db, a failing Ray cluster: what happened and what is kept, in one line.
         if isinstance(exc, (StoreError, ScanError)):
             fail(str(exc))

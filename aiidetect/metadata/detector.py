@@ -36,17 +36,12 @@ class MetadataDetector(Detector):
         if not data:
             return DetectorResult.unavailable("file bytes not available to the metadata detector")
         rec = getattr(sample, "record", None)
-        # Pixels the scan could not (or by its limits would not) decode are not decoded a second time for the
-        # watermark check: such a file has no watermark evidence, which keeps its verdict on what was read.
-        skip_watermark = self.reads_image and rec is not None and rec.error is not None
-        options = {**self.options, "watermark": "never"} if skip_watermark else self.options
         try:
-            rep = analyze(data, getattr(sample, "path", ""), image=getattr(sample, "image", None),
-                          info=getattr(sample, "info", None) or {}, options=options)
+            rep = provenance(data, getattr(sample, "path", ""), self.options, image=getattr(sample, "image", None),
+                             info=getattr(sample, "info", None) or {},
+                             refused=rec.error.code if rec is not None and rec.error is not None else None)
         except Exception as exc:  # noqa: BLE001 - analyze already catches; belt and braces for one file
             return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
-        if skip_watermark:
-            rep.facts["watermark"] = {"checked": False, "reason": f"the pixels could not be decoded ({rec.error.code})"}
         return result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
                                     errors=rep.errors)
 
@@ -69,6 +64,42 @@ class MetadataDetector(Detector):
             except md.PackageNotFoundError:
                 libs[dist] = None
         return {"family": self.family, "options": self.options, "libs": libs}
+
+
+def provenance(data: bytes, path: str, options: dict[str, Any], image=None, info: dict | None = None,
+               refused: str | None = None):
+    """provenance.analyze under the rule `scan` and `meta` share: pixels the decoder refused (`refused`, its
+    error code: over --max-pixels, truncated, corrupt) are not decoded a second time for the watermark check.
+    Such a file has no watermark evidence, which keeps its verdict on what was read (docs/schema.md)."""
+    from ..provenance import analyze
+
+    skip = refused is not None and options.get("watermark", "auto") != "never"
+    rep = analyze(data, path, image=image, info=info or {},
+                  options={**options, "watermark": "never"} if skip else options)
+    if skip:
+        rep.facts["watermark"] = {"checked": False, "reason": f"the pixels could not be decoded ({refused})"}
+    return rep
+
+
+def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None):
+    """`aiidetect meta`'s report of one file's bytes: when the watermark check would read the pixels, they
+    are decoded as `scan` decodes them (the same checks, --max-pixels), and a refusal is `provenance`'s
+    `refused`, so `meta` finds no watermark where `scan` would say `error`. Other files decode nothing."""
+    from ..decode import DecodeFailure, decode_bytes, open_image
+    from ..provenance import watermark_reads_pixels
+
+    image = info = refused = None
+    try:
+        with open_image(data) as im:   # the header's size: what the check decides on
+            size = im.size
+    except Exception:  # noqa: BLE001 - a header Pillow cannot open: the check reads no pixels either
+        size = None
+    if size and watermark_reads_pixels(options.get("watermark", "auto"), *size):
+        try:
+            image, info = decode_bytes(data, limits)
+        except DecodeFailure as exc:
+            refused = exc.code
+    return provenance(data, path, options, image=image, info=info, refused=refused)
 
 
 def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:

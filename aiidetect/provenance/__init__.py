@@ -569,16 +569,23 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     return f
 
 
+WATERMARK_MAX_PIXELS = 40_000_000
+
+
+def watermark_reads_pixels(mode: str, w: int, h: int) -> bool:
+    """Whether the watermark check decodes a w x h image's pixels (`meta` decodes them only then)."""
+    return (mode != "never" and w > 0 and h > 0 and w * h <= WATERMARK_MAX_PIXELS
+            and (mode != "auto" or watermark.plausible_size(w, h)))
+
+
 def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict) -> None:
     mode = opts.get("watermark", "auto")
     w, h = rep.width or 0, rep.height or 0
     if mode == "never" or not w or not h:
         return
-    if mode == "auto" and not watermark.plausible_size(w, h):
-        rep.facts["watermark"] = {"checked": False, "reason": f"{w}x{h} is not a Stable Diffusion output size"}
-        return
-    if w * h > 40_000_000:
-        rep.facts["watermark"] = {"checked": False, "reason": "over 40 MP"}
+    if not watermark_reads_pixels(mode, w, h):
+        rep.facts["watermark"] = {"checked": False, "reason": f"{w}x{h} is not a Stable Diffusion output size"
+                                  if mode == "auto" and not watermark.plausible_size(w, h) else "over 40 MP"}
         return
     try:
         rgb = _pixels(data, image, info, w, h)
@@ -628,7 +635,7 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
 
     with quiet_warnings():
         with open_image(data) as im:
-            if im.size[0] * im.size[1] > 40_000_000:
+            if im.size[0] * im.size[1] > WATERMARK_MAX_PIXELS:
                 raise ValueError("too large")
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
                 im.load()

@@ -23,8 +23,9 @@ folder means the same thing to both. Supported (auto-detected per argument):
 - a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
   to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
-  left out. Any other label, a row without a file, or a file listed twice is
-  a ValueError naming the lines: a row dropped in silence changes the numbers.
+  left out. Any other label, a row without a file, or a file listed again with
+  the other label is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
 One image given twice is found in every layout and across the sources given together, by one rule
@@ -501,10 +502,12 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                 key = os.path.normpath(path)
                 if key in seen:
                     first, y0 = seen[key]
-                    bad.append(f"line {line}: {name} again (first on line {first}"
-                               + (", with the other label)" if y0 != y else ")"))
-                    continue
-                seen[key] = (line, y)
+                    if y0 != y:
+                        bad.append(f"line {line}: {name} again (first on line {first}, with the other label)")
+                        continue
+                    # With its label again it is kept here, as a folder given twice is: drop_copies uses it
+                    # once and the note says "(given twice)".
+                seen.setdefault(key, (line, y))
                 out.append(Item(path, y, "real" if y == 0 else gen, sub))
         except UnicodeDecodeError as exc:  # decoded a buffer ahead of the reader: no line to name
             raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from None
@@ -514,7 +517,7 @@ def _from_manifest(csv_path: Path) -> list[Item]:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "
                          f"Labels: {', '.join(REAL_LABELS)} (real), {', '.join(AI_LABELS)} (AI), "
-                         f"{', '.join(UNLABELLED)} (row left out); each file once")
+                         f"{', '.join(UNLABELLED)} (row left out); each file with one label")
     # Paths written relative to the current folder instead of the CSV's all
     # miss, and the run "finished" with every image unreadable and exit 0.
     # Stops at the first file that exists: a good manifest costs one stat.

@@ -182,6 +182,11 @@ def test_results_store_failed_and_verdict_filters(broken, tmp_path):
     ai = names("export", "--verdict", "ai")
     assert set(ai) == {"a-sd.png"}
     _decided(ai["a-sd.png"])
+    # summary's folder row counts the decided file under its verdict and under error, as --verdict error
+    # selects it (its error column counted only verdict "error": 1 where `failed` lists 2)
+    out = run("results", "summary", "--db", db, "-f", "json")
+    folder, = json.loads(out.stdout)["folders"]
+    assert (folder["files"], folder["ai-generated"], folder["error"]) == (2, 1, 2), folder
 
 
 def test_a_signed_c2pa_declaration_decides_a_file_over_the_pixel_limit(tmp_path):
@@ -198,3 +203,25 @@ def test_a_signed_c2pa_declaration_decides_a_file_over_the_pixel_limit(tmp_path)
     assert (rec["verdict"], rec["error"]["code"]) == ("ai-generated", "too-large")
     assert rec["reasons"][0] == "the pixels could not be read (too-large); the metadata alone decides"
     assert any("c2pa.ai-generated" in x and "[decisive]" in x for x in rec["reasons"])
+
+
+def test_meta_and_scan_agree_on_pixels_the_decoder_refuses(tmp_path, monkeypatch):
+    """`meta` decoded the pixels `scan --max-pixels` refused (and a truncated file's, where Pillow could) for
+    the watermark check: a match made `meta` exit 1 where `scan` said `error`. Now one rule for both."""
+    from types import SimpleNamespace
+
+    from aiidetect.provenance import watermark
+    from aiidetect.testing.images import noise_rgb
+
+    monkeypatch.setattr(watermark, "detect", lambda rgb: [SimpleNamespace(
+        pattern="StableDiffusionV1", agreement=1.0, order="bgr", matched=True, threshold=0.85)])
+    p = tmp_path / "wm.png"
+    noise_rgb().save(p)
+    r = run("meta", "-f", "jsonl", "--watermark", "always", "--max-pixels", "100", str(p))
+    rec = jsonl(r.stdout)[0]
+    assert r.returncode == 0, r.stdout
+    assert rec["facts"]["watermark"] == {"checked": False, "reason": "the pixels could not be decoded (too-large)"}
+    assert not [e for e in rec["evidence"] if e["id"] == "watermark.match"]
+    # under the default limit the (faked) match is found, as scan finds it
+    r = run("meta", "-f", "jsonl", "--watermark", "always", str(p))
+    assert r.returncode == 1 and jsonl(r.stdout)[0]["facts"]["watermark"]["checked"] is True

@@ -218,7 +218,8 @@ def test_manifest_spellings_bom_crlf_and_quoted_names(tmp_path):
     ("file,label\na.png,real\nb.png,\n", "line 3: label ''"),
     ("file,label\na.png,real\n,ai\n", "line 3: no file"),
     ("file,label\na.png,real\nb.png,ai\n./a.png,ai\n", "line 4: ./a.png again (first on line 2, with the other label)"),
-    ("file,label\na.png,real\na.png,real\n", "line 3: a.png again (first on line 2)"),
+    ("file,label\na.png,real\nb.png,ai\na.png,real\n./b.png,real\n",
+     "1 row(s) cannot be used: line 5: ./b.png again (first on line 3, with the other label)"),
     ("path,label\na.png,real\n", "a manifest needs 'file' and 'label' columns"),
     ("file,label\n\"a.png,real\nb.png,ai\n", "line 3: no label"),                  # an unterminated quote
     ('file,label\n"' + "a" * 200_000 + '",real\n', "line 2: field larger than field limit"),
@@ -234,6 +235,19 @@ def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text,
     with pytest.raises(ValueError) as exc:
         load_items([_manifest(tmp_path, text)])
     assert says in str(exc.value)
+
+
+def test_a_manifest_row_given_twice_with_its_label_is_used_once_as_a_folder_given_twice(tmp_path):
+    """A manifest listing a file twice with one label stopped the run (exit 2), where a folder given twice
+    is used once with a note: one rule for both (drop_copies)."""
+    from aiidetect.train.data import LeftOut
+
+    stats = LeftOut()
+    m = _manifest(tmp_path, "file,label\na.png,real\nb.png,ai\n./a.png,real\nb.png,ai\n")
+    items = load_items([m], link_stats=stats)
+    assert [(Path(i.path).name, i.label) for i in items] == [("a.png", 0), ("b.png", 1)]
+    assert stats.copies == [(str(tmp_path / "a.png"),) * 2, (str(tmp_path / "b.png"),) * 2]
+    assert f"{tmp_path / 'a.png'} (given twice)" in stats.note()
 
 
 def test_an_image_from_two_data_sources_is_counted_once(tmp_path):
