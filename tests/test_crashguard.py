@@ -546,6 +546,9 @@ def test_a_resume_with_no_file_timeout_keeps_a_timeout_with_one_strike(tmp_path,
     finally:
         release.set()
     del reads[:]
+    kept = list(api.scan(tmp_path, **opts))[1].error.message
+    assert "its next scan with a file_timeout (a resume) reads this file again, alone" in kept
+    assert reads == []  # neither read: a.png resumed, hang.png's record kept
     assert codes() == [("a.png", None), ("hang.png", "timeout")]
     assert reads == []  # neither read: a.png resumed, hang.png's record kept
     assert codes(file_timeout=30) == [("a.png", None), ("hang.png", None)]  # with a deadline: read again, alone
