@@ -700,6 +700,9 @@ class Scanner:
             session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
                 pipe.prior = session.prior
+                o = self.options
+                session.reads_timed = bool(FILE_TIMEOUT if o.file_timeout is None and o.engine == "ray"
+                                           else o.file_timeout)
                 # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
                 # but asks it which files are set aside, and gives it the files whose worker died.
                 pipe.guard = session.guard_reads()

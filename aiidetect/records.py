@@ -30,7 +30,8 @@ ERROR_CODES = (
     "bad-stored-record",   # `results export`: a results-store row whose record cannot be read
     "crashed",             # it ended the process reading it (crashguard; a Ray worker each try); not read again
     "timeout",             # its Ray task ran past --file-timeout with no other file in it, or its local read
-                           # through the library was given up past file_timeout; not read again (--db)
+                           # through the library was given up past file_timeout; not read again (--db), but for
+                           # a library read given up once: read again alone by a resume with a deadline (crashguard)
 )
 
 # Errors that leave the file's bytes read but its pixels unread: a record with one of these still gets the

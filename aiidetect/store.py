@@ -1178,6 +1178,9 @@ class StoreSession:
         self.crashed = sorted({s.key for s in found})
         self.session_id = store.start_session(run_id, shard, engine, argv)
         self.guard = None  # set by guard_reads() for an engine that reads here
+        # Do this session's reads have a deadline (a file_timeout)? Only then is a stored `timeout` with one strike
+        # read again (_struck_once): read with no limit, the file that hung would hang this scan for good.
+        self.reads_timed = False
         # A run with no rows yet has nothing to resume: skip one lookup per file.
         self._nothing_stored = store.run_is_empty(run_id)
         self._stat: dict[str, _Pending] = {}      # path -> stat taken before reading: in-flight files only
@@ -1215,10 +1218,11 @@ class StoreSession:
     def _struck_once(self, key: str, st: os.stat_result) -> bool:
         """Has this unchanged file fewer strikes than set it aside, and one at least (crashguard)? A `timeout`
         record with no strike (its store's folder took no lock, or an older version stored it) stays as it is:
-        with no strike to add, a file that hangs would be read, and given up, on every resume."""
+        with no strike to add, a file that hangs would be read, and given up, on every resume. So does one met by a
+        session whose reads have no deadline (reads_timed): nothing would give that read up."""
         from .crashguard import STRIKES_TO_REFUSE, Seen
 
-        if self.guard is None:
+        if self.guard is None or not self.reads_timed:
             return False
         return 0 < self.guard.count(Seen(key, st.st_size, st.st_mtime_ns)) < STRIKES_TO_REFUSE
 

@@ -515,6 +515,46 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
     assert "set aside (two strikes)" in hang_said
 
 
+def test_a_resume_with_no_file_timeout_keeps_a_timeout_with_one_strike(tmp_path, monkeypatch):
+    """A stored `timeout` with one strike is read again only by a scan whose reads have a deadline: the store knows
+    the file hung once, and a resume without file_timeout (the local library default) would hang on it for good,
+    where it used to keep the record."""
+    from aiidetect import api
+    from aiidetect.pipeline.stages import DecodeStage
+
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release = threading.Event()
+    real = DecodeStage.__call__
+    reads: list[str] = []
+
+    def decode(self, path, index, expect=None):
+        reads.append(os.path.basename(path))
+        if os.path.basename(path) == "hang.png" and reads.count("hang.png") == 1:
+            release.wait(30)  # the test's bound, never reached when it works
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, db=tmp_path / "runs.db",
+                include=["*.png"])
+
+    def codes(**more):
+        return [(os.path.basename(r.file), r.error.code if r.error else None)
+                for r in api.scan(tmp_path, **opts, **more)]
+    try:
+        assert codes(file_timeout=0.2) == [("a.png", None), ("hang.png", "timeout")]
+    finally:
+        release.set()
+    del reads[:]
+    kept = list(api.scan(tmp_path, **opts))[1].error.message
+    assert "its next scan with a file_timeout (a resume) reads this file again, alone" in kept
+    assert reads == []  # neither read: a.png resumed, hang.png's record kept
+    assert codes() == [("a.png", None), ("hang.png", "timeout")]
+    assert reads == []  # neither read: a.png resumed, hang.png's record kept
+    assert codes(file_timeout=30) == [("a.png", None), ("hang.png", None)]  # with a deadline: read again, alone
+    assert reads == ["hang.png"]
+
+
 def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path, monkeypatch):
     """Each read given up leaves its thread and what it read behind: a share that does not answer would leave
     one per file. Past crashguard.GIVEN_UP_MAX still running the scan stops (ScanError), once the records of

@@ -234,8 +234,8 @@ def timeout_message(seconds: float, took: float, strikes: int | None) -> str:
     if strikes is None:
         return why
     if strikes < STRIKES_TO_REFUSE:
-        return (f"{why}. The results store counts it (a strike): its next scan (a resume) reads this file "
-                "again, alone, and sets it aside if that read runs past the deadline too")
+        return (f"{why}. The results store counts it (a strike): its next scan with a file_timeout (a resume) "
+                "reads this file again, alone, and sets it aside if that read runs past the deadline too")
     return (f"{why}. It was read alone, an earlier run of the results store having given it up (or ended) while "
             "reading it too: set aside (two strikes), the store does not read it again until it changes or is "
             "`touch`ed")
