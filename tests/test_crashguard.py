@@ -490,7 +490,7 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
 
     monkeypatch.setattr(DecodeStage, "__call__", decode)
     db = tmp_path / "runs.db"
-    opts = dict(detectors="metadata", cache=False, workers=2, batch_size=1, file_timeout=0.2, db=db,
+    opts = dict(detectors="metadata", cache=False, workers=2, batch_size=1, file_timeout=0.5, db=db,
                 include=["*.png"])
     runs = []
     try:
@@ -542,7 +542,7 @@ def test_a_resume_with_no_file_timeout_keeps_a_timeout_with_one_strike(tmp_path,
         return [(os.path.basename(r.file), r.error.code if r.error else None)
                 for r in api.scan(tmp_path, **opts, **more)]
     try:
-        assert codes(file_timeout=0.2) == [("a.png", None), ("hang.png", "timeout")]
+        assert codes(file_timeout=0.5) == [("a.png", None), ("hang.png", "timeout")]
     finally:
         release.set()
     del reads[:]
@@ -569,7 +569,7 @@ def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path,
     release = threading.Event()
     _hang_in_budget(monkeypatch, release)
     db = tmp_path / "runs.db"
-    opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.2, db=db,
+    opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.5, db=db,
                 include=["*.png"])
     hung = [(f"{n}.png", "timeout") for n in names[1:-1]]
 
