@@ -122,6 +122,19 @@ def test_error_codes_are_the_documented_ones():
     assert set(ERROR_CODES) == _table_names(_section("## Error codes"))
 
 
+def test_the_verdict_rule_names_every_error_code():
+    """docs/schema.md says which errors leave a file's verdict `error` and which may sit beside `ai-generated`: a
+    code added to records.ERROR_CODES (`changed-while-read`) was left out of that list, and a script author could
+    not tell what verdict its files get."""
+    from aiidetect.records import ERROR_CODES, PIXEL_FAILURES
+
+    para = _section("## Fields")
+    para = para[para.index("`verdict` is `error` only when"):].split("\n\n")[0]
+    named = set(re.findall(r"`([a-z-]+)`", para))
+    assert PIXEL_FAILURES <= named
+    assert not set(ERROR_CODES) - named, set(ERROR_CODES) - named
+
+
 def test_the_example_record_parses_and_has_every_field():
     import json
 
