@@ -122,6 +122,19 @@ def test_error_codes_are_the_documented_ones():
     assert set(ERROR_CODES) == _table_names(_section("## Error codes"))
 
 
+def test_the_verdict_rule_names_every_error_code():
+    """docs/schema.md says which errors leave a file's verdict `error` and which may sit beside `ai-generated`: a
+    code added to records.ERROR_CODES (`changed-while-read`) was left out of that list, and a script author could
+    not tell what verdict its files get."""
+    from aiidetect.records import ERROR_CODES, PIXEL_FAILURES
+
+    para = _section("## Fields")
+    para = para[para.index("`verdict` is `error` only when"):].split("\n\n")[0]
+    named = set(re.findall(r"`([a-z-]+)`", para))
+    assert PIXEL_FAILURES <= named
+    assert not set(ERROR_CODES) - named, set(ERROR_CODES) - named
+
+
 def test_the_example_record_parses_and_has_every_field():
     import json
 
@@ -130,3 +143,38 @@ def test_the_example_record_parses_and_has_every_field():
     block = SCHEMA.read_text(encoding="utf-8").split("```json\n", 1)[1].split("```", 1)[0]
     example = json.loads(block)
     assert list(example) == list(Record(file="x").to_dict())
+
+
+_UNITS = {None: 1, "KiB": 1024, "MiB": 1024 ** 2, "Mi": 1024 ** 2, "M": 1_000_000, "s": 1}
+_CONST_MODULES = {"limits": "aiidetect.limits", "tiffguard": "aiidetect.provenance.tiffguard",
+                  "xmp": "aiidetect.provenance.xmp", "containers": "aiidetect.provenance.containers",
+                  "preprocess": "aiidetect.preprocess", "decode": "aiidetect.decode"}
+
+
+def test_limits_table_numbers_are_the_constants_they_name():
+    """Each cell of the limits table that names a constant (`limits.PNG_MAX_CHUNKS`) gives its value just before
+    the name: that number must be the constant's, so that a cap changed in code is not left documented at its
+    old value."""
+    import importlib
+
+    section = _section("## Limits")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    ref = re.compile(r"`(" + "|".join(_CONST_MODULES) + r")\.([A-Z][A-Z0-9_]+)`")
+    number = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)(?:\s*(KiB|MiB|Mi|M|s)\b)?")
+    checked, wrong = 0, []
+    for row in rows:
+        for cell in row.split(" | ")[1:2]:  # the value column
+            prev = 0
+            for m in ref.finditer(cell):
+                nums = list(number.finditer(cell, prev, m.start()))
+                prev = m.end()
+                if not nums:
+                    continue
+                n = nums[-1]
+                doc = float(n.group(1).replace(",", "")) * _UNITS[n.group(2)]
+                value = getattr(importlib.import_module(_CONST_MODULES[m.group(1)]), m.group(2))
+                checked += 1
+                if doc != value:
+                    wrong.append(f"{m.group(1)}.{m.group(2)}: the doc says {n.group(0)}, the code {value}")
+    assert checked >= 15, checked
+    assert not wrong, "\n".join(wrong)

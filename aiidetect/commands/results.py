@@ -154,8 +154,8 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
            fmt: ExportFormat = ReportFormatOpt,
            verdict: Optional[List[str]] = typer.Option(None, "--verdict",
                                                        help="Only these verdicts: ai, uncertain, real, error "
-                                                            "(comma-separated or repeated); error: every record "
-                                                            "with an error."),
+                                                            "(or ai-generated, likely-real; comma-separated or "
+                                                            "repeated); error: every record with an error."),
            fail_on_any: bool = typer.Option(False, "--fail-on-any", help="Exit 1 when at least one record is exported."),
            quiet: bool = QuietOpt):
     """The stored records, exactly as `scan` printed them, or the HTML report of them.
@@ -261,7 +261,10 @@ def parquet(db: Path = DbOpt, out: Path = typer.Option(..., "--output", "-o", he
 
 
 def failed(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt, quiet: bool = QuietOpt):
-    """The files that could not be scanned, and why (error code and message).
+    """The files with an error, and why (error code and message).
+
+    Those that could not be scanned, and those whose pixels could not be read but whose metadata decided
+    them ai-generated (docs/schema.md "Fields").
 
     `file_bytes` holds the exact name (base64) when it is not UTF-8, as in scan's records.
 

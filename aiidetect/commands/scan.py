@@ -78,7 +78,8 @@ def scan(
 
     Example: aiidetect scan photos/ --format html -o report.html --heatmaps ai,uncertain
 
-    Exit codes: 0 scan done; 1 a --fail-on verdict matched; 2 usage or fatal error.
+    Exit codes: 0 scan done; 1 a --fail-on verdict matched; 2 usage or fatal error; 130, 143, 129 stopped by
+    Ctrl-C, SIGTERM, SIGHUP; 137 killed by the --file-timeout watchdog when a decoder froze the interpreter.
 
     Examples: aiidetect scan photos/ -f jsonl -o report.jsonl; aiidetect scan a.jpg --fusion none --fail-on ai
     """
