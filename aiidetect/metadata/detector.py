@@ -30,8 +30,6 @@ class MetadataDetector(Detector):
         return [self.predict_one(s) for s in samples]
 
     def predict_one(self, sample) -> DetectorResult:
-        from ..provenance import analyze
-
         data = getattr(sample, "data", None)
         if not data:
             return DetectorResult.unavailable("file bytes not available to the metadata detector")
