@@ -297,14 +297,15 @@ def test_optimize_usage_errors_exit_2(tmp_path, dev_dir, monkeypatch):
     # An option's value is refused before the images folder is walked (an auditor's archive can take
     # minutes to list); without the command's own --tolerance check the library's refused it only after.
     monkeypatch.setattr(oe, "image_paths", lambda *a, **k: walked.append(a) or real_image_paths(*a, **k))
-    images = ("--images", str(dev_dir))
+    # --weights-dir replaces the default folders: the repository's shipped head is not there to be found
+    images = ("--images", str(dev_dir), "--weights-dir", str(tmp_path / "empty"))
     for args, says, walks in (
             (("optimize", *BB), "optimize needs --images DIR", False),
             (("optimize", "--images", str(tmp_path / "nope"), *BB), "nope is not a folder", False),
             (("optimize", *images, "--tolerance", "2", *BB), "--tolerance is a share of files", False),
             (("optimize", *images, "--max-delta-p", "2", *BB), "--max-delta-p is a probability", False),
             (("optimize", *images, "--candidates", "fp8", *BB), "--candidates takes bfloat16 and/or int8", False),
-            (("optimize", *images, *BB), "no trained", True),
+            (("optimize", *images, *BB), "no trained linear, mpft, flow head in the weights folders", True),
             (("optimize", "--show", *BB), "no stored decision", False)):
         walked.clear()
         # the first as a user runs it; the rest are what the command decides, in-process (each new
