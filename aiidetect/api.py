@@ -673,7 +673,12 @@ class Scanner:
             from .engines import ray as ray_engine
 
             try:
-                ray_engine.connect(o.address, quiet=o.quiet)
+                if o.db is not None:
+                    # Every file may be resumed from the store: Ray is started or joined only when a file
+                    # has to be sent (engines/ray.py); an address nothing answers on still fails here.
+                    ray_engine.preflight(o.address)
+                else:
+                    ray_engine.connect(o.address, quiet=o.quiet)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
 

@@ -531,12 +531,66 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     task's deadline (task_deadline, --file-timeout); None or 0: no deadline."""
     _settings()
     ray = _import_ray()
-    _connect(ray, address, quiet)
-    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout)
+    if pipe.prior is None:
+        _connect(ray, address, quiet)
+    # With a results store every file may be resumed from it: the cluster is reached when the first file
+    # must be sent, so a fully resumed run starts no local Ray instance (tens of seconds, a few hundred MB
+    # of processes, for nothing). Its address was already probed (preflight).
+    return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
+                    connect=lambda: _connect(ray, address, quiet))
+
+
+def preflight(address: str | None) -> None:
+    """What `connect` checks in seconds, without starting or joining Ray: the sizing settings, Ray
+    installed, and an address that something answers on as a Ray head (RayUnavailable)."""
+    _settings()
+    ray = _import_ray()
+    if not ray.is_initialized():
+        _probe(address)
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None) -> Iterator[Record]:
+    env = _settings()
+    window = window or int(env["window"] or WINDOW)
+    start = env["task_start"] or TASK_START
+    guard = pipe.guard
+    # The stages are planned on the cluster once, when a file first has to go there.
+    plan = None
+    it = iter(candidates)
+    base = 0
+    while True:
+        chunk = list(itertools.islice(it, window))
+        if not chunk:
+            break
+        todo = []
+        for k, c in enumerate(chunk):
+            done = pipe.prior(c.path) if (pipe.prior is not None and c.error is None) else None
+            refused = guard.refused(c.path) if (done is None and guard is not None and c.error is None) else None
+            if done is not None:
+                # Unchanged since an earlier run: nothing goes to the cluster for it.
+                pipe.stats.resumed += 1
+                pipe.count(done)
+                yield done
+            elif refused is not None:
+                # It ended the process reading it in earlier runs of the store (a worker, or a local scan).
+                rec = Record(file=c.path).set_error("crashed", refused)
+                yield from pipe.complete([Sample(index=base + k, path=c.path, record=rec)])
+            else:
+                todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
+        first = base
+        base += len(chunk)
+        if not todo:
+            continue
+        if plan is None:
+            connect()
+            plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start)
+        stages, cpus = plan
+        yield from _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+
+
+def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):
+    """The Ray Data stages for this scan, sized on the cluster, and its CPU count."""
     from ..pipeline import Pipeline
 
     data_ctx = ray.data.DataContext.get_current()
@@ -573,7 +627,6 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1
     decode = _decode_stage(half, not has_model)
-    start = env["task_start"] or TASK_START
     if file_timeout:
         decode = _with_deadline(decode, not has_model, file_timeout, start)
     if has_model:
@@ -584,84 +637,63 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
                                  "num_gpus": actor_gpus, "max_task_retries": TASK_RETRIES})]
     else:
         stages = [(decode, {"num_cpus": 1, "max_retries": TASK_RETRIES})]
-    window = window or int(env["window"] or WINDOW)
-    # The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
-    # process reading them; a worker that dies costs the driver nothing, so none is read "alone" here.
+    return stages, cpus
+
+
+def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start) -> Iterator[Record]:
+    """The records of one window's files that go to the cluster (`todo`), lost files tried again alone.
+    The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
+    process reading them; a worker that dies costs the driver nothing, so none is read "alone" here."""
     guard = pipe.guard
-    it = iter(candidates)
-    base = 0
-    while True:
-        chunk = list(itertools.islice(it, window))
-        if not chunk:
-            break
-        todo = []
-        for k, c in enumerate(chunk):
-            done = pipe.prior(c.path) if (pipe.prior is not None and c.error is None) else None
-            refused = guard.refused(c.path) if (done is None and guard is not None and c.error is None) else None
-            if done is not None:
-                # Unchanged since an earlier run: nothing goes to the cluster for it.
-                pipe.stats.resumed += 1
-                pipe.count(done)
-                yield done
-            elif refused is not None:
-                # It ended the process reading it in earlier runs of the store (a worker, or a local scan).
-                rec = Record(file=c.path).set_error("crashed", refused)
-                yield from pipe.complete([Sample(index=base + k, path=c.path, record=rec)])
-            else:
-                todo.append({"i": base + k, "cand": pickle.dumps(c, protocol=5)})
-        first = base
-        base += len(chunk)
-        if not todo:
+    returned: set[int] = set()
+    for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
+        if _is_timeout(rec):
+            continue  # its task ran out of time: which of its files did is learnt alone, below
+        returned.add(i)
+        if guard is not None:
+            guard.survived(chunk[i - first].path)
+        pipe.count(rec)
+        yield rec
+    lost = [t for t in todo if t["i"] not in returned]
+    if not lost:
+        return
+    if len(lost) > max(LOST_ALONE, len(todo) // 2):
+        # Most of the window failed: the cluster (a lost node, a model that cannot build), not a file.
+        after = ("the results store keeps the records so far and the same command resumes after them"
+                 if pipe.prior is not None else "with --db a second run would resume after the records so far")
+        raise RayJobFailed(f"Ray tasks failed for {len(lost)} of the {len(todo)} files of this window (see the "
+                           f"Ray log above): the cluster is failing, not one file; {after}")
+    # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
+    # files with it: each is tried again alone, so only such a file is lost, as an error record.
+    again: set[int] = set()
+    late: dict[int, str] = {}
+    for rec, i in _execute(ray, lost, len(lost), stages, 1):
+        if _is_timeout(rec):
+            late[i] = rec.error.message
             continue
-        returned: set[int] = set()
-        for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
-            if _is_timeout(rec):
-                continue  # its task ran out of time: which of its files did is learnt alone, below
-            returned.add(i)
-            if guard is not None:
-                guard.survived(chunk[i - first].path)
-            pipe.count(rec)
-            yield rec
-        lost = [t for t in todo if t["i"] not in returned]
-        if not lost:
-            continue
-        if len(lost) > max(LOST_ALONE, len(todo) // 2):
-            # Most of the window failed: the cluster (a lost node, a model that cannot build), not a file.
-            after = ("the results store keeps the records so far and the same command resumes after them"
-                     if pipe.prior is not None else "with --db a second run would resume after the records so far")
-            raise RayJobFailed(f"Ray tasks failed for {len(lost)} of the {len(todo)} files of this window (see the "
-                               f"Ray log above): the cluster is failing, not one file; {after}")
-        # A file that kills its worker (a decoder crash, memory) or makes its task raise took its block's other
-        # files with it: each is tried again alone, so only such a file is lost, as an error record.
-        again: set[int] = set()
-        late: dict[int, str] = {}
-        for rec, i in _execute(ray, lost, len(lost), stages, 1):
-            if _is_timeout(rec):
-                late[i] = rec.error.message
-                continue
-            again.add(i)
-            if guard is not None:
-                guard.survived(chunk[i - first].path)
-            pipe.count(rec)
-            yield rec
-        for t in lost:
-            if t["i"] in late:
-                # Alone in its task and still past the deadline: the file, not its neighbours. As many strikes
-                # as set it aside, so no later run of the store waits for it again.
-                path = chunk[t["i"] - first].path
-                kept = guard is not None and guard.died(path, STRIKES_TO_REFUSE)
-                deadline = task_deadline(1, file_timeout or 0, start)
-                rec = Record(file=path).set_error(TIMEOUT, _ran_out(deadline, file_timeout or 0, start, kept,
-                                                                    pipe.prior is not None,
-                                                                    model=late[t["i"]] == MODEL_LATE))
-                yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
-            elif t["i"] not in again:
-                # A task that raises returns error records (_decode_stage): a block lost with this file alone in
-                # it, each of its tries, is a worker process that died reading it.
-                path = chunk[t["i"] - first].path
-                kept = guard is not None and guard.died(path, TASK_RETRIES + 1)
-                rec = Record(file=path).set_error("crashed", _died_reading(kept, pipe.prior is not None))
-                yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+        again.add(i)
+        if guard is not None:
+            guard.survived(chunk[i - first].path)
+        pipe.count(rec)
+        yield rec
+    for t in lost:
+        if t["i"] in late:
+            # Alone in its task and still past the deadline: the file, not its neighbours. As many strikes
+            # as set it aside, so no later run of the store waits for it again.
+            path = chunk[t["i"] - first].path
+            kept = guard is not None and guard.died(path, STRIKES_TO_REFUSE)
+            deadline = task_deadline(1, file_timeout or 0, start)
+            rec = Record(file=path).set_error(TIMEOUT, _ran_out(deadline, file_timeout or 0, start, kept,
+                                                                pipe.prior is not None,
+                                                                model=late[t["i"]] == MODEL_LATE))
+            yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
+        elif t["i"] not in again:
+            # A task that raises returns error records (_decode_stage): a block lost with this file alone in
+            # it, each of its tries, is a worker process that died reading it.
+            path = chunk[t["i"] - first].path
+            kept = guard is not None and guard.died(path, TASK_RETRIES + 1)
+            rec = Record(file=path).set_error("crashed", _died_reading(kept, pipe.prior is not None))
+            yield from pipe.complete([Sample(index=t["i"], path=path, record=rec)])
 
 
 def _check_pool(nodes: list[dict], actors: int, actor_cpus: float, actor_gpus: float) -> None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from aiidetect.discover import Candidate
+from conftest import run_cli_in_process
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'aiidetect[ray]')")
 
@@ -897,3 +898,37 @@ def test_the_model_actors_gpu_survives_a_cluster_that_blanks_the_devices_of_acto
     monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_accelerator_ids=lambda: {"GPU": []}))
     utils.set_visible_accelerator_ids()  # as Ray runs it when the actor, with no GPU of its own, starts
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_a_fully_resumed_ray_scan_starts_no_ray(tmp_path, monkeypatch):
+    """`scan --engine ray --db` connected when the scanner opened (with no address: a local Ray instance,
+    tens of seconds and a few hundred MB of processes) even when every file was resumed from the store and
+    nothing went to the cluster. Ray is reached when a file must be sent; a changed file still sends it."""
+    from PIL import Image
+
+    from aiidetect.engines import ray as ray_engine
+
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    fake = _fake_ray()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    connects = []
+    monkeypatch.setattr(ray_engine, "_connect", lambda ray, address, quiet=False: connects.append(address))
+    monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: pytest.fail("connected before knowing what to send"))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("a real Ray instance started"))
+
+    def scan():
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--engine", "ray", "--db",
+                               str(tmp_path / "s.sqlite"), "-f", "jsonl", "-q", "--no-cache",
+                               "--file-timeout", "0")  # no deadline: its remote calls would start a real Ray
+        assert r.returncode == 0, r.stderr
+        return sorted(json.loads(line)["file"].rsplit("/", 1)[1] for line in r.stdout.split("\n") if line.strip())
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.png").rename(tmp_path / "in" / f"{name}.png")
+    assert scan() == ["a.png", "b.png"] and len(connects) == 1       # files to send: Ray reached once
+    assert scan() == ["a.png", "b.png"] and len(connects) == 1       # all resumed: Ray never started
+    Image.new("RGB", (9, 9)).save(tmp_path / "in" / "c.png")
+    assert scan() == ["a.png", "b.png", "c.png"] and len(connects) == 2  # one new file: reached for it

@@ -262,7 +262,11 @@ def test_decision_of_another_cpu_or_head_set_is_ignored(setup, dev_dir, monkeypa
 def test_refused_when_outside_tolerance(setup, dev_dir, tmp_path):
     """Noise added to the int8 graph's float weights pushes verdicts outside tolerance:
     the decision is a refusal, and scan stays on torch and says why."""
-    env = {**setup["env"], "AIIDETECT_CACHE": str(tmp_path / "cache"), "AIIDETECT_OPTIMIZE_TEST_NOISE": "3.0"}
+    # The linear probe alone: the flow head cost a second int8 graph (a third of the run) and the refusal is
+    # not about it; the noise changes 24 of 24 verdicts where the tolerance allows none, far from the limit.
+    shutil.copytree(setup["weights"] / "cli-probe", tmp_path / "weights" / "cli-probe")
+    env = {**setup["env"], "AIIDETECT_WEIGHTS": str(tmp_path / "weights"), "AIIDETECT_CACHE": str(tmp_path / "cache"),
+           "AIIDETECT_OPTIMIZE_TEST_NOISE": "3.0"}
     # in-process: the `setup` fixture runs optimize as a user does; this one is about the decision
     r = run_cli_in_process("optimize", "--images", str(dev_dir), "--limit", str(N), *BB, "--candidates", "int8",
                            "--min-speedup", "0", "--format", "json", env=env)
@@ -280,20 +284,37 @@ def test_refused_when_outside_tolerance(setup, dev_dir, tmp_path):
     assert shown.returncode == 0 and "refused" in shown.stdout
 
 
-def test_optimize_usage_errors_exit_2(tmp_path, dev_dir):
+def test_optimize_usage_errors_exit_2(tmp_path, dev_dir, monkeypatch):
+    """Each usage error is refused by its own check, in its own words. An empty weights folder made
+    every case before "no trained head" end in exit 2 anyway, so asserting the exit code alone still
+    passed with a check removed: each case asserts the message that names its fault."""
+    import aiidetect.onnx_export as oe
+
     env = {"AIIDETECT_WEIGHTS": str(tmp_path / "empty"), "AIIDETECT_CACHE": str(tmp_path / "c")}
     (tmp_path / "empty").mkdir()
-    for args in (("optimize", *BB),                                       # no --images
-                 ("optimize", "--images", str(tmp_path / "nope"), *BB),   # not a folder
-                 ("optimize", "--images", str(dev_dir), "--tolerance", "2", *BB),
-                 ("optimize", "--images", str(dev_dir), "--candidates", "fp8", *BB),
-                 ("optimize", "--images", str(dev_dir), *BB),             # no trained head
-                 ("optimize", "--show", *BB)):                            # nothing stored
+    walked = []
+    real_image_paths = oe.image_paths
+    # An option's value is refused before the images folder is walked (an auditor's archive can take
+    # minutes to list); without the command's own --tolerance check the library's refused it only after.
+    monkeypatch.setattr(oe, "image_paths", lambda *a, **k: walked.append(a) or real_image_paths(*a, **k))
+    # --weights-dir replaces the default folders: the repository's shipped head is not there to be found
+    images = ("--images", str(dev_dir), "--weights-dir", str(tmp_path / "empty"))
+    for args, says, walks in (
+            (("optimize", *BB), "optimize needs --images DIR", False),
+            (("optimize", "--images", str(tmp_path / "nope"), *BB), "nope is not a folder", False),
+            (("optimize", *images, "--tolerance", "2", *BB), "--tolerance is a share of files", False),
+            (("optimize", *images, "--max-delta-p", "2", *BB), "--max-delta-p is a probability", False),
+            (("optimize", *images, "--candidates", "fp8", *BB), "--candidates takes bfloat16 and/or int8", False),
+            (("optimize", *images, *BB), "no trained linear, mpft, flow head in the weights folders", True),
+            (("optimize", "--show", *BB), "no stored decision", False)):
+        walked.clear()
         # the first as a user runs it; the rest are what the command decides, in-process (each new
         # interpreter paid a torch import: ~1.5 s on 2 loaded cores)
         r = (run_cli if args == ("optimize", *BB) else run_cli_in_process)(*args, env=env)
         assert r.returncode == 2, (args, r.stderr)
         assert "error:" in r.stderr and not r.stdout.strip()
+        assert says in " ".join(r.stderr.split()), (args, r.stderr)
+        assert bool(walked) == walks, (args, walked)
 
 
 def test_no_decision_leaves_scan_alone(tmp_path, monkeypatch):

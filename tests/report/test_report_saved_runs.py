@@ -75,6 +75,27 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     assert r.returncode == 2 and "got 'fake'" in r.stderr and not (tmp_path / "x.html").exists()
 
 
+def test_max_cards_spends_no_thumbnail_on_a_file_the_page_has_no_room_for(tmp_path, monkeypatch):
+    """Flagged files first in the run: once they fill --max-cards, a later file can never get a card, so
+    no thumbnail (a decode per file) may be spent on it. The test above reads no thumbnails and puts the
+    flagged files last, so the cap on work (cards already held for verdicts shown first) went unchecked."""
+    from aiidetect.report import html as report_html
+
+    mix = ["ai-generated"] * 3 + ["uncertain"] * 10 + ["error"] * 4 + ["likely-real"] * 20
+    recs = [_rec(k, v) for k, v in enumerate(mix)]
+    run = tmp_path / "run.jsonl"
+    _write(run, recs)
+    asked = []
+    monkeypatch.setattr(report_html, "thumbnail_data_uri", lambda path, **kw: asked.append(path) or (None, "none"))
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "6", "-q")
+    assert r.returncode == 0, r.stderr
+    carded = [x[3] for x in _rows(out.read_text(encoding="utf-8")) if x[7]]
+    # the 3 AI-generated and the first 3 uncertain: a thumbnail for each card, none for anything else
+    assert carded == [x["file"] for x in recs[:6]]
+    assert asked == carded
+
+
 def test_a_line_ends_at_newline_only(tmp_path):
     """`scan -f jsonl` writes U+2028, U+0085 and \\x1c raw inside strings (a file name may hold them):
     str.splitlines() cut such a record into three 'not JSON' error cards."""
