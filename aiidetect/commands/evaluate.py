@@ -1,6 +1,7 @@
 """`aiidetect eval DATA...`: measure the detectors and the fused verdict on labelled data."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -128,10 +129,15 @@ def evaluate_cmd(
              f"({raw.get('n_decode_errors', 0)} unreadable{first}); nothing was evaluated")
     if out:
         # Before the tables: a run whose files could not be written fails with nothing on stdout.
+        from ..report.output import OutputWriteFailed
+
         try:
             files = write_outputs(out, result, columns, make_plots=plots)
         except OSError as exc:
-            fail(f"cannot write the outputs to {out}: {exc.strerror or exc}"
+            # A failed write arrives already worded for one file (report.output.OutputWriteFailed): the
+            # line names the folder once, with the system's reason, not that message inside this one.
+            why = os.strerror(exc.errno) if isinstance(exc, OutputWriteFailed) and exc.errno else exc.strerror or exc
+            fail(f"cannot write the outputs to {out}: {why}"
                  + (f" ({exc.filename})" if getattr(exc, "filename", None) else ""))
         if not quiet:
             err.print(f"wrote {', '.join(files)} to {out}", highlight=False)
