@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import stat
+import struct
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,9 +273,6 @@ def _layout_words(fmt: str, data: bytes, refusal: str, key: Any = None) -> tuple
     without its ImageWidth tag fails `tags[256]` the way one compressed with JPEG 2000 fails its
     compression table). `key`: that lookup's key, which for a TIFF's pixel mode holds what Pillow read
     (_tiff_mode_words)."""
-    import re
-    import struct
-
     for pattern, defined in _DEFINED_VALUES:
         m = re.search(pattern, refusal)
         if m:
@@ -674,8 +672,6 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
 def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, 8 or 4) of an RLE8- or RLE4-compressed BMP or DIB, read from its info header as
     Pillow's BMP and DIB readers find it; None for any other."""
-    import struct
-
     from .structures import DIB_HEADERS
 
     at = 14 if data[:2] == b"BM" else 0
@@ -750,8 +746,6 @@ def psd_problem(data: bytes) -> str | None:
     """Why Pillow's open of a PSD would walk more than PSD_MAX_RESOURCES image resources or a row table of
     more than PSD_MAX_ROWS rows, or None. Follows Pillow's reader over the header and the image resources
     (lengths, not bytes); anything it cannot follow is left for Pillow to refuse."""
-    import struct
-
     n = len(data)
     if n < 34 or data[4:6] != b"\x00\x01":       # Pillow opens version 1 only
         return None
@@ -781,8 +775,6 @@ def psd_layers(data: bytes) -> int:
     """The layer count a PSD's layer section declares (0 without one, or when Pillow would refuse the count as
     too many for the section), without Pillow's walk of every layer's row tables (_frame_count). Pillow's
     n_frames leaves out a layer of more than 4 channels, as every layer with a mask is: counted here."""
-    import struct
-
     try:
         (mode_len,) = struct.unpack_from(">I", data, 26)
         at = 30 + mode_len
@@ -801,8 +793,6 @@ def png_frame_chunks(data: bytes) -> int:
     PNG_MAX_CHUNKS): a frame control (fcTL) each, and the default image when its IDAT comes before the
     first (it is then no frame of the animation). Pillow's n_frames is what the acTL chunk claims, 2**31
     in a file of one frame."""
-    import struct
-
     pos, n, frames, default = 8, len(data), 0, 0
     for _ in range(PNG_MAX_CHUNKS):
         if pos + 12 > n:
@@ -821,8 +811,6 @@ def png_frame_chunks(data: bytes) -> int:
 def png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
     anything it cannot follow is left for the decoder to refuse."""
-    import struct
-
     pos, n = 8, len(data)
     for _ in range(PNG_MAX_CHUNKS):
         if pos + 12 > n:
@@ -848,8 +836,6 @@ def _admit_in_pillow(Image, max_pixels: int) -> None:
 def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
     """Pillow's own refusal names Pillow's limit (178956970 pixels), which no aiidetect option moves;
     the user's lever is --max-pixels."""
-    import re
-
     m = re.search(r"\((\d+) pixels\)", str(exc))
     if m and int(m.group(1)) <= max_pixels:  # not our limit that was crossed: say what Pillow said
         return DecodeFailure("too-large", f"Pillow refused it as a decompression bomb: {exc}")
