@@ -705,9 +705,7 @@ class Scanner:
             session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
                 pipe.prior = session.prior
-                o = self.options
-                session.reads_timed = bool(FILE_TIMEOUT if o.file_timeout is None and o.engine == "ray"
-                                           else o.file_timeout)
+                session.reads_timed = bool(self._file_timeout())
                 # The Ray engine hands files to worker processes elsewhere: it reads no file through the guard,
                 # but asks it which files are set aside, and gives it the files whose worker died.
                 pipe.guard = session.guard_reads()
@@ -742,14 +740,18 @@ class Scanner:
         self._live.add(out)
         return out
 
+    def _file_timeout(self) -> float | None:
+        """Each file's read deadline in seconds (None or 0: none): the option, or the Ray engine's default."""
+        o = self.options
+        return FILE_TIMEOUT if o.file_timeout is None and o.engine == "ray" else o.file_timeout
+
     def _engine(self, pipe, cands):
         if self.options.engine == "ray":
             from .engines import ray as ray_engine
 
             try:
-                timeout = FILE_TIMEOUT if self.options.file_timeout is None else self.options.file_timeout
                 records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
-                                         quiet=self.options.quiet, file_timeout=timeout)
+                                         quiet=self.options.quiet, file_timeout=self._file_timeout())
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))

@@ -86,13 +86,15 @@ def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None
     from ..decode import DecodeFailure, decode_bytes, open_image
     from ..provenance import watermark_reads_pixels
 
-    image = info = refused = None
-    try:
-        with open_image(data) as im:   # the header's size: what the check decides on
-            size = im.size
-    except Exception:  # noqa: BLE001 - a header Pillow cannot open: the check reads no pixels either
-        size = None
-    if size and watermark_reads_pixels(options.get("watermark", "auto"), *size):
+    image = info = refused = size = None
+    mode = options.get("watermark", "auto")
+    if mode != "never":  # --watermark never reads no pixels: no header to open for it
+        try:
+            with open_image(data) as im:   # the header's size: what the check decides on
+                size = im.size
+        except Exception:  # noqa: BLE001 - a header Pillow cannot open: the check reads no pixels either
+            pass
+    if size and watermark_reads_pixels(mode, *size):
         try:
             image, info = decode_bytes(data, limits)
         except DecodeFailure as exc:
