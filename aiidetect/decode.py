@@ -140,8 +140,17 @@ def open_image(data: bytes):
 
     from PIL import Image
 
+    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
+
     _register_openers()
     fmt = sniff_format(data)
+    if fmt == "TIFF" or data[:4] in BIGTIFF_MAGIC:
+        # Pillow reads the whole IFD and makes a Python tile per strip at open: a 65,535-entry or looping
+        # IFD, or 4 M strips, cost seconds and gigabytes before any pixel. The capped walker vets it first,
+        # for every caller (the decoder, meta's header look for the watermark check, the check's own decode).
+        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
+        if not chk.ok:
+            raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
     problem = structure_problem(data, fmt)
     if problem:
         raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
@@ -852,15 +861,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
-
     sniffed = sniff_format(data)
-    if sniffed == "TIFF" or data[:4] in BIGTIFF_MAGIC:
-        # Pillow reads the whole IFD at open: a 65,535-entry or looping IFD costs seconds and
-        # a warning per entry. The capped walker vets the structure first.
-        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
-        if not chk.ok:
-            raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
     rle = bmp_rle_header(data) if sniffed in ("BMP", None) else None
     if rle and rle[0] * rle[1] > limits.max_pixels:
         # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image

@@ -320,6 +320,12 @@ def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     assert opened == []
     identify(tiff_many_strips(MAX_STRIPS + 1, big=True))   # `meta`: a BigTIFF is a TIFF, not opened to find so
     assert opened == []
+    # `meta` looks at the header for the watermark check's size: the same check first (1 M strips took it 2 s)
+    from aiidetect.metadata.detector import file_provenance
+
+    for data in (tiff_many_strips(MAX_STRIPS + 1), tiff_many_strips(MAX_STRIPS + 1, big=True)):
+        file_provenance(data, "t.tif", {"watermark": "always"})
+    assert opened == []
     bigtiff_entries = b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 65535) + bytes(20 * 65535 + 8)
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(bigtiff_entries)
