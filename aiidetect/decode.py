@@ -7,6 +7,7 @@ and the bytes are read once, then shared with the metadata parsers.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import stat
@@ -802,33 +803,26 @@ def png_frame_chunks(data: bytes) -> int:
     PNG_MAX_CHUNKS): a frame control (fcTL) each, and the default image when its IDAT comes before the
     first (it is then no frame of the animation). Pillow's n_frames is what the acTL chunk claims, 2**31
     in a file of one frame."""
-    pos, n, frames, default = 8, len(data), 0, 0
-    for _ in range(PNG_MAX_CHUNKS):
-        if pos + 12 > n:
-            break
-        length, ctype = struct.unpack_from(">I4s", data, pos)
-        if ctype == b"IEND":
-            break
+    from .structures import png_chunks
+
+    frames = default = 0
+    for _, _, ctype in itertools.islice(png_chunks(data), PNG_MAX_CHUNKS):
         if ctype == b"fcTL":
             frames += 1
         elif ctype == b"IDAT" and not frames:
             default = 1
-        pos += 12 + length
     return frames + default
 
 
 def png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG holds more chunks than PNG_MAX_CHUNKS, or None. Reads chunk headers only, up to IEND;
     anything it cannot follow is left for the decoder to refuse."""
-    pos, n = 8, len(data)
-    for _ in range(PNG_MAX_CHUNKS):
-        if pos + 12 > n:
-            return None
-        length, ctype = struct.unpack_from(">I4s", data, pos)
-        if ctype == b"IEND":
-            return None
-        pos += 12 + length
-    return f"more than {PNG_MAX_CHUNKS} chunks" if pos + 12 <= n else None
+    from .structures import png_chunks
+
+    for i, _ in enumerate(png_chunks(data)):
+        if i == PNG_MAX_CHUNKS:
+            return f"more than {PNG_MAX_CHUNKS} chunks"
+    return None
 
 
 def _admit_in_pillow(Image, max_pixels: int) -> None:

@@ -10,9 +10,11 @@ same bytes with those segments left out. The file itself is never modified.
 """
 from __future__ import annotations
 
+import itertools
 import struct
 
 from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
+from .structures import png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -33,21 +35,14 @@ def strip_metadata(data: bytes, fmt: str | None) -> bytes | None:
 
 
 def _strip_png(data: bytes) -> bytes | None:
-    out, pos, n, dropped = [data[:8]], 8, len(data), False
-    for _ in range(PNG_MAX_CHUNKS):
-        if pos + 12 > n:
-            break
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        end = pos + 12 + length
+    out, n, dropped = [data[:8]], len(data), False
+    for i, (pos, length, ctype) in enumerate(png_chunks(data)):
+        if i == PNG_MAX_CHUNKS:  # the decoder refused the file for these (limits.PNG_MAX_CHUNKS): no copy passes
+            return None
         if ctype in _PNG_KEEP:
-            out.append(data[pos:min(end, n)])
+            out.append(data[pos:min(pos + 12 + length, n)])
         else:
             dropped = True
-        pos = end
-        if ctype == b"IEND":
-            break
-    else:   # the decoder refused the file for these (limits.PNG_MAX_CHUNKS); stripped, it must not pass
-        return None
     return b"".join(out) if dropped else None
 
 
@@ -112,19 +107,12 @@ def _said(fmt: str, left: list[tuple[bytes, int]], limit: int) -> str:
 
 
 def _oversize_png(data: bytes, limit: int):
-    out, left, pos, n, last = [], [], 8, len(data), 0
-    for _ in range(PNG_MAX_CHUNKS):
-        if pos + 12 > n:
-            break
-        length, ctype = struct.unpack_from(">I4s", data, pos)
-        end = pos + 12 + length
+    out, left, last = [], [], 0
+    for pos, length, ctype in itertools.islice(png_chunks(data), PNG_MAX_CHUNKS):
         if length > limit and ctype not in _PNG_KEEP:
             out.append(data[last:pos])
-            last = min(end, n)
+            last = min(pos + 12 + length, len(data))
             left.append((ctype, length))
-        pos = end
-        if ctype == b"IEND":
-            break
     if not left:
         return None, None
     out.append(data[last:])

@@ -8,6 +8,8 @@ fill bytes passed the cap), and one that gave up on a stray byte let the rest of
 from __future__ import annotations
 
 import re
+import struct
+from typing import Iterator
 
 # 0xFF and a byte that starts a segment: not a stuffed zero, not a restart marker, not another fill byte.
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -37,3 +39,17 @@ def next_marker(data: bytes, pos: int) -> int | None:
 # BMP/DIB info header sizes Pillow's BMP and DIB readers accept (a DIB is a BMP without its 14-byte file
 # header). OS/2 1.x's 12 has 16-bit sizes and no compression field (so it is never RLE: decode.bmp_rle_header).
 DIB_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, length, type) of each PNG chunk header after the signature, in order, IEND the last, until the
+    bytes hold no further header. Headers only (a chunk's data is never copied), and no cap: each walk counts
+    what it is given against limits.PNG_MAX_CHUNKS itself, so the decoder's check, the frame count and the
+    metadata-stripping copies follow the same chunks."""
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        yield pos, length, ctype
+        if ctype == b"IEND":
+            return
+        pos += 12 + length
