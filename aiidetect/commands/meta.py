@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxPixelsOpt, OutputOpt, QuietOpt, RecordFormat,
-                     RecordFormatOpt, Watermark, fail, library_errors)
+from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt,
+                     RecordFormat, RecordFormatOpt, Watermark, fail, library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -113,6 +113,7 @@ def meta(
     output: Optional[Path] = OutputOpt,
     follow_links: bool = FollowLinksOpt,
     max_pixels: int = MaxPixelsOpt,  # scan's: pixels scan would refuse get no watermark check here either
+    max_bytes: int = MaxBytesOpt,  # scan's: a file over it is `too-large` unread, whose message names this option
     quiet: bool = QuietOpt,  # accepted like everywhere else: meta prints nothing on stderr but errors
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
@@ -139,7 +140,7 @@ def meta(
         # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
         nonlocal found
         for c in cands:
-            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels)
+            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes)
             found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
             yield r
 
