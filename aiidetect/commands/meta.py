@@ -125,7 +125,7 @@ def meta(
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
     from ..api import iter_meta_candidates, meta_report
-    from ..report.output import OutputError, atomic_output, report_writes
+    from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
     from ..report.writers import JsonArray
     from .errors import reader_left
@@ -166,9 +166,9 @@ def meta(
             with atomic_output(output) as fh:
                 emit(fh)
         else:
-            with report_writes("standard output"):
-                emit(sys.stdout)
-                sys.stdout.flush()
+            # A full disk under stdout is the run's stdout guard's to name (report.output.StdoutWrites)
+            emit(sys.stdout)
+            sys.stdout.flush()
     except OutputError as exc:  # a file reached through a link or a stdin list is the output
         fail(str(exc))
     except BrokenPipeError:  # `meta ... | head`: the reader left; what was found still counts
