@@ -128,7 +128,9 @@ def _oversize_webp(data: bytes, limit: int):
             break
         fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         nxt = pos + 8 + size + (size & 1)
-        if fourcc == b"VP8X":
+        if fourcc == b"VP8X" and pos == 12 and size >= 10:
+            # The flags libwebp reads: the first chunk's, whole. Any other VP8X (too short, later, a second)
+            # libwebp refuses, and its "flags" were the next chunk's bytes or at an offset the cut moved.
             vp8x = pos + 8
         if size > limit and fourcc in _WEBP_FLAGS:
             out.append(data[last:pos])
@@ -140,7 +142,7 @@ def _oversize_webp(data: bytes, limit: int):
     out.append(data[last:])
     lean = bytearray(b"".join(out))
     lean[4:8] = struct.pack("<I", len(lean) - 8)
-    if vp8x is not None:   # before every chunk left out, so at the same offset in the copy
+    if vp8x is not None:   # the first chunk, before every chunk left out: at the same offset in the copy
         for fourcc, _ in left:
             lean[vp8x] &= ~_WEBP_FLAGS[fourcc] & 0xFF
     return bytes(lean), _said("WebP", left, limit)

@@ -75,6 +75,33 @@ def test_the_decoder_is_not_handed_a_metadata_chunk_over_the_cap(monkeypatch):
     assert "metadata_withheld" not in decode.decode_bytes(small)[1] and b"EXIF" in handed[0]
 
 
+def _riff(*chunks: tuple[bytes, bytes]) -> bytes:
+    body = b"".join(c + struct.pack("<I", len(p)) + p + b"\x00" * (len(p) & 1) for c, p in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def test_a_webp_copy_without_a_big_chunk_changes_no_other_byte():
+    """The copy clears the left-out chunk's flag in the VP8X chunk libwebp reads, the first one, whole. Any
+    other "VP8X" was taken for it: one of 0 bytes had the next chunk's first byte cleared ('ICCP' became
+    'ACCP'), one after the chunk left out had a bit cleared at the offset the cut moved: in the image data
+    (pixels that are not the file's, decoded and judged), or past the copy's end (the copy given up). The
+    copy is the file less that chunk, and nothing else."""
+    from aiidetect.metastrip import strip_oversize
+
+    big, icc, frame = (b"EXIF", b"MM\x00*" + b"\x00" * 300), (b"ICCP", b"I" * 20), (b"VP8L", b"\x2f" + b"\xff" * 19)
+    vp8x = (b"VP8X", bytes([0x28]) + b"\x00" * 3 + b"\x03\x00\x00" * 2)   # ICC and EXIF flags, 4x4
+    image = (b"VP8L", b"\x2f" + b"\xff" * 399)
+    for chunks in ([(b"VP8X", b""), big, icc, frame], [icc, big, vp8x, image], [big, (b"VP8X", b"\x08" * 10), icc, frame]):
+        lean, said = strip_oversize(_riff(*chunks), "WEBP", limit=100)
+        assert said and "EXIF" in said
+        assert lean == _riff(*[c for c in chunks if c is not big]), chunks
+    # The first chunk's flags, whole: the EXIF flag cleared, ICC's kept, and no later "VP8X" touched.
+    cleared = (b"VP8X", bytes([0x20]) + vp8x[1][1:])
+    assert strip_oversize(_riff(vp8x, icc, big, frame), "WEBP", limit=100)[0] == _riff(cleared, icc, frame)
+    assert (strip_oversize(_riff(vp8x, frame, (b"VP8X", b"\x08"), big), "WEBP", limit=100)[0]
+            == _riff(cleared, frame, (b"VP8X", b"\x08")))
+
+
 def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypatch):
     # They are the file's own pixels; the check decoded the file again, with the chunk (copied again, or
     # refused by Pillow: a 100 MB iTXt gave `cannot decode pixels: ValueError` and no check at all).
