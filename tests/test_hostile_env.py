@@ -131,10 +131,13 @@ def test_a_full_disk_under_stdout_is_one_line(tmp_path, monkeypatch, capsys):
     img = tmp_path / "photo.bmp"
     img.write_bytes(_bmp((0, 128, 0)))
     db = tmp_path / "audit.sqlite"
-    assert run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-q", "--db", str(db)).returncode == 0
+    r = run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "--db", str(db))
+    assert r.returncode == 0
+    saved = tmp_path / "run.jsonl"
+    saved.write_text(r.stdout)
     capsys.readouterr()
     for args in (("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl"), ("meta", str(img)),
-                 ("results", "export", "--db", str(db), "-f", "jsonl")):
+                 ("results", "export", "--db", str(db), "-f", "jsonl"), ("report", str(saved), "-q")):
         monkeypatch.setattr("sys.stdout", _FullStdout())
         code = _guarded(monkeypatch, *args)
         assert (code, capsys.readouterr().err) == (2, "error: cannot write the report to standard output: No space "

@@ -41,7 +41,7 @@ def report_cmd(
     import contextlib
 
     from ..report.html import NotASavedRun, render_saved_run
-    from ..report.output import OutputError, atomic_output, check_output, report_writes, utf8_stdout
+    from ..report.output import OutputError, atomic_output, check_output, utf8_stdout
 
     verdict = verdict_list(verdict)
 
@@ -63,10 +63,10 @@ def report_cmd(
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
         try:
-            with contextlib.nullcontext() if output else report_writes("standard output"):
-                summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
-                                           verdicts=verdict or ())
-                out.flush()
+            # A full disk under stdout is the run's stdout guard's to name (report.output.StdoutWrites)
+            summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
+                                       verdicts=verdict or ())
+            out.flush()
         except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
             from ..report.safe import printable
 
