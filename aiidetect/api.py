@@ -1037,12 +1037,14 @@ def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = Tru
 
 
 def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None,
-                ident: tuple[int, int] | None = None, max_pixels: int | None = None) -> dict:
+                ident: tuple[int, int] | None = None, max_pixels: int | None = None,
+                max_bytes: int | None = None) -> dict:
     """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
     C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
     read is a report with an error, never an exception. `ident`: the (st_dev, st_ino) discovery
     saw at `path` (a Candidate's); another file found there is not read. `max_pixels`: scan's
-    --max-pixels; pixels it would refuse get no watermark check, as in scan (metadata.detector.provenance)."""
+    --max-pixels; pixels it would refuse get no watermark check, as in scan (metadata.detector.provenance).
+    `max_bytes`: scan's --max-bytes; a larger file is not read (error `too-large`), as in scan."""
     from .decode import DecodeFailure, DecodeLimits, identify, read_bytes
     from .metadata.detector import file_provenance, result_from_evidence
     from .report.safe import display_path, path_bytes_b64
@@ -1056,12 +1058,12 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
              "p_ai": None, "llr": None}
     if error is not None:
         return {**empty, "error": {"code": error[0], "message": error[1]}}
+    limits = DecodeLimits(**{k: v for k, v in (("max_pixels", max_pixels), ("max_bytes", max_bytes)) if v is not None})
     try:
-        data = read_bytes(path, expect=ident)
+        data = read_bytes(path, limits, expect=ident)
         identify(data)
     except DecodeFailure as exc:
         return {**empty, "error": {"code": exc.code, "message": exc.message}}
-    limits = DecodeLimits() if max_pixels is None else DecodeLimits(max_pixels=max_pixels)
     rep = file_provenance(data, path, {"watermark": watermark}, limits)
     res = result_from_evidence(rep.evidence)
     d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
@@ -1072,9 +1074,9 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
 
 
 def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True,
-                 max_pixels: int | None = None) -> list[dict]:
+                 max_pixels: int | None = None, max_bytes: int | None = None) -> list[dict]:
     """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
-    return [meta_report(c.path, watermark, c.error, c.ident, max_pixels)
+    return [meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes)
             for c in meta_candidates(paths, recursive=recursive)]
 
 

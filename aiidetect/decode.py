@@ -671,7 +671,7 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
     if fmt == "PNG":
         return png_chunk_problem(data)
     if fmt == "GIF":
-        return gif_walk(data)[0]
+        return gif_walk(data, count=False)[0]
     if fmt == "PSD":
         return psd_problem(data)
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
@@ -708,12 +708,15 @@ def bmp_problem(data: bytes) -> str | None:
 _GIF_BLOCK_START = re.compile(rb"[\x21\x2c\x3b]")
 
 
-def gif_walk(data: bytes) -> tuple[str | None, int]:
+def gif_walk(data: bytes, count: bool = True) -> tuple[str | None, int]:
     """(why the GIF's extensions before its first image hold more than GIF_MAX_BLOCKS sub-blocks, or None;
     its frames, counted up to MAX_FRAMES_COUNTED). Follows Pillow's reader: extensions and images are
     chains of length-prefixed sub-blocks, any other byte between blocks is skipped alone, the trailer
     or the end of the data ends it. Stray bytes count as sub-blocks (Pillow reads them one at a time).
-    The count stops once GIF_MAX_BLOCKS sub-blocks are walked, as at MAX_FRAMES_COUNTED."""
+    The count stops once GIF_MAX_BLOCKS sub-blocks are walked, as at MAX_FRAMES_COUNTED.
+    `count=False`: the check alone, which stops at the first image (what follows it cannot change the
+    answer; no frames are counted, 0), so open_image's check and the decoder's frame count are not two walks
+    of the whole file."""
     n = len(data)
     if n < 13:
         return None, 0
@@ -722,6 +725,8 @@ def gif_walk(data: bytes) -> tuple[str | None, int]:
     steps, frames = 0, 0
     while pos < n and frames < MAX_FRAMES_COUNTED:
         b = data[pos]
+        if b == 0x2C and not count:
+            return None, 0
         if b == 0x21 or b == 0x2C:
             if b == 0x21:
                 pos += 2                            # introducer, label

@@ -120,27 +120,36 @@ def _oversize_png(data: bytes, limit: int):
 
 
 def _oversize_webp(data: bytes, limit: int):
-    out, left, pos, last = [], [], 12, 0
-    end = min(len(data), 8 + struct.unpack_from("<I", data, 4)[0])
+    out, left, pos, last, cut = [], [], 12, 0, 0
+    riff = struct.unpack_from("<I", data, 4)[0]
+    end = min(len(data), 8 + riff)
     vp8x = None
     for _ in range(WEBP_MAX_CHUNKS):
         if pos + 8 > end:
             break
         fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         nxt = pos + 8 + size + (size & 1)
-        if fourcc == b"VP8X":
+        if fourcc == b"VP8X" and pos == 12 and size >= 10:
+            # The flags libwebp reads: the first chunk's, whole. Any other VP8X (too short, later, a second)
+            # libwebp refuses, and its "flags" were the next chunk's bytes or at an offset the cut moved.
             vp8x = pos + 8
         if size > limit and fourcc in _WEBP_FLAGS:
-            out.append(data[last:pos])
-            last = min(nxt, len(data))
+            # Its payload only: an empty chunk of its kind stays in its place, and the RIFF size shrinks by what
+            # was cut, so the copy is refused where the file is (a metadata chunk first, which no reader opens;
+            # a file cut short) and bytes after the RIFF stay outside it. One that ran past the RIFF's end
+            # keeps its size and still does.
+            stop = min(nxt, end)
+            out += [data[last:pos], fourcc + struct.pack("<I", 0 if nxt <= end else size)]
+            cut += stop - pos - 8
+            last = stop
             left.append((fourcc, size))
         pos = nxt
     if not left:
         return None, None
     out.append(data[last:])
     lean = bytearray(b"".join(out))
-    lean[4:8] = struct.pack("<I", len(lean) - 8)
-    if vp8x is not None:   # before every chunk left out, so at the same offset in the copy
+    lean[4:8] = struct.pack("<I", riff - cut)
+    if vp8x is not None:   # the first chunk, before every chunk cut: at the same offset in the copy
         for fourcc, _ in left:
             lean[vp8x] &= ~_WEBP_FLAGS[fourcc] & 0xFF
     return bytes(lean), _said("WebP", left, limit)

@@ -602,6 +602,21 @@ def test_gif_frames_counted_without_pillow_walking_the_image_data(monkeypatch):
     assert decode_bytes(gif_frames_with(first_blocks=200, frames=3))[1]["frames"] == 1
 
 
+def test_a_gif_is_walked_past_its_first_image_once(monkeypatch):
+    """open_image's check of the sub-blocks before the first image walked every frame of the file (up to
+    GIF_MAX_BLOCKS sub-blocks), then the frame count walked them all again: two passes of a large GIF per
+    decode, and one more for every other open (meta's header look, the comment reader). The check stops at
+    the first image now; the count is the one walk of the frames, with the same answers."""
+    from aiidetect import decode
+    from aiidetect.testing.hostile import gif_frames_with
+
+    real, walked = decode.gif_walk, []
+    monkeypatch.setattr(decode, "gif_walk", lambda data, *a, **k: walked.append(real(data, *a, **k)) or walked[-1])
+    img, info = decode_bytes(gif_frames_with(first_blocks=50, frames=40))
+    assert info["frames"] == 40 and img.size == (1, 1)
+    assert sorted(frames for _, frames in walked) == [0, 40]   # the check counted none, the count all 40
+
+
 def test_psd_of_too_many_image_resources_or_rows_refused_before_pillow_opens_it(monkeypatch):
     """Pillow's open reads every image resource of a PSD in Python and keeps them all (10 M empty ones,
     120 MB: 28 s and 1.3 GB to scan), and a packbits composite's row table a row at a time, before any

@@ -131,10 +131,13 @@ def test_a_full_disk_under_stdout_is_one_line(tmp_path, monkeypatch, capsys):
     img = tmp_path / "photo.bmp"
     img.write_bytes(_bmp((0, 128, 0)))
     db = tmp_path / "audit.sqlite"
-    assert run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-q", "--db", str(db)).returncode == 0
+    r = run_cli_in_process("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "--db", str(db))
+    assert r.returncode == 0
+    saved = tmp_path / "run.jsonl"
+    saved.write_text(r.stdout)
     capsys.readouterr()
     for args in (("scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl"), ("meta", str(img)),
-                 ("results", "export", "--db", str(db), "-f", "jsonl")):
+                 ("results", "export", "--db", str(db), "-f", "jsonl"), ("report", str(saved), "-q")):
         monkeypatch.setattr("sys.stdout", _FullStdout())
         code = _guarded(monkeypatch, *args)
         assert (code, capsys.readouterr().err) == (2, "error: cannot write the report to standard output: No space "
@@ -312,3 +315,26 @@ def test_a_stream_set_over_stdout_during_the_run_is_left_in_place(monkeypatch):
     with pytest.raises(SystemExit):
         errors.run_guarded(app)
     assert sys.stdout is ray_s
+
+
+class _UnreadableStdin(io.TextIOBase):
+    """A saved run piped from a disk that fails under it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, *a):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    readline = read
+
+
+def test_a_saved_run_that_cannot_be_read_is_not_called_a_failed_write(tmp_path, monkeypatch, capsys):
+    """`report` took an I/O error reading the saved run for one writing the report (neither has a file name):
+    `cannot write the report to report.html: Input/output error`, the user sent to the wrong disk."""
+    out = tmp_path / "report.html"
+    for args in (("report", "-"), ("report", "-", "-o", str(out))):
+        monkeypatch.setattr("sys.stdin", _UnreadableStdin())
+        code = _guarded(monkeypatch, *args)
+        assert (code, capsys.readouterr().err) == (2, "error: cannot read -: Input/output error\n"), args
+    assert os.listdir(tmp_path) == []

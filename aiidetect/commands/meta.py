@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxPixelsOpt, OutputOpt, QuietOpt, RecordFormat,
-                     RecordFormatOpt, Watermark, fail, library_errors)
+from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt,
+                     RecordFormat, RecordFormatOpt, Watermark, fail, library_errors)
 
 
 def _print_table(reports: list[dict], stream=None) -> None:
@@ -113,6 +113,7 @@ def meta(
     output: Optional[Path] = OutputOpt,
     follow_links: bool = FollowLinksOpt,
     max_pixels: int = MaxPixelsOpt,  # scan's: pixels scan would refuse get no watermark check here either
+    max_bytes: int = MaxBytesOpt,  # scan's: a file over it is `too-large` unread, whose message names this option
     quiet: bool = QuietOpt,  # accepted like everywhere else: meta prints nothing on stderr but errors
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
@@ -124,7 +125,7 @@ def meta(
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
     from ..api import iter_meta_candidates, meta_report
-    from ..report.output import OutputError, atomic_output, report_writes
+    from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
     from ..report.writers import JsonArray
     from .errors import reader_left
@@ -139,7 +140,7 @@ def meta(
         # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
         nonlocal found
         for c in cands:
-            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels)
+            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes)
             found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
             yield r
 
@@ -165,9 +166,9 @@ def meta(
             with atomic_output(output) as fh:
                 emit(fh)
         else:
-            with report_writes("standard output"):
-                emit(sys.stdout)
-                sys.stdout.flush()
+            # A full disk under stdout is the run's stdout guard's to name (report.output.StdoutWrites)
+            emit(sys.stdout)
+            sys.stdout.flush()
     except OutputError as exc:  # a file reached through a link or a stdin list is the output
         fail(str(exc))
     except BrokenPipeError:  # `meta ... | head`: the reader left; what was found still counts

@@ -12,6 +12,33 @@ from ..limits import REPORT_MAX_CARDS
 from .common import EXIT_OK, QuietOpt, fail, stderr_console, verdict_list
 
 
+class _Unread(Exception):
+    """An OSError reading the saved run, kept apart from the report's writes: neither names a file, and the
+    guard around -o's file took the read's I/O error for a failed write of the report."""
+
+
+class _Reads:
+    """The saved run's stream (what render_saved_run reads of it), its read errors raised as _Unread."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):   # fileno (the page's source date) and the rest: the stream's own
+        return getattr(self._stream, name)
+
+    def _call(self, name: str, *a):
+        try:
+            return getattr(self._stream, name)(*a)
+        except OSError as exc:
+            raise _Unread(exc.strerror or str(exc)) from exc
+
+    def read(self, *a):
+        return self._call("read", *a)
+
+    def readline(self, *a):
+        return self._call("readline", *a)
+
+
 def report_cmd(
     results: str = typer.Argument(..., help="JSONL (or JSON array) written by `aiidetect scan --format jsonl|json`; "
                                             "'-' reads stdin."),
@@ -41,7 +68,7 @@ def report_cmd(
     import contextlib
 
     from ..report.html import NotASavedRun, render_saved_run
-    from ..report.output import OutputError, atomic_output, check_output, report_writes, utf8_stdout
+    from ..report.output import OutputError, atomic_output, check_output, utf8_stdout
 
     verdict = verdict_list(verdict)
 
@@ -63,10 +90,12 @@ def report_cmd(
         except OSError as exc:
             fail(f"cannot write {output}: {exc.strerror or exc}")
         try:
-            with contextlib.nullcontext() if output else report_writes("standard output"):
-                summary = render_saved_run(src, out, source=results, thumbnails=thumbnails, max_cards=max_cards,
-                                           verdicts=verdict or ())
-                out.flush()
+            # A full disk under stdout is the run's stdout guard's to name (report.output.StdoutWrites)
+            summary = render_saved_run(_Reads(src), out, source=results, thumbnails=thumbnails,
+                                       max_cards=max_cards, verdicts=verdict or ())
+            out.flush()
+        except _Unread as exc:   # -o's file is removed, stdout has what was written
+            fail(f"cannot read {results}: {exc}")
         except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
             from ..report.safe import printable
 

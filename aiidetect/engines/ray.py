@@ -532,12 +532,12 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     _settings()
     ray = _import_ray()
     if pipe.prior is None:
-        _connect(ray, address, quiet)
+        _connect(ray, address, quiet)   # reached here: the first file sent does not reach it again
     # With a results store every file may be resumed from it: the cluster is reached when the first file
     # must be sent, so a fully resumed run starts no local Ray instance (tens of seconds, a few hundred MB
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
-                    connect=lambda: _connect(ray, address, quiet))
+                    connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)))
 
 
 def preflight(address: str | None) -> None:

@@ -130,3 +130,28 @@ def test_meta_refuses_an_output_named_on_stdin_and_leaves_it_alone(tmp_path):
     r = CliRunner().invoke(app, ["meta", "-f", "jsonl", "-o", str(out), "-"], input=f"{p}\n{out}\n")
     assert r.exit_code == 2 and "refusing to overwrite an input" in r.output
     assert out.read_text() == "previous report\n"
+
+
+def test_meta_takes_scan_s_max_bytes(tmp_path):
+    """A file over the byte limit was `too-large` in meta with a message naming `--max-bytes`, an option meta did
+    not take: the limit could not be moved. Now meta takes it as scan does (the same default and record), and
+    the library's meta_report too."""
+    from aiidetect import api
+    from aiidetect.limits import DEFAULT_MAX_BYTES
+
+    p, _ = _marked(tmp_path)
+    size = p.stat().st_size
+    r = CliRunner().invoke(app, ["meta", "-f", "jsonl", "--max-bytes", str(size - 1), str(p)])
+    assert r.exit_code == 0, r.output   # nothing read: no finding
+    rec = json.loads(r.stdout)
+    assert rec["error"]["code"] == "too-large" and "--max-bytes" in rec["error"]["message"] and rec["evidence"] == []
+    r = CliRunner().invoke(app, ["meta", "-f", "jsonl", "--max-bytes", str(size), str(p)])
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"] is None   # at the limit: read, decisive
+    assert api.meta_report(str(p), max_bytes=size - 1)["error"]["code"] == "too-large"
+    # With no --max-bytes, scan's default (512 MiB) holds
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.write(p.read_bytes())
+        f.truncate(DEFAULT_MAX_BYTES + 1)   # sparse: no disk used
+    r = CliRunner().invoke(app, ["meta", "-f", "jsonl", str(big)])
+    assert json.loads(r.stdout)["error"]["code"] == "too-large"

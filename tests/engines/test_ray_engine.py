@@ -932,3 +932,21 @@ def test_a_fully_resumed_ray_scan_starts_no_ray(tmp_path, monkeypatch):
     assert scan() == ["a.png", "b.png"] and len(connects) == 1       # all resumed: Ray never started
     Image.new("RGB", (9, 9)).save(tmp_path / "in" / "c.png")
     assert scan() == ["a.png", "b.png", "c.png"] and len(connects) == 2  # one new file: reached for it
+
+
+def test_a_scan_without_a_store_reaches_ray_once(monkeypatch):
+    """Without a results store `run` connects before returning (a missing Ray is an error before any output),
+    and the first file sent connected again: two `_connect`s per scan, the second doing nothing but repeat
+    `_quiet`. It is reached once now; with a store, still only when a file must be sent
+    (test_a_fully_resumed_ray_scan_starts_no_ray)."""
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    connects = []
+    monkeypatch.setattr(ray_engine, "_import_ray", _fake_ray)
+    monkeypatch.setattr(ray_engine, "_connect", lambda ray, address, quiet=False: connects.append(address))
+    cands = [Candidate(f"/nowhere/{i}.jpg", explicit=True, error=("unreadable", "gone")) for i in range(3)]
+    records = ray_engine.run(Pipeline([], None, batch_size=8, workers=1), cands, [], _ctx(), file_timeout=None)
+    assert connects == [None]                 # before any record
+    assert [r.error.code for r in records] == ["unreadable"] * 3
+    assert connects == [None]

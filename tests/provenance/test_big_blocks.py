@@ -66,13 +66,41 @@ def test_the_decoder_is_not_handed_a_metadata_chunk_over_the_cap(monkeypatch):
         handed.clear()
         img, info = decode.decode_bytes(data)
         assert img.size == (4, 4)
-        assert handed and all(tag not in h for h in handed)
+        assert handed and all(len(h) <= len(data) - 300 for h in handed)   # a WebP's keeps an empty chunk
         said = info["metadata_withheld"]
         assert tag.decode() in said and "over 100 bytes" in said
     # Small chunks are the decoder's as before.
     handed.clear()
     small = _webp(exif=b"MM\x00*" + b"\x00" * 20)
     assert "metadata_withheld" not in decode.decode_bytes(small)[1] and b"EXIF" in handed[0]
+
+
+def _riff(*chunks: tuple[bytes, bytes]) -> bytes:
+    body = b"".join(c + struct.pack("<I", len(p)) + p + b"\x00" * (len(p) & 1) for c, p in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def test_a_webp_copy_without_a_big_chunk_changes_no_other_byte():
+    """The copy clears the left-out chunk's flag in the VP8X chunk libwebp reads, the first one, whole. Any
+    other "VP8X" was taken for it: one of 0 bytes had the next chunk's first byte cleared ('ICCP' became
+    'ACCP'), one after the chunk left out had a bit cleared at the offset the cut moved: in the image data
+    (pixels that are not the file's, decoded and judged), or past the copy's end (the copy given up). The
+    copy is the file less that chunk's payload, and nothing else."""
+    from aiidetect.metastrip import strip_oversize
+
+    big, icc, frame = (b"EXIF", b"MM\x00*" + b"\x00" * 300), (b"ICCP", b"I" * 20), (b"VP8L", b"\x2f" + b"\xff" * 19)
+    vp8x = (b"VP8X", bytes([0x28]) + b"\x00" * 3 + b"\x03\x00\x00" * 2)   # ICC and EXIF flags, 4x4
+    image = (b"VP8L", b"\x2f" + b"\xff" * 399)
+    for chunks in ([(b"VP8X", b""), big, icc, frame], [icc, big, vp8x, image], [big, (b"VP8X", b"\x08" * 10), icc, frame]):
+        lean, said = strip_oversize(_riff(*chunks), "WEBP", limit=100)
+        assert said and "EXIF" in said
+        assert lean == _riff(*[(b"EXIF", b"") if c is big else c for c in chunks]), chunks
+    # The first chunk's flags, whole: the EXIF flag cleared, ICC's kept, and no later "VP8X" touched.
+    cleared = (b"VP8X", bytes([0x20]) + vp8x[1][1:])
+    empty = (b"EXIF", b"")
+    assert strip_oversize(_riff(vp8x, icc, big, frame), "WEBP", limit=100)[0] == _riff(cleared, icc, empty, frame)
+    assert (strip_oversize(_riff(vp8x, frame, (b"VP8X", b"\x08"), big), "WEBP", limit=100)[0]
+            == _riff(cleared, frame, (b"VP8X", b"\x08"), empty))
 
 
 def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypatch):
@@ -91,3 +119,28 @@ def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypa
     monkeypatch.setattr(decode, "open_image", refuse)
     rep = analyze(data, "x", image=img, info=info, options={"watermark": "always"})
     assert rep.facts["watermark"]["checked"], rep.facts["watermark"]
+
+
+def test_a_webp_copy_without_a_big_chunk_is_refused_or_read_as_the_file_is(monkeypatch):
+    """Whether the decoder reads a WebP must not hang on its metadata chunk being over 8 MiB. The copy cut the
+    chunk out and set the RIFF size to the copy's length: a file whose first chunk is that metadata (no WebP
+    reader opens it: the first chunk must be VP8X, VP8 or VP8L) or cut short within it (a download ended
+    early) became a readable one, pixels judged from a file that shows nothing anywhere; a valid file with
+    bytes after its RIFF had them taken into it, and was refused (`corrupt header`)."""
+    import pytest
+
+    monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100, raising=False)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 8, 7)).save(buf, "WEBP", lossless=True, icc_profile=b"\x00" * 30)
+    whole = buf.getvalue()
+    (vp8x, icc, image) = [(whole[p:p + 4], whole[p + 8:p + 8 + n]) for p, n in
+                          ((12, 10), (30, 30), (68, len(whole) - 76))]
+    assert icc[0] == b"ICCP" and image[0] == b"VP8L", (icc[0], image[0])
+    for size in (50, 300):      # under the cap: handed to the decoder as it is; over it: the copy
+        icc_n, exif_n = (b"ICCP", b"\x00" * size), (b"EXIF", b"MM\x00*" + b"\x00" * size)
+        for i, refused in enumerate((_riff(icc_n, vp8x, image), _riff(exif_n, image), _riff(vp8x, image, exif_n)[:-20])):
+            with pytest.raises(decode.DecodeFailure):
+                decode.decode_bytes(refused)
+                pytest.fail(f"read: {size}-byte chunk, case {i}")
+        img, info = decode.decode_bytes(_riff(vp8x, icc_n, image) + b"JUNK" + b"\xff" * 20)
+        assert img.size == (4, 4) and ("metadata_withheld" in info) == (size > 100)
