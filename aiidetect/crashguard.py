@@ -52,7 +52,7 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping
 
 STRIKES_TO_REFUSE = 2
@@ -67,10 +67,14 @@ SUFFIX = "-reading-"
 
 @dataclass(frozen=True)
 class Seen:
-    """How a file stood when its session stat-ed it (store.path_key, size, mtime)."""
+    """How a file stood when its session stat-ed it (store.path_key, size, mtime), and the strikes its reader
+    knew of when the read began (`known`; None: not known, a slot of an older version). Two scans of one store
+    that give up, or die in, the same read at once are one incident: each knew of the same strikes, and the
+    store counts the file `known + strikes given`, not the sum of both (one slow moment set it aside)."""
     key: str
     size: int | None
     mtime_ns: int | None
+    known: int | None = field(default=None, compare=False)  # what the reader knew, not how the file stood
 
 
 def slot_files(store_path: str) -> list[str]:
@@ -128,12 +132,13 @@ def _read_slots(fd: int) -> list[Seen]:
         if not head.isdigit() or int(head) == 0 or int(head) > SLOT_BYTES - _LEN:
             continue
         try:
-            key, size_, mtime = json.loads(raw[_LEN:_LEN + int(head)].decode("utf-8"))
+            key, size_, mtime, *known = json.loads(raw[_LEN:_LEN + int(head)].decode("utf-8"))
         except (ValueError, UnicodeDecodeError, TypeError):
             continue  # torn by the crash: nothing to learn from it
         if isinstance(key, str):
+            n = known[0] if len(known) == 1 and type(known[0]) is int and known[0] >= 0 else None
             out.append(Seen(key, size_ if isinstance(size_, int) else None,
-                            mtime if isinstance(mtime, int) else None))
+                            mtime if isinstance(mtime, int) else None, n))
     return out
 
 
@@ -244,7 +249,8 @@ class CrashGuard:
             off = self._slot()
             slot = b""
             if seen is not None:
-                payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
+                # With the strikes known now: a second session dying in the same read at once is the same incident.
+                payload = json.dumps([seen.key, seen.size, seen.mtime_ns, n]).encode("utf-8")
                 if len(payload) <= SLOT_BYTES - _LEN:
                     slot = b"%08d" % len(payload) + payload
             self._write(slot, off, 1)
@@ -285,7 +291,7 @@ class CrashGuard:
             return None
         self.strikes[seen.key] = (seen.size, seen.mtime_ns, n + times)
         if self._struck is not None:
-            self._struck(seen, times)
+            self._struck(replace(seen, known=n), times)
         return n + times
 
     def _write(self, data: bytes, off: int, active: int) -> None:

@@ -863,14 +863,22 @@ class ResultsStore:
 
     def add_strikes(self, found: Sequence[Any], dead: Sequence[int], each: int = 1) -> None:
         """`each` strikes for each file a dead session (or process) was reading (crashguard.Seen): added
-        to the file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
+        to the strikes its reader knew of (`known`) when it is unchanged and still struck, else its first (a
+        strike cleared meanwhile: another scan read the file to the end). Those sessions say
+        `died`. Two scans that met the same read at once (both gave it up, or both died in it) knew of the
+        same strikes: one incident, counted once. With `known` None (a slot of an older version), added to
+        the strikes stored. One statement per file: read and written under one write lock, so a strike
+        another scan gives at the same moment is never lost (a read, then a write, lost one)."""
         with self._using():
             try:
                 for s in found:
-                    row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
-                                           (s.key,)).fetchone()
-                    n = row[2] + each if row is not None and (row[0], row[1]) == (s.size, s.mtime_ns) else each
-                    self._db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (s.key, s.size, s.mtime_ns, n))
+                    known = getattr(s, "known", None)
+                    self._db.execute(
+                        "INSERT INTO crashes VALUES (?1,?2,?3,?4) ON CONFLICT(path) DO UPDATE SET strikes=CASE "
+                        "WHEN crashes.size IS ?2 AND crashes.mtime_ns IS ?3 THEN "
+                        "(CASE WHEN ?5 IS NULL THEN crashes.strikes + ?6 ELSE MAX(crashes.strikes, ?5 + ?6) END) "
+                        "ELSE ?4 END, size=?2, mtime_ns=?3",
+                        (s.key, s.size, s.mtime_ns, each, known, each))
                 for sid in dead:
                     self._db.execute("UPDATE sessions SET status='died' WHERE session_id=? AND status='running'",
                                      (int(sid),))

@@ -921,3 +921,76 @@ def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path)
         p.kill()
     assert p.returncode == 130 and "interrupted" in err, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_two_library_scans_giving_up_the_same_read_at_once_are_one_strike(tmp_path, monkeypatch):
+    """Two library scans of one store (two threads of a service) that both gave up the same read were two strikes:
+    the file was set aside by one slow moment, never read alone. Each knew of no strike when its read began: one
+    incident, one strike, and the next scan reads the file again, alone."""
+    from aiidetect import api
+    from aiidetect.pipeline.stages import DecodeStage
+    from aiidetect.store import ResultsStore
+
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release, both = threading.Event(), threading.Barrier(2, timeout=20)
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            both.wait()          # both scans inside the read, each knowing of no strike
+            release.wait(30)     # the test's bound, never reached when it works
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    db = tmp_path / "s.sqlite"
+    # Strikes written one after the other (the order a lost update would otherwise decide): the count is the test.
+    order = threading.Lock()
+    add = ResultsStore.add_strikes
+
+    def add_in_turn(self, *a, **k):
+        with order:
+            return add(self, *a, **k)
+
+    monkeypatch.setattr(ResultsStore, "add_strikes", add_in_turn)
+    codes: dict[int, list] = {}
+
+    def scan(i: int) -> None:
+        codes[i] = [r.error.code if r.error else None for r in api.scan(
+            tmp_path, detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3, db=db,
+            include=["*.png"])]
+    threads = [threading.Thread(target=scan, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        release.set()
+    assert codes == {0: [None, "timeout"], 1: [None, "timeout"]}
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT strikes FROM crashes").fetchall() == [(1,)]
+
+
+def test_a_strike_counts_from_the_strikes_its_reader_knew(tmp_path):
+    """Two sessions that died in the same read at once (their slots both name it, each knowing of no strike) were
+    two strikes at the next session: set aside, never read alone. A read that knew of one strike is the second."""
+    from aiidetect.store import ResultsStore
+
+    with ResultsStore(tmp_path / "s.sqlite") as st:
+        for sid in (3, 4):  # what two dead sessions leave, read as the next session reads them
+            g = CrashGuard(str(st.path), sid, {}, {"/x/a.png": Seen("/x/a.png", 10, 1)}.get)
+            with g.watch("/x/a.png"):
+                (tmp_path / f"s.sqlite-reading-{sid}.copy").write_bytes(open(g.path, "rb").read())
+            g.close()
+            os.rename(tmp_path / f"s.sqlite-reading-{sid}.copy", tmp_path / f"s.sqlite-reading-{sid}")
+        found, dead = recover(str(st.path))
+        assert [s.known for s in found] == [0, 0] and dead == [3, 4]
+        st.add_strikes(found, dead)
+        assert st.crash_strikes() == {"/x/a.png": (10, 1, 1)}
+        st.add_strikes([Seen("/x/a.png", 10, 1, known=1)], [])   # read alone, knowing of it: the second
+        st.add_strikes([Seen("/x/a.png", 10, 1, known=1)], [])   # another scan's read alone at once: the same
+        assert st.crash_strikes() == {"/x/a.png": (10, 1, 2)}
+        st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # changed since: its first
+        st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # a slot of an older version: added, as before
+        assert st.crash_strikes() == {"/x/a.png": (10, 2, 2)}
