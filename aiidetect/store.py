@@ -179,6 +179,11 @@ def _damaged(path: Path, what: str) -> str:
 # it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (13-18 s
 # at 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
 CLEAN_SUFFIX = "-clean"
+# Beside the store too: damage met by any command, reader or writer. A writer open at that moment did not see it,
+# and its clean close recorded the damaged file as clean (the next open ran the probe only, which may not read the
+# damaged page). While it lies there no clean state counts, nor is one written; a full check that finds the store
+# sound (a rebuilt store moved in under the name) removes it.
+DAMAGED_SUFFIX = "-damaged"
 _CLEAN_FORMAT = 1
 # Rows the bounded probe looks up through the (run, path) index, spread over the table.
 PROBE_ROWS = 256
@@ -223,7 +228,7 @@ def closed_cleanly(path: str | Path) -> bool:
     so, and no -wal holds frames): no process has written it since, not even SQLite."""
     path = Path(path)
     raw = _read_small(f"{path}{CLEAN_SUFFIX}")
-    if raw is None or _wal_pending(path):
+    if raw is None or _wal_pending(path) or _damage_noted(path) is not None:
         return False
     try:
         recorded = json.loads(raw)
@@ -237,7 +242,7 @@ def _record_clean(path: Path) -> None:
     Nothing is written when another connection still holds a -wal, or the file changed meanwhile."""
     tmp = f"{path}{CLEAN_SUFFIX}.{os.getpid()}.tmp"
     try:
-        if _wal_pending(path):
+        if _wal_pending(path) or _damage_noted(path) is not None:
             return
         state = _file_state(path)
         wait = state["mtime_ns"] + _TICK_NS - time.time_ns()
@@ -258,6 +263,39 @@ def _record_clean(path: Path) -> None:
 def _forget_clean(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(f"{path}{CLEAN_SUFFIX}")
+
+
+def _damage_noted(path: Path) -> tuple[int, int] | None:
+    """The DAMAGED_SUFFIX file's (inode, mtime) when one lies beside the store (never opened: stat only)."""
+    try:
+        st = os.lstat(f"{path}{DAMAGED_SUFFIX}")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _note_damage(path: Path, what: str) -> None:
+    """Damage met: no clean state now, nor from a writer that closes later (DAMAGED_SUFFIX)."""
+    _forget_clean(path)
+    try:
+        fd = os.open(f"{path}{DAMAGED_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     0o644)
+    except OSError:
+        return  # noted already, or a read-only folder (where no writer records a clean state either)
+    try:
+        os.write(fd, f"{_now()} {what[:500]}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _forget_damage(path: Path, noted: tuple[int, int] | None) -> None:
+    """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
+    A note written meanwhile (another inode or time) is kept: that damage may be newer than the check's read."""
+    if noted is not None and _damage_noted(path) == noted:
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}{DAMAGED_SUFFIX}")
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -663,7 +701,7 @@ class ResultsStore:
         too, reader or writer: it let every later open trust the store and run only the probe, which
         reads a few hundred pages and may miss the damaged one again."""
         self._faulted = True
-        _forget_clean(self._abs)
+        _note_damage(self._abs, what)
         return StoreError(_damaged(self.path, what))
 
     def folders_not_rekeyed(self) -> int:
@@ -764,7 +802,11 @@ class ResultsStore:
             # What the probe finds, the full check confirms, and its word is final: a writer that opened the
             # store after it was found clean (its -wal outgrows the file) is no damage.
             self.checked = "full"
-        return _full_check(db)
+        noted = _damage_noted(self._abs)
+        found = _full_check(db)
+        if found == "ok":
+            _forget_damage(self._abs, noted)
+        return found
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:
         """What a table changed by hand (or by another tool) lacks of `need` (default: every column), or None."""
@@ -1149,7 +1191,7 @@ class ResultsStore:
             found = str(e)
         if found == "ok":
             return self._found_damaged(str(exc))
-        _forget_clean(Path(os.path.realpath(other)))
+        _note_damage(Path(os.path.realpath(other)), f"SQLite integrity check: {found}")
         return StoreError(_damaged(other, f"SQLite integrity check: {found}"))
 
 

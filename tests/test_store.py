@@ -1433,3 +1433,35 @@ def test_damage_merge_meets_in_a_source_while_checking_it_is_the_damaged_line(tm
     r = run_cli_in_process("results", "merge", "--db", str(tmp_path / "m.sqlite"), str(db))
     assert r.returncode == 2 and f"{db} is damaged (database disk image is malformed" in r.stderr, r.stderr
     assert "no store was merged" in r.stderr and not clean.exists()
+
+
+def test_damage_a_reader_met_is_not_hidden_by_a_writer_that_closes_after_it(tmp_path, integrity_checks):
+    """A writer open while a reader met damage (a page gone bad under a long scan) closed cleanly afterwards and
+    recorded the damaged file as clean: the next open ran only the probe, which does not read that page, and
+    accepted the store. The damage met is noted beside the store: no clean state counts or is written while the
+    note is there, and a full check that finds the store sound (a rebuilt store moved in) removes it."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db, sound = tmp_path / "s.sqlite", tmp_path / "sound.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    sound.write_bytes(db.read_bytes())
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        page = c.execute("SELECT rootpage FROM sqlite_master WHERE name='results_sha'").fetchone()[0]
+        ps = c.execute("PRAGMA page_size").fetchone()[0]
+    c.close()
+    writer = ResultsStore(db)
+    with open(db, "r+b") as fh:
+        fh.seek((page - 1) * ps)
+        fh.write(b"\xa5" * ps)
+    with pytest.raises(StoreError, match="is damaged"):
+        ResultsStore(db, readonly=True)
+    writer.close()
+    assert not Path(f"{db}-clean").exists() and Path(f"{db}-damaged").exists()
+    checks = len(integrity_checks)
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="is damaged"):
+            ResultsStore(db, readonly=readonly)
+    assert len(integrity_checks) == checks + 2  # checked whole, not probed
+    os.replace(sound, db)  # the rebuilt store moved in: sound, the note goes, and its next close is clean again
+    ResultsStore(db).close()
+    assert not Path(f"{db}-damaged").exists() and Path(f"{db}-clean").exists()
+    assert ResultsStore(db, readonly=True).checked == "probe"
