@@ -1489,3 +1489,38 @@ def test_a_store_restored_in_place_with_its_size_and_mtime_is_checked_whole(tmp_
     except StoreError:
         pass  # what the check finds in the bytes changed is not this test's point: that it ran
     assert len(integrity_checks) == n + 1
+
+
+def test_results_summary_while_a_scan_writes_counts_one_moment_of_the_store(tmp_path, monkeypatch):
+    """`results summary` read its counts in separate statements, each seeing the store as it was then: a batch a
+    running scan committed between them gave `files` 3 and `distinct_files` 6 of one run, and a stderr note that
+    "runs scanned some of the same files". Its counts now come from one read snapshot."""
+    from conftest import run_cli_in_process
+
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "s.sqlite"
+    assert _scan_into(tmp_path / "in", db).returncode == 0
+    real = sqlite3.connect
+    scan = real(db)  # the running scan's connection
+
+    def commit_a_batch() -> None:
+        scan.execute("INSERT INTO results SELECT run_id, path || '.more', file || '.more', folder, size, mtime_ns, "
+                     "sha256, verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, record "
+                     "FROM results")
+        scan.commit()
+
+    class Between(sqlite3.Connection):
+        def execute(self, sql, *a):
+            if "COUNT(DISTINCT path)" in sql and not scan.in_transaction and \
+                    real(db).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 3:
+                commit_a_batch()  # after the verdict counts were read, before the distinct files
+            return super().execute(sql, *a)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, **{**k, "factory": Between}))
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert real(db).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 6  # the batch was committed meanwhile
+    assert (s["files"], s["distinct_files"], sum(f["files"] for f in s["folders"]),
+            s["run_details"][0]["files"]) == (3, 3, 3, 3), s
+    assert "scanned some of the same files" not in r.stderr
