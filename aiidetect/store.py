@@ -346,6 +346,33 @@ def _probe(db: sqlite3.Connection, path: Path) -> str:
     return "ok"
 
 
+def _busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return (code & 0xFF) == 5 if code is not None else "locked" in str(exc)  # SQLITE_BUSY
+
+
+def _to_wal(db: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """WAL mode, waiting for another process switching a new store at the same moment. Two `scan --db` started at
+    once on a new store: each read the header and asked for the exclusive lock, and SQLite answers the second
+    SQLITE_BUSY at once, without the busy timeout (waiting would deadlock on the other's read lock): one of them
+    stopped with `database is locked` (6 of 90 opens, three processes at once). Asked again once the other one
+    is through, the store is in WAL mode already."""
+    end, delay = time.monotonic() + seconds, 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= end:
+                raise
+        _busy_wait(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _busy_wait(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -639,7 +666,7 @@ class ResultsStore:
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
                 # (a writer killed, or another one beside this one, leaves the next open the full check).
                 _forget_clean(self._abs)
-                self._db.execute("PRAGMA journal_mode=WAL")
+                _to_wal(self._db)
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)

@@ -1524,3 +1524,44 @@ def test_results_summary_while_a_scan_writes_counts_one_moment_of_the_store(tmp_
     assert (s["files"], s["distinct_files"], sum(f["files"] for f in s["folders"]),
             s["run_details"][0]["files"]) == (3, 3, 3, 3), s
     assert "scanned some of the same files" not in r.stderr
+
+
+def test_a_new_store_opened_by_two_scans_at_once_is_not_locked_for_either(tmp_path, monkeypatch):
+    """Two `scan --db` started at once on a new store both switch it to WAL mode: SQLite answers the second
+    SQLITE_BUSY at once, without the busy timeout (waiting would deadlock on the first's read lock), and that scan
+    stopped with `database is locked` (3 to 6 of 90 opens, three processes at once). Here the second's first ask
+    is answered so; asked again once the first is through, it opens."""
+    from aiidetect import store as store_mod
+
+    real, busy = sqlite3.connect, []
+
+    class FirstAskBusy(sqlite3.Connection):
+        def execute(self, sql, *a):
+            if sql == "PRAGMA journal_mode=WAL" and not busy:
+                busy.append(sql)
+                exc = sqlite3.OperationalError("database is locked")
+                exc.sqlite_errorcode = 5  # SQLITE_BUSY
+                raise exc
+            return super().execute(sql, *a)
+
+    waited: list[float] = []
+    monkeypatch.setattr(store_mod, "_busy_wait", waited.append, raising=False)
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, **{**k, "factory": FirstAskBusy}))
+    with ResultsStore(tmp_path / "s.sqlite") as st:
+        assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert busy and len(waited) == 1
+    # what is not a lock (a read-only file system, a disk error) is not waited for
+    monkeypatch.setattr(sqlite3, "connect", real)
+    calls = []
+
+    class Broken(sqlite3.Connection):
+        def execute(self, sql, *a):
+            if sql == "PRAGMA journal_mode=WAL":
+                calls.append(sql)
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *a)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real(*a, **{**k, "factory": Broken}))
+    with pytest.raises(StoreError, match="disk I/O error"):
+        ResultsStore(tmp_path / "t.sqlite")
+    assert calls == ["PRAGMA journal_mode=WAL"] and len(waited) == 1
