@@ -860,6 +860,14 @@ class ResultsStore:
                 return
             self._closed = True
             clean = not self.readonly and not self._faulted and not self._db.in_transaction
+            if clean:
+                # SQLite empties the -wal when its last connection closes: a reader open then (a `results`
+                # command, a dashboard holding the file open) kept the frames there, no clean state was recorded,
+                # and every later open read the store whole until the next scan. The log is copied into the file
+                # and emptied now, unless a read is under way (no wait: busy_timeout 0; nothing recorded then).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA busy_timeout=0")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._db.close()
         if clean:
             _record_clean(self._abs)
