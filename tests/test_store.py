@@ -1589,3 +1589,31 @@ def test_a_writer_closing_while_a_reader_is_open_still_records_the_clean_state(t
     n = len(integrity_checks)
     ResultsStore(db).close()  # the read under way left the frames: checked whole, then recorded
     assert len(integrity_checks) == n + 1 and ResultsStore(db, readonly=True).checked == "probe"
+
+
+def test_two_library_scans_of_overlapping_folders_into_one_store_at_once(tmp_path):
+    """Two scans (a thread each, as a service runs them) of overlapping folders into one store: both finish, every
+    file is one row, and each scan gives every file of its own paths one record."""
+    import threading
+
+    from aiidetect import api
+
+    imgs = _tiny_images(tmp_path / "in", 12, folders=2)
+    db = tmp_path / "s.sqlite"
+    both = threading.Barrier(2, timeout=20)
+    out: dict[int, list] = {}
+
+    def scan(i: int, paths: list[str]) -> None:
+        both.wait()  # their stores opened at the same moment: a new store, both switching it to WAL mode
+        out[i] = [(r.file, r.error) for r in api.scan(paths, detectors="metadata", cache=False, db=db, batch_size=2)]
+    f0, f1 = str(tmp_path / "in" / "f00"), str(tmp_path / "in" / "f01")
+    threads = [threading.Thread(target=scan, args=(0, [f0, f1])), threading.Thread(target=scan, args=(1, [f1, f0]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [sorted(f for f, _ in out[i]) for i in (0, 1)] == [sorted(map(str, imgs))] * 2
+    assert all(err is None for i in (0, 1) for _, err in out[i])
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (12, 12)
+        assert sorted(c.execute("SELECT status FROM sessions")) == [("complete",), ("complete",)]
