@@ -946,19 +946,27 @@ def test_two_library_scans_giving_up_the_same_read_at_once_are_one_strike(tmp_pa
     db = tmp_path / "s.sqlite"
     # Strikes written one after the other (the order a lost update would otherwise decide): the count is the test.
     order = threading.Lock()
-    add = ResultsStore.add_strikes
+    add, load = ResultsStore.add_strikes, ResultsStore.crash_strikes
+    loaded = threading.Barrier(2, timeout=20)
 
     def add_in_turn(self, *a, **k):
         with order:
             return add(self, *a, **k)
 
+    def load_together(self):
+        found = load(self)
+        loaded.wait()  # both sessions know the strikes of the same moment, however late one of them starts
+        return found
+
     monkeypatch.setattr(ResultsStore, "add_strikes", add_in_turn)
+    monkeypatch.setattr(ResultsStore, "crash_strikes", load_together)
     codes: dict[int, list] = {}
 
     def scan(i: int) -> None:
+        # Two runs (another max_pixels): neither resumes the other's `timeout` record instead of reading the file.
         codes[i] = [r.error.code if r.error else None for r in api.scan(
             tmp_path, detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3, db=db,
-            include=["*.png"])]
+            include=["*.png"], max_pixels=10**8 + i)]
     threads = [threading.Thread(target=scan, args=(i,)) for i in range(2)]
     try:
         for t in threads:
