@@ -1002,3 +1002,31 @@ def test_a_strike_counts_from_the_strikes_its_reader_knew(tmp_path):
         st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # changed since: its first
         st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # a slot of an older version: added, as before
         assert st.crash_strikes() == {"/x/a.png": (10, 2, 2)}
+
+
+def test_a_slot_of_this_version_is_read_by_an_older_one_and_stale_bytes_are_no_count(tmp_path):
+    """The strikes a reader knew were a fourth item of the slot's list: an older version, which unpacks three, lost
+    the whole slot, and gave no strike for a file that ended the process. They follow in a section of their own,
+    tied to the list by its CRC: what a longer payload left after a shorter one of an older version is no count."""
+    from aiidetect.crashguard import SLOT_BYTES, _read_slots
+
+    g = CrashGuard(str(tmp_path / "s.sqlite"), 5, {"/x/a.png": (10, 1, 1)}, {"/x/a.png": Seen("/x/a.png", 10, 1)}.get)
+    with g.watch("/x/a.png"):
+        raw = open(g.path, "rb").read(SLOT_BYTES)
+    g.close()
+    head = int(raw[:8])
+    assert json.loads(raw[8:8 + head]) == ["/x/a.png", 10, 1]  # what an older version reads, whole
+    fd = os.open(tmp_path / "slots", os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, raw[:8 + head + 40], 0)
+        assert _read_slots(fd) == [Seen("/x/a.png", 10, 1)] and _read_slots(fd)[0].known == 1
+        # An older version's slot: a short payload over a longer one's bytes, digits where a section would be.
+        old = json.dumps(["/x/b.png", 1, 2]).encode()
+        os.pwrite(fd, b"%08d" % len(old) + old + b"000000032 00000000" + b"\0" * 64, 0)
+        assert [s.known for s in _read_slots(fd)] == [None]
+        # Numbers SQLite cannot store (a slot written by hand): none, not an OverflowError at the next session.
+        big = json.dumps(["/x/c.png", 2**64, -2**70]).encode()
+        os.pwrite(fd, b"%08d" % len(big) + big + b"\0" * 64, 0)
+        assert [(s.size, s.mtime_ns) for s in _read_slots(fd)] == [(None, None)]
+    finally:
+        os.close(fd)
