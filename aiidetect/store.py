@@ -184,6 +184,7 @@ CLEAN_SUFFIX = "-clean"
 # damaged page). While it lies there no clean state counts, nor is one written; a full check that finds the store
 # sound (a rebuilt store moved in under the name) removes it.
 DAMAGED_SUFFIX = "-damaged"
+_NOTE_MAX = 65536
 _CLEAN_FORMAT = 1
 # Rows the bounded probe looks up through the (run, path) index, spread over the table.
 PROBE_ROWS = 256
@@ -265,34 +266,42 @@ def _forget_clean(path: Path) -> None:
         os.unlink(f"{path}{CLEAN_SUFFIX}")
 
 
-def _damage_noted(path: Path) -> tuple[int, int] | None:
-    """The DAMAGED_SUFFIX file's (inode, mtime) when one lies beside the store (never opened: stat only)."""
+def _damage_noted(path: Path) -> tuple[int, int, int] | None:
+    """The DAMAGED_SUFFIX file's (inode, mtime, size) when one lies beside the store (never opened: stat only)."""
     try:
         st = os.lstat(f"{path}{DAMAGED_SUFFIX}")
     except OSError:
         return None
-    return st.st_ino, st.st_mtime_ns
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _note_damage(path: Path, what: str) -> None:
-    """Damage met: no clean state now, nor from a writer that closes later (DAMAGED_SUFFIX)."""
+    """Damage met: no clean state now, nor from a writer that closes later (DAMAGED_SUFFIX). Added to a note
+    there already: a full check under way then (which read the page before it went bad) must not remove it."""
+    import stat
+
     _forget_clean(path)
     try:
-        fd = os.open(f"{path}{DAMAGED_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                     0o644)
+        # O_NONBLOCK: a FIFO in its place would hold the open for good; O_NOFOLLOW: a link is never written through
+        fd = os.open(f"{path}{DAMAGED_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK |
+                     getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError:
-        return  # noted already, or a read-only folder (where no writer records a clean state either)
+        return  # a read-only folder (where no writer records a clean state either), or something odd in the way
     try:
-        os.write(fd, f"{_now()} {what[:500]}\n".encode("utf-8", "replace"))
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size < _NOTE_MAX:
+            os.write(fd, f"{_now()} {what[:500]}\n".encode("utf-8", "replace"))
+        elif stat.S_ISREG(st.st_mode):
+            os.utime(fd)  # a damaged store a script opens every minute: its note grows no more, its time does
     except OSError:
         pass
     finally:
         os.close(fd)
 
 
-def _forget_damage(path: Path, noted: tuple[int, int] | None) -> None:
+def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
     """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
-    A note written meanwhile (another inode or time) is kept: that damage may be newer than the check's read."""
+    A note written or added to meanwhile is kept: that damage may be newer than the check's read."""
     if noted is not None and _damage_noted(path) == noted:
         with contextlib.suppress(OSError):
             os.unlink(f"{path}{DAMAGED_SUFFIX}")

@@ -1617,3 +1617,45 @@ def test_two_library_scans_of_overlapping_folders_into_one_store_at_once(tmp_pat
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (12, 12)
         assert sorted(c.execute("SELECT status FROM sessions")) == [("complete",), ("complete",)]
+
+
+def test_damage_met_again_during_a_check_that_finds_the_store_sound_keeps_the_note(tmp_path, monkeypatch):
+    """A note already there was not written again (O_EXCL): damage another command met while a full check ran
+    (one that read the page before it went bad) left the note as it was, and that check, finding the store sound,
+    removed it: a writer open meanwhile then recorded the damaged file as clean. Each damage met is added to
+    the note, and a check removes only the note it saw before it began."""
+    from aiidetect import store as store_mod
+
+    db = tmp_path / "s.sqlite"
+    ResultsStore(db).close()
+    store_mod._note_damage(db.resolve(), "met by a reader")
+    real = store_mod._full_check
+
+    def meanwhile(conn):
+        store_mod._note_damage(db.resolve(), "met again by another command meanwhile")
+        return real(conn)
+
+    monkeypatch.setattr(store_mod, "_full_check", meanwhile)
+    ResultsStore(db, readonly=True).close()
+    note = Path(f"{db}-damaged")
+    assert note.exists() and "met again" in note.read_text()
+    monkeypatch.setattr(store_mod, "_full_check", real)
+    ResultsStore(db, readonly=True).close()  # nothing met meanwhile: sound, the note goes
+    assert not note.exists()
+
+
+def test_the_damage_note_of_a_store_opened_again_and_again_stops_growing(tmp_path, monkeypatch):
+    """Each damage met adds a line to the note: a damaged store a script opens every minute made it grow without
+    end. Past a bound it grows no more, and its time still says that damage was met again."""
+    from aiidetect import store as store_mod
+
+    db = tmp_path / "s.sqlite"
+    monkeypatch.setattr(store_mod, "_NOTE_MAX", 1000)
+    for _ in range(10):
+        store_mod._note_damage(db, "database disk image is malformed " + "x" * 200)
+    note = Path(f"{db}-damaged")
+    size = note.stat().st_size
+    assert 1000 <= size < 1300
+    os.utime(note, ns=(0, 0))
+    store_mod._note_damage(db, "again")
+    assert note.stat().st_size == size and note.stat().st_mtime_ns > 0
