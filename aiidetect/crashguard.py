@@ -52,14 +52,15 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping
 
 STRIKES_TO_REFUSE = 2
-# One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime. A PATH_MAX path of bytes that are
-# not UTF-8 nor printable makes a key of about 30 kB (escaped display form + base64, escaped again by JSON); a
-# key longer than a slot is not written, and its file would go unguarded. The file stays sparse: a slot costs
-# only what is written in it.
+# One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime, then the strikes its reader knew
+# (_known_section). A PATH_MAX path of bytes that are not UTF-8 nor printable makes a key of about 30 kB (escaped
+# display form + base64, escaped again by JSON); a key longer than a slot is not written, and its file would go
+# unguarded. The file stays sparse: a slot costs only what is written in it.
 SLOT_BYTES = 65536
 _LEN = 8                     # the slot's header: the payload's length in ASCII digits; 0 = empty
 SUFFIX = "-reading-"
@@ -67,10 +68,14 @@ SUFFIX = "-reading-"
 
 @dataclass(frozen=True)
 class Seen:
-    """How a file stood when its session stat-ed it (store.path_key, size, mtime)."""
+    """How a file stood when its session stat-ed it (store.path_key, size, mtime), and the strikes its reader
+    knew of when the read began (`known`; None: not known, a slot of an older version). Two scans of one store
+    that give up, or die in, the same read at once are one incident: each knew of the same strikes, and the
+    store counts the file `known + strikes given`, not the sum of both (one slow moment set it aside)."""
     key: str
     size: int | None
     mtime_ns: int | None
+    known: int | None = field(default=None, compare=False)  # what the reader knew, not how the file stood
 
 
 def slot_files(store_path: str) -> list[str]:
@@ -127,14 +132,37 @@ def _read_slots(fd: int) -> list[Seen]:
         head = raw[:_LEN]
         if not head.isdigit() or int(head) == 0 or int(head) > SLOT_BYTES - _LEN:
             continue
+        end = _LEN + int(head)
         try:
-            key, size_, mtime = json.loads(raw[_LEN:_LEN + int(head)].decode("utf-8"))
+            key, size_, mtime, *_ = json.loads(raw[_LEN:end].decode("utf-8"))  # *_: a later version's fields
         except (ValueError, UnicodeDecodeError, TypeError):
             continue  # torn by the crash: nothing to learn from it
         if isinstance(key, str):
-            out.append(Seen(key, size_ if isinstance(size_, int) else None,
-                            mtime if isinstance(mtime, int) else None))
+            out.append(Seen(key, _int64(size_), _int64(mtime), _known(raw, end)))
     return out
+
+
+def _known_section(payload: bytes, n: int) -> bytes:
+    """The strikes a read knew of, after its slot's first section: an older version reads that one alone (a list
+    of four there lost it the whole slot). Tied to the payload by its CRC: the bytes after an older version's
+    shorter payload are what a longer one left there, and may look like a section."""
+    sec = b"%d %08x" % (n, zlib.crc32(payload))
+    return b"%08d" % len(sec) + sec
+
+
+def _known(raw: bytes, end: int) -> int | None:
+    head = raw[end:end + _LEN]
+    if not head.isdigit() or not 0 < int(head) <= 28:
+        return None
+    n, _, crc = raw[end + _LEN:end + _LEN + int(head)].partition(b" ")
+    ok = n.isdigit() and len(n) <= 18 and crc == b"%08x" % zlib.crc32(raw[_LEN:end])
+    return int(n) if ok else None
+
+
+def _int64(v: object) -> int | None:
+    """An integer SQLite can store, else None: a slot written by hand with a larger one stopped the next
+    session's start (OverflowError binding it)."""
+    return v if type(v) is int and -2**63 <= v < 2**63 else None
 
 
 class _ReadersWriter:
@@ -244,9 +272,11 @@ class CrashGuard:
             off = self._slot()
             slot = b""
             if seen is not None:
+                # With the strikes known now: a second session dying in the same read at once is the same incident.
                 payload = json.dumps([seen.key, seen.size, seen.mtime_ns]).encode("utf-8")
-                if len(payload) <= SLOT_BYTES - _LEN:
-                    slot = b"%08d" % len(payload) + payload
+                slot = b"%08d" % len(payload) + payload + _known_section(payload, n)
+                if len(slot) > SLOT_BYTES:
+                    slot = b""
             self._write(slot, off, 1)
             try:
                 yield
@@ -285,7 +315,7 @@ class CrashGuard:
             return None
         self.strikes[seen.key] = (seen.size, seen.mtime_ns, n + times)
         if self._struck is not None:
-            self._struck(seen, times)
+            self._struck(replace(seen, known=n), times)
         return n + times
 
     def _write(self, data: bytes, off: int, active: int) -> None:

@@ -179,6 +179,12 @@ def _damaged(path: Path, what: str) -> str:
 # it cleanly; removed when a writer opens it. SQLite's full integrity check reads every page (13-18 s
 # at 1M rows, docs/scale.md): it runs when the file is not as aiidetect left it, a bounded probe otherwise.
 CLEAN_SUFFIX = "-clean"
+# Beside the store too: damage met by any command, reader or writer. A writer open at that moment did not see it,
+# and its clean close recorded the damaged file as clean (the next open ran the probe only, which may not read the
+# damaged page). While it lies there no clean state counts, nor is one written; a full check that finds the store
+# sound (a rebuilt store moved in under the name) removes it.
+DAMAGED_SUFFIX = "-damaged"
+_NOTE_MAX = 65536
 _CLEAN_FORMAT = 1
 # Rows the bounded probe looks up through the (run, path) index, spread over the table.
 PROBE_ROWS = 256
@@ -223,7 +229,7 @@ def closed_cleanly(path: str | Path) -> bool:
     so, and no -wal holds frames): no process has written it since, not even SQLite."""
     path = Path(path)
     raw = _read_small(f"{path}{CLEAN_SUFFIX}")
-    if raw is None or _wal_pending(path):
+    if raw is None or _wal_pending(path) or _damage_noted(path) is not None:
         return False
     try:
         recorded = json.loads(raw)
@@ -237,7 +243,7 @@ def _record_clean(path: Path) -> None:
     Nothing is written when another connection still holds a -wal, or the file changed meanwhile."""
     tmp = f"{path}{CLEAN_SUFFIX}.{os.getpid()}.tmp"
     try:
-        if _wal_pending(path):
+        if _wal_pending(path) or _damage_noted(path) is not None:
             return
         state = _file_state(path)
         wait = state["mtime_ns"] + _TICK_NS - time.time_ns()
@@ -258,6 +264,47 @@ def _record_clean(path: Path) -> None:
 def _forget_clean(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(f"{path}{CLEAN_SUFFIX}")
+
+
+def _damage_noted(path: Path) -> tuple[int, int, int] | None:
+    """The DAMAGED_SUFFIX file's (inode, mtime, size) when one lies beside the store (never opened: stat only)."""
+    try:
+        st = os.lstat(f"{path}{DAMAGED_SUFFIX}")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _note_damage(path: Path, what: str) -> None:
+    """Damage met: no clean state now, nor from a writer that closes later (DAMAGED_SUFFIX). Added to a note
+    there already: a full check under way then (which read the page before it went bad) must not remove it."""
+    import stat
+
+    _forget_clean(path)
+    try:
+        # O_NONBLOCK: a FIFO in its place would hold the open for good; O_NOFOLLOW: a link is never written through
+        fd = os.open(f"{path}{DAMAGED_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK |
+                     getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError:
+        return  # a read-only folder (where no writer records a clean state either), or something odd in the way
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size < _NOTE_MAX:
+            os.write(fd, f"{_now()} {what[:500]}\n".encode("utf-8", "replace"))
+        elif stat.S_ISREG(st.st_mode):
+            os.utime(fd)  # a damaged store a script opens every minute: its note grows no more, its time does
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
+    """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
+    A note written or added to meanwhile is kept: that damage may be newer than the check's read."""
+    if noted is not None and _damage_noted(path) == noted:
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}{DAMAGED_SUFFIX}")
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -306,6 +353,33 @@ def _probe(db: sqlite3.Connection, path: Path) -> str:
         if row[1] != str(row[0]):
             return f"row {row[0]} of results is not found through its (run, path) index"
     return "ok"
+
+
+def _busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return (code & 0xFF) == 5 if code is not None else "locked" in str(exc)  # SQLITE_BUSY
+
+
+def _to_wal(db: sqlite3.Connection, seconds: float = 60.0) -> None:
+    """WAL mode, waiting for another process switching a new store at the same moment. Two `scan --db` started at
+    once on a new store: each read the header and asked for the exclusive lock, and SQLite answers the second
+    SQLITE_BUSY at once, without the busy timeout (waiting would deadlock on the other's read lock): one of them
+    stopped with `database is locked` (6 of 90 opens, three processes at once). Asked again once the other one
+    is through, the store is in WAL mode already."""
+    end, delay = time.monotonic() + seconds, 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= end:
+                raise
+        _busy_wait(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _busy_wait(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _now() -> str:
@@ -601,7 +675,7 @@ class ResultsStore:
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
                 # (a writer killed, or another one beside this one, leaves the next open the full check).
                 _forget_clean(self._abs)
-                self._db.execute("PRAGMA journal_mode=WAL")
+                _to_wal(self._db)
                 # NORMAL in WAL mode: a committed batch survives a killed process (not a power cut).
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
@@ -663,7 +737,7 @@ class ResultsStore:
         too, reader or writer: it let every later open trust the store and run only the probe, which
         reads a few hundred pages and may miss the damaged one again."""
         self._faulted = True
-        _forget_clean(self._abs)
+        _note_damage(self._abs, what)
         return StoreError(_damaged(self.path, what))
 
     def folders_not_rekeyed(self) -> int:
@@ -764,7 +838,11 @@ class ResultsStore:
             # What the probe finds, the full check confirms, and its word is final: a writer that opened the
             # store after it was found clean (its -wal outgrows the file) is no damage.
             self.checked = "full"
-        return _full_check(db)
+        noted = _damage_noted(self._abs)
+        found = _full_check(db)
+        if found == "ok":
+            _forget_damage(self._abs, noted)
+        return found
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:
         """What a table changed by hand (or by another tool) lacks of `need` (default: every column), or None."""
@@ -791,6 +869,14 @@ class ResultsStore:
                 return
             self._closed = True
             clean = not self.readonly and not self._faulted and not self._db.in_transaction
+            if clean:
+                # SQLite empties the -wal when its last connection closes: a reader open then (a `results`
+                # command, a dashboard holding the file open) kept the frames there, no clean state was recorded,
+                # and every later open read the store whole until the next scan. The log is copied into the file
+                # and emptied now, unless a read is under way (no wait: busy_timeout 0; nothing recorded then).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA busy_timeout=0")
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._db.close()
         if clean:
             _record_clean(self._abs)
@@ -863,14 +949,22 @@ class ResultsStore:
 
     def add_strikes(self, found: Sequence[Any], dead: Sequence[int], each: int = 1) -> None:
         """`each` strikes for each file a dead session (or process) was reading (crashguard.Seen): added
-        to the file's earlier strikes when it is unchanged, else its first. Those sessions say `died`."""
+        to the strikes its reader knew of (`known`) when it is unchanged and still struck, else its first (a
+        strike cleared meanwhile: another scan read the file to the end). Those sessions say
+        `died`. Two scans that met the same read at once (both gave it up, or both died in it) knew of the
+        same strikes: one incident, counted once. With `known` None (a slot of an older version), added to
+        the strikes stored. One statement per file: read and written under one write lock, so a strike
+        another scan gives at the same moment is never lost (a read, then a write, lost one)."""
         with self._using():
             try:
                 for s in found:
-                    row = self._db.execute("SELECT size, mtime_ns, strikes FROM crashes WHERE path=?",
-                                           (s.key,)).fetchone()
-                    n = row[2] + each if row is not None and (row[0], row[1]) == (s.size, s.mtime_ns) else each
-                    self._db.execute("INSERT OR REPLACE INTO crashes VALUES (?,?,?,?)", (s.key, s.size, s.mtime_ns, n))
+                    known = getattr(s, "known", None)
+                    self._db.execute(
+                        "INSERT INTO crashes VALUES (?1,?2,?3,?4) ON CONFLICT(path) DO UPDATE SET strikes=CASE "
+                        "WHEN crashes.size IS ?2 AND crashes.mtime_ns IS ?3 THEN "
+                        "(CASE WHEN ?5 IS NULL THEN crashes.strikes + ?6 ELSE MAX(crashes.strikes, ?5 + ?6) END) "
+                        "ELSE ?4 END, size=?2, mtime_ns=?3",
+                        (s.key, s.size, s.mtime_ns, each, known, each))
                 for sid in dead:
                     self._db.execute("UPDATE sessions SET status='died' WHERE session_id=? AND status='running'",
                                      (int(sid),))
@@ -920,6 +1014,23 @@ class ResultsStore:
         return None if row is None else dict(zip(cols, row))
 
     # ---- reading (results command)
+    @contextlib.contextmanager
+    def snapshot(self):
+        """The reads inside see the store at one moment: a scan writing meanwhile commits its batches between
+        separate statements, and `summary`'s counts, each read alone, disagreed (3 files of 6 distinct in one
+        run). A read transaction of the connection (in WAL mode the writer is not held up); inside one already
+        (a writer's pending rows), nothing more."""
+        with self._lock:
+            outer = self._db.in_transaction
+            if not outer:
+                self._db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if not outer:
+                with self._lock, contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+
     def runs(self, counts: bool = True) -> list[dict[str, Any]]:
         """The runs, oldest first; `files` and `sessions` (None unless `counts`: counting a run's files
         reads its every index entry, 0.1-0.2 s per million rows, which only `summary` shows)."""
@@ -976,7 +1087,7 @@ class ResultsStore:
 
     def summary(self, run_ids: Sequence[str], top_folders: int = 20) -> dict[str, Any]:
         q = f"run_id IN ({','.join('?' * len(run_ids))})"
-        with self._lock:
+        with self.snapshot(), self._lock:
             verdicts = dict(self._db.execute(f"SELECT verdict, COUNT(*) FROM results WHERE {q} GROUP BY verdict",
                                              run_ids).fetchall())
             errors = dict(self._db.execute(f"SELECT error_code, COUNT(*) FROM results WHERE {q} AND error_code "
@@ -1141,7 +1252,7 @@ class ResultsStore:
             found = str(e)
         if found == "ok":
             return self._found_damaged(str(exc))
-        _forget_clean(Path(os.path.realpath(other)))
+        _note_damage(Path(os.path.realpath(other)), f"SQLite integrity check: {found}")
         return StoreError(_damaged(other, f"SQLite integrity check: {found}"))
 
 

@@ -921,3 +921,112 @@ def test_ctrl_c_in_a_terminal_is_the_scans_to_answer_not_the_watchdogs(tmp_path)
         p.kill()
     assert p.returncode == 130 and "interrupted" in err, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_two_library_scans_giving_up_the_same_read_at_once_are_one_strike(tmp_path, monkeypatch):
+    """Two library scans of one store (two threads of a service) that both gave up the same read were two strikes:
+    the file was set aside by one slow moment, never read alone. Each knew of no strike when its read began: one
+    incident, one strike, and the next scan reads the file again, alone."""
+    from aiidetect import api
+    from aiidetect.pipeline.stages import DecodeStage
+    from aiidetect.store import ResultsStore
+
+    for name in ("a", "hang"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    release, both = threading.Event(), threading.Barrier(2, timeout=20)
+    real = DecodeStage.__call__
+
+    def decode(self, path, index, expect=None):
+        if path.endswith("hang.png"):
+            both.wait()          # both scans inside the read, each knowing of no strike
+            release.wait(30)     # the test's bound, never reached when it works
+        return real(self, path, index, expect)
+
+    monkeypatch.setattr(DecodeStage, "__call__", decode)
+    db = tmp_path / "s.sqlite"
+    # Strikes written one after the other (the order a lost update would otherwise decide): the count is the test.
+    order = threading.Lock()
+    add, load = ResultsStore.add_strikes, ResultsStore.crash_strikes
+    loaded = threading.Barrier(2, timeout=20)
+
+    def add_in_turn(self, *a, **k):
+        with order:
+            return add(self, *a, **k)
+
+    def load_together(self):
+        found = load(self)
+        loaded.wait()  # both sessions know the strikes of the same moment, however late one of them starts
+        return found
+
+    monkeypatch.setattr(ResultsStore, "add_strikes", add_in_turn)
+    monkeypatch.setattr(ResultsStore, "crash_strikes", load_together)
+    codes: dict[int, list] = {}
+
+    def scan(i: int) -> None:
+        # Two runs (another max_pixels): neither resumes the other's `timeout` record instead of reading the file.
+        codes[i] = [r.error.code if r.error else None for r in api.scan(
+            tmp_path, detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.3, db=db,
+            include=["*.png"], max_pixels=10**8 + i)]
+    threads = [threading.Thread(target=scan, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        release.set()
+    assert codes == {0: [None, "timeout"], 1: [None, "timeout"]}
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT strikes FROM crashes").fetchall() == [(1,)]
+
+
+def test_a_strike_counts_from_the_strikes_its_reader_knew(tmp_path):
+    """Two sessions that died in the same read at once (their slots both name it, each knowing of no strike) were
+    two strikes at the next session: set aside, never read alone. A read that knew of one strike is the second."""
+    from aiidetect.store import ResultsStore
+
+    with ResultsStore(tmp_path / "s.sqlite") as st:
+        for sid in (3, 4):  # what two dead sessions leave, read as the next session reads them
+            g = CrashGuard(str(st.path), sid, {}, {"/x/a.png": Seen("/x/a.png", 10, 1)}.get)
+            with g.watch("/x/a.png"):
+                (tmp_path / f"s.sqlite-reading-{sid}.copy").write_bytes(open(g.path, "rb").read())
+            g.close()
+            os.rename(tmp_path / f"s.sqlite-reading-{sid}.copy", tmp_path / f"s.sqlite-reading-{sid}")
+        found, dead = recover(str(st.path))
+        assert [s.known for s in found] == [0, 0] and dead == [3, 4]
+        st.add_strikes(found, dead)
+        assert st.crash_strikes() == {"/x/a.png": (10, 1, 1)}
+        st.add_strikes([Seen("/x/a.png", 10, 1, known=1)], [])   # read alone, knowing of it: the second
+        st.add_strikes([Seen("/x/a.png", 10, 1, known=1)], [])   # another scan's read alone at once: the same
+        assert st.crash_strikes() == {"/x/a.png": (10, 1, 2)}
+        st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # changed since: its first
+        st.add_strikes([Seen("/x/a.png", 10, 2)], [])            # a slot of an older version: added, as before
+        assert st.crash_strikes() == {"/x/a.png": (10, 2, 2)}
+
+
+def test_a_slot_of_this_version_is_read_by_an_older_one_and_stale_bytes_are_no_count(tmp_path):
+    """The strikes a reader knew were a fourth item of the slot's list: an older version, which unpacks three, lost
+    the whole slot, and gave no strike for a file that ended the process. They follow in a section of their own,
+    tied to the list by its CRC: what a longer payload left after a shorter one of an older version is no count."""
+    from aiidetect.crashguard import SLOT_BYTES, _read_slots
+
+    g = CrashGuard(str(tmp_path / "s.sqlite"), 5, {"/x/a.png": (10, 1, 1)}, {"/x/a.png": Seen("/x/a.png", 10, 1)}.get)
+    with g.watch("/x/a.png"):
+        raw = open(g.path, "rb").read(SLOT_BYTES)
+    g.close()
+    head = int(raw[:8])
+    assert json.loads(raw[8:8 + head]) == ["/x/a.png", 10, 1]  # what an older version reads, whole
+    fd = os.open(tmp_path / "slots", os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, raw[:8 + head + 40], 0)
+        assert _read_slots(fd) == [Seen("/x/a.png", 10, 1)] and _read_slots(fd)[0].known == 1
+        # An older version's slot: a short payload over a longer one's bytes, digits where a section would be.
+        old = json.dumps(["/x/b.png", 1, 2]).encode()
+        os.pwrite(fd, b"%08d" % len(old) + old + b"000000032 00000000" + b"\0" * 64, 0)
+        assert [s.known for s in _read_slots(fd)] == [None]
+        # Numbers SQLite cannot store (a slot written by hand): none, not an OverflowError at the next session.
+        big = json.dumps(["/x/c.png", 2**64, -2**70]).encode()
+        os.pwrite(fd, b"%08d" % len(big) + big + b"\0" * 64, 0)
+        assert [(s.size, s.mtime_ns) for s in _read_slots(fd)] == [(None, None)]
+    finally:
+        os.close(fd)

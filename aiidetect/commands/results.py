@@ -120,9 +120,10 @@ def summary(db: Path = DbOpt, run: Optional[str] = RunOpt, fmt: Format = FmtOpt,
     Example: aiidetect results summary --db audit.sqlite --format json
     """
     with _open(db) as store:
-        ids = _runs(store, run)
-        s = store.summary(ids, top_folders=folders)
-        runs = [r for r in store.runs() if r["run_id"] in ids]
+        with store.snapshot():  # one moment of a store a scan is writing: its counts agree with each other
+            ids = _runs(store, run)
+            s = store.summary(ids, top_folders=folders)
+            runs = [r for r in store.runs() if r["run_id"] in ids]
         _rekey_note(store, quiet)
     s["run_details"] = [{k: r[k] for k in ("run_id", "detectors", "fusion_model", "created_at", "files", "sessions")}
                         for r in runs]
