@@ -175,13 +175,16 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
                      batch_size: int = 16, workers: int = 2, cache: FeatureCache | None = None,
                      transform: Callable[[Any], Any] | None = None, transform_key: str = "",
                      progress: Callable[[int], None] | None = None,
-                     digests: dict[str, str] | None = None) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+                     digests: dict[str, str] | None = None, phashes: dict[str, int | None] | None = None
+                     ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """Features for files. Returns ({output: (N_ok, D)}, failures[(path, reason)]);
     rows follow `paths` order minus the failures. `transform` (PIL -> PIL) is
     applied after decoding (a perturbation or re-encoding); give it a
     transform_key so cached rows of different transforms never mix. `digests`, when given, gets
     {path: SHA-256 of the bytes its row came from} (a head's training record, without reading
-    every file again)."""
+    every file again). `phashes`, when given, gets {path: perceptual.phash of its decoded pixels} (the
+    record's near-duplicate half): an image whose features are cached is then decoded all the same,
+    as its pixels are needed for the hash."""
     from .decode import Sample
     from .pixels import PixelReader, failure, ordered
 
@@ -189,15 +192,27 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
     enc = encoder_key(backbone)
     # No draft: feature values must not depend on which JPEGs happened to be cached.
+    def hook(img, s):
+        if phashes is not None:
+            from .perceptual import phash
+
+            s.phash = phash(img)  # the image as decoded, before any perturbation
+        return transform(img) if transform is not None else img
+
     reader = PixelReader([spec], keep_bytes=False,
-                         transform=(lambda img, _s: transform(img)) if transform is not None else None)
+                         transform=hook if (transform is not None or phashes is not None) else None)
 
     def load(p: str, index: int) -> Sample:
         s = reader.read(p, index)
         if s.ok and cache is not None:
             s.cached = cache.get(s.record.sha256, enc, prep, names)
             if s.cached is not None:
-                s.data = None
+                if phashes is None:
+                    s.data = None
+                    return s
+                # decoded for the hash alone: the preprocessing's pixels are dropped unused
+                reader.decode(s)
+                s.pixels.clear()
                 return s
         return reader.decode(s)
 
@@ -220,6 +235,8 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     for n, s in enumerate(ordered(load, paths, workers, ahead=max(batch_size, 4 * max(1, workers))), 1):
         if s.ok and digests is not None:
             digests[s.path] = s.record.sha256
+        if s.ok and phashes is not None:
+            phashes[s.path] = s.phash
         if not s.ok:
             failures.append((s.path, failure(s)))
         elif s.cached is not None:

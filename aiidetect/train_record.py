@@ -33,11 +33,68 @@ def pack_keys(digests: Iterable[str]) -> bytes:
     return b"".join(keys)
 
 
-def record(digests: Iterable[str], what: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files."""
+def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | None = None
+           ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files.
+    `phashes`: the perceptual hash of each training image's decoded pixels (perceptual.phash; None for
+    one too small or flat to have one), recorded beside the keys as block["perceptual"] so that eval
+    can tell re-encoded or resized copies of training images too."""
     blob = pack_keys(digests)
-    return ({"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what},
-            {KEYS_FILE: blob})
+    block: dict[str, Any] = {"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what}
+    files = {KEYS_FILE: blob}
+    if phashes is not None:
+        from . import perceptual
+
+        hs = list(phashes)
+        pblob = perceptual.pack([h for h in hs if h is not None])
+        block["perceptual"] = {"file": PHASH_FILE, "kind": perceptual.KIND, "count": len(pblob) // 8,
+                               "without_hash": sum(h is None for h in hs)}
+        files[PHASH_FILE] = pblob
+    return block, files
+
+
+PHASH_FILE = "train-phash.bin"
+
+
+def load_phashes(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = False):
+    """The head's training images' perceptual hashes (sorted unique uint64); NoRecord when there are
+    none to use (a head trained before they were recorded: near-duplicates then are unknown, not none).
+    Checked as load_keys checks the keys."""
+    import numpy as np
+
+    from . import perceptual
+    from .hashing import read_regular
+    from .heads import in_folder
+
+    block = manifest.get("training_images")
+    sub = block.get("perceptual") if isinstance(block, Mapping) else None
+    if sub is None:
+        raise NoRecord("the head records no perceptual hashes of its training images (trained by an older "
+                       "version, or made elsewhere)")
+    if (not isinstance(sub, Mapping) or sub.get("kind") != perceptual.KIND or not in_folder(sub.get("file"))
+            or not str(sub.get("file")).endswith(PHASH_FILE)):
+        raise NoRecord(f"the head's perceptual record is not one this version reads ({perceptual.KIND})")
+    fname, count = str(sub["file"]), sub.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
+        raise NoRecord("the head's perceptual record count is not a number of images")
+    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
+    if fname not in files:
+        raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
+    try:
+        blob = read_regular(Path(head_dir) / fname, count * 8)
+    except OSError as exc:
+        raise NoRecord(f"cannot read {fname}: {exc}") from exc
+    if len(blob) != count * 8:
+        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} hashes of 8")
+    if verify:
+        import hashlib
+
+        if hashlib.sha256(blob).hexdigest() != files[fname]:
+            raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
+    hs = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+    if hs.size > 1 and not bool(np.all(hs[1:] > hs[:-1])):
+        raise NoRecord(f"{fname} is not sorted: damaged")
+    return hs
 
 
 class NoRecord(Exception):

@@ -233,5 +233,10 @@ def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted,
     m = json.loads((tmp_path / "p" / "manifest.json").read_text())
     keys = load_keys(tmp_path / "p", m)
     assert res.n_val > 0 and m["training_images"]["count"] == res.n_train == len(keys)
+    from aiidetect.perceptual import KIND
+    from aiidetect.train_record import load_phashes
+    blk = m["training_images"]["perceptual"]
+    hs = load_phashes(tmp_path / "p", m)
+    assert blk["kind"] == KIND and blk["count"] == len(hs) and 0 < blk["count"] + blk["without_hash"] <= res.n_train
     imgs = sorted(str(p) for p in (planted / "train").rglob("*.png"))
     assert int(member_mask(keys, digests_of(imgs)).sum()) == res.n_train
