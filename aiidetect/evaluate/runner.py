@@ -67,16 +67,25 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     hashes: dict[str, int | None] = {}
 
     def hashing(img, s):
-        # of the pixels scored, from the decode the scan does anyway (a path's pixels are its own: a
-        # repeated path gives the same hash)
-        hashes[s.path] = phash(img)
+        # Of the raw condition's pixels, from the decode the scan does anyway (a path's pixels are its
+        # own: a repeated path gives the same hash). A JPEG the scan drafted (decoded reduced for the
+        # heads' input) is decoded whole for it, as the trainers hash it: the reduced decode of the same
+        # bytes moved the hash up to 8 bits (dev set), as far as a recompression may.
+        if s.info.get("draft") and s.data:
+            from ..decode import DecodeFailure, decode_bytes
+
+            try:
+                hashes[s.path] = phash(decode_bytes(s.data, pipe.limits)[0])
+            except DecodeFailure:
+                hashes[s.path] = None
+        else:
+            hashes[s.path] = phash(img)
         return img
 
     decoder = None
     if transform is not None:
+        # (no hash: the overlap is of the raw condition's images)
         perturb = _perturbing(transform)
-        then = perturb
-        perturb = lambda img, s: hashing(then(img, s), s)  # noqa: E731
         # Full resolution (no JPEG draft): the perturbation acts on the pixels as stored.
         # One budget of each for all the workers, as in a scan (a reader per file had its own).
         budget, byte_budget = PixelBudget.for_limits(), ByteBudget.for_limits()

@@ -168,3 +168,27 @@ def test_calibrate_counts_and_lists_near_duplicates_and_keeps_them(tmp_path):
     assert len(kept) == 3 and rep["fakehead"]["near"]["n"] == 1
     assert [(d["file"], d["head"]) for d in near] == [("copy.jpg", "fakehead")]
     assert "KEPT in the fit" in near_line(rep, fit=True)
+
+
+def test_eval_hashes_a_drafted_jpeg_whole_as_the_trainers_do(tmp_path):
+    """The scan decodes a large JPEG reduced (draft) for the fake head's 16-pixel input; the trainers
+    hash the whole decode. The reduced decode of the very same bytes moved the hash (up to 8 bits on
+    the dev set), as far as a recompression may: a copy's distance grew by it."""
+    from types import SimpleNamespace
+
+    from aiidetect.decode import decode_bytes, load_rgb
+    from aiidetect.evaluate.runner import run
+    from test_train_overlap import FakeHead
+
+    paths = []
+    for seed in range(6):
+        paths.append(tmp_path / f"{seed}.jpg")
+        _picture(seed, BIG).save(paths[-1], quality=90)
+    drafted = [phash(decode_bytes(p.read_bytes(), draft=16)[0]) for p in paths]
+    whole = [phash(load_rgb(p)) for p in paths]
+    assert drafted != whole  # the case this is about
+    head, _ = _head_with_phashes(tmp_path / "fakehead", paths[:1])
+    items = [SimpleNamespace(path=str(p), label=0, generator="real") for p in paths]
+    scored = run(items, [FakeHead(head)])
+    assert [s.phash for s in scored] == whole
+    assert all(s.phash is None for s in run(items[:2], [FakeHead(head)], transform=lambda img: img))
