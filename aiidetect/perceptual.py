@@ -29,6 +29,9 @@ LOW = 8                    # 8x8 low-frequency coefficients -> 64 bits
 THRESHOLD = 6
 BANDS = 4                  # the lookup's bands of 16 bits (BandIndex)
 HASH_BYTES = 8
+# Candidates compared at once (BandIndex): memory stays near 100 bytes each however many training hashes
+# share a band value (a crafted record may give them all one).
+CANDIDATES_AT_ONCE = 1 << 18
 # Below this spread of the 63 AC coefficients (0..255 gray, orthonormal DCT) the picture is flat.
 MIN_AC_STD = 2.0
 
@@ -148,19 +151,22 @@ class BandIndex:
             lo = np.searchsorted(sorted_vals, probe, side="left")
             hi = np.searchsorted(sorted_vals, probe, side="right")
             cnt = hi - lo
-            if not cnt.any():
-                continue
-            qi = np.repeat(owner, cnt)
-            # positions lo..hi-1 of every probe, flattened
-            pos = np.repeat(lo - np.concatenate(([0], np.cumsum(cnt)[:-1])), cnt) + np.arange(qi.size)
-            cand = self.hashes[order[pos]]
-            d = popcount64(cand ^ q[qi])
-            o = np.lexsort((d, qi))  # the smallest distance of each query first
-            qi, d, cand = qi[o], d[o], cand[o]
-            first = np.ones(qi.size, dtype=bool)
-            first[1:] = qi[1:] != qi[:-1]
-            qi, d, cand = qi[first], d[first], cand[first]
-            better = d < best[qi]
-            best[qi[better]], which[qi[better]] = d[better], cand[better]
+            ends = np.cumsum(cnt)
+            total = int(ends[-1]) if ends.size else 0
+            # positions lo..hi-1 of every probe, flattened, taken CANDIDATES_AT_ONCE at a time
+            for start in range(0, total, CANDIDATES_AT_ONCE):
+                flat = np.arange(start, min(total, start + CANDIDATES_AT_ONCE))
+                j = np.searchsorted(ends, flat, side="right")   # the probe each position belongs to
+                pos = lo[j] + flat - (ends[j] - cnt[j])
+                qi = owner[j]
+                cand = self.hashes[order[pos]]
+                d = popcount64(cand ^ q[qi])
+                o = np.lexsort((d, qi))  # the smallest distance of each query first
+                qi, d, cand = qi[o], d[o], cand[o]
+                first = np.ones(qi.size, dtype=bool)
+                first[1:] = qi[1:] != qi[:-1]
+                qi, d, cand = qi[first], d[first], cand[first]
+                better = d < best[qi]
+                best[qi[better]], which[qi[better]] = d[better], cand[better]
         found = have & (best <= self.threshold)
         return np.where(found, best, -1), np.where(found, which, np.uint64(0))

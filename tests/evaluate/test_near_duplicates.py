@@ -192,3 +192,27 @@ def test_eval_hashes_a_drafted_jpeg_whole_as_the_trainers_do(tmp_path):
     scored = run(items, [FakeHead(head)])
     assert [s.phash for s in scored] == whole
     assert all(s.phash is None for s in run(items[:2], [FakeHead(head)], transform=lambda img: img))
+
+
+def test_band_index_memory_is_bounded_when_every_hash_shares_a_band(monkeypatch):
+    """A crafted record (its checksum is its own) can give every training hash one band value; every
+    query near it then had all of them as candidates at once, ~100 bytes each: with 64 M hashes, a
+    crash. Now they are compared in slices, with the same answers as brute force."""
+    import tracemalloc
+
+    import aiidetect.perceptual as perceptual
+
+    rng = np.random.default_rng(5)
+    train = np.unique((rng.integers(0, 2 ** 47, 20000, dtype=np.uint64)) | np.uint64(0xABCD << 48))
+    queries = [int(train[i]) ^ (1 << int(b)) for i, b in zip(range(0, 200, 2), rng.integers(0, 64, 100))]
+    queries += [(0xABCC << 48) | int(x) for x in rng.integers(0, 2 ** 47, 100, dtype=np.uint64)]  # 1 bit off the band
+    monkeypatch.setattr(perceptual, "CANDIDATES_AT_ONCE", 1 << 14)
+    tracemalloc.start()
+    try:
+        dist, _ = BandIndex(train).nearest(queries)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, peak  # all 200 x 20,000 candidates at once: about 400 MB
+    want = [int(popcount64(train ^ np.uint64(q)).min()) for q in queries]
+    assert dist.tolist() == [w if w <= THRESHOLD else -1 for w in want]
