@@ -60,41 +60,16 @@ def load_phashes(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool
     """The head's training images' perceptual hashes (sorted unique uint64); NoRecord when there are
     none to use (a head trained before they were recorded: near-duplicates then are unknown, not none).
     Checked as load_keys checks the keys."""
-    import numpy as np
-
     from . import perceptual
-    from .hashing import read_regular
-    from .heads import in_folder
 
     block = manifest.get("training_images")
     sub = block.get("perceptual") if isinstance(block, Mapping) else None
     if sub is None:
         raise NoRecord("the head records no perceptual hashes of its training images (trained by an older "
                        "version, or made elsewhere)")
-    if (not isinstance(sub, Mapping) or sub.get("kind") != perceptual.KIND or not in_folder(sub.get("file"))
-            or not str(sub.get("file")).endswith(PHASH_FILE)):
+    if not isinstance(sub, Mapping) or sub.get("kind") != perceptual.KIND:
         raise NoRecord(f"the head's perceptual record is not one this version reads ({perceptual.KIND})")
-    fname, count = str(sub["file"]), sub.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
-        raise NoRecord("the head's perceptual record count is not a number of images")
-    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
-    if fname not in files:
-        raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
-    try:
-        blob = read_regular(Path(head_dir) / fname, count * 8)
-    except OSError as exc:
-        raise NoRecord(f"cannot read {fname}: {exc}") from exc
-    if len(blob) != count * 8:
-        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} hashes of 8")
-    if verify:
-        import hashlib
-
-        if hashlib.sha256(blob).hexdigest() != files[fname]:
-            raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
-    hs = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
-    if hs.size > 1 and not bool(np.all(hs[1:] > hs[:-1])):
-        raise NoRecord(f"{fname} is not sorted: damaged")
-    return hs
+    return _load_sorted(head_dir, manifest, sub, PHASH_FILE, "perceptual record", perceptual.KIND, "hashes", verify)
 
 
 class NoRecord(Exception):
@@ -107,23 +82,32 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = 
     The file's checksum is the manifest's: checked here with `verify` (a fusion model, whose files
     nothing else checks when it is loaded), else by the caller (heads.verify_files, when the head was
     loaded)."""
-    import numpy as np
-
-    from .hashing import read_regular
-
     block = manifest.get("training_images")
     if block is None:
         raise NoRecord("the head records no training images (trained by an older version, or made elsewhere)")
+    if not isinstance(block, Mapping) or block.get("key") != KEY_KIND:
+        raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
+    return _load_sorted(head_dir, manifest, block, KEYS_FILE, "training_images record", KEY_KIND, "keys", verify)
+
+
+def _load_sorted(head_dir, manifest: Mapping[str, Any], block: Mapping[str, Any], suffix: str, what: str,
+                 kind: str, unit: str, verify: bool):
+    """The sorted, unique big-endian 8-byte words of the file `block` describes ({"file", "count"}): the
+    keys, or the perceptual hashes. NoRecord for a file not in the head's folder or not listed with a
+    checksum, a count that is not one, a length other than the count's, or words out of order."""
+    import hashlib
+
+    import numpy as np
+
+    from .hashing import read_regular
     from .heads import in_folder
 
     # (an ONNX export names the copy after its head: <family>-<name>.train-keys.bin)
-    if (not isinstance(block, Mapping) or block.get("key") != KEY_KIND or not in_folder(block.get("file"))
-            or not str(block.get("file")).endswith(KEYS_FILE)):
-        raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
-    fname = str(block["file"])
-    count = block.get("count")
+    if not in_folder(block.get("file")) or not str(block.get("file")).endswith(suffix):
+        raise NoRecord(f"the head's {what} is not one this version reads ({kind})")
+    fname, count = str(block["file"]), block.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
-        raise NoRecord("the head's training_images count is not a number of images")
+        raise NoRecord(f"the head's {what} count is not a number of images")
     files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
     if fname not in files:
         raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
@@ -132,16 +116,13 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = 
     except OSError as exc:
         raise NoRecord(f"cannot read {fname}: {exc}") from exc
     if len(blob) != count * KEY_BYTES:
-        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
-    if verify:
-        import hashlib
-
-        if hashlib.sha256(blob).hexdigest() != files[fname]:
-            raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
-    keys = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
-    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} {unit} of {KEY_BYTES}")
+    if verify and hashlib.sha256(blob).hexdigest() != files[fname]:
+        raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
+    words = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+    if words.size > 1 and not bool(np.all(words[1:] > words[:-1])):
         raise NoRecord(f"{fname} is not sorted: damaged")
-    return keys
+    return words
 
 
 def key_of(digest: str | None) -> int | None:

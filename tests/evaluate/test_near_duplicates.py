@@ -216,3 +216,36 @@ def test_band_index_memory_is_bounded_when_every_hash_shares_a_band(monkeypatch)
     assert peak < 24 << 20, peak  # all 200 x 20,000 candidates at once: about 400 MB
     want = [int(popcount64(train ^ np.uint64(q)).min()) for q in queries]
     assert dist.tolist() == [w if w <= THRESHOLD else -1 for w in want]
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda d, m: (d / PHASH_FILE).write_bytes((d / PHASH_FILE).read_bytes()[:-3]), "holds 13 bytes"),
+    (lambda d, m: (d / PHASH_FILE).write_bytes((d / PHASH_FILE).read_bytes() + b"\0" * 8), "holds more than"),
+    (lambda d, m: (d / PHASH_FILE).write_bytes((d / PHASH_FILE).read_bytes()[8:] + (d / PHASH_FILE).read_bytes()[:8]),
+     "not sorted"),
+    (lambda d, m: m["training_images"]["perceptual"].update(count=1 << 40), "not a number of images"),
+    (lambda d, m: m["training_images"]["perceptual"].update(count=(64 << 20)), "not 67108864 hashes"),
+    (lambda d, m: m["training_images"]["perceptual"].update(file="../" + PHASH_FILE), "not one this version"),
+    (lambda d, m: m["training_images"]["perceptual"].update(kind="dct-phash-64-v0"), "not one this version"),
+    (lambda d, m: m["training_images"].update(perceptual=[PHASH_FILE]), "not one this version"),
+    (lambda d, m: m["files"].pop(PHASH_FILE), "not listed"),
+    (lambda d, m: ((d / PHASH_FILE).unlink(), (d / PHASH_FILE).mkdir()), "not a regular file"),
+])
+def test_a_damaged_hash_record_makes_near_duplicates_unknown_never_a_crash(tmp_path, damage, why):
+    """A truncated, grown, reordered or misdescribed train-phash.bin: the head's near-duplicates are
+    unknown with the reason, its exact matches still checked; never a crash, never an allocation of a
+    count the file does not hold."""
+    from aiidetect.evaluate.overlap import train_overlap
+    from test_train_overlap import FakeHead
+
+    imgs = []
+    for i in range(2):
+        imgs.append(tmp_path / f"{i}.png")
+        _picture(i).save(imgs[-1])
+    head, m = _head_with_phashes(tmp_path / "h", imgs)
+    damage(head, m)
+    (head / "manifest.json").write_text(json.dumps(m))
+    report, _ = train_overlap([FakeHead(head)], digests_of(map(str, imgs)), phashes=[phash(_picture(0)), None])
+    assert report["fakehead"]["n"] == 2 and report["fakehead"]["status"] == "checked"
+    near = report["fakehead"]["near"]
+    assert near["status"] == "unknown" and near["n"] is None and why in near["why"], near
