@@ -47,6 +47,7 @@ def main() -> None:
     files, hashes, unread, nohash = [], [], 0, 0
     dist: dict[str, list[int]] = {k: [] for k in COPIES}
     copy_nohash = dict.fromkeys(COPIES, 0)
+    small: dict[str, list[bool]] = {k: [] for k in COPIES}  # the original has a side under 128 px
     for r in rows:
         try:
             img = load_rgb(f"{a.root}/{r['file']}")
@@ -65,6 +66,7 @@ def main() -> None:
                 copy_nohash[k] += 1
             else:
                 dist[k].append(bin(h ^ h2).count("1"))
+                small[k].append(min(img.size) < 128)
     print(f"{len(rows)} listed, {unread} not decodable, {nohash} without a hash (a side under 32 px, or flat), "
           f"{len(hashes)} hashed; threshold {THRESHOLD}")
     print("copy                  n    max  p99  p95  mean  > threshold  copy without hash")
@@ -72,6 +74,12 @@ def main() -> None:
         v = np.array(v)
         print(f"{k:20s} {v.size:4d} {v.max():5d} {np.percentile(v, 99):4.0f} {np.percentile(v, 95):4.0f} "
               f"{v.mean():5.2f} {int((v > THRESHOLD).sum()):8d} {copy_nohash[k]:12d}")
+    big = [np.array(dist[k])[~np.array(small[k])] for k in COPIES]
+    print(f"originals with both sides >= 128 px ({big[0].size}): max distance "
+          + ", ".join(f"{k} {int(v.max())}" for k, v in zip(COPIES, big))
+          + "; copies over the threshold of a smaller original: "
+          + ", ".join(f"{k} {int(((np.array(dist[k]) > THRESHOLD) & np.array(small[k])).sum())}"
+                      f"/{int((np.array(dist[k]) > THRESHOLD).sum())}" for k in COPIES))
     h = np.array(hashes, dtype=np.uint64)
     d = popcount64(h[:, None] ^ h[None, :])
     i, j = np.triu_indices(len(h), 1)
