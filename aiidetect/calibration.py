@@ -338,11 +338,13 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
 
 
 def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], name: str = "fusion",
-                source: str = "", fitted_on: Iterable[str] | None = None) -> Path:
+                source: str = "", fitted_on: Iterable[str] | None = None,
+                fitted_on_phashes: Iterable[int | None] | None = None) -> Path:
     """Write the fusion artifact: a head folder (detector "fusion") whose
     manifest holds every fitted number and the data it was fitted on. `fitted_on`: the SHA-256 of
     each image fitted on, recorded as a head records its training images (train_record), so `eval`
-    of the fused verdict on calibration images is told, as of a head on its training images."""
+    of the fused verdict on calibration images is told, as of a head on its training images;
+    `fitted_on_phashes` their perceptual hashes (near-duplicates, evaluate.overlap)."""
     from .heads import save_head
     from .report.safe import clean
 
@@ -362,7 +364,7 @@ def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], nam
         from .train_record import record
 
         manifest["training_images"], extra_files = record(
-            fitted_on, "images the fusion model was fitted on (its calibration data)")
+            fitted_on, "images the fusion model was fitted on (its calibration data)", phashes=fitted_on_phashes)
     return save_head(out_dir, {"weights": np.asarray(w, dtype=np.float32),
                                "bias": np.asarray([p["bias"]], dtype=np.float32)}, clean(manifest),
                      extra_files=extra_files)

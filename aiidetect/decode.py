@@ -63,6 +63,7 @@ class Sample:
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # preprocess key -> 3xSxS float32
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
+    phash: int | None = None               # perceptual.phash of the decoded pixels, when a trainer or eval asks
 
     @property
     def ok(self) -> bool:

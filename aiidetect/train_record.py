@@ -33,11 +33,43 @@ def pack_keys(digests: Iterable[str]) -> bytes:
     return b"".join(keys)
 
 
-def record(digests: Iterable[str], what: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files."""
+def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | None = None
+           ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files.
+    `phashes`: the perceptual hash of each training image's decoded pixels (perceptual.phash; None for
+    one too small or flat to have one), recorded beside the keys as block["perceptual"] so that eval
+    can tell re-encoded or resized copies of training images too."""
     blob = pack_keys(digests)
-    return ({"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what},
-            {KEYS_FILE: blob})
+    block: dict[str, Any] = {"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what}
+    files = {KEYS_FILE: blob}
+    if phashes is not None:
+        from . import perceptual
+
+        hs = list(phashes)
+        pblob = perceptual.pack([h for h in hs if h is not None])
+        block["perceptual"] = {"file": PHASH_FILE, "kind": perceptual.KIND, "count": len(pblob) // 8,
+                               "without_hash": sum(h is None for h in hs)}
+        files[PHASH_FILE] = pblob
+    return block, files
+
+
+PHASH_FILE = "train-phash.bin"
+
+
+def load_phashes(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = False):
+    """The head's training images' perceptual hashes (sorted unique uint64); NoRecord when there are
+    none to use (a head trained before they were recorded: near-duplicates then are unknown, not none).
+    Checked as load_keys checks the keys."""
+    from . import perceptual
+
+    block = manifest.get("training_images")
+    sub = block.get("perceptual") if isinstance(block, Mapping) else None
+    if sub is None:
+        raise NoRecord("the head records no perceptual hashes of its training images (trained by an older "
+                       "version, or made elsewhere)")
+    if not isinstance(sub, Mapping) or sub.get("kind") != perceptual.KIND:
+        raise NoRecord(f"the head's perceptual record is not one this version reads ({perceptual.KIND})")
+    return _load_sorted(head_dir, manifest, sub, PHASH_FILE, "perceptual record", perceptual.KIND, "hashes", verify)
 
 
 class NoRecord(Exception):
@@ -50,23 +82,32 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = 
     The file's checksum is the manifest's: checked here with `verify` (a fusion model, whose files
     nothing else checks when it is loaded), else by the caller (heads.verify_files, when the head was
     loaded)."""
-    import numpy as np
-
-    from .hashing import read_regular
-
     block = manifest.get("training_images")
     if block is None:
         raise NoRecord("the head records no training images (trained by an older version, or made elsewhere)")
+    if not isinstance(block, Mapping) or block.get("key") != KEY_KIND:
+        raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
+    return _load_sorted(head_dir, manifest, block, KEYS_FILE, "training_images record", KEY_KIND, "keys", verify)
+
+
+def _load_sorted(head_dir, manifest: Mapping[str, Any], block: Mapping[str, Any], suffix: str, what: str,
+                 kind: str, unit: str, verify: bool):
+    """The sorted, unique big-endian 8-byte words of the file `block` describes ({"file", "count"}): the
+    keys, or the perceptual hashes. NoRecord for a file not in the head's folder or not listed with a
+    checksum, a count that is not one, a length other than the count's, or words out of order."""
+    import hashlib
+
+    import numpy as np
+
+    from .hashing import read_regular
     from .heads import in_folder
 
     # (an ONNX export names the copy after its head: <family>-<name>.train-keys.bin)
-    if (not isinstance(block, Mapping) or block.get("key") != KEY_KIND or not in_folder(block.get("file"))
-            or not str(block.get("file")).endswith(KEYS_FILE)):
-        raise NoRecord(f"the head's training_images record is not one this version reads ({KEY_KIND})")
-    fname = str(block["file"])
-    count = block.get("count")
+    if not in_folder(block.get("file")) or not str(block.get("file")).endswith(suffix):
+        raise NoRecord(f"the head's {what} is not one this version reads ({kind})")
+    fname, count = str(block["file"]), block.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_KEYS:
-        raise NoRecord("the head's training_images count is not a number of images")
+        raise NoRecord(f"the head's {what} count is not a number of images")
     files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
     if fname not in files:
         raise NoRecord(f"{fname} is not listed in the head's files (no checksum to trust it by)")
@@ -75,16 +116,13 @@ def load_keys(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = 
     except OSError as exc:
         raise NoRecord(f"cannot read {fname}: {exc}") from exc
     if len(blob) != count * KEY_BYTES:
-        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} keys of {KEY_BYTES}")
-    if verify:
-        import hashlib
-
-        if hashlib.sha256(blob).hexdigest() != files[fname]:
-            raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
-    keys = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
-    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        raise NoRecord(f"{fname} holds {len(blob)} bytes, not {count} {unit} of {KEY_BYTES}")
+    if verify and hashlib.sha256(blob).hexdigest() != files[fname]:
+        raise NoRecord(f"{fname} checksum differs from the manifest: damaged or changed")
+    words = np.frombuffer(blob, dtype=">u8").astype(np.uint64)
+    if words.size > 1 and not bool(np.all(words[1:] > words[:-1])):
         raise NoRecord(f"{fname} is not sorted: damaged")
-    return keys
+    return words
 
 
 def key_of(digest: str | None) -> int | None:

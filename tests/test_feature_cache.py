@@ -97,3 +97,48 @@ def test_features_of_one_dtype_are_not_served_to_another(tmp_path):
         # float32 rows keep the key they were cached under before the dtype joined it
         assert (encoder_key(bb) == bb.fingerprint) == (dtype == "float32"), encoder_key(bb)
     assert not np.array_equal(feats["bfloat16"], feats["float32"])
+
+
+def test_a_warm_cache_serves_the_perceptual_hashes_without_decoding_again(tmp_path, monkeypatch):
+    """The trainers record each training image's perceptual hash: with features and hash cached, a
+    warm run decoded every image again for the hash alone (0.25 s -> 9 s on the dev set)."""
+    from PIL import Image
+
+    import aiidetect.perceptual
+    from aiidetect.feature_cache import extract_features
+    from aiidetect.perceptual import KIND
+    from aiidetect.preprocess import make_spec
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / f"{k}.png"))
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC).save(paths[-1])
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "flat.png")  # no hash: cached as such
+    paths.append(str(tmp_path / "flat.png"))
+    class bb:  # features of the pixels, without a model to build
+        layers, fingerprint, device, dtype = 1, "mean-test", "cpu", "float32"
+        encode = staticmethod(lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
+
+    prep = make_spec("center-crop", 32)
+    cache = FeatureCache(tmp_path / "f.sqlite")
+    cold: dict = {}
+    extract_features(bb, paths, prep, cache=cache, phashes=cold)
+    assert cold[paths[-1]] is None and all(isinstance(cold[p], int) for p in paths[:-1])
+
+    def decoded(*a, **k):
+        raise AssertionError("decoded again for its hash")
+    with monkeypatch.context() as mp:
+        mp.setattr(aiidetect.perceptual, "phash", decoded)
+        warm: dict = {}
+        extract_features(bb, paths, prep, cache=cache, phashes=warm)
+    assert warm == cold
+    # a damaged hash row is recomputed, not served
+    with sqlite3.connect(tmp_path / "f.sqlite") as db:
+        db.execute("UPDATE phashes SET value=? WHERE sha=(SELECT MIN(sha) FROM phashes) AND kind=?",
+                   (b"\0" * 24, KIND))
+    again: dict = {}
+    fresh = FeatureCache(tmp_path / "f.sqlite")
+    extract_features(bb, paths, prep, cache=fresh, phashes=again)
+    assert again == cold and "checksum" in fresh.error

@@ -87,7 +87,8 @@ def calibrate_cmd(
     from ..evaluate.overlap import say_overlap, without_training_images
 
     n_scored = len(scored)
-    scored, overlap = without_training_images(scored, dets, allow=allow_train_overlap)
+    near_dups: list = []
+    scored, overlap = without_training_images(scored, dets, allow=allow_train_overlap, near_out=near_dups)
     say_overlap(err, overlap, quiet, fit=True)
     if len(scored) < n_scored:
         try:
@@ -103,9 +104,11 @@ def calibrate_cmd(
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)
     summary["train_overlap"] = overlap
+    summary["near_duplicates"] = near_dups  # re-encoded copies of training images, kept in the fit: to act on
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = save_fusion(dest, fitted, summary, name=name, source=cmd,
-                       fitted_on=[s.sha256 for s in scored if not s.error and s.sha256])
+                       fitted_on=[s.sha256 for s in scored if not s.error and s.sha256],
+                       fitted_on_phashes=[s.phash for s in scored if not s.error and s.sha256])
     if not quiet:
         _say_which_model_scans_use(err, path, backbone_opts.weights_dir)
     p, t, m = fitted["params"], fitted["threshold"], fitted["metrics"]

@@ -45,7 +45,7 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
         conds.append((f"normalized:{normalize.name}", normalize))
     conds += [(p.name, p) for p in perturbations]
     blocks, columns = [], {}
-    overlap, masks = None, {}
+    overlap, masks, near_dups = None, {}, []
     for name, tf in conds:
         cb = (lambda k, _n=name: progress(_n, k)) if progress else None
         scored = run(items, detectors, transform=tf, batch_size=batch_size, progress=cb)
@@ -53,8 +53,10 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
             # By the raw files' keys: a perturbed condition scores other bytes of the same images.
             from .overlap import train_overlap
 
+            near: list = []
             overlap, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow_train_overlap,
-                                           model=model)
+                                           model=model, phashes=[s.phash for s in scored], near_out=near)
+            near_dups = [{"file": scored[i].path, "head": h, "distance": d} for i, h, d in near]
             if on_overlap is not None:
                 on_overlap(overlap)
         block, cols = condition_metrics(scored, detectors, model, name, left_out=masks)
@@ -75,7 +77,8 @@ def evaluate(items: Sequence[Any], detectors: Sequence[Any], model: Mapping[str,
             "normalize": normalize.name if normalize else None, "protocol": protocol,
             "train_overlap": overlap or {}}
     info.update(run_info or {})
-    return {"run": info, "conditions": blocks}, columns
+    # Re-encoded or resized copies of training images, kept in the metrics: listed for the user to act on.
+    return {"run": info, "conditions": blocks, "near_duplicates": near_dups}, columns
 
 
 __all__ = ["evaluate", "run", "Scored", "condition_metrics", "binary_metrics", "parse", "parse_all",

@@ -19,6 +19,32 @@ def _read(folder, manifest, verify: bool = False, said: str = ""):
         return None, f"{said}{exc}"
 
 
+def _read_phashes(folder, manifest, verify: bool = False, said: str = ""):
+    """(sorted perceptual hashes, None), or (None, why there are none to use)."""
+    from ..train_record import NoRecord, load_phashes
+
+    try:
+        return load_phashes(folder, manifest, verify=verify), None
+    except NoRecord as exc:
+        return None, f"{said}{exc}"
+
+
+def _phashes_of(det, model=None):
+    """The training images' perceptual hashes of a head (or, with `model`, of a fusion model's
+    calibration images): (hashes, None) or (None, why none)."""
+    if model is not None:
+        return _read_phashes(model["path"], model, verify=True)
+    head = getattr(det, "head", None)
+    if head is None or not hasattr(head, "manifest"):
+        # served from an ONNX export: read against the graph's checksummed files, as the keys are
+        block, onnx_dir = (getattr(det, "meta", None) or {}).get("training_images"), getattr(det, "onnx_dir", None)
+        if not isinstance(block, dict) or onnx_dir is None:
+            return None, "its ONNX export carries no training record"
+        return _read_phashes(onnx_dir, {"training_images": block, "files": getattr(det, "onnx_files", None) or {}},
+                             verify=True, said="ONNX export: ")
+    return _read_phashes(head.path, head.manifest)
+
+
 def _keys_of(det):
     """(sorted keys, None) or (None, why there are none); (None, None) for a detector that is not a
     trained head (rules, metadata: no training set to overlap with)."""
@@ -51,7 +77,8 @@ def _fusion_keys(model):
 
 
 def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclude: bool = True,
-                  model: Any = None) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+                  model: Any = None, phashes: Sequence[int | None] | None = None,
+                  near_out: list | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
     """-> ({detector or "fused": report}, {detector or "fused": mask of the items left out}).
 
     A report: {"status": "checked", "n", "of", "excluded"} for a head that records its training images
@@ -61,7 +88,14 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
     checked head was trained on: the fused verdict rests on those heads. A fitted fusion `model` (a
     manifest with its "path") has its own entry, "fusion:<name>", for the images it was calibrated
     on, which "fused" counts too. With exclude=False the masks are empty and each report says the
-    items were kept."""
+    items were kept.
+
+    With `phashes` (perceptual.phash of each item's decoded pixels, None for one without), each checked
+    report gets "near": {"status": "checked", "n", "threshold"}: items within perceptual.THRESHOLD bits
+    of a training image's hash that are not exact matches (re-encoded or resized copies), or {"status":
+    "unknown", "why"} for a head that records no hashes. They are reported, not left out: at the scale
+    of real training sets unrelated images fall within the threshold too (docs/evaluation.md).
+    `near_out` gets (item index, report name, distance) for each."""
     n = len(digests)
     report: dict[str, dict[str, Any]] = {}
     masks: dict[str, np.ndarray] = {}
@@ -73,6 +107,8 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
                for det in detectors]
     if model:
         sources.append((f"fusion:{model.get('name')}", _fusion_keys(model)))
+    models = {f"fusion:{model.get('name')}": model} if model else {}
+    dets = {det.name: det for det in detectors}
     for name, got in sources:
         if got is None:
             report[name] = {"status": "not-run", "n": None, "of": n}
@@ -85,6 +121,8 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
         m = member_mask(keys, digests)
         union |= m
         report[name] = {"status": "checked", "n": int(m.sum()), "of": n, "excluded": bool(exclude and m.any())}
+        if phashes is not None:
+            report[name]["near"] = _near(name, dets.get(name), models.get(name), phashes, m, near_out)
         if exclude:
             masks[name] = m
     unknown = [k for k, r in report.items() if r["status"] == "unknown"]
@@ -97,12 +135,51 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
     return report, masks
 
 
-def without_training_images(scored: Sequence[Any], detectors: Sequence[Any], allow: bool = False
-                            ) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+def _near(name, det, model, phashes, exact: np.ndarray, near_out: list | None) -> dict[str, Any]:
+    from ..perceptual import THRESHOLD, BandIndex
+
+    hashes, why = _phashes_of(det, model)
+    if hashes is None:
+        return {"status": "unknown", "n": None, "why": why}
+    dist, _ = BandIndex(hashes, THRESHOLD).nearest(list(phashes))
+    near = (dist >= 0) & ~exact
+    if near_out is not None:
+        near_out.extend((int(i), name, int(dist[i])) for i in np.flatnonzero(near))
+    return {"status": "checked", "n": int(near.sum()), "threshold": THRESHOLD,
+            "without_hash": int(sum(h is None for h in phashes))}
+
+
+def near_line(report: dict[str, dict[str, Any]], fit: bool = False) -> str | None:
+    """One stderr line: evaluation images that are re-encoded or resized copies of a head's training
+    images (perceptual hash within the threshold, bytes differ), per head; kept in the metrics."""
+    parts = []
+    for name, r in report.items():
+        near = r.get("near")
+        if not near:
+            continue
+        parts.append(f"{name} unknown ({near['why']})" if near["status"] == "unknown" else f"{name} {near['n']}")
+    if not parts:
+        return None
+    any_near = any((r.get("near") or {}).get("n") for r in report.values())
+    from ..perceptual import THRESHOLD
+
+    return (f"near-duplicates of training images (perceptual hash within {THRESHOLD} bits, other bytes): "
+            + ", ".join(parts)
+            + (("; KEPT in the fit: check them (data.near_duplicates in the model's manifest)" if fit else
+                "; KEPT in the metrics: check them (near-duplicates.csv with --out-dir)") if any_near else ""))
+
+
+def without_training_images(scored: Sequence[Any], detectors: Sequence[Any], allow: bool = False,
+                            near_out: list | None = None) -> tuple[list[Any], dict[str, dict[str, Any]]]:
     """Scored items for one fit over every detector (calibrate): those any head was trained on left out
     (its scores there are the head's overconfident ones, which calibration would learn to trust), unless
-    `allow`. -> (the items kept, train_overlap's report)."""
-    report, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow)
+    `allow`. -> (the items kept, train_overlap's report). `near_out` gets {"file", "head", "distance"}
+    for each near-duplicate of a head's training image (kept in the fit, as eval keeps them)."""
+    near: list = []
+    report, masks = train_overlap(detectors, [s.sha256 for s in scored], exclude=not allow,
+                                  phashes=[s.phash for s in scored], near_out=near)
+    if near_out is not None:
+        near_out.extend({"file": scored[i].path, "head": h, "distance": d} for i, h, d in near)
     out = masks.get(FUSED)
     if out is None or not out.any():
         return list(scored), report
@@ -149,3 +226,6 @@ def say_overlap(console, report: dict[str, dict[str, Any]], quiet: bool, fit: bo
     line = overlap_line(report, fit=fit)
     if line and (not quiet or (report.get(FUSED) or {}).get("n")):
         console.print(f"note: {line}", highlight=False, markup=False)
+    near = near_line(report, fit=fit)
+    if near and (not quiet or any((r.get("near") or {}).get("n") for r in report.values())):
+        console.print(f"note: {near}", highlight=False, markup=False)

@@ -153,6 +153,12 @@ def _overlap(meta: Mapping[str, Any]) -> str | None:
     return overlap_line(meta.get("train_overlap") or {})
 
 
+def _near(meta: Mapping[str, Any]) -> str | None:
+    from .overlap import near_line
+
+    return near_line(meta.get("train_overlap") or {})
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     meta = result["run"]
     out = [f"# aiidetect evaluation", "",
@@ -162,7 +168,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
            f"- detectors: {', '.join(meta.get('detectors', []))}",
            f"- fusion: {meta.get('fusion')}",
            f"- aiidetect {meta.get('version')}, {meta.get('created')}",
-           *([f"- {line}"] if (line := _overlap(meta)) else []), "",
+           *([f"- {line}"] if (line := _overlap(meta)) else []),
+           *([f"- {line}"] if (line := _near(meta)) else []), "",
            "Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another); "
            "`best acc` uses the best threshold on this very data (optimistic reference only). "
            "`cover` = share of images the detector gave an opinion on; metrics are over those.", ""]
@@ -326,4 +333,18 @@ def write_outputs(out: Path, result: dict[str, Any], columns_by_cond: Mapping[st
     with atomic_output(out / "summary.md") as f:
         f.write(clean_str(summary_markdown(result)))
     write_scores(out / "scores.csv", columns_by_cond)
-    return ["metrics.json", "summary.md", "scores.csv"] + files
+    write_near(out / "near-duplicates.csv", result.get("near_duplicates") or [])
+    return ["metrics.json", "summary.md", "scores.csv", "near-duplicates.csv"] + files
+
+
+def write_near(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Evaluation images that are near-duplicates of a head's training images (evaluate.overlap), one
+    row per (file, head): written even when empty, so a script reading it knows the check ran."""
+    from ..report.output import atomic_output
+    from ..report.safe import CsvRows
+
+    with atomic_output(path) as f:
+        w = CsvRows(f)
+        w.writerow(["file", "head", "distance"])
+        for r in rows:
+            w.writerow([r["file"], r["head"], r["distance"]])

@@ -26,6 +26,7 @@ class Scored:
     error: str | None = None       # decode failure: excluded from metrics, counted
     subset: str = ""               # benchmark subset / real pool (protocol metrics)
     sha256: str | None = None      # content key of the bytes scored (train_record); None when unread
+    phash: int | None = None       # perceptual.phash of the decoded pixels scored; None when none
 
 
 def _perturbing(transform) -> Callable[[Any, Any], Any]:
@@ -61,8 +62,29 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     from ..pipeline import Pipeline
     from ..pixels import ByteBudget, PixelBudget, PixelReader
 
+    from ..perceptual import phash
+
+    hashes: dict[str, int | None] = {}
+
+    def hashing(img, s):
+        # Of the raw condition's pixels, from the decode the scan does anyway (a path's pixels are its
+        # own: a repeated path gives the same hash). A JPEG the scan drafted (decoded reduced for the
+        # heads' input) is decoded whole for it, as the trainers hash it: the reduced decode of the same
+        # bytes moved the hash up to 8 bits (dev set), as far as a recompression may.
+        if s.info.get("draft") and s.data:
+            from ..decode import DecodeFailure, decode_bytes
+
+            try:
+                hashes[s.path] = phash(decode_bytes(s.data, pipe.limits)[0])
+            except DecodeFailure:
+                hashes[s.path] = None
+        else:
+            hashes[s.path] = phash(img)
+        return img
+
     decoder = None
     if transform is not None:
+        # (no hash: the overlap is of the raw condition's images)
         perturb = _perturbing(transform)
         # Full resolution (no JPEG draft): the perturbation acts on the pixels as stored.
         # One budget of each for all the workers, as in a scan (a reader per file had its own).
@@ -70,11 +92,14 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
         decoder = lambda path, index, specs: PixelReader(specs, transform=perturb, budget=budget,  # noqa: E731
                                                          byte_budget=byte_budget)(path, index)
     pipe = Pipeline(detectors, None, batch_size=batch_size, workers=workers, decoder=decoder)
+    if decoder is None:
+        pipe.decoding.reader.transform = hashing
     cb = (lambda rec: progress(1)) if progress else None
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))
     out = []
     for it, rec in zip(items, recs):
-        s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "", sha256=rec.sha256)
+        s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "", sha256=rec.sha256,
+                   phash=hashes.get(it.path) if rec.error is None else None)
         if rec.error is not None:
             s.error = f"{rec.error.code}: {rec.error.message}"
         else:

@@ -458,8 +458,10 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
 
     paths = [i.path for i in reals]
     real_digests: dict[str, str] = {}  # the training record (train_record), from this one read
+    real_phashes: dict[str, int | None] = {}
     feats, failures = extract_features(backbone, paths, spec, layers, cache=cache,
-                                       progress=stage("real features", len(paths)), digests=real_digests)
+                                       progress=stage("real features", len(paths)), digests=real_digests,
+                                       phashes=real_phashes)
     bad = {p for p, _ in failures}
     for p, why in failures:
         say(f"skipped {p}: {why}")
@@ -578,7 +580,8 @@ def train_flow_head(backbone, real_sources: Sequence[str], out_dir: str | Path, 
     from ..train_record import record
 
     manifest["training_images"], keys_file = record(
-        real_digests.values(), "real photos the flow was fitted on and its threshold calibrated on")
+        real_digests.values(), "real photos the flow was fitted on and its threshold calibrated on",
+        phashes=real_phashes.values())
     tensors = {f"flow.{k}": v for k, v in model.state_dict().items()}
     save_head(out_dir, tensors, manifest, extra_files=keys_file)
     if cache is not None and getattr(cache, "error", None):  # as train_linear says it

@@ -98,9 +98,9 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     elif cache is False:
         cache = None
 
-    def feats(group, digests=None):
+    def feats(group, digests=None, phashes=None):
         paths = [i.path for i in group]
-        got, fails = extract_features(bb, paths, spec, layers, cache=cache, digests=digests)
+        got, fails = extract_features(bb, paths, spec, layers, cache=cache, digests=digests, phashes=phashes)
         bad = {p for p, _ in fails}
         y = np.array([i.label for i in group if i.path not in bad], dtype=np.int64)
         X = got[out_name] if len(y) else np.zeros((0, 0), np.float32)
@@ -108,7 +108,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
 
     say(f"extracting features with {bb.spec.describe()} ({spec['mode']} {spec['size']})")
     trained_digests: dict[str, str] = {}
-    X, y, failures = feats(train_items, trained_digests)
+    trained_phashes: dict[str, int | None] = {}
+    X, y, failures = feats(train_items, trained_digests, trained_phashes)
     if len(y) == 0:
         raise ValueError("no training image could be decoded")
     bad = {p for p, _ in failures}
@@ -139,7 +140,8 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     from ..train_record import record
 
     trained_on, keys_file = record(trained_digests.values(),
-                                   "images the probe was fitted on (the held-out split excluded)")
+                                   "images the probe was fitted on (the held-out split excluded)",
+                                   phashes=trained_phashes.values())
     save_probe(out_dir, probe, name=name, backbone_block=backbone_manifest(bb), preprocessing=spec,
                feature=out_name, data=data, metrics=metrics,
                source="trained locally with `aiidetect train linear`", license="user data; check the images' terms",

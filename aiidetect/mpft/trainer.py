@@ -114,14 +114,21 @@ def _progress(show: bool):
 
 
 def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[str], None] | None = None,
-                digests: dict[str, str] | None = None):
+                digests: dict[str, str] | None = None, phashes: dict[str, int | None] | None = None):
     """Decode and shrink every item once; unreadable files are reported and skipped. `digests`, when
-    given, gets {path: SHA-256 of the bytes decoded} (train_record)."""
+    given, gets {path: SHA-256 of the bytes decoded} (train_record), and `phashes` {path: perceptual
+    hash of the pixels decoded}."""
     from ..pixels import failure, iter_pixels
 
+    def shrink(img, s):
+        if phashes is not None:
+            from ..perceptual import phash
+
+            s.phash = phash(img)  # of the full decoded image, as eval hashes it
+        return shrink_for_cache(img, spec)
+
     # The shrink runs in the decode workers: a full-size image is never held for long.
-    samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True,
-                          transform=lambda img, _s: shrink_for_cache(img, spec))
+    samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True, transform=shrink)
     kept_items, imgs, skipped = [], [], []
     for it, s in zip(items, samples):
         if not s.ok:
@@ -131,6 +138,8 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
             imgs.append(s.image)
             if digests is not None:
                 digests[it.path] = s.record.sha256
+            if phashes is not None:
+                phashes[it.path] = s.phash
     if skipped and log:
         log(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     return kept_items, imgs, skipped
@@ -193,8 +202,11 @@ class MPFTTrainer:
         # very images they are measured on.
         sel, rep = split_train_val(held, 0.5, seed=cfg.seed + 1)
         self._digests: dict[str, str] = {}  # train and selection splits: the training record
-        self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log, self._digests)
-        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log, self._digests)
+        self._phashes: dict[str, int | None] = {}
+        self.train_items, self.train_imgs, sk1 = load_images(tr, self.spec, cfg.workers, self._log, self._digests,
+                                                             self._phashes)
+        self.val_items, self.val_imgs, sk2 = load_images(sel, self.spec, cfg.workers, self._log, self._digests,
+                                                         self._phashes)
         self.report_items, self.report_imgs, sk3 = load_images(rep, self.spec, cfg.workers, self._log)
         self.skipped = sk1 + sk2 + sk3
         if not self.train_items:
@@ -482,7 +494,7 @@ class MPFTTrainer:
         manifest["training_images"], keys_file = record(
             self._digests.values(),
             "the train split and the selection split (which chose the state kept, the temperature and the "
-            "open-set cut-off); the report split is held out")
+            "open-set cut-off); the report split is held out", phashes=self._phashes.values())
         head_dir = save_head(self.out_dir, tensors, manifest, extra_files=keys_file)
         ck = self._ckpt_path()
         if ck.exists():

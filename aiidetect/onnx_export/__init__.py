@@ -83,18 +83,29 @@ def collect_heads(backbone, dirs: Sequence[Path], families: Sequence[str] | None
 
 def _carry_training_record(head, exports: Sequence[HeadExport]) -> None:
     """The head's training record (train_record) goes with its export, beside the graph, named after
-    the head. A head without a usable one is exported without: its overlap is then unknown on ONNX too."""
-    from ..train_record import KEYS_FILE, NoRecord, load_keys
+    the head. A head without a usable one is exported without: its overlap is then unknown on ONNX too.
+    Its perceptual hashes (near-duplicates) go with it the same way, when it has usable ones."""
+    from ..train_record import KEYS_FILE, PHASH_FILE, NoRecord, load_keys, load_phashes
 
     try:
         keys = load_keys(head.path, head.manifest)
     except NoRecord:
         return
+    try:
+        phashes = load_phashes(head.path, head.manifest)
+    except NoRecord:
+        phashes = None
     blob = keys.astype(">u8").tobytes()
     for h in exports:
         fname = f"{_slug(h.name)}.{KEYS_FILE}"
-        h.meta["training_images"] = {**head.manifest["training_images"], "file": fname}
+        block = {k: v for k, v in head.manifest["training_images"].items() if k != "perceptual"}
+        h.meta["training_images"] = {**block, "file": fname}
         h.extra_files[fname] = blob
+        if phashes is not None:
+            pname = f"{_slug(h.name)}.{PHASH_FILE}"
+            h.meta["training_images"]["perceptual"] = {**head.manifest["training_images"]["perceptual"],
+                                                       "file": pname}
+            h.extra_files[pname] = phashes.astype(">u8").tobytes()
 
 
 # --------------------------------------------------------------------------

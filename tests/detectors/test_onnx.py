@@ -43,7 +43,8 @@ def linear_head_dir(tiny, tmp_path_factory):
     imgs.mkdir()
     for k in range(3):
         (imgs / f"{k}.png").write_bytes(b"not decoded here " + bytes([k]))
-    trained_on, keys_file = record(digests_of([str(imgs / "0.png"), str(imgs / "1.png")]), "test")
+    trained_on, keys_file = record(digests_of([str(imgs / "0.png"), str(imgs / "1.png")]), "test",
+                                   phashes=[0x1234, None])
     save_head(d / "probe", {"weight": torch.randn(1, tiny.embed_dim, generator=g) * 0.5, "bias": torch.tensor([0.1])},
               {"name": "probe", "detector": "linear", "backbone": backbone_manifest(tiny),
                "preprocessing": make_spec("resize-center-crop", 224), "labels": ["real", "ai"],
@@ -104,6 +105,10 @@ def test_the_export_carries_the_heads_training_record(export_fp32, linear_head_d
     imgs = sorted(str(p) for p in (linear_head_dir.parent / "probe-images").iterdir())
     report, _ = train_overlap(dets, digests_of(imgs))
     assert report["linear:probe"] == {"status": "checked", "n": 2, "of": 3, "excluded": True}
+    # the perceptual hashes go with it: a copy with other bytes (3 bits off) is a near-duplicate on ONNX too
+    assert rec["perceptual"]["file"] == "linear-probe.train-phash.bin" and rec["perceptual"]["file"] in g["files"]
+    report, _ = train_overlap(dets, digests_of(imgs), phashes=[None, None, 0x1234 ^ 0b111])
+    assert report["linear:probe"]["near"] == {"status": "checked", "n": 1, "threshold": 6, "without_hash": 2}
 
 
 def test_fp32_matches_pytorch(export_fp32, tiny, pixels, linear_head_dir):

@@ -393,4 +393,9 @@ def test_the_head_records_every_real_photo(trained, small_reals):
     keys = load_keys(wdir / "tiny-flow", m)
     n = m["data"]["real"]["n_train"] + m["data"]["real"]["n_val"]
     assert m["training_images"]["count"] == n == N_REAL
+    from aiidetect.perceptual import KIND
+    from aiidetect.train_record import load_phashes
+    blk = m["training_images"]["perceptual"]
+    hs = load_phashes(wdir / "tiny-flow", m)
+    assert blk["kind"] == KIND and blk["count"] == len(hs) and 0 < blk["count"] + blk["without_hash"] <= n
     assert member_mask(keys, digests_of(map(str, sorted(small_reals.iterdir())))).all()

@@ -216,10 +216,20 @@ def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted,
     """The record eval and calibrate match training images by (train_record): the fitted images, by
     content; the --val-fraction hold-out is not in it. Their digests are the ones taken when the
     features were read: no second read of every training image (a million of them, over a network)."""
-    import aiidetect.hashing
+    import sys
 
-    def read_again(*a, **k):
-        raise AssertionError("a training image hashed a second time")
+    import aiidetect.hashing
+    import aiidetect.heads  # noqa: F401  (imported here, not first under the patch below)
+    import aiidetect.train.data  # noqa: F401
+
+    original = aiidetect.hashing.sha256_file
+    images = {str(p.resolve()) for p in (planted / "train").rglob("*.png")}
+
+    def read_again(path, *a, **k):
+        # Only the training images: save_head hashes the files it writes, as it should.
+        if str(Path(path).resolve()) in images:
+            raise AssertionError(f"a training image hashed a second time: {path}")
+        return original(path, *a, **k)
     from aiidetect.feature_cache import FeatureCache
     from aiidetect.linear.train import train_linear
     from aiidetect.testing.layouts import digests_of
@@ -227,11 +237,21 @@ def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted,
 
     spec, bb = tiny
     with monkeypatch.context() as mp:
-        mp.setattr(aiidetect.hashing, "sha256_file", read_again)
+        # Wherever it is called from: a module that imported it by name before this test holds its own
+        # reference (patching aiidetect.hashing alone guarded nothing there, and a module first imported
+        # under the patch kept the guard for the tests after this one).
+        for mod in [m for k, m in sys.modules.items() if k.split(".")[0] == "aiidetect"]:
+            if getattr(mod, "sha256_file", None) is original:
+                mp.setattr(mod, "sha256_file", read_again)
         res = train_linear([planted / "train"], spec, shots=4, val_fraction=0.25, out=tmp_path / "p", backbone=bb,
                            cache=FeatureCache(tmp_path / "f.sqlite"))
     m = json.loads((tmp_path / "p" / "manifest.json").read_text())
     keys = load_keys(tmp_path / "p", m)
     assert res.n_val > 0 and m["training_images"]["count"] == res.n_train == len(keys)
+    from aiidetect.perceptual import KIND
+    from aiidetect.train_record import load_phashes
+    blk = m["training_images"]["perceptual"]
+    hs = load_phashes(tmp_path / "p", m)
+    assert blk["kind"] == KIND and blk["count"] == len(hs) and 0 < blk["count"] + blk["without_hash"] <= res.n_train
     imgs = sorted(str(p) for p in (planted / "train").rglob("*.png"))
     assert int(member_mask(keys, digests_of(imgs)).sum()) == res.n_train

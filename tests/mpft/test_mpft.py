@@ -384,6 +384,11 @@ def test_the_head_records_its_train_and_selection_splits(trained):
     m = read_manifest(res.head_dir)
     keys = load_keys(res.head_dir, m)
     assert m["training_images"]["count"] == len(keys) > 0 and m["data"]["selection"]["n"] > 0
+    from aiidetect.perceptual import KIND
+    from aiidetect.train_record import load_phashes
+    blk = m["training_images"]["perceptual"]
+    hs = load_phashes(res.head_dir, m)
+    assert blk["kind"] == KIND and blk["count"] == len(hs) and 0 < blk["count"] + blk["without_hash"] <= len(items)
     # (each real crop is written once per generator, byte for byte: by content, only the AI images are
     # one per file)
     fakes = [i.path for i in items if i.label == 1]
