@@ -22,8 +22,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_GAP_BYTES,
-                     JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, HEIF_MAX_ENTRIES, JPEG_MAX_COVERAGE,
+                     JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
                      WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -543,7 +543,13 @@ def _frame_count(img, data: bytes) -> int:
     """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
     which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
-    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks)."""
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks). The image is left on
+    the frame it was opened on: a HEIF opens on its primary image, which need not be its first (seeking
+    back to frame 0 decoded another picture than the one whose size the record gives)."""
+    try:
+        start = img.tell()
+    except Exception:  # noqa: BLE001
+        start = 0
     try:
         if img.format == "GIF":
             return max(1, gif_walk(data)[1])
@@ -557,7 +563,7 @@ def _frame_count(img, data: bytes) -> int:
         return 1
     finally:
         try:
-            img.seek(0)
+            img.seek(start)
         except Exception:  # noqa: BLE001
             pass
 
@@ -676,7 +682,84 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
         return psd_problem(data)
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
         return bmp_problem(data)
+    if fmt in ("HEIF", "AVIF"):
+        return heif_problem(data)[0]
     return None
+
+
+# Derived images nested deeper than this (a grid of grids of ...) are refused; real files nest one level (a grid
+# of coded tiles).
+_HEIF_MAX_DEPTH = 8
+
+
+def heif_problem(data: bytes) -> tuple[str | None, int]:
+    """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
+    it is made of). A derived image is decoded input by input, each to its own `ispe`: a grid of tiles, or
+    of grids, costs its tiles' pixels (repeats counted), not its own size. Refused: a grid whose size is
+    not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
+    all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
+    images nested deeper than _HEIF_MAX_DEPTH or in a loop, and tables over HEIF_MAX_ENTRIES. Layouts
+    it cannot follow are left to the decoder."""
+    from .structures import HeifLayoutError, heif_layout
+
+    try:
+        lay = heif_layout(data)
+    except HeifLayoutError as exc:
+        return f"{exc} in its meta box", 0
+    except (struct.error, IndexError):
+        return None, 0
+    if lay is None or lay.primary is None:
+        return None, 0
+    done: dict[int, int] = {}
+
+    def coded(item: int, depth: int) -> int:
+        if item in done:
+            if done[item] < 0:
+                raise _HeifRefusal(f"item {item} is derived from itself")
+            return done[item]
+        inputs = lay.dimg.get(item)
+        if not inputs:
+            w, h = lay.sizes.get(item, (0, 0))
+            return w * h
+        if depth >= _HEIF_MAX_DEPTH:
+            raise _HeifRefusal(f"derived images nested more than {_HEIF_MAX_DEPTH} deep")
+        done[item] = -1
+        if lay.types.get(item) == b"grid":
+            _heif_grid_check(data, lay, item, inputs)
+        total = 0
+        for x in inputs:
+            total += coded(x, depth + 1)
+        done[item] = total
+        return total
+
+    try:
+        return None, coded(lay.primary, 0)
+    except _HeifRefusal as exc:
+        return str(exc), 0
+
+
+class _HeifRefusal(Exception):
+    pass
+
+
+def _heif_grid_check(data: bytes, lay, item: int, inputs: list[int]) -> None:
+    head = lay.item_data(data, item, 12)
+    if head is None or len(head) < 8:
+        return
+    rows, cols = head[2] + 1, head[3] + 1
+    if head[1] & 1:
+        if len(head) < 12:
+            return
+        w, h = struct.unpack_from(">II", head, 4)
+    else:
+        w, h = struct.unpack_from(">HH", head, 4)
+    declared = lay.sizes.get(item)
+    if declared is not None and tuple(declared) != (w, h):
+        raise _HeifRefusal(f"its grid image is {w}x{h}, but its ispe says {declared[0]}x{declared[1]}")
+    tile = lay.sizes.get(inputs[0])
+    if tile and ((cols - 1) * tile[0] >= w or (rows - 1) * tile[1] >= h):
+        raise _HeifRefusal(f"its {w}x{h} grid of {rows}x{cols} tiles of {tile[0]}x{tile[1]} has tiles outside "
+                           f"the image")
 
 
 def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
@@ -860,6 +943,13 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     if rle and rle[0] * rle[1] > limits.max_pixels:
         # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
         raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
+    if sniffed in ("HEIF", "AVIF"):
+        coded = heif_problem(data)[1]
+        if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
+            # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
+            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded tiles, over "
+                                             f"{DECODE_BUDGET_IMAGES} x the {limits.max_pixels}-pixel limit "
+                                             f"(--max-pixels {-(-coded // DECODE_BUDGET_IMAGES)} or more scans it)")
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():

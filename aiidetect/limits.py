@@ -104,6 +104,19 @@ PSD_MAX_ROWS = 30_000
 # 5.8 s on the 2-core machine at load 6.5 (4096x2048: 3.5 s). Over it: `decode-error`.
 BMP_RLE_MAX_PIXELS = 3 << 22
 
+# A HEIF or AVIF image made of others (a `grid` of tiles) is decoded tile by tile, each tile to the size its
+# `ispe` declares, whatever the image's own size: a 3.5 KB HEIF whose 64x64 image was a 31x32 grid of one
+# flat 2048x2048 tile referenced 992 times (testing.hostile.heif_grid(31, 32, 2048, 2048, 64, 64)) took libheif
+# 28 s; one whose `ispe` said 64x64 over a grid of 16384x15872 (260 MP, 100 KB) passed --max-pixels and took
+# 24 s and 400 MB before libheif refused the size it decoded. Before any reader opens such a file
+# (decode.heif_problem): a grid whose size is not its `ispe`, or with a whole row or column of tiles outside
+# the image, is `decode-error`; the scan's decoder counts the coded pixels the image is made of (each tile's
+# `ispe`, repeats counted) against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
+# tiles pass its size by a part of a tile). Tables walked in its `meta` box: at most this many entries
+# each (real files hold tens to hundreds of items; libheif refuses more than 1,000 references); over it,
+# `decode-error`.
+HEIF_MAX_ENTRIES = 65_536
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

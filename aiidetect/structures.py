@@ -11,6 +11,8 @@ import re
 import struct
 from typing import Iterator
 
+from .limits import HEIF_MAX_ENTRIES
+
 # 0xFF and a byte that starts a segment: not a stuffed zero, not a restart marker, not another fill byte.
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _FILL = re.compile(rb"\xff+")
@@ -53,3 +55,166 @@ def png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         if ctype == b"IEND":
             return
         pos += 12 + length
+
+
+# HEIF and AVIF (ISO BMFF, ISO/IEC 23008-12): the item structure of the top-level `meta` box, as libheif and
+# libavif read it before decoding, for the decoder's check of a derived image (a `grid` of tiles) against what
+# it costs (decode.heif_problem).
+
+
+class HeifLayoutError(ValueError):
+    """A table longer than HEIF_MAX_ENTRIES."""
+
+
+def bmff_boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of each box in data[pos:end], up to HEIF_MAX_ENTRIES; a box whose size
+    field is broken ends the list (the readers stop there too). Sizes only: no payload is copied."""
+    end = min(end, len(data))
+    for _ in range(HEIF_MAX_ENTRIES):
+        if pos + 8 > end:
+            return
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1:
+            if pos + 16 > end:
+                return
+            size, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head:
+            return
+        yield kind, pos + head, min(end, pos + size)
+        pos += size
+    raise HeifLayoutError(f"more than {HEIF_MAX_ENTRIES} boxes in one list")
+
+
+class HeifLayout:
+    """What a HEIF's `meta` box says of its items: the primary item, each item's type, data extents
+    (construction method 0: file offsets; 1: offsets into `idat`), `dimg` references (a derived image's
+    inputs, repeats kept, in order) and image spatial extents (`ispe`: the size each coded image declares,
+    which libheif holds its decoder to)."""
+
+    def __init__(self) -> None:
+        self.primary: int | None = None
+        self.types: dict[int, bytes] = {}
+        self.extents: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        self.dimg: dict[int, list[int]] = {}
+        self.sizes: dict[int, tuple[int, int]] = {}
+        self.idat: tuple[int, int] | None = None
+
+    def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
+        """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
+        method, extents = self.extents.get(item, (None, []))
+        if not extents:
+            return None
+        start, length = extents[0]
+        if method == 1:
+            if self.idat is None:
+                return None
+            start += self.idat[0]
+        elif method != 0:
+            return None
+        return data[start:start + min(length or limit, limit)]
+
+
+def _uint(data: bytes, pos: int, size: int) -> int:
+    return int.from_bytes(data[pos:pos + size], "big") if size else 0
+
+
+def heif_layout(data: bytes) -> HeifLayout | None:
+    """The item structure of a HEIF/AVIF file's top-level `meta` box, or None without one. Raises
+    struct.error or IndexError on a truncated table, HeifLayoutError on one over HEIF_MAX_ENTRIES."""
+    for kind, start, end in bmff_boxes(data, 0, len(data)):
+        if kind == b"meta":
+            break
+    else:
+        return None
+    lay = HeifLayout()
+    props: list[tuple[bytes, int, int]] = []
+    assoc: dict[int, list[int]] = {}
+    for kind, p, e in bmff_boxes(data, start + 4, end):
+        version = data[p] if p < e else 0
+        if kind == b"pitm":
+            lay.primary = struct.unpack_from(">H" if version == 0 else ">I", data, p + 4)[0]
+        elif kind == b"iinf":
+            for ikind, ip, _ in bmff_boxes(data, p + (6 if version == 0 else 8), e):
+                iv = data[ip]
+                if ikind == b"infe" and iv >= 2:
+                    item, at = (struct.unpack_from(">H", data, ip + 4)[0], ip + 8) if iv == 2 else \
+                        (struct.unpack_from(">I", data, ip + 4)[0], ip + 10)
+                    lay.types[item] = data[at:at + 4]
+        elif kind == b"iloc":
+            off_size, len_size = data[p + 4] >> 4, data[p + 4] & 15
+            base_size, idx_size = data[p + 5] >> 4, (data[p + 5] & 15) if version in (1, 2) else 0
+            wide = version == 2
+            count = struct.unpack_from(">I" if wide else ">H", data, p + 6)[0]
+            pos = p + 6 + (4 if wide else 2)
+            if count > HEIF_MAX_ENTRIES:
+                raise HeifLayoutError(f"{count} items located, over {HEIF_MAX_ENTRIES}")
+            for _ in range(count):
+                item = _uint(data, pos, 4 if wide else 2)
+                pos += 4 if wide else 2
+                method = 0
+                if version in (1, 2):
+                    method = data[pos + 1] & 15
+                    pos += 2
+                pos += 2                                    # data reference index
+                base = _uint(data, pos, base_size)
+                pos += base_size
+                n = struct.unpack_from(">H", data, pos)[0]
+                pos += 2
+                extents = []
+                for _ in range(n):
+                    pos += idx_size
+                    off = _uint(data, pos, off_size)
+                    length = _uint(data, pos + off_size, len_size)
+                    pos += off_size + len_size
+                    extents.append((base + off, length))
+                if pos > e:
+                    raise IndexError("iloc past its box")
+                lay.extents[item] = (method, extents)
+        elif kind == b"iref":
+            wide = version != 0
+            for rkind, rp, re_ in bmff_boxes(data, p + 4, e):
+                size = 4 if wide else 2
+                src = _uint(data, rp, size)
+                count = struct.unpack_from(">H", data, rp + size)[0]
+                if rp + size + 2 + count * size > re_:
+                    raise IndexError("iref past its box")
+                if rkind == b"dimg":
+                    at = rp + size + 2
+                    lay.dimg.setdefault(src, []).extend(_uint(data, at + i * size, size) for i in range(count))
+        elif kind == b"iprp":
+            for pkind, pp, pe in bmff_boxes(data, p, e):
+                if pkind == b"ipco":
+                    props.extend(bmff_boxes(data, pp, pe))
+                elif pkind == b"ipma":
+                    pv, flags = data[pp], data[pp + 3]
+                    count = struct.unpack_from(">I", data, pp + 4)[0]
+                    if count > HEIF_MAX_ENTRIES:
+                        raise HeifLayoutError(f"{count} items with properties, over {HEIF_MAX_ENTRIES}")
+                    pos = pp + 8
+                    for _ in range(count):
+                        item = _uint(data, pos, 2 if pv < 1 else 4)
+                        pos += 2 if pv < 1 else 4
+                        n = data[pos]
+                        pos += 1
+                        idx = []
+                        for _ in range(n):
+                            if flags & 1:
+                                idx.append(struct.unpack_from(">H", data, pos)[0] & 0x7FFF)
+                                pos += 2
+                            else:
+                                idx.append(data[pos] & 0x7F)
+                                pos += 1
+                        if pos > pe:
+                            raise IndexError("ipma past its box")
+                        assoc[item] = idx
+        elif kind == b"idat":
+            lay.idat = (p, e)
+    for item, idx in assoc.items():
+        for i in idx:
+            if 1 <= i <= len(props) and props[i - 1][0] == b"ispe" and props[i - 1][1] + 12 <= props[i - 1][2]:
+                lay.sizes[item] = struct.unpack_from(">II", data, props[i - 1][1] + 4)
+                break
+    return lay

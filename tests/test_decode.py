@@ -717,3 +717,73 @@ def test_an_rle_bmp_over_the_pixel_limit_is_too_large_not_a_decode_error():
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(bmp_rle(4000, 4000, b"\x00\x01"))
     assert e.value.code == "decode-error" and "RLE8-compressed 4000x4000" in e.value.message
+
+
+def _heif_encoder():
+    pytest.importorskip("pillow_heif")
+    from aiidetect.testing.hostile import heif_tile
+
+    try:
+        return heif_tile(64, 64)
+    except Exception as exc:  # noqa: BLE001 - a pillow-heif built without its HEVC encoder
+        pytest.skip(f"no HEVC encoder: {exc}")
+
+
+def test_heif_grid_at_odds_with_its_size_refused_before_libheif_decodes_it(monkeypatch):
+    """libheif decodes a grid tile by tile, each to its own ispe, whatever the image's size: a 3.5 KB HEIF
+    whose 64x64 image was a grid of 992 references to one 2048x2048 tile took 28 s to scan, and one whose
+    ispe said 64x64 over a 16384x15872 grid passed --max-pixels, then took 24 s and 400 MB before libheif
+    refused the size it had decoded. A real grid (a part of a tile past its edge) still decodes."""
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import heif_grid
+
+    tile = _heif_encoder()
+    img, info = decode_bytes(heif_grid(2, 2, 64, 64, 120, 100, tile=tile))
+    assert img.size == (120, 100) and (info["width"], info["height"]) == (120, 100)
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    for bomb, said in ((heif_grid(31, 32, 2048, 2048, 64, 64), "tiles outside the image"),
+                       (heif_grid(31, 32, 512, 512, ispe=(64, 64)), "but its ispe says 64x64")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and "HEIF structure refused" in e.value.message, e.value.message
+        assert said in e.value.message
+        assert any(said in err for err in walk(bomb).errors)    # `meta` opens no such file either
+
+
+def test_heif_grid_tiles_count_against_the_pixel_limit(monkeypatch):
+    """A 1x1 grid crops one tile to the image: a 64x64 image of a 1000x1000 tile costs the tile's pixels.
+    Over DECODE_BUDGET_IMAGES x --max-pixels of them: too-large, naming the --max-pixels that takes it."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_grid
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_grid(1, 1, 1000, 1000, 64, 64), DecodeLimits(max_pixels=400_000))
+    assert e.value.code == "too-large" and "1000000 pixels of coded tiles" in e.value.message
+    assert "--max-pixels 500000 or more" in e.value.message
+
+
+def test_heif_tables_over_the_cap_refused(monkeypatch):
+    """The item tables are walked in Python: a meta box of more entries than any real file holds is refused
+    unwalked (libheif refuses more than 1,000 references itself)."""
+    import aiidetect.structures as structures
+    from aiidetect.testing.hostile import heif_grid
+
+    bomb = heif_grid(2, 2, 64, 64)
+    monkeypatch.setattr(structures, "HEIF_MAX_ENTRIES", 4)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bomb)
+    assert e.value.code == "decode-error" and "more than 4 boxes" in e.value.message
+
+
+def test_heif_primary_image_is_the_one_decoded():
+    """A HEIF opens on its primary image, which need not be its first: counting the frames sought back to
+    frame 0, so the record gave the primary's size and the detectors judged the other picture."""
+    _heif_encoder()
+    from aiidetect.testing.hostile import heif_two_images
+
+    img, info = decode_bytes(heif_two_images((64, 64), (128, 96)))
+    assert info["frames"] == 2 and (info["width"], info["height"]) == (128, 96)
+    assert img.size == (128, 96)
+

@@ -532,6 +532,83 @@ def qoi_run_bomb(w: int = 4000, h: int = 4000) -> bytes:
     return b"qoif" + struct.pack(">IIBB", w, h, 3, 0) + body + b"\x00" * 7 + b"\x01"
 
 
+def bmff_box(kind: bytes, payload: bytes = b"", full: tuple[int, int] | None = None) -> bytes:
+    """An ISO BMFF box; `full`: (version, flags) of a FullBox."""
+    head = b"" if full is None else struct.pack(">I", (full[0] << 24) | full[1])
+    return struct.pack(">I4s", 8 + len(head) + len(payload), kind) + head + payload
+
+
+def heif_ispe(w: int, h: int) -> bytes:
+    return bmff_box(b"ispe", struct.pack(">II", w, h), (0, 0))
+
+
+def heif_file(items, props, assoc, refs=(), mdat: bytes = b"", idat: bytes | None = None, primary: int = 1,
+              brand: bytes = b"heic") -> bytes:
+    """A HEIF from its item tables. items: [(id, type, [(offset, length)], construction method)], offsets into
+    `mdat` (method 0) or `idat` (1); props: property boxes; assoc: {item: [1-based property index]}; refs:
+    [(type, from, [to])]. Items a `dimg` reference points at are hidden (not top-level images), as tiles are."""
+    ftyp = bmff_box(b"ftyp", brand + b"\0\0\0\0mif1" + brand)
+    hdlr = bmff_box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, (0, 0))
+    pitm = bmff_box(b"pitm", struct.pack(">H", primary), (0, 0))
+    hidden = {x for t, _, to in refs if t == b"dimg" for x in to}
+    iinf = bmff_box(b"iinf", struct.pack(">H", len(items)) + b"".join(
+        bmff_box(b"infe", struct.pack(">HH4s", i, 0, t) + b"\0", (2, int(i in hidden))) for i, t, _, _ in items), (0, 0))
+    iref = bmff_box(b"iref", b"".join(bmff_box(t, struct.pack(">HH", f, len(to)) + struct.pack(f">{len(to)}H", *to))
+                                      for t, f, to in refs), (0, 0)) if refs else b""
+    ipma = struct.pack(">I", len(assoc)) + b"".join(struct.pack(">HB", i, len(x)) + bytes(x) for i, x in assoc.items())
+    iprp = bmff_box(b"iprp", bmff_box(b"ipco", b"".join(props)) + bmff_box(b"ipma", ipma, (0, 0)))
+    tail = bmff_box(b"idat", idat) if idat is not None else b""
+
+    def meta(base: int) -> bytes:
+        entries = b"".join(struct.pack(">HHHH", i, m, 0, len(ext)) + b"".join(
+            struct.pack(">II", off + (base if m == 0 else 0), n) for off, n in ext) for i, _, ext, m in items)
+        iloc = bmff_box(b"iloc", b"\x44\x00" + struct.pack(">H", len(items)) + entries, (1, 0))
+        return bmff_box(b"meta", hdlr + pitm + iloc + iinf + iref + iprp + tail, (0, 0))
+
+    base = len(ftyp) + len(meta(0)) + 8
+    return ftyp + meta(base) + bmff_box(b"mdat", mdat)
+
+
+def heif_grid(rows: int, cols: int, tw: int, th: int, ow: int | None = None, oh: int | None = None,
+              ispe: tuple[int, int] | None = None, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF whose primary image is a `grid` of rows x cols references to one coded tile of tw x th, ow x oh
+    (default: the tiles' extent), its `ispe` `ispe` (default: the grid's size). tile: (hvcC box, coded data),
+    e.g. heif_tile(); without one, placeholder bytes (the decoder's checks refuse before any tile is read)."""
+    ow, oh = ow or cols * tw, oh or rows * th
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    big = ow > 0xFFFF or oh > 0xFFFF
+    g = bytes([0, int(big), rows - 1, cols - 1]) + struct.pack(">II" if big else ">HH", ow, oh)
+    items = [(1000, b"grid", [(0, len(g))], 1), (1, b"hvc1", [(0, len(coded))], 0)]
+    return heif_file(items, [hvcc, heif_ispe(tw, th), heif_ispe(*(ispe or (ow, oh)))], {1000: [3], 1: [1, 2]},
+                     refs=[(b"dimg", 1000, [1] * (rows * cols))], mdat=coded, idat=g, primary=1000)
+
+
+def heif_tile(w: int = 64, h: int = 64, seed: int = 0) -> tuple[bytes, bytes]:
+    """(hvcC box, coded data) of a w x h HEVC image, encoded by pillow-heif (its encoder must be present)."""
+    import pillow_heif
+
+    heif = pillow_heif.from_pillow(_noise(w, h, seed))
+    b = io.BytesIO()
+    heif.save(b, quality=30)
+    d = b.getvalue()
+    at = d.index(b"hvcC") - 4
+    hvcc = d[at:at + struct.unpack_from(">I", d, at)[0]]
+    from aiidetect.structures import heif_layout
+
+    lay = heif_layout(d)
+    _, extents = lay.extents[lay.primary]
+    return hvcc, b"".join(d[off:off + n] for off, n in extents)
+
+
+def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] = (128, 96)) -> bytes:
+    """A HEIF of two top-level coded images whose primary is the second."""
+    h1, d1 = heif_tile(*first)
+    h2, d2 = heif_tile(*primary, seed=1)
+    items = [(1, b"hvc1", [(0, len(d1))], 0), (2, b"hvc1", [(len(d1), len(d2))], 0)]
+    return heif_file(items, [h1, heif_ispe(*first), h2, heif_ispe(*primary)], {1: [1, 2], 2: [3, 4]},
+                     mdat=d1 + d2, primary=2)
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
