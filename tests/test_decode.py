@@ -787,3 +787,17 @@ def test_heif_primary_image_is_the_one_decoded():
     assert info["frames"] == 2 and (info["width"], info["height"]) == (128, 96)
     assert img.size == (128, 96)
 
+
+def test_mpo_frames_are_the_pictures_its_index_points_at():
+    """Pillow's n_frames is the count a multi-picture JPEG's MP index declares: a 66 KB file of one picture
+    said 4,000 frames. Counted: the entries whose offset starts a JPEG in the file, each place once."""
+    from PIL import Image
+
+    from aiidetect.testing.hostile import _noise, mpo_index
+
+    assert Image.open(io.BytesIO(mpo_index(4000))).n_frames == 4000
+    assert decode_bytes(mpo_index(4000))[1]["frames"] == 1
+    b = io.BytesIO()
+    _noise().save(b, "MPO", save_all=True, append_images=[_noise(seed=1), _noise(seed=2)])
+    img, info = decode_bytes(b.getvalue())
+    assert info["format"] == "MPO" and info["frames"] == 3

@@ -609,6 +609,17 @@ def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] 
                      mdat=d1 + d2, primary=2)
 
 
+def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
+    """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
+    from the MP header (0: the header itself, no picture)."""
+    jpeg = jpeg or _enc(_noise(), "JPEG")
+    entries = b"".join(struct.pack(">IIIHH", 0x20030000 if i == 0 else 0x00020002, len(jpeg), 0 if i == 0 else offset,
+                                   0, 0) for i in range(n))
+    ifd = struct.pack(">H", 3) + struct.pack(">HHI4s", 0xB000, 7, 4, b"0100") + struct.pack(">HHII", 0xB001, 4, 1, n)
+    ifd += struct.pack(">HHII", 0xB002, 7, len(entries), 8 + 2 + 3 * 12 + 4) + bytes(4)
+    return jpeg[:2] + jpeg_segment(0xE2, b"MPF\0MM\0*" + struct.pack(">I", 8) + ifd + entries) + jpeg[2:]
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
