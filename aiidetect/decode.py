@@ -704,9 +704,9 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
 _HEIF_MAX_DEPTH = 8
 
 
-def heif_problem(data: bytes) -> tuple[str | None, int]:
+def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
     """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
-    it is made of). A derived image is decoded input by input, each to its own `ispe`: a grid of tiles, or
+    it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own `ispe`: a grid of tiles, or
     of grids, costs its tiles' pixels (repeats counted), not its own size. Refused: a grid whose size is
     not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
@@ -717,11 +717,11 @@ def heif_problem(data: bytes) -> tuple[str | None, int]:
     try:
         lay = heif_layout(data)
     except HeifLayoutError as exc:
-        return f"{exc} in its meta box", 0
+        return f"{exc} in its meta box", 0, None
     except (struct.error, IndexError):
-        return None, 0
+        return None, 0, None
     if lay is None or lay.primary is None:
-        return None, 0
+        return None, 0, None
     done: dict[int, int] = {}
 
     def coded(item: int, depth: int) -> int:
@@ -744,10 +744,11 @@ def heif_problem(data: bytes) -> tuple[str | None, int]:
         done[item] = total
         return total
 
+    size = lay.sizes.get(lay.primary)
     try:
-        return None, coded(lay.primary, 0)
+        return None, coded(lay.primary, 0), size
     except _HeifRefusal as exc:
-        return str(exc), 0
+        return str(exc), 0, size
 
 
 class _HeifRefusal(Exception):
@@ -956,7 +957,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
         raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
     if sniffed in ("HEIF", "AVIF"):
-        coded = heif_problem(data)[1]
+        _, coded, size = heif_problem(data)
+        if size and size[0] * size[1] > limits.max_pixels:
+            raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
         if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
             # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
             raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded tiles, over "

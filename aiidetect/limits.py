@@ -106,13 +106,16 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 
 # A HEIF or AVIF image made of others (a `grid` of tiles) is decoded tile by tile, each tile to the size its
 # `ispe` declares, whatever the image's own size: a 3.5 KB HEIF whose 64x64 image was a 31x32 grid of one
-# flat 2048x2048 tile referenced 992 times (testing.hostile.heif_grid(31, 32, 2048, 2048, 64, 64)) took libheif
+# flat 2048x2048 tile referenced 992 times (testing.hostile.heif_grid(31, 32, 2048, 2048, 64, 64,
+# tile=heif_tile(2048, 2048, flat=True))) took libheif
 # 28 s; one whose `ispe` said 64x64 over a grid of 16384x15872 (260 MP, 100 KB) passed --max-pixels and took
 # 24 s and 400 MB before libheif refused the size it decoded. Before any reader opens such a file
 # (decode.heif_problem): a grid whose size is not its `ispe`, or with a whole row or column of tiles outside
 # the image, is `decode-error`; the scan's decoder counts the coded pixels the image is made of (each tile's
 # `ispe`, repeats counted) against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
-# tiles pass its size by a part of a tile). Tables walked in its `meta` box: at most this many entries
+# tiles pass its size by a part of a tile), and holds the primary image's own `ispe` to --max-pixels before any
+# clean-aperture crop (Pillow gives the cropped size; libheif decodes the whole: 8192x8192 cropped to 64x64, 15 KB,
+# took 303 MB). Tables walked in its `meta` box: at most this many entries
 # each (real files hold tens to hundreds of items; libheif refuses more than 1,000 references); over it,
 # `decode-error`.
 HEIF_MAX_ENTRIES = 65_536

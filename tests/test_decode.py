@@ -801,3 +801,16 @@ def test_mpo_frames_are_the_pictures_its_index_points_at():
     _noise().save(b, "MPO", save_all=True, append_images=[_noise(seed=1), _noise(seed=2)])
     img, info = decode_bytes(b.getvalue())
     assert info["format"] == "MPO" and info["frames"] == 3
+
+
+def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypatch):
+    """Readers give a HEIF's size after its clean-aperture crop; libheif decodes the whole coded image first: a
+    15 KB 8192x8192 image cropped to 64x64 took 250 MB to decode under any --max-pixels. Its ispe is what
+    --max-pixels is held to."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_cropped
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_cropped(20000, 20000, 64))
+    assert e.value.code == "too-large" and "20000x20000" in e.value.message

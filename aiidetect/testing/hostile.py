@@ -583,11 +583,12 @@ def heif_grid(rows: int, cols: int, tw: int, th: int, ow: int | None = None, oh:
                      refs=[(b"dimg", 1000, [1] * (rows * cols))], mdat=coded, idat=g, primary=1000)
 
 
-def heif_tile(w: int = 64, h: int = 64, seed: int = 0) -> tuple[bytes, bytes]:
-    """(hvcC box, coded data) of a w x h HEVC image, encoded by pillow-heif (its encoder must be present)."""
+def heif_tile(w: int = 64, h: int = 64, seed: int = 0, flat: bool = False) -> tuple[bytes, bytes]:
+    """(hvcC box, coded data) of a w x h HEVC image of noise (flat: one colour, a few hundred bytes at any size),
+    encoded by pillow-heif (its encoder must be present)."""
     import pillow_heif
 
-    heif = pillow_heif.from_pillow(_noise(w, h, seed))
+    heif = pillow_heif.from_pillow(Image.new("RGB", (w, h), (90, 120, 200)) if flat else _noise(w, h, seed))
     b = io.BytesIO()
     heif.save(b, quality=30)
     d = b.getvalue()
@@ -598,6 +599,14 @@ def heif_tile(w: int = 64, h: int = 64, seed: int = 0) -> tuple[bytes, bytes]:
     lay = heif_layout(d)
     _, extents = lay.extents[lay.primary]
     return hvcc, b"".join(d[off:off + n] for off, n in extents)
+
+
+def heif_cropped(w: int, h: int, crop: int = 64, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one w x h coded image whose clean aperture (`clap`) crops it to crop x crop at its centre: readers
+    give the cropped size, the decoder decodes all of it. tile: as heif_grid's."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    clap = bmff_box(b"clap", struct.pack(">IIIIiIiI", crop, 1, crop, 1, 0, 1, 0, 1))
+    return heif_file([(1, b"hvc1", [(0, len(coded))], 0)], [hvcc, heif_ispe(w, h), clap], {1: [1, 2, 3]}, mdat=coded)
 
 
 def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] = (128, 96)) -> bytes:
