@@ -155,6 +155,14 @@ def open_image(data: bytes):
     problem = structure_problem(data, fmt)
     if problem:
         raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
+    if fmt in ("HEIF", "AVIF"):
+        from .metastrip import strip_oversize
+
+        # pillow-heif copies every Exif and XMP item at open (a 100 MB one three times), whatever the caller
+        # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
+        # themselves, to say so, and hand this a file with none left).
+        lean, _ = strip_oversize(data, fmt)
+        data = data if lean is None else lean
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()

@@ -101,6 +101,12 @@ class HeifLayout:
         self.dimg: dict[int, list[int]] = {}
         self.sizes: dict[int, tuple[int, int]] = {}
         self.idat: tuple[int, int] | None = None
+        # (reference type, offset of that type's four bytes in the file, from item) of each `iref` entry
+        self.refs: list[tuple[bytes, int, int]] = []
+
+    def item_length(self, data: bytes, item: int) -> int:
+        """The bytes an item's data extents hold (a length of 0: to the end of the file)."""
+        return sum(n or max(0, len(data) - off) for off, n in self.extents.get(item, (0, []))[1])
 
     def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
         """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
@@ -181,6 +187,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 count = struct.unpack_from(">H", data, rp + size)[0]
                 if rp + size + 2 + count * size > re_:
                     raise IndexError("iref past its box")
+                lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
                 if rkind == b"dimg":
                     at = rp + size + 2
                     lay.dimg.setdefault(src, []).extend(_uint(data, at + i * size, size) for i in range(count))

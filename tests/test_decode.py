@@ -814,3 +814,25 @@ def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypa
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(heif_cropped(20000, 20000, 64))
     assert e.value.code == "too-large" and "20000x20000" in e.value.message
+
+
+def test_heif_exif_item_over_the_cap_is_not_handed_to_pillow_heif():
+    """pillow-heif copies a HEIF's Exif item at open, three times over (a 100 MB one: `meta` peaked at 677 MB,
+    `scan -d metadata` at 580 MB, against 370 MB for a file of that size without): over the readers' cap
+    (DECODE_MAX_METADATA_CHUNK) it is unlinked from the image first, and the record says so; under it, read."""
+    pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    from aiidetect.decode import open_image
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import heif_with_exif
+
+    small = heif_with_exif(1000)
+    assert open_image(small).info.get("exif")
+    assert [src for _, src in walk(small).exif] == ["HEIF Exif item"]
+    big = heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1)
+    assert Image.open(io.BytesIO(big)).info.get("exif")           # what pillow-heif would have copied
+    assert not open_image(big).info.get("exif")
+    b = walk(big)
+    assert not b.exif and any("'Exif item' of" in e and "not read" in e for e in b.errors), b.errors

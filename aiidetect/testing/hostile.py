@@ -609,6 +609,15 @@ def heif_cropped(w: int, h: int, crop: int = 64, tile: tuple[bytes, bytes] | Non
     return heif_file([(1, b"hvc1", [(0, len(coded))], 0)], [hvcc, heif_ispe(w, h), clap], {1: [1, 2, 3]}, mdat=coded)
 
 
+def heif_with_exif(size: int, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one 64x64 image described by an Exif item of `size` bytes (a TIFF header, then zeros). tile: as
+    heif_grid's."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    exif = b"\0\0\0\0MM\0*\0\0\0\x08\0\0" + bytes(max(0, size - 14))
+    items = [(1, b"hvc1", [(0, len(coded))], 0), (2, b"Exif", [(len(coded), len(exif))], 0)]
+    return heif_file(items, [hvcc, heif_ispe(64, 64)], {1: [1, 2]}, refs=[(b"cdsc", 2, [1])], mdat=coded + exif)
+
+
 def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] = (128, 96)) -> bytes:
     """A HEIF of two top-level coded images whose primary is the second."""
     h1, d1 = heif_tile(*first)
