@@ -970,7 +970,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
         if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
             # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
-            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded tiles, over "
+            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded images (tiles), over "
                                              f"{DECODE_BUDGET_IMAGES} x the {limits.max_pixels}-pixel limit "
                                              f"(--max-pixels {-(-coded // DECODE_BUDGET_IMAGES)} or more scans it)")
     _admit_in_pillow(Image, limits.max_pixels)

@@ -760,7 +760,7 @@ def test_heif_grid_tiles_count_against_the_pixel_limit(monkeypatch):
     monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(heif_grid(1, 1, 1000, 1000, 64, 64), DecodeLimits(max_pixels=400_000))
-    assert e.value.code == "too-large" and "1000000 pixels of coded tiles" in e.value.message
+    assert e.value.code == "too-large" and "1000000 pixels of coded images" in e.value.message
     assert "--max-pixels 500000 or more" in e.value.message
 
 
