@@ -22,7 +22,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, HEIF_MAX_ENTRIES, JPEG_MAX_COVERAGE,
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
                      WEBP_PIXEL_COST)
 
@@ -718,8 +718,8 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
     of grids, costs its tiles' pixels (repeats counted), not its own size. Refused: a grid whose size is
     not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
-    images nested deeper than _HEIF_MAX_DEPTH or in a loop, and tables over HEIF_MAX_ENTRIES. Layouts
-    it cannot follow are left to the decoder."""
+    images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
+    entries in all. Layouts it cannot follow are left to the decoder."""
     from .structures import HeifLayoutError, heif_layout
 
     try:

@@ -63,7 +63,26 @@ def png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 
 class HeifLayoutError(ValueError):
-    """A table longer than HEIF_MAX_ENTRIES."""
+    """Item tables of more than HEIF_MAX_ENTRIES entries in all."""
+
+
+class _Entries:
+    """The entries walked in one `meta` box, all its tables together. A cap per table bounded nothing: an
+    `iloc` whose offsets and lengths take 0 bytes (as the format allows) lists 65,535 extents an item in no
+    bytes of the file, and a `meta` box holds as many `iref` or `iinf` boxes as its bytes allow."""
+
+    def __init__(self) -> None:
+        self.left = HEIF_MAX_ENTRIES
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise HeifLayoutError(f"more than {HEIF_MAX_ENTRIES} table entries")
+
+    def boxes(self, data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        for box in bmff_boxes(data, pos, end):
+            self.spend(1)
+            yield box
 
 
 def bmff_boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -136,14 +155,15 @@ def heif_layout(data: bytes) -> HeifLayout | None:
     else:
         return None
     lay = HeifLayout()
+    entries = _Entries()
     props: list[tuple[bytes, int, int]] = []
     assoc: dict[int, list[int]] = {}
-    for kind, p, e in bmff_boxes(data, start + 4, end):
+    for kind, p, e in entries.boxes(data, start + 4, end):
         version = data[p] if p < e else 0
         if kind == b"pitm":
             lay.primary = struct.unpack_from(">H" if version == 0 else ">I", data, p + 4)[0]
         elif kind == b"iinf":
-            for ikind, ip, _ in bmff_boxes(data, p + (6 if version == 0 else 8), e):
+            for ikind, ip, _ in entries.boxes(data, p + (6 if version == 0 else 8), e):
                 iv = data[ip]
                 if ikind == b"infe" and iv >= 2:
                     item, at = (struct.unpack_from(">H", data, ip + 4)[0], ip + 8) if iv == 2 else \
@@ -155,8 +175,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
             wide = version == 2
             count = struct.unpack_from(">I" if wide else ">H", data, p + 6)[0]
             pos = p + 6 + (4 if wide else 2)
-            if count > HEIF_MAX_ENTRIES:
-                raise HeifLayoutError(f"{count} items located, over {HEIF_MAX_ENTRIES}")
+            entries.spend(count)
             for _ in range(count):
                 item = _uint(data, pos, 4 if wide else 2)
                 pos += 4 if wide else 2
@@ -169,6 +188,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 pos += base_size
                 n = struct.unpack_from(">H", data, pos)[0]
                 pos += 2
+                entries.spend(n)
                 extents = []
                 for _ in range(n):
                     pos += idx_size
@@ -181,10 +201,11 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 lay.extents[item] = (method, extents)
         elif kind == b"iref":
             wide = version != 0
-            for rkind, rp, re_ in bmff_boxes(data, p + 4, e):
+            for rkind, rp, re_ in entries.boxes(data, p + 4, e):
                 size = 4 if wide else 2
                 src = _uint(data, rp, size)
                 count = struct.unpack_from(">H", data, rp + size)[0]
+                entries.spend(count)
                 if rp + size + 2 + count * size > re_:
                     raise IndexError("iref past its box")
                 lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
@@ -192,20 +213,20 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                     at = rp + size + 2
                     lay.dimg.setdefault(src, []).extend(_uint(data, at + i * size, size) for i in range(count))
         elif kind == b"iprp":
-            for pkind, pp, pe in bmff_boxes(data, p, e):
+            for pkind, pp, pe in entries.boxes(data, p, e):
                 if pkind == b"ipco":
-                    props.extend(bmff_boxes(data, pp, pe))
+                    props.extend(entries.boxes(data, pp, pe))
                 elif pkind == b"ipma":
                     pv, flags = data[pp], data[pp + 3]
                     count = struct.unpack_from(">I", data, pp + 4)[0]
-                    if count > HEIF_MAX_ENTRIES:
-                        raise HeifLayoutError(f"{count} items with properties, over {HEIF_MAX_ENTRIES}")
+                    entries.spend(count)
                     pos = pp + 8
                     for _ in range(count):
                         item = _uint(data, pos, 2 if pv < 1 else 4)
                         pos += 2 if pv < 1 else 4
                         n = data[pos]
                         pos += 1
+                        entries.spend(n)
                         idx = []
                         for _ in range(n):
                             if flags & 1:

@@ -627,6 +627,72 @@ def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] 
                      mdat=d1 + d2, primary=2)
 
 
+def heif_tables(*boxes: bytes, brand: bytes = b"heic") -> bytes:
+    """A HEIF (AVIF with brand b"avif") whose `meta` box holds `boxes` after its handler: item tables, no picture."""
+    ftyp = bmff_box(b"ftyp", brand + b"\0\0\0\0mif1" + brand)
+    hdlr = bmff_box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, (0, 0))
+    return ftyp + bmff_box(b"meta", hdlr + b"".join(boxes), (0, 0))
+
+
+def heif_iloc_zero_fields(items: int = 2, extents: int = 0xFFFF) -> bytes:
+    """A HEIF whose `iloc` (version 1) gives its offsets, lengths, base offsets and indexes 0 bytes each (a
+    size the format allows): `items` entries of `extents` extents, each extent taking no byte of the file."""
+    entries = b"".join(struct.pack(">HHHH", i + 1, 0, 0, extents) for i in range(items))
+    return heif_tables(bmff_box(b"iloc", b"\0\0" + struct.pack(">H", items) + entries, (1, 0)))
+
+
+def heif_ipma_many(items: int = 300, per_item: int = 255) -> bytes:
+    """A HEIF whose `ipma` associates `per_item` properties (the most its one-byte count holds) with each of
+    `items` items."""
+    ipma = struct.pack(">I", items) + b"".join(struct.pack(">HB", i + 1, per_item) + b"\x81\x00" * per_item
+                                               for i in range(items))
+    return heif_tables(bmff_box(b"iprp", bmff_box(b"ipco", b"") + bmff_box(b"ipma", ipma, (0, 1))))
+
+
+def heif_iref_many(boxes: int = 2, refs: int = 0xFFFF) -> bytes:
+    """A HEIF whose primary item 1 is a `dimg` derived image of `boxes` reference boxes of `refs` references
+    each (the most a box's 16-bit count holds), to items 2 upwards."""
+    ids = [2 + i % 0xFFF0 for i in range(refs)]
+    one = bmff_box(b"dimg", struct.pack(">HH", 1, refs) + struct.pack(f">{refs}H", *ids))
+    return heif_tables(bmff_box(b"pitm", struct.pack(">H", 1), (0, 0)), bmff_box(b"iref", one * boxes, (0, 0)))
+
+
+def avif_grid_items(rows: int, cols: int, tw: int = 64, th: int = 64,
+                    tile: tuple[bytes, bytes, bytes] | None = None) -> bytes:
+    """An AVIF whose primary image is a `grid` of rows x cols tiles, each its own item (libavif refuses a
+    grid that references one item twice), all reading the same coded bytes. tile: (av1C box, pixi box, coded
+    data), e.g. avif_tile(); without one, placeholders (the decoder's checks refuse before any tile is read)."""
+    av1c, pixi, coded = tile or (bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0)),
+                                 bytes(16))
+    ow, oh, n = cols * tw, rows * th, rows * cols
+    big = ow > 0xFFFF or oh > 0xFFFF
+    g = bytes([0, int(big), rows - 1, cols - 1]) + struct.pack(">II" if big else ">HH", ow, oh)
+    grid = 0xFFFF
+    items = [(grid, b"grid", [(0, len(g))], 1)] + [(i + 1, b"av01", [(0, len(coded))], 0) for i in range(n)]
+    assoc = {i + 1: [1, 2, 4] for i in range(n)}
+    assoc[grid] = [3, 4]
+    return heif_file(items, [av1c, heif_ispe(tw, th), heif_ispe(ow, oh), pixi], assoc,
+                     refs=[(b"dimg", grid, list(range(1, n + 1)))], mdat=coded, idat=g, primary=grid, brand=b"avif")
+
+
+def avif_tile(w: int = 64, h: int = 64) -> tuple[bytes, bytes, bytes]:
+    """(av1C box, pixi box, coded data) of a w x h AV1 image of one colour, encoded by Pillow (its AVIF encoder
+    must be present)."""
+    b = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 120, 200)).save(b, "AVIF", quality=30)
+    d = b.getvalue()
+
+    def box(kind: bytes) -> bytes:
+        at = d.index(kind) - 4
+        return d[at:at + struct.unpack_from(">I", d, at)[0]]
+
+    from aiidetect.structures import heif_layout
+
+    lay = heif_layout(d)
+    _, extents = lay.extents[lay.primary]
+    return box(b"av1C"), box(b"pixi"), b"".join(d[off:off + n] for off, n in extents)
+
+
 def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
     """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
     from the MP header (0: the header itself, no picture)."""
