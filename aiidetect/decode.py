@@ -714,13 +714,15 @@ _HEIF_MAX_DEPTH = 8
 
 def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
     """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
-    it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own `ispe`: a grid of tiles, or
-    of grids, costs its tiles' pixels (repeats counted), not its own size. Refused: a grid whose size is
+    it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own
+    `ispe`: a grid of tiles, or of grids, costs its tiles' pixels (repeats counted), not its own size. An AV1
+    image costs the larger of its `ispe` and the frame its sequence header gives: libavif decodes the whole
+    frame whatever the `ispe` says (libheif refuses an HEVC image larger than its `ispe`). Refused: a grid whose size is
     not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
     images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
     entries in all. Layouts it cannot follow are left to the decoder."""
-    from .structures import HeifLayoutError, heif_layout
+    from .structures import HeifLayoutError, av1_frame_size, heif_layout
 
     try:
         lay = heif_layout(data)
@@ -740,7 +742,17 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
         inputs = lay.dimg.get(item)
         if not inputs:
             w, h = lay.sizes.get(item, (0, 0))
-            return w * h
+            pixels = w * h
+            span = lay.item_span(data, item) if lay.types.get(item) == b"av01" else None
+            if span is not None:
+                try:
+                    frame = av1_frame_size(data, *span)
+                except IndexError:
+                    frame = None
+                if frame:
+                    pixels = max(pixels, frame[0] * frame[1])
+                done[item] = pixels         # a tile repeated is read once
+            return pixels
         if depth >= _HEIF_MAX_DEPTH:
             raise _HeifRefusal(f"derived images nested more than {_HEIF_MAX_DEPTH} deep")
         done[item] = -1

@@ -117,9 +117,11 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 # `ispe`, repeats counted) against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
 # tiles pass its size by a part of a tile), and holds the primary image's own `ispe` to --max-pixels before any
 # clean-aperture crop (Pillow gives the cropped size; libheif decodes the whole: 8192x8192 cropped to 64x64, 15 KB,
-# took 303 MB). Tables walked in its `meta` box: at most this many entries in all (boxes, items located and
-# their extents, references, property associations: an iPhone photo of 48 tiles holds about 500; libheif
-# refuses more than 1,000 items). A cap per table bounded nothing: an `iloc` whose offsets and lengths take 0
+# took 303 MB); an AV1 tile or image (AVIF) counts the larger of its `ispe` and the frame its sequence header
+# gives, which libavif decodes whole (16x16 tiles said 64x64 over 8192x8192 frames: 12.6 KB, 63 s). Tables
+# walked in its `meta` box: at most this many entries in all (boxes, items located and their extents,
+# references, property associations: an iPhone photo of 48 tiles holds about 500; libheif refuses more than
+# 1,000 items). A cap per table bounded nothing: an `iloc` whose offsets and lengths take 0
 # bytes lists 65,535 extents an item in no bytes (20 such items, 245 bytes, took 9 s to walk), and 13 MB of
 # `dimg` references took 17 s and 238 MB. Each tile of a grid is an item with entries in four tables, so this
 # also holds an AVIF grid to about 8,000 tiles: libavif's work grows faster than its tiles (200x200 tiles of

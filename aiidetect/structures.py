@@ -127,8 +127,8 @@ class HeifLayout:
         """The bytes an item's data extents hold (a length of 0: to the end of the file)."""
         return sum(n or max(0, len(data) - off) for off, n in self.extents.get(item, (0, []))[1])
 
-    def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
-        """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
+    def item_span(self, data: bytes, item: int) -> tuple[int, int] | None:
+        """(start, end) in the file of an item's first data extent, or None where it cannot be found."""
         method, extents = self.extents.get(item, (None, []))
         if not extents:
             return None
@@ -139,7 +139,12 @@ class HeifLayout:
             start += self.idat[0]
         elif method != 0:
             return None
-        return data[start:start + min(length or limit, limit)]
+        return start, min(len(data), start + length if length else len(data))
+
+    def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
+        """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
+        span = self.item_span(data, item)
+        return None if span is None else data[span[0]:min(span[1], span[0] + limit)]
 
 
 def _uint(data: bytes, pos: int, size: int) -> int:
@@ -246,3 +251,89 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 lay.sizes[item] = struct.unpack_from(">II", data, props[i - 1][1] + 4)
                 break
     return lay
+
+
+# OBUs looked through for an AV1 image's sequence header: writers put it first.
+AV1_MAX_OBUS = 64
+
+
+class _Bits:
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.bit, self.end = data, pos * 8, end * 8
+
+    def read(self, n: int) -> int:
+        if self.bit + n > self.end:
+            raise IndexError("AV1 sequence header past its OBU")
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | ((self.data[self.bit >> 3] >> (7 - (self.bit & 7))) & 1)
+            self.bit += 1
+        return v
+
+    def uvlc(self) -> int:
+        zeros = 0
+        while not self.read(1):
+            zeros += 1
+            if zeros >= 32:
+                return (1 << 32) - 1
+        return self.read(zeros) + (1 << zeros) - 1
+
+
+def _leb128(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        if pos >= end:
+            raise IndexError("OBU size past its data")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            break
+    return value, pos
+
+
+def av1_frame_size(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(max frame width, max frame height) of the AV1 sequence header among the first AV1_MAX_OBUS OBUs of
+    data[pos:end] (an `av01` item's data: what dav1d decodes, whatever its `ispe` says), or None without one
+    there (IndexError where the OBUs run past `end`). AV1 spec 5.3 and 5.5."""
+    for _ in range(AV1_MAX_OBUS):
+        if pos >= end:
+            return None
+        head = data[pos]
+        kind, ext, has_size = (head >> 3) & 15, (head >> 2) & 1, (head >> 1) & 1
+        pos += 1 + ext
+        size, pos = _leb128(data, pos, end) if has_size else (end - pos, pos)
+        if kind == 1:
+            return _sequence_header_size(_Bits(data, pos, min(end, pos + size)))
+        pos += size
+    return None
+
+
+def _sequence_header_size(b: _Bits) -> tuple[int, int]:
+    b.read(3)                                           # seq_profile
+    b.read(1)                                           # still_picture
+    if b.read(1):                                       # reduced_still_picture_header
+        b.read(5)
+    else:
+        decoder_model, delay_bits = 0, 0
+        if b.read(1):                                   # timing_info_present_flag
+            b.read(32)
+            b.read(32)
+            if b.read(1):                               # equal_picture_interval
+                b.uvlc()
+            decoder_model = b.read(1)
+            if decoder_model:
+                delay_bits = b.read(5) + 1
+                b.read(32)
+                b.read(10)
+        display_delay = b.read(1)
+        for _ in range(b.read(5) + 1):                  # operating points
+            b.read(12)
+            if b.read(5) > 7:
+                b.read(1)
+            if decoder_model and b.read(1):
+                b.read(2 * delay_bits + 1)
+            if display_delay and b.read(1):
+                b.read(4)
+    wbits, hbits = b.read(4) + 1, b.read(4) + 1
+    return b.read(wbits) + 1, b.read(hbits) + 1

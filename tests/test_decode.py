@@ -874,3 +874,26 @@ def test_avif_grid_of_many_tiles_refused_before_libavif_opens_it(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(avif_grid_items(100, 100, 8, 8))
     assert e.value.code == "decode-error" and "AVIF structure refused" in e.value.message, e.value.message
+
+
+def test_avif_image_counts_the_frame_its_av1_data_codes_not_its_ispe(monkeypatch):
+    """libavif decodes an AV1 image's whole frame whatever its `ispe` says (libheif refuses an HEVC one larger
+    than its ispe): a 12.6 KB AVIF grid of 16x16 tiles whose ispe said 64x64 over 8192x8192 frames took 63 s to
+    decode to a 1024x1024 image. Its coded pixels are the larger of the two, from the sequence header."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, avif_grid_items, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    coded = av1_sequence_header(8192, 8192) + bytes(32)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(avif_grid_items(4, 4, 64, 64, tile=(av1c, pixi, coded)))
+    assert e.value.code == "too-large" and f"{16 * 8192 * 8192} pixels of coded images" in e.value.message
+    one = heif_file([(1, b"av01", [(0, len(coded))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=coded, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one, DecodeLimits(max_pixels=10_000_000))
+    assert e.value.code == "too-large" and f"{8192 * 8192} pixels of coded images" in e.value.message

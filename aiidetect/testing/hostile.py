@@ -675,6 +675,15 @@ def avif_grid_items(rows: int, cols: int, tw: int = 64, th: int = 64,
                      refs=[(b"dimg", grid, list(range(1, n + 1)))], mdat=coded, idat=g, primary=grid, brand=b"avif")
 
 
+def av1_sequence_header(w: int, h: int) -> bytes:
+    """An AV1 sequence header OBU (reduced still-picture header) for frames of up to w x h: the start of an `av01`
+    item's data, as dav1d reads it whatever the item's `ispe` says."""
+    bits = "000" "1" "1" "01000" "1111" "1111" + format(w - 1, "016b") + format(h - 1, "016b")
+    bits += "0" * (-len(bits) % 8)
+    payload = int(bits, 2).to_bytes(len(bits) // 8, "big") + bytes(4)
+    return bytes([0x0A, len(payload)]) + payload
+
+
 def avif_tile(w: int = 64, h: int = 64) -> tuple[bytes, bytes, bytes]:
     """(av1C box, pixi box, coded data) of a w x h AV1 image of one colour, encoded by Pillow (its AVIF encoder
     must be present)."""
