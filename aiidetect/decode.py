@@ -717,7 +717,8 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
     it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own
     `ispe`: a grid of tiles, or of grids, costs its tiles' pixels (repeats counted), not its own size. An AV1
     image costs the larger of its `ispe` and the frame its sequence header gives: libavif decodes the whole
-    frame whatever the `ispe` says (libheif refuses an HEVC image larger than its `ispe`). Refused: a grid whose size is
+    frame whatever the `ispe` says (libheif refuses an HEVC image larger than its `ispe`). The image's alpha
+    (an auxiliary image), decoded with it, is counted and checked as the image is. Refused: a grid whose size is
     not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
     images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
@@ -765,10 +766,15 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
         return total
 
     size = lay.sizes.get(lay.primary)
+    alpha = [a for a, of in lay.auxl.items() if lay.primary in of and lay.aux_types.get(a) in _HEIF_ALPHA]
     try:
-        return None, coded(lay.primary, 0), size
+        return None, coded(lay.primary, 0) + sum(coded(a, 0) for a in alpha), size
     except _HeifRefusal as exc:
         return str(exc), 0, size
+
+
+# The auxiliary image types of an alpha plane (HEVC's, MPEG-B's), which libheif and libavif decode with the image.
+_HEIF_ALPHA = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
 
 
 class _HeifRefusal(Exception):

@@ -114,7 +114,8 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 # 24 s and 400 MB before libheif refused the size it decoded. Before any reader opens such a file
 # (decode.heif_problem): a grid whose size is not its `ispe`, or with a whole row or column of tiles outside
 # the image, is `decode-error`; the scan's decoder counts the coded pixels the image is made of (each tile's
-# `ispe`, repeats counted) against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
+# `ispe`, repeats counted; its alpha's too, decoded with it: the same grid as the alpha of a 64x64 image took 24 s)
+# against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
 # tiles pass its size by a part of a tile), and holds the primary image's own `ispe` to --max-pixels before any
 # clean-aperture crop (Pillow gives the cropped size; libheif decodes the whole: 8192x8192 cropped to 64x64, 15 KB,
 # took 303 MB); an AV1 tile or image (AVIF) counts the larger of its `ispe` and the frame its sequence header

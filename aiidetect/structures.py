@@ -119,6 +119,9 @@ class HeifLayout:
         self.extents: dict[int, tuple[int, list[tuple[int, int]]]] = {}
         self.dimg: dict[int, list[int]] = {}
         self.sizes: dict[int, tuple[int, int]] = {}
+        # auxiliary images (`auxl` references: the item, to the images it belongs to) and their `auxC` types
+        self.auxl: dict[int, list[int]] = {}
+        self.aux_types: dict[int, bytes] = {}
         self.idat: tuple[int, int] | None = None
         # (reference type, offset of that type's four bytes in the file, from item) of each `iref` entry
         self.refs: list[tuple[bytes, int, int]] = []
@@ -214,9 +217,10 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 if rp + size + 2 + count * size > re_:
                     raise IndexError("iref past its box")
                 lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
-                if rkind == b"dimg":
+                if rkind in (b"dimg", b"auxl"):
                     at = rp + size + 2
-                    lay.dimg.setdefault(src, []).extend(_uint(data, at + i * size, size) for i in range(count))
+                    (lay.dimg if rkind == b"dimg" else lay.auxl).setdefault(src, []).extend(
+                        _uint(data, at + i * size, size) for i in range(count))
         elif kind == b"iprp":
             for pkind, pp, pe in entries.boxes(data, p, e):
                 if pkind == b"ipco":
@@ -247,9 +251,13 @@ def heif_layout(data: bytes) -> HeifLayout | None:
             lay.idat = (p, e)
     for item, idx in assoc.items():
         for i in idx:
-            if 1 <= i <= len(props) and props[i - 1][0] == b"ispe" and props[i - 1][1] + 12 <= props[i - 1][2]:
-                lay.sizes[item] = struct.unpack_from(">II", data, props[i - 1][1] + 4)
-                break
+            if not 1 <= i <= len(props):
+                continue
+            kind, p, e = props[i - 1]
+            if kind == b"ispe" and p + 12 <= e and item not in lay.sizes:
+                lay.sizes[item] = struct.unpack_from(">II", data, p + 4)
+            elif kind == b"auxC" and item not in lay.aux_types:
+                lay.aux_types[item] = data[p + 4:min(e, p + 132)].split(b"\0", 1)[0]
     return lay
 
 

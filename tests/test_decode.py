@@ -897,3 +897,22 @@ def test_avif_image_counts_the_frame_its_av1_data_codes_not_its_ispe(monkeypatch
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(one, DecodeLimits(max_pixels=10_000_000))
     assert e.value.code == "too-large" and f"{8192 * 8192} pixels of coded images" in e.value.message
+
+
+def test_heif_alpha_image_is_checked_with_the_image(monkeypatch):
+    """libheif decodes an image's alpha (an auxiliary image) with it: the grid bomb moved into the alpha of a 64x64
+    image (a 31x32 grid of one flat 2048x2048 tile, 5.3 KB) took 24 s to decode. Its grid is checked and its
+    coded pixels counted with the image's; a real alpha still decodes."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_alpha_grid
+
+    tile = _heif_encoder()
+    img, info = decode_bytes(heif_alpha_grid(1, 1, 64, 64, tile=tile, alpha_tile=tile))
+    assert img.size == (64, 64) and info["has_alpha"]
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_alpha_grid(31, 32, 2048, 2048))
+    assert e.value.code == "decode-error" and "tiles outside the image" in e.value.message, e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_alpha_grid(1, 1, 1000, 1000), DecodeLimits(max_pixels=400_000))
+    assert e.value.code == "too-large" and f"{64 * 64 + 1000 * 1000} pixels of coded images" in e.value.message

@@ -618,6 +618,22 @@ def heif_with_exif(size: int, tile: tuple[bytes, bytes] | None = None) -> bytes:
     return heif_file(items, [hvcc, heif_ispe(64, 64)], {1: [1, 2]}, refs=[(b"cdsc", 2, [1])], mdat=coded + exif)
 
 
+def heif_alpha_grid(rows: int, cols: int, tw: int, th: int, size: int = 64,
+                    tile: tuple[bytes, bytes] | None = None, alpha_tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one size x size image whose alpha (an `auxl` image) is a `grid` of rows x cols references to one
+    coded tile of tw x th, size x size: libheif decodes the alpha with the image. tile, alpha_tile: as heif_grid's
+    (the image's, the alpha's tile)."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    ahvcc, acoded = alpha_tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    g = bytes([0, 0, rows - 1, cols - 1]) + struct.pack(">HH", size, size)
+    auxc = bmff_box(b"auxC", b"urn:mpeg:hevc:2015:auxid:1\0", (0, 0))
+    items = [(1, b"hvc1", [(0, len(coded))], 0), (2, b"hvc1", [(len(coded), len(acoded))], 0),
+             (1000, b"grid", [(0, len(g))], 1)]
+    props = [hvcc, heif_ispe(size, size), ahvcc, heif_ispe(tw, th), heif_ispe(size, size), auxc]
+    return heif_file(items, props, {1: [1, 2], 2: [3, 4], 1000: [5, 6]},
+                     refs=[(b"dimg", 1000, [2] * (rows * cols)), (b"auxl", 1000, [1])], mdat=coded + acoded, idat=g)
+
+
 def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] = (128, 96)) -> bytes:
     """A HEIF of two top-level coded images whose primary is the second."""
     h1, d1 = heif_tile(*first)
