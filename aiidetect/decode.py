@@ -750,6 +750,8 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
                     frame = av1_frame_size(data, *span)
                 except IndexError:
                     frame = None
+                except HeifLayoutError as exc:
+                    raise _HeifRefusal(f"item {item}: {exc}") from None
                 if frame:
                     pixels = max(pixels, frame[0] * frame[1])
                 done[item] = pixels         # a tile repeated is read once

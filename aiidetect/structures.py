@@ -303,7 +303,8 @@ def _leb128(data: bytes, pos: int, end: int) -> tuple[int, int]:
 def av1_frame_size(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
     """(max frame width, max frame height) of the AV1 sequence header among the first AV1_MAX_OBUS OBUs of
     data[pos:end] (an `av01` item's data: what dav1d decodes, whatever its `ispe` says), or None without one
-    there (IndexError where the OBUs run past `end`). AV1 spec 5.3 and 5.5."""
+    there (IndexError where the OBUs run past `end`; HeifLayoutError where more OBUs come before it: dav1d would
+    read on to it). AV1 spec 5.3 and 5.5."""
     for _ in range(AV1_MAX_OBUS):
         if pos >= end:
             return None
@@ -314,6 +315,8 @@ def av1_frame_size(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
         if kind == 1:
             return _sequence_header_size(_Bits(data, pos, min(end, pos + size)))
         pos += size
+    if pos < end:
+        raise HeifLayoutError(f"no AV1 sequence header in its first {AV1_MAX_OBUS} OBUs")
     return None
 
 

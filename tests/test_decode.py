@@ -916,3 +916,23 @@ def test_heif_alpha_image_is_checked_with_the_image(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(heif_alpha_grid(1, 1, 1000, 1000), DecodeLimits(max_pixels=400_000))
     assert e.value.code == "too-large" and f"{64 * 64 + 1000 * 1000} pixels of coded images" in e.value.message
+
+
+def test_avif_sequence_header_hidden_behind_padding_is_refused(monkeypatch):
+    """dav1d reads past any number of padding OBUs to the sequence header: one the pixel count cannot find in
+    the OBUs it looks through (writers put it first) would let the `ispe` alone speak for the frame."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.structures import AV1_MAX_OBUS
+    from aiidetect.testing.hostile import av1_sequence_header, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    coded = b"\x7a\x00" * AV1_MAX_OBUS + av1_sequence_header(8192, 8192) + bytes(32)     # padding OBUs first
+    one = heif_file([(1, b"av01", [(0, len(coded))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=coded, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one)
+    assert e.value.code == "decode-error" and f"no AV1 sequence header in its first {AV1_MAX_OBUS}" in e.value.message
