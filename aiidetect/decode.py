@@ -752,6 +752,8 @@ def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
                     frame = None
                 except HeifLayoutError as exc:
                     raise _HeifRefusal(f"item {item}: {exc}") from None
+                if frame is None and len(lay.extents[item][1]) > 1:    # libavif joins the extents for dav1d
+                    raise _HeifRefusal(f"item {item}: no AV1 sequence header in its first data extent")
                 if frame:
                     pixels = max(pixels, frame[0] * frame[1])
                 done[item] = pixels         # a tile repeated is read once

@@ -936,3 +936,22 @@ def test_avif_sequence_header_hidden_behind_padding_is_refused(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(one)
     assert e.value.code == "decode-error" and f"no AV1 sequence header in its first {AV1_MAX_OBUS}" in e.value.message
+
+
+def test_avif_sequence_header_split_into_a_later_extent_is_refused(monkeypatch):
+    """libavif joins an item's extents before dav1d reads them: a first extent of padding alone, the sequence
+    header in the next, would let the `ispe` alone speak for the frame."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    rest = av1_sequence_header(8192, 8192) + bytes(32)
+    one = heif_file([(1, b"av01", [(0, 2), (2, len(rest))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=b"\x7a\x00" + rest, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one)
+    assert e.value.code == "decode-error" and "no AV1 sequence header in its first data extent" in e.value.message
