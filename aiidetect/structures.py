@@ -136,13 +136,14 @@ class HeifLayout:
         if not extents:
             return None
         start, length = extents[0]
+        end = len(data)                         # a length of 0: to the end of the file, or of `idat`
         if method == 1:
             if self.idat is None:
                 return None
-            start += self.idat[0]
+            start, end = start + self.idat[0], self.idat[1]
         elif method != 0:
             return None
-        return start, min(len(data), start + length if length else len(data))
+        return start, min(end, start + length) if length else end
 
     def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
         """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
