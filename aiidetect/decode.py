@@ -22,8 +22,8 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_GAP_BYTES,
-                     JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
+                     JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
                      WEBP_PIXEL_COST)
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -156,6 +156,14 @@ def open_image(data: bytes):
     problem = structure_problem(data, fmt)
     if problem:
         raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
+    if fmt in ("HEIF", "AVIF"):
+        from .metastrip import strip_oversize
+
+        # pillow-heif copies every Exif and XMP item at open (a 100 MB one three times), whatever the caller
+        # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
+        # themselves, to say so, and hand this a file with none left).
+        lean, _ = strip_oversize(data, fmt)
+        data = data if lean is None else lean
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()
@@ -544,13 +552,21 @@ def _frame_count(img, data: bytes) -> int:
     """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
     which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
-    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks)."""
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks). The image is left on
+    the frame it was opened on: a HEIF opens on its primary image, which need not be its first (seeking
+    back to frame 0 decoded another picture than the one whose size the record gives)."""
+    try:
+        start = img.tell()
+    except Exception:  # noqa: BLE001
+        start = 0
     try:
         if img.format == "GIF":
             return max(1, gif_walk(data)[1])
         if img.format == "PSD":
             return max(1, psd_layers(data))
         frames = int(getattr(img, "n_frames", 1) or 1)
+        if img.format == "MPO" and frames > 1:
+            return mpo_frames(img, data)
         if img.format == "PNG" and frames > 1:
             return max(1, min(frames, png_frame_chunks(data)))
         return frames
@@ -558,9 +574,19 @@ def _frame_count(img, data: bytes) -> int:
         return 1
     finally:
         try:
-            img.seek(0)
+            img.seek(start)
         except Exception:  # noqa: BLE001
             pass
+
+
+def mpo_frames(img, data: bytes) -> int:
+    """The pictures a multi-picture JPEG holds: its first, and each other MP index entry's offset (as Pillow
+    reads it) where a JPEG starts in the file, counted once. Pillow's n_frames is the count the index
+    declares: 4,000 in a 66 KB file of one picture, whose entries pointed nowhere or all at one place."""
+    offsets = getattr(img, "_MpoImageFile__mpoffsets", None)    # Pillow's own reading of the index
+    if not isinstance(offsets, list):
+        return int(getattr(img, "n_frames", 1) or 1)
+    return 1 + len({o for o in offsets[1:] if isinstance(o, int) and 0 < o and data[o:o + 3] == b"\xff\xd8\xff"})
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None,
@@ -677,7 +703,107 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
         return psd_problem(data)
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
         return bmp_problem(data)
+    if fmt in ("HEIF", "AVIF"):
+        return heif_problem(data)[0]
     return None
+
+
+# Derived images nested deeper than this (a grid of grids of ...) are refused; real files nest one level (a grid
+# of coded tiles).
+_HEIF_MAX_DEPTH = 8
+
+
+def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
+    """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
+    it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own
+    `ispe`: a grid of tiles, or of grids, costs its tiles' pixels (repeats counted), not its own size. An AV1
+    image costs the larger of its `ispe` and the frame its sequence header gives: libavif decodes the whole
+    frame whatever the `ispe` says (libheif refuses an HEVC image larger than its `ispe`). The image's alpha
+    (an auxiliary image), decoded with it, is counted and checked as the image is. Refused: a grid whose size is
+    not its `ispe` (the size every reader and the pixel limit go by: libheif refused it only after decoding
+    all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
+    images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
+    entries in all. Layouts it cannot follow are left to the decoder."""
+    from .structures import HeifLayoutError, av1_frame_size, heif_layout
+
+    try:
+        lay = heif_layout(data)
+    except HeifLayoutError as exc:
+        return f"{exc} in its meta box", 0, None
+    except (struct.error, IndexError):
+        return None, 0, None
+    if lay is None or lay.primary is None:
+        return None, 0, None
+    done: dict[int, int] = {}
+
+    def coded(item: int, depth: int) -> int:
+        if item in done:
+            if done[item] < 0:
+                raise _HeifRefusal(f"item {item} is derived from itself")
+            return done[item]
+        inputs = lay.dimg.get(item)
+        if not inputs:
+            w, h = lay.sizes.get(item, (0, 0))
+            pixels = w * h
+            span = lay.item_span(data, item) if lay.types.get(item) == b"av01" else None
+            if span is not None:
+                try:
+                    frame = av1_frame_size(data, *span)
+                except IndexError:
+                    frame = None
+                except HeifLayoutError as exc:
+                    raise _HeifRefusal(f"item {item}: {exc}") from None
+                if frame is None and len(lay.extents[item][1]) > 1:    # libavif joins the extents for dav1d
+                    raise _HeifRefusal(f"item {item}: no AV1 sequence header in its first data extent")
+                if frame:
+                    pixels = max(pixels, frame[0] * frame[1])
+                done[item] = pixels         # a tile repeated is read once
+            return pixels
+        if depth >= _HEIF_MAX_DEPTH:
+            raise _HeifRefusal(f"derived images nested more than {_HEIF_MAX_DEPTH} deep")
+        done[item] = -1
+        if lay.types.get(item) == b"grid":
+            _heif_grid_check(data, lay, item, inputs)
+        total = 0
+        for x in inputs:
+            total += coded(x, depth + 1)
+        done[item] = total
+        return total
+
+    size = lay.sizes.get(lay.primary)
+    alpha = [a for a, of in lay.auxl.items() if lay.primary in of and lay.aux_types.get(a) in _HEIF_ALPHA]
+    try:
+        return None, coded(lay.primary, 0) + sum(coded(a, 0) for a in alpha), size
+    except _HeifRefusal as exc:
+        return str(exc), 0, size
+
+
+# The auxiliary image types of an alpha plane (HEVC's, MPEG-B's), which libheif and libavif decode with the image.
+_HEIF_ALPHA = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
+
+
+class _HeifRefusal(Exception):
+    pass
+
+
+def _heif_grid_check(data: bytes, lay, item: int, inputs: list[int]) -> None:
+    head = lay.item_data(data, item, 12)
+    if head is None or len(head) < 8:
+        return
+    rows, cols = head[2] + 1, head[3] + 1
+    if head[1] & 1:
+        if len(head) < 12:
+            return
+        w, h = struct.unpack_from(">II", head, 4)
+    else:
+        w, h = struct.unpack_from(">HH", head, 4)
+    declared = lay.sizes.get(item)
+    if declared is not None and tuple(declared) != (w, h):
+        raise _HeifRefusal(f"its grid image is {w}x{h}, but its ispe says {declared[0]}x{declared[1]}")
+    tile = lay.sizes.get(inputs[0])
+    if tile and ((cols - 1) * tile[0] >= w or (rows - 1) * tile[1] >= h):
+        raise _HeifRefusal(f"its {w}x{h} grid of {rows}x{cols} tiles of {tile[0]}x{tile[1]} has tiles outside "
+                           f"the image")
 
 
 def bmp_rle_header(data: bytes) -> tuple[int, int, int] | None:
@@ -866,6 +992,15 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     if rle and rle[0] * rle[1] > limits.max_pixels:
         # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
         raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
+    if sniffed in ("HEIF", "AVIF"):
+        _, coded, size = heif_problem(data)
+        if size and size[0] * size[1] > limits.max_pixels:
+            raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
+        if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
+            # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
+            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded images (tiles), over "
+                                             f"{DECODE_BUDGET_IMAGES} x the {limits.max_pixels}-pixel limit "
+                                             f"(--max-pixels {-(-coded // DECODE_BUDGET_IMAGES)} or more scans it)")
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():

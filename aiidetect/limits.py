@@ -63,6 +63,8 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # joined, the WebP reader's copy of the whole file, the block kept in its info): 100 MB EXIF, XMP or ICC
 # chunks took `scan -d metadata` 476 MB (WebP) to 680 MB (an uncompressed XMP iTXt in a PNG). It is the EXIF
 # reader's cap (provenance.exif.MAX_EXIF_BYTES), the largest of the metadata readers', far above an ICC profile.
+# A HEIF/AVIF Exif or XMP item over it is unlinked from its image before pillow-heif opens the file (metastrip:
+# it copied a 100 MB Exif item three times at open, `meta` peaking at 677 MB) and is not read.
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
@@ -103,6 +105,29 @@ PSD_MAX_ROWS = 30_000
 # 300 dpi (2480x3508, 8.7 million pixels) through. At the cap, the same rows (4096x3072) take Pillow's load()
 # 5.8 s on the 2-core machine at load 6.5 (4096x2048: 3.5 s). Over it: `decode-error`.
 BMP_RLE_MAX_PIXELS = 3 << 22
+
+# A HEIF or AVIF image made of others (a `grid` of tiles) is decoded tile by tile, each tile to the size its
+# `ispe` declares, whatever the image's own size: a 3.5 KB HEIF whose 64x64 image was a 31x32 grid of one
+# flat 2048x2048 tile referenced 992 times (testing.hostile.heif_grid(31, 32, 2048, 2048, 64, 64,
+# tile=heif_tile(2048, 2048, flat=True))) took libheif
+# 28 s; one whose `ispe` said 64x64 over a grid of 16384x15872 (260 MP, 100 KB) passed --max-pixels and took
+# 24 s and 400 MB before libheif refused the size it decoded. Before any reader opens such a file
+# (decode.heif_problem): a grid whose size is not its `ispe`, or with a whole row or column of tiles outside
+# the image, is `decode-error`; the scan's decoder counts the coded pixels the image is made of (each tile's
+# `ispe`, repeats counted; its alpha's too, decoded with it: the same grid as the alpha of a 64x64 image took 24 s)
+# against DECODE_BUDGET_IMAGES x --max-pixels, `too-large` over it (a real grid's
+# tiles pass its size by a part of a tile), and holds the primary image's own `ispe` to --max-pixels before any
+# clean-aperture crop (Pillow gives the cropped size; libheif decodes the whole: 8192x8192 cropped to 64x64, 15 KB,
+# took 303 MB); an AV1 tile or image (AVIF) counts the larger of its `ispe` and the frame its sequence header
+# gives, which libavif decodes whole (16x16 tiles said 64x64 over 8192x8192 frames: 12.6 KB, 63 s). Tables
+# walked in its `meta` box: at most this many entries in all (boxes, items located and their extents,
+# references, property associations: an iPhone photo of 48 tiles holds about 500; libheif refuses more than
+# 1,000 items). A cap per table bounded nothing: an `iloc` whose offsets and lengths take 0
+# bytes lists 65,535 extents an item in no bytes (20 such items, 245 bytes, took 9 s to walk), and 13 MB of
+# `dimg` references took 17 s and 238 MB. Each tile of a grid is an item with entries in four tables, so this
+# also holds an AVIF grid to about 8,000 tiles: libavif's work grows faster than its tiles (200x200 tiles of
+# 8x8, 1.8 MB, took it 8 s before it refused the grid). Over it, `decode-error`.
+HEIF_MAX_ENTRIES = 65_536
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

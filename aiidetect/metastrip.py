@@ -92,9 +92,11 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
     (limits.DECODE_MAX_METADATA_CHUNK), what was left out) or (None, None) when there are none. The
     metadata readers read such chunks (capped) from the file itself; Pillow copied each two or three times."""
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
-    if len(data) <= limit or fmt not in ("PNG", "WEBP"):   # no chunk can be longer than its file
+    if len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):   # no chunk can be longer than its file
         return None, None
     try:
+        if fmt in ("HEIF", "AVIF"):
+            return _oversize_heif(data, fmt, limit)
         return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
     except (struct.error, IndexError, ValueError):
         return None, None
@@ -104,6 +106,29 @@ def _said(fmt: str, left: list[tuple[bytes, int]], limit: int) -> str:
     names = ", ".join(f"{t.decode('latin-1')!r} of {n} bytes" for t, n in left[:3])
     more = f" and {len(left) - 3} more" if len(left) > 3 else ""
     return f"{fmt} metadata chunks over {limit} bytes not handed to the decoder: {names}{more}"
+
+
+def _oversize_heif(data: bytes, fmt: str, limit: int):
+    """A HEIF/AVIF whose Exif or XMP (`mime`) items over `limit` are unlinked from the images they describe: their
+    `cdsc` references renamed (`skip`, a type no reader follows), four bytes each, so libheif and pillow-heif
+    read no such item (they copied a 100 MB Exif item three times)."""
+    from .structures import heif_layout
+
+    lay = heif_layout(data)
+    if lay is None:
+        return None, None
+    big = {i: lay.item_length(data, i) for i, t in lay.types.items() if t in (b"Exif", b"mime")}
+    big = {i: n for i, n in big.items() if n > limit}
+    at = [pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big]
+    if not at:
+        return None, None
+    view, parts, last = memoryview(data), [], 0
+    for pos in sorted(at):
+        parts += [view[last:pos], b"skip"]
+        last = pos + 4
+    parts.append(view[last:])
+    left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
+    return b"".join(parts), _said(fmt, left, limit).replace("metadata chunks", "metadata items")
 
 
 def _oversize_png(data: bytes, limit: int):

@@ -11,6 +11,8 @@ import re
 import struct
 from typing import Iterator
 
+from .limits import HEIF_MAX_ENTRIES
+
 # 0xFF and a byte that starts a segment: not a stuffed zero, not a restart marker, not another fill byte.
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _FILL = re.compile(rb"\xff+")
@@ -53,3 +55,297 @@ def png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         if ctype == b"IEND":
             return
         pos += 12 + length
+
+
+# HEIF and AVIF (ISO BMFF, ISO/IEC 23008-12): the item structure of the top-level `meta` box, as libheif and
+# libavif read it before decoding, for the decoder's check of a derived image (a `grid` of tiles) against what
+# it costs (decode.heif_problem).
+
+
+class HeifLayoutError(ValueError):
+    """Item tables of more than HEIF_MAX_ENTRIES entries in all."""
+
+
+class _Entries:
+    """The entries walked in one `meta` box, all its tables together. A cap per table bounded nothing: an
+    `iloc` whose offsets and lengths take 0 bytes (as the format allows) lists 65,535 extents an item in no
+    bytes of the file, and a `meta` box holds as many `iref` or `iinf` boxes as its bytes allow."""
+
+    def __init__(self) -> None:
+        self.left = HEIF_MAX_ENTRIES
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise HeifLayoutError(f"more than {HEIF_MAX_ENTRIES} table entries")
+
+    def boxes(self, data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        for box in bmff_boxes(data, pos, end):
+            self.spend(1)
+            yield box
+
+
+def bmff_boxes(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of each box in data[pos:end], up to HEIF_MAX_ENTRIES; a box whose size
+    field is broken ends the list (the readers stop there too). Sizes only: no payload is copied."""
+    end = min(end, len(data))
+    for _ in range(HEIF_MAX_ENTRIES):
+        if pos + 8 > end:
+            return
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        head = 8
+        if size == 1:
+            if pos + 16 > end:
+                return
+            size, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head:
+            return
+        yield kind, pos + head, min(end, pos + size)
+        pos += size
+    raise HeifLayoutError(f"more than {HEIF_MAX_ENTRIES} boxes in one list")
+
+
+class HeifLayout:
+    """What a HEIF's `meta` box says of its items: the primary item, each item's type, data extents
+    (construction method 0: file offsets; 1: offsets into `idat`), `dimg` references (a derived image's
+    inputs, repeats kept, in order) and image spatial extents (`ispe`: the size each coded image declares,
+    which libheif holds its decoder to)."""
+
+    def __init__(self) -> None:
+        self.primary: int | None = None
+        self.types: dict[int, bytes] = {}
+        self.extents: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        self.dimg: dict[int, list[int]] = {}
+        self.sizes: dict[int, tuple[int, int]] = {}
+        # auxiliary images (`auxl` references: the item, to the images it belongs to) and their `auxC` types
+        self.auxl: dict[int, list[int]] = {}
+        self.aux_types: dict[int, bytes] = {}
+        self.idat: tuple[int, int] | None = None
+        # (reference type, offset of that type's four bytes in the file, from item) of each `iref` entry
+        self.refs: list[tuple[bytes, int, int]] = []
+
+    def item_length(self, data: bytes, item: int) -> int:
+        """The bytes an item's data extents hold (a length of 0: to the end of the file)."""
+        return sum(n or max(0, len(data) - off) for off, n in self.extents.get(item, (0, []))[1])
+
+    def item_span(self, data: bytes, item: int) -> tuple[int, int] | None:
+        """(start, end) in the file of an item's first data extent, or None where it cannot be found."""
+        method, extents = self.extents.get(item, (None, []))
+        if not extents:
+            return None
+        start, length = extents[0]
+        end = len(data)                         # a length of 0: to the end of the file, or of `idat`
+        if method == 1:
+            if self.idat is None:
+                return None
+            start, end = start + self.idat[0], self.idat[1]
+        elif method != 0:
+            return None
+        return start, min(end, start + length) if length else end
+
+    def item_data(self, data: bytes, item: int, limit: int = 64) -> bytes | None:
+        """The first `limit` bytes of an item's data (a grid's header), or None where they cannot be found."""
+        span = self.item_span(data, item)
+        return None if span is None else data[span[0]:min(span[1], span[0] + limit)]
+
+
+def _uint(data: bytes, pos: int, size: int) -> int:
+    return int.from_bytes(data[pos:pos + size], "big") if size else 0
+
+
+def heif_layout(data: bytes) -> HeifLayout | None:
+    """The item structure of a HEIF/AVIF file's top-level `meta` box, or None without one. Raises
+    struct.error or IndexError on a truncated table, HeifLayoutError on one over HEIF_MAX_ENTRIES."""
+    for kind, start, end in bmff_boxes(data, 0, len(data)):
+        if kind == b"meta":
+            break
+    else:
+        return None
+    lay = HeifLayout()
+    entries = _Entries()
+    props: list[tuple[bytes, int, int]] = []
+    assoc: dict[int, list[int]] = {}
+    for kind, p, e in entries.boxes(data, start + 4, end):
+        version = data[p] if p < e else 0
+        if kind == b"pitm":
+            lay.primary = struct.unpack_from(">H" if version == 0 else ">I", data, p + 4)[0]
+        elif kind == b"iinf":
+            for ikind, ip, _ in entries.boxes(data, p + (6 if version == 0 else 8), e):
+                iv = data[ip]
+                if ikind == b"infe" and iv >= 2:
+                    item, at = (struct.unpack_from(">H", data, ip + 4)[0], ip + 8) if iv == 2 else \
+                        (struct.unpack_from(">I", data, ip + 4)[0], ip + 10)
+                    lay.types[item] = data[at:at + 4]
+        elif kind == b"iloc":
+            off_size, len_size = data[p + 4] >> 4, data[p + 4] & 15
+            base_size, idx_size = data[p + 5] >> 4, (data[p + 5] & 15) if version in (1, 2) else 0
+            wide = version == 2
+            count = struct.unpack_from(">I" if wide else ">H", data, p + 6)[0]
+            pos = p + 6 + (4 if wide else 2)
+            entries.spend(count)
+            for _ in range(count):
+                item = _uint(data, pos, 4 if wide else 2)
+                pos += 4 if wide else 2
+                method = 0
+                if version in (1, 2):
+                    method = data[pos + 1] & 15
+                    pos += 2
+                pos += 2                                    # data reference index
+                base = _uint(data, pos, base_size)
+                pos += base_size
+                n = struct.unpack_from(">H", data, pos)[0]
+                pos += 2
+                entries.spend(n)
+                extents = []
+                for _ in range(n):
+                    pos += idx_size
+                    off = _uint(data, pos, off_size)
+                    length = _uint(data, pos + off_size, len_size)
+                    pos += off_size + len_size
+                    extents.append((base + off, length))
+                if pos > e:
+                    raise IndexError("iloc past its box")
+                lay.extents[item] = (method, extents)
+        elif kind == b"iref":
+            wide = version != 0
+            for rkind, rp, re_ in entries.boxes(data, p + 4, e):
+                size = 4 if wide else 2
+                src = _uint(data, rp, size)
+                count = struct.unpack_from(">H", data, rp + size)[0]
+                entries.spend(count)
+                if rp + size + 2 + count * size > re_:
+                    raise IndexError("iref past its box")
+                lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
+                if rkind in (b"dimg", b"auxl"):
+                    at = rp + size + 2
+                    (lay.dimg if rkind == b"dimg" else lay.auxl).setdefault(src, []).extend(
+                        _uint(data, at + i * size, size) for i in range(count))
+        elif kind == b"iprp":
+            for pkind, pp, pe in entries.boxes(data, p, e):
+                if pkind == b"ipco":
+                    props.extend(entries.boxes(data, pp, pe))
+                elif pkind == b"ipma":
+                    pv, flags = data[pp], data[pp + 3]
+                    count = struct.unpack_from(">I", data, pp + 4)[0]
+                    entries.spend(count)
+                    pos = pp + 8
+                    for _ in range(count):
+                        item = _uint(data, pos, 2 if pv < 1 else 4)
+                        pos += 2 if pv < 1 else 4
+                        n = data[pos]
+                        pos += 1
+                        entries.spend(n)
+                        idx = []
+                        for _ in range(n):
+                            if flags & 1:
+                                idx.append(struct.unpack_from(">H", data, pos)[0] & 0x7FFF)
+                                pos += 2
+                            else:
+                                idx.append(data[pos] & 0x7F)
+                                pos += 1
+                        if pos > pe:
+                            raise IndexError("ipma past its box")
+                        assoc[item] = idx
+        elif kind == b"idat":
+            lay.idat = (p, e)
+    for item, idx in assoc.items():
+        for i in idx:
+            if not 1 <= i <= len(props):
+                continue
+            kind, p, e = props[i - 1]
+            if kind == b"ispe" and p + 12 <= e and item not in lay.sizes:
+                lay.sizes[item] = struct.unpack_from(">II", data, p + 4)
+            elif kind == b"auxC" and item not in lay.aux_types:
+                lay.aux_types[item] = data[p + 4:min(e, p + 132)].split(b"\0", 1)[0]
+    return lay
+
+
+# OBUs looked through for an AV1 image's sequence header: writers put it first.
+AV1_MAX_OBUS = 64
+
+
+class _Bits:
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.bit, self.end = data, pos * 8, end * 8
+
+    def read(self, n: int) -> int:
+        if self.bit + n > self.end:
+            raise IndexError("AV1 sequence header past its OBU")
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | ((self.data[self.bit >> 3] >> (7 - (self.bit & 7))) & 1)
+            self.bit += 1
+        return v
+
+    def uvlc(self) -> int:
+        zeros = 0
+        while not self.read(1):
+            zeros += 1
+            if zeros >= 32:
+                return (1 << 32) - 1
+        return self.read(zeros) + (1 << zeros) - 1
+
+
+def _leb128(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        if pos >= end:
+            raise IndexError("OBU size past its data")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            break
+    return value, pos
+
+
+def av1_frame_size(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(max frame width, max frame height) of the AV1 sequence header among the first AV1_MAX_OBUS OBUs of
+    data[pos:end] (an `av01` item's data: what dav1d decodes, whatever its `ispe` says), or None without one
+    there (IndexError where the OBUs run past `end`; HeifLayoutError where more OBUs come before it: dav1d would
+    read on to it). AV1 spec 5.3 and 5.5."""
+    for _ in range(AV1_MAX_OBUS):
+        if pos >= end:
+            return None
+        head = data[pos]
+        kind, ext, has_size = (head >> 3) & 15, (head >> 2) & 1, (head >> 1) & 1
+        pos += 1 + ext
+        size, pos = _leb128(data, pos, end) if has_size else (end - pos, pos)
+        if kind == 1:
+            return _sequence_header_size(_Bits(data, pos, min(end, pos + size)))
+        pos += size
+    if pos < end:
+        raise HeifLayoutError(f"no AV1 sequence header in its first {AV1_MAX_OBUS} OBUs")
+    return None
+
+
+def _sequence_header_size(b: _Bits) -> tuple[int, int]:
+    b.read(3)                                           # seq_profile
+    b.read(1)                                           # still_picture
+    if b.read(1):                                       # reduced_still_picture_header
+        b.read(5)
+    else:
+        decoder_model, delay_bits = 0, 0
+        if b.read(1):                                   # timing_info_present_flag
+            b.read(32)
+            b.read(32)
+            if b.read(1):                               # equal_picture_interval
+                b.uvlc()
+            decoder_model = b.read(1)
+            if decoder_model:
+                delay_bits = b.read(5) + 1
+                b.read(32)
+                b.read(10)
+        display_delay = b.read(1)
+        for _ in range(b.read(5) + 1):                  # operating points
+            b.read(12)
+            if b.read(5) > 7:
+                b.read(1)
+            if decoder_model and b.read(1):
+                b.read(2 * delay_bits + 1)
+            if display_delay and b.read(1):
+                b.read(4)
+    wbits, hbits = b.read(4) + 1, b.read(4) + 1
+    return b.read(wbits) + 1, b.read(hbits) + 1

@@ -732,3 +732,241 @@ def test_an_rle_bmp_over_the_pixel_limit_is_too_large_not_a_decode_error():
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(bmp_rle(4000, 4000, b"\x00\x01"))
     assert e.value.code == "decode-error" and "RLE8-compressed 4000x4000" in e.value.message
+
+
+def _heif_encoder():
+    pytest.importorskip("pillow_heif")
+    from aiidetect.testing.hostile import heif_tile
+
+    try:
+        return heif_tile(64, 64)
+    except Exception as exc:  # noqa: BLE001 - a pillow-heif built without its HEVC encoder
+        pytest.skip(f"no HEVC encoder: {exc}")
+
+
+def test_heif_grid_at_odds_with_its_size_refused_before_libheif_decodes_it(monkeypatch):
+    """libheif decodes a grid tile by tile, each to its own ispe, whatever the image's size: a 3.5 KB HEIF
+    whose 64x64 image was a grid of 992 references to one 2048x2048 tile took 28 s to scan, and one whose
+    ispe said 64x64 over a 16384x15872 grid passed --max-pixels, then took 24 s and 400 MB before libheif
+    refused the size it had decoded. A real grid (a part of a tile past its edge) still decodes."""
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import heif_grid
+
+    tile = _heif_encoder()
+    img, info = decode_bytes(heif_grid(2, 2, 64, 64, 120, 100, tile=tile))
+    assert img.size == (120, 100) and (info["width"], info["height"]) == (120, 100)
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    for bomb, said in ((heif_grid(31, 32, 2048, 2048, 64, 64), "tiles outside the image"),
+                       (heif_grid(31, 32, 512, 512, ispe=(64, 64)), "but its ispe says 64x64")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and "HEIF structure refused" in e.value.message, e.value.message
+        assert said in e.value.message
+        assert any(said in err for err in walk(bomb).errors)    # `meta` opens no such file either
+
+
+def test_heif_grid_tiles_count_against_the_pixel_limit(monkeypatch):
+    """A 1x1 grid crops one tile to the image: a 64x64 image of a 1000x1000 tile costs the tile's pixels.
+    Over DECODE_BUDGET_IMAGES x --max-pixels of them: too-large, naming the --max-pixels that takes it."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_grid
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_grid(1, 1, 1000, 1000, 64, 64), DecodeLimits(max_pixels=400_000))
+    assert e.value.code == "too-large" and "1000000 pixels of coded images" in e.value.message
+    assert "--max-pixels 500000 or more" in e.value.message
+
+
+def test_heif_tables_over_the_cap_refused(monkeypatch):
+    """The item tables are walked in Python: a meta box of more entries than any real file holds is refused
+    unwalked (libheif refuses more than 1,000 references itself)."""
+    import aiidetect.structures as structures
+    from aiidetect.testing.hostile import heif_grid
+
+    bomb = heif_grid(2, 2, 64, 64)
+    monkeypatch.setattr(structures, "HEIF_MAX_ENTRIES", 4)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(bomb)
+    assert e.value.code == "decode-error" and "more than 4 table entries in its meta box" in e.value.message
+
+
+def test_heif_primary_image_is_the_one_decoded():
+    """A HEIF opens on its primary image, which need not be its first: counting the frames sought back to
+    frame 0, so the record gave the primary's size and the detectors judged the other picture."""
+    _heif_encoder()
+    from aiidetect.testing.hostile import heif_two_images
+
+    img, info = decode_bytes(heif_two_images((64, 64), (128, 96)))
+    assert info["frames"] == 2 and (info["width"], info["height"]) == (128, 96)
+    assert img.size == (128, 96)
+
+
+def test_mpo_frames_are_the_pictures_its_index_points_at():
+    """Pillow's n_frames is the count a multi-picture JPEG's MP index declares: a 66 KB file of one picture
+    said 4,000 frames. Counted: the entries whose offset starts a JPEG in the file, each place once."""
+    from PIL import Image
+
+    from aiidetect.testing.hostile import _noise, mpo_index
+
+    assert Image.open(io.BytesIO(mpo_index(4000))).n_frames == 4000
+    assert decode_bytes(mpo_index(4000))[1]["frames"] == 1
+    b = io.BytesIO()
+    _noise().save(b, "MPO", save_all=True, append_images=[_noise(seed=1), _noise(seed=2)])
+    img, info = decode_bytes(b.getvalue())
+    assert info["format"] == "MPO" and info["frames"] == 3
+
+
+def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypatch):
+    """Readers give a HEIF's size after its clean-aperture crop; libheif decodes the whole coded image first: a
+    15 KB 8192x8192 image cropped to 64x64 took 250 MB to decode under any --max-pixels. Its ispe is what
+    --max-pixels is held to."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_cropped
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_cropped(20000, 20000, 64))
+    assert e.value.code == "too-large" and "20000x20000" in e.value.message
+
+
+def test_heif_exif_item_over_the_cap_is_not_handed_to_pillow_heif():
+    """pillow-heif copies a HEIF's Exif item at open, three times over (a 100 MB one: `meta` peaked at 677 MB,
+    `scan -d metadata` at 580 MB, against 370 MB for a file of that size without): over the readers' cap
+    (DECODE_MAX_METADATA_CHUNK) it is unlinked from the image first, and the record says so; under it, read."""
+    pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    from aiidetect.decode import open_image
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import heif_with_exif
+
+    small = heif_with_exif(1000)
+    assert open_image(small).info.get("exif")
+    assert [src for _, src in walk(small).exif] == ["HEIF Exif item"]
+    big = heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1)
+    assert Image.open(io.BytesIO(big)).info.get("exif")           # what pillow-heif would have copied
+    assert not open_image(big).info.get("exif")
+    b = walk(big)
+    assert not b.exif and any("'Exif item' of" in e and "not read" in e for e in b.errors), b.errors
+
+
+def test_heif_item_tables_are_walked_within_one_budget(monkeypatch):
+    """The item tables are walked in Python, and a table's entries can take no bytes of the file (an iloc of
+    0-byte offsets and lengths, as the format allows) or many tables can share one kind: a 245-byte HEIF of 20
+    such iloc items of 65,535 extents took 9 s to walk, 13 MB of dimg references 17 s and 238 MB, 1 MB of
+    property associations 6 s. HEIF_MAX_ENTRIES bounds the tables' entries all together, before any
+    reader opens the file."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import heif_iloc_zero_fields, heif_ipma_many, heif_iref_many
+
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    for bomb in (heif_iloc_zero_fields(2, 0xFFFF), heif_ipma_many(300, 255), heif_iref_many(2, 0xFFFF)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(bomb)
+        assert e.value.code == "decode-error" and "HEIF structure refused" in e.value.message, e.value.message
+        assert "more than 65536 table entries" in e.value.message
+        assert any("more than 65536 table entries" in err for err in walk(bomb).errors)
+
+
+def test_avif_grid_of_many_tiles_refused_before_libavif_opens_it(monkeypatch):
+    """libavif's work grows faster than its tiles: a 1.8 MB AVIF grid of 200x200 8x8 tiles (a 1600x1600 image)
+    took it 8 s before it refused the grid, 170x170 tiles of 64x64 (118 MP, under --max-pixels) 7 s and
+    1 GB. Each tile is an item of its own, with its entries in the item tables: the tables' budget refuses
+    such a grid before libavif reads it; a real grid (tens to hundreds of tiles) decodes."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import avif_grid_items, avif_tile
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    img, info = decode_bytes(avif_grid_items(4, 6, tile=avif_tile(64, 64)))
+    assert info["format"] == "AVIF" and img.size == (384, 256)
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(avif_grid_items(100, 100, 8, 8))
+    assert e.value.code == "decode-error" and "AVIF structure refused" in e.value.message, e.value.message
+
+
+def test_avif_image_counts_the_frame_its_av1_data_codes_not_its_ispe(monkeypatch):
+    """libavif decodes an AV1 image's whole frame whatever its `ispe` says (libheif refuses an HEVC one larger
+    than its ispe): a 12.6 KB AVIF grid of 16x16 tiles whose ispe said 64x64 over 8192x8192 frames took 63 s to
+    decode to a 1024x1024 image. Its coded pixels are the larger of the two, from the sequence header."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, avif_grid_items, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    coded = av1_sequence_header(8192, 8192) + bytes(32)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(avif_grid_items(4, 4, 64, 64, tile=(av1c, pixi, coded)))
+    assert e.value.code == "too-large" and f"{16 * 8192 * 8192} pixels of coded images" in e.value.message
+    one = heif_file([(1, b"av01", [(0, len(coded))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=coded, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one, DecodeLimits(max_pixels=10_000_000))
+    assert e.value.code == "too-large" and f"{8192 * 8192} pixels of coded images" in e.value.message
+
+
+def test_heif_alpha_image_is_checked_with_the_image(monkeypatch):
+    """libheif decodes an image's alpha (an auxiliary image) with it: the grid bomb moved into the alpha of a 64x64
+    image (a 31x32 grid of one flat 2048x2048 tile, 5.3 KB) took 24 s to decode. Its grid is checked and its
+    coded pixels counted with the image's; a real alpha still decodes."""
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    from aiidetect.testing.hostile import heif_alpha_grid
+
+    tile = _heif_encoder()
+    img, info = decode_bytes(heif_alpha_grid(1, 1, 64, 64, tile=tile, alpha_tile=tile))
+    assert img.size == (64, 64) and info["has_alpha"]
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_alpha_grid(31, 32, 2048, 2048))
+    assert e.value.code == "decode-error" and "tiles outside the image" in e.value.message, e.value.message
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(heif_alpha_grid(1, 1, 1000, 1000), DecodeLimits(max_pixels=400_000))
+    assert e.value.code == "too-large" and f"{64 * 64 + 1000 * 1000} pixels of coded images" in e.value.message
+
+
+def test_avif_sequence_header_hidden_behind_padding_is_refused(monkeypatch):
+    """dav1d reads past any number of padding OBUs to the sequence header: one the pixel count cannot find in
+    the OBUs it looks through (writers put it first) would let the `ispe` alone speak for the frame."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.structures import AV1_MAX_OBUS
+    from aiidetect.testing.hostile import av1_sequence_header, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    coded = b"\x7a\x00" * AV1_MAX_OBUS + av1_sequence_header(8192, 8192) + bytes(32)     # padding OBUs first
+    one = heif_file([(1, b"av01", [(0, len(coded))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=coded, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one)
+    assert e.value.code == "decode-error" and f"no AV1 sequence header in its first {AV1_MAX_OBUS}" in e.value.message
+
+
+def test_avif_sequence_header_split_into_a_later_extent_is_refused(monkeypatch):
+    """libavif joins an item's extents before dav1d reads them: a first extent of padding alone, the sequence
+    header in the next, would let the `ispe` alone speak for the frame."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, bmff_box, heif_file, heif_ispe
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    av1c, pixi = bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0))
+    rest = av1_sequence_header(8192, 8192) + bytes(32)
+    one = heif_file([(1, b"av01", [(0, 2), (2, len(rest))], 0)], [av1c, heif_ispe(64, 64), pixi], {1: [1, 2, 3]},
+                    mdat=b"\x7a\x00" + rest, brand=b"avif")
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(one)
+    assert e.value.code == "decode-error" and "no AV1 sequence header in its first data extent" in e.value.message

@@ -532,6 +532,203 @@ def qoi_run_bomb(w: int = 4000, h: int = 4000) -> bytes:
     return b"qoif" + struct.pack(">IIBB", w, h, 3, 0) + body + b"\x00" * 7 + b"\x01"
 
 
+def bmff_box(kind: bytes, payload: bytes = b"", full: tuple[int, int] | None = None) -> bytes:
+    """An ISO BMFF box; `full`: (version, flags) of a FullBox."""
+    head = b"" if full is None else struct.pack(">I", (full[0] << 24) | full[1])
+    return struct.pack(">I4s", 8 + len(head) + len(payload), kind) + head + payload
+
+
+def heif_ispe(w: int, h: int) -> bytes:
+    return bmff_box(b"ispe", struct.pack(">II", w, h), (0, 0))
+
+
+def heif_file(items, props, assoc, refs=(), mdat: bytes = b"", idat: bytes | None = None, primary: int = 1,
+              brand: bytes = b"heic") -> bytes:
+    """A HEIF from its item tables. items: [(id, type, [(offset, length)], construction method)], offsets into
+    `mdat` (method 0) or `idat` (1); props: property boxes; assoc: {item: [1-based property index]}; refs:
+    [(type, from, [to])]. Items a `dimg` reference points at are hidden (not top-level images), as tiles are."""
+    ftyp = bmff_box(b"ftyp", brand + b"\0\0\0\0mif1" + brand)
+    hdlr = bmff_box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, (0, 0))
+    pitm = bmff_box(b"pitm", struct.pack(">H", primary), (0, 0))
+    hidden = {x for t, _, to in refs if t == b"dimg" for x in to}
+    iinf = bmff_box(b"iinf", struct.pack(">H", len(items)) + b"".join(
+        bmff_box(b"infe", struct.pack(">HH4s", i, 0, t) + b"\0", (2, int(i in hidden))) for i, t, _, _ in items), (0, 0))
+    iref = bmff_box(b"iref", b"".join(bmff_box(t, struct.pack(">HH", f, len(to)) + struct.pack(f">{len(to)}H", *to))
+                                      for t, f, to in refs), (0, 0)) if refs else b""
+    ipma = struct.pack(">I", len(assoc)) + b"".join(struct.pack(">HB", i, len(x)) + bytes(x) for i, x in assoc.items())
+    iprp = bmff_box(b"iprp", bmff_box(b"ipco", b"".join(props)) + bmff_box(b"ipma", ipma, (0, 0)))
+    tail = bmff_box(b"idat", idat) if idat is not None else b""
+
+    def meta(base: int) -> bytes:
+        entries = b"".join(struct.pack(">HHHH", i, m, 0, len(ext)) + b"".join(
+            struct.pack(">II", off + (base if m == 0 else 0), n) for off, n in ext) for i, _, ext, m in items)
+        iloc = bmff_box(b"iloc", b"\x44\x00" + struct.pack(">H", len(items)) + entries, (1, 0))
+        return bmff_box(b"meta", hdlr + pitm + iloc + iinf + iref + iprp + tail, (0, 0))
+
+    base = len(ftyp) + len(meta(0)) + 8
+    return ftyp + meta(base) + bmff_box(b"mdat", mdat)
+
+
+def heif_grid(rows: int, cols: int, tw: int, th: int, ow: int | None = None, oh: int | None = None,
+              ispe: tuple[int, int] | None = None, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF whose primary image is a `grid` of rows x cols references to one coded tile of tw x th, ow x oh
+    (default: the tiles' extent), its `ispe` `ispe` (default: the grid's size). tile: (hvcC box, coded data),
+    e.g. heif_tile(); without one, placeholder bytes (the decoder's checks refuse before any tile is read)."""
+    ow, oh = ow or cols * tw, oh or rows * th
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    big = ow > 0xFFFF or oh > 0xFFFF
+    g = bytes([0, int(big), rows - 1, cols - 1]) + struct.pack(">II" if big else ">HH", ow, oh)
+    items = [(1000, b"grid", [(0, len(g))], 1), (1, b"hvc1", [(0, len(coded))], 0)]
+    return heif_file(items, [hvcc, heif_ispe(tw, th), heif_ispe(*(ispe or (ow, oh)))], {1000: [3], 1: [1, 2]},
+                     refs=[(b"dimg", 1000, [1] * (rows * cols))], mdat=coded, idat=g, primary=1000)
+
+
+def heif_tile(w: int = 64, h: int = 64, seed: int = 0, flat: bool = False) -> tuple[bytes, bytes]:
+    """(hvcC box, coded data) of a w x h HEVC image of noise (flat: one colour, a few hundred bytes at any size),
+    encoded by pillow-heif (its encoder must be present)."""
+    import pillow_heif
+
+    heif = pillow_heif.from_pillow(Image.new("RGB", (w, h), (90, 120, 200)) if flat else _noise(w, h, seed))
+    b = io.BytesIO()
+    heif.save(b, quality=30)
+    d = b.getvalue()
+    at = d.index(b"hvcC") - 4
+    hvcc = d[at:at + struct.unpack_from(">I", d, at)[0]]
+    from aiidetect.structures import heif_layout
+
+    lay = heif_layout(d)
+    _, extents = lay.extents[lay.primary]
+    return hvcc, b"".join(d[off:off + n] for off, n in extents)
+
+
+def heif_cropped(w: int, h: int, crop: int = 64, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one w x h coded image whose clean aperture (`clap`) crops it to crop x crop at its centre: readers
+    give the cropped size, the decoder decodes all of it. tile: as heif_grid's."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    clap = bmff_box(b"clap", struct.pack(">IIIIiIiI", crop, 1, crop, 1, 0, 1, 0, 1))
+    return heif_file([(1, b"hvc1", [(0, len(coded))], 0)], [hvcc, heif_ispe(w, h), clap], {1: [1, 2, 3]}, mdat=coded)
+
+
+def heif_with_exif(size: int, tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one 64x64 image described by an Exif item of `size` bytes (a TIFF header, then zeros). tile: as
+    heif_grid's."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    exif = b"\0\0\0\0MM\0*\0\0\0\x08\0\0" + bytes(max(0, size - 14))
+    items = [(1, b"hvc1", [(0, len(coded))], 0), (2, b"Exif", [(len(coded), len(exif))], 0)]
+    return heif_file(items, [hvcc, heif_ispe(64, 64)], {1: [1, 2]}, refs=[(b"cdsc", 2, [1])], mdat=coded + exif)
+
+
+def heif_alpha_grid(rows: int, cols: int, tw: int, th: int, size: int = 64,
+                    tile: tuple[bytes, bytes] | None = None, alpha_tile: tuple[bytes, bytes] | None = None) -> bytes:
+    """A HEIF of one size x size image whose alpha (an `auxl` image) is a `grid` of rows x cols references to one
+    coded tile of tw x th, size x size: libheif decodes the alpha with the image. tile, alpha_tile: as heif_grid's
+    (the image's, the alpha's tile)."""
+    hvcc, coded = tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    ahvcc, acoded = alpha_tile or (bmff_box(b"hvcC", bytes(23)), bytes(16))
+    g = bytes([0, 0, rows - 1, cols - 1]) + struct.pack(">HH", size, size)
+    auxc = bmff_box(b"auxC", b"urn:mpeg:hevc:2015:auxid:1\0", (0, 0))
+    items = [(1, b"hvc1", [(0, len(coded))], 0), (2, b"hvc1", [(len(coded), len(acoded))], 0),
+             (1000, b"grid", [(0, len(g))], 1)]
+    props = [hvcc, heif_ispe(size, size), ahvcc, heif_ispe(tw, th), heif_ispe(size, size), auxc]
+    return heif_file(items, props, {1: [1, 2], 2: [3, 4], 1000: [5, 6]},
+                     refs=[(b"dimg", 1000, [2] * (rows * cols)), (b"auxl", 1000, [1])], mdat=coded + acoded, idat=g)
+
+
+def heif_two_images(first: tuple[int, int] = (64, 64), primary: tuple[int, int] = (128, 96)) -> bytes:
+    """A HEIF of two top-level coded images whose primary is the second."""
+    h1, d1 = heif_tile(*first)
+    h2, d2 = heif_tile(*primary, seed=1)
+    items = [(1, b"hvc1", [(0, len(d1))], 0), (2, b"hvc1", [(len(d1), len(d2))], 0)]
+    return heif_file(items, [h1, heif_ispe(*first), h2, heif_ispe(*primary)], {1: [1, 2], 2: [3, 4]},
+                     mdat=d1 + d2, primary=2)
+
+
+def heif_tables(*boxes: bytes, brand: bytes = b"heic") -> bytes:
+    """A HEIF (AVIF with brand b"avif") whose `meta` box holds `boxes` after its handler: item tables, no picture."""
+    ftyp = bmff_box(b"ftyp", brand + b"\0\0\0\0mif1" + brand)
+    hdlr = bmff_box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, (0, 0))
+    return ftyp + bmff_box(b"meta", hdlr + b"".join(boxes), (0, 0))
+
+
+def heif_iloc_zero_fields(items: int = 2, extents: int = 0xFFFF) -> bytes:
+    """A HEIF whose `iloc` (version 1) gives its offsets, lengths, base offsets and indexes 0 bytes each (a
+    size the format allows): `items` entries of `extents` extents, each extent taking no byte of the file."""
+    entries = b"".join(struct.pack(">HHHH", i + 1, 0, 0, extents) for i in range(items))
+    return heif_tables(bmff_box(b"iloc", b"\0\0" + struct.pack(">H", items) + entries, (1, 0)))
+
+
+def heif_ipma_many(items: int = 300, per_item: int = 255) -> bytes:
+    """A HEIF whose `ipma` associates `per_item` properties (the most its one-byte count holds) with each of
+    `items` items."""
+    ipma = struct.pack(">I", items) + b"".join(struct.pack(">HB", i + 1, per_item) + b"\x81\x00" * per_item
+                                               for i in range(items))
+    return heif_tables(bmff_box(b"iprp", bmff_box(b"ipco", b"") + bmff_box(b"ipma", ipma, (0, 1))))
+
+
+def heif_iref_many(boxes: int = 2, refs: int = 0xFFFF) -> bytes:
+    """A HEIF whose primary item 1 is a `dimg` derived image of `boxes` reference boxes of `refs` references
+    each (the most a box's 16-bit count holds), to items 2 upwards."""
+    ids = [2 + i % 0xFFF0 for i in range(refs)]
+    one = bmff_box(b"dimg", struct.pack(">HH", 1, refs) + struct.pack(f">{refs}H", *ids))
+    return heif_tables(bmff_box(b"pitm", struct.pack(">H", 1), (0, 0)), bmff_box(b"iref", one * boxes, (0, 0)))
+
+
+def avif_grid_items(rows: int, cols: int, tw: int = 64, th: int = 64,
+                    tile: tuple[bytes, bytes, bytes] | None = None) -> bytes:
+    """An AVIF whose primary image is a `grid` of rows x cols tiles, each its own item (libavif refuses a
+    grid that references one item twice), all reading the same coded bytes. tile: (av1C box, pixi box, coded
+    data), e.g. avif_tile(); without one, placeholders (the decoder's checks refuse before any tile is read)."""
+    av1c, pixi, coded = tile or (bmff_box(b"av1C", bytes(4)), bmff_box(b"pixi", b"\x03\x08\x08\x08", (0, 0)),
+                                 bytes(16))
+    ow, oh, n = cols * tw, rows * th, rows * cols
+    big = ow > 0xFFFF or oh > 0xFFFF
+    g = bytes([0, int(big), rows - 1, cols - 1]) + struct.pack(">II" if big else ">HH", ow, oh)
+    grid = 0xFFFF
+    items = [(grid, b"grid", [(0, len(g))], 1)] + [(i + 1, b"av01", [(0, len(coded))], 0) for i in range(n)]
+    assoc = {i + 1: [1, 2, 4] for i in range(n)}
+    assoc[grid] = [3, 4]
+    return heif_file(items, [av1c, heif_ispe(tw, th), heif_ispe(ow, oh), pixi], assoc,
+                     refs=[(b"dimg", grid, list(range(1, n + 1)))], mdat=coded, idat=g, primary=grid, brand=b"avif")
+
+
+def av1_sequence_header(w: int, h: int) -> bytes:
+    """An AV1 sequence header OBU (reduced still-picture header) for frames of up to w x h: the start of an `av01`
+    item's data, as dav1d reads it whatever the item's `ispe` says."""
+    bits = "000" "1" "1" "01000" "1111" "1111" + format(w - 1, "016b") + format(h - 1, "016b")
+    bits += "0" * (-len(bits) % 8)
+    payload = int(bits, 2).to_bytes(len(bits) // 8, "big") + bytes(4)
+    return bytes([0x0A, len(payload)]) + payload
+
+
+def avif_tile(w: int = 64, h: int = 64) -> tuple[bytes, bytes, bytes]:
+    """(av1C box, pixi box, coded data) of a w x h AV1 image of one colour, encoded by Pillow (its AVIF encoder
+    must be present)."""
+    b = io.BytesIO()
+    Image.new("RGB", (w, h), (90, 120, 200)).save(b, "AVIF", quality=30)
+    d = b.getvalue()
+
+    def box(kind: bytes) -> bytes:
+        at = d.index(kind) - 4
+        return d[at:at + struct.unpack_from(">I", d, at)[0]]
+
+    from aiidetect.structures import heif_layout
+
+    lay = heif_layout(d)
+    _, extents = lay.extents[lay.primary]
+    return box(b"av1C"), box(b"pixi"), b"".join(d[off:off + n] for off, n in extents)
+
+
+def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
+    """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
+    from the MP header (0: the header itself, no picture)."""
+    jpeg = jpeg or _enc(_noise(), "JPEG")
+    entries = b"".join(struct.pack(">IIIHH", 0x20030000 if i == 0 else 0x00020002, len(jpeg), 0 if i == 0 else offset,
+                                   0, 0) for i in range(n))
+    ifd = struct.pack(">H", 3) + struct.pack(">HHI4s", 0xB000, 7, 4, b"0100") + struct.pack(">HHII", 0xB001, 4, 1, n)
+    ifd += struct.pack(">HHII", 0xB002, 7, len(entries), 8 + 2 + 3 * 12 + 4) + bytes(4)
+    return jpeg[:2] + jpeg_segment(0xE2, b"MPF\0MM\0*" + struct.pack(">I", 8) + ifd + entries) + jpeg[2:]
+
+
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "HEIF": "heic",
            "AVIF": "avif"}
 
