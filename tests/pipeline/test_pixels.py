@@ -370,7 +370,9 @@ def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monk
     release, returned = threading.Event(), threading.Event()
 
     def job(x, i):
-        while not _asleep_waiting_for_a_job(main):
+        for _ in range(5000):         # bounded: a Python whose Condition.wait reads otherwise never hangs here
+            if _asleep_waiting_for_a_job(main):
+                break
             release.wait(0.001)
         signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         release.wait(5)               # the stuck read (the test's own bound)
