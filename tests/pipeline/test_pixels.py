@@ -367,14 +367,15 @@ def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monk
 
     monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)  # the stop's grace for the stuck read: not this test's point
     main = threading.main_thread().ident
-    release, returned = threading.Event(), threading.Event()
+    release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
 
     def job(x, i):
-        for _ in range(5000):         # bounded: a Python whose Condition.wait reads otherwise never hangs here
+        for _ in range(5000):         # bounded: a Python whose Condition.wait reads otherwise fails, not hangs
             if _asleep_waiting_for_a_job(main):
+                asleep.set()
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
                 break
             release.wait(0.001)
-        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         release.wait(5)               # the stuck read (the test's own bound)
         returned.set()
         return x
@@ -382,6 +383,7 @@ def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monk
     try:
         with pytest.raises(KeyboardInterrupt):
             list(ordered_chunks(job, range(1), size=1, workers=1))
+        assert asleep.is_set(), "the main thread was never seen asleep waiting for the job"
         # Before: the interrupt surfaced only once the read had returned.
         assert not returned.is_set()
     finally:
