@@ -206,6 +206,19 @@ class ByteBudget(Budget):
         return cls(DECODE_BUDGET_IMAGES * (limits or DecodeLimits()).max_bytes)
 
 
+# How long the caller's thread sleeps at most in one wait for a job: a Ctrl-C whose signal landed as it was about
+# to sleep (delivered while it ran, or to a decode thread) is seen only when Python code runs again in it, and a
+# wait with no end there held the scan for as long as the read (a read that never returns: for ever).
+SIGNAL_POLL = 0.25
+
+
+def result(f: Future[R]) -> R:
+    """f.result(), waited for in slices of SIGNAL_POLL so that a stop signal is answered whatever the job does."""
+    while not wait((f,), timeout=SIGNAL_POLL).done:
+        pass
+    return f.result()
+
+
 def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ahead: int | None = None,
             pool: ThreadPoolExecutor | None = None) -> Iterator[R]:
     """job(item, index) over items in worker threads, results in input order.
@@ -333,7 +346,7 @@ class OrderedChunks:
             while pending:
                 turns = policy() if policy is not None else bool(self.take_turns)
                 self._next = None if turns else self._submit()
-                done = [f.result() for f in pending]
+                done = [result(f) for f in pending]
                 now = time.perf_counter()
                 if policy is not None and last is not None:
                     policy.observe(last[0], now - last[1], last[2])

@@ -332,3 +332,59 @@ def test_chunks_stopped_early_leave_the_queued_jobs_undone():
     it.close()                    # Ctrl-C / SIGTERM in the consumer
     # Before: the 20 jobs of chunk 1 all ran (0.4 s here, minutes on large files) before the process could end.
     assert len(started) <= 22
+
+
+def _asleep_waiting_for_a_job(ident: int) -> bool:
+    """The thread `ident` is in the call that sleeps in a lock wait (threading.Condition.wait's acquire), waiting
+    for a job's future (not, say, for a worker thread to start): it holds no GIL there and runs no Python code
+    until the lock or a signal on itself wakes it."""
+    import concurrent.futures._base as futures_base
+    import linecache
+    import sys
+
+    frame = sys._current_frames().get(ident)
+    if frame is None or frame.f_code is not threading.Condition.wait.__code__:
+        return False
+    if "waiter.acquire(" not in linecache.getline(frame.f_code.co_filename, frame.f_lineno):
+        return False
+    while frame is not None:
+        if frame.f_code.co_filename == futures_base.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monkeypatch):
+    """A terminal's Ctrl-C whose signal lands just as the scan's thread goes to sleep waiting for a read (the
+    kernel gave it to a decode thread, or it arrived between Python's last check and the sleep): the handler has
+    run, but Python acts on it only when code runs again in the main thread. That waited for the read, and a
+    read that does not return (a stuck decoder, a share that does not answer) held the scan for ever: its
+    JSON array left open on stdout, nothing on stderr. Here the signal is sent to the decode thread once the
+    main thread sleeps, which is that moment made certain."""
+    import signal
+
+    from aiidetect import crashguard
+
+    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)  # the stop's grace for the stuck read: not this test's point
+    main = threading.main_thread().ident
+    release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
+
+    def job(x, i):
+        for _ in range(5000):         # bounded: a Python whose Condition.wait reads otherwise fails, not hangs
+            if _asleep_waiting_for_a_job(main):
+                asleep.set()
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                break
+            release.wait(0.001)
+        release.wait(5)               # the stuck read (the test's own bound)
+        returned.set()
+        return x
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(ordered_chunks(job, range(1), size=1, workers=1))
+        assert asleep.is_set(), "the main thread was never seen asleep waiting for the job"
+        # Before: the interrupt surfaced only once the read had returned.
+        assert not returned.is_set()
+    finally:
+        release.set()
