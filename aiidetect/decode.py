@@ -601,7 +601,8 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
     pixels down with it; the metadata parsers read those segments themselves.
     A PNG or WebP is handed to Pillow without its metadata chunks over
-    limits.DECODE_MAX_METADATA_CHUNK (metastrip.strip_oversize), which its readers copied whole."""
+    limits.DECODE_MAX_METADATA_CHUNK, a HEIF or AVIF without links to such Exif and XMP items
+    (metastrip.strip_oversize), which its readers copied whole."""
     limits = limits or DecodeLimits()
     from .metastrip import strip_oversize
 

@@ -14,7 +14,7 @@ import itertools
 import struct
 
 from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
-from .structures import png_chunks
+from .structures import heif_layout, png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -89,8 +89,9 @@ _WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
 
 def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
-    (limits.DECODE_MAX_METADATA_CHUNK), what was left out) or (None, None) when there are none. The
-    metadata readers read such chunks (capped) from the file itself; Pillow copied each two or three times."""
+    (limits.DECODE_MAX_METADATA_CHUNK), or of a HEIF or AVIF with such Exif and XMP items unlinked; what was
+    left out) or (None, None) when there are none. The metadata readers read such chunks (capped) from the
+    file itself; Pillow copied each two or three times."""
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
     if len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):   # no chunk can be longer than its file
         return None, None
@@ -102,23 +103,20 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         return None, None
 
 
-def _said(fmt: str, left: list[tuple[bytes, int]], limit: int) -> str:
+def _said(fmt: str, left: list[tuple[bytes, int]], limit: int, what: str = "chunks") -> str:
     names = ", ".join(f"{t.decode('latin-1')!r} of {n} bytes" for t, n in left[:3])
     more = f" and {len(left) - 3} more" if len(left) > 3 else ""
-    return f"{fmt} metadata chunks over {limit} bytes not handed to the decoder: {names}{more}"
+    return f"{fmt} metadata {what} over {limit} bytes not handed to the decoder: {names}{more}"
 
 
 def _oversize_heif(data: bytes, fmt: str, limit: int):
     """A HEIF/AVIF whose Exif or XMP (`mime`) items over `limit` are unlinked from the images they describe: their
     `cdsc` references renamed (`skip`, a type no reader follows), four bytes each, so libheif and pillow-heif
     read no such item (they copied a 100 MB Exif item three times)."""
-    from .structures import heif_layout
-
     lay = heif_layout(data)
     if lay is None:
         return None, None
-    big = {i: lay.item_length(data, i) for i, t in lay.types.items() if t in (b"Exif", b"mime")}
-    big = {i: n for i, n in big.items() if n > limit}
+    big = {i: n for i, t in lay.types.items() if t in (b"Exif", b"mime") and (n := lay.item_length(data, i)) > limit}
     at = [pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big]
     if not at:
         return None, None
@@ -128,7 +126,7 @@ def _oversize_heif(data: bytes, fmt: str, limit: int):
         last = pos + 4
     parts.append(view[last:])
     left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
-    return b"".join(parts), _said(fmt, left, limit).replace("metadata chunks", "metadata items")
+    return b"".join(parts), _said(fmt, left, limit, "items")
 
 
 def _oversize_png(data: bytes, limit: int):

@@ -127,15 +127,20 @@ class HeifLayout:
         self.refs: list[tuple[bytes, int, int]] = []
 
     def item_length(self, data: bytes, item: int) -> int:
-        """The bytes an item's data extents hold (a length of 0: to the end of the file)."""
-        return sum(n or max(0, len(data) - off) for off, n in self.extents.get(item, (0, []))[1])
+        """The bytes an item's data extents hold (a length of 0: to the end of the file, or of `idat`)."""
+        method, extents = self.extents.get(item, (None, []))
+        total = 0
+        for start, length in extents:
+            span = None if length else self._span(data, method, start, 0)
+            total += max(0, span[1] - span[0]) if span else length
+        return total
 
     def item_span(self, data: bytes, item: int) -> tuple[int, int] | None:
         """(start, end) in the file of an item's first data extent, or None where it cannot be found."""
         method, extents = self.extents.get(item, (None, []))
-        if not extents:
-            return None
-        start, length = extents[0]
+        return self._span(data, method, *extents[0]) if extents else None
+
+    def _span(self, data: bytes, method: int | None, start: int, length: int) -> tuple[int, int] | None:
         end = len(data)                         # a length of 0: to the end of the file, or of `idat`
         if method == 1:
             if self.idat is None:

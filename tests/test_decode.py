@@ -853,6 +853,23 @@ def test_heif_exif_item_over_the_cap_is_not_handed_to_pillow_heif():
     assert not b.exif and any("'Exif item' of" in e and "not read" in e for e in b.errors), b.errors
 
 
+def test_heif_idat_exif_item_of_length_0_is_measured_to_the_end_of_idat():
+    """An item stored in `idat` (construction method 1) whose extent has length 0 runs to the end of `idat`, as
+    its data is read (HeifLayout.item_span): a 50-byte Exif item there was measured to the end of the file and
+    unlinked from its image as over the cap, its Exif withheld, in a file larger than the cap."""
+    from aiidetect.metastrip import strip_oversize
+    from aiidetect.testing.hostile import bmff_box, heif_file, heif_ispe
+
+    coded, exif = bytes(16), b"\0\0\0\0MM\0*\0\0\0\x08" + bytes(36)
+    items = [(1, b"hvc1", [(0, len(coded))], 0), (2, b"Exif", [(0, 0)], 1)]
+    data = heif_file(items, [bmff_box(b"hvcC", bytes(23)), heif_ispe(64, 64)], {1: [1, 2]},
+                     refs=[(b"cdsc", 2, [1])], mdat=coded + bytes(500), idat=exif)
+    assert len(data) > 100
+    assert strip_oversize(data, "HEIF", limit=100) == (None, None)
+    lean, said = strip_oversize(data, "HEIF", limit=len(exif) - 1)
+    assert lean is not None and f"'Exif item' of {len(exif)} bytes" in said, said
+
+
 def test_heif_item_tables_are_walked_within_one_budget(monkeypatch):
     """The item tables are walked in Python, and a table's entries can take no bytes of the file (an iloc of
     0-byte offsets and lengths, as the format allows) or many tables can share one kind: a 245-byte HEIF of 20

@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..structures import DIB_HEADERS, next_marker
+from ..structures import DIB_HEADERS, bmff_boxes, next_marker
 from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
@@ -769,20 +769,14 @@ def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0) -> str
 
 
 def _bmff_boxes(data: bytes, pos: int, end: int, budget: int, depth: int) -> int:
-    """Boxes in data[pos:end] and inside its container boxes, counted up to `budget`."""
+    """Boxes in data[pos:end] and inside its container boxes, counted up to `budget` (at most
+    limits.HEIF_MAX_ENTRIES). A broken box ends a list: c2pa-rs stops there too."""
     n = 0
-    while pos + 8 <= end and n < budget:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        head = 8
-        if size == 1 and pos + 16 <= end:
-            size, head = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < head:
-            break   # c2pa-rs stops at a broken box too
+    for kind, start, stop in bmff_boxes(data, pos, end):
+        if n >= budget:
+            break
         n += 1
         skip = _BMFF_CONTAINERS.get(kind)
         if skip is not None and depth < 16:
-            n += _bmff_boxes(data, pos + head + skip, min(end, pos + size), budget - n, depth + 1)
-        pos += size
+            n += _bmff_boxes(data, start + skip, stop, budget - n, depth + 1)
     return n
