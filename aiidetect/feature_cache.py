@@ -228,13 +228,12 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     record's near-duplicate half), kept in the cache beside the features: an image whose features are
     cached is decoded again only when its hash is not."""
     from .decode import Sample
+    from .perceptual import KIND, phash
     from .pixels import PixelReader, failure, ordered
 
     names = output_names(layers, backbone.layers)
     prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
     enc = encoder_key(backbone)
-    # No draft: feature values must not depend on which JPEGs happened to be cached.
-    from .perceptual import KIND, phash
 
     def hashed(img, s):
         s.phash = phash(img)  # the image as decoded, before any perturbation
@@ -245,6 +244,7 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
             hashed(img, s)
         return transform(img) if transform is not None else img
 
+    # No draft: feature values must not depend on which JPEGs happened to be cached.
     reader = PixelReader([spec], keep_bytes=False,
                          transform=hook if (transform is not None or phashes is not None) else None)
     hash_only = replace(reader, specs=[], transform=hashed)  # the same budgets, no preprocessing

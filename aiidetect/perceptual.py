@@ -82,7 +82,7 @@ def phash(img: Any) -> int | None:
 
 
 def hamming(a: int, b: int) -> int:
-    return int(a ^ b).bit_count() if hasattr(int, "bit_count") else bin(a ^ b).count("1")
+    return int(a ^ b).bit_count()
 
 
 def popcount64(x: np.ndarray) -> np.ndarray:
@@ -144,10 +144,10 @@ class BandIndex:
         which = np.zeros(m, dtype=np.uint64)
         if self.hashes.size == 0 or m == 0:
             return np.full(m, -1, dtype=np.int64), which
+        owner = np.repeat(np.arange(m), self.flips.size)  # the query of each probe, in every band
         for shift, sorted_vals, order in self.bands:
             qv = ((q >> shift) & np.uint64(0xFFFF)).astype(np.int64)
             probe = (qv[:, None] ^ self.flips[None, :]).ravel()
-            owner = np.repeat(np.arange(m), self.flips.size)
             lo = np.searchsorted(sorted_vals, probe, side="left")
             hi = np.searchsorted(sorted_vals, probe, side="right")
             cnt = hi - lo

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 KEYS_FILE = "train-keys.bin"
+PHASH_FILE = "train-phash.bin"    # the perceptual half (load_phashes)
 KEY_BYTES = 8
 KEY_KIND = "sha256-prefix-8-sorted"
 # A head's record of more training images than this is damaged, not large (64 M images = 512 MB).
@@ -47,13 +48,10 @@ def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | No
 
         hs = list(phashes)
         pblob = perceptual.pack([h for h in hs if h is not None])
-        block["perceptual"] = {"file": PHASH_FILE, "kind": perceptual.KIND, "count": len(pblob) // 8,
-                               "without_hash": sum(h is None for h in hs)}
+        block["perceptual"] = {"file": PHASH_FILE, "kind": perceptual.KIND,
+                               "count": len(pblob) // perceptual.HASH_BYTES, "without_hash": sum(h is None for h in hs)}
         files[PHASH_FILE] = pblob
     return block, files
-
-
-PHASH_FILE = "train-phash.bin"
 
 
 def load_phashes(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool = False):

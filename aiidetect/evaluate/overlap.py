@@ -9,45 +9,30 @@ import numpy as np
 FUSED = "fused"
 
 
-def _read(folder, manifest, verify: bool = False, said: str = ""):
-    """(sorted keys, None), or (None, why they cannot be used) for train_record.load_keys' NoRecord."""
+def _read(folder, manifest, verify: bool = False, said: str = "", load=None):
+    """(sorted keys, None), or (None, why they cannot be used) for train_record's NoRecord. `load`:
+    train_record.load_keys (the default) or load_phashes, the record's perceptual half."""
     from ..train_record import NoRecord, load_keys
 
     try:
-        return load_keys(folder, manifest, verify=verify), None
-    except NoRecord as exc:
-        return None, f"{said}{exc}"
-
-
-def _read_phashes(folder, manifest, verify: bool = False, said: str = ""):
-    """(sorted perceptual hashes, None), or (None, why there are none to use)."""
-    from ..train_record import NoRecord, load_phashes
-
-    try:
-        return load_phashes(folder, manifest, verify=verify), None
+        return (load or load_keys)(folder, manifest, verify=verify), None
     except NoRecord as exc:
         return None, f"{said}{exc}"
 
 
 def _phashes_of(det, model=None):
     """The training images' perceptual hashes of a head (or, with `model`, of a fusion model's
-    calibration images): (hashes, None) or (None, why none)."""
+    calibration images), read from where its keys are: (hashes, None) or (None, why none)."""
+    from ..train_record import load_phashes
+
     if model is not None:
-        return _read_phashes(model["path"], model, verify=True)
-    head = getattr(det, "head", None)
-    if head is None or not hasattr(head, "manifest"):
-        # served from an ONNX export: read against the graph's checksummed files, as the keys are
-        block, onnx_dir = (getattr(det, "meta", None) or {}).get("training_images"), getattr(det, "onnx_dir", None)
-        if not isinstance(block, dict) or onnx_dir is None:
-            return None, "its ONNX export carries no training record"
-        return _read_phashes(onnx_dir, {"training_images": block, "files": getattr(det, "onnx_files", None) or {}},
-                             verify=True, said="ONNX export: ")
-    return _read_phashes(head.path, head.manifest)
+        return _read(model["path"], model, verify=True, load=load_phashes)
+    return _keys_of(det, load=load_phashes)
 
 
-def _keys_of(det):
+def _keys_of(det, load=None):
     """(sorted keys, None) or (None, why there are none); (None, None) for a detector that is not a
-    trained head (rules, metadata: no training set to overlap with)."""
+    trained head (rules, metadata: no training set to overlap with). `load` as _read's."""
     head = getattr(det, "head", None)
     if head is None or not hasattr(head, "manifest"):
         meta = getattr(det, "meta", None)
@@ -62,8 +47,9 @@ def _keys_of(det):
             return None, ("its ONNX export carries no training record (the head has none, or the export was "
                           "made by an older version)")
         files = getattr(det, "onnx_files", None) or {}
-        return _read(onnx_dir, {"training_images": block, "files": files}, verify=True, said="ONNX export: ")
-    return _read(head.path, head.manifest)
+        return _read(onnx_dir, {"training_images": block, "files": files}, verify=True, said="ONNX export: ",
+                     load=load)
+    return _read(head.path, head.manifest, load=load)
 
 
 def _fusion_keys(model):

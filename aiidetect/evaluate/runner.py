@@ -60,9 +60,8 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     transform is given."""
     from ..discover import Candidate
     from ..pipeline import Pipeline
-    from ..pixels import ByteBudget, PixelBudget, PixelReader
-
     from ..perceptual import phash
+    from ..pixels import ByteBudget, PixelBudget, PixelReader
 
     hashes: dict[str, int | None] = {}
 

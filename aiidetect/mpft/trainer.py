@@ -118,12 +118,11 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
     """Decode and shrink every item once; unreadable files are reported and skipped. `digests`, when
     given, gets {path: SHA-256 of the bytes decoded} (train_record), and `phashes` {path: perceptual
     hash of the pixels decoded}."""
+    from ..perceptual import phash
     from ..pixels import failure, iter_pixels
 
     def shrink(img, s):
         if phashes is not None:
-            from ..perceptual import phash
-
             s.phash = phash(img)  # of the full decoded image, as eval hashes it
         return shrink_for_cache(img, spec)
 
