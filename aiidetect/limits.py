@@ -126,7 +126,9 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 # bytes lists 65,535 extents an item in no bytes (20 such items, 245 bytes, took 9 s to walk), and 13 MB of
 # `dimg` references took 17 s and 238 MB. Each tile of a grid is an item with entries in four tables, so this
 # also holds an AVIF grid to about 8,000 tiles: libavif's work grows faster than its tiles (200x200 tiles of
-# 8x8, 1.8 MB, took it 8 s before it refused the grid). Over it, `decode-error`.
+# 8x8, 1.8 MB, took it 8 s before it refused the grid). An image sequence's (`avis`) `moov` box, whose track
+# libavif decodes instead of the item (its first frame counted as an item is: decode.avif_track_pixels), is walked
+# within a budget of as many boxes of its own. Over it, `decode-error`.
 HEIF_MAX_ENTRIES = 65_536
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in

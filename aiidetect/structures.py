@@ -262,6 +262,83 @@ def heif_layout(data: bytes) -> HeifLayout | None:
     return lay
 
 
+class BmffTrack:
+    """What a track of an AVIF image sequence (`avis`) says of itself, as libavif reads it: its id and the
+    size its header declares (`tkhd`: the size Pillow gives), the track it is auxiliary to (a `tref`/`auxl`:
+    an alpha track), the size its first `av01` sample entry declares, and where its first sample lies (the first
+    chunk's offset, `stco`/`co64`, and the first sample size, `stsz`: libavif refuses a chunk of no samples, so
+    the first chunk holds it), the frame libavif hands dav1d first whatever the sizes say."""
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.size: tuple[int, int] = (0, 0)
+        self.aux_for: int | None = None
+        self.entry: tuple[int, int] | None = None
+        self.chunk: int | None = None
+        self.sample: int | None = None
+
+    @property
+    def first_sample(self) -> tuple[int, int] | None:
+        """(start, end) in the file of the first sample, or None where the tables do not say."""
+        if self.chunk is None or self.sample is None:
+            return None
+        return self.chunk, self.chunk + self.sample
+
+
+def bmff_tracks(data: bytes) -> list[BmffTrack]:
+    """The tracks of a HEIF/AVIF file's top-level `moov` box ([] without one), each read as far as its tables
+    go. Boxes walked count against HEIF_MAX_ENTRIES, as in the `meta` box (HeifLayoutError over it); no table is
+    walked entry by entry (only its first entry is read), so a sample table of millions of entries costs nothing
+    here. A track whose box is cut short is kept as far as it was read."""
+    for kind, start, end in bmff_boxes(data, 0, len(data)):
+        if kind == b"moov":
+            break
+    else:
+        return []
+    entries = _Entries()
+    tracks: list[BmffTrack] = []
+    for kind, p, e in entries.boxes(data, start, end):
+        if kind == b"trak":
+            track = BmffTrack()
+            tracks.append(track)
+            try:
+                _read_track(data, p, e, track, entries)
+            except (struct.error, IndexError):
+                pass                            # a box cut short: the track as far as it was read
+    return tracks
+
+
+# The boxes from a track down to its sample table, in order: only these are entered (a box nested in itself
+# again and again is not followed down).
+_TRACK_CONTAINERS = (b"mdia", b"minf", b"stbl")
+
+
+def _read_track(data: bytes, pos: int, end: int, track: BmffTrack, entries: _Entries, depth: int = 0) -> None:
+    for kind, p, e in entries.boxes(data, pos, end):
+        version = data[p] if p < e else 0
+        if depth < len(_TRACK_CONTAINERS) and kind == _TRACK_CONTAINERS[depth]:
+            _read_track(data, p, e, track, entries, depth + 1)
+        elif kind == b"tkhd":
+            track.id = struct.unpack_from(">I", data, p + (20 if version == 1 else 12))[0]
+            w, h = struct.unpack_from(">II", data, e - 8)           # 16.16 fixed point, the box's last fields
+            track.size = (w >> 16, h >> 16)
+        elif kind == b"tref":
+            for rkind, rp, re_ in entries.boxes(data, p, e):
+                if rkind == b"auxl" and rp + 4 <= re_ and track.aux_for is None:
+                    track.aux_for = struct.unpack_from(">I", data, rp)[0]
+        elif kind == b"stsd":
+            for skind, sp, se in entries.boxes(data, p + 8, e):
+                if skind == b"av01" and track.entry is None and sp + 28 <= se:
+                    track.entry = struct.unpack_from(">HH", data, sp + 24)     # VisualSampleEntry width, height
+        elif kind == b"stsz":
+            size, count = struct.unpack_from(">II", data, p + 4)
+            if count:
+                track.sample = size or struct.unpack_from(">I", data, p + 12)[0]
+        elif kind in (b"stco", b"co64"):
+            if struct.unpack_from(">I", data, p + 4)[0]:
+                track.chunk = struct.unpack_from(">I" if kind == b"stco" else ">Q", data, p + 8)[0]
+
+
 # OBUs looked through for an AV1 image's sequence header: writers put it first.
 AV1_MAX_OBUS = 64
 

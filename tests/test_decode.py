@@ -970,3 +970,64 @@ def test_avif_sequence_header_split_into_a_later_extent_is_refused(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(one)
     assert e.value.code == "decode-error" and "no AV1 sequence header in its first data extent" in e.value.message
+
+
+def _avif_sequences():
+    """A still, an alpha still, a sequence and an alpha sequence (colour and alpha tracks), encoded by Pillow."""
+    from PIL import Image
+
+    def enc(frames, mode):
+        shots = [Image.new(mode, (48, 32), (40 * i, 120, 200, 128)[:len(mode)]) for i in range(frames)]
+        b = io.BytesIO()
+        shots[0].save(b, "AVIF", save_all=frames > 1, append_images=shots[1:], quality=30)
+        return b.getvalue()
+
+    return {"still": (enc(1, "RGB"), 1), "alpha": (enc(1, "RGBA"), 1), "seq": (enc(3, "RGB"), 3),
+            "seq_alpha": (enc(2, "RGBA"), 2)}
+
+
+def test_avif_sequence_counts_the_frame_its_track_codes(monkeypatch):
+    """libavif decodes an AVIF image sequence (`avis`) from its track, not its item: a 1.9 KB `avis` whose item
+    and track said 64x64 over a first sample of an 8192x8192 frame passed --max-pixels and took 210 MB to
+    scan (a 64x64 one: 69 MB). Its track's first frame counts, the larger of the sizes its tables declare and
+    the frame its sequence header gives, as an item's does; stills, alpha and sequences still decode."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.structures import AV1_MAX_OBUS
+    from aiidetect.testing.hostile import av1_sequence_header, avis
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    for name, (data, frames) in _avif_sequences().items():
+        img, info = decode_bytes(data, DecodeLimits(max_pixels=48 * 32))
+        assert img.size == (48, 32) and info["frames"] == frames, name
+        assert info["has_alpha"] == ("alpha" in name), name
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(avis(2, 64, 64, first=av1_sequence_header(8192, 8192) + bytes(32)),
+                     DecodeLimits(max_pixels=10_000_000))
+    assert e.value.code == "too-large" and f"{8192 * 8192} pixels of coded images" in e.value.message
+    with pytest.raises(DecodeFailure) as e:        # libavif's own ceiling, 268 MP: over 2 x the default limit
+        decode_bytes(avis(2, 64, 64, first=av1_sequence_header(16384, 16384) + bytes(32)))
+    assert e.value.code == "too-large" and f"{16384 * 16384} pixels of coded images" in e.value.message
+    with pytest.raises(DecodeFailure) as e:        # dav1d reads past padding OBUs to the sequence header
+        decode_bytes(avis(2, 64, 64, first=b"\x7a\x00" * AV1_MAX_OBUS + av1_sequence_header(8192, 8192)))
+    assert e.value.code == "decode-error" and "track 1's first sample: no AV1 sequence header" in e.value.message
+
+
+def test_avif_sequence_track_boxes_are_capped(monkeypatch):
+    """The walk of an `avis` track's boxes counts them against limits.HEIF_MAX_ENTRIES, as the `meta` box's
+    tables do: a track of 70,000 empty boxes is refused before libavif reads it."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import avis, bmff_box
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    d = avis(2, 8, 8)
+    at = d.index(b"moov") - 4
+    moov = bmff_box(b"moov", bmff_box(b"trak", bmff_box(b"free") * 70_000))
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(d[:at] + moov)
+    assert e.value.code == "decode-error" and "more than 65536 table entries in its moov box" in e.value.message

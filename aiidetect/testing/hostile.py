@@ -718,6 +718,42 @@ def avif_tile(w: int = 64, h: int = 64) -> tuple[bytes, bytes, bytes]:
     return box(b"av1C"), box(b"pixi"), b"".join(d[off:off + n] for off, n in extents)
 
 
+def avis(frames: int = 3, w: int = 64, h: int = 48, first: bytes | None = None, claimed: int | None = None) -> bytes:
+    """An AVIF image sequence (`avis`) of `frames` w x h frames, encoded by Pillow (its AVIF encoder must be present):
+    a `meta` item (the first frame, as Pillow writes it) and a track of the frames, the track being what libavif
+    decodes. first: other bytes for the track's first sample (e.g. av1_sequence_header(8192, 8192) ahead of
+    coded data), moved with the other samples to a new `mdat` at the end, the item left on the frame it had;
+    claimed: the sample count its `stsz` declares, each sample the first's size (zeros after the frames)."""
+    b = io.BytesIO()
+    shots = [Image.new("RGB", (w, h), (40 * i % 256, 120, 200)) for i in range(frames)]
+    shots[0].save(b, "AVIF", save_all=True, append_images=shots[1:], duration=100, quality=30)
+    d = bytearray(b.getvalue())
+
+    def box(kind: bytes) -> int:                # payload start of the first such box
+        return d.index(kind, d.index(b"moov")) + 4
+
+    stsz, stco = box(b"stsz"), box(b"stco")
+    size, count = struct.unpack_from(">II", d, stsz + 4)
+    sizes = [size] * count if size else list(struct.unpack_from(f">{count}I", d, stsz + 12))
+    chunk = struct.unpack_from(">I", d, stco + 8)[0]
+    if first is not None:
+        rest = bytes(d[chunk + sizes[0]:chunk + sum(sizes)])
+        struct.pack_into(">I", d, stsz + 12 if not size else stsz + 4, len(first))
+        if size:                                # constant sizes cannot hold another first sample
+            raise ValueError("a sample table of constant sizes")
+        struct.pack_into(">I", d, stco + 8, len(d) + 8)
+        d += bmff_box(b"mdat", first + rest)
+    if claimed is not None:                     # every sample the first's size, all in the one chunk, the file
+        one = len(first) if first is not None else sizes[0]     # grown to hold them (libavif checks that)
+        struct.pack_into(">II", d, stsz + 4, one, claimed)
+        struct.pack_into(">I", d, box(b"stts") + 8, claimed)    # one entry: every sample one duration
+        struct.pack_into(">I", d, box(b"stsc") + 12, claimed)
+        mdat = d.rindex(b"mdat") - 4            # the last box
+        d += bytes(max(0, struct.unpack_from(">I", d, stco + 8)[0] + one * claimed - len(d)))
+        struct.pack_into(">I", d, mdat, len(d) - mdat)
+    return bytes(d)
+
+
 def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
     """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
     from the MP header (0: the header itself, no picture)."""
