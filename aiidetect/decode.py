@@ -552,9 +552,10 @@ def _frame_count(img, data: bytes) -> int:
     """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
     which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
-    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks). The image is left on
-    the frame it was opened on: a HEIF opens on its primary image, which need not be its first (seeking
-    back to frame 0 decoded another picture than the one whose size the record gives)."""
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks); an AVIF sequence's, the
+    samples its track's table declares (libavif's count, up to its 2,592,000), up to MAX_FRAMES_COUNTED. The
+    image is left on the frame it was opened on: a HEIF opens on its primary image, which need not be its first
+    (seeking back to frame 0 decoded another picture than the one whose size the record gives)."""
     try:
         start = img.tell()
     except Exception:  # noqa: BLE001
@@ -569,6 +570,8 @@ def _frame_count(img, data: bytes) -> int:
             return mpo_frames(img, data)
         if img.format == "PNG" and frames > 1:
             return max(1, min(frames, png_frame_chunks(data)))
+        if img.format == "AVIF":
+            return min(frames, MAX_FRAMES_COUNTED)
         return frames
     except Exception:  # noqa: BLE001
         return 1

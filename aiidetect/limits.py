@@ -73,7 +73,9 @@ DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 # The Pillow timings in these comments: `/usr/bin/time -v python -c "import io; from PIL import Image; from
 # aiidetect.testing.hostile import *; Image.open(io.BytesIO(BUILDER)).load()"`, one at a time on the
 # 2-core AMD EPYC above, loaded by other jobs (load 3 to 4: the times are upper bounds, the peaks hold). TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
-# their frame count in a header.
+# their frame count in a header. An AVIF image sequence's (`avis`) count is the samples its track's table declares,
+# which libavif takes up to 2,592,000 (each sample's bytes must lie in the file; one chunk of 8x8 frames, 88 MB):
+# it says at most this many too.
 MAX_FRAMES_COUNTED = 10_000
 
 # Sub-blocks a GIF's walk reads, stray bytes between blocks counted one each (Pillow reads those a byte at a

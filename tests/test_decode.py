@@ -1015,6 +1015,21 @@ def test_avif_sequence_counts_the_frame_its_track_codes(monkeypatch):
     assert e.value.code == "decode-error" and "track 1's first sample: no AV1 sequence header" in e.value.message
 
 
+def test_avif_sequence_frames_counted_up_to_the_cap():
+    """libavif counts the samples an `avis` track's table declares, up to 2,592,000 (one chunk of them, each the
+    first's size, in 88 MB): image.frames says at most limits.MAX_FRAMES_COUNTED, as for a GIF."""
+    from PIL import features
+
+    from aiidetect.limits import MAX_FRAMES_COUNTED
+    from aiidetect.testing.hostile import avis
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    img, info = decode_bytes(avis(2, 8, 8, claimed=MAX_FRAMES_COUNTED + 1))
+    assert img.size == (8, 8) and info["frames"] == MAX_FRAMES_COUNTED
+    assert decode_bytes(avis(2, 8, 8, claimed=MAX_FRAMES_COUNTED - 1))[1]["frames"] == MAX_FRAMES_COUNTED - 1
+
+
 def test_avif_sequence_track_boxes_are_capped(monkeypatch):
     """The walk of an `avis` track's boxes counts them against limits.HEIF_MAX_ENTRIES, as the `meta` box's
     tables do: a track of 70,000 empty boxes is refused before libavif reads it."""
