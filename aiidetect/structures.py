@@ -275,14 +275,16 @@ class BmffTrack:
         self.aux_for: int | None = None
         self.entry: tuple[int, int] | None = None
         self.chunk: int | None = None
-        self.sample: int | None = None
+        self.constant: int | None = None        # `stsz`: every sample's size, or
+        self.first_size: int | None = None      # the first sample's, from its table
 
     @property
     def first_sample(self) -> tuple[int, int] | None:
         """(start, end) in the file of the first sample, or None where the tables do not say."""
-        if self.chunk is None or self.sample is None:
+        size = self.constant or self.first_size
+        if self.chunk is None or size is None:
             return None
-        return self.chunk, self.chunk + self.sample
+        return self.chunk, self.chunk + size
 
 
 def bmff_tracks(data: bytes) -> list[BmffTrack]:
@@ -324,18 +326,22 @@ def _read_track(data: bytes, pos: int, end: int, track: BmffTrack, entries: _Ent
             track.size = (w >> 16, h >> 16)
         elif kind == b"tref":
             for rkind, rp, re_ in entries.boxes(data, p, e):
-                if rkind == b"auxl" and rp + 4 <= re_ and track.aux_for is None:
-                    track.aux_for = struct.unpack_from(">I", data, rp)[0]
+                if rkind == b"auxl" and rp + 4 <= re_:
+                    # libavif keeps the last `auxl`'s first id, 0 being none: a decoy first must not hide it
+                    track.aux_for = struct.unpack_from(">I", data, rp)[0] or None
         elif kind == b"stsd":
             for skind, sp, se in entries.boxes(data, p + 8, e):
                 if skind == b"av01" and track.entry is None and sp + 28 <= se:
                     track.entry = struct.unpack_from(">HH", data, sp + 24)     # VisualSampleEntry width, height
         elif kind == b"stsz":
+            # libavif appends the tables of a second box to the first's, and the last constant size wins over them
             size, count = struct.unpack_from(">II", data, p + 4)
-            if count:
-                track.sample = size or struct.unpack_from(">I", data, p + 12)[0]
+            if size:
+                track.constant = size
+            elif count and track.first_size is None:
+                track.first_size = struct.unpack_from(">I", data, p + 12)[0]
         elif kind in (b"stco", b"co64"):
-            if struct.unpack_from(">I", data, p + 4)[0]:
+            if struct.unpack_from(">I", data, p + 4)[0] and track.chunk is None:
                 track.chunk = struct.unpack_from(">I" if kind == b"stco" else ">Q", data, p + 8)[0]
 
 

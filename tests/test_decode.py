@@ -1046,3 +1046,39 @@ def test_avif_sequence_track_boxes_are_capped(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(d[:at] + moov)
     assert e.value.code == "decode-error" and "more than 65536 table entries in its moov box" in e.value.message
+
+
+def test_avif_sequence_tables_read_as_libavif_reads_them(monkeypatch):
+    """A second `auxl` reference or `stco` box must not hide the frame libavif decodes: it keeps a track's last
+    `auxl` (the alpha track below, whose first sample is 8192x8192, was not counted behind a first `auxl` to a track
+    that is not there: 64x64 samples said, 1.4 GB and 5 s in libavif) and the first `stco` box's first chunk."""
+    from PIL import AvifImagePlugin, Image, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, avis_moved
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    b = io.BytesIO()
+    shots = [Image.new("RGBA", (64, 64), (40 * i, 120, 200, 128)) for i in range(2)]
+    shots[0].save(b, "AVIF", save_all=True, append_images=shots[1:], quality=30)
+    rgba = b.getvalue()
+    big = av1_sequence_header(8192, 8192) + bytes(32)
+
+    def tracks(tree):
+        return [box for kind, box in tree if kind == b"trak"]
+
+    def decoy_auxl(tree):
+        next(box for kind, box in tracks(tree)[1] if kind == b"tref").insert(0, [b"auxl", struct.pack(">I", 99)])
+
+    def decoy_stco(tree):
+        stbl = tracks(tree)[0]
+        for kind in (b"mdia", b"minf", b"stbl"):
+            stbl = next(box for k, box in stbl if k == kind)
+        stco = next(box for box in stbl if box[0] == b"stco")
+        stbl.insert(stbl.index(stco), [b"stco", stco[1]])   # the first: moved to the big sample below
+
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    for edit, track in ((decoy_auxl, 1), (decoy_stco, 0)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(avis_moved(rgba, edit, big, track), DecodeLimits(max_pixels=10_000_000))
+        assert e.value.code == "too-large" and f"{8192 * 8192 + 64 * 64} pixels" in e.value.message, edit.__name__

@@ -754,6 +754,47 @@ def avis(frames: int = 3, w: int = 64, h: int = 48, first: bytes | None = None, 
     return bytes(d)
 
 
+# The boxes avis_moved opens: the path from `moov` down to a track's sample table, and a track's references.
+_MOOV_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"tref")
+
+
+def _bmff_tree(buf: bytes) -> list:
+    nodes, pos = [], 0
+    while pos + 8 <= len(buf):
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        body = buf[pos + 8:pos + size]
+        nodes.append([kind, _bmff_tree(body) if kind in _MOOV_CONTAINERS else body])
+        pos += size
+    return nodes
+
+
+def _bmff_bytes(nodes: list) -> bytes:
+    return b"".join(bmff_box(k, _bmff_bytes(b) if isinstance(b, list) else b) for k, b in nodes)
+
+
+def avis_moved(d: bytes, edit, sample: bytes | None = None, track: int = 0) -> bytes:
+    """An `avis` (from avis() or Pillow) whose `moov` box, edited by edit(tree) (each box a [type, payload] list,
+    containers a list of boxes), is moved to the end of the file, the old one renamed `free` (so the `mdat` offsets
+    hold). sample: new bytes for the first sample of the track-th track, in an `mdat` after the new `moov`."""
+    d = bytearray(d)
+    at = d.index(b"moov") - 4
+    tree = _bmff_tree(bytes(d[at + 8:at + struct.unpack_from(">I", d, at)[0]]))
+    d[at + 4:at + 8] = b"free"
+    edit(tree)
+    if sample is None:
+        return bytes(d) + bmff_box(b"moov", _bmff_bytes(tree))
+    stbl = [b for k, b in tree if k == b"trak"][track]
+    for kind in (b"mdia", b"minf", b"stbl"):
+        stbl = next(b for k, b in stbl if k == kind)
+    stsz = next(box for box in stbl if box[0] == b"stsz")
+    stco = next(box for box in stbl if box[0] == b"stco")
+    stsz[1] = stsz[1][:12] + struct.pack(">I", len(sample)) + stsz[1][16:]        # a table of sizes (Pillow's)
+    length = len(bmff_box(b"moov", _bmff_bytes(tree)))      # the offset written below does not change it
+    stco[1] = stco[1][:8] + struct.pack(">I", len(d) + length + 8) + stco[1][12:]
+    moov = bmff_box(b"moov", _bmff_bytes(tree))
+    return bytes(d) + moov + bmff_box(b"mdat", sample)
+
+
 def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
     """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
     from the MP header (0: the header itself, no picture)."""
