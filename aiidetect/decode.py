@@ -553,7 +553,8 @@ def _frame_count(img, data: bytes) -> int:
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
     which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
     are the frames it holds, not the count its acTL chunk claims (png_frame_chunks); an AVIF sequence's, the
-    samples its track's table declares (libavif's count, up to its 2,592,000), up to MAX_FRAMES_COUNTED. The
+    samples its track's table declares (libavif's count; over limits.AVIF_MAX_SAMPLES refused before), up to
+    MAX_FRAMES_COUNTED. The
     image is left on the frame it was opened on: a HEIF opens on its primary image, which need not be its first
     (seeking back to frame 0 decoded another picture than the one whose size the record gives)."""
     try:

@@ -11,7 +11,7 @@ import re
 import struct
 from typing import Iterator
 
-from .limits import HEIF_MAX_ENTRIES
+from .limits import AVIF_MAX_CHUNK_LOOKUPS, AVIF_MAX_SAMPLES, HEIF_MAX_ENTRIES
 
 # 0xFF and a byte that starts a segment: not a stuffed zero, not a restart marker, not another fill byte.
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -277,6 +277,26 @@ class BmffTrack:
         self.chunk: int | None = None
         self.constant: int | None = None        # `stsz`: every sample's size, or
         self.first_size: int | None = None      # the first sample's, from its table
+        self.chunks = 0                         # entries of its tables, all its boxes of each together
+        self.sizes = 0
+        self.runs: list[tuple[int, int]] = []   # `stsc`: (first chunk, samples per chunk)
+
+    def table_problem(self) -> str | None:
+        """Why libavif must not list this track's samples (limits.AVIF_MAX_SAMPLES, AVIF_MAX_CHUNK_LOOKUPS),
+        or None. Its samples are counted as libavif lists them: each chunk the samples of the last run starting
+        at or before it."""
+        if max(self.chunks, self.sizes) > AVIF_MAX_SAMPLES:
+            return f"a sample table of {max(self.chunks, self.sizes)} entries, over {AVIF_MAX_SAMPLES}"
+        if self.chunks * len(self.runs) > AVIF_MAX_CHUNK_LOOKUPS:
+            return (f"{self.chunks} chunks and {len(self.runs)} stsc entries, over {AVIF_MAX_CHUNK_LOOKUPS} "
+                    f"lookups")
+        samples = 0
+        for i, (first, per) in enumerate(self.runs):
+            upto = self.runs[i + 1][0] if i + 1 < len(self.runs) else self.chunks + 1
+            samples += per * max(0, min(upto, self.chunks + 1) - max(first, 1))
+        if samples > AVIF_MAX_SAMPLES:
+            return f"{samples} samples, over {AVIF_MAX_SAMPLES}"
+        return None
 
     @property
     def first_sample(self) -> tuple[int, int] | None:
@@ -289,9 +309,10 @@ class BmffTrack:
 
 def bmff_tracks(data: bytes) -> list[BmffTrack]:
     """The tracks of a HEIF/AVIF file's top-level `moov` box ([] without one), each read as far as its tables
-    go. Boxes walked count against HEIF_MAX_ENTRIES, as in the `meta` box (HeifLayoutError over it); no table is
-    walked entry by entry (only its first entry is read), so a sample table of millions of entries costs nothing
-    here. A track whose box is cut short is kept as far as it was read."""
+    go. Boxes walked count against HEIF_MAX_ENTRIES, as in the `meta` box (HeifLayoutError over it); of the sample
+    tables only the first entries are read, and the `stsc` runs (at most AVIF_MAX_SAMPLES): a track whose tables
+    declare more than libavif should list (BmffTrack.table_problem) is a HeifLayoutError too. A track whose box is
+    cut short is kept as far as it was read."""
     for kind, start, end in bmff_boxes(data, 0, len(data)):
         if kind == b"moov":
             break
@@ -307,6 +328,9 @@ def bmff_tracks(data: bytes) -> list[BmffTrack]:
                 _read_track(data, p, e, track, entries)
             except (struct.error, IndexError):
                 pass                            # a box cut short: the track as far as it was read
+            problem = track.table_problem()
+            if problem:
+                raise HeifLayoutError(f"track {track.id}: {problem}")
     return tracks
 
 
@@ -338,11 +362,22 @@ def _read_track(data: bytes, pos: int, end: int, track: BmffTrack, entries: _Ent
             size, count = struct.unpack_from(">II", data, p + 4)
             if size:
                 track.constant = size
-            elif count and track.first_size is None:
-                track.first_size = struct.unpack_from(">I", data, p + 12)[0]
+            else:
+                track.sizes += count
+                if count and track.first_size is None:
+                    track.first_size = struct.unpack_from(">I", data, p + 12)[0]
         elif kind in (b"stco", b"co64"):
-            if struct.unpack_from(">I", data, p + 4)[0] and track.chunk is None:
+            count = struct.unpack_from(">I", data, p + 4)[0]
+            track.chunks += count
+            if count and track.chunk is None:
                 track.chunk = struct.unpack_from(">I" if kind == b"stco" else ">Q", data, p + 8)[0]
+        elif kind == b"stsc":
+            count = struct.unpack_from(">I", data, p + 4)[0]
+            if len(track.runs) + count > AVIF_MAX_SAMPLES:
+                raise HeifLayoutError(f"track {track.id}: {len(track.runs) + count} stsc entries, over "
+                                      f"{AVIF_MAX_SAMPLES}")
+            n = max(0, min(count, (e - p - 8) // 12))
+            track.runs += [(first, per) for first, per, _ in struct.iter_unpack(">III", data[p + 8:p + 8 + 12 * n])]
 
 
 # OBUs looked through for an AV1 image's sequence header: writers put it first.

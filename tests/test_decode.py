@@ -1082,3 +1082,30 @@ def test_avif_sequence_tables_read_as_libavif_reads_them(monkeypatch):
         with pytest.raises(DecodeFailure) as e:
             decode_bytes(avis_moved(rgba, edit, big, track), DecodeLimits(max_pixels=10_000_000))
         assert e.value.code == "too-large" and f"{8192 * 8192 + 64 * 64} pixels" in e.value.message, edit.__name__
+
+
+def test_avif_sequence_sample_tables_capped_before_libavif(monkeypatch):
+    """libavif lists every sample an `avis` track declares (up to 2,592,000) and finds each chunk's samples by
+    reading the `stsc` table back from its end: 120,000 chunks and as many entries (1.9 MB) took 15 s to open,
+    growing with their square. limits.AVIF_MAX_SAMPLES and AVIF_MAX_CHUNK_LOOKUPS hold them; a table within
+    both still decodes."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.limits import AVIF_MAX_CHUNK_LOOKUPS, AVIF_MAX_SAMPLES
+    from aiidetect.testing.hostile import avis, avis_chunks
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    n = int(AVIF_MAX_CHUNK_LOOKUPS ** 0.5)
+    assert decode_bytes(avis_chunks(n))[1]["frames"] == n
+    real = AvifImagePlugin.AvifImageFile._open
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    for data, says in ((avis_chunks(n + 1), f"{n + 1} chunks and {n + 1} stsc entries"),
+                       (avis_chunks(n + 1, runs=AVIF_MAX_SAMPLES + 1), f"{AVIF_MAX_SAMPLES + 1} stsc entries"),
+                       (avis_chunks(AVIF_MAX_SAMPLES + 1, runs=1), f"{AVIF_MAX_SAMPLES + 1} entries"),
+                       (avis(2, 8, 8, claimed=AVIF_MAX_SAMPLES + 1), f"{AVIF_MAX_SAMPLES + 1} samples")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and says in e.value.message
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", real)
+    assert decode_bytes(avis(2, 8, 8, claimed=AVIF_MAX_SAMPLES))[1]["frames"] == 10_000

@@ -795,6 +795,32 @@ def avis_moved(d: bytes, edit, sample: bytes | None = None, track: int = 0) -> b
     return bytes(d) + moov + bmff_box(b"mdat", sample)
 
 
+def avis_chunks(n: int, runs: int | None = None) -> bytes:
+    """An `avis` of 8x8 frames whose track's table declares n chunks of one sample each (all the first sample's
+    bytes), described by `runs` `stsc` entries (n by default: chunk 1, 2, ... each a run of its own), every
+    sample the first's size: libavif reads the `stsc` table back from its end for each chunk."""
+    runs = n if runs is None else runs
+
+    def edit(tree):
+        stbl = [b for k, b in tree if k == b"trak"][0]
+        for kind in (b"mdia", b"minf", b"stbl"):
+            stbl = next(b for k, b in stbl if k == kind)
+        for box in stbl:
+            kind, body = box
+            if kind == b"stsz":
+                size = struct.unpack_from(">I", body, 4)[0] or struct.unpack_from(">I", body, 12)[0]
+                box[1] = bytes(4) + struct.pack(">II", size, n)
+            elif kind == b"stco":
+                box[1] = bytes(4) + struct.pack(">I", n) + body[8:12] * n
+            elif kind == b"stsc":
+                box[1] = bytes(4) + struct.pack(">I", runs) + b"".join(struct.pack(">III", i + 1, 1, 1)
+                                                                       for i in range(runs))
+            elif kind == b"stts":
+                box[1] = bytes(4) + struct.pack(">III", 1, n, 1)
+
+    return avis_moved(avis(2, 8, 8), edit)
+
+
 def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
     """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
     from the MP header (0: the header itself, no picture)."""
