@@ -129,7 +129,7 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 # also holds an AVIF grid to about 8,000 tiles: libavif's work grows faster than its tiles (200x200 tiles of
 # 8x8, 1.8 MB, took it 8 s before it refused the grid). An image sequence's (`avis`) `moov` box, whose track
 # libavif decodes instead of the item (its first frame counted as an item is: decode.avif_track_pixels), is walked
-# within a budget of as many boxes of its own. Over it, `decode-error`.
+# within a budget of as many boxes (and `stsc` runs) of its own. Over it, `decode-error`.
 HEIF_MAX_ENTRIES = 65_536
 
 # An AVIF image sequence's (`avis`) track: the samples its sample table declares (chunks, `stco`/`co64`, times the

@@ -310,7 +310,7 @@ class BmffTrack:
 def bmff_tracks(data: bytes) -> list[BmffTrack]:
     """The tracks of a HEIF/AVIF file's top-level `moov` box ([] without one), each read as far as its tables
     go. Boxes walked count against HEIF_MAX_ENTRIES, as in the `meta` box (HeifLayoutError over it); of the sample
-    tables only the first entries are read, and the `stsc` runs (at most AVIF_MAX_SAMPLES): a track whose tables
+    tables only the first entries are read, and the `stsc` runs (counted as entries): a track whose tables
     declare more than libavif should list (BmffTrack.table_problem) is a HeifLayoutError too. A track whose box is
     cut short is kept as far as it was read."""
     for kind, start, end in bmff_boxes(data, 0, len(data)):
@@ -376,6 +376,7 @@ def _read_track(data: bytes, pos: int, end: int, track: BmffTrack, entries: _Ent
             if len(track.runs) + count > AVIF_MAX_SAMPLES:
                 raise HeifLayoutError(f"track {track.id}: {len(track.runs) + count} stsc entries, over "
                                       f"{AVIF_MAX_SAMPLES}")
+            entries.spend(count)                # the runs kept, of all the tracks together
             n = max(0, min(count, (e - p - 8) // 12))
             track.runs += [(first, per) for first, per, _ in struct.iter_unpack(">III", data[p + 8:p + 8 + 12 * n])]
 

@@ -1109,3 +1109,19 @@ def test_avif_sequence_sample_tables_capped_before_libavif(monkeypatch):
         assert e.value.code == "decode-error" and says in e.value.message
     monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", real)
     assert decode_bytes(avis(2, 8, 8, claimed=AVIF_MAX_SAMPLES))[1]["frames"] == 10_000
+
+
+def test_avif_sequence_stsc_runs_of_all_tracks_share_one_budget():
+    """The `stsc` runs the walk keeps count against the `moov` box's entries (limits.HEIF_MAX_ENTRIES), all the
+    tracks together: 50 tracks of 65,536 runs each (39 MB), each under AVIF_MAX_SAMPLES, took the walk 2.7 s and
+    400 MB."""
+    from aiidetect.limits import HEIF_MAX_ENTRIES
+    from aiidetect.structures import HeifLayoutError, bmff_tracks
+    from aiidetect.testing.hostile import bmff_box
+
+    runs = b"".join(struct.pack(">III", i + 1, 1, 1) for i in range(HEIF_MAX_ENTRIES // 2))
+    stsc = bmff_box(b"stsc", bytes(4) + struct.pack(">I", HEIF_MAX_ENTRIES // 2) + runs)
+    trak = bmff_box(b"trak", bmff_box(b"mdia", bmff_box(b"minf", bmff_box(b"stbl", stsc))))
+    assert len(bmff_tracks(bmff_box(b"moov", trak))) == 1
+    with pytest.raises(HeifLayoutError, match="table entries"):
+        bmff_tracks(bmff_box(b"moov", trak * 2))
