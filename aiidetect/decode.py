@@ -552,9 +552,11 @@ def _frame_count(img, data: bytes) -> int:
     """n_frames walks every frame of a TIFF; a corrupt later frame must not sink a readable first one.
     A GIF's frames and a PSD's layers are counted from `data` (gif_walk, psd_layers), not by Pillow,
     which parses each frame's sub-blocks and each layer's row tables in Python to count them; an APNG's
-    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks). The image is left on
-    the frame it was opened on: a HEIF opens on its primary image, which need not be its first (seeking
-    back to frame 0 decoded another picture than the one whose size the record gives)."""
+    are the frames it holds, not the count its acTL chunk claims (png_frame_chunks); an AVIF sequence's, the
+    samples its track's table declares (libavif's count; over limits.AVIF_MAX_SAMPLES refused before), up to
+    MAX_FRAMES_COUNTED. The
+    image is left on the frame it was opened on: a HEIF opens on its primary image, which need not be its first
+    (seeking back to frame 0 decoded another picture than the one whose size the record gives)."""
     try:
         start = img.tell()
     except Exception:  # noqa: BLE001
@@ -569,6 +571,8 @@ def _frame_count(img, data: bytes) -> int:
             return mpo_frames(img, data)
         if img.format == "PNG" and frames > 1:
             return max(1, min(frames, png_frame_chunks(data)))
+        if img.format == "AVIF":
+            return min(frames, MAX_FRAMES_COUNTED)
         return frames
     except Exception:  # noqa: BLE001
         return 1
@@ -715,6 +719,54 @@ _HEIF_MAX_DEPTH = 8
 
 
 def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
+    """(why libheif or libavif must not decode this HEIF/AVIF's image, or None; the coded pixels it is made
+    of; its primary item's ispe, before any crop). The primary item's pixels (heif_items_problem), or an AVIF
+    image sequence's first frame's (avif_track_pixels), whichever is more: libavif decodes the track of an
+    `avis`, not its item, and which it takes depends on its version (the major brand, or any track at all)."""
+    problem, coded, size = heif_items_problem(data)
+    if problem:
+        return problem, coded, size
+    try:
+        return None, max(coded, avif_track_pixels(data)), size
+    except _HeifRefusal as exc:
+        return str(exc), 0, size
+
+
+def avif_track_pixels(data: bytes) -> int:
+    """The coded pixels libavif decodes first from an AVIF image sequence's tracks (0 without one): its colour
+    track's (the first `av01` track auxiliary to none) and its alpha track's (the first `av01` track auxiliary to
+    that one), each the largest of the size its header declares (the size Pillow gives), the size its sample
+    entry declares and the frame its first sample's AV1 sequence header gives: dav1d decodes that frame whatever
+    the tables say (a 1.9 KB `avis` whose track said 64x64 over an 8192x8192 frame took 210 MB, a 64x64 one 69 MB).
+    Raises _HeifRefusal over limits.HEIF_MAX_ENTRIES boxes in its `moov` box, or where the first sample holds no
+    sequence header among its first OBUs (structures.AV1_MAX_OBUS) but more OBUs."""
+    from .structures import HeifLayoutError, av1_frame_size, bmff_tracks
+
+    try:
+        tracks = bmff_tracks(data)
+    except HeifLayoutError as exc:
+        raise _HeifRefusal(f"{exc} in its moov box") from None
+    av1 = [t for t in tracks if t.id and t.entry and t.first_sample]      # as libavif picks its tracks
+    color = next((t for t in av1 if t.aux_for is None), None)
+    if color is None:
+        return 0
+    alpha = next((t for t in av1 if t.aux_for == color.id), None)
+    total = 0
+    for track in (color, alpha) if alpha else (color,):
+        pixels = max(track.size[0] * track.size[1], track.entry[0] * track.entry[1])
+        try:
+            frame = av1_frame_size(data, *track.first_sample)
+        except IndexError:
+            frame = None
+        except HeifLayoutError as exc:
+            raise _HeifRefusal(f"track {track.id}'s first sample: {exc}") from None
+        if frame:
+            pixels = max(pixels, frame[0] * frame[1])
+        total += pixels
+    return total
+
+
+def heif_items_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
     """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
     it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own
     `ispe`: a grid of tiles, or of grids, costs its tiles' pixels (repeats counted), not its own size. An AV1
@@ -999,8 +1051,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
         if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
             # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
-            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded images (tiles), over "
-                                             f"{DECODE_BUDGET_IMAGES} x the {limits.max_pixels}-pixel limit "
+            raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded images (tiles, frames), "
+                                             f"over {DECODE_BUDGET_IMAGES} x the {limits.max_pixels}-pixel limit "
                                              f"(--max-pixels {-(-coded // DECODE_BUDGET_IMAGES)} or more scans it)")
     _admit_in_pillow(Image, limits.max_pixels)
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.

@@ -73,7 +73,8 @@ DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 # The Pillow timings in these comments: `/usr/bin/time -v python -c "import io; from PIL import Image; from
 # aiidetect.testing.hostile import *; Image.open(io.BytesIO(BUILDER)).load()"`, one at a time on the
 # 2-core AMD EPYC above, loaded by other jobs (load 3 to 4: the times are upper bounds, the peaks hold). TIFF pages have their own cap (10,000, provenance.tiffguard); other formats state
-# their frame count in a header.
+# their frame count in a header. An AVIF image sequence's (`avis`) count is the samples its track's table declares
+# (at most AVIF_MAX_SAMPLES, refused over it): it says at most this many too.
 MAX_FRAMES_COUNTED = 10_000
 
 # Sub-blocks a GIF's walk reads, stray bytes between blocks counted one each (Pillow reads those a byte at a
@@ -126,8 +127,22 @@ BMP_RLE_MAX_PIXELS = 3 << 22
 # bytes lists 65,535 extents an item in no bytes (20 such items, 245 bytes, took 9 s to walk), and 13 MB of
 # `dimg` references took 17 s and 238 MB. Each tile of a grid is an item with entries in four tables, so this
 # also holds an AVIF grid to about 8,000 tiles: libavif's work grows faster than its tiles (200x200 tiles of
-# 8x8, 1.8 MB, took it 8 s before it refused the grid). Over it, `decode-error`.
+# 8x8, 1.8 MB, took it 8 s before it refused the grid). An image sequence's (`avis`) `moov` box, whose track
+# libavif decodes instead of the item (its first frame counted as an item is: decode.avif_track_pixels), is walked
+# within a budget of as many boxes (and `stsc` runs) of its own. Over it, `decode-error`.
 HEIF_MAX_ENTRIES = 65_536
+
+# An AVIF image sequence's (`avis`) track: the samples its sample table declares (chunks, `stco`/`co64`, times the
+# samples per chunk, `stsc`), and the entries of each of those tables and of its sample sizes (`stsz`), at most this
+# many; and its chunks times its `stsc` entries at most AVIF_MAX_CHUNK_LOOKUPS. libavif lists every sample before it
+# decodes the first (about 56 bytes each, up to its own 2,592,000: a file of that many 8x8 frames, 88 MB, took
+# `scan -d metadata` 785 MB) and finds each chunk's sample count by reading the `stsc` table back from its end: a
+# 1.9 MB `avis` of 120,000 chunks and as many `stsc` entries took 15 s to open, its time growing with their square
+# (testing.hostile.avis_chunks(120_000)). 65,536 frames are 36 minutes at 30 frames a second; writers put all the
+# frames in one chunk (Pillow, libavif) or a chunk a second (ffmpeg), each `stsc` entry a change of chunk length.
+# Over either, `decode-error`.
+AVIF_MAX_SAMPLES = 65_536
+AVIF_MAX_CHUNK_LOOKUPS = 1 << 24
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

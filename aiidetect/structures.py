@@ -11,7 +11,7 @@ import re
 import struct
 from typing import Iterator
 
-from .limits import HEIF_MAX_ENTRIES
+from .limits import AVIF_MAX_CHUNK_LOOKUPS, AVIF_MAX_SAMPLES, HEIF_MAX_ENTRIES
 
 # 0xFF and a byte that starts a segment: not a stuffed zero, not a restart marker, not another fill byte.
 NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -265,6 +265,125 @@ def heif_layout(data: bytes) -> HeifLayout | None:
             elif kind == b"auxC" and item not in lay.aux_types:
                 lay.aux_types[item] = data[p + 4:min(e, p + 132)].split(b"\0", 1)[0]
     return lay
+
+
+class BmffTrack:
+    """What a track of an AVIF image sequence (`avis`) says of itself, as libavif reads it: its id and the
+    size its header declares (`tkhd`: the size Pillow gives), the track it is auxiliary to (a `tref`/`auxl`:
+    an alpha track), the size its first `av01` sample entry declares, and where its first sample lies (the first
+    chunk's offset, `stco`/`co64`, and the first sample size, `stsz`: libavif refuses a chunk of no samples, so
+    the first chunk holds it), the frame libavif hands dav1d first whatever the sizes say."""
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.size: tuple[int, int] = (0, 0)
+        self.aux_for: int | None = None
+        self.entry: tuple[int, int] | None = None
+        self.chunk: int | None = None
+        self.constant: int | None = None        # `stsz`: every sample's size, or
+        self.first_size: int | None = None      # the first sample's, from its table
+        self.chunks = 0                         # entries of its tables, all its boxes of each together
+        self.sizes = 0
+        self.runs: list[tuple[int, int]] = []   # `stsc`: (first chunk, samples per chunk)
+
+    def table_problem(self) -> str | None:
+        """Why libavif must not list this track's samples (limits.AVIF_MAX_SAMPLES, AVIF_MAX_CHUNK_LOOKUPS),
+        or None. Its samples are counted as libavif lists them: each chunk the samples of the last run starting
+        at or before it."""
+        if max(self.chunks, self.sizes) > AVIF_MAX_SAMPLES:
+            return f"a sample table of {max(self.chunks, self.sizes)} entries, over {AVIF_MAX_SAMPLES}"
+        if self.chunks * len(self.runs) > AVIF_MAX_CHUNK_LOOKUPS:
+            return (f"{self.chunks} chunks and {len(self.runs)} stsc entries, over {AVIF_MAX_CHUNK_LOOKUPS} "
+                    f"lookups")
+        samples = 0
+        for i, (first, per) in enumerate(self.runs):
+            upto = self.runs[i + 1][0] if i + 1 < len(self.runs) else self.chunks + 1
+            samples += per * max(0, min(upto, self.chunks + 1) - max(first, 1))
+        if samples > AVIF_MAX_SAMPLES:
+            return f"{samples} samples, over {AVIF_MAX_SAMPLES}"
+        return None
+
+    @property
+    def first_sample(self) -> tuple[int, int] | None:
+        """(start, end) in the file of the first sample, or None where the tables do not say."""
+        size = self.constant or self.first_size
+        if self.chunk is None or size is None:
+            return None
+        return self.chunk, self.chunk + size
+
+
+def bmff_tracks(data: bytes) -> list[BmffTrack]:
+    """The tracks of a HEIF/AVIF file's top-level `moov` box ([] without one), each read as far as its tables
+    go. Boxes walked count against HEIF_MAX_ENTRIES, as in the `meta` box (HeifLayoutError over it); of the sample
+    tables only the first entries are read, and the `stsc` runs (counted as entries): a track whose tables
+    declare more than libavif should list (BmffTrack.table_problem) is a HeifLayoutError too. A track whose box is
+    cut short is kept as far as it was read."""
+    for kind, start, end in bmff_boxes(data, 0, len(data)):
+        if kind == b"moov":
+            break
+    else:
+        return []
+    entries = _Entries()
+    tracks: list[BmffTrack] = []
+    for kind, p, e in entries.boxes(data, start, end):
+        if kind == b"trak":
+            track = BmffTrack()
+            tracks.append(track)
+            try:
+                _read_track(data, p, e, track, entries)
+            except (struct.error, IndexError):
+                pass                            # a box cut short: the track as far as it was read
+            problem = track.table_problem()
+            if problem:
+                raise HeifLayoutError(f"track {track.id}: {problem}")
+    return tracks
+
+
+# The boxes from a track down to its sample table, in order: only these are entered (a box nested in itself
+# again and again is not followed down).
+_TRACK_CONTAINERS = (b"mdia", b"minf", b"stbl")
+
+
+def _read_track(data: bytes, pos: int, end: int, track: BmffTrack, entries: _Entries, depth: int = 0) -> None:
+    for kind, p, e in entries.boxes(data, pos, end):
+        version = data[p] if p < e else 0
+        if depth < len(_TRACK_CONTAINERS) and kind == _TRACK_CONTAINERS[depth]:
+            _read_track(data, p, e, track, entries, depth + 1)
+        elif kind == b"tkhd":
+            track.id = struct.unpack_from(">I", data, p + (20 if version == 1 else 12))[0]
+            w, h = struct.unpack_from(">II", data, e - 8)           # 16.16 fixed point, the box's last fields
+            track.size = (w >> 16, h >> 16)
+        elif kind == b"tref":
+            for rkind, rp, re_ in entries.boxes(data, p, e):
+                if rkind == b"auxl" and rp + 4 <= re_:
+                    # libavif keeps the last `auxl`'s first id, 0 being none: a decoy first must not hide it
+                    track.aux_for = struct.unpack_from(">I", data, rp)[0] or None
+        elif kind == b"stsd":
+            for skind, sp, se in entries.boxes(data, p + 8, e):
+                if skind == b"av01" and track.entry is None and sp + 28 <= se:
+                    track.entry = struct.unpack_from(">HH", data, sp + 24)     # VisualSampleEntry width, height
+        elif kind == b"stsz":
+            # libavif appends the tables of a second box to the first's, and the last constant size wins over them
+            size, count = struct.unpack_from(">II", data, p + 4)
+            if size:
+                track.constant = size
+            else:
+                track.sizes += count
+                if count and track.first_size is None:
+                    track.first_size = struct.unpack_from(">I", data, p + 12)[0]
+        elif kind in (b"stco", b"co64"):
+            count = struct.unpack_from(">I", data, p + 4)[0]
+            track.chunks += count
+            if count and track.chunk is None:
+                track.chunk = struct.unpack_from(">I" if kind == b"stco" else ">Q", data, p + 8)[0]
+        elif kind == b"stsc":
+            count = struct.unpack_from(">I", data, p + 4)[0]
+            if len(track.runs) + count > AVIF_MAX_SAMPLES:
+                raise HeifLayoutError(f"track {track.id}: {len(track.runs) + count} stsc entries, over "
+                                      f"{AVIF_MAX_SAMPLES}")
+            entries.spend(count)                # the runs kept, of all the tracks together
+            n = max(0, min(count, (e - p - 8) // 12))
+            track.runs += [(first, per) for first, per, _ in struct.iter_unpack(">III", data[p + 8:p + 8 + 12 * n])]
 
 
 # OBUs looked through for an AV1 image's sequence header: writers put it first.

@@ -987,3 +987,158 @@ def test_avif_sequence_header_split_into_a_later_extent_is_refused(monkeypatch):
     with pytest.raises(DecodeFailure) as e:
         decode_bytes(one)
     assert e.value.code == "decode-error" and "no AV1 sequence header in its first data extent" in e.value.message
+
+
+def _avif_sequences():
+    """A still, an alpha still, a sequence and an alpha sequence (colour and alpha tracks), encoded by Pillow."""
+    from PIL import Image
+
+    def enc(frames, mode):
+        shots = [Image.new(mode, (48, 32), (40 * i, 120, 200, 128)[:len(mode)]) for i in range(frames)]
+        b = io.BytesIO()
+        shots[0].save(b, "AVIF", save_all=frames > 1, append_images=shots[1:], quality=30)
+        return b.getvalue()
+
+    return {"still": (enc(1, "RGB"), 1), "alpha": (enc(1, "RGBA"), 1), "seq": (enc(3, "RGB"), 3),
+            "seq_alpha": (enc(2, "RGBA"), 2)}
+
+
+def test_avif_sequence_counts_the_frame_its_track_codes(monkeypatch):
+    """libavif decodes an AVIF image sequence (`avis`) from its track, not its item: a 1.9 KB `avis` whose item
+    and track said 64x64 over a first sample of an 8192x8192 frame passed --max-pixels and took 210 MB to
+    scan (a 64x64 one: 69 MB). Its track's first frame counts, the larger of the sizes its tables declare and
+    the frame its sequence header gives, as an item's does; stills, alpha and sequences still decode."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.structures import AV1_MAX_OBUS
+    from aiidetect.testing.hostile import av1_sequence_header, avis
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    for name, (data, frames) in _avif_sequences().items():
+        img, info = decode_bytes(data, DecodeLimits(max_pixels=48 * 32))
+        assert img.size == (48, 32) and info["frames"] == frames, name
+        assert info["has_alpha"] == ("alpha" in name), name
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(avis(2, 64, 64, first=av1_sequence_header(8192, 8192) + bytes(32)),
+                     DecodeLimits(max_pixels=10_000_000))
+    assert e.value.code == "too-large" and f"{8192 * 8192} pixels of coded images" in e.value.message
+    with pytest.raises(DecodeFailure) as e:        # libavif's own ceiling, 268 MP: over 2 x the default limit
+        decode_bytes(avis(2, 64, 64, first=av1_sequence_header(16384, 16384) + bytes(32)))
+    assert e.value.code == "too-large" and f"{16384 * 16384} pixels of coded images" in e.value.message
+    with pytest.raises(DecodeFailure) as e:        # dav1d reads past padding OBUs to the sequence header
+        decode_bytes(avis(2, 64, 64, first=b"\x7a\x00" * AV1_MAX_OBUS + av1_sequence_header(8192, 8192)))
+    assert e.value.code == "decode-error" and "track 1's first sample: no AV1 sequence header" in e.value.message
+
+
+def test_avif_sequence_frames_counted_up_to_the_cap():
+    """libavif counts the samples an `avis` track's table declares, up to 2,592,000 (one chunk of them, each the
+    first's size, in 88 MB): image.frames says at most limits.MAX_FRAMES_COUNTED, as for a GIF."""
+    from PIL import features
+
+    from aiidetect.limits import MAX_FRAMES_COUNTED
+    from aiidetect.testing.hostile import avis
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    img, info = decode_bytes(avis(2, 8, 8, claimed=MAX_FRAMES_COUNTED + 1))
+    assert img.size == (8, 8) and info["frames"] == MAX_FRAMES_COUNTED
+    assert decode_bytes(avis(2, 8, 8, claimed=MAX_FRAMES_COUNTED - 1))[1]["frames"] == MAX_FRAMES_COUNTED - 1
+
+
+def test_avif_sequence_track_boxes_are_capped(monkeypatch):
+    """The walk of an `avis` track's boxes counts them against limits.HEIF_MAX_ENTRIES, as the `meta` box's
+    tables do: a track of 70,000 empty boxes is refused before libavif reads it."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.testing.hostile import avis, bmff_box
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    d = avis(2, 8, 8)
+    at = d.index(b"moov") - 4
+    moov = bmff_box(b"moov", bmff_box(b"trak", bmff_box(b"free") * 70_000))
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(d[:at] + moov)
+    assert e.value.code == "decode-error" and "more than 65536 table entries in its moov box" in e.value.message
+
+
+def test_avif_sequence_tables_read_as_libavif_reads_them(monkeypatch):
+    """A second `auxl` reference or `stco` box must not hide the frame libavif decodes: it keeps a track's last
+    `auxl` (the alpha track below, whose first sample is 8192x8192, was not counted behind a first `auxl` to a track
+    that is not there: 64x64 samples said, 1.4 GB and 5 s in libavif) and the first `stco` box's first chunk."""
+    from PIL import AvifImagePlugin, Image, features
+
+    from aiidetect.testing.hostile import av1_sequence_header, avis_moved
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    b = io.BytesIO()
+    shots = [Image.new("RGBA", (64, 64), (40 * i, 120, 200, 128)) for i in range(2)]
+    shots[0].save(b, "AVIF", save_all=True, append_images=shots[1:], quality=30)
+    rgba = b.getvalue()
+    big = av1_sequence_header(8192, 8192) + bytes(32)
+
+    def tracks(tree):
+        return [box for kind, box in tree if kind == b"trak"]
+
+    def decoy_auxl(tree):
+        next(box for kind, box in tracks(tree)[1] if kind == b"tref").insert(0, [b"auxl", struct.pack(">I", 99)])
+
+    def decoy_stco(tree):
+        stbl = tracks(tree)[0]
+        for kind in (b"mdia", b"minf", b"stbl"):
+            stbl = next(box for k, box in stbl if k == kind)
+        stco = next(box for box in stbl if box[0] == b"stco")
+        stbl.insert(stbl.index(stco), [b"stco", stco[1]])   # the first: moved to the big sample below
+
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    for edit, track in ((decoy_auxl, 1), (decoy_stco, 0)):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(avis_moved(rgba, edit, big, track), DecodeLimits(max_pixels=10_000_000))
+        assert e.value.code == "too-large" and f"{8192 * 8192 + 64 * 64} pixels" in e.value.message, edit.__name__
+
+
+def test_avif_sequence_sample_tables_capped_before_libavif(monkeypatch):
+    """libavif lists every sample an `avis` track declares (up to 2,592,000) and finds each chunk's samples by
+    reading the `stsc` table back from its end: 120,000 chunks and as many entries (1.9 MB) took 15 s to open,
+    growing with their square. limits.AVIF_MAX_SAMPLES and AVIF_MAX_CHUNK_LOOKUPS hold them; a table within
+    both still decodes."""
+    from PIL import AvifImagePlugin, features
+
+    from aiidetect.limits import AVIF_MAX_CHUNK_LOOKUPS, AVIF_MAX_SAMPLES
+    from aiidetect.testing.hostile import avis, avis_chunks
+
+    if not features.check("avif"):
+        pytest.skip("Pillow without AVIF")
+    n = int(AVIF_MAX_CHUNK_LOOKUPS ** 0.5)
+    assert decode_bytes(avis_chunks(n))[1]["frames"] == n
+    real = AvifImagePlugin.AvifImageFile._open
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", _never("libavif"))
+    for data, says in ((avis_chunks(n + 1), f"{n + 1} chunks and {n + 1} stsc entries"),
+                       (avis_chunks(n + 1, runs=AVIF_MAX_SAMPLES + 1), f"{AVIF_MAX_SAMPLES + 1} stsc entries"),
+                       (avis_chunks(AVIF_MAX_SAMPLES + 1, runs=1), f"{AVIF_MAX_SAMPLES + 1} entries"),
+                       (avis(2, 8, 8, claimed=AVIF_MAX_SAMPLES + 1), f"{AVIF_MAX_SAMPLES + 1} samples")):
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and says in e.value.message
+    monkeypatch.setattr(AvifImagePlugin.AvifImageFile, "_open", real)
+    assert decode_bytes(avis(2, 8, 8, claimed=AVIF_MAX_SAMPLES))[1]["frames"] == 10_000
+
+
+def test_avif_sequence_stsc_runs_of_all_tracks_share_one_budget():
+    """The `stsc` runs the walk keeps count against the `moov` box's entries (limits.HEIF_MAX_ENTRIES), all the
+    tracks together: 50 tracks of 65,536 runs each (39 MB), each under AVIF_MAX_SAMPLES, took the walk 2.7 s and
+    400 MB."""
+    from aiidetect.limits import HEIF_MAX_ENTRIES
+    from aiidetect.structures import HeifLayoutError, bmff_tracks
+    from aiidetect.testing.hostile import bmff_box
+
+    runs = b"".join(struct.pack(">III", i + 1, 1, 1) for i in range(HEIF_MAX_ENTRIES // 2))
+    stsc = bmff_box(b"stsc", bytes(4) + struct.pack(">I", HEIF_MAX_ENTRIES // 2) + runs)
+    trak = bmff_box(b"trak", bmff_box(b"mdia", bmff_box(b"minf", bmff_box(b"stbl", stsc))))
+    assert len(bmff_tracks(bmff_box(b"moov", trak))) == 1
+    with pytest.raises(HeifLayoutError, match="table entries"):
+        bmff_tracks(bmff_box(b"moov", trak * 2))

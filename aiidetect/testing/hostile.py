@@ -718,6 +718,109 @@ def avif_tile(w: int = 64, h: int = 64) -> tuple[bytes, bytes, bytes]:
     return box(b"av1C"), box(b"pixi"), b"".join(d[off:off + n] for off, n in extents)
 
 
+def avis(frames: int = 3, w: int = 64, h: int = 48, first: bytes | None = None, claimed: int | None = None) -> bytes:
+    """An AVIF image sequence (`avis`) of `frames` w x h frames, encoded by Pillow (its AVIF encoder must be present):
+    a `meta` item (the first frame, as Pillow writes it) and a track of the frames, the track being what libavif
+    decodes. first: other bytes for the track's first sample (e.g. av1_sequence_header(8192, 8192) ahead of
+    coded data), moved with the other samples to a new `mdat` at the end, the item left on the frame it had;
+    claimed: the sample count its `stsz` declares, each sample the first's size (zeros after the frames)."""
+    b = io.BytesIO()
+    shots = [Image.new("RGB", (w, h), (40 * i % 256, 120, 200)) for i in range(frames)]
+    shots[0].save(b, "AVIF", save_all=True, append_images=shots[1:], duration=100, quality=30)
+    d = bytearray(b.getvalue())
+
+    def box(kind: bytes) -> int:                # payload start of the first such box
+        return d.index(kind, d.index(b"moov")) + 4
+
+    stsz, stco = box(b"stsz"), box(b"stco")
+    size, count = struct.unpack_from(">II", d, stsz + 4)
+    sizes = [size] * count if size else list(struct.unpack_from(f">{count}I", d, stsz + 12))
+    chunk = struct.unpack_from(">I", d, stco + 8)[0]
+    if first is not None:
+        rest = bytes(d[chunk + sizes[0]:chunk + sum(sizes)])
+        struct.pack_into(">I", d, stsz + 12 if not size else stsz + 4, len(first))
+        if size:                                # constant sizes cannot hold another first sample
+            raise ValueError("a sample table of constant sizes")
+        struct.pack_into(">I", d, stco + 8, len(d) + 8)
+        d += bmff_box(b"mdat", first + rest)
+    if claimed is not None:                     # every sample the first's size, all in the one chunk, the file
+        one = len(first) if first is not None else sizes[0]     # grown to hold them (libavif checks that)
+        struct.pack_into(">II", d, stsz + 4, one, claimed)
+        struct.pack_into(">I", d, box(b"stts") + 8, claimed)    # one entry: every sample one duration
+        struct.pack_into(">I", d, box(b"stsc") + 12, claimed)
+        mdat = d.rindex(b"mdat") - 4            # the last box
+        d += bytes(max(0, struct.unpack_from(">I", d, stco + 8)[0] + one * claimed - len(d)))
+        struct.pack_into(">I", d, mdat, len(d) - mdat)
+    return bytes(d)
+
+
+# The boxes avis_moved opens: the path from `moov` down to a track's sample table, and a track's references.
+_MOOV_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"tref")
+
+
+def _bmff_tree(buf: bytes) -> list:
+    nodes, pos = [], 0
+    while pos + 8 <= len(buf):
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        body = buf[pos + 8:pos + size]
+        nodes.append([kind, _bmff_tree(body) if kind in _MOOV_CONTAINERS else body])
+        pos += size
+    return nodes
+
+
+def _bmff_bytes(nodes: list) -> bytes:
+    return b"".join(bmff_box(k, _bmff_bytes(b) if isinstance(b, list) else b) for k, b in nodes)
+
+
+def avis_moved(d: bytes, edit, sample: bytes | None = None, track: int = 0) -> bytes:
+    """An `avis` (from avis() or Pillow) whose `moov` box, edited by edit(tree) (each box a [type, payload] list,
+    containers a list of boxes), is moved to the end of the file, the old one renamed `free` (so the `mdat` offsets
+    hold). sample: new bytes for the first sample of the track-th track, in an `mdat` after the new `moov`."""
+    d = bytearray(d)
+    at = d.index(b"moov") - 4
+    tree = _bmff_tree(bytes(d[at + 8:at + struct.unpack_from(">I", d, at)[0]]))
+    d[at + 4:at + 8] = b"free"
+    edit(tree)
+    if sample is None:
+        return bytes(d) + bmff_box(b"moov", _bmff_bytes(tree))
+    stbl = [b for k, b in tree if k == b"trak"][track]
+    for kind in (b"mdia", b"minf", b"stbl"):
+        stbl = next(b for k, b in stbl if k == kind)
+    stsz = next(box for box in stbl if box[0] == b"stsz")
+    stco = next(box for box in stbl if box[0] == b"stco")
+    stsz[1] = stsz[1][:12] + struct.pack(">I", len(sample)) + stsz[1][16:]        # a table of sizes (Pillow's)
+    length = len(bmff_box(b"moov", _bmff_bytes(tree)))      # the offset written below does not change it
+    stco[1] = stco[1][:8] + struct.pack(">I", len(d) + length + 8) + stco[1][12:]
+    moov = bmff_box(b"moov", _bmff_bytes(tree))
+    return bytes(d) + moov + bmff_box(b"mdat", sample)
+
+
+def avis_chunks(n: int, runs: int | None = None) -> bytes:
+    """An `avis` of 8x8 frames whose track's table declares n chunks of one sample each (all the first sample's
+    bytes), described by `runs` `stsc` entries (n by default: chunk 1, 2, ... each a run of its own), every
+    sample the first's size: libavif reads the `stsc` table back from its end for each chunk."""
+    runs = n if runs is None else runs
+
+    def edit(tree):
+        stbl = [b for k, b in tree if k == b"trak"][0]
+        for kind in (b"mdia", b"minf", b"stbl"):
+            stbl = next(b for k, b in stbl if k == kind)
+        for box in stbl:
+            kind, body = box
+            if kind == b"stsz":
+                size = struct.unpack_from(">I", body, 4)[0] or struct.unpack_from(">I", body, 12)[0]
+                box[1] = bytes(4) + struct.pack(">II", size, n)
+            elif kind == b"stco":
+                box[1] = bytes(4) + struct.pack(">I", n) + body[8:12] * n
+            elif kind == b"stsc":
+                box[1] = bytes(4) + struct.pack(">I", runs) + b"".join(struct.pack(">III", i + 1, 1, 1)
+                                                                       for i in range(runs))
+            elif kind == b"stts":
+                box[1] = bytes(4) + struct.pack(">III", 1, n, 1)
+
+    return avis_moved(avis(2, 8, 8), edit)
+
+
 def mpo_index(n: int, offset: int = 0, jpeg: bytes | None = None) -> bytes:
     """A JPEG with a multi-picture (MPO) index of n entries, the first its own image, the others at `offset`
     from the MP header (0: the header itself, no picture)."""
