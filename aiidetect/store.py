@@ -303,8 +303,31 @@ def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
     """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
     A note written or added to meanwhile is kept: that damage may be newer than the check's read."""
     if noted is not None and _damage_noted(path) == noted:
-        with contextlib.suppress(OSError):
-            os.unlink(f"{path}{DAMAGED_SUFFIX}")
+        note = f"{path}{DAMAGED_SUFFIX}"
+        try:
+            os.unlink(note)  # a link or a FIFO planted there goes as a name: nothing is followed or opened
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # A folder of that name, another user's note in a sticky shared folder, a read-only folder: it
+            # stays, and every open checks the whole store again. Silent, that looked like a slow disk.
+            why = "it is a folder, not a note aiidetect wrote" if os.path.isdir(note) else exc.strerror or str(exc)
+            _say(f"{note} could not be removed ({why}): this full check found {path} sound, but while that "
+                 "name lies there no clean state counts and every open checks the whole store (13-18 s at "
+                 "1M rows, docs/scale.md); remove it (its owner, or someone who can write the folder) to "
+                 "have later opens trust the store again")
+
+
+def _say(line: str) -> None:
+    """One line on stderr, for what costs time without failing: every full check pays it, so each
+    command that pays it says so once (each store is checked whole at most once per command)."""
+    import sys
+
+    from .report.safe import printable
+
+    with contextlib.suppress(Exception):  # a closed or full stderr never turns a sound store into an error
+        sys.stderr.write(f"note: {printable(line)}\n")
+        sys.stderr.flush()
 
 
 def is_damage(exc: BaseException) -> bool:
