@@ -238,25 +238,38 @@ def closed_cleanly(path: str | Path) -> bool:
         return False
 
 
-def _record_clean(path: Path) -> None:
+def _settled_state(path: Path) -> dict[str, int]:
+    """The file's state once no change could keep it (the kernel's tick since its last change has passed)."""
+    st = os.stat(path)
+    wait = max(st.st_mtime_ns, st.st_ctime_ns) + _TICK_NS - time.time_ns()
+    if 0 < wait <= _TICK_NS:
+        time.sleep(wait / 1e9)
+    return _file_state(path)
+
+
+def _record_clean(path: Path, checked: dict[str, int] | None = None) -> None:
     """Write the -clean file of a store just closed: its file's state, once no later change could keep it.
-    Nothing is written when another connection still holds a -wal, or the file changed meanwhile."""
+    Nothing is written when another connection still holds a -wal, or the file changed meanwhile.
+    `checked`: the state a reader took (_settled_state) before a full check found the file sound; recorded
+    only if the file is still in it (a writer that wrote meanwhile moved it: the check may have read either)."""
     tmp = f"{path}{CLEAN_SUFFIX}.{os.getpid()}.tmp"
     try:
         if _wal_pending(path) or _damage_noted(path) is not None:
             return
-        state = _file_state(path)
-        wait = state["mtime_ns"] + _TICK_NS - time.time_ns()
-        if 0 < wait <= _TICK_NS:
-            time.sleep(wait / 1e9)
+        state = _settled_state(path) if checked is None else checked
+        if checked is not None and _file_state(path) != checked:
+            return
         with open(tmp, "x") as fh:
             fh.write(json.dumps({"format": _CLEAN_FORMAT, **state}))
         if _file_state(path) != state or _wal_pending(path):
             os.unlink(tmp)
             return
         os.replace(tmp, f"{path}{CLEAN_SUFFIX}")
+        if _damage_noted(path) is not None:
+            _forget_clean(path)  # damage met by another command while this one recorded: it wins
     except OSError:
-        # No record: the next open runs the full check. A full disk or an odd file in the way costs time only.
+        # No record: the next open runs the full check. A full disk, a read-only folder or an odd file in the
+        # way costs time only.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
@@ -862,9 +875,15 @@ class ResultsStore:
             # store after it was found clean (its -wal outgrows the file) is no damage.
             self.checked = "full"
         noted = _damage_noted(self._abs)
+        # A reader records what its full check found too (beside the store, never in it): a store copied or
+        # moved (another inode) and only ever read afterwards was checked whole at every read. A writer records
+        # at its close instead, after its own writes.
+        before = _settled_state(self._abs) if self.readonly and not _wal_pending(self._abs) else None
         found = _full_check(db)
         if found == "ok":
             _forget_damage(self._abs, noted)
+            if before is not None:
+                _record_clean(self._abs, checked=before)
         return found
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:

@@ -1268,7 +1268,9 @@ def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrit
     with sqlite3.connect(db) as c:  # another program's write
         c.execute("UPDATE runs SET options='{}'")
     c.close()
-    assert opens_with_full_check(readonly=True) and opens_with_full_check() and not opens_with_full_check()
+    # a reader's full check that finds it sound records that too: the next open, reader or writer, probes
+    assert opens_with_full_check(readonly=True) and not opens_with_full_check(readonly=True)
+    assert not opens_with_full_check()
     copy = tmp_path / "copy.sqlite"
     import shutil
 
@@ -1279,6 +1281,7 @@ def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrit
     assert opens_with_full_check(readonly=True)
     clean.unlink()
     assert opens_with_full_check(readonly=True)
+    clean.unlink()  # recorded by that reader
     os.mkfifo(clean)  # never waited on
     assert opens_with_full_check(readonly=True) and opens_with_full_check(check="full")
 
@@ -1720,3 +1723,38 @@ def test_a_planted_damage_note_is_never_followed_opened_or_waited_on(tmp_path, k
     said = "-damaged could not be removed" in r.stderr
     assert (note.is_dir(), said) == ((True, True) if kind == "folder" else (False, False)), r.stderr
     assert os.path.lexists(note) == (kind == "folder")
+
+
+def test_a_store_only_ever_read_is_checked_whole_once_not_at_every_read(tmp_path, monkeypatch, integrity_checks):
+    """A store copied or moved (another inode: `cp -p`, an archive) and afterwards only read by `results`
+    commands: no writer recorded its state, so every read ran the full check (13-18 s at 1M rows). A reader
+    whose full check finds it sound records that beside it (the store itself is not written), unless the file
+    changed while the check read it."""
+    import shutil
+
+    from aiidetect import store as store_mod
+
+    src, db = tmp_path / "s.sqlite", tmp_path / "copy.sqlite"
+    ResultsStore(src).close()
+    shutil.copy2(src, db)
+    data = db.read_bytes()
+    for _ in range(2):
+        r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
+        assert r.returncode == 0, r.stderr
+    assert integrity_checks.count("PRAGMA integrity_check(1)") == 1 and db.read_bytes() == data
+    assert Path(f"{db}-clean").exists()
+
+    # The file changed during the check (a writer that wrote and closed meanwhile): the check may have read
+    # either, so nothing is recorded and the next open checks it whole again.
+    Path(f"{db}-clean").unlink()
+    real = store_mod._full_check
+
+    def meanwhile(conn):
+        found = real(conn)
+        os.utime(db)  # a change through the file system: its change time moves
+        return found
+
+    monkeypatch.setattr(store_mod, "_full_check", meanwhile)
+    with ResultsStore(db, readonly=True) as st:
+        assert st.checked == "full"
+    assert not Path(f"{db}-clean").exists()
