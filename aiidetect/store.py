@@ -673,6 +673,9 @@ class ResultsStore:
         self._faulted = False
         self._closed = False
         self.checked = None  # "full", "probe" or None: what this open checked
+        # A reader's full check that found the file sound: the state it read, recorded once the open has
+        # found an aiidetect store there (never beside another program's database, an empty file).
+        self._sound: dict[str, int] | None = None
         try:
             if readonly:
                 if not self.path.exists():
@@ -754,6 +757,8 @@ class ResultsStore:
         if problem:
             self._db.close()
             raise StoreError(problem)
+        if self._sound is not None:
+            _record_clean(self._abs, checked=self._sound)
 
     @contextlib.contextmanager
     def _using(self):
@@ -876,14 +881,14 @@ class ResultsStore:
             self.checked = "full"
         noted = _damage_noted(self._abs)
         # A reader records what its full check found too (beside the store, never in it): a store copied or
-        # moved (another inode) and only ever read afterwards was checked whole at every read. A writer records
-        # at its close instead, after its own writes.
+        # moved (another inode) and only ever read afterwards was checked whole at every read. Recorded at the end
+        # of the open (self._sound), once the file is known to be a results store. A writer records at its
+        # close instead, after its own writes.
         before = _settled_state(self._abs) if self.readonly and not _wal_pending(self._abs) else None
         found = _full_check(db)
         if found == "ok":
             _forget_damage(self._abs, noted)
-            if before is not None:
-                _record_clean(self._abs, checked=before)
+            self._sound = before
         return found
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:

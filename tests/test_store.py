@@ -1758,3 +1758,21 @@ def test_a_store_only_ever_read_is_checked_whole_once_not_at_every_read(tmp_path
     with ResultsStore(db, readonly=True) as st:
         assert st.checked == "full"
     assert not Path(f"{db}-clean").exists()
+
+
+@pytest.mark.parametrize("what", ["foreign", "empty"])
+def test_a_reader_leaves_no_record_beside_a_file_that_is_no_results_store(tmp_path, what):
+    """`results summary --db` pointed at the wrong file (another program's SQLite database, an empty file):
+    the full check finds it sound and the open then refuses it. The reader's clean record was written in
+    between, leaving `places.sqlite-clean` beside a file aiidetect must not touch."""
+    db = tmp_path / "places.sqlite"
+    if what == "foreign":
+        c = sqlite3.connect(db)
+        c.execute("CREATE TABLE moz_places (id INTEGER, url TEXT)")
+        c.commit()
+        c.close()
+    else:
+        db.write_bytes(b"")
+    r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
+    assert r.returncode == 2 and "not an aiidetect results store" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite"]
