@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .discover import canonical_path
 from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
@@ -312,9 +312,10 @@ def _note_damage(path: Path, what: str) -> None:
         os.close(fd)
 
 
-def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
+def _forget_damage(path: Path, noted: tuple[int, int, int] | None, say: Callable[[str], None]) -> None:
     """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
-    A note written or added to meanwhile is kept: that damage may be newer than the check's read."""
+    A note written or added to meanwhile is kept: that damage may be newer than the check's read. `say`: where
+    a note that stays is told (the store's on_note)."""
     if noted is not None and _damage_noted(path) == noted:
         note = f"{path}{DAMAGED_SUFFIX}"
         try:
@@ -325,7 +326,7 @@ def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
             # A folder of that name, another user's note in a sticky shared folder, a read-only folder: it
             # stays, and every open checks the whole store again. Silent, that looked like a slow disk.
             why = "it is a folder, not a note aiidetect wrote" if os.path.isdir(note) else exc.strerror or str(exc)
-            _say(f"{note} could not be removed ({why}): this full check found {path} sound, but while that "
+            say(f"{note} could not be removed ({why}): this full check found {path} sound, but while that "
                  "name lies there no clean state counts and every open checks the whole store (13-18 s at "
                  "1M rows, docs/scale.md); remove it (its owner, or someone who can write the folder) to "
                  "have later opens trust the store again")
@@ -657,16 +658,20 @@ class ResultsStore:
     """One SQLite file. Thread-safe (one connection behind a lock): the resume
     lookup runs in decode worker threads, the writes in the scan's thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False, check: bool | str = True):
+    def __init__(self, path: str | Path, readonly: bool = False, check: bool | str = True,
+                 on_note: Callable[[str], None] | None = None):
         """check: True runs SQLite's full integrity check unless the file is exactly as aiidetect last
         closed it (closed_cleanly), where a bounded probe runs instead; "full" always runs the full
-        check; False none (a store this process checked a moment ago)."""
+        check; False none (a store this process checked a moment ago). on_note: what costs time without
+        failing (a damage note that cannot be removed), for a person; default one `note:` line on stderr
+        (the `results` commands), a Scanner passes its own (docs/api.md)."""
         self.path = Path(path)
         # The clean state's file, whatever the working folder at close, and beside the file SQLite opens:
         # SQLite resolves a symbolic link and keeps the -wal beside its target, so a store named through a
         # link (or two spellings) has one clean state, and the -wal looked for is the one SQLite reads.
         self._abs = Path(os.path.realpath(path))
         self.readonly = readonly
+        self._on_note = on_note or _say
         self._lock = threading.Lock()
         # A write or read that failed (a full disk, an I/O error, a damaged page met): no clean close
         # is recorded, so the next open checks the whole store.
@@ -887,7 +892,7 @@ class ResultsStore:
         before = _settled_state(self._abs) if self.readonly and not _wal_pending(self._abs) else None
         found = _full_check(db)
         if found == "ok":
-            _forget_damage(self._abs, noted)
+            _forget_damage(self._abs, noted, self._on_note)
             self._sound = before
         return found
 
