@@ -666,7 +666,7 @@ class Scanner:
             from .store import ResultsStore, StoreError
 
             try:
-                self._store = ResultsStore(o.db)
+                self._store = ResultsStore(o.db, on_note=self._note)
             except (StoreError, OSError, sqlite3.Error) as exc:
                 raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
         if o.engine == "ray":

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .discover import canonical_path
 from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
@@ -238,25 +238,38 @@ def closed_cleanly(path: str | Path) -> bool:
         return False
 
 
-def _record_clean(path: Path) -> None:
+def _settled_state(path: Path) -> dict[str, int]:
+    """The file's state once no change could keep it (the kernel's tick since its last change has passed)."""
+    st = os.stat(path)
+    wait = max(st.st_mtime_ns, st.st_ctime_ns) + _TICK_NS - time.time_ns()
+    if 0 < wait <= _TICK_NS:
+        time.sleep(wait / 1e9)
+    return _file_state(path)
+
+
+def _record_clean(path: Path, checked: dict[str, int] | None = None) -> None:
     """Write the -clean file of a store just closed: its file's state, once no later change could keep it.
-    Nothing is written when another connection still holds a -wal, or the file changed meanwhile."""
+    Nothing is written when another connection still holds a -wal, or the file changed meanwhile.
+    `checked`: the state a reader took (_settled_state) before a full check found the file sound; recorded
+    only if the file is still in it (a writer that wrote meanwhile moved it: the check may have read either)."""
     tmp = f"{path}{CLEAN_SUFFIX}.{os.getpid()}.tmp"
     try:
         if _wal_pending(path) or _damage_noted(path) is not None:
             return
-        state = _file_state(path)
-        wait = state["mtime_ns"] + _TICK_NS - time.time_ns()
-        if 0 < wait <= _TICK_NS:
-            time.sleep(wait / 1e9)
+        state = _settled_state(path) if checked is None else checked
+        if checked is not None and _file_state(path) != checked:
+            return
         with open(tmp, "x") as fh:
             fh.write(json.dumps({"format": _CLEAN_FORMAT, **state}))
         if _file_state(path) != state or _wal_pending(path):
             os.unlink(tmp)
             return
         os.replace(tmp, f"{path}{CLEAN_SUFFIX}")
+        if _damage_noted(path) is not None:
+            _forget_clean(path)  # damage met by another command while this one recorded: it wins
     except OSError:
-        # No record: the next open runs the full check. A full disk or an odd file in the way costs time only.
+        # No record: the next open runs the full check. A full disk, a read-only folder or an odd file in the
+        # way costs time only.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
@@ -299,12 +312,36 @@ def _note_damage(path: Path, what: str) -> None:
         os.close(fd)
 
 
-def _forget_damage(path: Path, noted: tuple[int, int, int] | None) -> None:
+def _forget_damage(path: Path, noted: tuple[int, int, int] | None, say: Callable[[str], None]) -> None:
     """A full check found the store sound: the damage noted before it began is gone (a rebuilt store moved in).
-    A note written or added to meanwhile is kept: that damage may be newer than the check's read."""
+    A note written or added to meanwhile is kept: that damage may be newer than the check's read. `say`: where
+    a note that stays is told (the store's on_note)."""
     if noted is not None and _damage_noted(path) == noted:
-        with contextlib.suppress(OSError):
-            os.unlink(f"{path}{DAMAGED_SUFFIX}")
+        note = f"{path}{DAMAGED_SUFFIX}"
+        try:
+            os.unlink(note)  # a link or a FIFO planted there goes as a name: nothing is followed or opened
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # A folder of that name, another user's note in a sticky shared folder, a read-only folder: it
+            # stays, and every open checks the whole store again. Silent, that looked like a slow disk.
+            why = "it is a folder, not a note aiidetect wrote" if os.path.isdir(note) else exc.strerror or str(exc)
+            say(f"{note} could not be removed ({why}): this full check found {path} sound, but while that "
+                 "name lies there no clean state counts and every open checks the whole store (13-18 s at "
+                 "1M rows, docs/scale.md); remove it (its owner, or someone who can write the folder) to "
+                 "have later opens trust the store again")
+
+
+def _say(line: str) -> None:
+    """One line on stderr, for what costs time without failing: every full check pays it, so each
+    command that pays it says so once (each store is checked whole at most once per command)."""
+    import sys
+
+    from .report.safe import printable
+
+    with contextlib.suppress(Exception):  # a closed or full stderr never turns a sound store into an error
+        sys.stderr.write(f"note: {printable(line)}\n")
+        sys.stderr.flush()
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -621,22 +658,29 @@ class ResultsStore:
     """One SQLite file. Thread-safe (one connection behind a lock): the resume
     lookup runs in decode worker threads, the writes in the scan's thread."""
 
-    def __init__(self, path: str | Path, readonly: bool = False, check: bool | str = True):
+    def __init__(self, path: str | Path, readonly: bool = False, check: bool | str = True,
+                 on_note: Callable[[str], None] | None = None):
         """check: True runs SQLite's full integrity check unless the file is exactly as aiidetect last
         closed it (closed_cleanly), where a bounded probe runs instead; "full" always runs the full
-        check; False none (a store this process checked a moment ago)."""
+        check; False none (a store this process checked a moment ago). on_note: what costs time without
+        failing (a damage note that cannot be removed), for a person; default one `note:` line on stderr
+        (the `results` commands), a Scanner passes its own (docs/api.md)."""
         self.path = Path(path)
         # The clean state's file, whatever the working folder at close, and beside the file SQLite opens:
         # SQLite resolves a symbolic link and keeps the -wal beside its target, so a store named through a
         # link (or two spellings) has one clean state, and the -wal looked for is the one SQLite reads.
         self._abs = Path(os.path.realpath(path))
         self.readonly = readonly
+        self._on_note = on_note or _say
         self._lock = threading.Lock()
         # A write or read that failed (a full disk, an I/O error, a damaged page met): no clean close
         # is recorded, so the next open checks the whole store.
         self._faulted = False
         self._closed = False
         self.checked = None  # "full", "probe" or None: what this open checked
+        # A reader's full check that found the file sound: the state it read, recorded once the open has
+        # found an aiidetect store there (never beside another program's database, an empty file).
+        self._sound: dict[str, int] | None = None
         try:
             if readonly:
                 if not self.path.exists():
@@ -718,6 +762,8 @@ class ResultsStore:
         if problem:
             self._db.close()
             raise StoreError(problem)
+        if self._sound is not None:
+            _record_clean(self._abs, checked=self._sound)
 
     @contextlib.contextmanager
     def _using(self):
@@ -839,9 +885,15 @@ class ResultsStore:
             # store after it was found clean (its -wal outgrows the file) is no damage.
             self.checked = "full"
         noted = _damage_noted(self._abs)
+        # A reader records what its full check found too (beside the store, never in it): a store copied or
+        # moved (another inode) and only ever read afterwards was checked whole at every read. Recorded at the end
+        # of the open (self._sound), once the file is known to be a results store. A writer records at its
+        # close instead, after its own writes.
+        before = _settled_state(self._abs) if self.readonly and not _wal_pending(self._abs) else None
         found = _full_check(db)
         if found == "ok":
-            _forget_damage(self._abs, noted)
+            _forget_damage(self._abs, noted, self._on_note)
+            self._sound = before
         return found
 
     def missing_columns(self, consequence: str, need: Mapping[str, Sequence[str]] | None = None) -> str | None:

@@ -338,3 +338,34 @@ def test_a_saved_run_that_cannot_be_read_is_not_called_a_failed_write(tmp_path, 
         code = _guarded(monkeypatch, *args)
         assert (code, capsys.readouterr().err) == (2, "error: cannot read -: Input/output error\n"), args
     assert os.listdir(tmp_path) == []
+
+
+class _FullRaw(io.RawIOBase):
+    """The bytes under stdout, on a full disk (`results parquet -o - > x.parquet`)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b):
+        _disk_full()
+
+
+def test_a_full_disk_under_dash_o_dash_is_said_by_the_run_s_stdout_guard(tmp_path, monkeypatch, capsys):
+    """`-o -` (atomic_output("-")) had a full-disk guard of its own around the whole report, besides the run's
+    guard around every write to stdout (StdoutWrites): it is gone, and the line is the same, text or bytes."""
+    img = tmp_path / "photo.bmp"
+    img.write_bytes(_bmp((0, 128, 0)))
+    line = "error: cannot write the report to standard output: No space left on device\n"
+    for stdout in (_FullStdout(), _FlushFails()):
+        monkeypatch.setattr("sys.stdout", stdout)
+        code = _guarded(monkeypatch, "scan", str(img), "-d", "metadata", "--no-cache", "-q", "-f", "jsonl", "-o", "-")
+        assert (code, capsys.readouterr().err) == (2, line), stdout
+    import pytest
+
+    pytest.importorskip("pyarrow")
+    db = tmp_path / "audit.sqlite"
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert _guarded(monkeypatch, "scan", str(img), "-d", "metadata", "--no-cache", "-q", "--db", str(db)) == 0
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(_FullRaw()))
+    code = _guarded(monkeypatch, "results", "parquet", "--db", str(db), "-o", "-")
+    assert (code, capsys.readouterr().err) == (2, line)

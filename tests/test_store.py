@@ -1268,7 +1268,9 @@ def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrit
     with sqlite3.connect(db) as c:  # another program's write
         c.execute("UPDATE runs SET options='{}'")
     c.close()
-    assert opens_with_full_check(readonly=True) and opens_with_full_check() and not opens_with_full_check()
+    # a reader's full check that finds it sound records that too: the next open, reader or writer, probes
+    assert opens_with_full_check(readonly=True) and not opens_with_full_check(readonly=True)
+    assert not opens_with_full_check()
     copy = tmp_path / "copy.sqlite"
     import shutil
 
@@ -1279,6 +1281,7 @@ def test_a_store_not_as_aiidetect_left_it_gets_the_full_check(tmp_path, integrit
     assert opens_with_full_check(readonly=True)
     clean.unlink()
     assert opens_with_full_check(readonly=True)
+    clean.unlink()  # recorded by that reader
     os.mkfifo(clean)  # never waited on
     assert opens_with_full_check(readonly=True) and opens_with_full_check(check="full")
 
@@ -1659,3 +1662,117 @@ def test_the_damage_note_of_a_store_opened_again_and_again_stops_growing(tmp_pat
     os.utime(note, ns=(0, 0))
     store_mod._note_damage(db, "again")
     assert note.stat().st_size == size and note.stat().st_mtime_ns > 0
+
+
+def test_a_damage_note_that_cannot_be_removed_is_said_once_per_command(tmp_path, monkeypatch, integrity_checks):
+    """A note no check can remove (a folder of that name, another user's note in a sticky shared folder, a
+    read-only folder) made every open check the whole store, silently: it looked like a slow disk. Each
+    command that pays the full check for it says so on stderr, once, with what to do."""
+    db = tmp_path / "s.sqlite"
+    ResultsStore(db).close()
+    Path(f"{db}-damaged").mkdir()
+    r = run_cli_in_process("results", "check", "--db", str(db), "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["integrity"] == "ok", r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "-damaged could not be removed" in ln]
+    assert len(lines) == 1 and "it is a folder" in lines[0] and "remove it" in lines[0], r.stderr
+    assert Path(f"{db}-damaged").is_dir()  # never removed as a folder: it may hold someone's files
+
+    # A regular note the folder will not let go of (read-only, or sticky and another user's): said too.
+    Path(f"{db}-damaged").rmdir()
+    from aiidetect import store as store_mod
+
+    store_mod._note_damage(db.resolve(), "met by another user's command")
+    real_unlink = os.unlink
+
+    def refused(p, *a, **kw):
+        if str(p).endswith("-damaged"):
+            raise PermissionError(1, "Operation not permitted", str(p))
+        return real_unlink(p, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", refused)
+    checks = len(integrity_checks)
+    r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
+    assert r.returncode == 0 and len(integrity_checks) == checks + 1, r.stderr
+    assert r.stderr.count("-damaged could not be removed (Operation not permitted)") == 1, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink", "fifo"])
+def test_a_planted_damage_note_is_never_followed_opened_or_waited_on(tmp_path, kind):
+    """Something else in the note's place (a folder, a link to a file of the user's, a FIFO nobody reads):
+    damage met is not written through the link nor blocks on the FIFO, the store is checked whole while the
+    name is there, and a check that finds the store sound removes the link or FIFO (the name only) and
+    says why a folder stays."""
+    from aiidetect import store as store_mod
+
+    db = tmp_path / "s.sqlite"
+    ResultsStore(db).close()
+    note, target = Path(f"{db}-damaged"), tmp_path / "precious.txt"
+    target.write_text("mine")
+    if kind == "folder":
+        note.mkdir()
+    elif kind == "symlink":
+        note.symlink_to(target)
+    else:
+        os.mkfifo(note)
+    store_mod._note_damage(db.resolve(), "database disk image is malformed")  # returns: no hang, no write
+    assert target.read_text() == "mine" and not Path(f"{db}-clean").exists()
+    with ResultsStore(db, readonly=True) as st:
+        assert st.checked == "full"  # the name counts as a note
+    r = run_cli_in_process("results", "check", "--db", str(db), "--format", "json")
+    assert r.returncode == 0 and target.read_text() == "mine", r.stderr
+    said = "-damaged could not be removed" in r.stderr
+    assert (note.is_dir(), said) == ((True, True) if kind == "folder" else (False, False)), r.stderr
+    assert os.path.lexists(note) == (kind == "folder")
+
+
+def test_a_store_only_ever_read_is_checked_whole_once_not_at_every_read(tmp_path, monkeypatch, integrity_checks):
+    """A store copied or moved (another inode: `cp -p`, an archive) and afterwards only read by `results`
+    commands: no writer recorded its state, so every read ran the full check (13-18 s at 1M rows). A reader
+    whose full check finds it sound records that beside it (the store itself is not written), unless the file
+    changed while the check read it."""
+    import shutil
+
+    from aiidetect import store as store_mod
+
+    src, db = tmp_path / "s.sqlite", tmp_path / "copy.sqlite"
+    ResultsStore(src).close()
+    shutil.copy2(src, db)
+    data = db.read_bytes()
+    for _ in range(2):
+        r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
+        assert r.returncode == 0, r.stderr
+    assert integrity_checks.count("PRAGMA integrity_check(1)") == 1 and db.read_bytes() == data
+    assert Path(f"{db}-clean").exists()
+
+    # The file changed during the check (a writer that wrote and closed meanwhile): the check may have read
+    # either, so nothing is recorded and the next open checks it whole again.
+    Path(f"{db}-clean").unlink()
+    real = store_mod._full_check
+
+    def meanwhile(conn):
+        found = real(conn)
+        os.utime(db)  # a change through the file system: its change time moves
+        return found
+
+    monkeypatch.setattr(store_mod, "_full_check", meanwhile)
+    with ResultsStore(db, readonly=True) as st:
+        assert st.checked == "full"
+    assert not Path(f"{db}-clean").exists()
+
+
+@pytest.mark.parametrize("what", ["foreign", "empty"])
+def test_a_reader_leaves_no_record_beside_a_file_that_is_no_results_store(tmp_path, what):
+    """`results summary --db` pointed at the wrong file (another program's SQLite database, an empty file):
+    the full check finds it sound and the open then refuses it. The reader's clean record was written in
+    between, leaving `places.sqlite-clean` beside a file aiidetect must not touch."""
+    db = tmp_path / "places.sqlite"
+    if what == "foreign":
+        c = sqlite3.connect(db)
+        c.execute("CREATE TABLE moz_places (id INTEGER, url TEXT)")
+        c.commit()
+        c.close()
+    else:
+        db.write_bytes(b"")
+    r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
+    assert r.returncode == 2 and "not an aiidetect results store" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite"]

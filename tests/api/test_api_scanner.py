@@ -844,3 +844,19 @@ def test_two_threads_first_using_one_scanner_assemble_it_once(monkeypatch):
         for t in threads:
             t.join()
         assert len(built) == 1 and len(set(seen)) == 1
+
+
+def test_a_damage_note_the_store_cannot_remove_is_a_note_not_a_line_on_stderr(tmp_path, few, capsys):
+    """The library's notes for a person go to on_note (docs/api.md): a `-damaged` folder beside the store
+    (which every open then checks whole) was said straight on the process's stderr instead."""
+    from pathlib import Path
+
+    from aiidetect.store import ResultsStore
+
+    db = tmp_path / "s.sqlite"
+    ResultsStore(db).close()
+    Path(f"{db}-damaged").mkdir()
+    notes = []
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=str(db)), on_note=notes.append) as s:
+        assert len(list(s.scan(few[:1]))) == 1
+    assert [n for n in notes if "-damaged could not be removed" in n] and capsys.readouterr().err == "", notes
