@@ -388,3 +388,40 @@ def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monk
         assert not returned.is_set()
     finally:
         release.set()
+
+
+def test_a_stop_while_training_waits_for_a_stuck_read_is_answered_and_names_it(monkeypatch):
+    """Training, feature extraction and export's calibration read through `ordered`, which waited for each read
+    with no end: Ctrl-C or SIGTERM during `train linear` over a folder with a read that did not return (a stuck
+    decoder, a share that does not answer) held the command until the read returned, for ever, then waited for
+    the thread again in the pool's clean-up. Now the stop is answered as the scan's is: the read gets the stop's
+    grace, is abandoned, and stays named as in flight, so the command line ends the process without it."""
+    import signal
+
+    from aiidetect import crashguard
+
+    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)
+    monkeypatch.setattr(crashguard, "abandoned", 0)
+    main = threading.main_thread().ident
+    release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
+
+    def job(path, i):
+        for _ in range(5000):         # bounded, as above
+            if _asleep_waiting_for_a_job(main):
+                asleep.set()
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                break
+            release.wait(0.001)
+        release.wait(5)               # the stuck read (the test's own bound)
+        returned.set()
+        return path
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(ordered(job, ["/x/hang.png", "/x/b.png"], workers=1))
+        assert asleep.is_set(), "the main thread was never seen asleep waiting for the job"
+        assert not returned.is_set()  # before: the interrupt surfaced only once the read had returned
+        assert crashguard.abandoned == 1
+        assert crashguard.reads_in_flight() == ["/x/hang.png"]  # what errors.abandon_stuck_reads names and ends
+    finally:
+        release.set()
