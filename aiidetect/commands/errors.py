@@ -75,8 +75,9 @@ def interrupted(exc: KeyboardInterrupt) -> None:
 def abandon_stuck_reads(code: int) -> None:
     """The stop is done (the document on stdout finished, a results store session closed) but a decode thread
     (a scan's, a training's, an evaluation's) is still in a read that did not return within the stop's grace
-    (crashguard.STOP_GRACE): a decoder stuck on a crafted file, a share that does not answer. The interpreter's exit would wait for that thread for ever
-    (a scan left running 12 minutes after SIGTERM): name the file and end the process without it."""
+    (crashguard.STOP_GRACE): a decoder stuck on a crafted file, a share that does not answer. The interpreter's
+    exit would wait for that thread for ever (a scan left running 12 minutes after SIGTERM): name the file and
+    end the process without it."""
     if "aiidetect.crashguard" not in sys.modules:
         return  # nothing was read: nothing can be stuck
     from .. import crashguard
