@@ -425,3 +425,42 @@ def test_a_stop_while_training_waits_for_a_stuck_read_is_answered_and_names_it(m
         assert crashguard.reads_in_flight() == ["/x/hang.png"]  # what errors.abandon_stuck_reads names and ends
     finally:
         release.set()
+
+
+def test_mpft_load_images_stopped_in_its_loop_drops_the_queued_decodes(monkeypatch):
+    """load_images keeps its decode generator in a local: a Ctrl-C raised in the loop's body left it open for
+    as long as the traceback lived (through the command line's stop message and its wait for the reads in
+    flight), and its workers went on decoding the queued images, each a new read in flight, so the stop could
+    name a healthy file as stuck. Now the generator is closed as the stop leaves the loop."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from aiidetect import crashguard, pixels
+    from aiidetect.mpft.trainer import load_images
+    from aiidetect.train.data import Item
+
+    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)
+    monkeypatch.setattr(crashguard, "abandoned", 0)
+    release = threading.Event()
+
+    def job(path, i):
+        if i >= 2:
+            release.wait(5)           # a decode still running when the stop comes (the test's own bound)
+        return SimpleNamespace(ok=True, image=None, phash=None, record=SimpleNamespace(sha256=path))
+
+    class StopAtSecond(dict):
+        def __setitem__(self, k, v):
+            super().__setitem__(k, v)
+            if len(self) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(pixels, "iter_pixels", lambda paths, **kw: ordered(job, paths, workers=1))
+    items = [Item(f"/x/{i}.png", 0, "g") for i in range(8)]
+    seen = None
+    try:
+        load_images(items, CROP, workers=1, digests=StopAtSecond())
+    except KeyboardInterrupt:
+        seen = crashguard.abandoned   # where the command line's stop runs, the traceback still alive
+    finally:
+        release.set()
+    assert seen == 1                  # the clean-up ran as the stop left load_images (before: 0)
