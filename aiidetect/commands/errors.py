@@ -74,9 +74,10 @@ def interrupted(exc: KeyboardInterrupt) -> None:
 
 def abandon_stuck_reads(code: int) -> None:
     """The stop is done (the document on stdout finished, a results store session closed) but a decode thread
-    is still in a read that did not return within the stop's grace (crashguard.STOP_GRACE): a decoder stuck on
-    a crafted file, a share that does not answer. The interpreter's exit would wait for that thread for ever
-    (a scan left running 12 minutes after SIGTERM): name the file and end the process without it."""
+    (a scan's, a training's, an evaluation's) is still in a read that did not return within the stop's grace
+    (crashguard.STOP_GRACE): a decoder stuck on a crafted file, a share that does not answer. The interpreter's
+    exit would wait for that thread for ever (a scan left running 12 minutes after SIGTERM): name the file and
+    end the process without it."""
     if "aiidetect.crashguard" not in sys.modules:
         return  # nothing was read: nothing can be stuck
     from .. import crashguard
@@ -93,7 +94,8 @@ def abandon_stuck_reads(code: int) -> None:
         sys.stderr.write(f"aiidetect: reading {crashguard.shown_path(stuck[0])}{more} had not returned "
                          f"{crashguard.STOP_GRACE:g} s after "
                          "the stop (a decoder stuck on it or a filesystem that does not answer): the process ends "
-                         "without it. With --db, the next run reads it alone; leave it out with --exclude\n")
+                         "without it. Leave it out of the next run (scan: --exclude, or with --db the next scan "
+                         "reads it alone)\n")
         sys.stderr.flush()
     os._exit(code)
 

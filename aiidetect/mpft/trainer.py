@@ -6,6 +6,7 @@ Progress goes to stderr (rich); nothing here prints to stdout.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -126,19 +127,22 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
             s.phash = phash(img)  # of the full decoded image, as eval hashes it
         return shrink_for_cache(img, spec)
 
-    # The shrink runs in the decode workers: a full-size image is never held for long.
+    # The shrink runs in the decode workers: a full-size image is never held for long. Closed as a stop leaves
+    # the loop: held by this frame, which the stop's traceback keeps, its queued decodes went on during the
+    # stop's wait for the reads in flight.
     samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True, transform=shrink)
     kept_items, imgs, skipped = [], [], []
-    for it, s in zip(items, samples):
-        if not s.ok:
-            skipped.append(f"{it.path}: {failure(s)}")
-        else:
-            kept_items.append(it)
-            imgs.append(s.image)
-            if digests is not None:
-                digests[it.path] = s.record.sha256
-            if phashes is not None:
-                phashes[it.path] = s.phash
+    with contextlib.closing(samples):
+        for it, s in zip(items, samples):
+            if not s.ok:
+                skipped.append(f"{it.path}: {failure(s)}")
+            else:
+                kept_items.append(it)
+                imgs.append(s.image)
+                if digests is not None:
+                    digests[it.path] = s.record.sha256
+                if phashes is not None:
+                    phashes[it.path] = s.phash
     if skipped and log:
         log(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     return kept_items, imgs, skipped
