@@ -94,8 +94,8 @@ def abandon_stuck_reads(code: int) -> None:
         sys.stderr.write(f"aiidetect: reading {crashguard.shown_path(stuck[0])}{more} had not returned "
                          f"{crashguard.STOP_GRACE:g} s after "
                          "the stop (a decoder stuck on it or a filesystem that does not answer): the process ends "
-                         "without it. Leave it out of the next run (scan: --exclude, or with --db the next scan "
-                         "reads it alone)\n")
+                         "without it. Leave it out of the next run: move it out of the folder (train, eval, calibrate) "
+                         "or use scan --exclude; with --db the next scan reads it alone\n")
         sys.stderr.flush()
     os._exit(code)
 
