@@ -79,8 +79,8 @@ def test_scan_report_written_atomically(files, tmp_path):
     r = run_cli("scan", str(files), "-d", "metadata", "-f", "json", "-o", str(out), "-q")
     assert r.returncode == 0 and len(json.loads(out.read_text())) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "temporary file left behind"
-    # a fatal error before the end leaves the previous report as it was
-    r = run_cli("scan", str(files), "-d", "nosuch", "-f", "json", "-o", str(out), "-q")
+    # a fatal error before the end leaves the previous report as it was (the command's decision: in-process)
+    r = run_cli_in_process("scan", str(files), "-d", "nosuch", "-f", "json", "-o", str(out), "-q")
     assert r.returncode == 2 and len(json.loads(out.read_text())) == 3
 
 
@@ -269,7 +269,9 @@ def test_a_reader_that_leaves_changes_no_exit_code(files, args, code):
 
 def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     db = tmp_path / "s.sqlite"
-    assert run_cli("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    # the store to read, written in-process: this test is about its readers
+    assert run_cli_in_process("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q"
+                              ).returncode == 0
     for args in (("results", "summary", "--db", str(db)), ("results", "export", "--db", str(db), "-f", "csv"),
                  ("results", "failed", "--db", str(db), "-f", "jsonl")):
         assert _reader_gone(*args) == (0, ""), args
@@ -430,7 +432,9 @@ def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from aiidetect.cli import app
 
     db = tmp_path / "s.sqlite"
-    assert run_cli("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    # the store to read, written in-process: this test is about its readers
+    assert run_cli_in_process("scan", str(files), "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q"
+                              ).returncode == 0
     real = store.ResultsStore.iter_rows
     stop = {}
 
