@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_in_process
 
 _PROBE = """
 import sys, runpy
@@ -86,8 +86,6 @@ def test_bench_json_fields(dev_dir):
 
 
 def test_bench_decode_schedule_can_be_forced(dev_dir):
-    from conftest import run_cli_in_process
-
     # in-process: the schedule taken is the question (test_bench_json_fields runs bench as a subprocess)
     r = run_cli_in_process("bench", str(dev_dir / "real"), "--backbone-config", "tiny-vit", "--images", "4",
                            "--batch-size", "2", "--model-seconds", "0.2", "--peak-seconds", "0.1",
@@ -95,7 +93,7 @@ def test_bench_decode_schedule_can_be_forced(dev_dir):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["end_to_end"]["decode_schedule"] == {"schedule": "overlap"} and res["end_to_end"]["files"] == 4
-    r = run_cli("bench", "--backbone-config", "tiny-vit", "--decode-schedule", "sometimes")
+    r = run_cli_in_process("bench", "--backbone-config", "tiny-vit", "--decode-schedule", "sometimes")
     assert r.returncode == 2
 
 
@@ -114,7 +112,8 @@ def test_bench_onnx_int8_runs():
 
 
 def test_bench_rejects_bad_combinations():
-    r = run_cli("bench", "--backbone-config", "tiny-vit", "--dtype", "int8")
+    # the command's decision, in-process: bench's exit 2 as a process is test_bench_cli_refuses_a_batch_that_cannot_fit
+    r = run_cli_in_process("bench", "--backbone-config", "tiny-vit", "--dtype", "int8")
     assert r.returncode == 2 and "onnx" in r.stderr
 
 

@@ -232,9 +232,11 @@ def test_store_rejects_foreign_sqlite(tmp_path):
     p = tmp_path / "other.sqlite"
     with sqlite3.connect(p) as c:
         c.execute("CREATE TABLE t (x)")
-    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--db", str(p))
+    # refusals the commands decide, in-process (scan's and results' exit 2 as processes: test_exit_codes,
+    # test_store_round_trip_through_cli)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--db", str(p))
     assert r.returncode == 2 and "results store" in r.stderr
-    r = run_cli("results", "summary", "--db", str(p))
+    r = run_cli_in_process("results", "summary", "--db", str(p))
     assert r.returncode == 2 and "not an aiidetect results store" in r.stderr
     with pytest.raises(Exception):
         ResultsStore(tmp_path / "nofolder" / "x.sqlite")
@@ -243,9 +245,9 @@ def test_store_rejects_foreign_sqlite(tmp_path):
 
 def test_engine_options_are_validated(tmp_path):
     _tiny_images(tmp_path, 1, folders=1)
-    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
     assert r.returncode == 2 and "--engine" in r.stderr
-    r = run_cli("scan", str(tmp_path), "-d", "metadata", "--address", "auto")
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--address", "auto")
     assert r.returncode == 2 and "--engine ray" in r.stderr
 
 
@@ -284,7 +286,7 @@ def test_parquet_export(tmp_path):
 
 def test_error_messages_keep_brackets(tmp_path):
     # Paths and pip extras contain [brackets]; the one-line error must print them, not eat them as markup.
-    r = run_cli("scan", str(tmp_path / "[x]" / "a.jpg"))
+    r = run_cli_in_process("scan", str(tmp_path / "[x]" / "a.jpg"))
     assert r.returncode == 2 and "[x]" in r.stderr, r.stderr
 
 
