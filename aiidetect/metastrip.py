@@ -14,7 +14,7 @@ import itertools
 import struct
 
 from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
-from .structures import heif_layout, png_chunks
+from .structures import heif_layout_read, png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -87,17 +87,19 @@ def _strip_jpeg(data: bytes) -> bytes | None:
 _WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
 
 
-def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
+def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None,
+                   layout: tuple | None = None) -> tuple[bytes | None, str | None]:
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
     (limits.DECODE_MAX_METADATA_CHUNK), or of a HEIF or AVIF with such Exif and XMP items unlinked; what was
     left out) or (None, None) when there are none. The metadata readers read such chunks (capped) from the
-    file itself; Pillow copied each two or three times."""
+    file itself; Pillow copied each two or three times. `layout`: a HEIF's structures.heif_layout_read(data),
+    where the caller has it (its checks read the same tables)."""
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
     if len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):   # no chunk can be longer than its file
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
-            return _oversize_heif(data, fmt, limit)
+            return _oversize_heif(data, fmt, limit, layout)
         return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
     except (struct.error, IndexError, ValueError):
         return None, None
@@ -109,12 +111,12 @@ def _said(fmt: str, left: list[tuple[bytes, int]], limit: int, what: str = "chun
     return f"{fmt} metadata {what} over {limit} bytes not handed to the decoder: {names}{more}"
 
 
-def _oversize_heif(data: bytes, fmt: str, limit: int):
+def _oversize_heif(data: bytes, fmt: str, limit: int, layout: tuple | None = None):
     """A HEIF/AVIF whose Exif or XMP (`mime`) items over `limit` are unlinked from the images they describe: their
     `cdsc` references renamed (`skip`, a type no reader follows), four bytes each, so libheif and pillow-heif
     read no such item (they copied a 100 MB Exif item three times)."""
-    lay = heif_layout(data)
-    if lay is None:
+    lay, error = heif_layout_read(data) if layout is None else layout
+    if lay is None or error is not None:
         return None, None
     big = {i: n for i, t in lay.types.items() if t in (b"Exif", b"mime") and (n := lay.item_length(data, i)) > limit}
     at = [pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big]

@@ -1142,3 +1142,40 @@ def test_avif_sequence_stsc_runs_of_all_tracks_share_one_budget():
     assert len(bmff_tracks(bmff_box(b"moov", trak))) == 1
     with pytest.raises(HeifLayoutError, match="table entries"):
         bmff_tracks(bmff_box(b"moov", trak * 2))
+
+
+def test_heif_item_tables_are_read_once_a_decode_and_once_a_metadata_walk(monkeypatch):
+    """A HEIF's item tables (structures.heif_layout) and an AVIF sequence's tracks (bmff_tracks) cost 11-27 ms a
+    read near their entry cap: the decoder read them 2 times a file (its pixel checks, then open_image's), 4 over
+    DECODE_MAX_METADATA_CHUNK (decode_bytes' strip and open_image's too), the metadata walk 1 and 3. Each is
+    read once now and handed down (structures.heif_layout_read)."""
+    import aiidetect.metastrip as metastrip
+    import aiidetect.structures as structures
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import avis, heif_iloc_zero_fields, heif_with_exif
+
+    reads = {"heif_layout": 0, "bmff_tracks": 0}
+
+    def counted(name):
+        real = getattr(structures, name)
+
+        def read(*args, **kwargs):
+            reads[name] += 1
+            return real(*args, **kwargs)
+        return read
+
+    for name in reads:
+        read = counted(name)
+        monkeypatch.setattr(structures, name, read)
+        monkeypatch.setattr(metastrip, name, read, raising=False)   # where a module took its own name for it
+    files = {"small": (heif_with_exif(1000), 1), "over the cap": (heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1), 1),
+             "sequence": (avis(2, 8, 8), 1), "tables refused": (heif_iloc_zero_fields(2, 0xFFFF), 0)}
+    for what, (data, tracks) in files.items():
+        for doing, read in (("decode", decode_bytes), ("walk", walk)):
+            reads.update(heif_layout=0, bmff_tracks=0)
+            try:
+                read(data)
+            except DecodeFailure:
+                pass
+            assert reads == {"heif_layout": 1, "bmff_tracks": tracks}, (what, doing, reads)
