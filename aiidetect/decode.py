@@ -25,6 +25,7 @@ from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exp
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
                      WEBP_PIXEL_COST)
+from .structures import HeifRead, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -132,12 +133,16 @@ def _large_blocks() -> None:
 PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "PSD")
 
 
-def open_image(data: bytes):
+def open_image(data: bytes, *, layout: HeifRead | None = None):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
     caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
     sub-blocks before its first image, a PSD's image resources or rows, an RLE BMP's pixels) is refused here
-    (DecodeFailure), before any reader can load it."""
+    (DecodeFailure), before any reader can load it.
+
+    `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (its item tables near
+    their cap cost 11-27 ms a walk), with what was worked out of it (its check, its strip); a read of other
+    bytes is not used."""
     import io
 
     from PIL import Image
@@ -153,17 +158,18 @@ def open_image(data: bytes):
         chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
-    problem = structure_problem(data, fmt)
+    if fmt in ("HEIF", "AVIF"):
+        layout = heif_read_of(data, layout)
+    problem = structure_problem(data, fmt, layout)
     if problem:
         raise DecodeFailure("decode-error", f"{fmt or 'DIB'} structure refused: {problem}")
-    if fmt in ("HEIF", "AVIF"):
-        from .metastrip import strip_oversize
+    if fmt in ("HEIF", "AVIF") and not layout.lean:
+        from .metastrip import strip_oversize_heif
 
         # pillow-heif copies every Exif and XMP item at open (a 100 MB one three times), whatever the caller
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
-        # themselves, to say so, and hand this a file with none left).
-        lean, _ = strip_oversize(data, fmt)
-        data = data if lean is None else lean
+        # themselves, to say so, and hand this a file with none left and its read marked so).
+        data, _, _ = strip_oversize_heif(data, fmt, layout)
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()
@@ -594,7 +600,7 @@ def mpo_frames(img, data: bytes) -> int:
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None,
-                 admit: Callable[[int], None] | None = None):
+                 admit: Callable[[int], None] | None = None, layout: HeifRead | None = None):
     """-> (PIL RGB image, info). Raises DecodeFailure.
 
     `admit(pixels)` is called once the size is known and accepted, before the
@@ -606,15 +612,21 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     pixels down with it; the metadata parsers read those segments themselves.
     A PNG or WebP is handed to Pillow without its metadata chunks over
     limits.DECODE_MAX_METADATA_CHUNK, a HEIF or AVIF without links to such Exif and XMP items
-    (metastrip.strip_oversize), which its readers copied whole."""
-    limits = limits or DecodeLimits()
-    from .metastrip import strip_oversize
+    (metastrip.strip_oversize), which its readers copied whole.
 
-    lean, withheld = strip_oversize(data, sniff_format(data))
-    if lean is not None:
-        data = lean
+    `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has read it (its item
+    tables are read once a decode either way)."""
+    limits = limits or DecodeLimits()
+    from .metastrip import strip_oversize, strip_oversize_heif
+
+    fmt = sniff_format(data)
+    if fmt in ("HEIF", "AVIF"):     # its item tables read once, for the strip, the pixel checks and the open
+        data, withheld, layout = strip_oversize_heif(data, fmt, layout)
+    else:
+        lean, withheld = strip_oversize(data, fmt)
+        data = data if lean is None else lean
     try:
-        img, info = _decode_bytes(data, limits, draft, admit)
+        img, info = _decode_bytes(data, limits, draft, admit, layout)
         if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
             info["metadata_withheld"] = withheld[:200]
         return img, info
@@ -695,9 +707,10 @@ def jpeg_scan_problem(data: bytes) -> str | None:
         pos += 2 + length
 
 
-def structure_problem(data: bytes, fmt: str | None) -> str | None:
+def structure_problem(data: bytes, fmt: str | None, layout: HeifRead | None = None) -> str | None:
     """Why Pillow must not open `data` (sniffed as `fmt`): the structures its plugins walk in Python at
-    open, or its decoders pass over, past the caps in limits.py. None when nothing is over them."""
+    open, or its decoders pass over, past the caps in limits.py. None when nothing is over them. `layout`:
+    as heif_problem's."""
     if fmt == "JPEG":
         return jpeg_scan_problem(data)
     if fmt == "PNG":
@@ -709,7 +722,7 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
         return bmp_problem(data)
     if fmt in ("HEIF", "AVIF"):
-        return heif_problem(data)[0]
+        return heif_problem(data, layout)[0]
     return None
 
 
@@ -718,12 +731,21 @@ def structure_problem(data: bytes, fmt: str | None) -> str | None:
 _HEIF_MAX_DEPTH = 8
 
 
-def heif_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
+def heif_problem(data: bytes, layout: HeifRead | None = None) -> tuple[str | None, int, tuple[int, int] | None]:
     """(why libheif or libavif must not decode this HEIF/AVIF's image, or None; the coded pixels it is made
     of; its primary item's ispe, before any crop). The primary item's pixels (heif_items_problem), or an AVIF
     image sequence's first frame's (avif_track_pixels), whichever is more: libavif decodes the track of an
-    `avis`, not its item, and which it takes depends on its version (the major brand, or any track at all)."""
-    problem, coded, size = heif_items_problem(data)
+    `avis`, not its item, and which it takes depends on its version (the major brand, or any track at all).
+    `layout`: structures.heif_layout_read(data), where the caller has it (its answer kept there); read here
+    without it."""
+    read = heif_read_of(data, layout)
+    if read.problem is None:
+        read.problem = _heif_problem(data, read)
+    return read.problem
+
+
+def _heif_problem(data: bytes, read: HeifRead) -> tuple[str | None, int, tuple[int, int] | None]:
+    problem, coded, size = heif_items_problem(data, read)
     if problem:
         return problem, coded, size
     try:
@@ -766,7 +788,7 @@ def avif_track_pixels(data: bytes) -> int:
     return total
 
 
-def heif_items_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | None]:
+def heif_items_problem(data: bytes, layout: HeifRead | None = None) -> tuple[str | None, int, tuple[int, int] | None]:
     """(why libheif or libavif must not decode this HEIF/AVIF's primary image, or None; the coded pixels
     it is made of; its ispe, before any crop). A derived image is decoded input by input, each to its own
     `ispe`: a grid of tiles, or of grids, costs its tiles' pixels (repeats counted), not its own size. An AV1
@@ -777,13 +799,13 @@ def heif_items_problem(data: bytes) -> tuple[str | None, int, tuple[int, int] | 
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
     images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
     entries in all. Layouts it cannot follow are left to the decoder."""
-    from .structures import HeifLayoutError, av1_frame_size, heif_layout
+    from .structures import HeifLayoutError, av1_frame_size
 
-    try:
-        lay = heif_layout(data)
-    except HeifLayoutError as exc:
-        return f"{exc} in its meta box", 0, None
-    except (struct.error, IndexError):
+    read = heif_read_of(data, layout)
+    lay, error = read.layout, read.error
+    if isinstance(error, HeifLayoutError):
+        return f"{error} in its meta box", 0, None
+    if error is not None:       # a truncated table: left to the decoder
         return None, 0, None
     if lay is None or lay.primary is None:
         return None, 0, None
@@ -1037,7 +1059,9 @@ def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
-                  admit: Callable[[int], None] | None = None):
+                  admit: Callable[[int], None] | None = None, layout: HeifRead | None = None):
+    """decode_bytes' decode of bytes it has stripped (metastrip.strip_oversize); `layout`: a HEIF's
+    structures.heif_layout_read of them, where it has it."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     sniffed = sniff_format(data)
@@ -1046,7 +1070,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         # over --max-pixels is `too-large` (the user's lever), before the RLE cap's `decode-error` in open_image
         raise _over_pixel_limit(rle[0], rle[1], limits.max_pixels)
     if sniffed in ("HEIF", "AVIF"):
-        _, coded, size = heif_problem(data)
+        # its verdict kept in the read handed to open_image, which refuses it after the size checks here
+        layout = heif_read_of(data, layout)
+        _, coded, size = heif_problem(data, layout)
         if size and size[0] * size[1] > limits.max_pixels:
             raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
         if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
@@ -1058,7 +1084,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:
-            img = open_image(data)
+            img = open_image(data, layout=layout)
         except DecodeFailure:
             raise
         except UnidentifiedImageError as exc:

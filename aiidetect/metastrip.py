@@ -10,11 +10,12 @@ same bytes with those segments left out. The file itself is never modified.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import struct
 
 from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
-from .structures import heif_layout, png_chunks
+from .structures import HeifRead, heif_layout_read, heif_read_of, png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -97,10 +98,28 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
-            return _oversize_heif(data, fmt, limit)
+            return _oversize_heif(data, fmt, limit, heif_layout_read(data))[:2]
         return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
     except (struct.error, IndexError, ValueError):
         return None, None
+
+
+def strip_oversize_heif(data: bytes, fmt: str, read: HeifRead | None = None) -> tuple[bytes, str | None, HeifRead]:
+    """strip_oversize of a HEIF/AVIF with its item tables read once: (`data`, or its copy without links to Exif
+    and XMP items over DECODE_MAX_METADATA_CHUNK; what was left out, or None; the read of the bytes returned,
+    marked lean, which decode.open_image strips no further). `read`: structures.heif_layout_read(data), where
+    the caller has it (a read of other bytes is not used: structures.heif_read_of)."""
+    read = heif_read_of(data, read)
+    if len(data) > DECODE_MAX_METADATA_CHUNK:
+        try:
+            lean, said, lean_read = _oversize_heif(data, fmt, DECODE_MAX_METADATA_CHUNK, read)
+        except (struct.error, IndexError, ValueError):
+            lean = None
+        if lean is not None:
+            lean_read.lean = True
+            return lean, said, lean_read
+    read.lean = True
+    return data, None, read
 
 
 def _said(fmt: str, left: list[tuple[bytes, int]], limit: int, what: str = "chunks") -> str:
@@ -109,24 +128,30 @@ def _said(fmt: str, left: list[tuple[bytes, int]], limit: int, what: str = "chun
     return f"{fmt} metadata {what} over {limit} bytes not handed to the decoder: {names}{more}"
 
 
-def _oversize_heif(data: bytes, fmt: str, limit: int):
+def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
     """A HEIF/AVIF whose Exif or XMP (`mime`) items over `limit` are unlinked from the images they describe: their
     `cdsc` references renamed (`skip`, a type no reader follows), four bytes each, so libheif and pillow-heif
-    read no such item (they copied a 100 MB Exif item three times)."""
-    lay = heif_layout(data)
-    if lay is None:
-        return None, None
+    read no such item (they copied a 100 MB Exif item three times). -> (the copy, what was left out, the copy's
+    read) or (None, None, None). The copy's read is `read` with those references' types as the copy has them:
+    the four bytes are an `iref` entry's box type, which nothing else in heif_layout reads, and the copy is
+    as long as the file, so every offset, extent and size stands."""
+    lay = read.layout
+    if lay is None or read.error is not None:
+        return None, None, None
     big = {i: n for i, t in lay.types.items() if t in (b"Exif", b"mime") and (n := lay.item_length(data, i)) > limit}
-    at = [pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big]
+    at = {pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big}
     if not at:
-        return None, None
+        return None, None, None
     view, parts, last = memoryview(data), [], 0
     for pos in sorted(at):
         parts += [view[last:pos], b"skip"]
         last = pos + 4
     parts.append(view[last:])
     left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
-    return b"".join(parts), _said(fmt, left, limit, "items")
+    lean = b"".join(parts)
+    renamed = copy.copy(lay)
+    renamed.refs = [(b"skip" if pos in at else kind, pos, src) for kind, pos, src in lay.refs]
+    return lean, _said(fmt, left, limit, "items"), HeifRead(lean, renamed, None)
 
 
 def _oversize_png(data: bytes, limit: int):

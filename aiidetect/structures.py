@@ -267,6 +267,36 @@ def heif_layout(data: bytes) -> HeifLayout | None:
     return lay
 
 
+class HeifRead:
+    """One read of a HEIF/AVIF's item tables (heif_layout), bound to the bytes it was read from: a read is
+    parsed once and handed to each check of those bytes (decode.heif_problem, metastrip.strip_oversize_heif,
+    decode.open_image), where parsed once per check a hostile file at the entry cap cost its 11-27 ms two to
+    four times a decode. heif_read_of never lets it stand for other bytes (a stale or a neighbour's read passed
+    a grid bomb unchecked). `lean`: these bytes hold no Exif or XMP item over the readers' cap (set only by
+    metastrip.strip_oversize_heif); `problem`: decode.heif_problem's answer, once worked out."""
+
+    __slots__ = ("data", "layout", "error", "lean", "problem")
+
+    def __init__(self, data: bytes, layout: HeifLayout | None, error: Exception | None) -> None:
+        self.data, self.layout, self.error = data, layout, error
+        self.lean = False
+        self.problem: tuple | None = None
+
+
+def heif_layout_read(data: bytes) -> HeifRead:
+    """heif_layout's answer kept as a value: the layout, or the HeifLayoutError, struct.error or IndexError it
+    raised."""
+    try:
+        return HeifRead(data, heif_layout(data), None)
+    except (HeifLayoutError, struct.error, IndexError) as exc:
+        return HeifRead(data, None, exc)
+
+
+def heif_read_of(data: bytes, read: HeifRead | None) -> HeifRead:
+    """`read` where it was read from these very bytes (the same object), else a read of them."""
+    return read if read is not None and read.data is data else heif_layout_read(data)
+
+
 class BmffTrack:
     """What a track of an AVIF image sequence (`avis`) says of itself, as libavif reads it: its id and the
     size its header declares (`tkhd`: the size Pillow gives), the track it is auxiliary to (a `tref`/`auxl`:

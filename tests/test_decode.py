@@ -1142,3 +1142,74 @@ def test_avif_sequence_stsc_runs_of_all_tracks_share_one_budget():
     assert len(bmff_tracks(bmff_box(b"moov", trak))) == 1
     with pytest.raises(HeifLayoutError, match="table entries"):
         bmff_tracks(bmff_box(b"moov", trak * 2))
+
+
+def test_heif_item_tables_are_read_once_a_decode_and_once_a_metadata_walk(monkeypatch):
+    """A HEIF's item tables (structures.heif_layout) and an AVIF sequence's tracks (bmff_tracks) cost 11-27 ms a
+    read near their entry cap: the decoder read them 2 times a file (its pixel checks, then open_image's), 4 over
+    DECODE_MAX_METADATA_CHUNK (decode_bytes' strip and open_image's too), the metadata walk 1 and 3. Each is
+    read once now and handed down (structures.heif_layout_read)."""
+    import aiidetect.metastrip as metastrip
+    import aiidetect.structures as structures
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import avis, heif_iloc_zero_fields, heif_with_exif
+
+    reads = {"heif_layout": 0, "bmff_tracks": 0}
+
+    def counted(name):
+        real = getattr(structures, name)
+
+        def read(*args, **kwargs):
+            reads[name] += 1
+            return real(*args, **kwargs)
+        return read
+
+    for name in reads:
+        read = counted(name)
+        monkeypatch.setattr(structures, name, read)
+        monkeypatch.setattr(metastrip, name, read, raising=False)   # where a module took its own name for it
+    files = {"small": (heif_with_exif(1000), 1), "over the cap": (heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1), 1),
+             "sequence": (avis(2, 8, 8), 1), "tables refused": (heif_iloc_zero_fields(2, 0xFFFF), 0)}
+    for what, (data, tracks) in files.items():
+        for doing, read in (("decode", decode_bytes), ("walk", walk)):
+            reads.update(heif_layout=0, bmff_tracks=0)
+            try:
+                read(data)
+            except DecodeFailure:
+                pass
+            assert reads == {"heif_layout": 1, "bmff_tracks": tracks}, (what, doing, reads)
+
+
+def test_a_heif_layout_read_of_other_bytes_checks_nothing_of_these(monkeypatch):
+    """A layout handed down (structures.heif_layout_read) stands for the bytes it was read from and no other: a
+    caller handing open_image or decode_bytes the read of another file (a stale one, a benign one beside a
+    hostile one) passed a grid bomb to libheif unchecked."""
+    from aiidetect.decode import open_image
+    from aiidetect.structures import heif_layout_read
+    from aiidetect.testing.hostile import heif_grid
+
+    pillow_heif = pytest.importorskip("pillow_heif.as_plugin")
+    monkeypatch.setattr(pillow_heif.HeifImageFile, "_open", _never("pillow-heif"))
+    benign, bomb = heif_grid(2, 2, 64, 64), heif_grid(31, 32, 2048, 2048, 64, 64)
+    for opening in (lambda: open_image(bomb, layout=heif_layout_read(benign)),
+                    lambda: decode_bytes(bomb, layout=heif_layout_read(benign))):
+        with pytest.raises(DecodeFailure, match="tiles outside the image"):
+            opening()
+
+
+def test_the_heif_metadata_strips_copy_gets_the_read_a_read_of_it_gives(monkeypatch):
+    """The copy without links to an Exif item over the cap is checked and opened with a read of its own (the
+    original's, its renamed references as the copy has them, marked lean): what reading the copy gives."""
+    import aiidetect.metastrip as metastrip
+    from aiidetect.structures import heif_layout, heif_layout_read
+    from aiidetect.testing.hostile import heif_with_exif
+
+    data = heif_with_exif(1000)
+    monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100)
+    read = heif_layout_read(data)
+    lean, said, lean_read = metastrip.strip_oversize_heif(data, "HEIF", read)
+    assert lean != data and "Exif item" in said and lean_read.data is lean and lean_read.lean and not read.lean
+    assert vars(lean_read.layout) == vars(heif_layout(lean))
+    assert [kind for kind, _, _ in lean_read.layout.refs] == [b"skip"]
+    assert metastrip.strip_oversize_heif(lean, "HEIF", lean_read) == (lean, None, lean_read)

@@ -83,20 +83,23 @@ def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None
     """`aiidetect meta`'s report of one file's bytes: when the watermark check would read the pixels, they
     are decoded as `scan` decodes them (the same checks, --max-pixels), and a refusal is `provenance`'s
     `refused`, so `meta` finds no watermark where `scan` would say `error`. Other files decode nothing."""
-    from ..decode import DecodeFailure, decode_bytes, open_image
+    from ..decode import DecodeFailure, decode_bytes, open_image, sniff_format
     from ..provenance import watermark_reads_pixels
+    from ..structures import heif_layout_read
 
-    image = info = refused = size = None
+    image = info = refused = size = layout = None
     mode = options.get("watermark", "auto")
     if mode != "never":  # --watermark never reads no pixels: no header to open for it
+        if sniff_format(data) in ("HEIF", "AVIF"):   # its item tables read once, for the header and the decode
+            layout = heif_layout_read(data)
         try:
-            with open_image(data) as im:   # the header's size: what the check decides on
+            with open_image(data, layout=layout) as im:   # the header's size: what the check decides on
                 size = im.size
         except Exception:  # noqa: BLE001 - a header Pillow cannot open: the check reads no pixels either
             pass
     if size and watermark_reads_pixels(mode, *size):
         try:
-            image, info = decode_bytes(data, limits)
+            image, info = decode_bytes(data, limits, layout=layout)
         except DecodeFailure as exc:
             refused = exc.code
     return provenance(data, path, options, image=image, info=info, refused=refused)

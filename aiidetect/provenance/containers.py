@@ -646,13 +646,14 @@ def _walk_psd(data: bytes, b: Blobs) -> None:
 
 # --- HEIF / AVIF / TIFF / GIF through Pillow ---------------------------------
 
-def _walk_with_pillow(data: bytes, b: Blobs) -> None:
+def _walk_with_pillow(data: bytes, b: Blobs, layout=None) -> None:
+    """`layout`: a HEIF's item tables, as decode.open_image takes them."""
     from ..decode import DecodeFailure, open_image
     from ..quiet import quiet_warnings
 
     with quiet_warnings():  # corrupt-tag warnings; other failures are recorded by the caller
         try:
-            im = open_image(data)
+            im = open_image(data, layout=layout)
         except DecodeFailure as exc:    # a structure Pillow must not walk: said as the decoder says it
             b.errors.append(exc.message)
             return
@@ -663,13 +664,13 @@ def _walk_heif(data: bytes, b: Blobs) -> None:
     """Pillow's view of a HEIF/AVIF without its Exif and XMP items over the readers' cap (8 MiB each), which
     pillow-heif copied three times (a 100 MB Exif item: `meta` peaked at 677 MB): such an item is not read, as
     a PNG's or WebP's EXIF chunk over it is not."""
-    from ..metastrip import strip_oversize
+    from ..metastrip import strip_oversize_heif
 
-    lean, withheld = strip_oversize(data, b.format)
-    if lean is not None:
+    # its item tables read once, for the strip and open_image's check
+    data, withheld, read = strip_oversize_heif(data, b.format)
+    if withheld:
         b.errors.append(withheld.replace("not handed to the decoder", "not read"))
-        data = lean
-    _walk_with_pillow(data, b)
+    _walk_with_pillow(data, b, layout=read)
 
 
 def _walk_tiff_with_pillow(data: bytes, b: Blobs) -> None:

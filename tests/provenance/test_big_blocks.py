@@ -60,7 +60,7 @@ def test_the_decoder_is_not_handed_a_metadata_chunk_over_the_cap(monkeypatch):
     monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100, raising=False)
     handed = []
     real = decode.open_image
-    monkeypatch.setattr(decode, "open_image", lambda data: handed.append(data) or real(data))
+    monkeypatch.setattr(decode, "open_image", lambda data, **kw: handed.append(data) or real(data, **kw))
     for data, tag in ((_png(_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + b" " * 300)), b"iTXt"),
                       (_webp(icc_profile=b"\x00" * 300), b"ICCP"), (_webp(exif=b"MM\x00*" + b"\x00" * 300), b"EXIF")):
         handed.clear()
@@ -113,7 +113,7 @@ def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypa
     img, info = decode.decode_bytes(data)
     assert reusable_image(img, info, 4, 4), info
 
-    def refuse(data):
+    def refuse(data, **vetted):
         raise ValueError("decoded again")
 
     monkeypatch.setattr(decode, "open_image", refuse)
