@@ -63,7 +63,7 @@ class Sample:
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # preprocess key -> 3xSxS float32
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
-    phash: int | None = None               # perceptual.phash of the decoded pixels, when a trainer or eval asks
+    phash: int | None = None               # perceptual.phash_bytes of the bytes, when a trainer or eval asks
 
     @property
     def ok(self) -> bool:
@@ -1188,10 +1188,11 @@ def failures_into(rec: Record, doing: str) -> Iterator[None]:
 def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
                   keep_image: bool = False, draft: int | None = None,
                   transform: Callable[[Any, Sample], Any] | None = None,
-                  admit: Callable[[int], None] | None = None) -> Sample:
+                  admit: Callable[[int], None] | None = None, phash: bool = False) -> Sample:
     """Decode the bytes read by read_sample and preprocess for every head's spec;
     `transform(image, sample) -> image` acts between the two. Never raises.
-    `admit` as for decode_bytes."""
+    `admit` as for decode_bytes. `phash`: s.phash gets perceptual.phash_decoded of the bytes
+    (before the transform; None when its own decode fails, the file's pixels still count)."""
     from .preprocess import apply, spec_key
 
     rec = s.record
@@ -1205,6 +1206,13 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
             # about the metadata chunks over limits.DECODE_MAX_METADATA_CHUNK never handed to Pillow.
             rec.image_info["pixels_without_metadata"] = without
         s.info = info
+        if phash:
+            from .perceptual import phash_decoded
+
+            try:
+                s.phash = phash_decoded(s.data or b"", img, info, limits, admit)
+            except DecodeFailure:
+                s.phash = None
         if transform is not None:
             img = transform(img, s)
         for spec in preprocess_specs:
