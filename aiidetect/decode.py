@@ -594,12 +594,14 @@ def mpo_frames(img, data: bytes) -> int:
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None,
-                 admit: Callable[[int], None] | None = None):
+                 admit: Callable[[int], None] | None = None, reserve: Callable[[dict], int] | None = None):
     """-> (PIL RGB image, info). Raises DecodeFailure.
 
     `admit(pixels)` is called once the size is known and accepted, before the
     pixels are decoded: it may wait (pixels.PixelBudget, the decode workers'
-    shared budget).
+    shared budget). `reserve(info)` (the info known then: format, size, draft) adds the
+    pixels of a later decode the caller will make while this one is alive: asked for
+    afterwards, the wait would hold these pixels outside the budget.
 
     A decode that fails is retried once without the metadata segments
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
@@ -614,7 +616,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     if lean is not None:
         data = lean
     try:
-        img, info = _decode_bytes(data, limits, draft, admit)
+        img, info = _decode_bytes(data, limits, draft, admit, reserve)
         if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
             info["metadata_withheld"] = withheld[:200]
         return img, info
@@ -627,7 +629,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         if bare is None:
             raise
         try:
-            img, info = _decode_bytes(bare, limits, draft, admit)
+            img, info = _decode_bytes(bare, limits, draft, admit, reserve)
         except DecodeFailure:
             raise first from None
         info["metadata_skipped_for_pixels"] = first.message[:200]
@@ -1037,7 +1039,7 @@ def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
-                  admit: Callable[[int], None] | None = None):
+                  admit: Callable[[int], None] | None = None, reserve: Callable[[dict], int] | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     sniffed = sniff_format(data)
@@ -1099,7 +1101,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             if admit is not None:
-                admit(img.size[0] * img.size[1] * cost)
+                admit(img.size[0] * img.size[1] * cost + (reserve(info) if reserve is not None else 0))
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
@@ -1197,7 +1199,10 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
 
     rec = s.record
     with failures_into(rec, "decoding"):
-        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit)
+        if phash:
+            from .perceptual import hash_decode_pixels, phash_decoded
+        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
+                                 reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
         without = info.get("metadata_skipped_for_pixels") or info.get("metadata_withheld")
@@ -1207,8 +1212,6 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
             rec.image_info["pixels_without_metadata"] = without
         s.info = info
         if phash:
-            from .perceptual import phash_decoded
-
             try:
                 s.phash = phash_decoded(s.data or b"", img, info, limits, admit)
             except DecodeFailure:

@@ -112,6 +112,15 @@ def is_source(info: dict) -> bool:
     return tuple(info.get("draft") or (w, h)) == source_size(w, h)
 
 
+def hash_decode_pixels(info: dict) -> int:
+    """The pixels of the decode phash_decoded adds to one whose `info` this is (0 when it reuses it):
+    asked of the budget with that decode's own (decode.decode_bytes `reserve`)."""
+    if is_source(info):
+        return 0
+    w, h = source_size(int(info["width"]), int(info["height"]))
+    return w * h
+
+
 def phash_bytes(data: bytes, limits: Any = None, admit: Any = None) -> int | None:
     """The hash of a file's bytes (the one definition: module docstring). Raises decode.DecodeFailure.
     `admit` as for decode.decode_bytes: the draft's pixels are asked of the caller's budget."""
@@ -123,7 +132,9 @@ def phash_bytes(data: bytes, limits: Any = None, admit: Any = None) -> int | Non
 def phash_decoded(data: bytes, img: Any, info: dict, limits: Any = None, admit: Any = None) -> int | None:
     """phash_bytes(data), given decode_bytes(data)'s (img, info) at whatever draft: that decode when it
     is the hash's own, else one more decode at SOURCE_SIDE, asked of `admit` on top of `img`'s pixels
-    (both are alive). Raises decode.DecodeFailure."""
+    (both are alive). Raises decode.DecodeFailure. Give `img`'s decode reserve=hash_decode_pixels: the
+    ask is then already held, and never waits with `img` alive and counted nowhere (admit gives back
+    what it holds before it waits)."""
     if is_source(info):
         return phash(img)
     held = img.size[0] * img.size[1]

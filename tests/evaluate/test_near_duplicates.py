@@ -227,13 +227,15 @@ def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decode
 
 def test_the_hash_decode_is_asked_of_the_budget_beside_the_decode_it_adds_to(tmp_path):
     """A JPEG the scan drafts below the hash's scale: its second, small decode is asked of the pixel
-    budget on top of the scan's pixels (both alive); one already at the hash's scale is not decoded again."""
+    budget on top of the scan's pixels (both alive), with them, before either is decoded; one already at
+    the hash's scale is not decoded again."""
     from aiidetect.decode import read_sample, decode_sample
     from aiidetect.perceptual import phash_bytes
 
     p = tmp_path / "big.jpg"
     _picture(3, (1024, 768)).save(p, quality=90)
-    for draft, admitted in ((16, [128 * 96, 128 * 96 + 512 * 384]), (300, [512 * 384]), (None, [1024 * 768, 1024 * 768 + 512 * 384])):
+    for draft, admitted in ((16, [128 * 96 + 512 * 384] * 2), (300, [512 * 384]),
+                             (None, [1024 * 768 + 512 * 384] * 2)):
         asked: list = []
         s = decode_sample(read_sample(str(p)), draft=draft, admit=asked.append, phash=True)
         assert s.ok and s.phash == phash_bytes(p.read_bytes())
@@ -307,3 +309,41 @@ def test_a_damaged_hash_record_makes_near_duplicates_unknown_never_a_crash(tmp_p
     assert report["fakehead"]["n"] == 2 and report["fakehead"]["status"] == "checked"
     near = report["fakehead"]["near"]
     assert near["status"] == "unknown" and near["n"] is None and why in near["why"], near
+
+
+def test_a_job_waiting_for_the_hash_decode_holds_no_decoded_pixels_outside_the_budget(tmp_path, monkeypatch):
+    """The hash's extra decode was asked for after the scan's decode, by giving its pixels back and
+    waiting for both: while it waited its decoded image was alive but counted nowhere, and the freed
+    budget let another whole image in (32 workers could each hold one). Its pixels are asked for with
+    the first decode's, before any are decoded."""
+    import threading
+
+    from aiidetect.decode import decode_sample, read_sample
+    from aiidetect.perceptual import phash_bytes
+    from aiidetect.pixels import PixelBudget
+
+    p = tmp_path / "big.jpg"
+    _picture(3, (1024, 768)).save(p, quality=90)
+    sizes = _decodes(monkeypatch)
+    budget = PixelBudget(128 * 96 + 512 * 384)
+    waits = threading.Event()
+    real_wait = budget._cond.wait_for
+
+    def wait_for(pred, timeout=None):
+        waits.set()
+        return real_wait(pred, timeout)
+    monkeypatch.setattr(budget._cond, "wait_for", wait_for)
+    out: list = []
+    with budget.hold() as blocker:
+        blocker(1)
+
+        def job():
+            with budget.hold() as admit:
+                out.append(decode_sample(read_sample(str(p)), draft=16, admit=admit, phash=True))
+        t = threading.Thread(target=job)
+        t.start()
+        assert waits.wait(10)
+        assert sizes == []  # waiting with nothing decoded
+    t.join(10)
+    assert out[0].ok and out[0].phash == phash_bytes(p.read_bytes())
+    assert budget.peak == 128 * 96 + 512 * 384
