@@ -347,3 +347,22 @@ def test_a_job_waiting_for_the_hash_decode_holds_no_decoded_pixels_outside_the_b
     t.join(10)
     assert out[0].ok and out[0].phash == phash_bytes(p.read_bytes())
     assert budget.peak == 128 * 96 + 512 * 384
+
+
+def test_a_head_with_v1_hashes_says_which_kind_it_has_and_what_to_do(tmp_path):
+    """A head trained before dct-phash-64-v2 (hashes of whichever decode the trainer had): its
+    near-duplicates are unknown, and the reason names the kind it holds, the kind this version
+    computes, and the way to get them (the exact matches are still checked)."""
+    from aiidetect.evaluate.overlap import train_overlap
+    from test_train_overlap import FakeHead
+
+    imgs = [tmp_path / "0.png"]
+    _picture(0).save(imgs[0])
+    head, m = _head_with_phashes(tmp_path / "h", imgs)
+    m["training_images"]["perceptual"]["kind"] = "dct-phash-64-v1"
+    (head / "manifest.json").write_text(json.dumps(m))
+    report, _ = train_overlap([FakeHead(head)], digests_of(map(str, imgs)), phashes=[phash(_picture(0))])
+    assert report["fakehead"]["status"] == "checked"
+    near = report["fakehead"]["near"]
+    assert near["status"] == "unknown", near
+    assert "dct-phash-64-v1" in near["why"] and "dct-phash-64-v2" in near["why"] and "retrain" in near["why"], near
