@@ -70,7 +70,7 @@ class FeatureCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS features (sha TEXT, encoder TEXT, prep TEXT, output TEXT, "
                              "dim INTEGER, vec BLOB, PRIMARY KEY (sha, encoder, prep, output))")
-            # perceptual.phash of the file's decoded pixels, beside its features: a training run whose
+            # perceptual.phash_bytes of the file (under its kind), beside its features: a training run whose
             # features are all cached would otherwise decode every image again for its hash alone
             # (measured: 0.25 s -> 9 s over the 429 dev images).
             self._db.execute("CREATE TABLE IF NOT EXISTS phashes (sha TEXT, kind TEXT, value BLOB, "

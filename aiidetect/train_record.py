@@ -37,7 +37,7 @@ def pack_keys(digests: Iterable[str]) -> bytes:
 def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | None = None
            ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files.
-    `phashes`: the perceptual hash of each training image's decoded pixels (perceptual.phash; None for
+    `phashes`: the perceptual hash of each training image's bytes (perceptual.phash_bytes; None for
     one too small or flat to have one), recorded beside the keys as block["perceptual"] so that eval
     can tell re-encoded or resized copies of training images too."""
     blob = pack_keys(digests)
