@@ -16,8 +16,9 @@ short side is still >= SOURCE_SIDE px, then EXIF orientation; every other format
 always. Trainers (full decodes) and eval (a draft for the heads' input) hash the same bytes alike by
 construction: a decode already made at that scale is reused (is_source), any other costs one more
 decode at that scale (phash_decoded), a fraction of a full one, counted in the caller's pixel budget.
-Hashed from whichever decode each side had, the same bytes moved 2-8 bits (the dev set's drafted JPEGs). Distances measured on the dev set are in
-docs/evaluation.md ("Near-duplicates of training images"), with the command that measured them.
+Hashed from whichever decode each side had, the same bytes moved up to 8 bits (the dev set's drafted
+JPEGs). Distances measured on the dev set are in docs/evaluation.md ("Near-duplicates of training
+images"), with the command that measured them.
 
 Near-duplicate lookup (BandIndex): a pigeonhole over 4 bands of 16 bits, so N training and M query
 hashes cost O((N + M) log N) plus the candidates that share a nearly equal band, not N x M.
