@@ -64,7 +64,7 @@ class Sample:
     pixels: dict[str, np.ndarray] = field(default_factory=dict)  # preprocess key -> 3xSxS float32
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
-    phash: int | None = None               # perceptual.phash of the decoded pixels, when a trainer or eval asks
+    phash: int | None = None               # phash_bytes of the bytes, when a trainer or eval asks
 
     @property
     def ok(self) -> bool:
@@ -600,12 +600,15 @@ def mpo_frames(img, data: bytes) -> int:
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | None = None,
-                 admit: Callable[[int], None] | None = None, layout: HeifRead | None = None):
+                 admit: Callable[[int], None] | None = None, layout: HeifRead | None = None,
+                 reserve: Callable[[dict], int] | None = None):
     """-> (PIL RGB image, info). Raises DecodeFailure.
 
     `admit(pixels)` is called once the size is known and accepted, before the
     pixels are decoded: it may wait (pixels.PixelBudget, the decode workers'
-    shared budget).
+    shared budget). `reserve(info)` (the info known then: format, size, draft) adds the
+    pixels of a later decode the caller will make while this one is alive: asked for
+    afterwards, the wait would hold these pixels outside the budget.
 
     A decode that fails is retried once without the metadata segments
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
@@ -626,7 +629,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         lean, withheld = strip_oversize(data, fmt)
         data = data if lean is None else lean
     try:
-        img, info = _decode_bytes(data, limits, draft, admit, layout)
+        img, info = _decode_bytes(data, limits, draft, admit, layout=layout, reserve=reserve)
         if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
             info["metadata_withheld"] = withheld[:200]
         return img, info
@@ -639,7 +642,7 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
         if bare is None:
             raise
         try:
-            img, info = _decode_bytes(bare, limits, draft, admit)
+            img, info = _decode_bytes(bare, limits, draft, admit, reserve=reserve)
         except DecodeFailure:
             raise first from None
         info["metadata_skipped_for_pixels"] = first.message[:200]
@@ -1059,7 +1062,8 @@ def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
-                  admit: Callable[[int], None] | None = None, layout: HeifRead | None = None):
+                  admit: Callable[[int], None] | None = None, layout: HeifRead | None = None,
+                  reserve: Callable[[dict], int] | None = None):
     """decode_bytes' decode of bytes it has stripped (metastrip.strip_oversize); `layout`: a HEIF's
     structures.heif_layout_read of them, where it has it."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -1125,7 +1129,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             if admit is not None:
-                admit(img.size[0] * img.size[1] * cost)
+                admit(img.size[0] * img.size[1] * cost + (reserve(info) if reserve is not None else 0))
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
@@ -1211,18 +1215,44 @@ def failures_into(rec: Record, doing: str) -> Iterator[None]:
         rec.set_error("internal-error", f"{type(exc).__name__}: {exc}")
 
 
+def phash_bytes(data: bytes, limits: Any = None, admit: Any = None) -> int | None:
+    """The hash of a file's bytes (the one definition: the perceptual module's docstring). Raises DecodeFailure.
+    `admit` as for decode_bytes: the draft's pixels are asked of the caller's budget."""
+    from .perceptual import SOURCE_SIDE, phash
+
+    return phash(decode_bytes(data, limits, draft=SOURCE_SIDE, admit=admit)[0])
+
+
+def phash_decoded(data: bytes, img: Any, info: dict, limits: Any = None, admit: Any = None) -> int | None:
+    """phash_bytes(data), given decode_bytes(data)'s (img, info) at whatever draft: that decode when it
+    is the hash's own, else one more decode at SOURCE_SIDE, asked of `admit` on top of `img`'s pixels
+    (both are alive). Raises DecodeFailure. Give `img`'s decode reserve=hash_decode_pixels: the
+    ask is then already held, and never waits with `img` alive and counted nowhere (admit gives back
+    what it holds before it waits)."""
+    from .perceptual import is_source, phash
+
+    if is_source(info):
+        return phash(img)
+    held = img.size[0] * img.size[1]
+    return phash_bytes(data, limits, None if admit is None else (lambda n: admit(held + n)))
+
+
 def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
                   keep_image: bool = False, draft: int | None = None,
                   transform: Callable[[Any, Sample], Any] | None = None,
-                  admit: Callable[[int], None] | None = None) -> Sample:
+                  admit: Callable[[int], None] | None = None, phash: bool = False) -> Sample:
     """Decode the bytes read by read_sample and preprocess for every head's spec;
     `transform(image, sample) -> image` acts between the two. Never raises.
-    `admit` as for decode_bytes."""
+    `admit` as for decode_bytes. `phash`: s.phash gets phash_decoded of the bytes
+    (before the transform; None when its own decode fails, the file's pixels still count)."""
     from .preprocess import apply, spec_key
 
     rec = s.record
     with failures_into(rec, "decoding"):
-        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit)
+        if phash:
+            from .perceptual import hash_decode_pixels
+        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
+                                 reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
         without = info.get("metadata_skipped_for_pixels") or info.get("metadata_withheld")
@@ -1231,6 +1261,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
             # about the metadata chunks over limits.DECODE_MAX_METADATA_CHUNK never handed to Pillow.
             rec.image_info["pixels_without_metadata"] = without
         s.info = info
+        if phash:
+            try:
+                s.phash = phash_decoded(s.data or b"", img, info, limits, admit)
+            except DecodeFailure:
+                s.phash = None
         if transform is not None:
             img = transform(img, s)
         for spec in preprocess_specs:

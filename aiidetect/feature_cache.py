@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -71,7 +70,7 @@ class FeatureCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS features (sha TEXT, encoder TEXT, prep TEXT, output TEXT, "
                              "dim INTEGER, vec BLOB, PRIMARY KEY (sha, encoder, prep, output))")
-            # perceptual.phash of the file's decoded pixels, beside its features: a training run whose
+            # decode.phash_bytes of the file (under its kind), beside its features: a training run whose
             # features are all cached would otherwise decode every image again for its hash alone
             # (measured: 0.25 s -> 9 s over the 429 dev images).
             self._db.execute("CREATE TABLE IF NOT EXISTS phashes (sha TEXT, kind TEXT, value BLOB, "
@@ -224,31 +223,32 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     applied after decoding (a perturbation or re-encoding); give it a
     transform_key so cached rows of different transforms never mix. `digests`, when given, gets
     {path: SHA-256 of the bytes its row came from} (a head's training record, without reading
-    every file again). `phashes`, when given, gets {path: perceptual.phash of its decoded pixels} (the
+    every file again). `phashes`, when given, gets {path: decode.phash_bytes of its bytes} (the
     record's near-duplicate half), kept in the cache beside the features: an image whose features are
     cached is decoded again only when its hash is not."""
-    from .decode import Sample
-    from .perceptual import KIND, phash
+    from .decode import DecodeFailure, Sample
+    from .decode import phash_bytes
+    from .perceptual import KIND
     from .pixels import PixelReader, failure, ordered
 
     names = output_names(layers, backbone.layers)
     prep = spec_key(spec) + (f"|{transform_key}" if transform_key else "")
     enc = encoder_key(backbone)
 
-    def hashed(img, s):
-        s.phash = phash(img)  # the image as decoded, before any perturbation
-        return img
-
-    def hook(img, s):
-        if phashes is not None:
-            hashed(img, s)
-        return transform(img) if transform is not None else img
-
-    # No draft: feature values must not depend on which JPEGs happened to be cached.
-    reader = PixelReader([spec], keep_bytes=False,
-                         transform=hook if (transform is not None or phashes is not None) else None)
-    hash_only = replace(reader, specs=[], transform=hashed)  # the same budgets, no preprocessing
+    # No draft: feature values must not depend on which JPEGs happened to be cached. The hash has its own
+    # decode (decode.phash_decoded), before `transform` (a perturbation) acts.
+    reader = PixelReader([spec], keep_bytes=False, phash=phashes is not None,
+                         transform=(lambda img, s: transform(img)) if transform is not None else None)
     known: set[str] = set()  # contents whose hash came from the cache
+
+    def hash_only(s: Sample) -> Sample:
+        # Features cached, hash not: the hash's own small decode alone, under the reader's budget.
+        with reader.budget.hold() as admit:
+            try:
+                s.phash = phash_bytes(s.data or b"", reader.limits, admit)
+            except DecodeFailure:
+                s.phash = None
+        return s
 
     def load(p: str, index: int) -> Sample:
         s = reader.read(p, index)
@@ -258,8 +258,9 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
                 if phashes is not None:
                     found, s.phash = cache.get_phash(s.record.sha256, KIND)
                     if not found:
-                        return hash_only.decode(s)
-                    known.add(s.record.sha256)
+                        hash_only(s)
+                    else:
+                        known.add(s.record.sha256)
                 s.data = None
                 return s
         return reader.decode(s)

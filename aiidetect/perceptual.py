@@ -8,8 +8,17 @@ with other bytes would be scored as held out. The hash here sees the picture, no
     one bit per coefficient: above the median of the 63 non-DC ones
 
 (the DCT pHash of Zauner 2010, in numpy). The low frequencies survive JPEG recompression and resizing;
-the bit pattern changes when the picture does. Distances measured on the dev set are in
-docs/evaluation.md ("Near-duplicates of training images"), with the command that measured them.
+the bit pattern changes when the picture does.
+
+The hash is of a file's bytes, through one decode made for it (decode.phash_bytes): decode.decode_bytes with a
+JPEG draft of SOURCE_SIDE, i.e. a JPEG shrunk in its DCT to the smallest scale (1/1, 1/2, 1/4, 1/8) whose
+short side is still >= SOURCE_SIDE px, then EXIF orientation; every other format decoded whole, as
+always. Trainers (full decodes) and eval (a draft for the heads' input) hash the same bytes alike by
+construction: a decode already made at that scale is reused (is_source), any other costs one more
+decode at that scale (decode.phash_decoded), a fraction of a full one, counted in the caller's pixel budget.
+Hashed from whichever decode each side had, the same bytes moved up to 8 bits (the dev set's drafted
+JPEGs). Distances measured on the dev set are in docs/evaluation.md ("Near-duplicates of training
+images"), with the command that measured them.
 
 Near-duplicate lookup (BandIndex): a pigeonhole over 4 bands of 16 bits, so N training and M query
 hashes cost O((N + M) log N) plus the candidates that share a nearly equal band, not N x M.
@@ -22,7 +31,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-KIND = "dct-phash-64-v1"   # the hash's definition: a change to it is a new kind (old records say unknown)
+# The hash's definition: a change to it is a new kind (old records say unknown). v1 hashed whichever decode
+# the caller had (a trainer's whole image, eval's draft); v2 the decode of SOURCE_SIDE (decode.phash_bytes).
+KIND = "dct-phash-64-v2"
+# A JPEG is hashed from its draft to the smallest DCT scale whose short side stays >= this: each of the
+# thumbnail's 32x32 cells still averages 8x8 or more decoded pixels.
+SOURCE_SIDE = 256
 SIDE = 32                  # the gray thumbnail hashed: 1024 pixels, a 32x32 matrix product each way
 LOW = 8                    # 8x8 low-frequency coefficients -> 64 bits
 # Near-duplicate when the Hamming distance is at most this (measured: docs/evaluation.md).
@@ -79,6 +93,33 @@ def phash(img: Any) -> int | None:
     if min(img.size) < SIDE:
         return None
     return hash_thumb(gray_thumb(img))
+
+
+def source_size(width: int, height: int) -> tuple[int, int]:
+    """The size of the hash's decode of a width x height JPEG: Pillow's draft choice for a
+    SOURCE_SIDE x SOURCE_SIDE request (the largest of 8, 4, 2, 1 not over either side's ratio, sides
+    rounded up); tests pin it to Pillow's own."""
+    ratio = min(width // SOURCE_SIDE, height // SOURCE_SIDE)
+    s = next(k for k in (8, 4, 2, 1) if ratio >= k or k == 1)
+    return (width + s - 1) // s, (height + s - 1) // s
+
+
+def is_source(info: dict) -> bool:
+    """Whether a decode_bytes result (its `info`) holds the pixels the hash's own decode would: any
+    format but JPEG (draft is JPEG's alone), or a JPEG decoded at the hash's scale."""
+    if info.get("format") != "JPEG":
+        return True
+    w, h = int(info["width"]), int(info["height"])
+    return tuple(info.get("draft") or (w, h)) == source_size(w, h)
+
+
+def hash_decode_pixels(info: dict) -> int:
+    """The pixels of the decode decode.phash_decoded adds to one whose `info` this is (0 when it reuses it):
+    asked of the budget with that decode's own (decode.decode_bytes `reserve`)."""
+    if is_source(info):
+        return 0
+    w, h = source_size(int(info["width"]), int(info["height"]))
+    return w * h
 
 
 def hamming(a: int, b: int) -> int:

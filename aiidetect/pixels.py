@@ -65,6 +65,8 @@ class PixelReader:
     # --max-pixels and --max-bytes, not by the number of workers.
     budget: "PixelBudget | None" = None
     byte_budget: "ByteBudget | None" = None
+    # s.phash of each file (decode.phash_decoded: its extra decode, when one, under `budget`)
+    phash: bool = False
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -88,7 +90,7 @@ class PixelReader:
                 return self.decode(s, admit)
         if s.ok:
             decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
-                          transform=self.transform, admit=admit)
+                          transform=self.transform, admit=admit, phash=self.phash)
         if not self.keep_bytes:
             s.data = None
         return s
@@ -409,10 +411,10 @@ def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, wo
 def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), workers: int = 2,
                 limits: DecodeLimits | None = None, draft: int | None = None, keep_image: bool = False,
                 keep_bytes: bool = False, transform: Transform | None = None,
-                ahead: int | None = None) -> Iterator[Sample]:
+                ahead: int | None = None, phash: bool = False) -> Iterator[Sample]:
     """One Sample per path, in order: `s.pixels[spec_key(spec)]` (3xSxS float32)
-    for each spec when `s.ok`, else `s.record.error` says why."""
-    reader = PixelReader(specs, limits, draft, keep_image, keep_bytes, transform)
+    for each spec when `s.ok`, else `s.record.error` says why (`s.phash` with `phash`)."""
+    reader = PixelReader(specs, limits, draft, keep_image, keep_bytes, transform, phash=phash)
     return ordered(reader, paths, workers, ahead)
 
 

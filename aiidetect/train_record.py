@@ -37,7 +37,7 @@ def pack_keys(digests: Iterable[str]) -> bytes:
 def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | None = None
            ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files.
-    `phashes`: the perceptual hash of each training image's decoded pixels (perceptual.phash; None for
+    `phashes`: the perceptual hash of each training image's bytes (decode.phash_bytes; None for
     one too small or flat to have one), recorded beside the keys as block["perceptual"] so that eval
     can tell re-encoded or resized copies of training images too."""
     blob = pack_keys(digests)
@@ -66,6 +66,12 @@ def load_phashes(head_dir: str | Path, manifest: Mapping[str, Any], verify: bool
         raise NoRecord("the head records no perceptual hashes of its training images (trained by an older "
                        "version, or made elsewhere)")
     if not isinstance(sub, Mapping) or sub.get("kind") != perceptual.KIND:
+        kind = sub.get("kind") if isinstance(sub, Mapping) else None
+        if isinstance(kind, str) and kind.startswith("dct-phash-64-"):
+            # An older definition of the hash (another decode of the same bytes moved it up to 8 bits):
+            # compared with this version's, a copy would be missed and a stranger matched.
+            raise NoRecord(f"the head's perceptual record is not one this version reads: its hashes are "
+                           f"{kind[:40]!r}, this version computes {perceptual.KIND} (retrain the head to record them)")
         raise NoRecord(f"the head's perceptual record is not one this version reads ({perceptual.KIND})")
     return _load_sorted(head_dir, manifest, sub, PHASH_FILE, "perceptual record", perceptual.KIND, "hashes", verify)
 

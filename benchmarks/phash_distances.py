@@ -1,7 +1,10 @@
 """The evidence behind perceptual.THRESHOLD (near-duplicates of training images, docs/evaluation.md):
 Hamming distances of the DCT hash between each image of a labelled set and its re-encoded or resized
 copies (what re-sharing does), and between distinct images of the set (the false-match risk); and the
-band lookup's time against a brute-force scan.
+band lookup's time against a brute-force scan. Every hash is decode.phash_bytes of a file's bytes (the
+one definition trainers and eval use): the copies are written as files' bytes (JPEG, or PNG for a
+resize) and hashed as such. Also: how far the hash of a whole decode (the definition before
+dct-phash-64-v2) sits from it, for the JPEGs whose hash decode is drafted.
 
 Usage:  python benchmarks/phash_distances.py /work/shared/data/dev [--scale 100000]
 CPU only; about half a minute for the 430-image dev set.
@@ -17,21 +20,22 @@ import time
 import numpy as np
 from PIL import Image
 
-from aiidetect.decode import DecodeFailure, load_rgb
-from aiidetect.perceptual import THRESHOLD, BandIndex, phash, popcount64
+from aiidetect.decode import DecodeFailure, decode_bytes
+from aiidetect.decode import phash_bytes
+from aiidetect.perceptual import THRESHOLD, BandIndex, is_source, phash, popcount64
 
 COPIES = {
-    "jpeg-q75": lambda im: _jpeg(im, 75),
-    "jpeg-q50": lambda im: _jpeg(im, 50),
-    "resize-0.5": lambda im: _half(im),
-    "resize-0.5+jpeg-q75": lambda im: _jpeg(_half(im), 75),
+    "jpeg-q75": lambda im: _encode(im, "JPEG", quality=75),
+    "jpeg-q50": lambda im: _encode(im, "JPEG", quality=50),
+    "resize-0.5": lambda im: _encode(_half(im), "PNG"),
+    "resize-0.5+jpeg-q75": lambda im: _encode(_half(im), "JPEG", quality=75),
 }
 
 
-def _jpeg(im, q):
+def _encode(im, fmt, **kw) -> bytes:
     b = io.BytesIO()
-    im.save(b, "JPEG", quality=q)
-    return Image.open(io.BytesIO(b.getvalue())).convert("RGB")
+    im.save(b, fmt, **kw)
+    return b.getvalue()
 
 
 def _half(im):
@@ -48,20 +52,26 @@ def main() -> None:
     dist: dict[str, list[int]] = {k: [] for k in COPIES}
     copy_nohash = dict.fromkeys(COPIES, 0)
     small: dict[str, list[bool]] = {k: [] for k in COPIES}  # the original has a side under 128 px
+    drafted: list[int] = []  # JPEGs hashed from a draft: distance to the hash of their whole decode
     for r in rows:
         try:
-            img = load_rgb(f"{a.root}/{r['file']}")
+            data = open(f"{a.root}/{r['file']}", "rb").read()
+            img, info = decode_bytes(data)
+            h = phash_bytes(data)
         except DecodeFailure:
             unread += 1
             continue
-        h = phash(img)
         if h is None:
             nohash += 1
             continue
+        if not is_source(info):
+            whole = phash(img)
+            if whole is not None:
+                drafted.append(bin(h ^ whole).count("1"))
         files.append(r["file"])
         hashes.append(h)
         for k, f in COPIES.items():
-            h2 = phash(f(img))
+            h2 = phash_bytes(f(img))
             if h2 is None:
                 copy_nohash[k] += 1
             else:
@@ -80,6 +90,12 @@ def main() -> None:
           + "; copies over the threshold of a smaller original: "
           + ", ".join(f"{k} {int(((np.array(dist[k]) > THRESHOLD) & np.array(small[k])).sum())}"
                       f"/{int((np.array(dist[k]) > THRESHOLD).sum())}" for k in COPIES))
+    if drafted:
+        v = np.array(drafted)
+        print(f"JPEGs hashed from a draft: {v.size}; distance to the hash of their whole decode: max {v.max()}, "
+              f"mean {v.mean():.2f}, over 0: {int((v > 0).sum())}")
+    print("originals >= 128 px, copies over 4/5/6/7/8 bits: "
+          + ", ".join(f"{k} " + "/".join(str(int((v > t).sum())) for t in (4, 5, 6, 7, 8)) for k, v in zip(COPIES, big)))
     h = np.array(hashes, dtype=np.uint64)
     d = popcount64(h[:, None] ^ h[None, :])
     i, j = np.triu_indices(len(h), 1)

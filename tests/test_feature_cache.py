@@ -142,3 +142,36 @@ def test_a_warm_cache_serves_the_perceptual_hashes_without_decoding_again(tmp_pa
     fresh = FeatureCache(tmp_path / "f.sqlite")
     extract_features(bb, paths, prep, cache=fresh, phashes=again)
     assert again == cold and "checksum" in fresh.error
+
+
+def test_features_cached_without_their_hash_cost_only_the_hashs_small_decode(tmp_path, monkeypatch):
+    """Features cached, hash not (a cache from before the hash, or of another hash kind): the image was
+    decoded whole again for its hash alone; now only the hash's own decode (decode.phash_bytes: a
+    1024 x 768 JPEG's 512 x 384 draft) is made, and it gives the hash a cold run records."""
+    from PIL import Image
+
+    import aiidetect.decode as decode
+    from aiidetect.feature_cache import extract_features
+    from aiidetect.decode import phash_bytes
+    from aiidetect.preprocess import make_spec
+
+    rng = np.random.default_rng(2)
+    p = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((1024, 768), Image.Resampling.BICUBIC).save(p)
+
+    class bb:  # features of the pixels, without a model to build
+        layers, fingerprint, device, dtype = 1, "mean-test", "cpu", "float32"
+        encode = staticmethod(lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
+
+    prep = make_spec("center-crop", 32)
+    extract_features(bb, [str(p)], prep, cache=FeatureCache(tmp_path / "f.sqlite"))  # features only
+    sizes, real = [], decode._decode_bytes
+
+    def counted(*a, **k):
+        img, info = real(*a, **k)
+        sizes.append(img.size)
+        return img, info
+    monkeypatch.setattr(decode, "_decode_bytes", counted)
+    got: dict = {}
+    extract_features(bb, [str(p)], prep, cache=FeatureCache(tmp_path / "f.sqlite"), phashes=got)
+    assert sizes == [(512, 384)] and got == {str(p): phash_bytes(p.read_bytes())}

@@ -76,7 +76,7 @@ def train_overlap(detectors: Sequence[Any], digests: Sequence[str | None], exclu
     on, which "fused" counts too. With exclude=False the masks are empty and each report says the
     items were kept.
 
-    With `phashes` (perceptual.phash of each item's decoded pixels, None for one without), each checked
+    With `phashes` (decode.phash_bytes of each item's bytes, None for one without), each checked
     report gets "near": {"status": "checked", "n", "threshold"}: items within perceptual.THRESHOLD bits
     of a training image's hash that are not exact matches (re-encoded or resized copies), or {"status":
     "unknown", "why"} for a head that records no hashes. They are reported, not left out: at the scale

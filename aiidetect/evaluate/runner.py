@@ -26,7 +26,7 @@ class Scored:
     error: str | None = None       # decode failure: excluded from metrics, counted
     subset: str = ""               # benchmark subset / real pool (protocol metrics)
     sha256: str | None = None      # content key of the bytes scored (train_record); None when unread
-    phash: int | None = None       # perceptual.phash of the decoded pixels scored; None when none
+    phash: int | None = None       # decode.phash_bytes of the bytes scored; None when none
 
 
 def _perturbing(transform) -> Callable[[Any, Any], Any]:
@@ -60,25 +60,15 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
     transform is given."""
     from ..discover import Candidate
     from ..pipeline import Pipeline
-    from ..perceptual import phash
     from ..pixels import ByteBudget, PixelBudget, PixelReader
 
     hashes: dict[str, int | None] = {}
 
     def hashing(img, s):
-        # Of the raw condition's pixels, from the decode the scan does anyway (a path's pixels are its
-        # own: a repeated path gives the same hash). A JPEG the scan drafted (decoded reduced for the
-        # heads' input) is decoded whole for it, as the trainers hash it: the reduced decode of the same
-        # bytes moved the hash up to 8 bits (dev set), as far as a recompression may.
-        if s.info.get("draft") and s.data:
-            from ..decode import DecodeFailure, decode_bytes
-
-            try:
-                hashes[s.path] = phash(decode_bytes(s.data, pipe.limits)[0])
-            except DecodeFailure:
-                hashes[s.path] = None
-        else:
-            hashes[s.path] = phash(img)
+        # Of the raw condition's bytes (a path's bytes are its own: a repeated path gives the same hash),
+        # made by the scan's decode (decode.phash_decoded: the scan's draft when it is the hash's scale,
+        # else one decode at that scale under the scan's pixel budget, never a whole one).
+        hashes[s.path] = s.phash
         return img
 
     decoder = None
@@ -92,6 +82,7 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
                                                          byte_budget=byte_budget)(path, index)
     pipe = Pipeline(detectors, None, batch_size=batch_size, workers=workers, decoder=decoder)
     if decoder is None:
+        pipe.decoding.reader.phash = True
         pipe.decoding.reader.transform = hashing
     cb = (lambda rec: progress(1)) if progress else None
     recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))

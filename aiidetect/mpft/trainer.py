@@ -118,19 +118,15 @@ def load_images(items: Sequence[Item], spec, workers: int = 2, log: Callable[[st
                 digests: dict[str, str] | None = None, phashes: dict[str, int | None] | None = None):
     """Decode and shrink every item once; unreadable files are reported and skipped. `digests`, when
     given, gets {path: SHA-256 of the bytes decoded} (train_record), and `phashes` {path: perceptual
-    hash of the pixels decoded}."""
-    from ..perceptual import phash
+    hash of those bytes}."""
     from ..pixels import failure, iter_pixels
 
-    def shrink(img, s):
-        if phashes is not None:
-            s.phash = phash(img)  # of the full decoded image, as eval hashes it
-        return shrink_for_cache(img, spec)
-
-    # The shrink runs in the decode workers: a full-size image is never held for long. Closed as a stop leaves
-    # the loop: held by this frame, which the stop's traceback keeps, its queued decodes went on during the
-    # stop's wait for the reads in flight.
-    samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True, transform=shrink)
+    # The shrink runs in the decode workers: a full-size image is never held for long. The hash is of the
+    # bytes (decode.phash_decoded), as eval hashes them. Closed as a stop leaves the loop: held by this
+    # frame, which the stop's traceback keeps, its queued decodes went on during the stop's wait for the
+    # reads in flight.
+    samples = iter_pixels([it.path for it in items], workers=workers, keep_image=True,
+                          transform=lambda img, s: shrink_for_cache(img, spec), phash=phashes is not None)
     kept_items, imgs, skipped = [], [], []
     with contextlib.closing(samples):
         for it, s in zip(items, samples):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from aiidetect.perceptual import THRESHOLD, BandIndex, hamming, hash_thumb, phash, popcount64
 from aiidetect.testing.layouts import digests_of
-from aiidetect.train_record import KEYS_FILE, PHASH_FILE, NoRecord, load_phashes, record
+from aiidetect.train_record import PHASH_FILE, NoRecord, load_phashes, record
 
 from conftest import run_cli_in_process
 from test_train_overlap import HEAD
@@ -87,9 +87,9 @@ def test_band_index_finds_what_brute_force_finds(threshold):
 
 def _head_with_phashes(folder, trained):
     folder.mkdir(parents=True, exist_ok=True)
-    from aiidetect.decode import load_rgb
+    from aiidetect.decode import phash_bytes
 
-    block, blobs = record(digests_of(map(str, trained)), "test", phashes=[phash(load_rgb(p)) for p in trained])
+    block, blobs = record(digests_of(map(str, trained)), "test", phashes=[phash_bytes(p.read_bytes()) for p in trained])
     m = {"name": "fakehead", "detector": "fakehead", "files": {}, "training_images": block}
     for f, b in blobs.items():
         (folder / f).write_bytes(b)
@@ -170,28 +170,89 @@ def test_calibrate_counts_and_lists_near_duplicates_and_keeps_them(tmp_path):
     assert "KEPT in the fit" in near_line(rep, fit=True)
 
 
-def test_eval_hashes_a_drafted_jpeg_whole_as_the_trainers_do(tmp_path):
-    """The scan decodes a large JPEG reduced (draft) for the fake head's 16-pixel input; the trainers
-    hash the whole decode. The reduced decode of the very same bytes moved the hash (up to 8 bits on
-    the dev set), as far as a recompression may: a copy's distance grew by it."""
+def _decodes(monkeypatch) -> list:
+    """The sizes of every decode_bytes result from now on (a decode counter)."""
+    import aiidetect.decode as decode
+
+    sizes, real = [], decode._decode_bytes
+
+    def counted(*a, **k):
+        img, info = real(*a, **k)
+        sizes.append(img.size)
+        return img, info
+    monkeypatch.setattr(decode, "_decode_bytes", counted)
+    return sizes
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (300, 200), (200, 1100)])
+def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decodes_them_whole(
+        tmp_path, monkeypatch, size):
+    """One definition (decode.phash_bytes): a JPEG's hash is of its draft to the smallest DCT scale
+    whose short side is still >= SOURCE_SIDE. The scan drafts a 1024 x 768 JPEG to 128 x 96 for the fake
+    head's 16-pixel input; eval once decoded it whole for its hash, beside the scan's decode and outside
+    the decode budget. Now that is a 512 x 384 decode; trainers (whole decodes) and eval give the same
+    hash of the same bytes, whichever decode each had."""
     from types import SimpleNamespace
 
-    from aiidetect.decode import decode_bytes, load_rgb
     from aiidetect.evaluate.runner import run
+    from aiidetect.feature_cache import extract_features
+    from aiidetect.mpft.trainer import load_images
+    from aiidetect.decode import phash_bytes
+    from aiidetect.perceptual import source_size
+    from aiidetect.preprocess import make_spec
     from test_train_overlap import FakeHead
 
     paths = []
-    for seed in range(6):
+    for seed in range(3):
         paths.append(tmp_path / f"{seed}.jpg")
-        _picture(seed, BIG).save(paths[-1], quality=90)
-    drafted = [phash(decode_bytes(p.read_bytes(), draft=16)[0]) for p in paths]
-    whole = [phash(load_rgb(p)) for p in paths]
-    assert drafted != whole  # the case this is about
+        _picture(seed, size).save(paths[-1], quality=90)
+    want = [phash_bytes(p.read_bytes()) for p in paths]
+    assert None not in want
     head, _ = _head_with_phashes(tmp_path / "fakehead", paths[:1])
     items = [SimpleNamespace(path=str(p), label=0, generator="real") for p in paths]
-    scored = run(items, [FakeHead(head)])
-    assert [s.phash for s in scored] == whole
-    assert all(s.phash is None for s in run(items[:2], [FakeHead(head)], transform=lambda img: img))
+    sizes = _decodes(monkeypatch)
+    assert [s.phash for s in run(items, [FakeHead(head)])] == want
+    # no whole decode in eval beside the scan's draft, unless the whole is the hash's own decode
+    assert (size not in sizes) == (source_size(*size) != size), sizes
+
+    class bb:  # features of the pixels, without a model to build
+        layers, fingerprint, device, dtype = 1, "mean-test", "cpu", "float32"
+        encode = staticmethod(lambda x, layers=(): {"embed": x.mean(dim=(2, 3))})
+    got: dict = {}
+    extract_features(bb, list(map(str, paths)), make_spec("center-crop", 32), phashes=got)
+    assert [got[str(p)] for p in paths] == want
+    got = {}
+    load_images(items, make_spec("resize", 32), phashes=got)
+    assert [got[str(p)] for p in paths] == want
+
+
+def test_the_hash_decode_is_asked_of_the_budget_beside_the_decode_it_adds_to(tmp_path):
+    """A JPEG the scan drafts below the hash's scale: its second, small decode is asked of the pixel
+    budget on top of the scan's pixels (both alive), with them, before either is decoded; one already at
+    the hash's scale is not decoded again."""
+    from aiidetect.decode import read_sample, decode_sample
+    from aiidetect.decode import phash_bytes
+
+    p = tmp_path / "big.jpg"
+    _picture(3, (1024, 768)).save(p, quality=90)
+    for draft, admitted in ((16, [128 * 96 + 512 * 384] * 2), (300, [512 * 384]),
+                             (None, [1024 * 768 + 512 * 384] * 2)):
+        asked: list = []
+        s = decode_sample(read_sample(str(p)), draft=draft, admit=asked.append, phash=True)
+        assert s.ok and s.phash == phash_bytes(p.read_bytes())
+        assert asked == admitted, (draft, asked)
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (300, 200), (511, 600), (512, 512), (2047, 4096), (257, 9000), (767, 1100)])
+def test_the_hash_source_size_is_pillows_draft(size):
+    """perceptual.is_source reuses a decode only at the size Pillow's draft gives the hash's decode."""
+    from aiidetect.perceptual import SOURCE_SIDE, source_size
+
+    b = io.BytesIO()
+    Image.new("RGB", size).save(b, "JPEG")
+    im = Image.open(io.BytesIO(b.getvalue()))
+    im.draft("RGB", (SOURCE_SIDE, SOURCE_SIDE))
+    assert im.size == source_size(*size)
 
 
 def test_band_index_memory_is_bounded_when_every_hash_shares_a_band(monkeypatch):
@@ -249,3 +310,60 @@ def test_a_damaged_hash_record_makes_near_duplicates_unknown_never_a_crash(tmp_p
     assert report["fakehead"]["n"] == 2 and report["fakehead"]["status"] == "checked"
     near = report["fakehead"]["near"]
     assert near["status"] == "unknown" and near["n"] is None and why in near["why"], near
+
+
+def test_a_job_waiting_for_the_hash_decode_holds_no_decoded_pixels_outside_the_budget(tmp_path, monkeypatch):
+    """The hash's extra decode was asked for after the scan's decode, by giving its pixels back and
+    waiting for both: while it waited its decoded image was alive but counted nowhere, and the freed
+    budget let another whole image in (32 workers could each hold one). Its pixels are asked for with
+    the first decode's, before any are decoded."""
+    import threading
+
+    from aiidetect.decode import decode_sample, read_sample
+    from aiidetect.decode import phash_bytes
+    from aiidetect.pixels import PixelBudget
+
+    p = tmp_path / "big.jpg"
+    _picture(3, (1024, 768)).save(p, quality=90)
+    sizes = _decodes(monkeypatch)
+    budget = PixelBudget(128 * 96 + 512 * 384)
+    waits = threading.Event()
+    real_wait = budget._cond.wait_for
+
+    def wait_for(pred, timeout=None):
+        waits.set()
+        return real_wait(pred, timeout)
+    monkeypatch.setattr(budget._cond, "wait_for", wait_for)
+    out: list = []
+    with budget.hold() as blocker:
+        blocker(1)
+
+        def job():
+            with budget.hold() as admit:
+                out.append(decode_sample(read_sample(str(p)), draft=16, admit=admit, phash=True))
+        t = threading.Thread(target=job)
+        t.start()
+        assert waits.wait(10)
+        assert sizes == []  # waiting with nothing decoded
+    t.join(10)
+    assert out[0].ok and out[0].phash == phash_bytes(p.read_bytes())
+    assert budget.peak == 128 * 96 + 512 * 384
+
+
+def test_a_head_with_v1_hashes_says_which_kind_it_has_and_what_to_do(tmp_path):
+    """A head trained before dct-phash-64-v2 (hashes of whichever decode the trainer had): its
+    near-duplicates are unknown, and the reason names the kind it holds, the kind this version
+    computes, and the way to get them (the exact matches are still checked)."""
+    from aiidetect.evaluate.overlap import train_overlap
+    from test_train_overlap import FakeHead
+
+    imgs = [tmp_path / "0.png"]
+    _picture(0).save(imgs[0])
+    head, m = _head_with_phashes(tmp_path / "h", imgs)
+    m["training_images"]["perceptual"]["kind"] = "dct-phash-64-v1"
+    (head / "manifest.json").write_text(json.dumps(m))
+    report, _ = train_overlap([FakeHead(head)], digests_of(map(str, imgs)), phashes=[phash(_picture(0))])
+    assert report["fakehead"]["status"] == "checked"
+    near = report["fakehead"]["near"]
+    assert near["status"] == "unknown", near
+    assert "dct-phash-64-v1" in near["why"] and "dct-phash-64-v2" in near["why"] and "retrain" in near["why"], near
