@@ -118,6 +118,20 @@ def _process_state_kept():
             torch.set_num_threads(threads)
 
 
+def count_decodes(monkeypatch) -> list:
+    """The sizes of every image decode.decode_bytes makes from now on (a decode counter)."""
+    import aiidetect.decode as decode
+
+    sizes, real = [], decode._decode_bytes
+
+    def counted(*a, **k):
+        img, info = real(*a, **k)
+        sizes.append(img.size)
+        return img, info
+    monkeypatch.setattr(decode, "_decode_bytes", counted)
+    return sizes
+
+
 def jsonl(stdout: str) -> list[dict]:
     # split at "\n" only: a record may hold U+2028 or \x1c raw inside a string (str.splitlines cuts there)
     return [json.loads(line) for line in stdout.split("\n") if line.strip()]

@@ -150,10 +150,11 @@ def test_features_cached_without_their_hash_cost_only_the_hashs_small_decode(tmp
     1024 x 768 JPEG's 512 x 384 draft) is made, and it gives the hash a cold run records."""
     from PIL import Image
 
-    import aiidetect.decode as decode
-    from aiidetect.feature_cache import extract_features
     from aiidetect.decode import phash_bytes
+    from aiidetect.feature_cache import extract_features
     from aiidetect.preprocess import make_spec
+
+    from conftest import count_decodes
 
     rng = np.random.default_rng(2)
     p = tmp_path / "big.jpg"
@@ -165,13 +166,7 @@ def test_features_cached_without_their_hash_cost_only_the_hashs_small_decode(tmp
 
     prep = make_spec("center-crop", 32)
     extract_features(bb, [str(p)], prep, cache=FeatureCache(tmp_path / "f.sqlite"))  # features only
-    sizes, real = [], decode._decode_bytes
-
-    def counted(*a, **k):
-        img, info = real(*a, **k)
-        sizes.append(img.size)
-        return img, info
-    monkeypatch.setattr(decode, "_decode_bytes", counted)
+    sizes = count_decodes(monkeypatch)
     got: dict = {}
     extract_features(bb, [str(p)], prep, cache=FeatureCache(tmp_path / "f.sqlite"), phashes=got)
     assert sizes == [(512, 384)] and got == {str(p): phash_bytes(p.read_bytes())}

@@ -12,7 +12,7 @@ from aiidetect.perceptual import THRESHOLD, BandIndex, hamming, hash_thumb, phas
 from aiidetect.testing.layouts import digests_of
 from aiidetect.train_record import PHASH_FILE, NoRecord, load_phashes, record
 
-from conftest import run_cli_in_process
+from conftest import count_decodes, run_cli_in_process
 from test_train_overlap import HEAD
 
 
@@ -170,20 +170,6 @@ def test_calibrate_counts_and_lists_near_duplicates_and_keeps_them(tmp_path):
     assert "KEPT in the fit" in near_line(rep, fit=True)
 
 
-def _decodes(monkeypatch) -> list:
-    """The sizes of every decode_bytes result from now on (a decode counter)."""
-    import aiidetect.decode as decode
-
-    sizes, real = [], decode._decode_bytes
-
-    def counted(*a, **k):
-        img, info = real(*a, **k)
-        sizes.append(img.size)
-        return img, info
-    monkeypatch.setattr(decode, "_decode_bytes", counted)
-    return sizes
-
-
 @pytest.mark.parametrize("size", [(1024, 768), (300, 200), (200, 1100)])
 def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decodes_them_whole(
         tmp_path, monkeypatch, size):
@@ -210,7 +196,7 @@ def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decode
     assert None not in want
     head, _ = _head_with_phashes(tmp_path / "fakehead", paths[:1])
     items = [SimpleNamespace(path=str(p), label=0, generator="real") for p in paths]
-    sizes = _decodes(monkeypatch)
+    sizes = count_decodes(monkeypatch)
     assert [s.phash for s in run(items, [FakeHead(head)])] == want
     # no whole decode in eval beside the scan's draft, unless the whole is the hash's own decode
     assert (size not in sizes) == (source_size(*size) != size), sizes
@@ -325,7 +311,7 @@ def test_a_job_waiting_for_the_hash_decode_holds_no_decoded_pixels_outside_the_b
 
     p = tmp_path / "big.jpg"
     _picture(3, (1024, 768)).save(p, quality=90)
-    sizes = _decodes(monkeypatch)
+    sizes = count_decodes(monkeypatch)
     budget = PixelBudget(128 * 96 + 512 * 384)
     waits = threading.Event()
     real_wait = budget._cond.wait_for

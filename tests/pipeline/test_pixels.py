@@ -354,20 +354,10 @@ def _asleep_waiting_for_a_job(ident: int) -> bool:
     return False
 
 
-def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monkeypatch):
-    """A terminal's Ctrl-C whose signal lands just as the scan's thread goes to sleep waiting for a read (the
-    kernel gave it to a decode thread, or it arrived between Python's last check and the sleep): the handler has
-    run, but Python acts on it only when code runs again in the main thread. That waited for the read, and a
-    read that does not return (a stuck decoder, a share that does not answer) held the scan for ever: its
-    JSON array left open on stdout, nothing on stderr. Here the signal is sent to the decode thread once the
-    main thread sleeps, which is that moment made certain."""
+def _stuck_read_that_interrupts_the_sleeper(main, release, returned, asleep):
+    """A job that sends SIGINT to its own (decode) thread once the main thread is seen asleep waiting for a
+    job, then does not return until `release` (5 s at most: the test's own bound)."""
     import signal
-
-    from aiidetect import crashguard
-
-    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)  # the stop's grace for the stuck read: not this test's point
-    main = threading.main_thread().ident
-    release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
 
     def job(x, i):
         for _ in range(5000):         # bounded: a Python whose Condition.wait reads otherwise fails, not hangs
@@ -376,9 +366,26 @@ def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monk
                 signal.pthread_kill(threading.get_ident(), signal.SIGINT)
                 break
             release.wait(0.001)
-        release.wait(5)               # the stuck read (the test's own bound)
+        release.wait(5)               # the stuck read
         returned.set()
         return x
+    return job
+
+
+def test_a_stop_signal_that_lands_while_the_caller_falls_asleep_is_answered(monkeypatch):
+    """A terminal's Ctrl-C whose signal lands just as the scan's thread goes to sleep waiting for a read (the
+    kernel gave it to a decode thread, or it arrived between Python's last check and the sleep): the handler has
+    run, but Python acts on it only when code runs again in the main thread. That waited for the read, and a
+    read that does not return (a stuck decoder, a share that does not answer) held the scan for ever: its
+    JSON array left open on stdout, nothing on stderr. Here the signal is sent to the decode thread once the
+    main thread sleeps, which is that moment made certain."""
+    from aiidetect import crashguard
+
+    monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)  # the stop's grace for the stuck read: not this test's point
+    main = threading.main_thread().ident
+    release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
+
+    job = _stuck_read_that_interrupts_the_sleeper(main, release, returned, asleep)
 
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -396,8 +403,6 @@ def test_a_stop_while_training_waits_for_a_stuck_read_is_answered_and_names_it(m
     decoder, a share that does not answer) held the command until the read returned, for ever, then waited for
     the thread again in the pool's clean-up. Now the stop is answered as the scan's is: the read gets the stop's
     grace, is abandoned, and stays named as in flight, so the command line ends the process without it."""
-    import signal
-
     from aiidetect import crashguard
 
     monkeypatch.setattr(crashguard, "STOP_GRACE", 0.05)
@@ -405,16 +410,7 @@ def test_a_stop_while_training_waits_for_a_stuck_read_is_answered_and_names_it(m
     main = threading.main_thread().ident
     release, returned, asleep = threading.Event(), threading.Event(), threading.Event()
 
-    def job(path, i):
-        for _ in range(5000):         # bounded, as above
-            if _asleep_waiting_for_a_job(main):
-                asleep.set()
-                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-                break
-            release.wait(0.001)
-        release.wait(5)               # the stuck read (the test's own bound)
-        returned.set()
-        return path
+    job = _stuck_read_that_interrupts_the_sleeper(main, release, returned, asleep)
 
     try:
         with pytest.raises(KeyboardInterrupt):
