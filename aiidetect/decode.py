@@ -1225,9 +1225,9 @@ def phash_bytes(data: bytes, limits: Any = None, admit: Any = None) -> int | Non
 
 def phash_decoded(data: bytes, img: Any, info: dict, limits: Any = None, admit: Any = None) -> int | None:
     """phash_bytes(data), given decode_bytes(data)'s (img, info) at whatever draft: that decode when it
-    is the hash's own, else one more decode at SOURCE_SIDE, asked of `admit` on top of `img`'s pixels
-    (both are alive). Raises DecodeFailure. Give `img`'s decode reserve=hash_decode_pixels: the
-    ask is then already held, and never waits with `img` alive and counted nowhere (admit gives back
+    is the hash's own, else one more decode at perceptual.SOURCE_SIDE, asked of `admit` on top of `img`'s
+    pixels (both are alive). Raises DecodeFailure. Give `img`'s decode reserve=perceptual.hash_decode_pixels:
+    the ask is then already held, and never waits with `img` alive and counted nowhere (admit gives back
     what it holds before it waits)."""
     from .perceptual import is_source, phash
 
@@ -1245,12 +1245,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     `transform(image, sample) -> image` acts between the two. Never raises.
     `admit` as for decode_bytes. `phash`: s.phash gets phash_decoded of the bytes
     (before the transform; None when its own decode fails, the file's pixels still count)."""
+    from .perceptual import hash_decode_pixels
     from .preprocess import apply, spec_key
 
     rec = s.record
     with failures_into(rec, "decoding"):
-        if phash:
-            from .perceptual import hash_decode_pixels
         img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
                                  reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]

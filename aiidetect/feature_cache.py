@@ -226,8 +226,7 @@ def extract_features(backbone, paths: Sequence[str], spec: Mapping[str, Any], la
     every file again). `phashes`, when given, gets {path: decode.phash_bytes of its bytes} (the
     record's near-duplicate half), kept in the cache beside the features: an image whose features are
     cached is decoded again only when its hash is not."""
-    from .decode import DecodeFailure, Sample
-    from .decode import phash_bytes
+    from .decode import DecodeFailure, Sample, phash_bytes
     from .perceptual import KIND
     from .pixels import PixelReader, failure, ordered
 

@@ -20,9 +20,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from aiidetect.decode import DecodeFailure, decode_bytes
-from aiidetect.decode import phash_bytes
-from aiidetect.perceptual import THRESHOLD, BandIndex, is_source, phash, popcount64
+from aiidetect.decode import DecodeFailure, decode_bytes, phash_bytes, phash_decoded
+from aiidetect.perceptual import THRESHOLD, BandIndex, hamming, is_source, phash, popcount64
 
 COPIES = {
     "jpeg-q75": lambda im: _encode(im, "JPEG", quality=75),
@@ -57,7 +56,7 @@ def main() -> None:
         try:
             data = open(f"{a.root}/{r['file']}", "rb").read()
             img, info = decode_bytes(data)
-            h = phash_bytes(data)
+            h = phash_decoded(data, img, info)  # the whole decode when it is the hash's own, as a trainer's
         except DecodeFailure:
             unread += 1
             continue
@@ -67,7 +66,7 @@ def main() -> None:
         if not is_source(info):
             whole = phash(img)
             if whole is not None:
-                drafted.append(bin(h ^ whole).count("1"))
+                drafted.append(hamming(h, whole))
         files.append(r["file"])
         hashes.append(h)
         for k, f in COPIES.items():
@@ -75,7 +74,7 @@ def main() -> None:
             if h2 is None:
                 copy_nohash[k] += 1
             else:
-                dist[k].append(bin(h ^ h2).count("1"))
+                dist[k].append(hamming(h, h2))
                 small[k].append(min(img.size) < 128)
     print(f"{len(rows)} listed, {unread} not decodable, {nohash} without a hash (a side under 32 px, or flat), "
           f"{len(hashes)} hashed; threshold {THRESHOLD}")
