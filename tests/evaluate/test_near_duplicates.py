@@ -216,8 +216,7 @@ def test_the_hash_decode_is_asked_of_the_budget_beside_the_decode_it_adds_to(tmp
     """A JPEG the scan drafts below the hash's scale: its second, small decode is asked of the pixel
     budget on top of the scan's pixels (both alive), with them, before either is decoded; one already at
     the hash's scale is not decoded again."""
-    from aiidetect.decode import read_sample, decode_sample
-    from aiidetect.decode import phash_bytes
+    from aiidetect.decode import decode_sample, phash_bytes, read_sample
 
     p = tmp_path / "big.jpg"
     _picture(3, (1024, 768)).save(p, quality=90)
@@ -305,8 +304,7 @@ def test_a_job_waiting_for_the_hash_decode_holds_no_decoded_pixels_outside_the_b
     the first decode's, before any are decoded."""
     import threading
 
-    from aiidetect.decode import decode_sample, read_sample
-    from aiidetect.decode import phash_bytes
+    from aiidetect.decode import decode_sample, phash_bytes, read_sample
     from aiidetect.pixels import PixelBudget
 
     p = tmp_path / "big.jpg"
