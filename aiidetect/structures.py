@@ -219,6 +219,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 lay.extents[item] = (method, extents)
         elif kind == b"iref":
             wide = version != 0
+            box = p + 4                                 # each entry's box: its type four bytes in
             for rkind, rp, re_ in entries.boxes(data, p + 4, e):
                 size = 4 if wide else 2
                 src = _uint(data, rp, size)
@@ -226,7 +227,8 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 entries.spend(count)
                 if rp + size + 2 + count * size > re_:
                     raise IndexError("iref past its box")
-                lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
+                lay.refs.append((rkind, box + 4, src))
+                box = re_                               # the next box, where one follows within the list
                 if rkind in (b"dimg", b"auxl"):
                     at = rp + size + 2
                     (lay.dimg if rkind == b"dimg" else lay.auxl).setdefault(src, []).extend(
