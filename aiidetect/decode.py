@@ -23,8 +23,8 @@ from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
-                     JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES, PSD_MAX_ROWS,
-                     WEBP_PIXEL_COST)
+                     JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
+                     PSD_MAX_ROWS, WEBP_PIXEL_COST)
 from .structures import HeifRead, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -765,7 +765,7 @@ def avif_track_pixels(data: bytes) -> int:
     the tables say (a 1.9 KB `avis` whose track said 64x64 over an 8192x8192 frame took 210 MB, a 64x64 one 69 MB).
     Raises _HeifRefusal over limits.HEIF_MAX_ENTRIES boxes in its `moov` box, or where the first sample holds no
     sequence header among its first OBUs (structures.AV1_MAX_OBUS) but more OBUs."""
-    from .structures import HeifLayoutError, av1_frame_size, bmff_tracks
+    from .structures import HeifLayoutError, bmff_tracks
 
     try:
         tracks = bmff_tracks(data)
@@ -779,12 +779,7 @@ def avif_track_pixels(data: bytes) -> int:
     total = 0
     for track in (color, alpha) if alpha else (color,):
         pixels = max(track.size[0] * track.size[1], track.entry[0] * track.entry[1])
-        try:
-            frame = av1_frame_size(data, *track.first_sample)
-        except IndexError:
-            frame = None
-        except HeifLayoutError as exc:
-            raise _HeifRefusal(f"track {track.id}'s first sample: {exc}") from None
+        frame = _av1_frame(data, track.first_sample, f"track {track.id}'s first sample")
         if frame:
             pixels = max(pixels, frame[0] * frame[1])
         total += pixels
@@ -802,7 +797,7 @@ def heif_items_problem(data: bytes, layout: HeifRead | None = None) -> tuple[str
     all of it), one with a whole row or column of tiles outside its image (as libavif refuses it), derived
     images nested deeper than _HEIF_MAX_DEPTH or in a loop, and item tables of over limits.HEIF_MAX_ENTRIES
     entries in all. Layouts it cannot follow are left to the decoder."""
-    from .structures import HeifLayoutError, av1_frame_size
+    from .structures import HeifLayoutError
 
     read = heif_read_of(data, layout)
     lay, error = read.layout, read.error
@@ -825,12 +820,7 @@ def heif_items_problem(data: bytes, layout: HeifRead | None = None) -> tuple[str
             pixels = w * h
             span = lay.item_span(data, item) if lay.types.get(item) == b"av01" else None
             if span is not None:
-                try:
-                    frame = av1_frame_size(data, *span)
-                except IndexError:
-                    frame = None
-                except HeifLayoutError as exc:
-                    raise _HeifRefusal(f"item {item}: {exc}") from None
+                frame = _av1_frame(data, span, f"item {item}")
                 if frame is None and len(lay.extents[item][1]) > 1:    # libavif joins the extents for dav1d
                     raise _HeifRefusal(f"item {item}: no AV1 sequence header in its first data extent")
                 if frame:
@@ -862,6 +852,20 @@ _HEIF_ALPHA = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxi
 
 class _HeifRefusal(Exception):
     pass
+
+
+def _av1_frame(data: bytes, span: tuple[int, int], what: str) -> tuple[int, int] | None:
+    """structures.av1_frame_size of data[span] for an item or a track's first sample (`what`, in the refusal):
+    None where its OBUs run past the span (left to the decoder), _HeifRefusal where dav1d would read on past
+    AV1_MAX_OBUS of them."""
+    from .structures import HeifLayoutError, av1_frame_size
+
+    try:
+        return av1_frame_size(data, *span)
+    except IndexError:
+        return None
+    except HeifLayoutError as exc:
+        raise _HeifRefusal(f"{what}: {exc}") from None
 
 
 def _heif_grid_check(data: bytes, lay, item: int, inputs: list[int]) -> None:

@@ -156,6 +156,11 @@ class HeifLayout:
         return None if span is None else data[span[0]:min(span[1], span[0] + limit)]
 
 
+def _top_box(data: bytes, kind: bytes) -> tuple[int, int] | None:
+    """(payload start, end) of the file's first top-level box of type `kind`, or None."""
+    return next(((start, end) for k, start, end in bmff_boxes(data, 0, len(data)) if k == kind), None)
+
+
 def _uint(data: bytes, pos: int, size: int) -> int:
     return int.from_bytes(data[pos:pos + size], "big") if size else 0
 
@@ -163,11 +168,10 @@ def _uint(data: bytes, pos: int, size: int) -> int:
 def heif_layout(data: bytes) -> HeifLayout | None:
     """The item structure of a HEIF/AVIF file's top-level `meta` box, or None without one. Raises
     struct.error or IndexError on a truncated table, HeifLayoutError on one over HEIF_MAX_ENTRIES."""
-    for kind, start, end in bmff_boxes(data, 0, len(data)):
-        if kind == b"meta":
-            break
-    else:
+    box = _top_box(data, b"meta")
+    if box is None:
         return None
+    start, end = box
     lay = HeifLayout()
     entries = _Entries()
     props: list[tuple[bytes, int, int]] = []
@@ -215,6 +219,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 lay.extents[item] = (method, extents)
         elif kind == b"iref":
             wide = version != 0
+            box = p + 4                                 # each entry's box: its type four bytes in
             for rkind, rp, re_ in entries.boxes(data, p + 4, e):
                 size = 4 if wide else 2
                 src = _uint(data, rp, size)
@@ -222,7 +227,8 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 entries.spend(count)
                 if rp + size + 2 + count * size > re_:
                     raise IndexError("iref past its box")
-                lay.refs.append((rkind, rp - 4 if data[rp - 4:rp] == rkind else rp - 12, src))
+                lay.refs.append((rkind, box + 4, src))
+                box = re_                               # the next box, where one follows within the list
                 if rkind in (b"dimg", b"auxl"):
                     at = rp + size + 2
                     (lay.dimg if rkind == b"dimg" else lay.auxl).setdefault(src, []).extend(
@@ -348,11 +354,10 @@ def bmff_tracks(data: bytes) -> list[BmffTrack]:
     tables only the first entries are read, and the `stsc` runs (counted as entries): a track whose tables
     declare more than libavif should list (BmffTrack.table_problem) is a HeifLayoutError too. A track whose box is
     cut short is kept as far as it was read."""
-    for kind, start, end in bmff_boxes(data, 0, len(data)):
-        if kind == b"moov":
-            break
-    else:
+    box = _top_box(data, b"moov")
+    if box is None:
         return []
+    start, end = box
     entries = _Entries()
     tracks: list[BmffTrack] = []
     for kind, p, e in entries.boxes(data, start, end):

@@ -870,6 +870,22 @@ def test_heif_idat_exif_item_of_length_0_is_measured_to_the_end_of_idat():
     assert lean is not None and f"'Exif item' of {len(exif)} bytes" in said, said
 
 
+def test_heif_reference_type_offset_of_a_box_with_a_64_bit_size():
+    """Each `iref` entry's type is found where its box puts it (HeifLayout.refs: the four bytes the Exif strip
+    renames). A box with a 64-bit size whose last four bytes spelled its own type was taken for an 8-byte
+    header: the strip would have renamed its size, its `cdsc` link left in place."""
+    from aiidetect.structures import heif_layout
+    from aiidetect.testing.hostile import bmff_box, heif_tables
+
+    plain = bmff_box(b"cdsc", struct.pack(">HHH", 2, 1, 1))
+    large_size = int.from_bytes(b"cdsc", "big")                  # larger than the file: the last box of its list
+    large = struct.pack(">I4sQ", 1, b"cdsc", large_size) + struct.pack(">HHH", 3, 1, 1)
+    data = heif_tables(bmff_box(b"iref", plain + large, (0, 0)))
+    iref = data.index(b"iref") + 8
+    expected = [(b"cdsc", iref + 4, 2), (b"cdsc", iref + len(plain) + 4, 3)]
+    assert heif_layout(data).refs == expected
+
+
 def test_heif_item_tables_are_walked_within_one_budget(monkeypatch):
     """The item tables are walked in Python, and a table's entries can take no bytes of the file (an iloc of
     0-byte offsets and lengths, as the format allows) or many tables can share one kind: a 245-byte HEIF of 20
