@@ -1129,7 +1129,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                                              f"{-(-width * height * cost // DECODE_BUDGET_IMAGES)} or more scans it)")
         try:
             if draft and fmt == "JPEG":
-                # DCT-domain downscale: 2-8x less work; only used when every head resizes anyway.
+                # DCT-domain downscale: 2-8x less work; asked when every head resizes anyway, and by the perceptual hash.
                 img.draft("RGB", (draft, draft))
                 info["draft"] = list(img.size)
             if admit is not None:
