@@ -256,9 +256,7 @@ def _record_clean(path: Path, checked: dict[str, int] | None = None) -> None:
     try:
         if _wal_pending(path) or _damage_noted(path) is not None:
             return
-        state = _settled_state(path) if checked is None else checked
-        if checked is not None and _file_state(path) != checked:
-            return
+        state = checked or _settled_state(path)  # a change since `checked` is caught below, as any other
         with open(tmp, "x") as fh:
             fh.write(json.dumps({"format": _CLEAN_FORMAT, **state}))
         if _file_state(path) != state or _wal_pending(path):
