@@ -256,9 +256,7 @@ def _record_clean(path: Path, checked: dict[str, int] | None = None) -> None:
     try:
         if _wal_pending(path) or _damage_noted(path) is not None:
             return
-        state = _settled_state(path) if checked is None else checked
-        if checked is not None and _file_state(path) != checked:
-            return
+        state = checked or _settled_state(path)  # a change since `checked` is caught below, as any other
         with open(tmp, "x") as fh:
             fh.write(json.dumps({"format": _CLEAN_FORMAT, **state}))
         if _file_state(path) != state or _wal_pending(path):
@@ -1014,9 +1012,9 @@ class ResultsStore:
                     self._db.execute(
                         "INSERT INTO crashes VALUES (?1,?2,?3,?4) ON CONFLICT(path) DO UPDATE SET strikes=CASE "
                         "WHEN crashes.size IS ?2 AND crashes.mtime_ns IS ?3 THEN "
-                        "(CASE WHEN ?5 IS NULL THEN crashes.strikes + ?6 ELSE MAX(crashes.strikes, ?5 + ?6) END) "
+                        "(CASE WHEN ?5 IS NULL THEN crashes.strikes + ?4 ELSE MAX(crashes.strikes, ?5 + ?4) END) "
                         "ELSE ?4 END, size=?2, mtime_ns=?3",
-                        (s.key, s.size, s.mtime_ns, each, known, each))
+                        (s.key, s.size, s.mtime_ns, each, known))
                 for sid in dead:
                     self._db.execute("UPDATE sessions SET status='died' WHERE session_id=? AND status='running'",
                                      (int(sid),))
