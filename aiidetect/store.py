@@ -399,7 +399,7 @@ def _to_wal(db: sqlite3.Connection, seconds: float = 60.0) -> None:
     """WAL mode, waiting for another process switching a new store at the same moment. Two `scan --db` started at
     once on a new store: each read the header and asked for the exclusive lock, and SQLite answers the second
     SQLITE_BUSY at once, without the busy timeout (waiting would deadlock on the other's read lock): one of them
-    stopped with `database is locked` (6 of 90 opens, three processes at once). Asked again once the other one
+    stopped with `database is locked` (3 to 6 of 90 opens, three processes at once). Asked again once the other one
     is through, the store is in WAL mode already."""
     end, delay = time.monotonic() + seconds, 0.005
     while True:
