@@ -1249,11 +1249,12 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     `transform(image, sample) -> image` acts between the two. Never raises.
     `admit` as for decode_bytes. `phash`: s.phash gets phash_decoded of the bytes
     (before the transform; None when its own decode fails, the file's pixels still count)."""
-    from .perceptual import hash_decode_pixels
     from .preprocess import apply, spec_key
 
     rec = s.record
     with failures_into(rec, "decoding"):
+        if phash:  # imported only when asked: a scan's first read under a deadline would pay for it
+            from .perceptual import hash_decode_pixels
         img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
                                  reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
