@@ -113,16 +113,7 @@ class FeatureCache:
         for o, v in feats.items():
             vec = np.ascontiguousarray(v, dtype=np.float32).tobytes()
             rows.append((sha, encoder, prep, o, len(vec) // 4, _seal((sha, encoder, prep, o), vec)))
-        try:
-            with self._lock:
-                try:
-                    self._db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)", rows)
-                    self._db.commit()
-                except sqlite3.Error:
-                    self._db.rollback()
-                    raise
-        except sqlite3.Error as exc:  # a full disk or a locked cache: not saved, the features are still used
-            self._note(exc)
+        self._write("INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?)", rows)
 
     def get_phash(self, sha: str, kind: str) -> tuple[bool, int | None]:
         """(found, the hash: None for an image without one). A row failing its seal is not found."""
@@ -149,15 +140,18 @@ class FeatureCache:
         for sha, h in rows:
             value = b"" if h is None else int(h).to_bytes(8, "big")
             sealed.append((sha, kind, _seal((sha, kind, "", "phash"), value)))
+        self._write("INSERT OR REPLACE INTO phashes VALUES (?,?,?)", sealed)
+
+    def _write(self, sql: str, rows: list) -> None:
         try:
             with self._lock:
                 try:
-                    self._db.executemany("INSERT OR REPLACE INTO phashes VALUES (?,?,?)", sealed)
+                    self._db.executemany(sql, rows)
                     self._db.commit()
                 except sqlite3.Error:
                     self._db.rollback()
                     raise
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # a full disk or a locked cache: not saved, what was computed is still used
             self._note(exc)
 
     def close(self) -> None:
