@@ -310,7 +310,8 @@ def test_store_keeps_hostile_names(tmp_path):
     assert again.returncode == 0, again.stderr
     assert sorted(jsonl(again.stdout), key=lambda d: d["file"]) == sorted(scanned, key=lambda d: d["file"])
     assert len(_rows(db)) == 3
-    t = run_cli("results", "failed", "--db", str(db))
+    # wide enough that no path is folded, however long the temporary folder's name is
+    t = run_cli("results", "failed", "--db", str(db), env={"COLUMNS": "1000"})
     assert t.returncode == 0 and "[bold]broken.png" in t.stdout, t.stdout
     # a failed file whose name is not UTF-8 can still be found again from `results failed`
     bad = os.path.join(os.fsencode(root / "f00"), b"gone\xff.png")

@@ -308,7 +308,9 @@ def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt, e
         return two_then_ctrl_c()
 
     monkeypatch.setattr(api.Scanner, "records", records)
-    r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q", *extra])
+    # the table is wide enough that no file name is folded, however long the temporary folder's name is
+    r = CliRunner().invoke(app, ["scan", str(files), "-d", "metadata", "-f", fmt, "--no-cache", "-q", *extra],
+                           env={"COLUMNS": "1000"})
     assert r.exit_code == 130, r.output
     out = r.stdout
     n = {"json": lambda: len(json.loads(out)), "jsonl": lambda: len([json.loads(x) for x in out.splitlines()]),
