@@ -142,8 +142,10 @@ def evaluate_cmd(
         if not quiet:
             err.print(f"wrote {', '.join(files)} to {out}", highlight=False)
     if fmt == JsonFormat.table:
+        from ..report.safe import table_width
+
         # Wide tables when piped: the numbers matter more than an 80-column layout.
-        print_tables(result, Console() if sys.stdout.isatty() else Console(width=200))
+        print_tables(result, Console(width=table_width(sys.stdout, default=200)))
     if fmt == JsonFormat.json:
         from ..report.safe import dumps
 

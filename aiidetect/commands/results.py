@@ -73,7 +73,7 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
         from rich.table import Table
         from rich.text import Text
 
-        from ..report.safe import printable
+        from ..report.safe import printable, table_width
 
         t = Table(title=title, header_style="bold")
         for c in columns:
@@ -81,7 +81,7 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
         for r in rows:
             # Text, not markup: paths and messages come from the files (a name like "[red]x.jpg").
             t.add_row(*[Text("" if r.get(c) is None else printable(str(r.get(c)))) for c in columns])
-        Console(file=out, width=None if out.isatty() else 160).print(t)
+        Console(file=out, width=table_width(out)).print(t)
     out.flush()
 
 

@@ -132,6 +132,16 @@ def printable(s: str, keep: str = "") -> str:
     return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else f"\\u{ord(m.group()):04x}", clean_str(s))
 
 
+def table_width(stream: Any, default: int = 160) -> int | None:
+    """The width a results table is laid out for: None at a terminal (rich asks it). Off one rich
+    would assume 80 columns, too narrow for paths and reasons piped to a file or pager, so `default`,
+    unless COLUMNS says otherwise: a script that sets it gets tables laid out for it, as at a terminal."""
+    if getattr(stream, "isatty", lambda: False)():
+        return None
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) > 0 else default
+
+
 def dumps(obj: Any, **kw: Any) -> str:
     """json.dumps that can only produce strict, UTF-8-encodable JSON."""
     kw.setdefault("ensure_ascii", False)

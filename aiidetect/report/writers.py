@@ -177,12 +177,9 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import printable
+        from .safe import printable, table_width
 
-        # Off a terminal rich assumes 80 columns; a report piped to a file or pager may be wider.
-        console = Console(file=self.stream, soft_wrap=False,
-                          width=None if self.stream.isatty() else 160) if hasattr(self.stream, "isatty") \
-            else Console(file=self.stream, width=160)
+        console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
         # stderr notes and the JSON say why.
         names = [n for n in self.names
