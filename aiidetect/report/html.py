@@ -831,6 +831,41 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
 
 
+def _toward_ai(dets: Mapping[str, Any]) -> list[str]:
+    """What in a record points to a generator, at least as the card words "moderate" (1 nat) or as a pixel
+    detector that flags it against its own threshold: a likely-real verdict can outweigh a signed C2PA
+    "generative fill" or an AI tool in EXIF (soft evidence, capped at 2 nats) with one confident probe."""
+    out = []
+    for name, d in dets.items():
+        if not isinstance(d, Mapping) or d.get("status") != "ok":
+            continue
+        items = [e for e in (d.get("evidence") or []) if isinstance(e, Mapping)]
+        for e in items:
+            try:
+                s = float(e.get("strength") or 0)
+            except (TypeError, ValueError):
+                s = 0.0
+            if e.get("direction") == "ai" and (e.get("decisive") or s >= 1):
+                out.append(f"{e.get('id')} ({_strength_word(e)})")
+        p = _p(d.get("p_ai"))
+        if items or str(name).split(":")[0] == "metadata" or p is None:
+            continue
+        thr = _p(d.get("threshold"))
+        if (p >= thr) if thr is not None else p > 0.5:
+            out.append(f"{name} (P(AI) {p:.3f})")
+    return list(dict.fromkeys(out))
+
+
+def _explain(v: str, dets: Mapping[str, Any]) -> str:
+    """The card's sentence under its verdict; it must hold for this file, not only for the typical one."""
+    if v == "likely-real" and (dissent := _toward_ai(dets)):
+        return (f"Taken together, the evidence points to a real photo, but not all of it: {', '.join(dissent)} "
+                f"{'points' if len(dissent) == 1 else 'point'} to a generative model and "
+                f"{'was' if len(dissent) == 1 else 'were'} outweighed (see below). This is not proof of "
+                "authenticity: edits and fakes made to fool detectors can look like this.")
+    return VERDICT_WORDS[v][2]
+
+
 def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     r = item["rec"]
     v = str(r.get("verdict") or "error")
@@ -847,7 +882,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
          f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
-         f"<p class=\"explain\">{_e(VERDICT_WORDS[v][2])}</p>"]
+         f"<p class=\"explain\">{_e(_explain(v, dets))}</p>"]
     err = r.get("error")
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")

@@ -337,3 +337,38 @@ def test_no_heat_map_or_thumbnail_for_a_card_the_page_has_no_room_left_for():
         w.add({"file": name, "verdict": v, "error": None})
     assert asked == ["real1", "ai1", "ai2"]     # real1 could still have had a card when it came
     assert [it["rec"]["file"] for it in w.items] == ["ai1", "ai2"] and len(w.rows) == 4
+
+
+def test_a_likely_real_card_names_what_pointed_to_ai(tmp_path):
+    # One confident probe outweighs soft evidence (capped at 2 nats): a signed C2PA "generative fill", an AI tool
+    # in EXIF, or a second detector that flags the file. The card said "Nothing here indicates a generative model".
+    def rec(name, evidence, **pixel):
+        dets = {"metadata": {"status": "ok", "p_ai": 0.5, "score": 0.0, "score_kind": "llr", "evidence": evidence}}
+        dets.update({k: {"status": "ok", "p_ai": p, "score": None, "score_kind": None} for k, p in pixel.items()})
+        return {"schema": "1.2", "file": name, "verdict": "likely-real", "p_ai": 0.07, "error": None,
+                "reasons": ["linear:univfd: p_ai=0.01 (-4.60 nats)"], "detectors": dets}
+
+    def ev(eid, direction, strength):
+        return {"id": eid, "direction": direction, "strength": strength, "detail": eid, "source": "x",
+                "decisive": False, "data": {}}
+
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(r) for r in [
+        rec("signed_fill.jpg", [ev("c2pa.ai-composite", "ai", 3.0), ev("metadata.no-camera", "ai", 0.1)],
+            **{"linear:univfd": 0.01}),
+        rec("two_probes.jpg", [], **{"linear:univfd": 0.001, "mpft": 0.97}),
+        rec("camera.jpg", [ev("exif.camera", "real", 1.2), ev("structure.jpeg-tables", "ai", 0.1)],
+            **{"linear:univfd": 0.01}),
+    ]) + "\n")
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    explain = {m.group(1): m.group(2) for m in re.finditer(
+        r'id="f\d+-name">([^<]+)</p>.*?<p class="explain">([^<]*)</p>', page, re.S)}
+    assert "c2pa.ai-composite (strong) points to a generative model" in explain["signed_fill.jpg"]
+    assert "no-camera" not in explain["signed_fill.jpg"]    # a weak hint is no dissent worth the sentence
+    assert "mpft (P(AI) 0.970) points to a generative model" in explain["two_probes.jpg"]
+    for f in ("signed_fill.jpg", "two_probes.jpg"):
+        assert "Nothing here indicates" not in explain[f] and "not proof of authenticity" in explain[f]
+    assert explain["camera.jpg"].startswith("Nothing here indicates a generative model")
