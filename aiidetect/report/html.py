@@ -343,6 +343,8 @@ class HtmlWriter(Writer):
         run["max_cards"] = self.max_cards
         chosen = self._chosen()
         self.thumbs = sum(1 for _, it in chosen if it["thumb"])
+        run["heatmaps_made"] = sum(1 for _, it in chosen
+                                   if any(isinstance(m, Mapping) and m.get("image") for m in it["heatmaps"] or []))
         write_html(self.stream, self.rows, chosen, self.counts, run)
         self.stream.flush()
 
@@ -489,7 +491,9 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"<code>aiidetect report RUN.jsonl --max-cards 0</code>, or a part of it with "
                  f"<code>--verdict</code>.</p>")
     dets = [d for d in run.get("detectors") or [] if isinstance(d, Mapping)]
-    if n and dets and all(str(d.get("name")).split(":")[0] == "metadata" for d in dets if d.get("status") == "ran"):
+    no_pixel = bool(dets) and all(str(d.get("name")).split(":")[0] == "metadata" for d in dets
+                                  if d.get("status") == "ran")
+    if n and no_pixel:
         # Easy to miss in the list below, and it changes what every verdict on the page means.
         o.append("<p class=\"interrupted\"><b>No pixel detector ran.</b> Every verdict here rests on what the "
                  "files' metadata says (the detectors below say why the others could not run); most images "
@@ -574,7 +578,14 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                                    + (f" ({int(summ['cache_hits'])} from the result cache)"
                                       if summ.get("cache_hits") else "")))
     if run.get("heatmaps_for"):
-        facts.append(("heat maps", "computed for files judged " + _e(", ".join(run["heatmaps_for"]))))
+        # What was asked is not what was made: without a pixel detector (no weights, -d metadata) no file gets
+        # one, and the page said "computed for files judged ai-generated, uncertain" all the same.
+        made = run.get("heatmaps_made")
+        done = ("" if not isinstance(made, int) else
+                f"; made for {made} file{'s' if made != 1 else ''}" if made else
+                "; none made" + (": no pixel detector ran, and a heat map shows where one looked" if no_pixel
+                                 else ""))
+        facts.append(("heat maps", "asked for files judged " + _e(", ".join(run["heatmaps_for"])) + _e(done)))
     o.append("<table class=\"facts\"><tbody>")
     for k, v in facts:
         o.append(f"<tr><th scope=\"row\">{_e(k)}</th><td>{v}</td></tr>")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, PngImagePlugin
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -222,6 +223,7 @@ def test_heatmaps_through_a_trained_linear_probe(trained, dev_dir, tmp_path):
     assert [c["name"] for c in doc.cards] == list(map(str, files))
     maps = [a for t, a in doc.tags if t == "img" and "occlusion heat map" in a.get("alt", "")]
     assert len(maps) == 2 and all(a["src"].startswith("data:image/jpeg;base64,") for a in maps)
+    assert "; made for 2 files</td>" in out.read_text(encoding="utf-8")
     for c in doc.cards:
         assert "Where the detectors looked" in c["text"] and "8\u00d78 squares" in c["text"]
         # The map explains the scanned number: its unoccluded P(AI) is the detector's P(AI) in the same card.
@@ -400,3 +402,21 @@ def test_the_report_counts_a_file_decided_despite_its_error_as_scan_did(tmp_path
     run.write_text(json.dumps(rec("a1111.png", "ai-generated")) + "\n")
     r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert "(1 ai-generated)" in r.stderr and 'id="decided-errors"' not in out.read_text()
+
+
+def test_heat_maps_asked_for_without_a_pixel_detector_are_not_said_to_be_computed(tmp_path):
+    # Without weights (or with -d metadata) no file can get a map; the overview still said "computed for files
+    # judged ai-generated", and no card had one.
+    png = tmp_path / "a1111.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512")
+    Image.new("RGB", (32, 32), (90, 40, 200)).save(png, pnginfo=info)
+    out = tmp_path / "h.html"
+    r = run_cli_in_process("scan", str(png), "-d", "metadata", "--format", "html", "-o", str(out), "--heatmaps",
+                           "ai", "--no-cache", "-q")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text(encoding="utf-8")
+    row = re.search(r'<th scope="row">heat maps</th><td>([^<]*)</td>', page).group(1)
+    assert row == ("asked for files judged ai-generated; none made: no pixel detector ran, and a heat map shows "
+                   "where one looked")
+    assert "Where the detectors looked" not in page
