@@ -294,6 +294,18 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     soft_total = max(-cap, min(cap, soft_raw))
     w_soft = float(m.get("evidence_weight", 1.0)) if fitted else 1.0
     soft_scale = (soft_total / soft_raw if soft_raw else 0.0) * w_soft
+    # An item's own strength (what `meta`, the report's evidence list and the JSON say) is not what it moved
+    # when the cap or a fitted evidence weight scaled it: "+1.88 nats" beside "strength 3.00" needs its why.
+    scaled: dict[str, tuple[float, str]] = {}
+    if soft and abs(soft_scale - 1.0) > 1e-9:
+        why = []
+        if abs(soft_raw) > cap:
+            why.append(f"soft evidence counts at most {cap:g} nats in all, and it summed {_fmt(soft_raw)}")
+        if w_soft != 1.0:
+            why.append(f"the fusion model weighs soft evidence {w_soft:.2f}")
+        for name, e in soft:
+            key = f"{name}:{e.id}"
+            scaled[key] = (scaled.get(key, (0.0, ""))[0] + e.llr, "; ".join(why))
     for name, e in soft:
         key = f"{name}:{e.id}"
         contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
@@ -319,7 +331,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
-        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
 
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
@@ -340,7 +352,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
         verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
-    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
 
 
 def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,
@@ -382,7 +394,8 @@ def _basis(decisive) -> str:
 _SHOWN_NEUTRAL = {"metadata.conflict"}
 
 
-def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:
+def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes,
+             scaled: Mapping[str, tuple[float, str]] | None = None) -> list[str]:
     """One line per source, strongest first: what it said and how far it moved
     the log-odds (nats; + towards AI)."""
     details: dict[str, str] = {}
@@ -400,12 +413,18 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     for name, r in results.items():
         if r is not None and r.status == "ok":
             lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
+    said_why = False
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
             continue
         d = details.get(key, "")
         mark = " [decisive]" if any(f"{n}:{e.id}" == key for n, e in decisive) else ""
-        lines.append(f"{key}: {d} ({_fmt(c)} nats){mark}".replace(":  (", ": ("))
+        own = (scaled or {}).get(key)
+        moved = f"{_fmt(c)} nats"
+        if own and own[1]:
+            moved += f" of its {_fmt(own[0])}" + (", scaled as above" if said_why else f": {own[1]}")
+            said_why = True
+        lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
     return notes + lines
 
 

@@ -301,3 +301,19 @@ def test_a_file_whose_pixels_failed_is_decided_only_by_decisive_evidence_for_ai(
     for ev in ((capture,), (gen, capture), (camera,), (tool,), (tool, camera)):
         assert without_pixels({"metadata": md(*ev)}) is None, ev
     assert without_pixels({}) is None
+
+
+def test_a_capped_soft_item_says_what_it_moved_of_its_own_strength():
+    # `meta`, the report's evidence list and the JSON give an AI tool in EXIF 3.00 nats; the reasons said
+    # "+1.88 nats" for the same item without a word on the cap that scaled it.
+    tool = Evidence("exif.software-generator", "ai", 3.0, "EXIF Software names an AI image tool: Adobe Firefly")
+    hint = Evidence("metadata.no-camera", "ai", 0.1, "no camera metadata")
+    out = fuse({"linear": ok(0.3), "metadata": meta(tool, hint)})
+    line = next(r for r in out.reasons if r.startswith("metadata:exif.software-generator"))
+    assert line.endswith("(+1.94 nats of its +3.00: soft evidence counts at most 2 nats in all, and it summed +3.10)")
+    assert next(r for r in out.reasons if r.startswith("metadata:metadata.no-camera")).endswith(
+        "(+0.06 nats of its +0.10, scaled as above)")
+    assert out.contributions["metadata:exif.software-generator"] == pytest.approx(3.0 * 2 / 3.1)
+    # Under the cap an item moves its own strength, and its line says only that.
+    out = fuse({"linear": ok(0.3), "metadata": meta(CAMERA)})
+    assert next(r for r in out.reasons if r.startswith("metadata:exif.camera")).endswith("(-1.50 nats)")
