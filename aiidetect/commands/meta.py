@@ -15,47 +15,13 @@ from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxBytesOpt, MaxPix
                      RecordFormat, RecordFormatOpt, Watermark, fail, library_errors)
 
 
-def _c2pa_line(c: dict) -> str:
-    """The manifest in words. `valid` is False both for a manifest whose image was changed after signing
-    and for an intact one whose certificate has expired: "valid=False" read as a forgery for the second.
-    `status` (valid, unverified, invalid) is what the evidence weighs, so it is what is printed."""
-    status = c.get("status") or ("valid" if c.get("valid") else "invalid" if c.get("valid") is False else None)
-    failures = [str(f) for f in c.get("failures") or []]
-    state = {"valid": "signature and content hash valid (signer not checked against a trust list)",
-             "unverified": ("signature and content hash check out, but signer NOT verified"
-                            if c.get("signature_valid") and c.get("content_matches") else "signature NOT verified"),
-             "invalid": "manifest INVALID"}.get(status, f"status {status}")
-    parts = [f"claim generator {c.get('claim_generator')}", f"signer {c.get('signer')}",
-             state + (f" ({', '.join(failures)})" if failures else "")]
-    if c.get("actions"):
-        parts.append("actions " + ", ".join(map(str, c["actions"])))
-    if c.get("source_types"):
-        parts.append("source types " + ", ".join(map(str, c["source_types"])))
-    return "C2PA: " + "; ".join(parts)
-
-
-def _watermark_line(w: dict) -> str:
-    """The watermark check in words (it printed the Python dict: "{'checked': False, 'reason': ...}")."""
-    if not w.get("checked"):
-        return f"watermark: not checked ({w.get('reason') or 'no reason given'})"
-    res = [r for r in w.get("results") or [] if isinstance(r, dict)]
-    found = [r for r in res if _num(r.get("agreement")) >= _num(r.get("threshold"), 2.0)]
-    bits = "; ".join(f"'{r.get('pattern')}' {_num(r.get('agreement')):.0%} of bits agree "
-                     f"(a match needs {_num(r.get('threshold')):.0%})" for r in res)
-    return f"watermark: checked, {'FOUND' if found else 'none found (absence proves nothing)'}" + \
-        (f": {bits}" if bits else "")
-
-
-def _num(v, default: float = 0.0) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
-
-
 def _print_table(reports: list[dict], stream=None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
+    from ..provenance.factwords import c2pa_line, watermark_words
     from ..report.safe import printable
 
     # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup,
@@ -103,9 +69,9 @@ def _print_table(reports: list[dict], stream=None) -> None:
                 if g.get(k):
                     con.print(printable(f"  {k}: {g[k]}{_cut(g, k)}"), markup=False)
         if facts.get("c2pa"):
-            con.print(printable(_c2pa_line(facts["c2pa"])), markup=False)
+            con.print(printable(c2pa_line(facts["c2pa"])), markup=False)
         if facts.get("watermark"):
-            con.print(printable(_watermark_line(facts["watermark"])), markup=False)
+            con.print(printable("watermark: " + watermark_words(facts["watermark"])), markup=False)
         for e in r.get("errors", []):
             con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
 

@@ -751,6 +751,13 @@ def _facts(dets: Mapping[str, Any]) -> str:
         title = dict(FACT_TITLES).get(k, k)
         if k == "watermark" and isinstance(v, Mapping) and v.get("checked") and not v.get("results"):
             body = "<p>checked: no known generator watermark found (absence proves nothing)</p>"
+        elif k in ("watermark", "c2pa") and isinstance(v, Mapping):
+            # In words first: the raw fields say "valid False" and c2pa-rs's "state Invalid" for an intact
+            # manifest whose certificate has expired, which the evidence weighs as unverified, not invalid.
+            from ..provenance.factwords import c2pa_status, watermark_words
+
+            said = (f"validation as weighed here: {c2pa_status(v)}" if k == "c2pa" else watermark_words(v))
+            body = f"<p><b>{_e(said)}</b></p>" + _value(v)
         else:
             body = _value(v)
         opened = " open" if k in ("c2pa", "generators") else ""

@@ -420,3 +420,24 @@ def test_heat_maps_asked_for_without_a_pixel_detector_are_not_said_to_be_compute
     assert row == ("asked for files judged ai-generated; none made: no pixel detector ran, and a heat map shows "
                    "where one looked")
     assert "Where the detectors looked" not in page
+
+
+def test_a_card_words_the_c2pa_status_and_the_watermark_check(tmp_path):
+    # An intact manifest whose certificate has expired is weighed as unverified; the card showed only the raw
+    # fields, "state Invalid" and "valid False", beside evidence that says the signature and hash check out.
+    # A watermark check that ran and found nothing showed as bare numbers.
+    c2pa = {"where": "JPEG APP11", "state": "Invalid", "signature_valid": True, "content_matches": True,
+            "failures": ["signingCredential.expired"], "valid": False, "status": "unverified"}
+    wm = {"checked": True, "results": [{"pattern": "SDXL", "agreement": 0.62, "threshold": 0.85, "order": "bgr"}]}
+    rec = {"schema": "1.2", "file": "expired.jpg", "verdict": "uncertain", "p_ai": 0.43, "error": None,
+           "reasons": ["r"], "detectors": {"metadata": {"status": "ok", "p_ai": 0.43, "evidence": [],
+                                                        "facts": {"c2pa": c2pa, "watermark": wm}}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    said = re.findall(r"<summary>([^<]*)</summary><p><b>([^<]*)</b></p>", out.read_text())
+    assert said == [("C2PA manifest (Content Credentials)", "validation as weighed here: signature and content hash "
+                     "check out, but signer NOT verified (signingCredential.expired)"),
+                    ("Invisible watermark", "checked, none found (absence proves nothing): &#x27;SDXL&#x27; 62% of "
+                     "bits agree (a match needs 85%)")]
