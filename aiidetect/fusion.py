@@ -256,6 +256,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # Pixel detectors with a say: a fitted weight of 0 is the model's word that the detector carried no
     # information on its calibration data; counting it as an opinion let soft evidence alone decide.
     said: set[str] = set()
+    averaged: dict[str, tuple[float, str]] = {}
     if pixel:
         if fitted:
             from .probability import Calibrator
@@ -285,6 +286,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             zs = {name: _logit(r.p_ai) for name, r in pixel.items()}
             for name, z in zs.items():
                 contrib[name] = z / len(zs)
+                if len(zs) > 1:  # "p_ai=0.01 (-2.30 nats)" read as a miscalculation of logit(0.01) = -4.60
+                    averaged[name] = (z, f"the {len(zs)} pixel detectors' logits are averaged, not summed")
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
@@ -296,7 +299,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     soft_scale = (soft_total / soft_raw if soft_raw else 0.0) * w_soft
     # An item's own strength (what `meta`, the report's evidence list and the JSON say) is not what it moved
     # when the cap or a fitted evidence weight scaled it: "+1.88 nats" beside "strength 3.00" needs its why.
-    scaled: dict[str, tuple[float, str]] = {}
+    scaled: dict[str, tuple[float, str]] = dict(averaged)
     if soft and abs(soft_scale - 1.0) > 1e-9:
         why = []
         if abs(soft_raw) > cap:
@@ -413,7 +416,7 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     for name, r in results.items():
         if r is not None and r.status == "ok":
             lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
-    said_why = False
+    said_why: set[str] = set()
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
             continue
@@ -422,8 +425,8 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         own = (scaled or {}).get(key)
         moved = f"{_fmt(c)} nats"
         if own and own[1]:
-            moved += f" of its {_fmt(own[0])}" + (", scaled as above" if said_why else f": {own[1]}")
-            said_why = True
+            moved += f" of its {_fmt(own[0])}" + (", scaled as above" if own[1] in said_why else f": {own[1]}")
+            said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
     return notes + lines
 

@@ -317,3 +317,12 @@ def test_a_capped_soft_item_says_what_it_moved_of_its_own_strength():
     # Under the cap an item moves its own strength, and its line says only that.
     out = fuse({"linear": ok(0.3), "metadata": meta(CAMERA)})
     assert next(r for r in out.reasons if r.startswith("metadata:exif.camera")).endswith("(-1.50 nats)")
+
+
+def test_an_averaged_pixel_detector_says_what_it_moved_of_its_own_logit():
+    # "linear:univfd: p_ai=0.01 (-2.30 nats)": logit(0.01) is -4.60; the average of two detectors halved it.
+    out = fuse({"linear:univfd": ok(0.01), "mpft": ok(0.2)})
+    assert out.reasons[0] == ("linear:univfd: p_ai=0.01 (-2.30 nats of its -4.60: the 2 pixel detectors' logits "
+                              "are averaged, not summed)")
+    assert out.reasons[1] == "mpft: p_ai=0.20 (-0.69 nats of its -1.39, scaled as above)"
+    assert fuse({"linear:univfd": ok(0.01)}).reasons == ["linear:univfd: p_ai=0.01 (-4.60 nats)"]
