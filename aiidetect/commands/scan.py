@@ -125,6 +125,11 @@ def scan(
                 if info.get("status") == "unavailable":
                     err.print(f"[yellow]note:[/] detector [bold]{escape(d.name)}[/] unavailable: "
                               f"{escape(str(info.get('reason')))}", highlight=False)
+            if maps and not any(d.name.split(":")[0] != "metadata" and d.describe().get("status") != "unavailable"
+                                for d in dets):
+                # Asked for and silently absent: a heat map shows where a pixel detector looked.
+                err.print("[yellow]note:[/] --heatmaps: no pixel detector can run, so no file gets a heat map",
+                          highlight=False)
         records = scanner.records(cands)
     except ScanError as exc:
         if scanner is not None:

@@ -224,6 +224,7 @@ def test_heatmaps_through_a_trained_linear_probe(trained, dev_dir, tmp_path):
     maps = [a for t, a in doc.tags if t == "img" and "occlusion heat map" in a.get("alt", "")]
     assert len(maps) == 2 and all(a["src"].startswith("data:image/jpeg;base64,") for a in maps)
     assert "; made for 2 files</td>" in out.read_text(encoding="utf-8")
+    assert "no pixel detector can run" not in r.stderr
     for c in doc.cards:
         assert "Where the detectors looked" in c["text"] and "8\u00d78 squares" in c["text"]
         # The map explains the scanned number: its unoccluded P(AI) is the detector's P(AI) in the same card.
@@ -413,8 +414,9 @@ def test_heat_maps_asked_for_without_a_pixel_detector_are_not_said_to_be_compute
     Image.new("RGB", (32, 32), (90, 40, 200)).save(png, pnginfo=info)
     out = tmp_path / "h.html"
     r = run_cli_in_process("scan", str(png), "-d", "metadata", "--format", "html", "-o", str(out), "--heatmaps",
-                           "ai", "--no-cache", "-q")
+                           "ai", "--no-cache")
     assert r.returncode == 0, r.stderr
+    assert "note: --heatmaps: no pixel detector can run, so no file gets a heat map" in r.stderr
     page = out.read_text(encoding="utf-8")
     row = re.search(r'<th scope="row">heat maps</th><td>([^<]*)</td>', page).group(1)
     assert row == ("asked for files judged ai-generated; none made: no pixel detector ran, and a heat map shows "
