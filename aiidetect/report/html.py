@@ -1093,6 +1093,10 @@ def render_saved_run(stream: IO[str], out: IO[str], source: str, thumbnails: boo
             if first != total:
                 repeats.append((total, first))
         if only and not verdict_matches(r["verdict"], r.get("error") is not None, only):
+            if w.facts is not None:
+                # The overview's schema, detectors and fusion are the run's: a part with no file in it said
+                # "record schema: not given" and "detectors: none recorded" of a run that names them.
+                w.facts.add(r)
             continue
         w.add(r)
     if total and not good:

@@ -443,3 +443,22 @@ def test_a_card_words_the_c2pa_status_and_the_watermark_check(tmp_path):
                      "check out, but signer NOT verified (signingCredential.expired)"),
                     ("Invisible watermark", "checked, none found (absence proves nothing): &#x27;SDXL&#x27; 62% of "
                      "bits agree (a match needs 85%)")]
+
+
+def test_a_part_of_a_run_with_no_file_in_it_still_describes_the_run(tmp_path):
+    # `report run.jsonl --verdict real` of a run with no likely-real file said "record schema: not given" and
+    # "detectors: none recorded", though every record of the run names them.
+    rec = {"schema": "1.2", "file": "a.png", "verdict": "uncertain", "p_ai": 0.6, "error": None, "reasons": ["r"],
+           "fusion": {"kind": "rules"},
+           "detectors": {"metadata": {"status": "ok", "p_ai": 0.6, "evidence": []},
+                         "linear": {"status": "unavailable", "p_ai": None, "reason": "no weights"}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "--verdict", "real", "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    assert '<th scope="row">record schema</th><td>1.2</td>' in page
+    dets = re.search(r'<th scope="row">detectors</th><td>(.*?)</td>', page).group(1)
+    assert "metadata" in dets and "no weights" in dets and "none recorded" not in dets
+    assert "only those judged likely-real: 0 of the 1 records in the run" in page
