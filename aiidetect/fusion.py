@@ -39,6 +39,9 @@ SOFT_EVIDENCE_CAP = 2.0
 # move the log-odds by at most half of it, so it cannot flip the verdict.
 DECISIVE_FLOOR = 9.2
 FUSION_DETECTOR = "fusion"
+# Why a file is uncertain, as the first reason says it; the report's card words each for people.
+NO_OPINION = "no detector had an opinion"
+SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
 
 
 @dataclass
@@ -341,7 +344,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "
                      "no say in the verdict")
     if n_pixel == 0 and not soft:
-        why = "no detector had an opinion"
+        why = NO_OPINION
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
@@ -350,7 +353,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     p = _sigmoid(z)
     if n_pixel == 0:
         verdict = "uncertain"
-        notes.append("only soft metadata evidence: it shifts the odds but cannot decide alone")
+        notes.append(SOFT_ONLY)
     else:
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.

@@ -892,8 +892,19 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _explain(v: str, dets: Mapping[str, Any]) -> str:
+def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     """The card's sentence under its verdict; it must hold for this file, not only for the typical one."""
+    from ..fusion import NO_OPINION, SOFT_ONLY
+
+    said = [x for x in reasons if isinstance(x, str)] if isinstance(reasons, list) else []
+    if v == "uncertain" and SOFT_ONLY in said:
+        # "weak or conflicting" misread a file whose EXIF names an AI tool (strong evidence, P(AI) 0.88).
+        return ("aiidetect does not decide: only the file's metadata spoke, and metadata never decides alone, "
+                "however strong (it is stripped or written in seconds; no pixel detector judged this file). "
+                "Treat this file as unverified and look for other sources.")
+    if v == "uncertain" and any(x.startswith(NO_OPINION) for x in said):
+        return ("aiidetect does not decide: no detector could give an opinion on this file (see why below). "
+                "Treat this file as unverified and look for other sources.")
     if v == "likely-real" and (dissent := _toward_ai(dets)):
         return (f"Taken together, the evidence points to a real photo, but not all of it: {', '.join(dissent)} "
                 f"{'points' if len(dissent) == 1 else 'point'} to a generative model and "
@@ -918,7 +929,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
          f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
-         f"<p class=\"explain\">{_e(_explain(v, dets))}</p>"]
+         f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
     err = r.get("error")
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")

@@ -462,3 +462,29 @@ def test_a_part_of_a_run_with_no_file_in_it_still_describes_the_run(tmp_path):
     dets = re.search(r'<th scope="row">detectors</th><td>(.*?)</td>', page).group(1)
     assert "metadata" in dets and "no weights" in dets and "none recorded" not in dets
     assert "only those judged likely-real: 0 of the 1 records in the run" in page
+
+
+def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
+    # "the evidence is weak or conflicting" was said of a file whose EXIF names an AI tool (strong, P(AI) 0.88)
+    # and is uncertain because metadata never decides alone, and of a file no detector could judge at all.
+    SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"   # fusion's own words
+    NO_OPINION = "no detector had an opinion"
+
+    def rec(name, reasons):
+        return {"schema": "1.2", "file": name, "verdict": "uncertain", "p_ai": 0.88, "error": None,
+                "reasons": reasons, "detectors": {}}
+
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(r) for r in [
+        rec("firefly.jpg", [SOFT_ONLY, "metadata:exif.software-generator: ... (+1.88 nats of its +3.00: ...)"]),
+        rec("bare.png", [NO_OPINION + "; unavailable: linear (unavailable: no weights)"]),
+        rec("probe.jpg", ["linear:univfd: p_ai=0.60 (+0.41 nats)"]),
+    ]) + "\n")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    explain = {m.group(1): m.group(2) for m in re.finditer(
+        r'id="f\d+-name">([^<]+)</p>.*?<p class="explain">([^<]*)</p>', out.read_text(), re.S)}
+    assert "only the file&#x27;s metadata spoke, and metadata never decides alone" in explain["firefly.jpg"]
+    assert "no detector could give an opinion on this file" in explain["bare.png"]
+    assert "the evidence is weak or conflicting" in explain["probe.jpg"]
+    assert not any("weak or conflicting" in explain[f] for f in ("firefly.jpg", "bare.png"))
