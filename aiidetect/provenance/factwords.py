@@ -3,7 +3,8 @@
 `facts.c2pa.valid` is False both for a manifest whose image was changed after signing and for an intact
 one whose certificate has expired, and c2pa-rs's own `state` says "Invalid" for both; `status` (valid,
 unverified, invalid) is what the evidence is weighed by, so it is what these words say. Light: no
-c2pa, no Pillow."""
+c2pa, no Pillow. The report words a saved run's facts too, which are whatever the record holds: every
+field is read for the shape a scan writes and otherwise taken as absent, never trusted to be a list."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -11,21 +12,23 @@ from typing import Any, Mapping
 
 def c2pa_status(c: Mapping[str, Any]) -> str:
     """The manifest's validation as the evidence weighs it, with the failure codes."""
-    status = c.get("status") or ("valid" if c.get("valid") else "invalid" if c.get("valid") is False else None)
-    failures = [str(f) for f in c.get("failures") or []]
+    status = c.get("status")
+    if not isinstance(status, str):
+        status = "valid" if c.get("valid") is True else "invalid" if c.get("valid") is False else None
+    failures = [str(f) for f in _list(c.get("failures"))]
     words = {"valid": "signature and content hash valid (signer not checked against a trust list)",
              "unverified": ("signature and content hash check out, but signer NOT verified"
                             if c.get("signature_valid") and c.get("content_matches") else "signature NOT verified"),
-             "invalid": "manifest INVALID"}.get(status, f"status {status}")
+             "invalid": "manifest INVALID"}.get(status or "", f"status {status or 'not given'}")
     return words + (f" ({', '.join(failures)})" if failures else "")
 
 
 def c2pa_line(c: Mapping[str, Any]) -> str:
     parts = [f"claim generator {c.get('claim_generator')}", f"signer {c.get('signer')}", c2pa_status(c)]
-    if c.get("actions"):
-        parts.append("actions " + ", ".join(map(str, c["actions"])))
-    if c.get("source_types"):
-        parts.append("source types " + ", ".join(map(str, c["source_types"])))
+    if _list(c.get("actions")):
+        parts.append("actions " + ", ".join(map(str, _list(c["actions"]))))
+    if _list(c.get("source_types")):
+        parts.append("source types " + ", ".join(map(str, _list(c["source_types"]))))
     return "C2PA: " + "; ".join(parts)
 
 
@@ -33,11 +36,15 @@ def watermark_words(w: Mapping[str, Any]) -> str:
     """The watermark check: not run (why), or each pattern's bit agreement against its threshold."""
     if not w.get("checked"):
         return f"not checked ({w.get('reason') or 'no reason given'})"
-    res = [r for r in w.get("results") or [] if isinstance(r, Mapping)]
+    res = [r for r in _list(w.get("results")) if isinstance(r, Mapping)]
     found = [r for r in res if _num(r.get("agreement")) >= _num(r.get("threshold"), 2.0)]
     bits = "; ".join(f"'{r.get('pattern')}' {_num(r.get('agreement')):.0%} of bits agree "
                      f"(a match needs {_num(r.get('threshold')):.0%})" for r in res)
     return f"checked, {'FOUND' if found else 'none found (absence proves nothing)'}" + (f": {bits}" if bits else "")
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
 
 
 def _num(v: Any, default: float = 0.0) -> float:

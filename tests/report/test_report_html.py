@@ -488,3 +488,29 @@ def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
     assert "no detector could give an opinion on this file" in explain["bare.png"]
     assert "the evidence is weak or conflicting" in explain["probe.jpg"]
     assert not any("weak or conflicting" in explain[f] for f in ("firefly.jpg", "bare.png"))
+
+
+def test_c2pa_and_watermark_facts_of_any_shape_are_worded_not_fatal(tmp_path):
+    # A saved run is hostile input: a watermark `results` or C2PA `failures` that is a number, or a `status` that
+    # is a list, stopped the whole report (exit 2) once the card words them; every other field renders as given.
+    def rec(name, facts):
+        return {"schema": "1.2", "file": name, "verdict": "uncertain", "p_ai": 0.5, "error": None, "reasons": ["r"],
+                "detectors": {"metadata": {"status": "ok", "p_ai": 0.5, "evidence": [], "facts": facts}}}
+
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(r) for r in [
+        rec("wm_int.png", {"watermark": {"checked": True, "results": 5}}),
+        rec("wm_true.png", {"watermark": {"checked": True, "results": True}}),
+        rec("fail_int.jpg", {"c2pa": {"status": "invalid", "failures": 7}}),
+        rec("status_list.jpg", {"c2pa": {"status": ["<script>window.__pwned=1</script>"], "valid": False,
+                                         "failures": ["<img src=x onerror=alert(1)>"]}}),
+    ]) + "\n")
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    _no_raw_payload(page)
+    said = re.findall(r"<summary>[^<]*</summary><p><b>([^<]*)</b></p>", page)
+    assert said == ["checked, none found (absence proves nothing)"] * 2 + [
+        "validation as weighed here: manifest INVALID",
+        "validation as weighed here: manifest INVALID (&lt;img src=x onerror=alert(1)&gt;)"]
