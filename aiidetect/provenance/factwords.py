@@ -24,7 +24,9 @@ def c2pa_status(c: Mapping[str, Any]) -> str:
 
 
 def c2pa_line(c: Mapping[str, Any]) -> str:
-    parts = [f"claim generator {c.get('claim_generator')}", f"signer {c.get('signer')}", c2pa_status(c)]
+    # A manifest need not name its generator or signer (a hand-made one names neither): "not named", not "None".
+    parts = [f"claim generator {_named(c.get('claim_generator'))}", f"signer {_named(c.get('signer'))}",
+             c2pa_status(c)]
     if _list(c.get("actions")):
         parts.append("actions " + ", ".join(map(str, _list(c["actions"]))))
     if _list(c.get("source_types")):
@@ -45,6 +47,10 @@ def watermark_words(w: Mapping[str, Any]) -> str:
 
 def _list(v: Any) -> list[Any]:
     return v if isinstance(v, list) else []
+
+
+def _named(v: Any) -> str:
+    return "not named" if v is None or v == "" else str(v)
 
 
 def _num(v: Any, default: float = 0.0) -> float:

@@ -1,0 +1,13 @@
+"""The words `meta`'s table and the report's cards give the C2PA status and the watermark check."""
+from __future__ import annotations
+
+from aiidetect.provenance.factwords import c2pa_line, watermark_words
+
+
+def test_a_manifest_that_names_no_signer_or_generator_says_so_in_words():
+    # C2paFacts.to_dict leaves out a signer or claim generator the manifest does not give: the table printed
+    # "claim generator None; signer None", the Python values the line was written to replace.
+    line = c2pa_line({"status": "unverified", "valid": False})
+    assert line == "C2PA: claim generator not named; signer not named; signature NOT verified"
+    assert "None" not in c2pa_line({"status": "valid", "valid": True, "signer": "", "claim_generator": None})
+
