@@ -40,7 +40,8 @@ def watermark_words(w: Mapping[str, Any]) -> str:
         return f"not checked ({w.get('reason') or 'no reason given'})"
     res = [r for r in _list(w.get("results")) if isinstance(r, Mapping)]
     found = [r for r in res if _num(r.get("agreement")) >= _num(r.get("threshold"), 2.0)]
-    bits = "; ".join(f"'{r.get('pattern')}' {_num(r.get('agreement')):.0%} of bits agree "
+    # One decimal: 115 of 136 bits (84.6%) printed as "85% of bits agree (a match needs 85%)" beside "none found".
+    bits = "; ".join(f"'{r.get('pattern')}' {_num(r.get('agreement')):.1%} of bits agree "
                      f"(a match needs {_num(r.get('threshold')):.0%})" for r in res)
     return f"checked, {'FOUND' if found else 'none found (absence proves nothing)'}" + (f": {bits}" if bits else "")
 

@@ -441,7 +441,7 @@ def test_a_card_words_the_c2pa_status_and_the_watermark_check(tmp_path):
     said = re.findall(r"<summary>([^<]*)</summary><p><b>([^<]*)</b></p>", out.read_text())
     assert said == [("C2PA manifest (Content Credentials)", "validation as weighed here: signature and content hash "
                      "check out, but signer NOT verified (signingCredential.expired)"),
-                    ("Invisible watermark", "checked, none found (absence proves nothing): &#x27;SDXL&#x27; 62% of "
+                    ("Invisible watermark", "checked, none found (absence proves nothing): &#x27;SDXL&#x27; 62.0% of "
                      "bits agree (a match needs 85%)")]
 
 
