@@ -299,7 +299,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     soft_raw = sum(e.llr for _, e in soft)
     soft_total = max(-cap, min(cap, soft_raw))
     w_soft = float(m.get("evidence_weight", 1.0)) if fitted else 1.0
-    soft_scale = (soft_total / soft_raw if soft_raw else 0.0) * w_soft
+    # Items that cancel exactly (sum 0) are under the cap: each moves its own strength, not 0.
+    soft_scale = (soft_total / soft_raw if soft_raw else 1.0) * w_soft
     # An item's own strength (what `meta`, the report's evidence list and the JSON say) is not what it moved
     # when the cap or a fitted evidence weight scaled it: "+1.88 nats" beside "strength 3.00" needs its why.
     scaled: dict[str, tuple[float, str]] = dict(averaged)

@@ -326,3 +326,14 @@ def test_an_averaged_pixel_detector_says_what_it_moved_of_its_own_logit():
                               "are averaged, not summed)")
     assert out.reasons[1] == "mpft: p_ai=0.20 (-0.69 nats of its -1.39, scaled as above)"
     assert fuse({"linear:univfd": ok(0.01)}).reasons == ["linear:univfd: p_ai=0.01 (-4.60 nats)"]
+
+
+def test_soft_items_that_cancel_each_move_their_own_strength():
+    # Summing to exactly 0, the items are under the cap, yet each was scaled by 0: "(+0.00 nats)" for an AI tool
+    # in EXIF beside camera EXIF of the same strength, with no word on why.
+    tool = Evidence("exif.software-generator", "ai", 1.5, "EXIF Software names an AI image tool")
+    out = fuse({"linear": ok(0.3), "metadata": meta(tool, CAMERA)})
+    assert out.contributions["metadata:exif.software-generator"] == pytest.approx(1.5)
+    assert out.contributions["metadata:exif.camera"] == pytest.approx(-1.5)
+    assert any(r.startswith("metadata:exif.software-generator") and r.endswith("(+1.50 nats)") for r in out.reasons)
+    assert out.p_ai == pytest.approx(0.3)
