@@ -867,11 +867,12 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
 
 
-def _toward_ai(dets: Mapping[str, Any]) -> list[str]:
+def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """What in a record points to a generator, at least as the card words "moderate" (1 nat) or as a pixel
     detector that flags it against its own threshold: a likely-real verdict can outweigh a signed C2PA
-    "generative fill" or an AI tool in EXIF (soft evidence, capped at 2 nats) with one confident probe."""
-    out = []
+    "generative fill" or an AI tool in EXIF (soft evidence, capped at 2 nats) with one confident probe.
+    (how the card names it, the pixel detector's name or None for an evidence item)"""
+    out: list[tuple[str, str | None]] = []
     for name, d in dets.items():
         if not isinstance(d, Mapping) or d.get("status") != "ok":
             continue
@@ -882,14 +883,21 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[str]:
             except (TypeError, ValueError):
                 s = 0.0
             if e.get("direction") == "ai" and (e.get("decisive") or s >= 1):
-                out.append(f"{e.get('id')} ({_strength_word(e)})")
+                out.append((f"{e.get('id')} ({_strength_word(e)})", None))
         p = _p(d.get("p_ai"))
         if items or str(name).split(":")[0] == "metadata" or p is None:
             continue
         thr = _p(d.get("threshold"))
         if (p >= thr) if thr is not None else p > 0.5:
-            out.append(f"{name} (P(AI) {p:.3f})")
+            out.append((f"{name} (P(AI) {p:.3f})", str(name)))
     return list(dict.fromkeys(out))
+
+
+def _no_say(reasons: Sequence[str]) -> set[str]:
+    """The pixel detectors fusion's notes say a fitted model gave no say ("flow: not in the fusion model,
+    ignored", "a, b: weight 0 in the fusion model ...", an unreadable calibration, a logit that is not finite)."""
+    return {n for x in reasons if " in the fusion model" in x.split(": ", 1)[-1]
+            for n in x.split(": ", 1)[0].split(", ")}
 
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
@@ -908,10 +916,17 @@ def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
         return ("aiidetect does not decide: no detector could give an opinion on this file (see why below). "
                 "Treat this file as unverified and look for other sources.")
     if v == "likely-real" and (dissent := _toward_ai(dets)):
-        return (f"Taken together, the evidence points to a real photo, but not all of it: {', '.join(dissent)} "
-                f"{'points' if len(dissent) == 1 else 'point'} to a generative model and "
-                f"{'was' if len(dissent) == 1 else 'were'} outweighed (see below). This is not proof of "
-                "authenticity: edits and fakes made to fool detectors can look like this.")
+        # A detector a fitted model ignored was not outweighed: the verdict never weighed it.
+        unheard = _no_say(said)
+        weighed = [w for w, n in dissent if n not in unheard]
+        ignored = [w for w, n in dissent if n in unheard]
+        parts = ([f"{', '.join(weighed)} {'points' if len(weighed) == 1 else 'point'} to a generative model and "
+                  f"{'was' if len(weighed) == 1 else 'were'} outweighed"] if weighed else []) + \
+                ([f"{', '.join(ignored)} {'points' if len(ignored) == 1 else 'point'} to a generative model but "
+                  "had no say in the fusion model that decided"] if ignored else [])
+        return (f"Taken together, the evidence points to a real photo, but not all of it: {'; '.join(parts)} "
+                "(see below). This is not proof of authenticity: edits and fakes made to fool detectors can look "
+                "like this.")
     return VERDICT_WORDS[v][2]
 
 

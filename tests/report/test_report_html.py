@@ -517,3 +517,32 @@ def test_c2pa_and_watermark_facts_of_any_shape_are_worded_not_fatal(tmp_path):
     assert said == ["checked, none found (absence proves nothing)"] * 2 + [
         "validation as weighed here: manifest INVALID",
         "validation as weighed here: manifest INVALID (&lt;img src=x onerror=alert(1)&gt;)"]
+
+
+def test_a_likely_real_card_does_not_call_a_detector_the_fusion_model_ignored_outweighed(tmp_path):
+    # A fitted model that calibrates only linear: mpft (weight 0) and a head added since (flow) flag the file, yet
+    # had no say; the card said they "were outweighed", as if the verdict had weighed them.
+    from aiidetect.fusion import fuse
+    from aiidetect.records import DetectorResult
+
+    model = {"detectors": {"linear": {"calibration": {"method": "none"}, "weight": 1.0},
+                           "mpft": {"calibration": {"method": "none"}, "weight": 0.0}}}
+    ps = {"linear": 0.02, "mpft": 0.97, "flow": 0.99}
+    out = fuse({k: DetectorResult(status="ok", p_ai=p) for k, p in ps.items()}, model)
+    assert out.verdict == "likely-real"
+    run = tmp_path / "run.jsonl"
+    with_probe = {**ps, "linear:b": 0.95}
+    recs = [{"schema": "1.2", "file": f, "verdict": "likely-real", "p_ai": 0.02, "error": None,
+             "reasons": out.reasons + (["linear:b: p_ai=0.95 (+1.47 nats)"] if f == "b.jpg" else []),
+             "detectors": {k: {"status": "ok", "p_ai": p} for k, p in (ps if f == "a.jpg" else with_probe).items()}}
+            for f in ("a.jpg", "b.jpg")]
+    run.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    page = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(page), "--no-thumbnails", "-q").returncode == 0
+    explain = {m.group(1): m.group(2) for m in re.finditer(
+        r'id="f\d+-name">([^<]+)</p>.*?<p class="explain">([^<]*)</p>', page.read_text(), re.S)}
+    assert "outweighed" not in explain["a.jpg"]
+    assert ("mpft (P(AI) 0.970), flow (P(AI) 0.990) point to a generative model but had no say in the fusion "
+            "model that decided (see below)") in explain["a.jpg"]
+    assert ("linear:b (P(AI) 0.950) points to a generative model and was outweighed; mpft (P(AI) 0.970), flow "
+            "(P(AI) 0.990) point to a generative model but had no say") in explain["b.jpg"]
