@@ -21,3 +21,22 @@ def test_an_agreement_just_under_the_threshold_does_not_read_as_the_threshold():
     above = {**below, "agreement": round(116 / 136, 4)}
     assert watermark_words({"checked": True, "results": [above]}).startswith("checked, FOUND: 'StableDiffusionV1' "
                                                                              "85.3% of bits agree")
+
+
+def test_an_image_too_small_for_the_watermark_is_not_said_to_be_checked():
+    # Under 256x256 pixels in total the decoder measures nothing (watermark.detect returns no result), yet
+    # `--watermark always` recorded {"checked": true, "results": []}: "checked, none found" in `meta` and the card.
+    import io
+
+    from PIL import Image
+
+    from aiidetect.provenance import analyze
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 40)).save(buf, "PNG")
+    wm = analyze(buf.getvalue(), options={"watermark": "always"}).facts["watermark"]
+    assert wm["checked"] is False
+    assert watermark_words(wm) == "not checked (300x200 is too small to carry the watermark: under 65,536 pixels)"
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (10, 200, 40)).save(buf, "PNG")
+    assert analyze(buf.getvalue(), options={"watermark": "always"}).facts["watermark"]["checked"] is True
