@@ -259,7 +259,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # Pixel detectors with a say: a fitted weight of 0 is the model's word that the detector carried no
     # information on its calibration data; counting it as an opinion let soft evidence alone decide.
     said: set[str] = set()
-    averaged: dict[str, tuple[float, str]] = {}
+    # (its own logit or strength, why it moved less, what a later line scaled alike says)
+    averaged: dict[str, tuple[float, str, str]] = {}
     if pixel:
         if fitted:
             from .probability import Calibrator
@@ -290,7 +291,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             for name, z in zs.items():
                 contrib[name] = z / len(zs)
                 if len(zs) > 1:  # "p_ai=0.01 (-2.30 nats)" read as a miscalculation of logit(0.01) = -4.60
-                    averaged[name] = (z, f"the {len(zs)} pixel detectors' logits are averaged, not summed")
+                    averaged[name] = (z, f"the {len(zs)} pixel detectors' logits are averaged, not summed",
+                                      "averaged as above")
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
@@ -303,7 +305,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     soft_scale = (soft_total / soft_raw if soft_raw else 1.0) * w_soft
     # An item's own strength (what `meta`, the report's evidence list and the JSON say) is not what it moved
     # when the cap or a fitted evidence weight scaled it: "+1.88 nats" beside "strength 3.00" needs its why.
-    scaled: dict[str, tuple[float, str]] = dict(averaged)
+    scaled: dict[str, tuple[float, str, str]] = dict(averaged)
     if soft and abs(soft_scale - 1.0) > 1e-9:
         why = []
         if abs(soft_raw) > cap:
@@ -312,7 +314,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             why.append(f"the fusion model weighs soft evidence {w_soft:.2f}")
         for name, e in soft:
             key = f"{name}:{e.id}"
-            scaled[key] = (scaled.get(key, (0.0, ""))[0] + e.llr, "; ".join(why))
+            scaled[key] = (scaled.get(key, (0.0,))[0] + e.llr, "; ".join(why), "scaled as above")
     for name, e in soft:
         key = f"{name}:{e.id}"
         contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
@@ -402,7 +404,7 @@ _SHOWN_NEUTRAL = {"metadata.conflict"}
 
 
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes,
-             scaled: Mapping[str, tuple[float, str]] | None = None) -> list[str]:
+             scaled: Mapping[str, tuple[float, str, str]] | None = None) -> list[str]:
     """One line per source, strongest first: what it said and how far it moved
     the log-odds (nats; + towards AI)."""
     details: dict[str, str] = {}
@@ -429,7 +431,8 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         own = (scaled or {}).get(key)
         moved = f"{_fmt(c)} nats"
         if own and own[1]:
-            moved += f" of its {_fmt(own[0])}" + (", scaled as above" if own[1] in said_why else f": {own[1]}")
+            # "as above" names its kind: under the cap's line, a bare "scaled as above" read as the cap's doing.
+            moved += f" of its {_fmt(own[0])}" + (f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
     return notes + lines

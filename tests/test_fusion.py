@@ -324,7 +324,7 @@ def test_an_averaged_pixel_detector_says_what_it_moved_of_its_own_logit():
     out = fuse({"linear:univfd": ok(0.01), "mpft": ok(0.2)})
     assert out.reasons[0] == ("linear:univfd: p_ai=0.01 (-2.30 nats of its -4.60: the 2 pixel detectors' logits "
                               "are averaged, not summed)")
-    assert out.reasons[1] == "mpft: p_ai=0.20 (-0.69 nats of its -1.39, scaled as above)"
+    assert out.reasons[1] == "mpft: p_ai=0.20 (-0.69 nats of its -1.39, averaged as above)"
     assert fuse({"linear:univfd": ok(0.01)}).reasons == ["linear:univfd: p_ai=0.01 (-4.60 nats)"]
 
 
@@ -337,3 +337,16 @@ def test_soft_items_that_cancel_each_move_their_own_strength():
     assert out.contributions["metadata:exif.camera"] == pytest.approx(-1.5)
     assert any(r.startswith("metadata:exif.software-generator") and r.endswith("(+1.50 nats)") for r in out.reasons)
     assert out.p_ai == pytest.approx(0.3)
+
+
+def test_a_later_line_says_which_scaling_above_it_shares():
+    # With averaged detectors and capped soft evidence both, "mpft: ... scaled as above" came right under the
+    # cap's line, as if the soft-evidence cap had scaled a pixel detector.
+    tool = Evidence("exif.software-generator", "ai", 3.0, "EXIF Software names an AI image tool: Adobe Firefly")
+    hint = Evidence("metadata.no-camera", "ai", 0.1, "no camera metadata")
+    out = fuse({"linear:univfd": ok(0.01), "mpft": ok(0.2), "metadata": meta(tool, hint)})
+    assert [r.rsplit("(", 1)[-1] for r in out.reasons] == [
+        "-2.30 nats of its -4.60: the 2 pixel detectors' logits are averaged, not summed)",
+        "+1.94 nats of its +3.00: soft evidence counts at most 2 nats in all, and it summed +3.10)",
+        "-0.69 nats of its -1.39, averaged as above)",
+        "+0.06 nats of its +0.10, scaled as above)"]
