@@ -39,6 +39,9 @@ SOFT_EVIDENCE_CAP = 2.0
 # move the log-odds by at most half of it, so it cannot flip the verdict.
 DECISIVE_FLOOR = 9.2
 FUSION_DETECTOR = "fusion"
+# Why a file is uncertain, as the first reason says it; the report's card words each for people.
+NO_OPINION = "no detector had an opinion"
+SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
 
 
 @dataclass
@@ -256,6 +259,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # Pixel detectors with a say: a fitted weight of 0 is the model's word that the detector carried no
     # information on its calibration data; counting it as an opinion let soft evidence alone decide.
     said: set[str] = set()
+    # (its own logit or strength, why it moved less, what a later line scaled alike says)
+    averaged: dict[str, tuple[float, str, str]] = {}
     if pixel:
         if fitted:
             from .probability import Calibrator
@@ -285,6 +290,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             zs = {name: _logit(r.p_ai) for name, r in pixel.items()}
             for name, z in zs.items():
                 contrib[name] = z / len(zs)
+                if len(zs) > 1:  # "p_ai=0.01 (-2.30 nats)" read as a miscalculation of logit(0.01) = -4.60
+                    averaged[name] = (z, f"the {len(zs)} pixel detectors' logits are averaged, not summed",
+                                      "averaged as above")
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
@@ -293,7 +301,20 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     soft_raw = sum(e.llr for _, e in soft)
     soft_total = max(-cap, min(cap, soft_raw))
     w_soft = float(m.get("evidence_weight", 1.0)) if fitted else 1.0
-    soft_scale = (soft_total / soft_raw if soft_raw else 0.0) * w_soft
+    # Items that cancel exactly (sum 0) are under the cap: each moves its own strength, not 0.
+    soft_scale = (soft_total / soft_raw if soft_raw else 1.0) * w_soft
+    # An item's own strength (what `meta`, the report's evidence list and the JSON say) is not what it moved
+    # when the cap or a fitted evidence weight scaled it: "+1.88 nats" beside "strength 3.00" needs its why.
+    scaled: dict[str, tuple[float, str, str]] = dict(averaged)
+    if soft and abs(soft_scale - 1.0) > 1e-9:
+        why = []
+        if abs(soft_raw) > cap:
+            why.append(f"soft evidence counts at most {cap:g} nats in all, and it summed {_fmt(soft_raw)}")
+        if w_soft != 1.0:
+            why.append(f"the fusion model weighs soft evidence {w_soft:.2f}")
+        for name, e in soft:
+            key = f"{name}:{e.id}"
+            scaled[key] = (scaled.get(key, (0.0,))[0] + e.llr, "; ".join(why), "scaled as above")
     for name, e in soft:
         key = f"{name}:{e.id}"
         contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
@@ -319,14 +340,14 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
-        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
 
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
         notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "
                      "no say in the verdict")
     if n_pixel == 0 and not soft:
-        why = "no detector had an opinion"
+        why = NO_OPINION
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
@@ -335,12 +356,12 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     p = _sigmoid(z)
     if n_pixel == 0:
         verdict = "uncertain"
-        notes.append("only soft metadata evidence: it shifts the odds but cannot decide alone")
+        notes.append(SOFT_ONLY)
     else:
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
         verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
-    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes), contrib)
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
 
 
 def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,
@@ -382,7 +403,8 @@ def _basis(decisive) -> str:
 _SHOWN_NEUTRAL = {"metadata.conflict"}
 
 
-def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes) -> list[str]:
+def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes,
+             scaled: Mapping[str, tuple[float, str, str]] | None = None) -> list[str]:
     """One line per source, strongest first: what it said and how far it moved
     the log-odds (nats; + towards AI)."""
     details: dict[str, str] = {}
@@ -400,12 +422,19 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     for name, r in results.items():
         if r is not None and r.status == "ok":
             lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
+    said_why: set[str] = set()
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
             continue
         d = details.get(key, "")
         mark = " [decisive]" if any(f"{n}:{e.id}" == key for n, e in decisive) else ""
-        lines.append(f"{key}: {d} ({_fmt(c)} nats){mark}".replace(":  (", ": ("))
+        own = (scaled or {}).get(key)
+        moved = f"{_fmt(c)} nats"
+        if own and own[1]:
+            # "as above" names its kind: under the cap's line, a bare "scaled as above" read as the cap's doing.
+            moved += f" of its {_fmt(own[0])}" + (f", {own[2]}" if own[1] in said_why else f": {own[1]}")
+            said_why.add(own[1])
+        lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
     return notes + lines
 
 

@@ -301,3 +301,52 @@ def test_a_file_whose_pixels_failed_is_decided_only_by_decisive_evidence_for_ai(
     for ev in ((capture,), (gen, capture), (camera,), (tool,), (tool, camera)):
         assert without_pixels({"metadata": md(*ev)}) is None, ev
     assert without_pixels({}) is None
+
+
+def test_a_capped_soft_item_says_what_it_moved_of_its_own_strength():
+    # `meta`, the report's evidence list and the JSON give an AI tool in EXIF 3.00 nats; the reasons said
+    # "+1.88 nats" for the same item without a word on the cap that scaled it.
+    tool = Evidence("exif.software-generator", "ai", 3.0, "EXIF Software names an AI image tool: Adobe Firefly")
+    hint = Evidence("metadata.no-camera", "ai", 0.1, "no camera metadata")
+    out = fuse({"linear": ok(0.3), "metadata": meta(tool, hint)})
+    line = next(r for r in out.reasons if r.startswith("metadata:exif.software-generator"))
+    assert line.endswith("(+1.94 nats of its +3.00: soft evidence counts at most 2 nats in all, and it summed +3.10)")
+    assert next(r for r in out.reasons if r.startswith("metadata:metadata.no-camera")).endswith(
+        "(+0.06 nats of its +0.10, scaled as above)")
+    assert out.contributions["metadata:exif.software-generator"] == pytest.approx(3.0 * 2 / 3.1)
+    # Under the cap an item moves its own strength, and its line says only that.
+    out = fuse({"linear": ok(0.3), "metadata": meta(CAMERA)})
+    assert next(r for r in out.reasons if r.startswith("metadata:exif.camera")).endswith("(-1.50 nats)")
+
+
+def test_an_averaged_pixel_detector_says_what_it_moved_of_its_own_logit():
+    # "linear:univfd: p_ai=0.01 (-2.30 nats)": logit(0.01) is -4.60; the average of two detectors halved it.
+    out = fuse({"linear:univfd": ok(0.01), "mpft": ok(0.2)})
+    assert out.reasons[0] == ("linear:univfd: p_ai=0.01 (-2.30 nats of its -4.60: the 2 pixel detectors' logits "
+                              "are averaged, not summed)")
+    assert out.reasons[1] == "mpft: p_ai=0.20 (-0.69 nats of its -1.39, averaged as above)"
+    assert fuse({"linear:univfd": ok(0.01)}).reasons == ["linear:univfd: p_ai=0.01 (-4.60 nats)"]
+
+
+def test_soft_items_that_cancel_each_move_their_own_strength():
+    # Summing to exactly 0, the items are under the cap, yet each was scaled by 0: "(+0.00 nats)" for an AI tool
+    # in EXIF beside camera EXIF of the same strength, with no word on why.
+    tool = Evidence("exif.software-generator", "ai", 1.5, "EXIF Software names an AI image tool")
+    out = fuse({"linear": ok(0.3), "metadata": meta(tool, CAMERA)})
+    assert out.contributions["metadata:exif.software-generator"] == pytest.approx(1.5)
+    assert out.contributions["metadata:exif.camera"] == pytest.approx(-1.5)
+    assert any(r.startswith("metadata:exif.software-generator") and r.endswith("(+1.50 nats)") for r in out.reasons)
+    assert out.p_ai == pytest.approx(0.3)
+
+
+def test_a_later_line_says_which_scaling_above_it_shares():
+    # With averaged detectors and capped soft evidence both, "mpft: ... scaled as above" came right under the
+    # cap's line, as if the soft-evidence cap had scaled a pixel detector.
+    tool = Evidence("exif.software-generator", "ai", 3.0, "EXIF Software names an AI image tool: Adobe Firefly")
+    hint = Evidence("metadata.no-camera", "ai", 0.1, "no camera metadata")
+    out = fuse({"linear:univfd": ok(0.01), "mpft": ok(0.2), "metadata": meta(tool, hint)})
+    assert [r.rsplit("(", 1)[-1] for r in out.reasons] == [
+        "-2.30 nats of its -4.60: the 2 pixel detectors' logits are averaged, not summed)",
+        "+1.94 nats of its +3.00: soft evidence counts at most 2 nats in all, and it summed +3.10)",
+        "-0.69 nats of its -1.39, averaged as above)",
+        "+0.06 nats of its +0.10, scaled as above)"]

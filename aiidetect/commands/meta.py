@@ -21,6 +21,7 @@ def _print_table(reports: list[dict], stream=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ..provenance.factwords import c2pa_line, watermark_words
     from ..report.safe import printable
 
     # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup,
@@ -68,12 +69,9 @@ def _print_table(reports: list[dict], stream=None) -> None:
                 if g.get(k):
                     con.print(printable(f"  {k}: {g[k]}{_cut(g, k)}"), markup=False)
         if facts.get("c2pa"):
-            c = facts["c2pa"]
-            con.print(printable(f"C2PA: generator={c.get('claim_generator')}, signer={c.get('signer')}, "
-                                f"valid={c.get('valid')}, actions={c.get('actions')}, "
-                                f"source types={c.get('source_types')}"), markup=False)
+            con.print(printable(c2pa_line(facts["c2pa"])), markup=False)
         if facts.get("watermark"):
-            con.print(printable(f"watermark: {facts['watermark']}"), markup=False)
+            con.print(printable("watermark: " + watermark_words(facts["watermark"])), markup=False)
         for e in r.get("errors", []):
             con.print(Text.assemble(("warning", "yellow"), printable(f" {e}")))
 

@@ -115,7 +115,11 @@ def report_cmd(
         v = summary["verdicts"]
         part = f" of {summary['records']} records" if verdict else ""
         cards = f", cards for {summary['cards']}" if summary["cards"] < summary["files"] else ""
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(v.items()))
+        d = summary.get("decided_errors") or 0
+        # `scan` counted these among its errors too: the same run must not read "2 errors" there and "1 error"
+        # here without a word on the file in between.
+        counts = ", ".join(f"{n} {k}" + (f" ({d} by {'its' if d == 1 else 'their'} metadata alone: pixels not read)"
+                                         if k == "ai-generated" and d else "") for k, n in sorted(v.items()))
         # an empty run read "0 files ()"
         err.print(f"report: {summary['files']} files{part}" + (f" ({counts})" if counts else "")
                   + f"{cards}, {summary['thumbnails']} "

@@ -125,6 +125,13 @@ def scan(
                 if info.get("status") == "unavailable":
                     err.print(f"[yellow]note:[/] detector [bold]{escape(d.name)}[/] unavailable: "
                               f"{escape(str(info.get('reason')))}", highlight=False)
+            from ..explain.occlusion import pixel_detectors
+
+            if maps and not pixel_detectors(dets):
+                # Asked for and silently absent: a heat map shows where a pixel detector looked (the maps are
+                # made through these very detectors, so the note and the maps cannot disagree).
+                err.print("[yellow]note:[/] --heatmaps: no pixel detector can run, so no file gets a heat map",
+                          highlight=False)
         records = scanner.records(cands)
     except ScanError as exc:
         if scanner is not None:

@@ -574,7 +574,8 @@ WATERMARK_MAX_PIXELS = 40_000_000
 
 def watermark_reads_pixels(mode: str, w: int, h: int) -> bool:
     """Whether the watermark check decodes a w x h image's pixels (`meta` decodes them only then)."""
-    return (mode != "never" and w > 0 and h > 0 and w * h <= WATERMARK_MAX_PIXELS
+    # Under watermark.MIN_PIXELS the decoder measures nothing: `always` recorded such an image as checked.
+    return (mode != "never" and watermark.MIN_PIXELS <= w * h <= WATERMARK_MAX_PIXELS and w > 0 and h > 0
             and (mode != "auto" or watermark.plausible_size(w, h)))
 
 
@@ -585,7 +586,9 @@ def _watermark(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict
         return
     if not watermark_reads_pixels(mode, w, h):
         rep.facts["watermark"] = {"checked": False, "reason": f"{w}x{h} is not a Stable Diffusion output size"
-                                  if mode == "auto" and not watermark.plausible_size(w, h) else "over 40 MP"}
+                                  if mode == "auto" and not watermark.plausible_size(w, h) else
+                                  f"{w}x{h} is too small to carry the watermark: under {watermark.MIN_PIXELS:,} pixels"
+                                  if w * h < watermark.MIN_PIXELS else "over 40 MP"}
         return
     try:
         rgb = _pixels(data, image, info, w, h)

@@ -155,3 +155,22 @@ def test_meta_takes_scan_s_max_bytes(tmp_path):
         f.truncate(DEFAULT_MAX_BYTES + 1)   # sparse: no disk used
     r = CliRunner().invoke(app, ["meta", "-f", "jsonl", str(big)])
     assert json.loads(r.stdout)["error"]["code"] == "too-large"
+
+
+def test_meta_table_words_c2pa_status_and_the_watermark_check(tmp_path):
+    # The table printed "valid=False" for an intact manifest whose certificate has expired (the evidence
+    # above it says "signature and content hash check out"), and the watermark check as a Python dict.
+    expired = Path(__file__).parents[1] / "provenance" / "data" / "c2pa_expired_signer_capture.jpg"
+    big = tmp_path / "sd_size.png"
+    Image.new("RGB", (512, 512), (120, 130, 140)).save(big)
+    r = CliRunner().invoke(app, ["meta", str(expired), str(big)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    c2pa = [x for x in lines if x.startswith("C2PA: ")]
+    assert len(c2pa) == 1 and "valid=" not in c2pa[0]
+    assert "signature and content hash check out, but signer NOT verified (signingCredential.expired)" in c2pa[0]
+    assert "source types digitalCapture" in c2pa[0]
+    wm = [x for x in lines if x.startswith("watermark: ")]
+    assert wm[0] == "watermark: not checked (16x16 is not a Stable Diffusion output size)"
+    assert wm[1].startswith("watermark: checked, none found (absence proves nothing): 'StableDiffusionV1' ")
+    assert "{" not in "".join(wm)

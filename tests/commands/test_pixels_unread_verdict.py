@@ -123,7 +123,7 @@ def test_no_watermark_from_pixels_the_scan_did_not_decode(tmp_path, monkeypatch)
 
     monkeypatch.setattr(watermark, "detect", matched)
     p = tmp_path / "wm.png"
-    noise_rgb().save(p)
+    noise_rgb(256, 256).save(p)   # the smallest the check measures
     r, recs = _scan(str(p), "-d", "metadata", "--no-cache", "--watermark", "always", "--max-pixels", "100",
                     "--fail-on", "ai")
     rec = recs["wm.png"]
@@ -216,7 +216,7 @@ def test_meta_and_scan_agree_on_pixels_the_decoder_refuses(tmp_path, monkeypatch
     monkeypatch.setattr(watermark, "detect", lambda rgb: [SimpleNamespace(
         pattern="StableDiffusionV1", agreement=1.0, order="bgr", matched=True, threshold=0.85)])
     p = tmp_path / "wm.png"
-    noise_rgb().save(p)
+    noise_rgb(256, 256).save(p)   # the smallest the check measures
     r = run("meta", "-f", "jsonl", "--watermark", "always", "--max-pixels", "100", str(p))
     rec = jsonl(r.stdout)[0]
     assert r.returncode == 0, r.stdout

@@ -17,9 +17,9 @@ def _chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
-def _png(*chunks: bytes) -> bytes:
+def _png(*chunks: bytes, side: int = 4) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (4, 4), (9, 8, 7)).save(buf, "PNG")
+    Image.new("RGB", (side, side), (9, 8, 7)).save(buf, "PNG")
     p = buf.getvalue()
     return p[:33] + b"".join(chunks) + p[33:]
 
@@ -109,9 +109,10 @@ def test_the_watermark_check_reuses_pixels_decoded_without_a_huge_chunk(monkeypa
     from aiidetect.provenance import reusable_image
 
     monkeypatch.setattr(metastrip, "DECODE_MAX_METADATA_CHUNK", 100, raising=False)
-    data = _png(_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00" + b" " * 300))
+    # 256x256: the smallest image the check measures (a smaller one is recorded as not checked)
+    data = _png(_chunk(b"iTXt", b"Comment\x00\x00\x00\x00\x00" + b" " * 300), side=256)
     img, info = decode.decode_bytes(data)
-    assert reusable_image(img, info, 4, 4), info
+    assert reusable_image(img, info, 256, 256), info
 
     def refuse(data, **vetted):
         raise ValueError("decoded again")
