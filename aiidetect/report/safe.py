@@ -135,11 +135,12 @@ def printable(s: str, keep: str = "") -> str:
 def table_width(stream: Any, default: int = 160) -> int | None:
     """The width a results table is laid out for: None at a terminal (rich asks it). Off one rich
     would assume 80 columns, too narrow for paths and reasons piped to a file or pager, so `default`,
-    unless COLUMNS says otherwise: a script that sets it gets tables laid out for it, as at a terminal."""
+    or COLUMNS where that is wider. Only wider: many environments export COLUMNS=80 whatever the reader
+    of a file will use (test runners, CI shells), and a table cut to it folds every path."""
     if getattr(stream, "isatty", lambda: False)():
         return None
     cols = os.environ.get("COLUMNS", "")
-    return int(cols) if cols.isdigit() and int(cols) > 0 else default
+    return max(default, int(cols)) if cols.isdigit() else default
 
 
 def dumps(obj: Any, **kw: Any) -> str:
