@@ -1047,6 +1047,15 @@ class ResultsStore:
         with self._using():
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
 
+    def run_rows(self, run_id: str) -> int | None:
+        """The run's rows in the store, for the line that stops a scan whose write failed; None when the
+        store cannot be read either (a read is not what failed, but it may be)."""
+        try:
+            with self._using():
+                return int(self._db.execute("SELECT COUNT(*) FROM results WHERE run_id=?", (run_id,)).fetchone()[0])
+        except (sqlite3.Error, StoreError):
+            return None
+
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         cols = ("size", "mtime_ns", "record") + ROW_CHECK
         try:
@@ -1448,8 +1457,14 @@ class StoreSession:
         try:
             self.store.write_rows(rows)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
-            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); the {self.written} "
-                             "rows committed before are kept, and the same command resumes after them") from exc
+            # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
+            # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
+            kept = self.store.run_rows(self.run_id)
+            held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
+                    "this session)" if kept is not None else
+                    f"the {self.written:,} rows this session committed before are kept")
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); {held}, and the same "
+                             "command resumes after them") from exc
         self.written += len(rows)
         self._last = time.monotonic()
 

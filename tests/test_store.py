@@ -530,6 +530,24 @@ def test_a_store_that_cannot_be_written_stops_the_scan_with_one_line(tmp_path):
                                                                                                "complete"]
 
 
+def test_a_write_that_fails_on_resume_counts_the_rows_the_store_keeps(tmp_path, monkeypatch):
+    """A resume stopped by a full disk said "the 0 rows committed before are kept" (this session's
+    count) of a store holding every row of the earlier sessions: it reads as if they were lost."""
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*scan).returncode == 0
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "in" / "f00" / "new.png")
+
+    def full(self, rows):  # what a full disk does to the batch's commit
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(ResultsStore, "write_rows", full)
+    r = run_cli_in_process(*scan)
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and line.startswith("error: cannot write to the results store"), r.stderr
+    assert "keeps the 4 rows of this run committed before (0 of them by this session)" in line, line
+
+
 def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
     """A column dropped by hand (or by another tool) failed only at the first batch: the files before
     it scanned for nothing, then an unexpected OperationalError."""
