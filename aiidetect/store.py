@@ -776,6 +776,21 @@ class ResultsStore:
                     raise self._found_damaged(str(exc)) from exc
                 raise
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """_using, for a write and its commit: a failed one (a full disk, a file size limit) faults the store and
+        rolls back, as write_rows does. The run's and session's rows wrote without it: a session that could not be
+        started on a full disk (`cannot open the results store ...: disk I/O error`) or finished (its last UPDATE)
+        left the store unfaulted, SQLite had rolled back, and the close recorded it clean."""
+        with self._using():
+            try:
+                yield
+            except sqlite3.Error:
+                self._faulted = True
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
+
     def _found_damaged(self, what: str) -> StoreError:
         """The error for damage met, at open or in any read or write after it. The clean record goes
         too, reader or writer: it let every later open trust the store and run only the probe, which
@@ -954,7 +969,7 @@ class ResultsStore:
 
         blob = json.dumps(identity, sort_keys=True, default=str)
         run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        with self._using():
+        with self._writing():
             self._db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
                              (run_id, blob, json.dumps(dict(options), sort_keys=True, default=str),
                               ",".join(detectors), fusion_model, __version__, _now()))
@@ -962,7 +977,7 @@ class ResultsStore:
         return run_id
 
     def start_session(self, run_id: str, shard: str | None, engine: str, argv: Sequence[str] | None) -> int:
-        with self._using():
+        with self._writing():
             cur = self._db.execute(
                 "INSERT INTO sessions (run_id, host, pid, shard, engine, argv, started_at) VALUES (?,?,?,?,?,?,?)",
                 (run_id, socket.gethostname(), os.getpid(), shard, engine,
@@ -971,7 +986,7 @@ class ResultsStore:
             return int(cur.lastrowid)
 
     def finish_session(self, session_id: int, written: int, resumed: int, status: str) -> None:
-        with self._using():
+        with self._writing():
             self._db.execute("UPDATE sessions SET finished_at=?, files_written=?, files_resumed=?, status=? "
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()

@@ -548,6 +548,25 @@ def test_a_write_that_fails_on_resume_counts_the_rows_the_store_keeps(tmp_path, 
     assert "keeps the 4 rows of this run committed before (0 of them by this session)" in line, line
 
 
+@pytest.mark.parametrize("fails", ["INSERT", "UPDATE"])
+def test_a_session_that_cannot_be_started_or_finished_leaves_no_clean_record(tmp_path, fails):
+    """A full disk at the session's own row (its start: `cannot open the results store ...: disk I/O
+    error`; its end) faulted nothing: SQLite had rolled the write back, and the close recorded the store
+    clean, though a writer met an error in it. A trigger stands in for the full disk (seen with ulimit -f)."""
+    from aiidetect.store import closed_cleanly
+
+    _tiny_images(tmp_path / "in", 1, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*scan).returncode == 0 and closed_cleanly(db)
+    with sqlite3.connect(db) as c:
+        c.execute(f"CREATE TRIGGER full BEFORE {fails} ON sessions BEGIN SELECT RAISE(ROLLBACK, 'disk I/O error'); END")
+    c.close()
+    r = run_cli_in_process(*scan)
+    assert r.returncode == 2 and "disk I/O error" in r.stderr, r.stderr
+    assert not closed_cleanly(db)
+
+
 def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):
     """A column dropped by hand (or by another tool) failed only at the first batch: the files before
     it scanned for nothing, then an unexpected OperationalError."""
