@@ -121,12 +121,17 @@ def readonly_uri(path: str | Path) -> str:
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return sqlite_uri(path, "mode=ro")
     except sqlite3.OperationalError as exc:
-        if os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
+        # A full disk is a read-only folder to SQLite: the -shm is made but cannot grow (SQLITE_IOERR_SHMSIZE), or
+        # is not made (SQLITE_FULL). A finished store on a disk filled since was `cannot be read (disk I/O error)`
+        # by every `results` command, though nothing needs writing to read it.
+        full = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (10, 13)  # SQLITE_IOERR, SQLITE_FULL
+        if not full and os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
             raise  # not the read-only folder: the caller says what it is
         wal = Path(f"{os.fspath(path)}-wal")
         if not wal.exists() or wal.stat().st_size == 0:
             return sqlite_uri(path, "immutable=1")
-        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written, and its "
+        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written (read-only, or its "
+                         f"disk full), and its "
                          f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
                          "writable folder and read the copy") from None
     except sqlite3.DatabaseError:

@@ -405,6 +405,25 @@ def _read_only_folder(monkeypatch, folder: Path) -> None:
                         else real_access(p, mode, **kw))
 
 
+def test_a_store_on_a_full_disk_is_read(tmp_path):
+    """A finished store (no -wal, no -shm) on a disk that filled since: every `results` command said
+    `cannot be read (disk I/O error)`, as SQLite could not grow the -shm it makes to read a WAL store;
+    nothing needs writing to read it, as in a read-only folder. A file size limit stands in for the full
+    disk (seen on a full tmpfs too)."""
+    import resource
+
+    db = tmp_path / "a.sqlite"
+    ResultsStore(db).close()
+    assert not Path(f"{db}-shm").exists()
+
+    def full():  # the store is read, never grown; the 32 KB -shm cannot be
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+    r = subprocess.run([sys.executable, "-m", "aiidetect", "results", "summary", "--db", str(db), "-f", "json"],
+                       capture_output=True, text=True, preexec_fn=full, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 0
+
+
 def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
     """A finished audit handed over on read-only media: summary, export and merge read it (they said
     'not an aiidetect results store' and read nothing); a store whose -wal still holds rows is refused
