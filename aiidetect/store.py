@@ -1525,7 +1525,17 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
         if problem:
             raise StoreError(f"{problem}; no store was merged")
     with ResultsStore(target) as st:
-        return [st.merge_from(s) for s in sources]
+        done: list[dict[str, Any]] = []
+        for src in sources:
+            try:
+                done.append(st.merge_from(src))
+            except (sqlite3.Error, OSError) as exc:
+                # A full disk under the target stopped the merge with only SQLite's words ("database or disk is
+                # full"): not which store, nor that the sources before it were merged and kept.
+                before = (f"; {', '.join(str(d['source']) for d in done)} merged before it and kept" if done else "")
+                raise StoreError(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
+                                 "the same command merges what is missing") from exc
+        return done
 
 
 def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:

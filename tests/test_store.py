@@ -424,6 +424,28 @@ def test_a_store_on_a_full_disk_is_read(tmp_path):
     assert json.loads(r.stdout)["files"] == 0
 
 
+def test_a_merge_stopped_by_a_full_target_says_which_store_and_what_was_kept(tmp_path, monkeypatch):
+    """A target that filled up during the second of two sources (seen on an 11 MB tmpfs) said only
+    `merge failed (nothing of the failing source was kept): database or disk is full`: not which source
+    failed, into which store, nor that the first source's rows were merged and kept."""
+    shards = [tmp_path / "s1.sqlite", tmp_path / "s2.sqlite"]
+    for s in shards:
+        ResultsStore(s).close()
+    target = tmp_path / "t.sqlite"
+    real = ResultsStore.merge_from
+
+    def filling(self, other):  # the first source fits, the second fills the disk
+        if Path(other) == shards[1]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, other)
+    monkeypatch.setattr(ResultsStore, "merge_from", filling)
+    r = run_cli_in_process("results", "merge", "--db", str(target), *map(str, shards))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == (f"error: merge failed: cannot merge {shards[1]} into {target} (database or disk is full): "
+                                f"nothing of {shards[1]} was kept; {shards[0]} merged before it and kept; the same "
+                                "command merges what is missing"), r.stderr
+
+
 def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
     """A finished audit handed over on read-only media: summary, export and merge read it (they said
     'not an aiidetect results store' and read nothing); a store whose -wal still holds rows is refused
