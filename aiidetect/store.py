@@ -1362,7 +1362,9 @@ class StoreSession:
 
         # The files sessions of this store died reading, before this one starts its own slots.
         here = socket.gethostname()
-        found, dead = recover(str(store.path), lambda sid: store.session_host(sid) not in (None, here))
+        # Beside the file itself, as SQLite keeps its -wal: a session that died using the store through a link
+        # (or a linked folder) left its slots beside the link, and one using another name never struck its files.
+        found, dead = recover(str(store._abs), lambda sid: store.session_host(sid) not in (None, here))
         if found or dead:
             store.add_strikes(found, dead)
         self.crashed = sorted({s.key for s in found})
@@ -1391,7 +1393,7 @@ class StoreSession:
             p = self._stat.get(path)
             return None if p is None else Seen(p.key, p.size, p.mtime_ns)
         try:
-            self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen,
+            self.guard = CrashGuard(str(self.store._abs), self.session_id, self.store.crash_strikes(), seen,
                                     cleared=self.store.clear_strikes, struck=self._struck)
         except OSError:
             self.guard = None

@@ -1064,3 +1064,32 @@ def test_a_full_disk_under_the_slot_file_stops_the_scan_with_the_store_line(tmp_
                                                                                          ("complete",)]
         assert c.execute("SELECT COUNT(*) FROM results").fetchone() == (2,)
     c.close()
+
+
+def test_a_session_that_died_using_the_store_through_a_link_is_found_by_its_real_name(tmp_path):
+    """Slots were kept beside the name the store was given, the -wal beside the file: a scan killed while
+    using `link.sqlite` left `link.sqlite-reading-1`, and a resume of `real/a.sqlite` never saw it (the files
+    being read got no strike, the session stayed `running`)."""
+    from aiidetect.store import ResultsStore, StoreSession
+
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "a.sqlite"
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(real)
+    img = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(img)
+    st = ResultsStore(link)
+    run = st.ensure_run({"k": 1}, {}, ["metadata"], "rules")
+    first = StoreSession(st, run, "rules")
+    g = first.guard_reads()
+    assert first.prior(str(img)) is None
+    reading = g.watch(str(img))  # held: collected, it would clear the slot
+    reading.__enter__()
+    os.close(g._fd)  # kill -9 mid-read: the lock goes with the process, the slot file stays
+    g._fd = None
+    st.close()
+    st = ResultsStore(real)
+    again = StoreSession(st, run, "rules")
+    assert again.crashed == [str(img.resolve())]
+    assert st.db.execute("SELECT status FROM sessions WHERE session_id=?", (first.session_id,)).fetchone() == ("died",)
+    st.close()
