@@ -996,13 +996,19 @@ class ResultsStore:
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()
 
-    def write_rows(self, rows: Sequence[tuple]) -> None:
+    def write_rows(self, rows: Sequence[tuple], session_id: int | None = None) -> None:
+        """One batch, and the count of the session that wrote it (`session_id`) in the same commit: a session
+        killed (or the machine lost) never reaches finish_session, and its `files_written` stayed 0 beside the
+        rows it had committed."""
         if not rows:
             return
         with self._using():
             try:
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+                if session_id is not None:
+                    self._db.execute("UPDATE sessions SET files_written=files_written+? WHERE session_id=?",
+                                     (len(rows), int(session_id)))
                 self._db.commit()
             except sqlite3.Error:
                 self._faulted = True
@@ -1477,7 +1483,7 @@ class StoreSession:
     def flush(self) -> None:
         rows, self._rows = self._rows, []
         try:
-            self.store.write_rows(rows)
+            self.store.write_rows(rows, self.session_id)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
             # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
             # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.

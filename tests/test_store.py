@@ -169,6 +169,7 @@ def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
         sessions = c.execute("SELECT session_id, status, files_written, files_resumed FROM sessions "
                              "ORDER BY session_id").fetchall()
     assert sessions[0][1] == "died"  # the killed one never finished; the next one found its reading slots
+    assert sessions[0][2] == k  # what it committed before the kill (it said 0: counted only at its end)
     assert sessions[1] == (2, "complete", n - k, k)
 
 
