@@ -19,6 +19,7 @@ Tables (docs/scale.md shows queries):
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -87,6 +88,7 @@ CREATE INDEX IF NOT EXISTS results_sha ON results (sha256);
 
 _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256", "verdict", "p_ai", "error_code",
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
+_SESSION_AT = _RESULT_COLS.index("session_id")
 _SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
                  "files_written", "files_resumed", "status")
 # What `results summary/export/failed` and the shard notes read (parquet reads every results column).
@@ -996,19 +998,19 @@ class ResultsStore:
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()
 
-    def write_rows(self, rows: Sequence[tuple], session_id: int | None = None) -> None:
-        """One batch, and the count of the session that wrote it (`session_id`) in the same commit: a session
-        killed (or the machine lost) never reaches finish_session, and its `files_written` stayed 0 beside the
-        rows it had committed."""
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        """One batch, and the count of each session that wrote it (the rows' session_id) in the same commit: a
+        session killed (or its machine lost) never reaches finish_session, and its `files_written` stayed 0
+        beside the rows it had committed."""
         if not rows:
             return
         with self._using():
             try:
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
-                if session_id is not None:
-                    self._db.execute("UPDATE sessions SET files_written=files_written+? WHERE session_id=?",
-                                     (len(rows), int(session_id)))
+                per_session = collections.Counter(r[_SESSION_AT] for r in rows)
+                self._db.executemany("UPDATE sessions SET files_written=files_written+? WHERE session_id IS ?",
+                                     [(n, sid) for sid, n in per_session.items()])
                 self._db.commit()
             except sqlite3.Error:
                 self._faulted = True
@@ -1483,7 +1485,7 @@ class StoreSession:
     def flush(self) -> None:
         rows, self._rows = self._rows, []
         try:
-            self.store.write_rows(rows, self.session_id)
+            self.store.write_rows(rows)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
             # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
             # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.

@@ -581,7 +581,7 @@ def test_a_write_that_fails_on_resume_counts_the_rows_the_store_keeps(tmp_path, 
     assert run_cli_in_process(*scan).returncode == 0
     Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "in" / "f00" / "new.png")
 
-    def full(self, rows, session_id=None):  # what a full disk does to the batch's commit
+    def full(self, rows):  # what a full disk does to the batch's commit
         raise sqlite3.OperationalError("disk I/O error")
     monkeypatch.setattr(ResultsStore, "write_rows", full)
     r = run_cli_in_process(*scan)
