@@ -202,6 +202,11 @@ class _ReadersWriter:
                 self._cond.notify_all()
 
 
+class SlotsUnwritable(Exception):
+    """A slot could not be written (a full disk): the scan stops as for the store's own failed write (api turns it
+    into the same ScanError; not store.StoreError, which would make this module import the store's)."""
+
+
 class CrashGuard:
     """One session's slots, and the strikes its store holds. `seen(path)` says how the
     session stat-ed the file (StoreSession.prior) before it is read."""
@@ -335,9 +340,7 @@ class CrashGuard:
                     # ended the scan, and with `_active` counted for a read that never began, the session's
                     # close kept its slot file, and the next session took it for a dead one. It stops the scan
                     # as the store's own failed write does, before the file is read unguarded.
-                    from .store import StoreError
-
-                    raise StoreError(
+                    raise SlotsUnwritable(
                         f"cannot write to the results store {self._store_path} ({exc.strerror or exc}: its note "
                         f"of the files being read, {self.path}); the rows committed before are kept, and the "
                         "same command resumes after them") from exc
