@@ -784,9 +784,10 @@ class Scanner:
         try:
             yield from self._stored(records, session, pipe, epoch)
         except Exception as exc:
+            from .crashguard import SlotsUnwritable
             from .store import StoreError
 
-            if isinstance(exc, StoreError):
+            if isinstance(exc, (StoreError, SlotsUnwritable)):
                 # A store that cannot be written (a full disk) stops the run: the ScanError a caller catches
                 # for a run that cannot go on, not a type of the store module.
                 raise ScanError(str(exc)) from exc

@@ -202,6 +202,11 @@ class _ReadersWriter:
                 self._cond.notify_all()
 
 
+class SlotsUnwritable(Exception):
+    """A slot could not be written (a full disk): the scan stops as for the store's own failed write (api turns it
+    into the same ScanError; not store.StoreError, which would make this module import the store's)."""
+
+
 class CrashGuard:
     """One session's slots, and the strikes its store holds. `seen(path)` says how the
     session stat-ed the file (StoreSession.prior) before it is read."""
@@ -212,6 +217,7 @@ class CrashGuard:
         import fcntl
 
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
+        self._store_path = store_path
         self.strikes = dict(strikes)
         self._seen = seen
         # Told when a file with a strike was read to the end: the neighbours of the first death, read
@@ -322,9 +328,23 @@ class CrashGuard:
         """The slot at `off` written (nothing written for empty `data`), and the reads in progress counted
         (`active`: 1 as one begins, -1 as it ends) under the same lock, so that close() sees both or neither."""
         with self._io:
-            self._active += active
             if data and self._fd is not None:
-                os.pwrite(self._fd, data, off)
+                try:
+                    os.pwrite(self._fd, data, off)
+                except OSError as exc:
+                    if active < 0:
+                        # A clearing that needed a new block (the slot was a hole): the hole reads as no file.
+                        self._active += active
+                        return
+                    # A full disk (or a file size limit) under the store's folder: an unexpected OSError
+                    # ended the scan, and with `_active` counted for a read that never began, the session's
+                    # close kept its slot file, and the next session took it for a dead one. It stops the scan
+                    # as the store's own failed write does, before the file is read unguarded.
+                    raise SlotsUnwritable(
+                        f"cannot write to the results store {self._store_path} ({exc.strerror or exc}: its note "
+                        f"of the files being read, {self.path}); the rows committed before are kept, and the "
+                        "same command resumes after them") from exc
+            self._active += active
 
     def _slot(self) -> int:
         off = getattr(self._slots, "off", None)

@@ -19,6 +19,7 @@ Tables (docs/scale.md shows queries):
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -87,6 +88,7 @@ CREATE INDEX IF NOT EXISTS results_sha ON results (sha256);
 
 _RESULT_COLS = ("run_id", "path", "file", "folder", "size", "mtime_ns", "sha256", "verdict", "p_ai", "error_code",
                 "error_message", "fusion_model", "session_id", "scanned_at", "record")
+_SESSION_AT = _RESULT_COLS.index("session_id")
 _SESSION_COLS = ("session_id", "run_id", "host", "pid", "shard", "engine", "argv", "started_at", "finished_at",
                  "files_written", "files_resumed", "status")
 # What `results summary/export/failed` and the shard notes read (parquet reads every results column).
@@ -121,12 +123,17 @@ def readonly_uri(path: str | Path) -> str:
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return sqlite_uri(path, "mode=ro")
     except sqlite3.OperationalError as exc:
-        if os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
+        # A full disk is a read-only folder to SQLite: the -shm is made but cannot grow (SQLITE_IOERR_SHMSIZE), or
+        # is not made (SQLITE_FULL). A finished store on a disk filled since was `cannot be read (disk I/O error)`
+        # by every `results` command, though nothing needs writing to read it.
+        full = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (10, 13)  # SQLITE_IOERR, SQLITE_FULL
+        if not full and os.access(os.path.dirname(os.path.abspath(os.fspath(path))), os.W_OK):
             raise  # not the read-only folder: the caller says what it is
         wal = Path(f"{os.fspath(path)}-wal")
         if not wal.exists() or wal.stat().st_size == 0:
             return sqlite_uri(path, "immutable=1")
-        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written, and its "
+        raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written (read-only, or its "
+                         f"disk full), and its "
                          f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
                          "writable folder and read the copy") from None
     except sqlite3.DatabaseError:
@@ -776,6 +783,21 @@ class ResultsStore:
                     raise self._found_damaged(str(exc)) from exc
                 raise
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """_using, for a write and its commit: a failed one (a full disk, a file size limit) faults the store and
+        rolls back, as write_rows does. The run's and session's rows wrote without it: a session that could not be
+        started on a full disk (`cannot open the results store ...: disk I/O error`) or finished (its last UPDATE)
+        left the store unfaulted, SQLite had rolled back, and the close recorded it clean."""
+        with self._using():
+            try:
+                yield
+            except sqlite3.Error:
+                self._faulted = True
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+                raise
+
     def _found_damaged(self, what: str) -> StoreError:
         """The error for damage met, at open or in any read or write after it. The clean record goes
         too, reader or writer: it let every later open trust the store and run only the probe, which
@@ -954,7 +976,7 @@ class ResultsStore:
 
         blob = json.dumps(identity, sort_keys=True, default=str)
         run_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        with self._using():
+        with self._writing():
             self._db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?)",
                              (run_id, blob, json.dumps(dict(options), sort_keys=True, default=str),
                               ",".join(detectors), fusion_model, __version__, _now()))
@@ -962,7 +984,7 @@ class ResultsStore:
         return run_id
 
     def start_session(self, run_id: str, shard: str | None, engine: str, argv: Sequence[str] | None) -> int:
-        with self._using():
+        with self._writing():
             cur = self._db.execute(
                 "INSERT INTO sessions (run_id, host, pid, shard, engine, argv, started_at) VALUES (?,?,?,?,?,?,?)",
                 (run_id, socket.gethostname(), os.getpid(), shard, engine,
@@ -971,18 +993,24 @@ class ResultsStore:
             return int(cur.lastrowid)
 
     def finish_session(self, session_id: int, written: int, resumed: int, status: str) -> None:
-        with self._using():
+        with self._writing():
             self._db.execute("UPDATE sessions SET finished_at=?, files_written=?, files_resumed=?, status=? "
                              "WHERE session_id=?", (_now(), written, resumed, status, session_id))
             self._db.commit()
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
+        """One batch, and the count of each session that wrote it (the rows' session_id) in the same commit: a
+        session killed (or its machine lost) never reaches finish_session, and its `files_written` stayed 0
+        beside the rows it had committed."""
         if not rows:
             return
         with self._using():
             try:
                 self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
                                      f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+                per_session = collections.Counter(r[_SESSION_AT] for r in rows)
+                self._db.executemany("UPDATE sessions SET files_written=files_written+? WHERE session_id IS ?",
+                                     [(n, sid) for sid, n in per_session.items()])
                 self._db.commit()
             except sqlite3.Error:
                 self._faulted = True
@@ -1046,6 +1074,15 @@ class ResultsStore:
     def run_is_empty(self, run_id: str) -> bool:
         with self._using():
             return self._db.execute("SELECT 1 FROM results WHERE run_id=? LIMIT 1", (run_id,)).fetchone() is None
+
+    def run_rows(self, run_id: str) -> int | None:
+        """The run's rows in the store, for the line that stops a scan whose write failed; None when the
+        store cannot be read either (a read is not what failed, but it may be)."""
+        try:
+            with self._using():
+                return int(self._db.execute("SELECT COUNT(*) FROM results WHERE run_id=?", (run_id,)).fetchone()[0])
+        except (sqlite3.Error, StoreError):
+            return None
 
     def lookup(self, run_id: str, key: str) -> dict[str, Any] | None:
         cols = ("size", "mtime_ns", "record") + ROW_CHECK
@@ -1333,7 +1370,9 @@ class StoreSession:
 
         # The files sessions of this store died reading, before this one starts its own slots.
         here = socket.gethostname()
-        found, dead = recover(str(store.path), lambda sid: store.session_host(sid) not in (None, here))
+        # Beside the file itself, as SQLite keeps its -wal: a session that died using the store through a link
+        # (or a linked folder) left its slots beside the link, and one using another name never struck its files.
+        found, dead = recover(str(store._abs), lambda sid: store.session_host(sid) not in (None, here))
         if found or dead:
             store.add_strikes(found, dead)
         self.crashed = sorted({s.key for s in found})
@@ -1362,7 +1401,7 @@ class StoreSession:
             p = self._stat.get(path)
             return None if p is None else Seen(p.key, p.size, p.mtime_ns)
         try:
-            self.guard = CrashGuard(str(self.store.path), self.session_id, self.store.crash_strikes(), seen,
+            self.guard = CrashGuard(str(self.store._abs), self.session_id, self.store.crash_strikes(), seen,
                                     cleared=self.store.clear_strikes, struck=self._struck)
         except OSError:
             self.guard = None
@@ -1448,8 +1487,14 @@ class StoreSession:
         try:
             self.store.write_rows(rows)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
-            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); the {self.written} "
-                             "rows committed before are kept, and the same command resumes after them") from exc
+            # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
+            # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
+            kept = self.store.run_rows(self.run_id)
+            held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
+                    "this session)" if kept is not None else
+                    f"the {self.written:,} rows this session committed before are kept")
+            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); {held}, and the same "
+                             "command resumes after them") from exc
         self.written += len(rows)
         self._last = time.monotonic()
 
@@ -1490,7 +1535,17 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
         if problem:
             raise StoreError(f"{problem}; no store was merged")
     with ResultsStore(target) as st:
-        return [st.merge_from(s) for s in sources]
+        done: list[dict[str, Any]] = []
+        for src in sources:
+            try:
+                done.append(st.merge_from(src))
+            except (sqlite3.Error, OSError) as exc:
+                # A full disk under the target stopped the merge with only SQLite's words ("database or disk is
+                # full"): not which store, nor that the sources before it were merged and kept.
+                before = (f"; {', '.join(str(d['source']) for d in done)} merged before it and kept" if done else "")
+                raise StoreError(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
+                                 "the same command merges what is missing") from exc
+        return done
 
 
 def write_parquet(store: ResultsStore, run_ids: Sequence[str], out: str | Path, chunk: int = 10_000) -> int:

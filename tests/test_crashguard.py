@@ -1030,3 +1030,66 @@ def test_a_slot_of_this_version_is_read_by_an_older_one_and_stale_bytes_are_no_c
         assert [(s.size, s.mtime_ns) for s in _read_slots(fd)] == [(None, None)]
     finally:
         os.close(fd)
+
+
+def test_a_full_disk_under_the_slot_file_stops_the_scan_with_the_store_line(tmp_path, monkeypatch):
+    """The slot of a file about to be read could not be written (a full disk: seen on a 600 KB tmpfs whose
+    store filled it): `aiidetect: error: OSError: [Errno 28] No space left on device`, and the read counted
+    as begun kept the slot file after the session ended, for the next one to take for a dead session's. It
+    is the store's one line now, nothing left beside the store, and the same command then resumes."""
+    import errno
+
+    from conftest import run_cli_in_process
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(root / f"{i}.png")
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(root), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    real = os.pwrite
+
+    def full(fd, data, off):  # the slot file is the only file written with pwrite
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", full)
+    r = run_cli_in_process(*scan)
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and line.startswith(f"error: cannot write to the results store {db} (No space left"), r.stderr
+    assert not slot_files(str(db))
+    monkeypatch.setattr(os, "pwrite", real)
+    r = run_cli_in_process(*scan)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT status FROM sessions ORDER BY session_id").fetchall() == [("interrupted",),
+                                                                                         ("complete",)]
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone() == (2,)
+    c.close()
+
+
+def test_a_session_that_died_using_the_store_through_a_link_is_found_by_its_real_name(tmp_path):
+    """Slots were kept beside the name the store was given, the -wal beside the file: a scan killed while
+    using `link.sqlite` left `link.sqlite-reading-1`, and a resume of `real/a.sqlite` never saw it (the files
+    being read got no strike, the session stayed `running`)."""
+    from aiidetect.store import ResultsStore, StoreSession
+
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "a.sqlite"
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(real)
+    img = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(img)
+    st = ResultsStore(link)
+    run = st.ensure_run({"k": 1}, {}, ["metadata"], "rules")
+    first = StoreSession(st, run, "rules")
+    g = first.guard_reads()
+    assert first.prior(str(img)) is None
+    reading = g.watch(str(img))  # held: collected, it would clear the slot
+    reading.__enter__()
+    os.close(g._fd)  # kill -9 mid-read: the lock goes with the process, the slot file stays
+    g._fd = None
+    st.close()
+    st = ResultsStore(real)
+    again = StoreSession(st, run, "rules")
+    assert again.crashed == [str(img.resolve())]
+    assert st.db.execute("SELECT status FROM sessions WHERE session_id=?", (first.session_id,)).fetchone() == ("died",)
+    st.close()

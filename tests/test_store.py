@@ -169,6 +169,7 @@ def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
         sessions = c.execute("SELECT session_id, status, files_written, files_resumed FROM sessions "
                              "ORDER BY session_id").fetchall()
     assert sessions[0][1] == "died"  # the killed one never finished; the next one found its reading slots
+    assert sessions[0][2] == k  # what it committed before the kill (it said 0: counted only at its end)
     assert sessions[1] == (2, "complete", n - k, k)
 
 
@@ -405,6 +406,47 @@ def _read_only_folder(monkeypatch, folder: Path) -> None:
                         else real_access(p, mode, **kw))
 
 
+def test_a_store_on_a_full_disk_is_read(tmp_path):
+    """A finished store (no -wal, no -shm) on a disk that filled since: every `results` command said
+    `cannot be read (disk I/O error)`, as SQLite could not grow the -shm it makes to read a WAL store;
+    nothing needs writing to read it, as in a read-only folder. A file size limit stands in for the full
+    disk (seen on a full tmpfs too)."""
+    import resource
+
+    db = tmp_path / "a.sqlite"
+    ResultsStore(db).close()
+    assert not Path(f"{db}-shm").exists()
+
+    def full():  # the store is read, never grown; the 32 KB -shm cannot be
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+    r = subprocess.run([sys.executable, "-m", "aiidetect", "results", "summary", "--db", str(db), "-f", "json"],
+                       capture_output=True, text=True, preexec_fn=full, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 0
+
+
+def test_a_merge_stopped_by_a_full_target_says_which_store_and_what_was_kept(tmp_path, monkeypatch):
+    """A target that filled up during the second of two sources (seen on an 11 MB tmpfs) said only
+    `merge failed (nothing of the failing source was kept): database or disk is full`: not which source
+    failed, into which store, nor that the first source's rows were merged and kept."""
+    shards = [tmp_path / "s1.sqlite", tmp_path / "s2.sqlite"]
+    for s in shards:
+        ResultsStore(s).close()
+    target = tmp_path / "t.sqlite"
+    real = ResultsStore.merge_from
+
+    def filling(self, other):  # the first source fits, the second fills the disk
+        if Path(other) == shards[1]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, other)
+    monkeypatch.setattr(ResultsStore, "merge_from", filling)
+    r = run_cli_in_process("results", "merge", "--db", str(target), *map(str, shards))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == (f"error: merge failed: cannot merge {shards[1]} into {target} (database or disk is full): "
+                                f"nothing of {shards[1]} was kept; {shards[0]} merged before it and kept; the same "
+                                "command merges what is missing"), r.stderr
+
+
 def test_a_store_in_a_read_only_folder_is_read(tmp_path, monkeypatch):
     """A finished audit handed over on read-only media: summary, export and merge read it (they said
     'not an aiidetect results store' and read nothing); a store whose -wal still holds rows is refused
@@ -528,6 +570,43 @@ def test_a_store_that_cannot_be_written_stops_the_scan_with_one_line(tmp_path):
         assert c.execute("SELECT COUNT(*), COUNT(DISTINCT path) FROM results").fetchone() == (300, 300)
         assert [s for (s,) in c.execute("SELECT status FROM sessions ORDER BY session_id")] == ["interrupted",
                                                                                                "complete"]
+
+
+def test_a_write_that_fails_on_resume_counts_the_rows_the_store_keeps(tmp_path, monkeypatch):
+    """A resume stopped by a full disk said "the 0 rows committed before are kept" (this session's
+    count) of a store holding every row of the earlier sessions: it reads as if they were lost."""
+    _tiny_images(tmp_path / "in", 4, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*scan).returncode == 0
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "in" / "f00" / "new.png")
+
+    def full(self, rows):  # what a full disk does to the batch's commit
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(ResultsStore, "write_rows", full)
+    r = run_cli_in_process(*scan)
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and line.startswith("error: cannot write to the results store"), r.stderr
+    assert "keeps the 4 rows of this run committed before (0 of them by this session)" in line, line
+
+
+@pytest.mark.parametrize("fails", ["INSERT", "UPDATE"])
+def test_a_session_that_cannot_be_started_or_finished_leaves_no_clean_record(tmp_path, fails):
+    """A full disk at the session's own row (its start: `cannot open the results store ...: disk I/O
+    error`; its end) faulted nothing: SQLite had rolled the write back, and the close recorded the store
+    clean, though a writer met an error in it. A trigger stands in for the full disk (seen with ulimit -f)."""
+    from aiidetect.store import closed_cleanly
+
+    _tiny_images(tmp_path / "in", 1, folders=1)
+    db = tmp_path / "a.sqlite"
+    scan = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*scan).returncode == 0 and closed_cleanly(db)
+    with sqlite3.connect(db) as c:
+        c.execute(f"CREATE TRIGGER full BEFORE {fails} ON sessions BEGIN SELECT RAISE(ROLLBACK, 'disk I/O error'); END")
+    c.close()
+    r = run_cli_in_process(*scan)
+    assert r.returncode == 2 and "disk I/O error" in r.stderr, r.stderr
+    assert not closed_cleanly(db)
 
 
 def test_a_store_whose_tables_were_changed_is_refused_before_the_scan(tmp_path):

@@ -316,7 +316,8 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     try:
         rows = merge_stores(db, sources)
     except (StoreError, sqlite3.Error, OSError) as exc:
-        fail(f"merge failed (nothing of the failing source was kept): {exc}")
+        fail(f"merge failed: {exc}" if isinstance(exc, StoreError) and str(exc).startswith("cannot merge")
+             else f"merge failed (nothing of the failing source was kept): {exc}")
     _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
     _shard_notes(db, quiet=quiet)
     raise typer.Exit(EXIT_OK)
