@@ -44,6 +44,15 @@ JPEG_MAX_SEGMENTS = 65_536
 # so 512 MB passed it). Real files pad a few bytes, or resync past a wrong segment length inside one 64 KB
 # segment. Over it: `decode-error` (decode.jpeg_scan_problem).
 JPEG_MAX_GAP_BYTES = 1024 * 1024
+# Exif APP1 segments of a JPEG handed to Pillow, whose open joins each one to the EXIF it holds so far with
+# `bytes +=` (a new copy each time): its work grows with the square of their number. 800 full segments (52 MB:
+# testing.hostile.jpeg_exif_segments(800)) took Pillow's open alone 16 s, 1,600 (105 MB) took `aiidetect scan
+# -d metadata` 105 s and `meta` more than 120 s. A camera writes one (EXIF is 64 KB at most); the metadata
+# readers read four blocks (provenance.MAX_BLOCKS), from the file itself. The segments after the first this
+# many are left out of the copy Pillow opens (metastrip.strip_oversize; image.pixels_without_metadata says so):
+# at the cap Pillow copies at most 16 x 17 / 2 x 64 KB, 9 MB, and the pixels and orientation (the first
+# segment's) are the file's own.
+JPEG_MAX_EXIF_SEGMENTS = 16
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
 # something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",

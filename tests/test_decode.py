@@ -243,6 +243,28 @@ def test_stray_bytes_between_segments_do_not_carry_a_scan_bomb_past_the_check(st
     assert decode_bytes(insert(b.getvalue(), b"\xff\xdb"))[1]["width"] == 64
 
 
+def test_jpeg_exif_segments_past_the_cap_are_not_handed_to_pillow():
+    """Pillow's open joins every Exif APP1 segment to the EXIF so far, a new copy each: 1,600 full segments
+    (105 MB, jpeg_exif_segments(1600)) took `scan -d metadata` 105 s and `meta` over 120 s. The segments after
+    the first JPEG_MAX_EXIF_SEGMENTS are left out of what Pillow opens, for every caller of open_image (meta's
+    header look, the watermark check's decode) and the decoder, whose record says so; the first segment's
+    orientation stands, and a file at the cap is handed whole."""
+    from aiidetect.decode import open_image
+    from aiidetect.limits import JPEG_MAX_EXIF_SEGMENTS
+    from aiidetect.testing.hostile import jpeg_exif_segments
+
+    over = jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS + 5, size=1000)
+    with open_image(over) as im:
+        assert len(im.info["exif"]) <= JPEG_MAX_EXIF_SEGMENTS * 1000
+    img, info = decode_bytes(over)
+    assert img.size == (48, 64) and info["orientation"] == 6
+    assert f"after the first {JPEG_MAX_EXIF_SEGMENTS} not handed to the decoder: 5 of them" in info["metadata_withheld"]
+    at_cap = jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS, size=1000)
+    with open_image(at_cap) as im:
+        assert len(im.info["exif"]) > (JPEG_MAX_EXIF_SEGMENTS - 1) * 994
+    assert "metadata_withheld" not in decode_bytes(at_cap)[1]
+
+
 def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
     private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""

@@ -414,6 +414,18 @@ def jpeg_scan_bomb(w: int = 1024, h: int = 1024, extra: int = 1000) -> bytes:
     return data[:-2] + data[last:-2] * extra + data[-2:]
 
 
+def jpeg_exif_segments(n: int, size: int = 65533, orientation: int = 6) -> bytes:
+    """A 64x48 JPEG of `n` Exif APP1 segments of `size` bytes each (by default the most a segment holds), the
+    first a real EXIF block (its Orientation `orientation`), the others zeros after the Exif signature. Pillow's
+    open joins them one copy at a time: 800 full segments (52 MB) took it 16 s, 1,600 (105 MB) a scan 105 s.
+    Past limits.JPEG_MAX_EXIF_SEGMENTS the rest are not handed to Pillow (metastrip.strip_oversize)."""
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    first = ex.tobytes()
+    return with_jpeg_segments(_enc(_noise(), "JPEG"), [(0xE1, first + bytes(size - len(first)))]
+                              + [(0xE1, b"Exif\x00\x00" + bytes(size - 6))] * (n - 1))
+
+
 def png_many_idat(n: int = 100_000) -> bytes:
     """A valid PNG whose pixels follow `n` empty IDAT chunks: Pillow reads each chunk in Python, so the
     count of chunks, not their bytes, is the cost. The default `n` puts the file just over
