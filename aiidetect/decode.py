@@ -170,12 +170,13 @@ def open_image(data: bytes, *, layout: HeifRead | None = None):
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
         # themselves, to say so, and hand this a file with none left and its read marked so).
         data, _, _ = strip_oversize_heif(data, fmt, layout)
-    if fmt == "JPEG":
+    if fmt in ("JPEG", "PNG"):
         from .metastrip import strip_oversize
 
-        # Pillow's open joins every Exif segment to the EXIF so far, one copy each, for any caller (meta's
-        # header look, the watermark check's own decode): past limits.JPEG_MAX_EXIF_SEGMENTS the rest are left
-        # out. decode_bytes has done so already, to say so in the record.
+        # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, and inflates every
+        # iCCP chunk of a PNG, for any caller (meta's header look, the watermark check's own decode): past
+        # limits.JPEG_MAX_EXIF_SEGMENTS and limits.PNG_MAX_ICC_CHUNKS the rest are left out (with a PNG's
+        # chunks over limits.DECODE_MAX_METADATA_CHUNK). decode_bytes has done so already, to say so in the record.
         lean, _ = strip_oversize(data, fmt)
         data = data if lean is None else lean
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
@@ -622,9 +623,10 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
     pixels down with it; the metadata parsers read those segments themselves.
     A PNG or WebP is handed to Pillow without its metadata chunks over
-    limits.DECODE_MAX_METADATA_CHUNK, a HEIF or AVIF without links to such Exif and XMP items, a JPEG
-    without its Exif segments after the first limits.JPEG_MAX_EXIF_SEGMENTS (metastrip.strip_oversize),
-    which its readers copied whole (Pillow's JPEG reader joins the Exif segments, a copy each).
+    limits.DECODE_MAX_METADATA_CHUNK (and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS), a HEIF
+    or AVIF without links to such Exif and XMP items, a JPEG without its Exif segments after the first
+    limits.JPEG_MAX_EXIF_SEGMENTS (metastrip.strip_oversize), which its readers copied whole (Pillow's JPEG
+    reader joins the Exif segments, a copy each; its PNG reader inflates every iCCP chunk).
 
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has read it (its item
     tables are read once a decode either way)."""

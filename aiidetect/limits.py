@@ -60,6 +60,13 @@ JPEG_MAX_EXIF_SEGMENTS = 16
 # 7.2 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
+# iCCP chunks of a PNG handed to Pillow. Its open inflates each one (up to PngImagePlugin.MAX_TEXT_CHUNK, 1 MiB,
+# from about 1 KB of zlib) and keeps only the last; unlike its text chunks, it counts no total for them: 5,000
+# such chunks (5.3 MB: testing.hostile.png_icc_chunks(5000)) took `aiidetect scan -d metadata` 34 s and `meta` 38 s,
+# and PNG_MAX_CHUNKS of them would take minutes. The PNG format allows one; no reader here uses the profile. The
+# chunks after the first are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
+# image.pixels_without_metadata says so): the pixels are the file's own.
+PNG_MAX_ICC_CHUNKS = 1
 # Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
 # decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does. It sees one chunk a frame (each
 # frame's image sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM,

@@ -426,6 +426,16 @@ def jpeg_exif_segments(n: int, size: int = 65533, orientation: int = 6) -> bytes
                               + [(0xE1, b"Exif\x00\x00" + bytes(size - 6))] * (n - 1))
 
 
+def png_icc_chunks(n: int, size: int = 1 << 20) -> bytes:
+    """A valid PNG with `n` iCCP chunks after IHDR, each about 1 KB of zlib that inflates to `size` zero bytes (by
+    default Pillow's MAX_TEXT_CHUNK, the most it inflates without refusing the file). Pillow's open inflates
+    every one and keeps the last, with no total: 5,000 (5.3 MB) took a scan 34 s. Past limits.PNG_MAX_ICC_CHUNKS
+    the rest are not handed to Pillow (metastrip.strip_oversize)."""
+    co = zlib.compressobj(9)
+    chunk = png_chunk(b"iCCP", b"icc\x00\x00" + co.compress(bytes(size)) + co.flush())
+    return png_with([chunk] * n)
+
+
 def png_many_idat(n: int = 100_000) -> bytes:
     """A valid PNG whose pixels follow `n` empty IDAT chunks: Pillow reads each chunk in Python, so the
     count of chunks, not their bytes, is the cost. The default `n` puts the file just over
