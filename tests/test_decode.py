@@ -347,6 +347,35 @@ def test_bigtiff_entries_read_at_their_own_value_field(e, ptr_type):
     assert fine.ok and fine.ifds == 2 and fine.orientation == 3
 
 
+def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_the_file(monkeypatch):
+    """Pillow decodes each value of a TIFF's size, layout, resolution and palette tags into a Python object when
+    it opens the file: an XResolution of 2 M RATIONALs (16 MB, tiff_decoded_values()) took `scan -d metadata`
+    12.5 s and `meta` 15.5 s, a ColorMap of 8 M SHORTs 3.4 s. Their values together, over all pages, are capped
+    (TIFF_MAX_DECODED_VALUES) before any reader opens the file; a 16-bit palette's ColorMap passes."""
+    from PIL import TiffImagePlugin
+
+    from aiidetect.limits import TIFF_MAX_DECODED_VALUES
+    from aiidetect.metadata.detector import file_provenance
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import tiff_decoded_values
+
+    from aiidetect.provenance.tiffguard import check_tiff
+
+    assert decode_bytes(tiff_decoded_values(320, 3, 3 << 8))[1]["width"] == 8     # an 8-bit palette
+    assert check_tiff(tiff_decoded_values(320, 3, 3 << 16)).ok                    # a 16-bit one's ColorMap passes
+    opened = []
+    real = TiffImagePlugin.TiffImageFile._open
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
+    for tag, typ in ((282, 5), (320, 3), (258, 3)):
+        data = tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and f"tag {tag} brings the values" in e.value.message
+        assert any("TIFF structure refused" in err for err in analyze(data).errors)
+        file_provenance(data, "t.tif", {"watermark": "always"})
+    assert opened == []
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
