@@ -1145,6 +1145,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 info["draft"] = list(img.size)
             if admit is not None:
                 admit(img.size[0] * img.size[1] * cost + (reserve(info) if reserve is not None else 0))
+            loadable(img)
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
@@ -1167,6 +1168,17 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise failure from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
+
+
+def loadable(img) -> None:
+    """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
+    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], which load() then searches as
+    text for an orientation: TypeError, and the pixels of any TIFF were lost to one such entry (a `decode-error`
+    instead of a verdict). The metadata readers read the tag from the file themselves. Call it after the last
+    seek (a seek sets info["xmp"] again)."""
+    xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
+    if xmp is not None and not isinstance(xmp, (bytes, str)):
+        del img.info["xmp"]
 
 
 def _orientation(img, info: dict) -> int:

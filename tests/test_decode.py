@@ -376,6 +376,22 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     assert opened == []
 
 
+@pytest.mark.parametrize("typ", [3, 4])
+def test_a_tiff_whose_xmp_tag_is_typed_as_numbers_keeps_its_pixels(typ):
+    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple, and its load() searches it as text for an
+    orientation: TypeError, so one 30-byte entry cost any TIFF its pixels (`decode-error` instead of a verdict),
+    for the scan's decoder and the watermark check's own decode alike. Dropped before the load."""
+    import numpy as np
+
+    from aiidetect.provenance import _pixels
+    from aiidetect.testing.hostile import tiff_numeric_xmp
+
+    data = tiff_numeric_xmp(typ)
+    img, info = decode_bytes(data)
+    assert img.size == (8, 6) and info["format"] == "TIFF"
+    assert np.asarray(_pixels(data, None, {}, 8, 6)).shape == (6, 8, 3)
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a

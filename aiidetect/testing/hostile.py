@@ -162,6 +162,14 @@ def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) ->
     return tiff_file(8, 1, 3 if tag == 320 else 1, extra=[(tag, typ, one * count)])
 
 
+def tiff_numeric_xmp(typ: int = 3, count: int = 10) -> bytes:
+    """An 8x6 greyscale TIFF whose XMP tag (700) is typed as numbers (3 SHORT, 4 LONG), `count` of them: Pillow
+    keeps it as a tuple and its load() searches that as text for an orientation, a TypeError that cost the file
+    its pixels (decode.loadable drops it first)."""
+    one = {3: struct.pack("<H", 60), 4: struct.pack("<I", 60)}[typ]
+    return tiff_file(8, 1, 1, extra=[(700, typ, one * count)])
+
+
 def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
