@@ -171,6 +171,15 @@ AVIF_MAX_CHUNK_LOOKUPS = 1 << 24
 # `decode-error` (`TIFF structure refused`), and an EXIF block's not read (`metadata.malformed`).
 TIFF_MAX_DECODED_VALUES = 1 << 18
 
+# Text a PNG's metadata walk makes of its text chunks in all (inflated, decoded), past which a chunk is not read
+# unless it is an XMP or raw profile (their own count, provenance.containers.MAX_PROFILE_CHUNKS) or the first of a
+# generator's keys. The walk kept 16 MiB of text (containers.MAX_TOTAL_TEXT_BYTES) but inflated every compressed
+# chunk, up to 4 MiB each, before dropping it over that total: 5,000 zTXt chunks of a 4 KB zlib bomb each
+# (20 MB: testing.hostile.png_ztxt_bombs(5000)) took `aiidetect scan -d metadata` 78 s and `meta` 79 s, the
+# per-file time budget being asked every 4,096 chunks. Pillow's own total for text chunks is as large
+# (PngImagePlugin.MAX_TEXT_MEMORY, 64 MiB); a ComfyUI workflow, the largest text real files carry, about 1 MiB.
+PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

@@ -316,6 +316,15 @@ def ztxt_zip_bomb() -> bytes:
     return png_with([png_chunk(b"zTXt", body)])
 
 
+def png_ztxt_bombs(n: int, size: int = 4 * 1024 * 1024) -> bytes:
+    """A valid PNG with `n` zTXt chunks keyed 'junk', each about 4 KB of zlib that inflates to `size` bytes (by
+    default the metadata walk's cap on one chunk's text): the walk inflated every one before dropping it over its
+    16 MiB total, 5,000 (20 MB) in 78 s. Past limits.PNG_MAX_TEXT_WORK_BYTES of text the rest are not read."""
+    co = zlib.compressobj(9)
+    chunk = png_chunk(b"zTXt", b"junk\x00\x00" + co.compress(b"a" * size) + co.flush())
+    return png_with([chunk] * n)
+
+
 def many_text_chunks() -> bytes:
     blob = b"Comment\x00" + b"z" * (1024 * 1024)
     return png_with([png_chunk(b"tEXt", blob) for _ in range(20)])
