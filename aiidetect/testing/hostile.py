@@ -170,6 +170,16 @@ def tiff_numeric_xmp(typ: int = 3, count: int = 10) -> bytes:
     return tiff_file(8, 1, 1, extra=[(700, typ, one * count)])
 
 
+def exif_rotated_with_values(n: int = 950_000, orientation: int = 6) -> bytes:
+    """A 64x48 PNG whose eXIf holds Orientation `orientation` and a private tag (0xC000) of `n` RATIONALs (by
+    default 7.6 MB, under the decoder's 8 MiB chunk cap): ImageOps.exif_transpose wrote the EXIF again after the
+    rotation, decoding every value (15.6 s and 370 MB to scan)."""
+    data_at = 8 + 2 + 12 * 2 + 4
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 2) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+            + struct.pack("<HHII", 0xC000, 5, n, data_at) + bytes(4) + struct.pack("<II", 1, 1) * n)
+    return png_with([png_chunk(b"eXIf", tiff)])
+
+
 def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
