@@ -160,15 +160,17 @@ HEIF_MAX_ENTRIES = 65_536
 AVIF_MAX_SAMPLES = 65_536
 AVIF_MAX_CHUNK_LOOKUPS = 1 << 24
 
-# Values of the TIFF and EXIF entries Pillow decodes one by one into Python objects when it opens a TIFF file (its
-# size, layout, resolution, palette, XMP and ICC tags: provenance.tiffguard.PILLOW_DECODED) or when the EXIF reader
-# asks it for a camera's tags, in all the IFDs walked (a TIFF file's pages, an EXIF block's IFD0, IFD1 and
-# sub-IFDs), byte and text types not counted (Pillow slices those whole). Pillow 13 reads no more tag data than
-# the file holds, but a value costs it a Python int or an IFDRational: a 16 MB TIFF whose XResolution held 2 M
-# RATIONALs took `aiidetect scan -d metadata` 9.4 s and `meta` 11 s (testing.hostile.tiff_decoded_values(282, 5,
-# 2_000_000)), one whose ColorMap held 8 M SHORTs 3.4 s and 350 MB; at --max-bytes, minutes. The largest a
-# writer fills is a 16-bit palette's ColorMap (3 x 65,536); the others hold one value or one a sample. Over it:
-# `decode-error` (`TIFF structure refused`), and an EXIF block's not read (`metadata.malformed`).
+# Values of the TIFF and EXIF entries Pillow decodes one by one into Python objects: the size, layout, resolution,
+# palette, XMP and ICC tags it reads when it opens a TIFF file and the camera tags the EXIF reader asks it for
+# (provenance.tiffguard.PILLOW_DECODED), and every entry of an EXIF, GPS or Interoperability sub-IFD (which a TIFF's
+# load() and the EXIF reader's get_ifd turn into a dict whole), in all the IFDs walked (a TIFF file's pages; an EXIF
+# block's IFD0, IFD1 and sub-IFDs); byte and text types not counted (Pillow slices those whole). Pillow 13 reads no
+# more tag data than the file holds, but a value costs it a Python int or an IFDRational: a 16 MB TIFF whose
+# XResolution held 2 M RATIONALs (testing.hostile.tiff_decoded_values()) took `aiidetect scan -d metadata` 12.5 s
+# and `meta` 15.5 s (418 MB), one whose ColorMap held 8 M SHORTs 3.4 s, an 8 MB one with 1 M RATIONALs in a private
+# tag of its EXIF sub-IFD (tiff_exif_ifd_values()) a decode worker's job 9.0 s; at --max-bytes, minutes. The
+# largest a writer fills is a 16-bit palette's ColorMap (3 x 65,536); the others hold one value or one a sample.
+# Over it: `decode-error` (`TIFF structure refused`), and an EXIF block's not read (`metadata.malformed`).
 TIFF_MAX_DECODED_VALUES = 1 << 18
 
 # Text a PNG's metadata walk makes of its text chunks in all (inflated, decoded), past which a chunk is not read

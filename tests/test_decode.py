@@ -366,8 +366,12 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     opened = []
     real = TiffImagePlugin.TiffImageFile._open
     monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
-    for tag, typ in ((282, 5), (320, 3), (258, 3)):
-        data = tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)
+    from aiidetect.testing.hostile import tiff_exif_ifd_values
+
+    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3))]
+    # any entry of an EXIF sub-IFD: Pillow's load() makes a dict of it all
+    cases.append((0xC000, tiff_exif_ifd_values(TIFF_MAX_DECODED_VALUES + 1)))
+    for tag, data in cases:
         with pytest.raises(DecodeFailure) as e:
             decode_bytes(data)
         assert e.value.code == "decode-error" and f"tag {tag} brings the values" in e.value.message

@@ -40,7 +40,9 @@ MAX_FILE_ENTRIES = 250_000
 BIGTIFF_MAGIC = (b"II+\x00", b"MM\x00+")
 # Tags whose every value Pillow decodes into a Python object (an int, an IFDRational) when it opens a TIFF file
 # (TiffImagePlugin._setup and _seek: size, layout, resolution, palette, XMP, ICC profile; each page it counts) or
-# when provenance.exif asks it for a camera's tags. Their values together are capped (limits.TIFF_MAX_DECODED_VALUES).
+# when provenance.exif asks it for a camera's tags. Every entry of an EXIF, GPS or Interoperability sub-IFD is
+# decoded too (a TIFF's load() and the EXIF reader's get_ifd make a dict of the whole sub-IFD). Their values
+# together are capped (limits.TIFF_MAX_DECODED_VALUES).
 PILLOW_DECODED = frozenset({
     256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 320, 322, 323, 338, 339, 530, 700, 34675, 0xBC01,
     0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x829A, 0x829D, 0x8827, 0x9003, 0x920A, 0x927C, 0x9286,
@@ -119,7 +121,7 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         for tag, typ, count, at in ifd_table(tiff, e, off, n, big=big):
             if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
                 r.values += count
-            if tag in PILLOW_DECODED and typ in _VALUE_TYPES:
+            if (tag in PILLOW_DECODED or not in_chain) and typ in _VALUE_TYPES:
                 r.decoded += count
                 if r.decoded > TIFF_MAX_DECODED_VALUES:
                     return _bad(r, f"IFD at offset {off}: tag {tag} brings the values Pillow decodes one by one "

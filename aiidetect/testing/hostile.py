@@ -180,6 +180,15 @@ def exif_rotated_with_values(n: int = 950_000, orientation: int = 6) -> bytes:
     return png_with([png_chunk(b"eXIf", tiff)])
 
 
+def tiff_exif_ifd_values(n: int = 1_000_000) -> bytes:
+    """An 8x6 greyscale TIFF whose EXIF sub-IFD holds one private tag (0xC000) of `n` RATIONALs (by default 8 MB):
+    Pillow's load() makes a dict of the whole sub-IFD, each value an IFDRational (3.4 s for the decode alone)."""
+    base = tiff_file(8, 1, 1, extra=[(34665, 4, struct.pack("<I", 0xDEADBEEF))])
+    at = len(base)
+    sub = struct.pack("<HHHII", 1, 0xC000, 5, n, at + 18) + bytes(4) + struct.pack("<II", 1, 1) * n
+    return base.replace(struct.pack("<I", 0xDEADBEEF), struct.pack("<I", at)) + sub
+
+
 def bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
