@@ -22,7 +22,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
                      PSD_MAX_ROWS, WEBP_PIXEL_COST)
 from .structures import HeifRead, heif_read_of
@@ -673,7 +673,7 @@ def jpeg_scan_problem(data: bytes) -> str | None:
 
     weight: dict[int, int] = {}
     # in units of 1/total of a pass: integers, so the limit is exact
-    total, passed, scans, segments, pos, n, gap = 0, 0, 0, 0, 2, len(data), 0
+    total, passed, scans, segments, pos, n, gap, dqt = 0, 0, 0, 0, 2, len(data), 0, 0
     while True:
         # Fill and stray bytes between segments: skipped to the next marker as libjpeg and Pillow skip them
         # (giving up here let one stray byte carry a scan bomb past this walk), and never counted as segments;
@@ -700,6 +700,11 @@ def jpeg_scan_problem(data: bytes) -> str | None:
             # libjpeg skips an APPn or COM of length 0 or 1 as one of 2 (Pillow too); elsewhere it stops
             pos += 4
             continue
+        if m == 0xDB and not scans:
+            dqt += length - 2
+            if dqt > JPEG_MAX_DQT_BYTES:
+                return (f"more than {JPEG_MAX_DQT_BYTES} bytes of quantization tables before its first scan "
+                        "(Pillow reads each table in Python; a JPEG defines at most four)")
         if m in _JPEG_SOF:
             body = data[pos + 4:pos + 2 + length]
             # each component's share of the blocks: its horizontal times vertical sampling factor

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker
-from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS
+from ..limits import JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 from .xmp import MAX_XMP_READ_BYTES
@@ -230,7 +230,7 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
-    segments = 0
+    segments = dqt = 0
     # Only marker segments count toward the cap, as in the decoder's count (decode.jpeg_scan_problem): fill
     # bytes and stray bytes between segments are skipped in one step each. Counting each fill byte, 70 KB of
     # 0xFF in front of the DQT hid its tables (and any later APP segment) from this walk while the file decoded.
@@ -309,8 +309,13 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"JPEG: comments over {MAX_TEXTS} segments or {MAX_TOTAL_TEXT_BYTES} bytes; "
                                 "the rest ignored")
                 over_text = True
-        elif marker == 0xDB:
-            _read_dqt(seg, b)
+        elif marker == 0xDB and dqt <= JPEG_MAX_DQT_BYTES:
+            dqt += len(seg)
+            if dqt <= JPEG_MAX_DQT_BYTES:
+                _read_dqt(seg, b)
+            else:   # the decoder refuses the file (limits.JPEG_MAX_DQT_BYTES): no table evidence from part of them
+                b.dqt.clear()
+                b.errors.append(f"JPEG: more than {JPEG_MAX_DQT_BYTES} bytes of quantization tables; not read")
         elif marker in _SOF and len(seg) >= 5:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length

@@ -470,6 +470,13 @@ def jpeg_exif_segments(n: int, size: int = 65533, orientation: int = 6) -> bytes
                               + [(0xE1, b"Exif\x00\x00" + bytes(size - 6))] * (n - 1))
 
 
+def jpeg_dqt_tables(n: int, tables: int = 1008) -> bytes:
+    """A 64x48 JPEG with `n` DQT segments of `tables` 8-bit quantization tables each (by default a full segment)
+    after SOI: Pillow's open reads each table in Python, the metadata walk each for its evidence. 1,600 full
+    segments (100 MB) took a scan 18.3 s. Past limits.JPEG_MAX_DQT_BYTES the file is refused."""
+    return with_jpeg_segments(_enc(_noise(), "JPEG"), [(0xDB, (b"\x00" + bytes(range(1, 65))) * tables)] * n)
+
+
 def png_icc_chunks(n: int, size: int = 1 << 20) -> bytes:
     """A valid PNG with `n` iCCP chunks after IHDR, each about 1 KB of zlib that inflates to `size` zero bytes (by
     default Pillow's MAX_TEXT_CHUNK, the most it inflates without refusing the file). Pillow's open inflates
