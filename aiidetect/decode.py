@@ -22,7 +22,7 @@ import numpy as np
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
-from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE,
+from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
                      PSD_MAX_ROWS, WEBP_PIXEL_COST)
 from .structures import HeifRead, heif_read_of
@@ -170,6 +170,15 @@ def open_image(data: bytes, *, layout: HeifRead | None = None):
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
         # themselves, to say so, and hand this a file with none left and its read marked so).
         data, _, _ = strip_oversize_heif(data, fmt, layout)
+    if fmt in ("JPEG", "PNG"):
+        from .metastrip import strip_oversize
+
+        # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, and inflates every
+        # iCCP chunk of a PNG, for any caller (meta's header look, the watermark check's own decode): past
+        # limits.JPEG_MAX_EXIF_SEGMENTS and limits.PNG_MAX_ICC_CHUNKS the rest are left out (with a PNG's
+        # chunks over limits.DECODE_MAX_METADATA_CHUNK). decode_bytes has done so already, to say so in the record.
+        lean, _ = strip_oversize(data, fmt)
+        data = data if lean is None else lean
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without
     # pillow-heif, AVIF before Pillow 11.2), where bytes no plugin knows must be UnidentifiedImageError.
     Image.init()
@@ -614,8 +623,10 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     (aiidetect.metastrip): a metadata quirk Pillow trips over must not take the
     pixels down with it; the metadata parsers read those segments themselves.
     A PNG or WebP is handed to Pillow without its metadata chunks over
-    limits.DECODE_MAX_METADATA_CHUNK, a HEIF or AVIF without links to such Exif and XMP items
-    (metastrip.strip_oversize), which its readers copied whole.
+    limits.DECODE_MAX_METADATA_CHUNK (and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS), a HEIF
+    or AVIF without links to such Exif and XMP items, a JPEG without its Exif segments after the first
+    limits.JPEG_MAX_EXIF_SEGMENTS (metastrip.strip_oversize), which its readers copied whole (Pillow's JPEG
+    reader joins the Exif segments, a copy each; its PNG reader inflates every iCCP chunk).
 
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has read it (its item
     tables are read once a decode either way)."""
@@ -662,7 +673,7 @@ def jpeg_scan_problem(data: bytes) -> str | None:
 
     weight: dict[int, int] = {}
     # in units of 1/total of a pass: integers, so the limit is exact
-    total, passed, scans, segments, pos, n, gap = 0, 0, 0, 0, 2, len(data), 0
+    total, passed, scans, segments, pos, n, gap, dqt = 0, 0, 0, 0, 2, len(data), 0, 0
     while True:
         # Fill and stray bytes between segments: skipped to the next marker as libjpeg and Pillow skip them
         # (giving up here let one stray byte carry a scan bomb past this walk), and never counted as segments;
@@ -689,6 +700,11 @@ def jpeg_scan_problem(data: bytes) -> str | None:
             # libjpeg skips an APPn or COM of length 0 or 1 as one of 2 (Pillow too); elsewhere it stops
             pos += 4
             continue
+        if m == 0xDB and not scans:
+            dqt += length - 2
+            if dqt > JPEG_MAX_DQT_BYTES:
+                return (f"more than {JPEG_MAX_DQT_BYTES} bytes of quantization tables before its first scan "
+                        "(Pillow reads each table in Python; a JPEG defines at most four)")
         if m in _JPEG_SOF:
             body = data[pos + 4:pos + 2 + length]
             # each component's share of the blocks: its horizontal times vertical sampling factor
@@ -1070,7 +1086,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   reserve: Callable[[dict], int] | None = None):
     """decode_bytes' decode of bytes it has stripped (metastrip.strip_oversize); `layout`: a HEIF's
     structures.heif_layout_read of them, where it has it."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     sniffed = sniff_format(data)
     rle = bmp_rle_header(data) if sniffed in ("BMP", None) else None
@@ -1134,12 +1150,13 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 info["draft"] = list(img.size)
             if admit is not None:
                 admit(img.size[0] * img.size[1] * cost + (reserve(info) if reserve is not None else 0))
+            loadable(img)
             img.load()
             exif_orientation = _orientation(img, info)
             info["orientation"] = exif_orientation
             if exif_orientation != 1:
                 try:
-                    img = ImageOps.exif_transpose(img)
+                    img = _exif_transpose(img, exif_orientation)
                 except Exception:  # noqa: BLE001
                     info["orientation_error"] = True
             info["has_alpha"] = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -1156,6 +1173,30 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise failure from exc
             raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
     return rgb, info
+
+
+def _exif_transpose(img, orientation: int):
+    """The pixels ImageOps.exif_transpose gives for this EXIF orientation, without what it does beside them: it
+    writes the image's EXIF again without the tag (Exif.tobytes, every entry of IFD0 decoded and encoded), which
+    nothing here reads. A 7.6 MB PNG whose eXIf held Orientation 6 and 950,000 RATIONALs in a private tag
+    (testing.hostile.exif_rotated_with_values(950_000)) took `scan -d metadata` 15.6 s and 370 MB for it."""
+    from PIL import Image
+
+    T = Image.Transpose
+    method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
+              7: T.TRANSVERSE, 8: T.ROTATE_90}.get(orientation)
+    return img if method is None else img.transpose(method)
+
+
+def loadable(img) -> None:
+    """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
+    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], which load() then searches as
+    text for an orientation: TypeError, and the pixels of any TIFF were lost to one such entry (a `decode-error`
+    instead of a verdict). The metadata readers read the tag from the file themselves. Call it after the last
+    seek (a seek sets info["xmp"] again)."""
+    xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
+    if xmp is not None and not isinstance(xmp, (bytes, str)):
+        del img.info["xmp"]
 
 
 def _orientation(img, info: dict) -> int:

@@ -44,6 +44,22 @@ JPEG_MAX_SEGMENTS = 65_536
 # so 512 MB passed it). Real files pad a few bytes, or resync past a wrong segment length inside one 64 KB
 # segment. Over it: `decode-error` (decode.jpeg_scan_problem).
 JPEG_MAX_GAP_BYTES = 1024 * 1024
+# Bytes of quantization tables (DQT segments) before a JPEG's first scan. Pillow's open reads each 64-value table
+# in Python (libjpeg reads them in C), and the metadata walk read each for the quantization-table evidence: 1,600
+# full DQT segments (100 MB, 1.6 M tables: testing.hostile.jpeg_dqt_tables(1600)) took `aiidetect scan -d
+# metadata` 18.3 s and `meta` 12 s, against 2.2 s and 1.9 s for as many bytes of APP5 segments. A JPEG defines
+# at most four tables (ids 0 to 3), 516 bytes; two full segments (2,016 tables) pass. Over it: `decode-error`
+# (decode.jpeg_scan_problem), and the metadata walk reads no table evidence from the file.
+JPEG_MAX_DQT_BYTES = 128 * 1024
+# Exif APP1 segments of a JPEG handed to Pillow, whose open joins each one to the EXIF it holds so far with
+# `bytes +=` (a new copy each time): its work grows with the square of their number. 800 full segments (52 MB:
+# testing.hostile.jpeg_exif_segments(800)) took Pillow's open alone 16 s, 1,600 (105 MB) took `aiidetect scan
+# -d metadata` 105 s and `meta` more than 120 s. A camera writes one (EXIF is 64 KB at most); the metadata
+# readers read four blocks (provenance.MAX_BLOCKS), from the file itself. The segments after the first this
+# many are left out of the copy Pillow opens (metastrip.strip_oversize; image.pixels_without_metadata says so):
+# at the cap Pillow copies at most 16 x 17 / 2 x 64 KB, 9 MB, and the pixels and orientation (the first
+# segment's) are the file's own.
+JPEG_MAX_EXIF_SEGMENTS = 16
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
 # something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",
@@ -51,6 +67,13 @@ JPEG_MAX_GAP_BYTES = 1024 * 1024
 # 7.2 s. libpng's 8 KiB IDAT chunks put 65,536 in a 512 MiB file (--max-bytes);
 # the C2PA reader is handed at most as many (docs/schema.md "Limits"). Over it: `decode-error`.
 PNG_MAX_CHUNKS = 100_000
+# iCCP chunks of a PNG handed to Pillow. Its open inflates each one (up to PngImagePlugin.MAX_TEXT_CHUNK, 1 MiB,
+# from about 1 KB of zlib) and keeps only the last; unlike its text chunks, it counts no total for them: 5,000
+# such chunks (5.3 MB: testing.hostile.png_icc_chunks(5000)) took `aiidetect scan -d metadata` 34 s and `meta` 38 s,
+# and PNG_MAX_CHUNKS of them would take minutes. The PNG format allows one; no reader here uses the profile. The
+# chunks after the first are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
+# image.pixels_without_metadata says so): the pixels are the file's own.
+PNG_MAX_ICC_CHUNKS = 1
 # Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
 # decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does. It sees one chunk a frame (each
 # frame's image sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM,
@@ -143,6 +166,28 @@ HEIF_MAX_ENTRIES = 65_536
 # Over either, `decode-error`.
 AVIF_MAX_SAMPLES = 65_536
 AVIF_MAX_CHUNK_LOOKUPS = 1 << 24
+
+# Values of the TIFF and EXIF entries Pillow decodes one by one into Python objects: the size, layout, resolution,
+# palette, XMP and ICC tags it reads when it opens a TIFF file and the camera tags the EXIF reader asks it for
+# (provenance.tiffguard.PILLOW_DECODED), and every entry of an EXIF, GPS or Interoperability sub-IFD (which a TIFF's
+# load() and the EXIF reader's get_ifd turn into a dict whole), in all the IFDs walked (a TIFF file's pages; an EXIF
+# block's IFD0, IFD1 and sub-IFDs); byte and text types not counted (Pillow slices those whole). Pillow 13 reads no
+# more tag data than the file holds, but a value costs it a Python int or an IFDRational: a 16 MB TIFF whose
+# XResolution held 2 M RATIONALs (testing.hostile.tiff_decoded_values()) took `aiidetect scan -d metadata` 12.5 s
+# and `meta` 15.5 s (418 MB), one whose ColorMap held 8 M SHORTs 3.4 s, an 8 MB one with 1 M RATIONALs in a private
+# tag of its EXIF sub-IFD (tiff_exif_ifd_values()) a decode worker's job 9.0 s; at --max-bytes, minutes. The
+# largest a writer fills is a 16-bit palette's ColorMap (3 x 65,536); the others hold one value or one a sample.
+# Over it: `decode-error` (`TIFF structure refused`), and an EXIF block's not read (`metadata.malformed`).
+TIFF_MAX_DECODED_VALUES = 1 << 18
+
+# Text a PNG's metadata walk makes of its text chunks in all (inflated, decoded), past which a chunk is not read
+# unless it is an XMP or raw profile (their own count, provenance.containers.MAX_PROFILE_CHUNKS) or the first of a
+# generator's keys. The walk kept 16 MiB of text (containers.MAX_TOTAL_TEXT_BYTES) but inflated every compressed
+# chunk, up to 4 MiB each, before dropping it over that total: 5,000 zTXt chunks of a 4 KB zlib bomb each
+# (20 MB: testing.hostile.png_ztxt_bombs(5000)) took `aiidetect scan -d metadata` 78 s and `meta` 79 s, the
+# per-file time budget being asked every 4,096 chunks. Pillow's own total for text chunks is as large
+# (PngImagePlugin.MAX_TEXT_MEMORY, 64 MiB); a ComfyUI workflow, the largest text real files carry, about 1 MiB.
+PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

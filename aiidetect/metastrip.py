@@ -14,7 +14,8 @@ import copy
 import itertools
 import struct
 
-from .limits import DECODE_MAX_METADATA_CHUNK, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
+from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+                     PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
 from .structures import HeifRead, heif_layout_read, heif_read_of, png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
@@ -84,17 +85,60 @@ def _strip_jpeg(data: bytes) -> bytes | None:
     return b"".join(out) if dropped else None
 
 
+def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[bytes | None, str | None]:
+    """-> (a copy of a JPEG without its Exif APP1 segments after the first `cap`, what was left out) or
+    (None, None) when it has no more. Pillow's open joins every such segment to the EXIF so far, a new copy
+    each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s. Segments are found as Pillow
+    and the decoder's pre-check find them (structures.next_marker), up to the first scan, and an Exif one is
+    what Pillow takes for one: APP1 whose payload starts with Exif and two NULs."""
+    from .structures import next_marker
+
+    cut, pos, n, exif, segments = [], 2, len(data), 0, 0
+    while segments <= JPEG_MAX_SEGMENTS:   # over it the pre-check refuses the file
+        pos = next_marker(data, pos)
+        if pos is None or pos + 4 > n or data[pos + 1] in (0xD9, 0xDA):
+            break
+        segments += 1
+        if 0xD0 <= data[pos + 1] <= 0xD7 or data[pos + 1] == 0x01:    # no length field
+            pos += 2
+            continue
+        end = pos + 2 + max(struct.unpack_from(">H", data, pos + 2)[0], 2)
+        if data[pos + 1] == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
+            exif += 1
+            if exif > cap:
+                cut.append((pos, end))
+        pos = end
+    if not cut:
+        return None, None
+    view, parts, last = memoryview(data), [], 0
+    for start, end in cut:
+        parts.append(view[last:start])
+        last = end
+    parts.append(view[last:])
+    return b"".join(parts), (f"JPEG Exif segments after the first {cap} not handed to the decoder: "
+                             f"{len(cut)} of them")
+
+
 # VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.
 _WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
 
 
 def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
-    (limits.DECODE_MAX_METADATA_CHUNK), or of a HEIF or AVIF with such Exif and XMP items unlinked; what was
-    left out) or (None, None) when there are none. The metadata readers read such chunks (capped) from the
-    file itself; Pillow copied each two or three times."""
+    (limits.DECODE_MAX_METADATA_CHUNK) and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS, of a HEIF
+    or AVIF with such Exif and XMP items unlinked, or of a JPEG without its Exif segments after the first
+    limits.JPEG_MAX_EXIF_SEGMENTS; what was left out) or (None, None) when there are none. The metadata readers
+    read such chunks (capped) from the file itself; Pillow copied each two or three times, joined a JPEG's Exif
+    segments one copy at a time and inflated every iCCP chunk."""
+    if fmt == "JPEG":
+        try:
+            return jpeg_exif_over(data)
+        except (struct.error, IndexError, ValueError):
+            return None, None
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
-    if len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):   # no chunk can be longer than its file
+    # No chunk can be longer than its file; a second iCCP chunk needs a second 'iCCP' in the bytes (a C count).
+    if not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS) and (
+            len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF")):
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
@@ -155,16 +199,22 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
 
 
 def _oversize_png(data: bytes, limit: int):
-    out, left, last = [], [], 0
+    out, left, icc, last = [], [], 0, 0
     for pos, length, ctype in itertools.islice(png_chunks(data), PNG_MAX_CHUNKS):
-        if length > limit and ctype not in _PNG_KEEP:
+        icc += ctype == b"iCCP"
+        if (length > limit and ctype not in _PNG_KEEP) or (ctype == b"iCCP" and icc > PNG_MAX_ICC_CHUNKS):
             out.append(data[last:pos])
             last = min(pos + 12 + length, len(data))
             left.append((ctype, length))
     if not left:
         return None, None
     out.append(data[last:])
-    return b"".join(out), _said("PNG", left, limit)
+    big = [(t, n) for t, n in left if n > limit]
+    said = [_said("PNG", big, limit)] if big else []
+    if icc > PNG_MAX_ICC_CHUNKS:
+        said.append(f"PNG iCCP chunks after the first {PNG_MAX_ICC_CHUNKS} not handed to the decoder: "
+                    f"{icc - PNG_MAX_ICC_CHUNKS} of them")
+    return b"".join(out), "; ".join(said)
 
 
 def _oversize_webp(data: bytes, limit: int):

@@ -243,6 +243,76 @@ def test_stray_bytes_between_segments_do_not_carry_a_scan_bomb_past_the_check(st
     assert decode_bytes(insert(b.getvalue(), b"\xff\xdb"))[1]["width"] == 64
 
 
+def test_jpeg_exif_segments_past_the_cap_are_not_handed_to_pillow():
+    """Pillow's open joins every Exif APP1 segment to the EXIF so far, a new copy each: 1,600 full segments
+    (105 MB, jpeg_exif_segments(1600)) took `scan -d metadata` 105 s and `meta` over 120 s. The segments after
+    the first JPEG_MAX_EXIF_SEGMENTS are left out of what Pillow opens, for every caller of open_image (meta's
+    header look, the watermark check's decode) and the decoder, whose record says so; the first segment's
+    orientation stands, and a file at the cap is handed whole."""
+    from aiidetect.decode import open_image
+    from aiidetect.limits import JPEG_MAX_EXIF_SEGMENTS
+    from aiidetect.testing.hostile import jpeg_exif_segments
+
+    over = jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS + 5, size=1000)
+    with open_image(over) as im:
+        assert len(im.info["exif"]) <= JPEG_MAX_EXIF_SEGMENTS * 1000
+    img, info = decode_bytes(over)
+    assert img.size == (48, 64) and info["orientation"] == 6
+    assert f"after the first {JPEG_MAX_EXIF_SEGMENTS} not handed to the decoder: 5 of them" in info["metadata_withheld"]
+    at_cap = jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS, size=1000)
+    with open_image(at_cap) as im:
+        assert len(im.info["exif"]) > (JPEG_MAX_EXIF_SEGMENTS - 1) * 994
+    assert "metadata_withheld" not in decode_bytes(at_cap)[1]
+
+
+def test_jpeg_quantization_tables_past_the_cap_are_refused_before_pillow_reads_them():
+    """Pillow's open reads each DQT table in Python, and the metadata walk read each for its evidence: 1,600 full
+    DQT segments (100 MB, jpeg_dqt_tables(1600)) took `scan -d metadata` 18.3 s and `meta` 12 s. Over
+    JPEG_MAX_DQT_BYTES before the first scan the decoder refuses the file and the walk reads no table evidence;
+    one full segment (1,008 tables) still decodes and is read."""
+    from aiidetect.limits import JPEG_MAX_DQT_BYTES
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import jpeg_dqt_tables
+
+    over = jpeg_dqt_tables(JPEG_MAX_DQT_BYTES // 65520 + 1)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(over)
+    assert e.value.code == "decode-error" and "quantization tables" in e.value.message
+    b = containers.walk(over)
+    assert b.dqt == {} and any("quantization tables; not read" in err for err in b.errors)
+    one = jpeg_dqt_tables(1)
+    assert decode_bytes(one)[1]["format"] == "JPEG" and containers.walk(one).dqt
+
+
+def test_png_icc_chunks_after_the_first_are_not_inflated_by_pillow(monkeypatch):
+    """Pillow's open inflates every iCCP chunk (up to 1 MiB each, from about 1 KB) and keeps the last, with no
+    total as its text chunks have: 5,000 of them (5.3 MB, png_icc_chunks(5000)) took `scan -d metadata` 34 s
+    and `meta` 38 s. The chunks after the first PNG_MAX_ICC_CHUNKS are left out of what Pillow opens, for every
+    caller of open_image and the decoder, whose record says so; one iCCP chunk is handed as before."""
+    from PIL import PngImagePlugin
+
+    from aiidetect.decode import open_image
+    from aiidetect.limits import PNG_MAX_ICC_CHUNKS
+    from aiidetect.testing.hostile import png_icc_chunks
+
+    inflated = []
+    real = PngImagePlugin._safe_zlib_decompress
+    monkeypatch.setattr(PngImagePlugin, "_safe_zlib_decompress", lambda s: inflated.append(1) or real(s))
+    over = png_icc_chunks(PNG_MAX_ICC_CHUNKS + 3, size=1000)
+    with open_image(over) as im:
+        im.load()
+    assert len(inflated) == PNG_MAX_ICC_CHUNKS
+    inflated.clear()
+    img, info = decode_bytes(over)
+    assert img.size == (64, 48) and len(inflated) == PNG_MAX_ICC_CHUNKS
+    assert f"iCCP chunks after the first {PNG_MAX_ICC_CHUNKS} not handed to the decoder: 3 of them" in \
+        info["metadata_withheld"]
+    one = png_icc_chunks(1, size=1000)
+    with open_image(one) as im:
+        assert im.info["icc_profile"] == bytes(1000)
+    assert "metadata_withheld" not in decode_bytes(one)[1]
+
+
 def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     """Pillow reads every PNG chunk in Python: 8 M empty IDAT chunks (96 MB) took 6 s to scan, 8 M empty
     private chunks 20 s and 1.07 GB. Counted from the chunk headers first; the limit itself decodes."""
@@ -294,6 +364,74 @@ def test_bigtiff_entries_read_at_their_own_value_field(e, ptr_type):
     assert not chk.ok and f"{MAX_ENTRIES + 1} entries" in chk.problem
     fine = check_tiff(head + ifd0 + struct.pack(e + "Q", 1) + entry(0x9000, 7, 0, 4) + struct.pack(e + "Q", 0))
     assert fine.ok and fine.ifds == 2 and fine.orientation == 3
+
+
+def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_the_file(monkeypatch):
+    """Pillow decodes each value of a TIFF's size, layout, resolution and palette tags into a Python object when
+    it opens the file: an XResolution of 2 M RATIONALs (16 MB, tiff_decoded_values()) took `scan -d metadata`
+    12.5 s and `meta` 15.5 s, a ColorMap of 8 M SHORTs 3.4 s. Their values together, over all pages, are capped
+    (TIFF_MAX_DECODED_VALUES) before any reader opens the file; a 16-bit palette's ColorMap passes."""
+    from PIL import TiffImagePlugin
+
+    from aiidetect.limits import TIFF_MAX_DECODED_VALUES
+    from aiidetect.metadata.detector import file_provenance
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import tiff_decoded_values
+
+    from aiidetect.provenance.tiffguard import check_tiff
+
+    assert decode_bytes(tiff_decoded_values(320, 3, 3 << 8))[1]["width"] == 8     # an 8-bit palette
+    assert check_tiff(tiff_decoded_values(320, 3, 3 << 16)).ok                    # a 16-bit one's ColorMap passes
+    opened = []
+    real = TiffImagePlugin.TiffImageFile._open
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
+    from aiidetect.testing.hostile import tiff_exif_ifd_values
+
+    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3))]
+    # any entry of an EXIF sub-IFD: Pillow's load() makes a dict of it all
+    cases.append((0xC000, tiff_exif_ifd_values(TIFF_MAX_DECODED_VALUES + 1)))
+    for tag, data in cases:
+        with pytest.raises(DecodeFailure) as e:
+            decode_bytes(data)
+        assert e.value.code == "decode-error" and f"tag {tag} brings the values" in e.value.message
+        assert any("TIFF structure refused" in err for err in analyze(data).errors)
+        file_provenance(data, "t.tif", {"watermark": "always"})
+    assert opened == []
+
+
+@pytest.mark.parametrize("typ", [3, 4])
+def test_a_tiff_whose_xmp_tag_is_typed_as_numbers_keeps_its_pixels(typ):
+    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple, and its load() searches it as text for an
+    orientation: TypeError, so one 30-byte entry cost any TIFF its pixels (`decode-error` instead of a verdict),
+    for the scan's decoder and the watermark check's own decode alike. Dropped before the load."""
+    import numpy as np
+
+    from aiidetect.provenance import _pixels
+    from aiidetect.testing.hostile import tiff_numeric_xmp
+
+    data = tiff_numeric_xmp(typ)
+    img, info = decode_bytes(data)
+    assert img.size == (8, 6) and info["format"] == "TIFF"
+    assert np.asarray(_pixels(data, None, {}, 8, 6)).shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_rotation_gives_pillows_pixels_without_writing_the_exif_again(monkeypatch, orientation):
+    """ImageOps.exif_transpose wrote the image's EXIF again after rotating it (Exif.tobytes: every entry of IFD0
+    decoded and encoded), which nothing here reads: a 7.6 MB PNG whose eXIf held Orientation 6 and 950,000
+    RATIONALs in a private tag (exif_rotated_with_values()) took `scan -d metadata` 15.6 s and 370 MB. The
+    decoder transposes the pixels itself, the same pixels for every orientation."""
+    from PIL import Image, ImageOps
+
+    from aiidetect.testing.hostile import exif_rotated_with_values
+
+    data = exif_rotated_with_values(10, orientation)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    written = []
+    monkeypatch.setattr(Image.Exif, "tobytes", lambda self, *a: written.append(1) or b"")
+    img, info = decode_bytes(data)
+    assert info["orientation"] == orientation and written == []
+    assert np.array_equal(np.asarray(img), want)
 
 
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):

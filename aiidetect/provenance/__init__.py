@@ -633,13 +633,14 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
 
     if reusable_image(image, info, w, h):
         return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    from ..decode import open_image
+    from ..decode import loadable, open_image
     from ..quiet import quiet_warnings
 
     with quiet_warnings():
         with open_image(data) as im:
             if im.size[0] * im.size[1] > WATERMARK_MAX_PIXELS:
                 raise ValueError("too large")
+            loadable(im)
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
                 im.load()
                 return np.asarray(im)

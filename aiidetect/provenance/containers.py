@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker
-from ..limits import JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, WEBP_MAX_CHUNKS
+from ..limits import JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 from .xmp import MAX_XMP_READ_BYTES
@@ -230,7 +230,7 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
-    segments = 0
+    segments = dqt = 0
     # Only marker segments count toward the cap, as in the decoder's count (decode.jpeg_scan_problem): fill
     # bytes and stray bytes between segments are skipped in one step each. Counting each fill byte, 70 KB of
     # 0xFF in front of the DQT hid its tables (and any later APP segment) from this walk while the file decoded.
@@ -309,8 +309,13 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"JPEG: comments over {MAX_TEXTS} segments or {MAX_TOTAL_TEXT_BYTES} bytes; "
                                 "the rest ignored")
                 over_text = True
-        elif marker == 0xDB:
-            _read_dqt(seg, b)
+        elif marker == 0xDB and dqt <= JPEG_MAX_DQT_BYTES:
+            dqt += len(seg)
+            if dqt <= JPEG_MAX_DQT_BYTES:
+                _read_dqt(seg, b)
+            else:   # the decoder refuses the file (limits.JPEG_MAX_DQT_BYTES): no table evidence from part of them
+                b.dqt.clear()
+                b.errors.append(f"JPEG: more than {JPEG_MAX_DQT_BYTES} bytes of quantization tables; not read")
         elif marker in _SOF and len(seg) >= 5:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length
@@ -367,9 +372,9 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 # --- PNG --------------------------------------------------------------------
 
 def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
-    pos, n, total_text, profiles = 8, len(data), 0, 0
+    pos, n, total_text, profiles, work = 8, len(data), 0, 0, 0
     priority_seen: set[str] = set()
-    over_total = over_count = over_profiles = False
+    over_total = over_count = over_profiles = over_work = False
     for i in range(PNG_MAX_CHUNKS):
         tick(i)
         b.chunks += 1
@@ -402,8 +407,16 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                     over_count = True
                 pos += 12 + length
                 continue
+            # The text made so far, kept or not: a chunk dropped over the total was inflated all the same (limits.py).
+            if work >= PNG_MAX_TEXT_WORK_BYTES and not profile and not _unseen_generator_key(body, priority_seen):
+                if not over_work:
+                    b.errors.append(f"PNG: text chunks made {PNG_MAX_TEXT_WORK_BYTES} bytes of text; the rest not read")
+                    over_work = True
+                pos += 12 + length
+                continue
             try:
                 key, text, truncated = _png_text(ctype, body)
+                work += len(text)
                 truncated = truncated or cut
                 where = f"PNG {name} '{key}'"
                 kind = key[len(RAW_PROFILE):].lower() if key.startswith(RAW_PROFILE) else None

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ..limits import TIFF_MAX_DECODED_VALUES
+
 MAX_ENTRIES = 1000        # per IFD; camera IFDs hold ~10-300 (maker notes are not walked)
 MAX_IFDS = 32             # in an EXIF block: IFD0, IFD1, EXIF, GPS, Interop
 MAX_PAGES = 10_000        # a TIFF file's page chain (multi-page scans run to hundreds)
@@ -36,6 +38,18 @@ _STRIP_TAGS = (273, 324)  # StripOffsets, TileOffsets
 # MAX_PAGES: at 100,000 an 8,000-page stack of 13 was refused. 250 pages of 1,000 decode in 0.9 s.
 MAX_FILE_ENTRIES = 250_000
 BIGTIFF_MAGIC = (b"II+\x00", b"MM\x00+")
+# Tags whose every value Pillow decodes into a Python object (an int, an IFDRational) when it opens a TIFF file
+# (TiffImagePlugin._setup and _seek: size, layout, resolution, palette, XMP, ICC profile; each page it counts) or
+# when provenance.exif asks it for a camera's tags. Every entry of an EXIF, GPS or Interoperability sub-IFD is
+# decoded too (a TIFF's load() and the EXIF reader's get_ifd make a dict of the whole sub-IFD). Their values
+# together are capped (limits.TIFF_MAX_DECODED_VALUES).
+PILLOW_DECODED = frozenset({
+    256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 320, 322, 323, 338, 339, 530, 700, 34675, 0xBC01,
+    0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x829A, 0x829D, 0x8827, 0x9003, 0x920A, 0x927C, 0x9286,
+    0xA433, 0xA434})
+# Field types Pillow decodes value by value (numbers, rationals, IFD offsets; BigTIFF's 8-byte ones). Bytes and
+# text it hands back whole, one slice; a type it does not know it skips.
+_VALUE_TYPES = frozenset({3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18})
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
@@ -51,6 +65,7 @@ class TiffCheck:
     ifds: int = 0
     entries: int = 0
     values: int = 0     # what exifread would decode one by one (MAX_VALUES)
+    decoded: int = 0    # what Pillow would decode one by one (PILLOW_DECODED)
     notes: list[str] = field(default_factory=list)
     # Byte offset of IFD1's next-IFD pointer (IFD0's when there is no IFD1): where
     # bounded_for_readers cuts the chain.
@@ -106,6 +121,11 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         for tag, typ, count, at in ifd_table(tiff, e, off, n, big=big):
             if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
                 r.values += count
+            if (tag in PILLOW_DECODED or not in_chain) and typ in _VALUE_TYPES:
+                r.decoded += count
+                if r.decoded > TIFF_MAX_DECODED_VALUES:
+                    return _bad(r, f"IFD at offset {off}: tag {tag} brings the values Pillow decodes one by one "
+                                   f"over {TIFF_MAX_DECODED_VALUES}")
             if tag in _STRIP_TAGS and count > MAX_STRIPS:
                 return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
                                f"(over {MAX_STRIPS})")

@@ -138,7 +138,7 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
             (273, 4, b"DATA"), (277, 3, struct.pack("<H", samples)), (278, 3, struct.pack("<H", h)),
             (279, 4, struct.pack("<I", len(data))), (339, 3, per_sample(sample_format)), *extra]
     tags.sort(key=lambda t: t[0])
-    size = {1: 1, 3: 2, 4: 4, 7: 1}
+    size = {1: 1, 3: 2, 4: 4, 5: 8, 7: 1}
     tail_at = 8 + 2 + 12 * len(tags) + 4
     ifd, tail = struct.pack("<H", len(tags)), b""
     values_len = sum(len(v) + (len(v) & 1) for _, _, v in tags if len(v) > 4)
@@ -152,6 +152,41 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
             field = value.ljust(4, b"\x00")
         ifd += struct.pack("<HHI", tag, typ, count) + field
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + tail + data
+
+
+def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) -> bytes:
+    """An 8x6 greyscale TIFF (a palette one for ColorMap, tag 320) whose entry `tag` holds `count` values of type
+    `typ` (3 SHORT, 4 LONG, 5 RATIONAL, each 1): Pillow's open decodes each into a Python object. The default,
+    XResolution of 2 M RATIONALs (16 MB), took a scan 9.4 s; over limits.TIFF_MAX_DECODED_VALUES it is refused."""
+    one = {3: struct.pack("<H", 1), 4: struct.pack("<I", 1), 5: struct.pack("<II", 1, 1)}[typ]
+    return tiff_file(8, 1, 3 if tag == 320 else 1, extra=[(tag, typ, one * count)])
+
+
+def tiff_numeric_xmp(typ: int = 3, count: int = 10) -> bytes:
+    """An 8x6 greyscale TIFF whose XMP tag (700) is typed as numbers (3 SHORT, 4 LONG), `count` of them: Pillow
+    keeps it as a tuple and its load() searches that as text for an orientation, a TypeError that cost the file
+    its pixels (decode.loadable drops it first)."""
+    one = {3: struct.pack("<H", 60), 4: struct.pack("<I", 60)}[typ]
+    return tiff_file(8, 1, 1, extra=[(700, typ, one * count)])
+
+
+def exif_rotated_with_values(n: int = 950_000, orientation: int = 6) -> bytes:
+    """A 64x48 PNG whose eXIf holds Orientation `orientation` and a private tag (0xC000) of `n` RATIONALs (by
+    default 7.6 MB, under the decoder's 8 MiB chunk cap): ImageOps.exif_transpose wrote the EXIF again after the
+    rotation, decoding every value (15.6 s and 370 MB to scan)."""
+    data_at = 8 + 2 + 12 * 2 + 4
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 2) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+            + struct.pack("<HHII", 0xC000, 5, n, data_at) + bytes(4) + struct.pack("<II", 1, 1) * n)
+    return png_with([png_chunk(b"eXIf", tiff)])
+
+
+def tiff_exif_ifd_values(n: int = 1_000_000) -> bytes:
+    """An 8x6 greyscale TIFF whose EXIF sub-IFD holds one private tag (0xC000) of `n` RATIONALs (by default 8 MB):
+    Pillow's load() makes a dict of the whole sub-IFD, each value an IFDRational (3.4 s for the decode alone)."""
+    base = tiff_file(8, 1, 1, extra=[(34665, 4, struct.pack("<I", 0xDEADBEEF))])
+    at = len(base)
+    sub = struct.pack("<HHHII", 1, 0xC000, 5, n, at + 18) + bytes(4) + struct.pack("<II", 1, 1) * n
+    return base.replace(struct.pack("<I", 0xDEADBEEF), struct.pack("<I", at)) + sub
 
 
 def bomb_png(width: int, height: int) -> bytes:
@@ -300,6 +335,15 @@ def ztxt_zip_bomb() -> bytes:
     return png_with([png_chunk(b"zTXt", body)])
 
 
+def png_ztxt_bombs(n: int, size: int = 4 * 1024 * 1024) -> bytes:
+    """A valid PNG with `n` zTXt chunks keyed 'junk', each about 4 KB of zlib that inflates to `size` bytes (by
+    default the metadata walk's cap on one chunk's text): the walk inflated every one before dropping it over its
+    16 MiB total, 5,000 (20 MB) in 78 s. Past limits.PNG_MAX_TEXT_WORK_BYTES of text the rest are not read."""
+    co = zlib.compressobj(9)
+    chunk = png_chunk(b"zTXt", b"junk\x00\x00" + co.compress(b"a" * size) + co.flush())
+    return png_with([chunk] * n)
+
+
 def many_text_chunks() -> bytes:
     blob = b"Comment\x00" + b"z" * (1024 * 1024)
     return png_with([png_chunk(b"tEXt", blob) for _ in range(20)])
@@ -412,6 +456,35 @@ def jpeg_scan_bomb(w: int = 1024, h: int = 1024, extra: int = 1000) -> bytes:
     data = _enc(Image.new("L", (w, h), 128), "JPEG", progressive=True, quality=90)
     last = data.rindex(b"\xff\xda")
     return data[:-2] + data[last:-2] * extra + data[-2:]
+
+
+def jpeg_exif_segments(n: int, size: int = 65533, orientation: int = 6) -> bytes:
+    """A 64x48 JPEG of `n` Exif APP1 segments of `size` bytes each (by default the most a segment holds), the
+    first a real EXIF block (its Orientation `orientation`), the others zeros after the Exif signature. Pillow's
+    open joins them one copy at a time: 800 full segments (52 MB) took it 16 s, 1,600 (105 MB) a scan 105 s.
+    Past limits.JPEG_MAX_EXIF_SEGMENTS the rest are not handed to Pillow (metastrip.strip_oversize)."""
+    ex = Image.Exif()
+    ex[0x0112] = orientation
+    first = ex.tobytes()
+    return with_jpeg_segments(_enc(_noise(), "JPEG"), [(0xE1, first + bytes(size - len(first)))]
+                              + [(0xE1, b"Exif\x00\x00" + bytes(size - 6))] * (n - 1))
+
+
+def jpeg_dqt_tables(n: int, tables: int = 1008) -> bytes:
+    """A 64x48 JPEG with `n` DQT segments of `tables` 8-bit quantization tables each (by default a full segment)
+    after SOI: Pillow's open reads each table in Python, the metadata walk each for its evidence. 1,600 full
+    segments (100 MB) took a scan 18.3 s. Past limits.JPEG_MAX_DQT_BYTES the file is refused."""
+    return with_jpeg_segments(_enc(_noise(), "JPEG"), [(0xDB, (b"\x00" + bytes(range(1, 65))) * tables)] * n)
+
+
+def png_icc_chunks(n: int, size: int = 1 << 20) -> bytes:
+    """A valid PNG with `n` iCCP chunks after IHDR, each about 1 KB of zlib that inflates to `size` zero bytes (by
+    default Pillow's MAX_TEXT_CHUNK, the most it inflates without refusing the file). Pillow's open inflates
+    every one and keeps the last, with no total: 5,000 (5.3 MB) took a scan 34 s. Past limits.PNG_MAX_ICC_CHUNKS
+    the rest are not handed to Pillow (metastrip.strip_oversize)."""
+    co = zlib.compressobj(9)
+    chunk = png_chunk(b"iCCP", b"icc\x00\x00" + co.compress(bytes(size)) + co.flush())
+    return png_with([chunk] * n)
 
 
 def png_many_idat(n: int = 100_000) -> bytes:

@@ -202,3 +202,24 @@ def test_megabytes_of_fill_or_stray_bytes_before_the_scan_are_refused_not_looped
     with pytest.raises(decode.DecodeFailure) as exc:
         decode.decode_bytes(j[:2] + b"\xff" * 10_001 + j[2:])
     assert exc.value.code == "decode-error" and "fill or stray bytes" in exc.value.message
+
+
+def test_text_chunks_dropped_over_the_total_are_not_inflated_past_the_work_cap(monkeypatch):
+    """The PNG walk kept 16 MiB of text but inflated every compressed chunk (up to 4 MiB each) before dropping
+    it over that total: 5,000 zTXt chunks of a 4 KB zlib bomb each (20 MB, png_ztxt_bombs(5000)) took `scan -d
+    metadata` 78 s, the time budget being asked every 4,096 chunks. Past PNG_MAX_TEXT_WORK_BYTES of text made,
+    a chunk is not read (and the record says so), but a generator's first key after them still is."""
+    from aiidetect.testing.hostile import a1111_png, png_ztxt_bombs
+
+    monkeypatch.setattr(containers, "PNG_MAX_TEXT_WORK_BYTES", 1 << 20, raising=False)
+    made = []
+    real = containers._png_text
+    monkeypatch.setattr(containers, "_png_text", lambda ctype, body: made.append(1) or real(ctype, body))
+    bombs = png_ztxt_bombs(20, size=1 << 18)
+    params = a1111_png()
+    at = params.index(b"tEXtparameters") - 4
+    data = bombs[:-12] + params[at:params.index(b"IEND") - 4] + bombs[-12:]
+    b = containers.walk(data)
+    assert len(made) == 4 + 1     # 1 MiB of text in 256 KiB chunks, then the parameters
+    assert any("the rest not read" in e for e in b.errors), b.errors
+    assert any(k == "parameters" for k, _, _ in b.texts)
