@@ -85,8 +85,14 @@ def read_path_list(stream) -> list[str]:
     data = getattr(stream, "buffer", stream).read()
     if isinstance(data, bytes):
         data = data.decode("utf-8", "surrogateescape")
-    parts = data.split("\0") if "\0" in data else data.splitlines()
-    return [p for p in (x.strip("\r\n") for x in parts) if p.strip()]
+    # One per line means split at "\n" alone: str.splitlines also splits at form feeds, U+2028, U+0085 and
+    # \x1c-\x1e, all legal in a file name, and `find | aiidetect scan -` got two missing files for each such name.
+    # A CRLF list (written on Windows) drops its "\r"; names holding "\n" or ending in "\r" need -print0.
+    if "\0" in data:
+        parts = [x.strip("\r\n") for x in data.split("\0")]
+    else:
+        parts = [x[:-1] if x.endswith("\r") else x for x in data.split("\n")]
+    return [p for p in parts if p.strip()]
 
 
 def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),

@@ -58,6 +58,19 @@ def test_stdin_list_missing_becomes_error_row(tmp_path):
     assert c[1].error[0] == "unreadable"
 
 
+def test_stdin_list_splits_lines_at_newline_only(tmp_path):
+    # form feed, U+2028, U+0085 and \x1c are legal in names; str.splitlines cut each such name in two
+    odd = ["form\ffeed.jpg", "a\u2028b.jpg", "nel\u0085.jpg", "fs\x1cx.jpg", "lat\udce9in.jpg"]
+    for n in odd:
+        (tmp_path / n).write_bytes(b"x")
+    lst = "".join(f"{tmp_path / n}\n" for n in odd).encode("utf-8", "surrogateescape")
+    c, _ = discover([], stdin=io.BytesIO(lst))
+    assert names(c, tmp_path) == odd and not any(x.error for x in c)
+    # a list written on Windows still reads
+    c, _ = discover([], stdin=io.BytesIO(f"{tmp_path / odd[0]}\r\n{tmp_path / odd[1]}\r\n".encode()))
+    assert names(c, tmp_path) == odd[:2] and not any(x.error for x in c)
+
+
 def test_symlink_loop_reported_not_fatal(tmp_path):
     root = _tree(tmp_path)
     os.symlink(root / "a", root / "a" / "b" / "back")       # dir loop
