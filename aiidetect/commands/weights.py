@@ -1,7 +1,6 @@
 """`aiidetect weights list|verify`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,7 +27,8 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     for path, why in unreadable_heads(dirs):  # listed nowhere else: say so (`weights verify` fails them)
         stderr_console(quiet).print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
     if fmt == "json":
-        typer.echo(json.dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -83,10 +83,11 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     failed = bool(unchecked) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
-        typer.echo(json.dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
-                               "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
-                               "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
-                                         for name, path, problems in checked]}, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
+                          "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
+                          "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
+                                    for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
     for name, path, problems in checked:
         # names and reasons come from manifests: never markup

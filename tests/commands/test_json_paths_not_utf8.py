@@ -1,0 +1,55 @@
+"""Every command's JSON is strict Unicode whatever the paths it names (docs/schema.md "Output guarantees"):
+a path that is not UTF-8 is shown with U+FFFD, as in `scan` and `meta`. `cache info`, `doctor`, `weights
+list/verify/inspect/pack` wrote such a name as lone-surrogate escapes (`"c\\udce9ache"`), which strict parsers
+refuse and which a Python script cannot even print back out once parsed."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import REPO, run_cli_in_process
+
+NAME = os.fsdecode(b"d\xe9r")  # Latin-1 "dér": a legal POSIX name, not UTF-8
+
+
+def _strict(text: str, fmt: str) -> list:
+    docs = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt == "jsonl" else [json.loads(text)]
+    for d in docs:  # what a strict consumer does with what it parsed: write it out as UTF-8
+        json.dumps(d, ensure_ascii=False).encode("utf-8")
+    return docs
+
+
+@pytest.fixture
+def odd(tmp_path):
+    d = tmp_path / NAME
+    d.mkdir()
+    # heads stay under a UTF-8 name: a head's files must be (weights pack refuses one that is not)
+    shutil.copytree(REPO / "weights" / "univfd", tmp_path / "heads" / "univfd")
+    (d / "not-a-checkpoint.pt").write_bytes(b"not a checkpoint")
+    return d
+
+
+@pytest.mark.parametrize("line, rc", [
+    ("cache info -f json", 0),
+    ("weights list --weights-dir {d} -f json", 0),
+    ("weights verify --weights-dir {d} -f json", 0),
+    ("weights pack {d}/b.tar --no-backbones --weights-dir {h} -f json", 0),
+])
+def test_summary_json_shows_a_path_that_is_not_utf8_as_replacement(odd, tmp_path, line, rc):
+    r = run_cli_in_process(*[a.format(d=odd, h=tmp_path / "heads") for a in line.split()], env={"AIIDETECT_CACHE": str(odd / "cache")})
+    assert r.returncode == rc, (r.stdout, r.stderr)
+    assert "d\ufffdr" in r.stdout, r.stdout
+    _strict(r.stdout, "json")
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_weights_inspect_rows_show_a_path_that_is_not_utf8_as_replacement(odd, fmt):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    r = run_cli_in_process("weights", "inspect", str(odd / "not-a-checkpoint.pt"), "-f", fmt)
+    assert r.returncode == 2, (r.stdout, r.stderr)  # not a checkpoint: a row that says so
+    (rows,) = _strict(r.stdout, fmt) if fmt == "json" else [_strict(r.stdout, fmt)]
+    assert rows[0]["path"].endswith("d\ufffdr/not-a-checkpoint.pt") and rows[0]["error"], rows
