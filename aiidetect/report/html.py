@@ -897,6 +897,10 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
         n += 1
         if not line:
             return
+        if n == 1 and line.startswith("\ufeff"):
+            # A byte-order mark: the run was saved again by Notepad or PowerShell's `Out-File -Encoding utf8`.
+            # Left in, the first record (or, for a JSON array, every record) became a "not JSON" error card.
+            line = line[1:]
         if len(line) > cap and not line.endswith("\n"):
             size = len(line)
             while True:  # the rest of the line, read and dropped a piece at a time

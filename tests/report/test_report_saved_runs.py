@@ -111,6 +111,19 @@ def test_a_line_ends_at_newline_only(tmp_path):
     assert [c["name"] for c in doc.cards] == ["news/a\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
 
 
+def test_a_run_saved_again_with_a_byte_order_mark_keeps_every_record(tmp_path):
+    """Notepad and PowerShell's `Out-File -Encoding utf8` put a BOM in front of a run they save: the
+    first record of a JSONL (every record of a JSON array) was a 'not JSON' error card, exit 0."""
+    recs = [_rec(0, "ai-generated"), _rec(1, "likely-real")]
+    for name, text in (("run.jsonl", "".join(json.dumps(r) + "\n" for r in recs)),
+                       ("run.json", json.dumps(recs, indent=2) + "\n")):
+        run = tmp_path / name
+        run.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
+        assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+        assert "2 files (1 ai-generated, 1 likely-real)" in r.stderr, r.stderr
+
+
 def test_an_overlong_line_is_skipped_unread():
     """A 2 GB line must not be read into memory: past the cap it is read and dropped a piece at a time."""
     from aiidetect.report.html import iter_saved
