@@ -85,6 +85,9 @@ def read_path_list(stream) -> list[str]:
     data = getattr(stream, "buffer", stream).read()
     if isinstance(data, bytes):
         data = data.decode("utf-8", "surrogateescape")
+    # A list saved by Notepad (or PowerShell's Out-File) starts with a byte-order mark, which made its first
+    # path a missing file.
+    data = data.removeprefix("\ufeff")
     # One per line means split at "\n" alone: str.splitlines also splits at form feeds, U+2028, U+0085 and
     # \x1c-\x1e, all legal in a file name, and `find | aiidetect scan -` got two missing files for each such name.
     # A CRLF list (written on Windows) drops its "\r"; names holding "\n" or ending in "\r" need -print0.

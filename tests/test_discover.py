@@ -71,6 +71,16 @@ def test_stdin_list_splits_lines_at_newline_only(tmp_path):
     assert names(c, tmp_path) == odd[:2] and not any(x.error for x in c)
 
 
+def test_stdin_list_saved_with_a_byte_order_mark_reads_its_first_path(tmp_path):
+    # Notepad and PowerShell's Out-File put U+FEFF in front: the first path was a missing file
+    for n in ("1.jpg", "2.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    lst = f"\ufeff{tmp_path / '1.jpg'}\r\n{tmp_path / '2.jpg'}\r\n"
+    for stream in (io.BytesIO(lst.encode()), io.StringIO(lst)):
+        c, _ = discover([], stdin=stream)
+        assert names(c, tmp_path) == ["1.jpg", "2.jpg"] and not any(x.error for x in c)
+
+
 def test_symlink_loop_reported_not_fatal(tmp_path):
     root = _tree(tmp_path)
     os.symlink(root / "a", root / "a" / "b" / "back")       # dir loop
