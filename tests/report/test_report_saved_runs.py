@@ -124,6 +124,18 @@ def test_a_run_saved_again_with_a_byte_order_mark_keeps_every_record(tmp_path):
         assert "2 files (1 ai-generated, 1 likely-real)" in r.stderr, r.stderr
 
 
+def test_a_run_on_stdin_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """`report -` read stdin in the locale's encoding: under latin-1 a name became mojibake on the page,
+    under ascii the report ended with an unexpected UnicodeDecodeError (exit 2). A file was always UTF-8."""
+    name = "news/caf\u00e9\u2014\U0001f600.jpg"
+    text = json.dumps(_rec(0, "uncertain", file=name), ensure_ascii=False) + "\n"
+    for enc in ("latin-1",):  # ascii is the same misreading, and a second interpreter start
+        out = tmp_path / f"{enc}.html"
+        r = run_cli("report", "-", "-o", str(out), "--no-thumbnails", input=text, env={"PYTHONIOENCODING": enc})
+        assert r.returncode == 0 and "note:" not in r.stderr, (enc, r.stderr[-500:])
+        assert [c["name"] for c in assert_self_contained(out.read_text(encoding="utf-8")).cards] == [name], enc
+
+
 def test_an_overlong_line_is_skipped_unread():
     """A 2 GB line must not be read into memory: past the cap it is read and dropped a piece at a time."""
     from aiidetect.report.html import iter_saved
