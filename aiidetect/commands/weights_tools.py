@@ -34,8 +34,12 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
         for r in rows:
             w.writerow([dumps(v) if isinstance(v, (dict, list)) else v for v in (r.get(k) for k in cols)])
     else:
+        from ..report.safe import printable
+
+        # printable: a checkpoint named with ESC or BEL (`x\x1b]0;...\x07.pt`) retitled or repainted the
+        # terminal it was inspected on; shown as \uXXXX escapes, as in every other table
         for r in rows:
-            typer.echo("  ".join(f"{k}: {v}" for k, v in r.items() if not (k == "error" and v is None)))
+            typer.echo("  ".join(printable(f"{k}: {v}") for k, v in r.items() if not (k == "error" and v is None)))
 
 
 def _note(message: str) -> None:

@@ -1,7 +1,10 @@
-"""Every command's JSON is strict Unicode whatever the paths it names (docs/schema.md "Output guarantees"):
+"""Paths in the output of the commands that are not scans (docs/schema.md "Output guarantees").
+
+Every command's JSON is strict Unicode whatever the paths it names:
 a path that is not UTF-8 is shown with U+FFFD, as in `scan` and `meta`. `cache info`, `doctor`, `weights
 list/verify/inspect/pack` wrote such a name as lone-surrogate escapes (`"c\\udce9ache"`), which strict parsers
-refuse and which a Python script cannot even print back out once parsed."""
+refuse and which a Python script cannot even print back out once parsed. And no table carries a
+control sequence from a name to the terminal."""
 from __future__ import annotations
 
 import json
@@ -53,3 +56,15 @@ def test_weights_inspect_rows_show_a_path_that_is_not_utf8_as_replacement(odd, f
     assert r.returncode == 2, (r.stdout, r.stderr)  # not a checkpoint: a row that says so
     (rows,) = _strict(r.stdout, fmt) if fmt == "json" else [_strict(r.stdout, fmt)]
     assert rows[0]["path"].endswith("d\ufffdr/not-a-checkpoint.pt") and rows[0]["error"], rows
+
+
+def test_weights_inspect_table_shows_control_characters_of_a_name_as_escapes(tmp_path):
+    # a checkpoint named with an OSC sequence retitled the terminal `weights inspect` ran in
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    bad = tmp_path / "x\x1b]0;PWNED\x07.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli_in_process("weights", "inspect", str(bad), "-f", "table")
+    assert r.returncode == 2, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout, r.stdout
+    assert "x\\u001b]0;PWNED\\u0007.pt" in r.stdout, r.stdout
