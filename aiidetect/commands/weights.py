@@ -32,12 +32,18 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title="heads in " + ", ".join(str(d) for d in dirs), header_style="bold")
+    from ..report.safe import printable
+
+    # Cells as Text, through printable: a manifest's source or licence and a folder's name are the head's
+    # sender's text, and ESC sequences in them drove the terminal the table was printed on.
+    t = Table(title=Text(printable("heads in " + ", ".join(str(d) for d in dirs))), header_style="bold")
     for col in ("name", "detector", "backbone", "source", "license", "path"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(*(str(r[c] or "") for c in ("name", "detector", "backbone", "source", "license", "path")))
+        t.add_row(*(Text(printable(str(r[c] or ""))) for c in ("name", "detector", "backbone", "source", "license",
+                                                                 "path")))
     Console().print(t)
     if not rows:
         from ..detectors import onnx_families  # the families that serve trained heads
@@ -89,8 +95,11 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                           "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
                                     for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
+    from ..report.safe import printable
+
     for name, path, problems in checked:
-        # names and reasons come from manifests: never markup
+        # names and reasons come from manifests and folder names: never markup, never a control sequence
+        name, path, problems = printable(name), printable(str(path)), [printable(str(p)) for p in problems]
         if problems:
             con.print(f"[red]FAIL[/] {escape(name)} ({escape(path)}): " + escape("; ".join(problems)), highlight=False,
                       soft_wrap=True)

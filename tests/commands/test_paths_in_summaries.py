@@ -68,3 +68,18 @@ def test_weights_inspect_table_shows_control_characters_of_a_name_as_escapes(tmp
     assert r.returncode == 2, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout, r.stdout
     assert "x\\u001b]0;PWNED\\u0007.pt" in r.stdout, r.stdout
+
+
+def test_weights_list_and_verify_tables_show_control_characters_as_escapes(tmp_path):
+    # a received head's folder name and manifest text (its licence) drove the terminal the table was on
+    head = tmp_path / "heads" / "uni\x1b]0;PWNED\x07fd"
+    shutil.copytree(REPO / "weights" / "univfd", head)
+    manifest = json.loads((head / "manifest.json").read_text(encoding="utf-8"))
+    manifest["license"] = "MIT\x1b[2J [bold]not markup[/bold]"
+    (head / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    for line in (("weights", "list"), ("weights", "verify")):
+        r = run_cli_in_process(*line, "--weights-dir", str(head.parent), "-f", "table", env={"COLUMNS": "400"})
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, (line, r.stdout)
+        assert "uni\\u001b]0;PWNED\\u0007fd" in r.stdout, (line, r.stdout)
+    assert "MIT\\u001b[2J [bold]not markup[/bold]" in run_cli_in_process(
+        "weights", "list", "--weights-dir", str(head.parent), env={"COLUMNS": "400"}).stdout
