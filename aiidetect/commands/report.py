@@ -45,6 +45,8 @@ def _utf8_stdin():
     the report with an unexpected UnicodeDecodeError."""
     import io
 
+    if sys.stdin is None:  # started with stdin closed (`<&-`): was an AttributeError, said as a bug
+        fail("cannot read -: stdin is closed; pipe the saved run in or name its file")
     buf = getattr(sys.stdin, "buffer", None)
     if buf is None:  # a text stream put in its place (a library caller's): its text is already decoded
         return sys.stdin
