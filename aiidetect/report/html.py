@@ -897,10 +897,6 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
         n += 1
         if not line:
             return
-        if n == 1 and line.startswith("\ufeff"):
-            # A byte-order mark: the run was saved again by Notepad or PowerShell's `Out-File -Encoding utf8`.
-            # Left in, the first record (or, for a JSON array, every record) became a "not JSON" error card.
-            line = line[1:]
         if len(line) > cap and not line.endswith("\n"):
             size = len(line)
             while True:  # the rest of the line, read and dropped a piece at a time
@@ -912,6 +908,11 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
             problems.append(f"line {n}: {why}")
             yield _bad(n, why)
             continue
+        if n == 1 and line.startswith("\ufeff"):
+            # A byte-order mark: the run was saved again by Notepad or PowerShell's `Out-File -Encoding utf8`.
+            # Left in, the first record (or, for a JSON array, every record) became a "not JSON" error card.
+            # Taken off only here, past the length check: the line read was cut at the cap with the mark in it.
+            line = line[1:]
         if not line.strip():
             continue
         if first and line.lstrip().startswith("["):

@@ -149,6 +149,19 @@ def test_an_overlong_line_is_skipped_unread():
     assert problems == [f"line 2: {recs[1]['error']['message']}"]
 
 
+def test_an_overlong_first_line_behind_a_byte_order_mark_is_still_skipped_whole():
+    """The mark is counted with the line it stands in front of: taken off first, a first line one
+    character over the cap was parsed cut short and its tail read as a second line (two error cards)."""
+    from aiidetect.report.html import iter_saved
+
+    good = json.dumps(_rec(0, "uncertain"))
+    long = '{"file": "' + "x" * 500 + '"}'
+    problems: list[str] = []
+    recs = list(iter_saved(io.StringIO("\ufeff" + long + "\n" + good + "\n"), problems, max_line=len(long) - 1))
+    assert [r["file"] for r in recs] == ["(input line 1)", "run/000.jpg"], problems
+    assert problems == [f"line 1: longer than {len(long) - 1:,} characters ({len(long) + 1:,}); not read"]
+
+
 def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
     """A saved run is input: a record that failed but says likely-real, a verdict aiidetect never gives,
     or 'error' without a reason are counted, filtered and shown as errors saying what they hold."""
