@@ -7,6 +7,7 @@ refuse and which a Python script cannot even print back out once parsed. And no 
 control sequence from a name to the terminal."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,10 @@ import pytest
 from conftest import REPO, run_cli_in_process
 
 NAME = os.fsdecode(b"d\xe9r")  # Latin-1 "dér": a legal POSIX name, not UTF-8
+# inspect requires these installed; a file that is no checkpoint is refused without importing them
+# (pytest.importorskip would: seconds of torch import for a test of the output)
+needs_torch = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("torch", "safetensors")),
+                                 reason="weights inspect needs torch and safetensors")
 
 
 def _strict(text: str, fmt: str) -> list:
@@ -41,27 +46,27 @@ def odd(tmp_path):
     ("weights verify --weights-dir {d} -f json", 0),
     ("weights pack {d}/b.tar --no-backbones --weights-dir {h} -f json", 0),
 ])
-def test_summary_json_shows_a_path_that_is_not_utf8_as_replacement(odd, tmp_path, line, rc):
+def test_summary_json_shows_a_path_that_is_not_utf8_as_replacement(odd, tmp_path, monkeypatch, line, rc):
+    # what is under test is the writer, not the head: pack's load check would import torch (seconds, alone)
+    monkeypatch.setattr("aiidetect.head_checks.load_problem", lambda *a, **k: None)
     r = run_cli_in_process(*[a.format(d=odd, h=tmp_path / "heads") for a in line.split()], env={"AIIDETECT_CACHE": str(odd / "cache")})
     assert r.returncode == rc, (r.stdout, r.stderr)
     assert "d\ufffdr" in r.stdout, r.stdout
     _strict(r.stdout, "json")
 
 
+@needs_torch
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_weights_inspect_rows_show_a_path_that_is_not_utf8_as_replacement(odd, fmt):
-    pytest.importorskip("torch")
-    pytest.importorskip("safetensors")
     r = run_cli_in_process("weights", "inspect", str(odd / "not-a-checkpoint.pt"), "-f", fmt)
     assert r.returncode == 2, (r.stdout, r.stderr)  # not a checkpoint: a row that says so
     (rows,) = _strict(r.stdout, fmt) if fmt == "json" else [_strict(r.stdout, fmt)]
     assert rows[0]["path"].endswith("d\ufffdr/not-a-checkpoint.pt") and rows[0]["error"], rows
 
 
+@needs_torch
 def test_weights_inspect_table_shows_control_characters_of_a_name_as_escapes(tmp_path):
     # a checkpoint named with an OSC sequence retitled the terminal `weights inspect` ran in
-    pytest.importorskip("torch")
-    pytest.importorskip("safetensors")
     bad = tmp_path / "x\x1b]0;PWNED\x07.pt"
     bad.write_bytes(b"not a checkpoint")
     r = run_cli_in_process("weights", "inspect", str(bad), "-f", "table")
@@ -70,8 +75,9 @@ def test_weights_inspect_table_shows_control_characters_of_a_name_as_escapes(tmp
     assert "x\\u001b]0;PWNED\\u0007.pt" in r.stdout, r.stdout
 
 
-def test_weights_list_and_verify_tables_show_control_characters_as_escapes(tmp_path):
+def test_weights_list_and_verify_tables_show_control_characters_as_escapes(tmp_path, monkeypatch):
     # a received head's folder name and manifest text (its licence) drove the terminal the table was on
+    monkeypatch.setattr("aiidetect.head_checks.load_problem", lambda *a, **k: None)  # verify's torch load: seconds
     head = tmp_path / "heads" / "uni\x1b]0;PWNED\x07fd"
     shutil.copytree(REPO / "weights" / "univfd", head)
     manifest = json.loads((head / "manifest.json").read_text(encoding="utf-8"))
