@@ -162,6 +162,16 @@ def test_an_overlong_first_line_behind_a_byte_order_mark_is_still_skipped_whole(
     assert problems == [f"line 1: longer than {len(long) - 1:,} characters ({len(long) + 1:,}); not read"]
 
 
+def test_runs_saved_with_a_byte_order_mark_and_joined_keep_every_record():
+    """`cat a.jsonl b.jsonl` of two runs saved again by Notepad has a mark in front of b's first record too."""
+    from aiidetect.report.html import iter_saved
+
+    a, b = json.dumps(_rec(0, "uncertain")), json.dumps(_rec(1, "likely-real"))
+    problems: list[str] = []
+    recs = list(iter_saved(io.StringIO("\ufeff" + a + "\n\ufeff" + b + "\n"), problems))
+    assert [r["file"] for r in recs] == ["run/000.jpg", "run/001.jpg"] and problems == [], problems
+
+
 def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
     """A saved run is input: a record that failed but says likely-real, a verdict aiidetect never gives,
     or 'error' without a reason are counted, filtered and shown as errors saying what they hold."""
