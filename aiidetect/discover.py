@@ -83,10 +83,37 @@ def read_path_list(stream) -> list[str]:
     # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
     # not UTF-8, and a text-mode read would fail on the first one.
     data = getattr(stream, "buffer", stream).read()
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "surrogateescape")
-    parts = data.split("\0") if "\0" in data else data.splitlines()
-    return [p for p in (x.strip("\r\n") for x in parts) if p.strip()]
+    parts = _split_list(data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data)
+    if isinstance(data, bytes) and data.startswith((b"\xff\xfe", b"\xfe\xff")) and not _names_a_file(parts):
+        # Windows PowerShell's `>` and Out-File write UTF-16: read as UTF-8 its NUL bytes split every
+        # character into a path of its own, and a lone "/" among them walked the whole disk.
+        try:
+            parts = _split_list(data.decode("utf-16"))  # the mark says which byte order, and is dropped
+        except UnicodeDecodeError:
+            pass
+    # A list saved by Notepad (or PowerShell's Out-File -Encoding utf8) starts with a byte-order mark, which
+    # made its first path a missing file. U+FEFF is legal in a name too: one that exists keeps it.
+    if parts and parts[0].startswith("\ufeff") and not _names_a_file(parts):
+        parts[0] = parts[0][1:]
+    return [p for p in parts if p.strip()]
+
+
+def _split_list(data: str) -> list[str]:
+    # One per line means split at "\n" alone: str.splitlines also splits at form feeds, U+2028, U+0085 and
+    # \x1c-\x1e, all legal in a file name, and `find | aiidetect scan -` got two missing files for each such name.
+    # A CRLF list (written on Windows) drops its "\r"; names holding "\n" or ending in "\r" need -print0,
+    # whose names are taken exactly as they come.
+    if "\0" in data:
+        parts = data.split("\0")
+        parts[-1] = parts[-1].rstrip("\r\n")  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
+        return parts
+    if "\n" not in data and "\r" in data:
+        return data.split("\r")  # lines ended by "\r" alone (a "Macintosh" text export) read as before
+    return [x[:-1] if x.endswith("\r") else x for x in data.split("\n")]
+
+
+def _names_a_file(parts: list[str]) -> bool:
+    return bool(parts) and parts[0] != "" and os.path.lexists(parts[0])
 
 
 def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (), exclude: Sequence[str] = (),

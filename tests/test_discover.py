@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from aiidetect.discover import DiscoveryError, discover
+from aiidetect.discover import DiscoveryError, discover, read_path_list
 
 
 def _tree(tmp_path):
@@ -56,6 +56,71 @@ def test_stdin_list_missing_becomes_error_row(tmp_path):
     c, _ = discover([], stdin=io.StringIO(lst))
     assert names(c, root) == ["a/1.jpg", "gone.jpg", "a/b/3.webp", "a/b/4.heic"]
     assert c[1].error[0] == "unreadable"
+
+
+def test_stdin_list_splits_lines_at_newline_only(tmp_path):
+    # form feed, U+2028, U+0085 and \x1c are legal in names; str.splitlines cut each such name in two
+    odd = ["form\ffeed.jpg", "a\u2028b.jpg", "nel\u0085.jpg", "fs\x1cx.jpg", "lat\udce9in.jpg"]
+    for n in odd:
+        (tmp_path / n).write_bytes(b"x")
+    lst = "".join(f"{tmp_path / n}\n" for n in odd).encode("utf-8", "surrogateescape")
+    c, _ = discover([], stdin=io.BytesIO(lst))
+    assert names(c, tmp_path) == odd and not any(x.error for x in c)
+    # a list written on Windows still reads
+    c, _ = discover([], stdin=io.BytesIO(f"{tmp_path / odd[0]}\r\n{tmp_path / odd[1]}\r\n".encode()))
+    assert names(c, tmp_path) == odd[:2] and not any(x.error for x in c)
+
+
+def test_stdin_list_saved_with_a_byte_order_mark_reads_its_first_path(tmp_path):
+    # Notepad and PowerShell's Out-File put U+FEFF in front: the first path was a missing file
+    for n in ("1.jpg", "2.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    lst = f"\ufeff{tmp_path / '1.jpg'}\r\n{tmp_path / '2.jpg'}\r\n"
+    for stream in (io.BytesIO(lst.encode()), io.StringIO(lst)):
+        c, _ = discover([], stdin=stream)
+        assert names(c, tmp_path) == ["1.jpg", "2.jpg"] and not any(x.error for x in c)
+
+
+def test_stdin_list_with_classic_mac_line_ends_still_reads(tmp_path):
+    # a list whose lines end in "\r" alone (a "Macintosh" text export) read as one name per line before
+    # the split moved to "\n": it must not turn into one missing file holding every name
+    for n in ("1.jpg", "2.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    lst = f"{tmp_path / '1.jpg'}\r{tmp_path / '2.jpg'}\r".encode()
+    c, _ = discover([], stdin=io.BytesIO(lst))
+    assert names(c, tmp_path) == ["1.jpg", "2.jpg"] and not any(x.error for x in c)
+
+
+def test_stdin_nul_list_keeps_names_exact(tmp_path):
+    # `find -print0` is the way for names holding a newline or ending in "\r": they must come through whole
+    odd = ["\nlead.jpg", "trail.jpg\n", "cr.jpg\r", "plain.jpg"]
+    for n in odd:
+        (tmp_path / n).write_bytes(b"x")
+    lst = "".join(f"{tmp_path / n}\0" for n in odd).encode()
+    c, _ = discover([], stdin=io.BytesIO(lst))
+    assert sorted(names(c, tmp_path)) == sorted(odd) and not any(x.error for x in c)
+    # a NUL list ended by a newline instead of its last NUL (`printf '%s\0' ...; echo`) still reads
+    c, _ = discover([], stdin=io.BytesIO(f"{tmp_path / 'plain.jpg'}\0{tmp_path / 'cr.jpg'}\r\0\n".encode()))
+    assert names(c, tmp_path) == ["plain.jpg", "cr.jpg\r"] and not any(x.error for x in c)
+
+
+def test_a_first_name_starting_with_u_feff_is_not_taken_for_a_byte_order_mark(tmp_path, monkeypatch):
+    # U+FEFF is legal in a name: `ls | aiidetect scan -` in a folder whose first file starts with it must
+    # scan that file, not the file named without it (nor report it missing)
+    monkeypatch.chdir(tmp_path)
+    for n in ("\ufeffa.jpg", "a.jpg", "b.jpg"):
+        (tmp_path / n).write_bytes(b"x")
+    c, _ = discover([], stdin=io.BytesIO("\ufeffa.jpg\nb.jpg\n".encode()))
+    assert [os.path.basename(x.path) for x in c] == ["\ufeffa.jpg", "b.jpg"] and not any(x.error for x in c)
+
+
+def test_stdin_list_saved_as_utf16_reads():
+    # Windows PowerShell's `>` and Out-File write UTF-16 with a byte-order mark: its NUL bytes read as
+    # separators, each character became a path of its own, and a lone "/" among them scanned the whole disk
+    listed = ["/srv/in/1.jpg", "/srv/in/caf\u00e9.jpg"]
+    lst = "\ufeff" + "".join(f"{n}\r\n" for n in listed)
+    for enc in ("utf-16-le", "utf-16-be"):
+        assert read_path_list(io.BytesIO(lst.encode(enc))) == listed, enc
 
 
 def test_symlink_loop_reported_not_fatal(tmp_path):

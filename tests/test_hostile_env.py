@@ -340,6 +340,15 @@ def test_a_saved_run_that_cannot_be_read_is_not_called_a_failed_write(tmp_path, 
     assert os.listdir(tmp_path) == []
 
 
+def test_a_saved_run_on_a_closed_stdin_is_said_plainly(tmp_path, monkeypatch, capsys):
+    """`report - <&-` (stdin closed, as under some schedulers) ended with an AttributeError said as a bug."""
+    monkeypatch.setattr("sys.stdin", None)
+    code = _guarded(monkeypatch, "report", "-", "-o", str(tmp_path / "r.html"))
+    assert (code, capsys.readouterr().err) == (2, "error: cannot read -: stdin is closed; pipe the saved run in or "
+                                                  "name its file\n")
+    assert os.listdir(tmp_path) == []
+
+
 class _FullRaw(io.RawIOBase):
     """The bytes under stdout, on a full disk (`results parquet -o - > x.parquet`)."""
 

@@ -1,7 +1,6 @@
 """`aiidetect bench`: decode, model and end-to-end images/s against the machine's limit."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -94,7 +93,8 @@ def bench_cmd(
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
         fail(f"{type(exc).__name__}: {exc}")
     if fmt == JsonFormat.json:
-        typer.echo(json.dumps(res, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps(res, indent=2))
         return
     _table(res)
 

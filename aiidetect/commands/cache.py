@@ -2,7 +2,6 @@
 weights identities)."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
@@ -23,7 +22,8 @@ def info(fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):  # -q: not
 
     out = cache_info()
     if fmt == JsonFormat.json:
-        typer.echo(json.dumps(out, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps(out, indent=2))
         return
     for name, row in out.items():
         if row["path"] is None:

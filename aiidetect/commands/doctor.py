@@ -1,7 +1,6 @@
 """`aiidetect doctor`: what can run here, and the remedy for what cannot."""
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -37,7 +36,8 @@ def doctor(
     code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS
     with reader_may_leave(code):
         if fmt == "json":
-            typer.echo(json.dumps(rep, indent=2, default=str))
+            from ..report.safe import dumps
+            typer.echo(dumps(rep, indent=2))
         else:
             _table(rep)
         sys.stdout.flush()

@@ -169,6 +169,10 @@ def pipe_safe_group():
     from typer.core import TyperGroup
 
     class PipeSafeGroup(TyperGroup):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            _help_for_no_command_on_stderr(self)
+
         def invoke(self, ctx):
             _rich_broken_pipe_raises()
             try:
@@ -180,6 +184,27 @@ def pipe_safe_group():
                 interrupted(exc)
 
     return PipeSafeGroup
+
+
+def _help_for_no_command_on_stderr(group) -> None:
+    """`aiidetect results` (no subcommand) is a usage error, exit 2: its help now goes to stderr, as
+    every usage error's message does. Typer's help printer wrote it on stdout, so `aiidetect $CMD -f
+    json | jq` with $CMD empty handed the help page to the JSON reader."""
+    import click
+
+    def parse_args(ctx, args, _own=group.parse_args, _group=group):
+        if not args and _group.no_args_is_help and not ctx.resilient_parsing:
+            with contextlib.redirect_stdout(sys.stderr):  # typer's help printer writes to sys.stdout
+                text = ctx.get_help()
+            if text:
+                click.echo(text, err=True)
+            ctx.exit(EXIT_ERROR)
+        return _own(ctx, args)
+
+    group.parse_args = parse_args
+    for sub in getattr(group, "commands", {}).values():
+        if hasattr(sub, "commands"):
+            _help_for_no_command_on_stderr(sub)
 
 
 class StdoutClosed(OSError):

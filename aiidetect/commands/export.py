@@ -1,7 +1,6 @@
 """`aiidetect export onnx`: encoder + trained heads -> one ONNX graph per backbone."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -109,13 +108,15 @@ def export_onnx_cmd(
                               if "weight_bits" in (g.get("conversion") or {}) else {}),
                            "agreement": g.get("agreement")} for g in side["graphs"]],
                "skipped_heads": side["skipped_heads"]}
+    from ..report.safe import dumps  # strict JSON: a folder name that is not UTF-8 as U+FFFD, no NaN
+
     if fmt == JsonFormat.json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(dumps(summary, indent=2))
         return
     typer.echo(f"wrote {summary['out']} ({summary['variant']}, opset {summary['opset']}) for backbone "
                f"{summary['backbone']} (fingerprint {summary['fingerprint']})")
     for g in summary["graphs"]:
         typer.echo(f"  {g['file']}: outputs {', '.join(g['outputs'])}"
-                   + (f"; agreement {json.dumps(g['agreement'])}" if g.get("agreement") else ""))
+                   + (f"; agreement {dumps(g['agreement'])}" if g.get("agreement") else ""))
     for h in summary["skipped_heads"]:
         typer.echo(f"  skipped {h['name']}: {h['reason']}")

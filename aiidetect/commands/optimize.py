@@ -2,7 +2,6 @@
 backbone and heads; `aiidetect scan` then uses it by itself."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -142,13 +141,15 @@ def _cell(column: str, value) -> str:
 
 
 def _print(decision, fmt: str) -> None:
+    from ..report.safe import dumps  # strict JSON: paths that are not UTF-8 as U+FFFD, no NaN
+
     if fmt == "json":
-        typer.echo(json.dumps(decision, indent=1))
+        typer.echo(dumps(decision, indent=1))
         return
     rows = _rows(decision)
     if fmt == "jsonl":
         for r in rows:
-            typer.echo(json.dumps(r))
+            typer.echo(dumps(r))
         return
     if fmt == "csv":
         from ..report.safe import CsvRows

@@ -39,6 +39,20 @@ class _Reads:
         return self._call("readline", *a)
 
 
+def _utf8_stdin():
+    """stdin read as the saved run's UTF-8, as a file is: read in the locale's encoding, a latin-1
+    locale turned every non-ASCII name into mojibake and an ASCII one (PYTHONIOENCODING=ascii) ended
+    the report with an unexpected UnicodeDecodeError."""
+    import io
+
+    if sys.stdin is None:  # started with stdin closed (`<&-`): was an AttributeError, said as a bug
+        fail("cannot read -: stdin is closed; pipe the saved run in or name its file")
+    buf = getattr(sys.stdin, "buffer", None)
+    if buf is None:  # a text stream put in its place (a library caller's): its text is already decoded
+        return sys.stdin
+    return io.TextIOWrapper(buf, encoding="utf-8", errors="replace")
+
+
 def report_cmd(
     results: str = typer.Argument(..., help="JSONL (or JSON array) written by `aiidetect scan --format jsonl|json`; "
                                             "'-' reads stdin."),
@@ -79,11 +93,12 @@ def report_cmd(
         except OutputError as exc:
             fail(str(exc))
     try:
-        src = sys.stdin if results == "-" else open(results, encoding="utf-8", errors="replace")
+        src = _utf8_stdin() if results == "-" else open(results, encoding="utf-8", errors="replace")
     except OSError as exc:
         fail(f"cannot read {results}: {exc.strerror or exc}")
     with contextlib.ExitStack() as stack:
-        stack.callback(lambda: src is sys.stdin or src.close())
+        stack.callback(lambda: src.detach() if results == "-" and src is not sys.stdin else
+                       (src is sys.stdin or src.close()))
         try:
             # Written whole, then renamed into place, like every other report.
             out = stack.enter_context(atomic_output(output)) if output else utf8_stdout()

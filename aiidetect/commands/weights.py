@@ -1,7 +1,6 @@
 """`aiidetect weights list|verify`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,16 +27,23 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     for path, why in unreadable_heads(dirs):  # listed nowhere else: say so (`weights verify` fails them)
         stderr_console(quiet).print(f"skipped {escape(str(path))}: damaged head ({escape(why)})", highlight=False)
     if fmt == "json":
-        typer.echo(json.dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps({"weights_dirs": [str(d) for d in dirs], "heads": rows}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title="heads in " + ", ".join(str(d) for d in dirs), header_style="bold")
+    from ..report.safe import printable
+
+    # Cells as Text, through printable: a manifest's source or licence and a folder's name are the head's
+    # sender's text, and ESC sequences in them drove the terminal the table was printed on.
+    t = Table(title=Text(printable("heads in " + ", ".join(str(d) for d in dirs))), header_style="bold")
     for col in ("name", "detector", "backbone", "source", "license", "path"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(*(str(r[c] or "") for c in ("name", "detector", "backbone", "source", "license", "path")))
+        t.add_row(*(Text(printable(str(r[c] or ""))) for c in ("name", "detector", "backbone", "source", "license",
+                                                                 "path")))
     Console().print(t)
     if not rows:
         from ..detectors import onnx_families  # the families that serve trained heads
@@ -83,13 +89,17 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     failed = bool(unchecked) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
-        typer.echo(json.dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
-                               "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
-                               "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
-                                         for name, path, problems in checked]}, indent=2))
+        from ..report.safe import dumps
+        typer.echo(dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
+                          "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
+                          "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
+                                    for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
+    from ..report.safe import printable
+
     for name, path, problems in checked:
-        # names and reasons come from manifests: never markup
+        # names and reasons come from manifests and folder names: never markup, never a control sequence
+        name, path, problems = printable(name), printable(str(path)), [printable(str(p)) for p in problems]
         if problems:
             con.print(f"[red]FAIL[/] {escape(name)} ({escape(path)}): " + escape("; ".join(problems)), highlight=False,
                       soft_wrap=True)

@@ -1,7 +1,6 @@
 """`aiidetect weights fetch|inspect|pack|install`: getting backbone weights onto a machine."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -17,11 +16,15 @@ FORMATS = ("table", "json", "jsonl", "csv")
 def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
     if fmt not in FORMATS:
         fail(f"--format takes {', '.join(FORMATS)}")
+    # Not json.dumps: a path that is not UTF-8 came out as lone-surrogate escapes (\udce9), which strict
+    # parsers refuse and Python cannot write back out; safe.dumps shows it as U+FFFD, as scan and meta do.
+    from ..report.safe import dumps
+
     if fmt == "json":
-        typer.echo(json.dumps(rows[0] if single and len(rows) == 1 else rows, indent=2))
+        typer.echo(dumps(rows[0] if single and len(rows) == 1 else rows, indent=2))
     elif fmt == "jsonl":
         for r in rows:
-            typer.echo(json.dumps(r))
+            typer.echo(dumps(r))
     elif fmt == "csv":
         from ..report.safe import CsvRows
 
@@ -29,10 +32,14 @@ def _emit(rows: list[dict], fmt: str, single: bool = False) -> None:
         w = CsvRows(sys.stdout)
         w.writerow(cols)
         for r in rows:
-            w.writerow([json.dumps(v) if isinstance(v, (dict, list)) else v for v in (r.get(k) for k in cols)])
+            w.writerow([dumps(v) if isinstance(v, (dict, list)) else v for v in (r.get(k) for k in cols)])
     else:
+        from ..report.safe import printable
+
+        # printable: a checkpoint named with ESC or BEL (`x\x1b]0;...\x07.pt`) retitled or repainted the
+        # terminal it was inspected on; shown as \uXXXX escapes, as in every other table
         for r in rows:
-            typer.echo("  ".join(f"{k}: {v}" for k, v in r.items() if not (k == "error" and v is None)))
+            typer.echo("  ".join(printable(f"{k}: {v}") for k, v in r.items() if not (k == "error" and v is None)))
 
 
 def _note(message: str) -> None:
@@ -93,7 +100,8 @@ def fetch(
         fail(f"cannot write {plan.dest}: {exc}")
     out = {k: res[k] for k in ("path", "sha256", "bytes", "resumed", "verified")}
     if fmt == "json":
-        typer.echo(json.dumps(out))
+        from ..report.safe import dumps
+        typer.echo(dumps(out))
     else:
         note = "" if res["verified"] != "none" else " (UNVERIFIED: the source publishes no checksum)"
         typer.echo(f"{out['path']}  {out['bytes']} bytes  sha256 {out['sha256']}"
@@ -180,7 +188,8 @@ def pack(
                "backbones": [e["path"] for e in res["files"] if e["kind"] == "backbone"],
                "heads": sorted({e["head"] for e in res["files"] if e["kind"] == "head"})}
     if fmt == "json":
-        typer.echo(json.dumps(summary))
+        from ..report.safe import dumps
+        typer.echo(dumps(summary))
     else:
         typer.echo(f"{summary['path']}  {summary['bytes']} bytes  sha256 {summary['sha256']}")
         typer.echo(f"  backbones: {', '.join(summary['backbones']) or 'none'}")
@@ -215,7 +224,8 @@ def install(
     except (BundleError, OSError, HeadError) as exc:
         fail(f"refused: {exc}")
     if fmt == "json":
-        typer.echo(json.dumps(res))
+        from ..report.safe import dumps
+        typer.echo(dumps(res))
     else:
         for p in res["installed"]:
             typer.echo(f"installed {p}")

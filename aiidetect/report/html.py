@@ -1007,6 +1007,13 @@ def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None
             problems.append(f"line {n}: {why}")
             yield _bad(n, why)
             continue
+        if line.startswith("\ufeff"):
+            # A byte-order mark: the run was saved again by Notepad or PowerShell's `Out-File -Encoding utf8`.
+            # Left in, the first record (or, for a JSON array, every record) became a "not JSON" error card;
+            # runs so saved and then joined (`cat a.jsonl b.jsonl`) have one in front of each. No JSON text
+            # starts with U+FEFF, so none is lost. Taken off only here, past the length check: the line read
+            # was cut at the cap with the mark in it.
+            line = line[1:]
         if not line.strip():
             continue
         if first and line.lstrip().startswith("["):

@@ -560,3 +560,13 @@ def test_completion_for_a_shell_named_on_the_command_line_is_not_refused(monkeyp
     monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "sh")
     r = run_cli_in_process("--show-completion", "bash")
     assert r.returncode == 0 and "complete -o default -F" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["results"], ["weights"], ["cache"], ["export"], ["train"]])
+def test_a_missing_command_is_a_usage_error_with_its_help_on_stderr(args):
+    # typer's help printer wrote it on stdout: `aiidetect $CMD -f json | jq` with $CMD empty fed it to jq
+    r = run_cli_in_process(*args)
+    assert (r.returncode, r.stdout) == (2, ""), (r.returncode, r.stdout[:300])
+    assert "Usage:" in r.stderr and "Commands" in r.stderr, r.stderr[:300]
+    asked = run_cli_in_process(*args, "--help")  # asked for, help is the command's output
+    assert asked.returncode == 0 and "Usage:" in asked.stdout and asked.stderr == "", asked.stderr[:300]

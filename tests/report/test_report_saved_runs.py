@@ -111,6 +111,31 @@ def test_a_line_ends_at_newline_only(tmp_path):
     assert [c["name"] for c in doc.cards] == ["news/a\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
 
 
+def test_a_run_saved_again_with_a_byte_order_mark_keeps_every_record(tmp_path):
+    """Notepad and PowerShell's `Out-File -Encoding utf8` put a BOM in front of a run they save: the
+    first record of a JSONL (every record of a JSON array) was a 'not JSON' error card, exit 0."""
+    recs = [_rec(0, "ai-generated"), _rec(1, "likely-real")]
+    for name, text in (("run.jsonl", "".join(json.dumps(r) + "\n" for r in recs)),
+                       ("run.json", json.dumps(recs, indent=2) + "\n")):
+        run = tmp_path / name
+        run.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "r.html"), "--no-thumbnails")
+        assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+        assert "2 files (1 ai-generated, 1 likely-real)" in r.stderr, r.stderr
+
+
+def test_a_run_on_stdin_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """`report -` read stdin in the locale's encoding: under latin-1 a name became mojibake on the page,
+    under ascii the report ended with an unexpected UnicodeDecodeError (exit 2). A file was always UTF-8."""
+    name = "news/caf\u00e9\u2014\U0001f600.jpg"
+    text = json.dumps(_rec(0, "uncertain", file=name), ensure_ascii=False) + "\n"
+    for enc in ("latin-1",):  # ascii is the same misreading, and a second interpreter start
+        out = tmp_path / f"{enc}.html"
+        r = run_cli("report", "-", "-o", str(out), "--no-thumbnails", input=text, env={"PYTHONIOENCODING": enc})
+        assert r.returncode == 0 and "note:" not in r.stderr, (enc, r.stderr[-500:])
+        assert [c["name"] for c in assert_self_contained(out.read_text(encoding="utf-8")).cards] == [name], enc
+
+
 def test_an_overlong_line_is_skipped_unread():
     """A 2 GB line must not be read into memory: past the cap it is read and dropped a piece at a time."""
     from aiidetect.report.html import iter_saved
@@ -122,6 +147,29 @@ def test_an_overlong_line_is_skipped_unread():
     assert [r["file"] for r in recs] == ["run/000.jpg", "(input line 2)", "run/000.jpg"]
     assert recs[1]["error"]["message"] == f"longer than {len(good) + 10:,} characters (5,012); not read"
     assert problems == [f"line 2: {recs[1]['error']['message']}"]
+
+
+def test_an_overlong_first_line_behind_a_byte_order_mark_is_still_skipped_whole():
+    """The mark is counted with the line it stands in front of: taken off first, a first line one
+    character over the cap was parsed cut short and its tail read as a second line (two error cards)."""
+    from aiidetect.report.html import iter_saved
+
+    good = json.dumps(_rec(0, "uncertain"))
+    long = '{"file": "' + "x" * 500 + '"}'
+    problems: list[str] = []
+    recs = list(iter_saved(io.StringIO("\ufeff" + long + "\n" + good + "\n"), problems, max_line=len(long) - 1))
+    assert [r["file"] for r in recs] == ["(input line 1)", "run/000.jpg"], problems
+    assert problems == [f"line 1: longer than {len(long) - 1:,} characters ({len(long) + 1:,}); not read"]
+
+
+def test_runs_saved_with_a_byte_order_mark_and_joined_keep_every_record():
+    """`cat a.jsonl b.jsonl` of two runs saved again by Notepad has a mark in front of b's first record too."""
+    from aiidetect.report.html import iter_saved
+
+    a, b = json.dumps(_rec(0, "uncertain")), json.dumps(_rec(1, "likely-real"))
+    problems: list[str] = []
+    recs = list(iter_saved(io.StringIO("\ufeff" + a + "\n\ufeff" + b + "\n"), problems))
+    assert [r["file"] for r in recs] == ["run/000.jpg", "run/001.jpg"] and problems == [], problems
 
 
 def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
