@@ -395,3 +395,50 @@ def test_the_head_records_its_train_and_selection_splits(trained):
     recorded = int(member_mask(keys, digests_of(fakes)).sum())
     assert m["data"]["selection"]["n_ai"] > 0 and m["data"]["validation"]["n_ai"] > 0
     assert recorded == m["data"]["train"]["n_ai"] + m["data"]["selection"]["n_ai"] < len(fakes)
+
+
+def test_resume_refuses_a_checkpoint_it_cannot_continue(tmp_path, backbone):
+    """A checkpoint cut short, not a checkpoint, or made with another --rank is a ValueError that says
+    what to do (torch's own error advised loading the file with weights_only=False, i.e. running it)."""
+    import dataclasses
+
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    cfg = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, augment=AugmentConfig.none(), workers=1)
+    t = MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False)
+    t.save_checkpoint()
+    ck = tmp_path / "run" / "checkpoint.pt"
+    good = ck.read_bytes()
+    other = MPFTTrainer(backbone, items, dataclasses.replace(cfg, rank=cfg.rank * 2), tmp_path / "run", "run",
+                        show_progress=False)
+    with pytest.raises(ValueError, match=r"--rank 8 then, 16 now.*without --resume"):
+        other.load_checkpoint()
+    for damaged, says in ((good[: len(good) // 2], "cannot be read"), (b"not a checkpoint", "cannot be read")):
+        ck.write_bytes(damaged)
+        with pytest.raises(ValueError, match=says) as exc:
+            t.load_checkpoint()
+        assert "weights_only" not in str(exc.value) and "delete" in str(exc.value)
+    torch.save([1, 2], ck)
+    with pytest.raises(ValueError, match="not an MPFT training checkpoint"):
+        t.load_checkpoint()
+
+
+def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, backbone):
+    """The same shapes on another backbone (tiny-vit seed 1) resumed without a word: the head written at
+    the end named the second backbone, with an adapter partly trained on the first one's features."""
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    cfg = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, augment=AugmentConfig.none(), workers=1)
+    MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False).save_checkpoint()
+    other_bb = create_backbone(BackboneSpec.from_options(config="tiny-vit", seed=1))
+    assert other_bb.fingerprint != backbone.fingerprint
+    resumed = MPFTTrainer(other_bb, items, cfg, tmp_path / "run", "run", show_progress=False)
+    with pytest.raises(ValueError, match=f"another backbone.*{backbone.fingerprint}"):
+        resumed.load_checkpoint()
+    assert resumed.step == 0
+    same = MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False)
+    assert same.load_checkpoint()
