@@ -978,9 +978,11 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
                  on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
-    checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
+    checksums and, with a backbone spec, its fingerprint against that backbone and its detector built
+    on it as a scan builds it; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
     cannot be built is a note (`on_note`), and the files are still checked."""
+    from .detectors.heads import unavailable_reason
     from .head_checks import load_problem
     from .heads import Head, HeadMismatch, find_heads, verify_files
 
@@ -1006,6 +1008,12 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
                 Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
             except HeadMismatch as exc:
                 problems.append(str(exc))
+            else:
+                if not problems:
+                    # the family's own detector, built as a scan builds it (manifest and tensors agree)
+                    why = unavailable_reason(path, m, bb)
+                    if why:
+                        problems.append(why)
         out.append((m["name"], str(path), problems))
     # A head whose manifest is damaged is not "nothing to check": it is a failed head.
     out += [(path.name, str(path), [why]) for path, why in broken]

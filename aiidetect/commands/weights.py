@@ -49,7 +49,8 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
 def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            backbone_opts: BackboneOptions = None,
            check_backbone: bool = typer.Option(False, "--check-backbone",
-                                               help="Also build the backbone and check every head's fingerprint against it."),
+                                               help="Also build the backbone, check every head's fingerprint against "
+                                                    "it and build each head on it as a scan does."),
            fmt: JsonFormat = SummaryFormatOpt,
            quiet: bool = QuietOpt):  # accepted like everywhere: verify prints only its result and errors
     """Check every head's files against its manifest checksums (and, optionally, its backbone).

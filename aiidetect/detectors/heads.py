@@ -95,3 +95,29 @@ def head_meta(head) -> dict[str, Any]:
     return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
             "calibration": m.get("calibration"), "threshold": m.get("threshold"),
             "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
+
+
+def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | None:
+    """What a scan on `backbone` would say of the head at `path`: the reason build_heads gives when
+    it makes that head unavailable, or None when its family makes the detector. The family's own
+    ``create`` runs, on this head alone, so `weights verify --check-backbone` refuses what a scan
+    refuses: an MPFT head whose manifest names another LoRA rank than its tensors hold passed verify
+    ("ok") and was unavailable in every scan."""
+    from . import family_hook
+
+    family, name = manifest.get("detector"), manifest.get("name")
+    try:
+        create = family_hook(str(family), "create")
+    except KeyError:  # a family this install does not know: find_heads says so already
+        return None
+    ctx = RunContext(weights_dirs=[Path(path).parent], options={f"{family}_heads": [name]})
+    ctx._backbone = backbone
+    try:
+        rows = create(ctx)
+    except HeadsUnavailable as exc:
+        rows = exc.rows
+    except DetectorUnavailable as exc:
+        return str(exc)
+    # (one row: find_heads keeps one head per family and name in a folder, and the name filter keeps that one)
+    bad = [d.reason for d in rows if isinstance(d, UnavailableDetector)]
+    return bad[0] if bad else None

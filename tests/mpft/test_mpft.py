@@ -442,3 +442,33 @@ def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, backbone):
     assert resumed.step == 0
     same = MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False)
     assert same.load_checkpoint()
+
+
+def test_verify_with_a_backbone_builds_each_head_as_a_scan_does(tmp_path, backbone):
+    """`weights verify --check-backbone` said "ok" for heads every scan on that backbone found unavailable:
+    an MPFT head whose manifest names another LoRA rank than its tensors hold, a linear head of another
+    width. With a backbone, verify now builds each head's detector as the scan does, and says why not."""
+    from aiidetect.api import verify_heads
+    from aiidetect.heads import backbone_manifest, save_head
+    from aiidetect.mpft.model import MPFTModel
+    from aiidetect.preprocess import make_spec
+
+    spec, bb = BackboneSpec.from_options(config="tiny-vit", seed=0), backbone
+    w = tmp_path / "weights"
+    common = {"backbone": backbone_manifest(bb), "preprocessing": make_spec("center-crop", 224)}
+    for name, dim in (("fits", bb.embed_dim), ("narrow", bb.embed_dim // 2)):
+        save_head(w / name, {"weight": torch.zeros(1, dim), "bias": torch.zeros(1)},
+                  {"name": name, "detector": "linear", "labels": ["real", "ai"], "params": {"feature": "embed"},
+                   **common})
+    adapter = {"mode": "lora", "rank": 4, "alpha": 8.0, "targets": ["attn_in"], "last_n": 1, "train_norms": False}
+    model = MPFTModel(bb.visual, ["real", "gen"], adapter=adapter)
+    save_head(w / "mp", {k: v.contiguous() for k, v in model.trainable_state().items()},
+              {"name": "mp", "detector": "mpft", "labels": ["real", "gen"],
+               "params": {"adapter": {**adapter, "rank": 2}, "feature": "embed"}, **common})
+    rows = {name: problems for name, _, problems in verify_heads([w], spec)}
+    assert rows["fits"] == [], rows
+    assert any(f"expects {bb.embed_dim // 2}-d embed features" in p for p in rows["narrow"]), rows
+    assert any("do not match the model" in p and "lora_A" in p and "(4, " in p for p in rows["mp"]), rows
+    assert all("\n" not in p for p in rows["mp"]), rows  # one line, not torch's one per tensor
+    # without a backbone only the files are checked, as before
+    assert {name: problems for name, _, problems in verify_heads([w])} == {"fits": [], "narrow": [], "mp": []}
