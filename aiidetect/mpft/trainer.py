@@ -211,7 +211,11 @@ class MPFTTrainer:
         if not self.train_items:
             raise ValueError("no readable training images")
         if len({i.label for i in self.train_items}) < 2:
-            raise ValueError("training needs both real and AI images")
+            # (the loader checked both classes were listed: here the other class's images were unreadable)
+            lost = (f"; {len(sk1)} could not be decoded, e.g. {sk1[0]}: replace or remove the unreadable images"
+                    if sk1 else "")
+            raise ValueError(f"training needs both real and AI images; the readable training images are all "
+                             f"{'AI' if self.train_items[0].label else 'real'}{lost}")
         self._check_features()
         gens = sorted({i.generator for i in self.train_items + self.val_items + self.report_items if i.label == 1})
         self.labels = ["real"] + gens

@@ -472,3 +472,17 @@ def test_verify_with_a_backbone_builds_each_head_as_a_scan_does(tmp_path, backbo
     assert all("\n" not in p for p in rows["mp"]), rows  # one line, not torch's one per tensor
     # without a backbone only the files are checked, as before
     assert {name: problems for name, _, problems in verify_heads([w])} == {"fits": [], "narrow": [], "mp": []}
+
+
+def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(tmp_path, backbone):
+    """The AI images all unreadable: "training needs both real and AI images", of data that lists both,
+    said nothing of the files it could not read (-q hides the log line that did)."""
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    reals = [Item(str(p), 0, "real") for p in sorted((DEV / "real" / "camera").glob("*.jpg"))[:2]]
+    (tmp_path / "a0.jpg").write_text("not an image")
+    cfg = TrainConfig(steps=1, batch_size=4, augment=AugmentConfig.none(), workers=1)
+    with pytest.raises(ValueError, match=r"all real; 1 could not be decoded, e\.g\. .*a0\.jpg.*replace or remove"):
+        MPFTTrainer(backbone, reals + [Item(str(tmp_path / "a0.jpg"), 1, "gen")], cfg, tmp_path / "run", "run",
+                    show_progress=False)
