@@ -550,8 +550,11 @@ class Scanner:
             self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
-        from .fusion import fusion_identity, unmodelled_note
+        from .fusion import fusion_identity, unmodelled_note, without_retrained
 
+        self._fusion, note = without_retrained(self._fusion, self._detectors)
+        if note is not None:
+            self._note(note)
         if (note := unmodelled_note(self._fusion, self._detectors)) is not None:
             self._note(note)
 

@@ -232,6 +232,54 @@ def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -
             f"run `aiidetect calibrate` with {'them' if len(missing) > 1 else 'it'} (or --fusion none for the rules)")
 
 
+def head_digest(detector: Any) -> str | None:
+    """The SHA-256 of a detector's head tensors, as its manifest lists them; None for a detector without
+    a head folder (metadata, the ONNX runtime's)."""
+    m = getattr(getattr(detector, "head", None), "manifest", None)
+    files = m.get("files") if isinstance(m, Mapping) else None
+    digest = files.get("head.safetensors") if isinstance(files, Mapping) else None
+    return digest if isinstance(digest, str) else None
+
+
+def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
+                      ) -> tuple[Mapping[str, Any] | None, str | None]:
+    """(the model to fuse with, a note for the run) when heads were retrained after the model was fitted.
+
+    A model's calibration, weight and band were fitted on each head's scores; a head retrained under
+    the same name scores on another scale, and its answers went through the old calibration without a
+    word (a random-init probe's T of 1000 applied to a trained probe's logits). A head whose tensors
+    differ from those the model recorded (`head_sha256`, written by `calibrate`) is left out of the
+    model, as a head unknown to it is; when none of its detectors is left, the default rules decide
+    (the model's band was chosen for detectors no longer there). Models without the record are used
+    as they are."""
+    m = normalize_model(model)
+    dets = m.get("detectors")
+    if not isinstance(dets, Mapping) or not dets:
+        return model, None
+    changed = []
+    for d in detectors:
+        entry = dets.get(getattr(d, "name", None))
+        rec = entry.get("head_sha256") if isinstance(entry, Mapping) else None
+        cur = head_digest(d)
+        if isinstance(rec, str) and cur is not None and rec != cur:
+            changed.append(d.name)
+    if not changed:
+        return model, None
+    kept = {k: v for k, v in dets.items() if k not in changed}
+    them = "they were" if len(changed) > 1 else "it was"
+    what = (f"the head{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed since the fusion model {m.get('name') or ''} was fitted "
+            f"(other tensors than {them} calibrated on)")
+    redo = "run `aiidetect calibrate` again"
+    if not kept:
+        return None, f"{what}: the default rules decide, not that model; {redo}"
+    raw = dict(model or {})
+    if raw.get("detector") == FUSION_DETECTOR and isinstance(raw.get("params"), Mapping):
+        raw["params"] = {**raw["params"], "detectors": kept}
+    else:
+        raw["detectors"] = kept
+    return raw, f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the verdicts; {redo}"
+
+
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     dets = model.get("detectors") or {}
     return dets.get(name) or dets.get(_family(name))
