@@ -110,6 +110,13 @@ def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | 
         create = family_hook(str(family), "create")
     except KeyError:  # a family this install does not know: find_heads says so already
         return None
+    from ..heads import find_heads
+
+    # The family's create finds the head again, in its folder's parent: only when that finds this very
+    # head (a weights folder that is itself a head may sit beside another head of the same name).
+    same = [p for p, m in find_heads([Path(path).parent], str(family)) if m.get("name") == name]
+    if len(same) != 1 or Path(same[0]).resolve() != Path(path).resolve():
+        return None
     ctx = RunContext(weights_dirs=[Path(path).parent], options={f"{family}_heads": [name]})
     ctx._backbone = backbone
     try:
@@ -118,6 +125,5 @@ def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | 
         rows = exc.rows
     except DetectorUnavailable as exc:
         return str(exc)
-    # (one row: find_heads keeps one head per family and name in a folder, and the name filter keeps that one)
     bad = [d.reason for d in rows if isinstance(d, UnavailableDetector)]
     return bad[0] if bad else None
