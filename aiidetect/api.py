@@ -979,12 +979,15 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 
 
 def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
-                 on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
+                 on_note: Callable[[str], None] | None = None,
+                 passed_over: list[str] | None = None) -> list[tuple[str, str, list[str]]]:
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
     checksums and, with a backbone spec, its fingerprint against that backbone and its detector built
     on it as a scan builds it; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
-    cannot be built is a note (`on_note`), and the files are still checked."""
+    cannot be built is a note (`on_note`), and the files are still checked. `passed_over`, a list, gets what
+    was not checked and why (a weights folder that is itself a head folder, a head hidden by another of
+    its name): `verify --weights-dir HEAD` checked nothing and said nothing."""
     from .detectors.heads import unavailable_reason
     from .head_checks import load_problem
     from .heads import Head, HeadMismatch, find_heads, verify_files
@@ -1000,7 +1003,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
             (on_note or log.warning)(str(exc))
     out = []
     broken: list[tuple[Path, str]] = []
-    for path, m in find_heads([Path(d) for d in dirs], unreadable=broken):
+    notes: list[str] = []
+    for path, m in find_heads([Path(d) for d in dirs], unreadable=broken, notes=notes):
         problems = verify_files(path, m)
         # A head holding NaN passed here and was then unavailable in every scan.
         why = None if problems else load_problem(path, m)
@@ -1020,6 +1024,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
         out.append((m["name"], str(path), problems))
     # A head whose manifest is damaged is not "nothing to check": it is a failed head.
     out += [(path.name, str(path), [why]) for path, why in broken]
+    if passed_over is not None:  # (the damaged ones are failed heads above, not notes)
+        passed_over += [n for n in notes if not any(n.startswith(f"{p} is not a usable head") for p, _ in broken)]
     return out
 
 

@@ -80,7 +80,15 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                                highlight=False, soft_wrap=True)
 
     dirs = checked_weights_dirs(weights_dir)
-    checked = verify_heads(dirs, spec, on_note=note)
+    passed_over: list[str] = []
+    checked = verify_heads(dirs, spec, on_note=note, passed_over=passed_over)
+    for line in passed_over:
+        stderr_console(quiet).print(f"note: {escape(line)}", highlight=False, soft_wrap=True)
+    if not checked:
+        from ..detectors import onnx_families
+
+        stderr_console(quiet).print(f"no heads found, nothing verified; train one with `aiidetect train "
+                                    f"{'|'.join(onnx_families())}`", highlight=False)
     failed = bool(unchecked) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
