@@ -222,8 +222,9 @@ def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -
     m = normalize_model(model)
     if not m.get("detectors"):
         return None
-    missing = [d.name for d in detectors
-               if getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
+    gone = set(left_out(m))  # without_retrained's note already names them, and why
+    missing = [d.name for d in detectors if d.name not in gone
+               and getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
     if not missing:
         return None
     known = ", ".join(map(str, m["detectors"]))
@@ -273,11 +274,22 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     if not kept:
         return None, f"{what}: the default rules decide, not that model; {redo}"
     raw = dict(model or {})
+    # `left_out` beside the detectors: fuse's per-file reason and the records' fusion identity say why they had
+    # no say (as "not in the fusion model" they read as heads added since, and the identity as the whole model)
     if raw.get("detector") == FUSION_DETECTOR and isinstance(raw.get("params"), Mapping):
-        raw["params"] = {**raw["params"], "detectors": kept}
+        raw["params"] = {**raw["params"], "detectors": kept, LEFT_OUT: changed}
     else:
-        raw["detectors"] = kept
+        raw.update(detectors=kept, **{LEFT_OUT: changed})
     return raw, f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the verdicts; {redo}"
+
+
+LEFT_OUT = "left_out"
+
+
+def left_out(model: Mapping[str, Any] | None) -> list[str]:
+    """The detectors without_retrained took out of this model (their heads changed since it was fitted)."""
+    names = normalize_model(model).get(LEFT_OUT)
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -311,7 +323,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             for name, r in pixel.items():
                 dp = _detector_params(m, name)
                 if dp is None:
-                    notes.append(f"{name}: not in the fusion model, ignored")
+                    notes.append(f"{name}: its head changed since the fusion model was fitted, ignored"
+                                 if name in left_out(m) else f"{name}: not in the fusion model, ignored")
                     continue
                 try:
                     cal = Calibrator.from_dict(dp.get("calibration"))
@@ -517,4 +530,6 @@ def fusion_identity(model: Mapping[str, Any] | None) -> dict[str, Any]:
             digest = sha256_file(Path(path) / MANIFEST)
         except OSError:
             digest = None
-    return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest}
+    gone = left_out(model)  # the manifest's sha256 pins the model whole: say what of it had no say
+    return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest,
+            **({LEFT_OUT: gone} if gone else {})}

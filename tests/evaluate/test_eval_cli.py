@@ -388,3 +388,48 @@ def test_a_head_retrained_after_calibrating_has_no_say_through_the_old_calibrati
         assert sc.fusion is None and any("fakeheaded changed since" in n for n in notes), notes
     finally:
         HeadedBright.digest[0] = "a" * 64
+
+
+class HeadedDim(HeadedBright):
+    """A second headed detector (brightness of the upper half), whose head stays as calibrated."""
+
+    family = "fakeheadeddim"
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakeheadeddim"
+        from types import SimpleNamespace
+
+        self.head = SimpleNamespace(path=Path("no-such-head"), manifest={"files": {"head.safetensors": "d" * 64}})
+
+
+register("fakeheadeddim", lambda ctx: [HeadedDim()])
+
+
+def test_one_head_retrained_of_two_is_named_once_and_in_every_record(dataset, tmp_path, weights_dir):
+    """One of two calibrated heads retrained: the run said so, then said again that the model "calibrates
+    fakeheadeddim, not fakeheaded: run calibrate with it" (it had been calibrated with it); each record's
+    reason read "not in the fusion model", and its fusion identity named the whole model, whose manifest
+    holds the left-out head's calibration."""
+    HeadedBright.digest[0] = "a" * 64
+    r = cli("calibrate", str(dataset), "-d", "fakeheaded,fakeheadeddim", "-o", str(tmp_path / "fz"), "-q")
+    assert r.exit_code == 0, r.output
+    from aiidetect.api import ScanOptions, Scanner
+
+    HeadedBright.digest[0] = "b" * 64  # retrained
+    try:
+        notes = []
+        sc = Scanner(ScanOptions(detectors=["fakeheaded", "fakeheadeddim"], fusion=str(tmp_path / "fz"), cache=False),
+                     on_note=notes.append)
+        (rec,) = list(sc.scan([dataset / "real" / "r0.jpg"]))
+        assert [n for n in notes if "fakeheaded," in n or "fakeheaded " in n or "fakeheaded:" in n] == [
+            n for n in notes if "fakeheaded changed since" in n] and len(notes) == 1, notes
+        assert rec.fusion["kind"] == "model" and rec.fusion["left_out"] == ["fakeheaded"], rec.fusion
+        assert "fakeheaded: its head changed since the fusion model was fitted, ignored" in rec.reasons, rec.reasons
+        assert not any("not in the fusion model" in x for x in rec.reasons), rec.reasons
+        r = cli("eval", str(dataset), "-d", "fakeheaded,fakeheadeddim", "--fusion", str(tmp_path / "fz"), "-f", "json")
+        said = " ".join(r.stderr.split())
+        assert r.exit_code == 0 and said.count("fakeheaded changed since") == 1, said
+        assert "not fakeheaded" not in said and "without fakeheaded (head changed since it was fitted)" in said, said
+    finally:
+        HeadedBright.digest[0] = "a" * 64
