@@ -234,11 +234,15 @@ def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -
 
 
 def head_digest(detector: Any) -> str | None:
-    """The SHA-256 of a detector's head tensors, as its manifest lists them; None for a detector without
-    a head folder (metadata, the ONNX runtime's)."""
+    """The SHA-256 of a detector's head tensors, as its manifest lists them (or, for the ONNX runtime's,
+    as its export recorded them); None for a detector without a head (metadata) or an export made
+    before exports recorded it."""
     m = getattr(getattr(detector, "head", None), "manifest", None)
     files = m.get("files") if isinstance(m, Mapping) else None
     digest = files.get("head.safetensors") if isinstance(files, Mapping) else None
+    if digest is None:
+        meta = getattr(detector, "meta", None)
+        digest = meta.get("head_sha256") if isinstance(meta, Mapping) else None
     return digest if isinstance(digest, str) else None
 
 

@@ -92,9 +92,13 @@ def head_meta(head) -> dict[str, Any]:
     added); a torch detector builds the same dict from its loaded head."""
     m = head.manifest
     keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
+    sha = (m.get("files") or {}).get("head.safetensors")
     return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
             "calibration": m.get("calibration"), "threshold": m.get("threshold"),
-            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
+            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint,
+            # which tensors an exported head holds: a fusion model fitted on other ones leaves it out on ONNX
+            # as on torch (fusion.without_retrained)
+            **({"head_sha256": sha} if isinstance(sha, str) else {})}
 
 
 def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | None:
