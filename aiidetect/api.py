@@ -989,6 +989,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     was not checked and why (a weights folder that is itself a head folder, a head hidden by another of
     its name): `verify --weights-dir HEAD` checked nothing and said nothing."""
     from .detectors.heads import unavailable_reason
+    from .fusion import FUSION_DETECTOR
     from .head_checks import load_problem
     from .heads import Head, HeadMismatch, find_heads, verify_files
 
@@ -1010,7 +1011,8 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
         why = None if problems else load_problem(path, m)
         if why:
             problems.append(why)
-        if bb is not None:
+        # A fusion model reads detectors' answers, not a backbone's features: it names none, and failed here.
+        if bb is not None and m.get("detector") != FUSION_DETECTOR:
             try:
                 Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
             except HeadMismatch as exc:

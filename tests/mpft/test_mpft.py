@@ -465,13 +465,19 @@ def test_verify_with_a_backbone_builds_each_head_as_a_scan_does(tmp_path, backbo
     save_head(w / "mp", {k: v.contiguous() for k, v in model.trainable_state().items()},
               {"name": "mp", "detector": "mpft", "labels": ["real", "gen"],
                "params": {"adapter": {**adapter, "rank": 2}, "feature": "embed"}, **common})
+    from aiidetect.calibration import save_fusion
+
+    # a fusion model names no backbone (it reads the detectors' answers): every one failed --check-backbone
+    save_fusion(w / "fz", {"params": {"method": "platt", "evidence_weight": 1.0, "bias": 0.0, "detectors": {
+        "linear:fits": {"weight": 1.0, "calibration": {"method": "none"}}}}, "threshold": {"ai": 0.9, "real": 0.1},
+        "metrics": {}}, {}, name="fz")
     rows = {name: problems for name, _, problems in verify_heads([w], spec)}
-    assert rows["fits"] == [], rows
+    assert rows["fits"] == [] and rows["fz"] == [], rows
     assert any(f"expects {bb.embed_dim // 2}-d embed features" in p for p in rows["narrow"]), rows
     assert any("do not match the model" in p and "lora_A" in p and "(4, " in p for p in rows["mp"]), rows
     assert all("\n" not in p for p in rows["mp"]), rows  # one line, not torch's one per tensor
     # without a backbone only the files are checked, as before
-    assert {name: problems for name, _, problems in verify_heads([w])} == {"fits": [], "narrow": [], "mp": []}
+    assert {name: problems for name, _, problems in verify_heads([w])} == {"fits": [], "narrow": [], "mp": [], "fz": []}
 
 
 def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(tmp_path, backbone):
