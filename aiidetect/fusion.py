@@ -254,7 +254,7 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     the same name scores on another scale, and its answers went through the old calibration without a
     word (a random-init probe's T of 1000 applied to a trained probe's logits). A head whose tensors
     differ from those the model recorded (`head_sha256`, written by `calibrate`) is left out of the
-    model, as a head unknown to it is; when none of its detectors is left, the default rules decide
+    model, as a head unknown to it is; when none of its detectors with a say (weight > 0) is left, the default rules decide
     (the model's band was chosen for detectors no longer there). Models without the record are used
     as they are."""
     m = normalize_model(model)
@@ -275,7 +275,8 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     what = (f"the head{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed since the fusion model {m.get('name') or ''} was fitted "
             f"(other tensors than {them} calibrated on)")
     redo = "run `aiidetect calibrate` again"
-    if not kept:
+    # Those left with weight 0 have no say in it: every file was "uncertain", from a model check_model refuses.
+    if not any(isinstance(v, Mapping) and _is_finite(w := v.get("weight", 1.0)) and w > 0 for v in kept.values()):
         return None, f"{what}: the default rules decide, not that model; {redo}"
     raw = dict(model or {})
     # `left_out` beside the detectors: fuse's per-file reason and the records' fusion identity say why they had
