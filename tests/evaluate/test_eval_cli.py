@@ -425,6 +425,9 @@ def test_one_head_retrained_of_two_is_named_once_and_in_every_record(dataset, tm
         assert [n for n in notes if "fakeheaded," in n or "fakeheaded " in n or "fakeheaded:" in n] == [
             n for n in notes if "fakeheaded changed since" in n] and len(notes) == 1, notes
         assert rec.fusion["kind"] == "model" and rec.fusion["left_out"] == ["fakeheaded"], rec.fusion
+        from aiidetect.report.writers import fusion_label  # scan's summary line
+
+        assert fusion_label(rec.fusion).endswith(" without fakeheaded (head changed since it was fitted)")
         assert "fakeheaded: its head changed since the fusion model was fitted, ignored" in rec.reasons, rec.reasons
         assert not any("not in the fusion model" in x for x in rec.reasons), rec.reasons
         r = cli("eval", str(dataset), "-d", "fakeheaded,fakeheadeddim", "--fusion", str(tmp_path / "fz"), "-f", "json")
