@@ -550,8 +550,11 @@ class Scanner:
             self._note(note)
         self._note_slow_int8()
         self._fusion = self._load_fusion()
-        from .fusion import fusion_identity, unmodelled_note
+        from .fusion import fusion_identity, unmodelled_note, without_retrained
 
+        self._fusion, note = without_retrained(self._fusion, self._detectors)
+        if note is not None:
+            self._note(note)
         if (note := unmodelled_note(self._fusion, self._detectors)) is not None:
             self._note(note)
 
@@ -977,11 +980,17 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
 
 
 def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
-                 on_note: Callable[[str], None] | None = None) -> list[tuple[str, str, list[str]]]:
+                 on_note: Callable[[str], None] | None = None,
+                 passed_over: list[str] | None = None) -> list[tuple[str, str, list[str]]]:
     """`aiidetect weights verify`: (name, path, problems) per head: its files against the manifest's
-    checksums and, with a backbone spec, its fingerprint against that backbone; a head folder whose
+    checksums and, with a backbone spec, its fingerprint against that backbone and its detector built
+    on it as a scan builds it; a head folder whose
     manifest cannot be read is one too (its folder name, the reason). A backbone that
-    cannot be built is a note (`on_note`), and the files are still checked."""
+    cannot be built is a note (`on_note`), and the files are still checked. `passed_over`, a list, gets what
+    was not checked and why (a weights folder that is itself a head folder, a head hidden by another of
+    its name): `verify --weights-dir HEAD` checked nothing and said nothing."""
+    from .detectors.heads import unavailable_reason
+    from .fusion import FUSION_DETECTOR
     from .head_checks import load_problem
     from .heads import Head, HeadMismatch, find_heads, verify_files
 
@@ -996,20 +1005,30 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
             (on_note or log.warning)(str(exc))
     out = []
     broken: list[tuple[Path, str]] = []
-    for path, m in find_heads([Path(d) for d in dirs], unreadable=broken):
+    notes: list[str] = []
+    for path, m in find_heads([Path(d) for d in dirs], unreadable=broken, notes=notes):
         problems = verify_files(path, m)
         # A head holding NaN passed here and was then unavailable in every scan.
         why = None if problems else load_problem(path, m)
         if why:
             problems.append(why)
-        if bb is not None:
+        # A fusion model reads detectors' answers, not a backbone's features: it names none, and failed here.
+        if bb is not None and m.get("detector") != FUSION_DETECTOR:
             try:
                 Head(path, m).check_backbone(bb.fingerprint, bb.spec.describe())
             except HeadMismatch as exc:
                 problems.append(str(exc))
+            else:
+                if not problems:
+                    # the family's own detector, built as a scan builds it (manifest and tensors agree)
+                    why = unavailable_reason(path, m, bb)
+                    if why:
+                        problems.append(why)
         out.append((m["name"], str(path), problems))
     # A head whose manifest is damaged is not "nothing to check": it is a failed head.
     out += [(path.name, str(path), [why]) for path, why in broken]
+    if passed_over is not None:  # (the damaged ones are failed heads above, not notes)
+        passed_over += [n for n in notes if not any(n.startswith(f"{p} is not a usable head") for p, _ in broken)]
     return out
 
 

@@ -225,14 +225,79 @@ def unmodelled_note(model: Mapping[str, Any] | None, detectors: Iterable[Any]) -
     m = normalize_model(model)
     if not m.get("detectors"):
         return None
-    missing = [d.name for d in detectors
-               if getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
+    gone = set(left_out(m))  # without_retrained's note already names them, and why
+    missing = [d.name for d in detectors if d.name not in gone
+               and getattr(d, "needs_pixels", True) and _detector_params(m, d.name) is None]
     if not missing:
         return None
     known = ", ".join(map(str, m["detectors"]))
     return (f"the fusion model {m.get('name') or ''} calibrates {known}, not {', '.join(missing)}: "
             f"{'their answers have' if len(missing) > 1 else 'its answers have'} no say in the verdicts; "
             f"run `aiidetect calibrate` with {'them' if len(missing) > 1 else 'it'} (or --fusion none for the rules)")
+
+
+def head_digest(detector: Any) -> str | None:
+    """The SHA-256 of a detector's head tensors, as its manifest lists them (or, for the ONNX runtime's,
+    as its export recorded them); None for a detector without a head (metadata) or an export made
+    before exports recorded it."""
+    m = getattr(getattr(detector, "head", None), "manifest", None)
+    files = m.get("files") if isinstance(m, Mapping) else None
+    digest = files.get("head.safetensors") if isinstance(files, Mapping) else None
+    if digest is None:
+        meta = getattr(detector, "meta", None)
+        digest = meta.get("head_sha256") if isinstance(meta, Mapping) else None
+    return digest if isinstance(digest, str) else None
+
+
+def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
+                      ) -> tuple[Mapping[str, Any] | None, str | None]:
+    """(the model to fuse with, a note for the run) when heads were retrained after the model was fitted.
+
+    A model's calibration, weight and band were fitted on each head's scores; a head retrained under
+    the same name scores on another scale, and its answers went through the old calibration without a
+    word (a random-init probe's T of 1000 applied to a trained probe's logits). A head whose tensors
+    differ from those the model recorded (`head_sha256`, written by `calibrate`) is left out of the
+    model, as a head unknown to it is; when none of its detectors with a say (weight > 0) is left, the default rules decide
+    (the model's band was chosen for detectors no longer there). Models without the record are used
+    as they are."""
+    m = normalize_model(model)
+    dets = m.get("detectors")
+    if not isinstance(dets, Mapping) or not dets:
+        return model, None
+    changed = []
+    for d in detectors:
+        entry = dets.get(getattr(d, "name", None))
+        rec = entry.get("head_sha256") if isinstance(entry, Mapping) else None
+        cur = head_digest(d)
+        if isinstance(rec, str) and cur is not None and rec != cur:
+            changed.append(d.name)
+    if not changed:
+        return model, None
+    kept = {k: v for k, v in dets.items() if k not in changed}
+    them = "they were" if len(changed) > 1 else "it was"
+    what = (f"the head{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed since the fusion model {m.get('name') or ''} was fitted "
+            f"(other tensors than {them} calibrated on)")
+    redo = "run `aiidetect calibrate` again"
+    # Those left with weight 0 have no say in it: every file was "uncertain", from a model check_model refuses.
+    if not any(isinstance(v, Mapping) and _is_finite(w := v.get("weight", 1.0)) and w > 0 for v in kept.values()):
+        return None, f"{what}: the default rules decide, not that model; {redo}"
+    raw = dict(model or {})
+    # `left_out` beside the detectors: fuse's per-file reason and the records' fusion identity say why they had
+    # no say (as "not in the fusion model" they read as heads added since, and the identity as the whole model)
+    if raw.get("detector") == FUSION_DETECTOR and isinstance(raw.get("params"), Mapping):
+        raw["params"] = {**raw["params"], "detectors": kept, LEFT_OUT: changed}
+    else:
+        raw.update(detectors=kept, **{LEFT_OUT: changed})
+    return raw, f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the verdicts; {redo}"
+
+
+LEFT_OUT = "left_out"
+
+
+def left_out(model: Mapping[str, Any] | None) -> list[str]:
+    """The detectors without_retrained took out of this model (their heads changed since it was fitted)."""
+    names = normalize_model(model).get(LEFT_OUT)
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -268,7 +333,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             for name, r in pixel.items():
                 dp = _detector_params(m, name)
                 if dp is None:
-                    notes.append(f"{name}: not in the fusion model, ignored")
+                    notes.append(f"{name}: its head changed since the fusion model was fitted, ignored"
+                                 if name in left_out(m) else f"{name}: not in the fusion model, ignored")
                     continue
                 try:
                     cal = Calibrator.from_dict(dp.get("calibration"))
@@ -498,4 +564,6 @@ def fusion_identity(model: Mapping[str, Any] | None) -> dict[str, Any]:
             digest = sha256_file(Path(path) / MANIFEST)
         except OSError:
             digest = None
-    return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest}
+    gone = left_out(model)  # the manifest's sha256 pins the model whole: say what of it had no say
+    return {"kind": "model", "name": model.get("name"), "path": path, "sha256": digest,
+            **({LEFT_OUT: gone} if gone else {})}

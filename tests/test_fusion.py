@@ -350,3 +350,26 @@ def test_a_later_line_says_which_scaling_above_it_shares():
         "+1.94 nats of its +3.00: soft evidence counts at most 2 nats in all, and it summed +3.10)",
         "-0.69 nats of its -1.39, averaged as above)",
         "+0.06 nats of its +0.10, scaled as above)"]
+
+
+def test_a_model_left_with_only_weight_0_detectors_gives_way_to_the_rules():
+    """The one informative head retrained, the model kept only a detector it had fitted weight 0: every file
+    came out "uncertain" (p_ai None, "no detector had an opinion"), from a model check_model refuses
+    when loaded ("every detector in it has weight 0"). With no detector of the model left to have a say,
+    the default rules decide, as when none is left at all."""
+    from types import SimpleNamespace as NS
+
+    from aiidetect.fusion import without_retrained
+
+    def det(name, sha):
+        return NS(name=name, needs_pixels=True, head=NS(manifest={"files": {"head.safetensors": sha}}))
+
+    model = {"detector": "fusion", "name": "fz", "threshold": {"ai": 0.8, "real": 0.2},
+             "params": {"evidence_weight": 1.0, "bias": 0.0, "detectors": {
+                 "linear:a": {"weight": 1.5, "calibration": {"method": "none"}, "head_sha256": "a" * 64},
+                 "linear:b": {"weight": 0.0, "calibration": {"method": "none"}, "head_sha256": "b" * 64}}}}
+    kept, note = without_retrained(model, [det("linear:a", "c" * 64), det("linear:b", "b" * 64)])
+    assert kept is None and "default rules decide" in note, (kept, note)
+    res = {"linear:a": DetectorResult("ok", p_ai=0.999, score=7.0, score_kind="logit"),
+           "linear:b": DetectorResult("ok", p_ai=0.99, score=5.0, score_kind="logit")}
+    assert fuse(res, kept).verdict == "ai-generated"

@@ -100,6 +100,13 @@ def calibrate_cmd(
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)
     except ValueError as exc:
         fail(f"cannot calibrate: {exc}")
+    from ..fusion import head_digest
+
+    # which tensors each calibration was fitted on: scans leave out a head retrained since (without_retrained)
+    digests = {d.name: head_digest(d) for d in dets}
+    for n, entry in fitted["params"]["detectors"].items():
+        if digests.get(n):
+            entry["head_sha256"] = digests[n]
     summary = summarize(items)
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)

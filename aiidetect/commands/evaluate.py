@@ -92,6 +92,15 @@ def evaluate_cmd(
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
         # build_detectors checks the options (UsageError), on a copy
         dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
+    from ..fusion import left_out, without_retrained
+
+    model, retrained = without_retrained(model, dets)
+    if retrained is not None:
+        gone = left_out(model)
+        fusion_desc = ("rules (the fusion model's heads changed)" if model is None else
+                       f"{fusion_desc}, without {', '.join(gone)} (head changed since it was fitted)")
+        if not quiet:
+            err.print(f"note: {retrained}", highlight=False, markup=False)
     n_cond = 1 + (norm is not None) + len(perts)
     if not quiet:
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images ({sum(i.label == 0 for i in items)} real, "

@@ -55,7 +55,8 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
 def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            backbone_opts: BackboneOptions = None,
            check_backbone: bool = typer.Option(False, "--check-backbone",
-                                               help="Also build the backbone and check every head's fingerprint against it."),
+                                               help="Also build the backbone, check every head's fingerprint against "
+                                                    "it and build each head on it as a scan does."),
            fmt: JsonFormat = SummaryFormatOpt,
            quiet: bool = QuietOpt):  # accepted like everywhere: verify prints only its result and errors
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
@@ -85,7 +86,15 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                                highlight=False, soft_wrap=True)
 
     dirs = checked_weights_dirs(weights_dir)
-    checked = verify_heads(dirs, spec, on_note=note)
+    passed_over: list[str] = []
+    checked = verify_heads(dirs, spec, on_note=note, passed_over=passed_over)
+    for line in passed_over:
+        stderr_console(quiet).print(f"note: {escape(line)}", highlight=False, soft_wrap=True)
+    if not checked:
+        from ..detectors import onnx_families
+
+        stderr_console(quiet).print(f"no heads found, nothing verified; train one with `aiidetect train "
+                                    f"{'|'.join(onnx_families())}`", highlight=False)
     failed = bool(unchecked) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.

@@ -92,6 +92,42 @@ def head_meta(head) -> dict[str, Any]:
     added); a torch detector builds the same dict from its loaded head."""
     m = head.manifest
     keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
+    sha = (m.get("files") or {}).get("head.safetensors")
     return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
             "calibration": m.get("calibration"), "threshold": m.get("threshold"),
-            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint}
+            "head": head.name, "backbone_fingerprint": head.backbone_fingerprint,
+            # which tensors an exported head holds: a fusion model fitted on other ones leaves it out on ONNX
+            # as on torch (fusion.without_retrained)
+            **({"head_sha256": sha} if isinstance(sha, str) else {})}
+
+
+def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | None:
+    """What a scan on `backbone` would say of the head at `path`: the reason build_heads gives when
+    it makes that head unavailable, or None when its family makes the detector. The family's own
+    ``create`` runs, on this head alone, so `weights verify --check-backbone` refuses what a scan
+    refuses: an MPFT head whose manifest names another LoRA rank than its tensors hold passed verify
+    ("ok") and was unavailable in every scan."""
+    from . import family_hook
+
+    family, name = manifest.get("detector"), manifest.get("name")
+    try:
+        create = family_hook(str(family), "create")
+    except KeyError:  # a family this install does not know: find_heads says so already
+        return None
+    from ..heads import find_heads
+
+    # The family's create finds the head again, in its folder's parent: only when that finds this very
+    # head (a weights folder that is itself a head may sit beside another head of the same name).
+    same = [p for p, m in find_heads([Path(path).parent], str(family)) if m.get("name") == name]
+    if len(same) != 1 or Path(same[0]).resolve() != Path(path).resolve():
+        return None
+    ctx = RunContext(weights_dirs=[Path(path).parent], options={f"{family}_heads": [name]})
+    ctx._backbone = backbone
+    try:
+        rows = create(ctx)
+    except HeadsUnavailable as exc:
+        rows = exc.rows
+    except DetectorUnavailable as exc:
+        return str(exc)
+    bad = [d.reason for d in rows if isinstance(d, UnavailableDetector)]
+    return bad[0] if bad else None

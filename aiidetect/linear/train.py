@@ -113,6 +113,12 @@ def train_linear(sources: Sequence[str | Path], backbone_spec, *, name: str | No
     if len(y) == 0:
         raise ValueError("no training image could be decoded")
     bad = {p for p, _ in failures}
+    if failures and len(set(y.tolist())) < 2:
+        # fit_probe's "a probe needs both classes; got 2 real and 0 ai" said nothing of the images lost
+        kept = "real" if y[0] == 0 else "AI"
+        raise ValueError(f"only {kept} training images could be decoded ({len(y)}); {len(failures)} could not, "
+                         f"e.g. {failures[0][0]}: {failures[0][1]}. A probe needs both classes: replace or "
+                         "remove the unreadable images")
     check_features(X, [i.path for i in train_items if i.path not in bad])
     probe = fit_probe(X, y, seed=seed)
     say(f"fitted: C={probe.info.get('C')}, cross-validation folds {probe.info.get('cv_folds')}")

@@ -61,6 +61,13 @@ class MPFTModel(nn.Module):
         if own != got:
             missing, extra = sorted(own - got), sorted(got - own)
             raise ValueError(f"MPFT tensors do not match the model (missing {missing[:5]}, unexpected {extra[:5]})")
+        # torch's own refusal listed every tensor of the wrong shape, one line each, in every scan row
+        mine = self.trainable_state()
+        wrong = [f"{k} is {tuple(tensors[k].shape)} in the file, {tuple(mine[k].shape)} in the model"
+                 for k in sorted(own) if tuple(tensors[k].shape) != tuple(mine[k].shape)]
+        if wrong:
+            more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+            raise ValueError(f"MPFT tensors do not match the model its manifest describes: {wrong[0]}{more}")
         self.load_state_dict(dict(tensors), strict=False)
 
     def encode(self, pixels: torch.Tensor, *, keep_index: torch.Tensor | None = None,

@@ -211,7 +211,11 @@ class MPFTTrainer:
         if not self.train_items:
             raise ValueError("no readable training images")
         if len({i.label for i in self.train_items}) < 2:
-            raise ValueError("training needs both real and AI images")
+            # (the loader checked both classes were listed: here the other class's images were unreadable)
+            lost = (f"; {len(sk1)} could not be decoded, e.g. {sk1[0]}: replace or remove the unreadable images"
+                    if sk1 else "")
+            raise ValueError(f"training needs both real and AI images; the readable training images are all "
+                             f"{'AI' if self.train_items[0].label else 'real'}{lost}")
         self._check_features()
         gens = sorted({i.generator for i in self.train_items + self.val_items + self.report_items if i.label == 1})
         self.labels = ["real"] + gens
@@ -347,7 +351,7 @@ class MPFTTrainer:
         state = {"step": self.step, "model": {k: v.cpu() for k, v in self.model.trainable_state().items()},
                  "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "labels": self.labels,
                  "config": self.cfg.to_dict(), "history": self.history,
-                 "best": self.best}
+                 "best": self.best, "backbone_fingerprint": self.bb.fingerprint}
         tmp = self._ckpt_path().with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self._ckpt_path())
@@ -358,13 +362,37 @@ class MPFTTrainer:
             p = p / CHECKPOINT
         if not p.is_file():
             return False
-        # weights_only: a checkpoint is data, never code (a pickled checkpoint can run anything on load).
-        state = torch.load(p, map_location=self.device, weights_only=True)
+        fresh = f"delete {p} to start afresh, or run without --resume"
+        try:
+            # weights_only: a checkpoint is data, never code (a pickled checkpoint can run anything on load).
+            state = torch.load(p, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch's own error advised loading it with weights_only=False
+            raise ValueError(f"checkpoint {p} cannot be read (cut short, damaged or not an MPFT checkpoint: "
+                             f"{type(exc).__name__}); {fresh}") from None
+        if not isinstance(state, dict) or not all(k in state for k in ("step", "model", "opt", "sched", "labels")):
+            raise ValueError(f"checkpoint {p} is not an MPFT training checkpoint; {fresh}")
+        # Adapter and heads trained on one backbone's features mean nothing on another's: a checkpoint
+        # of tiny-vit seed 0 resumed on seed 1 (same shapes) went on without a word, and the head
+        # written at the end named the second backbone alone. (Checkpoints of earlier releases lack it.)
+        fp = state.get("backbone_fingerprint")
+        if fp is not None and fp != self.bb.fingerprint:
+            raise ValueError(f"checkpoint {p} was trained on another backbone (fingerprint {fp}, this run's is "
+                             f"{self.bb.fingerprint}); resume with the backbone options it was started with, or {fresh}")
         if state["labels"] != self.labels:
             raise ValueError(f"checkpoint {p} was trained with labels {state['labels']}, this data gives {self.labels}")
-        self.model.load_trainable_state(state["model"])
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
+        try:
+            self.model.load_trainable_state(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            self.sched.load_state_dict(state["sched"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            # (another --rank, --adapter or --targets: torch's "size mismatch for adapter.lora_A...")
+            was = state.get("config") if isinstance(state.get("config"), dict) else {}
+            now = self.cfg.to_dict()
+            diff = [f"--{k.replace('_', '-')} {was[k]} then, {now[k]} now" for k in sorted(now)
+                    if k in was and was[k] != now[k] and not isinstance(now[k], dict)]
+            raise ValueError(f"checkpoint {p} does not fit this run's model"
+                             + (f" ({'; '.join(diff[:4])})" if diff else f" ({str(exc).splitlines()[0][:200]})")
+                             + f"; resume with the options it was started with, or {fresh}") from None
         self.step = int(state["step"])
         self.history = list(state.get("history") or [])
         self.best = state.get("best")

@@ -94,7 +94,10 @@ def fusion_label(f: dict | None) -> str:
         return ""
     if f.get("kind") != "model":
         return "rules"
-    return f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')})"
+    gone = f.get("left_out")
+    without = (f" without {', '.join(map(str, gone))} (head changed since it was fitted)"
+               if isinstance(gone, list) and gone else "")
+    return f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')}){without}"
 
 
 def headline(reasons) -> str:

@@ -302,3 +302,20 @@ def test_an_in_process_cli_run_leaves_the_test_process_as_it_found_it(dev_dir):
                            "--no-cache", "--max-pixels", str(4 * (pixels or 10 ** 8)))
     assert r.returncode == 0, r.stderr
     assert Image.MAX_IMAGE_PIXELS == pixels
+
+
+def test_verify_of_a_head_folder_says_it_verified_nothing_and_where_heads_are(tmp_path):
+    """`weights verify --weights-dir HEAD` (the head folder, not its parent) printed nothing and exited 0:
+    no head was checked, and nothing said so. It now names the folder to give, and that nothing was verified."""
+    import numpy as np
+
+    from aiidetect.heads import save_head
+
+    head = save_head(tmp_path / "w" / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(head))
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+    assert f"{head} is a head folder" in said and f"give its parent ({tmp_path / 'w'})" in said, said
+    assert "no heads found, nothing verified" in said, said
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(tmp_path / "w"))
+    assert r.returncode == 0 and r.stdout.startswith("ok   h") and "note" not in r.stderr, (r.stdout, r.stderr)

@@ -402,3 +402,29 @@ def test_cli_export_then_scan_runtime_onnx(linear_head_dir, dev_dir, tmp_path):
     d = rec["detectors"]["linear:probe"]
     assert d["status"] == "ok" and d["runtime"] == "onnx" and d["provider"] == "CPUExecutionProvider"
     assert d["score_kind"] == "logit"
+
+
+def test_a_head_changed_since_the_fusion_model_is_left_out_on_onnx_as_on_torch(export_fp32, linear_head_dir):
+    """A fusion model records each head's tensors (head_sha256); torch scans left out a head retrained since,
+    but an ONNX scan (--runtime onnx, or the fast path `aiidetect optimize` chose) of an export made after
+    the retraining ran the new head through the old calibration: its detectors had no head folder to read."""
+    from aiidetect.backbone import BackboneSpec
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.fusion import without_retrained
+    from aiidetect.heads import read_manifest
+
+    out, side, _ = export_fp32
+    ctx = RunContext(backbone_spec=BackboneSpec.from_options(config="tiny-vit"), device="cpu",
+                     weights_dirs=[linear_head_dir], runtime="onnx", onnx_dir=out,
+                     options={"onnx_families": ["linear"]})
+    dets = create_detectors(["onnx"], ctx)
+    digest = read_manifest(linear_head_dir / "probe")["files"]["head.safetensors"]
+
+    def model(sha):
+        return {"detector": "fusion", "name": "fz", "threshold": {"ai": 0.9, "real": 0.1},
+                "params": {"detectors": {"linear:probe": {"weight": 1.0, "calibration": {"method": "none"},
+                                                          "head_sha256": sha}}}}
+
+    assert without_retrained(model(digest), dets) == (model(digest), None)  # the head it was fitted on: used
+    kept, note = without_retrained(model("0" * 64), dets)
+    assert kept is None and "linear:probe changed since" in note, note

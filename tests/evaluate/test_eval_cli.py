@@ -339,3 +339,100 @@ def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(
             "--no-plots")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["conditions"][0]["n_items"] == 28
+
+
+class HeadedBright(Brightness):
+    """Brightness with a head folder's manifest, whose tensors' digest the test changes ("retrains")."""
+
+    family = "fakeheaded"
+    digest = ["a" * 64]
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakeheaded"
+        from types import SimpleNamespace
+
+        self.head = SimpleNamespace(path=Path("no-such-head"),
+                                    manifest={"files": {"head.safetensors": HeadedBright.digest[0]}})
+
+
+register("fakeheaded", lambda ctx: [HeadedBright()])
+
+
+def test_a_head_retrained_after_calibrating_has_no_say_through_the_old_calibration(dataset, tmp_path, weights_dir):
+    """A head retrained under the same name kept the fusion model's calibration, weight and band fitted on
+    the old head's scores: a random-init probe's Platt slope of 44 applied to a trained probe's logits
+    called 9 of 60 real camera photos ai-generated at P(AI) 1.0. calibrate records each head's tensors;
+    scan and eval leave out a head whose tensors changed, said once for the run (here: no detector left,
+    so the default rules)."""
+    HeadedBright.digest[0] = "a" * 64
+    r = cli("calibrate", str(dataset), "-d", "fakeheaded", "-o", str(tmp_path / "fz"), "-q")
+    assert r.exit_code == 0, r.output
+    fitted = json.loads((tmp_path / "fz" / "manifest.json").read_text())["params"]["detectors"]["fakeheaded"]
+    assert fitted["head_sha256"] == "a" * 64 and fitted["weight"] > 0
+    from aiidetect.api import ScanOptions, Scanner
+
+    notes = []
+    sc = Scanner(ScanOptions(detectors=["fakeheaded"], fusion=str(tmp_path / "fz"), cache=False), on_note=notes.append)
+    assert sc.fusion is not None and not any("changed since" in n for n in notes), notes  # the same head: used
+    HeadedBright.digest[0] = "b" * 64  # retrained
+    try:
+        r = cli("eval", str(dataset), "-d", "fakeheaded", "--fusion", str(tmp_path / "fz"), "-f", "json")
+        said = " ".join(r.stderr.split())
+        assert r.exit_code == 0 and "the head fakeheaded changed since the fusion model fusion was fitted" in said, said
+        assert "default rules decide" in said and "run `aiidetect calibrate` again" in said
+        assert "fusion: rules (the fusion model's heads changed)" in said
+        notes = []
+        sc = Scanner(ScanOptions(detectors=["fakeheaded"], fusion=str(tmp_path / "fz"), cache=False),
+                     on_note=notes.append)
+        assert sc.fusion is None and any("fakeheaded changed since" in n for n in notes), notes
+    finally:
+        HeadedBright.digest[0] = "a" * 64
+
+
+class HeadedDim(HeadedBright):
+    """A second headed detector (brightness of the upper half), whose head stays as calibrated."""
+
+    family = "fakeheadeddim"
+
+    def __init__(self):
+        super().__init__()
+        self.name = "fakeheadeddim"
+        from types import SimpleNamespace
+
+        self.head = SimpleNamespace(path=Path("no-such-head"), manifest={"files": {"head.safetensors": "d" * 64}})
+
+
+register("fakeheadeddim", lambda ctx: [HeadedDim()])
+
+
+def test_one_head_retrained_of_two_is_named_once_and_in_every_record(dataset, tmp_path, weights_dir):
+    """One of two calibrated heads retrained: the run said so, then said again that the model "calibrates
+    fakeheadeddim, not fakeheaded: run calibrate with it" (it had been calibrated with it); each record's
+    reason read "not in the fusion model", and its fusion identity named the whole model, whose manifest
+    holds the left-out head's calibration."""
+    HeadedBright.digest[0] = "a" * 64
+    r = cli("calibrate", str(dataset), "-d", "fakeheaded,fakeheadeddim", "-o", str(tmp_path / "fz"), "-q")
+    assert r.exit_code == 0, r.output
+    from aiidetect.api import ScanOptions, Scanner
+
+    HeadedBright.digest[0] = "b" * 64  # retrained
+    try:
+        notes = []
+        sc = Scanner(ScanOptions(detectors=["fakeheaded", "fakeheadeddim"], fusion=str(tmp_path / "fz"), cache=False),
+                     on_note=notes.append)
+        (rec,) = list(sc.scan([dataset / "real" / "r0.jpg"]))
+        assert [n for n in notes if "fakeheaded," in n or "fakeheaded " in n or "fakeheaded:" in n] == [
+            n for n in notes if "fakeheaded changed since" in n] and len(notes) == 1, notes
+        assert rec.fusion["kind"] == "model" and rec.fusion["left_out"] == ["fakeheaded"], rec.fusion
+        from aiidetect.report.writers import fusion_label  # scan's summary line
+
+        assert fusion_label(rec.fusion).endswith(" without fakeheaded (head changed since it was fitted)")
+        assert "fakeheaded: its head changed since the fusion model was fitted, ignored" in rec.reasons, rec.reasons
+        assert not any("not in the fusion model" in x for x in rec.reasons), rec.reasons
+        r = cli("eval", str(dataset), "-d", "fakeheaded,fakeheadeddim", "--fusion", str(tmp_path / "fz"), "-f", "json")
+        said = " ".join(r.stderr.split())
+        assert r.exit_code == 0 and said.count("fakeheaded changed since") == 1, said
+        assert "not fakeheaded" not in said and "without fakeheaded (head changed since it was fitted)" in said, said
+    finally:
+        HeadedBright.digest[0] = "a" * 64

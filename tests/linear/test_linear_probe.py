@@ -255,3 +255,20 @@ def test_the_probe_records_the_images_it_was_fitted_on_not_the_held_out(planted,
     assert blk["kind"] == KIND and blk["count"] == len(hs) and 0 < blk["count"] + blk["without_hash"] <= res.n_train
     imgs = sorted(str(p) for p in (planted / "train").rglob("*.png"))
     assert int(member_mask(keys, digests_of(imgs)).sum()) == res.n_train
+
+
+def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(dev_dir, tiny, tmp_path):
+    """Every AI image of a manifest unreadable: training ended on "a probe needs both classes; got 2 real
+    and 0 ai", though the manifest lists both, without a word of the files it could not read."""
+    import shutil
+
+    from aiidetect.linear.train import train_linear
+
+    for k, src in enumerate(sorted((dev_dir / "real" / "camera").glob("*.jpg"))[:2]):
+        shutil.copy(src, tmp_path / f"r{k}.jpg")
+    (tmp_path / "a0.jpg").write_text("not an image")
+    (tmp_path / "m.csv").write_text("file,label\nr0.jpg,real\nr1.jpg,real\na0.jpg,ai\n")
+    spec, bb = tiny
+    with pytest.raises(ValueError, match=r"only real training images could be decoded \(2\); 1 could not, "
+                                         r"e\.g\. .*a0\.jpg.*replace or remove"):
+        train_linear([tmp_path / "m.csv"], spec, name="lost", out=tmp_path / "w" / "lost", backbone=bb, cache=False)

@@ -395,3 +395,100 @@ def test_the_head_records_its_train_and_selection_splits(trained):
     recorded = int(member_mask(keys, digests_of(fakes)).sum())
     assert m["data"]["selection"]["n_ai"] > 0 and m["data"]["validation"]["n_ai"] > 0
     assert recorded == m["data"]["train"]["n_ai"] + m["data"]["selection"]["n_ai"] < len(fakes)
+
+
+def test_resume_refuses_a_checkpoint_it_cannot_continue(tmp_path, backbone):
+    """A checkpoint cut short, not a checkpoint, or made with another --rank is a ValueError that says
+    what to do (torch's own error advised loading the file with weights_only=False, i.e. running it)."""
+    import dataclasses
+
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    cfg = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, augment=AugmentConfig.none(), workers=1)
+    t = MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False)
+    t.save_checkpoint()
+    ck = tmp_path / "run" / "checkpoint.pt"
+    good = ck.read_bytes()
+    other = MPFTTrainer(backbone, items, dataclasses.replace(cfg, rank=cfg.rank * 2), tmp_path / "run", "run",
+                        show_progress=False)
+    with pytest.raises(ValueError, match=r"--rank 8 then, 16 now.*without --resume"):
+        other.load_checkpoint()
+    for damaged, says in ((good[: len(good) // 2], "cannot be read"), (b"not a checkpoint", "cannot be read")):
+        ck.write_bytes(damaged)
+        with pytest.raises(ValueError, match=says) as exc:
+            t.load_checkpoint()
+        assert "weights_only" not in str(exc.value) and "delete" in str(exc.value)
+    torch.save([1, 2], ck)
+    with pytest.raises(ValueError, match="not an MPFT training checkpoint"):
+        t.load_checkpoint()
+
+
+def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, backbone):
+    """The same shapes on another backbone (tiny-vit seed 1) resumed without a word: the head written at
+    the end named the second backbone, with an adapter partly trained on the first one's features."""
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    cfg = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, augment=AugmentConfig.none(), workers=1)
+    MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False).save_checkpoint()
+    other_bb = create_backbone(BackboneSpec.from_options(config="tiny-vit", seed=1))
+    assert other_bb.fingerprint != backbone.fingerprint
+    resumed = MPFTTrainer(other_bb, items, cfg, tmp_path / "run", "run", show_progress=False)
+    with pytest.raises(ValueError, match=f"another backbone.*{backbone.fingerprint}"):
+        resumed.load_checkpoint()
+    assert resumed.step == 0
+    same = MPFTTrainer(backbone, items, cfg, tmp_path / "run", "run", show_progress=False)
+    assert same.load_checkpoint()
+
+
+def test_verify_with_a_backbone_builds_each_head_as_a_scan_does(tmp_path, backbone):
+    """`weights verify --check-backbone` said "ok" for heads every scan on that backbone found unavailable:
+    an MPFT head whose manifest names another LoRA rank than its tensors hold, a linear head of another
+    width. With a backbone, verify now builds each head's detector as the scan does, and says why not."""
+    from aiidetect.api import verify_heads
+    from aiidetect.heads import backbone_manifest, save_head
+    from aiidetect.mpft.model import MPFTModel
+    from aiidetect.preprocess import make_spec
+
+    spec, bb = BackboneSpec.from_options(config="tiny-vit", seed=0), backbone
+    w = tmp_path / "weights"
+    common = {"backbone": backbone_manifest(bb), "preprocessing": make_spec("center-crop", 224)}
+    for name, dim in (("fits", bb.embed_dim), ("narrow", bb.embed_dim // 2)):
+        save_head(w / name, {"weight": torch.zeros(1, dim), "bias": torch.zeros(1)},
+                  {"name": name, "detector": "linear", "labels": ["real", "ai"], "params": {"feature": "embed"},
+                   **common})
+    adapter = {"mode": "lora", "rank": 4, "alpha": 8.0, "targets": ["attn_in"], "last_n": 1, "train_norms": False}
+    model = MPFTModel(bb.visual, ["real", "gen"], adapter=adapter)
+    save_head(w / "mp", {k: v.contiguous() for k, v in model.trainable_state().items()},
+              {"name": "mp", "detector": "mpft", "labels": ["real", "gen"],
+               "params": {"adapter": {**adapter, "rank": 2}, "feature": "embed"}, **common})
+    from aiidetect.calibration import save_fusion
+
+    # a fusion model names no backbone (it reads the detectors' answers): every one failed --check-backbone
+    save_fusion(w / "fz", {"params": {"method": "platt", "evidence_weight": 1.0, "bias": 0.0, "detectors": {
+        "linear:fits": {"weight": 1.0, "calibration": {"method": "none"}}}}, "threshold": {"ai": 0.9, "real": 0.1},
+        "metrics": {}}, {}, name="fz")
+    rows = {name: problems for name, _, problems in verify_heads([w], spec)}
+    assert rows["fits"] == [] and rows["fz"] == [], rows
+    assert any(f"expects {bb.embed_dim // 2}-d embed features" in p for p in rows["narrow"]), rows
+    assert any("do not match the model" in p and "lora_A" in p and "(4, " in p for p in rows["mp"]), rows
+    assert all("\n" not in p for p in rows["mp"]), rows  # one line, not torch's one per tensor
+    # without a backbone only the files are checked, as before
+    assert {name: problems for name, _, problems in verify_heads([w])} == {"fits": [], "narrow": [], "mp": [], "fz": []}
+
+
+def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(tmp_path, backbone):
+    """The AI images all unreadable: "training needs both real and AI images", of data that lists both,
+    said nothing of the files it could not read (-q hides the log line that did)."""
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    reals = [Item(str(p), 0, "real") for p in sorted((DEV / "real" / "camera").glob("*.jpg"))[:2]]
+    (tmp_path / "a0.jpg").write_text("not an image")
+    cfg = TrainConfig(steps=1, batch_size=4, augment=AugmentConfig.none(), workers=1)
+    with pytest.raises(ValueError, match=r"all real; 1 could not be decoded, e\.g\. .*a0\.jpg.*replace or remove"):
+        MPFTTrainer(backbone, reals + [Item(str(tmp_path / "a0.jpg"), 1, "gen")], cfg, tmp_path / "run", "run",
+                    show_progress=False)
