@@ -123,6 +123,8 @@ def readonly_uri(path: str | Path) -> str:
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return sqlite_uri(path, "mode=ro")
     except sqlite3.OperationalError as exc:
+        if _hot_journal(exc):
+            raise  # never read as immutable, the half-made write in the file taken for the store: the caller says
         # A full disk is a read-only folder to SQLite: the -shm is made but cannot grow (SQLITE_IOERR_SHMSIZE), or
         # is not made (SQLITE_FULL). A finished store on a disk filled since was `cannot be read (disk I/O error)`
         # by every `results` command, though nothing needs writing to read it.
@@ -141,6 +143,18 @@ def readonly_uri(path: str | Path) -> str:
     finally:
         if probe is not None:
             probe.close()
+
+
+def _hot_journal(exc: sqlite3.Error) -> bool:
+    """SQLITE_READONLY_ROLLBACK: a -journal beside the file holds a write a process was killed in (a store is in
+    rollback-journal mode only as it is created, before WAL mode), which only a connection that may write rolls back."""
+    return getattr(exc, "sqlite_errorcode", None) == 776
+
+
+def _unfinished(path: Path) -> StoreError:
+    return StoreError(f"{path} cannot be read as it is: {path.name}-journal beside it holds a write a process was "
+                      "killed in (a `scan --db` killed as it created the store, which then holds no rows); the next "
+                      f"`aiidetect scan --db {path}` rolls it back, and the results commands never write a store")
 
 
 def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -737,6 +751,8 @@ class ResultsStore:
             if str(exc).startswith("no such table"):
                 raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
             if readonly:
+                if _hot_journal(exc):
+                    raise _unfinished(self.path) from exc
                 raise StoreError(f"{self.path} cannot be read ({exc})") from exc
             raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
@@ -880,11 +896,25 @@ class ResultsStore:
 
     def _integrity_ro(self, check: bool | str) -> str:
         trusted = check is True and closed_cleanly(self._abs)
-        db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
-        try:
-            return self._check(db, trusted)
-        finally:
-            db.close()
+        for attempt in (1, 2):
+            db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
+            try:
+                return self._check(db, trusted)
+            except sqlite3.OperationalError as exc:
+                # A scan killed as it created the store left a hot -journal: this read-only connection cannot roll
+                # it back, and every later scan of the store stopped here (`attempt to write a readonly database`).
+                # SQLite rolls it back at any open that may write, as the writer's own open would. Not beside a -wal
+                # with frames: the writer's close would checkpoint it, which this check runs first to keep from.
+                if attempt == 2 or not _hot_journal(exc) or _wal_pending(self._abs):
+                    raise
+            finally:
+                db.close()
+            rollback = sqlite3.connect(sqlite_uri(self.path, "mode=rw"), uri=True, timeout=60)
+            try:
+                rollback.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            finally:
+                rollback.close()
+        raise AssertionError("unreachable")
 
     def _check(self, db: sqlite3.Connection, trusted: bool) -> str:
         """The bounded probe for a file as aiidetect left it, else the full check."""
