@@ -1326,11 +1326,15 @@ class ResultsStore:
                 db.execute("INSERT INTO sessions SELECT x.dst_id, run_id, host, pid, shard, engine, argv, started_at, "
                            "finished_at, files_written, files_resumed, status FROM src.sessions s "
                            "JOIN merge_sessions x ON x.src_id=s.session_id WHERE x.dst_id > ?", (offset,))
-                # A session merged while it was still running: the later copy says how it ended.
+                # A session merged while it was still running: the later copy says how it ended, or, not ended yet
+                # (or killed, found `died` by the shard's next session), how far it got: its count grows per batch.
                 db.execute("UPDATE sessions SET finished_at=s.finished_at, files_written=s.files_written, "
                            "files_resumed=s.files_resumed, status=s.status FROM src.sessions s "
                            "JOIN merge_sessions x ON x.src_id=s.session_id WHERE sessions.session_id=x.dst_id "
-                           "AND x.dst_id <= ? AND COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '')",
+                           "AND x.dst_id <= ? AND (COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '') "
+                           "OR (s.finished_at IS NULL AND sessions.finished_at IS NULL AND "
+                           "(s.files_written > sessions.files_written OR "
+                           "(sessions.status = 'running' AND s.status <> 'running'))))",
                            (offset,))
                 cols = ",".join(_RESULT_COLS)
                 sel = ",".join("(SELECT dst_id FROM merge_sessions WHERE src_id=src.results.session_id)"

@@ -1893,3 +1893,33 @@ def test_a_store_killed_while_it_was_created_is_scanned_again(tmp_path):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
     r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["files"] == 2, r.stderr
+
+
+def test_a_shard_merged_while_its_session_runs_brings_its_count_up_to_date(tmp_path):
+    """A session counts its rows with each batch now, and a shard is merged every night while it runs: the
+    merged copy of a session still running kept the count of its first merge (a session was brought up to date
+    only once it had finished), though the shard's copy went on counting, and a killed one never finishes."""
+    from aiidetect.store import _RESULT_COLS
+
+    shard, target = tmp_path / "s.sqlite", tmp_path / "t.sqlite"
+    st = ResultsStore(shard)
+    run = st.ensure_run({"k": 1}, {}, ["metadata"], "rules")
+    sid = st.start_session(run, "1/2", "local", [])
+
+    def batch(first: int) -> None:
+        row = dict.fromkeys(_RESULT_COLS)
+        row.update(run_id=run, folder="/a", size=1, mtime_ns=1, verdict="real", session_id=sid, scanned_at="t",
+                   record="{}")
+        st.write_rows([tuple({**row, "path": f"/a/{i}", "file": f"/a/{i}"}[c] for c in _RESULT_COLS)
+                       for i in range(first, first + 3)])
+    batch(0)
+    merge_stores(target, [shard])
+    batch(3)  # then killed: no finish_session
+    st.db.execute("UPDATE sessions SET status='died'")  # as the shard's next session finds it
+    st.db.commit()
+    st.close()
+    merge_stores(target, [shard])
+    with sqlite3.connect(target) as c:
+        assert c.execute("SELECT files_written, status FROM sessions").fetchall() == [(6, "died")]
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone() == (6,)
+    c.close()
