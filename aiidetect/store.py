@@ -103,6 +103,12 @@ class StoreError(Exception):
     """The store cannot be opened or is not an aiidetect results store."""
 
 
+class MergeStopped(StoreError):
+    """A merge stopped at one source (its target's disk full): the message names it, the target and the sources
+    merged and kept before it. A type, not the message's first words: a source's own error (damage met in it)
+    begins with its name, which can be anything."""
+
+
 def sqlite_uri(path: str | Path, query: str) -> str:
     """The SQLite URI of the file at `path` with `query` (`mode=ro`, `immutable=1`, ...)."""
     # Quoted: `audit#2.sqlite` or `50%.sqlite` is a file name, not a URI fragment or escape (unquoted, `#`
@@ -1577,7 +1583,7 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
                 # A full disk under the target stopped the merge with only SQLite's words ("database or disk is
                 # full"): not which store, nor that the sources before it were merged and kept.
                 before = (f"; {', '.join(str(d['source']) for d in done)} merged before it and kept" if done else "")
-                raise StoreError(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
+                raise MergeStopped(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
                                  "the same command merges what is missing") from exc
         return done
 

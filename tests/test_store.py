@@ -1923,3 +1923,22 @@ def test_a_shard_merged_while_its_session_runs_brings_its_count_up_to_date(tmp_p
         assert c.execute("SELECT files_written, status FROM sessions").fetchall() == [(6, "died")]
         assert c.execute("SELECT COUNT(*) FROM results").fetchone() == (6,)
     c.close()
+
+
+def test_a_merge_failure_is_told_by_its_type_not_its_first_words(tmp_path, monkeypatch):
+    """The merge's own stop (`cannot merge S into T ...`) was told from a source's error by its first words:
+    damage met in a source named `cannot merge.sqlite` (its error begins with its name) lost the line's
+    `nothing of the failing source was kept`."""
+    from aiidetect.store import _damaged
+
+    src = tmp_path / "cannot merge.sqlite"
+    ResultsStore(src).close()
+    monkeypatch.chdir(tmp_path)
+
+    def damaged(self, other):
+        raise StoreError(_damaged(Path(other), "SQLite integrity check: page 7"))
+    monkeypatch.setattr(ResultsStore, "merge_from", damaged)
+    r = run_cli_in_process("results", "merge", "--db", "t.sqlite", "cannot merge.sqlite")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: merge failed (nothing of the failing source was kept): cannot merge.sqlite is "
+                               "damaged"), r.stderr
