@@ -1527,16 +1527,20 @@ class StoreSession:
         try:
             self.store.write_rows(rows)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
-            # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
-            # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
-            kept = self.store.run_rows(self.run_id)
-            held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
-                    "this session)" if kept is not None else
-                    f"the {self.written:,} rows this session committed before are kept")
-            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); {held}, and the same "
-                             "command resumes after them") from exc
+            raise self.cannot_write(str(exc)) from exc
         self.written += len(rows)
         self._last = time.monotonic()
+
+    def cannot_write(self, why: str) -> StoreError:
+        """The one line of a scan stopped by a write into the store (or beside it: its slots) that failed."""
+        # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
+        # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
+        kept = self.store.run_rows(self.run_id)
+        held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
+                "this session)" if kept is not None else
+                f"the {self.written:,} rows this session committed before are kept")
+        return StoreError(f"cannot write to the results store {self.store.path} ({why}); {held}, and the same "
+                          "command resumes after them")
 
     def close(self, status: str = "complete") -> None:
         if self.guard is not None:
