@@ -790,7 +790,9 @@ class Scanner:
             from .crashguard import SlotsUnwritable
             from .store import StoreError
 
-            if isinstance(exc, (StoreError, SlotsUnwritable)):
+            if isinstance(exc, SlotsUnwritable) and session is not None:
+                raise ScanError(str(session.cannot_write(str(exc)))) from exc
+            if isinstance(exc, StoreError):
                 # A store that cannot be written (a full disk) stops the run: the ScanError a caller catches
                 # for a run that cannot go on, not a type of the store module.
                 raise ScanError(str(exc)) from exc

@@ -203,8 +203,9 @@ class _ReadersWriter:
 
 
 class SlotsUnwritable(Exception):
-    """A slot could not be written (a full disk): the scan stops as for the store's own failed write (api turns it
-    into the same ScanError; not store.StoreError, which would make this module import the store's)."""
+    """A slot could not be written (a full disk): the scan stops as for the store's own failed write, with its line
+    (api: StoreSession.cannot_write, as a ScanError; not store.StoreError, which would make this module import the
+    store's). Its message is the why of that line."""
 
 
 class CrashGuard:
@@ -217,7 +218,6 @@ class CrashGuard:
         import fcntl
 
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
-        self._store_path = store_path
         self.strikes = dict(strikes)
         self._seen = seen
         # Told when a file with a strike was read to the end: the neighbours of the first death, read
@@ -340,10 +340,8 @@ class CrashGuard:
                     # ended the scan, and with `_active` counted for a read that never began, the session's
                     # close kept its slot file, and the next session took it for a dead one. It stops the scan
                     # as the store's own failed write does, before the file is read unguarded.
-                    raise SlotsUnwritable(
-                        f"cannot write to the results store {self._store_path} ({exc.strerror or exc}: its note "
-                        f"of the files being read, {self.path}); the rows committed before are kept, and the "
-                        "same command resumes after them") from exc
+                    raise SlotsUnwritable(f"{exc.strerror or exc}: its note of the files being read, "
+                                          f"{self.path}") from exc
             self._active += active
 
     def _slot(self) -> int:

@@ -103,6 +103,12 @@ class StoreError(Exception):
     """The store cannot be opened or is not an aiidetect results store."""
 
 
+class MergeStopped(StoreError):
+    """A merge stopped at one source (its target's disk full): the message names it, the target and the sources
+    merged and kept before it. A type, not the message's first words: a source's own error (damage met in it)
+    begins with its name, which can be anything."""
+
+
 def sqlite_uri(path: str | Path, query: str) -> str:
     """The SQLite URI of the file at `path` with `query` (`mode=ro`, `immutable=1`, ...)."""
     # Quoted: `audit#2.sqlite` or `50%.sqlite` is a file name, not a URI fragment or escape (unquoted, `#`
@@ -123,6 +129,8 @@ def readonly_uri(path: str | Path) -> str:
         probe.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return sqlite_uri(path, "mode=ro")
     except sqlite3.OperationalError as exc:
+        if _hot_journal(exc):
+            raise  # never read as immutable, the half-made write in the file taken for the store: the caller says
         # A full disk is a read-only folder to SQLite: the -shm is made but cannot grow (SQLITE_IOERR_SHMSIZE), or
         # is not made (SQLITE_FULL). A finished store on a disk filled since was `cannot be read (disk I/O error)`
         # by every `results` command, though nothing needs writing to read it.
@@ -141,6 +149,18 @@ def readonly_uri(path: str | Path) -> str:
     finally:
         if probe is not None:
             probe.close()
+
+
+def _hot_journal(exc: sqlite3.Error) -> bool:
+    """SQLITE_READONLY_ROLLBACK: a -journal beside the file holds a write a process was killed in (a store is in
+    rollback-journal mode only as it is created, before WAL mode), which only a connection that may write rolls back."""
+    return getattr(exc, "sqlite_errorcode", None) == 776
+
+
+def _unfinished(path: Path) -> StoreError:
+    return StoreError(f"{path} cannot be read as it is: {path.name}-journal beside it holds a write a process was "
+                      "killed in (a `scan --db` killed as it created the store, which then holds no rows); the next "
+                      f"`aiidetect scan --db {path}` rolls it back, and the results commands never write a store")
 
 
 def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -737,6 +757,8 @@ class ResultsStore:
             if str(exc).startswith("no such table"):
                 raise StoreError(f"{self.path} is not an aiidetect results store ({exc})") from exc
             if readonly:
+                if _hot_journal(exc):
+                    raise _unfinished(self.path) from exc
                 raise StoreError(f"{self.path} cannot be read ({exc})") from exc
             raise _cannot_write(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
@@ -880,11 +902,25 @@ class ResultsStore:
 
     def _integrity_ro(self, check: bool | str) -> str:
         trusted = check is True and closed_cleanly(self._abs)
-        db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
-        try:
-            return self._check(db, trusted)
-        finally:
-            db.close()
+        for attempt in (1, 2):
+            db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
+            try:
+                return self._check(db, trusted)
+            except sqlite3.OperationalError as exc:
+                # A scan killed as it created the store left a hot -journal: this read-only connection cannot roll
+                # it back, and every later scan of the store stopped here (`attempt to write a readonly database`).
+                # SQLite rolls it back at any open that may write, as the writer's own open would. Not beside a -wal
+                # with frames: the writer's close would checkpoint it, which this check runs first to keep from.
+                if attempt == 2 or not _hot_journal(exc) or _wal_pending(self._abs):
+                    raise
+            finally:
+                db.close()
+            rollback = sqlite3.connect(sqlite_uri(self.path, "mode=rw"), uri=True, timeout=60)
+            try:
+                rollback.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            finally:
+                rollback.close()
+        raise AssertionError("unreachable")
 
     def _check(self, db: sqlite3.Connection, trusted: bool) -> str:
         """The bounded probe for a file as aiidetect left it, else the full check."""
@@ -1296,11 +1332,15 @@ class ResultsStore:
                 db.execute("INSERT INTO sessions SELECT x.dst_id, run_id, host, pid, shard, engine, argv, started_at, "
                            "finished_at, files_written, files_resumed, status FROM src.sessions s "
                            "JOIN merge_sessions x ON x.src_id=s.session_id WHERE x.dst_id > ?", (offset,))
-                # A session merged while it was still running: the later copy says how it ended.
+                # A session merged while it was still running: the later copy says how it ended, or, not ended yet
+                # (or killed, found `died` by the shard's next session), how far it got: its count grows per batch.
                 db.execute("UPDATE sessions SET finished_at=s.finished_at, files_written=s.files_written, "
                            "files_resumed=s.files_resumed, status=s.status FROM src.sessions s "
                            "JOIN merge_sessions x ON x.src_id=s.session_id WHERE sessions.session_id=x.dst_id "
-                           "AND x.dst_id <= ? AND COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '')",
+                           "AND x.dst_id <= ? AND (COALESCE(s.finished_at, '') > COALESCE(sessions.finished_at, '') "
+                           "OR (s.finished_at IS NULL AND sessions.finished_at IS NULL AND "
+                           "(s.files_written > sessions.files_written OR "
+                           "(sessions.status = 'running' AND s.status <> 'running'))))",
                            (offset,))
                 cols = ",".join(_RESULT_COLS)
                 sel = ",".join("(SELECT dst_id FROM merge_sessions WHERE src_id=src.results.session_id)"
@@ -1487,16 +1527,20 @@ class StoreSession:
         try:
             self.store.write_rows(rows)
         except sqlite3.Error as exc:  # a full disk, a file size limit, a store locked past the timeout
-            # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
-            # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
-            kept = self.store.run_rows(self.run_id)
-            held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
-                    "this session)" if kept is not None else
-                    f"the {self.written:,} rows this session committed before are kept")
-            raise StoreError(f"cannot write to the results store {self.store.path} ({exc}); {held}, and the same "
-                             "command resumes after them") from exc
+            raise self.cannot_write(str(exc)) from exc
         self.written += len(rows)
         self._last = time.monotonic()
+
+    def cannot_write(self, why: str) -> StoreError:
+        """The one line of a scan stopped by a write into the store (or beside it: its slots) that failed."""
+        # The run's rows, not only this session's: a resume that stopped on the same full disk said "the 800
+        # rows committed before are kept" of a store holding 1,600, as if the earlier sessions' were lost.
+        kept = self.store.run_rows(self.run_id)
+        held = (f"the store keeps the {kept:,} rows of this run committed before ({self.written:,} of them by "
+                "this session)" if kept is not None else
+                f"the {self.written:,} rows this session committed before are kept")
+        return StoreError(f"cannot write to the results store {self.store.path} ({why}); {held}, and the same "
+                          "command resumes after them")
 
     def close(self, status: str = "complete") -> None:
         if self.guard is not None:
@@ -1543,7 +1587,7 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
                 # A full disk under the target stopped the merge with only SQLite's words ("database or disk is
                 # full"): not which store, nor that the sources before it were merged and kept.
                 before = (f"; {', '.join(str(d['source']) for d in done)} merged before it and kept" if done else "")
-                raise StoreError(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
+                raise MergeStopped(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
                                  "the same command merges what is missing") from exc
         return done
 

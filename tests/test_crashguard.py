@@ -1055,6 +1055,8 @@ def test_a_full_disk_under_the_slot_file_stops_the_scan_with_the_store_line(tmp_
     r = run_cli_in_process(*scan)
     line = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and line.startswith(f"error: cannot write to the results store {db} (No space left"), r.stderr
+    assert line.endswith("; the store keeps the 0 rows of this run committed before (0 of them by this session), and "
+                         "the same command resumes after them"), line  # as docs/scale.md says, the store's own line
     assert not slot_files(str(db))
     monkeypatch.setattr(os, "pwrite", real)
     r = run_cli_in_process(*scan)

@@ -1858,3 +1858,87 @@ def test_a_reader_leaves_no_record_beside_a_file_that_is_no_results_store(tmp_pa
     r = run_cli_in_process("results", "summary", "--db", str(db), "--format", "json")
     assert r.returncode == 2 and "not an aiidetect results store" in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["places.sqlite"]
+
+
+def _killed_while_created(db: Path) -> None:
+    """A store's file as a process killed while it created it leaves it (between its first pages and WAL mode,
+    in SQLite's rollback-journal mode): pages written, and the hot `-journal` that undoes them."""
+    code = ("import os, signal, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA cache_size=2')\n"  # the transaction's pages spill into the file before its commit
+            "c.execute('BEGIN')\n"
+            "c.execute('CREATE TABLE t (x)')\n"
+            "c.executemany('INSERT INTO t VALUES (?)', [(os.urandom(500),) for _ in range(100)])\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code, str(db)], timeout=60)
+    assert db.stat().st_size and Path(f"{db}-journal").stat().st_size
+
+
+def test_a_store_killed_while_it_was_created_is_scanned_again(tmp_path):
+    """A scan killed in the store's first milliseconds (seen in the SIGKILL loop) left a hot -journal, which only a
+    connection that may write rolls back: the read-only check a scan runs first said `attempt to write a readonly
+    database`, and every later scan of that store stopped with `cannot be opened for writing` for good. The
+    results commands, which never write, say what it is and what rolls it back, not SQLite's words alone."""
+    from conftest import run_cli_in_process
+
+    _tiny_images(tmp_path / "in", 2, folders=1)
+    db = tmp_path / "a.sqlite"
+    _killed_while_created(db)
+    r = run_cli_in_process("results", "summary", "--db", str(db))
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert f"{db.name}-journal" in r.stderr and "scan --db" in r.stderr, r.stderr
+    assert Path(f"{db}-journal").stat().st_size  # a reader rolls nothing back
+    r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
+                           "-f", "jsonl", "-q")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    r = run_cli_in_process("results", "summary", "--db", str(db), "-f", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["files"] == 2, r.stderr
+
+
+def test_a_shard_merged_while_its_session_runs_brings_its_count_up_to_date(tmp_path):
+    """A session counts its rows with each batch now, and a shard is merged every night while it runs: the
+    merged copy of a session still running kept the count of its first merge (a session was brought up to date
+    only once it had finished), though the shard's copy went on counting, and a killed one never finishes."""
+    from aiidetect.store import _RESULT_COLS
+
+    shard, target = tmp_path / "s.sqlite", tmp_path / "t.sqlite"
+    st = ResultsStore(shard)
+    run = st.ensure_run({"k": 1}, {}, ["metadata"], "rules")
+    sid = st.start_session(run, "1/2", "local", [])
+
+    def batch(first: int) -> None:
+        row = dict.fromkeys(_RESULT_COLS)
+        row.update(run_id=run, folder="/a", size=1, mtime_ns=1, verdict="real", session_id=sid, scanned_at="t",
+                   record="{}")
+        st.write_rows([tuple({**row, "path": f"/a/{i}", "file": f"/a/{i}"}[c] for c in _RESULT_COLS)
+                       for i in range(first, first + 3)])
+    batch(0)
+    merge_stores(target, [shard])
+    batch(3)  # then killed: no finish_session
+    st.db.execute("UPDATE sessions SET status='died'")  # as the shard's next session finds it
+    st.db.commit()
+    st.close()
+    merge_stores(target, [shard])
+    with sqlite3.connect(target) as c:
+        assert c.execute("SELECT files_written, status FROM sessions").fetchall() == [(6, "died")]
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone() == (6,)
+    c.close()
+
+
+def test_a_merge_failure_is_told_by_its_type_not_its_first_words(tmp_path, monkeypatch):
+    """The merge's own stop (`cannot merge S into T ...`) was told from a source's error by its first words:
+    damage met in a source named `cannot merge.sqlite` (its error begins with its name) lost the line's
+    `nothing of the failing source was kept`."""
+    from aiidetect.store import _damaged
+
+    src = tmp_path / "cannot merge.sqlite"
+    ResultsStore(src).close()
+    monkeypatch.chdir(tmp_path)
+
+    def damaged(self, other):
+        raise StoreError(_damaged(Path(other), "SQLite integrity check: page 7"))
+    monkeypatch.setattr(ResultsStore, "merge_from", damaged)
+    r = run_cli_in_process("results", "merge", "--db", "t.sqlite", "cannot merge.sqlite")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: merge failed (nothing of the failing source was kept): cannot merge.sqlite is "
+                               "damaged"), r.stderr

@@ -306,7 +306,7 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     import sqlite3
 
     from ..report.output import same_file
-    from ..store import StoreError, merge_stores
+    from ..store import MergeStopped, StoreError, merge_stores
 
     for s in sources:
         if not s.exists():
@@ -316,7 +316,7 @@ def merge(db: Path = typer.Option(..., "--db", help="The store to merge into (cr
     try:
         rows = merge_stores(db, sources)
     except (StoreError, sqlite3.Error, OSError) as exc:
-        fail(f"merge failed: {exc}" if isinstance(exc, StoreError) and str(exc).startswith("cannot merge")
+        fail(f"merge failed: {exc}" if isinstance(exc, MergeStopped)
              else f"merge failed (nothing of the failing source was kept): {exc}")
     _rows_out(rows, ["source", "rows", "added", "conflicts"], fmt)
     _shard_notes(db, quiet=quiet)
