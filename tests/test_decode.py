@@ -434,6 +434,21 @@ def test_exif_rotation_gives_pillows_pixels_without_writing_the_exif_again(monke
     assert np.array_equal(np.asarray(img), want)
 
 
+@pytest.mark.parametrize("typ, value", [(2, b"6\x00\x00\x00"), (11, struct.pack("<f", 6.5)), (4, struct.pack("<I", 6))])
+def test_exif_rotation_of_an_orientation_typed_oddly_is_pillows_too(typ, value):
+    """An Orientation typed as text ("6") or as a FLOAT (6.5) reads as 6 for the record, but Pillow's
+    exif_transpose turned nothing for it: the decoder's own transpose turned such a file 90 degrees."""
+    from PIL import Image, ImageOps
+
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    tiff = b"II*\x00" + struct.pack("<IHHHI", 8, 1, 0x0112, typ, 2 if typ == 2 else 1) + value + bytes(4)
+    data = png_with([png_chunk(b"eXIf", tiff)])
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    img, info = decode_bytes(data)
+    assert info["orientation"] == 6 and np.array_equal(np.asarray(img), want)
+
+
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):
     """Pillow makes a Python tile of each uncompressed strip when it opens a TIFF: 4 M one-row strips
     (24 MB) took 30.7 s and 1.5 GB to scan, through the decoder and the metadata reader alike; and a
