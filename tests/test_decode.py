@@ -387,7 +387,7 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
     from aiidetect.testing.hostile import tiff_exif_ifd_values
 
-    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3))]
+    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3), (283, 6))]
     # any entry of an EXIF sub-IFD: Pillow's load() makes a dict of it all
     cases.append((0xC000, tiff_exif_ifd_values(TIFF_MAX_DECODED_VALUES + 1)))
     for tag, data in cases:
