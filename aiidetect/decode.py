@@ -1191,12 +1191,12 @@ def _exif_transpose(img):
 
 def loadable(img) -> None:
     """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
-    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], which load() then searches as
-    text for an orientation: TypeError, and the pixels of any TIFF were lost to one such entry (a `decode-error`
-    instead of a verdict). The metadata readers read the tag from the file themselves. Call it after the last
-    seek (a seek sets info["xmp"] again)."""
+    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], typed ASCII as a str, which
+    load() then searches with a bytes pattern for an orientation: TypeError, and the pixels of any TIFF were lost
+    to one such entry (a `decode-error` instead of a verdict). The metadata readers read the tag from the file
+    themselves. Call it after the last seek (a seek sets info["xmp"] again)."""
     xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
-    if xmp is not None and not isinstance(xmp, (bytes, str)):
+    if xmp is not None and not isinstance(xmp, bytes):
         del img.info["xmp"]
 
 

@@ -399,11 +399,12 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     assert opened == []
 
 
-@pytest.mark.parametrize("typ", [3, 4])
+@pytest.mark.parametrize("typ", [2, 3, 4])
 def test_a_tiff_whose_xmp_tag_is_typed_as_numbers_keeps_its_pixels(typ):
-    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple, and its load() searches it as text for an
-    orientation: TypeError, so one 30-byte entry cost any TIFF its pixels (`decode-error` instead of a verdict),
-    for the scan's decoder and the watermark check's own decode alike. Dropped before the load."""
+    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple (ASCII as a str), and its load() searches it
+    with a bytes pattern for an orientation: TypeError, so one 30-byte entry cost any TIFF its pixels
+    (`decode-error` instead of a verdict), for the scan's decoder and the watermark check's own decode alike.
+    Dropped before the load."""
     import numpy as np
 
     from aiidetect.provenance import _pixels
