@@ -1156,7 +1156,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
             info["orientation"] = exif_orientation
             if exif_orientation != 1:
                 try:
-                    img = _exif_transpose(img, exif_orientation)
+                    img = _exif_transpose(img)
                 except Exception:  # noqa: BLE001
                     info["orientation_error"] = True
             info["has_alpha"] = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -1175,27 +1175,28 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     return rgb, info
 
 
-def _exif_transpose(img, orientation: int):
-    """The pixels ImageOps.exif_transpose gives for this EXIF orientation, without what it does beside them: it
-    writes the image's EXIF again without the tag (Exif.tobytes, every entry of IFD0 decoded and encoded), which
-    nothing here reads. A 7.6 MB PNG whose eXIf held Orientation 6 and 950,000 RATIONALs in a private tag
-    (testing.hostile.exif_rotated_with_values(950_000)) took `scan -d metadata` 15.6 s and 370 MB for it."""
+def _exif_transpose(img):
+    """The pixels ImageOps.exif_transpose gives, without what it does beside them: it writes the image's EXIF again
+    without the tag (Exif.tobytes, every entry of IFD0 decoded and encoded), which nothing here reads. A 7.6 MB PNG
+    whose eXIf held Orientation 6 and 950,000 RATIONALs in a private tag (testing.hostile.exif_rotated_with_values(
+    950_000)) took `scan -d metadata` 15.6 s and 370 MB for it. The tag's value is looked up as Pillow looks it up,
+    not as _orientation reads it: an Orientation typed as text ("6") or as a FLOAT (6.5) turns nothing there."""
     from PIL import Image
 
     T = Image.Transpose
     method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
-              7: T.TRANSVERSE, 8: T.ROTATE_90}.get(orientation)
+              7: T.TRANSVERSE, 8: T.ROTATE_90}.get(img.getexif().get(0x0112, 1))
     return img if method is None else img.transpose(method)
 
 
 def loadable(img) -> None:
     """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
-    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], which load() then searches as
-    text for an orientation: TypeError, and the pixels of any TIFF were lost to one such entry (a `decode-error`
-    instead of a verdict). The metadata readers read the tag from the file themselves. Call it after the last
-    seek (a seek sets info["xmp"] again)."""
+    (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], typed ASCII as a str, which
+    load() then searches with a bytes pattern for an orientation: TypeError, and the pixels of any TIFF were lost
+    to one such entry (a `decode-error` instead of a verdict). The metadata readers read the tag from the file
+    themselves. Call it after the last seek (a seek sets info["xmp"] again)."""
     xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
-    if xmp is not None and not isinstance(xmp, (bytes, str)):
+    if xmp is not None and not isinstance(xmp, bytes):
         del img.info["xmp"]
 
 

@@ -187,6 +187,7 @@ TIFF_MAX_DECODED_VALUES = 1 << 18
 # (20 MB: testing.hostile.png_ztxt_bombs(5000)) took `aiidetect scan -d metadata` 78 s and `meta` 79 s, the
 # per-file time budget being asked every 4,096 chunks. Pillow's own total for text chunks is as large
 # (PngImagePlugin.MAX_TEXT_MEMORY, 64 MiB); a ComfyUI workflow, the largest text real files carry, about 1 MiB.
+# A chunk that fails to read (a zlib stream broken after megabytes of text) counts as the most one makes, 4 MiB.
 PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in

@@ -387,7 +387,7 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
     from aiidetect.testing.hostile import tiff_exif_ifd_values
 
-    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3))]
+    cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3), (283, 6))]
     # any entry of an EXIF sub-IFD: Pillow's load() makes a dict of it all
     cases.append((0xC000, tiff_exif_ifd_values(TIFF_MAX_DECODED_VALUES + 1)))
     for tag, data in cases:
@@ -399,11 +399,12 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     assert opened == []
 
 
-@pytest.mark.parametrize("typ", [3, 4])
+@pytest.mark.parametrize("typ", [2, 3, 4])
 def test_a_tiff_whose_xmp_tag_is_typed_as_numbers_keeps_its_pixels(typ):
-    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple, and its load() searches it as text for an
-    orientation: TypeError, so one 30-byte entry cost any TIFF its pixels (`decode-error` instead of a verdict),
-    for the scan's decoder and the watermark check's own decode alike. Dropped before the load."""
+    """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple (ASCII as a str), and its load() searches it
+    with a bytes pattern for an orientation: TypeError, so one 30-byte entry cost any TIFF its pixels
+    (`decode-error` instead of a verdict), for the scan's decoder and the watermark check's own decode alike.
+    Dropped before the load."""
     import numpy as np
 
     from aiidetect.provenance import _pixels
@@ -432,6 +433,21 @@ def test_exif_rotation_gives_pillows_pixels_without_writing_the_exif_again(monke
     img, info = decode_bytes(data)
     assert info["orientation"] == orientation and written == []
     assert np.array_equal(np.asarray(img), want)
+
+
+@pytest.mark.parametrize("typ, value", [(2, b"6\x00\x00\x00"), (11, struct.pack("<f", 6.5)), (4, struct.pack("<I", 6))])
+def test_exif_rotation_of_an_orientation_typed_oddly_is_pillows_too(typ, value):
+    """An Orientation typed as text ("6") or as a FLOAT (6.5) reads as 6 for the record, but Pillow's
+    exif_transpose turned nothing for it: the decoder's own transpose turned such a file 90 degrees."""
+    from PIL import Image, ImageOps
+
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    tiff = b"II*\x00" + struct.pack("<IHHHI", 8, 1, 0x0112, typ, 2 if typ == 2 else 1) + value + bytes(4)
+    data = png_with([png_chunk(b"eXIf", tiff)])
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    img, info = decode_bytes(data)
+    assert info["orientation"] == 6 and np.array_equal(np.asarray(img), want)
 
 
 def test_tiff_strip_tables_and_bigtiff_checked_before_pillow(monkeypatch):

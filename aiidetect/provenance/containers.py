@@ -441,6 +441,11 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                     total_text += len(text)
                     b.texts.append((key, text, where))
             except ValueError as exc:
+                # A broken chunk costs what a whole one does (a zlib stream may fail after 4 MiB of text), and a
+                # generator's key tried once is not tried again: else thousands of such chunks, each keyed
+                # 'parameters', were inflated one by one past both caps.
+                work += MAX_TEXT_BYTES
+                priority_seen.add(body[:80].partition(b"\x00")[0][:79].decode("latin-1"))
                 if len(b.errors) < 100:  # a million broken chunks are not a million lines of record
                     b.errors.append(f"PNG {name}: {exc}")
         elif ctype == b"eXIf":

@@ -47,9 +47,10 @@ PILLOW_DECODED = frozenset({
     256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 320, 322, 323, 338, 339, 530, 700, 34675, 0xBC01,
     0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x829A, 0x829D, 0x8827, 0x9003, 0x920A, 0x927C, 0x9286,
     0xA433, 0xA434})
-# Field types Pillow decodes value by value (numbers, rationals, IFD offsets; BigTIFF's 8-byte ones). Bytes and
-# text it hands back whole, one slice; a type it does not know it skips.
-_VALUE_TYPES = frozenset({3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+# Field types Pillow decodes value by value (numbers, rationals, IFD offsets; BigTIFF's 8-byte ones; SBYTE, one
+# int a byte: 64 M of them in a 64 MB file took a scan 1.3 GB). BYTE and UNDEFINED data and text it hands back
+# whole, one slice; a type it does not know it skips.
+_VALUE_TYPES = frozenset({3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18})
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112

@@ -138,7 +138,7 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
             (273, 4, b"DATA"), (277, 3, struct.pack("<H", samples)), (278, 3, struct.pack("<H", h)),
             (279, 4, struct.pack("<I", len(data))), (339, 3, per_sample(sample_format)), *extra]
     tags.sort(key=lambda t: t[0])
-    size = {1: 1, 3: 2, 4: 4, 5: 8, 7: 1}
+    size = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1}
     tail_at = 8 + 2 + 12 * len(tags) + 4
     ifd, tail = struct.pack("<H", len(tags)), b""
     values_len = sum(len(v) + (len(v) & 1) for _, _, v in tags if len(v) > 4)
@@ -156,17 +156,17 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
 
 def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) -> bytes:
     """An 8x6 greyscale TIFF (a palette one for ColorMap, tag 320) whose entry `tag` holds `count` values of type
-    `typ` (3 SHORT, 4 LONG, 5 RATIONAL, each 1): Pillow's open decodes each into a Python object. The default,
+    `typ` (3 SHORT, 4 LONG, 5 RATIONAL, 6 SBYTE, each 1): Pillow's open decodes each into a Python object. The default,
     XResolution of 2 M RATIONALs (16 MB), took a scan 9.4 s; over limits.TIFF_MAX_DECODED_VALUES it is refused."""
-    one = {3: struct.pack("<H", 1), 4: struct.pack("<I", 1), 5: struct.pack("<II", 1, 1)}[typ]
+    one = {3: struct.pack("<H", 1), 4: struct.pack("<I", 1), 5: struct.pack("<II", 1, 1), 6: b"\x01"}[typ]
     return tiff_file(8, 1, 3 if tag == 320 else 1, extra=[(tag, typ, one * count)])
 
 
 def tiff_numeric_xmp(typ: int = 3, count: int = 10) -> bytes:
-    """An 8x6 greyscale TIFF whose XMP tag (700) is typed as numbers (3 SHORT, 4 LONG), `count` of them: Pillow
-    keeps it as a tuple and its load() searches that as text for an orientation, a TypeError that cost the file
-    its pixels (decode.loadable drops it first)."""
-    one = {3: struct.pack("<H", 60), 4: struct.pack("<I", 60)}[typ]
+    """An 8x6 greyscale TIFF whose XMP tag (700) is typed as numbers (3 SHORT, 4 LONG), `count` of them, or as
+    ASCII (2): Pillow keeps it as a tuple or a str and its load() searches that with a bytes pattern for an
+    orientation, a TypeError that cost the file its pixels (decode.loadable drops it first)."""
+    one = {2: b"<", 3: struct.pack("<H", 60), 4: struct.pack("<I", 60)}[typ]
     return tiff_file(8, 1, 1, extra=[(700, typ, one * count)])
 
 

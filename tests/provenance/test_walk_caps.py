@@ -2,6 +2,8 @@
 the per-file time budget is asked inside a long walk, not only between stages."""
 from __future__ import annotations
 
+import pytest
+
 from aiidetect import limits, metastrip
 from aiidetect.provenance import analyze, containers
 from aiidetect.testing.hostile import jpeg_segment, jpeg_with_app1, png_chunk, png_with, with_jpeg_segments
@@ -223,3 +225,23 @@ def test_text_chunks_dropped_over_the_total_are_not_inflated_past_the_work_cap(m
     assert len(made) == 4 + 1     # 1 MiB of text in 256 KiB chunks, then the parameters
     assert any("the rest not read" in e for e in b.errors), b.errors
     assert any(k == "parameters" for k, _, _ in b.texts)
+
+
+@pytest.mark.parametrize("key", [b"junk", b"parameters"])
+def test_broken_compressed_text_chunks_count_toward_the_work_cap(monkeypatch, key):
+    """A zTXt whose zlib stream breaks after megabytes of text raised before its text was counted, and a
+    generator's key that failed was never marked read: 500 such chunks (2 MB) took the walk 5 s, whatever the
+    cap, keyed 'junk' or 'parameters'. Each broken chunk now costs the most one chunk makes."""
+    import zlib
+
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    monkeypatch.setattr(containers, "PNG_MAX_TEXT_WORK_BYTES", 1 << 20, raising=False)
+    inflated = []
+    real = containers._inflate
+    monkeypatch.setattr(containers, "_inflate", lambda payload: inflated.append(1) or real(payload))
+    co = zlib.compressobj(9)
+    broken = key + b"\x00\x00" + co.compress(b"a" * (1 << 16)) + co.flush(zlib.Z_FULL_FLUSH) + b"\xff" * 16
+    b = containers.walk(png_with([png_chunk(b"zTXt", broken)] * 50))
+    assert len(inflated) == 1, len(inflated)
+    assert any("the rest not read" in e for e in b.errors), b.errors
