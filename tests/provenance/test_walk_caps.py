@@ -150,6 +150,21 @@ def test_no_camera_is_not_said_when_exif_blocks_past_the_read_ones_were_skipped(
     assert f"17 EXIF blocks; only the first {MAX_BLOCKS} read" in got["metadata.malformed"].detail
 
 
+def test_no_camera_is_not_said_of_an_exif_block_refused_for_a_cap():
+    # A block whose IFD0 is over the walker's entry cap is not read (its camera tags may be there); it got
+    # "no camera metadata" beside "EXIF structure not read". A block that is no TIFF structure holds none.
+    from aiidetect.provenance.tiffguard import MAX_ENTRIES
+    from aiidetect.testing.hostile import exif_many_entries
+
+    def evidence(payload):
+        return {e.id for e in analyze(jpeg_with_app1(b"Exif\x00\x00" + payload), "x",
+                                      options={"watermark": "never"}).evidence}
+
+    assert "metadata.no-camera" not in evidence(exif_many_entries(MAX_ENTRIES + 1))
+    assert "metadata.no-camera" in evidence(exif_many_entries(3))
+    assert "metadata.no-camera" in evidence(b"junk" * 10)
+
+
 def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monkeypatch):
     # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread); past the
     # cap it said "the decoder's cap too", but libwebp decodes a WebP of any chunk count.
