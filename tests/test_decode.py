@@ -399,6 +399,30 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     assert opened == []
 
 
+def test_a_many_page_palette_tiff_decodes_while_larger_colormaps_still_count():
+    """Pillow decodes every page's ColorMap when it counts a TIFF's pages; counted toward TIFF_MAX_DECODED_VALUES,
+    a 400-page 8-bit palette TIFF it wrote (3 x 256 values a page) was `decode-error`. A ColorMap no larger than a
+    palette Pillow reads (tiffguard.PALETTE_VALUES) is left out of the count; one value more a page counts whole."""
+    from PIL import Image
+
+    from aiidetect.limits import TIFF_MAX_DECODED_VALUES
+    from aiidetect.provenance.tiffguard import PALETTE_VALUES
+    from aiidetect.testing.hostile import tiff_palette_pages
+
+    frames = [Image.new("P", (2, 2), i % 256) for i in range(400)]
+    for im in frames:
+        im.putpalette(list(range(256)) * 3)
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    img, info = decode_bytes(buf.getvalue())
+    assert info["frames"] == 400 and img.size == (2, 2)
+    assert 400 * PALETTE_VALUES > TIFF_MAX_DECODED_VALUES
+    over = 1 + TIFF_MAX_DECODED_VALUES // (PALETTE_VALUES + 3)
+    with pytest.raises(DecodeFailure) as e:
+        decode_bytes(tiff_palette_pages(over, PALETTE_VALUES // 3 + 1))
+    assert "tag 320 brings the values" in e.value.message
+
+
 @pytest.mark.parametrize("typ", [2, 3, 4])
 def test_a_tiff_whose_xmp_tag_is_typed_as_numbers_keeps_its_pixels(typ):
     """Pillow keeps a TIFF's XMP tag typed SHORT or LONG as a tuple (ASCII as a str), and its load() searches it

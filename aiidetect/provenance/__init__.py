@@ -212,8 +212,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                     setattr(f, attr, None)
             facts.append(f)
     ef, conflicts = exif.merge(facts)
-    # Whether every EXIF block the file holds was read: else "no camera metadata" would be untrue.
-    exif_all_read = not (blobs.cut or blobs.exif_refused or budget.stage is not None)
+    # Whether every EXIF block the file holds was read: else "no camera metadata" would be untrue (a camera's
+    # EXIF in the fifth of 17 blocks was claimed absent beside "only the first 4 read").
+    exif_all_read = not (blobs.cut or blobs.exif_refused or len(blobs.exif) > MAX_BLOCKS or budget.stage is not None
+                         or any(f.refused for f in facts))
     if len([f for f in facts if f.reader]) > 1:
         rep.facts["exif_other_blocks"] = [f.to_dict() for f in facts[1:] if f.reader and f is not ef]
     texts = list(blobs.texts) + graphs

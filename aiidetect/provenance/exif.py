@@ -55,6 +55,9 @@ class ExifFacts:
     reader: str = ""
     where: str = ""
     errors: list[str] = field(default_factory=list)
+    # Left unread for a cap (its size, a TIFF structure over the walker's caps), not for being no TIFF structure:
+    # a camera's tags may be in it, so "no camera metadata" is not claimed.
+    refused: bool = False
 
     @property
     def capture_time(self) -> str | None:
@@ -73,7 +76,7 @@ class ExifFacts:
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import clip_fields
 
-        d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "makernote") and v not in (None, "", False)}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("errors", "makernote", "refused") and v not in (None, "", False)}
         if self.makernote is not None:
             d["makernote"] = self.makernote.to_dict()
         d["capture_time"] = self.capture_time
@@ -244,6 +247,7 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
     f = ExifFacts(where=where)
     if len(tiff) > MAX_EXIF_BYTES and not where.startswith("TIFF"):
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
+        f.refused = True
         return f
     from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff
 
@@ -254,6 +258,7 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
     if not chk.ok:
         # Hostile or broken structure: the third-party readers would take seconds to minutes on it.
         f.errors.append(f"EXIF structure not read: {chk.problem}")
+        f.refused = chk.ifds > 0    # an IFD was reached: a TIFF structure over a cap, not junk
         return f
     raw, tiff = tiff, bounded_for_readers(tiff, chk)
     readers = []

@@ -51,6 +51,12 @@ PILLOW_DECODED = frozenset({
 # int a byte: 64 M of them in a 64 MB file took a scan 1.3 GB). BYTE and UNDEFINED data and text it hands back
 # whole, one slice; a type it does not know it skips.
 _VALUE_TYPES = frozenset({3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+# A page's ColorMap (320) of at most this many values is not counted toward TIFF_MAX_DECODED_VALUES: the
+# largest palette Pillow reads as one (modes P and PA: 1 to 8 bits, 3 x 256 SHORTs; a 16-bit palette it does not
+# open). Counted, 342 pages of a palette TIFF Pillow wrote were refused. Pages are capped (MAX_PAGES), so these
+# add at most 7.68 M values over a file; a larger ColorMap counts whole.
+PALETTE_VALUES = 3 << 8
+_COLORMAP = 320
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
@@ -122,7 +128,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
         for tag, typ, count, at in ifd_table(tiff, e, off, n, big=big):
             if typ != 2 and count < 1000 and tag not in _EXIFREAD_SKIPS:
                 r.values += count
-            if (tag in PILLOW_DECODED or not in_chain) and typ in _VALUE_TYPES:
+            if ((tag in PILLOW_DECODED or not in_chain) and typ in _VALUE_TYPES
+                    and not (tag == _COLORMAP and in_chain and count <= PALETTE_VALUES)):
                 r.decoded += count
                 if r.decoded > TIFF_MAX_DECODED_VALUES:
                     return _bad(r, f"IFD at offset {off}: tag {tag} brings the values Pillow decodes one by one "

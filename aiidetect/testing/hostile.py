@@ -162,6 +162,27 @@ def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) ->
     return tiff_file(8, 1, 3 if tag == 320 else 1, extra=[(tag, typ, one * count)])
 
 
+def tiff_palette_pages(n: int = 10_000, colors: int = 256) -> bytes:
+    """A TIFF of n 1x1 8-bit palette pages, each with a ColorMap of 3 x `colors` SHORTs: Pillow decodes every
+    page's ColorMap when it counts the pages. With the defaults the most palette values the TIFF cap lets
+    through (tiffguard.PALETTE_VALUES a page, MAX_PAGES pages: 7.68 M, a 15 MB file)."""
+    cmap = struct.pack(f"<{3 * colors}H", *range(3 * colors))
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for i in range(n):
+        at = len(out)
+        tail_at = at + 2 + 12 * 10 + 4
+        tags = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 3),
+                (273, 4, 1, tail_at + len(cmap)), (277, 3, 1, 1), (278, 3, 1, 1), (279, 4, 1, 1),
+                (320, 3, 3 * colors, tail_at)]
+        out += struct.pack("<H", len(tags))
+        for tag, typ, count, value in tags:
+            out += struct.pack("<HHI", tag, typ, count) + struct.pack("<H" if typ == 3 and count == 1 else "<I",
+                                                                      value).ljust(4, b"\x00")
+        nxt = tail_at + len(cmap) + 2 if i + 1 < n else 0
+        out += struct.pack("<I", nxt) + cmap + b"\x07\x00"
+    return bytes(out)
+
+
 def tiff_numeric_xmp(typ: int = 3, count: int = 10) -> bytes:
     """An 8x6 greyscale TIFF whose XMP tag (700) is typed as numbers (3 SHORT, 4 LONG), `count` of them, or as
     ASCII (2): Pillow keeps it as a tuple or a str and its load() searches that with a bytes pattern for an

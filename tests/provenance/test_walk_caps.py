@@ -124,6 +124,47 @@ def test_no_camera_is_not_said_of_exif_left_unread(monkeypatch):
     assert "metadata.no-camera" not in ids(buf.getvalue())        # EXIF refused from its length
 
 
+def test_no_camera_is_not_said_when_exif_blocks_past_the_read_ones_were_skipped():
+    # 17 EXIF blocks, only the first MAX_BLOCKS read: "no camera metadata" (toward AI) was claimed beside
+    # "only the first 4 read", of a file whose fifth block named the camera.
+    import io
+
+    from PIL import Image
+
+    from aiidetect.provenance import MAX_BLOCKS
+
+    bare, cam = Image.Exif(), Image.Exif()
+    bare[0x0131] = "Editor 1.0"
+    cam[0x010F], cam[0x0110] = "Canon", "Canon EOS 5D"
+    cam.get_ifd(0x8769).update({0x829A: (1, 125), 0x829D: (28, 10), 0x8827: 200})
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")
+
+    def evidence(blocks):
+        data = with_jpeg_segments(buf.getvalue(), [(0xE1, b.tobytes()) for b in blocks])
+        return {e.id: e for e in analyze(data, "x", options={"watermark": "never"}).evidence}
+
+    assert "metadata.no-camera" in evidence([bare] * MAX_BLOCKS)             # every block read: none there
+    got = evidence([bare] * MAX_BLOCKS + [cam] + [bare] * 12)
+    assert "metadata.no-camera" not in got
+    assert f"17 EXIF blocks; only the first {MAX_BLOCKS} read" in got["metadata.malformed"].detail
+
+
+def test_no_camera_is_not_said_of_an_exif_block_refused_for_a_cap():
+    # A block whose IFD0 is over the walker's entry cap is not read (its camera tags may be there); it got
+    # "no camera metadata" beside "EXIF structure not read". A block that is no TIFF structure holds none.
+    from aiidetect.provenance.tiffguard import MAX_ENTRIES
+    from aiidetect.testing.hostile import exif_many_entries
+
+    def evidence(payload):
+        return {e.id for e in analyze(jpeg_with_app1(b"Exif\x00\x00" + payload), "x",
+                                      options={"watermark": "never"}).evidence}
+
+    assert "metadata.no-camera" not in evidence(exif_many_entries(MAX_ENTRIES + 1))
+    assert "metadata.no-camera" in evidence(exif_many_entries(3))
+    assert "metadata.no-camera" in evidence(b"junk" * 10)
+
+
 def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monkeypatch):
     # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread); past the
     # cap it said "the decoder's cap too", but libwebp decodes a WebP of any chunk count.
