@@ -895,9 +895,16 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
 
 def _no_say(reasons: Sequence[str]) -> set[str]:
     """The pixel detectors fusion's notes say a fitted model gave no say ("flow: not in the fusion model,
-    ignored", "a, b: weight 0 in the fusion model ...", an unreadable calibration, a logit that is not finite)."""
-    return {n for x in reasons if " in the fusion model" in x.split(": ", 1)[-1]
-            for n in x.split(": ", 1)[0].split(", ")}
+    ignored", "flow: its head changed since the fusion model was fitted, ignored", "a, b: weight 0 in the
+    fusion model ..., no say in the verdict", an unreadable calibration, a logit that is not finite).
+    By how those notes end: a detector's own line may name the fusion model too ("... of its 3.00: the
+    fusion model weighs soft evidence 0.50")."""
+    out: set[str] = set()
+    for x in reasons:
+        names, _, why = x.partition(": ")
+        if " the fusion model" in why and why.endswith(("ignored", "no say in the verdict")):
+            out.update(names.split(", "))
+    return out
 
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
