@@ -660,13 +660,18 @@ def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
             f"<use href=\"#gauge-band\"/>{marker}</svg>")
 
 
+def _strength(e: Mapping[str, Any]) -> float:
+    """An evidence item's strength in nats; 0 when a saved record's is not a number."""
+    try:
+        return float(e.get("strength") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _strength_word(e: Mapping[str, Any]) -> str:
     if e.get("decisive"):
         return "decisive"
-    try:
-        s = float(e.get("strength") or 0)
-    except (TypeError, ValueError):
-        s = 0.0
+    s = _strength(e)
     if e.get("direction") == "neutral" or s == 0:
         return "informational"
     return "strong" if s >= 3 else "moderate" if s >= 1 else "weak"
@@ -703,11 +708,7 @@ def _evidence(dets: Mapping[str, Any]) -> str:
                "proves nothing.</p>"
 
     def key(e):
-        try:
-            s = float(e.get("strength") or 0)
-        except (TypeError, ValueError):
-            s = 0.0
-        return (not e.get("decisive"), -s)
+        return (not e.get("decisive"), -_strength(e))
 
     out = ["<ol class=\"evidence\">"]
     for e in sorted(items, key=key):
@@ -878,11 +879,7 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
             continue
         items = [e for e in (d.get("evidence") or []) if isinstance(e, Mapping)]
         for e in items:
-            try:
-                s = float(e.get("strength") or 0)
-            except (TypeError, ValueError):
-                s = 0.0
-            if e.get("direction") == "ai" and (e.get("decisive") or s >= 1):
+            if e.get("direction") == "ai" and (e.get("decisive") or _strength(e) >= 1):
                 out.append((f"{e.get('id')} ({_strength_word(e)})", None))
         p = _p(d.get("p_ai"))
         if items or str(name).split(":")[0] == "metadata" or p is None:
