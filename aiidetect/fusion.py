@@ -39,6 +39,8 @@ SOFT_EVIDENCE_CAP = 2.0
 # move the log-odds by at most half of it, so it cannot flip the verdict.
 DECISIVE_FLOOR = 9.2
 FUSION_DETECTOR = "fusion"
+# The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
+LEFT_OUT = "left_out"
 # Why a file is uncertain, as the first reason says it; the report's card words each for people.
 NO_OPINION = "no detector had an opinion"
 SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
@@ -289,9 +291,6 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     else:
         raw.update(detectors=kept, **{LEFT_OUT: changed})
     return raw, f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the verdicts; {redo}"
-
-
-LEFT_OUT = "left_out"
 
 
 def left_out(model: Mapping[str, Any] | None) -> list[str]:

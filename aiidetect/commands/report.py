@@ -97,8 +97,10 @@ def report_cmd(
     except OSError as exc:
         fail(f"cannot read {results}: {exc.strerror or exc}")
     with contextlib.ExitStack() as stack:
-        stack.callback(lambda: src.detach() if results == "-" and src is not sys.stdin else
-                       (src is sys.stdin or src.close()))
+        if results != "-":
+            stack.callback(src.close)
+        elif src is not sys.stdin:
+            stack.callback(src.detach)  # our UTF-8 wrapper goes; sys.stdin's own buffer stays open
         try:
             # Written whole, then renamed into place, like every other report.
             out = stack.enter_context(atomic_output(output)) if output else utf8_stdout()

@@ -660,13 +660,18 @@ def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
             f"<use href=\"#gauge-band\"/>{marker}</svg>")
 
 
+def _strength(e: Mapping[str, Any]) -> float:
+    """An evidence item's strength in nats; 0 when a saved record's is not a number."""
+    try:
+        return float(e.get("strength") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _strength_word(e: Mapping[str, Any]) -> str:
     if e.get("decisive"):
         return "decisive"
-    try:
-        s = float(e.get("strength") or 0)
-    except (TypeError, ValueError):
-        s = 0.0
+    s = _strength(e)
     if e.get("direction") == "neutral" or s == 0:
         return "informational"
     return "strong" if s >= 3 else "moderate" if s >= 1 else "weak"
@@ -703,11 +708,7 @@ def _evidence(dets: Mapping[str, Any]) -> str:
                "proves nothing.</p>"
 
     def key(e):
-        try:
-            s = float(e.get("strength") or 0)
-        except (TypeError, ValueError):
-            s = 0.0
-        return (not e.get("decisive"), -s)
+        return (not e.get("decisive"), -_strength(e))
 
     out = ["<ol class=\"evidence\">"]
     for e in sorted(items, key=key):
@@ -878,11 +879,7 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
             continue
         items = [e for e in (d.get("evidence") or []) if isinstance(e, Mapping)]
         for e in items:
-            try:
-                s = float(e.get("strength") or 0)
-            except (TypeError, ValueError):
-                s = 0.0
-            if e.get("direction") == "ai" and (e.get("decisive") or s >= 1):
+            if e.get("direction") == "ai" and (e.get("decisive") or _strength(e) >= 1):
                 out.append((f"{e.get('id')} ({_strength_word(e)})", None))
         p = _p(d.get("p_ai"))
         if items or str(name).split(":")[0] == "metadata" or p is None:
@@ -895,9 +892,16 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
 
 def _no_say(reasons: Sequence[str]) -> set[str]:
     """The pixel detectors fusion's notes say a fitted model gave no say ("flow: not in the fusion model,
-    ignored", "a, b: weight 0 in the fusion model ...", an unreadable calibration, a logit that is not finite)."""
-    return {n for x in reasons if " in the fusion model" in x.split(": ", 1)[-1]
-            for n in x.split(": ", 1)[0].split(", ")}
+    ignored", "flow: its head changed since the fusion model was fitted, ignored", "a, b: weight 0 in the
+    fusion model ..., no say in the verdict", an unreadable calibration, a logit that is not finite).
+    By how those notes end: a detector's own line may name the fusion model too ("... of its 3.00: the
+    fusion model weighs soft evidence 0.50")."""
+    out: set[str] = set()
+    for x in reasons:
+        names, _, why = x.partition(": ")
+        if " the fusion model" in why and why.endswith(("ignored", "no say in the verdict")):
+            out.update(names.split(", "))
+    return out
 
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:

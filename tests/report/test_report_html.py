@@ -546,3 +546,20 @@ def test_a_likely_real_card_does_not_call_a_detector_the_fusion_model_ignored_ou
             "model that decided (see below)") in explain["a.jpg"]
     assert ("linear:b (P(AI) 0.950) points to a generative model and was outweighed; mpft (P(AI) 0.970), flow "
             "(P(AI) 0.990) point to a generative model but had no say") in explain["b.jpg"]
+
+
+def test_a_likely_real_card_does_not_call_a_retrained_head_left_out_of_the_model_outweighed():
+    # A head retrained since the model was fitted is left out of it (fusion.without_retrained): its note reads
+    # "flow: its head changed since the fusion model was fitted, ignored", and the card said it "was outweighed".
+    from aiidetect.fusion import LEFT_OUT, fuse
+    from aiidetect.records import DetectorResult
+    from aiidetect.report.html import _explain
+
+    model = {"detectors": {"linear": {"calibration": {"method": "none"}, "weight": 1.0}}, LEFT_OUT: ["flow"]}
+    ps = {"linear": 0.02, "flow": 0.99}
+    out = fuse({k: DetectorResult(status="ok", p_ai=p) for k, p in ps.items()}, model)
+    assert out.verdict == "likely-real"
+    assert "flow: its head changed since the fusion model was fitted, ignored" in out.reasons
+    said = _explain("likely-real", {k: {"status": "ok", "p_ai": p} for k, p in ps.items()}, out.reasons)
+    assert "outweighed" not in said
+    assert "flow (P(AI) 0.990) points to a generative model but had no say in the fusion model" in said
