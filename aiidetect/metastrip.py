@@ -136,9 +136,10 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         except (struct.error, IndexError, ValueError):
             return None, None
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
+    if fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):
+        return None, None
     # No chunk can be longer than its file; a second iCCP chunk needs a second 'iCCP' in the bytes (a C count).
-    if not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS) and (
-            len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF")):
+    if len(data) <= limit and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
