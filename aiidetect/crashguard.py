@@ -332,16 +332,15 @@ class CrashGuard:
                 try:
                     os.pwrite(self._fd, data, off)
                 except OSError as exc:
-                    if active < 0:
-                        # A clearing that needed a new block (the slot was a hole): the hole reads as no file.
-                        self._active += active
-                        return
-                    # A full disk (or a file size limit) under the store's folder: an unexpected OSError
-                    # ended the scan, and with `_active` counted for a read that never began, the session's
-                    # close kept its slot file, and the next session took it for a dead one. It stops the scan
-                    # as the store's own failed write does, before the file is read unguarded.
-                    raise SlotsUnwritable(f"{exc.strerror or exc}: its note of the files being read, "
-                                          f"{self.path}") from exc
+                    # A clearing (active < 0) that needed a new block (the slot was a hole): the hole reads as no
+                    # file, so it is done all the same.
+                    if active >= 0:
+                        # A full disk (or a file size limit) under the store's folder: an unexpected OSError
+                        # ended the scan, and with `_active` counted for a read that never began, the session's
+                        # close kept its slot file, and the next session took it for a dead one. It stops the
+                        # scan as the store's own failed write does, before the file is read unguarded.
+                        raise SlotsUnwritable(f"{exc.strerror or exc}: its note of the files being read, "
+                                              f"{self.path}") from exc
             self._active += active
 
     def _slot(self) -> int:

@@ -16,7 +16,7 @@ import struct
 
 from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                      PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
-from .structures import HeifRead, heif_layout_read, heif_read_of, png_chunks
+from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -53,8 +53,6 @@ def _strip_jpeg(data: bytes) -> bytes | None:
     # and counted as the decoder's pre-check does (structures.next_marker): fill and stray bytes between them
     # are left out and count for nothing (each fill byte counted, 70 KB of them refused the retry a file the
     # check passed).
-    from .structures import next_marker
-
     out, pos, n, dropped, segments = [data[:2]], 2, len(data), False, 0
     while True:
         pos = next_marker(data, pos)
@@ -91,8 +89,6 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[byte
     each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s. Segments are found as Pillow
     and the decoder's pre-check find them (structures.next_marker), up to the first scan, and an Exif one is
     what Pillow takes for one: APP1 whose payload starts with Exif and two NULs."""
-    from .structures import next_marker
-
     cut, pos, n, exif, segments = [], 2, len(data), 0, 0
     while segments <= JPEG_MAX_SEGMENTS:   # over it the pre-check refuses the file
         pos = next_marker(data, pos)
@@ -136,9 +132,10 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         except (struct.error, IndexError, ValueError):
             return None, None
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
+    if fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):
+        return None, None
     # No chunk can be longer than its file; a second iCCP chunk needs a second 'iCCP' in the bytes (a C count).
-    if not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS) and (
-            len(data) <= limit or fmt not in ("PNG", "WEBP", "HEIF", "AVIF")):
+    if len(data) <= limit and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):

@@ -141,9 +141,8 @@ def readonly_uri(path: str | Path) -> str:
         if not wal.exists() or wal.stat().st_size == 0:
             return sqlite_uri(path, "immutable=1")
         raise StoreError(f"{path} cannot be opened read-only ({exc}): its folder cannot be written (read-only, or its "
-                         f"disk full), and its "
-                         f"write-ahead log {wal.name} holds rows not yet in the file; copy both files to a "
-                         "writable folder and read the copy") from None
+                         f"disk full), and its write-ahead log {wal.name} holds rows not yet in the file; copy both "
+                         "files to a writable folder and read the copy") from None
     except sqlite3.DatabaseError:
         return sqlite_uri(path, "mode=ro")  # not a database: the caller's query says so
     finally:
@@ -808,7 +807,7 @@ class ResultsStore:
     @contextlib.contextmanager
     def _writing(self):
         """_using, for a write and its commit: a failed one (a full disk, a file size limit) faults the store and
-        rolls back, as write_rows does. The run's and session's rows wrote without it: a session that could not be
+        rolls back. The run's and session's rows wrote without it: a session that could not be
         started on a full disk (`cannot open the results store ...: disk I/O error`) or finished (its last UPDATE)
         left the store unfaulted, SQLite had rolled back, and the close recorded it clean."""
         with self._using():
@@ -1040,20 +1039,14 @@ class ResultsStore:
         beside the rows it had committed."""
         if not rows:
             return
-        with self._using():
-            try:
-                self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
-                                     f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
-                per_session = collections.Counter(r[_SESSION_AT] for r in rows)
-                self._db.executemany("UPDATE sessions SET files_written=files_written+? WHERE session_id IS ?",
-                                     [(n, sid) for sid, n in per_session.items()])
-                self._db.commit()
-            except sqlite3.Error:
-                self._faulted = True
-                # Not left open: the session's closing commit must not commit part of a failed batch.
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.rollback()
-                raise
+        # A failed batch is rolled back (_writing): the session's closing commit must not commit part of it.
+        with self._writing():
+            self._db.executemany(f"INSERT OR REPLACE INTO results ({','.join(_RESULT_COLS)}) "
+                                 f"VALUES ({','.join('?' * len(_RESULT_COLS))})", rows)
+            per_session = collections.Counter(r[_SESSION_AT] for r in rows)
+            self._db.executemany("UPDATE sessions SET files_written=files_written+? WHERE session_id IS ?",
+                                 [(n, sid) for sid, n in per_session.items()])
+            self._db.commit()
 
     def crash_strikes(self) -> dict[str, tuple[int | None, int | None, int]]:
         """path key -> (size, mtime_ns, strikes): the files sessions died reading (crashguard)."""
@@ -1588,7 +1581,7 @@ def merge_stores(target: str | Path, sources: Iterable[str | Path]) -> list[dict
                 # full"): not which store, nor that the sources before it were merged and kept.
                 before = (f"; {', '.join(str(d['source']) for d in done)} merged before it and kept" if done else "")
                 raise MergeStopped(f"cannot merge {src} into {target} ({exc}): nothing of {src} was kept{before}; "
-                                 "the same command merges what is missing") from exc
+                                   "the same command merges what is missing") from exc
         return done
 
 

@@ -376,17 +376,14 @@ def test_tiff_entries_pillow_decodes_value_by_value_are_capped_before_it_opens_t
     from aiidetect.limits import TIFF_MAX_DECODED_VALUES
     from aiidetect.metadata.detector import file_provenance
     from aiidetect.provenance import analyze
-    from aiidetect.testing.hostile import tiff_decoded_values
-
     from aiidetect.provenance.tiffguard import check_tiff
+    from aiidetect.testing.hostile import tiff_decoded_values, tiff_exif_ifd_values
 
     assert decode_bytes(tiff_decoded_values(320, 3, 3 << 8))[1]["width"] == 8     # an 8-bit palette
     assert check_tiff(tiff_decoded_values(320, 3, 3 << 16)).ok                    # a 16-bit one's ColorMap passes
     opened = []
     real = TiffImagePlugin.TiffImageFile._open
     monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", lambda self: opened.append(1) or real(self))
-    from aiidetect.testing.hostile import tiff_exif_ifd_values
-
     cases = [(tag, tiff_decoded_values(tag, typ, TIFF_MAX_DECODED_VALUES + 1)) for tag, typ in ((282, 5), (320, 3), (258, 3), (283, 6))]
     # any entry of an EXIF sub-IFD: Pillow's load() makes a dict of it all
     cases.append((0xC000, tiff_exif_ifd_values(TIFF_MAX_DECODED_VALUES + 1)))
