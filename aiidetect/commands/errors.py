@@ -190,14 +190,14 @@ def _help_for_no_command_on_stderr(group) -> None:
     """`aiidetect results` (no subcommand) is a usage error, exit 2: its help now goes to stderr, as
     every usage error's message does. Typer's help printer wrote it on stdout, so `aiidetect $CMD -f
     json | jq` with $CMD empty handed the help page to the JSON reader."""
-    import click
+    import typer  # its echo: `import click` would load a second click beside the one typer carries
 
     def parse_args(ctx, args, _own=group.parse_args, _group=group):
         if not args and _group.no_args_is_help and not ctx.resilient_parsing:
             with contextlib.redirect_stdout(sys.stderr):  # typer's help printer writes to sys.stdout
                 text = ctx.get_help()
             if text:
-                click.echo(text, err=True)
+                typer.echo(text, err=True)
             ctx.exit(EXIT_ERROR)
         return _own(ctx, args)
 
