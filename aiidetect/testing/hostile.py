@@ -157,7 +157,8 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
 def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) -> bytes:
     """An 8x6 greyscale TIFF (a palette one for ColorMap, tag 320) whose entry `tag` holds `count` values of type
     `typ` (3 SHORT, 4 LONG, 5 RATIONAL, 6 SBYTE, each 1): Pillow's open decodes each into a Python object. The default,
-    XResolution of 2 M RATIONALs (16 MB), took `scan -d metadata` 12.5 s (docs/schema.md); over limits.TIFF_MAX_DECODED_VALUES it is refused."""
+    XResolution of 2 M RATIONALs (16 MB), took `scan -d metadata` 12.5 s (docs/schema.md); over
+    limits.TIFF_MAX_DECODED_VALUES it is refused."""
     one = {3: struct.pack("<H", 1), 4: struct.pack("<I", 1), 5: struct.pack("<II", 1, 1), 6: b"\x01"}[typ]
     return tiff_file(8, 1, 3 if tag == 320 else 1, extra=[(tag, typ, one * count)])
 
