@@ -277,7 +277,8 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
         return model, None
     kept = {k: v for k, v in dets.items() if k not in changed}
     them = "they were" if len(changed) > 1 else "it was"
-    what = (f"the head{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed since the fusion model {m.get('name') or ''} was fitted "
+    model_name = f"the fusion model {m['name']}" if m.get("name") else "the fusion model"
+    what = (f"the head{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed since {model_name} was fitted "
             f"(other tensors than {them} calibrated on)")
     redo = "run `aiidetect calibrate` again"
     # Those left with weight 0 have no say in it: every file was "uncertain", from a model check_model refuses.
