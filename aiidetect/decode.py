@@ -24,7 +24,7 @@ from .records import Record
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
-                     PSD_MAX_ROWS, WEBP_PIXEL_COST)
+                     PSD_MAX_ROWS, WEBP_MAX_CHUNKS, WEBP_PIXEL_COST)
 from .structures import HeifRead, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -136,7 +136,7 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 def open_image(data: bytes, *, layout: HeifRead | None = None):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
-    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
+    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's or WebP's chunks, a GIF's
     sub-blocks before its first image, a PSD's image resources or rows, an RLE BMP's pixels) is refused here
     (DecodeFailure), before any reader can load it.
 
@@ -736,6 +736,8 @@ def structure_problem(data: bytes, fmt: str | None, layout: HeifRead | None = No
         return png_chunk_problem(data)
     if fmt == "GIF":
         return gif_walk(data, count=False)[0]
+    if fmt == "WEBP":
+        return webp_chunk_problem(data)
     if fmt == "PSD":
         return psd_problem(data)
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
@@ -1052,6 +1054,17 @@ def png_chunk_problem(data: bytes) -> str | None:
     for i, _ in enumerate(png_chunks(data)):
         if i == PNG_MAX_CHUNKS:
             return f"more than {PNG_MAX_CHUNKS} chunks"
+    return None
+
+
+def webp_chunk_problem(data: bytes) -> str | None:
+    """Why a WebP holds more chunks than WEBP_MAX_CHUNKS (an animation's frames, one ANMF chunk each), or None.
+    Reads chunk headers only, as libwebp's demuxer walks them (structures.webp_chunks)."""
+    from .structures import webp_chunks
+
+    for i, _ in enumerate(webp_chunks(data)):
+        if i == WEBP_MAX_CHUNKS:
+            return f"more than {WEBP_MAX_CHUNKS} chunks (an animation's frames are one chunk each)"
     return None
 
 

@@ -74,10 +74,14 @@ PNG_MAX_CHUNKS = 100_000
 # chunks after the first are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
 # image.pixels_without_metadata says so): the pixels are the file's own.
 PNG_MAX_ICC_CHUNKS = 1
-# Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
-# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does. It sees one chunk a frame (each
-# frame's image sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM,
-# then one ANMF each), the PNG cap's count. Over it: the rest of the metadata is not read.
+# Chunks of a WebP, counted from their headers before any reader opens it (decode.webp_chunk_problem), walked
+# for its metadata (provenance.containers) and handed to the C2PA reader. One chunk a frame (each frame's image
+# sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM, then one ANMF
+# each), the PNG cap's count; 55 minutes at 30 frames a second. libwebp's demuxer, which Pillow opens every WebP
+# through, keeps a record of each frame (about 150 bytes) beside Pillow's copy of the file, though only the
+# first frame is decoded: 4 M one-pixel frames (200 MB: testing.hostile.webp_frames(4_000_000)) took `aiidetect
+# scan -d metadata` and `meta` 1.0 GB each (the file's bytes held, 200 MB, among them), 255 to 260 MB refused.
+# Over it: `decode-error`, and the rest of the metadata is not read.
 WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 
 # A PNG or WebP metadata chunk (text, EXIF, XMP, ICC profile, private) longer than this is not handed to Pillow:

@@ -326,6 +326,26 @@ def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     assert e.value.code == "decode-error" and "chunks" in e.value.message
 
 
+def test_webp_of_too_many_chunks_refused_before_libwebp_lists_them(monkeypatch):
+    """libwebp's demuxer keeps a record of every frame (one ANMF chunk each) when Pillow opens a WebP, whose
+    pixels are one frame's: 4 M one-pixel frames (200 MB) took `scan -d metadata` 1 GB and `meta` as much.
+    Counted from the chunk headers first, as the metadata walk counts them; the cap itself decodes."""
+    from PIL import WebPImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.decode import open_image
+    from aiidetect.testing.hostile import webp_frames
+
+    monkeypatch.setattr(decode, "WEBP_MAX_CHUNKS", 10, raising=False)
+    img, info = decode_bytes(webp_frames(8))      # VP8X, ANIM and 8 frames
+    assert info["format"] == "WEBP" and info["frames"] == 8
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "_open", _never("Pillow's WebP reader"))
+    for read in (decode_bytes, open_image):
+        with pytest.raises(DecodeFailure) as e:
+            read(webp_frames(9))
+        assert e.value.code == "decode-error" and "more than 10 chunks" in e.value.message
+
+
 def test_a_psd_named_on_the_command_line_is_decoded_and_its_declared_size_checked():
     """PSD is among the formats Pillow may open (decode.PILLOW_FORMATS): its composite is the picture. A
     PSD claiming 30000x30000 is `too-large` from its header, before any pixel is read."""

@@ -629,15 +629,13 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         pos += 8 + size + (size & 1)
     else:
         if pos + 8 <= end:   # a chunk past the cap, not a file of exactly that many
-            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS, decoder=False))
+            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
             b.cut = True
             b.chunks += 1
 
 
-def _over_cap(fmt: str, what: str, cap: int, decoder: bool = True) -> str:
-    # libwebp's demuxer (in C) takes a WebP of any chunk count: its pixels are scored, the rest unread here.
-    also = " (the decoder's cap too)" if decoder else " (the decoder reads on)"
-    return f"{fmt}: more than {cap} {what}{also}; the metadata after them was not read"
+def _over_cap(fmt: str, what: str, cap: int) -> str:
+    return f"{fmt}: more than {cap} {what} (the decoder's cap too); the metadata after them was not read"
 
 
 # --- PSD -------------------------------------------------------------------

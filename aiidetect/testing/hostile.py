@@ -545,6 +545,35 @@ def gif_frames_with(before: bytes = b"", first_blocks: int = 0, frames: int = 1)
     return out + first + (image + b"\x02\x44\x01\x00") * (frames - 1) + b"\x3b"
 
 
+def webp_chunk(fourcc: bytes, payload: bytes) -> bytes:
+    """One RIFF chunk of a WebP: its FourCC, a little-endian size, the payload, a pad byte to an even size."""
+    return fourcc + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) & 1)
+
+
+def webp_riff(chunks: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def webp_vp8x(w: int, h: int, flags: int = 0x02) -> bytes:
+    """The extended header: flags (0x02 animation, 0x04 XMP, 0x08 EXIF, 0x10 alpha, 0x20 ICC), the canvas size."""
+    return webp_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+
+
+def webp_frame(w: int = 1, h: int = 1, x: int = 0, y: int = 0) -> bytes:
+    """An ANMF chunk: a w x h lossless frame at (x, y) (even offsets), shown 100 ms."""
+    still = _enc(Image.new("RGB", (w, h), (10, 20, 30)), "WEBP", lossless=True)
+    return webp_chunk(b"ANMF", (x // 2).to_bytes(3, "little") + (y // 2).to_bytes(3, "little")
+                      + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little") + (100).to_bytes(3, "little")
+                      + b"\x00" + still[12:])
+
+
+def webp_frames(n: int, w: int = 1, h: int = 1) -> bytes:
+    """An animated WebP of `n` one-pixel frames on a w x h canvas, 50 bytes a frame: libwebp's demuxer keeps a
+    record of every frame at open (4 M frames, 200 MB, took `scan -d metadata` 1 GB). Over
+    limits.WEBP_MAX_CHUNKS chunks (VP8X, ANIM and one ANMF a frame) it is refused before any reader opens it."""
+    return webp_riff(webp_vp8x(w, h) + webp_chunk(b"ANIM", bytes(6)) + webp_frame() * n)
+
+
 def psd_rows(rows: int, layers: int = 0) -> bytes:
     """A 1-pixel-wide greyscale packbits PSD of `rows` rows (layers: an 8x8 RGB one with that many
     one-channel layers of `rows` rows): Pillow reads a row table a row at a time in Python, at open for
