@@ -196,6 +196,14 @@ TIFF_MAX_DECODED_VALUES = 1 << 18
 # A chunk that fails to read (a zlib stream broken after megabytes of text) counts as the most one makes, 4 MiB.
 PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
 
+# Bytes of a C2PA manifest store handed to the C2PA reader (c2pa-rs, native code the time budget cannot stop), as
+# the metadata walk counts them: a JPEG's APP11 JUMBF segments, a PNG's caBX chunks, a WebP's C2PA chunks, in all.
+# c2pa-rs holds the store several times over while it reads it: a 100 MB JPEG whose store carried a 100 MB box
+# beside a signed manifest took `aiidetect scan -d metadata` 693 MB and `meta` 688 MB (c2pa-rs alone 526 MB).
+# A store holds claims, signatures and a thumbnail per manifest (tens of KB each): real ones are KB to a few MB.
+# Over it: the manifest is not read (`c2pa.unreadable`, an error saying why).
+C2PA_MAX_STORE_BYTES = 32 * 1024 * 1024
+
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the
 # record keeps the evidence read so far and gets a neutral `metadata-timeout` note.

@@ -140,19 +140,20 @@ class C2paFacts:
         return out
 
 
-def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) -> C2paFacts:
+def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0, store_bytes: int = 0) -> C2paFacts:
     """Raises C2paUnavailable (library missing) or ValueError (store unreadable, or a container too
-    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw."""
+    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw; store_bytes: the bytes of
+    the manifest store's segments or chunks it saw (containers.Blobs.jumbf_bytes)."""
     try:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
         raise C2paUnavailable("c2pa-python not installed (pip install 'aiidetect[provenance]')") from exc
     from .containers import c2pa_structure_problem
 
-    problem = c2pa_structure_problem(data, fmt, chunks)
+    problem = c2pa_structure_problem(data, fmt, chunks, store_bytes)
     if problem:
         raise ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA "
-                         "reader's time grows with it and cannot be stopped)")
+                         "reader's time or memory grows with it and cannot be stopped)")
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
         ctx = _offline_context(lib)

@@ -12,7 +12,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker
-from ..limits import JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS
+from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+                      PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 from .xmp import MAX_XMP_READ_BYTES
@@ -64,6 +65,7 @@ class Blobs:
     xmp: list[tuple[bytes, str]] = field(default_factory=list)
     texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
+    jumbf_bytes: int = 0        # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks seen
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
@@ -299,6 +301,7 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"JPEG: APP13 image resources over {MAX_IRB_BYTES} bytes; the rest ignored")
                 app13_bytes = MAX_IRB_BYTES + 1
         elif marker == 0xEB and (b"jumb" in seg[:64] or seg[:2] == b"JP"):
+            b.jumbf_bytes += len(seg)
             if "JPEG APP11" not in b.jumbf:
                 b.jumbf.append("JPEG APP11")
         elif marker == 0xFE:
@@ -456,6 +459,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
             b.jumbf.append("PNG caBX")
+            b.jumbf_bytes += length
         elif ctype == b"IEND":
             tail = data[pos + 12:pos + 12 + MAX_TEXT_BYTES]
             if any(t in tail for t in (b"tEXt", b"zTXt", b"iTXt", b"eXIf")):
@@ -617,6 +621,7 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             b.jumbf.append("WebP C2PA chunk")
+            b.jumbf_bytes += size
         elif fourcc == b"VP8X" and len(body) >= 10:
             b.width = 1 + int.from_bytes(body[4:7], "little")
             b.height = 1 + int.from_bytes(body[7:10], "little")
@@ -767,9 +772,12 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
                     b"grpl": 0, b"meta": 4, b"iref": 4}
 
 
-def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0) -> str | None:
+def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0, store_bytes: int = 0) -> str | None:
     """Why this file's structure is too big to hand to c2pa-rs, or None. chunks: how many
-    PNG/WebP chunks the walker saw (Blobs.chunks)."""
+    PNG/WebP chunks the walker saw (Blobs.chunks); store_bytes: the bytes of its JPEG APP11, PNG caBX and
+    WebP C2PA segments and chunks (Blobs.jumbf_bytes, limits.C2PA_MAX_STORE_BYTES)."""
+    if store_bytes > C2PA_MAX_STORE_BYTES:
+        return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
     if fmt in ("PNG", "WEBP") and chunks > C2PA_MAX_CHUNKS:
         return f"{chunks} chunks (over {C2PA_MAX_CHUNKS})"
     if fmt in ("HEIF", "AVIF"):
