@@ -197,9 +197,11 @@ TIFF_MAX_DECODED_VALUES = 1 << 18
 PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
 
 # Bytes of a C2PA manifest store handed to the C2PA reader (c2pa-rs, native code the time budget cannot stop), as
-# the metadata walk counts them: a JPEG's APP11 JUMBF segments, a PNG's caBX chunks, a WebP's C2PA chunks, in all.
-# c2pa-rs holds the store several times over while it reads it: a 100 MB JPEG whose store carried a 100 MB box
-# beside a signed manifest took `aiidetect scan -d metadata` 693 MB and `meta` 688 MB (c2pa-rs alone 526 MB).
+# the metadata walk counts them: a JPEG's APP11 JUMBF segments, a PNG's caBX chunks, a WebP's C2PA chunks, a
+# HEIF/AVIF's top-level C2PA uuid boxes, the C2PA tags (52545) of a TIFF's IFD0, in all. c2pa-rs holds the store
+# several times over while it reads it: a 100 MB JPEG whose store carried a 100 MB box beside a signed manifest
+# (testing.hostile.jpeg_c2pa_store) took `aiidetect scan -d metadata` 693 MB and `meta` 688 MB (c2pa-rs alone
+# 526 MB), the same store after a HEIC (heif_c2pa_store) 626 MB and 589 MB; refused, 275 MB and 226 MB.
 # A store holds claims, signatures and a thumbnail per manifest (tens of KB each): real ones are KB to a few MB.
 # Over it: the manifest is not read (`c2pa.unreadable`, an error saying why).
 C2PA_MAX_STORE_BYTES = 32 * 1024 * 1024

@@ -65,7 +65,8 @@ class Blobs:
     xmp: list[tuple[bytes, str]] = field(default_factory=list)
     texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
-    jumbf_bytes: int = 0        # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks seen
+    # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks, HEIF/AVIF C2PA boxes and TIFF C2PA tags
+    jumbf_bytes: int = 0
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
@@ -205,8 +206,30 @@ def walk(data: bytes, time_left=None) -> Blobs:
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
         b.jumbf.append(f"{fmt} box")
+        b.jumbf_bytes += _c2pa_store_bytes(data, fmt)
     b.exif, b.xmp = _numbered(b.exif), _numbered(b.xmp)
     return b
+
+
+# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID) and a TIFF's (tag 52545).
+C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+C2PA_TIFF_TAG = 0xCD41
+
+
+def _c2pa_store_bytes(data: bytes, fmt: str) -> int:
+    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFD0, from their
+    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES)."""
+    try:
+        if fmt == "TIFF":
+            from .tiffguard import ifd_entries
+
+            e = "<" if data[:2] == b"II" else ">"
+            return sum(size for tag, size, _ in ifd_entries(data, e, struct.unpack_from(e + "I", data, 4)[0])
+                       if tag == C2PA_TIFF_TAG)
+        return sum(stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
+                   if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID)
+    except (struct.error, ValueError):
+        return 0
 
 
 def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
@@ -774,8 +797,8 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
 
 def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0, store_bytes: int = 0) -> str | None:
     """Why this file's structure is too big to hand to c2pa-rs, or None. chunks: how many
-    PNG/WebP chunks the walker saw (Blobs.chunks); store_bytes: the bytes of its JPEG APP11, PNG caBX and
-    WebP C2PA segments and chunks (Blobs.jumbf_bytes, limits.C2PA_MAX_STORE_BYTES)."""
+    PNG/WebP chunks the walker saw (Blobs.chunks); store_bytes: the bytes of its manifest store's segments,
+    chunks, boxes or tags (Blobs.jumbf_bytes, limits.C2PA_MAX_STORE_BYTES)."""
     if store_bytes > C2PA_MAX_STORE_BYTES:
         return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
     if fmt in ("PNG", "WEBP") and chunks > C2PA_MAX_CHUNKS:

@@ -205,7 +205,7 @@ def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypa
     import c2pa
 
     from aiidetect.provenance import containers
-    from aiidetect.testing.hostile import jpeg_c2pa_store
+    from aiidetect.testing.hostile import c2pa_store, heif_c2pa_store, jpeg_c2pa_store, tiff_file
 
     handed = []
 
@@ -224,3 +224,12 @@ def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypa
     assert any("C2PA manifest store not read: a manifest store of" in e and "(over 100000)" in e
                for e in rep.errors), rep.errors
     assert "c2pa.unreadable" in {e.id for e in rep.evidence}
+    # A HEIF's store is a top-level uuid box (100 MB after a HEIC: 626 MB), a TIFF's a tag (c2pa-rs alone: 526 MB).
+    heif = struct.pack(">I", 20) + b"ftypheic" + bytes(4) + b"mif1"
+    for data in (heif_c2pa_store(80_000, heif), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(80_000))])):
+        analyze(data, "x", options={"watermark": "never"})
+    assert len(handed) == 3, "a store under the cap is read"
+    for data in (heif_c2pa_store(120_000, heif), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(120_000))])):
+        rep = analyze(data, "x", options={"watermark": "never"})
+        assert len(handed) == 3, "the reader was handed the store over the cap"
+        assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
