@@ -795,12 +795,17 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
                     b"grpl": 0, b"meta": 4, b"iref": 4}
 
 
-def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0, store_bytes: int = 0) -> str | None:
-    """Why this file's structure is too big to hand to c2pa-rs, or None. chunks: how many
-    PNG/WebP chunks the walker saw (Blobs.chunks); store_bytes: the bytes of its manifest store's segments,
-    chunks, boxes or tags (Blobs.jumbf_bytes, limits.C2PA_MAX_STORE_BYTES)."""
+def c2pa_store_problem(store_bytes: int) -> str | None:
+    """Why a manifest store of `store_bytes` (its segments, chunks, boxes or tags: Blobs.jumbf_bytes) is too big
+    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None."""
     if store_bytes > C2PA_MAX_STORE_BYTES:
         return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
+    return None
+
+
+def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0) -> str | None:
+    """Why this file's structure is too big to hand to c2pa-rs, or None. chunks: how many
+    PNG/WebP chunks the walker saw (Blobs.chunks)."""
     if fmt in ("PNG", "WEBP") and chunks > C2PA_MAX_CHUNKS:
         return f"{chunks} chunks (over {C2PA_MAX_CHUNKS})"
     if fmt in ("HEIF", "AVIF"):
