@@ -1202,15 +1202,29 @@ def _exif_transpose(img):
     return img if method is None else img.transpose(method)
 
 
+# The most bytes a pixel takes in the data Pillow's load() hands a raw decoder (16-bit RGBA).
+ROW_BYTES_PER_PIXEL = 8
+
+
 def loadable(img) -> None:
     """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
     (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], typed ASCII as a str, which
     load() then searches with a bytes pattern for an orientation: TypeError, and the pixels of any TIFF were lost
     to one such entry (a `decode-error` instead of a verdict). The metadata readers read the tag from the file
-    themselves. Call it after the last seek (a seek sets info["xmp"] again)."""
+    themselves. Call it after the last seek (a seek sets info["xmp"] again).
+
+    Pillow's load() also reads an image's data in blocks of `decodermaxblock` (64 KiB) and joins each to what
+    its decoder has not consumed yet (`b = b + s`): a raw decoder consumes whole rows only, so a row longer than
+    a block was copied again for every block, its cost the square of its length. Pillow hands a WebP's decoded
+    frame to such a decoder: a 512-byte animation on a 16777216x1 canvas (16.8 MP, under the WebP pixel limit)
+    took load() 17.7 s and `scan -d metadata` 47 s. A block holds a whole row of up to 8 bytes a pixel here."""
     xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
     if xmp is not None and not isinstance(xmp, bytes):
         del img.info["xmp"]
+    try:
+        img.decodermaxblock = max(int(img.decodermaxblock), ROW_BYTES_PER_PIXEL * int(img.size[0]))
+    except (AttributeError, TypeError, ValueError):
+        pass
 
 
 def _orientation(img, info: dict) -> int:
