@@ -344,8 +344,11 @@ def test_recipes_on_the_command_line(tmp_path):
     from aiidetect.cli import app
 
     data = L.genimage_nested(tmp_path / "gi")
+    # paper: CNNSpot's blur (sigma ~ U(0, 3)) and JPEG (q 30..100) at p 0.1; the blur range was our [0.1, 2]
     for recipe, check in (("paper", lambda t: t["augment"]["guard"] is False and t["augment"]["p_crop"] == 0
-                           and t["augment"]["p_jpeg"] == 0.1),
+                           and t["augment"]["p_jpeg"] == 0.1 and t["augment"]["jpeg_min"] == 30
+                           and t["augment"]["p_blur"] == 0.1
+                           and (t["augment"].get("blur_min"), t["augment"]["blur_max"]) == (0.0, 3.0)),
                           ("clip-finetune", lambda t: t["adapter_mode"] == "full" and t["mask_ratio"] == 0.0)):
         out = tmp_path / recipe
         r = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", recipe, "--backbone-config", "tiny-vit",
