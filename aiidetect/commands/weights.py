@@ -61,8 +61,9 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            quiet: bool = QuietOpt):  # accepted like everywhere: verify prints only its result and errors
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
 
-    Exit 2 when a head fails, or when --check-backbone cannot build the backbone; with --format json
-    the document still comes, saying which head failed and why ("ok": false).
+    Exit 2 when a head fails, when --check-backbone cannot build the backbone, or when no head is
+    found (nothing verified is not a pass); with --format json the document still comes, saying what
+    failed and why ("ok": false).
 
     Examples:
       aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai

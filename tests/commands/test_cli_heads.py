@@ -332,3 +332,11 @@ def test_verify_with_no_heads_is_not_a_pass(tmp_path):
     assert len(doc["errors"]) == 1 and "nothing verified" in doc["errors"][0] and str(empty) in doc["errors"][0]
     r = run_cli_in_process("weights", "verify", "--weights-dir", str(empty), "--quiet")
     assert r.returncode == 2 and r.stdout == "" and "nothing verified" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_verify_help_names_every_exit_2():
+    """`weights verify --help` listed a failed head and an unbuildable backbone as exit 2, not finding no
+    head at all, which a script author reads there before wiring `verify || alert`."""
+    r = run_cli_in_process("weights", "verify", "--help", env={"COLUMNS": "200"})
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "cannot build the backbone" in said and "no head" in said, said
