@@ -22,7 +22,7 @@ class AugmentConfig:
     p_resize: float = 0.3          # downscale by a factor in [resize_min, 1]
     resize_min: float = 0.5
     p_blur: float = 0.1            # Gaussian blur, sigma in [blur_min, blur_max]: ours is milder than Wang et
-    blur_min: float = 0.1          # al. 2020's U(0, 3) (CNNSpot; recipe "paper" uses theirs, paper_augment)
+    blur_min: float = 0.1          # al. 2020's U(0, 3) (CNNSpot; recipe "paper" uses theirs: paper())
     blur_max: float = 2.0
     p_jpeg: float = 0.1            # JPEG at quality in [jpeg_min, 100] (Wang et al. 2020: 30..100)
     jpeg_min: int = 30
