@@ -82,12 +82,17 @@ class TrainConfig:
         return d
 
 
+_PLAIN = (str, int, float, bool, type(None), list, tuple)
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as "augment.blur_min": value; only plain values (a checkpoint may hold tensors
+    anywhere, and `tensor != x` has no truth value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(_flat(v, f"{prefix}{k}."))
-        else:
+        elif isinstance(v, _PLAIN):
             out[f"{prefix}{k}"] = v
     return out
 
@@ -429,7 +434,8 @@ class MPFTTrainer:
         was = state.get("config") if isinstance(state.get("config"), dict) else {}
         # The optimiser's state holds these, so the checkpoint's stay whatever this run asked: the
         # manifest gave the new --lr of a run that never used it.
-        kept = {k: was[k] for k in _IN_THE_OPTIMISER if k in was and was[k] != getattr(self.cfg, k)}
+        kept = {k: was[k] for k in _IN_THE_OPTIMISER
+                if isinstance(was.get(k), (int, float)) and was[k] != getattr(self.cfg, k)}
         if kept:
             self._log("note: resuming keeps the checkpoint's " + "; ".join(
                 f"{k} {v} (this run asked {getattr(self.cfg, k)})" for k, v in kept.items()) + ": its optimiser state")

@@ -462,6 +462,9 @@ def test_resume_with_other_training_options_says_so_and_records_them(tmp_path, b
     assert m["params"]["resumed"] == [{"at_step": 1, "options_then": {"augment.blur_min": 0.1, "augment.blur_max": 2.0}},
                                       {"at_step": 1, "options_then": {}}]
     assert m["params"]["training"]["augment"]["blur_max"] == 3.0 and m["params"]["training"]["lr"] == old.lr
+    state["config"].update(lr=torch.ones(2), mask_ratio=torch.ones(3), augment=[1])  # not what this writes
+    torch.save(state, ck)
+    assert resumed.load_checkpoint() and resumed.cfg.lr == old.lr  # compared only where comparable
 
 
 def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, backbone):
