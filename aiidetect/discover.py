@@ -214,6 +214,11 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
     return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ
 
 
+def _packed(key):
+    """(st_dev, st_ino) -> one int; other keys (a link's, a path) as they are."""
+    return (key[0] << 64) | key[1] if isinstance(key, tuple) and len(key) == 2 else key
+
+
 def _file_key(p: str):
     try:
         st = os.stat(p)
@@ -224,6 +229,8 @@ def _file_key(p: str):
 
 def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: Sequence[str],
               exclude: Sequence[str], summ: DiscoverySummary, follow_links: bool = False) -> Iterator[Candidate]:
+    # Every file named on stdin is remembered, to give a file named twice (overlapping lists, a hard link)
+    # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
     walked: set[tuple[int, int]] = set()   # folders whose entries the walk went through
@@ -267,6 +274,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         return not is_link or fence.allows(os.path.realpath(p))
 
     def new(key) -> bool:
+        key = _packed(key)
         if key in seen:
             summ.duplicates += 1
             return False
@@ -358,11 +366,11 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 # A folder reached a second time (through a link): its files were all counted already.
                 summ.duplicates += 1
                 continue
-            if key in seen or (is_link and walk_reaches(real)):
+            if _packed(key) in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
             if is_link or st.st_nlink > 1 or key in named:
-                seen.add(key)
+                seen.add(_packed(key))
             yield Candidate(p, ident=key)
 
     def from_args(items: Iterable[str], strict_missing: bool, on_stdin: bool = False) -> Iterator[Candidate]:
@@ -382,7 +390,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 key = _file_key(a)
-                if on_stdin and key not in seen and walk_gave(a):
+                if on_stdin and _packed(key) not in seen and walk_gave(a):
                     summ.duplicates += 1
                     continue
                 if new(key):
