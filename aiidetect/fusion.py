@@ -478,7 +478,9 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         if r is None or r.status != "ok":
             continue
         for e in r.evidence:
-            details[f"{name}:{e.id}"] = e.detail
+            # A copy counted once (neutral, same id) must not put its words on the weighed item's line.
+            if e.llr or f"{name}:{e.id}" not in details:
+                details[f"{name}:{e.id}"] = e.detail
         if r.p_ai is not None and not r.evidence:
             details[name] = f"p_ai={r.p_ai:.2f}"
             if r.score is not None and r.score_kind:

@@ -415,6 +415,11 @@ _ONE_DECLARATION = "an exporter writes its one source-type declaration into each
 # (ids, direction, why a second copy is no second observation): each family is folded on its own.
 CLAIM_FAMILIES = (
     (TOOL_NAME_CLAIMS, "ai", "one export step writes the name into every block it fills"),
+    # Settings blocks of two generators (ComfyUI's savers write A1111's `parameters` beside their graph;
+    # a forger pastes both as easily as one) say one thing, "made by a generator": summed they were
+    # 12 nats, and the verdict's line quoted one block's detail with both weights.
+    (("generator.parameters",), "ai", "a second settings block says what the first does (made by a generator) "
+     "and is as easily written"),
     *((ids, direction, _ONE_DECLARATION) for direction, ids in SOURCE_TYPE_CLAIMS.items()),
 )
 
