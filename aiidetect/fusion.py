@@ -36,8 +36,11 @@ DEFAULT_REAL_THRESHOLD = 0.1
 # Soft evidence may move the log-odds by at most this many nats (e^2 ~ 7.4x).
 SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
-# move the log-odds by at most half of it, so it cannot flip the verdict.
+# move the log-odds by at most half of it, so it cannot flip the verdict. Not for
+# a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
+# those count their own stated strength.
 DECISIVE_FLOOR = 9.2
+BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the readers
 FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
 LEFT_OUT = "left_out"
@@ -401,8 +404,18 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             notes.append("decisive evidence points both ways")
         else:
             sign = 1.0 if "ai" in dirs else -1.0
-            mag = max(abs(z_dec), DECISIVE_FLOOR)
-            rest = max(-mag / 2, min(mag / 2, z))
+            # The floor stands for what a signature or the pixels establish. A decision resting only on the
+            # file's own unsigned word (parameters 6.0, XMP trainedAlgorithmicMedia 4.0) counts what its item
+            # says it weighs: raised to 9.2 it showed P(AI) 1.000 beside the metadata detector's 0.931 for the
+            # same evidence. The rest then stops where p would leave the verdict's side of the band.
+            claims_only = all((e.data or {}).get("basis") == BASIS_CLAIM for _, e in decisive)
+            mag = abs(z_dec) if claims_only else max(abs(z_dec), DECISIVE_FLOOR)
+            against = mag / 2
+            if claims_only:
+                edge = _logit(hi) if sign > 0 else -_logit(lo)
+                if math.isfinite(edge):
+                    against = min(against, max(0.0, mag - edge))
+            rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))

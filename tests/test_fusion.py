@@ -373,3 +373,28 @@ def test_a_model_left_with_only_weight_0_detectors_gives_way_to_the_rules():
     res = {"linear:a": DetectorResult("ok", p_ai=0.999, score=7.0, score_kind="logit"),
            "linear:b": DetectorResult("ok", p_ai=0.99, score=5.0, score_kind="logit")}
     assert fuse(res, kept).verdict == "ai-generated"
+
+
+def test_an_unsigned_decisive_claim_counts_its_own_weight_not_the_floor():
+    # A real photo's camera EXIF plus a pasted XMP trainedAlgorithmicMedia: the metadata detector said 0.943
+    # (4.0 - 1.2 nats) and the fused P(AI) 0.9997 (the 9.2-nat floor), shown as 1.000 for a claim anyone writes.
+    from aiidetect.metadata.detector import result_from_evidence
+
+    claim = Evidence("xmp.ai-source-type", "ai", 4.0, "declared, unsigned", decisive=True, data={"basis": "claim"})
+    cam = Evidence("exif.camera", "real", 1.2, "camera EXIF")
+    m = result_from_evidence([claim, cam])
+    out = fuse({"metadata": m})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(m.p_ai) == pytest.approx(1 / (1 + math.exp(-2.8)))
+    assert "unsigned" in out.reasons[0]
+    # pixels saying "real" pull it down, never off the verdict's side of the band (default or fitted)
+    out = fuse({"linear": ok(0.001), "metadata": m})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(DEFAULT_AI_THRESHOLD)
+    out = fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": 0.97, "real_threshold": 0.05})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.97)
+    assert fuse({"linear": ok(0.999), "metadata": m}).p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))  # +half, as before
+    # a signature or the pixels behind it keep the floor
+    for basis in ("signed", "pixels"):
+        e = Evidence("x.decl", "ai", 4.0, "declared", decisive=True, data={"basis": basis})
+        assert fuse({"metadata": meta(e, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(9.2 - 1.2))))
+    both = Evidence("c2pa.ai-generated", "ai", 7.0, "signed", decisive=True, data={"basis": "signed"})
+    assert fuse({"metadata": meta(claim, both, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(11.0 - 1.2))))
