@@ -374,6 +374,10 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n, total_text, profiles, work = 8, len(data), 0, 0, 0
     priority_seen: set[str] = set()
+    # The last chunk of each generator key that a cap left unread (start, length, type), read once the walk
+    # is done: the first one alone could be a decoy (`parameters` holding a caption) that, followed by 64 MiB
+    # of junk text, hid the real settings after it, the ones Pillow (last wins) and a UI's PNG Info show.
+    last_skipped: dict[str, tuple[int, int, bytes]] = {}
     over_total = over_count = over_profiles = over_work = False
     for i in range(PNG_MAX_CHUNKS):
         tick(i)
@@ -405,6 +409,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 if not over_count:
                     b.errors.append(f"PNG: more than {MAX_TEXTS} text chunks; the rest ignored")
                     over_count = True
+                _note_skipped(body, start, length, ctype, last_skipped)
                 pos += 12 + length
                 continue
             # The text made so far, kept or not: a chunk dropped over the total was inflated all the same (limits.py).
@@ -412,6 +417,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 if not over_work:
                     b.errors.append(f"PNG: text chunks made {PNG_MAX_TEXT_WORK_BYTES} bytes of text; the rest not read")
                     over_work = True
+                _note_skipped(body, start, length, ctype, last_skipped)
                 pos += 12 + length
                 continue
             try:
@@ -435,9 +441,11 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                     if not over_total:
                         b.errors.append(f"PNG: text chunks exceed {MAX_TOTAL_TEXT_BYTES} bytes; rest ignored")
                         over_total = True
+                    _note_skipped(body, start, length, ctype, last_skipped)
                 else:
                     if key in GENERATOR_KEYS:
                         priority_seen.add(key)
+                        last_skipped.pop(key, None)
                     total_text += len(text)
                     b.texts.append((key, text, where))
             except ValueError as exc:
@@ -467,6 +475,15 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
         b.cut = True
         b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
+    # At most one chunk per generator key (a few keys), each under the one-chunk cap: bounded work.
+    for key, (start, length, ctype) in sorted(last_skipped.items(), key=lambda kv: kv[1][0]):
+        where = f"PNG {ctype.decode('latin-1')} '{key}'"
+        try:
+            _, text, truncated = _png_text(ctype, _text_body(data, start, length, ctype)[0])
+        except ValueError as exc:
+            b.errors.append(f"{where}: {exc}")
+            continue
+        b.texts.append((key, text, where + " (the last of its key, read past the text caps)"))
 
 
 _RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
@@ -537,6 +554,12 @@ def _profile_key(body: bytes) -> bool:
     """Whether a text chunk's keyword is XMP's or a raw profile's this walker decodes."""
     key = body[:80].partition(b"\x00")[0].decode("latin-1")
     return key == PNG_XMP_KEY or (key.startswith(RAW_PROFILE) and key[len(RAW_PROFILE):].lower() in RAW_PROFILE_KINDS)
+
+
+def _note_skipped(body: bytes, start: int, length: int, ctype: bytes, last: dict) -> None:
+    key = body[:80].partition(b"\x00")[0][:79].decode("latin-1")
+    if key in GENERATOR_KEYS:
+        last[key] = (start, length, ctype)
 
 
 def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
