@@ -333,7 +333,10 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
                              f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
                              "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
-        if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read:
+        # A camera named in another EXIF block than the one used is camera metadata the file carries (and a
+        # metadata.conflict says so): "no camera metadata" beside it was untrue.
+        named_elsewhere = any(f.reader and f is not ef and (f.make or f.model) for f in facts)
+        if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read and not named_elsewhere:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 

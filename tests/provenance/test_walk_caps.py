@@ -306,3 +306,22 @@ def test_a_decoy_generator_chunk_and_64_mib_of_junk_do_not_hide_the_settings_aft
         assert any("the rest not read" in e for e in rep.errors), rep.errors
         (gen,) = [e for e in rep.evidence if e.id == "generator.parameters"]
         assert gen.decisive and gen.data["seed"] == "1234" and "read past the text caps" in gen.source
+
+
+def test_no_camera_is_not_said_when_a_later_exif_block_names_one():
+    # An AI tool's EXIF first, a camera's pasted in a second APP1: the conflict note said "EXIF make: only in
+    # JPEG APP1 #2 ('Canon'), not used" and, beside it, "no camera metadata (make, model, exposure)".
+    import io
+
+    from PIL import Image
+
+    first, cam = Image.Exif(), Image.Exif()
+    first[0x0131] = "Midjourney v6"
+    cam[0x010F], cam[0x0110] = "Canon", "Canon EOS 5D"
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")
+    data = with_jpeg_segments(buf.getvalue(), [(0xE1, first.tobytes()), (0xE1, cam.tobytes())])
+    ev = {e.id: e for e in analyze(data, "x", options={"watermark": "never"}).evidence}
+    assert "metadata.no-camera" not in ev and "exif.camera" not in ev      # the first block is the EXIF, as before
+    assert "only in JPEG APP1 #2 ('Canon')" in ev["metadata.conflict"].detail
+    assert ev["exif.software-generator"].strength == 3.0
