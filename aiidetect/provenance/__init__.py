@@ -336,6 +336,16 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         # A camera named in another EXIF block than the one used is camera metadata the file carries (and a
         # metadata.conflict says so): "no camera metadata" beside it was untrue.
         named_elsewhere = any(f.reader and f is not ef and (f.make or f.model) for f in facts)
+        # A declaration of capture (IPTC digitalCapture, signed in a manifest or unsigned in XMP) beside a
+        # generator's settings: the two cannot both be true, and the record said nothing of it. XMP's and
+        # C2PA's AI source types against a capture are _source_type_conflicts' already.
+        capture = next((e for e in ev if e.id in ("c2pa.capture", "xmp.capture-source-type") and e.strength), None)
+        settings = next((e for e in claims if e.id == "generator.parameters"), None)
+        if capture is not None and settings is not None:
+            vouch = ("; the valid signature covers the file's bytes, the settings block included: whoever signed "
+                     "shipped both" if _signed(capture) else "")
+            conflicts.append(f"a declaration of camera capture ({capture.id}; {capture.source}) beside generator "
+                             f"settings ({settings.source}): one of the two is untrue{vouch}")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read and not named_elsewhere:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))

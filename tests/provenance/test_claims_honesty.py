@@ -194,3 +194,34 @@ def test_packets_past_the_fourth_are_said_to_be_unread(tmp_path):
     packets = [_app(0xE1, _xmp("digitalCapture")) for _ in range(4)] + [_app(0xE1, _xmp("trainedAlgorithmicMedia"))]
     rec = _meta(tmp_path, _jpeg_with(*packets), "five.jpg")
     assert "5 XMP packets; only the first 4 read" in rec["errors"]   # before: the fifth vanished silently
+
+
+def test_a_capture_declaration_beside_generator_settings_is_named_as_a_conflict():
+    # A manifest signed over a PNG that carries A1111 settings, declaring digitalCapture: the signature is valid
+    # (it covers the settings chunk), the verdict followed the settings, and the record never said the file
+    # declares both "captured by a camera" and "made by Stable Diffusion".
+    import pytest
+    from PIL import PngImagePlugin
+
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.c2pa_signing import make_signer, sign
+
+    pytest.importorskip("c2pa")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    data = sign(make_signer(), Image.new("RGB", (64, 48), (100, 120, 140)), "PNG", "digitalCapture",
+                thumbnail=False, save={"pnginfo": info})
+    ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
+    assert ev["c2pa.capture"].data["valid"] and ev["generator.parameters"].decisive
+    (clash,) = ev["metadata.conflict"].data["conflicts"]
+    assert clash.startswith("a declaration of camera capture (c2pa.capture; PNG caBX) beside generator settings "
+                            "(PNG tEXt 'parameters'): one of the two is untrue; the valid signature covers")
+    # unsigned, in XMP, the same clash
+    from aiidetect.testing.hostile import XMP_TRAINED, png_chunk, png_with
+
+    xmp = XMP_TRAINED.replace(b"trainedAlgorithmicMedia", b"digitalCapture")
+    data = png_with([png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp),
+                     png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())])
+    ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
+    (clash,) = ev["metadata.conflict"].data["conflicts"]
+    assert clash.startswith("a declaration of camera capture (xmp.capture-source-type; PNG iTXt") and "signature" not in clash
