@@ -398,3 +398,32 @@ def test_an_unsigned_decisive_claim_counts_its_own_weight_not_the_floor():
         assert fuse({"metadata": meta(e, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(9.2 - 1.2))))
     both = Evidence("c2pa.ai-generated", "ai", 7.0, "signed", decisive=True, data={"basis": "signed"})
     assert fuse({"metadata": meta(claim, both, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(11.0 - 1.2))))
+
+
+def test_a_model_that_lost_a_detector_with_a_say_sets_its_bias_and_band_aside():
+    """The bias and band were fitted on the sum with the retrained head's term in it: a bias of +2 that offset
+    that head's usual -2 made a file the remaining head called 0.6 "ai-generated" at 0.917 under a 0.8 band."""
+    from types import SimpleNamespace as NS
+
+    from aiidetect.fusion import without_retrained
+
+    def det(name, sha):
+        return NS(name=name, needs_pixels=True, head=NS(manifest={"files": {"head.safetensors": sha}}))
+
+    def model(wb):
+        return {"detector": "fusion", "name": "fz", "threshold": {"ai": 0.8, "real": 0.2},
+                "params": {"evidence_weight": 1.0, "bias": 2.0, "detectors": {
+                    "linear:a": {"weight": 1.0, "calibration": {"method": "none"}, "head_sha256": "a" * 64},
+                    "linear:b": {"weight": wb, "calibration": {"method": "none"}, "head_sha256": "b" * 64}}}}
+
+    res = {"linear:a": DetectorResult("ok", p_ai=0.6, score=0.4, score_kind="logit"),
+           "linear:b": DetectorResult("ok", p_ai=0.1, score=-2.2, score_kind="logit")}
+    heads = [det("linear:a", "a" * 64), det("linear:b", "c" * 64)]
+    kept, note = without_retrained(model(1.0), heads)
+    out = fuse(res, kept)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(1 / (1 + math.exp(-0.4))) and "bias" not in out.contributions
+    assert "bias and band, fitted with it, are set aside (bias 0, band 0.1 / 0.9" in note
+    assert fuse({"linear:a": DetectorResult("ok", p_ai=0.85, score=1.7, score_kind="logit")}, kept).verdict == "uncertain"
+    # a head the model weighed 0 had no part in them: the model is used as fitted
+    kept, note = without_retrained(model(0.0), heads)
+    assert fuse(res, kept).verdict == "ai-generated" and "set aside" not in note
