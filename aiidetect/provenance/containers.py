@@ -483,6 +483,10 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
         b.cut = True
         b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
+    # The PNG's own eXIf chunk is its EXIF, what Pillow and browsers show; a raw profile is ImageMagick's text copy.
+    # A camera's EXIF pasted as a raw profile in front of a generator's eXIf (Software: Midjourney) was read as
+    # the file's EXIF (camera, toward real) and the generator's as another block. Stable: each kind keeps its order.
+    b.exif.sort(key=lambda blob_where: blob_where[1] != "PNG eXIf")
     # At most one chunk per generator key (a few keys), each under the one-chunk cap: bounded work.
     for key, (start, length, ctype) in sorted(last_skipped.items(), key=lambda kv: kv[1][0]):
         where = f"PNG {ctype.decode('latin-1')} '{key}'"
