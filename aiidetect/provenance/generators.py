@@ -353,6 +353,12 @@ def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
                 if not getattr(cur, k) and getattr(g, k):
                     setattr(cur, k, getattr(g, k))
+                elif k in ("model", "seed") and g.key == cur.key and getattr(g, k) and getattr(g, k) != getattr(cur, k):
+                    # Two blocks of one kind (two `parameters` chunks) naming different models or seeds describe
+                    # two images; the first is reported, and the record must not hide the other (Pillow shows the
+                    # last). A ComfyUI prompt and workflow are two views of one graph, picked apart differently.
+                    cur.extra.setdefault("conflicts", []).append(
+                        f"{g.generator} {k}: {getattr(cur, k)!r} ({cur.where}) vs {getattr(g, k)!r} ({g.where})")
     return list(merged.values()), errors
 
 

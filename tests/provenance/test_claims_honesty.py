@@ -225,3 +225,26 @@ def test_a_capture_declaration_beside_generator_settings_is_named_as_a_conflict(
     ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
     (clash,) = ev["metadata.conflict"].data["conflicts"]
     assert clash.startswith("a declaration of camera capture (xmp.capture-source-type; PNG iTXt") and "signature" not in clash
+
+
+def test_two_settings_blocks_of_one_generator_naming_other_models_are_a_conflict():
+    # Two `parameters` chunks, sd15 / seed 1234 and sdxl / seed 99: merged into one item that named only the first,
+    # while Pillow (and a UI's PNG Info) show the second; the record never said the file holds both.
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    other = A1111.replace("Seed: 1234", "Seed: 99").replace("Model: sd15", "Model: sdxl")
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + A1111.encode()),
+                            png_chunk(b"iTXt", b"parameters\x00\x00\x00\x00\x00" + other.encode())]),
+                  "x.png", options={"watermark": "never"})
+    ev = {e.id: e for e in rep.evidence}
+    assert ev["generator.parameters"].data["model"] == "sd15" and ev["generator.parameters"].strength == 6.0
+    assert ev["metadata.conflict"].data["conflicts"] == [
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) model: 'sd15' (PNG tEXt 'parameters') vs 'sdxl' (PNG iTXt "
+        "'parameters')",
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) seed: '1234' (PNG tEXt 'parameters') vs '99' (PNG iTXt "
+        "'parameters')"]
+    # the same block twice is no conflict
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())] * 2), "x.png",
+                  options={"watermark": "never"})
+    assert "metadata.conflict" not in {e.id for e in rep.evidence}
