@@ -404,7 +404,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     for name, e in soft:
         key = f"{name}:{e.id}"
         contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
-    bias = float(m.get("bias", 0.0)) if fitted and (n_pixel or soft) else 0.0
+    # The bias was fitted beside the pixel detectors' terms (a temperature keeps a head's offset, and the bias
+    # absorbs it): without one of them answering (`-d metadata` under a fitted model, or heads unavailable) it
+    # offsets nothing, and a bias of +2 showed a file with only camera EXIF at P(AI) 0.69.
+    bias = float(m.get("bias", 0.0)) if fitted and n_pixel else 0.0
     if bias:
         contrib["bias"] = bias
     z = z_pix + soft_total * w_soft + bias

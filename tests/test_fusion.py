@@ -427,3 +427,14 @@ def test_a_model_that_lost_a_detector_with_a_say_sets_its_bias_and_band_aside():
     # a head the model weighed 0 had no part in them: the model is used as fitted
     kept, note = without_retrained(model(0.0), heads)
     assert fuse(res, kept).verdict == "ai-generated" and "set aside" not in note
+
+
+def test_a_fitted_bias_needs_a_pixel_detector_that_answered():
+    # `scan -d metadata` under a fitted model (found in the weights folders) whose bias is +2: a file with only
+    # camera EXIF (toward real) was reported at P(AI) 0.69, the bias standing in for heads that did not run.
+    m = {"detectors": {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}, "bias": 2.0,
+         "ai_threshold": 0.8, "real_threshold": 0.2}
+    out = fuse({"metadata": meta(Evidence("exif.camera", "real", 1.2, "cam"))}, m)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(1 / (1 + math.exp(1.2))) and "bias" not in out.contributions
+    out = fuse({"linear:a": ok(0.5, score=0.0), "metadata": meta(Evidence("exif.camera", "real", 1.2, "cam"))}, m)
+    assert out.contributions["bias"] == 2.0     # with the head answering, the model applies as fitted
