@@ -429,12 +429,14 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             # says it weighs: raised to 9.2 it showed P(AI) 1.000 beside the metadata detector's 0.931 for the
             # same evidence. The rest then stops where p would leave the verdict's side of the band.
             claims_only = all((e.data or {}).get("basis") == BASIS_CLAIM for _, e in decisive)
-            mag = abs(z_dec) if claims_only else max(abs(z_dec), DECISIVE_FLOOR)
+            mag = max(abs(z_dec), DECISIVE_FLOOR)
             against = mag / 2
             if claims_only:
-                edge = _logit(hi) if sign > 0 else -_logit(lo)
-                if math.isfinite(edge):
-                    against = min(against, max(0.0, mag - edge))
+                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p is
+                # never on the other side of the band from the verdict it decides.
+                edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
+                mag = max(abs(z_dec), edge)
+                against = min(mag / 2, max(0.0, mag - edge))
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
             p = _sigmoid(sign * mag + rest)
             verdict = "ai-generated" if sign > 0 else "likely-real"

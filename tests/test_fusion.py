@@ -391,6 +391,8 @@ def test_an_unsigned_decisive_claim_counts_its_own_weight_not_the_floor():
     assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(DEFAULT_AI_THRESHOLD)
     out = fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": 0.97, "real_threshold": 0.05})
     assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.97)
+    out = fuse({"linear": ok(0.5), "metadata": m}, {"ai_threshold": 0.99, "real_threshold": 0.05})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.99)   # a band above the claim's own 0.98
     assert fuse({"linear": ok(0.999), "metadata": m}).p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))  # +half, as before
     # a signature or the pixels behind it keep the floor
     for basis in ("signed", "pixels"):
