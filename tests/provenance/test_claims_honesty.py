@@ -224,7 +224,8 @@ def test_a_capture_declaration_beside_generator_settings_is_named_as_a_conflict(
                      png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())])
     ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
     (clash,) = ev["metadata.conflict"].data["conflicts"]
-    assert clash.startswith("a declaration of camera capture (xmp.capture-source-type; PNG iTXt") and "signature" not in clash
+    assert clash.startswith("a declaration of camera capture (xmp.capture-source-type; PNG iTXt")
+    assert "signature" not in clash
 
 
 def test_two_settings_blocks_of_one_generator_naming_other_models_are_a_conflict():
@@ -240,8 +241,8 @@ def test_two_settings_blocks_of_one_generator_naming_other_models_are_a_conflict
     ev = {e.id: e for e in rep.evidence}
     assert ev["generator.parameters"].data["model"] == "sd15" and ev["generator.parameters"].strength == 6.0
     assert ev["metadata.conflict"].data["conflicts"] == [
-        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) model: 'sd15' (PNG tEXt 'parameters') vs 'sdxl' (PNG iTXt "
-        "'parameters')",
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) model: 'sd15' (PNG tEXt 'parameters') vs 'sdxl' "
+        "(PNG iTXt 'parameters')",
         "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) seed: '1234' (PNG tEXt 'parameters') vs '99' (PNG iTXt "
         "'parameters')"]
     # the same block twice is no conflict
