@@ -249,3 +249,23 @@ def test_two_settings_blocks_of_one_generator_naming_other_models_are_a_conflict
     rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())] * 2), "x.png",
                   options={"watermark": "never"})
     assert "metadata.conflict" not in {e.id for e in rep.evidence}
+
+
+def test_settings_blocks_that_disagree_a_thousand_times_make_a_small_record():
+    # A first `parameters` chunk naming a 60 KB model, then 900 naming others: each conflict quoted the whole
+    # model, every one was kept in the generator's `extra` (facts and the item's data): a 120 MB record from a
+    # 137 KB file.
+    import json
+
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    first = A1111.replace("Model: sd15", "Model: " + "M" * 60_000)
+    chunks = [png_chunk(b"tEXt", b"parameters\x00" + first.encode())] + [
+        png_chunk(b"tEXt", b"parameters\x00" + A1111.replace("Model: sd15", f"Model: m{i}").encode())
+        for i in range(900)]
+    rep = analyze(png_with(chunks), "x.png", options={"watermark": "never"})
+    assert len(json.dumps(rep.to_dict())) < 100_000
+    (g,) = rep.facts["generators"]
+    assert len(g["extra"]["conflicts"]) == 5 and g["extra"]["conflicts_left_out"] == 895
+    assert "(60002 characters)" in g["extra"]["conflicts"][0]   # the repr, quotes included
