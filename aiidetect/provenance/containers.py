@@ -220,6 +220,24 @@ def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
 
 # --- JPEG -------------------------------------------------------------------
 
+# xmpNote:HasExtendedXMP, as an attribute or an element, under any prefix; the GUID anywhere else in the packet (a
+# comment, a DocumentID) is not the property, and matched as a substring it had a hidden packet read again.
+_HAS_EXTENDED_XMP = re.compile(rb"""HasExtendedXMP\s*(?:=\s*["']|>)\s*([0-9A-Fa-f]{32})""")
+
+
+def _without_comments(x: bytes) -> bytes:
+    """`x` less its XML comments, in one pass: a lazy regex would rescan the tail from every unclosed `<!--`."""
+    out, pos = [], 0
+    while (i := x.find(b"<!--", pos)) >= 0:
+        out.append(x[pos:i])
+        j = x.find(b"-->", i + 4)
+        if j < 0:
+            return b"".join(out)
+        pos = j + 3
+    out.append(x[pos:])
+    return b"".join(out)
+
+
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -322,9 +340,10 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     # The XMP spec (part 3, 1.1.3.1) has a reader take the extended packet whose GUID the main packet names
     # (xmpNote:HasExtendedXMP), as Adobe's SDK and Skia do; exiftool by default too. One no main packet
     # names is no part of the file's XMP: a DigitalSourceType there decided the verdict while no viewer showed it.
-    named = [x for x, _ in b.xmp]
+    named = {m.group(1) for x, _ in b.xmp for m in _HAS_EXTENDED_XMP.finditer(_without_comments(x))} if ext_xmp \
+        else set()
     for guid, parts in ext_xmp.items():
-        if not any(guid in x for x in named):
+        if guid not in named:
             b.errors.append(f"JPEG: extended XMP under GUID {guid.decode('latin-1')!r}, which no main XMP packet "
                             "names (HasExtendedXMP); not read, as XMP readers leave it")
             continue

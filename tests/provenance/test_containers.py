@@ -97,7 +97,8 @@ def test_extended_xmp_is_reassembled_under_a_few_guids_only():
 
     cap = containers.MAX_EXT_XMP_GUIDS
     segs = [part(b"%032d" % i, 0, b"<%d/>" % i) for i in range(cap + 3)] + [part(b"%032d" % 0, 4, b"more")]
-    main = b"http://ns.adobe.com/xap/1.0/\x00" + b" ".join(b"%032d" % i for i in range(cap + 3))   # names them all
+    main = b"http://ns.adobe.com/xap/1.0/\x00" + b" ".join(b'xmpNote:HasExtendedXMP="%032d"' % i
+                                                            for i in range(cap + 3))   # names them all
     b = containers.walk(with_jpeg_segments(jpeg_with_app1(main), segs))
     assert [x for x, w in b.xmp if "extended" in w] == [b"<0/>more"] + [b"<%d/>" % i for i in range(1, cap)]
     assert b.errors == [f"JPEG: extended XMP under more than {cap} GUIDs; the others ignored"]
@@ -131,8 +132,16 @@ def test_extended_xmp_that_no_main_packet_names_is_not_read():
     main = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
             b'<rdf:Description xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="%s"/>'
             b'</rdf:RDF></x:xmpmeta>')
-    for named, decided in ((b"FEDCBA9876543210FEDCBA9876543210", False), (guid, True)):
-        data = with_jpeg_segments(jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + main % named), ext, at=2)
+    element = main.replace(b'xmpNote:HasExtendedXMP="%s"/>', b'><xmpNote:HasExtendedXMP>%s</xmpNote:HasExtendedXMP>'
+                                                              b'</rdf:Description>')
+    # The GUID elsewhere in the main packet (a comment, another property) is not HasExtendedXMP: matched as a
+    # substring, it had the hidden packet read and decide the verdict again.
+    other = main.replace(b'xmpNote:HasExtendedXMP="%s"/>', b'xmpNote:HasExtendedXMP="FEDCBA9876543210FEDCBA9876543210"'
+                         b' xmlns:dc="http://purl.org/dc/elements/1.1/" dc:identifier="' + guid + b'">'
+                         b'<!-- xmpNote:HasExtendedXMP="%s" --></rdf:Description>')
+    for packet, named, decided in ((main, b"FEDCBA9876543210FEDCBA9876543210", False), (main, guid, True),
+                                   (element, guid, True), (other, guid, False)):
+        data = with_jpeg_segments(jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + packet % named), ext, at=2)
         rep = analyze(data, "x.jpg", options={"watermark": "never"})
         assert any(e.id == "xmp.ai-source-type" for e in rep.evidence) is decided, rep.errors
         assert any("which no main XMP packet names" in e for e in rep.errors) is not decided
