@@ -288,30 +288,40 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     if not any(isinstance(v, Mapping) and _is_finite(w := v.get("weight", 1.0)) and w > 0 for v in kept.values()):
         return None, f"{what}: the default rules decide, not that model; {redo}"
     raw = dict(model or {})
-    # The bias and the band were fitted on the sum with the left-out detectors' terms in it: a bias that
-    # offset a head's usual negative logits (+2 against its -2) pushed every file toward AI once that head
-    # was gone, and the band chosen for 1% of real photos over the whole sum promised nothing for the rest.
-    # With a detector that had a say left out, the bias is 0 and the band no narrower than the rules'.
-    lost = [n for n in changed if isinstance(d := dets.get(n), Mapping) and _is_finite(w := d.get("weight", 1.0))
-            and w > 0]
-    aside: dict[str, float] = {}
-    if lost:
-        hi = m.get("ai_threshold")
-        lo = m.get("real_threshold")
-        aside = {"bias": 0.0,
-                 "ai_threshold": max(float(hi) if _is_finite(hi) else DEFAULT_AI_THRESHOLD, DEFAULT_AI_THRESHOLD),
-                 "real_threshold": min(float(lo) if _is_finite(lo) else DEFAULT_REAL_THRESHOLD, DEFAULT_REAL_THRESHOLD)}
+    lost, aside = set_aside(m, changed)
     # `left_out` beside the detectors: fuse's per-file reason and the records' fusion identity say why they had
     # no say (as "not in the fusion model" they read as heads added since, and the identity as the whole model)
     if raw.get("detector") == FUSION_DETECTOR and isinstance(raw.get("params"), Mapping):
         raw["params"] = {**raw["params"], "detectors": kept, LEFT_OUT: changed, **aside}
     else:
         raw.update(detectors=kept, **{LEFT_OUT: changed}, **aside)
-    set_aside = (f"; the model's bias and band, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside "
-                 f"(bias 0, band {aside['real_threshold']:g} / {aside['ai_threshold']:g}, no narrower than the "
-                 f"rules')" if lost else "")
+    aside_note = (f"; the model's bias and band, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside "
+                  f"(bias 0, band {aside['real_threshold']:g} / {aside['ai_threshold']:g}, no narrower than the "
+                  f"rules')" if lost else "")
     return raw, (f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the "
-                 f"verdicts{set_aside}; {redo}")
+                 f"verdicts{aside_note}; {redo}")
+
+
+def set_aside(model: Mapping[str, Any] | None, gone: Iterable[str]) -> tuple[list[str], dict[str, float]]:
+    """(the detectors of `gone` that had a say in the model, the bias and band it is used with without them).
+
+    The bias and the band were fitted on the sum with the left-out detectors' terms in it: a bias that
+    offset a head's usual negative logits (+2 against its -2) pushed every file toward AI once that head
+    was gone, and the band chosen for 1% of real photos over the whole sum promised nothing for the rest.
+    With a detector that had a say left out, the bias is 0 and the band no narrower than the rules'. The
+    report of a saved run redraws that band from the records' `left_out`."""
+    m = normalize_model(model)
+    dets = m.get("detectors") if isinstance(m.get("detectors"), Mapping) else {}
+    lost = [n for n in gone if isinstance(d := dets.get(n), Mapping) and _is_finite(w := d.get("weight", 1.0))
+            and w > 0]
+    if not lost:
+        return [], {}
+    hi = m.get("ai_threshold")
+    lo = m.get("real_threshold")
+    return lost, {"bias": 0.0,
+                  "ai_threshold": max(float(hi) if _is_finite(hi) else DEFAULT_AI_THRESHOLD, DEFAULT_AI_THRESHOLD),
+                  "real_threshold": min(float(lo) if _is_finite(lo) else DEFAULT_REAL_THRESHOLD,
+                                        DEFAULT_REAL_THRESHOLD)}
 
 
 def left_out(model: Mapping[str, Any] | None) -> list[str]:
