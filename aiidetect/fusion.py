@@ -449,6 +449,11 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 against = min(mag / 2, max(0.0, mag - edge))
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
             p = _sigmoid(sign * mag + rest)
+            if claims_only and edge < DECISIVE_FLOOR:
+                # sigmoid(logit(hi)) comes back one float under hi for about one fitted threshold in six: a
+                # script reading p_ai >= ai_threshold saw an ai-generated verdict below its band. (A band
+                # beyond the floor, 1.0 where real photos reached it, is not met: a claim is not raised to 1.)
+                p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)

@@ -394,6 +394,9 @@ def test_an_unsigned_decisive_claim_counts_its_own_weight_not_the_floor():
     out = fuse({"linear": ok(0.5), "metadata": m}, {"ai_threshold": 0.99, "real_threshold": 0.05})
     assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.99)   # a band above the claim's own 0.98
     assert fuse({"linear": ok(0.999), "metadata": m}).p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))  # +half, as before
+    for hi in (0.8816381690845423, 0.9, 0.93, 0.97):   # at the band's edge, never one float under it
+        assert fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": hi, "real_threshold": 0.05}).p_ai >= hi
+    assert fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": 1.0}).p_ai < 0.9999   # the floor, not 1
     # a signature or the pixels behind it keep the floor
     for basis in ("signed", "pixels"):
         e = Evidence("x.decl", "ai", 4.0, "declared", decisive=True, data={"basis": basis})
