@@ -23,7 +23,7 @@ from importlib import resources
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
-from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
+from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside
 from ..records import PIXEL_FAILURES, verdict_matches
 from .writers import Writer, error_reason, fusion_label, headline
 
@@ -193,7 +193,13 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     try:
         raw = (Path(str(f.get("path"))) / MANIFEST).read_bytes()
         if f.get("sha256") and hashlib.sha256(raw).hexdigest() == f.get("sha256"):
-            return {"fusion": _fusion_facts({**loads_foreign(raw), "path": f.get("path")})}
+            model = {**loads_foreign(raw), "path": f.get("path")}
+            gone = f.get(LEFT_OUT)
+            if isinstance(gone, list) and gone:
+                # The scan set the model's band aside for one no narrower than the rules' (without_retrained).
+                model = {**normalize_model(model), **set_aside(model, [str(n) for n in gone])[1],
+                         "path": f.get("path")}
+            return {"fusion": _fusion_facts(model)}
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     return {"fusion": {**_fusion_facts(None), "name": label},

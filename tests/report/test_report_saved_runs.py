@@ -528,3 +528,27 @@ def test_an_error_beside_ai_generated_is_kept_only_for_a_pixel_failure(tmp_path)
     r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert [x[1] for x in _rows(out.read_text(encoding="utf-8"))] == ["ai-generated", "error", "error", "error"]
+
+
+def test_a_saved_run_whose_model_left_out_a_head_shows_the_band_that_decided(tmp_path):
+    """A head retrained since the model was fitted is left out, and the model's band set aside for one no
+    narrower than the rules' (fusion.without_retrained): the page drew the manifest's 0.20-0.80 beside
+    verdicts decided under 0.10-0.90, a file at 0.85 "uncertain" under a gauge calling 0.80 AI-generated."""
+    import hashlib
+
+    head = tmp_path / "fusion-desk"
+    head.mkdir()
+    dets = {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}},
+            "linear:b": {"weight": 1.0, "calibration": {"method": "none"}}}
+    manifest = json.dumps({"detector": "fusion", "name": "desk", "params": {"ai_threshold": 0.8, "bias": 2.0,
+                                                                           "real_threshold": 0.2,
+                                                                           "detectors": dets}}).encode()
+    (head / "manifest.json").write_bytes(manifest)
+    model = {"kind": "model", "name": "desk", "path": str(head), "sha256": hashlib.sha256(manifest).hexdigest(),
+             "left_out": ["linear:b"]}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model, p_ai=0.85)])
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "band 0.10\u20130.90" in text and "likely real at most 0.10" in text
