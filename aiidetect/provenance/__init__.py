@@ -631,11 +631,10 @@ def reusable_image(image, info: dict, w: int, h: int) -> bool:
 
 def _pixels(data: bytes, image, info: dict, w: int, h: int):
     """Original-resolution RGB without EXIF rotation: the watermark lives in the stored pixel grid."""
-    import numpy as np
+    from ..decode import loadable, open_image, rgb_array
 
     if reusable_image(image, info, w, h):
-        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    from ..decode import loadable, open_image
+        return rgb_array(image.convert("RGB") if image.mode != "RGB" else image)
     from ..quiet import quiet_warnings
 
     with quiet_warnings():
@@ -645,5 +644,5 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
             loadable(im)
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
                 im.load()
-                return np.asarray(im)
-            return np.asarray(im.convert("RGB"))
+                return rgb_array(im)
+            return rgb_array(im.convert("RGB"))

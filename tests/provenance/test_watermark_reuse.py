@@ -101,3 +101,26 @@ def test_decode_cost_benchmark_runs(dev_dir):
     res = json.loads(out.stdout)
     assert res["files"] == 2 and len(res["rows"]) == 6
     assert all(r["ms_per_file"] > 0 for r in res["rows"])
+
+
+def test_watermark_check_copies_the_pixel_grid_once(photo, monkeypatch):
+    """The check reads the whole grid as an array: through Image.tobytes (Pillow's array interface) it was
+    copied out in 64 KB pieces and joined into a second copy. Same votes, same facts, from one copy."""
+    marked = _marked(photo)
+    data = io.BytesIO()
+    marked.save(data, "PNG")
+    ref = analyze(data.getvalue(), "m.png")      # pixels through the check's own decode
+    info = {"mode": "RGB", "orientation": 1}
+    pieces = []
+    tobytes = Image.Image.tobytes
+    monkeypatch.setattr(Image.Image, "tobytes", lambda self, *a, **k: pieces.append(self.size) or tobytes(self, *a, **k))
+    reused = analyze(data.getvalue(), "m.png", image=marked, info=info)   # the scan's decoded image
+    assert pieces == []
+    assert reused.facts["watermark"] == ref.facts["watermark"] and ref.facts["watermark"]["checked"]
+    assert any(e.id == "watermark.match" for e in reused.evidence)
+    monkeypatch.undo()
+    from aiidetect.decode import rgb_array
+
+    a = rgb_array(marked)
+    assert a.shape == (512, 512, 3) and (a == np.asarray(marked)).all() and not a.flags.writeable
+    assert rgb_array(marked.convert("L")).shape == (512, 512)     # other modes: np.asarray's answer
