@@ -265,6 +265,35 @@ def test_jpeg_exif_segments_past_the_cap_are_not_handed_to_pillow():
     assert "metadata_withheld" not in decode_bytes(at_cap)[1]
 
 
+def test_a_decode_walks_a_jpeg_or_png_for_oversized_metadata_once_where_nothing_is_left_out(monkeypatch):
+    """decode_bytes looks for metadata to leave out of what Pillow opens (metastrip.strip_oversize), and its
+    open_image looked again at the same bytes: a second walk of every JPEG's segments and PNG's chunks for the
+    same answer. Where the first found nothing it is not repeated; where it left something out, its copy is
+    still walked (a file past the cap gives the same pixels and the same record as before)."""
+    from aiidetect import metastrip
+    from aiidetect.limits import JPEG_MAX_EXIF_SEGMENTS, PNG_MAX_ICC_CHUNKS
+    from PIL import Image
+
+    from aiidetect.testing.hostile import jpeg_exif_segments, png_icc_chunks
+
+    walks = []
+    real = metastrip.strip_oversize
+    monkeypatch.setattr(metastrip, "strip_oversize", lambda data, fmt, *a: walks.append(fmt) or real(data, fmt, *a))
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(png, "PNG")
+    for data, fmt in ((jpeg_exif_segments(2, size=100), "JPEG"), (png.getvalue(), "PNG"),
+                      (png_icc_chunks(1, size=100), "PNG")):
+        walks.clear()
+        img, info = decode_bytes(data)
+        assert walks == [fmt] and "metadata_withheld" not in info
+    walks.clear()
+    img, info = decode_bytes(jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS + 2, size=100))
+    assert walks == ["JPEG", "JPEG"] and info["orientation"] == 6 and "2 of them" in info["metadata_withheld"]
+    walks.clear()
+    img, info = decode_bytes(png_icc_chunks(PNG_MAX_ICC_CHUNKS + 2, size=100))
+    assert walks == ["PNG", "PNG"] and img.size == (64, 48) and "2 of them" in info["metadata_withheld"]
+
+
 def test_jpeg_quantization_tables_past_the_cap_are_refused_before_pillow_reads_them():
     """Pillow's open reads each DQT table in Python, and the metadata walk read each for its evidence: 1,600 full
     DQT segments (100 MB, jpeg_dqt_tables(1600)) took `scan -d metadata` 18.3 s and `meta` 12 s. Over
