@@ -25,7 +25,7 @@ from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exp
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
                      PSD_MAX_ROWS, WEBP_PIXEL_COST)
-from .structures import HeifRead, heif_read_of
+from .structures import HeifRead, heif_layout_read, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -65,6 +65,9 @@ class Sample:
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
     phash: int | None = None               # phash_bytes of the bytes, when a trainer or eval asks
+    # A HEIF/AVIF's structures.heif_layout_read(data), made for the decode and handed to the metadata walk
+    # (its item tables read once a file); it holds the bytes, so it goes wherever they go.
+    layout: Any = None
 
     @property
     def ok(self) -> bool:
@@ -1327,7 +1330,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     with failures_into(rec, "decoding"):
         if phash:  # imported only when asked: a scan's first read under a deadline would pay for it
             from .perceptual import hash_decode_pixels
-        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
+        data = s.data or b""
+        if sniff_format(data) in ("HEIF", "AVIF"):
+            # read here, not inside decode_bytes, so the metadata detector's walk of these bytes has it too
+            s.layout = heif_layout_read(data)
+        img, info = decode_bytes(data, limits, draft=draft, admit=admit, layout=s.layout,
                                  reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}

@@ -1401,6 +1401,38 @@ def test_heif_item_tables_are_read_once_a_decode_and_once_a_metadata_walk(monkey
             assert reads == {"heif_layout": 1, "bmff_tracks": tracks}, (what, doing, reads)
 
 
+def test_a_scan_reads_a_heifs_item_tables_once_for_the_decode_and_the_metadata_walk(monkeypatch, tmp_path):
+    """The scan's worker decoded a HEIF/AVIF (one read of its item tables) and then the metadata detector walked
+    the same bytes (a second read). The decode's read is handed to the walk now, in `scan` and in `meta`
+    (file_provenance); the walk's result is the one a read of its own gives."""
+    import aiidetect.structures as structures
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.metadata.detector import MetadataDetector, file_provenance
+    from aiidetect.pipeline import run_detectors
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import avis, heif_iloc_zero_fields, heif_with_exif
+
+    reads = []
+    real = structures.heif_layout
+    monkeypatch.setattr(structures, "heif_layout", lambda data: reads.append(len(data)) or real(data))
+    files = {"small": heif_with_exif(1000), "over the cap": heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1),
+             "sequence": avis(2, 8, 8), "tables refused": heif_iloc_zero_fields(2, 0xFFFF)}
+    for what, data in files.items():
+        path = tmp_path / f"{what.replace(' ', '_')}.heic"
+        path.write_bytes(data)
+        reads.clear()
+        got = run_detectors([str(path)], [MetadataDetector({"watermark": "always"})])[0].detectors["metadata"]
+        assert len(reads) == 1, (what, reads)
+        reads.clear()
+        meta = file_provenance(data, str(path), {"watermark": "always"})
+        assert len(reads) == 1, (what, "meta", reads)
+        ref = analyze(data, str(path), options={"watermark": "always"})    # the walk on a read of its own
+        assert [e.id for e in got.evidence] == [e.id for e in ref.evidence] == [e.id for e in meta.evidence], what
+        assert got.extra.get("errors", []) == ref.errors == meta.errors, what
+        assert {k: v for k, v in got.extra["facts"].items() if k != "watermark"} == \
+            {k: v for k, v in ref.facts.items() if k != "watermark"}, what
+
+
 def test_a_heif_layout_read_of_other_bytes_checks_nothing_of_these(monkeypatch):
     """A layout handed down (structures.heif_layout_read) stands for the bytes it was read from and no other: a
     caller handing open_image or decode_bytes the read of another file (a stale one, a benign one beside a
