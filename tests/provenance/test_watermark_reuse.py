@@ -124,3 +124,18 @@ def test_watermark_check_copies_the_pixel_grid_once(photo, monkeypatch):
     a = rgb_array(marked)
     assert a.shape == (512, 512, 3) and (a == np.asarray(marked)).all() and not a.flags.writeable
     assert rgb_array(marked.convert("L")).shape == (512, 512)     # other modes: np.asarray's answer
+
+
+def test_decode_cost_benchmark_by_format_runs(dev_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "decode_cost.py"
+    out = subprocess.run([sys.executable, str(script), str(dev_dir / "real" / "ml72"), "--limit", "2", "--rounds", "1",
+                          "--by-format"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["all"]["files"] == 2 and sum(r["files"] for r in res["by_format"].values()) == 2
+    assert all(r["ms_per_file"] > 0 for r in res["by_format"].values())
