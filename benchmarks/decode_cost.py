@@ -199,8 +199,9 @@ def main() -> int:
     if a.by_format:
         import aiidetect
 
+        m = machine()   # the load before the passes, as the other modes give it
         res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
-               **by_format(paths, a.rounds), "machine": machine()}
+               **by_format(paths, a.rounds), "machine": m}
         res["machine"]["load_1m_end"] = os.getloadavg()[0]
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
