@@ -149,9 +149,12 @@ def warm_up(c2pa: bool = True) -> None:
             pass
 
 
-def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None) -> ProvenanceReport:
+def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None,
+            layout=None) -> ProvenanceReport:
     """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False;
-    budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S)."""
+    budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S). `layout`: a HEIF/AVIF's
+    structures.heif_layout_read(data), where the caller has read it (the scan's decode): used only if it is
+    a read of these very bytes (structures.heif_read_of)."""
     from ..limits import METADATA_BUDGET_S
     from ..records import METADATA_TIMEOUT
 
@@ -159,7 +162,7 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     rep = ProvenanceReport(path=path)
     budget = _Budget(opts.get("budget_s", METADATA_BUDGET_S))
     with _stage(rep, "provenance"):   # _analyze guards each stage; this keeps the file if the glue fails
-        _analyze(data, rep, image, info or {}, opts, budget)
+        _analyze(data, rep, image, info or {}, opts, budget, layout)
     # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
     rep.errors = [_ADDR.sub("", e) for e in rep.errors[:MAX_ERRORS]] + (
         [f"... and {len(rep.errors) - MAX_ERRORS} more problems of the same file"] if len(rep.errors) > MAX_ERRORS
@@ -186,8 +189,9 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     return rep
 
 
-def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget) -> None:
-    blobs = containers.walk(data, lambda: budget.left("rest of the container walk"))
+def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget,
+             layout=None) -> None:
+    blobs = containers.walk(data, lambda: budget.left("rest of the container walk"), layout=layout)
     rep.errors.extend(blobs.errors)
     rep.format = blobs.format or info.get("format")
     rep.width = blobs.width or info.get("width")
@@ -650,11 +654,10 @@ def reusable_image(image, info: dict, w: int, h: int) -> bool:
 
 def _pixels(data: bytes, image, info: dict, w: int, h: int):
     """Original-resolution RGB without EXIF rotation: the watermark lives in the stored pixel grid."""
-    import numpy as np
+    from ..decode import loadable, open_image, rgb_array
 
     if reusable_image(image, info, w, h):
-        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    from ..decode import loadable, open_image
+        return rgb_array(image.convert("RGB") if image.mode != "RGB" else image)
     from ..quiet import quiet_warnings
 
     with quiet_warnings():
@@ -664,5 +667,5 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
             loadable(im)
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
                 im.load()
-                return np.asarray(im)
-            return np.asarray(im.convert("RGB"))
+                return rgb_array(im)
+            return rgb_array(im.convert("RGB"))

@@ -161,8 +161,10 @@ def _ticker(fmt: str, what: str, time_left):
     return tick
 
 
-def walk(data: bytes, time_left=None) -> Blobs:
-    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks."""
+def walk(data: bytes, time_left=None, layout=None) -> Blobs:
+    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks.
+    `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (a read of other bytes
+    is not used)."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
     try:
@@ -185,7 +187,7 @@ def walk(data: bytes, time_left=None) -> Blobs:
             else:
                 b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
-            _walk_heif(data, b)
+            _walk_heif(data, b, layout)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
         elif fmt == "PSD":
@@ -732,14 +734,14 @@ def _walk_with_pillow(data: bytes, b: Blobs, layout=None) -> None:
         _pillow_info(im, b)
 
 
-def _walk_heif(data: bytes, b: Blobs) -> None:
+def _walk_heif(data: bytes, b: Blobs, read=None) -> None:
     """Pillow's view of a HEIF/AVIF without its Exif and XMP items over the readers' cap (8 MiB each), which
     pillow-heif copied three times (a 100 MB Exif item: `meta` peaked at 677 MB): such an item is not read, as
     a PNG's or WebP's EXIF chunk over it is not."""
     from ..metastrip import strip_oversize_heif
 
     # its item tables read once, for the strip and open_image's check
-    data, withheld, read = strip_oversize_heif(data, b.format)
+    data, withheld, read = strip_oversize_heif(data, b.format, read)
     if withheld:
         b.errors.append(withheld.replace("not handed to the decoder", "not read"))
     _walk_with_pillow(data, b, layout=read)
