@@ -986,8 +986,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
 def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None) -> Iterator[dict[str, Any]]:
     """Records from JSONL (or one JSON array), one at a time: a 100,000-line run is never held whole.
     A line that is not a record becomes an error record naming the line, and a problem string for
-    stderr. Lines end at \\n only: JSONL from `scan` carries U+2028, U+0085 or \\x1c raw inside its
-    strings (a file name may hold them), which str.splitlines() would cut into pieces. A line longer
+    stderr. Lines end at \\n only: JSONL may carry U+2028, U+0085 or \\x1c raw inside its strings
+    (a file name may hold them; older `scan`s wrote U+2028 raw), which str.splitlines() would cut into pieces. A line longer
     than `max_line` characters is skipped unread."""
     from ..limits import REPORT_MAX_LINE_CHARS
     from .safe import loads_foreign

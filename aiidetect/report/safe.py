@@ -17,8 +17,10 @@ every writer (json, jsonl, csv, table, meta's report):
   archive an auditor opens in Excel. `csv_cell` prefixes such text with an
   apostrophe; `CsvRows` is the csv.writer every CSV output goes through.
 * A name holding ESC sequences drives the terminal it is printed on (retitles,
-  repaints, hides lines). `printable` shows control characters as \\uXXXX in
-  tables, CSV cells and every log line on stderr.
+  repaints, hides lines), and one holding a bidi override or a zero-width
+  character passes for another name. `printable` shows such characters as
+  \\uXXXX in tables, CSV cells, the HTML report and every log line on stderr;
+  `dumps` writes them as JSON escapes (the same string to a parser).
 """
 from __future__ import annotations
 
@@ -121,15 +123,36 @@ def clean(obj: Any) -> Any:
     return clean_str(str(obj))
 
 
-# C0/C1 controls (a name holding ESC can drive the terminal) and the bidirectional overrides
-# (U+202E makes "gpj.exe" read as "exe.jpg"): shown as \uXXXX escapes in tables, never interpreted.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls (a name holding ESC, or U+009B, the one-character CSI, can drive the terminal), the
+# bidirectional controls (U+202E makes "gpj.exe" read as "exe.jpg"), the line and paragraph separators
+# (a name breaks onto two lines, as a newline would) and every character Unicode draws as nothing
+# (Default_Ignorable_Code_Point: zero-width space and joiners, word joiner, byte-order mark, soft hyphen,
+# variation selectors, Hangul fillers, tag characters): "photo\u200b.jpg" and "photo.jpg" are two files
+# that looked the same, so a verdict could be read for the wrong one. Shown as escapes, never interpreted.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                     "\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+                     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+# The same, less C0 (json.dumps escapes those in strings itself; outside them, `indent` lays out with "\n").
+_JSON_UNSAFE = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "", 1))
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
 
 
 def printable(s: str, keep: str = "") -> str:
-    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped
-    (but those in `keep`: a log line may hold its own newlines)."""
-    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else f"\\u{ord(m.group()):04x}", clean_str(s))
+    """For terminals and tables: valid UTF-8 with control, bidi and invisible characters escaped
+    (\\uXXXX, or \\UXXXXXXXX past the BMP), but those in `keep` (a log line may hold its own newlines)."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), clean_str(s))
+
+
+def _json_escape(m: re.Match) -> str:
+    o = ord(m.group())
+    if o <= 0xFFFF:
+        return f"\\u{o:04x}"
+    o -= 0x10000
+    return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
 
 
 def table_width(stream: Any, default: int = 160) -> int | None:
@@ -144,9 +167,12 @@ def table_width(stream: Any, default: int = 160) -> int | None:
 
 
 def dumps(obj: Any, **kw: Any) -> str:
-    """json.dumps that can only produce strict, UTF-8-encodable JSON."""
+    """json.dumps that can only produce strict, UTF-8-encodable JSON, safe to print on a terminal: the
+    characters `printable` escapes are written as JSON escapes, which parse to the same string (json.dumps
+    escapes C0 controls, but wrote U+009B, U+202E and U+200B raw: `scan -f jsonl` on a terminal obeyed
+    them). They can only be inside strings: JSON's own syntax is ASCII."""
     kw.setdefault("ensure_ascii", False)
-    return json.dumps(clean(obj), allow_nan=False, **kw)
+    return _JSON_UNSAFE.sub(_json_escape, json.dumps(clean(obj), allow_nan=False, **kw))
 
 
 def loads_foreign(text: str | bytes) -> Any:

@@ -1,0 +1,35 @@
+"""What `scan` prints when a file's name or metadata carries characters a terminal obeys or draws as
+nothing: every format shows them as escapes (JSON as JSON escapes, which parse back to the exact name),
+so `scan -f jsonl` on a terminal cannot be driven by the file, nor two names pass for one."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image, PngImagePlugin
+
+from conftest import run_cli_in_process
+
+# U+009B is CSI in one character (terminals that take C1 controls run "\x9b2J" as "clear the screen");
+# U+202E reverses what follows; U+200B, U+2060, U+FEFF and tag characters are drawn as nothing.
+HIDDEN = "\u009b\u202e\u200b\u2060\ufeff\u2028\U000e0041"
+
+
+def test_json_and_table_escape_what_a_terminal_would_obey_or_hide(tmp_path):
+    d = tmp_path / "files"
+    d.mkdir()
+    name = "cam\u009b2J\u202egpj.exe\u200b\u2028\U000e0041.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"a cat\u009b2J\u202e\ufeff\u2060\nSteps: 20, Sampler: Euler, Seed: 1, Model: m")
+    Image.new("RGB", (8, 8)).save(d / name, pnginfo=info)
+    for fmt in ("jsonl", "json"):
+        r = run_cli_in_process("scan", str(d), "-d", "metadata", "--no-cache", "-q", "-f", fmt)
+        assert r.returncode == 0, r.stderr
+        assert not set(HIDDEN) & set(r.stdout), (fmt, sorted(hex(ord(c)) for c in set(HIDDEN) & set(r.stdout)))
+        rec = json.loads(r.stdout) if fmt == "jsonl" else json.loads(r.stdout)[0]
+        assert rec["file"] == str(d / name)  # the same string, written with escapes
+        assert "a cat\u009b2J\u202e\ufeff\u2060" in json.dumps(rec["detectors"]["metadata"], ensure_ascii=False)
+    for fmt in ("table", "csv"):
+        r = run_cli_in_process("scan", str(d), "-d", "metadata", "--no-cache", "-q", "-f", fmt)
+        assert r.returncode == 0, r.stderr
+        assert not set(HIDDEN) & set(r.stdout), fmt
+        assert "\\u202egpj" in r.stdout.replace("\n", "").replace("│", "").replace(" ", ""), fmt
