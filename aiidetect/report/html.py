@@ -744,7 +744,7 @@ def _facts(dets: Mapping[str, Any]) -> str:
     if not facts:
         return ""
     keys = [k for k, _ in FACT_TITLES if k in facts] + sorted(str(k) for k in facts if k not in dict(FACT_TITLES))
-    out = ["<h3>What the metadata readers found</h3>"]
+    out = ["<h4>What the metadata readers found</h4>"]
     for k in keys:
         v = facts.get(k)
         if v in (None, {}, []):
@@ -814,10 +814,10 @@ def _attribution(dets: Mapping[str, Any]) -> str:
                 if isinstance(a, Mapping):
                     p = _p(a.get("p"))
                     parts.append(f"<li>{_e(a.get('label'))}: {'?' if p is None else f'{p:.2f}'}</li>")
-            out.append(f"<h4>{_e(name)}</h4><ol>{''.join(parts)}</ol>")
+            out.append(f"<h5>{_e(name)}</h5><ol>{''.join(parts)}</ol>")
     if not out:
         return ""
-    return ("<h3>Attribution</h3><p class=\"mute\">Which generator family the head finds closest, among those it "
+    return ("<h4>Attribution</h4><p class=\"mute\">Which generator family the head finds closest, among those it "
             "was trained on; an unseen generator is still given one of these names.</p>" + "".join(out))
 
 
@@ -864,7 +864,7 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
                     f"{float(m.get('base_p') or 0):.3f} on its view of the image; {_e(m.get('grid'))}\u00d7"
                     f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}</figcaption>"
                     "</figure>")
-    return ("<h3>Where the detectors looked</h3><div class=\"heatmaps\">" + "".join(figs) + "</div>"
+    return ("<h4>Where the detectors looked</h4><div class=\"heatmaps\">" + "".join(figs) + "</div>"
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
 
 
@@ -948,7 +948,9 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
            else f"<div class=\"noimg\" title=\"{_e(item.get('thumb_note') or '')}\">no thumbnail"
                 + (f"<small>{_e(item['thumb_note'])}</small>" if item.get("thumb_note") else "") + "</div>")
     o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
-         f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
+         # The file's name is the card's heading, its sections one level down: a screen reader that moves by
+         # headings heard "What moved the verdict" for every card and never which file it was.
+         f"<div class=\"card-head\">{img}<div><h3 class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</h3>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
          f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
     err = r.get("error")
@@ -959,16 +961,16 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     o.append("</div></div>")
     reasons = r.get("reasons") or []
     if reasons:
-        o.append("<h3>What moved the verdict</h3><ol>" + "".join(f"<li class=\"wrap\">{_e(x)}</li>" for x in reasons)
+        o.append("<h4>What moved the verdict</h4><ol>" + "".join(f"<li class=\"wrap\">{_e(x)}</li>" for x in reasons)
                  + "</ol>")
     if dets:
-        o.append("<h3>Detectors side by side</h3>" + _detectors_table(dets))
+        o.append("<h4>Detectors side by side</h4>" + _detectors_table(dets))
         o.append(_attribution(dets))
     o.append(_heatmaps(item.get("heatmaps")))
     if err is None or v != "error":  # a verdict beside an error rests on this evidence
-        o.append("<h3>Provenance evidence, strongest first</h3>" + _evidence(dets))
+        o.append("<h4>Provenance evidence, strongest first</h4>" + _evidence(dets))
         o.append(_facts(dets))
-    o.append("<h3>File</h3><dl class=\"kv\">")
+    o.append("<h4>File</h4><dl class=\"kv\">")
     facts = [("SHA-256", r.get("sha256")), ("size", f"{r['size_bytes']} bytes" if r.get("size_bytes") is not None
                                             else None),
              ("format", r.get("format")),

@@ -117,6 +117,15 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     assert len(names) == len(recs)
     expected = [r["file"].replace("\udcff", "\ufffd") for r in recs]
     assert names == expected
+    # A screen reader moves by headings: each card's first one is its file's name (the sections under it,
+    # "What moved the verdict"..., one level down), and no level is skipped. Before, the cards' headings were
+    # only their sections', the same for every file.
+    heads = page.eval_on_selector_all("article.card", "as => as.map(a => { const h = a.querySelector("
+                                      "'h1,h2,h3,h4,h5,h6'); return [h.tagName, h.textContent]; })")
+    assert heads == [["H3", n] for n in expected]
+    levels = page.eval_on_selector_all("h1,h2,h3,h4,h5,h6", "hs => hs.map(h => +h.tagName[1])")
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels
+    assert page.eval_on_selector_all("article.card h4", "hs => hs.length") > len(recs)
     assert page.locator("#files-count").text_content().startswith(f"Showing 1\u2013100 of {len(recs)} files")
     shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
