@@ -466,7 +466,10 @@ def _top_reason(r: Mapping[str, Any]) -> str:
 
 def _verdict_badge(v: str) -> str:
     sym, word, _ = VERDICT_WORDS.get(v, ("", v, ""))
-    return f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\">{sym} {_e(word)}</span>"
+    # The symbol is for the eye (colour blindness, a black-and-white printout); a screen reader says the word
+    # alone, not "black up-pointing triangle" before every verdict.
+    return (f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\"><span aria-hidden=\"true\">{sym}</span>"
+            f" {_e(word)}</span>")
 
 
 def decided_errors(rows: Sequence[list[Any]]) -> int:
@@ -506,9 +509,10 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
         o.append(f"<p class=\"interrupted\"><b>Unknown record schema {_e(', '.join(schemas))}.</b> This aiidetect "
                  f"reads schema {_e(', '.join(KNOWN_SCHEMAS))}: the records were written by another version, and "
                  f"fields it does not know are not shown.</p>")
-    o += ["<ul class=\"counts\">", f"<li><b>{n}</b>files</li>"]
+    # (a space after each number: without it, "147files" is what a screen reader and a copy of the text got)
+    o += ["<ul class=\"counts\">", f"<li><b>{n}</b> files</li>"]
     for v, k in counts.items():
-        o.append(f"<li><b>{k}</b>{_verdict_badge(v)}</li>")
+        o.append(f"<li><b>{k}</b> {_verdict_badge(v)}</li>")
     o.append("</ul>")
     if decided:
         # The tiles add up to the files; without this line the "error" filter showed more rows than its tile

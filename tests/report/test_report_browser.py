@@ -126,6 +126,13 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     levels = page.eval_on_selector_all("h1,h2,h3,h4,h5,h6", "hs => hs.map(h => +h.tagName[1])")
     assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels
     assert page.eval_on_selector_all("article.card h4", "hs => hs.length") > len(recs)
+    # A verdict's symbol is for the eye (colour blindness, a black-and-white printout): a screen reader says
+    # its word alone, not "black up-pointing triangle" before every verdict in the counts, table and cards.
+    said = "\n".join(page.locator(sel).aria_snapshot() for sel in ("#overview .counts", "#files-table tbody",
+                                                                    "#cards"))
+    assert "AI-generated" in said and "uncertain" in said and f"{len(recs)} files" in said
+    assert not set("\u25b2\u2713\u2715") & set(said) and "? uncertain" not in said
+    assert "\u25b2 AI-generated" in page.locator("#files-table tbody").inner_text()  # still seen
     assert page.locator("#files-count").text_content().startswith(f"Showing 1\u2013100 of {len(recs)} files")
     shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,8 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     text = "".join(doc.text)
     assert "Cards for 6 of 37 files." in text and "--max-cards 0" in text
     # The counts are those of every record, not of the cards.
-    for v, n in (("likely real", 20), ("uncertain", 10), ("error", 4), ("AI-generated", 3)):
-        assert f"{n}{'? ' if v == 'uncertain' else ''}" in text
+    for v, n in (("\u2713 likely real", 20), ("? uncertain", 10), ("\u2715 error", 4), ("\u25b2 AI-generated", 3)):
+        assert f"{n} {v}" in text
     # --max-cards 0: every card; --verdict: a part, which the page names.
     r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
     assert r.returncode == 0 and len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 37
