@@ -947,7 +947,10 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
     cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
     thumb = item.get("thumb")
-    img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
+    # A flagged card prints, and a lazy image not yet scrolled to printed as nothing (Chromium's print to PDF
+    # does not load it): those load with the page. The others, on screen only, when scrolled to.
+    lazy = "" if v in FLAGGED else " loading=\"lazy\""
+    img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\"{lazy} decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
            else f"<div class=\"noimg\" title=\"{_e(item.get('thumb_note') or '')}\">no thumbnail"
                 + (f"<small>{_e(item['thumb_note'])}</small>" if item.get("thumb_note") else "") + "</div>")

@@ -215,6 +215,9 @@ def test_phone_width(browser, report, tmp_path):
     assert shown and all("flagged" in c or "failed" in c for c in shown)
     n_unverified = sum(1 for r in recs if r["verdict"] != "likely-real")
     assert len(shown) == n_unverified and any("failed" in c for c in shown)
+    # ... with their thumbnails: loaded lazily, a card never scrolled to printed without one (Chromium's PDF).
+    thumbs = page.eval_on_selector_all("article.card.flagged img", "is => is.map(i => i.complete && i.naturalWidth > 0)")
+    assert len(thumbs) > 3 and all(thumbs), thumbs
     assert not page.is_visible("#files-table")
     assert problems == []
     page.close()
