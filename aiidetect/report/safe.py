@@ -129,11 +129,20 @@ def clean(obj: Any) -> Any:
 # (Default_Ignorable_Code_Point: zero-width space and joiners, word joiner, byte-order mark, soft hyphen,
 # variation selectors, Hangul fillers, tag characters): "photo\u200b.jpg" and "photo.jpg" are two files
 # that looked the same, so a verdict could be read for the wrong one. Shown as escapes, never interpreted.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-                     "\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-                     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+_HIDDEN_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x34F, 0x34F), (0x61C, 0x61C), (0x115F, 0x1160),
+                  (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F),
+                  (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+                  (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                   for a, b in _HIDDEN_RANGES) + "]")
 # The same, less C0 (json.dumps escapes those in strings itself; outside them, `indent` lays out with "\n").
-_JSON_UNSAFE = re.compile(_UNSAFE.pattern.replace("\x00-\x1f", "", 1))
+_JSON_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                        for a, b in _HIDDEN_RANGES if a > 0x1F) + "]")
+# ... and a backslash that would read as one of those escapes: a file named "photo\\u200b.jpg" (a backslash,
+# then "u200b") was shown exactly as "photo\u200b.jpg", a zero-width space, is. It is shown as \u005c, so
+# every \u in what `printable` gives is an escape. A backslash before anything else is left alone
+# (C:\Users\...).
+_SHOWN = re.compile(_UNSAFE.pattern + r"|\\(?=[uU][0-9a-fA-F]{4})")
 
 
 def _escape(c: str) -> str:
@@ -143,8 +152,9 @@ def _escape(c: str) -> str:
 
 def printable(s: str, keep: str = "") -> str:
     """For terminals and tables: valid UTF-8 with control, bidi and invisible characters escaped
-    (\\uXXXX, or \\UXXXXXXXX past the BMP), but those in `keep` (a log line may hold its own newlines)."""
-    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), clean_str(s))
+    (\\uXXXX, or \\UXXXXXXXX past the BMP), but those in `keep` (a log line may hold its own newlines),
+    and a backslash that would pass for such an escape shown as \\u005c."""
+    return _SHOWN.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), clean_str(s))
 
 
 def _json_escape(m: re.Match) -> str:

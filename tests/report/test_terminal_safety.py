@@ -33,3 +33,17 @@ def test_json_and_table_escape_what_a_terminal_would_obey_or_hide(tmp_path):
         assert r.returncode == 0, r.stderr
         assert not set(HIDDEN) & set(r.stdout), fmt
         assert "\\u202egpj" in r.stdout.replace("\n", "").replace("│", "").replace(" ", ""), fmt
+
+
+def test_a_backslash_that_reads_as_an_escape_is_shown_as_one():
+    """A file named "photo\\u200b.jpg" with a real backslash, and one with a zero-width space, were shown
+    alike, as the escape: two files passed for one again. Only a backslash that could read as an escape
+    is escaped (\\u005c), so a Windows path keeps its backslashes."""
+    from aiidetect.report.safe import printable
+
+    literal, hidden = "photo\\u200b.jpg", "photo\u200b.jpg"
+    assert printable(hidden) == "photo\\u200b.jpg"
+    assert printable(literal) == "photo\\u005cu200b.jpg" != printable(hidden)
+    assert printable("tag\\U000e0041") == "tag\\u005cU000e0041" != printable("tag\U000e0041")
+    assert printable("a\\\u200b") == "a\\\\u200b" != printable("a\\\\u200b") == "a\\\\u005cu200b"
+    assert printable(r"C:\Users\ana\x.jpg") == r"C:\Users\ana\x.jpg"
