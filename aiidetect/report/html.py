@@ -58,8 +58,8 @@ def _e(value: Any, keep: str = "") -> str:
 
 def _clean(s: str, keep: str = "") -> str:
     """Text from a file as the page shows it: lone surrogates from undecodable names become U+FFFD
-    instead of breaking the UTF-8 output, and control and bidi-override characters are shown as
-    \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
+    instead of breaking the UTF-8 output, and control, bidi and invisible characters (safe.printable)
+    are shown as \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
     NUL would vanish, and a newline in a name would show as a space (HTML folds it), so that
     "a\\nb.jpg" and "a b.jpg" looked the same. Only a <pre> block keeps its newlines and tabs
     (`keep`): prompts keep their lines."""
@@ -598,6 +598,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
 
 
 def _table_section(n: int, n_cards: int | None = None) -> str:
+    from .safe import hidden_js_class
+
     opts = "".join(f"<option value=\"{v}\">{_e(VERDICT_WORDS[v][1])}</option>" for v in VERDICT_WORDS)
     head = [("verdict", "verdict", ""), ("p", "P(AI)", "num"), ("file", "file", ""), ("format", "format", "opt"),
             ("size", "size", "num opt"), ("reason", "top reason", "opt")]
@@ -612,7 +614,10 @@ def _table_section(n: int, n_cards: int | None = None) -> str:
                     "part with <code>--verdict</code>).</p></noscript>")
     return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>" + noscript +
             "<div class=\"controls\">"
-            "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\"></label>"
+            # data-hidden: what the page shows as escapes, so that a name typed or pasted with its zero-width
+            # joiner (Persian, emoji) finds the row that shows it as \u200c
+            "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\" "
+            f"data-hidden=\"{_e(hidden_js_class())}\"></label>"
             f"<label>Verdict<select id=\"filter-verdict\"><option value=\"\">all</option>{opts}</select></label>"
             "<label>Rows per page<select id=\"page-size\"><option>50</option><option selected>100</option>"
             "<option>500</option></select></label></div>"

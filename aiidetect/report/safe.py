@@ -145,6 +145,12 @@ _JSON_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr
 _SHOWN = re.compile(_UNSAFE.pattern + r"|\\(?=[uU][0-9a-fA-F]{4})")
 
 
+def hidden_js_class() -> str:
+    """The characters `printable` escapes, as a JavaScript RegExp character class (for the "u" flag): the
+    report's search box escapes a typed name as the page shows it."""
+    return "[" + "".join(f"\\u{{{a:x}}}" + (f"-\\u{{{b:x}}}" if b > a else "") for a, b in _HIDDEN_RANGES) + "]"
+
+
 def _escape(c: str) -> str:
     o = ord(c)
     return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"

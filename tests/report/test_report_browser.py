@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 from aiidetect.testing.report_corpus import hostile_records, make_report_corpus
 
 
@@ -276,3 +276,26 @@ def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
         assert len(heights) == 2 and heights[0] < 250, heights
         assert problems == []
         page.close()
+
+
+def test_a_name_typed_with_its_joiner_finds_its_row(browser, tmp_path):
+    """The page shows a zero-width non-joiner, joiner or variation selector in a name as \\u200c...: a
+    Persian name typed as its keyboard writes it (with U+200C), or an emoji pasted with U+FE0F, found no
+    row. The box takes the name either way, raw or as the page shows it."""
+    names = ["fa/\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.jpg", "e/\u2764\ufe0f.jpg", "zw/photo\u200b.jpg",
+             "bs/photo\\u200b.jpg", "tag/x\U000e0041.jpg", "plain/photo.jpg"]
+    recs = [{"schema": "1.1", "file": n, "verdict": "uncertain", "p_ai": 0.5, "detectors": {}, "reasons": ["r"],
+             "error": None} for n in names]
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 1280, 900)
+    for query, want in (("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "fa/"), ("\u2764\ufe0f", "e/"),
+                        ("photo\u200b", "zw/"), ("photo\\u005cu200b", "bs/"),
+                        ("X\U000E0041", "tag/")):  # each finds another row than the one before
+        page.fill("#filter-text", query)
+        expect(page.locator("#files-table tbody td:nth-child(3)").first).to_contain_text(want)
+        expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
+    assert problems == []
+    page.close()

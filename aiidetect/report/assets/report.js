@@ -31,8 +31,19 @@
     return x === y ? a.i - b.i : (x < y ? -1 : 1) * state.dir;
   }
 
+  // The page shows a zero-width or control character in a name as \u200c (aiidetect.report.safe.printable):
+  // the query is written the same way, or a Persian name typed with its zero-width non-joiner, or an emoji
+  // pasted with its variation selector, found no row.
+  var HIDDEN = new RegExp(q.getAttribute("data-hidden") || "[]", "gu");
+  function shown(s) {
+    return s.replace(HIDDEN, function (c) {
+      var o = c.codePointAt(0);
+      return o > 0xFFFF ? "\\U" + ("0000000" + o.toString(16)).slice(-8) : "\\u" + ("000" + o.toString(16)).slice(-4);
+    });
+  }
+
   function apply() {
-    var text = q.value.trim().toLowerCase();
+    var text = shown(q.value.trim()).toLowerCase();
     var v = vsel.value;
     state.view = rows.filter(function (r) {
       // "error" also takes a file whose metadata decided its verdict beside an error, as --verdict error does
