@@ -35,10 +35,6 @@ from typing import Iterator
 GENS = ["sd15-finetune", "sdxl", "midjourney", "dalle3", "real"]
 
 
-def records(n: int, seed: int = 0) -> list[dict]:
-    return list(iter_records(n, seed))
-
-
 def iter_records(n: int, seed: int = 0) -> Iterator[dict]:
     rng = random.Random(seed)
     for i in range(n):
