@@ -162,7 +162,7 @@ class RecordFacts:
             self.schemas.add(str(r.get("schema")))
         f = r.get("fusion")
         if isinstance(f, Mapping) and len(self.fusions) < 20:
-            self.fusions.setdefault(_s(fusion_label(f) or "rules"), f)
+            self.fusions.setdefault(str(fusion_label(f) or "rules"), f)  # shown through _e, escaped there once
 
     def info(self) -> dict[str, Any]:
         out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,

@@ -47,3 +47,27 @@ def test_a_backslash_that_reads_as_an_escape_is_shown_as_one():
     assert printable("tag\\U000e0041") == "tag\\u005cU000e0041" != printable("tag\U000e0041")
     assert printable("a\\\u200b") == "a\\\\u200b" != printable("a\\\\u200b") == "a\\\\u005cu200b"
     assert printable(r"C:\Users\ana\x.jpg") == r"C:\Users\ana\x.jpg"
+
+
+def test_a_name_is_escaped_once_on_stderr_and_in_the_page(tmp_path):
+    """`printable` shows a real backslash before "u200b" as \\u005c, so text escaped twice (once where it
+    was built, once by the console or page that shows it) read as a name holding a backslash."""
+    import json as _json
+
+    from aiidetect.testing.htmlcheck import assert_self_contained
+
+    z = "\u200b"
+    bad = tmp_path / f"notrun{z}.jsonl"
+    bad.write_text("hello\n", encoding="utf-8")
+    r = run_cli_in_process("report", str(bad), "-o", str(tmp_path / "x.html"))
+    assert r.returncode == 2 and f"notrun\\u200b.jsonl is not a saved run" in r.stderr and "005c" not in r.stderr
+    run, out = tmp_path / "run.jsonl", tmp_path / f"r{z}.html"
+    recs = [{"schema": "1.2", "file": f"f{k}.png", "verdict": "uncertain", "p_ai": 0.5, "detectors": {}, "reasons": [],
+             "error": None, "fusion": {"kind": "model", "name": f"fus{z}{k}", "path": f"/gone{z}", "sha256": "0"}}
+            for k in range(2)]
+    run.write_text("".join(_json.dumps(x) + "\n" for x in recs), encoding="utf-8")
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
+    assert r.returncode == 0 and f"-> {str(out)[:-len(z + '.html')]}\\u200b.html" in r.stderr, r.stderr
+    page = out.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert "fus\\u200b0" in page and "005c" not in page and "005c" not in r.stderr
