@@ -446,8 +446,14 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     out.write("]" if n else "[]")
     out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
               f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}")
+    # Flagged cards load their thumbnails with the page so that they print, but only as many as the default
+    # card cap: `--max-cards 0` on a large run would otherwise make the browser decode every one at open.
+    from ..limits import REPORT_MAX_CARDS
+    eager = REPORT_MAX_CARDS
     for i, it in cards:
-        out.write(_card(i, it, fusion))
+        flagged = str(it["rec"].get("verdict")) in FLAGGED
+        out.write(_card(i, it, fusion, eager=flagged and eager > 0))
+        eager -= flagged
     out.write("</section></body></html>\n")
 
 
@@ -949,7 +955,7 @@ def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     return VERDICT_WORDS[v][2]
 
 
-def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
+def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: bool = False) -> str:
     r = item["rec"]
     v = str(r.get("verdict") or "error")
     v = v if v in VERDICT_WORDS else "error"
@@ -959,8 +965,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
     thumb = item.get("thumb")
     # A flagged card prints, and a lazy image not yet scrolled to printed as nothing (Chromium's print to PDF
-    # does not load it): those load with the page. The others, on screen only, when scrolled to.
-    lazy = "" if v in FLAGGED else " loading=\"lazy\""
+    # does not load it): those load with the page (`eager`). The others, on screen only, when scrolled to.
+    lazy = "" if eager else " loading=\"lazy\""
     img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\"{lazy} decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
            else f"<div class=\"noimg\" title=\"{_e(item.get('thumb_note') or '')}\">no thumbnail"

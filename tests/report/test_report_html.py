@@ -563,3 +563,26 @@ def test_a_likely_real_card_does_not_call_a_retrained_head_left_out_of_the_model
     said = _explain("likely-real", {k: {"status": "ok", "p_ai": p} for k, p in ps.items()}, out.reasons)
     assert "outweighed" not in said
     assert "flow (P(AI) 0.990) points to a generative model but had no say in the fusion model" in said
+
+
+def test_flagged_thumbnails_load_with_the_page_only_up_to_the_card_cap(tmp_path, monkeypatch):
+    """Flagged cards load their thumbnails with the page so that they print; with `--max-cards 0` on a large
+    run that made the browser decode every flagged thumbnail at open. Past the default cap they load when
+    scrolled to, as the other cards do."""
+    from aiidetect import limits
+    from aiidetect.testing.images import noise_rgb, save
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for k in range(4):
+        save(noise_rgb(64, 48, k), d / f"p{k}.jpg")
+    run = tmp_path / "run.jsonl"
+    r = run_cli_in_process("scan", str(d), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    assert {x["verdict"] for x in jsonl(run.read_text(encoding="utf-8"))} == {"uncertain"}
+    monkeypatch.setattr(limits, "REPORT_MAX_CARDS", 2)
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "0", "-q")
+    assert r.returncode == 0, r.stderr
+    imgs = re.findall(r'<img src="data:image/jpeg;base64,[^"]*"[^>]*>', out.read_text(encoding="utf-8"))
+    assert len(imgs) == 4 and [('loading="lazy"' in x) for x in imgs] == [False, False, True, True]
