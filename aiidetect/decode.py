@@ -25,7 +25,7 @@ from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exp
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
                      PSD_MAX_ROWS, WEBP_MAX_CHUNKS, WEBP_PIXEL_COST)
-from .structures import HeifRead, heif_read_of
+from .structures import HeifRead, heif_layout_read, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -65,6 +65,9 @@ class Sample:
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
     phash: int | None = None               # phash_bytes of the bytes, when a trainer or eval asks
+    # A HEIF/AVIF's structures.heif_layout_read(data), made for the decode and handed to the metadata walk
+    # (its item tables read once a file); it holds the bytes, so it goes wherever they go.
+    layout: Any = None
 
     @property
     def ok(self) -> bool:
@@ -133,7 +136,7 @@ def _large_blocks() -> None:
 PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "PSD")
 
 
-def open_image(data: bytes, *, layout: HeifRead | None = None):
+def open_image(data: bytes, *, layout: HeifRead | None = None, stripped: bool = False):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
     caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's or WebP's chunks, a GIF's
@@ -142,7 +145,9 @@ def open_image(data: bytes, *, layout: HeifRead | None = None):
 
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (its item tables near
     their cap cost 11-27 ms a walk), with what was worked out of it (its check, its strip); a read of other
-    bytes is not used."""
+    bytes is not used. `stripped`: a JPEG's or PNG's bytes metastrip.strip_oversize has just found nothing to
+    leave out of (decode_bytes): the same walk of the same bytes is not repeated here. Where it did leave
+    something out, its copy is walked again (a chunk past its walk's cap may come within it)."""
     import io
 
     from PIL import Image
@@ -170,7 +175,7 @@ def open_image(data: bytes, *, layout: HeifRead | None = None):
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
         # themselves, to say so, and hand this a file with none left and its read marked so).
         data, _, _ = strip_oversize_heif(data, fmt, layout)
-    if fmt in ("JPEG", "PNG"):
+    if fmt in ("JPEG", "PNG") and not stripped:
         from .metastrip import strip_oversize
 
         # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, and inflates every
@@ -518,6 +523,33 @@ def _version(st: os.stat_result) -> tuple[int, int, int]:
 BAND_PIXELS = 1 << 20
 
 
+def rgb_array(img) -> np.ndarray:
+    """HxWx3 uint8 array of a loaded PIL RGB image, the values np.asarray(img) gives, copied once. Pillow's
+    array interface goes through Image.tobytes, which copies the pixels out in 64 KB pieces and joins them
+    into one more full-size copy (the watermark check reads the whole grid: 0.9 against 0.6 ms CPU for the
+    array of an SD-size dev photo, 1.4 MP on average). Any other mode, or a Pillow whose raw encoder answers
+    otherwise, goes through np.asarray as before."""
+    w, h = img.size
+    if img.mode != "RGB" or w <= 0 or h <= 0:
+        return np.asarray(img)
+    from PIL import Image
+
+    try:
+        img.load()
+        enc = Image._getencoder("RGB", "raw", "RGB")
+        enc.setimage(img.im, (0, 0, w, h))
+        try:
+            _, done, buf = enc.encode(w * h * 3)
+        finally:
+            enc.cleanup()
+    except Exception:  # noqa: BLE001 - an internal Pillow interface: anything odd takes the public path
+        return np.asarray(img)
+    if done != 1 or len(buf) != w * h * 3:
+        return np.asarray(img)
+    # read-only, as np.asarray(img) is: the bytes object is not writable
+    return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+
+
 def _to_rgb(img):
     """Any Pillow mode -> 8-bit RGB, scaling high bit depths instead of clipping."""
     from PIL import Image
@@ -634,13 +666,14 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     from .metastrip import strip_oversize, strip_oversize_heif
 
     fmt = sniff_format(data)
+    clean = False
     if fmt in ("HEIF", "AVIF"):     # its item tables read once, for the strip, the pixel checks and the open
         data, withheld, layout = strip_oversize_heif(data, fmt, layout)
     else:
         lean, withheld = strip_oversize(data, fmt)
-        data = data if lean is None else lean
+        data, clean = (data, True) if lean is None else (lean, False)
     try:
-        img, info = _decode_bytes(data, limits, draft, admit, layout=layout, reserve=reserve)
+        img, info = _decode_bytes(data, limits, draft, admit, layout=layout, reserve=reserve, stripped=clean)
         if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
             info["metadata_withheld"] = withheld[:200]
         return img, info
@@ -1096,9 +1129,9 @@ def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None, layout: HeifRead | None = None,
-                  reserve: Callable[[dict], int] | None = None):
+                  reserve: Callable[[dict], int] | None = None, stripped: bool = False):
     """decode_bytes' decode of bytes it has stripped (metastrip.strip_oversize); `layout`: a HEIF's
-    structures.heif_layout_read of them, where it has it."""
+    structures.heif_layout_read of them, where it has it; `stripped`: as for open_image."""
     from PIL import Image, UnidentifiedImageError
 
     sniffed = sniff_format(data)
@@ -1121,7 +1154,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:
-            img = open_image(data, layout=layout)
+            img = open_image(data, layout=layout, stripped=stripped)
         except DecodeFailure:
             raise
         except UnidentifiedImageError as exc:
@@ -1256,7 +1289,7 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
     if s.ok:
         decode_sample(s, limits, preprocess_specs, keep_image=keep_image, draft=draft)
     if not keep_bytes:
-        s.data = None
+        s.data = s.layout = None    # the read holds the bytes
     return s
 
 
@@ -1325,7 +1358,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     with failures_into(rec, "decoding"):
         if phash:  # imported only when asked: a scan's first read under a deadline would pay for it
             from .perceptual import hash_decode_pixels
-        img, info = decode_bytes(s.data or b"", limits, draft=draft, admit=admit,
+        data = s.data or b""
+        if sniff_format(data) in ("HEIF", "AVIF"):
+            # read here, not inside decode_bytes, so the metadata detector's walk of these bytes has it too
+            s.layout = heif_layout_read(data)
+        img, info = decode_bytes(data, limits, draft=draft, admit=admit, layout=s.layout,
                                  reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}

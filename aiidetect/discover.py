@@ -11,6 +11,7 @@ deterministic: arguments in the order given, directory entries sorted by name.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ class LinkFence:
         """The folders (resolved, as given) that hold this resolved path."""
         return [(r, f) for r, f in zip(self.roots, self.folders) if (real + os.sep).startswith(r)]
 
+    def add(self, folder: str) -> None:
+        """One more folder given (a folder named on stdin, met as the list is read)."""
+        self.folders.append(str(folder))
+        self.roots.append(os.path.realpath(folder).rstrip(os.sep) + os.sep)
+
     def allows(self, real: str) -> bool:
         """Whether a link resolving to `real` is followed."""
         return self.follow or bool(self.holding(real))
@@ -80,22 +86,80 @@ def _wanted(path: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
 
 def read_path_list(stream) -> list[str]:
     """Paths from stdin, one per line (NUL-separated also accepted, as from find -print0)."""
+    return list(iter_path_list(stream))
+
+
+# Linux's PATH_MAX, the NUL included: a `find -print0` list holds a NUL within its first 4,096 bytes, so
+# a list without one there is read by lines, known from its first block (find writes 4,096 at a time).
+_SNIFF = 4096
+_CHUNK = 65536
+
+
+def iter_path_list(stream) -> Iterator[str]:
+    """Paths from stdin as they arrive: one per line, or NUL-separated (`find -print0`). Read a piece at
+    a time, so `find /archive | aiidetect scan -` scans the first file while find is still walking, and
+    memory holds a piece, not the list (before, the list was read to its end first: no record until the
+    walk of a slow share was over, and every path held)."""
     # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
     # not UTF-8, and a text-mode read would fail on the first one.
-    data = getattr(stream, "buffer", stream).read()
-    parts = _split_list(data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data)
-    if isinstance(data, bytes) and data.startswith((b"\xff\xfe", b"\xfe\xff")) and not _names_a_file(parts):
+    src = getattr(stream, "buffer", stream)
+    read = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
+    head = None
+    while True:
+        data = read(_CHUNK)
+        if not data:
+            break
+        head = data if head is None else head + data
+        if head.find("\0" if isinstance(head, str) else b"\0", 0, _SNIFF) >= 0 or len(head) >= _SNIFF:
+            break
+    if head is None:
+        return
+    pieces = iter(lambda: read(_CHUNK), head[:0])  # until a read returns b"" (or "") at the end
+    if isinstance(head, bytes) and head.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Windows PowerShell's `>` and Out-File write UTF-16: read as UTF-8 its NUL bytes split every
-        # character into a path of its own, and a lone "/" among them walked the whole disk.
-        try:
-            parts = _split_list(data.decode("utf-16"))  # the mark says which byte order, and is dropped
-        except UnicodeDecodeError:
-            pass
+        # character into a path of its own, and a lone "/" among them walked the whole disk. Such a list
+        # is a saved file, not a slow pipe: it is read whole, as before.
+        data = head + b"".join(pieces)
+        parts = _split_list(data.decode("utf-8", "surrogateescape"))
+        if not _names_a_file(parts):
+            try:
+                parts = _split_list(data.decode("utf-16"))  # the mark says which byte order, and is dropped
+            except UnicodeDecodeError:
+                pass
+        yield from _named(iter(parts))
+        return
+    yield from _named(_split_pieces(head, pieces))
+
+
+def _named(parts: Iterator[str]) -> Iterator[str]:
+    first = next(parts, None)
+    if first is None:
+        return
     # A list saved by Notepad (or PowerShell's Out-File -Encoding utf8) starts with a byte-order mark, which
     # made its first path a missing file. U+FEFF is legal in a name too: one that exists keeps it.
-    if parts and parts[0].startswith("\ufeff") and not _names_a_file(parts):
-        parts[0] = parts[0][1:]
-    return [p for p in parts if p.strip()]
+    if first.startswith("\ufeff") and not _names_a_file([first]):
+        first = first[1:]
+    yield from (p for p in itertools.chain([first], parts) if p.strip())
+
+
+def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
+    """_split_list a piece at a time. `head` (bytes or str) holds a NUL, or _SNIFF characters, or the
+    whole list: enough to tell the separator as _split_list tells it from the whole."""
+    text = isinstance(head, str)
+    nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
+    sep = nul if nul in head[:_SNIFF] else nl if (nl in head or cr not in head) else cr
+    decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
+    buf = head
+    for data in itertools.chain([head[:0]], pieces):
+        buf += data
+        *done, buf = buf.split(sep)
+        for part in done:
+            yield decode(part[:-1] if sep == nl and part.endswith(cr) else part)
+    if sep == nul:
+        buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
+    elif sep == nl and buf.endswith(cr):
+        buf = buf[:-1]
+    yield decode(buf)
 
 
 def _split_list(data: str) -> list[str]:
@@ -143,9 +207,16 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
             raise DiscoveryError(f"no such file or directory: {a}" + (
                 " (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
                 "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
-    listed = read_path_list(stdin) if stdin is not None else []
+    # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
+    # is still being written, and only a piece of it is held.
+    listed = iter_path_list(stdin) if stdin is not None else iter(())
     summ = DiscoverySummary()
     return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ
+
+
+def _packed(key):
+    """(st_dev, st_ino) -> one int; other keys (a link's, a path) as they are."""
+    return (key[0] << 64) | key[1] if isinstance(key, tuple) and len(key) == 2 else key
 
 
 def _file_key(p: str):
@@ -156,15 +227,21 @@ def _file_key(p: str):
         return os.path.abspath(p)
 
 
-def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequence[str],
+def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: Sequence[str],
               exclude: Sequence[str], summ: DiscoverySummary, follow_links: bool = False) -> Iterator[Candidate]:
+    # Every file named on stdin is remembered, to give a file named twice (overlapping lists, a hard link)
+    # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
-    # Named files may also lie inside a folder walked before them: remember them on both paths.
-    named = {_file_key(p) for p in args + listed if not os.path.isdir(p) and os.path.lexists(p)}
+    walked: set[tuple[int, int]] = set()   # folders whose entries the walk went through
+    # Files named as arguments may also lie inside a folder walked before them: remember them on both
+    # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
+    # walk_gave tells whether a folder walked before it gave it a record.
+    named = {_file_key(p) for p in args if not os.path.isdir(p) and os.path.lexists(p)}
     # The folders being scanned, resolved: a link found inside them is followed only to a place inside
-    # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is).
-    fence = LinkFence([p for p in args + listed if os.path.isdir(p)], follow_links)
+    # one of them (a folder named on the command line or on stdin is the user's choice, wherever it is;
+    # one named on stdin counts from where the list names it).
+    fence = LinkFence([p for p in args if os.path.isdir(p)], follow_links)
     holding = fence.holding
 
     def walk_reaches(real: str) -> bool:
@@ -178,7 +255,26 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 return True
         return False
 
+    def walk_gave(p: str) -> bool:
+        """Whether a folder walked before gave the file named `p` a record: its folder was walked and the
+        walk takes such a file (the rules of walk() below, for a file met there)."""
+        name = os.path.basename(p)
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS or not _wanted(p, include, exclude):
+            return False
+        try:
+            folder = os.stat(os.path.dirname(p) or ".")
+            is_link = os.path.islink(p)
+            os.stat(p)
+        except OSError:
+            return False
+        if (folder.st_dev, folder.st_ino) not in walked:
+            return False
+        # A link the walk followed gave its target a record; one it counted as reaching a scanned file
+        # leaves the record to that file; one leading out of the scanned folders gave none.
+        return not is_link or fence.allows(os.path.realpath(p))
+
     def new(key) -> bool:
+        key = _packed(key)
         if key in seen:
             summ.duplicates += 1
             return False
@@ -200,6 +296,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
             if not again:
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
+        walked.update(ancestors)  # the top folder (its one ancestor so far), listed
         stack = [(iter(entries), ancestors, again)]
         while stack:
             it, ancestors, again = stack[-1]
@@ -251,6 +348,7 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
+                walked.add(key)
                 stack.append((iter(sub), ancestors | {key}, twice))
                 continue
             if not is_image:
@@ -268,16 +366,18 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
                 # A folder reached a second time (through a link): its files were all counted already.
                 summ.duplicates += 1
                 continue
-            if key in seen or (is_link and walk_reaches(real)):
+            if _packed(key) in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
             if is_link or st.st_nlink > 1 or key in named:
-                seen.add(key)
+                seen.add(_packed(key))
             yield Candidate(p, ident=key)
 
-    def from_args(items: list[str], strict_missing: bool) -> Iterator[Candidate]:
+    def from_args(items: Iterable[str], strict_missing: bool, on_stdin: bool = False) -> Iterator[Candidate]:
         for a in items:
             if os.path.isdir(a):
+                if on_stdin:
+                    fence.add(a)
                 try:
                     st = os.stat(a)
                     key = (st.st_dev, st.st_ino)
@@ -290,13 +390,16 @@ def _walk_all(args: list[str], listed: list[str], recursive: bool, include: Sequ
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 key = _file_key(a)
+                if on_stdin and _packed(key) not in seen and walk_gave(a):
+                    summ.duplicates += 1
+                    continue
                 if new(key):
                     yield Candidate(a, explicit=True, ident=key if isinstance(key, tuple) else None)
             elif not strict_missing:
                 yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
 
     yield from from_args(args, False)
-    yield from from_args(listed, False)
+    yield from from_args(listed, False, on_stdin=True)
 
 
 def machine_id() -> str:

@@ -36,8 +36,11 @@ DEFAULT_REAL_THRESHOLD = 0.1
 # Soft evidence may move the log-odds by at most this many nats (e^2 ~ 7.4x).
 SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
-# move the log-odds by at most half of it, so it cannot flip the verdict.
+# move the log-odds by at most half of it, so it cannot flip the verdict. Not for
+# a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
+# those count their own stated strength.
 DECISIVE_FLOOR = 9.2
+BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the readers
 FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
 LEFT_OUT = "left_out"
@@ -285,13 +288,40 @@ def without_retrained(model: Mapping[str, Any] | None, detectors: Iterable[Any]
     if not any(isinstance(v, Mapping) and _is_finite(w := v.get("weight", 1.0)) and w > 0 for v in kept.values()):
         return None, f"{what}: the default rules decide, not that model; {redo}"
     raw = dict(model or {})
+    lost, aside = set_aside(m, changed)
     # `left_out` beside the detectors: fuse's per-file reason and the records' fusion identity say why they had
     # no say (as "not in the fusion model" they read as heads added since, and the identity as the whole model)
     if raw.get("detector") == FUSION_DETECTOR and isinstance(raw.get("params"), Mapping):
-        raw["params"] = {**raw["params"], "detectors": kept, LEFT_OUT: changed}
+        raw["params"] = {**raw["params"], "detectors": kept, LEFT_OUT: changed, **aside}
     else:
-        raw.update(detectors=kept, **{LEFT_OUT: changed})
-    return raw, f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the verdicts; {redo}"
+        raw.update(detectors=kept, **{LEFT_OUT: changed}, **aside)
+    aside_note = (f"; the model's bias and band, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside "
+                  f"(bias 0, band {aside['real_threshold']:g} / {aside['ai_threshold']:g}, no narrower than the "
+                  f"rules')" if lost else "")
+    return raw, (f"{what}: {'their answers have' if len(changed) > 1 else 'its answers have'} no say in the "
+                 f"verdicts{aside_note}; {redo}")
+
+
+def set_aside(model: Mapping[str, Any] | None, gone: Iterable[str]) -> tuple[list[str], dict[str, float]]:
+    """(the detectors of `gone` that had a say in the model, the bias and band it is used with without them).
+
+    The bias and the band were fitted on the sum with the left-out detectors' terms in it: a bias that
+    offset a head's usual negative logits (+2 against its -2) pushed every file toward AI once that head
+    was gone, and the band chosen for 1% of real photos over the whole sum promised nothing for the rest.
+    With a detector that had a say left out, the bias is 0 and the band no narrower than the rules'. The
+    report of a saved run redraws that band from the records' `left_out`."""
+    m = normalize_model(model)
+    dets = m.get("detectors") if isinstance(m.get("detectors"), Mapping) else {}
+    lost = [n for n in gone if isinstance(d := dets.get(n), Mapping) and _is_finite(w := d.get("weight", 1.0))
+            and w > 0]
+    if not lost:
+        return [], {}
+    hi = m.get("ai_threshold")
+    lo = m.get("real_threshold")
+    return lost, {"bias": 0.0,
+                  "ai_threshold": max(float(hi) if _is_finite(hi) else DEFAULT_AI_THRESHOLD, DEFAULT_AI_THRESHOLD),
+                  "real_threshold": min(float(lo) if _is_finite(lo) else DEFAULT_REAL_THRESHOLD,
+                                        DEFAULT_REAL_THRESHOLD)}
 
 
 def left_out(model: Mapping[str, Any] | None) -> list[str]:
@@ -384,7 +414,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     for name, e in soft:
         key = f"{name}:{e.id}"
         contrib[key] = contrib.get(key, 0.0) + e.llr * soft_scale
-    bias = float(m.get("bias", 0.0)) if fitted and (n_pixel or soft) else 0.0
+    # The bias was fitted beside the pixel detectors' terms (a temperature keeps a head's offset, and the bias
+    # absorbs it): without one of them answering (`-d metadata` under a fitted model, or heads unavailable) it
+    # offsets nothing, and a bias of +2 showed a file with only camera EXIF at P(AI) 0.69.
+    bias = float(m.get("bias", 0.0)) if fitted and n_pixel else 0.0
     if bias:
         contrib["bias"] = bias
     z = z_pix + soft_total * w_soft + bias
@@ -401,9 +434,26 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             notes.append("decisive evidence points both ways")
         else:
             sign = 1.0 if "ai" in dirs else -1.0
+            # The floor stands for what a signature or the pixels establish. A decision resting only on the
+            # file's own unsigned word (parameters 6.0, XMP trainedAlgorithmicMedia 4.0) counts what its item
+            # says it weighs: raised to 9.2 it showed P(AI) 1.000 beside the metadata detector's 0.931 for the
+            # same evidence. The rest then stops where p would leave the verdict's side of the band.
+            claims_only = all((e.data or {}).get("basis") == BASIS_CLAIM for _, e in decisive)
             mag = max(abs(z_dec), DECISIVE_FLOOR)
-            rest = max(-mag / 2, min(mag / 2, z))
+            against = mag / 2
+            if claims_only:
+                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p is
+                # never on the other side of the band from the verdict it decides.
+                edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
+                mag = max(abs(z_dec), edge)
+                against = min(mag / 2, max(0.0, mag - edge))
+            rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
             p = _sigmoid(sign * mag + rest)
+            if claims_only and edge < DECISIVE_FLOOR:
+                # sigmoid(logit(hi)) comes back one float under hi for about one fitted threshold in six: a
+                # script reading p_ai >= ai_threshold saw an ai-generated verdict below its band. (A band
+                # beyond the floor, 1.0 where real photos reached it, is not met: a claim is not raised to 1.)
+                p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
@@ -478,7 +528,9 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         if r is None or r.status != "ok":
             continue
         for e in r.evidence:
-            details[f"{name}:{e.id}"] = e.detail
+            # A copy counted once (neutral, same id) must not put its words on the weighed item's line.
+            if e.llr or f"{name}:{e.id}" not in details:
+                details[f"{name}:{e.id}"] = e.detail
         if r.p_ai is not None and not r.evidence:
             details[name] = f"p_ai={r.p_ai:.2f}"
             if r.score is not None and r.score_kind:

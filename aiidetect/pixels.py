@@ -92,7 +92,7 @@ class PixelReader:
             decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
                           transform=self.transform, admit=admit, phash=self.phash)
         if not self.keep_bytes:
-            s.data = None
+            s.data = s.layout = None
         return s
 
     def __call__(self, path: str, index: int = 0) -> Sample:

@@ -18,6 +18,7 @@ worker_core_ms), model_core_ms = 2000 / (model-only images/s from
     python benchmarks/decode_cost.py DIR --watermark-split   # the check alone: decode vs votes vs reference votes
     python benchmarks/decode_cost.py DIR --watermark-split --rows 64   # votes on 64-row slabs (default 128)
     python benchmarks/decode_cost.py DIR --workers-wall      # wall ms/file of the whole job on 1 and 2 workers
+    python benchmarks/decode_cost.py DIR --by-format --rounds 3   # `scan -d metadata`'s job, CPU ms/file by format
 
 Uses whichever aiidetect is importable (PYTHONPATH=OTHER_CHECKOUT to measure
 another version with the same script).
@@ -126,6 +127,41 @@ def watermark_split(paths: list[str], rows: int = 128) -> dict:
     return {"checked_files": n, "votes_differ_from_reference": differ, "ms_per_checked_file": {k: round(v * 1000 / max(n, 1), 2) for k, v in t.items()}}
 
 
+def by_format(paths: list[str], rounds: int, watermark: str = "auto") -> dict:
+    """The worker's job as `aiidetect scan DIR -d metadata` runs it (no head: a full-size decode, then the
+    metadata detector with its watermark check), CPU ms per file grouped by the format the record gives
+    (files that are no image under "none"); the median of `rounds` passes over all files."""
+    from aiidetect.discover import Candidate
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.pipeline import Pipeline, Plan
+
+    dets = [MetadataDetector({"watermark": watermark, "c2pa": True})]
+    pipe = Pipeline(dets, plan=Plan.build(dets))
+    cost: dict[str, list[float]] = {}
+    count: dict[str, int] = {}
+    for r in range(rounds + 1):   # the first pass warms up (imports, parser tables) and is not counted
+        per: dict[str, float] = {}
+        for i, p in enumerate(paths):
+            t = time.thread_time()
+            s = pipe._decode(Candidate(p, explicit=True), i)
+            dt = time.thread_time() - t
+            fmt = s.record.format or "none"
+            per[fmt] = per.get(fmt, 0.0) + dt
+            if r == 0:
+                count[fmt] = count.get(fmt, 0) + 1
+            s.data = s.image = None
+            s.pixels.clear()
+        if r:
+            for fmt, v in per.items():
+                cost.setdefault(fmt, []).append(v)
+    rows = {fmt: {"files": count[fmt], "ms_per_file": round(statistics.median(v) * 1000 / count[fmt], 3),
+                  "rounds_ms_per_file": [round(x * 1000 / count[fmt], 3) for x in v]}
+            for fmt, v in sorted(cost.items(), key=lambda kv: -sum(kv[1]))}
+    total = [sum(v[k] for v in cost.values()) for k in range(rounds)]
+    return {"watermark": watermark, "all": {"files": len(paths), "ms_per_file": round(
+        statistics.median(total) * 1000 / len(paths), 3)}, "by_format": rows}
+
+
 def machine() -> dict:
     flags = []
     try:
@@ -150,6 +186,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=128, help="--watermark-split: slab height of the votes")
     ap.add_argument("--workers-wall", action="store_true",
                     help="only the whole job's wall time per file on 1 and 2 workers")
+    ap.add_argument("--by-format", action="store_true",
+                    help="only `scan -d metadata`'s job (full-size decode, metadata detector), CPU ms/file by format")
     a = ap.parse_args()
     import aiidetect
 
@@ -157,6 +195,18 @@ def main() -> int:
     if a.watermark_split:
         print(json.dumps({"files": len(paths), "rows": a.rows, **watermark_split(paths, a.rows),
                           "machine": machine()}, indent=1))
+        return 0
+    if a.by_format:
+        import aiidetect
+
+        m = machine()   # the load before the passes, as the other modes give it
+        res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
+               **by_format(paths, a.rounds), "machine": m}
+        res["machine"]["load_1m_end"] = os.getloadavg()[0]
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
         return 0
     if a.workers_wall:
         print(json.dumps({"files": len(paths), "rounds": a.rounds, **workers_wall(paths, a.rounds),

@@ -12,7 +12,8 @@ and measures, inside the page:
   - filter: one verdict + text filter over all rows, rendered (median of 5);
   - sort: one click on the P(AI) header, rendered (median of 5);
   - jump: scroll to the last file's card and lay it out;
-  - the longest main-thread task (the longest the page can ignore input).
+  - the longest main-thread task (the longest the page can ignore input);
+  - memory: the page's JavaScript heap and DOM node count (DevTools Protocol metrics).
 Prints one JSON object per size, side by side in one run (compare ratios:
 absolute times depend on the machine and its load). Needs chromium (apt-get install chromium) and playwright.
 """
@@ -23,20 +24,19 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 GENS = ["sd15-finetune", "sdxl", "midjourney", "dalle3", "real"]
 
 
-def records(n: int, seed: int = 0) -> list[dict]:
+def iter_records(n: int, seed: int = 0) -> Iterator[dict]:
     rng = random.Random(seed)
-    out = []
     for i in range(n):
         p = rng.betavariate(0.6, 0.6)
         verdict = "ai-generated" if p >= 0.9 else "likely-real" if p <= 0.1 else "uncertain"
@@ -64,8 +64,7 @@ def records(n: int, seed: int = 0) -> list[dict]:
         if err:
             rec.update(verdict="error", p_ai=None, detectors={}, reasons=[],
                        error={"code": "decode-error", "message": "truncated JPEG"})
-        out.append(rec)
-    return out
+        yield rec
 
 
 MEASURE = """async () => {
@@ -122,14 +121,23 @@ def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | No
             n = sum(1 for _ in f)
     else:
         src, html = d / f"run-{n}.jsonl", d / f"report-{n}.html"
-        src.write_text("\n".join(json.dumps(r) for r in records(n)) + "\n", encoding="utf-8")
+        # Written as made: 100,000 records held here (~400 MiB) were counted as the report's own peak, since
+        # the forked child's RSS before exec is part of its ru_maxrss.
+        with open(src, "w", encoding="utf-8") as f:
+            for r in iter_records(n):
+                f.write(json.dumps(r) + "\n")
     t = time.perf_counter()
     # --max-cards -1: the option left out, for a checkout from before it (PYTHONPATH=OLDER_CHECKOUT)
     cap = ["--max-cards", str(max_cards)] if max_cards >= 0 else []
-    subprocess.run([sys.executable, "-m", "aiidetect", "report", str(src), "-o", str(html), "--no-thumbnails", "-q",
-                    *cap], check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "aiidetect", "report", str(src), "-o", str(html),
+                             "--no-thumbnails", "-q", *cap])
+    # This child's own peak (RUSAGE_CHILDREN is the largest of every child so far, over all sizes).
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args)
     render_s = time.perf_counter() - t
-    render_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024  # the report process (KiB on Linux)
+    render_peak = usage.ru_maxrss // 1024  # KiB on Linux
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = b.new_page(viewport={"width": 1280, "height": 900})
@@ -148,6 +156,7 @@ def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | No
         page.wait_for_selector("html[data-ready='1']", timeout=120_000)
         wall_s = time.perf_counter() - t
         res = page.evaluate(MEASURE)
+        res.update(_browser_memory(page))
         b.close()
     res = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()}
     return {"files": n, "max_cards": max_cards, "html_mib": round(html.stat().st_size / 2**20, 1), "render_s": round(render_s, 2),
@@ -155,6 +164,17 @@ def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | No
             "browser_open_wall_s": round(wall_s, 2), **res, "page_errors": errors}
 
 
+def _browser_memory(page) -> dict:
+    """What the open page costs the browser (Chrome DevTools Protocol metrics, after the measurements):
+    the JavaScript heap in use, and the DOM nodes held (the rows of one table page plus every card)."""
+    try:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        m = {x["name"]: x["value"] for x in cdp.send("Performance.getMetrics")["metrics"]}
+    except Exception as exc:  # noqa: BLE001 - a browser without the protocol still gives the timings
+        return {"browser_memory_error": str(exc)}
+    return {"js_heap_used_mib": round(m.get("JSHeapUsedSize", 0) / 2**20, 1),
+            "js_heap_total_mib": round(m.get("JSHeapTotalSize", 0) / 2**20, 1), "dom_nodes": int(m.get("Nodes", 0))}
 
 
 def _cpu() -> str:

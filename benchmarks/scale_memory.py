@@ -10,6 +10,10 @@ Phases (each a real `python -m aiidetect scan` subprocess):
   killed     a fresh store, the scan killed with SIGKILL once 40% of the files are in it
   resume     the same command again after the kill: seconds, files scanned vs. resumed
   noop       the same command once more, everything done: seconds (stat + one lookup per file)
+  stdin      `scan -` without --db, the files' paths written to its stdin (as `find DIR -type f | aiidetect
+             scan -`), the last one held back until a record comes or 20 s have passed: peak RSS at the
+             same points, `first_record_s` and `list_ended_s` (a first record after the list ended: the
+             list was read whole first)
 
 The files are tiny distinct PNGs (8x8 noise) spread over 100 folders, so the numbers measure the
 tool's own bookkeeping, not image decoding. Results go to --out as JSON and a table on stdout.
@@ -91,19 +95,44 @@ class LineCounter:
         return self.n
 
 
-def scan(args: list[str], count, marks: list[int], kill_at: int | None = None) -> dict:
+def scan(args: list[str], count, marks: list[int], kill_at: int | None = None, stdin_list: list[str] | None = None,
+         stdout: Path | None = None) -> dict:
     cmd = [sys.executable, "-m", "aiidetect", "scan", *args]
     t0 = time.perf_counter()
     env = dict(os.environ)
     if SRC:
         env["PYTHONPATH"] = SRC  # measure another checkout's code with the same interpreter
     # cwd outside any checkout: `python -m` puts the working folder first on sys.path.
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    # stdout: the records as they come (an -o report appears only when complete, renamed into place)
+    sink = open(stdout, "wb") if stdout else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.PIPE, text=True, env=env, cwd="/",
+                         stdin=subprocess.PIPE if stdin_list is not None else None)
+    first: dict = {}
+    if stdin_list is not None:
+        import threading
+
+        def feed():
+            # All but the last path, then the list held open until a record comes (or 20 s): a scan that reads
+            # the whole list first prints nothing meanwhile.
+            try:
+                p.stdin.write("".join(x + "\n" for x in stdin_list[:-1]))
+                p.stdin.flush()
+                while "first_record_s" not in first and time.perf_counter() - t0 < 20 and p.poll() is None:
+                    time.sleep(0.02)
+                first["list_ended_s"] = round(time.perf_counter() - t0, 2)
+                p.stdin.write(stdin_list[-1] + "\n")
+                p.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
     at: dict[int, dict] = {}
     peak = 0
     killed = False
     while p.poll() is None:
         n = count()
+        if stdin_list is not None and n and "first_record_s" not in first:
+            first["first_record_s"] = round(time.perf_counter() - t0, 2)
         cur, hwm = rss_kb(p.pid)
         peak = max(peak, hwm)
         for m in marks:
@@ -115,14 +144,15 @@ def scan(args: list[str], count, marks: list[int], kill_at: int | None = None) -
             killed = True
             break
         time.sleep(0.05)
-    err = p.communicate()[1]
+    err = p.stderr.read()
+    p.wait()
     secs = time.perf_counter() - t0
     n = count()
     for m in marks:  # marks reached between the last poll and the exit: only the final peak is known
         if m not in at and n >= m:
             at[m] = {"files": n, "rss_mb": None, "peak_rss_mb": round(peak / 1024, 1), "seconds": round(secs, 2),
                      "note": "reached after the last sample"}
-    return {"cmd": " ".join(cmd[1:]), "seconds": round(secs, 2), "files": n, "killed": killed,
+    return {**first, "cmd": " ".join(cmd[1:]), "seconds": round(secs, 2), "files": n, "killed": killed,
             "rc": p.returncode, "peak_rss_mb": round(peak / 1024, 1), "at": at,
             "stderr_tail": err.strip().splitlines()[-1:] if err else []}
 
@@ -160,6 +190,12 @@ def main() -> None:
         _rm(rep)
         out["phases"]["nodb"] = scan(base + ["-o", str(rep)], LineCounter(rep), marks)
         print(json.dumps(out["phases"]["nodb"]), file=sys.stderr)
+    if "stdin" in phases:
+        rep = a.work / "stdin.jsonl"
+        _rm(rep)
+        listed = sorted(str(f) for f in data.rglob("*.png"))
+        out["phases"]["stdin"] = scan(["-"] + base[1:], LineCounter(rep), marks, stdin_list=listed, stdout=rep)
+        print(json.dumps(out["phases"]["stdin"]), file=sys.stderr)
     db = a.work / "resume.sqlite"
     args = base + ["--db", str(db), "-o", str(a.work / "resume.jsonl")]
     if "killed" in phases:

@@ -265,6 +265,35 @@ def test_jpeg_exif_segments_past_the_cap_are_not_handed_to_pillow():
     assert "metadata_withheld" not in decode_bytes(at_cap)[1]
 
 
+def test_a_decode_walks_a_jpeg_or_png_for_oversized_metadata_once_where_nothing_is_left_out(monkeypatch):
+    """decode_bytes looks for metadata to leave out of what Pillow opens (metastrip.strip_oversize), and its
+    open_image looked again at the same bytes: a second walk of every JPEG's segments and PNG's chunks for the
+    same answer. Where the first found nothing it is not repeated; where it left something out, its copy is
+    still walked (a file past the cap gives the same pixels and the same record as before)."""
+    from aiidetect import metastrip
+    from aiidetect.limits import JPEG_MAX_EXIF_SEGMENTS, PNG_MAX_ICC_CHUNKS
+    from PIL import Image
+
+    from aiidetect.testing.hostile import jpeg_exif_segments, png_icc_chunks
+
+    walks = []
+    real = metastrip.strip_oversize
+    monkeypatch.setattr(metastrip, "strip_oversize", lambda data, fmt, *a: walks.append(fmt) or real(data, fmt, *a))
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(png, "PNG")
+    for data, fmt in ((jpeg_exif_segments(2, size=100), "JPEG"), (png.getvalue(), "PNG"),
+                      (png_icc_chunks(1, size=100), "PNG")):
+        walks.clear()
+        img, info = decode_bytes(data)
+        assert walks == [fmt] and "metadata_withheld" not in info
+    walks.clear()
+    img, info = decode_bytes(jpeg_exif_segments(JPEG_MAX_EXIF_SEGMENTS + 2, size=100))
+    assert walks == ["JPEG", "JPEG"] and info["orientation"] == 6 and "2 of them" in info["metadata_withheld"]
+    walks.clear()
+    img, info = decode_bytes(png_icc_chunks(PNG_MAX_ICC_CHUNKS + 2, size=100))
+    assert walks == ["PNG", "PNG"] and img.size == (64, 48) and "2 of them" in info["metadata_withheld"]
+
+
 def test_jpeg_quantization_tables_past_the_cap_are_refused_before_pillow_reads_them():
     """Pillow's open reads each DQT table in Python, and the metadata walk read each for its evidence: 1,600 full
     DQT segments (100 MB, jpeg_dqt_tables(1600)) took `scan -d metadata` 18.3 s and `meta` 12 s. Over
@@ -1419,6 +1448,38 @@ def test_heif_item_tables_are_read_once_a_decode_and_once_a_metadata_walk(monkey
             except DecodeFailure:
                 pass
             assert reads == {"heif_layout": 1, "bmff_tracks": tracks}, (what, doing, reads)
+
+
+def test_a_scan_reads_a_heifs_item_tables_once_for_the_decode_and_the_metadata_walk(monkeypatch, tmp_path):
+    """The scan's worker decoded a HEIF/AVIF (one read of its item tables) and then the metadata detector walked
+    the same bytes (a second read). The decode's read is handed to the walk now, in `scan` and in `meta`
+    (file_provenance); the walk's result is the one a read of its own gives."""
+    import aiidetect.structures as structures
+    from aiidetect.limits import DECODE_MAX_METADATA_CHUNK
+    from aiidetect.metadata.detector import MetadataDetector, file_provenance
+    from aiidetect.pipeline import run_detectors
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import avis, heif_iloc_zero_fields, heif_with_exif
+
+    reads = []
+    real = structures.heif_layout
+    monkeypatch.setattr(structures, "heif_layout", lambda data: reads.append(len(data)) or real(data))
+    files = {"small": heif_with_exif(1000), "over the cap": heif_with_exif(DECODE_MAX_METADATA_CHUNK + 1),
+             "sequence": avis(2, 8, 8), "tables refused": heif_iloc_zero_fields(2, 0xFFFF)}
+    for what, data in files.items():
+        path = tmp_path / f"{what.replace(' ', '_')}.heic"
+        path.write_bytes(data)
+        reads.clear()
+        got = run_detectors([str(path)], [MetadataDetector({"watermark": "always"})])[0].detectors["metadata"]
+        assert len(reads) == 1, (what, reads)
+        reads.clear()
+        meta = file_provenance(data, str(path), {"watermark": "always"})
+        assert len(reads) == 1, (what, "meta", reads)
+        ref = analyze(data, str(path), options={"watermark": "always"})    # the walk on a read of its own
+        assert [e.id for e in got.evidence] == [e.id for e in ref.evidence] == [e.id for e in meta.evidence], what
+        assert got.extra.get("errors", []) == ref.errors == meta.errors, what
+        assert {k: v for k, v in got.extra["facts"].items() if k != "watermark"} == \
+            {k: v for k, v in ref.facts.items() if k != "watermark"}, what
 
 
 def test_a_heif_layout_read_of_other_bytes_checks_nothing_of_these(monkeypatch):

@@ -216,9 +216,14 @@ def test_links_out_of_the_scanned_folders_are_counted_not_followed(tmp_path):
     c, _ = discover([str(tmp_path / "named")])
     assert names(c, tmp_path / "named") == ["deep/p2.jpg", "private.jpg"]
     # with `outside` scanned too, the links lead into a scanned folder: followed, each file once
-    c, s = discover([str(arch)], stdin=io.StringIO(str(outside) + "\n"))
+    c, s = discover([str(arch), str(outside)])
     assert names(c, arch) == ["evil_dir/deep/p2.jpg", "evil_dir/private.jpg", "inside_dir/s.jpg", "own.jpg"]
     assert s.outside_links == 0
+    # `outside` named on stdin counts from where the list names it (the list is read as the walk goes):
+    # the walk of `arch` before it leaves its links, and each file has its one record from its own folder
+    c, s = discover([str(arch)], stdin=io.StringIO(str(outside) + "\n"))
+    assert sorted(os.path.relpath(x.path, tmp_path) for x in c) == [
+        "arch/inside_dir/s.jpg", "arch/own.jpg", "outside/deep/p2.jpg", "outside/private.jpg"]
 
 
 def test_a_link_to_a_file_the_walk_reaches_is_not_a_second_record(tmp_path):
@@ -275,3 +280,48 @@ def test_a_file_swapped_for_a_link_after_listing_is_not_read(tmp_path):
     assert rep["error"]["code"] == "unreadable" and "PRIVATE-NOTE" not in json.dumps(rep)
     # without the listing's identity (a path handed to the library), the path is read as it stands
     assert meta_report(cands[0].path, watermark="never")["error"] is None
+
+
+class _ListBeingWritten(io.RawIOBase):
+    """stdin while `find` still walks: the pieces so far, and a note when a later one is asked for."""
+
+    def __init__(self, pieces):
+        self.pieces, self.asked = list(pieces), 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if not self.pieces:
+            return 0
+        self.asked += 1
+        data = self.pieces.pop(0)
+        b[:len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize("sep", ["\0", "\n"])
+def test_a_stdin_list_is_walked_as_it_comes(tmp_path, sep):
+    # `find /archive | aiidetect scan -`: the whole list was read before the first file was given, so a
+    # slow walk of a share printed nothing until it ended, and every path was held in memory
+    from aiidetect.discover import iter_discover
+
+    root = _tree(tmp_path)
+    # a line list is known for one once its first 4,096 bytes hold no NUL (blank lines are skipped)
+    first = f"{root / 'a' / '1.jpg'}{sep}" + ("" if sep == "\0" else "\n" * 4096)
+    stream = _ListBeingWritten([first.encode(), f"{root / 'top.gif'}{sep}".encode()])
+    it, _ = iter_discover([], stdin=io.BufferedReader(stream, 16))
+    assert os.path.relpath(next(it).path, root) == "a/1.jpg" and stream.asked == 1
+    assert names(it, root) == ["top.gif"]
+
+
+def test_find_lists_a_folder_then_its_files_each_file_once(tmp_path):
+    # `find DIR` names DIR first, then each folder and file in it: the folder's walk gives its files their
+    # records, and the files named after it are the same files (the list is not known ahead any more)
+    root = _tree(tmp_path)
+    os.symlink(root / "a" / "1.jpg", root / "a" / "link.jpg")
+    lst = "".join(f"{root / p}\n" for p in ["", "a", "a/1.jpg", "a/link.jpg", "a/readme.txt", "a/b", "a/b/3.webp",
+                                            "top.gif"])
+    c, s = discover([], stdin=io.StringIO(lst))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "top.gif", "a/readme.txt"]
+    assert not any(x.error for x in c)

@@ -373,3 +373,73 @@ def test_a_model_left_with_only_weight_0_detectors_gives_way_to_the_rules():
     res = {"linear:a": DetectorResult("ok", p_ai=0.999, score=7.0, score_kind="logit"),
            "linear:b": DetectorResult("ok", p_ai=0.99, score=5.0, score_kind="logit")}
     assert fuse(res, kept).verdict == "ai-generated"
+
+
+def test_an_unsigned_decisive_claim_counts_its_own_weight_not_the_floor():
+    # A real photo's camera EXIF plus a pasted XMP trainedAlgorithmicMedia: the metadata detector said 0.943
+    # (4.0 - 1.2 nats) and the fused P(AI) 0.9997 (the 9.2-nat floor), shown as 1.000 for a claim anyone writes.
+    from aiidetect.metadata.detector import result_from_evidence
+
+    claim = Evidence("xmp.ai-source-type", "ai", 4.0, "declared, unsigned", decisive=True, data={"basis": "claim"})
+    cam = Evidence("exif.camera", "real", 1.2, "camera EXIF")
+    m = result_from_evidence([claim, cam])
+    out = fuse({"metadata": m})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(m.p_ai) == pytest.approx(1 / (1 + math.exp(-2.8)))
+    assert "unsigned" in out.reasons[0]
+    # pixels saying "real" pull it down, never off the verdict's side of the band (default or fitted)
+    out = fuse({"linear": ok(0.001), "metadata": m})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(DEFAULT_AI_THRESHOLD)
+    out = fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": 0.97, "real_threshold": 0.05})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.97)
+    out = fuse({"linear": ok(0.5), "metadata": m}, {"ai_threshold": 0.99, "real_threshold": 0.05})
+    assert out.verdict == "ai-generated" and out.p_ai == pytest.approx(0.99)   # a band above the claim's own 0.98
+    assert fuse({"linear": ok(0.999), "metadata": m}).p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))  # +half, as before
+    for hi in (0.8816381690845423, 0.9, 0.93, 0.97):   # at the band's edge, never one float under it
+        assert fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": hi, "real_threshold": 0.05}).p_ai >= hi
+    assert fuse({"linear": ok(0.001), "metadata": m}, {"ai_threshold": 1.0}).p_ai < 0.9999   # the floor, not 1
+    # a signature or the pixels behind it keep the floor
+    for basis in ("signed", "pixels"):
+        e = Evidence("x.decl", "ai", 4.0, "declared", decisive=True, data={"basis": basis})
+        assert fuse({"metadata": meta(e, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(9.2 - 1.2))))
+    both = Evidence("c2pa.ai-generated", "ai", 7.0, "signed", decisive=True, data={"basis": "signed"})
+    assert fuse({"metadata": meta(claim, both, cam)}).p_ai == pytest.approx(1 / (1 + math.exp(-(11.0 - 1.2))))
+
+
+def test_a_model_that_lost_a_detector_with_a_say_sets_its_bias_and_band_aside():
+    """The bias and band were fitted on the sum with the retrained head's term in it: a bias of +2 that offset
+    that head's usual -2 made a file the remaining head called 0.6 "ai-generated" at 0.917 under a 0.8 band."""
+    from types import SimpleNamespace as NS
+
+    from aiidetect.fusion import without_retrained
+
+    def det(name, sha):
+        return NS(name=name, needs_pixels=True, head=NS(manifest={"files": {"head.safetensors": sha}}))
+
+    def model(wb):
+        return {"detector": "fusion", "name": "fz", "threshold": {"ai": 0.8, "real": 0.2},
+                "params": {"evidence_weight": 1.0, "bias": 2.0, "detectors": {
+                    "linear:a": {"weight": 1.0, "calibration": {"method": "none"}, "head_sha256": "a" * 64},
+                    "linear:b": {"weight": wb, "calibration": {"method": "none"}, "head_sha256": "b" * 64}}}}
+
+    res = {"linear:a": DetectorResult("ok", p_ai=0.6, score=0.4, score_kind="logit"),
+           "linear:b": DetectorResult("ok", p_ai=0.1, score=-2.2, score_kind="logit")}
+    heads = [det("linear:a", "a" * 64), det("linear:b", "c" * 64)]
+    kept, note = without_retrained(model(1.0), heads)
+    out = fuse(res, kept)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(1 / (1 + math.exp(-0.4))) and "bias" not in out.contributions
+    assert "bias and band, fitted with it, are set aside (bias 0, band 0.1 / 0.9" in note
+    assert fuse({"linear:a": DetectorResult("ok", p_ai=0.85, score=1.7, score_kind="logit")}, kept).verdict == "uncertain"
+    # a head the model weighed 0 had no part in them: the model is used as fitted
+    kept, note = without_retrained(model(0.0), heads)
+    assert fuse(res, kept).verdict == "ai-generated" and "set aside" not in note
+
+
+def test_a_fitted_bias_needs_a_pixel_detector_that_answered():
+    # `scan -d metadata` under a fitted model (found in the weights folders) whose bias is +2: a file with only
+    # camera EXIF (toward real) was reported at P(AI) 0.69, the bias standing in for heads that did not run.
+    m = {"detectors": {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}, "bias": 2.0,
+         "ai_threshold": 0.8, "real_threshold": 0.2}
+    out = fuse({"metadata": meta(Evidence("exif.camera", "real", 1.2, "cam"))}, m)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(1 / (1 + math.exp(1.2))) and "bias" not in out.contributions
+    out = fuse({"linear:a": ok(0.5, score=0.0), "metadata": meta(Evidence("exif.camera", "real", 1.2, "cam"))}, m)
+    assert out.contributions["bias"] == 2.0     # with the head answering, the model applies as fitted

@@ -114,9 +114,7 @@ def report_cmd(
         except _Unread as exc:   # -o's file is removed, stdout has what was written
             fail(f"cannot read {results}: {exc}")
         except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
-            from ..report.safe import printable
-
-            fail(printable(str(exc)))
+            fail(str(exc))  # fail's console escapes it (twice, a zero-width space read as a backslash)
     if not quiet:
         err = stderr_console()
         from rich.text import Text
@@ -127,7 +125,7 @@ def report_cmd(
             # The problem quotes the file's text: shown as text, never read as markup.
             err.print(Text.assemble(("note:", "yellow"), printable(f" {results}: {p}")), highlight=False)
         if len(summary["problems"]) > 20:
-            err.print(f"note: {len(summary['problems']) - 20} more notes about {printable(results)} (each line "
+            err.print(f"note: {len(summary['problems']) - 20} more notes about {results} (each line "
                       "that is not a record has an error card)", highlight=False, markup=False)
         v = summary["verdicts"]
         part = f" of {summary['records']} records" if verdict else ""
@@ -140,7 +138,7 @@ def report_cmd(
         # an empty run read "0 files ()"
         err.print(f"report: {summary['files']} files{part}" + (f" ({counts})" if counts else "")
                   + f"{cards}, {summary['thumbnails']} "
-                  "thumbnails" + (f" -> {printable(str(output))}" if output else ""), highlight=False, markup=False)
+                  "thumbnails" + (f" -> {output}" if output else ""), highlight=False, markup=False)
     raise typer.Exit(EXIT_OK)
 
 

@@ -61,8 +61,9 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
            quiet: bool = QuietOpt):  # accepted like everywhere: verify prints only its result and errors
     """Check every head's files against its manifest checksums (and, optionally, its backbone).
 
-    Exit 2 when a head fails, or when --check-backbone cannot build the backbone; with --format json
-    the document still comes, saying which head failed and why ("ok": false).
+    Exit 2 when a head fails, when --check-backbone cannot build the backbone, or when no head is
+    found (nothing verified is not a pass); with --format json the document still comes, saying what
+    failed and why ("ok": false).
 
     Examples:
       aiidetect weights verify --check-backbone --backbone ViT-L-14 --pretrained openai
@@ -90,17 +91,23 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     checked = verify_heads(dirs, spec, on_note=note, passed_over=passed_over)
     for line in passed_over:
         stderr_console(quiet).print(f"note: {escape(line)}", highlight=False, soft_wrap=True)
+    nothing: list[str] = []
     if not checked:
         from ..detectors import onnx_families
 
-        stderr_console(quiet).print(f"no heads found, nothing verified; train one with `aiidetect train "
-                                    f"{'|'.join(onnx_families())}`", highlight=False)
-    failed = bool(unchecked) or any(p for _, _, p in checked)
+        # Nothing verified is not a pass: an empty or unmounted folder, or a head folder given for its
+        # parent, exited 0 with "ok": true, and `verify -f json | jq -e .ok` vouched for heads that were
+        # never looked at (a mistyped path is already exit 2 for the same reason).
+        msg = (f"no heads found, nothing verified (looked in {', '.join(str(d) for d in dirs)}); train one "
+               f"with `aiidetect train {'|'.join(onnx_families())}`")
+        nothing.append(msg)
+        stderr_console().print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+    failed = bool(unchecked) or bool(nothing) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
         from ..report.safe import dumps
         typer.echo(dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
-                          "backbone_checked": check_backbone and not unchecked, "errors": unchecked,
+                          "backbone_checked": check_backbone and not unchecked, "errors": unchecked + nothing,
                           "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
                                     for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)

@@ -204,7 +204,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
 
 def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> None:
     from ..report.output import atomic_output
-    from ..report.safe import CsvRows
+    from ..report.safe import CsvRows, path_bytes_b64
 
     with atomic_output(path) as f:
         w = None
@@ -212,11 +212,14 @@ def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -
             names = list(cols["p"])
             if w is None:
                 w = CsvRows(f)
-                w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names] + ["verdict"])
+                # file_bytes last (the other columns keep their places): a name that is not UTF-8 shows as
+                # U+FFFD in `file`, which names no file; its exact bytes (base64) let a script find it.
+                w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names]
+                           + ["verdict", "file_bytes"])
             for i, p in enumerate(cols["path"]):
                 w.writerow([cond, p, int(cols["y"][i]), cols["generator"][i]]
                            + ["" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}" for n in names]
-                           + [cols["verdict"][i]])
+                           + [cols["verdict"][i], path_bytes_b64(p) or ""])
 
 
 def plots(out: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -85,7 +85,9 @@ def run(items: Sequence[Any], detectors: Sequence[Any], transform=None, batch_si
         pipe.decoding.reader.phash = True
         pipe.decoding.reader.transform = hashing
     cb = (lambda rec: progress(1)) if progress else None
-    recs = list(pipe.run([Candidate(it.path, explicit=True) for it in items], on_record=cb))
+    # Each record is dropped once its Scored is made: a list of them held every record whole (its evidence,
+    # reasons, EXIF) beside the Scored items until the last file was read.
+    recs = pipe.run((Candidate(it.path, explicit=True) for it in items), on_record=cb)
     out = []
     for it, rec in zip(items, recs):
         s = Scored(it.path, int(it.label), it.generator, subset=getattr(it, "subset", "") or "", sha256=rec.sha256,

@@ -36,7 +36,7 @@ class MetadataDetector(Detector):
         rec = getattr(sample, "record", None)
         try:
             rep = provenance(data, getattr(sample, "path", ""), self.options, image=getattr(sample, "image", None),
-                             info=getattr(sample, "info", None) or {},
+                             info=getattr(sample, "info", None) or {}, layout=getattr(sample, "layout", None),
                              refused=rec.error.code if rec is not None and rec.error is not None else None)
         except Exception as exc:  # noqa: BLE001 - analyze already catches; belt and braces for one file
             return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
@@ -65,7 +65,7 @@ class MetadataDetector(Detector):
 
 
 def provenance(data: bytes, path: str, options: dict[str, Any], image=None, info: dict | None = None,
-               refused: str | None = None):
+               refused: str | None = None, layout=None):
     """provenance.analyze under the rule `scan` and `meta` share: pixels the decoder refused (`refused`, its
     error code: over --max-pixels, truncated, corrupt) are not decoded a second time for the watermark check.
     Such a file has no watermark evidence, which keeps its verdict on what was read (docs/schema.md)."""
@@ -73,7 +73,7 @@ def provenance(data: bytes, path: str, options: dict[str, Any], image=None, info
 
     skip = refused is not None and options.get("watermark", "auto") != "never"
     rep = analyze(data, path, image=image, info=info or {},
-                  options={**options, "watermark": "never"} if skip else options)
+                  options={**options, "watermark": "never"} if skip else options, layout=layout)
     if skip:
         rep.facts["watermark"] = {"checked": False, "reason": f"the pixels could not be decoded ({refused})"}
     return rep
@@ -102,7 +102,7 @@ def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None
             image, info = decode_bytes(data, limits, layout=layout)
         except DecodeFailure as exc:
             refused = exc.code
-    return provenance(data, path, options, image=image, info=info, refused=refused)
+    return provenance(data, path, options, image=image, info=info, refused=refused, layout=layout)
 
 
 def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:

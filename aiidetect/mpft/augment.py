@@ -21,9 +21,10 @@ class AugmentConfig:
     crop_min_area: float = 0.5     # ... between crop_min_area and 1
     p_resize: float = 0.3          # downscale by a factor in [resize_min, 1]
     resize_min: float = 0.5
-    p_blur: float = 0.1            # Gaussian blur, sigma in [0.1, blur_max] (Wang et al. 2020)
+    p_blur: float = 0.1            # Gaussian blur, sigma in [blur_min, blur_max]: ours is milder than Wang et
+    blur_min: float = 0.1          # al. 2020's U(0, 3) (CNNSpot; recipe "paper" uses theirs: paper())
     blur_max: float = 2.0
-    p_jpeg: float = 0.1            # JPEG at quality in [jpeg_min, 100] (Wang et al. 2020)
+    p_jpeg: float = 0.1            # JPEG at quality in [jpeg_min, 100] (Wang et al. 2020: 30..100)
     jpeg_min: int = 30
     guard: bool = True             # format-bias guard: re-encode every image, both classes
     guard_q_min: int = 90
@@ -35,6 +36,14 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> "AugmentConfig":
         return cls(p_crop=0, p_resize=0, p_blur=0, p_jpeg=0, guard=False)
+
+    @classmethod
+    def paper(cls) -> "AugmentConfig":
+        """Recipe "paper": the blur/JPEG augmentation of Wang et al. 2020 (CNNSpot), at its 0.1
+        probability, and nothing else: sigma ~ U(0, 3), quality ~ U{30..100}, no crop or downscale,
+        no format guard. The blur range was our milder [0.1, 2] while the recipe claimed CNNSpot's."""
+        return cls(p_crop=0.0, p_resize=0.0, p_blur=0.1, blur_min=0.0, blur_max=3.0, p_jpeg=0.1, jpeg_min=30,
+                   guard=False)
 
 
 def jpeg(img, quality: int):
@@ -63,7 +72,7 @@ def augment(img, cfg: AugmentConfig, rng: random.Random):
         w, h = img.size
         img = img.resize((max(8, int(w * s)), max(8, int(h * s))), Image.BICUBIC)
     if cfg.p_blur > 0 and rng.random() < cfg.p_blur:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.1, cfg.blur_max)))
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(cfg.blur_min, cfg.blur_max)))
     if cfg.p_jpeg > 0 and rng.random() < cfg.p_jpeg:
         img = jpeg(img, rng.randint(cfg.jpeg_min, 100))
     if cfg.guard:

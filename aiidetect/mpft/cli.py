@@ -19,7 +19,8 @@ P_DATA, P_SCHED, P_MASK, P_MODEL, P_AUG = "Data", "Schedule", "Texture-Aware Mas
 
 RECIPES = {
     "project": "project defaults",
-    "paper": "format guard off, augmentation = Gaussian blur and JPEG at p 0.1 each (no crop/downscale)",
+    "paper": "format guard off, augmentation = CNNSpot's Gaussian blur (sigma 0-3) and JPEG (q 30-100) at p 0.1 each "
+             "(no crop/downscale)",
     "clip-finetune": "--adapter full --mask-ratio 0 --attr-weight 1 (every CLIP block trained, no TAM)",
 }
 Recipe = choices("Recipe", *RECIPES)
@@ -36,8 +37,8 @@ def train_mpft_cmd(
                                                 "real/ and ai/<generator>/, GenImage or UniversalFakeDetect layout."),
     name: Optional[str] = typer.Option(None, "--name", help="Head name (the detector is mpft:<name>). Default: mpft."),
     recipe: Recipe = typer.Option("project", "--recipe",
-                               help="project (defaults below) | paper (MPFT as published: no format guard, only the "
-                                    "CNNSpot blur/JPEG augmentation) | clip-finetune (fine-tune every CLIP block, no "
+                               help="project (defaults below) | paper (the benchmarks' training setting: no format guard, "
+                                    "only CNNSpot's blur/JPEG augmentation) | clip-finetune (fine-tune every CLIP block, no "
                                     "masking, attribution weight 1, open-set 'unknown-generator'). A recipe sets the "
                                     "options it names and overrides them; see docs/detectors/mpft.md. "
                                     "E.g. aiidetect train mpft /data/GenImage/stable_diffusion_v_1_4 --recipe paper"),
@@ -136,7 +137,7 @@ def train_mpft_cmd(
     aug.guard = not no_format_guard
     if recipe == "paper":
         if not no_augment:
-            aug = AugmentConfig(p_crop=0.0, p_resize=0.0)  # blur/JPEG at p 0.1 kept
+            aug = AugmentConfig.paper()
         aug.guard = False
     elif recipe == "clip-finetune":
         adapter, mask_ratio, attr_weight = "full", 0.0, 1.0

@@ -7,6 +7,7 @@ Progress goes to stderr (rich); nothing here prints to stdout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -29,6 +30,12 @@ from .model import MASK_MODES, MPFTModel
 from .tam import texture_scores, select_mask
 
 CHECKPOINT = "checkpoint.pt"
+# Options that change no draw and no number: a resumed run may differ in them without a word.
+_NO_EFFECT = frozenset({"workers"})
+# What a checkpoint of an earlier release, written before the option existed, trained with.
+_BEFORE_THE_OPTION = {"augment.blur_min": 0.1}
+# Learning rates and weight decay live in the optimiser's state: a resumed run keeps the checkpoint's.
+_IN_THE_OPTIMISER = ("lr", "lr_head", "weight_decay")
 
 
 @dataclass
@@ -73,6 +80,33 @@ class TrainConfig:
         d = asdict(self)
         d["targets"] = list(self.targets)
         return d
+
+
+_PLAIN = (str, int, float, bool, type(None), list, tuple)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as "augment.blur_min": value; only plain values (a checkpoint may hold tensors
+    anywhere, and `tensor != x` has no truth value)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, _PLAIN):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_options(was: Any, now: dict[str, Any]) -> dict[str, Any]:
+    """{option: its value then} for each training option a checkpoint's config (``was``) gives another
+    value than ``now``. Options the checkpoint does not name are not compared, except those whose
+    earlier fixed value is known (a checkpoint written before `blur_min` drew its blur from 0.1)."""
+    if not isinstance(was, dict):
+        return {}
+    then, now = _flat(was), _flat(now)
+    groups = {k.rsplit(".", 1)[0] for k in then if "." in k}
+    then = {**{k: v for k, v in _BEFORE_THE_OPTION.items() if k.rsplit(".", 1)[0] in groups}, **then}
+    return {k: v for k, v in then.items() if k in now and k not in _NO_EFFECT and v != now[k]}
 
 
 @dataclass
@@ -252,6 +286,7 @@ class MPFTTrainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.resumed: list[dict[str, Any]] = []
         self._pool = ThreadPoolExecutor(max(1, cfg.workers))
 
     # ------------------------------------------------------------ data
@@ -351,7 +386,7 @@ class MPFTTrainer:
         state = {"step": self.step, "model": {k: v.cpu() for k, v in self.model.trainable_state().items()},
                  "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "labels": self.labels,
                  "config": self.cfg.to_dict(), "history": self.history,
-                 "best": self.best, "backbone_fingerprint": self.bb.fingerprint}
+                 "best": self.best, "backbone_fingerprint": self.bb.fingerprint, "resumed": self.resumed}
         tmp = self._ckpt_path().with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self._ckpt_path())
@@ -396,6 +431,25 @@ class MPFTTrainer:
         self.step = int(state["step"])
         self.history = list(state.get("history") or [])
         self.best = state.get("best")
+        was = state.get("config") if isinstance(state.get("config"), dict) else {}
+        # The optimiser's state holds these, so the checkpoint's stay whatever this run asked: the
+        # manifest gave the new --lr of a run that never used it.
+        kept = {k: was[k] for k in _IN_THE_OPTIMISER
+                if isinstance(was.get(k), (int, float)) and was[k] != getattr(self.cfg, k)}
+        if kept:
+            self._log("note: resuming keeps the checkpoint's " + "; ".join(
+                f"{k} {v} (this run asked {getattr(self.cfg, k)})" for k, v in kept.items()) + ": its optimiser state")
+            self.cfg = dataclasses.replace(self.cfg, **kept)
+        then = changed_options(was, self.cfg.to_dict())
+        # Steps before the checkpoint drew from its options: the manifest says so, not only this run's
+        # (every resume, carried through later checkpoints).
+        earlier = state.get("resumed")
+        self.resumed = [*(earlier if isinstance(earlier, list) else []), {"at_step": self.step, "options_then": then}]
+        if then:
+            now = _flat(self.cfg.to_dict())
+            self._log(f"note: checkpoint {p} was started with other training options ("
+                      + "; ".join(f"{k} {v} then, {now[k]} now" for k, v in then.items())
+                      + f"); the steps from {self.step} on use this run's (the head records both: params.resumed)")
         return True
 
     # ------------------------------------------------------------ driver
@@ -501,7 +555,8 @@ class MPFTTrainer:
             "preprocessing": self.spec,
             "labels": self.labels,
             "params": {**self.model.params(), "training": cfg,
-                       "trainable_parameters": int(sum(v.numel() for v in tensors.values()))},
+                       "trainable_parameters": int(sum(v.numel() for v in tensors.values())),
+                       **({"resumed": self.resumed} if self.resumed else {})},
             "calibration": cal,
             "attribution": self.attribution,
             "threshold": 0.5,

@@ -214,7 +214,7 @@ class Pipeline:
                     recent[rec.sha256] = rec.detectors
                     if len(recent) > self.reuse_window:
                         recent.popitem(last=False)
-            s.data = None
+            s.data = s.layout = None
             s.image = None
             s.pixels.clear()
             self.count(rec)

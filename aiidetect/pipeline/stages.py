@@ -162,6 +162,8 @@ class DecodeStage:
     def _done(self, s: Sample) -> Sample:
         if self.drop_image:
             s.image = None
+        # Only the per-file detectors read it, and it holds the file's bytes.
+        s.layout = None
         if self.drop_bytes:
             s.data = None
         if not s.ok:

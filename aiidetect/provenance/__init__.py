@@ -149,9 +149,12 @@ def warm_up(c2pa: bool = True) -> None:
             pass
 
 
-def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None) -> ProvenanceReport:
+def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None,
+            layout=None) -> ProvenanceReport:
     """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False;
-    budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S)."""
+    budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S). `layout`: a HEIF/AVIF's
+    structures.heif_layout_read(data), where the caller has read it (the scan's decode): used only if it is
+    a read of these very bytes (structures.heif_read_of)."""
     from ..limits import METADATA_BUDGET_S
     from ..records import METADATA_TIMEOUT
 
@@ -159,7 +162,7 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     rep = ProvenanceReport(path=path)
     budget = _Budget(opts.get("budget_s", METADATA_BUDGET_S))
     with _stage(rep, "provenance"):   # _analyze guards each stage; this keeps the file if the glue fails
-        _analyze(data, rep, image, info or {}, opts, budget)
+        _analyze(data, rep, image, info or {}, opts, budget, layout)
     # Same bytes, same record: drop object addresses ("<_io.BytesIO object at 0x7f...>") from messages.
     rep.errors = [_ADDR.sub("", e) for e in rep.errors[:MAX_ERRORS]] + (
         [f"... and {len(rep.errors) - MAX_ERRORS} more problems of the same file"] if len(rep.errors) > MAX_ERRORS
@@ -186,8 +189,9 @@ def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | 
     return rep
 
 
-def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget) -> None:
-    blobs = containers.walk(data, lambda: budget.left("rest of the container walk"))
+def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, budget: _Budget,
+             layout=None) -> None:
+    blobs = containers.walk(data, lambda: budget.left("rest of the container walk"), layout=layout)
     rep.errors.extend(blobs.errors)
     rep.format = blobs.format or info.get("format")
     rep.width = blobs.width or info.get("width")
@@ -261,6 +265,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
     for g in gens:
+        conflicts += g.extra.get("conflicts", [])[:5]
         ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict(),
                       basis=BASIS_CLAIM))
 
@@ -333,7 +338,20 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
                              f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
                              "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
-        if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read:
+        # A camera named in another EXIF block than the one used is camera metadata the file carries (and a
+        # metadata.conflict says so): "no camera metadata" beside it was untrue.
+        named_elsewhere = any(f.reader and f is not ef and (f.make or f.model) for f in facts)
+        # A declaration of capture (IPTC digitalCapture, signed in a manifest or unsigned in XMP) beside a
+        # generator's settings: the two cannot both be true, and the record said nothing of it. XMP's and
+        # C2PA's AI source types against a capture are _source_type_conflicts' already.
+        capture = next((e for e in ev if e.id in ("c2pa.capture", "xmp.capture-source-type") and e.strength), None)
+        settings = next((e for e in claims if e.id == "generator.parameters"), None)
+        if capture is not None and settings is not None:
+            vouch = ("; the valid signature covers the file's bytes, the settings block included: whoever signed "
+                     "shipped both" if _signed(capture) else "")
+            conflicts.append(f"a declaration of camera capture ({capture.id}; {capture.source}) beside generator "
+                             f"settings ({settings.source}): one of the two is untrue{vouch}")
+        if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read and not named_elsewhere:
             ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
                           "most shared photos are stripped too", "EXIF"))
 
@@ -415,6 +433,11 @@ _ONE_DECLARATION = "an exporter writes its one source-type declaration into each
 # (ids, direction, why a second copy is no second observation): each family is folded on its own.
 CLAIM_FAMILIES = (
     (TOOL_NAME_CLAIMS, "ai", "one export step writes the name into every block it fills"),
+    # Settings blocks of two generators (ComfyUI's savers write A1111's `parameters` beside their graph;
+    # a forger pastes both as easily as one) say one thing, "made by a generator": summed they were
+    # 12 nats, and the verdict's line quoted one block's detail with both weights.
+    (("generator.parameters",), "ai", "a second settings block says what the first does (made by a generator) "
+     "and is as easily written"),
     *((ids, direction, _ONE_DECLARATION) for direction, ids in SOURCE_TYPE_CLAIMS.items()),
 )
 
@@ -632,11 +655,10 @@ def reusable_image(image, info: dict, w: int, h: int) -> bool:
 
 def _pixels(data: bytes, image, info: dict, w: int, h: int):
     """Original-resolution RGB without EXIF rotation: the watermark lives in the stored pixel grid."""
-    import numpy as np
+    from ..decode import loadable, open_image, rgb_array
 
     if reusable_image(image, info, w, h):
-        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    from ..decode import loadable, open_image
+        return rgb_array(image.convert("RGB") if image.mode != "RGB" else image)
     from ..quiet import quiet_warnings
 
     with quiet_warnings():
@@ -646,5 +668,5 @@ def _pixels(data: bytes, image, info: dict, w: int, h: int):
             loadable(im)
             if im.mode == "RGB":  # same pixels as convert("RGB"), one full-size copy fewer
                 im.load()
-                return np.asarray(im)
-            return np.asarray(im.convert("RGB"))
+                return rgb_array(im)
+            return rgb_array(im.convert("RGB"))

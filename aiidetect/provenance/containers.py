@@ -164,8 +164,10 @@ def _ticker(fmt: str, what: str, time_left):
     return tick
 
 
-def walk(data: bytes, time_left=None) -> Blobs:
-    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks."""
+def walk(data: bytes, time_left=None, layout=None) -> Blobs:
+    """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks.
+    `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (a read of other bytes
+    is not used)."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
     try:
@@ -188,7 +190,7 @@ def walk(data: bytes, time_left=None) -> Blobs:
             else:
                 b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
-            _walk_heif(data, b)
+            _walk_heif(data, b, layout)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
         elif fmt == "PSD":
@@ -244,6 +246,24 @@ def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
 
 
 # --- JPEG -------------------------------------------------------------------
+
+# xmpNote:HasExtendedXMP, as an attribute or an element, under any prefix; the GUID anywhere else in the packet (a
+# comment, a DocumentID) is not the property, and matched as a substring it had a hidden packet read again.
+_HAS_EXTENDED_XMP = re.compile(rb"""HasExtendedXMP\s*(?:=\s*["']|>)\s*([0-9A-Fa-f]{32})""")
+
+
+def _without_comments(x: bytes) -> bytes:
+    """`x` less its XML comments, in one pass: a lazy regex would rescan the tail from every unclosed `<!--`."""
+    out, pos = [], 0
+    while (i := x.find(b"<!--", pos)) >= 0:
+        out.append(x[pos:i])
+        j = x.find(b"-->", i + 4)
+        if j < 0:
+            return b"".join(out)
+        pos = j + 3
+    out.append(x[pos:])
+    return b"".join(out)
+
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
@@ -345,7 +365,16 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         elif marker in _SOF and len(seg) >= 5:
             b.height, b.width = struct.unpack(">HH", seg[1:5])
         pos += 2 + length
+    # The XMP spec (part 3, 1.1.3.1) has a reader take the extended packet whose GUID the main packet names
+    # (xmpNote:HasExtendedXMP), as Adobe's SDK and Skia do; exiftool by default too. One no main packet
+    # names is no part of the file's XMP: a DigitalSourceType there decided the verdict while no viewer showed it.
+    named = {m.group(1) for x, _ in b.xmp for m in _HAS_EXTENDED_XMP.finditer(_without_comments(x))} if ext_xmp \
+        else set()
     for guid, parts in ext_xmp.items():
+        if guid not in named:
+            b.errors.append(f"JPEG: extended XMP under GUID {guid.decode('latin-1')!r}, which no main XMP packet "
+                            "names (HasExtendedXMP); not read, as XMP readers leave it")
+            continue
         blob = b"".join(parts[k] for k in sorted(parts))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
     if app13:
@@ -400,6 +429,10 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n, total_text, profiles, work = 8, len(data), 0, 0, 0
     priority_seen: set[str] = set()
+    # The last chunk of each generator key that a cap left unread (start, length, type), read once the walk
+    # is done: the first one alone could be a decoy (`parameters` holding a caption) that, followed by 64 MiB
+    # of junk text, hid the real settings after it, the ones Pillow (last wins) and a UI's PNG Info show.
+    last_skipped: dict[str, tuple[int, int, bytes]] = {}
     over_total = over_count = over_profiles = over_work = False
     for i in range(PNG_MAX_CHUNKS):
         tick(i)
@@ -431,6 +464,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 if not over_count:
                     b.errors.append(f"PNG: more than {MAX_TEXTS} text chunks; the rest ignored")
                     over_count = True
+                _note_skipped(body, start, length, ctype, last_skipped)
                 pos += 12 + length
                 continue
             # The text made so far, kept or not: a chunk dropped over the total was inflated all the same (limits.py).
@@ -438,6 +472,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 if not over_work:
                     b.errors.append(f"PNG: text chunks made {PNG_MAX_TEXT_WORK_BYTES} bytes of text; the rest not read")
                     over_work = True
+                _note_skipped(body, start, length, ctype, last_skipped)
                 pos += 12 + length
                 continue
             try:
@@ -461,9 +496,11 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                     if not over_total:
                         b.errors.append(f"PNG: text chunks exceed {MAX_TOTAL_TEXT_BYTES} bytes; rest ignored")
                         over_total = True
+                    _note_skipped(body, start, length, ctype, last_skipped)
                 else:
                     if key in GENERATOR_KEYS:
                         priority_seen.add(key)
+                        last_skipped.pop(key, None)
                     total_text += len(text)
                     b.texts.append((key, text, where))
             except ValueError as exc:
@@ -494,6 +531,19 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         b.errors.append(_over_cap("PNG", "chunks", PNG_MAX_CHUNKS))
         b.cut = True
         b.chunks += 1   # "more than the cap": the C2PA reader is not handed what was not walked
+    # The PNG's own eXIf chunk is its EXIF, what Pillow and browsers show; a raw profile is ImageMagick's text copy.
+    # A camera's EXIF pasted as a raw profile in front of a generator's eXIf (Software: Midjourney) was read as
+    # the file's EXIF (camera, toward real) and the generator's as another block. Stable: each kind keeps its order.
+    b.exif.sort(key=lambda blob_where: blob_where[1] != "PNG eXIf")
+    # At most one chunk per generator key (a few keys), each under the one-chunk cap: bounded work.
+    for key, (start, length, ctype) in sorted(last_skipped.items(), key=lambda kv: kv[1][0]):
+        where = f"PNG {ctype.decode('latin-1')} '{key}'"
+        try:
+            _, text, truncated = _png_text(ctype, _text_body(data, start, length, ctype)[0])
+        except ValueError as exc:
+            b.errors.append(f"{where}: {exc}")
+            continue
+        b.texts.append((key, text, where + " (the last of its key, read past the text caps)"))
 
 
 _RAW_HEAD = re.compile(r"\n([^\n]{0,200})\n[ \t]*(\d{1,12})[ \t]*\n")
@@ -564,6 +614,12 @@ def _profile_key(body: bytes) -> bool:
     """Whether a text chunk's keyword is XMP's or a raw profile's this walker decodes."""
     key = body[:80].partition(b"\x00")[0].decode("latin-1")
     return key == PNG_XMP_KEY or (key.startswith(RAW_PROFILE) and key[len(RAW_PROFILE):].lower() in RAW_PROFILE_KINDS)
+
+
+def _note_skipped(body: bytes, start: int, length: int, ctype: bytes, last: dict) -> None:
+    key = body[:80].partition(b"\x00")[0][:79].decode("latin-1")
+    if key in GENERATOR_KEYS:
+        last[key] = (start, length, ctype)
 
 
 def _unseen_generator_key(body: bytes, seen: set[str]) -> bool:
@@ -704,14 +760,14 @@ def _walk_with_pillow(data: bytes, b: Blobs, layout=None) -> None:
         _pillow_info(im, b)
 
 
-def _walk_heif(data: bytes, b: Blobs) -> None:
+def _walk_heif(data: bytes, b: Blobs, read=None) -> None:
     """Pillow's view of a HEIF/AVIF without its Exif and XMP items over the readers' cap (8 MiB each), which
     pillow-heif copied three times (a 100 MB Exif item: `meta` peaked at 677 MB): such an item is not read, as
     a PNG's or WebP's EXIF chunk over it is not."""
     from ..metastrip import strip_oversize_heif
 
     # its item tables read once, for the strip and open_image's check
-    data, withheld, read = strip_oversize_heif(data, b.format)
+    data, withheld, read = strip_oversize_heif(data, b.format, read)
     if withheld:
         b.errors.append(withheld.replace("not handed to the decoder", "not read"))
     _walk_with_pillow(data, b, layout=read)

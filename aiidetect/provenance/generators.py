@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .recordtext import quote
+
 MAX_JSON_CHARS = 4 * 1024 * 1024
 MAX_PROMPT_CHARS = 4000
 
@@ -353,7 +355,25 @@ def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[
             for k in ("model", "sampler", "seed", "steps", "prompt", "negative_prompt"):
                 if not getattr(cur, k) and getattr(g, k):
                     setattr(cur, k, getattr(g, k))
+                elif k in ("model", "seed") and g.key == cur.key and getattr(g, k) and getattr(g, k) != getattr(cur, k):
+                    # Two blocks of one kind (two `parameters` chunks) naming different models or seeds describe
+                    # two images; the first is reported, and the record must not hide the other (Pillow shows the
+                    # last). A ComfyUI prompt and workflow are two views of one graph, picked apart differently.
+                    _note_conflict(cur, f"{g.generator} {k}: {quote(repr(getattr(cur, k)))} ({cur.where}) vs "
+                                        f"{quote(repr(getattr(g, k)))} ({g.where})")
     return list(merged.values()), errors
+
+
+# Each generator item lists at most this many conflicts: the record's metadata.conflict keeps five in all, and a
+# thousand `parameters` chunks against a first one naming a 60 KB model made a 120 MB record from a 137 KB file.
+MAX_CONFLICTS = 5
+
+
+def _note_conflict(g: GeneratorInfo, line: str) -> None:
+    if len(g.extra.get("conflicts", [])) < MAX_CONFLICTS:
+        g.extra.setdefault("conflicts", []).append(line)
+    else:
+        g.extra["conflicts_left_out"] = g.extra.get("conflicts_left_out", 0) + 1
 
 
 # Midjourney's Description ends "Job ID: <uuid>"; "Job ID: 4711" is any print shop's or DAM's caption.

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
-from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, normalize_model
+from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside
 from ..records import PIXEL_FAILURES, verdict_matches
 from .writers import Writer, error_reason, fusion_label, headline
 
@@ -58,8 +58,8 @@ def _e(value: Any, keep: str = "") -> str:
 
 def _clean(s: str, keep: str = "") -> str:
     """Text from a file as the page shows it: lone surrogates from undecodable names become U+FFFD
-    instead of breaking the UTF-8 output, and control and bidi-override characters are shown as
-    \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
+    instead of breaking the UTF-8 output, and control, bidi and invisible characters (safe.printable)
+    are shown as \\uXXXX, as in the table and CSV: U+202E would make "photo\\u202egpj.exe" read "photoexe.jpg", a
     NUL would vanish, and a newline in a name would show as a space (HTML folds it), so that
     "a\\nb.jpg" and "a b.jpg" looked the same. Only a <pre> block keeps its newlines and tabs
     (`keep`): prompts keep their lines."""
@@ -162,7 +162,7 @@ class RecordFacts:
             self.schemas.add(str(r.get("schema")))
         f = r.get("fusion")
         if isinstance(f, Mapping) and len(self.fusions) < 20:
-            self.fusions.setdefault(_s(fusion_label(f) or "rules"), f)
+            self.fusions.setdefault(str(fusion_label(f) or "rules"), f)  # shown through _e, escaped there once
 
     def info(self) -> dict[str, Any]:
         out = {"detectors": list(self.seen.values()), "precision": ", ".join(sorted(self.dtypes)) or None,
@@ -193,7 +193,13 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     try:
         raw = (Path(str(f.get("path"))) / MANIFEST).read_bytes()
         if f.get("sha256") and hashlib.sha256(raw).hexdigest() == f.get("sha256"):
-            return {"fusion": _fusion_facts({**loads_foreign(raw), "path": f.get("path")})}
+            model = {**loads_foreign(raw), "path": f.get("path")}
+            gone = f.get(LEFT_OUT)
+            if isinstance(gone, list) and gone:
+                # The scan set the model's band aside for one no narrower than the rules' (without_retrained).
+                model = {**normalize_model(model), **set_aside(model, [str(n) for n in gone])[1],
+                         "path": f.get("path")}
+            return {"fusion": _fusion_facts(model)}
     except (OSError, ValueError, TypeError, AttributeError):
         pass
     return {"fusion": {**_fusion_facts(None), "name": label},
@@ -440,8 +446,14 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     out.write("]" if n else "[]")
     out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
               f"<section id=\"cards\" aria-label=\"One card per file\"><h2>Files</h2>{_svg_defs(fusion)}")
+    # Flagged cards load their thumbnails with the page so that they print, but only as many as the default
+    # card cap: `--max-cards 0` on a large run would otherwise make the browser decode every one at open.
+    from ..limits import REPORT_MAX_CARDS
+    eager = REPORT_MAX_CARDS
     for i, it in cards:
-        out.write(_card(i, it, fusion))
+        flagged = str(it["rec"].get("verdict")) in FLAGGED
+        out.write(_card(i, it, fusion, eager=flagged and eager > 0))
+        eager -= flagged
     out.write("</section></body></html>\n")
 
 
@@ -466,7 +478,10 @@ def _top_reason(r: Mapping[str, Any]) -> str:
 
 def _verdict_badge(v: str) -> str:
     sym, word, _ = VERDICT_WORDS.get(v, ("", v, ""))
-    return f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\">{sym} {_e(word)}</span>"
+    # The symbol is for the eye (colour blindness, a black-and-white printout); a screen reader says the word
+    # alone, not "black up-pointing triangle" before every verdict.
+    return (f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\"><span aria-hidden=\"true\">{sym}</span>"
+            f" {_e(word)}</span>")
 
 
 def decided_errors(rows: Sequence[list[Any]]) -> int:
@@ -506,9 +521,10 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
         o.append(f"<p class=\"interrupted\"><b>Unknown record schema {_e(', '.join(schemas))}.</b> This aiidetect "
                  f"reads schema {_e(', '.join(KNOWN_SCHEMAS))}: the records were written by another version, and "
                  f"fields it does not know are not shown.</p>")
-    o += ["<ul class=\"counts\">", f"<li><b>{n}</b>files</li>"]
+    # (a space after each number: without it, "147files" is what a screen reader and a copy of the text got)
+    o += ["<ul class=\"counts\">", f"<li><b>{n}</b> files</li>"]
     for v, k in counts.items():
-        o.append(f"<li><b>{k}</b>{_verdict_badge(v)}</li>")
+        o.append(f"<li><b>{k}</b> {_verdict_badge(v)}</li>")
     o.append("</ul>")
     if decided:
         # The tiles add up to the files; without this line the "error" filter showed more rows than its tile
@@ -594,6 +610,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
 
 
 def _table_section(n: int, n_cards: int | None = None) -> str:
+    from .safe import hidden_js_class
+
     opts = "".join(f"<option value=\"{v}\">{_e(VERDICT_WORDS[v][1])}</option>" for v in VERDICT_WORDS)
     head = [("verdict", "verdict", ""), ("p", "P(AI)", "num"), ("file", "file", ""), ("format", "format", "opt"),
             ("size", "size", "num opt"), ("reason", "top reason", "opt")]
@@ -608,7 +626,10 @@ def _table_section(n: int, n_cards: int | None = None) -> str:
                     "part with <code>--verdict</code>).</p></noscript>")
     return ("<section id=\"files\" aria-label=\"File table\"><h2>All files</h2>" + noscript +
             "<div class=\"controls\">"
-            "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\"></label>"
+            # data-hidden: what the page shows as escapes, so that a name typed or pasted with its zero-width
+            # joiner (Persian, emoji) finds the row that shows it as \u200c
+            "<label>Search file names and reasons<input id=\"filter-text\" type=\"search\" autocomplete=\"off\" "
+            f"data-hidden=\"{_e(hidden_js_class())}\"></label>"
             f"<label>Verdict<select id=\"filter-verdict\"><option value=\"\">all</option>{opts}</select></label>"
             "<label>Rows per page<select id=\"page-size\"><option>50</option><option selected>100</option>"
             "<option>500</option></select></label></div>"
@@ -744,7 +765,7 @@ def _facts(dets: Mapping[str, Any]) -> str:
     if not facts:
         return ""
     keys = [k for k, _ in FACT_TITLES if k in facts] + sorted(str(k) for k in facts if k not in dict(FACT_TITLES))
-    out = ["<h3>What the metadata readers found</h3>"]
+    out = ["<h4>What the metadata readers found</h4>"]
     for k in keys:
         v = facts.get(k)
         if v in (None, {}, []):
@@ -814,10 +835,10 @@ def _attribution(dets: Mapping[str, Any]) -> str:
                 if isinstance(a, Mapping):
                     p = _p(a.get("p"))
                     parts.append(f"<li>{_e(a.get('label'))}: {'?' if p is None else f'{p:.2f}'}</li>")
-            out.append(f"<h4>{_e(name)}</h4><ol>{''.join(parts)}</ol>")
+            out.append(f"<h5>{_e(name)}</h5><ol>{''.join(parts)}</ol>")
     if not out:
         return ""
-    return ("<h3>Attribution</h3><p class=\"mute\">Which generator family the head finds closest, among those it "
+    return ("<h4>Attribution</h4><p class=\"mute\">Which generator family the head finds closest, among those it "
             "was trained on; an unseen generator is still given one of these names.</p>" + "".join(out))
 
 
@@ -864,7 +885,7 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
                     f"{float(m.get('base_p') or 0):.3f} on its view of the image; {_e(m.get('grid'))}\u00d7"
                     f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}</figcaption>"
                     "</figure>")
-    return ("<h3>Where the detectors looked</h3><div class=\"heatmaps\">" + "".join(figs) + "</div>"
+    return ("<h4>Where the detectors looked</h4><div class=\"heatmaps\">" + "".join(figs) + "</div>"
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")
 
 
@@ -934,7 +955,7 @@ def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     return VERDICT_WORDS[v][2]
 
 
-def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
+def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: bool = False) -> str:
     r = item["rec"]
     v = str(r.get("verdict") or "error")
     v = v if v in VERDICT_WORDS else "error"
@@ -943,12 +964,17 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
     cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
     thumb = item.get("thumb")
-    img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\" loading=\"lazy\" decoding=\"async\">"
+    # A flagged card prints, and a lazy image not yet scrolled to printed as nothing (Chromium's print to PDF
+    # does not load it): those load with the page (`eager`). The others, on screen only, when scrolled to.
+    lazy = "" if eager else " loading=\"lazy\""
+    img = (f"<img src=\"{_e(thumb)}\" alt=\"thumbnail\"{lazy} decoding=\"async\">"
            if isinstance(thumb, str) and thumb.startswith("data:image/jpeg;base64,")
            else f"<div class=\"noimg\" title=\"{_e(item.get('thumb_note') or '')}\">no thumbnail"
                 + (f"<small>{_e(item['thumb_note'])}</small>" if item.get("thumb_note") else "") + "</div>")
     o = [f"<article class=\"{cls}\" id=\"f{i}\" aria-labelledby=\"f{i}-name\">",
-         f"<div class=\"card-head\">{img}<div><p class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</p>",
+         # The file's name is the card's heading, its sections one level down: a screen reader that moves by
+         # headings heard "What moved the verdict" for every card and never which file it was.
+         f"<div class=\"card-head\">{img}<div><h3 class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</h3>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
          f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
     err = r.get("error")
@@ -959,16 +985,16 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
     o.append("</div></div>")
     reasons = r.get("reasons") or []
     if reasons:
-        o.append("<h3>What moved the verdict</h3><ol>" + "".join(f"<li class=\"wrap\">{_e(x)}</li>" for x in reasons)
+        o.append("<h4>What moved the verdict</h4><ol>" + "".join(f"<li class=\"wrap\">{_e(x)}</li>" for x in reasons)
                  + "</ol>")
     if dets:
-        o.append("<h3>Detectors side by side</h3>" + _detectors_table(dets))
+        o.append("<h4>Detectors side by side</h4>" + _detectors_table(dets))
         o.append(_attribution(dets))
     o.append(_heatmaps(item.get("heatmaps")))
     if err is None or v != "error":  # a verdict beside an error rests on this evidence
-        o.append("<h3>Provenance evidence, strongest first</h3>" + _evidence(dets))
+        o.append("<h4>Provenance evidence, strongest first</h4>" + _evidence(dets))
         o.append(_facts(dets))
-    o.append("<h3>File</h3><dl class=\"kv\">")
+    o.append("<h4>File</h4><dl class=\"kv\">")
     facts = [("SHA-256", r.get("sha256")), ("size", f"{r['size_bytes']} bytes" if r.get("size_bytes") is not None
                                             else None),
              ("format", r.get("format")),
@@ -986,8 +1012,8 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any]) -> str:
 def iter_saved(stream: IO[str], problems: list[str], max_line: int | None = None) -> Iterator[dict[str, Any]]:
     """Records from JSONL (or one JSON array), one at a time: a 100,000-line run is never held whole.
     A line that is not a record becomes an error record naming the line, and a problem string for
-    stderr. Lines end at \\n only: JSONL from `scan` carries U+2028, U+0085 or \\x1c raw inside its
-    strings (a file name may hold them), which str.splitlines() would cut into pieces. A line longer
+    stderr. Lines end at \\n only: JSONL may carry U+2028, U+0085 or \\x1c raw inside its strings
+    (a file name may hold them; older `scan`s wrote U+2028 raw), which str.splitlines() would cut into pieces. A line longer
     than `max_line` characters is skipped unread."""
     from ..limits import REPORT_MAX_LINE_CHARS
     from .safe import loads_foreign

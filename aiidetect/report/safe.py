@@ -17,8 +17,10 @@ every writer (json, jsonl, csv, table, meta's report):
   archive an auditor opens in Excel. `csv_cell` prefixes such text with an
   apostrophe; `CsvRows` is the csv.writer every CSV output goes through.
 * A name holding ESC sequences drives the terminal it is printed on (retitles,
-  repaints, hides lines). `printable` shows control characters as \\uXXXX in
-  tables, CSV cells and every log line on stderr.
+  repaints, hides lines), and one holding a bidi override or a zero-width
+  character passes for another name. `printable` shows such characters as
+  \\uXXXX in tables, CSV cells, the HTML report and every log line on stderr;
+  `dumps` writes them as JSON escapes (the same string to a parser).
 """
 from __future__ import annotations
 
@@ -121,15 +123,52 @@ def clean(obj: Any) -> Any:
     return clean_str(str(obj))
 
 
-# C0/C1 controls (a name holding ESC can drive the terminal) and the bidirectional overrides
-# (U+202E makes "gpj.exe" read as "exe.jpg"): shown as \uXXXX escapes in tables, never interpreted.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls (a name holding ESC, or U+009B, the one-character CSI, can drive the terminal), the
+# bidirectional controls (U+202E makes "gpj.exe" read as "exe.jpg"), the line and paragraph separators
+# (a name breaks onto two lines, as a newline would) and every character Unicode draws as nothing
+# (Default_Ignorable_Code_Point: zero-width space and joiners, word joiner, byte-order mark, soft hyphen,
+# variation selectors, Hangul fillers, tag characters): "photo\u200b.jpg" and "photo.jpg" are two files
+# that looked the same, so a verdict could be read for the wrong one. Shown as escapes, never interpreted.
+_HIDDEN_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x34F, 0x34F), (0x61C, 0x61C), (0x115F, 0x1160),
+                  (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F),
+                  (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+                  (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                   for a, b in _HIDDEN_RANGES) + "]")
+# The same, less C0 (json.dumps escapes those in strings itself; outside them, `indent` lays out with "\n").
+_JSON_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                        for a, b in _HIDDEN_RANGES if a > 0x1F) + "]")
+# ... and a backslash that would read as one of those escapes: a file named "photo\\u200b.jpg" (a backslash,
+# then "u200b") was shown exactly as "photo\u200b.jpg", a zero-width space, is. It is shown as \u005c, so
+# every \u in what `printable` gives is an escape. A backslash before anything else is left alone
+# (C:\Users\...).
+_SHOWN = re.compile(_UNSAFE.pattern + r"|\\(?=[uU][0-9a-fA-F]{4})")
+
+
+def hidden_js_class() -> str:
+    """The characters `printable` escapes, as a JavaScript RegExp character class (for the "u" flag): the
+    report's search box escapes a typed name as the page shows it."""
+    return "[" + "".join(f"\\u{{{a:x}}}" + (f"-\\u{{{b:x}}}" if b > a else "") for a, b in _HIDDEN_RANGES) + "]"
+
+
+def _escape(c: str) -> str:
+    o = ord(c)
+    return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
 
 
 def printable(s: str, keep: str = "") -> str:
-    """For terminals and tables: valid UTF-8 with control and bidi-override characters escaped
-    (but those in `keep`: a log line may hold its own newlines)."""
-    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else f"\\u{ord(m.group()):04x}", clean_str(s))
+    """For terminals and tables: valid UTF-8 with control, bidi and invisible characters escaped
+    (\\uXXXX, or \\UXXXXXXXX past the BMP), but those in `keep` (a log line may hold its own newlines),
+    and a backslash that would pass for such an escape shown as \\u005c."""
+    return _SHOWN.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), clean_str(s))
+
+
+def _json_escape(m: re.Match) -> str:
+    o = ord(m.group())
+    if o <= 0xFFFF:
+        return f"\\u{o:04x}"
+    o -= 0x10000
+    return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
 
 
 def table_width(stream: Any, default: int = 160) -> int | None:
@@ -144,9 +183,12 @@ def table_width(stream: Any, default: int = 160) -> int | None:
 
 
 def dumps(obj: Any, **kw: Any) -> str:
-    """json.dumps that can only produce strict, UTF-8-encodable JSON."""
+    """json.dumps that can only produce strict, UTF-8-encodable JSON, safe to print on a terminal: the
+    characters `printable` escapes are written as JSON escapes, which parse to the same string (json.dumps
+    escapes C0 controls, but wrote U+009B, U+202E and U+200B raw: `scan -f jsonl` on a terminal obeyed
+    them). They can only be inside strings: JSON's own syntax is ASCII."""
     kw.setdefault("ensure_ascii", False)
-    return json.dumps(clean(obj), allow_nan=False, **kw)
+    return _JSON_UNSAFE.sub(_json_escape, json.dumps(clean(obj), allow_nan=False, **kw))
 
 
 def loads_foreign(text: str | bytes) -> Any:

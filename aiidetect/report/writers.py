@@ -161,16 +161,34 @@ _VERDICT_STYLE = {"ai-generated": "bold red", "likely-real": "green", "uncertain
 
 class TableWriter(Writer):
     """Rows are kept and printed as one rich table at the end (people read tables
-    of tens or hundreds of rows; use jsonl for sweeps)."""
+    of tens or hundreds of rows; use jsonl for sweeps). Each row is kept as its cells'
+    text, not as its record: a record holds its evidence, reasons and EXIF, several
+    kilobytes a file that `results export -f table` over a store held to the end."""
 
     def __init__(self, stream, detector_names: Sequence[str], explain: bool = False):
         super().__init__(stream)
         self.names = list(detector_names)
-        self.rows: list[Record] = []
+        self.rows: list[tuple] = []
+        self.shown: set[str] = set()   # detectors that ran somewhere (not unavailable everywhere)
         self.explain = explain
 
     def write(self, rec: Record) -> None:
-        self.rows.append(rec)
+        dets = []
+        for n in self.names:
+            r = rec.detectors.get(n)
+            if r is None:
+                dets.append(("", ""))
+            elif r.status != "ok":
+                dets.append((r.status, "dim"))
+            else:
+                dets.append(("—" if r.p_ai is None else f"{r.p_ai:.3f}", ""))
+            if r is not None and r.status != "unavailable":
+                self.shown.add(n)
+        top = top_attribution(rec)
+        reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
+                  if self.explain else main_reason(rec))
+        self.rows.append((rec.file, rec.verdict, "—" if rec.p_ai is None else f"{rec.p_ai:.3f}", tuple(dets),
+                          f"{top[0]} ({top[1]:.2f})" if top else "", reason))
 
     def abort(self) -> None:
         self.close()  # Ctrl-C at a terminal: the rows scanned so far, rather than nothing
@@ -185,33 +203,21 @@ class TableWriter(Writer):
         console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
         # stderr notes and the JSON say why.
-        names = [n for n in self.names
-                 if any((r := rec.detectors.get(n)) is not None and r.status != "unavailable" for rec in self.rows)]
+        keep = [i for i, n in enumerate(self.names) if n in self.shown]
         t = Table(show_lines=False, header_style="bold")
         t.add_column("file", overflow="fold", ratio=3)
         t.add_column("verdict", no_wrap=True)
         t.add_column("P(AI)", justify="right", no_wrap=True)
-        for n in names:
-            t.add_column(n, justify="right", overflow="fold")
+        for i in keep:
+            t.add_column(self.names[i], justify="right", overflow="fold")
         t.add_column("generator")
         t.add_column("reason", overflow="fold", ratio=4)
         # Every cell is a Text, never markup: names, reasons, prompts and EXIF come from
         # the files, and "[/b]" in a file name must print as itself, not crash or vanish.
-        for rec in self.rows:
-            cells = [Text(printable(rec.file)), Text(rec.verdict, style=_VERDICT_STYLE.get(rec.verdict, "")),
-                     Text("—" if rec.p_ai is None else f"{rec.p_ai:.3f}")]
-            for n in names:
-                r = rec.detectors.get(n)
-                if r is None:
-                    cells.append(Text(""))
-                elif r.status != "ok":
-                    cells.append(Text(r.status, style="dim"))
-                else:
-                    cells.append(Text("—" if r.p_ai is None else f"{r.p_ai:.3f}"))
-            top = top_attribution(rec)
-            cells.append(Text(printable(f"{top[0]} ({top[1]:.2f})") if top else ""))
-            cells.append(Text(printable("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else [])
-                                                  + rec.reasons) if self.explain else main_reason(rec))))
+        for file, verdict, p, dets, gen, reason in self.rows:
+            cells = [Text(printable(file)), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(p)]
+            cells += [Text(dets[i][0], style=dets[i][1]) for i in keep]
+            cells += [Text(printable(gen) if gen else ""), Text(printable(reason))]
             t.add_row(*cells)
         console.print(t, highlight=False)
         self.stream.flush()

@@ -57,11 +57,13 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
     return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))
 
 
-def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None) -> bytes:
+def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None,
+         save: dict | None = None) -> bytes:
     """`img` (a PIL image) saved as `fmt` with a signed manifest whose c2pa.created
     action declares IPTC digital source type `source_type` (thumbnail=False: no
     thumbnail in the manifest, for a small file; xmp: an XMP packet saved with the
-    image before signing, so the signature covers it, as an exporter writes both)."""
+    image before signing, so the signature covers it, as an exporter writes both; save: more of Pillow's save
+    options, such as a PNG's `pnginfo` text chunks, signed over likewise)."""
     c2pa, s = signer
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
             "AVIF": "image/avif"}[fmt]
@@ -71,7 +73,7 @@ def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True,
     manifest = {"claim_generator_info": [{"name": "aiidetect-tests", "version": "1.0"}], "title": "test",
                 "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}]}
     src, out = io.BytesIO(), io.BytesIO()
-    img.save(src, fmt, **({"xmp": xmp} if xmp is not None else {}))
+    img.save(src, fmt, **({"xmp": xmp} if xmp is not None else {}), **(save or {}))
     src.seek(0)
     ctx = None if thumbnail else c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
     with (c2pa.Builder(manifest) if ctx is None else c2pa.Builder(manifest, context=ctx)) as b:

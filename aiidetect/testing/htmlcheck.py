@@ -38,7 +38,7 @@ class _P(HTMLParser):
         if tag == "article" and "card" in a.get("class", "").split():
             self.card = {"id": a.get("id"), "class": a.get("class"), "name": "", "text": []}
             self.card_depth = len(self.stack)
-        if self.card is not None and tag == "p" and "file-name" in a.get("class", "").split():
+        if self.card is not None and tag in ("p", "h3") and "file-name" in a.get("class", "").split():
             self.in_name = True
         if tag not in VOID:
             self.stack.append((tag, a))
@@ -47,7 +47,7 @@ class _P(HTMLParser):
         if tag in ("script", "style") and self.raw is not None:
             (self.out.scripts if tag == "script" else self.out.styles).append((self.raw[1], "".join(self.raw_text)))
             self.raw = None
-        if tag == "p":
+        if tag in ("p", "h3"):
             self.in_name = False
         while self.stack:
             t, _ = self.stack.pop()

@@ -314,8 +314,29 @@ def test_verify_of_a_head_folder_says_it_verified_nothing_and_where_heads_are(tm
     head = save_head(tmp_path / "w" / "h", {"weight": np.ones((1, 4), np.float32)}, {"name": "h", "detector": "linear"})
     r = run_cli_in_process("weights", "verify", "--weights-dir", str(head))
     said = " ".join(r.stderr.split())
-    assert r.returncode == 0 and r.stdout == "", r.stdout
+    assert r.returncode == 2 and r.stdout == "", r.stdout  # nothing verified is not a pass
     assert f"{head} is a head folder" in said and f"give its parent ({tmp_path / 'w'})" in said, said
     assert "no heads found, nothing verified" in said, said
     r = run_cli_in_process("weights", "verify", "--weights-dir", str(tmp_path / "w"))
     assert r.returncode == 0 and r.stdout.startswith("ok   h") and "note" not in r.stderr, (r.stdout, r.stderr)
+
+
+def test_verify_with_no_heads_is_not_a_pass(tmp_path):
+    """An empty (or unmounted) weights folder exited 0 with "ok": true and "heads": [], so
+    `weights verify -f json | jq -e .ok` vouched for heads it never looked at."""
+    empty = tmp_path / "mnt"
+    empty.mkdir()
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(empty), "-f", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["ok"] is False and doc["heads"] == [], r.stdout
+    assert len(doc["errors"]) == 1 and "nothing verified" in doc["errors"][0] and str(empty) in doc["errors"][0]
+    r = run_cli_in_process("weights", "verify", "--weights-dir", str(empty), "--quiet")
+    assert r.returncode == 2 and r.stdout == "" and "nothing verified" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_verify_help_names_every_exit_2():
+    """`weights verify --help` listed a failed head and an unbuildable backbone as exit 2, not finding no
+    head at all, which a script author reads there before wiring `verify || alert`."""
+    r = run_cli_in_process("weights", "verify", "--help", env={"COLUMNS": "200"})
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "cannot build the backbone" in said and "no head" in said, said

@@ -344,8 +344,11 @@ def test_recipes_on_the_command_line(tmp_path):
     from aiidetect.cli import app
 
     data = L.genimage_nested(tmp_path / "gi")
+    # paper: CNNSpot's blur (sigma ~ U(0, 3)) and JPEG (q 30..100) at p 0.1; the blur range was our [0.1, 2]
     for recipe, check in (("paper", lambda t: t["augment"]["guard"] is False and t["augment"]["p_crop"] == 0
-                           and t["augment"]["p_jpeg"] == 0.1),
+                           and t["augment"]["p_jpeg"] == 0.1 and t["augment"]["jpeg_min"] == 30
+                           and t["augment"]["p_blur"] == 0.1
+                           and (t["augment"].get("blur_min"), t["augment"]["blur_max"]) == (0.0, 3.0)),
                           ("clip-finetune", lambda t: t["adapter_mode"] == "full" and t["mask_ratio"] == 0.0)):
         out = tmp_path / recipe
         r = CliRunner().invoke(app, ["train", "mpft", str(data), "--recipe", recipe, "--backbone-config", "tiny-vit",
@@ -423,6 +426,45 @@ def test_resume_refuses_a_checkpoint_it_cannot_continue(tmp_path, backbone):
     torch.save([1, 2], ck)
     with pytest.raises(ValueError, match="not an MPFT training checkpoint"):
         t.load_checkpoint()
+
+
+def test_resume_with_other_training_options_says_so_and_records_them(tmp_path, backbone):
+    """A `--recipe paper` run checkpointed before its blur became CNNSpot's U(0, 3) resumed without a word
+    on the new range: the head's manifest gave U(0, 3) for steps drawn from [0.1, 2]. A checkpoint of an
+    earlier release lacks `blur_min` (its blur drew from 0.1): it resumes, and the change is told and kept."""
+    from aiidetect.mpft.augment import AugmentConfig
+    from aiidetect.mpft.trainer import MPFTTrainer, TrainConfig
+
+    items = build_easy_task(tmp_path / "data", n_src=1)
+    old = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, workers=1, recipe="paper",
+                      augment=AugmentConfig(p_crop=0.0, p_resize=0.0, guard=False))
+    t = MPFTTrainer(backbone, items, old, tmp_path / "run", "run", show_progress=False)
+    t._train_step()
+    t.save_checkpoint()
+    ck = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ck, weights_only=True)
+    del state["config"]["augment"]["blur_min"]  # as an earlier release wrote it
+    torch.save(state, ck)
+    said: list[str] = []
+    now = TrainConfig(steps=2, batch_size=4, val_fraction=0.25, workers=2, recipe="paper", augment=AugmentConfig.paper(),
+                      lr=old.lr * 2)  # the optimiser's state keeps the checkpoint's: said, and what the head records
+    resumed = MPFTTrainer(backbone, items, now, tmp_path / "run", "run", show_progress=False, log=said.append)
+    assert resumed.load_checkpoint() and resumed.step == 1
+    note = " ".join(m for m in said if "checkpoint" in m)
+    assert "augment.blur_min 0.1 then, 0.0 now" in note and "augment.blur_max 2.0 then, 3.0 now" in note, said
+    assert "workers" not in note, note  # threads change no draw
+    assert f"keeps the checkpoint's lr {old.lr} (this run asked {old.lr * 2})" in " ".join(said), said
+    assert resumed.cfg.lr == old.lr and resumed.opt.param_groups[0]["initial_lr"] == old.lr
+    resumed.save_checkpoint()  # resumed again with the same options: nothing to tell, the first change kept
+    said.clear()
+    assert resumed.load_checkpoint() and not said
+    m = resumed.finish().manifest
+    assert m["params"]["resumed"] == [{"at_step": 1, "options_then": {"augment.blur_min": 0.1, "augment.blur_max": 2.0}},
+                                      {"at_step": 1, "options_then": {}}]
+    assert m["params"]["training"]["augment"]["blur_max"] == 3.0 and m["params"]["training"]["lr"] == old.lr
+    state["config"].update(lr=torch.ones(2), mask_ratio=torch.ones(3), augment=[1])  # not what this writes
+    torch.save(state, ck)
+    assert resumed.load_checkpoint() and resumed.cfg.lr == old.lr  # compared only where comparable
 
 
 def test_resume_refuses_a_checkpoint_of_another_backbone(tmp_path, backbone):

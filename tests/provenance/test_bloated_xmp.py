@@ -75,8 +75,9 @@ def test_a_bloated_packet_in_jpeg_extended_xmp_or_a_webp_chunk_is_read_too(monke
     monkeypatch.setattr(xmp, "MAX_XMP_BYTES", 20_000)
     packet = _packet(1_000)
     guid = b"0123456789ABCDEF0123456789ABCDEF"
-    main = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-            b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>')
+    main = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            b'<rdf:Description xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="' + guid
+            + b'"/></rdf:RDF></x:xmpmeta>')
     parts = [(0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid + struct.pack(">II", len(packet), off)
               + packet[off:off + 60_000]) for off in range(0, len(packet), 60_000)]
     jpeg = with_jpeg_segments(jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + main), parts, at=2)

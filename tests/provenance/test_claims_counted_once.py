@@ -114,3 +114,24 @@ def test_a_signed_claim_generator_keeps_the_weight_an_invalid_one_is_a_copy():
     assert res.score == 3.0
     _, soft, decisive = split_results({"metadata": res})
     assert [e.id for _, e in soft + decisive] == ["xmp.generator-tool"]
+
+
+def test_two_generators_settings_blocks_weigh_once_and_the_verdict_line_quotes_the_weighed_one():
+    # A1111 `parameters` beside NovelAI's Software + Comment chunks: two decisive items summed 12 nats, and the
+    # verdict's reason quoted NovelAI's detail with both weights ("NovelAI parameters ... (+12.00 nats)").
+    from aiidetect.fusion import fuse
+    from aiidetect.metadata.detector import result_from_evidence
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    a1111 = b"a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 64x48, Model: sd15"
+    nai = json.dumps({"prompt": "a dog", "steps": 28, "sampler": "k_euler", "seed": 1, "scale": 5, "uc": "x"})
+    rep = _run(png_with([png_chunk(b"tEXt", b"parameters\x00" + a1111), png_chunk(b"tEXt", b"Software\x00NovelAI"),
+                         png_chunk(b"tEXt", b"Comment\x00" + nai.encode())]))
+    gens = [e for e in rep.evidence if e.id == "generator.parameters"]
+    assert [(e.direction, e.strength, e.decisive) for e in gens] == [("ai", 6.0, True), ("neutral", 0.0, False)]
+    assert "NovelAI" in gens[1].detail and gens[1].data["corroborates"] == "generator.parameters"
+    assert "the same claim as generator.parameters (PNG tEXt 'parameters')" in gens[1].detail
+    out = fuse({"metadata": result_from_evidence(rep.evidence)})
+    line = next(x for x in out.reasons if x.startswith("metadata:generator.parameters:"))
+    assert "AUTOMATIC1111" in line and "NovelAI" not in line and "(+6.00 nats) [decisive]" in line
+    assert out.contributions["metadata:generator.parameters"] == 6.0

@@ -194,3 +194,78 @@ def test_packets_past_the_fourth_are_said_to_be_unread(tmp_path):
     packets = [_app(0xE1, _xmp("digitalCapture")) for _ in range(4)] + [_app(0xE1, _xmp("trainedAlgorithmicMedia"))]
     rec = _meta(tmp_path, _jpeg_with(*packets), "five.jpg")
     assert "5 XMP packets; only the first 4 read" in rec["errors"]   # before: the fifth vanished silently
+
+
+def test_a_capture_declaration_beside_generator_settings_is_named_as_a_conflict():
+    # A manifest signed over a PNG that carries A1111 settings, declaring digitalCapture: the signature is valid
+    # (it covers the settings chunk), the verdict followed the settings, and the record never said the file
+    # declares both "captured by a camera" and "made by Stable Diffusion".
+    import pytest
+    from PIL import PngImagePlugin
+
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.c2pa_signing import make_signer, sign
+
+    pytest.importorskip("c2pa")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", A1111)
+    data = sign(make_signer(), Image.new("RGB", (64, 48), (100, 120, 140)), "PNG", "digitalCapture",
+                thumbnail=False, save={"pnginfo": info})
+    ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
+    assert ev["c2pa.capture"].data["valid"] and ev["generator.parameters"].decisive
+    (clash,) = ev["metadata.conflict"].data["conflicts"]
+    assert clash.startswith("a declaration of camera capture (c2pa.capture; PNG caBX) beside generator settings "
+                            "(PNG tEXt 'parameters'): one of the two is untrue; the valid signature covers")
+    # unsigned, in XMP, the same clash
+    from aiidetect.testing.hostile import XMP_TRAINED, png_chunk, png_with
+
+    xmp = XMP_TRAINED.replace(b"trainedAlgorithmicMedia", b"digitalCapture")
+    data = png_with([png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp),
+                     png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())])
+    ev = {e.id: e for e in analyze(data, "x.png", options={"watermark": "never"}).evidence}
+    (clash,) = ev["metadata.conflict"].data["conflicts"]
+    assert clash.startswith("a declaration of camera capture (xmp.capture-source-type; PNG iTXt")
+    assert "signature" not in clash
+
+
+def test_two_settings_blocks_of_one_generator_naming_other_models_are_a_conflict():
+    # Two `parameters` chunks, sd15 / seed 1234 and sdxl / seed 99: merged into one item that named only the first,
+    # while Pillow (and a UI's PNG Info) show the second; the record never said the file holds both.
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    other = A1111.replace("Seed: 1234", "Seed: 99").replace("Model: sd15", "Model: sdxl")
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + A1111.encode()),
+                            png_chunk(b"iTXt", b"parameters\x00\x00\x00\x00\x00" + other.encode())]),
+                  "x.png", options={"watermark": "never"})
+    ev = {e.id: e for e in rep.evidence}
+    assert ev["generator.parameters"].data["model"] == "sd15" and ev["generator.parameters"].strength == 6.0
+    assert ev["metadata.conflict"].data["conflicts"] == [
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) model: 'sd15' (PNG tEXt 'parameters') vs 'sdxl' "
+        "(PNG iTXt 'parameters')",
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) seed: '1234' (PNG tEXt 'parameters') vs '99' (PNG iTXt "
+        "'parameters')"]
+    # the same block twice is no conflict
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + A1111.encode())] * 2), "x.png",
+                  options={"watermark": "never"})
+    assert "metadata.conflict" not in {e.id for e in rep.evidence}
+
+
+def test_settings_blocks_that_disagree_a_thousand_times_make_a_small_record():
+    # A first `parameters` chunk naming a 60 KB model, then 900 naming others: each conflict quoted the whole
+    # model, every one was kept in the generator's `extra` (facts and the item's data): a 120 MB record from a
+    # 137 KB file.
+    import json
+
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    first = A1111.replace("Model: sd15", "Model: " + "M" * 60_000)
+    chunks = [png_chunk(b"tEXt", b"parameters\x00" + first.encode())] + [
+        png_chunk(b"tEXt", b"parameters\x00" + A1111.replace("Model: sd15", f"Model: m{i}").encode())
+        for i in range(900)]
+    rep = analyze(png_with(chunks), "x.png", options={"watermark": "never"})
+    assert len(json.dumps(rep.to_dict())) < 100_000
+    (g,) = rep.facts["generators"]
+    assert len(g["extra"]["conflicts"]) == 5 and g["extra"]["conflicts_left_out"] == 895
+    assert "(60002 characters)" in g["extra"]["conflicts"][0]   # the repr, quotes included

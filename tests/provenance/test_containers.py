@@ -97,7 +97,9 @@ def test_extended_xmp_is_reassembled_under_a_few_guids_only():
 
     cap = containers.MAX_EXT_XMP_GUIDS
     segs = [part(b"%032d" % i, 0, b"<%d/>" % i) for i in range(cap + 3)] + [part(b"%032d" % 0, 4, b"more")]
-    b = containers.walk(with_jpeg_segments(jpeg_with_app1(b""), segs))
+    main = b"http://ns.adobe.com/xap/1.0/\x00" + b" ".join(b'xmpNote:HasExtendedXMP="%032d"' % i
+                                                            for i in range(cap + 3))   # names them all
+    b = containers.walk(with_jpeg_segments(jpeg_with_app1(main), segs))
     assert [x for x, w in b.xmp if "extended" in w] == [b"<0/>more"] + [b"<%d/>" % i for i in range(1, cap)]
     assert b.errors == [f"JPEG: extended XMP under more than {cap} GUIDs; the others ignored"]
 
@@ -116,3 +118,30 @@ def test_meta_names_a_bmp_or_dib_and_its_size_as_scan_does():
         rep = analyze(buf.getvalue(), "x", options={"watermark": "never"})
         assert (rep.format, rep.width, rep.height) == (fmt, 7, 5), (fmt, rep.errors)
     assert containers.sniff(b"(\x00\x00\x00" + b"\x00" * 8 + b"\x02\x00" + b"\x00" * 30) is None   # planes != 1
+
+
+def test_extended_xmp_that_no_main_packet_names_is_not_read():
+    """A DigitalSourceType in an extended XMP packet whose GUID no main packet names (HasExtendedXMP) decided
+    a real photo's verdict (xmp.ai-source-type, decisive) while Adobe's SDK, Skia and exiftool leave it out."""
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import XMP_TRAINED, jpeg_with_app1, with_jpeg_segments
+
+    guid = b"0123456789ABCDEF0123456789ABCDEF"
+    ext = [(0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid + struct.pack(">II", len(XMP_TRAINED), 0)
+            + XMP_TRAINED)]
+    main = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            b'<rdf:Description xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="%s"/>'
+            b'</rdf:RDF></x:xmpmeta>')
+    element = main.replace(b'xmpNote:HasExtendedXMP="%s"/>', b'><xmpNote:HasExtendedXMP>%s</xmpNote:HasExtendedXMP>'
+                                                              b'</rdf:Description>')
+    # The GUID elsewhere in the main packet (a comment, another property) is not HasExtendedXMP: matched as a
+    # substring, it had the hidden packet read and decide the verdict again.
+    other = main.replace(b'xmpNote:HasExtendedXMP="%s"/>', b'xmpNote:HasExtendedXMP="FEDCBA9876543210FEDCBA9876543210"'
+                         b' xmlns:dc="http://purl.org/dc/elements/1.1/" dc:identifier="' + guid + b'">'
+                         b'<!-- xmpNote:HasExtendedXMP="%s" --></rdf:Description>')
+    for packet, named, decided in ((main, b"FEDCBA9876543210FEDCBA9876543210", False), (main, guid, True),
+                                   (element, guid, True), (other, guid, False)):
+        data = with_jpeg_segments(jpeg_with_app1(b"http://ns.adobe.com/xap/1.0/\x00" + packet % named), ext, at=2)
+        rep = analyze(data, "x.jpg", options={"watermark": "never"})
+        assert any(e.id == "xmp.ai-source-type" for e in rep.evidence) is decided, rep.errors
+        assert any("which no main XMP packet names" in e for e in rep.errors) is not decided

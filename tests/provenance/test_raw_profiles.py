@@ -209,3 +209,24 @@ def test_a_broken_psd_or_a_psb_is_a_photoshop_file_not_an_unknown_format():
             decode_bytes(data)
         assert exc.value.code == "decode-error" and why in exc.value.message, exc.value.message
     assert _ids(_run(psb))["xmp.ai-source-type"].decisive
+
+
+def test_a_raw_profile_exif_before_the_png_exif_chunk_is_not_taken_for_the_files_exif():
+    # A camera's EXIF pasted as a raw profile ahead of a generator's eXIf chunk (Software: Midjourney): the first
+    # block was the EXIF, so the file counted a camera (-1.2) where Pillow and browsers show Midjourney.
+    from PIL import Image
+
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with, raw_profile_chunk
+
+    mj, cam = Image.Exif(), Image.Exif()
+    mj[0x0131] = "Midjourney"
+    cam[0x010F], cam[0x0110] = "Canon", "Canon EOS 5D"
+    cam.get_ifd(0x8769).update({0x829A: (1, 125), 0x829D: (28, 10), 0x8827: 200})
+    chunks = [raw_profile_chunk("exif", cam.tobytes()[6:]), png_chunk(b"eXIf", mj.tobytes()[6:])]
+    for order in (chunks, chunks[::-1]):
+        rep = analyze(png_with(order), "x.png", options={"watermark": "never"})
+        ev = {e.id: e for e in rep.evidence}
+        assert rep.facts["exif"]["where"] == "PNG eXIf" and "exif.camera" not in ev
+        assert ev["exif.software-generator"].strength == 3.0
+        assert "EXIF make: only in PNG zTXt 'Raw profile type exif'" in ev["metadata.conflict"].detail

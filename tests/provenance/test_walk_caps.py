@@ -284,5 +284,44 @@ def test_broken_compressed_text_chunks_count_toward_the_work_cap(monkeypatch, ke
     co = zlib.compressobj(9)
     broken = key + b"\x00\x00" + co.compress(b"a" * (1 << 16)) + co.flush(zlib.Z_FULL_FLUSH) + b"\xff" * 16
     b = containers.walk(png_with([png_chunk(b"zTXt", broken)] * 50))
-    assert len(inflated) == 1, len(inflated)
+    # a generator's key: its first chunk and the last one the caps left (a decoy must not hide it), no more
+    assert len(inflated) == (2 if key == b"parameters" else 1), len(inflated)
     assert any("the rest not read" in e for e in b.errors), b.errors
+
+
+def test_a_decoy_generator_chunk_and_64_mib_of_junk_do_not_hide_the_settings_after_them(monkeypatch):
+    """Only the first chunk of a generator's key was read past the caps: a `parameters` chunk holding a
+    caption, then 64 MiB of junk text, hid the A1111 settings after them (no generator, no decisive item),
+    the ones Pillow (the last of a key wins) and a UI's PNG Info show. The last of each key is read too."""
+    from aiidetect.testing.hostile import png_ztxt_bombs
+
+    settings = b"a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 64x48"
+    monkeypatch.setattr(containers, "PNG_MAX_TEXT_WORK_BYTES", 8 << 20, raising=False)   # 64 MiB, scaled down
+    bombs = png_ztxt_bombs(3)   # 12 MiB of text from 12 KB
+    junk = bombs[33:bombs.index(b"IDAT") - 4]
+    for ctype, body in ((b"tEXt", b"parameters\x00" + settings), (b"iTXt", b"parameters\x00\x00\x00\x00\x00" + settings)):
+        data = png_with([png_chunk(b"tEXt", b"parameters\x00just a caption"), junk, png_chunk(ctype, body),
+                         png_chunk(b"tEXt", b"Comment\x00after it")])
+        rep = analyze(data, "x.png", options={"watermark": "never"})
+        assert any("the rest not read" in e for e in rep.errors), rep.errors
+        (gen,) = [e for e in rep.evidence if e.id == "generator.parameters"]
+        assert gen.decisive and gen.data["seed"] == "1234" and "read past the text caps" in gen.source
+
+
+def test_no_camera_is_not_said_when_a_later_exif_block_names_one():
+    # An AI tool's EXIF first, a camera's pasted in a second APP1: the conflict note said "EXIF make: only in
+    # JPEG APP1 #2 ('Canon'), not used" and, beside it, "no camera metadata (make, model, exposure)".
+    import io
+
+    from PIL import Image
+
+    first, cam = Image.Exif(), Image.Exif()
+    first[0x0131] = "Midjourney v6"
+    cam[0x010F], cam[0x0110] = "Canon", "Canon EOS 5D"
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")
+    data = with_jpeg_segments(buf.getvalue(), [(0xE1, first.tobytes()), (0xE1, cam.tobytes())])
+    ev = {e.id: e for e in analyze(data, "x", options={"watermark": "never"}).evidence}
+    assert "metadata.no-camera" not in ev and "exif.camera" not in ev      # the first block is the EXIF, as before
+    assert "only in JPEG APP1 #2 ('Canon')" in ev["metadata.conflict"].detail
+    assert ev["exif.software-generator"].strength == 3.0

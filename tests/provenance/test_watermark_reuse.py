@@ -101,3 +101,41 @@ def test_decode_cost_benchmark_runs(dev_dir):
     res = json.loads(out.stdout)
     assert res["files"] == 2 and len(res["rows"]) == 6
     assert all(r["ms_per_file"] > 0 for r in res["rows"])
+
+
+def test_watermark_check_copies_the_pixel_grid_once(photo, monkeypatch):
+    """The check reads the whole grid as an array: through Image.tobytes (Pillow's array interface) it was
+    copied out in 64 KB pieces and joined into a second copy. Same votes, same facts, from one copy."""
+    marked = _marked(photo)
+    data = io.BytesIO()
+    marked.save(data, "PNG")
+    ref = analyze(data.getvalue(), "m.png")      # pixels through the check's own decode
+    info = {"mode": "RGB", "orientation": 1}
+    pieces = []
+    tobytes = Image.Image.tobytes
+    monkeypatch.setattr(Image.Image, "tobytes", lambda self, *a, **k: pieces.append(self.size) or tobytes(self, *a, **k))
+    reused = analyze(data.getvalue(), "m.png", image=marked, info=info)   # the scan's decoded image
+    assert pieces == []
+    assert reused.facts["watermark"] == ref.facts["watermark"] and ref.facts["watermark"]["checked"]
+    assert any(e.id == "watermark.match" for e in reused.evidence)
+    monkeypatch.undo()
+    from aiidetect.decode import rgb_array
+
+    a = rgb_array(marked)
+    assert a.shape == (512, 512, 3) and (a == np.asarray(marked)).all() and not a.flags.writeable
+    assert rgb_array(marked.convert("L")).shape == (512, 512)     # other modes: np.asarray's answer
+
+
+def test_decode_cost_benchmark_by_format_runs(dev_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "decode_cost.py"
+    out = subprocess.run([sys.executable, str(script), str(dev_dir / "real" / "ml72"), "--limit", "2", "--rounds", "1",
+                          "--by-format"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["all"]["files"] == 2 and sum(r["files"] for r in res["by_format"].values()) == 2
+    assert all(r["ms_per_file"] > 0 for r in res["by_format"].values())

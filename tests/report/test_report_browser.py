@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 from aiidetect.testing.report_corpus import hostile_records, make_report_corpus
 
 
@@ -117,6 +117,22 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     assert len(names) == len(recs)
     expected = [r["file"].replace("\udcff", "\ufffd") for r in recs]
     assert names == expected
+    # A screen reader moves by headings: each card's first one is its file's name (the sections under it,
+    # "What moved the verdict"..., one level down), and no level is skipped. Before, the cards' headings were
+    # only their sections', the same for every file.
+    heads = page.eval_on_selector_all("article.card", "as => as.map(a => { const h = a.querySelector("
+                                      "'h1,h2,h3,h4,h5,h6'); return [h.tagName, h.textContent]; })")
+    assert heads == [["H3", n] for n in expected]
+    levels = page.eval_on_selector_all("h1,h2,h3,h4,h5,h6", "hs => hs.map(h => +h.tagName[1])")
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels
+    assert page.eval_on_selector_all("article.card h4", "hs => hs.length") > len(recs)
+    # A verdict's symbol is for the eye (colour blindness, a black-and-white printout): a screen reader says
+    # its word alone, not "black up-pointing triangle" before every verdict in the counts, table and cards.
+    said = "\n".join(page.locator(sel).aria_snapshot() for sel in ("#overview .counts", "#files-table tbody",
+                                                                    "#cards"))
+    assert "AI-generated" in said and "uncertain" in said and f"{len(recs)} files" in said
+    assert not set("\u25b2\u2713\u2715") & set(said) and "? uncertain" not in said
+    assert "\u25b2 AI-generated" in page.locator("#files-table tbody").inner_text()  # still seen
     assert page.locator("#files-count").text_content().startswith(f"Showing 1\u2013100 of {len(recs)} files")
     shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -199,6 +215,9 @@ def test_phone_width(browser, report, tmp_path):
     assert shown and all("flagged" in c or "failed" in c for c in shown)
     n_unverified = sum(1 for r in recs if r["verdict"] != "likely-real")
     assert len(shown) == n_unverified and any("failed" in c for c in shown)
+    # ... with their thumbnails: loaded lazily, a card never scrolled to printed without one (Chromium's PDF).
+    thumbs = page.eval_on_selector_all("article.card.flagged img", "is => is.map(i => i.complete && i.naturalWidth > 0)")
+    assert len(thumbs) > 3 and all(thumbs), thumbs
     assert not page.is_visible("#files-table")
     assert problems == []
     page.close()
@@ -257,3 +276,26 @@ def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
         assert len(heights) == 2 and heights[0] < 250, heights
         assert problems == []
         page.close()
+
+
+def test_a_name_typed_with_its_joiner_finds_its_row(browser, tmp_path):
+    """The page shows a zero-width non-joiner, joiner or variation selector in a name as \\u200c...: a
+    Persian name typed as its keyboard writes it (with U+200C), or an emoji pasted with U+FE0F, found no
+    row. The box takes the name either way, raw or as the page shows it."""
+    names = ["fa/\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.jpg", "e/\u2764\ufe0f.jpg", "zw/photo\u200b.jpg",
+             "bs/photo\\u200b.jpg", "tag/x\U000e0041.jpg", "plain/photo.jpg"]
+    recs = [{"schema": "1.1", "file": n, "verdict": "uncertain", "p_ai": 0.5, "detectors": {}, "reasons": ["r"],
+             "error": None} for n in names]
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 1280, 900)
+    for query, want in (("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "fa/"), ("\u2764\ufe0f", "e/"),
+                        ("photo\u200b", "zw/"), ("photo\\u005cu200b", "bs/"),
+                        ("X\U000E0041", "tag/")):  # each finds another row than the one before
+        page.fill("#filter-text", query)
+        expect(page.locator("#files-table tbody td:nth-child(3)").first).to_contain_text(want)
+        expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
+    assert problems == []
+    page.close()

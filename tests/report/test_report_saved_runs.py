@@ -58,8 +58,8 @@ def test_a_large_run_keeps_every_row_and_caps_the_cards(tmp_path):
     text = "".join(doc.text)
     assert "Cards for 6 of 37 files." in text and "--max-cards 0" in text
     # The counts are those of every record, not of the cards.
-    for v, n in (("likely real", 20), ("uncertain", 10), ("error", 4), ("AI-generated", 3)):
-        assert f"{n}{'? ' if v == 'uncertain' else ''}" in text
+    for v, n in (("\u2713 likely real", 20), ("? uncertain", 10), ("\u2715 error", 4), ("\u25b2 AI-generated", 3)):
+        assert f"{n} {v}" in text
     # --max-cards 0: every card; --verdict: a part, which the page names.
     r = run_cli_in_process("report", str(run), "-o", str(out), "--max-cards", "0", "--no-thumbnails", "-q")
     assert r.returncode == 0 and len(assert_self_contained(out.read_text(encoding="utf-8")).cards) == 37
@@ -97,8 +97,9 @@ def test_max_cards_spends_no_thumbnail_on_a_file_the_page_has_no_room_for(tmp_pa
 
 
 def test_a_line_ends_at_newline_only(tmp_path):
-    """`scan -f jsonl` writes U+2028, U+0085 and \\x1c raw inside strings (a file name may hold them):
-    str.splitlines() cut such a record into three 'not JSON' error cards."""
+    """A saved run may hold U+2028, U+0085 and \\x1c raw inside strings (a file name may hold them; `scan`
+    wrote the first two raw until it escaped them): str.splitlines() cut such a record into three 'not JSON'
+    error cards."""
     name = "news/a\u2028b\x85c\x1cd.jpg"
     run = tmp_path / "run.jsonl"
     _write(run, [_rec(0, "uncertain", file=name), _rec(1, "likely-real")])
@@ -107,8 +108,8 @@ def test_a_line_ends_at_newline_only(tmp_path):
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
     assert "2 files (1 likely-real, 1 uncertain)" in r.stderr
     doc = assert_self_contained(out.read_text(encoding="utf-8"))
-    # control characters are shown as escapes, as in the table and CSV
-    assert [c["name"] for c in doc.cards] == ["news/a\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
+    # control characters and line separators are shown as escapes, as in the table and CSV
+    assert [c["name"] for c in doc.cards] == ["news/a\\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
 
 
 def test_a_run_saved_again_with_a_byte_order_mark_keeps_every_record(tmp_path):
@@ -528,3 +529,47 @@ def test_an_error_beside_ai_generated_is_kept_only_for_a_pixel_failure(tmp_path)
     r = run_cli("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
     assert [x[1] for x in _rows(out.read_text(encoding="utf-8"))] == ["ai-generated", "error", "error", "error"]
+
+
+def test_a_saved_run_whose_model_left_out_a_head_shows_the_band_that_decided(tmp_path):
+    """A head retrained since the model was fitted is left out, and the model's band set aside for one no
+    narrower than the rules' (fusion.without_retrained): the page drew the manifest's 0.20-0.80 beside
+    verdicts decided under 0.10-0.90, a file at 0.85 "uncertain" under a gauge calling 0.80 AI-generated."""
+    import hashlib
+
+    head = tmp_path / "fusion-desk"
+    head.mkdir()
+    dets = {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}},
+            "linear:b": {"weight": 1.0, "calibration": {"method": "none"}}}
+    manifest = json.dumps({"detector": "fusion", "name": "desk", "params": {"ai_threshold": 0.8, "bias": 2.0,
+                                                                           "real_threshold": 0.2,
+                                                                           "detectors": dets}}).encode()
+    (head / "manifest.json").write_bytes(manifest)
+    model = {"kind": "model", "name": "desk", "path": str(head), "sha256": hashlib.sha256(manifest).hexdigest(),
+             "left_out": ["linear:b"]}
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model, p_ai=0.85)])
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
+    assert "band 0.10\u20130.90" in text and "likely real at most 0.10" in text
+
+
+def test_invisible_characters_cannot_make_two_names_look_alike(tmp_path):
+    """"photo\\u200b.jpg" (a zero-width space) and "photo.jpg" are two files that the page drew alike, so a
+    reader could take one's verdict for the other's; U+2028 broke a name onto two lines, as a newline would.
+    Every character Unicode draws as nothing is shown as an escape, in the card and in the table's data."""
+    names = ["photo.jpg", "photo\u200b.jpg", "photo\u2060\ufeff.jpg", "photo\u00ad.jpg", "photo\U000e0041.jpg",
+             "a\u2028b.jpg", "photo\u200d\ufe0f.jpg"]
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(k, "uncertain", file=n, reasons=[f"why\u200b {k}"]) for k, n in enumerate(names)])
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    html = out.read_text(encoding="utf-8")
+    for c in "\u200b\u2060\ufeff\u00ad\U000e0041\u2028\u200d\ufe0f":
+        assert c not in html, hex(ord(c))
+    shown = ["photo.jpg", "photo\\u200b.jpg", "photo\\u2060\\ufeff.jpg", "photo\\u00ad.jpg", "photo\\U000e0041.jpg",
+             "a\\u2028b.jpg", "photo\\u200d\\ufe0f.jpg"]
+    assert [c["name"] for c in assert_self_contained(html).cards] == shown
+    assert [x[3] for x in _rows(html)] == shown and _rows(html)[1][6] == "why\\u200b 1"

@@ -9,8 +9,9 @@
             failed: r[8] === 1,
             hay: (r[3] + "\n" + r[6] + "\n" + (r[4] || "") + "\n" + r[1]).toLowerCase()};
   });
-  var LABEL = {"ai-generated": "\u25B2 AI-generated", "uncertain": "? uncertain", "likely-real": "\u2713 likely real",
-               "error": "\u2715 error"};
+  // The symbol is for the eye; a screen reader says the word alone (the symbol's span is aria-hidden).
+  var LABEL = {"ai-generated": ["\u25B2", "AI-generated"], "uncertain": ["?", "uncertain"],
+               "likely-real": ["\u2713", "likely real"], "error": ["\u2715", "error"]};
   var ORDER = {"ai-generated": 0, "uncertain": 1, "error": 2, "likely-real": 3};
   var tbody = document.querySelector("#files-table tbody");
   var q = document.getElementById("filter-text");
@@ -30,8 +31,19 @@
     return x === y ? a.i - b.i : (x < y ? -1 : 1) * state.dir;
   }
 
+  // The page shows a zero-width or control character in a name as \u200c (aiidetect.report.safe.printable):
+  // the query is written the same way, or a Persian name typed with its zero-width non-joiner, or an emoji
+  // pasted with its variation selector, found no row.
+  var HIDDEN = new RegExp(q.getAttribute("data-hidden") || "[]", "gu");
+  function shown(s) {
+    return s.replace(HIDDEN, function (c) {
+      var o = c.codePointAt(0);
+      return o > 0xFFFF ? "\\U" + ("0000000" + o.toString(16)).slice(-8) : "\\u" + ("000" + o.toString(16)).slice(-4);
+    });
+  }
+
   function apply() {
-    var text = q.value.trim().toLowerCase();
+    var text = shown(q.value.trim()).toLowerCase();
     var v = vsel.value;
     state.view = rows.filter(function (r) {
       // "error" also takes a file whose metadata decided its verdict beside an error, as --verdict error does
@@ -75,7 +87,12 @@
       var td = cell(tr, "");
       var b = document.createElement("span");
       b.className = "badge v-" + r.verdict;
-      b.textContent = LABEL[r.verdict] || r.verdict;
+      var lab = LABEL[r.verdict] || ["", r.verdict];
+      var sym = document.createElement("span");
+      sym.setAttribute("aria-hidden", "true");
+      sym.textContent = lab[0];
+      b.appendChild(sym);
+      b.appendChild(document.createTextNode(" " + lab[1]));
       td.appendChild(b);
       cell(tr, r.p === null ? "\u2014" : r.p.toFixed(3), "num");
       // A name or reason can be thousands of characters (PATH_MAX is 4,096 bytes): its cell scrolls
