@@ -24,7 +24,7 @@ from .records import Record
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
-                     PSD_MAX_ROWS, WEBP_PIXEL_COST)
+                     PSD_MAX_ROWS, WEBP_MAX_CHUNKS, WEBP_PIXEL_COST)
 from .structures import HeifRead, heif_layout_read, heif_read_of
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
@@ -139,7 +139,7 @@ PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "A
 def open_image(data: bytes, *, layout: HeifRead | None = None, stripped: bool = False):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
-    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's chunks, a GIF's
+    caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's or WebP's chunks, a GIF's
     sub-blocks before its first image, a PSD's image resources or rows, an RLE BMP's pixels) is refused here
     (DecodeFailure), before any reader can load it.
 
@@ -769,6 +769,8 @@ def structure_problem(data: bytes, fmt: str | None, layout: HeifRead | None = No
         return png_chunk_problem(data)
     if fmt == "GIF":
         return gif_walk(data, count=False)[0]
+    if fmt == "WEBP":
+        return webp_chunk_problem(data)
     if fmt == "PSD":
         return psd_problem(data)
     if fmt == "BMP" or fmt is None:     # a DIB (a BMP without its file header) sniffs as nothing
@@ -1088,6 +1090,17 @@ def png_chunk_problem(data: bytes) -> str | None:
     return None
 
 
+def webp_chunk_problem(data: bytes) -> str | None:
+    """Why a WebP holds more chunks than WEBP_MAX_CHUNKS (an animation's frames, one ANMF chunk each), or None.
+    Reads chunk headers only, as libwebp's demuxer walks them (structures.webp_chunks)."""
+    from .structures import webp_chunks
+
+    for i, _ in enumerate(webp_chunks(data)):
+        if i == WEBP_MAX_CHUNKS:
+            return f"more than {WEBP_MAX_CHUNKS} chunks (an animation's frames are one chunk each)"
+    return None
+
+
 def _admit_in_pillow(Image, max_pixels: int) -> None:
     """Pillow's MAX_IMAGE_PIXELS is one setting for the whole process: only ever raised, to let our
     limit through (Pillow raises above twice its setting, and only warns between). Set to each scan's
@@ -1222,15 +1235,30 @@ def _exif_transpose(img):
     return img if method is None else img.transpose(method)
 
 
+# The most bytes a pixel takes in the data Pillow's load() hands a raw decoder (16-bit RGBA).
+ROW_BYTES_PER_PIXEL = 8
+
+
 def loadable(img) -> None:
     """Drop what Pillow's own load() would trip over in an image it opened. A TIFF's XMP tag typed as numbers
     (SHORT, LONG: a malformed file, 30 bytes) is kept as a tuple in info["xmp"], typed ASCII as a str, which
     load() then searches with a bytes pattern for an orientation: TypeError, and the pixels of any TIFF were lost
     to one such entry (a `decode-error` instead of a verdict). The metadata readers read the tag from the file
-    themselves. Call it after the last seek (a seek sets info["xmp"] again)."""
+    themselves. Call it after the last seek (a seek sets info["xmp"] again).
+
+    Pillow's load() also reads an image's data in blocks of `decodermaxblock` (64 KiB) and joins each to what
+    its decoder has not consumed yet (`b = b + s`): a raw decoder consumes whole rows only, so a row longer than
+    a block was copied again for every block, its cost the square of its length. Pillow hands a WebP's decoded
+    frame to such a decoder: a 512-byte animation on a 16777216x1 canvas (16.8 MP, under the WebP pixel limit)
+    took load() 17.7 s and `scan -d metadata` 47 s, a 16000000x1 uncompressed TIFF (48 MB) 12.2 s, a BMP 10.0 s.
+    A block holds a whole row of up to 8 bytes a pixel here."""
     xmp = img.info.get("xmp") if isinstance(getattr(img, "info", None), dict) else None
     if xmp is not None and not isinstance(xmp, bytes):
         del img.info["xmp"]
+    try:
+        img.decodermaxblock = max(int(img.decodermaxblock), ROW_BYTES_PER_PIXEL * int(img.size[0]))
+    except (AttributeError, TypeError, ValueError):
+        pass
 
 
 def _orientation(img, info: dict) -> int:

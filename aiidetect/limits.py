@@ -74,10 +74,14 @@ PNG_MAX_CHUNKS = 100_000
 # chunks after the first are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
 # image.pixels_without_metadata says so): the pixels are the file's own.
 PNG_MAX_ICC_CHUNKS = 1
-# Chunks of a WebP walked for its metadata (provenance.containers) and handed to the C2PA reader. Its
-# decoder (libwebp's demuxer, in C) needs no cap; the walk in Python does. It sees one chunk a frame (each
-# frame's image sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM,
-# then one ANMF each), the PNG cap's count. Over it: the rest of the metadata is not read.
+# Chunks of a WebP, counted from their headers before any reader opens it (decode.webp_chunk_problem), walked
+# for its metadata (provenance.containers) and handed to the C2PA reader. One chunk a frame (each frame's image
+# sits inside its ANMF chunk, not beside it): an animation of almost 100,000 frames (VP8X, ANIM, then one ANMF
+# each), the PNG cap's count; 55 minutes at 30 frames a second. libwebp's demuxer, which Pillow opens every WebP
+# through, keeps a record of each frame (about 150 bytes) beside Pillow's copy of the file, though only the
+# first frame is decoded: 4 M one-pixel frames (200 MB: testing.hostile.webp_frames(4_000_000)) took `aiidetect
+# scan -d metadata` and `meta` 1.0 GB each (the file's bytes held, 200 MB, among them), 255 to 260 MB refused.
+# Over it: `decode-error`, and the rest of the metadata is not read.
 WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 
 # A PNG or WebP metadata chunk (text, EXIF, XMP, ICC profile, private) longer than this is not handed to Pillow:
@@ -191,6 +195,16 @@ TIFF_MAX_DECODED_VALUES = 1 << 18
 # (PngImagePlugin.MAX_TEXT_MEMORY, 64 MiB); a ComfyUI workflow, the largest text real files carry, about 1 MiB.
 # A chunk that fails to read (a zlib stream broken after megabytes of text) counts as the most one makes, 4 MiB.
 PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
+
+# Bytes of a C2PA manifest store handed to the C2PA reader (c2pa-rs, native code the time budget cannot stop), as
+# the metadata walk counts them: a JPEG's APP11 JUMBF segments, a PNG's caBX chunks, a WebP's C2PA chunks, a
+# HEIF/AVIF's top-level C2PA uuid boxes, the C2PA tags (52545) of a TIFF's IFD0, in all. c2pa-rs holds the store
+# several times over while it reads it: a 100 MB JPEG whose store carried a 100 MB box beside a signed manifest
+# (testing.hostile.jpeg_c2pa_store) took `aiidetect scan -d metadata` 693 MB and `meta` 688 MB (c2pa-rs alone
+# 526 MB), the same store after a HEIC (heif_c2pa_store) 626 MB and 589 MB; refused, 275 MB and 226 MB.
+# A store holds claims, signatures and a thumbnail per manifest (tens of KB each): real ones are KB to a few MB.
+# Over it: the manifest is not read (`c2pa.unreadable`, an error saying why).
+C2PA_MAX_STORE_BYTES = 32 * 1024 * 1024
 
 # Metadata parsing: per-file wall-clock budget. Parsers are linear and capped (below and in
 # aiidetect/provenance/*); the budget is the second line of defence. When it runs out the

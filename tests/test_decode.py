@@ -355,6 +355,55 @@ def test_png_of_too_many_chunks_refused_before_pillow_walks_them():
     assert e.value.code == "decode-error" and "chunks" in e.value.message
 
 
+def test_webp_of_too_many_chunks_refused_before_libwebp_lists_them(monkeypatch):
+    """libwebp's demuxer keeps a record of every frame (one ANMF chunk each) when Pillow opens a WebP, whose
+    pixels are one frame's: 4 M one-pixel frames (200 MB) took `scan -d metadata` 1 GB and `meta` as much.
+    Counted from the chunk headers first, as the metadata walk counts them; the cap itself decodes."""
+    from PIL import WebPImagePlugin
+
+    from aiidetect import decode
+    from aiidetect.decode import open_image
+    from aiidetect.testing.hostile import webp_frames
+
+    monkeypatch.setattr(decode, "WEBP_MAX_CHUNKS", 10, raising=False)
+    img, info = decode_bytes(webp_frames(8))      # VP8X, ANIM and 8 frames
+    assert info["format"] == "WEBP" and info["frames"] == 8
+    monkeypatch.setattr(WebPImagePlugin.WebPImageFile, "_open", _never("Pillow's WebP reader"))
+    for read in (decode_bytes, open_image):
+        with pytest.raises(DecodeFailure) as e:
+            read(webp_frames(9))
+        assert e.value.code == "decode-error" and "more than 10 chunks" in e.value.message
+
+
+def test_a_needle_webp_row_is_handed_to_pillows_decoder_once_not_a_block_at_a_time(monkeypatch):
+    """Pillow's load() reads in 64 KiB blocks and joins each to what its raw decoder left, which consumes whole
+    rows: a 512-byte animation on a 16777216x1 canvas took load() 17.7 s and `scan -d metadata` 47 s, every block
+    copying the row so far again. decode.loadable lets a block hold a row: the bytes handed over stay linear."""
+    from PIL import Image
+
+    from aiidetect.testing.hostile import webp_frames
+
+    handed = []
+    real = Image._getdecoder
+
+    class Counting:
+        def __init__(self, dec):
+            self._dec = dec
+
+        def __getattr__(self, name):
+            return getattr(self._dec, name)
+
+        def decode(self, b):
+            handed.append(len(b))
+            return self._dec.decode(b)
+
+    monkeypatch.setattr(Image, "_getdecoder", lambda *a, **k: Counting(real(*a, **k)))
+    w = 1 << 20
+    img, info = decode_bytes(webp_frames(2, w, 1))
+    assert img.size == (w, 1)
+    assert sum(handed) <= 2 * 4 * w, f"{len(handed)} calls handed {sum(handed)} bytes for a {4 * w}-byte row"
+
+
 def test_a_psd_named_on_the_command_line_is_decoded_and_its_declared_size_checked():
     """PSD is among the formats Pillow may open (decode.PILLOW_FORMATS): its composite is the picture. A
     PSD claiming 30000x30000 is `too-large` from its header, before any pixel is read."""

@@ -140,9 +140,25 @@ class C2paFacts:
         return out
 
 
+def _not_read(problem: str) -> ValueError:
+    return ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA reader's "
+                      "time or memory grows with it and cannot be stopped)")
+
+
+def check_store(store_bytes: int) -> None:
+    """Raises ValueError when a manifest store of `store_bytes` (containers.Blobs.jumbf_bytes, the bytes of its
+    segments, chunks, boxes or tags as the walk saw them) is too big to hand to the reader."""
+    from .containers import c2pa_store_problem
+
+    problem = c2pa_store_problem(store_bytes)
+    if problem:
+        raise _not_read(problem)
+
+
 def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) -> C2paFacts:
     """Raises C2paUnavailable (library missing) or ValueError (store unreadable, or a container too
-    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw."""
+    big to hand to the reader). chunks: PNG/WebP chunks the container walker saw. The store's size is
+    check_store's (its caller's, which has the walk's count)."""
     try:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
@@ -151,8 +167,7 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) ->
 
     problem = c2pa_structure_problem(data, fmt, chunks)
     if problem:
-        raise ValueError(f"C2PA manifest store not read: {problem} (past what a real file holds; the C2PA "
-                         "reader's time grows with it and cannot be stopped)")
+        raise _not_read(problem)
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
         ctx = _offline_context(lib)

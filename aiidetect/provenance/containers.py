@@ -12,7 +12,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker
-from ..limits import JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS, PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS
+from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+                      PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 from .xmp import MAX_XMP_READ_BYTES
@@ -64,6 +65,8 @@ class Blobs:
     xmp: list[tuple[bytes, str]] = field(default_factory=list)
     texts: list[tuple[str, str, str]] = field(default_factory=list)   # (key, value, where)
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
+    # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks, HEIF/AVIF C2PA boxes and TIFF C2PA tags
+    jumbf_bytes: int = 0
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
@@ -205,8 +208,30 @@ def walk(data: bytes, time_left=None, layout=None) -> Blobs:
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
         b.jumbf.append(f"{fmt} box")
+        b.jumbf_bytes += _c2pa_store_bytes(data, fmt)
     b.exif, b.xmp = _numbered(b.exif), _numbered(b.xmp)
     return b
+
+
+# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID) and a TIFF's (tag 52545).
+C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+C2PA_TIFF_TAG = 0xCD41
+
+
+def _c2pa_store_bytes(data: bytes, fmt: str) -> int:
+    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFD0, from their
+    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES)."""
+    try:
+        if fmt == "TIFF":
+            from .tiffguard import ifd_entries
+
+            e = "<" if data[:2] == b"II" else ">"
+            return sum(size for tag, size, _ in ifd_entries(data, e, struct.unpack_from(e + "I", data, 4)[0])
+                       if tag == C2PA_TIFF_TAG)
+        return sum(stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
+                   if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID)
+    except (struct.error, ValueError):
+        return 0
 
 
 def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
@@ -319,6 +344,7 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"JPEG: APP13 image resources over {MAX_IRB_BYTES} bytes; the rest ignored")
                 app13_bytes = MAX_IRB_BYTES + 1
         elif marker == 0xEB and (b"jumb" in seg[:64] or seg[:2] == b"JP"):
+            b.jumbf_bytes += len(seg)
             if "JPEG APP11" not in b.jumbf:
                 b.jumbf.append("JPEG APP11")
         elif marker == 0xFE:
@@ -493,6 +519,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
             b.jumbf.append("PNG caBX")
+            b.jumbf_bytes += length
         elif ctype == b"IEND":
             tail = data[pos + 12:pos + 12 + MAX_TEXT_BYTES]
             if any(t in tail for t in (b"tEXt", b"zTXt", b"iTXt", b"eXIf")):
@@ -673,6 +700,7 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             b.jumbf.append("WebP C2PA chunk")
+            b.jumbf_bytes += size
         elif fourcc == b"VP8X" and len(body) >= 10:
             b.width = 1 + int.from_bytes(body[4:7], "little")
             b.height = 1 + int.from_bytes(body[7:10], "little")
@@ -685,15 +713,13 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         pos += 8 + size + (size & 1)
     else:
         if pos + 8 <= end:   # a chunk past the cap, not a file of exactly that many
-            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS, decoder=False))
+            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
             b.cut = True
             b.chunks += 1
 
 
-def _over_cap(fmt: str, what: str, cap: int, decoder: bool = True) -> str:
-    # libwebp's demuxer (in C) takes a WebP of any chunk count: its pixels are scored, the rest unread here.
-    also = " (the decoder's cap too)" if decoder else " (the decoder reads on)"
-    return f"{fmt}: more than {cap} {what}{also}; the metadata after them was not read"
+def _over_cap(fmt: str, what: str, cap: int) -> str:
+    return f"{fmt}: more than {cap} {what} (the decoder's cap too); the metadata after them was not read"
 
 
 # --- PSD -------------------------------------------------------------------
@@ -823,6 +849,14 @@ C2PA_MAX_TIFF_ENTRIES = 20_000
 _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, b"dinf": 0, b"edts": 0,
                     b"udta": 0, b"mvex": 0, b"moof": 0, b"traf": 0, b"mfra": 0, b"iprp": 0, b"ipco": 0,
                     b"grpl": 0, b"meta": 4, b"iref": 4}
+
+
+def c2pa_store_problem(store_bytes: int) -> str | None:
+    """Why a manifest store of `store_bytes` (its segments, chunks, boxes or tags: Blobs.jumbf_bytes) is too big
+    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None."""
+    if store_bytes > C2PA_MAX_STORE_BYTES:
+        return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
+    return None
 
 
 def c2pa_structure_problem(data: bytes, fmt: str | None, chunks: int = 0) -> str | None:

@@ -545,6 +545,67 @@ def gif_frames_with(before: bytes = b"", first_blocks: int = 0, frames: int = 1)
     return out + first + (image + b"\x02\x44\x01\x00") * (frames - 1) + b"\x3b"
 
 
+def jumbf_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def c2pa_store(size: int, manifest: bytes = b"") -> bytes:
+    """A C2PA manifest store (a JUMBF superbox labelled `c2pa`) of about `size` bytes: `manifest` (the boxes of a
+    real store, or nothing) beside a JSON box of spaces. c2pa-rs holds a store several times over while it reads
+    it: one of 100 MB in a JPEG took `scan -d metadata` 693 MB; over limits.C2PA_MAX_STORE_BYTES it is not read."""
+    c2pa_uuid, json_uuid = bytes.fromhex("6332706100110010800000aa00389b71"), bytes.fromhex("6a736f6e00110010800000aa00389b71")
+    pad = jumbf_box(b"jumb", jumbf_box(b"jumd", json_uuid + b"\x03pad\x00") + jumbf_box(b"json", b" " * size))
+    return jumbf_box(b"jumb", jumbf_box(b"jumd", c2pa_uuid + b"\x03c2pa\x00") + manifest + pad)
+
+
+def jpeg_c2pa_store(size: int, manifest: bytes = b"") -> bytes:
+    """A JPEG whose APP11 segments hold c2pa_store(size, manifest), each segment after the first repeating the
+    superbox's header, as JPEG's JUMBF embedding asks."""
+    store = c2pa_store(size, manifest)
+    room = 65533 - 8 - 8     # a segment's payload after its JP header and the repeated superbox header
+    segs = [(0xEB, b"JP" + struct.pack(">HI", 0x0211, 1) + store[:room + 8])]
+    segs += [(0xEB, b"JP" + struct.pack(">HI", 0x0211, 2 + i // room) + store[:8] + store[8 + room + i:8 + 2 * room + i])
+             for i in range(0, len(store) - 8 - room, room)]
+    return with_jpeg_segments(_enc(_noise(), "JPEG", quality=85), segs)
+
+
+def heif_c2pa_store(size: int, heif: bytes, manifest: bytes = b"") -> bytes:
+    """`heif` (a HEIF or AVIF file) with c2pa_store(size, manifest) in a top-level C2PA `uuid` box after it, where
+    c2pa-rs reads it (100 MB after a 1.4 MB HEIC: `scan -d metadata` 626 MB, c2pa-rs alone 527 MB)."""
+    payload = (bytes.fromhex("d8fec3d61b0e483c92975828877ec481") + bytes(4) + b"manifest\x00" + bytes(8)
+               + c2pa_store(size, manifest))
+    return heif + struct.pack(">I", 8 + len(payload)) + b"uuid" + payload
+
+
+def webp_chunk(fourcc: bytes, payload: bytes) -> bytes:
+    """One RIFF chunk of a WebP: its FourCC, a little-endian size, the payload, a pad byte to an even size."""
+    return fourcc + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) & 1)
+
+
+def webp_riff(chunks: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def webp_vp8x(w: int, h: int, flags: int = 0x02) -> bytes:
+    """The extended header: flags (0x02 animation, 0x04 XMP, 0x08 EXIF, 0x10 alpha, 0x20 ICC), the canvas size."""
+    return webp_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+
+
+def webp_frame(w: int = 1, h: int = 1, x: int = 0, y: int = 0) -> bytes:
+    """An ANMF chunk: a w x h lossless frame at (x, y) (even offsets), shown 100 ms."""
+    still = _enc(Image.new("RGB", (w, h), (10, 20, 30)), "WEBP", lossless=True)
+    return webp_chunk(b"ANMF", (x // 2).to_bytes(3, "little") + (y // 2).to_bytes(3, "little")
+                      + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little") + (100).to_bytes(3, "little")
+                      + b"\x00" + still[12:])
+
+
+def webp_frames(n: int, w: int = 1, h: int = 1) -> bytes:
+    """An animated WebP of `n` one-pixel frames on a w x h canvas, 50 bytes a frame: libwebp's demuxer keeps a
+    record of every frame at open (4 M frames, 200 MB, took `scan -d metadata` 1 GB). Over
+    limits.WEBP_MAX_CHUNKS chunks (VP8X, ANIM and one ANMF a frame) it is refused before any reader opens it."""
+    return webp_riff(webp_vp8x(w, h) + webp_chunk(b"ANIM", bytes(6)) + webp_frame() * n)
+
+
 def psd_rows(rows: int, layers: int = 0) -> bytes:
     """A 1-pixel-wide greyscale packbits PSD of `rows` rows (layers: an 8x8 RGB one with that many
     one-channel layers of `rows` rows): Pillow reads a row table a row at a time in Python, at open for

@@ -197,3 +197,39 @@ def test_a_png_of_a_million_chunks_is_not_handed_to_the_c2pa_reader():
             + chunk(b"caBX", b"jumbc2pa") + chunk(b"teXt", b"") * 200_000 + chunk(b"IEND", b""))
     rep = analyze(data, "x", options={"watermark": "never"})
     assert any("C2PA manifest store not read: 100001 chunks (over 100000)" in e for e in rep.errors), rep.errors
+
+
+def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypatch):
+    # c2pa-rs holds a store several times over while it reads it, in native code: a 100 MB JPEG whose store held a
+    # 100 MB box beside a signed manifest took `scan -d metadata` 693 MB. The walk counts the store's APP11 bytes.
+    import c2pa
+
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import c2pa_store, heif_c2pa_store, jpeg_c2pa_store, tiff_file
+
+    handed = []
+
+    class Reader:
+        def __init__(self, mime, stream, *a, **kw):
+            handed.append(len(stream.getvalue()))
+            raise ValueError("no manifest here")
+
+    monkeypatch.setattr(c2pa, "Reader", Reader)
+    monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000, raising=False)
+    small, big = jpeg_c2pa_store(80_000), jpeg_c2pa_store(120_000)   # two and three APP11 segments
+    rep = analyze(small, "x", options={"watermark": "never"})
+    assert handed == [len(small)] and not any("not read" in e for e in rep.errors), rep.errors
+    rep = analyze(big, "x", options={"watermark": "never"})
+    assert handed == [len(small)], "the reader was handed the store over the cap"
+    assert any("C2PA manifest store not read: a manifest store of" in e and "(over 100000)" in e
+               for e in rep.errors), rep.errors
+    assert "c2pa.unreadable" in {e.id for e in rep.evidence}
+    # A HEIF's store is a top-level uuid box (100 MB after a HEIC: 626 MB), a TIFF's a tag (c2pa-rs alone: 526 MB).
+    heif = struct.pack(">I", 20) + b"ftypheic" + bytes(4) + b"mif1"
+    for data in (heif_c2pa_store(80_000, heif), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(80_000))])):
+        analyze(data, "x", options={"watermark": "never"})
+    assert len(handed) == 3, "a store under the cap is read"
+    for data in (heif_c2pa_store(120_000, heif), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(120_000))])):
+        rep = analyze(data, "x", options={"watermark": "never"})
+        assert len(handed) == 3, "the reader was handed the store over the cap"
+        assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors

@@ -166,8 +166,8 @@ def test_no_camera_is_not_said_of_an_exif_block_refused_for_a_cap():
 
 
 def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monkeypatch):
-    # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread); past the
-    # cap it said "the decoder's cap too", but libwebp decodes a WebP of any chunk count.
+    # The walk said "more than N chunks" of a WebP of exactly N (and its C2PA store went unread). Past the cap
+    # the decoder refuses the file too (decode.webp_chunk_problem: libwebp's demuxer keeps every frame's record).
     import io
 
     from PIL import Image
@@ -181,7 +181,7 @@ def test_a_webp_of_exactly_the_cap_is_walked_whole_and_one_over_it_is_said(monke
     assert (b.chunks, b.errors, b.cut) == (n, [], False)
     monkeypatch.setattr(containers, "WEBP_MAX_CHUNKS", n - 1)
     b = containers.walk(data)
-    assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder reads on); the metadata after "
+    assert b.cut and b.errors == [f"WebP: more than {n - 1} chunks (the decoder's cap too); the metadata after "
                                   "them was not read"]
 
 
