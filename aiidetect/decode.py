@@ -1351,6 +1351,10 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
                 s.phash = None
         if transform is not None:
             img = transform(img, s)
+            if s.layout is not None and s.layout.data is not s.data:
+                # it replaced the bytes (evaluation's perturbations): a read of the file's stands for none the
+                # detectors see (heif_read_of) and would hold the file's bytes beside the new ones until _done
+                s.layout = None
         for spec in preprocess_specs:
             s.pixels[spec_key(spec)] = apply(img, spec)
         if keep_image:
