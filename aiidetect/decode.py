@@ -66,7 +66,9 @@ class Sample:
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
     phash: int | None = None               # phash_bytes of the bytes, when a trainer or eval asks
     # A HEIF/AVIF's structures.heif_layout_read(data), made for the decode and handed to the metadata walk
-    # (its item tables read once a file); it holds the bytes, so it goes wherever they go.
+    # (its item tables read once a file), where the caller asks (decode_sample's keep_layout): it holds the
+    # bytes, and its tables can be MBs for a 100-byte file (65,536 zero-byte `iloc` extents), so no sample
+    # handed back to a caller holds it.
     layout: Any = None
 
     @property
@@ -1347,11 +1349,14 @@ def phash_decoded(data: bytes, img: Any, info: dict, limits: Any = None, admit: 
 def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_specs: Sequence[Mapping[str, Any]] = (),
                   keep_image: bool = False, draft: int | None = None,
                   transform: Callable[[Any, Sample], Any] | None = None,
-                  admit: Callable[[int], None] | None = None, phash: bool = False) -> Sample:
+                  admit: Callable[[int], None] | None = None, phash: bool = False,
+                  keep_layout: bool = False) -> Sample:
     """Decode the bytes read by read_sample and preprocess for every head's spec;
     `transform(image, sample) -> image` acts between the two. Never raises.
     `admit` as for decode_bytes. `phash`: s.phash gets phash_decoded of the bytes
-    (before the transform; None when its own decode fails, the file's pixels still count)."""
+    (before the transform; None when its own decode fails, the file's pixels still count).
+    `keep_layout`: a HEIF/AVIF's read of its item tables is kept as s.layout, for per-file detectors
+    that read these bytes next and drop it after (pipeline.stages.DecodeStage)."""
     from .preprocess import apply, spec_key
 
     rec = s.record
@@ -1359,10 +1364,11 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
         if phash:  # imported only when asked: a scan's first read under a deadline would pay for it
             from .perceptual import hash_decode_pixels
         data = s.data or b""
-        if sniff_format(data) in ("HEIF", "AVIF"):
-            # read here, not inside decode_bytes, so the metadata detector's walk of these bytes has it too
-            s.layout = heif_layout_read(data)
-        img, info = decode_bytes(data, limits, draft=draft, admit=admit, layout=s.layout,
+        # read here, not inside decode_bytes, so the metadata detector's walk of these bytes can have it too
+        layout = heif_layout_read(data) if sniff_format(data) in ("HEIF", "AVIF") else None
+        if keep_layout:
+            s.layout = layout
+        img, info = decode_bytes(data, limits, draft=draft, admit=admit, layout=layout,
                                  reserve=hash_decode_pixels if phash else None)
         rec.format, rec.width, rec.height = info["format"], info["width"], info["height"]
         rec.image_info = {k: info[k] for k in ("mode", "frames", "orientation", "has_alpha") if k in info}
@@ -1379,6 +1385,10 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
                 s.phash = None
         if transform is not None:
             img = transform(img, s)
+            if s.layout is not None and s.layout.data is not s.data:
+                # it replaced the bytes (evaluation's perturbations): a read of the file's stands for none the
+                # detectors see (heif_read_of) and would hold the file's bytes beside the new ones until _done
+                s.layout = None
         for spec in preprocess_specs:
             s.pixels[spec_key(spec)] = apply(img, spec)
         if keep_image:

@@ -67,6 +67,9 @@ class PixelReader:
     byte_budget: "ByteBudget | None" = None
     # s.phash of each file (decode.phash_decoded: its extra decode, when one, under `budget`)
     phash: bool = False
+    # s.layout (decode_sample's keep_layout): only for a caller whose per-file detectors read the bytes next
+    # and drop it after (the scan's DecodeStage), as its tables can be MBs for a 100-byte file
+    keep_layout: bool = False
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -90,7 +93,7 @@ class PixelReader:
                 return self.decode(s, admit)
         if s.ok:
             decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
-                          transform=self.transform, admit=admit, phash=self.phash)
+                          transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
         if not self.keep_bytes:
             s.data = s.layout = None
         return s

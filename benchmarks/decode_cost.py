@@ -197,8 +197,6 @@ def main() -> int:
                           "machine": machine()}, indent=1))
         return 0
     if a.by_format:
-        import aiidetect
-
         m = machine()   # the load before the passes, as the other modes give it
         res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
                **by_format(paths, a.rounds), "machine": m}

@@ -1482,6 +1482,45 @@ def test_a_scan_reads_a_heifs_item_tables_once_for_the_decode_and_the_metadata_w
             {k: v for k, v in ref.facts.items() if k != "watermark"}, what
 
 
+def test_a_sample_handed_back_to_a_caller_holds_no_heif_read(tmp_path):
+    """The decode's read of a HEIF's item tables is kept on the sample only for the scan's per-file detectors,
+    which drop it after (DecodeStage): its tables can be MBs for a file of 100 bytes (65,000 zero-byte `iloc`
+    extents: 4 MB), and decode_path, a PixelReader or iter_pixels keeping the bytes held it for every sample
+    they handed back (20 samples of that file: 82 MB)."""
+    from aiidetect.decode import decode_sample, read_sample
+    from aiidetect.pixels import PixelReader, iter_pixels
+    from aiidetect.testing.hostile import heif_iloc_zero_fields
+
+    path = tmp_path / "tables.heic"
+    path.write_bytes(heif_iloc_zero_fields(1, 65000))
+    handed = [decode_path(str(path)), PixelReader()(str(path)),
+              *iter_pixels([str(path)], keep_bytes=True, workers=1)]
+    assert all(s.data is not None and s.layout is None for s in handed)
+    s = decode_sample(read_sample(str(path)), keep_layout=True)     # the scan's reader asks for it
+    assert s.layout is not None and s.layout.data is s.data and len(s.layout.layout.extents[1][1]) == 65000
+
+def test_a_transform_that_replaces_a_heifs_bytes_drops_the_decodes_read_of_them():
+    """Evaluation's perturbations hand the detectors re-encoded bytes (s.data) after the decode: the decode's read
+    of the file's own (Sample.layout) stands for none of them and held the file's bytes beside the new ones
+    through the per-file detectors."""
+    from aiidetect.decode import Sample, decode_sample
+    from aiidetect.records import Record
+    from aiidetect.testing.hostile import avis
+
+    def reencode(img, s):
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        s.data = out.getvalue()
+        return img
+
+    for transform, kept in ((None, True), (reencode, False)):
+        data = avis(2, 8, 8)
+        s = Sample(index=0, path="a.avif", record=Record(file="a.avif"), data=data)
+        decode_sample(s, transform=transform, keep_layout=True)
+        assert s.ok, s.record.error
+        assert (s.layout is not None and s.layout.data is data) == kept
+
+
 def test_a_heif_layout_read_of_other_bytes_checks_nothing_of_these(monkeypatch):
     """A layout handed down (structures.heif_layout_read) stands for the bytes it was read from and no other: a
     caller handing open_image or decode_bytes the read of another file (a stale one, a benign one beside a

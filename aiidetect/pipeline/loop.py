@@ -75,7 +75,8 @@ class Pipeline:
             idents = self.plan.identities(self.limits)
             self._cache = ResultCacheStage(cache, idents) if idents else None
         plan = self.plan
-        reader = PixelReader(plan.specs, self.limits, plan.draft, plan.keep_image or plan.image_for_file_dets)
+        reader = PixelReader(plan.specs, self.limits, plan.draft, plan.keep_image or plan.image_for_file_dets,
+                             keep_layout=True)
         self.decoding = DecodeStage(reader, plan.worker_dets, self._cache, decoder,
                                     drop_image=plan.image_for_file_dets and not plan.keep_image,
                                     drop_bytes=not plan.bytes_for_model)
