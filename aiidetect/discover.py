@@ -298,9 +298,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             return False
         if (folder.st_dev, folder.st_ino) not in walked:
             return False
-        # A link the walk followed gave its target a record; one it counted as reaching a scanned file
-        # leaves the record to that file; one leading out of the scanned folders gave none.
-        return not is_link or fence.allows(os.path.realpath(p))
+        # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
+        # the record to that file; one leading out of the folders scanned then gave none, even if the
+        # folder it leads into was named on stdin since (the fence as it stands now would say "followed").
+        return not is_link or walk_reaches(os.path.realpath(p))
 
     def new(key) -> bool:
         key = _packed(key)

@@ -374,3 +374,17 @@ def test_a_path_over_many_reads_comes_whole():
     name = "/" + "é" * (2 << 20)
     data = f"/a.jpg\r\n{name}\r\n/b.jpg".encode()
     assert read_path_list(io.BufferedReader(_Pieces(data, 997), 997)) == ["/a.jpg", name, "/b.jpg"]
+
+
+def test_a_link_named_on_stdin_after_its_target_folder_has_its_record(tmp_path):
+    # `arch` is walked before `outside` is named: its link is left then (outside the folders so far). Named on
+    # stdin after `outside` came, the link was taken for one the walk had followed, and dropped as a
+    # duplicate: its target is no image by name, so `outside`'s walk gave it no record either, and the file
+    # named explicitly had none at all
+    arch, outside = tmp_path / "arch", tmp_path / "outside"
+    arch.mkdir()
+    outside.mkdir()
+    (outside / "blob").write_bytes(b"x")
+    os.symlink(outside / "blob", arch / "link.jpg")
+    c, s = discover([], stdin=io.StringIO(f"{arch}\n{outside}\n{arch / 'link.jpg'}\n"))
+    assert names(c, tmp_path) == ["arch/link.jpg"] and c[0].explicit
