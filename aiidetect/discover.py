@@ -284,16 +284,17 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 return True
         return False
 
-    def walk_gave(p: str) -> bool:
+    def walk_gave(p: str, key) -> bool:
         """Whether a folder walked before gave the file named `p` a record: its folder was walked and the
-        walk takes such a file (the rules of walk() below, for a file met there)."""
-        name = os.path.basename(p)
-        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS or not _wanted(p, include, exclude):
+        walk takes such a file (the rules of walk() below, for a file met there). `key`: _file_key(p)."""
+        # Cheapest first: a `find -type f` list names no folder, and its millions of files cost the three
+        # stats of from_args alone (three more each here, on a network share, before anything was asked).
+        if not walked or not isinstance(key, tuple):  # no folder walked yet; p does not stat (a broken link)
+            return False
+        if os.path.splitext(os.path.basename(p))[1].lower() not in IMAGE_EXTS or not _wanted(p, include, exclude):
             return False
         try:
             folder = os.stat(os.path.dirname(p) or ".")
-            is_link = os.path.islink(p)
-            os.stat(p)
         except OSError:
             return False
         if (folder.st_dev, folder.st_ino) not in walked:
@@ -301,7 +302,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
         # the record to that file; one leading out of the folders scanned then gave none, even if the
         # folder it leads into was named on stdin since (the fence as it stands now would say "followed").
-        return not is_link or walk_reaches(os.path.realpath(p))
+        return not os.path.islink(p) or walk_reaches(os.path.realpath(p))
 
     def new(key) -> bool:
         key = _packed(key)
@@ -420,7 +421,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 key = _file_key(a)
-                if on_stdin and _packed(key) not in seen and walk_gave(a):
+                if on_stdin and _packed(key) not in seen and walk_gave(a, key):
                     summ.duplicates += 1
                     continue
                 if new(key):

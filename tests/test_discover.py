@@ -388,3 +388,18 @@ def test_a_link_named_on_stdin_after_its_target_folder_has_its_record(tmp_path):
     os.symlink(outside / "blob", arch / "link.jpg")
     c, s = discover([], stdin=io.StringIO(f"{arch}\n{outside}\n{arch / 'link.jpg'}\n"))
     assert names(c, tmp_path) == ["arch/link.jpg"] and c[0].explicit
+
+
+def test_a_list_of_files_costs_three_stats_a_file(tmp_path, monkeypatch):
+    # `find /share -type f | aiidetect scan -`: each file named is stat'ed to tell a folder, a missing path and
+    # a file named twice (3 calls); asking whether a folder walked before gave it a record cost 3 more a file
+    # when no folder had been walked at all (a million files on a network share: 3 million round trips)
+    root = _tree(tmp_path)
+    lst = "".join(f"{root / p}\n" for p in ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "top.gif", "data.bin"])
+    calls = []
+    for fn in ("stat", "lstat"):
+        real = getattr(os, fn)
+        monkeypatch.setattr(os, fn, lambda *a, _real=real, **k: calls.append(a[0]) or _real(*a, **k))
+    c, _ = discover([], stdin=io.StringIO(lst))
+    monkeypatch.undo()
+    assert len(c) == 5 and len(calls) <= 3 * 5, calls
