@@ -104,7 +104,19 @@ def iter_path_list(stream) -> Iterator[str]:
     # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
     # not UTF-8, and a text-mode read would fail on the first one.
     src = getattr(stream, "buffer", stream)
-    read = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
+    read_now = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
+
+    def read(n: int):
+        try:
+            return read_now(n)
+        except ValueError:
+            # From Python, `with open(list) as f: records = scanner.scan("-", stdin=f)` closed the list before
+            # the first record asked for it: "read of closed file" from deep inside discovery said nothing.
+            if getattr(src, "closed", False) or getattr(stream, "closed", False):
+                raise ValueError("the stream listing paths (stdin) was closed before it was read: it is read as "
+                                 "the records are iterated, so keep it open until they are done") from None
+            raise
+
     got: list = []
     size, ended = 0, False
     while True:
