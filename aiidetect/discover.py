@@ -274,7 +274,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
-    walked: set[tuple[int, int]] = set()   # folders whose entries the walk went through
+    # Folders whose entries the walk went through, with the path they were walked by when --include or
+    # --exclude is given: the filters judged their files by that spelling, not the one a list names them by.
+    walked: dict[tuple[int, int], str | None] = {}
+    filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
     # walk_gave tells whether a folder walked before it gave it a record.
@@ -303,13 +306,15 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         # stats of from_args alone (three more each here, on a network share, before anything was asked).
         if not walked or not isinstance(key, tuple):  # no folder walked yet; p does not stat (a broken link)
             return False
-        if os.path.splitext(os.path.basename(p))[1].lower() not in IMAGE_EXTS or not _wanted(p, include, exclude):
+        name = os.path.basename(p)
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
             return False
         try:
             folder = os.stat(os.path.dirname(p) or ".")
         except OSError:
             return False
-        if (folder.st_dev, folder.st_ino) not in walked:
+        fk = (folder.st_dev, folder.st_ino)
+        if fk not in walked or (filtered and not _wanted(os.path.join(walked[fk], name), include, exclude)):
             return False
         # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
         # the record to that file; one leading out of the folders scanned then gave none, even if the
@@ -339,7 +344,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             if not again:
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
-        walked.update(ancestors)  # the top folder (its one ancestor so far), listed
+        for k in ancestors:  # the top folder (its one ancestor so far), listed
+            walked.setdefault(k, top if filtered else None)
         stack = [(iter(entries), ancestors, again)]
         while stack:
             it, ancestors, again = stack[-1]
@@ -391,7 +397,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
-                walked.add(key)
+                walked.setdefault(key, p if filtered else None)
                 stack.append((iter(sub), ancestors | {key}, twice))
                 continue
             if not is_image:

@@ -403,3 +403,13 @@ def test_a_list_of_files_costs_three_stats_a_file(tmp_path, monkeypatch):
     c, _ = discover([], stdin=io.StringIO(lst))
     monkeypatch.undo()
     assert len(c) == 5 and len(calls) <= 3 * 5, calls
+
+
+def test_a_file_named_on_stdin_in_other_spelling_than_its_walked_folder_keeps_its_record(tmp_path, monkeypatch):
+    # the walk of `root` left a/1.jpg out by --exclude (its path as walked matches); named on stdin relative to
+    # the working folder, the file was judged by that spelling, which the pattern misses: taken for one the
+    # walk had given a record, it was dropped as a duplicate, and the file named explicitly had none at all
+    root = _tree(tmp_path)
+    monkeypatch.chdir(root)
+    c, s = discover([], stdin=io.StringIO(f"{root}\na/1.jpg\n"), exclude=[f"{root}/a/*"])
+    assert "a/1.jpg" in [x.path for x in c] and s.duplicates == 0
