@@ -90,7 +90,8 @@ def read_path_list(stream) -> list[str]:
 
 
 # Linux's PATH_MAX, the NUL included: a `find -print0` list holds a NUL within its first 4,096 bytes, so
-# a list without one there is read by lines, known from its first block (find writes 4,096 at a time).
+# a list without one there is read by lines, known from its first block (find writes 4,096 at a time),
+# unless its first path ends with a NUL before any newline (a path past PATH_MAX, deep in a tree).
 _SNIFF = 4096
 _CHUNK = 65536
 
@@ -103,17 +104,39 @@ def iter_path_list(stream) -> Iterator[str]:
     # The raw bytes when there are any (sys.stdin.buffer): `find -print0` hands over names that are
     # not UTF-8, and a text-mode read would fail on the first one.
     src = getattr(stream, "buffer", stream)
-    read = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
-    head = None
+    read_now = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
+
+    def read(n: int):
+        try:
+            return read_now(n)
+        except ValueError:
+            # From Python, `with open(list) as f: records = scanner.scan("-", stdin=f)` closed the list before
+            # the first record asked for it: "read of closed file" from deep inside discovery said nothing.
+            if getattr(src, "closed", False) or getattr(stream, "closed", False):
+                raise ValueError("the stream listing paths (stdin) was closed before it was read: it is read as "
+                                 "the records are iterated, so keep it open until they are done") from None
+            raise
+
+    got: list = []
+    size, ended = 0, False
     while True:
         data = read(_CHUNK)
         if not data:
             break
-        head = data if head is None else head + data
-        if head.find("\0" if isinstance(head, str) else b"\0", 0, _SNIFF) >= 0 or len(head) >= _SNIFF:
+        nul, nl, cr = ("\0", "\n", "\r") if isinstance(data, str) else (b"\0", b"\n", b"\r")
+        if size < _SNIFF and nul in data[:_SNIFF - size]:
+            got.append(data)
             break
-    if head is None:
+        got.append(data)
+        size += len(data)
+        ended = ended or nul in data or nl in data or cr in data
+        # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth`
+        # deep in a tree): on to the first one, which tells the list's kind as it told from the whole list.
+        if size >= _SNIFF and ended:
+            break
+    if not got:
         return
+    head = got[0][:0].join(got)
     pieces = iter(lambda: read(_CHUNK), head[:0])  # until a read returns b"" (or "") at the end
     if isinstance(head, bytes) and head.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Windows PowerShell's `>` and Out-File write UTF-16: read as UTF-8 its NUL bytes split every
@@ -143,18 +166,36 @@ def _named(parts: Iterator[str]) -> Iterator[str]:
 
 
 def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
-    """_split_list a piece at a time. `head` (bytes or str) holds a NUL, or _SNIFF characters, or the
-    whole list: enough to tell the separator as _split_list tells it from the whole."""
+    """_split_list a piece at a time. `head` (bytes or str) holds a NUL within _SNIFF characters, or
+    _SNIFF characters and a separator, or the whole list: enough to tell the separator as _split_list
+    tells it from the whole."""
     text = isinstance(head, str)
     nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
-    sep = nul if nul in head[:_SNIFF] else nl if (nl in head or cr not in head) else cr
+    first_nul = head.find(nul)
+    ends = [i for i in (head.find(nl), head.find(cr)) if i >= 0]
+    if first_nul >= 0 and (first_nul < _SNIFF or not ends or first_nul < min(ends)):
+        sep = nul
+    else:
+        sep = nl if (nl in head or cr not in head) else cr
     decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
-    buf = head
-    for data in itertools.chain([head[:0]], pieces):
-        buf += data
-        *done, buf = buf.split(sep)
+    # The pieces of the path not ended yet: each piece is searched once, and joined when the path's
+    # end comes (re-split whole at each piece, a 64 MB list with no newline took 30 s, not 0.2).
+    rest: list = []
+    for data in itertools.chain([head], pieces):
+        if sep != nul:
+            # No name holds a NUL: in a line list one ends a path too (a -print0 list whose first 4,096
+            # bytes held a newline and no NUL, or a corrupt list). Kept, it reached os.stat and realpath
+            # as "embedded null byte": a ValueError that ended the whole scan under --db or --shard.
+            data = data.replace(nul, sep)
+        if sep not in data:
+            rest.append(data)
+            continue
+        *done, last = data.split(sep)
+        done[0] = head[:0].join(rest) + done[0]
+        rest = [last]
         for part in done:
             yield decode(part[:-1] if sep == nl and part.endswith(cr) else part)
+    buf = head[:0].join(rest)
     if sep == nul:
         buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
     elif sep == nl and buf.endswith(cr):
@@ -233,7 +274,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
-    walked: set[tuple[int, int]] = set()   # folders whose entries the walk went through
+    # Folders whose entries the walk went through, with the path they were walked by when --include or
+    # --exclude is given: the filters judged their files by that spelling, not the one a list names them by.
+    walked: dict[tuple[int, int], str | None] = {}
+    filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
     # walk_gave tells whether a folder walked before it gave it a record.
@@ -255,23 +299,27 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 return True
         return False
 
-    def walk_gave(p: str) -> bool:
+    def walk_gave(p: str, key) -> bool:
         """Whether a folder walked before gave the file named `p` a record: its folder was walked and the
-        walk takes such a file (the rules of walk() below, for a file met there)."""
+        walk takes such a file (the rules of walk() below, for a file met there). `key`: _file_key(p)."""
+        # Cheapest first: a `find -type f` list names no folder, and its millions of files cost the three
+        # stats of from_args alone (three more each here, on a network share, before anything was asked).
+        if not walked or not isinstance(key, tuple):  # no folder walked yet; p does not stat (a broken link)
+            return False
         name = os.path.basename(p)
-        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS or not _wanted(p, include, exclude):
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
             return False
         try:
             folder = os.stat(os.path.dirname(p) or ".")
-            is_link = os.path.islink(p)
-            os.stat(p)
         except OSError:
             return False
-        if (folder.st_dev, folder.st_ino) not in walked:
+        fk = (folder.st_dev, folder.st_ino)
+        if fk not in walked or (filtered and not _wanted(os.path.join(walked[fk], name), include, exclude)):
             return False
-        # A link the walk followed gave its target a record; one it counted as reaching a scanned file
-        # leaves the record to that file; one leading out of the scanned folders gave none.
-        return not is_link or fence.allows(os.path.realpath(p))
+        # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
+        # the record to that file; one leading out of the folders scanned then gave none, even if the
+        # folder it leads into was named on stdin since (the fence as it stands now would say "followed").
+        return not os.path.islink(p) or walk_reaches(os.path.realpath(p))
 
     def new(key) -> bool:
         key = _packed(key)
@@ -296,7 +344,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             if not again:
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
-        walked.update(ancestors)  # the top folder (its one ancestor so far), listed
+        for k in ancestors:  # the top folder (its one ancestor so far), listed
+            walked.setdefault(k, top if filtered else None)
         stack = [(iter(entries), ancestors, again)]
         while stack:
             it, ancestors, again = stack[-1]
@@ -348,7 +397,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
-                walked.add(key)
+                walked.setdefault(key, p if filtered else None)
                 stack.append((iter(sub), ancestors | {key}, twice))
                 continue
             if not is_image:
@@ -390,7 +439,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 key = _file_key(a)
-                if on_stdin and _packed(key) not in seen and walk_gave(a):
+                if on_stdin and _packed(key) not in seen and walk_gave(a, key):
                     summ.duplicates += 1
                     continue
                 if new(key):

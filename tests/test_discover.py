@@ -325,3 +325,91 @@ def test_find_lists_a_folder_then_its_files_each_file_once(tmp_path):
     c, s = discover([], stdin=io.StringIO(lst))
     assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "top.gif", "a/readme.txt"]
     assert not any(x.error for x in c)
+
+
+class _Pieces(io.RawIOBase):
+    """stdin handing over `size` bytes a read, as a pipe fed by a slow writer does."""
+
+    def __init__(self, data: bytes, size: int):
+        self.data, self.size = data, size
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = min(len(b), self.size, len(self.data))
+        b[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def test_a_nul_past_the_first_4096_bytes_never_reaches_a_path(tmp_path):
+    # a line list whose first line is longer than 4,096 bytes, then NUL-separated paths (a corrupt or
+    # hostile list): "a/1.jpg\0top.gif" went on as one path, and os.stat's "embedded null byte"
+    # (a ValueError) ended the whole scan under --shard or --db
+    from aiidetect.discover import iter_discover
+    from aiidetect.shard import in_shard
+
+    root = _tree(tmp_path)
+    data = b"x" * 5000 + f"\n{root / 'a' / '1.jpg'}\0{root / 'top.gif'}\0".encode()
+    assert not any("\0" in p for p in read_path_list(io.BufferedReader(_Pieces(data, 4096))))
+    it, _ = iter_discover([], stdin=io.BufferedReader(_Pieces(data, 4096)))
+    c = list(in_shard(it, (1, 1)))
+    assert names([x for x in c if not x.error], root) == ["a/1.jpg", "top.gif"]
+
+
+def test_a_print0_list_whose_first_path_is_past_path_max_is_read_as_one(tmp_path):
+    # `find DIR -mindepth 40 -print0`: find prints paths longer than PATH_MAX; with no NUL in its first 4,096
+    # bytes such a list was read by lines, and a later name holding a newline was cut in two
+    deep = "/d" * 2600
+    data = f"{deep}\0/a/x\ny.jpg\0/b.jpg\0".encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 1000))) == [deep, "/a/x\ny.jpg", "/b.jpg"]
+    # a line list whose first line is as long is still read by lines
+    data = f"{deep}\n/a/x.jpg\n".encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 1000))) == [deep, "/a/x.jpg"]
+
+
+def test_a_path_over_many_reads_comes_whole():
+    # each piece of a path not ended yet was joined and searched again at every read: a line of N
+    # pieces cost N*N/2 pieces (a 64 MB list with no newline took 30 s; read whole before, 0.2 s)
+    name = "/" + "é" * (2 << 20)
+    data = f"/a.jpg\r\n{name}\r\n/b.jpg".encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 997), 997)) == ["/a.jpg", name, "/b.jpg"]
+
+
+def test_a_link_named_on_stdin_after_its_target_folder_has_its_record(tmp_path):
+    # `arch` is walked before `outside` is named: its link is left then (outside the folders so far). Named on
+    # stdin after `outside` came, the link was taken for one the walk had followed, and dropped as a
+    # duplicate: its target is no image by name, so `outside`'s walk gave it no record either, and the file
+    # named explicitly had none at all
+    arch, outside = tmp_path / "arch", tmp_path / "outside"
+    arch.mkdir()
+    outside.mkdir()
+    (outside / "blob").write_bytes(b"x")
+    os.symlink(outside / "blob", arch / "link.jpg")
+    c, s = discover([], stdin=io.StringIO(f"{arch}\n{outside}\n{arch / 'link.jpg'}\n"))
+    assert names(c, tmp_path) == ["arch/link.jpg"] and c[0].explicit
+
+
+def test_a_list_of_files_costs_three_stats_a_file(tmp_path, monkeypatch):
+    # `find /share -type f | aiidetect scan -`: each file named is stat'ed to tell a folder, a missing path and
+    # a file named twice (3 calls); asking whether a folder walked before gave it a record cost 3 more a file
+    # when no folder had been walked at all (a million files on a network share: 3 million round trips)
+    root = _tree(tmp_path)
+    lst = "".join(f"{root / p}\n" for p in ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "top.gif", "data.bin"])
+    calls = []
+    for fn in ("stat", "lstat"):
+        real = getattr(os, fn)
+        monkeypatch.setattr(os, fn, lambda *a, _real=real, **k: calls.append(a[0]) or _real(*a, **k))
+    c, _ = discover([], stdin=io.StringIO(lst))
+    monkeypatch.undo()
+    assert len(c) == 5 and len(calls) <= 3 * 5, calls
+
+
+def test_a_file_named_on_stdin_in_other_spelling_than_its_walked_folder_keeps_its_record(tmp_path, monkeypatch):
+    # the walk of `root` left a/1.jpg out by --exclude (its path as walked matches); named on stdin relative to
+    # the working folder, the file was judged by that spelling, which the pattern misses: taken for one the
+    # walk had given a record, it was dropped as a duplicate, and the file named explicitly had none at all
+    root = _tree(tmp_path)
+    monkeypatch.chdir(root)
+    c, s = discover([], stdin=io.StringIO(f"{root}\na/1.jpg\n"), exclude=[f"{root}/a/*"])
+    assert "a/1.jpg" in [x.path for x in c] and s.duplicates == 0

@@ -860,3 +860,16 @@ def test_a_damage_note_the_store_cannot_remove_is_a_note_not_a_line_on_stderr(tm
     with Scanner(ScanOptions(detectors=["metadata"], cache=False, db=str(db)), on_note=notes.append) as s:
         assert len(list(s.scan(few[:1]))) == 1
     assert [n for n in notes if "-damaged could not be removed" in n] and capsys.readouterr().err == "", notes
+
+
+def test_a_stdin_list_closed_before_the_records_are_read_says_so(few, tmp_path):
+    # the list is read as the records are iterated: one closed by its `with` block before that (it was read
+    # at scan() once) ended the run with "ValueError: read of closed file" from deep inside discovery
+    lst = tmp_path / "list.txt"
+    lst.write_text(few[0] + "\n")
+    s = Scanner(ScanOptions(detectors=["metadata"], cache=False))
+    with open(lst) as f:
+        records = s.scan("-", stdin=f)
+    with pytest.raises(ValueError, match="keep it open"):
+        list(records)
+    s.close()
