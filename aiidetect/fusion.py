@@ -392,6 +392,20 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
+    aside_bias = False
+    if fitted and n_pixel:
+        # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
+        # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
+        # for the whole run is (set_aside). A bias of +2 that offset a head's usual -2 called a file the other
+        # head put at 0.6 ai-generated at 0.917 under a 0.8 band when the first one errored.
+        have = {k for n in said for k in (n, _family(n))}
+        lost, aside = set_aside(m, [k for k in (m.get("detectors") or {}) if k not in have])
+        if lost:
+            aside_bias = True
+            hi, lo = aside["ai_threshold"], aside["real_threshold"]
+            notes.append(f"{', '.join(lost)}: no answer for this file, so the fusion model's bias and band, fitted "
+                         f"with {'them' if len(lost) > 1 else 'it'}, are set aside (bias 0, band {lo:g} / {hi:g}, "
+                         f"no narrower than the rules')")
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -417,7 +431,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # The bias was fitted beside the pixel detectors' terms (a temperature keeps a head's offset, and the bias
     # absorbs it): without one of them answering (`-d metadata` under a fitted model, or heads unavailable) it
     # offsets nothing, and a bias of +2 showed a file with only camera EXIF at P(AI) 0.69.
-    bias = float(m.get("bias", 0.0)) if fitted and n_pixel else 0.0
+    bias = float(m.get("bias", 0.0)) if fitted and n_pixel and not aside_bias else 0.0
     if bias:
         contrib["bias"] = bias
     z = z_pix + soft_total * w_soft + bias
