@@ -38,7 +38,7 @@ SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
 # move the log-odds by at most half of it, so it cannot flip the verdict. Not for
 # a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
-# those count their own stated strength.
+# those count the strongest one's stated strength (never their sum, never more than this).
 DECISIVE_FLOOR = 9.2
 BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the readers
 FUSION_DETECTOR = "fusion"
@@ -447,6 +447,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             verdict = "uncertain"
             notes.append("decisive evidence points both ways")
         else:
+            # (what each line moved is scaled below, so that the lines add up to the logit of p_ai)
             sign = 1.0 if "ai" in dirs else -1.0
             # The floor stands for what a signature or the pixels establish. A decision resting only on the
             # file's own unsigned word (parameters 6.0, XMP trainedAlgorithmicMedia 4.0) counts what its item
@@ -455,13 +456,45 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             claims_only = all((e.data or {}).get("basis") == BASIS_CLAIM for _, e in decisive)
             mag = max(abs(z_dec), DECISIVE_FLOOR)
             against = mag / 2
+            if mag > abs(z_dec):
+                why_dec = f"decisive evidence counts at least {DECISIVE_FLOOR:g} nats"
             if claims_only:
-                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p is
-                # never on the other side of the band from the verdict it decides.
+                # Claims the file makes about itself are written by one hand: a second one costs a forger no more
+                # than the first, so together they count as the strongest of them, never their sum (parameters
+                # 6.0 + XMP 4.0 read 10 nats, above a valid signature's 9.2), and never above the signed floor.
+                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p
+                # is never on the other side of the band from the verdict it decides.
+                strongest = max(abs(e.llr) for _, e in decisive)
                 edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
-                mag = max(abs(z_dec), edge)
+                mag = min(max(strongest, edge), DECISIVE_FLOOR)
                 against = min(mag / 2, max(0.0, mag - edge))
+                whys = []
+                if mag < abs(z_dec) and len(decisive) > 1:
+                    whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
+                                f"({_fmt(z_dec)}): one hand writes them all")
+                if mag < strongest:
+                    whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
+                if mag > strongest:
+                    whys.append(f"a claim counts at least the log-odds of the band's {'ai' if sign > 0 else 'real'} "
+                                f"threshold ({hi if sign > 0 else lo:g})")
+                why_dec = "; ".join(whys)
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
+            if abs(mag - abs(z_dec)) > 1e-12:
+                for name, e in decisive:
+                    key = f"{name}:{e.id}"
+                    own = scaled.get(key, (0.0,))[0] + e.llr
+                    contrib[key] = own * mag / abs(z_dec)
+                    scaled[key] = (own, why_dec, "scaled as above")
+            if rest != z:
+                bound = against if (z < 0) == (sign > 0) else mag / 2
+                why_rest = (f"beside decisive evidence the rest counts at most {bound:.2f} nats "
+                            f"{'against' if (z < 0) == (sign > 0) else 'toward'} its side, and it summed {_fmt(z)}")
+                dec_keys = {f"{n}:{e.id}" for n, e in decisive}
+                for key in [k for k in contrib if k not in dec_keys]:
+                    own = scaled[key][0] if key in scaled else contrib[key]
+                    prior = scaled[key][1] if key in scaled else ""
+                    contrib[key] = contrib[key] * rest / z
+                    scaled[key] = (own, f"{prior}; {why_rest}" if prior else why_rest, "clipped as above")
             p = _sigmoid(sign * mag + rest)
             if claims_only and edge < DECISIVE_FLOOR:
                 # sigmoid(logit(hi)) comes back one float under hi for about one fitted threshold in six: a
@@ -557,6 +590,13 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     said_why: set[str] = set()
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
+            # Without its line the others did not add up to p_ai under a fitted model.
+            own = (scaled or {}).get(key)
+            lines.append(f"bias: the fusion model's fitted offset ({_fmt(c)} nats"
+                         + (f" of its {_fmt(own[0])}, {own[2]}" if own and own[1] in said_why else
+                            f" of its {_fmt(own[0])}: {own[1]}" if own and own[1] else "") + ")")
+            if own and own[1]:
+                said_why.add(own[1])
             continue
         d = details.get(key, "")
         mark = " [decisive]" if any(f"{n}:{e.id}" == key for n, e in decisive) else ""

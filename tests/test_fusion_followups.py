@@ -1,5 +1,7 @@
-"""Fusion follow-ups: a fitted model on a file one of its detectors did not answer."""
+"""Fusion follow-ups: a fitted model on a file one of its detectors did not answer, claims that add up,
+reason lines that add up to p_ai."""
 import math
+import re
 
 import pytest
 
@@ -43,3 +45,37 @@ def test_a_file_one_fitted_detector_did_not_answer_is_not_judged_on_the_bias_and
     assert any(r.startswith("b: no answer for this file") and "set aside" in r for r in out.reasons), out.reasons
     both = fuse({"a": ok(0.6), "b": ok(0.6)}, MODEL)   # both answered: the model as fitted
     assert both.contributions["bias"] == 2.0 and both.verdict == "ai-generated"
+
+
+def test_unsigned_claims_together_never_read_more_certain_than_a_signature():
+    """parameters (6.0) + XMP trainedAlgorithmicMedia (4.0), both the file's own unsigned word, summed to
+    10 nats: more certain than a valid signed C2PA declaration at the 9.2 floor."""
+    claims = fuse({"metadata": meta(PARAMS, XMP)})
+    signed = fuse({"metadata": meta(SIGNED)})
+    assert claims.verdict == signed.verdict == "ai-generated"
+    assert claims.p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))   # the strongest claim, not the sum
+    assert claims.p_ai < signed.p_ai == pytest.approx(1 / (1 + math.exp(-DECISIVE_FLOOR)))
+    assert any("strongest of them, not their sum" in r for r in claims.reasons), claims.reasons
+    # one claim alone: its own strength, as before
+    assert fuse({"metadata": meta(XMP)}).p_ai == pytest.approx(1 / (1 + math.exp(-4.0)))
+
+
+_NATS = re.compile(r"\(([+-]\d+\.\d\d) nats")
+
+
+@pytest.mark.parametrize("results,model", [
+    ({"a": ok(0.001), "metadata": meta(SIGNED)}, None),                      # floor, the rest clipped
+    ({"a": ok(0.999), "metadata": meta(SIGNED, TOOL)}, None),                # clipped toward its side
+    ({"metadata": meta(XMP, CAMERA)}, {"ai_threshold": 0.99}),               # raised to the band's edge
+    ({"a": ok(0.01), "metadata": meta(PARAMS, XMP, CAMERA)}, None),          # claims, rest clipped
+    ({"a": ok(0.3), "b": ok(0.4), "metadata": meta(TOOL, TOOL2)}, MODEL),    # bias, evidence weight, cap
+    ({"a": ok(0.3), "b": ok(0.2)}, None),                                    # averaged
+])
+def test_reason_lines_add_up_to_the_p_ai_they_explain(results, model):
+    """--explain, the JSON's reasons and the report card showed a decisive item's own +4.00 or +7.00 though
+    the floor or the band's edge was used, the clipped rest at its full size, and no line for a fitted
+    bias: the lines did not add up to the record's p_ai."""
+    out = fuse(results, model)
+    moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
+    assert sum(moved) == pytest.approx(logit_float(out.p_ai), abs=0.006 * len(moved) + 1e-6), out.reasons
+    assert sum(out.contributions.values()) == pytest.approx(logit_float(out.p_ai), abs=1e-6)
