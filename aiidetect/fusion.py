@@ -55,6 +55,37 @@ class FusionOutcome:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     contributions: dict[str, float] = field(default_factory=dict)  # source -> signed log-odds moved (nats)
+    # The (ai, real) thresholds the verdict was judged on: the model's, or the rules' where it was set aside.
+    band: tuple[float, float] | None = field(default=None, compare=False)
+
+
+RECORD_DIGITS = 6   # records.Record writes p_ai to this many digits
+
+
+def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = RECORD_DIGITS) -> float | None:
+    """`p` to `digits` decimals on the same side of each threshold of `band` (and of 0.5) as `p` itself.
+
+    Rounded to nearest, a fused 0.8999996 read 0.9 in JSON beside "uncertain" under a 0.9 band (and a
+    fitted 0.93456789 threshold with p 0.9345682 read 0.934568 beside "ai-generated" after rounding down
+    would not): a script comparing p_ai with the threshold disagreed with the verdict. The nearest value
+    that keeps every side is taken; `p` itself where none does (thresholds closer than 10^-digits)."""
+    if p is None or not _is_finite(p):
+        return p
+    r = round(p, digits)
+    if band is None:
+        return r
+    hi, lo = band
+
+    def sides(x: float) -> tuple[bool, bool, bool, bool]:
+        return x >= hi, x <= lo, x > 0.5, x < 0.5
+
+    want = sides(p)
+    q = 10 ** digits
+    # k / 10**digits is the double nearest that decimal, the value round() gives: written again, it stays.
+    for c in (r, math.floor(p * q) / q, math.ceil(p * q) / q):
+        if sides(c) == want:
+            return c
+    return p
 
 
 def _family(name: str) -> str:
@@ -503,7 +534,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
-        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
@@ -514,7 +545,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
-        return FusionOutcome(None, "uncertain", [why] + notes, {})
+        return FusionOutcome(None, "uncertain", [why] + notes, {}, (hi, lo))
 
     p = _sigmoid(z)
     if n_pixel == 0:
@@ -524,7 +555,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
         verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
-    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
 
 def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,
@@ -543,7 +574,7 @@ def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, An
     if out.verdict != "ai-generated":
         return None
     note = PIXELS_UNREAD + (f" ({why})" if why else "") + "; the metadata alone decides"
-    return FusionOutcome(out.p_ai, out.verdict, [note] + out.reasons, out.contributions)
+    return FusionOutcome(out.p_ai, out.verdict, [note] + out.reasons, out.contributions, out.band)
 
 
 # How each kind of decisive evidence was established (Evidence.data["basis"], set by the provenance

@@ -1,13 +1,14 @@
 """Fusion follow-ups: a fitted model on a file one of its detectors did not answer, claims that add up,
-reason lines that add up to p_ai."""
+reason lines that add up to p_ai, and a written p_ai on the verdict's side of the band."""
 import math
 import re
+from types import SimpleNamespace
 
 import pytest
 
 from aiidetect.fusion import DECISIVE_FLOOR, fuse
 from aiidetect.probability import logit_float
-from aiidetect.records import DetectorResult, Evidence
+from aiidetect.records import DetectorResult, Evidence, Record
 
 
 def ok(p):
@@ -41,10 +42,10 @@ def test_a_file_one_fitted_detector_did_not_answer_is_not_judged_on_the_bias_and
     ai-generated at 0.917 under the 0.8 band fitted on both."""
     out = fuse({"a": ok(0.6), **({} if b is None else {"b": b})}, MODEL)
     assert out.p_ai == pytest.approx(0.6) and out.verdict == "uncertain"
-    assert "bias" not in out.contributions
+    assert "bias" not in out.contributions and out.band == (0.9, 0.1)
     assert any(r.startswith("b: no answer for this file") and "set aside" in r for r in out.reasons), out.reasons
     both = fuse({"a": ok(0.6), "b": ok(0.6)}, MODEL)   # both answered: the model as fitted
-    assert both.contributions["bias"] == 2.0 and both.verdict == "ai-generated"
+    assert both.contributions["bias"] == 2.0 and both.band == (0.8, 0.2) and both.verdict == "ai-generated"
 
 
 def test_unsigned_claims_together_never_read_more_certain_than_a_signature():
@@ -79,3 +80,23 @@ def test_reason_lines_add_up_to_the_p_ai_they_explain(results, model):
     moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
     assert sum(moved) == pytest.approx(logit_float(out.p_ai), abs=0.006 * len(moved) + 1e-6), out.reasons
     assert sum(out.contributions.values()) == pytest.approx(logit_float(out.p_ai), abs=1e-6)
+
+
+def _record(p_results, model):
+    from aiidetect.pipeline.stages import finish
+
+    rec = Record("x.png", verdict="uncertain", detectors=p_results)
+    dets = [SimpleNamespace(name=n) for n in p_results]
+    return finish(SimpleNamespace(record=rec), dets, model, {"kind": "model"}).to_dict()
+
+
+@pytest.mark.parametrize("hi,p", [(0.9, 0.8999996), (0.9, 0.9000001), (0.9345671, 0.9345672), (0.934567891, 0.93456785)])
+def test_a_written_p_ai_is_on_the_side_of_the_band_its_verdict_is(hi, p):
+    """Records round p_ai to 6 digits: a fused 0.8999996 under a 0.9 band was written 0.9 beside
+    "uncertain", and a p at or above a fitted 0.934567891 could be written under it beside "ai-generated"."""
+    band = {"detectors": {"a": {"calibration": {"method": "none"}, "weight": 1.0}}, "bias": 0.0,
+            "ai_threshold": hi, "real_threshold": 0.1}
+    d = _record({"a": ok(p)}, band)
+    assert d["verdict"] == ("ai-generated" if p >= hi else "uncertain")
+    assert (d["p_ai"] >= hi) == (d["verdict"] == "ai-generated"), d
+    assert d["p_ai"] == pytest.approx(p, abs=1e-6) and round(d["p_ai"], 6) == d["p_ai"]
