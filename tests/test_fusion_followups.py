@@ -90,7 +90,8 @@ def _record(p_results, model):
     return finish(SimpleNamespace(record=rec), dets, model, {"kind": "model"}).to_dict()
 
 
-@pytest.mark.parametrize("hi,p", [(0.9, 0.8999996), (0.9, 0.9000001), (0.9345671, 0.9345672), (0.934567891, 0.93456785)])
+@pytest.mark.parametrize("hi,p", [(0.9, 0.8999996), (0.9, 0.9000001), (0.9345671, 0.9345672),
+                                  (0.934567891, 0.93456785)])
 def test_a_written_p_ai_is_on_the_side_of_the_band_its_verdict_is(hi, p):
     """Records round p_ai to 6 digits: a fused 0.8999996 under a 0.9 band was written 0.9 beside
     "uncertain", and a p at or above a fitted 0.934567891 could be written under it beside "ai-generated"."""

@@ -161,7 +161,8 @@ def test_decoy_extended_xmp_guids_first_do_not_push_out_the_named_one():
     decoys = [part(b"%032d" % i, b"<x/>") for i in range(n)]
     main = (b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
             b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
-            b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="' + guid + b'"/></rdf:RDF></x:xmpmeta>')
+            b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="' + guid
+            + b'"/></rdf:RDF></x:xmpmeta>')
     rep = analyze(with_jpeg_segments(jpeg_with_app1(main), decoys + [part(guid, XMP_TRAINED)], at=2), "x.jpg",
                   options={"watermark": "never"})
     assert any(e.id == "xmp.ai-source-type" for e in rep.evidence), rep.errors
