@@ -38,7 +38,7 @@ SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
 # move the log-odds by at most half of it, so it cannot flip the verdict. Not for
 # a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
-# those count their own stated strength.
+# those count the strongest one's stated strength (never their sum, never more than this).
 DECISIVE_FLOOR = 9.2
 BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the readers
 FUSION_DETECTOR = "fusion"
@@ -55,6 +55,37 @@ class FusionOutcome:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     contributions: dict[str, float] = field(default_factory=dict)  # source -> signed log-odds moved (nats)
+    # The (ai, real) thresholds the verdict was judged on: the model's, or the rules' where it was set aside.
+    band: tuple[float, float] | None = field(default=None, compare=False)
+
+
+RECORD_DIGITS = 6   # records.Record writes p_ai to this many digits
+
+
+def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = RECORD_DIGITS) -> float | None:
+    """`p` to `digits` decimals on the same side of each threshold of `band` (and of 0.5) as `p` itself.
+
+    Rounded to nearest, a fused 0.8999996 read 0.9 in JSON beside "uncertain" under a 0.9 band (and a
+    fitted 0.93456789 threshold with p 0.9345682 read 0.934568 beside "ai-generated" after rounding down
+    would not): a script comparing p_ai with the threshold disagreed with the verdict. The nearest value
+    that keeps every side is taken; `p` itself where none does (thresholds closer than 10^-digits)."""
+    if p is None or not _is_finite(p):
+        return p
+    r = round(p, digits)
+    if band is None:
+        return r
+    hi, lo = band
+
+    def sides(x: float) -> tuple[bool, bool, bool, bool]:
+        return x >= hi, x <= lo, x > 0.5, x < 0.5
+
+    want = sides(p)
+    q = 10 ** digits
+    # k / 10**digits is the double nearest that decimal, the value round() gives: written again, it stays.
+    for c in (r, math.floor(p * q) / q, math.ceil(p * q) / q):
+        if sides(c) == want:
+            return c
+    return p
 
 
 def _family(name: str) -> str:
@@ -392,6 +423,20 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
+    aside_bias = False
+    if fitted and n_pixel:
+        # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
+        # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
+        # for the whole run is (set_aside). A bias of +2 that offset a head's usual -2 called a file the other
+        # head put at 0.6 ai-generated at 0.917 under a 0.8 band when the first one errored.
+        have = {k for n in said for k in (n, _family(n))}
+        lost, aside = set_aside(m, [k for k in (m.get("detectors") or {}) if k not in have])
+        if lost:
+            aside_bias = True
+            hi, lo = aside["ai_threshold"], aside["real_threshold"]
+            notes.append(f"{', '.join(lost)}: no answer for this file, so the fusion model's bias and band, fitted "
+                         f"with {'them' if len(lost) > 1 else 'it'}, are set aside (bias 0, band {lo:g} / {hi:g}, "
+                         f"no narrower than the rules')")
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -417,7 +462,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # The bias was fitted beside the pixel detectors' terms (a temperature keeps a head's offset, and the bias
     # absorbs it): without one of them answering (`-d metadata` under a fitted model, or heads unavailable) it
     # offsets nothing, and a bias of +2 showed a file with only camera EXIF at P(AI) 0.69.
-    bias = float(m.get("bias", 0.0)) if fitted and n_pixel else 0.0
+    bias = float(m.get("bias", 0.0)) if fitted and n_pixel and not aside_bias else 0.0
     if bias:
         contrib["bias"] = bias
     z = z_pix + soft_total * w_soft + bias
@@ -433,6 +478,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             verdict = "uncertain"
             notes.append("decisive evidence points both ways")
         else:
+            # (what each line moved is scaled below, so that the lines add up to the logit of p_ai)
             sign = 1.0 if "ai" in dirs else -1.0
             # The floor stands for what a signature or the pixels establish. A decision resting only on the
             # file's own unsigned word (parameters 6.0, XMP trainedAlgorithmicMedia 4.0) counts what its item
@@ -441,13 +487,45 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             claims_only = all((e.data or {}).get("basis") == BASIS_CLAIM for _, e in decisive)
             mag = max(abs(z_dec), DECISIVE_FLOOR)
             against = mag / 2
+            if mag > abs(z_dec):
+                why_dec = f"decisive evidence counts at least {DECISIVE_FLOOR:g} nats"
             if claims_only:
-                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p is
-                # never on the other side of the band from the verdict it decides.
+                # Claims the file makes about itself are written by one hand: a second one costs a forger no more
+                # than the first, so together they count as the strongest of them, never their sum (parameters
+                # 6.0 + XMP 4.0 read 10 nats, above a valid signature's 9.2), and never above the signed floor.
+                # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p
+                # is never on the other side of the band from the verdict it decides.
+                strongest = max(abs(e.llr) for _, e in decisive)
                 edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
-                mag = max(abs(z_dec), edge)
+                mag = min(max(strongest, edge), DECISIVE_FLOOR)
                 against = min(mag / 2, max(0.0, mag - edge))
+                whys = []
+                if mag < abs(z_dec) and len(decisive) > 1:
+                    whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
+                                f"({_fmt(z_dec)}): one hand writes them all")
+                if mag < strongest:
+                    whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
+                if mag > strongest:
+                    whys.append(f"a claim counts at least the log-odds of the band's {'ai' if sign > 0 else 'real'} "
+                                f"threshold ({hi if sign > 0 else lo:g})")
+                why_dec = "; ".join(whys)
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
+            if abs(mag - abs(z_dec)) > 1e-12:
+                for name, e in decisive:
+                    key = f"{name}:{e.id}"
+                    own = scaled.get(key, (0.0,))[0] + e.llr
+                    contrib[key] = own * mag / abs(z_dec)
+                    scaled[key] = (own, why_dec, "scaled as above")
+            if rest != z:
+                bound = against if (z < 0) == (sign > 0) else mag / 2
+                why_rest = (f"beside decisive evidence the rest counts at most {bound:.2f} nats "
+                            f"{'against' if (z < 0) == (sign > 0) else 'toward'} its side, and it summed {_fmt(z)}")
+                dec_keys = {f"{n}:{e.id}" for n, e in decisive}
+                for key in [k for k in contrib if k not in dec_keys]:
+                    own = scaled[key][0] if key in scaled else contrib[key]
+                    prior = scaled[key][1] if key in scaled else ""
+                    contrib[key] = contrib[key] * rest / z
+                    scaled[key] = (own, f"{prior}; {why_rest}" if prior else why_rest, "clipped as above")
             p = _sigmoid(sign * mag + rest)
             if claims_only and edge < DECISIVE_FLOOR:
                 # sigmoid(logit(hi)) comes back one float under hi for about one fitted threshold in six: a
@@ -456,7 +534,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
-        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
@@ -467,7 +545,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
-        return FusionOutcome(None, "uncertain", [why] + notes, {})
+        return FusionOutcome(None, "uncertain", [why] + notes, {}, (hi, lo))
 
     p = _sigmoid(z)
     if n_pixel == 0:
@@ -477,7 +555,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
         verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
-    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib)
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
 
 def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,
@@ -496,7 +574,7 @@ def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, An
     if out.verdict != "ai-generated":
         return None
     note = PIXELS_UNREAD + (f" ({why})" if why else "") + "; the metadata alone decides"
-    return FusionOutcome(out.p_ai, out.verdict, [note] + out.reasons, out.contributions)
+    return FusionOutcome(out.p_ai, out.verdict, [note] + out.reasons, out.contributions, out.band)
 
 
 # How each kind of decisive evidence was established (Evidence.data["basis"], set by the provenance
@@ -543,6 +621,13 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
     said_why: set[str] = set()
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
+            # Without its line the others did not add up to p_ai under a fitted model.
+            own = (scaled or {}).get(key)
+            lines.append(f"bias: the fusion model's fitted offset ({_fmt(c)} nats"
+                         + (f" of its {_fmt(own[0])}, {own[2]}" if own and own[1] in said_why else
+                            f" of its {_fmt(own[0])}: {own[1]}" if own and own[1] else "") + ")")
+            if own and own[1]:
+                said_why.add(own[1])
             continue
         d = details.get(key, "")
         mark = " [decisive]" if any(f"{n}:{e.id}" == key for n, e in decisive) else ""

@@ -545,11 +545,11 @@ def _set_verdict(rec, fams: set[str], fusion_model, watermark: str = "auto") -> 
     `watermark` "never", as `scan --watermark never` fuses them."""
     if rec.error is not None:
         return rec.verdict, rec.p_ai
-    from .fusion import fuse
+    from .fusion import fuse, shown_p
 
     results = _without_watermark(rec.detectors) if watermark == "never" else rec.detectors
     out = fuse({n: r for n, r in results.items() if n.split(":")[0] in fams}, fusion_model)
-    return out.verdict, out.p_ai
+    return out.verdict, shown_p(out.p_ai, out.band)   # as the pipeline writes a record's p_ai
 
 
 def compare(ref: Run, cand: Run, fusion_model: Mapping[str, Any] | None = None,

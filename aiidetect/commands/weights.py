@@ -107,7 +107,9 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
         from ..report.safe import dumps
         typer.echo(dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
-                          "backbone_checked": check_backbone and not unchecked, "errors": unchecked + nothing,
+                          # no head, no fingerprint compared: "true" there vouched for a check that never ran
+                          "backbone_checked": check_backbone and not unchecked and bool(checked),
+                          "errors": unchecked + nothing,
                           "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
                                     for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..decode import Sample
 from ..detectors.base import Detector
-from ..fusion import fuse, without_pixels
+from ..fusion import fuse, shown_p, without_pixels
 from ..pixels import PixelReader
 from ..preprocess import spec_key
 from ..records import PIXEL_FAILURES, DetectorResult, Record
@@ -234,11 +234,11 @@ def finish(s: Sample, detectors: Sequence[Detector], fusion_model: Mapping[str, 
     if rec.error is None:
         rec.detectors = {d.name: rec.detectors[d.name] for d in detectors if d.name in rec.detectors}
         out = fuse(rec.detectors, fusion_model)
-        rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
+        rec.p_ai, rec.verdict, rec.reasons = shown_p(out.p_ai, out.band), out.verdict, out.reasons
     elif rec.error.code in PIXEL_FAILURES:
         # A truncated download of a generator's PNG was "error", so `--fail-on ai` and a filter on the verdict
         # missed what its own metadata declares; the error stays beside the verdict.
         out = without_pixels(rec.detectors, fusion_model, rec.error.code)
         if out is not None:
-            rec.p_ai, rec.verdict, rec.reasons = out.p_ai, out.verdict, out.reasons
+            rec.p_ai, rec.verdict, rec.reasons = shown_p(out.p_ai, out.band), out.verdict, out.reasons
     return rec

@@ -270,8 +270,10 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     pos, n = 2, len(data)
-    ext_xmp: dict[bytes, dict[int, bytes]] = {}
-    ext_over = False
+    # GUID -> part offset -> where its bytes lie in `data`: kept for every GUID (the segment cap bounds them) and
+    # read only for the GUIDs a main packet names. Keeping the first four GUIDs' bytes let four decoys placed
+    # first push out the packet HasExtendedXMP names, and its trainedAlgorithmicMedia with it.
+    ext_xmp: dict[bytes, dict[int, tuple[int, int]]] = {}
     total_text, over_text = 0, False
     app13: list[bytes] = []
     app13_bytes = 0
@@ -325,13 +327,9 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             body = seg[35:]
             if len(body) >= 40:
                 guid, _total, off = body[:32], *struct.unpack(">II", body[32:40])
-                if guid in ext_xmp or len(ext_xmp) < MAX_EXT_XMP_GUIDS:
-                    parts = ext_xmp.setdefault(guid, {})
-                    if len(parts) < 256:
-                        parts[off] = body[40:]
-                elif not ext_over:
-                    b.errors.append(f"JPEG: extended XMP under more than {MAX_EXT_XMP_GUIDS} GUIDs; the others ignored")
-                    ext_over = True
+                parts = ext_xmp.setdefault(guid, {})
+                if len(parts) < 256:
+                    parts[off] = (pos + 4 + 35 + 40, min(pos + 2 + length, n))
         elif marker == 0xED and seg.startswith(IRB_SIGNATURE):
             # Photoshop splits image resources over 64 KB across consecutive APP13 segments, each with the
             # signature: joined, a resource cut at a segment boundary reads whole (the 8BIM blocks delimit
@@ -370,12 +368,19 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
     # names is no part of the file's XMP: a DigitalSourceType there decided the verdict while no viewer showed it.
     named = {m.group(1) for x, _ in b.xmp for m in _HAS_EXTENDED_XMP.finditer(_without_comments(x))} if ext_xmp \
         else set()
-    for guid, parts in ext_xmp.items():
-        if guid not in named:
-            b.errors.append(f"JPEG: extended XMP under GUID {guid.decode('latin-1')!r}, which no main XMP packet "
-                            "names (HasExtendedXMP); not read, as XMP readers leave it")
-            continue
-        blob = b"".join(parts[k] for k in sorted(parts))
+    unnamed = [guid for guid in ext_xmp if guid not in named]
+    for guid in unnamed[:MAX_EXT_XMP_GUIDS]:
+        b.errors.append(f"JPEG: extended XMP under GUID {guid.decode('latin-1')!r}, which no main XMP packet "
+                        "names (HasExtendedXMP); not read, as XMP readers leave it")
+    if len(unnamed) > MAX_EXT_XMP_GUIDS:   # a line each made thousands of decoys thousands of lines
+        b.errors.append(f"JPEG: extended XMP under {len(unnamed) - MAX_EXT_XMP_GUIDS} more GUIDs ({len(unnamed)} in "
+                        "all) that no main XMP packet names; not read")
+    read = [guid for guid in ext_xmp if guid in named]
+    if len(read) > MAX_EXT_XMP_GUIDS:
+        b.errors.append(f"JPEG: extended XMP under more than {MAX_EXT_XMP_GUIDS} GUIDs; the others ignored")
+    for guid in read[:MAX_EXT_XMP_GUIDS]:
+        parts = ext_xmp[guid]
+        blob = b"".join(data[i:j] for i, j in (parts[k] for k in sorted(parts)))
         b.xmp.append((blob, "JPEG APP1 extended XMP"))
     if app13:
         b.iptc.append((b"".join(app13), "JPEG APP13" if len(app13) == 1 else f"JPEG APP13 ({len(app13)} segments)"))

@@ -340,3 +340,18 @@ def test_verify_help_names_every_exit_2():
     r = run_cli_in_process("weights", "verify", "--help", env={"COLUMNS": "200"})
     said = " ".join(r.stdout.split())
     assert r.returncode == 0 and "cannot build the backbone" in said and "no head" in said, said
+
+
+def test_verify_json_with_no_heads_checked_no_backbone(tmp_path, monkeypatch):
+    """`verify --check-backbone -f json` on a folder without heads said "backbone_checked": true beside
+    "no heads found": no fingerprint was compared, so nothing was checked against the backbone."""
+    import aiidetect.backbone
+
+    # a backbone that builds (building tiny-vit takes seconds; no head asks anything of it here)
+    monkeypatch.setattr(aiidetect.backbone, "create_backbone", lambda spec: object())
+    r = run_cli_in_process("weights", "verify", "--check-backbone", "--backbone-config", "tiny-vit",
+                           "--weights-dir", str(tmp_path), "-f", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 2 and doc["ok"] is False and doc["heads"] == []
+    assert "no heads found" in doc["errors"][0]
+    assert doc["backbone_checked"] is False

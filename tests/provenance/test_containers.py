@@ -145,3 +145,27 @@ def test_extended_xmp_that_no_main_packet_names_is_not_read():
         rep = analyze(data, "x.jpg", options={"watermark": "never"})
         assert any(e.id == "xmp.ai-source-type" for e in rep.evidence) is decided, rep.errors
         assert any("which no main XMP packet names" in e for e in rep.errors) is not decided
+
+
+def test_decoy_extended_xmp_guids_first_do_not_push_out_the_named_one():
+    """Only the first four extended-XMP GUIDs were kept, named or not: four decoy GUIDs placed before the
+    packet HasExtendedXMP names left the named one unread, and its trainedAlgorithmicMedia with it."""
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import XMP_TRAINED, jpeg_with_app1, with_jpeg_segments
+
+    def part(guid: bytes, text: bytes) -> tuple[int, bytes]:
+        return 0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid + struct.pack(">II", len(text), 0) + text
+
+    guid = b"0123456789ABCDEF0123456789ABCDEF"
+    n = containers.MAX_EXT_XMP_GUIDS + 6
+    decoys = [part(b"%032d" % i, b"<x/>") for i in range(n)]
+    main = (b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+            b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+            b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="' + guid
+            + b'"/></rdf:RDF></x:xmpmeta>')
+    rep = analyze(with_jpeg_segments(jpeg_with_app1(main), decoys + [part(guid, XMP_TRAINED)], at=2), "x.jpg",
+                  options={"watermark": "never"})
+    assert any(e.id == "xmp.ai-source-type" for e in rep.evidence), rep.errors
+    # the decoys are named as unread, without a line each
+    unread = [e for e in rep.errors if "no main XMP packet names" in e]
+    assert unread and len(unread) <= containers.MAX_EXT_XMP_GUIDS + 1 and str(n) in "".join(unread), unread

@@ -1,0 +1,103 @@
+"""Fusion follow-ups: a fitted model on a file one of its detectors did not answer, claims that add up,
+reason lines that add up to p_ai, and a written p_ai on the verdict's side of the band."""
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from aiidetect.fusion import DECISIVE_FLOOR, fuse
+from aiidetect.probability import logit_float
+from aiidetect.records import DetectorResult, Evidence, Record
+
+
+def ok(p):
+    return DetectorResult("ok", p_ai=p)
+
+
+def meta(*ev):
+    return DetectorResult("ok", evidence=list(ev))
+
+
+def claim(eid, s):
+    return Evidence(eid, "ai", s, eid, decisive=True, data={"basis": "claim"})
+
+
+PARAMS, XMP = claim("generator.parameters", 6.0), claim("xmp.ai-source-type", 4.0)
+SIGNED = Evidence("c2pa.ai-generated", "ai", 7.0, "signed", decisive=True, data={"basis": "signed"})
+CAMERA = Evidence("exif.camera", "real", 1.2, "camera")
+TOOL = Evidence("exif.software-generator", "ai", 3.0, "AI tool in EXIF")
+TOOL2 = Evidence("png.software-generator", "ai", 3.0, "AI tool in PNG")
+# Two detectors with a say, a bias of +2 that offsets their usual negative logits, a band of 0.8 / 0.2.
+MODEL = {"detectors": {"a": {"calibration": {"method": "none"}, "weight": 1.0},
+                       "b": {"calibration": {"method": "none"}, "weight": 1.0}},
+         "evidence_weight": 0.5, "bias": 2.0, "ai_threshold": 0.8, "real_threshold": 0.2}
+
+
+@pytest.mark.parametrize("b", [DetectorResult.failed("boom"), DetectorResult.unavailable("no head"), ok(math.nan),
+                               None])
+def test_a_file_one_fitted_detector_did_not_answer_is_not_judged_on_the_bias_and_band_fitted_with_it(b):
+    """Only a head left out for the whole run set the model's bias and band aside: a file on which `b`
+    errored (or gave NaN, or did not run) got the bias fitted beside b's term, and `a`'s 0.6 alone read
+    ai-generated at 0.917 under the 0.8 band fitted on both."""
+    out = fuse({"a": ok(0.6), **({} if b is None else {"b": b})}, MODEL)
+    assert out.p_ai == pytest.approx(0.6) and out.verdict == "uncertain"
+    assert "bias" not in out.contributions and out.band == (0.9, 0.1)
+    assert any(r.startswith("b: no answer for this file") and "set aside" in r for r in out.reasons), out.reasons
+    both = fuse({"a": ok(0.6), "b": ok(0.6)}, MODEL)   # both answered: the model as fitted
+    assert both.contributions["bias"] == 2.0 and both.band == (0.8, 0.2) and both.verdict == "ai-generated"
+
+
+def test_unsigned_claims_together_never_read_more_certain_than_a_signature():
+    """parameters (6.0) + XMP trainedAlgorithmicMedia (4.0), both the file's own unsigned word, summed to
+    10 nats: more certain than a valid signed C2PA declaration at the 9.2 floor."""
+    claims = fuse({"metadata": meta(PARAMS, XMP)})
+    signed = fuse({"metadata": meta(SIGNED)})
+    assert claims.verdict == signed.verdict == "ai-generated"
+    assert claims.p_ai == pytest.approx(1 / (1 + math.exp(-6.0)))   # the strongest claim, not the sum
+    assert claims.p_ai < signed.p_ai == pytest.approx(1 / (1 + math.exp(-DECISIVE_FLOOR)))
+    assert any("strongest of them, not their sum" in r for r in claims.reasons), claims.reasons
+    # one claim alone: its own strength, as before
+    assert fuse({"metadata": meta(XMP)}).p_ai == pytest.approx(1 / (1 + math.exp(-4.0)))
+
+
+_NATS = re.compile(r"\(([+-]\d+\.\d\d) nats")
+
+
+@pytest.mark.parametrize("results,model", [
+    ({"a": ok(0.001), "metadata": meta(SIGNED)}, None),                      # floor, the rest clipped
+    ({"a": ok(0.999), "metadata": meta(SIGNED, TOOL)}, None),                # clipped toward its side
+    ({"metadata": meta(XMP, CAMERA)}, {"ai_threshold": 0.99}),               # raised to the band's edge
+    ({"a": ok(0.01), "metadata": meta(PARAMS, XMP, CAMERA)}, None),          # claims, rest clipped
+    ({"a": ok(0.3), "b": ok(0.4), "metadata": meta(TOOL, TOOL2)}, MODEL),    # bias, evidence weight, cap
+    ({"a": ok(0.3), "b": ok(0.2)}, None),                                    # averaged
+])
+def test_reason_lines_add_up_to_the_p_ai_they_explain(results, model):
+    """--explain, the JSON's reasons and the report card showed a decisive item's own +4.00 or +7.00 though
+    the floor or the band's edge was used, the clipped rest at its full size, and no line for a fitted
+    bias: the lines did not add up to the record's p_ai."""
+    out = fuse(results, model)
+    moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
+    assert sum(moved) == pytest.approx(logit_float(out.p_ai), abs=0.006 * len(moved) + 1e-6), out.reasons
+    assert sum(out.contributions.values()) == pytest.approx(logit_float(out.p_ai), abs=1e-6)
+
+
+def _record(p_results, model):
+    from aiidetect.pipeline.stages import finish
+
+    rec = Record("x.png", verdict="uncertain", detectors=p_results)
+    dets = [SimpleNamespace(name=n) for n in p_results]
+    return finish(SimpleNamespace(record=rec), dets, model, {"kind": "model"}).to_dict()
+
+
+@pytest.mark.parametrize("hi,p", [(0.9, 0.8999996), (0.9, 0.9000001), (0.9345671, 0.9345672),
+                                  (0.934567891, 0.93456785)])
+def test_a_written_p_ai_is_on_the_side_of_the_band_its_verdict_is(hi, p):
+    """Records round p_ai to 6 digits: a fused 0.8999996 under a 0.9 band was written 0.9 beside
+    "uncertain", and a p at or above a fitted 0.934567891 could be written under it beside "ai-generated"."""
+    band = {"detectors": {"a": {"calibration": {"method": "none"}, "weight": 1.0}}, "bias": 0.0,
+            "ai_threshold": hi, "real_threshold": 0.1}
+    d = _record({"a": ok(p)}, band)
+    assert d["verdict"] == ("ai-generated" if p >= hi else "uncertain")
+    assert (d["p_ai"] >= hi) == (d["verdict"] == "ai-generated"), d
+    assert d["p_ai"] == pytest.approx(p, abs=1e-6) and round(d["p_ai"], 6) == d["p_ai"]
