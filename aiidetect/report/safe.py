@@ -230,14 +230,25 @@ def csv_cell(v: Any) -> Any:
     return s
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
+
+
 class CsvRows:
-    """csv.writer for every CSV aiidetect writes: each cell through `csv_cell`."""
+    """csv.writer for every CSV aiidetect writes: each cell through `csv_cell`, except the base64 of a
+    `file_bytes` column (named in the first row, the header): an apostrophe in front of one that starts
+    with `+` or `/` broke `base64 -d` and strict decoders, and base64's alphabet (letters, digits, `+ / =`)
+    has no parenthesis, so a spreadsheet cannot call a function with it."""
 
     def __init__(self, stream: Any):
         self._w = csv.writer(stream)
+        self._raw: set[int] | None = None
 
     def writerow(self, row: Any) -> None:
-        self._w.writerow([csv_cell(v) for v in row])
+        row = list(row)
+        if self._raw is None:
+            self._raw = {k for k, v in enumerate(row) if v == "file_bytes"}
+        self._w.writerow([v if k in self._raw and isinstance(v, str) and _BASE64.match(v) else csv_cell(v)
+                          for k, v in enumerate(row)])
 
     def writerows(self, rows: Any) -> None:
         for r in rows:

@@ -71,3 +71,22 @@ def test_a_name_is_escaped_once_on_stderr_and_in_the_page(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert_self_contained(page)
     assert "fus\\u200b0" in page and "005c" not in page and "005c" not in r.stderr
+
+
+def test_a_csv_file_bytes_cell_is_exact_base64_even_where_it_starts_like_a_formula(tmp_path, monkeypatch):
+    """The spreadsheet guard put an apostrophe before a `file_bytes` value starting with `+` or `/`, which
+    `base64 -d` and strict decoders refuse: a script could not find the file the CSV names. Base64 holds no
+    parenthesis, so it cannot call a function; the file name column keeps its guard."""
+    import base64
+    import csv
+    import io
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    name = b"\xf8+x.jpg"  # not UTF-8; its base64 starts with "+"
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(os.fsdecode(name), "JPEG")
+    r = run_cli_in_process("scan", os.fsdecode(name), "-d", "metadata", "-f", "csv", "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert rows[0]["file_bytes"].startswith("+")
+    assert base64.b64decode(rows[0]["file_bytes"], validate=True) == name
