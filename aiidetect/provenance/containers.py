@@ -851,9 +851,14 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
                     b"grpl": 0, b"meta": 4, b"iref": 4}
 
 
-def c2pa_store_problem(store_bytes: int) -> str | None:
+def c2pa_store_problem(store_bytes: int, fmt: str | None = None, cut: bool = False) -> str | None:
     """Why a manifest store of `store_bytes` (its segments, chunks, boxes or tags: Blobs.jumbf_bytes) is too big
-    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None."""
+    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None. cut: the walk stopped before the end (Blobs.cut)."""
+    if fmt == "JPEG" and cut:
+        # c2pa-rs joins every APP11 segment before the scan: past the walk's segment cap a store went on unseen
+        # (its first segment, 65,536 empty comments, then 100 MB more: counted as 64 KB, held by c2pa-rs).
+        # A PNG's or WebP's walk cut is c2pa_structure_problem's (its chunk count).
+        return "the walk stopped before the JPEG's last segment, so the store's size is not known"
     if store_bytes > C2PA_MAX_STORE_BYTES:
         return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
     return None

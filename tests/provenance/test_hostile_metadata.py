@@ -233,3 +233,39 @@ def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypa
         rep = analyze(data, "x", options={"watermark": "never"})
         assert len(handed) == 3, "the reader was handed the store over the cap"
         assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
+
+
+def _reader_handed(monkeypatch) -> list[int]:
+    """c2pa's Reader replaced by one that notes the bytes it was handed (and reads nothing)."""
+    import c2pa
+
+    handed = []
+
+    class Reader:
+        def __init__(self, mime, stream, *a, **kw):
+            handed.append(len(stream.getvalue()))
+            raise ValueError("no manifest here")
+
+    monkeypatch.setattr(c2pa, "Reader", Reader)
+    return handed
+
+
+def test_a_jpeg_store_past_the_walks_segment_cap_is_not_handed_to_the_c2pa_reader(monkeypatch):
+    # The walk stops at limits.JPEG_MAX_SEGMENTS and counted the store's bytes up to there, while c2pa-rs reads every
+    # APP11 segment before the scan: the store's first segment, 65,536 empty comments, then its other 1,530 segments
+    # (100 MB) were counted as 64 KB, and c2pa-rs held the rest (`scan -d metadata` 560 MB; refused, 262 MB).
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import jpeg_c2pa_store
+
+    handed = _reader_handed(monkeypatch)
+    monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000)
+    monkeypatch.setattr(containers, "JPEG_MAX_SEGMENTS", 50)
+    data = jpeg_c2pa_store(120_000)            # three APP11 segments, right after SOI
+    first = 4 + struct.unpack(">H", data[4:6])[0]
+    data = data[:first] + b"\xff\xfe\x00\x02" * 50 + data[first:]
+    rep = analyze(data, "x", options={"watermark": "never"})
+    assert handed == [], "the reader was handed a store the walk did not see the end of"
+    assert any("C2PA manifest store not read: the walk stopped before the JPEG's last segment" in e
+               for e in rep.errors), rep.errors
+    assert "c2pa.unreadable" in {e.id for e in rep.evidence}
+
