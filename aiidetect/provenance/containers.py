@@ -213,21 +213,20 @@ def walk(data: bytes, time_left=None, layout=None) -> Blobs:
     return b
 
 
-# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID) and a TIFF's (tag 52545).
+# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID; a TIFF's: tiffguard.C2PA_TAG).
 C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
-C2PA_TIFF_TAG = 0xCD41
 
 
 def _c2pa_store_bytes(data: bytes, fmt: str) -> int:
-    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFD0, from their
-    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES)."""
+    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFDs, from their
+    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES). c2pa-rs takes a TIFF's
+    tag from any page (100 MB on page 2 was counted as nothing when only IFD0 was); a structure over the caps
+    the walk stops at is refused whole (c2pa_structure_problem, the same check)."""
     try:
         if fmt == "TIFF":
-            from .tiffguard import ifd_entries
+            from .tiffguard import check_tiff
 
-            e = "<" if data[:2] == b"II" else ">"
-            return sum(size for tag, size, _ in ifd_entries(data, e, struct.unpack_from(e + "I", data, 4)[0])
-                       if tag == C2PA_TIFF_TAG)
+            return check_tiff(data, pages=True, max_total_entries=C2PA_MAX_TIFF_ENTRIES).c2pa_bytes
         return sum(stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
                    if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID)
     except (struct.error, ValueError):

@@ -269,3 +269,18 @@ def test_a_jpeg_store_past_the_walks_segment_cap_is_not_handed_to_the_c2pa_reade
                for e in rep.errors), rep.errors
     assert "c2pa.unreadable" in {e.id for e in rep.evidence}
 
+
+def test_a_tiff_store_on_a_later_page_counts_toward_the_store_cap(monkeypatch):
+    # c2pa-rs takes the C2PA tag (52545) from any page, not only IFD0: 100 MB on page 2 was counted as nothing, and
+    # c2pa-rs held 300 MB more.
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import c2pa_store, tiff_file, tiff_with_page
+
+    handed = _reader_handed(monkeypatch)
+    monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000)
+    analyze(tiff_with_page(tiff_file(8, 1, 1), [(0xCD41, 7, c2pa_store(80_000))]), "x", options={"watermark": "never"})
+    assert len(handed) == 1, "a store under the cap is read"
+    for first in (tiff_file(8, 1, 1), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(100))])):
+        rep = analyze(tiff_with_page(first, [(0xCD41, 7, c2pa_store(120_000))]), "x", options={"watermark": "never"})
+        assert len(handed) == 1, "the reader was handed the store over the cap"
+        assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
