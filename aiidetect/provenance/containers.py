@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..structures import DIB_HEADERS, bmff_boxes, next_marker
+from ..structures import DIB_HEADERS, bmff_boxes, next_marker, webp_chunks
 from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                       PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
@@ -672,13 +672,14 @@ def _inflate(payload: bytes) -> tuple[bytes, bool]:
 # --- WebP -------------------------------------------------------------------
 
 def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
-    pos, end = 12, min(len(data), 8 + struct.unpack("<I", data[4:8])[0])
-    for i in range(WEBP_MAX_CHUNKS):
-        tick(i)
-        if pos + 8 > end:
+    for i, (pos, size, fourcc) in enumerate(webp_chunks(data)):    # the chunks the decoder counts
+        if i == WEBP_MAX_CHUNKS:   # a chunk past the cap, not a file of exactly that many
+            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
+            b.cut = True
+            b.chunks += 1
             break
+        tick(i)
         b.chunks += 1
-        fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         start = pos + 8
         if start + size > len(data):
             b.errors.append(f"WebP: chunk {fourcc!r} overruns the file")
@@ -709,12 +710,6 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         elif fourcc == b"VP8L" and len(body) >= 5 and b.width is None:
             bits = int.from_bytes(body[1:5], "little")
             b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        pos += 8 + size + (size & 1)
-    else:
-        if pos + 8 <= end:   # a chunk past the cap, not a file of exactly that many
-            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
-            b.cut = True
-            b.chunks += 1
 
 
 def _over_cap(fmt: str, what: str, cap: int) -> str:
