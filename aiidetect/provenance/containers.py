@@ -517,7 +517,8 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
-            b.jumbf.append("PNG caBX")
+            if "PNG caBX" not in b.jumbf:     # once, however many: the place is the evidence's `where`
+                b.jumbf.append("PNG caBX")
             b.jumbf_bytes += length
         elif ctype == b"IEND":
             tail = data[pos + 12:pos + 12 + MAX_TEXT_BYTES]
@@ -699,7 +700,8 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
-            b.jumbf.append("WebP C2PA chunk")
+            if "WebP C2PA chunk" not in b.jumbf:     # once, however many: the place is the evidence's `where`
+                b.jumbf.append("WebP C2PA chunk")
             b.jumbf_bytes += size
         elif fourcc == b"VP8X" and len(body) >= 10:
             b.width = 1 + int.from_bytes(body[4:7], "little")

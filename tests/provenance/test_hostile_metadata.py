@@ -284,3 +284,16 @@ def test_a_tiff_store_on_a_later_page_counts_toward_the_store_cap(monkeypatch):
         rep = analyze(tiff_with_page(first, [(0xCD41, 7, c2pa_store(120_000))]), "x", options={"watermark": "never"})
         assert len(handed) == 1, "the reader was handed the store over the cap"
         assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
+
+
+def test_many_c2pa_chunks_name_their_place_once():
+    # Each caBX (or WebP C2PA) chunk added its place to the evidence's `where`: 50,000 empty ones, a 600 KB PNG,
+    # made a 500 KB record (one c2pa.unreadable line), as JPEG's APP11 segments already did not.
+    from aiidetect.testing.hostile import png_chunk, png_with, webp_chunk, webp_riff
+
+    still = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(still, "WEBP", lossless=True)
+    for data, where in ((png_with([png_chunk(b"caBX", b"")] * 1000), "PNG caBX"),
+                        (webp_riff(still.getvalue()[12:] + webp_chunk(b"C2PA", b"") * 1000), "WebP C2PA chunk")):
+        rep = analyze(data, "x", options={"watermark": "never"})
+        assert [e.source for e in rep.evidence if e.id.startswith("c2pa.")] == [where], rep.evidence
