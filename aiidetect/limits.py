@@ -198,7 +198,7 @@ PNG_MAX_TEXT_WORK_BYTES = 64 * 1024 * 1024
 
 # Bytes of a C2PA manifest store handed to the C2PA reader (c2pa-rs, native code the time budget cannot stop), as
 # the metadata walk counts them: a JPEG's APP11 JUMBF segments, a PNG's caBX chunks, a WebP's C2PA chunks, a
-# HEIF/AVIF's top-level C2PA uuid boxes, the C2PA tags (52545) of a TIFF's IFD0, in all. c2pa-rs holds the store
+# HEIF/AVIF's top-level C2PA uuid boxes, the C2PA tags (52545) of a TIFF's pages, in all. c2pa-rs holds the store
 # several times over while it reads it: a 100 MB JPEG whose store carried a 100 MB box beside a signed manifest
 # (testing.hostile.jpeg_c2pa_store) took `aiidetect scan -d metadata` 693 MB and `meta` 688 MB (c2pa-rs alone
 # 526 MB), the same store after a HEIC (heif_c2pa_store) 626 MB and 589 MB; refused, 275 MB and 226 MB.

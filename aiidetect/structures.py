@@ -57,7 +57,6 @@ def png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         pos += 12 + length
 
 
-
 def webp_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     """(offset, size, fourcc) of each top-level chunk of a WebP's RIFF, in order, as libwebp's demuxer walks
     them: from byte 12 to the end its RIFF size gives (or the file's, if that is sooner), each chunk padded to
@@ -69,6 +68,7 @@ def webp_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         yield pos, size, fourcc
         pos += 8 + size + (size & 1)
+
 
 # HEIF and AVIF (ISO BMFF, ISO/IEC 23008-12): the item structure of the top-level `meta` box, as libheif and
 # libavif read it before decoding, for the decoder's check of a derived image (a `grid` of tiles) against what

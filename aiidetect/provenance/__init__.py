@@ -542,7 +542,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
 
     where = ", ".join(blobs.jumbf)
     try:
-        c2.check_store(blobs.jumbf_bytes)
+        c2.check_store(blobs.jumbf_bytes, blobs.format, blobs.cut)
         f = c2.read_c2pa(data, blobs.format, where, chunks=blobs.chunks)
     except c2.C2paUnavailable as exc:
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))

@@ -145,12 +145,13 @@ def _not_read(problem: str) -> ValueError:
                       "time or memory grows with it and cannot be stopped)")
 
 
-def check_store(store_bytes: int) -> None:
+def check_store(store_bytes: int, fmt: str | None = None, cut: bool = False) -> None:
     """Raises ValueError when a manifest store of `store_bytes` (containers.Blobs.jumbf_bytes, the bytes of its
-    segments, chunks, boxes or tags as the walk saw them) is too big to hand to the reader."""
+    segments, chunks, boxes or tags as the walk saw them) is too big to hand to the reader, or the walk of a `fmt`
+    file stopped (`cut`) where more of it may follow."""
     from .containers import c2pa_store_problem
 
-    problem = c2pa_store_problem(store_bytes)
+    problem = c2pa_store_problem(store_bytes, fmt, cut)
     if problem:
         raise _not_read(problem)
 

@@ -11,7 +11,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from ..structures import DIB_HEADERS, bmff_boxes, next_marker
+from ..structures import DIB_HEADERS, bmff_boxes, next_marker, webp_chunks
 from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                       PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
@@ -213,21 +213,20 @@ def walk(data: bytes, time_left=None, layout=None) -> Blobs:
     return b
 
 
-# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID) and a TIFF's (tag 52545).
+# Where c2pa-rs reads a HEIF/AVIF's manifest store (a top-level `uuid` box of this UUID; a TIFF's: tiffguard.C2PA_TAG).
 C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
-C2PA_TIFF_TAG = 0xCD41
 
 
 def _c2pa_store_bytes(data: bytes, fmt: str) -> int:
-    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFD0, from their
-    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES)."""
+    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFDs, from their
+    headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES). c2pa-rs takes a TIFF's
+    tag from any page (100 MB on page 2 was counted as nothing when only IFD0 was); a structure over the caps
+    the walk stops at is refused whole (c2pa_structure_problem, the same check)."""
     try:
         if fmt == "TIFF":
-            from .tiffguard import ifd_entries
+            from .tiffguard import check_tiff
 
-            e = "<" if data[:2] == b"II" else ">"
-            return sum(size for tag, size, _ in ifd_entries(data, e, struct.unpack_from(e + "I", data, 4)[0])
-                       if tag == C2PA_TIFF_TAG)
+            return check_tiff(data, pages=True, max_total_entries=C2PA_MAX_TIFF_ENTRIES).c2pa_bytes
         return sum(stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
                    if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID)
     except (struct.error, ValueError):
@@ -523,7 +522,8 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
         elif ctype == b"caBX":
-            b.jumbf.append("PNG caBX")
+            if "PNG caBX" not in b.jumbf:     # once, however many: the place is the evidence's `where`
+                b.jumbf.append("PNG caBX")
             b.jumbf_bytes += length
         elif ctype == b"IEND":
             tail = data[pos + 12:pos + 12 + MAX_TEXT_BYTES]
@@ -678,13 +678,14 @@ def _inflate(payload: bytes) -> tuple[bytes, bool]:
 # --- WebP -------------------------------------------------------------------
 
 def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
-    pos, end = 12, min(len(data), 8 + struct.unpack("<I", data[4:8])[0])
-    for i in range(WEBP_MAX_CHUNKS):
-        tick(i)
-        if pos + 8 > end:
+    for i, (pos, size, fourcc) in enumerate(webp_chunks(data)):    # the chunks the decoder counts
+        if i == WEBP_MAX_CHUNKS:   # a chunk past the cap, not a file of exactly that many
+            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
+            b.cut = True
+            b.chunks += 1
             break
+        tick(i)
         b.chunks += 1
-        fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         start = pos + 8
         if start + size > len(data):
             b.errors.append(f"WebP: chunk {fourcc!r} overruns the file")
@@ -704,7 +705,8 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.xmp.append((data[start:start + size], "WebP XMP chunk"))
         elif fourcc == b"C2PA":
-            b.jumbf.append("WebP C2PA chunk")
+            if "WebP C2PA chunk" not in b.jumbf:     # once, however many: the place is the evidence's `where`
+                b.jumbf.append("WebP C2PA chunk")
             b.jumbf_bytes += size
         elif fourcc == b"VP8X" and len(body) >= 10:
             b.width = 1 + int.from_bytes(body[4:7], "little")
@@ -715,12 +717,6 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         elif fourcc == b"VP8L" and len(body) >= 5 and b.width is None:
             bits = int.from_bytes(body[1:5], "little")
             b.width, b.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        pos += 8 + size + (size & 1)
-    else:
-        if pos + 8 <= end:   # a chunk past the cap, not a file of exactly that many
-            b.errors.append(_over_cap("WebP", "chunks", WEBP_MAX_CHUNKS))
-            b.cut = True
-            b.chunks += 1
 
 
 def _over_cap(fmt: str, what: str, cap: int) -> str:
@@ -856,9 +852,14 @@ _BMFF_CONTAINERS = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, 
                     b"grpl": 0, b"meta": 4, b"iref": 4}
 
 
-def c2pa_store_problem(store_bytes: int) -> str | None:
+def c2pa_store_problem(store_bytes: int, fmt: str | None = None, cut: bool = False) -> str | None:
     """Why a manifest store of `store_bytes` (its segments, chunks, boxes or tags: Blobs.jumbf_bytes) is too big
-    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None."""
+    to hand to c2pa-rs (limits.C2PA_MAX_STORE_BYTES), or None. cut: the walk stopped before the end (Blobs.cut)."""
+    if fmt == "JPEG" and cut:
+        # c2pa-rs joins every APP11 segment before the scan: past the walk's segment cap a store went on unseen
+        # (its first segment, 65,536 empty comments, then 100 MB more: counted as 64 KB, held by c2pa-rs).
+        # A PNG's or WebP's walk cut is c2pa_structure_problem's (its chunk count).
+        return "the walk stopped before the JPEG's last segment, so the store's size is not known"
     if store_bytes > C2PA_MAX_STORE_BYTES:
         return f"a manifest store of {store_bytes} bytes (over {C2PA_MAX_STORE_BYTES})"
     return None

@@ -60,6 +60,7 @@ _COLORMAP = 320
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
+C2PA_TAG = 0xCD41         # a manifest store, on any page (c2pa-rs reads it there)
 # Bytes per value of TIFF field types 1-13 (BYTE ... IFD); index 0 is no type.
 TYPE_SIZE = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)
 
@@ -73,6 +74,7 @@ class TiffCheck:
     entries: int = 0
     values: int = 0     # what exifread would decode one by one (MAX_VALUES)
     decoded: int = 0    # what Pillow would decode one by one (PILLOW_DECODED)
+    c2pa_bytes: int = 0  # bytes of the C2PA tags of the IFDs walked (limits.C2PA_MAX_STORE_BYTES)
     notes: list[str] = field(default_factory=list)
     # Byte offset of IFD1's next-IFD pointer (IFD0's when there is no IFD1): where
     # bounded_for_readers cuts the chain.
@@ -137,6 +139,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
             if tag in _STRIP_TAGS and count > MAX_STRIPS:
                 return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
                                f"(over {MAX_STRIPS})")
+            if tag == C2PA_TAG:
+                r.c2pa_bytes += count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
                 r.orientation = struct.unpack_from(e + "H", tiff, at)[0]
             elif tag in _SUB_IFD_TAGS and count >= 1 and (typ in (4, 13) or big and typ in (16, 18)):

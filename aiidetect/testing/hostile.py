@@ -154,6 +154,23 @@ def tiff_file(bits: int, samples: int, photometric: int, sample_format: int = 1,
     return b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 4 + tail + data
 
 
+def tiff_with_page(tiff: bytes, extra: list[tuple[int, int, bytes]] = ()) -> bytes:
+    """`tiff` (a one-page little-endian TIFF, tiff_file's) with a second page after it: tiff_file(8, 1, 1, extra)
+    moved there. c2pa-rs takes a C2PA tag (52545) from any page, not only the first."""
+    page = bytearray(tiff_file(8, 1, 1, extra=extra))
+    at = len(tiff) + (len(tiff) & 1)
+    size = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1}
+    for i in range(struct.unpack_from("<H", page, 8)[0]):
+        p = 10 + 12 * i
+        tag, typ, count, field = struct.unpack_from("<HHII", page, p)
+        if tag == 273 or count * size[typ] > 4:     # an offset into the page: where it lands in the file
+            struct.pack_into("<I", page, p + 8, field + at - 8)
+    out = bytearray(tiff + b"\x00" * (len(tiff) & 1) + page[8:])
+    ifd = struct.unpack_from("<I", out, 4)[0]
+    struct.pack_into("<I", out, ifd + 2 + 12 * struct.unpack_from("<H", out, ifd)[0], at)
+    return bytes(out)
+
+
 def tiff_decoded_values(tag: int = 282, typ: int = 5, count: int = 2_000_000) -> bytes:
     """An 8x6 greyscale TIFF (a palette one for ColorMap, tag 320) whose entry `tag` holds `count` values of type
     `typ` (3 SHORT, 4 LONG, 5 RATIONAL, 6 SBYTE, each 1): Pillow's open decodes each into a Python object. The default,
@@ -572,8 +589,9 @@ def jpeg_c2pa_store(size: int, manifest: bytes = b"") -> bytes:
 def heif_c2pa_store(size: int, heif: bytes, manifest: bytes = b"") -> bytes:
     """`heif` (a HEIF or AVIF file) with c2pa_store(size, manifest) in a top-level C2PA `uuid` box after it, where
     c2pa-rs reads it (100 MB after a 1.4 MB HEIC: `scan -d metadata` 626 MB, c2pa-rs alone 527 MB)."""
-    payload = (bytes.fromhex("d8fec3d61b0e483c92975828877ec481") + bytes(4) + b"manifest\x00" + bytes(8)
-               + c2pa_store(size, manifest))
+    from aiidetect.provenance.containers import C2PA_BMFF_UUID
+
+    payload = C2PA_BMFF_UUID + bytes(4) + b"manifest\x00" + bytes(8) + c2pa_store(size, manifest)
     return heif + struct.pack(">I", 8 + len(payload)) + b"uuid" + payload
 
 

@@ -233,3 +233,67 @@ def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypa
         rep = analyze(data, "x", options={"watermark": "never"})
         assert len(handed) == 3, "the reader was handed the store over the cap"
         assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
+
+
+def _reader_handed(monkeypatch) -> list[int]:
+    """c2pa's Reader replaced by one that notes the bytes it was handed (and reads nothing)."""
+    import c2pa
+
+    handed = []
+
+    class Reader:
+        def __init__(self, mime, stream, *a, **kw):
+            handed.append(len(stream.getvalue()))
+            raise ValueError("no manifest here")
+
+    monkeypatch.setattr(c2pa, "Reader", Reader)
+    return handed
+
+
+def test_a_jpeg_store_past_the_walks_segment_cap_is_not_handed_to_the_c2pa_reader(monkeypatch):
+    # The walk stops at limits.JPEG_MAX_SEGMENTS and counted the store's bytes up to there, while c2pa-rs reads every
+    # APP11 segment before the scan: the store's first segment, 65,536 empty comments, then its other 1,530 segments
+    # (100 MB) were counted as 64 KB, and c2pa-rs held the rest (`scan -d metadata` 560 MB; refused, 262 MB).
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import jpeg_c2pa_store
+
+    handed = _reader_handed(monkeypatch)
+    monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000)
+    monkeypatch.setattr(containers, "JPEG_MAX_SEGMENTS", 50)
+    data = jpeg_c2pa_store(120_000)            # three APP11 segments, right after SOI
+    first = 4 + struct.unpack(">H", data[4:6])[0]
+    data = data[:first] + b"\xff\xfe\x00\x02" * 50 + data[first:]
+    rep = analyze(data, "x", options={"watermark": "never"})
+    assert handed == [], "the reader was handed a store the walk did not see the end of"
+    assert any("C2PA manifest store not read: the walk stopped before the JPEG's last segment" in e
+               for e in rep.errors), rep.errors
+    assert "c2pa.unreadable" in {e.id for e in rep.evidence}
+
+
+def test_a_tiff_store_on_a_later_page_counts_toward_the_store_cap(monkeypatch):
+    # c2pa-rs takes the C2PA tag (52545) from any page, not only IFD0: 100 MB on page 2 was counted as nothing, and
+    # c2pa-rs held 300 MB more.
+    from aiidetect.provenance import containers
+    from aiidetect.testing.hostile import c2pa_store, tiff_file, tiff_with_page
+
+    handed = _reader_handed(monkeypatch)
+    monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000)
+    analyze(tiff_with_page(tiff_file(8, 1, 1), [(0xCD41, 7, c2pa_store(80_000))]), "x", options={"watermark": "never"})
+    assert len(handed) == 1, "a store under the cap is read"
+    for first in (tiff_file(8, 1, 1), tiff_file(8, 1, 1, extra=[(0xCD41, 7, c2pa_store(100))])):
+        rep = analyze(tiff_with_page(first, [(0xCD41, 7, c2pa_store(120_000))]), "x", options={"watermark": "never"})
+        assert len(handed) == 1, "the reader was handed the store over the cap"
+        assert any("C2PA manifest store not read: a manifest store of" in e for e in rep.errors), rep.errors
+
+
+def test_many_c2pa_chunks_name_their_place_once():
+    # Each caBX (or WebP C2PA) chunk added its place to the evidence's `where`: 50,000 empty ones, a 600 KB PNG,
+    # made a 500 KB record (one c2pa.unreadable line), as JPEG's APP11 segments already did not.
+    from aiidetect.testing.hostile import png_chunk, png_with, webp_chunk, webp_riff
+
+    still = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(still, "WEBP", lossless=True)
+    for data, where in ((png_with([png_chunk(b"caBX", b"")] * 1000), "PNG caBX"),
+                        (webp_riff(still.getvalue()[12:] + webp_chunk(b"C2PA", b"") * 1000), "WebP C2PA chunk")):
+        rep = analyze(data, "x", options={"watermark": "never"})
+        assert [e.source for e in rep.evidence if e.id.startswith("c2pa.")] == [where], rep.evidence
