@@ -47,6 +47,9 @@ LEFT_OUT = "left_out"
 # Why a file is uncertain, as the first reason says it; the report's card words each for people.
 NO_OPINION = "no detector had an opinion"
 SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# After the detectors' names, in the reasons of a file fused without the model's bias and band (the report
+# draws that file's gauge with the band it was judged on).
+ASIDE_FOR_FILE = "no answer for this file, so the fusion model's bias and band"
 
 
 @dataclass
@@ -434,7 +437,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         if lost:
             aside_bias = True
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
-            notes.append(f"{', '.join(lost)}: no answer for this file, so the fusion model's bias and band, fitted "
+            notes.append(f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted "
                          f"with {'them' if len(lost) > 1 else 'it'}, are set aside (bias 0, band {lo:g} / {hi:g}, "
                          f"no narrower than the rules')")
 
