@@ -426,7 +426,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
-    aside_bias = False
+    aside_bias, aside_note = False, ""
     if fitted and n_pixel:
         # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
         # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
@@ -437,9 +437,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         if lost:
             aside_bias = True
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
-            notes.append(f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted "
-                         f"with {'them' if len(lost) > 1 else 'it'}, are set aside (bias 0, band {lo:g} / {hi:g}, "
-                         f"no narrower than the rules')")
+            aside_note = (f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, "
+                          f"are set aside (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')")
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -537,8 +536,13 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
+        # After what decided: the one-line views lead with the first note, and "b: no answer for this file"
+        # there hid "resting on the file's own unsigned metadata (not verified ...)" on every row of a run
+        # with one of the model's heads not run.
+        notes += [aside_note] if aside_note else []
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
+    notes += [aside_note] if aside_note else []
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
         notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "

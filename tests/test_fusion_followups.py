@@ -157,3 +157,16 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         if not any(r.startswith(("decisive", "only soft")) for r in out.reasons):   # the band judged it
             want = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
             assert out.verdict == want, (res, model, out, p)
+
+
+def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
+    """The table's, CSV's and page rows' one-line reason is the first reason: with one of the model's heads
+    not run (or failed) on a file a pasted XMP declaration decided, every row read "b: no answer for this
+    file, ..." and not that the verdict rests on the file's own unverified word."""
+    from aiidetect.report.writers import headline
+
+    out = fuse({"a": ok(0.3), "metadata": meta(XMP)}, MODEL)
+    assert out.verdict == "ai-generated"
+    assert headline(out.reasons).startswith("decisive provenance evidence decides the verdict"), out.reasons
+    assert "not verified" in headline(out.reasons)
+    assert any(r.startswith("b: no answer for this file") for r in out.reasons)
