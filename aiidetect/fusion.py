@@ -47,6 +47,9 @@ LEFT_OUT = "left_out"
 # Why a file is uncertain, as the first reason says it; the report's card words each for people.
 NO_OPINION = "no detector had an opinion"
 SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# After the detectors' names, in the reasons of a file fused without the model's bias and band (the report
+# draws that file's gauge with the band it was judged on).
+ASIDE_FOR_FILE = "no answer for this file, so the fusion model's bias and band"
 
 
 @dataclass
@@ -423,7 +426,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
-    aside_bias = False
+    aside_bias, aside_note = False, ""
     if fitted and n_pixel:
         # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
         # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
@@ -434,9 +437,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         if lost:
             aside_bias = True
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
-            notes.append(f"{', '.join(lost)}: no answer for this file, so the fusion model's bias and band, fitted "
-                         f"with {'them' if len(lost) > 1 else 'it'}, are set aside (bias 0, band {lo:g} / {hi:g}, "
-                         f"no narrower than the rules')")
+            aside_note = (f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, "
+                          f"are set aside (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')")
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -534,8 +536,13 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 p = max(p, hi) if sign > 0 else min(p, lo)
             verdict = "ai-generated" if sign > 0 else "likely-real"
             notes.append("decisive provenance evidence decides the verdict" + _basis(decisive))
+        # After what decided: the one-line views lead with the first note, and "b: no answer for this file"
+        # there hid "resting on the file's own unsigned metadata (not verified ...)" on every row of a run
+        # with one of the model's heads not run.
+        notes += [aside_note] if aside_note else []
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
+    notes += [aside_note] if aside_note else []
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
         notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "

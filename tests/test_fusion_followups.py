@@ -101,3 +101,72 @@ def test_a_written_p_ai_is_on_the_side_of_the_band_its_verdict_is(hi, p):
     assert d["verdict"] == ("ai-generated" if p >= hi else "uncertain")
     assert (d["p_ai"] >= hi) == (d["verdict"] == "ai-generated"), d
     assert d["p_ai"] == pytest.approx(p, abs=1e-6) and round(d["p_ai"], 6) == d["p_ai"]
+
+
+def _random_case(rnd):
+    """Random detector answers, evidence (soft, claims, signed, pixel marks, both ways) and models."""
+    def ev():
+        basis, d = rnd.choice(["soft", "claim", "signed", "pixels"]), rnd.choice(["ai", "real"])
+        s = rnd.choice([0.2, 1.2, 3.0, 4.0, 6.0, 9.2, 12.0, rnd.uniform(0.1, 15)])
+        eid = rnd.choice("abcd") + "." + basis
+        return Evidence(eid, d, s, eid) if basis == "soft" else Evidence(eid, d, s, eid, decisive=True,
+                                                                          data={"basis": basis})
+    res = {rnd.choice(["a", "b", "c", "linear:x"]): rnd.choice(
+        [ok(rnd.choice([rnd.random(), 1e-9, 1 - 1e-9, 0.5])), DetectorResult.failed("x"), ok(math.nan)])
+        for _ in range(rnd.choice([0, 1, 2, 3]))}
+    if rnd.random() < 0.8:
+        res["metadata"] = meta(*[ev() for _ in range(rnd.choice([0, 1, 2, 3, 4]))])
+    model = None
+    if rnd.random() < 0.5:
+        dets = {k: {"calibration": {"method": "none"}, "weight": rnd.choice([0.0, 0.5, 1.0, 2.0])}
+                for k in rnd.sample(["a", "b", "c", "linear"], rnd.choice([1, 2, 3]))}
+        next(iter(dets.values()))["weight"] = 1.0
+        model = {"detectors": dets, "evidence_weight": rnd.choice([0.3, 1.0]), "bias": rnd.choice([0.0, 2.0, -1.5]),
+                 "ai_threshold": rnd.choice([0.51, 0.8, 0.9, 0.99, 0.9999]),
+                 "real_threshold": rnd.choice([0.49, 0.2, 0.1, 0.01])}
+    elif rnd.random() < 0.3:
+        model = {"ai_threshold": rnd.choice([0.9, 0.99, 0.995]), "real_threshold": rnd.choice([0.1, 0.01])}
+    return res, model
+
+
+def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_random_evidence():
+    """Every path at once (decisive signed or claims only, both ways, soft cap, averaged pixels, a fitted model
+    with weights and bias, set aside for a file, no detectors): one line per contribution, the lines add up to
+    logit(p_ai) to their rounding, and the p_ai a record writes is on the verdict's side of the band and 0.5."""
+    import random
+
+    from aiidetect.fusion import shown_p
+
+    rnd = random.Random(2126)
+    for _ in range(1500):
+        res, model = _random_case(rnd)
+        out = fuse(res, model)
+        if out.p_ai is None:
+            assert out.verdict == "uncertain" and not out.contributions
+            continue
+        z = sum(out.contributions.values())
+        assert 1 / (1 + math.exp(-z)) == pytest.approx(out.p_ai, rel=1e-9, abs=1e-15), (res, model, out)
+        moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
+        assert len(moved) == len(out.contributions), out.reasons
+        assert sum(moved) == pytest.approx(z, abs=0.005 * len(moved) + 1e-9), out.reasons
+        hi, lo = out.band
+        p = shown_p(out.p_ai, out.band)
+        assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
+        if out.verdict != "uncertain":
+            assert (p > 0.5) == (out.verdict == "ai-generated"), (res, model, out)
+        if not any(r.startswith(("decisive", "only soft")) for r in out.reasons):   # the band judged it
+            want = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
+            assert out.verdict == want, (res, model, out, p)
+
+
+def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
+    """The table's, CSV's and page rows' one-line reason is the first reason: with one of the model's heads
+    not run (or failed) on a file a pasted XMP declaration decided, every row read "b: no answer for this
+    file, ..." and not that the verdict rests on the file's own unverified word."""
+    from aiidetect.report.writers import headline
+
+    out = fuse({"a": ok(0.3), "metadata": meta(XMP)}, MODEL)
+    assert out.verdict == "ai-generated"
+    assert headline(out.reasons).startswith("decisive provenance evidence decides the verdict"), out.reasons
+    assert "not verified" in headline(out.reasons)
+    assert any(r.startswith("b: no answer for this file") for r in out.reasons)

@@ -23,7 +23,8 @@ from importlib import resources
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
-from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside
+from ..fusion import (ASIDE_FOR_FILE, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model,
+                      set_aside)
 from ..records import PIXEL_FAILURES, verdict_matches
 from .writers import Writer, error_reason, fusion_label, headline
 
@@ -644,18 +645,14 @@ def _table_section(n: int, n_cards: int | None = None) -> str:
 GAUGE_W = 400
 
 
-def _svg_defs(fusion: Mapping[str, Any]) -> str:
-    """Drawn once, used by every card (<use href="#...">): 10,000 cards stay light."""
-    lo, hi, W = float(fusion["real_threshold"]), float(fusion["ai_threshold"]), GAUGE_W
+def _band_shapes(lo: float, hi: float) -> str:
+    """The gauge's three zones and their labels, for a band."""
+    W = GAUGE_W
 
     def x(v: float) -> float:
         return round(v * W, 1)
 
-    return (f"<svg class=\"defs\" width=\"0\" height=\"0\" aria-hidden=\"true\" focusable=\"false\"><defs>"
-            "<linearGradient id=\"colorbar-gradient\"><stop offset=\"0\" stop-color=\"#0000ff\"/>"
-            "<stop offset=\"0.5\" stop-color=\"#ffffff\"/><stop offset=\"1\" stop-color=\"#ff0000\"/>"
-            "</linearGradient></defs><symbol id=\"gauge-band\">"
-            f"<rect x=\"10\" y=\"16\" width=\"{x(lo)}\" height=\"18\" fill=\"#cfe8d5\"/>"
+    return (f"<rect x=\"10\" y=\"16\" width=\"{x(lo)}\" height=\"18\" fill=\"#cfe8d5\"/>"
             f"<rect x=\"{10 + x(lo)}\" y=\"16\" width=\"{x(hi) - x(lo)}\" height=\"18\" fill=\"#f4e2b8\"/>"
             f"<rect x=\"{10 + x(hi)}\" y=\"16\" width=\"{W - x(hi)}\" height=\"18\" fill=\"#f2c4c0\"/>"
             f"<rect x=\"10\" y=\"16\" width=\"{W}\" height=\"18\" fill=\"none\" stroke=\"#777\"/>"
@@ -665,11 +662,31 @@ def _svg_defs(fusion: Mapping[str, Any]) -> str:
             f"<text x=\"10\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">0</text>"
             f"<text x=\"{10 + x(lo)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{lo:.2f}</text>"
             f"<text x=\"{10 + x(hi)}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">{hi:.2f}</text>"
-            f"<text x=\"{10 + W}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">1</text></symbol></svg>")
+            f"<text x=\"{10 + W}\" y=\"50\" font-size=\"10\" text-anchor=\"middle\">1</text>")
 
 
-def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
+def _svg_defs(fusion: Mapping[str, Any]) -> str:
+    """Drawn once, used by every card (<use href="#...">): 10,000 cards stay light."""
     lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
+    return (f"<svg class=\"defs\" width=\"0\" height=\"0\" aria-hidden=\"true\" focusable=\"false\"><defs>"
+            "<linearGradient id=\"colorbar-gradient\"><stop offset=\"0\" stop-color=\"#0000ff\"/>"
+            "<stop offset=\"0.5\" stop-color=\"#ffffff\"/><stop offset=\"1\" stop-color=\"#ff0000\"/>"
+            f"</linearGradient></defs><symbol id=\"gauge-band\">{_band_shapes(lo, hi)}</symbol></svg>")
+
+
+def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
+    """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
+    model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
+    0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
+    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
+    if isinstance(reasons, list) and any(isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x for x in reasons):
+        lo, hi = min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
+    return lo, hi
+
+
+def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float] | None = None) -> str:
+    run_band = (float(fusion["real_threshold"]), float(fusion["ai_threshold"]))
+    lo, hi = band or run_band
     marker = ""
     if p is not None:
         m = round(10 + p * GAUGE_W, 1)
@@ -678,7 +695,8 @@ def _gauge(p: float | None, fusion: Mapping[str, Any]) -> str:
     label = "P(AI) not available" if p is None else f"P(AI) = {p:.3f}"
     return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely "
             f"real at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
-            f"<use href=\"#gauge-band\"/>{marker}</svg>")
+            # a file judged on another band than the run's has its own zones drawn, not the shared ones
+            + ("<use href=\"#gauge-band\"/>" if (lo, hi) == run_band else _band_shapes(lo, hi)) + f"{marker}</svg>")
 
 
 def _strength(e: Mapping[str, Any]) -> float:
@@ -981,7 +999,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")
     if not isinstance(err, Mapping) or v != "error":
-        o.append(_gauge(p, fusion))
+        o.append(_gauge(p, fusion, _file_band(fusion, r.get("reasons"))))
     o.append("</div></div>")
     reasons = r.get("reasons") or []
     if reasons:

@@ -573,3 +573,35 @@ def test_invisible_characters_cannot_make_two_names_look_alike(tmp_path):
              "a\\u2028b.jpg", "photo\\u200d\\ufe0f.jpg"]
     assert [c["name"] for c in assert_self_contained(html).cards] == shown
     assert [x[3] for x in _rows(html)] == shown and _rows(html)[1][6] == "why\\u200b 1"
+
+
+def test_a_card_fused_without_the_models_band_draws_the_band_that_judged_it(tmp_path):
+    """A file one of the model's detectors did not answer is fused under a band no narrower than the rules'
+    (fusion.fuse, per file): its card drew the run's 0.20-0.80 gauge, its 0.85 in the AI zone beside an
+    "uncertain" badge. The other cards keep the run's band."""
+    import hashlib
+
+    from aiidetect.fusion import fuse, normalize_model
+    from aiidetect.records import DetectorResult
+
+    head = tmp_path / "fusion-desk"
+    head.mkdir()
+    params = {"ai_threshold": 0.8, "real_threshold": 0.2, "bias": 2.0,
+              "detectors": {"a": {"weight": 1.0, "calibration": {"method": "none"}},
+                            "b": {"weight": 1.0, "calibration": {"method": "none"}}}}
+    manifest = json.dumps({"detector": "fusion", "name": "desk", "params": params}).encode()
+    (head / "manifest.json").write_bytes(manifest)
+    model = {"kind": "model", "name": "desk", "path": str(head), "sha256": hashlib.sha256(manifest).hexdigest()}
+    out = fuse({"a": DetectorResult("ok", p_ai=0.85), "b": DetectorResult.failed("boom")}, normalize_model(params))
+    assert out.verdict == "uncertain"
+    run = tmp_path / "run.jsonl"
+    _write(run, [_rec(0, "uncertain", fusion=model, p_ai=round(out.p_ai, 6), reasons=out.reasons),
+                 _rec(1, "uncertain", fusion=model, p_ai=0.5)])
+    page = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(page), "--no-thumbnails", "-q").returncode == 0
+    html = page.read_text(encoding="utf-8")
+    assert "band 0.20\u20130.80" in "".join(assert_self_contained(html).text)   # the run's band, as before
+    first, second = html.split('id="f1"')[0].split('id="f0"')[1], html.split('id="f1"')[1]
+    assert "P(AI) = 0.850; likely real at or below 0.10, AI-generated at or above 0.90" in first
+    assert ">0.90</text>" in first and "#gauge-band" not in first
+    assert "likely real at or below 0.20, AI-generated at or above 0.80" in second and "#gauge-band" in second
