@@ -202,19 +202,10 @@ def test_a_png_of_a_million_chunks_is_not_handed_to_the_c2pa_reader():
 def test_a_manifest_store_over_its_cap_is_not_handed_to_the_c2pa_reader(monkeypatch):
     # c2pa-rs holds a store several times over while it reads it, in native code: a 100 MB JPEG whose store held a
     # 100 MB box beside a signed manifest took `scan -d metadata` 693 MB. The walk counts the store's APP11 bytes.
-    import c2pa
-
     from aiidetect.provenance import containers
     from aiidetect.testing.hostile import c2pa_store, heif_c2pa_store, jpeg_c2pa_store, tiff_file
 
-    handed = []
-
-    class Reader:
-        def __init__(self, mime, stream, *a, **kw):
-            handed.append(len(stream.getvalue()))
-            raise ValueError("no manifest here")
-
-    monkeypatch.setattr(c2pa, "Reader", Reader)
+    handed = _reader_handed(monkeypatch)
     monkeypatch.setattr(containers, "C2PA_MAX_STORE_BYTES", 100_000, raising=False)
     small, big = jpeg_c2pa_store(80_000), jpeg_c2pa_store(120_000)   # two and three APP11 segments
     rep = analyze(small, "x", options={"watermark": "never"})
