@@ -19,7 +19,7 @@ def test_json_and_table_escape_what_a_terminal_would_obey_or_hide(tmp_path):
     d.mkdir()
     name = "cam\u009b2J\u202egpj.exe\u200b\u2028\U000e0041.png"
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", f"a cat\u009b2J\u202e\ufeff\u2060\nSteps: 20, Sampler: Euler, Seed: 1, Model: m")
+    info.add_text("parameters", "a cat\u009b2J\u202e\ufeff\u2060\nSteps: 20, Sampler: Euler, Seed: 1, Model: m")
     Image.new("RGB", (8, 8)).save(d / name, pnginfo=info)
     for fmt in ("jsonl", "json"):
         r = run_cli_in_process("scan", str(d), "-d", "metadata", "--no-cache", "-q", "-f", fmt)
@@ -60,7 +60,7 @@ def test_a_name_is_escaped_once_on_stderr_and_in_the_page(tmp_path):
     bad = tmp_path / f"notrun{z}.jsonl"
     bad.write_text("hello\n", encoding="utf-8")
     r = run_cli_in_process("report", str(bad), "-o", str(tmp_path / "x.html"))
-    assert r.returncode == 2 and f"notrun\\u200b.jsonl is not a saved run" in r.stderr and "005c" not in r.stderr
+    assert r.returncode == 2 and "notrun\\u200b.jsonl is not a saved run" in r.stderr and "005c" not in r.stderr
     run, out = tmp_path / "run.jsonl", tmp_path / f"r{z}.html"
     recs = [{"schema": "1.2", "file": f"f{k}.png", "verdict": "uncertain", "p_ai": 0.5, "detectors": {}, "reasons": [],
              "error": None, "fusion": {"kind": "model", "name": f"fus{z}{k}", "path": f"/gone{z}", "sha256": "0"}}
