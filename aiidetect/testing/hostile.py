@@ -545,17 +545,13 @@ def gif_frames_with(before: bytes = b"", first_blocks: int = 0, frames: int = 1)
     return out + first + (image + b"\x02\x44\x01\x00") * (frames - 1) + b"\x3b"
 
 
-def jumbf_box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-
 def c2pa_store(size: int, manifest: bytes = b"") -> bytes:
     """A C2PA manifest store (a JUMBF superbox labelled `c2pa`) of about `size` bytes: `manifest` (the boxes of a
     real store, or nothing) beside a JSON box of spaces. c2pa-rs holds a store several times over while it reads
     it: one of 100 MB in a JPEG took `scan -d metadata` 693 MB; over limits.C2PA_MAX_STORE_BYTES it is not read."""
     c2pa_uuid, json_uuid = bytes.fromhex("6332706100110010800000aa00389b71"), bytes.fromhex("6a736f6e00110010800000aa00389b71")
-    pad = jumbf_box(b"jumb", jumbf_box(b"jumd", json_uuid + b"\x03pad\x00") + jumbf_box(b"json", b" " * size))
-    return jumbf_box(b"jumb", jumbf_box(b"jumd", c2pa_uuid + b"\x03c2pa\x00") + manifest + pad)
+    pad = bmff_box(b"jumb", bmff_box(b"jumd", json_uuid + b"\x03pad\x00") + bmff_box(b"json", b" " * size))
+    return bmff_box(b"jumb", bmff_box(b"jumd", c2pa_uuid + b"\x03c2pa\x00") + manifest + pad)
 
 
 def jpeg_c2pa_store(size: int, manifest: bytes = b"") -> bytes:
@@ -574,7 +570,7 @@ def heif_c2pa_store(size: int, heif: bytes, manifest: bytes = b"") -> bytes:
     c2pa-rs reads it (100 MB after a 1.4 MB HEIC: `scan -d metadata` 626 MB, c2pa-rs alone 527 MB)."""
     payload = (bytes.fromhex("d8fec3d61b0e483c92975828877ec481") + bytes(4) + b"manifest\x00" + bytes(8)
                + c2pa_store(size, manifest))
-    return heif + struct.pack(">I", 8 + len(payload)) + b"uuid" + payload
+    return heif + bmff_box(b"uuid", payload)
 
 
 def webp_chunk(fourcc: bytes, payload: bytes) -> bytes:
