@@ -536,8 +536,8 @@ def rgb_array(img) -> np.ndarray:
         return np.asarray(img)
     from PIL import Image
 
+    img.load()     # a public call: its errors are the caller's, as np.asarray(img) would raise them
     try:
-        img.load()
         enc = Image._getencoder("RGB", "raw", "RGB")
         enc.setimage(img.im, (0, 0, w, h))
         try:
