@@ -69,7 +69,7 @@ class Sample:
     # (its item tables read once a file), where the caller asks (decode_sample's keep_layout): it holds the
     # bytes, and its tables can be MBs for a 100-byte file (65,536 zero-byte `iloc` extents), so no sample
     # handed back to a caller holds it.
-    layout: Any = None
+    layout: HeifRead | None = None
 
     @property
     def ok(self) -> bool:
