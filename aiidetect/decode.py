@@ -69,7 +69,7 @@ class Sample:
     # (its item tables read once a file), where the caller asks (decode_sample's keep_layout): it holds the
     # bytes, and its tables can be MBs for a 100-byte file (65,536 zero-byte `iloc` extents), so no sample
     # handed back to a caller holds it.
-    layout: Any = None
+    layout: HeifRead | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,7 +138,7 @@ def _large_blocks() -> None:
 PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF", "PSD")
 
 
-def open_image(data: bytes, *, layout: HeifRead | None = None, stripped: bool = False):
+def open_image(data: bytes, *, layout: HeifRead | None = None, oversize_checked: bool = False):
     """Image.open of hostile bytes, restricted to PILLOW_FORMATS (anything else is
     UnidentifiedImageError, as for bytes no plugin knows). A structure Pillow would spend more than the
     caps in limits.py on (structure_problem: a JPEG's scans or segments, a PNG's or WebP's chunks, a GIF's
@@ -147,8 +147,8 @@ def open_image(data: bytes, *, layout: HeifRead | None = None, stripped: bool = 
 
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (its item tables near
     their cap cost 11-27 ms a walk), with what was worked out of it (its check, its strip); a read of other
-    bytes is not used. `stripped`: a JPEG's or PNG's bytes metastrip.strip_oversize has just found nothing to
-    leave out of (decode_bytes): the same walk of the same bytes is not repeated here. Where it did leave
+    bytes is not used. `oversize_checked`: a JPEG's or PNG's bytes metastrip.strip_oversize has just found
+    nothing to leave out of (decode_bytes): the same walk of the same bytes is not repeated here. Where it did leave
     something out, its copy is walked again (a chunk past its walk's cap may come within it)."""
     import io
 
@@ -177,7 +177,7 @@ def open_image(data: bytes, *, layout: HeifRead | None = None, stripped: bool = 
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
         # themselves, to say so, and hand this a file with none left and its read marked so).
         data, _, _ = strip_oversize_heif(data, fmt, layout)
-    if fmt in ("JPEG", "PNG") and not stripped:
+    if fmt in ("JPEG", "PNG") and not oversize_checked:
         from .metastrip import strip_oversize
 
         # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, and inflates every
@@ -536,8 +536,8 @@ def rgb_array(img) -> np.ndarray:
         return np.asarray(img)
     from PIL import Image
 
+    img.load()     # a public call: its errors are the caller's, as np.asarray(img) would raise them
     try:
-        img.load()
         enc = Image._getencoder("RGB", "raw", "RGB")
         enc.setimage(img.im, (0, 0, w, h))
         try:
@@ -668,14 +668,16 @@ def decode_bytes(data: bytes, limits: DecodeLimits | None = None, draft: int | N
     from .metastrip import strip_oversize, strip_oversize_heif
 
     fmt = sniff_format(data)
-    clean = False
+    checked = False
     if fmt in ("HEIF", "AVIF"):     # its item tables read once, for the strip, the pixel checks and the open
         data, withheld, layout = strip_oversize_heif(data, fmt, layout)
     else:
         lean, withheld = strip_oversize(data, fmt)
-        data, clean = (data, True) if lean is None else (lean, False)
+        checked = lean is None
+        data = data if checked else lean
     try:
-        img, info = _decode_bytes(data, limits, draft, admit, layout=layout, reserve=reserve, stripped=clean)
+        img, info = _decode_bytes(data, limits, draft, admit, layout=layout, reserve=reserve,
+                                  oversize_checked=checked)
         if withheld:   # apart from the retry's key: these pixels are the file's own (provenance.reusable_image)
             info["metadata_withheld"] = withheld[:200]
         return img, info
@@ -1131,9 +1133,9 @@ def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                   admit: Callable[[int], None] | None = None, layout: HeifRead | None = None,
-                  reserve: Callable[[dict], int] | None = None, stripped: bool = False):
+                  reserve: Callable[[dict], int] | None = None, oversize_checked: bool = False):
     """decode_bytes' decode of bytes it has stripped (metastrip.strip_oversize); `layout`: a HEIF's
-    structures.heif_layout_read of them, where it has it; `stripped`: as for open_image."""
+    structures.heif_layout_read of them, where it has it; `oversize_checked`: as for open_image."""
     from PIL import Image, UnidentifiedImageError
 
     sniffed = sniff_format(data)
@@ -1156,7 +1158,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     # No warnings.catch_warnings here: it swaps process-wide state and decoding runs in threads.
     with contextlib.nullcontext():
         try:
-            img = open_image(data, layout=layout, stripped=stripped)
+            img = open_image(data, layout=layout, oversize_checked=oversize_checked)
         except DecodeFailure:
             raise
         except UnidentifiedImageError as exc:

@@ -174,6 +174,12 @@ def machine() -> dict:
     return {"cpu": model, "flags": flags, "cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}
 
 
+def save(res: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(res, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder")
@@ -201,9 +207,7 @@ def main() -> int:
         res = {"aiidetect": str(Path(aiidetect.__file__).parent), "files": len(paths), "rounds": a.rounds,
                **by_format(paths, a.rounds), "machine": m}
         res["machine"]["load_1m_end"] = os.getloadavg()[0]
-        if a.json:
-            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps(res, indent=1))
+        save(res, a.json)
         print(json.dumps(res, indent=1))
         return 0
     if a.workers_wall:
@@ -224,9 +228,7 @@ def main() -> int:
                             "ms_per_file": round(statistics.median(totals) * 1000 / len(paths), 2),
                             "rounds_ms_per_file": [round(t * 1000 / len(paths), 2) for t in totals]})
     res["machine"]["load_1m_end"] = os.getloadavg()[0]
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1))
+    save(res, a.json)
     if a.format == "json":
         print(json.dumps(res, indent=1))
     else:

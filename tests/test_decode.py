@@ -1499,6 +1499,7 @@ def test_a_sample_handed_back_to_a_caller_holds_no_heif_read(tmp_path):
     s = decode_sample(read_sample(str(path)), keep_layout=True)     # the scan's reader asks for it
     assert s.layout is not None and s.layout.data is s.data and len(s.layout.layout.extents[1][1]) == 65000
 
+
 def test_a_transform_that_replaces_a_heifs_bytes_drops_the_decodes_read_of_them():
     """Evaluation's perturbations hand the detectors re-encoded bytes (s.data) after the decode: the decode's read
     of the file's own (Sample.layout) stands for none of them and held the file's bytes beside the new ones

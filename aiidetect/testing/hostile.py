@@ -562,27 +562,24 @@ def gif_frames_with(before: bytes = b"", first_blocks: int = 0, frames: int = 1)
     return out + first + (image + b"\x02\x44\x01\x00") * (frames - 1) + b"\x3b"
 
 
-def jumbf_box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-
 def c2pa_store(size: int, manifest: bytes = b"") -> bytes:
     """A C2PA manifest store (a JUMBF superbox labelled `c2pa`) of about `size` bytes: `manifest` (the boxes of a
     real store, or nothing) beside a JSON box of spaces. c2pa-rs holds a store several times over while it reads
     it: one of 100 MB in a JPEG took `scan -d metadata` 693 MB; over limits.C2PA_MAX_STORE_BYTES it is not read."""
-    c2pa_uuid, json_uuid = bytes.fromhex("6332706100110010800000aa00389b71"), bytes.fromhex("6a736f6e00110010800000aa00389b71")
-    pad = jumbf_box(b"jumb", jumbf_box(b"jumd", json_uuid + b"\x03pad\x00") + jumbf_box(b"json", b" " * size))
-    return jumbf_box(b"jumb", jumbf_box(b"jumd", c2pa_uuid + b"\x03c2pa\x00") + manifest + pad)
+    c2pa_uuid = bytes.fromhex("6332706100110010800000aa00389b71")
+    json_uuid = bytes.fromhex("6a736f6e00110010800000aa00389b71")
+    pad = bmff_box(b"jumb", bmff_box(b"jumd", json_uuid + b"\x03pad\x00") + bmff_box(b"json", b" " * size))
+    return bmff_box(b"jumb", bmff_box(b"jumd", c2pa_uuid + b"\x03c2pa\x00") + manifest + pad)
 
 
 def jpeg_c2pa_store(size: int, manifest: bytes = b"") -> bytes:
     """A JPEG whose APP11 segments hold c2pa_store(size, manifest), each segment after the first repeating the
     superbox's header, as JPEG's JUMBF embedding asks."""
     store = c2pa_store(size, manifest)
+    head, body = store[:8], store[8:]
     room = 65533 - 8 - 8     # a segment's payload after its JP header and the repeated superbox header
-    segs = [(0xEB, b"JP" + struct.pack(">HI", 0x0211, 1) + store[:room + 8])]
-    segs += [(0xEB, b"JP" + struct.pack(">HI", 0x0211, 2 + i // room) + store[:8] + store[8 + room + i:8 + 2 * room + i])
-             for i in range(0, len(store) - 8 - room, room)]
+    segs = [(0xEB, b"JP" + struct.pack(">HI", 0x0211, k + 1) + head + body[i:i + room])
+            for k, i in enumerate(range(0, len(body), room))]
     return with_jpeg_segments(_enc(_noise(), "JPEG", quality=85), segs)
 
 
@@ -592,7 +589,7 @@ def heif_c2pa_store(size: int, heif: bytes, manifest: bytes = b"") -> bytes:
     from aiidetect.provenance.containers import C2PA_BMFF_UUID
 
     payload = C2PA_BMFF_UUID + bytes(4) + b"manifest\x00" + bytes(8) + c2pa_store(size, manifest)
-    return heif + struct.pack(">I", 8 + len(payload)) + b"uuid" + payload
+    return heif + bmff_box(b"uuid", payload)
 
 
 def webp_chunk(fourcc: bytes, payload: bytes) -> bytes:
