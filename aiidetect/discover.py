@@ -124,10 +124,9 @@ def iter_path_list(stream) -> Iterator[str]:
         if not data:
             break
         nul, nl, cr = ("\0", "\n", "\r") if isinstance(data, str) else (b"\0", b"\n", b"\r")
-        if size < _SNIFF and nul in data[:_SNIFF - size]:
-            got.append(data)
-            break
         got.append(data)
+        if size < _SNIFF and nul in data[:_SNIFF - size]:
+            break
         size += len(data)
         ended = ended or nul in data or nl in data or cr in data
         # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth`
@@ -415,11 +414,12 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 # A folder reached a second time (through a link): its files were all counted already.
                 summ.duplicates += 1
                 continue
-            if _packed(key) in seen or (is_link and walk_reaches(real)):
+            packed = _packed(key)
+            if packed in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
             if is_link or st.st_nlink > 1 or key in named:
-                seen.add(_packed(key))
+                seen.add(packed)
             yield Candidate(p, ident=key)
 
     def from_args(items: Iterable[str], strict_missing: bool, on_stdin: bool = False) -> Iterator[Candidate]:

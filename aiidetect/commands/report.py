@@ -114,7 +114,9 @@ def report_cmd(
         except _Unread as exc:   # -o's file is removed, stdout has what was written
             fail(f"cannot read {results}: {exc}")
         except NotASavedRun as exc:  # raised before a byte is written; -o keeps what it held
-            fail(str(exc))  # fail's console escapes it (twice, a zero-width space read as a backslash)
+            # Not through printable() here: fail's console escapes it, and escaped twice, a zero-width space
+            # read as a backslash and "u200b".
+            fail(str(exc))
     if not quiet:
         err = stderr_console()
         from rich.text import Text

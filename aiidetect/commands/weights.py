@@ -77,12 +77,12 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
 
     con = Console()
     spec = backbone_opts.spec() if check_backbone else None
-    unchecked: list[str] = []
+    errors: list[str] = []   # each one fails the run (exit 2, "ok": false)
 
     def note(msg: str) -> None:
         # The check asked for did not happen: an error (stderr, exit 2), not a note a fleet check
         # reads past (a damaged backbone in the cache printed this and exited 0).
-        unchecked.append(msg)
+        errors.append(msg)
         stderr_console().print(f"[bold red]error:[/] backbone unavailable, fingerprints not checked: {escape(msg)}",
                                highlight=False, soft_wrap=True)
 
@@ -91,7 +91,6 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     checked = verify_heads(dirs, spec, on_note=note, passed_over=passed_over)
     for line in passed_over:
         stderr_console(quiet).print(f"note: {escape(line)}", highlight=False, soft_wrap=True)
-    nothing: list[str] = []
     if not checked:
         from ..detectors import onnx_families
 
@@ -100,16 +99,17 @@ def verify(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         # never looked at (a mistyped path is already exit 2 for the same reason).
         msg = (f"no heads found, nothing verified (looked in {', '.join(str(d) for d in dirs)}); train one "
                f"with `aiidetect train {'|'.join(onnx_families())}`")
-        nothing.append(msg)
+        errors.append(msg)
         stderr_console().print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    failed = bool(unchecked) or bool(nothing) or any(p for _, _, p in checked)
+    failed = bool(errors) or any(p for _, _, p in checked)
     if fmt == JsonFormat.json:
         # A fleet check parses this instead of the ok/FAIL lines: what failed is in the document too.
         from ..report.safe import dumps
         typer.echo(dumps({"ok": not failed, "weights_dirs": [str(d) for d in dirs],
                           # no head, no fingerprint compared: "true" there vouched for a check that never ran
-                          "backbone_checked": check_backbone and not unchecked and bool(checked),
-                          "errors": unchecked + nothing,
+                          # (with heads, every error is the backbone's)
+                          "backbone_checked": check_backbone and bool(checked) and not errors,
+                          "errors": errors,
                           "heads": [{"name": name, "path": path, "ok": not problems, "problems": problems}
                                     for name, path, problems in checked]}, indent=2))
         raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)

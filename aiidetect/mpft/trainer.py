@@ -415,13 +415,13 @@ class MPFTTrainer:
                              f"{self.bb.fingerprint}); resume with the backbone options it was started with, or {fresh}")
         if state["labels"] != self.labels:
             raise ValueError(f"checkpoint {p} was trained with labels {state['labels']}, this data gives {self.labels}")
+        was = state.get("config") if isinstance(state.get("config"), dict) else {}
         try:
             self.model.load_trainable_state(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             # (another --rank, --adapter or --targets: torch's "size mismatch for adapter.lora_A...")
-            was = state.get("config") if isinstance(state.get("config"), dict) else {}
             now = self.cfg.to_dict()
             diff = [f"--{k.replace('_', '-')} {was[k]} then, {now[k]} now" for k in sorted(now)
                     if k in was and was[k] != now[k] and not isinstance(now[k], dict)]
@@ -431,7 +431,6 @@ class MPFTTrainer:
         self.step = int(state["step"])
         self.history = list(state.get("history") or [])
         self.best = state.get("best")
-        was = state.get("config") if isinstance(state.get("config"), dict) else {}
         # The optimiser's state holds these, so the checkpoint's stay whatever this run asked: the
         # manifest gave the new --lr of a run that never used it.
         kept = {k: was[k] for k in _IN_THE_OPTIMISER

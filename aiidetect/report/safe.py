@@ -133,11 +133,15 @@ _HIDDEN_RANGES = ((0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x34F, 0x34F), (0x6
                   (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x206F),
                   (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
                   (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
-_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
-                                   for a, b in _HIDDEN_RANGES) + "]")
+
+
+def _char_class(ranges: Any) -> str:
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges) + "]"
+
+
+_UNSAFE = re.compile(_char_class(_HIDDEN_RANGES))
 # The same, less C0 (json.dumps escapes those in strings itself; outside them, `indent` lays out with "\n").
-_JSON_UNSAFE = re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
-                                        for a, b in _HIDDEN_RANGES if a > 0x1F) + "]")
+_JSON_UNSAFE = re.compile(_char_class(r for r in _HIDDEN_RANGES if r[0] > 0x1F))
 # ... and a backslash that would read as one of those escapes: a file named "photo\\u200b.jpg" (a backslash,
 # then "u200b") was shown exactly as "photo\u200b.jpg", a zero-width space, is. It is shown as \u005c, so
 # every \u in what `printable` gives is an escape. A backslash before anything else is left alone
