@@ -25,7 +25,7 @@ from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exp
 from .limits import (BMP_RLE_MAX_PIXELS, DECODE_BUDGET_IMAGES, GIF_MAX_BLOCKS, JPEG_MAX_COVERAGE, JPEG_MAX_DQT_BYTES,
                      JPEG_MAX_GAP_BYTES, JPEG_MAX_SEGMENTS, MAX_FRAMES_COUNTED, PNG_MAX_CHUNKS, PSD_MAX_RESOURCES,
                      PSD_MAX_ROWS, WEBP_MAX_CHUNKS, WEBP_PIXEL_COST)
-from .structures import HeifRead, heif_layout_read, heif_read_of
+from .structures import HeifRead, heif_layout_read, heif_read_of, webp_chunks
 
 # Leading bytes of the formats we decode, so "corrupt PNG" and "not an image"
 # get different codes.
@@ -1097,8 +1097,6 @@ def png_chunk_problem(data: bytes) -> str | None:
 def webp_chunk_problem(data: bytes) -> str | None:
     """Why a WebP holds more chunks than WEBP_MAX_CHUNKS (an animation's frames, one ANMF chunk each), or None.
     Reads chunk headers only, as libwebp's demuxer walks them (structures.webp_chunks)."""
-    from .structures import webp_chunks
-
     for i, _ in enumerate(webp_chunks(data)):
         if i == WEBP_MAX_CHUNKS:
             return f"more than {WEBP_MAX_CHUNKS} chunks (an animation's frames are one chunk each)"

@@ -16,7 +16,7 @@ import struct
 
 from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                      PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
-from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks
+from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
 _PNG_KEEP = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"sBIT", b"gAMA", b"cHRM",
@@ -215,14 +215,11 @@ def _oversize_png(data: bytes, limit: int):
 
 
 def _oversize_webp(data: bytes, limit: int):
-    out, left, pos, last, cut = [], [], 12, 0, 0
+    out, left, last, cut = [], [], 0, 0
     riff = struct.unpack_from("<I", data, 4)[0]
     end = min(len(data), 8 + riff)
     vp8x = None
-    for _ in range(WEBP_MAX_CHUNKS):
-        if pos + 8 > end:
-            break
-        fourcc, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+    for _, (pos, size, fourcc) in zip(range(WEBP_MAX_CHUNKS), webp_chunks(data)):
         nxt = pos + 8 + size + (size & 1)
         if fourcc == b"VP8X" and pos == 12 and size >= 10:
             # The flags libwebp reads: the first chunk's, whole. Any other VP8X (too short, later, a second)
@@ -238,7 +235,6 @@ def _oversize_webp(data: bytes, limit: int):
             cut += stop - pos - 8
             last = stop
             left.append((fourcc, size))
-        pos = nxt
     if not left:
         return None, None
     out.append(data[last:])
