@@ -91,6 +91,20 @@ def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = REC
     return p
 
 
+def decisive_llr(items: Iterable[Any]) -> float:
+    """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
+    that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
+    count as the strongest of them, never above DECISIVE_FLOOR. One hand writes them all, so a second claim
+    costs a forger nothing more than the first. Fusion and the metadata detector's own P(AI) both count by it:
+    `meta` showed 0.999955 (parameters 6.0 + XMP 4.0 summed) beside a fused 0.9975 for the same file."""
+    items = list(items)
+    if items and all((e.data or {}).get("basis") == BASIS_CLAIM for e in items) \
+            and len({e.direction for e in items}) == 1:
+        sign = 1.0 if items[0].direction == "ai" else -1.0
+        return sign * min(max(abs(e.llr) for e in items), DECISIVE_FLOOR)
+    return float(sum(e.llr for e in items))
+
+
 def _family(name: str) -> str:
     return name.split(":")[0]
 
@@ -497,7 +511,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 # 6.0 + XMP 4.0 read 10 nats, above a valid signature's 9.2), and never above the signed floor.
                 # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p
                 # is never on the other side of the band from the verdict it decides.
-                strongest = max(abs(e.llr) for _, e in decisive)
+                strongest = abs(decisive_llr(e for _, e in decisive))   # never above the floor
                 edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
                 mag = min(max(strongest, edge), DECISIVE_FLOOR)
                 against = min(mag / 2, max(0.0, mag - edge))

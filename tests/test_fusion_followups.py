@@ -170,3 +170,27 @@ def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
     assert headline(out.reasons).startswith("decisive provenance evidence decides the verdict"), out.reasons
     assert "not verified" in headline(out.reasons)
     assert any(r.startswith("b: no answer for this file") for r in out.reasons)
+
+
+def test_the_metadata_detectors_own_p_ai_counts_claims_as_fusion_does():
+    """`meta`, the detectors table and `detectors.metadata` still summed unsigned claims: parameters (6.0) +
+    XMP trainedAlgorithmicMedia (4.0) read 0.999955 (10 nats) beside a fused 0.9975 for the same file."""
+    from aiidetect.metadata.detector import result_from_evidence
+
+    for ev in ([PARAMS, XMP], [PARAMS, XMP, CAMERA], [claim("x.claim", 12.0)], [SIGNED, XMP], [PARAMS, TOOL]):
+        r = result_from_evidence(ev)
+        fused = fuse({"metadata": r})
+        # claims alone decide, and the soft items are under rule 4's cap (the detector does not cap): the same number
+        if {e.data.get("basis") for e in ev if e.decisive} == {"claim"} and abs(sum(e.llr for e in ev
+                                                                                   if not e.decisive)) <= 2:
+            assert r.p_ai == pytest.approx(fused.p_ai, rel=1e-12), (ev, r.p_ai, fused.p_ai)
+        assert r.score == pytest.approx(sum(e.llr for e in ev if not e.decisive)
+                                        + fusion_decisive_llr([e for e in ev if e.decisive]))
+    assert result_from_evidence([PARAMS, XMP]).score == 6.0
+    assert result_from_evidence([SIGNED, CAMERA]).score == pytest.approx(5.8)   # signed items: summed, as before
+
+
+def fusion_decisive_llr(items):
+    from aiidetect.fusion import decisive_llr
+
+    return decisive_llr(items)
