@@ -384,7 +384,9 @@ def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] |
 
 
 def _fmt(x: float) -> str:
-    return f"{x:+.2f}"
+    s = f"{x:+.2f}"
+    # A sign on nothing reads as a direction: "-0.00 nats" for a detector at 0.4999 or a rest clipped to a sliver.
+    return "0.00" if s in ("+0.00", "-0.00") else s
 
 
 def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None) -> FusionOutcome:
@@ -519,14 +521,31 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 if mag < abs(z_dec) and len(decisive) > 1:
                     whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
                                 f"({_fmt(z_dec)}): one hand writes them all")
-                if mag < strongest:
+                if mag < max(abs(e.llr) for _, e in decisive):
                     whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
                 if mag > strongest:
                     whys.append(f"a claim counts at least the log-odds of the band's {'ai' if sign > 0 else 'real'} "
                                 f"threshold ({hi if sign > 0 else lo:g})")
                 why_dec = "; ".join(whys)
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
-            if abs(mag - abs(z_dec)) > 1e-12:
+            if claims_only and len(decisive) > 1:
+                # The strongest claim moves what the claims count for; the others are counted in it, and say so.
+                # Shared out in proportion, "+3.60 of its +6.00" read as if the parameters had been discounted.
+                top_name, top = max(decisive, key=lambda ne: abs(ne[1].llr))
+                top_key = f"{top_name}:{top.id}"
+                for name, e in decisive:
+                    key = f"{name}:{e.id}"
+                    if key == top_key:
+                        continue
+                    contrib[key] = 0.0
+                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own unsigned claims count as the "
+                                          f"strongest of them, not their sum (one hand writes them all)",
+                                   "counted in it as above")
+                contrib[top_key] = sign * mag
+                why_top = "; ".join(w for w in whys if not w.startswith("the file's own unsigned claims count as"))
+                if abs(mag - abs(top.llr)) > 1e-12:
+                    scaled[top_key] = (top.llr, why_top, "scaled as above")
+            elif abs(mag - abs(z_dec)) > 1e-12:
                 for name, e in decisive:
                     key = f"{name}:{e.id}"
                     own = scaled.get(key, (0.0,))[0] + e.llr
@@ -656,7 +675,9 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         moved = f"{_fmt(c)} nats"
         if own and own[1]:
             # "as above" names its kind: under the cap's line, a bare "scaled as above" read as the cap's doing.
-            moved += f" of its {_fmt(own[0])}" + (f", {own[2]}" if own[1] in said_why else f": {own[1]}")
+            # "0.00 nats of its 0.00" for a detector at 0.4999 said nothing the first number did not
+            moved += (f" of its {_fmt(own[0])}" if _fmt(own[0]) != _fmt(c) else "") + (
+                f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
     return notes + lines

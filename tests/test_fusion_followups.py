@@ -61,7 +61,7 @@ def test_unsigned_claims_together_never_read_more_certain_than_a_signature():
     assert fuse({"metadata": meta(XMP)}).p_ai == pytest.approx(1 / (1 + math.exp(-4.0)))
 
 
-_NATS = re.compile(r"\(([+-]\d+\.\d\d) nats")
+_NATS = re.compile(r"\(([+-]?\d+\.\d\d) nats")
 
 
 @pytest.mark.parametrize("results,model", [
@@ -149,6 +149,10 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
         assert len(moved) == len(out.contributions), out.reasons
         assert sum(moved) == pytest.approx(z, abs=0.005 * len(moved) + 1e-9), out.reasons
+        # read plainly: no sign on nothing, no "0.00 nats of its 0.00"
+        assert not any(re.search(r"[+-]0\.00 nats|of its [+-]?0\.00\b", r) for r in out.reasons), out.reasons
+        assert not any((m := re.search(r"\(([+-]?[\d.]+) nats of its ([+-]?[\d.]+)", r)) and m[1] == m[2]
+                       for r in out.reasons), out.reasons
         hi, lo = out.band
         p = shown_p(out.p_ai, out.band)
         assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
@@ -194,3 +198,16 @@ def fusion_decisive_llr(items):
     from aiidetect.fusion import decisive_llr
 
     return decisive_llr(items)
+
+
+def test_shared_claims_and_nothing_read_plainly():
+    """"+3.60 nats of its +6.00" for generator parameters beside XMP's "+2.40 of its +4.00" read as if each claim
+    had been discounted, when the claims count as the strongest one; and a detector at 0.4999 read "-0.00 nats"."""
+    out = fuse({"metadata": meta(PARAMS, XMP)})
+    top, other = (next(r for r in out.reasons if r.startswith(f"metadata:{i}:"))
+                  for i in ("generator.parameters", "xmp.ai-source-type"))
+    assert top.endswith("(+6.00 nats) [decisive]"), top
+    assert "(0.00 nats of its +4.00: counted in metadata:generator.parameters: the file's own unsigned claims count as the strongest" in other, other
+    big = fuse({"metadata": meta(claim("generator.parameters", 12.0), XMP)}).reasons
+    assert any("(+9.20 nats of its +12.00: unsigned claims count at most" in r for r in big), big
+    assert fuse({"a": ok(0.4999)}).reasons == ["a: p_ai=0.50 (0.00 nats)"]
