@@ -105,6 +105,11 @@ def decisive_llr(items: Iterable[Any]) -> float:
     return float(sum(e.llr for e in items))
 
 
+def _exact_logit(p: float) -> float:
+    """log(p / (1 - p)) for 0 < p < 1, unclipped: a band's edge, not a detector's answer."""
+    return math.log(p / (1.0 - p))
+
+
 def _family(name: str) -> str:
     return name.split(":")[0]
 
@@ -452,9 +457,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         lost, aside = set_aside(m, [k for k in (m.get("detectors") or {}) if k not in have])
         if lost:
             aside_bias = True
+            model_band, model_bias = (hi, lo), float(m.get("bias", 0.0))
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
-            aside_note = (f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, "
-                          f"are set aside (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')")
+            aside_what = f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside"
+            aside_note = f"{aside_what} (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')"
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -575,6 +581,22 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         notes += [aside_note] if aside_note else []
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
+    if aside_note and n_pixel:
+        # Missing evidence must not make the tool more certain than it would have been with the model: a = 0.05 with
+        # b failed read likely-real under the rules' 0.1, where the model with its +2 bias put the same answers at
+        # 0.28, uncertain under its 0.2. The band is widened to where the model, bias and all, would decide too, so
+        # the verdict is firm only where both agree and p_ai (without the bias) stays on the side its band shows.
+        (m_hi, m_lo), z_m = model_band, z + model_bias
+        w_lo = min(lo, _sigmoid(_exact_logit(m_lo) - model_bias)) if m_lo > 0 else 0.0
+        w_hi = max(hi, _sigmoid(_exact_logit(m_hi) - model_bias)) if m_hi < 1 else 1.0
+        if (w_hi, w_lo) != (hi, lo):
+            pm = _sigmoid(z_m)
+            m_verdict = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+                else "uncertain"
+            hi, lo = w_hi, w_lo
+            aside_note = (f"{aside_what} (bias 0, band {lo:g} / {hi:g}: no narrower than the rules', nor than the "
+                          f"model's own band with its bias would be on this file's answers, P(AI) {pm:.3f}, "
+                          f"{m_verdict} under {m_lo:g} / {m_hi:g}: a missing answer never makes a verdict firmer)")
     notes += [aside_note] if aside_note else []
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:

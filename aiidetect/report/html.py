@@ -678,9 +678,20 @@ def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
     """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
     model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
     0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
+    import re
+
     lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    if isinstance(reasons, list) and any(isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x for x in reasons):
-        lo, hi = min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
+    notes = [x for x in reasons if isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x] if isinstance(reasons, list) \
+        else []
+    if notes:
+        # The note names the band: widened past the rules' where the model with its bias would not have decided
+        # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
+        said = re.search(r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]", notes[0])
+        try:
+            return (float(said[1]), float(said[2])) if said else (min(lo, DEFAULT_REAL_THRESHOLD),
+                                                                  max(hi, DEFAULT_AI_THRESHOLD))
+        except ValueError:   # a hand-edited record: the rules' band, as before the note named it
+            return min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
     return lo, hi
 
 
