@@ -607,7 +607,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
-        return FusionOutcome(None, "uncertain", [why] + notes, {}, (hi, lo))
+        return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
 
     p = _sigmoid(z)
     if n_pixel == 0:
@@ -657,6 +657,32 @@ def _basis(decisive) -> str:
 
 
 _SHOWN_NEUTRAL = {"metadata.conflict"}
+# A manifest store refused (over the size cap, a walk that stopped) or unreadable may hold a valid AI declaration:
+# shown in the evidence and errors only, a newsroom reader of the verdict never learnt it was there. It weighs
+# nothing (what it says is unknown), but its line follows the reason the verdict leads with.
+C2PA_UNREAD_ID = "c2pa.unreadable"
+C2PA_UNREAD = "this file carries Content Credentials (a C2PA manifest) that could not be read"
+C2PA_UNREAD_MAY = "they may declare how it was made; the verdict does not weigh them"
+
+
+def c2pa_unread_why(detail: str) -> str:
+    """Why the store was not read, from its evidence item's detail, without the item's own lead-in."""
+    for lead in ("C2PA data present but unreadable: ", "C2PA data present but "):
+        if detail.startswith(lead):
+            return detail[len(lead):]
+    return detail
+
+
+def _unread_c2pa_lines(results: Mapping[str, DetectorResult]) -> list[str]:
+    return list(dict.fromkeys(f"{name}:{e.id}: {C2PA_UNREAD} ({c2pa_unread_why(e.detail)}); {C2PA_UNREAD_MAY}"
+                              for name, r in results.items() if r is not None and r.status == "ok"
+                              for e in r.evidence if e.id == C2PA_UNREAD_ID))
+
+
+def _with_unread_c2pa(reasons: list[str], results: Mapping[str, DetectorResult]) -> list[str]:
+    """`reasons` with a line for each manifest store that could not be read, after the one they lead with."""
+    extra = _unread_c2pa_lines(results)
+    return reasons[:1] + extra + reasons[1:] if extra else reasons
 
 
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes,
@@ -702,7 +728,7 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
                 f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
-    return notes + lines
+    return _with_unread_c2pa(notes + lines, results)
 
 
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None,

@@ -253,3 +253,27 @@ def test_a_model_set_aside_for_a_file_never_makes_its_verdict_firmer():
     neg = {**MODEL, "bias": -1.5}
     assert fuse({"a": ok(0.93), "b": DetectorResult.failed("boom")}, neg).verdict == "uncertain"
     assert fuse({"a": ok(0.93), "b": ok(0.93)}, neg).band == (0.8, 0.2)   # both answered: the model as fitted
+
+
+UNREAD = Evidence("c2pa.unreadable", "neutral", 0.0, "C2PA data present but unreadable: C2PA manifest store "
+                  "unreadable: Verify: unexpected end of file")
+
+
+def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weighs_nothing():
+    """An unreadable or refused C2PA store (which may hold a valid AI declaration) showed only in the evidence and
+    errors: `reasons`, the table's reason and --explain said nothing of it."""
+    from aiidetect.report.writers import headline
+
+    for res, lead in (({"a": ok(0.2), "metadata": meta(UNREAD, CAMERA)}, "a: p_ai=0.20"),
+                      ({"metadata": meta(UNREAD)}, "no detector had an opinion"),
+                      ({"metadata": meta(UNREAD, PARAMS)}, "decisive provenance evidence decides")):
+        out = fuse(res)
+        assert out.reasons[0].startswith(lead), out.reasons
+        line = ("metadata:c2pa.unreadable: this file carries Content Credentials (a C2PA manifest) that could not "
+                "be read (C2PA manifest store unreadable: Verify: unexpected end of file); they may declare how it "
+                "was made; the verdict does not weigh them")
+        assert out.reasons[1] == line and out.reasons.count(line) == 1, out.reasons
+        assert headline(out.reasons) == f"{out.reasons[0]}; {line}"
+        without = fuse({k: meta(*[e for e in v.evidence if e is not UNREAD]) if v.evidence else v
+                        for k, v in res.items()})
+        assert (out.p_ai, out.verdict, out.contributions) == (without.p_ai, without.verdict, without.contributions)

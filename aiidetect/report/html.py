@@ -940,6 +940,22 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     return list(dict.fromkeys(out))
 
 
+def _unread_c2pa(dets: Mapping[str, Any]) -> list[str]:
+    """Why each C2PA manifest store of the record could not be read (its `c2pa.unreadable` evidence)."""
+    from ..fusion import C2PA_UNREAD_ID, c2pa_unread_why
+
+    return list(dict.fromkeys(
+        c2pa_unread_why(str(e.get("detail") or "")) for d in dets.values()
+        if isinstance(d, Mapping) and d.get("status") == "ok"
+        for e in (d.get("evidence") or []) if isinstance(e, Mapping) and e.get("id") == C2PA_UNREAD_ID))
+
+
+def _unread_c2pa_words(why: str) -> str:
+    from ..fusion import C2PA_UNREAD, C2PA_UNREAD_MAY
+
+    return f"{C2PA_UNREAD[0].upper()}{C2PA_UNREAD[1:]} ({why}); {C2PA_UNREAD_MAY}. Check it with another C2PA reader."
+
+
 def _no_say(reasons: Sequence[str]) -> set[str]:
     """The pixel detectors fusion's notes say a fitted model gave no say ("flow: not in the fusion model,
     ignored", "flow: its head changed since the fusion model was fitted, ignored", "a, b: weight 0 in the
@@ -1006,6 +1022,10 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
          f"<div class=\"card-head\">{img}<div><h3 class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</h3>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
          f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
+    # Beside the verdict's own sentence, not below in the evidence list: a manifest that could not be read may
+    # declare how the file was made, and a reader of the lead alone never learnt it was there.
+    o += [f"<p class=\"explain\"><b>Content Credentials not read.</b> <span class=\"wrap\">{_e(_unread_c2pa_words(w))}"
+          "</span></p>" for w in _unread_c2pa(dets)]
     err = r.get("error")
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")
