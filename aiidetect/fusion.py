@@ -91,6 +91,25 @@ def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = REC
     return p
 
 
+def decisive_llr(items: Iterable[Any]) -> float:
+    """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
+    that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
+    count as the strongest of them, never above DECISIVE_FLOOR. One hand writes them all, so a second claim
+    costs a forger nothing more than the first. Fusion and the metadata detector's own P(AI) both count by it:
+    `meta` showed 0.999955 (parameters 6.0 + XMP 4.0 summed) beside a fused 0.9975 for the same file."""
+    items = list(items)
+    if items and all((e.data or {}).get("basis") == BASIS_CLAIM for e in items) \
+            and len({e.direction for e in items}) == 1:
+        sign = 1.0 if items[0].direction == "ai" else -1.0
+        return sign * min(max(abs(e.llr) for e in items), DECISIVE_FLOOR)
+    return float(sum(e.llr for e in items))
+
+
+def _exact_logit(p: float) -> float:
+    """log(p / (1 - p)) for 0 < p < 1, unclipped: a band's edge, not a detector's answer."""
+    return math.log(p / (1.0 - p))
+
+
 def _family(name: str) -> str:
     return name.split(":")[0]
 
@@ -370,7 +389,9 @@ def _detector_params(model: Mapping[str, Any], name: str) -> Mapping[str, Any] |
 
 
 def _fmt(x: float) -> str:
-    return f"{x:+.2f}"
+    s = f"{x:+.2f}"
+    # A sign on nothing reads as a direction: "-0.00 nats" for a detector at 0.4999 or a rest clipped to a sliver.
+    return "0.00" if s in ("+0.00", "-0.00") else s
 
 
 def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None) -> FusionOutcome:
@@ -436,9 +457,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         lost, aside = set_aside(m, [k for k in (m.get("detectors") or {}) if k not in have])
         if lost:
             aside_bias = True
+            model_band, model_bias = (hi, lo), float(m.get("bias", 0.0))
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
-            aside_note = (f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, "
-                          f"are set aside (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')")
+            aside_what = f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside"
+            aside_note = f"{aside_what} (bias 0, band {lo:g} / {hi:g}, no narrower than the rules')"
 
     # Soft evidence: capped sum, optionally re-weighted by the model.
     soft_raw = sum(e.llr for _, e in soft)
@@ -497,7 +519,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 # 6.0 + XMP 4.0 read 10 nats, above a valid signature's 9.2), and never above the signed floor.
                 # At least the band's edge (a fitted ai threshold of 0.99 is above a 4-nat claim's 0.982), so p
                 # is never on the other side of the band from the verdict it decides.
-                strongest = max(abs(e.llr) for _, e in decisive)
+                strongest = abs(decisive_llr(e for _, e in decisive))   # never above the floor
                 edge = min(_logit(hi) if sign > 0 else -_logit(lo), DECISIVE_FLOOR)
                 mag = min(max(strongest, edge), DECISIVE_FLOOR)
                 against = min(mag / 2, max(0.0, mag - edge))
@@ -505,14 +527,31 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 if mag < abs(z_dec) and len(decisive) > 1:
                     whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
                                 f"({_fmt(z_dec)}): one hand writes them all")
-                if mag < strongest:
+                if mag < max(abs(e.llr) for _, e in decisive):
                     whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
                 if mag > strongest:
                     whys.append(f"a claim counts at least the log-odds of the band's {'ai' if sign > 0 else 'real'} "
                                 f"threshold ({hi if sign > 0 else lo:g})")
                 why_dec = "; ".join(whys)
             rest = max(-against, min(mag / 2, z)) if sign > 0 else max(-mag / 2, min(against, z))
-            if abs(mag - abs(z_dec)) > 1e-12:
+            if claims_only and len(decisive) > 1:
+                # The strongest claim moves what the claims count for; the others are counted in it, and say so.
+                # Shared out in proportion, "+3.60 of its +6.00" read as if the parameters had been discounted.
+                top_name, top = max(decisive, key=lambda ne: abs(ne[1].llr))
+                top_key = f"{top_name}:{top.id}"
+                for name, e in decisive:
+                    key = f"{name}:{e.id}"
+                    if key == top_key:
+                        continue
+                    contrib[key] = 0.0
+                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own unsigned claims count as the "
+                                          f"strongest of them, not their sum (one hand writes them all)",
+                                   "counted in it as above")
+                contrib[top_key] = sign * mag
+                why_top = "; ".join(w for w in whys if not w.startswith("the file's own unsigned claims count as"))
+                if abs(mag - abs(top.llr)) > 1e-12:
+                    scaled[top_key] = (top.llr, why_top, "scaled as above")
+            elif abs(mag - abs(z_dec)) > 1e-12:
                 for name, e in decisive:
                     key = f"{name}:{e.id}"
                     own = scaled.get(key, (0.0,))[0] + e.llr
@@ -542,6 +581,22 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         notes += [aside_note] if aside_note else []
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
+    if aside_note and n_pixel:
+        # Missing evidence must not make the tool more certain than it would have been with the model: a = 0.05 with
+        # b failed read likely-real under the rules' 0.1, where the model with its +2 bias put the same answers at
+        # 0.28, uncertain under its 0.2. The band is widened to where the model, bias and all, would decide too, so
+        # the verdict is firm only where both agree and p_ai (without the bias) stays on the side its band shows.
+        (m_hi, m_lo), z_m = model_band, z + model_bias
+        w_lo = min(lo, _sigmoid(_exact_logit(m_lo) - model_bias)) if m_lo > 0 else 0.0
+        w_hi = max(hi, _sigmoid(_exact_logit(m_hi) - model_bias)) if m_hi < 1 else 1.0
+        if (w_hi, w_lo) != (hi, lo):
+            pm = _sigmoid(z_m)
+            m_verdict = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+                else "uncertain"
+            hi, lo = w_hi, w_lo
+            aside_note = (f"{aside_what} (bias 0, band {lo:g} / {hi:g}: no narrower than the rules', nor than the "
+                          f"model's own band with its bias would be on this file's answers, P(AI) {pm:.3f}, "
+                          f"{m_verdict} under {m_lo:g} / {m_hi:g}: a missing answer never makes a verdict firmer)")
     notes += [aside_note] if aside_note else []
     mute = [k for k in contrib if k in pixel and k not in said]
     if mute:
@@ -552,7 +607,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             why += "; unavailable: " + ", ".join(gone)
-        return FusionOutcome(None, "uncertain", [why] + notes, {}, (hi, lo))
+        return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
 
     p = _sigmoid(z)
     if n_pixel == 0:
@@ -602,6 +657,32 @@ def _basis(decisive) -> str:
 
 
 _SHOWN_NEUTRAL = {"metadata.conflict"}
+# A manifest store refused (over the size cap, a walk that stopped) or unreadable may hold a valid AI declaration:
+# shown in the evidence and errors only, a newsroom reader of the verdict never learnt it was there. It weighs
+# nothing (what it says is unknown), but its line follows the reason the verdict leads with.
+C2PA_UNREAD_ID = "c2pa.unreadable"
+C2PA_UNREAD = "this file carries Content Credentials (a C2PA manifest) that could not be read"
+C2PA_UNREAD_MAY = "they may declare how it was made; the verdict does not weigh them"
+
+
+def c2pa_unread_why(detail: str) -> str:
+    """Why the store was not read, from its evidence item's detail, without the item's own lead-in."""
+    for lead in ("C2PA data present but unreadable: ", "C2PA data present but "):
+        if detail.startswith(lead):
+            return detail[len(lead):]
+    return detail
+
+
+def _unread_c2pa_lines(results: Mapping[str, DetectorResult]) -> list[str]:
+    return list(dict.fromkeys(f"{name}:{e.id}: {C2PA_UNREAD} ({c2pa_unread_why(e.detail)}); {C2PA_UNREAD_MAY}"
+                              for name, r in results.items() if r is not None and r.status == "ok"
+                              for e in r.evidence if e.id == C2PA_UNREAD_ID))
+
+
+def _with_unread_c2pa(reasons: list[str], results: Mapping[str, DetectorResult]) -> list[str]:
+    """`reasons` with a line for each manifest store that could not be read, after the one they lead with."""
+    extra = _unread_c2pa_lines(results)
+    return reasons[:1] + extra + reasons[1:] if extra else reasons
 
 
 def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult], decisive, notes,
@@ -642,10 +723,12 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
         moved = f"{_fmt(c)} nats"
         if own and own[1]:
             # "as above" names its kind: under the cap's line, a bare "scaled as above" read as the cap's doing.
-            moved += f" of its {_fmt(own[0])}" + (f", {own[2]}" if own[1] in said_why else f": {own[1]}")
+            # "0.00 nats of its 0.00" for a detector at 0.4999 said nothing the first number did not
+            moved += (f" of its {_fmt(own[0])}" if _fmt(own[0]) != _fmt(c) else "") + (
+                f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
-    return notes + lines
+    return _with_unread_c2pa(notes + lines, results)
 
 
 def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None = None,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from aiidetect.fusion import DECISIVE_FLOOR, fuse
+from aiidetect.fusion import ASIDE_FOR_FILE, DECISIVE_FLOOR, fuse
 from aiidetect.probability import logit_float
 from aiidetect.records import DetectorResult, Evidence, Record
 
@@ -42,7 +42,9 @@ def test_a_file_one_fitted_detector_did_not_answer_is_not_judged_on_the_bias_and
     ai-generated at 0.917 under the 0.8 band fitted on both."""
     out = fuse({"a": ok(0.6), **({} if b is None else {"b": b})}, MODEL)
     assert out.p_ai == pytest.approx(0.6) and out.verdict == "uncertain"
-    assert "bias" not in out.contributions and out.band == (0.9, 0.1)
+    # the rules' 0.9 on the ai side; the real side where the model with its +2 bias would decide too
+    assert "bias" not in out.contributions and out.band == (0.9, pytest.approx(1 / (1 + math.exp(
+        -(logit_float(0.2) - 2.0)))))
     assert any(r.startswith("b: no answer for this file") and "set aside" in r for r in out.reasons), out.reasons
     both = fuse({"a": ok(0.6), "b": ok(0.6)}, MODEL)   # both answered: the model as fitted
     assert both.contributions["bias"] == 2.0 and both.band == (0.8, 0.2) and both.verdict == "ai-generated"
@@ -61,7 +63,7 @@ def test_unsigned_claims_together_never_read_more_certain_than_a_signature():
     assert fuse({"metadata": meta(XMP)}).p_ai == pytest.approx(1 / (1 + math.exp(-4.0)))
 
 
-_NATS = re.compile(r"\(([+-]\d+\.\d\d) nats")
+_NATS = re.compile(r"\(([+-]?\d+\.\d\d) nats")
 
 
 @pytest.mark.parametrize("results,model", [
@@ -129,6 +131,15 @@ def _random_case(rnd):
     return res, model
 
 
+def _set_aside_case(rnd):
+    res = {"a": ok(rnd.random()), "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
+    if rnd.random() < 0.5:
+        res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2], rnd.choice([1, 2])))
+    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0]), "ai_threshold": rnd.choice([0.6, 0.8, 0.95]),
+             "real_threshold": rnd.choice([0.4, 0.2, 0.05])}
+    return res, model
+
+
 def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_random_evidence():
     """Every path at once (decisive signed or claims only, both ways, soft cap, averaged pixels, a fitted model
     with weights and bias, set aside for a file, no detectors): one line per contribution, the lines add up to
@@ -138,8 +149,9 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
     from aiidetect.fusion import shown_p
 
     rnd = random.Random(2126)
-    for _ in range(1500):
-        res, model = _random_case(rnd)
+    for i in range(1900):
+        # the last 400: a fitted model one of whose detectors gave this file no answer, with a sizeable bias
+        res, model = _random_case(rnd) if i < 1500 else _set_aside_case(rnd)
         out = fuse(res, model)
         if out.p_ai is None:
             assert out.verdict == "uncertain" and not out.contributions
@@ -149,6 +161,10 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         moved = [float(x) for r in out.reasons for x in _NATS.findall(r)]
         assert len(moved) == len(out.contributions), out.reasons
         assert sum(moved) == pytest.approx(z, abs=0.005 * len(moved) + 1e-9), out.reasons
+        # read plainly: no sign on nothing, no "0.00 nats of its 0.00"
+        assert not any(re.search(r"[+-]0\.00 nats|of its [+-]?0\.00\b", r) for r in out.reasons), out.reasons
+        assert not any((m := re.search(r"\(([+-]?[\d.]+) nats of its ([+-]?[\d.]+)", r)) and m[1] == m[2]
+                       for r in out.reasons), out.reasons
         hi, lo = out.band
         p = shown_p(out.p_ai, out.band)
         assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
@@ -157,6 +173,13 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         if not any(r.startswith(("decisive", "only soft")) for r in out.reasons):   # the band judged it
             want = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
             assert out.verdict == want, (res, model, out, p)
+            if any(ASIDE_FOR_FILE in r for r in out.reasons):
+                # set aside for this file: never firmer than the model with its bias on the same answers
+                pm = 1 / (1 + math.exp(-(z + model["bias"])))
+                m_hi, m_lo = model["ai_threshold"], model["real_threshold"]
+                vm = "ai-generated" if pm >= m_hi else "likely-real" if pm <= m_lo else "uncertain"
+                near = min(abs(pm - m_hi), abs(pm - m_lo)) < 1e-9
+                assert out.verdict in ("uncertain", vm) or near, (res, model, out, pm)
 
 
 def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
@@ -170,3 +193,87 @@ def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
     assert headline(out.reasons).startswith("decisive provenance evidence decides the verdict"), out.reasons
     assert "not verified" in headline(out.reasons)
     assert any(r.startswith("b: no answer for this file") for r in out.reasons)
+
+
+def test_the_metadata_detectors_own_p_ai_counts_claims_as_fusion_does():
+    """`meta`, the detectors table and `detectors.metadata` still summed unsigned claims: parameters (6.0) +
+    XMP trainedAlgorithmicMedia (4.0) read 0.999955 (10 nats) beside a fused 0.9975 for the same file."""
+    from aiidetect.metadata.detector import result_from_evidence
+
+    for ev in ([PARAMS, XMP], [PARAMS, XMP, CAMERA], [claim("x.claim", 12.0)], [SIGNED, XMP], [PARAMS, TOOL]):
+        r = result_from_evidence(ev)
+        fused = fuse({"metadata": r})
+        # claims alone decide, and the soft items are under rule 4's cap (the detector does not cap): the same number
+        if {e.data.get("basis") for e in ev if e.decisive} == {"claim"} and abs(sum(e.llr for e in ev
+                                                                                   if not e.decisive)) <= 2:
+            assert r.p_ai == pytest.approx(fused.p_ai, rel=1e-12), (ev, r.p_ai, fused.p_ai)
+        assert r.score == pytest.approx(sum(e.llr for e in ev if not e.decisive)
+                                        + fusion_decisive_llr([e for e in ev if e.decisive]))
+    assert result_from_evidence([PARAMS, XMP]).score == 6.0
+    assert result_from_evidence([SIGNED, CAMERA]).score == pytest.approx(5.8)   # signed items: summed, as before
+
+
+def fusion_decisive_llr(items):
+    from aiidetect.fusion import decisive_llr
+
+    return decisive_llr(items)
+
+
+def test_shared_claims_and_nothing_read_plainly():
+    """"+3.60 nats of its +6.00" for generator parameters beside XMP's "+2.40 of its +4.00" read as if each claim
+    had been discounted, when the claims count as the strongest one; and a detector at 0.4999 read "-0.00 nats"."""
+    out = fuse({"metadata": meta(PARAMS, XMP)})
+    top, other = (next(r for r in out.reasons if r.startswith(f"metadata:{i}:"))
+                  for i in ("generator.parameters", "xmp.ai-source-type"))
+    assert top.endswith("(+6.00 nats) [decisive]"), top
+    assert "(0.00 nats of its +4.00: counted in metadata:generator.parameters: the file's own unsigned claims count as the strongest" in other, other
+    big = fuse({"metadata": meta(claim("generator.parameters", 12.0), XMP)}).reasons
+    assert any("(+9.20 nats of its +12.00: unsigned claims count at most" in r for r in big), big
+    assert fuse({"a": ok(0.4999)}).reasons == ["a: p_ai=0.50 (0.00 nats)"]
+
+
+def test_a_model_set_aside_for_a_file_never_makes_its_verdict_firmer():
+    """Bias +2, band 0.8 / 0.2, a at 0.05 with b failed: set aside, the rules' 0.1 called it likely-real, where the
+    model with its bias put the same answer at 0.28, uncertain. Missing evidence must not make the tool surer."""
+    from aiidetect.report.html import _file_band
+
+    fusion = {"real_threshold": 0.2, "ai_threshold": 0.8}
+    out = fuse({"a": ok(0.05), "b": DetectorResult.failed("boom")}, MODEL)
+    assert out.verdict == "uncertain" and out.p_ai == pytest.approx(0.05) and "bias" not in out.contributions
+    lo = 1 / (1 + math.exp(-(logit_float(0.2) - 2.0)))   # where the model with its bias would say likely-real
+    assert out.band == (0.9, pytest.approx(lo))
+    note = next(r for r in out.reasons if ASIDE_FOR_FILE in r)
+    assert "P(AI) 0.280, uncertain under 0.2 / 0.8" in note and "never makes a verdict firmer" in note, note
+    assert _file_band(fusion, out.reasons) == (pytest.approx(lo, abs=1e-6), 0.9)   # the card draws that band
+    d = _record({"a": ok(0.05), "b": DetectorResult.failed("boom")}, MODEL)
+    assert d["verdict"] == "uncertain" and lo < d["p_ai"] < 0.9
+    # where both agree the verdict stays firm: 0.02 is 0.13 with the bias, likely-real under 0.2
+    assert fuse({"a": ok(0.02), "b": DetectorResult.failed("boom")}, MODEL).verdict == "likely-real"
+    # a negative bias widens the ai side: 0.93 is 0.76 with a bias of -1.5, uncertain under 0.8
+    neg = {**MODEL, "bias": -1.5}
+    assert fuse({"a": ok(0.93), "b": DetectorResult.failed("boom")}, neg).verdict == "uncertain"
+    assert fuse({"a": ok(0.93), "b": ok(0.93)}, neg).band == (0.8, 0.2)   # both answered: the model as fitted
+
+
+UNREAD = Evidence("c2pa.unreadable", "neutral", 0.0, "C2PA data present but unreadable: C2PA manifest store "
+                  "unreadable: Verify: unexpected end of file")
+
+
+def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weighs_nothing():
+    """An unreadable or refused C2PA store (which may hold a valid AI declaration) showed only in the evidence and
+    errors: `reasons`, the table's reason and --explain said nothing of it."""
+    from aiidetect.report.writers import headline
+
+    for res, lead in (({"a": ok(0.2), "metadata": meta(UNREAD, CAMERA)}, "a: p_ai=0.20"),
+                      ({"metadata": meta(UNREAD)}, "no detector had an opinion"),
+                      ({"metadata": meta(UNREAD, PARAMS)}, "decisive provenance evidence decides")):
+        out = fuse(res)
+        assert out.reasons[0].startswith(lead), out.reasons
+        line = ("metadata:c2pa.unreadable: this file carries Content Credentials (a C2PA manifest) that could not "
+                "be read (C2PA manifest store unreadable: Verify: unexpected end of file); they may declare how it "
+                "was made; the verdict does not weigh them")
+        assert out.reasons[1] == line and out.reasons.count(line) == 1, out.reasons
+        assert headline(out.reasons) == f"{out.reasons[0]}; {line}"
+        without = fuse({k: meta(*[e for e in v.evidence if e is not UNREAD]) if v.evidence else v
+                        for k, v in res.items()})
+        assert (out.p_ai, out.verdict, out.contributions) == (without.p_ai, without.verdict, without.contributions)

@@ -34,7 +34,12 @@ def _print_table(reports: list[dict], stream=None) -> None:
             continue
         size = f"{r['width']}x{r['height']}" if r.get("width") else "?"
         p, llr = r.get("p_ai"), r.get("llr")
-        opinion = "no opinion" if p is None else f"{p:.3f}  (sum of LLR {llr:+.2f} nats)"
+        summed = sum((e.get("strength") or 0) * {"ai": 1, "real": -1}.get(e.get("direction"), 0)
+                     for e in r["evidence"])
+        # "sum of LLR +6.00" under rows of +6.00 and +4.00 read as a miscalculation: claims count as the strongest.
+        how = "" if abs(summed - (llr or 0)) < 1e-3 else ": unsigned claims count as the strongest, not summed"
+        opinion = "no opinion" if p is None else (f"{p:.3f}  (sum of LLR {llr:+.2f} nats)" if not how else
+                                                  f"{p:.3f}  (LLR {llr:+.2f} nats{how})")
         con.print(Text(f"{r.get('format') or '?'} {size}   metadata p_ai: {opinion}"))
         t = Table(show_header=True, header_style="bold", expand=True)
         t.add_column("evidence", no_wrap=True)

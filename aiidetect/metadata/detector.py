@@ -1,7 +1,8 @@
 """The `metadata` detector: provenance evidence, no model weights.
 
-p_ai = sigmoid(sum of evidence log-likelihood ratios), with a neutral prior
-(0 nats); None when no item carries an opinion. score is that summed LLR.
+p_ai = sigmoid(sum of evidence log-likelihood ratios, decisive items counted as
+fusion counts them: fusion.decisive_llr), with a neutral prior (0 nats); None
+when no item carries an opinion. score is that LLR.
 """
 from __future__ import annotations
 
@@ -106,8 +107,12 @@ def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None
 
 
 def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] | None = None) -> DetectorResult:
+    from ..fusion import decisive_llr
+
     opinions = [e for e in evidence if e.llr != 0.0]
-    llr = sum(e.llr for e in opinions)
+    # Decisive items by fusion's rule (unsigned claims count as the strongest, not their sum), so that `meta`
+    # and the detectors table do not read 0.999955 beside a fused 0.9975 for metadata-only evidence.
+    llr = sum(e.llr for e in opinions if not e.decisive) + decisive_llr(e for e in opinions if e.decisive)
     p = None if not opinions else sigmoid_float(llr)
     ex = dict(extra or {})
     if errors:

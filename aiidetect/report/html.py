@@ -678,9 +678,20 @@ def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
     """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
     model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
     0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
+    import re
+
     lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    if isinstance(reasons, list) and any(isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x for x in reasons):
-        lo, hi = min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
+    notes = [x for x in reasons if isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x] if isinstance(reasons, list) \
+        else []
+    if notes:
+        # The note names the band: widened past the rules' where the model with its bias would not have decided
+        # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
+        said = re.search(r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]", notes[0])
+        try:
+            return (float(said[1]), float(said[2])) if said else (min(lo, DEFAULT_REAL_THRESHOLD),
+                                                                  max(hi, DEFAULT_AI_THRESHOLD))
+        except ValueError:   # a hand-edited record: the rules' band, as before the note named it
+            return min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
     return lo, hi
 
 
@@ -929,6 +940,22 @@ def _toward_ai(dets: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     return list(dict.fromkeys(out))
 
 
+def _unread_c2pa(dets: Mapping[str, Any]) -> list[str]:
+    """Why each C2PA manifest store of the record could not be read (its `c2pa.unreadable` evidence)."""
+    from ..fusion import C2PA_UNREAD_ID, c2pa_unread_why
+
+    return list(dict.fromkeys(
+        c2pa_unread_why(str(e.get("detail") or "")) for d in dets.values()
+        if isinstance(d, Mapping) and d.get("status") == "ok"
+        for e in (d.get("evidence") or []) if isinstance(e, Mapping) and e.get("id") == C2PA_UNREAD_ID))
+
+
+def _unread_c2pa_words(why: str) -> str:
+    from ..fusion import C2PA_UNREAD, C2PA_UNREAD_MAY
+
+    return f"{C2PA_UNREAD[0].upper()}{C2PA_UNREAD[1:]} ({why}); {C2PA_UNREAD_MAY}. Check it with another C2PA reader."
+
+
 def _no_say(reasons: Sequence[str]) -> set[str]:
     """The pixel detectors fusion's notes say a fitted model gave no say ("flow: not in the fusion model,
     ignored", "flow: its head changed since the fusion model was fitted, ignored", "a, b: weight 0 in the
@@ -995,6 +1022,10 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
          f"<div class=\"card-head\">{img}<div><h3 class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</h3>",
          f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
          f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
+    # Beside the verdict's own sentence, not below in the evidence list: a manifest that could not be read may
+    # declare how the file was made, and a reader of the lead alone never learnt it was there.
+    o += [f"<p class=\"explain\"><b>Content Credentials not read.</b> <span class=\"wrap\">{_e(_unread_c2pa_words(w))}"
+          "</span></p>" for w in _unread_c2pa(dets)]
     err = r.get("error")
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")

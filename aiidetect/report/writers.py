@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import IO, Any, Sequence
 
+from ..fusion import C2PA_UNREAD_ID
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -107,7 +108,9 @@ def headline(reasons) -> str:
     reasons = [str(r) for r in reasons or []]
     if not reasons:
         return ""
-    return "; ".join([reasons[0], *(r for r in reasons[1:] if ":metadata.conflict: " in r)])
+    # So does a manifest store that could not be read: it may declare how the file was made.
+    return "; ".join([reasons[0], *(r for r in reasons[1:] if ":metadata.conflict: " in r
+                                    or f":{C2PA_UNREAD_ID}: " in r)])
 
 
 def error_reason(code, message, verdict, reasons) -> str:

@@ -174,3 +174,21 @@ def test_meta_table_words_c2pa_status_and_the_watermark_check(tmp_path):
     assert wm[0] == "watermark: not checked (16x16 is not a Stable Diffusion output size)"
     assert wm[1].startswith("watermark: checked, none found (absence proves nothing): 'StableDiffusionV1' ")
     assert "{" not in "".join(wm)
+
+
+def test_meta_counts_two_unsigned_claims_as_the_strongest_and_says_so(tmp_path):
+    """parameters (6.0) + XMP trainedAlgorithmicMedia (4.0) read P(AI) 0.999955 (10 nats) in `meta` beside a
+    fused 0.9975: the detector now counts claims as fusion does, and its line says why it is not the sum."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, Seed: 1, Model: sd15")
+    info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+                  '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/'
+                  '2008-02-29/" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/'
+                  'trainedAlgorithmicMedia"/></rdf:RDF></x:xmpmeta>')
+    p = tmp_path / "claims.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(p, pnginfo=info)
+    d = json.loads(CliRunner().invoke(app, ["meta", "--format", "json", str(p)]).stdout)[0]
+    assert {e["id"] for e in d["evidence"]} >= {"generator.parameters", "xmp.ai-source-type"}
+    assert d["llr"] == 6.0 and d["p_ai"] == round(1 / (1 + 2.718281828459045 ** -6.0), 6)
+    out = " ".join(CliRunner().invoke(app, ["meta", str(p)]).stdout.split())
+    assert "(LLR +6.00 nats: unsigned claims count as the strongest, not summed)" in out

@@ -602,6 +602,26 @@ def test_a_card_fused_without_the_models_band_draws_the_band_that_judged_it(tmp_
     html = page.read_text(encoding="utf-8")
     assert "band 0.20\u20130.80" in "".join(assert_self_contained(html).text)   # the run's band, as before
     first, second = html.split('id="f1"')[0].split('id="f0"')[1], html.split('id="f1"')[1]
-    assert "P(AI) = 0.850; likely real at or below 0.10, AI-generated at or above 0.90" in first
+    # the real side widened past the rules' 0.10 to where the model with its +2 bias would decide (0.0327)
+    assert "P(AI) = 0.850; likely real at or below 0.03, AI-generated at or above 0.90" in first
     assert ">0.90</text>" in first and "#gauge-band" not in first
     assert "likely real at or below 0.20, AI-generated at or above 0.80" in second and "#gauge-band" in second
+
+
+def test_a_card_says_its_content_credentials_could_not_be_read(tmp_path):
+    """A refused or unreadable C2PA store may declare how the file was made: the card's lead said nothing of it,
+    only the evidence list below (and not every reader opens it)."""
+    ev = {"id": "c2pa.unreadable", "direction": "neutral", "strength": 0.0, "decisive": False,
+          "detail": "C2PA data present but C2PA manifest store not read: 40000000 bytes (over 33554432)"}
+    recs = [_rec(0, "likely-real", detectors={"metadata": {"status": "ok", "p_ai": None, "evidence": [ev]}}),
+            _rec(1, "likely-real")]
+    run, page = tmp_path / "run.jsonl", tmp_path / "r.html"
+    _write(run, recs)
+    assert run_cli_in_process("report", str(run), "-o", str(page), "--no-thumbnails", "-q").returncode == 0
+    html = page.read_text(encoding="utf-8")
+    first, second = html.split('id="f1"')[0].split('id="f0"')[1], html.split('id="f1"')[1]
+    lead = first.split("What moved")[0] if "What moved" in first else first
+    assert ("Content Credentials not read.</b> <span class=\"wrap\">This file carries Content Credentials (a C2PA "
+            "manifest) that could not be read (C2PA manifest store not read: 40000000 bytes (over 33554432)); they "
+            "may declare how it was made") in lead
+    assert "Content Credentials not read" not in second
