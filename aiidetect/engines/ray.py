@@ -19,7 +19,6 @@ See docs/scale.md for clusters, weights on every node, and sizing.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -515,8 +514,11 @@ def _timed_out(batch: dict[str, Any], finish: bool) -> dict[str, Any]:
     return {"i": batch["i"], ("record" if finish else "sample"): out}
 
 
-def _dump(rec: Record) -> str:
-    return json.dumps(rec.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+def _dump(rec: Record) -> bytes:
+    # The Record itself, not its JSON: to_dict rounds p_ai to 6 decimals, and the results store's p_ai
+    # column (which `results summary`, `--verdict`, SQL and `merge` read) holds the fused p_ai as computed,
+    # so a Ray store's column was the rounded value where a local store's was not.
+    return pickle.dumps(rec, protocol=5)
 
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
@@ -753,8 +755,6 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
     which indices did not come back."""
     import warnings
 
-    from ..store import record_from_dict
-
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     for fn, kw in stages:
         with warnings.catch_warnings():
@@ -763,4 +763,4 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
     for row in ds.iter_rows():
-        yield record_from_dict(json.loads(row["record"])), int(row["i"])
+        yield pickle.loads(row["record"]), int(row["i"])
