@@ -370,14 +370,24 @@ class _ModelStage:
         gpus = ray.get_gpu_ids()
         if gpus:
             opts["runtime_env"] = {"env_vars": _model_env(gpus)}
-        model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
-        ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
-        if not ready:
-            ray.kill(model, no_restart=True)
-            raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
-                               "(AIIDETECT_RAY_ACTOR_START)")
-        ray.get(ready[0])  # a model that cannot be built raises its error here
-        return model
+        for attempt in range(TASK_RETRIES + 1):
+            model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
+            ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
+            if not ready:
+                ray.kill(model, no_restart=True)
+                raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
+                                   "(AIIDETECT_RAY_ACTOR_START)")
+            try:
+                ray.get(ready[0])  # a model that cannot be built raises its error here
+            except ray.exceptions.RayActorError as exc:
+                # Its process died while building (the out-of-memory killer at the backbone's load, its peak; a
+                # kill -9): raised from this pool actor's constructor, Ray Data waited for the pool for ever, no
+                # record, no exit. A new one, as a batch's dead model actor gets; a build that raises is final.
+                if getattr(exc, "actor_init_failed", False) or attempt == TASK_RETRIES:
+                    raise
+                continue
+            return model
+        raise AssertionError("unreachable")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._deadline is None:

@@ -979,3 +979,45 @@ def test_a_ray_store_holds_the_p_ai_a_local_store_does(tmp_path, monkeypatch):
     local = column()
     assert len(local) == 3 and all(p != round(p, 6) for _, p, _ in local)  # more than to_dict's 6 decimals
     assert column("--engine", "ray") == local
+
+
+def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
+    """A model actor killed while it loaded the backbone (kill -9; the out-of-memory killer, whose peak that
+    load is) failed the pool actor's constructor, and Ray Data waited for that pool for ever: the scan printed
+    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; a
+    model whose build raises still fails at once, and so does a third death."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    class ActorDied(Exception):
+        def __init__(self, init_failed):
+            self.actor_init_failed = init_failed
+
+    deaths: list = []
+    made = []
+
+    def remote(spec, threads):
+        made.append(len(made))
+        return SimpleNamespace(ready=SimpleNamespace(remote=lambda: len(made) - 1))
+
+    def get(ref):
+        if deaths:
+            raise deaths.pop(0)
+        return True
+
+    _fake_ray_module(monkeypatch, remote=lambda cls: SimpleNamespace(options=lambda **kw: SimpleNamespace(
+        remote=remote)), wait=lambda refs, timeout: (refs, []), get=get, get_gpu_ids=lambda: [],
+        exceptions=SimpleNamespace(RayActorError=ActorDied))
+    deaths[:] = [ActorDied(False)]
+    assert ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)._model is not None and len(made) == 2
+    made.clear()
+    deaths[:] = [ActorDied(True)]
+    with pytest.raises(ActorDied):
+        ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
+    assert len(made) == 1
+    made.clear()
+    deaths[:] = [ActorDied(False)] * 3
+    with pytest.raises(ActorDied):
+        ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
+    assert len(made) == 3
