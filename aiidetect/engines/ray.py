@@ -355,7 +355,16 @@ class _ModelStage:
         if self._deadline is None:
             self._run = _Model(spec, threads).complete
         else:
-            self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+            import ray
+
+            try:
+                self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+            except ray.exceptions.RayActorError as exc:
+                if getattr(exc, "actor_init_failed", False):
+                    raise
+                # Died each time it was started: raised here, Ray Data waits for this pool actor for ever. The
+                # first batch starts it again and fails if it cannot: its files are tried alone (_send).
+                self._model = None
 
     def _start(self):
         """A new model actor, once it has built its detectors (RuntimeError past ACTOR_START: killed)."""
