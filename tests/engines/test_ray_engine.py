@@ -115,9 +115,9 @@ def test_ray_cpu_tasks_check_the_listed_file_only_on_the_machine_that_listed_it(
     half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
 
     def code(fn):
-        return json.loads(fn(dict(batch))["record"][0])["error"]
+        return pickle.loads(fn(dict(batch))["record"][0]).error
 
-    assert code(engine._decode_stage(half, True))["code"] == "unreadable"        # listed here, read here
+    assert code(engine._decode_stage(half, True)).code == "unreadable"           # listed here, read here
     fn = engine._decode_stage(half, True)
     monkeypatch.setattr(engine, "machine_id", lambda: "another-node")
     assert code(fn) is None                                                       # read on another node
