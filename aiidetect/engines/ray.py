@@ -19,7 +19,6 @@ See docs/scale.md for clusters, weights on every node, and sizing.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -356,7 +355,16 @@ class _ModelStage:
         if self._deadline is None:
             self._run = _Model(spec, threads).complete
         else:
-            self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+            import ray
+
+            try:
+                self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+            except ray.exceptions.RayActorError as exc:
+                if getattr(exc, "actor_init_failed", False):
+                    raise
+                # Died each time it was started: raised here, Ray Data waits for this pool actor for ever. The
+                # first batch starts it again and fails if it cannot: its files are tried alone (_send).
+                self._model = None
 
     def _start(self):
         """A new model actor, once it has built its detectors (RuntimeError past ACTOR_START: killed)."""
@@ -371,14 +379,24 @@ class _ModelStage:
         gpus = ray.get_gpu_ids()
         if gpus:
             opts["runtime_env"] = {"env_vars": _model_env(gpus)}
-        model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
-        ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
-        if not ready:
-            ray.kill(model, no_restart=True)
-            raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
-                               "(AIIDETECT_RAY_ACTOR_START)")
-        ray.get(ready[0])  # a model that cannot be built raises its error here
-        return model
+        for attempt in range(TASK_RETRIES + 1):
+            model = _REMOTE_MODEL.options(**opts).remote(self._spec, self._threads)
+            ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
+            if not ready:
+                ray.kill(model, no_restart=True)
+                raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
+                                   "(AIIDETECT_RAY_ACTOR_START)")
+            try:
+                ray.get(ready[0])  # a model that cannot be built raises its error here
+            except ray.exceptions.RayActorError as exc:
+                # Its process died while building (the out-of-memory killer at the backbone's load, its peak; a
+                # kill -9): raised from this pool actor's constructor, Ray Data waited for the pool for ever, no
+                # record, no exit. A new one, as a batch's dead model actor gets; a build that raises is final.
+                if getattr(exc, "actor_init_failed", False) or attempt == TASK_RETRIES:
+                    raise
+                continue
+            return model
+        raise AssertionError("unreachable")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._deadline is None:
@@ -515,8 +533,11 @@ def _timed_out(batch: dict[str, Any], finish: bool) -> dict[str, Any]:
     return {"i": batch["i"], ("record" if finish else "sample"): out}
 
 
-def _dump(rec: Record) -> str:
-    return json.dumps(rec.to_dict(), ensure_ascii=False, allow_nan=False, default=str)
+def _dump(rec: Record) -> bytes:
+    # The Record itself, not its JSON: to_dict rounds p_ai to 6 decimals, and the results store's p_ai
+    # column (which `results summary`, `--verdict`, SQL and `merge` read) holds the fused p_ai as computed,
+    # so a Ray store's column was the rounded value where a local store's was not.
+    return pickle.dumps(rec, protocol=5)
 
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
@@ -753,8 +774,6 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
     which indices did not come back."""
     import warnings
 
-    from ..store import record_from_dict
-
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     for fn, kw in stages:
         with warnings.catch_warnings():
@@ -763,4 +782,4 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
     for row in ds.iter_rows():
-        yield record_from_dict(json.loads(row["record"])), int(row["i"])
+        yield pickle.loads(row["record"]), int(row["i"])

@@ -115,9 +115,9 @@ def test_ray_cpu_tasks_check_the_listed_file_only_on_the_machine_that_listed_it(
     half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
 
     def code(fn):
-        return json.loads(fn(dict(batch))["record"][0])["error"]
+        return pickle.loads(fn(dict(batch))["record"][0]).error
 
-    assert code(engine._decode_stage(half, True))["code"] == "unreadable"        # listed here, read here
+    assert code(engine._decode_stage(half, True)).code == "unreadable"           # listed here, read here
     fn = engine._decode_stage(half, True)
     monkeypatch.setattr(engine, "machine_id", lambda: "another-node")
     assert code(fn) is None                                                       # read on another node
@@ -433,9 +433,9 @@ def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_
     half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
     batch = {"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]}
     monkeypatch.setattr(half, "complete", lambda samples: 1 / 0)  # a bug in the task: its files' records say so
-    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    assert [pickle.loads(r).error.code for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
     monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)
-    assert [json.loads(r)["error"]["code"] for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    assert [pickle.loads(r).error.code for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
 
 
 def _serve_once(reply: bytes) -> int:
@@ -647,7 +647,6 @@ def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch)
     from types import SimpleNamespace
 
     from aiidetect.engines import ray as ray_engine
-    from aiidetect.store import record_from_dict
 
     calls = []
 
@@ -679,7 +678,7 @@ def test_a_task_past_its_deadline_is_cancelled_and_its_files_marked(monkeypatch)
         out = run(batch("a.png", "hang.png", "c.png"))
         assert calls == [("wait", 16.0), ("wait", 19.0), ("cancel", True)]
         col = out["record" if finish else "sample"]
-        recs = [record_from_dict(json.loads(r)) if finish else pickle.loads(r).record for r in col]
+        recs = [pickle.loads(r) if finish else pickle.loads(r).record for r in col]
         assert [r.file for r in recs] == ["/x/a.png", "/x/hang.png", "/x/c.png"] and out["i"] == [0, 1, 2]
         assert all(ray_engine._is_timeout(r) for r in recs)
     assert ray_engine.task_deadline(16, 60.0) == 60.0 + 16 * 60.0
@@ -788,7 +787,6 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
 
     from aiidetect.decode import Sample
     from aiidetect.engines import ray as ray_engine
-    from aiidetect.store import record_from_dict
 
     calls = []
 
@@ -837,7 +835,7 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
     assert stage(batch("a.png", "b.png")) == {"i": [0, 1], "record": ["done", "done"]}
     out = stage(batch("a.png", "hang.png", "c.png"))
     assert calls[1:] == [("wait", "batch", 16.0), ("wait", "batch", 19.0), ("kill", 0, True)]
-    recs = [record_from_dict(json.loads(r)) for r in out["record"]]
+    recs = [pickle.loads(r) for r in out["record"]]
     assert [r.file for r in recs] == ["/x/a.png", "/x/hang.png", "/x/c.png"] and out["i"] == [0, 1, 2]
     assert all(ray_engine._is_timeout(r) and r.error.message == ray_engine.MODEL_LATE for r in recs)
     # The next batch goes to a new model actor, given its start-up again.
@@ -950,3 +948,81 @@ def test_a_scan_without_a_store_reaches_ray_once(monkeypatch):
     assert connects == [None]                 # before any record
     assert [r.error.code for r in records] == ["unreadable"] * 3
     assert connects == [None]
+
+
+def test_a_ray_store_holds_the_p_ai_a_local_store_does(tmp_path, monkeypatch):
+    """Records came back from the workers as JSON, whose p_ai to_dict rounds to 6 decimals: a Ray store's p_ai
+    column (what `results summary`, `--verdict`, SQL and `merge` read) held 0.475021 where a local store of the
+    same files held 0.47502081252106. The driver now gets the records themselves."""
+    import sqlite3
+
+    from PIL import Image
+
+    from aiidetect.engines import ray as ray_engine
+
+    (tmp_path / "in").mkdir()
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k, 2, 3)).save(tmp_path / "in" / f"{k}.jpg")  # a rule fires on a JPEG
+    fake = _fake_ray()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    monkeypatch.setattr(ray_engine, "_connect", lambda ray, address, quiet=False: None)
+
+    def column(*engine):
+        db = tmp_path / f"{len(engine)}.sqlite"
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", *engine, "--db", str(db),
+                               "-f", "jsonl", "-q", "--no-cache", "--file-timeout", "0")
+        assert r.returncode == 0, r.stderr
+        with sqlite3.connect(db) as c:
+            return sorted(c.execute("SELECT path, p_ai, verdict FROM results"))
+
+    local = column()
+    assert len(local) == 3 and all(p != round(p, 6) for _, p, _ in local)  # more than to_dict's 6 decimals
+    assert column("--engine", "ray") == local
+
+
+def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
+    """A model actor killed while it loaded the backbone (kill -9; the out-of-memory killer, whose peak that
+    load is) failed the pool actor's constructor, and Ray Data waited for that pool for ever: the scan printed
+    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; a
+    model whose build raises still fails at once; one dead three times fails its first batch instead."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+
+    class ActorDied(Exception):
+        def __init__(self, init_failed):
+            self.actor_init_failed = init_failed
+
+    deaths: list = []
+    made = []
+
+    def remote(spec, threads):
+        made.append(len(made))
+        return SimpleNamespace(ready=SimpleNamespace(remote=lambda: len(made) - 1))
+
+    def get(ref):
+        if deaths:
+            raise deaths.pop(0)
+        return True
+
+    _fake_ray_module(monkeypatch, remote=lambda cls: SimpleNamespace(options=lambda **kw: SimpleNamespace(
+        remote=remote)), wait=lambda refs, timeout: (refs, []), get=get, get_gpu_ids=lambda: [],
+        exceptions=SimpleNamespace(RayActorError=ActorDied))
+    deaths[:] = [ActorDied(False)]
+    assert ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)._model is not None and len(made) == 2
+    made.clear()
+    deaths[:] = [ActorDied(True)]
+    with pytest.raises(ActorDied):
+        ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
+    assert len(made) == 1
+    made.clear()
+    # Dead each time: not raised from the constructor (the same endless wait), but from the batch, whose files
+    # the driver then tries alone.
+    deaths[:] = [ActorDied(False)] * 3
+    stage = ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
+    assert len(made) == 3 and stage._model is None
+    deaths[:] = [ActorDied(False)] * 3
+    with pytest.raises(ActorDied):
+        stage({"i": [0], "sample": []})
+    assert len(made) == 6
