@@ -534,9 +534,9 @@ def _timed_out(batch: dict[str, Any], finish: bool) -> dict[str, Any]:
 
 
 def _dump(rec: Record) -> bytes:
-    # The Record itself, not its JSON: to_dict rounds p_ai to 6 decimals, and the results store's p_ai
-    # column (which `results summary`, `--verdict`, SQL and `merge` read) holds the fused p_ai as computed,
-    # so a Ray store's column was the rounded value where a local store's was not.
+    # The Record itself, not its JSON: the driver writes the store from the same object a local run does.
+    # A JSON round trip is another spelling of the record (to_dict rounds, drops, renames), and a Ray
+    # store's p_ai column once differed from a local store's that way.
     return pickle.dumps(rec, protocol=5)
 
 
