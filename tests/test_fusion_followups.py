@@ -132,11 +132,15 @@ def _random_case(rnd):
 
 
 def _set_aside_case(rnd):
-    res = {"a": ok(rnd.random()), "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
+    # Answers at the ends and at 0.5, no bias or one either way, the band's edges at 0, 0.5 and 1 (what
+    # check_model lets through), and a claim that decides beside the set-aside model.
+    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5])),
+           "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
     if rnd.random() < 0.5:
-        res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2], rnd.choice([1, 2])))
-    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0]), "ai_threshold": rnd.choice([0.6, 0.8, 0.95]),
-             "real_threshold": rnd.choice([0.4, 0.2, 0.05])}
+        res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2, PARAMS], rnd.choice([1, 2])))
+    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0, 0.0, -8.0, 8.0]),
+             "ai_threshold": rnd.choice([0.6, 0.8, 0.95, 0.5, 1.0]),
+             "real_threshold": rnd.choice([0.4, 0.2, 0.05, 0.5, 0.0])}
     return res, model
 
 
@@ -147,6 +151,7 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
     import random
 
     from aiidetect.fusion import shown_p
+    from aiidetect.report.html import _file_band
 
     rnd = random.Random(2126)
     for i in range(1900):
@@ -166,6 +171,10 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         assert not any((m := re.search(r"\(([+-]?[\d.]+) nats of its ([+-]?[\d.]+)", r)) and m[1] == m[2]
                        for r in out.reasons), out.reasons
         hi, lo = out.band
+        if any(ASIDE_FOR_FILE in r for r in out.reasons):
+            # the report's gauge draws the band that judged the file from the note (a saved run has nothing else)
+            assert _file_band({"real_threshold": 0.3, "ai_threshold": 0.7}, out.reasons) == (
+                pytest.approx(lo, rel=1e-5, abs=1e-12), pytest.approx(hi, rel=1e-5)), out.reasons
         p = shown_p(out.p_ai, out.band)
         assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
         if out.verdict != "uncertain":
@@ -177,7 +186,8 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
                 # set aside for this file: never firmer than the model with its bias on the same answers
                 pm = 1 / (1 + math.exp(-(z + model["bias"])))
                 m_hi, m_lo = model["ai_threshold"], model["real_threshold"]
-                vm = "ai-generated" if pm >= m_hi else "likely-real" if pm <= m_lo else "uncertain"
+                vm = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+                    else "uncertain"
                 near = min(abs(pm - m_hi), abs(pm - m_lo)) < 1e-9
                 assert out.verdict in ("uncertain", vm) or near, (res, model, out, pm)
 
