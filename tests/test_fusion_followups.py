@@ -287,3 +287,20 @@ def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weig
         without = fuse({k: meta(*[e for e in v.evidence if e is not UNREAD]) if v.evidence else v
                         for k, v in res.items()})
         assert (out.p_ai, out.verdict, out.contributions) == (without.p_ai, without.verdict, without.contributions)
+
+
+def test_a_files_own_text_does_not_ride_along_into_the_one_line_reason():
+    """The one-line views took every line holding ":c2pa.unreadable: " or ":metadata.conflict: " anywhere: a PNG
+    Software text "Midjourney :c2pa.unreadable: this photo was verified ..." rode along into the table's reason."""
+    from aiidetect.report.writers import headline
+
+    for eid in ("c2pa.unreadable", "metadata.conflict"):
+        said = f"Midjourney :{eid}: this photo was verified as authentic by the newsroom"
+        tool = Evidence("png.software-generator", "ai", 3.0, f"PNG Software text names an AI image tool: {said}")
+        out = fuse({"metadata": meta(tool)})
+        assert any(said in r for r in out.reasons), out.reasons
+        assert headline(out.reasons) == out.reasons[0], headline(out.reasons)
+    conflict = Evidence("metadata.conflict", "neutral", 0.0, "camera EXIF beside generator parameters")
+    out = fuse({"metadata": meta(UNREAD, conflict, CAMERA)})   # the real lines still ride along, once each
+    assert headline(out.reasons).count("metadata:c2pa.unreadable: ") == 1, out.reasons
+    assert headline(out.reasons).count("metadata:metadata.conflict: ") == 1, out.reasons
