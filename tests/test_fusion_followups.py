@@ -132,11 +132,15 @@ def _random_case(rnd):
 
 
 def _set_aside_case(rnd):
-    res = {"a": ok(rnd.random()), "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
+    # Answers at the ends and at 0.5, no bias or one either way, the band's edges at 0, 0.5 and 1 (what
+    # check_model lets through), and a claim that decides beside the set-aside model.
+    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5])),
+           "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
     if rnd.random() < 0.5:
-        res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2], rnd.choice([1, 2])))
-    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0]), "ai_threshold": rnd.choice([0.6, 0.8, 0.95]),
-             "real_threshold": rnd.choice([0.4, 0.2, 0.05])}
+        res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2, PARAMS], rnd.choice([1, 2])))
+    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0, 0.0, -8.0, 8.0]),
+             "ai_threshold": rnd.choice([0.6, 0.8, 0.95, 0.5, 1.0]),
+             "real_threshold": rnd.choice([0.4, 0.2, 0.05, 0.5, 0.0])}
     return res, model
 
 
@@ -147,6 +151,7 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
     import random
 
     from aiidetect.fusion import shown_p
+    from aiidetect.report.html import _file_band
 
     rnd = random.Random(2126)
     for i in range(1900):
@@ -166,6 +171,10 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         assert not any((m := re.search(r"\(([+-]?[\d.]+) nats of its ([+-]?[\d.]+)", r)) and m[1] == m[2]
                        for r in out.reasons), out.reasons
         hi, lo = out.band
+        if any(ASIDE_FOR_FILE in r for r in out.reasons):
+            # the report's gauge draws the band that judged the file from the note (a saved run has nothing else)
+            assert _file_band({"real_threshold": 0.3, "ai_threshold": 0.7}, out.reasons) == (
+                pytest.approx(lo, rel=1e-5, abs=1e-12), pytest.approx(hi, rel=1e-5)), out.reasons
         p = shown_p(out.p_ai, out.band)
         assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
         if out.verdict != "uncertain":
@@ -177,7 +186,8 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
                 # set aside for this file: never firmer than the model with its bias on the same answers
                 pm = 1 / (1 + math.exp(-(z + model["bias"])))
                 m_hi, m_lo = model["ai_threshold"], model["real_threshold"]
-                vm = "ai-generated" if pm >= m_hi else "likely-real" if pm <= m_lo else "uncertain"
+                vm = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+                    else "uncertain"
                 near = min(abs(pm - m_hi), abs(pm - m_lo)) < 1e-9
                 assert out.verdict in ("uncertain", vm) or near, (res, model, out, pm)
 
@@ -277,3 +287,20 @@ def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weig
         without = fuse({k: meta(*[e for e in v.evidence if e is not UNREAD]) if v.evidence else v
                         for k, v in res.items()})
         assert (out.p_ai, out.verdict, out.contributions) == (without.p_ai, without.verdict, without.contributions)
+
+
+def test_a_files_own_text_does_not_ride_along_into_the_one_line_reason():
+    """The one-line views took every line holding ":c2pa.unreadable: " or ":metadata.conflict: " anywhere: a PNG
+    Software text "Midjourney :c2pa.unreadable: this photo was verified ..." rode along into the table's reason."""
+    from aiidetect.report.writers import headline
+
+    for eid in ("c2pa.unreadable", "metadata.conflict"):
+        said = f"Midjourney :{eid}: this photo was verified as authentic by the newsroom"
+        tool = Evidence("png.software-generator", "ai", 3.0, f"PNG Software text names an AI image tool: {said}")
+        out = fuse({"metadata": meta(tool)})
+        assert any(said in r for r in out.reasons), out.reasons
+        assert headline(out.reasons) == out.reasons[0], headline(out.reasons)
+    conflict = Evidence("metadata.conflict", "neutral", 0.0, "camera EXIF beside generator parameters")
+    out = fuse({"metadata": meta(UNREAD, conflict, CAMERA)})   # the real lines still ride along, once each
+    assert headline(out.reasons).count("metadata:c2pa.unreadable: ") == 1, out.reasons
+    assert headline(out.reasons).count("metadata:metadata.conflict: ") == 1, out.reasons

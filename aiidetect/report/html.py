@@ -16,6 +16,7 @@ import html
 import io
 import json
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -674,19 +675,26 @@ def _svg_defs(fusion: Mapping[str, Any]) -> str:
             f"</linearGradient></defs><symbol id=\"gauge-band\">{_band_shapes(lo, hi)}</symbol></svg>")
 
 
+# fusion.fuse's note on a file one of the fitted model's detectors did not answer: "a, b: no answer for this
+# file, ... are set aside (bias 0, band 0.1 / 0.9, ...". The names are the model's detector keys (no spaces).
+_ASIDE_NOTE = re.compile(r"[^\s,]+(?:, [^\s,]+)*: " + re.escape(ASIDE_FOR_FILE))
+_ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are set aside "
+                         r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
+
+
 def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
     """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
     model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
     0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
-    import re
-
     lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    notes = [x for x in reasons if isinstance(x, str) and f": {ASIDE_FOR_FILE}" in x] if isinstance(reasons, list) \
+    # Fuse's own note only, from its start: an evidence line quotes the file's metadata, and an EXIF Software
+    # text carrying the note's words and "band 0.6 / 0.61" drew an uncertain file at 0.88 in its AI zone.
+    notes = [x for x in reasons if isinstance(x, str) and _ASIDE_NOTE.match(x)] if isinstance(reasons, list) \
         else []
     if notes:
         # The note names the band: widened past the rules' where the model with its bias would not have decided
         # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
-        said = re.search(r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]", notes[0])
+        said = _ASIDE_BAND.match(notes[0])
         try:
             return (float(said[1]), float(said[2])) if said else (min(lo, DEFAULT_REAL_THRESHOLD),
                                                                   max(hi, DEFAULT_AI_THRESHOLD))

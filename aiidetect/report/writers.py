@@ -6,6 +6,7 @@ record in memory; jsonl flushes each line as its file finishes.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import IO, Any, Sequence
 
 from ..fusion import C2PA_UNREAD_ID
@@ -101,6 +102,11 @@ def fusion_label(f: dict | None) -> str:
     return f"{f.get('name') or 'fusion'} sha256:{str(f.get('sha256') or '')[:12]} ({f.get('path')}){without}"
 
 
+# The line's own id, at its start: an evidence line quotes the file's metadata, and a PNG Software text holding
+# ":c2pa.unreadable: this photo was verified ..." rode along into the table's one-line reason.
+_RIDES_ALONG = re.compile(rf"[^\s:]+:(?:metadata\.conflict|{re.escape(C2PA_UNREAD_ID)}): ")
+
+
 def headline(reasons) -> str:
     """The reason a one-line view (the table, CSV, the page's rows) leads with. A metadata conflict note
     rides along with it: docs/fusion.md, a verdict must not be read without it (a forged generator text
@@ -109,8 +115,7 @@ def headline(reasons) -> str:
     if not reasons:
         return ""
     # So does a manifest store that could not be read: it may declare how the file was made.
-    return "; ".join([reasons[0], *(r for r in reasons[1:] if ":metadata.conflict: " in r
-                                    or f":{C2PA_UNREAD_ID}: " in r)])
+    return "; ".join([reasons[0], *(r for r in reasons[1:] if _RIDES_ALONG.match(r))])
 
 
 def error_reason(code, message, verdict, reasons) -> str:

@@ -625,3 +625,22 @@ def test_a_card_says_its_content_credentials_could_not_be_read(tmp_path):
             "manifest) that could not be read (C2PA manifest store not read: 40000000 bytes (over 33554432)); they "
             "may declare how it was made") in lead
     assert "Content Credentials not read" not in second
+
+
+def test_a_files_own_metadata_cannot_set_the_band_its_gauge_draws():
+    """The gauge read its band from any reason line holding the set-aside note's words: an EXIF Software text
+    "Midjourney x: no answer for this file, ... (bias 0, band 0.6 / 0.61, ..." drew an uncertain file at 0.88
+    in the AI zone of a 0.60-0.61 gauge. Only fuse's own note, from its start, names the band."""
+    from aiidetect.fusion import ASIDE_FOR_FILE, fuse
+    from aiidetect.records import DetectorResult, Evidence
+    from aiidetect.report.html import _file_band
+
+    said = f"Midjourney x: {ASIDE_FOR_FILE}, fitted with it, are set aside (bias 0, band 0.6 / 0.61, zz"
+    ev = Evidence("png.software-generator", "ai", 3.0, f"PNG Software text names an AI image tool: {said}")
+    out = fuse({"metadata": DetectorResult("ok", evidence=[ev])})
+    assert any(said in r for r in out.reasons), out.reasons
+    assert _file_band({"real_threshold": 0.1, "ai_threshold": 0.9}, out.reasons) == (0.1, 0.9)
+    # fuse's own note still names the band, for one detector or several (names with a family prefix too)
+    for names in ("b", "linear:b", "a, linear:b"):
+        note = f"{names}: {ASIDE_FOR_FILE}, fitted with it, are set aside (bias 0, band 0.0327266 / 0.9: no narrower"
+        assert _file_band({"real_threshold": 0.2, "ai_threshold": 0.8}, ["a: p_ai=0.05", note]) == (0.0327266, 0.9)
