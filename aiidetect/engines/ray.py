@@ -328,14 +328,47 @@ class _Model:
             torch.set_num_threads(max(1, threads))
         except ImportError:
             pass
-        self.pipe = spec.build()
+        self.pipe, self.broken, self._fusion = None, None, spec.fusion_model
+        try:
+            self.pipe = spec.build()
+        except Exception as exc:  # noqa: BLE001 - in every record of its batches, never hidden
+            # Kept, not raised: raised from an actor's constructor, Ray Data failed the whole dataset (exit 2, a
+            # traceback of ~200 lines, no record at all) or, in other versions, retried the pool for ever. A head
+            # damaged after the driver checked it, a backbone this node cannot load, memory raised as an error:
+            # each of the batch's files gets a record saying so, in bounded time.
+            self.broken = _why(exc)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str | None:
+        """None once the detectors are built; else why they could not be."""
+        return self.broken
 
     def complete(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.broken is not None:
+            return _unbuilt(batch, self.broken, self._fusion)
         samples = [pickle.loads(b) for b in batch["sample"]]
         return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
+
+
+def _why(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
+    """The records of a model batch whose actor could not build its detectors: a file with an error of its own
+    (unreadable, decode-error) keeps it; every other one is `internal-error`, its metadata results kept."""
+    from ..pipeline.stages import finish
+
+    out = []
+    for b in batch["sample"]:
+        s = pickle.loads(b)
+        if s.record is None:
+            s.record = Record(file=s.path)
+        if s.record.error is None:
+            s.record.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
+                               f"was given this file, so they did not run on it: {why} (docs/scale.md)")
+        out.append(_dump(finish(s, [], fusion_model, {})))
+    return {"i": batch["i"], "record": out}
 
 
 class _ModelStage:
@@ -352,18 +385,21 @@ class _ModelStage:
         self._spec, self._threads = spec, threads
         self._deadline = (file_timeout, start, actor_start) if file_timeout else None
         self._model = None
+        self._broken: str | None = None  # why the model actor could not be created: its batches' records say it
         if self._deadline is None:
-            self._run = _Model(spec, threads).complete
+            self._run = _Model(spec, threads).complete  # a build that raises: _Model.complete's records say why
         else:
             import ray
 
             try:
-                self._model = self._start()  # a model that cannot be built fails the pool at once, as before
+                self._model = self._start()
             except ray.exceptions.RayActorError as exc:
+                # Raised here, Ray Data waits for this pool actor for ever, or fails the whole dataset. Its
+                # creation failed (the spec could not even be unpickled there: _Model's own build errors come
+                # back from ready()): every batch's files get records saying so. Died each time it was started:
+                # the first batch starts it again and fails if it cannot, its files tried alone (_send).
                 if getattr(exc, "actor_init_failed", False):
-                    raise
-                # Died each time it was started: raised here, Ray Data waits for this pool actor for ever. The
-                # first batch starts it again and fails if it cannot: its files are tried alone (_send).
+                    self._broken = _why(getattr(exc, "cause", None) or exc)
                 self._model = None
 
     def _start(self):
@@ -387,7 +423,7 @@ class _ModelStage:
                 raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
                                    "(AIIDETECT_RAY_ACTOR_START)")
             try:
-                ray.get(ready[0])  # a model that cannot be built raises its error here
+                ray.get(ready[0])  # why a model could not be built comes back as a value: its batches' records
             except ray.exceptions.RayActorError as exc:
                 # Its process died while building (the out-of-memory killer at the backbone's load, its peak; a
                 # kill -9): raised from this pool actor's constructor, Ray Data waited for the pool for ever, no
@@ -404,6 +440,8 @@ class _ModelStage:
         import ray
 
         file_timeout, start, _ = self._deadline
+        if self._broken is not None:
+            return _unbuilt(batch, self._broken, self._spec.fusion_model)
         for attempt in range(TASK_RETRIES + 1):
             if self._model is None:
                 self._model = self._start()

@@ -1012,10 +1012,11 @@ def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     deaths[:] = [ActorDied(False)]
     assert ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)._model is not None and len(made) == 2
     made.clear()
-    deaths[:] = [ActorDied(True)]
-    with pytest.raises(ActorDied):
-        ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
-    assert len(made) == 1
+    deaths[:] = [ActorDied(True)]  # its creation failed: not retried, and not raised (Ray Data fails or waits)
+    spec = SimpleNamespace(fusion_model=None)
+    unbuilt = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)
+    assert len(made) == 1 and unbuilt._model is None
+    assert unbuilt({"i": [], "sample": []}) == {"i": [], "record": []} and len(made) == 1
     made.clear()
     # Dead each time: not raised from the constructor (the same endless wait), but from the batch, whose files
     # the driver then tries alone.
@@ -1026,3 +1027,34 @@ def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     with pytest.raises(ActorDied):
         stage({"i": [0], "sample": []})
     assert len(made) == 6
+
+
+def test_a_model_that_cannot_be_built_on_a_worker_gives_each_file_a_record_saying_why():
+    """A model whose build raised on a worker (a head damaged after the driver checked it, a backbone that node
+    cannot load, memory raised as an error) raised from Ray Data's actor constructor: on a local head the scan
+    ended with exit 2, a ~200-line traceback and no record (other Ray versions retry the pool for ever). The
+    error is kept and every file of the actor's batches gets a record saying why; a file's own error stays."""
+    import pickle
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    def build():
+        raise ValueError("head.safetensors: header is not valid JSON")
+
+    spec = SimpleNamespace(build=build, fusion_model=None)
+    stage = ray_engine._ModelStage(spec, 1, None)  # --file-timeout 0: the pool actor builds the model itself
+    gone = Record(file="/x/gone.jpg").set_error("unreadable", "no such file or directory")
+    batch = {"i": [0, 1], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg", record=Record(file="/x/a.jpg"))),
+                                     pickle.dumps(Sample(index=1, path="/x/gone.jpg", record=gone))]}
+    out = stage(batch)
+    a, g = (pickle.loads(r) for r in out["record"])
+    assert out["i"] == [0, 1] and [a.file, g.file] == ["/x/a.jpg", "/x/gone.jpg"]
+    assert a.verdict == "error" and a.error.code == "internal-error"
+    assert "could not be built" in a.error.message and "header is not valid JSON" in a.error.message
+    assert g.error.code == "unreadable"
+    # With a deadline the model actor builds it, and says why it could not from ready(), its batches the same.
+    model = ray_engine._Model(spec, 1)
+    assert "header is not valid JSON" in model.ready() and model.complete(batch)["i"] == [0, 1]
