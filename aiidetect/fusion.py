@@ -91,6 +91,13 @@ def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = REC
     return p
 
 
+def shown_p_text(p: float, band: tuple[float, float] | None, digits: int = 3) -> str:
+    """`p` as a table or a card prints it: `digits` decimals on the verdict's side of `band` (ai, real) and of
+    0.5, as shown_p keeps a record's 6. p_ai 0.899999 under a 0.9 band is uncertain, and rounded to nearest it
+    read 0.900 beside the verdict; it reads 0.899. The nearest value where that keeps every side."""
+    return f"{shown_p(p, band, digits):.{digits}f}"
+
+
 def decisive_llr(items: Iterable[Any]) -> float:
     """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
     that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
