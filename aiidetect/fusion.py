@@ -91,6 +91,13 @@ def shown_p(p: float | None, band: tuple[float, float] | None, digits: int = REC
     return p
 
 
+def shown_p_text(p: float, band: tuple[float, float] | None, digits: int = 3) -> str:
+    """`p` as a table or a card prints it: `digits` decimals on the verdict's side of `band` (ai, real) and of
+    0.5, as shown_p keeps a record's 6. p_ai 0.899999 under a 0.9 band is uncertain, and rounded to nearest it
+    read 0.900 beside the verdict; it reads 0.899. The nearest value where that keeps every side."""
+    return f"{shown_p(p, band, digits):.{digits}f}"
+
+
 def decisive_llr(items: Iterable[Any]) -> float:
     """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
     that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
@@ -108,6 +115,15 @@ def decisive_llr(items: Iterable[Any]) -> float:
 def _exact_logit(p: float) -> float:
     """log(p / (1 - p)) for 0 < p < 1, unclipped: a band's edge, not a detector's answer."""
     return math.log(p / (1.0 - p))
+
+
+def _exact_sigmoid(z: float) -> float:
+    """1 / (1 + e^-z) without sigmoid_float's clip at +-50 nats: under the clip, logits of -69 and -98 (a
+    hand-edited bias of +100 moving a band's edge) both read 1.9e-22, and p equal to the edge was judged on it."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 def _family(name: str) -> str:
@@ -581,19 +597,31 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         notes += [aside_note] if aside_note else []
         return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
+    z_band = None
     if aside_note and n_pixel:
         # Missing evidence must not make the tool more certain than it would have been with the model: a = 0.05 with
         # b failed read likely-real under the rules' 0.1, where the model with its +2 bias put the same answers at
         # 0.28, uncertain under its 0.2. The band is widened to where the model, bias and all, would decide too, so
         # the verdict is firm only where both agree and p_ai (without the bias) stays on the side its band shows.
+        # The edges are compared in logit space: a hand-edited bias of +100 put the real edge at -98.6 nats and a
+        # at 1e-6 (weight 5) at -69, and both saturated to the same float, so the file read likely-real while the
+        # note said the model reads it ai-generated. calibrate fits the bias unpenalised, so no bound on it is
+        # one calibrate keeps; the comparison is made where nothing saturates instead.
         (m_hi, m_lo), z_m = model_band, z + model_bias
-        w_lo = min(lo, _sigmoid(_exact_logit(m_lo) - model_bias)) if m_lo > 0 else 0.0
-        w_hi = max(hi, _sigmoid(_exact_logit(m_hi) - model_bias)) if m_hi < 1 else 1.0
-        if (w_hi, w_lo) != (hi, lo):
+        zm_hi = _exact_logit(m_hi) if m_hi < 1 else math.inf
+        zm_lo = _exact_logit(m_lo) if m_lo > 0 else -math.inf
+        z_lo = min(_exact_logit(lo) if lo > 0 else -math.inf, zm_lo - model_bias)
+        z_hi = max(_exact_logit(hi) if hi < 1 else math.inf, zm_hi - model_bias)
+        z_rules = (_exact_logit(hi) if hi < 1 else math.inf, _exact_logit(lo) if lo > 0 else -math.inf)
+        # An edge the model did not move stays the rules' own float: sigmoid(logit(0.9)) is 0.8999999999999999.
+        w_lo = lo if z_lo == z_rules[1] else _exact_sigmoid(z_lo)
+        w_hi = hi if z_hi == z_rules[0] else _exact_sigmoid(z_hi)
+        if (z_hi, z_lo) != z_rules:
             pm = _sigmoid(z_m)
-            m_verdict = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+            m_verdict = "ai-generated" if z_m >= zm_hi and z_m > 0 else "likely-real" if z_m <= zm_lo and z_m < 0 \
                 else "uncertain"
             hi, lo = w_hi, w_lo
+            z_band = (z_hi, z_lo)
             aside_note = (f"{aside_what} (bias 0, band {lo:g} / {hi:g}: no narrower than the rules', nor than the "
                           f"model's own band with its bias would be on this file's answers, P(AI) {pm:.3f}, "
                           f"{m_verdict} under {m_lo:g} / {m_hi:g}: a missing answer never makes a verdict firmer)")
@@ -609,14 +637,29 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             why += "; unavailable: " + ", ".join(gone)
         return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
 
-    p = _sigmoid(z)
+    p = _exact_sigmoid(z)
     if n_pixel == 0:
         verdict = "uncertain"
         notes.append(SOFT_ONLY)
+    elif z_band is not None:
+        # Judged on the logits (see above): past ~37 nats every p and edge read 1.0 in a double.
+        verdict = "ai-generated" if z >= z_band[0] and z > 0 else "likely-real" if z <= z_band[1] and z < 0 \
+            else "uncertain"
     else:
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
-        # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this.
-        verdict = "ai-generated" if p >= hi and p > 0.5 else "likely-real" if p <= lo and p < 0.5 else "uncertain"
+        # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this. An edge
+        # at 1 or 0 is never reached: only a logit past ~37 nats saturates p to it, and a set-aside model of
+        # ai threshold 1 that never calls a file ai-generated called one at a +70-nat logit.
+        verdict = "ai-generated" if p >= hi and p > 0.5 and hi < 1 else \
+            "likely-real" if p <= lo and p < 0.5 and lo > 0 else "uncertain"
+    if verdict == "uncertain" and n_pixel:
+        # Where p and an edge saturate to one double (1.0), p_ai is kept a float inside the band that
+        # judged it, as a record's digits are (shown_p): 1 - 1e-16 for a logit under an edge at 60 nats.
+        # (Only there: p 0.5 under a band of 0.5 is uncertain as a coin flip, and stays 0.5.)
+        if p >= hi and (hi >= 1 or z_band is not None):
+            p = math.nextafter(hi, 0.0)
+        elif p <= lo and (lo <= 0 or z_band is not None):
+            p = math.nextafter(lo, 1.0)
     return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
 
 

@@ -134,11 +134,15 @@ def _random_case(rnd):
 def _set_aside_case(rnd):
     # Answers at the ends and at 0.5, no bias or one either way, the band's edges at 0, 0.5 and 1 (what
     # check_model lets through), and a claim that decides beside the set-aside model.
-    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5])),
+    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5, 1e-6, 1 - 1e-6])),
            "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
     if rnd.random() < 0.5:
         res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2, PARAMS], rnd.choice([1, 2])))
-    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0, 0.0, -8.0, 8.0]),
+    # and at the extremes a hand edit reaches: a bias of +-100, a weight of 5 on answers of 1e-6, where the
+    # logits pass the +-37 nats past which p and a band's edge saturate to one double
+    model = {**MODEL, "bias": rnd.choice([2.0, -2.0, 0.5, 4.0, 0.0, -8.0, 8.0, 100.0, -100.0, 40.0, -35.0]),
+             "detectors": {**MODEL["detectors"], "a": {"calibration": {"method": "none"},
+                                                       "weight": rnd.choice([1.0, 5.0])}},
              "ai_threshold": rnd.choice([0.6, 0.8, 0.95, 0.5, 1.0]),
              "real_threshold": rnd.choice([0.4, 0.2, 0.05, 0.5, 0.0])}
     return res, model
@@ -184,12 +188,15 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
             assert out.verdict == want, (res, model, out, p)
             if any(ASIDE_FOR_FILE in r for r in out.reasons):
                 # set aside for this file: never firmer than the model with its bias on the same answers
-                pm = 1 / (1 + math.exp(-(z + model["bias"])))
+                # in logit space: past ~37 nats every probability reads 1.0 and the comparison says nothing
+                zm = z + model["bias"]
                 m_hi, m_lo = model["ai_threshold"], model["real_threshold"]
-                vm = "ai-generated" if pm >= m_hi and pm > 0.5 else "likely-real" if pm <= m_lo and pm < 0.5 \
+                zm_hi = math.log(m_hi / (1 - m_hi)) if m_hi < 1 else math.inf
+                zm_lo = math.log(m_lo / (1 - m_lo)) if m_lo > 0 else -math.inf
+                vm = "ai-generated" if zm >= zm_hi and zm > 0 else "likely-real" if zm <= zm_lo and zm < 0 \
                     else "uncertain"
-                near = min(abs(pm - m_hi), abs(pm - m_lo)) < 1e-9
-                assert out.verdict in ("uncertain", vm) or near, (res, model, out, pm)
+                near = min(abs(zm - zm_hi), abs(zm - zm_lo)) < 1e-9
+                assert out.verdict in ("uncertain", vm) or near, (res, model, out, zm)
 
 
 def test_a_row_leads_with_what_decided_not_with_the_set_aside_band():
@@ -263,6 +270,24 @@ def test_a_model_set_aside_for_a_file_never_makes_its_verdict_firmer():
     neg = {**MODEL, "bias": -1.5}
     assert fuse({"a": ok(0.93), "b": DetectorResult.failed("boom")}, neg).verdict == "uncertain"
     assert fuse({"a": ok(0.93), "b": ok(0.93)}, neg).band == (0.8, 0.2)   # both answered: the model as fitted
+
+
+@pytest.mark.parametrize("bias, a, model_says", [(100.0, 1e-6, "ai-generated"), (-100.0, 1 - 1e-6, "likely-real")])
+def test_a_set_aside_model_with_a_huge_bias_never_makes_the_verdict_firmer_or_flips_it(bias, a, model_says):
+    """Bias +100, weight 5, a at 1e-6 with b failed: the file read likely-real while the set-aside note said the
+    model reads it ai-generated. The band's real edge (-98.6 nats) and a's term (-69) both clipped to -50 before
+    the sigmoid, so p equalled the edge; the mirror case, bias -100, read ai-generated at p 1.0 against an ai edge
+    saturated to 1.0. The verdict is judged on the logits, and p_ai stays inside the band that judged it."""
+    model = {**MODEL, "bias": bias, "detectors": {**MODEL["detectors"],
+                                                  "a": {"calibration": {"method": "none"}, "weight": 5.0}}}
+    res = {"a": ok(a), "b": DetectorResult.failed("boom")}
+    out = fuse(res, model)
+    note = next(r for r in out.reasons if ASIDE_FOR_FILE in r)
+    assert model_says in note and out.verdict == "uncertain", (out.verdict, note)
+    hi, lo = out.band
+    assert lo < out.p_ai < hi
+    d = _record(res, model)
+    assert d["verdict"] == "uncertain" and lo < d["p_ai"] < hi, d
 
 
 UNREAD = Evidence("c2pa.unreadable", "neutral", 0.0, "C2PA data present but unreadable: C2PA manifest store "

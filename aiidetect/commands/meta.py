@@ -41,6 +41,12 @@ def _print_table(reports: list[dict], stream=None) -> None:
         opinion = "no opinion" if p is None else (f"{p:.3f}  (sum of LLR {llr:+.2f} nats)" if not how else
                                                   f"{p:.3f}  (LLR {llr:+.2f} nats{how})")
         con.print(Text(f"{r.get('format') or '?'} {size}   metadata p_ai: {opinion}"))
+        fp = r.get("fused_p_ai")
+        if fp is not None and (p is None or f"{fp:.3f}" != f"{p:.3f}"):
+            # scan's number for the same evidence follows fusion's rules; two unexplained numbers side by side
+            # read as a bug to whoever compares `meta` with `scan -d metadata`.
+            con.print(Text(f"  scan -d metadata P(AI): {fp:.3f}  (fusion's rules 3-4, docs/fusion.md: soft evidence "
+                           f"counts at most 2 nats in all, a signature or watermark at least 9.2)"))
         t = Table(show_header=True, header_style="bold", expand=True)
         t.add_column("evidence", no_wrap=True)
         t.add_column("dir", no_wrap=True)
@@ -94,7 +100,7 @@ def _items(d: dict, k: str) -> str:
 
 
 CSV_COLUMNS = ["schema", "file", "file_bytes", "format", "width", "height", "p_ai", "llr", "decisive", "evidence",
-               "error_code", "error_message"]
+               "error_code", "error_message", "fused_p_ai"]
 
 
 def _csv_row(r: dict) -> list:
@@ -104,7 +110,7 @@ def _csv_row(r: dict) -> list:
     err = r.get("error") or {}
     return [SCHEMA_VERSION, r["file"], r.get("file_bytes"), r.get("format"), r.get("width"), r.get("height"),
             r.get("p_ai"), r.get("llr"), " ".join(e["id"] for e in ev if e.get("decisive")),
-            " ".join(e["id"] for e in ev), err.get("code"), err.get("message")]
+            " ".join(e["id"] for e in ev), err.get("code"), err.get("message"), r.get("fused_p_ai")]
 
 
 def meta(

@@ -25,7 +25,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
 from ..fusion import (ASIDE_FOR_FILE, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model,
-                      set_aside)
+                      set_aside, shown_p_text)
 from ..records import PIXEL_FAILURES, verdict_matches
 from .writers import Writer, error_reason, fusion_label, headline
 
@@ -301,7 +301,10 @@ class HtmlWriter(Writer):
         self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
                           d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d),
                           # the page's "error" filter takes a verdict beside an error too, as --verdict error does
-                          1 if d.get("error") is not None else 0])
+                          1 if d.get("error") is not None else 0,
+                          # fuse's set-aside note, if any: the band that judged the file, for the table's digits
+                          next((x for x in d["reasons"] if isinstance(x, str) and _ASIDE_NOTE.match(x)), None)
+                          if isinstance(d.get("reasons"), list) else None])
         if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
             # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
             # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
@@ -442,8 +445,9 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     # filters while a long report's cards are still being parsed.
     out.write("<script type=\"application/json\" id=\"aiidetect-rows\">")
     for k in range(0, n, 1000):
-        # [i, verdict, p, file, format, size, reason, has a card, has an error]
-        part = _json_island([r[:7] + [1 if r[0] in with_card else 0] + r[7:] for r in rows[k:k + 1000]])
+        # [i, verdict, p, file, format, size, reason, has a card, has an error, p as shown]
+        part = _json_island([r[:7] + [1 if r[0] in with_card else 0, r[7], _shown_row_p(r, fusion)]
+                             for r in rows[k:k + 1000]])
         out.write(("," if k else "[") + part[1:-1])
     out.write("]" if n else "[]")
     out.write(f"</script><script nonce=\"{nonce}\">{_asset('report.js')}</script>"
@@ -484,6 +488,14 @@ def _verdict_badge(v: str) -> str:
     # alone, not "black up-pointing triangle" before every verdict.
     return (f"<span class=\"badge v-{_e(v if v in VERDICT_WORDS else 'error')}\"><span aria-hidden=\"true\">{sym}</span>"
             f" {_e(word)}</span>")
+
+
+def _shown_row_p(r: Sequence[Any], fusion: Mapping[str, Any]) -> str | None:
+    """The table's P(AI) text, on the verdict's side of the band that judged the file (fusion.shown_p_text)."""
+    if r[2] is None:
+        return None
+    lo, hi = _file_band(fusion, [r[8]] if r[8] else [])
+    return shown_p_text(r[2], (hi, lo))
 
 
 def decided_errors(rows: Sequence[list[Any]]) -> int:
@@ -711,7 +723,7 @@ def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float]
         m = round(10 + p * GAUGE_W, 1)
         marker = (f"<polygon points=\"{m - 6},2 {m + 6},2 {m},14\" fill=\"#000\"/>"
                   f"<line x1=\"{m}\" y1=\"12\" x2=\"{m}\" y2=\"38\" stroke=\"#000\" stroke-width=\"2\"/>")
-    label = "P(AI) not available" if p is None else f"P(AI) = {p:.3f}"
+    label = "P(AI) not available" if p is None else f"P(AI) = {shown_p_text(p, (hi, lo))}"
     return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely "
             f"real at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
             # a file judged on another band than the run's has its own zones drawn, not the shared ones
@@ -1013,6 +1025,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
     v = str(r.get("verdict") or "error")
     v = v if v in VERDICT_WORDS else "error"
     p = _p(r.get("p_ai"))
+    band = _file_band(fusion, r.get("reasons"))   # (real, ai): the one that judged this file
     dets = r.get("detectors") if isinstance(r.get("detectors"), Mapping) else {}
     # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
     cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"
@@ -1028,7 +1041,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
          # The file's name is the card's heading, its sections one level down: a screen reader that moves by
          # headings heard "What moved the verdict" for every card and never which file it was.
          f"<div class=\"card-head\">{img}<div><h3 class=\"file-name wrap\" id=\"f{i}-name\">{_e(r.get('file'))}</h3>",
-         f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else f'{p:.3f}'}</b></p>",
+         f"<p>{_verdict_badge(v)} <b>P(AI) {'not available' if p is None else shown_p_text(p, band[::-1])}</b></p>",
          f"<p class=\"explain\">{_e(_explain(v, dets, r.get('reasons')))}</p>"]
     # Beside the verdict's own sentence, not below in the evidence list: a manifest that could not be read may
     # declare how the file was made, and a reader of the lead alone never learnt it was there.
@@ -1038,7 +1051,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
     if isinstance(err, Mapping):
         o.append(f"<p><b>{_e(err.get('code'))}</b>: <span class=\"wrap\">{_e(err.get('message'))}</span></p>")
     if not isinstance(err, Mapping) or v != "error":
-        o.append(_gauge(p, fusion, _file_band(fusion, r.get("reasons"))))
+        o.append(_gauge(p, fusion, band))
     o.append("</div></div>")
     reasons = r.get("reasons") or []
     if reasons:

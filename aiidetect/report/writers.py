@@ -9,7 +9,7 @@ import contextlib
 import re
 from typing import IO, Any, Sequence
 
-from ..fusion import C2PA_UNREAD_ID
+from ..fusion import C2PA_UNREAD_ID, shown_p_text
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -173,8 +173,13 @@ class TableWriter(Writer):
     text, not as its record: a record holds its evidence, reasons and EXIF, several
     kilobytes a file that `results export -f table` over a store held to the end."""
 
-    def __init__(self, stream, detector_names: Sequence[str], explain: bool = False):
+    def __init__(self, stream, detector_names: Sequence[str], explain: bool = False,
+                 fusion: dict | None = None):
         super().__init__(stream)
+        # {"ai_threshold", "real_threshold"} of the run's fusion: its 3 digits keep each verdict's side of the
+        # band that judged it (a file's own where the model was set aside for it). None (a store's records,
+        # of runs that may differ): to nearest, as before.
+        self.fusion = fusion
         self.names = list(detector_names)
         self.rows: list[tuple] = []
         self.shown: set[str] = set()   # detectors that ran somewhere (not unavailable everywhere)
@@ -195,7 +200,16 @@ class TableWriter(Writer):
         top = top_attribution(rec)
         reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
                   if self.explain else main_reason(rec))
-        self.rows.append((rec.file, rec.verdict, "—" if rec.p_ai is None else f"{rec.p_ai:.3f}", tuple(dets),
+        if rec.p_ai is None:
+            p = "—"
+        elif self.fusion is None:
+            p = f"{rec.p_ai:.3f}"
+        else:
+            from .html import _file_band
+
+            lo, hi = _file_band(self.fusion, rec.reasons)
+            p = shown_p_text(rec.p_ai, (hi, lo))
+        self.rows.append((rec.file, rec.verdict, p, tuple(dets),
                           f"{top[0]} ({top[1]:.2f})" if top else "", reason))
 
     def abort(self) -> None:
@@ -231,7 +245,8 @@ class TableWriter(Writer):
         self.stream.flush()
 
 
-def make_writer(fmt: str, stream, detector_names: Sequence[str], explain: bool = False) -> Writer:
+def make_writer(fmt: str, stream, detector_names: Sequence[str], explain: bool = False,
+                fusion: dict | None = None) -> Writer:
     if fmt == "jsonl":
         return JsonlWriter(stream)
     if fmt == "json":
@@ -239,5 +254,5 @@ def make_writer(fmt: str, stream, detector_names: Sequence[str], explain: bool =
     if fmt == "csv":
         return CsvWriter(stream, detector_names)
     if fmt == "table":
-        return TableWriter(stream, detector_names, explain)
+        return TableWriter(stream, detector_names, explain, fusion)
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")

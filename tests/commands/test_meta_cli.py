@@ -192,3 +192,24 @@ def test_meta_counts_two_unsigned_claims_as_the_strongest_and_says_so(tmp_path):
     assert d["llr"] == 6.0 and d["p_ai"] == round(1 / (1 + 2.718281828459045 ** -6.0), 6)
     out = " ".join(CliRunner().invoke(app, ["meta", str(p)]).stdout.split())
     assert "(LLR +6.00 nats: unsigned claims count as the strongest, not summed)" in out
+
+
+def test_meta_shows_the_number_scan_records_for_the_same_evidence(tmp_path, monkeypatch):
+    """A PNG whose only opinion is `Software: Midjourney` (3 nats, soft) read P(AI) 0.953 in `meta` and 0.881 in
+    `scan -d metadata` (rule 4 caps soft evidence at 2 nats) with nothing saying why: `meta` now carries the
+    scan's number, computed by fusion itself, and its table prints it when the two differ."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "Midjourney")
+    p = tmp_path / "soft.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(p, pnginfo=info)
+    d = json.loads(CliRunner().invoke(app, ["meta", "--format", "json", str(p)]).stdout)[0]
+    assert d["llr"] == 3.0 and d["p_ai"] == 0.952574
+    from conftest import run_cli_in_process
+
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    rec = json.loads(run_cli_in_process("scan", str(p), "-d", "metadata", "--no-cache", "-f", "jsonl").stdout)
+    assert d["fused_p_ai"] == rec["p_ai"] == 0.880797
+    out = " ".join(CliRunner().invoke(app, ["meta", str(p)]).stdout.split())
+    assert "metadata p_ai: 0.953" in out and "scan -d metadata P(AI): 0.881 (fusion's rules 3-4" in out
+    csv = CliRunner().invoke(app, ["meta", "--format", "csv", str(p)]).stdout.splitlines()
+    assert csv[0].endswith(",fused_p_ai") and csv[1].endswith(",0.880797")

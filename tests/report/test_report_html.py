@@ -586,3 +586,16 @@ def test_flagged_thumbnails_load_with_the_page_only_up_to_the_card_cap(tmp_path,
     assert r.returncode == 0, r.stderr
     imgs = re.findall(r'<img src="data:image/jpeg;base64,[^"]*"[^>]*>', out.read_text(encoding="utf-8"))
     assert len(imgs) == 4 and [('loading="lazy"' in x) for x in imgs] == [False, False, True, True]
+
+
+def test_a_card_and_its_gauge_never_show_p_ai_across_the_band_from_the_verdict(tmp_path):
+    # p_ai 0.899999 under the rules' 0.9 band is uncertain; the card read "P(AI) 0.900" beside its badge
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps({"schema": "1.2", "file": "u.jpg", "verdict": "uncertain", "p_ai": 0.899999,
+                               "error": None, "reasons": ["x"], "detectors": {}}) + "\n")
+    out = tmp_path / "r.html"
+    r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q")
+    assert r.returncode == 0, r.stderr
+    page = out.read_text()
+    # the card, its gauge and the table's row (the page's script prints the digits the row carries)
+    assert "<b>P(AI) 0.899</b>" in page and "P(AI) = 0.899;" in page and '"x",1,0,"0.899"]' in page

@@ -28,3 +28,21 @@ def test_a_table_keeps_each_row_not_its_record():
     # everywhere has no column
     assert "/a/[b]x.jpg" in text and "ai-generated" in text and "0.900" in text and "likely-real" in text
     assert "metadata" in text and "clip" not in text
+
+
+def test_the_shown_digits_never_read_across_the_band_from_the_verdict():
+    """p_ai 0.899999 under a 0.9 band is uncertain; the table (and --explain's, the same rows) read 0.900 beside
+    it. The 3 digits keep the verdict's side of the band that judged the file, the nearest ones where they do."""
+    from aiidetect.fusion import shown_p_text
+
+    for p, band, want in [(0.899999, (0.9, 0.1), "0.899"), (0.475021, (0.9, 0.1), "0.475"),
+                          (0.100001, (0.9, 0.1), "0.101"), (0.9345672, (0.9345671, 0.2), "0.935"),
+                          (0.93456785, (0.934567891, 0.2), "0.934"), (0.9, (0.9, 0.1), "0.900")]:
+        assert shown_p_text(p, band) == want, (p, band)
+    fusion = {"ai_threshold": 0.9, "real_threshold": 0.1}
+    for explain in (False, True):
+        out = io.StringIO()
+        w = TableWriter(out, ["metadata"], explain=explain, fusion=fusion)
+        w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.899999, detectors={"metadata": DetectorResult("ok")}))
+        w.close()
+        assert "0.899" in out.getvalue() and "0.900" not in out.getvalue()

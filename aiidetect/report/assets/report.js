@@ -6,7 +6,7 @@
   var COLS = ["verdict", "p", "file", "format", "size", "reason"];
   var rows = data.map(function (r) {
     return {i: r[0], verdict: r[1], p: r[2], file: r[3], format: r[4], size: r[5], reason: r[6], card: r[7],
-            failed: r[8] === 1,
+            failed: r[8] === 1, pText: r[9],
             hay: (r[3] + "\n" + r[6] + "\n" + (r[4] || "") + "\n" + r[1]).toLowerCase()};
   });
   // The symbol is for the eye; a screen reader says the word alone (the symbol's span is aria-hidden).
@@ -94,7 +94,8 @@
       b.appendChild(sym);
       b.appendChild(document.createTextNode(" " + lab[1]));
       td.appendChild(b);
-      cell(tr, r.p === null ? "\u2014" : r.p.toFixed(3), "num");
+      // the digits Python chose (fusion.shown_p_text): 0.900 beside "uncertain" for 0.899999 under a 0.9 band
+      cell(tr, r.p === null ? "\u2014" : (r.pText || r.p.toFixed(3)), "num");
       // A name or reason can be thousands of characters (PATH_MAX is 4,096 bytes): its cell scrolls
       // inside a few lines instead of pushing every other row screens away.
       var f = clip(cell(tr, "", "wrap"));
