@@ -357,8 +357,11 @@ def _why(exc: BaseException, limit: int = 600) -> str:
 def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
     """The records of a model batch whose actor could not build its detectors: a file with an error of its own
     (unreadable, decode-error) keeps it; every other one is `internal-error`, its metadata results kept."""
+    from ..fusion import fusion_identity
     from ..pipeline.stages import finish
 
+    # The run's fusion, as every other record names it: {} there broke the schema's "kind" (rules or model).
+    info = fusion_identity(fusion_model)
     out = []
     for b in batch["sample"]:
         s = pickle.loads(b)
@@ -367,7 +370,7 @@ def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
         if s.record.error is None:
             s.record.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
                                f"was given this file, so they did not run on it: {why} (docs/scale.md)")
-        out.append(_dump(finish(s, [], fusion_model, {})))
+        out.append(_dump(finish(s, [], fusion_model, info)))
     return {"i": batch["i"], "record": out}
 
 

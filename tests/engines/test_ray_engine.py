@@ -1058,3 +1058,21 @@ def test_a_model_that_cannot_be_built_on_a_worker_gives_each_file_a_record_sayin
     # With a deadline the model actor builds it, and says why it could not from ready(), its batches the same.
     model = ray_engine._Model(spec, 1)
     assert "header is not valid JSON" in model.ready() and model.complete(batch)["i"] == [0, 1]
+
+
+def test_the_records_of_an_unbuilt_model_name_the_runs_fusion():
+    """They said `"fusion": {}`, which is neither of the schema's kinds (rules, model)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    def build():
+        raise RuntimeError("CUDA out of memory")
+
+    stage = ray_engine._ModelStage(SimpleNamespace(build=build, fusion_model=None), 1, None)
+    out = stage({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg", record=Record(file="/x/a.jpg")))]})
+    (rec,) = (pickle.loads(r) for r in out["record"])
+    assert rec.error.code == "internal-error" and rec.to_dict()["fusion"] == {"kind": "rules"}
