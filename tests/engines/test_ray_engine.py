@@ -1076,3 +1076,16 @@ def test_the_records_of_an_unbuilt_model_name_the_runs_fusion():
     out = stage({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg", record=Record(file="/x/a.jpg")))]})
     (rec,) = (pickle.loads(r) for r in out["record"])
     assert rec.error.code == "internal-error" and rec.to_dict()["fusion"] == {"kind": "rules"}
+
+
+def test_why_a_model_could_not_be_built_keeps_the_error_at_the_end_of_a_traceback():
+    """Ray's error for a creation task that raised is the traceback, coloured, the error on its last line: cut at
+    600 characters from the head, the record's message lost it."""
+    from aiidetect.engines import ray as ray_engine
+
+    frames = "".join(f'\n  File "/site-packages/torch/_lib{i}.py", line {i}, in <module>\n    load()' for i in range(20))
+    exc = RuntimeError("The actor died because of an error raised in its creation task, \x1b[36mray::_Model.__init__()"
+                       f"\x1b[39m (pid=7){frames}\nOSError: libcudart.so.12: cannot open shared object file")
+    why = ray_engine._why(exc)
+    assert len(why) < 620 and why.startswith("RuntimeError: The actor died")
+    assert why.endswith("OSError: libcudart.so.12: cannot open shared object file") and "\x1b" not in why
