@@ -102,14 +102,29 @@ class ModelSpec:
     fusion_model: dict[str, Any] | None
     batch_size: int
     limits: Any
+    # The detectors the driver built: one this node makes an UnavailableDetector (no backbone weights, --device
+    # cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a verdict the
+    # store kept as final, under a run identity saying the detector ran.
+    available: tuple[str, ...] = ()
 
     def build(self):
-        from ..detectors import RunContext, create_detectors
+        from ..detectors import RunContext, UnavailableDetector, create_detectors
         from ..pipeline import Pipeline
 
         ctx = RunContext(**self.ctx)
         dets = create_detectors(self.families, ctx)
+        here = {d.name for d in dets if not isinstance(d, UnavailableDetector)}
+        lost = [n for n in self.available if n not in here]
+        if lost:
+            fams = {n.split(":")[0] for n in lost}
+            why = "; ".join(f"{d.name}: {d.reason}" for d in dets
+                            if isinstance(d, UnavailableDetector) and d.family in fams)
+            raise DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
         return Pipeline(dets, self.fusion_model, batch_size=self.batch_size, workers=1, limits=self.limits)
+
+
+class DetectorsUnavailableHere(RuntimeError):
+    """A worker could not make detectors the driver made: its files get `internal-error` records (_unbuilt)."""
 
 
 def _ctx_fields(ctx) -> dict[str, Any]:
@@ -689,7 +704,10 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
         # The driver's choice, which the records and the store's run identity name: under --dtype auto an actor
         # on a node whose CPU lacks native bfloat16 chose float32 for itself (other records, same identity).
         fields["dtype"] = resolve_dtype(ctx.dtype, "cpu")
-    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits)
+    from ..detectors import UnavailableDetector
+
+    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
+                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

@@ -1089,3 +1089,25 @@ def test_why_a_model_could_not_be_built_keeps_the_error_at_the_end_of_a_tracebac
     why = ray_engine._why(exc)
     assert len(why) < 620 and why.startswith("RuntimeError: The actor died")
     assert why.endswith("OSError: libcudart.so.12: cannot open shared object file") and "\x1b" not in why
+
+
+def test_a_worker_that_cannot_make_a_detector_the_driver_made_gives_its_files_internal_error(tmp_path):
+    """A node without the heads (or the backbone's weights, or a GPU for --device cuda) built the model with that
+    detector unavailable and judged the files on their metadata alone, no error, kept as final by the store."""
+    import pickle
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    ctx = {"backbone_spec": None, "device": "cpu", "dtype": "auto", "weights_dirs": [str(tmp_path)],
+           "runtime": "torch", "onnx_dir": None, "options": {}}
+    # Without the driver's list (as before) the worker's pipeline is built, linear unavailable in it.
+    assert ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None).build() is not None
+    spec = ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None, ("metadata", "linear:univfd"))
+    model = ray_engine._Model(spec, 1)
+    assert "linear:univfd unavailable on this node" in model.ready() and "no linear heads found" in model.ready()
+    out = model.complete({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg",
+                                                                   record=Record(file="/x/a.jpg")))]})
+    (rec,) = (pickle.loads(r) for r in out["record"])
+    assert rec.verdict == "error" and rec.error.code == "internal-error" and "univfd" in rec.error.message
