@@ -984,8 +984,9 @@ def test_a_ray_store_holds_the_p_ai_a_local_store_does(tmp_path, monkeypatch):
 def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     """A model actor killed while it loaded the backbone (kill -9; the out-of-memory killer, whose peak that
     load is) failed the pool actor's constructor, and Ray Data waited for that pool for ever: the scan printed
-    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; a
-    model whose build raises still fails at once; one dead three times fails its first batch instead."""
+    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; one
+    whose creation failed is not started again, its batches' files get records saying so; one dead three
+    times fails its first batch instead."""
     from types import SimpleNamespace
 
     from aiidetect.engines import ray as ray_engine
@@ -1016,7 +1017,14 @@ def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     spec = SimpleNamespace(fusion_model=None)
     unbuilt = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)
     assert len(made) == 1 and unbuilt._model is None
-    assert unbuilt({"i": [], "sample": []}) == {"i": [], "record": []} and len(made) == 1
+    import pickle
+
+    from aiidetect.decode import Sample
+    from aiidetect.records import Record
+
+    sample = pickle.dumps(Sample(index=4, path="/x/a.jpg", record=Record(file="/x/a.jpg")))
+    out = unbuilt({"i": [4], "sample": [sample]})
+    assert out["i"] == [4] and pickle.loads(out["record"][0]).error.code == "internal-error" and len(made) == 1
     made.clear()
     # Dead each time: not raised from the constructor (the same endless wait), but from the batch, whose files
     # the driver then tries alone.
@@ -1083,7 +1091,7 @@ def test_why_a_model_could_not_be_built_keeps_the_error_at_the_end_of_a_tracebac
     600 characters from the head, the record's message lost it."""
     from aiidetect.engines import ray as ray_engine
 
-    frames = "".join(f'\n  File "/site-packages/torch/_lib{i}.py", line {i}, in <module>\n    load()' for i in range(20))
+    frames = "".join(f'\n  File "/torch/_lib{i}.py", line {i}, in <module>\n    load()' for i in range(20))
     exc = RuntimeError("The actor died because of an error raised in its creation task, \x1b[36mray::_Model.__init__()"
                        f"\x1b[39m (pid=7){frames}\nOSError: libcudart.so.12: cannot open shared object file")
     why = ray_engine._why(exc)
