@@ -102,14 +102,29 @@ class ModelSpec:
     fusion_model: dict[str, Any] | None
     batch_size: int
     limits: Any
+    # The detectors the driver built: one this node makes an UnavailableDetector (no backbone weights, --device
+    # cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a verdict the
+    # store kept as final, under a run identity saying the detector ran.
+    available: tuple[str, ...] = ()
 
     def build(self):
-        from ..detectors import RunContext, create_detectors
+        from ..detectors import RunContext, UnavailableDetector, create_detectors
         from ..pipeline import Pipeline
 
         ctx = RunContext(**self.ctx)
         dets = create_detectors(self.families, ctx)
+        here = {d.name for d in dets if not isinstance(d, UnavailableDetector)}
+        lost = [n for n in self.available if n not in here]
+        if lost:
+            fams = {n.split(":")[0] for n in lost}
+            why = "; ".join(f"{d.name}: {d.reason}" for d in dets
+                            if isinstance(d, UnavailableDetector) and d.family in fams)
+            raise DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
         return Pipeline(dets, self.fusion_model, batch_size=self.batch_size, workers=1, limits=self.limits)
+
+
+class DetectorsUnavailableHere(RuntimeError):
+    """A worker could not make detectors the driver made: its files get `internal-error` records (_unbuilt)."""
 
 
 def _ctx_fields(ctx) -> dict[str, Any]:
@@ -350,15 +365,23 @@ class _Model:
 
 
 def _why(exc: BaseException, limit: int = 600) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[:limit] + "..."
+    """One line for a record's message. A creation task's error from Ray is its traceback, the error itself on its
+    last line (cut at the head's 600 characters, `OSError: libcudart.so...` was lost) and colour codes: the head
+    and the tail are kept, control characters dropped."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m|[\x00-\x1f\x7f]", " ", f"{type(exc).__name__}: {exc}").split())
+    return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit - limit // 3):]}"
 
 
 def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
     """The records of a model batch whose actor could not build its detectors: a file with an error of its own
     (unreadable, decode-error) keeps it; every other one is `internal-error`, its metadata results kept."""
+    from ..fusion import fusion_identity
     from ..pipeline.stages import finish
 
+    # The run's fusion, as every other record names it: {} there broke the schema's "kind" (rules or model).
+    info = fusion_identity(fusion_model)
     out = []
     for b in batch["sample"]:
         s = pickle.loads(b)
@@ -367,7 +390,7 @@ def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
         if s.record.error is None:
             s.record.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
                                f"was given this file, so they did not run on it: {why} (docs/scale.md)")
-        out.append(_dump(finish(s, [], fusion_model, {})))
+        out.append(_dump(finish(s, [], fusion_model, info)))
     return {"i": batch["i"], "record": out}
 
 
@@ -681,7 +704,10 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
         # The driver's choice, which the records and the store's run identity name: under --dtype auto an actor
         # on a node whose CPU lacks native bfloat16 chose float32 for itself (other records, same identity).
         fields["dtype"] = resolve_dtype(ctx.dtype, "cpu")
-    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits)
+    from ..detectors import UnavailableDetector
+
+    spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
+                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

@@ -984,8 +984,9 @@ def test_a_ray_store_holds_the_p_ai_a_local_store_does(tmp_path, monkeypatch):
 def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     """A model actor killed while it loaded the backbone (kill -9; the out-of-memory killer, whose peak that
     load is) failed the pool actor's constructor, and Ray Data waited for that pool for ever: the scan printed
-    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; a
-    model whose build raises still fails at once; one dead three times fails its first batch instead."""
+    nothing more and never exited. A new model actor is started, as for a batch whose model actor died; one
+    whose creation failed is not started again, its batches' files get records saying so; one dead three
+    times fails its first batch instead."""
     from types import SimpleNamespace
 
     from aiidetect.engines import ray as ray_engine
@@ -1016,7 +1017,14 @@ def test_a_model_actor_that_dies_while_building_is_started_again(monkeypatch):
     spec = SimpleNamespace(fusion_model=None)
     unbuilt = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)
     assert len(made) == 1 and unbuilt._model is None
-    assert unbuilt({"i": [], "sample": []}) == {"i": [], "record": []} and len(made) == 1
+    import pickle
+
+    from aiidetect.decode import Sample
+    from aiidetect.records import Record
+
+    sample = pickle.dumps(Sample(index=4, path="/x/a.jpg", record=Record(file="/x/a.jpg")))
+    out = unbuilt({"i": [4], "sample": [sample]})
+    assert out["i"] == [4] and pickle.loads(out["record"][0]).error.code == "internal-error" and len(made) == 1
     made.clear()
     # Dead each time: not raised from the constructor (the same endless wait), but from the batch, whose files
     # the driver then tries alone.
@@ -1058,3 +1066,56 @@ def test_a_model_that_cannot_be_built_on_a_worker_gives_each_file_a_record_sayin
     # With a deadline the model actor builds it, and says why it could not from ready(), its batches the same.
     model = ray_engine._Model(spec, 1)
     assert "header is not valid JSON" in model.ready() and model.complete(batch)["i"] == [0, 1]
+
+
+def test_the_records_of_an_unbuilt_model_name_the_runs_fusion():
+    """They said `"fusion": {}`, which is neither of the schema's kinds (rules, model)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    def build():
+        raise RuntimeError("CUDA out of memory")
+
+    stage = ray_engine._ModelStage(SimpleNamespace(build=build, fusion_model=None), 1, None)
+    out = stage({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg", record=Record(file="/x/a.jpg")))]})
+    (rec,) = (pickle.loads(r) for r in out["record"])
+    assert rec.error.code == "internal-error" and rec.to_dict()["fusion"] == {"kind": "rules"}
+
+
+def test_why_a_model_could_not_be_built_keeps_the_error_at_the_end_of_a_traceback():
+    """Ray's error for a creation task that raised is the traceback, coloured, the error on its last line: cut at
+    600 characters from the head, the record's message lost it."""
+    from aiidetect.engines import ray as ray_engine
+
+    frames = "".join(f'\n  File "/torch/_lib{i}.py", line {i}, in <module>\n    load()' for i in range(20))
+    exc = RuntimeError("The actor died because of an error raised in its creation task, \x1b[36mray::_Model.__init__()"
+                       f"\x1b[39m (pid=7){frames}\nOSError: libcudart.so.12: cannot open shared object file")
+    why = ray_engine._why(exc)
+    assert len(why) < 620 and why.startswith("RuntimeError: The actor died")
+    assert why.endswith("OSError: libcudart.so.12: cannot open shared object file") and "\x1b" not in why
+
+
+def test_a_worker_that_cannot_make_a_detector_the_driver_made_gives_its_files_internal_error(tmp_path):
+    """A node without the heads (or the backbone's weights, or a GPU for --device cuda) built the model with that
+    detector unavailable and judged the files on their metadata alone, no error, kept as final by the store."""
+    import pickle
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    ctx = {"backbone_spec": None, "device": "cpu", "dtype": "auto", "weights_dirs": [str(tmp_path)],
+           "runtime": "torch", "onnx_dir": None, "options": {}}
+    # Without the driver's list (as before) the worker's pipeline is built, linear unavailable in it.
+    assert ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None).build() is not None
+    spec = ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None, ("metadata", "linear:univfd"))
+    model = ray_engine._Model(spec, 1)
+    assert "linear:univfd unavailable on this node" in model.ready() and "no linear heads found" in model.ready()
+    out = model.complete({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg",
+                                                                   record=Record(file="/x/a.jpg")))]})
+    (rec,) = (pickle.loads(r) for r in out["record"])
+    assert rec.verdict == "error" and rec.error.code == "internal-error" and "univfd" in rec.error.message
