@@ -24,10 +24,9 @@ from importlib import resources
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
-from ..fusion import (ASIDE_FOR_FILE, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model,
-                      set_aside, shown_p_text)
+from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside, shown_p_text
 from ..records import PIXEL_FAILURES, verdict_matches
-from .writers import Writer, error_reason, fusion_label, headline
+from .writers import Writer, _band_of, _file_band, _note_band, error_reason, fusion_label, headline
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -689,43 +688,6 @@ def _svg_defs(fusion: Mapping[str, Any]) -> str:
 
 # fusion.fuse's note on a file one of the fitted model's detectors did not answer: "a, b: no answer for this
 # file, ... are set aside (bias 0, band 0.1 / 0.9, ...". The names are the model's detector keys (no spaces).
-_ASIDE_NOTE = re.compile(r"[^\s,]+(?:, [^\s,]+)*: " + re.escape(ASIDE_FOR_FILE))
-_ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are set aside "
-                         r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
-
-
-def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
-    """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
-    model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
-    0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
-    return _band_of(fusion, _note_band(reasons))
-
-
-def _note_band(reasons: Any) -> tuple[float, float] | bool:
-    """What fuse's set-aside note among `reasons` says of the file's band: (real, ai) as it names them, True
-    for a note without a readable band, False for no note."""
-    # Fuse's own note only, from its start: an evidence line quotes the file's metadata, and an EXIF Software
-    # text carrying the note's words and "band 0.6 / 0.61" drew an uncertain file at 0.88 in its AI zone.
-    notes = [x for x in reasons if isinstance(x, str) and _ASIDE_NOTE.match(x)] if isinstance(reasons, list) \
-        else []
-    if not notes:
-        return False
-    # The note names the band: widened past the rules' where the model with its bias would not have decided
-    # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
-    said = _ASIDE_BAND.match(notes[0])
-    try:
-        return (float(said[1]), float(said[2])) if said else True
-    except ValueError:   # a hand-edited record: the rules' band, as before the note named it
-        return True
-
-
-def _band_of(fusion: Mapping[str, Any], said: tuple[float, float] | bool) -> tuple[float, float]:
-    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    if said is False:
-        return lo, hi
-    return said if isinstance(said, tuple) else (min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD))
-
-
 def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float] | None = None) -> str:
     run_band = (float(fusion["real_threshold"]), float(fusion["ai_threshold"]))
     lo, hi = band or run_band
