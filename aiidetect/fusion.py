@@ -645,6 +645,9 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # Judged on the logits (see above): past ~37 nats every p and edge read 1.0 in a double.
         verdict = "ai-generated" if z >= z_band[0] and z > 0 else "likely-real" if z <= z_band[1] and z < 0 \
             else "uncertain"
+        # A logit exactly on an edge the model left alone (a at 0.9 under the rules' 0.9) comes back through the
+        # sigmoid one float inside the band: 0.8999999999999999 beside ai-generated, written 0.899999.
+        p = max(p, hi) if verdict == "ai-generated" else min(p, lo) if verdict == "likely-real" else p
     else:
         # A coin flip is never a firm verdict, whatever band a hand-edited model sets (0.5 passes its check,
         # and p_ai 0.5 was called ai-generated): calibrate keeps both sides strictly off 0.5 for this. An edge

@@ -134,7 +134,8 @@ def _random_case(rnd):
 def _set_aside_case(rnd):
     # Answers at the ends and at 0.5, no bias or one either way, the band's edges at 0, 0.5 and 1 (what
     # check_model lets through), and a claim that decides beside the set-aside model.
-    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5, 1e-6, 1 - 1e-6])),
+    # (0.9 and 0.1: the rules' edges, whose logit comes back through the sigmoid one float inside them)
+    res = {"a": ok(rnd.choice([rnd.random(), rnd.random(), 1e-9, 1 - 1e-9, 0.5, 1e-6, 1 - 1e-6, 0.9, 0.1])),
            "b": rnd.choice([DetectorResult.failed("x"), ok(math.nan)])}
     if rnd.random() < 0.5:
         res["metadata"] = meta(*rnd.sample([CAMERA, TOOL, TOOL2, PARAMS], rnd.choice([1, 2])))

@@ -24,10 +24,9 @@ from importlib import resources
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import __version__
-from ..fusion import (ASIDE_FOR_FILE, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model,
-                      set_aside, shown_p_text)
+from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside, shown_p_text
 from ..records import PIXEL_FAILURES, verdict_matches
-from .writers import Writer, error_reason, fusion_label, headline
+from .writers import Writer, _band_of, _file_band, _note_band, error_reason, fusion_label, headline
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -302,9 +301,9 @@ class HtmlWriter(Writer):
                           d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d),
                           # the page's "error" filter takes a verdict beside an error too, as --verdict error does
                           1 if d.get("error") is not None else 0,
-                          # fuse's set-aside note, if any: the band that judged the file, for the table's digits
-                          next((x for x in d["reasons"] if isinstance(x, str) and _ASIDE_NOTE.match(x)), None)
-                          if isinstance(d.get("reasons"), list) else None])
+                          # what fuse's set-aside note says of the band that judged the file, for the table's
+                          # digits: the numbers, not the note (a saved run's line may carry 64 MB of it)
+                          _note_band(d.get("reasons"))])
         if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
             # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
             # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
@@ -494,7 +493,7 @@ def _shown_row_p(r: Sequence[Any], fusion: Mapping[str, Any]) -> str | None:
     """The table's P(AI) text, on the verdict's side of the band that judged the file (fusion.shown_p_text)."""
     if r[2] is None:
         return None
-    lo, hi = _file_band(fusion, [r[8]] if r[8] else [])
+    lo, hi = _band_of(fusion, r[8])
     return shown_p_text(r[2], (hi, lo))
 
 
@@ -689,32 +688,6 @@ def _svg_defs(fusion: Mapping[str, Any]) -> str:
 
 # fusion.fuse's note on a file one of the fitted model's detectors did not answer: "a, b: no answer for this
 # file, ... are set aside (bias 0, band 0.1 / 0.9, ...". The names are the model's detector keys (no spaces).
-_ASIDE_NOTE = re.compile(r"[^\s,]+(?:, [^\s,]+)*: " + re.escape(ASIDE_FOR_FILE))
-_ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are set aside "
-                         r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
-
-
-def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
-    """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
-    model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
-    0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
-    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
-    # Fuse's own note only, from its start: an evidence line quotes the file's metadata, and an EXIF Software
-    # text carrying the note's words and "band 0.6 / 0.61" drew an uncertain file at 0.88 in its AI zone.
-    notes = [x for x in reasons if isinstance(x, str) and _ASIDE_NOTE.match(x)] if isinstance(reasons, list) \
-        else []
-    if notes:
-        # The note names the band: widened past the rules' where the model with its bias would not have decided
-        # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
-        said = _ASIDE_BAND.match(notes[0])
-        try:
-            return (float(said[1]), float(said[2])) if said else (min(lo, DEFAULT_REAL_THRESHOLD),
-                                                                  max(hi, DEFAULT_AI_THRESHOLD))
-        except ValueError:   # a hand-edited record: the rules' band, as before the note named it
-            return min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD)
-    return lo, hi
-
-
 def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float] | None = None) -> str:
     run_band = (float(fusion["real_threshold"]), float(fusion["ai_threshold"]))
     lo, hi = band or run_band

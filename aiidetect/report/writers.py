@@ -9,7 +9,7 @@ import contextlib
 import re
 from typing import IO, Any, Sequence
 
-from ..fusion import C2PA_UNREAD_ID, shown_p_text
+from ..fusion import ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, shown_p_text
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -205,8 +205,6 @@ class TableWriter(Writer):
         elif self.fusion is None:
             p = f"{rec.p_ai:.3f}"
         else:
-            from .html import _file_band
-
             lo, hi = _file_band(self.fusion, rec.reasons)
             p = shown_p_text(rec.p_ai, (hi, lo))
         self.rows.append((rec.file, rec.verdict, p, tuple(dets),
@@ -243,6 +241,44 @@ class TableWriter(Writer):
             t.add_row(*cells)
         console.print(t, highlight=False)
         self.stream.flush()
+
+
+# The band that judged a file, for the table here and the HTML report's table, card and gauge.
+_ASIDE_NOTE = re.compile(r"[^\s,]+(?:, [^\s,]+)*: " + re.escape(ASIDE_FOR_FILE))
+_ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are set aside "
+                         r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
+
+
+def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
+    """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
+    model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
+    0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
+    return _band_of(fusion, _note_band(reasons))
+
+
+def _note_band(reasons: Any) -> tuple[float, float] | bool:
+    """What fuse's set-aside note among `reasons` says of the file's band: (real, ai) as it names them, True
+    for a note without a readable band, False for no note."""
+    # Fuse's own note only, from its start: an evidence line quotes the file's metadata, and an EXIF Software
+    # text carrying the note's words and "band 0.6 / 0.61" drew an uncertain file at 0.88 in its AI zone.
+    notes = [x for x in reasons if isinstance(x, str) and _ASIDE_NOTE.match(x)] if isinstance(reasons, list) \
+        else []
+    if not notes:
+        return False
+    # The note names the band: widened past the rules' where the model with its bias would not have decided
+    # (fuse), a file at 0.05 was drawn in the likely-real zone of a 0.1 gauge beside "uncertain".
+    said = _ASIDE_BAND.match(notes[0])
+    try:
+        return (float(said[1]), float(said[2])) if said else True
+    except ValueError:   # a hand-edited record: the rules' band, as before the note named it
+        return True
+
+
+def _band_of(fusion: Mapping[str, Any], said: tuple[float, float] | bool) -> tuple[float, float]:
+    lo, hi = float(fusion["real_threshold"]), float(fusion["ai_threshold"])
+    if said is False:
+        return lo, hi
+    return said if isinstance(said, tuple) else (min(lo, DEFAULT_REAL_THRESHOLD), max(hi, DEFAULT_AI_THRESHOLD))
 
 
 def make_writer(fmt: str, stream, detector_names: Sequence[str], explain: bool = False,

@@ -599,3 +599,20 @@ def test_a_card_and_its_gauge_never_show_p_ai_across_the_band_from_the_verdict(t
     page = out.read_text()
     # the card, its gauge and the table's row (the page's script prints the digits the row carries)
     assert "<b>P(AI) 0.899</b>" in page and "P(AI) = 0.899;" in page and '"x",1,0,"0.899"]' in page
+
+
+def test_a_row_keeps_the_band_a_set_aside_note_names_not_the_note():
+    # a saved run's line may be 64 MB: the row kept the whole note for the table's digits, unlike its 500-char reason
+    import io
+
+    from aiidetect.fusion import ASIDE_FOR_FILE
+    from aiidetect.report.html import HtmlWriter
+
+    out = io.StringIO()
+    w = HtmlWriter(out, {"fusion": {"ai_threshold": 0.8, "real_threshold": 0.2}}, thumbnails=False, max_cards=0)
+    note = f"b: {ASIDE_FOR_FILE}, fitted with it, are set aside (bias 0, band 0.05 / 0.95, " + "x" * 200_000
+    w.add({"schema": "1.2", "file": "u.jpg", "verdict": "uncertain", "p_ai": 0.949999, "error": None,
+           "reasons": [note], "detectors": {}})
+    assert sum(len(x) for x in w.rows[0] if isinstance(x, str)) < 2000
+    w.close()
+    assert '"0.949"]' in out.getvalue()   # under the note's 0.95, not the run's 0.8
