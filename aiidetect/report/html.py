@@ -16,7 +16,6 @@ import html
 import io
 import json
 import os
-import re
 import secrets
 import shlex
 import sys

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import IO, Any, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 from ..fusion import ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, shown_p_text
 from ..records import PIXELS_UNREAD, Record
