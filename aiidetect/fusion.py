@@ -117,6 +117,11 @@ def _exact_logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _edge_logit(p: float) -> float:
+    """A band edge's logit: +inf at 1 and -inf at 0, edges never reached."""
+    return math.inf if p >= 1 else -math.inf if p <= 0 else _exact_logit(p)
+
+
 def _exact_sigmoid(z: float) -> float:
     """1 / (1 + e^-z) without sigmoid_float's clip at +-50 nats: under the clip, logits of -69 and -98 (a
     hand-edited bias of +100 moving a band's edge) both read 1.9e-22, and p equal to the edge was judged on it."""
@@ -608,11 +613,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # note said the model reads it ai-generated. calibrate fits the bias unpenalised, so no bound on it is
         # one calibrate keeps; the comparison is made where nothing saturates instead.
         (m_hi, m_lo), z_m = model_band, z + model_bias
-        zm_hi = _exact_logit(m_hi) if m_hi < 1 else math.inf
-        zm_lo = _exact_logit(m_lo) if m_lo > 0 else -math.inf
-        z_lo = min(_exact_logit(lo) if lo > 0 else -math.inf, zm_lo - model_bias)
-        z_hi = max(_exact_logit(hi) if hi < 1 else math.inf, zm_hi - model_bias)
-        z_rules = (_exact_logit(hi) if hi < 1 else math.inf, _exact_logit(lo) if lo > 0 else -math.inf)
+        zm_hi, zm_lo = _edge_logit(m_hi), _edge_logit(m_lo)
+        z_rules = (_edge_logit(hi), _edge_logit(lo))
+        z_hi = max(z_rules[0], zm_hi - model_bias)
+        z_lo = min(z_rules[1], zm_lo - model_bias)
         # An edge the model did not move stays the rules' own float: sigmoid(logit(0.9)) is 0.8999999999999999.
         w_lo = lo if z_lo == z_rules[1] else _exact_sigmoid(z_lo)
         w_hi = hi if z_hi == z_rules[0] else _exact_sigmoid(z_hi)

@@ -38,8 +38,7 @@ def _print_table(reports: list[dict], stream=None) -> None:
                      for e in r["evidence"])
         # "sum of LLR +6.00" under rows of +6.00 and +4.00 read as a miscalculation: claims count as the strongest.
         how = "" if abs(summed - (llr or 0)) < 1e-3 else ": unsigned claims count as the strongest, not summed"
-        opinion = "no opinion" if p is None else (f"{p:.3f}  (sum of LLR {llr:+.2f} nats)" if not how else
-                                                  f"{p:.3f}  (LLR {llr:+.2f} nats{how})")
+        opinion = "no opinion" if p is None else f"{p:.3f}  ({'LLR' if how else 'sum of LLR'} {llr:+.2f} nats{how})"
         con.print(Text(f"{r.get('format') or '?'} {size}   metadata p_ai: {opinion}"))
         fp = r.get("fused_p_ai")
         if fp is not None and (p is None or f"{fp:.3f}" != f"{p:.3f}"):

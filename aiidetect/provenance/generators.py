@@ -177,7 +177,8 @@ def _from_a1111(text: str, key: str, where: str, strict: bool = False) -> Genera
     model = kv.get("Model") or (f"hash {kv['Model hash']}" if kv.get("Model hash") else None)
     return GeneratorInfo(gen, key, where, model=model, sampler=kv.get("Sampler"), seed=kv.get("Seed"),
                          steps=kv.get("Steps"), prompt=_s(p["prompt"]), negative_prompt=_s(p["negative"]),
-                         extra={k: v for k, v in list(kv.items())[:40] if k not in ("Model", "Sampler", "Seed", "Steps")})
+                         extra={k: v for k, v in list(kv.items())[:40]
+                                if k not in ("Model", "Sampler", "Seed", "Steps", *CONFLICT_KEYS)})
 
 
 # --- ComfyUI ---------------------------------------------------------------------
@@ -367,6 +368,8 @@ def find_generators(texts: list[tuple[str, str, str]], xmp_comments: list[tuple[
 # Each generator item lists at most this many conflicts: the record's metadata.conflict keeps five in all, and a
 # thousand `parameters` chunks against a first one naming a 60 KB model made a 120 MB record from a 137 KB file.
 MAX_CONFLICTS = 5
+# `extra`'s keys for them, kept out of a settings line's own keys: "conflicts: hi" there was read as conflicts.
+CONFLICT_KEYS = ("conflicts", "conflicts_left_out")
 
 
 def _note_conflict(g: GeneratorInfo, line: str) -> None:

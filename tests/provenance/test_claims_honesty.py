@@ -269,3 +269,24 @@ def test_settings_blocks_that_disagree_a_thousand_times_make_a_small_record():
     (g,) = rep.facts["generators"]
     assert len(g["extra"]["conflicts"]) == 5 and g["extra"]["conflicts_left_out"] == 895
     assert "(60002 characters)" in g["extra"]["conflicts"][0]   # the repr, quotes included
+
+
+def test_a_settings_line_naming_its_own_conflicts_key_is_no_conflict():
+    # A1111 settings keep their other keys in the generator's `extra`, where the conflicts between two blocks are
+    # listed too: a settings line "conflicts: hello" became a metadata.conflict of five letters, and beside a
+    # second block naming another seed the real conflict was lost.
+    from aiidetect.provenance import analyze
+    from aiidetect.testing.hostile import png_chunk, png_with
+
+    own = A1111 + ", conflicts: hi"
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + own.encode())]), "x.png",
+                  options={"watermark": "never"})
+    assert "metadata.conflict" not in {e.id for e in rep.evidence}
+    other = own.replace("Seed: 1234", "Seed: 99")
+    rep = analyze(png_with([png_chunk(b"tEXt", b"parameters\x00" + own.encode()),
+                            png_chunk(b"iTXt", b"parameters\x00\x00\x00\x00\x00" + other.encode())]),
+                  "x.png", options={"watermark": "never"})
+    ev = {e.id: e for e in rep.evidence}
+    assert ev["metadata.conflict"].data["conflicts"] == [
+        "AUTOMATIC1111 Stable Diffusion WebUI (or compatible) seed: '1234' (PNG tEXt 'parameters') vs '99' (PNG iTXt "
+        "'parameters')"]
