@@ -685,8 +685,6 @@ def _svg_defs(fusion: Mapping[str, Any]) -> str:
             f"</linearGradient></defs><symbol id=\"gauge-band\">{_band_shapes(lo, hi)}</symbol></svg>")
 
 
-# fusion.fuse's note on a file one of the fitted model's detectors did not answer: "a, b: no answer for this
-# file, ... are set aside (bias 0, band 0.1 / 0.9, ...". The names are the model's detector keys (no spaces).
 def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float] | None = None) -> str:
     run_band = (float(fusion["real_threshold"]), float(fusion["ai_threshold"]))
     lo, hi = band or run_band

@@ -244,6 +244,8 @@ class TableWriter(Writer):
 
 
 # The band that judged a file, for the table here and the HTML report's table, card and gauge.
+# fusion.fuse's note on a file one of the fitted model's detectors did not answer: "a, b: no answer for this
+# file, ... are set aside (bias 0, band 0.1 / 0.9, ...". The names are the model's detector keys (no spaces).
 _ASIDE_NOTE = re.compile(r"[^\s,]+(?:, [^\s,]+)*: " + re.escape(ASIDE_FOR_FILE))
 _ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are set aside "
                          r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
