@@ -1291,7 +1291,7 @@ def decode_path(path: str, index: int = 0, limits: DecodeLimits | None = None,
     if s.ok:
         decode_sample(s, limits, preprocess_specs, keep_image=keep_image, draft=draft)
     if not keep_bytes:
-        s.data = s.layout = None    # the read holds the bytes
+        s.data = None
     return s
 
 

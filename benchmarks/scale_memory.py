@@ -146,6 +146,8 @@ def scan(args: list[str], count, marks: list[int], kill_at: int | None = None, s
         time.sleep(0.05)
     err = p.stderr.read()
     p.wait()
+    if stdout:
+        sink.close()
     secs = time.perf_counter() - t0
     n = count()
     for m in marks:  # marks reached between the last poll and the exit: only the final peak is known

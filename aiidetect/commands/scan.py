@@ -184,11 +184,13 @@ def scan(
 
             writer = scan_writer(stream, dets, ctx, fusion_model, [FAIL_ON[m] for m in maps], pipe.limits)
         else:
-            from ..report.html import _fusion_facts
+            fusion = None
+            if fmt == Format.table:   # the HTML module (tens of ms to import) only where its facts are used
+                from ..report.html import _fusion_facts
 
-            # the run's band, so the table's 3 digits keep each verdict's side of it (fusion.shown_p_text)
-            writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain,
-                                 fusion=_fusion_facts(fusion_model) if fmt.value == "table" else None)
+                # the run's band, so the table's 3 digits keep each verdict's side of it (fusion.shown_p_text)
+                fusion = _fusion_facts(fusion_model)
+            writer = make_writer(fmt.value, stream, [d.name for d in dets], explain=explain, fusion=fusion)
         progress = None
         if not quiet and err.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
