@@ -265,7 +265,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     if gens:
         rep.facts["generators"] = [g.to_dict() for g in gens]
     for g in gens:
-        conflicts += g.extra.get("conflicts", [])[:5]
+        conflicts += g.extra.get("conflicts", [])[:generators.MAX_CONFLICTS]
         ev.append(_ev("generator.parameters", "ai", g.summary(), g.where, decisive=True, data=g.to_dict(),
                       basis=BASIS_CLAIM))
 
