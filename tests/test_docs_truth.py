@@ -830,3 +830,133 @@ def test_the_exit_code_summaries_name_every_exit_code():
     missing = [f"{name}: {c}" for name, text in summaries.items() for c in sorted(codes)
                if not re.search(rf"(?<![\d.]){c}(?![\d.])", text)]
     assert not missing, "exit codes of docs/schema.md not in the summary:\n" + "\n".join(missing)
+
+
+# ---------------------------------------------------------------- numbers and codes the docs quote
+
+_PROVENANCE = REPO / "docs" / "provenance.md"
+
+
+def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
+    """Evidence id -> (directions, strengths) as the provenance readers write them, read from the source:
+    `_ev(id, direction, ..., key=...)` weighs STRENGTH[key or id] (a key built as "prefix" + suffix weighs any
+    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note."""
+    from aiidetect.provenance import STRENGTH
+
+    out: dict[str, tuple[set[str], set[float]]] = {}
+    for path in sorted((REPO / "aiidetect" / "provenance").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("_ev", "Evidence") and len(node.args) >= 2
+                    and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                continue
+            eid, direction = node.args[0].value, node.args[1].value
+            dirs, strengths = out.setdefault(eid, (set(), set()))
+            dirs.add(direction)
+            if node.func.id == "Evidence":
+                strengths.add(float(node.args[2].value))
+                continue
+            key = next((k.value for k in node.keywords if k.arg == "key"), None)
+            if key is None:
+                strengths.add(STRENGTH[eid])
+            elif isinstance(key, ast.Constant):
+                strengths.add(STRENGTH[key.value])
+            else:
+                assert isinstance(key, ast.BinOp) and isinstance(key.left, ast.Constant), ast.dump(key)
+                strengths.update(v for k, v in STRENGTH.items() if k == key.left.value
+                                 or k.startswith(key.left.value + "."))
+    return out
+
+
+def _provenance_table() -> dict[str, tuple[int, str, str]]:
+    """docs/provenance.md's evidence table: id -> (line, dir cell, LLR cell)."""
+    rows = {}
+    for n, line in _all_text(_PROVENANCE):
+        m = re.match(r"^\| `([\w.-]+)`( \*)? \|([^|]*)\|([^|]*)\|", line)
+        if m:
+            rows[m.group(1)] = (n, m.group(3), m.group(4))
+    return rows
+
+
+def _weights_in(cell: str) -> set[float]:
+    """The weights a cell states: decimal numbers outside parentheses ("2.0 valid / 0.5 unverified (0, neutral,
+    ...)"); a neutral row's bare 0."""
+    depth, kept = 0, ""
+    for c in cell:
+        depth += c == "("
+        kept += c if depth == 0 else " "
+        depth -= c == ")" and depth > 0
+    found = {float(x) for x in re.findall(r"(?<![\w.])\d+\.\d+", kept)}
+    return found or ({0.0} if re.fullmatch(r"\s*0\s*", kept) else set())
+
+
+def test_provenance_table_weighs_what_the_readers_weigh():
+    """Every evidence id the readers emit has a row in docs/provenance.md's table (or, for the notes that say a
+    read was cut short, in docs/schema.md), every row names an id they emit, and each row's directions and
+    weights are the STRENGTH entries behind it (a weight retuned in the code must be retuned in the table)."""
+    emitted, rows = _emitted_evidence(), _provenance_table()
+    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", (REPO / "docs" / "schema.md").read_text(encoding="utf-8"),
+                                  re.M))
+    assert len(emitted) > 20 and len(rows) > 20, (len(emitted), len(rows))
+    stale = [f"docs/provenance.md: no row for `{eid}`" for eid in sorted(emitted)
+             if eid not in rows and eid not in schema_notes]
+    stale += [f"docs/provenance.md:{n}: `{eid}` is not an id the readers emit" for eid, (n, _, _) in rows.items()
+              if eid not in emitted]
+    for eid, (n, dir_cell, llr_cell) in rows.items():
+        if eid not in emitted:
+            continue
+        dirs, strengths = emitted[eid]
+        said = set(re.findall(r"\b(ai|real|neutral)\b", dir_cell))
+        if said != dirs:
+            stale.append(f"docs/provenance.md:{n}: `{eid}` direction {sorted(said)}, the readers write {sorted(dirs)}")
+        said_weights = _weights_in(dir_cell) | _weights_in(llr_cell)  # `structure.jpeg-tables`: "ai 0.1 / real 0.2"
+        if said_weights != strengths:
+            stale.append(f"docs/provenance.md:{n}: `{eid}` weighs {sorted(said_weights)} here, "
+                         f"{sorted(strengths)} in STRENGTH")
+    assert not stale, "the evidence table and the readers disagree:\n" + "\n".join(stale)
+
+
+def _fusion_constants() -> dict[str, float]:
+    from aiidetect import fusion
+
+    return {"floor": fusion.DECISIVE_FLOOR, "cap": fusion.SOFT_EVIDENCE_CAP,
+            "ai": fusion.DEFAULT_AI_THRESHOLD, "real": fusion.DEFAULT_REAL_THRESHOLD}
+
+
+# (doc, phrase with the number(s) as groups, the constants they must be). Each phrase must be found at least once:
+# a doc reworded so that a pattern no longer matches fails here, and the pattern is updated with it.
+_QUOTED_CONSTANTS = [
+    ("docs/fusion.md", r"at least (\d+(?:\.\d+)?) nats, p", ["floor"]),
+    ("docs/fusion.md", r"never above the (\d+(?:\.\d+)?)-nat floor", ["floor"]),
+    ("docs/fusion.md", r"capped at \+/-(\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/fusion.md", r"counts at most (\d+(?:\.\d+)?) nats in all", ["cap"]),
+    ("docs/fusion.md", r"decisive evidence counts at least (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/fusion.md", r"Without a model the\s+band is (\d+(?:\.\d+)?) / (\d+(?:\.\d+)?)", ["real", "ai"]),
+    ("docs/fusion.md", r"the default rules' \(ai >= (\d+(?:\.\d+)?), real <= (\d+(?:\.\d+)?)\)", ["ai", "real"]),
+    ("docs/fusion.md", r"`soft_evidence_cap` in \[0, (\d+(?:\.\d+)?)\]", ["cap"]),
+    ("docs/provenance.md", r"never their sum and never above (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/provenance.md", r"soft\s+evidence at (\d+(?:\.\d+)?) nats in all", ["cap"]),
+    ("docs/provenance.md", r"a signature or watermark at\s+least (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/provenance.md", r"within fusion's \+/-(\d+(?:\.\d+)?) nats cap", ["cap"]),
+    ("docs/report.md", r"upper threshold \((\d+(?:\.\d+)?) by default\)", ["ai"]),
+    ("docs/report.md", r"lower threshold \((\d+(?:\.\d+)?)\)", ["real"]),
+    ("docs/report.md", r"soft metadata counts at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/schema.md", r"soft evidence at most (\d+(?:\.\d+)?) nats", ["cap"]),
+]
+
+
+def test_fusion_constants_quoted_in_the_docs_are_the_code_s():
+    """The decisive floor, the soft-evidence cap and the default band are quoted in prose across the docs; each
+    quote must be the constant in aiidetect/fusion.py."""
+    const, stale = _fusion_constants(), []
+    for doc, pattern, names in _QUOTED_CONSTANTS:
+        text = (REPO / doc).read_text(encoding="utf-8")
+        found = list(re.finditer(pattern, text))
+        if not found:
+            stale.append(f"{doc}: the phrase /{pattern}/ is gone: update _QUOTED_CONSTANTS with the doc")
+        for m in found:
+            n = text.count("\n", 0, m.start()) + 1
+            stale += [f"{doc}:{n}: {m.group(0)!r} says {v}, the code {const[k]}"
+                      for k, v in zip(names, m.groups()) if float(v) != const[k]]
+    assert not stale, "\n".join(stale)
+
