@@ -960,3 +960,28 @@ def test_fusion_constants_quoted_in_the_docs_are_the_code_s():
                       for k, v in zip(names, m.groups()) if float(v) != const[k]]
     assert not stale, "\n".join(stale)
 
+
+def test_the_fusion_reasons_example_is_what_fuse_prints():
+    """docs/fusion.md "Reasons" shows the lines of one file: a signed C2PA AI declaration, camera make and model
+    in EXIF, and a linear probe at p_ai 0.03. They must be the lines `fuse` writes for those results today: the
+    example showed the declaration at its own +7.00 nats (rule 3 counts it at the 9.2-nat floor) and the camera
+    at -1.50 (make and model weigh 0.7)."""
+    from aiidetect.fusion import fuse
+    from aiidetect.provenance import STRENGTH
+    from aiidetect.records import DetectorResult, Evidence
+
+    text = (REPO / "docs" / "fusion.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Reasons\n"):]
+    block = section[section.index("```\n") + 4:]
+    shown = block[:block.index("```")].splitlines()
+    meta = DetectorResult("ok", p_ai=0.99, evidence=[
+        Evidence("c2pa.ai-generated", "ai", STRENGTH["c2pa.ai-generated"],
+                 "C2PA declares trainedAlgorithmicMedia; signed by ...; signature valid; signer not checked against "
+                 "a trust list (a self-made certificate signs as validly)", "c2pa", True, {"basis": "signed"}),
+        Evidence("exif.camera", "real", STRENGTH["exif.camera.make-model"],
+                 "camera make/model in EXIF (Canon, Canon EOS 5D), no exposure settings; metadata can be copied",
+                 "JPEG APP1")])
+    out = fuse({"metadata": meta, "linear:univfd": DetectorResult("ok", p_ai=0.03)})
+    assert shown == out.reasons
+    m = re.search(r"\(P\(AI\) (\d\.\d+):", block)
+    assert m and f"{out.p_ai:.3f}" == m.group(1), (m and m.group(0), out.p_ai)
