@@ -917,10 +917,13 @@ def test_provenance_table_weighs_what_the_readers_weigh():
 
 
 def _fusion_constants() -> dict[str, float]:
+    """The fusion rules' constants, and each evidence weight as `w:<STRENGTH key>`."""
     from aiidetect import fusion
+    from aiidetect.provenance import STRENGTH
 
     return {"floor": fusion.DECISIVE_FLOOR, "cap": fusion.SOFT_EVIDENCE_CAP,
-            "ai": fusion.DEFAULT_AI_THRESHOLD, "real": fusion.DEFAULT_REAL_THRESHOLD}
+            "ai": fusion.DEFAULT_AI_THRESHOLD, "real": fusion.DEFAULT_REAL_THRESHOLD,
+            **{f"w:{k}": v for k, v in STRENGTH.items()}}
 
 
 # (doc, phrase with the number(s) as groups, the constants they must be). Each phrase must be found at least once:
@@ -942,12 +945,30 @@ _QUOTED_CONSTANTS = [
     ("docs/report.md", r"lower threshold \((\d+(?:\.\d+)?)\)", ["real"]),
     ("docs/report.md", r"soft metadata counts at most (\d+(?:\.\d+)?) nats", ["cap"]),
     ("docs/schema.md", r"soft evidence at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    # evidence weights quoted outside docs/provenance.md's table
+    ("docs/fusion.md", r"parameters (\d+\.\d+), XMP\s+`trainedAlgorithmicMedia` (\d+\.\d+)",
+     ["w:generator.parameters", "w:xmp.ai-source-type"]),
+    ("docs/fusion.md", r"camera EXIF \(-(\d+\.\d+)\) and camera quantization tables \(-(\d+\.\d+)\)",
+     ["w:exif.camera.exposure", "w:structure.jpeg-custom-tables"]),
+    ("docs/provenance.md", r"`parameters` (\d+\.\d+) with XMP `trainedAlgorithmicMedia` (\d+\.\d+)",
+     ["w:generator.parameters", "w:xmp.ai-source-type"]),
+    ("docs/provenance.md", r"at most\s+(\d+\.\d+) \+ (\d+\.\d+) nats", ["w:exif.camera.makernote", "w:exif.gps"]),
+    ("docs/provenance.md", r"no camera\s+metadata \((\d+\.\d+)\) \+ generator size \((\d+\.\d+)\) \+ standard JPEG "
+     r"tables \((\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size", "w:structure.jpeg-standard-tables"]),
+    ("docs/report.md", r"decisive \((\d+) nats; (\d+) when invalid\)", ["w:c2pa.ai-generated", "w:c2pa.ai-generated.invalid"]),
+    ("docs/report.md", r"prompt, seed, model\) \| decisive \((\d+)\)", ["w:generator.parameters"]),
+    ("docs/report.md", r"\(Stable Diffusion\) \| decisive \((\d+)\)", ["w:watermark.match"]),
+    ("docs/report.md", r"\"trainedAlgorithmicMedia\" \| decisive \((\d+)\)", ["w:xmp.ai-source-type"]),
+    ("docs/report.md", r"claim generator \| strong \((\d+); (\d+\.\d+) for the claim generator",
+     ["w:exif.software-generator", "w:c2pa.generator-tool.invalid"]),
+    ("docs/report.md", r"towards real \((\d+\.\d+) to (\d+)", ["w:exif.camera.make-model", "w:c2pa.capture"]),
+    ("docs/report.md", r"weak \((\d+\.\d+) to (\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size"]),
 ]
 
 
 def test_fusion_constants_quoted_in_the_docs_are_the_code_s():
-    """The decisive floor, the soft-evidence cap and the default band are quoted in prose across the docs; each
-    quote must be the constant in aiidetect/fusion.py."""
+    """The decisive floor, the soft-evidence cap, the default band and evidence weights are quoted in prose
+    across the docs; each quote must be the constant in aiidetect/fusion.py or provenance.STRENGTH."""
     const, stale = _fusion_constants(), []
     for doc, pattern, names in _QUOTED_CONSTANTS:
         text = (REPO / doc).read_text(encoding="utf-8")
