@@ -1024,3 +1024,38 @@ def test_the_module_map_names_every_module():
     gone = sorted(n for n in named if n.endswith((".py", "/")) and not (pkg / n).exists()
                   and not any(pkg.rglob(n.rstrip("/"))))
     assert not gone, "docs/architecture.md's module map names what is not in the package: " + ", ".join(gone)
+
+
+_EVIDENCE_ID = re.compile(r"^(?:[\w]+:)?((?:generator|c2pa|xmp|exif|png|iptc|metadata|watermark|structure)\.[a-z][\w.-]*)$")
+
+
+def test_evidence_ids_named_in_the_docs_exist():
+    """A backticked evidence id anywhere in the docs (`exif.camera`, `metadata:c2pa.unreadable`) is one the
+    readers emit, or else code in aiidetect.provenance (`xmp.parse_xmp`): a renamed id must not leave prose
+    telling users to look for one no record carries."""
+    import importlib
+
+    emitted, stale, seen = set(_emitted_evidence()), [], 0
+
+    def is_code(tok: str) -> bool:
+        mod, _, attr = tok.partition(".")
+        try:
+            obj = importlib.import_module(f"aiidetect.provenance.{mod}")
+        except ImportError:
+            return False
+        for a in attr.split("."):
+            obj = getattr(obj, a, None)
+            if obj is None:
+                return False
+        return True
+
+    for doc in DOCS:
+        for n, span in _inline_code(doc):
+            m = _EVIDENCE_ID.match(span.strip())
+            if not m or m.group(1).endswith(".py"):
+                continue
+            seen += 1
+            if m.group(1) not in emitted and not is_code(m.group(1)):
+                stale.append(f"{_rel(doc)}:{n}: {span}")
+    assert seen > 30, seen
+    assert not stale, "evidence ids in the docs that no reader emits:\n" + "\n".join(stale)
