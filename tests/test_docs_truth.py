@@ -830,3 +830,232 @@ def test_the_exit_code_summaries_name_every_exit_code():
     missing = [f"{name}: {c}" for name, text in summaries.items() for c in sorted(codes)
                if not re.search(rf"(?<![\d.]){c}(?![\d.])", text)]
     assert not missing, "exit codes of docs/schema.md not in the summary:\n" + "\n".join(missing)
+
+
+# ---------------------------------------------------------------- numbers and codes the docs quote
+
+_PROVENANCE = REPO / "docs" / "provenance.md"
+
+
+def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
+    """Evidence id -> (directions, strengths) as the provenance readers write them, read from the source:
+    `_ev(id, direction, ..., key=...)` weighs STRENGTH[key or id] (a key built as "prefix" + suffix weighs any
+    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note."""
+    from aiidetect.provenance import STRENGTH
+
+    out: dict[str, tuple[set[str], set[float]]] = {}
+    for path in sorted((REPO / "aiidetect" / "provenance").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("_ev", "Evidence") and len(node.args) >= 2
+                    and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                continue
+            eid, direction = node.args[0].value, node.args[1].value
+            dirs, strengths = out.setdefault(eid, (set(), set()))
+            dirs.add(direction)
+            if node.func.id == "Evidence":
+                strengths.add(float(node.args[2].value))
+                continue
+            key = next((k.value for k in node.keywords if k.arg == "key"), None)
+            if key is None:
+                strengths.add(STRENGTH[eid])
+            elif isinstance(key, ast.Constant):
+                strengths.add(STRENGTH[key.value])
+            else:
+                assert isinstance(key, ast.BinOp) and isinstance(key.left, ast.Constant), ast.dump(key)
+                strengths.update(v for k, v in STRENGTH.items() if k == key.left.value
+                                 or k.startswith(key.left.value + "."))
+    return out
+
+
+def _provenance_table() -> dict[str, tuple[int, str, str]]:
+    """docs/provenance.md's evidence table: id -> (line, dir cell, LLR cell)."""
+    rows = {}
+    for n, line in _all_text(_PROVENANCE):
+        m = re.match(r"^\| `([\w.-]+)`( \*)? \|([^|]*)\|([^|]*)\|", line)
+        if m:
+            rows[m.group(1)] = (n, m.group(3), m.group(4))
+    return rows
+
+
+def _weights_in(cell: str) -> set[float]:
+    """The weights a cell states: decimal numbers outside parentheses ("2.0 valid / 0.5 unverified (0, neutral,
+    ...)"); a neutral row's bare 0."""
+    depth, kept = 0, ""
+    for c in cell:
+        depth += c == "("
+        kept += c if depth == 0 else " "
+        depth -= c == ")" and depth > 0
+    found = {float(x) for x in re.findall(r"(?<![\w.])\d+\.\d+", kept)}
+    return found or ({0.0} if re.fullmatch(r"\s*0\s*", kept) else set())
+
+
+def test_provenance_table_weighs_what_the_readers_weigh():
+    """Every evidence id the readers emit has a row in docs/provenance.md's table (or, for the notes that say a
+    read was cut short, in docs/schema.md), every row names an id they emit, and each row's directions and
+    weights are the STRENGTH entries behind it (a weight retuned in the code must be retuned in the table)."""
+    emitted, rows = _emitted_evidence(), _provenance_table()
+    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", (REPO / "docs" / "schema.md").read_text(encoding="utf-8"),
+                                  re.M))
+    assert len(emitted) > 20 and len(rows) > 20, (len(emitted), len(rows))
+    stale = [f"docs/provenance.md: no row for `{eid}`" for eid in sorted(emitted)
+             if eid not in rows and eid not in schema_notes]
+    stale += [f"docs/provenance.md:{n}: `{eid}` is not an id the readers emit" for eid, (n, _, _) in rows.items()
+              if eid not in emitted]
+    for eid, (n, dir_cell, llr_cell) in rows.items():
+        if eid not in emitted:
+            continue
+        dirs, strengths = emitted[eid]
+        said = set(re.findall(r"\b(ai|real|neutral)\b", dir_cell))
+        if said != dirs:
+            stale.append(f"docs/provenance.md:{n}: `{eid}` direction {sorted(said)}, the readers write {sorted(dirs)}")
+        said_weights = _weights_in(dir_cell) | _weights_in(llr_cell)  # `structure.jpeg-tables`: "ai 0.1 / real 0.2"
+        if said_weights != strengths:
+            stale.append(f"docs/provenance.md:{n}: `{eid}` weighs {sorted(said_weights)} here, "
+                         f"{sorted(strengths)} in STRENGTH")
+    assert not stale, "the evidence table and the readers disagree:\n" + "\n".join(stale)
+
+
+def _fusion_constants() -> dict[str, float]:
+    """The fusion rules' constants, and each evidence weight as `w:<STRENGTH key>`."""
+    from aiidetect import fusion
+    from aiidetect.provenance import STRENGTH
+
+    return {"floor": fusion.DECISIVE_FLOOR, "cap": fusion.SOFT_EVIDENCE_CAP,
+            "ai": fusion.DEFAULT_AI_THRESHOLD, "real": fusion.DEFAULT_REAL_THRESHOLD,
+            **{f"w:{k}": v for k, v in STRENGTH.items()}}
+
+
+# (doc, phrase with the number(s) as groups, the constants they must be). Each phrase must be found at least once:
+# a doc reworded so that a pattern no longer matches fails here, and the pattern is updated with it.
+_QUOTED_CONSTANTS = [
+    ("docs/fusion.md", r"at least (\d+(?:\.\d+)?) nats, p", ["floor"]),
+    ("docs/fusion.md", r"never above the (\d+(?:\.\d+)?)-nat floor", ["floor"]),
+    ("docs/fusion.md", r"capped at \+/-(\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/fusion.md", r"counts at most (\d+(?:\.\d+)?) nats in all", ["cap"]),
+    ("docs/fusion.md", r"decisive evidence counts at least (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/fusion.md", r"Without a model the\s+band is (\d+(?:\.\d+)?) / (\d+(?:\.\d+)?)", ["real", "ai"]),
+    ("docs/fusion.md", r"the default rules' \(ai >= (\d+(?:\.\d+)?), real <= (\d+(?:\.\d+)?)\)", ["ai", "real"]),
+    ("docs/fusion.md", r"`soft_evidence_cap` in \[0, (\d+(?:\.\d+)?)\]", ["cap"]),
+    ("docs/provenance.md", r"never their sum and never above (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/provenance.md", r"soft\s+evidence at (\d+(?:\.\d+)?) nats in all", ["cap"]),
+    ("docs/provenance.md", r"a signature or watermark at\s+least (\d+(?:\.\d+)?) nats", ["floor"]),
+    ("docs/provenance.md", r"within fusion's \+/-(\d+(?:\.\d+)?) nats cap", ["cap"]),
+    ("docs/report.md", r"upper threshold \((\d+(?:\.\d+)?) by default\)", ["ai"]),
+    ("docs/report.md", r"lower threshold \((\d+(?:\.\d+)?)\)", ["real"]),
+    ("docs/report.md", r"soft metadata counts at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/schema.md", r"soft evidence at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    # evidence weights quoted outside docs/provenance.md's table
+    ("docs/fusion.md", r"parameters (\d+\.\d+), XMP\s+`trainedAlgorithmicMedia` (\d+\.\d+)",
+     ["w:generator.parameters", "w:xmp.ai-source-type"]),
+    ("docs/fusion.md", r"camera EXIF \(-(\d+\.\d+)\) and camera quantization tables \(-(\d+\.\d+)\)",
+     ["w:exif.camera.exposure", "w:structure.jpeg-custom-tables"]),
+    ("docs/provenance.md", r"`parameters` (\d+\.\d+) with XMP `trainedAlgorithmicMedia` (\d+\.\d+)",
+     ["w:generator.parameters", "w:xmp.ai-source-type"]),
+    ("docs/provenance.md", r"at most\s+(\d+\.\d+) \+ (\d+\.\d+) nats", ["w:exif.camera.makernote", "w:exif.gps"]),
+    ("docs/provenance.md", r"no camera\s+metadata \((\d+\.\d+)\) \+ generator size \((\d+\.\d+)\) \+ standard JPEG "
+     r"tables \((\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size", "w:structure.jpeg-standard-tables"]),
+    ("docs/report.md", r"decisive \((\d+) nats; (\d+) when invalid\)", ["w:c2pa.ai-generated", "w:c2pa.ai-generated.invalid"]),
+    ("docs/report.md", r"prompt, seed, model\) \| decisive \((\d+)\)", ["w:generator.parameters"]),
+    ("docs/report.md", r"\(Stable Diffusion\) \| decisive \((\d+)\)", ["w:watermark.match"]),
+    ("docs/report.md", r"\"trainedAlgorithmicMedia\" \| decisive \((\d+)\)", ["w:xmp.ai-source-type"]),
+    ("docs/report.md", r"claim generator \| strong \((\d+); (\d+\.\d+) for the claim generator",
+     ["w:exif.software-generator", "w:c2pa.generator-tool.invalid"]),
+    ("docs/report.md", r"towards real \((\d+\.\d+) to (\d+)", ["w:exif.camera.make-model", "w:c2pa.capture"]),
+    ("docs/report.md", r"weak \((\d+\.\d+) to (\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size"]),
+]
+
+
+def test_fusion_constants_quoted_in_the_docs_are_the_code_s():
+    """The decisive floor, the soft-evidence cap, the default band and evidence weights are quoted in prose
+    across the docs; each quote must be the constant in aiidetect/fusion.py or provenance.STRENGTH."""
+    const, stale = _fusion_constants(), []
+    for doc, pattern, names in _QUOTED_CONSTANTS:
+        text = (REPO / doc).read_text(encoding="utf-8")
+        found = list(re.finditer(pattern, text))
+        if not found:
+            stale.append(f"{doc}: the phrase /{pattern}/ is gone: update _QUOTED_CONSTANTS with the doc")
+        for m in found:
+            n = text.count("\n", 0, m.start()) + 1
+            stale += [f"{doc}:{n}: {m.group(0)!r} says {v}, the code {const[k]}"
+                      for k, v in zip(names, m.groups()) if float(v) != const[k]]
+    assert not stale, "\n".join(stale)
+
+
+def test_the_fusion_reasons_example_is_what_fuse_prints():
+    """docs/fusion.md "Reasons" shows the lines of one file: a signed C2PA AI declaration, camera make and model
+    in EXIF, and a linear probe at p_ai 0.03. They must be the lines `fuse` writes for those results today: the
+    example showed the declaration at its own +7.00 nats (rule 3 counts it at the 9.2-nat floor) and the camera
+    at -1.50 (make and model weigh 0.7)."""
+    from aiidetect.fusion import fuse
+    from aiidetect.provenance import STRENGTH
+    from aiidetect.records import DetectorResult, Evidence
+
+    text = (REPO / "docs" / "fusion.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Reasons\n"):]
+    block = section[section.index("```\n") + 4:]
+    shown = block[:block.index("```")].splitlines()
+    meta = DetectorResult("ok", p_ai=0.99, evidence=[
+        Evidence("c2pa.ai-generated", "ai", STRENGTH["c2pa.ai-generated"],
+                 "C2PA declares trainedAlgorithmicMedia; signed by ...; signature valid; signer not checked against "
+                 "a trust list (a self-made certificate signs as validly)", "c2pa", True, {"basis": "signed"}),
+        Evidence("exif.camera", "real", STRENGTH["exif.camera.make-model"],
+                 "camera make/model in EXIF (Canon, Canon EOS 5D), no exposure settings; metadata can be copied",
+                 "JPEG APP1")])
+    out = fuse({"metadata": meta, "linear:univfd": DetectorResult("ok", p_ai=0.03)})
+    assert shown == out.reasons
+    m = re.search(r"\(P\(AI\) (\d\.\d+):", block)
+    assert m and f"{out.p_ai:.3f}" == m.group(1), (m and m.group(0), out.p_ai)
+
+
+def test_the_module_map_names_every_module():
+    """docs/architecture.md's table is the map of the package: every top-level module and every subpackage of
+    aiidetect/ is named in it (as `aiidetect/x.py`, `x.py` or `aiidetect/x/`), and every file it names exists.
+    13 modules (records, limits, crashguard, train_record, perceptual, ...) and configs/ were not in it."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| stage")]
+    named = {re.sub(r"^aiidetect/", "", m) for row in rows for m in re.findall(r"`([^`\s]+)`", row.split("|")[2])}
+    pkg = REPO / "aiidetect"
+    modules = {p.name for p in pkg.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    packages = {f"{p.name}/" for p in pkg.iterdir() if p.is_dir() and ((p / "__init__.py").exists()
+                                                                     or any(p.glob("*.json")))}
+    missing = sorted((modules | packages) - named)
+    assert not missing, "docs/architecture.md's module map does not name: " + ", ".join(missing)
+    gone = sorted(n for n in named if n.endswith((".py", "/")) and not (pkg / n).exists()
+                  and not any(pkg.rglob(n.rstrip("/"))))
+    assert not gone, "docs/architecture.md's module map names what is not in the package: " + ", ".join(gone)
+
+
+_EVIDENCE_ID = re.compile(r"^(?:[\w]+:)?((?:generator|c2pa|xmp|exif|png|iptc|metadata|watermark|structure)\.[a-z][\w.-]*)$")
+
+
+def test_evidence_ids_named_in_the_docs_exist():
+    """A backticked evidence id anywhere in the docs (`exif.camera`, `metadata:c2pa.unreadable`) is one the
+    readers emit, or else code in aiidetect.provenance (`xmp.parse_xmp`): a renamed id must not leave prose
+    telling users to look for one no record carries."""
+    import importlib
+
+    emitted, stale, seen = set(_emitted_evidence()), [], 0
+
+    def is_code(tok: str) -> bool:
+        mod, _, attr = tok.partition(".")
+        try:
+            obj = importlib.import_module(f"aiidetect.provenance.{mod}")
+        except ImportError:
+            return False
+        for a in attr.split("."):
+            obj = getattr(obj, a, None)
+            if obj is None:
+                return False
+        return True
+
+    for doc in DOCS:
+        for n, span in _inline_code(doc):
+            m = _EVIDENCE_ID.match(span.strip())
+            if not m or m.group(1).endswith(".py"):
+                continue
+            seen += 1
+            if m.group(1) not in emitted and not is_code(m.group(1)):
+                stale.append(f"{_rel(doc)}:{n}: {span}")
+    assert seen > 30, seen
+    assert not stale, "evidence ids in the docs that no reader emits:\n" + "\n".join(stale)

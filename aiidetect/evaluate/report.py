@@ -25,7 +25,10 @@ def _f(x, pct: bool = False) -> str:
 def _rate(f: Mapping[str, Any], key: str) -> str:
     """'0.0% (0 of 3; 95% upper bound 63.2%)': an error rate with what it rests on."""
     if f.get(key) is None:
-        return "- (no images of that class)"
+        # All of them may be there and left out as the heads' or the fusion model's training images: "no
+        # images of that class" then told an auditor the data held none.
+        return "- (no images of that class" + (", once the training images were left out" if f.get(
+            "train_left_out") else "") + ")"
     k, n = f.get(f"{key}_count") or (None, None)
     up = f.get(f"{key}_upper_95")
     return f"{_f(f[key], True)}%" + (f" ({k} of {n}; 95% upper bound {_f(up, True)}%)" if n else "")

@@ -197,3 +197,31 @@ def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names
     for l in md.splitlines():
         if l.startswith("|"):
             assert len(re.findall(r"(?<!\\)\|", l)) in (8, 13), l  # 7 generator columns, 12 summary columns
+
+
+def test_an_error_rate_with_every_image_left_out_does_not_say_the_class_is_missing():
+    """`eval --fusion M` on the very images M was calibrated on leaves all of them out of the fused verdict's
+    metrics; the summary said "real photos called ai-generated: - (no images of that class)" over 93 real
+    photos."""
+    import io
+
+    import numpy as np
+    from rich.console import Console
+
+    from aiidetect.evaluate.core import FUSED, condition_metrics
+    from aiidetect.evaluate.report import print_tables, summary_markdown
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"r{i}", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}) for i in range(3)]
+    block, _ = condition_metrics(items, [Det()], None, left_out={FUSED: np.ones(3, dtype=bool)})
+    assert block["fused"]["real_called_ai"] is None and block["fused"]["train_left_out"] == 3
+    result = {"run": {}, "conditions": [block]}
+    buf = io.StringIO()
+    print_tables(result, Console(file=buf, width=400))
+    for text in (buf.getvalue(), summary_markdown(result)):
+        assert "(no images of that class)" not in text
+        assert "(no images of that class, once the training images were left out)" in text
