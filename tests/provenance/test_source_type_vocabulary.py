@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from aiidetect.provenance import analyze
+from aiidetect.provenance.factwords import c2pa_line
 from aiidetect.testing import c2pa_signing
 from aiidetect.testing.hostile import with_jpeg_segments
 
@@ -192,3 +193,26 @@ def test_the_term_table_in_the_docs_is_the_code_s():
         for key in (eid + ".invalid",):
             if key in STRENGTH:
                 assert f"{STRENGTH[key]}" in llr, (eid, llr)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_an_ai_element_placed_into_a_capture_is_a_partial_edit(signed, signer, monkeypatch):
+    # c2pa.placed needs an ingredient to be signed here; the reader is handed the store c2pa-rs returns for
+    # such a manifest (signed: a validated claim signature; unsigned: no validation reported).
+    from aiidetect.provenance import c2pa as c2
+
+    acts = [{"action": "c2pa.created", "digitalSourceType": URI + "digitalCapture"},
+            {"action": "c2pa.placed", "parameters": {"digitalSourceType": URI + "trainedAlgorithmicMedia"}}]
+    store = {"active_manifest": "m", "manifests": {"m": {"assertions": [
+        {"label": "c2pa.actions.v2", "data": {"actions": acts}}]}}}
+    if signed:
+        store["validation_results"] = {"activeManifest": {"success": [{"code": "claimSignature.validated"}]}}
+    state = "Valid" if signed else ""
+    monkeypatch.setattr(c2, "read_c2pa", lambda data, fmt, where="", chunks=0: c2.summarize(store, state, where))
+    rep, items = _source_items(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False))
+    assert list(items) == ["c2pa.ai-composite"], items
+    assert items["c2pa.ai-composite"].strength == (3.0 if signed else 1.5)
+    assert "partially AI-edited" in items["c2pa.ai-composite"].detail
+    assert "trainedAlgorithmicMedia (c2pa.placed)" in items["c2pa.ai-composite"].detail
+    assert not any(x.decisive or x.id == "metadata.conflict" for x in rep.evidence)
+    assert "trainedAlgorithmicMedia (on an edit)" in c2pa_line(rep.facts["c2pa"])
