@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Evidence
-from . import containers, exif, generators, iptc, makernote, structural, watermark, xmp
+from . import containers, exif, generators, iptc, makernote, sourcetypes as dst, structural, watermark, xmp
 from .recordtext import clip_fields, quote
 
 __all__ = ["analyze", "ProvenanceReport", "STRENGTH"]
@@ -29,6 +29,9 @@ STRENGTH = {
     "c2pa.ai-generated": 7.0, "c2pa.ai-generated.invalid": 3.0,
     "c2pa.ai-composite": 3.0, "c2pa.ai-composite.invalid": 1.5,
     "c2pa.ai-ingredient": 2.0,
+    # algorithmicMedia: made by an algorithm WITHOUT a trained model (IPTC's definition), so no declaration
+    # of generative AI; still no camera capture, so a soft hint away from "real photo", as in XMP (2.0).
+    "c2pa.algorithmic": 2.0, "c2pa.algorithmic.invalid": 1.0,
     "c2pa.generator-tool": 3.0, "c2pa.generator-tool.invalid": 1.5,
     # An INVALID capture manifest (failures listed: hash mismatch, bad signature) weighs nothing toward
     # real: a manifest copied from a photo into a generated image is exactly how one looks. One that
@@ -36,7 +39,13 @@ STRENGTH = {
     # manifest), is an unverified claim (0.5, a little under XMP's unsigned 0.7).
     "c2pa.capture": 2.0, "c2pa.capture.unverified": 0.5,
     "xmp.ai-source-type": 4.0, "xmp.ai-composite": 2.5, "xmp.algorithmic": 2.0, "xmp.capture-source-type": 0.7,
+    # Terms that say neither "captured" nor "generated" (humanEdits, digitalArt, screenCapture, ...) and
+    # terms not in the vocabulary: named in the record, weighed nothing (sourcetypes.py).
+    "xmp.source-type": 0.0, "c2pa.source-type": 0.0,
     "xmp.generator-tool": 3.0,
+    # An AI tool named only in the edit history of a file another program made: a partial AI edit, weighed as
+    # the XMP composite declaration (xmp.ai-composite) is.
+    "xmp.generator-tool.history": 2.5,
     "exif.software-generator": 3.0,
     # PNG's own `Software` keyword: the same field, the same weight.
     "png.software-generator": 3.0,
@@ -67,10 +76,20 @@ MAX_ERRORS = 100
 # EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped).
 MAX_BLOCKS = 4
 
-_DST_AI = {"trainedAlgorithmicMedia"}
-_DST_COMPOSITE = {"compositeWithTrainedAlgorithmicMedia", "compositeSynthetic"}
-_DST_ALGO = {"algorithmicMedia"}
-_DST_CAPTURE = {"digitalCapture", "negativeFilm", "positiveFilm", "print", "computationalCapture"}
+# Which evidence each kind of IPTC Digital Source Type term gives (sourcetypes.TERMS says which kind each is).
+_DST_AI = dst.of_kind(dst.AI)
+_DST_COMPOSITE = dst.of_kind(dst.AI_PART, dst.SYNTHETIC_PART)
+_DST_ALGO = dst.of_kind(dst.ALGORITHMIC)
+_DST_CAPTURE = dst.of_kind(dst.CAPTURE)
+XMP_SOURCE_TYPE_ITEM = {dst.AI: "xmp.ai-source-type", dst.AI_PART: "xmp.ai-composite",
+                        dst.SYNTHETIC_PART: "xmp.ai-composite", dst.ALGORITHMIC: "xmp.algorithmic",
+                        dst.CAPTURE: "xmp.capture-source-type", dst.EDITED: "xmp.source-type",
+                        dst.OTHER: "xmp.source-type", dst.UNKNOWN: "xmp.source-type"}
+# In a C2PA manifest, by what c2pa.created declares (an AI term on an edit action is a partial AI edit).
+C2PA_SOURCE_TYPE_ITEM = {dst.AI: "c2pa.ai-generated", dst.AI_PART: "c2pa.ai-composite",
+                         dst.SYNTHETIC_PART: "c2pa.ai-composite", dst.ALGORITHMIC: "c2pa.algorithmic",
+                         dst.CAPTURE: "c2pa.capture", dst.EDITED: "c2pa.source-type",
+                         dst.OTHER: "c2pa.source-type", dst.UNKNOWN: "c2pa.source-type"}
 
 CAMERA_FORMATS = {"JPEG", "HEIF", "AVIF", "TIFF", "WEBP"}
 
@@ -282,14 +301,29 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         # fusion's whole soft cap from one unsigned claim). The first of each kind is weighed; every
         # value stays listed in facts.xmp.
         said: set[str] = set()
+        unweighed: dict[str, str] = {}
         for x in xf_all:
-            for dst in x.digital_source_types:
-                _xmp_source_type(xmp.short_source_type(dst), x.where, ev, said)
-            tools = [t for t in x.creator_tools + x.software_agents if AI_TOOL.search(t)]
+            for value in x.digital_source_types:
+                _xmp_source_type(dst.short_source_type(value), x.where, ev, said, unweighed)
+            made = [t for t in x.creator_tools if AI_TOOL.search(t)]
+            tools = made + [t for t in x.software_agents if AI_TOOL.search(t)]
             if tools and not gens and "xmp.generator-tool" not in said:
                 said.add("xmp.generator-tool")
-                ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}", x.where,
-                              tools=tools[:5]))
+                if made or not x.creator_tools:
+                    ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}",
+                                  x.where, tools=tools[:5]))
+                else:
+                    # The file was made in another program (CreatorTool) and one step of its edit history ran an
+                    # AI tool (a photo with a generative-fill edit): partially AI-edited, as a composite is.
+                    ev.append(_ev("xmp.generator-tool", "ai", f"XMP edit history names an AI image tool at one step "
+                                  f"({quote(tools[0])}) of a file made with {quote(x.creator_tools[0])}: partially "
+                                  "AI-edited at least, not necessarily generated whole", x.where,
+                                  key="xmp.generator-tool.history", tools=tools[:5]))
+        if unweighed:
+            terms = list(unweighed)
+            ev.append(Evidence("xmp.source-type", "neutral", 0.0, "IPTC DigitalSourceType " + "; ".join(
+                _unweighed_words(t) for t in terms[:5]), unweighed[terms[0]],
+                data=clip_fields({"source_types": terms[:10]})))
 
     with _stage(rep, "XMP declarations"):
         conflicts += _source_type_conflicts(xf_all, c2pa_facts)
@@ -424,7 +458,8 @@ TOOL_NAME_CLAIMS = ("c2pa.generator-tool", "xmp.generator-tool", "exif.software-
 # 7.0, the weight of a valid signature. The directions stay apart: "captured" beside "generated" is a
 # contradiction (a metadata.conflict note), not one claim.
 SOURCE_TYPE_CLAIMS = {
-    "ai": ("c2pa.ai-generated", "c2pa.ai-composite", "xmp.ai-source-type", "xmp.ai-composite", "xmp.algorithmic"),
+    "ai": ("c2pa.ai-generated", "c2pa.ai-composite", "c2pa.algorithmic", "xmp.ai-source-type", "xmp.ai-composite",
+           "xmp.algorithmic"),
     "real": ("c2pa.capture", "xmp.capture-source-type"),
 }
 
@@ -501,10 +536,12 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     """Declarations of where the image came from that cannot both be true (captured by a camera
     and generated), across XMP packets and the C2PA manifest. Each is still weighed as what it is
     (a decisive AI declaration still decides); the record says they disagree."""
-    declared = [(xmp.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
+    declared = [(dst.short_source_type(d), x.where) for x in xf_all for d in x.digital_source_types]
     if c2pa_facts:   # the whole list: the record keeps only the first ones
         label = {"valid": "valid", "unverified": "signer not verified"}.get(c2pa_facts.status, "INVALID")
-        declared += [(t, f"C2PA ({label})") for t in c2pa_facts.source_types]
+        # What c2pa.created declares: an AI term on an edit (generative fill on a captured photo) is a
+        # change made to the capture, not a second account of where it came from.
+        declared += [(t, f"C2PA ({label})") for t in c2pa_facts.created_source_types]
     # A composite (generative fill on a captured photo) is compatible with a capture declaration: a
     # phone's edited picture declares both. Only "made by a model" contradicts "captured".
     ai = [(t, w) for t, w in declared if t in _DST_AI | _DST_ALGO]
@@ -514,25 +551,37 @@ def _source_type_conflicts(xf_all, c2pa_facts) -> list[str]:
     return [f"DigitalSourceType: {cap[0][0]} ({cap[0][1]}) vs {ai[0][0]} ({ai[0][1]})"]
 
 
-def _xmp_source_type(short: str, where: str, ev: list[Evidence], said: set[str]) -> None:
-    kind = ("xmp.ai-source-type" if short in _DST_AI else "xmp.ai-composite" if short in _DST_COMPOSITE
-            else "xmp.algorithmic" if short in _DST_ALGO else "xmp.capture-source-type" if short in _DST_CAPTURE
-            else None)
-    if kind is None or kind in said:
+def _unweighed_words(term: str) -> str:
+    k = dst.kind(term)
+    why = ("not guessed, not weighed" if k == dst.UNKNOWN else
+           "says nothing of whether what was edited was captured or generated, not weighed" if k == dst.EDITED else
+           "neither a camera capture nor generative AI, not weighed")
+    return f"= {quote(term)}: {dst.meaning(term)}; {why}"
+
+
+def _xmp_source_type(short: str, where: str, ev: list[Evidence], said: set[str], unweighed: dict[str, str]) -> None:
+    k = dst.kind(short)
+    item = XMP_SOURCE_TYPE_ITEM[k]
+    if item == "xmp.source-type":
+        unweighed.setdefault(short, where)
         return
-    said.add(kind)
-    if short in _DST_AI:
-        ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short} (declared AI-generated, "
-                      "unsigned)", where, decisive=True, source_type=short, basis=BASIS_CLAIM))
-    elif short in _DST_COMPOSITE:
-        ev.append(_ev("xmp.ai-composite", "ai", f"IPTC DigitalSourceType = {short} (part AI, unsigned)", where,
+    if item in said:
+        return
+    said.add(item)
+    words = dst.meaning(short)
+    # Each id written out (not `item`) so that a grep for an id finds where it is emitted.
+    if k == dst.AI:
+        ev.append(_ev("xmp.ai-source-type", "ai", f"IPTC DigitalSourceType = {short}: {words}; declared, unsigned",
+                      where, decisive=True, source_type=short, basis=BASIS_CLAIM))
+    elif k == dst.CAPTURE:
+        ev.append(_ev("xmp.capture-source-type", "real", f"IPTC DigitalSourceType = {short}: {words}; declared, "
+                      "unsigned", where, source_type=short))
+    elif k == dst.ALGORITHMIC:
+        ev.append(_ev("xmp.algorithmic", "ai", f"IPTC DigitalSourceType = {short}: {words}; unsigned", where,
                       source_type=short))
-    elif short in _DST_ALGO:
-        ev.append(_ev("xmp.algorithmic", "ai", f"IPTC DigitalSourceType = {short} (computer-generated)", where,
+    else:
+        ev.append(_ev("xmp.ai-composite", "ai", f"IPTC DigitalSourceType = {short}: {words}; unsigned", where,
                       source_type=short))
-    elif short in _DST_CAPTURE:
-        ev.append(_ev("xmp.capture-source-type", "real", f"IPTC DigitalSourceType = {short} (declared capture, "
-                      "unsigned)", where, source_type=short))
 
 
 def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
@@ -562,20 +611,39 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
                        data={k: v for k, v in base.items() if v not in (None, [], "")}))
-    types = set(f.source_types)
-    if types & _DST_AI or types & _DST_ALGO:
-        ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares {sorted(types & (_DST_AI | _DST_ALGO))[0]}; "
-                      f"{validity}", where, key="c2pa.ai-generated" + suffix, decisive=ok,
-                      basis=BASIS_SIGNED if ok else BASIS_CLAIM, **base))
-    elif types & _DST_COMPOSITE:
-        ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares {sorted(types & _DST_COMPOSITE)[0]} (part AI); "
-                      f"{validity}", where, key="c2pa.ai-composite" + suffix, **base))
-    elif types & _DST_CAPTURE and f.status in ("valid", "unverified"):
+    # What the asset is, by c2pa.created; what was done to it, by the other actions. A generative-fill edit
+    # (trainedAlgorithmicMedia on c2pa.edited or c2pa.placed) of a captured photo is a partial AI edit:
+    # read as the whole asset's source, a signed phone photo was "ai-generated", decisively.
+    created, edits = set(f.created_source_types), set(f.edit_source_types)
+    types = created | edits
+    said = "; ".join([f"c2pa.created {t} ({dst.meaning(t)})" for t in sorted(created)][:3]
+                     + [f"then {e}" for e in f.edits[:3]])
+    partial = edits & _DST_AI or types & dst.of_kind(dst.AI_PART)
+    # A capture declared on another action (c2pa.opened) is the asset's source only where c2pa.created
+    # declares none.
+    captured = (created or edits) & _DST_CAPTURE
+    if created & _DST_AI:
+        ev.append(_ev("c2pa.ai-generated", "ai", f"C2PA declares the image generated by a trained model (c2pa.created: "
+                      f"{sorted(created & _DST_AI)[0]}); {validity}", where, key="c2pa.ai-generated" + suffix,
+                      decisive=ok, basis=BASIS_SIGNED if ok else BASIS_CLAIM, source_type=sorted(created & _DST_AI)[0],
+                      **base))
+    elif partial or types & _DST_COMPOSITE:
+        what = ("partially AI-edited (an AI-generated element in it), neither a plain camera photo nor wholly "
+                "generated" if partial else "partially synthetic (a computer-made element in it, generative AI or not)")
+        ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares the image {what}: {quote(said, 600)}; {validity}",
+                      where, key="c2pa.ai-composite" + suffix, **base))
+    elif types & _DST_ALGO:
+        ev.append(_ev("c2pa.algorithmic", "ai", f"C2PA declares algorithmicMedia"
+                      f"{'' if created & _DST_ALGO else ' on an edit'}: {dst.meaning('algorithmicMedia')}; {validity}",
+                      where, key="c2pa.algorithmic" + suffix, **base))
+    elif captured and f.status in ("valid", "unverified"):
         # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
         # expired certificate on an older genuine photo) with nothing saying the bytes changed.
-        ev.append(_ev("c2pa.capture", "real", f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} (camera capture); "
-                      f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), **base))
-    elif types & _DST_CAPTURE:
+        cap = sorted(captured)[0]
+        ev.append(_ev("c2pa.capture", "real", f"C2PA declares {cap}: {dst.meaning(cap)}; "
+                      f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), source_type=cap,
+                      **base))
+    elif captured:
         # No evidence toward real (STRENGTH above), but not silence either: the reader is told the file
         # carries a capture manifest that this image does not match, as any other self-contradiction.
         # The failures listed say which: an altered assertion (assertion.hashedURI.mismatch) leaves both
@@ -584,7 +652,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
                 "copied from another file)" if not f.content_matches
                 else "a capture manifest whose signature does not verify" if not f.signature_valid
                 else "a capture manifest that fails validation")
-        conflicts.append(f"C2PA declares {sorted(types & _DST_CAPTURE)[0]} ({where}) but the manifest is INVALID "
+        conflicts.append(f"C2PA declares {sorted(captured)[0]} ({where}) but the manifest is INVALID "
                          f"({', '.join(f.failures[:4])}): {what}; it counts nothing toward real")
     elif f.claim_generator and AI_TOOL.search(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
@@ -592,6 +660,15 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not types & _DST_AI:
         ev.append(_ev("c2pa.ai-ingredient", "ai", "an ingredient of this C2PA manifest is declared AI-generated",
                       where, **base))
+    # Terms weighed nothing (an edit without generative AI, digital art, a screenshot, an unknown term): said,
+    # so that the reader sees what the manifest declares and that it was not guessed at.
+    unweighed = [t for t in dict.fromkeys(f.source_types) if C2PA_SOURCE_TYPE_ITEM[dst.kind(t)] == "c2pa.source-type"
+                 or (t in _DST_CAPTURE and t not in captured)]
+    if unweighed:
+        ev.append(Evidence("c2pa.source-type", "neutral", 0.0, "C2PA DigitalSourceType " + "; ".join(
+            _unweighed_words(t) if t not in _DST_CAPTURE else f"= {t}: {dst.meaning(t)}, on an edit action: an "
+            "element placed in, not how this image was made; not weighed" for t in unweighed[:5]), where,
+            data=clip_fields({"source_types": unweighed[:10]})))
     return f
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .recordtext import MAX_DETAIL_CHARS, quote
-from .xmp import short_source_type
+from .sourcetypes import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
@@ -62,6 +62,7 @@ def is_credential_problem(code: str) -> bool:
 
 
 MAX_LIST_ITEMS = 50   # of each list a record keeps (actions, source types, failures)
+_NOT_RECORDED = ("edit_source_types", "edits")
 
 
 class C2paUnavailable(RuntimeError):
@@ -81,6 +82,9 @@ class C2paFacts:
     title: str | None = None
     actions: list[str] = field(default_factory=list)
     source_types: list[str] = field(default_factory=list)             # of the active manifest's actions
+    created_source_types: list[str] = field(default_factory=list)     # of its c2pa.created actions
+    edit_source_types: list[str] = field(default_factory=list)        # of its other actions (edits, placed)
+    edits: list[str] = field(default_factory=list)                    # "term (action)" of the latter, in words
     ingredient_source_types: list[str] = field(default_factory=list)  # of ingredients' manifests
     manifests: int = 0
 
@@ -127,7 +131,12 @@ class C2paFacts:
     def to_dict(self) -> dict[str, Any]:
         from .recordtext import clip_fields
 
-        d = {k: v for k, v in self.__dict__.items() if v not in (None, "", [])}
+        # The edits' terms are in source_types already (and each action in actions): a second and third
+        # copy of a hand-made manifest's 2,000 edits would grow the record past its bound.
+        d = {k: v for k, v in self.__dict__.items() if v not in (None, "", []) and k not in _NOT_RECORDED}
+        if self.source_types:
+            # Kept when empty too: every source type then came from an edit, which the words say.
+            d["created_source_types"] = self.created_source_types
         d["valid"] = self.valid
         d["status"] = self.status
         # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
@@ -237,10 +246,19 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
         f.signer = f"{si['common_name']} ({si['issuer']})"
     f.signed_at = _s(si.get("time"))
     for act in _actions(active):
-        f.actions.append(str(act.get("action"))[:MAX_DETAIL_CHARS])   # a label ("c2pa.created"), not a text
+        name = str(act.get("action"))[:MAX_DETAIL_CHARS]
+        f.actions.append(name)   # a label ("c2pa.created"), not a text
         dst = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
         if dst:
-            f.source_types.append(short_source_type(str(dst))[:MAX_DETAIL_CHARS])
+            term = short_source_type(str(dst))[:MAX_DETAIL_CHARS]
+            f.source_types.append(term)
+            # What c2pa.created declares is how the asset itself came to be; on any other action
+            # (c2pa.edited, c2pa.placed, ...) the term describes a change made to an existing asset: a
+            # photo's generative-fill edit declares trainedAlgorithmicMedia there, and read as the whole
+            # asset's source it made a signed camera capture "ai-generated".
+            (f.created_source_types if name == "c2pa.created" else f.edit_source_types).append(term)
+            if name != "c2pa.created":
+                f.edits.append(f"{term} ({name})")
     # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
     for label, m in manifests.items():
         if label == active_label:

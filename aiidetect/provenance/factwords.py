@@ -29,8 +29,20 @@ def c2pa_line(c: Mapping[str, Any]) -> str:
              c2pa_status(c)]
     if _list(c.get("actions")):
         parts.append("actions " + ", ".join(map(str, _list(c["actions"]))))
-    if _list(c.get("source_types")):
-        parts.append("source types " + ", ".join(map(str, _list(c["source_types"]))))
+    types = [str(t) for t in _list(c.get("source_types"))]
+    created = [str(t) for t in _list(c.get("created_source_types"))]
+    if types:
+        # What c2pa.created declares is the image's source; a term on another action (a generative-fill
+        # edit's trainedAlgorithmicMedia) describes a change to it: "source types digitalCapture,
+        # trainedAlgorithmicMedia" read as two accounts of one image.
+        left, words = list(created), []
+        for t in types:
+            # A record written before the actions were told apart has no created_source_types: plain terms.
+            words.append(t if "created_source_types" not in c else f"{t} (created)" if t in left else
+                         f"{t} (on an edit)")
+            if t in left:
+                left.remove(t)
+        parts.append("source types " + ", ".join(words))
     return "C2PA: " + "; ".join(parts)
 
 

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 import re
 from typing import Any
 
+# The term a DigitalSourceType value names, for the readers that import it here.
+from .sourcetypes import short_source_type  # noqa: F401
+
 # What the XML parser is handed: its cost is the cap's reason (2 MB of rdf:li items parse in 0.08 s; each
 # element is a Python object the walk below visits).
 MAX_XMP_BYTES = 2 * 1024 * 1024
@@ -27,7 +30,6 @@ BULK_ELEMENTS = ((PHOTOSHOP_NS, b"DocumentAncestors"),)
 MAX_BULK_PREFIXES = 4
 MAX_ELEMENTS = 50_000
 MAX_DEPTH = 100          # real packets nest ~10 deep
-IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 MAX_VALUE_CHARS = 4000
 
 
@@ -94,13 +96,6 @@ def _walk(root, max_depth: int = MAX_DEPTH, max_elements: int = MAX_ELEMENTS):
             raise ValueError(f"XMP nests deeper than {max_depth} levels")
         yield el
         stack.extend((c, d + 1) for c in reversed(list(el)))
-
-
-def short_source_type(uri: str) -> str:
-    u = uri.strip()
-    if u.startswith(IPTC_DST):
-        return u[len(IPTC_DST):]
-    return u.rsplit("/", 1)[-1]
 
 
 # xmlns:prefix="uri" (or the default xmlns="uri"); bounded repeats, no nesting: linear.

@@ -58,20 +58,23 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
 
 
 def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None,
-         save: dict | None = None) -> bytes:
+         save: dict | None = None, edits: tuple[tuple[str, str], ...] = ()) -> bytes:
     """`img` (a PIL image) saved as `fmt` with a signed manifest whose c2pa.created
     action declares IPTC digital source type `source_type` (thumbnail=False: no
     thumbnail in the manifest, for a small file; xmp: an XMP packet saved with the
     image before signing, so the signature covers it, as an exporter writes both; save: more of Pillow's save
-    options, such as a PNG's `pnginfo` text chunks, signed over likewise)."""
+    options, such as a PNG's `pnginfo` text chunks, signed over likewise; edits: (action, source type) pairs
+    declared after it, such as ("c2pa.edited", "trainedAlgorithmicMedia") for a generative-fill edit)."""
     c2pa, s = signer
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
             "AVIF": "image/avif"}[fmt]
     action = {"action": "c2pa.created"}
     if source_type:
         action["digitalSourceType"] = f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"
+    actions = [action] + [{"action": a, "digitalSourceType": f"http://cv.iptc.org/newscodes/digitalsourcetype/{t}"}
+                          for a, t in edits]
     manifest = {"claim_generator_info": [{"name": "aiidetect-tests", "version": "1.0"}], "title": "test",
-                "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}]}
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
     src, out = io.BytesIO(), io.BytesIO()
     img.save(src, fmt, **({"xmp": xmp} if xmp is not None else {}), **(save or {}))
     src.seek(0)
