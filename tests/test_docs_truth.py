@@ -840,17 +840,45 @@ _PROVENANCE = REPO / "docs" / "provenance.md"
 def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
     """Evidence id -> (directions, strengths) as the provenance readers write them, read from the source:
     `_ev(id, direction, ..., key=...)` weighs STRENGTH[key or id] (a key built as "prefix" + suffix weighs any
-    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note."""
+    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note. An id or
+    direction named by a module constant (`METADATA_TIMEOUT`) is read through the module; a call this reading
+    cannot follow fails, rather than leaving its id out of every check."""
+    import importlib
+
     from aiidetect.provenance import STRENGTH
 
     out: dict[str, tuple[set[str], set[float]]] = {}
+    unread = []
     for path in sorted((REPO / "aiidetect" / "provenance").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        module = importlib.import_module("aiidetect.provenance" + ("" if path.stem == "__init__" else f".{path.stem}"))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # `_ev` itself builds its Evidence from its parameters: the calls of `_ev` are what is read
+        inside_ev = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "_ev"
+                     for n in ast.walk(f)}
+
+        # names imported anywhere in the file, a function's own `from ..records import METADATA_TIMEOUT` too
+        imported = {a.asname or a.name: (n.module or "", n.level, a.name) for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) for a in n.names}
+
+        def value(arg):
+            if isinstance(arg, ast.Constant):
+                return arg.value
+            if not isinstance(arg, ast.Name):
+                return None
+            v = getattr(module, arg.id, None)
+            if v is None and arg.id in imported:
+                mod, level, name = imported[arg.id]
+                v = getattr(importlib.import_module("." * level + mod, "aiidetect.provenance"), name, None)
+            return v if isinstance(v, str) else None
+
+        for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ("_ev", "Evidence") and len(node.args) >= 2
-                    and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                    and node.func.id in ("_ev", "Evidence") and id(node) not in inside_ev):
                 continue
-            eid, direction = node.args[0].value, node.args[1].value
+            eid, direction = (value(a) for a in node.args[:2]) if len(node.args) >= 2 else (None, None)
+            if eid is None or direction is None:
+                unread.append(f"{_rel(path)}:{node.lineno}: {ast.unparse(node)[:80]}")
+                continue
             dirs, strengths = out.setdefault(eid, (set(), set()))
             dirs.add(direction)
             if node.func.id == "Evidence":
@@ -865,6 +893,8 @@ def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
                 assert isinstance(key, ast.BinOp) and isinstance(key.left, ast.Constant), ast.dump(key)
                 strengths.update(v for k, v in STRENGTH.items() if k == key.left.value
                                  or k.startswith(key.left.value + "."))
+    assert not unread, "evidence whose id or direction the docs checks cannot read (write them as literals or " \
+                       "module constants):\n" + "\n".join(unread)
     return out
 
 
@@ -895,8 +925,9 @@ def test_provenance_table_weighs_what_the_readers_weigh():
     read was cut short, in docs/schema.md), every row names an id they emit, and each row's directions and
     weights are the STRENGTH entries behind it (a weight retuned in the code must be retuned in the table)."""
     emitted, rows = _emitted_evidence(), _provenance_table()
-    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", (REPO / "docs" / "schema.md").read_text(encoding="utf-8"),
-                                  re.M))
+    schema = (REPO / "docs" / "schema.md").read_text(encoding="utf-8")
+    notes = schema[schema.index("### Notes in the metadata evidence"):].split("\n\n")[0]
+    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", notes, re.M))
     assert len(emitted) > 20 and len(rows) > 20, (len(emitted), len(rows))
     stale = [f"docs/provenance.md: no row for `{eid}`" for eid in sorted(emitted)
              if eid not in rows and eid not in schema_notes]
