@@ -985,6 +985,7 @@ _QUOTED_CONSTANTS = [
     ("docs/report.md", r"lower threshold \((\d+(?:\.\d+)?)\)", ["real"]),
     ("docs/report.md", r"soft metadata counts at most (\d+(?:\.\d+)?) nats", ["cap"]),
     ("docs/schema.md", r"soft evidence at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/schema.md", r"a signature or watermark at least (\d+(?:\.\d+)?)\)", ["floor"]),
     # evidence weights quoted outside docs/provenance.md's table
     ("docs/fusion.md", r"parameters (\d+\.\d+), XMP\s+`trainedAlgorithmicMedia` (\d+\.\d+)",
      ["w:generator.parameters", "w:xmp.ai-source-type"]),
