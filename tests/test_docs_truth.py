@@ -840,17 +840,45 @@ _PROVENANCE = REPO / "docs" / "provenance.md"
 def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
     """Evidence id -> (directions, strengths) as the provenance readers write them, read from the source:
     `_ev(id, direction, ..., key=...)` weighs STRENGTH[key or id] (a key built as "prefix" + suffix weighs any
-    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note."""
+    STRENGTH key that starts with the prefix), `Evidence(id, direction, 0.0, ...)` is a neutral note. An id or
+    direction named by a module constant (`METADATA_TIMEOUT`) is read through the module; a call this reading
+    cannot follow fails, rather than leaving its id out of every check."""
+    import importlib
+
     from aiidetect.provenance import STRENGTH
 
     out: dict[str, tuple[set[str], set[float]]] = {}
+    unread = []
     for path in sorted((REPO / "aiidetect" / "provenance").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        module = importlib.import_module("aiidetect.provenance" + ("" if path.stem == "__init__" else f".{path.stem}"))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        # `_ev` itself builds its Evidence from its parameters: the calls of `_ev` are what is read
+        inside_ev = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "_ev"
+                     for n in ast.walk(f)}
+
+        # names imported anywhere in the file, a function's own `from ..records import METADATA_TIMEOUT` too
+        imported = {a.asname or a.name: (n.module or "", n.level, a.name) for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) for a in n.names}
+
+        def value(arg):
+            if isinstance(arg, ast.Constant):
+                return arg.value
+            if not isinstance(arg, ast.Name):
+                return None
+            v = getattr(module, arg.id, None)
+            if v is None and arg.id in imported:
+                mod, level, name = imported[arg.id]
+                v = getattr(importlib.import_module("." * level + mod, "aiidetect.provenance"), name, None)
+            return v if isinstance(v, str) else None
+
+        for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ("_ev", "Evidence") and len(node.args) >= 2
-                    and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                    and node.func.id in ("_ev", "Evidence") and id(node) not in inside_ev):
                 continue
-            eid, direction = node.args[0].value, node.args[1].value
+            eid, direction = (value(a) for a in node.args[:2]) if len(node.args) >= 2 else (None, None)
+            if eid is None or direction is None:
+                unread.append(f"{_rel(path)}:{node.lineno}: {ast.unparse(node)[:80]}")
+                continue
             dirs, strengths = out.setdefault(eid, (set(), set()))
             dirs.add(direction)
             if node.func.id == "Evidence":
@@ -865,6 +893,8 @@ def _emitted_evidence() -> dict[str, tuple[set[str], set[float]]]:
                 assert isinstance(key, ast.BinOp) and isinstance(key.left, ast.Constant), ast.dump(key)
                 strengths.update(v for k, v in STRENGTH.items() if k == key.left.value
                                  or k.startswith(key.left.value + "."))
+    assert not unread, "evidence whose id or direction the docs checks cannot read (write them as literals or " \
+                       "module constants):\n" + "\n".join(unread)
     return out
 
 
@@ -897,8 +927,9 @@ def test_provenance_table_weighs_what_the_readers_weigh():
     read was cut short, in docs/schema.md), every row names an id they emit, and each row's directions and
     weights are the STRENGTH entries behind it (a weight retuned in the code must be retuned in the table)."""
     emitted, rows = _emitted_evidence(), _provenance_table()
-    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", (REPO / "docs" / "schema.md").read_text(encoding="utf-8"),
-                                  re.M))
+    schema = (REPO / "docs" / "schema.md").read_text(encoding="utf-8")
+    notes = schema[schema.index("### Notes in the metadata evidence"):].split("\n\n")[0]
+    schema_notes = set(re.findall(r"^\| `([\w.-]+)` \|", notes, re.M))
     assert len(emitted) > 20 and len(rows) > 20, (len(emitted), len(rows))
     stale = [f"docs/provenance.md: no row for `{eid}`" for eid in sorted(emitted)
              if eid not in rows and eid not in schema_notes]
@@ -929,7 +960,16 @@ def _fusion_constants() -> dict[str, float]:
 
 
 # (doc, phrase with the number(s) as groups, the constants they must be). Each phrase must be found at least once:
-# a doc reworded so that a pattern no longer matches fails here, and the pattern is updated with it.
+# a doc reworded so that a pattern no longer matches fails here, and the pattern is updated with it. Where one
+# number speaks for several readers (a row of docs/report.md's summary), the constant is a tuple: each of them must
+# be that number; ("min", ...) and ("max", ...): the ends of a range the row gives for all of them.
+# the readers behind one row of docs/report.md's strength table
+_TOOL_NAMED = ("w:exif.software-generator", "w:png.software-generator", "w:xmp.generator-tool",
+               "w:iptc.program-generator", "w:c2pa.generator-tool")
+_CAMERA = ("w:exif.camera.make-model", "w:exif.camera.exposure", "w:exif.camera.makernote", "w:c2pa.capture")
+_STRUCTURE = ("w:structure.generator-size", "w:structure.latent-size", "w:structure.jpeg-standard-tables",
+              "w:structure.jpeg-custom-tables", "w:metadata.no-camera")
+
 _QUOTED_CONSTANTS = [
     ("docs/fusion.md", r"at least (\d+(?:\.\d+)?) nats, p", ["floor"]),
     ("docs/fusion.md", r"never above the (\d+(?:\.\d+)?)-nat floor", ["floor"]),
@@ -947,6 +987,7 @@ _QUOTED_CONSTANTS = [
     ("docs/report.md", r"lower threshold \((\d+(?:\.\d+)?)\)", ["real"]),
     ("docs/report.md", r"soft metadata counts at most (\d+(?:\.\d+)?) nats", ["cap"]),
     ("docs/schema.md", r"soft evidence at most (\d+(?:\.\d+)?) nats", ["cap"]),
+    ("docs/schema.md", r"a signature or watermark at least (\d+(?:\.\d+)?)\)", ["floor"]),
     # evidence weights quoted outside docs/provenance.md's table
     ("docs/fusion.md", r"parameters (\d+\.\d+), XMP\s+`trainedAlgorithmicMedia` (\d+\.\d+)",
      ["w:generator.parameters", "w:xmp.ai-source-type"]),
@@ -962,9 +1003,10 @@ _QUOTED_CONSTANTS = [
     ("docs/report.md", r"\(Stable Diffusion\) \| decisive \((\d+)\)", ["w:watermark.match"]),
     ("docs/report.md", r"\"trainedAlgorithmicMedia\" \| decisive \((\d+)\)", ["w:xmp.ai-source-type"]),
     ("docs/report.md", r"claim generator \| strong \((\d+); (\d+\.\d+) for the claim generator",
-     ["w:exif.software-generator", "w:c2pa.generator-tool.invalid"]),
-    ("docs/report.md", r"towards real \((\d+\.\d+) to (\d+)", ["w:exif.camera.make-model", "w:c2pa.capture"]),
-    ("docs/report.md", r"weak \((\d+\.\d+) to (\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size"]),
+     [_TOOL_NAMED, "w:c2pa.generator-tool.invalid"]),
+    ("docs/report.md", r"towards real \((\d+\.\d+) to (\d+); (\d+\.\d+) for a C2PA capture",
+     [("min", *_CAMERA), ("max", *_CAMERA), "w:c2pa.capture.unverified"]),
+    ("docs/report.md", r"weak \((\d+\.\d+) to (\d+\.\d+)\)", [("min", *_STRUCTURE), ("max", *_STRUCTURE)]),
 ]
 
 
@@ -979,8 +1021,15 @@ def test_fusion_constants_quoted_in_the_docs_are_the_code_s():
             stale.append(f"{doc}: the phrase /{pattern}/ is gone: update _QUOTED_CONSTANTS with the doc")
         for m in found:
             n = text.count("\n", 0, m.start()) + 1
-            stale += [f"{doc}:{n}: {m.group(0)!r} says {v}, the code {const[k]}"
-                      for k, v in zip(names, m.groups()) if float(v) != const[k]]
+            for name, v in zip(names, m.groups(), strict=True):
+                if isinstance(name, str) or name[0] not in ("min", "max"):
+                    stale += [f"{doc}:{n}: {m.group(0)!r} says {v}, the code {k} = {const[k]}"
+                              for k in ((name,) if isinstance(name, str) else name) if float(v) != const[k]]
+                else:
+                    end = {"min": min, "max": max}[name[0]](const[k] for k in name[1:])
+                    if float(v) != end:
+                        stale.append(f"{doc}:{n}: {m.group(0)!r} says {v}, the {name[0]} of {', '.join(name[1:])} "
+                                     f"is {end}")
     assert not stale, "\n".join(stale)
 
 
@@ -1032,9 +1081,11 @@ def test_the_module_map_names_every_module():
 # C2PA's own action labels (`c2pa.created`, `c2pa.edited`, ...) are spelled like evidence ids but are the
 # standard's words, which the docs quote to say which action a term sits on.
 _C2PA_ACTIONS = {"c2pa.created", "c2pa.edited", "c2pa.placed", "c2pa.opened", "c2pa.converted",
-                 "c2pa.color_adjustments", "c2pa.cropped", "c2pa.drawing", "c2pa.filtered", "c2pa.orientation", "c2pa.published",
-                 "c2pa.removed", "c2pa.repackaged", "c2pa.resized", "c2pa.transcoded", "c2pa.unknown"}
-_EVIDENCE_ID = re.compile(r"^(?:[\w]+:)?((?:generator|c2pa|xmp|exif|png|iptc|metadata|watermark|structure)\.[a-z][\w.-]*)$")
+                 "c2pa.color_adjustments", "c2pa.cropped", "c2pa.drawing", "c2pa.filtered", "c2pa.orientation",
+                 "c2pa.published", "c2pa.removed", "c2pa.repackaged", "c2pa.resized", "c2pa.transcoded", "c2pa.unknown"}
+
+# the families of ids, those the readers had when this was written (a doc may outlive a family) and any they emit now
+_EVIDENCE_FAMILIES = ("generator", "c2pa", "xmp", "exif", "png", "iptc", "metadata", "watermark", "structure")
 
 
 def test_evidence_ids_named_in_the_docs_exist():
@@ -1044,6 +1095,8 @@ def test_evidence_ids_named_in_the_docs_exist():
     import importlib
 
     emitted, stale, seen = set(_emitted_evidence()), [], 0
+    families = sorted(set(_EVIDENCE_FAMILIES) | {e.split(".")[0] for e in emitted if "." in e})
+    evidence_id = re.compile(rf"^(?:\w+:)?((?:{'|'.join(families)})\.[a-z][\w.-]*)$")
 
     def is_code(tok: str) -> bool:
         mod, _, attr = tok.partition(".")
@@ -1059,7 +1112,7 @@ def test_evidence_ids_named_in_the_docs_exist():
 
     for doc in DOCS:
         for n, span in _inline_code(doc):
-            m = _EVIDENCE_ID.match(span.strip())
+            m = evidence_id.match(span.strip())
             if not m or m.group(1).endswith(".py") or m.group(1) in _C2PA_ACTIONS:
                 continue
             seen += 1

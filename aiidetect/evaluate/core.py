@@ -163,6 +163,11 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     b["real_called_ai_count"], b["ai_called_real_count"] = [vt["real"]["ai-generated"], nr], [vt["ai"]["likely-real"], na]
     b["real_called_ai_upper_95"] = M.rate_upper_bound(vt["real"]["ai-generated"], nr)
     b["ai_called_real_upper_95"] = M.rate_upper_bound(vt["ai"]["likely-real"], na)
+    # A rate over no image of a class must say why: none in the data, all left out as training images, or all
+    # unreadable are three different things to an auditor, and the totals above are not per class.
+    b["unscored_by_class"] = {cls: {"train_left_out": int(((y_all == lab) & ~kept).sum()),
+                                    "unreadable": sum(1 for s in scored if s.error and s.label == lab)}
+                              for cls, lab in (("real", 0), ("ai", 1))}
     for g, row in b["per_generator"].items():
         m = ((g_all == g) if g != "real" else (y_all == 0)) & kept
         c = Counter(verdicts[m].tolist())

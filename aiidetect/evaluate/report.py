@@ -25,10 +25,13 @@ def _f(x, pct: bool = False) -> str:
 def _rate(f: Mapping[str, Any], key: str) -> str:
     """'0.0% (0 of 3; 95% upper bound 63.2%)': an error rate with what it rests on."""
     if f.get(key) is None:
-        # All of them may be there and left out as the heads' or the fusion model's training images: "no
-        # images of that class" then told an auditor the data held none.
-        return "- (no images of that class" + (", once the training images were left out" if f.get(
-            "train_left_out") else "") + ")"
+        # "no images of that class" only when the data held none: when all of them were left out as training
+        # images or could not be read, the auditor must not be told the data lacks them (nor, for a class the
+        # data lacks, that training images emptied it).
+        why = (f.get("unscored_by_class") or {}).get("real" if key.startswith("real_") else "ai") or {}
+        parts = [f"{why['train_left_out']} left out as training images" if why.get("train_left_out") else "",
+                 f"{why['unreadable']} unreadable" if why.get("unreadable") else ""]
+        return f"- (none scored: {', '.join(p for p in parts if p)})" if any(parts) else "- (no images of that class)"
     k, n = f.get(f"{key}_count") or (None, None)
     up = f.get(f"{key}_upper_95")
     return f"{_f(f[key], True)}%" + (f" ({k} of {n}; 95% upper bound {_f(up, True)}%)" if n else "")

@@ -199,10 +199,10 @@ def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names
             assert len(re.findall(r"(?<!\\)\|", l)) in (8, 13), l  # 7 generator columns, 12 summary columns
 
 
-def test_an_error_rate_with_every_image_left_out_does_not_say_the_class_is_missing():
-    """`eval --fusion M` on the very images M was calibrated on leaves all of them out of the fused verdict's
-    metrics; the summary said "real photos called ai-generated: - (no images of that class)" over 93 real
-    photos."""
+def test_an_error_rate_over_no_image_of_a_class_says_why():
+    """A fused error rate over no image of a class says whether the data held none, or all of them were left out
+    as training images (`eval --fusion M` on the images M was calibrated on: "no images of that class" over 93
+    real photos), or unreadable; and a class the data lacks is not blamed on the training images of the other."""
     import io
 
     import numpy as np
@@ -216,12 +216,29 @@ def test_an_error_rate_with_every_image_left_out_does_not_say_the_class_is_missi
     class Det:
         name, threshold = "pix", 0.5
 
-    items = [Scored(f"r{i}", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}) for i in range(3)]
-    block, _ = condition_metrics(items, [Det()], None, left_out={FUSED: np.ones(3, dtype=bool)})
-    assert block["fused"]["real_called_ai"] is None and block["fused"]["train_left_out"] == 3
-    result = {"run": {}, "conditions": [block]}
-    buf = io.StringIO()
-    print_tables(result, Console(file=buf, width=400))
-    for text in (buf.getvalue(), summary_markdown(result)):
-        assert "(no images of that class)" not in text
-        assert "(no images of that class, once the training images were left out)" in text
+    def texts(items, left_out=None):
+        block, _ = condition_metrics(items, [Det()], None, left_out=left_out)
+        result = {"run": {}, "conditions": [block]}
+        buf = io.StringIO()
+        print_tables(result, Console(file=buf, width=400))
+        return block["fused"], (buf.getvalue(), summary_markdown(result))
+
+    def real(i, **kw):
+        return Scored(f"r{i}", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}, **kw)
+
+    def ai(i):
+        return Scored(f"a{i}", 1, "gen", {"pix": DetectorResult("ok", p_ai=0.95)})
+
+    # every real photo left out as a training image
+    f, out = texts([real(i) for i in range(3)] + [ai(0)], {FUSED: np.array([True, True, True, False])})
+    assert f["real_called_ai"] is None and f["unscored_by_class"]["real"] == {"train_left_out": 3, "unreadable": 0}
+    for text in out:
+        assert "(none scored: 3 left out as training images)" in text and "no images of that class" not in text
+    # no real photo in the data, one AI image left out: the real class is not said to be emptied by training images
+    f, out = texts([ai(i) for i in range(3)], {FUSED: np.array([True, False, False])})
+    for text in out:
+        assert "- (no images of that class)" in text and "training" not in text
+    # every real photo unreadable: the data held them
+    f, out = texts([real(i, error="decode-error: truncated") for i in range(2)] + [ai(0)])
+    for text in out:
+        assert "(none scored: 2 unreadable)" in text and "no images of that class" not in text
