@@ -652,12 +652,13 @@ def record_json(rec: Record) -> str:
 def run_identity(pipeline, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What makes two scans equivalent: every detector's cache identity (head
     checksums, backbone fingerprint, device, dtype, library versions), the
-    decode settings, the fusion head, and aiidetect's own source hash. A
+    decode settings, the fusion head, aiidetect's own source hash and the
+    versions of its decoders (result_cache.build_identity). A
     detector that cannot state its identity (cache_identity() is None) is
     described instead, with the source hash guarding against stale code."""
     from dataclasses import asdict
 
-    from .result_cache import source_hash
+    from .result_cache import build_identity
 
     dets = {}
     for d in pipeline.detectors:
@@ -669,7 +670,7 @@ def run_identity(pipeline, extra: Mapping[str, Any] | None = None) -> dict[str, 
             "fusion": None if fm is None else hashlib.sha256(
                 json.dumps({k: v for k, v in fm.items() if k != "path"}, sort_keys=True, default=str).encode()
             ).hexdigest(),
-            "source": source_hash(), **dict(extra or {})}
+            **build_identity(), **dict(extra or {})}
 
 
 def fusion_name(pipeline) -> str:
