@@ -13,7 +13,9 @@ dtype and runtime, the decode settings of the run, a hash of the aiidetect
 source itself, so results of an older build are never served as if this
 build had computed them, and the versions of the libraries that turn the
 file's bytes into the pixels every model sees (DECODERS). Results with status "error" or
-"unavailable" are never stored. Every row carries a checksum over its key and
+"unavailable" are never stored, nor one its detector marks not `cacheable` (a
+C2PA signature judged against the date of the scan: its certificate may have
+expired by the next one). Every row carries a checksum over its key and
 content; a row that fails it (a flipped byte on disk) is a miss, recomputed.
 """
 from __future__ import annotations
@@ -171,7 +173,7 @@ class ResultCache:
         for sha, info, results in entries:
             files.append((facts_key(sha), _seal(facts_key(sha), "files", json.dumps(dict(info), default=str))))
             for ident, r in results.values():
-                if r.status != "ok":
+                if r.status != "ok" or not r.cacheable:
                     continue
                 try:
                     rows.append((sha, ident, _seal(sha, ident, result_to_json(r))))
