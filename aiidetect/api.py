@@ -619,9 +619,17 @@ class Scanner:
         try:
             self._cache, self._own_cache = ResultCache(), True
         except Exception as exc:  # noqa: BLE001 - no cache means slower re-runs, never a failed scan
+            import sqlite3
+
             from .userdirs import cache_base
 
-            self._note(str(exc) if cache_base() is None else f"result cache unavailable ({exc}); scanning without it")
+            # A damaged file (cut short, overwritten) stays damaged: every later scan ran without the cache,
+            # each saying only that. The command that ends it is named (a read-only or full folder is not
+            # mended by it, nor a lock: those are OperationalErrors).
+            fix = ("; `aiidetect cache clear results` starts it afresh"
+                   if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) else "")
+            self._note(str(exc) if cache_base() is None
+                       else f"result cache unavailable ({exc}); scanning without it{fix}")
 
     def new_pipeline(self):
         from .pipeline import Pipeline

@@ -104,6 +104,9 @@ class DetectorResult:
     reason: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # False for a result that would differ if computed later from the same bytes (a C2PA signature judged
+    # against today's date): the result cache must not serve it on a later day. Not part of the record.
+    cacheable: bool = field(default=True, compare=False, repr=False)
 
     @classmethod
     def unavailable(cls, reason: str) -> "DetectorResult":

@@ -9,10 +9,13 @@ reads the fusion head of the current run.
 A cached row is only ever reused by a detector with the same *identity*: its
 family and name, the checksum of its head manifest (which lists the SHA-256
 of every weight file and the calibration), the backbone fingerprint, device,
-dtype and runtime, the decode settings of the run, and a hash of the
-aiidetect source itself, so results of an older build are never served as
-if this build had computed them. Results with status "error" or
-"unavailable" are never stored. Every row carries a checksum over its key and
+dtype and runtime, the decode settings of the run, a hash of the aiidetect
+source itself, so results of an older build are never served as if this
+build had computed them, and the versions of the libraries that turn the
+file's bytes into the pixels every model sees (DECODERS). Results with status "error" or
+"unavailable" are never stored, nor one its detector marks not `cacheable` (a
+C2PA signature judged against the date of the scan: its certificate may have
+expired by the next one). Every row carries a checksum over its key and
 content; a row that fails it (a flipped byte on disk) is a miss, recomputed.
 """
 from __future__ import annotations
@@ -28,7 +31,13 @@ from typing import Any, Mapping
 from .records import DetectorResult, Evidence
 
 FILE_FIELDS = ("format", "width", "height", "image_info")
+# The libraries between a file's bytes and a model's input: Pillow (and libjpeg-turbo, libpng, libwebp bundled
+# with it) decodes and resizes, pillow-heif decodes HEIF/AVIF, numpy normalises. Another version can give other
+# pixels for the same bytes (Pillow 12 and 13 differ on a dev-set PNG), so results computed under one are not
+# served under the other; aiidetect's own source hash does not see them.
+DECODERS = ("pillow", "pillow-heif", "numpy")
 _source_hash: str | None = None
+_decoders: dict[str, str | None] | None = None
 
 
 def default_path() -> Path | None:
@@ -51,8 +60,30 @@ def source_hash() -> str:
     return _source_hash
 
 
+def decoder_versions() -> dict[str, str | None]:
+    """The installed version of each of DECODERS (None: not installed). Read once a process, as the
+    source hash: facts_key asks for them at every file's lookup."""
+    global _decoders
+    if _decoders is None:
+        from importlib import metadata as md
+
+        out: dict[str, str | None] = {}
+        for dist in DECODERS:
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = None
+        _decoders = out
+    return dict(_decoders)
+
+
+def build_identity() -> dict[str, Any]:
+    """What a cached row was computed by besides its detector: this aiidetect source and its decoders."""
+    return {"source": source_hash(), "decoders": decoder_versions()}
+
+
 def identity_key(identity: Mapping[str, Any], context: Mapping[str, Any]) -> str:
-    blob = json.dumps({"detector": identity, "run": context, "source": source_hash()}, sort_keys=True, default=str)
+    blob = json.dumps({"detector": identity, "run": context, "build": build_identity()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -70,10 +101,11 @@ def result_from_json(s: str) -> DetectorResult:
 
 
 def facts_key(sha: str) -> str:
-    """The decode facts' key: the file and this build. Keyed by the file alone, a cache shared by two
-    installed versions served one version's facts (format, size, image info) beside the other's
-    detector results, and the record differed from a fresh scan's."""
-    return f"{sha}@{source_hash()[:16]}"
+    """The decode facts' key: the file and this build (its source and decoders). Keyed by the file alone, a
+    cache shared by two installed versions served one version's facts (format, size, image info) beside the
+    other's detector results, and the record differed from a fresh scan's."""
+    build = hashlib.sha256(json.dumps(build_identity(), sort_keys=True).encode()).hexdigest()
+    return f"{sha}@{build[:16]}"
 
 
 class CacheIntegrityError(ValueError):
@@ -141,7 +173,7 @@ class ResultCache:
         for sha, info, results in entries:
             files.append((facts_key(sha), _seal(facts_key(sha), "files", json.dumps(dict(info), default=str))))
             for ident, r in results.values():
-                if r.status != "ok":
+                if r.status != "ok" or not r.cacheable:
                     continue
                 try:
                     rows.append((sha, ident, _seal(sha, ident, result_to_json(r))))

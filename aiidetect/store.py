@@ -652,12 +652,13 @@ def record_json(rec: Record) -> str:
 def run_identity(pipeline, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What makes two scans equivalent: every detector's cache identity (head
     checksums, backbone fingerprint, device, dtype, library versions), the
-    decode settings, the fusion head, and aiidetect's own source hash. A
+    decode settings, the fusion head, aiidetect's own source hash and the
+    versions of its decoders (result_cache.build_identity). A
     detector that cannot state its identity (cache_identity() is None) is
     described instead, with the source hash guarding against stale code."""
     from dataclasses import asdict
 
-    from .result_cache import source_hash
+    from .result_cache import build_identity
 
     dets = {}
     for d in pipeline.detectors:
@@ -669,12 +670,25 @@ def run_identity(pipeline, extra: Mapping[str, Any] | None = None) -> dict[str, 
             "fusion": None if fm is None else hashlib.sha256(
                 json.dumps({k: v for k, v in fm.items() if k != "path"}, sort_keys=True, default=str).encode()
             ).hexdigest(),
-            "source": source_hash(), **dict(extra or {})}
+            **build_identity(), **dict(extra or {})}
 
 
 def fusion_name(pipeline) -> str:
     fm = pipeline.fusion_model
     return "rules" if fm is None else str(fm.get("name") or fm.get("path") or "fusion")
+
+
+def _rows_where(run_ids: Sequence[str], verdicts: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of the rows of these runs with these verdicts."""
+    where = [f"run_id IN ({','.join('?' * len(run_ids))})"]
+    args: list[Any] = list(run_ids)
+    if verdicts:
+        # "error" is every row with an error (records.verdict_matches): a file whose pixels failed has its
+        # metadata's verdict in `verdict` and its error code beside it.
+        where.append(f"(verdict IN ({','.join('?' * len(verdicts))})"
+                     + (" OR error_code IS NOT NULL)" if "error" in verdicts else ")"))
+        args += list(verdicts)
+    return " AND ".join(where), args
 
 
 # ---------------------------------------------------------------- the store
@@ -1180,15 +1194,8 @@ class ResultsStore:
     def iter_rows(self, run_ids: Sequence[str], verdicts: Sequence[str] = (), columns: Sequence[str] = _RESULT_COLS,
                   chunk: int = 1000) -> Iterator[dict[str, Any]]:
         """Stream rows (ordered by run, path) without loading the table."""
-        where = [f"run_id IN ({','.join('?' * len(run_ids))})"]
-        args: list[Any] = list(run_ids)
-        if verdicts:
-            # "error" is every row with an error (records.verdict_matches): a file whose pixels failed has its
-            # metadata's verdict in `verdict` and its error code beside it.
-            where.append(f"(verdict IN ({','.join('?' * len(verdicts))})"
-                         + (" OR error_code IS NOT NULL)" if "error" in verdicts else ")"))
-            args += list(verdicts)
-        sql = f"SELECT {','.join(columns)} FROM results WHERE {' AND '.join(where)} ORDER BY run_id, path"
+        where, args = _rows_where(run_ids, verdicts)
+        sql = f"SELECT {','.join(columns)} FROM results WHERE {where} ORDER BY run_id, path"
         # A private cursor per call; fetchmany keeps memory at one chunk.
         with self._lock:
             cur = self._db.cursor()
@@ -1200,6 +1207,13 @@ class ResultsStore:
                 break
             for r in batch:
                 yield dict(zip(columns, r))
+
+    def distinct_paths(self, run_ids: Sequence[str], verdicts: Sequence[str] = ()) -> int:
+        """How many files the rows iter_rows(run_ids, verdicts) gives are of: fewer than the rows when
+        several runs scanned the same file."""
+        where, args = _rows_where(run_ids, verdicts)
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(DISTINCT path) FROM results WHERE {where}", args).fetchone()[0])
 
     def summary(self, run_ids: Sequence[str], top_folders: int = 20) -> dict[str, Any]:
         q = f"run_id IN ({','.join('?' * len(run_ids))})"

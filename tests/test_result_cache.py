@@ -311,3 +311,44 @@ def test_a_cache_of_another_layout_is_recomputed_and_the_note_says_how_to_reset_
     fresh = run_cli("scan", str(tmp_path / "a.png"), "-d", "metadata", "-f", "jsonl", "--no-cache")
     assert r.returncode == 0 and jsonl(r.stdout)[0]["p_ai"] == jsonl(fresh.stdout)[0]["p_ai"]
     assert "no such column: info" in r.stderr and "`aiidetect cache clear` starts the cache afresh" in r.stderr
+
+
+def test_another_decoder_version_is_a_miss_and_another_run(tmp_path, pngs, monkeypatch):
+    """Pillow 12 and 13 give other pixels for a dev-set PNG: a result computed under one was served under
+    the other, and a --db resume printed it as this scan's."""
+    from importlib import metadata
+
+    from aiidetect import result_cache
+    from aiidetect.store import run_identity
+
+    cache = ResultCache(tmp_path / "r.sqlite")
+    pipe, first = _scan([Counting()], pngs, cache)
+    run = run_identity(pipe)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda dist: "0.0.1" if dist == "pillow" else real(dist))
+    monkeypatch.setattr(result_cache, "_decoders", None, raising=False)  # a new process, another Pillow
+    d = Counting()
+    pipe, again = _scan([d], pngs, cache)
+    assert d.calls == 5 and pipe.stats.cache_hits == 0
+    assert run_identity(pipe) != run
+    assert again == first  # the same (patched) pixels: only the key moved
+
+
+def test_a_c2pa_result_is_judged_at_each_scan_not_served_from_the_cache(tmp_path, pngs):
+    """The C2PA reader judges the signing certificate against the clock of the scan: a manifest signed
+    with a certificate that expired between two scans was served as "signature valid" (capture claim
+    2.0, p_ai 0.14) from the cache, while a fresh scan said expired (0.5, p_ai 0.43)."""
+    pytest.importorskip("c2pa")
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.testing import c2pa_signing
+
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
+                                         "JPEG", "digitalCapture", thumbnail=False))
+    cache = ResultCache(tmp_path / "r.sqlite")
+    paths = [str(signed), pngs[0]]
+    _, first = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
+    assert "c2pa" in first[0]["detectors"]["metadata"]["facts"]
+    pipe, again = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
+    assert pipe.stats.cache_hits == 1, "the signed file is judged again; the plain PNG still comes from the cache"
+    assert again == first

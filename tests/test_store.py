@@ -117,6 +117,24 @@ def test_changed_options_make_a_new_run_and_changed_files_are_rescanned(tmp_path
         assert c.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
 
 
+def test_export_over_several_runs_says_a_file_comes_out_once_per_run(tmp_path):
+    """Two runs (other options) of one folder: `results export` gave each file twice, possibly with two
+    verdicts, no record saying its run and nothing on stderr, while `summary` said so."""
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    base = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*base).returncode == 0
+    assert run_cli_in_process(*base, "--watermark", "never").returncode == 0
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0 and len(jsonl(r.stdout)) == 6
+    assert "2 runs scanned some of the same files: 6 records of 3 distinct files" in r.stderr, r.stderr
+    one = json.loads(run_cli_in_process("results", "summary", "--db", str(db), "-f", "json").stdout)["runs"][0]
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl", "--run", one)
+    assert len(jsonl(r.stdout)) == 3 and "runs scanned" not in r.stderr
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl", "-q")
+    assert r.stderr == ""
+
+
 def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
     n = 3000
     imgs = _tiny_images(tmp_path / "in", n)

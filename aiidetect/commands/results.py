@@ -199,6 +199,13 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                     with contextlib.suppress(Exception):
                         writer.abort()
                 raise
+        # A record does not say which run made it: a file of several runs (other detectors, heads, options)
+        # came out once per run, with verdicts that may differ, and nothing said so.
+        distinct = store.distinct_paths(ids, wanted) if len(ids) > 1 and n else n
+    if distinct != n:
+        _note(f"{len(ids)} runs scanned some of the same files: {n} records of {distinct} distinct files, one per "
+              "run that scanned it, and a record does not say its run (--run ID for one run; `results summary` "
+              "lists the runs)", quiet)
     if bad:
         _note(f"{bad} stored record(s) could not be read; exported as error records ({BAD_STORED_RECORD}): "
               "scan those files again", quiet)

@@ -41,8 +41,14 @@ class MetadataDetector(Detector):
                              refused=rec.error.code if rec is not None and rec.error is not None else None)
         except Exception as exc:  # noqa: BLE001 - analyze already catches; belt and braces for one file
             return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
-        return result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
-                                    errors=rep.errors)
+        res = result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
+                                   errors=rep.errors)
+        # The C2PA reader judges a signing certificate's validity against the clock of the scan: a manifest
+        # "valid" today may have an expired certificate at the next scan, whose fresh result says so and
+        # weighs its capture claim a quarter as much. Served from the result cache, the first day's
+        # "signature valid" stood, and its p_ai.
+        res.cacheable = "c2pa" not in rep.facts
+        return res
 
     def warm_up(self) -> None:
         from ..provenance import warm_up

@@ -873,3 +873,15 @@ def test_a_stdin_list_closed_before_the_records_are_read_says_so(few, tmp_path):
     with pytest.raises(ValueError, match="keep it open"):
         list(records)
     s.close()
+
+
+def test_a_damaged_result_cache_names_the_command_that_mends_it(few, tmp_path, monkeypatch):
+    """A results.sqlite cut short or overwritten stays so: each scan said only that it ran without the
+    cache, never how to get it back."""
+    monkeypatch.setenv("AIIDETECT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "results.sqlite").write_bytes(b"not a database " * 300)
+    notes = []
+    with Scanner(ScanOptions(detectors=["metadata"]), on_note=notes.append) as s:
+        assert sum(1 for _ in s.scan(few)) == len(few)  # every file still gets its record
+    assert any("result cache unavailable" in m and "aiidetect cache clear results" in m for m in notes), notes
