@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fusion import fuse, normalize_model
+from ..fusion import RECORD_DIGITS, fuse, normalize_model, shown_p
 from ..probability import is_finite_number
 from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
@@ -45,8 +45,14 @@ def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> 
             out.append(None)
             continue
         f = fuse(s.results, model)
-        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons})
+        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons, "band": f.band})
     return out
+
+
+def _shown(p: float, band) -> str:
+    v = shown_p(float(p), band)
+    # shown_p keeps p itself where no 6-digit value stays on every side (thresholds closer than 1e-6)
+    return f"{v:.{RECORD_DIGITS}f}" if v == round(v, RECORD_DIGITS) else repr(v)
 
 
 def _attribution(r) -> str | None:
@@ -175,6 +181,9 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
                  "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)")}
     block["fused"] = b
     columns["p"][FUSED] = fp
+    # scores.csv's fused p_ai as a scan record writes it: on the verdict's side of the band that judged the file.
+    # Rounded to nearest, a fused 0.8999996 read 0.900000 beside "uncertain" under a 0.9 band (scan: 0.899999).
+    columns["p_text"] = {FUSED: ["" if np.isnan(fp[k]) else _shown(fp[k], fused[i]["band"]) for k, i in enumerate(ok)]}
     # (a verdict beside an empty fused score would count the item in any tally of scores.csv)
     columns["verdict"] = np.where(kept, verdicts, "")
     return M.clean(block), columns

@@ -219,9 +219,11 @@ def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -
                 # U+FFFD in `file`, which names no file; its exact bytes (base64) let a script find it.
                 w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names]
                            + ["verdict", "file_bytes"])
+            text = cols.get("p_text") or {}   # the fused p_ai, written as a scan record writes it
             for i, p in enumerate(cols["path"]):
                 w.writerow([cond, p, int(cols["y"][i]), cols["generator"][i]]
-                           + ["" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}" for n in names]
+                           + [text[n][i] if n in text else "" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}"
+                              for n in names]
                            + [cols["verdict"][i], path_bytes_b64(p) or ""])
 
 

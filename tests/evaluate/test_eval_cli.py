@@ -54,7 +54,17 @@ class NanBright(Brightness):
         return out
 
 
+class EdgeBright(Brightness):
+    """p_ai a hair inside the rules' band on each side: 0.8999996 for AI images, 0.1000004 for real ones."""
+
+    family = "fakeedge"
+
+    def predict(self, samples, features):
+        return [DetectorResult("ok", p_ai=0.8999996 if "/ai/" in s.record.file else 0.1000004) for s in samples]
+
+
 register("fakebright", lambda ctx: [Brightness()])
+register("fakeedge", lambda ctx: [EdgeBright()])
 register("fakenan", lambda ctx: [NanBright()])
 register("fakeexif", lambda ctx: [Exif()])
 
@@ -301,6 +311,23 @@ def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_p
     assert u["error"].startswith("unsupported-format")
     assert "g\ufffd" in (out / "summary.md").read_text(encoding="utf-8")
     assert "unreadable: " in r.stdout and "bad\ufffd.jpg (unsupported-format" in r.stdout
+
+
+def test_scores_csv_writes_the_fused_p_ai_on_its_verdicts_side_as_scan_does(dataset, tmp_path):
+    """A fused 0.8999996 under the rules' 0.9 band is uncertain; scan's record says 0.899999, and eval's
+    scores.csv said 0.900000 (rounded to nearest) beside "uncertain": a script reading p >= 0.9 disagreed."""
+    import csv
+
+    out = tmp_path / "o"
+    r = cli("eval", str(dataset), "-d", "fakeedge", "--fusion", "none", "--out", str(out), "--no-plots", "-q")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(out / "scores.csv", encoding="utf-8", newline="")))
+    assert len(rows) == 18 and {r["verdict"] for r in rows} == {"uncertain"}
+    assert {r["p_fused"] for r in rows if r["label"] == "1"} == {"0.899999"}
+    assert {r["p_fused"] for r in rows if r["label"] == "0"} == {"0.100001"}
+    s = cli("scan", str(dataset / "ai" / "genA" / "genA0.png"), "-d", "fakeedge", "--fusion", "none", "-f", "json",
+            "-q", "--no-cache")
+    assert json.loads(s.stdout)[0]["p_ai"] == 0.899999
 
 
 def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_path, weights_dir):
