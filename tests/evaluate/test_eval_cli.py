@@ -343,6 +343,19 @@ def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_
     assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15
 
 
+def test_calibrate_fits_the_bias_and_band_on_the_files_every_detector_answered(dataset, tmp_path):
+    """fakenan gives NaN on 3 files: a scan fuses them without the model's bias and band, so they are
+    left out of that fit (they were fitted with fakenan's logit as 0), and the output counts them."""
+    out = tmp_path / "fusion"
+    r = cli("calibrate", str(dataset), "-d", "fakebright,fakenan", "-q", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert ("weights, bias and band fitted on the 15 images every calibrated detector answered; 3 left out "
+            "(fakenan 3 without an answer): scans judge such files without the bias and band") in r.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["params"]["fit_rows"] == {"n": 15, "no_answer": 3, "no_answer_by_detector": {"fakenan": 3}}
+    assert man["threshold"]["n_real"] + man["threshold"]["n_ai"] == 15
+
+
 def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(dataset, tmp_path, weights_dir):
     """A link `evil -> /` in the data folder: calibrate took every image layout it found under /.
     Now the data is what lies inside the folder, and the summary says how many links were left."""
