@@ -9,9 +9,17 @@ import numpy as np
 
 from ..report.output import cannot_make_under
 
-COLUMNS = (("coverage", "cover"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
+# "n": the real / AI images every number of the row is over (the detector's opinions), beside `cover`, a share
+# that hid whether an AUC of 100 rested on 40 real photos or on 3.
+COLUMNS = (("coverage", "cover"), ("n", "n real/AI"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
            ("best_acc_mean", "best acc"), ("ap", "AP"), ("auc", "AUC"), ("tpr_at_fpr_1", "TPR@1%"),
            ("tpr_at_fpr_5", "TPR@5%"), ("ece", "ECE"), ("uncertain_share", "uncertain"))
+
+
+TABLE_NOTE = ("Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another; "
+              "for `fused` a forced call at 0.5, not the verdict: `uncertain` and the band's error rates say what the "
+              "verdicts did); `best acc` uses the best threshold on this very data (optimistic reference only). "
+              "`cover` = share of images the detector gave an opinion on; metrics are over those (`n real/AI`).")
 
 
 def _f(x, pct: bool = False) -> str:
@@ -38,6 +46,9 @@ def _row(name: str, b: Mapping[str, Any]) -> list[str]:
     o = b.get("overall") or {}
     vals = []
     for key, _ in COLUMNS:
+        if key == "n":
+            vals.append(f"{o.get('n_real', 0)}/{o.get('n_ai', 0)}")
+            continue
         v = b.get(key) if key in ("coverage", "uncertain_share") else o.get(key)
         vals.append(_f(v, pct=key not in ("ece",)))
     return [name] + vals
@@ -87,6 +98,9 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for r in summary_rows(cond):
             t.add_row(*_cells(r))
         console.print(t)
+        if cond is result["conditions"][0]:
+            # The console had no word that `best acc` was chosen on the data it is reported on.
+            console.print(f"  {TABLE_NOTE}", highlight=False, markup=False)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
                       f"({f['band']['model']}); real photos called ai-generated: {_rate(f, 'real_called_ai')}, "
@@ -173,9 +187,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
            f"- aiidetect {meta.get('version')}, {meta.get('created')}",
            *([f"- {line}"] if (line := _overlap(meta)) else []),
            *([f"- {line}"] if (line := _near(meta)) else []), "",
-           "Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another); "
-           "`best acc` uses the best threshold on this very data (optimistic reference only). "
-           "`cover` = share of images the detector gave an opinion on; metrics are over those.", ""]
+           TABLE_NOTE, ""]
     for cond in result["conditions"]:
         out += [f"## {cond['condition']}", "",
                 _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]

@@ -343,6 +343,17 @@ def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_
     assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15
 
 
+def test_the_table_says_how_many_images_each_rows_numbers_rest_on(dataset):
+    """`cover` is a share: an AUC over fakenan's 15 opinions read like one over the 18 images scored, with no
+    word of the classes behind it, and nothing on the console said `best acc` was chosen on this data."""
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", "none", "-q")
+    assert r.exit_code == 0, r.output
+    rows = {line.split("\u2502")[1].strip(): [c.strip() for c in line.split("\u2502")[2:]]
+            for line in r.stdout.splitlines() if line.startswith("\u2502")}
+    assert rows["fakebright"][1] == "8/10" and rows["fakenan"][1] == "7/8" and rows["fused"][1] == "8/10"
+    assert "best threshold on this very data (optimistic" in r.stdout
+
+
 def test_calibrate_fits_the_bias_and_band_on_the_files_every_detector_answered(dataset, tmp_path):
     """fakenan gives NaN on 3 files: a scan fuses them without the model's bias and band, so they are
     left out of that fit (they were fitted with fakenan's logit as 0), and the output counts them."""
