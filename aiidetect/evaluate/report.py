@@ -30,6 +30,12 @@ def _f(x, pct: bool = False) -> str:
     return str(x)
 
 
+def _set_aside(f: Mapping[str, Any]) -> str:
+    n = (f.get("band") or {}).get("set_aside")
+    return (f"; {n} file(s) judged without the model's bias, on a band no narrower than the rules' (a detector with "
+            f"a say gave them no answer)" if n else "")
+
+
 def _rate(f: Mapping[str, Any], key: str) -> str:
     """'0.0% (0 of 3; 95% upper bound 63.2%)': an error rate with what it rests on."""
     if f.get(key) is None:
@@ -103,8 +109,9 @@ def print_tables(result: Mapping[str, Any], console) -> None:
             console.print(f"  {TABLE_NOTE}", highlight=False, markup=False)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
-                      f"({f['band']['model']}); real photos called ai-generated: {_rate(f, 'real_called_ai')}, "
-                      f"AI images called likely-real: {_rate(f, 'ai_called_real')}", highlight=False)
+                      f"({f['band']['model']}{_set_aside(f)}); real photos called ai-generated: "
+                      f"{_rate(f, 'real_called_ai')}, AI images called likely-real: {_rate(f, 'ai_called_real')}",
+                      highlight=False, markup=False)
         bad = cond.get("unreadable") or []
         for u in bad[:3]:
             console.print(f"  unreadable: {printable(u['file'])} ({printable(u['error'])})", style="yellow",
@@ -192,7 +199,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         out += [f"## {cond['condition']}", "",
                 _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]
         f = cond["fused"]
-        out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
+        out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}"
+                f"{_set_aside(f)}): "
                 f"real photos called ai-generated {_rate(f, 'real_called_ai')}, AI images called "
                 f"likely-real {_rate(f, 'ai_called_real')}, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
         if cond.get("protocol"):

@@ -367,6 +367,20 @@ def test_calibrate_fits_the_bias_and_band_on_the_files_every_detector_answered(d
     assert man["threshold"]["n_real"] + man["threshold"]["n_ai"] == 15
 
 
+def test_eval_counts_the_files_judged_without_the_models_band(dataset, tmp_path):
+    """The verdict counts of files a detector with a say did not answer are made on a wider band, without
+    the bias (fusion.fuse); eval's line named the model's band alone beside them."""
+    model = tmp_path / "fusion"
+    assert cli("calibrate", str(dataset), "-d", "fakebright,fakenan", "-q", "-o", str(model)).exit_code == 0
+    out = tmp_path / "o"
+    # (the images it was calibrated on: kept, or the fused metrics would leave every one out)
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", str(model), "-q", "--out", str(out),
+            "--no-plots", "--allow-train-overlap")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["conditions"][0]["fused"]["band"]["set_aside"] == 3
+    assert "(fusion; 3 file(s) judged without the model's bias, on a band no narrower than the rules'" in r.stdout
+
+
 def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(dataset, tmp_path, weights_dir):
     """A link `evil -> /` in the data folder: calibrate took every image layout it found under /.
     Now the data is what lies inside the folder, and the summary says how many links were left."""
