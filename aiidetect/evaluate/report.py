@@ -56,7 +56,12 @@ def _row(name: str, b: Mapping[str, Any]) -> list[str]:
             vals.append(f"{o.get('n_real', 0)}/{o.get('n_ai', 0)}")
             continue
         v = b.get(key) if key in ("coverage", "uncertain_share") else o.get(key)
-        vals.append(_f(v, pct=key not in ("ece",)))
+        cell = _f(v, pct=key not in ("ece",))
+        if key == "auc" and o.get("auc_ci95"):
+            # "AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number.
+            lo, hi = o["auc_ci95"]
+            cell += f" ({100 * lo:.0f}-{100 * hi:.0f})"
+        vals.append(cell)
     return [name] + vals
 
 
