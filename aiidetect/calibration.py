@@ -316,12 +316,20 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         for j in mute:
             det_report[names[j]]["note"] = (f"its weighted logit varied by less than {NO_SAY_NATS:g} nats over the "
                                             f"calibration images (weight {w[j]:.3g}): weighed 0, no say")
-        # A detector weighed 0 has no say, so a file it did not answer keeps the bias and band at scan time:
-        # those files count again.
-        full = _answered_by_all(silent, [n for j, n in enumerate(names) if j not in mute])
+    # A detector weighed 0 (muted above, or at its bound) has no say, and `fuse` keeps the bias and band for a
+    # file only it did not answer: those files count again, its column stays 0, and the rest is refitted, until
+    # the detectors with a say, and so the files fitted on, stay the same (each round only adds files).
+    while True:
+        no_say = {j for j in range(len(names)) if j not in used or w[j] <= 0}
+        wider = _answered_by_all(silent, [n for j, n in enumerate(names) if j not in no_say])
+        if not mute and np.array_equal(wider, full):
+            break
+        mute = []
+        full = wider
         X, Y = X_all[full], Y_all[full]
-        no_answer = _no_answer(silent, full, names)
+        used = [j for j in used if j not in no_say]
         w, bias = constrained_logistic_fit(X, Y, used, C) if used else (np.zeros(X.shape[1]), bias)
+    no_answer = _no_answer(silent, full, names)
     if answered and not any(w[j] > 0 for j in range(len(names))):
         # Every detector that answered was dropped or fitted to weight 0 (inverted or uninformative on
         # this data: temperature and isotonic cannot flip one, so they flatten it). Such a model says

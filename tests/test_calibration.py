@@ -443,3 +443,19 @@ def test_too_few_files_every_detector_answered_is_refused_with_the_count():
                                          r"out: a calibrated detector gave them no answer \(a 12, b 12\)\) \(got 20 "
                                          r"real, 4 AI\); scans judge a file .* or leave the detector out with -d"):
         C.fit_fusion(items)
+
+
+def test_a_detector_weighed_0_is_not_waited_for():
+    """A file only a detector of weight 0 missed keeps the model's bias and band at scan time (fuse sets
+    them aside only for a detector with a say), so it is fitted on again once that detector is weighed 0
+    (here at its bound: a probe at 0.5 +- 0.01 that tells nothing apart)."""
+    rng = np.random.default_rng(11)
+    items = []
+    for i in range(100):
+        y = i % 2
+        items.append(_S(y, {"probe": DetectorResult.failed("crashed") if i < 10 else
+                            DetectorResult("ok", p_ai=float(0.5 + 0.01 * rng.normal())),
+                            "good": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-rng.normal(1.0 if y else -1.0)))))}))
+    p = C.fit_fusion(items)["params"]
+    assert p["detectors"]["probe"]["weight"] == 0.0 and p["detectors"]["good"]["weight"] > 0.1
+    assert p["fit_rows"] == {"n": 100, "no_answer": 0, "no_answer_by_detector": {}}
