@@ -85,8 +85,10 @@ def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_t
     for g in sorted(set(gens[y == 1].tolist())):
         m = (gens == g) & (y == 1)
         sub = real | m
+        auc = M.roc_auc(y[sub], p[sub])
         per[g] = {"n": int(m.sum()), "acc": float(np.mean(p[m] >= threshold)), "mean_p": float(p[m].mean()),
-                  "ap": M.average_precision(y[sub], p[sub]), "auc": M.roc_auc(y[sub], p[sub])}
+                  "ap": M.average_precision(y[sub], p[sub]), "auc": auc,
+                  "auc_ci95": M.auc_interval(auc, int(m.sum()), int(real.sum()))}
     b["per_generator"] = per
     return b
 

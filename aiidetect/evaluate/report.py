@@ -30,6 +30,11 @@ def _f(x, pct: bool = False) -> str:
     return str(x)
 
 
+def _auc(auc, ci) -> str:
+    """"AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number."""
+    return _f(auc, True) + (f" ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if auc is not None and ci else "")
+
+
 def _set_aside(f: Mapping[str, Any]) -> str:
     n = (f.get("band") or {}).get("set_aside")
     return (f"; {n} file(s) judged without the model's bias, on a band no narrower than the rules' (a detector with "
@@ -56,12 +61,7 @@ def _row(name: str, b: Mapping[str, Any]) -> list[str]:
             vals.append(f"{o.get('n_real', 0)}/{o.get('n_ai', 0)}")
             continue
         v = b.get(key) if key in ("coverage", "uncertain_share") else o.get(key)
-        cell = _f(v, pct=key not in ("ece",))
-        if key == "auc" and o.get("auc_ci95"):
-            # "AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number.
-            lo, hi = o["auc_ci95"]
-            cell += f" ({100 * lo:.0f}-{100 * hi:.0f})"
-        vals.append(cell)
+        vals.append(_auc(v, o.get("auc_ci95")) if key == "auc" else _f(v, pct=key not in ("ece",)))
     return [name] + vals
 
 
@@ -76,7 +76,7 @@ def per_generator_rows(cond: Mapping[str, Any], name: str) -> list[list[str]]:
     rows = []
     for g, r in b.get("per_generator", {}).items():
         v = r.get("verdicts") or {}
-        rows.append([g, str(r["n"]), _f(r.get("acc"), True), _f(r.get("ap"), True), _f(r.get("auc"), True),
+        rows.append([g, str(r["n"]), _f(r.get("acc"), True), _f(r.get("ap"), True), _auc(r.get("auc"), r.get("auc_ci95")),
                      _f(r.get("mean_p")), "/".join(str(v.get(k, "")) for k in ("ai-generated", "uncertain", "likely-real")) if v else "-"])
     return rows
 

@@ -100,6 +100,19 @@ def test_the_auc_comes_with_an_interval_that_stays_wide_on_few_images():
 
     row = summary_rows({"detectors": {}, "fused": {"coverage": 1.0, "overall": b}})[0]
     assert "100.0 (50-100)" in row
+    # and per generator, where a folder of 5 images is common
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import per_generator_rows
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"{i}", int(i >= 3), "g" if i >= 3 else "real", {"pix": DetectorResult("ok", p_ai=0.1 + 0.15 * i)})
+             for i in range(6)]
+    block, _ = condition_metrics(items, [Det()], None)
+    assert dict((r[0], r[4]) for r in per_generator_rows(block, "pix"))["g"] == "100.0 (50-100)"
 
 
 def test_confusion_matrix_matches_sklearn():
