@@ -129,21 +129,41 @@ def choose_band(p, y, max_fpr: float = 0.01, max_fnr: float = 0.05,
 # --- the fusion model -------------------------------------------------------
 
 def _fusion_features(results, names: Sequence[str], cals: Mapping[str, Calibrator], cap: float):
-    """One row: each detector's calibrated logit (0 = no opinion, it drops out)
-    and the capped soft-evidence sum. None when decisive evidence decides."""
+    """One row: each detector's calibrated logit (0 = no opinion) and the capped soft-evidence sum,
+    and the detectors of `names` that gave no answer. None when decisive evidence decides."""
     from .fusion import detector_input, split_results
 
     pixel, soft, decisive = split_results(results)
     if decisive:
         return None
-    row = []
+    row, silent = [], []
     for n in names:
         r = pixel.get(n)
         x = detector_input(r) if r is not None else None
         row.append(0.0 if x is None else float(cals[n].logit(x)))
+        if x is None:
+            silent.append(n)
     s = sum(e.llr for _, e in soft)
     row.append(max(-cap, min(cap, s)))
-    return row
+    return row, silent
+
+
+def _answered_by_all(silent: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
+    """Which rows every detector of `names` answered: the files a scan judges with the model's bias and band."""
+    need = set(names)
+    return np.array([not (need & set(s)) for s in silent], dtype=bool)
+
+
+def _no_answer(silent: Sequence[Sequence[str]], full: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """How many rows were left out of the fit for want of an answer, and by which detector."""
+    out = [s for s, f in zip(silent, full) if not f]
+    by = {n: sum(n in s for s in out) for n in names}
+    return {"n": len(out), "by": {n: k for n, k in by.items() if k}}
+
+
+def _said_no_answer(no_answer: Mapping[str, Any]) -> str:
+    by = ", ".join(f"{n} {k}" for n, k in no_answer["by"].items())
+    return f"{no_answer['n']} left out: a calibrated detector gave them no answer ({by})"
 
 
 def logistic_regression(X, y, offset=None, C: float = 1.0, max_iter: int = 100) -> tuple[np.ndarray, float]:
@@ -237,14 +257,25 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
             det_report[n]["non_finite"] = broken
     answered, names = names, [n for n in names if n in cals]
     cap = SOFT_EVIDENCE_CAP
-    rows, ys = [], []
-    for s in items:
-        row = _fusion_features(s.results, names, cals, cap)
-        if row is not None:
-            rows.append(row)
+    rows, ys, silent, keys = [], [], [], []
+    for i, s in enumerate(items):
+        got = _fusion_features(s.results, names, cals, cap)
+        if got is not None:
+            rows.append(got[0])
+            silent.append(got[1])
             ys.append(s.label)
-    X, Y = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
+            keys.append(i)
+    X_all, Y_all = np.array(rows, float).reshape(len(rows), len(names) + 1), np.array(ys, int)
     decided = len(items) - len(rows)
+    # Serving and fitting must see the same sum. A file on which a detector with a say gave no answer (an
+    # error, NaN, not run) is fused by `fuse` without the model's bias and under a band no narrower than the
+    # rules' (docs/fusion.md); fitted here with that detector's term as 0, it taught the bias to stand in for
+    # the missing term (b failing on half the AI images gave a bias of +0.76 where the files both answered
+    # call for -0.72: tests/test_calibration.py), and its P(AI), judged on another band at scan time, helped
+    # choose this one. The weights, bias and band are fitted on the files
+    # every calibrated detector answered; the others are counted.
+    full = _answered_by_all(silent, names)
+    X, Y = X_all[full], Y_all[full]
     if decided:
         # The check above counted these; a fit of the weights and the band on 2 AI images (the other
         # 18 carried generator parameters) went ahead, and with none it was "train a head first".
@@ -254,6 +285,15 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
                               f"so they say nothing about the weights or the band)")
         except ValueError as exc:
             raise ValueError(f"{exc}; calibrate on images without that metadata, such as copies stripped of it") from None
+    no_answer = _no_answer(silent, full, names)
+    if no_answer["n"] and len(set(Y_all.tolist())) > 1:
+        try:
+            check_enough(int((Y == 0).sum()), int((Y == 1).sum()), min_per_class,
+                         what=f"that every calibrated detector answered ({_said_no_answer(no_answer)})")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; scans judge a file a detector did not answer without the fitted bias and "
+                             f"band, so such files cannot fit them: calibrate on images every detector answers, "
+                             f"or leave the detector out with -d") from None
     used = [j for j in range(X.shape[1]) if np.any(X[:, j] != 0)] if len(rows) else []
     if not used or len(set(Y.tolist())) < 2:
         skipped = "".join(f"; {n} skipped: {r['skipped']}" for n, r in det_report.items() if "skipped" in r)
@@ -276,7 +316,20 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         for j in mute:
             det_report[names[j]]["note"] = (f"its weighted logit varied by less than {NO_SAY_NATS:g} nats over the "
                                             f"calibration images (weight {w[j]:.3g}): weighed 0, no say")
+    # A detector weighed 0 (muted above, or at its bound) has no say, and `fuse` keeps the bias and band for a
+    # file only it did not answer: those files count again, its column stays 0, and the rest is refitted, until
+    # the detectors with a say, and so the files fitted on, stay the same (each round only adds files).
+    while True:
+        no_say = {j for j in range(len(names)) if j not in used or w[j] <= 0}
+        wider = _answered_by_all(silent, [n for j, n in enumerate(names) if j not in no_say])
+        if not mute and np.array_equal(wider, full):
+            break
+        mute = []
+        full = wider
+        X, Y = X_all[full], Y_all[full]
+        used = [j for j in used if j not in no_say]
         w, bias = constrained_logistic_fit(X, Y, used, C) if used else (np.zeros(X.shape[1]), bias)
+    no_answer = _no_answer(silent, full, names)
     if answered and not any(w[j] > 0 for j in range(len(names))):
         # Every detector that answered was dropped or fitted to weight 0 (inverted or uninformative on
         # this data: temperature and isotonic cannot flip one, so they flatten it). Such a model says
@@ -297,13 +350,14 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
         "bias": float(bias),
         "soft_evidence_cap": cap,
         "skipped_detectors": {n: r["skipped"] for n, r in det_report.items() if "skipped" in r},
+        # rows of the weights' and the band's fit, and those left out because a calibrated detector gave no answer
+        "fit_rows": {"n": int(full.sum()), "no_answer": no_answer["n"], "no_answer_by_detector": no_answer["by"]},
     }
     # The band, chosen on the fused P(AI) of images the band actually governs
     # (decisive evidence decides the others by rule).
     ps, yb = [], []
-    for s in items:
-        if split_results(s.results)[2]:
-            continue
+    for k in np.flatnonzero(full):
+        s = items[keys[k]]
         f = fuse(s.results, {**params, "ai_threshold": 0.5, "real_threshold": 0.5})
         if f.p_ai is not None:
             ps.append(f.p_ai)

@@ -393,3 +393,69 @@ def test_separable_calibration_scores_give_a_finite_fit_not_certainty(method):
     at = lambda x: fuse({"pix": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-x))), score=x, score_kind="logit")}, p)  # noqa: E731
     assert at(0.3).verdict == "uncertain" and 0.3 < at(0.0).p_ai < 0.7
     assert at(3.0).verdict == "ai-generated" and at(-3.0).verdict == "likely-real"
+
+
+def _two_detectors(n: int, seed: int, b_fails_on_ai: float) -> list:
+    """a and b tell real from AI; b fails (an error) on a share of the AI images, as a head that crashes
+    on a format generators favour does."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        y = i % 2
+        za, zb = rng.normal(1.0 if y else -1.0, 1.5), rng.normal(2.0 if y else -2.0, 1.5)
+        res = {"a": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-za))), score=za, score_kind="logit"),
+               "b": DetectorResult.failed("crashed") if y and rng.random() < b_fails_on_ai else
+               DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-zb))), score=zb, score_kind="logit")}
+        items.append(_S(y, res))
+    return items
+
+
+def test_the_bias_and_band_are_fitted_on_the_files_scans_judge_with_them():
+    """A file one of the model's detectors did not answer is fused without the bias, under a band no
+    narrower than the rules' (fusion.fuse). calibrate fitted it with that detector's logit as 0, so the
+    bias learnt to stand in for the missing term: b failing on half the AI images gave +0.76 where the
+    files both answered (200 real, 106 AI) call for -0.72, and those files came out over-confident toward
+    AI (their P(AI) summed to 130.6 for 106 AI images)."""
+    from aiidetect.fusion import fuse
+
+    items = _two_detectors(400, 1, b_fails_on_ai=0.5)
+    fitted = C.fit_fusion(items)
+    p = fitted["params"]
+    both = [s for s in items if s.results["b"].status == "ok"]
+    # An unpenalised bias at its optimum makes the fitted P(AI) sum to the AI count over the rows it was fitted
+    # on: here, exactly the files a scan judges with that bias.
+    ps = [fuse(s.results, p).p_ai for s in both]
+    assert sum(ps) == pytest.approx(sum(s.label for s in both), abs=1e-3)
+    assert p["fit_rows"] == {"n": len(both), "no_answer": 400 - len(both), "no_answer_by_detector": {"b": 400 - len(both)}}
+    # the band too: its counts are of those files (all 200 real photos, the AI images b answered)
+    assert (fitted["threshold"]["n_real"], fitted["threshold"]["n_ai"]) == (200, len(both) - 200)
+
+
+def test_too_few_files_every_detector_answered_is_refused_with_the_count():
+    """Each detector answers 8 of the 20 AI images (enough for its own calibration), both only 4 of them:
+    the weights, bias and band cannot be fitted on 4 AI images."""
+    items = _two_detectors(40, 2, b_fails_on_ai=0.0)
+    for k, s in enumerate(s for s in items if s.label == 1):
+        for name, answers in (("a", range(0, 8)), ("b", range(4, 12))):
+            if k not in answers:
+                s.results[name] = DetectorResult.failed("crashed")
+    with pytest.raises(ValueError, match=r"5 real and 5 AI images that every calibrated detector answered \(16 left "
+                                         r"out: a calibrated detector gave them no answer \(a 12, b 12\)\) \(got 20 "
+                                         r"real, 4 AI\); scans judge a file .* or leave the detector out with -d"):
+        C.fit_fusion(items)
+
+
+def test_a_detector_weighed_0_is_not_waited_for():
+    """A file only a detector of weight 0 missed keeps the model's bias and band at scan time (fuse sets
+    them aside only for a detector with a say), so it is fitted on again once that detector is weighed 0
+    (here at its bound: a probe at 0.5 +- 0.01 that tells nothing apart)."""
+    rng = np.random.default_rng(11)
+    items = []
+    for i in range(100):
+        y = i % 2
+        items.append(_S(y, {"probe": DetectorResult.failed("crashed") if i < 10 else
+                            DetectorResult("ok", p_ai=float(0.5 + 0.01 * rng.normal())),
+                            "good": DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-rng.normal(1.0 if y else -1.0)))))}))
+    p = C.fit_fusion(items)["params"]
+    assert p["detectors"]["probe"]["weight"] == 0.0 and p["detectors"]["good"]["weight"] > 0.1
+    assert p["fit_rows"] == {"n": 100, "no_answer": 0, "no_answer_by_detector": {}}

@@ -137,6 +137,11 @@ def calibrate_cmd(
                      + (f"; {d['non_finite']} NaN or infinite scores left out" if d.get("non_finite") else "")
                      + (f"; {d['note']}" if d.get("note") else ""))
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
+    if (rows := p.get("fit_rows") or {}).get("no_answer"):
+        by = ", ".join(f"{n} {k}" for n, k in rows["no_answer_by_detector"].items())
+        lines.append(f"  weights, bias and band fitted on the {rows['n']} images every calibrated detector answered; "
+                     f"{rows['no_answer']} left out ({by} without an answer): scans judge such files without the "
+                     f"bias and band")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
     auc = f"{m['auc']:.3f}" if m.get("auc") is not None else "-"

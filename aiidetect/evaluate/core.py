@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fusion import fuse, normalize_model
+from ..fusion import ASIDE_FOR_FILE, RECORD_DIGITS, fuse, normalize_model, shown_p
 from ..probability import is_finite_number
 from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
@@ -45,8 +45,14 @@ def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> 
             out.append(None)
             continue
         f = fuse(s.results, model)
-        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons})
+        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons, "band": f.band})
     return out
+
+
+def _shown(p: float, band) -> str:
+    v = shown_p(float(p), band)
+    # shown_p keeps p itself where no 6-digit value stays on every side (thresholds closer than 1e-6)
+    return f"{v:.{RECORD_DIGITS}f}" if v == round(v, RECORD_DIGITS) else repr(v)
 
 
 def _attribution(r) -> str | None:
@@ -79,8 +85,10 @@ def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_t
     for g in sorted(set(gens[y == 1].tolist())):
         m = (gens == g) & (y == 1)
         sub = real | m
+        auc = M.roc_auc(y[sub], p[sub])
         per[g] = {"n": int(m.sum()), "acc": float(np.mean(p[m] >= threshold)), "mean_p": float(p[m].mean()),
-                  "ap": M.average_precision(y[sub], p[sub]), "auc": M.roc_auc(y[sub], p[sub])}
+                  "ap": M.average_precision(y[sub], p[sub]), "auc": auc,
+                  "auc_ci95": M.auc_interval(auc, int(m.sum()), int(real.sum()))}
     b["per_generator"] = per
     return b
 
@@ -177,9 +185,16 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
 
     b["band"] = {"ai": float(m.get("ai_threshold") or DEFAULT_AI_THRESHOLD),
                  "real": float(m["real_threshold"]) if m.get("real_threshold") is not None else DEFAULT_REAL_THRESHOLD,
-                 "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)")}
+                 "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)"),
+                 # Files a detector with a say did not answer are judged without the model's bias, on a wider band
+                 # (fusion.fuse): the verdict counts include them, and the line naming "the" band did not say so.
+                 "set_aside": int(sum(1 for k, i in enumerate(ok) if kept[k] and any(
+                     ASIDE_FOR_FILE in line for line in fused[i]["reasons"])))}
     block["fused"] = b
     columns["p"][FUSED] = fp
+    # scores.csv's fused p_ai as a scan record writes it: on the verdict's side of the band that judged the file.
+    # Rounded to nearest, a fused 0.8999996 read 0.900000 beside "uncertain" under a 0.9 band (scan: 0.899999).
+    columns["p_text"] = {FUSED: ["" if np.isnan(fp[k]) else _shown(fp[k], fused[i]["band"]) for k, i in enumerate(ok)]}
     # (a verdict beside an empty fused score would count the item in any tally of scores.csv)
     columns["verdict"] = np.where(kept, verdicts, "")
     return M.clean(block), columns

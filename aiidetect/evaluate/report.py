@@ -9,9 +9,17 @@ import numpy as np
 
 from ..report.output import cannot_make_under
 
-COLUMNS = (("coverage", "cover"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
+# "n": the real / AI images every number of the row is over (the detector's opinions), beside `cover`, a share
+# that hid whether an AUC of 100 rested on 40 real photos or on 3.
+COLUMNS = (("coverage", "cover"), ("n", "n real/AI"), ("acc_real", "acc real"), ("acc_ai", "acc AI"), ("acc_mean", "acc mean"),
            ("best_acc_mean", "best acc"), ("ap", "AP"), ("auc", "AUC"), ("tpr_at_fpr_1", "TPR@1%"),
            ("tpr_at_fpr_5", "TPR@5%"), ("ece", "ECE"), ("uncertain_share", "uncertain"))
+
+
+TABLE_NOTE = ("Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another; "
+              "for `fused` a forced call at 0.5, not the verdict: `uncertain` and the band's error rates say what the "
+              "verdicts did); `best acc` uses the best threshold on this very data (optimistic reference only). "
+              "`cover` = share of images the detector gave an opinion on; metrics are over those (`n real/AI`).")
 
 
 def _f(x, pct: bool = False) -> str:
@@ -20,6 +28,17 @@ def _f(x, pct: bool = False) -> str:
     if isinstance(x, float):
         return f"{100 * x:.1f}" if pct else f"{x:.3f}"
     return str(x)
+
+
+def _auc(auc, ci) -> str:
+    """"AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number."""
+    return _f(auc, True) + (f" ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if auc is not None and ci else "")
+
+
+def _set_aside(f: Mapping[str, Any]) -> str:
+    n = (f.get("band") or {}).get("set_aside")
+    return (f"; {n} file(s) judged without the model's bias, on a band no narrower than the rules' (a detector with "
+            f"a say gave them no answer)" if n else "")
 
 
 def _rate(f: Mapping[str, Any], key: str) -> str:
@@ -41,8 +60,11 @@ def _row(name: str, b: Mapping[str, Any]) -> list[str]:
     o = b.get("overall") or {}
     vals = []
     for key, _ in COLUMNS:
+        if key == "n":
+            vals.append(f"{o.get('n_real', 0)}/{o.get('n_ai', 0)}")
+            continue
         v = b.get(key) if key in ("coverage", "uncertain_share") else o.get(key)
-        vals.append(_f(v, pct=key not in ("ece",)))
+        vals.append(_auc(v, o.get("auc_ci95")) if key == "auc" else _f(v, pct=key not in ("ece",)))
     return [name] + vals
 
 
@@ -57,7 +79,7 @@ def per_generator_rows(cond: Mapping[str, Any], name: str) -> list[list[str]]:
     rows = []
     for g, r in b.get("per_generator", {}).items():
         v = r.get("verdicts") or {}
-        rows.append([g, str(r["n"]), _f(r.get("acc"), True), _f(r.get("ap"), True), _f(r.get("auc"), True),
+        rows.append([g, str(r["n"]), _f(r.get("acc"), True), _f(r.get("ap"), True), _auc(r.get("auc"), r.get("auc_ci95")),
                      _f(r.get("mean_p")), "/".join(str(v.get(k, "")) for k in ("ai-generated", "uncertain", "likely-real")) if v else "-"])
     return rows
 
@@ -90,10 +112,14 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for r in summary_rows(cond):
             t.add_row(*_cells(r))
         console.print(t)
+        if cond is result["conditions"][0]:
+            # The console had no word that `best acc` was chosen on the data it is reported on.
+            console.print(f"  {TABLE_NOTE}", highlight=False, markup=False)
         f = cond["fused"]
         console.print(f"  fused band: ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} "
-                      f"({f['band']['model']}); real photos called ai-generated: {_rate(f, 'real_called_ai')}, "
-                      f"AI images called likely-real: {_rate(f, 'ai_called_real')}", highlight=False)
+                      f"({f['band']['model']}{_set_aside(f)}); real photos called ai-generated: "
+                      f"{_rate(f, 'real_called_ai')}, AI images called likely-real: {_rate(f, 'ai_called_real')}",
+                      highlight=False, markup=False)
         bad = cond.get("unreadable") or []
         for u in bad[:3]:
             console.print(f"  unreadable: {printable(u['file'])} ({printable(u['error'])})", style="yellow",
@@ -176,14 +202,13 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
            f"- aiidetect {meta.get('version')}, {meta.get('created')}",
            *([f"- {line}"] if (line := _overlap(meta)) else []),
            *([f"- {line}"] if (line := _near(meta)) else []), "",
-           "Percentages except ECE. Accuracy at the shipped threshold (p_ai >= 0.5 unless the head ships another); "
-           "`best acc` uses the best threshold on this very data (optimistic reference only). "
-           "`cover` = share of images the detector gave an opinion on; metrics are over those.", ""]
+           TABLE_NOTE, ""]
     for cond in result["conditions"]:
         out += [f"## {cond['condition']}", "",
                 _md_table(["detector"] + [h for _, h in COLUMNS], summary_rows(cond)), ""]
         f = cond["fused"]
-        out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}): "
+        out += [f"Fused band ai >= {f['band']['ai']:.3f}, real <= {f['band']['real']:.3f} ({f['band']['model']}"
+                f"{_set_aside(f)}): "
                 f"real photos called ai-generated {_rate(f, 'real_called_ai')}, AI images called "
                 f"likely-real {_rate(f, 'ai_called_real')}, uncertain {_f(f.get('uncertain_share'), True)}%.", ""]
         if cond.get("protocol"):
@@ -222,9 +247,11 @@ def write_scores(path: Path, columns_by_cond: Mapping[str, Mapping[str, Any]]) -
                 # U+FFFD in `file`, which names no file; its exact bytes (base64) let a script find it.
                 w.writerow(["condition", "file", "label", "generator"] + [f"p_{n}" for n in names]
                            + ["verdict", "file_bytes"])
+            text = cols.get("p_text") or {}   # the fused p_ai, written as a scan record writes it
             for i, p in enumerate(cols["path"]):
                 w.writerow([cond, p, int(cols["y"][i]), cols["generator"][i]]
-                           + ["" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}" for n in names]
+                           + [text[n][i] if n in text else "" if np.isnan(cols["p"][n][i]) else f"{cols['p'][n][i]:.6f}"
+                              for n in names]
                            + [cols["verdict"][i], path_bytes_b64(p) or ""])
 
 

@@ -54,7 +54,17 @@ class NanBright(Brightness):
         return out
 
 
+class EdgeBright(Brightness):
+    """p_ai a hair inside the rules' band on each side: 0.8999996 for AI images, 0.1000004 for real ones."""
+
+    family = "fakeedge"
+
+    def predict(self, samples, features):
+        return [DetectorResult("ok", p_ai=0.8999996 if "/ai/" in s.record.file else 0.1000004) for s in samples]
+
+
 register("fakebright", lambda ctx: [Brightness()])
+register("fakeedge", lambda ctx: [EdgeBright()])
 register("fakenan", lambda ctx: [NanBright()])
 register("fakeexif", lambda ctx: [Exif()])
 
@@ -303,6 +313,23 @@ def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_p
     assert "unreadable: " in r.stdout and "bad\ufffd.jpg (unsupported-format" in r.stdout
 
 
+def test_scores_csv_writes_the_fused_p_ai_on_its_verdicts_side_as_scan_does(dataset, tmp_path):
+    """A fused 0.8999996 under the rules' 0.9 band is uncertain; scan's record says 0.899999, and eval's
+    scores.csv said 0.900000 (rounded to nearest) beside "uncertain": a script reading p >= 0.9 disagreed."""
+    import csv
+
+    out = tmp_path / "o"
+    r = cli("eval", str(dataset), "-d", "fakeedge", "--fusion", "none", "--out", str(out), "--no-plots", "-q")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(out / "scores.csv", encoding="utf-8", newline="")))
+    assert len(rows) == 18 and {r["verdict"] for r in rows} == {"uncertain"}
+    assert {r["p_fused"] for r in rows if r["label"] == "1"} == {"0.899999"}
+    assert {r["p_fused"] for r in rows if r["label"] == "0"} == {"0.100001"}
+    s = cli("scan", str(dataset / "ai" / "genA" / "genA0.png"), "-d", "fakeedge", "--fusion", "none", "-f", "json",
+            "-q", "--no-cache")
+    assert json.loads(s.stdout)[0]["p_ai"] == 0.899999
+
+
 def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_path, weights_dir):
     r = cli("calibrate", str(dataset), "-d", "fakenan", "-q")
     assert r.exit_code == 0, r.output
@@ -314,6 +341,44 @@ def test_nan_scores_are_left_out_and_counted_by_calibrate_and_eval(dataset, tmp_
     assert r.exit_code == 0, r.output
     raw = json.loads((out / "metrics.json").read_text())["conditions"][0]
     assert raw["detectors"]["fakenan"]["non_finite"] == 3 and raw["detectors"]["fakenan"]["overall"]["n"] == 15
+
+
+def test_the_table_says_how_many_images_each_rows_numbers_rest_on(dataset):
+    """`cover` is a share: an AUC over fakenan's 15 opinions read like one over the 18 images scored, with no
+    word of the classes behind it, and nothing on the console said `best acc` was chosen on this data."""
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", "none", "-q")
+    assert r.exit_code == 0, r.output
+    rows = {line.split("\u2502")[1].strip(): [c.strip() for c in line.split("\u2502")[2:]]
+            for line in r.stdout.splitlines() if line.startswith("\u2502")}
+    assert rows["fakebright"][1] == "8/10" and rows["fakenan"][1] == "7/8" and rows["fused"][1] == "8/10"
+    assert "best threshold on this very data (optimistic" in r.stdout
+
+
+def test_calibrate_fits_the_bias_and_band_on_the_files_every_detector_answered(dataset, tmp_path):
+    """fakenan gives NaN on 3 files: a scan fuses them without the model's bias and band, so they are
+    left out of that fit (they were fitted with fakenan's logit as 0), and the output counts them."""
+    out = tmp_path / "fusion"
+    r = cli("calibrate", str(dataset), "-d", "fakebright,fakenan", "-q", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert ("weights, bias and band fitted on the 15 images every calibrated detector answered; 3 left out "
+            "(fakenan 3 without an answer): scans judge such files without the bias and band") in r.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["params"]["fit_rows"] == {"n": 15, "no_answer": 3, "no_answer_by_detector": {"fakenan": 3}}
+    assert man["threshold"]["n_real"] + man["threshold"]["n_ai"] == 15
+
+
+def test_eval_counts_the_files_judged_without_the_models_band(dataset, tmp_path):
+    """The verdict counts of files a detector with a say did not answer are made on a wider band, without
+    the bias (fusion.fuse); eval's line named the model's band alone beside them."""
+    model = tmp_path / "fusion"
+    assert cli("calibrate", str(dataset), "-d", "fakebright,fakenan", "-q", "-o", str(model)).exit_code == 0
+    out = tmp_path / "o"
+    # (the images it was calibrated on: kept, or the fused metrics would leave every one out)
+    r = cli("eval", str(dataset), "-d", "fakebright,fakenan", "--fusion", str(model), "-q", "--out", str(out),
+            "--no-plots", "--allow-train-overlap")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["conditions"][0]["fused"]["band"]["set_aside"] == 3
+    assert "(fusion; 3 file(s) judged without the model's bias, on a band no narrower than the rules'" in r.stdout
 
 
 def test_eval_and_calibrate_count_the_links_out_of_the_data_they_did_not_follow(dataset, tmp_path, weights_dir):

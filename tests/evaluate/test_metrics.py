@@ -71,6 +71,50 @@ def test_one_class_and_empty_inputs_give_none():
     assert M.binary_metrics([], [])["n"] == 0
 
 
+def _newcombe_by_quartic(auc, m, n, z=1.959963984540054):
+    """Newcombe's method-5 limits as the roots in (0, 1) of its quartic (the published closed form), apart
+    from the bisection metrics.auc_interval uses."""
+    ns = (m + n) / 2 - 1
+    a, b, c = -1 - 2 * ns, 1 + 2 * ns, 2 + ns
+    d, e, f, g = 1 + 2 * auc, 2 - 2 * auc - auc ** 2, auc ** 2 - 4 * auc, 2 * auc ** 2
+    z2, mn = z * z, m * n
+    coeffs = [-mn + z2 * a, mn * d - z2 * (a - b), mn * e - z2 * (b - c), mn * f - z2 * c, mn * g]
+    r = sorted(x.real for x in np.roots(coeffs) if abs(x.imag) < 1e-9 and 0 < x.real < 1)
+    return r[0], (r[1] if len(r) > 1 else 1.0)
+
+
+def test_the_auc_comes_with_an_interval_that_stays_wide_on_few_images():
+    """"AUC 100.0" on 3 real and 3 AI images was printed like one on thousands: no interval went with it,
+    and a bootstrap (or DeLong's variance) would have said [1, 1] there."""
+    for auc, m, n in ((0.9, 100, 100), (0.75, 12, 30), (0.861, 40, 40), (0.6, 7, 500)):
+        lo, hi = M.auc_interval(auc, m, n)
+        assert (lo, hi) == pytest.approx(_newcombe_by_quartic(auc, m, n), abs=1e-6)
+        assert lo < auc < hi
+    lo, hi = M.auc_interval(1.0, 3, 3)
+    assert hi == 1.0 and 0.45 < lo < 0.55
+    assert M.auc_interval(1.0, 1000, 1000)[0] > 0.99
+    b = M.binary_metrics([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    assert b["auc"] == 1.0 and b["auc_ci95"] == pytest.approx(M.auc_interval(1.0, 3, 3))
+    assert M.binary_metrics([1, 1], [0.2, 0.3])["auc_ci95"] is None
+    from aiidetect.evaluate.report import summary_rows
+
+    row = summary_rows({"detectors": {}, "fused": {"coverage": 1.0, "overall": b}})[0]
+    assert "100.0 (50-100)" in row
+    # and per generator, where a folder of 5 images is common
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import per_generator_rows
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored(f"{i}", int(i >= 3), "g" if i >= 3 else "real", {"pix": DetectorResult("ok", p_ai=0.1 + 0.15 * i)})
+             for i in range(6)]
+    block, _ = condition_metrics(items, [Det()], None)
+    assert dict((r[0], r[4]) for r in per_generator_rows(block, "pix"))["g"] == "100.0 (50-100)"
+
+
 def test_confusion_matrix_matches_sklearn():
     t = ["sd", "sd", "mj", "gan", "mj"]
     p = ["sd", "mj", "mj", "sd", "mj"]
@@ -196,7 +240,7 @@ def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names
     assert any("sd\\|xl" in l for l in table) and any("gen\\u000ax" in l for l in table)
     for l in md.splitlines():
         if l.startswith("|"):
-            assert len(re.findall(r"(?<!\\)\|", l)) in (8, 13), l  # 7 generator columns, 12 summary columns
+            assert len(re.findall(r"(?<!\\)\|", l)) in (8, 14), l  # 7 generator columns, 13 summary columns
 
 
 def test_an_error_rate_over_no_image_of_a_class_says_why():
