@@ -273,9 +273,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
-    # Folders whose entries the walk went through, with the path they were walked by when --include or
-    # --exclude is given: the filters judged their files by that spelling, not the one a list names them by.
-    walked: dict[tuple[int, int], str | None] = {}
+    # Folders whose entries the walk went through: the path they were walked by when --include or --exclude
+    # is given (the filters judged their files by that spelling, not the one a list names them by), and
+    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk).
+    walked: dict[tuple[int, int], tuple[str | None, int]] = {}
     filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
@@ -298,12 +299,13 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 return True
         return False
 
-    def walk_gave(p: str, key) -> bool:
-        """Whether a folder walked before gave the file named `p` a record: its folder was walked and the
-        walk takes such a file (the rules of walk() below, for a file met there). `key`: _file_key(p)."""
+    def walk_gave(p: str, st) -> bool:
+        """Whether a folder walked before gave the file named `p` a record: its folder was walked, the name
+        was in its listing, and the walk takes such a file (the rules of walk() below, for a file met there).
+        `st`: os.stat(p), None when it fails (a broken link)."""
         # Cheapest first: a `find -type f` list names no folder, and its millions of files cost the three
         # stats of from_args alone (three more each here, on a network share, before anything was asked).
-        if not walked or not isinstance(key, tuple):  # no folder walked yet; p does not stat (a broken link)
+        if not walked or st is None:  # no folder walked yet; p does not stat (a broken link)
             return False
         name = os.path.basename(p)
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
@@ -313,7 +315,17 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError:
             return False
         fk = (folder.st_dev, folder.st_ino)
-        if fk not in walked or (filtered and not _wanted(os.path.join(walked[fk], name), include, exclude)):
+        if fk not in walked:
+            return False
+        spelled, listed_at = walked[fk]
+        # A folder whose mtime moved since its listing gained or lost names: this one was in the listing only
+        # if the file's ctime (moved by its creation, a link or rename to here) is older than that listing's
+        # mtime, both the filesystem's clock. Otherwise it may be new: a file made after the walk and then
+        # named was dropped as the walk's, with no record at all. (A file also written since is given a
+        # record of its own here: at worst a second one, never none.)
+        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at:
+            return False
+        if filtered and not _wanted(os.path.join(spelled, name), include, exclude):
             return False
         # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
         # the record to that file; one leading out of the folders scanned then gave none, even if the
@@ -335,7 +347,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError as exc:
             return exc
 
-    def walk(top: str, ancestors: frozenset, again: bool = False) -> Iterator[Candidate]:
+    def walk(top: str, ancestors: frozenset, again: bool = False, mtime: int = 0) -> Iterator[Candidate]:
         # Depth first, each folder's entries in name order, with an explicit stack: recursion (one
         # Python frame per level) ended the whole scan with RecursionError on a tree 1,000 folders deep.
         entries = listing(top)
@@ -344,7 +356,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
         for k in ancestors:  # the top folder (its one ancestor so far), listed
-            walked.setdefault(k, top if filtered else None)
+            walked.setdefault(k, (top if filtered else None, mtime))
         stack = [(iter(entries), ancestors, again)]
         while stack:
             it, ancestors, again = stack[-1]
@@ -396,7 +408,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
-                walked.setdefault(key, p if filtered else None)
+                walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
                 stack.append((iter(sub), ancestors | {key}, twice))
                 continue
             if not is_image:
@@ -435,11 +447,15 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     continue
                 twice = key in entered
                 entered.add(key)
-                yield from walk(a, frozenset({key}), twice)
+                yield from walk(a, frozenset({key}), twice, st.st_mtime_ns)
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
-                key = _file_key(a)
-                if on_stdin and _packed(key) not in seen and walk_gave(a, key):
+                try:
+                    st = os.stat(a)
+                    key = (st.st_dev, st.st_ino)
+                except OSError:
+                    st, key = None, os.path.abspath(a)
+                if on_stdin and _packed(key) not in seen and walk_gave(a, st):
                     summ.duplicates += 1
                     continue
                 if new(key):

@@ -413,3 +413,35 @@ def test_a_file_named_on_stdin_in_other_spelling_than_its_walked_folder_keeps_it
     monkeypatch.chdir(root)
     c, s = discover([], stdin=io.StringIO(f"{root}\na/1.jpg\n"), exclude=[f"{root}/a/*"])
     assert "a/1.jpg" in [x.path for x in c] and s.duplicates == 0
+
+
+class _MakesFileOnRead(io.RawIOBase):
+    """stdin whose writer makes a file, then names it: the walk of its folder is over by then."""
+
+    def __init__(self, make, data: bytes):
+        self.make, self.data = make, data
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.make:
+            self.make(), setattr(self, "make", None)
+        n = min(len(b), len(self.data))
+        b[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def test_a_file_made_after_its_folder_was_walked_and_named_on_stdin_has_its_record(tmp_path):
+    # `aiidetect scan inbox -` while files keep arriving: inbox is walked first; a file made there after the walk
+    # and then named on stdin was taken for one the walk had given a record (its folder was walked) and dropped
+    # as a duplicate: no record at all
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # the walk's listing is older than what comes next, on any clock tick
+    stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a' / 'new.jpg'}\n".encode())
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"]
+    assert c[-1].explicit and s.duplicates == 0
+    # in a folder unchanged since its walk, a file named again is the walk's: one record (as `find DIR` lists)
+    c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a' / 'new.jpg'}\n"))
+    assert names(c, root).count("a/new.jpg") == 1 and s.duplicates == 1
