@@ -133,6 +133,13 @@ def iter_path_list(stream) -> Iterator[str]:
         # deep in a tree): on to the first one, which tells the list's kind as it told from the whole list.
         if size >= _SNIFF and ended:
             break
+        # No NUL yet and the writer stopped at a line's end: a line list written a line at a time (a script
+        # naming files as it finds them, `(echo a.jpg; sleep 30) |`). Waiting for 4,096 bytes gave it no
+        # record until then or the list's end. A -print0 list comes in find's 4,096-byte blocks, a NUL in
+        # the first unless its first name is longer; one written in pieces that stops right after a newline
+        # inside its first name is read by lines.
+        if data.endswith(nl):
+            break
     if not got:
         return
     head = got[0][:0].join(got)

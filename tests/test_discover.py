@@ -445,3 +445,17 @@ def test_a_file_made_after_its_folder_was_walked_and_named_on_stdin_has_its_reco
     # in a folder unchanged since its walk, a file named again is the walk's: one record (as `find DIR` lists)
     c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a' / 'new.jpg'}\n"))
     assert names(c, root).count("a/new.jpg") == 1 and s.duplicates == 1
+
+
+def test_a_line_list_written_a_line_at_a_time_gives_its_first_path_at_once():
+    # `(echo a.jpg; sleep 30) | aiidetect scan -`: the list's kind was told from its first 4,096 bytes, so a
+    # script naming one file and then pausing got no record until 4,096 bytes more or the list's end
+    from aiidetect.discover import iter_path_list
+
+    stream = _ListBeingWritten([b"/x/1.jpg\n", b"/x/2.jpg\n"])
+    paths = iter_path_list(io.BufferedReader(stream, 16))
+    assert next(paths) == "/x/1.jpg" and stream.asked == 1
+    assert list(paths) == ["/x/2.jpg"]
+    # a -print0 list still reads its names whole, newlines and all, when a NUL comes in the same write
+    stream = _ListBeingWritten([b"/x/a\nb.jpg\0/y.jpg\0"])
+    assert list(iter_path_list(io.BufferedReader(stream, 16))) == ["/x/a\nb.jpg", "/y.jpg"]
