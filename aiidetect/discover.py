@@ -11,6 +11,7 @@ deterministic: arguments in the order given, directory entries sorted by name.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 import os
 import stat
@@ -118,7 +119,7 @@ def iter_path_list(stream) -> Iterator[str]:
             raise
 
     got: list = []
-    size, ended = 0, False
+    size = 0
     while True:
         data = read(_CHUNK)
         if not data:
@@ -128,10 +129,10 @@ def iter_path_list(stream) -> Iterator[str]:
         if size < _SNIFF and nul in data[:_SNIFF - size]:
             break
         size += len(data)
-        ended = ended or nul in data or nl in data or cr in data
-        # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth`
-        # deep in a tree): on to the first one, which tells the list's kind as it told from the whole list.
-        if size >= _SNIFF and ended:
+        # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth` deep in
+        # a tree, or no list at all): the first separator to come tells the list's kind, as it told from the
+        # whole list; waiting for it here held all that came before it.
+        if size >= _SNIFF:
             break
         # No NUL yet and the writer stopped at a line's end: a line list written a line at a time (a script
         # naming files as it finds them, `(echo a.jpg; sleep 30) |`). Waiting for 4,096 bytes gave it no
@@ -146,18 +147,23 @@ def iter_path_list(stream) -> Iterator[str]:
     pieces = iter(lambda: read(_CHUNK), head[:0])  # until a read returns b"" (or "") at the end
     if isinstance(head, bytes) and head.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Windows PowerShell's `>` and Out-File write UTF-16: read as UTF-8 its NUL bytes split every
-        # character into a path of its own, and a lone "/" among them walked the whole disk. Such a list
-        # is a saved file, not a slow pipe: it is read whole, as before.
-        data = head + b"".join(pieces)
-        parts = _split_list(data.decode("utf-8", "surrogateescape"))
-        if not _names_a_file(parts):
-            try:
-                parts = _split_list(data.decode("utf-16"))  # the mark says which byte order, and is dropped
-            except UnicodeDecodeError:
-                pass
-        yield from _named(iter(parts))
-        return
+        # character into a path of its own, and a lone "/" among them walked the whole disk. It is decoded a
+        # piece at a time (read whole, 100 MB of it took 540 MB); a byte pair that is no character becomes
+        # U+FFFD, a name that then names no file (a lone surrogate would reach os.stat and end the scan).
+        # Unless its first name, read as bytes, is a file: a name may start with those two bytes.
+        if not _names_a_file(_split_list(head.decode("utf-8", "surrogateescape"))[:1]):
+            import codecs
+
+            dec = codecs.getincrementaldecoder("utf-16")("replace")  # the mark says the byte order, and is dropped
+            yield from _named(_split_pieces(dec.decode(head), _decoded(dec, pieces)))
+            return
     yield from _named(_split_pieces(head, pieces))
+
+
+def _decoded(dec, pieces: Iterator[bytes]) -> Iterator[str]:
+    for p in pieces:
+        yield dec.decode(p)
+    yield dec.decode(b"", True)
 
 
 def _named(parts: Iterator[str]) -> Iterator[str]:
@@ -171,42 +177,133 @@ def _named(parts: Iterator[str]) -> Iterator[str]:
     yield from (p for p in itertools.chain([first], parts) if p.strip())
 
 
+def _kind(data, early: bool):
+    """The separator `data` (bytes or str) tells, or None when it holds none. `early`: it is the list's
+    start, where a NUL within _SNIFF characters makes a NUL list."""
+    nul, nl, cr = ("\0", "\n", "\r") if isinstance(data, str) else (b"\0", b"\n", b"\r")
+    first_nul = data.find(nul)
+    ends = [i for i in (data.find(nl), data.find(cr)) if i >= 0]
+    if first_nul < 0 and not ends:
+        return None
+    if first_nul >= 0 and ((early and first_nul < _SNIFF) or not ends or first_nul < min(ends)):
+        return nul
+    return nl if (nl in data or cr not in data) else cr
+
+
+class LongPath(str):
+    """A name on stdin of PATH_MAX bytes or more: no path this system opens (ENAMETOOLONG), so only its
+    start is kept, with its length and a digest that tells two such names apart (a list with no line
+    ends at all, a binary file piped in by mistake, must not be held whole: a 300 MB one took 1.2 GB)."""
+
+    size: int
+    digest: str
+
+    @classmethod
+    def of(cls, start: str, size: int, digest: str) -> "LongPath":
+        p = cls(f"{start}\u2026({size:,} bytes, blake2b {digest})")
+        p.size, p.digest = size, digest
+        return p
+
+
+_PATH_MAX = 4096   # Linux's, its NUL included: a name of 4,096 bytes or more is refused by every call
+_SHOWN = 200       # characters of an over-long name's start kept for its record
+
+
+def _start(name):
+    """An over-long name's first _SHOWN characters (bytes: not cut inside a UTF-8 character)."""
+    start = name[:_SHOWN]
+    if isinstance(name, bytes):
+        for _ in range(3):
+            if len(name) <= len(start) or name[len(start)] & 0xC0 != 0x80:
+                break
+            start = start[:-1]
+    return start
+
+
 def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
     """_split_list a piece at a time. `head` (bytes or str) holds a NUL within _SNIFF characters, or
-    _SNIFF characters and a separator, or the whole list: enough to tell the separator as _split_list
-    tells it from the whole."""
+    _SNIFF characters, or the whole list: enough to tell the separator as _split_list tells it from the
+    whole, or else the list's first name is longer than PATH_MAX and the first separator to come tells it.
+    A name of PATH_MAX bytes or more comes as a LongPath, its bytes not held past that."""
     text = isinstance(head, str)
     nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
-    first_nul = head.find(nul)
-    ends = [i for i in (head.find(nl), head.find(cr)) if i >= 0]
-    if first_nul >= 0 and (first_nul < _SNIFF or not ends or first_nul < min(ends)):
-        sep = nul
-    else:
-        sep = nl if (nl in head or cr not in head) else cr
+    sep = _kind(head, early=True)
     decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
+    raw = (lambda t: t.encode("utf-8", "surrogateescape")) if text else (lambda b: b)
+
     # The pieces of the path not ended yet: each piece is searched once, and joined when the path's
-    # end comes (re-split whole at each piece, a 64 MB list with no newline took 30 s, not 0.2).
+    # end comes (re-split whole at each piece, a 64 MB list with no newline took 30 s, not 0.2). Past
+    # PATH_MAX only its start, length and digest are kept (`long`).
     rest: list = []
+    held = 0
+    long: list | None = None   # [start, bytes so far, blake2b, a "\r" held back: a CRLF line's end?]
+
+    def hold(piece) -> None:
+        nonlocal held, long
+        if long is not None:
+            piece = long[3] + piece
+            long[3] = piece[-1:] if piece.endswith(cr) else piece[:0]
+            piece = piece[:len(piece) - len(long[3])]
+            long[1] += len(raw(piece))
+            long[2].update(raw(piece))
+            return
+        rest.append(piece)
+        held += len(piece)
+        if held >= _PATH_MAX:  # characters: a str's bytes are at least as many
+            whole = head[:0].join(rest)
+            long = [_start(whole), 0, hashlib.blake2b(digest_size=8), whole[:0]]
+            hold(whole)
+            rest.clear()
+
+    def ended(last, crlf: bool = True):
+        """The name held so far, ended by `last`, as it is yielded (a CRLF line's "\\r" dropped)."""
+        nonlocal held, long
+        if long is not None:
+            hold(last)
+            if not (crlf and sep == nl):
+                long[1] += len(raw(long[3]))
+                long[2].update(raw(long[3]))
+            start, size, digest, _ = long
+            long, held = None, 0
+            return LongPath.of(decode(start), size, digest.hexdigest())
+        part = head[:0].join(rest) + last if rest else last
+        rest.clear()
+        held = 0
+        if crlf and sep == nl and part.endswith(cr):
+            part = part[:-1]
+        size = len(raw(part)) if not text or len(part) * 4 >= _PATH_MAX else 0
+        if size >= _PATH_MAX:
+            return LongPath.of(decode(_start(part)), size, hashlib.blake2b(raw(part), digest_size=8).hexdigest())
+        return decode(part)
+
     for data in itertools.chain([head], pieces):
+        if sep is None:
+            sep = _kind(data, early=False)
+            if sep is None:
+                hold(data)
+                continue
         if sep != nul:
             # No name holds a NUL: in a line list one ends a path too (a -print0 list whose first 4,096
             # bytes held a newline and no NUL, or a corrupt list). Kept, it reached os.stat and realpath
             # as "embedded null byte": a ValueError that ended the whole scan under --db or --shard.
             data = data.replace(nul, sep)
         if sep not in data:
-            rest.append(data)
+            hold(data)
             continue
         *done, last = data.split(sep)
-        done[0] = head[:0].join(rest) + done[0]
-        rest = [last]
         for part in done:
-            yield decode(part[:-1] if sep == nl and part.endswith(cr) else part)
-    buf = head[:0].join(rest)
-    if sep == nul:
-        buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
-    elif sep == nl and buf.endswith(cr):
-        buf = buf[:-1]
-    yield decode(buf)
+            yield ended(part)
+        hold(last)
+    if long is None:
+        buf = head[:0].join(rest)
+        if sep == nul:
+            buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
+        elif sep == nl and buf.endswith(cr):
+            buf = buf[:-1]
+        rest.clear()
+        yield ended(buf, crlf=False)
+    else:
+        yield ended(head[:0])
 
 
 def _split_list(data: str) -> list[str]:
@@ -443,6 +540,11 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
 
     def from_args(items: Iterable[str], strict_missing: bool, on_stdin: bool = False) -> Iterator[Candidate]:
         for a in items:
+            if isinstance(a, LongPath):
+                yield Candidate(a, explicit=True, error=("unreadable", (
+                    f"a name of {a.size:,} bytes on stdin, PATH_MAX ({_PATH_MAX:,}) or more: no path this system "
+                    "opens, so only its start is kept (a list with no line ends, or not a list of paths?)")))
+                continue
             if os.path.isdir(a):
                 if on_stdin:
                     fence.add(a)
