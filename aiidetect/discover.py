@@ -451,6 +451,12 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError as exc:
             return exc
 
+    def listed_again(again: bool, first: tuple, mtime: int) -> tuple[bool, int | None]:
+        """(again, fresh) for a folder listed now with this mtime: `fresh`, when it is listed again and its
+        mtime moved since its first listing, is that listing's mtime (a file whose ctime is not older may
+        have come since: walk_gave's rule)."""
+        return again, (first[1] if again and first[1] != mtime else None)
+
     def walk(top: str, ancestors: frozenset, again: bool = False, mtime: int = 0) -> Iterator[Candidate]:
         # Depth first, each folder's entries in name order, with an explicit stack: recursion (one
         # Python frame per level) ended the whole scan with RecursionError on a tree 1,000 folders deep.
@@ -459,11 +465,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             if not again:
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
+        fresh = None
         for k in ancestors:  # the top folder (its one ancestor so far), listed
-            walked.setdefault(k, (top if filtered else None, mtime))
-        stack = [(iter(entries), ancestors, again)]
+            again = again and k in walked  # not listed before (unreadable then): its files are new here
+            first = walked.setdefault(k, (top if filtered else None, mtime))
+            again, fresh = listed_again(again, first, mtime)
+        stack = [(iter(entries), ancestors, again, fresh)]
         while stack:
-            it, ancestors, again = stack[-1]
+            it, ancestors, again, fresh = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
@@ -512,8 +521,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
-                walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
-                stack.append((iter(sub), ancestors | {key}, twice))
+                if key not in walked:
+                    twice = False  # never listed before (made since, or unreadable then): its files are new here
+                first = walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
+                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, first, st.st_mtime_ns)))
                 continue
             if not is_image:
                 if not again:
@@ -526,15 +537,16 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     summ.excluded += 1
                 continue
             key = (st.st_dev, st.st_ino)
-            if again:
-                # A folder reached a second time (through a link): its files were all counted already.
+            if again and (fresh is None or st.st_ctime_ns < fresh):
+                # A folder reached a second time (named again, through a link): the files of its first
+                # listing were counted already; one made there since (its ctime not older) was not.
                 summ.duplicates += 1
                 continue
             packed = _packed(key)
             if packed in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
-            if is_link or st.st_nlink > 1 or key in named:
+            if is_link or st.st_nlink > 1 or key in named or again:
                 seen.add(packed)
             yield Candidate(p, ident=key)
 

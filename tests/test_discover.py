@@ -501,3 +501,17 @@ def test_a_utf16_list_is_read_as_it_comes_and_a_bad_pair_is_no_slash():
     assert list(paths) == ["/x/2.jpg"]
     bad = b"\xff\xfe\x00\xd8\n\x00" + "d/a.png\n".encode("utf-16-le")
     assert read_path_list(io.BytesIO(bad)) == ["\ufffd", "d/a.png"]
+
+
+def test_a_folder_walked_again_gives_a_record_to_a_file_made_since_its_first_walk(tmp_path):
+    # `aiidetect scan inbox -` with inbox named again on stdin: its second walk counted every file as one the
+    # first had given a record, so a file made in between had none
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # the first listing is older than what comes next, on any clock tick
+    stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a'}\n{root / 'a'}\n".encode())
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
+    assert names(c, root).count("a/new.jpg") == 1 and names(c, root)[:4] == ["a/1.jpg", "a/2.PNG", "a/b/3.webp",
+                                                                             "a/b/4.heic"]
+    # a folder unchanged since its first walk: its second walk gives nothing more
+    c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a'}\n"))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"] and s.duplicates == 5
