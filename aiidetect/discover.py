@@ -14,10 +14,11 @@ import fnmatch
 import hashlib
 import itertools
 import os
+import select
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif",
                         ".tiff", ".heic", ".heif", ".hif", ".avif"})
@@ -45,6 +46,9 @@ class DiscoverySummary:
     outside_links: int = 0            # links inside a folder that lead out of the scanned folders: not followed
     skipped_examples: list[str] = field(default_factory=list)
     outside_examples: list[str] = field(default_factory=list)
+    # A list on stdin: whether its next name would wait on the writer now (Pipeline.run's `waiting`).
+    waiting: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+    list_state: "ListState | None" = field(default=None, repr=False, compare=False)
 
 
 class LinkFence:
@@ -97,7 +101,30 @@ _SNIFF = 4096
 _CHUNK = 65536
 
 
-def iter_path_list(stream) -> Iterator[str]:
+class ListState:
+    """Where the reading of a path list stands, for the pipeline to tell whether its next file would wait
+    on the list's writer (a script naming files as it finds them): then it writes the records so far."""
+
+    def __init__(self, stream=None):
+        self.ended = False    # the list's end was read
+        self.names = 0        # names read, split and not taken yet (blank lines not counted)
+        self.walking = False  # a folder named in the list is being walked: its files need no more of it
+        try:
+            self.fd = getattr(stream, "buffer", stream).fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None    # io.StringIO and the like: all there, never waits
+
+    def waiting(self) -> bool:
+        if self.ended or self.names or self.walking or self.fd is None:
+            return False
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):  # a closed list, or a platform whose select takes no pipes
+            return False
+        return not readable
+
+
+def iter_path_list(stream, state: ListState | None = None) -> Iterator[str]:
     """Paths from stdin as they arrive: one per line, or NUL-separated (`find -print0`). Read a piece at
     a time, so `find /archive | aiidetect scan -` scans the first file while find is still walking, and
     memory holds a piece, not the list (before, the list was read to its end first: no record until the
@@ -107,9 +134,13 @@ def iter_path_list(stream) -> Iterator[str]:
     src = getattr(stream, "buffer", stream)
     read_now = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
 
+    state = state or ListState()
+
     def read(n: int):
         try:
-            return read_now(n)
+            data = read_now(n)
+            state.ended = state.ended or not data
+            return data
         except ValueError:
             # From Python, `with open(list) as f: records = scanner.scan("-", stdin=f)` closed the list before
             # the first record asked for it: "read of closed file" from deep inside discovery said nothing.
@@ -155,9 +186,9 @@ def iter_path_list(stream) -> Iterator[str]:
             import codecs
 
             dec = codecs.getincrementaldecoder("utf-16")("replace")  # the mark says the byte order, and is dropped
-            yield from _named(_split_pieces(dec.decode(head), _decoded(dec, pieces)))
+            yield from _named(_split_pieces(dec.decode(head), _decoded(dec, pieces), state))
             return
-    yield from _named(_split_pieces(head, pieces))
+    yield from _named(_split_pieces(head, pieces, state))
 
 
 def _decoded(dec, pieces: Iterator[bytes]) -> Iterator[str]:
@@ -220,7 +251,7 @@ def _start(name):
     return start
 
 
-def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
+def _split_pieces(head, pieces: Iterator, state: ListState | None = None) -> Iterator[str]:
     """_split_list a piece at a time. `head` (bytes or str) holds a NUL within _SNIFF characters, or
     _SNIFF characters, or the whole list: enough to tell the separator as _split_list tells it from the
     whole, or else the list's first name is longer than PATH_MAX and the first separator to come tells it.
@@ -291,9 +322,14 @@ def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
             hold(data)
             continue
         *done, last = data.split(sep)
-        for part in done:
-            yield ended(part)
+        names = [ended(part) for part in done]  # a piece's worth (64 KB): `state` counts those not taken
         hold(last)
+        left = sum(1 for n in names if n.strip())
+        for name in names:
+            if state is not None:
+                left -= bool(name.strip())
+                state.names = left
+            yield name
     if long is None:
         buf = head[:0].join(rest)
         if sep == nul:
@@ -353,8 +389,11 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
                 "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
     # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
     # is still being written, and only a piece of it is held.
-    listed = iter_path_list(stdin) if stdin is not None else iter(())
     summ = DiscoverySummary()
+    if stdin is not None:
+        summ.list_state = ListState(stdin)
+        summ.waiting = summ.list_state.waiting
+    listed = iter_path_list(stdin, summ.list_state) if stdin is not None else iter(())
     return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ
 
 
@@ -568,7 +607,20 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     continue
                 twice = key in entered
                 entered.add(key)
-                yield from walk(a, frozenset({key}), twice, st.st_mtime_ns)
+                files = walk(a, frozenset({key}), twice, st.st_mtime_ns)
+                if on_stdin and summ.list_state is not None:
+                    # One file ahead, to know the last: its record need not wait for the list's next name.
+                    state = summ.list_state
+                    state.walking = True
+                    cur = next(files, None)
+                    while cur is not None:
+                        nxt = next(files, None)
+                        state.walking = nxt is not None
+                        yield cur
+                        cur = nxt
+                    state.walking = False
+                else:
+                    yield from files
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 try:
