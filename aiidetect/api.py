@@ -774,8 +774,13 @@ class Scanner:
             # waited for; every other stuck read is given up past the deadline.
             pipe.deadline = (ReadDeadline if self.options.end_process_on_timeout
                              else AbandoningDeadline)(self.options.file_timeout)
-            return _scan_errors(_watched(pipe.run(cands), pipe.deadline), (ReadsStuck,))
-        return pipe.run(cands)
+            return _scan_errors(_watched(pipe.run(cands, waiting=self._waiting()), pipe.deadline), (ReadsStuck,))
+        return pipe.run(cands, waiting=self._waiting())
+
+    def _waiting(self):
+        """Whether the next name of the last candidates()'s stdin list would wait on its writer: the
+        pipeline then writes the records so far instead of reading a chunk ahead."""
+        return getattr(self.discovery, "waiting", None)
 
     def _open_store(self, pipe, argv):
         import sqlite3

@@ -11,12 +11,14 @@ deterministic: arguments in the order given, directory entries sorted by name.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 import os
+import select
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif",
                         ".tiff", ".heic", ".heif", ".hif", ".avif"})
@@ -44,6 +46,9 @@ class DiscoverySummary:
     outside_links: int = 0            # links inside a folder that lead out of the scanned folders: not followed
     skipped_examples: list[str] = field(default_factory=list)
     outside_examples: list[str] = field(default_factory=list)
+    # A list on stdin: whether its next name would wait on the writer now (Pipeline.run's `waiting`).
+    waiting: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+    list_state: "ListState | None" = field(default=None, repr=False, compare=False)
 
 
 class LinkFence:
@@ -96,7 +101,30 @@ _SNIFF = 4096
 _CHUNK = 65536
 
 
-def iter_path_list(stream) -> Iterator[str]:
+class ListState:
+    """Where the reading of a path list stands, for the pipeline to tell whether its next file would wait
+    on the list's writer (a script naming files as it finds them): then it writes the records so far."""
+
+    def __init__(self, stream=None):
+        self.ended = False    # the list's end was read
+        self.names = 0        # names read, split and not taken yet (blank lines not counted)
+        self.walking = False  # a folder named in the list is being walked: its files need no more of it
+        try:
+            self.fd = getattr(stream, "buffer", stream).fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None    # io.StringIO and the like: all there, never waits
+
+    def waiting(self) -> bool:
+        if self.ended or self.names or self.walking or self.fd is None:
+            return False
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):  # a closed list, or a platform whose select takes no pipes
+            return False
+        return not readable
+
+
+def iter_path_list(stream, state: ListState | None = None) -> Iterator[str]:
     """Paths from stdin as they arrive: one per line, or NUL-separated (`find -print0`). Read a piece at
     a time, so `find /archive | aiidetect scan -` scans the first file while find is still walking, and
     memory holds a piece, not the list (before, the list was read to its end first: no record until the
@@ -106,9 +134,13 @@ def iter_path_list(stream) -> Iterator[str]:
     src = getattr(stream, "buffer", stream)
     read_now = getattr(src, "read1", None) or src.read  # read1: what the pipe holds now, without waiting for more
 
+    state = state or ListState()
+
     def read(n: int):
         try:
-            return read_now(n)
+            data = read_now(n)
+            state.ended = state.ended or not data
+            return data
         except ValueError:
             # From Python, `with open(list) as f: records = scanner.scan("-", stdin=f)` closed the list before
             # the first record asked for it: "read of closed file" from deep inside discovery said nothing.
@@ -118,7 +150,7 @@ def iter_path_list(stream) -> Iterator[str]:
             raise
 
     got: list = []
-    size, ended = 0, False
+    size = 0
     while True:
         data = read(_CHUNK)
         if not data:
@@ -128,10 +160,17 @@ def iter_path_list(stream) -> Iterator[str]:
         if size < _SNIFF and nul in data[:_SNIFF - size]:
             break
         size += len(data)
-        ended = ended or nul in data or nl in data or cr in data
-        # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth`
-        # deep in a tree): on to the first one, which tells the list's kind as it told from the whole list.
-        if size >= _SNIFF and ended:
+        # Past _SNIFF with no separator yet (a first path longer than PATH_MAX, from `find -mindepth` deep in
+        # a tree, or no list at all): the first separator to come tells the list's kind, as it told from the
+        # whole list; waiting for it here held all that came before it.
+        if size >= _SNIFF:
+            break
+        # No NUL yet and the writer stopped at a line's end: a line list written a line at a time (a script
+        # naming files as it finds them, `(echo a.jpg; sleep 30) |`). Waiting for 4,096 bytes gave it no
+        # record until then or the list's end. A -print0 list comes in find's 4,096-byte blocks, a NUL in
+        # the first unless its first name is longer; one written in pieces that stops right after a newline
+        # inside its first name is read by lines.
+        if data.endswith(nl):
             break
     if not got:
         return
@@ -139,18 +178,23 @@ def iter_path_list(stream) -> Iterator[str]:
     pieces = iter(lambda: read(_CHUNK), head[:0])  # until a read returns b"" (or "") at the end
     if isinstance(head, bytes) and head.startswith((b"\xff\xfe", b"\xfe\xff")):
         # Windows PowerShell's `>` and Out-File write UTF-16: read as UTF-8 its NUL bytes split every
-        # character into a path of its own, and a lone "/" among them walked the whole disk. Such a list
-        # is a saved file, not a slow pipe: it is read whole, as before.
-        data = head + b"".join(pieces)
-        parts = _split_list(data.decode("utf-8", "surrogateescape"))
-        if not _names_a_file(parts):
-            try:
-                parts = _split_list(data.decode("utf-16"))  # the mark says which byte order, and is dropped
-            except UnicodeDecodeError:
-                pass
-        yield from _named(iter(parts))
-        return
-    yield from _named(_split_pieces(head, pieces))
+        # character into a path of its own, and a lone "/" among them walked the whole disk. It is decoded a
+        # piece at a time (read whole, 100 MB of it took 540 MB); a byte pair that is no character becomes
+        # U+FFFD, a name that then names no file (a lone surrogate would reach os.stat and end the scan).
+        # Unless its first name, read as bytes, is a file: a name may start with those two bytes.
+        if not _names_a_file(_split_list(head.decode("utf-8", "surrogateescape"))[:1]):
+            import codecs
+
+            dec = codecs.getincrementaldecoder("utf-16")("replace")  # the mark says the byte order, and is dropped
+            yield from _named(_split_pieces(dec.decode(head), _decoded(dec, pieces), state))
+            return
+    yield from _named(_split_pieces(head, pieces, state))
+
+
+def _decoded(dec, pieces: Iterator[bytes]) -> Iterator[str]:
+    for p in pieces:
+        yield dec.decode(p)
+    yield dec.decode(b"", True)
 
 
 def _named(parts: Iterator[str]) -> Iterator[str]:
@@ -164,42 +208,138 @@ def _named(parts: Iterator[str]) -> Iterator[str]:
     yield from (p for p in itertools.chain([first], parts) if p.strip())
 
 
-def _split_pieces(head, pieces: Iterator) -> Iterator[str]:
+def _kind(data, early: bool):
+    """The separator `data` (bytes or str) tells, or None when it holds none. `early`: it is the list's
+    start, where a NUL within _SNIFF characters makes a NUL list."""
+    nul, nl, cr = ("\0", "\n", "\r") if isinstance(data, str) else (b"\0", b"\n", b"\r")
+    first_nul = data.find(nul)
+    ends = [i for i in (data.find(nl), data.find(cr)) if i >= 0]
+    if first_nul < 0 and not ends:
+        return None
+    if first_nul >= 0 and ((early and first_nul < _SNIFF) or not ends or first_nul < min(ends)):
+        return nul
+    return nl if (nl in data or cr not in data) else cr
+
+
+class LongPath(str):
+    """A name on stdin of PATH_MAX bytes or more: no path this system opens (ENAMETOOLONG), so only its
+    start is kept, with its length and a digest that tells two such names apart (a list with no line
+    ends at all, a binary file piped in by mistake, must not be held whole: a 300 MB one took 1.2 GB)."""
+
+    size: int
+    digest: str
+
+    @classmethod
+    def of(cls, start: str, size: int, digest: str) -> "LongPath":
+        p = cls(f"{start}\u2026({size:,} bytes, blake2b {digest})")
+        p.size, p.digest = size, digest
+        return p
+
+
+_PATH_MAX = 4096   # Linux's, its NUL included: a name of 4,096 bytes or more is refused by every call
+_SHOWN = 200       # characters of an over-long name's start kept for its record
+
+
+def _start(name):
+    """An over-long name's first _SHOWN characters (bytes: not cut inside a UTF-8 character)."""
+    start = name[:_SHOWN]
+    if isinstance(name, bytes):
+        for _ in range(3):
+            if len(name) <= len(start) or name[len(start)] & 0xC0 != 0x80:
+                break
+            start = start[:-1]
+    return start
+
+
+def _split_pieces(head, pieces: Iterator, state: ListState | None = None) -> Iterator[str]:
     """_split_list a piece at a time. `head` (bytes or str) holds a NUL within _SNIFF characters, or
-    _SNIFF characters and a separator, or the whole list: enough to tell the separator as _split_list
-    tells it from the whole."""
+    _SNIFF characters, or the whole list: enough to tell the separator as _split_list tells it from the
+    whole, or else the list's first name is longer than PATH_MAX and the first separator to come tells it.
+    A name of PATH_MAX bytes or more comes as a LongPath, its bytes not held past that."""
     text = isinstance(head, str)
     nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
-    first_nul = head.find(nul)
-    ends = [i for i in (head.find(nl), head.find(cr)) if i >= 0]
-    if first_nul >= 0 and (first_nul < _SNIFF or not ends or first_nul < min(ends)):
-        sep = nul
-    else:
-        sep = nl if (nl in head or cr not in head) else cr
+    sep = _kind(head, early=True)
     decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
+    raw = (lambda t: t.encode("utf-8", "surrogateescape")) if text else (lambda b: b)
+
     # The pieces of the path not ended yet: each piece is searched once, and joined when the path's
-    # end comes (re-split whole at each piece, a 64 MB list with no newline took 30 s, not 0.2).
+    # end comes (re-split whole at each piece, a 64 MB list with no newline took 30 s, not 0.2). Past
+    # PATH_MAX only its start, length and digest are kept (`long`).
     rest: list = []
+    held = 0
+    long: list | None = None   # [start, bytes so far, blake2b, a "\r" held back: a CRLF line's end?]
+
+    def hold(piece) -> None:
+        nonlocal held, long
+        if long is not None:
+            piece = long[3] + piece
+            long[3] = piece[-1:] if piece.endswith(cr) else piece[:0]
+            piece = piece[:len(piece) - len(long[3])]
+            long[1] += len(raw(piece))
+            long[2].update(raw(piece))
+            return
+        rest.append(piece)
+        held += len(piece)
+        if held >= _PATH_MAX:  # characters: a str's bytes are at least as many
+            whole = head[:0].join(rest)
+            long = [_start(whole), 0, hashlib.blake2b(digest_size=8), whole[:0]]
+            hold(whole)
+            rest.clear()
+
+    def ended(last, crlf: bool = True):
+        """The name held so far, ended by `last`, as it is yielded (a CRLF line's "\\r" dropped)."""
+        nonlocal held, long
+        if long is not None:
+            hold(last)
+            if not (crlf and sep == nl):
+                long[1] += len(raw(long[3]))
+                long[2].update(raw(long[3]))
+            start, size, digest, _ = long
+            long, held = None, 0
+            return LongPath.of(decode(start), size, digest.hexdigest())
+        part = head[:0].join(rest) + last if rest else last
+        rest.clear()
+        held = 0
+        if crlf and sep == nl and part.endswith(cr):
+            part = part[:-1]
+        size = len(raw(part)) if not text or len(part) * 4 >= _PATH_MAX else 0
+        if size >= _PATH_MAX:
+            return LongPath.of(decode(_start(part)), size, hashlib.blake2b(raw(part), digest_size=8).hexdigest())
+        return decode(part)
+
     for data in itertools.chain([head], pieces):
+        if sep is None:
+            sep = _kind(data, early=False)
+            if sep is None:
+                hold(data)
+                continue
         if sep != nul:
             # No name holds a NUL: in a line list one ends a path too (a -print0 list whose first 4,096
             # bytes held a newline and no NUL, or a corrupt list). Kept, it reached os.stat and realpath
             # as "embedded null byte": a ValueError that ended the whole scan under --db or --shard.
             data = data.replace(nul, sep)
         if sep not in data:
-            rest.append(data)
+            hold(data)
             continue
         *done, last = data.split(sep)
-        done[0] = head[:0].join(rest) + done[0]
-        rest = [last]
-        for part in done:
-            yield decode(part[:-1] if sep == nl and part.endswith(cr) else part)
-    buf = head[:0].join(rest)
-    if sep == nul:
-        buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
-    elif sep == nl and buf.endswith(cr):
-        buf = buf[:-1]
-    yield decode(buf)
+        names = [ended(part) for part in done]  # a piece's worth (64 KB): `state` counts those not taken
+        hold(last)
+        left = sum(1 for n in names if n.strip())
+        for name in names:
+            if state is not None:
+                left -= bool(name.strip())
+                state.names = left
+            yield name
+    if long is None:
+        buf = head[:0].join(rest)
+        if sep == nul:
+            buf = buf.rstrip(cr + nl)  # a NUL list closed by a newline (`printf '%s\0' ...; echo`)
+        elif sep == nl and buf.endswith(cr):
+            buf = buf[:-1]
+        rest.clear()
+        yield ended(buf, crlf=False)
+    else:
+        yield ended(head[:0])
 
 
 def _split_list(data: str) -> list[str]:
@@ -249,8 +389,11 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
                 "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
     # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
     # is still being written, and only a piece of it is held.
-    listed = iter_path_list(stdin) if stdin is not None else iter(())
     summ = DiscoverySummary()
+    if stdin is not None:
+        summ.list_state = ListState(stdin)
+        summ.waiting = summ.list_state.waiting
+    listed = iter_path_list(stdin, summ.list_state) if stdin is not None else iter(())
     return _walk_all(args, listed, recursive, include, exclude, summ, follow_links), summ
 
 
@@ -273,9 +416,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     # one record: as one int, (st_dev, st_ino) costs about 70 bytes a file in the set, a tuple 120.
     seen: set = set()
     entered: set[tuple[int, int]] = set()
-    # Folders whose entries the walk went through, with the path they were walked by when --include or
-    # --exclude is given: the filters judged their files by that spelling, not the one a list names them by.
-    walked: dict[tuple[int, int], str | None] = {}
+    # Folders whose entries the walk went through: the path they were walked by when --include or --exclude
+    # is given (the filters judged their files by that spelling, not the one a list names them by), and
+    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk).
+    walked: dict[tuple[int, int], tuple[str | None, int]] = {}
     filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
@@ -298,12 +442,13 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 return True
         return False
 
-    def walk_gave(p: str, key) -> bool:
-        """Whether a folder walked before gave the file named `p` a record: its folder was walked and the
-        walk takes such a file (the rules of walk() below, for a file met there). `key`: _file_key(p)."""
+    def walk_gave(p: str, st) -> bool:
+        """Whether a folder walked before gave the file named `p` a record: its folder was walked, the name
+        was in its listing, and the walk takes such a file (the rules of walk() below, for a file met there).
+        `st`: os.stat(p), None when it fails (a broken link)."""
         # Cheapest first: a `find -type f` list names no folder, and its millions of files cost the three
         # stats of from_args alone (three more each here, on a network share, before anything was asked).
-        if not walked or not isinstance(key, tuple):  # no folder walked yet; p does not stat (a broken link)
+        if not walked or st is None:  # no folder walked yet; p does not stat (a broken link)
             return False
         name = os.path.basename(p)
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
@@ -313,7 +458,17 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError:
             return False
         fk = (folder.st_dev, folder.st_ino)
-        if fk not in walked or (filtered and not _wanted(os.path.join(walked[fk], name), include, exclude)):
+        if fk not in walked:
+            return False
+        spelled, listed_at = walked[fk]
+        # A folder whose mtime moved since its listing gained or lost names: this one was in the listing only
+        # if the file's ctime (moved by its creation, a link or rename to here) is older than that listing's
+        # mtime, both the filesystem's clock. Otherwise it may be new: a file made after the walk and then
+        # named was dropped as the walk's, with no record at all. (A file also written since is given a
+        # record of its own here: at worst a second one, never none.)
+        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at:
+            return False
+        if filtered and not _wanted(os.path.join(spelled, name), include, exclude):
             return False
         # A link the walk followed is in `seen` already. One it counted as reaching a scanned file left
         # the record to that file; one leading out of the folders scanned then gave none, even if the
@@ -335,7 +490,13 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError as exc:
             return exc
 
-    def walk(top: str, ancestors: frozenset, again: bool = False) -> Iterator[Candidate]:
+    def listed_again(again: bool, first: tuple, mtime: int) -> tuple[bool, int | None]:
+        """(again, fresh) for a folder listed now with this mtime: `fresh`, when it is listed again and its
+        mtime moved since its first listing, is that listing's mtime (a file whose ctime is not older may
+        have come since: walk_gave's rule)."""
+        return again, (first[1] if again and first[1] != mtime else None)
+
+    def walk(top: str, ancestors: frozenset, again: bool = False, mtime: int = 0) -> Iterator[Candidate]:
         # Depth first, each folder's entries in name order, with an explicit stack: recursion (one
         # Python frame per level) ended the whole scan with RecursionError on a tree 1,000 folders deep.
         entries = listing(top)
@@ -343,11 +504,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             if not again:
                 yield Candidate(top, error=("unreadable", f"cannot list directory: {entries.strerror or entries}"))
             return
+        fresh = None
         for k in ancestors:  # the top folder (its one ancestor so far), listed
-            walked.setdefault(k, top if filtered else None)
-        stack = [(iter(entries), ancestors, again)]
+            again = again and k in walked  # not listed before (unreadable then): its files are new here
+            first = walked.setdefault(k, (top if filtered else None, mtime))
+            again, fresh = listed_again(again, first, mtime)
+        stack = [(iter(entries), ancestors, again, fresh)]
         while stack:
-            it, ancestors, again = stack[-1]
+            it, ancestors, again, fresh = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
@@ -396,8 +560,10 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     if not twice:
                         yield Candidate(p, error=("unreadable", f"cannot list directory: {sub.strerror or sub}"))
                     continue
-                walked.setdefault(key, p if filtered else None)
-                stack.append((iter(sub), ancestors | {key}, twice))
+                if key not in walked:
+                    twice = False  # never listed before (made since, or unreadable then): its files are new here
+                first = walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
+                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, first, st.st_mtime_ns)))
                 continue
             if not is_image:
                 if not again:
@@ -410,20 +576,26 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     summ.excluded += 1
                 continue
             key = (st.st_dev, st.st_ino)
-            if again:
-                # A folder reached a second time (through a link): its files were all counted already.
+            if again and (fresh is None or st.st_ctime_ns < fresh):
+                # A folder reached a second time (named again, through a link): the files of its first
+                # listing were counted already; one made there since (its ctime not older) was not.
                 summ.duplicates += 1
                 continue
             packed = _packed(key)
             if packed in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
-            if is_link or st.st_nlink > 1 or key in named:
+            if is_link or st.st_nlink > 1 or key in named or again:
                 seen.add(packed)
             yield Candidate(p, ident=key)
 
     def from_args(items: Iterable[str], strict_missing: bool, on_stdin: bool = False) -> Iterator[Candidate]:
         for a in items:
+            if isinstance(a, LongPath):
+                yield Candidate(a, explicit=True, error=("unreadable", (
+                    f"a name of {a.size:,} bytes on stdin, PATH_MAX ({_PATH_MAX:,}) or more: no path this system "
+                    "opens, so only its start is kept (a list with no line ends, or not a list of paths?)")))
+                continue
             if os.path.isdir(a):
                 if on_stdin:
                     fence.add(a)
@@ -435,11 +607,28 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     continue
                 twice = key in entered
                 entered.add(key)
-                yield from walk(a, frozenset({key}), twice)
+                files = walk(a, frozenset({key}), twice, st.st_mtime_ns)
+                if on_stdin and summ.list_state is not None:
+                    # One file ahead, to know the last: its record need not wait for the list's next name.
+                    state = summ.list_state
+                    state.walking = True
+                    cur = next(files, None)
+                    while cur is not None:
+                        nxt = next(files, None)
+                        state.walking = nxt is not None
+                        yield cur
+                        cur = nxt
+                    state.walking = False
+                else:
+                    yield from files
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
-                key = _file_key(a)
-                if on_stdin and _packed(key) not in seen and walk_gave(a, key):
+                try:
+                    st = os.stat(a)
+                    key = (st.st_dev, st.st_ino)
+                except OSError:
+                    st, key = None, os.path.abspath(a)
+                if on_stdin and _packed(key) not in seen and walk_gave(a, st):
                     summ.duplicates += 1
                     continue
                 if new(key):

@@ -364,20 +364,40 @@ class OrderedChunks:
     each chunk until the next was ready."""
 
     def __init__(self, job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
-                 take_turns: "bool | TurnPolicy" = False):
+                 take_turns: "bool | TurnPolicy" = False, waiting: Callable[[], bool] | None = None):
         self.job, self.size, self.workers = job, max(1, int(size)), max(1, int(workers))
         self.numbered = enumerate(items)
         self.take_turns = take_turns
+        # Whether the next item would wait on a writer (a path list on stdin that is still open and says
+        # nothing now): then a chunk is cut short and the next one is not started ahead, so the records of
+        # the files named so far come now, not once a chunk or two more are named.
+        self.waiting = waiting
+        self._ended = False
         self._pool: ThreadPoolExecutor | None = None
         self._next: list[Future] | None = None   # the chunk after the caller's, once submitted
 
-    def _submit(self) -> list[Future]:
-        return [self._pool.submit(self.job, it, i) for i, it in itertools.islice(self.numbered, self.size)]
+    def _submit(self, block: bool = True) -> list[Future] | None:
+        """The next chunk's jobs. Unless `block`, with `waiting` given: None when its first item would wait."""
+        if self.waiting is None:
+            jobs = [self._pool.submit(self.job, it, i) for i, it in itertools.islice(self.numbered, self.size)]
+            self._ended = len(jobs) < self.size
+            return jobs
+        jobs: list[Future] = []
+        while len(jobs) < self.size and not self._ended:
+            if (jobs or not block) and self.waiting():
+                break
+            item = next(self.numbered, None)
+            if item is None:
+                self._ended = True
+                break
+            jobs.append(self._pool.submit(self.job, item[1], item[0]))
+        return jobs if jobs or block else None
 
     def release(self) -> None:
-        """The caller is done with the cores: start the next chunk now (no-op when it already runs)."""
-        if self._pool is not None and self._next is None:
-            self._next = self._submit()
+        """The caller is done with the cores: start the next chunk now (no-op when it already runs, or
+        when its first item would wait on a writer: it is asked for once the caller's chunk is done)."""
+        if self._pool is not None and self._next is None and not self._ended:
+            self._next = self._submit(block=False)
 
     def __iter__(self) -> Iterator[list[R]]:
         policy = self.take_turns if callable(self.take_turns) else None
@@ -390,7 +410,7 @@ class OrderedChunks:
             last: tuple[bool, float, int] | None = None   # mode, hand-over time and size of the caller's last chunk
             while pending:
                 turns = policy() if policy is not None else bool(self.take_turns)
-                self._next = None if turns else self._submit()
+                self._next = None if turns or self._ended else self._submit(block=False)
                 done = [result(f) for f in pending]
                 now = time.perf_counter()
                 if policy is not None and last is not None:
@@ -398,7 +418,9 @@ class OrderedChunks:
                 last = (turns, now, len(done))
                 yield done
                 self.release()
-                pending, self._next = self._next, None
+                pending, self._next = self._next or [], None
+                if not pending and not self._ended:
+                    pending = self._submit()
             finished = True
         finally:
             jobs = pending + (self._next or [])
@@ -407,8 +429,8 @@ class OrderedChunks:
 
 
 def ordered_chunks(job: Callable[[T, int], R], items: Iterable[T], size: int, workers: int = 2,
-                   take_turns: "bool | TurnPolicy" = False) -> OrderedChunks:
-    return OrderedChunks(job, items, size, workers, take_turns)
+                   take_turns: "bool | TurnPolicy" = False, waiting: Callable[[], bool] | None = None) -> OrderedChunks:
+    return OrderedChunks(job, items, size, workers, take_turns, waiting)
 
 
 def iter_pixels(paths: Iterable[str], specs: Sequence[Mapping[str, Any]] = (), workers: int = 2,

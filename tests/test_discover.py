@@ -360,20 +360,33 @@ def test_a_nul_past_the_first_4096_bytes_never_reaches_a_path(tmp_path):
 def test_a_print0_list_whose_first_path_is_past_path_max_is_read_as_one(tmp_path):
     # `find DIR -mindepth 40 -print0`: find prints paths longer than PATH_MAX; with no NUL in its first 4,096
     # bytes such a list was read by lines, and a later name holding a newline was cut in two
+    # (a name past PATH_MAX opens nowhere: it comes as its start, length and digest)
+    from aiidetect.discover import LongPath
+
     deep = "/d" * 2600
     data = f"{deep}\0/a/x\ny.jpg\0/b.jpg\0".encode()
-    assert read_path_list(io.BufferedReader(_Pieces(data, 1000))) == [deep, "/a/x\ny.jpg", "/b.jpg"]
+    got = read_path_list(io.BufferedReader(_Pieces(data, 1000)))
+    assert got[1:] == ["/a/x\ny.jpg", "/b.jpg"] and isinstance(got[0], LongPath) and got[0].size == 5200
     # a line list whose first line is as long is still read by lines
     data = f"{deep}\n/a/x.jpg\n".encode()
-    assert read_path_list(io.BufferedReader(_Pieces(data, 1000))) == [deep, "/a/x.jpg"]
+    got = read_path_list(io.BufferedReader(_Pieces(data, 1000)))
+    assert got[1:] == ["/a/x.jpg"] and got[0].startswith("/d/d") and got[0].size == 5200
 
 
 def test_a_path_over_many_reads_comes_whole():
     # each piece of a path not ended yet was joined and searched again at every read: a line of N
     # pieces cost N*N/2 pieces (a 64 MB list with no newline took 30 s; read whole before, 0.2 s)
+    # (a name is at most PATH_MAX: past that, its start, length and digest come, not the name)
+    import hashlib
+
     name = "/" + "é" * (2 << 20)
     data = f"/a.jpg\r\n{name}\r\n/b.jpg".encode()
-    assert read_path_list(io.BufferedReader(_Pieces(data, 997), 997)) == ["/a.jpg", name, "/b.jpg"]
+    got = read_path_list(io.BufferedReader(_Pieces(data, 997), 997))
+    assert got[0] == "/a.jpg" and got[2] == "/b.jpg" and got[1].size == len(name.encode())
+    assert got[1].digest == hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    name = "/" + "é" * 2000  # 4,001 bytes, over 41 reads of 97
+    data = f"/a.jpg\r\n{name}\r\n/b.jpg".encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 97), 97)) == ["/a.jpg", name, "/b.jpg"]
 
 
 def test_a_link_named_on_stdin_after_its_target_folder_has_its_record(tmp_path):
@@ -413,3 +426,92 @@ def test_a_file_named_on_stdin_in_other_spelling_than_its_walked_folder_keeps_it
     monkeypatch.chdir(root)
     c, s = discover([], stdin=io.StringIO(f"{root}\na/1.jpg\n"), exclude=[f"{root}/a/*"])
     assert "a/1.jpg" in [x.path for x in c] and s.duplicates == 0
+
+
+class _MakesFileOnRead(io.RawIOBase):
+    """stdin whose writer makes a file, then names it: the walk of its folder is over by then."""
+
+    def __init__(self, make, data: bytes):
+        self.make, self.data = make, data
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.make:
+            self.make(), setattr(self, "make", None)
+        n = min(len(b), len(self.data))
+        b[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def test_a_file_made_after_its_folder_was_walked_and_named_on_stdin_has_its_record(tmp_path):
+    # `aiidetect scan inbox -` while files keep arriving: inbox is walked first; a file made there after the walk
+    # and then named on stdin was taken for one the walk had given a record (its folder was walked) and dropped
+    # as a duplicate: no record at all
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # the walk's listing is older than what comes next, on any clock tick
+    stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a' / 'new.jpg'}\n".encode())
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"]
+    assert c[-1].explicit and s.duplicates == 0
+    # in a folder unchanged since its walk, a file named again is the walk's: one record (as `find DIR` lists)
+    c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a' / 'new.jpg'}\n"))
+    assert names(c, root).count("a/new.jpg") == 1 and s.duplicates == 1
+
+
+def test_a_line_list_written_a_line_at_a_time_gives_its_first_path_at_once():
+    # `(echo a.jpg; sleep 30) | aiidetect scan -`: the list's kind was told from its first 4,096 bytes, so a
+    # script naming one file and then pausing got no record until 4,096 bytes more or the list's end
+    from aiidetect.discover import iter_path_list
+
+    stream = _ListBeingWritten([b"/x/1.jpg\n", b"/x/2.jpg\n"])
+    paths = iter_path_list(io.BufferedReader(stream, 16))
+    assert next(paths) == "/x/1.jpg" and stream.asked == 1
+    assert list(paths) == ["/x/2.jpg"]
+    # a -print0 list still reads its names whole, newlines and all, when a NUL comes in the same write
+    stream = _ListBeingWritten([b"/x/a\nb.jpg\0/y.jpg\0"])
+    assert list(iter_path_list(io.BufferedReader(stream, 16))) == ["/x/a\nb.jpg", "/y.jpg"]
+
+
+def test_a_list_with_no_line_ends_is_not_held_and_gets_one_record_that_says_why():
+    # a binary file, or a list with no separator at all, piped in: it was held whole as one "path" (a 300 MB
+    # one took 1.2 GB and came back as a 300 MB record); a name of PATH_MAX bytes or more opens nowhere
+    from aiidetect.discover import LongPath
+
+    data = b"a" * (1 << 20) + b"\n/x/1.jpg\n"
+    got = read_path_list(io.BufferedReader(_Pieces(data, 65536)))
+    assert isinstance(got[0], LongPath) and got[0].size == 1 << 20 and len(got[0]) < 300 and got[1:] == ["/x/1.jpg"]
+    c, _ = discover([], stdin=io.BufferedReader(_Pieces(data, 65536)))
+    assert c[0].error[0] == "unreadable" and "1,048,576 bytes" in c[0].error[1] and "PATH_MAX" in c[0].error[1]
+    assert c[1].path == "/x/1.jpg"
+    # two such names are two records, apart (--db and --shard key them by path)
+    assert len({p for p in read_path_list(io.BytesIO(b"a" * 5000 + b"1\n" + b"a" * 5000 + b"2\n"))}) == 2
+
+
+def test_a_utf16_list_is_read_as_it_comes_and_a_bad_pair_is_no_slash():
+    # a UTF-16 list (PowerShell's `>`) was read whole before the first path (100 MB of it took 540 MB); and one
+    # holding a byte pair that is no character fell back to UTF-8, whose NULs cut "d/a.png" into "d", "/", ...:
+    # the lone "/" walked the whole disk
+    from aiidetect.discover import iter_path_list
+
+    stream = _ListBeingWritten(["\ufeff/x/1.jpg\r\n".encode("utf-16-le"), "/x/2.jpg\r\n".encode("utf-16-le")])
+    paths = iter_path_list(io.BufferedReader(stream, 16))
+    assert next(paths) == "/x/1.jpg" and stream.asked == 1
+    assert list(paths) == ["/x/2.jpg"]
+    bad = b"\xff\xfe\x00\xd8\n\x00" + "d/a.png\n".encode("utf-16-le")
+    assert read_path_list(io.BytesIO(bad)) == ["\ufffd", "d/a.png"]
+
+
+def test_a_folder_walked_again_gives_a_record_to_a_file_made_since_its_first_walk(tmp_path):
+    # `aiidetect scan inbox -` with inbox named again on stdin: its second walk counted every file as one the
+    # first had given a record, so a file made in between had none
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # the first listing is older than what comes next, on any clock tick
+    stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a'}\n{root / 'a'}\n".encode())
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
+    assert names(c, root).count("a/new.jpg") == 1 and names(c, root)[:4] == ["a/1.jpg", "a/2.PNG", "a/b/3.webp",
+                                                                             "a/b/4.heic"]
+    # a folder unchanged since its first walk: its second walk gives nothing more
+    c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a'}\n"))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"] and s.duplicates == 5

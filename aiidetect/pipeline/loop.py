@@ -137,9 +137,11 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 step()
 
-    def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None) -> Iterator[Record]:
+    def run(self, candidates: Iterable[Candidate], on_record: Callable[[Record], None] | None = None,
+            waiting: Callable[[], bool] | None = None) -> Iterator[Record]:
         """Yield one record per candidate, in order, as each chunk finishes.
-        `candidates` may be a lazy iterator: it is consumed one chunk ahead."""
+        `candidates` may be a lazy iterator: it is consumed one chunk ahead, unless `waiting()` says its
+        next item would wait on a writer (discover's `DiscoverySummary.waiting`, for a list on stdin)."""
         if self.deadline is not None:
             self.warm_up()
         self._resumed = set()
@@ -148,7 +150,7 @@ class Pipeline:
         turns: bool | TurnPolicy = self.schedule == "turns"
         if self.schedule == "adaptive":
             turns = self.turn_policy = TurnPolicy()
-        chunks = ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns)
+        chunks = ordered_chunks(self._decode, candidates, self.batch_size, self.workers, turns, waiting)
         batches = iter(chunks)
         try:
             for samples in batches:

@@ -885,3 +885,27 @@ def test_a_damaged_result_cache_names_the_command_that_mends_it(few, tmp_path, m
     with Scanner(ScanOptions(detectors=["metadata"]), on_note=notes.append) as s:
         assert sum(1 for _ in s.scan(few)) == len(few)  # every file still gets its record
     assert any("result cache unavailable" in m and "aiidetect cache clear results" in m for m in notes), notes
+
+
+def test_a_stdin_list_still_open_gives_the_records_of_the_files_named_so_far(tmp_path):
+    # `(echo a.png; sleep 30) | aiidetect scan -`: no record until the list ended (its kind waited for 4,096
+    # bytes, then the pipeline for a chunk or two more names); a pipe this test writes and holds open
+    import os
+    import threading
+
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    r, w = os.pipe()
+    os.write(w, f"{tmp_path / 'a.png'}\n".encode())
+    got = []
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False)) as s:
+        records = s.scan("-", stdin=stdin)
+        first = threading.Thread(target=lambda: got.append(next(records)), daemon=True)
+        first.start()
+        first.join(60)  # a bound for a failing run, not a timing: the list stays open throughout
+        alive = first.is_alive()
+        os.close(w)
+        first.join()
+        assert not alive and got[0].file == str(tmp_path / "a.png") and got[0].error is None
+        assert list(records) == []

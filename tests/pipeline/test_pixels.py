@@ -483,3 +483,32 @@ def test_a_job_is_handed_back_without_concurrent_futures_wait(monkeypatch):
     threading.Timer(0.05, late.set_exception, (TimeoutError("the share"),)).start()
     with pytest.raises(TimeoutError, match="the share"):
         pixels.result(late)
+
+
+class _Writer:
+    """A path list on stdin: two names written, then the writer is waited on for three more and the end."""
+
+    def __init__(self):
+        self.written, self.pulled, self.waited = 2, 0, 0
+
+    def waiting(self) -> bool:
+        return self.pulled == self.written and self.written < 5
+
+    def __iter__(self):
+        while self.pulled < 5:
+            if self.pulled == self.written:
+                self.waited += 1  # a real list would block here until its writer names more
+                self.written = 5
+            self.pulled += 1
+            yield self.pulled - 1
+
+
+@pytest.mark.parametrize("take_turns", [False, True])
+def test_ordered_chunks_hand_over_what_came_when_the_next_item_would_wait(take_turns):
+    # a list written a file at a time: each chunk took `size` items, and the next chunk was asked for before
+    # the caller got this one, so the files named so far waited for a chunk or two more names, or the end
+    src = _Writer()
+    got = []
+    for chunk in ordered_chunks(lambda x, i: x, iter(src), 16, workers=2, take_turns=take_turns, waiting=src.waiting):
+        got.append((chunk, src.waited))
+    assert got == [([0, 1], 0), ([2, 3, 4], 1)]  # the first two handed over before the writer was waited on
