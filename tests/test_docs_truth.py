@@ -579,6 +579,56 @@ def test_cited_environment_variables_are_read():
     assert not stale, "environment variables the docs name that nothing reads:\n" + "\n".join(stale)
 
 
+def _help_texts():
+    """(command path, text) of every command's and option's help in the CLI."""
+    out = []
+
+    def walk(cmd, path):
+        out.append((path, cmd.help or ""))
+        for p in cmd.params:
+            out.append((f"{path} {'/'.join(getattr(p, 'opts', []) or [p.name])}", getattr(p, "help", None) or ""))
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(_cli(), "aiidetect")
+    return out
+
+
+def test_the_heads_folder_default_names_xdg_data_home():
+    """The user's heads folder is $XDG_DATA_HOME/aiidetect/weights when that is set (aiidetect.userdirs.data_base),
+    ~/.local/share/aiidetect/weights only otherwise: `scan --help`, `weights install --help`, docs/api.md and
+    four more docs gave the second as the default, and a user with XDG_DATA_HOME set looked in the wrong folder.
+    Wherever that folder is named as a default (not a path below it), $XDG_DATA_HOME is named just before it."""
+    default = re.compile(r"~/\.local/share/aiidetect/weights(?![\w/-])")
+    places = [(f"{_rel(doc)}:{n}", line) for doc in DOCS for n, line in _paragraph_lines(doc)]
+    places += [(f"--help of {path}", " ".join(text.split())) for path, text in _help_texts()]
+    seen, stale = 0, []
+    for where, text in places:
+        for m in default.finditer(text):
+            seen += 1
+            if "XDG_DATA_HOME" not in text[max(0, m.start() - 120):m.start()]:
+                stale.append(where)
+    assert seen >= 6, seen
+    assert not stale, "the heads folder named without $XDG_DATA_HOME:\n" + "\n".join(stale)
+
+
+def _paragraph_lines(doc: Path):
+    """(first line, text) of every paragraph (or table row), its lines joined: a default may be worded over
+    a line break."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    start, cur = None, []
+    for n, line in enumerate([*lines, ""], 1):
+        if line.strip() and not line.lstrip().startswith("|"):
+            start = start or n
+            cur.append(line.strip())
+            continue
+        if cur:
+            yield start, " ".join(cur)
+        start, cur = None, []
+        if line.lstrip().startswith("|"):
+            yield n, line
+
+
 # ---------------------------------------------------------------- links between docs
 
 def _slug(heading: str) -> str:
