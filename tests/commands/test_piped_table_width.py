@@ -45,3 +45,18 @@ def test_meta_never_cuts_a_file_name(tmp_path, monkeypatch):
     r = run_cli_in_process("meta", name, "--watermark", "never", env={"COLUMNS": None})
     assert r.returncode == 0, r.stderr
     assert name in r.stdout
+
+
+def test_optimize_table_piped_keeps_its_column_names_whole(capsys, monkeypatch):
+    """`optimize --show > file` laid eleven columns out in 80: `candidate` read `cand`/`idat`/`e` and every
+    value was cut into slices of four characters."""
+    from aiidetect.commands.optimize import _print
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    decision = {"status": "verified", "files": 60, "chosen": {"runtime": "onnx", "dtype": "int8"},
+                "candidates": [{"candidate": "torch-bfloat16", "runtime": "torch", "dtype": "bfloat16",
+                                "status": "verified", "worst_changed_share": 0.0, "max_abs_dp": 4.9e-05,
+                                "model_seconds": 1.389, "speedup": 1.196, "scan_speedup": 1.174}]}
+    _print(decision, "table")
+    out = capsys.readouterr().out
+    assert "candidate" in out and "torch-bfloat16" in out and 80 < _widest(out) <= 160
