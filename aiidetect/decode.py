@@ -40,10 +40,17 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
 
 
 class DecodeFailure(Exception):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, size: tuple[int, int] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        # (width, height) as the file's header states them, when it was read before the failure: the record
+        # keeps them (docs/schema.md), as `meta` reports them for the same file
+        self.size = size
+
+    def sized(self, width: int, height: int) -> "DecodeFailure":
+        self.size = self.size or (width, height)
+        return self
 
 
 @dataclass
@@ -1126,7 +1133,7 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
 
 def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure:
     return DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
-                                      f"limit (--max-pixels)")
+                                      f"limit (--max-pixels)", size=(width, height))
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
@@ -1190,7 +1197,8 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                                              f"{DECODE_BUDGET_IMAGES * limits.max_pixels // cost}-pixel WebP limit "
                                              f"({DECODE_BUDGET_IMAGES}/{cost} of --max-pixels: its decoder holds "
                                              f"{cost} times a PNG's memory a pixel; --max-pixels "
-                                             f"{-(-width * height * cost // DECODE_BUDGET_IMAGES)} or more scans it)")
+                                             f"{-(-width * height * cost // DECODE_BUDGET_IMAGES)} or more scans it)",
+                                (width, height))
         try:
             if draft and fmt == "JPEG":
                 # DCT-domain downscale: 2-8x less work; asked when every head resizes anyway, and by the perceptual hash.
@@ -1209,17 +1217,18 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                     info["orientation_error"] = True
             info["has_alpha"] = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
             rgb = _to_rgb(img)
-        except DecodeFailure:
-            raise
+        # The header was read: the record keeps the size it states (a download cut short is 64x48 in `meta` too).
+        except DecodeFailure as exc:
+            raise exc.sized(width, height)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _too_large(exc, limits.max_pixels) from exc
+            raise _too_large(exc, limits.max_pixels).sized(width, height) from exc
         except MemoryError as exc:
-            raise DecodeFailure("too-large", "out of memory while decoding") from exc
+            raise DecodeFailure("too-large", "out of memory while decoding", (width, height)) from exc
         except Exception as exc:  # noqa: BLE001
             failure = _undecoded(data, fmt, exc)
             if failure:
-                raise failure from exc
-            raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}") from exc
+                raise failure.sized(width, height) from exc
+            raise DecodeFailure("decode-error", f"{type(exc).__name__}: {exc}", (width, height)) from exc
     return rgb, info
 
 
@@ -1318,6 +1327,8 @@ def failures_into(rec: Record, doing: str) -> Iterator[None]:
         yield
     except DecodeFailure as exc:
         rec.set_error(exc.code, exc.message)
+        if exc.size is not None:
+            rec.width, rec.height = exc.size
     except MemoryError:
         rec.set_error("too-large", f"out of memory while {doing}")
     except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan

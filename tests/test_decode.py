@@ -1555,3 +1555,26 @@ def test_the_heif_metadata_strips_copy_gets_the_read_a_read_of_it_gives(monkeypa
     assert vars(lean_read.layout) == vars(heif_layout(lean))
     assert [kind for kind, _, _ in lean_read.layout.refs] == [b"skip"]
     assert metastrip.strip_oversize_heif(lean, "HEIF", lean_read) == (lean, None, lean_read)
+
+
+def test_a_file_whose_pixels_fail_keeps_the_size_its_header_states(tmp_path):
+    """docs/schema.md: `width` and `height` are null only when no header gave them. A PNG cut short after its
+    IHDR (a download that stopped) and one over --max-pixels had null beside `meta`'s 64x48 for the same file."""
+    import io
+
+    b = io.BytesIO()
+    noise_rgb(64, 48).save(b, "PNG")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(b.getvalue()[:-60])
+    s = decode_path(str(cut))
+    assert s.record.error.code == "decode-error"
+    assert (s.record.format, s.record.width, s.record.height) == ("PNG", 64, 48)
+    big = tmp_path / "big.png"
+    big.write_bytes(b.getvalue())
+    s = decode_path(str(big), limits=DecodeLimits(max_pixels=1000))
+    assert s.record.error.code == "too-large"
+    assert (s.record.width, s.record.height) == (64, 48)
+    signature_only = tmp_path / "sig.png"
+    signature_only.write_bytes(b.getvalue()[:8])  # no header: nothing to state
+    s = decode_path(str(signature_only))
+    assert s.record.error is not None and (s.record.width, s.record.height) == (None, None)

@@ -579,6 +579,153 @@ def test_cited_environment_variables_are_read():
     assert not stale, "environment variables the docs name that nothing reads:\n" + "\n".join(stale)
 
 
+def _help_texts():
+    """(command path, text) of every command's and option's help in the CLI."""
+    out = []
+
+    def walk(cmd, path):
+        out.append((path, cmd.help or ""))
+        for p in cmd.params:
+            out.append((f"{path} {'/'.join(getattr(p, 'opts', []) or [p.name])}", getattr(p, "help", None) or ""))
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(_cli(), "aiidetect")
+    return out
+
+
+def test_the_heads_folder_default_names_xdg_data_home():
+    """The user's heads folder is $XDG_DATA_HOME/aiidetect/weights when that is set (aiidetect.userdirs.data_base),
+    ~/.local/share/aiidetect/weights only otherwise: `scan --help`, `weights install --help`, docs/api.md and
+    four more docs gave the second as the default, and a user with XDG_DATA_HOME set looked in the wrong folder.
+    Wherever that folder is named as a default (not a path below it), $XDG_DATA_HOME is named just before it."""
+    default = re.compile(r"~/\.local/share/aiidetect/weights(?![\w/-])")
+    places = [(f"{_rel(doc)}:{n}", line) for doc in DOCS for n, line in _paragraph_lines(doc)]
+    places += [(f"--help of {path}", " ".join(text.split())) for path, text in _help_texts()]
+    seen, stale = 0, []
+    for where, text in places:
+        for m in default.finditer(text):
+            seen += 1
+            if "XDG_DATA_HOME" not in text[max(0, m.start() - 120):m.start()]:
+                stale.append(where)
+    assert seen >= 6, seen
+    assert not stale, "the heads folder named without $XDG_DATA_HOME:\n" + "\n".join(stale)
+
+
+def _paragraph_lines(doc: Path):
+    """(first line, text) of every paragraph (or table row), its lines joined: a default may be worded over
+    a line break."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    start, cur = None, []
+    for n, line in enumerate([*lines, ""], 1):
+        if line.strip() and not line.lstrip().startswith("|"):
+            start = start or n
+            cur.append(line.strip())
+            continue
+        if cur:
+            yield start, " ".join(cur)
+        start, cur = None, []
+        if line.lstrip().startswith("|"):
+            yield n, line
+
+
+def _api_callables():
+    """{name: [signatures]} of what docs/api.md may show as a call: the public names of aiidetect.api and
+    the Scanner's methods (`scan` is both, the method and the one-call function), and aiidetect.caches'."""
+    import inspect
+
+    import aiidetect.api as api
+    import aiidetect.caches as caches
+
+    out: dict = {}
+    for name in api.__all__:
+        obj = getattr(api, name)
+        if callable(obj) and not isinstance(obj, type) or name == "Scanner":
+            out.setdefault(name, []).append(inspect.signature(obj))
+    for name, obj in vars(api.Scanner).items():
+        if not name.startswith("_") and inspect.isfunction(obj):
+            out.setdefault(name, []).append(inspect.signature(obj))
+    for name in ("cache_info", "clear_caches"):
+        out.setdefault(name, []).append(inspect.signature(getattr(caches, name)))
+    return out
+
+
+def _call_problems(args: list[str], sig) -> list[str]:
+    """What in one call or signature shown in the docs (`f(a, b=None)`) the real signature does not take: a
+    keyword it has no parameter for, or a name at the place of another positional parameter. Shown as a
+    signature (every item a name, or a name and its default), the order of every item before `*` counts:
+    a reader passes them in that order."""
+    signature = all(re.fullmatch(r"\s*(\*\*?\w*|\.\.\.|…|[A-Za-z_]\w*(\s*=\s*[^=].*)?)\s*", a, re.S) for a in args)
+    import inspect
+
+    params = [p for p in sig.parameters.values() if p.name != "self"]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = {p.name for p in params}
+    keyword_only = {p.name for p in params if p.kind == p.KEYWORD_ONLY}
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
+    problems, i, star = [], 0, False
+    for a in args:
+        a = a.strip()
+        if a in ("*", "...", "…") or a.startswith("**"):
+            star = star or a == "*"
+            continue
+        m = re.fullmatch(r"([A-Za-z_]\w*)\s*=.*", a, re.S)
+        if m and (star or not signature):
+            if m.group(1) not in names and not var_kw:
+                problems.append(f"no parameter {m.group(1)}")
+        elif m and (m.group(1) in keyword_only or (var_kw and m.group(1) not in positional)):
+            pass  # a keyword the function takes only as one (`Scanner(detectors=[...])` into its **kw)
+        elif m or (re.fullmatch(r"[A-Za-z_]\w*", a) and not star):
+            a = m.group(1) if m else a
+            if i < len(positional) and positional[i] != a:
+                problems.append(f"its parameter {i + 1} is {positional[i]}, not {a}")
+            elif i >= len(positional) and not any(p.kind == p.VAR_POSITIONAL for p in params):
+                problems.append(f"takes {len(positional)} positional parameters, not {a}")
+        i += 1
+    return problems
+
+
+def _split_args(text: str) -> list[str]:
+    out, depth, cur, quote = [], 0, "", None
+    for c in text:
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        cur += c
+    return [*out, cur] if cur.strip() else out
+
+
+def test_the_api_doc_shows_calls_the_functions_take():
+    """docs/api.md writes each function as a call (`meta_reports(paths, max_pixels=None, max_bytes=None)`): a
+    reader passes arguments in that order. meta_reports' second parameter is `watermark`, so the documented
+    `meta_reports(paths, 1000)` set the watermark mode, not the pixel limit. Each parameter a call there names
+    must be the function's, at its place."""
+    callables = _api_callables()
+    doc = REPO / "docs" / "api.md"
+    seen, stale = 0, []
+    for n, span in _inline_code(doc):
+        for m in re.finditer(r"(?:\b[\w.]*\.)?\b(\w+)\(([^()]*(?:\([^()]*\)[^()]*)*)\)", span):
+            sigs = callables.get(m.group(1))
+            if not sigs:
+                continue
+            seen += 1
+            args = _split_args(m.group(2))
+            found = [_call_problems(args, sig) for sig in sigs]
+            if all(found):
+                stale.append(f"docs/api.md:{n}: `{m.group(0)}`: {'; '.join(found[0])}")
+    assert seen >= 15, seen
+    assert not stale, "calls in docs/api.md that the functions do not take:\n" + "\n".join(stale)
+
+
 # ---------------------------------------------------------------- links between docs
 
 def _slug(heading: str) -> str:

@@ -50,12 +50,13 @@ def calibrate_cmd(
     --format json prints the fitted model (name, path, params, threshold, in-sample metrics, data);
     on an error nothing reaches stdout (the reason is on stderr, exit 2).
 
+    Images a head was trained on (its record of their content keys) are left out of the fit, and
+    counted on stderr and in data.train_overlap.
+
     Examples:
       aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
       aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold
-
-    Images a head was trained on (its record of their content keys) are left out of the fit, and
-    counted on stderr and in data.train_overlap."""
+    """
     from ..calibration import check_enough, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import LeftOut, summarize

@@ -41,6 +41,7 @@ InferDtypeOpt = typer.Option("auto", "--dtype", help="auto: bfloat16 on CPUs wit
                              rich_help_panel="Backbone")
 WeightsDirOpt = typer.Option(None, "--weights-dir", help="Folder of trained heads (repeatable; given, only these are searched). Default: the "
                                                          "folders in $AIIDETECT_WEIGHTS (':'-separated), otherwise "
+                                                         "$XDG_DATA_HOME/aiidetect/weights, else "
                                                          "~/.local/share/aiidetect/weights; then the shipped heads "
                                                          "(the checkout's weights/ or <prefix>/share/aiidetect/weights).",
                              rich_help_panel="Backbone")

@@ -57,13 +57,14 @@ def evaluate_cmd(
     robustness sweeps and a format-bias control. --format json prints what --out-dir writes to
     metrics.json; on an error nothing reaches stdout (the reason is on stderr, exit 2).
 
+    Images a head was trained on (its record of their content keys) are left out of that head's
+    metrics and the fused verdict's, the fusion model's calibration images out of the fused
+    verdict's, and counted on stderr and in run.train_overlap.
+
     Examples:
       aiidetect eval /data/test --out-dir results/ -p jpeg:95,75
       aiidetect eval manifest.csv -d metadata -f json | jq '.conditions[0].fused'
-
-    Images a head was trained on (its record of their content keys) are left out of that head's
-    metrics and the fused verdict's, the fusion model's calibration images out of the fused
-    verdict's, and counted on stderr and in run.train_overlap."""
+    """
     from rich.console import Console
 
     from ..api import ScanOptions, build_detectors, load_labelled, resolve_fusion

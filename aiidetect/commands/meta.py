@@ -22,13 +22,19 @@ def _print_table(reports: list[dict], stream=None) -> None:
     from rich.text import Text
 
     from ..provenance.factwords import c2pa_line, watermark_words
-    from ..report.safe import printable
+    from ..report.safe import printable, table_width
 
     # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup,
-    # and never with ":name:" codes turned into emoji.
-    con = Console(file=stream, highlight=False, emoji=False)
+    # and never with ":name:" codes turned into emoji. Piped, laid out as wide as scan's table (rich's 80 cut
+    # the names).
+    con = Console(file=stream, highlight=False, emoji=False, width=table_width(stream or sys.stdout))
     for r in reports:
-        con.rule(Text(printable(r["file"]), style="bold"))
+        name = Text(printable(r["file"]), style="bold")
+        if name.cell_len + 4 <= con.width:
+            con.rule(name)
+        else:
+            # a rule cuts its title with an ellipsis: the report would not say which file it is about
+            con.print(name, soft_wrap=True)
         if r.get("error"):
             con.print(Text.assemble(("error", "red"), printable(f" {r['error']['code']}: {r['error']['message']}")))
             continue

@@ -161,13 +161,17 @@ def _print(decision, fmt: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..report.safe import table_width
+
+    # piped, as wide as scan's table: in rich's 80 columns eleven columns read `cand`/`idat`/`e`
+    width = table_width(sys.stdout)
     t = Table(title=f"aiidetect optimize: {decision.get('status')}"
               + (f" -> {decision['chosen']['runtime']} {decision['chosen']['dtype']}" if decision.get("chosen") else ""))
     for c in COLUMNS:
         t.add_column(c.replace("_", " "), overflow="fold")
     for r in rows:
         t.add_row(*[_cell(c, r[c]) for c in COLUMNS])
-    Console(soft_wrap=False).print(t)
+    Console(soft_wrap=False, width=width).print(t)
     sets = _set_rows(decision)
     if sets:
         t = Table(title="fused verdict per detector set (what `scan -d ...` runs; a set is served the fast path only "
@@ -176,7 +180,7 @@ def _print(decision, fmt: str) -> None:
             t.add_column(c.replace("_", " "), overflow="fold")
         for r in sets:
             t.add_row(*[_cell(c, r[c]) for c in SET_COLUMNS])
-        Console(soft_wrap=False).print(t)
+        Console(soft_wrap=False, width=width).print(t)
 
 
 SET_COLUMNS = ("candidate", "detectors", "status", "files", "verdicts_changed", "worst_changed", "max_abs_dp",

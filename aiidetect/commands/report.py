@@ -72,12 +72,12 @@ def report_cmd(
 ):
     """Render a self-contained HTML report (no network, printable) from a saved scan.
 
-    Example: aiidetect scan photos/ --format jsonl -o run.jsonl && aiidetect report run.jsonl -o report.html
-
-    Example: aiidetect report run.jsonl --verdict ai-generated --verdict uncertain -o flagged.html
-
     Exit codes: 0 written; 2 the results file cannot be read, holds no scan record at all (not a saved
     run: a photo, a log), or the output cannot be written.
+
+    Examples:
+      aiidetect scan photos/ --format jsonl -o run.jsonl && aiidetect report run.jsonl -o report.html
+      aiidetect report run.jsonl --verdict ai-generated --verdict uncertain -o flagged.html
     """
     import contextlib
 

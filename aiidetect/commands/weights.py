@@ -1,6 +1,7 @@
 """`aiidetect weights list|verify`."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -34,7 +35,7 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     from rich.table import Table
     from rich.text import Text
 
-    from ..report.safe import printable
+    from ..report.safe import printable, table_width
 
     # Cells as Text, through printable: a manifest's source or licence and a folder's name are the head's
     # sender's text, and ESC sequences in them drove the terminal the table was printed on.
@@ -44,7 +45,8 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     for r in rows:
         t.add_row(*(Text(printable(str(r[c] or ""))) for c in ("name", "detector", "backbone", "source", "license",
                                                                  "path")))
-    Console().print(t)
+    # piped, as wide as scan's table: rich's 80 folded a source URL into 13-character slices
+    Console(width=table_width(sys.stdout)).print(t)
     if not rows:
         from ..detectors import onnx_families  # the families that serve trained heads
 

@@ -203,7 +203,8 @@ def install(
     force: bool = typer.Option(False, "--force", help="Replace files that exist with other content."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where backbones go (default: where scan looks)."),
     heads_dir: Optional[Path] = typer.Option(None, "--heads-dir",
-                                             help="Where heads go (default: $AIIDETECT_WEIGHTS or "
+                                             help="Where heads go (default: $AIIDETECT_WEIGHTS, else "
+                                                  "$XDG_DATA_HOME/aiidetect/weights, else "
                                                   "~/.local/share/aiidetect/weights)."),
     fmt: JsonFormat = SummaryFormatOpt,
     quiet: bool = QuietOpt,  # accepted like everywhere: its only output is the result, on stdout

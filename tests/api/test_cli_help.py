@@ -174,3 +174,13 @@ def test_docs_list_every_converted_choice():
                if f"`{option} {'|'.join(allowed)}`" not in section
                and not (f"`{option}`" in section and "`" + "\\|".join(allowed) + "`" in section)]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("path", [p for p in _paths() if p and not getattr(cli_command(*p), "commands", None)],
+                         ids=" ".join)
+def test_every_command_help_ends_with_an_example(path):
+    """docs/cli.md: every command's help ends with at least one example. `eval` and `calibrate` put a paragraph
+    on training overlap after theirs, `report` its exit codes: the last thing a reader saw was not a command."""
+    paras = [p for p in re.split(r"\n\s*\n", inspect.cleandoc(cli_command(*path).callback.__doc__ or "")) if p.strip()]
+    # an Example(s) block runs to the end of its paragraph (docs/cli.md "Help text"): the last one holds it
+    assert paras and re.search(r"\bExamples?:", paras[-1]), (path, paras[-1:] or None)

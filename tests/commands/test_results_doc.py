@@ -102,3 +102,25 @@ def test_the_plain_sqlite_queries_in_the_doc_run_on_a_store(store):
         assert not failed, failed
     finally:
         con.close()
+
+
+def test_the_tables_section_names_every_table_and_column_of_a_store(store):
+    """Scripts query the store with plain SQL (docs/scale.md "Tables"): the doc's table lists each table of a
+    store and its columns. It left out the `meta` table, which tells the store's version and how paths are keyed."""
+    import sqlite3
+
+    text = SCALE.read_text(encoding="utf-8")
+    section = text[text.index("### Tables"):].split("\n### ", 1)[0]
+    doc = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) >= 3:
+            # column names are the backticked words outside parentheses
+            doc[_names(cells[0])[0]] = set(_names(re.sub(r"\([^()]*(\([^()]*\)[^()]*)*\)", "", cells[2])))
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        real = {t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")} for t in tables}
+    finally:
+        con.close()
+    assert doc == real
