@@ -216,3 +216,21 @@ def test_an_ai_element_placed_into_a_capture_is_a_partial_edit(signed, signer, m
     assert "trainedAlgorithmicMedia (c2pa.placed)" in items["c2pa.ai-composite"].detail
     assert not any(x.decisive or x.id == "metadata.conflict" for x in rep.evidence)
     assert "trainedAlgorithmicMedia (on an edit)" in c2pa_line(rep.facts["c2pa"])
+
+
+def test_a_capture_declared_on_the_opening_action_still_conflicts_with_an_xmp_ai_declaration(signer, monkeypatch):
+    # No c2pa.created: the capture on c2pa.opened is what is weighed (c2pa.capture, toward real), so beside XMP
+    # trainedAlgorithmicMedia the two accounts of one image disagree. The note was lost when only c2pa.created
+    # terms were compared, while the capture kept its weight.
+    from aiidetect.provenance import c2pa as c2
+
+    store = {"active_manifest": "m", "manifests": {"m": {"assertions": [{"label": "c2pa.actions.v2", "data": {
+        "actions": [{"action": "c2pa.opened", "digitalSourceType": URI + "digitalCapture"}]}}]}},
+        "validation_results": {"activeManifest": {"success": [{"code": "claimSignature.validated"}]}}}
+    monkeypatch.setattr(c2, "read_c2pa", lambda data, fmt, where="", chunks=0: c2.summarize(store, "Valid", where))
+    xmp = _packet(URI + "trainedAlgorithmicMedia")
+    rep, items = _source_items(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture",
+                                                 thumbnail=False, xmp=xmp[len(XAP):]))
+    assert items["c2pa.capture"].direction == "real" and items["xmp.ai-source-type"].decisive
+    notes = [x for x in rep.evidence if x.id == "metadata.conflict"]
+    assert notes and "digitalCapture (C2PA (valid))" in notes[0].detail, notes
