@@ -655,9 +655,13 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares the image {what}: {quote(said, 600)}; {validity}",
                       where, key="c2pa.ai-composite" + suffix, **base))
     elif types & _DST_ALGO:
-        ev.append(_ev("c2pa.algorithmic", "ai", f"C2PA declares algorithmicMedia"
-                      f"{'' if created & _DST_ALGO else ' on an edit'}: {dst.meaning('algorithmicMedia')}; {validity}",
-                      where, key="c2pa.algorithmic" + suffix, **base))
+        # On an edit the term is of the element the edit added: "not a camera capture" said of the image
+        # contradicted the capture its own c2pa.created declared.
+        what = (f"algorithmicMedia: {dst.meaning('algorithmicMedia')}" if created & _DST_ALGO else
+                "an element made by an algorithm without a trained model (algorithmicMedia on an edit; not "
+                f"generative AI) in the image: {quote(said, 600)}")
+        ev.append(_ev("c2pa.algorithmic", "ai", f"C2PA declares {what}; {validity}", where,
+                      key="c2pa.algorithmic" + suffix, **base))
     elif captured and f.status in ("valid", "unverified"):
         # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
         # expired certificate on an older genuine photo) with nothing saying the bytes changed.

@@ -271,3 +271,13 @@ def test_a_generative_edit_says_no_more_than_the_manifest_declares(signer):
     _, items = _source_items(data)
     assert "neither a plain camera photo nor wholly generated" in items["c2pa.ai-composite"].detail
     assert "digitalCapture" in items["c2pa.ai-composite"].detail
+
+
+def test_an_algorithmic_element_edited_into_a_capture_does_not_call_the_photo_no_capture(signer):
+    # The term's meaning ("computer-made, not a camera capture") is of the element the edit added: said of the
+    # whole image, a signed phone photo was told "not a camera capture" beside its own c2pa.created digitalCapture.
+    _, items = _source_items(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False,
+                                               edits=(("c2pa.edited", "algorithmicMedia"),)))
+    e = items["c2pa.algorithmic"]
+    assert "not a camera capture" not in e.detail and "digitalCapture" in e.detail, e.detail
+    assert "element" in e.detail and "not generative AI" in e.detail
