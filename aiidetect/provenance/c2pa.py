@@ -86,6 +86,7 @@ class C2paFacts:
     edit_source_types: list[str] = field(default_factory=list)        # of its other actions (edits, placed)
     edits: list[str] = field(default_factory=list)                    # "term (action)" of the latter, in words
     ingredient_source_types: list[str] = field(default_factory=list)  # of ingredients' manifests
+    parent_source_types: list[str] = field(default_factory=list)      # of c2pa.created of the image it was opened from
     manifests: int = 0
 
     @property
@@ -228,6 +229,31 @@ def _actions(manifest: Any) -> list[dict]:
             for act in _l(_d(a.get("data")).get("actions")) if isinstance(act, dict)]
 
 
+def _created_terms(manifest: Any) -> list[str]:
+    return [short_source_type(str(dst))[:MAX_DETAIL_CHARS] for act in _actions(manifest)
+            if act.get("action") == "c2pa.created"
+            and (dst := act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType"))]
+
+
+def _parent_created(manifests: dict, manifest: dict) -> list[str]:
+    """What c2pa.created declares in the manifest of the image `manifest`'s asset was opened from (its parentOf
+    ingredient's), followed up the chain of parents while a parent was itself opened. An editor that opens a
+    generated image and saves it writes c2pa.opened, not c2pa.created: the parent's declaration is then the
+    only account of how the pixels came to be. Each manifest is visited once (a chain is what its sender wrote)."""
+    seen: set[str] = set()
+    while True:
+        parent = next((i for i in _l(manifest.get("ingredients"))
+                       if isinstance(i, dict) and i.get("relationship") == "parentOf"), {})
+        label = parent.get("active_manifest") or parent.get("manifest")
+        if not isinstance(label, str) or label in seen or not isinstance(manifests.get(label), dict):
+            return []
+        seen.add(label)
+        manifest = manifests[label]
+        terms = _created_terms(manifest)
+        if terms:
+            return terms[:MAX_LIST_ITEMS]
+
+
 def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     f = C2paFacts(where=where, state=state)
     manifests = _d(store.get("manifests"))
@@ -259,6 +285,8 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
             (f.created_source_types if name == "c2pa.created" else f.edit_source_types).append(term)
             if name != "c2pa.created":
                 f.edits.append(f"{term} ({name})")
+    if not f.created_source_types:
+        f.parent_source_types = _parent_created(manifests, active)
     # Source types declared inside ingredient manifests (e.g. an AI layer composited in).
     for label, m in manifests.items():
         if label == active_label:

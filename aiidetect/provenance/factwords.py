@@ -43,6 +43,9 @@ def c2pa_line(c: Mapping[str, Any]) -> str:
             if t in left:
                 left.remove(t)
         parts.append("source types " + ", ".join(words))
+    if _list(c.get("parent_source_types")):
+        parts.append("opened from an image whose c2pa.created declares "
+                     + ", ".join(map(str, _list(c["parent_source_types"]))))
     return "C2PA: " + "; ".join(parts)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 
 
 def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
@@ -58,17 +59,20 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
 
 
 def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None,
-         save: dict | None = None, edits: tuple[tuple[str, str], ...] = ()) -> bytes:
+         save: dict | None = None, edits: tuple[tuple[str, str], ...] = (), parent: bytes | None = None) -> bytes:
     """`img` (a PIL image) saved as `fmt` with a signed manifest whose c2pa.created
     action declares IPTC digital source type `source_type` (thumbnail=False: no
     thumbnail in the manifest, for a small file; xmp: an XMP packet saved with the
     image before signing, so the signature covers it, as an exporter writes both; save: more of Pillow's save
     options, such as a PNG's `pnginfo` text chunks, signed over likewise; edits: (action, source type) pairs
-    declared after it, such as ("c2pa.edited", "trainedAlgorithmicMedia") for a generative-fill edit)."""
+    declared after it, such as ("c2pa.edited", "trainedAlgorithmicMedia") for a generative-fill edit; parent: a
+    signed JPEG this image was opened from, as an editor writes it: the first action is then c2pa.opened, on
+    that parentOf ingredient, declaring `source_type` if given)."""
     c2pa, s = signer
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
             "AVIF": "image/avif"}[fmt]
-    action = {"action": "c2pa.created"}
+    action = {"action": "c2pa.created"} if parent is None else {"action": "c2pa.opened",
+                                                                 "parameters": {"ingredientIds": ["parent"]}}
     if source_type:
         action["digitalSourceType"] = f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"
     actions = [action] + [{"action": a, "digitalSourceType": f"http://cv.iptc.org/newscodes/digitalsourcetype/{t}"}
@@ -80,6 +84,9 @@ def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True,
     src.seek(0)
     ctx = None if thumbnail else c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
     with (c2pa.Builder(manifest) if ctx is None else c2pa.Builder(manifest, context=ctx)) as b:
+        if parent is not None:
+            b.add_ingredient(json.dumps({"title": "parent.jpg", "relationship": "parentOf", "label": "parent"}),
+                             "image/jpeg", io.BytesIO(parent))
         b.sign(s, mime, src, out)
     return out.getvalue()
 

@@ -216,3 +216,68 @@ def test_an_ai_element_placed_into_a_capture_is_a_partial_edit(signed, signer, m
     assert "trainedAlgorithmicMedia (c2pa.placed)" in items["c2pa.ai-composite"].detail
     assert not any(x.decisive or x.id == "metadata.conflict" for x in rep.evidence)
     assert "trainedAlgorithmicMedia (on an edit)" in c2pa_line(rep.facts["c2pa"])
+
+
+def test_a_capture_declared_on_the_opening_action_still_conflicts_with_an_xmp_ai_declaration(signer, monkeypatch):
+    # No c2pa.created: the capture on c2pa.opened is what is weighed (c2pa.capture, toward real), so beside XMP
+    # trainedAlgorithmicMedia the two accounts of one image disagree. The note was lost when only c2pa.created
+    # terms were compared, while the capture kept its weight.
+    from aiidetect.provenance import c2pa as c2
+
+    store = {"active_manifest": "m", "manifests": {"m": {"assertions": [{"label": "c2pa.actions.v2", "data": {
+        "actions": [{"action": "c2pa.opened", "digitalSourceType": URI + "digitalCapture"}]}}]}},
+        "validation_results": {"activeManifest": {"success": [{"code": "claimSignature.validated"}]}}}
+    monkeypatch.setattr(c2, "read_c2pa", lambda data, fmt, where="", chunks=0: c2.summarize(store, "Valid", where))
+    xmp = _packet(URI + "trainedAlgorithmicMedia")
+    rep, items = _source_items(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture",
+                                                 thumbnail=False, xmp=xmp[len(XAP):]))
+    assert items["c2pa.capture"].direction == "real" and items["xmp.ai-source-type"].decisive
+    notes = [x for x in rep.evidence if x.id == "metadata.conflict"]
+    assert notes and "digitalCapture (C2PA (valid))" in notes[0].detail, notes
+
+
+@pytest.mark.parametrize("edit", [(), (("c2pa.edited", "trainedAlgorithmicMedia"),), (("c2pa.resized", None),)])
+def test_an_image_opened_from_a_generated_one_is_generated(edit, signer):
+    # An editor opens a generated image (its own signed manifest: c2pa.created trainedAlgorithmicMedia) and saves
+    # it, with or without a generative-fill edit: the active manifest has no c2pa.created, its parentOf
+    # ingredient's says how the image came to be. With the fill it read "partially AI-edited ..., neither a
+    # plain camera photo nor wholly generated" (3.0); without, only "an ingredient is declared AI" (2.0).
+    parent = c2pa_signing.sign(signer, _img(), "JPEG", "trainedAlgorithmicMedia", thumbnail=False)
+    edits = tuple((a, t) for a, t in edit if t)
+    data = c2pa_signing.sign(signer, _img(), "JPEG", None, thumbnail=False, edits=edits, parent=parent)
+    rep, items = _source_items(data)
+    e = items["c2pa.ai-generated"]
+    assert e.decisive and e.strength == 7.0 and "opened from" in e.detail, e.detail
+    assert "wholly generated" not in " ".join(x.detail for x in rep.evidence)
+    assert "c2pa.ai-ingredient" not in items and "c2pa.ai-composite" not in items   # one declaration, once
+    assert rep.facts["c2pa"]["parent_source_types"] == ["trainedAlgorithmicMedia"]
+    assert "opened from an image whose c2pa.created declares trainedAlgorithmicMedia" in c2pa_line(rep.facts["c2pa"])
+
+
+def test_a_generative_edit_says_no_more_than_the_manifest_declares(signer):
+    # Opened from a photo whose manifest declares nothing of its source: an AI edit makes the image partially
+    # AI-edited at least; that it is no wholly generated image is not something the manifest says.
+    parent = c2pa_signing.sign(signer, _img(), "JPEG", "humanEdits", thumbnail=False)
+    data = c2pa_signing.sign(signer, _img(), "JPEG", None, thumbnail=False, parent=parent,
+                             edits=(("c2pa.edited", "trainedAlgorithmicMedia"),))
+    _, items = _source_items(data)
+    e = items["c2pa.ai-composite"]
+    assert e.strength == 3.0 and "partially AI-edited at least" in e.detail, e.detail
+    assert "neither a plain camera photo nor wholly generated" not in e.detail
+    # opened from a declared capture, it is what the signer says: a capture with an AI element
+    parent = c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False)
+    data = c2pa_signing.sign(signer, _img(), "JPEG", None, thumbnail=False, parent=parent,
+                             edits=(("c2pa.edited", "trainedAlgorithmicMedia"),))
+    _, items = _source_items(data)
+    assert "neither a plain camera photo nor wholly generated" in items["c2pa.ai-composite"].detail
+    assert "digitalCapture" in items["c2pa.ai-composite"].detail
+
+
+def test_an_algorithmic_element_edited_into_a_capture_does_not_call_the_photo_no_capture(signer):
+    # The term's meaning ("computer-made, not a camera capture") is of the element the edit added: said of the
+    # whole image, a signed phone photo was told "not a camera capture" beside its own c2pa.created digitalCapture.
+    _, items = _source_items(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False,
+                                               edits=(("c2pa.edited", "algorithmicMedia"),)))
+    e = items["c2pa.algorithmic"]
+    assert "not a camera capture" not in e.detail and "digitalCapture" in e.detail, e.detail
+    assert "element" in e.detail and "not generative AI" in e.detail
