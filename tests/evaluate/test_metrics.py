@@ -318,3 +318,19 @@ def test_a_files_own_metadata_cannot_count_it_as_judged_without_the_models_band(
     items[4].results["pix"] = DetectorResult.failed("crashed")
     block, _ = condition_metrics(items, [Det()], model)
     assert block["fused"]["band"]["set_aside"] == 1
+
+
+def test_the_printed_auc_interval_holds_the_printed_auc():
+    """Rounded to nearest, an AUC of 99.6 over 100,000 real and AI images each (interval 99.57-99.63) read
+    "99.6 (100-100)", and 0.4 read "0.4 (0-0)": an interval that leaves out its own AUC. Its limits are rounded
+    outward."""
+    from aiidetect.evaluate.report import _auc
+
+    for auc, n in ((0.996, 100_000), (0.004, 100_000), (0.9949, 20_000), (0.5, 1), (1.0, 3), (0.0, 3), (0.29, 40)):
+        ci = M.auc_interval(auc, n, n)
+        text = _auc(auc, ci)
+        shown = float(text.split()[0])
+        lo, hi = (float(x) for x in text.split("(")[1].rstrip(")").split("-"))
+        assert lo <= shown <= hi and lo <= 100 * ci[0] and 100 * ci[1] <= hi, (auc, n, text)
+    assert _auc(0.996, M.auc_interval(0.996, 100_000, 100_000)) == "99.6 (99-100)"
+    assert _auc(1.0, M.auc_interval(1.0, 3, 3)) == "100.0 (50-100)"
