@@ -279,8 +279,9 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     if decided:
         # The check above counted these; a fit of the weights and the band on 2 AI images (the other
         # 18 carried generator parameters) went ahead, and with none it was "train a head first".
+        # (counted before the files a detector did not answer are taken out: the next check names those)
         try:
-            check_enough(int((Y == 0).sum()), int((Y == 1).sum()), min_per_class,
+            check_enough(int((Y_all == 0).sum()), int((Y_all == 1).sum()), min_per_class,
                          what=f"that decisive evidence does not decide ({decided} left out: rule 3 decides them, "
                               f"so they say nothing about the weights or the band)")
         except ValueError as exc:

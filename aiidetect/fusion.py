@@ -60,6 +60,9 @@ class FusionOutcome:
     contributions: dict[str, float] = field(default_factory=dict)  # source -> signed log-odds moved (nats)
     # The (ai, real) thresholds the verdict was judged on: the model's, or the rules' where it was set aside.
     band: tuple[float, float] | None = field(default=None, compare=False)
+    # The model's detectors with a say that gave this file no answer, so its bias and band were set aside. Counted
+    # from here, not from the reasons: an evidence line quotes the file's own metadata, which can hold the note's words.
+    aside: tuple[str, ...] = field(default=(), compare=False)
 
 
 RECORD_DIGITS = 6   # records.Record writes p_ai to this many digits
@@ -468,7 +471,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
-    aside_bias, aside_note = False, ""
+    aside_bias, aside_note, lost = False, "", []
     if fitted and n_pixel:
         # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
         # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
@@ -600,7 +603,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         # there hid "resting on the file's own unsigned metadata (not verified ...)" on every row of a run
         # with one of the model's heads not run.
         notes += [aside_note] if aside_note else []
-        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
+        return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo),
+                             tuple(lost))
 
     z_band = None
     if aside_note and n_pixel:
@@ -667,7 +671,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             p = math.nextafter(hi, 0.0)
         elif p <= lo and (lo <= 0 or z_band is not None):
             p = math.nextafter(lo, 1.0)
-    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo))
+    return FusionOutcome(p, verdict, _reasons(contrib, results, decisive, notes, scaled), contrib, (hi, lo),
+                         tuple(lost))
 
 
 def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None = None,

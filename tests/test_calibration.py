@@ -459,3 +459,22 @@ def test_a_detector_weighed_0_is_not_waited_for():
     p = C.fit_fusion(items)["params"]
     assert p["detectors"]["probe"]["weight"] == 0.0 and p["detectors"]["good"]["weight"] > 0.1
     assert p["fit_rows"] == {"n": 100, "no_answer": 0, "no_answer_by_detector": {}}
+
+
+def test_a_refusal_names_the_files_a_detector_did_not_answer_beside_those_decisive_evidence_decides():
+    """20 AI images: 12 decided by generator parameters, and of the other 8, b failed on 4. The check for
+    decisive evidence counted what was left after both, and said "(12 left out: rule 3 decides them) (got 20
+    real, 4 AI); calibrate on images without that metadata" with no word of b: stripped of it, the 4 still fail.
+    The decisive check counts the files decisive evidence leaves; the next one names b."""
+    rng = np.random.default_rng(0)
+    dec = Evidence("png.parameters", "ai", 9.2, "generator parameters", decisive=True)
+    items = [_S(0, {"a": DetectorResult("ok", p_ai=float(rng.uniform(0, .6))),
+                    "b": DetectorResult("ok", p_ai=float(rng.uniform(0, .6)))}) for _ in range(20)]
+    items += [_S(1, {"a": DetectorResult("ok", p_ai=float(rng.uniform(.4, 1))),
+                     "b": DetectorResult.failed("crashed") if 12 <= i < 16 else
+                     DetectorResult("ok", p_ai=float(rng.uniform(.4, 1))),
+                     "metadata": DetectorResult("ok", evidence=[dec] if i < 12 else [])}) for i in range(20)]
+    with pytest.raises(ValueError, match=r"5 real and 5 AI images that every calibrated detector answered \(4 left "
+                                         r"out: a calibrated detector gave them no answer \(b 4\)\) \(got 20 real, "
+                                         r"4 AI\)"):
+        C.fit_fusion(items)

@@ -140,9 +140,10 @@ def calibrate_cmd(
     lines.append(f"  soft evidence weight {p['evidence_weight']:+.3f}, bias {p['bias']:+.3f}")
     if (rows := p.get("fit_rows") or {}).get("no_answer"):
         by = ", ".join(f"{n} {k}" for n, k in rows["no_answer_by_detector"].items())
-        lines.append(f"  weights, bias and band fitted on the {rows['n']} images every calibrated detector answered; "
-                     f"{rows['no_answer']} left out ({by} without an answer): scans judge such files without the "
-                     f"bias and band")
+        # (a detector weighed 0 is not waited for: files only it missed are among the n)
+        lines.append(f"  weights, bias and band fitted on the {rows['n']} images every detector with a say (a weight "
+                     f"above 0) answered; {rows['no_answer']} left out ({by} without an answer): scans judge such "
+                     f"files without the bias and band")
     for n, why in (p.get("skipped_detectors") or {}).items():
         lines.append(f"  {n}: skipped: {why}")
     auc = f"{m['auc']:.3f}" if m.get("auc") is not None else "-"

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fusion import ASIDE_FOR_FILE, RECORD_DIGITS, fuse, normalize_model, shown_p
+from ..fusion import RECORD_DIGITS, fuse, normalize_model, shown_p
 from ..probability import is_finite_number
 from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
@@ -45,7 +45,7 @@ def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> 
             out.append(None)
             continue
         f = fuse(s.results, model)
-        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons, "band": f.band})
+        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons, "band": f.band, "aside": f.aside})
     return out
 
 
@@ -188,8 +188,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
                  "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)"),
                  # Files a detector with a say did not answer are judged without the model's bias, on a wider band
                  # (fusion.fuse): the verdict counts include them, and the line naming "the" band did not say so.
-                 "set_aside": int(sum(1 for k, i in enumerate(ok) if kept[k] and any(
-                     ASIDE_FOR_FILE in line for line in fused[i]["reasons"])))}
+                 "set_aside": int(sum(1 for k, i in enumerate(ok) if kept[k] and fused[i]["aside"]))}
     block["fused"] = b
     columns["p"][FUSED] = fp
     # scores.csv's fused p_ai as a scan record writes it: on the verdict's side of the band that judged the file.

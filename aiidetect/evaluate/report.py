@@ -1,6 +1,7 @@
 """Render evaluation results: rich tables, metrics.json, summary.md, plots, scores.csv."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,8 +32,12 @@ def _f(x, pct: bool = False) -> str:
 
 
 def _auc(auc, ci) -> str:
-    """"AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number."""
-    return _f(auc, True) + (f" ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if auc is not None and ci else "")
+    """"AUC 100.0" on 3 real and 3 AI images is [50, 100]: the interval goes with the number. Its limits are
+    rounded outward: to nearest, 99.57-99.63 around an AUC of 99.6 read "99.6 (100-100)"."""
+    if auc is None or not ci:
+        return _f(auc, True)
+    # (1e-9: 100 * 0.29 is 28.999999999999996, not a limit below 29)
+    return f"{_f(auc, True)} ({math.floor(100 * ci[0] + 1e-9)}-{math.ceil(100 * ci[1] - 1e-9)})"
 
 
 def _set_aside(f: Mapping[str, Any]) -> str:

@@ -360,8 +360,8 @@ def test_calibrate_fits_the_bias_and_band_on_the_files_every_detector_answered(d
     out = tmp_path / "fusion"
     r = cli("calibrate", str(dataset), "-d", "fakebright,fakenan", "-q", "-o", str(out))
     assert r.exit_code == 0, r.output
-    assert ("weights, bias and band fitted on the 15 images every calibrated detector answered; 3 left out "
-            "(fakenan 3 without an answer): scans judge such files without the bias and band") in r.output
+    assert ("weights, bias and band fitted on the 15 images every detector with a say (a weight above 0) answered; "
+            "3 left out (fakenan 3 without an answer): scans judge such files without the bias and band") in r.output
     man = json.loads((out / "manifest.json").read_text())
     assert man["params"]["fit_rows"] == {"n": 15, "no_answer": 3, "no_answer_by_detector": {"fakenan": 3}}
     assert man["threshold"]["n_real"] + man["threshold"]["n_ai"] == 15
@@ -501,3 +501,28 @@ def test_one_head_retrained_of_two_is_named_once_and_in_every_record(dataset, tm
         assert "not fakeheaded" not in said and "without fakeheaded (head changed since it was fitted)" in said, said
     finally:
         HeadedBright.digest[0] = "a" * 64
+
+
+def test_calibrate_says_which_detectors_every_fitted_file_was_answered_by(dataset, tmp_path, monkeypatch):
+    """A detector weighed 0 is not waited for: the files only it missed are fitted on (fit_rows.n). The line
+    said they were "the images every calibrated detector answered", of which `probe` gave 56 no answer."""
+    from aiidetect import calibration
+
+    rng = np.random.default_rng(11)
+
+    class S:
+        def __init__(self, label, results):
+            self.label, self.results, self.error = label, results, None
+
+    items = [S(i % 2, {"probe": DetectorResult.failed("crashed") if i < 60 else
+                       DetectorResult("ok", p_ai=float(0.5 + 0.01 * rng.normal())),
+                       "good": DetectorResult.failed("crashed") if 150 <= i < 160 else
+                       DetectorResult("ok", p_ai=float(1 / (1 + np.exp(-rng.normal(1.0 if i % 2 else -1.0)))))})
+             for i in range(200)]
+    fit = calibration.fit_fusion
+    monkeypatch.setattr(calibration, "fit_fusion", lambda scored, **kw: fit(items, **kw))
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-q", "-o", str(tmp_path / "fusion"))
+    assert r.exit_code == 0, r.output
+    assert "probe: temperature" in r.output and "weight +0.000" in r.output
+    assert ("weights, bias and band fitted on the 190 images every detector with a say (a weight above 0) "
+            "answered; 10 left out (good 10 without an answer)") in r.output

@@ -286,3 +286,51 @@ def test_an_error_rate_over_no_image_of_a_class_says_why():
     f, out = texts([real(i, error="decode-error: truncated") for i in range(2)] + [ai(0)])
     for text in out:
         assert "(none scored: 2 unreadable)" in text and "no images of that class" not in text
+
+
+def test_a_files_own_metadata_cannot_count_it_as_judged_without_the_models_band():
+    """eval counted a file as set aside when any reason line held the set-aside note's words: a PNG Software
+    text quoting them (an evidence line carries the file's own text) put every file of a run without any
+    fusion model under "judged without the model's bias". Only fuse's own set-aside counts."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.fusion import ASIDE_FOR_FILE
+    from aiidetect.records import DetectorResult, Evidence
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    said = f"Midjourney x: {ASIDE_FOR_FILE}, fitted with it, are set aside"
+    ev = Evidence("png.software-generator", "ai", 1.0, f"PNG Software text names an AI image tool: {said}")
+    items = [Scored(f"{i}", int(i >= 3), "g" if i >= 3 else "real",
+                    {"pix": DetectorResult("ok", p_ai=0.1 + 0.15 * i), "meta": DetectorResult("ok", evidence=[ev])})
+             for i in range(6)]
+    block, _ = condition_metrics(items, [Det()], None)
+    assert block["fused"]["band"]["set_aside"] == 0
+    # a fitted model's own set-aside still counts: "pix" has a say, and one file has no answer from it
+    from aiidetect.probability import Calibrator
+
+    cal = Calibrator("temperature", {"T": 1.0}).to_dict()
+    model = {"detectors": {n: {"calibration": cal, "weight": 1.0} for n in ("pix", "pix2")}, "bias": 0.5,
+             "ai_threshold": 0.8, "real_threshold": 0.2}
+    for s in items:
+        s.results["pix2"] = DetectorResult("ok", p_ai=0.3 + 0.05 * s.label)
+    items[4].results["pix"] = DetectorResult.failed("crashed")
+    block, _ = condition_metrics(items, [Det()], model)
+    assert block["fused"]["band"]["set_aside"] == 1
+
+
+def test_the_printed_auc_interval_holds_the_printed_auc():
+    """Rounded to nearest, an AUC of 99.6 over 100,000 real and AI images each (interval 99.57-99.63) read
+    "99.6 (100-100)", and 0.4 read "0.4 (0-0)": an interval that leaves out its own AUC. Its limits are rounded
+    outward."""
+    from aiidetect.evaluate.report import _auc
+
+    for auc, n in ((0.996, 100_000), (0.004, 100_000), (0.9949, 20_000), (0.5, 1), (1.0, 3), (0.0, 3), (0.29, 40)):
+        ci = M.auc_interval(auc, n, n)
+        text = _auc(auc, ci)
+        shown = float(text.split()[0])
+        lo, hi = (float(x) for x in text.split("(")[1].rstrip(")").split("-"))
+        assert lo <= shown <= hi and lo <= 100 * ci[0] and 100 * ci[1] <= hi, (auc, n, text)
+    assert _auc(0.996, M.auc_interval(0.996, 100_000, 100_000)) == "99.6 (99-100)"
+    assert _auc(1.0, M.auc_interval(1.0, 3, 3)) == "100.0 (50-100)"
