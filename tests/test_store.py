@@ -4,6 +4,7 @@ without reading finished files, sharding over N=3 and merging, and the
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import csv
 import io
@@ -133,6 +134,32 @@ def test_export_over_several_runs_says_a_file_comes_out_once_per_run(tmp_path):
     assert len(jsonl(r.stdout)) == 3 and "runs scanned" not in r.stderr
     r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl", "-q")
     assert r.stderr == ""
+
+
+def test_the_export_note_counts_the_files_it_exported_while_a_scan_writes(tmp_path, monkeypatch):
+    """A scan writing into the store while `results export` streams it: the distinct files were counted
+    after the last record, the rows written meanwhile with them, and an export of 3 files twice over said
+    nothing (6 records, 6 distinct files counted)."""
+    from aiidetect.store import ResultsStore
+
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    base = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*base).returncode == 0
+    assert run_cli_in_process(*base, "--watermark", "never").returncode == 0
+    rows = ResultsStore.iter_rows
+
+    def then_a_scan_writes(self, *a, **kw):
+        yield from rows(self, *a, **kw)
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as c, c:  # another process's new files
+            c.execute("INSERT INTO results SELECT run_id, path || '.new', file || '.new', folder, size, mtime_ns, "
+                      "sha256, verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, "
+                      "record FROM results")
+
+    monkeypatch.setattr(ResultsStore, "iter_rows", then_a_scan_writes)
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0 and len(jsonl(r.stdout)) == 6
+    assert "6 records of 3 distinct files" in r.stderr, r.stderr
 
 
 def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
