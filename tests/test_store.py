@@ -744,6 +744,27 @@ def test_merge_and_summary_say_which_shards_a_run_lacks(tmp_path):
     assert s.returncode == 0 and json.loads(s.stdout)["files"] > 0 and "lacks shard 2/3" in s.stderr
 
 
+def test_a_shard_scanned_under_another_pillow_is_named_as_a_cause(tmp_path, monkeypatch):
+    """The decoder versions are in a run's identity: a shard scanned on a machine with another Pillow is
+    another run, and the note on the run that lacks it named other detectors, weights or aiidetect
+    version, none of which differed."""
+    from aiidetect import result_cache
+
+    _tiny_images(tmp_path / "in", 6, folders=1)
+    shards = []
+    for i, pillow in ((1, None), (2, "0.0.1")):
+        if pillow:  # the second machine
+            monkeypatch.setattr(result_cache, "_decoders", {**result_cache.decoder_versions(), "pillow": pillow})
+        db = tmp_path / f"s{i}.sqlite"
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
+                               "--shard", f"{i}/2", "-q", "-f", "jsonl")
+        assert r.returncode == 0, r.stderr
+        shards.append(str(db))
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), *shards, "-f", "json")
+    assert m.returncode == 0 and "lacks shard 2/2" in m.stderr, m.stderr
+    assert "Pillow, pillow-heif or numpy" in m.stderr, m.stderr
+
+
 def test_shard_gaps_of_runs_split_two_ways_or_whole(tmp_path):
     st = ResultsStore(tmp_path / "a.sqlite")
     def ran(run, shard):
