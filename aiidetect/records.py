@@ -105,7 +105,8 @@ class DetectorResult:
     evidence: list[Evidence] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     # False for a result that would differ if computed later from the same bytes (a C2PA signature judged
-    # against today's date): the result cache must not serve it on a later day. Not part of the record.
+    # against today's date, parsers skipped once a loaded machine spent the wall-clock budget): the result
+    # cache must not serve it at a later scan. Not part of the record.
     cacheable: bool = field(default=True, compare=False, repr=False)
 
     @classmethod

@@ -15,8 +15,9 @@ build had computed them, and the versions of the libraries that turn the
 file's bytes into the pixels every model sees (DECODERS). Results with status "error" or
 "unavailable" are never stored, nor one its detector marks not `cacheable` (a
 C2PA signature judged against the date of the scan: its certificate may have
-expired by the next one). Every row carries a checksum over its key and
-content; a row that fails it (a flipped byte on disk) is a miss, recomputed.
+expired by the next one; a metadata result whose wall-clock budget ran out).
+Every row carries a checksum over its key and content; a row that fails it (a
+flipped byte on disk) is a miss, recomputed.
 """
 from __future__ import annotations
 

@@ -1241,8 +1241,8 @@ class ResultsStore:
 
     def shard_gaps(self, run_ids: Sequence[str] | None = None) -> list[str]:
         """What the sessions say is missing from a sharded run: a shard I/N of no session here (not
-        merged yet, or scanned with other detectors, weights or aiidetect version, which made it
-        another run), or shards of one run split N ways in two ways (which overlap). A run that
+        merged yet, or scanned with other detectors, weights, aiidetect version or decoder versions, which
+        made it another run), or shards of one run split N ways in two ways (which overlap). A run that
         also has an unsharded session is whole by that session and not checked. And a shard (or an
         unsharded run) none of whose sessions ran to the end: killed, stopped, or still running."""
         from .shard import parse_shard
@@ -1279,8 +1279,8 @@ class ResultsStore:
             if missing:
                 shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
                 notes.append(f"run {run_id} lacks shard{'s' if len(missing) > 1 else ''} {shown}: its files are in no "
-                             "row of this run (not merged yet, or scanned with other detectors, weights or aiidetect "
-                             "version: another run)")
+                             "row of this run (not merged yet, or scanned with other detectors, weights, aiidetect "
+                             "version or Pillow, pillow-heif or numpy version: another run)")
         return notes
 
     # ---- merging

@@ -352,3 +352,31 @@ def test_a_c2pa_result_is_judged_at_each_scan_not_served_from_the_cache(tmp_path
     pipe, again = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
     assert pipe.stats.cache_hits == 1, "the signed file is judged again; the plain PNG still comes from the cache"
     assert again == first
+
+
+def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_path, pngs, monkeypatch):
+    """The metadata budget is wall-clock time: a loaded machine spent it before the C2PA stage of a signed
+    capture, that result (no manifest read, p_ai 0.55) was cached, and every later scan was served it
+    instead of reading the manifest (p_ai 0.14)."""
+    pytest.importorskip("c2pa")
+    from aiidetect import provenance
+    from aiidetect.metadata.detector import MetadataDetector
+    from aiidetect.testing import c2pa_signing
+
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
+                                         "JPEG", "digitalCapture", thumbnail=False))
+    left = provenance._Budget.left
+
+    def spent_at_c2pa(self, stage):
+        if stage == "C2PA" and self.stage is None:
+            self.stage = stage
+        return left(self, stage)
+
+    cache = ResultCache(tmp_path / "r.sqlite")
+    monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
+    _, first = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
+    assert "c2pa" not in first[0]["detectors"]["metadata"].get("facts", {})
+    monkeypatch.setattr(provenance._Budget, "left", left)
+    pipe, again = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
+    assert pipe.stats.cache_hits == 0 and "c2pa" in again[0]["detectors"]["metadata"]["facts"]

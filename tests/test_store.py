@@ -4,6 +4,7 @@ without reading finished files, sharding over N=3 and merging, and the
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import csv
 import io
@@ -133,6 +134,32 @@ def test_export_over_several_runs_says_a_file_comes_out_once_per_run(tmp_path):
     assert len(jsonl(r.stdout)) == 3 and "runs scanned" not in r.stderr
     r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl", "-q")
     assert r.stderr == ""
+
+
+def test_the_export_note_counts_the_files_it_exported_while_a_scan_writes(tmp_path, monkeypatch):
+    """A scan writing into the store while `results export` streams it: the distinct files were counted
+    after the last record, the rows written meanwhile with them, and an export of 3 files twice over said
+    nothing (6 records, 6 distinct files counted)."""
+    from aiidetect.store import ResultsStore
+
+    _tiny_images(tmp_path / "in", 3, folders=1)
+    db = tmp_path / "a.sqlite"
+    base = ("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db), "-f", "jsonl", "-q")
+    assert run_cli_in_process(*base).returncode == 0
+    assert run_cli_in_process(*base, "--watermark", "never").returncode == 0
+    rows = ResultsStore.iter_rows
+
+    def then_a_scan_writes(self, *a, **kw):
+        yield from rows(self, *a, **kw)
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as c, c:  # another process's new files
+            c.execute("INSERT INTO results SELECT run_id, path || '.new', file || '.new', folder, size, mtime_ns, "
+                      "sha256, verdict, p_ai, error_code, error_message, fusion_model, session_id, scanned_at, "
+                      "record FROM results")
+
+    monkeypatch.setattr(ResultsStore, "iter_rows", then_a_scan_writes)
+    r = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert r.returncode == 0 and len(jsonl(r.stdout)) == 6
+    assert "6 records of 3 distinct files" in r.stderr, r.stderr
 
 
 def test_resume_after_kill_reads_only_unfinished_files(tmp_path):
@@ -715,6 +742,27 @@ def test_merge_and_summary_say_which_shards_a_run_lacks(tmp_path):
     assert "lacks shard 2/3" in m.stderr, m.stderr
     s = run_cli_in_process("results", "summary", "--db", str(tmp_path / "all.sqlite"), "-f", "json")
     assert s.returncode == 0 and json.loads(s.stdout)["files"] > 0 and "lacks shard 2/3" in s.stderr
+
+
+def test_a_shard_scanned_under_another_pillow_is_named_as_a_cause(tmp_path, monkeypatch):
+    """The decoder versions are in a run's identity: a shard scanned on a machine with another Pillow is
+    another run, and the note on the run that lacks it named other detectors, weights or aiidetect
+    version, none of which differed."""
+    from aiidetect import result_cache
+
+    _tiny_images(tmp_path / "in", 6, folders=1)
+    shards = []
+    for i, pillow in ((1, None), (2, "0.0.1")):
+        if pillow:  # the second machine
+            monkeypatch.setattr(result_cache, "_decoders", {**result_cache.decoder_versions(), "pillow": pillow})
+        db = tmp_path / f"s{i}.sqlite"
+        r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
+                               "--shard", f"{i}/2", "-q", "-f", "jsonl")
+        assert r.returncode == 0, r.stderr
+        shards.append(str(db))
+    m = run_cli_in_process("results", "merge", "--db", str(tmp_path / "all.sqlite"), *shards, "-f", "json")
+    assert m.returncode == 0 and "lacks shard 2/2" in m.stderr, m.stderr
+    assert "Pillow, pillow-heif or numpy" in m.stderr, m.stderr
 
 
 def test_shard_gaps_of_runs_split_two_ways_or_whole(tmp_path):

@@ -173,7 +173,8 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
 
     wanted = verdict_list(verdict)
     n = bad = 0
-    with _open(db) as store:
+    # One moment of a store a scan may be writing: the records and the count of their files agree.
+    with _open(db) as store, store.snapshot():
         ids = _runs(store, run)
         _rekey_note(store, quiet)
         names: list[str] = []

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from ..detectors.base import Detector, RunContext
 from ..probability import sigmoid_float
-from ..records import DetectorResult
+from ..records import METADATA_TIMEOUT, DetectorResult
 
 FAMILY = "metadata"
 
@@ -43,11 +43,13 @@ class MetadataDetector(Detector):
             return DetectorResult.failed(f"metadata: {type(exc).__name__}: {exc}")
         res = result_from_evidence(rep.evidence, extra={"facts": rep.facts} if rep.facts else {},
                                    errors=rep.errors)
-        # The C2PA reader judges a signing certificate's validity against the clock of the scan: a manifest
-        # "valid" today may have an expired certificate at the next scan, whose fresh result says so and
-        # weighs its capture claim a quarter as much. Served from the result cache, the first day's
-        # "signature valid" stood, and its p_ai.
-        res.cacheable = "c2pa" not in rep.facts
+        # Two things make the result depend on when it was computed, not on the bytes alone. The C2PA reader
+        # judges a signing certificate's validity against the clock of the scan: a manifest "valid" today may
+        # have an expired certificate at the next scan, whose fresh result says so and weighs its capture claim
+        # a quarter as much. And the per-file time budget, spent on a loaded machine, skips the parsers after
+        # it (a signed manifest, generator parameters): served from the cache, that one slow scan's result
+        # stood at every later one.
+        res.cacheable = "c2pa" not in rep.facts and not any(e.id == METADATA_TIMEOUT for e in rep.evidence)
         return res
 
     def warm_up(self) -> None:
