@@ -295,9 +295,7 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     for label, m in manifests.items():
         if label == active_label:
             continue
-        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"]))[:MAX_DETAIL_CHARS]
-                                      for act in _actions(m)
-                                      if act.get("digitalSourceType")]
+        f.ingredient_source_types += [term for act in _actions(m) if (term := _source_type(act)) is not None]
     results = _d(_d(store.get("validation_results")).get("activeManifest"))
     success = set(_codes(results.get("success")))
     failures = _codes(results.get("failure"))

@@ -281,3 +281,18 @@ def test_an_algorithmic_element_edited_into_a_capture_does_not_call_the_photo_no
     e = items["c2pa.algorithmic"]
     assert "not a camera capture" not in e.detail and "digitalCapture" in e.detail, e.detail
     assert "element" in e.detail and "not generative AI" in e.detail
+
+
+def test_an_ingredient_s_term_in_its_action_s_parameters_is_read_as_the_active_manifest_s_is():
+    # An action may carry its digitalSourceType in its parameters (c2pa.placed above): the active manifest's
+    # actions were read there, an ingredient manifest's only at the top level, so its AI declaration was lost.
+    from aiidetect.provenance import c2pa as c2
+
+    def manifest(act):
+        return {"assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [act]}}]}
+
+    store = {"active_manifest": "m", "manifests": {
+        "m": manifest({"action": "c2pa.created", "digitalSourceType": URI + "digitalCapture"}),
+        "i": manifest({"action": "c2pa.created",
+                       "parameters": {"digitalSourceType": URI + "trainedAlgorithmicMedia"}})}}
+    assert c2.summarize(store, "").ingredient_source_types == ["trainedAlgorithmicMedia"]
