@@ -322,9 +322,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                                   key="xmp.generator-tool.history", tools=tools[:5]))
         if unweighed:
             terms = list(unweighed)
-            ev.append(Evidence("xmp.source-type", "neutral", 0.0, "IPTC DigitalSourceType " + "; ".join(
-                _unweighed_words(t) for t in terms[:5]), unweighed[terms[0]],
-                data=clip_fields({"source_types": terms[:10]})))
+            ev.append(_ev("xmp.source-type", "neutral", "IPTC DigitalSourceType " + "; ".join(
+                _unweighed_words(t) for t in terms[:5]), unweighed[terms[0]], source_types=terms[:10]))
 
     with _stage(rep, "XMP declarations"):
         conflicts += _source_type_conflicts(xf_all, c2pa_facts)
@@ -692,10 +691,10 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     unweighed = [t for t in dict.fromkeys(f.source_types) if C2PA_SOURCE_TYPE_ITEM[dst.kind(t)] == "c2pa.source-type"
                  or (t in _DST_CAPTURE and t not in captured)]
     if unweighed:
-        ev.append(Evidence("c2pa.source-type", "neutral", 0.0, "C2PA DigitalSourceType " + "; ".join(
+        ev.append(_ev("c2pa.source-type", "neutral", "C2PA DigitalSourceType " + "; ".join(
             _unweighed_words(t) if t not in _DST_CAPTURE else f"= {t}: {dst.meaning(t)}, on an edit action: an "
             "element placed in, not how this image was made; not weighed" for t in unweighed[:5]), where,
-            data=clip_fields({"source_types": unweighed[:10]})))
+            source_types=unweighed[:10]))
     return f
 
 
