@@ -1239,23 +1239,9 @@ def test_evidence_ids_named_in_the_docs_exist():
     """A backticked evidence id anywhere in the docs (`exif.camera`, `metadata:c2pa.unreadable`) is one the
     readers emit, or else code in aiidetect.provenance (`xmp.parse_xmp`): a renamed id must not leave prose
     telling users to look for one no record carries."""
-    import importlib
-
     emitted, stale, seen = set(_emitted_evidence()), [], 0
     families = sorted(set(_EVIDENCE_FAMILIES) | {e.split(".")[0] for e in emitted if "." in e})
     evidence_id = re.compile(rf"^(?:\w+:)?((?:{'|'.join(families)})\.[a-z][\w.-]*)$")
-
-    def is_code(tok: str) -> bool:
-        mod, _, attr = tok.partition(".")
-        try:
-            obj = importlib.import_module(f"aiidetect.provenance.{mod}")
-        except ImportError:
-            return False
-        for a in attr.split("."):
-            obj = getattr(obj, a, None)
-            if obj is None:
-                return False
-        return True
 
     for doc in DOCS:
         for n, span in _inline_code(doc):
@@ -1263,7 +1249,7 @@ def test_evidence_ids_named_in_the_docs_exist():
             if not m or m.group(1).endswith(".py") or m.group(1) in _C2PA_ACTIONS:
                 continue
             seen += 1
-            if m.group(1) not in emitted and not is_code(m.group(1)):
+            if m.group(1) not in emitted and _resolve(["provenance", *m.group(1).split(".")]) is not True:
                 stale.append(f"{_rel(doc)}:{n}: {span}")
     assert seen > 30, seen
     assert not stale, "evidence ids in the docs that no reader emits:\n" + "\n".join(stale)

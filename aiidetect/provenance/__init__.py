@@ -78,7 +78,8 @@ MAX_BLOCKS = 4
 
 # Which evidence each kind of IPTC Digital Source Type term gives (sourcetypes.TERMS says which kind each is).
 _DST_AI = dst.of_kind(dst.AI)
-_DST_COMPOSITE = dst.of_kind(dst.AI_PART, dst.SYNTHETIC_PART)
+_DST_AI_PART = dst.of_kind(dst.AI_PART)
+_DST_COMPOSITE = _DST_AI_PART | dst.of_kind(dst.SYNTHETIC_PART)
 _DST_ALGO = dst.of_kind(dst.ALGORITHMIC)
 _DST_CAPTURE = dst.of_kind(dst.CAPTURE)
 XMP_SOURCE_TYPE_ITEM = {dst.AI: "xmp.ai-source-type", dst.AI_PART: "xmp.ai-composite",
@@ -321,9 +322,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                                   key="xmp.generator-tool.history", tools=tools[:5]))
         if unweighed:
             terms = list(unweighed)
-            ev.append(Evidence("xmp.source-type", "neutral", 0.0, "IPTC DigitalSourceType " + "; ".join(
-                _unweighed_words(t) for t in terms[:5]), unweighed[terms[0]],
-                data=clip_fields({"source_types": terms[:10]})))
+            ev.append(_ev("xmp.source-type", "neutral", "IPTC DigitalSourceType " + "; ".join(
+                _unweighed_words(t) for t in terms[:5]), unweighed[terms[0]], source_types=terms[:10]))
 
     with _stage(rep, "XMP declarations"):
         conflicts += _source_type_conflicts(xf_all, c2pa_facts)
@@ -634,9 +634,9 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     origin, declared = _c2pa_origin(f), _c2pa_origin(f, weighed=False)
     parent = "" if created or edits & _DST_CAPTURE or not declared else (
         "opened from an image whose own manifest's c2pa.created declares " + ", ".join(sorted(declared)[:3]))
-    said = "; ".join([f"c2pa.created {t} ({dst.meaning(t)})" for t in sorted(created)][:3] + [parent] * bool(parent)
-                     + [f"then {e}" for e in f.edits[:3]])
-    partial = edits & _DST_AI or types & dst.of_kind(dst.AI_PART)
+    said = "; ".join([f"c2pa.created {t} ({dst.meaning(t)})" for t in sorted(created)][:3]
+                     + ([parent] if parent else []) + [f"then {e}" for e in f.edits[:3]])
+    partial = edits & _DST_AI or types & _DST_AI_PART
     captured = origin & _DST_CAPTURE
     if origin & _DST_AI:
         term = sorted(origin & _DST_AI)[0]
@@ -649,7 +649,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
         # itself, says; an AI edit of an image the manifest says nothing about is partial at least.
         what = ("partially synthetic (a computer-made element in it, generative AI or not)" if not partial else
                 "partially AI-edited (an AI-generated element in it), neither a plain camera photo nor wholly "
-                "generated" if declared & _DST_CAPTURE or types & dst.of_kind(dst.AI_PART) else
+                "generated" if declared & _DST_CAPTURE or types & _DST_AI_PART else
                 "partially AI-edited at least (an AI-generated element in it; the manifest does not say where the "
                 "rest came from)")
         ev.append(_ev("c2pa.ai-composite", "ai", f"C2PA declares the image {what}: {quote(said, 600)}; {validity}",
@@ -691,10 +691,10 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     unweighed = [t for t in dict.fromkeys(f.source_types) if C2PA_SOURCE_TYPE_ITEM[dst.kind(t)] == "c2pa.source-type"
                  or (t in _DST_CAPTURE and t not in captured)]
     if unweighed:
-        ev.append(Evidence("c2pa.source-type", "neutral", 0.0, "C2PA DigitalSourceType " + "; ".join(
+        ev.append(_ev("c2pa.source-type", "neutral", "C2PA DigitalSourceType " + "; ".join(
             _unweighed_words(t) if t not in _DST_CAPTURE else f"= {t}: {dst.meaning(t)}, on an edit action: an "
             "element placed in, not how this image was made; not weighed" for t in unweighed[:5]), where,
-            data=clip_fields({"source_types": unweighed[:10]})))
+            source_types=unweighed[:10]))
     return f
 
 

@@ -229,10 +229,15 @@ def _actions(manifest: Any) -> list[dict]:
             for act in _l(_d(a.get("data")).get("actions")) if isinstance(act, dict)]
 
 
+def _source_type(act: dict) -> str | None:
+    """The term an action declares, on the action itself or in its parameters; None where it declares none."""
+    value = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
+    return short_source_type(str(value))[:MAX_DETAIL_CHARS] if value else None
+
+
 def _created_terms(manifest: Any) -> list[str]:
-    return [short_source_type(str(dst))[:MAX_DETAIL_CHARS] for act in _actions(manifest)
-            if act.get("action") == "c2pa.created"
-            and (dst := act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType"))]
+    return [term for act in _actions(manifest)
+            if act.get("action") == "c2pa.created" and (term := _source_type(act)) is not None]
 
 
 def _parent_created(manifests: dict, manifest: dict) -> list[str]:
@@ -274,9 +279,8 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     for act in _actions(active):
         name = str(act.get("action"))[:MAX_DETAIL_CHARS]
         f.actions.append(name)   # a label ("c2pa.created"), not a text
-        dst = act.get("digitalSourceType") or _d(act.get("parameters")).get("digitalSourceType")
-        if dst:
-            term = short_source_type(str(dst))[:MAX_DETAIL_CHARS]
+        term = _source_type(act)
+        if term is not None:
             f.source_types.append(term)
             # What c2pa.created declares is how the asset itself came to be; on any other action
             # (c2pa.edited, c2pa.placed, ...) the term describes a change made to an existing asset: a
@@ -291,9 +295,7 @@ def summarize(store: dict[str, Any], state: str, where: str = "") -> C2paFacts:
     for label, m in manifests.items():
         if label == active_label:
             continue
-        f.ingredient_source_types += [short_source_type(str(act["digitalSourceType"]))[:MAX_DETAIL_CHARS]
-                                      for act in _actions(m)
-                                      if act.get("digitalSourceType")]
+        f.ingredient_source_types += [term for act in _actions(m) if (term := _source_type(act)) is not None]
     results = _d(_d(store.get("validation_results")).get("activeManifest"))
     success = set(_codes(results.get("success")))
     failures = _codes(results.get("failure"))

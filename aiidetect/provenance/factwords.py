@@ -30,18 +30,20 @@ def c2pa_line(c: Mapping[str, Any]) -> str:
     if _list(c.get("actions")):
         parts.append("actions " + ", ".join(map(str, _list(c["actions"]))))
     types = [str(t) for t in _list(c.get("source_types"))]
-    created = [str(t) for t in _list(c.get("created_source_types"))]
-    if types:
+    if types and "created_source_types" not in c:
+        # A record written before the actions were told apart: plain terms.
+        parts.append("source types " + ", ".join(types))
+    elif types:
         # What c2pa.created declares is the image's source; a term on another action (a generative-fill
         # edit's trainedAlgorithmicMedia) describes a change to it: "source types digitalCapture,
         # trainedAlgorithmicMedia" read as two accounts of one image.
-        left, words = list(created), []
+        left, words = [str(t) for t in _list(c["created_source_types"])], []
         for t in types:
-            # A record written before the actions were told apart has no created_source_types: plain terms.
-            words.append(t if "created_source_types" not in c else f"{t} (created)" if t in left else
-                         f"{t} (on an edit)")
             if t in left:
                 left.remove(t)
+                words.append(f"{t} (created)")
+            else:
+                words.append(f"{t} (on an edit)")
         parts.append("source types " + ", ".join(words))
     if _list(c.get("parent_source_types")):
         parts.append("opened from an image whose c2pa.created declares "

@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 import re
 from typing import Any
 
-# The term a DigitalSourceType value names, for the readers that import it here.
-from .sourcetypes import short_source_type  # noqa: F401
-
 # What the XML parser is handed: its cost is the cap's reason (2 MB of rdf:li items parse in 0.08 s; each
 # element is a Python object the walk below visits).
 MAX_XMP_BYTES = 2 * 1024 * 1024

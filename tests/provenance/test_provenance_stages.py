@@ -12,6 +12,7 @@ from PIL import Image
 
 from aiidetect import provenance
 from aiidetect.provenance import c2pa, exif, generators, structural, xmp
+from aiidetect.provenance.sourcetypes import short_source_type
 from aiidetect.testing.hostile import _enc, _noise
 
 XMP_AI = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
@@ -160,4 +161,4 @@ def test_xmp_source_type_written_as_rdf_resource_is_read():
               b'<Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/'
               b'trainedAlgorithmicMedia"/></rdf:Description></rdf:RDF></x:xmpmeta>')
     f = xmp.parse_xmp(packet)
-    assert [xmp.short_source_type(t) for t in f.digital_source_types] == ["trainedAlgorithmicMedia"]
+    assert [short_source_type(t) for t in f.digital_source_types] == ["trainedAlgorithmicMedia"]

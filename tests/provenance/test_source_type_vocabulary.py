@@ -72,7 +72,7 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
-def _source_items(data: bytes) -> dict:
+def _source_items(data: bytes) -> tuple:
     rep = analyze(data, "x", options={"watermark": "never"})
     assert not [e for e in rep.errors if e.startswith("internal")], rep.errors
     return rep, {e.id: e for e in rep.evidence if e.id.startswith(("xmp.", "c2pa.")) and e.id != "c2pa.manifest"}
@@ -190,9 +190,8 @@ def test_the_term_table_in_the_docs_is_the_code_s():
     for eid in set(XMP_SOURCE_TYPE_ITEM.values()) | set(C2PA_SOURCE_TYPE_ITEM.values()):
         llr = evidence[eid][2]
         assert float(re.match(r"[\d.]+", llr).group()) == STRENGTH[eid], (eid, llr)
-        for key in (eid + ".invalid",):
-            if key in STRENGTH:
-                assert f"{STRENGTH[key]}" in llr, (eid, llr)
+        if eid + ".invalid" in STRENGTH:
+            assert f"{STRENGTH[eid + '.invalid']}" in llr, (eid, llr)
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -281,3 +280,18 @@ def test_an_algorithmic_element_edited_into_a_capture_does_not_call_the_photo_no
     e = items["c2pa.algorithmic"]
     assert "not a camera capture" not in e.detail and "digitalCapture" in e.detail, e.detail
     assert "element" in e.detail and "not generative AI" in e.detail
+
+
+def test_an_ingredient_s_term_in_its_action_s_parameters_is_read_as_the_active_manifest_s_is():
+    # An action may carry its digitalSourceType in its parameters (c2pa.placed above): the active manifest's
+    # actions were read there, an ingredient manifest's only at the top level, so its AI declaration was lost.
+    from aiidetect.provenance import c2pa as c2
+
+    def manifest(act):
+        return {"assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [act]}}]}
+
+    store = {"active_manifest": "m", "manifests": {
+        "m": manifest({"action": "c2pa.created", "digitalSourceType": URI + "digitalCapture"}),
+        "i": manifest({"action": "c2pa.created",
+                       "parameters": {"digitalSourceType": URI + "trainedAlgorithmicMedia"}})}}
+    assert c2.summarize(store, "").ingredient_source_types == ["trainedAlgorithmicMedia"]
