@@ -66,15 +66,9 @@ def decoder_versions() -> dict[str, str | None]:
     source hash: facts_key asks for them at every file's lookup."""
     global _decoders
     if _decoders is None:
-        from importlib import metadata as md
+        from .extras import installed_versions
 
-        out: dict[str, str | None] = {}
-        for dist in DECODERS:
-            try:
-                out[dist] = md.version(dist)
-            except md.PackageNotFoundError:
-                out[dist] = None
-        _decoders = out
+        _decoders = installed_versions(DECODERS)
     return dict(_decoders)
 
 
