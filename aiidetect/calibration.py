@@ -272,8 +272,8 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     # rules' (docs/fusion.md); fitted here with that detector's term as 0, it taught the bias to stand in for
     # the missing term (b failing on half the AI images gave a bias of +0.76 where the files both answered
     # call for -0.72: tests/test_calibration.py), and its P(AI), judged on another band at scan time, helped
-    # choose this one. The weights, bias and band are fitted on the files
-    # every calibrated detector answered; the others are counted.
+    # choose this one. The weights, bias and band are fitted on the files every detector with a say answered
+    # (every calibrated one to start with; the loop after the fit lets go of those weighed 0); the rest are counted.
     full = _answered_by_all(silent, names)
     X, Y = X_all[full], Y_all[full]
     if decided:

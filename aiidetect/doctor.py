@@ -9,7 +9,6 @@ CLIP detector here.
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import importlib.util
 import os
 import platform
@@ -17,13 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .backbone import CLIP_EXTRA_REMEDY
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return None
+from .extras import installed_version
 
 
 def _dir_size(p: Path) -> int:
@@ -56,7 +49,7 @@ def packages() -> dict[str, Any]:
                                 ("safetensors", "safetensors", "clip"), ("onnxruntime", "onnxruntime", "onnx"),
                                 ("onnxruntime-gpu", None, "onnx"), ("scikit-learn", "sklearn", "eval"),
                                 ("matplotlib", "matplotlib", "eval"), ("c2pa-python", "c2pa", None)):
-        v = _version(dist)
+        v = installed_version(dist)
         if v is None and dist == "onnxruntime-gpu":
             continue
         rows[dist] = {"version": v, "extra": extra,
@@ -154,7 +147,7 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
     from .heads import find_heads
 
     cache_dirs = [Path(spec.cache_dir)] if getattr(spec, "cache_dir", None) else default_cache_dirs()
-    report: dict[str, Any] = {"aiidetect": _version("aiidetect"), "python": platform.python_version(),
+    report: dict[str, Any] = {"aiidetect": installed_version("aiidetect"), "python": platform.python_version(),
                               "packages": packages(), "cpu": cpu_info(), "torch": torch_info(),
                               "onnxruntime": onnx_info(), "backbone": spec.describe(),
                               "backbone_files": backbone_files(cache_dirs), "caches": caches()}

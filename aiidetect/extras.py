@@ -4,6 +4,7 @@ Profiles and sizes: docs/install.md."""
 from __future__ import annotations
 
 import importlib.util
+from typing import Sequence
 
 # top-level module -> extra that installs it
 MODULE_EXTRA = {
@@ -40,3 +41,18 @@ def require(extra: str, *modules: str) -> None:
     for m in modules:
         if importlib.util.find_spec(m) is None:
             raise MissingExtra(m, extra)
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of the distribution `dist` (its pip name), None when it is not installed.
+    One lookup for every place that records versions: doctor's report, the cache keys, run identities."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def installed_versions(dists: Sequence[str]) -> dict[str, str | None]:
+    return {dist: installed_version(dist) for dist in dists}

@@ -471,7 +471,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             z_pix = sum(contrib.values())
             said = set(zs)
     n_pixel = len(said)
-    aside_bias, aside_note, lost = False, "", []
+    aside_note, lost = "", []
     if fitted and n_pixel:
         # The bias and band were fitted on the sum with every detector's term in it: a file one of them did not
         # answer (unavailable, an error, a non-finite output, not run) is judged without them, as a head left out
@@ -480,7 +480,6 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         have = {k for n in said for k in (n, _family(n))}
         lost, aside = set_aside(m, [k for k in (m.get("detectors") or {}) if k not in have])
         if lost:
-            aside_bias = True
             model_band, model_bias = (hi, lo), float(m.get("bias", 0.0))
             hi, lo = aside["ai_threshold"], aside["real_threshold"]
             aside_what = f"{', '.join(lost)}: {ASIDE_FOR_FILE}, fitted with {'them' if len(lost) > 1 else 'it'}, are set aside"
@@ -510,7 +509,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
     # The bias was fitted beside the pixel detectors' terms (a temperature keeps a head's offset, and the bias
     # absorbs it): without one of them answering (`-d metadata` under a fitted model, or heads unavailable) it
     # offsets nothing, and a bias of +2 showed a file with only camera EXIF at P(AI) 0.69.
-    bias = float(m.get("bias", 0.0)) if fitted and n_pixel and not aside_bias else 0.0
+    bias = float(m.get("bias", 0.0)) if fitted and n_pixel and not lost else 0.0
     if bias:
         contrib["bias"] = bias
     z = z_pix + soft_total * w_soft + bias

@@ -186,17 +186,10 @@ def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL
 
 
 def versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
     from . import __version__
+    from .extras import installed_versions
 
-    out: dict[str, str | None] = {"aiidetect": __version__}
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
+    return {"aiidetect": __version__, **installed_versions(("torch", "onnxruntime", "onnxruntime-gpu"))}
 
 
 def identity(spec, weights_dirs: Sequence[Path]) -> dict[str, Any]:

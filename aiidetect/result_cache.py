@@ -66,15 +66,9 @@ def decoder_versions() -> dict[str, str | None]:
     source hash: facts_key asks for them at every file's lookup."""
     global _decoders
     if _decoders is None:
-        from importlib import metadata as md
+        from .extras import installed_versions
 
-        out: dict[str, str | None] = {}
-        for dist in DECODERS:
-            try:
-                out[dist] = md.version(dist)
-            except md.PackageNotFoundError:
-                out[dist] = None
-        _decoders = out
+        _decoders = installed_versions(DECODERS)
     return dict(_decoders)
 
 
@@ -148,9 +142,9 @@ class ResultCache:
 
     def get(self, sha: str, idents: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, DetectorResult]] | None:
         """(decode facts, {detector name: result}) when every identity has a row, else None."""
-        keys = list(idents.values())
+        keys, fk = list(idents.values()), facts_key(sha)
         with self._lock:
-            info = self._db.execute("SELECT info FROM files WHERE sha=?", (facts_key(sha),)).fetchone()
+            info = self._db.execute("SELECT info FROM files WHERE sha=?", (fk,)).fetchone()
             if info is None:
                 return None
             rows = dict(self._db.execute(
@@ -159,7 +153,7 @@ class ResultCache:
         if any(k not in rows for k in keys):
             return None
         # Raises CacheIntegrityError (a miss, reported once by the pipeline) on a damaged row.
-        info_text = _unseal(facts_key(sha), "files", info[0])
+        info_text = _unseal(fk, "files", info[0])
         texts = {name: _unseal(sha, k, rows[k]) for name, k in idents.items()}
         try:
             return json.loads(info_text), {name: result_from_json(t) for name, t in texts.items()}
@@ -172,7 +166,8 @@ class ResultCache:
         kept. Returns how many results were stored."""
         files, rows = [], []
         for sha, info, results in entries:
-            files.append((facts_key(sha), _seal(facts_key(sha), "files", json.dumps(dict(info), default=str))))
+            fk = facts_key(sha)
+            files.append((fk, _seal(fk, "files", json.dumps(dict(info), default=str))))
             for ident, r in results.values():
                 if r.status != "ok" or not r.cacheable:
                     continue

@@ -201,8 +201,9 @@ def export(db: Path = DbOpt, run: Optional[str] = RunOpt,
                         writer.abort()
                 raise
         # A record does not say which run made it: a file of several runs (other detectors, heads, options)
-        # came out once per run, with verdicts that may differ, and nothing said so.
-        distinct = store.distinct_paths(ids, wanted) if len(ids) > 1 and n else n
+        # came out once per run, with verdicts that may differ, and nothing said so. (Counting the distinct files
+        # reads the runs' rows again: not for a note --quiet drops.)
+        distinct = store.distinct_paths(ids, wanted) if len(ids) > 1 and n and not quiet else n
     if distinct != n:
         _note(f"{len(ids)} runs scanned some of the same files: {n} records of {distinct} distinct files, one per "
               "run that scanned it, and a record does not say its run (--run ID for one run; `results summary` "

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fusion import RECORD_DIGITS, fuse, normalize_model, shown_p
+from ..fusion import RECORD_DIGITS, FusionOutcome, fuse, normalize_model, shown_p
 from ..probability import is_finite_number
 from ..report.safe import display_path, path_bytes_b64
 from . import metrics as M
@@ -37,16 +37,9 @@ def detector_threshold(det, results=()) -> float:
     return t if 0.0 < t < 1.0 else 0.5
 
 
-def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def attach_fusion(scored: Sequence[Scored], model: Mapping[str, Any] | None) -> list[FusionOutcome | None]:
     """Fused outcome per item (None for decode failures)."""
-    out = []
-    for s in scored:
-        if s.error:
-            out.append(None)
-            continue
-        f = fuse(s.results, model)
-        out.append({"p_ai": f.p_ai, "verdict": f.verdict, "reasons": f.reasons, "band": f.band, "aside": f.aside})
-    return out
+    return [None if s.error else fuse(s.results, model) for s in scored]
 
 
 def _shown(p: float, band) -> str:
@@ -147,8 +140,8 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         att = [(a, g) for a, g in att if a is not None]
         if att:
             block["attribution"][det.name] = M.confusion_matrix([g for _, g in att], [a for a, _ in att])
-    fp = np.array([fused[i]["p_ai"] if fused[i]["p_ai"] is not None else np.nan for i in ok], dtype=np.float64)
-    verdicts = np.array([fused[i]["verdict"] for i in ok], dtype=object)
+    fp = np.array([fused[i].p_ai if fused[i].p_ai is not None else np.nan for i in ok], dtype=np.float64)
+    verdicts = np.array([fused[i].verdict for i in ok], dtype=object)
     lo = out_of(FUSED)
     kept = ~lo if lo is not None else np.ones(n, dtype=bool)
     fp[~kept] = np.nan
@@ -188,12 +181,12 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
                  "model": m.get("name") or ("fitted" if m.get("detectors") else "rules (no fusion model)"),
                  # Files a detector with a say did not answer are judged without the model's bias, on a wider band
                  # (fusion.fuse): the verdict counts include them, and the line naming "the" band did not say so.
-                 "set_aside": int(sum(1 for k, i in enumerate(ok) if kept[k] and fused[i]["aside"]))}
+                 "set_aside": int(sum(1 for k, i in enumerate(ok) if kept[k] and fused[i].aside))}
     block["fused"] = b
     columns["p"][FUSED] = fp
     # scores.csv's fused p_ai as a scan record writes it: on the verdict's side of the band that judged the file.
     # Rounded to nearest, a fused 0.8999996 read 0.900000 beside "uncertain" under a 0.9 band (scan: 0.899999).
-    columns["p_text"] = {FUSED: ["" if np.isnan(fp[k]) else _shown(fp[k], fused[i]["band"]) for k, i in enumerate(ok)]}
+    columns["p_text"] = {FUSED: ["" if np.isnan(fp[k]) else _shown(fp[k], fused[i].band) for k, i in enumerate(ok)]}
     # (a verdict beside an empty fused score would count the item in any tally of scores.csv)
     columns["verdict"] = np.where(kept, verdicts, "")
     return M.clean(block), columns

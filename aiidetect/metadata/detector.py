@@ -62,14 +62,9 @@ class MetadataDetector(Detector):
 
     def cache_identity(self) -> dict[str, Any]:
         # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more.
-        from importlib import metadata as md
+        from ..extras import installed_versions
 
-        libs = {}
-        for dist in ("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"):
-            try:
-                libs[dist] = md.version(dist)
-            except md.PackageNotFoundError:
-                libs[dist] = None
+        libs = installed_versions(("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"))
         return {"family": self.family, "options": self.options, "libs": libs}
 
 
