@@ -1131,9 +1131,11 @@ def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
     return DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
 
 
-def _over_pixel_limit(width: int, height: int, max_pixels: int) -> DecodeFailure:
+def _over_pixel_limit(width: int, height: int, max_pixels: int, stated: bool = True) -> DecodeFailure:
+    """`stated`: False where (width, height) is not the size a decoder gives the image, so the record must not
+    keep it: a HEIF's `ispe` is before its crop and rotation (a 64x64 `clap` over a 2^31 x 2^31 `ispe`)."""
     return DecodeFailure("too-large", f"{width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
-                                      f"limit (--max-pixels)", size=(width, height))
+                                      f"limit (--max-pixels)", size=(width, height) if stated else None)
 
 
 def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
@@ -1153,7 +1155,7 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
         layout = heif_read_of(data, layout)
         _, coded, size = heif_problem(data, layout)
         if size and size[0] * size[1] > limits.max_pixels:
-            raise _over_pixel_limit(size[0], size[1], limits.max_pixels)   # as its header would say it
+            raise _over_pixel_limit(size[0], size[1], limits.max_pixels, stated=False)  # said as its header says it
         if coded > DECODE_BUDGET_IMAGES * limits.max_pixels:
             # a grid's tiles decoded one by one (limits.HEIF_MAX_ENTRIES); its own size is checked below
             raise DecodeFailure("too-large", f"its image is made of {coded} pixels of coded images (tiles, frames), "

@@ -1578,3 +1578,15 @@ def test_a_file_whose_pixels_fail_keeps_the_size_its_header_states(tmp_path):
     signature_only.write_bytes(b.getvalue()[:8])  # no header: nothing to state
     s = decode_path(str(signature_only))
     assert s.record.error is not None and (s.record.width, s.record.height) == (None, None)
+
+
+def test_a_heif_over_the_pixel_limit_keeps_no_size_its_ispe_states(tmp_path):
+    """A HEIF's `ispe` is before its crop (and rotation): a 64x64 `clap` over a 2^31 x 2^31 `ispe` decodes, and is
+    in `meta`, as 64x64. Refused on that `ispe`, the record said 2147483648x2147483648 as the image's size."""
+    from aiidetect.testing.hostile import heif_cropped
+
+    for side, limits in ((256, DecodeLimits(max_pixels=10_000)), (2 ** 31, None)):
+        (tmp_path / "c.heic").write_bytes(heif_cropped(side, side, crop=64))
+        s = decode_path(str(tmp_path / "c.heic"), limits=limits)
+        assert s.record.error.code == "too-large" and str(side) in s.record.error.message
+        assert (s.record.format, s.record.width, s.record.height) == ("HEIF", None, None)

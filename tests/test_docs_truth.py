@@ -726,6 +726,18 @@ def test_the_api_doc_shows_calls_the_functions_take():
     assert not stale, "calls in docs/api.md that the functions do not take:\n" + "\n".join(stale)
 
 
+
+def test_the_meta_functions_name_only_options_meta_has():
+    """docs/api.md maps each parameter of `meta_reports` to `aiidetect meta`'s option: it gave `recursive` as
+    `--recursive`, which `meta` does not take (`No such option`; folders are always searched there)."""
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    bullet = text[text.index("- `aiidetect.api.meta_report("):]
+    bullet = bullet[:bullet.index("\n- ")]
+    meta = _cli().commands["meta"]
+    options = {o for p in meta.params for o in [*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ())]}
+    named = set(re.findall(r"`(--[a-z][\w-]*)`", bullet))   # an option alone, not another command's line
+    assert named and not named - options, named - options
+
 # ---------------------------------------------------------------- links between docs
 
 def _slug(heading: str) -> str:

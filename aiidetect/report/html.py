@@ -1038,7 +1038,10 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
     facts = [("SHA-256", r.get("sha256")), ("size", f"{r['size_bytes']} bytes" if r.get("size_bytes") is not None
                                             else None),
              ("format", r.get("format")),
-             ("pixels", f"{r.get('width')} \u00d7 {r.get('height')}" if r.get("width") else None)]
+             # a file with an error may have its size from its header alone (docs/schema.md "Fields"): a
+             # crafted header's 2147483647 x 2147483648 must not read as measured
+             ("pixels, as its header states" if isinstance(err, Mapping) else "pixels",
+              f"{r.get('width')} \u00d7 {r.get('height')}" if r.get("width") else None)]
     image = r.get("image") if isinstance(r.get("image"), Mapping) else {}
     facts += [(k, image.get(k)) for k in ("mode", "frames", "orientation", "has_alpha") if image.get(k) is not None]
     for k, x in facts:

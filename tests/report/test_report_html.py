@@ -616,3 +616,20 @@ def test_a_row_keeps_the_band_a_set_aside_note_names_not_the_note():
     assert sum(len(x) for x in w.rows[0] if isinstance(x, str)) < 2000
     w.close()
     assert '"0.949"]' in out.getvalue()   # under the note's 0.95, not the run's 0.8
+
+
+def test_a_failed_files_card_says_its_size_is_the_headers():
+    """A file whose pixels failed keeps the size its header states (docs/schema.md): its card printed it as
+    `pixels` like a decoded file's, a crafted header's 2147483647 x 2147483648 read as measured."""
+    from aiidetect.report.html import render_saved_run
+
+    failed = {"file": "cut.png", "verdict": "error", "format": "PNG", "width": 2147483647, "height": 2147483648,
+              "error": {"code": "too-large", "message": "over the limit"}}
+    decoded = {"file": "ok.png", "verdict": "uncertain", "p_ai": 0.5, "format": "PNG", "width": 64, "height": 48,
+               "error": None}
+    out = io.StringIO()
+    render_saved_run(io.StringIO("\n".join(json.dumps(r) for r in (failed, decoded))), out, source="t",
+                     thumbnails=False)
+    html = out.getvalue()
+    assert "<dt>pixels, as its header states</dt><dd class=\"wrap\"><code>2147483647 \u00d7 2147483648" in html
+    assert "<dt>pixels</dt><dd class=\"wrap\"><code>64 \u00d7 48" in html
