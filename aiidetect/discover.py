@@ -236,6 +236,9 @@ class LongPath(str):
         return p
 
 
+# Files of a folder's listing whose ctime was not older than its mtime, remembered a folder (_walk_all's `note`).
+_NOTED = 4
+
 _PATH_MAX = 4096   # Linux's, its NUL included: a name of 4,096 bytes or more is refused by every call
 _SHOWN = 200       # characters of an over-long name's start kept for its record
 
@@ -418,8 +421,9 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     entered: set[tuple[int, int]] = set()
     # Folders whose entries the walk went through: the path they were walked by when --include or --exclude
     # is given (the filters judged their files by that spelling, not the one a list names them by), and
-    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk).
-    walked: dict[tuple[int, int], tuple[str | None, int]] = {}
+    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk), and
+    # the files of that listing whose ctime was not older than it (`note`).
+    walked: dict[tuple[int, int], list] = {}
     filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
@@ -460,13 +464,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         fk = (folder.st_dev, folder.st_ino)
         if fk not in walked:
             return False
-        spelled, listed_at = walked[fk]
+        spelled, listed_at, noted = walked[fk]
         # A folder whose mtime moved since its listing gained or lost names: this one was in the listing only
         # if the file's ctime (moved by its creation, a link or rename to here) is older than that listing's
-        # mtime, both the filesystem's clock. Otherwise it may be new: a file made after the walk and then
-        # named was dropped as the walk's, with no record at all. (A file also written since is given a
-        # record of its own here: at worst a second one, never none.)
-        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at:
+        # mtime, both the filesystem's clock, or the walk noted it. Otherwise it may be new: a file made after
+        # the walk and then named was dropped as the walk's, with no record at all. (A file also written since
+        # is given a record of its own here: at worst a second one, never none.)
+        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at \
+                and _packed((st.st_dev, st.st_ino)) not in noted:
             return False
         if filtered and not _wanted(os.path.join(spelled, name), include, exclude):
             return False
@@ -490,7 +495,16 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError as exc:
             return exc
 
-    def listed_again(again: bool, first: tuple, mtime: int) -> tuple[bool, int | None]:
+    def note(first: list, key) -> None:
+        """A file of a folder's first listing whose ctime is not older than the folder's mtime then: a file
+        written after its folder's last change (a copy's data lands after its name; `cp -a`, tar and rsync set a
+        folder's mtime back) looks made after the walk to walk_gave and to a second walk once the folder changes,
+        and got a second record. The first _NOTED of a folder only (the last copy to land there, not every file
+        of a copied archive: a walk keeps nothing per file); a later one may still get a second record."""
+        if len(first[2]) < _NOTED:
+            first[2] += (_packed(key),)
+
+    def listed_again(again: bool, first: list, mtime: int) -> tuple[bool, int | None]:
         """(again, fresh) for a folder listed now with this mtime: `fresh`, when it is listed again and its
         mtime moved since its first listing, is that listing's mtime (a file whose ctime is not older may
         have come since: walk_gave's rule)."""
@@ -507,11 +521,11 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         fresh = None
         for k in ancestors:  # the top folder (its one ancestor so far), listed
             again = again and k in walked  # not listed before (unreadable then): its files are new here
-            first = walked.setdefault(k, (top if filtered else None, mtime))
+            first = walked.setdefault(k, [top if filtered else None, mtime, ()])
             again, fresh = listed_again(again, first, mtime)
-        stack = [(iter(entries), ancestors, again, fresh)]
+        stack = [(iter(entries), ancestors, again, fresh, first)]
         while stack:
-            it, ancestors, again, fresh = stack[-1]
+            it, ancestors, again, fresh, first = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
@@ -562,8 +576,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     continue
                 if key not in walked:
                     twice = False  # never listed before (made since, or unreadable then): its files are new here
-                first = walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
-                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, first, st.st_mtime_ns)))
+                sub_first = walked.setdefault(key, [p if filtered else None, st.st_mtime_ns, ()])
+                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, sub_first, st.st_mtime_ns), sub_first))
                 continue
             if not is_image:
                 if not again:
@@ -576,12 +590,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     summ.excluded += 1
                 continue
             key = (st.st_dev, st.st_ino)
-            if again and (fresh is None or st.st_ctime_ns < fresh):
+            packed = _packed(key)
+            if again and (fresh is None or st.st_ctime_ns < fresh or packed in first[2]):
                 # A folder reached a second time (named again, through a link): the files of its first
                 # listing were counted already; one made there since (its ctime not older) was not.
                 summ.duplicates += 1
                 continue
-            packed = _packed(key)
+            if not again and st.st_ctime_ns >= first[1]:
+                note(first, key)
             if packed in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue

@@ -510,8 +510,23 @@ def test_a_folder_walked_again_gives_a_record_to_a_file_made_since_its_first_wal
     os.utime(root / "a", ns=(10**18, 10**18))  # the first listing is older than what comes next, on any clock tick
     stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a'}\n{root / 'a'}\n".encode())
     c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
-    assert names(c, root).count("a/new.jpg") == 1 and names(c, root)[:4] == ["a/1.jpg", "a/2.PNG", "a/b/3.webp",
-                                                                             "a/b/4.heic"]
+    # and the files of the first walk, their ctime past that listing's mtime too, no second record
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"]
     # a folder unchanged since its first walk: its second walk gives nothing more
     c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a'}\n"))
     assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"] and s.duplicates == 5
+
+
+def test_a_file_of_a_walk_whose_folder_changed_since_keeps_one_record(tmp_path):
+    # a file written after its folder's last change (a copy's data lands after its name; `cp -a`, tar and rsync
+    # set the folder's mtime back) has a ctime past that mtime without being new: once the folder changed after
+    # its walk, the walk's file named on stdin, or met by a second walk, got a second record (and was counted twice)
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # every file's ctime is past the folder's mtime at the walk
+
+    def change():
+        (root / "a" / "notes.txt").write_bytes(b"x")  # the folder changes after its walk
+
+    listed = f"{root / 'a' / '1.jpg'}\n{root / 'a'}\n"
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(_MakesFileOnRead(change, listed.encode())))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic"] and s.duplicates == 5
