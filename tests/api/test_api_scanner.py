@@ -909,3 +909,29 @@ def test_a_stdin_list_still_open_gives_the_records_of_the_files_named_so_far(tmp
         first.join()
         assert not alive and got[0].file == str(tmp_path / "a.png") and got[0].error is None
         assert list(records) == []
+
+
+def test_records_of_a_folder_are_not_cut_short_by_another_list_still_open(tmp_path, monkeypatch):
+    # whether the next name would wait was the last candidates()'s list: records(c) for a folder's candidates made
+    # before a quiet list on stdin handed its records over one file a chunk (a model batch of one)
+    import os
+
+    from PIL import Image
+
+    from aiidetect import pixels
+
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    chunks = []
+    submit = pixels.OrderedChunks._submit
+    monkeypatch.setattr(pixels.OrderedChunks, "_submit",
+                        lambda self, *a, **k: (lambda got: (chunks.append(len(got or ())), got)[1])(submit(self, *a, **k)))
+    r, w = os.pipe()  # a list whose writer says nothing yet
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False, batch_size=8)) as s:
+        folder = s.candidates([str(tmp_path)])
+        s.candidates("-", stdin=stdin)
+        try:
+            assert len(list(s.records(folder))) == 6
+        finally:
+            os.close(w)
+    assert [n for n in chunks if n] == [6]
