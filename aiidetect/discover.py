@@ -108,7 +108,9 @@ class ListState:
     def __init__(self, stream=None):
         self.ended = False    # the list's end was read
         self.names = 0        # names read, split and not taken yet (blank lines not counted)
-        self.walking = False  # a folder named in the list is being walked: its files need no more of it
+        # The next candidate is at hand, read one ahead: it needs none of the list (the files of a folder it
+        # named, or those of the arguments, which come before the list).
+        self.walking = False
         try:
             self.fd = getattr(stream, "buffer", stream).fileno()
         except (AttributeError, OSError, ValueError):
@@ -624,19 +626,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 twice = key in entered
                 entered.add(key)
                 files = walk(a, frozenset({key}), twice, st.st_mtime_ns)
-                if on_stdin and summ.list_state is not None:
-                    # One file ahead, to know the last: its record need not wait for the list's next name.
-                    state = summ.list_state
-                    state.walking = True
-                    cur = next(files, None)
-                    while cur is not None:
-                        nxt = next(files, None)
-                        state.walking = nxt is not None
-                        yield cur
-                        cur = nxt
-                    state.walking = False
-                else:
-                    yield from files
+                yield from (one_ahead(files) if on_stdin else files)
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 try:
@@ -652,7 +642,23 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             elif not strict_missing:
                 yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
 
-    yield from from_args(args, False)
+    def one_ahead(items: Iterator[Candidate]) -> Iterator[Candidate]:
+        """`items`, one read ahead when a list is read: while the next is at hand, the records so far need not be
+        written for want of the list's next name (a folder's walk in batches of one file while its writer is quiet)."""
+        state = summ.list_state
+        if state is None:
+            yield from items
+            return
+        state.walking = True
+        cur = next(items, None)
+        while cur is not None:
+            nxt = next(items, None)
+            state.walking = nxt is not None
+            yield cur
+            cur = nxt
+        state.walking = False
+
+    yield from one_ahead(from_args(args, False))
     yield from from_args(listed, False, on_stdin=True)
 
 

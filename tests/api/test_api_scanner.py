@@ -935,3 +935,33 @@ def test_records_of_a_folder_are_not_cut_short_by_another_list_still_open(tmp_pa
         finally:
             os.close(w)
     assert [n for n in chunks if n] == [6]
+
+
+def test_a_folder_named_beside_a_quiet_list_is_scanned_in_whole_batches(tmp_path, monkeypatch):
+    # `aiidetect scan inbox -` while the list's writer is quiet: the folder's files need none of the list, but
+    # every next one was taken for one that would wait on the writer, so the whole folder went a file a batch
+    import os
+    import threading
+
+    from PIL import Image
+
+    from aiidetect import pixels
+
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    chunks = []
+    submit = pixels.OrderedChunks._submit
+    monkeypatch.setattr(pixels.OrderedChunks, "_submit",
+                        lambda self, *a, **k: (lambda got: (chunks.append(len(got or ())), got)[1])(submit(self, *a, **k)))
+    r, w = os.pipe()  # a list whose writer says nothing yet
+    got = []
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False, batch_size=8)) as s:
+        records = s.scan([str(tmp_path), "-"], stdin=stdin)
+        first = threading.Thread(target=lambda: got.extend(next(records) for _ in range(6)), daemon=True)
+        first.start()
+        first.join(60)  # a bound for a failing run, not a timing: the list stays open throughout
+        alive = first.is_alive()
+        os.close(w)
+        first.join()
+        assert not alive and len(got) == 6 and list(records) == []
+    assert [n for n in chunks if n] == [6]  # the folder's six files in one batch, as with no list at all
