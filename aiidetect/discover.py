@@ -205,7 +205,8 @@ def _named(parts: Iterator[str]) -> Iterator[str]:
         return
     # A list saved by Notepad (or PowerShell's Out-File -Encoding utf8) starts with a byte-order mark, which
     # made its first path a missing file. U+FEFF is legal in a name too: one that exists keeps it.
-    if first.startswith("\ufeff") and not _names_a_file([first]):
+    # A name past PATH_MAX keeps it (its record tells its length, with the mark, and why it opens nowhere).
+    if first.startswith("\ufeff") and not isinstance(first, LongPath) and not _names_a_file([first]):
         first = first[1:]
     yield from (p for p in itertools.chain([first], parts) if p.strip())
 

@@ -530,3 +530,12 @@ def test_a_file_of_a_walk_whose_folder_changed_since_keeps_one_record(tmp_path):
     listed = f"{root / 'a' / '1.jpg'}\n{root / 'a'}\n"
     c, s = discover([str(root / "a")], stdin=io.BufferedReader(_MakesFileOnRead(change, listed.encode())))
     assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic"] and s.duplicates == 5
+
+
+def test_an_over_long_first_name_after_a_byte_order_mark_still_says_why():
+    # Notepad's mark in front of a list whose first name is past PATH_MAX: dropping the mark made the name a plain
+    # string, so its record said "no such file or directory", not its length
+    from aiidetect.discover import LongPath
+
+    c, _ = discover([], stdin=io.BytesIO(b"\xef\xbb\xbf/x/" + b"a" * 5000 + b"\n/y.jpg\n"))
+    assert isinstance(c[0].path, LongPath) and "PATH_MAX" in c[0].error[1] and c[1].path == "/y.jpg"
