@@ -539,3 +539,12 @@ def test_an_over_long_first_name_after_a_byte_order_mark_still_says_why():
 
     c, _ = discover([], stdin=io.BytesIO(b"\xef\xbb\xbf/x/" + b"a" * 5000 + b"\n/y.jpg\n"))
     assert isinstance(c[0].path, LongPath) and "PATH_MAX" in c[0].error[1] and c[1].path == "/y.jpg"
+
+
+def test_a_print0_list_of_names_near_path_max_over_many_reads_comes_whole():
+    # names of 4,000 bytes (under PATH_MAX), newlines inside, in reads of 1,000 bytes: none is cut at a newline,
+    # held back as over-long, or split where a read ends
+    names = [f"/d{i}/" + "x" * 1503 + "\n" + "é" * 1246 for i in range(3)]
+    assert all(len(n.encode()) == 4000 for n in names)
+    data = "".join(n + "\0" for n in names).encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 1000), 1000)) == names
