@@ -109,6 +109,24 @@ def _walk(paths: Any, stdin, **walk):
     return args, cands, summary
 
 
+class _Listed:
+    """candidates() for a list on stdin: its candidates, and whether the list's next name would wait on its writer
+    (`waiting`, for the pipeline to write the records so far). It goes with these candidates: taken from the
+    Scanner's last candidates(), a folder's records(c) asked for after a list left open cut every chunk to one file."""
+
+    def __init__(self, cands: Iterator, waiting):
+        self._cands, self.waiting = cands, waiting
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._cands)
+
+    def close(self) -> None:
+        self._cands.close()
+
+
 def _guarded(cands, output, args: list[str], **check):
     """The output guard: UsageError now for an input named; OutputError while iterating for a file
     reached on the way (named on stdin, through a link)."""
@@ -664,7 +682,9 @@ class Scanner:
         cands = _guarded(cands, output, args, excluded=lambda p: not _wanted(p, o.include or (), o.exclude or ()),
                          store=o.db)
         self._preflight()
-        return in_shard(cands, parse_shard(o.shard))
+        cands = in_shard(cands, parse_shard(o.shard))
+        waiting = getattr(self.discovery, "waiting", None)
+        return cands if waiting is None else _Listed(cands, waiting)
 
     def _preflight(self) -> None:
         """Open the results store and reach the Ray cluster now, before any model is built: a read-only
@@ -774,13 +794,9 @@ class Scanner:
             # waited for; every other stuck read is given up past the deadline.
             pipe.deadline = (ReadDeadline if self.options.end_process_on_timeout
                              else AbandoningDeadline)(self.options.file_timeout)
-            return _scan_errors(_watched(pipe.run(cands, waiting=self._waiting()), pipe.deadline), (ReadsStuck,))
-        return pipe.run(cands, waiting=self._waiting())
-
-    def _waiting(self):
-        """Whether the next name of the last candidates()'s stdin list would wait on its writer: the
-        pipeline then writes the records so far instead of reading a chunk ahead."""
-        return getattr(self.discovery, "waiting", None)
+            return _scan_errors(_watched(pipe.run(cands, waiting=getattr(cands, "waiting", None)), pipe.deadline),
+                                (ReadsStuck,))
+        return pipe.run(cands, waiting=getattr(cands, "waiting", None))
 
     def _open_store(self, pipe, argv):
         import sqlite3

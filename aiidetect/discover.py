@@ -108,7 +108,9 @@ class ListState:
     def __init__(self, stream=None):
         self.ended = False    # the list's end was read
         self.names = 0        # names read, split and not taken yet (blank lines not counted)
-        self.walking = False  # a folder named in the list is being walked: its files need no more of it
+        # The next candidate is at hand, read one ahead: it needs none of the list (the files of a folder it
+        # named, or those of the arguments, which come before the list).
+        self.walking = False
         try:
             self.fd = getattr(stream, "buffer", stream).fileno()
         except (AttributeError, OSError, ValueError):
@@ -203,7 +205,8 @@ def _named(parts: Iterator[str]) -> Iterator[str]:
         return
     # A list saved by Notepad (or PowerShell's Out-File -Encoding utf8) starts with a byte-order mark, which
     # made its first path a missing file. U+FEFF is legal in a name too: one that exists keeps it.
-    if first.startswith("\ufeff") and not _names_a_file([first]):
+    # A name past PATH_MAX keeps it (its record tells its length, with the mark, and why it opens nowhere).
+    if first.startswith("\ufeff") and not isinstance(first, LongPath) and not _names_a_file([first]):
         first = first[1:]
     yield from (p for p in itertools.chain([first], parts) if p.strip())
 
@@ -235,6 +238,9 @@ class LongPath(str):
         p.size, p.digest = size, digest
         return p
 
+
+# Files of a folder's listing whose ctime was not older than its mtime, remembered a folder (_walk_all's `note`).
+_NOTED = 4
 
 _PATH_MAX = 4096   # Linux's, its NUL included: a name of 4,096 bytes or more is refused by every call
 _SHOWN = 200       # characters of an over-long name's start kept for its record
@@ -418,8 +424,9 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
     entered: set[tuple[int, int]] = set()
     # Folders whose entries the walk went through: the path they were walked by when --include or --exclude
     # is given (the filters judged their files by that spelling, not the one a list names them by), and
-    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk).
-    walked: dict[tuple[int, int], tuple[str | None, int]] = {}
+    # their mtime as stat'ed before the listing, to tell a name added since (a file made after the walk), and
+    # the files of that listing whose ctime was not older than it (`note`).
+    walked: dict[tuple[int, int], list] = {}
     filtered = bool(include or exclude)
     # Files named as arguments may also lie inside a folder walked before them: remember them on both
     # paths. A file named on stdin is not known before it comes (the list is read as the walk goes):
@@ -460,13 +467,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         fk = (folder.st_dev, folder.st_ino)
         if fk not in walked:
             return False
-        spelled, listed_at = walked[fk]
+        spelled, listed_at, noted = walked[fk]
         # A folder whose mtime moved since its listing gained or lost names: this one was in the listing only
         # if the file's ctime (moved by its creation, a link or rename to here) is older than that listing's
-        # mtime, both the filesystem's clock. Otherwise it may be new: a file made after the walk and then
-        # named was dropped as the walk's, with no record at all. (A file also written since is given a
-        # record of its own here: at worst a second one, never none.)
-        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at:
+        # mtime, both the filesystem's clock, or the walk noted it. Otherwise it may be new: a file made after
+        # the walk and then named was dropped as the walk's, with no record at all. (A file also written since
+        # is given a record of its own here: at worst a second one, never none.)
+        if folder.st_mtime_ns != listed_at and st.st_ctime_ns >= listed_at \
+                and _packed((st.st_dev, st.st_ino)) not in noted:
             return False
         if filtered and not _wanted(os.path.join(spelled, name), include, exclude):
             return False
@@ -490,7 +498,16 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         except OSError as exc:
             return exc
 
-    def listed_again(again: bool, first: tuple, mtime: int) -> tuple[bool, int | None]:
+    def note(first: list, key) -> None:
+        """A file of a folder's first listing whose ctime is not older than the folder's mtime then: a file
+        written after its folder's last change (a copy's data lands after its name; `cp -a`, tar and rsync set a
+        folder's mtime back) looks made after the walk to walk_gave and to a second walk once the folder changes,
+        and got a second record. The first _NOTED of a folder only (the last copy to land there, not every file
+        of a copied archive: a walk keeps nothing per file); a later one may still get a second record."""
+        if len(first[2]) < _NOTED:
+            first[2] += (_packed(key),)
+
+    def listed_again(again: bool, first: list, mtime: int) -> tuple[bool, int | None]:
         """(again, fresh) for a folder listed now with this mtime: `fresh`, when it is listed again and its
         mtime moved since its first listing, is that listing's mtime (a file whose ctime is not older may
         have come since: walk_gave's rule)."""
@@ -507,11 +524,11 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         fresh = None
         for k in ancestors:  # the top folder (its one ancestor so far), listed
             again = again and k in walked  # not listed before (unreadable then): its files are new here
-            first = walked.setdefault(k, (top if filtered else None, mtime))
+            first = walked.setdefault(k, [top if filtered else None, mtime, ()])
             again, fresh = listed_again(again, first, mtime)
-        stack = [(iter(entries), ancestors, again, fresh)]
+        stack = [(iter(entries), ancestors, again, fresh, first)]
         while stack:
-            it, ancestors, again, fresh = stack[-1]
+            it, ancestors, again, fresh, first = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
@@ -562,8 +579,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     continue
                 if key not in walked:
                     twice = False  # never listed before (made since, or unreadable then): its files are new here
-                first = walked.setdefault(key, (p if filtered else None, st.st_mtime_ns))
-                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, first, st.st_mtime_ns)))
+                sub_first = walked.setdefault(key, [p if filtered else None, st.st_mtime_ns, ()])
+                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, sub_first, st.st_mtime_ns), sub_first))
                 continue
             if not is_image:
                 if not again:
@@ -576,12 +593,14 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                     summ.excluded += 1
                 continue
             key = (st.st_dev, st.st_ino)
-            if again and (fresh is None or st.st_ctime_ns < fresh):
+            packed = _packed(key)
+            if again and (fresh is None or st.st_ctime_ns < fresh or packed in first[2]):
                 # A folder reached a second time (named again, through a link): the files of its first
                 # listing were counted already; one made there since (its ctime not older) was not.
                 summ.duplicates += 1
                 continue
-            packed = _packed(key)
+            if not again and st.st_ctime_ns >= first[1]:
+                note(first, key)
             if packed in seen or (is_link and walk_reaches(real)):
                 summ.duplicates += 1
                 continue
@@ -608,19 +627,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 twice = key in entered
                 entered.add(key)
                 files = walk(a, frozenset({key}), twice, st.st_mtime_ns)
-                if on_stdin and summ.list_state is not None:
-                    # One file ahead, to know the last: its record need not wait for the list's next name.
-                    state = summ.list_state
-                    state.walking = True
-                    cur = next(files, None)
-                    while cur is not None:
-                        nxt = next(files, None)
-                        state.walking = nxt is not None
-                        yield cur
-                        cur = nxt
-                    state.walking = False
-                else:
-                    yield from files
+                yield from (one_ahead(files) if on_stdin else files)
             elif os.path.lexists(a):
                 # Named explicitly: always a record, whatever the extension or file type.
                 try:
@@ -636,7 +643,23 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             elif not strict_missing:
                 yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
 
-    yield from from_args(args, False)
+    def one_ahead(items: Iterator[Candidate]) -> Iterator[Candidate]:
+        """`items`, one read ahead when a list is read: while the next is at hand, the records so far need not be
+        written for want of the list's next name (a folder's walk in batches of one file while its writer is quiet)."""
+        state = summ.list_state
+        if state is None:
+            yield from items
+            return
+        state.walking = True
+        cur = next(items, None)
+        while cur is not None:
+            nxt = next(items, None)
+            state.walking = nxt is not None
+            yield cur
+            cur = nxt
+        state.walking = False
+
+    yield from one_ahead(from_args(args, False))
     yield from from_args(listed, False, on_stdin=True)
 
 

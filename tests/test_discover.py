@@ -510,8 +510,41 @@ def test_a_folder_walked_again_gives_a_record_to_a_file_made_since_its_first_wal
     os.utime(root / "a", ns=(10**18, 10**18))  # the first listing is older than what comes next, on any clock tick
     stream = _MakesFileOnRead(lambda: (root / "a" / "new.jpg").write_bytes(b"x"), f"{root / 'a'}\n{root / 'a'}\n".encode())
     c, s = discover([str(root / "a")], stdin=io.BufferedReader(stream))
-    assert names(c, root).count("a/new.jpg") == 1 and names(c, root)[:4] == ["a/1.jpg", "a/2.PNG", "a/b/3.webp",
-                                                                             "a/b/4.heic"]
+    # and the files of the first walk, their ctime past that listing's mtime too, no second record
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"]
     # a folder unchanged since its first walk: its second walk gives nothing more
     c, s = discover([str(root / "a")], stdin=io.StringIO(f"{root / 'a'}\n"))
     assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic", "a/new.jpg"] and s.duplicates == 5
+
+
+def test_a_file_of_a_walk_whose_folder_changed_since_keeps_one_record(tmp_path):
+    # a file written after its folder's last change (a copy's data lands after its name; `cp -a`, tar and rsync
+    # set the folder's mtime back) has a ctime past that mtime without being new: once the folder changed after
+    # its walk, the walk's file named on stdin, or met by a second walk, got a second record (and was counted twice)
+    root = _tree(tmp_path)
+    os.utime(root / "a", ns=(10**18, 10**18))  # every file's ctime is past the folder's mtime at the walk
+
+    def change():
+        (root / "a" / "notes.txt").write_bytes(b"x")  # the folder changes after its walk
+
+    listed = f"{root / 'a' / '1.jpg'}\n{root / 'a'}\n"
+    c, s = discover([str(root / "a")], stdin=io.BufferedReader(_MakesFileOnRead(change, listed.encode())))
+    assert names(c, root) == ["a/1.jpg", "a/2.PNG", "a/b/3.webp", "a/b/4.heic"] and s.duplicates == 5
+
+
+def test_an_over_long_first_name_after_a_byte_order_mark_still_says_why():
+    # Notepad's mark in front of a list whose first name is past PATH_MAX: dropping the mark made the name a plain
+    # string, so its record said "no such file or directory", not its length
+    from aiidetect.discover import LongPath
+
+    c, _ = discover([], stdin=io.BytesIO(b"\xef\xbb\xbf/x/" + b"a" * 5000 + b"\n/y.jpg\n"))
+    assert isinstance(c[0].path, LongPath) and "PATH_MAX" in c[0].error[1] and c[1].path == "/y.jpg"
+
+
+def test_a_print0_list_of_names_near_path_max_over_many_reads_comes_whole():
+    # names of 4,000 bytes (under PATH_MAX), newlines inside, in reads of 1,000 bytes: none is cut at a newline,
+    # held back as over-long, or split where a read ends
+    names = [f"/d{i}/" + "x" * 1503 + "\n" + "é" * 1246 for i in range(3)]
+    assert all(len(n.encode()) == 4000 for n in names)
+    data = "".join(n + "\0" for n in names).encode()
+    assert read_path_list(io.BufferedReader(_Pieces(data, 1000), 1000)) == names

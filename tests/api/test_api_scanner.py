@@ -909,3 +909,88 @@ def test_a_stdin_list_still_open_gives_the_records_of_the_files_named_so_far(tmp
         first.join()
         assert not alive and got[0].file == str(tmp_path / "a.png") and got[0].error is None
         assert list(records) == []
+
+
+
+@pytest.fixture
+def six_pngs(tmp_path):
+    from PIL import Image
+
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+@pytest.fixture
+def chunk_sizes(monkeypatch):
+    """The size of each chunk the pipeline hands the model (a batch), in order."""
+    from aiidetect import pixels
+
+    sizes: list[int] = []
+    submit = pixels.OrderedChunks._submit
+
+    def counted(self, *a, **k):
+        got = submit(self, *a, **k)
+        if got:
+            sizes.append(len(got))
+        return got
+
+    monkeypatch.setattr(pixels.OrderedChunks, "_submit", counted)
+    return sizes
+
+
+def test_records_of_a_folder_are_not_cut_short_by_another_list_still_open(six_pngs, chunk_sizes):
+    # whether the next name would wait was the last candidates()'s list: records(c) for a folder's candidates made
+    # before a quiet list on stdin handed its records over one file a chunk (a model batch of one)
+    import os
+
+    r, w = os.pipe()  # a list whose writer says nothing yet
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False, batch_size=8)) as s:
+        folder = s.candidates([str(six_pngs)])
+        s.candidates("-", stdin=stdin)
+        try:
+            assert len(list(s.records(folder))) == 6
+        finally:
+            os.close(w)
+    assert chunk_sizes == [6]
+
+
+def test_a_folder_named_beside_a_quiet_list_is_scanned_in_whole_batches(six_pngs, chunk_sizes):
+    # `aiidetect scan inbox -` while the list's writer is quiet: the folder's files need none of the list, but
+    # every next one was taken for one that would wait on the writer, so the whole folder went a file a batch
+    import os
+    import threading
+
+    r, w = os.pipe()  # a list whose writer says nothing yet
+    got = []
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False, batch_size=8)) as s:
+        records = s.scan([str(six_pngs), "-"], stdin=stdin)
+        first = threading.Thread(target=lambda: got.extend(next(records) for _ in range(6)), daemon=True)
+        first.start()
+        first.join(60)  # a bound for a failing run, not a timing: the list stays open throughout
+        alive = first.is_alive()
+        os.close(w)
+        first.join()
+        assert not alive and len(got) == 6 and list(records) == []
+    assert chunk_sizes == [6]  # the folder's six files in one batch, as with no list at all
+
+
+def test_a_list_whose_names_are_all_there_goes_in_whole_batches(six_pngs, chunk_sizes):
+    # `find DIR | aiidetect scan -` with find ahead of the scan: the names already read are taken without asking
+    # the writer, so batches stay whole; only the last, before the writer's next name, is cut short
+    import os
+    import threading
+
+    r, w = os.pipe()
+    os.write(w, "".join(f"{six_pngs / f'{i}.png'}\n" for i in range(6)).encode())
+    got = []
+    with open(r) as stdin, Scanner(ScanOptions(detectors=["metadata"], cache=False, batch_size=4)) as s:
+        records = s.scan("-", stdin=stdin)
+        first = threading.Thread(target=lambda: got.extend(next(records) for _ in range(6)), daemon=True)
+        first.start()
+        first.join(60)  # a bound for a failing run, not a timing: all six come before the list ends
+        alive = first.is_alive()
+        os.close(w)
+        first.join()
+        assert not alive and len(got) == 6 and list(records) == []
+    assert chunk_sizes == [4, 2]
