@@ -120,6 +120,12 @@ class ListState:
         if self.ended or self.names or self.walking or self.fd is None:
             return False
         try:
+            if hasattr(select, "poll"):
+                # poll, not select: select refuses a descriptor of 1024 or more (a library host with many
+                # files open), which had silently turned the early hand-over off.
+                p = select.poll()
+                p.register(self.fd, select.POLLIN)
+                return not p.poll(0)
             readable, _, _ = select.select([self.fd], [], [], 0)
         except (OSError, ValueError):  # a closed list, or a platform whose select takes no pipes
             return False

@@ -548,3 +548,23 @@ def test_a_print0_list_of_names_near_path_max_over_many_reads_comes_whole():
     assert all(len(n.encode()) == 4000 for n in names)
     data = "".join(n + "\0" for n in names).encode()
     assert read_path_list(io.BufferedReader(_Pieces(data, 1000), 1000)) == names
+
+
+def test_a_list_on_a_descriptor_above_1023_still_says_it_would_wait():
+    # select() refuses descriptors of 1024 or more (ValueError), which read as "not waiting": a library host
+    # with many files open lost the early hand-over of records while its list's writer was quiet
+    import os
+
+    from aiidetect.discover import ListState
+
+    r, w = os.pipe()
+    high = os.dup2(r, 1500)
+    try:
+        with os.fdopen(high, "rb", closefd=False) as stream:
+            state = ListState(stream)
+            assert state.fd == 1500 and state.waiting()
+            os.write(w, b"a.jpg\n")
+            assert not state.waiting()
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)
