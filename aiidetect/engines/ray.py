@@ -106,6 +106,9 @@ class ModelSpec:
     # cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a verdict the
     # store kept as final, under a run identity saying the detector ran.
     available: tuple[str, ...] = ()
+    # The driver's detectors in the run's order, each (name, why it is unavailable there, or None): what a file
+    # whose metadata decides its verdict is judged with when this node cannot build the model (_unbuilt).
+    order: tuple[tuple[str, str | None], ...] = ()
 
     def build(self):
         from ..detectors import RunContext, UnavailableDetector, create_detectors
@@ -119,12 +122,19 @@ class ModelSpec:
             fams = {n.split(":")[0] for n in lost}
             why = "; ".join(f"{d.name}: {d.reason}" for d in dets
                             if isinstance(d, UnavailableDetector) and d.family in fams)
-            raise DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
+            err = DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
+            # Each lost detector's own reason, as the local engine on this node writes it in its records.
+            err.reasons = {n: next((d.reason for d in dets if isinstance(d, UnavailableDetector) and d.name == n),
+                                   why or "not made") for n in lost}
+            raise err
         return Pipeline(dets, self.fusion_model, batch_size=self.batch_size, workers=1, limits=self.limits)
 
 
 class DetectorsUnavailableHere(RuntimeError):
-    """A worker could not make detectors the driver made: its files get `internal-error` records (_unbuilt)."""
+    """A worker could not make detectors the driver made: its files get `internal-error` records, but for those
+    their metadata decides (_unbuilt). `reasons`: each lost detector's own reason on this node."""
+
+    reasons: dict[str, str] = {}
 
 
 def _ctx_fields(ctx) -> dict[str, Any]:
@@ -343,10 +353,11 @@ class _Model:
             torch.set_num_threads(max(1, threads))
         except ImportError:
             pass
-        self.pipe, self.broken, self._fusion = None, None, spec.fusion_model
+        self.pipe, self.broken, self._spec, self._reasons = None, None, spec, {}
         try:
             self.pipe = spec.build()
         except Exception as exc:  # noqa: BLE001 - in every record of its batches, never hidden
+            self._reasons = dict(getattr(exc, "reasons", None) or {})
             # Kept, not raised: raised from an actor's constructor, Ray Data failed the whole dataset (exit 2, a
             # traceback of ~200 lines, no record at all) or, in other versions, retried the pool for ever. A head
             # damaged after the driver checked it, a backbone this node cannot load, memory raised as an error:
@@ -359,7 +370,7 @@ class _Model:
 
     def complete(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.broken is not None:
-            return _unbuilt(batch, self.broken, self._fusion)
+            return _unbuilt(batch, self.broken, self._spec, self._reasons)
         samples = [pickle.loads(b) for b in batch["sample"]]
         return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
 
@@ -374,22 +385,39 @@ def _why(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit - limit // 3):]}"
 
 
-def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
+def _unbuilt(batch: dict[str, Any], why: str, spec, reasons: dict[str, str] | None = None) -> dict[str, Any]:
     """The records of a model batch whose actor could not build its detectors: a file with an error of its own
-    (unreadable, decode-error) keeps it; every other one is `internal-error`, its metadata results kept."""
-    from ..fusion import fusion_identity
+    (unreadable, decode-error) keeps it; a file whose metadata decides its verdict (decisive evidence: rule 2, the
+    model cannot change it) gets the record the local engine gives it with those detectors unavailable; every
+    other one is `internal-error`, its metadata results kept."""
+    from ..detectors.base import Detector
+    from ..fusion import fusion_identity, split_results
     from ..pipeline.stages import finish
+    from ..records import DetectorResult
 
+    fusion_model = spec.fusion_model
     # The run's fusion, as every other record names it: {} there broke the schema's "kind" (rules or model).
     info = fusion_identity(fusion_model)
+    order = list(getattr(spec, "order", ()) or ())
     out = []
     for b in batch["sample"]:
         s = pickle.loads(b)
         if s.record is None:
             s.record = Record(file=s.path)
-        if s.record.error is None:
-            s.record.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
-                               f"was given this file, so they did not run on it: {why} (docs/scale.md)")
+        rec = s.record
+        if rec.error is None and order and split_results(rec.detectors)[2]:
+            # An SD `parameters` PNG, a signed C2PA AI declaration: an `internal-error` here was verdict "error"
+            # where the local engine, with the same detectors unavailable, judged the file on its metadata.
+            for name, driver_why in order:
+                if name not in rec.detectors:
+                    rec.detectors[name] = DetectorResult.unavailable(
+                        driver_why or (reasons or {}).get(name)
+                        or f"could not be built on the Ray worker that was given this file: {why}")
+            out.append(_dump(finish(s, [Detector(n) for n, _ in order], fusion_model, info)))
+            continue
+        if rec.error is None:
+            rec.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
+                          f"was given this file, so they did not run on it: {why} (docs/scale.md)")
         out.append(_dump(finish(s, [], fusion_model, info)))
     return {"i": batch["i"], "record": out}
 
@@ -464,7 +492,7 @@ class _ModelStage:
 
         file_timeout, start, _ = self._deadline
         if self._broken is not None:
-            return _unbuilt(batch, self._broken, self._spec.fusion_model)
+            return _unbuilt(batch, self._broken, self._spec)
         for attempt in range(TASK_RETRIES + 1):
             if self._model is None:
                 self._model = self._start()
@@ -707,7 +735,8 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     from ..detectors import UnavailableDetector
 
     spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
-                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)))
+                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)),
+                     tuple((d.name, d.reason if isinstance(d, UnavailableDetector) else None) for d in pipe.detectors))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

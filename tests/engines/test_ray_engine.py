@@ -1119,3 +1119,43 @@ def test_a_worker_that_cannot_make_a_detector_the_driver_made_gives_its_files_in
                                                                    record=Record(file="/x/a.jpg")))]})
     (rec,) = (pickle.loads(r) for r in out["record"])
     assert rec.verdict == "error" and rec.error.code == "internal-error" and "univfd" in rec.error.message
+
+
+def test_a_file_whose_metadata_decides_gets_the_local_record_where_a_worker_cannot_build_the_model(tmp_path):
+    """A worker that could not build the model gave every file of its batches `internal-error`, verdict "error":
+    also a PNG with SD `parameters`, which the local engine with the same head unavailable judges ai-generated on
+    its metadata (decisive evidence decides whatever the model says). Such a file now gets the local record; a
+    file the model could have swayed stays `internal-error` (its verdict needs the model the driver promised)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from aiidetect.detectors import RunContext, UnavailableDetector, create_detectors
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.testing.images import noise_rgb
+
+    info = PngInfo()
+    info.add_text("parameters", "a lighthouse\nNegative prompt: blurry\nSteps: 30, Sampler: Euler a, Seed: 1234")
+    noise_rgb().save(tmp_path / "sd.png", pnginfo=info)
+    noise_rgb().save(tmp_path / "plain.png")
+    cands = [Candidate(str(tmp_path / n), explicit=True) for n in ("sd.png", "plain.png")]
+    why = "cannot load head /w/x: head.safetensors checksum differs from manifest"
+    dets = create_detectors(["metadata"], RunContext()) + [UnavailableDetector("linear:x", why)]
+    pipe = Pipeline(dets, None, batch_size=4, workers=1)
+    samples = pipe.decode_many(cands, [0, 1])  # what the CPU tasks hand the model actors
+    batch = {"i": [0, 1], "sample": [pickle.dumps(s) for s in samples]}
+    local = [r.to_dict() for r in pipe.complete(samples)]
+    assert local[0]["verdict"] == "ai-generated" and local[0]["error"] is None
+
+    def build():
+        exc = ray_engine.DetectorsUnavailableHere(f"linear:x unavailable on this node ({why})")
+        exc.reasons = {"linear:x": why}
+        raise exc
+
+    spec = SimpleNamespace(build=build, fusion_model=None, order=(("metadata", None), ("linear:x", None)))
+    for stage in (ray_engine._ModelStage(spec, 1, None), ray_engine._Model(spec, 1).complete):  # without, with deadline
+        sd, plain = (pickle.loads(r).to_dict() for r in stage(batch)["record"])
+        assert sd == local[0]
+        assert plain["verdict"] == "error" and plain["error"]["code"] == "internal-error"
