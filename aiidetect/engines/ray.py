@@ -444,6 +444,10 @@ class _ModelStage:
 
             try:
                 self._model = self._start()
+            except ModelActorLate as exc:
+                # Raised from here it ended the scan (exit 2, a traceback, no record for the rest of it). Not started
+                # again by each batch (the allowance each time): this pool actor's files get records saying why.
+                self._broken = str(exc)
             except ray.exceptions.RayActorError as exc:
                 # Raised here, Ray Data waits for this pool actor for ever, or fails the whole dataset. Its
                 # creation failed (the spec could not even be unpickled there: _Model's own build errors come
@@ -454,7 +458,7 @@ class _ModelStage:
                 self._model = None
 
     def _start(self):
-        """A new model actor, once it has built its detectors (RuntimeError past ACTOR_START: killed)."""
+        """A new model actor, once it has built its detectors (ModelActorLate past ACTOR_START: killed)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -471,8 +475,8 @@ class _ModelStage:
             ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
             if not ready:
                 ray.kill(model, no_restart=True)
-                raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
-                                   "(AIIDETECT_RAY_ACTOR_START)")
+                raise ModelActorLate(f"the model actor did not start within {self._deadline[2]:g} s "
+                                     "(AIIDETECT_RAY_ACTOR_START)")
             try:
                 ray.get(ready[0])  # why a model could not be built comes back as a value: its batches' records
             except ray.exceptions.RayActorError as exc:
@@ -495,7 +499,13 @@ class _ModelStage:
             return _unbuilt(batch, self._broken, self._spec)
         for attempt in range(TASK_RETRIES + 1):
             if self._model is None:
-                self._model = self._start()
+                try:
+                    self._model = self._start()
+                except ModelActorLate as exc:
+                    # (a new one after a batch's deadline or a death): its batch failed, and alone each of its files
+                    # waited for the allowance again, then was `crashed` or stopped the scan.
+                    self._broken = str(exc)
+                    return _unbuilt(batch, self._broken, self._spec)
             ref = self._model.complete.remote(batch)
             ready, _ = ray.wait([ref], timeout=task_deadline(len(batch["i"]), file_timeout, start))
             if not ready:
@@ -514,6 +524,11 @@ class _ModelStage:
 
 
 _REMOTE_MODEL = None
+
+
+class ModelActorLate(RuntimeError):
+    """A model actor did not build its detectors within its allowance (AIIDETECT_RAY_ACTOR_START): killed, and the
+    pool actor's files get records saying so (_unbuilt)."""
 
 
 def _model_env(gpus: list) -> dict[str, str]:

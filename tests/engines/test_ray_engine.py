@@ -1159,3 +1159,40 @@ def test_a_file_whose_metadata_decides_gets_the_local_record_where_a_worker_cann
         sd, plain = (pickle.loads(r).to_dict() for r in stage(batch)["record"])
         assert sd == local[0]
         assert plain["verdict"] == "error" and plain["error"]["code"] == "internal-error"
+
+
+def test_a_model_actor_that_does_not_start_in_time_gives_its_files_records(monkeypatch):
+    """A model actor not started within AIIDETECT_RAY_ACTOR_START raised from the pool actor's constructor: Ray Data
+    failed the dataset, and the scan ended with exit 2, a traceback and no record for the rest. Raised when a batch
+    started a new one (after a deadline or a death), its files were tried alone, each waiting for the allowance
+    again. Each file now gets an `internal-error` record saying why; the late actor is killed, not started again."""
+    import pickle
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    made, killed, late = [], [], [True]
+    _fake_ray_module(monkeypatch, remote=lambda cls: SimpleNamespace(options=lambda **kw: SimpleNamespace(
+        remote=lambda spec, threads: made.append(1) or SimpleNamespace(ready=SimpleNamespace(remote=lambda: "r")))),
+        wait=lambda refs, timeout: ([], refs) if late[0] else (refs, []), get=lambda ref: None,
+        kill=lambda actor, no_restart: killed.append(actor), get_gpu_ids=lambda: [],
+        exceptions=SimpleNamespace(RayActorError=type("ActorDied", (Exception,), {})))
+    spec = SimpleNamespace(fusion_model=None, order=())
+    batch = {"i": [3], "sample": [pickle.dumps(Sample(index=3, path="/x/a.jpg", record=Record(file="/x/a.jpg")))]}
+
+    def check(stage):
+        (rec,) = (pickle.loads(r) for r in stage(batch)["record"])
+        assert rec.error.code == "internal-error" and "did not start within 500 s" in rec.error.message
+
+    stage = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)  # raised here before
+    assert len(made) == len(killed) == 1
+    check(stage)
+    check(stage)
+    assert len(made) == 1  # not started again by each batch
+    late[0] = False
+    stage = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)
+    stage._model, late[0] = None, True  # its model actor killed past a batch's deadline: the next one is late
+    check(stage)
+    assert len(made) == 3 and len(killed) == 2
