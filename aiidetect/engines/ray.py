@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -662,7 +663,72 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     # must be sent, so a fully resumed run starts no local Ray instance (tens of seconds, a few hundred MB
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
-                    connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)))
+                    connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)),
+                    quiet=quiet)
+
+
+# What Ray's C++ core worker writes on this process's stderr, once per model pool actor started: Ray Data (2.60)
+# hands every pool actor its DataContext and map function by object reference (ActorPoolMapOperator._start_actor,
+# whatever the function's own arguments) and asks for restarts (max_restarts=-1), a pair the core worker reports
+# at level ERROR. max_restarts=0 would remove it, but Ray Data then keeps a dead actor in its pool unreplaced.
+POOL_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWorker\([^']*_ModelStage\)+' and ID: "
+                         rb"'[0-9a-f]+' has constructor arguments in the object store and max_restarts > 0\.")
+
+
+def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
+    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: every line written
+    there is copied to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR line on every model scan
+    that no Python logging setting reaches, written by C++ straight to fd 2). Where stderr is not fd 2 (a caller's
+    stream), nothing is changed. Lines still in the pipe when the process is killed are lost (milliseconds')."""
+    import sys
+    import threading
+
+    try:
+        sys.stderr.flush()
+        real = os.dup(2) if sys.stderr.fileno() == 2 else None
+    except (AttributeError, OSError, ValueError):  # no fileno (a test runner's stream), or closed
+        real = None
+    if real is None:
+        yield from records
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        rest = b""
+        while True:
+            try:
+                chunk = os.read(read, 65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                *lines, rest = (rest + chunk).split(b"\n")
+                kept = b"".join(line + b"\n" for line in lines if not POOL_NOTICE.search(line))
+            else:  # the end: a last line without its newline is copied as it is
+                kept = b"" if POOL_NOTICE.search(rest) else rest
+            if kept:
+                try:
+                    os.write(real, kept)
+                except OSError:
+                    pass
+            if not chunk:
+                break
+        os.close(read)
+
+    thread = threading.Thread(target=pump, name="aiidetect-stderr", daemon=True)
+    thread.start()
+    try:
+        yield from records
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os.dup2(real, 2)  # the pipe's last writer here: the pump reads to its end, then stops
+            # (a process started meanwhile may hold the pipe open: its lines still come through, later)
+            thread.join(timeout=2.0)
+            if not thread.is_alive():
+                os.close(real)
 
 
 def preflight(address: str | None) -> None:
@@ -675,7 +741,7 @@ def preflight(address: str | None) -> None:
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None, connect=lambda: None) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None, quiet: bool = False) -> Iterator[Record]:
     env = _settings()
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
@@ -711,7 +777,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             connect()
             plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start)
         stages, cpus = plan
-        yield from _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+        sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+        # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
+        yield from _without_pool_notice(sent) if quiet and pipe.groups else sent
 
 
 def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):
