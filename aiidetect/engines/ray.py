@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -106,6 +107,9 @@ class ModelSpec:
     # cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a verdict the
     # store kept as final, under a run identity saying the detector ran.
     available: tuple[str, ...] = ()
+    # The driver's detectors in the run's order, each (name, why it is unavailable there, or None): what a file
+    # whose metadata decides its verdict is judged with when this node cannot build the model (_unbuilt).
+    order: tuple[tuple[str, str | None], ...] = ()
 
     def build(self):
         from ..detectors import RunContext, UnavailableDetector, create_detectors
@@ -119,12 +123,19 @@ class ModelSpec:
             fams = {n.split(":")[0] for n in lost}
             why = "; ".join(f"{d.name}: {d.reason}" for d in dets
                             if isinstance(d, UnavailableDetector) and d.family in fams)
-            raise DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
+            err = DetectorsUnavailableHere(f"{', '.join(lost)} unavailable on this node ({why or 'not made'})")
+            # Each lost detector's own reason, as the local engine on this node writes it in its records.
+            err.reasons = {n: next((d.reason for d in dets if isinstance(d, UnavailableDetector) and d.name == n),
+                                   why or "not made") for n in lost}
+            raise err
         return Pipeline(dets, self.fusion_model, batch_size=self.batch_size, workers=1, limits=self.limits)
 
 
 class DetectorsUnavailableHere(RuntimeError):
-    """A worker could not make detectors the driver made: its files get `internal-error` records (_unbuilt)."""
+    """A worker could not make detectors the driver made: its files get `internal-error` records, but for those
+    their metadata decides (_unbuilt). `reasons`: each lost detector's own reason on this node."""
+
+    reasons: dict[str, str] = {}
 
 
 def _ctx_fields(ctx) -> dict[str, Any]:
@@ -343,10 +354,11 @@ class _Model:
             torch.set_num_threads(max(1, threads))
         except ImportError:
             pass
-        self.pipe, self.broken, self._fusion = None, None, spec.fusion_model
+        self.pipe, self.broken, self._spec, self._reasons = None, None, spec, {}
         try:
             self.pipe = spec.build()
         except Exception as exc:  # noqa: BLE001 - in every record of its batches, never hidden
+            self._reasons = dict(getattr(exc, "reasons", None) or {})
             # Kept, not raised: raised from an actor's constructor, Ray Data failed the whole dataset (exit 2, a
             # traceback of ~200 lines, no record at all) or, in other versions, retried the pool for ever. A head
             # damaged after the driver checked it, a backbone this node cannot load, memory raised as an error:
@@ -359,7 +371,7 @@ class _Model:
 
     def complete(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.broken is not None:
-            return _unbuilt(batch, self.broken, self._fusion)
+            return _unbuilt(batch, self.broken, self._spec, self._reasons)
         samples = [pickle.loads(b) for b in batch["sample"]]
         return {"i": batch["i"], "record": [_dump(r) for r in _complete(self.pipe, samples)]}
 
@@ -374,22 +386,39 @@ def _why(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit - limit // 3):]}"
 
 
-def _unbuilt(batch: dict[str, Any], why: str, fusion_model) -> dict[str, Any]:
+def _unbuilt(batch: dict[str, Any], why: str, spec, reasons: dict[str, str] | None = None) -> dict[str, Any]:
     """The records of a model batch whose actor could not build its detectors: a file with an error of its own
-    (unreadable, decode-error) keeps it; every other one is `internal-error`, its metadata results kept."""
-    from ..fusion import fusion_identity
+    (unreadable, decode-error) keeps it; a file whose metadata decides its verdict (decisive evidence: rule 2, the
+    model cannot change it) gets the record the local engine gives it with those detectors unavailable; every
+    other one is `internal-error`, its metadata results kept."""
+    from ..detectors.base import Detector
+    from ..fusion import fusion_identity, split_results
     from ..pipeline.stages import finish
+    from ..records import DetectorResult
 
+    fusion_model = spec.fusion_model
     # The run's fusion, as every other record names it: {} there broke the schema's "kind" (rules or model).
     info = fusion_identity(fusion_model)
+    order = list(getattr(spec, "order", ()) or ())
     out = []
     for b in batch["sample"]:
         s = pickle.loads(b)
         if s.record is None:
             s.record = Record(file=s.path)
-        if s.record.error is None:
-            s.record.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
-                               f"was given this file, so they did not run on it: {why} (docs/scale.md)")
+        rec = s.record
+        if rec.error is None and order and split_results(rec.detectors)[2]:
+            # An SD `parameters` PNG, a signed C2PA AI declaration: an `internal-error` here was verdict "error"
+            # where the local engine, with the same detectors unavailable, judged the file on its metadata.
+            for name, driver_why in order:
+                if name not in rec.detectors:
+                    rec.detectors[name] = DetectorResult.unavailable(
+                        driver_why or (reasons or {}).get(name)
+                        or f"could not be built on the Ray worker that was given this file: {why}")
+            out.append(_dump(finish(s, [Detector(n) for n, _ in order], fusion_model, info)))
+            continue
+        if rec.error is None:
+            rec.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
+                          f"was given this file, so they did not run on it: {why} (docs/scale.md)")
         out.append(_dump(finish(s, [], fusion_model, info)))
     return {"i": batch["i"], "record": out}
 
@@ -416,6 +445,10 @@ class _ModelStage:
 
             try:
                 self._model = self._start()
+            except ModelActorLate as exc:
+                # Raised from here it ended the scan (exit 2, a traceback, no record for the rest of it). Not started
+                # again by each batch (the allowance each time): this pool actor's files get records saying why.
+                self._broken = str(exc)
             except ray.exceptions.RayActorError as exc:
                 # Raised here, Ray Data waits for this pool actor for ever, or fails the whole dataset. Its
                 # creation failed (the spec could not even be unpickled there: _Model's own build errors come
@@ -426,7 +459,7 @@ class _ModelStage:
                 self._model = None
 
     def _start(self):
-        """A new model actor, once it has built its detectors (RuntimeError past ACTOR_START: killed)."""
+        """A new model actor, once it has built its detectors (ModelActorLate past ACTOR_START: killed)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -443,8 +476,8 @@ class _ModelStage:
             ready, _ = ray.wait([model.ready.remote()], timeout=self._deadline[2])
             if not ready:
                 ray.kill(model, no_restart=True)
-                raise RuntimeError(f"the model actor did not start within {self._deadline[2]:g} s "
-                                   "(AIIDETECT_RAY_ACTOR_START)")
+                raise ModelActorLate(f"the model actor did not start within {self._deadline[2]:g} s "
+                                     "(AIIDETECT_RAY_ACTOR_START)")
             try:
                 ray.get(ready[0])  # why a model could not be built comes back as a value: its batches' records
             except ray.exceptions.RayActorError as exc:
@@ -464,10 +497,16 @@ class _ModelStage:
 
         file_timeout, start, _ = self._deadline
         if self._broken is not None:
-            return _unbuilt(batch, self._broken, self._spec.fusion_model)
+            return _unbuilt(batch, self._broken, self._spec)
         for attempt in range(TASK_RETRIES + 1):
             if self._model is None:
-                self._model = self._start()
+                try:
+                    self._model = self._start()
+                except ModelActorLate as exc:
+                    # (a new one after a batch's deadline or a death): its batch failed, and alone each of its files
+                    # waited for the allowance again, then was `crashed` or stopped the scan.
+                    self._broken = str(exc)
+                    return _unbuilt(batch, self._broken, self._spec)
             ref = self._model.complete.remote(batch)
             ready, _ = ray.wait([ref], timeout=task_deadline(len(batch["i"]), file_timeout, start))
             if not ready:
@@ -486,6 +525,11 @@ class _ModelStage:
 
 
 _REMOTE_MODEL = None
+
+
+class ModelActorLate(RuntimeError):
+    """A model actor did not build its detectors within its allowance (AIIDETECT_RAY_ACTOR_START): killed, and the
+    pool actor's files get records saying so (_unbuilt)."""
 
 
 def _model_env(gpus: list) -> dict[str, str]:
@@ -619,7 +663,72 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     # must be sent, so a fully resumed run starts no local Ray instance (tens of seconds, a few hundred MB
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
-                    connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)))
+                    connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)),
+                    quiet=quiet)
+
+
+# What Ray's C++ core worker writes on this process's stderr, once per model pool actor started: Ray Data (2.60)
+# hands every pool actor its DataContext and map function by object reference (ActorPoolMapOperator._start_actor,
+# whatever the function's own arguments) and asks for restarts (max_restarts=-1), a pair the core worker reports
+# at level ERROR. max_restarts=0 would remove it, but Ray Data then keeps a dead actor in its pool unreplaced.
+POOL_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWorker\([^']*_ModelStage\)+' and ID: "
+                         rb"'[0-9a-f]+' has constructor arguments in the object store and max_restarts > 0\.")
+
+
+def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
+    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: every line written
+    there is copied to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR line on every model scan
+    that no Python logging setting reaches, written by C++ straight to fd 2). Where stderr is not fd 2 (a caller's
+    stream), nothing is changed. Lines still in the pipe when the process is killed are lost (milliseconds')."""
+    import sys
+    import threading
+
+    try:
+        sys.stderr.flush()
+        real = os.dup(2) if sys.stderr.fileno() == 2 else None
+    except (AttributeError, OSError, ValueError):  # no fileno (a test runner's stream), or closed
+        real = None
+    if real is None:
+        yield from records
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        rest = b""
+        while True:
+            try:
+                chunk = os.read(read, 65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                *lines, rest = (rest + chunk).split(b"\n")
+                kept = b"".join(line + b"\n" for line in lines if not POOL_NOTICE.search(line))
+            else:  # the end: a last line without its newline is copied as it is
+                kept = b"" if POOL_NOTICE.search(rest) else rest
+            if kept:
+                try:
+                    os.write(real, kept)
+                except OSError:
+                    pass
+            if not chunk:
+                break
+        os.close(read)
+
+    thread = threading.Thread(target=pump, name="aiidetect-stderr", daemon=True)
+    thread.start()
+    try:
+        yield from records
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os.dup2(real, 2)  # the pipe's last writer here: the pump reads to its end, then stops
+            # (a process started meanwhile may hold the pipe open: its lines still come through, later)
+            thread.join(timeout=2.0)
+            if not thread.is_alive():
+                os.close(real)
 
 
 def preflight(address: str | None) -> None:
@@ -632,7 +741,7 @@ def preflight(address: str | None) -> None:
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None, connect=lambda: None) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None, quiet: bool = False) -> Iterator[Record]:
     env = _settings()
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
@@ -668,7 +777,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             connect()
             plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start)
         stages, cpus = plan
-        yield from _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+        sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+        # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
+        yield from _without_pool_notice(sent) if quiet and pipe.groups else sent
 
 
 def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):
@@ -707,7 +818,8 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     from ..detectors import UnavailableDetector
 
     spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
-                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)))
+                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)),
+                     tuple((d.name, d.reason if isinstance(d, UnavailableDetector) else None) for d in pipe.detectors))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

@@ -1119,3 +1119,80 @@ def test_a_worker_that_cannot_make_a_detector_the_driver_made_gives_its_files_in
                                                                    record=Record(file="/x/a.jpg")))]})
     (rec,) = (pickle.loads(r) for r in out["record"])
     assert rec.verdict == "error" and rec.error.code == "internal-error" and "univfd" in rec.error.message
+
+
+def test_a_file_whose_metadata_decides_gets_the_local_record_where_a_worker_cannot_build_the_model(tmp_path):
+    """A worker that could not build the model gave every file of its batches `internal-error`, verdict "error":
+    also a PNG with SD `parameters`, which the local engine with the same head unavailable judges ai-generated on
+    its metadata (decisive evidence decides whatever the model says). Such a file now gets the local record; a
+    file the model could have swayed stays `internal-error` (its verdict needs the model the driver promised)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from aiidetect.detectors import RunContext, UnavailableDetector, create_detectors
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+    from aiidetect.testing.images import noise_rgb
+
+    info = PngInfo()
+    info.add_text("parameters", "a lighthouse\nNegative prompt: blurry\nSteps: 30, Sampler: Euler a, Seed: 1234")
+    noise_rgb().save(tmp_path / "sd.png", pnginfo=info)
+    noise_rgb().save(tmp_path / "plain.png")
+    cands = [Candidate(str(tmp_path / n), explicit=True) for n in ("sd.png", "plain.png")]
+    why = "cannot load head /w/x: head.safetensors checksum differs from manifest"
+    dets = create_detectors(["metadata"], RunContext()) + [UnavailableDetector("linear:x", why)]
+    pipe = Pipeline(dets, None, batch_size=4, workers=1)
+    samples = pipe.decode_many(cands, [0, 1])  # what the CPU tasks hand the model actors
+    batch = {"i": [0, 1], "sample": [pickle.dumps(s) for s in samples]}
+    local = [r.to_dict() for r in pipe.complete(samples)]
+    assert local[0]["verdict"] == "ai-generated" and local[0]["error"] is None
+
+    def build():
+        exc = ray_engine.DetectorsUnavailableHere(f"linear:x unavailable on this node ({why})")
+        exc.reasons = {"linear:x": why}
+        raise exc
+
+    spec = SimpleNamespace(build=build, fusion_model=None, order=(("metadata", None), ("linear:x", None)))
+    for stage in (ray_engine._ModelStage(spec, 1, None), ray_engine._Model(spec, 1).complete):  # without, with deadline
+        sd, plain = (pickle.loads(r).to_dict() for r in stage(batch)["record"])
+        assert sd == local[0]
+        assert plain["verdict"] == "error" and plain["error"]["code"] == "internal-error"
+
+
+def test_a_model_actor_that_does_not_start_in_time_gives_its_files_records(monkeypatch):
+    """A model actor not started within AIIDETECT_RAY_ACTOR_START raised from the pool actor's constructor: Ray Data
+    failed the dataset, and the scan ended with exit 2, a traceback and no record for the rest. Raised when a batch
+    started a new one (after a deadline or a death), its files were tried alone, each waiting for the allowance
+    again. Each file now gets an `internal-error` record saying why; the late actor is killed, not started again."""
+    import pickle
+    from types import SimpleNamespace
+
+    from aiidetect.decode import Sample
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.records import Record
+
+    made, killed, late = [], [], [True]
+    _fake_ray_module(monkeypatch, remote=lambda cls: SimpleNamespace(options=lambda **kw: SimpleNamespace(
+        remote=lambda spec, threads: made.append(1) or SimpleNamespace(ready=SimpleNamespace(remote=lambda: "r")))),
+        wait=lambda refs, timeout: ([], refs) if late[0] else (refs, []), get=lambda ref: None,
+        kill=lambda actor, no_restart: killed.append(actor), get_gpu_ids=lambda: [],
+        exceptions=SimpleNamespace(RayActorError=type("ActorDied", (Exception,), {})))
+    spec = SimpleNamespace(fusion_model=None, order=())
+    batch = {"i": [3], "sample": [pickle.dumps(Sample(index=3, path="/x/a.jpg", record=Record(file="/x/a.jpg")))]}
+
+    def check(stage):
+        (rec,) = (pickle.loads(r) for r in stage(batch)["record"])
+        assert rec.error.code == "internal-error" and "did not start within 500 s" in rec.error.message
+
+    stage = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)  # raised here before
+    assert len(made) == len(killed) == 1
+    check(stage)
+    check(stage)
+    assert len(made) == 1  # not started again by each batch
+    late[0] = False
+    stage = ray_engine._ModelStage(spec, 1, 3.0, 10.0, 500.0)
+    stage._model, late[0] = None, True  # its model actor killed past a batch's deadline: the next one is late
+    check(stage)
+    assert len(made) == 3 and len(killed) == 2

@@ -1,0 +1,35 @@
+"""`scan --engine ray -q`: the line Ray's C++ core worker writes on this process's stderr for every model pool actor
+is dropped there; every other line comes through, in order. No Ray needed: the filter is plain file descriptors."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def test_a_quiet_ray_scan_drops_the_pool_actor_notice_and_keeps_every_other_stderr_line(capfd, monkeypatch):
+    """Under -q a model scan printed `E ... core_worker.cc:2465: Actor with class name:
+    'MapWorker(MapBatches(_ModelStage))' ... has constructor arguments in the object store and max_restarts > 0`
+    once per pool actor: Ray Data passes every pool actor its context by object reference, and C++ writes the
+    line straight to fd 2, where no Python logging setting reaches."""
+    from aiidetect.engines import ray as ray_engine
+
+    # The process's own stderr, line-buffered, as the command line has it.
+    monkeypatch.setattr(sys, "stderr", open(2, "w", buffering=1, closefd=False))
+    notice = (b"[2026-12-02 10:05:30,981 E 18168 18168] core_worker.cc:2465: Actor with class name: "
+              b"'MapWorker(MapBatches(_ModelStage))' and ID: '05738d915edb363ecae2f99f01000000' has constructor "
+              b"arguments in the object store and max_restarts > 0. If the arguments in the object store go out of "
+              b"scope or are lost, the actor restart will fail. See https://github.com/ray-project/ray/issues/53727 "
+              b"for more details.\n")
+
+    def records():
+        os.write(2, b"before\n" + notice)
+        yield 1
+        print("a line of this process", file=sys.stderr)
+        os.write(2, b"(raylet) a worker died\n" + notice.replace(b"_ModelStage", b"OtherStage") + b"last, unended")
+        yield 2
+
+    assert list(ray_engine._without_pool_notice(records())) == [1, 2]
+    os.write(2, b"\nafter\n")
+    other = notice.replace(b"_ModelStage", b"OtherStage").decode()  # not this scan's pool: kept
+    want = f"before\na line of this process\n(raylet) a worker died\n{other}last, unended\nafter\n"
+    assert capfd.readouterr().err == want
