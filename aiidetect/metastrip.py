@@ -123,14 +123,17 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
     (limits.DECODE_MAX_METADATA_CHUNK) and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS, of a HEIF
     or AVIF with such Exif and XMP items unlinked, or of a JPEG without its Exif segments after the first
-    limits.JPEG_MAX_EXIF_SEGMENTS; what was left out) or (None, None) when there are none. The metadata readers
-    read such chunks (capped) from the file itself; Pillow copied each two or three times, joined a JPEG's Exif
-    segments one copy at a time and inflated every iCCP chunk."""
+    limits.JPEG_MAX_EXIF_SEGMENTS, of a TIFF whose BYTE, ASCII and UNDEFINED entries over the limit are retyped
+    so that no reader reads them (tiffguard.without_oversize); what was left out) or (None, None) when there
+    are none. The metadata readers read such chunks (capped) from the file itself; Pillow copied each two or
+    three times, joined a JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
     if fmt == "JPEG":
         try:
             return jpeg_exif_over(data)
         except (struct.error, IndexError, ValueError):
             return None, None
+    if fmt == "TIFF" or data[:4] in (b"II+\x00", b"MM\x00+"):    # BigTIFF too (tiffguard.BIGTIFF_MAGIC)
+        return _oversize_tiff(data)
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
     if fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):
         return None, None
@@ -143,6 +146,19 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
     except (struct.error, IndexError, ValueError):
         return None, None
+
+
+def _oversize_tiff(data: bytes) -> tuple[bytes | None, str | None]:
+    """The TIFF file's copy without_oversize makes, over the pages and sub-IFDs the decoder's check walks
+    (decode.open_image); a structure that check refuses is not copied (no reader opens it)."""
+    from .provenance.tiffguard import MAX_FILE_ENTRIES, check_tiff, oversize_said, without_oversize
+
+    if len(data) <= DECODE_MAX_METADATA_CHUNK:
+        return None, None
+    chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
+    if not chk.ok or not chk.oversize:
+        return None, None
+    return without_oversize(data, chk), oversize_said(chk)
 
 
 def strip_oversize_heif(data: bytes, fmt: str, read: HeifRead | None = None) -> tuple[bytes, str | None, HeifRead]:
