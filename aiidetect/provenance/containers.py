@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker, webp_chunks
-from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+from ..limits import (C2PA_MAX_STORE_BYTES, GIF_MAX_BLOCKS, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                       PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
@@ -193,6 +193,9 @@ def walk(data: bytes, time_left=None, layout=None) -> Blobs:
             _walk_heif(data, b, layout)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
+            # a structure the decoder's check refused (its message in errors) is not walked again
+            if not any(e.startswith("GIF structure refused") for e in b.errors):
+                _gif_xmp(data, b)
         elif fmt == "PSD":
             _walk_psd(data, b)
         elif fmt in ("BMP", "DIB"):   # no metadata blocks: the format and size, as `scan` gives them
@@ -820,6 +823,75 @@ def _tiff_ifd0(data: bytes, b: Blobs) -> None:
             b.xmp.append((data[off:off + count], "TIFF XMP"))
     if 256 in size and 257 in size:
         b.width, b.height = size[256], size[257]
+
+
+# An XMP packet in a GIF: an application extension named "XMP DataXMP" whose data is the packet's bytes as they
+# are (not cut into sub-blocks: the reader's walk hops through them), then a 258-byte "magic trailer" (0x01,
+# 0xFF down to 0x00, the terminator) that lands the walk on the terminator wherever it enters (XMP specification
+# part 3, 1.1.2). Pillow reads no application extension but NETSCAPE's loop count.
+_GIF_XMP_ID = b"XMP DataXMP"
+_GIF_XMP_TRAILER = b"\x01" + bytes(range(255, -1, -1)) + b"\x00"
+# Packets sliced out of a GIF: as many as provenance.analyze reads of a file's (its MAX_BLOCKS); a GIF has one.
+_GIF_MAX_XMP = 4
+
+
+def _gif_xmp(data: bytes, b: Blobs) -> None:
+    """The XMP application extensions of a GIF, found by walking its blocks as decode.gif_walk does (the decoder's
+    check, which open_image ran): sub-block lengths, not bytes, at most limits.GIF_MAX_BLOCKS sub-blocks or stray
+    bytes in all, past which the record says the rest was not searched. A packet is sliced out only when it is
+    within the XMP reader's cap (xmp.MAX_XMP_READ_BYTES). They went unread, and unsaid: a GIF whose XMP named
+    its AI tool was a file with no metadata."""
+    from ..decode import _GIF_BLOCK_START
+
+    n = len(data)
+    if n < 13:
+        return
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, over = 0, False
+    while pos < n:
+        kind = data[pos]
+        if kind == 0x3B:
+            return
+        if kind not in (0x21, 0x2C):
+            found = _GIF_BLOCK_START.search(data, pos + 1)
+            end = n if found is None else found.start()
+            steps += end - pos
+            pos = end
+        else:
+            xmp_at = None
+            if kind == 0x21:
+                if data[pos + 1:pos + 2] == b"\xff" and data[pos + 2:pos + 3] == b"\x0b" \
+                        and data[pos + 3:pos + 14] == _GIF_XMP_ID:
+                    xmp_at = pos + 14
+                pos += 2
+            else:
+                if pos + 10 > n:
+                    return
+                local = data[pos + 9]
+                pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+            while pos < n and steps <= GIF_MAX_BLOCKS:      # the sub-blocks, to the empty one
+                size = data[pos]
+                pos += 1 + size
+                steps += 1
+                if size == 0:
+                    break
+            if xmp_at is not None:
+                end = min(pos, n)
+                if data[end - len(_GIF_XMP_TRAILER):end] == _GIF_XMP_TRAILER:
+                    end -= len(_GIF_XMP_TRAILER)
+                if end - xmp_at > MAX_XMP_READ_BYTES:
+                    b.errors.append(f"GIF XMP application extension: an XMP packet of {end - xmp_at} bytes, over "
+                                    f"the {MAX_XMP_READ_BYTES} read; not read")
+                elif len(b.xmp) < _GIF_MAX_XMP:
+                    b.xmp.append((data[xmp_at:end], "GIF XMP application extension"))
+                elif not over:
+                    over = True
+                    b.errors.append(f"GIF: more than {_GIF_MAX_XMP} XMP application extensions; the rest not read")
+        if steps > GIF_MAX_BLOCKS:
+            b.errors.append(f"GIF: more than {GIF_MAX_BLOCKS} sub-blocks or stray bytes; the rest was not searched "
+                            "for XMP")
+            return
 
 
 def _pillow_info(im, b: Blobs) -> None:
