@@ -60,6 +60,17 @@ JPEG_MAX_DQT_BYTES = 128 * 1024
 # at the cap Pillow copies at most 16 x 17 / 2 x 64 KB, 9 MB, and the pixels and orientation (the first
 # segment's) are the file's own.
 JPEG_MAX_EXIF_SEGMENTS = 16
+# Bytes of a JPEG's other APPn and COM segments (their payloads, in all) handed to Pillow, before the first scan.
+# Pillow's open reads each one and keeps it whole (its applist, app and comment): a 520 MB JPEG of 8,000 comments
+# of 65,000 bytes took the scan's decode alone 1.06 GB and `scan -d metadata` 1.1 GB, two 512 MB such files with
+# --workers 2 past 2 GB, though the byte budget holds 2 x --max-bytes (pixels.ByteBudget counts the file, not
+# Pillow's copy of it). The metadata readers read these segments from the file itself (capped:
+# docs/schema.md "Limits"); no pixel needs them but JFIF APP0, Adobe APP14 (libjpeg's colour space and transform)
+# and, for a camera's multi-picture file, MPF APP2, whose first of each is handed on past this total. Real files
+# carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's resources and thumbnail). The
+# segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
+# image.pixels_without_metadata says so).
+JPEG_MAX_APP_BYTES = 16 * 1024 * 1024
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
 # something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",

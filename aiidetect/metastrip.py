@@ -14,7 +14,7 @@ import copy
 import itertools
 import struct
 
-from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                      PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
 from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
@@ -83,26 +83,48 @@ def _strip_jpeg(data: bytes) -> bytes | None:
     return b"".join(out) if dropped else None
 
 
-def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[bytes | None, str | None]:
-    """-> (a copy of a JPEG without its Exif APP1 segments after the first `cap`, what was left out) or
-    (None, None) when it has no more. Pillow's open joins every such segment to the EXIF so far, a new copy
-    each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s. Segments are found as Pillow
-    and the decoder's pre-check find them (structures.next_marker), up to the first scan, and an Exif one is
-    what Pillow takes for one: APP1 whose payload starts with Exif and two NULs."""
-    cut, pos, n, exif, segments = [], 2, len(data), 0, 0
+# Segments libjpeg or Pillow read for the pixels or the frames (JFIF and Adobe: the colour space and transform;
+# MPF: a multi-picture file's pictures): past limits.JPEG_MAX_APP_BYTES the first of each kind is still handed on.
+_JPEG_PIXEL_SEGMENTS = ((0xE0, b"JFIF\x00"), (0xEE, b"Adobe"), (0xE2, b"MPF\x00"))
+
+
+def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
+                   app_bytes: int | None = None) -> tuple[bytes | None, str | None]:
+    """-> (a copy of a JPEG without its Exif APP1 segments after the first `cap`, and without its other APPn and
+    COM segments once their payloads pass `app_bytes` (limits.JPEG_MAX_APP_BYTES) in all; what was left out) or
+    (None, None) when there are none. Pillow's open joins every Exif segment to the EXIF so far, a new copy
+    each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s; and it keeps every other APPn
+    and COM segment whole (limits.JPEG_MAX_APP_BYTES). Past that total the first JFIF APP0, Adobe APP14 and MPF
+    APP2 segment are still handed on (_JPEG_PIXEL_SEGMENTS). Segments are found as Pillow and the decoder's
+    pre-check find them (structures.next_marker), up to the first scan, and an Exif one is what Pillow takes for
+    one: APP1 whose payload starts with Exif and two NULs."""
+    app_bytes = JPEG_MAX_APP_BYTES if app_bytes is None else app_bytes
+    cut, pos, n, exif, segments, other, kept = [], 2, len(data), 0, 0, 0, set()
+    cut_exif = cut_other = cut_bytes = 0
     while segments <= JPEG_MAX_SEGMENTS:   # over it the pre-check refuses the file
         pos = next_marker(data, pos)
         if pos is None or pos + 4 > n or data[pos + 1] in (0xD9, 0xDA):
             break
         segments += 1
-        if 0xD0 <= data[pos + 1] <= 0xD7 or data[pos + 1] == 0x01:    # no length field
+        marker = data[pos + 1]
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:    # no length field
             pos += 2
             continue
         end = pos + 2 + max(struct.unpack_from(">H", data, pos + 2)[0], 2)
-        if data[pos + 1] == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
+        if marker == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
             exif += 1
             if exif > cap:
                 cut.append((pos, end))
+                cut_exif += 1
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            other += end - pos - 4
+            kind = next((k for k in _JPEG_PIXEL_SEGMENTS if marker == k[0] and data.startswith(k[1], pos + 4)), None)
+            if other > app_bytes and (kind is None or kind in kept):
+                cut.append((pos, end))
+                cut_other += 1
+                cut_bytes += min(end, n) - pos
+            elif kind is not None:
+                kept.add(kind)
         pos = end
     if not cut:
         return None, None
@@ -111,8 +133,13 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[byte
         parts.append(view[last:start])
         last = end
     parts.append(view[last:])
-    return b"".join(parts), (f"JPEG Exif segments after the first {cap} not handed to the decoder: "
-                             f"{len(cut)} of them")
+    said = []
+    if cut_exif:
+        said.append(f"JPEG Exif segments after the first {cap} not handed to the decoder: {cut_exif} of them")
+    if cut_other:
+        said.append(f"JPEG APP and COM segments past {app_bytes} bytes in all not handed to the decoder: "
+                    f"{cut_other} of them, {cut_bytes} bytes")
+    return b"".join(parts), "; ".join(said)
 
 
 # VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.

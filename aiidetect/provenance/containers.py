@@ -19,6 +19,11 @@ from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP
 from .xmp import MAX_XMP_READ_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
+# EXIF blocks and XMP packets parsed per file (provenance.analyze; a file has one of each; each parse is capped).
+# A JPEG's or PNG's blocks after these are counted, for the record, but not copied out of the file: every
+# Exif APP1 segment of a 512 MB JPEG of 8,000 of them was (`scan -d metadata` 1.07 GB; the decoder opens a copy
+# without them, limits.JPEG_MAX_EXIF_SEGMENTS).
+MAX_BLOCKS = 4
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
 # Text chunks / comments kept per file (real files hold a handful). Each is parsed for generator
 # parameters later: a million one-line 'parameters' chunks took 16 s there, past the per-file budget.
@@ -322,9 +327,9 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             seg = data[pos + 4:n]
         where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
         if marker == 0xE1 and seg.startswith(b"Exif\x00"):
-            b.exif.append((_tiff_start(seg), where))
+            b.exif.append((_tiff_start(seg) if len(b.exif) < MAX_BLOCKS else b"", where))
         elif marker == 0xE1 and seg.startswith(XMP_APP1):
-            b.xmp.append((seg[len(XMP_APP1):], where))
+            b.xmp.append((seg[len(XMP_APP1):] if len(b.xmp) < MAX_BLOCKS else b"", where))
         elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
             body = seg[35:]
             if len(body) >= 40:
@@ -523,7 +528,8 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"PNG eXIf: an EXIF block of {length} bytes, over the {MAX_EXIF_BYTES} read; not read")
                 b.exif_refused = True
             else:
-                b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
+                b.exif.append((_tiff_start(data[start:start + length]) if len(b.exif) < MAX_BLOCKS else b"",
+                               "PNG eXIf"))
         elif ctype == b"caBX":
             if "PNG caBX" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("PNG caBX")
