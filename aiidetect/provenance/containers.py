@@ -786,13 +786,22 @@ def _walk_heif(data: bytes, b: Blobs, read=None) -> None:
 def _walk_tiff_lean(data: bytes, b: Blobs) -> None:
     """Pillow's view of a TIFF without its BYTE, ASCII and UNDEFINED entries over the readers' cap (8 MiB
     each), which Pillow read whole and held two or three times over (a 100 MB XMP tag: `scan -d metadata`
-    785 MB): such an entry is not read, as a PNG's or WebP's chunk over it is not, and the record says so."""
-    from ..metastrip import strip_oversize
+    785 MB): such an entry is not read, as a PNG's or WebP's chunk over it is not, and the record says so
+    where a reader here would have read it."""
+    from ..limits import DECODE_MAX_METADATA_CHUNK
+    from .tiffguard import MAX_FILE_ENTRIES, check_tiff, oversize_said, without_oversize
 
-    lean, withheld = strip_oversize(data, "TIFF")
-    if withheld:
-        b.errors.append(withheld.replace("not handed to the decoder", "not read"))
-    _walk_tiff_with_pillow(data if lean is None else lean, b)
+    if len(data) > DECODE_MAX_METADATA_CHUNK:   # else no entry can be over it
+        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)   # the walk open_image makes
+        if chk.ok:
+            # Only what a reader here would have read is a gap in the metadata (a Photoshop file's layers,
+            # tag 37724, often pass 8 MiB, and nothing here reads them); the scan's record names every tag
+            # left out of the decoder's copy (image.pixels_without_metadata).
+            withheld = oversize_said(chk, read_only=True)
+            if withheld:
+                b.errors.append(withheld.replace("not handed to the decoder", "not read"))
+            data = without_oversize(data, chk)
+    _walk_tiff_with_pillow(data, b)
 
 
 def _walk_tiff_with_pillow(data: bytes, b: Blobs) -> None:

@@ -252,7 +252,7 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
         f.refused = True
         return f
-    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff
+    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff, oversize_read
 
     # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
     # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost 0.5 s
@@ -265,7 +265,7 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         return f
     # An entry over the readers' cap is left out of their copy (tiffguard.without_oversize; the container walk
     # says which): a camera's tag may be the one, so "no camera metadata" is not claimed.
-    f.refused = bool(chk.oversize)
+    f.refused = bool(oversize_read(chk))
     raw, tiff = tiff, bounded_for_readers(tiff, chk)
     readers = []
     for name, fn in (("exifread", _read_exifread), ("pillow", _read_pillow)):

@@ -78,9 +78,9 @@ class TiffCheck:
     values: int = 0     # what exifread would decode one by one (MAX_VALUES)
     decoded: int = 0    # what Pillow would decode one by one (PILLOW_DECODED)
     c2pa_bytes: int = 0  # bytes of the C2PA tags of the IFDs walked (limits.C2PA_MAX_STORE_BYTES)
-    # (tag, position of its type field, bytes) of each BYTE, ASCII or UNDEFINED entry of the IFDs walked over
-    # limits.DECODE_MAX_METADATA_CHUNK: what without_oversize leaves out.
-    oversize: list[tuple[int, int, int]] = field(default_factory=list)
+    # (tag, position of its type field, bytes, whether in a sub-IFD) of each BYTE, ASCII or UNDEFINED entry of the
+    # IFDs walked over limits.DECODE_MAX_METADATA_CHUNK: what without_oversize leaves out.
+    oversize: list[tuple[int, int, int, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Byte offset of IFD1's next-IFD pointer (IFD0's when there is no IFD1): where
     # bounded_for_readers cuts the chain.
@@ -146,7 +146,7 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
                 return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
                                f"(over {MAX_STRIPS})")
             if typ in _SLICE_TYPES and count > DECODE_MAX_METADATA_CHUNK:
-                r.oversize.append((tag, at - (10 if big else 6), count))
+                r.oversize.append((tag, at - (10 if big else 6), count, not in_chain))
             if tag == C2PA_TAG:
                 r.c2pa_bytes += count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
@@ -214,7 +214,7 @@ def without_oversize(tiff: bytes, chk: TiffCheck, patches: dict[int, bytes] | No
     Two bytes an entry: every offset stands, and the copy is as long as the file. The file itself is never
     modified."""
     patches = dict(patches or {})
-    for _, at, _ in chk.oversize:
+    for _, at, _, _ in chk.oversize:
         patches[at] = b"\x00\x00"
     if not patches:
         return tiff
@@ -228,12 +228,26 @@ def without_oversize(tiff: bytes, chk: TiffCheck, patches: dict[int, bytes] | No
     return b"".join(parts)
 
 
-def oversize_said(chk: TiffCheck) -> str | None:
-    """What without_oversize leaves out, in words, or None."""
-    if not chk.oversize:
+# Tags of a TIFF file's IFDs that a metadata reader here reads through Pillow or exifread: XMP, and the text and
+# camera tags of IFD0 the EXIF readers take (provenance.exif); every entry of an EXIF, GPS or Interoperability
+# sub-IFD is theirs too. IPTC (33723), Photoshop's resources (34377) and a C2PA store are read from the file
+# itself, and nothing here reads an ICC profile or Photoshop's layers (37724, often over 8 MiB).
+READ_TAGS = frozenset({700, 0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B})
+
+
+def oversize_read(chk: TiffCheck) -> list[tuple[int, int]]:
+    """(tag, bytes) of the entries without_oversize leaves out that a metadata reader here would have read."""
+    return [(tag, n) for tag, _, n, sub in chk.oversize if sub or tag in READ_TAGS]
+
+
+def oversize_said(chk: TiffCheck, read_only: bool = False) -> str | None:
+    """What without_oversize leaves out, in words, or None. read_only: only the entries a metadata reader here
+    would have read (oversize_read)."""
+    left = oversize_read(chk) if read_only else [(tag, n) for tag, _, n, _ in chk.oversize]
+    if not left:
         return None
-    names = ", ".join(f"tag {tag} of {n} bytes" for tag, _, n in chk.oversize[:3])
-    more = f" and {len(chk.oversize) - 3} more" if len(chk.oversize) > 3 else ""
+    names = ", ".join(f"tag {tag} of {n} bytes" for tag, n in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
     return f"TIFF metadata tags over {DECODE_MAX_METADATA_CHUNK} bytes not handed to the decoder: {names}{more}"
 
 
