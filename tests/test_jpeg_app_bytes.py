@@ -44,3 +44,20 @@ def test_the_walk_copies_no_more_exif_or_xmp_blocks_than_are_parsed():
     assert all(blob == b"" for blob, _ in b.exif[4:] + b.xmp[4:]) and all(blob for blob, _ in b.exif[:4])
     errors = analyze(data, "x", options={"watermark": "never"}).errors
     assert "6 EXIF blocks; only the first 4 read" in errors and "6 XMP packets; only the first 4 read" in errors
+
+
+def test_the_walk_copies_no_more_webp_exif_or_xmp_chunks_than_are_parsed():
+    import io
+
+    from PIL import Image
+
+    from aiidetect.testing.hostile import webp_chunk, webp_riff, webp_vp8x
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "WEBP", lossless=True)
+    exif = b"II*\x00\x08\x00\x00\x00\x00\x00\x00\x00" + b"\x00" * 1000
+    data = webp_riff(webp_vp8x(4, 4, 0x0C) + buf.getvalue()[12:] + webp_chunk(b"EXIF", exif) * 6
+                     + webp_chunk(b"XMP ", b"<x:xmpmeta/>" + b" " * 1000) * 5)
+    b = containers.walk(data)
+    assert len(b.exif) == 6 and len(b.xmp) == 5
+    assert all(blob == b"" for blob, _ in b.exif[4:] + b.xmp[4:]) and all(blob for blob, _ in b.exif[:4])

@@ -20,7 +20,7 @@ from .xmp import MAX_XMP_READ_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
 # EXIF blocks and XMP packets parsed per file (provenance.analyze; a file has one of each; each parse is capped).
-# A JPEG's or PNG's blocks after these are counted, for the record, but not copied out of the file: every
+# A JPEG's, PNG's or WebP's blocks after these are counted, for the record, but not copied out of the file: every
 # Exif APP1 segment of a 512 MB JPEG of 8,000 of them was (`scan -d metadata` 1.07 GB; the decoder opens a copy
 # without them, limits.JPEG_MAX_EXIF_SEGMENTS).
 MAX_BLOCKS = 4
@@ -706,13 +706,14 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                                 "not read")
                 b.exif_refused = True
             else:
-                b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
+                b.exif.append((_tiff_start(data[start:start + size]) if len(b.exif) < MAX_BLOCKS else b"",
+                               "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
             if size > MAX_XMP_READ_BYTES:
                 b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_READ_BYTES} read; "
                                 "not read")
             else:
-                b.xmp.append((data[start:start + size], "WebP XMP chunk"))
+                b.xmp.append((data[start:start + size] if len(b.xmp) < MAX_BLOCKS else b"", "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             if "WebP C2PA chunk" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("WebP C2PA chunk")
