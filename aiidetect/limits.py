@@ -109,6 +109,14 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE tag, 785 MB for XMP; 272 MB now).
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 
+# Bytes of a WebP's metadata and unknown chunks (any but VP8X, VP8, VP8L, ALPH, ANIM, ANMF: what libwebp decodes),
+# in all, handed to Pillow. Pillow's WebP reader copies the whole file at open, and libwebp's demuxer keeps it: 50
+# EXIF chunks of 8 MiB (419 MB, each under DECODE_MAX_METADATA_CHUNK) took `scan -d metadata` 1.3 GB. The payloads
+# of those chunks past this total are left out of the copy Pillow opens as a chunk over that cap is (an empty
+# chunk of its kind in its place: metastrip.strip_oversize; the record's image.pixels_without_metadata says so);
+# the metadata readers read them from the file itself. Real files carry KB to a few MB of them.
+WEBP_MAX_METADATA_BYTES = 16 * 1024 * 1024
+
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
 # frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took
 # 3.5 s to count (n_frames). A GIF with more says this many.

@@ -14,7 +14,8 @@ import copy
 import itertools
 import struct
 
-from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS,
+                     WEBP_MAX_METADATA_BYTES, PNG_MAX_CHUNKS,
                      PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
 from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
@@ -165,7 +166,9 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
     if fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):
         return None, None
     # No chunk can be longer than its file; a second iCCP chunk needs a second 'iCCP' in the bytes (a C count).
-    if len(data) <= limit and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
+    # (nor can a WebP's chunks pass their total in fewer bytes than that)
+    floor = min(limit, WEBP_MAX_METADATA_BYTES) if fmt == "WEBP" else limit
+    if len(data) <= floor and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
@@ -268,8 +271,12 @@ def _oversize_png(data: bytes, limit: int):
     return b"".join(out), "; ".join(said)
 
 
+# The chunks libwebp decodes pixels or frames from; every other chunk is metadata or unknown to it.
+_WEBP_IMAGE = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"})
+
+
 def _oversize_webp(data: bytes, limit: int):
-    out, left, last, cut = [], [], 0, 0
+    out, left, last, cut, total, kept = [], [], 0, 0, 0, set()
     riff = struct.unpack_from("<I", data, 4)[0]
     end = min(len(data), 8 + riff)
     vp8x = None
@@ -279,7 +286,13 @@ def _oversize_webp(data: bytes, limit: int):
             # The flags libwebp reads: the first chunk's, whole. Any other VP8X (too short, later, a second)
             # libwebp refuses, and its "flags" were the next chunk's bytes or at an offset the cut moved.
             vp8x = pos + 8
-        if size > limit and fourcc in _WEBP_FLAGS:
+        if fourcc in _WEBP_IMAGE:
+            continue
+        total += size
+        # Past the total, the first ICC, EXIF and XMP chunk (each under `limit`) is still handed on: Pillow takes
+        # the orientation from the first EXIF chunk, libwebp the flags from VP8X.
+        first = fourcc in _WEBP_FLAGS and fourcc not in kept and size <= limit
+        if size > limit and fourcc in _WEBP_FLAGS or total > WEBP_MAX_METADATA_BYTES and not first:
             # Its payload only: an empty chunk of its kind stays in its place, and the RIFF size shrinks by what
             # was cut, so the copy is refused where the file is (a metadata chunk first, which no reader opens;
             # a file cut short) and bytes after the RIFF stay outside it. One that ran past the RIFF's end
@@ -289,6 +302,8 @@ def _oversize_webp(data: bytes, limit: int):
             cut += stop - pos - 8
             last = stop
             left.append((fourcc, size))
+        else:
+            kept.add(fourcc)
     if not left:
         return None, None
     out.append(data[last:])
@@ -296,5 +311,12 @@ def _oversize_webp(data: bytes, limit: int):
     lean[4:8] = struct.pack("<I", riff - cut)
     if vp8x is not None:   # the first chunk, before every chunk cut: at the same offset in the copy
         for fourcc, _ in left:
-            lean[vp8x] &= ~_WEBP_FLAGS[fourcc] & 0xFF
-    return bytes(lean), _said("WebP", left, limit)
+            if fourcc not in kept:      # no chunk of its kind is left
+                lean[vp8x] &= ~_WEBP_FLAGS.get(fourcc, 0) & 0xFF
+    big = [(t, n) for t, n in left if n > limit and t in _WEBP_FLAGS]
+    said = [_said("WebP", big, limit)] if big else []
+    if len(big) < len(left):
+        said.append(f"WebP metadata and unknown chunks past {WEBP_MAX_METADATA_BYTES} bytes in all not handed to "
+                    f"the decoder: {len(left) - len(big)} of them, {sum(n for t, n in left) - sum(n for t, n in big)} "
+                    "bytes")
+    return bytes(lean), "; ".join(said)

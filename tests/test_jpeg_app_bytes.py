@@ -61,3 +61,26 @@ def test_the_walk_copies_no_more_webp_exif_or_xmp_chunks_than_are_parsed():
     b = containers.walk(data)
     assert len(b.exif) == 6 and len(b.xmp) == 5
     assert all(blob == b"" for blob, _ in b.exif[4:] + b.xmp[4:]) and all(blob for blob, _ in b.exif[:4])
+
+
+def test_pillow_is_handed_no_more_webp_metadata_bytes_than_the_cap_but_the_first_exif(monkeypatch):
+    import io
+    import struct
+
+    from PIL import Image
+
+    from aiidetect.testing.hostile import webp_chunk, webp_riff, webp_vp8x
+
+    monkeypatch.setattr(metastrip, "WEBP_MAX_METADATA_BYTES", 3000)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 2), (9, 8, 7)).save(buf, "WEBP", lossless=True)
+    rotated = (b"MM\x00*\x00\x00\x00\x08\x00\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\x00" * 4
+               + b"\x00" * 1000)
+    data = webp_riff(webp_vp8x(4, 2, 0x08) + buf.getvalue()[12:] + webp_chunk(b"JUNK", b"j" * 2500)
+                     + webp_chunk(b"EXIF", rotated) + webp_chunk(b"JUNK", b"k" * 2000) * 3)
+    img, info = decode.decode_bytes(data)
+    assert img.size == (2, 4)       # the first EXIF chunk, past the cap, still gives the orientation
+    assert ("WebP metadata and unknown chunks past 3000 bytes in all not handed to the decoder: 3 of them, 6000 bytes"
+            == info["metadata_withheld"])
+    lean, _ = metastrip.strip_oversize(data, "WEBP")
+    assert len(lean) == len(data) - 6000 and lean.count(b"JUNK") == 4      # empty chunks of their kind in place
