@@ -161,7 +161,7 @@ def open_image(data: bytes, *, layout: HeifRead | None = None, oversize_checked:
 
     from PIL import Image
 
-    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff
+    from .provenance.tiffguard import BIGTIFF_MAGIC, MAX_FILE_ENTRIES, check_tiff, without_oversize
 
     _register_openers()
     fmt = sniff_format(data)
@@ -172,6 +172,10 @@ def open_image(data: bytes, *, layout: HeifRead | None = None, oversize_checked:
         chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
         if not chk.ok:
             raise DecodeFailure("decode-error", f"TIFF structure refused: {chk.problem}")
+        # Pillow reads every BYTE, ASCII or UNDEFINED entry whole at open and holds it two or three times over (a
+        # 100 MB tag: 580 MB): over limits.DECODE_MAX_METADATA_CHUNK it gets a copy that skips them (decode_bytes
+        # and the metadata walk have made it already, to say so, and hand this one with none left).
+        data = without_oversize(data, chk)
     if fmt in ("HEIF", "AVIF"):
         layout = heif_read_of(data, layout)
     problem = structure_problem(data, fmt, layout)

@@ -60,6 +60,17 @@ JPEG_MAX_DQT_BYTES = 128 * 1024
 # at the cap Pillow copies at most 16 x 17 / 2 x 64 KB, 9 MB, and the pixels and orientation (the first
 # segment's) are the file's own.
 JPEG_MAX_EXIF_SEGMENTS = 16
+# Bytes of a JPEG's other APPn and COM segments (their payloads, in all) handed to Pillow, before the first scan.
+# Pillow's open reads each one and keeps it whole (its applist, app and comment): a 520 MB JPEG of 8,000 comments
+# of 65,000 bytes took the scan's decode alone 1.06 GB and `scan -d metadata` 1.1 GB, two 512 MB such files with
+# --workers 2 past 2 GB, though the byte budget holds 2 x --max-bytes (pixels.ByteBudget counts the file, not
+# Pillow's copy of it). The metadata readers read these segments from the file itself (capped:
+# docs/schema.md "Limits"); no pixel needs them but JFIF APP0, Adobe APP14 (libjpeg's colour space and transform)
+# and, for a camera's multi-picture file, MPF APP2, whose first of each is handed on past this total. Real files
+# carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's resources and thumbnail). The
+# segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
+# image.pixels_without_metadata says so).
+JPEG_MAX_APP_BYTES = 16 * 1024 * 1024
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
 # something of each one before the first IDAT: 8 M empty private chunks (96 MB: png_with([png_chunk(b"prIv",
@@ -91,8 +102,20 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # chunks took `scan -d metadata` 476 MB (WebP) to 680 MB (an uncompressed XMP iTXt in a PNG). It is the EXIF
 # reader's cap (provenance.exif.MAX_EXIF_BYTES), the largest of the metadata readers', far above an ICC profile.
 # A HEIF/AVIF Exif or XMP item over it is unlinked from its image before pillow-heif opens the file (metastrip:
-# it copied a 100 MB Exif item three times at open, `meta` peaking at 677 MB) and is not read.
+# it copied a 100 MB Exif item three times at open, `meta` peaking at 677 MB) and is not read; an ICC profile (`colr`
+# property) over it is renamed `free` there (pillow-heif and Pillow held a 100 MB one six times: 785 MB). A TIFF entry over it
+# of a type Pillow reads whole (BYTE, ASCII, UNDEFINED) gets type 0, which Pillow and exifread skip, in the copy
+# every reader opens (tiffguard.without_oversize), and is not read: Pillow held a 100 MB one two or three times at
+# open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE tag, 785 MB for XMP; 272 MB now).
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
+
+# Bytes of a WebP's metadata and unknown chunks (any but VP8X, VP8, VP8L, ALPH, ANIM, ANMF: what libwebp decodes),
+# in all, handed to Pillow. Pillow's WebP reader copies the whole file at open, and libwebp's demuxer keeps it: 50
+# EXIF chunks of 8 MiB (419 MB, each under DECODE_MAX_METADATA_CHUNK) took `scan -d metadata` 1.3 GB. The payloads
+# of those chunks past this total are left out of the copy Pillow opens as a chunk over that cap is (an empty
+# chunk of its kind in its place: metastrip.strip_oversize; the record's image.pixels_without_metadata says so);
+# the metadata readers read them from the file itself. Real files carry KB to a few MB of them.
+WEBP_MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 # Frames of a GIF counted for the record's `image.frames` (only the first is decoded). Pillow finds a GIF's
 # frames by parsing each in Python: 2 M one-pixel frames (46 MB: gif_tiny_frames(2_000_000, 1, 1)) took

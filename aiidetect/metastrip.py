@@ -14,7 +14,8 @@ import copy
 import itertools
 import struct
 
-from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS,
+                     WEBP_MAX_METADATA_BYTES, PNG_MAX_CHUNKS,
                      PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
 from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
@@ -83,26 +84,48 @@ def _strip_jpeg(data: bytes) -> bytes | None:
     return b"".join(out) if dropped else None
 
 
-def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[bytes | None, str | None]:
-    """-> (a copy of a JPEG without its Exif APP1 segments after the first `cap`, what was left out) or
-    (None, None) when it has no more. Pillow's open joins every such segment to the EXIF so far, a new copy
-    each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s. Segments are found as Pillow
-    and the decoder's pre-check find them (structures.next_marker), up to the first scan, and an Exif one is
-    what Pillow takes for one: APP1 whose payload starts with Exif and two NULs."""
-    cut, pos, n, exif, segments = [], 2, len(data), 0, 0
+# Segments libjpeg or Pillow read for the pixels or the frames (JFIF and Adobe: the colour space and transform;
+# MPF: a multi-picture file's pictures): past limits.JPEG_MAX_APP_BYTES the first of each kind is still handed on.
+_JPEG_PIXEL_SEGMENTS = ((0xE0, b"JFIF\x00"), (0xEE, b"Adobe"), (0xE2, b"MPF\x00"))
+
+
+def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
+                   app_bytes: int | None = None) -> tuple[bytes | None, str | None]:
+    """-> (a copy of a JPEG without its Exif APP1 segments after the first `cap`, and without its other APPn and
+    COM segments once their payloads pass `app_bytes` (limits.JPEG_MAX_APP_BYTES) in all; what was left out) or
+    (None, None) when there are none. Pillow's open joins every Exif segment to the EXIF so far, a new copy
+    each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s; and it keeps every other APPn
+    and COM segment whole (limits.JPEG_MAX_APP_BYTES). Past that total the first JFIF APP0, Adobe APP14 and MPF
+    APP2 segment are still handed on (_JPEG_PIXEL_SEGMENTS). Segments are found as Pillow and the decoder's
+    pre-check find them (structures.next_marker), up to the first scan, and an Exif one is what Pillow takes for
+    one: APP1 whose payload starts with Exif and two NULs."""
+    app_bytes = JPEG_MAX_APP_BYTES if app_bytes is None else app_bytes
+    cut, pos, n, exif, segments, other, kept = [], 2, len(data), 0, 0, 0, set()
+    cut_exif = cut_other = cut_bytes = 0
     while segments <= JPEG_MAX_SEGMENTS:   # over it the pre-check refuses the file
         pos = next_marker(data, pos)
         if pos is None or pos + 4 > n or data[pos + 1] in (0xD9, 0xDA):
             break
         segments += 1
-        if 0xD0 <= data[pos + 1] <= 0xD7 or data[pos + 1] == 0x01:    # no length field
+        marker = data[pos + 1]
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:    # no length field
             pos += 2
             continue
         end = pos + 2 + max(struct.unpack_from(">H", data, pos + 2)[0], 2)
-        if data[pos + 1] == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
+        if marker == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
             exif += 1
             if exif > cap:
                 cut.append((pos, end))
+                cut_exif += 1
+        elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            other += end - pos - 4
+            kind = next((k for k in _JPEG_PIXEL_SEGMENTS if marker == k[0] and data.startswith(k[1], pos + 4)), None)
+            if other > app_bytes and (kind is None or kind in kept):
+                cut.append((pos, end))
+                cut_other += 1
+                cut_bytes += min(end, n) - pos
+            elif kind is not None:
+                kept.add(kind)
         pos = end
     if not cut:
         return None, None
@@ -111,8 +134,13 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS) -> tuple[byte
         parts.append(view[last:start])
         last = end
     parts.append(view[last:])
-    return b"".join(parts), (f"JPEG Exif segments after the first {cap} not handed to the decoder: "
-                             f"{len(cut)} of them")
+    said = []
+    if cut_exif:
+        said.append(f"JPEG Exif segments after the first {cap} not handed to the decoder: {cut_exif} of them")
+    if cut_other:
+        said.append(f"JPEG APP and COM segments past {app_bytes} bytes in all not handed to the decoder: "
+                    f"{cut_other} of them, {cut_bytes} bytes")
+    return b"".join(parts), "; ".join(said)
 
 
 # VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.
@@ -123,19 +151,24 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
     (limits.DECODE_MAX_METADATA_CHUNK) and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS, of a HEIF
     or AVIF with such Exif and XMP items unlinked, or of a JPEG without its Exif segments after the first
-    limits.JPEG_MAX_EXIF_SEGMENTS; what was left out) or (None, None) when there are none. The metadata readers
-    read such chunks (capped) from the file itself; Pillow copied each two or three times, joined a JPEG's Exif
-    segments one copy at a time and inflated every iCCP chunk."""
+    limits.JPEG_MAX_EXIF_SEGMENTS, of a TIFF whose BYTE, ASCII and UNDEFINED entries over the limit are retyped
+    so that no reader reads them (tiffguard.without_oversize); what was left out) or (None, None) when there
+    are none. The metadata readers read such chunks (capped) from the file itself; Pillow copied each two or
+    three times, joined a JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
     if fmt == "JPEG":
         try:
             return jpeg_exif_over(data)
         except (struct.error, IndexError, ValueError):
             return None, None
+    if fmt == "TIFF" or data[:4] in (b"II+\x00", b"MM\x00+"):    # BigTIFF too (tiffguard.BIGTIFF_MAGIC)
+        return _oversize_tiff(data)
     limit = DECODE_MAX_METADATA_CHUNK if limit is None else limit
     if fmt not in ("PNG", "WEBP", "HEIF", "AVIF"):
         return None, None
     # No chunk can be longer than its file; a second iCCP chunk needs a second 'iCCP' in the bytes (a C count).
-    if len(data) <= limit and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
+    # (nor can a WebP's chunks pass their total in fewer bytes than that)
+    floor = min(limit, WEBP_MAX_METADATA_BYTES) if fmt == "WEBP" else limit
+    if len(data) <= floor and not (fmt == "PNG" and data.count(b"iCCP") > PNG_MAX_ICC_CHUNKS):
         return None, None
     try:
         if fmt in ("HEIF", "AVIF"):
@@ -143,6 +176,19 @@ def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tu
         return (_oversize_png if fmt == "PNG" else _oversize_webp)(data, limit)
     except (struct.error, IndexError, ValueError):
         return None, None
+
+
+def _oversize_tiff(data: bytes) -> tuple[bytes | None, str | None]:
+    """The TIFF file's copy without_oversize makes, over the pages and sub-IFDs the decoder's check walks
+    (decode.open_image); a structure that check refuses is not copied (no reader opens it)."""
+    from .provenance.tiffguard import MAX_FILE_ENTRIES, check_tiff, oversize_said, without_oversize
+
+    if len(data) <= DECODE_MAX_METADATA_CHUNK:
+        return None, None
+    chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)
+    if not chk.ok or not chk.oversize:
+        return None, None
+    return without_oversize(data, chk), oversize_said(chk)
 
 
 def strip_oversize_heif(data: bytes, fmt: str, read: HeifRead | None = None) -> tuple[bytes, str | None, HeifRead]:
@@ -180,19 +226,30 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
     if lay is None or read.error is not None:
         return None, None, None
     big = {i: n for i, t in lay.types.items() if t in (b"Exif", b"mime") and (n := lay.item_length(data, i)) > limit}
-    at = {pos for kind, pos, src in lay.refs if kind == b"cdsc" and src in big}
+    at = {pos: b"skip" for kind, pos, src in lay.refs if kind == b"cdsc" and src in big}
+    # An ICC profile (a `colr` property) over the limit: its box renamed `free`, which libheif passes over, four
+    # bytes too (its type's, 4 or 12 bytes before its payload). pillow-heif and Pillow held a 100 MB one six times
+    # over (`scan -d metadata` 785 MB against 171 MB for a 100 MB HEIF without one); nothing here reads a profile.
+    icc = [(p, e) for kind, p, e in lay.props if kind == b"colr" and e - p > limit]
+    for p, _ in icc:
+        at[p - 4 if data[p - 4:p] == b"colr" else p - 12] = b"free"
     if not at:
         return None, None, None
     view, parts, last = memoryview(data), [], 0
     for pos in sorted(at):
-        parts += [view[last:pos], b"skip"]
+        parts += [view[last:pos], at[pos]]
         last = pos + 4
     parts.append(view[last:])
     left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
     lean = b"".join(parts)
     renamed = copy.copy(lay)
     renamed.refs = [(b"skip" if pos in at else kind, pos, src) for kind, pos, src in lay.refs]
-    return lean, _said(fmt, left, limit, "items"), HeifRead(lean, renamed, None)
+    renamed.props = [(b"free" if (p, e) in icc else kind, p, e) for kind, p, e in lay.props]
+    said = [_said(fmt, left, limit, "items")] if left else []
+    if icc:
+        said.append(f"{fmt} ICC profiles (colr) over {limit} bytes not handed to the decoder: "
+                    + ", ".join(f"{e - p} bytes" for p, e in icc[:3]))
+    return lean, "; ".join(said), HeifRead(lean, renamed, None)
 
 
 def _oversize_png(data: bytes, limit: int):
@@ -214,8 +271,12 @@ def _oversize_png(data: bytes, limit: int):
     return b"".join(out), "; ".join(said)
 
 
+# The chunks libwebp decodes pixels or frames from; every other chunk is metadata or unknown to it.
+_WEBP_IMAGE = frozenset({b"VP8X", b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"})
+
+
 def _oversize_webp(data: bytes, limit: int):
-    out, left, last, cut = [], [], 0, 0
+    out, left, last, cut, total, kept = [], [], 0, 0, 0, set()
     riff = struct.unpack_from("<I", data, 4)[0]
     end = min(len(data), 8 + riff)
     vp8x = None
@@ -225,7 +286,13 @@ def _oversize_webp(data: bytes, limit: int):
             # The flags libwebp reads: the first chunk's, whole. Any other VP8X (too short, later, a second)
             # libwebp refuses, and its "flags" were the next chunk's bytes or at an offset the cut moved.
             vp8x = pos + 8
-        if size > limit and fourcc in _WEBP_FLAGS:
+        if fourcc in _WEBP_IMAGE:
+            continue
+        total += size
+        # Past the total, the first ICC, EXIF and XMP chunk (each under `limit`) is still handed on: Pillow takes
+        # the orientation from the first EXIF chunk, libwebp the flags from VP8X.
+        first = fourcc in _WEBP_FLAGS and fourcc not in kept and size <= limit
+        if size > limit and fourcc in _WEBP_FLAGS or total > WEBP_MAX_METADATA_BYTES and not first:
             # Its payload only: an empty chunk of its kind stays in its place, and the RIFF size shrinks by what
             # was cut, so the copy is refused where the file is (a metadata chunk first, which no reader opens;
             # a file cut short) and bytes after the RIFF stay outside it. One that ran past the RIFF's end
@@ -235,6 +302,8 @@ def _oversize_webp(data: bytes, limit: int):
             cut += stop - pos - 8
             last = stop
             left.append((fourcc, size))
+        else:
+            kept.add(fourcc)
     if not left:
         return None, None
     out.append(data[last:])
@@ -242,5 +311,12 @@ def _oversize_webp(data: bytes, limit: int):
     lean[4:8] = struct.pack("<I", riff - cut)
     if vp8x is not None:   # the first chunk, before every chunk cut: at the same offset in the copy
         for fourcc, _ in left:
-            lean[vp8x] &= ~_WEBP_FLAGS[fourcc] & 0xFF
-    return bytes(lean), _said("WebP", left, limit)
+            if fourcc not in kept:      # no chunk of its kind is left
+                lean[vp8x] &= ~_WEBP_FLAGS.get(fourcc, 0) & 0xFF
+    big = [(t, n) for t, n in left if n > limit and t in _WEBP_FLAGS]
+    said = [_said("WebP", big, limit)] if big else []
+    if len(big) < len(left):
+        said.append(f"WebP metadata and unknown chunks past {WEBP_MAX_METADATA_BYTES} bytes in all not handed to "
+                    f"the decoder: {len(left) - len(big)} of them, {sum(n for t, n in left) - sum(n for t, n in big)} "
+                    "bytes")
+    return bytes(lean), "; ".join(said)

@@ -138,6 +138,8 @@ class HeifLayout:
         self.idat: tuple[int, int] | None = None
         # (reference type, offset of that type's four bytes in the file, from item) of each `iref` entry
         self.refs: list[tuple[bytes, int, int]] = []
+        # (type, payload start, end) of each property box in `ipco`, in order (`ipma` numbers them from 1)
+        self.props: list[tuple[bytes, int, int]] = []
 
     def item_length(self, data: bytes, item: int) -> int:
         """The bytes an item's data extents hold (a length of 0: to the end of the file, or of `idat`)."""
@@ -283,6 +285,7 @@ def heif_layout(data: bytes) -> HeifLayout | None:
                 lay.sizes[item] = struct.unpack_from(">II", data, p + 4)
             elif kind == b"auxC" and item not in lay.aux_types:
                 lay.aux_types[item] = data[p + 4:min(e, p + 132)].split(b"\0", 1)[0]
+    lay.props = props
     return lay
 
 

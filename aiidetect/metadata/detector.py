@@ -99,6 +99,9 @@ def file_provenance(data: bytes, path: str, options: dict[str, Any], limits=None
         try:
             with open_image(data, layout=layout) as im:   # the header's size: what the check decides on
                 size = im.size
+            # A closed image may still hold the bytes it was opened from (a TIFF's copy without its oversize
+            # tags, tiffguard.without_oversize): not while the metadata is read.
+            del im
         except Exception:  # noqa: BLE001 - a header Pillow cannot open: the check reads no pixels either
             pass
     if size and watermark_reads_pixels(mode, *size):

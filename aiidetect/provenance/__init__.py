@@ -73,8 +73,8 @@ _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 _COMFY_EXIF = re.compile(r"(prompt|workflow):(?=\s*\{)")
 # Problems listed per file: a file of a million broken text chunks made a record of a million lines.
 MAX_ERRORS = 100
-# EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped).
-MAX_BLOCKS = 4
+# EXIF blocks and XMP packets parsed per file (a file has one of each; each parse is capped): the walk copies no more.
+MAX_BLOCKS = containers.MAX_BLOCKS
 
 # Which evidence each kind of IPTC Digital Source Type term gives (sourcetypes.TERMS says which kind each is).
 _DST_AI = dst.of_kind(dst.AI)

@@ -12,13 +12,18 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..structures import DIB_HEADERS, bmff_boxes, next_marker, webp_chunks
-from ..limits import (C2PA_MAX_STORE_BYTES, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
+from ..limits import (C2PA_MAX_STORE_BYTES, GIF_MAX_BLOCKS, JPEG_MAX_DQT_BYTES, JPEG_MAX_SEGMENTS, PNG_MAX_CHUNKS,
                       PNG_MAX_TEXT_WORK_BYTES, WEBP_MAX_CHUNKS)
 from .exif import MAX_EXIF_BYTES
 from .iptc import EXIF_RESOURCE, IIM_RESOURCE, IRB_SIGNATURE, MAX_IRB_BYTES, XMP_RESOURCE, resource_data
 from .xmp import MAX_XMP_READ_BYTES
 
 MAX_TEXT_BYTES = 4 * 1024 * 1024       # one decompressed text chunk (ComfyUI workflows reach ~1 MB)
+# EXIF blocks and XMP packets parsed per file (provenance.analyze; a file has one of each; each parse is capped).
+# A JPEG's, PNG's or WebP's blocks after these are counted, for the record, but not copied out of the file: every
+# Exif APP1 segment of a 512 MB JPEG of 8,000 of them was (`scan -d metadata` 1.07 GB; the decoder opens a copy
+# without them, limits.JPEG_MAX_EXIF_SEGMENTS).
+MAX_BLOCKS = 4
 MAX_TOTAL_TEXT_BYTES = 16 * 1024 * 1024
 # Text chunks / comments kept per file (real files hold a handful). Each is parsed for generator
 # parameters later: a million one-line 'parameters' chunks took 16 s there, past the per-file budget.
@@ -186,13 +191,16 @@ def walk(data: bytes, time_left=None, layout=None) -> Blobs:
             # page of millions (the EXIF readers get their own check).
             chk = check_tiff(data, pages=False)
             if chk.ok:
-                _walk_tiff_with_pillow(data, b)
+                _walk_tiff_lean(data, b)
             else:
                 b.errors.append(f"TIFF structure refused: {chk.problem}")
         elif fmt in ("HEIF", "AVIF"):
             _walk_heif(data, b, layout)
         elif fmt == "GIF":
             _walk_with_pillow(data, b)
+            # a structure the decoder's check refused (its message in errors) is not walked again
+            if not any(e.startswith("GIF structure refused") for e in b.errors):
+                _gif_xmp(data, b)
         elif fmt == "PSD":
             _walk_psd(data, b)
         elif fmt in ("BMP", "DIB"):   # no metadata blocks: the format and size, as `scan` gives them
@@ -319,9 +327,9 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             seg = data[pos + 4:n]
         where = f"JPEG APP{marker - 0xE0}" if 0xE0 <= marker <= 0xEF else f"JPEG 0x{marker:02X}"
         if marker == 0xE1 and seg.startswith(b"Exif\x00"):
-            b.exif.append((_tiff_start(seg), where))
+            b.exif.append((_tiff_start(seg) if len(b.exif) < MAX_BLOCKS else b"", where))
         elif marker == 0xE1 and seg.startswith(XMP_APP1):
-            b.xmp.append((seg[len(XMP_APP1):], where))
+            b.xmp.append((seg[len(XMP_APP1):] if len(b.xmp) < MAX_BLOCKS else b"", where))
         elif marker == 0xE1 and seg.startswith(b"http://ns.adobe.com/xmp/extension/\x00"):
             body = seg[35:]
             if len(body) >= 40:
@@ -520,7 +528,8 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 b.errors.append(f"PNG eXIf: an EXIF block of {length} bytes, over the {MAX_EXIF_BYTES} read; not read")
                 b.exif_refused = True
             else:
-                b.exif.append((_tiff_start(data[start:start + length]), "PNG eXIf"))
+                b.exif.append((_tiff_start(data[start:start + length]) if len(b.exif) < MAX_BLOCKS else b"",
+                               "PNG eXIf"))
         elif ctype == b"caBX":
             if "PNG caBX" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("PNG caBX")
@@ -697,13 +706,14 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                                 "not read")
                 b.exif_refused = True
             else:
-                b.exif.append((_tiff_start(data[start:start + size]), "WebP EXIF chunk"))
+                b.exif.append((_tiff_start(data[start:start + size]) if len(b.exif) < MAX_BLOCKS else b"",
+                               "WebP EXIF chunk"))
         elif fourcc == b"XMP ":
             if size > MAX_XMP_READ_BYTES:
                 b.errors.append(f"WebP XMP chunk: an XMP packet of {size} bytes, over the {MAX_XMP_READ_BYTES} read; "
                                 "not read")
             else:
-                b.xmp.append((data[start:start + size], "WebP XMP chunk"))
+                b.xmp.append((data[start:start + size] if len(b.xmp) < MAX_BLOCKS else b"", "WebP XMP chunk"))
         elif fourcc == b"C2PA":
             if "WebP C2PA chunk" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("WebP C2PA chunk")
@@ -769,9 +779,32 @@ def _walk_heif(data: bytes, b: Blobs, read=None) -> None:
 
     # its item tables read once, for the strip and open_image's check
     data, withheld, read = strip_oversize_heif(data, b.format, read)
-    if withheld:
-        b.errors.append(withheld.replace("not handed to the decoder", "not read"))
+    for said in (withheld or "").split("; "):
+        # an ICC profile left out is no gap in the metadata: nothing here reads one (the scan's record says it)
+        if said and "ICC profiles" not in said:
+            b.errors.append(said.replace("not handed to the decoder", "not read"))
     _walk_with_pillow(data, b, layout=read)
+
+
+def _walk_tiff_lean(data: bytes, b: Blobs) -> None:
+    """Pillow's view of a TIFF without its BYTE, ASCII and UNDEFINED entries over the readers' cap (8 MiB
+    each), which Pillow read whole and held two or three times over (a 100 MB XMP tag: `scan -d metadata`
+    785 MB): such an entry is not read, as a PNG's or WebP's chunk over it is not, and the record says so
+    where a reader here would have read it."""
+    from ..limits import DECODE_MAX_METADATA_CHUNK
+    from .tiffguard import MAX_FILE_ENTRIES, check_tiff, oversize_said, without_oversize
+
+    if len(data) > DECODE_MAX_METADATA_CHUNK:   # else no entry can be over it
+        chk = check_tiff(data, pages=True, max_total_entries=MAX_FILE_ENTRIES)   # the walk open_image makes
+        if chk.ok:
+            # Only what a reader here would have read is a gap in the metadata (a Photoshop file's layers,
+            # tag 37724, often pass 8 MiB, and nothing here reads them); the scan's record names every tag
+            # left out of the decoder's copy (image.pixels_without_metadata).
+            withheld = oversize_said(chk, read_only=True)
+            if withheld:
+                b.errors.append(withheld.replace("not handed to the decoder", "not read"))
+            data = without_oversize(data, chk)
+    _walk_tiff_with_pillow(data, b)
 
 
 def _walk_tiff_with_pillow(data: bytes, b: Blobs) -> None:
@@ -808,6 +841,75 @@ def _tiff_ifd0(data: bytes, b: Blobs) -> None:
             b.xmp.append((data[off:off + count], "TIFF XMP"))
     if 256 in size and 257 in size:
         b.width, b.height = size[256], size[257]
+
+
+# An XMP packet in a GIF: an application extension named "XMP DataXMP" whose data is the packet's bytes as they
+# are (not cut into sub-blocks: the reader's walk hops through them), then a 258-byte "magic trailer" (0x01,
+# 0xFF down to 0x00, the terminator) that lands the walk on the terminator wherever it enters (XMP specification
+# part 3, 1.1.2). Pillow reads no application extension but NETSCAPE's loop count.
+_GIF_XMP_ID = b"XMP DataXMP"
+_GIF_XMP_TRAILER = b"\x01" + bytes(range(255, -1, -1)) + b"\x00"
+# Packets sliced out of a GIF: as many as provenance.analyze reads of a file's (its MAX_BLOCKS); a GIF has one.
+_GIF_MAX_XMP = 4
+
+
+def _gif_xmp(data: bytes, b: Blobs) -> None:
+    """The XMP application extensions of a GIF, found by walking its blocks as decode.gif_walk does (the decoder's
+    check, which open_image ran): sub-block lengths, not bytes, at most limits.GIF_MAX_BLOCKS sub-blocks or stray
+    bytes in all, past which the record says the rest was not searched. A packet is sliced out only when it is
+    within the XMP reader's cap (xmp.MAX_XMP_READ_BYTES). They went unread, and unsaid: a GIF whose XMP named
+    its AI tool was a file with no metadata."""
+    from ..decode import _GIF_BLOCK_START
+
+    n = len(data)
+    if n < 13:
+        return
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    steps, over = 0, False
+    while pos < n:
+        kind = data[pos]
+        if kind == 0x3B:
+            return
+        if kind not in (0x21, 0x2C):
+            found = _GIF_BLOCK_START.search(data, pos + 1)
+            end = n if found is None else found.start()
+            steps += end - pos
+            pos = end
+        else:
+            xmp_at = None
+            if kind == 0x21:
+                if data[pos + 1:pos + 2] == b"\xff" and data[pos + 2:pos + 3] == b"\x0b" \
+                        and data[pos + 3:pos + 14] == _GIF_XMP_ID:
+                    xmp_at = pos + 14
+                pos += 2
+            else:
+                if pos + 10 > n:
+                    return
+                local = data[pos + 9]
+                pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+            while pos < n and steps <= GIF_MAX_BLOCKS:      # the sub-blocks, to the empty one
+                size = data[pos]
+                pos += 1 + size
+                steps += 1
+                if size == 0:
+                    break
+            if xmp_at is not None:
+                end = min(pos, n)
+                if data[end - len(_GIF_XMP_TRAILER):end] == _GIF_XMP_TRAILER:
+                    end -= len(_GIF_XMP_TRAILER)
+                if end - xmp_at > MAX_XMP_READ_BYTES:
+                    b.errors.append(f"GIF XMP application extension: an XMP packet of {end - xmp_at} bytes, over "
+                                    f"the {MAX_XMP_READ_BYTES} read; not read")
+                elif len(b.xmp) < _GIF_MAX_XMP:
+                    b.xmp.append((data[xmp_at:end], "GIF XMP application extension"))
+                elif not over:
+                    over = True
+                    b.errors.append(f"GIF: more than {_GIF_MAX_XMP} XMP application extensions; the rest not read")
+        if steps > GIF_MAX_BLOCKS:
+            b.errors.append(f"GIF: more than {GIF_MAX_BLOCKS} sub-blocks or stray bytes; the rest was not searched "
+                            "for XMP")
+            return
 
 
 def _pillow_info(im, b: Blobs) -> None:

@@ -207,7 +207,10 @@ def _read_pillow(tiff: bytes, f: ExifFacts) -> None:
 
     ex = Image.Exif()
     with quiet_warnings():  # corrupt-EXIF warnings: the caller records failures itself
-        ex.load(b"Exif\x00\x00" + tiff)
+        # From a file object, as Exif.load reads its bytes, but without load's two copies of them ("Exif" +
+        # the block, then its prefix cut off): a TIFF file's block is the whole file. `tiff` passed
+        # check_tiff, so it starts with a TIFF header, never with a prefix load would cut.
+        ex.load_from_fp(io.BytesIO(tiff))
         return _fill_pillow(ex, f)
 
 
@@ -249,7 +252,7 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         f.errors.append(f"EXIF block of {len(tiff)} bytes exceeds {MAX_EXIF_BYTES}; ignored")
         f.refused = True
         return f
-    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff
+    from .tiffguard import MAX_VALUES, bounded_for_readers, check_tiff, oversize_read
 
     # IFD0, IFD1 and their sub-IFDs only, in a TIFF file too: the readers get a copy cut after IFD1,
     # and the decoder walks a TIFF file's whole page chain itself (walking it here again cost 0.5 s
@@ -260,6 +263,9 @@ def read_exif(tiff: bytes, where: str = "", file: bytes | None = None) -> ExifFa
         f.errors.append(f"EXIF structure not read: {chk.problem}")
         f.refused = chk.ifds > 0    # an IFD was reached: a TIFF structure over a cap, not junk
         return f
+    # An entry over the readers' cap is left out of their copy (tiffguard.without_oversize; the container walk
+    # says which): a camera's tag may be the one, so "no camera metadata" is not claimed.
+    f.refused = bool(oversize_read(chk))
     raw, tiff = tiff, bounded_for_readers(tiff, chk)
     readers = []
     for name, fn in (("exifread", _read_exifread), ("pillow", _read_pillow)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ..limits import TIFF_MAX_DECODED_VALUES
+from ..limits import DECODE_MAX_METADATA_CHUNK, TIFF_MAX_DECODED_VALUES
 
 MAX_ENTRIES = 1000        # per IFD; camera IFDs hold ~10-300 (maker notes are not walked)
 MAX_IFDS = 32             # in an EXIF block: IFD0, IFD1, EXIF, GPS, Interop
@@ -51,6 +51,9 @@ PILLOW_DECODED = frozenset({
 # int a byte: 64 M of them in a 64 MB file took a scan 1.3 GB). BYTE and UNDEFINED data and text it hands back
 # whole, one slice; a type it does not know it skips.
 _VALUE_TYPES = frozenset({3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+# Field types Pillow and exifread read whole, one slice (BYTE, ASCII, UNDEFINED): an entry of these over
+# limits.DECODE_MAX_METADATA_CHUNK is left out of the copy the readers get (without_oversize).
+_SLICE_TYPES = frozenset({1, 2, 7})
 # A page's ColorMap (320) of at most this many values is not counted toward TIFF_MAX_DECODED_VALUES: the
 # largest palette Pillow reads as one (modes P and PA: 1 to 8 bits, 3 x 256 SHORTs; a 16-bit palette it does not
 # open). Counted, 342 pages of a palette TIFF Pillow wrote were refused. Pages are capped (MAX_PAGES), so these
@@ -75,6 +78,9 @@ class TiffCheck:
     values: int = 0     # what exifread would decode one by one (MAX_VALUES)
     decoded: int = 0    # what Pillow would decode one by one (PILLOW_DECODED)
     c2pa_bytes: int = 0  # bytes of the C2PA tags of the IFDs walked (limits.C2PA_MAX_STORE_BYTES)
+    # (tag, position of its type field, bytes, whether in a sub-IFD) of each BYTE, ASCII or UNDEFINED entry of the
+    # IFDs walked over limits.DECODE_MAX_METADATA_CHUNK: what without_oversize leaves out.
+    oversize: list[tuple[int, int, int, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Byte offset of IFD1's next-IFD pointer (IFD0's when there is no IFD1): where
     # bounded_for_readers cuts the chain.
@@ -139,6 +145,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
             if tag in _STRIP_TAGS and count > MAX_STRIPS:
                 return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
                                f"(over {MAX_STRIPS})")
+            if typ in _SLICE_TYPES and count > DECODE_MAX_METADATA_CHUNK:
+                r.oversize.append((tag, at - (10 if big else 6), count, not in_chain))
             if tag == C2PA_TAG:
                 r.c2pa_bytes += count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
@@ -182,7 +190,8 @@ def ifd_entries(tiff: bytes, e: str, ifd: int, max_entries: int = MAX_ENTRIES):
 
 
 def bounded_for_readers(tiff: bytes, chk: TiffCheck) -> bytes:
-    """A copy of the structure whose IFD chain ends after IFD1, for exifread.
+    """A copy of the structure whose IFD chain ends after IFD1, for exifread, and without the entries
+    without_oversize leaves out.
 
     exifread follows the whole next-IFD chain ("IFD 2", "IFD 3", ...), which
     the check above only walks for TIFF files and then up to 10,000 pages:
@@ -192,9 +201,54 @@ def bounded_for_readers(tiff: bytes, chk: TiffCheck) -> bytes:
     reads IFD0, IFD1 and their EXIF/GPS sub-IFDs only, so nothing it uses is
     lost. The file itself is never modified."""
     p = chk.chain_cut
-    if p is None or tiff[p:p + 4] == b"\x00\x00\x00\x00":
+    cut = {} if p is None or tiff[p:p + 4] == b"\x00\x00\x00\x00" else {p: b"\x00\x00\x00\x00"}
+    return without_oversize(tiff, chk, cut)
+
+
+def without_oversize(tiff: bytes, chk: TiffCheck, patches: dict[int, bytes] | None = None) -> bytes:
+    """`tiff`, or one copy of it whose BYTE, ASCII and UNDEFINED entries over limits.DECODE_MAX_METADATA_CHUNK
+    (chk.oversize) have type 0, which Pillow and exifread skip unread, and with `patches` ({offset: bytes})
+    written in. Pillow read such an entry whole at open and held it two or three times over (a 100 MB BYTE tag
+    took `scan -d metadata` 580 MB, an XMP tag of that size 785 MB, though the readers read no XMP packet or
+    EXIF block that large: xmp.MAX_XMP_READ_BYTES, exif.MAX_EXIF_BYTES); Pillow's EXIF reader copied it again.
+    Two bytes an entry: every offset stands, and the copy is as long as the file. The file itself is never
+    modified."""
+    patches = dict(patches or {})
+    for _, at, _, _ in chk.oversize:
+        patches[at] = b"\x00\x00"
+    if not patches:
         return tiff
-    return tiff[:p] + b"\x00\x00\x00\x00" + tiff[p + 4:]
+    view, parts, last = memoryview(tiff), [], 0
+    for pos in sorted(patches):
+        if pos < last:      # overlapping IFDs of a crafted file: the first patch there stands
+            continue
+        parts += [view[last:pos], patches[pos]]
+        last = pos + len(patches[pos])
+    parts.append(view[last:])
+    return b"".join(parts)
+
+
+# Tags of a TIFF file's IFDs that a metadata reader here reads through Pillow or exifread: XMP, and the text and
+# camera tags of IFD0 the EXIF readers take (provenance.exif); every entry of an EXIF, GPS or Interoperability
+# sub-IFD is theirs too. IPTC (33723), Photoshop's resources (34377) and a C2PA store are read from the file
+# itself, and nothing here reads an ICC profile or Photoshop's layers (37724, often over 8 MiB).
+READ_TAGS = frozenset({700, 0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B})
+
+
+def oversize_read(chk: TiffCheck) -> list[tuple[int, int]]:
+    """(tag, bytes) of the entries without_oversize leaves out that a metadata reader here would have read."""
+    return [(tag, n) for tag, _, n, sub in chk.oversize if sub or tag in READ_TAGS]
+
+
+def oversize_said(chk: TiffCheck, read_only: bool = False) -> str | None:
+    """What without_oversize leaves out, in words, or None. read_only: only the entries a metadata reader here
+    would have read (oversize_read)."""
+    left = oversize_read(chk) if read_only else [(tag, n) for tag, _, n, _ in chk.oversize]
+    if not left:
+        return None
+    names = ", ".join(f"tag {tag} of {n} bytes" for tag, n in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+    return f"TIFF metadata tags over {DECODE_MAX_METADATA_CHUNK} bytes not handed to the decoder: {names}{more}"
 
 
 def _bad(r: TiffCheck, problem: str) -> TiffCheck:
