@@ -32,14 +32,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
+from .extras import DECODERS  # the libraries between a file's bytes and a model's pixels (extras.py)
 from .records import DetectorResult, Evidence
 
 FILE_FIELDS = ("format", "width", "height", "image_info")
-# The libraries between a file's bytes and a model's input: Pillow (and libjpeg-turbo, libpng, libwebp bundled
-# with it) decodes and resizes, pillow-heif decodes HEIF/AVIF, numpy normalises. Another version can give other
-# pixels for the same bytes (Pillow 12 and 13 differ on a dev-set PNG), so results computed under one are not
-# served under the other; aiidetect's own source hash does not see them.
-DECODERS = ("pillow", "pillow-heif", "numpy")
 _source_hash: str | None = None
 _decoders: dict[str, str | None] | None = None
 
