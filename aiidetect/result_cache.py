@@ -18,7 +18,7 @@ C2PA signature judged against the date of the scan: its certificate may have
 expired by the next one; a metadata result whose wall-clock budget ran out).
 Such a file is still served the results of its other detectors (the models'):
 only the per-file detectors without a row run again, on the bytes read for the
-hash (`get`'s `rerun`).
+hash, decoded as for a fresh scan but given to no model (`get`'s `rerun`).
 Every row carries a checksum over its key and content; a row that fails it (a
 flipped byte on disk) is a miss, recomputed.
 """

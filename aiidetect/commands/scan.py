@@ -320,7 +320,8 @@ def _print_summary(err, stats, summ, dets) -> None:
     if stats.get("cache_hits"):
         from ..pipeline.stages import cache_rerun_note
 
-        line += f"; {stats['cache_hits']} from the result cache" + cache_rerun_note(stats)
+        rerun = cache_rerun_note(stats)
+        line += f"; {stats['cache_hits']} from the result cache" + (f" ({rerun})" if rerun else "")
     if summ.duplicates:
         line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
     if summ.outside_links:

@@ -65,7 +65,7 @@ def cache_rerun_note(stats: Mapping[str, Any]) -> str:
     """What the summary adds to "N from the result cache" when some of those files had their metadata judged
     again: "from the result cache" alone said their every result was the cache's."""
     n = int(stats.get("cache_rerun") or 0)
-    return f" ({n} of them with {'its' if n == 1 else 'their'} metadata judged again)" if n else ""
+    return f"{n} of them with {'its' if n == 1 else 'their'} metadata judged again" if n else ""
 
 
 def predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
