@@ -2,12 +2,13 @@
 
 Training a linear probe or a flow, calibrating, and evaluating all re-read the
 same features: the cache (SQLite, keyed by file content hash, backbone
-fingerprint and dtype, preprocessing and output name) means the backbone runs once per
-image, ever.
+fingerprint and dtype, preprocessing, output name and the decoders' versions) means the
+backbone runs once per image and decoder.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -27,6 +28,21 @@ def default_cache_path() -> Path | None:
 
 
 _DIGEST = 16
+_decoders_tag: str | None = None
+
+
+def decoders_tag() -> str:
+    """The versions of the decoders (extras.DECODERS: Pillow, pillow-heif, numpy) in a row's key. Another Pillow
+    can give other pixels for the same bytes; keyed without them, `train` and `calibrate` after an upgrade fitted
+    on features (and near-duplicate hashes) of pixels the installed Pillow no longer gives, and a head could not
+    be trained again from its images with the versions installed. Read once a process."""
+    global _decoders_tag
+    if _decoders_tag is None:
+        from .extras import DECODERS, installed_versions
+
+        blob = json.dumps(installed_versions(DECODERS), sort_keys=True)
+        _decoders_tag = "decoders:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _decoders_tag
 
 
 def _seal(key: tuple[str, str, str, str], vec: bytes) -> bytes:
@@ -52,10 +68,12 @@ class FeatureCache:
     """content-hash x encoder x preprocessing x output -> float32 vector.
 
     A damaged, full, locked or read-only cache costs time (features recomputed, or not saved), never a
-    training run: every problem is a miss, and the first one is kept in `error` for the caller to say."""
+    training run: every problem is a miss, and the first one is kept in `error` for the caller to say.
+    Every row is stored under the decoders' versions too (decoders_tag): rows of other versions are misses."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_cache_path()
+        self.decoders = decoders_tag()
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self.error: str | None = None
@@ -88,6 +106,7 @@ class FeatureCache:
     def get(self, sha: str, encoder: str, prep: str, outputs: Sequence[str]) -> dict[str, np.ndarray] | None:
         if self._db is None:
             return None
+        encoder = f"{encoder}@{self.decoders}"
         try:
             with self._lock:
                 rows = self._db.execute(
@@ -109,6 +128,7 @@ class FeatureCache:
     def put(self, sha: str, encoder: str, prep: str, feats: Mapping[str, np.ndarray]) -> None:
         if self._db is None:
             return
+        encoder = f"{encoder}@{self.decoders}"
         rows = []
         for o, v in feats.items():
             vec = np.ascontiguousarray(v, dtype=np.float32).tobytes()
@@ -119,6 +139,7 @@ class FeatureCache:
         """(found, the hash: None for an image without one). A row failing its seal is not found."""
         if self._db is None:
             return False, None
+        kind = f"{kind}@{self.decoders}"   # the hash's decode is Pillow's too
         try:
             with self._lock:
                 row = self._db.execute("SELECT value FROM phashes WHERE sha=? AND kind=?", (sha, kind)).fetchone()
@@ -136,6 +157,7 @@ class FeatureCache:
     def put_phashes(self, kind: str, rows: Iterable[tuple[str, int | None]]) -> None:
         if self._db is None:
             return
+        kind = f"{kind}@{self.decoders}"
         sealed = []
         for sha, h in rows:
             value = b"" if h is None else int(h).to_bytes(8, "big")

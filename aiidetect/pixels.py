@@ -85,15 +85,16 @@ class PixelReader:
         as for decode.read_bytes."""
         return read_sample(path, index, self.limits, admit=admit, expect=expect)
 
-    def decode(self, s: Sample, admit: Callable[[int], None] | None = None) -> Sample:
-        """Decode the bytes `read` kept, transform, preprocess. Never raises.
-        `admit` as for decode.decode_bytes; without one, this reader's budget is held here."""
+    def decode(self, s: Sample, admit: Callable[[int], None] | None = None, preprocess: bool = True) -> Sample:
+        """Decode the bytes `read` kept, transform, preprocess (not with `preprocess` False: no model will
+        see this file). Never raises. `admit` as for decode.decode_bytes; without one, this reader's budget
+        is held here."""
         if admit is None:
             with self.budget.hold() as admit:
-                return self.decode(s, admit)
+                return self.decode(s, admit, preprocess)
         if s.ok:
-            decode_sample(s, self.limits, self.specs, keep_image=self.keep_image, draft=self.draft,
-                          transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
+            decode_sample(s, self.limits, self.specs if preprocess else (), keep_image=self.keep_image,
+                          draft=self.draft, transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
         if not self.keep_bytes:
             s.data = s.layout = None
         return s

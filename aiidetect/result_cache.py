@@ -16,6 +16,9 @@ file's bytes into the pixels every model sees (DECODERS). Results with status "e
 "unavailable" are never stored, nor one its detector marks not `cacheable` (a
 C2PA signature judged against the date of the scan: its certificate may have
 expired by the next one; a metadata result whose wall-clock budget ran out).
+Such a file is still served the results of its other detectors (the models'):
+only the per-file detectors without a row run again, on the bytes read for the
+hash, decoded as for a fresh scan but given to no model (`get`'s `rerun`).
 Every row carries a checksum over its key and content; a row that fails it (a
 flipped byte on disk) is a miss, recomputed.
 """
@@ -27,16 +30,12 @@ import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
+from .extras import DECODERS  # the libraries between a file's bytes and a model's pixels (extras.py)
 from .records import DetectorResult, Evidence
 
 FILE_FIELDS = ("format", "width", "height", "image_info")
-# The libraries between a file's bytes and a model's input: Pillow (and libjpeg-turbo, libpng, libwebp bundled
-# with it) decodes and resizes, pillow-heif decodes HEIF/AVIF, numpy normalises. Another version can give other
-# pixels for the same bytes (Pillow 12 and 13 differ on a dev-set PNG), so results computed under one are not
-# served under the other; aiidetect's own source hash does not see them.
-DECODERS = ("pillow", "pillow-heif", "numpy")
 _source_hash: str | None = None
 _decoders: dict[str, str | None] | None = None
 
@@ -140,8 +139,14 @@ class ResultCache:
                          "PRIMARY KEY (sha, ident))")
         self._db.commit()
 
-    def get(self, sha: str, idents: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, DetectorResult]] | None:
-        """(decode facts, {detector name: result}) when every identity has a row, else None."""
+    def get(self, sha: str, idents: Mapping[str, str], rerun: Collection[str] = ()
+            ) -> tuple[dict[str, Any], dict[str, DetectorResult]] | None:
+        """(decode facts, {detector name: result}) when every identity has a row, else None. A detector named
+        in `rerun` (one the scan can run again from the file's bytes alone: metadata) may lack its row: the
+        hit then holds the others' results and the scan runs it again. Its result is never stored when it
+        depends on when it was computed (a C2PA signature judged against the clock of the scan), and a
+        signed file missed the cache whole: every model ran again at every scan. A hit serves at least one
+        result; with rows for none but `rerun` detectors it is a miss."""
         keys, fk = list(idents.values()), facts_key(sha)
         with self._lock:
             info = self._db.execute("SELECT info FROM files WHERE sha=?", (fk,)).fetchone()
@@ -150,11 +155,13 @@ class ResultCache:
             rows = dict(self._db.execute(
                 f"SELECT ident, result FROM results WHERE sha=? AND ident IN ({','.join('?' * len(keys))})",
                 (sha, *keys)).fetchall()) if keys else {}
-        if any(k not in rows for k in keys):
+        if any(k not in rows for name, k in idents.items() if name not in rerun):
+            return None
+        if keys and not rows:
             return None
         # Raises CacheIntegrityError (a miss, reported once by the pipeline) on a damaged row.
         info_text = _unseal(fk, "files", info[0])
-        texts = {name: _unseal(sha, k, rows[k]) for name, k in idents.items()}
+        texts = {name: _unseal(sha, k, rows[k]) for name, k in idents.items() if k in rows}
         try:
             return json.loads(info_text), {name: result_from_json(t) for name, t in texts.items()}
         except (ValueError, KeyError, TypeError):

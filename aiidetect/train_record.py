@@ -3,7 +3,7 @@ are measuring a head on its own training images (metrics that mean nothing, repo
 
 The record is a file beside the head's tensors, ``train-keys.bin``, listed with its SHA-256 in the
 manifest's ``files`` (so verify, pack and install check and carry it like the tensors), and described
-by the manifest's ``training_images`` block: {"file", "key", "count", "what"}.
+by the manifest's ``training_images`` block: {"file", "key", "count", "what", "decoders"}.
 
 The file holds, sorted and without repeats, the first 8 bytes of each training image's SHA-256 (the
 content key a scan records and the result cache uses): 8 MB for a million images, where the full
@@ -39,9 +39,15 @@ def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | No
     """(the manifest's training_images block, {file name: bytes}) for heads.save_head's extra_files.
     `phashes`: the perceptual hash of each training image's bytes (decode.phash_bytes; None for
     one too small or flat to have one), recorded beside the keys as block["perceptual"] so that eval
-    can tell re-encoded or resized copies of training images too."""
+    can tell re-encoded or resized copies of training images too. block["decoders"]: the versions of the
+    libraries that turned the images' bytes into the pixels fitted on (extras.DECODERS; the feature cache is
+    keyed by them, docs/heads.md "Feature cache"): another Pillow can give other pixels, and training the
+    head again from its images needs the same."""
+    from .extras import DECODERS, installed_versions
+
     blob = pack_keys(digests)
-    block: dict[str, Any] = {"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what}
+    block: dict[str, Any] = {"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what,
+                             "decoders": installed_versions(DECODERS)}
     files = {KEYS_FILE: blob}
     if phashes is not None:
         from . import perceptual

@@ -136,8 +136,8 @@ def test_a_warm_cache_serves_the_perceptual_hashes_without_decoding_again(tmp_pa
     assert warm == cold
     # a damaged hash row is recomputed, not served
     with sqlite3.connect(tmp_path / "f.sqlite") as db:
-        db.execute("UPDATE phashes SET value=? WHERE sha=(SELECT MIN(sha) FROM phashes) AND kind=?",
-                   (b"\0" * 24, KIND))
+        db.execute("UPDATE phashes SET value=? WHERE sha=(SELECT MIN(sha) FROM phashes) AND kind LIKE ?",
+                   (b"\0" * 24, KIND + "%"))
     again: dict = {}
     fresh = FeatureCache(tmp_path / "f.sqlite")
     extract_features(bb, paths, prep, cache=fresh, phashes=again)
@@ -170,3 +170,48 @@ def test_features_cached_without_their_hash_cost_only_the_hashs_small_decode(tmp
     got: dict = {}
     extract_features(bb, [str(p)], prep, cache=FeatureCache(tmp_path / "f.sqlite"), phashes=got)
     assert sizes == [(512, 384)] and got == {str(p): phash_bytes(p.read_bytes())}
+
+
+def test_features_decoded_by_another_pillow_are_not_served(tmp_path, monkeypatch):
+    """The cache was not keyed by the decoders' versions: after a Pillow upgrade (Pillow 12 and 13 give other
+    pixels for a dev-set PNG), `train` and `calibrate` fitted on the features and near-duplicate hashes of the
+    old Pillow's pixels, and the head could not be trained again from its images with what was installed."""
+    from importlib import metadata
+
+    from PIL import Image
+
+    import aiidetect.perceptual
+    from aiidetect import feature_cache
+    from aiidetect.feature_cache import extract_features
+    from aiidetect.preprocess import make_spec
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(paths[-1])
+    encoded = []
+
+    class bb:  # features of the pixels, without a model to build
+        layers, fingerprint, device, dtype = 1, "mean-test", "cpu", "float32"
+        encode = staticmethod(lambda x, layers=(): encoded.append(len(x)) or {"embed": x.mean(dim=(2, 3))})
+
+    prep = make_spec("center-crop", 32)
+    path = tmp_path / "f.sqlite"
+    first: dict = {}
+    extract_features(bb, paths, prep, cache=FeatureCache(path), phashes=first)
+    assert sum(encoded) == 3
+    real = metadata.version
+    hashed = []
+    phash = aiidetect.perceptual.phash
+    with monkeypatch.context() as mp:
+        mp.setattr(metadata, "version", lambda dist: "99.0" if dist.lower() == "pillow" else real(dist))
+        mp.setattr(feature_cache, "_decoders_tag", None, raising=False)  # a new process, another Pillow
+        mp.setattr(aiidetect.perceptual, "phash", lambda *a, **k: hashed.append(1) or phash(*a, **k))
+        again: dict = {}
+        extract_features(bb, paths, prep, cache=FeatureCache(path), phashes=again)
+        assert sum(encoded) == 6, "every image decoded and encoded again under the other Pillow"
+        assert len(hashed) == 3 and again == first
+    monkeypatch.setattr(feature_cache, "_decoders_tag", None, raising=False)
+    extract_features(bb, paths, prep, cache=FeatureCache(path))
+    assert sum(encoded) == 6  # the installed Pillow's rows are still there

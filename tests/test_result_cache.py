@@ -380,3 +380,86 @@ def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_pat
     monkeypatch.setattr(provenance._Budget, "left", left)
     pipe, again = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
     assert pipe.stats.cache_hits == 0 and "c2pa" in again[0]["detectors"]["metadata"]["facts"]
+
+
+def _signed(tmp_path, size=(16, 16)):
+    from aiidetect.testing import c2pa_signing
+
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", size, (120, 90, 60)),
+                                         "JPEG", "digitalCapture", thumbnail=False))
+    return str(signed)
+
+
+@pytest.mark.parametrize("watermark", ["never", "always"])
+def test_a_signed_file_is_served_its_model_results_and_only_its_metadata_is_judged_again(tmp_path, pngs, watermark):
+    """A file whose C2PA manifest was read missed the cache whole: every model ran again at every scan, and an
+    archive of signed photos gained nothing from the cache. Only its metadata depends on the clock."""
+    pytest.importorskip("c2pa")
+    from aiidetect.metadata.detector import MetadataDetector
+
+    # 256x256: the watermark check reads the decoded image (`always`), which a hit must decode as a scan does
+    paths = [_signed(tmp_path, (256, 256)), pngs[0]]
+    cache = ResultCache(tmp_path / "r.sqlite")
+    model = Counting()
+    _, first = _scan([MetadataDetector({"watermark": watermark}), model], paths, cache)
+    assert model.calls == 2 and "c2pa" in first[0]["detectors"]["metadata"]["facts"]
+    if watermark == "always":
+        assert first[0]["detectors"]["metadata"]["facts"]["watermark"]["checked"] is True
+    model = Counting()
+    pipe, again = _scan([MetadataDetector({"watermark": watermark}), model], paths, cache)
+    assert model.calls == 0, "the model's results of the signed file come from the cache"
+    assert (pipe.stats.cache_hits, pipe.stats.cache_rerun) == (2, 1)
+    assert again == first
+    assert cache.stats()["results"] == 3  # the signed file's metadata result is still never stored
+
+
+def test_a_metadata_result_cut_short_is_judged_again_beside_cached_model_results(tmp_path, monkeypatch):
+    pytest.importorskip("c2pa")
+    from aiidetect import provenance
+    from aiidetect.metadata.detector import MetadataDetector
+
+    signed = _signed(tmp_path)
+    left = provenance._Budget.left
+
+    def spent_at_c2pa(self, stage):
+        if stage == "C2PA" and self.stage is None:
+            self.stage = stage
+        return left(self, stage)
+
+    cache = ResultCache(tmp_path / "r.sqlite")
+    monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
+    _scan([MetadataDetector({"watermark": "never"}), Counting()], [signed], cache)
+    monkeypatch.setattr(provenance._Budget, "left", left)
+    model = Counting()
+    pipe, again = _scan([MetadataDetector({"watermark": "never"}), model], [signed], cache)
+    assert model.calls == 0 and (pipe.stats.cache_hits, pipe.stats.cache_rerun) == (1, 1)
+    assert "c2pa" in again[0]["detectors"]["metadata"]["facts"]
+    assert not any(e["id"] == "metadata-timeout" for e in again[0]["detectors"]["metadata"]["evidence"])
+
+
+def test_cli_a_signed_file_runs_no_model_on_a_rescan_and_the_summary_says_what_was_judged_again(
+        trained, tmp_path, monkeypatch):
+    """The scan command (a library Scanner), into a new --db store: the model is not run for a signed file
+    whose features' results are cached; a resume of the first store reprints its record, reading nothing."""
+    pytest.importorskip("c2pa")
+    from aiidetect.pipeline import stages
+
+    signed = _signed(tmp_path)
+    env = {"AIIDETECT_WEIGHTS": str(trained), "AIIDETECT_CACHE": str(tmp_path / "cache")}
+    args = ("scan", signed, "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "jsonl",
+            "--dtype", "float32")
+    passes = []
+    encode = stages.encode
+    monkeypatch.setattr(stages, "encode", lambda groups, samples: passes.append(len(samples)) or encode(groups, samples))
+    first = run_cli_in_process(*args, "--db", str(tmp_path / "a.sqlite"), env=env)
+    assert first.returncode == 0, first.stderr
+    assert passes == [1] and "c2pa" in jsonl(first.stdout)[0]["detectors"]["metadata"]["facts"]
+    second = run_cli_in_process(*args, "--db", str(tmp_path / "b.sqlite"), env=env)
+    assert second.returncode == 0, second.stderr
+    assert passes == [1], "no model pass for the signed file"
+    assert "1 from the result cache (1 of them with its metadata judged again)" in second.stderr
+    assert jsonl(second.stdout) == jsonl(first.stdout)
+    resumed = run_cli_in_process(*args, "--db", str(tmp_path / "a.sqlite"), env=env)
+    assert passes == [1] and "1 unchanged since an earlier run" in resumed.stderr
+    assert "from the result cache" not in resumed.stderr

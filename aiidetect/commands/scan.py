@@ -318,7 +318,10 @@ def _print_summary(err, stats, summ, dets) -> None:
     if stats.get("resumed"):
         line += f"; {stats['resumed']} unchanged since an earlier run (from --db, not read)"
     if stats.get("cache_hits"):
-        line += f"; {stats['cache_hits']} from the result cache"
+        from ..pipeline.stages import cache_rerun_note
+
+        rerun = cache_rerun_note(stats)
+        line += f"; {stats['cache_hits']} from the result cache" + (f" ({rerun})" if rerun else "")
     if summ.duplicates:
         line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
     if summ.outside_links:

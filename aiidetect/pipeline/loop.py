@@ -7,7 +7,8 @@ wait while it runs, whichever the scan measures to be faster (Plan.decode_schedu
 pixels.TurnPolicy). Records come out in input order, and every
 failure stays inside its record. With a ResultCache, a file whose bytes (and
 detectors) were seen in an earlier run is read and hashed but neither decoded
-nor given to a model.
+nor given to a model; one whose metadata result was not stored (a C2PA
+manifest, judged at each scan) is decoded for its metadata detector alone.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class Pipeline:
         self._cache: ResultCacheStage | None = None
         if cache is not None and decoder is None:
             idents = self.plan.identities(self.limits)
-            self._cache = ResultCacheStage(cache, idents) if idents else None
+            self._cache = ResultCacheStage(cache, idents, [d.name for d in self.plan.worker_dets]) if idents else None
         plan = self.plan
         reader = PixelReader(plan.specs, self.limits, plan.draft, plan.keep_image or plan.image_for_file_dets,
                              keep_layout=True)
@@ -189,6 +190,7 @@ class Pipeline:
             if s.index in self._resumed:
                 continue
             if s.ok and s.cached is not None:
+                self.stats.cache_rerun += bool(self.decoding.rerun(s))
                 from_cache(s, self.detectors)
                 self.stats.cache_hits += 1
             elif s.ok and s.record.sha256 in recent:
@@ -200,8 +202,11 @@ class Pipeline:
             run_model(self.plan, fresh, self.stats)
         if model_done is not None:
             model_done()
-        if fresh and self._cache is not None:
-            self._cache.put(fresh)
+        if self._cache is not None:
+            # A partial hit's per-file results too: one not stored before (an error then) may be now.
+            rerun = [s for s in samples if s.ok and s.cached is not None and self.decoding.rerun(s)]
+            if fresh or rerun:
+                self._cache.put(fresh + rerun)
         out = []
         for s in samples:
             if s.index in self._resumed:

@@ -35,6 +35,9 @@ class ScanStats:
     decode_seconds: float = 0.0
     duplicates_reused: int = 0
     cache_hits: int = 0
+    # Of cache_hits, the files whose per-file detectors ran again (their results are not stored: metadata that
+    # read a C2PA manifest, or ran out of its time budget); their models' results came from the cache.
+    cache_rerun: int = 0
     resumed: int = 0
 
     @property
@@ -47,7 +50,7 @@ class ScanStats:
                 "errors": dict(self.errors), "errors_decided": self.errors_decided, "seconds": round(s, 3),
                 "images_per_s": round(self.files / s, 3) if s > 0 else None,
                 "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
-                "cache_hits": self.cache_hits, "resumed": self.resumed}
+                "cache_hits": self.cache_hits, "cache_rerun": self.cache_rerun, "resumed": self.resumed}
 
     def count(self, rec: Record) -> None:
         self.files += 1
@@ -56,6 +59,13 @@ class ScanStats:
         if rec.error is not None:
             self.errors[rec.error.code] += 1
             self.errors_decided += rec.verdict != "error"
+
+
+def cache_rerun_note(stats: Mapping[str, Any]) -> str:
+    """What the summary adds to "N from the result cache" when some of those files had their metadata judged
+    again: "from the result cache" alone said their every result was the cache's."""
+    n = int(stats.get("cache_rerun") or 0)
+    return f"{n} of them with {'its' if n == 1 else 'their'} metadata judged again" if n else ""
 
 
 def predict(d: Detector, samples: list[Sample], feats: list[dict]) -> list[DetectorResult]:
@@ -74,8 +84,10 @@ class ResultCacheStage:
     """The result cache seen from a scan: a damaged or full cache costs speed,
     never a file (the first problem is kept in `error` for the summary)."""
 
-    def __init__(self, cache: Any, idents: dict[str, str]):
+    def __init__(self, cache: Any, idents: dict[str, str], rerun: Sequence[str] = ()):
         self.cache, self.idents = cache, idents
+        # The per-file detectors (metadata), run again on a hit that lacks their rows (ResultCache.get).
+        self.rerun = frozenset(n for n in rerun if n in idents)
         self.error: str | None = None
 
     def _note(self, exc: Exception) -> None:
@@ -83,7 +95,7 @@ class ResultCacheStage:
 
     def get(self, sha: str):
         try:
-            return self.cache.get(sha, self.idents)
+            return self.cache.get(sha, self.idents, self.rerun)
         except Exception as exc:  # noqa: BLE001 - a damaged cache means recomputing, never a failed file
             self._note(exc)
             return None
@@ -97,8 +109,9 @@ class ResultCacheStage:
             rec = s.record
             if rec.error is None and rec.sha256:
                 info = {f: getattr(rec, f) for f in FILE_FIELDS}
+                served = s.cached or {}   # a partial hit stores what it ran again, not what it was served
                 entries.append((rec.sha256, info, {n: (k, rec.detectors[n]) for n, k in self.idents.items()
-                                                   if n in rec.detectors}))
+                                                   if n in rec.detectors and n not in served}))
         try:
             self.cache.put_many(entries)
         except Exception as exc:  # noqa: BLE001 - a full disk or locked cache costs speed next time, not this scan
@@ -111,7 +124,10 @@ def from_cache(s: Sample, detectors: Sequence[Detector]) -> None:
     guarded path as for a fresh file."""
     cached = s.cached or {}
     for d in detectors:
-        s.record.detectors[d.name] = cached[d.name] if d.name in cached else predict(d, [s], [{}])[0]
+        if d.name in cached:
+            s.record.detectors[d.name] = cached[d.name]
+        elif d.name not in s.record.detectors:   # else run again in the decode workers (DecodeStage.rerun)
+            s.record.detectors[d.name] = predict(d, [s], [{}])[0]
 
 
 class DecodeStage:
@@ -142,6 +158,15 @@ class DecodeStage:
             hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
             if hit is not None:
                 info, s.cached = hit
+                if self.rerun(s):
+                    # A per-file detector whose result was not stored (metadata that read a C2PA manifest,
+                    # judged against today's clock) runs again on what a fresh scan hands it: these bytes and
+                    # their decode (the watermark check reads the image, the parsers its facts), but no
+                    # model input is made; the models' results are the cache's.
+                    with self.reader.budget.hold() as admit:
+                        self.reader.decode(s, admit, preprocess=False)
+                        self._file_dets(s)
+                        return self._done(s)
                 rec = s.record
                 rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
                 rec.image_info = dict(info.get("image_info") or {})
@@ -152,11 +177,15 @@ class DecodeStage:
                 self._file_dets(s)
                 return self._done(s)
 
+    def rerun(self, s: Sample) -> list[Detector]:
+        """The per-file detectors a result-cache hit holds no result of."""
+        return [d for d in self.worker_dets if d.name not in (s.cached or {})] if s.cached is not None else []
+
     def _file_dets(self, s: Sample) -> None:
         # Metadata does not need the pixels: a file whose pixels fail still gets its evidence
         # (scan and meta agree on every file), which alone may decide its verdict (finish).
-        if s.data and s.cached is None:
-            for d in self.worker_dets:
+        if s.data:
+            for d in self.worker_dets if s.cached is None else self.rerun(s):
                 s.record.detectors[d.name] = predict(d, [s], [{}])[0]
 
     def _done(self, s: Sample) -> Sample:

@@ -602,8 +602,11 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
         facts.append(("fusion", f"<b>{_e(run['fusion_note'])}</b>"))
     summ = run.get("summary") or {}
     if summ.get("seconds") is not None:
+        from ..pipeline.stages import cache_rerun_note
+
         facts.append(("scan time", f"{float(summ['seconds']):.1f} s for {int(summ.get('files') or 0)} files"
-                                   + (f" ({int(summ['cache_hits'])} from the result cache)"
+                                   + (f" ({int(summ['cache_hits'])} from the result cache"
+                                      + (f", {cache_rerun_note(summ)}" if summ.get("cache_rerun") else "") + ")"
                                       if summ.get("cache_hits") else "")))
     if run.get("heatmaps_for"):
         # What was asked is not what was made: without a pixel detector (no weights, -d metadata) no file gets

@@ -3,6 +3,7 @@ content, the images are counted on stderr and in the JSON, and left out of that 
 verdict's) metrics unless --allow-train-overlap. A fake pixel head stands in for a trained one."""
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,19 @@ def test_record_is_sorted_8_byte_prefixes_matched_by_content(tmp_path):
     assert member_mask(keys, probe).tolist() == [True, True, False, False]
 
 
+def test_the_record_names_the_decoders_the_images_were_decoded_by(tmp_path, monkeypatch):
+    """The features a head is fitted on are the installed Pillow's (the feature cache is keyed by it), and
+    another Pillow can give other pixels: the manifest recorded nothing of it, so a head could not be
+    trained again from what it records."""
+    from aiidetect.extras import installed_version
+
+    real = metadata.version
+    others = {d: installed_version(d) for d in ("pillow-heif", "numpy")}
+    monkeypatch.setattr(metadata, "version", lambda dist: "12.9.9" if dist.lower() == "pillow" else real(dist))
+    block, _ = record(["ab" * 32], "x")
+    assert block["decoders"] == {"pillow": "12.9.9", **others}
+
+
 def test_eval_leaves_out_and_counts_the_images_a_head_was_trained_on(data):
     m, err = _eval(str(data), "--perturb", "jpeg:75")
     want = {"status": "checked", "n": 8, "of": 20, "excluded": True}
@@ -174,6 +188,7 @@ def test_the_fused_verdict_is_not_measured_on_the_fusion_models_calibration_imag
     assert r.returncode == 0, r.stderr
     man = json.loads((out / "manifest.json").read_text())
     assert man["training_images"]["count"] == 12 and KEYS_FILE in man["files"]  # the 8 trained on left out
+    assert man["training_images"]["decoders"]["pillow"] == metadata.version("pillow")
     r = run_cli_in_process("eval", str(data), "-d", "fakehead", "--fusion", str(out), "-f", "json", "-q")
     assert r.returncode == 0, r.stderr
     o = json.loads(r.stdout)["run"]["train_overlap"]

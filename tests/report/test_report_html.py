@@ -633,3 +633,16 @@ def test_a_failed_files_card_says_its_size_is_the_headers():
     html = out.getvalue()
     assert "<dt>pixels, as its header states</dt><dd class=\"wrap\"><code>2147483647 \u00d7 2147483648" in html
     assert "<dt>pixels</dt><dd class=\"wrap\"><code>64 \u00d7 48" in html
+
+
+def test_the_scan_time_says_which_cached_files_had_their_metadata_judged_again():
+    """A signed file is served its models' results from the result cache and its metadata judged again:
+    "from the result cache" alone said every result of it was the cache's."""
+    from aiidetect.report.html import _overview
+
+    band = {"ai_threshold": 0.8, "real_threshold": 0.2}
+    page = _overview(3, {"likely-real": 3}, 3, {"summary": {"seconds": 1.0, "files": 3, "cache_hits": 2,
+                                                            "cache_rerun": 1}}, band)
+    assert "3 files (2 from the result cache, 1 of them with its metadata judged again)" in page
+    page = _overview(3, {"likely-real": 3}, 3, {"summary": {"seconds": 1.0, "files": 3, "cache_hits": 2}}, band)
+    assert "3 files (2 from the result cache)<" in page
