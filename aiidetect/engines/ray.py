@@ -647,14 +647,15 @@ def _dump(rec: Record) -> bytes:
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
-        window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT
-        ) -> Iterator[Record]:
+        window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT,
+        own_stderr: bool = False) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
     RayUnavailable here, before any output. `file_timeout`: seconds per file of a
-    task's deadline (task_deadline, --file-timeout); None or 0: no deadline."""
+    task's deadline (task_deadline, --file-timeout); None or 0: no deadline. `own_stderr`: the process is the
+    scan's (the command line), whose stderr quiet may filter (_without_pool_notice); a library host's never."""
     _settings()
     ray = _import_ray()
     if pipe.prior is None:
@@ -664,7 +665,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
                     connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)),
-                    quiet=quiet)
+                    drop_pool_notice=quiet and own_stderr)
 
 
 # What Ray's C++ core worker writes on this process's stderr, once per model pool actor started: Ray Data (2.60)
@@ -678,8 +679,9 @@ POOL_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWork
 def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
     """`records`, with this process's stderr (fd 2) read through a pipe while they are made: every line written
     there is copied to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR line on every model scan
-    that no Python logging setting reaches, written by C++ straight to fd 2). Where stderr is not fd 2 (a caller's
-    stream), nothing is changed. Lines still in the pipe when the process is killed are lost (milliseconds')."""
+    that no Python logging setting reaches, written by C++ straight to fd 2). Only for the command line, whose
+    process is the scan's (never a library host's stderr); where stderr is not fd 2, nothing is changed. Lines
+    still in the pipe when the process is killed are lost (milliseconds')."""
     import sys
     import threading
 
@@ -741,7 +743,8 @@ def preflight(address: str | None) -> None:
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None, connect=lambda: None, quiet: bool = False) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None, drop_pool_notice: bool = False
+             ) -> Iterator[Record]:
     env = _settings()
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
@@ -779,7 +782,7 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         stages, cpus = plan
         sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
         # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
-        yield from _without_pool_notice(sent) if quiet and pipe.groups else sent
+        yield from _without_pool_notice(sent) if drop_pool_notice and pipe.groups else sent
 
 
 def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):

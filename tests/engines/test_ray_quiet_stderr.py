@@ -33,3 +33,33 @@ def test_a_quiet_ray_scan_drops_the_pool_actor_notice_and_keeps_every_other_stde
     other = notice.replace(b"_ModelStage", b"OtherStage").decode()  # not this scan's pool: kept
     want = f"before\na line of this process\n(raylet) a worker died\n{other}last, unended\nafter\n"
     assert capfd.readouterr().err == want
+
+
+
+def test_a_library_hosts_stderr_is_never_filtered(tmp_path, monkeypatch):
+    """`Scanner(ScanOptions(engine="ray", quiet=True))` read the host's own fd 2 through a pipe while the model ran:
+    every thread of a service, and its crash, went through the scan. Only the command line's process, the scan's
+    own, is filtered."""
+    from PIL import Image
+
+    from aiidetect import api
+    from aiidetect.engines import ray as ray_engine
+    from conftest import run_cli_in_process
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    seen = []
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: None)
+    monkeypatch.setattr(ray_engine, "_connect", lambda *a, **k: None)
+    monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: None)
+
+    def records(*a, **k):
+        seen.append(k["drop_pool_notice"])
+        yield from ()
+
+    monkeypatch.setattr(ray_engine, "_records", records)
+    opts = api.ScanOptions(detectors=["metadata"], engine="ray", quiet=True, cache=False, file_timeout=0)
+    assert list(api.Scanner(opts).scan([str(tmp_path / "a.png")])) == []
+    r = run_cli_in_process("scan", str(tmp_path / "a.png"), "-d", "metadata", "--engine", "ray", "-q", "-f", "jsonl",
+                           "--no-cache", "--file-timeout", "0")
+    assert r.returncode == 0, r.stderr
+    assert seen == [False, True]
