@@ -672,8 +672,11 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
 # hands every pool actor its DataContext and map function by object reference (ActorPoolMapOperator._start_actor,
 # whatever the function's own arguments) and asks for restarts (max_restarts=-1), a pair the core worker reports
 # at level ERROR. max_restarts=0 would remove it, but Ray Data then keeps a dead actor in its pool unreplaced.
-POOL_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWorker\([^']*_ModelStage\)+' and ID: "
-                         rb"'[0-9a-f]+' has constructor arguments in the object store and max_restarts > 0\.")
+# Anchored on Ray's own log prefix ([date time,ms E pid tid]): a line of ours that quotes it (a file named so, in a
+# message) is kept.
+POOL_NOTICE = re.compile(rb"^\[[^\]\n]* E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: "
+                         rb"'MapWorker\([^'\n]*_ModelStage\)+' and ID: '[0-9a-f]+' has constructor arguments in the "
+                         rb"object store and max_restarts > 0\.")
 
 
 def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:

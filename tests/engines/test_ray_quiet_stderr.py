@@ -36,6 +36,23 @@ def test_a_quiet_ray_scan_drops_the_pool_actor_notice_and_keeps_every_other_stde
 
 
 
+def test_a_line_of_ours_quoting_the_notice_is_kept(capfd, monkeypatch):
+    """The notice was matched anywhere in a line: a message of ours naming a file called after it (a sender's
+    choice) was dropped. Only Ray's own log line (its `[date time,ms E pid tid]` prefix) is."""
+    from aiidetect.engines import ray as ray_engine
+
+    monkeypatch.setattr(sys, "stderr", open(2, "w", buffering=1, closefd=False))
+    quoted = ("note: reading /in/core_worker.cc:1: Actor with class name: 'MapWorker(MapBatches(_ModelStage))' and "
+              "ID: 'ab' has constructor arguments in the object store and max_restarts > 0. .jpg failed\n")
+
+    def records():
+        os.write(2, quoted.encode())
+        yield 1
+
+    assert list(ray_engine._without_pool_notice(records())) == [1]
+    assert capfd.readouterr().err == quoted
+
+
 def test_a_library_hosts_stderr_is_never_filtered(tmp_path, monkeypatch):
     """`Scanner(ScanOptions(engine="ray", quiet=True))` read the host's own fd 2 through a pipe while the model ran:
     every thread of a service, and its crash, went through the scan. Only the command line's process, the scan's
