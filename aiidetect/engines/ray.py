@@ -678,15 +678,45 @@ POOL_NOTICE = re.compile(rb"^\[[^\]\n]* E \d+ \d+\] core_worker\.cc:\d+: Actor w
                          rb"'MapWorker\([^'\n]*_ModelStage\)+' and ID: '[0-9a-f]+' has constructor arguments in the "
                          rb"object store and max_restarts > 0\.")
 
+# The filter, a process of its own: it copies what it reads (fd 0) to the real stderr (fd 1), but POOL_NOTICE's
+# lines, until every writer is gone. A thread of the scan did this before, and died with it: a crash of this
+# process (Ray's C++ `Check failed` and its stack, then abort(); a faulthandler dump; os._exit after a last
+# message) left its last words in the pipe, unread. A process of its own reads them once this one is gone, needs no
+# GIL, and, in a session of its own, is not stopped by the terminal's Ctrl-C or hang-up before the scan is.
+_FILTER = r"""
+import os, re, sys
+notice, rest = re.compile(os.fsencode(sys.argv[1])), b""
+def out(data):
+    while data:
+        try:
+            data = data[os.write(1, data):]
+        except OSError:  # the reader of stderr left: keep reading, so that no writer blocks
+            return
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        out(b"" if notice.search(rest) else rest)
+        break
+    *lines, rest = (rest + chunk).split(b"\n")
+    if len(rest) > 65536:  # a line that long is not the notice: memory stays bounded
+        lines, rest = lines + [rest], b""
+        out(b"".join(line + b"\n" for line in lines[:-1] if not notice.search(line)) + lines[-1])
+    else:
+        out(b"".join(line + b"\n" for line in lines if not notice.search(line)))
+"""
+
 
 def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
-    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: every line written
-    there is copied to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR line on every model scan
-    that no Python logging setting reaches, written by C++ straight to fd 2). Only for the command line, whose
-    process is the scan's (never a library host's stderr); where stderr is not fd 2, nothing is changed. Lines
-    still in the pipe when the process is killed are lost (milliseconds')."""
+    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: a filter process
+    (_FILTER) copies every line written there to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR
+    line on every model scan that no Python logging setting reaches, written by C++ straight to fd 2). Only for the
+    command line, whose process is the scan's (never a library host's stderr); where stderr is not fd 2, or the
+    filter cannot be started, nothing is changed."""
+    import subprocess
     import sys
-    import threading
 
     try:
         sys.stderr.flush()
@@ -697,43 +727,30 @@ def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
         yield from records
         return
     read, write = os.pipe()
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, os.fsdecode(POOL_NOTICE.pattern)],
+                                 stdin=read, stdout=real, stderr=real, start_new_session=True)
+    except OSError:
+        for fd in (read, write, real):
+            os.close(fd)
+        yield from records
+        return
+    os.close(read)
     os.dup2(write, 2)
     os.close(write)
-
-    def pump() -> None:
-        rest = b""
-        while True:
-            try:
-                chunk = os.read(read, 65536)
-            except OSError:
-                chunk = b""
-            if chunk:
-                *lines, rest = (rest + chunk).split(b"\n")
-                kept = b"".join(line + b"\n" for line in lines if not POOL_NOTICE.search(line))
-            else:  # the end: a last line without its newline is copied as it is
-                kept = b"" if POOL_NOTICE.search(rest) else rest
-            if kept:
-                try:
-                    os.write(real, kept)
-                except OSError:
-                    pass
-            if not chunk:
-                break
-        os.close(read)
-
-    thread = threading.Thread(target=pump, name="aiidetect-stderr", daemon=True)
-    thread.start()
     try:
         yield from records
     finally:
         try:
             sys.stderr.flush()
         finally:
-            os.dup2(real, 2)  # the pipe's last writer here: the pump reads to its end, then stops
-            # (a process started meanwhile may hold the pipe open: its lines still come through, later)
-            thread.join(timeout=2.0)
-            if not thread.is_alive():
-                os.close(real)
+            os.dup2(real, 2)  # the pipe's last writer here: the filter copies the rest, then ends
+            os.close(real)
+            try:
+                # What was written before this point reaches stderr before what is written after it.
+                child.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass  # a process started meanwhile holds the pipe open: its lines still come through, later
 
 
 def preflight(address: str | None) -> None:

@@ -35,7 +35,6 @@ def test_a_quiet_ray_scan_drops_the_pool_actor_notice_and_keeps_every_other_stde
     assert capfd.readouterr().err == want
 
 
-
 def test_a_line_of_ours_quoting_the_notice_is_kept(capfd, monkeypatch):
     """The notice was matched anywhere in a line: a message of ours naming a file called after it (a sender's
     choice) was dropped. Only Ray's own log line (its `[date time,ms E pid tid]` prefix) is."""
@@ -51,6 +50,28 @@ def test_a_line_of_ours_quoting_the_notice_is_kept(capfd, monkeypatch):
 
     assert list(ray_engine._without_pool_notice(records())) == [1]
     assert capfd.readouterr().err == quoted
+
+
+def test_the_last_words_of_a_scan_that_crashes_under_the_filter_reach_stderr(tmp_path):
+    """The filter was a thread of the scan: a crash (Ray's C++ `Check failed` and its stack, then abort(); a
+    faulthandler dump; os._exit after a last message) left what was written last in the pipe, unread, and stderr
+    said nothing of why the scan died."""
+    import subprocess
+
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import os\n"
+        "from aiidetect.engines import ray as ray_engine\n"
+        "def records():\n"
+        "    yield 1\n"
+        "    os.write(2, b'[2026-12-02 10:05:31,001 C 1 1] core_worker.cc:9: Check failed: fatal\\n')\n"
+        "    os.abort()\n"
+        "    yield 2\n"
+        "list(ray_engine._without_pool_notice(records()))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode != 0
+    assert b"Check failed: fatal\n" in r.stderr
 
 
 def test_a_library_hosts_stderr_is_never_filtered(tmp_path, monkeypatch):
