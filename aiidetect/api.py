@@ -498,6 +498,10 @@ class Scanner:
     scan's DiscoverySummary: skipped, excluded, duplicates, outside_links), ``cache_error``.
     """
 
+    # Set by the command line only, whose process is the scan's: `quiet` with engine ray may then read fd 2 through
+    # a filter while the model runs (engines/ray.py, _without_pool_notice). A library host's stderr is never swapped.
+    _owns_stderr = False
+
     def __init__(self, options: ScanOptions | None = None, *, on_note: Callable[[str], None] | None = None,
                  cache: Any = None, **kw):
         if isinstance(cache, bool):
@@ -782,7 +786,8 @@ class Scanner:
 
             try:
                 records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
-                                         quiet=self.options.quiet, file_timeout=self._file_timeout())
+                                         quiet=self.options.quiet, file_timeout=self._file_timeout(),
+                                         own_stderr=self._owns_stderr)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))

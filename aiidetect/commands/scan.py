@@ -116,6 +116,7 @@ def scan(
         if maps and fmt != Format.html:
             fail("--heatmaps needs --format html")
         scanner = Scanner(opts, on_note=lambda msg: err.print(f"[yellow]note:[/] {escape(msg)}", highlight=False))
+        scanner._owns_stderr = True  # this process is the scan's (see Scanner._owns_stderr)
         # Paths and the output are checked before any model is built.
         cands = scanner.candidates(paths, output=output)
         dets, ctx = scanner.detectors, scanner.context

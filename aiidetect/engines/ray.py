@@ -647,14 +647,15 @@ def _dump(rec: Record) -> bytes:
 
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
-        window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT
-        ) -> Iterator[Record]:
+        window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT,
+        own_stderr: bool = False) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
     RayUnavailable here, before any output. `file_timeout`: seconds per file of a
-    task's deadline (task_deadline, --file-timeout); None or 0: no deadline."""
+    task's deadline (task_deadline, --file-timeout); None or 0: no deadline. `own_stderr`: the process is the
+    scan's (the command line), whose stderr quiet may filter (_without_pool_notice); a library host's never."""
     _settings()
     ray = _import_ray()
     if pipe.prior is None:
@@ -664,24 +665,58 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
                     connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)),
-                    quiet=quiet)
+                    drop_pool_notice=quiet and own_stderr)
 
 
 # What Ray's C++ core worker writes on this process's stderr, once per model pool actor started: Ray Data (2.60)
 # hands every pool actor its DataContext and map function by object reference (ActorPoolMapOperator._start_actor,
 # whatever the function's own arguments) and asks for restarts (max_restarts=-1), a pair the core worker reports
 # at level ERROR. max_restarts=0 would remove it, but Ray Data then keeps a dead actor in its pool unreplaced.
-POOL_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: 'MapWorker\([^']*_ModelStage\)+' and ID: "
-                         rb"'[0-9a-f]+' has constructor arguments in the object store and max_restarts > 0\.")
+# Anchored on Ray's own log prefix ([date time,ms E pid tid]): a line of ours that quotes it (a file named so, in a
+# message) is kept.
+POOL_NOTICE = re.compile(rb"^\[[^\]\n]* E \d+ \d+\] core_worker\.cc:\d+: Actor with class name: "
+                         rb"'MapWorker\([^'\n]*_ModelStage\)+' and ID: '[0-9a-f]+' has constructor arguments in the "
+                         rb"object store and max_restarts > 0\.")
+
+# The filter, a process of its own: it copies what it reads (fd 0) to the real stderr (fd 1), but POOL_NOTICE's
+# lines, until every writer is gone. A thread of the scan did this before, and died with it: a crash of this
+# process (Ray's C++ `Check failed` and its stack, then abort(); a faulthandler dump; os._exit after a last
+# message) left its last words in the pipe, unread. A process of its own reads them once this one is gone, needs no
+# GIL, and, in a session of its own, is not stopped by the terminal's Ctrl-C or hang-up before the scan is.
+_FILTER = r"""
+import os, re, sys
+notice, rest = re.compile(os.fsencode(sys.argv[1])), b""
+def out(data):
+    while data:
+        try:
+            data = data[os.write(1, data):]
+        except OSError:  # the reader of stderr left: keep reading, so that no writer blocks
+            return
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        out(b"" if notice.search(rest) else rest)
+        break
+    *lines, rest = (rest + chunk).split(b"\n")
+    if len(rest) > 65536:  # a line that long is not the notice: memory stays bounded
+        lines, rest = lines + [rest], b""
+        out(b"".join(line + b"\n" for line in lines[:-1] if not notice.search(line)) + lines[-1])
+    else:
+        out(b"".join(line + b"\n" for line in lines if not notice.search(line)))
+"""
 
 
 def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
-    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: every line written
-    there is copied to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR line on every model scan
-    that no Python logging setting reaches, written by C++ straight to fd 2). Where stderr is not fd 2 (a caller's
-    stream), nothing is changed. Lines still in the pipe when the process is killed are lost (milliseconds')."""
+    """`records`, with this process's stderr (fd 2) read through a pipe while they are made: a filter process
+    (_FILTER) copies every line written there to the real stderr, in order, but POOL_NOTICE's (`scan -q`: an ERROR
+    line on every model scan that no Python logging setting reaches, written by C++ straight to fd 2). Only for the
+    command line, whose process is the scan's (never a library host's stderr); where stderr is not fd 2, or the
+    filter cannot be started, nothing is changed."""
+    import subprocess
     import sys
-    import threading
 
     try:
         sys.stderr.flush()
@@ -692,43 +727,30 @@ def _without_pool_notice(records: Iterator[Record]) -> Iterator[Record]:
         yield from records
         return
     read, write = os.pipe()
+    try:
+        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, os.fsdecode(POOL_NOTICE.pattern)],
+                                 stdin=read, stdout=real, stderr=real, start_new_session=True)
+    except OSError:
+        for fd in (read, write, real):
+            os.close(fd)
+        yield from records
+        return
+    os.close(read)
     os.dup2(write, 2)
     os.close(write)
-
-    def pump() -> None:
-        rest = b""
-        while True:
-            try:
-                chunk = os.read(read, 65536)
-            except OSError:
-                chunk = b""
-            if chunk:
-                *lines, rest = (rest + chunk).split(b"\n")
-                kept = b"".join(line + b"\n" for line in lines if not POOL_NOTICE.search(line))
-            else:  # the end: a last line without its newline is copied as it is
-                kept = b"" if POOL_NOTICE.search(rest) else rest
-            if kept:
-                try:
-                    os.write(real, kept)
-                except OSError:
-                    pass
-            if not chunk:
-                break
-        os.close(read)
-
-    thread = threading.Thread(target=pump, name="aiidetect-stderr", daemon=True)
-    thread.start()
     try:
         yield from records
     finally:
         try:
             sys.stderr.flush()
         finally:
-            os.dup2(real, 2)  # the pipe's last writer here: the pump reads to its end, then stops
-            # (a process started meanwhile may hold the pipe open: its lines still come through, later)
-            thread.join(timeout=2.0)
-            if not thread.is_alive():
-                os.close(real)
+            os.dup2(real, 2)  # the pipe's last writer here: the filter copies the rest, then ends
+            os.close(real)
+            try:
+                # What was written before this point reaches stderr before what is written after it.
+                child.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass  # a process started meanwhile holds the pipe open: its lines still come through, later
 
 
 def preflight(address: str | None) -> None:
@@ -741,7 +763,8 @@ def preflight(address: str | None) -> None:
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None, connect=lambda: None, quiet: bool = False) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None, drop_pool_notice: bool = False
+             ) -> Iterator[Record]:
     env = _settings()
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
@@ -779,7 +802,7 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         stages, cpus = plan
         sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
         # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
-        yield from _without_pool_notice(sent) if quiet and pipe.groups else sent
+        yield from _without_pool_notice(sent) if drop_pool_notice and pipe.groups else sent
 
 
 def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):

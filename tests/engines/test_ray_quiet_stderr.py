@@ -33,3 +33,71 @@ def test_a_quiet_ray_scan_drops_the_pool_actor_notice_and_keeps_every_other_stde
     other = notice.replace(b"_ModelStage", b"OtherStage").decode()  # not this scan's pool: kept
     want = f"before\na line of this process\n(raylet) a worker died\n{other}last, unended\nafter\n"
     assert capfd.readouterr().err == want
+
+
+def test_a_line_of_ours_quoting_the_notice_is_kept(capfd, monkeypatch):
+    """The notice was matched anywhere in a line: a message of ours naming a file called after it (a sender's
+    choice) was dropped. Only Ray's own log line (its `[date time,ms E pid tid]` prefix) is."""
+    from aiidetect.engines import ray as ray_engine
+
+    monkeypatch.setattr(sys, "stderr", open(2, "w", buffering=1, closefd=False))
+    quoted = ("note: reading /in/core_worker.cc:1: Actor with class name: 'MapWorker(MapBatches(_ModelStage))' and "
+              "ID: 'ab' has constructor arguments in the object store and max_restarts > 0. .jpg failed\n")
+
+    def records():
+        os.write(2, quoted.encode())
+        yield 1
+
+    assert list(ray_engine._without_pool_notice(records())) == [1]
+    assert capfd.readouterr().err == quoted
+
+
+def test_the_last_words_of_a_scan_that_crashes_under_the_filter_reach_stderr(tmp_path):
+    """The filter was a thread of the scan: a crash (Ray's C++ `Check failed` and its stack, then abort(); a
+    faulthandler dump; os._exit after a last message) left what was written last in the pipe, unread, and stderr
+    said nothing of why the scan died."""
+    import subprocess
+
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import os\n"
+        "from aiidetect.engines import ray as ray_engine\n"
+        "def records():\n"
+        "    yield 1\n"
+        "    os.write(2, b'[2026-12-02 10:05:31,001 C 1 1] core_worker.cc:9: Check failed: fatal\\n')\n"
+        "    os.abort()\n"
+        "    yield 2\n"
+        "list(ray_engine._without_pool_notice(records()))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode != 0
+    assert b"Check failed: fatal\n" in r.stderr
+
+
+def test_a_library_hosts_stderr_is_never_filtered(tmp_path, monkeypatch):
+    """`Scanner(ScanOptions(engine="ray", quiet=True))` read the host's own fd 2 through a pipe while the model ran:
+    every thread of a service, and its crash, went through the scan. Only the command line's process, the scan's
+    own, is filtered."""
+    from PIL import Image
+
+    from aiidetect import api
+    from aiidetect.engines import ray as ray_engine
+    from conftest import run_cli_in_process
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    seen = []
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: None)
+    monkeypatch.setattr(ray_engine, "_connect", lambda *a, **k: None)
+    monkeypatch.setattr(ray_engine, "connect", lambda *a, **k: None)
+
+    def records(*a, **k):
+        seen.append(k["drop_pool_notice"])
+        yield from ()
+
+    monkeypatch.setattr(ray_engine, "_records", records)
+    opts = api.ScanOptions(detectors=["metadata"], engine="ray", quiet=True, cache=False, file_timeout=0)
+    assert list(api.Scanner(opts).scan([str(tmp_path / "a.png")])) == []
+    r = run_cli_in_process("scan", str(tmp_path / "a.png"), "-d", "metadata", "--engine", "ray", "-q", "-f", "jsonl",
+                           "--no-cache", "--file-timeout", "0")
+    assert r.returncode == 0, r.stderr
+    assert seen == [False, True]
