@@ -66,9 +66,9 @@ JPEG_MAX_EXIF_SEGMENTS = 16
 # --workers 2 past 2 GB, though the byte budget holds 2 x --max-bytes (pixels.ByteBudget counts the file, not
 # Pillow's copy of it). The metadata readers read these segments from the file itself (capped:
 # docs/schema.md "Limits"); no pixel needs them but JFIF APP0, Adobe APP14 (libjpeg's colour space and transform)
-# and, for a camera's multi-picture file, MPF APP2, whose first of each is handed on past this total. Real files
-# carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's resources and thumbnail). The
-# segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
+# and, for a camera's multi-picture file, MPF APP2, whose last of each (the one libjpeg and Pillow use) is handed
+# on past this total. Real files carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's
+# resources and thumbnail). The segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
 # image.pixels_without_metadata says so).
 JPEG_MAX_APP_BYTES = 16 * 1024 * 1024
 

@@ -3,6 +3,8 @@ kept every one whole (a 520 MB JPEG of 8,000 comments: the decode alone 1.06 GB)
 more EXIF or XMP blocks than analyze parses (a 512 MB JPEG of 8,000 Exif segments: `scan -d metadata` 1.07 GB)."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from aiidetect import decode, metastrip
@@ -84,3 +86,19 @@ def test_pillow_is_handed_no_more_webp_metadata_bytes_than_the_cap_but_the_first
             == info["metadata_withheld"])
     lean, _ = metastrip.strip_oversize(data, "WEBP")
     assert len(lean) == len(data) - 6000 and lean.count(b"JUNK") == 4      # empty chunks of their kind in place
+
+
+def test_past_the_cap_the_last_adobe_segment_is_handed_on_as_libjpeg_takes_the_last(monkeypatch):
+    import struct
+
+    from PIL import Image
+
+    monkeypatch.setattr(metastrip, "JPEG_MAX_APP_BYTES", 100_000)
+    j = _enc(_noise(), "JPEG", quality=85)
+    no_jfif = j[:2] + j[4 + struct.unpack(">H", j[4:6])[0]:]     # the colour space is then the Adobe transform's
+    adobe = [(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00" + bytes([t])) for t in (0, 1)]     # RGB, then YCbCr
+    data = with_jpeg_segments(no_jfif, [adobe[0]] + [(0xFE, b"c" * 60_000)] * 2 + [adobe[1]])
+    img, info = decode.decode_bytes(data)
+    assert "1 of them" in info["metadata_withheld"]     # a comment, not the Adobe segment libjpeg reads last
+    with Image.open(io.BytesIO(data)) as im:            # what a viewer shows: the transform of the last, YCbCr
+        assert np.array_equal(np.asarray(img), np.asarray(im.convert("RGB")))
