@@ -234,7 +234,10 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
     # An ICC profile (a `colr` property) over the limit: its box renamed `free`, which libheif passes over, four
     # bytes too (its type's, 4 or 12 bytes before its payload). pillow-heif and Pillow held a 100 MB one six times
     # over (`scan -d metadata` 785 MB against 171 MB for a 100 MB HEIF without one); nothing here reads a profile.
-    icc = [(p, e) for kind, p, e in lay.props if kind == b"colr" and e - p > limit]
+    # Only a profile (`prof`, `rICC`): an `nclx` one gives libheif the matrix it converts the samples to RGB with,
+    # and one padded past the limit, renamed, had other pixels decoded than the file shows.
+    icc = [(p, e) for kind, p, e in lay.props
+           if kind == b"colr" and e - p > limit and data[p:p + 4] in (b"prof", b"rICC")]
     for p, _ in icc:
         at[p - 4 if data[p - 4:p] == b"colr" else p - 12] = b"free"
     if not at:
