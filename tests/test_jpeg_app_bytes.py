@@ -102,3 +102,21 @@ def test_past_the_cap_the_last_adobe_segment_is_handed_on_as_libjpeg_takes_the_l
     assert "1 of them" in info["metadata_withheld"]     # a comment, not the Adobe segment libjpeg reads last
     with Image.open(io.BytesIO(data)) as im:            # what a viewer shows: the transform of the last, YCbCr
         assert np.array_equal(np.asarray(img), np.asarray(im.convert("RGB")))
+
+
+def test_every_reader_that_opens_a_webp_gets_the_copy_without_the_chunks_past_the_cap(monkeypatch):
+    # meta's header look and the watermark check's own decode open the file through open_image, not decode_bytes:
+    # Pillow's WebP reader copies all it is handed (a 201 MB WebP of 24 EXIF chunks of 8 MiB: `meta` 661 MB)
+    from PIL import Image
+
+    from aiidetect.testing.hostile import webp_chunk, webp_riff, webp_vp8x
+
+    monkeypatch.setattr(metastrip, "WEBP_MAX_METADATA_BYTES", 3000)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 2), (9, 8, 7)).save(buf, "WEBP", lossless=True)
+    data = webp_riff(webp_vp8x(4, 2, 0) + buf.getvalue()[12:] + webp_chunk(b"JUNK", b"k" * 2000) * 4)
+    handed, real = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: handed.append(len(fp.getbuffer())) or real(fp, *a, **k))
+    with decode.open_image(data) as im:
+        assert im.size == (4, 2)
+    assert handed == [len(data) - 6000]
