@@ -107,6 +107,7 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # of a type Pillow reads whole (BYTE, ASCII, UNDEFINED) gets type 0, which Pillow and exifread skip, in the copy
 # every reader opens (tiffguard.without_oversize), and is not read: Pillow held a 100 MB one two or three times at
 # open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE tag, 785 MB for XMP; 272 MB now).
+# JPEG tables (tag 347) over it are refused instead (tiffguard.check_tiff): the decoder needs them.
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 
 # Bytes of a WebP's metadata and unknown chunks (any but VP8X, VP8, VP8L, ALPH, ANIM, ANMF: what libwebp decodes),
