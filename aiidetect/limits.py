@@ -68,8 +68,8 @@ JPEG_MAX_EXIF_SEGMENTS = 16
 # docs/schema.md "Limits"); no pixel needs them but JFIF APP0, Adobe APP14 (libjpeg's colour space and transform)
 # and, for a camera's multi-picture file, MPF APP2, whose last of each (the one libjpeg and Pillow use) is handed
 # on past this total. Real files carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's
-# resources and thumbnail). The segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
-# image.pixels_without_metadata says so).
+# resources and thumbnail). The segments past it are left out of the copy Pillow opens (metastrip.strip_oversize;
+# the record's image.pixels_without_metadata says so).
 JPEG_MAX_APP_BYTES = 16 * 1024 * 1024
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
