@@ -149,7 +149,8 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
             if typ in _SLICE_TYPES and count > DECODE_MAX_METADATA_CHUNK:
                 if tag == _JPEG_TABLES and pages:
                     # The decoder needs them (a JPEG-compressed page's tables), so they cannot be left out as the
-                    # metadata is: retyped, libtiff decoded the file as "decoder error -2" that viewers show.
+                    # metadata is: retyped, they left libtiff no tables, and a file viewers show failed with
+                    # "decoder error -2"; refused here, the record says why.
                     return _bad(r, f"IFD at offset {off} has JPEG tables (tag 347) of {count} bytes (over "
                                    f"{DECODE_MAX_METADATA_CHUNK}; a JPEG's tables take a few KB)")
                 r.oversize.append((tag, at - (10 if big else 6), count, not in_chain))
