@@ -188,13 +188,14 @@ def open_image(data: bytes, *, layout: HeifRead | None = None, oversize_checked:
         # reads: over the readers' cap they are unlinked first (the decoder and the metadata walk do it
         # themselves, to say so, and hand this a file with none left and its read marked so).
         data, _, _ = strip_oversize_heif(data, fmt, layout)
-    if fmt in ("JPEG", "PNG") and not oversize_checked:
+    if fmt in ("JPEG", "PNG", "WEBP") and not oversize_checked:
         from .metastrip import strip_oversize
 
-        # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, and inflates every
-        # iCCP chunk of a PNG, for any caller (meta's header look, the watermark check's own decode): past
-        # limits.JPEG_MAX_EXIF_SEGMENTS and limits.PNG_MAX_ICC_CHUNKS the rest are left out (with a PNG's
-        # chunks over limits.DECODE_MAX_METADATA_CHUNK). decode_bytes has done so already, to say so in the record.
+        # Pillow's open joins every Exif segment of a JPEG to the EXIF so far, one copy each, inflates every
+        # iCCP chunk of a PNG and copies a whole WebP, for any caller (meta's header look, the watermark check's
+        # own decode): past limits.JPEG_MAX_EXIF_SEGMENTS, limits.JPEG_MAX_APP_BYTES, limits.PNG_MAX_ICC_CHUNKS and
+        # limits.WEBP_MAX_METADATA_BYTES the rest are left out (with a PNG's or WebP's chunks over
+        # limits.DECODE_MAX_METADATA_CHUNK). decode_bytes has done so already, to say so in the record.
         lean, _ = strip_oversize(data, fmt)
         data = data if lean is None else lean
     # Only the plugins this Pillow has: it raises KeyError for a named format it lacks (HEIF without

@@ -66,10 +66,10 @@ JPEG_MAX_EXIF_SEGMENTS = 16
 # --workers 2 past 2 GB, though the byte budget holds 2 x --max-bytes (pixels.ByteBudget counts the file, not
 # Pillow's copy of it). The metadata readers read these segments from the file itself (capped:
 # docs/schema.md "Limits"); no pixel needs them but JFIF APP0, Adobe APP14 (libjpeg's colour space and transform)
-# and, for a camera's multi-picture file, MPF APP2, whose first of each is handed on past this total. Real files
-# carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's resources and thumbnail). The
-# segments past it are left out of the copy Pillow opens (metastrip.strip_oversize; the record's
-# image.pixels_without_metadata says so).
+# and, for a camera's multi-picture file, MPF APP2, whose last of each (the one libjpeg and Pillow use) is handed
+# on past this total. Real files carry KB to a few MB (an ICC profile, XMP with an extended part, Photoshop's
+# resources and thumbnail). The segments past it are left out of the copy Pillow opens (metastrip.strip_oversize;
+# the record's image.pixels_without_metadata says so).
 JPEG_MAX_APP_BYTES = 16 * 1024 * 1024
 
 # Chunks walked in a PNG before its pixels are decoded. Pillow reads every chunk in Python, and keeps
@@ -107,6 +107,7 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # of a type Pillow reads whole (BYTE, ASCII, UNDEFINED) gets type 0, which Pillow and exifread skip, in the copy
 # every reader opens (tiffguard.without_oversize), and is not read: Pillow held a 100 MB one two or three times at
 # open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE tag, 785 MB for XMP; 272 MB now).
+# JPEG tables (tag 347) over it are refused instead (tiffguard.check_tiff): the decoder needs them.
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 
 # Bytes of a WebP's metadata and unknown chunks (any but VP8X, VP8, VP8L, ALPH, ANIM, ANMF: what libwebp decodes),

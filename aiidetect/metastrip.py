@@ -85,8 +85,11 @@ def _strip_jpeg(data: bytes) -> bytes | None:
 
 
 # Segments libjpeg or Pillow read for the pixels or the frames (JFIF and Adobe: the colour space and transform;
-# MPF: a multi-picture file's pictures): past limits.JPEG_MAX_APP_BYTES the first of each kind is still handed on.
-_JPEG_PIXEL_SEGMENTS = ((0xE0, b"JFIF\x00"), (0xEE, b"Adobe"), (0xE2, b"MPF\x00"))
+# MPF: a multi-picture file's pictures), as (marker, signature, the shortest payload they read): past
+# limits.JPEG_MAX_APP_BYTES the last of each kind is still handed on. Both take the last of each (libjpeg's
+# examine_app14 sets the transform again at each Adobe segment, Pillow's info at each), so one handed on in
+# place of it gave other pixels than a viewer shows: an Adobe transform 0 (RGB) first and 1 (YCbCr) last.
+_JPEG_PIXEL_SEGMENTS = ((0xE0, b"JFIF\x00", 14), (0xEE, b"Adobe", 12), (0xE2, b"MPF\x00", 4))
 
 
 def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
@@ -95,13 +98,12 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
     COM segments once their payloads pass `app_bytes` (limits.JPEG_MAX_APP_BYTES) in all; what was left out) or
     (None, None) when there are none. Pillow's open joins every Exif segment to the EXIF so far, a new copy
     each time (limits.JPEG_MAX_EXIF_SEGMENTS): 1,600 full ones took a scan 105 s; and it keeps every other APPn
-    and COM segment whole (limits.JPEG_MAX_APP_BYTES). Past that total the first JFIF APP0, Adobe APP14 and MPF
+    and COM segment whole (limits.JPEG_MAX_APP_BYTES). Past that total the last JFIF APP0, Adobe APP14 and MPF
     APP2 segment are still handed on (_JPEG_PIXEL_SEGMENTS). Segments are found as Pillow and the decoder's
     pre-check find them (structures.next_marker), up to the first scan, and an Exif one is what Pillow takes for
     one: APP1 whose payload starts with Exif and two NULs."""
     app_bytes = JPEG_MAX_APP_BYTES if app_bytes is None else app_bytes
-    cut, pos, n, exif, segments, other, kept = [], 2, len(data), 0, 0, 0, set()
-    cut_exif = cut_other = cut_bytes = 0
+    cut, pos, n, exif, segments, other, last_of = [], 2, len(data), 0, 0, 0, {}
     while segments <= JPEG_MAX_SEGMENTS:   # over it the pre-check refuses the file
         pos = next_marker(data, pos)
         if pos is None or pos + 4 > n or data[pos + 1] in (0xD9, 0xDA):
@@ -115,25 +117,27 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
         if marker == 0xE1 and end - pos >= 10 and data.startswith(b"Exif\x00\x00", pos + 4):
             exif += 1
             if exif > cap:
-                cut.append((pos, end))
-                cut_exif += 1
+                cut.append((pos, end, True))
         elif 0xE0 <= marker <= 0xEF or marker == 0xFE:
             other += end - pos - 4
-            kind = next((k for k in _JPEG_PIXEL_SEGMENTS if marker == k[0] and data.startswith(k[1], pos + 4)), None)
-            if other > app_bytes and (kind is None or kind in kept):
-                cut.append((pos, end))
-                cut_other += 1
-                cut_bytes += min(end, n) - pos
-            elif kind is not None:
-                kept.add(kind)
+            if other > app_bytes:
+                for kind in _JPEG_PIXEL_SEGMENTS:
+                    if marker == kind[0] and end - pos - 4 >= kind[2] and data.startswith(kind[1], pos + 4):
+                        last_of[kind] = len(cut)
+                cut.append((pos, end, False))
         pos = end
+    keep = set(last_of.values())
+    cut = [c for i, c in enumerate(cut) if i not in keep]
     if not cut:
         return None, None
     view, parts, last = memoryview(data), [], 0
-    for start, end in cut:
+    for start, end, _ in cut:
         parts.append(view[last:start])
         last = end
     parts.append(view[last:])
+    cut_exif = sum(1 for c in cut if c[2])
+    cut_other = len(cut) - cut_exif
+    cut_bytes = sum(min(end, n) - start for start, end, is_exif in cut if not is_exif)
     said = []
     if cut_exif:
         said.append(f"JPEG Exif segments after the first {cap} not handed to the decoder: {cut_exif} of them")
@@ -230,7 +234,10 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
     # An ICC profile (a `colr` property) over the limit: its box renamed `free`, which libheif passes over, four
     # bytes too (its type's, 4 or 12 bytes before its payload). pillow-heif and Pillow held a 100 MB one six times
     # over (`scan -d metadata` 785 MB against 171 MB for a 100 MB HEIF without one); nothing here reads a profile.
-    icc = [(p, e) for kind, p, e in lay.props if kind == b"colr" and e - p > limit]
+    # Only a profile (`prof`, `rICC`): an `nclx` one gives libheif the matrix it converts the samples to RGB with,
+    # and one padded past the limit, renamed, had other pixels decoded than the file shows.
+    icc = [(p, e) for kind, p, e in lay.props
+           if kind == b"colr" and e - p > limit and data[p:p + 4] in (b"prof", b"rICC")]
     for p, _ in icc:
         at[p - 4 if data[p - 4:p] == b"colr" else p - 12] = b"free"
     if not at:

@@ -49,3 +49,20 @@ def test_an_icc_profile_over_the_cap_is_not_handed_to_pillow_heif(tile):
     assert not containers.walk(data).errors     # nothing here reads a profile: no gap in the metadata
     with decode.open_image(_heif(tile, b"p" * 1000)) as im:     # one under the cap is handed on, as before
         assert len(im.info["icc_profile"]) == 1000
+
+
+def test_an_nclx_colour_box_over_the_cap_is_handed_on_it_gives_the_pixels(tile):
+    import struct
+
+    import pillow_heif
+
+    # matrix 0 (identity: the samples are G, B, R), padded past the cap; libheif decodes by it
+    nclx = bmff_box(b"colr", b"nclx" + struct.pack(">HHHB", 1, 13, 0, 0x80) + bytes(DECODE_MAX_METADATA_CHUNK))
+    hvcc, coded = tile
+    props = [hvcc, heif_ispe(64, 64), nclx]
+    data = heif_file([(1, b"hvc1", [(0, len(coded))], 0)], props, {1: [1, 2, 3]}, mdat=coded)
+    lean, said, _ = strip_oversize_heif(data, "HEIF")
+    assert lean is data and said is None
+    with decode.open_image(data) as im:
+        got = np.asarray(im.convert("RGB"))
+    assert np.array_equal(got, np.asarray(pillow_heif.open_heif(data, convert_hdr_to_8bit=True)[0]))

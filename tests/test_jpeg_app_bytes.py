@@ -3,6 +3,8 @@ kept every one whole (a 520 MB JPEG of 8,000 comments: the decode alone 1.06 GB)
 more EXIF or XMP blocks than analyze parses (a 512 MB JPEG of 8,000 Exif segments: `scan -d metadata` 1.07 GB)."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from aiidetect import decode, metastrip
@@ -84,3 +86,37 @@ def test_pillow_is_handed_no_more_webp_metadata_bytes_than_the_cap_but_the_first
             == info["metadata_withheld"])
     lean, _ = metastrip.strip_oversize(data, "WEBP")
     assert len(lean) == len(data) - 6000 and lean.count(b"JUNK") == 4      # empty chunks of their kind in place
+
+
+def test_past_the_cap_the_last_adobe_segment_is_handed_on_as_libjpeg_takes_the_last(monkeypatch):
+    import struct
+
+    from PIL import Image
+
+    monkeypatch.setattr(metastrip, "JPEG_MAX_APP_BYTES", 100_000)
+    j = _enc(_noise(), "JPEG", quality=85)
+    no_jfif = j[:2] + j[4 + struct.unpack(">H", j[4:6])[0]:]     # the colour space is then the Adobe transform's
+    adobe = [(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00" + bytes([t])) for t in (0, 1)]     # RGB, then YCbCr
+    data = with_jpeg_segments(no_jfif, [adobe[0]] + [(0xFE, b"c" * 60_000)] * 2 + [adobe[1]])
+    img, info = decode.decode_bytes(data)
+    assert "1 of them" in info["metadata_withheld"]     # a comment, not the Adobe segment libjpeg reads last
+    with Image.open(io.BytesIO(data)) as im:            # what a viewer shows: the transform of the last, YCbCr
+        assert np.array_equal(np.asarray(img), np.asarray(im.convert("RGB")))
+
+
+def test_every_reader_that_opens_a_webp_gets_the_copy_without_the_chunks_past_the_cap(monkeypatch):
+    # meta's header look and the watermark check's own decode open the file through open_image, not decode_bytes:
+    # Pillow's WebP reader copies all it is handed (a 201 MB WebP of 24 EXIF chunks of 8 MiB: `meta` 661 MB)
+    from PIL import Image
+
+    from aiidetect.testing.hostile import webp_chunk, webp_riff, webp_vp8x
+
+    monkeypatch.setattr(metastrip, "WEBP_MAX_METADATA_BYTES", 3000)
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 2), (9, 8, 7)).save(buf, "WEBP", lossless=True)
+    data = webp_riff(webp_vp8x(4, 2, 0) + buf.getvalue()[12:] + webp_chunk(b"JUNK", b"k" * 2000) * 4)
+    handed, real = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: handed.append(len(fp.getbuffer())) or real(fp, *a, **k))
+    with decode.open_image(data) as im:
+        assert im.size == (4, 2)
+    assert handed == [len(data) - 6000]

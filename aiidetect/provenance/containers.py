@@ -849,8 +849,6 @@ def _tiff_ifd0(data: bytes, b: Blobs) -> None:
 # part 3, 1.1.2). Pillow reads no application extension but NETSCAPE's loop count.
 _GIF_XMP_ID = b"XMP DataXMP"
 _GIF_XMP_TRAILER = b"\x01" + bytes(range(255, -1, -1)) + b"\x00"
-# Packets sliced out of a GIF: as many as provenance.analyze reads of a file's (its MAX_BLOCKS); a GIF has one.
-_GIF_MAX_XMP = 4
 
 
 def _gif_xmp(data: bytes, b: Blobs) -> None:
@@ -901,11 +899,11 @@ def _gif_xmp(data: bytes, b: Blobs) -> None:
                 if end - xmp_at > MAX_XMP_READ_BYTES:
                     b.errors.append(f"GIF XMP application extension: an XMP packet of {end - xmp_at} bytes, over "
                                     f"the {MAX_XMP_READ_BYTES} read; not read")
-                elif len(b.xmp) < _GIF_MAX_XMP:
+                elif len(b.xmp) < MAX_BLOCKS:
                     b.xmp.append((data[xmp_at:end], "GIF XMP application extension"))
                 elif not over:
                     over = True
-                    b.errors.append(f"GIF: more than {_GIF_MAX_XMP} XMP application extensions; the rest not read")
+                    b.errors.append(f"GIF: more than {MAX_BLOCKS} XMP application extensions; the rest not read")
         if steps > GIF_MAX_BLOCKS:
             b.errors.append(f"GIF: more than {GIF_MAX_BLOCKS} sub-blocks or stray bytes; the rest was not searched "
                             "for XMP")

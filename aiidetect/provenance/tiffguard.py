@@ -63,6 +63,7 @@ _COLORMAP = 320
 _EXIFREAD_SKIPS = (700, 0x927C, 0x9286)
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # EXIF, GPS, Interoperability
 _ORIENTATION = 0x0112
+_JPEG_TABLES = 347         # JPEGTables: the quantization and Huffman tables of a JPEG-compressed page
 C2PA_TAG = 0xCD41         # a manifest store, on any page (c2pa-rs reads it there)
 # Bytes per value of TIFF field types 1-13 (BYTE ... IFD); index 0 is no type.
 TYPE_SIZE = (0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4)
@@ -146,6 +147,12 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
                 return _bad(r, f"IFD at offset {off} has {count} {'strips' if tag == 273 else 'tiles'} "
                                f"(over {MAX_STRIPS})")
             if typ in _SLICE_TYPES and count > DECODE_MAX_METADATA_CHUNK:
+                if tag == _JPEG_TABLES and pages:
+                    # The decoder needs them (a JPEG-compressed page's tables), so they cannot be left out as the
+                    # metadata is: retyped, they left libtiff no tables, and a file viewers show failed with
+                    # "decoder error -2"; refused here, the record says why.
+                    return _bad(r, f"IFD at offset {off} has JPEG tables (tag 347) of {count} bytes (over "
+                                   f"{DECODE_MAX_METADATA_CHUNK}; a JPEG's tables take a few KB)")
                 r.oversize.append((tag, at - (10 if big else 6), count, not in_chain))
             if tag == C2PA_TAG:
                 r.c2pa_bytes += count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)

@@ -89,3 +89,34 @@ def test_a_tag_no_metadata_reader_reads_is_no_gap_in_the_metadata():
     b = containers.walk(data)
     assert not b.errors and b.width == 8
     assert not exif.read_exif(data, "TIFF header", data).refused
+
+
+def test_jpeg_tables_over_the_cap_are_refused_not_withheld_the_decoder_needs_them():
+    # Retyped like metadata, a JPEG-compressed page lost its tables: libtiff's "decoder error -2" on a file
+    # viewers show. They are refused in words instead; the EXIF readers still read the file's metadata.
+    import io
+
+    import pytest
+    from PIL import features
+
+    if not features.check("libtiff"):
+        pytest.skip("Pillow without libtiff writes no JPEG-compressed TIFF")
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 30, 40)).save(buf, "TIFF", compression="jpeg")
+    t = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", t, 4)[0]
+    for i in range(struct.unpack_from("<H", t, ifd)[0]):
+        e = ifd + 2 + 12 * i
+        tag, _, count, off = struct.unpack_from("<HHII", t, e)
+        if tag == 347:      # its tables, then comments past the cap: what a JPEG decoder reads
+            com = b"\xff\xfe" + struct.pack(">H", 65002) + b"c" * 65000
+            tables = t[off:off + count - 2] + com * (DECODE_MAX_METADATA_CHUNK // len(com) + 1) + b"\xff\xd9"
+            struct.pack_into("<II", t, e + 4, len(tables), len(t))
+            t += tables
+    data = bytes(t)
+    assert data.count(b"\xff\xfe") > 100
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.convert("RGB").getpixel((0, 0))[0] > 150     # what a viewer shows
+    with pytest.raises(decode.DecodeFailure, match=r"JPEG tables \(tag 347\) of \d+ bytes"):
+        decode.decode_bytes(data)
+    assert not exif.read_exif(data, "TIFF header", data).refused
