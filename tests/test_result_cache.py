@@ -463,3 +463,31 @@ def test_cli_a_signed_file_runs_no_model_on_a_rescan_and_the_summary_says_what_w
     resumed = run_cli_in_process(*args, "--db", str(tmp_path / "a.sqlite"), env=env)
     assert passes == [1] and "1 unchanged since an earlier run" in resumed.stderr
     assert "from the result cache" not in resumed.stderr
+
+
+def test_a_metadata_result_judged_again_on_a_hit_is_stored_and_served_next_time(tmp_path, pngs, monkeypatch):
+    """A hit whose metadata row is missing (here: an unsigned file whose budget ran out on a loaded machine)
+    runs metadata again; that result, cacheable now, is stored beside the models' rows, so the next scan is a
+    whole hit rather than a decode for metadata at every scan. The record is a fresh scan's throughout."""
+    from aiidetect import provenance
+    from aiidetect.metadata.detector import MetadataDetector
+
+    left = provenance._Budget.left
+
+    def spent_at_once(self, stage):
+        if self.stage is None:
+            self.stage = stage
+        return left(self, stage)
+
+    cache = ResultCache(tmp_path / "r.sqlite")
+    dets = lambda: [MetadataDetector({"watermark": "never"}), Counting()]  # noqa: E731
+    monkeypatch.setattr(provenance._Budget, "left", spent_at_once)
+    _, cut = _scan(dets(), [pngs[0]], cache)
+    assert any(e["id"] == "metadata-timeout" for e in cut[0]["detectors"]["metadata"]["evidence"])
+    monkeypatch.setattr(provenance._Budget, "left", left)
+    _, fresh = _scan(dets(), [pngs[0]], None)
+    pipe, again = _scan(dets(), [pngs[0]], cache)
+    assert (pipe.stats.cache_hits, pipe.stats.cache_rerun) == (1, 1) and again == fresh
+    pipe, third = _scan(dets(), [pngs[0]], cache)
+    assert (pipe.stats.cache_hits, pipe.stats.cache_rerun) == (1, 0), "the result judged again was stored"
+    assert third == fresh

@@ -35,8 +35,9 @@ class ScanStats:
     decode_seconds: float = 0.0
     duplicates_reused: int = 0
     cache_hits: int = 0
-    # Of cache_hits, the files whose per-file detectors ran again (their results are not stored: metadata that
-    # read a C2PA manifest, or ran out of its time budget); their models' results came from the cache.
+    # Of cache_hits, the files whose per-file detectors ran again, the cache holding no result of them for these
+    # options (never stored: metadata that read a C2PA manifest, or ran out of its time budget; or judged under
+    # another --watermark, or not at all); their models' results came from the cache.
     cache_rerun: int = 0
     resumed: int = 0
 
