@@ -156,7 +156,8 @@ def test_piped_help_keeps_every_example_line_whole(path):
     """docs/cli.md "Output for scripts": `aiidetect calibrate --help | cat` was laid out for rich's 80 columns
     and split `... -f json | jq .threshold` after `jq`: the example copied from a saved help page no longer
     ran. Piped, help is laid out as wide as a piped table, and every example line comes out on one line."""
-    out = [line.strip() for line in CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": None}).output.split("\n")]
+    piped = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": None}).output
+    out = [line.strip() for line in piped.split("\n")]
     cut = [x for x in _example_lines(cli_command(*path).help) if not any(x in line for line in out)]
     assert not cut, (path, cut, out)
 
