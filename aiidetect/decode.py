@@ -48,8 +48,18 @@ class DecodeFailure(Exception):
         # keeps them (docs/schema.md), as `meta` reports them for the same file
         self.size = size
 
+        # A refusal made from the header without a size of its own (Pillow's decompression-bomb refusal at open,
+        # the RLE cap): the pixels it counted, against which the reader behind `meta` is asked for the size
+        # (pixels.PixelReader; that reader imports this module, so it is asked there)
+        self.header_pixels: int | None = None
+
     def sized(self, width: int, height: int) -> "DecodeFailure":
         self.size = self.size or (width, height)
+        return self
+
+    def counted(self, pixels: int) -> "DecodeFailure":
+        if self.size is None:
+            self.header_pixels = pixels
         return self
 
 
@@ -72,6 +82,7 @@ class Sample:
     info: dict[str, Any] = field(default_factory=dict)
     cached: dict[str, Any] | None = None   # detector name -> DetectorResult from the result cache
     phash: int | None = None               # phash_bytes of the bytes, when a trainer or eval asks
+    header_pixels: int | None = None       # DecodeFailure.header_pixels of its failed decode
     # A HEIF/AVIF's structures.heif_layout_read(data), made for the decode and handed to the metadata walk
     # (its item tables read once a file), where the caller asks (decode_sample's keep_layout): it holds the
     # bytes, and its tables can be MBs for a 100-byte file (65,536 zero-byte `iloc` extents), so no sample
@@ -1171,8 +1182,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
     with contextlib.nullcontext():
         try:
             img = open_image(data, layout=layout, oversize_checked=oversize_checked)
-        except DecodeFailure:
-            raise
+        except DecodeFailure as exc:
+            # an RLE BMP over the RLE cap: refused from the info header it states its size in
+            raise exc.counted(rle[0] * rle[1]) if rle else exc
         except UnidentifiedImageError as exc:
             if sniffed == "PSD" and data[4:6] == b"\x00\x02":
                 raise DecodeFailure("decode-error", "a PSB (Photoshop large document): Pillow decodes no PSB pixels; "
@@ -1184,7 +1196,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _too_large(exc, limits.max_pixels) from exc
+            # Pillow read the header and refused its size: the record keeps that size, as `meta` gives it
+            m = re.search(r"\((\d+) pixels\)", str(exc))
+            failure = _too_large(exc, limits.max_pixels)
+            raise failure.counted(int(m.group(1))) if m and sniffed not in ("HEIF", "AVIF") else failure from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
             failure = _undecoded(data, sniffed, exc, sniffed or "file")
             if failure:
@@ -1328,14 +1343,17 @@ def read_sample(path: str, index: int = 0, limits: DecodeLimits | None = None,
 
 
 @contextlib.contextmanager
-def failures_into(rec: Record, doing: str) -> Iterator[None]:
-    """Every failure inside the block becomes the record's error code, never an exception."""
+def failures_into(rec: Record, doing: str, sample: Sample | None = None) -> Iterator[None]:
+    """Every failure inside the block becomes the record's error code, never an exception. `sample` gets
+    the failure's header_pixels."""
     try:
         yield
     except DecodeFailure as exc:
         rec.set_error(exc.code, exc.message)
         if exc.size is not None:
             rec.width, rec.height = exc.size
+        if sample is not None:
+            sample.header_pixels = exc.header_pixels
     except MemoryError:
         rec.set_error("too-large", f"out of memory while {doing}")
     except Exception as exc:  # noqa: BLE001 - a bug, but one file must not end the scan
@@ -1378,7 +1396,7 @@ def decode_sample(s: Sample, limits: DecodeLimits | None = None, preprocess_spec
     from .preprocess import apply, spec_key
 
     rec = s.record
-    with failures_into(rec, "decoding"):
+    with failures_into(rec, "decoding", s):
         if phash:  # imported only when asked: a scan's first read under a deadline would pay for it
             from .perceptual import hash_decode_pixels
         data = s.data or b""

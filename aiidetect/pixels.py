@@ -95,6 +95,12 @@ class PixelReader:
         if s.ok:
             decode_sample(s, self.limits, self.specs if preprocess else (), keep_image=self.keep_image,
                           draft=self.draft, transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
+            if s.header_pixels and s.record.width is None and s.data:
+                from .provenance.containers import stated_size
+
+                # refused from its header: the size `meta` gives the file, where the decoder counted the same
+                # pixels (docs/schema.md `width`, `height`)
+                s.record.width, s.record.height = stated_size(s.data, s.header_pixels) or (None, None)
         if not self.keep_bytes:
             s.data = s.layout = None
         return s

@@ -1,5 +1,6 @@
 import hashlib
 import io
+import json
 import os
 import struct
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from aiidetect.decode import DecodeLimits, decode_bytes, decode_path, read_bytes, DecodeFailure
+from aiidetect.decode import DecodeLimits, Sample, decode_bytes, decode_path, read_bytes, DecodeFailure
+from aiidetect.records import Record
 from aiidetect.preprocess import apply, center_crop, make_spec
 
 from aiidetect.testing.images import jpeg_bytes, make_zoo, noise_rgb
@@ -1590,3 +1592,53 @@ def test_a_heif_over_the_pixel_limit_keeps_no_size_its_ispe_states(tmp_path):
         s = decode_path(str(tmp_path / "c.heic"), limits=limits)
         assert s.record.error.code == "too-large" and str(side) in s.record.error.message
         assert (s.record.format, s.record.width, s.record.height) == ("HEIF", None, None)
+
+
+def _png_ihdr(w: int, h: int) -> bytes:
+    """A PNG whose IHDR states w x h (any 32-bit values) over a token IDAT."""
+    import zlib
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+def test_a_file_refused_from_its_header_keeps_the_size_meta_gives_it():
+    """docs/schema.md `width`, `height`: a JPEG whose SOF says 65000x65000 (Pillow refuses it as a decompression
+    bomb as it opens it) and an RLE BMP over the RLE cap were null in `scan` beside 65000x65000 and 5000x5000 in
+    `meta`. Their size is the one meta's header walk reads, kept only where the decoder counted the same pixels:
+    a header's zero side is never a size, a negative BMP side is its magnitude (as meta gives it)."""
+    from aiidetect.pixels import PixelReader
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import bmp_rle, jpeg_huge_sof
+
+    cases = [(jpeg_huge_sof(), "too-large", (65000, 65000)),
+             (_png_ihdr(2 ** 31, 2), "too-large", (2 ** 31, 2)),
+             (_png_ihdr(2 ** 32 - 1, 65535), "too-large", (2 ** 32 - 1, 65535)),
+             (bmp_rle(5000, 5000, b"\x00\x01"), "decode-error", (5000, 5000)),
+             (bmp_rle(5000, 5000, b"\x00\x01", rle4=True)[14:], "decode-error", (5000, 5000)),  # a DIB
+             (bmp_rle(-5000, -5000, b"\x00\x01"), "decode-error", (5000, 5000)),
+             (_png_ihdr(0, 2 ** 31 - 1), "decode-error", (None, None)),
+             (bmp_rle(0, 5000, b"\x00\x01"), "decode-error", (None, None))]
+    reader = PixelReader()
+    for data, code, size in cases:
+        s = reader.decode(Sample(0, "x", Record(file="x"), data=data))
+        assert (s.record.error.code, (s.record.width, s.record.height)) == (code, size), (data[:24], s.record.error)
+        if size[0]:
+            assert (walk(data).width, walk(data).height) == size    # what `meta` gives the same bytes
+
+
+def test_scan_and_meta_give_a_file_refused_from_its_header_the_same_size(tmp_path):
+    from conftest import run_cli_in_process
+
+    from aiidetect.testing.hostile import bmp_rle, jpeg_huge_sof
+
+    (tmp_path / "bomb.jpg").write_bytes(jpeg_huge_sof())
+    (tmp_path / "rle.bmp").write_bytes(bmp_rle(5000, 5000, b"\x00\x01"))
+    scan = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "-f", "json", "-q", "--no-cache")
+    meta = run_cli_in_process("meta", str(tmp_path / "bomb.jpg"), str(tmp_path / "rle.bmp"), "-f", "json")
+    sizes = {r["file"]: (r["format"], r["width"], r["height"]) for r in json.loads(scan.stdout)}
+    assert sizes == {r["file"]: (r["format"], r["width"], r["height"]) for r in json.loads(meta.stdout)}
+    assert sorted(sizes.values()) == [("BMP", 5000, 5000), ("JPEG", 65000, 65000)]

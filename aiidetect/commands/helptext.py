@@ -6,11 +6,16 @@ sentence after "(not a saved", then went on. Each command's help is rejoined her
 for the whole tree, so the renderer wraps prose at the terminal's width. Breaks a reader
 is meant to see stay: indented lines, list items, and everything from an `Example:` or
 `Examples:` on to the end of its paragraph (commands written one a line).
+
+Piped to a file or a pager, help is laid out as wide as a piped table (160 columns, or COLUMNS
+where that is wider) instead of the 80 rich assumes off a terminal: at 80 the examples were split
+(`... | jq` over `.threshold`) and a copied one no longer ran.
 """
 from __future__ import annotations
 
 import inspect
 import re
+import sys
 
 # A line that starts a block of its own rather than continuing the sentence above it.
 _BLOCK = re.compile(r"(\s|[-*•] |\d+[.)] )")
@@ -42,6 +47,7 @@ def reflow_tree(command) -> None:
     """Reflow the help of a click command and of every command below it."""
     if command.help:
         command.help = reflow(command.help)
+    _wide_when_piped(command)
     for sub in getattr(command, "commands", {}).values():
         reflow_tree(sub)
 
@@ -57,3 +63,29 @@ def reflowing(group_class):
 
     ReflowingGroup.__name__ = ReflowingGroup.__qualname__ = group_class.__name__
     return ReflowingGroup
+
+
+def _wide_when_piped(command) -> None:
+    """Lay the command's help out for table_width of the stream it is printed on (typer's printer
+    writes to sys.stdout, which the no-command usage error points at stderr): None at a terminal,
+    which leaves rich to ask it. Only for the help: typer's error panels share the width setting, and
+    one on a terminal while stdout is piped must keep the terminal's width."""
+    own = command.format_help
+    if getattr(own, "wide_when_piped", False):
+        return
+
+    def format_help(ctx, formatter):
+        from typer import rich_utils
+
+        from ..report.safe import table_width
+
+        kept = rich_utils.MAX_WIDTH
+        if kept is None:  # TERMINAL_WIDTH, typer's own setting, is the user's choice and stands
+            rich_utils.MAX_WIDTH = table_width(sys.stdout)
+        try:
+            return own(ctx, formatter)
+        finally:
+            rich_utils.MAX_WIDTH = kept
+
+    format_help.wide_when_piped = True
+    command.format_help = format_help

@@ -123,6 +123,29 @@ def _dib_size(data: bytes, at: int = 0) -> tuple[int, int] | None:
     return (abs(w), abs(h)) if planes == 1 else None
 
 
+# Seconds stated_size's walk may take: it reads segment lengths, not pixels
+STATED_SIZE_BUDGET_S = 2.0
+
+
+def stated_size(data: bytes, pixels: int) -> tuple[int, int] | None:
+    """The (width, height) `meta` gives a file the decoder refused from its header (decode.DecodeFailure.
+    header_pixels: `pixels` it counted), read by this walk, the one reader of both commands; None where it
+    gives none the decoder agrees with. Both sides above zero and their product `pixels`, so a crafted header
+    this walk reads otherwise than the decoder (a side of 0, a size the decoder did not count) is never
+    recorded. Never a HEIF or AVIF: its size here would be the `ispe`, before crop and rotation."""
+    import time
+
+    deadline = time.monotonic() + STATED_SIZE_BUDGET_S
+    try:
+        b = walk(data, lambda: time.monotonic() < deadline)
+    except Exception:  # noqa: BLE001 - no size is what the record says without one; never a new failure
+        return None
+    w, h = b.width, b.height
+    if b.format in ("HEIF", "AVIF") or not (isinstance(w, int) and isinstance(h, int)):
+        return None
+    return (w, h) if w > 0 and h > 0 and w * h == pixels else None
+
+
 def bounded_inflate(payload: bytes, limit: int = MAX_TEXT_BYTES) -> bytes:
     """zlib-decompress at most `limit` bytes; raise ValueError past it (zip bombs)."""
     d = zlib.decompressobj()

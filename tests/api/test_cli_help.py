@@ -115,13 +115,18 @@ def _prose(help_out: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", _paths(), ids=lambda p: " ".join(p) or "aiidetect")
-def test_help_prose_wraps_at_the_terminal_not_at_the_source(path):
+def test_help_prose_wraps_at_the_terminal_not_at_the_source(path, monkeypatch):
     """At 80 columns `aiidetect report --help` broke a sentence after "(not a saved" and went on
     on the next line: each source line of a paragraph stayed a line. A line less than half the
     width followed by one that starts with a lowercase word is such a break. Examples keep their
     lines (one command a line)."""
+    from typer import rich_utils
+
+    # an 80-column terminal: piped (as here) help is laid out for 160, where no sentence would reach the break
     runner = CliRunner()
-    out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+    with monkeypatch.context() as m:
+        m.setattr(rich_utils, "MAX_WIDTH", 80)
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
     prose = _prose(out)
     broken = [(a, b) for a, b in zip(prose, prose[1:]) if a and 0 < len(a) < 40 and re.match(r"[a-z]", b)]
     assert not broken, (path, broken, out)
@@ -131,6 +136,30 @@ def test_help_prose_wraps_at_the_terminal_not_at_the_source(path):
     examples = [x.strip() for x in source.split("\n") if x.startswith("  aiidetect ")]
     wide = [x.strip() for x in runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"}).output.split("\n")]
     assert all(x in wide for x in examples), (path, examples, wide)
+
+
+def _example_lines(help_text: str) -> list[str]:
+    """Each line of the help's examples as written: from `Example:`/`Examples:` (what follows it on its line
+    included) to the end of its paragraph."""
+    out = []
+    for par in help_text.split("\n\n"):
+        lines = par.split("\n")
+        at = next((i for i, line in enumerate(lines) if re.search(r"\bExamples?:", line)), None)
+        if at is not None:
+            first = lines[at][re.search(r"\bExamples?:", lines[at]).start():]
+            out += [x.strip() for x in [first, *lines[at + 1:]] if x.strip()]
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in _paths() if _example_lines(cli_command(*p).help or "")], ids=" ".join)
+def test_piped_help_keeps_every_example_line_whole(path):
+    """docs/cli.md "Output for scripts": `aiidetect calibrate --help | cat` was laid out for rich's 80 columns
+    and split `... -f json | jq .threshold` after `jq`: the example copied from a saved help page no longer
+    ran. Piped, help is laid out as wide as a piped table, and every example line comes out on one line."""
+    piped = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": None}).output
+    out = [line.strip() for line in piped.split("\n")]
+    cut = [x for x in _example_lines(cli_command(*path).help) if not any(x in line for line in out)]
+    assert not cut, (path, cut, out)
 
 
 def test_reflow_joins_prose_and_keeps_blocks():

@@ -60,3 +60,24 @@ def test_optimize_table_piped_keeps_its_column_names_whole(capsys, monkeypatch):
     _print(decision, "table")
     out = capsys.readouterr().out
     assert "candidate" in out and "torch-bfloat16" in out and 80 < _widest(out) <= 160
+
+
+def test_bench_sweep_piped_keeps_its_column_names_whole(capsys, monkeypatch):
+    """`bench --batch-sizes ... > file` on a GPU laid the sweep's six columns out in rich's 80: a header
+    read `efficiency on` over `GPU`."""
+    from aiidetect.commands.bench import _table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    res = {"backbone": "ViT-L-14 (openai)", "runtime": "torch", "provider": "cuda", "dtype": "bfloat16",
+           "batch_size": 256, "peak_gflops": {"float32": 51234.5, "bfloat16": 712345.6, "float16": 712345.6},
+           "model_gflops_per_image": 161.2, "limit_basis": "bfloat16 matmul peak", "limit_images_per_s": 4419.0,
+           "decode_images_per_s": 1234.5, "decode_images_per_s_no_draft": 456.7, "model_images_per_s": 10234.6,
+           "model_images_per_s_on_device": 11234.6, "end_to_end_images_per_s": 1200.1, "end_to_end_vs_model": 0.12,
+           "efficiency": 0.27, "model_efficiency": 0.68, "peak_memory_mb": 4567.8, "peak_gpu_memory_mb": 23456.7,
+           "machine": {"loadavg_1m": 3.1, "loadavg_1m_end": 12.5, "cpu_count": 16},
+           "sweep": [{"batch_size": b, "model_images_per_s": 10234.56, "model_efficiency": 0.681,
+                      "model_images_per_s_on_device": 11234.56, "model_efficiency_on_device": 0.751,
+                      "peak_gpu_memory_mb": 23456.78} for b in (32, 256)]}
+    _table(res)
+    out = capsys.readouterr().out
+    assert "efficiency on GPU" in out and "23,456.78" in out and 80 < _widest(out) <= 160
