@@ -209,7 +209,7 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     Returns {"params", "threshold", "metrics", "report"} for the manifest.
     Raises ValueError when the data cannot support a fit.
     """
-    from .fusion import SOFT_EVIDENCE_CAP, _answered, detector_input, fuse, split_results
+    from .fusion import SOFT_EVIDENCE_CAP, _answered, detector_input, fuse
 
     items = [s for s in scored if not s.error]
     y_all = np.array([s.label for s in items], dtype=int)

@@ -656,7 +656,6 @@ def _call_problems(args: list[str], sig) -> list[str]:
     signature (every item a name, or a name and its default), the order of every item before `*` counts:
     a reader passes them in that order."""
     signature = all(re.fullmatch(r"\s*(\*\*?\w*|\.\.\.|…|[A-Za-z_]\w*(\s*=\s*[^=].*)?)\s*", a, re.S) for a in args)
-    import inspect
 
     params = [p for p in sig.parameters.values() if p.name != "self"]
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
