@@ -354,34 +354,6 @@ def test_a_c2pa_result_is_judged_at_each_scan_not_served_from_the_cache(tmp_path
     assert again == first
 
 
-def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_path, pngs, monkeypatch):
-    """The metadata budget is wall-clock time: a loaded machine spent it before the C2PA stage of a signed
-    capture, that result (no manifest read, p_ai 0.55) was cached, and every later scan was served it
-    instead of reading the manifest (p_ai 0.14)."""
-    pytest.importorskip("c2pa")
-    from aiidetect import provenance
-    from aiidetect.metadata.detector import MetadataDetector
-    from aiidetect.testing import c2pa_signing
-
-    signed = tmp_path / "signed.jpg"
-    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
-                                         "JPEG", "digitalCapture", thumbnail=False))
-    left = provenance._Budget.left
-
-    def spent_at_c2pa(self, stage):
-        if stage == "C2PA" and self.stage is None:
-            self.stage = stage
-        return left(self, stage)
-
-    cache = ResultCache(tmp_path / "r.sqlite")
-    monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
-    _, first = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
-    assert "c2pa" not in first[0]["detectors"]["metadata"].get("facts", {})
-    monkeypatch.setattr(provenance._Budget, "left", left)
-    pipe, again = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
-    assert pipe.stats.cache_hits == 0 and "c2pa" in again[0]["detectors"]["metadata"]["facts"]
-
-
 def _signed(tmp_path, size=(16, 16)):
     from aiidetect.testing import c2pa_signing
 
@@ -389,6 +361,38 @@ def _signed(tmp_path, size=(16, 16)):
     signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", size, (120, 90, 60)),
                                          "JPEG", "digitalCapture", thumbnail=False))
     return str(signed)
+
+
+def _spend_the_metadata_budget_at_c2pa(monkeypatch):
+    """The metadata budget runs out as the C2PA stage starts, as on a loaded machine; returns the undo."""
+    from aiidetect import provenance
+
+    left = provenance._Budget.left
+
+    def spent_at_c2pa(self, stage):
+        if stage == "C2PA" and self.stage is None:
+            self.stage = stage
+        return left(self, stage)
+
+    monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
+    return lambda: monkeypatch.setattr(provenance._Budget, "left", left)
+
+
+def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_path, pngs, monkeypatch):
+    """The metadata budget is wall-clock time: a loaded machine spent it before the C2PA stage of a signed
+    capture, that result (no manifest read, p_ai 0.55) was cached, and every later scan was served it
+    instead of reading the manifest (p_ai 0.14)."""
+    pytest.importorskip("c2pa")
+    from aiidetect.metadata.detector import MetadataDetector
+
+    signed = _signed(tmp_path)
+    cache = ResultCache(tmp_path / "r.sqlite")
+    undo = _spend_the_metadata_budget_at_c2pa(monkeypatch)
+    _, first = _scan([MetadataDetector({"watermark": "never"})], [signed], cache)
+    assert "c2pa" not in first[0]["detectors"]["metadata"].get("facts", {})
+    undo()
+    pipe, again = _scan([MetadataDetector({"watermark": "never"})], [signed], cache)
+    assert pipe.stats.cache_hits == 0 and "c2pa" in again[0]["detectors"]["metadata"]["facts"]
 
 
 @pytest.mark.parametrize("watermark", ["never", "always"])
@@ -416,21 +420,13 @@ def test_a_signed_file_is_served_its_model_results_and_only_its_metadata_is_judg
 
 def test_a_metadata_result_cut_short_is_judged_again_beside_cached_model_results(tmp_path, monkeypatch):
     pytest.importorskip("c2pa")
-    from aiidetect import provenance
     from aiidetect.metadata.detector import MetadataDetector
 
     signed = _signed(tmp_path)
-    left = provenance._Budget.left
-
-    def spent_at_c2pa(self, stage):
-        if stage == "C2PA" and self.stage is None:
-            self.stage = stage
-        return left(self, stage)
-
     cache = ResultCache(tmp_path / "r.sqlite")
-    monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
+    undo = _spend_the_metadata_budget_at_c2pa(monkeypatch)
     _scan([MetadataDetector({"watermark": "never"}), Counting()], [signed], cache)
-    monkeypatch.setattr(provenance._Budget, "left", left)
+    undo()
     model = Counting()
     pipe, again = _scan([MetadataDetector({"watermark": "never"}), model], [signed], cache)
     assert model.calls == 0 and (pipe.stats.cache_hits, pipe.stats.cache_rerun) == (1, 1)
