@@ -318,7 +318,7 @@ def test_another_decoder_version_is_a_miss_and_another_run(tmp_path, pngs, monke
     the other, and a --db resume printed it as this scan's."""
     from importlib import metadata
 
-    from aiidetect import result_cache
+    from aiidetect import extras
     from aiidetect.store import run_identity
 
     cache = ResultCache(tmp_path / "r.sqlite")
@@ -326,7 +326,7 @@ def test_another_decoder_version_is_a_miss_and_another_run(tmp_path, pngs, monke
     run = run_identity(pipe)
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda dist: "0.0.1" if dist == "pillow" else real(dist))
-    monkeypatch.setattr(result_cache, "_decoders", None, raising=False)  # a new process, another Pillow
+    monkeypatch.setattr(extras, "_decoder_versions", None)  # a new process, another Pillow
     d = Counting()
     pipe, again = _scan([d], pngs, cache)
     assert d.calls == 5 and pipe.stats.cache_hits == 0
