@@ -383,8 +383,6 @@ def _why(exc: BaseException, limit: int = 600) -> str:
     """One line for a record's message. A creation task's error from Ray is its traceback, the error itself on its
     last line (cut at the head's 600 characters, `OSError: libcudart.so...` was lost) and colour codes: the head
     and the tail are kept, control characters dropped."""
-    import re
-
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m|[\x00-\x1f\x7f]", " ", f"{type(exc).__name__}: {exc}").split())
     return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit - limit // 3):]}"
 
