@@ -340,13 +340,9 @@ def test_a_c2pa_result_is_judged_at_each_scan_not_served_from_the_cache(tmp_path
     2.0, p_ai 0.14) from the cache, while a fresh scan said expired (0.5, p_ai 0.43)."""
     pytest.importorskip("c2pa")
     from aiidetect.metadata.detector import MetadataDetector
-    from aiidetect.testing import c2pa_signing
 
-    signed = tmp_path / "signed.jpg"
-    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
-                                         "JPEG", "digitalCapture", thumbnail=False))
     cache = ResultCache(tmp_path / "r.sqlite")
-    paths = [str(signed), pngs[0]]
+    paths = [_signed(tmp_path), pngs[0]]
     _, first = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
     assert "c2pa" in first[0]["detectors"]["metadata"]["facts"]
     pipe, again = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
@@ -361,11 +357,8 @@ def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_pat
     pytest.importorskip("c2pa")
     from aiidetect import provenance
     from aiidetect.metadata.detector import MetadataDetector
-    from aiidetect.testing import c2pa_signing
 
-    signed = tmp_path / "signed.jpg"
-    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
-                                         "JPEG", "digitalCapture", thumbnail=False))
+    signed = _signed(tmp_path)
     left = provenance._Budget.left
 
     def spent_at_c2pa(self, stage):
@@ -375,10 +368,10 @@ def test_a_result_the_time_budget_cut_short_is_not_served_from_the_cache(tmp_pat
 
     cache = ResultCache(tmp_path / "r.sqlite")
     monkeypatch.setattr(provenance._Budget, "left", spent_at_c2pa)
-    _, first = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
+    _, first = _scan([MetadataDetector({"watermark": "never"})], [signed], cache)
     assert "c2pa" not in first[0]["detectors"]["metadata"].get("facts", {})
     monkeypatch.setattr(provenance._Budget, "left", left)
-    pipe, again = _scan([MetadataDetector({"watermark": "never"})], [str(signed)], cache)
+    pipe, again = _scan([MetadataDetector({"watermark": "never"})], [signed], cache)
     assert pipe.stats.cache_hits == 0 and "c2pa" in again[0]["detectors"]["metadata"]["facts"]
 
 
