@@ -64,3 +64,16 @@ DECODERS = ("pillow", "pillow-heif", "numpy")
 
 def installed_versions(dists: Sequence[str]) -> dict[str, str | None]:
     return {dist: installed_version(dist) for dist in dists}
+
+
+_decoder_versions: dict[str, str | None] | None = None
+
+
+def decoder_versions() -> dict[str, str | None]:
+    """The installed version of each of DECODERS (None: not installed), read once a process: the result
+    cache asks at every file's lookup, and the feature cache's keys and a head's training record must name
+    the same versions."""
+    global _decoder_versions
+    if _decoder_versions is None:
+        _decoder_versions = installed_versions(DECODERS)
+    return dict(_decoder_versions)

@@ -28,21 +28,17 @@ def default_cache_path() -> Path | None:
 
 
 _DIGEST = 16
-_decoders_tag: str | None = None
 
 
 def decoders_tag() -> str:
     """The versions of the decoders (extras.DECODERS: Pillow, pillow-heif, numpy) in a row's key. Another Pillow
-    can give other pixels for the same bytes; keyed without them, `train` and `calibrate` after an upgrade fitted
-    on features (and near-duplicate hashes) of pixels the installed Pillow no longer gives, and a head could not
-    be trained again from its images with the versions installed. Read once a process."""
-    global _decoders_tag
-    if _decoders_tag is None:
-        from .extras import DECODERS, installed_versions
+    can give other pixels for the same bytes; keyed without them, `train linear` and `train flow` after an upgrade
+    fitted on features (and near-duplicate hashes) of pixels the installed Pillow no longer gives, and a head could
+    not be trained again from its images with the versions installed."""
+    from .extras import decoder_versions
 
-        blob = json.dumps(installed_versions(DECODERS), sort_keys=True)
-        _decoders_tag = "decoders:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return _decoders_tag
+    blob = json.dumps(decoder_versions(), sort_keys=True)
+    return "decoders:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _seal(key: tuple[str, str, str, str], vec: bytes) -> bytes:

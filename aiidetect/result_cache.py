@@ -32,12 +32,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from .extras import DECODERS  # the libraries between a file's bytes and a model's pixels (extras.py)
+from .extras import decoder_versions  # the libraries between a file's bytes and a model's pixels (extras.py)
 from .records import DetectorResult, Evidence
 
 FILE_FIELDS = ("format", "width", "height", "image_info")
 _source_hash: str | None = None
-_decoders: dict[str, str | None] | None = None
 
 
 def default_path() -> Path | None:
@@ -58,17 +57,6 @@ def source_hash() -> str:
             h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
         _source_hash = h.hexdigest()
     return _source_hash
-
-
-def decoder_versions() -> dict[str, str | None]:
-    """The installed version of each of DECODERS (None: not installed). Read once a process, as the
-    source hash: facts_key asks for them at every file's lookup."""
-    global _decoders
-    if _decoders is None:
-        from .extras import installed_versions
-
-        _decoders = installed_versions(DECODERS)
-    return dict(_decoders)
 
 
 def build_identity() -> dict[str, Any]:

@@ -43,11 +43,11 @@ def record(digests: Iterable[str], what: str, phashes: Iterable[int | None] | No
     libraries that turned the images' bytes into the pixels fitted on (extras.DECODERS; the feature cache is
     keyed by them, docs/heads.md "Feature cache"): another Pillow can give other pixels, and training the
     head again from its images needs the same."""
-    from .extras import DECODERS, installed_versions
+    from .extras import decoder_versions
 
     blob = pack_keys(digests)
     block: dict[str, Any] = {"file": KEYS_FILE, "key": KEY_KIND, "count": len(blob) // KEY_BYTES, "what": what,
-                             "decoders": installed_versions(DECODERS)}
+                             "decoders": decoder_versions()}
     files = {KEYS_FILE: blob}
     if phashes is not None:
         from . import perceptual

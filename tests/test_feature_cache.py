@@ -181,7 +181,7 @@ def test_features_decoded_by_another_pillow_are_not_served(tmp_path, monkeypatch
     from PIL import Image
 
     import aiidetect.perceptual
-    from aiidetect import feature_cache
+    from aiidetect import extras
     from aiidetect.feature_cache import extract_features
     from aiidetect.preprocess import make_spec
 
@@ -206,12 +206,12 @@ def test_features_decoded_by_another_pillow_are_not_served(tmp_path, monkeypatch
     phash = aiidetect.perceptual.phash
     with monkeypatch.context() as mp:
         mp.setattr(metadata, "version", lambda dist: "99.0" if dist.lower() == "pillow" else real(dist))
-        mp.setattr(feature_cache, "_decoders_tag", None, raising=False)  # a new process, another Pillow
+        mp.setattr(extras, "_decoder_versions", None)  # a new process, another Pillow
         mp.setattr(aiidetect.perceptual, "phash", lambda *a, **k: hashed.append(1) or phash(*a, **k))
         again: dict = {}
         extract_features(bb, paths, prep, cache=FeatureCache(path), phashes=again)
         assert sum(encoded) == 6, "every image decoded and encoded again under the other Pillow"
         assert len(hashed) == 3 and again == first
-    monkeypatch.setattr(feature_cache, "_decoders_tag", None, raising=False)
+    monkeypatch.setattr(extras, "_decoder_versions", None)
     extract_features(bb, paths, prep, cache=FeatureCache(path))
     assert sum(encoded) == 6  # the installed Pillow's rows are still there

@@ -318,7 +318,7 @@ def test_another_decoder_version_is_a_miss_and_another_run(tmp_path, pngs, monke
     the other, and a --db resume printed it as this scan's."""
     from importlib import metadata
 
-    from aiidetect import result_cache
+    from aiidetect import extras
     from aiidetect.store import run_identity
 
     cache = ResultCache(tmp_path / "r.sqlite")
@@ -326,7 +326,7 @@ def test_another_decoder_version_is_a_miss_and_another_run(tmp_path, pngs, monke
     run = run_identity(pipe)
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda dist: "0.0.1" if dist == "pillow" else real(dist))
-    monkeypatch.setattr(result_cache, "_decoders", None, raising=False)  # a new process, another Pillow
+    monkeypatch.setattr(extras, "_decoder_versions", None)  # a new process, another Pillow
     d = Counting()
     pipe, again = _scan([d], pngs, cache)
     assert d.calls == 5 and pipe.stats.cache_hits == 0
@@ -340,13 +340,9 @@ def test_a_c2pa_result_is_judged_at_each_scan_not_served_from_the_cache(tmp_path
     2.0, p_ai 0.14) from the cache, while a fresh scan said expired (0.5, p_ai 0.43)."""
     pytest.importorskip("c2pa")
     from aiidetect.metadata.detector import MetadataDetector
-    from aiidetect.testing import c2pa_signing
 
-    signed = tmp_path / "signed.jpg"
-    signed.write_bytes(c2pa_signing.sign(c2pa_signing.make_signer(), Image.new("RGB", (16, 16), (120, 90, 60)),
-                                         "JPEG", "digitalCapture", thumbnail=False))
     cache = ResultCache(tmp_path / "r.sqlite")
-    paths = [str(signed), pngs[0]]
+    paths = [_signed(tmp_path), pngs[0]]
     _, first = _scan([MetadataDetector({"watermark": "never"})], paths, cache)
     assert "c2pa" in first[0]["detectors"]["metadata"]["facts"]
     pipe, again = _scan([MetadataDetector({"watermark": "never"})], paths, cache)

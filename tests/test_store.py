@@ -748,13 +748,13 @@ def test_a_shard_scanned_under_another_pillow_is_named_as_a_cause(tmp_path, monk
     """The decoder versions are in a run's identity: a shard scanned on a machine with another Pillow is
     another run, and the note on the run that lacks it named other detectors, weights or aiidetect
     version, none of which differed."""
-    from aiidetect import result_cache
+    from aiidetect import extras
 
     _tiny_images(tmp_path / "in", 6, folders=1)
     shards = []
     for i, pillow in ((1, None), (2, "0.0.1")):
         if pillow:  # the second machine
-            monkeypatch.setattr(result_cache, "_decoders", {**result_cache.decoder_versions(), "pillow": pillow})
+            monkeypatch.setattr(extras, "_decoder_versions", {**extras.decoder_versions(), "pillow": pillow})
         db = tmp_path / f"s{i}.sqlite"
         r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--no-cache", "--db", str(db),
                                "--shard", f"{i}/2", "-q", "-f", "jsonl")

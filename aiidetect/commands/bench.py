@@ -109,7 +109,7 @@ def _table(res) -> None:
 
     # piped, as wide as scan's table: in rich's 80 columns the title (backbone, runtime, provider) broke
     # over two lines and an operator's name folded inside its cell
-    width = table_width(sys.stdout)
+    console = Console(width=table_width(sys.stdout))
 
     def f(x, unit=""):
         return "-" if x is None else (f"{x:.1%}" if unit == "%" else f"{x:,.2f}{unit}")
@@ -143,7 +143,7 @@ def _table(res) -> None:
                                                f"on {m.get('cpu_count')} cores"))
     for k, v in rows:
         t.add_row(k, v)
-    Console(width=width).print(t)
+    console.print(t)
     if res.get("sweep"):
         sw = Table(title="model at each batch size")
         for c in ("batch", "img/s", "efficiency", "img/s on GPU", "efficiency on GPU", "GPU MB"):
@@ -152,11 +152,11 @@ def _table(res) -> None:
             sw.add_row(str(r["batch_size"]), f(r["model_images_per_s"]), f(r["model_efficiency"], "%"),
                        f(r.get("model_images_per_s_on_device")), f(r.get("model_efficiency_on_device"), "%"),
                        f(r.get("peak_gpu_memory_mb")))
-        Console(width=width).print(sw)
+        console.print(sw)
     if res.get("profile"):
         p = Table(title="top operators, one batch (self CPU time)")
         for c in ("op", "self ms", "share", "calls"):
             p.add_column(c)
         for r in res["profile"]:
             p.add_row(r["op"], f"{r['self_ms']:.1f}", f"{r['share']:.1%}", str(r["calls"]))
-        Console(width=width).print(p)
+        console.print(p)

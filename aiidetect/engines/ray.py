@@ -103,13 +103,16 @@ class ModelSpec:
     fusion_model: dict[str, Any] | None
     batch_size: int
     limits: Any
-    # The detectors the driver built: one this node makes an UnavailableDetector (no backbone weights, --device
-    # cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a verdict the
-    # store kept as final, under a run identity saying the detector ran.
-    available: tuple[str, ...] = ()
     # The driver's detectors in the run's order, each (name, why it is unavailable there, or None): what a file
     # whose metadata decides its verdict is judged with when this node cannot build the model (_unbuilt).
     order: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The detectors the driver built: one this node makes an UnavailableDetector (no backbone weights,
+        --device cuda without a GPU, a head damaged since) judged that actor's files on their metadata alone, a
+        verdict the store kept as final, under a run identity saying the detector ran."""
+        return tuple(name for name, why in self.order if why is None)
 
     def build(self):
         from ..detectors import RunContext, UnavailableDetector, create_detectors
@@ -380,8 +383,6 @@ def _why(exc: BaseException, limit: int = 600) -> str:
     """One line for a record's message. A creation task's error from Ray is its traceback, the error itself on its
     last line (cut at the head's 600 characters, `OSError: libcudart.so...` was lost) and colour codes: the head
     and the tail are kept, control characters dropped."""
-    import re
-
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m|[\x00-\x1f\x7f]", " ", f"{type(exc).__name__}: {exc}").split())
     return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(limit - limit // 3):]}"
 
@@ -841,7 +842,6 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     from ..detectors import UnavailableDetector
 
     spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
-                     tuple(d.name for d in pipe.detectors if not isinstance(d, UnavailableDetector)),
                      tuple((d.name, d.reason if isinstance(d, UnavailableDetector) else None) for d in pipe.detectors))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).

@@ -1112,7 +1112,8 @@ def test_a_worker_that_cannot_make_a_detector_the_driver_made_gives_its_files_in
            "runtime": "torch", "onnx_dir": None, "options": {}}
     # Without the driver's list (as before) the worker's pipeline is built, linear unavailable in it.
     assert ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None).build() is not None
-    spec = ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None, ("metadata", "linear:univfd"))
+    spec = ray_engine.ModelSpec(["metadata", "linear"], ctx, None, 4, None,
+                                (("metadata", None), ("linear:univfd", None)))
     model = ray_engine._Model(spec, 1)
     assert "linear:univfd unavailable on this node" in model.ready() and "no linear heads found" in model.ready()
     out = model.complete({"i": [0], "sample": [pickle.dumps(Sample(index=0, path="/x/a.jpg",
