@@ -1665,3 +1665,7 @@ def test_a_refused_file_s_size_is_read_from_its_header_only(monkeypatch):
     s = PixelReader().decode(Sample(0, "x", Record(file="x"), data=data))
     assert (s.record.error.code, s.record.width, s.record.height) == ("too-large", 2 ** 31, 2)
     assert not read
+    # Pillow takes the last IHDR before the IDAT, as meta's walk does: so does the lookup, not the first
+    twice = base[:8] + _png_ihdr(100, 100)[8:33] + base[8:]
+    s = PixelReader().decode(Sample(0, "x", Record(file="x"), data=twice))
+    assert (s.record.error.code, s.record.width, s.record.height) == ("too-large", 2 ** 31, 2)

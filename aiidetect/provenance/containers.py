@@ -201,22 +201,21 @@ def _ticker(fmt: str, what: str, time_left, every: int | None = None):
 def walk(data: bytes, time_left=None, layout=None, size_only: bool = False) -> Blobs:
     """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks.
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (a read of other bytes
-    is not used). `size_only`: a PNG or WebP walk stops at the chunk after the one that states the size
-    (stated_size), the rest of the blobs left unread (a JPEG's walk ends at its SOS, as Pillow's header read
-    does, and keeps its last SOF, as Pillow does)."""
+    is not used). `size_only` (stated_size): only what states the size, as Pillow reads it: a PNG's IHDRs up to
+    its first IDAT, a WebP's chunks up to the first that states a size; the rest of the blobs left unread (a
+    JPEG's walk ends at its SOS, as Pillow's header read does, keeping its last SOF, as Pillow does)."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
-    if size_only:
-        budget_left = time_left
-        time_left = lambda: b.width is None and (budget_left is None or budget_left())  # noqa: E731
+    # a WebP's first size chunk is its size: nothing after it is asked
+    webp_left = (lambda: b.width is None and (time_left is None or time_left())) if size_only else time_left
     every = 1 if size_only else WALK_BUDGET_EVERY
     try:
         if fmt == "JPEG":
             _walk_jpeg(data, b, _ticker("JPEG", "segments", time_left))
         elif fmt == "PNG":
-            _walk_png(data, b, _ticker("PNG", "chunks", time_left, every))
+            _walk_png(data, b, _ticker("PNG", "chunks", time_left), size_only)
         elif fmt == "WEBP":
-            _walk_webp(data, b, _ticker("WebP", "chunks", time_left, every))
+            _walk_webp(data, b, _ticker("WebP", "chunks", webp_left, every))
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
@@ -473,7 +472,7 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 
 # --- PNG --------------------------------------------------------------------
 
-def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
+def _walk_png(data: bytes, b: Blobs, tick=lambda i: None, header_only: bool = False) -> None:
     pos, n, total_text, profiles, work = 8, len(data), 0, 0, 0
     priority_seen: set[str] = set()
     # The last chunk of each generator key that a cap left unread (start, length, type), read once the walk
@@ -492,6 +491,11 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         if start + length > n:
             b.errors.append(f"PNG: chunk {ctype!r} overruns the file")
         name = ctype.decode("latin-1")
+        if header_only and ctype != b"IHDR":   # the chunks Pillow reads for the size: up to the first IDAT
+            if ctype in (b"IDAT", b"IEND"):
+                break
+            pos += 12 + length
+            continue
         if ctype == b"IHDR" and length >= 8 and start + 8 <= n:
             b.width, b.height = struct.unpack(">II", data[start:start + 8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
