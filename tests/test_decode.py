@@ -1642,3 +1642,30 @@ def test_scan_and_meta_give_a_file_refused_from_its_header_the_same_size(tmp_pat
     sizes = {r["file"]: (r["format"], r["width"], r["height"]) for r in json.loads(scan.stdout)}
     assert sizes == {r["file"]: (r["format"], r["width"], r["height"]) for r in json.loads(meta.stdout)}
     assert sorted(sizes.values()) == [("BMP", 5000, 5000), ("JPEG", 65000, 65000)]
+
+
+def test_a_refused_file_s_size_is_read_from_its_header_only(monkeypatch):
+    """A PNG refused from its IHDR (2^31 x 2) with 90,000 text chunks and 40 4 MB iTXt after its IDAT: the size
+    lookup walked them all, inflating each (a second or more a file, on top of the metadata stage's own walk, and
+    all of it for a scan without the metadata detector). The IHDR is the first chunk: nothing after it is read."""
+    import zlib
+
+    from aiidetect.pixels import PixelReader
+    from aiidetect.provenance import containers
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    base = _png_ihdr(2 ** 31, 2)
+    texts = chunk(b"iTXt", b"Comment\0\1\0\0\0" + zlib.compress(b"a" * 4_000_000, 9)) + chunk(b"tEXt", b"k\0v") * 9000
+    data = base[:-12] + texts + base[-12:]
+    read = []
+    real = containers._text_body
+    monkeypatch.setattr(containers, "_text_body", lambda *a, **k: read.append(1) or real(*a, **k))
+    s = PixelReader().decode(Sample(0, "x", Record(file="x"), data=data))
+    assert (s.record.error.code, s.record.width, s.record.height) == ("too-large", 2 ** 31, 2)
+    assert not read
+    # Pillow takes the last IHDR before the IDAT, as meta's walk does: so does the lookup, not the first
+    twice = base[:8] + _png_ihdr(100, 100)[8:33] + base[8:]
+    s = PixelReader().decode(Sample(0, "x", Record(file="x"), data=twice))
+    assert (s.record.error.code, s.record.width, s.record.height) == ("too-large", 2 ** 31, 2)

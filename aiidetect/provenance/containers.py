@@ -135,13 +135,17 @@ def stated_size(data: bytes, pixels: int) -> tuple[int, int] | None:
     recorded. Never a HEIF or AVIF: its size here would be the `ispe`, before crop and rotation."""
     import time
 
+    if sniff(data) in ("HEIF", "AVIF"):   # not walked at all: a HEIF's item tables can be MBs for a small file
+        return None
     deadline = time.monotonic() + STATED_SIZE_BUDGET_S
     try:
-        b = walk(data, lambda: time.monotonic() < deadline)
+        # up to the size only: the text chunks, comments and frames after it were inflated and read for
+        # nothing, a second or more for a crafted file the decoder had refused at once
+        b = walk(data, lambda: time.monotonic() < deadline, size_only=True)
     except Exception:  # noqa: BLE001 - no size is what the record says without one; never a new failure
         return None
     w, h = b.width, b.height
-    if b.format in ("HEIF", "AVIF") or not (isinstance(w, int) and isinstance(h, int)):
+    if not (isinstance(w, int) and isinstance(h, int)):
         return None
     return (w, h) if w > 0 and h > 0 and w * h == pixels else None
 
@@ -183,28 +187,35 @@ class WalkTimeout(Exception):
     """The per-file time budget ran out inside a container walk."""
 
 
-def _ticker(fmt: str, what: str, time_left):
-    """-> tick(i): raises WalkTimeout when the budget is spent, asked every WALK_BUDGET_EVERY items."""
+def _ticker(fmt: str, what: str, time_left, every: int | None = None):
+    """-> tick(i): raises WalkTimeout when the budget is spent, asked every `every` items (WALK_BUDGET_EVERY)."""
+    every = every or WALK_BUDGET_EVERY
+
     def tick(i: int) -> None:
-        if time_left is not None and i % WALK_BUDGET_EVERY == WALK_BUDGET_EVERY - 1 and not time_left():
+        if time_left is not None and i % every == every - 1 and not time_left():
             raise WalkTimeout(f"{fmt}: the per-file time budget ran out after {i + 1} {what}; the metadata after "
                               "them was not read")
     return tick
 
 
-def walk(data: bytes, time_left=None, layout=None) -> Blobs:
+def walk(data: bytes, time_left=None, layout=None, size_only: bool = False) -> Blobs:
     """time_left() -> False once the per-file budget is spent (provenance._Budget); asked inside long walks.
     `layout`: a HEIF/AVIF's structures.heif_layout_read(data), where the caller has it (a read of other bytes
-    is not used)."""
+    is not used). `size_only` (stated_size): only what states the size, as Pillow reads it: a PNG's IHDRs up to
+    its first IDAT, a WebP's chunks up to the first that states a size; the rest of the blobs left unread (a
+    JPEG's walk ends at its SOS, as Pillow's header read does, keeping its last SOF, as Pillow does)."""
     fmt = sniff(data)
     b = Blobs(format=fmt)
+    # a WebP's first size chunk is its size: nothing after it is asked
+    webp_left = (lambda: b.width is None and (time_left is None or time_left())) if size_only else time_left
+    every = 1 if size_only else WALK_BUDGET_EVERY
     try:
         if fmt == "JPEG":
             _walk_jpeg(data, b, _ticker("JPEG", "segments", time_left))
         elif fmt == "PNG":
-            _walk_png(data, b, _ticker("PNG", "chunks", time_left))
+            _walk_png(data, b, _ticker("PNG", "chunks", time_left), size_only)
         elif fmt == "WEBP":
-            _walk_webp(data, b, _ticker("WebP", "chunks", time_left))
+            _walk_webp(data, b, _ticker("WebP", "chunks", webp_left, every))
         elif fmt == "TIFF":
             b.exif.append((data, "TIFF header"))
             _tiff_iptc(data, b)
@@ -461,7 +472,7 @@ def _read_dqt(seg: bytes, b: Blobs) -> None:
 
 # --- PNG --------------------------------------------------------------------
 
-def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
+def _walk_png(data: bytes, b: Blobs, tick=lambda i: None, header_only: bool = False) -> None:
     pos, n, total_text, profiles, work = 8, len(data), 0, 0, 0
     priority_seen: set[str] = set()
     # The last chunk of each generator key that a cap left unread (start, length, type), read once the walk
@@ -480,6 +491,11 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None) -> None:
         if start + length > n:
             b.errors.append(f"PNG: chunk {ctype!r} overruns the file")
         name = ctype.decode("latin-1")
+        if header_only and ctype != b"IHDR":   # the chunks Pillow reads for the size: up to the first IDAT
+            if ctype in (b"IDAT", b"IEND"):
+                break
+            pos += 12 + length
+            continue
         if ctype == b"IHDR" and length >= 8 and start + 8 <= n:
             b.width, b.height = struct.unpack(">II", data[start:start + 8])
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
