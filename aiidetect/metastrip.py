@@ -130,11 +130,7 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
     cut = [c for i, c in enumerate(cut) if i not in keep]
     if not cut:
         return None, None
-    view, parts, last = memoryview(data), [], 0
-    for start, end, _ in cut:
-        parts.append(view[last:start])
-        last = end
-    parts.append(view[last:])
+    lean = _spliced(data, ((start, end, b"") for start, end, _ in cut))
     cut_exif = sum(1 for c in cut if c[2])
     cut_other = len(cut) - cut_exif
     cut_bytes = sum(min(end, n) - start for start, end, is_exif in cut if not is_exif)
@@ -144,7 +140,18 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
     if cut_other:
         said.append(f"JPEG APP and COM segments past {app_bytes} bytes in all not handed to the decoder: "
                     f"{cut_other} of them, {cut_bytes} bytes")
-    return b"".join(parts), "; ".join(said)
+    return lean, "; ".join(said)
+
+
+def _spliced(data: bytes, edits) -> bytes:
+    """`data` with each (start, end, replacement) of `edits`, in order and not overlapping, in place of
+    data[start:end]: one copy, its pieces not copied before they are joined."""
+    view, parts, last = memoryview(data), [], 0
+    for start, end, new in edits:
+        parts += [view[last:start], new]
+        last = end
+    parts.append(view[last:])
+    return b"".join(parts)
 
 
 # VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.
@@ -242,13 +249,8 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
         at[p - 4 if data[p - 4:p] == b"colr" else p - 12] = b"free"
     if not at:
         return None, None, None
-    view, parts, last = memoryview(data), [], 0
-    for pos in sorted(at):
-        parts += [view[last:pos], at[pos]]
-        last = pos + 4
-    parts.append(view[last:])
+    lean = _spliced(data, ((pos, pos + 4, at[pos]) for pos in sorted(at)))
     left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
-    lean = b"".join(parts)
     renamed = copy.copy(lay)
     renamed.refs = [(b"skip" if pos in at else kind, pos, src) for kind, pos, src in lay.refs]
     renamed.props = [(b"free" if (p, e) in icc else kind, p, e) for kind, p, e in lay.props]
