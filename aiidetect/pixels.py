@@ -94,7 +94,8 @@ class PixelReader:
                 return self.decode(s, admit, preprocess)
         if s.ok:
             decode_sample(s, self.limits, self.specs if preprocess else (), keep_image=self.keep_image,
-                          draft=self.draft, transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
+                          draft=self.draft, transform=self.transform, admit=admit, phash=self.phash,
+                          keep_layout=self.keep_layout)
             if s.header_pixels and s.record.width is None and s.data:
                 from .provenance.containers import stated_size
 
