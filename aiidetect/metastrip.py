@@ -15,8 +15,7 @@ import itertools
 import struct
 
 from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS,
-                     WEBP_MAX_METADATA_BYTES, PNG_MAX_CHUNKS,
-                     PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
+                     PNG_MAX_CHUNKS, PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS, WEBP_MAX_METADATA_BYTES)
 from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
@@ -160,12 +159,14 @@ _WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
 
 def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
-    (limits.DECODE_MAX_METADATA_CHUNK) and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS, of a HEIF
-    or AVIF with such Exif and XMP items unlinked, or of a JPEG without its Exif segments after the first
-    limits.JPEG_MAX_EXIF_SEGMENTS, of a TIFF whose BYTE, ASCII and UNDEFINED entries over the limit are retyped
-    so that no reader reads them (tiffguard.without_oversize); what was left out) or (None, None) when there
-    are none. The metadata readers read such chunks (capped) from the file itself; Pillow copied each two or
-    three times, joined a JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
+    (limits.DECODE_MAX_METADATA_CHUNK), a PNG's iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS and a
+    WebP's metadata chunks past limits.WEBP_MAX_METADATA_BYTES in all, of a HEIF or AVIF with such Exif and XMP
+    items unlinked and such ICC profiles renamed, of a JPEG without its Exif segments after the first
+    limits.JPEG_MAX_EXIF_SEGMENTS and its other APP and COM segments past limits.JPEG_MAX_APP_BYTES, of a TIFF
+    whose BYTE, ASCII and UNDEFINED entries over the limit are retyped so that no reader reads them
+    (tiffguard.without_oversize); what was left out) or (None, None) when there are none. The metadata
+    readers read such chunks (capped) from the file itself; Pillow copied each two or three times, joined a
+    JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
     if fmt == "JPEG":
         try:
             return jpeg_exif_over(data)
