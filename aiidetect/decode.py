@@ -1137,14 +1137,17 @@ def _admit_in_pillow(Image, max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
 
 
-def _too_large(exc: Exception, max_pixels: int) -> DecodeFailure:
+def _too_large(exc: Exception, max_pixels: int, counted: bool = False) -> DecodeFailure:
     """Pillow's own refusal names Pillow's limit (178956970 pixels), which no aiidetect option moves;
-    the user's lever is --max-pixels."""
+    the user's lever is --max-pixels. `counted`: the failure keeps the pixels Pillow counted
+    (DecodeFailure.counted), where they are the header's size that `meta` gives."""
     m = re.search(r"\((\d+) pixels\)", str(exc))
     if m and int(m.group(1)) <= max_pixels:  # not our limit that was crossed: say what Pillow said
-        return DecodeFailure("too-large", f"Pillow refused it as a decompression bomb: {exc}")
-    size = f"{m.group(1)} pixels, " if m else ""
-    return DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
+        failure = DecodeFailure("too-large", f"Pillow refused it as a decompression bomb: {exc}")
+    else:
+        size = f"{m.group(1)} pixels, " if m else ""
+        failure = DecodeFailure("too-large", f"{size}over the {max_pixels}-pixel limit (--max-pixels)")
+    return failure.counted(int(m.group(1))) if m and counted else failure
 
 
 def _over_pixel_limit(width: int, height: int, max_pixels: int, stated: bool = True) -> DecodeFailure:
@@ -1196,10 +1199,9 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise DecodeFailure("decode-error", f"{sniffed} header present but the file cannot be parsed") from exc
             raise DecodeFailure("unsupported-format", NOT_AN_IMAGE) from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            # Pillow read the header and refused its size: the record keeps that size, as `meta` gives it
-            m = re.search(r"\((\d+) pixels\)", str(exc))
-            failure = _too_large(exc, limits.max_pixels)
-            raise failure.counted(int(m.group(1))) if m and sniffed not in ("HEIF", "AVIF") else failure from exc
+            # Pillow read the header and refused its size: the record keeps that size, as `meta` gives it (not a
+            # HEIF's or AVIF's: `meta` gives none before crop and rotation, containers.stated_size)
+            raise _too_large(exc, limits.max_pixels, counted=sniffed not in ("HEIF", "AVIF")) from exc
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on corrupt headers
             failure = _undecoded(data, sniffed, exc, sniffed or "file")
             if failure:

@@ -513,11 +513,11 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         if len(first[2]) < _NOTED:
             first[2] += (_packed(key),)
 
-    def listed_again(again: bool, first: list, mtime: int) -> tuple[bool, int | None]:
-        """(again, fresh) for a folder listed now with this mtime: `fresh`, when it is listed again and its
-        mtime moved since its first listing, is that listing's mtime (a file whose ctime is not older may
-        have come since: walk_gave's rule)."""
-        return again, (first[1] if again and first[1] != mtime else None)
+    def moved_since(again: bool, first: list, mtime: int) -> int | None:
+        """`fresh` for a folder listed now with this mtime: when it is listed again and its mtime moved since
+        its first listing, that listing's mtime (a file whose ctime is not older may have come since:
+        walk_gave's rule), else None."""
+        return first[1] if again and first[1] != mtime else None
 
     def walk(top: str, ancestors: frozenset, again: bool = False, mtime: int = 0) -> Iterator[Candidate]:
         # Depth first, each folder's entries in name order, with an explicit stack: recursion (one
@@ -531,7 +531,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         for k in ancestors:  # the top folder (its one ancestor so far), listed
             again = again and k in walked  # not listed before (unreadable then): its files are new here
             first = walked.setdefault(k, [top if filtered else None, mtime, ()])
-            again, fresh = listed_again(again, first, mtime)
+            fresh = moved_since(again, first, mtime)
         stack = [(iter(entries), ancestors, again, fresh, first)]
         while stack:
             it, ancestors, again, fresh, first = stack[-1]
@@ -586,7 +586,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if key not in walked:
                     twice = False  # never listed before (made since, or unreadable then): its files are new here
                 sub_first = walked.setdefault(key, [p if filtered else None, st.st_mtime_ns, ()])
-                stack.append((iter(sub), ancestors | {key}, *listed_again(twice, sub_first, st.st_mtime_ns), sub_first))
+                stack.append((iter(sub), ancestors | {key}, twice, moved_since(twice, sub_first, st.st_mtime_ns),
+                              sub_first))
                 continue
             if not is_image:
                 if not again:

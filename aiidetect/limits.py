@@ -102,11 +102,12 @@ WEBP_MAX_CHUNKS = PNG_MAX_CHUNKS
 # chunks took `scan -d metadata` 476 MB (WebP) to 680 MB (an uncompressed XMP iTXt in a PNG). It is the EXIF
 # reader's cap (provenance.exif.MAX_EXIF_BYTES), the largest of the metadata readers', far above an ICC profile.
 # A HEIF/AVIF Exif or XMP item over it is unlinked from its image before pillow-heif opens the file (metastrip:
-# it copied a 100 MB Exif item three times at open, `meta` peaking at 677 MB) and is not read; an ICC profile (`colr`
-# property) over it is renamed `free` there (pillow-heif and Pillow held a 100 MB one six times: 785 MB). A TIFF entry over it
-# of a type Pillow reads whole (BYTE, ASCII, UNDEFINED) gets type 0, which Pillow and exifread skip, in the copy
-# every reader opens (tiffguard.without_oversize), and is not read: Pillow held a 100 MB one two or three times at
-# open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE tag, 785 MB for XMP; 272 MB now).
+# it copied a 100 MB Exif item three times at open, `meta` peaking at 677 MB) and is not read; an ICC profile
+# (`colr` property) over it is renamed `free` there (pillow-heif and Pillow held a 100 MB one six times: 785 MB).
+# A TIFF entry over it of a type Pillow reads whole (BYTE, ASCII, UNDEFINED) gets type 0, which Pillow and
+# exifread skip, in the copy every reader opens (tiffguard.without_oversize), and is not read: Pillow held a
+# 100 MB one two or three times at open and its EXIF reader again (`scan -d metadata` 580 MB for a private BYTE
+# tag, 785 MB for XMP; 272 MB now).
 # JPEG tables (tag 347) over it are refused instead (tiffguard.check_tiff): the decoder needs them.
 DECODE_MAX_METADATA_CHUNK = 8 * 1024 * 1024
 

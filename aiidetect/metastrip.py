@@ -15,8 +15,7 @@ import itertools
 import struct
 
 from .limits import (DECODE_MAX_METADATA_CHUNK, JPEG_MAX_APP_BYTES, JPEG_MAX_EXIF_SEGMENTS, JPEG_MAX_SEGMENTS,
-                     WEBP_MAX_METADATA_BYTES, PNG_MAX_CHUNKS,
-                     PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS)
+                     PNG_MAX_CHUNKS, PNG_MAX_ICC_CHUNKS, WEBP_MAX_CHUNKS, WEBP_MAX_METADATA_BYTES)
 from .structures import HeifRead, heif_layout_read, heif_read_of, next_marker, png_chunks, webp_chunks
 
 # PNG chunks the pixels need (plus APNG frame control); everything else is metadata.
@@ -130,11 +129,7 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
     cut = [c for i, c in enumerate(cut) if i not in keep]
     if not cut:
         return None, None
-    view, parts, last = memoryview(data), [], 0
-    for start, end, _ in cut:
-        parts.append(view[last:start])
-        last = end
-    parts.append(view[last:])
+    lean = _spliced(data, ((start, end, b"") for start, end, _ in cut))
     cut_exif = sum(1 for c in cut if c[2])
     cut_other = len(cut) - cut_exif
     cut_bytes = sum(min(end, n) - start for start, end, is_exif in cut if not is_exif)
@@ -144,7 +139,18 @@ def jpeg_exif_over(data: bytes, cap: int = JPEG_MAX_EXIF_SEGMENTS,
     if cut_other:
         said.append(f"JPEG APP and COM segments past {app_bytes} bytes in all not handed to the decoder: "
                     f"{cut_other} of them, {cut_bytes} bytes")
-    return b"".join(parts), "; ".join(said)
+    return lean, "; ".join(said)
+
+
+def _spliced(data: bytes, edits) -> bytes:
+    """`data` with each (start, end, replacement) of `edits`, in order and not overlapping, in place of
+    data[start:end]: one copy, its pieces not copied before they are joined."""
+    view, parts, last = memoryview(data), [], 0
+    for start, end, new in edits:
+        parts += [view[last:start], new]
+        last = end
+    parts.append(view[last:])
+    return b"".join(parts)
 
 
 # VP8X flags of the chunks strip_oversize may leave out: ICC profile, EXIF, XMP.
@@ -153,12 +159,14 @@ _WEBP_FLAGS = {b"ICCP": 0x20, b"EXIF": 0x08, b"XMP ": 0x04}
 
 def strip_oversize(data: bytes, fmt: str | None, limit: int | None = None) -> tuple[bytes | None, str | None]:
     """-> (a copy of a PNG or WebP without its metadata chunks longer than `limit`
-    (limits.DECODE_MAX_METADATA_CHUNK) and its iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS, of a HEIF
-    or AVIF with such Exif and XMP items unlinked, or of a JPEG without its Exif segments after the first
-    limits.JPEG_MAX_EXIF_SEGMENTS, of a TIFF whose BYTE, ASCII and UNDEFINED entries over the limit are retyped
-    so that no reader reads them (tiffguard.without_oversize); what was left out) or (None, None) when there
-    are none. The metadata readers read such chunks (capped) from the file itself; Pillow copied each two or
-    three times, joined a JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
+    (limits.DECODE_MAX_METADATA_CHUNK), a PNG's iCCP chunks after the first limits.PNG_MAX_ICC_CHUNKS and a
+    WebP's metadata chunks past limits.WEBP_MAX_METADATA_BYTES in all, of a HEIF or AVIF with such Exif and XMP
+    items unlinked and such ICC profiles renamed, of a JPEG without its Exif segments after the first
+    limits.JPEG_MAX_EXIF_SEGMENTS and its other APP and COM segments past limits.JPEG_MAX_APP_BYTES, of a TIFF
+    whose BYTE, ASCII and UNDEFINED entries over the limit are retyped so that no reader reads them
+    (tiffguard.without_oversize); what was left out) or (None, None) when there are none. The metadata
+    readers read such chunks (capped) from the file itself; Pillow copied each two or three times, joined a
+    JPEG's Exif segments one copy at a time and inflated every iCCP chunk."""
     if fmt == "JPEG":
         try:
             return jpeg_exif_over(data)
@@ -242,13 +250,8 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
         at[p - 4 if data[p - 4:p] == b"colr" else p - 12] = b"free"
     if not at:
         return None, None, None
-    view, parts, last = memoryview(data), [], 0
-    for pos in sorted(at):
-        parts += [view[last:pos], at[pos]]
-        last = pos + 4
-    parts.append(view[last:])
+    lean = _spliced(data, ((pos, pos + 4, at[pos]) for pos in sorted(at)))
     left = [(lay.types[i] + b" item", n) for i, n in sorted(big.items())]
-    lean = b"".join(parts)
     renamed = copy.copy(lay)
     renamed.refs = [(b"skip" if pos in at else kind, pos, src) for kind, pos, src in lay.refs]
     renamed.props = [(b"free" if (p, e) in icc else kind, p, e) for kind, p, e in lay.props]

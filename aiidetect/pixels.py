@@ -94,7 +94,8 @@ class PixelReader:
                 return self.decode(s, admit, preprocess)
         if s.ok:
             decode_sample(s, self.limits, self.specs if preprocess else (), keep_image=self.keep_image,
-                          draft=self.draft, transform=self.transform, admit=admit, phash=self.phash, keep_layout=self.keep_layout)
+                          draft=self.draft, transform=self.transform, admit=admit, phash=self.phash,
+                          keep_layout=self.keep_layout)
             if s.header_pixels and s.record.width is None and s.data:
                 from .provenance.containers import stated_size
 
@@ -384,14 +385,11 @@ class OrderedChunks:
         self._next: list[Future] | None = None   # the chunk after the caller's, once submitted
 
     def _submit(self, block: bool = True) -> list[Future] | None:
-        """The next chunk's jobs. Unless `block`, with `waiting` given: None when its first item would wait."""
-        if self.waiting is None:
-            jobs = [self._pool.submit(self.job, it, i) for i, it in itertools.islice(self.numbered, self.size)]
-            self._ended = len(jobs) < self.size
-            return jobs
+        """The next chunk's jobs: `size` of them, or fewer where the items end or the next would wait
+        (`waiting`). Unless `block`: None where there is no first one, or it would wait."""
         jobs: list[Future] = []
         while len(jobs) < self.size and not self._ended:
-            if (jobs or not block) and self.waiting():
+            if (jobs or not block) and self.waiting is not None and self.waiting():
                 break
             item = next(self.numbered, None)
             if item is None:

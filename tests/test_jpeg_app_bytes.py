@@ -26,7 +26,7 @@ def test_pillow_is_handed_no_more_app_and_com_bytes_than_the_cap(monkeypatch):
         in info["metadata_withheld"]
     with decode.open_image(data) as im:     # every caller of open_image: meta's header look, the watermark check
         assert sum(len(s) for _, s in im.applist) <= 100_000 + 16   # two comments and the JFIF APP0
-        assert im.info.get("jfif")          # the first JFIF APP0 is handed on past the cap: libjpeg reads it
+        assert im.info.get("jfif")          # the (last) JFIF APP0 is handed on past the cap: libjpeg reads it
     ref, _ = decode.decode_bytes(_enc(_noise(), "JPEG", quality=85))
     assert np.array_equal(np.asarray(img), np.asarray(ref))     # the file's own pixels
 

@@ -186,11 +186,14 @@ class Pipeline:
         recent = self._recent
         reuse: dict[int, dict[str, DetectorResult]] = {}
         fresh: list[Sample] = []
+        rerun: list[Sample] = []   # cache hits whose per-file detectors ran again (DecodeStage.rerun)
         for s in samples:
             if s.index in self._resumed:
                 continue
             if s.ok and s.cached is not None:
-                self.stats.cache_rerun += bool(self.decoding.rerun(s))
+                if self.decoding.rerun(s):
+                    rerun.append(s)
+                    self.stats.cache_rerun += 1
                 from_cache(s, self.detectors)
                 self.stats.cache_hits += 1
             elif s.ok and s.record.sha256 in recent:
@@ -202,11 +205,9 @@ class Pipeline:
             run_model(self.plan, fresh, self.stats)
         if model_done is not None:
             model_done()
-        if self._cache is not None:
+        if self._cache is not None and (fresh or rerun):
             # A partial hit's per-file results too: one not stored before (an error then) may be now.
-            rerun = [s for s in samples if s.ok and s.cached is not None and self.decoding.rerun(s)]
-            if fresh or rerun:
-                self._cache.put(fresh + rerun)
+            self._cache.put(fresh + rerun)
         out = []
         for s in samples:
             if s.index in self._resumed:

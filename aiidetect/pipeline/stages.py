@@ -159,22 +159,18 @@ class DecodeStage:
             hit = self.cache.get(s.record.sha256) if s.ok and self.cache is not None else None
             if hit is not None:
                 info, s.cached = hit
-                if self.rerun(s):
-                    # A per-file detector whose result was not stored (metadata that read a C2PA manifest,
-                    # judged against today's clock) runs again on what a fresh scan hands it: these bytes and
-                    # their decode (the watermark check reads the image, the parsers its facts), but no
-                    # model input is made; the models' results are the cache's.
-                    with self.reader.budget.hold() as admit:
-                        self.reader.decode(s, admit, preprocess=False)
-                        self._file_dets(s)
-                        return self._done(s)
-                rec = s.record
-                rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
-                rec.image_info = dict(info.get("image_info") or {})
-                s.data = None
-                return self._done(s)
+                if not self.rerun(s):
+                    rec = s.record
+                    rec.format, rec.width, rec.height = info.get("format"), info.get("width"), info.get("height")
+                    rec.image_info = dict(info.get("image_info") or {})
+                    s.data = None
+                    return self._done(s)
+                # A per-file detector whose result was not stored (metadata that read a C2PA manifest, judged
+                # against today's clock) runs again on what a fresh scan hands it: these bytes and their decode
+                # (the watermark check reads the image, the parsers its facts), but no model input is made; the
+                # models' results are the cache's.
             with self.reader.budget.hold() as admit:
-                self.reader.decode(s, admit)
+                self.reader.decode(s, admit, preprocess=s.cached is None)
                 self._file_dets(s)
                 return self._done(s)
 

@@ -32,12 +32,12 @@ def test_scan_reads_at_most_the_byte_budget_at_once_with_many_workers(tmp_path):
     reader = pipe.decoding.reader
     real, alive, most, lock = reader.decode, [0], [0], threading.Lock()
 
-    def decode(s, admit=None):   # counts the files whose bytes are held while their job runs
+    def decode(s, admit=None, **kw):   # counts the files whose bytes are held while their job runs
         with lock:
             alive[0] += 1
             most[0] = max(most[0], alive[0])
         threading.Event().wait(0.02)
-        out = real(s, admit)
+        out = real(s, admit, **kw)
         with lock:
             alive[0] -= 1
         return out
@@ -95,12 +95,12 @@ def test_evaluations_perturbed_reads_share_one_byte_budget(tmp_path, monkeypatch
     paths = _files(tmp_path, 12, 100)
     real, alive, most, lock = pixels.PixelReader.decode, [0], [0], threading.Lock()
 
-    def decode(self, s, admit=None):
+    def decode(self, s, admit=None, **kw):
         with lock:
             alive[0] += 1
             most[0] = max(most[0], alive[0])
         threading.Event().wait(0.02)
-        out = real(self, s, admit)
+        out = real(self, s, admit, **kw)
         with lock:
             alive[0] -= 1
         return out
