@@ -199,7 +199,8 @@ def test_weights_dir_help_says_where_heads_are_looked_for(tmp_path, monkeypatch)
     assert weights_dirs([b]) == [b]
     text = " ".join(WeightsDirOpt.help.split())
     assert "given, only these are searched" in text
-    assert "$AIIDETECT_WEIGHTS (':'-separated), otherwise ~/.local/share/aiidetect/weights; then the shipped" in text
+    assert ("$AIIDETECT_WEIGHTS (':'-separated), otherwise $XDG_DATA_HOME/aiidetect/weights, else "
+            "~/.local/share/aiidetect/weights; then the shipped") in text
 
 
 @pytest.mark.parametrize("env, first", [(":{x}", "{x}"), (":", None), ("{x}:{y}", "{x}")])
