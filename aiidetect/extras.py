@@ -56,7 +56,8 @@ def installed_version(dist: str) -> str | None:
 
 # The libraries between a file's bytes and a model's input: Pillow (and libjpeg-turbo, libpng, libwebp bundled
 # with it) decodes and resizes, pillow-heif decodes HEIF/AVIF, numpy normalises. Another version can give other
-# pixels for the same bytes (Pillow 12 and 13 differ on a dev-set PNG), so what was computed from the pixels
+# pixels for the same bytes (Pillow 12.3 and 13.0 resize 2 of the 421 dev images to
+# other pixels: benchmarks/decoder_pixels.py), so what was computed from the pixels
 # under one (scan results: result_cache.py; backbone features and perceptual hashes: feature_cache.py) is not
 # served under the other; aiidetect's own source hash does not see them.
 DECODERS = ("pillow", "pillow-heif", "numpy")
