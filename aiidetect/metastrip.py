@@ -203,6 +203,11 @@ def _oversize_tiff(data: bytes) -> tuple[bytes | None, str | None]:
     return without_oversize(data, chk), oversize_said(chk)
 
 
+# How the withheld-ICC part of strip_oversize_heif's note begins: the metadata walk leaves that part out of its
+# errors (no reader here reads a profile), by this one spelling.
+HEIF_ICC_WITHHELD = "ICC profiles (colr)"
+
+
 def strip_oversize_heif(data: bytes, fmt: str, read: HeifRead | None = None) -> tuple[bytes, str | None, HeifRead]:
     """strip_oversize of a HEIF/AVIF with its item tables read once: (`data`, or its copy without links to Exif
     and XMP items over DECODE_MAX_METADATA_CHUNK; what was left out, or None; the read of the bytes returned,
@@ -257,7 +262,7 @@ def _oversize_heif(data: bytes, fmt: str, limit: int, read: HeifRead):
     renamed.props = [(b"free" if (p, e) in icc else kind, p, e) for kind, p, e in lay.props]
     said = [_said(fmt, left, limit, "items")] if left else []
     if icc:
-        said.append(f"{fmt} ICC profiles (colr) over {limit} bytes not handed to the decoder: "
+        said.append(f"{fmt} {HEIF_ICC_WITHHELD} over {limit} bytes not handed to the decoder: "
                     + ", ".join(f"{e - p} bytes" for p, e in icc[:3]))
     return lean, "; ".join(said), HeifRead(lean, renamed, None)
 

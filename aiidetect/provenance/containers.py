@@ -814,13 +814,13 @@ def _walk_heif(data: bytes, b: Blobs, read=None) -> None:
     """Pillow's view of a HEIF/AVIF without its Exif and XMP items over the readers' cap (8 MiB each), which
     pillow-heif copied three times (a 100 MB Exif item: `meta` peaked at 677 MB): such an item is not read, as
     a PNG's or WebP's EXIF chunk over it is not."""
-    from ..metastrip import strip_oversize_heif
+    from ..metastrip import HEIF_ICC_WITHHELD, strip_oversize_heif
 
     # its item tables read once, for the strip and open_image's check
     data, withheld, read = strip_oversize_heif(data, b.format, read)
     for said in (withheld or "").split("; "):
         # an ICC profile left out is no gap in the metadata: nothing here reads one (the scan's record says it)
-        if said and "ICC profiles" not in said:
+        if said and HEIF_ICC_WITHHELD not in said:
             b.errors.append(said.replace("not handed to the decoder", "not read"))
     _walk_with_pillow(data, b, layout=read)
 
