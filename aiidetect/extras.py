@@ -88,6 +88,15 @@ def loaded_version(dist: str, module: str) -> str | None:
     return version if isinstance(version, str) else installed_version(dist)
 
 
+# Distributions whose module is not named after them (loaded_version); the rest import as their name.
+MODULE_OF = {**DECODER_MODULES, "c2pa-python": "c2pa"}
+
+
+def running_versions(dists: Sequence[str]) -> dict[str, str | None]:
+    """loaded_version of each of `dists`: what a cache key or run identity names, without importing anything."""
+    return {dist: loaded_version(dist, MODULE_OF.get(dist, dist.replace("-", "_"))) for dist in dists}
+
+
 def codec_versions() -> dict[str, str | None]:
     """The version of each of CODECS as the loaded Pillow and pillow-heif report them (None: not there, or a
     Pillow that cannot say). Imports Pillow and pillow-heif, which every scan's decode imports anyway."""
@@ -129,5 +138,5 @@ def decoder_versions() -> dict[str, str | None]:
     global _decoder_versions
     if _decoder_versions is None:
         codecs = codec_versions()  # first: it imports Pillow and pillow-heif, whose loaded versions follow
-        _decoder_versions = {**{d: loaded_version(d, DECODER_MODULES[d]) for d in DECODERS}, **codecs}
+        _decoder_versions = {**running_versions(DECODERS), **codecs}
     return dict(_decoder_versions)

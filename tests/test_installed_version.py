@@ -82,3 +82,19 @@ def test_the_decoder_versions_are_the_same_in_every_process_of_one_install(tmp_p
                                             check=True).stdout) for code in (ask, first + ask))
     assert bare == warm == extras.decoder_versions()
     assert bare["libjpeg"] and bare["pillow"]
+
+
+def test_the_metadata_detectors_parsers_are_named_as_loaded_too(monkeypatch):
+    """Its cache identity (its results' key) read the parsers' versions from the installed metadata as well:
+    an exifread upgraded under a host that had imported the old one keyed the old one's readings as the new's."""
+    from importlib import metadata
+
+    import exifread
+
+    from aiidetect.metadata.detector import MetadataDetector
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda dist: "0.0.1" if dist.lower() == "exifread" else real(dist))
+    libs = MetadataDetector({}).cache_identity()["libs"]
+    assert libs["exifread"] == exifread.__version__ != "0.0.1"
+    assert libs["c2pa-python"] == real("c2pa-python") and libs["pillow-heif"] == real("pillow-heif")
