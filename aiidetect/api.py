@@ -787,7 +787,7 @@ class Scanner:
             try:
                 records = ray_engine.run(pipe, cands, self.families, self.context, address=self.options.address,
                                          quiet=self.options.quiet, file_timeout=self._file_timeout(),
-                                         own_stderr=self._owns_stderr)
+                                         own_stderr=self._owns_stderr, note=self._note)
             except ray_engine.RayUnavailable as exc:
                 raise ScanError(str(exc)) from None
             return _scan_errors(records, (ray_engine.RayJobFailed, ray_engine.RayUnavailable))

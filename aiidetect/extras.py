@@ -61,20 +61,82 @@ def installed_version(dist: str) -> str | None:
 # under one (scan results: result_cache.py; backbone features and perceptual hashes: feature_cache.py) is not
 # served under the other; aiidetect's own source hash does not see them.
 DECODERS = ("pillow", "pillow-heif", "numpy")
+# Each one's module: its __version__ is the code this process runs (loaded_version).
+DECODER_MODULES = {"pillow": "PIL", "pillow-heif": "pillow_heif", "numpy": "numpy"}
+# The C libraries a decode goes through, whose version is not the package's: two Pillow wheels of one version
+# can link another libjpeg(-turbo), whose IDCT and chroma up-sampling may differ in the last bit, and a distro's
+# Pillow links the system's libraries, updated underneath it. Those whose output a newer version may change:
+# libjpeg (the standard fixes a JPEG's pixels only within a tolerance), libtiff (its JPEG-in-TIFF and YCbCr
+# paths), libwebp and libavif (their YUV to RGB conversion), libheif and its HEVC decoder (pillow-heif's). Left
+# out: zlib, the only library of PNG and of TIFF's deflate (inflate is exact by its specification: no version
+# changes a pixel), and those of formats or steps the scan does not use (JPEG 2000, Little CMS: no colour
+# profile is applied). GIF, BMP and PSD are decoded by Pillow's own code (its version).
+CODECS = ("libjpeg", "libjpeg-turbo", "libtiff", "libwebp", "libavif", "libheif", "libheif-decoders")
 
 
 def installed_versions(dists: Sequence[str]) -> dict[str, str | None]:
     return {dist: installed_version(dist) for dist in dists}
 
 
+def loaded_version(dist: str, module: str) -> str | None:
+    """The version of `dist` this process runs: its module's __version__ once imported, else the installed
+    metadata (what an import would load). The metadata alone named a package upgraded under a long-lived host
+    (`pip install -U pillow` under a service that had imported the old one), which still decodes with the old."""
+    import sys
+
+    version = getattr(sys.modules.get(module), "__version__", None)
+    return version if isinstance(version, str) else installed_version(dist)
+
+
+# Distributions whose module is not named after them (loaded_version); the rest import as their name.
+MODULE_OF = {**DECODER_MODULES, "c2pa-python": "c2pa"}
+
+
+def running_versions(dists: Sequence[str]) -> dict[str, str | None]:
+    """loaded_version of each of `dists`: what a cache key or run identity names, without importing anything."""
+    return {dist: loaded_version(dist, MODULE_OF.get(dist, dist.replace("-", "_"))) for dist in dists}
+
+
+def codec_versions() -> dict[str, str | None]:
+    """The version of each of CODECS as the loaded Pillow and pillow-heif report them (None: not there, or a
+    Pillow that cannot say). Imports Pillow and pillow-heif, which every scan's decode imports anyway."""
+    out: dict[str, str | None] = dict.fromkeys(CODECS)
+    try:
+        from PIL import features
+    except ImportError:
+        return out
+
+    def ask(read, name: str) -> str | None:
+        try:
+            return read(name)
+        except Exception:  # noqa: BLE001 - a feature this Pillow does not know (avif before 11.2): none
+            return None
+
+    out["libjpeg"] = ask(features.version_codec, "jpg")
+    out["libjpeg-turbo"] = ask(features.version_feature, "libjpeg_turbo")
+    out["libtiff"] = ask(features.version_codec, "libtiff")
+    out["libwebp"] = ask(features.version_module, "webp")
+    out["libavif"] = ask(features.version_module, "avif")
+    try:
+        import pillow_heif
+
+        info = pillow_heif.libheif_info()
+        out["libheif"] = info.get("libheif")
+        out["libheif-decoders"] = ", ".join(sorted(str(v) for v in (info.get("decoders") or {}).values())) or None
+    except Exception:  # noqa: BLE001 - not installed, or a build that cannot say: HEIF is then not decoded by it
+        pass
+    return out
+
+
 _decoder_versions: dict[str, str | None] | None = None
 
 
 def decoder_versions() -> dict[str, str | None]:
-    """The installed version of each of DECODERS (None: not installed), read once a process: the result
-    cache asks at every file's lookup, and the feature cache's keys and a head's training record must name
-    the same versions."""
+    """The version of each of DECODERS this process runs (loaded_version; None: not installed) and of the C
+    libraries they decode with (codec_versions), read once a process: the result cache asks at every file's
+    lookup, and the feature cache's keys and a head's training record must name the same versions."""
     global _decoder_versions
     if _decoder_versions is None:
-        _decoder_versions = installed_versions(DECODERS)
+        codecs = codec_versions()  # first: it imports Pillow and pillow-heif, whose loaded versions follow
+        _decoder_versions = {**running_versions(DECODERS), **codecs}
     return dict(_decoder_versions)

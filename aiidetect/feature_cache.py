@@ -31,9 +31,9 @@ _DIGEST = 16
 
 
 def decoders_tag() -> str:
-    """The versions of the decoders (extras.DECODERS: Pillow, pillow-heif, numpy) in a row's key. Another Pillow
-    can give other pixels for the same bytes; keyed without them, `train linear` and `train flow` after an upgrade
-    fitted on features (and near-duplicate hashes) of pixels the installed Pillow no longer gives, and a head could
+    """The versions of the decoders (extras.decoder_versions: Pillow, pillow-heif, numpy, their codecs) in a row's
+    key. Another Pillow can give other pixels for the same bytes; keyed without them, `train linear` and `train
+    flow` after an upgrade fitted on features (and near-duplicate hashes) of pixels the installed Pillow no longer gives, and a head could
     not be trained again from its images with the versions installed."""
     from .extras import decoder_versions
 

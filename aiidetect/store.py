@@ -1280,7 +1280,7 @@ class ResultsStore:
                 shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
                 notes.append(f"run {run_id} lacks shard{'s' if len(missing) > 1 else ''} {shown}: its files are in no "
                              "row of this run (not merged yet, or scanned with other detectors, weights, aiidetect "
-                             "version or Pillow, pillow-heif or numpy version: another run)")
+                             "version or Pillow, pillow-heif or numpy version or their codec libraries: another run)")
         return notes
 
     # ---- merging

@@ -19,11 +19,12 @@ See docs/scale.md for clusters, weights on every node, and sizing.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import pickle
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..crashguard import FILE_TIMEOUT, STRIKES_TO_REFUSE
 from ..decode import Sample
@@ -492,6 +493,12 @@ class _ModelStage:
         raise AssertionError("unreachable")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out = self._records(batch)
+        # The decoding node's versions ride with each row to the driver (_DecoderCheck): the pixels are theirs.
+        out["decoders"] = batch["decoders"] if "decoders" in batch else [""] * len(out["i"])
+        return out
+
+    def _records(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._deadline is None:
             return self._run(batch)
         import ray
@@ -566,11 +573,25 @@ def _complete(pipe, samples: list[Sample]) -> list[Record]:
                 for s in samples]
 
 
+def node_decoders() -> str:
+    """The decoder versions of the process that decodes (extras.decoder_versions, read once a process), as a
+    worker reports them with each of its rows: a node with another Pillow or libjpeg gives other pixels."""
+    from ..extras import decoder_versions
+
+    return json.dumps(decoder_versions(), sort_keys=True)
+
+
 def _decode_stage(half, finish: bool):
-    """The CPU task body; with finish (no model detectors) it completes the records too."""
+    """The CPU task body; with finish (no model detectors) it completes the records too. Each row carries the
+    decoder versions of the worker that decoded it (node_decoders), which the driver compares with its own."""
     listed_on = machine_id()
 
     def fn(batch: dict[str, Any]) -> dict[str, Any]:
+        out = _decoded(batch)
+        out["decoders"] = [node_decoders()] * len(out["i"])
+        return out
+
+    def _decoded(batch: dict[str, Any]) -> dict[str, Any]:
         cands = [pickle.loads(b) for b in batch["cand"]]
         if machine_id() != listed_on:  # another node: its device numbers for the share are its own
             for c in cands:
@@ -636,7 +657,7 @@ def _timed_out(batch: dict[str, Any], finish: bool) -> dict[str, Any]:
         path = pickle.loads(b).path
         rec = Record(file=path).set_error(TIMEOUT, "its task ran past its deadline")
         out.append(_dump(rec) if finish else pickle.dumps(Sample(index=int(i), path=path, record=rec), protocol=5))
-    return {"i": batch["i"], ("record" if finish else "sample"): out}
+    return {"i": batch["i"], ("record" if finish else "sample"): out, "decoders": [""] * len(out)}
 
 
 def _dump(rec: Record) -> bytes:
@@ -649,14 +670,15 @@ def _dump(rec: Record) -> bytes:
 def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address: str | None = None,
         actors: int | None = None, actor_cpus: float | None = None, actor_gpus: float | None = None,
         window: int | None = None, quiet: bool = False, file_timeout: float | None = FILE_TIMEOUT,
-        own_stderr: bool = False) -> Iterator[Record]:
+        own_stderr: bool = False, note: Callable[[str], None] | None = None) -> Iterator[Record]:
     """Records for `candidates`, in order, computed on Ray. `pipe` is the
     driver's Pipeline (its settings, statistics and results-store hook);
     families and ctx say how each actor builds the same detectors. Connects
     before returning, so a missing Ray or an unreachable cluster raises
     RayUnavailable here, before any output. `file_timeout`: seconds per file of a
     task's deadline (task_deadline, --file-timeout); None or 0: no deadline. `own_stderr`: the process is the
-    scan's (the command line), whose stderr quiet may filter (_without_pool_notice); a library host's never."""
+    scan's (the command line), whose stderr quiet may filter (_without_pool_notice); a library host's never.
+    `note`: where a node's other decoder versions are said (_DecoderCheck; the aiidetect logger by default)."""
     _settings()
     ray = _import_ray()
     if pipe.prior is None:
@@ -666,7 +688,7 @@ def run(pipe, candidates: Iterable[Candidate], families: list[str], ctx, address
     # of processes, for nothing). Its address was already probed (preflight).
     return _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window, file_timeout,
                     connect=(lambda: None) if pipe.prior is None else (lambda: _connect(ray, address, quiet)),
-                    drop_pool_notice=quiet and own_stderr)
+                    drop_pool_notice=quiet and own_stderr, note=note)
 
 
 # What Ray's C++ core worker writes on this process's stderr, once per model pool actor started: Ray Data (2.60)
@@ -764,9 +786,10 @@ def preflight(address: str | None) -> None:
 
 
 def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpus, window,
-             file_timeout: float | None = None, connect=lambda: None, drop_pool_notice: bool = False
-             ) -> Iterator[Record]:
+             file_timeout: float | None = None, connect=lambda: None, drop_pool_notice: bool = False,
+             note: Callable[[str], None] | None = None) -> Iterator[Record]:
     env = _settings()
+    check = None
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
     guard = pipe.guard
@@ -800,8 +823,9 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
         if plan is None:
             connect()
             plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start)
+            check = _DecoderCheck(pipe, note or _log_warning)
         stages, cpus = plan
-        sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start)
+        sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check)
         # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
         yield from _without_pool_notice(sent) if drop_pool_notice and pipe.groups else sent
 
@@ -860,15 +884,48 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     return stages, cpus
 
 
-def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start) -> Iterator[Record]:
+class _DecoderCheck:
+    """Each row's decoder versions, as the worker that decoded it reported them (node_decoders), against this
+    process's, which the records and a --db run's identity name. Nothing compared them: a node with another
+    Pillow or libjpeg-turbo gave other pixels for some files, and its records were stored under this process's
+    run. A row from such a node is counted (stats `other_decoders`) and its versions said once (`note`); with a
+    results store the scan stops there (RayJobFailed), before that record is written or stored."""
+
+    def __init__(self, pipe, note: Callable[[str], None]):
+        self.pipe, self.note = pipe, note
+        self.here = node_decoders()
+        self.said: set[str] = set()
+
+    def __call__(self, there: str) -> None:
+        if not there or there == self.here:
+            return  # a row the driver made (a cancelled task's), or a node like this one
+        self.pipe.stats.other_decoders += 1
+        if there in self.said:
+            return
+        self.said.add(there)
+        mine, theirs = json.loads(self.here), json.loads(there)
+        diff = "; ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in sorted(set(mine) | set(theirs))
+                         if mine.get(k) != theirs.get(k))
+        why = (f"a Ray node decodes with other decoder versions than this process ({diff}): its pixels, and so its "
+               "records, can differ from this machine's; install the same versions on every node (docs/scale.md)")
+        if self.pipe.prior is not None:
+            raise RayJobFailed(f"{why}. The results store's run names this process's versions, so no record decoded "
+                               "there is stored under it: the store keeps the records so far, and the same command "
+                               "resumes once the nodes match")
+        self.note(why)
+
+
+def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check=lambda there: None
+          ) -> Iterator[Record]:
     """The records of one window's files that go to the cluster (`todo`), lost files tried again alone.
     The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
     process reading them; a worker that dies costs the driver nothing, so none is read "alone" here."""
     guard = pipe.guard
     returned: set[int] = set()
-    for rec, i in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
+    for rec, i, there in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
         if _is_timeout(rec):
             continue  # its task ran out of time: which of its files did is learnt alone, below
+        check(there)
         returned.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)
@@ -887,10 +944,11 @@ def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start) -> I
     # files with it: each is tried again alone, so only such a file is lost, as an error record.
     again: set[int] = set()
     late: dict[int, str] = {}
-    for rec, i in _execute(ray, lost, len(lost), stages, 1):
+    for rec, i, there in _execute(ray, lost, len(lost), stages, 1):
         if _is_timeout(rec):
             late[i] = rec.error.message
             continue
+        check(there)
         again.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)
@@ -959,6 +1017,12 @@ def _ran_out(deadline: float, file_timeout: float, start: float, kept: bool, sto
             f"worker); {then}")
 
 
+def _log_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger("aiidetect").warning(message)
+
+
 def _is_timeout(rec: Record) -> bool:
     return rec.error is not None and rec.error.code == TIMEOUT
 
@@ -967,10 +1031,10 @@ def _blocks(n: int, batch_size: int, cpus: float) -> int:
     return max(1, min(n // batch_size, 4 * int(cpus)))
 
 
-def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> Iterator[tuple[Record, int]]:
-    """(record, index) of the items whose blocks finished, in input order. A block whose task failed
-    after its retries is left out (max_errored_blocks), not the end of the dataset: the caller sees
-    which indices did not come back."""
+def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> Iterator[tuple[Record, int, str]]:
+    """(record, index, the decoding worker's node_decoders or "") of the items whose blocks finished, in input
+    order. A block whose task failed after its retries is left out (max_errored_blocks), not the end of the
+    dataset: the caller sees which indices did not come back."""
     import warnings
 
     ds = ray.data.from_items(items, override_num_blocks=blocks)
@@ -981,4 +1045,4 @@ def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> It
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
             ds = ds.map_batches(fn, batch_size=batch_size, batch_format="numpy", **kw)
     for row in ds.iter_rows():
-        yield pickle.loads(row["record"]), int(row["i"])
+        yield pickle.loads(row["record"]), int(row["i"]), str(row.get("decoders") or "")

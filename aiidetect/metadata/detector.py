@@ -61,10 +61,11 @@ class MetadataDetector(Detector):
         return {"name": self.name, "family": self.family, "options": self.options}
 
     def cache_identity(self) -> dict[str, Any]:
-        # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more.
-        from ..extras import installed_versions
+        # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more. The versions this
+        # process runs, not those installed since underneath a long-lived host (extras.loaded_version).
+        from ..extras import running_versions
 
-        libs = installed_versions(("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"))
+        libs = running_versions(("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"))
         return {"family": self.family, "options": self.options, "libs": libs}
 
 

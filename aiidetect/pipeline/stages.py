@@ -40,6 +40,8 @@ class ScanStats:
     # another --watermark, or not at all); their models' results came from the cache.
     cache_rerun: int = 0
     resumed: int = 0
+    # Files decoded by a Ray node whose decoder versions are not this process's (engines/ray.py, _DecoderCheck).
+    other_decoders: int = 0
 
     @property
     def seconds(self) -> float:
@@ -51,7 +53,8 @@ class ScanStats:
                 "errors": dict(self.errors), "errors_decided": self.errors_decided, "seconds": round(s, 3),
                 "images_per_s": round(self.files / s, 3) if s > 0 else None,
                 "model_seconds": round(self.model_seconds, 3), "duplicates_reused": self.duplicates_reused,
-                "cache_hits": self.cache_hits, "cache_rerun": self.cache_rerun, "resumed": self.resumed}
+                "cache_hits": self.cache_hits, "cache_rerun": self.cache_rerun, "resumed": self.resumed,
+                "other_decoders": self.other_decoders}
 
     def count(self, rec: Record) -> None:
         self.files += 1

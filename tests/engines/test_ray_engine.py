@@ -832,14 +832,14 @@ def test_a_model_batch_past_its_deadline_kills_its_actor_and_marks_its_files(mon
 
     stage = ray_engine._ModelStage(None, 1, 3.0, 10.0, 500.0)
     assert calls == [("wait", "ready", 500.0)] and len(made) == 1  # the model is built before the first batch
-    assert stage(batch("a.png", "b.png")) == {"i": [0, 1], "record": ["done", "done"]}
+    assert stage(batch("a.png", "b.png")) == {"i": [0, 1], "record": ["done", "done"], "decoders": ["", ""]}
     out = stage(batch("a.png", "hang.png", "c.png"))
     assert calls[1:] == [("wait", "batch", 16.0), ("wait", "batch", 19.0), ("kill", 0, True)]
     recs = [pickle.loads(r) for r in out["record"]]
     assert [r.file for r in recs] == ["/x/a.png", "/x/hang.png", "/x/c.png"] and out["i"] == [0, 1, 2]
     assert all(ray_engine._is_timeout(r) and r.error.message == ray_engine.MODEL_LATE for r in recs)
     # The next batch goes to a new model actor, given its start-up again.
-    assert stage(batch("d.png")) == {"i": [0], "record": ["done"]}
+    assert stage(batch("d.png")) == {"i": [0], "record": ["done"], "decoders": [""]}
     assert len(made) == 2 and calls[4:] == [("wait", "ready", 500.0), ("wait", "batch", 13.0)]
     monkeypatch.setenv("AIIDETECT_RAY_ACTOR_START", "0")  # checked before the scan, as the other sizing settings
     with pytest.raises(ray_engine.RayUnavailable, match="AIIDETECT_RAY_ACTOR_START='0'"):
@@ -1197,3 +1197,86 @@ def test_a_model_actor_that_does_not_start_in_time_gives_its_files_records(monke
     stage._model, late[0] = None, True  # its model actor killed past a batch's deadline: the next one is late
     check(stage)
     assert len(made) == 3 and len(killed) == 2
+
+
+def _nodes_decode_with(monkeypatch, ray_engine, **versions):
+    """Every row decoded by a worker whose decoder versions differ from this process's by `versions`."""
+    from aiidetect.extras import decoder_versions
+
+    real = ray_engine._decode_stage
+
+    def stage(half, finish):
+        fn = real(half, finish)
+
+        def run(batch):
+            out = fn(batch)
+            there = json.dumps({**decoder_versions(), **versions}, sort_keys=True)
+            out["decoders"] = [there] * len(out["i"])
+            return out
+        return run
+
+    monkeypatch.setattr(ray_engine, "_decode_stage", stage)
+
+
+def _fake_ray_scan(tmp_path, monkeypatch, *args):
+    from PIL import Image
+
+    from aiidetect.engines import ray as ray_engine
+
+    (tmp_path / "in").mkdir(exist_ok=True)
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k, 2, 3)).save(tmp_path / "in" / f"{k}.png")
+    fake = _fake_ray()
+    fake.is_initialized = lambda: False
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    monkeypatch.setattr(ray_engine, "_connect", lambda ray, address, quiet=False: None)
+    return run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--engine", "ray", "-f", "jsonl",
+                              "--no-cache", "--file-timeout", "0", *args)
+
+
+def test_a_node_with_another_pillow_is_said_and_counted(tmp_path, monkeypatch):
+    """A cluster whose workers ran another Pillow gave records decoded by it, keyed and identified by the
+    driver's versions, and nothing said so: nothing compared the nodes' decoders with the driver's."""
+    from aiidetect.engines import ray as ray_engine
+
+    _nodes_decode_with(monkeypatch, ray_engine, pillow="0.0.1", **{"libjpeg-turbo": "2.0.0"})
+    r = _fake_ray_scan(tmp_path, monkeypatch)
+    assert r.returncode == 0, r.stderr
+    assert len([json.loads(line) for line in r.stdout.splitlines()]) == 3  # the records are still given
+    import PIL
+
+    err = " ".join(r.stderr.split())
+    assert err.count("a Ray node decodes with other decoder versions") == 1, err  # once per version set
+    assert f"pillow 0.0.1 there, {PIL.__version__} here" in err and "libjpeg-turbo 2.0.0 there" in err, err
+    assert "3 files decoded on Ray nodes with other decoder versions than this machine" in err, err
+
+
+def test_a_node_with_another_pillow_stops_a_db_run_before_its_records_are_stored(tmp_path, monkeypatch):
+    """With --db its records were stored under the driver's run identity (versions the node did not decode
+    with), and a later resume served them as that run's."""
+    import sqlite3
+
+    from aiidetect.engines import ray as ray_engine
+
+    db = tmp_path / "s.sqlite"
+    with monkeypatch.context() as mp:
+        _nodes_decode_with(mp, ray_engine, pillow="0.0.1")
+        r = _fake_ray_scan(tmp_path, mp, "--db", str(db))
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert "no record decoded there is stored under it" in " ".join(r.stderr.split()), r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+    again = _fake_ray_scan(tmp_path, monkeypatch, "--db", str(db))  # the nodes match now: the same command
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 3, again.stderr
+    assert "other decoder versions" not in again.stderr
+
+
+def test_the_model_stage_hands_on_the_decoding_nodes_versions():
+    """The model actors run no decoder: the versions the driver compares are those of the node that decoded
+    the row, carried through the model stage (Ray Data keeps only the columns a stage returns)."""
+    from aiidetect.engines import ray as ray_engine
+
+    stage = object.__new__(ray_engine._ModelStage)
+    stage._deadline, stage._run = None, lambda batch: {"i": batch["i"], "record": [b"r"] * len(batch["i"])}
+    out = stage({"i": [0, 1], "sample": [b"", b""], "decoders": ["x", "y"]})
+    assert list(out["decoders"]) == ["x", "y"] and list(out["i"]) == [0, 1]

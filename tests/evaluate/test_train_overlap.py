@@ -99,15 +99,16 @@ def test_the_record_names_the_decoders_the_images_were_decoded_by(tmp_path, monk
     """The features a head is fitted on are the installed Pillow's (the feature cache is keyed by it), and
     another Pillow can give other pixels: the manifest recorded nothing of it, so a head could not be
     trained again from what it records."""
+    import PIL
+
     from aiidetect import extras
     from aiidetect.extras import installed_version
 
-    real = metadata.version
     others = {d: installed_version(d) for d in ("pillow-heif", "numpy")}
-    monkeypatch.setattr(metadata, "version", lambda dist: "12.9.9" if dist.lower() == "pillow" else real(dist))
+    monkeypatch.setattr(PIL, "__version__", "12.9.9")
     monkeypatch.setattr(extras, "_decoder_versions", None)  # a new process, another Pillow
     block, _ = record(["ab" * 32], "x")
-    assert block["decoders"] == {"pillow": "12.9.9", **others}
+    assert block["decoders"] == {"pillow": "12.9.9", **others, **extras.codec_versions()}
 
 
 def test_eval_leaves_out_and_counts_the_images_a_head_was_trained_on(data):
