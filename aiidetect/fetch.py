@@ -210,6 +210,78 @@ def _etag_sha256(headers) -> str | None:
     return None
 
 
+class _HeaderDeadline:
+    """The status line and headers must all arrive within the connection's timeout. The socket timeout
+    only catches silence, and the body's rate check starts after the headers: a server that sent a
+    header byte every few seconds (a line may be 64 KiB, and there may be 100) held the fetch for days
+    whatever --timeout said. When the time is up the socket is shut down, the read fails, and the
+    try counts as a dropped connection."""
+
+    expired = False
+
+    def getresponse(self):
+        import threading
+
+        timer = threading.Timer(self.timeout, self._expire) if _finite_timeout(self.timeout) else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        why = f"the server's headers did not arrive within {self.timeout:g} s"
+        try:
+            resp = super().getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            if self.expired:
+                raise TimeoutError(why) from exc
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        if self.expired:  # the shutdown ended the headers early: what was read is not the answer
+            resp.close()
+            raise TimeoutError(why)
+        return resp
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                import socket
+
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, under any TLS layer
+            except OSError:
+                pass
+
+
+def _finite_timeout(t) -> bool:
+    return isinstance(t, (int, float)) and 0 < t < float("inf")
+
+
+class _DeadlineHTTPConnection(_HeaderDeadline, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_HeaderDeadline, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_DeadlineHTTPConnection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        kw = {"context": self._context}
+        if getattr(self, "_check_hostname", None) is not None:  # Python 3.11's handler still passes it on
+            kw["check_hostname"] = self._check_hostname
+        return self.do_open(_DeadlineHTTPSConnection, req, **kw)
+
+
+def _opener(*handlers):
+    return urllib.request.build_opener(_DeadlineHTTPHandler, _DeadlineHTTPSHandler, *handlers)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -249,7 +321,7 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
     does not. Ask without following the redirect."""
     req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "aiidetect-weights-fetch"})
     try:
-        resp = urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout)
+        resp = _opener(_NoRedirect).open(req, timeout=timeout)
         headers = resp.headers
         resp.close()
     except urllib.error.HTTPError as exc:
@@ -361,7 +433,7 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
 def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: int, timeout: float,
                      opener) -> dict[str, Any]:
     dest = plan.dest
-    opener = opener or urllib.request.build_opener(_HttpRedirectsOnly)
+    opener = opener or _opener(_HttpRedirectsOnly)
     expected = plan.sha256
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False

@@ -557,3 +557,46 @@ def test_a_wrong_file_in_place_is_hashed_once_then_replaced(server, checkpoint, 
     assert res["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
     assert hashed == [tmp_path / "tiny.safetensors"]
     assert len(server.requests) == 1
+
+
+def test_a_server_that_drips_its_headers_is_dropped(tmp_path):
+    """The body's rate check starts after the headers, and the socket timeout only catches silence: a
+    server that sent one header byte at a time held the fetch for days whatever --timeout said. The
+    headers must arrive within the timeout. In-process, one try, a 0.3 s timeout."""
+    import socket
+
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            try:
+                while not stop.wait(0.05):
+                    conn.sendall(b"X")  # a header line that never ends
+            except OSError:
+                pass  # the client hung up: what the fix does
+
+    threading.Thread(target=serve, daemon=True).start()
+    plan = FetchPlan(url=f"http://127.0.0.1:{lsock.getsockname()[1]}/w/x.safetensors", dest=tmp_path / "x.safetensors",
+                     sha256="0" * 64)
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(download(plan, retries=0, timeout=0.3))
+        except FetchError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5)
+    stop.set()
+    lsock.close()
+    assert outcome, "the fetch was still waiting for the headers after 5 s with --timeout 0.3"
+    assert isinstance(outcome[0], FetchError) and "headers did not arrive within 0.3 s" in str(outcome[0])
+    assert not plan.dest.exists()
