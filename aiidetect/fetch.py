@@ -438,6 +438,7 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
     attempt = 0
+    content_type = ""
     while True:
         have = os.fstat(fd).st_size
         req = urllib.request.Request(plan.url, headers={"User-Agent": "aiidetect-weights-fetch"})
@@ -485,6 +486,7 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             os.lseek(fd, have, os.SEEK_SET)
             if plan.hub and expected is None:
                 expected = hub_sha or _etag_sha256(resp.headers)
+            content_type = _one_line(resp.headers.get("Content-Type") or "")[:100]
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_BYTES:
@@ -553,9 +555,51 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
         part.unlink(missing_ok=True)
         raise FetchError(f"{plan.url}: SHA-256 {digest} does not start with the published {plan.sha256_prefix}; "
                          "the download was deleted")
+    if not expected and not plan.sha256_prefix:
+        # Nothing vouches for these bytes: a mirror or proxy that drops the hub's X-Linked-Etag and answers
+        # with a sign-in page (HTTP 200) had it installed as the checkpoint, exit 0.
+        problem = _not_a_checkpoint(part)
+        if problem:
+            part.unlink(missing_ok=True)
+            sent = f" ({content_type})" if content_type else ""
+            raise FetchError(f"{plan.url}: the server sent{sent} {problem}, and no checksum to verify it; "
+                             "the download was deleted")
     os.replace(part, dest)
     verified = "sha256" if expected else ("sha256-prefix" if plan.sha256_prefix else "none")
     return {"path": str(dest), "sha256": digest, "bytes": size, "resumed": resumed, "verified": verified}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What the file is instead of a whole checkpoint, or None: its format (weights_identity.detect_format,
+    as every loader reads it first), a safetensors file whose header does not cover the file exactly (cut
+    short), a zip whose directory cannot be read. Without torch or safetensors: fetch stays light."""
+    import json
+    import struct
+    import zipfile
+
+    from .weights_identity import WeightsFormatError, detect_format
+
+    try:
+        fmt = detect_format(path)
+        if fmt == "safetensors":
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+                if n > size - 8:
+                    return "a safetensors file cut short (its header runs past the end)"
+                header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end != size:
+                return f"a safetensors file of {size} bytes whose header describes {8 + n + end}"
+        elif fmt in ("torch", "torchscript") and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+    except WeightsFormatError:
+        return "a file that is not a checkpoint (not safetensors, torch or TorchScript)"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, zipfile.BadZipFile,
+            struct.error) as exc:
+        return f"a damaged checkpoint ({type(exc).__name__}: {_one_line(exc)})"
+    return None
 
 
 def terminal_progress(label: str):

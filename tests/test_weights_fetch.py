@@ -600,3 +600,22 @@ def test_a_server_that_drips_its_headers_is_dropped(tmp_path):
     assert outcome, "the fetch was still waiting for the headers after 5 s with --timeout 0.3"
     assert isinstance(outcome[0], FetchError) and "headers did not arrive within 0.3 s" in str(outcome[0])
     assert not plan.dest.exists()
+
+
+def test_an_unverifiable_download_that_is_no_checkpoint_is_refused(server, checkpoint, tmp_path):
+    """A hub file whose server (a mirror, a proxy's sign-in page) sends no X-Linked-Etag has nothing to be
+    checked against: an HTML page answered with 200, or a checkpoint cut short, was installed as the
+    backbone with exit 0. A whole checkpoint without a checksum is still installed, marked unverified."""
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    path = "/repo/resolve/main/open_clip_model.safetensors"
+    plan = FetchPlan(url=server.base + path, dest=tmp_path / "x.safetensors", hub=True)
+    for body, why in ((b"<html><body>Sign in to continue</body></html>", "not a checkpoint"),
+                      (checkpoint[: len(checkpoint) - 1000], "whose header describes")):
+        server.files[path] = body
+        with pytest.raises(FetchError, match=why):
+            download(plan, retries=0)
+        assert not plan.dest.exists() and not (tmp_path / "x.safetensors.partial").exists()
+    server.files[path] = checkpoint
+    res = download(plan, retries=0)
+    assert res["verified"] == "none" and plan.dest.read_bytes() == checkpoint
