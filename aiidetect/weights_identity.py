@@ -235,12 +235,15 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a hostile pickle must be a refusal
             raise WeightsFormatError(f"{path}: unreadable TorchScript data.pkl ({type(exc).__name__}: {exc})") \
                 from exc
+    if not isinstance(root, _ScriptObject):
+        raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
     out: dict[str, Any] = {}
     seen: set[int] = set()
-
-    def walk(obj: _ScriptObject, prefix_: str) -> None:
+    todo: list[tuple[_ScriptObject, str]] = [(root, "")]
+    while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
+        obj, prefix_ = todo.pop()
         if id(obj) in seen:
-            return
+            continue
         seen.add(id(obj))
         if not isinstance(obj.state, dict):
             # a class with its own __setstate__: what it builds is known only by running it
@@ -249,11 +252,7 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
             if isinstance(v, torch.Tensor):
                 out[prefix_ + str(k)] = v
             elif isinstance(v, _ScriptObject):
-                walk(v, f"{prefix_}{k}.")
-
-    if not isinstance(root, _ScriptObject):
-        raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
-    walk(root, "")
+                todo.append((v, f"{prefix_}{k}."))
     return out
 
 
