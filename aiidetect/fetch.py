@@ -239,6 +239,7 @@ class _HeaderDeadline:
         if self.expired:  # the shutdown ended the headers early: what was read is not the answer
             resp.close()
             raise TimeoutError(why)
+        resp.aiidetect_sock = self.sock  # for _ReadWatch: urllib drops the connection's reference next
         return resp
 
     def _expire(self) -> None:
@@ -251,6 +252,38 @@ class _HeaderDeadline:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, under any TLS layer
             except OSError:
                 pass
+
+
+class _ReadWatch:
+    """Shuts the socket down when one read of the body has waited longer than `timeout`. read1 returns
+    what has arrived, so the rate check below sees a slow body, except where http.client reads a whole
+    line first: a chunked body whose chunk-size line came a byte at a time held the fetch for days."""
+
+    def __init__(self, sock, timeout: float):
+        import threading
+
+        self.sock, self.timeout = sock, timeout
+        self.since: float | None = None  # when the pending read began; None between reads
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import socket
+
+        while not self._stop.wait(min(self.timeout / 4, 1.0)):
+            since = self.since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self.fired = True
+                try:
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _finite_timeout(t) -> bool:
@@ -494,6 +527,8 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             got = have
             dropped, why = False, "connection dropped"
             window_start, window_bytes = time.monotonic(), 0
+            sock = getattr(resp, "aiidetect_sock", None)
+            watch = _ReadWatch(sock, timeout) if sock is not None and _finite_timeout(timeout) else None
             try:
                 with open(fd, "wb", closefd=False) as out:
                     if progress:
@@ -502,7 +537,11 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
                         try:
                             # read1: what has arrived, so a slow server is seen being slow
                             # (read(n) waits for n bytes however long they take).
+                            if watch:
+                                watch.since = time.monotonic()
                             chunk = resp.read1(_CHUNK)
+                            if watch:
+                                watch.since = None
                         except (OSError, http.client.HTTPException):
                             dropped = True  # the connection went away mid-body: resume below
                             break
@@ -538,6 +577,12 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
                 part.unlink(missing_ok=True)
                 raise FetchError(f"cannot write {part}: {exc.strerror} after {got} bytes; the partial download was "
                                  "deleted to free the space") from exc
+            finally:
+                if watch:
+                    watch.stop()
+            if watch and watch.fired:
+                # the shutdown ends the body as if complete (a chunked one without its last chunk)
+                dropped, why = True, f"a read of the body waited more than {timeout:g} s"
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
