@@ -153,6 +153,10 @@ _TS_STORAGES = {"FloatStorage": "float32", "HalfStorage": "float16", "DoubleStor
                 "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
 
 
+_TS_IDENTITY = {"build_intlist": lambda v: v, "build_tensorlist": lambda v: v, "build_doublelist": lambda v: v,
+                "build_boollist": lambda v: v, "restore_type_tag": lambda v, _t: v}
+
+
 class _ScriptObject:
     """A TorchScript module or object: only its attributes, none of its code."""
 
@@ -218,6 +222,9 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
                     return getattr(torch, _TS_STORAGES[name])
                 if module == "collections" and name == "OrderedDict":
                     return collections.OrderedDict
+                if module == "torch.jit._pickle" and name in _TS_IDENTITY:
+                    # how older archives tag typed lists and containers: the value, unchanged
+                    return _TS_IDENTITY[name]
                 raise WeightsFormatError(f"{path}: the archive's data.pkl names {module}.{name}, "
                                          "which a checkpoint's tensors never need")
 

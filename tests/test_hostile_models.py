@@ -63,3 +63,30 @@ def test_torchscript_archive_code_never_runs_on_backbone_read(code_archive):
     with pytest.raises(WeightsFormatError, match="restored by its own code"):
         list(iter_tensors(archive))
     assert not target.exists(), "building a backbone on the archive ran its TorchScript"
+
+
+class _Typed(torch.nn.Module):
+    """Attributes TorchScript pickles through torch.jit._pickle (typed lists, a dict of tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = [1, 2]
+        self.named: dict[str, torch.Tensor] = {"a": torch.ones(2)}
+        self.many: list[torch.Tensor] = [torch.zeros(3)]
+        self.lin = torch.nn.Linear(2, 2)
+        self.register_buffer("buf", torch.arange(3.0))
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_torchscript_reader_gives_jit_loads_state_dict(tmp_path):
+    """The archive reader that replaced torch.jit.load reads the same parameters and buffers from an
+    archive whose other attributes are typed containers, and no tensor those containers hold."""
+    from aiidetect.weights_identity import read_torchscript_tensors
+
+    p = tmp_path / "typed.pt"
+    torch.jit.script(_Typed()).save(str(p))
+    got, want = read_torchscript_tensors(p), torch.jit.load(str(p)).state_dict()
+    assert sorted(got) == sorted(want) == ["buf", "lin.bias", "lin.weight"]
+    assert all(torch.equal(got[k], want[k]) and got[k].dtype == want[k].dtype for k in want)
