@@ -181,6 +181,10 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
         if len(pkls) != 1:
             raise WeightsFormatError(f"{path}: a TorchScript archive needs one data.pkl, found {len(pkls)}")
         prefix = pkls[0][:-len("data.pkl")]
+        # torch writes data.pkl and the tensor data stored (only code/ is deflated): a compressed entry could
+        # inflate to any size as it is read (a zip bomb), a stored one holds no more than the archive's bytes
+        if z.getinfo(pkls[0]).compress_type != zipfile.ZIP_STORED:
+            raise WeightsFormatError(f"{path}: {pkls[0]} is compressed, which torch never writes")
         order = [n for n in z.namelist() if n == prefix + "byteorder"]
         if order and z.read(order[0]).strip() not in (b"", b"little"):
             raise WeightsFormatError(f"{path}: big-endian TorchScript archive")
@@ -193,9 +197,8 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
                     info = z.getinfo(f"{prefix}data/{key}")
                 except KeyError:
                     raise WeightsFormatError(f"{path}: tensor data {key!r} missing from the archive") from None
-                # torch writes them stored: a compressed entry could declare any size (a zip bomb)
                 if info.compress_type != zipfile.ZIP_STORED:
-                    raise WeightsFormatError(f"{path}: tensor data {key!r} is compressed, not a torch archive")
+                    raise WeightsFormatError(f"{path}: tensor data {key!r} is compressed, which torch never writes")
                 data = bytearray(z.read(info))
                 item = torch.empty(0, dtype=dtype).element_size()
                 if len(data) % item:

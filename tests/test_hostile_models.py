@@ -90,3 +90,23 @@ def test_torchscript_reader_gives_jit_loads_state_dict(tmp_path):
     got, want = read_torchscript_tensors(p), torch.jit.load(str(p)).state_dict()
     assert sorted(got) == sorted(want) == ["buf", "lin.bias", "lin.weight"]
     assert all(torch.equal(got[k], want[k]) and got[k].dtype == want[k].dtype for k in want)
+
+
+def test_torchscript_archive_with_a_compressed_entry_is_refused(tmp_path):
+    """torch writes its archives stored; a deflated data.pkl could inflate to any size as it is read
+    (a few MB of zeros hold gigabytes), so such an archive is refused before anything is unpickled."""
+    import zipfile
+
+    from aiidetect.weights_identity import WeightsFormatError, read_torchscript_tensors
+
+    p = tmp_path / "packed.pt"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("packed/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("packed/constants.pkl", b"\x80\x02).")
+        z.writestr("packed/code/__torch__.py", b"")
+        z.writestr("packed/version", b"3\n")
+    with pytest.raises(WeightsFormatError, match="compressed"):
+        read_torchscript_tensors(p)
+    r = run_cli_in_process("weights", "inspect", str(p), "--format", "json",
+                           env={"AIIDETECT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "data.pkl is compressed" in json.loads(r.stdout)[0]["error"]
