@@ -210,6 +210,111 @@ def _etag_sha256(headers) -> str | None:
     return None
 
 
+class _HeaderDeadline:
+    """The status line and headers must all arrive within the connection's timeout. The socket timeout
+    only catches silence, and the body's rate check starts after the headers: a server that sent a
+    header byte every few seconds (a line may be 64 KiB, and there may be 100) held the fetch for days
+    whatever --timeout said. When the time is up the socket is shut down, the read fails, and the
+    try counts as a dropped connection."""
+
+    expired = False
+
+    def getresponse(self):
+        import threading
+
+        timer = threading.Timer(self.timeout, self._expire) if _finite_timeout(self.timeout) else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        why = f"the server's headers did not arrive within {self.timeout:g} s"
+        try:
+            resp = super().getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            if self.expired:
+                raise TimeoutError(why) from exc
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        if self.expired:  # the shutdown ended the headers early: what was read is not the answer
+            resp.close()
+            raise TimeoutError(why)
+        resp.aiidetect_sock = self.sock  # for _ReadWatch: urllib drops the connection's reference next
+        return resp
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = self.sock
+        if sock is not None:
+            try:
+                import socket
+
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, under any TLS layer
+            except OSError:
+                pass
+
+
+class _ReadWatch:
+    """Shuts the socket down when one read of the body has waited longer than `timeout`. read1 returns
+    what has arrived, so the rate check below sees a slow body, except where http.client reads a whole
+    line first: a chunked body whose chunk-size line came a byte at a time held the fetch for days."""
+
+    def __init__(self, sock, timeout: float):
+        import threading
+
+        self.sock, self.timeout = sock, timeout
+        self.since: float | None = None  # when the pending read began; None between reads
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import socket
+
+        while not self._stop.wait(min(self.timeout / 4, 1.0)):
+            since = self.since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self.fired = True
+                try:
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _finite_timeout(t) -> bool:
+    return isinstance(t, (int, float)) and 0 < t < float("inf")
+
+
+class _DeadlineHTTPConnection(_HeaderDeadline, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_HeaderDeadline, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_DeadlineHTTPConnection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        kw = {"context": self._context}
+        if getattr(self, "_check_hostname", None) is not None:  # Python 3.11's handler still passes it on
+            kw["check_hostname"] = self._check_hostname
+        return self.do_open(_DeadlineHTTPSConnection, req, **kw)
+
+
+def _opener(*handlers):
+    return urllib.request.build_opener(_DeadlineHTTPHandler, _DeadlineHTTPSHandler, *handlers)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
@@ -249,7 +354,7 @@ def _hub_sha256(url: str, timeout: float) -> str | None:
     does not. Ask without following the redirect."""
     req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "aiidetect-weights-fetch"})
     try:
-        resp = urllib.request.build_opener(_NoRedirect).open(req, timeout=timeout)
+        resp = _opener(_NoRedirect).open(req, timeout=timeout)
         headers = resp.headers
         resp.close()
     except urllib.error.HTTPError as exc:
@@ -361,11 +466,12 @@ def download(plan: FetchPlan, progress: Callable[[int, int | None], None] | None
 def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: int, timeout: float,
                      opener) -> dict[str, Any]:
     dest = plan.dest
-    opener = opener or urllib.request.build_opener(_HttpRedirectsOnly)
+    opener = opener or _opener(_HttpRedirectsOnly)
     expected = plan.sha256
     hub_sha = _hub_sha256(plan.url, timeout) if plan.hub and expected is None else None
     resumed = False
     attempt = 0
+    content_type = ""
     while True:
         have = os.fstat(fd).st_size
         req = urllib.request.Request(plan.url, headers={"User-Agent": "aiidetect-weights-fetch"})
@@ -413,6 +519,7 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             os.lseek(fd, have, os.SEEK_SET)
             if plan.hub and expected is None:
                 expected = hub_sha or _etag_sha256(resp.headers)
+            content_type = _one_line(resp.headers.get("Content-Type") or "")[:100]
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_BYTES:
@@ -420,6 +527,8 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
             got = have
             dropped, why = False, "connection dropped"
             window_start, window_bytes = time.monotonic(), 0
+            sock = getattr(resp, "aiidetect_sock", None)
+            watch = _ReadWatch(sock, timeout) if sock is not None and _finite_timeout(timeout) else None
             try:
                 with open(fd, "wb", closefd=False) as out:
                     if progress:
@@ -428,7 +537,11 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
                         try:
                             # read1: what has arrived, so a slow server is seen being slow
                             # (read(n) waits for n bytes however long they take).
+                            if watch:
+                                watch.since = time.monotonic()
                             chunk = resp.read1(_CHUNK)
+                            if watch:
+                                watch.since = None
                         except (OSError, http.client.HTTPException):
                             dropped = True  # the connection went away mid-body: resume below
                             break
@@ -464,6 +577,12 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
                 part.unlink(missing_ok=True)
                 raise FetchError(f"cannot write {part}: {exc.strerror} after {got} bytes; the partial download was "
                                  "deleted to free the space") from exc
+            finally:
+                if watch:
+                    watch.stop()
+            if watch and watch.fired:
+                # the shutdown ends the body as if complete (a chunked one without its last chunk)
+                dropped, why = True, f"a read of the body waited more than {timeout:g} s"
         if dropped or (total is not None and got < total):
             attempt += 1
             if attempt > retries:
@@ -481,9 +600,51 @@ def _download_locked(plan: FetchPlan, fd: int, part: Path, progress, retries: in
         part.unlink(missing_ok=True)
         raise FetchError(f"{plan.url}: SHA-256 {digest} does not start with the published {plan.sha256_prefix}; "
                          "the download was deleted")
+    if not expected and not plan.sha256_prefix:
+        # Nothing vouches for these bytes: a mirror or proxy that drops the hub's X-Linked-Etag and answers
+        # with a sign-in page (HTTP 200) had it installed as the checkpoint, exit 0.
+        problem = _not_a_checkpoint(part)
+        if problem:
+            part.unlink(missing_ok=True)
+            sent = f" ({content_type})" if content_type else ""
+            raise FetchError(f"{plan.url}: the server sent{sent} {problem}, and no checksum to verify it; "
+                             "the download was deleted")
     os.replace(part, dest)
     verified = "sha256" if expected else ("sha256-prefix" if plan.sha256_prefix else "none")
     return {"path": str(dest), "sha256": digest, "bytes": size, "resumed": resumed, "verified": verified}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What the file is instead of a whole checkpoint, or None: its format (weights_identity.detect_format,
+    as every loader reads it first), a safetensors file whose header does not cover the file exactly (cut
+    short), a zip whose directory cannot be read. Without torch or safetensors: fetch stays light."""
+    import json
+    import struct
+    import zipfile
+
+    from .weights_identity import WeightsFormatError, detect_format
+
+    try:
+        fmt = detect_format(path)
+        if fmt == "safetensors":
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+                if n > size - 8:
+                    return "a safetensors file cut short (its header runs past the end)"
+                header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end != size:
+                return f"a safetensors file of {size} bytes whose header describes {8 + n + end}"
+        elif fmt in ("torch", "torchscript") and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+    except WeightsFormatError:
+        return "a file that is not a checkpoint (not safetensors, torch or TorchScript)"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, zipfile.BadZipFile,
+            struct.error) as exc:
+        return f"a damaged checkpoint ({type(exc).__name__}: {_one_line(exc)})"
+    return None
 
 
 def terminal_progress(label: str):

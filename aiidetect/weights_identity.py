@@ -125,7 +125,7 @@ def iter_tensors(path: str | Path) -> Iterator[tuple[str, Any]]:
         return
     try:
         if fmt == "torchscript":
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            sd = read_torchscript_tensors(path)
         else:
             # weights_only: a checkpoint from elsewhere must not run code when read.
             sd = _unwrap(torch.load(str(path), map_location="cpu", weights_only=True, mmap=fmt == "torch"
@@ -141,6 +141,129 @@ def iter_tensors(path: str | Path) -> Iterator[tuple[str, Any]]:
             items[c] = v
     for c in sorted(items):
         yield c, items[c]
+
+
+# TorchScript archives (OpenAI's CLIP files) are read without torch.jit.load: loading one runs the
+# TorchScript it holds (a class's __setstate__), and TorchScript can write files
+# (torch.from_file(shared=True)): a .pt from a shared drive wrote where its author chose on
+# `weights inspect`, `doctor` or a scan. Their data.pkl is a plain pickle of module objects whose
+# tensors live in data/<key>; an unpickler that builds only those reads the same tensors.
+_TS_STORAGES = {"FloatStorage": "float32", "HalfStorage": "float16", "DoubleStorage": "float64",
+                "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+                "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
+
+
+_TS_IDENTITY = {"build_intlist": lambda v: v, "build_tensorlist": lambda v: v, "build_doublelist": lambda v: v,
+                "build_boollist": lambda v: v, "restore_type_tag": lambda v, _t: v}
+
+
+class _ScriptObject:
+    """A TorchScript module or object: only its attributes, none of its code."""
+
+    kind = "object"
+    state: Any = None
+
+    def __setstate__(self, state: Any) -> None:  # pickle's BUILD
+        self.state = state
+
+
+def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
+    """{name: tensor} of a TorchScript archive's parameters and buffers, as ``state_dict()`` of
+    ``torch.jit.load`` gives them, without running anything the archive holds."""
+    import collections
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as z:
+        pkls = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        if len(pkls) != 1:
+            raise WeightsFormatError(f"{path}: a TorchScript archive needs one data.pkl, found {len(pkls)}")
+        prefix = pkls[0][:-len("data.pkl")]
+        # torch writes data.pkl and the tensor data stored (only code/ is deflated): a compressed entry could
+        # inflate to any size as it is read (a zip bomb), a stored one holds no more than the archive's bytes
+        if z.getinfo(pkls[0]).compress_type != zipfile.ZIP_STORED:
+            raise WeightsFormatError(f"{path}: {pkls[0]} is compressed, which torch never writes")
+        order = [n for n in z.namelist() if n == prefix + "byteorder"]
+        if order and z.read(order[0]).strip() not in (b"", b"little"):
+            raise WeightsFormatError(f"{path}: big-endian TorchScript archive")
+        storages: dict[str, Any] = {}
+        classes: dict[str, type] = {}
+
+        def storage(key: str, dtype: Any) -> Any:
+            if key not in storages:
+                try:
+                    info = z.getinfo(f"{prefix}data/{key}")
+                except KeyError:
+                    raise WeightsFormatError(f"{path}: tensor data {key!r} missing from the archive") from None
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise WeightsFormatError(f"{path}: tensor data {key!r} is compressed, which torch never writes")
+                data = bytearray(z.read(info))
+                item = torch.empty(0, dtype=dtype).element_size()
+                if len(data) % item:
+                    raise WeightsFormatError(f"{path}: tensor data {key!r} is not whole {dtype} elements")
+                storages[key] = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            flat = storages[key]
+            if flat.dtype != dtype:
+                raise WeightsFormatError(f"{path}: tensor data {key!r} read as two dtypes")
+            return flat
+
+        def rebuild(flat: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> Any:
+            # as_strided refuses a view reaching past the storage (a hostile size or stride)
+            return flat.as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset))
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if module == "__torch__" or module.startswith("__torch__."):
+                    # a class, as pickle's NEWOBJ wants; never the archive's own
+                    return classes.setdefault(f"{module}.{name}",
+                                              type("ScriptObject", (_ScriptObject,), {"kind": f"{module}.{name}"}))
+                if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                    return rebuild
+                if module == "torch" and name in _TS_STORAGES:
+                    return getattr(torch, _TS_STORAGES[name])
+                if module == "collections" and name == "OrderedDict":
+                    return collections.OrderedDict
+                if module == "torch.jit._pickle" and name in _TS_IDENTITY:
+                    # how older archives tag typed lists and containers: the value, unchanged
+                    return _TS_IDENTITY[name]
+                raise WeightsFormatError(f"{path}: the archive's data.pkl names {module}.{name}, "
+                                         "which a checkpoint's tensors never need")
+
+            def persistent_load(self, pid: Any) -> Any:
+                if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage"
+                        or not isinstance(pid[1], torch.dtype) or not isinstance(pid[2], str)):
+                    raise WeightsFormatError(f"{path}: unknown persistent id in data.pkl")
+                return storage(pid[2], pid[1])
+
+        try:
+            with z.open(pkls[0]) as f:
+                root = Unpickler(f).load()
+        except WeightsFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a hostile pickle must be a refusal
+            raise WeightsFormatError(f"{path}: unreadable TorchScript data.pkl ({type(exc).__name__}: {exc})") \
+                from exc
+    if not isinstance(root, _ScriptObject):
+        raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
+    out: dict[str, Any] = {}
+    seen: set[int] = set()
+    todo: list[tuple[_ScriptObject, str]] = [(root, "")]
+    while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
+        obj, prefix_ = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if not isinstance(obj.state, dict):
+            # a class with its own __setstate__: what it builds is known only by running it
+            raise WeightsFormatError(f"{path}: {obj.kind} is restored by its own code, which is not run")
+        for k, v in obj.state.items():
+            if isinstance(v, torch.Tensor):
+                out[prefix_ + str(k)] = v
+            elif isinstance(v, _ScriptObject):
+                todo.append((v, f"{prefix_}{k}."))
+    return out
 
 
 def read_image_tower(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -557,3 +557,80 @@ def test_a_wrong_file_in_place_is_hashed_once_then_replaced(server, checkpoint, 
     assert res["sha256"] == sha and (tmp_path / "tiny.safetensors").read_bytes() == checkpoint
     assert hashed == [tmp_path / "tiny.safetensors"]
     assert len(server.requests) == 1
+
+
+def _fetch_from_a_dripping_socket(tmp_path, first: bytes, drip: bytes):
+    """download() with one try and a 0.3 s timeout from a server that sends `first`, then `drip` every
+    50 ms for ever: the FetchError, or None when the fetch was still waiting after 5 s."""
+    import socket
+
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(first)
+            try:
+                while not stop.wait(0.05):
+                    conn.sendall(drip)
+            except OSError:
+                pass  # the client hung up: what the fix does
+
+    threading.Thread(target=serve, daemon=True).start()
+    plan = FetchPlan(url=f"http://127.0.0.1:{lsock.getsockname()[1]}/w/x.safetensors", dest=tmp_path / "x.safetensors",
+                     sha256="0" * 64)
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(download(plan, retries=0, timeout=0.3))
+        except FetchError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5)
+    stop.set()
+    lsock.close()
+    assert not plan.dest.exists()
+    return outcome[0] if outcome else None
+
+
+def test_a_server_that_drips_its_headers_is_dropped(tmp_path):
+    """The body's rate check starts after the headers, and the socket timeout only catches silence: a
+    server that sent one header byte at a time held the fetch for days whatever --timeout said. The
+    headers must arrive within the timeout."""
+    err = _fetch_from_a_dripping_socket(tmp_path, b"HTTP/1.1 200 OK\r\n", b"X")  # a header line never ending
+    assert err is not None, "the fetch was still waiting for the headers after 5 s with --timeout 0.3"
+    assert "headers did not arrive within 0.3 s" in str(err)
+
+
+def test_a_chunked_body_that_drips_its_chunk_size_is_dropped(tmp_path):
+    """read1 returns what has arrived, except where http.client reads a whole line first: a chunk-size
+    line sent a byte at a time kept read1 from returning, so the rate check never ran."""
+    err = _fetch_from_a_dripping_socket(tmp_path, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0")
+    assert err is not None, "the fetch was still waiting on the chunk-size line after 5 s with --timeout 0.3"
+    assert "a read of the body waited more than 0.3 s" in str(err)
+
+
+def test_an_unverifiable_download_that_is_no_checkpoint_is_refused(server, checkpoint, tmp_path):
+    """A hub file whose server (a mirror, a proxy's sign-in page) sends no X-Linked-Etag has nothing to be
+    checked against: an HTML page answered with 200, or a checkpoint cut short, was installed as the
+    backbone with exit 0. A whole checkpoint without a checksum is still installed, marked unverified."""
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    path = "/repo/resolve/main/open_clip_model.safetensors"
+    plan = FetchPlan(url=server.base + path, dest=tmp_path / "x.safetensors", hub=True)
+    for body, why in ((b"<html><body>Sign in to continue</body></html>", "not a checkpoint"),
+                      (checkpoint[: len(checkpoint) - 1000], "whose header describes")):
+        server.files[path] = body
+        with pytest.raises(FetchError, match=why):
+            download(plan, retries=0)
+        assert not plan.dest.exists() and not (tmp_path / "x.safetensors.partial").exists()
+    server.files[path] = checkpoint
+    res = download(plan, retries=0)
+    assert res["verified"] == "none" and plan.dest.read_bytes() == checkpoint

@@ -65,8 +65,9 @@ def fetch(
     fmt: JsonFormat = SummaryFormatOpt,
     quiet: bool = QuietOpt,
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, max=3600.0,
-                                  help="Seconds after which a silent connection, or one slower than 8 KiB/s over "
-                                       "that long, is dropped and resumed (3 times, then exit 2)."),
+                                  help="Seconds after which a silent connection, one whose headers have not all "
+                                       "arrived, or one slower than 8 KiB/s over that long, is dropped and resumed "
+                                       "(3 times, then exit 2)."),
 ):
     """Download backbone weights and verify them: the only command that uses the network.
 

@@ -1,0 +1,112 @@
+"""Model files from places a hostile party can touch (a shared drive, a mirror): reading one must not
+run code the file holds, and a damaged one must be refused, never give verdicts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli_in_process
+
+torch = pytest.importorskip("torch")
+
+
+class _Writer(torch.nn.Module):
+    """A TorchScript module whose __setstate__, run by torch.jit.load, writes a file of its choosing."""
+
+    def __init__(self, target: str):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+        self.target = target
+
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.w, self.target, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]):
+        self.w = state[0]
+        self.target = state[1]
+        self.training = state[2]
+        torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8).fill_(33)
+
+
+@pytest.fixture(scope="module")
+def code_archive(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile-ts")
+    target = d / "pwned"
+    torch.jit.script(_Writer(str(target))).save(str(d / "ViT-B-32.pt"))
+    assert not target.exists()
+    return d / "ViT-B-32.pt", target
+
+
+def test_torchscript_archive_code_never_runs_on_inspect(code_archive, tmp_path):
+    archive, target = code_archive
+    r = run_cli_in_process("weights", "inspect", str(archive), "--format", "json",
+                           env={"AIIDETECT_CACHE": str(tmp_path / "cache")})
+    assert not target.exists(), "reading the archive ran its TorchScript"
+    assert r.returncode == 2
+    assert "restored by its own code" in json.loads(r.stdout)[0]["error"]
+
+
+def test_torchscript_archive_code_never_runs_on_backbone_read(code_archive):
+    """The reads a backbone build makes (--backbone-weights, the CLIP cache): the meta-device path's
+    image tower and the full path's tensors."""
+    from aiidetect.weights_identity import WeightsFormatError, iter_tensors, read_image_tower
+
+    archive, target = code_archive
+    with pytest.raises(WeightsFormatError, match="restored by its own code"):
+        read_image_tower(archive)
+    with pytest.raises(WeightsFormatError, match="restored by its own code"):
+        list(iter_tensors(archive))
+    assert not target.exists(), "building a backbone on the archive ran its TorchScript"
+
+
+class _Typed(torch.nn.Module):
+    """Attributes TorchScript pickles through torch.jit._pickle (typed lists, a dict of tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = [1, 2]
+        self.named: dict[str, torch.Tensor] = {"a": torch.ones(2)}
+        self.many: list[torch.Tensor] = [torch.zeros(3)]
+        self.lin = torch.nn.Linear(2, 2)
+        self.register_buffer("buf", torch.arange(3.0))
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_torchscript_reader_gives_jit_loads_state_dict(tmp_path):
+    """The archive reader that replaced torch.jit.load reads the same parameters and buffers from an
+    archive whose other attributes are typed containers, and no tensor those containers hold."""
+    from aiidetect.weights_identity import read_torchscript_tensors
+
+    p = tmp_path / "typed.pt"
+    torch.jit.script(_Typed()).save(str(p))
+    got, want = read_torchscript_tensors(p), torch.jit.load(str(p)).state_dict()
+    assert sorted(got) == sorted(want) == ["buf", "lin.bias", "lin.weight"]
+    assert all(torch.equal(got[k], want[k]) and got[k].dtype == want[k].dtype for k in want)
+
+
+def test_torchscript_archive_with_a_compressed_entry_is_refused(tmp_path):
+    """torch writes its archives stored; a deflated data.pkl could inflate to any size as it is read
+    (a few MB of zeros hold gigabytes), so such an archive is refused before anything is unpickled."""
+    import zipfile
+
+    from aiidetect.weights_identity import WeightsFormatError, read_torchscript_tensors
+
+    p = tmp_path / "packed.pt"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("packed/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("packed/constants.pkl", b"\x80\x02).")
+        z.writestr("packed/code/__torch__.py", b"")
+        z.writestr("packed/version", b"3\n")
+    with pytest.raises(WeightsFormatError, match="compressed"):
+        read_torchscript_tensors(p)
+    r = run_cli_in_process("weights", "inspect", str(p), "--format", "json",
+                           env={"AIIDETECT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "data.pkl is compressed" in json.loads(r.stdout)[0]["error"]
