@@ -899,12 +899,13 @@ class _DecoderCheck:
         self.nodes: dict[str, dict] = {}  # a node's node_decoders -> its versions
         self.said: set[str] = set()
 
-    def __call__(self, there: str, fmt: str | None) -> None:
-        """`fmt`: the row's record's format: only the versions its pixels go through count (extras.decoders_of)."""
+    def __call__(self, there: str, rec: Record) -> None:
+        """Only the versions `rec`'s pixels go through count (extras.decoders_of, by its format)."""
         from ..extras import decoders_of
 
-        if not there or there == self.here:
-            return  # a row the driver made (a cancelled task's), or a node like this one
+        if not there or there == self.here or rec.sha256 is None:
+            return  # a row the driver made (a cancelled task's), a node like this one, or bytes never read there
+        fmt = rec.format
         if there not in self.nodes:
             self.nodes[there] = json.loads(there)
         mine, theirs = self.mine, self.nodes[there]
@@ -926,7 +927,7 @@ class _DecoderCheck:
         self.note(why)
 
 
-def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check=lambda there, fmt: None
+def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check=lambda there, rec: None
           ) -> Iterator[Record]:
     """The records of one window's files that go to the cluster (`todo`), lost files tried again alone.
     The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
@@ -936,7 +937,7 @@ def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, chec
     for rec, i, there in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
         if _is_timeout(rec):
             continue  # its task ran out of time: which of its files did is learnt alone, below
-        check(there, rec.format)
+        check(there, rec)
         returned.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)
@@ -959,7 +960,7 @@ def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, chec
         if _is_timeout(rec):
             late[i] = rec.error.message
             continue
-        check(there, rec.format)
+        check(there, rec)
         again.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)

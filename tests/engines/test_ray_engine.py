@@ -1309,5 +1309,6 @@ def test_a_file_a_nodes_missing_pillow_heif_decodes_differently_is_still_counted
     check = ray_engine._DecoderCheck(pipe, said.append)
     there = json.dumps({**decoder_versions(), "pillow-heif": None, "libheif": None}, sort_keys=True)
     for fmt in ("PNG", "JPEG", "WEBP", "HEIF", None, "AVIF"):
-        check(there, fmt)
+        check(there, SimpleNamespace(format=fmt, sha256="ab"))
+    check(there, SimpleNamespace(format=None, sha256=None))  # not read there (no such path on that node)
     assert pipe.stats.other_decoders == 3 and len(said) == 1 and "pillow-heif None there" in said[0], said
