@@ -74,11 +74,12 @@ DECODER_MODULES = {"pillow": "PIL", "pillow-heif": "pillow_heif", "numpy": "nump
 CODECS = ("libjpeg", "libjpeg-turbo", "libtiff", "libwebp", "libavif", "libheif", "libheif-decoders")
 _HEIF = ("pillow-heif", "libheif", "libheif-decoders")
 # Which of CODECS (and pillow-heif) a file's pixels go through, by its sniffed format (decode.sniff_format);
-# Pillow and numpy are every file's (pillow-heif registers a HEIF opener, no other format's). A Ray node with another libwebp, or without the optional pillow-heif, gives
-# a JPEG the same pixels: told apart by every version, its files were other decoders' and a --db scan of JPEGs
-# stopped (engines/ray.py, _DecoderCheck). A JPEG-compressed TIFF goes through libjpeg; an AVIF through
-# pillow-heif where Pillow has no AVIF plugin (before 11.2). A format not sniffed (None: not in this table) may
-# still be opened by a plugin (pillow-heif knows more HEIF brands than the sniffer): every version counts.
+# Pillow and numpy are every file's (pillow-heif registers a HEIF opener, no other format's). A Ray node with
+# another libwebp, or without the optional pillow-heif, gives a JPEG the same pixels: told apart by every
+# version, its files were other decoders' and a --db scan of JPEGs stopped (engines/ray.py, _DecoderCheck). A
+# JPEG-compressed TIFF goes through libjpeg; an AVIF through pillow-heif where Pillow has no AVIF plugin (before
+# 11.2). A format not sniffed (None: not in this table) may still be opened by a plugin (pillow-heif knows more
+# HEIF brands than the sniffer): every version counts.
 FORMAT_CODECS = {"JPEG": ("libjpeg", "libjpeg-turbo"), "TIFF": ("libtiff", "libjpeg", "libjpeg-turbo"),
                  "WEBP": ("libwebp",), "AVIF": ("libavif", *_HEIF), "HEIF": _HEIF,
                  "PNG": (), "GIF": (), "BMP": (), "PSD": ()}
