@@ -77,12 +77,12 @@ _HEIF = ("pillow-heif", "libheif", "libheif-decoders")
 # Pillow and numpy are every file's (pillow-heif registers a HEIF opener, no other format's). A Ray node with
 # another libwebp, or without the optional pillow-heif, gives a JPEG the same pixels: told apart by every
 # version, its files were other decoders' and a --db scan of JPEGs stopped (engines/ray.py, _DecoderCheck). A
-# JPEG-compressed TIFF goes through libjpeg; an AVIF through pillow-heif where Pillow has no AVIF plugin (before
-# 11.2). A format not sniffed (None: not in this table) may still be opened by a plugin (pillow-heif knows more
-# HEIF brands than the sniffer): every version counts.
-FORMAT_CODECS = {"JPEG": ("libjpeg", "libjpeg-turbo"), "TIFF": ("libtiff", "libjpeg", "libjpeg-turbo"),
-                 "WEBP": ("libwebp",), "AVIF": ("libavif", *_HEIF), "HEIF": _HEIF,
-                 "PNG": (), "GIF": (), "BMP": (), "PSD": ()}
+# TIFF's JPEG and WebP compressions go through libjpeg and libwebp; an AVIF through pillow-heif where Pillow has
+# no AVIF plugin (before 11.2). A format not sniffed (None: not in this table) may still be opened by a plugin
+# (pillow-heif knows more HEIF brands than the sniffer): every version counts.
+FORMAT_CODECS = {"JPEG": ("libjpeg", "libjpeg-turbo"), "TIFF": ("libtiff", "libjpeg", "libjpeg-turbo", "libwebp"),
+                 "WEBP": ("libwebp",), "AVIF": ("libavif", *_HEIF), "HEIF": _HEIF, "PNG": (), "GIF": (), "BMP": (),
+                 "PSD": ()}
 
 
 def decoders_of(fmt: str | None) -> tuple[str, ...] | None:
