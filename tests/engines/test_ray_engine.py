@@ -1312,3 +1312,19 @@ def test_a_file_a_nodes_missing_pillow_heif_decodes_differently_is_still_counted
         check(there, SimpleNamespace(format=fmt, sha256="ab"))
     check(there, SimpleNamespace(format=None, sha256=None))  # not read there (no such path on that node)
     assert pipe.stats.other_decoders == 3 and len(said) == 1 and "pillow-heif None there" in said[0], said
+
+
+def test_a_tiff_decoded_with_another_libwebp_is_counted():
+    """libtiff decodes a WebP-compressed TIFF with libwebp: such a TIFF from a node with another libwebp is
+    another decoder's, a PNG from it is not."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.extras import decoder_versions
+
+    pipe = SimpleNamespace(prior=None, stats=SimpleNamespace(other_decoders=0))
+    check = ray_engine._DecoderCheck(pipe, lambda why: None)
+    there = json.dumps({**decoder_versions(), "libwebp": "0.0.1"}, sort_keys=True)
+    for fmt in ("PNG", "TIFF"):
+        check(there, SimpleNamespace(format=fmt, sha256="ab"))
+    assert pipe.stats.other_decoders == 1
