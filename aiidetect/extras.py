@@ -72,6 +72,23 @@ DECODER_MODULES = {"pillow": "PIL", "pillow-heif": "pillow_heif", "numpy": "nump
 # changes a pixel), and those of formats or steps the scan does not use (JPEG 2000, Little CMS: no colour
 # profile is applied). GIF, BMP and PSD are decoded by Pillow's own code (its version).
 CODECS = ("libjpeg", "libjpeg-turbo", "libtiff", "libwebp", "libavif", "libheif", "libheif-decoders")
+_HEIF = ("pillow-heif", "libheif", "libheif-decoders")
+# Which of CODECS (and pillow-heif) a file's pixels go through, by its sniffed format (decode.sniff_format);
+# Pillow and numpy are every file's (pillow-heif registers a HEIF opener, no other format's). A Ray node with
+# another libwebp, or without the optional pillow-heif, gives a JPEG the same pixels: told apart by every
+# version, its files were other decoders' and a --db scan of JPEGs stopped (engines/ray.py, _DecoderCheck). A
+# TIFF's JPEG and WebP compressions go through libjpeg and libwebp; an AVIF through pillow-heif where Pillow has
+# no AVIF plugin (before 11.2). A format not sniffed (None: not in this table) may still be opened by a plugin
+# (pillow-heif knows more HEIF brands than the sniffer): every version counts.
+FORMAT_CODECS = {"JPEG": ("libjpeg", "libjpeg-turbo"), "TIFF": ("libtiff", "libjpeg", "libjpeg-turbo", "libwebp"),
+                 "WEBP": ("libwebp",), "AVIF": ("libavif", *_HEIF), "HEIF": _HEIF, "PNG": (), "GIF": (), "BMP": (),
+                 "PSD": ()}
+
+
+def decoders_of(fmt: str | None) -> tuple[str, ...] | None:
+    """The keys of decoder_versions that decide the pixels of a file of format `fmt`; None: all of them."""
+    codecs = FORMAT_CODECS.get(fmt) if fmt else None
+    return None if codecs is None else ("pillow", "numpy", *codecs)
 
 
 def installed_versions(dists: Sequence[str]) -> dict[str, str | None]:

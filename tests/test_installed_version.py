@@ -98,3 +98,21 @@ def test_the_metadata_detectors_parsers_are_named_as_loaded_too(monkeypatch):
     libs = MetadataDetector({}).cache_identity()["libs"]
     assert libs["exifread"] == exifread.__version__ != "0.0.1"
     assert libs["c2pa-python"] == real("c2pa-python") and libs["pillow-heif"] == real("pillow-heif")
+
+
+def test_the_metadata_detectors_decoder_versions_do_not_depend_on_what_was_imported_before():
+    """Its key read Pillow's and pillow-heif's versions from the installed metadata in a process that had not
+    decoded yet, and from the loaded modules in a host's next scan: where the two differ (Pillow-SIMD names no
+    "pillow" distribution; a --user install over the system's), one host's scans had two keys and two --db runs."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json; from importlib import metadata; real = metadata.version; "
+            "metadata.version = lambda d: '0.0.1' if d.lower() in ('pillow', 'pillow-heif') else real(d); "
+            "from aiidetect.metadata.detector import MetadataDetector; "
+            "first = MetadataDetector({}).cache_identity(); import PIL, pillow_heif; "
+            "print(json.dumps([first, MetadataDetector({}).cache_identity()]))")
+    first, then = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout)
+    assert first == then, (first, then)

@@ -888,24 +888,36 @@ class _DecoderCheck:
     """Each row's decoder versions, as the worker that decoded it reported them (node_decoders), against this
     process's, which the records and a --db run's identity name. Nothing compared them: a node with another
     Pillow or libjpeg-turbo gave other pixels for some files, and its records were stored under this process's
-    run. A row from such a node is counted (stats `other_decoders`) and its versions said once (`note`); with a
-    results store the scan stops there (RayJobFailed), before that record is written or stored."""
+    run. A row from such a node, where a version its file's pixels go through differs, is counted (stats
+    `other_decoders`) and the differing versions said once (`note`); with a results store the scan stops there
+    (RayJobFailed), before that record is written or stored."""
 
     def __init__(self, pipe, note: Callable[[str], None]):
         self.pipe, self.note = pipe, note
         self.here = node_decoders()
+        self.mine = json.loads(self.here)
+        self.nodes: dict[str, dict] = {}  # a node's node_decoders -> its versions
         self.said: set[str] = set()
 
-    def __call__(self, there: str) -> None:
-        if not there or there == self.here:
-            return  # a row the driver made (a cancelled task's), or a node like this one
-        self.pipe.stats.other_decoders += 1
-        if there in self.said:
-            return
-        self.said.add(there)
-        mine, theirs = json.loads(self.here), json.loads(there)
-        diff = "; ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in sorted(set(mine) | set(theirs))
+    def __call__(self, there: str, rec: Record) -> None:
+        """Only the versions `rec`'s pixels go through count (extras.decoders_of, by its format)."""
+        from ..extras import decoders_of
+
+        if not there or there == self.here or rec.sha256 is None:
+            return  # a row the driver made (a cancelled task's), a node like this one, or bytes never read there
+        fmt = rec.format
+        if there not in self.nodes:
+            self.nodes[there] = json.loads(there)
+        mine, theirs = self.mine, self.nodes[there]
+        keys = decoders_of(fmt) or set(mine) | set(theirs)
+        diff = "; ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in sorted(keys)
                          if mine.get(k) != theirs.get(k))
+        if not diff:
+            return  # none that this file's pixels go through (a PNG on a node without pillow-heif)
+        self.pipe.stats.other_decoders += 1
+        if diff in self.said:
+            return
+        self.said.add(diff)
         why = (f"a Ray node decodes with other decoder versions than this process ({diff}): its pixels, and so its "
                "records, can differ from this machine's; install the same versions on every node (docs/scale.md)")
         if self.pipe.prior is not None:
@@ -915,7 +927,7 @@ class _DecoderCheck:
         self.note(why)
 
 
-def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check=lambda there: None
+def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check=lambda there, rec: None
           ) -> Iterator[Record]:
     """The records of one window's files that go to the cluster (`todo`), lost files tried again alone.
     The results store's crashguard.CrashGuard (None without --db): its strikes say which files ended the
@@ -925,7 +937,7 @@ def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, chec
     for rec, i, there in _execute(ray, todo, _blocks(len(todo), pipe.batch_size, cpus), stages, pipe.batch_size):
         if _is_timeout(rec):
             continue  # its task ran out of time: which of its files did is learnt alone, below
-        check(there)
+        check(there, rec)
         returned.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)
@@ -948,7 +960,7 @@ def _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, chec
         if _is_timeout(rec):
             late[i] = rec.error.message
             continue
-        check(there)
+        check(there, rec)
         again.add(i)
         if guard is not None:
             guard.survived(chunk[i - first].path)

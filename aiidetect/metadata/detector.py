@@ -62,10 +62,15 @@ class MetadataDetector(Detector):
 
     def cache_identity(self) -> dict[str, Any]:
         # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more. The versions this
-        # process runs, not those installed since underneath a long-lived host (extras.loaded_version).
-        from ..extras import running_versions
+        # process runs, not those installed since underneath a long-lived host (extras.loaded_version). Pillow's,
+        # pillow-heif's and numpy's are the result cache's (decoder_versions, read once with the modules loaded):
+        # read here before the first decode had imported them, they were the installed metadata's, and then the
+        # modules' in a host's next scan, another key and --db run wherever the two differ (Pillow-SIMD names no
+        # "pillow" distribution; a --user install over the system's).
+        from ..extras import DECODERS, decoder_versions, running_versions
 
-        libs = running_versions(("exifread", "pillow", "pillow-heif", "c2pa-python", "numpy"))
+        decoders = decoder_versions()
+        libs = {**running_versions(("exifread", "c2pa-python")), **{d: decoders[d] for d in DECODERS}}
         return {"family": self.family, "options": self.options, "libs": libs}
 
 

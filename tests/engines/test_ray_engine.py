@@ -1247,7 +1247,8 @@ def test_a_node_with_another_pillow_is_said_and_counted(tmp_path, monkeypatch):
 
     err = " ".join(r.stderr.split())
     assert err.count("a Ray node decodes with other decoder versions") == 1, err  # once per version set
-    assert f"pillow 0.0.1 there, {PIL.__version__} here" in err and "libjpeg-turbo 2.0.0 there" in err, err
+    assert f"pillow 0.0.1 there, {PIL.__version__} here" in err, err
+    assert "libjpeg-turbo" not in err, err  # no PNG goes through it (extras.decoders_of)
     assert "3 files decoded on Ray nodes with other decoder versions than this machine" in err, err
 
 
@@ -1280,3 +1281,50 @@ def test_the_model_stage_hands_on_the_decoding_nodes_versions():
     stage._deadline, stage._run = None, lambda batch: {"i": batch["i"], "record": [b"r"] * len(batch["i"])}
     out = stage({"i": [0, 1], "sample": [b"", b""], "decoders": ["x", "y"]})
     assert list(out["decoders"]) == ["x", "y"] and list(out["i"]) == [0, 1]
+
+
+def test_a_node_without_pillow_heif_is_no_other_decoder_for_files_it_decodes_without_it(tmp_path, monkeypatch):
+    """A node lacking the optional pillow-heif (or with another libwebp) decodes a PNG with the same Pillow as
+    this machine: the files were counted as decoded by other decoders, and a --db audit of PNGs stopped with
+    exit 2 for a library none of its files goes through."""
+    from aiidetect.engines import ray as ray_engine
+
+    _nodes_decode_with(monkeypatch, ray_engine, libwebp="0.0.1",
+                       **{"pillow-heif": None, "libheif": None, "libheif-decoders": None})
+    r = _fake_ray_scan(tmp_path, monkeypatch, "--db", str(tmp_path / "s.sqlite"))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
+    assert "other decoder versions" not in r.stderr, r.stderr
+
+
+def test_a_file_a_nodes_missing_pillow_heif_decodes_differently_is_still_counted():
+    """Only the versions a file's format goes through are compared: a HEIF (or a file of no sniffed format,
+    which pillow-heif may still open) decoded on a node without pillow-heif is another decoder's."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.extras import decoder_versions
+
+    pipe = SimpleNamespace(prior=None, stats=SimpleNamespace(other_decoders=0))
+    said: list[str] = []
+    check = ray_engine._DecoderCheck(pipe, said.append)
+    there = json.dumps({**decoder_versions(), "pillow-heif": None, "libheif": None}, sort_keys=True)
+    for fmt in ("PNG", "JPEG", "WEBP", "HEIF", None, "AVIF"):
+        check(there, SimpleNamespace(format=fmt, sha256="ab"))
+    check(there, SimpleNamespace(format=None, sha256=None))  # not read there (no such path on that node)
+    assert pipe.stats.other_decoders == 3 and len(said) == 1 and "pillow-heif None there" in said[0], said
+
+
+def test_a_tiff_decoded_with_another_libwebp_is_counted():
+    """libtiff decodes a WebP-compressed TIFF with libwebp: such a TIFF from a node with another libwebp is
+    another decoder's, a PNG from it is not."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.extras import decoder_versions
+
+    pipe = SimpleNamespace(prior=None, stats=SimpleNamespace(other_decoders=0))
+    check = ray_engine._DecoderCheck(pipe, lambda why: None)
+    there = json.dumps({**decoder_versions(), "libwebp": "0.0.1"}, sort_keys=True)
+    for fmt in ("PNG", "TIFF"):
+        check(there, SimpleNamespace(format=fmt, sha256="ab"))
+    assert pipe.stats.other_decoders == 1
