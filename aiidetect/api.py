@@ -736,6 +736,7 @@ class Scanner:
             epoch = self._epoch
         session = None
         try:
+            self._check_reads_given_up()
             pipe = self.pipeline = self.new_pipeline()
             session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
@@ -774,6 +775,25 @@ class Scanner:
         next(out)
         self._live.add(out)
         return out
+
+    def _check_reads_given_up(self) -> None:
+        """ScanError before any file is read when a local scan that gives reads up (file_timeout, the process
+        kept) finds more than crashguard.GIVEN_UP_MAX reads given up still running in this process, whichever
+        scan gave them up: each new hang would leave one more thread (and what it read) behind. A service
+        scanning one upload per call otherwise kept a thread for every hostile upload."""
+        o = self.options
+        if o.engine != "local" or not o.file_timeout or o.end_process_on_timeout:
+            return
+        from .crashguard import GIVEN_UP_MAX, reads_given_up
+
+        stuck = reads_given_up()
+        if len(stuck) > GIVEN_UP_MAX:
+            raise ScanError(
+                f"{len(stuck)} reads given up past file_timeout are still running in this process "
+                f"({', '.join(stuck[:5])}{' ...' if len(stuck) > 5 else ''}): a filesystem that does not answer, or "
+                f"decoders stuck on crafted files. Their threads cannot be stopped; no scan with a file_timeout "
+                f"starts here until at most {GIVEN_UP_MAX} are left (aiidetect.crashguard.reads_given_up() lists "
+                "them), or in a new process")
 
     def _file_timeout(self) -> float | None:
         """Each file's read deadline in seconds (None or 0: none): the option, or the Ray engine's default."""
