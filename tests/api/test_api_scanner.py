@@ -994,3 +994,40 @@ def test_a_list_whose_names_are_all_there_goes_in_whole_batches(six_pngs, chunk_
         first.join()
         assert not alive and len(got) == 6 and list(records) == []
     assert chunk_sizes == [4, 2]
+
+
+def test_threads_sharing_a_scanner_each_read_their_own_scan_s_stats(six_pngs):
+    """A service's request threads sharing one Scanner read `stats` after their own scans and got another
+    caller's: one attribute for the whole Scanner held the last scan started anywhere (measured: 77 reads in 80
+    wrong, most a scan still running, files 0). Each thread now reads its own last scan's stats and discovery;
+    a thread that ran none reads the last one started (a caller that scans in an executor and reads in its loop)."""
+    import threading
+
+    from aiidetect import Scanner
+
+    pngs = sorted(str(p) for p in six_pngs.glob("*.png"))
+    first_out, other_done = threading.Event(), threading.Event()
+    seen: dict = {}
+
+    def long_request():
+        it = scanner.scan(pngs[:4])
+        records = [next(it)]
+        first_out.set()
+        other_done.wait(20)  # the test's bound: the other request is a few milliseconds
+        records += list(it)
+        seen["long"] = (len(records), scanner.stats["files"], scanner.discovery.duplicates)
+
+    def short_request():
+        first_out.wait(20)
+        records = list(scanner.scan([pngs[5], pngs[5]]))  # named twice: one record, one duplicate
+        seen["short"] = (len(records), scanner.stats["files"], scanner.discovery.duplicates)
+        other_done.set()
+
+    with Scanner(detectors="metadata", cache=False, batch_size=1, workers=1) as scanner:
+        threads = [threading.Thread(target=f) for f in (long_request, short_request)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert seen == {"long": (4, 4, 0), "short": (1, 1, 1)}
+        assert scanner.stats["files"] == 1  # here, a thread that scanned nothing: the last scan started
