@@ -631,7 +631,7 @@ def test_a_service_scanning_one_upload_per_call_does_not_pile_up_reads_given_up(
 
     outcomes = []
     try:
-        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.2) as service:
+        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
             for name in ("hang1", "hang2", "hang3", "hang4", "ok"):
                 try:
                     outcomes.append([r.error.code if r.error else "ok" for r in service.scan(tmp_path / f"{name}.png")])
