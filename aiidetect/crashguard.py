@@ -546,10 +546,11 @@ class AbandoningDeadline(_Clocked):
     file is read in a thread of its own while the decode worker waits for it: a read still running `seconds`
     after it began is abandoned (its thread left behind, running until it returns: Python cannot stop a thread),
     `run` raises ReadTimedOut, and the scan goes on (the decode budget it held handed back: `on_give_up`; past
-    GIVEN_UP_MAX such threads still running in the process, this scan's or an earlier one's, the scan stops). No watcher thread, no watchdog process, nothing to end
-    or to kill: a decoder stuck in C code that holds the interpreter lock (GIL) freezes every thread of the
-    caller until it returns, this one included; nothing inside a process can end that, only the process's end
-    (the command line's ReadDeadline, or end_process_on_timeout=True)."""
+    GIVEN_UP_MAX such threads still running in the process, this scan's or an earlier one's, the scan stops). No
+    watcher thread, no watchdog process, nothing to end or to kill: a decoder stuck in C code that holds the
+    interpreter lock (GIL) freezes every thread of the caller until it returns, this one included; nothing inside
+    a process can end that, only the process's end (the command line's ReadDeadline, or
+    end_process_on_timeout=True)."""
 
     def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
         super().__init__(seconds, clock)

@@ -639,7 +639,8 @@ def test_a_service_scanning_one_upload_per_call_does_not_pile_up_reads_given_up(
                     outcomes.append(str(exc).split(":")[0])
             left_behind = readers()
             assert outcomes[:2] == [["timeout"], ["timeout"]]
-            assert str(outcomes[2]).startswith("the scan stops")  # the third still running ends its scan, after its record
+            # the third still running ends its scan, after its record
+            assert str(outcomes[2]).startswith("the scan stops")
             hung = sorted(str(tmp_path / f"hang{i}.png") for i in (1, 2, 3))
             refused = f"3 reads given up past file_timeout are still running in this process ({', '.join(hung)})"
             assert outcomes[3:] == [refused, refused]  # nothing more read, not even a good file
