@@ -524,7 +524,6 @@ class Scanner:
         self._own_cache = False
         self._reopen_cache = False
         self._assembled = False
-        self._final_stats = None
         self._live: weakref.WeakSet = weakref.WeakSet()  # scans not yet finished, closed by close()
         # Two threads' first scans built the detectors (a backbone each) and opened the cache twice.
         self._assembly = threading.RLock()
@@ -537,9 +536,32 @@ class Scanner:
         self._close_pending = False
         self._cores_held = False  # this Scanner counts among those holding every core (_hold_cores)
         self._store = None  # the results store (--db), opened by candidates() before any model is built
-        self.pipeline = None
-        self.discovery = None
+        # `pipeline` and `discovery` (and so `stats`) are the calling thread's last scan, else the last any thread
+        # started: several threads scanning with one Scanner each read their own (one attribute for all, a
+        # service's callers read each other's counts, most often those of a scan still running: files 0).
+        self._mine = threading.local()
+        self._pipeline = self._discovery = None
         self.families, self.context = self._choose_runtime(self.options)
+
+    @property
+    def pipeline(self):
+        """The Pipeline of this thread's last scan with this Scanner, else of the last scan started."""
+        mine = getattr(self._mine, "pipeline", None)
+        return mine if mine is not None else self._pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipe) -> None:
+        self._mine.pipeline = self._pipeline = pipe
+
+    @property
+    def discovery(self):
+        """The DiscoverySummary of this thread's last scan with this Scanner, else of the last scan started."""
+        mine = getattr(self._mine, "discovery", None)
+        return mine if mine is not None else self._discovery
+
+    @discovery.setter
+    def discovery(self, summary) -> None:
+        self._mine.discovery = self._discovery = summary
 
     # ------------------------------------------------------------ assembly
     def _choose_runtime(self, options: ScanOptions):
@@ -736,6 +758,7 @@ class Scanner:
             epoch = self._epoch
         session = None
         try:
+            self._check_reads_given_up()
             pipe = self.pipeline = self.new_pipeline()
             session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
@@ -767,13 +790,31 @@ class Scanner:
                     session.close("interrupted")
             self._count_out()
             raise
-        self._final_stats = None
         out = self._finished(records, session, pipe, epoch)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
         self._live.add(out)
         return out
+
+    def _check_reads_given_up(self) -> None:
+        """ScanError before any file is read when a local scan that gives reads up (file_timeout, the process
+        kept) finds more than crashguard.GIVEN_UP_MAX reads given up still running in this process, whichever
+        scan gave them up: each new hang would leave one more thread (and what it read) behind. A service
+        scanning one upload per call otherwise kept a thread for every hostile upload."""
+        o = self.options
+        if o.engine != "local" or not o.file_timeout or o.end_process_on_timeout:
+            return
+        from .crashguard import GIVEN_UP_MAX, reads_given_up
+
+        stuck = reads_given_up()
+        if len(stuck) > GIVEN_UP_MAX:
+            raise ScanError(
+                f"{len(stuck)} reads given up past file_timeout are still running in this process "
+                f"({', '.join(stuck[:5])}{' ...' if len(stuck) > 5 else ''}): a filesystem that does not answer, or "
+                f"decoders stuck on crafted files. Their threads cannot be stopped; no scan with a file_timeout "
+                f"starts here until at most {GIVEN_UP_MAX} are left (aiidetect.crashguard.reads_given_up() lists "
+                "them), or in a new process")
 
     def _file_timeout(self) -> float | None:
         """Each file's read deadline in seconds (None or 0: none): the option, or the Ray engine's default."""
@@ -870,8 +911,7 @@ class Scanner:
                 self._close_session(session, pipe, done)
 
     def _close_session(self, session, pipe, done: bool) -> None:
-        if self.pipeline is pipe:  # an older scan ending after a newer one leaves the newer one's
-            self._final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
+        pipe.final_stats = pipe.stats.as_dict()  # the scan's time, not the time until `stats` is read
         if session is not None:
             if done:
                 session.close("complete")  # the last rows not stored is a failed scan (StoreError)
@@ -887,9 +927,10 @@ class Scanner:
     @property
     def stats(self) -> dict[str, Any]:
         """Counts and timing of the last scan (files, verdicts, errors, seconds, cache hits...)."""
-        if self.pipeline is None:
+        pipe = self.pipeline
+        if pipe is None:
             return {}
-        return self._final_stats or self.pipeline.stats.as_dict()
+        return pipe.final_stats or pipe.stats.as_dict()
 
     @property
     def cache_error(self) -> Optional[str]:

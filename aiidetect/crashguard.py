@@ -518,12 +518,26 @@ class ReadsStuck(Exception):
     after the record of the one too many (Pipeline.run), so that a resume with db goes on past them."""
 
 
-# Reads given up by one library scan (AbandoningDeadline) that may still run at once, each holding what it had
-# read and decoded (up to a --max-bytes file and a --max-pixels image) outside the decode budget, which gives
-# it back to the other files (pixels.Budget.drop): as many as the budget's images, so that they hold at most
-# the budget's memory again. One more ends the scan: a share that does not answer, or a folder of crafted
-# files, would otherwise leave a thread and its memory behind for each file.
+# Reads given up by library scans (AbandoningDeadline) that may still run at once in one process, each holding
+# what it had read and decoded (up to a --max-bytes file and a --max-pixels image) outside the decode budget,
+# which gives it back to the other files (pixels.Budget.drop): as many as the budget's images, so that they hold
+# at most the budget's memory again. One more ends the scan, and a library scan with a file_timeout does not
+# start while more are still running (api.Scanner.records): a share that does not answer, or a folder of crafted
+# files, would otherwise leave a thread and its memory behind for each file. Counted for the process, not per
+# scan: a service scanning one upload per call gave each call's hang a count of its own, one, and kept a
+# thread for every hostile upload, for weeks.
 GIVEN_UP_MAX = 2
+
+# Every read given up (AbandoningDeadline.run) whose thread still runs, whichever scan gave it up -> its file.
+_abandoned: dict[object, str] = {}
+_abandoned_lock = threading.Lock()
+
+
+def reads_given_up() -> list[str]:
+    """The files whose reads a library scan gave up past file_timeout and that are still running, in this
+    process (their threads cannot be stopped: each ends when its read returns)."""
+    with _abandoned_lock:
+        return sorted(_abandoned.values())
 
 
 class AbandoningDeadline(_Clocked):
@@ -532,14 +546,14 @@ class AbandoningDeadline(_Clocked):
     file is read in a thread of its own while the decode worker waits for it: a read still running `seconds`
     after it began is abandoned (its thread left behind, running until it returns: Python cannot stop a thread),
     `run` raises ReadTimedOut, and the scan goes on (the decode budget it held handed back: `on_give_up`; past
-    GIVEN_UP_MAX such threads still running, the scan stops). No watcher thread, no watchdog process, nothing to end
-    or to kill: a decoder stuck in C code that holds the interpreter lock (GIL) freezes every thread of the
-    caller until it returns, this one included; nothing inside a process can end that, only the process's end
-    (the command line's ReadDeadline, or end_process_on_timeout=True)."""
+    GIVEN_UP_MAX such threads still running in the process, this scan's or an earlier one's, the scan stops). No
+    watcher thread, no watchdog process, nothing to end or to kill: a decoder stuck in C code that holds the
+    interpreter lock (GIL) freezes every thread of the caller until it returns, this one included; nothing inside
+    a process can end that, only the process's end (the command line's ReadDeadline, or
+    end_process_on_timeout=True)."""
 
     def __init__(self, seconds: float, clock: Callable[[], float] | None = None):
         super().__init__(seconds, clock)
-        self._given_up: dict[int, str] = {}  # token -> file of the reads given up that still run
 
     def run(self, path: str, read: Callable[[], object]) -> object:
         """read(), or ReadTimedOut when it has not returned `seconds` after it began. A read that returns late
@@ -550,6 +564,7 @@ class AbandoningDeadline(_Clocked):
             self._reading[token] = (path, self._clock())
         done = threading.Event()
         box: list = []
+        key = object()  # this read in the process's list of reads given up (_abandoned)
 
         def reader() -> None:
             _current.read = (self, token)  # `waiting` (a decode budget) stops this read's clock
@@ -559,7 +574,8 @@ class AbandoningDeadline(_Clocked):
                 box.append((False, exc))
             finally:
                 with self._cond:  # with the check below: a read given up is one that had not returned
-                    self._given_up.pop(token, None)
+                    with _abandoned_lock:
+                        _abandoned.pop(key, None)
                     done.set()
 
         try:
@@ -577,18 +593,20 @@ class AbandoningDeadline(_Clocked):
                     took = None if entry is None else self._clock() - entry[1]
                     if took is None or took <= self.seconds or done.is_set():
                         continue
-                    self._given_up[token] = path
-                    stuck = sorted(self._given_up.values())
+                    with _abandoned_lock:
+                        _abandoned[key] = path
+                        stuck = sorted(_abandoned.values())
                 # Given back even past GIVEN_UP_MAX: the files still to finish before the scan stops would wait
                 # for it for ever (their clocks stopped while they wait for the budget).
                 _give_up(thread.ident)
                 raise ReadTimedOut(path, took, None if len(stuck) <= GIVEN_UP_MAX else (
                     f"the scan stops: {len(stuck)} reads ran past file_timeout ({self.seconds:g} s) and have not "
-                    f"returned ({', '.join(stuck)}): a filesystem that does not answer, or decoders stuck on crafted "
-                    f"files. Their threads cannot be stopped and keep what they read; past {GIVEN_UP_MAX}, the scan "
-                    "would leave one behind for each file. Each has its record (`timeout`): with db each has a strike, "
-                    "and a resume reads each once more, alone, and goes on past those that run out of time again "
-                    "(set aside); without, leave them out (exclude)"))
+                    f"returned in this process ({', '.join(stuck)}): a filesystem that does not answer, or decoders "
+                    f"stuck on crafted files. Their threads cannot be stopped and keep what they read; past "
+                    f"{GIVEN_UP_MAX}, scans would leave one behind for each file, and no scan with a file_timeout "
+                    "starts here until they return (a new process starts without them). Each has its record "
+                    "(`timeout`): with db each has a strike, and a resume reads each once more, alone, and goes on "
+                    "past those that run out of time again (set aside); without, leave them out (exclude)"))
         finally:
             with self._cond:
                 self._reading.pop(token, None)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Collection, Mapping
@@ -121,6 +122,11 @@ class ResultCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        # Closed when this object goes, not when the cyclic collector meets the connection (its statement cache
+        # is a cycle): a service that built a Scanner per request and never closed it held a file descriptor
+        # per request until a full collection, which a large heap makes rare, and SQLite holds the descriptor of
+        # a connection closed while another to the same file is open until that one closes too.
+        self._closer = weakref.finalize(self, self._db.close)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS files (sha TEXT PRIMARY KEY, info TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (sha TEXT, ident TEXT, result TEXT, "
@@ -192,4 +198,4 @@ class ResultCache:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._closer()

@@ -28,6 +28,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -728,6 +729,7 @@ class ResultsStore:
                 _regular(self.path)
                 trusted = check is True and closed_cleanly(self._abs)
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
+                weakref.finalize(self, self._db.close)  # as below
                 self._db.text_factory = _text
                 damage = self._check(self._db, trusted) if check else "ok"
             else:
@@ -746,6 +748,9 @@ class ResultsStore:
                 # uri=True so that `merge` can attach its sources read-only.
                 self._db = sqlite3.connect(sqlite_uri(self.path, "mode=rwc"), uri=True, check_same_thread=False,
                                            timeout=60)
+                # Closed when this object goes (a Scanner with db never closed), not when the cyclic collector
+                # meets the connection (its statement cache is a cycle): result_cache.ResultCache.
+                weakref.finalize(self, self._db.close)
                 self._db.text_factory = _text
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:
@@ -1552,6 +1557,9 @@ class StoreSession:
     def close(self, status: str = "complete") -> None:
         if self.guard is not None:
             self.guard.close()  # stopped or finished, not dead: nothing this session was reading is suspect
+            # The guard's callbacks hold this session, and so the store: a cycle that kept the store's file open
+            # until a full collection when its Scanner was dropped without close() (ResultsStore's finalizer).
+            self.guard = None
         self.flush()
         try:
             self.store.finish_session(self.session_id, self.written, self.resumed, status)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -424,19 +425,35 @@ def test_a_library_scan_gives_up_a_read_past_its_deadline_and_its_process_goes_o
     assert _children() == []
 
 
-def _hang_in_budget(monkeypatch, release: threading.Event) -> None:
+def _hang_in_budget(monkeypatch, release: threading.Event | list) -> None:
     """The per-file detectors stuck on any file named hang*.png until `release` (the test's bound: 30 s), inside
-    the decode budget its read holds (a metadata parser on a crafted file)."""
+    the decode budget its read holds (a metadata parser on a crafted file); a list holds the event in force
+    (_resume_in_a_new_process)."""
     from aiidetect.pipeline.stages import DecodeStage
 
     real = DecodeStage._file_dets
 
     def file_dets(self, s):
         if os.path.basename(s.path).startswith("hang"):
-            release.wait(30)
+            (release[0] if isinstance(release, list) else release).wait(30)
         return real(self, s)
 
     monkeypatch.setattr(DecodeStage, "_file_dets", file_dets)
+
+
+def _resume_in_a_new_process(gate: list) -> None:
+    """Between runs of a results store that model a resume in a new process: the reads the earlier runs gave up
+    end (a new process has none of their threads; in this one they would count against the next run, which
+    refuses to pile more up: crashguard.reads_given_up), and the files that hang hang again from now on."""
+    from aiidetect import crashguard
+
+    gate[0].set()
+    for _ in range(1000):  # the test's bound: 10 s, when the reads let go end at once
+        if not crashguard.reads_given_up():
+            break
+        time.sleep(0.01)
+    assert crashguard.reads_given_up() == []
+    gate[0] = threading.Event()
 
 
 def test_reads_given_up_give_their_decode_budget_back(tmp_path, monkeypatch):
@@ -476,7 +493,7 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
 
     for name in ("a", "hang", "slow", "z"):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
-    release = threading.Event()
+    gate = [threading.Event()]
     real = DecodeStage.__call__
     reads: list[tuple[str, list[str]]] = []
 
@@ -485,7 +502,7 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
         if name in ("hang.png", "slow.png"):
             reads.append((name, [os.path.basename(p) for p in crashguard.reads_in_flight()]))
             if name == "hang.png" or sum(n == name for n, _ in reads) == 1:  # slow.png: its first read only
-                release.wait(30)  # the test's bound, never reached when it works
+                gate[0].wait(30)  # the test's bound, never reached when it works
         return real(self, path, index, expect)
 
     monkeypatch.setattr(DecodeStage, "__call__", decode)
@@ -495,6 +512,7 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
     runs = []
     try:
         for run in range(3):
+            _resume_in_a_new_process(gate)
             for name in ("a.png", "z.png"):  # changed: read again beside the struck files, which must wait for them
                 os.utime(tmp_path / name, ns=(10**18 + run, 10**18 + run))
             before = len(reads)
@@ -505,7 +523,7 @@ def test_a_library_read_given_up_is_a_strike_read_alone_next_time_and_set_aside_
                          sorted(reads[before:])))  # two decode workers: either struck file may be read first
             hang_said = recs[1].error.message
     finally:
-        release.set()
+        gate[0].set()
     files = ["a.png", "hang.png", "slow.png", "z.png"]
     assert runs[0][:2] == (list(zip(files, [None, "timeout", "timeout", None])), [("hang.png", 1), ("slow.png", 1)])
     # the resume reads both again, each alone (no other file's read beside it); slow.png is its own now
@@ -566,8 +584,8 @@ def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path,
     names = ["a"] + [f"hang{i}" for i in range(crashguard.GIVEN_UP_MAX + 1)] + ["z"]
     for name in names:
         Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
-    release = threading.Event()
-    _hang_in_budget(monkeypatch, release)
+    gate = [threading.Event()]
+    _hang_in_budget(monkeypatch, gate)
     db = tmp_path / "runs.db"
     opts = dict(detectors="metadata", cache=False, workers=1, batch_size=1, file_timeout=0.5, db=db,
                 include=["*.png"])
@@ -580,18 +598,57 @@ def test_a_scan_whose_reads_given_up_pile_up_stops_after_their_records(tmp_path,
     runs: list = []
     try:
         for _ in range(2):
+            _resume_in_a_new_process(gate)
             recs: list = []
             with pytest.raises(api.ScanError, match="the scan stops: 3 reads ran past file_timeout") as stop:
                 for rec in api.scan(tmp_path, **opts):
                     recs.append((os.path.basename(rec.file), rec.error.code if rec.error else None))
             assert all(f"{n}.png" in str(stop.value) for n in names[1:-1])
             runs.append((recs, strikes()))
+        _resume_in_a_new_process(gate)
         again = [(os.path.basename(r.file), r.error.code if r.error else None) for r in api.scan(tmp_path, **opts)]
     finally:
-        release.set()
+        gate[0].set()
     assert runs == [([("a.png", None)] + hung, [(n, 1) for n, _ in hung]),
                     ([("a.png", None)] + hung, [(n, 2) for n, _ in hung])]
     assert again == [("a.png", None)] + hung + [("z.png", None)]
+
+
+def test_a_service_scanning_one_upload_per_call_does_not_pile_up_reads_given_up(tmp_path, monkeypatch):
+    """A service scans each upload with its own scan() call on one Scanner. The cap on reads given up still
+    running (GIVEN_UP_MAX) was counted per scan: each call had one, and the process kept a thread (and what it
+    read) for every hostile upload, without end. Counted for the process now: once more than GIVEN_UP_MAX run,
+    a scan with a file_timeout is refused (ScanError) before it reads anything, until they return."""
+    from aiidetect import api, crashguard
+
+    for name in ("hang1", "hang2", "hang3", "hang4", "ok"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    gate = [threading.Event()]
+    _hang_in_budget(monkeypatch, gate)
+
+    def readers():
+        return sum(t.name == "aiidetect-read" for t in threading.enumerate())
+
+    outcomes = []
+    try:
+        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
+            for name in ("hang1", "hang2", "hang3", "hang4", "ok"):
+                try:
+                    outcomes.append([r.error.code if r.error else "ok" for r in service.scan(tmp_path / f"{name}.png")])
+                except api.ScanError as exc:
+                    outcomes.append(str(exc).split(":")[0])
+            left_behind = readers()
+            assert outcomes[:2] == [["timeout"], ["timeout"]]
+            # the third still running ends its scan, after its record
+            assert str(outcomes[2]).startswith("the scan stops")
+            hung = sorted(str(tmp_path / f"hang{i}.png") for i in (1, 2, 3))
+            refused = f"3 reads given up past file_timeout are still running in this process ({', '.join(hung)})"
+            assert outcomes[3:] == [refused, refused]  # nothing more read, not even a good file
+            assert (left_behind, crashguard.reads_given_up()) == (3, hung)
+            _resume_in_a_new_process(gate)  # the reads return: the service serves again
+            assert [r.error.code if r.error else "ok" for r in service.scan(tmp_path / "ok.png")] == ["ok"]
+    finally:
+        gate[0].set()
 
 
 _LIBRARY_HOST_FREEZES_ON_HANG = """

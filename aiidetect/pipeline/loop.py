@@ -71,6 +71,7 @@ class Pipeline:
             raise ValueError(f"decode schedule must be overlap, turns or adaptive, not {self.schedule!r}")
         self.turn_policy: TurnPolicy | None = None
         self.stats = ScanStats()
+        self.final_stats: dict[str, Any] | None = None  # stats.as_dict() when the scan ended (Scanner.stats)
         self._cache: ResultCacheStage | None = None
         if cache is not None and decoder is None:
             idents = self.plan.identities(self.limits)
