@@ -56,10 +56,30 @@ def _only_escapes(s: str) -> bool:
 
 def display_path(p: Any) -> str:
     """The path as text for humans and JSON: exact when the name is valid UTF-8,
-    otherwise with each undecodable byte shown as U+FFFD."""
+    otherwise with each undecodable byte shown as U+FFFD. Read from the name's bytes, whatever the
+    file system encoding: in a latin-1 locale (or an ASCII one with PYTHONUTF8=0) Python's str for the
+    UTF-8 name `Grüße.jpg` is not `Grüße.jpg`, and the record must say what a UTF-8 machine says."""
     if isinstance(p, bytes):
         return p.decode("utf-8", "replace")
-    return clean_str(os.fspath(p) if not isinstance(p, str) else p)
+    s = os.fspath(p) if not isinstance(p, str) else p
+    if isinstance(s, str):
+        try:
+            return os.fsencode(s).decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a lone surrogate no file system produced, or no name this system has
+            pass
+    return clean_str(s)
+
+
+def path_from_text(text: str) -> str:
+    """The path to open for a name as records and the results store hold it (UTF-8 text of the name's bytes):
+    the name itself where the file system encoding is UTF-8 (macOS, Windows, Linux in a UTF-8 or C locale);
+    in a latin-1 or ASCII one, the str Python maps to those same bytes. Opened as given, `Grüße.jpg` was looked
+    for under other bytes (latin-1), or raised UnicodeEncodeError (ASCII) and ended a `report` or a `--db`
+    scan. Text with lone surrogates (a hand-made JSON) is returned as it is."""
+    try:
+        return os.fsdecode(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return text
 
 
 def path_bytes_b64(p: Any) -> str | None:
@@ -95,7 +115,7 @@ def path_from_record(file: Any, file_bytes: Any) -> str:
         return os.fsdecode(raw)
     if not isinstance(file, str):
         raise ValueError("file is not text")
-    return file
+    return path_from_text(file)
 
 
 def clean(obj: Any) -> Any:
