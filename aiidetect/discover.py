@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import itertools
 import os
+import re
 import select
 import stat
 from dataclasses import dataclass, field
@@ -381,6 +382,23 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
     return list(it), summ
 
 
+def _missing_hint(a: str) -> str:
+    """Why a path typed on a command line names nothing, when its spelling says: what the shell does and
+    this tool does not (a name may hold `~`, `*` or `\\`, so nothing is expanded or rewritten)."""
+    if any(c in a for c in "*?["):
+        return (" (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
+                "glob.glob(pattern))")
+    if a.startswith("~") and os.path.expanduser(a) != a:
+        # `aiidetect scan '~/photos'`: quoted, or from a script or a config file, no shell expands it
+        return (f" (~ is expanded by the shell, and not inside quotes: {os.path.expanduser(a)} is "
+                f"what ~ there stands for)")
+    if os.sep == "/" and (re.match(r"[A-Za-z]:[\\/]", a) or "\\" in a and "/" not in a):
+        # C:\photos\a.jpg copied from a Windows machine: on this system a backslash is part of a name
+        return (" (a Windows path? Here folders are separated by /, and a drive is a mounted folder: "
+                "/mnt/c/... under WSL, /Volumes/NAME/... on macOS)")
+    return ""
+
+
 def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (),
                   exclude: Sequence[str] = (), stdin=None, strict: bool = True,
                   follow_links: bool = False) -> tuple[Iterator[Candidate], DiscoverySummary]:
@@ -396,9 +414,7 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
     args = list(args)
     for a in args:
         if strict and not os.path.isdir(a) and not os.path.lexists(a):
-            raise DiscoveryError(f"no such file or directory: {a}" + (
-                " (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
-                "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
+            raise DiscoveryError(f"no such file or directory: {a}" + _missing_hint(a))
     # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
     # is still being written, and only a piece of it is held.
     summ = DiscoverySummary()

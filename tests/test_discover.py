@@ -568,3 +568,22 @@ def test_a_list_on_a_descriptor_above_1023_still_says_it_would_wait():
     finally:
         for fd in (r, w, high):
             os.close(fd)
+
+
+def test_a_missing_path_says_what_the_shell_would_have_done_with_it(tmp_path, monkeypatch):
+    """A laptop user's `aiidetect scan '~/photos'` (quoted: no shell expands it) or a Windows path pasted into
+    a macOS or Linux terminal said only "no such file or directory"; the error now says why it names nothing.
+    Nothing is rewritten: `~x` and `a\\b` are legal names, taken as they are when they exist."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(DiscoveryError, match=r"~ is expanded by the shell.*" + str(tmp_path / "home" / "photos")):
+        discover(["~/photos"])
+    for win in ("C:\\photos\\a.jpg", "D:/a.jpg", "photos\\a.jpg"):
+        with pytest.raises(DiscoveryError, match=r"a Windows path\?.*separated by /"):
+            discover([win])
+    with pytest.raises(DiscoveryError, match=r"^no such file or directory: x/nothere\.jpg$"):
+        discover(["x/nothere.jpg"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~").mkdir()
+    (tmp_path / "a\\b.jpg").write_bytes(b"x")
+    files, _ = discover(["~", "a\\b.jpg"])
+    assert sorted(os.path.basename(c.path) for c in files) == ["a\\b.jpg"]
