@@ -191,7 +191,9 @@ def iter_path_list(stream, state: ListState | None = None) -> Iterator[str]:
         # piece at a time (read whole, 100 MB of it took 540 MB); a byte pair that is no character becomes
         # U+FFFD, a name that then names no file (a lone surrogate would reach os.stat and end the scan).
         # Unless its first name, read as bytes, is a file: a name may start with those two bytes.
-        if not _names_a_file(_split_list(head.decode("utf-8", "surrogateescape"))[:1]):
+        from .report.safe import path_from_bytes
+
+        if not _names_a_file(_split_list(path_from_bytes(head))[:1]):
             import codecs
 
             dec = codecs.getincrementaldecoder("utf-16")("replace")  # the mark says the byte order, and is dropped
@@ -272,7 +274,12 @@ def _split_pieces(head, pieces: Iterator, state: ListState | None = None) -> Ite
     text = isinstance(head, str)
     nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
     sep = _kind(head, early=True)
-    decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
+    # A name's bytes as this system's str for them: in a latin-1 or ASCII locale (PYTHONUTF8=0), decoded as UTF-8
+    # `Grüße.jpg` was looked for under other bytes, or none, and every non-ASCII name on the list was missing.
+    # A text list (UTF-16, a library's StringIO) holds the names' text: opened by its UTF-8 bytes, as records are.
+    from .report.safe import path_from_bytes, path_from_text
+
+    decode = path_from_text if text else path_from_bytes
     raw = (lambda t: t.encode("utf-8", "surrogateescape")) if text else (lambda b: b)
 
     # The pieces of the path not ended yet: each piece is searched once, and joined when the path's

@@ -46,3 +46,38 @@ def test_a_scan_into_a_store_keeps_utf8_names_in_an_ascii_locale(tmp_path):
     # what a UTF-8 machine records and keys: a store or a saved run moves between the two unchanged
     assert (out["file"], out["file_bytes"], out["key"]) == (name, None, name)
     assert out["resumed"] == 1
+
+
+_LISTS = r"""
+import json, os, sys
+from pathlib import Path
+from aiidetect.api import Scanner
+from aiidetect.train.data import _from_manifest
+from PIL import Image
+
+d = sys.argv[1]
+name = os.path.join(os.fsencode(d), "Gr\u00fc\u00dfe \u2615.png".encode("utf-8"))
+Image.new("RGB", (8, 8)).save(os.fsdecode(name))
+listed = os.path.join(d, "list.txt")
+with open(listed, "wb") as f:
+    f.write(name + b"\n")  # `find DIR | aiidetect scan -`
+with open(listed) as f:
+    (rec,) = Scanner(detectors=["metadata"], cache=False).scan("-", stdin=f)
+with open(os.path.join(d, "manifest.csv"), "w", encoding="utf-8") as f:
+    f.write("file,label\nGr\u00fc\u00dfe \u2615.png,real\n")
+(item,) = _from_manifest(Path(d) / "manifest.csv")
+print(json.dumps({"fs": sys.getfilesystemencoding(), "stdin": rec.error and rec.error.message,
+                  "manifest": os.path.exists(item.path)}))
+"""
+
+
+def test_a_list_on_stdin_and_a_manifest_name_utf8_files_in_an_ascii_locale(tmp_path):
+    """The same locale: a name on `find DIR | aiidetect scan -` (decoded as UTF-8, then looked for under the
+    ASCII encoding's bytes) was "no such file or directory", and `eval`/`train` refused a manifest of UTF-8
+    names ("none of its files exist")."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    r = subprocess.run([sys.executable, "-c", _LISTS, str(tmp_path)], capture_output=True, text=True, env=env,
+                       encoding="utf-8", timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout) == {"fs": "ascii", "stdin": None, "manifest": True}

@@ -70,6 +70,15 @@ def display_path(p: Any) -> str:
     return clean_str(s)
 
 
+def path_from_bytes(raw: bytes) -> str:
+    """os.fsdecode, which on Windows (file name errors `surrogatepass`) raises on bytes that are not UTF-8:
+    there such bytes name no file, and read so they say so (U+FFFD) rather than end the run."""
+    try:
+        return os.fsdecode(raw)
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
 def path_from_text(text: str) -> str:
     """The path to open for a name as records and the results store hold it (UTF-8 text of the name's bytes):
     the name itself where the file system encoding is UTF-8 (macOS, Windows, Linux in a UTF-8 or C locale);
