@@ -1,5 +1,6 @@
 import gc
 import io
+import re
 import weakref
 
 from aiidetect.records import DetectorResult, Record
@@ -46,3 +47,33 @@ def test_the_shown_digits_never_read_across_the_band_from_the_verdict():
         w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.899999, detectors={"metadata": DetectorResult("ok")}))
         w.close()
         assert "0.899" in out.getvalue() and "0.900" not in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_too_narrow_for_the_columns_gets_a_block_per_file(monkeypatch):
+    """COLUMNS=40 (a split pane on a laptop): the table gave the name one character a line and the detector
+    and generator columns none, so no name, score or reason could be read. Each file is a block there."""
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    name = "/photos/holiday/IMG_0001.jpg"
+    out = _Terminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record(name, verdict="ai-generated", p_ai=0.998, detectors={"metadata": DetectorResult("ok", p_ai=0.998)},
+                   reasons=["decisive provenance evidence decides the verdict"]))
+    w.close()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert lines[0] == name and all(len(x) <= 40 for x in lines), lines
+    assert lines[1].strip() == "ai-generated  P(AI) 0.998", lines
+    assert lines[2].strip() == "metadata 0.998", lines  # a name and its score on one line
+    assert "decisive provenance evidence" in "".join(lines[3:])
+    monkeypatch.setenv("COLUMNS", "100")  # wide enough: the table, as before
+    out = _Terminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record(name, verdict="ai-generated", p_ai=0.998, detectors={"metadata": DetectorResult("ok", p_ai=0.998)}))
+    w.close()
+    table = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert name in table and "┃ file " in table
