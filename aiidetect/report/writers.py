@@ -224,8 +224,9 @@ class TableWriter(Writer):
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
         # stderr notes and the JSON say why.
         keep = [i for i, n in enumerate(self.names) if n in self.shown]
+        shown = _shown_for(console.encoding)
         if console.width < _TABLE_NEEDS + sum(max(len(self.names[i]), 5) + 3 for i in keep):
-            self._stacked(console, keep)
+            self._stacked(console, keep, shown)
             return
         t = Table(show_lines=False, header_style="bold")
         t.add_column("file", overflow="fold", ratio=3)
@@ -238,38 +239,58 @@ class TableWriter(Writer):
         # Every cell is a Text, never markup: names, reasons, prompts and EXIF come from
         # the files, and "[/b]" in a file name must print as itself, not crash or vanish.
         for file, verdict, p, dets, gen, reason in self.rows:
-            cells = [Text(printable(file)), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(p)]
-            cells += [Text(dets[i][0], style=dets[i][1]) for i in keep]
-            cells += [Text(printable(gen) if gen else ""), Text(printable(reason))]
+            cells = [Text(shown(file)), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(shown(p))]
+            cells += [Text(shown(dets[i][0]), style=dets[i][1]) for i in keep]
+            cells += [Text(shown(gen) if gen else ""), Text(shown(reason))]
             t.add_row(*cells)
         console.print(t, highlight=False)
         self.stream.flush()
 
-    def _stacked(self, console, keep: list[int]) -> None:
+    def _stacked(self, console, keep: list[int], shown) -> None:
         """A terminal too narrow for the table's columns (a split pane, COLUMNS=40): a block per file, its name
         on a line of its own, then the verdict and scores, then the reason, each folded to the width. The
         table there gave the name one character a line and the detector columns none."""
         from rich.padding import Padding
         from rich.text import Text
 
-        from .safe import printable
-
         room = max(console.width - 2, 10)
         for file, verdict, p, dets, gen, reason in self.rows:
-            console.print(Text(printable(file), style="bold"), overflow="fold", highlight=False)
+            console.print(Text(shown(file), style="bold"), overflow="fold", highlight=False)
             # "metadata 0.354" is never cut between the name and its score: a line breaks between such pairs
-            chunks = [Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(f"P(AI) {p}")]
-            chunks += [Text.assemble(f"{self.names[i]} ", (dets[i][0] or "-", dets[i][1])) for i in keep]
-            chunks += [Text(f"generator {printable(gen)}")] if gen else []
+            chunks = [Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(f"P(AI) {shown(p)}")]
+            chunks += [Text.assemble(f"{self.names[i]} ", (shown(dets[i][0]) or "-", dets[i][1])) for i in keep]
+            chunks += [Text(f"generator {shown(gen)}")] if gen else []
             lines = [chunks[0]]
             for c in chunks[1:]:
                 if len(lines[-1]) + 2 + len(c) <= room:
                     lines[-1] = Text.assemble(lines[-1], "  ", c)
                 else:
                     lines.append(c)
-            for part in (*lines, Text(printable(reason))):
+            for part in (*lines, Text(shown(reason))):
                 console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
         self.stream.flush()
+
+
+def _shown_for(encoding: str):
+    """A cell's text as the table's stream can print it: `printable`, and on a terminal whose encoding is not
+    UTF-8 (LC_ALL=C, a latin-1 locale) every character it lacks as its backslash escape before the table is laid
+    out. Escaped only when written (commands.errors.utf8_output), `Grüße.jpg` took 5 cells in the layout and 9
+    on the screen, and every border after it was pushed out of line; the missing-value dash is `-` there."""
+    import codecs
+
+    from .safe import printable
+
+    try:
+        enc = codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        enc = "utf-8"
+    if enc.startswith("utf"):
+        return printable
+
+    def shown(text: str) -> str:
+        text = printable(text).replace("—", "-")
+        return text.encode(enc, "backslashreplace").decode(enc)
+    return shown
 
 
 # The narrowest the table's fixed columns and borders take (file 12, verdict 12, P(AI) 5, generator 9, reason 12,

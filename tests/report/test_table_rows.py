@@ -77,3 +77,26 @@ def test_a_terminal_too_narrow_for_the_columns_gets_a_block_per_file(monkeypatch
     w.close()
     table = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
     assert name in table and "┃ file " in table
+
+
+class _AsciiTerminal(_Terminal):
+    @property
+    def encoding(self) -> str:
+        return "ascii"
+
+
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped_and_the_table_aligned(monkeypatch):
+    """LC_ALL=C (PYTHONUTF8=0) or a latin-1 locale at a terminal: the stream escaped what it could not encode as
+    it was written, after rich had laid the table out for the raw text, so `Grüße.jpg` (5 cells laid out, 9
+    written) and every `—` pushed the borders of their rows out of line."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record("/p/Gr\u00fc\u00dfe \u2615.jpg", verdict="uncertain", p_ai=None,
+                   detectors={"metadata": DetectorResult("ok", p_ai=None)}, reasons=["caf\u00e9"]))
+    w.close()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert all(x.isascii() for x in lines), lines
+    assert len({len(x) for x in lines}) == 1, lines   # every border in line
+    assert "/p/Gr\\xfc\\xdfe \\u2615.jpg" in out.getvalue() and "caf\\xe9" in out.getvalue()
