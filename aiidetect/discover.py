@@ -389,6 +389,28 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
     return list(it), summ
 
 
+def _why_missing(a: str) -> str | None:
+    """The system's reason a path names nothing where it is not that nothing is there (a name past the file
+    system's 255 bytes, a folder on the way that cannot be entered), which "no such file or directory"
+    misstated; None when it is that."""
+    import errno
+
+    try:
+        os.lstat(a)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and exc.strerror:
+            return exc.strerror
+    except ValueError:  # a NUL in it (from the library): no file has such a name
+        pass
+    return None
+
+
+def _missing(a: str) -> str:
+    """The usage error for a path argument that names nothing."""
+    why = _why_missing(a)
+    return f"cannot read {a}: {why}" if why else f"no such file or directory: {a}" + _missing_hint(a)
+
+
 def _missing_hint(a: str) -> str:
     """Why a path typed on a command line names nothing, when its spelling says: what the shell does and
     this tool does not (a name may hold `~`, `*` or `\\`, so nothing is expanded or rewritten)."""
@@ -421,7 +443,7 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
     args = list(args)
     for a in args:
         if strict and not os.path.isdir(a) and not os.path.lexists(a):
-            raise DiscoveryError(f"no such file or directory: {a}" + _missing_hint(a))
+            raise DiscoveryError(_missing(a))
     # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
     # is still being written, and only a piece of it is held.
     summ = DiscoverySummary()
@@ -671,7 +693,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if new(key):
                     yield Candidate(a, explicit=True, ident=key if isinstance(key, tuple) else None)
             elif not strict_missing:
-                yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
+                yield Candidate(a, explicit=True, error=("unreadable", _why_missing(a) or "no such file or directory"))
 
     def one_ahead(items: Iterator[Candidate]) -> Iterator[Candidate]:
         """`items`, one read ahead when a list is read: while the next is at hand, the records so far need not be

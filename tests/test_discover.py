@@ -587,3 +587,15 @@ def test_a_missing_path_says_what_the_shell_would_have_done_with_it(tmp_path, mo
     (tmp_path / "a\\b.jpg").write_bytes(b"x")
     files, _ = discover(["~", "a\\b.jpg"])
     assert sorted(os.path.basename(c.path) for c in files) == ["a\\b.jpg"]
+
+
+def test_a_path_the_system_refuses_says_why_not_that_it_is_missing(tmp_path):
+    """A name past the file system's 255 bytes (a long title saved from a browser, cut nowhere) was "no such file
+    or directory", as a typo is: the error, and a listed name's record, give the system's own reason."""
+    import errno
+
+    long = str(tmp_path / ("y" * 300 + ".jpg"))
+    with pytest.raises(DiscoveryError, match=r"^cannot read .*y\.jpg: " + os.strerror(errno.ENAMETOOLONG) + "$"):
+        discover([long])
+    (c,), _ = discover([], stdin=io.StringIO(long + "\n"))
+    assert c.error == ("unreadable", os.strerror(errno.ENAMETOOLONG))
