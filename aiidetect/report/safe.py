@@ -204,6 +204,26 @@ def _json_escape(m: re.Match) -> str:
     return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
 
 
+def printable_for(encoding: str | None):
+    """A cell's text as the table's stream can print it: `printable`, and on a terminal whose encoding is not
+    UTF-8 (LC_ALL=C, a latin-1 locale) every character it lacks as its backslash escape before the table is laid
+    out. Escaped only when written (commands.errors.utf8_output), `Grüße.jpg` took 5 cells in the layout and 9
+    on the screen, and every border after it was pushed out of line; the missing-value dash is `-` there."""
+    import codecs
+
+    try:
+        enc = codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        enc = "utf-8"
+    if enc.startswith("utf"):
+        return printable
+
+    def shown(text: str) -> str:
+        text = printable(text).replace("—", "-")
+        return text.encode(enc, "backslashreplace").decode(enc)
+    return shown
+
+
 def table_width(stream: Any, default: int = 160) -> int | None:
     """The width a results table is laid out for: None at a terminal (rich asks it). Off one rich
     would assume 80 columns, too narrow for paths and reasons piped to a file or pager, so `default`,

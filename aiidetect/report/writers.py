@@ -218,13 +218,13 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import printable, table_width
+        from .safe import printable_for, table_width
 
         console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
         # stderr notes and the JSON say why.
         keep = [i for i, n in enumerate(self.names) if n in self.shown]
-        shown = _shown_for(console.encoding)
+        shown = printable_for(console.encoding)
         if console.width < _TABLE_NEEDS + sum(max(len(self.names[i]), 5) + 3 for i in keep):
             self._stacked(console, keep, shown)
             return
@@ -269,28 +269,6 @@ class TableWriter(Writer):
             for part in (*lines, Text(shown(reason))):
                 console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
         self.stream.flush()
-
-
-def _shown_for(encoding: str):
-    """A cell's text as the table's stream can print it: `printable`, and on a terminal whose encoding is not
-    UTF-8 (LC_ALL=C, a latin-1 locale) every character it lacks as its backslash escape before the table is laid
-    out. Escaped only when written (commands.errors.utf8_output), `Grüße.jpg` took 5 cells in the layout and 9
-    on the screen, and every border after it was pushed out of line; the missing-value dash is `-` there."""
-    import codecs
-
-    from .safe import printable
-
-    try:
-        enc = codecs.lookup(encoding or "utf-8").name
-    except LookupError:
-        enc = "utf-8"
-    if enc.startswith("utf"):
-        return printable
-
-    def shown(text: str) -> str:
-        text = printable(text).replace("—", "-")
-        return text.encode(enc, "backslashreplace").decode(enc)
-    return shown
 
 
 # The narrowest the table's fixed columns and borders take (file 12, verdict 12, P(AI) 5, generator 9, reason 12,

@@ -100,3 +100,19 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped_and_the_table_aligne
     assert all(x.isascii() for x in lines), lines
     assert len({len(x) for x in lines}) == 1, lines   # every border in line
     assert "/p/Gr\\xfc\\xdfe \\u2615.jpg" in out.getvalue() and "caf\\xe9" in out.getvalue()
+
+
+def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(monkeypatch):
+    from aiidetect.commands.meta import _print_table
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    _print_table([{"file": "/p/Gr\u00fc\u00dfe.png", "format": "PNG", "width": 8, "height": 8, "p_ai": None,
+                   "llr": None, "evidence": [{"id": "generator.parameters", "direction": "ai", "strength": 6.0,
+                                              "detail": 'prompt "ein sch\u00f6ner Hund, \u65e5\u672c"',
+                                              "source": "PNG iTXt"}]}], stream=out)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert all(x.isascii() for x in lines), lines
+    table = [x for x in lines if x[:1] in "|+"]
+    assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
