@@ -82,13 +82,26 @@ def slot_files(store_path: str) -> list[str]:
     return sorted(glob.glob(glob.escape(str(store_path)) + SUFFIX + "*"))
 
 
+def _flock():
+    """The fcntl module, or None where there is none (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    return fcntl
+
+
 def recover(store_path: str, elsewhere: Callable[[int], bool] = lambda session_id: False
             ) -> tuple[list[Seen], list[int]]:
     """The files in the slots of sessions that died, and those sessions' ids; their slot
     files are removed. A slot file still locked belongs to a live session: left alone. So is
     one of a session `elsewhere` says ran on another machine (a store on a share: its lock
-    is not seen from here, and a live session there would look dead)."""
-    import fcntl
+    is not seen from here, and a live session there would look dead).
+    Without flock (Windows) a live session's slots cannot be told from a dead one's: none is taken, and a
+    crash there strikes nothing (before, every `scan --db` there ended at once on `import fcntl`)."""
+    fcntl = _flock()
+    if fcntl is None:
+        return [], []
 
     found: list[Seen] = []
     dead: list[int] = []
@@ -215,8 +228,7 @@ class CrashGuard:
     def __init__(self, store_path: str, session_id: int, strikes: Mapping[str, tuple[int | None, int | None, int]],
                  seen: Callable[[str], Seen | None], cleared: Callable[[str], None] | None = None,
                  struck: Callable[[Seen, int], None] | None = None):
-        import fcntl
-
+        fcntl = _flock()
         self.path = f"{store_path}{SUFFIX}{int(session_id)}"
         self.strikes = dict(strikes)
         self._seen = seen
@@ -231,7 +243,8 @@ class CrashGuard:
         folder, base = os.path.split(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix=f".{base}-", dir=folder)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.rename(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -472,6 +472,11 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
         if getattr(exc, "errno", None) == 40:  # ELOOP
             raise DecodeFailure("symlink-loop", f"symbolic link loop: {exc.strerror}") from exc
         raise DecodeFailure("unreadable", f"cannot stat: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        # A name no file can have, from a hand-made or hostile JSONL (a NUL in it), or one this system's file
+        # name encoding cannot write (UnicodeEncodeError): it ended a whole `report`, exit 2.
+        what = "holds a NUL byte" if "\0" in p else "cannot be written in this system's file name encoding"
+        raise DecodeFailure("unreadable", f"cannot stat: the name {what}") from exc
     if not stat.S_ISREG(st.st_mode):
         kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (device, fifo or socket)"
         raise DecodeFailure("not-a-file", f"not a regular file: {kind}")

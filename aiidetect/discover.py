@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import itertools
 import os
+import re
 import select
 import stat
 from dataclasses import dataclass, field
@@ -190,7 +191,9 @@ def iter_path_list(stream, state: ListState | None = None) -> Iterator[str]:
         # piece at a time (read whole, 100 MB of it took 540 MB); a byte pair that is no character becomes
         # U+FFFD, a name that then names no file (a lone surrogate would reach os.stat and end the scan).
         # Unless its first name, read as bytes, is a file: a name may start with those two bytes.
-        if not _names_a_file(_split_list(head.decode("utf-8", "surrogateescape"))[:1]):
+        from .report.safe import path_from_bytes
+
+        if not _names_a_file(_split_list(path_from_bytes(head))[:1]):
             import codecs
 
             dec = codecs.getincrementaldecoder("utf-16")("replace")  # the mark says the byte order, and is dropped
@@ -271,7 +274,12 @@ def _split_pieces(head, pieces: Iterator, state: ListState | None = None) -> Ite
     text = isinstance(head, str)
     nul, nl, cr = ("\0", "\n", "\r") if text else (b"\0", b"\n", b"\r")
     sep = _kind(head, early=True)
-    decode = (lambda b: b) if text else (lambda b: b.decode("utf-8", "surrogateescape"))
+    # A name's bytes as this system's str for them: in a latin-1 or ASCII locale (PYTHONUTF8=0), decoded as UTF-8
+    # `Grüße.jpg` was looked for under other bytes, or none, and every non-ASCII name on the list was missing.
+    # A text list (UTF-16, a library's StringIO) holds the names' text: opened by its UTF-8 bytes, as records are.
+    from .report.safe import path_from_bytes, path_from_text
+
+    decode = path_from_text if text else path_from_bytes
     raw = (lambda t: t.encode("utf-8", "surrogateescape")) if text else (lambda b: b)
 
     # The pieces of the path not ended yet: each piece is searched once, and joined when the path's
@@ -381,6 +389,45 @@ def discover(args: Iterable[str], recursive: bool = True, include: Sequence[str]
     return list(it), summ
 
 
+def _why_missing(a: str) -> str | None:
+    """The system's reason a path names nothing where it is not that nothing is there (a name past the file
+    system's 255 bytes, a folder on the way that cannot be entered), which "no such file or directory"
+    misstated; None when it is that."""
+    import errno
+
+    try:
+        os.lstat(a)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and exc.strerror:
+            return exc.strerror
+    except ValueError:  # a NUL in it (from the library): no file has such a name
+        pass
+    return None
+
+
+def _missing(a: str) -> str:
+    """The usage error for a path argument that names nothing."""
+    why = _why_missing(a)
+    return f"cannot read {a}: {why}" if why else f"no such file or directory: {a}" + _missing_hint(a)
+
+
+def _missing_hint(a: str) -> str:
+    """Why a path typed on a command line names nothing, when its spelling says: what the shell does and
+    this tool does not (a name may hold `~`, `*` or `\\`, so nothing is expanded or rewritten)."""
+    if any(c in a for c in "*?["):
+        return (" (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
+                "glob.glob(pattern))")
+    if a.startswith("~") and os.path.expanduser(a) != a:
+        # `aiidetect scan '~/photos'`: quoted, or from a script or a config file, no shell expands it
+        return (f" (~ is expanded by the shell, and not inside quotes: {os.path.expanduser(a)} is "
+                f"what ~ there stands for)")
+    if os.sep == "/" and (re.match(r"[A-Za-z]:[\\/]", a) or "\\" in a and "/" not in a):
+        # C:\photos\a.jpg copied from a Windows machine: on this system a backslash is part of a name
+        return (" (a Windows path? Here folders are separated by /, and a drive is a mounted folder: "
+                "/mnt/c/... under WSL, /Volumes/NAME/... on macOS)")
+    return ""
+
+
 def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence[str] = (),
                   exclude: Sequence[str] = (), stdin=None, strict: bool = True,
                   follow_links: bool = False) -> tuple[Iterator[Candidate], DiscoverySummary]:
@@ -396,9 +443,7 @@ def iter_discover(args: Iterable[str], recursive: bool = True, include: Sequence
     args = list(args)
     for a in args:
         if strict and not os.path.isdir(a) and not os.path.lexists(a):
-            raise DiscoveryError(f"no such file or directory: {a}" + (
-                " (a glob is not expanded here: the shell expands it on the command line; from Python, pass "
-                "glob.glob(pattern))" if any(c in a for c in "*?[") else ""))
+            raise DiscoveryError(_missing(a))
     # Read as the walk goes (docs/scale.md, "Bounded memory"): the first file is scanned while the list
     # is still being written, and only a piece of it is held.
     summ = DiscoverySummary()
@@ -648,7 +693,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if new(key):
                     yield Candidate(a, explicit=True, ident=key if isinstance(key, tuple) else None)
             elif not strict_missing:
-                yield Candidate(a, explicit=True, error=("unreadable", "no such file or directory"))
+                yield Candidate(a, explicit=True, error=("unreadable", _why_missing(a) or "no such file or directory"))
 
     def one_ahead(items: Iterator[Candidate]) -> Iterator[Candidate]:
         """`items`, one read ahead when a list is read: while the next is at hand, the records so far need not be

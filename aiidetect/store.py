@@ -463,12 +463,14 @@ def path_key(path: str, folders: dict[str, str] | None = None) -> str:
     """The stored key of a file: canonical_path, so every spelling of one file's path resumes the
     others, and shards (shard.shard_of hashes the same path) never write one file twice. SQLite text
     is UTF-8, so a name that is not (docs/schema.md, file_bytes) is kept as its display form plus the
-    base64 of its exact bytes: unique, stable, and still readable in a query."""
+    base64 of its exact bytes: unique, stable, and still readable in a query. A UTF-8 name is its UTF-8 text
+    whatever the locale: kept as Python's str, in an ASCII locale (PYTHONUTF8=0) it held surrogates that SQLite
+    refused, and the first non-ASCII name ended the scan."""
     key = canonical_path(path, folders)
     from .report.safe import display_path, path_bytes_b64
 
     raw = path_bytes_b64(key)
-    return key if raw is None else f"{display_path(key)}#b64:{raw}"
+    return display_path(key) if raw is None else f"{display_path(key)}#b64:{raw}"
 
 
 def _resolves_elsewhere(folder: str) -> bool:
@@ -511,7 +513,9 @@ def key_path(key: str) -> str:
             # Only path_key's own form: a UTF-8 name that merely contains '#b64:' is kept as it is.
             if display_path(decoded) == head and path_bytes_b64(decoded) is not None:
                 return os.fsdecode(decoded)
-    return key
+    from .report.safe import path_from_text
+
+    return path_from_text(key)
 
 
 # ---------------------------------------------------------------- records <-> JSON
@@ -582,7 +586,9 @@ def _key_names(key: str) -> set[bytes]:
     """The file names (last component, exact bytes) a stored path key can stand for: the name after
     a '#b64:' suffix (path_key's form for a name that is not UTF-8), and the key's own last component
     (a file may be named 'x#b64:abc.jpg' itself; read only as base64, its every row was at odds)."""
-    names = {os.path.basename(os.fsencode(key))}
+    from .report.safe import path_from_text
+
+    names = {os.path.basename(os.fsencode(path_from_text(key)))}
     head, sep, raw = key.rpartition("#b64:")
     if sep:
         import base64

@@ -1152,3 +1152,20 @@ def test_a_session_that_died_using_the_store_through_a_link_is_found_by_its_real
     assert again.crashed == [str(img.resolve())]
     assert st.db.execute("SELECT status FROM sessions WHERE session_id=?", (first.session_id,)).fetchone() == ("died",)
     st.close()
+
+
+def test_a_store_without_flock_scans_and_resumes(tmp_path, monkeypatch):
+    """Windows has no fcntl: `import fcntl` in the crash guard ended every `scan --db` there at once (exit 2).
+    Without flock a live session's slots cannot be told from a dead one's, so none is taken: the scan and its
+    resume run, with no strikes."""
+    from aiidetect.api import Scanner
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.png")
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
+    db = str(tmp_path / "s.sqlite")
+    for resumed in (0, 1):
+        with Scanner(detectors=["metadata"], db=db, cache=False, file_timeout=30, on_note=lambda m: None) as s:
+            (rec,) = s.scan(str(tmp_path / "in"))
+            assert rec.error is None and s.stats["resumed"] == resumed
+    assert recover(db) == ([], [])

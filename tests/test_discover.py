@@ -568,3 +568,34 @@ def test_a_list_on_a_descriptor_above_1023_still_says_it_would_wait():
     finally:
         for fd in (r, w, high):
             os.close(fd)
+
+
+def test_a_missing_path_says_what_the_shell_would_have_done_with_it(tmp_path, monkeypatch):
+    """A laptop user's `aiidetect scan '~/photos'` (quoted: no shell expands it) or a Windows path pasted into
+    a macOS or Linux terminal said only "no such file or directory"; the error now says why it names nothing.
+    Nothing is rewritten: `~x` and `a\\b` are legal names, taken as they are when they exist."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(DiscoveryError, match=r"~ is expanded by the shell.*" + str(tmp_path / "home" / "photos")):
+        discover(["~/photos"])
+    for win in ("C:\\photos\\a.jpg", "D:/a.jpg", "photos\\a.jpg"):
+        with pytest.raises(DiscoveryError, match=r"a Windows path\?.*separated by /"):
+            discover([win])
+    with pytest.raises(DiscoveryError, match=r"^no such file or directory: x/nothere\.jpg$"):
+        discover(["x/nothere.jpg"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "~").mkdir()
+    (tmp_path / "a\\b.jpg").write_bytes(b"x")
+    files, _ = discover(["~", "a\\b.jpg"])
+    assert sorted(os.path.basename(c.path) for c in files) == ["a\\b.jpg"]
+
+
+def test_a_path_the_system_refuses_says_why_not_that_it_is_missing(tmp_path):
+    """A name past the file system's 255 bytes (a long title saved from a browser, cut nowhere) was "no such file
+    or directory", as a typo is: the error, and a listed name's record, give the system's own reason."""
+    import errno
+
+    long = str(tmp_path / ("y" * 300 + ".jpg"))
+    with pytest.raises(DiscoveryError, match=r"^cannot read .*y\.jpg: " + os.strerror(errno.ENAMETOOLONG) + "$"):
+        discover([long])
+    (c,), _ = discover([], stdin=io.StringIO(long + "\n"))
+    assert c.error == ("unreadable", os.strerror(errno.ENAMETOOLONG))

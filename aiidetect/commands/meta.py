@@ -22,12 +22,14 @@ def _print_table(reports: list[dict], stream=None) -> None:
     from rich.text import Text
 
     from ..provenance.factwords import c2pa_line, watermark_words
-    from ..report.safe import printable, table_width
+    from ..report.safe import printable_for, table_width
 
     # Names, prompts, EXIF and C2PA strings come from the files: printed as Text or escaped, never markup,
     # and never with ":name:" codes turned into emoji. Piped, laid out as wide as scan's table (rich's 80 cut
     # the names).
     con = Console(file=stream, highlight=False, emoji=False, width=table_width(stream or sys.stdout))
+    # At a terminal that is not UTF-8, what it cannot show is escaped before the layout (the rule, the table).
+    printable = printable_for(con.encoding)
     for r in reports:
         name = Text(printable(r["file"]), style="bold")
         if name.cell_len + 4 <= con.width:

@@ -56,10 +56,39 @@ def _only_escapes(s: str) -> bool:
 
 def display_path(p: Any) -> str:
     """The path as text for humans and JSON: exact when the name is valid UTF-8,
-    otherwise with each undecodable byte shown as U+FFFD."""
+    otherwise with each undecodable byte shown as U+FFFD. Read from the name's bytes, whatever the
+    file system encoding: in a latin-1 locale (or an ASCII one with PYTHONUTF8=0) Python's str for the
+    UTF-8 name `Grüße.jpg` is not `Grüße.jpg`, and the record must say what a UTF-8 machine says."""
     if isinstance(p, bytes):
         return p.decode("utf-8", "replace")
-    return clean_str(os.fspath(p) if not isinstance(p, str) else p)
+    s = os.fspath(p) if not isinstance(p, str) else p
+    if isinstance(s, str):
+        try:
+            return os.fsencode(s).decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a lone surrogate no file system produced, or no name this system has
+            pass
+    return clean_str(s)
+
+
+def path_from_bytes(raw: bytes) -> str:
+    """os.fsdecode, which on Windows (file name errors `surrogatepass`) raises on bytes that are not UTF-8:
+    there such bytes name no file, and read so they say so (U+FFFD) rather than end the run."""
+    try:
+        return os.fsdecode(raw)
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def path_from_text(text: str) -> str:
+    """The path to open for a name as records and the results store hold it (UTF-8 text of the name's bytes):
+    the name itself where the file system encoding is UTF-8 (macOS, Windows, Linux in a UTF-8 or C locale);
+    in a latin-1 or ASCII one, the str Python maps to those same bytes. Opened as given, `Grüße.jpg` was looked
+    for under other bytes (latin-1), or raised UnicodeEncodeError (ASCII) and ended a `report` or a `--db`
+    scan. Text with lone surrogates (a hand-made JSON) is returned as it is."""
+    try:
+        return os.fsdecode(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return text
 
 
 def path_bytes_b64(p: Any) -> str | None:
@@ -95,7 +124,7 @@ def path_from_record(file: Any, file_bytes: Any) -> str:
         return os.fsdecode(raw)
     if not isinstance(file, str):
         raise ValueError("file is not text")
-    return file
+    return path_from_text(file)
 
 
 def clean(obj: Any) -> Any:
@@ -173,6 +202,26 @@ def _json_escape(m: re.Match) -> str:
         return f"\\u{o:04x}"
     o -= 0x10000
     return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+
+
+def printable_for(encoding: str | None):
+    """A cell's text as the table's stream can print it: `printable`, and on a terminal whose encoding is not
+    UTF-8 (LC_ALL=C, a latin-1 locale) every character it lacks as its backslash escape before the table is laid
+    out. Escaped only when written (commands.errors.utf8_output), `Grüße.jpg` took 5 cells in the layout and 9
+    on the screen, and every border after it was pushed out of line; the missing-value dash is `-` there."""
+    import codecs
+
+    try:
+        enc = codecs.lookup(encoding or "utf-8").name
+    except LookupError:
+        enc = "utf-8"
+    if enc.startswith("utf"):
+        return printable
+
+    def shown(text: str) -> str:
+        text = printable(text).replace("—", "-")
+        return text.encode(enc, "backslashreplace").decode(enc)
+    return shown
 
 
 def table_width(stream: Any, default: int = 160) -> int | None:

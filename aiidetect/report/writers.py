@@ -218,12 +218,16 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import printable, table_width
+        from .safe import printable_for, table_width
 
         console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
         # stderr notes and the JSON say why.
         keep = [i for i, n in enumerate(self.names) if n in self.shown]
+        shown = printable_for(console.encoding)
+        if console.width < _TABLE_NEEDS + sum(max(len(self.names[i]), 5) + 3 for i in keep):
+            self._stacked(console, keep, shown)
+            return
         t = Table(show_lines=False, header_style="bold")
         t.add_column("file", overflow="fold", ratio=3)
         t.add_column("verdict", no_wrap=True)
@@ -235,12 +239,42 @@ class TableWriter(Writer):
         # Every cell is a Text, never markup: names, reasons, prompts and EXIF come from
         # the files, and "[/b]" in a file name must print as itself, not crash or vanish.
         for file, verdict, p, dets, gen, reason in self.rows:
-            cells = [Text(printable(file)), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(p)]
-            cells += [Text(dets[i][0], style=dets[i][1]) for i in keep]
-            cells += [Text(printable(gen) if gen else ""), Text(printable(reason))]
+            cells = [Text(shown(file)), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(shown(p))]
+            cells += [Text(shown(dets[i][0]), style=dets[i][1]) for i in keep]
+            cells += [Text(shown(gen) if gen else ""), Text(shown(reason))]
             t.add_row(*cells)
         console.print(t, highlight=False)
         self.stream.flush()
+
+    def _stacked(self, console, keep: list[int], shown) -> None:
+        """A terminal too narrow for the table's columns (a split pane, COLUMNS=40): a block per file, its name
+        on a line of its own, then the verdict and scores, then the reason, each folded to the width. The
+        table there gave the name one character a line and the detector columns none."""
+        from rich.padding import Padding
+        from rich.text import Text
+
+        room = max(console.width - 2, 10)
+        for file, verdict, p, dets, gen, reason in self.rows:
+            console.print(Text(shown(file), style="bold"), overflow="fold", highlight=False)
+            # "metadata 0.354" is never cut between the name and its score: a line breaks between such pairs
+            chunks = [Text(verdict, style=_VERDICT_STYLE.get(verdict, "")), Text(f"P(AI) {shown(p)}")]
+            chunks += [Text.assemble(f"{self.names[i]} ", (shown(dets[i][0]) or "-", dets[i][1])) for i in keep]
+            chunks += [Text(f"generator {shown(gen)}")] if gen else []
+            lines = [chunks[0]]
+            for c in chunks[1:]:
+                if len(lines[-1]) + 2 + len(c) <= room:
+                    lines[-1] = Text.assemble(lines[-1], "  ", c)
+                else:
+                    lines.append(c)
+            for part in (*lines, Text(shown(reason))):
+                console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
+        self.stream.flush()
+
+
+# The narrowest the table's fixed columns and borders take (file 12, verdict 12, P(AI) 5, generator 9, reason 12,
+# each with its 3 of border and padding, and the closing border), before the detectors' columns: narrower, a file
+# gets a block of lines rather than a row (TableWriter._stacked).
+_TABLE_NEEDS = 12 + 12 + 5 + 9 + 12 + 5 * 3 + 1
 
 
 # The band that judged a file, for the table here and the HTML report's table, card and gauge.

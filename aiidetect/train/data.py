@@ -461,6 +461,8 @@ UNLABELLED = ("unknown",)
 
 
 def _from_manifest(csv_path: Path) -> list[Item]:
+    from ..report.safe import path_from_text
+
     base = csv_path.parent
     out = []
     seen: dict[str, tuple[int, int]] = {}
@@ -497,7 +499,8 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                     continue
                 gen = (row.get("generator") or "").strip() or ("unknown-ai" if y else "real")
                 sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
-                p = Path(name)
+                # UTF-8 text, as records hold names: opened by those bytes whatever the locale's file name encoding
+                p = Path(path_from_text(name))
                 path = str(p if p.is_absolute() else base / p)
                 key = os.path.normpath(path)
                 if key in seen:

@@ -458,6 +458,24 @@ def test_a_thumbnail_is_of_the_file_the_card_names(tmp_path):
     assert "the record's file_bytes do not name the file shown here" in cards[1]["text"]
 
 
+def test_a_record_naming_no_possible_file_costs_its_thumbnail_not_the_page(tmp_path):
+    """A hand-made or hostile run whose `file` holds a NUL: os.stat raised ValueError (not OSError) and the
+    whole report ended, exit 2. It is a name no file has: that card has no thumbnail, the others are drawn."""
+    from aiidetect.testing.images import jpeg_bytes, noise_rgb
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(noise_rgb(32, 24, 1)))
+    run = tmp_path / "run.jsonl"
+    r = run_cli_in_process("scan", str(photo), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(run.read_text(encoding="utf-8"))
+    _write(run, [{**rec, "file": str(tmp_path / "a\0b.jpg")}, rec])
+    r = run_cli_in_process("report", str(run), "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 0 and "2 files" in r.stderr and "1 thumbnails" in r.stderr, r.stderr
+    cards = assert_self_contained((tmp_path / "r.html").read_text(encoding="utf-8")).cards
+    assert "NUL" in cards[0]["text"], cards[0]["text"]
+
+
 def test_documents_on_stdout_are_utf8_whatever_the_locale(tmp_path):
     """Under a stdout encoding that is not UTF-8 (a latin-1 locale, PYTHONIOENCODING=ascii), the first
     non-ASCII file name ended every format with a UnicodeEncodeError (exit 2) and half a document.

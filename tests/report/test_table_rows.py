@@ -1,5 +1,6 @@
 import gc
 import io
+import re
 import weakref
 
 from aiidetect.records import DetectorResult, Record
@@ -46,3 +47,72 @@ def test_the_shown_digits_never_read_across_the_band_from_the_verdict():
         w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.899999, detectors={"metadata": DetectorResult("ok")}))
         w.close()
         assert "0.899" in out.getvalue() and "0.900" not in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_too_narrow_for_the_columns_gets_a_block_per_file(monkeypatch):
+    """COLUMNS=40 (a split pane on a laptop): the table gave the name one character a line and the detector
+    and generator columns none, so no name, score or reason could be read. Each file is a block there."""
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    name = "/photos/holiday/IMG_0001.jpg"
+    out = _Terminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record(name, verdict="ai-generated", p_ai=0.998, detectors={"metadata": DetectorResult("ok", p_ai=0.998)},
+                   reasons=["decisive provenance evidence decides the verdict"]))
+    w.close()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert lines[0] == name and all(len(x) <= 40 for x in lines), lines
+    assert lines[1].strip() == "ai-generated  P(AI) 0.998", lines
+    assert lines[2].strip() == "metadata 0.998", lines  # a name and its score on one line
+    assert "decisive provenance evidence" in "".join(lines[3:])
+    monkeypatch.setenv("COLUMNS", "100")  # wide enough: the table, as before
+    out = _Terminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record(name, verdict="ai-generated", p_ai=0.998, detectors={"metadata": DetectorResult("ok", p_ai=0.998)}))
+    w.close()
+    table = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert name in table and "┃ file " in table
+
+
+class _AsciiTerminal(_Terminal):
+    @property
+    def encoding(self) -> str:
+        return "ascii"
+
+
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped_and_the_table_aligned(monkeypatch):
+    """LC_ALL=C (PYTHONUTF8=0) or a latin-1 locale at a terminal: the stream escaped what it could not encode as
+    it was written, after rich had laid the table out for the raw text, so `Grüße.jpg` (5 cells laid out, 9
+    written) and every `—` pushed the borders of their rows out of line."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    w = TableWriter(out, ["metadata"])
+    w.write(Record("/p/Gr\u00fc\u00dfe \u2615.jpg", verdict="uncertain", p_ai=None,
+                   detectors={"metadata": DetectorResult("ok", p_ai=None)}, reasons=["caf\u00e9"]))
+    w.close()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert all(x.isascii() for x in lines), lines
+    assert len({len(x) for x in lines}) == 1, lines   # every border in line
+    assert "/p/Gr\\xfc\\xdfe \\u2615.jpg" in out.getvalue() and "caf\\xe9" in out.getvalue()
+
+
+def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(monkeypatch):
+    from aiidetect.commands.meta import _print_table
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    _print_table([{"file": "/p/Gr\u00fc\u00dfe.png", "format": "PNG", "width": 8, "height": 8, "p_ai": None,
+                   "llr": None, "evidence": [{"id": "generator.parameters", "direction": "ai", "strength": 6.0,
+                                              "detail": 'prompt "ein sch\u00f6ner Hund, \u65e5\u672c"',
+                                              "source": "PNG iTXt"}]}], stream=out)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
+    assert all(x.isascii() for x in lines), lines
+    table = [x for x in lines if x[:1] in "|+"]
+    assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
