@@ -44,9 +44,17 @@ BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the rea
 FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
 LEFT_OUT = "left_out"
-# Why a file is uncertain, as the first reason says it; the report's card words each for people.
-NO_OPINION = "no detector had an opinion"
-SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# Why a file is uncertain, as the first reason says it (the table's reason, CSV, --explain, the page's rows),
+# read by people who do not know the detectors: each says that aiidetect did not decide and what would settle it.
+# "no detector had an opinion" and "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# left an editor to guess whether the file was checked at all, and what to do about it.
+NO_OPINION = ("not decided: no pixel detector judged the image and its metadata holds nothing that counts; "
+              "to settle it, scan it with a pixel detector or check it with other sources")
+SOFT_ONLY = ("not decided: only the file's metadata was weighed, and none of it decides on its own (metadata is "
+             "easily stripped or forged); to settle it, scan it with a pixel detector or check it with other sources")
+# The same two leads as aiidetect wrote them before (a saved run rendered by `aiidetect report`).
+NO_OPINION_WAS = "no detector had an opinion"
+SOFT_ONLY_WAS = "only soft metadata evidence: it shifts the odds but cannot decide alone"
 # After the detectors' names, in the reasons of a file fused without the model's bias and band (the report
 # draws that file's gauge with the band it was judged on).
 ASIDE_FOR_FILE = "no answer for this file, so the fusion model's bias and band"
