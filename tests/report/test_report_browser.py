@@ -299,3 +299,31 @@ def test_a_name_typed_with_its_joiner_finds_its_row(browser, tmp_path):
         expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
     assert problems == []
     page.close()
+
+
+def test_the_detectors_table_keeps_words_and_numbers_whole_at_phone_width(browser, tmp_path):
+    """The card breaks text anywhere (so a hostile name cannot spill), and at 390 px the table's automatic
+    layout then squeezed its columns: an editor read P(AI) "0.99 / 8", "metadat / a" and "stat / us"."""
+    rec = {"schema": "1.2", "file": "market_night.png", "verdict": "ai-generated", "p_ai": 0.998, "error": None,
+           "reasons": ["r"], "detectors": {
+               "metadata": {"status": "ok", "p_ai": 0.998, "score": 6.4, "score_kind": "llr", "evidence": []},
+               "linear:demo-probe": {"status": "ok", "p_ai": 0.5, "score": 0.000534, "score_kind": "logit",
+                                     "dtype": "bfloat16", "threshold": 0.5}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 390, 900)
+    page.locator("table.dets").first.scroll_into_view_if_needed()
+    _two_frames(page)
+    # One line box per word: a Range over a word has one client rect unless the word was broken.
+    # (A head's name longer than its column, "linear:demo-probe", may break at its punctuation.)
+    lines = page.evaluate("""() => Array.from(document.querySelectorAll(
+            'table.dets thead th, table.dets tbody th, table.dets td')).filter(c => !c.textContent.includes(':'))
+        .map(c => {
+        const r = document.createRange(); r.selectNodeContents(c);
+        return [c.textContent, new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top))).size]; })""")
+    assert [t for t, n in lines if n > 1 and " " not in t] == [], lines
+    assert {"metadata", "status", "0.998", "P(AI)"} <= {t for t, n in lines}, lines
+    assert problems == []
+    page.close()
