@@ -534,10 +534,14 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"reads schema {_e(', '.join(KNOWN_SCHEMAS))}: the records were written by another version, and "
                  f"fields it does not know are not shown.</p>")
     # (a space after each number: without it, "147files" is what a screen reader and a copy of the text got)
-    o += ["<ul class=\"counts\">", f"<li><b>{n}</b> files</li>"]
+    # Each count is a way in to its files (the table, filtered to that verdict by the page's script; without
+    # it, the table): the editor who reads "1 AI-generated" wants that photo next, and on a phone the table
+    # began a screen or more below the counts.
+    o += ["<ul class=\"counts\">", f"<li><a href=\"#files\" data-verdict=\"\"><b>{n}</b> files</a></li>"]
     for v, k in counts.items():
-        o.append(f"<li><b>{k}</b> {_verdict_badge(v)}</li>")
-    o.append("</ul>")
+        o.append(f"<li><a href=\"#files\" data-verdict=\"{_e(v)}\"><b>{k}</b> {_verdict_badge(v)}</a></li>")
+    o.append("</ul><p class=\"noprint find\"><a href=\"#files\" id=\"find-file\">Find a file by its name</a> "
+             "or pick a count above to list those files.</p>")
     if decided:
         # The tiles add up to the files; without this line the "error" filter showed more rows than its tile
         # counted, and `scan` had said "2 errors" of the run this page calls "1 error".

@@ -327,3 +327,25 @@ def test_the_detectors_table_keeps_words_and_numbers_whole_at_phone_width(browse
     assert {"metadata", "status", "0.998", "P(AI)"} <= {t for t, n in lines}, lines
     assert problems == []
     page.close()
+
+
+def test_the_counts_lead_to_their_files_and_find_a_file_puts_the_cursor_in_the_search(browser, tmp_path):
+    """The first screen an editor sees is the counts; on a phone the table began a screen or more below them,
+    and nothing led from "1 AI-generated" to that photo."""
+    recs = [{"schema": "1.2", "file": f"desk/{k:02d}.jpg", "verdict": v, "p_ai": p, "detectors": {},
+             "reasons": [f"r{k}"], "error": None}
+            for k, (v, p) in enumerate([("likely-real", 0.02)] * 5 + [("ai-generated", 0.97), ("uncertain", 0.5)])]
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 390, 844)
+    assert page.locator("#find-file").is_visible()      # on the first screen, beside the counts
+    page.click(".counts a[data-verdict='ai-generated']")
+    assert [r[2] for r in _rows(page)] == ["desk/05.jpg"]
+    page.click(".counts a[data-verdict='']")
+    assert len(_rows(page)) == 7
+    page.click("#find-file")
+    assert page.evaluate("document.activeElement.id") == "filter-text"
+    assert problems == []
+    page.close()
