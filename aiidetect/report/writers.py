@@ -239,8 +239,27 @@ class TableWriter(Writer):
             cells += [Text(dets[i][0], style=dets[i][1]) for i in keep]
             cells += [Text(printable(gen) if gen else ""), Text(printable(reason))]
             t.add_row(*cells)
+        if self.rows:
+            t.caption = Text(self._legend(bool(keep)))   # a Text: "[decisive]" is not markup
+            t.caption_justify = "left"
         console.print(t, highlight=False)
         self.stream.flush()
+
+    def _legend(self, detector_columns: bool) -> str:
+        """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
+        a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
+        band = (f"AI-generated from {float(self.fusion['ai_threshold']):g}, likely-real at or below "
+                f"{float(self.fusion['real_threshold']):g}" if self.fusion else "AI-generated or likely-real past "
+                "the run's thresholds")
+        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}, "
+               "uncertain between (aiidetect does not decide). likely-real is not proof: new generators and fakes "
+               "made to fool detectors can score low.")
+        if detector_columns:
+            out += " A detector's column is that detector's own estimate."
+        if self.explain:
+            out += (" In a reason, (+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), "
+                    "in log-odds; a [decisive] item settles the verdict on its own.")
+        return out
 
 
 # The band that judged a file, for the table here and the HTML report's table, card and gauge.

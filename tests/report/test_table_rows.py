@@ -46,3 +46,27 @@ def test_the_shown_digits_never_read_across_the_band_from_the_verdict():
         w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.899999, detectors={"metadata": DetectorResult("ok")}))
         w.close()
         assert "0.899" in out.getvalue() and "0.900" not in out.getvalue()
+
+
+def test_the_table_says_what_its_numbers_mean():
+    """An editor read "P(AI) 0.475" without knowing of what or where a verdict begins, and --explain's
+    "(+0.40 nats)" with no word on its scale."""
+    def table(explain, fusion, rows=1):
+        out = io.StringIO()
+        w = TableWriter(out, ["metadata"], explain=explain, fusion=fusion)
+        for _ in range(rows):
+            w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.475,
+                           detectors={"metadata": DetectorResult("ok", p_ai=0.475)}, reasons=["r (+0.40 nats)"]))
+        w.close()
+        return " ".join(out.getvalue().split())
+
+    said = table(False, {"ai_threshold": 0.85, "real_threshold": 0.2})
+    assert ("P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; "
+            "AI-generated from 0.85, likely-real at or below 0.2, uncertain between") in said
+    assert "likely-real is not proof" in said and "A detector's column is that detector's own estimate" in said
+    assert "nats)" not in said.split("P(AI): ")[1]
+    said = table(True, None)     # a store's rows (runs that may differ): no one band to name
+    assert "past the run's thresholds" in said
+    assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
+           "a [decisive] item settles the verdict on its own" in said
+    assert "P(AI): aiidetect" not in table(False, None, rows=0)
