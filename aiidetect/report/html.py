@@ -554,11 +554,17 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"{'its' if one else 'their'} pixels could not be read. Counted under AI-generated, not under "
                  f"error; the table's \u201cerror\u201d filter shows {'it' if one else 'them'} with the errors, and "
                  f"<code>aiidetect scan</code>'s summary counts {'it' if one else 'them'} among its errors too.</p>")
-    o.append(f"<p>A file is called <b>AI-generated</b> when the fused P(AI) is at least "
+    # What the numbers mean, said once for the whole page (the table under `scan` says it in the same words):
+    # "P(AI) 0.83" read as a bare number, and a card's "(+0.40 nats)" as a term to look up.
+    o.append(f"<p><b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative "
+             f"model. A file is called <b>AI-generated</b> when the fused P(AI) is at least "
              f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
              f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
-             f"then. Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
-             f"page.</p>")
+             f"then. Likely real is not proof: new generators and fakes made to fool detectors can score low. "
+             f"Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
+             f"page.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
+             f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "
+             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own.</p>")
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.

@@ -649,3 +649,18 @@ def test_the_scan_time_says_which_cached_files_had_their_metadata_judged_again()
     assert "3 files (2 from the result cache, 1 of them with its metadata judged again)" in page
     page = _overview(3, {"likely-real": 3}, 3, {"summary": {"seconds": 1.0, "files": 3, "cache_hits": 2}}, band)
     assert "3 files (2 from the result cache)<" in page
+
+
+def test_the_page_says_once_what_p_ai_and_a_reasons_nats_mean(tmp_path):
+    """An editor read "P(AI) 0.83" as a bare number, a card's "(+0.40 nats)" as a term to look up, and
+    "likely real" with nothing saying it is not proof."""
+    rec = {"schema": "1.2", "file": "a.jpg", "verdict": "likely-real", "p_ai": 0.05, "error": None,
+           "reasons": ["linear:x: p_ai=0.05 (-2.94 nats)"], "detectors": {}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "b.jpg"}) + "\n")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page = out.read_text()
+    said = "<b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative model."
+    assert page.count(said) == 1 and page.count("Likely real is not proof") == 1
+    assert page.count("is how far that item moved the estimate toward AI (+) or real (-), in log-odds") == 1
