@@ -95,7 +95,7 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox"])
-        page = b.new_page(viewport={"width": 1280, "height": 1000})
+        page = b.new_page(viewport={"width": 1280, "height": 1280})
         page.goto(html.as_uri())
         page.wait_for_selector("html[data-ready='1']")
         page.click("#files-table th[data-key='p'] button")
