@@ -45,13 +45,15 @@ FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
 LEFT_OUT = "left_out"
 # Why a file is uncertain, as the first reason says it (the table's reason, CSV, --explain, the page's rows),
-# read by people who do not know the detectors: each says that aiidetect did not decide and what would settle it.
+# read by people who do not know the detectors: each says, in the words of the report's overview, that
+# aiidetect does not decide, and what would settle it.
 # "no detector had an opinion" and "only soft metadata evidence: it shifts the odds but cannot decide alone"
 # left an editor to guess whether the file was checked at all, and what to do about it.
-NO_OPINION = ("not decided: no pixel detector judged the image and its metadata holds nothing that counts; "
-              "to settle it, scan it with a pixel detector or check it with other sources")
-SOFT_ONLY = ("not decided: only the file's metadata was weighed, and none of it decides on its own (metadata is "
-             "easily stripped or forged); to settle it, scan it with a pixel detector or check it with other sources")
+NO_OPINION = ("aiidetect does not decide: no pixel detector judged the image and its metadata holds nothing "
+              "that counts; to settle it, scan it with a pixel detector or check it with other sources")
+SOFT_ONLY = ("aiidetect does not decide: only the file's metadata was weighed, and none of it decides on its own "
+             "(metadata is easily stripped or forged); to settle it, scan it with a pixel detector or check it "
+             "with other sources")
 # The same two leads as aiidetect wrote them before (a saved run rendered by `aiidetect report`).
 NO_OPINION_WAS = "no detector had an opinion"
 SOFT_ONLY_WAS = "only soft metadata evidence: it shifts the odds but cannot decide alone"

@@ -84,7 +84,7 @@ def test_an_undecided_files_lead_reason_says_so_and_what_would_settle_it():
     for out in (fuse({"metadata": meta(CAMERA)}), fuse({"linear": DetectorResult.unavailable("no head")}),
                 fuse({"metadata": DetectorResult("ok")})):
         lead = out.reasons[0]
-        assert out.verdict == "uncertain" and lead.startswith("not decided: "), lead
+        assert out.verdict == "uncertain" and lead.startswith("aiidetect does not decide: "), lead
         assert "to settle it, scan it with a pixel detector or check it with other sources" in lead, lead
         assert not any(w in lead for w in ("opinion", "soft", "odds", "nats")), lead
     assert "easily stripped or forged" in fuse({"metadata": meta(CAMERA)}).reasons[0]

@@ -301,7 +301,7 @@ def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weig
     from aiidetect.report.writers import headline
 
     for res, lead in (({"a": ok(0.2), "metadata": meta(UNREAD, CAMERA)}, "a: p_ai=0.20"),
-                      ({"metadata": meta(UNREAD)}, "not decided: no pixel detector judged the image"),
+                      ({"metadata": meta(UNREAD)}, "aiidetect does not decide: no pixel detector judged the image"),
                       ({"metadata": meta(UNREAD, PARAMS)}, "decisive provenance evidence decides")):
         out = fuse(res)
         assert out.reasons[0].startswith(lead), out.reasons
