@@ -651,7 +651,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         why = NO_OPINION
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
-            why += "; unavailable: " + ", ".join(gone)
+            # In the page's words ("1 detector could not run"): "unavailable: linear (unavailable: ...)" said it twice.
+            why += "; could not run: " + ", ".join(gone)
         return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
 
     p = _exact_sigmoid(z)

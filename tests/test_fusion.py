@@ -88,6 +88,8 @@ def test_an_undecided_files_lead_reason_says_so_and_what_would_settle_it():
         assert "to settle it, scan it with a pixel detector or check it with other sources" in lead, lead
         assert not any(w in lead for w in ("opinion", "soft", "odds", "nats")), lead
     assert "easily stripped or forged" in fuse({"metadata": meta(CAMERA)}).reasons[0]
+    assert fuse({"linear": DetectorResult.unavailable("no head")}).reasons[0].endswith(
+        "; could not run: linear (unavailable: no head)")
 
 
 def test_metadata_p_ai_is_not_double_counted():

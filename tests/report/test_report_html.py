@@ -477,7 +477,7 @@ def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
     run = tmp_path / "run.jsonl"
     run.write_text("\n".join(json.dumps(r) for r in [
         rec("firefly.jpg", [SOFT_ONLY, "metadata:exif.software-generator: ... (+1.88 nats of its +3.00: ...)"]),
-        rec("bare.png", [NO_OPINION + "; unavailable: linear (unavailable: no weights)"]),
+        rec("bare.png", [NO_OPINION + "; could not run: linear (unavailable: no weights)"]),
         rec("old_firefly.jpg", [SOFT_ONLY_WAS, "metadata:exif.software-generator: ... (+1.88 nats ...)"]),
         rec("old_bare.png", [NO_OPINION_WAS + "; unavailable: linear (unavailable: no weights)"]),
         rec("probe.jpg", ["linear:univfd: p_ai=0.60 (+0.41 nats)"]),
