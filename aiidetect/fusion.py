@@ -44,9 +44,19 @@ BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the rea
 FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).
 LEFT_OUT = "left_out"
-# Why a file is uncertain, as the first reason says it; the report's card words each for people.
-NO_OPINION = "no detector had an opinion"
-SOFT_ONLY = "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# Why a file is uncertain, as the first reason says it (the table's reason, CSV, --explain, the page's rows),
+# read by people who do not know the detectors: each says, in the words of the report's overview, that
+# aiidetect does not decide, and what would settle it.
+# "no detector had an opinion" and "only soft metadata evidence: it shifts the odds but cannot decide alone"
+# left an editor to guess whether the file was checked at all, and what to do about it.
+NO_OPINION = ("aiidetect does not decide: no pixel detector judged the image and its metadata holds nothing "
+              "that counts; to settle it, scan it with a pixel detector or check it with other sources")
+SOFT_ONLY = ("aiidetect does not decide: only the file's metadata was weighed, and none of it decides on its own "
+             "(metadata is easily stripped or forged); to settle it, scan it with a pixel detector or check it "
+             "with other sources")
+# The same two leads as aiidetect wrote them before (a saved run rendered by `aiidetect report`).
+NO_OPINION_WAS = "no detector had an opinion"
+SOFT_ONLY_WAS = "only soft metadata evidence: it shifts the odds but cannot decide alone"
 # After the detectors' names, in the reasons of a file fused without the model's bias and band (the report
 # draws that file's gauge with the band it was judged on).
 ASIDE_FOR_FILE = "no answer for this file, so the fusion model's bias and band"
@@ -641,7 +651,8 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         why = NO_OPINION
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
-            why += "; unavailable: " + ", ".join(gone)
+            # In the page's words ("1 detector could not run"): "unavailable: linear (unavailable: ...)" said it twice.
+            why += "; could not run: " + ", ".join(gone)
         return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
 
     p = _exact_sigmoid(z)

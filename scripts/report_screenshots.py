@@ -8,6 +8,12 @@ packet), trains a linear probe on a random-init tiny-vit backbone (the real
 CLIP weights are not needed for a screenshot; its scores mean nothing), scans
 with heat maps for the flagged files, and photographs the page in headless
 Chromium at desktop (1280 px) and phone (390 px) width.
+
+Run it again after any change to what the page or the reasons say: the images
+in docs/ are otherwise the only copy of the old wording. The run is the same
+each time (same files, same folder, names relative to it, seeded models), so
+only the date and the scan time on the page change. The PNGs are reduced to
+256 colours: they live in git.
 """
 from __future__ import annotations
 
@@ -32,8 +38,24 @@ XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="ad
        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
 
 
-def cli(*args: str, env: dict) -> None:
-    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=env)
+def cli(*args: str, env: dict, cwd: Path) -> None:
+    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=env, cwd=cwd)
+
+
+def settle(page) -> None:
+    """Cards paint lazily (content-visibility) and thumbnails load lazily: a shot taken at once after a
+    scroll was a blank page. Wait for every image in view to load, then for two frames to be painted."""
+    for img in page.locator("img").all():
+        if img.is_visible():
+            img.evaluate("i => i.complete || new Promise(r => { i.onload = i.onerror = r; })")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def small_png(path: Path) -> None:
+    """256 colours, no dithering (which would defeat the compression): a third of the size or less, and a
+    page of text and flat colour looks the same."""
+    im = Image.open(path).convert("RGB")
+    im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def main() -> int:
@@ -43,7 +65,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=repo / "docs" / "img")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aiidetect-shots-"))
+    # One fixed folder, not a fresh temporary name: the page shows the command and the head's folder, and
+    # a random name made every regenerated image differ from the last for nothing.
+    work = Path(tempfile.gettempdir()) / "aiidetect-screenshots"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     env = dict(os.environ, AIIDETECT_WEIGHTS=str(work / "weights"), AIIDETECT_CACHE=str(work / "cache"))
     demo = work / "story-photos"
     demo.mkdir()
@@ -58,28 +84,33 @@ def main() -> int:
     for p in sd[2:5] + cams[:5]:
         shutil.copy(p, demo / p.name)
     (demo / "broken_upload.jpg").write_bytes((demo / cams[0].name).read_bytes()[:2000])
-    cli("train", "linear", str(a.dev / "manifest.csv"), "--backbone-config", "tiny-vit", "--shots", "8",
-        "--name", "demo-probe", "--out", str(work / "weights" / "demo-probe"), env=env)
+    cli("train", "linear", str(a.dev.resolve() / "manifest.csv"), "--backbone-config", "tiny-vit", "--shots", "8",
+        "--name", "demo-probe", "--out", str(work / "weights" / "demo-probe"), env=env, cwd=work)
     html = work / "report.html"
-    cli("scan", str(demo), "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "html",
-        "-o", str(html), "--heatmaps", "ai,uncertain", "-q", env=env)
+    # Scanned from inside the folder: the page names "story-photos/market_night.png", as an editor's run would.
+    cli("scan", "story-photos", "--backbone-config", "tiny-vit", "-d", "metadata,linear", "--format", "html",
+        "-o", "report.html", "--heatmaps", "ai,uncertain", "-q", env=env, cwd=work)
     from playwright.sync_api import sync_playwright
 
     a.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox"])
-        page = b.new_page(viewport={"width": 1280, "height": 1000})
+        page = b.new_page(viewport={"width": 1280, "height": 1280})
         page.goto(html.as_uri())
         page.wait_for_selector("html[data-ready='1']")
         page.click("#files-table th[data-key='p'] button")
+        settle(page)
         page.screenshot(path=str(a.out / "report-desktop.png"))
         page = b.new_page(viewport={"width": 390, "height": 1300})
         page.goto(html.as_uri())
         page.wait_for_selector("html[data-ready='1']")
         card = page.locator("article.card", has_text="market_night.png")
         card.evaluate("el => el.scrollIntoView({block: 'start'})")
+        settle(page)
         page.screenshot(path=str(a.out / "report-phone.png"))
         b.close()
+    for name in ("report-desktop.png", "report-phone.png"):
+        small_png(a.out / name)
     print(f"wrote {a.out / 'report-desktop.png'} and {a.out / 'report-phone.png'} (report: {html})")
     return 0
 

@@ -77,6 +77,21 @@ def test_soft_evidence_only_shifts_the_odds():
     assert fuse({"linear": ok(0.9999), "metadata": meta(CAMERA, SOFTWARE)}).verdict == "ai-generated"
 
 
+def test_an_undecided_files_lead_reason_says_so_and_what_would_settle_it():
+    """The table's reason is read by people who do not know the detectors: "no detector had an opinion" and
+    "only soft metadata evidence: it shifts the odds but cannot decide alone" did not say that aiidetect left
+    the file undecided, that metadata is easily forged, nor what would settle it."""
+    for out in (fuse({"metadata": meta(CAMERA)}), fuse({"linear": DetectorResult.unavailable("no head")}),
+                fuse({"metadata": DetectorResult("ok")})):
+        lead = out.reasons[0]
+        assert out.verdict == "uncertain" and lead.startswith("aiidetect does not decide: "), lead
+        assert "to settle it, scan it with a pixel detector or check it with other sources" in lead, lead
+        assert not any(w in lead for w in ("opinion", "soft", "odds", "nats")), lead
+    assert "easily stripped or forged" in fuse({"metadata": meta(CAMERA)}).reasons[0]
+    assert fuse({"linear": DetectorResult.unavailable("no head")}).reasons[0].endswith(
+        "; could not run: linear (unavailable: no head)")
+
+
 def test_metadata_p_ai_is_not_double_counted():
     r = DetectorResult("ok", p_ai=0.2, evidence=[CAMERA])
     assert fuse({"metadata": r}).p_ai == pytest.approx(1 / (1 + math.exp(1.5)))

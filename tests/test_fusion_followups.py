@@ -155,7 +155,7 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
     logit(p_ai) to their rounding, and the p_ai a record writes is on the verdict's side of the band and 0.5."""
     import random
 
-    from aiidetect.fusion import shown_p
+    from aiidetect.fusion import SOFT_ONLY, shown_p
     from aiidetect.report.html import _file_band
 
     rnd = random.Random(2126)
@@ -184,7 +184,7 @@ def test_reason_lines_add_up_and_the_written_p_ai_agrees_with_the_verdict_on_ran
         assert p == round(p, 6) and p == pytest.approx(out.p_ai, abs=1e-6)
         if out.verdict != "uncertain":
             assert (p > 0.5) == (out.verdict == "ai-generated"), (res, model, out)
-        if not any(r.startswith(("decisive", "only soft")) for r in out.reasons):   # the band judged it
+        if not any(r.startswith(("decisive", SOFT_ONLY)) for r in out.reasons):   # the band judged it
             want = "ai-generated" if p >= hi else "likely-real" if p <= lo else "uncertain"
             assert out.verdict == want, (res, model, out, p)
             if any(ASIDE_FOR_FILE in r for r in out.reasons):
@@ -301,7 +301,7 @@ def test_a_manifest_store_that_could_not_be_read_is_told_after_the_lead_and_weig
     from aiidetect.report.writers import headline
 
     for res, lead in (({"a": ok(0.2), "metadata": meta(UNREAD, CAMERA)}, "a: p_ai=0.20"),
-                      ({"metadata": meta(UNREAD)}, "no detector had an opinion"),
+                      ({"metadata": meta(UNREAD)}, "aiidetect does not decide: no pixel detector judged the image"),
                       ({"metadata": meta(UNREAD, PARAMS)}, "decisive provenance evidence decides")):
         out = fuse(res)
         assert out.reasons[0].startswith(lead), out.reasons

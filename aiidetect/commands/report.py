@@ -135,8 +135,14 @@ def report_cmd(
         d = summary.get("decided_errors") or 0
         # `scan` counted these among its errors too: the same run must not read "2 errors" there and "1 error"
         # here without a word on the file in between.
-        counts = ", ".join(f"{n} {k}" + (f" ({d} by {'its' if d == 1 else 'their'} metadata alone: pixels not read)"
-                                         if k == "ai-generated" and d else "") for k, n in sorted(v.items()))
+        # In `scan`'s order and words ("2 uncertain, 1 likely-real, 2 errors"), and the page's tiles' order: the
+        # same run read "2 error, 1 likely-real, 2 uncertain" here, sorted by name.
+        order = ("ai-generated", "uncertain", "likely-real", "error")
+        counts = ", ".join(f"{n} {k}" + ("s" if k == "error" and n != 1 else "")
+                           + (f" ({d} by {'its' if d == 1 else 'their'} metadata alone: pixels not read)"
+                              if k == "ai-generated" and d else "")
+                           for k, n in sorted(v.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order
+                                                                         else len(order), kv[0])))
         # an empty run read "0 files ()"
         err.print(f"report: {summary['files']} files{part}" + (f" ({counts})" if counts else "")
                   + f"{cards}, {summary['thumbnails']} "

@@ -333,6 +333,13 @@ def _print_summary(err, stats, summ, dets) -> None:
         line += (f"; {summ.outside_links} symbolic link{'s' if summ.outside_links != 1 else ''} out of the scanned "
                  f"folders not followed (--follow-links)")
     err.print(line, highlight=False)
+    ran = [d.name.split(":")[0] for d in dets if d.describe().get("status", "ran") != "unavailable"]
+    if stats["files"] and ran and all(f == "metadata" for f in ran):
+        # The HTML report says this in a box at its top; a reader of the table and this summary (`-d metadata`,
+        # or every model missing) was left to infer it from a column of "uncertain".
+        err.print("[yellow]note:[/] no pixel detector ran: every verdict rests on what the files' metadata says "
+                  "(easily stripped, and forged unless signed); a file without decisive metadata stays uncertain",
+                  highlight=False)
     provider = [d.describe().get("provider") for d in dets if d.describe().get("provider")]
     if provider:
         err.print(f"runtime provider: {', '.join(sorted(set(provider)))}", highlight=False)

@@ -534,10 +534,14 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"reads schema {_e(', '.join(KNOWN_SCHEMAS))}: the records were written by another version, and "
                  f"fields it does not know are not shown.</p>")
     # (a space after each number: without it, "147files" is what a screen reader and a copy of the text got)
-    o += ["<ul class=\"counts\">", f"<li><b>{n}</b> files</li>"]
+    # Each count is a way in to its files (the table, filtered to that verdict by the page's script; without
+    # it, the table): the editor who reads "1 AI-generated" wants that photo next, and on a phone the table
+    # began a screen or more below the counts.
+    o += ["<ul class=\"counts\">", f"<li><a href=\"#files\" data-verdict=\"\"><b>{n}</b> files</a></li>"]
     for v, k in counts.items():
-        o.append(f"<li><b>{k}</b> {_verdict_badge(v)}</li>")
-    o.append("</ul>")
+        o.append(f"<li><a href=\"#files\" data-verdict=\"{_e(v)}\"><b>{k}</b> {_verdict_badge(v)}</a></li>")
+    o.append("</ul><p class=\"noprint find\"><a href=\"#files\" id=\"find-file\">Find a file by its name</a> "
+             "or pick a count above to list those files.</p>")
     if decided:
         # The tiles add up to the files; without this line the "error" filter showed more rows than its tile
         # counted, and `scan` had said "2 errors" of the run this page calls "1 error".
@@ -550,11 +554,17 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"{'its' if one else 'their'} pixels could not be read. Counted under AI-generated, not under "
                  f"error; the table's \u201cerror\u201d filter shows {'it' if one else 'them'} with the errors, and "
                  f"<code>aiidetect scan</code>'s summary counts {'it' if one else 'them'} among its errors too.</p>")
-    o.append(f"<p>A file is called <b>AI-generated</b> when the fused P(AI) is at least "
+    # What the numbers mean, said once for the whole page (the table under `scan` says it in the same words):
+    # "P(AI) 0.83" read as a bare number, and a card's "(+0.40 nats)" as a term to look up.
+    o.append(f"<p><b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative "
+             f"model. A file is called <b>AI-generated</b> when the fused P(AI) is at least "
              f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
              f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
-             f"then. Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
-             f"page.</p>")
+             f"then. Likely real is not proof: new generators and fakes made to fool detectors can score low. "
+             f"Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
+             f"page.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
+             f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "
+             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own.</p>")
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.
@@ -965,17 +975,17 @@ def _no_say(reasons: Sequence[str]) -> set[str]:
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     """The card's sentence under its verdict; it must hold for this file, not only for the typical one."""
-    from ..fusion import NO_OPINION, SOFT_ONLY
+    from ..fusion import NO_OPINION, NO_OPINION_WAS, SOFT_ONLY, SOFT_ONLY_WAS
 
     said = [x for x in reasons if isinstance(x, str)] if isinstance(reasons, list) else []
-    if v == "uncertain" and SOFT_ONLY in said:
+    if v == "uncertain" and (SOFT_ONLY in said or SOFT_ONLY_WAS in said):
         # "weak or conflicting" misread a file whose EXIF names an AI tool (strong evidence, P(AI) 0.88).
         # Not "metadata never decides": decisive metadata (generator parameters, a signed AI declaration) does.
         return ("aiidetect does not decide: only the file's metadata spoke, and none of it is decisive (such as "
                 "generator parameters or a signed AI declaration); the rest never decides alone, however strong "
                 "(it is stripped or written in seconds; no pixel detector had a say on this file). "
                 "Treat this file as unverified and look for other sources.")
-    if v == "uncertain" and any(x.startswith(NO_OPINION) for x in said):
+    if v == "uncertain" and any(x.startswith((NO_OPINION, NO_OPINION_WAS)) for x in said):
         return ("aiidetect does not decide: no detector could give an opinion on this file (see why below). "
                 "Treat this file as unverified and look for other sources.")
     if v == "likely-real" and (dissent := _toward_ai(dets)):

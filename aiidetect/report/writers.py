@@ -243,8 +243,27 @@ class TableWriter(Writer):
             cells += [Text(shown(dets[i][0]), style=dets[i][1]) for i in keep]
             cells += [Text(shown(gen) if gen else ""), Text(shown(reason))]
             t.add_row(*cells)
+        if self.rows:
+            t.caption = Text(self._legend(bool(keep)))   # a Text: "[decisive]" is not markup
+            t.caption_justify = "left"
         console.print(t, highlight=False)
         self.stream.flush()
+
+    def _legend(self, detector_columns: bool) -> str:
+        """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
+        a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
+        band = (f"AI-generated from {float(self.fusion['ai_threshold']):g}, likely-real at or below "
+                f"{float(self.fusion['real_threshold']):g}" if self.fusion else "AI-generated or likely-real past "
+                "the run's thresholds")
+        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}, "
+               "uncertain between (aiidetect does not decide). likely-real is not proof: new generators and fakes "
+               "made to fool detectors can score low.")
+        if detector_columns:
+            out += " A detector's column is that detector's own estimate."
+        if self.explain:
+            out += (" In a reason, (+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), "
+                    "in log-odds; a [decisive] item settles the verdict on its own.")
+        return out
 
     def _stacked(self, console, keep: list[int], shown) -> None:
         """A terminal too narrow for the table's columns (a split pane, COLUMNS=40): a block per file, its name
@@ -268,6 +287,8 @@ class TableWriter(Writer):
                     lines.append(c)
             for part in (*lines, Text(shown(reason))):
                 console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
+        if self.rows:   # the same legend as under the table: a narrow terminal's reader needs it no less
+            console.print(Text(self._legend(bool(keep))), highlight=False)
         self.stream.flush()
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import jsonl, run_cli
+from conftest import jsonl, run_cli, run_cli_in_process
 from aiidetect.testing.images import make_zoo
 from aiidetect.records import SCHEMA_VERSION
 
@@ -124,3 +124,35 @@ def test_links_out_of_the_folder_are_named_in_the_summary_and_followed_on_reques
         assert [Path(x["file"]).name for x in jsonl(r.stdout)] == ["evil.jpg", "own.jpg"], cmd
     r = run_cli("meta", str(arch), "-f", "jsonl")
     assert [Path(x["file"]).name for x in jsonl(r.stdout)] == ["own.jpg"]
+
+
+def test_the_summary_says_when_no_pixel_detector_ran(tmp_path):
+    """The HTML page says "No pixel detector ran" in a box at its top; the table and stderr summary of the
+    same run (`-d metadata`, or every model missing) said nothing, leaving a reader to infer it from a
+    column of "uncertain"."""
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from rich.console import Console
+
+    from aiidetect.commands.scan import _print_summary
+
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "a.png")
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "no pixel detector ran: every verdict rests on what the files' metadata says" in said, r.stderr
+
+    def summary(*dets):
+        buf = io.StringIO()
+        stats = {"verdicts": {"uncertain": 1}, "errors": {}, "files": 1, "seconds": 0.1, "images_per_s": 10.0}
+        summ = SimpleNamespace(skipped=0, excluded=0, duplicates=0, outside_links=0)
+        _print_summary(Console(file=buf, width=400), stats, summ, dets)
+        return buf.getvalue()
+
+    def det(name, status=None):
+        return SimpleNamespace(name=name, describe=lambda: {"status": status} if status else {})
+
+    assert "no pixel detector ran" in summary(det("metadata"), det("linear:univfd", "unavailable"))
+    assert "no pixel detector ran" not in summary(det("metadata"), det("linear:univfd"))

@@ -299,3 +299,53 @@ def test_a_name_typed_with_its_joiner_finds_its_row(browser, tmp_path):
         expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
     assert problems == []
     page.close()
+
+
+def test_the_detectors_table_keeps_words_and_numbers_whole_at_phone_width(browser, tmp_path):
+    """The card breaks text anywhere (so a hostile name cannot spill), and at 390 px the table's automatic
+    layout then squeezed its columns: an editor read P(AI) "0.99 / 8", "metadat / a" and "stat / us"."""
+    rec = {"schema": "1.2", "file": "market_night.png", "verdict": "ai-generated", "p_ai": 0.998, "error": None,
+           "reasons": ["r"], "detectors": {
+               "metadata": {"status": "ok", "p_ai": 0.998, "score": 6.4, "score_kind": "llr", "evidence": []},
+               "linear:demo-probe": {"status": "ok", "p_ai": 0.5, "score": 0.000534, "score_kind": "logit",
+                                     "dtype": "bfloat16", "threshold": 0.5}}}
+    run = tmp_path / "run.jsonl"
+    run.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 390, 900)
+    page.locator("table.dets").first.scroll_into_view_if_needed()
+    _two_frames(page)
+    # One line box per word: a Range over a word has one client rect unless the word was broken.
+    # (A head's name longer than its column, "linear:demo-probe", may break at its punctuation.)
+    lines = page.evaluate("""() => Array.from(document.querySelectorAll(
+            'table.dets thead th, table.dets tbody th, table.dets td')).filter(c => !c.textContent.includes(':'))
+        .map(c => {
+        const r = document.createRange(); r.selectNodeContents(c);
+        return [c.textContent, new Set(Array.from(r.getClientRects()).map(x => Math.round(x.top))).size]; })""")
+    assert [t for t, n in lines if n > 1 and " " not in t] == [], lines
+    assert {"metadata", "status", "0.998", "P(AI)"} <= {t for t, n in lines}, lines
+    assert problems == []
+    page.close()
+
+
+def test_the_counts_lead_to_their_files_and_find_a_file_puts_the_cursor_in_the_search(browser, tmp_path):
+    """The first screen an editor sees is the counts; on a phone the table began a screen or more below them,
+    and nothing led from "1 AI-generated" to that photo."""
+    recs = [{"schema": "1.2", "file": f"desk/{k:02d}.jpg", "verdict": v, "p_ai": p, "detectors": {},
+             "reasons": [f"r{k}"], "error": None}
+            for k, (v, p) in enumerate([("likely-real", 0.02)] * 5 + [("ai-generated", 0.97), ("uncertain", 0.5)])]
+    run = tmp_path / "run.jsonl"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    page, problems, _ = _open(browser, out, 390, 844)
+    assert page.locator("#find-file").is_visible()      # on the first screen, beside the counts
+    page.click(".counts a[data-verdict='ai-generated']")
+    assert [r[2] for r in _rows(page)] == ["desk/05.jpg"]
+    page.click(".counts a[data-verdict='']")
+    assert len(_rows(page)) == 7
+    page.click("#find-file")
+    assert page.evaluate("document.activeElement.id") == "filter-text"
+    assert problems == []
+    page.close()

@@ -106,7 +106,7 @@ def test_a_line_ends_at_newline_only(tmp_path):
     out = tmp_path / "r.html"
     r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
-    assert "2 files (1 likely-real, 1 uncertain)" in r.stderr
+    assert "2 files (1 uncertain, 1 likely-real)" in r.stderr
     doc = assert_self_contained(out.read_text(encoding="utf-8"))
     # control characters and line separators are shown as escapes, as in the table and CSV
     assert [c["name"] for c in doc.cards] == ["news/a\\u2028b\\u0085c\\u001cd.jpg", "run/001.jpg"]
@@ -183,7 +183,7 @@ def test_a_record_is_never_shown_under_a_verdict_it_does_not_hold(tmp_path):
     out = tmp_path / "r.html"
     r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
-    assert "5 files (4 error, 1 likely-real)" in r.stderr
+    assert "5 files (1 likely-real, 4 errors)" in r.stderr
     assert "line 5: not JSON" in r.stderr and "the last line is cut short" in r.stderr
     html = out.read_text(encoding="utf-8")
     rows = _rows(html)
@@ -295,7 +295,7 @@ def test_a_json_array_cut_short_keeps_its_records(tmp_path):
     out = tmp_path / "r.html"
     r = run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails")
     assert r.returncode == 0, r.stderr
-    assert "4 files (1 error, 1 likely-real, 2 uncertain)" in r.stderr
+    assert "4 files (2 uncertain, 1 likely-real, 1 error)" in r.stderr
     assert "item 4: not JSON" in r.stderr and "the array is cut short" in r.stderr
     assert [x[3] for x in _rows(out.read_text(encoding="utf-8"))] == [x["file"] for x in recs[:3]] + ["(input item 4)"]
 

@@ -70,6 +70,7 @@ def test_a_terminal_too_narrow_for_the_columns_gets_a_block_per_file(monkeypatch
     assert lines[1].strip() == "ai-generated  P(AI) 0.998", lines
     assert lines[2].strip() == "metadata 0.998", lines  # a name and its score on one line
     assert "decisive provenance evidence" in "".join(lines[3:])
+    assert "P(AI): aiidetect's estimate" in " ".join(x.strip() for x in lines)   # the legend, as under a table
     monkeypatch.setenv("COLUMNS", "100")  # wide enough: the table, as before
     out = _Terminal()
     w = TableWriter(out, ["metadata"])
@@ -98,7 +99,8 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped_and_the_table_aligne
     w.close()
     lines = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines()
     assert all(x.isascii() for x in lines), lines
-    assert len({len(x) for x in lines}) == 1, lines   # every border in line
+    table = [x for x in lines if x[:1] in "|+"]       # the legend under it wraps to its own width
+    assert len(table) >= 5 and len({len(x) for x in table}) == 1, lines   # every border in line
     assert "/p/Gr\\xfc\\xdfe \\u2615.jpg" in out.getvalue() and "caf\\xe9" in out.getvalue()
 
 
@@ -116,3 +118,25 @@ def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(mo
     assert all(x.isascii() for x in lines), lines
     table = [x for x in lines if x[:1] in "|+"]
     assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
+def test_the_table_says_what_its_numbers_mean():
+    """An editor read "P(AI) 0.475" without knowing of what or where a verdict begins, and --explain's
+    "(+0.40 nats)" with no word on its scale."""
+    def table(explain, fusion, rows=1):
+        out = io.StringIO()
+        w = TableWriter(out, ["metadata"], explain=explain, fusion=fusion)
+        for _ in range(rows):
+            w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.475,
+                           detectors={"metadata": DetectorResult("ok", p_ai=0.475)}, reasons=["r (+0.40 nats)"]))
+        w.close()
+        return " ".join(out.getvalue().split())
+
+    said = table(False, {"ai_threshold": 0.85, "real_threshold": 0.2})
+    assert ("P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; "
+            "AI-generated from 0.85, likely-real at or below 0.2, uncertain between") in said
+    assert "likely-real is not proof" in said and "A detector's column is that detector's own estimate" in said
+    assert "nats)" not in said.split("P(AI): ")[1]
+    said = table(True, None)     # a store's rows (runs that may differ): no one band to name
+    assert "past the run's thresholds" in said
+    assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
+           "a [decisive] item settles the verdict on its own" in said
+    assert "P(AI): aiidetect" not in table(False, None, rows=0)

@@ -141,6 +141,16 @@
     });
   });
   var timer = null;
+  // The overview's counts list their files, and "Find a file" puts the cursor in the search box: the link
+  // alone only scrolled, leaving a phone reader to find and tap the box.
+  Array.prototype.forEach.call(document.querySelectorAll(".counts a[data-verdict]"), function (a) {
+    a.addEventListener("click", function () {
+      vsel.value = a.getAttribute("data-verdict");
+      apply();
+    });
+  });
+  var find = document.getElementById("find-file");
+  if (find) find.addEventListener("click", function (ev) { ev.preventDefault(); q.focus(); q.scrollIntoView(); });
   q.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 120); });
   vsel.addEventListener("change", apply);
   psel.addEventListener("change", function () { state.page = 0; render(); });
