@@ -561,5 +561,29 @@ def vit_forward(
         h = h.transpose(0, 1)
     pooled, _ = visual._pool(h)
     out["pooled"] = pooled
-    out["embed"] = pooled @ visual.proj if visual.proj is not None else pooled
+    out["embed"] = rowwise_matmul(pooled, visual.proj) if visual.proj is not None else pooled
     return out
+
+
+def rowwise_matmul(x: "torch.Tensor", w: "torch.Tensor", bias: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """``x @ w (+ bias)`` for x (B, k), one row at a time, so that a file's numbers do not depend on
+    what else was in its batch. The BLAS picks its kernel by the number of rows: MKL's float32 GEMM
+    rounds a row of a 1-3 row product otherwise than the same row among 4 or more (`pooled @ proj`
+    moved a tiny-vit embedding by 5e-7, a ViT-B-16 one by 4e-6), and nn.Linear differs from 2 rows on.
+    A scan's last, shorter batch, or `--batch-size 1`, then gave the same bytes another p_ai. The
+    wide matmuls inside the blocks (batch x tokens rows) are not affected (docs/performance.md,
+    "Same bytes, same numbers"). An exporter tracing the graph gets the plain product: a loop over the
+    batch would fix its size in the graph."""
+    import torch
+
+    if _tracing() or x.dim() != 2 or x.shape[0] <= 1:
+        y = x @ w
+    else:
+        y = torch.cat([x[i:i + 1] @ w for i in range(x.shape[0])])
+    return y if bias is None else y + bias
+
+
+def _tracing() -> bool:
+    import torch
+
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())

@@ -52,6 +52,20 @@ def test_record_fields_are_the_documented_ones():
     assert set(rec.to_dict()) == _table_names(_section("## Fields"))
 
 
+def _scanned_metadata_entry() -> dict:
+    """The metadata entry of a whole scan's record of a camera JPEG (fields set around the results)."""
+    import tempfile
+
+    from aiidetect import ScanOptions, Scanner
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "camera.jpg"
+        f.write_bytes(_camera_jpeg())
+        with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as scanner:
+            (rec,) = list(scanner.scan([str(f)]))
+    return rec.to_dict()["detectors"]["metadata"]
+
+
 def _metadata_results() -> list:
     from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.testing.hostile import exif_many_entries, png_chunk, png_with
@@ -88,7 +102,9 @@ def test_per_detector_fields_are_the_documented_ones():
     onnx_only = {"runtime", "provider"}
     source = (REPO / "aiidetect" / "detectors" / "onnx.py").read_text()
     assert all(f'"{k}":' in source for k in onnx_only)
-    assert keys | onnx_only == _table_names(table)
+    # Set by finish() around every result that ran (Plan.result_identities): a whole scan, below.
+    assert "identity" in _scanned_metadata_entry()
+    assert keys | onnx_only | {"identity"} == _table_names(table)
 
 
 def test_csv_columns_are_the_documented_ones():

@@ -69,8 +69,11 @@ class FlowDetector(HeadDetector):
         """(N, D) features -> (N,) log-densities under the flow."""
         import torch
 
+        # One row at a time: the flow's float32 matmuls round a row otherwise among more rows
+        # (backbone.rowwise_matmul), so a file's score would depend on the rest of its batch.
         with torch.no_grad():
-            return self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+            t = torch.as_tensor(x, dtype=torch.float32)
+            return np.concatenate([self.model(t[i:i + 1]).double().numpy() for i in range(t.shape[0])])
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
         results_: list[DetectorResult | None] = [None] * len(samples)

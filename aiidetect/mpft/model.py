@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ..backbone import vit_forward
+from ..backbone import rowwise_matmul, vit_forward
 from .lora import EncoderAdapter
 
 MASK_MODES = ("drop", "token")
@@ -79,7 +79,9 @@ class MPFTModel(nn.Module):
 
     def heads(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.norm(feats.float())
-        return self.binary(z).squeeze(-1), self.attribution(z)
+        # row by row: a file's logits must not depend on the rest of its batch (backbone.rowwise_matmul)
+        return (rowwise_matmul(z, self.binary.weight.T, self.binary.bias).squeeze(-1),
+                rowwise_matmul(z, self.attribution.weight.T, self.attribution.bias))
 
     def forward_masked(self, pixels: torch.Tensor, mask: torch.Tensor | None, mask_mode: str = "drop"):
         """Training forward: mask (B, N) bool, True = hidden (TAM)."""

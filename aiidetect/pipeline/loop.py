@@ -73,6 +73,9 @@ class Pipeline:
         self.stats = ScanStats()
         self.final_stats: dict[str, Any] | None = None  # stats.as_dict() when the scan ended (Scanner.stats)
         self._cache: ResultCacheStage | None = None
+        # What each detector's results were computed by, written in every record's entry for it (docs/schema.md);
+        # not for a caller's own decoder (eval's perturbations), which it does not describe.
+        self.result_identities = self.plan.result_identities(self.limits) if decoder is None else {}
         if cache is not None and decoder is None:
             idents = self.plan.identities(self.limits)
             self._cache = ResultCacheStage(cache, idents, [d.name for d in self.plan.worker_dets]) if idents else None
@@ -219,7 +222,7 @@ class Pipeline:
                 if id(s) in reuse:
                     s.record.detectors = dict(reuse[id(s)])
                     self.stats.duplicates_reused += 1
-                rec = finish(s, self.detectors, self.fusion_model, self.fusion_info)
+                rec = finish(s, self.detectors, self.fusion_model, self.fusion_info, self.result_identities)
                 if rec.error is None and rec.sha256 and rec.sha256 not in recent:
                     recent[rec.sha256] = rec.detectors
                     if len(recent) > self.reuse_window:

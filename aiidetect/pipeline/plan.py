@@ -103,17 +103,24 @@ class Plan:
     def identities(self, limits: DecodeLimits) -> dict[str, str]:
         """detector name -> cache identity key; empty (no caching) when any
         working detector cannot say what its results depend on."""
+        out = self.result_identities(limits)
+        if any(d.name not in out and not isinstance(d, UnavailableDetector) for d in self.detectors):
+            return {}   # an UnavailableDetector says the same thing for every file; recomputed for free
+        return out
+
+    def result_identities(self, limits: DecodeLimits) -> dict[str, str]:
+        """detector name -> the key of everything its results depend on besides the file's bytes (its
+        cache_identity, this run's decode settings, the aiidetect source and decoders: result_cache.identity_key),
+        for each detector that can say so. The result cache is keyed by it, and each record carries it
+        (`identity` in a detector's entry, docs/schema.md)."""
         from ..result_cache import identity_key
 
         run = {"draft": self.draft, "keep_image": self.keep_image, "limits": asdict(limits)}
         out = {}
         for d in self.detectors:
             ident = d.cache_identity()
-            if ident is None:
-                if isinstance(d, UnavailableDetector):
-                    continue  # says the same thing for every file; recomputed for free
-                return {}
-            out[d.name] = identity_key(ident, run)
+            if ident is not None:
+                out[d.name] = identity_key(ident, run)
         return out
 
 

@@ -256,10 +256,15 @@ def run_model(plan: Plan, samples: list[Sample], stats: ScanStats) -> None:
 
 
 def finish(s: Sample, detectors: Sequence[Detector], fusion_model: Mapping[str, Any] | None,
-           fusion_info: Mapping[str, Any]) -> Record:
-    """Detector results in the run's order, then fusion into P(AI), verdict and reasons."""
+           fusion_info: Mapping[str, Any], identities: Mapping[str, str] | None = None) -> Record:
+    """Detector results in the run's order, then fusion into P(AI), verdict and reasons; each result
+    that ran gets its detector's `identity` (Plan.result_identities)."""
     rec = s.record
     rec.fusion = dict(fusion_info)
+    for name, r in rec.detectors.items():
+        if r.status == "ok" and identities and name in identities:
+            # a new dict: the result object may be shared with a duplicate's record or the result cache's batch
+            r.extra = {**r.extra, "identity": identities[name]}
     if rec.error is None:
         rec.detectors = {d.name: rec.detectors[d.name] for d in detectors if d.name in rec.detectors}
         out = fuse(rec.detectors, fusion_model)
