@@ -1069,3 +1069,20 @@ def test_scanners_never_closed_do_not_hold_a_descriptor_each(six_pngs, tmp_path,
         if was:
             gc.enable()
     assert max(counts) <= 8 and left == 0, (counts[:3], counts[-3:], left)  # one Scanner's files at most
+
+
+def test_a_scan_started_in_one_thread_and_iterated_in_another_is_the_iterating_thread_s(six_pngs):
+    """A service starts a request's scan in its handler's thread and iterates it in an executor's (a streaming
+    response). `stats` read there after the last record were the executor thread's earlier scan's (2 files), not
+    those of the scan it had just consumed (1): per-thread stats followed the thread that called scan() only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiidetect import Scanner
+
+    pngs = sorted(str(p) for p in six_pngs.glob("*.png"))
+    with Scanner(detectors="metadata", cache=False, workers=1) as scanner, ThreadPoolExecutor(1) as executor:
+        earlier = executor.submit(lambda: (len(list(scanner.scan(pngs[:2]))), scanner.stats["files"])).result(30)
+        it = scanner.scan([pngs[2], pngs[2]])  # named twice: one record, one duplicate
+        streamed = executor.submit(
+            lambda: (len(list(it)), scanner.stats["files"], scanner.discovery.duplicates)).result(30)
+    assert (earlier, streamed) == ((2, 2), (1, 1, 1))
