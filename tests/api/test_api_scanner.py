@@ -1087,3 +1087,21 @@ def test_a_scan_started_in_one_thread_and_iterated_in_another_is_the_iterating_t
         streamed = executor.submit(
             lambda: (len(list(it)), scanner.stats["files"], scanner.discovery.duplicates)).result(30)
     assert (earlier, streamed) == ((2, 2), (1, 1, 1))
+
+
+def test_a_script_ending_inside_a_scan_with_db_still_stores_what_it_handled(six_pngs, tmp_path):
+    """A script whose loop over a scan with db ends the interpreter (Ctrl-C, a `break`, the end of the script)
+    with the iterator still referenced: the store's connection, closed when its Scanner goes, was closed by that
+    finalizer at the interpreter's exit before the scan was, and the records already handled were lost, the
+    session left `running` (docs/scale.md: `interrupted`)."""
+    db = tmp_path / "runs.db"
+    code = ("import sys; from aiidetect import Scanner; "
+            f"it = Scanner(detectors='metadata', db={str(db)!r}, cache=False, workers=1, batch_size=1)"
+            f".scan(sorted({[str(p) for p in six_pngs.glob('*.png')]!r})); "
+            "handled = [next(it), next(it)]")  # the second asked for: the first one handled
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        got = (c.execute("SELECT status, files_written FROM sessions").fetchall(),
+               c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    assert got == ([("interrupted", 1)], 1)
