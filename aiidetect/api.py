@@ -536,16 +536,17 @@ class Scanner:
         self._close_pending = False
         self._cores_held = False  # this Scanner counts among those holding every core (_hold_cores)
         self._store = None  # the results store (--db), opened by candidates() before any model is built
-        # `pipeline` and `discovery` (and so `stats`) are the calling thread's last scan, else the last any thread
-        # started: several threads scanning with one Scanner each read their own (one attribute for all, a
-        # service's callers read each other's counts, most often those of a scan still running: files 0).
+        # `pipeline` and `discovery` (and so `stats`) are of the last scan the calling thread started or iterated
+        # (_adopt), else of the last any thread started: several threads scanning with one Scanner each read their
+        # own (one attribute for all, a service's callers read each other's counts, most often those of a scan
+        # still running: files 0).
         self._mine = threading.local()
         self._pipeline = self._discovery = None
         self.families, self.context = self._choose_runtime(self.options)
 
     @property
     def pipeline(self):
-        """The Pipeline of this thread's last scan with this Scanner, else of the last scan started."""
+        """The Pipeline of the last scan this thread started or iterated, else of the last scan started."""
         mine = getattr(self._mine, "pipeline", None)
         return mine if mine is not None else self._pipeline
 
@@ -555,7 +556,7 @@ class Scanner:
 
     @property
     def discovery(self):
-        """The DiscoverySummary of this thread's last scan with this Scanner, else of the last scan started."""
+        """The DiscoverySummary of the last scan this thread started or iterated, else of the last started."""
         mine = getattr(self._mine, "discovery", None)
         return mine if mine is not None else self._discovery
 
@@ -790,12 +791,19 @@ class Scanner:
                     session.close("interrupted")
             self._count_out()
             raise
-        out = self._finished(records, session, pipe, epoch)
+        out = self._finished(records, session, pipe, epoch, self.discovery)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
         self._live.add(out)
         return out
+
+    def _adopt(self, pipe, discovery) -> None:
+        """The scan the calling thread iterates is its last scan (`stats`, `discovery`), whichever thread started
+        it: a service that starts a scan in a request's thread and iterates it in an executor's (a streaming
+        response) read, there, the stats of the executor thread's earlier scan, not those of the one it had
+        just consumed."""
+        self._mine.pipeline, self._mine.discovery = pipe, discovery
 
     def _check_reads_given_up(self) -> None:
         """ScanError before any file is read when a local scan that gives reads up (file_timeout, the process
@@ -858,9 +866,9 @@ class Scanner:
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
-    def _finished(self, records, session, pipe, epoch):
+    def _finished(self, records, session, pipe, epoch, discovery):
         try:
-            yield from self._stored(records, session, pipe, epoch)
+            yield from self._stored(records, session, pipe, epoch, discovery)
         except Exception as exc:
             from .crashguard import SlotsUnwritable
             from .store import StoreError
@@ -887,7 +895,7 @@ class Scanner:
         if last:
             self._release()
 
-    def _stored(self, records, session, pipe, epoch):
+    def _stored(self, records, session, pipe, epoch, discovery):
         done = stopped = False
         try:
             yield None  # primed by records()
@@ -895,11 +903,14 @@ class Scanner:
                 if self._epoch != epoch:  # close() was called while this scan ran in another thread
                     stopped = True
                     break
+                self._adopt(pipe, discovery)
                 yield rec
                 if session is not None:
                     # After the caller handled it: a record the report never got is not stored as done.
                     session.add(rec)
             done = not stopped
+            if done:
+                self._adopt(pipe, discovery)  # a scan of no file, iterated in a thread that did not start it
         finally:
             try:
                 if not done and hasattr(records, "close"):

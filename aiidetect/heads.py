@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -247,12 +248,13 @@ def save_head(out_dir: str | Path, tensors: Mapping[str, Any], manifest: Mapping
         m.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
         m["files"] = {**m.get("files", {}), **files}
         (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=False) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
+        # The manifest's mode is what a plain open() gives (the umask read without os.umask, which sets it for
+        # the whole process: a host's thread creating a file in that instant got mode bits it did not ask for).
+        plain = stat.S_IMODE(os.stat(tmp / MANIFEST).st_mode)
         for fname in os.listdir(tmp):
             # safetensors writes its file 0600: in a shared weights folder nobody else could load the head
             # whose manifest they can read. Every file gets what a plain open() gives, as the manifest does.
-            os.chmod(tmp / fname, 0o666 & ~umask)
+            os.chmod(tmp / fname, plain)
             _fsync(tmp / fname)
         _fsync(tmp)
         try:

@@ -110,6 +110,16 @@ def _unseal(sha: str, ident: str, stored: str) -> str:
     return text
 
 
+def close_when_gone(owner: object, db: sqlite3.Connection) -> weakref.finalize:
+    """Close `db` when `owner` goes (ResultCache, store.ResultsStore), but not at the interpreter's exit: a
+    finalizer runs there before the scans still referenced (a script's loop left by Ctrl-C or `break`) are
+    closed, and their store sessions then found the connection closed: the records handed out lost, the
+    session left `running`."""
+    closer = weakref.finalize(owner, db.close)
+    closer.atexit = False
+    return closer
+
+
 class ResultCache:
     """sha256 x detector identity -> DetectorResult; sha256 x build -> decode facts."""
 
@@ -126,7 +136,7 @@ class ResultCache:
         # is a cycle): a service that built a Scanner per request and never closed it held a file descriptor
         # per request until a full collection, which a large heap makes rare, and SQLite holds the descriptor of
         # a connection closed while another to the same file is open until that one closes too.
-        self._closer = weakref.finalize(self, self._db.close)
+        self._closer = close_when_gone(self, self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS files (sha TEXT PRIMARY KEY, info TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (sha TEXT, ident TEXT, result TEXT, "

@@ -28,7 +28,6 @@ import socket
 import sqlite3
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -726,6 +725,8 @@ class ResultsStore:
         # A reader's full check that found the file sound: the state it read, recorded once the open has
         # found an aiidetect store there (never beside another program's database, an empty file).
         self._sound: dict[str, int] | None = None
+        from .result_cache import close_when_gone
+
         try:
             if readonly:
                 if not self.path.exists():
@@ -735,7 +736,7 @@ class ResultsStore:
                 _regular(self.path)
                 trusted = check is True and closed_cleanly(self._abs)
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
-                weakref.finalize(self, self._db.close)  # as below
+                close_when_gone(self, self._db)
                 self._db.text_factory = _text
                 damage = self._check(self._db, trusted) if check else "ok"
             else:
@@ -756,7 +757,7 @@ class ResultsStore:
                                            timeout=60)
                 # Closed when this object goes (a Scanner with db never closed), not when the cyclic collector
                 # meets the connection (its statement cache is a cycle): result_cache.ResultCache.
-                weakref.finalize(self, self._db.close)
+                close_when_gone(self, self._db)
                 self._db.text_factory = _text
                 tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if tables and "meta" not in tables:

@@ -232,3 +232,23 @@ def test_a_head_file_that_cannot_be_read_is_a_problem_of_that_head(tmp_path, mon
 
     monkeypatch.setattr(heads, "sha256_file", unreadable)
     assert heads.verify_files(tmp_path / "h", m) == ["head.safetensors cannot be read (Permission denied)"]
+
+
+def test_a_head_gets_its_files_mode_without_the_process_umask_being_set(tmp_path, monkeypatch):
+    """The head's files' mode was worked out by setting the umask to 0 and back: a trainer called from a host's
+    thread gave the host's other threads, creating files in that instant, mode bits they did not ask for."""
+    import os
+    import stat
+
+    was = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError(f"os.umask({mask:o}) called while saving a head")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        d = _head(tmp_path / "h")
+    finally:
+        monkeypatch.undo()
+        os.umask(was)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()} == {"head.safetensors": 0o640,
+                                                                           "manifest.json": 0o640}

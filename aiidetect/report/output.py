@@ -216,7 +216,7 @@ def _direct(path: str | os.PathLike) -> bool:
 
 
 # A temporary report older than this and not locked is left over from a killed run (the age covers only
-# the instant between mkstemp and flock of a run starting now).
+# the instant between its creation (_temporary_beside) and flock of a run starting now).
 STALE_SECONDS = 10
 
 
@@ -234,7 +234,7 @@ def _remove_stale_temporaries(target: Path, mine: str) -> None:
     with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
         for e in entries:
             name = e.name
-            # exactly mkstemp's name for this target (not `.report.json.x.<random>.tmp` of another one)
+            # exactly _temporary_beside's name for this target (not `.report.json.x.<random>.tmp` of another one)
             if not (name.startswith(prefix) and name.endswith(".tmp") and len(name) == len(prefix) + 12
                     and name[len(prefix):-4].replace("_", "").isalnum()) or e.path == mine:
                 continue
@@ -250,6 +250,28 @@ def _remove_stale_temporaries(target: Path, mine: str) -> None:
                     os.close(fd)
             except OSError:
                 continue  # in use, gone already, or locks unsupported here: leave it
+
+
+_TMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _temporary_beside(target: Path, mode: int) -> tuple[int, str]:
+    """(descriptor, path) of a new file `.NAME.XXXXXXXX.tmp` beside `target` (mkstemp's name, which
+    _remove_stale_temporaries knows), created with `mode` less the umask. Not mkstemp, which makes 0600, and
+    not a umask read to work out a plain open()'s mode: reading it means setting it, and a thread of a host
+    creating a file in that instant got mode bits it did not ask for (the umask is the process's)."""
+    import secrets
+
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))
+    for _ in range(tempfile.TMP_MAX):
+        name = os.path.join(str(target.parent),
+                            f".{target.name}.{''.join(secrets.choice(_TMP_CHARS) for _ in range(8))}.tmp")
+        try:
+            return os.open(name, flags, mode), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(target.parent))
 
 
 @contextlib.contextmanager
@@ -273,12 +295,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     target = Path(os.path.realpath(os.fspath(path)))
     try:
         # An existing report keeps its permissions (a private 0600 report stays private), as with `>`.
-        keep = stat.S_IMODE(os.stat(target).st_mode)
+        keep: int | None = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        keep = 0o666 & ~umask  # what a plain open() would give (mkstemp makes 0600)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+        keep = None  # a new report gets what a plain open() gives: created so (_temporary_beside)
+    fd, tmp = _temporary_beside(target, 0o600 if keep is not None else 0o666)
     ok = False
     fh = None
     try:
@@ -296,8 +316,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, keep)
+        if keep is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, keep)
         os.replace(tmp, target)
         ok = True
     finally:

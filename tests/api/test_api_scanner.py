@@ -1035,6 +1035,7 @@ def test_threads_sharing_a_scanner_each_read_their_own_scan_s_stats(six_pngs):
         assert scanner.stats["files"] == 1  # here, a thread that scanned nothing: the last scan started
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors through /proc/self/fd")
 def test_scanners_never_closed_do_not_hold_a_descriptor_each(six_pngs, tmp_path, monkeypatch):
     """A service that built a Scanner per request and never closed it kept the result cache's and the results
     store's SQLite files open, four descriptors a request (93 open after 600 requests with the collector on),
@@ -1069,3 +1070,38 @@ def test_scanners_never_closed_do_not_hold_a_descriptor_each(six_pngs, tmp_path,
         if was:
             gc.enable()
     assert max(counts) <= 8 and left == 0, (counts[:3], counts[-3:], left)  # one Scanner's files at most
+
+
+def test_a_scan_started_in_one_thread_and_iterated_in_another_is_the_iterating_thread_s(six_pngs):
+    """A service starts a request's scan in its handler's thread and iterates it in an executor's (a streaming
+    response). `stats` read there after the last record were the executor thread's earlier scan's (2 files), not
+    those of the scan it had just consumed (1): per-thread stats followed the thread that called scan() only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiidetect import Scanner
+
+    pngs = sorted(str(p) for p in six_pngs.glob("*.png"))
+    with Scanner(detectors="metadata", cache=False, workers=1) as scanner, ThreadPoolExecutor(1) as executor:
+        earlier = executor.submit(lambda: (len(list(scanner.scan(pngs[:2]))), scanner.stats["files"])).result(30)
+        it = scanner.scan([pngs[2], pngs[2]])  # named twice: one record, one duplicate
+        streamed = executor.submit(
+            lambda: (len(list(it)), scanner.stats["files"], scanner.discovery.duplicates)).result(30)
+    assert (earlier, streamed) == ((2, 2), (1, 1, 1))
+
+
+def test_a_script_ending_inside_a_scan_with_db_still_stores_what_it_handled(six_pngs, tmp_path):
+    """A script whose loop over a scan with db ends the interpreter (Ctrl-C, a `break`, the end of the script)
+    with the iterator still referenced: the store's connection, closed when its Scanner goes, was closed by that
+    finalizer at the interpreter's exit before the scan was, and the records already handled were lost, the
+    session left `running` (docs/scale.md: `interrupted`)."""
+    db = tmp_path / "runs.db"
+    code = ("import sys; from aiidetect import Scanner; "
+            f"it = Scanner(detectors='metadata', db={str(db)!r}, cache=False, workers=1, batch_size=1)"
+            f".scan(sorted({[str(p) for p in six_pngs.glob('*.png')]!r})); "
+            "handled = [next(it), next(it)]")  # the second asked for: the first one handled
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        got = (c.execute("SELECT status, files_written FROM sessions").fetchall(),
+               c.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    assert got == ([("interrupted", 1)], 1)

@@ -169,3 +169,28 @@ def test_temporary_reports_of_killed_runs_are_removed(img, tmp_path):
     assert [x["file"] for x in jsonl(out.read_text())] == [str(img)]
     assert not dead.exists(), "a killed run's temporary report was left behind"
     assert live.exists() and other.exists() and fresh.exists()
+
+
+def test_a_report_gets_its_mode_without_the_process_umask_being_set(tmp_path, monkeypatch):
+    """A new report's mode was worked out by setting the umask to 0 and back: in a host's other threads, a file
+    created in that instant got mode bits it did not ask for (the umask is the process's). The temporary report
+    is created with a plain open()'s mode instead; an existing report still keeps its own."""
+    from aiidetect.report.output import atomic_output
+
+    was = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError(f"os.umask({mask:o}) called while writing a report")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        new, private = tmp_path / "new.json", tmp_path / "private.json"
+        private.write_text("[]\n")
+        private.chmod(0o600)
+        for target in (new, private):
+            with atomic_output(target) as fh:
+                fh.write("[1]\n")
+    finally:
+        monkeypatch.undo()
+        os.umask(was)
+    assert {p.name: (stat.S_IMODE(p.stat().st_mode), p.read_text()) for p in tmp_path.iterdir()} == {
+        "new.json": (0o640, "[1]\n"), "private.json": (0o600, "[1]\n")}
