@@ -210,10 +210,31 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
             return flat
 
         def rebuild(flat: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> Any:
-            # as_strided refuses a view reaching past the storage (a hostile size or stride)
-            return flat.as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset))
+            # as_strided refuses a view reaching past the storage (a hostile size or stride); a view of more
+            # elements than its storage (stride 0) is one no checkpoint holds, and would make hashing it
+            # copy terabytes from a few bytes of data
+            view = flat.as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset))
+            if view.numel() > flat.numel():
+                raise WeightsFormatError(f"{path}: a tensor of {view.numel()} elements over {flat.numel()} "
+                                         "stored ones (an expanded view), which torch never saves")
+            return view
 
-        class Unpickler(pickle.Unpickler):
+        # pickle's C unpickler cannot restrict BUILD; the Python one can (data.pkl is small: the tensors'
+        # bytes are in data/)
+        class Unpickler(pickle._Unpickler):  # noqa: SLF001
+            dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+            def load_build(self) -> None:
+                # BUILD calls the object's __setstate__. Only the archive's modules have their state set:
+                # a tensor's (Tensor.__setstate__) runs set_(), which grows an empty storage to whatever
+                # size a 600-byte data.pkl names
+                if not isinstance(self.stack[-2], _ScriptObject):
+                    raise WeightsFormatError(f"{path}: data.pkl sets the state of a "
+                                             f"{type(self.stack[-2]).__name__}, not of a module")
+                super().load_build()
+
+            dispatch[pickle.BUILD[0]] = load_build
+
             def find_class(self, module: str, name: str) -> Any:
                 if module == "__torch__" or module.startswith("__torch__."):
                     # a class, as pickle's NEWOBJ wants; never the archive's own

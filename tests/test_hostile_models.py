@@ -110,3 +110,73 @@ def test_torchscript_archive_with_a_compressed_entry_is_refused(tmp_path):
     r = run_cli_in_process("weights", "inspect", str(p), "--format", "json",
                            env={"AIIDETECT_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 2 and "data.pkl is compressed" in json.loads(r.stdout)[0]["error"]
+
+
+def _raw_archive(path, pkl: bytes, data: dict[str, bytes]) -> None:
+    """A TorchScript archive laid out as torch writes one, around a hand-written data.pkl."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a/data.pkl", pkl)
+        z.writestr("a/constants.pkl", b"\x80\x02).")
+        z.writestr("a/code/__torch__.py", b"")
+        for key, raw in data.items():
+            z.writestr(f"a/data/{key}", raw)
+        z.writestr("a/version", b"3\n")
+
+
+def _pk_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _pk_str(s: str) -> bytes:
+    return b"X" + len(s.encode()).to_bytes(4, "little") + s.encode()
+
+
+def _pk_int(n: int) -> bytes:
+    return b"\x8a\x08" + n.to_bytes(8, "little", signed=True)
+
+
+def _pk_storage(key: str) -> bytes:  # ("storage", torch.FloatStorage, key, "cpu", 0), BINPERSID
+    return (b"(" + _pk_str("storage") + _pk_global("torch", "FloatStorage") + _pk_str(key) + _pk_str("cpu")
+            + _pk_int(0) + b"tQ")
+
+
+def _pk_tensor(storage: bytes, size: int, stride: int) -> bytes:  # _rebuild_tensor_v2 as torch's pickler calls it
+    return (_pk_global("torch._utils", "_rebuild_tensor_v2") + b"(" + storage + _pk_int(0) + b"(" + _pk_int(size)
+            + b"t(" + _pk_int(stride) + b"t\x89" + _pk_global("collections", "OrderedDict") + b")RtR")
+
+
+def _pk_module(attr: str, value: bytes) -> bytes:  # __torch__.M with {attr: value}: NEWOBJ, BUILD
+    return b"\x80\x02" + _pk_global("__torch__", "M") + b")\x81}" + _pk_str(attr) + value + b"sb."
+
+
+@pytest.mark.parametrize("case", ["set_state_of_a_tensor", "expanded_view"])
+def test_torchscript_data_pkl_cannot_make_a_small_archive_a_huge_tensor(tmp_path, case):
+    """pickle's BUILD ran Tensor.__setstate__, whose set_() grew an empty storage to the size data.pkl
+    named: a 600-byte archive made `weights inspect` allocate and hash 1 GB (any size memory allowed).
+    A stride-0 view of one stored element did the same through the hash's copy."""
+    from aiidetect.weights_identity import WeightsFormatError, read_torchscript_tensors
+
+    p = tmp_path / f"{case}.pt"
+    if case == "set_state_of_a_tensor":
+        # BUILD on the storage's tensor with the legacy state (source, offset, size, stride)
+        grown = _pk_storage("0") + b"(" + _pk_storage("0") + _pk_int(0) + b"(" + _pk_int(1 << 28) + b"t(" \
+            + _pk_int(1) + b"ttb"
+        _raw_archive(p, _pk_module("w", grown), {"0": b""})
+        why = "sets the state of a Tensor"
+    else:
+        _raw_archive(p, _pk_module("w", _pk_tensor(_pk_storage("0"), 1 << 28, 0)), {"0": b"\0" * 4})
+        why = "expanded view"
+    with pytest.raises(WeightsFormatError, match=why):
+        read_torchscript_tensors(p)
+
+
+def test_hand_written_archive_helpers_make_a_readable_archive(tmp_path):
+    """The helpers above write what the reader accepts, so the refusals are the reader's, not a typo's."""
+    from aiidetect.weights_identity import read_torchscript_tensors
+
+    p = tmp_path / "fine.pt"
+    _raw_archive(p, _pk_module("w", _pk_tensor(_pk_storage("0"), 2, 1)),
+                 {"0": torch.tensor([1.0, 2.0]).numpy().tobytes()})
+    assert read_torchscript_tensors(p)["w"].tolist() == [1.0, 2.0]
