@@ -167,15 +167,31 @@ class _ScriptObject:
         self.state = state
 
 
+# What a user can do with an archive the reader refuses: the same weights as safetensors, from the hub or
+# converted once where running the archive's code is acceptable (the conversion keeps the weights identity).
+TS_REFUSED_HINT = (
+    "Use the weights as safetensors instead: `aiidetect weights fetch MODEL/TAG --hub` (the hub's copy), or, "
+    "on a machine where running this archive's code is acceptable, convert it once: python -c \"import sys, "
+    "torch, safetensors.torch as st; st.save_file({k: v.detach().clone().contiguous() for k, v in "
+    "torch.jit.load(sys.argv[1], map_location='cpu').state_dict().items()}, sys.argv[2])\" IN.pt OUT.safetensors")
+
+
 def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
     """{name: tensor} of a TorchScript archive's parameters and buffers, as ``state_dict()`` of
-    ``torch.jit.load`` gives them, without running anything the archive holds."""
+    ``torch.jit.load`` gives them, without running anything the archive holds. A refusal says what
+    to use instead."""
+    try:
+        return _read_torchscript(Path(path))
+    except WeightsFormatError as exc:
+        raise WeightsFormatError(f"{exc}. {TS_REFUSED_HINT}") from exc.__cause__
+
+
+def _read_torchscript(path: Path) -> dict[str, Any]:
     import collections
     import pickle
 
     import torch
 
-    path = Path(path)
     with zipfile.ZipFile(path) as z:
         pkls = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkls) != 1:

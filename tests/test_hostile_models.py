@@ -180,3 +180,24 @@ def test_hand_written_archive_helpers_make_a_readable_archive(tmp_path):
     _raw_archive(p, _pk_module("w", _pk_tensor(_pk_storage("0"), 2, 1)),
                  {"0": torch.tensor([1.0, 2.0]).numpy().tobytes()})
     assert read_torchscript_tensors(p)["w"].tolist() == [1.0, 2.0]
+
+
+def test_a_refused_archive_says_what_to_use_instead_and_its_conversion_keeps_the_identity(code_archive, tmp_path,
+                                                                                          monkeypatch):
+    """A refusal named the problem and stopped there. It gives the hub's safetensors and a one-line
+    conversion; that line, run as the message gives it, writes the same weights identity."""
+    import re
+    import sys
+
+    from aiidetect.weights_identity import TS_REFUSED_HINT, WeightsFormatError, compute, read_torchscript_tensors
+
+    archive, _target = code_archive
+    with pytest.raises(WeightsFormatError) as err:
+        read_torchscript_tensors(archive)
+    assert "restored by its own code" in str(err.value) and "weights fetch MODEL/TAG --hub" in str(err.value)
+    src = tmp_path / "typed.pt"
+    torch.jit.script(_Typed()).save(str(src))
+    line = re.search(r'python -c "(.*)" IN\.pt OUT\.safetensors$', TS_REFUSED_HINT).group(1)
+    monkeypatch.setattr(sys, "argv", ["-c", str(src), str(tmp_path / "typed.safetensors")])
+    exec(compile(line, "<hint>", "exec"), {})  # noqa: S102 - the message's own command
+    assert compute(tmp_path / "typed.safetensors")["weights_id"] == compute(src)["weights_id"]
