@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import stat
 import struct
@@ -282,24 +283,91 @@ def _read_torchscript(path: Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a hostile pickle must be a refusal
             raise WeightsFormatError(f"{path}: unreadable TorchScript data.pkl ({type(exc).__name__}: {exc})") \
                 from exc
-    if not isinstance(root, _ScriptObject):
-        raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
-    out: dict[str, Any] = {}
-    seen: set[int] = set()
-    todo: list[tuple[_ScriptObject, str]] = [(root, "")]
-    while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
-        obj, prefix_ = todo.pop()
-        if id(obj) in seen:
+        if not isinstance(root, _ScriptObject):
+            raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
+        classes_in: dict[str, dict[str, tuple[bool, frozenset[str]]]] = {}  # code file -> its classes
+        code_read = 0
+
+        def members(kind: str) -> tuple[bool, frozenset[str]]:
+            """(is a module, its parameters and buffers) as the archive's code declares them: data.pkl
+            holds every attribute, and jit's state_dict has only these."""
+            nonlocal code_read
+            module, _, name = kind.rpartition(".")
+            file = f"{prefix}code/{module.replace('.', '/')}.py"  # where torch's importer looks
+            if file not in classes_in:
+                try:
+                    info = z.getinfo(file)
+                except KeyError:
+                    raise WeightsFormatError(f"{path}: the definition of {kind} ({file}) is missing") from None
+                with z.open(info) as f:  # torch deflates code/: read no more than the cap inflates to
+                    text = f.read(_TS_CODE_CAP - code_read + 1)
+                code_read += len(text)
+                if code_read > _TS_CODE_CAP:
+                    raise WeightsFormatError(f"{path}: its code/ holds more than {_TS_CODE_CAP >> 20} MB")
+                try:
+                    classes_in[file] = _ts_classes(text.decode("utf-8", "replace"))
+                except WeightsFormatError as exc:
+                    raise WeightsFormatError(f"{path}: {file}: {exc}") from exc
+            got = classes_in[file].get(name)
+            if got is None:
+                raise WeightsFormatError(f"{path}: {file} does not define {name}, which data.pkl names")
+            return got
+
+        out: dict[str, Any] = {}
+        seen: set[int] = set()
+        todo: list[tuple[_ScriptObject, str]] = [(root, "")]
+        while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
+            obj, prefix_ = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            is_module, declared = members(obj.kind)
+            if not is_module:  # a TorchScript class's object: state_dict does not look inside
+                if obj is root:
+                    raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
+                continue
+            if not isinstance(obj.state, dict):
+                # a class with its own __setstate__: what it builds is known only by running it
+                raise WeightsFormatError(f"{path}: {obj.kind} is restored by its own code, which is not run")
+            for k, v in obj.state.items():
+                if isinstance(v, torch.Tensor):
+                    if str(k) in declared:  # not a plain tensor attribute
+                        out[prefix_ + str(k)] = v
+                elif isinstance(v, _ScriptObject):
+                    todo.append((v, f"{prefix_}{k}."))
+    return out
+
+
+# the code/ read to learn which attributes are parameters and buffers (OpenAI's ViT-L-14 holds about 1 MB)
+_TS_CODE_CAP = 64 << 20
+_TS_CLASS = re.compile(r"class (\w+)(?:\((\w*)\))?:")
+_TS_MEMBERS = re.compile(r"\s+__(?:parameters|buffers)__ = (\[.*\])\s*")
+
+
+def _ts_classes(code: str) -> dict[str, tuple[bool, frozenset[str]]]:
+    """{class: (is a module, its parameters and buffers)} of one file of a TorchScript archive's code/,
+    read from the ``__parameters__ = [...]`` and ``__buffers__ = [...]`` lines torch writes in each class
+    (which jit's importer reads too), never run."""
+    import ast
+
+    out: dict[str, tuple[bool, frozenset[str]]] = {}
+    current: str | None = None
+    names: set[str] = set()
+    for line in code.splitlines():
+        head = _TS_CLASS.fullmatch(line)
+        if head or (line[:1] and not line[:1].isspace()):
+            current = None
+        if head:
+            current, names = head.group(1), set()
+            out[current] = (head.group(2) == "Module", frozenset())
             continue
-        seen.add(id(obj))
-        if not isinstance(obj.state, dict):
-            # a class with its own __setstate__: what it builds is known only by running it
-            raise WeightsFormatError(f"{path}: {obj.kind} is restored by its own code, which is not run")
-        for k, v in obj.state.items():
-            if isinstance(v, torch.Tensor):
-                out[prefix_ + str(k)] = v
-            elif isinstance(v, _ScriptObject):
-                todo.append((v, f"{prefix_}{k}."))
+        listed = _TS_MEMBERS.fullmatch(line) if current else None
+        if listed:
+            try:
+                names.update(str(n) for n in ast.literal_eval(listed.group(1)))
+            except (ValueError, SyntaxError, TypeError) as exc:
+                raise WeightsFormatError(f"cannot read the declaration {line.strip()[:200]!r}") from exc
+            out[current] = (out[current][0], frozenset(names))
     return out
 
 

@@ -119,7 +119,8 @@ def _raw_archive(path, pkl: bytes, data: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("a/data.pkl", pkl)
         z.writestr("a/constants.pkl", b"\x80\x02).")
-        z.writestr("a/code/__torch__.py", b"")
+        z.writestr("a/code/__torch__.py", b'class M(Module):\n  __parameters__ = ["w", ]\n  __buffers__ = []\n'
+                                          b"  w : Tensor\n  training : bool\n")
         for key, raw in data.items():
             z.writestr(f"a/data/{key}", raw)
         z.writestr("a/version", b"3\n")
@@ -201,3 +202,133 @@ def test_a_refused_archive_says_what_to_use_instead_and_its_conversion_keeps_the
     monkeypatch.setattr(sys, "argv", ["-c", str(src), str(tmp_path / "typed.safetensors")])
     exec(compile(line, "<hint>", "exec"), {})  # noqa: S102 - the message's own command
     assert compute(tmp_path / "typed.safetensors")["weights_id"] == compute(src)["weights_id"]
+
+
+class _OpenAILayerNorm(torch.nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.float()).to(x.dtype)
+
+
+class _OpenAIBlock(torch.nn.Module):
+    """OpenAI CLIP's ResidualAttentionBlock: an attention with in_proj_weight, an mlp Sequential, the text
+    tower's causal mask as a plain tensor attribute."""
+
+    def __init__(self, width: int, mask=None):
+        import collections
+
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(width, 2)
+        self.ln_1 = _OpenAILayerNorm(width)
+        self.mlp = torch.nn.Sequential(collections.OrderedDict([
+            ("c_fc", torch.nn.Linear(width, width * 4)), ("gelu", torch.nn.GELU()),
+            ("c_proj", torch.nn.Linear(width * 4, width))]))
+        self.ln_2 = _OpenAILayerNorm(width)
+        self.attn_mask = mask
+
+    def forward(self, x):
+        mask = self.attn_mask.to(x.dtype) if self.attn_mask is not None else None
+        x = x + self.attn(self.ln_1(x), self.ln_1(x), self.ln_1(x), need_weights=False, attn_mask=mask)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class _OpenAIClip(torch.nn.Module):
+    """The layout of OpenAI's ViT archives, small: parameters on the root and the visual tower (proj,
+    class_embedding, positional_embedding, text_projection, logit_scale), the three int buffers OpenAI
+    added, convert_weights' float16 for conv, linear, attention and projections (LayerNorms and
+    embeddings stay float32), and one buffer viewing another tensor's storage at an offset."""
+
+    def __init__(self, w: int = 8, ctx: int = 4):
+        super().__init__()
+        torch.manual_seed(0)
+        visual = torch.nn.Module()
+        visual.conv1 = torch.nn.Conv2d(3, w, 4, stride=4, bias=False)
+        visual.class_embedding = torch.nn.Parameter(torch.randn(w))
+        visual.positional_embedding = torch.nn.Parameter(torch.randn(5, w))
+        visual.ln_pre, visual.ln_post = _OpenAILayerNorm(w), _OpenAILayerNorm(w)
+        visual.transformer = torch.nn.Module()
+        visual.transformer.resblocks = torch.nn.Sequential(_OpenAIBlock(w))
+        visual.proj = torch.nn.Parameter(torch.randn(w, 6))
+        self.visual = visual
+        self.transformer = torch.nn.Module()
+        self.transformer.resblocks = torch.nn.Sequential(_OpenAIBlock(w, torch.full((ctx, ctx), float("-inf")).triu(1)))
+        self.token_embedding = torch.nn.Embedding(10, w)
+        self.positional_embedding = torch.nn.Parameter(torch.randn(ctx, w))
+        self.ln_final = _OpenAILayerNorm(w)
+        self.text_projection = torch.nn.Parameter(torch.randn(w, 6))
+        self.logit_scale = torch.nn.Parameter(torch.tensor(4.6052))
+        for name, v in (("input_resolution", 8), ("context_length", ctx), ("vocab_size", 10)):
+            self.register_buffer(name, torch.tensor(v))
+        self.register_buffer("pos_tail", self.positional_embedding.detach()[1:])  # shares its storage
+        for m in self.modules():  # OpenAI's convert_weights
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.half()
+            if isinstance(m, torch.nn.MultiheadAttention):
+                for t in (m.in_proj_weight, m.in_proj_bias):
+                    t.data = t.data.half()
+        for t in (self.visual.proj, self.text_projection):
+            t.data = t.data.half()
+
+    def encode_image(self, image):
+        v = self.visual
+        x = v.conv1(image.half()).flatten(2).permute(0, 2, 1)
+        x = torch.cat([v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], 1) + v.positional_embedding.half()
+        x = v.transformer.resblocks(v.ln_pre(x).permute(1, 0, 2)).permute(1, 0, 2)
+        return v.ln_post(x[:, 0]) @ v.proj
+
+    def encode_text(self, text):
+        x = (self.token_embedding(text) + self.positional_embedding).half()
+        x = self.ln_final(self.transformer.resblocks(x.permute(1, 0, 2)).permute(1, 0, 2))
+        return x[:, -1] @ self.text_projection
+
+    def forward(self, image, text):
+        return self.logit_scale.exp() * self.encode_image(image) @ self.encode_text(text).t() + self.pos_tail.sum()
+
+
+class _ScriptedAttrs(torch.nn.Module):
+    """A scripted module (not traced): a ModuleList, a plain tensor attribute (no parameter, no buffer:
+    data.pkl holds it, state_dict does not), a float16 parameter, an int buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)])
+        self.mask = torch.ones(2)
+        self.scale = torch.nn.Parameter(torch.ones(2, dtype=torch.float16))
+        self.register_buffer("steps", torch.tensor([3]))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x) * self.mask
+        return x * self.scale.float() + self.steps
+
+
+@pytest.mark.parametrize("kind", ["openai-traced", "scripted"])
+def test_torchscript_reader_gives_what_jit_load_state_dict_gives(tmp_path, kind):
+    """Names, dtypes, shapes, strides, values and shared storages as torch.jit.load(...).state_dict()
+    gives them: for OpenAI's layout (traced with its three methods, as its archives' code shows) and for a
+    scripted module, whose plain tensor attributes data.pkl holds and state_dict leaves out (they came out
+    as weights, changing the archive's weights identity)."""
+    import warnings
+
+    from aiidetect.weights_identity import read_torchscript_tensors
+
+    p = tmp_path / f"{kind}.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "scripted":
+            torch.jit.script(_ScriptedAttrs()).save(str(p))
+        else:
+            m, image, text = _OpenAIClip(), torch.randn(1, 3, 8, 8), torch.zeros(1, 4, dtype=torch.long)
+            torch.jit.trace_module(m, {"forward": (image, text), "encode_image": image, "encode_text": text},
+                                   check_trace=False).save(str(p))
+        want = torch.jit.load(str(p), map_location="cpu").state_dict()
+    got = read_torchscript_tensors(p)
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():
+        assert (got[k].dtype, got[k].shape, got[k].stride()) == (v.dtype, v.shape, v.stride()), k
+        assert torch.equal(got[k], v), k
+    if kind == "scripted":
+        assert "mask" not in got and got["scale"].dtype == torch.float16
+    else:
+        assert {want[k].dtype for k in want} >= {torch.float16, torch.float32, torch.int64}
+        assert "visual.transformer.resblocks.0.attn.in_proj_weight" in got and "logit_scale" in got
+        assert got["pos_tail"].untyped_storage().data_ptr() == got["positional_embedding"].untyped_storage().data_ptr()
