@@ -332,3 +332,30 @@ def test_torchscript_reader_gives_what_jit_load_state_dict_gives(tmp_path, kind)
         assert {want[k].dtype for k in want} >= {torch.float16, torch.float32, torch.int64}
         assert "visual.transformer.resblocks.0.attn.in_proj_weight" in got and "logit_scale" in got
         assert got["pos_tail"].untyped_storage().data_ptr() == got["positional_embedding"].untyped_storage().data_ptr()
+
+
+def test_torchscript_code_is_read_bounded_and_must_define_the_classes(tmp_path, monkeypatch):
+    """Which attributes are weights comes from code/ (deflated: it could inflate to any size), read up to
+    a cap; a class data.pkl names but no code defines is a refusal (jit.load could not load it either)."""
+    import zipfile
+
+    import aiidetect.weights_identity as wi
+
+    fine = _pk_module("w", _pk_tensor(_pk_storage("0"), 1, 1))
+    p = tmp_path / "undefined.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("a/data.pkl", fine)
+        z.writestr("a/data/0", b"\0" * 4)
+        z.writestr("a/code/__torch__.py", b"class N(Module):\n  __parameters__ = []\n")
+    with pytest.raises(wi.WeightsFormatError, match="does not define M"):
+        wi.read_torchscript_tensors(p)
+    p = tmp_path / "big-code.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("a/data.pkl", fine)
+        z.writestr("a/data/0", b"\0" * 4)
+        z.writestr("a/code/__torch__.py", b'class M(Module):\n  __parameters__ = ["w", ]\n' + b"#" * 5000,
+                   compress_type=zipfile.ZIP_DEFLATED)
+    assert list(wi.read_torchscript_tensors(p)) == ["w"]
+    monkeypatch.setattr(wi, "_TS_CODE_CAP", 1000)
+    with pytest.raises(wi.WeightsFormatError, match="code/ holds more than"):
+        wi.read_torchscript_tensors(p)
