@@ -194,7 +194,13 @@ def _read_torchscript(path: Path) -> dict[str, Any]:
     import torch
 
     with zipfile.ZipFile(path) as z:
-        pkls = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        names = z.namelist()
+        if len(names) != len(set(names)):
+            # two entries of one name: zipfile reads the last, torch's reader (miniz) need not; the archive
+            # could hold other weights for aiidetect than for torch and other tools
+            twice = sorted({n for n in names if names.count(n) > 1})[:3]
+            raise WeightsFormatError(f"{path}: the archive holds more than one entry named {', '.join(twice)}")
+        pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkls) != 1:
             raise WeightsFormatError(f"{path}: a TorchScript archive needs one data.pkl, found {len(pkls)}")
         prefix = pkls[0][:-len("data.pkl")]

@@ -359,3 +359,21 @@ def test_torchscript_code_is_read_bounded_and_must_define_the_classes(tmp_path, 
     monkeypatch.setattr(wi, "_TS_CODE_CAP", 1000)
     with pytest.raises(wi.WeightsFormatError, match="code/ holds more than"):
         wi.read_torchscript_tensors(p)
+
+
+def test_torchscript_archive_with_two_entries_of_one_name_is_refused(tmp_path):
+    """zipfile reads the last of two same-named entries, torch's reader need not: one file could hold
+    different weights for aiidetect than for torch, so its weights identity vouched for neither."""
+    import warnings
+    import zipfile
+
+    from aiidetect.weights_identity import WeightsFormatError, read_torchscript_tensors
+
+    p = tmp_path / "twice.pt"
+    _raw_archive(p, _pk_module("w", _pk_tensor(_pk_storage("0"), 1, 1)), {"0": b"\0" * 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        with zipfile.ZipFile(p, "a") as z:
+            z.writestr("a/data/0", b"\1" * 4)
+    with pytest.raises(WeightsFormatError, match="more than one entry named a/data/0"):
+        read_torchscript_tensors(p)
