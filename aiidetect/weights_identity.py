@@ -359,15 +359,18 @@ def _ts_classes(code: str) -> dict[str, tuple[bool, frozenset[str]]]:
     out: dict[str, tuple[bool, frozenset[str]]] = {}
     current: str | None = None
     names: set[str] = set()
+    indent = None  # of the class body's statements: a line in a method's body is not a declaration
     for line in code.splitlines():
         head = _TS_CLASS.fullmatch(line)
         if head or (line[:1] and not line[:1].isspace()):
             current = None
         if head:
-            current, names = head.group(1), set()
+            current, names, indent = head.group(1), set(), None
             out[current] = (head.group(2) == "Module", frozenset())
             continue
-        listed = _TS_MEMBERS.fullmatch(line) if current else None
+        if current and indent is None and line.strip():
+            indent = len(line) - len(line.lstrip())
+        listed = _TS_MEMBERS.fullmatch(line) if current and len(line) - len(line.lstrip()) == indent else None
         if listed:
             try:
                 names.update(str(n) for n in ast.literal_eval(listed.group(1)))

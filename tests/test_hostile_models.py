@@ -377,3 +377,14 @@ def test_torchscript_archive_with_two_entries_of_one_name_is_refused(tmp_path):
             z.writestr("a/data/0", b"\1" * 4)
     with pytest.raises(WeightsFormatError, match="more than one entry named a/data/0"):
         read_torchscript_tensors(p)
+
+
+def test_torchscript_declarations_are_read_from_the_class_body_only():
+    """torch's importer reads __parameters__ and __buffers__ where the class declares them; the same text
+    in a method's body declares nothing (it made a plain tensor attribute a weight)."""
+    from aiidetect.weights_identity import _ts_classes
+
+    code = ('op_version_set = 1\nclass V(Module):\n  __parameters__ = ["a", ]\n  __buffers__ = ["b", ]\n'
+            '  def forward(self: __torch__.V) -> int:\n    __parameters__ = ["mask"]\n    return 1\n'
+            'class C:\n  x : Tensor\n')
+    assert _ts_classes(code) == {"V": (True, frozenset({"a", "b"})), "C": (False, frozenset())}
