@@ -11,9 +11,10 @@ Imported lazily: nothing here runs at `aiidetect --help`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -102,6 +103,7 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
         so.intra_op_num_threads = n
     so.log_severity_level = 3  # ORT warns about every CPU-assigned shape op on CUDA; noise for users
     exact_int8 = _guard_int8(so)
+    check_external_data(p, ort)
     try:
         sess = ort.InferenceSession(str(p), sess_options=so, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -111,6 +113,63 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
     return Session(path=p, session=sess, provider=got[0] if got else "unknown", requested=providers,
                    input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()],
                    exact_int8=exact_int8)
+
+
+# The first onnxruntime that refuses an external data location outside the model's folder (dense
+# initializers); it has no Python 3.10 build, and it still read a sparse initializer's from anywhere.
+_ORT_CHECKS_PATHS = (1, 24, 1)
+
+
+def check_external_data(path: Path, ort: Any = None) -> None:
+    """Refuse a model whose tensors take their data from a file outside its folder (``../``, an absolute
+    path, a link leading out) or from anything but a regular file there. A model from a shared drive
+    otherwise had onnxruntime (before 1.24, every release for Python 3.10; sparse initializers later
+    still) read any file the user can, /dev/zero or a FIFO included, as its weights. Read with ``onnx``
+    (the [onnx] extra) without the data; without it, left to an onnxruntime that checks dense ones."""
+    try:
+        import onnx
+    except ImportError:
+        version = tuple(int(x) for x in re.findall(r"\d+", getattr(ort or import_ort(), "__version__", "0"))[:3])
+        if version >= _ORT_CHECKS_PATHS:
+            return
+        raise RuntimeUnavailable(
+            f"cannot check where ONNX model {path} reads its data from: install `onnx` (the [onnx] extra), or "
+            f"onnxruntime {'.'.join(map(str, _ORT_CHECKS_PATHS))} or later, which checks it itself") from None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises protobuf's own errors
+        raise RuntimeUnavailable(f"cannot load ONNX model {path}: {exc}") from exc
+    base = path.parent.resolve()
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and not len(tensor.external_data):
+            continue
+        where = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / where).resolve() if where and not Path(where).is_absolute() else None
+        if target is None or not target.is_relative_to(base) or not target.is_file():
+            raise RuntimeUnavailable(
+                f"ONNX model {path}: tensor {tensor.name!r} takes its data from {where!r}, which is not a file in "
+                "the model's folder; refused (a model may read only its own data files)")
+
+
+def _all_tensors(model) -> Iterator[Any]:
+    """Every TensorProto of a model that can hold external data: initializers, sparse ones' values and
+    indices, node attributes (Constant), in subgraphs (If, Loop), functions and training graphs."""
+    graphs = [model.graph] + [g for t in model.training_info for g in (t.initialization, t.algorithm)]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            yield from g.initializer
+            for sp in g.sparse_initializer:
+                yield from (sp.values, sp.indices)
+            nodes.extend(g.node)
+            continue
+        for a in nodes.pop().attribute:
+            yield from ([a.t] if a.HasField("t") else [])
+            yield from a.tensors
+            for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                yield from (sp.values, sp.indices)
+            graphs.extend(([a.g] if a.HasField("g") else []) + list(a.graphs))
 
 
 def int8_setup(graph: dict[str, Any], session: Session) -> dict[str, Any] | None:

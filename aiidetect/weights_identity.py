@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import stat
 import struct
@@ -167,17 +168,39 @@ class _ScriptObject:
         self.state = state
 
 
+# What a user can do with an archive the reader refuses: the same weights as safetensors, from the hub or
+# converted once where running the archive's code is acceptable (the conversion keeps the weights identity).
+TS_REFUSED_HINT = (
+    "Use the weights as safetensors instead: `aiidetect weights fetch MODEL/TAG --hub` (the hub's copy), or, "
+    "on a machine where running this archive's code is acceptable, convert it once: python -c \"import sys, "
+    "torch, safetensors.torch as st; st.save_file({k: v.detach().clone().contiguous() for k, v in "
+    "torch.jit.load(sys.argv[1], map_location='cpu').state_dict().items()}, sys.argv[2])\" IN.pt OUT.safetensors")
+
+
 def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
     """{name: tensor} of a TorchScript archive's parameters and buffers, as ``state_dict()`` of
-    ``torch.jit.load`` gives them, without running anything the archive holds."""
+    ``torch.jit.load`` gives them, without running anything the archive holds. A refusal says what
+    to use instead."""
+    try:
+        return _read_torchscript(Path(path))
+    except WeightsFormatError as exc:
+        raise WeightsFormatError(f"{exc}. {TS_REFUSED_HINT}") from exc.__cause__
+
+
+def _read_torchscript(path: Path) -> dict[str, Any]:
     import collections
     import pickle
 
     import torch
 
-    path = Path(path)
     with zipfile.ZipFile(path) as z:
-        pkls = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
+        names = z.namelist()
+        if len(names) != len(set(names)):
+            # two entries of one name: zipfile reads the last, torch's reader (miniz) need not; the archive
+            # could hold other weights for aiidetect than for torch and other tools
+            twice = sorted({n for n in names if names.count(n) > 1})[:3]
+            raise WeightsFormatError(f"{path}: the archive holds more than one entry named {', '.join(twice)}")
+        pkls = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pkls) != 1:
             raise WeightsFormatError(f"{path}: a TorchScript archive needs one data.pkl, found {len(pkls)}")
         prefix = pkls[0][:-len("data.pkl")]
@@ -210,10 +233,31 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
             return flat
 
         def rebuild(flat: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> Any:
-            # as_strided refuses a view reaching past the storage (a hostile size or stride)
-            return flat.as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset))
+            # as_strided refuses a view reaching past the storage (a hostile size or stride); a view of more
+            # elements than its storage (stride 0) is one no checkpoint holds, and would make hashing it
+            # copy terabytes from a few bytes of data
+            view = flat.as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset))
+            if view.numel() > flat.numel():
+                raise WeightsFormatError(f"{path}: a tensor of {view.numel()} elements over {flat.numel()} "
+                                         "stored ones (an expanded view), which torch never saves")
+            return view
 
-        class Unpickler(pickle.Unpickler):
+        # pickle's C unpickler cannot restrict BUILD; the Python one can (data.pkl is small: the tensors'
+        # bytes are in data/)
+        class Unpickler(pickle._Unpickler):  # noqa: SLF001
+            dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+            def load_build(self) -> None:
+                # BUILD calls the object's __setstate__. Only the archive's modules have their state set:
+                # a tensor's (Tensor.__setstate__) runs set_(), which grows an empty storage to whatever
+                # size a 600-byte data.pkl names
+                if not isinstance(self.stack[-2], _ScriptObject):
+                    raise WeightsFormatError(f"{path}: data.pkl sets the state of a "
+                                             f"{type(self.stack[-2]).__name__}, not of a module")
+                super().load_build()
+
+            dispatch[pickle.BUILD[0]] = load_build
+
             def find_class(self, module: str, name: str) -> Any:
                 if module == "__torch__" or module.startswith("__torch__."):
                     # a class, as pickle's NEWOBJ wants; never the archive's own
@@ -245,24 +289,94 @@ def read_torchscript_tensors(path: str | Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a hostile pickle must be a refusal
             raise WeightsFormatError(f"{path}: unreadable TorchScript data.pkl ({type(exc).__name__}: {exc})") \
                 from exc
-    if not isinstance(root, _ScriptObject):
-        raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
-    out: dict[str, Any] = {}
-    seen: set[int] = set()
-    todo: list[tuple[_ScriptObject, str]] = [(root, "")]
-    while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
-        obj, prefix_ = todo.pop()
-        if id(obj) in seen:
+        if not isinstance(root, _ScriptObject):
+            raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
+        classes_in: dict[str, dict[str, tuple[bool, frozenset[str]]]] = {}  # code file -> its classes
+        code_read = 0
+
+        def members(kind: str) -> tuple[bool, frozenset[str]]:
+            """(is a module, its parameters and buffers) as the archive's code declares them: data.pkl
+            holds every attribute, and jit's state_dict has only these."""
+            nonlocal code_read
+            module, _, name = kind.rpartition(".")
+            file = f"{prefix}code/{module.replace('.', '/')}.py"  # where torch's importer looks
+            if file not in classes_in:
+                try:
+                    info = z.getinfo(file)
+                except KeyError:
+                    raise WeightsFormatError(f"{path}: the definition of {kind} ({file}) is missing") from None
+                with z.open(info) as f:  # torch deflates code/: read no more than the cap inflates to
+                    text = f.read(_TS_CODE_CAP - code_read + 1)
+                code_read += len(text)
+                if code_read > _TS_CODE_CAP:
+                    raise WeightsFormatError(f"{path}: its code/ holds more than {_TS_CODE_CAP >> 20} MB")
+                try:
+                    classes_in[file] = _ts_classes(text.decode("utf-8", "replace"))
+                except WeightsFormatError as exc:
+                    raise WeightsFormatError(f"{path}: {file}: {exc}") from exc
+            got = classes_in[file].get(name)
+            if got is None:
+                raise WeightsFormatError(f"{path}: {file} does not define {name}, which data.pkl names")
+            return got
+
+        out: dict[str, Any] = {}
+        seen: set[int] = set()
+        todo: list[tuple[_ScriptObject, str]] = [(root, "")]
+        while todo:  # a loop, not recursion: modules nested a million deep are a refusal, not a RecursionError
+            obj, prefix_ = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            is_module, declared = members(obj.kind)
+            if not is_module:  # a TorchScript class's object: state_dict does not look inside
+                if obj is root:
+                    raise WeightsFormatError(f"{path}: the archive holds no TorchScript module")
+                continue
+            if not isinstance(obj.state, dict):
+                # a class with its own __setstate__: what it builds is known only by running it
+                raise WeightsFormatError(f"{path}: {obj.kind} is restored by its own code, which is not run")
+            for k, v in obj.state.items():
+                if isinstance(v, torch.Tensor):
+                    if str(k) in declared:  # not a plain tensor attribute
+                        out[prefix_ + str(k)] = v
+                elif isinstance(v, _ScriptObject):
+                    todo.append((v, f"{prefix_}{k}."))
+    return out
+
+
+# the code/ read to learn which attributes are parameters and buffers (OpenAI's ViT-L-14 holds about 1 MB)
+_TS_CODE_CAP = 64 << 20
+_TS_CLASS = re.compile(r"class (\w+)(?:\((\w*)\))?:")
+_TS_MEMBERS = re.compile(r"\s+__(?:parameters|buffers)__ = (\[.*\])\s*")
+
+
+def _ts_classes(code: str) -> dict[str, tuple[bool, frozenset[str]]]:
+    """{class: (is a module, its parameters and buffers)} of one file of a TorchScript archive's code/,
+    read from the ``__parameters__ = [...]`` and ``__buffers__ = [...]`` lines torch writes in each class
+    (which jit's importer reads too), never run."""
+    import ast
+
+    out: dict[str, tuple[bool, frozenset[str]]] = {}
+    current: str | None = None
+    names: set[str] = set()
+    indent = None  # of the class body's statements: a line in a method's body is not a declaration
+    for line in code.splitlines():
+        head = _TS_CLASS.fullmatch(line)
+        if head or (line[:1] and not line[:1].isspace()):
+            current = None
+        if head:
+            current, names, indent = head.group(1), set(), None
+            out[current] = (head.group(2) == "Module", frozenset())
             continue
-        seen.add(id(obj))
-        if not isinstance(obj.state, dict):
-            # a class with its own __setstate__: what it builds is known only by running it
-            raise WeightsFormatError(f"{path}: {obj.kind} is restored by its own code, which is not run")
-        for k, v in obj.state.items():
-            if isinstance(v, torch.Tensor):
-                out[prefix_ + str(k)] = v
-            elif isinstance(v, _ScriptObject):
-                todo.append((v, f"{prefix_}{k}."))
+        if current and indent is None and line.strip():
+            indent = len(line) - len(line.lstrip())
+        listed = _TS_MEMBERS.fullmatch(line) if current and len(line) - len(line.lstrip()) == indent else None
+        if listed:
+            try:
+                names.update(str(n) for n in ast.literal_eval(listed.group(1)))
+            except (ValueError, SyntaxError, TypeError) as exc:
+                raise WeightsFormatError(f"cannot read the declaration {line.strip()[:200]!r}") from exc
+            out[current] = (out[current][0], frozenset(names))
     return out
 
 

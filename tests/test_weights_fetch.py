@@ -634,3 +634,38 @@ def test_an_unverifiable_download_that_is_no_checkpoint_is_refused(server, check
     server.files[path] = checkpoint
     res = download(plan, retries=0)
     assert res["verified"] == "none" and plan.dest.read_bytes() == checkpoint
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_slow_but_alive_download_is_not_dropped(tmp_path, chunked):
+    """The per-read and header deadlines must not fail a download that keeps coming: 1 MB in 8 KiB
+    pieces, with pauses shorter than --timeout, over a body with and without Content-Length, completes in
+    one try (as 900 MB on a slow link does with the default 60 s)."""
+    import socket
+
+    from aiidetect.fetch import FetchPlan, download
+
+    body = bytes(range(256)) * 4096
+    lsock = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\nConnection: close\r\n\r\n")
+            for i in range(0, len(body), 8192):
+                piece = body[i:i + 8192]
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                time.sleep(0.25 if i % (256 << 10) == 0 else 0.002)
+            if chunked:
+                conn.sendall(b"0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    plan = FetchPlan(url=f"http://127.0.0.1:{lsock.getsockname()[1]}/w/x.safetensors", dest=tmp_path / "x.bin",
+                     sha256=hashlib.sha256(body).hexdigest())
+    try:
+        res = download(plan, retries=0, timeout=0.4)
+    finally:
+        lsock.close()
+    assert res["bytes"] == len(body) and not res["resumed"] and plan.dest.read_bytes() == body
