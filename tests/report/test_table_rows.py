@@ -116,3 +116,21 @@ def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(mo
     assert all(x.isascii() for x in lines), lines
     table = [x for x in lines if x[:1] in "|+"]
     assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
+
+
+def test_a_terminal_that_cannot_show_a_name_never_shows_it_as_another_files_name(monkeypatch):
+    """At an ASCII terminal `Grü.png` is written `Gr\\xfc.png`, as a file whose name is those ten ASCII characters
+    was, and the missing-value dash became `-` inside names too, so `a—b.png` read as `a-b.png`: two files, one
+    name on the screen, and a verdict read for the wrong one. A backslash that would pass for such an escape is
+    shown as one itself, and only the missing-value cell is turned into `-`."""
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    w = TableWriter(out, ["metadata"])
+    for name in ("/p/Gr\u00fc.png", "/p/Gr\\xfc.png", "/p/a\u2014b.png", "/p/a-b.png"):
+        w.write(Record(name, verdict="uncertain", p_ai=None, detectors={"metadata": DetectorResult("ok", p_ai=None)}))
+    w.close()
+    text = out.getvalue()
+    names = [re.search(r"/p/\S+", x).group() for x in text.splitlines() if "/p/" in x]
+    assert names == ["/p/Gr\\xfc.png", "/p/Gr\\x5cxfc.png", "/p/a\\u2014b.png", "/p/a-b.png"], names
+    assert "| - " in text or "|     - |" in text, text  # the missing value is still a plain dash
