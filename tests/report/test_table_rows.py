@@ -134,3 +134,18 @@ def test_a_terminal_that_cannot_show_a_name_never_shows_it_as_another_files_name
     names = [re.search(r"/p/\S+", x).group() for x in text.splitlines() if "/p/" in x]
     assert names == ["/p/Gr\\xfc.png", "/p/Gr\\x5cxfc.png", "/p/a\\u2014b.png", "/p/a-b.png"], names
     assert "| - " in text or "|     - |" in text, text  # the missing value is still a plain dash
+
+
+def test_results_tables_at_a_terminal_that_cannot_show_a_name_stay_aligned(monkeypatch):
+    """`results failed` (and summary, check) at an ASCII terminal: the stream escaped `Grüße` as it was written,
+    after the layout, and that row's borders stood 8 columns right of the others."""
+    from aiidetect.commands.results import Format, _rows_out
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    monkeypatch.setattr("sys.stdout", out)
+    _rows_out([{"file": "/p/Gr\u00fc\u00dfe \u2615.png", "error_code": "unreadable"},
+               {"file": "/p/plain.png", "error_code": None}], ["file", "error_code"], Format.table)
+    lines = [x for x in re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines() if x[:1] in "|+"]
+    assert len({len(x) for x in lines}) == 1 and "/p/Gr\\xfc\\xdfe \\u2615.png" in out.getvalue(), lines
