@@ -73,15 +73,17 @@ def _rows_out(rows, columns: list[str], fmt: Format, title: str | None = None) -
         from rich.table import Table
         from rich.text import Text
 
-        from ..report.safe import printable, table_width
+        from ..report.safe import printable_for, table_width
 
+        console = Console(file=out, width=table_width(out))
+        shown = printable_for(console.encoding)  # escaped before the layout, as scan's table (a non-UTF-8 terminal)
         t = Table(title=title, header_style="bold")
         for c in columns:
             t.add_column(c, overflow="fold")
         for r in rows:
             # Text, not markup: paths and messages come from the files (a name like "[red]x.jpg").
-            t.add_row(*[Text("" if r.get(c) is None else printable(str(r.get(c)))) for c in columns])
-        Console(file=out, width=table_width(out)).print(t)
+            t.add_row(*[Text("" if r.get(c) is None else shown(str(r.get(c)))) for c in columns])
+        console.print(t)
     out.flush()
 
 

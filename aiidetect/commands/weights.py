@@ -35,8 +35,10 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     from rich.table import Table
     from rich.text import Text
 
-    from ..report.safe import printable, table_width
+    from ..report.safe import printable_for, table_width
 
+    console = Console(width=table_width(sys.stdout))
+    printable = printable_for(console.encoding)  # a non-UTF-8 terminal: escaped before the layout, as scan's table
     # Cells as Text, through printable: a manifest's source or licence and a folder's name are the head's
     # sender's text, and ESC sequences in them drove the terminal the table was printed on.
     t = Table(title=Text(printable("heads in " + ", ".join(str(d) for d in dirs))), header_style="bold")
@@ -46,7 +48,7 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
         t.add_row(*(Text(printable(str(r[c] or ""))) for c in ("name", "detector", "backbone", "source", "license",
                                                                  "path")))
     # piped, as wide as scan's table: rich's 80 folded a source URL into 13-character slices
-    Console(width=table_width(sys.stdout)).print(t)
+    console.print(t)
     if not rows:
         from ..detectors import onnx_families  # the families that serve trained heads
 

@@ -92,21 +92,23 @@ def per_generator_rows(cond: Mapping[str, Any], name: str) -> list[list[str]]:
 GEN_HEADER = ["generator", "n", "acc", "AP vs real", "AUC vs real", "mean p_ai", "verdicts ai/unc/real"]
 
 
-def _cells(row) -> list:
+def _cells(row, shown=None) -> list:
     """Generator names and labels come from the user's data (folder names, CSV
-    columns): rich Text, never markup ("[/x]" in a folder name must not crash eval)."""
+    columns): rich Text, never markup ("[/x]" in a folder name must not crash eval). `shown`: the console's
+    report.safe.printable_for (a non-UTF-8 terminal escapes before the layout)."""
     from rich.text import Text
 
     from ..report.safe import printable
 
-    return [Text(printable(str(c))) for c in row]
+    return [Text((shown or printable)(str(c))) for c in row]
 
 
 def print_tables(result: Mapping[str, Any], console) -> None:
     from rich.table import Table
 
-    from ..report.safe import printable
+    from ..report.safe import printable_for
 
+    printable = printable_for(console.encoding)
     for cond in result["conditions"]:
         t = Table(title=f"{cond['condition']}: {cond['n_scored']} images scored"
                         f"{', ' + str(cond['n_decode_errors']) + ' unreadable' if cond['n_decode_errors'] else ''}"
@@ -115,7 +117,7 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for _, head in COLUMNS:
             t.add_column(head, justify="right")
         for r in summary_rows(cond):
-            t.add_row(*_cells(r))
+            t.add_row(*_cells(r, printable))
         console.print(t)
         if cond is result["conditions"][0]:
             # The console had no word that `best acc` was chosen on the data it is reported on.
@@ -146,7 +148,7 @@ def print_tables(result: Mapping[str, Any], console) -> None:
             for h in header:
                 t.add_column(h, justify="left" if h in ("subset", "reals") else "right")
             for r in rows:
-                t.add_row(*_cells(r))
+                t.add_row(*_cells(r, printable))
             console.print(t)
     raw = result["conditions"][0]
     names = [n for n, b in raw["detectors"].items() if b.get("overall")] + ["fused"]
@@ -158,15 +160,15 @@ def print_tables(result: Mapping[str, Any], console) -> None:
         for h in GEN_HEADER:
             t.add_column(h, justify="left" if h == "generator" else "right")
         for r in rows:
-            t.add_row(*_cells(r))
+            t.add_row(*_cells(r, printable))
         console.print(t)
     for det, cm in raw.get("attribution", {}).items():
         t = Table(title=f"attribution confusion, {det} (rows true, columns predicted)")
         t.add_column("true")
         for l in cm["labels"]:
-            t.add_column(_cells([l])[0], justify="right")
+            t.add_column(_cells([l], printable)[0], justify="right")
         for l, row in zip(cm["labels"], cm["matrix"]):
-            t.add_row(*_cells([l, *map(str, row)]))
+            t.add_row(*_cells([l, *map(str, row)], printable))
         console.print(t)
 
 

@@ -204,11 +204,17 @@ def _json_escape(m: re.Match) -> str:
     return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
 
 
+# A backslash that would read as one of backslashreplace's \xNN escapes (those of \u are `printable`'s).
+_X_LOOKALIKE = re.compile(r"\\(?=x[0-9a-fA-F]{2})")
+
+
 def printable_for(encoding: str | None):
     """A cell's text as the table's stream can print it: `printable`, and on a terminal whose encoding is not
     UTF-8 (LC_ALL=C, a latin-1 locale) every character it lacks as its backslash escape before the table is laid
     out. Escaped only when written (commands.errors.utf8_output), `Grüße.jpg` took 5 cells in the layout and 9
-    on the screen, and every border after it was pushed out of line; the missing-value dash is `-` there."""
+    on the screen, and every border after it was pushed out of line; the missing-value dash (a whole cell) is `-`
+    there. A backslash that would pass for such an escape is one itself (\\x5c), as `printable` does for \\u: the
+    file `Gr\\xfc.png` (ASCII) and `Grü.png` were shown alike, and `a—b.png` as `a-b.png`."""
     import codecs
 
     try:
@@ -219,8 +225,9 @@ def printable_for(encoding: str | None):
         return printable
 
     def shown(text: str) -> str:
-        text = printable(text).replace("—", "-")
-        return text.encode(enc, "backslashreplace").decode(enc)
+        if text == "—":
+            return "-"
+        return _X_LOOKALIKE.sub(r"\\x5c", printable(text)).encode(enc, "backslashreplace").decode(enc)
     return shown
 
 

@@ -81,3 +81,24 @@ def test_bench_sweep_piped_keeps_its_column_names_whole(capsys, monkeypatch):
     _table(res)
     out = capsys.readouterr().out
     assert "efficiency on GPU" in out and "23,456.78" in out and 80 < _widest(out) <= 160
+
+
+def test_weights_list_at_a_stream_that_cannot_show_a_source_stays_aligned(tmp_path, monkeypatch):
+    """A head whose manifest names a source outside ASCII, listed where stdout is ASCII (LC_ALL=C with
+    PYTHONUTF8=0, or PYTHONIOENCODING=ascii at a terminal): escaped as it was written, after the layout, its
+    row stood out of line with the rest."""
+    import io
+    import sys
+
+    from aiidetect.commands.weights import list_heads
+    from aiidetect.heads import save_head
+
+    save_head(tmp_path / "w" / "h", {"weight": np.ones((1, 4), np.float32)},
+              {"name": "h", "detector": "linear", "source": "M\u00fcnchen Bildarchiv \u65e5\u672c"})
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="backslashreplace", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("NO_COLOR", "1")
+    list_heads(weights_dir=[tmp_path / "w"], fmt="table", quiet=True)
+    text = out.buffer.getvalue().decode("ascii")
+    rows = [x for x in text.splitlines() if x[:1] in "|+"]
+    assert "M\\xfcnchen" in text and len({len(x) for x in rows}) == 1, text

@@ -334,3 +334,30 @@ def test_the_printed_auc_interval_holds_the_printed_auc():
         assert lo <= shown <= hi and lo <= 100 * ci[0] and 100 * ci[1] <= hi, (auc, n, text)
     assert _auc(0.996, M.auc_interval(0.996, 100_000, 100_000)) == "99.6 (99-100)"
     assert _auc(1.0, M.auc_interval(1.0, 3, 3)) == "100.0 (50-100)"
+
+
+def test_eval_tables_at_a_terminal_that_cannot_show_a_generator_name_stay_aligned():
+    """A generator named by a folder (`Würstchen`, `即梦`) at an ASCII terminal (LC_ALL=C, PYTHONUTF8=0): the
+    stream escaped the name as it was written, after the layout, and its row stood out of line with the rest."""
+    import io
+
+    from rich.console import Console
+
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import print_tables
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    items = [Scored("r", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}),
+             Scored("a", 1, "W\u00fcrstchen", {"pix": DetectorResult("ok", p_ai=0.8)}),
+             Scored("b", 1, "\u5373\u68a6", {"pix": DetectorResult("ok", p_ai=0.7)})]
+    block, _ = condition_metrics(items, [Det()], None)
+    buf = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="backslashreplace", write_through=True)
+    print_tables({"run": {}, "conditions": [block]}, Console(file=buf, width=150, color_system=None))
+    text = buf.buffer.getvalue().decode("ascii")
+    assert "W\\xfcrstchen" in text and "\\u5373\\u68a6" in text, text
+    gen = [l for l in text.split("per generator")[1].splitlines() if l[:1] in "|+"]
+    assert len({len(l) for l in gen}) == 1, gen

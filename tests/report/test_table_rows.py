@@ -118,6 +118,8 @@ def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(mo
     assert all(x.isascii() for x in lines), lines
     table = [x for x in lines if x[:1] in "|+"]
     assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
+
+
 def test_the_table_says_what_its_numbers_mean():
     """An editor read "P(AI) 0.475" without knowing of what or where a verdict begins, and --explain's
     "(+0.40 nats)" with no word on its scale."""
@@ -140,3 +142,36 @@ def test_the_table_says_what_its_numbers_mean():
     assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
            "a [decisive] item settles the verdict on its own" in said
     assert "P(AI): aiidetect" not in table(False, None, rows=0)
+
+
+def test_a_terminal_that_cannot_show_a_name_never_shows_it_as_another_files_name(monkeypatch):
+    """At an ASCII terminal `Grü.png` is written `Gr\\xfc.png`, as a file whose name is those ten ASCII characters
+    was, and the missing-value dash became `-` inside names too, so `a—b.png` read as `a-b.png`: two files, one
+    name on the screen, and a verdict read for the wrong one. A backslash that would pass for such an escape is
+    shown as one itself, and only the missing-value cell is turned into `-`."""
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    w = TableWriter(out, ["metadata"])
+    for name in ("/p/Gr\u00fc.png", "/p/Gr\\xfc.png", "/p/a\u2014b.png", "/p/a-b.png"):
+        w.write(Record(name, verdict="uncertain", p_ai=None, detectors={"metadata": DetectorResult("ok", p_ai=None)}))
+    w.close()
+    text = out.getvalue()
+    names = [re.search(r"/p/\S+", x).group() for x in text.splitlines() if "/p/" in x]
+    assert names == ["/p/Gr\\xfc.png", "/p/Gr\\x5cxfc.png", "/p/a\\u2014b.png", "/p/a-b.png"], names
+    assert "| - " in text or "|     - |" in text, text  # the missing value is still a plain dash
+
+
+def test_results_tables_at_a_terminal_that_cannot_show_a_name_stay_aligned(monkeypatch):
+    """`results failed` (and summary, check) at an ASCII terminal: the stream escaped `Grüße` as it was written,
+    after the layout, and that row's borders stood 8 columns right of the others."""
+    from aiidetect.commands.results import Format, _rows_out
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _AsciiTerminal()
+    monkeypatch.setattr("sys.stdout", out)
+    _rows_out([{"file": "/p/Gr\u00fc\u00dfe \u2615.png", "error_code": "unreadable"},
+               {"file": "/p/plain.png", "error_code": None}], ["file", "error_code"], Format.table)
+    lines = [x for x in re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines() if x[:1] in "|+"]
+    assert len({len(x) for x in lines}) == 1 and "/p/Gr\\xfc\\xdfe \\u2615.png" in out.getvalue(), lines
