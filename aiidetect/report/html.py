@@ -975,7 +975,7 @@ def _no_say(reasons: Sequence[str]) -> set[str]:
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     """The card's sentence under its verdict; it must hold for this file, not only for the typical one."""
-    from ..fusion import NO_OPINION, NO_OPINION_WAS, SOFT_ONLY, SOFT_ONLY_WAS
+    from ..fusion import NO_OPINION, NO_OPINION_WAS, NO_READING, SOFT_ONLY, SOFT_ONLY_WAS
 
     said = [x for x in reasons if isinstance(x, str)] if isinstance(reasons, list) else []
     if v == "uncertain" and (SOFT_ONLY in said or SOFT_ONLY_WAS in said):
@@ -985,7 +985,7 @@ def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
                 "generator parameters or a signed AI declaration); the rest never decides alone, however strong "
                 "(it is stripped or written in seconds; no pixel detector had a say on this file). "
                 "Treat this file as unverified and look for other sources.")
-    if v == "uncertain" and any(x.startswith((NO_OPINION, NO_OPINION_WAS)) for x in said):
+    if v == "uncertain" and any(x.startswith((NO_OPINION, NO_READING, NO_OPINION_WAS)) for x in said):
         return ("aiidetect does not decide: no detector could give an opinion on this file (see why below). "
                 "Treat this file as unverified and look for other sources.")
     if v == "likely-real" and (dissent := _toward_ai(dets)):
