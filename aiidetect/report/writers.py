@@ -184,6 +184,7 @@ class TableWriter(Writer):
         self.rows: list[tuple] = []
         self.shown: set[str] = set()   # detectors that ran somewhere (not unavailable everywhere)
         self.explain = explain
+        self.own_band = False   # a row judged on a band of its own (fuse's set-aside note): the legend says so
 
     def write(self, rec: Record) -> None:
         dets = []
@@ -207,6 +208,7 @@ class TableWriter(Writer):
         else:
             lo, hi = _file_band(self.fusion, rec.reasons)
             p = shown_p_text(rec.p_ai, (hi, lo))
+            self.own_band |= _note_band(rec.reasons) is not False
         self.rows.append((rec.file, rec.verdict, p, tuple(dets),
                           f"{top[0]} ({top[1]:.2f})" if top else "", reason))
 
@@ -252,12 +254,17 @@ class TableWriter(Writer):
     def _legend(self, detector_columns: bool) -> str:
         """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
         a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
+        # A store's rows (fusion None) may come from several runs, each with its own band: none is named.
         band = (f"AI-generated from {float(self.fusion['ai_threshold']):g}, likely-real at or below "
                 f"{float(self.fusion['real_threshold']):g}" if self.fusion else "AI-generated or likely-real past "
-                "the run's thresholds")
-        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}, "
-               "uncertain between (aiidetect does not decide). likely-real is not proof: new generators and fakes "
-               "made to fool detectors can score low.")
+                "the thresholds of the scan that judged the file")
+        # A file fused without the model's bias and band was judged on a wider one: "AI-generated from 0.8"
+        # stood over a row at 0.850 called uncertain.
+        own = (" (a file whose reason says the fusion model's bias and band are set aside: the band that reason "
+               "names)" if self.fusion and self.own_band else "")
+        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}"
+               f"{own}, uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
+               "and fakes made to fool detectors can score low.")
         if detector_columns:
             out += " A detector's column is that detector's own estimate."
         if self.explain:

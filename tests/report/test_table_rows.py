@@ -118,6 +118,8 @@ def test_meta_at_a_terminal_that_cannot_show_a_prompt_keeps_its_table_aligned(mo
     assert all(x.isascii() for x in lines), lines
     table = [x for x in lines if x[:1] in "|+"]
     assert len({len(x) for x in table}) == 1 and "sch\\xf6ner" in out.getvalue(), lines
+
+
 def test_the_table_says_what_its_numbers_mean():
     """An editor read "P(AI) 0.475" without knowing of what or where a verdict begins, and --explain's
     "(+0.40 nats)" with no word on its scale."""
@@ -136,7 +138,31 @@ def test_the_table_says_what_its_numbers_mean():
     assert "likely-real is not proof" in said and "A detector's column is that detector's own estimate" in said
     assert "nats)" not in said.split("P(AI): ")[1]
     said = table(True, None)     # a store's rows (runs that may differ): no one band to name
-    assert "past the run's thresholds" in said
+    assert "past the thresholds of the scan that judged the file" in said   # not "the run's": several runs
     assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
            "a [decisive] item settles the verdict on its own" in said
     assert "P(AI): aiidetect" not in table(False, None, rows=0)
+
+
+def test_the_legend_names_the_band_of_a_file_judged_without_the_models():
+    """A file one of the fitted model's detectors did not answer is fused under a wider band (fusion.fuse): the
+    legend's "AI-generated from 0.8" stood over that file's row, "uncertain" at 0.850."""
+    from aiidetect.fusion import fuse
+
+    dets = {n: {"weight": 1.0, "calibration": {"method": "none"}} for n in ("linear:a", "linear:b")}
+    model = {"ai_threshold": 0.8, "real_threshold": 0.2, "bias": 2.0, "detectors": dets}
+
+    def legend(b_status):
+        res = {"linear:a": DetectorResult("ok", p_ai=0.85), "linear:b": DetectorResult(b_status, p_ai=0.5)}
+        o = fuse(res, model)
+        out = io.StringIO()
+        w = TableWriter(out, list(res), fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
+        w.write(Record("/a/u.jpg", verdict=o.verdict, p_ai=o.p_ai, detectors=res, reasons=o.reasons))
+        w.close()
+        return o.verdict, " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    verdict, said = legend("error")
+    assert verdict == "uncertain" and "AI-generated from 0.8, likely-real at or below 0.2 (a file whose reason " \
+        "says the fusion model's bias and band are set aside: the band that reason names)" in said, said
+    verdict, said = legend("ok")
+    assert verdict == "ai-generated" and "set aside" not in said, said
