@@ -38,8 +38,14 @@ XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="ad
        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 def cli(*args: str, env: dict, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=env, cwd=cwd)
+    # This checkout's aiidetect first: run from the work folder, `-m aiidetect` found no package in a checkout
+    # that is not installed, and in one sharing another's editable install, photographed that one's pages.
+    path = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
+    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=dict(env, PYTHONPATH=path), cwd=cwd)
 
 
 def settle(page) -> None:
@@ -60,7 +66,7 @@ def small_png(path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     ap.add_argument("--dev", type=Path, default=repo.parent / "shared" / "data" / "dev")
     ap.add_argument("--out", type=Path, default=repo / "docs" / "img")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
