@@ -9,7 +9,8 @@ import contextlib
 import re
 from typing import IO, Any, Mapping, Sequence
 
-from ..fusion import ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, shown_p_text
+from ..fusion import (ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, SOFT_ONLY,
+                      SOFT_ONLY_WAS, shown_p_text)
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -185,6 +186,7 @@ class TableWriter(Writer):
         self.shown: set[str] = set()   # detectors that ran somewhere (not unavailable everywhere)
         self.explain = explain
         self.own_band = False   # a row judged on a band of its own (fuse's set-aside note): the legend says so
+        self.soft_only = False  # a row only soft metadata spoke for: uncertain whatever its P(AI)
 
     def write(self, rec: Record) -> None:
         dets = []
@@ -198,6 +200,7 @@ class TableWriter(Writer):
                 dets.append(("—" if r.p_ai is None else f"{r.p_ai:.3f}", ""))
             if r is not None and r.status != "unavailable":
                 self.shown.add(n)
+        self.soft_only |= any(x in (SOFT_ONLY, SOFT_ONLY_WAS) for x in rec.reasons if isinstance(x, str))
         top = top_attribution(rec)
         reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
                   if self.explain else main_reason(rec))
@@ -265,6 +268,10 @@ class TableWriter(Writer):
         out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}"
                f"{own}, uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
                "and fakes made to fool detectors can score low.")
+        if self.soft_only:
+            # Soft metadata never decides alone (fusion rule 4): under a fitted model's 0.8, a file it alone put at
+            # 0.85 read "uncertain" beside "AI-generated from 0.8".
+            out += " A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
         if detector_columns:
             out += " A detector's column is that detector's own estimate."
         if self.explain:

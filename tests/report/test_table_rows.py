@@ -166,3 +166,27 @@ def test_the_legend_names_the_band_of_a_file_judged_without_the_models():
         "says the fusion model's bias and band are set aside: the band that reason names)" in said, said
     verdict, said = legend("ok")
     assert verdict == "ai-generated" and "set aside" not in said, said
+
+
+def test_the_legend_says_a_file_only_its_metadata_spoke_for_stays_uncertain():
+    """Soft metadata never decides alone: under a fitted model's 0.8 band, a file it alone put at 0.85 read
+    "uncertain" under a legend saying "AI-generated from 0.8"."""
+    from aiidetect.fusion import SOFT_ONLY, fuse
+    from aiidetect.records import Evidence
+
+    dets = {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}
+    model = {"ai_threshold": 0.8, "real_threshold": 0.2, "detectors": dets}
+    ev = [Evidence(id="exif.software-generator", direction="ai", strength=1.8, detail="m")]
+    res = {"metadata": DetectorResult("ok", p_ai=0.86, evidence=ev)}
+    o = fuse(res, model)
+    assert o.verdict == "uncertain" and o.p_ai > 0.8 and o.reasons[0] == SOFT_ONLY, (o.p_ai, o.reasons)
+
+    def legend(reasons):
+        out = io.StringIO()
+        w = TableWriter(out, ["metadata"], fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
+        w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=o.p_ai, detectors=res, reasons=reasons))
+        w.close()
+        return " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    line = "A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
+    assert line in legend(o.reasons) and line not in legend(["linear:a: p_ai=0.50 (0.00 nats)"])
