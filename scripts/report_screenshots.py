@@ -12,8 +12,10 @@ Chromium at desktop (1280 px) and phone (390 px) width.
 Run it again after any change to what the page or the reasons say: the images
 in docs/ are otherwise the only copy of the old wording. The run is the same
 each time (same files, same folder, names relative to it, seeded models), so
-only the date and the scan time on the page change. The PNGs are reduced to
-256 colours: they live in git.
+only the date, the scan time and the probe's manifest hash (the manifest records
+when it was trained) change on the page, and a few pixels elsewhere with the
+256-colour palette fitted to each image. The PNGs are reduced to 256 colours:
+they live in git.
 """
 from __future__ import annotations
 
