@@ -564,7 +564,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
              f"Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
              f"page.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
              f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "
-             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own.</p>")
+             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own, unless another points "
+             f"the other way (the file is then uncertain).</p>")
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.

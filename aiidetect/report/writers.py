@@ -276,7 +276,8 @@ class TableWriter(Writer):
             out += " A detector's column is that detector's own estimate."
         if self.explain:
             out += (" In a reason, (+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), "
-                    "in log-odds; a [decisive] item settles the verdict on its own.")
+                    "in log-odds; a [decisive] item settles the verdict on its own, unless another points the "
+                    "other way (the file is then uncertain).")
         return out
 
     def _stacked(self, console, keep: list[int], shown) -> None:

@@ -666,3 +666,6 @@ def test_the_page_says_once_what_p_ai_and_a_reasons_nats_mean(tmp_path):
     said = "<b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative model."
     assert page.count(said) == 1 and page.count("Likely real is not proof") == 1
     assert page.count("is how far that item moved the estimate toward AI (+) or real (-), in log-odds") == 1
+    # decisive items both ways leave a file uncertain (fusion rule 3): the line must not say one always settles it
+    assert page.count("a [decisive] item settles the verdict on its own, unless another points the other way "
+                      "(the file is then uncertain)") == 1

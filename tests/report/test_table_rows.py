@@ -140,7 +140,8 @@ def test_the_table_says_what_its_numbers_mean():
     said = table(True, None)     # a store's rows (runs that may differ): no one band to name
     assert "past the thresholds of the scan that judged the file" in said   # not "the run's": several runs
     assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
-           "a [decisive] item settles the verdict on its own" in said
+           "a [decisive] item settles the verdict on its own, unless another points the other way (the file is " \
+           "then uncertain)" in said   # decisive items both ways leave a file uncertain (fusion rule 3)
     assert "P(AI): aiidetect" not in table(False, None, rows=0)
 
 
