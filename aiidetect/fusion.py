@@ -51,6 +51,10 @@ LEFT_OUT = "left_out"
 # left an editor to guess whether the file was checked at all, and what to do about it.
 NO_OPINION = ("aiidetect does not decide: no pixel detector judged the image and its metadata holds nothing "
               "that counts; to settle it, scan it with a pixel detector or check it with other sources")
+# The same lead for a file whose metadata was not read either (`-d linear` with its weights missing, the metadata
+# detector failing): NO_OPINION's "its metadata holds nothing" told the editor it had been checked.
+NO_READING = ("aiidetect does not decide: no detector could judge this file; to settle it, scan it with a pixel "
+              "detector or check it with other sources")
 SOFT_ONLY = ("aiidetect does not decide: only the file's metadata was weighed, and none of it decides on its own "
              "(metadata is easily stripped or forged); to settle it, scan it with a pixel detector or check it "
              "with other sources")
@@ -648,7 +652,10 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         notes.append(f"{', '.join(mute)}: weight 0 in the fusion model (no information on its calibration data), "
                      "no say in the verdict")
     if n_pixel == 0 and not soft:
-        why = NO_OPINION
+        # An evidence source that answered: "ok" without a pixel detector's number (the metadata detector, with
+        # or without items).
+        why = NO_OPINION if any(r is not None and r.status == "ok" and not _answered(r)
+                                for r in results.values()) else NO_READING
         gone = [f"{n} ({r.status}: {r.reason})" for n, r in results.items() if r is not None and r.status != "ok"]
         if gone:
             # In the page's words ("1 detector could not run"): "unavailable: linear (unavailable: ...)" said it twice.

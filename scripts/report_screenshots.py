@@ -12,8 +12,10 @@ Chromium at desktop (1280 px) and phone (390 px) width.
 Run it again after any change to what the page or the reasons say: the images
 in docs/ are otherwise the only copy of the old wording. The run is the same
 each time (same files, same folder, names relative to it, seeded models), so
-only the date and the scan time on the page change. The PNGs are reduced to
-256 colours: they live in git.
+only the date, the scan time and the probe's manifest hash (the manifest records
+when it was trained) change on the page, and a few pixels elsewhere with the
+256-colour palette fitted to each image. The PNGs are reduced to 256 colours:
+they live in git.
 """
 from __future__ import annotations
 
@@ -38,8 +40,14 @@ XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="ad
        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 def cli(*args: str, env: dict, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=env, cwd=cwd)
+    # This checkout's aiidetect first: run from the work folder, `-m aiidetect` found no package in a checkout
+    # that is not installed, and in one sharing another's editable install, photographed that one's pages.
+    path = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
+    subprocess.run([sys.executable, "-m", "aiidetect", *args], check=True, env=dict(env, PYTHONPATH=path), cwd=cwd)
 
 
 def settle(page) -> None:
@@ -60,7 +68,7 @@ def small_png(path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     ap.add_argument("--dev", type=Path, default=repo.parent / "shared" / "data" / "dev")
     ap.add_argument("--out", type=Path, default=repo / "docs" / "img")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")

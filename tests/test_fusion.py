@@ -92,6 +92,20 @@ def test_an_undecided_files_lead_reason_says_so_and_what_would_settle_it():
         "; could not run: linear (unavailable: no head)")
 
 
+def test_an_undecided_file_whose_metadata_was_not_read_is_not_told_it_holds_nothing():
+    """`-d linear` with its weights missing read "its metadata holds nothing that counts" on every file: the
+    metadata had not been read, and an editor took the file for checked."""
+    from aiidetect.fusion import NO_OPINION, NO_READING
+
+    for res in ({"linear": DetectorResult.unavailable("no head")},
+                {"linear": DetectorResult.unavailable("no head"), "metadata": DetectorResult.unavailable("x")}):
+        lead = fuse(res).reasons[0]
+        assert lead.startswith(NO_READING) and "metadata" not in lead.split("; could not run")[0], lead
+    for res in ({"metadata": DetectorResult("ok")}, {"metadata": DetectorResult("ok"),
+                                                     "linear": DetectorResult.unavailable("no head")}):
+        assert fuse(res).reasons[0].startswith(NO_OPINION), res
+
+
 def test_metadata_p_ai_is_not_double_counted():
     r = DetectorResult("ok", p_ai=0.2, evidence=[CAMERA])
     assert fuse({"metadata": r}).p_ai == pytest.approx(1 / (1 + math.exp(1.5)))

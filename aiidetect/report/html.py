@@ -564,7 +564,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
              f"Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
              f"page.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
              f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "
-             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own.</p>")
+             f"real (-), in log-odds, and a [decisive] item settles the verdict on its own, unless another points "
+             f"the other way (the file is then uncertain).</p>")
     facts: list[tuple[str, str]] = []
     if run.get("source"):
         # A saved run's records name their schema, detectors and fusion, not the aiidetect that wrote them.
@@ -975,7 +976,7 @@ def _no_say(reasons: Sequence[str]) -> set[str]:
 
 def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
     """The card's sentence under its verdict; it must hold for this file, not only for the typical one."""
-    from ..fusion import NO_OPINION, NO_OPINION_WAS, SOFT_ONLY, SOFT_ONLY_WAS
+    from ..fusion import NO_OPINION, NO_OPINION_WAS, NO_READING, SOFT_ONLY, SOFT_ONLY_WAS
 
     said = [x for x in reasons if isinstance(x, str)] if isinstance(reasons, list) else []
     if v == "uncertain" and (SOFT_ONLY in said or SOFT_ONLY_WAS in said):
@@ -985,7 +986,7 @@ def _explain(v: str, dets: Mapping[str, Any], reasons: Any = ()) -> str:
                 "generator parameters or a signed AI declaration); the rest never decides alone, however strong "
                 "(it is stripped or written in seconds; no pixel detector had a say on this file). "
                 "Treat this file as unverified and look for other sources.")
-    if v == "uncertain" and any(x.startswith((NO_OPINION, NO_OPINION_WAS)) for x in said):
+    if v == "uncertain" and any(x.startswith((NO_OPINION, NO_READING, NO_OPINION_WAS)) for x in said):
         return ("aiidetect does not decide: no detector could give an opinion on this file (see why below). "
                 "Treat this file as unverified and look for other sources.")
     if v == "likely-real" and (dissent := _toward_ai(dets)):

@@ -9,7 +9,8 @@ import contextlib
 import re
 from typing import IO, Any, Mapping, Sequence
 
-from ..fusion import ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, shown_p_text
+from ..fusion import (ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, SOFT_ONLY,
+                      SOFT_ONLY_WAS, shown_p_text)
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -184,6 +185,8 @@ class TableWriter(Writer):
         self.rows: list[tuple] = []
         self.shown: set[str] = set()   # detectors that ran somewhere (not unavailable everywhere)
         self.explain = explain
+        self.own_band = False   # a row judged on a band of its own (fuse's set-aside note): the legend says so
+        self.soft_only = False  # a row only soft metadata spoke for: uncertain whatever its P(AI)
 
     def write(self, rec: Record) -> None:
         dets = []
@@ -197,6 +200,7 @@ class TableWriter(Writer):
                 dets.append(("—" if r.p_ai is None else f"{r.p_ai:.3f}", ""))
             if r is not None and r.status != "unavailable":
                 self.shown.add(n)
+        self.soft_only |= any(x in (SOFT_ONLY, SOFT_ONLY_WAS) for x in rec.reasons if isinstance(x, str))
         top = top_attribution(rec)
         reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
                   if self.explain else main_reason(rec))
@@ -207,6 +211,7 @@ class TableWriter(Writer):
         else:
             lo, hi = _file_band(self.fusion, rec.reasons)
             p = shown_p_text(rec.p_ai, (hi, lo))
+            self.own_band |= _note_band(rec.reasons) is not False
         self.rows.append((rec.file, rec.verdict, p, tuple(dets),
                           f"{top[0]} ({top[1]:.2f})" if top else "", reason))
 
@@ -252,17 +257,27 @@ class TableWriter(Writer):
     def _legend(self, detector_columns: bool) -> str:
         """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
         a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
+        # A store's rows (fusion None) may come from several runs, each with its own band: none is named.
         band = (f"AI-generated from {float(self.fusion['ai_threshold']):g}, likely-real at or below "
                 f"{float(self.fusion['real_threshold']):g}" if self.fusion else "AI-generated or likely-real past "
-                "the run's thresholds")
-        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}, "
-               "uncertain between (aiidetect does not decide). likely-real is not proof: new generators and fakes "
-               "made to fool detectors can score low.")
+                "the thresholds of the scan that judged the file")
+        # A file fused without the model's bias and band was judged on a wider one: "AI-generated from 0.8"
+        # stood over a row at 0.850 called uncertain.
+        own = (" (a file whose reason says the fusion model's bias and band are set aside: the band that reason "
+               "names)" if self.fusion and self.own_band else "")
+        out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}"
+               f"{own}, uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
+               "and fakes made to fool detectors can score low.")
+        if self.soft_only:
+            # Soft metadata never decides alone (fusion rule 4): under a fitted model's 0.8, a file it alone put at
+            # 0.85 read "uncertain" beside "AI-generated from 0.8".
+            out += " A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
         if detector_columns:
             out += " A detector's column is that detector's own estimate."
         if self.explain:
             out += (" In a reason, (+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), "
-                    "in log-odds; a [decisive] item settles the verdict on its own.")
+                    "in log-odds; a [decisive] item settles the verdict on its own, unless another points the "
+                    "other way (the file is then uncertain).")
         return out
 
     def _stacked(self, console, keep: list[int], shown) -> None:

@@ -345,6 +345,11 @@ def test_the_counts_lead_to_their_files_and_find_a_file_puts_the_cursor_in_the_s
     assert [r[2] for r in _rows(page)] == ["desk/05.jpg"]
     page.click(".counts a[data-verdict='']")
     assert len(_rows(page)) == 7
+    page.fill("#filter-text", "desk/03")     # a search typed earlier: a count still lists all of its files
+    expect(page.locator("#files-count")).to_contain_text("of 1 file (filtered")
+    page.focus(".counts a[data-verdict='']")
+    page.keyboard.press("Enter")             # a count is a link: the keyboard reaches it and opens it
+    assert len(_rows(page)) == 7 and page.input_value("#filter-text") == ""
     page.click("#find-file")
     assert page.evaluate("document.activeElement.id") == "filter-text"
     assert problems == []

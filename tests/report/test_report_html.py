@@ -468,7 +468,7 @@ def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
     # "the evidence is weak or conflicting" was said of a file whose EXIF names an AI tool (strong, P(AI) 0.88)
     # and is uncertain because soft metadata never decides alone, and of a file no detector could judge at all.
     # fusion's own words, as this aiidetect writes them and as an older one did (a saved run rendered later)
-    from aiidetect.fusion import NO_OPINION, NO_OPINION_WAS, SOFT_ONLY, SOFT_ONLY_WAS
+    from aiidetect.fusion import NO_OPINION, NO_OPINION_WAS, NO_READING, SOFT_ONLY, SOFT_ONLY_WAS
 
     def rec(name, reasons):
         return {"schema": "1.2", "file": name, "verdict": "uncertain", "p_ai": 0.88, "error": None,
@@ -481,6 +481,7 @@ def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
         rec("old_firefly.jpg", [SOFT_ONLY_WAS, "metadata:exif.software-generator: ... (+1.88 nats ...)"]),
         rec("old_bare.png", [NO_OPINION_WAS + "; unavailable: linear (unavailable: no weights)"]),
         rec("probe.jpg", ["linear:univfd: p_ai=0.60 (+0.41 nats)"]),
+        rec("unread.png", [NO_READING + "; could not run: linear (unavailable: no weights)"]),
     ]) + "\n")
     out = tmp_path / "r.html"
     assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
@@ -494,6 +495,7 @@ def test_an_uncertain_card_says_why_it_is_uncertain(tmp_path):
         assert "no detector could give an opinion on this file" in explain[bare]
         assert not any("weak or conflicting" in explain[f] for f in (soft, bare))
     assert "the evidence is weak or conflicting" in explain["probe.jpg"]
+    assert "no detector could give an opinion on this file" in explain["unread.png"]
 
 
 def test_c2pa_and_watermark_facts_of_any_shape_are_worded_not_fatal(tmp_path):
@@ -664,3 +666,6 @@ def test_the_page_says_once_what_p_ai_and_a_reasons_nats_mean(tmp_path):
     said = "<b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative model."
     assert page.count(said) == 1 and page.count("Likely real is not proof") == 1
     assert page.count("is how far that item moved the estimate toward AI (+) or real (-), in log-odds") == 1
+    # decisive items both ways leave a file uncertain (fusion rule 3): the line must not say one always settles it
+    assert page.count("a [decisive] item settles the verdict on its own, unless another points the other way "
+                      "(the file is then uncertain)") == 1

@@ -138,9 +138,10 @@ def test_the_table_says_what_its_numbers_mean():
     assert "likely-real is not proof" in said and "A detector's column is that detector's own estimate" in said
     assert "nats)" not in said.split("P(AI): ")[1]
     said = table(True, None)     # a store's rows (runs that may differ): no one band to name
-    assert "past the run's thresholds" in said
+    assert "past the thresholds of the scan that judged the file" in said   # not "the run's": several runs
     assert "(+0.40 nats) is how far that item moved the estimate toward AI (+) or real (-), in log-odds; " \
-           "a [decisive] item settles the verdict on its own" in said
+           "a [decisive] item settles the verdict on its own, unless another points the other way (the file is " \
+           "then uncertain)" in said   # decisive items both ways leave a file uncertain (fusion rule 3)
     assert "P(AI): aiidetect" not in table(False, None, rows=0)
 
 
@@ -175,3 +176,51 @@ def test_results_tables_at_a_terminal_that_cannot_show_a_name_stay_aligned(monke
                {"file": "/p/plain.png", "error_code": None}], ["file", "error_code"], Format.table)
     lines = [x for x in re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).splitlines() if x[:1] in "|+"]
     assert len({len(x) for x in lines}) == 1 and "/p/Gr\\xfc\\xdfe \\u2615.png" in out.getvalue(), lines
+
+
+def test_the_legend_names_the_band_of_a_file_judged_without_the_models():
+    """A file one of the fitted model's detectors did not answer is fused under a wider band (fusion.fuse): the
+    legend's "AI-generated from 0.8" stood over that file's row, "uncertain" at 0.850."""
+    from aiidetect.fusion import fuse
+
+    dets = {n: {"weight": 1.0, "calibration": {"method": "none"}} for n in ("linear:a", "linear:b")}
+    model = {"ai_threshold": 0.8, "real_threshold": 0.2, "bias": 2.0, "detectors": dets}
+
+    def legend(b_status):
+        res = {"linear:a": DetectorResult("ok", p_ai=0.85), "linear:b": DetectorResult(b_status, p_ai=0.5)}
+        o = fuse(res, model)
+        out = io.StringIO()
+        w = TableWriter(out, list(res), fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
+        w.write(Record("/a/u.jpg", verdict=o.verdict, p_ai=o.p_ai, detectors=res, reasons=o.reasons))
+        w.close()
+        return o.verdict, " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    verdict, said = legend("error")
+    assert verdict == "uncertain" and "AI-generated from 0.8, likely-real at or below 0.2 (a file whose reason " \
+        "says the fusion model's bias and band are set aside: the band that reason names)" in said, said
+    verdict, said = legend("ok")
+    assert verdict == "ai-generated" and "set aside" not in said, said
+
+
+def test_the_legend_says_a_file_only_its_metadata_spoke_for_stays_uncertain():
+    """Soft metadata never decides alone: under a fitted model's 0.8 band, a file it alone put at 0.85 read
+    "uncertain" under a legend saying "AI-generated from 0.8"."""
+    from aiidetect.fusion import SOFT_ONLY, fuse
+    from aiidetect.records import Evidence
+
+    dets = {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}
+    model = {"ai_threshold": 0.8, "real_threshold": 0.2, "detectors": dets}
+    ev = [Evidence(id="exif.software-generator", direction="ai", strength=1.8, detail="m")]
+    res = {"metadata": DetectorResult("ok", p_ai=0.86, evidence=ev)}
+    o = fuse(res, model)
+    assert o.verdict == "uncertain" and o.p_ai > 0.8 and o.reasons[0] == SOFT_ONLY, (o.p_ai, o.reasons)
+
+    def legend(reasons):
+        out = io.StringIO()
+        w = TableWriter(out, ["metadata"], fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
+        w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=o.p_ai, detectors=res, reasons=reasons))
+        w.close()
+        return " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    line = "A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
+    assert line in legend(o.reasons) and line not in legend(["linear:a: p_ai=0.50 (0.00 nats)"])

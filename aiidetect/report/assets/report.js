@@ -145,6 +145,8 @@
   // alone only scrolled, leaving a phone reader to find and tap the box.
   Array.prototype.forEach.call(document.querySelectorAll(".counts a[data-verdict]"), function (a) {
     a.addEventListener("click", function () {
+      // Those files, all of them: a name typed in the search box before kept filtering, and "147 files" listed 3.
+      q.value = "";
       vsel.value = a.getAttribute("data-verdict");
       apply();
     });
