@@ -1219,7 +1219,7 @@ def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", re
             for c in meta_candidates(paths, recursive=recursive)]
 
 
-__all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "ReadsStuckError", "Runtime", "Device", "Dtype", "TrainDtype",
-           "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
+__all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "ReadsStuckError", "Runtime", "Device", "Dtype",
+           "TrainDtype", "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
            "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "iter_meta_candidates",
            "meta_report", "meta_reports"]
