@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 # Resolved on first use (PEP 562): `import aiidetect` and `aiidetect --help` stay light, and
 # torch is imported only when a detector that needs it is built.
-_API = ("Scanner", "ScanOptions", "ScanError", "UsageError")
+_API = ("Scanner", "ScanOptions", "ScanError", "UsageError", "ReadsStuckError")
 __all__ = ["__version__", *_API]
 
 

@@ -44,6 +44,19 @@ class UsageError(ScanError, ValueError):
     """Bad options or arguments: nothing was scanned."""
 
 
+class ReadsStuckError(ScanError):
+    """Reads a local scan gave up past `file_timeout` are still running in this process, more than it may hold
+    (crashguard.GIVEN_UP_MAX): raised before a scan reads anything, or while iterating, after the records of its
+    files. Nothing a new request can fix: the process serves scans with a `file_timeout` again once they return,
+    or a new process does. `count`: such reads still running in the process; `files`: the ones this scan gave up
+    (empty for a scan refused at its start). The message names only this scan's files: in a service, the other
+    reads are other callers' uploads (crashguard.reads_given_up() lists them all, for the operator)."""
+
+    def __init__(self, message: str, count: int = 0, files: Sequence[str] = ()):
+        super().__init__(message)
+        self.count, self.files = count, list(files)
+
+
 # Fixed choices, shared with the command line (commands/common.py shows them as --option values).
 Runtime = choices("Runtime", "auto", "torch", "onnx",
                   doc="auto: the runtime `aiidetect optimize` verified for this CPU, backbone, heads and detector "
@@ -758,8 +771,9 @@ class Scanner:
             self._running += 1
             epoch = self._epoch
         session = None
+        release = None
         try:
-            self._check_reads_given_up()
+            release = self._reserve_reads()
             pipe = self.pipeline = self.new_pipeline()
             session = self._open_store(pipe, argv) if self.options.db else None
             if session is not None:
@@ -789,9 +803,11 @@ class Scanner:
 
                 with contextlib.suppress(StoreError):
                     session.close("interrupted")
+            if release is not None:
+                release()
             self._count_out()
             raise
-        out = self._finished(records, session, pipe, epoch, self.discovery)
+        out = self._finished(records, session, pipe, epoch, self.discovery, release)
         # Step into the generator's try block now: a scan dropped or closed before its first record
         # must still close its store session (a generator never started skips its finally).
         next(out)
@@ -805,24 +821,22 @@ class Scanner:
         just consumed."""
         self._mine.pipeline, self._mine.discovery = pipe, discovery
 
-    def _check_reads_given_up(self) -> None:
-        """ScanError before any file is read when a local scan that gives reads up (file_timeout, the process
-        kept) finds more than crashguard.GIVEN_UP_MAX reads given up still running in this process, whichever
-        scan gave them up: each new hang would leave one more thread (and what it read) behind. A service
-        scanning one upload per call otherwise kept a thread for every hostile upload."""
+    def _reserve_reads(self) -> Callable[[], None] | None:
+        """ReadsStuckError before any file is read when a local scan that gives reads up (file_timeout, the process
+        kept) finds more than crashguard.GIVEN_UP_MAX reads given up still running in this process, whichever scan
+        gave them up, counted with the scans started since that still run (crashguard.reserve_reads: checked and
+        reserved at once, so that concurrent requests cannot all pass): each new hang would leave one more thread
+        (and what it read) behind. A service scanning one upload per call otherwise kept a thread for every hostile
+        upload. Returns what to call when the scan ends (None: nothing reserved)."""
         o = self.options
         if o.engine != "local" or not o.file_timeout or o.end_process_on_timeout:
-            return
-        from .crashguard import GIVEN_UP_MAX, reads_given_up
+            return None
+        from .crashguard import ReadsStuck, reserve_reads
 
-        stuck = reads_given_up()
-        if len(stuck) > GIVEN_UP_MAX:
-            raise ScanError(
-                f"{len(stuck)} reads given up past file_timeout are still running in this process "
-                f"({', '.join(stuck[:5])}{' ...' if len(stuck) > 5 else ''}): a filesystem that does not answer, or "
-                f"decoders stuck on crafted files. Their threads cannot be stopped; no scan with a file_timeout "
-                f"starts here until at most {GIVEN_UP_MAX} are left (aiidetect.crashguard.reads_given_up() lists "
-                "them), or in a new process")
+        try:
+            return reserve_reads()
+        except ReadsStuck as exc:
+            raise ReadsStuckError(str(exc), exc.count, exc.files) from None
 
     def _file_timeout(self) -> float | None:
         """Each file's read deadline in seconds (None or 0: none): the option, or the Ray engine's default."""
@@ -866,7 +880,7 @@ class Scanner:
         except (StoreError, OSError, sqlite3.Error) as exc:
             raise ScanError(f"cannot open the results store {o.db}: {exc}") from None
 
-    def _finished(self, records, session, pipe, epoch, discovery):
+    def _finished(self, records, session, pipe, epoch, discovery, release=None):
         try:
             yield from self._stored(records, session, pipe, epoch, discovery)
         except Exception as exc:
@@ -881,6 +895,8 @@ class Scanner:
                 raise ScanError(str(exc)) from exc
             raise
         finally:
+            if release is not None:
+                release()  # its reservation against reads given up (crashguard.reserve_reads)
             # Whatever ended the scan (the last rows not stored too): counted out, or close() waited for ever.
             self._count_out()
 
@@ -1005,8 +1021,12 @@ class Scanner:
 def _scan_errors(records, fatal):
     """`records`, with an engine's fatal error (a failing cluster) raised as the ScanError it is: one
     explained line and exit 2, not an unexpected exception."""
+    from .crashguard import ReadsStuck
+
     try:
         yield from records
+    except ReadsStuck as exc:
+        raise ReadsStuckError(str(exc), exc.count, exc.files) from None
     except fatal as exc:
         raise ScanError(str(exc)) from None
     finally:
@@ -1199,7 +1219,7 @@ def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", re
             for c in meta_candidates(paths, recursive=recursive)]
 
 
-__all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "Runtime", "Device", "Dtype", "TrainDtype",
-           "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
+__all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "ReadsStuckError", "Runtime", "Device", "Dtype",
+           "TrainDtype", "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
            "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "iter_meta_candidates",
            "meta_report", "meta_reports"]

@@ -521,36 +521,82 @@ class ReadTimedOut(Exception):
     """A read given up past its deadline (AbandoningDeadline): the file's record is the error `timeout`. `stop`:
     why the scan ends once that record is out (more reads given up still running than GIVEN_UP_MAX), or None."""
 
-    def __init__(self, path: str, took: float, stop: str | None = None):
+    def __init__(self, path: str, took: float, stop: "ReadsStuck | None" = None):
         super().__init__(path, took)
         self.path, self.took, self.stop = path, took, stop
 
 
 class ReadsStuck(Exception):
-    """More reads given up past the deadline than GIVEN_UP_MAX are still running: the scan stops (ScanError)
-    after the record of the one too many (Pipeline.run), so that a resume with db goes on past them."""
+    """More reads given up past the deadline than GIVEN_UP_MAX are still running: the scan stops (api.ReadsStuckError)
+    after the record of the one too many (Pipeline.run), so that a resume with db goes on past them; or a scan with a
+    file_timeout does not start (reserve_reads). `count`: the reads given up still running in the process; `files`:
+    those of them that this scan gave up. Only this scan's files are named: in a service scanning each user's upload
+    with its own call, the others are other users' uploads."""
+
+    def __init__(self, message: str, count: int, files: list[str]):
+        super().__init__(message)
+        self.count, self.files = count, list(files)
 
 
 # Reads given up by library scans (AbandoningDeadline) that may still run at once in one process, each holding
 # what it had read and decoded (up to a --max-bytes file and a --max-pixels image) outside the decode budget,
 # which gives it back to the other files (pixels.Budget.drop): as many as the budget's images, so that they hold
 # at most the budget's memory again. One more ends the scan, and a library scan with a file_timeout does not
-# start while more are still running (api.Scanner.records): a share that does not answer, or a folder of crafted
+# start while more are still running (reserve_reads): a share that does not answer, or a folder of crafted
 # files, would otherwise leave a thread and its memory behind for each file. Counted for the process, not per
 # scan: a service scanning one upload per call gave each call's hang a count of its own, one, and kept a
 # thread for every hostile upload, for weeks.
 GIVEN_UP_MAX = 2
 
-# Every read given up (AbandoningDeadline.run) whose thread still runs, whichever scan gave it up -> its file.
-_abandoned: dict[object, str] = {}
+# Every read given up (AbandoningDeadline.run) whose thread still runs, whichever scan gave it up -> (its file,
+# the deadline of the scan that gave it up: whose files a message may name).
+_abandoned: dict[object, tuple[str, object]] = {}
+# Scans with a file_timeout that started while reads given up were still running, and have not ended
+# (reserve_reads): each counts as the one read it may leave behind before it stops.
+_reserved = 0
 _abandoned_lock = threading.Lock()
 
 
 def reads_given_up() -> list[str]:
     """The files whose reads a library scan gave up past file_timeout and that are still running, in this
-    process (their threads cannot be stopped: each ends when its read returns)."""
+    process (their threads cannot be stopped: each ends when its read returns). Every scan's: for the process's
+    operator, not for a message to one scan's caller."""
     with _abandoned_lock:
-        return sorted(_abandoned.values())
+        return sorted(p for p, _ in _abandoned.values())
+
+
+def reserve_reads() -> Callable[[], None]:
+    """Admits a library scan that gives reads up (file_timeout, the process kept), or raises ReadsStuck before it
+    reads anything; returns what to call once the scan has ended. While reads given up still run, each scan that
+    starts holds a reservation until it ends, counted with them: a scan starts only while they and the
+    reservations are at most GIVEN_UP_MAX. Checked and reserved under one lock: concurrent requests each passed a
+    check of the reads alone, and each could leave one more thread behind, as many as the service ran at once.
+    With no read given up running, scans start freely (a healthy service's requests are not counted), so the
+    reads in flight at the first hangs are bounded by the scans then running, not by this."""
+    global _reserved
+    with _abandoned_lock:
+        stuck = len(_abandoned)
+        if stuck + (_reserved if stuck else 0) > GIVEN_UP_MAX:
+            waiting = _reserved if stuck else 0
+            raise ReadsStuck(
+                f"{stuck} reads given up past file_timeout by other scans are still running in this process"
+                + (f", and {waiting} scan(s) started since are still running" if waiting else "")
+                + f": a filesystem that does not answer, or decoders stuck on crafted files. Their threads cannot be "
+                f"stopped; no scan with a file_timeout starts here until at most {GIVEN_UP_MAX} are left "
+                "(aiidetect.crashguard.reads_given_up() lists them, for the process's operator), or in a new "
+                "process", stuck, [])
+        held = bool(stuck)
+        if held:
+            _reserved += 1
+    done = [False]
+
+    def release() -> None:
+        global _reserved
+        with _abandoned_lock:
+            if held and not done[0]:
+                done[0] = True
+                _reserved -= 1
+    return release
 
 
 class AbandoningDeadline(_Clocked):
@@ -607,19 +653,13 @@ class AbandoningDeadline(_Clocked):
                     if took is None or took <= self.seconds or done.is_set():
                         continue
                     with _abandoned_lock:
-                        _abandoned[key] = path
-                        stuck = sorted(_abandoned.values())
+                        _abandoned[key] = (path, self)
+                        stuck = len(_abandoned)
+                        mine = sorted(p for p, owner in _abandoned.values() if owner is self)
                 # Given back even past GIVEN_UP_MAX: the files still to finish before the scan stops would wait
                 # for it for ever (their clocks stopped while they wait for the budget).
                 _give_up(thread.ident)
-                raise ReadTimedOut(path, took, None if len(stuck) <= GIVEN_UP_MAX else (
-                    f"the scan stops: {len(stuck)} reads ran past file_timeout ({self.seconds:g} s) and have not "
-                    f"returned in this process ({', '.join(stuck)}): a filesystem that does not answer, or decoders "
-                    f"stuck on crafted files. Their threads cannot be stopped and keep what they read; past "
-                    f"{GIVEN_UP_MAX}, scans would leave one behind for each file, and no scan with a file_timeout "
-                    "starts here until they return (a new process starts without them). Each has its record "
-                    "(`timeout`): with db each has a strike, and a resume reads each once more, alone, and goes on "
-                    "past those that run out of time again (set aside); without, leave them out (exclude)"))
+                raise ReadTimedOut(path, took, None if stuck <= GIVEN_UP_MAX else self._stop(stuck, mine))
         finally:
             with self._cond:
                 self._reading.pop(token, None)
@@ -627,6 +667,20 @@ class AbandoningDeadline(_Clocked):
         if not ok:
             raise value
         return value
+
+    def _stop(self, stuck: int, mine: list[str]) -> ReadsStuck:
+        """Why the scan stops at one read given up too many. Names this scan's files only, the others by their
+        count: in a service, other scans' files are other users' uploads."""
+        others = stuck - len(mine)
+        return ReadsStuck(
+            f"the scan stops: {stuck} reads ran past file_timeout ({self.seconds:g} s) and have not returned in this "
+            f"process ({len(mine)} of this scan's: {', '.join(mine)}"
+            + (f"; {others} of other scans" if others else "") + "): a filesystem that does not answer, or decoders "
+            f"stuck on crafted files. Their threads cannot be stopped and keep what they read; past {GIVEN_UP_MAX}, "
+            "scans would leave one behind for each file, and no scan with a file_timeout starts here until they "
+            "return (a new process starts without them). Each of this scan's has its record (`timeout`): with db "
+            "each has a strike, and a resume reads each once more, alone, and goes on past those that run out of time "
+            "again (set aside); without, leave them out (exclude)", stuck, mine)
 
     def close(self) -> None:
         """Nothing to stop: a read abandoned runs until it returns."""

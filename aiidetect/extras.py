@@ -105,6 +105,10 @@ def loaded_version(dist: str, module: str) -> str | None:
     return version if isinstance(version, str) else installed_version(dist)
 
 
+# The metadata detector's parsers (its cache identity's `libs`, with the decoders): a newer exifread or c2pa may
+# read more, and a node without c2pa-python finds no C2PA manifest, the most decisive evidence there is.
+METADATA_PARSERS = ("exifread", "c2pa-python")
+
 # Distributions whose module is not named after them (loaded_version); the rest import as their name.
 MODULE_OF = {**DECODER_MODULES, "c2pa-python": "c2pa"}
 

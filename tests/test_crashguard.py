@@ -642,7 +642,7 @@ def test_a_service_scanning_one_upload_per_call_does_not_pile_up_reads_given_up(
             # the third still running ends its scan, after its record
             assert str(outcomes[2]).startswith("the scan stops")
             hung = sorted(str(tmp_path / f"hang{i}.png") for i in (1, 2, 3))
-            refused = f"3 reads given up past file_timeout are still running in this process ({', '.join(hung)})"
+            refused = "3 reads given up past file_timeout by other scans are still running in this process"
             assert outcomes[3:] == [refused, refused]  # nothing more read, not even a good file
             assert (left_behind, crashguard.reads_given_up()) == (3, hung)
             _resume_in_a_new_process(gate)  # the reads return: the service serves again
@@ -1169,3 +1169,78 @@ def test_a_store_without_flock_scans_and_resumes(tmp_path, monkeypatch):
             (rec,) = s.scan(str(tmp_path / "in"))
             assert rec.error is None and s.stats["resumed"] == resumed
     assert recover(db) == ([], [])
+
+
+def test_a_service_can_tell_reads_stuck_apart_and_names_only_the_callers_own_files(tmp_path, monkeypatch):
+    """A service scans each user's upload with its own call. With reads given up still stuck, a scan that stops or
+    is refused raised a plain ScanError (only its text told "restart the process" from a broken store), and its
+    message listed every stuck file of the process: one user's error named other users' uploads. It is a
+    ReadsStuckError now, with the count and this scan's own stuck files; the others are only counted."""
+    from aiidetect import ReadsStuckError, ScanError, api
+
+    for name in ("alice", "bob", "carol", "dave"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"hang-{name}.png")
+    gate = [threading.Event()]
+    _hang_in_budget(monkeypatch, gate)
+    try:
+        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
+            for user in ("alice", "bob"):
+                assert [r.error.code for r in service.scan(tmp_path / f"hang-{user}.png")] == ["timeout"]
+            with pytest.raises(ReadsStuckError) as stop:  # carol's own read is the third given up
+                list(service.scan(tmp_path / "hang-carol.png"))
+            assert isinstance(stop.value, ScanError)
+            assert not any(n in str(stop.value) for n in ("alice", "bob"))
+            assert "hang-carol.png" in str(stop.value) and "2 of other scans" in str(stop.value)
+            with pytest.raises(ReadsStuckError) as refused:  # dave's scan reads nothing
+                service.scan(tmp_path / "hang-dave.png")
+            assert not any(n in str(refused.value) for n in ("alice", "bob", "carol", "dave"))
+            assert (stop.value.count, stop.value.files) == (3, [str(tmp_path / "hang-carol.png")])
+            assert (refused.value.count, refused.value.files) == (3, [])
+    finally:
+        gate[0].set()
+    _resume_in_a_new_process(gate)
+
+
+def test_scans_started_at_once_cannot_all_pass_the_check_on_reads_given_up(tmp_path, monkeypatch):
+    """With GIVEN_UP_MAX reads given up still running, each of a service's concurrent requests passed the start
+    check (it counted the reads alone), and each could leave one more thread behind: stuck threads were bounded by
+    the service's concurrency, not by the cap. A scan that starts while reads are stuck now holds a reservation,
+    checked and taken under one lock, until it ends: one more scan starts, not every request in flight."""
+    from aiidetect import ReadsStuckError, api, crashguard
+
+    for name in ("hang1", "hang2", "ok"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    gate = [threading.Event()]
+    _hang_in_budget(monkeypatch, gate)
+    try:
+        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
+            for name in ("hang1", "hang2"):
+                assert [r.error.code for r in service.scan(tmp_path / f"{name}.png")] == ["timeout"]
+            first = service.scan(tmp_path / "ok.png")  # started, not yet iterated: a request in flight
+            with pytest.raises(ReadsStuckError):
+                service.scan(tmp_path / "ok.png")  # the second at once: refused
+            assert [r.error for r in first] == [None]  # the first ends: its reservation is handed back
+            assert [r.error for r in service.scan(tmp_path / "ok.png")] == [None]
+
+            # The check and the reservation are one step: of requests that reach it at the same instant, one passes.
+            barrier, admitted, refused = threading.Barrier(8), [], []
+
+            def request():
+                barrier.wait(10)
+                try:
+                    admitted.append(crashguard.reserve_reads())
+                except crashguard.ReadsStuck:
+                    refused.append(1)
+            threads = [threading.Thread(target=request) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            assert (len(admitted), len(refused)) == (1, 7)
+            admitted[0]()
+            admitted[0]()  # twice: handed back once
+            assert len(crashguard.reads_given_up()) == 2
+            crashguard.reserve_reads()()  # free again
+    finally:
+        gate[0].set()
+    _resume_in_a_new_process(gate)

@@ -325,8 +325,8 @@ def _print_summary(err, stats, summ, dets) -> None:
         line += f"; {stats['cache_hits']} from the result cache" + (f" ({rerun})" if rerun else "")
     if stats.get("other_decoders"):
         n = stats["other_decoders"]
-        line += (f"; {n} file{'s' if n != 1 else ''} decoded on Ray nodes with other decoder versions than this "
-                 "machine (see the note above)")
+        line += (f"; {n} file{'s' if n != 1 else ''} read on Ray nodes with other decoder or metadata parser versions "
+                 "than this machine (see the note above)")
     if summ.duplicates:
         line += f"; {summ.duplicates} path{'s' if summ.duplicates != 1 else ''} reached twice"
     if summ.outside_links:

@@ -494,7 +494,8 @@ class _ModelStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out = self._records(batch)
-        # The decoding node's versions ride with each row to the driver (_DecoderCheck): the pixels are theirs.
+        # The decoding node's versions ride with each row to the driver (_DecoderCheck): the pixels and metadata
+        # evidence are theirs.
         out["decoders"] = batch["decoders"] if "decoders" in batch else [""] * len(out["i"])
         return out
 
@@ -573,22 +574,40 @@ def _complete(pipe, samples: list[Sample]) -> list[Record]:
                 for s in samples]
 
 
-def node_decoders() -> str:
-    """The decoder versions of the process that decodes (extras.decoder_versions, read once a process), as a
-    worker reports them with each of its rows: a node with another Pillow or libjpeg gives other pixels."""
-    from ..extras import decoder_versions
+def node_versions() -> dict[str, str | None]:
+    """The versions of the process that reads the files: its decoders (extras.decoder_versions, read once a
+    process) and the metadata detector's parsers (extras.METADATA_PARSERS). A node with another Pillow or libjpeg
+    gives other pixels; one with another exifread or without c2pa-python, other metadata evidence."""
+    from ..extras import METADATA_PARSERS, decoder_versions, running_versions
 
-    return json.dumps(decoder_versions(), sort_keys=True)
+    return {**decoder_versions(), **running_versions(METADATA_PARSERS)}
+
+
+_unlike: dict[str, str] = {}
+
+
+def versions_unlike(here: dict[str, str | None]) -> str:
+    """What a worker sends with each row (_DecoderCheck): its node_versions that differ from `here`, the driver's,
+    as JSON; "" when none differ. The whole set was sent with every row (~250 bytes of JSON each, more with the
+    parsers); a node like the driver now sends nothing, another only what differs. Read once per worker process."""
+    key = json.dumps(here, sort_keys=True)
+    if key not in _unlike:
+        mine = node_versions()
+        diff = {k: mine.get(k) for k in sorted(set(mine) | set(here)) if mine.get(k) != here.get(k)}
+        _unlike[key] = json.dumps(diff, sort_keys=True) if diff else ""
+    return _unlike[key]
 
 
 def _decode_stage(half, finish: bool):
     """The CPU task body; with finish (no model detectors) it completes the records too. Each row carries the
-    decoder versions of the worker that decoded it (node_decoders), which the driver compares with its own."""
+    versions of the worker that decoded it and ran its metadata detector where they differ from the driver's
+    (versions_unlike), which the driver checks (_DecoderCheck)."""
     listed_on = machine_id()
+    here = node_versions()  # the driver's, sent with the task's function
 
     def fn(batch: dict[str, Any]) -> dict[str, Any]:
         out = _decoded(batch)
-        out["decoders"] = [node_decoders()] * len(out["i"])
+        out["decoders"] = [versions_unlike(here)] * len(out["i"])
         return out
 
     def _decoded(batch: dict[str, Any]) -> dict[str, Any]:
@@ -885,41 +904,55 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
 
 
 class _DecoderCheck:
-    """Each row's decoder versions, as the worker that decoded it reported them (node_decoders), against this
-    process's, which the records and a --db run's identity name. Nothing compared them: a node with another
-    Pillow or libjpeg-turbo gave other pixels for some files, and its records were stored under this process's
-    run. A row from such a node, where a version its file's pixels go through differs, is counted (stats
-    `other_decoders`) and the differing versions said once (`note`); with a results store the scan stops there
-    (RayJobFailed), before that record is written or stored."""
+    """Each row's versions, as the worker that decoded it reported those that differ from this process's
+    (versions_unlike; a full set is taken as well), against this process's, which the records and a --db run's
+    identity name. Nothing compared them: a node with another Pillow or libjpeg-turbo gave other pixels for some
+    files, and its records were stored under this process's run. A row from such a node, where a version its
+    file's pixels go through differs, or one of the metadata detector's parsers when the scan runs it (a node
+    without c2pa-python finds no C2PA manifest), is counted (stats `other_decoders`) and the differing versions
+    said once (`note`); with a results store the scan stops there (RayJobFailed), before that record is written or
+    stored."""
 
     def __init__(self, pipe, note: Callable[[str], None]):
+        from ..metadata.detector import MetadataDetector
+
         self.pipe, self.note = pipe, note
-        self.here = node_decoders()
-        self.mine = json.loads(self.here)
-        self.nodes: dict[str, dict] = {}  # a node's node_decoders -> its versions
+        self.mine = node_versions()
+        # The parsers count for every file when the scan runs the metadata detector (on the nodes, beside the
+        # decode: Pipeline.decoder_half), whatever its format: exifread and C2PA read JPEG, PNG, TIFF, HEIF, WebP.
+        self.parsers = {p for d in getattr(pipe, "worker_dets", ()) if isinstance(d, MetadataDetector)
+                        for p in d.parsers()}
+        self.nodes: dict[str, dict] = {}  # a row's versions_unlike -> those versions
         self.said: set[str] = set()
 
     def __call__(self, there: str, rec: Record) -> None:
-        """Only the versions `rec`'s pixels go through count (extras.decoders_of, by its format)."""
-        from ..extras import decoders_of
+        """Only the versions `rec`'s pixels go through count (extras.decoders_of, by its format), and the parsers."""
+        from ..extras import CODECS, DECODERS, decoders_of
 
-        if not there or there == self.here or rec.sha256 is None:
-            return  # a row the driver made (a cancelled task's), a node like this one, or bytes never read there
-        fmt = rec.format
+        if not there or rec.sha256 is None:
+            return  # a node like this one, a row the driver made (a cancelled task's), or bytes never read there
         if there not in self.nodes:
             self.nodes[there] = json.loads(there)
         mine, theirs = self.mine, self.nodes[there]
-        keys = decoders_of(fmt) or set(mine) | set(theirs)
-        diff = "; ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in sorted(keys)
-                         if mine.get(k) != theirs.get(k))
-        if not diff:
-            return  # none that this file's pixels go through (a PNG on a node without pillow-heif)
+
+        def unlike(keys) -> str:
+            return "; ".join(f"{k} {theirs.get(k)} there, {mine.get(k)} here" for k in sorted(keys)
+                             if k in theirs and mine.get(k) != theirs.get(k))
+        pixels = unlike(decoders_of(rec.format) or (*DECODERS, *CODECS))
+        parsers = unlike(self.parsers)
+        if not pixels and not parsers:
+            return  # none that this file goes through (a PNG on a node without pillow-heif)
         self.pipe.stats.other_decoders += 1
+        diff = f"{pixels}|{parsers}"
         if diff in self.said:
             return
         self.said.add(diff)
-        why = (f"a Ray node decodes with other decoder versions than this process ({diff}): its pixels, and so its "
-               "records, can differ from this machine's; install the same versions on every node (docs/scale.md)")
+        why = "; ".join(
+            ([f"a Ray node decodes with other decoder versions than this process ({pixels}): its pixels, and so its "
+              "records, can differ from this machine's"] if pixels else []) +
+            ([f"a Ray node reads metadata with other parser versions than this process ({parsers}): its metadata "
+              "evidence (a C2PA manifest, EXIF), and so its records, can differ from this machine's"]
+             if parsers else [])) + "; install the same versions on every node (docs/scale.md)"
         if self.pipe.prior is not None:
             raise RayJobFailed(f"{why}. The results store's run names this process's versions, so no record decoded "
                                "there is stored under it: the store keeps the records so far, and the same command "
@@ -1044,7 +1077,7 @@ def _blocks(n: int, batch_size: int, cpus: float) -> int:
 
 
 def _execute(ray, items: list[dict], blocks: int, stages, batch_size: int) -> Iterator[tuple[Record, int, str]]:
-    """(record, index, the decoding worker's node_decoders or "") of the items whose blocks finished, in input
+    """(record, index, the decoding worker's versions_unlike or "") of the items whose blocks finished, in input
     order. A block whose task failed after its retries is left out (max_errored_blocks), not the end of the
     dataset: the caller sees which indices did not come back."""
     import warnings

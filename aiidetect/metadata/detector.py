@@ -67,11 +67,18 @@ class MetadataDetector(Detector):
         # read here before the first decode had imported them, they were the installed metadata's, and then the
         # modules' in a host's next scan, another key and --db run wherever the two differ (Pillow-SIMD names no
         # "pillow" distribution; a --user install over the system's).
-        from ..extras import DECODERS, decoder_versions, running_versions
+        from ..extras import DECODERS, METADATA_PARSERS, decoder_versions, running_versions
 
         decoders = decoder_versions()
-        libs = {**running_versions(("exifread", "c2pa-python")), **{d: decoders[d] for d in DECODERS}}
+        libs = {**running_versions(METADATA_PARSERS), **{d: decoders[d] for d in DECODERS}}
         return {"family": self.family, "options": self.options, "libs": libs}
+
+    def parsers(self) -> tuple[str, ...]:
+        """The parsers (extras.METADATA_PARSERS) whose versions can change this detector's results here: c2pa-python
+        only when the C2PA manifest is read (the c2pa option)."""
+        from ..extras import METADATA_PARSERS
+
+        return tuple(p for p in METADATA_PARSERS if p != "c2pa-python" or self.options.get("c2pa", True))
 
 
 def provenance(data: bytes, path: str, options: dict[str, Any], image=None, info: dict | None = None,

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import STRIKES_TO_REFUSE, ReadsStuck, ReadTimedOut, in_flight
+from ..crashguard import STRIKES_TO_REFUSE, ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -165,7 +165,7 @@ class Pipeline:
                     yield rec
                 stop = min(self._stops, default=None)
                 if stop is not None and samples and stop[0] <= samples[-1].index:
-                    raise ReadsStuck(stop[1])
+                    raise stop[1]
         finally:
             # Stopped in the model (Ctrl-C there): the decode threads are joined (or a stuck one abandoned)
             # now, not when the traceback that holds this frame is dropped, after the results store closed.

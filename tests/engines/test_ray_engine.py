@@ -1200,7 +1200,8 @@ def test_a_model_actor_that_does_not_start_in_time_gives_its_files_records(monke
 
 
 def _nodes_decode_with(monkeypatch, ray_engine, **versions):
-    """Every row decoded by a worker whose decoder versions differ from this process's by `versions`."""
+    """Every row decoded by a worker whose decoder versions differ from this process's by `versions` (the whole
+    set sent, as workers did before they sent only what differs: the driver takes both)."""
     from aiidetect.extras import decoder_versions
 
     real = ray_engine._decode_stage
@@ -1249,7 +1250,7 @@ def test_a_node_with_another_pillow_is_said_and_counted(tmp_path, monkeypatch):
     assert err.count("a Ray node decodes with other decoder versions") == 1, err  # once per version set
     assert f"pillow 0.0.1 there, {PIL.__version__} here" in err, err
     assert "libjpeg-turbo" not in err, err  # no PNG goes through it (extras.decoders_of)
-    assert "3 files decoded on Ray nodes with other decoder versions than this machine" in err, err
+    assert "3 files read on Ray nodes with other decoder or metadata parser versions than this machine" in err, err
 
 
 def test_a_node_with_another_pillow_stops_a_db_run_before_its_records_are_stored(tmp_path, monkeypatch):
@@ -1328,3 +1329,73 @@ def test_a_tiff_decoded_with_another_libwebp_is_counted():
     for fmt in ("PNG", "TIFF"):
         check(there, SimpleNamespace(format=fmt, sha256="ab"))
     assert pipe.stats.other_decoders == 1
+
+
+def test_a_node_with_another_metadata_parser_is_said_and_counted(tmp_path, monkeypatch):
+    """The metadata detector runs on the nodes, beside the decode, but only the decoders were compared: a node with
+    another exifread (or without c2pa-python, which finds no C2PA manifest, the most decisive evidence) gave its
+    records unsaid and uncounted. Its parsers are compared too, for every format."""
+    from aiidetect.engines import ray as ray_engine
+
+    _nodes_decode_with(monkeypatch, ray_engine, exifread="0.0.1")
+    r = _fake_ray_scan(tmp_path, monkeypatch)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
+    err = " ".join(r.stderr.split())
+    assert err.count("a Ray node reads metadata with other parser versions than this process (exifread 0.0.1 there,") \
+        == 1, err
+    assert "other decoder versions than this process" not in err, err  # its decoders are the driver's
+    assert "3 files read on Ray nodes with other decoder or metadata parser versions" in err, err
+
+
+def test_a_node_without_c2pa_stops_a_db_run_before_its_records_are_stored(tmp_path, monkeypatch):
+    """With --db, a record whose metadata was read without C2PA support was stored under the driver's run, whose
+    identity names the driver's c2pa-python: a resume served it as that run's."""
+    import sqlite3
+
+    from aiidetect.engines import ray as ray_engine
+
+    db = tmp_path / "s.sqlite"
+    _nodes_decode_with(monkeypatch, ray_engine, **{"c2pa-python": None})
+    r = _fake_ray_scan(tmp_path, monkeypatch, "--db", str(db))
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert "c2pa-python None there" in r.stderr and "no record decoded there is stored under it" in \
+        " ".join(r.stderr.split()), r.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+
+
+def test_parsers_count_only_when_the_scan_reads_metadata_with_them():
+    """exifread and c2pa-python change the metadata detector's results only: a scan without it, or with C2PA off,
+    is not told that its nodes differ in them."""
+    from types import SimpleNamespace
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.metadata.detector import MetadataDetector
+
+    there = json.dumps({"exifread": "0.0.1", "c2pa-python": None})
+    counts = []
+    for dets in ([], [MetadataDetector({"c2pa": False})], [MetadataDetector({"c2pa": True})]):
+        pipe = SimpleNamespace(prior=None, stats=SimpleNamespace(other_decoders=0), worker_dets=dets)
+        said: list[str] = []
+        ray_engine._DecoderCheck(pipe, said.append)(there, SimpleNamespace(format="JPEG", sha256="ab"))
+        counts.append((pipe.stats.other_decoders, "c2pa-python" in " ".join(said), "exifread" in " ".join(said)))
+    assert counts == [(0, False, False), (1, False, True), (1, True, True)]
+
+
+def test_a_worker_like_the_driver_sends_no_versions_with_its_rows(tmp_path):
+    """Every row carried the worker's whole set of decoder versions (~250 bytes of JSON), the parsers' would add
+    more: a worker now sends only the versions that differ from the driver's, nothing when none do."""
+    import pickle
+
+    from PIL import Image
+
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.pipeline import Pipeline
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    fn = ray_engine._decode_stage(Pipeline([], None, 1, 1), True)
+    out = fn({"i": [0], "cand": [pickle.dumps(Candidate(path=str(tmp_path / "a.png")))]})
+    assert out["decoders"] == [""]
+    here = ray_engine.node_versions()
+    assert json.loads(ray_engine.versions_unlike({**here, "pillow": "0.0.1", "gone": "1"})) == {
+        "pillow": here["pillow"], "gone": None}
