@@ -107,6 +107,9 @@ class ModelSpec:
     # The driver's detectors in the run's order, each (name, why it is unavailable there, or None): what a file
     # whose metadata decides its verdict is judged with when this node cannot build the model (_unbuilt).
     order: tuple[tuple[str, str | None], ...] = ()
+    # The driver's `identity` of each detector's results (Plan.result_identities): a file judged on its metadata
+    # alone by _unbuilt carries it, as the same record from the local engine does.
+    identities: dict[str, str] | None = None
 
     @property
     def available(self) -> tuple[str, ...]:
@@ -416,7 +419,8 @@ def _unbuilt(batch: dict[str, Any], why: str, spec, reasons: dict[str, str] | No
                     rec.detectors[name] = DetectorResult.unavailable(
                         driver_why or (reasons or {}).get(name)
                         or f"could not be built on the Ray worker that was given this file: {why}")
-            out.append(_dump(finish(s, [Detector(n) for n, _ in order], fusion_model, info)))
+            out.append(_dump(finish(s, [Detector(n) for n, _ in order], fusion_model, info,
+                                    getattr(spec, "identities", None))))
             continue
         if rec.error is None:
             rec.set_error("internal-error", f"the model detectors could not be built on the Ray worker that "
@@ -885,7 +889,8 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     from ..detectors import UnavailableDetector
 
     spec = ModelSpec(families, fields, pipe.fusion_model, pipe.batch_size, pipe.limits,
-                     tuple((d.name, d.reason if isinstance(d, UnavailableDetector) else None) for d in pipe.detectors))
+                     tuple((d.name, d.reason if isinstance(d, UnavailableDetector) else None) for d in pipe.detectors),
+                     dict(pipe.result_identities))
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1

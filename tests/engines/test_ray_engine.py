@@ -1155,7 +1155,10 @@ def test_a_file_whose_metadata_decides_gets_the_local_record_where_a_worker_cann
         exc.reasons = {"linear:x": why}
         raise exc
 
-    spec = SimpleNamespace(build=build, fusion_model=None, order=(("metadata", None), ("linear:x", None)))
+    # The driver's identities travel in the spec (ray.ModelSpec.identities): the metadata entry carries its own
+    assert "identity" in local[0]["detectors"]["metadata"]
+    spec = SimpleNamespace(build=build, fusion_model=None, order=(("metadata", None), ("linear:x", None)),
+                           identities=dict(pipe.result_identities))
     for stage in (ray_engine._ModelStage(spec, 1, None), ray_engine._Model(spec, 1).complete):  # without, with deadline
         sd, plain = (pickle.loads(r).to_dict() for r in stage(batch)["record"])
         assert sd == local[0]
