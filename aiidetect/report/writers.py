@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import textwrap
 from typing import IO, Any, Mapping, Sequence
 
 from ..fusion import (ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, SOFT_ONLY,
@@ -223,7 +224,7 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import printable_for, table_width
+        from .safe import is_terminal, printable_for, table_width
 
         console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
@@ -248,11 +249,20 @@ class TableWriter(Writer):
             cells += [Text(shown(dets[i][0]), style=dets[i][1]) for i in keep]
             cells += [Text(shown(gen) if gen else ""), Text(shown(reason))]
             t.add_row(*cells)
-        if self.rows:
-            t.caption = Text(self._legend(bool(keep)))   # a Text: "[decisive]" is not markup
-            t.caption_justify = "left"
         console.print(t, highlight=False)
+        if self.rows and is_terminal(self.stream):
+            self._print_legend(console, bool(keep), min(console.measure(t).maximum, console.width))
         self.stream.flush()
+
+    def _print_legend(self, console, detector_columns: bool, width: int) -> None:
+        """The legend, at a terminal only, folded to `width` with no trailing spaces. It names every verdict:
+        under a pipe (`scan DIR | grep -c likely-real`) or in a file its lines were counted as rows, and a
+        script's view of the table had been the rows alone. rich's caption padded each line to the table's
+        width."""
+        from rich.text import Text
+
+        for line in textwrap.wrap(self._legend(detector_columns), max(width, 20), break_on_hyphens=False):
+            console.print(Text(line), highlight=False, overflow="ignore", crop=False)
 
     def _legend(self, detector_columns: bool) -> str:
         """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
@@ -287,6 +297,8 @@ class TableWriter(Writer):
         from rich.padding import Padding
         from rich.text import Text
 
+        from .safe import is_terminal
+
         room = max(console.width - 2, 10)
         for file, verdict, p, dets, gen, reason in self.rows:
             console.print(Text(shown(file), style="bold"), overflow="fold", highlight=False)
@@ -302,8 +314,8 @@ class TableWriter(Writer):
                     lines.append(c)
             for part in (*lines, Text(shown(reason))):
                 console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
-        if self.rows:   # the same legend as under the table: a narrow terminal's reader needs it no less
-            console.print(Text(self._legend(bool(keep))), highlight=False)
+        if self.rows and is_terminal(self.stream):   # the same legend as under the table: a narrow terminal's
+            self._print_legend(console, bool(keep), console.width)   # reader needs it no less
         self.stream.flush()
 
 
