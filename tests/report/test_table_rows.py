@@ -247,3 +247,52 @@ def test_the_legend_is_for_a_terminal_and_a_pipe_gets_the_rows_alone(monkeypatch
             else:
                 assert "P(AI): " not in text and "likely-real" not in text and "AI-generated" not in text, text
                 assert sum("uncertain" in x for x in text.splitlines()) == 1, text   # the row, and nothing else
+
+
+def test_the_legend_is_true_at_the_limits_of_a_hand_edited_band():
+    """A band at its limits (check_model allows 0.5 to 1 and 0 to 0.5; calibrate writes 1.0 / 0.0 where real
+    photos reach P(AI) 1): the legend said "AI-generated from 0.5" where fuse calls P(AI) 0.5 uncertain, "from 1"
+    and "at or below 0" for edges no P(AI) of the detectors reaches, and "from 0.995" where decisive evidence
+    calls a file AI-generated at 0.990."""
+    from aiidetect.fusion import fuse
+    from aiidetect.records import Evidence
+
+    def outcome(band, pixel_p, decisive=None):
+        model = {"ai_threshold": band[0], "real_threshold": band[1],
+                 "detectors": {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}}
+        res = {"linear:a": DetectorResult("ok", p_ai=pixel_p)}
+        if decisive:
+            res["metadata"] = DetectorResult("ok", p_ai=0.5, evidence=[Evidence(
+                id="c2pa.signed", direction=decisive, strength=9.2, detail="d", decisive=True)])
+        return fuse(res, model)
+
+    def legend(band):
+        out = _Terminal()
+        w = TableWriter(out, ["linear:a"], fusion={"ai_threshold": band[0], "real_threshold": band[1]})
+        w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.5, detectors={"linear:a": DetectorResult("ok")}))
+        w.close()
+        return " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    decides = "where the file's reason says decisive provenance evidence decides the verdict"
+    o = outcome((0.5, 0.1), 0.5)
+    assert o.verdict == "uncertain" and o.p_ai == 0.5
+    assert "AI-generated above 0.5," in legend((0.5, 0.1)) and "from 0.5" not in legend((0.5, 0.1))
+    o = outcome((0.9, 0.5), 0.5)
+    assert o.verdict == "uncertain"
+    assert "likely-real below 0.5," in legend((0.9, 0.5))
+    o = outcome((0.995, 0.1), 0.001, "ai")   # a signed AI declaration beside a pixel detector sure it is real
+    assert o.verdict == "ai-generated" and 0.99 <= o.p_ai < 0.995, o
+    assert f"AI-generated from 0.995 (from 0.99 {decides})," in legend((0.995, 0.1))
+    o = outcome((1.0, 0.1), 1 - 1e-9)
+    assert o.verdict == "uncertain" and outcome((1.0, 0.1), 0.001, "ai").verdict == "ai-generated"
+    assert f"AI-generated only {decides}, from 0.99 (the band's ai threshold of 1 is never reached)" \
+        in legend((1.0, 0.1))
+    o = outcome((0.9, 0.0), 1e-9)
+    assert o.verdict == "uncertain" and outcome((0.9, 0.0), 0.999, "real").verdict == "likely-real"
+    assert f"likely-real only {decides}, at or below 0.01 (the band's real threshold of 0 is never reached)" \
+        in legend((0.9, 0.0))
+    o = outcome((0.9, 0.005), 0.999, "real")
+    assert o.verdict == "likely-real" and 0.005 < o.p_ai <= 0.01, o
+    assert f"likely-real at or below 0.005 (at or below 0.01 {decides})" in legend((0.9, 0.005))
+    # an ordinary band reads as before
+    assert "AI-generated from 0.85, likely-real at or below 0.2, uncertain between" in legend((0.85, 0.2))
