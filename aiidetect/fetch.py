@@ -639,11 +639,145 @@ def _not_a_checkpoint(path: Path) -> str | None:
         elif fmt in ("torch", "torchscript") and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 z.namelist()
+        elif fmt == "torch":
+            return _legacy_torch_problem(path)
     except WeightsFormatError:
         return "a file that is not a checkpoint (not safetensors, torch or TorchScript)"
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, zipfile.BadZipFile,
             struct.error) as exc:
         return f"a damaged checkpoint ({type(exc).__name__}: {_one_line(exc)})"
+    return None
+
+
+# torch.save(..., _use_new_zipfile_serialization=False): five pickles (this magic number, the protocol version,
+# the writer's sys_info, the object whose tensors name their storages by key, the keys in the order written),
+# then each storage as its element count (8 bytes, little-endian) and its bytes. Bytes per element by the
+# storage class the object's persistent ids name (torch/storage.py).
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+_LEGACY_ITEM_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+                      "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+                      "BoolStorage": 1, "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8, "QUInt8Storage": 1,
+                      "QInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1, "QUInt2x4Storage": 1,
+                      "UntypedStorage": 1}
+# The pickles are read by a Python unpickler that builds nothing but placeholders; past this many bytes of them
+# (a state dict's are tens of KB, a whole pickled model's a few MB) the layout is not checked, rather than
+# letting an unverified file build an unbounded structure.
+_LEGACY_PICKLE_CAP = 32 << 20
+
+
+class _Stub:
+    """Whatever a legacy pickle names (a storage class, _rebuild_tensor_v2, OrderedDict, a module class) or
+    builds: a placeholder, so reading the layout runs no code of the file's."""
+    name = ""
+
+
+class _CappedReader:
+    def __init__(self, f, cap: int):
+        self.f, self.left = f, cap
+
+    def _take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TooBig
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        # never more than the cap at once: a hostile length field must not allocate the whole file
+        return self._take(self.f.read(min(n, self.left + 1) if n is not None and n >= 0 else self.left + 1))
+
+    def readline(self) -> bytes:
+        return self._take(self.f.readline(self.left + 1))
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _legacy_torch_problem(path: Path) -> str | None:
+    """What is wrong with a legacy (non-zip) torch pickle, or None: it must hold its five pickles whole (a
+    cut-short one lacks the STOP of the last it reaches) and then every storage its object names, each of the
+    size that object declares, ending at the file's last byte. A file cut short between or inside the storages'
+    bytes passed the check as any pickle did, and was installed, unverified, as the checkpoint."""
+    import pickle
+
+    size = path.stat().st_size
+    numel: dict[str, int] = {}
+    item: dict[str, int | None] = {}
+    classes: dict[str, type] = {}
+
+    class Unpickler(pickle._Unpickler):  # noqa: SLF001 - the Python one: every global goes through find_class
+        # Nothing is called, built or given state: a call (REDUCE, NEWOBJ, INST, OBJ) leaves a placeholder
+        # (what a module's pickle calls need not be a class: copyreg._reconstructor's), BUILD drops the state.
+        dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+        def load_reduce(self) -> None:
+            self.stack.pop()
+            self.stack[-1] = _Stub()
+
+        def load_newobj(self) -> None:
+            del self.stack[-2:]
+            self.append(_Stub())
+
+        def load_newobj_ex(self) -> None:
+            del self.stack[-3:]
+            self.append(_Stub())
+
+        def load_build(self) -> None:
+            self.stack.pop()
+
+        def _instantiate(self, klass: Any, args: Any) -> None:
+            self.append(_Stub())
+
+        for _op, _fn in ((pickle.REDUCE, load_reduce), (pickle.NEWOBJ, load_newobj),
+                         (pickle.NEWOBJ_EX, load_newobj_ex), (pickle.BUILD, load_build)):
+            dispatch[_op[0]] = _fn
+
+        def find_class(self, module: str, name: str) -> Any:
+            return classes.setdefault(f"{module}.{name}", type(name, (_Stub,), {"name": name}))
+
+        def persistent_load(self, pid: Any) -> Any:
+            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[2], str):
+                kind = getattr(pid[1], "name", None)
+                if isinstance(pid[4], int) and not isinstance(pid[4], bool):
+                    numel.setdefault(pid[2], pid[4])
+                item.setdefault(pid[2], _LEGACY_ITEM_BYTES.get(kind) if isinstance(kind, str) else None)
+            return _Stub()
+
+    try:
+        with open(path, "rb") as raw:
+            f = _CappedReader(raw, _LEGACY_PICKLE_CAP)
+            if Unpickler(f).load() != _LEGACY_MAGIC:
+                return "a pickle that is not a torch checkpoint (no torch magic number)"
+            if Unpickler(f).load() != _LEGACY_PROTOCOL:
+                return "a torch pickle of a protocol version torch does not read"
+            Unpickler(f).load()   # sys_info
+            Unpickler(f).load()   # the object
+            keys = Unpickler(f).load()
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                return "a damaged torch checkpoint (its storage keys are not a list of names)"
+            at = raw.tell()
+            for k in keys:
+                if item.get(k) is None or k not in numel:
+                    return None   # a storage of a kind this check does not know: its size cannot be told
+                raw.seek(at)
+                head = raw.read(8)
+                if len(head) < 8:
+                    return (f"a torch checkpoint cut short ({size} bytes, ending before its storage {k!r}; "
+                            f"{len(keys)} storages)")
+                n = int.from_bytes(head, "little")
+                if n != numel[k]:
+                    return (f"a damaged torch checkpoint (storage {k!r} holds {n} elements where its tensor says "
+                            f"{numel[k]})")
+                at += 8 + n * item[k]
+                if at > size:
+                    return f"a torch checkpoint cut short ({size} bytes, where its storages end at byte {at} or later)"
+    except _TooBig:
+        return None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged or hostile pickle raises is a refusal
+        return f"a torch checkpoint cut short or damaged ({type(exc).__name__}: {_one_line(exc)})"
+    if at != size:
+        return f"a torch checkpoint of {size} bytes whose storages end at byte {at}"
     return None
 
 

@@ -40,6 +40,10 @@ SOFT_EVIDENCE_CAP = 2.0
 # a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
 # those count the strongest one's stated strength (never their sum, never more than this).
 DECISIVE_FLOOR = 9.2
+# The least P(AI) of a file decisive evidence calls ai-generated (the floor, the rest clipped to half of it
+# against it; claims alone stop at the band's edge or the floor), and 1 minus it the most of one it calls
+# likely-real: past either, a band's edge no longer says where every verdict begins (the legends say so).
+DECISIVE_P_LEAST = 1.0 / (1.0 + math.exp(-DECISIVE_FLOOR / 2))
 BASIS_CLAIM = "claim"   # provenance.BASIS_CLAIM; fusion does not import the readers
 FUSION_DETECTOR = "fusion"
 # The model's key for the detectors without_retrained took out of it (their heads changed since it was fitted).

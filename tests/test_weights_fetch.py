@@ -669,3 +669,41 @@ def test_a_slow_but_alive_download_is_not_dropped(tmp_path, chunked):
     finally:
         lsock.close()
     assert res["bytes"] == len(body) and not res["resumed"] and plan.dest.read_bytes() == body
+
+
+# torch.save({"visual.proj": torch.randn(2, 3), "h": torch.randn(3).half(), "n": torch.arange(2)}, f,
+# _use_new_zipfile_serialization=False) (torch 2.13): five pickles, then the storages n (int64 x2), h (half x3) and
+# visual.proj (float32 x6), each an 8-byte element count and its bytes. Written out so the test needs no torch.
+_LEGACY_TORCH = (
+    "gAKKCmz8nEb5IGqoUBkugAJN6QMugAJ9cQAoWBAAAABwcm90b2NvbF92ZXJzaW9ucQFN6QNYDQAAAGxpdHRsZV9lbmRpYW5xAohYCgAAAHR5"
+    "cGVfc2l6ZXNxA31xBChYBQAAAHNob3J0cQVLAlgDAAAAaW50cQZLBFgEAAAAbG9uZ3EHSwR1dS6AAn1xAChYCwAAAHZpc3VhbC5wcm9qcQFj"
+    "dG9yY2guX3V0aWxzCl9yZWJ1aWxkX3RlbnNvcl92MgpxAigoWAcAAABzdG9yYWdlcQNjdG9yY2gKRmxvYXRTdG9yYWdlCnEEWA4AAAA5NDgx"
+    "MTA1ODA3MDM4NHEFWAMAAABjcHVxBksGTnRxB1FLAEsCSwOGcQhLA0sBhnEJiWNjb2xsZWN0aW9ucwpPcmRlcmVkRGljdApxCilScQt0cQxS"
+    "cQ1YAQAAAGhxDmgCKChoA2N0b3JjaApIYWxmU3RvcmFnZQpxD1gOAAAAOTQ4MTEwNTc0ODI5MjhxEGgGSwNOdHERUUsASwOFcRJLAYVxE4lo"
+    "CilScRR0cRVScRZYAQAAAG5xF2gCKChoA2N0b3JjaApMb25nU3RvcmFnZQpxGFgOAAAAOTQ4MTEwNTc0ODI0ODBxGWgGSwJOdHEaUUsASwKF"
+    "cRtLAYVxHIloCilScR10cR5ScR91LoACXXEAKFgOAAAAOTQ4MTEwNTc0ODI0ODBxAVgOAAAAOTQ4MTEwNTc0ODI5MjhxAlgOAAAAOTQ4MTEw"
+    "NTgwNzAzODRxA2UuAgAAAAAAAAAAAAAAAAAAAAEAAAAAAAAAAwAAAAAAAAB0NrQ6wbkGAAAAAAAAAFw/xT9QPJa+SXELwLaEET+h0Yq/LQWz"
+    "vw==")
+
+
+def test_an_unverifiable_legacy_torch_pickle_cut_short_is_refused(server, tmp_path):
+    """A legacy (non-zip) torch.save file is pickles and then the storages' bytes: cut short anywhere, it still
+    began with a pickle's first byte, and with no checksum to check it was installed as the checkpoint, exit 0.
+    Its pickles must be whole and its storages as long as its tensors declare, ending at the file's end."""
+    import base64
+
+    from aiidetect.fetch import FetchError, FetchPlan, download
+
+    whole = base64.b64decode(_LEGACY_TORCH)
+    path = "/repo/resolve/main/open_clip_pytorch_model.bin"
+    plan = FetchPlan(url=server.base + path, dest=tmp_path / "x.bin", hub=True)
+    # inside the last storage, the last storage's count with none of its bytes, inside the object's pickle,
+    # a byte too many
+    for body in (whole[:-7], whole[:-24], whole[:200], whole + b"\0"):
+        server.files[path] = body
+        with pytest.raises(FetchError, match="torch checkpoint"):
+            download(plan, retries=0)
+        assert not plan.dest.exists() and not (tmp_path / "x.bin.partial").exists()
+    server.files[path] = whole
+    res = download(plan, retries=0)
+    assert res["verified"] == "none" and plan.dest.read_bytes() == whole

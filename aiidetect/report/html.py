@@ -25,7 +25,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Sequence
 from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside, shown_p_text
 from ..records import PIXEL_FAILURES, verdict_matches
-from .writers import Writer, _band_of, _file_band, _note_band, error_reason, fusion_label, headline
+from .writers import (SOFT_ONLY_WORDS, Writer, _band_of, _file_band, _note_band, band_words, error_reason,
+                      fusion_label, headline, is_soft_only)
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -280,6 +281,7 @@ class HtmlWriter(Writer):
         self.cards: dict[str, list[tuple[int, dict[str, Any]]]] = {v: [] for v in VERDICT_WORDS}
         self.facts = RecordFacts() if record_facts else None
         self.thumbs = 0
+        self.soft_only = False  # a file only soft metadata spoke for: uncertain whatever its P(AI) (the overview)
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -296,6 +298,7 @@ class HtmlWriter(Writer):
         self.counts[v] += 1
         if self.facts is not None:
             self.facts.add(d)
+        self.soft_only |= is_soft_only(d["reasons"])
         self.rows.append([i, v, _p(d.get("p_ai")), _s(d.get("file")), _s(d.get("format"), None),
                           d.get("size_bytes") if isinstance(d.get("size_bytes"), int) else None, _top_reason(d),
                           # the page's "error" filter takes a verdict beside an error too, as --verdict error does
@@ -349,6 +352,9 @@ class HtmlWriter(Writer):
         if summary:
             run["summary"] = summary
         run["heatmaps_for"] = sorted(self.heatmap_for)
+        # what the overview's band sentence must add for the files of this page (a band of a file's own, soft
+        # metadata alone): the words under `scan`'s table
+        run["_legend"] = (any(r[8] is not False for r in self.rows), self.soft_only)
         run["max_cards"] = self.max_cards
         chosen = self._chosen()
         self.thumbs = sum(1 for _, it in chosen if it["thumb"])
@@ -555,12 +561,17 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
                  f"error; the table's \u201cerror\u201d filter shows {'it' if one else 'them'} with the errors, and "
                  f"<code>aiidetect scan</code>'s summary counts {'it' if one else 'them'} among its errors too.</p>")
     # What the numbers mean, said once for the whole page (the table under `scan` says it in the same words):
-    # "P(AI) 0.83" read as a bare number, and a card's "(+0.40 nats)" as a term to look up.
+    # "P(AI) 0.83" read as a bare number, and a card's "(+0.40 nats)" as a term to look up. Where each verdict
+    # begins is the table legend's own sentence (writers.band_words): "at least 0.80" stood over a file judged
+    # on a wider band of its own, and over one only its metadata spoke for, both uncertain at 0.85.
+    own_band, soft_only = run.get("_legend") or (False, False)
+    band = _e(band_words(fusion, own_band, ("AI-generated", "likely real"))).replace(
+        "AI-generated", "<b>AI-generated</b>", 1).replace("likely real", "<b>likely real</b>", 1)
     o.append(f"<p><b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative "
-             f"model. A file is called <b>AI-generated</b> when the fused P(AI) is at least "
-             f"{fusion['ai_threshold']:.2f}, <b>likely real</b> at most {fusion['real_threshold']:.2f}, and "
+             f"model. By its fused P(AI), a file is called {band}, and "
              f"<b>uncertain</b> in between or when strong evidence points both ways: aiidetect does not decide "
-             f"then. Likely real is not proof: new generators and fakes made to fool detectors can score low. "
+             f"then.{' ' + _e(SOFT_ONLY_WORDS) if soft_only else ''} Likely real is not proof: new generators and "
+             f"fakes made to fool detectors can score low. "
              f"Flagged files (AI-generated, uncertain) and files that could not be analysed (error) print one per "
              f"page.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
              f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "

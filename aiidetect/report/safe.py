@@ -231,12 +231,20 @@ def printable_for(encoding: str | None):
     return shown
 
 
+def is_terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal (a closed or odd stream is not)."""
+    try:
+        return bool(getattr(stream, "isatty", lambda: False)())
+    except (OSError, ValueError):
+        return False
+
+
 def table_width(stream: Any, default: int = 160) -> int | None:
     """The width a results table is laid out for: None at a terminal (rich asks it). Off one rich
     would assume 80 columns, too narrow for paths and reasons piped to a file or pager, so `default`,
     or COLUMNS where that is wider. Only wider: many environments export COLUMNS=80 whatever the reader
     of a file will use (test runners, CI shells), and a table cut to it folds every path."""
-    if getattr(stream, "isatty", lambda: False)():
+    if is_terminal(stream):
         return None
     cols = os.environ.get("COLUMNS", "")
     return max(default, int(cols)) if cols.isdigit() else default

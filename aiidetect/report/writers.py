@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import textwrap
 from typing import IO, Any, Mapping, Sequence
 
-from ..fusion import (ASIDE_FOR_FILE, C2PA_UNREAD_ID, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, SOFT_ONLY,
-                      SOFT_ONLY_WAS, shown_p_text)
+from ..fusion import (ASIDE_FOR_FILE, C2PA_UNREAD_ID, DECISIVE_P_LEAST, DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD,
+                      SOFT_ONLY, SOFT_ONLY_WAS, shown_p_text)
 from ..records import PIXELS_UNREAD, Record
 from .safe import CsvRows, clean, dumps
 
@@ -200,7 +201,7 @@ class TableWriter(Writer):
                 dets.append(("—" if r.p_ai is None else f"{r.p_ai:.3f}", ""))
             if r is not None and r.status != "unavailable":
                 self.shown.add(n)
-        self.soft_only |= any(x in (SOFT_ONLY, SOFT_ONLY_WAS) for x in rec.reasons if isinstance(x, str))
+        self.soft_only |= is_soft_only(rec.reasons)
         top = top_attribution(rec)
         reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
                   if self.explain else main_reason(rec))
@@ -223,7 +224,7 @@ class TableWriter(Writer):
         from rich.table import Table
         from rich.text import Text
 
-        from .safe import printable_for, table_width
+        from .safe import is_terminal, printable_for, table_width
 
         console = Console(file=self.stream, soft_wrap=False, width=table_width(self.stream))
         # Detectors that ran nowhere (unavailable everywhere) only waste columns: the
@@ -248,30 +249,32 @@ class TableWriter(Writer):
             cells += [Text(shown(dets[i][0]), style=dets[i][1]) for i in keep]
             cells += [Text(shown(gen) if gen else ""), Text(shown(reason))]
             t.add_row(*cells)
-        if self.rows:
-            t.caption = Text(self._legend(bool(keep)))   # a Text: "[decisive]" is not markup
-            t.caption_justify = "left"
         console.print(t, highlight=False)
+        if self.rows and is_terminal(self.stream):
+            self._print_legend(console, bool(keep), min(console.measure(t).maximum, console.width))
         self.stream.flush()
+
+    def _print_legend(self, console, detector_columns: bool, width: int) -> None:
+        """The legend, at a terminal only, folded to `width` with no trailing spaces. It names every verdict:
+        under a pipe (`scan DIR | grep -c likely-real`) or in a file its lines were counted as rows, and a
+        script's view of the table had been the rows alone. rich's caption padded each line to the table's
+        width."""
+        from rich.text import Text
+
+        for line in textwrap.wrap(self._legend(detector_columns), max(width, 20), break_on_hyphens=False):
+            console.print(Text(line), highlight=False, overflow="ignore", crop=False)
 
     def _legend(self, detector_columns: bool) -> str:
         """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
         a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
         # A store's rows (fusion None) may come from several runs, each with its own band: none is named.
-        band = (f"AI-generated from {float(self.fusion['ai_threshold']):g}, likely-real at or below "
-                f"{float(self.fusion['real_threshold']):g}" if self.fusion else "AI-generated or likely-real past "
+        band = (band_words(self.fusion, self.own_band) if self.fusion else "AI-generated or likely-real past "
                 "the thresholds of the scan that judged the file")
-        # A file fused without the model's bias and band was judged on a wider one: "AI-generated from 0.8"
-        # stood over a row at 0.850 called uncertain.
-        own = (" (a file whose reason says the fusion model's bias and band are set aside: the band that reason "
-               "names)" if self.fusion and self.own_band else "")
         out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}"
-               f"{own}, uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
+               ", uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
                "and fakes made to fool detectors can score low.")
         if self.soft_only:
-            # Soft metadata never decides alone (fusion rule 4): under a fitted model's 0.8, a file it alone put at
-            # 0.85 read "uncertain" beside "AI-generated from 0.8".
-            out += " A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
+            out += " " + SOFT_ONLY_WORDS
         if detector_columns:
             out += " A detector's column is that detector's own estimate."
         if self.explain:
@@ -286,6 +289,8 @@ class TableWriter(Writer):
         table there gave the name one character a line and the detector columns none."""
         from rich.padding import Padding
         from rich.text import Text
+
+        from .safe import is_terminal
 
         room = max(console.width - 2, 10)
         for file, verdict, p, dets, gen, reason in self.rows:
@@ -302,9 +307,55 @@ class TableWriter(Writer):
                     lines.append(c)
             for part in (*lines, Text(shown(reason))):
                 console.print(Padding(part, (0, 0, 0, 2), expand=False), overflow="fold", highlight=False)
-        if self.rows:   # the same legend as under the table: a narrow terminal's reader needs it no less
-            console.print(Text(self._legend(bool(keep))), highlight=False)
+        if self.rows and is_terminal(self.stream):   # the same legend as under the table: a narrow terminal's
+            self._print_legend(console, bool(keep), console.width)   # reader needs it no less
         self.stream.flush()
+
+
+# Soft metadata never decides alone (fusion rule 4): under a fitted model's 0.8, a file it alone put at 0.85 read
+# "uncertain" beside "AI-generated from 0.8". Said under the table and on the report page alike.
+SOFT_ONLY_WORDS = "A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
+
+
+def is_soft_only(reasons: Any) -> bool:
+    """Whether fuse left this file uncertain as one only soft metadata spoke for (its first reason says so)."""
+    return isinstance(reasons, list) and any(x in (SOFT_ONLY, SOFT_ONLY_WAS) for x in reasons if isinstance(x, str))
+
+
+def band_words(fusion: Mapping[str, Any], own_band: bool = False,
+               names: tuple[str, str] = ("AI-generated", "likely-real")) -> str:
+    """Where each firm verdict begins, as fusion.fuse judges it under `fusion`'s band: "AI-generated from 0.85,
+    likely-real at or below 0.2". The legend under `scan`'s table and the report page's overview both say it
+    here, so they say it alike. At a band's limits the edge alone is not where a verdict begins: P(AI) 0.5 is
+    uncertain under an ai threshold of 0.5 (a coin flip is never firm), an edge of 1 or 0 is never reached by
+    the detectors, and decisive evidence decides from DECISIVE_P_LEAST (0.990 with a pixel detector sure of the
+    contrary), under a hand-edited or fitted ai threshold above it too. `own_band`: some file was judged on a
+    band of its own (fuse set the fusion model's bias and band aside for it)."""
+    hi, lo = float(fusion["ai_threshold"]), float(fusion["real_threshold"])
+    ai, real = names
+    decides = "where the file's reason says decisive provenance evidence decides the verdict"
+    least_ai, most_real = f"{DECISIVE_P_LEAST:.2f}", f"{1 - DECISIVE_P_LEAST:.2f}"   # 0.99 and 0.01: bounds
+    if hi >= 1:
+        said_ai = f"{ai} only {decides}, from {least_ai} (the band's ai threshold of 1 is never reached)"
+    elif hi > DECISIVE_P_LEAST:
+        said_ai = f"{ai} from {hi:g} (from {least_ai} {decides})"
+    elif hi <= 0.5:
+        said_ai = f"{ai} above 0.5"
+    else:
+        said_ai = f"{ai} from {hi:g}"
+    if lo <= 0:
+        said_real = f"{real} only {decides}, at or below {most_real} (the band's real threshold of 0 is never reached)"
+    elif lo < 1 - DECISIVE_P_LEAST:
+        said_real = f"{real} at or below {lo:g} (at or below {most_real} {decides})"
+    elif lo >= 0.5:
+        said_real = f"{real} below 0.5"
+    else:
+        said_real = f"{real} at or below {lo:g}"
+    # A file fused without the model's bias and band was judged on a wider one: "AI-generated from 0.8" stood over
+    # a row at 0.850 called uncertain.
+    own = (" (a file whose reason says the fusion model's bias and band are set aside: the band that reason names)"
+           if own_band else "")
+    return f"{said_ai}, {said_real}{own}"
 
 
 # The narrowest the table's fixed columns and borders take (file 12, verdict 12, P(AI) 5, generator 9, reason 12,

@@ -669,3 +669,41 @@ def test_the_page_says_once_what_p_ai_and_a_reasons_nats_mean(tmp_path):
     # decisive items both ways leave a file uncertain (fusion rule 3): the line must not say one always settles it
     assert page.count("a [decisive] item settles the verdict on its own, unless another points the other way "
                       "(the file is then uncertain)") == 1
+
+
+def test_the_pages_band_sentence_holds_for_every_file_as_the_tables_legend_does():
+    """The overview said "AI-generated when the fused P(AI) is at least 0.80" over a file fused without the
+    fitted model's bias and band (judged on a wider one: uncertain at 0.85), and over a file only its metadata
+    spoke for (uncertain whatever its P(AI)). It now says what `scan`'s table legend says, from one helper."""
+    from aiidetect.fusion import SOFT_ONLY, fuse
+    from aiidetect.records import DetectorResult, Record
+    from aiidetect.report.html import HtmlWriter
+
+    dets = {n: {"weight": 1.0, "calibration": {"method": "none"}} for n in ("linear:a", "linear:b")}
+    model = {"ai_threshold": 0.8, "real_threshold": 0.2, "bias": 2.0, "detectors": dets}
+    res = {"linear:a": DetectorResult("ok", p_ai=0.85), "linear:b": DetectorResult("error", p_ai=0.5)}
+    aside = fuse(res, model)
+    assert aside.verdict == "uncertain" and aside.p_ai > 0.8
+
+    def page(recs, band=(0.8, 0.2)):
+        out = io.StringIO()
+        w = HtmlWriter(out, {"fusion": {"ai_threshold": band[0], "real_threshold": band[1]}}, thumbnails=False)
+        for r in recs:
+            w.write(r)
+        w.close()
+        return re.sub(r"\s+", " ", out.getvalue())
+
+    plain = Record("/a/p.jpg", verdict="ai-generated", p_ai=0.9, detectors={"linear:a": DetectorResult("ok")},
+                   reasons=["linear:a: p_ai=0.90 (+2.20 nats)"])
+    said = page([plain])
+    assert "By its fused P(AI), a file is called <b>AI-generated</b> from 0.8, <b>likely real</b> at or below 0.2, " \
+           "and <b>uncertain</b> in between" in said
+    assert "set aside" not in said and "only its metadata" not in said
+    said = page([plain, Record("/a/u.jpg", verdict=aside.verdict, p_ai=aside.p_ai, detectors=res,
+                               reasons=aside.reasons)])
+    assert "<b>likely real</b> at or below 0.2 (a file whose reason says the fusion model&#x27;s bias and band are " \
+           "set aside: the band that reason names), and <b>uncertain</b>" in said, said
+    said = page([plain, Record("/a/m.jpg", verdict="uncertain", p_ai=0.86, detectors={}, reasons=[SOFT_ONLY])])
+    assert "stays uncertain whatever its P(AI)." in said
+    # the band's limits, as the legend words them: P(AI) 0.5 is never AI-generated under an ai threshold of 0.5
+    assert "<b>AI-generated</b> above 0.5," in page([plain], (0.5, 0.1))

@@ -346,7 +346,7 @@ def test_a_saved_run_shows_its_fitted_fusion_band(tmp_path):
     assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
     assert "band 0.20\u20130.80" in text and "unknown here" not in text
-    assert "likely real at most 0.20" in text
+    assert "likely real at or below 0.2," in text
 
 
 def test_a_file_with_no_record_is_not_a_saved_run(tmp_path):
@@ -570,7 +570,7 @@ def test_a_saved_run_whose_model_left_out_a_head_shows_the_band_that_decided(tmp
     out = tmp_path / "r.html"
     assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     text = "".join(assert_self_contained(out.read_text(encoding="utf-8")).text)
-    assert "band 0.10\u20130.90" in text and "likely real at most 0.10" in text
+    assert "band 0.10\u20130.90" in text and "likely real at or below 0.1," in text
 
 
 def test_invisible_characters_cannot_make_two_names_look_alike(tmp_path):

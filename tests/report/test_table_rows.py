@@ -7,6 +7,11 @@ from aiidetect.records import DetectorResult, Record
 from aiidetect.report.writers import TableWriter
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_a_table_keeps_each_row_not_its_record():
     # `results export -f table` over a 100,000-row store held every record whole (evidence, reasons, EXIF):
     # 920 MB; the table needs only each row's cells
@@ -47,11 +52,6 @@ def test_the_shown_digits_never_read_across_the_band_from_the_verdict():
         w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.899999, detectors={"metadata": DetectorResult("ok")}))
         w.close()
         assert "0.899" in out.getvalue() and "0.900" not in out.getvalue()
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_a_terminal_too_narrow_for_the_columns_gets_a_block_per_file(monkeypatch):
@@ -124,7 +124,7 @@ def test_the_table_says_what_its_numbers_mean():
     """An editor read "P(AI) 0.475" without knowing of what or where a verdict begins, and --explain's
     "(+0.40 nats)" with no word on its scale."""
     def table(explain, fusion, rows=1):
-        out = io.StringIO()
+        out = _Terminal()
         w = TableWriter(out, ["metadata"], explain=explain, fusion=fusion)
         for _ in range(rows):
             w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.475,
@@ -189,7 +189,7 @@ def test_the_legend_names_the_band_of_a_file_judged_without_the_models():
     def legend(b_status):
         res = {"linear:a": DetectorResult("ok", p_ai=0.85), "linear:b": DetectorResult(b_status, p_ai=0.5)}
         o = fuse(res, model)
-        out = io.StringIO()
+        out = _Terminal()
         w = TableWriter(out, list(res), fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
         w.write(Record("/a/u.jpg", verdict=o.verdict, p_ai=o.p_ai, detectors=res, reasons=o.reasons))
         w.close()
@@ -216,7 +216,7 @@ def test_the_legend_says_a_file_only_its_metadata_spoke_for_stays_uncertain():
     assert o.verdict == "uncertain" and o.p_ai > 0.8 and o.reasons[0] == SOFT_ONLY, (o.p_ai, o.reasons)
 
     def legend(reasons):
-        out = io.StringIO()
+        out = _Terminal()
         w = TableWriter(out, ["metadata"], fusion={"ai_threshold": 0.8, "real_threshold": 0.2})
         w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=o.p_ai, detectors=res, reasons=reasons))
         w.close()
@@ -224,3 +224,75 @@ def test_the_legend_says_a_file_only_its_metadata_spoke_for_stays_uncertain():
 
     line = "A file whose reason says only its metadata was weighed stays uncertain whatever its P(AI)."
     assert line in legend(o.reasons) and line not in legend(["linear:a: p_ai=0.50 (0.00 nats)"])
+
+
+def test_the_legend_is_for_a_terminal_and_a_pipe_gets_the_rows_alone(monkeypatch):
+    """`aiidetect scan DIR | grep -c likely-real` counted the legend's lines (it names every verdict) with the
+    rows. Piped or written to a file the table is the rows alone, as before the legend; a terminal gets the
+    legend, without the trailing spaces rich padded its caption lines with, in the table view and the block view
+    of a narrow terminal alike."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for cols in ("160", "40"):
+        monkeypatch.setenv("COLUMNS", cols)
+        for out in (io.StringIO(), _Terminal()):
+            w = TableWriter(out, ["metadata"], fusion={"ai_threshold": 0.85, "real_threshold": 0.2})
+            w.write(Record("/a/x.jpg", verdict="uncertain", p_ai=0.475,
+                           detectors={"metadata": DetectorResult("ok", p_ai=0.475)}, reasons=["r"]))
+            w.close()
+            text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+            if isinstance(out, _Terminal):
+                legend = text[text.index("P(AI): "):].splitlines()
+                assert len(legend) > 1 and all(x == x.rstrip() for x in legend), legend
+                assert "likely-real is not proof" in " ".join(legend)
+            else:
+                assert "P(AI): " not in text and "likely-real" not in text and "AI-generated" not in text, text
+                assert sum("uncertain" in x for x in text.splitlines()) == 1, text   # the row, and nothing else
+
+
+def test_the_legend_is_true_at_the_limits_of_a_hand_edited_band():
+    """A band at its limits (check_model allows 0.5 to 1 and 0 to 0.5; calibrate writes 1.0 / 0.0 where real
+    photos reach P(AI) 1): the legend said "AI-generated from 0.5" where fuse calls P(AI) 0.5 uncertain, "from 1"
+    and "at or below 0" for edges no P(AI) of the detectors reaches, and "from 0.995" where decisive evidence
+    calls a file AI-generated at 0.990."""
+    from aiidetect.fusion import fuse
+    from aiidetect.records import Evidence
+
+    def outcome(band, pixel_p, decisive=None):
+        model = {"ai_threshold": band[0], "real_threshold": band[1],
+                 "detectors": {"linear:a": {"weight": 1.0, "calibration": {"method": "none"}}}}
+        res = {"linear:a": DetectorResult("ok", p_ai=pixel_p)}
+        if decisive:
+            res["metadata"] = DetectorResult("ok", p_ai=0.5, evidence=[Evidence(
+                id="c2pa.signed", direction=decisive, strength=9.2, detail="d", decisive=True)])
+        return fuse(res, model)
+
+    def legend(band):
+        out = _Terminal()
+        w = TableWriter(out, ["linear:a"], fusion={"ai_threshold": band[0], "real_threshold": band[1]})
+        w.write(Record("/a/u.jpg", verdict="uncertain", p_ai=0.5, detectors={"linear:a": DetectorResult("ok")}))
+        w.close()
+        return " ".join(out.getvalue().split()).split("P(AI): ")[1]
+
+    decides = "where the file's reason says decisive provenance evidence decides the verdict"
+    o = outcome((0.5, 0.1), 0.5)
+    assert o.verdict == "uncertain" and o.p_ai == 0.5
+    assert "AI-generated above 0.5," in legend((0.5, 0.1)) and "from 0.5" not in legend((0.5, 0.1))
+    o = outcome((0.9, 0.5), 0.5)
+    assert o.verdict == "uncertain"
+    assert "likely-real below 0.5," in legend((0.9, 0.5))
+    o = outcome((0.995, 0.1), 0.001, "ai")   # a signed AI declaration beside a pixel detector sure it is real
+    assert o.verdict == "ai-generated" and 0.99 <= o.p_ai < 0.995, o
+    assert f"AI-generated from 0.995 (from 0.99 {decides})," in legend((0.995, 0.1))
+    o = outcome((1.0, 0.1), 1 - 1e-9)
+    assert o.verdict == "uncertain" and outcome((1.0, 0.1), 0.001, "ai").verdict == "ai-generated"
+    assert f"AI-generated only {decides}, from 0.99 (the band's ai threshold of 1 is never reached)" \
+        in legend((1.0, 0.1))
+    o = outcome((0.9, 0.0), 1e-9)
+    assert o.verdict == "uncertain" and outcome((0.9, 0.0), 0.999, "real").verdict == "likely-real"
+    assert f"likely-real only {decides}, at or below 0.01 (the band's real threshold of 0 is never reached)" \
+        in legend((0.9, 0.0))
+    o = outcome((0.9, 0.005), 0.999, "real")
+    assert o.verdict == "likely-real" and 0.005 < o.p_ai <= 0.01, o
+    assert f"likely-real at or below 0.005 (at or below 0.01 {decides})" in legend((0.9, 0.005))
+    # an ordinary band reads as before
+    assert "AI-generated from 0.85, likely-real at or below 0.2, uncertain between" in legend((0.85, 0.2))
