@@ -54,7 +54,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 STRIKES_TO_REFUSE = 2
 # One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime, then the strikes its reader knew
@@ -533,7 +533,8 @@ class ReadsStuck(Exception):
     those of them that this scan gave up. Only this scan's files are named: in a service scanning each user's upload
     with its own call, the others are other users' uploads."""
 
-    def __init__(self, message: str, count: int, files: list[str]):
+    def __init__(self, message: str, count: int = 0, files: Sequence[str] = ()):
+        # Defaults: pickle and copy call the class with the message alone, then set the fields back.
         super().__init__(message)
         self.count, self.files = count, list(files)
 

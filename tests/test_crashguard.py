@@ -1291,3 +1291,20 @@ def test_a_scan_ended_by_a_garbage_collection_under_the_reads_lock_does_not_hang
     crashguard.reserve_reads()
     with pytest.raises(crashguard.ReadsStuck):
         crashguard.reserve_reads()
+
+
+def test_reads_stuck_errors_cross_processes_whole():
+    """A service may hand a scan's exception to another process (a process pool's worker raises it in its parent):
+    ReadsStuck, and the ReadTimedOut that carries it, took its count and files as arguments that pickling does not
+    pass, and did not load back (TypeError), nor copy. Each loads back with its fields."""
+    import copy
+    import pickle
+
+    from aiidetect import ReadsStuckError, crashguard
+
+    stuck = crashguard.ReadsStuck("the scan stops", 3, ["/up/a.png"])
+    for e in (stuck, crashguard.ReadTimedOut("/up/a.png", 1.5, stuck), ReadsStuckError("refused", 3, ["/up/a.png"])):
+        for back in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+            assert (type(back), str(back)) == (type(e), str(e))
+            got = back.stop if isinstance(back, crashguard.ReadTimedOut) else back
+            assert (got.count, got.files) == (3, ["/up/a.png"])
