@@ -54,7 +54,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 STRIKES_TO_REFUSE = 2
 # One slot: a file's key (store.path_key), JSON-escaped, with its size and mtime, then the strikes its reader knew
@@ -533,7 +533,8 @@ class ReadsStuck(Exception):
     those of them that this scan gave up. Only this scan's files are named: in a service scanning each user's upload
     with its own call, the others are other users' uploads."""
 
-    def __init__(self, message: str, count: int, files: list[str]):
+    def __init__(self, message: str, count: int = 0, files: Sequence[str] = ()):
+        # Defaults: pickle and copy call the class with the message alone, then set the fields back.
         super().__init__(message)
         self.count, self.files = count, list(files)
 
@@ -552,8 +553,10 @@ GIVEN_UP_MAX = 2
 # the deadline of the scan that gave it up: whose files a message may name).
 _abandoned: dict[object, tuple[str, object]] = {}
 # Scans with a file_timeout that started while reads given up were still running, and have not ended
-# (reserve_reads): each counts as the one read it may leave behind before it stops.
-_reserved = 0
+# (reserve_reads): each counts as the one read it may leave behind before it stops. Added to under
+# _abandoned_lock, discarded without it: a scan's end may run inside a garbage collection started by an
+# allocation in a thread that holds that lock (a scan's iterator in a reference cycle), and took it again there.
+_reservations: set[object] = set()
 _abandoned_lock = threading.Lock()
 
 
@@ -573,11 +576,10 @@ def reserve_reads() -> Callable[[], None]:
     check of the reads alone, and each could leave one more thread behind, as many as the service ran at once.
     With no read given up running, scans start freely (a healthy service's requests are not counted), so the
     reads in flight at the first hangs are bounded by the scans then running, not by this."""
-    global _reserved
     with _abandoned_lock:
         stuck = len(_abandoned)
-        if stuck + (_reserved if stuck else 0) > GIVEN_UP_MAX:
-            waiting = _reserved if stuck else 0
+        waiting = len(_reservations) if stuck else 0
+        if stuck + waiting > GIVEN_UP_MAX:
             raise ReadsStuck(
                 f"{stuck} reads given up past file_timeout by other scans are still running in this process"
                 + (f", and {waiting} scan(s) started since are still running" if waiting else "")
@@ -585,18 +587,19 @@ def reserve_reads() -> Callable[[], None]:
                 f"stopped; no scan with a file_timeout starts here until at most {GIVEN_UP_MAX} are left "
                 "(aiidetect.crashguard.reads_given_up() lists them, for the process's operator), or in a new "
                 "process", stuck, [])
-        held = bool(stuck)
-        if held:
-            _reserved += 1
-    done = [False]
+        if not stuck:
+            return _nothing
+        token = object()
+        _reservations.add(token)
 
     def release() -> None:
-        global _reserved
-        with _abandoned_lock:
-            if held and not done[0]:
-                done[0] = True
-                _reserved -= 1
+        # No lock (_reservations): once or more, from any thread, a garbage collection's included.
+        _reservations.discard(token)
     return release
+
+
+def _nothing() -> None:
+    """What a scan admitted with no read given up running hands back (reserve_reads): nothing."""
 
 
 class AbandoningDeadline(_Clocked):

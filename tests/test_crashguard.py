@@ -1244,3 +1244,67 @@ def test_scans_started_at_once_cannot_all_pass_the_check_on_reads_given_up(tmp_p
     finally:
         gate[0].set()
     _resume_in_a_new_process(gate)
+
+
+def test_a_scan_ended_by_a_garbage_collection_under_the_reads_lock_does_not_hang_the_process(monkeypatch):
+    """A scan's iterator caught in a reference cycle (a request handler that keeps its loop's error: the error's
+    traceback holds the frame that holds the error and the iterator) ends when a collection finds it, in whichever
+    thread's allocation started that collection, which may hold the lock on the reads given up (reads_given_up,
+    reserve_reads, a read being given up). Its reservation's release took that lock again there: the thread hung
+    holding it, and with it every later scan, read given up and reads_given_up() of the process."""
+    import gc
+
+    from aiidetect import crashguard
+
+    # A lock of the test's own: a hang here must not take the module's down with it.
+    monkeypatch.setattr(crashguard, "_abandoned_lock", threading.Lock())
+    monkeypatch.setattr(crashguard, "_abandoned", {object(): ("stuck.png", None)})  # a read still stuck
+    monkeypatch.setattr(crashguard, "_reservations", set())
+    release = crashguard.reserve_reads()  # a scan starting then holds a reservation
+
+    def scan():
+        try:
+            yield
+        finally:
+            release()  # as api.Scanner's scan ends
+    it = scan()
+    next(it)
+    cycle = [it]
+    cycle.append(cycle)
+    del it, cycle
+    was = gc.isenabled()
+    gc.disable()  # the cycle is collected below, under the lock, and not before
+
+    def allocate_under_the_lock():
+        with crashguard._abandoned_lock:
+            gc.collect()
+    try:
+        t = threading.Thread(target=allocate_under_the_lock, daemon=True)
+        t.start()
+        t.join(5)
+    finally:
+        if was:
+            gc.enable()
+    assert not t.is_alive()
+    # The reservation handed back: two more reads may be left behind beside the one stuck, not one.
+    crashguard.reserve_reads()
+    crashguard.reserve_reads()
+    with pytest.raises(crashguard.ReadsStuck):
+        crashguard.reserve_reads()
+
+
+def test_reads_stuck_errors_cross_processes_whole():
+    """A service may hand a scan's exception to another process (a process pool's worker raises it in its parent):
+    ReadsStuck, and the ReadTimedOut that carries it, took its count and files as arguments that pickling does not
+    pass, and did not load back (TypeError), nor copy. Each loads back with its fields."""
+    import copy
+    import pickle
+
+    from aiidetect import ReadsStuckError, crashguard
+
+    stuck = crashguard.ReadsStuck("the scan stops", 3, ["/up/a.png"])
+    for e in (stuck, crashguard.ReadTimedOut("/up/a.png", 1.5, stuck), ReadsStuckError("refused", 3, ["/up/a.png"])):
+        for back in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+            assert (type(back), str(back)) == (type(e), str(e))
+            got = back.stop if isinstance(back, crashguard.ReadTimedOut) else back
+            assert (got.count, got.files) == (3, ["/up/a.png"])

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ..crashguard import STRIKES_TO_REFUSE, ReadTimedOut, in_flight
+from ..crashguard import STRIKES_TO_REFUSE, ReadsStuck, ReadTimedOut, in_flight
 from ..decode import DecodeLimits, Sample
 from ..detectors.base import Detector
 from ..discover import Candidate
@@ -56,7 +56,7 @@ class Pipeline:
         self.deadline = None
         # (index, why) of each file whose read was one too many given up (crashguard.GIVEN_UP_MAX): the scan ends
         # with the first one's chunk, its record and those before it out (and stored): a resume goes past it.
-        self._stops: list[tuple[int, str]] = []
+        self._stops: list[tuple[int, ReadsStuck]] = []
         self._resumed: set[int] = set()
         # sha256 -> detector results of the last files finished, least recently used dropped first.
         self._recent: OrderedDict[str, dict[str, DetectorResult]] = OrderedDict()
