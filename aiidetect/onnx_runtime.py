@@ -64,11 +64,19 @@ class Session:
     input_type: str = "tensor(float)"
     output_names: list[str] = field(default_factory=list)
     exact_int8: bool = False              # session.x64quantprecision set (x86 without VNNI)
+    # Run one image at a time (batch_dependent): the graph quantizes activations on the fly
+    # (DynamicQuantizeLinear), with one scale per tensor taken from the min and max of the whole batch, so a
+    # file's numbers depended on the other files of its batch (tiny-vit int8: p_ai moved by up to 0.013).
+    per_image: bool = False
 
     def run(self, pixels, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(pixels, dtype=np.float16 if self.input_type == "tensor(float16)" else np.float32)
         names = list(outputs) if outputs else self.output_names
-        got = self.session.run(names, {self.input_name: x})
+        if self.per_image and len(x) > 1:
+            parts = [self.session.run(names, {self.input_name: x[i:i + 1]}) for i in range(len(x))]
+            got = [np.concatenate(col) for col in zip(*parts)]
+        else:
+            got = self.session.run(names, {self.input_name: x})
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, got)}
 
     def describe(self) -> dict[str, Any]:
@@ -112,7 +120,18 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
     inp = sess.get_inputs()[0]
     return Session(path=p, session=sess, provider=got[0] if got else "unknown", requested=providers,
                    input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()],
-                   exact_int8=exact_int8)
+                   exact_int8=exact_int8, per_image=variant == "int8" and _quantizes_per_batch(p))
+
+
+def _quantizes_per_batch(path: Path) -> bool:
+    """Whether the graph computes activation scales from its input batch (dynamic int8). Without the onnx
+    package to read the graph, an int8 graph is taken to (the safe side: only slower)."""
+    try:
+        import onnx
+    except ImportError:
+        return True
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in ("DynamicQuantizeLinear", "DynamicQuantizeMatMul") for n in graph.node)
 
 
 # The first onnxruntime that refuses an external data location outside the model's folder (dense

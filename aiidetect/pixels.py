@@ -32,7 +32,7 @@ import numpy as np
 from .crashguard import in_flight, on_give_up, waiting
 from .decode import DecodeLimits, Sample, decode_sample, read_sample
 from .limits import DECODE_BUDGET_IMAGES
-from .preprocess import draft_size, spec_key
+from .preprocess import spec_key
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,13 +40,6 @@ R = TypeVar("R")
 # (decoded PIL RGB image, its Sample) -> the image to preprocess. The hook may
 # also update the Sample (evaluation's perturbations replace its bytes).
 Transform = Callable[[Any, Sample], Any]
-
-
-def common_draft(specs: Sequence[Mapping[str, Any]]) -> int | None:
-    """JPEG draft (DCT downscale) size when every spec resizes; never below what
-    any of them needs. None = decode at full resolution."""
-    drafts = [draft_size(s) for s in specs]
-    return max(drafts) if drafts and all(d is not None for d in drafts) else None
 
 
 @dataclass

@@ -5,8 +5,8 @@ decode, preprocessing for the head, then the per-file metadata detector with
 its invisible-watermark check) one file at a time on one thread, and reports
 the thread's CPU time (time.thread_time: what the worker costs in core time,
 much less sensitive to other load on the machine than wall time). Configs:
-the two preprocessings (resize-center-crop: JPEG draft decode; center-crop:
-full-size decode) x metadata detector with --watermark auto / never / absent.
+the two preprocessings (resize-center-crop, center-crop; both decode at full
+size, as the scan does) x metadata detector with --watermark auto / never / absent.
 
 On 2 cores with the model on both, each core-ms here is a core-ms the model
 does not get: the end-to-end/model ceiling is model_core_ms / (model_core_ms +
@@ -45,13 +45,13 @@ def one_round(paths: list[str], preprocess: str, watermark: str | None) -> list[
     from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.discover import Candidate
     from aiidetect.pipeline import Pipeline, Plan
-    from aiidetect.preprocess import draft_size, make_spec
+    from aiidetect.preprocess import make_spec
 
     dets = [] if watermark is None else [MetadataDetector({"watermark": watermark, "c2pa": True})]
     spec = make_spec(preprocess, 224)
     # What the scan plans for a head with this preprocessing (Plan.build from its feature requests).
     plan = Plan.build(dets)
-    plan.specs, plan.draft = [spec], draft_size(spec)
+    plan.specs = [spec]
     pipe = Pipeline(dets, plan=plan)
     costs = []
     for i, p in enumerate(paths):
@@ -71,14 +71,14 @@ def workers_wall(paths: list[str], rounds: int, watermark: str = "auto") -> dict
     from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.pipeline import Pipeline, Plan
     from aiidetect.pixels import ordered
-    from aiidetect.preprocess import draft_size, make_spec
+    from aiidetect.preprocess import make_spec
 
     out = {}
     for wm in (watermark, "never") if watermark != "never" else ("never",):
         dets = [MetadataDetector({"watermark": wm, "c2pa": True})]
         spec = make_spec("resize-center-crop", 224)
         plan = Plan.build(dets)
-        plan.specs, plan.draft = [spec], draft_size(spec)
+        plan.specs = [spec]
         pipe = Pipeline(dets, plan=plan)
         cands = [Candidate(p, explicit=True) for p in paths]
         walls: dict[int, list[float]] = {1: [], 2: []}

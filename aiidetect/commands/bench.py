@@ -36,8 +36,8 @@ def bench_cmd(
                                                    "32,64,128,256 (overrides --batch-size; decode and end to "
                                                    "end use the last)."),
     preprocess: BenchPreprocess = typer.Option("resize-center-crop", "--preprocess",
-                                   help="resize-center-crop (JPEG draft decoding) | center-crop (full-size "
-                                        "decode, as the shipped univfd head needs)."),
+                                   help="resize-center-crop | center-crop (no resize, as the shipped univfd "
+                                        "head needs)."),
     workers: int = WorkersOpt,
     decode_schedule: DecodeSchedule = typer.Option(
         "auto", "--decode-schedule",
@@ -124,8 +124,7 @@ def _table(res) -> None:
          " / ".join(f"{v:,.0f}" for v in pk.values()) + " GFLOP/s"),
         ("model GFLOP per image", f(res["model_gflops_per_image"])),
         (f"limit ({res['limit_basis']})", f(res["limit_images_per_s"], " img/s")),
-        ("decode (draft mode)", f(res["decode_images_per_s"], " img/s")),
-        ("decode (full size)", f(res["decode_images_per_s_no_draft"], " img/s")),
+        ("decode", f(res["decode_images_per_s"], " img/s")),
         ("model", f(res["model_images_per_s"], " img/s")),
         ("model, batch already on the GPU", f(res.get("model_images_per_s_on_device"), " img/s")),
         ("end to end (scan pipeline)", f(res["end_to_end_images_per_s"], " img/s")),

@@ -165,7 +165,7 @@ def create(ctx: RunContext) -> list[Detector]:
         req = FeatureRequest(encoder_key=f"onnx:{g['file']}", preprocess=spec,
                              encode=OnnxEncoder(sess), layers=(),
                              device="cuda" if "CUDA" in sess.provider else "cpu", dtype="float32")
-        gid = _graph_id(Path(ctx.onnx_dir), g)
+        gid = _graph_id(g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:
             det = OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess))
@@ -284,16 +284,10 @@ def other_backbone_reason(manifest: Mapping[str, Any] | None, side: Mapping[str,
             f"--onnx NEW_DIR, or scan with --runtime torch and that backbone")
 
 
-def _graph_id(onnx_dir: Path, graph: Mapping[str, Any]) -> str:
-    """The sidecar's entry (file checksums at export) plus each file's size and
-    mtime now, so a graph replaced after export is never mistaken for the old one."""
-    stats = {}
-    for f in graph.get("files", {}):
-        try:
-            st = (onnx_dir / f).stat()
-            stats[f] = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            stats[f] = None
-    blob = json.dumps({"graph": graph, "stat": stats}, sort_keys=True, default=str)
+def _graph_id(graph: Mapping[str, Any]) -> str:
+    """The sidecar's entry, which holds each file's checksum at export: `create` runs a graph only after
+    graph_problems found its files still match them. Not the files' mtimes or paths: a copy of the same
+    export on another machine of a cluster must give its results the same identity (docs/schema.md)."""
+    blob = json.dumps({"graph": graph}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -137,12 +137,12 @@ def group_by_preprocessing(heads: Sequence[HeadExport], default_spec: Mapping[st
 
 def load_pixels(paths: Sequence[str], spec: Mapping[str, Any], limit: int | None = None,
                 workers: int = 2) -> tuple[np.ndarray, list[str]]:
-    """Decoded, preprocessed images for calibration/agreement (bad files skipped)."""
+    """Decoded, preprocessed images for calibration/agreement (bad files skipped), decoded at full size as the
+    scan decodes them (Plan.build: no JPEG draft)."""
     from ..pixels import iter_pixels, stack_pixels
-    from ..preprocess import draft_size
 
     todo = list(paths)[: limit or None]
-    return stack_pixels(iter_pixels(todo, [spec], workers, draft=draft_size(spec)), spec)
+    return stack_pixels(iter_pixels(todo, [spec], workers), spec)
 
 
 def image_paths(folder: str | Path, limit: int | None = None) -> list[str]:

@@ -1,9 +1,8 @@
 """What a scan will do, worked out once from its detectors before any file is read.
 
 Which encoder passes run (one per encoder x preprocessing, shared by every head
-that asks for it), which preprocessing specs the decode workers produce, how
-far a JPEG may be drafted, which detectors run in the decode workers and which
-with the model, and what each detector's cached results depend on.
+that asks for it), which preprocessing specs the decode workers produce, which
+detectors run in the decode workers and which with the model, and what each detector's cached results depend on.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from typing import Any, Mapping, Sequence
 
 from ..decode import DecodeLimits
 from ..detectors.base import Detector, FeatureRequest, UnavailableDetector, feature_key
-from ..pixels import common_draft
 from ..preprocess import spec_key
 
 
@@ -33,7 +31,7 @@ class Plan:
     groups: dict[str, FeatureGroup] = field(default_factory=dict)
     det_keys: dict[str, list[str]] = field(default_factory=dict)   # detector name -> its group keys
     specs: list[Mapping[str, Any]] = field(default_factory=list)
-    draft: int | None = None
+    draft: int | None = None   # JPEG draft side; None in every scan (build), still in the run's settings and identity
     keep_image: bool = False
     worker_dets: list[Detector] = field(default_factory=list)
     main_dets: list[Detector] = field(default_factory=list)
@@ -57,8 +55,10 @@ class Plan:
             plan.det_keys[d.name] = keys
         specs = {spec_key(g.request.preprocess): g.request.preprocess for g in plan.groups.values()}
         plan.specs = list(specs.values())
-        # JPEG draft (DCT downscale) only when every head resizes; never below what any head needs.
-        plan.draft = common_draft(plan.specs)
+        # No JPEG draft (DCT downscale) for the heads: drafting only when every head of the run resized made a
+        # resizing head's score depend on which other heads were installed, and heads are trained and calibrated
+        # on full-size decodes (feature_cache). What it saved is small beside a ViT (docs/performance.md).
+        plan.draft = None
         plan.keep_image = any(getattr(d, "needs_image", False) for d in plan.detectors)
         # Per-file detectors (metadata: parsers, watermark) run in the decode workers, beside the model.
         plan.worker_dets = [d for d in plan.detectors if d.per_file and not plan.det_keys[d.name]]

@@ -329,7 +329,7 @@ def cmd_decode_scaling(args) -> int:
     from aiidetect.decode import DecodeLimits, decode_sample, read_sample
     from aiidetect.metadata.detector import MetadataDetector
     from aiidetect.onnx_export import image_paths
-    from aiidetect.preprocess import CLIP_MEAN, CLIP_STD, draft_size, make_spec
+    from aiidetect.preprocess import CLIP_MEAN, CLIP_STD, make_spec
 
     paths = image_paths(args.folder, args.files)
     limits = DecodeLimits()
@@ -337,7 +337,7 @@ def cmd_decode_scaling(args) -> int:
     res: dict = {"files": len(paths), "cpu_count": os.cpu_count(), "rows": []}
     for mode in args.preprocess.split(","):
         spec = make_spec(mode, 224, CLIP_MEAN, CLIP_STD)
-        draft = draft_size(spec)
+        draft = None   # as the scan decodes (Plan.build: no JPEG draft for any preprocessing)
 
         def work(ip):
             s = read_sample(ip[1], ip[0], limits)

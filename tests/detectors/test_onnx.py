@@ -242,6 +242,28 @@ def test_installed_heads_the_export_lacks_are_listed_unavailable_as_on_torch(exp
         d.name for d in create_detectors(fams, torch_ctx))
 
 
+def test_a_copy_of_the_export_elsewhere_gives_the_same_identity(export_fp32, tmp_path):
+    """A record's `identity` compares results across the machines of a cluster: it held the graph files'
+    mtimes, so the same export copied to another machine (or folder) named every result otherwise."""
+    import os
+    import shutil
+
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.result_cache import identity_key
+
+    src = export_fp32[0]
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(src, copy, copy_function=shutil.copyfile)   # new mtimes, as a plain copy gives
+    for f in copy.iterdir():
+        os.utime(f, ns=(1, 10**18))
+
+    def identity(onnx_dir):
+        (d,) = create_detectors(["onnx"], RunContext(runtime="onnx", onnx_dir=onnx_dir))
+        return identity_key(d.cache_identity(), {})
+
+    assert identity(copy) == identity(src)
+
+
 def test_an_export_that_no_longer_matches_its_sidecar_is_unavailable(export_fp32, tmp_path):
     """ONNX Runtime loads a graph whose weights were changed after the export without complaint, and the
     scan scored with them; the sidecar's checksums were written, never read. Its preprocessing block was

@@ -117,7 +117,7 @@ def test_the_record_is_read_back_and_an_older_head_has_none(tmp_path):
 def test_eval_reports_a_reencoded_copy_of_a_training_image(tmp_path):
     """The copy's bytes differ (JPEG q70 of a PNG training image, and a half-size copy): not an exact
     match, reported per head as a near-duplicate, listed in near-duplicates.csv and said on stderr.
-    (256 x 256: the fake head's 16-pixel input lets the scan draft a JPEG down 8 times, still 32 x 32.)"""
+    (256 x 256.)"""
     train, ev = tmp_path / "train", tmp_path / "eval"
     trained = []
     for lab, off in (("real", 0), ("ai/gen", 50)):
@@ -171,13 +171,13 @@ def test_calibrate_counts_and_lists_near_duplicates_and_keeps_them(tmp_path):
 
 
 @pytest.mark.parametrize("size", [(1024, 768), (300, 200), (200, 1100)])
-def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decodes_them_whole(
+def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_decodes_them_whole_once(
         tmp_path, monkeypatch, size):
     """One definition (decode.phash_bytes): a JPEG's hash is of its draft to the smallest DCT scale
-    whose short side is still >= SOURCE_SIDE. The scan drafts a 1024 x 768 JPEG to 128 x 96 for the fake
-    head's 16-pixel input; eval once decoded it whole for its hash, beside the scan's decode and outside
-    the decode budget. Now that is a 512 x 384 decode; trainers (whole decodes) and eval give the same
-    hash of the same bytes, whichever decode each had."""
+    whose short side is still >= SOURCE_SIDE. The scan decodes a 1024 x 768 JPEG whole for the fake head
+    (no JPEG draft for the heads: Plan.build); eval once decoded it whole a second time for its hash,
+    outside the decode budget. Now that is a 512 x 384 decode; trainers (whole decodes) and eval give the
+    same hash of the same bytes, whichever decode each had."""
     from types import SimpleNamespace
 
     from aiidetect.evaluate.runner import run
@@ -198,8 +198,9 @@ def test_the_same_bytes_hash_alike_on_train_and_eval_paths_and_eval_never_decode
     items = [SimpleNamespace(path=str(p), label=0, generator="real") for p in paths]
     sizes = count_decodes(monkeypatch)
     assert [s.phash for s in run(items, [FakeHead(head)])] == want
-    # no whole decode in eval beside the scan's draft, unless the whole is the hash's own decode
-    assert (size not in sizes) == (source_size(*size) != size), sizes
+    # one whole decode per file (the scan's), and the hash's own smaller one where its scale is not the whole
+    small = source_size(*size)
+    assert sorted(sizes) == sorted([size] * len(paths) + ([small] * len(paths) if small != size else [])), sizes
 
     class bb:  # features of the pixels, without a model to build
         layers, fingerprint, device, dtype = 1, "mean-test", "cpu", "float32"
