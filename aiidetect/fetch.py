@@ -664,12 +664,35 @@ _LEGACY_ITEM_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "
 # (a state dict's are tens of KB, a whole pickled model's a few MB) the layout is not checked, rather than
 # letting an unverified file build an unbounded structure.
 _LEGACY_PICKLE_CAP = 32 << 20
+# Each opcode can leave an object of 50 to 1,000 bytes for one byte of the file (an empty dict, a MARK's list, a
+# class per distinct name): 32 MB of them held 2 to 8 GB for a minute. A state dict's pickles take some 20 per
+# tensor, a whole pickled model's a few hundred thousand; past this many the layout is not checked either.
+_LEGACY_OPCODES = 4_000_000
 
 
 class _Stub:
     """Whatever a legacy pickle names (a storage class, _rebuild_tensor_v2, OrderedDict, a module class) or
-    builds: a placeholder, so reading the layout runs no code of the file's."""
+    builds: a placeholder, so reading the layout runs no code of the file's. It takes, and drops, the items a
+    pickle gives the containers it builds (SETITEMS, APPENDS, ADDITEMS): a state dict is an OrderedDict, and
+    model.state_dict()'s, refused as damaged, is the commonest checkpoint there is."""
     name = ""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def add(self, value: Any) -> None:
+        pass
+
+
+# One placeholder class per storage kind the check sizes (their names are what it reads); every other name a
+# pickle gives, one shared placeholder: a class made per name let a file make millions.
+_STORAGE_STUBS = {n: type(n, (_Stub,), {"name": n}) for n in _LEGACY_ITEM_BYTES}
 
 
 class _CappedReader:
@@ -704,7 +727,15 @@ def _legacy_torch_problem(path: Path) -> str | None:
     size = path.stat().st_size
     numel: dict[str, int] = {}
     item: dict[str, int | None] = {}
-    classes: dict[str, type] = {}
+    opcodes = [_LEGACY_OPCODES]
+
+    class _Counted(dict):
+        """The unpickler's dispatch table, counting the opcodes it hands out (all five pickles together)."""
+        def __getitem__(self, op: int) -> Any:
+            opcodes[0] -= 1
+            if opcodes[0] < 0:
+                raise _TooBig
+            return dict.__getitem__(self, op)
 
     class Unpickler(pickle._Unpickler):  # noqa: SLF001 - the Python one: every global goes through find_class
         # Nothing is called, built or given state: a call (REDUCE, NEWOBJ, INST, OBJ) leaves a placeholder
@@ -734,7 +765,20 @@ def _legacy_torch_problem(path: Path) -> str | None:
             dispatch[_op[0]] = _fn
 
         def find_class(self, module: str, name: str) -> Any:
-            return classes.setdefault(f"{module}.{name}", type(name, (_Stub,), {"name": name}))
+            return _STORAGE_STUBS.get(name, _Stub)
+
+        def load_bytearray8(self) -> None:
+            # pickle's own allocates the declared length before reading a byte of it: 3 GB for a 60-byte file
+            n = int.from_bytes(self.read(8), "little")
+            if n > _LEGACY_PICKLE_CAP:
+                raise _TooBig
+            data = self.read(n)
+            if len(data) < n:
+                raise pickle.UnpicklingError("pickle data was truncated")
+            self.append(bytearray(data))
+
+        dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+        dispatch = _Counted(dispatch)
 
         def persistent_load(self, pid: Any) -> Any:
             if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[2], str):

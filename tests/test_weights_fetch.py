@@ -707,3 +707,64 @@ def test_an_unverifiable_legacy_torch_pickle_cut_short_is_refused(server, tmp_pa
     server.files[path] = whole
     res = download(plan, retries=0)
     assert res["verified"] == "none" and plan.dest.read_bytes() == whole
+
+
+def test_legacy_torch_pickles_of_every_layout_pass_the_check_and_cut_short_fail(tmp_path):
+    """model.state_dict() is an OrderedDict: its pickle fills one by SETITEMS, and the placeholder the check
+    built for it took no items, so the commonest checkpoint there is was refused as damaged and deleted."""
+    torch = pytest.importorskip("torch")
+    import collections
+
+    from aiidetect.fetch import _legacy_torch_problem
+
+    base = torch.arange(12, dtype=torch.float32)
+    layouts = {
+        "state_dict": torch.nn.Linear(3, 2).state_dict(),
+        "ordered": collections.OrderedDict(a=torch.randn(2), b=torch.randn(2, 2)),
+        "defaultdict": collections.defaultdict(list, a=[torch.ones(2)]),
+        "nested": {"model": {"w": torch.randn(2, 2)}, "l": [torch.ones(3), (torch.ones(1),)], "epoch": 3},
+        "shared_and_views": {"a": base, "b": base.view(3, 4), "c": base[2:7], "d": base[5:].t()},
+        "dtypes": {"h": torch.randn(3).half(), "bf": torch.randn(3).bfloat16(), "i8": torch.ones(2, dtype=torch.int8),
+                   "b": torch.tensor([True, False, True]), "c": torch.randn(2, dtype=torch.complex64)},
+        "empty": {"e": torch.empty(0), "z": torch.zeros(0, 5), "past_end": torch.randn(4)[4:]},
+        "module": torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU()),
+    }
+    for name, obj in layouts.items():
+        for proto in (2, 4):
+            p = tmp_path / f"{name}{proto}.pt"
+            with open(p, "wb") as f:
+                torch.save(obj, f, _use_new_zipfile_serialization=False, pickle_protocol=proto)
+            assert _legacy_torch_problem(p) is None, (name, proto, _legacy_torch_problem(p))
+            p.write_bytes(p.read_bytes()[:-1])
+            assert "torch checkpoint" in (_legacy_torch_problem(p) or ""), (name, proto)
+
+
+def test_a_hostile_legacy_pickle_is_read_in_bounded_memory(tmp_path, monkeypatch):
+    """Under the 32 MB cap on its pickles, a 'legacy torch' file still held 3 GB: a BYTEARRAY8 opcode's declared
+    length was allocated before a byte was read (a 60-byte file), a class was made for each distinct global name
+    (8 GB, a minute, for 32 MB of them), and any one-byte opcode that pushes a dict or opens a MARK left 64 bytes
+    or more (2 GB)."""
+    import pickle
+    import struct
+    import tracemalloc
+
+    import aiidetect.fetch as fetch
+
+    head = b"".join(pickle.dumps(x, 2) for x in (0x1950A86A20F9469CFC6C, 1001, {}))
+    names = b"".join(b"ca\n%x\n" % i for i in range(80_000))
+    bodies = {"bytearray8": b"\x80\x05\x96" + struct.pack("<Q", 200 << 20) + b"x.",
+              "a class per name": b"\x80\x02" + names + b".",
+              "dicts": b"\x80\x02" + b"}" * 1_000_000 + b"."}
+    for what, body in bodies.items():
+        p = tmp_path / "x.pt"
+        p.write_bytes(head + body + pickle.dumps([], 2))
+        with monkeypatch.context() as m:
+            if what == "dicts":   # the opcode budget, scaled to the file
+                m.setattr(fetch, "_LEGACY_OPCODES", 50_000, raising=False)
+            tracemalloc.start()
+            try:
+                fetch._legacy_torch_problem(p)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert peak < 16 << 20, (what, peak)

@@ -429,6 +429,10 @@ def write_html(out: IO[str], rows: Sequence[list[Any]], cards: Sequence[tuple[in
     csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
            "base-uri 'none'; form-action 'none'; object-src 'none'")
     fusion = run.get("fusion") or _fusion_facts(None)
+    if run.get("fusion_note"):
+        # the band drawn is the default, perhaps not the one that decided (records of several fusions, a model
+        # since moved): the words under the counts and each gauge's name no band as where a verdict begins
+        fusion = {**fusion, "band_unknown": True}
     n = len(rows)
     with_card = {i for i, _ in cards}
     out.write("".join([
@@ -565,7 +569,8 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
     # begins is the table legend's own sentence (writers.band_words): "at least 0.80" stood over a file judged
     # on a wider band of its own, and over one only its metadata spoke for, both uncertain at 0.85.
     own_band, soft_only = run.get("_legend") or (False, False)
-    band = _e(band_words(fusion, own_band, ("AI-generated", "likely real"))).replace(
+    band = _e(band_words(None if fusion.get("band_unknown") else fusion, own_band,
+                         ("AI-generated", "likely real"))).replace(
         "AI-generated", "<b>AI-generated</b>", 1).replace("likely real", "<b>likely real</b>", 1)
     o.append(f"<p><b>P(AI)</b> is aiidetect's estimate, from 0 to 1, that the image was made by a generative "
              f"model. By its fused P(AI), a file is called {band}, and "
@@ -719,8 +724,12 @@ def _gauge(p: float | None, fusion: Mapping[str, Any], band: tuple[float, float]
         marker = (f"<polygon points=\"{m - 6},2 {m + 6},2 {m},14\" fill=\"#000\"/>"
                   f"<line x1=\"{m}\" y1=\"12\" x2=\"{m}\" y2=\"38\" stroke=\"#000\" stroke-width=\"2\"/>")
     label = "P(AI) not available" if p is None else f"P(AI) = {shown_p_text(p, (hi, lo))}"
-    return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; likely "
-            f"real at or below {lo:.2f}, AI-generated at or above {hi:.2f}, uncertain between\">"
+    # the words of the overview (writers.band_words): "AI-generated at or above 0.50" named a file at 0.5 that fuse
+    # calls uncertain, and an edge of 1 that only decisive evidence passes, from 0.99
+    words = band_words(None if fusion.get("band_unknown") else {"ai_threshold": hi, "real_threshold": lo},
+                       names=("AI-generated", "likely real"))
+    return (f"<svg class=\"gauge\" viewBox=\"0 0 {GAUGE_W + 20} 62\" role=\"img\" aria-label=\"{_e(label)}; "
+            f"{_e(words)}, uncertain between\">"
             # a file judged on another band than the run's has its own zones drawn, not the shared ones
             + ("<use href=\"#gauge-band\"/>" if (lo, hi) == run_band else _band_shapes(lo, hi)) + f"{marker}</svg>")
 

@@ -268,8 +268,7 @@ class TableWriter(Writer):
         """What the numbers mean, under the table: an editor read "P(AI) 0.475" without knowing of what, or where
         a verdict begins, and --explain's "(+0.40 nats)" with no word on its scale."""
         # A store's rows (fusion None) may come from several runs, each with its own band: none is named.
-        band = (band_words(self.fusion, self.own_band) if self.fusion else "AI-generated or likely-real past "
-                "the thresholds of the scan that judged the file")
+        band = band_words(self.fusion, self.own_band)
         out = (f"P(AI): aiidetect's estimate, from 0 to 1, that the image was made by a generative model; {band}"
                ", uncertain between (aiidetect does not decide). likely-real is not proof: new generators "
                "and fakes made to fool detectors can score low.")
@@ -322,7 +321,7 @@ def is_soft_only(reasons: Any) -> bool:
     return isinstance(reasons, list) and any(x in (SOFT_ONLY, SOFT_ONLY_WAS) for x in reasons if isinstance(x, str))
 
 
-def band_words(fusion: Mapping[str, Any], own_band: bool = False,
+def band_words(fusion: Mapping[str, Any] | None, own_band: bool = False,
                names: tuple[str, str] = ("AI-generated", "likely-real")) -> str:
     """Where each firm verdict begins, as fusion.fuse judges it under `fusion`'s band: "AI-generated from 0.85,
     likely-real at or below 0.2". The legend under `scan`'s table and the report page's overview both say it
@@ -330,9 +329,12 @@ def band_words(fusion: Mapping[str, Any], own_band: bool = False,
     uncertain under an ai threshold of 0.5 (a coin flip is never firm), an edge of 1 or 0 is never reached by
     the detectors, and decisive evidence decides from DECISIVE_P_LEAST (0.990 with a pixel detector sure of the
     contrary), under a hand-edited or fitted ai threshold above it too. `own_band`: some file was judged on a
-    band of its own (fuse set the fusion model's bias and band aside for it)."""
-    hi, lo = float(fusion["ai_threshold"]), float(fusion["real_threshold"])
+    band of its own (fuse set the fusion model's bias and band aside for it). `fusion` None: the files may have
+    been judged on different bands (a store's rows, a report over several runs), so none is named."""
     ai, real = names
+    if not fusion:
+        return f"{ai} or {real} past the thresholds of the scan that judged the file"
+    hi, lo = float(fusion["ai_threshold"]), float(fusion["real_threshold"])
     decides = "where the file's reason says decisive provenance evidence decides the verdict"
     least_ai, most_real = f"{DECISIVE_P_LEAST:.2f}", f"{1 - DECISIVE_P_LEAST:.2f}"   # 0.99 and 0.01: bounds
     if hi >= 1:

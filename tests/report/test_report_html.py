@@ -707,3 +707,30 @@ def test_the_pages_band_sentence_holds_for_every_file_as_the_tables_legend_does(
     assert "stays uncertain whatever its P(AI)." in said
     # the band's limits, as the legend words them: P(AI) 0.5 is never AI-generated under an ai threshold of 0.5
     assert "<b>AI-generated</b> above 0.5," in page([plain], (0.5, 0.1))
+
+
+def test_no_band_is_named_where_the_run_does_not_know_it_and_the_gauge_says_the_overviews_words():
+    """A report over records of two fusions (or a model since moved) draws the default band and says it may not
+    be the one that decided, yet its overview said "AI-generated from 0.9" over a file AI-generated at 0.85, and
+    every gauge "AI-generated at or above 0.90"; at an ai threshold of 0.5 the gauge said "at or above 0.50" of a
+    file fuse calls uncertain at 0.5."""
+    from aiidetect.records import DetectorResult, Record
+    from aiidetect.report.html import HtmlWriter
+
+    def page(run):
+        out = io.StringIO()
+        w = HtmlWriter(out, run, thumbnails=False)
+        w.write(Record("/a/p.jpg", verdict="ai-generated", p_ai=0.85, detectors={"linear:a": DetectorResult("ok")},
+                       reasons=["linear:a: p_ai=0.85 (+1.70 nats)"]))
+        w.close()
+        return re.sub(r"\s+", " ", out.getvalue())
+
+    said = page({"fusion_note": "the records were decided by different fusions: a; b. The band drawn is the "
+                                "default one and may not be the one that decided each verdict."})
+    assert "a file is called <b>AI-generated</b> or <b>likely real</b> past the thresholds of the scan that " \
+           "judged the file, and <b>uncertain</b>" in said
+    assert "from 0.9" not in said and "at or above" not in said
+    assert "aria-label=\"P(AI) = 0.850; AI-generated or likely real past the thresholds of the scan" in said
+    said = page({"fusion": {"ai_threshold": 0.5, "real_threshold": 0.1}})
+    assert "aria-label=\"P(AI) = 0.850; AI-generated above 0.5, likely real at or below 0.1, uncertain between\"" \
+        in said
