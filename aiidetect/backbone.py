@@ -574,13 +574,18 @@ def rowwise_matmul(x: "torch.Tensor", w: "torch.Tensor", bias: "torch.Tensor | N
     wide matmuls inside the blocks (batch x tokens rows) are not affected (docs/performance.md,
     "Same bytes, same numbers"). An exporter tracing the graph gets the plain product: a loop over the
     batch would fix its size in the graph."""
+    y = rowwise(lambda r: r @ w, x) if x.dim() == 2 else x @ w
+    return y if bias is None else y + bias
+
+
+def rowwise(fn: "Callable[[torch.Tensor], torch.Tensor]", x: "torch.Tensor") -> "torch.Tensor":
+    """``fn(x)`` for a batch x, computed one row at a time and joined (rowwise_matmul says why); a whole
+    module's forward (the flow's) as well as one product. Under an exporter, ``fn(x)``."""
     import torch
 
-    if _tracing() or x.dim() != 2 or x.shape[0] <= 1:
-        y = x @ w
-    else:
-        y = torch.cat([x[i:i + 1] @ w for i in range(x.shape[0])])
-    return y if bias is None else y + bias
+    if _tracing() or x.shape[0] <= 1:
+        return fn(x)
+    return torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
 
 
 def _tracing() -> bool:

@@ -111,7 +111,10 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
         so.intra_op_num_threads = n
     so.log_severity_level = 3  # ORT warns about every CPU-assigned shape op on CUDA; noise for users
     exact_int8 = _guard_int8(so)
-    check_external_data(p, ort)
+    graph = check_external_data(p, ort)
+    # from the graph the check parsed (one read of a file that can be hundreds of MB), let go before the session
+    per_image = variant == "int8" and _quantizes_per_batch(graph)
+    del graph
     try:
         sess = ort.InferenceSession(str(p), sess_options=so, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -120,18 +123,15 @@ def load_session(path: str | Path, device: str = "auto", threads: int | None = N
     inp = sess.get_inputs()[0]
     return Session(path=p, session=sess, provider=got[0] if got else "unknown", requested=providers,
                    input_name=inp.name, input_type=inp.type, output_names=[o.name for o in sess.get_outputs()],
-                   exact_int8=exact_int8, per_image=variant == "int8" and _quantizes_per_batch(p))
+                   exact_int8=exact_int8, per_image=per_image)
 
 
-def _quantizes_per_batch(path: Path) -> bool:
+def _quantizes_per_batch(model: Any) -> bool:
     """Whether the graph computes activation scales from its input batch (dynamic int8). Without the onnx
-    package to read the graph, an int8 graph is taken to (the safe side: only slower)."""
-    try:
-        import onnx
-    except ImportError:
+    package to read the graph (model None), an int8 graph is taken to (the safe side: only slower)."""
+    if model is None:
         return True
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(n.op_type in ("DynamicQuantizeLinear", "DynamicQuantizeMatMul") for n in graph.node)
+    return any(n.op_type in ("DynamicQuantizeLinear", "DynamicQuantizeMatMul") for n in model.graph.node)
 
 
 # The first onnxruntime that refuses an external data location outside the model's folder (dense
@@ -139,18 +139,19 @@ def _quantizes_per_batch(path: Path) -> bool:
 _ORT_CHECKS_PATHS = (1, 24, 1)
 
 
-def check_external_data(path: Path, ort: Any = None) -> None:
+def check_external_data(path: Path, ort: Any = None) -> Any:
     """Refuse a model whose tensors take their data from a file outside its folder (``../``, an absolute
     path, a link leading out) or from anything but a regular file there. A model from a shared drive
     otherwise had onnxruntime (before 1.24, every release for Python 3.10; sparse initializers later
     still) read any file the user can, /dev/zero or a FIFO included, as its weights. Read with ``onnx``
-    (the [onnx] extra) without the data; without it, left to an onnxruntime that checks dense ones."""
+    (the [onnx] extra) without the data; without it, left to an onnxruntime that checks dense ones.
+    Returns the model read (without its external data), or None without ``onnx``."""
     try:
         import onnx
     except ImportError:
         version = tuple(int(x) for x in re.findall(r"\d+", getattr(ort or import_ort(), "__version__", "0"))[:3])
         if version >= _ORT_CHECKS_PATHS:
-            return
+            return None
         raise RuntimeUnavailable(
             f"cannot check where ONNX model {path} reads its data from: install `onnx` (the [onnx] extra), or "
             f"onnxruntime {'.'.join(map(str, _ORT_CHECKS_PATHS))} or later, which checks it itself") from None
@@ -168,6 +169,7 @@ def check_external_data(path: Path, ort: Any = None) -> None:
             raise RuntimeUnavailable(
                 f"ONNX model {path}: tensor {tensor.name!r} takes its data from {where!r}, which is not a file in "
                 "the model's folder; refused (a model may read only its own data files)")
+    return model
 
 
 def _all_tensors(model) -> Iterator[Any]:

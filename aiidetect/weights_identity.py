@@ -208,8 +208,8 @@ def _read_torchscript(path: Path) -> dict[str, Any]:
         # inflate to any size as it is read (a zip bomb), a stored one holds no more than the archive's bytes
         if z.getinfo(pkls[0]).compress_type != zipfile.ZIP_STORED:
             raise WeightsFormatError(f"{path}: {pkls[0]} is compressed, which torch never writes")
-        order = [n for n in z.namelist() if n == prefix + "byteorder"]
-        if order and z.read(order[0]).strip() not in (b"", b"little"):
+        order = prefix + "byteorder"
+        if order in names and z.read(order).strip() not in (b"", b"little"):
             raise WeightsFormatError(f"{path}: big-endian TorchScript archive")
         storages: dict[str, Any] = {}
         classes: dict[str, type] = {}
@@ -223,8 +223,7 @@ def _read_torchscript(path: Path) -> dict[str, Any]:
                 if info.compress_type != zipfile.ZIP_STORED:
                     raise WeightsFormatError(f"{path}: tensor data {key!r} is compressed, which torch never writes")
                 data = bytearray(z.read(info))
-                item = torch.empty(0, dtype=dtype).element_size()
-                if len(data) % item:
+                if len(data) % dtype.itemsize:
                     raise WeightsFormatError(f"{path}: tensor data {key!r} is not whole {dtype} elements")
                 storages[key] = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
             flat = storages[key]

@@ -112,6 +112,33 @@ def test_torchscript_archive_with_a_compressed_entry_is_refused(tmp_path):
     assert r.returncode == 2 and "data.pkl is compressed" in json.loads(r.stdout)[0]["error"]
 
 
+@pytest.mark.parametrize("entry, change, refusal", [
+    ("byteorder", lambda d: b"big", "big-endian"),
+    ("data/0", lambda d: d[:-1], "not whole torch.float32 elements"),
+    ("byteorder", None, None),  # older archives have none: little-endian
+])
+def test_torchscript_archive_byte_order_and_tensor_data_length_are_checked(tmp_path, entry, change, refusal):
+    import zipfile
+
+    from aiidetect.weights_identity import WeightsFormatError, read_torchscript_tensors
+
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(tmp_path / "a.pt"))
+    p = tmp_path / "b.pt"
+    with zipfile.ZipFile(tmp_path / "a.pt") as src, zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/" + entry):
+                if change is None:
+                    continue
+                data = change(data)
+            dst.writestr(info, data)
+    if refusal is None:
+        assert sorted(read_torchscript_tensors(p)) == ["bias", "weight"]
+    else:
+        with pytest.raises(WeightsFormatError, match=refusal):
+            read_torchscript_tensors(p)
+
+
 def _raw_archive(path, pkl: bytes, data: dict[str, bytes]) -> None:
     """A TorchScript archive laid out as torch writes one, around a hand-written data.pkl."""
     import zipfile

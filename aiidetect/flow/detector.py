@@ -69,11 +69,13 @@ class FlowDetector(HeadDetector):
         """(N, D) features -> (N,) log-densities under the flow."""
         import torch
 
-        # One row at a time: the flow's float32 matmuls round a row otherwise among more rows
-        # (backbone.rowwise_matmul), so a file's score would depend on the rest of its batch.
+        from ..backbone import rowwise
+
+        # The whole flow one row at a time: its float32 matmuls round a row otherwise among more rows
+        # (backbone.rowwise_matmul), so a file's score would depend on the rest of its batch. Here, not in
+        # the module: training and the ONNX export run it on whole batches.
         with torch.no_grad():
-            t = torch.as_tensor(x, dtype=torch.float32)
-            return np.concatenate([self.model(t[i:i + 1]).double().numpy() for i in range(t.shape[0])])
+            return rowwise(self.model, torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
     def predict(self, samples: Sequence[Any], features: Sequence[dict[str, Any]]) -> list[DetectorResult]:
         results_: list[DetectorResult | None] = [None] * len(samples)
