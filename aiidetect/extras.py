@@ -61,8 +61,6 @@ def installed_version(dist: str) -> str | None:
 # under one (scan results: result_cache.py; backbone features and perceptual hashes: feature_cache.py) is not
 # served under the other; aiidetect's own source hash does not see them.
 DECODERS = ("pillow", "pillow-heif", "numpy")
-# Each one's module: its __version__ is the code this process runs (loaded_version).
-DECODER_MODULES = {"pillow": "PIL", "pillow-heif": "pillow_heif", "numpy": "numpy"}
 # The C libraries a decode goes through, whose version is not the package's: two Pillow wheels of one version
 # can link another libjpeg(-turbo), whose IDCT and chroma up-sampling may differ in the last bit, and a distro's
 # Pillow links the system's libraries, updated underneath it. Those whose output a newer version may change:
@@ -109,8 +107,9 @@ def loaded_version(dist: str, module: str) -> str | None:
 # read more, and a node without c2pa-python finds no C2PA manifest, the most decisive evidence there is.
 METADATA_PARSERS = ("exifread", "c2pa-python")
 
-# Distributions whose module is not named after them (loaded_version); the rest import as their name.
-MODULE_OF = {**DECODER_MODULES, "c2pa-python": "c2pa"}
+# Distributions whose module is not their name with "_" for "-" (loaded_version: its __version__ is the code this
+# process runs); the rest, pillow-heif, numpy and exifread among them, import as that name.
+MODULE_OF = {"pillow": "PIL", "c2pa-python": "c2pa"}
 
 
 def running_versions(dists: Sequence[str]) -> dict[str, str | None]:

@@ -602,12 +602,12 @@ def versions_unlike(here: dict[str, str | None]) -> str:
     return _unlike[key]
 
 
-def _decode_stage(half, finish: bool):
+def _decode_stage(half, finish: bool, here: dict[str, str | None]):
     """The CPU task body; with finish (no model detectors) it completes the records too. Each row carries the
-    versions of the worker that decoded it and ran its metadata detector where they differ from the driver's
-    (versions_unlike), which the driver checks (_DecoderCheck)."""
+    versions of the worker that decoded it and ran its metadata detector where they differ from `here`, the
+    driver's node_versions (versions_unlike; sent with the task's function), which the driver checks its rows
+    against (_DecoderCheck: the same snapshot)."""
     listed_on = machine_id()
-    here = node_versions()  # the driver's, sent with the task's function
 
     def fn(batch: dict[str, Any]) -> dict[str, Any]:
         out = _decoded(batch)
@@ -812,7 +812,6 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
              file_timeout: float | None = None, connect=lambda: None, drop_pool_notice: bool = False,
              note: Callable[[str], None] | None = None) -> Iterator[Record]:
     env = _settings()
-    check = None
     window = window or int(env["window"] or WINDOW)
     start = env["task_start"] or TASK_START
     guard = pipe.guard
@@ -845,16 +844,17 @@ def _records(ray, pipe, candidates, families, ctx, actors, actor_cpus, actor_gpu
             continue
         if plan is None:
             connect()
-            plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start)
             check = _DecoderCheck(pipe, note or _log_warning)
+            plan = _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start, check.mine)
         stages, cpus = plan
         sent = _send(ray, pipe, todo, chunk, first, stages, cpus, file_timeout, start, check)
         # (from here, not around connect(): the Ray processes it starts would hold the pipe open for ever)
         yield from _without_pool_notice(sent) if drop_pool_notice and pipe.groups else sent
 
 
-def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start):
-    """The Ray Data stages for this scan, sized on the cluster, and its CPU count."""
+def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout, start, here):
+    """The Ray Data stages for this scan, sized on the cluster, and its CPU count. `here`: the driver's
+    node_versions, which each row's versions are told apart from (_decode_stage)."""
     from ..pipeline import Pipeline
 
     data_ctx = ray.data.DataContext.get_current()
@@ -894,7 +894,7 @@ def _plan(ray, pipe, families, ctx, actors, actor_cpus, actor_gpus, file_timeout
     # Finite retries: by default Ray retries a task whose worker died forever, so one file that crashes a
     # decoder hung the scan; a failed block is skipped, not the end of the job (see _execute).
     data_ctx.max_errored_blocks = -1
-    decode = _decode_stage(half, not has_model)
+    decode = _decode_stage(half, not has_model, here)
     if file_timeout:
         decode = _with_deadline(decode, not has_model, file_timeout, start)
     if has_model:

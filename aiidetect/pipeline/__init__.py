@@ -1,7 +1,7 @@
 """discover -> decode (worker pool) -> batch -> encoder features -> detectors -> fusion -> records.
 
-`plan` works out once what a scan does (encoder passes, preprocessing, JPEG
-draft, which detectors run in the decode workers, cache identities);
+`plan` works out once what a scan does (encoder passes, preprocessing,
+which detectors run in the decode workers, cache identities);
 `stages` holds the steps a file goes through; `loop` runs them over many
 files in order (`Pipeline.run`), or in halves for a distributed engine
 (`decode_many` / `decoder_half` on CPU workers, `complete` with the model).

@@ -163,7 +163,7 @@ class Pipeline:
                     if on_record:
                         on_record(rec)
                     yield rec
-                stop = min(self._stops, default=None)
+                stop = min(self._stops, key=lambda st: st[0], default=None)  # by index: a ReadsStuck has no order
                 if stop is not None and samples and stop[0] <= samples[-1].index:
                     raise stop[1]
         finally:

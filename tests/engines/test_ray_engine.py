@@ -117,8 +117,9 @@ def test_ray_cpu_tasks_check_the_listed_file_only_on_the_machine_that_listed_it(
     def code(fn):
         return pickle.loads(fn(dict(batch))["record"][0]).error
 
-    assert code(engine._decode_stage(half, True)).code == "unreadable"           # listed here, read here
-    fn = engine._decode_stage(half, True)
+    here = engine.node_versions()
+    assert code(engine._decode_stage(half, True, here)).code == "unreadable"     # listed here, read here
+    fn = engine._decode_stage(half, True, here)
     monkeypatch.setattr(engine, "machine_id", lambda: "another-node")
     assert code(fn) is None                                                       # read on another node
 
@@ -180,8 +181,8 @@ import os, pickle, sys
 from aiidetect.engines import ray as ray_engine
 real = ray_engine._decode_stage
 
-def crashing(half, finish):
-    fn = real(half, finish)
+def crashing(half, finish, here):
+    fn = real(half, finish, here)
     def stage(batch):
         paths = [pickle.loads(b).path for b in batch["cand"]]
         # A file that kills the worker reading it, as a decoder crash or an out-of-memory kill would.
@@ -332,8 +333,8 @@ def _failing_on(monkeypatch, ray_engine, bad):
 
     real = ray_engine._decode_stage
 
-    def stage(half, finish):
-        fn = real(half, finish)
+    def stage(half, finish, here):
+        fn = real(half, finish, here)
 
         def run(batch):
             if any(bad(pickle.loads(b).path) for b in batch["cand"]):
@@ -386,8 +387,8 @@ def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_
     sent: list[str] = []
     real = ray_engine._decode_stage
 
-    def stage(half, finish):
-        fn = real(half, finish)
+    def stage(half, finish, here):
+        fn = real(half, finish, here)
 
         def run(batch):
             paths = [pickle.loads(b).path for b in batch["cand"]]
@@ -433,9 +434,10 @@ def test_a_file_whose_worker_died_is_set_aside_in_the_store_as_the_local_engine_
     half = Pipeline([MetadataDetector({"watermark": "never"})], None, 16, 1)
     batch = {"i": [0, 1], "cand": [pickle.dumps(c) for c in cands[:2]]}
     monkeypatch.setattr(half, "complete", lambda samples: 1 / 0)  # a bug in the task: its files' records say so
-    assert [pickle.loads(r).error.code for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    here = ray_engine.node_versions()
+    assert [pickle.loads(r).error.code for r in real(half, True, here)(dict(batch))["record"]] == ["internal-error"] * 2
     monkeypatch.setattr(half, "decode_many", lambda c, i: 1 / 0)
-    assert [pickle.loads(r).error.code for r in real(half, True)(dict(batch))["record"]] == ["internal-error"] * 2
+    assert [pickle.loads(r).error.code for r in real(half, True, here)(dict(batch))["record"]] == ["internal-error"] * 2
 
 
 def _serve_once(reply: bytes) -> int:
@@ -756,8 +758,8 @@ def test_a_ray_scan_through_a_symlinked_folder_resumes_the_rows_of_the_folder(tm
     sent: list[str] = []
     real = ray_engine._decode_stage
 
-    def stage(half, finish):
-        fn = real(half, finish)
+    def stage(half, finish, here):
+        fn = real(half, finish, here)
 
         def run(batch):
             sent.extend(pickle.loads(b).path for b in batch["cand"])
@@ -1209,8 +1211,8 @@ def _nodes_decode_with(monkeypatch, ray_engine, **versions):
 
     real = ray_engine._decode_stage
 
-    def stage(half, finish):
-        fn = real(half, finish)
+    def stage(half, finish, here):
+        fn = real(half, finish, here)
 
         def run(batch):
             out = fn(batch)
@@ -1396,7 +1398,7 @@ def test_a_worker_like_the_driver_sends_no_versions_with_its_rows(tmp_path):
     from aiidetect.pipeline import Pipeline
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    fn = ray_engine._decode_stage(Pipeline([], None, 1, 1), True)
+    fn = ray_engine._decode_stage(Pipeline([], None, 1, 1), True, ray_engine.node_versions())
     out = fn({"i": [0], "cand": [pickle.dumps(Candidate(path=str(tmp_path / "a.png")))]})
     assert out["decoders"] == [""]
     here = ray_engine.node_versions()
