@@ -128,7 +128,7 @@ def decode_target():
 
     def one(data: bytes) -> None:
         try:
-            # Half the inputs take the JPEG draft path a resize-center-crop head's scan uses.
+            # Half the inputs take the JPEG draft path (report thumbnails and eval's perceptual hash use it).
             img, _info = decode_bytes(data, draft=224 if len(data) % 2 else None)
         except DecodeFailure:
             return
