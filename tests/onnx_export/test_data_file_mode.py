@@ -27,7 +27,7 @@ def test_external_data_follows_the_umask_like_the_graph(tmp_path, monkeypatch, v
     pytest.importorskip("onnxruntime")
     from aiidetect.onnx_export import quantize
 
-    monkeypatch.setattr(quantize, "EXTERNAL_DATA_BYTES", 0)  # the tiny graph is written as a large one is
+    monkeypatch.setattr(quantize, "EXTERNAL_DATA_BYTES", 0)  # the tiny graph takes a large one's path: external data
     src, dst = tmp_path / "fp32.onnx", tmp_path / f"m-{variant}.onnx"
     _tiny_graph(src)
     old = os.umask(umask)  # the test's own process state, put back at once; the code under test never sets it
