@@ -836,7 +836,7 @@ class Scanner:
         try:
             return reserve_reads()
         except ReadsStuck as exc:
-            raise ReadsStuckError(str(exc), exc.count, exc.files) from None
+            raise _stuck(exc) from None
 
     def _file_timeout(self) -> float | None:
         """Each file's read deadline in seconds (None or 0: none): the option, or the Ray engine's default."""
@@ -1018,6 +1018,12 @@ class Scanner:
         self.close()
 
 
+def _stuck(exc) -> ReadsStuckError:
+    """The library's ReadsStuckError for crashguard's ReadsStuck, with its count and this scan's files: raised
+    both when a scan is refused at its start and when one stops while iterating."""
+    return ReadsStuckError(str(exc), exc.count, exc.files)
+
+
 def _scan_errors(records, fatal):
     """`records`, with an engine's fatal error (a failing cluster) raised as the ScanError it is: one
     explained line and exit 2, not an unexpected exception."""
@@ -1026,7 +1032,7 @@ def _scan_errors(records, fatal):
     try:
         yield from records
     except ReadsStuck as exc:
-        raise ReadsStuckError(str(exc), exc.count, exc.files) from None
+        raise _stuck(exc) from None
     except fatal as exc:
         raise ScanError(str(exc)) from None
     finally:

@@ -2,8 +2,10 @@
 
 One report for a journalist's laptop and for fleet checks (``--format json``):
 packages and their extras, torch build and CUDA, CPU features, ONNX Runtime
-providers, backbone checkpoints and their identities, heads and the backbone
-each needs, caches and writable paths. ``clip_ready`` is what the exit code
+providers, the decoder, codec and metadata parser versions (what the result
+cache, a --db run and the Ray engine's nodes are told apart by), backbone
+checkpoints and their identities, heads and the backbone each needs, caches and
+writable paths. ``clip_ready`` is what the exit code
 says: can a default scan (with the same backbone options) run at least one
 CLIP detector here.
 """
@@ -84,6 +86,17 @@ def onnx_info() -> dict[str, Any]:
         return {"installed": True, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def reading_versions() -> dict[str, dict[str, str | None]]:
+    """The versions that decide what a file's bytes give: `decoders` (extras.decoder_versions: Pillow,
+    pillow-heif, numpy and the codec libraries, which key the result cache and a --db run's identity) and
+    `metadata_parsers` (the metadata detector's, extras.METADATA_PARSERS); together, what the Ray engine
+    compares between nodes (engines/ray.py, node_versions). An operator checking two machines compares these.
+    Imports Pillow and pillow-heif, never torch: a light install has them too."""
+    from .extras import METADATA_PARSERS, decoder_versions, running_versions
+
+    return {"decoders": decoder_versions(), "metadata_parsers": running_versions(METADATA_PARSERS)}
+
+
 def cpu_info() -> dict[str, Any]:
     from . import cpuinfo
 
@@ -149,7 +162,7 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
     cache_dirs = [Path(spec.cache_dir)] if getattr(spec, "cache_dir", None) else default_cache_dirs()
     report: dict[str, Any] = {"aiidetect": installed_version("aiidetect"), "python": platform.python_version(),
                               "packages": packages(), "cpu": cpu_info(), "torch": torch_info(),
-                              "onnxruntime": onnx_info(), "backbone": spec.describe(),
+                              "onnxruntime": onnx_info(), **reading_versions(), "backbone": spec.describe(),
                               "backbone_files": backbone_files(cache_dirs), "caches": caches()}
     ctx = RunContext(backbone_spec=spec, device=device, dtype="float32", weights_dirs=list(weights_dirs))
     dets = create_detectors(list(families or onnx_families()), ctx)

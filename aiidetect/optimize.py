@@ -185,11 +185,28 @@ def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL
     return out
 
 
-def versions() -> dict[str, str | None]:
-    from . import __version__
-    from .extras import installed_versions
+# The runtimes a decision was measured with, by distribution, and the module each is imported as.
+RUNTIMES = {"torch": "torch", "onnxruntime": "onnxruntime", "onnxruntime-gpu": "onnxruntime"}
 
-    return {"aiidetect": __version__, **installed_versions(("torch", "onnxruntime", "onnxruntime-gpu"))}
+
+def versions() -> dict[str, str | None]:
+    """aiidetect's version and each of RUNTIMES' as this process runs it (extras.loaded_version): an
+    `optimize` has torch and onnxruntime imported, and the installed metadata alone named a package upgraded
+    under a long-lived host that still measured with the old one, whose decision a fresh scan of the new one
+    then took for its own. A module not imported yet counts as its metadata (what the import would load), as
+    before: for an ordinary install both say the same, so decisions stored by earlier versions keep their key.
+    None: not installed. Both onnxruntime distributions installed at once share one module, which neither
+    can be told to be: each keeps its metadata then."""
+    from . import __version__
+    from .extras import installed_versions, loaded_version
+
+    installed = installed_versions(tuple(RUNTIMES))
+    out: dict[str, str | None] = {"aiidetect": __version__}
+    for dist, module in RUNTIMES.items():
+        shared = any(m == module and d != dist and installed[d] is not None for d, m in RUNTIMES.items())
+        v = installed[dist] if installed[dist] is None or shared else loaded_version(dist, module)
+        out[dist] = None if v is None else str(v)  # str: torch's TorchVersion is a subclass
+    return out
 
 
 def identity(spec, weights_dirs: Sequence[Path]) -> dict[str, Any]:

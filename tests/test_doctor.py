@@ -94,3 +94,37 @@ def test_a_torch_that_does_not_load_is_reported_not_a_crash(tmp_path, fmt):
         rep = json.loads(r.stdout)
         assert rep["torch"]["installed"] is True and rep["torch"]["error"].startswith("ImportError")
         assert rep["clip_ready"] is False
+
+
+def test_the_decoder_codec_and_parser_versions_are_shown_in_both_formats(tmp_path):
+    """The versions that key the result cache and a --db run, and that the Ray engine compares between nodes,
+    had no command to show them: an operator checking that two machines match could not."""
+    from aiidetect.engines import ray as ray_engine
+    from aiidetect.extras import decoder_versions
+
+    j = run_cli_in_process("doctor", "-f", "json", env=_env(tmp_path))
+    rep = json.loads(j.stdout)
+    assert rep["decoders"] == decoder_versions() and set(rep["metadata_parsers"]) == {"exifread", "c2pa-python"}
+    assert {**rep["decoders"], **rep["metadata_parsers"]} == ray_engine.node_versions()
+    t = run_cli_in_process("doctor", env=_env(tmp_path))
+    lines = t.stdout.splitlines()
+    dec = next(x for x in lines if x.startswith("decoders "))
+    assert f"pillow {rep['decoders']['pillow']};" in dec and f"numpy {rep['decoders']['numpy']}" in dec
+    assert all(f"{k} " in dec for k in rep["decoders"])
+    parsers = next(x for x in lines if x.startswith("metadata parsers "))
+    assert f"exifread {rep['metadata_parsers']['exifread'] or 'none'}" in parsers
+
+
+def test_the_versions_are_read_without_torch(tmp_path):
+    """doctor's version part must work where torch does not load: it runs in a process of its own."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys, json; from aiidetect.doctor import reading_versions; v = reading_versions(); "
+            "print(json.dumps(['torch' in sys.modules, v['decoders']['pillow']]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=60)
+    assert r.returncode == 0, r.stderr[-800:]
+    torch_loaded, pillow = json.loads(r.stdout)
+    assert torch_loaded is False and pillow

@@ -81,6 +81,9 @@ def _table(rep) -> None:
     con.print("\n[bold]ONNX Runtime[/]  " + (f"{o.get('version')}, providers {', '.join(o.get('providers') or [])}"
                                              if o.get("installed") and not o.get("error")
                                              else escape(o.get("error") or f"not installed: {o.get('remedy')}")))
+    # One line each, `name version` pairs: what an operator compares between two machines (docs/scale.md).
+    for title, key in (("decoders", "decoders"), ("metadata parsers", "metadata_parsers")):
+        con.print(f"\n[bold]{title}[/]  " + escape("; ".join(f"{k} {v or 'none'}" for k, v in rep[key].items())))
     con.print(f"\n[bold]backbone[/]  {escape(rep['backbone'])}")
     if rep["backbone_built"]:
         con.print(f"  built: fingerprint {rep['backbone_built']['fingerprint']}, "

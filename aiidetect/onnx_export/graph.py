@@ -103,6 +103,25 @@ def _version(mod: str) -> str | None:
         return None
 
 
+def share_like_graph(onnx_path: Path) -> None:
+    """Give the external data files next to `onnx_path` its permission bits. onnx's writer (fp16) and ONNX
+    Runtime's quantizer (int8) create the `.data` file as a private temporary one (0600), while the graph file
+    follows the umask: in an export folder shared between users the others could open the graph, not its
+    weights. The graph's mode is the umask's answer, read without os.umask (process-wide: a threaded host
+    may be creating files meanwhile)."""
+    import os
+    import stat
+
+    onnx_path = Path(onnx_path)
+    mode = stat.S_IMODE(onnx_path.stat().st_mode)
+    for name in _data_files(onnx_path)[1:]:
+        p = onnx_path.parent / name
+        # Only a file the writer put in the folder: never through a link, never outside it.
+        if p.parent == onnx_path.parent and not p.is_symlink() and p.is_file() \
+                and stat.S_IMODE(p.stat().st_mode) != mode:
+            os.chmod(p, mode)
+
+
 def _data_files(onnx_path: Path) -> list[str]:
     """The model file plus the external data files it references."""
     import onnx

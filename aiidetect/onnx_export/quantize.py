@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..onnx_sidecar import ExportError
-from .graph import EXTERNAL_DATA_BYTES
+from .graph import EXTERNAL_DATA_BYTES, share_like_graph
 
 
 def to_fp16(src: Path, dst: Path) -> dict[str, Any]:
@@ -23,6 +23,8 @@ def to_fp16(src: Path, dst: Path) -> dict[str, Any]:
     m16 = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=False)
     big = m16.ByteSize() > EXTERNAL_DATA_BYTES if _fits(m16) else True
     _save(m16, dst, big)
+    if big:
+        share_like_graph(dst)
     return {"converter": "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)",
             "external_data": big}
 
@@ -136,6 +138,8 @@ def to_int8(src: Path, dst: Path, calibration: np.ndarray | None = None, mode: s
                    "calibration_images": int(len(calibration)), "op_types": ["MatMul", "Gemm"]}
         else:
             raise ExportError(f"unknown int8 mode {mode!r} (dynamic | static)")
+    if external:
+        share_like_graph(dst)
     how["weight_bits"] = weight_bits
     how["float_scopes"] = list(keep_float_scopes)
     how["float_nodes"] = len(exclude)

@@ -1074,3 +1074,40 @@ def test_the_verified_line_names_the_set_and_how_it_was_fused():
     assert " on 24 images with --watermark never: " in opt._verified_line(c, 24, None, " with --watermark never")
     assert (" on 24 images for the detectors metadata,linear with --watermark never: "
             in opt._verified_line(c, 24, "metadata,linear", " with --watermark never"))
+
+
+def test_a_decision_is_keyed_by_the_runtimes_this_process_runs(tmp_path, monkeypatch):
+    """versions() read the installed metadata: a host that had imported onnxruntime before `pip install -U`
+    measured with the old one, and a fresh scan on the new one was served that decision as its own. The
+    loaded module's version keys it now; one that matches the metadata (every ordinary install) keeps the key
+    earlier versions stored, so their decisions are still served."""
+    import onnxruntime
+
+    from aiidetect import optimize as opt
+    from aiidetect.extras import installed_versions
+
+    ctx, _ = _stored_onnx_decision(tmp_path, monkeypatch)
+    stored = json.loads((opt.decision_dir(opt.identity(ctx.backbone_spec, ctx.weights_dirs)) / opt.DECISION)
+                        .read_text())["identity"]["versions"]
+    # What earlier versions recorded (the metadata) is what is recorded now: the stored decision above is theirs.
+    assert stored == {"aiidetect": opt.versions()["aiidetect"], **installed_versions(("torch", "onnxruntime", "onnxruntime-gpu"))}
+    assert opt.choose(ctx, ["linear"]).use
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")  # this process runs another onnxruntime
+    assert opt.versions()["onnxruntime"] == "0.0.1"
+    assert opt.choose(ctx, ["linear"]) is None  # not the decision measured with the installed one
+
+
+def test_both_onnxruntime_distributions_keep_their_installed_versions(monkeypatch):
+    """onnxruntime and onnxruntime-gpu installed together share one module, which is neither's for sure:
+    its version is not recorded for both (the key would change between an optimize, which imported it,
+    and a scan, which had not yet)."""
+    import onnxruntime
+
+    from aiidetect import extras
+    from aiidetect import optimize as opt
+
+    have = {"onnxruntime": "1.30.0", "onnxruntime-gpu": "1.29.0", "torch": "2.0.0"}
+    monkeypatch.setattr(extras, "installed_version", lambda dist: have.get(dist))
+    monkeypatch.setattr(onnxruntime, "__version__", "1.30.0")
+    v = opt.versions()
+    assert (v["onnxruntime"], v["onnxruntime-gpu"]) == ("1.30.0", "1.29.0")
