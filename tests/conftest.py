@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,20 @@ def _pillow_pixel_limit():
     before = Image.MAX_IMAGE_PIXELS
     yield
     Image.MAX_IMAGE_PIXELS = before
+
+
+@pytest.fixture(autouse=True)
+def _no_read_given_up_still_running():
+    """Reads a library scan gave up past file_timeout are counted per process (crashguard.reads_given_up): a test
+    that released its hanging reads in its `finally` may leave their threads finishing while the next test
+    starts, whose scans would then count them as stuck (a refused scan, a `timeout` under load). Wait for them,
+    bounded: a test that leaves one running for good is that test's bug, seen in its own assertions."""
+    from aiidetect import crashguard
+
+    deadline = time.monotonic() + 10
+    while crashguard.reads_given_up() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield
 
 
 def cli_command(*path: str):
