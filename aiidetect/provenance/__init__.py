@@ -616,7 +616,15 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but unreadable: {exc}",
                                      where))
         return None
+    f.stores = max(1, blobs.c2pa_stores)
     rep.facts["c2pa"] = f.to_dict()
+    if f.stores > 1:
+        # The reader names one store; what the others declare is unknown, so the record says they are there
+        # rather than let the first one stand as the file's whole account.
+        conflicts.append(f"{f.stores} C2PA manifest stores ({where}) where a file carries one (at least one was "
+                         "added after signing): only the first was read, declaring "
+                         f"{', '.join(sorted(set(f.source_types))[:3]) or 'no source type'}, which is therefore not "
+                         f"established for this image; what the other {f.stores - 1} declare is not known")
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
@@ -674,7 +682,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
         # carries a capture manifest that this image does not match, as any other self-contradiction.
         # The failures listed say which: an altered assertion (assertion.hashedURI.mismatch) leaves both
         # the image hash and the signature over the claim intact.
-        what = ("a capture manifest that does not match this image (changed after signing, or the manifest was "
+        what = ("a capture manifest beside another manifest store" if f.stores > 1
+                else "a capture manifest that does not match this image (changed after signing, or the manifest was "
                 "copied from another file)" if not f.content_matches
                 else "a capture manifest whose signature does not verify" if not f.signature_valid
                 else "a capture manifest that fails validation")
