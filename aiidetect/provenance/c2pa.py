@@ -99,6 +99,13 @@ class C2paFacts:
         return self.signature_valid and self.content_matches and not self.failures and self.stores <= 1
 
     @property
+    def trusted(self) -> bool:
+        """Valid, and its signer vouched for by a trust list (c2pa's own state "Trusted"). Never offline, where no
+        trust list is configured: a certificate anyone made for themselves then signs as validly as a camera
+        maker's, so a valid signature alone establishes only that the manifest is intact, not who made it."""
+        return self.valid and self.state.lower() == "trusted"
+
+    @property
     def credential_problems(self) -> list[str]:
         return [c for c in self.failures if is_credential_problem(c)]
 

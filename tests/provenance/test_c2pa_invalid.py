@@ -275,3 +275,23 @@ def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, mo
     assert ev["c2pa.ai-generated"].data["basis"] == "claim"
     one = {e.id: e for e in analyze(own, "x").evidence}   # the same manifest alone in its file still decides
     assert one["c2pa.ai-generated"].decisive and "stores" not in analyze(own, "x").facts["c2pa"]
+
+
+# --- a valid signature from a signer nothing vouches for ------------------------------------
+
+def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):
+    # The framer's move: a real photo signed with a certificate made for the purpose, declaring
+    # trainedAlgorithmicMedia. Offline no trust list is configured, so the signature says the manifest is
+    # intact, not who made it; counted at the signed floor it was ai-generated at P(AI) 0.99 against a pixel
+    # detector sure the photo was real, and the reason called it "a valid signature".
+    from aiidetect.fusion import DECISIVE_P_LEAST, fuse
+    from aiidetect.metadata.detector import result_from_evidence
+    from aiidetect.records import DetectorResult
+
+    rep = analyze(c2pa_signing.sign(signer, _img(9), "JPEG", "trainedAlgorithmicMedia", thumbnail=False), "x")
+    assert rep.facts["c2pa"]["status"] == "valid"
+    out = fuse({"metadata": result_from_evidence(rep.evidence, {"facts": rep.facts}),
+                "linear:x": DetectorResult(status="ok", p_ai=0.01, score_kind="prob")})
+    assert out.verdict == "ai-generated" and out.p_ai < DECISIVE_P_LEAST, out.p_ai
+    assert "anyone can sign with a self-made certificate" in out.reasons[0]
+    assert "counts as the file's own claim" in out.reasons[0], out.reasons[0]

@@ -93,7 +93,8 @@ def test_unsigned_xmp_beside_a_valid_signed_declaration_is_counted_in_it(signer)
                                      xmp=_packet("trainedAlgorithmicMedia")))
     assert rep.facts["c2pa"]["status"] == "valid"
     signed, xmp = ev["c2pa.ai-generated"], ev["xmp.ai-source-type"]
-    assert signed.llr == 7.0 and signed.decisive and signed.data["basis"] == "signed"
+    # Valid but, offline, vouched for by no trust list: decisive as the file's own claim, not as signed evidence.
+    assert signed.llr == 7.0 and signed.decisive and signed.data["basis"] == "claim"
     assert xmp.llr == 0.0 and not xmp.decisive and xmp.data["corroborates"] == "c2pa.ai-generated"
     assert "signed): an exporter writes its one source-type declaration" in xmp.detail
     assert _llr(rep) == 7.0 + HINTS
