@@ -383,7 +383,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         settings = next((e for e in claims if e.id == "generator.parameters"), None)
         if capture is not None and settings is not None:
             vouch = ("; the valid signature covers the file's bytes, the settings block included: whoever signed "
-                     "shipped both" if _signed(capture) else "")
+                     "shipped both" if capture.id.startswith("c2pa.") and capture.data.get("valid") else "")
             conflicts.append(f"a declaration of camera capture ({capture.id}; {capture.source}) beside generator "
                              f"settings ({settings.source}): one of the two is untrue{vouch}")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read and not named_elsewhere:
@@ -479,7 +479,9 @@ CLAIM_FAMILIES = (
 
 
 def _signed(e: Evidence) -> bool:
-    return e.id.startswith("c2pa.") and bool(e.data.get("valid"))
+    """A C2PA item whose signer a trust list vouches for. A valid signature alone (every one offline) is not:
+    a self-made certificate signs as validly, so such a manifest is one more copy of the exporter's claim."""
+    return e.id.startswith("c2pa.") and bool(e.data.get("trusted"))
 
 
 def _count_claims_once(ev: list[Evidence]) -> None:
@@ -630,7 +632,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()
     base = dict(claim_generator=f.claim_generator, signer=f.signer, valid=ok, status=f.status,
-                failures=f.failures[:10], actions=f.actions[:10])
+                failures=f.failures[:10], actions=f.actions[:10], **({"trusted": True} if f.trusted else {}))
     ev = rep.evidence
     ev.append(Evidence("c2pa.manifest", "neutral", 0.0,
                        f"C2PA manifest by {quote(f.claim_generator) or 'unknown tool'}: {validity}", where,
@@ -674,10 +676,14 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     elif captured and f.status in ("valid", "unverified"):
         # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
         # expired certificate on an older genuine photo) with nothing saying the bytes changed.
+        # Valid but vouched for by no trust list (every signer offline) is unverified too: a launderer signs a
+        # generated image as digitalCapture with a certificate made for the purpose as easily as a camera signs
+        # its photo, and counted as signed that was the 2 nats soft evidence may move toward real, all of it.
         cap = sorted(captured)[0]
+        claim = "; counted as a claim: no trust list vouches for the signer" if ok and not f.trusted else ""
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {cap}: {dst.meaning(cap)}; "
-                      f"{validity}", where, key="c2pa.capture" + ("" if ok else ".unverified"), source_type=cap,
-                      **base))
+                      f"{validity}{claim}", where, key="c2pa.capture" + ("" if f.trusted else ".unverified"),
+                      source_type=cap, **base))
     elif captured:
         # No evidence toward real (STRENGTH above), but not silence either: the reader is told the file
         # carries a capture manifest that this image does not match, as any other self-contradiction.

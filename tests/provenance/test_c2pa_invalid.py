@@ -77,11 +77,21 @@ def test_capture_manifest_with_a_bad_signature_counts_nothing_and_is_not_called_
     assert "not the one that was signed" not in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
 
 
-def test_valid_capture_manifest_still_counts(signer):
-    rep = analyze(c2pa_signing.sign(signer, _img(4), "JPEG", "digitalCapture"), "x")
+def test_valid_capture_manifest_still_counts(signer, monkeypatch):
+    from aiidetect.provenance import c2pa as c2
+
+    data = c2pa_signing.sign(signer, _img(4), "JPEG", "digitalCapture")
+    rep = analyze(data, "x")
     cap = {e.id: e for e in rep.evidence}["c2pa.capture"]
-    assert cap.direction == "real" and cap.strength == 2.0 and not cap.decisive
+    # Offline no trust list vouches for the signer: a launderer's self-made certificate signs a generated image
+    # as validly, and counted as signed it moved all of soft evidence's 2 nats toward real.
+    assert cap.direction == "real" and cap.strength == 0.5 and not cap.decisive
+    assert "counted as a claim: no trust list vouches for the signer" in cap.detail
     assert "conflicts" not in rep.facts
+    # A signer a trust list vouches for (c2pa's state Trusted) keeps the signed weight.
+    monkeypatch.setattr(c2.C2paFacts, "trusted", property(lambda self: self.valid))
+    cap = {e.id: e for e in analyze(data, "x").evidence}["c2pa.capture"]
+    assert cap.strength == 2.0 and "counted as a claim" not in cap.detail
 
 
 def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_counts_them_all():
