@@ -165,6 +165,8 @@ class C2paFacts:
             d["created_source_types"] = self.created_source_types
         d["valid"] = self.valid
         d["status"] = self.status
+        if self.trusted:   # only then: a valid signature alone is the file's own claim (docs/provenance.md)
+            d["trusted"] = True
         # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
         # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
         # MAX_LIST_ITEMS of each (each clipped) and says in `truncated` how many there were.
