@@ -599,3 +599,51 @@ def test_a_path_the_system_refuses_says_why_not_that_it_is_missing(tmp_path):
         discover([long])
     (c,), _ = discover([], stdin=io.StringIO(long + "\n"))
     assert c.error == ("unreadable", os.strerror(errno.ENAMETOOLONG))
+
+
+def test_a_big_folder_is_walked_holding_its_names_not_its_entries(tmp_path, monkeypatch):
+    # A folder's listing is held while it is walked (name order): as DirEntry objects, about 220 bytes an entry
+    # (a folder of 100,000 files added 21 MB to a scan's peak), where its names take about 70.
+    import aiidetect.discover as disc
+    from aiidetect.discover import iter_discover
+
+    live = [0]
+    scandir = os.scandir
+
+    class Entry:  # counts the scandir entries still held by someone
+        __slots__ = ("_e",)
+
+        def __init__(self, e):
+            self._e = e
+            live[0] += 1
+
+        def __del__(self):
+            live[0] -= 1
+
+        def __getattr__(self, name):
+            return getattr(self._e, name)
+
+    class Scandir:
+        def __init__(self, top):
+            self._it = scandir(top)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+        def __iter__(self):
+            return (Entry(e) for e in self._it)
+
+    for i in range(300):
+        (tmp_path / f"f{i:03d}.png").write_bytes(b"")
+    (tmp_path / "f000.png").unlink()
+    os.symlink("f001.png", tmp_path / "f000.png")  # links are still told apart (a link in the walk: outside_links)
+    monkeypatch.setattr(disc.os, "scandir", Scandir)
+    it, summ = iter_discover([str(tmp_path)])
+    first = next(it)
+    held = live[0]
+    rest = list(it)
+    assert held == 0
+    assert {c.path for c in [first, *rest]} == {str(tmp_path / f"f{i:03d}.png") for i in range(1, 300)}
