@@ -590,12 +590,18 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             again = again and k in walked  # not listed before (unreadable then): its files are new here
             first = walked.setdefault(k, [top if filtered else None, mtime, ()])
             fresh = moved_since(again, first, mtime)
-        stack = [(entries, ancestors, again, fresh, first)]
+        # The folders from the top down to the one being walked (a link back to one of them is a loop): one set,
+        # each folder added as it is entered and taken out when it is done. A copy of it per level, as before,
+        # made a tree 2,100 folders deep hold 2.2 million keys at its bottom (85 MB; the walk reaches that deep
+        # before a path passes PATH_MAX).
+        inside = set(ancestors)
+        stack = [(entries, None, again, fresh, first)]
         while stack:
-            it, ancestors, again, fresh, first = stack[-1]
+            it, entered_as, again, fresh, first = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
+                inside.discard(entered_as)
                 continue
             p, name, is_link = e
             try:
@@ -629,7 +635,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if not recursive:
                     continue
                 key = (st.st_dev, st.st_ino)
-                if key in ancestors:
+                if key in inside:
                     if not again:
                         yield Candidate(p, error=("symlink-loop", "directory link points back to one of its parents"))
                     continue
@@ -643,7 +649,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if key not in walked:
                     twice = False  # never listed before (made since, or unreadable then): its files are new here
                 sub_first = walked.setdefault(key, [p if filtered else None, st.st_mtime_ns, ()])
-                stack.append((sub, ancestors | {key}, twice, moved_since(twice, sub_first, st.st_mtime_ns),
+                inside.add(key)
+                stack.append((sub, key, twice, moved_since(twice, sub_first, st.st_mtime_ns),
                               sub_first))
                 continue
             if not is_image:
