@@ -77,7 +77,9 @@ def scan(folder: Path, store: Path, src: str) -> dict:
     cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "aiidetect", "scan", str(folder), "-d", "metadata",
            "--no-cache", "-q", "-f", "jsonl", "--db", str(store)]
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # Run from the work folder: `python -m` puts the working folder first on sys.path, ahead of PYTHONPATH, so run
+    # from a checkout it measured that checkout whatever --src said.
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=store.parent)
     first, n, codes = None, 0, {}
     for line in p.stdout:
         if first is None:
