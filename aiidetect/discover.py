@@ -542,12 +542,25 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
         seen.add(key)
         return True
 
-    def listing(top: str) -> list | OSError:
+    def listing(top: str) -> Iterator[tuple[str, str, bool]] | OSError:
+        """A folder's entries in name order, as (path, name, is a symbolic link). Held whole while the folder is
+        walked (for the order), so kept as its names only, the links among them apart: the DirEntry objects
+        took about 220 bytes an entry, the names about 70 (a folder of 1,000,000 files: 220 MB against 70)."""
+        names: list[str] = []
+        links: set[str] = set()
         try:
             with os.scandir(top) as it:
-                return sorted(it, key=lambda e: e.name)  # one folder's entries at a time
+                for e in it:
+                    names.append(e.name)
+                    try:
+                        if e.is_symlink():  # the listing's file type: no system call where the file system gives one
+                            links.add(e.name)
+                    except OSError:
+                        pass  # its stat below fails too, and says why
         except OSError as exc:
             return exc
+        names.sort()
+        return ((os.path.join(top, n), n, n in links) for n in names)
 
     def note(first: list, key) -> None:
         """A file of a folder's first listing whose ctime is not older than the folder's mtime then: a file
@@ -577,16 +590,21 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
             again = again and k in walked  # not listed before (unreadable then): its files are new here
             first = walked.setdefault(k, [top if filtered else None, mtime, ()])
             fresh = moved_since(again, first, mtime)
-        stack = [(iter(entries), ancestors, again, fresh, first)]
+        # The folders from the top down to the one being walked (a link back to one of them is a loop): one set,
+        # each folder added as it is entered and taken out when it is done. A copy of it per level, as before,
+        # made a tree 2,100 folders deep hold 2.2 million keys at its bottom (85 MB; the walk reaches that deep
+        # before a path passes PATH_MAX).
+        inside = set(ancestors)
+        stack = [(entries, None, again, fresh, first)]
         while stack:
-            it, ancestors, again, fresh, first = stack[-1]
+            it, entered_as, again, fresh, first = stack[-1]
             e = next(it, None)
             if e is None:
                 stack.pop()
+                inside.discard(entered_as)
                 continue
-            p = e.path
+            p, name, is_link = e
             try:
-                is_link = e.is_symlink()
                 st = os.stat(p)  # follows links
             except OSError as exc:
                 if getattr(exc, "errno", None) == 40 or is_link:
@@ -605,7 +623,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if not again:  # a folder reached a second time already gave this row
                     yield Candidate(p, error=("unreadable", f"cannot stat: {exc.strerror or exc}"))
                 continue
-            is_image = os.path.splitext(e.name)[1].lower() in IMAGE_EXTS
+            is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTS
             real = os.path.realpath(p) if is_link else None
             if is_link and (recursive if stat.S_ISDIR(st.st_mode) else is_image) and not fence.allows(real):
                 if not again:
@@ -617,7 +635,7 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if not recursive:
                     continue
                 key = (st.st_dev, st.st_ino)
-                if key in ancestors:
+                if key in inside:
                     if not again:
                         yield Candidate(p, error=("symlink-loop", "directory link points back to one of its parents"))
                     continue
@@ -631,7 +649,8 @@ def _walk_all(args: list[str], listed: Iterable[str], recursive: bool, include: 
                 if key not in walked:
                     twice = False  # never listed before (made since, or unreadable then): its files are new here
                 sub_first = walked.setdefault(key, [p if filtered else None, st.st_mtime_ns, ()])
-                stack.append((iter(sub), ancestors | {key}, twice, moved_since(twice, sub_first, st.st_mtime_ns),
+                inside.add(key)
+                stack.append((sub, key, twice, moved_since(twice, sub_first, st.st_mtime_ns),
                               sub_first))
                 continue
             if not is_image:

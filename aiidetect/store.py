@@ -162,6 +162,23 @@ def _unfinished(path: Path) -> StoreError:
                       f"`aiidetect scan --db {path}` rolls it back, and the results commands never write a store")
 
 
+def _other_version(path: Path, ver: Any) -> str:
+    """Why a store of another version is refused. A newer aiidetect's store is the likely case (the store copied to,
+    or shared with, a machine not yet upgraded): say so, and what to do."""
+    from . import __version__
+
+    found = ver[0] if ver else "?"
+    try:
+        newer = int(found) > int(STORE_VERSION)
+    except (TypeError, ValueError):
+        newer = False
+    if newer:
+        return (f"{path} is a results store of version {found}, written by a newer aiidetect; this one "
+                f"({__version__}) knows version {STORE_VERSION} only and has written nothing to it: read and write it "
+                "with that version or a later one")
+    return f"{path}: results store version {found} is not {STORE_VERSION}"
+
+
 def _cannot_write(path: Path, exc: sqlite3.Error) -> StoreError:
     folder = path.parent if str(path.parent) else Path(".")
     if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -764,6 +781,14 @@ class ResultsStore:
                     # Someone else's database: never add tables to it.
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
+                if "meta" in tables:
+                    # Before anything is written: this version's schema script, its WAL switch and the clean
+                    # record's removal all changed a newer version's store (an index it had dropped made
+                    # again, its journal mode changed) that was then refused anyway.
+                    ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+                    if ver is not None and ver[0] != STORE_VERSION:
+                        self._db.close()
+                        raise StoreError(_other_version(self.path, ver))
                 if damage != "ok":
                     raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
@@ -798,7 +823,7 @@ class ResultsStore:
             # second row of the same (run, path) written beside the first, counted twice everywhere.
             problem = str(self._found_damaged(f"SQLite integrity check: {damage}"))
         elif ver is None or ver[0] != STORE_VERSION:
-            problem = f"{self.path}: results store version {ver[0] if ver else '?'} is not {STORE_VERSION}"
+            problem = _other_version(self.path, ver)
         elif not readonly:
             # A table changed by hand (or by another tool) failed only at the first batch, after the scan.
             problem = self.missing_columns("this version cannot write into it")

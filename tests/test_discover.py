@@ -599,3 +599,77 @@ def test_a_path_the_system_refuses_says_why_not_that_it_is_missing(tmp_path):
         discover([long])
     (c,), _ = discover([], stdin=io.StringIO(long + "\n"))
     assert c.error == ("unreadable", os.strerror(errno.ENAMETOOLONG))
+
+
+def test_a_big_folder_is_walked_holding_its_names_not_its_entries(tmp_path, monkeypatch):
+    # A folder's listing is held while it is walked (name order): as DirEntry objects, about 220 bytes an entry
+    # (a folder of 100,000 files added 21 MB to a scan's peak), where its names take about 70.
+    import aiidetect.discover as disc
+    from aiidetect.discover import iter_discover
+
+    live = [0]
+    scandir = os.scandir
+
+    class Entry:  # counts the scandir entries still held by someone
+        __slots__ = ("_e",)
+
+        def __init__(self, e):
+            self._e = e
+            live[0] += 1
+
+        def __del__(self):
+            live[0] -= 1
+
+        def __getattr__(self, name):
+            return getattr(self._e, name)
+
+    class Scandir:
+        def __init__(self, top):
+            self._it = scandir(top)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+        def __iter__(self):
+            return (Entry(e) for e in self._it)
+
+    for i in range(300):
+        (tmp_path / f"f{i:03d}.png").write_bytes(b"")
+    (tmp_path / "f000.png").unlink()
+    os.symlink("f001.png", tmp_path / "f000.png")  # links are still told apart (a link in the walk: outside_links)
+    monkeypatch.setattr(disc.os, "scandir", Scandir)
+    it, summ = iter_discover([str(tmp_path)])
+    first = next(it)
+    held = live[0]
+    rest = list(it)
+    assert held == 0
+    assert {c.path for c in [first, *rest]} == {str(tmp_path / f"f{i:03d}.png") for i in range(1, 300)}
+
+
+def test_a_deep_tree_is_walked_in_memory_linear_in_its_depth(tmp_path):
+    # The walk kept, for each folder on the way down, its own copy of the set of folders above it: at 2,100
+    # levels (about where a path passes PATH_MAX) 2.2 million keys, 85 MB, 40 bytes a key; at 600 levels 7 MB.
+    import tracemalloc
+
+    from aiidetect.discover import iter_discover
+
+    depth = 600
+    d = tmp_path
+    for _ in range(depth):
+        d = d / "d"
+    d.mkdir(parents=True)
+    (d / "bottom.png").write_bytes(b"")
+    tracemalloc.start()
+    try:
+        it, _ = iter_discover([str(tmp_path)])
+        found = next(it)  # the walk is at its deepest here
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert found.path == str(d / "bottom.png") and list(it) == []
+    # Each level's own share: its path (1.2 KB at the bottom), its listing, its walk state. Not the levels above
+    # it again.
+    assert held < depth * 3000, held

@@ -289,6 +289,31 @@ def test_store_rejects_foreign_sqlite(tmp_path):
     assert list(in_shard([Candidate("a")], None))[0].path == "a"
 
 
+def test_a_newer_store_is_refused_before_anything_is_written(tmp_path):
+    # A store written by a newer aiidetect (copied to a machine not yet upgraded): refused, as before, but the
+    # refusing writer first ran its own schema script and WAL switch over it (an index the newer schema
+    # dropped was made again, the journal mode changed), and said only "version 2 is not 1".
+    (tmp_path / "s").mkdir()
+    db = tmp_path / "s" / "audit.sqlite"
+    ResultsStore(db).close()
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE meta SET value='2' WHERE key='store_version'")
+        c.execute("DROP INDEX results_sha")
+        c.commit()
+        c.execute("PRAGMA journal_mode=DELETE").fetchall()
+    for extra in db.parent.glob("audit.sqlite-*"):  # the clean record: its removal is a write too
+        extra.unlink()
+    before = db.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="version 2, written by a newer aiidetect.*written nothing"):
+            ResultsStore(db, readonly=readonly)
+    _tiny_images(tmp_path / "in", 1, folders=1)
+    r = run_cli_in_process("scan", str(tmp_path / "in"), "-d", "metadata", "--db", str(db))
+    assert r.returncode == 2 and "newer aiidetect" in r.stderr and not r.stdout
+    assert db.read_bytes() == before
+    assert sorted(x.name for x in db.parent.iterdir()) == ["audit.sqlite"]
+
+
 def test_engine_options_are_validated(tmp_path):
     _tiny_images(tmp_path, 1, folders=1)
     r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
