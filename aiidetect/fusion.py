@@ -724,14 +724,26 @@ def without_pixels(results: Mapping[str, DetectorResult], model: Mapping[str, An
 # so the reason must say when nothing but the file's own word stands behind it.
 _BASIS_WORDS = {
     "claim": "the file's own unsigned metadata (not verified: any tool can write it into any image)",
-    "signed": "a C2PA manifest with a valid signature and content hash (the signer is not checked against a trust "
-              "list: a self-made certificate signs as validly)",
+    "signed": "a C2PA manifest with a valid signature and content hash, from a signer a trust list vouches for",
     "pixels": "a pattern measured in the pixels (its public encoder can put it into any image)",
 }
 
 
+# A C2PA manifest intact since signing, by a signer nothing vouches for: offline every signer, since no trust list
+# is configured. A self-made certificate signs as validly, so it counts as a claim (basis "claim"), and the reason
+# says why a signature counts no more than that. It read "resting on ... a valid signature" at the signed floor,
+# P(AI) 0.99 against a pixel detector sure the photo was real, where a pasted XMP declaration stops at 0.90.
+_UNTRUSTED_SIGNATURE_WORDS = ("a C2PA manifest whose signature and content hash check out, but whose signer no trust "
+                              "list vouches for (anyone can sign with a self-made certificate), so it counts as the "
+                              "file's own claim")
+
+
 def _basis(decisive) -> str:
-    parts = list(dict.fromkeys(f"{e.id}, {_BASIS_WORDS[b]}" for _, e in decisive
+    def words(e, b):
+        d = e.data or {}
+        return _UNTRUSTED_SIGNATURE_WORDS if b == BASIS_CLAIM and d.get("status") == "valid" else _BASIS_WORDS[b]
+
+    parts = list(dict.fromkeys(f"{e.id}, {words(e, b)}" for _, e in decisive
                                if (b := (e.data or {}).get("basis")) in _BASIS_WORDS))
     return ", resting on " + "; ".join(parts) if parts else ""
 

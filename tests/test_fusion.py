@@ -50,12 +50,14 @@ def test_decisive_ai_evidence_dominates_pixel_detectors():
 
 
 def test_decisive_reason_names_what_the_evidence_rests_on():
-    def first(basis):
-        e = Evidence("x.decl", "ai", 6.0, "declared", decisive=True, data={"basis": basis})
+    def first(basis, **data):
+        e = Evidence("x.decl", "ai", 6.0, "declared", decisive=True, data={"basis": basis, **data})
         return fuse({"linear": ok(0.02), "metadata": meta(e, CAMERA)}).reasons[0]
 
     assert "x.decl, the file's own unsigned metadata (not verified" in first("claim")
-    assert "valid signature" in first("signed") and "self-made certificate" in first("signed")
+    assert "valid signature" in first("signed") and "a trust list vouches for" in first("signed")
+    # A valid C2PA signature no trust list vouches for (every one offline) is a claim, and the reason says why.
+    assert "self-made certificate" in first("claim", status="valid") and "own claim" in first("claim", status="valid")
     assert "measured in the pixels" in first("pixels") and "any image" in first("pixels")
     assert first(None) == "decisive provenance evidence decides the verdict"   # no basis given: no guess
 

@@ -88,10 +88,22 @@ class C2paFacts:
     ingredient_source_types: list[str] = field(default_factory=list)  # of ingredients' manifests
     parent_source_types: list[str] = field(default_factory=list)      # of c2pa.created of the image it was opened from
     manifests: int = 0
+    # Manifest stores in the file (containers.Blobs.c2pa_stores). The C2PA specification allows one; the reader
+    # reads the first of a JPEG's or WebP's and reports nothing of the others. More than one means a store was
+    # added after signing (a camera's pasted in front of a generator's, or the reverse), so the one read is not
+    # the file's account of itself: the manifest is invalid, whatever its own signature says.
+    stores: int = 1
 
     @property
     def valid(self) -> bool:
-        return self.signature_valid and self.content_matches and not self.failures
+        return self.signature_valid and self.content_matches and not self.failures and self.stores <= 1
+
+    @property
+    def trusted(self) -> bool:
+        """Valid, and its signer vouched for by a trust list (c2pa's own state "Trusted"). Never offline, where no
+        trust list is configured: a certificate anyone made for themselves then signs as validly as a camera
+        maker's, so a valid signature alone establishes only that the manifest is intact, not who made it."""
+        return self.valid and self.state.lower() == "trusted"
 
     @property
     def credential_problems(self) -> list[str]:
@@ -102,7 +114,16 @@ class C2paFacts:
         """valid | unverified (no validation reported, or only the credential or time in doubt) | invalid."""
         if self.valid:
             return "valid"
+        if self.stores > 1:
+            return "invalid"
         return "invalid" if any(not is_credential_problem(c) for c in self.failures) else "unverified"
+
+    def stores_text(self) -> str:
+        """What the other manifest stores mean, in words; "" for a file with one."""
+        if self.stores <= 1:
+            return ""
+        return (f"the file holds {self.stores} C2PA manifest stores where a file carries one (at least one was "
+                f"added after signing): only the first was read")
 
     def validity_text(self) -> str:
         if self.valid:
@@ -110,6 +131,9 @@ class C2paFacts:
             # certificate anyone made for themselves signs just as validly as a camera maker's.
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; "
                     "signer not checked against a trust list (a self-made certificate signs as validly)")
+        if self.stores > 1:
+            codes = f" ({', '.join(self.failures[:4])})" if self.failures else ""
+            return f"signed by {quote(self.signer) or 'unknown signer'}; manifest INVALID{codes}: {self.stores_text()}"
         if not self.failures:
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature NOT verified (the C2PA reader "
                     "reported no validation), so the manifest is only a claim")
@@ -134,12 +158,15 @@ class C2paFacts:
 
         # The edits' terms are in source_types already (and each action in actions): a second and third
         # copy of a hand-made manifest's 2,000 edits would grow the record past its bound.
-        d = {k: v for k, v in self.__dict__.items() if v not in (None, "", []) and k not in _NOT_RECORDED}
+        d = {k: v for k, v in self.__dict__.items() if v not in (None, "", []) and k not in _NOT_RECORDED
+             and (k != "stores" or v > 1)}
         if self.source_types:
             # Kept when empty too: every source type then came from an edit, which the words say.
             d["created_source_types"] = self.created_source_types
         d["valid"] = self.valid
         d["status"] = self.status
+        if self.trusted:   # only then: a valid signature alone is the file's own claim (docs/provenance.md)
+            d["trusted"] = True
         # The manifest's lists are whatever the sender wrote: 2,001 actions in a 200 KB file made an
         # 88 KB record, and nothing bounds a hand-made manifest. The record keeps the first
         # MAX_LIST_ITEMS of each (each clipped) and says in `truncated` how many there were.

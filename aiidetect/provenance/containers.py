@@ -72,6 +72,10 @@ class Blobs:
     jumbf: list[str] = field(default_factory=list)                    # where a C2PA/JUMBF store was seen
     # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks, HEIF/AVIF C2PA boxes and TIFF C2PA tags
     jumbf_bytes: int = 0
+    # How many C2PA manifest stores the container holds (JPEG APP11 first packets of a `c2pa` superbox, PNG caBX and
+    # WebP C2PA chunks). A file carries one; the reader reads one (a JPEG's or WebP's first) and says nothing of the
+    # others, so a second store pasted in front decided what the record showed.
+    c2pa_stores: int = 0
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
     chunks: int = 0                                                   # PNG/WebP chunks walked
@@ -384,6 +388,11 @@ def _walk_jpeg(data: bytes, b: Blobs, tick=lambda i: None) -> None:
                 app13_bytes = MAX_IRB_BYTES + 1
         elif marker == 0xEB and (b"jumb" in seg[:64] or seg[:2] == b"JP"):
             b.jumbf_bytes += len(seg)
+            # JPEG XT box packets: "JP", instance (2), sequence number (4), then the box header, repeated in each
+            # packet; sequence 1 of a superbox whose description box is the C2PA store's (UUID "c2pa"...) starts
+            # a store. c2pa-rs gives every store it writes the same instance number, so it cannot tell two apart.
+            if seg[:2] == b"JP" and seg[4:8] == b"\0\0\0\1" and seg[12:16] == b"jumb" and seg[20:28] == b"jumdc2pa":
+                b.c2pa_stores += 1
             if "JPEG APP11" not in b.jumbf:
                 b.jumbf.append("JPEG APP11")
         elif marker == 0xFE:
@@ -570,6 +579,7 @@ def _walk_png(data: bytes, b: Blobs, tick=lambda i: None, header_only: bool = Fa
                 b.exif.append((_tiff_start(data[start:start + length]) if len(b.exif) < MAX_BLOCKS else b"",
                                "PNG eXIf"))
         elif ctype == b"caBX":
+            b.c2pa_stores += 1
             if "PNG caBX" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("PNG caBX")
             b.jumbf_bytes += length
@@ -754,6 +764,7 @@ def _walk_webp(data: bytes, b: Blobs, tick=lambda i: None) -> None:
             else:
                 b.xmp.append((data[start:start + size] if len(b.xmp) < MAX_BLOCKS else b"", "WebP XMP chunk"))
         elif fourcc == b"C2PA":
+            b.c2pa_stores += 1
             if "WebP C2PA chunk" not in b.jumbf:     # once, however many: the place is the evidence's `where`
                 b.jumbf.append("WebP C2PA chunk")
             b.jumbf_bytes += size

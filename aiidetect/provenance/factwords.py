@@ -16,11 +16,17 @@ def c2pa_status(c: Mapping[str, Any]) -> str:
     if not isinstance(status, str):
         status = "valid" if c.get("valid") is True else "invalid" if c.get("valid") is False else None
     failures = [str(f) for f in _list(c.get("failures"))]
-    words = {"valid": "signature and content hash valid (signer not checked against a trust list)",
+    words = {"valid": ("signature and content hash valid, signer vouched for by a trust list" if c.get("trusted")
+                       else "signature and content hash valid (signer not checked against a trust list: counted "
+                            "as a claim)"),
              "unverified": ("signature and content hash check out, but signer NOT verified"
                             if c.get("signature_valid") and c.get("content_matches") else "signature NOT verified"),
              "invalid": "manifest INVALID"}.get(status or "", f"status {status or 'not given'}")
-    return words + (f" ({', '.join(failures)})" if failures else "")
+    stores = c.get("stores")
+    # The reader reads the first of several stores: said here too, or the line read as the file's whole account.
+    extra = (f"; {stores} manifest stores in the file, only the first read" if isinstance(stores, int)
+             and not isinstance(stores, bool) and stores > 1 else "")
+    return words + (f" ({', '.join(failures)})" if failures else "") + extra
 
 
 def c2pa_line(c: Mapping[str, Any]) -> str:

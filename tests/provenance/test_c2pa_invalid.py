@@ -78,11 +78,21 @@ def test_capture_manifest_with_a_bad_signature_counts_nothing_and_is_not_called_
     assert "not the one that was signed" not in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
 
 
-def test_valid_capture_manifest_still_counts(signer):
-    rep = analyze(c2pa_signing.sign(signer, _img(4), "JPEG", "digitalCapture"), "x")
+def test_valid_capture_manifest_still_counts(signer, monkeypatch):
+    from aiidetect.provenance import c2pa as c2
+
+    data = c2pa_signing.sign(signer, _img(4), "JPEG", "digitalCapture")
+    rep = analyze(data, "x")
     cap = {e.id: e for e in rep.evidence}["c2pa.capture"]
-    assert cap.direction == "real" and cap.strength == 2.0 and not cap.decisive
+    # Offline no trust list vouches for the signer: a launderer's self-made certificate signs a generated image
+    # as validly, and counted as signed it moved all of soft evidence's 2 nats toward real.
+    assert cap.direction == "real" and cap.strength == 0.5 and not cap.decisive
+    assert "counted as a claim: no trust list vouches for the signer" in cap.detail
     assert "conflicts" not in rep.facts
+    # A signer a trust list vouches for (c2pa's state Trusted) keeps the signed weight.
+    monkeypatch.setattr(c2.C2paFacts, "trusted", property(lambda self: self.valid))
+    cap = {e.id: e for e in analyze(data, "x").evidence}["c2pa.capture"]
+    assert cap.strength == 2.0 and "counted as a claim" not in cap.detail
 
 
 def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_counts_them_all():
@@ -237,3 +247,62 @@ def test_truncated_names_only_list_items_the_record_keeps():
     d = f.to_dict()
     assert d["truncated"] == {"source_types[0]": 5000, "source_types": 60}
     assert len(d["source_types"]) == 50 and len(d["source_types"][0]) == 4000
+
+
+# --- two manifest stores in one file ---------------------------------------------------
+# A file carries one C2PA manifest store; c2pa-rs reads the first of a JPEG's (or WebP's) and says nothing of a
+# second. A camera's store pasted in front of a generator's (or the reverse) decided what the record showed,
+# and the other was silently gone.
+
+def _two_stores(signer, first: str, second: str) -> tuple[bytes, bytes]:
+    """-> (a JPEG whose `second` manifest is signed over it, with the APP11 store of another image's `first`
+    manifest pasted in front; that other signed image)."""
+    other = c2pa_signing.sign(signer, _img(7), "JPEG", first, thumbnail=False)
+    own = c2pa_signing.sign(signer, _img(8), "JPEG", second, thumbnail=False)
+    return own[:2] + b"".join(_app11_segments(other)) + own[2:], own
+
+
+def test_a_second_manifest_store_is_named_in_the_record_not_silently_dropped(signer):
+    forged, _ = _two_stores(signer, "digitalCapture", "trainedAlgorithmicMedia")
+    rep = analyze(forged, "x")
+    assert rep.facts["c2pa"]["stores"] == 2 and rep.facts["c2pa"]["status"] == "invalid"
+    assert not [e for e in rep.evidence if e.direction == "real" or e.decisive]
+    notes = " ".join(rep.facts["conflicts"])
+    assert "2 C2PA manifest stores" in notes and "declaring digitalCapture" in notes, notes
+    assert "only the first was read" in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
+
+
+def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, monkeypatch):
+    # However the first store reads (here as valid as c2pa-rs reads the signed file alone), a second store
+    # means something was added after signing: the declaration is a claim, never decisive.
+    from aiidetect.provenance import c2pa as c2
+
+    forged, own = _two_stores(signer, "trainedAlgorithmicMedia", "trainedAlgorithmicMedia")
+    alone = c2.read_c2pa(own, "JPEG", "JPEG APP11")
+    assert alone.valid
+    monkeypatch.setattr(c2, "read_c2pa", lambda data, fmt, where="", chunks=0: c2.C2paFacts(**alone.__dict__))
+    ev = {e.id: e for e in analyze(forged, "x").evidence}
+    assert not ev["c2pa.ai-generated"].decisive and ev["c2pa.ai-generated"].strength == 3.0
+    assert ev["c2pa.ai-generated"].data["basis"] == "claim"
+    one = {e.id: e for e in analyze(own, "x").evidence}   # the same manifest alone in its file still decides
+    assert one["c2pa.ai-generated"].decisive and "stores" not in analyze(own, "x").facts["c2pa"]
+
+
+# --- a valid signature from a signer nothing vouches for ------------------------------------
+
+def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):
+    # The framer's move: a real photo signed with a certificate made for the purpose, declaring
+    # trainedAlgorithmicMedia. Offline no trust list is configured, so the signature says the manifest is
+    # intact, not who made it; counted at the signed floor it was ai-generated at P(AI) 0.99 against a pixel
+    # detector sure the photo was real, and the reason called it "a valid signature".
+    from aiidetect.fusion import DECISIVE_P_LEAST, fuse
+    from aiidetect.metadata.detector import result_from_evidence
+    from aiidetect.records import DetectorResult
+
+    rep = analyze(c2pa_signing.sign(signer, _img(9), "JPEG", "trainedAlgorithmicMedia", thumbnail=False), "x")
+    assert rep.facts["c2pa"]["status"] == "valid"
+    out = fuse({"metadata": result_from_evidence(rep.evidence, {"facts": rep.facts}),
+                "linear:x": DetectorResult(status="ok", p_ai=0.01, score_kind="prob")})
+    assert out.verdict == "ai-generated" and out.p_ai < DECISIVE_P_LEAST, out.p_ai
+    assert "anyone can sign with a self-made certificate" in out.reasons[0]
+    assert "counts as the file's own claim" in out.reasons[0], out.reasons[0]

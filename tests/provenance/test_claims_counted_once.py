@@ -94,7 +94,7 @@ def test_a_signed_claim_generator_keeps_the_weight_an_invalid_one_is_a_copy():
 
     def ev(valid: bool):
         return [Evidence("c2pa.generator-tool", "ai", 3.0 if valid else 1.5, "claim generator", "C2PA",
-                         data={"valid": valid}),
+                         data={"valid": valid, "trusted": valid}),
                 Evidence("xmp.generator-tool", "ai", 3.0, "XMP", "JPEG APP1", data={"tools": ["Firefly"]})]
 
     signed = ev(True)

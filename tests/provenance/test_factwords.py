@@ -40,3 +40,15 @@ def test_an_image_too_small_for_the_watermark_is_not_said_to_be_checked():
     buf = io.BytesIO()
     Image.new("RGB", (256, 256), (10, 200, 40)).save(buf, "PNG")
     assert analyze(buf.getvalue(), options={"watermark": "always"}).facts["watermark"]["checked"] is True
+
+
+def test_the_c2pa_line_says_when_other_manifest_stores_were_not_read_and_that_a_valid_one_is_a_claim():
+    # `meta`'s table read "manifest INVALID (assertion.dataHash.mismatch)" for a file of two stores, as if the
+    # first were the file's whole account; and "signature and content hash valid" for a self-signed one.
+    two = c2pa_line({"status": "invalid", "valid": False, "failures": ["assertion.dataHash.mismatch"], "stores": 2})
+    assert two.endswith("manifest INVALID (assertion.dataHash.mismatch); 2 manifest stores in the file, only the "
+                        "first read"), two
+    assert "manifest stores" not in c2pa_line({"status": "invalid", "valid": False, "stores": "2"})
+    assert "counted as a claim" in c2pa_line({"status": "valid", "valid": True})
+    trusted = c2pa_line({"status": "valid", "valid": True, "trusted": True})
+    assert "vouched for by a trust list" in trusted and "counted as a claim" not in trusted

@@ -93,9 +93,10 @@ def test_unsigned_xmp_beside_a_valid_signed_declaration_is_counted_in_it(signer)
                                      xmp=_packet("trainedAlgorithmicMedia")))
     assert rep.facts["c2pa"]["status"] == "valid"
     signed, xmp = ev["c2pa.ai-generated"], ev["xmp.ai-source-type"]
-    assert signed.llr == 7.0 and signed.decisive and signed.data["basis"] == "signed"
+    # Valid but, offline, vouched for by no trust list: decisive as the file's own claim, not as signed evidence.
+    assert signed.llr == 7.0 and signed.decisive and signed.data["basis"] == "claim"
     assert xmp.llr == 0.0 and not xmp.decisive and xmp.data["corroborates"] == "c2pa.ai-generated"
-    assert "signed): an exporter writes its one source-type declaration" in xmp.detail
+    assert "the same claim as c2pa.ai-generated (JPEG APP11): an exporter writes its one source-type" in xmp.detail
     assert _llr(rep) == 7.0 + HINTS
 
 
@@ -103,7 +104,7 @@ def test_a_signed_declaration_is_never_the_one_folded():
     from aiidetect.provenance import _count_claims_once
 
     def items(c2pa_id, strength, xmp_id, xmp_strength, valid=True):
-        return [Evidence(c2pa_id, "ai", strength, "C2PA", "APP11", data={"valid": valid}),
+        return [Evidence(c2pa_id, "ai", strength, "C2PA", "APP11", data={"valid": valid, "trusted": valid}),
                 Evidence(xmp_id, "ai", xmp_strength, "XMP", "APP1")]
 
     same = items("c2pa.ai-generated", 7.0, "xmp.ai-source-type", 4.0)
@@ -131,9 +132,14 @@ def test_capture_declarations_weigh_once_and_a_signed_capture_keeps_its_weight(s
     assert ev["xmp.capture-source-type"].llr == -0.7
     assert ev["c2pa.capture"].llr == 0.0 and ev["c2pa.capture"].data["corroborates"] == "xmp.capture-source-type"
     monkeypatch.undo()
-    # valid: the signed 2.0 is kept, the XMP copy beside it counted there (was 2.7 toward real)
-    rep, ev = _run(c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False,
-                                     xmp=_packet("digitalCapture")))
+    # valid, but no trust list vouches for the signer (offline, every one): one claim with XMP's, as unverified
+    signed = c2pa_signing.sign(signer, _img(), "JPEG", "digitalCapture", thumbnail=False, xmp=_packet("digitalCapture"))
+    rep, ev = _run(signed)
+    assert rep.facts["c2pa"]["status"] == "valid"
+    assert ev["xmp.capture-source-type"].llr == -0.7 and ev["c2pa.capture"].llr == 0.0
+    # trusted: the signed 2.0 is kept, the XMP copy beside it counted there (was 2.7 toward real)
+    monkeypatch.setattr(c2.C2paFacts, "trusted", property(lambda self: self.valid))
+    rep, ev = _run(signed)
     assert ev["c2pa.capture"].llr == -2.0 and ev["xmp.capture-source-type"].llr == 0.0
     assert ev["xmp.capture-source-type"].data["corroborates"] == "c2pa.capture"
 
