@@ -664,7 +664,11 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
         if gone:
             # In the page's words ("1 detector could not run"): "unavailable: linear (unavailable: ...)" said it twice.
             why += "; could not run: " + ", ".join(gone)
-        return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + notes, results), {}, (hi, lo))
+        # A file that contradicts itself says so here too: with nothing weighed (a stripped JPEG's no-camera
+        # and standard-table notes weigh 0), a tampered capture manifest's conflict note was left out.
+        shown = [f"{n}:{e.id}: {e.detail}" for n, r in results.items() if r is not None and r.status == "ok"
+                 for e in r.evidence if e.id in _SHOWN_NEUTRAL]
+        return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + shown + notes, results), {}, (hi, lo))
 
     p = _exact_sigmoid(z)
     if n_pixel == 0:
@@ -745,6 +749,10 @@ def _basis(decisive) -> str:
 
 
 _SHOWN_NEUTRAL = {"metadata.conflict"}
+# Neutral notes on what the judged pixels are, listed after the lines that moved the verdict: a JPEG saved by
+# software (libjpeg's standard tables, a messenger's or a web tool's copy) is judged as that copy, which an
+# editor weighing a pixel detector's number must know; it does not lead a one-line view as a conflict does.
+_SHOWN_AFTER = {"structure.jpeg-tables"}
 # A manifest store refused (over the size cap, a walk that stopped) or unreadable may hold a valid AI declaration:
 # shown in the evidence and errors only, a newsroom reader of the verdict never learnt it was there. It weighs
 # nothing (what it says is unknown), but its line follows the reason the verdict leads with.
@@ -816,6 +824,10 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
                 f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
+    for name, r in results.items():
+        if r is not None and r.status == "ok":
+            lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence
+                      if e.id in _SHOWN_AFTER and e.direction == "neutral"]
     return _with_unread_c2pa(notes + lines, results)
 
 

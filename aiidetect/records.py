@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = "1.2"  # 1.1: file_bytes, fusion; 1.2: a verdict beside an error (docs/schema.md "Changes")
+# 1.1: file_bytes, fusion; 1.2: a verdict beside an error; 1.3: band (docs/schema.md "Changes")
+SCHEMA_VERSION = "1.3"
 
 Verdict = Literal["ai-generated", "likely-real", "uncertain", "error"]
 Direction = Literal["ai", "real", "neutral"]
@@ -153,6 +154,10 @@ class Record:
     image_info: dict[str, Any] = field(default_factory=dict)
     # Which fusion produced the verdict: {"kind": "rules"} or {"kind": "model", "name", "path", "sha256"}.
     fusion: dict[str, Any] | None = None
+    # (ai, real): the thresholds this file's verdict was judged on (fusion.FusionOutcome.band); None where no
+    # fusion judged it. A file fused without a fitted model's bias and band has another band than the run's, which
+    # a script could only read from a reason line's words.
+    band: tuple[float, float] | None = None
 
     def set_error(self, code: str, message: str) -> "Record":
         self.error = ErrorInfo(code, message)
@@ -179,6 +184,9 @@ class Record:
             "image": dict(self.image_info),
             "error": None if self.error is None else {"code": self.error.code, "message": self.error.message},
             "fusion": self.fusion,
+            # Unrounded: p_ai is written on the side of these exact thresholds (fusion.shown_p), and a fitted one
+            # rounded to 6 digits could put p_ai on the other side of the number a script compares it with.
+            "band": None if self.band is None else {"ai": float(self.band[0]), "real": float(self.band[1])},
         }
 
 

@@ -553,7 +553,8 @@ def record_from_dict(d: Mapping[str, Any]) -> Record:
                   width=d.get("width"), height=d.get("height"), verdict=d.get("verdict", "error"), p_ai=d.get("p_ai"),
                   detectors=dets, reasons=list(d.get("reasons") or []),
                   error=None if err is None else ErrorInfo(err["code"], err["message"]),
-                  image_info=dict(d.get("image") or {}), fusion=d.get("fusion"))
+                  image_info=dict(d.get("image") or {}), fusion=d.get("fusion"),
+                  band=None if d.get("band") is None else (d["band"]["ai"], d["band"]["real"]))
 
 
 # A stored row whose record this version cannot read: exported as an error record of that file.
@@ -582,6 +583,10 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
                  ("format", str), ("file_bytes", str), ("image", dict), ("fusion", dict), ("reasons", list)):
         want(opt(d.get(k), t), f"{k} has the wrong type")
     want(prob(d.get("p_ai")), "p_ai is outside [0, 1]")
+    band = d.get("band")   # absent before schema 1.3
+    want(band is None or (isinstance(band, dict) and all(opt(band.get(k), _NUM) and band.get(k) is not None
+                                                         and prob(band[k]) for k in ("ai", "real"))),
+         "band is not {ai, real} thresholds in [0, 1]")
     want(all(isinstance(x, str) for x in d.get("reasons") or []), "reasons are not text")
     err = d.get("error")
     want(err is None or (isinstance(err, dict) and isinstance(err.get("code"), str)

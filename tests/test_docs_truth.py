@@ -1125,8 +1125,7 @@ def _fusion_constants() -> dict[str, float]:
 _TOOL_NAMED = ("w:exif.software-generator", "w:png.software-generator", "w:xmp.generator-tool",
                "w:iptc.program-generator", "w:c2pa.generator-tool")
 _CAMERA = ("w:exif.camera.make-model", "w:exif.camera.exposure", "w:exif.camera.makernote", "w:c2pa.capture")
-_STRUCTURE = ("w:structure.generator-size", "w:structure.latent-size", "w:structure.jpeg-standard-tables",
-              "w:structure.jpeg-custom-tables", "w:metadata.no-camera")
+_STRUCTURE = ("w:structure.generator-size", "w:structure.latent-size", "w:structure.jpeg-custom-tables")
 
 _QUOTED_CONSTANTS = [
     ("docs/fusion.md", r"at least (\d+(?:\.\d+)?) nats, p", ["floor"]),
@@ -1154,8 +1153,9 @@ _QUOTED_CONSTANTS = [
     ("docs/provenance.md", r"`parameters` (\d+\.\d+) with XMP `trainedAlgorithmicMedia` (\d+\.\d+)",
      ["w:generator.parameters", "w:xmp.ai-source-type"]),
     ("docs/provenance.md", r"at most\s+(\d+\.\d+) \+ (\d+\.\d+) nats", ["w:exif.camera.makernote", "w:exif.gps"]),
-    ("docs/provenance.md", r"no camera\s+metadata \((\d+\.\d+)\) \+ generator size \((\d+\.\d+)\) \+ standard JPEG "
-     r"tables \((\d+\.\d+)\)", ["w:metadata.no-camera", "w:structure.generator-size", "w:structure.jpeg-standard-tables"]),
+    ("docs/provenance.md", r"generator size\s+\((\d+\.\d+)\) alone", ["w:structure.generator-size"]),
+    ("docs/provenance.md", r"`metadata.no-camera` and\s+standard JPEG tables are named in the record at (\d+) nats",
+     [("w:metadata.no-camera", "w:structure.jpeg-standard-tables")]),
     ("docs/report.md", r"decisive \((\d+) nats; (\d+) when invalid\)", ["w:c2pa.ai-generated", "w:c2pa.ai-generated.invalid"]),
     ("docs/report.md", r"prompt, seed, model\) \| decisive \((\d+)\)", ["w:generator.parameters"]),
     ("docs/report.md", r"\(Stable Diffusion\) \| decisive \((\d+)\)", ["w:watermark.match"]),

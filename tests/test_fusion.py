@@ -474,3 +474,14 @@ def test_a_fitted_bias_needs_a_pixel_detector_that_answered():
     assert out.verdict == "uncertain" and out.p_ai == pytest.approx(1 / (1 + math.exp(1.2))) and "bias" not in out.contributions
     out = fuse({"linear:a": ok(0.5, score=0.0), "metadata": meta(Evidence("exif.camera", "real", 1.2, "cam"))}, m)
     assert out.contributions["bias"] == 2.0     # with the head answering, the model applies as fitted
+
+
+def test_a_conflict_note_is_shown_when_nothing_else_counts():
+    # A stripped copy whose only items weigh nothing (no camera metadata, software's JPEG tables) beside a capture
+    # manifest that does not match the image: "nothing that counts" came alone, the conflict note left out.
+    conflict = Evidence("metadata.conflict", "neutral", 0.0, "metadata blocks in this file disagree (1): a capture "
+                        "manifest that does not match this image")
+    hint = Evidence("metadata.no-camera", "neutral", 0.0, "no camera metadata")
+    out = fuse({"metadata": meta(hint, conflict)})
+    assert out.p_ai is None and out.verdict == "uncertain"
+    assert out.reasons[1:] == [f"metadata:metadata.conflict: {conflict.detail}"]

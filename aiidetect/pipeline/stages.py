@@ -269,10 +269,12 @@ def finish(s: Sample, detectors: Sequence[Detector], fusion_model: Mapping[str, 
         rec.detectors = {d.name: rec.detectors[d.name] for d in detectors if d.name in rec.detectors}
         out = fuse(rec.detectors, fusion_model)
         rec.p_ai, rec.verdict, rec.reasons = shown_p(out.p_ai, out.band), out.verdict, out.reasons
+        rec.band = out.band
     elif rec.error.code in PIXEL_FAILURES:
         # A truncated download of a generator's PNG was "error", so `--fail-on ai` and a filter on the verdict
         # missed what its own metadata declares; the error stays beside the verdict.
         out = without_pixels(rec.detectors, fusion_model, rec.error.code)
         if out is not None:
             rec.p_ai, rec.verdict, rec.reasons = shown_p(out.p_ai, out.band), out.verdict, out.reasons
+            rec.band = out.band
     return rec

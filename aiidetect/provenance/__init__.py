@@ -54,10 +54,15 @@ STRENGTH = {
     # makernote: a note that is plausibly the Make's own (makernote.py), not any bytes in the field.
     "exif.camera.make-model": 0.7, "exif.camera.exposure": 1.2, "exif.camera.makernote": 1.6,
     "exif.gps": 0.2,
-    "metadata.no-camera": 0.1,
+    # Absence of camera metadata says nothing of how the image was made: every messenger, web upload and
+    # screenshot strips it, so a real photo's shared copy lacks it as surely as a generator's file. Named in
+    # the record, weighed nothing (it was 0.1 toward AI, on every stripped copy of a photo).
+    "metadata.no-camera": 0.0,
     "watermark.match": 5.0,
     "structure.generator-size": 0.4, "structure.latent-size": 0.15,
-    "structure.jpeg-standard-tables": 0.1, "structure.jpeg-custom-tables": 0.2,
+    # libjpeg's own tables mean software wrote the file (a messenger, a web upload, an editor's export, some
+    # phones), which a photo's copy is as often as a generator's: named, weighed nothing (it was 0.1 toward AI).
+    "structure.jpeg-standard-tables": 0.0, "structure.jpeg-custom-tables": 0.2,
 }
 
 # Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor". Google's
@@ -387,8 +392,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             conflicts.append(f"a declaration of camera capture ({capture.id}; {capture.source}) beside generator "
                              f"settings ({settings.source}): one of the two is untrue{vouch}")
         if not has_camera and rep.format in CAMERA_FORMATS and not gens and exif_all_read and not named_elsewhere:
-            ev.append(_ev("metadata.no-camera", "ai", "no camera metadata (make, model, exposure); near-neutral: "
-                          "most shared photos are stripped too", "EXIF"))
+            ev.append(_ev("metadata.no-camera", "neutral", "no camera metadata (make, model, exposure); not counted "
+                          "toward AI: any re-save, messenger or screenshot strips it from a real photo too", "EXIF"))
 
     # --- PNG text evidence
     with _stage(rep, "PNG text evidence"):
@@ -421,24 +426,37 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     # --- structural hints
     with _stage(rep, "structural hints"):
+        jq = structural.jpeg_quality(blobs.dqt) if blobs.dqt else {}
+        if blobs.dqt:
+            rep.facts["jpeg"] = jq
         hint = structural.size_hint(rep.width, rep.height)
+        # A software re-encode's size is as often its resizer's as the generator's: messengers and web tools
+        # scale the long side to 1024, 1280 or 1600, which at 4:3 or 16:9 is a multiple of 64 on both sides
+        # (1280x960) or a generator's own size (1024x576). Read there, a photo's shared copy got up to 0.4 nats
+        # toward AI that its original did not.
+        if hint and jq.get("standard"):
+            hint_said = (f"; its size, {rep.width}x{rep.height}, is not read as a generator's (a resize on the way "
+                         "picks such sizes)")
+            hint = None
+        else:
+            hint_said = ""
         if hint == "exact":
             ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height} is a typical generator output "
                           "size (weak)", "dimensions"))
         elif hint:
             ev.append(_ev("structure.generator-size", "ai", f"{rep.width}x{rep.height}: both sides multiples of 64, "
                           "as latent-diffusion outputs are (weak)", "dimensions", key="structure.latent-size"))
-        if blobs.dqt:
-            jq = structural.jpeg_quality(blobs.dqt)
-            rep.facts["jpeg"] = jq
-            if jq.get("standard"):
-                ev.append(_ev("structure.jpeg-tables", "ai", f"standard libjpeg quantization tables at quality "
-                              f"{jq['quality']} (re-encoded by software, not camera firmware; weak)", "JPEG DQT",
-                              key="structure.jpeg-standard-tables", quality=jq["quality"]))
-            elif jq:
-                ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
-                              f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
-                              key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
+        if jq.get("standard"):
+            # Shown among a verdict's reasons (fusion): the editor learns the pixels judged may be a copy's.
+            ev.append(_ev("structure.jpeg-tables", "neutral", f"standard libjpeg quantization tables at quality "
+                          f"{jq['quality']}: saved by software (a messenger, a web upload, an editor's export; some "
+                          "phone cameras use them too), not counted toward AI or real; where this is a re-encoded "
+                          f"copy, a pixel detector judges the copy, not the original{hint_said}", "JPEG DQT",
+                          key="structure.jpeg-standard-tables", quality=jq["quality"]))
+        elif jq:
+            ev.append(_ev("structure.jpeg-tables", "real", f"non-standard quantization tables (camera firmware or "
+                          f"editor), ~quality {jq['estimated_quality']} (weak)", "JPEG DQT",
+                          key="structure.jpeg-custom-tables", estimated_quality=jq["estimated_quality"]))
 
 
 # Unverified statements of which program made the file. One export step writes the same name into

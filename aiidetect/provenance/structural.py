@@ -6,6 +6,8 @@ carries a small strength on purpose.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # IJG (libjpeg) Annex K tables in natural (row-major) order.
@@ -64,12 +66,22 @@ def jpeg_quality(dqt: dict[int, list[int]]) -> dict:
     return {"standard": False, "quality": None, "estimated_quality": best}
 
 
+# Aspect ratios of cameras and screens, either way round. At the round sizes cameras, resizers and screenshots
+# use (a long side of 1024, 1280, 1536 or 2048) both sides of these are multiples of 64 by arithmetic, so there
+# that says nothing of a latent-diffusion model: on the dev set the multiple-of-64 hint fired on 15 of 93 real
+# photos (camera sizes 1024x768, 1280x960, 2048x1536, 640x512, ...) and on none of the 272 AI images.
+PHOTO_ASPECTS = {(4, 3), (3, 2), (5, 4), (16, 9)}
+
+
 def size_hint(width: int | None, height: int | None) -> str | None:
-    """'exact' for a known generator size, 'multiple-of-64' for latent-friendly sizes, else None."""
+    """'exact' for a known generator size, 'multiple-of-64' for latent-friendly sizes (not at a camera's or
+    screen's aspect ratio), else None."""
     if not width or not height:
         return None
     if (width, height) in GENERATOR_SIZES or (height, width) in GENERATOR_SIZES:
         return "exact"
     if width % 64 == 0 and height % 64 == 0 and 256 <= min(width, height) and max(width, height) <= 2048:
-        return "multiple-of-64"
+        g = math.gcd(width, height)
+        long, short = max(width, height) // g, min(width, height) // g
+        return None if (long, short) in PHOTO_ASPECTS else "multiple-of-64"
     return None

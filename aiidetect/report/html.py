@@ -48,7 +48,7 @@ FLAGGED = ("ai-generated", "uncertain")
 # What a <pre> block shows as it is: it keeps lines and tabs, where other elements fold them into spaces.
 PRE = "\n\t"
 # The record schemas this renderer knows (docs/schema.md "Changes").
-KNOWN_SCHEMAS = ("1.0", "1.1", "1.2")
+KNOWN_SCHEMAS = ("1.0", "1.1", "1.2", "1.3")
 DASH = "\u2014"
 
 

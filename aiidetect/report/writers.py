@@ -139,6 +139,8 @@ CSV_BASE = ["file", "verdict", "p_ai", "sha256", "format", "width", "height", "t
             "reason", "error_code", "error_message"]
 # Added in schema 1.1, after the per-detector columns so that existing column positions hold.
 CSV_TAIL = ["file_bytes", "fusion", "schema"]
+# Added in schema 1.3, last: the band this row's verdict was judged on (empty where none judged it).
+CSV_BAND = ["ai_threshold", "real_threshold"]
 
 
 class CsvWriter(Writer):
@@ -148,7 +150,7 @@ class CsvWriter(Writer):
     def __init__(self, stream, detector_names: Sequence[str]):
         super().__init__(stream)
         self.names = list(detector_names)
-        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")] + CSV_TAIL
+        cols = CSV_BASE + [f"{n}_{k}" for n in self.names for k in ("status", "p_ai", "score")] + CSV_TAIL + CSV_BAND
         self.w = CsvRows(stream)
         self.w.writerow(cols)
 
@@ -162,6 +164,7 @@ class CsvWriter(Writer):
             r = d["detectors"].get(n)
             row += [r["status"], r["p_ai"], r["score"]] if r else ["", "", ""]
         row += [d["file_bytes"], fusion_label(rec.fusion), d["schema"]]
+        row += [d["band"]["ai"], d["band"]["real"]] if d["band"] else ["", ""]
         self.w.writerow(row)
         self.stream.flush()
 

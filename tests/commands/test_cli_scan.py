@@ -10,7 +10,7 @@ from aiidetect.testing.images import make_zoo
 from aiidetect.records import SCHEMA_VERSION
 
 SCHEMA_KEYS = {"schema", "file", "sha256", "size_bytes", "format", "width", "height", "verdict", "p_ai",
-               "detectors", "reasons", "image", "error", "file_bytes", "fusion"}
+               "detectors", "reasons", "image", "error", "file_bytes", "fusion", "band"}
 
 
 @pytest.fixture(scope="module")

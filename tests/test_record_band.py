@@ -1,0 +1,64 @@
+"""The band a file's verdict was judged on is a record field (schema 1.3): a file fused without a fitted model's
+bias and band (one of its detectors gave no answer) was judged on another band than the run's, which a script
+could only read from the words of a reason line."""
+import csv
+import io
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from aiidetect.pipeline.stages import finish
+from aiidetect.records import DetectorResult, ErrorInfo, Record
+from aiidetect.report.writers import CsvWriter
+from aiidetect.store import parse_stored, record_json
+
+MODEL = {"detectors": {"a": {"calibration": {"method": "none"}, "weight": 1.0},
+                       "b": {"calibration": {"method": "none"}, "weight": 1.0}},
+         "evidence_weight": 0.5, "bias": 2.0, "ai_threshold": 0.8, "real_threshold": 0.2}
+
+
+def _finished(results, model=None) -> Record:
+    rec = Record("x.png", verdict="uncertain", detectors=dict(results))
+    dets = [SimpleNamespace(name=n) for n in results]
+    return finish(SimpleNamespace(record=rec), dets, model, {"kind": "model" if model else "rules"})
+
+
+def ok(p):
+    return DetectorResult("ok", p_ai=p)
+
+
+def test_the_band_that_judged_the_file_is_in_the_record():
+    assert _finished({"a": ok(0.3)}).to_dict()["band"] == {"ai": 0.9, "real": 0.1}
+    both = _finished({"a": ok(0.6), "b": ok(0.6)}, MODEL).to_dict()
+    assert both["band"] == {"ai": 0.8, "real": 0.2} and both["verdict"] == "ai-generated"
+    # b failed: judged without the bias, on the rules' ai side and a real side no narrower than the model's
+    aside = _finished({"a": ok(0.6), "b": DetectorResult.failed("boom")}, MODEL).to_dict()
+    lo = 1 / (1 + math.exp(-(math.log(0.2 / 0.8) - 2.0)))
+    assert aside["band"] == {"ai": 0.9, "real": pytest.approx(lo)} and aside["verdict"] == "uncertain"
+    assert aside["band"]["real"] < aside["p_ai"] < aside["band"]["ai"]
+
+
+def test_no_band_where_nothing_judged_the_file():
+    rec = Record("x.png", error=ErrorInfo("unreadable", "denied"))
+    assert finish(SimpleNamespace(record=rec), [], None, {"kind": "rules"}).to_dict()["band"] is None
+
+
+def test_csv_ends_with_the_band_and_the_store_keeps_it():
+    rec = _finished({"a": ok(0.6), "b": DetectorResult.failed("boom")}, MODEL)
+    failed = Record("y.png", error=ErrorInfo("unreadable", "denied"))
+    buf = io.StringIO()
+    w = CsvWriter(buf, ["a", "b"])
+    w.write(rec)
+    w.write(failed)
+    rows = list(csv.reader(io.StringIO(buf.getvalue())))
+    assert rows[0][-2:] == ["ai_threshold", "real_threshold"]
+    assert [float(x) for x in rows[1][-2:]] == [0.9, pytest.approx(rec.band[1])] and rows[2][-2:] == ["", ""]
+    assert parse_stored(record_json(rec)).band == rec.band
+    # a record stored before 1.3 reads back without one; a band that is no pair of thresholds is refused
+    old = json.loads(record_json(rec))
+    del old["band"]
+    assert parse_stored(json.dumps(old)).band is None
+    with pytest.raises(ValueError, match="band"):
+        parse_stored(json.dumps({**old, "band": {"ai": 2.0, "real": 0.1}}))
