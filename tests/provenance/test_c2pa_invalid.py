@@ -268,6 +268,7 @@ def test_a_second_manifest_store_is_named_in_the_record_not_silently_dropped(sig
     assert not [e for e in rep.evidence if e.direction == "real" or e.decisive]
     notes = " ".join(rep.facts["conflicts"])
     assert "2 C2PA manifest stores" in notes and "declaring digitalCapture" in notes, notes
+    assert "what the other store declares is not known" in notes, notes   # it read "the other 1 declare"
     assert "only the first was read" in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
 
 
