@@ -92,6 +92,7 @@ def test_valid_capture_manifest_still_counts(signer, monkeypatch):
     monkeypatch.setattr(c2.C2paFacts, "trusted", property(lambda self: self.valid))
     cap = {e.id: e for e in analyze(data, "x").evidence}["c2pa.capture"]
     assert cap.strength == 2.0 and "counted as a claim" not in cap.detail
+    assert "signer vouched for by a trust list" in cap.detail and "not checked against a trust list" not in cap.detail
 
 
 def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_counts_them_all():
