@@ -273,6 +273,22 @@ def test_a_second_manifest_store_is_named_in_the_record_not_silently_dropped(sig
     assert "only the first was read" in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
 
 
+def test_one_store_over_many_app11_segments_is_one_store_and_two_such_stores_are_two(signer):
+    # A store past 64 KB (a camera's or an editor's thumbnail) is split over APP11 packets that each repeat the
+    # JUMBF box header; only the first (sequence 1) opens it. Counted per packet, every such genuine file read as
+    # a paste, its manifest INVALID and a conflict note on it.
+    big = Image.fromarray(np.random.default_rng(5).integers(0, 255, (400, 600, 3), dtype=np.uint8))
+    one = c2pa_signing.sign(signer, big, "JPEG", "digitalCapture")
+    assert len(_app11_segments(one)) > 3
+    rep = analyze(one, "x")
+    assert rep.facts["c2pa"]["status"] == "valid" and "stores" not in rep.facts["c2pa"]
+    assert "conflicts" not in rep.facts
+    other = c2pa_signing.sign(signer, big.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG",
+                              "trainedAlgorithmicMedia")
+    two = analyze(one[:2] + b"".join(_app11_segments(other)) + one[2:], "x")
+    assert two.facts["c2pa"]["stores"] == 2 and two.facts["c2pa"]["status"] == "invalid"
+
+
 def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, monkeypatch):
     # However the first store reads (here as valid as c2pa-rs reads the signed file alone), a second store
     # means something was added after signing: the declaration is a claim, never decisive.
