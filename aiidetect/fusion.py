@@ -566,7 +566,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 against = min(mag / 2, max(0.0, mag - edge))
                 whys = []
                 if mag < abs(z_dec) and len(decisive) > 1:
-                    whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
+                    whys.append(f"the file's own claims count as the strongest of them, not their sum "
                                 f"({_fmt(z_dec)}): one hand writes them all")
                 if mag < max(abs(e.llr) for _, e in decisive):
                     whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
@@ -585,11 +585,11 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                     if key == top_key:
                         continue
                     contrib[key] = 0.0
-                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own unsigned claims count as the "
+                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own claims count as the "
                                           f"strongest of them, not their sum (one hand writes them all)",
                                    "counted in it as above")
                 contrib[top_key] = sign * mag
-                why_top = "; ".join(w for w in whys if not w.startswith("the file's own unsigned claims count as"))
+                why_top = "; ".join(w for w in whys if not w.startswith("the file's own claims count as"))
                 if abs(mag - abs(top.llr)) > 1e-12:
                     scaled[top_key] = (top.llr, why_top, "scaled as above")
             elif abs(mag - abs(z_dec)) > 1e-12:
