@@ -37,7 +37,8 @@ DEFAULT_REAL_THRESHOLD = 0.1
 SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
 # move the log-odds by at most half of it, so it cannot flip the verdict. Not for
-# a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
+# a decision that rests only on the file's own claims (BASIS_CLAIM: its unsigned metadata, or a C2PA
+# manifest no trust list vouches for):
 # those count the strongest one's stated strength (never their sum, never more than this).
 DECISIVE_FLOOR = 9.2
 # The least P(AI) of a file decisive evidence calls ai-generated (the floor, the rest clipped to half of it
@@ -121,7 +122,7 @@ def shown_p_text(p: float, band: tuple[float, float] | None, digits: int = 3) ->
 
 def decisive_llr(items: Iterable[Any]) -> float:
     """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
-    that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
+    that items resting only on the file's own claims (all of them `basis` "claim", one direction)
     count as the strongest of them, never above DECISIVE_FLOOR. One hand writes them all, so a second claim
     costs a forger nothing more than the first. Fusion and the metadata detector's own P(AI) both count by it:
     `meta` showed 0.999955 (parameters 6.0 + XMP 4.0 summed) beside a fused 0.9975 for the same file."""
