@@ -289,6 +289,17 @@ def test_one_store_over_many_app11_segments_is_one_store_and_two_such_stores_are
     assert two.facts["c2pa"]["stores"] == 2 and two.facts["c2pa"]["status"] == "invalid"
 
 
+def test_a_second_store_under_another_jpeg_instance_number_is_refused_by_the_reader(signer):
+    # docs/provenance.md "Two manifest stores": c2pa-rs reads the first of two stores only where they share its
+    # one instance number; under two it refuses the file, which then says so rather than show either.
+    other = c2pa_signing.sign(signer, _img(7), "JPEG", "digitalCapture", thumbnail=False)
+    own = c2pa_signing.sign(signer, _img(8), "JPEG", "trainedAlgorithmicMedia", thumbnail=False)
+    pasted = b"".join(s[:6] + b"\x00\x07" + s[8:] for s in _app11_segments(other))   # FF EB, length, "JP", instance
+    rep = analyze(own[:2] + pasted + own[2:], "x")
+    assert "c2pa" not in rep.facts
+    assert "more than one manifest store" in {e.id: e for e in rep.evidence}["c2pa.unreadable"].detail
+
+
 def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, monkeypatch):
     # However the first store reads (here as valid as c2pa-rs reads the signed file alone), a second store
     # means something was added after signing: the declaration is a claim, never decisive.
