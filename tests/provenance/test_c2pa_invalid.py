@@ -334,3 +334,25 @@ def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):
     assert out.verdict == "ai-generated" and out.p_ai < DECISIVE_P_LEAST, out.p_ai
     assert "anyone can sign with a self-made certificate" in out.reasons[0]
     assert "counts as the file's own claim" in out.reasons[0], out.reasons[0]
+
+
+def test_trust_is_the_reader_s_own_state_never_a_field_the_file_writes():
+    # Every other test stands `trusted` in by a patch; this is the decision itself. Only c2pa-rs's state "Trusted"
+    # (a trust list vouched for the chain) makes a manifest signed evidence: not a signer or issuer name that
+    # claims a camera maker, not a valid signature alone (what every offline read gives), and not with a failure.
+    from aiidetect.provenance.c2pa import summarize
+
+    def store(failures=("signingCredential.untrusted",)):
+        return {"active_manifest": "m", "manifests": {"m": {
+            "claim_generator": "Leica Camera AG", "signature_info": {"common_name": "Leica Camera AG",
+                                                                     "issuer": "C2PA Trust List Root (trusted)"}}},
+            "validation_results": {"activeManifest": {
+                "success": [{"code": "claimSignature.validated"}, {"code": "assertion.dataHash.match"}],
+                "failure": [{"code": c} for c in failures]}}}
+
+    assert summarize(store(), "Valid").valid and not summarize(store(), "Valid").trusted
+    assert summarize(store(()), "Trusted").trusted and summarize(store(()), "trusted").trusted
+    assert not summarize(store(("assertion.dataHash.mismatch",)), "Trusted").trusted
+    f = summarize(store(()), "Trusted")
+    f.stores = 2   # a second store pasted beside a vouched-for one: invalid, so not trusted either
+    assert not f.trusted and f.to_dict().get("trusted") is None
