@@ -37,7 +37,8 @@ DEFAULT_REAL_THRESHOLD = 0.1
 SOFT_EVIDENCE_CAP = 2.0
 # Decisive evidence counts at least this much (p ~ 0.9999), and the rest may
 # move the log-odds by at most half of it, so it cannot flip the verdict. Not for
-# a decision that rests only on the file's own unsigned claims (BASIS_CLAIM):
+# a decision that rests only on the file's own claims (BASIS_CLAIM: its unsigned metadata, or a C2PA
+# manifest no trust list vouches for):
 # those count the strongest one's stated strength (never their sum, never more than this).
 DECISIVE_FLOOR = 9.2
 # The least P(AI) of a file decisive evidence calls ai-generated (the floor, the rest clipped to half of it
@@ -121,7 +122,7 @@ def shown_p_text(p: float, band: tuple[float, float] | None, digits: int = 3) ->
 
 def decisive_llr(items: Iterable[Any]) -> float:
     """The signed nats decisive evidence items count for together, before rule 3's floor: their sum, except
-    that items resting only on the file's own unsigned claims (all of them `basis` "claim", one direction)
+    that items resting only on the file's own claims (all of them `basis` "claim", one direction)
     count as the strongest of them, never above DECISIVE_FLOOR. One hand writes them all, so a second claim
     costs a forger nothing more than the first. Fusion and the metadata detector's own P(AI) both count by it:
     `meta` showed 0.999955 (parameters 6.0 + XMP 4.0 summed) beside a fused 0.9975 for the same file."""
@@ -566,7 +567,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                 against = min(mag / 2, max(0.0, mag - edge))
                 whys = []
                 if mag < abs(z_dec) and len(decisive) > 1:
-                    whys.append(f"the file's own unsigned claims count as the strongest of them, not their sum "
+                    whys.append(f"the file's own claims count as the strongest of them, not their sum "
                                 f"({_fmt(z_dec)}): one hand writes them all")
                 if mag < max(abs(e.llr) for _, e in decisive):
                     whys.append(f"unsigned claims count at most the {DECISIVE_FLOOR:g} nats of signed evidence")
@@ -585,11 +586,11 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
                     if key == top_key:
                         continue
                     contrib[key] = 0.0
-                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own unsigned claims count as the "
+                    scaled[key] = (e.llr, f"counted in {top_key}: the file's own claims count as the "
                                           f"strongest of them, not their sum (one hand writes them all)",
                                    "counted in it as above")
                 contrib[top_key] = sign * mag
-                why_top = "; ".join(w for w in whys if not w.startswith("the file's own unsigned claims count as"))
+                why_top = "; ".join(w for w in whys if not w.startswith("the file's own claims count as"))
                 if abs(mag - abs(top.llr)) > 1e-12:
                     scaled[top_key] = (top.llr, why_top, "scaled as above")
             elif abs(mag - abs(z_dec)) > 1e-12:

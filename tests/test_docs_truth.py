@@ -1265,3 +1265,31 @@ def test_evidence_ids_named_in_the_docs_exist():
                 stale.append(f"{_rel(doc)}:{n}: {span}")
     assert seen > 30, seen
     assert not stale, "evidence ids in the docs that no reader emits:\n" + "\n".join(stale)
+
+
+def test_the_report_guide_says_a_valid_c2pa_signature_is_the_file_s_own_claim():
+    """docs/report.md's strength table told the newsroom reader that "a valid signature proves who signed" and that
+    a signed "digitalCapture" weighs up to 2 nats toward real; offline no trust list vouches for any signer, so a
+    valid manifest counts as the file's own claim (an AI declaration at 7, not the signed floor; a capture at the
+    unverified 0.5, provenance._c2pa)."""
+    rows = [ln for ln in (REPO / "docs/report.md").read_text(encoding="utf-8").splitlines() if ln.startswith("|")]
+    ai = next(r for r in rows if "C2PA manifest declaring AI creation" in r)
+    capture = next(r for r in rows if 'signed C2PA "digitalCapture"' in r)
+    assert "proves who signed" not in ai and "own claim" in ai and "no trust list vouches" in ai, ai
+    assert "no trust list vouches" in capture and "2 only for a signer a trust list vouches for" in capture, capture
+
+
+def test_schema_names_the_c2pa_facts_a_record_gained():
+    """`facts.c2pa.stores` and `facts.c2pa.trusted` reached records (and a valid self-signed manifest's weights
+    changed) with no word in docs/schema.md, whose Changes tell a script reading the records what moved."""
+    from aiidetect.provenance.c2pa import C2paFacts
+
+    f = C2paFacts(signature_valid=True, content_matches=True, state="Trusted")
+    assert f.to_dict().get("trusted") is True
+    f.stores = 2
+    assert f.to_dict()["stores"] == 2
+    text = (REPO / "docs/schema.md").read_text(encoding="utf-8")
+    changes = text[text.index("### Changes"):text.index("## File names")]
+    for key in ("stores", "trusted"):
+        assert f"`{key}`" in changes and "`facts.c2pa`" in changes, key
+    assert "two C2PA manifest stores" in text   # the metadata.conflict row

@@ -62,6 +62,18 @@ def test_decisive_reason_names_what_the_evidence_rests_on():
     assert first(None) == "decisive provenance evidence decides the verdict"   # no basis given: no guess
 
 
+def test_a_self_signed_manifest_among_the_claims_is_not_called_unsigned():
+    # A valid C2PA declaration no trust list vouches for counts with the file's other claims as one; the line
+    # of the claim counted in it said "the file's own unsigned claims", of a manifest whose signature checks out.
+    c2pa = Evidence("c2pa.ai-generated", "ai", 7.0, "C2PA declares ...; signature valid", decisive=True,
+                    data={"basis": "claim", "status": "valid"})
+    params = Evidence("generator.parameters", "ai", 6.0, "A1111 settings", decisive=True, data={"basis": "claim"})
+    reasons = fuse({"linear": ok(0.01), "metadata": meta(c2pa, params)}).reasons
+    line = next(r for r in reasons if r.startswith("metadata:generator.parameters:"))
+    assert "counted in metadata:c2pa.ai-generated: the file's own claims count as the strongest" in line, line
+    assert not any("unsigned claims" in r for r in reasons), reasons
+
+
 def test_decisive_real_evidence_and_conflicts():
     signed_capture = Evidence("c2pa.capture", "real", 10.0, "signed camera capture", decisive=True)
     assert fuse({"linear": ok(0.99), "metadata": meta(signed_capture)}).verdict == "likely-real"

@@ -244,7 +244,7 @@ def test_shared_claims_and_nothing_read_plainly():
     top, other = (next(r for r in out.reasons if r.startswith(f"metadata:{i}:"))
                   for i in ("generator.parameters", "xmp.ai-source-type"))
     assert top.endswith("(+6.00 nats) [decisive]"), top
-    assert "(0.00 nats of its +4.00: counted in metadata:generator.parameters: the file's own unsigned claims count as the strongest" in other, other
+    assert "(0.00 nats of its +4.00: counted in metadata:generator.parameters: the file's own claims count as the strongest" in other, other
     big = fuse({"metadata": meta(claim("generator.parameters", 12.0), XMP)}).reasons
     assert any("(+9.20 nats of its +12.00: unsigned claims count at most" in r for r in big), big
     assert fuse({"a": ok(0.4999)}).reasons == ["a: p_ai=0.50 (0.00 nats)"]

@@ -645,7 +645,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
         conflicts.append(f"{f.stores} C2PA manifest stores ({where}) where a file carries one (at least one was "
                          "added after signing): only the first was read, declaring "
                          f"{', '.join(sorted(set(f.source_types))[:3]) or 'no source type'}, which is therefore not "
-                         f"established for this image; what the other {f.stores - 1} declare is not known")
+                         f"established for this image; what the other "
+                         f"{'store declares' if f.stores == 2 else f'{f.stores - 1} declare'} is not known")
     ok = f.valid
     suffix = "" if ok else ".invalid"
     validity = f.validity_text()

@@ -126,6 +126,10 @@ class C2paFacts:
                 f"added after signing): only the first was read")
 
     def validity_text(self) -> str:
+        if self.trusted:
+            # Said apart: "signer not checked against a trust list" beside the signed weight contradicted it.
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; signer vouched for by a "
+                    "trust list")
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a
             # certificate anyone made for themselves signs just as validly as a camera maker's.

@@ -93,6 +93,7 @@ def test_valid_capture_manifest_still_counts(signer, monkeypatch):
     monkeypatch.setattr(c2.C2paFacts, "trusted", property(lambda self: self.valid))
     cap = {e.id: e for e in analyze(data, "x").evidence}["c2pa.capture"]
     assert cap.strength == 2.0 and "counted as a claim" not in cap.detail
+    assert "signer vouched for by a trust list" in cap.detail and "not checked against a trust list" not in cap.detail
 
 
 def test_a_manifest_of_thousands_of_actions_keeps_the_record_small_and_still_counts_them_all():
@@ -269,7 +270,35 @@ def test_a_second_manifest_store_is_named_in_the_record_not_silently_dropped(sig
     assert not [e for e in rep.evidence if e.direction == "real" or e.decisive]
     notes = " ".join(rep.facts["conflicts"])
     assert "2 C2PA manifest stores" in notes and "declaring digitalCapture" in notes, notes
+    assert "what the other store declares is not known" in notes, notes   # it read "the other 1 declare"
     assert "only the first was read" in {e.id: e for e in rep.evidence}["c2pa.manifest"].detail
+
+
+def test_one_store_over_many_app11_segments_is_one_store_and_two_such_stores_are_two(signer):
+    # A store past 64 KB (a camera's or an editor's thumbnail) is split over APP11 packets that each repeat the
+    # JUMBF box header; only the first (sequence 1) opens it. Counted per packet, every such genuine file read as
+    # a paste, its manifest INVALID and a conflict note on it.
+    big = Image.fromarray(np.random.default_rng(5).integers(0, 255, (400, 600, 3), dtype=np.uint8))
+    one = c2pa_signing.sign(signer, big, "JPEG", "digitalCapture")
+    assert len(_app11_segments(one)) > 3
+    rep = analyze(one, "x")
+    assert rep.facts["c2pa"]["status"] == "valid" and "stores" not in rep.facts["c2pa"]
+    assert "conflicts" not in rep.facts
+    other = c2pa_signing.sign(signer, big.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG",
+                              "trainedAlgorithmicMedia")
+    two = analyze(one[:2] + b"".join(_app11_segments(other)) + one[2:], "x")
+    assert two.facts["c2pa"]["stores"] == 2 and two.facts["c2pa"]["status"] == "invalid"
+
+
+def test_a_second_store_under_another_jpeg_instance_number_is_refused_by_the_reader(signer):
+    # docs/provenance.md "Two manifest stores": c2pa-rs reads the first of two stores only where they share its
+    # one instance number; under two it refuses the file, which then says so rather than show either.
+    other = c2pa_signing.sign(signer, _img(7), "JPEG", "digitalCapture", thumbnail=False)
+    own = c2pa_signing.sign(signer, _img(8), "JPEG", "trainedAlgorithmicMedia", thumbnail=False)
+    pasted = b"".join(s[:6] + b"\x00\x07" + s[8:] for s in _app11_segments(other))   # FF EB, length, "JP", instance
+    rep = analyze(own[:2] + pasted + own[2:], "x")
+    assert "c2pa" not in rep.facts
+    assert "more than one manifest store" in {e.id: e for e in rep.evidence}["c2pa.unreadable"].detail
 
 
 def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, monkeypatch):
@@ -306,3 +335,25 @@ def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):
     assert out.verdict == "ai-generated" and out.p_ai < DECISIVE_P_LEAST, out.p_ai
     assert "anyone can sign with a self-made certificate" in out.reasons[0]
     assert "counts as the file's own claim" in out.reasons[0], out.reasons[0]
+
+
+def test_trust_is_the_reader_s_own_state_never_a_field_the_file_writes():
+    # Every other test stands `trusted` in by a patch; this is the decision itself. Only c2pa-rs's state "Trusted"
+    # (a trust list vouched for the chain) makes a manifest signed evidence: not a signer or issuer name that
+    # claims a camera maker, not a valid signature alone (what every offline read gives), and not with a failure.
+    from aiidetect.provenance.c2pa import summarize
+
+    def store(failures=("signingCredential.untrusted",)):
+        return {"active_manifest": "m", "manifests": {"m": {
+            "claim_generator": "Leica Camera AG", "signature_info": {"common_name": "Leica Camera AG",
+                                                                     "issuer": "C2PA Trust List Root (trusted)"}}},
+            "validation_results": {"activeManifest": {
+                "success": [{"code": "claimSignature.validated"}, {"code": "assertion.dataHash.match"}],
+                "failure": [{"code": c} for c in failures]}}}
+
+    assert summarize(store(), "Valid").valid and not summarize(store(), "Valid").trusted
+    assert summarize(store(()), "Trusted").trusted and summarize(store(()), "trusted").trusted
+    assert not summarize(store(("assertion.dataHash.mismatch",)), "Trusted").trusted
+    f = summarize(store(()), "Trusted")
+    f.stores = 2   # a second store pasted beside a vouched-for one: invalid, so not trusted either
+    assert not f.trusted and f.to_dict().get("trusted") is None
