@@ -218,7 +218,22 @@ def test_phone_width(browser, report, tmp_path):
     # ... with their thumbnails: loaded lazily, a card never scrolled to printed without one (Chromium's PDF).
     thumbs = page.eval_on_selector_all("article.card.flagged img", "is => is.map(i => i.complete && i.naturalWidth > 0)")
     assert len(thumbs) > 3 and all(thumbs), thumbs
-    assert not page.is_visible("#files-table")
+    # ... after the table, with a row for every file (a likely real file was in no printout), whatever page and
+    # filter the screen showed, no row cut by a page break, and none of the controls that do nothing on paper.
+    page.emulate_media(media="screen")
+    page.select_option("#filter-verdict", "uncertain")
+    page.select_option("#page-size", "50")
+    page.click("#page-next")
+    page.emulate_media(media="print")
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")  # what the browser fires, page.pdf() too
+    assert page.is_visible("#files-table")
+    printed = [r[2] for r in _rows(page)]
+    assert printed == [r["file"].replace("\udcff", "\ufffd") for r in recs] and len(printed) > 100
+    assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file", "#files-table caption"))
+    assert set(page.eval_on_selector_all("#files-table tr", "trs => trs.map(t => getComputedStyle(t).breakInside)")) \
+        == {"avoid"}
+    page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    assert page.locator("#files-count").text_content().startswith("Showing 51\u2013")  # the screen as it was
     # Between phone and desktop (a 1440 px laptop at 200% zoom is 720 CSS px) the top reason kept a column:
     # the file's fixed 42% left it 7 px, one letter a line.
     page.emulate_media(media="screen")
