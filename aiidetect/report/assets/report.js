@@ -124,6 +124,11 @@
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);
+    // A reason longer than its cell scrolls inside it: Tab must reach it, or a keyboard-only reader in a browser
+    // that does not focus scrolling boxes by itself (Safari) never reads past its first lines.
+    Array.prototype.forEach.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
+      if (d.scrollHeight > d.clientHeight + 1) d.tabIndex = 0;
+    });
     count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
       state.view.length + (state.view.length === 1 ? " file" : " files") +
       (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
