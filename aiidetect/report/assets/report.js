@@ -126,9 +126,11 @@
     tbody.replaceChildren(frag);
     // A reason longer than its cell scrolls inside it: Tab must reach it, or a keyboard-only reader in a browser
     // that does not focus scrolling boxes by itself (Safari) never reads past its first lines.
-    Array.prototype.forEach.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
-      if (d.scrollHeight > d.clientHeight + 1) d.tabIndex = 0;
-    });
+    // All measured first, then marked: a mark between two measures made the browser lay the table out again
+    // for each row. Not on paper, where no cell scrolls.
+    if (!printing) Array.prototype.filter.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
+      return d.scrollHeight > d.clientHeight + 1;
+    }).forEach(function (d) { d.tabIndex = 0; });
     count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
       state.view.length + (state.view.length === 1 ? " file" : " files") +
       (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
