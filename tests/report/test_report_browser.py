@@ -232,6 +232,9 @@ def test_phone_width(browser, report, tmp_path):
     assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file", "#files-table caption"))
     assert set(page.eval_on_selector_all("#files-table tr", "trs => trs.map(t => getComputedStyle(t).breakInside)")) \
         == {"avoid"}
+    # Chromium repeats the column names on every printed page only when the header holds no form control
+    assert set(page.eval_on_selector_all("#files-table th button", "bs => bs.map(b => getComputedStyle(b).display)")) \
+        == {"contents"}
     page.evaluate("window.dispatchEvent(new Event('afterprint'))")
     assert page.locator("#files-count").text_content().startswith("Showing 51\u2013")  # the screen as it was
     # Between phone and desktop (a 1440 px laptop at 200% zoom is 720 CSS px) the top reason kept a column:
