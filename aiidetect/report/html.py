@@ -581,8 +581,9 @@ def _overview(n: int, counts: Mapping[str, int], n_cards: int, run: Mapping[str,
              f"then.{' ' + _e(SOFT_ONLY_WORDS) if soft_only else ''} Likely real is not proof: new generators and "
              f"fakes made to fool detectors can score low. "
              f"A printout lists every file in the table, then gives each flagged file (AI-generated, uncertain) "
-             f"and each file that could not be analysed (error) a page of its own.</p><p class=\"mute\">On a card, each line of <i>What moved the verdict</i> names what it "
-             f"rests on; a number such as (+0.40 nats) is how far that item moved the estimate toward AI (+) or "
+             f"and each file that could not be analysed (error) a page of its own.</p><p class=\"mute\">On a "
+             f"card, each line of <i>What moved the verdict</i> names what it rests on; a number such as "
+             f"(+0.40 nats) is how far that item moved the estimate toward AI (+) or "
              f"real (-), in log-odds, and a [decisive] item settles the verdict on its own, unless another points "
              f"the other way (the file is then uncertain).</p>")
     facts: list[tuple[str, str]] = []

@@ -229,7 +229,8 @@ def test_phone_width(browser, report, tmp_path):
     assert page.is_visible("#files-table")
     printed = [r[2] for r in _rows(page)]
     assert printed == [r["file"].replace("\udcff", "\ufffd") for r in recs] and len(printed) > 100
-    assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file", "#files-table caption"))
+    assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file",
+                                                "#files-table caption"))
     assert set(page.eval_on_selector_all("#files-table tr", "trs => trs.map(t => getComputedStyle(t).breakInside)")) \
         == {"avoid"}
     # Chromium repeats the column names on every printed page only when the header holds no form control
@@ -286,7 +287,8 @@ def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
                                         "metadata": {"status": "ok", "evidence": [{"id": x, "source": x,
                                                                                    "strength": 1, "detail": x}]}}}
     run = tmp_path / "run.jsonl"
-    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg", "reasons": ["short"]}) + "\n", encoding="utf-8")
+    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg", "reasons": ["short"]}) + "\n",
+                   encoding="utf-8")
     out = tmp_path / "r.html"
     assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     for width in (1280, 390):
