@@ -218,7 +218,33 @@ def test_phone_width(browser, report, tmp_path):
     # ... with their thumbnails: loaded lazily, a card never scrolled to printed without one (Chromium's PDF).
     thumbs = page.eval_on_selector_all("article.card.flagged img", "is => is.map(i => i.complete && i.naturalWidth > 0)")
     assert len(thumbs) > 3 and all(thumbs), thumbs
-    assert not page.is_visible("#files-table")
+    # ... after the table, with a row for every file (a likely real file was in no printout), whatever page and
+    # filter the screen showed, no row cut by a page break, and none of the controls that do nothing on paper.
+    page.emulate_media(media="screen")
+    page.select_option("#filter-verdict", "uncertain")
+    page.select_option("#page-size", "50")
+    page.click("#page-next")
+    page.emulate_media(media="print")
+    page.evaluate("window.dispatchEvent(new Event('beforeprint'))")  # what the browser fires, page.pdf() too
+    assert page.is_visible("#files-table")
+    printed = [r[2] for r in _rows(page)]
+    assert printed == [r["file"].replace("\udcff", "\ufffd") for r in recs] and len(printed) > 100
+    assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file",
+                                                "#files-table caption"))
+    assert set(page.eval_on_selector_all("#files-table tr", "trs => trs.map(t => getComputedStyle(t).breakInside)")) \
+        == {"avoid"}
+    # Chromium repeats the column names on every printed page only when the header holds no form control
+    assert set(page.eval_on_selector_all("#files-table th button", "bs => bs.map(b => getComputedStyle(b).display)")) \
+        == {"contents"}
+    page.evaluate("window.dispatchEvent(new Event('afterprint'))")
+    assert page.locator("#files-count").text_content().startswith("Showing 51\u2013")  # the screen as it was
+    # Between phone and desktop (a 1440 px laptop at 200% zoom is 720 CSS px) the top reason kept a column:
+    # the file's fixed 42% left it 7 px, one letter a line.
+    page.emulate_media(media="screen")
+    page.set_viewport_size({"width": 720, "height": 844})
+    widths = page.eval_on_selector_all("#files-table thead th", "ths => ths.map(t => t.getBoundingClientRect().width)")
+    assert min(widths) >= 60 and widths[5] >= 120, widths
+    assert page.evaluate("document.documentElement.scrollWidth") <= 720
     assert problems == []
     page.close()
 
@@ -261,7 +287,8 @@ def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
                                         "metadata": {"status": "ok", "evidence": [{"id": x, "source": x,
                                                                                    "strength": 1, "detail": x}]}}}
     run = tmp_path / "run.jsonl"
-    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg"}) + "\n", encoding="utf-8")
+    run.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "file": "short.jpg", "reasons": ["short"]}) + "\n",
+                   encoding="utf-8")
     out = tmp_path / "r.html"
     assert run_cli("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
     for width in (1280, 390):
@@ -274,6 +301,8 @@ def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
         assert spill == [] and page.evaluate("document.documentElement.scrollWidth") <= width
         heights = page.eval_on_selector_all("#files-table tbody tr", "trs => trs.map(t => t.getBoundingClientRect().height)")
         assert len(heights) == 2 and heights[0] < 250, heights
+        if width > 700:  # the reason is shown (a phone has it on the card): its scrolling cell takes the focus
+            assert page.eval_on_selector_all("#files-table td.opt .clip", "ds => ds.map(d => d.tabIndex)") == [0, -1]
         assert problems == []
         page.close()
 

@@ -734,3 +734,31 @@ def test_no_band_is_named_where_the_run_does_not_know_it_and_the_gauge_says_the_
     said = page({"fusion": {"ai_threshold": 0.5, "real_threshold": 0.1}})
     assert "aria-label=\"P(AI) = 0.850; AI-generated above 0.5, likely real at or below 0.1, uncertain between\"" \
         in said
+
+
+def test_one_main_landmark_and_each_thumbnail_names_its_file_and_verdict(tmp_path):
+    """A screen reader jumps to the main landmark and lists regions: the page had none (no <main>, an overview
+    without a name), and every thumbnail was read as "thumbnail", never whose or judged how. A hostile name
+    in the alt text stays text."""
+    from aiidetect.report.html import VERDICT_WORDS
+    from aiidetect.testing.images import noise_rgb, save
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    name = "<img src=x onerror=alert(1)>\"'.jpg"
+    save(noise_rgb(64, 48, 1), d / name)
+    run, out = tmp_path / "run.jsonl", tmp_path / "r.html"
+    assert run_cli_in_process("scan", str(d), "-d", "metadata", "-f", "jsonl", "-o", str(run), "-q",
+                              "--no-cache").returncode == 0
+    assert run_cli_in_process("report", str(run), "-o", str(out), "-q").returncode == 0
+    html = out.read_text(encoding="utf-8")
+    doc = assert_self_contained(html)
+    _no_raw_payload(html)
+    assert [t for t, _ in doc.tags].count("main") == 1
+    start, end = html.index("<main>"), html.index("</main>")
+    assert all(start < html.index(f'id="{s}"') < end for s in ("overview", "files", "cards"))
+    assert ("section", {"id": "overview", "aria-labelledby": "overview-h"}) in doc.tags
+    assert ("h2", {"id": "overview-h"}) in doc.tags
+    (rec,) = jsonl(run.read_text(encoding="utf-8"))
+    alts = [a.get("alt") for t, a in doc.tags if t == "img"]
+    assert alts == [f"thumbnail of {rec['file']}, judged {VERDICT_WORDS[rec['verdict']][1]}"]

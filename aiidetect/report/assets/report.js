@@ -76,8 +76,12 @@
     return d;
   }
 
+  var printing = false;
+
   function render() {
-    var per = parseInt(psel.value, 10) || 100;
+    // On paper every file has its row, whatever the page, filter or page size on screen (a printout for a
+    // legal review held the first 100 rows, or none): the table is printed whole, in the order sorted.
+    var per = printing ? Math.max(1, state.view.length) : (parseInt(psel.value, 10) || 100);
     var pages = Math.max(1, Math.ceil(state.view.length / per));
     if (state.page >= pages) state.page = pages - 1;
     var start = state.page * per, part = state.view.slice(start, start + per);
@@ -120,6 +124,13 @@
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);
+    // A reason longer than its cell scrolls inside it: Tab must reach it, or a keyboard-only reader in a browser
+    // that does not focus scrolling boxes by itself (Safari) never reads past its first lines.
+    // All measured first, then marked: a mark between two measures made the browser lay the table out again
+    // for each row. Not on paper, where no cell scrolls.
+    if (!printing) Array.prototype.filter.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
+      return d.scrollHeight > d.clientHeight + 1;
+    }).forEach(function (d) { d.tabIndex = 0; });
     count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
       state.view.length + (state.view.length === 1 ? " file" : " files") +
       (state.view.length !== rows.length ? " (filtered from " + rows.length + ")" : ""))
@@ -167,9 +178,23 @@
     var j = k + (ev.key === "ArrowDown" ? 1 : -1);
     if (j >= 0 && j < links.length) { links[j].focus(); ev.preventDefault(); }
   });
-  // A printout has no clicks: open the flagged cards' evidence details before printing.
+  // A printout has no clicks: open the flagged cards' evidence details before printing, and list every file.
+  var onScreen = null;
   window.addEventListener("beforeprint", function () {
     document.querySelectorAll("article.card.flagged details:not(.absent)").forEach(function (d) { d.open = true; });
+    if (printing) return;
+    onScreen = {view: state.view, page: state.page};
+    state.view = rows.slice();
+    if (state.key) state.view.sort(cmp);
+    printing = true;
+    render();
+  });
+  window.addEventListener("afterprint", function () {
+    if (!printing) return;
+    printing = false;
+    state.view = onScreen.view;
+    state.page = onScreen.page;
+    render();
   });
   document.documentElement.setAttribute("data-ready", "1");
   render();
