@@ -241,6 +241,14 @@ def hold_standard_fds() -> None:
                     os.close(null)
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        # Python starts with sys.stderr None when fd 2 is closed; every `sys.stderr.write` of the error
+        # boundary then raised AttributeError, and the process exited 1, the code kept for findings
+        # (`scan ... > out.json 2>&-` on a full disk, `aiidetect --version >&- 2>&-`). fd 2 is /dev/null
+        # now: what is said there is lost, as the user asked, and the exit code stays the command's.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                          errors="backslashreplace", line_buffering=True)
 
 
 def utf8_output() -> None:

@@ -427,6 +427,22 @@ def test_closed_stdout_is_said_as_the_docs_quote_it(files, args):
     assert (r.returncode, r.stderr) == (2, "error: stdout is closed; give -o FILE or leave stdout open\n")
 
 
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_a_closed_stderr_leaves_the_exit_code_alone(redirect):
+    """`aiidetect scan ... > out.json 2>&-` in a cron line, on a full disk: Python starts with sys.stderr
+    None when fd 2 is closed, the boundary's `sys.stderr.write` of the error line raised AttributeError,
+    and the process exited 1, the code kept for findings, so the job read "AI found" for "nothing was
+    written". Every command's output meets the same boundary; `--version` is the cheapest to start."""
+    import shlex
+    import subprocess
+    import sys
+
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    cmd = shlex.join([sys.executable, "-m", "aiidetect", "--version"]) + f" {redirect} 2>&-"
+    assert subprocess.run(["sh", "-c", cmd], timeout=60).returncode == 2
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
