@@ -173,6 +173,15 @@ def pipe_safe_group():
             super().__init__(*args, **kwargs)
             _help_for_no_command_on_stderr(self)
 
+        def make_context(self, *args, **kwargs):
+            # The root's eager options print while its arguments are parsed, before invoke: click met
+            # `aiidetect --version | grep -q 0.1` (the reader gone before the line) with its exit 1.
+            _rich_broken_pipe_raises()
+            try:
+                return super().make_context(*args, **kwargs)
+            except BrokenPipeError:
+                reader_left(0)
+
         def invoke(self, ctx):
             _rich_broken_pipe_raises()
             try:

@@ -280,6 +280,13 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("--show-completion", "bash")])
+def test_a_reader_that_leaves_the_root_options_changes_no_exit_code(args):
+    """`aiidetect --version | grep -q 0.1` under `set -o pipefail`: the root's eager options print while
+    the arguments are parsed, outside the commands' guard, and click met the broken pipe with exit 1."""
+    assert _reader_gone(*args) == (0, "")
+
 @pytest.mark.parametrize("fmt,extra", [(f, []) for f in ("json", "jsonl", "csv", "table", "html")]
                          + [("json", ["-o", "-"]), ("html", ["-o", "-"])])
 def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt, extra):
