@@ -533,6 +533,20 @@ def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
     assert "--fail-on takes ai, uncertain, error, real (or ai-generated, likely-real); got 'nonsense'" in r.stderr
 
 
+
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, value):
+    """`scan --fail-on "$FAIL_ON"` with the variable unset: the CI gate was off without a word (exit 0
+    whatever was found), and `results export --verdict ""` exported every record."""
+    gen = str(files / "gen.png")
+    r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", value)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout
+    assert "--fail-on names no verdict; give one or more of ai, uncertain, error, real" in r.stderr
+    db = tmp_path / "s.sqlite"
+    assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
+    assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
+
 def test_onnx_is_a_runtime_not_a_detector_value():
     """`-d bogus` listed `onnx` among the known detectors; `-d onnx` ran nothing under --runtime onnx
     and, with --onnx DIR under --runtime torch, the export's heads marked as torch's choice."""
