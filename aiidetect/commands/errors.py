@@ -275,8 +275,21 @@ def utf8_output() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+def drop_unusable_widths() -> None:
+    """COLUMNS=0 (set where no terminal answers: some CI runners, containers, editors' shells) made rich lay
+    every console out for zero columns, which prints nothing: the table, `doctor`'s report, the summary,
+    every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
+    to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
+    not a positive number is no width: dropped before typer reads it, as if unset."""
+    for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            del os.environ[name]
+
+
 def run_guarded(app) -> None:
     """Run the Typer app in standalone mode and turn escapes into exit 2."""
+    drop_unusable_widths()
     hold_standard_fds()
     utf8_output()
     quiet_library_warnings()

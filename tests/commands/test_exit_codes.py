@@ -450,6 +450,31 @@ def test_a_closed_stderr_leaves_the_exit_code_alone(redirect):
     assert subprocess.run(["sh", "-c", cmd], timeout=60).returncode == 2
 
 
+
+@pytest.mark.parametrize("env, args, said", [
+    ({"COLUMNS": "0"}, ["scan", "--bogus"], "No such option"),
+    ({"TERMINAL_WIDTH": "abc"}, ["scan", "--bogus"], "No such option"),
+])
+def test_a_width_of_zero_or_nonsense_hides_nothing(env, args, said):
+    """COLUMNS=0, where no terminal answers (CI runners, containers): rich laid every console out for zero
+    columns and printed nothing, so a failed run exited 2 without a word and `doctor` printed no report;
+    TERMINAL_WIDTH=abc turned every usage error into a ValueError."""
+    r = run_cli(*args, env=env)
+    assert r.returncode == 2 and said in r.stderr and "ValueError" not in r.stderr, r.stderr
+
+
+def test_only_positive_widths_are_kept(monkeypatch):
+    from aiidetect.commands.errors import drop_unusable_widths
+
+    for name, value in (("COLUMNS", "0"), ("LINES", "-1"), ("TERMINAL_WIDTH", "wide")):
+        monkeypatch.setenv(name, value)
+    drop_unusable_widths()
+    assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("TERMINAL_WIDTH", "90")
+    drop_unusable_widths()
+    assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == ("100", "90")
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
