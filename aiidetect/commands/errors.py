@@ -275,6 +275,54 @@ def utf8_output() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class StderrBestEffort:
+    """sys.stderr for the whole run (run_guarded): a write to it that fails is dropped, fd 2 pointed at
+    /dev/null, and the run goes on. stderr holds the logs, never the findings: its reader gone
+    (`2> >(grep -m1 ...)`, a logger that died) raised BrokenPipeError, which the boundary took for stdout's
+    reader leaving, so `scan --fail-on ai` exited 0 whatever it found and `eval -f json` printed nothing,
+    exit 0; a full disk under `2> log` made a finished run exit 2. The exit code stays the command's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._buffer = None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+
+    def _try(self, call, *args):
+        try:
+            return call(*args)
+        except OSError:
+            self._gone()
+            # What the stream still buffers now drains into /dev/null, so later writes do not fail on it.
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
+            return None
+
+    def write(self, s):
+        done = self._try(self._stream.write, s)
+        return len(s) if done is None else done
+
+    def writelines(self, lines) -> None:
+        self._try(self._stream.writelines, list(lines))
+
+    def flush(self) -> None:
+        self._try(self._stream.flush)
+
+    @property
+    def buffer(self):
+        raw = self._stream.buffer
+        if self._buffer is None or self._buffer._stream is not raw:
+            self._buffer = StderrBestEffort(raw)
+        return self._buffer
+
+
 def drop_unusable_widths() -> None:
     """COLUMNS=0 (set where no terminal answers: some CI runners, containers, editors' shells) made rich lay
     every console out for zero columns, which prints nothing: the table, `doctor`'s report, the summary,
@@ -296,8 +344,9 @@ def run_guarded(app) -> None:
     stop_on_signals()
     from ..report.output import StdoutWrites
 
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     guarded = sys.stdout = StdoutWrites(stdout)
+    logs = sys.stderr = StderrBestEffort(stderr)
     try:
         _run_guarded(app)
     finally:
@@ -305,6 +354,8 @@ def run_guarded(app) -> None:
         # which keeps Ray's messages at exit off stdout).
         if sys.stdout is guarded:
             sys.stdout = stdout
+        if sys.stderr is logs:
+            sys.stderr = stderr
 
 
 def _run_guarded(app) -> None:

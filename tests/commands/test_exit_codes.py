@@ -287,6 +287,23 @@ def test_a_reader_that_leaves_the_root_options_changes_no_exit_code(args):
     the arguments are parsed, outside the commands' guard, and click met the broken pipe with exit 1."""
     assert _reader_gone(*args) == (0, "")
 
+
+def test_a_reader_of_stderr_that_leaves_changes_no_exit_code_and_no_finding(files):
+    """`scan ... --fail-on ai 2> >(grep -m1 ...)`: the logs' reader gone, the summary's write on stderr raised
+    BrokenPipeError, which the boundary took for stdout's reader leaving: exit 0 with the AI file found.
+    The logs are dropped; the findings and the exit code stay."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "aiidetect", "scan", str(files / "gen.png"), "-d", "metadata",
+                          "--no-cache", "-f", "jsonl", "--fail-on", "ai"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stderr.close()
+    out = p.stdout.read()
+    assert p.wait(timeout=300) == 1
+    assert [json.loads(x)["verdict"] for x in out.splitlines()] == ["ai-generated"]
+
+
 @pytest.mark.parametrize("fmt,extra", [(f, []) for f in ("json", "jsonl", "csv", "table", "html")]
                          + [("json", ["-o", "-"]), ("html", ["-o", "-"])])
 def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt, extra):
