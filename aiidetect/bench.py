@@ -506,6 +506,12 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
     if not sizes or min(sizes) < 1:
         raise ValueError("batch sizes must be positive integers")
     batch_size = sizes[-1]
+    paths = image_files(folder, images)
+    if folder and not paths:
+        # A FOLDER with no image in it (an unmounted share, a wrong path) was timed as no FOLDER at all: the
+        # model on random pixels, decode and end to end null, exit 0, which a script read as a measurement.
+        raise ValueError(f"no images in {folder}: bench times decode and end to end on the images of FOLDER; "
+                         "leave FOLDER out to time the model alone, on random pixels")
     dev = resolve_device(device)
     res: dict[str, Any] = {"backbone": backbone_spec.describe(), "runtime": runtime, "dtype": dtype,
                            "batch_size": batch_size, "workers": workers, "device": dev, "machine": machine_facts()}
@@ -547,7 +553,6 @@ def run_bench(backbone_spec, folder: str | Path | None = None, runtime: str = "t
     spec = make_spec(preprocess, bb.image_size, bb.mean, bb.std)
     res["preprocessing"] = spec["mode"]
 
-    paths = image_files(folder, images)
     res["images"] = len(paths)
     if paths:
         log(f"decoding {len(paths)} images")

@@ -26,7 +26,8 @@ def register(apps) -> None:
 @backbone_options()
 def bench_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Images to decode and scan (e.g. the dev photos). "
-                                                       "Without it only the model is timed, on random pixels."),
+                                                       "Without it only the model is timed, on random pixels; "
+                                                       "a folder with no image is refused."),
     backbone_opts: BackboneOptions = None,
     runtime: BenchRuntime = typer.Option("torch", "--runtime", help="onnx: exported on the fly unless --onnx."),
     dtype: BenchDtype = typer.Option("float32", "--dtype", help="bfloat16 on the torch runtime only, int8 on onnx only."),

@@ -314,6 +314,11 @@ def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list
         if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
             fail(f"{option} takes {', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real); got {x!r}")
         out.append(VERDICT_ALIASES.get(x, x))
+    if values and not out:
+        # `--fail-on "$FAIL_ON"` with the variable unset or empty: the gate was silently off (exit 0 whatever
+        # was found), and `--verdict ""` selected every record. Given, the option must name a verdict.
+        fail(f"{option} names no verdict; give one or more of {', '.join(VERDICT_ALIASES)} "
+             "(or ai-generated, likely-real), comma-separated")
     return out
 
 

@@ -173,6 +173,15 @@ def pipe_safe_group():
             super().__init__(*args, **kwargs)
             _help_for_no_command_on_stderr(self)
 
+        def make_context(self, *args, **kwargs):
+            # The root's eager options print while its arguments are parsed, before invoke: click met
+            # `aiidetect --version | grep -q 0.1` (the reader gone before the line) with its exit 1.
+            _rich_broken_pipe_raises()
+            try:
+                return super().make_context(*args, **kwargs)
+            except BrokenPipeError:
+                reader_left(0)
+
         def invoke(self, ctx):
             _rich_broken_pipe_raises()
             try:
@@ -241,6 +250,14 @@ def hold_standard_fds() -> None:
                     os.close(null)
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        # Python starts with sys.stderr None when fd 2 is closed; every `sys.stderr.write` of the error
+        # boundary then raised AttributeError, and the process exited 1, the code kept for findings
+        # (`scan ... > out.json 2>&-` on a full disk, `aiidetect --version >&- 2>&-`). fd 2 is /dev/null
+        # now: what is said there is lost, as the user asked, and the exit code stays the command's.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                          errors="backslashreplace", line_buffering=True)
 
 
 def utf8_output() -> None:
@@ -258,16 +275,78 @@ def utf8_output() -> None:
                 stream.reconfigure(errors="backslashreplace")
 
 
+class StderrBestEffort:
+    """sys.stderr for the whole run (run_guarded): a write to it that fails is dropped, fd 2 pointed at
+    /dev/null, and the run goes on. stderr holds the logs, never the findings: its reader gone
+    (`2> >(grep -m1 ...)`, a logger that died) raised BrokenPipeError, which the boundary took for stdout's
+    reader leaving, so `scan --fail-on ai` exited 0 whatever it found and `eval -f json` printed nothing,
+    exit 0; a full disk under `2> log` made a finished run exit 2. The exit code stays the command's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._buffer = None
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+
+    def _try(self, call, *args):
+        try:
+            return call(*args)
+        except OSError:
+            self._gone()
+            # What the stream still buffers now drains into /dev/null, so later writes do not fail on it.
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.flush()
+            return None
+
+    def write(self, s):
+        done = self._try(self._stream.write, s)
+        return len(s) if done is None else done
+
+    def writelines(self, lines) -> None:
+        self._try(self._stream.writelines, list(lines))
+
+    def flush(self) -> None:
+        self._try(self._stream.flush)
+
+    @property
+    def buffer(self):
+        raw = self._stream.buffer
+        if self._buffer is None or self._buffer._stream is not raw:
+            self._buffer = StderrBestEffort(raw)
+        return self._buffer
+
+
+def drop_unusable_widths() -> None:
+    """COLUMNS=0 (set where no terminal answers: some CI runners, containers, editors' shells) made rich lay
+    every console out for zero columns, which prints nothing: the table, `doctor`'s report, the summary,
+    every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
+    to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
+    not a positive number is no width: dropped before typer reads it, as if unset."""
+    for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
+        value = os.environ.get(name)
+        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+            del os.environ[name]
+
+
 def run_guarded(app) -> None:
     """Run the Typer app in standalone mode and turn escapes into exit 2."""
+    drop_unusable_widths()
     hold_standard_fds()
     utf8_output()
     quiet_library_warnings()
     stop_on_signals()
     from ..report.output import StdoutWrites
 
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     guarded = sys.stdout = StdoutWrites(stdout)
+    logs = sys.stderr = StderrBestEffort(stderr)
     try:
         _run_guarded(app)
     finally:
@@ -275,6 +354,8 @@ def run_guarded(app) -> None:
         # which keeps Ray's messages at exit off stdout).
         if sys.stdout is guarded:
             sys.stdout = stdout
+        if sys.stderr is logs:
+            sys.stderr = stderr
 
 
 def _run_guarded(app) -> None:

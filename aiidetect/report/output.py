@@ -134,11 +134,14 @@ def check_output(output: str | os.PathLike, inputs: Sequence[str], candidates: I
     parent = os.path.dirname(real_out)
     if os.path.isdir(out):
         raise OutputError(f"--output {out} is a folder; give a file name")
+    # A link is written through (its target replaced): the folder that matters is the target's. Naming the
+    # link's own folder said "--output folder /tmp does not exist" of a dangling link in /tmp.
+    folder = f"{parent} (where the link {out} leads)" if os.path.islink(out) else os.path.dirname(out) or "."
     if not os.path.isdir(parent):
-        raise OutputError(f"--output folder {os.path.dirname(out) or '.'} does not exist")
+        raise OutputError(f"--output folder {folder} does not exist")
     if not _direct(out) and not os.access(parent, os.W_OK):
         # Said now, before a model is loaded or a store session opened, not after the scan.
-        raise OutputError(f"--output folder {os.path.dirname(out) or '.'} cannot be written (read-only or no "
+        raise OutputError(f"--output folder {folder} cannot be written (read-only or no "
                           "permission; the report is written beside FILE, then renamed onto it)")
     if store is not None:
         db = os.fspath(store)

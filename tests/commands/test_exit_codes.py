@@ -280,6 +280,30 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
+
+@pytest.mark.parametrize("args", [("--version",), ("--help",), ("--show-completion", "bash")])
+def test_a_reader_that_leaves_the_root_options_changes_no_exit_code(args):
+    """`aiidetect --version | grep -q 0.1` under `set -o pipefail`: the root's eager options print while
+    the arguments are parsed, outside the commands' guard, and click met the broken pipe with exit 1."""
+    assert _reader_gone(*args) == (0, "")
+
+
+def test_a_reader_of_stderr_that_leaves_changes_no_exit_code_and_no_finding(files):
+    """`scan ... --fail-on ai 2> >(grep -m1 ...)`: the logs' reader gone, the summary's write on stderr raised
+    BrokenPipeError, which the boundary took for stdout's reader leaving: exit 0 with the AI file found.
+    The logs are dropped; the findings and the exit code stay."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "aiidetect", "scan", str(files / "gen.png"), "-d", "metadata",
+                          "--no-cache", "-f", "jsonl", "--fail-on", "ai"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stderr.close()
+    out = p.stdout.read()
+    assert p.wait(timeout=300) == 1
+    assert [json.loads(x)["verdict"] for x in out.splitlines()] == ["ai-generated"]
+
+
 @pytest.mark.parametrize("fmt,extra", [(f, []) for f in ("json", "jsonl", "csv", "table", "html")]
                          + [("json", ["-o", "-"]), ("html", ["-o", "-"])])
 def test_ctrl_c_leaves_stdout_parseable_and_exits_130(files, monkeypatch, fmt, extra):
@@ -427,6 +451,47 @@ def test_closed_stdout_is_said_as_the_docs_quote_it(files, args):
     assert (r.returncode, r.stderr) == (2, "error: stdout is closed; give -o FILE or leave stdout open\n")
 
 
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_a_closed_stderr_leaves_the_exit_code_alone(redirect):
+    """`aiidetect scan ... > out.json 2>&-` in a cron line, on a full disk: Python starts with sys.stderr
+    None when fd 2 is closed, the boundary's `sys.stderr.write` of the error line raised AttributeError,
+    and the process exited 1, the code kept for findings, so the job read "AI found" for "nothing was
+    written". Every command's output meets the same boundary; `--version` is the cheapest to start."""
+    import shlex
+    import subprocess
+    import sys
+
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    cmd = shlex.join([sys.executable, "-m", "aiidetect", "--version"]) + f" {redirect} 2>&-"
+    assert subprocess.run(["sh", "-c", cmd], timeout=60).returncode == 2
+
+
+
+@pytest.mark.parametrize("env, args, said", [
+    ({"COLUMNS": "0"}, ["scan", "--bogus"], "No such option"),
+    ({"TERMINAL_WIDTH": "abc"}, ["scan", "--bogus"], "No such option"),
+])
+def test_a_width_of_zero_or_nonsense_hides_nothing(env, args, said):
+    """COLUMNS=0, where no terminal answers (CI runners, containers): rich laid every console out for zero
+    columns and printed nothing, so a failed run exited 2 without a word and `doctor` printed no report;
+    TERMINAL_WIDTH=abc turned every usage error into a ValueError."""
+    r = run_cli(*args, env=env)
+    assert r.returncode == 2 and said in r.stderr and "ValueError" not in r.stderr, r.stderr
+
+
+def test_only_positive_widths_are_kept(monkeypatch):
+    from aiidetect.commands.errors import drop_unusable_widths
+
+    for name, value in (("COLUMNS", "0"), ("LINES", "-1"), ("TERMINAL_WIDTH", "wide")):
+        monkeypatch.setenv(name, value)
+    drop_unusable_widths()
+    assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("TERMINAL_WIDTH", "90")
+    drop_unusable_widths()
+    assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == ("100", "90")
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -509,6 +574,20 @@ def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
     assert r.returncode == 2 and r.stdout == ""
     assert "--fail-on takes ai, uncertain, error, real (or ai-generated, likely-real); got 'nonsense'" in r.stderr
 
+
+
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, value):
+    """`scan --fail-on "$FAIL_ON"` with the variable unset: the CI gate was off without a word (exit 0
+    whatever was found), and `results export --verdict ""` exported every record."""
+    gen = str(files / "gen.png")
+    r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", value)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout
+    assert "--fail-on names no verdict; give one or more of ai, uncertain, error, real" in r.stderr
+    db = tmp_path / "s.sqlite"
+    assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
+    r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
+    assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
 
 def test_onnx_is_a_runtime_not_a_detector_value():
     """`-d bogus` listed `onnx` among the known detectors; `-d onnx` ran nothing under --runtime onnx

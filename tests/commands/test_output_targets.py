@@ -194,3 +194,16 @@ def test_a_report_gets_its_mode_without_the_process_umask_being_set(tmp_path, mo
         os.umask(was)
     assert {p.name: (stat.S_IMODE(p.stat().st_mode), p.read_text()) for p in tmp_path.iterdir()} == {
         "new.json": (0o640, "[1]\n"), "private.json": (0o600, "[1]\n")}
+
+
+def test_a_dangling_link_as_output_names_the_folder_it_leads_to(tmp_path):
+    """`-o report.json`, a link left pointing into a folder since removed: the refusal said `--output folder
+    <the link's own folder> does not exist`, a folder the user could see was there."""
+    from aiidetect.report.output import OutputError, check_output
+
+    link = tmp_path / "report.json"
+    link.symlink_to(tmp_path / "gone" / "report.json")
+    with pytest.raises(OutputError) as e:
+        check_output(link, [])
+    gone = os.path.realpath(tmp_path / "gone")
+    assert str(e.value) == f"--output folder {gone} (where the link {link} leads) does not exist"
