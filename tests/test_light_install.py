@@ -82,9 +82,11 @@ def test_light_install_scan_names_the_extra(photo, tmp_path):
     (["weights", "inspect", "x.pt"], "clip"),
     (["train", "linear", "{manifest}", "--backbone-config", "tiny-vit", "--out", "{tmp}/h"], "clip"),
     (["export", "onnx", "-o", "out", "--backbone-config", "tiny-vit"], "clip"),
+    # bench turned every failure into `error: ModuleNotFoundError: No module named 'torch'`, naming no extra
+    (["bench", "{real}", "--backbone-config", "tiny-vit", "--images", "2"], "clip"),
 ])
-def test_commands_needing_a_missing_extra_say_which(args, extra, tmp_path, dev_manifest):
-    args = [a.format(manifest=dev_manifest, tmp=tmp_path) for a in args]
+def test_commands_needing_a_missing_extra_say_which(args, extra, tmp_path, dev_manifest, dev_dir):
+    args = [a.format(manifest=dev_manifest, tmp=tmp_path, real=dev_dir / "real" / "camera") for a in args]
     code, out, err, _ = drive(args, tmp_path, EXTRAS)
     assert code == 2, (out, err)
     assert f'pip install "aiidetect[{extra}]"' in err
