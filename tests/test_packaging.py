@@ -43,3 +43,13 @@ def test_exifread_floor_has_the_keywords_aiidetect_passes():
 
     assert "extract_thumbnail" in inspect.signature(exifread.process_file).parameters
     assert _floors()["exifread"] >= (3, 1)
+
+
+def test_the_source_archive_carries_what_install_md_runs_from_its_folder():
+    """The sdist lacked constraints-cpu.txt, which every torch install line of docs/install.md passes with -c
+    from the unpacked folder, and held 46 stray tests/test_*.py without conftest.py (none can run there)."""
+    manifest = (REPO / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+    assert "include constraints-cpu.txt" in manifest
+    assert "graft docs" in manifest and "prune tests" in manifest
+    install = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
+    assert "-c constraints-cpu.txt" in install  # what the archive must carry it for
