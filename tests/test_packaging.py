@@ -1,8 +1,10 @@
-"""What the package declares about itself holds: the interpreters it admits run it."""
+"""What the package declares about itself holds: the interpreters and versions it admits run it, its source
+archive carries what its docs run, and an installed copy finds the data files it ships."""
 from __future__ import annotations
 
 import re
 import tomllib
+from pathlib import Path
 
 from conftest import REPO
 
@@ -53,3 +55,28 @@ def test_the_source_archive_carries_what_install_md_runs_from_its_folder():
     assert "graft docs" in manifest and "prune tests" in manifest
     install = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
     assert "-c constraints-cpu.txt" in install  # what the archive must carry it for
+
+
+def test_shipped_heads_are_found_where_pip_put_them_not_only_under_sys_prefix(monkeypatch, tmp_path):
+    """Debian's and Ubuntu's system Python install a wheel's data files under /usr/local while sys.prefix is
+    /usr (`pip install --prefix` elsewhere too): the UnivFD head the wheel carries was looked for only under
+    <sys.prefix>/share, so no scan found it. Its place comes from the installation's RECORD."""
+    import os
+    from importlib import metadata
+
+    from aiidetect import heads
+
+    site = tmp_path / "local" / "lib" / "site-packages"
+    info = site / "aiidetect-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aiidetect\nVersion: 0.1.0\n", encoding="utf-8")
+    shipped = tmp_path / "local" / "share" / "aiidetect" / "weights"
+    (shipped / "univfd").mkdir(parents=True)
+    (shipped / "univfd" / "manifest.json").write_text("{}", encoding="utf-8")
+    own = os.path.relpath(Path(heads.__file__).resolve().parent / "__init__.py", site)
+    (info / "RECORD").write_text(f"{own},,\n../../share/aiidetect/weights/univfd/manifest.json,,\n", encoding="utf-8")
+    monkeypatch.setattr(metadata, "distributions", lambda **kw: [metadata.PathDistribution(info)])
+    monkeypatch.setattr(heads, "REPO_WEIGHTS", tmp_path / "no-checkout")
+    monkeypatch.setattr(heads.sys, "prefix", str(tmp_path / "usr"))  # holds no share/aiidetect
+    monkeypatch.setattr(heads, "_installed", [], raising=False)  # a new process
+    assert shipped.resolve() in [d.resolve() for d in heads.shipped_weights_dirs()]
