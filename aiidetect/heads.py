@@ -89,10 +89,42 @@ def shipped_weights_dirs() -> list[Path]:
     for editable installs, or the copy a wheel installs under
     <prefix>/share/aiidetect/weights (pyproject data-files)."""
     out: list[Path] = []
-    for d in (REPO_WEIGHTS, Path(sys.prefix) / "share" / "aiidetect" / "weights"):
-        if d.is_dir() and all(d.resolve() != o.resolve() for o in out):
+    for d in (REPO_WEIGHTS, _installed_weights_dir(), Path(sys.prefix) / "share" / "aiidetect" / "weights"):
+        if d is not None and d.is_dir() and all(d.resolve() != o.resolve() for o in out):
             out.append(d)
     return out
+
+
+_installed: list[Path | None] = []
+
+
+def _installed_weights_dir() -> Path | None:
+    """Where pip put this installation's shipped heads, as its RECORD names them. That is <prefix>/share only
+    when the install scheme's data folder is sys.prefix: Debian's and Ubuntu's system Python install to
+    /usr/local while sys.prefix is /usr, and `pip install --prefix` elsewhere, so the UnivFD head was never
+    found there (or another installation's was). Only the distribution whose aiidetect/__init__.py is this
+    package counts; read once a process."""
+    if not _installed:
+        _installed.append(_record_weights_dir())
+    return _installed[0]
+
+
+def _record_weights_dir() -> Path | None:
+    from importlib import metadata
+
+    here = Path(__file__).resolve().parent
+    try:
+        for dist in metadata.distributions(name="aiidetect"):
+            files = dist.files or []
+            own = [f for f in files if f.parts[-2:] == ("aiidetect", "__init__.py")]
+            if not own or Path(dist.locate_file(own[0])).resolve().parent != here:
+                continue
+            for f in files:
+                if f.parts[-5:-2] == ("share", "aiidetect", "weights"):
+                    return Path(dist.locate_file(f)).resolve().parent.parent
+    except (OSError, ValueError):  # an unreadable or damaged RECORD: the other places are still searched
+        return None
+    return None
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")

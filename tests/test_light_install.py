@@ -91,6 +91,22 @@ def test_commands_needing_a_missing_extra_say_which(args, extra, tmp_path, dev_m
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_bench_names_the_extra_a_missing_module_comes_from(monkeypatch, tmp_path):
+    """bench's catch-all printed `error: ModuleNotFoundError: No module named 'torch'` on a base install,
+    naming no extra (in process: what the command decides, with the import failing where torch is imported)."""
+    from conftest import run_cli_in_process
+
+    import aiidetect.bench
+
+    def no_torch(*a, **k):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(aiidetect.bench, "run_bench", no_torch)
+    r = run_cli_in_process("bench", str(tmp_path), "--backbone-config", "tiny-vit")
+    assert r.returncode == 2
+    assert r.stderr == 'error: this command needs torch, which this install lacks: pip install "aiidetect[clip]"\n'
+
+
 def test_a_missing_extra_is_the_error_line_docs_install_quotes(tmp_path):
     """docs/install.md quotes `error: this command needs torch, ...`, the line every usage problem prints;
     it came as `aiidetect: error: ...`, the form kept for unexpected exceptions (docs/schema.md)."""

@@ -83,6 +83,7 @@ def bench_cmd(
     spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench
+    from .errors import _missing_extra
 
     try:
         res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=sizes if len(sizes) > 1 else sizes[0],
@@ -92,7 +93,8 @@ def bench_cmd(
     except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
-        fail(f"{type(exc).__name__}: {exc}")
+        # a missing extra gets the install line every other command prints, not the bare import error
+        fail(_missing_extra(exc) or f"{type(exc).__name__}: {exc}")
     if fmt == JsonFormat.json:
         from ..report.safe import dumps
         typer.echo(dumps(res, indent=2))
