@@ -171,10 +171,13 @@ def _store_version(db: sqlite3.Connection) -> tuple[Any] | None:
 def _other_version(path: Path, ver: Any) -> str:
     """Why a store of another version is refused. A newer aiidetect's store is the likely case (the store copied to,
     or shared with, a machine not yet upgraded): say so, and what to do."""
-    from . import __version__
-    from .report.safe import printable
+    import re
 
-    found = printable(str(ver[0])) if ver else "?"  # one line: a newline in it wrote a second `error:` line
+    from . import __version__
+
+    # The file's own text, shown as letters, digits and `.+-` only: a newline in it wrote a second `error:` line
+    # of the sender's choosing (escaped here, a terminal's escapes were escaped twice by the line's printer).
+    found = (re.sub(r"[^\w.+-]", "?", str(ver[0]), flags=re.ASCII) or "''") if ver else "?"
     try:
         newer = int(found) > int(STORE_VERSION)
     except (TypeError, ValueError):

@@ -355,6 +355,7 @@ def test_a_crafted_store_version_is_one_short_line(tmp_path):
         with pytest.raises(StoreError) as got:
             ResultsStore(db, readonly=readonly)
         assert "\n" not in str(got.value) and len(str(got.value)) < 400, str(got.value)[:500]
+        assert "version 2?error??the?scan?fo is not 1" in str(got.value)  # no escape to be escaped again
 
 
 def test_engine_options_are_validated(tmp_path):
