@@ -133,6 +133,21 @@ def test_symlink_loop_reported_not_fatal(tmp_path):
     assert errs["self.jpg"][0] == "symlink-loop"
 
 
+def test_a_folder_left_is_no_parent_of_the_links_after_it(tmp_path):
+    # The folders above the one walked are one set, each taken out as the walk leaves it: one left in made every
+    # later link to it, or to a folder inside it, a `symlink-loop` row where it is a folder reached twice.
+    (tmp_path / "a" / "x").mkdir(parents=True)
+    (tmp_path / "a" / "x" / "1.png").write_bytes(b"")
+    (tmp_path / "b").mkdir()
+    os.symlink("../a", tmp_path / "b" / "to_a")          # siblings' links sharing a target
+    os.symlink("../a/x", tmp_path / "b" / "to_x")        # a folder inside one left
+    os.symlink("../../a", tmp_path / "a" / "x" / "up")   # a real loop, still one
+    c, s = discover([str(tmp_path)])
+    assert [(os.path.relpath(x.path, tmp_path), x.error and x.error[0]) for x in c] == [
+        ("a/x/1.png", None), ("a/x/up", "symlink-loop")]
+    assert s.duplicates == 2
+
+
 def test_duplicates_counted_once(tmp_path):
     root = _tree(tmp_path)
     c, s = discover([str(root / "a/1.jpg"), str(root / "a")])
