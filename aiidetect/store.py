@@ -162,20 +162,30 @@ def _unfinished(path: Path) -> StoreError:
                       f"`aiidetect scan --db {path}` rolls it back, and the results commands never write a store")
 
 
+def _store_version(db: sqlite3.Connection) -> tuple[Any] | None:
+    """The store's meta row of its version, None where it has none. Its first 20 characters only: the file's own
+    words, a crafted one of any length costs no memory and no message."""
+    return db.execute("SELECT substr(value, 1, 20) FROM meta WHERE key='store_version'").fetchone()
+
+
 def _other_version(path: Path, ver: Any) -> str:
     """Why a store of another version is refused. A newer aiidetect's store is the likely case (the store copied to,
     or shared with, a machine not yet upgraded): say so, and what to do."""
+    import re
+
     from . import __version__
 
-    found = ver[0] if ver else "?"
+    # The file's own text, shown as letters, digits and `.+-` only: a newline in it wrote a second `error:` line
+    # of the sender's choosing (escaped here, a terminal's escapes were escaped twice by the line's printer).
+    found = (re.sub(r"[^\w.+-]", "?", str(ver[0]), flags=re.ASCII) or "''") if ver else "?"
     try:
         newer = int(found) > int(STORE_VERSION)
     except (TypeError, ValueError):
         newer = False
     if newer:
         return (f"{path} is a results store of version {found}, written by a newer aiidetect; this one "
-                f"({__version__}) knows version {STORE_VERSION} only and has written nothing to it: read and write it "
-                "with that version or a later one")
+                f"({__version__}) knows version {STORE_VERSION} only and has written nothing to it: open it with "
+                "the aiidetect that wrote it or a later one (upgrade this one)")
     return f"{path}: results store version {found} is not {STORE_VERSION}"
 
 
@@ -760,6 +770,7 @@ class ResultsStore:
                 self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
                 close_when_gone(self, self._db)
                 self._db.text_factory = _text
+                self._refuse_other_version(self._db)
                 damage = self._check(self._db, trusted) if check else "ok"
             else:
                 if self.path.parent and not self.path.parent.exists():
@@ -786,14 +797,11 @@ class ResultsStore:
                     # Someone else's database: never add tables to it.
                     self._db.close()
                     raise StoreError(f"{self.path} is an SQLite database, but not an aiidetect results store")
-                if "meta" in tables:
-                    # Before anything is written: this version's schema script, its WAL switch and the clean
-                    # record's removal all changed a newer version's store (an index it had dropped made
-                    # again, its journal mode changed) that was then refused anyway.
-                    ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
-                    if ver is not None and ver[0] != STORE_VERSION:
-                        self._db.close()
-                        raise StoreError(_other_version(self.path, ver))
+                # Before anything is written (read again: checked or not, it may have changed since): this
+                # version's schema script, its WAL switch and the clean record's removal all changed a newer
+                # version's store (an index it had dropped made again, its journal mode changed) that was then
+                # refused anyway.
+                self._refuse_other_version(self._db)
                 if damage != "ok":
                     raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
@@ -805,7 +813,7 @@ class ResultsStore:
                 self._db.executescript(_SCHEMA)
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (STORE_VERSION,))
                 self._db.commit()
-            ver = self._db.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+            ver = _store_version(self._db)
         except sqlite3.OperationalError as exc:  # could not open, read or write it: not a verdict on its content
             with contextlib.suppress(Exception):
                 self._db.close()
@@ -955,11 +963,27 @@ class ResultsStore:
             raise
         return changed
 
+    def _refuse_other_version(self, db: sqlite3.Connection) -> None:
+        """StoreError (`db` closed) for a store whose meta names another version, before the integrity check: the
+        full check reads every page (13-18 s at 1M rows, more for a crafted file), and then the version refused
+        it anyway. A store with no version row goes on: a new file, or another program's database (said next)."""
+        try:
+            ver = _store_version(db)
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):
+                return
+            raise
+        if ver is not None and ver[0] != STORE_VERSION:
+            db.close()
+            raise StoreError(_other_version(self.path, ver))
+
     def _integrity_ro(self, check: bool | str) -> str:
         trusted = check is True and closed_cleanly(self._abs)
         for attempt in (1, 2):
             db = sqlite3.connect(sqlite_uri(self.path, "mode=ro"), uri=True, timeout=60)
             try:
+                db.text_factory = _text
+                self._refuse_other_version(db)
                 return self._check(db, trusted)
             except sqlite3.OperationalError as exc:
                 # A scan killed as it created the store left a hot -journal: this read-only connection cannot roll

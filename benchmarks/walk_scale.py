@@ -5,7 +5,7 @@ folders deep.
     python benchmarks/walk_scale.py --files 10000,100000 --work /tmp/walk-scale [--src OLDER_CHECKOUT]
 
 For each size N: N distinct 4x4 PNGs in ONE folder (benchmarks/scale_memory.py spreads them over 100), scanned by
-`python -m aiidetect scan DIR -d metadata --no-cache -q -f jsonl --db STORE` in a fresh process under
+`python -m aiidetect scan -d metadata --no-cache -q -f jsonl DIR --db STORE` in a fresh process under
 `/usr/bin/time -f %M`: peak RSS, seconds to the first record on stdout (the walk streams: it comes long before
 the walk ends), total seconds and milliseconds per file. Then a tree `--depth` folders deep (default 2,100: past
 Linux's PATH_MAX of 4,096 bytes at about 2,040) holding a file every 500 levels, with a symbolic link loop 10
@@ -23,6 +23,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+# What each size runs, in a fresh process (after `python`, before its folder and `--db STORE`).
+SCAN = ["-m", "aiidetect", "scan", "-d", "metadata", "--no-cache", "-q", "-f", "jsonl"]
 
 
 def make_flat(root: Path, n: int) -> None:
@@ -74,8 +78,7 @@ def scan(folder: Path, store: Path, src: str) -> dict:
     for p in store.parent.glob(store.name + "*"):
         p.unlink()
     env = dict(os.environ, PYTHONPATH=src, AIIDETECT_CACHE=str(store.parent / "cache"))
-    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "aiidetect", "scan", str(folder), "-d", "metadata",
-           "--no-cache", "-q", "-f", "jsonl", "--db", str(store)]
+    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, *SCAN, str(folder), "--db", str(store)]
     t0 = time.monotonic()
     # Run from the work folder: `python -m` puts the working folder first on sys.path, ahead of PYTHONPATH, so run
     # from a checkout it measured that checkout whatever --src said.
@@ -115,7 +118,14 @@ def main() -> int:
         print(f"{k:<28} {r['peak_rss_mb']:>11} {r['first_record_s']:>11} {r['total_s']:>8} {r['ms_per_file']:>8}  "
               f"{r['records']}, {r['errors']} rc={r['rc']}")
     if a.out:
-        a.out.write_text(json.dumps({"src": a.src, "load": os.getloadavg(), "rows": rows}, indent=1))
+        # The machine and the command with the numbers: a file of timings that names neither cannot be rerun or
+        # compared (this one was measured on a shared machine, its load beside it).
+        sys.path.insert(0, a.src)
+        from aiidetect.bench import machine_facts
+
+        a.out.write_text(json.dumps({"src": a.src, "command": " ".join(["python", *sys.argv]),
+                                     "scan": " ".join(["python", *SCAN, "FOLDER", "--db", "STORE"]),
+                                     "machine": machine_facts(), "load": os.getloadavg(), "rows": rows}, indent=1))
     return 0 if all(r["rc"] == 0 for r in rows.values()) else 1
 
 

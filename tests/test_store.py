@@ -314,6 +314,50 @@ def test_a_newer_store_is_refused_before_anything_is_written(tmp_path):
     assert sorted(x.name for x in db.parent.iterdir()) == ["audit.sqlite"]
 
 
+def _store_of_version(db: Path, version) -> None:
+    """A store whose meta says `version`, with no clean record beside it (its next open runs the full check)."""
+    ResultsStore(db).close()
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("UPDATE meta SET value=? WHERE key='store_version'", (version,))
+        c.commit()
+    for extra in db.parent.glob(db.name + "-*"):
+        extra.unlink()
+
+
+def test_a_newer_store_is_refused_before_its_integrity_check(tmp_path, monkeypatch):
+    # The full check reads every page (13-18 s at 1M rows, more for a crafted file) and only then was the
+    # version read that refuses the store anyway: `results summary`, `scan --db` and `merge` paid it first.
+    import aiidetect.store as store
+
+    db = tmp_path / "audit.sqlite"
+    _store_of_version(db, "2")
+    checked = []
+    monkeypatch.setattr(store, "_full_check", lambda c: checked.append(1) or "ok")
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="newer aiidetect"):
+            ResultsStore(db, readonly=readonly)
+    with pytest.raises(StoreError, match="newer aiidetect"):
+        store.merge_stores(tmp_path / "merged.sqlite", [db])
+    assert checked == []
+    ResultsStore(tmp_path / "mine.sqlite").close()  # a store of this version is still checked
+    for extra in tmp_path.glob("mine.sqlite-*"):
+        extra.unlink()
+    ResultsStore(tmp_path / "mine.sqlite", readonly=True).close()
+    assert checked == [1]
+
+
+def test_a_crafted_store_version_is_one_short_line(tmp_path):
+    # The version is the file's to say: a newline in it wrote a second `error:` line of the sender's choosing,
+    # and a megabyte of it a megabyte of message.
+    db = tmp_path / "audit.sqlite"
+    _store_of_version(db, "2\nerror: the scan found no AI images" + "9" * 1_000_000)
+    for readonly in (False, True):
+        with pytest.raises(StoreError) as got:
+            ResultsStore(db, readonly=readonly)
+        assert "\n" not in str(got.value) and len(str(got.value)) < 400, str(got.value)[:500]
+        assert "version 2?error??the?scan?fo is not 1" in str(got.value)  # no escape to be escaped again
+
+
 def test_engine_options_are_validated(tmp_path):
     _tiny_images(tmp_path, 1, folders=1)
     r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "--engine", "spark")
