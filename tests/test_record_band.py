@@ -62,3 +62,41 @@ def test_csv_ends_with_the_band_and_the_store_keeps_it():
     assert parse_stored(json.dumps(old)).band is None
     with pytest.raises(ValueError, match="band"):
         parse_stored(json.dumps({**old, "band": {"ai": 2.0, "real": 0.1}}))
+
+
+def _table_p(rec: Record, fusion=None) -> str:
+    from aiidetect.report.writers import TableWriter
+
+    w = TableWriter(io.StringIO(), [], fusion=fusion)
+    w.write(rec)
+    return w.rows[0][2]
+
+
+def test_the_table_prints_p_ai_on_the_side_of_the_records_own_band():
+    # `results export -f table` (no run band): 0.899999 beside "uncertain" read 0.900, to nearest
+    rec = Record("x.png", verdict="uncertain", p_ai=0.899999, band=(0.9, 0.1))
+    assert _table_p(rec) == "0.899"
+    # a record judged on another band than the run's: its own band, not the run's, keeps the digits
+    rec = Record("y.png", verdict="uncertain", p_ai=0.799999, band=(0.8, 0.2))
+    assert _table_p(rec, {"ai_threshold": 0.9, "real_threshold": 0.1}) == "0.799"
+    # a record written before 1.3 has no band: the old path (to nearest without a run band)
+    assert _table_p(Record("z.png", verdict="uncertain", p_ai=0.899999)) == "0.900"
+
+
+def test_the_report_page_follows_the_records_band_and_not_a_forged_one(tmp_path):
+    from conftest import run_cli_in_process
+    from aiidetect.testing.htmlcheck import assert_self_contained
+
+    recs = [Record(f"{k}.png", verdict="uncertain", p_ai=0.799999, reasons=["r"], fusion={"kind": "rules"},
+                   band=(0.8, 0.2)).to_dict() for k in range(3)]
+    recs[1]["band"] = {"ai": "0.8", "real": 0.2}        # hand-edited: not a band, the run's is used
+    del recs[2]["band"]                                 # a 1.2 record
+    run, page = tmp_path / "run.jsonl", tmp_path / "r.html"
+    run.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    assert run_cli_in_process("report", str(run), "-o", str(page), "--no-thumbnails", "-q").returncode == 0
+    html = page.read_text(encoding="utf-8")
+    doc = assert_self_contained(html)
+    rows = json.loads(next(body for a, body in doc.scripts if a.get("type") == "application/json"))
+    assert [r[-1] for r in rows] == ["0.799", "0.800", "0.800"]
+    first = html.split('id="f1"')[0].split('id="f0"')[1]
+    assert "P(AI) 0.799" in first and '<use href="#gauge-band"/>' not in first   # its own zones, 0.8 / 0.2
