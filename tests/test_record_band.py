@@ -100,3 +100,26 @@ def test_the_report_page_follows_the_records_band_and_not_a_forged_one(tmp_path)
     assert [r[-1] for r in rows] == ["0.799", "0.800", "0.800"]
     first = html.split('id="f1"')[0].split('id="f0"')[1]
     assert "P(AI) 0.799" in first and '<use href="#gauge-band"/>' not in first   # its own zones, 0.8 / 0.2
+
+
+def test_where_the_band_does_not_give_the_verdict_the_schema_says_so():
+    # p_ai past band.ai beside "uncertain": decisive evidence both ways under the rules, and metadata alone under
+    # a fitted band of 0.8 (soft evidence is capped at 2 nats, P(AI) 0.88). A script reading only the band's
+    # row called both AI.
+    from pathlib import Path
+
+    from aiidetect.metadata.detector import result_from_evidence
+    from aiidetect.records import Evidence
+
+    both = result_from_evidence([Evidence("generator.parameters", "ai", 6.0, "p", decisive=True,
+                                          data={"basis": "claim"}),
+                                 Evidence("c2pa.capture", "real", 4.0, "c", decisive=True, data={"basis": "claim"})])
+    d = _finished({"linear": ok(0.95), "metadata": both}).to_dict()
+    assert d["verdict"] == "uncertain" and d["p_ai"] >= d["band"]["ai"]
+    soft = result_from_evidence([Evidence("xmp.generator-tool", "ai", 3.0, "t")])
+    fitted = {**MODEL, "evidence_weight": 1.0}
+    d = _finished({"metadata": soft}, fitted).to_dict()
+    assert d["verdict"] == "uncertain" and d["p_ai"] >= d["band"]["ai"] == 0.8
+    row = next(line for line in (Path(__file__).parents[1] / "docs" / "schema.md").read_text().splitlines()
+               if line.startswith("| `band` |"))
+    assert "decisive evidence both ways" in row and "only its metadata spoke for" in row, row
