@@ -123,3 +123,15 @@ def test_where_the_band_does_not_give_the_verdict_the_schema_says_so():
     row = next(line for line in (Path(__file__).parents[1] / "docs" / "schema.md").read_text().splitlines()
                if line.startswith("| `band` |"))
     assert "decisive evidence both ways" in row and "only its metadata spoke for" in row, row
+
+
+def test_a_stored_record_of_an_earlier_schema_keeps_its_schema_on_export():
+    # A 1.2 record in a --db store, exported by this version, said "1.3" beside a null band on a verdict: a reader
+    # of the schema's change log took the null for "no fusion judged it".
+    old = json.loads(record_json(Record("x.png", verdict="uncertain", p_ai=0.58, reasons=["r"])))
+    old["schema"] = "1.2"
+    del old["band"]
+    d = parse_stored(json.dumps(old)).to_dict()
+    assert d["schema"] == "1.2" and d["band"] is None and d["verdict"] == "uncertain"
+    assert parse_stored(json.dumps({**old, "schema": "x" * 100})).to_dict()["schema"] == "1.3"
+    assert Record("y.png").to_dict()["schema"] == "1.3"
