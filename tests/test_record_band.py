@@ -135,3 +135,12 @@ def test_a_stored_record_of_an_earlier_schema_keeps_its_schema_on_export():
     assert d["schema"] == "1.2" and d["band"] is None and d["verdict"] == "uncertain"
     assert parse_stored(json.dumps({**old, "schema": "x" * 100})).to_dict()["schema"] == "1.3"
     assert Record("y.png").to_dict()["schema"] == "1.3"
+
+
+def test_a_page_of_several_fusions_says_each_card_draws_its_records_band():
+    from aiidetect.report.html import _saved_fusion
+
+    note = _saved_fusion({"rules": {"kind": "rules"}, "m": {"kind": "model", "path": "/nowhere"}})["fusion_note"]
+    assert "Each card draws the band its record names" in note and "written before schema 1.3" in note
+    gone = _saved_fusion({"m": {"kind": "model", "path": "/nowhere", "sha256": "0" * 64}})["fusion_note"]
+    assert "its band is unknown here: each card draws the band its record names" in gone

@@ -172,6 +172,12 @@ class RecordFacts:
         return out
 
 
+# A 1.3 record names the band that judged it (its card's gauge and digits follow it): "the band drawn is the default
+# one" over a page of such records was untrue of every card.
+OWN_BAND_DRAWN = ("each card draws the band its record names; for a record written before schema 1.3, which names "
+                  "none, the band drawn is the default one, which may not be the one that decided its verdict")
+
+
 def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The fusion band a saved run's verdicts were decided with, as far as its records say: the
     default rules' band, or a fitted model's, read from its manifest when that is still where the
@@ -181,7 +187,7 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         return {}
     if len(fusions) > 1:
         return {"fusion_note": "the records were decided by different fusions: " + "; ".join(sorted(fusions))
-                + ". The band drawn is the default one and may not be the one that decided each verdict."}
+                + ". " + OWN_BAND_DRAWN.capitalize() + "."}
     label, f = next(iter(fusions.items()))
     if f.get("kind") != "model":
         return {"fusion": _fusion_facts(None)}
@@ -205,8 +211,7 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         pass
     return {"fusion": {**_fusion_facts(None), "name": label},
             "fusion_note": "this fusion model's manifest is no longer where the scan found it, or has changed: "
-                           "its band is unknown here, and the band drawn is the default one, which may not be "
-                           "the one that decided these verdicts."}
+                           f"its band is unknown here: {OWN_BAND_DRAWN}."}
 
 
 def run_info_from_records(records: Iterable[Mapping[str, Any]], source: str,
