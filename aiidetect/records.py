@@ -158,6 +158,9 @@ class Record:
     # fusion judged it. A file fused without a fitted model's bias and band has another band than the run's, which
     # a script could only read from a reason line's words.
     band: tuple[float, float] | None = None
+    # The schema the record was written under: a store's record of an earlier version exported today lacks what
+    # was added since (a 1.2 record has no band), and said "1.3" beside a null band on a verdict.
+    schema: str = SCHEMA_VERSION
 
     def set_error(self, code: str, message: str) -> "Record":
         self.error = ErrorInfo(code, message)
@@ -169,7 +172,7 @@ class Record:
         from .report.safe import display_path, path_bytes_b64
 
         return {
-            "schema": SCHEMA_VERSION,
+            "schema": self.schema,
             "file": display_path(self.file),
             "file_bytes": path_bytes_b64(self.file),
             "sha256": self.sha256,

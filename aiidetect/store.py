@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .discover import canonical_path
-from .records import VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
+from .records import SCHEMA_VERSION, VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
 
 STORE_VERSION = "1"
 # Failures whose cause can go away without the file changing: scanned again on every resume.
@@ -564,7 +565,14 @@ def record_from_dict(d: Mapping[str, Any]) -> Record:
                   detectors=dets, reasons=list(d.get("reasons") or []),
                   error=None if err is None else ErrorInfo(err["code"], err["message"]),
                   image_info=dict(d.get("image") or {}), fusion=d.get("fusion"),
-                  band=None if d.get("band") is None else (d["band"]["ai"], d["band"]["real"]))
+                  band=None if d.get("band") is None else (d["band"]["ai"], d["band"]["real"]),
+                  schema=_stored_schema(d.get("schema")))
+
+
+def _stored_schema(v: Any) -> str:
+    """A stored record's own schema ("1.2"), kept on export; this version's where it names none a version writes
+    (absent, or not a version number: a merged store's hand edit)."""
+    return v if isinstance(v, str) and re.fullmatch(r"\d{1,3}\.\d{1,3}", v) else SCHEMA_VERSION
 
 
 # A stored row whose record this version cannot read: exported as an error record of that file.

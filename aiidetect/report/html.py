@@ -26,7 +26,7 @@ from .. import __version__
 from ..fusion import DEFAULT_AI_THRESHOLD, DEFAULT_REAL_THRESHOLD, LEFT_OUT, normalize_model, set_aside, shown_p_text
 from ..records import PIXEL_FAILURES, verdict_matches
 from .writers import (SOFT_ONLY_WORDS, Writer, _band_of, _file_band, _note_band, band_words, error_reason,
-                      fusion_label, headline, is_soft_only)
+                      fusion_label, headline, is_soft_only, record_band)
 
 THUMB_SIDE = 192
 # A hostile file can carry megabytes of "prompt"; the report shows it in full up
@@ -172,6 +172,12 @@ class RecordFacts:
         return out
 
 
+# A 1.3 record names the band that judged it (its card's gauge and digits follow it): "the band drawn is the default
+# one" over a page of such records was untrue of every card.
+OWN_BAND_DRAWN = ("each card draws the band its record names; for a record written before schema 1.3, which names "
+                  "none, the band drawn is the default one, which may not be the one that decided its verdict")
+
+
 def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The fusion band a saved run's verdicts were decided with, as far as its records say: the
     default rules' band, or a fitted model's, read from its manifest when that is still where the
@@ -181,7 +187,7 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         return {}
     if len(fusions) > 1:
         return {"fusion_note": "the records were decided by different fusions: " + "; ".join(sorted(fusions))
-                + ". The band drawn is the default one and may not be the one that decided each verdict."}
+                + ". " + OWN_BAND_DRAWN.capitalize() + "."}
     label, f = next(iter(fusions.items()))
     if f.get("kind") != "model":
         return {"fusion": _fusion_facts(None)}
@@ -205,8 +211,7 @@ def _saved_fusion(fusions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         pass
     return {"fusion": {**_fusion_facts(None), "name": label},
             "fusion_note": "this fusion model's manifest is no longer where the scan found it, or has changed: "
-                           "its band is unknown here, and the band drawn is the default one, which may not be "
-                           "the one that decided these verdicts."}
+                           f"its band is unknown here: {OWN_BAND_DRAWN}."}
 
 
 def run_info_from_records(records: Iterable[Mapping[str, Any]], source: str,
@@ -305,7 +310,9 @@ class HtmlWriter(Writer):
                           1 if d.get("error") is not None else 0,
                           # what fuse's set-aside note says of the band that judged the file, for the table's
                           # digits: the numbers, not the note (a saved run's line may carry 64 MB of it)
-                          _note_band(d.get("reasons"))])
+                          _note_band(d.get("reasons")),
+                          # the record's own band (schema 1.3), which the digits follow where it has one
+                          record_band(d.get("band"))])
         if self.max_cards is not None and self._ahead(v) + len(self.cards[v]) >= self.max_cards:
             # The page's cards are already taken by files that come first (CARD_PRIORITY), and those only
             # grow: its row says what its card would lead with; no thumbnail, no heat map spent on it.
@@ -505,7 +512,7 @@ def _shown_row_p(r: Sequence[Any], fusion: Mapping[str, Any]) -> str | None:
     """The table's P(AI) text, on the verdict's side of the band that judged the file (fusion.shown_p_text)."""
     if r[2] is None:
         return None
-    lo, hi = _band_of(fusion, r[8])
+    lo, hi = r[9] or _band_of(fusion, r[8])
     return shown_p_text(r[2], (hi, lo))
 
 
@@ -1033,7 +1040,7 @@ def _card(i: int, item: Mapping[str, Any], fusion: Mapping[str, Any], eager: boo
     v = str(r.get("verdict") or "error")
     v = v if v in VERDICT_WORDS else "error"
     p = _p(r.get("p_ai"))
-    band = _file_band(fusion, r.get("reasons"))   # (real, ai): the one that judged this file
+    band = _file_band(fusion, r.get("reasons"), r.get("band"))   # (real, ai): the one that judged this file
     dets = r.get("detectors") if isinstance(r.get("detectors"), Mapping) else {}
     # A file that could not be analysed is unverified too: it prints, with its reason, beside the flagged ones.
     cls = "card flagged" if v in FLAGGED else "card failed" if v == "error" else "card"

@@ -208,14 +208,15 @@ class TableWriter(Writer):
         top = top_attribution(rec)
         reason = ("; ".join(([f"{rec.error.code}: {rec.error.message}"] if rec.error else []) + rec.reasons)
                   if self.explain else main_reason(rec))
+        own = record_band(rec.band)
         if rec.p_ai is None:
             p = "—"
-        elif self.fusion is None:
-            p = f"{rec.p_ai:.3f}"
+        elif self.fusion is None and own is None:
+            p = f"{rec.p_ai:.3f}"   # a store's record written before schema 1.3: its run's band is unknown here
         else:
-            lo, hi = _file_band(self.fusion, rec.reasons)
+            lo, hi = own or _file_band(self.fusion, rec.reasons)
             p = shown_p_text(rec.p_ai, (hi, lo))
-            self.own_band |= _note_band(rec.reasons) is not False
+            self.own_band |= self.fusion is not None and _note_band(rec.reasons) is not False
         self.rows.append((rec.file, rec.verdict, p, tuple(dets),
                           f"{top[0]} ({top[1]:.2f})" if top else "", reason))
 
@@ -377,11 +378,25 @@ _ASIDE_BAND = re.compile(_ASIDE_NOTE.pattern + r", fitted with (?:it|them), are 
                          r"\(bias 0, band ([0-9.e+-]+) / ([0-9.e+-]+)[,:]")
 
 
-def _file_band(fusion: Mapping[str, Any], reasons: Any) -> tuple[float, float]:
-    """(real, ai) thresholds that judged this file: the run's, or, where a detector with a say in the fitted
-    model gave this file no answer (its reasons say so), the band fuse used instead (fusion.set_aside): the run's
-    0.80 gauge put a file fused under 0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
-    return _band_of(fusion, _note_band(reasons))
+def _file_band(fusion: Mapping[str, Any], reasons: Any, band: Any = None) -> tuple[float, float]:
+    """(real, ai) thresholds that judged this file: the record's `band` (schema 1.3) where it holds one; for an
+    older record, the run's, or, where a detector with a say in the fitted model gave this file no answer (its
+    reasons say so), the band fuse used instead (fusion.set_aside): the run's 0.80 gauge put a file fused under
+    0.90 at 0.85 in its AI zone beside an "uncertain" badge."""
+    return record_band(band) or _band_of(fusion, _note_band(reasons))
+
+
+def record_band(band: Any) -> tuple[float, float] | None:
+    """(real, ai) of a record's `band`: a Record's (ai, real) pair or a saved record's {"ai", "real"}; None where
+    it holds none, or none this reads (a saved run is input like any other: a hand-edited "0.9", a bool or NaN
+    there must not decide a row's digits). The note's words round a fitted edge to 6 digits; the field does not."""
+    if isinstance(band, Mapping):
+        band = (band.get("ai"), band.get("real"))
+    if not isinstance(band, (tuple, list)) or len(band) != 2:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in band):
+        return None
+    return float(band[1]), float(band[0])
 
 
 def _note_band(reasons: Any) -> tuple[float, float] | bool:

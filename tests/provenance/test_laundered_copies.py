@@ -68,7 +68,7 @@ def test_the_verdict_says_the_pixels_judged_are_a_copy_after_what_moved_it():
 @pytest.mark.parametrize("size", [(1024, 768), (1280, 960), (2048, 1536), (1536, 2048), (640, 512), (2048, 1152)])
 def test_a_camera_or_screen_aspect_at_a_round_size_is_no_latent_size(size):
     # A camera's own 2048x1536, or a 2x screenshot of a photo shown at 1024x768, saved as PNG: both sides are
-    # multiples of 64 by arithmetic, and read 0.15 nats toward AI (15 of the 93 real dev photos, no AI image).
+    # multiples of 64 by arithmetic, and read 0.15 nats toward AI (21 of the 93 real dev photos, no AI image).
     from aiidetect.provenance.structural import size_hint
 
     assert size_hint(*size) is None
