@@ -133,10 +133,35 @@ def _record_weights_dir() -> Path | None:
                 if r.parts[-5:-2] == ("share", "aiidetect", "weights"):
                     # The folder RECORD names, resolved from there up: resolving the file's own path followed a
                     # linked head folder (univfd -> /opt/heads/univfd) and named the link target's parent.
-                    return site.joinpath(*r.parts[:-2]).resolve()
+                    weights = site.joinpath(*r.parts[:-2]).resolve()
+                    return weights if _scheme_pairs(site, weights.parents[2]) else None
     except (OSError, ValueError, csv.Error):  # unreadable or damaged: the other places are still searched
         return None
     return None
+
+
+def _scheme_pairs(site: Path, data: Path) -> bool:
+    """Whether an install scheme of this Python puts packages in `site` and data files in `data`. RECORD's
+    paths are relative to the folder pip installed into, and `pip install --target DIR` installs into a
+    temporary folder and moves what it wrote into DIR: its RECORD names the shipped heads two levels above
+    DIR (/tmp/share for --target /tmp/x/deps, a folder anyone can write), and every scan ran the heads and
+    fusion model found there."""
+    import sysconfig
+
+    def same(a: str | Path, b: Path) -> bool:
+        return os.path.normcase(Path(a).resolve()) == os.path.normcase(b)
+
+    site = site.resolve()
+    for scheme in sysconfig.get_scheme_names():
+        for base in (data, data.parent):  # Debian's posix_local scheme installs data under {base}/local
+            v = {k: str(base) for k in ("base", "platbase", "userbase", "installed_base", "installed_platbase")}
+            try:
+                paths = sysconfig.get_paths(scheme, vars=v)
+            except (KeyError, ValueError):
+                continue
+            if same(paths["data"], data) and any(same(paths[k], site) for k in ("purelib", "platlib")):
+                return True
+    return False
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")

@@ -164,3 +164,22 @@ def test_finding_the_shipped_heads_does_not_import_importlib_metadata():
             "print('importlib.metadata' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_target_install_runs_no_heads_from_two_folders_above_it(monkeypatch, tmp_path):
+    """`pip install --target DIR` writes RECORD relative to the temporary folder it installed into, so the
+    shipped heads' lines name DIR/../../share: for --target /tmp/x/deps every scan ran the heads and the
+    fusion model anyone had put in /tmp/share/aiidetect/weights (`fusion: planted ...`)."""
+    from aiidetect import heads
+
+    target = tmp_path / "x" / "deps"
+    (target / "aiidetect").mkdir(parents=True)
+    (target / "aiidetect" / "__init__.py").write_text("", encoding="utf-8")
+    info = target / "aiidetect-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aiidetect\nVersion: 0.1.0\n", encoding="utf-8")
+    (info / "RECORD").write_text("aiidetect/__init__.py,,\n../../share/aiidetect/weights/univfd/manifest.json,,\n",
+                                 encoding="utf-8")
+    _shipped_head(tmp_path / "share" / "aiidetect" / "weights")  # where RECORD points: someone else's
+    _as_installed(monkeypatch, tmp_path, target / "aiidetect")
+    assert heads.shipped_weights_dirs() == []
