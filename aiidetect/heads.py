@@ -112,9 +112,9 @@ def _installed_weights_dir() -> Path | None:
 
 def _record_weights_dir() -> Path | None:
     """The share/aiidetect/weights folder the RECORD beside this package names, or None. Only the dist-info
-    pip wrote in this package's own folder counts, read directly: importlib.metadata cost every run about
-    30 ms to import, searched every sys.path entry for an aiidetect, and named the files of one inside a zip
-    with paths pathlib cannot take (every scan crashed there)."""
+    pip wrote in this package's own folder counts, read directly: importlib.metadata searched every sys.path
+    entry for an aiidetect, and named the files of one inside a zip with paths pathlib cannot take (every
+    scan crashed there)."""
     import csv
 
     from .hashing import read_regular

@@ -154,18 +154,6 @@ def test_a_zipped_install_scans_without_its_shipped_heads(monkeypatch, tmp_path)
     assert heads.shipped_weights_dirs() == []
 
 
-def test_finding_the_shipped_heads_does_not_import_importlib_metadata():
-    """Every command looks for a fusion model among the shipped heads; importlib.metadata (and the email
-    package it pulls) cost a metadata-only scan about 30 ms a run, for one RECORD beside the package."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from aiidetect import heads; heads.shipped_weights_dirs(); "
-            "print('importlib.metadata' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert out.stdout.strip() == "False", out.stderr
-
-
 def test_a_target_install_runs_no_heads_from_two_folders_above_it(monkeypatch, tmp_path):
     """`pip install --target DIR` writes RECORD relative to the temporary folder it installed into, so the
     shipped heads' lines name DIR/../../share: for --target /tmp/x/deps every scan ran the heads and the
