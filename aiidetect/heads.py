@@ -133,8 +133,9 @@ def _record_weights_dir() -> Path | None:
                 if r.parts[-5:-2] == ("share", "aiidetect", "weights"):
                     # The folder RECORD names, resolved from there up: resolving the file's own path followed a
                     # linked head folder (univfd -> /opt/heads/univfd) and named the link target's parent.
+                    # The prefix is read from RECORD's path too: a linked weights folder leads anywhere.
                     weights = site.joinpath(*r.parts[:-2]).resolve()
-                    return weights if _scheme_pairs(site, weights.parents[2]) else None
+                    return weights if _scheme_pairs(site, site.joinpath(*r.parts[:-5]).resolve()) else None
     except (OSError, ValueError, csv.Error):  # unreadable or damaged: the other places are still searched
         return None
     return None

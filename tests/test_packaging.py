@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
@@ -103,20 +104,23 @@ def test_shipped_heads_are_found_where_pip_put_them_not_only_under_sys_prefix(mo
     assert [d.resolve() for d in heads.shipped_weights_dirs()] == [shipped.resolve()]
 
 
-def test_a_linked_shipped_head_leaves_the_folder_pip_named(monkeypatch, tmp_path):
+@pytest.mark.parametrize("linked", ["univfd", "weights"])
+def test_a_linked_shipped_folder_is_still_found(monkeypatch, tmp_path, linked):
     """The folder is the one RECORD names: a head folder linked elsewhere (univfd -> /opt/heads/univfd) made
-    the link target's parent the shipped folder, and the heads beside the link went unsearched."""
+    the link target's parent the shipped folder, and the heads beside the link went unsearched; a linked
+    weights folder (-> /opt/heads) made the prefix the link target's grandparent, which pairs with no
+    install scheme (or, with fewer than three folders above it, an IndexError ended every command)."""
     import os
-
-    import pytest
 
     from aiidetect import heads
 
     package, shipped = _installed_copy(tmp_path, "../../../share/aiidetect/weights")
     _shipped_head(tmp_path / "opt" / "heads")
-    shipped.mkdir(parents=True)
+    link, to = ((shipped / "univfd", tmp_path / "opt" / "heads" / "univfd") if linked == "univfd"
+                else (shipped, tmp_path / "opt" / "heads"))
+    link.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.symlink(tmp_path / "opt" / "heads" / "univfd", shipped / "univfd", target_is_directory=True)
+        os.symlink(to, link, target_is_directory=True)
     except OSError:
         pytest.skip("no symbolic links here")
     _as_installed(monkeypatch, tmp_path, package)
