@@ -19,7 +19,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
 from .hashing import sha256_file
@@ -96,35 +96,73 @@ def shipped_weights_dirs() -> list[Path]:
 
 
 _installed: list[Path | None] = []
+# pip's RECORD for aiidetect is a few hundred lines; one far larger is not pip's.
+_MAX_RECORD_BYTES = 4 << 20
 
 
 def _installed_weights_dir() -> Path | None:
     """Where pip put this installation's shipped heads, as its RECORD names them. That is <prefix>/share only
     when the install scheme's data folder is sys.prefix: Debian's and Ubuntu's system Python install to
     /usr/local while sys.prefix is /usr, and `pip install --prefix` elsewhere, so the UnivFD head was never
-    found there (or another installation's was). Only the distribution whose aiidetect/__init__.py is this
-    package counts; read once a process."""
+    found there (or another installation's was). Read once a process."""
     if not _installed:
         _installed.append(_record_weights_dir())
     return _installed[0]
 
 
 def _record_weights_dir() -> Path | None:
-    from importlib import metadata
+    """The share/aiidetect/weights folder the RECORD beside this package names, or None. Only the dist-info
+    pip wrote in this package's own folder counts, read directly: importlib.metadata searched every sys.path
+    entry for an aiidetect, and named the files of one inside a zip with paths pathlib cannot take (every
+    scan crashed there)."""
+    import csv
+
+    from .hashing import read_regular
 
     here = Path(__file__).resolve().parent
+    site = here.parent
+    if not site.is_dir():  # a zip: heads inside it could not be loaded anyway
+        return None
     try:
-        for dist in metadata.distributions(name="aiidetect"):
-            files = dist.files or []
-            own = [f for f in files if f.parts[-2:] == ("aiidetect", "__init__.py")]
-            if not own or Path(dist.locate_file(own[0])).resolve().parent != here:
-                continue
-            for f in files:
-                if f.parts[-5:-2] == ("share", "aiidetect", "weights"):
-                    return Path(dist.locate_file(f)).resolve().parent.parent
-    except (OSError, ValueError):  # an unreadable or damaged RECORD: the other places are still searched
+        for info in sorted(site.glob("aiidetect-*.dist-info")):
+            text = read_regular(info / "RECORD", _MAX_RECORD_BYTES).decode("utf-8")
+            rows = [PurePosixPath(r[0]) for r in csv.reader(text.splitlines()) if r and r[0]]
+            if not any((site.joinpath(*r.parts)).resolve() == here / "__init__.py" for r in rows):
+                continue  # another installation's record (a stale one, say)
+            for r in rows:
+                if r.parts[-5:-2] == ("share", "aiidetect", "weights"):
+                    # The folder RECORD names, resolved from there up: resolving the file's own path followed a
+                    # linked head folder (univfd -> /opt/heads/univfd) and named the link target's parent.
+                    # The prefix is read from RECORD's path too: a linked weights folder leads anywhere.
+                    weights = site.joinpath(*r.parts[:-2]).resolve()
+                    return weights if _scheme_pairs(site, site.joinpath(*r.parts[:-5]).resolve()) else None
+    except (OSError, ValueError, csv.Error):  # unreadable or damaged: the other places are still searched
         return None
     return None
+
+
+def _scheme_pairs(site: Path, data: Path) -> bool:
+    """Whether an install scheme of this Python puts packages in `site` and data files in `data`. RECORD's
+    paths are relative to the folder pip installed into, and `pip install --target DIR` installs into a
+    temporary folder and moves what it wrote into DIR: its RECORD names the shipped heads two levels above
+    DIR (/tmp/share for --target /tmp/x/deps, a folder anyone can write), and every scan ran the heads and
+    fusion model found there."""
+    import sysconfig
+
+    def same(a: str | Path, b: Path) -> bool:
+        return os.path.normcase(Path(a).resolve()) == os.path.normcase(b)
+
+    site = site.resolve()
+    for scheme in sysconfig.get_scheme_names():
+        for base in (data, data.parent):  # Debian's posix_local scheme installs data under {base}/local
+            v = {k: str(base) for k in ("base", "platbase", "userbase", "installed_base", "installed_platbase")}
+            try:
+                paths = sysconfig.get_paths(scheme, vars=v)
+            except (KeyError, ValueError):
+                continue
+            if same(paths["data"], data) and any(same(paths[k], site) for k in ("purelib", "platlib")):
+                return True
+    return False
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
