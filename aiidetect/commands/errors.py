@@ -329,9 +329,10 @@ def drop_unusable_widths() -> None:
     every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
     to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
     not a positive number is no width: dropped before typer reads it, as if unset."""
+    from ..report.safe import columns_setting
+
     for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
-        value = os.environ.get(name)
-        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+        if name in os.environ and columns_setting(os.environ[name]) is None:
             del os.environ[name]
 
 

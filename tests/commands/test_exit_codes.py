@@ -7,6 +7,7 @@ made exit 2 by the process's guard: each new interpreter paid ~0.7 s of CPU, ~1.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -487,10 +488,20 @@ def test_only_positive_widths_are_kept(monkeypatch):
         monkeypatch.setenv(name, value)
     drop_unusable_widths()
     assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
+    # Digits to str.isdigit() that int() refuses (or reads in another script): the check itself raised
+    # ValueError, before the boundary, and every command ended in a traceback with exit 1, the findings code.
+    for name, value in (("COLUMNS", "\u00b2"), ("LINES", "\u0663"), ("TERMINAL_WIDTH", "\u2460")):
+        monkeypatch.setenv(name, value)
+    drop_unusable_widths()
+    assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("TERMINAL_WIDTH", "90")
     drop_unusable_widths()
     assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == ("100", "90")
+    from aiidetect.report.safe import table_width
+
+    monkeypatch.setenv("COLUMNS", "\u00b2")  # a library caller's table, without the start-up's check
+    assert table_width(io.StringIO()) == 160
 
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
