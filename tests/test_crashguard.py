@@ -1308,3 +1308,22 @@ def test_reads_stuck_errors_cross_processes_whole():
             assert (type(back), str(back)) == (type(e), str(e))
             got = back.stop if isinstance(back, crashguard.ReadTimedOut) else back
             assert (got.count, got.files) == (3, ["/up/a.png"])
+
+
+_FROZEN_WITH_STDERR_GONE = """
+import os, time
+r, w = os.pipe()
+os.close(r)
+os.dup2(w, 2)  # `scan ... 2> >(grep -m1 ...)`, grep gone: every write to fd 2 fails with EPIPE
+os.close(w)
+from aiidetect.crashguard import Watchdog
+Watchdog.start(0.2)
+time.sleep(10)  # frozen: no heartbeat comes
+"""
+
+
+def test_the_watchdog_kills_a_frozen_scan_whose_stderr_reader_left():
+    """The watchdog's line on stderr raised BrokenPipeError when stderr's reader had gone: the watchdog died before
+    its kill, and the frozen scan never ended (neither 137 nor anything else)."""
+    r = subprocess.run([sys.executable, "-c", _FROZEN_WITH_STDERR_GONE], timeout=30)
+    assert r.returncode == -signal.SIGKILL
