@@ -594,7 +594,10 @@ def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, va
     gen = str(files / "gen.png")
     r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", value)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout
-    assert "--fail-on names no verdict; give one or more of ai, uncertain, error, real" in r.stderr
+    said = " ".join(r.stderr.split())  # folded to the console's width
+    assert said == ("error: --fail-on names no verdict; give one or more of ai, uncertain, error, real "
+                    "(or ai-generated, likely-real), comma-separated")
+    assert f"`{said}`" in (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
     db = tmp_path / "s.sqlite"
     assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
     r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
