@@ -290,7 +290,11 @@ class StderrBestEffort:
         return getattr(self._stream, name)
 
     def _gone(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
+            if self._stream.fileno() != 2:
+                # A host running the CLI in its process with a stderr of its own (a test runner's capture): the
+                # process's fd 2 is not that stream, and not this run's to silence.
+                return
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
             os.close(null)

@@ -481,6 +481,25 @@ def test_a_width_of_zero_or_nonsense_hides_nothing(env, args, said):
     assert r.returncode == 2 and said in r.stderr and "ValueError" not in r.stderr, r.stderr
 
 
+def test_a_failed_write_to_another_stderr_leaves_fd_2_alone():
+    """A host running the CLI in its process, its sys.stderr a stream of its own that failed: the process's fd 2,
+    which that stream is not, was pointed at /dev/null, silencing the host's real stderr for good."""
+    from aiidetect.commands.errors import StderrBestEffort
+
+    class Gone(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "the reader left")
+
+    before, saved = os.fstat(2), os.dup(2)
+    try:
+        assert StderrBestEffort(Gone()).write("lost\n") == 5
+        after = os.fstat(2)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 def test_only_positive_widths_are_kept(monkeypatch):
     from aiidetect.commands.errors import drop_unusable_widths
 
