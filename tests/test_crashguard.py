@@ -1327,3 +1327,27 @@ def test_the_watchdog_kills_a_frozen_scan_whose_stderr_reader_left():
     its kill, and the frozen scan never ended (neither 137 nor anything else)."""
     r = subprocess.run([sys.executable, "-c", _FROZEN_WITH_STDERR_GONE], timeout=30)
     assert r.returncode == -signal.SIGKILL
+
+
+def test_a_stop_waits_for_the_reads_running_not_for_those_it_cancelled(monkeypatch):
+    """A stop cancels the reads still queued: wait() never sees a cancelled future as done, so each early stop
+    (`scan ... | head -1`, Ctrl-C) waited crashguard.STOP_GRACE in full and counted a read abandoned that was
+    never begun (the scan's process lived 3 s past its reader)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiidetect import crashguard, pixels
+
+    monkeypatch.setattr(crashguard, "abandoned", 0, raising=False)
+    pool = ThreadPoolExecutor(1)
+    started, release = threading.Event(), threading.Event()
+
+    def read(i):
+        started.set()
+        release.wait(10)
+
+    jobs = [pool.submit(read, i) for i in range(4)]
+    assert started.wait(10)  # the first read runs; the other three are queued behind it
+    threading.Timer(0.05, release.set).start()
+    pixels._shut(pool, jobs, finished=False)
+    assert crashguard.abandoned == 0
+    assert [j.cancelled() for j in jobs] == [False, True, True, True]
