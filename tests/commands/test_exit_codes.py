@@ -281,7 +281,6 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
-
 @pytest.mark.parametrize("args", [("--version",), ("--help",), ("--show-completion", "bash")])
 def test_a_reader_that_leaves_the_root_options_changes_no_exit_code(args):
     """`aiidetect --version | grep -q 0.1` under `set -o pipefail`: the root's eager options print while
@@ -468,7 +467,6 @@ def test_a_closed_stderr_leaves_the_exit_code_alone(redirect):
     assert subprocess.run(["sh", "-c", cmd], timeout=60).returncode == 2
 
 
-
 @pytest.mark.parametrize("env, args, said", [
     ({"COLUMNS": "0"}, ["scan", "--bogus"], "No such option"),
     ({"TERMINAL_WIDTH": "abc"}, ["scan", "--bogus"], "No such option"),
@@ -521,6 +519,7 @@ def test_only_positive_widths_are_kept(monkeypatch):
 
     monkeypatch.setenv("COLUMNS", "\u00b2")  # a library caller's table, without the start-up's check
     assert table_width(io.StringIO()) == 160
+
 
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -605,7 +604,6 @@ def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
     assert "--fail-on takes ai, uncertain, error, real (or ai-generated, likely-real); got 'nonsense'" in r.stderr
 
 
-
 @pytest.mark.parametrize("value", ["", ",", " , "])
 def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, value):
     """`scan --fail-on "$FAIL_ON"` with the variable unset: the CI gate was off without a word (exit 0
@@ -621,6 +619,7 @@ def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, va
     assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
     r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
     assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
+
 
 def test_onnx_is_a_runtime_not_a_detector_value():
     """`-d bogus` listed `onnx` among the known detectors; `-d onnx` ran nothing under --runtime onnx
