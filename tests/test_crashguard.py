@@ -1347,7 +1347,13 @@ def test_a_stop_waits_for_the_reads_running_not_for_those_it_cancelled(monkeypat
 
     jobs = [pool.submit(read, i) for i in range(4)]
     assert started.wait(10)  # the first read runs; the other three are queued behind it
-    threading.Timer(0.05, release.set).start()
+    shutdown = pool.shutdown
+
+    def cancel_then_release(*args, **kwargs):
+        shutdown(*args, **kwargs)  # the queued three cancelled while the first still runs
+        release.set()
+
+    pool.shutdown = cancel_then_release
     pixels._shut(pool, jobs, finished=False)
     assert crashguard.abandoned == 0
-    assert [j.cancelled() for j in jobs] == [False, True, True, True]
+    assert [j.cancelled() for j in jobs] == [False, True, True, True] and jobs[0].done()
