@@ -1317,7 +1317,7 @@ os.close(r)
 os.dup2(w, 2)  # `scan ... 2> >(grep -m1 ...)`, grep gone: every write to fd 2 fails with EPIPE
 os.close(w)
 from aiidetect.crashguard import Watchdog
-Watchdog.start(0.2)
+dog = Watchdog.start(0.2)  # held: its pipe closed would end it
 time.sleep(10)  # frozen: no heartbeat comes
 """
 
