@@ -830,11 +830,14 @@ while True:
 if os.getppid() != parent:
     sys.exit(0)
 what = (b"being read at its last sign of life: " + said) if said else b"no file was being read"
-os.write(2, b"error: the scan has shown no sign of life for %d s, more than --file-timeout: native code that "
-         b"holds the Python interpreter (a decoder stuck on a crafted file) froze it, and the deadline could not "
-         b"end it from inside; %s. The process is killed (SIGKILL: exit status 137). With --db the same command "
-         b"resumes, reads the file that was being read alone, and sets it aside (`crashed`) if it hangs again; "
-         b"without --db, leave it out (--exclude) or raise --file-timeout\n" % (int(stall), what))
+try:
+    os.write(2, b"error: the scan has shown no sign of life for %d s, more than --file-timeout: native code that "
+             b"holds the Python interpreter (a decoder stuck on a crafted file) froze it, and the deadline could not "
+             b"end it from inside; %s. The process is killed (SIGKILL: exit status 137). With --db the same command "
+             b"resumes, reads the file that was being read alone, and sets it aside (`crashed`) if it hangs again; "
+             b"without --db, leave it out (--exclude) or raise --file-timeout\n" % (int(stall), what))
+except OSError:
+    pass  # stderr's reader gone (`2> >(grep -m1 ...)`): the line is lost, the kill must still come
 os.kill(parent, signal.SIGKILL)
 """
 

@@ -280,6 +280,9 @@ def _shut(pool: ThreadPoolExecutor, jobs: Sequence[Future], finished: bool) -> N
     Python cannot stop it: waiting for it held Ctrl-C and SIGTERM for ever."""
     running = [f for f in jobs if not f.done()]
     pool.shutdown(wait=finished, cancel_futures=True)
+    # A job the shutdown cancelled stays CANCELLED, never "done" to wait(), which no worker will now tell: counted
+    # as running, every early stop (`scan ... | head`, Ctrl-C) waited the whole grace and called a read abandoned.
+    running = [f for f in running if not f.cancelled()]
     if not finished and running:
         from . import crashguard
 

@@ -159,7 +159,6 @@ def test_a_folder_where_nothing_decodes_says_so(tmp_path):
                         model_seconds=0.01)
 
 
-
 def test_a_folder_with_no_image_is_a_usage_error(tmp_path):
     """`bench /mnt/photos -f json` with the share not mounted timed the model on random pixels and exited 0,
     decode and end to end null: a script recorded it as a measurement of those photos."""
@@ -168,6 +167,7 @@ def test_a_folder_with_no_image_is_a_usage_error(tmp_path):
                            "--peak-seconds", "0.01", "--model-seconds", "0.01")
     assert (r.returncode, r.stdout) == (2, "")
     assert f"no images in {tmp_path}" in r.stderr
+
 
 def test_bench_cli_refuses_a_batch_that_cannot_fit():
     r = run_cli("bench", "--backbone-config", "tiny-vit", "--batch-size", "100000000", "-f", "json")

@@ -1308,3 +1308,52 @@ def test_reads_stuck_errors_cross_processes_whole():
             assert (type(back), str(back)) == (type(e), str(e))
             got = back.stop if isinstance(back, crashguard.ReadTimedOut) else back
             assert (got.count, got.files) == (3, ["/up/a.png"])
+
+
+_FROZEN_WITH_STDERR_GONE = """
+import os, time
+r, w = os.pipe()
+os.close(r)
+os.dup2(w, 2)  # `scan ... 2> >(grep -m1 ...)`, grep gone: every write to fd 2 fails with EPIPE
+os.close(w)
+from aiidetect.crashguard import Watchdog
+dog = Watchdog.start(0.2)  # held: its pipe closed would end it
+time.sleep(10)  # frozen: no heartbeat comes
+"""
+
+
+def test_the_watchdog_kills_a_frozen_scan_whose_stderr_reader_left():
+    """The watchdog's line on stderr raised BrokenPipeError when stderr's reader had gone: the watchdog died before
+    its kill, and the frozen scan never ended (neither 137 nor anything else)."""
+    r = subprocess.run([sys.executable, "-c", _FROZEN_WITH_STDERR_GONE], timeout=30)
+    assert r.returncode == -signal.SIGKILL
+
+
+def test_a_stop_waits_for_the_reads_running_not_for_those_it_cancelled(monkeypatch):
+    """A stop cancels the reads still queued: wait() never sees a cancelled future as done, so each early stop
+    (`scan ... | head -1`, Ctrl-C) waited crashguard.STOP_GRACE in full and counted a read abandoned that was
+    never begun (the scan's process lived 3 s past its reader)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiidetect import crashguard, pixels
+
+    monkeypatch.setattr(crashguard, "abandoned", 0, raising=False)
+    pool = ThreadPoolExecutor(1)
+    started, release = threading.Event(), threading.Event()
+
+    def read(i):
+        started.set()
+        release.wait(10)
+
+    jobs = [pool.submit(read, i) for i in range(4)]
+    assert started.wait(10)  # the first read runs; the other three are queued behind it
+    shutdown = pool.shutdown
+
+    def cancel_then_release(*args, **kwargs):
+        shutdown(*args, **kwargs)  # the queued three cancelled while the first still runs
+        release.set()
+
+    pool.shutdown = cancel_then_release
+    pixels._shut(pool, jobs, finished=False)
+    assert crashguard.abandoned == 0
+    assert [j.cancelled() for j in jobs] == [False, True, True, True] and jobs[0].done()

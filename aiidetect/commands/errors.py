@@ -290,7 +290,11 @@ class StderrBestEffort:
         return getattr(self._stream, name)
 
     def _gone(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
+            if self._stream.fileno() != 2:
+                # A host running the CLI in its process with a stderr of its own (a test runner's capture): the
+                # process's fd 2 is not that stream, and not this run's to silence.
+                return
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
             os.close(null)
@@ -329,9 +333,10 @@ def drop_unusable_widths() -> None:
     every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
     to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
     not a positive number is no width: dropped before typer reads it, as if unset."""
+    from ..report.safe import columns_setting
+
     for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
-        value = os.environ.get(name)
-        if value is not None and not (value.strip().isdigit() and int(value) > 0):
+        if name in os.environ and columns_setting(os.environ[name]) is None:
             del os.environ[name]
 
 

@@ -246,8 +246,16 @@ def table_width(stream: Any, default: int = 160) -> int | None:
     of a file will use (test runners, CI shells), and a table cut to it folds every path."""
     if is_terminal(stream):
         return None
-    cols = os.environ.get("COLUMNS", "")
-    return max(default, int(cols)) if cols.isdigit() else default
+    cols = columns_setting(os.environ.get("COLUMNS"))
+    return max(default, cols) if cols else default
+
+
+def columns_setting(value: str | None) -> int | None:
+    """A width setting (COLUMNS, LINES, TERMINAL_WIDTH) as a positive number, or None when it is none. ASCII
+    digits only: str.isdigit() also passes `²`, on which int() raises, which ended every command at start-up."""
+    if value is None or not value.isascii() or not value.strip().isdigit():
+        return None
+    return int(value) or None
 
 
 def dumps(obj: Any, **kw: Any) -> str:

@@ -7,6 +7,7 @@ made exit 2 by the process's guard: each new interpreter paid ~0.7 s of CPU, ~1.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -280,7 +281,6 @@ def test_a_reader_that_leaves_results_and_doctor(files, tmp_path):
     assert _reader_gone("doctor", "-f", "json")[0] == run_cli("doctor", "-f", "json").returncode
 
 
-
 @pytest.mark.parametrize("args", [("--version",), ("--help",), ("--show-completion", "bash")])
 def test_a_reader_that_leaves_the_root_options_changes_no_exit_code(args):
     """`aiidetect --version | grep -q 0.1` under `set -o pipefail`: the root's eager options print while
@@ -467,7 +467,6 @@ def test_a_closed_stderr_leaves_the_exit_code_alone(redirect):
     assert subprocess.run(["sh", "-c", cmd], timeout=60).returncode == 2
 
 
-
 @pytest.mark.parametrize("env, args, said", [
     ({"COLUMNS": "0"}, ["scan", "--bogus"], "No such option"),
     ({"TERMINAL_WIDTH": "abc"}, ["scan", "--bogus"], "No such option"),
@@ -480,6 +479,25 @@ def test_a_width_of_zero_or_nonsense_hides_nothing(env, args, said):
     assert r.returncode == 2 and said in r.stderr and "ValueError" not in r.stderr, r.stderr
 
 
+def test_a_failed_write_to_another_stderr_leaves_fd_2_alone():
+    """A host running the CLI in its process, its sys.stderr a stream of its own that failed: the process's fd 2,
+    which that stream is not, was pointed at /dev/null, silencing the host's real stderr for good."""
+    from aiidetect.commands.errors import StderrBestEffort
+
+    class Gone(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "the reader left")
+
+    before, saved = os.fstat(2), os.dup(2)
+    try:
+        assert StderrBestEffort(Gone()).write("lost\n") == 5
+        after = os.fstat(2)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 def test_only_positive_widths_are_kept(monkeypatch):
     from aiidetect.commands.errors import drop_unusable_widths
 
@@ -487,10 +505,21 @@ def test_only_positive_widths_are_kept(monkeypatch):
         monkeypatch.setenv(name, value)
     drop_unusable_widths()
     assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
+    # Digits to str.isdigit() that int() refuses (or reads in another script): the check itself raised
+    # ValueError, before the boundary, and every command ended in a traceback with exit 1, the findings code.
+    for name, value in (("COLUMNS", "\u00b2"), ("LINES", "\u0663"), ("TERMINAL_WIDTH", "\u2460")):
+        monkeypatch.setenv(name, value)
+    drop_unusable_widths()
+    assert not {"COLUMNS", "LINES", "TERMINAL_WIDTH"} & set(os.environ)
     monkeypatch.setenv("COLUMNS", "100")
     monkeypatch.setenv("TERMINAL_WIDTH", "90")
     drop_unusable_widths()
     assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == ("100", "90")
+    from aiidetect.report.safe import table_width
+
+    monkeypatch.setenv("COLUMNS", "\u00b2")  # a library caller's table, without the start-up's check
+    assert table_width(io.StringIO()) == 160
+
 
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -575,7 +604,6 @@ def test_fail_on_takes_the_full_verdict_names_like_verdict_does(files):
     assert "--fail-on takes ai, uncertain, error, real (or ai-generated, likely-real); got 'nonsense'" in r.stderr
 
 
-
 @pytest.mark.parametrize("value", ["", ",", " , "])
 def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, value):
     """`scan --fail-on "$FAIL_ON"` with the variable unset: the CI gate was off without a word (exit 0
@@ -583,11 +611,15 @@ def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, va
     gen = str(files / "gen.png")
     r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "jsonl", "-q", "--no-cache", "--fail-on", value)
     assert (r.returncode, r.stdout) == (2, ""), r.stdout
-    assert "--fail-on names no verdict; give one or more of ai, uncertain, error, real" in r.stderr
+    said = " ".join(r.stderr.split())  # folded to the console's width
+    assert said == ("error: --fail-on names no verdict; give one or more of ai, uncertain, error, real "
+                    "(or ai-generated, likely-real), comma-separated")
+    assert f"`{said}`" in (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
     db = tmp_path / "s.sqlite"
     assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
     r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
     assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
+
 
 def test_onnx_is_a_runtime_not_a_detector_value():
     """`-d bogus` listed `onnx` among the known detectors; `-d onnx` ran nothing under --runtime onnx
