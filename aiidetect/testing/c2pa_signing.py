@@ -17,6 +17,12 @@ import json
 
 def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
     """-> (the c2pa module, a Signer) whose end-entity certificate ends `valid_for` from now."""
+    return make_signer_and_ca(valid_for)[0]
+
+
+def make_signer_and_ca(valid_for: datetime.timedelta = datetime.timedelta(days=1), ca_name: str = "aiidetect test CA"):
+    """-> ((the c2pa module, a Signer), the CA's certificate as PEM): the CA is what a trust list names as an
+    anchor (`--c2pa-trust`), so a test can vouch for the signer or not."""
     import c2pa
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -40,7 +46,7 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(end))
-    ca = (base(name("aiidetect test CA"), name("aiidetect test CA"), ca_key.public_key())
+    ca = (base(name(ca_name), name(ca_name), ca_key.public_key())
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .add_extension(ku(True), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -55,7 +61,8 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
     chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     pkey = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))
+    return ((c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))),
+            ca.public_bytes(serialization.Encoding.PEM))
 
 
 def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None,
