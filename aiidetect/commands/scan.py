@@ -279,6 +279,11 @@ def scan(
         from ..report.writers import fusion_label
 
         err.print(f"fusion: {escape(fusion_label(pipe.fusion_info))}", highlight=False)
+        trust = (ctx.options or {}).get("c2pa_trust")
+        if isinstance(trust, dict) and any(d.family == "metadata" for d in dets):
+            # The list decided which signers count: the run says which one (each record that read a manifest
+            # names it too, facts.c2pa.trust_list).
+            err.print(f"C2PA trust list: {trust.get('anchors')} anchors, sha256 {trust.get('sha256')}", highlight=False)
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)

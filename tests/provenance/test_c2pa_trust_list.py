@@ -178,3 +178,14 @@ def test_every_command_that_reads_manifests_takes_the_list():
     for name in ("scan", "meta", "eval", "calibrate"):
         opts = {o for p in cli.commands[name].params for o in getattr(p, "opts", ())}
         assert "--c2pa-trust" in opts, name
+
+
+def test_the_scan_summary_names_the_list_that_judged(signed, tmp_path):
+    from aiidetect.provenance.trust import load_trust_list
+
+    d, capture, _, _, _ = signed
+    r = run_cli_in_process("scan", "-d", "metadata", "--no-cache", "-f", "jsonl", str(capture),
+                           "--c2pa-trust", str(d / "ca.pem"))
+    assert r.returncode == 0, r.stderr
+    assert f"C2PA trust list: 1 anchors, sha256 {load_trust_list([d / 'ca.pem']).sha256}" in r.stderr, r.stderr
+    assert '"state": "Trusted"' in r.stdout
