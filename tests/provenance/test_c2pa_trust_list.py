@@ -49,6 +49,9 @@ def test_a_capture_counts_as_signed_only_for_a_signer_the_trust_list_vouches_for
     assert facts["state"] == "Valid" and "trusted" not in facts and facts["trust_list"]["anchors"] == 1
     assert ev["c2pa.capture"]["strength"] == 0.5
     assert "NOT vouched for by the trust list given" in ev["c2pa.manifest"]["detail"]
+    from aiidetect.provenance.factwords import c2pa_status   # meta's C2PA line, the report's card
+
+    assert "signer not vouched for by the trust list given: counted as a claim" in c2pa_status(facts)
 
 
 def test_an_ai_declaration_from_a_vouched_for_signer_rests_on_a_signature(signed):
