@@ -99,13 +99,32 @@ def _certificates(path: str, data: bytes, label: str = "--c2pa-trust") -> list[t
                 # certificate on stderr: noise for the user, whose list c2pa-rs judges.
                 warnings.simplefilter("ignore")
                 cert = x509.load_pem_x509_certificate(m.group(0).replace(b"X509 CERTIFICATE", b"CERTIFICATE"))
+                leaf = _end_entity(cert)   # the warning comes at the first read of the extensions
         except Exception as exc:  # noqa: BLE001 - ValueError and the backend's own errors alike
             raise TrustListError(f"{label} {shown}: certificate {n} cannot be parsed "
                                  f"({str(exc)[:120]})") from None
+        if leaf:
+            # c2pa-rs vouches for a signer whose chain ends at an anchor; a signer's own certificate given as an
+            # anchor (or in trust.allowed_list) made it "Trusted" in no test with c2pa-python 0.38.1: the user
+            # who lists their camera's certificate would get claims, in silence.
+            raise TrustListError(f"{label} {shown}: certificate {n} is a signer's own certificate, not a CA "
+                                 "(a signer counts when its chain ends at an anchor: give the CA that issued it)")
         out.append((cert.public_bytes(serialization.Encoding.DER), cert.public_bytes(serialization.Encoding.PEM)))
         if len(out) > MAX_ANCHORS:
             raise TrustListError(f"{label} {shown}: over {MAX_ANCHORS} certificates, more than a trust list")
     return out
+
+
+def _end_entity(cert) -> bool:
+    """Whether `cert` says it is no CA (basicConstraints cA false); one that says nothing (a v1 root) passes."""
+    from cryptography import x509
+
+    try:
+        return not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+    except Exception:  # noqa: BLE001 - an extension that does not parse: c2pa-rs judges it
+        return False
 
 
 def load_trust_list(paths: Iterable[str | os.PathLike | bytes], label: str = "--c2pa-trust") -> TrustList | None:

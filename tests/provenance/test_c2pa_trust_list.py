@@ -126,6 +126,24 @@ def _key_pem():
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
+def _leaf_pem() -> bytes:
+    """A signer's own certificate (basicConstraints cA false), self-issued: what a user might list for one camera."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key, now = ec.generate_private_key(ec.SECP256R1()), datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "one camera")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def _der(pem: bytes) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -137,7 +155,7 @@ def _der(pem: bytes) -> bytes:
     ("missing", "cannot be read"), ("folder", "a folder"), ("empty", "empty"), ("text", "no PEM certificate"),
     ("der", "a DER certificate?"), ("key", "is a PRIVATE KEY, not a certificate"),
     ("broken", "certificate 2 cannot be parsed"), ("huge", "too big for a trust list"),
-    ("device", "not a regular file"),
+    ("device", "not a regular file"), ("leaf", "certificate 2 is a signer's own certificate, not a CA"),
 ])
 def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind, said):
     from aiidetect.provenance import trust
@@ -150,7 +168,7 @@ def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind
         f = "/dev/zero"
     elif kind != "missing":
         f.write_bytes({"empty": b"\n \n", "text": b"hello, not a certificate\n", "der": _der(ca),
-                       "key": ca + _key_pem(),
+                       "key": ca + _key_pem(), "leaf": ca + _leaf_pem(),
                        "broken": ca + b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
                        "huge": ca + b"#" * trust.MAX_TRUST_BYTES}[kind])
     for cmd in (["meta", str(capture)], ["scan", "-d", "metadata", "--no-cache", str(capture)]):
