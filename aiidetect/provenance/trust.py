@@ -54,7 +54,9 @@ class TrustList:
 def _read(path: str, label: str = "--c2pa-trust") -> bytes:
     shown = os.fsdecode(path)
     try:
-        with open(path, "rb") as fh:
+        # Non-blocking open: a FIFO named here would otherwise wait for a writer forever, before any check.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if stat.S_ISDIR(st.st_mode):
                 raise TrustListError(f"{label} {shown}: a folder, not a PEM file of trust anchors")

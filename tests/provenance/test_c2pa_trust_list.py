@@ -210,3 +210,31 @@ def test_the_scan_summary_names_the_list_that_judged(signed, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"C2PA trust list: 1 anchors, sha256 {load_trust_list([d / 'ca.pem']).sha256}" in r.stderr, r.stderr
     assert '"state": "Trusted"' in r.stdout
+
+
+def test_a_fifo_named_as_the_trust_list_is_refused_without_waiting_for_a_writer(tmp_path):
+    import os
+    import threading
+
+    from aiidetect.provenance.trust import TrustListError, load_trust_list
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    fifo = tmp_path / "anchors.pem"
+    os.mkfifo(fifo)
+    said = []
+
+    def load():
+        try:
+            load_trust_list([fifo])
+        except TrustListError as exc:
+            said.append(str(exc))
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(5)
+    if t.is_alive():   # let the blocked open go, so the test process is not left with it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("the trust list's open waited for a writer on a FIFO")
+    assert said and "not a regular file" in said[0], said
