@@ -133,9 +133,16 @@ def load_trust_list(paths: Iterable[str | os.PathLike | bytes], label: str = "--
     """The anchors of every file in `paths` as one list; None when `paths` is empty. TrustListError for a file
     that is not a PEM file of certificates (its message starts with `label`, where the path was given)."""
     ders: dict[bytes, bytes] = {}
+    total = 0
     for p in paths:
         p = os.fspath(p)
-        for der, pem in _certificates(p, _read(p, label), label):
+        data = _read(p, label)
+        total += len(data)
+        if total > MAX_TRUST_BYTES:
+            # Per file alone, a thousand files of 4 MiB were 4 GB to hold and parse.
+            raise TrustListError(f"{label}: the files given are over {MAX_TRUST_BYTES // (1024 * 1024)} MiB in "
+                                 f"all (at {os.fsdecode(p)}), too big for a trust list")
+        for der, pem in _certificates(p, data, label):
             ders.setdefault(der, pem)
     if not ders:
         return None

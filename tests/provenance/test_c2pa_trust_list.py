@@ -238,3 +238,15 @@ def test_a_fifo_named_as_the_trust_list_is_refused_without_waiting_for_a_writer(
         t.join(5)
         pytest.fail("the trust list's open waited for a writer on a FIFO")
     assert said and "not a regular file" in said[0], said
+
+
+def test_the_files_of_one_list_are_bounded_in_all(signed, tmp_path):
+    from aiidetect.provenance import trust
+
+    d, _, _, ca, _ = signed
+    half = ca + b"#" * (trust.MAX_TRUST_BYTES // 2)   # each under the bound, the two together over it
+    (tmp_path / "a.pem").write_bytes(half)
+    (tmp_path / "b.pem").write_bytes(half)
+    assert trust.load_trust_list([tmp_path / "a.pem"]).anchors == 1
+    with pytest.raises(trust.TrustListError, match="in all"):
+        trust.load_trust_list([tmp_path / "a.pem", tmp_path / "b.pem"])
