@@ -20,9 +20,11 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
     return make_signer_and_ca(valid_for)[0]
 
 
-def make_signer_and_ca(valid_for: datetime.timedelta = datetime.timedelta(days=1), ca_name: str = "aiidetect test CA"):
+def make_signer_and_ca(valid_for: datetime.timedelta = datetime.timedelta(days=1), ca_name: str = "aiidetect test CA",
+                       ocsp_url: str | None = None):
     """-> ((the c2pa module, a Signer), the CA's certificate as PEM): the CA is what a trust list names as an
-    anchor (`--c2pa-trust`), so a test can vouch for the signer or not."""
+    anchor (`--c2pa-trust`), so a test can vouch for the signer or not. ocsp_url: an OCSP responder the signer's
+    certificate names (its Authority Information Access), which a reader that goes online would ask."""
     import c2pa
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -56,8 +58,11 @@ def make_signer_and_ca(valid_for: datetime.timedelta = datetime.timedelta(days=1
             .add_extension(ku(False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+    if ocsp_url:
+        leaf = leaf.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
+    leaf = leaf.sign(ca_key, hashes.SHA256())
     chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     pkey = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())

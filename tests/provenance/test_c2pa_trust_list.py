@@ -250,3 +250,29 @@ def test_the_files_of_one_list_are_bounded_in_all(signed, tmp_path):
     assert trust.load_trust_list([tmp_path / "a.pem"]).anchors == 1
     with pytest.raises(trust.TrustListError, match="in all"):
         trust.load_trust_list([tmp_path / "a.pem", tmp_path / "b.pem"])
+
+
+def test_a_trust_list_sends_nothing_to_the_ocsp_responder_the_signer_names(tmp_path):
+    """With a trust list c2pa-rs checks a vouched-for signer's revocation online when its OCSP fetch is on (a
+    connection to the responder the certificate names, seen with strace): reading a file must never call out."""
+    import select
+    import socket
+
+    from aiidetect.api import meta_report
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/ocsp"
+        signer, ca = c2pa_signing.make_signer_and_ca(ocsp_url=url)
+        img = tmp_path / "signed.jpg"
+        img.write_bytes(c2pa_signing.sign(signer, Image.new("RGB", (16, 16)), "JPEG", "digitalCapture",
+                                          thumbnail=False))
+        (tmp_path / "ca.pem").write_bytes(ca)
+        facts = meta_report(str(img), watermark="never", c2pa_trust=[tmp_path / "ca.pem"])["facts"]["c2pa"]
+        assert facts["state"] == "Trusted", facts
+        called, _, _ = select.select([server], [], [], 0.2)   # a connection made during the read waits here
+        assert not called, "reading the file connected to the OCSP responder its signer's certificate names"
+    finally:
+        server.close()
