@@ -498,8 +498,8 @@ CLAIM_FAMILIES = (
 
 
 def _signed(e: Evidence) -> bool:
-    """A C2PA item whose signer a trust list vouches for. A valid signature alone (every one offline) is not:
-    a self-made certificate signs as validly, so such a manifest is one more copy of the exporter's claim."""
+    """A C2PA item whose signer a trust list vouches for. A valid signature alone (every one without --c2pa-trust) is
+    not: a self-made certificate signs as validly, so such a manifest is one more copy of the exporter's claim."""
     return e.id.startswith("c2pa.") and bool(e.data.get("trusted"))
 
 
@@ -698,8 +698,8 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str], trust
     elif captured and f.status in ("valid", "unverified"):
         # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
         # expired certificate on an older genuine photo) with nothing saying the bytes changed.
-        # Valid but vouched for by no trust list (every signer offline) is unverified too: a launderer signs a
-        # generated image as digitalCapture with a certificate made for the purpose as easily as a camera signs
+        # Valid but vouched for by no trust list (every signer without --c2pa-trust) is unverified too: a launderer
+        # signs a generated image as digitalCapture with a certificate made for the purpose as easily as a camera signs
         # its photo, and counted as signed that was the 2 nats soft evidence may move toward real, all of it.
         cap = sorted(captured)[0]
         claim = ("" if not ok or f.trusted else "; counted as a claim: the trust list given does not vouch for the "

@@ -29,7 +29,8 @@ from .sourcetypes import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
-# Expected offline: no trust list, no network for OCSP / timestamps.
+# Expected offline: no network for OCSP / timestamps, and no trust list unless the user gives one (a signer
+# none of its anchors vouches for is then untrusted as before).
 _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
 # Failures about who signed and when, not about the bytes (C2PA 2.x validation codes): the manifest is
 # intact as far as these say, but its signer's credential is not established. Every other failure code,
