@@ -199,6 +199,10 @@ class ScanOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     cache: bool = True
     watermark: str = "auto"
+    # C2PA trust list: PEM files of trust anchors (the C2PA conformance list, a newsroom's own CA), read as one
+    # list; a signer that chains to one of them is "Trusted" and its manifest signed evidence. None: the files
+    # of $AIIDETECT_C2PA_TRUST, if set; () : none. A file that is not PEM certificates is a UsageError.
+    c2pa_trust: Optional[Sequence[os.PathLike | str] | os.PathLike | str] = None
     recursive: bool = True
     follow_links: bool = False  # links out of the scanned folders (docs/schema.md, "Discovery")
     include: Sequence[str] = ()
@@ -241,6 +245,7 @@ class ScanOptions:
         self.device = _choice(self.device, Device, "--device")
         self.dtype = _choice(self.dtype, Dtype, "--dtype")
         self.watermark = _choice(self.watermark, Watermark, "--watermark")
+        trust_option(self.c2pa_trust)
         self.engine = _choice(self.engine, Engine, "--engine")
         if self.runtime == "onnx":
             if self.onnx_dir is None:
@@ -365,6 +370,20 @@ def _release_cores() -> None:
                 torch.set_num_threads(before)
 
 
+def trust_option(c2pa_trust) -> dict | None:
+    """The metadata detector's `c2pa_trust` option (provenance.trust.TrustList.option) for ScanOptions.c2pa_trust,
+    or a TrustList loaded already; None without a trust list. UsageError for a file that cannot be one."""
+    from .provenance.trust import TrustList
+
+    tl = c2pa_trust if isinstance(c2pa_trust, TrustList) else load_c2pa_trust(c2pa_trust)
+    return None if tl is None else tl.option()
+
+
+def _trust(c2pa_trust) -> dict:
+    opt = trust_option(c2pa_trust)
+    return {} if opt is None else {"c2pa_trust": opt}
+
+
 def run_context(options: ScanOptions, families: Sequence[str] | None = None):
     """(families to create, RunContext) for these options, checked on a copy (UsageError): with the
     ONNX runtime the pixel families are served by the one `onnx` detector over an exported folder."""
@@ -376,7 +395,7 @@ def run_context(options: ScanOptions, families: Sequence[str] | None = None):
     ctx = RunContext(backbone_spec=options.spec(), device=options.device, dtype=options.dtype,
                      weights_dirs=weights_dirs(list(options.weights_dirs or [])),
                      runtime=options.runtime, onnx_dir=Path(options.onnx_dir) if options.onnx_dir else None,
-                     options={"watermark": options.watermark, **options.extra})
+                     options={"watermark": options.watermark, **_trust(options.c2pa_trust), **options.extra})
     if options.runtime == "auto":
         from .optimize import choose
 
@@ -1170,20 +1189,35 @@ def meta_candidates(paths: Sequence[str | os.PathLike], *, recursive: bool = Tru
         raise UsageError(str(exc)) from None
 
 
+def load_c2pa_trust(c2pa_trust=None):
+    """The provenance.trust.TrustList of these files (None: $AIIDETECT_C2PA_TRUST's), or None without one;
+    UsageError for a file that cannot be one. Loaded once, it serves many meta_report calls."""
+    from .provenance.trust import TrustListError, resolve
+
+    try:
+        return resolve(c2pa_trust)
+    except TrustListError as exc:
+        raise UsageError(str(exc)) from None
+    except TypeError:
+        raise UsageError(f"c2pa_trust takes a path, a list of paths or None; got {c2pa_trust!r}") from None
+
+
 def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | None = None,
                 ident: tuple[int, int] | None = None, max_pixels: int | None = None,
-                max_bytes: int | None = None) -> dict:
+                max_bytes: int | None = None, c2pa_trust=None) -> dict:
     """The provenance report of one file (no model, no torch): EXIF, XMP, generator parameters,
     C2PA, the watermark, structural hints, what they weigh (p_ai, llr). A file that cannot be
     read is a report with an error, never an exception. `ident`: the (st_dev, st_ino) discovery
     saw at `path` (a Candidate's); another file found there is not read. `max_pixels`: scan's
     --max-pixels; pixels it would refuse get no watermark check, as in scan (metadata.detector.provenance).
-    `max_bytes`: scan's --max-bytes; a larger file is not read (error `too-large`), as in scan."""
+    `max_bytes`: scan's --max-bytes; a larger file is not read (error `too-large`), as in scan.
+    `c2pa_trust`: as ScanOptions.c2pa_trust, or a provenance.trust.TrustList loaded once for many files."""
     from .decode import DecodeFailure, DecodeLimits, identify, read_bytes
     from .metadata.detector import file_provenance, result_from_evidence
     from .report.safe import display_path, path_bytes_b64
 
     watermark = _choice(watermark, Watermark, "--watermark")
+    trust = _trust(c2pa_trust)
     path = _path_list([path], "path")[0]  # a path that is not one was a TypeError from inside display_path
     head = {"file": display_path(path), "file_bytes": path_bytes_b64(path)}
     # A report with an error has every key too (empty): `jq '.evidence[]'` or `r["facts"]` must not
@@ -1198,7 +1232,7 @@ def meta_report(path: str, watermark: str = "auto", error: tuple[str, str] | Non
         identify(data)
     except DecodeFailure as exc:
         return {**empty, "error": {"code": exc.code, "message": exc.message}}
-    rep = file_provenance(data, path, {"watermark": watermark}, limits)
+    rep = file_provenance(data, path, {"watermark": watermark, **trust}, limits)
     res = result_from_evidence(rep.evidence)
     d = {**head, **{k: v for k, v in rep.to_dict().items() if k != "file"}}
     d["p_ai"] = None if res.p_ai is None else round(res.p_ai, 6)
@@ -1219,13 +1253,17 @@ def metadata_fused_p(res) -> float | None:
 
 
 def meta_reports(paths: Sequence[str | os.PathLike], watermark: str = "auto", recursive: bool = True,
-                 max_pixels: int | None = None, max_bytes: int | None = None) -> list[dict]:
+                 max_pixels: int | None = None, max_bytes: int | None = None, c2pa_trust=None) -> list[dict]:
     """`aiidetect meta` as a function: discovery, then the provenance report of each file."""
-    return [meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes)
+    from .provenance.trust import TrustList
+
+    trust = c2pa_trust if isinstance(c2pa_trust, TrustList) else load_c2pa_trust(c2pa_trust)
+    return [meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes, c2pa_trust=trust or ())
             for c in meta_candidates(paths, recursive=recursive)]
 
 
 __all__ = ["ScanOptions", "Scanner", "ScanError", "UsageError", "ReadsStuckError", "Runtime", "Device", "Dtype",
            "TrainDtype", "Watermark", "Engine", "build_detectors", "resolve_fusion", "load_labelled", "run_context", "scan",
+           "load_c2pa_trust",
            "split_list", "use_all_cores", "head_rows", "verify_heads", "meta_candidates", "iter_meta_candidates",
            "meta_report", "meta_reports"]

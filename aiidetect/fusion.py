@@ -730,10 +730,11 @@ _BASIS_WORDS = {
 }
 
 
-# A C2PA manifest intact since signing, by a signer nothing vouches for: offline every signer, since no trust list
-# is configured. A self-made certificate signs as validly, so it counts as a claim (basis "claim"), and the reason
-# says why a signature counts no more than that. It read "resting on ... a valid signature" at the signed floor,
-# P(AI) 0.99 against a pixel detector sure the photo was real, where a pasted XMP declaration stops at 0.90.
+# A C2PA manifest intact since signing, by a signer nothing vouches for: every signer, unless the user gave a trust
+# list (--c2pa-trust) whose anchors the signer's certificate chains to. A self-made certificate signs as validly, so
+# it counts as a claim (basis "claim"), and the reason says why a signature counts no more than that. It read "resting
+# on ... a valid signature" at the signed floor, P(AI) 0.99 against a pixel detector sure the photo was real, where a
+# pasted XMP declaration stops at 0.90.
 _UNTRUSTED_SIGNATURE_WORDS = ("a C2PA manifest whose signature and content hash check out, but whose signer no trust "
                               "list vouches for (anyone can sign with a self-made certificate), so it counts as the "
                               "file's own claim")

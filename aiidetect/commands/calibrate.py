@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from ..choices import choices
-from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
+from .common import (BackboneOptions, C2paTrustOpt, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
                      backbone_options, fail, library_errors, print_detector_setup, renamed_options, split_list,
                      stderr_console)
 
@@ -41,6 +41,7 @@ def calibrate_cmd(
                                              help="Fit on images a head was trained on too (default: left out, "
                                                   "and counted: a head is overconfident on its training images)."),
     follow_links: bool = FollowLinksOpt,
+    c2pa_trust: Optional[List[Path]] = C2paTrustOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
@@ -80,7 +81,8 @@ def calibrate_cmd(
     except ValueError as exc:
         fail(f"cannot calibrate: {exc}")
     with library_errors():
-        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
+        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options(),
+                                                c2pa_trust=c2pa_trust or None))
     if not quiet:
         print_detector_setup(err, ctx, dets, f"{len(items)} labelled images, {len(dets)} detector(s)"
                              + (f"; {note}" if (note := links.note()) else ""))

@@ -67,6 +67,12 @@ FollowLinksOpt = typer.Option(False, "--follow-links",
                               help="Also follow symbolic links inside the folders that lead out of them (by default "
                                    "they are counted, not followed: a link in a received archive may point anywhere "
                                    "on this machine).")
+# Every command that reads C2PA manifests (scan, meta, eval, calibrate); docs/provenance.md, "A trust list".
+C2paTrustOpt = typer.Option(None, "--c2pa-trust", metavar="PEMFILE", show_default=False,
+                            help="C2PA trust anchors (PEM certificates: the C2PA trust list, your own CA); "
+                                 "repeatable, read as one list. A signer that chains to one of them counts as "
+                                 "signed evidence, any other as the file's own claim. Default: the files of "
+                                 "$AIIDETECT_C2PA_TRUST (':'-separated), else none. Never fetched.")
 CacheOpt = typer.Option(True, "--cache/--no-cache",
                         help="Reuse results of files already scanned with the same detectors "
                              "($AIIDETECT_CACHE/results.sqlite, keyed by content hash).")

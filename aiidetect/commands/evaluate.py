@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..choices import choices
-from .common import (BackboneOptions, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
+from .common import (BackboneOptions, C2paTrustOpt, DetectorsOpt, FollowLinksOpt, GenImageSplit, JsonFormat, QuietOpt, SummaryFormatOpt,
                      backbone_options, fail, library_errors, print_detector_setup, renamed_options, split_list,
                      stderr_console)
 
@@ -47,6 +47,7 @@ def evaluate_cmd(
                                              help="Keep the images a head was trained on in its metrics (default: "
                                                   "left out and counted; the output says which were kept)."),
     follow_links: bool = FollowLinksOpt,
+    c2pa_trust: Optional[List[Path]] = C2paTrustOpt,
     quiet: bool = QuietOpt,
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
@@ -92,7 +93,8 @@ def evaluate_cmd(
         items = load_labelled(data, split, limit, seed, follow_links=follow_links, link_stats=links)
         model, fusion_desc = resolve_fusion(fusion, backbone_opts.weights_dir or [])
         # build_detectors checks the options (UsageError), on a copy
-        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options()))
+        dets, ctx = build_detectors(ScanOptions(detectors=split_list(detectors), **backbone_opts.scan_options(),
+                                                c2pa_trust=c2pa_trust or None))
     from ..fusion import left_out, without_retrained
 
     model, retrained = without_retrained(model, dets)

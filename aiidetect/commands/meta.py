@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .common import (EXIT_FINDINGS, EXIT_OK, FollowLinksOpt, MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt,
+from .common import (EXIT_FINDINGS, EXIT_OK, C2paTrustOpt, FollowLinksOpt, MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt,
                      RecordFormat, RecordFormatOpt, Watermark, fail, library_errors)
 
 
@@ -131,6 +131,7 @@ def meta(
     max_pixels: int = MaxPixelsOpt,  # scan's: pixels scan would refuse get no watermark check here either
     max_bytes: int = MaxBytesOpt,  # scan's: a file over it is `too-large` unread, whose message names this option
     quiet: bool = QuietOpt,  # accepted like everywhere else: meta prints nothing on stderr but errors
+    c2pa_trust: Optional[list[Path]] = C2paTrustOpt,
 ):
     """Provenance report: EXIF, XMP, generator parameters, C2PA, watermark (no model).
 
@@ -140,7 +141,7 @@ def meta(
     Examples: aiidetect meta photo.jpg; aiidetect meta --format jsonl folder/ | jq .p_ai;
     find . -name '*.png' -print0 | aiidetect meta -f csv -
     """
-    from ..api import iter_meta_candidates, meta_report
+    from ..api import iter_meta_candidates, load_c2pa_trust, meta_report
     from ..report.output import OutputError, atomic_output
     from ..report.safe import CsvRows, dumps
     from ..report.writers import JsonArray
@@ -148,6 +149,8 @@ def meta(
 
     watermark = watermark.value  # the library takes a string
     with library_errors():
+        # Read and checked once, before any file: a bad trust file is a usage error, not a report per file.
+        trust = load_c2pa_trust(c2pa_trust or None)
         cands = iter_meta_candidates(paths, output=output, follow_links=follow_links)
     found = False
 
@@ -156,7 +159,7 @@ def meta(
         # jsonl, csv); only the table, meant for a screen, holds its reports until the end.
         nonlocal found
         for c in cands:
-            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes)
+            r = meta_report(c.path, watermark, c.error, c.ident, max_pixels, max_bytes, c2pa_trust=trust or ())
             found = found or any(e.get("decisive") and e["direction"] == "ai" for e in r.get("evidence", []))
             yield r
 

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..crashguard import FILE_TIMEOUT, LOCAL_DB_FILE_TIMEOUT, last_words as last_words_said
-from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, C2paTrustOpt, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
                      VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
 
@@ -48,6 +48,7 @@ def scan(
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Folder written by `aiidetect export onnx` (with --runtime onnx)."),
     watermark: Watermark = typer.Option("auto", "--watermark",
                                   help="Invisible-watermark check: auto (image sizes Stable Diffusion writes), always, never."),
+    c2pa_trust: Optional[List[Path]] = C2paTrustOpt,
     quiet: bool = QuietOpt,
     fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion model folder, or 'none' for the default rules. "
                                          "Default: the fusion model in the weights folders, if any (every record "
@@ -101,7 +102,8 @@ def scan(
         opts = ScanOptions(
             detectors=split_list(detectors), **backbone_opts.scan_options(), runtime=runtime.value, onnx_dir=onnx_dir,
             fusion=fusion, batch_size=batch_size, workers=workers, max_pixels=max_pixels, max_bytes=max_bytes,
-            cache=use_cache, watermark=watermark.value, recursive=recursive, follow_links=follow_links,
+            cache=use_cache, watermark=watermark.value, c2pa_trust=c2pa_trust or None, recursive=recursive,
+            follow_links=follow_links,
             include=include or (),
             exclude=exclude or (), shard=shard, engine=engine.value, address=address, db=db,
             file_timeout=_file_timeout(file_timeout, engine, db),
@@ -277,6 +279,11 @@ def scan(
         from ..report.writers import fusion_label
 
         err.print(f"fusion: {escape(fusion_label(pipe.fusion_info))}", highlight=False)
+        trust = (ctx.options or {}).get("c2pa_trust")
+        if isinstance(trust, dict) and any(d.family == "metadata" for d in dets):
+            # The list decided which signers count: the run says which one (each record that read a manifest
+            # names it too, facts.c2pa.trust_list).
+            err.print(f"C2PA trust list: {trust.get('anchors')} anchors, sha256 {trust.get('sha256')}", highlight=False)
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)

@@ -57,8 +57,16 @@ class MetadataDetector(Detector):
 
         warm_up(c2pa=bool(self.options.get("c2pa", True)))
 
+    def shown_options(self) -> dict[str, Any]:
+        """The options as a summary, a cache key and a --db run name them: a trust list by its identity (sha256,
+        anchors), not its certificates."""
+        trust = self.options.get("c2pa_trust")
+        if not isinstance(trust, dict):
+            return dict(self.options)
+        return {**self.options, "c2pa_trust": {k: v for k, v in trust.items() if k != "pem"}}
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "family": self.family, "options": self.options}
+        return {"name": self.name, "family": self.family, "options": self.shown_options()}
 
     def cache_identity(self) -> dict[str, Any]:
         # The parsers' versions matter as much as ours: a newer exifread or c2pa may read more. The versions this
@@ -71,7 +79,8 @@ class MetadataDetector(Detector):
 
         decoders = decoder_versions()
         libs = {**running_versions(METADATA_PARSERS), **{d: decoders[d] for d in DECODERS}}
-        return {"family": self.family, "options": self.options, "libs": libs}
+        # The trust list decides whether a signer is vouched for, so a verdict: its identity is in the options.
+        return {"family": self.family, "options": self.shown_options(), "libs": libs}
 
     def parsers(self) -> tuple[str, ...]:
         """The parsers (extras.METADATA_PARSERS) whose versions can change this detector's results here: c2pa-python
@@ -143,4 +152,5 @@ def result_from_evidence(evidence, extra: dict | None = None, errors: list[str] 
 
 def create(ctx: RunContext) -> list[Detector]:
     opts = ctx.options or {}
-    return [MetadataDetector({"watermark": opts.get("watermark", "auto"), "c2pa": opts.get("c2pa", True)})]
+    trust = {"c2pa_trust": opts["c2pa_trust"]} if opts.get("c2pa_trust") else {}
+    return [MetadataDetector({"watermark": opts.get("watermark", "auto"), "c2pa": opts.get("c2pa", True), **trust})]

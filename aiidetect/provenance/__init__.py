@@ -102,8 +102,8 @@ CAMERA_FORMATS = {"JPEG", "HEIF", "AVIF", "TIFF", "WEBP"}
 # What a decisive item rests on (its data["basis"]; fusion names it in the verdict's reason): "claim" is
 # text the file carries about itself, which nothing verifies and any tool can write into any image;
 # "signed" is a C2PA manifest whose signature and content hash check out and whose signer a trust list vouches
-# for (never offline: no trust list is configured, so a manifest signed with a self-made certificate is "claim"
-# too, whatever its signature says); "pixels" is a pattern measured in the image itself.
+# for (only with the user's trust list, --c2pa-trust: without one, a manifest signed with a self-made certificate
+# is "claim" too, whatever its signature says); "pixels" is a pattern measured in the image itself.
 BASIS_CLAIM, BASIS_SIGNED, BASIS_PIXELS = "claim", "signed", "pixels"
 
 
@@ -178,6 +178,7 @@ def warm_up(c2pa: bool = True) -> None:
 def analyze(data: bytes, path: str = "", image=None, info=None, options: dict | None = None,
             layout=None) -> ProvenanceReport:
     """options: watermark = "auto" (SD-plausible sizes only) | "always" | "never"; c2pa = True/False;
+    c2pa_trust = a trust list (trust.TrustList.option) whose anchors make a C2PA signer "Trusted";
     budget_s = per-file time budget (default aiidetect.limits.METADATA_BUDGET_S). `layout`: a HEIF/AVIF's
     structures.heif_layout_read(data), where the caller has read it (the scan's decode): used only if it is
     a read of these very bytes (structures.heif_read_of)."""
@@ -299,7 +300,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     c2pa_facts = None
     if blobs.jumbf and opts.get("c2pa", True) and budget.left("C2PA"):
         with _stage(rep, "C2PA"):
-            c2pa_facts = _c2pa(data, blobs, rep, conflicts)
+            c2pa_facts = _c2pa(data, blobs, rep, conflicts, opts.get("c2pa_trust"))
 
     # --- XMP declarations
     with _stage(rep, "XMP declarations"):
@@ -497,8 +498,8 @@ CLAIM_FAMILIES = (
 
 
 def _signed(e: Evidence) -> bool:
-    """A C2PA item whose signer a trust list vouches for. A valid signature alone (every one offline) is not:
-    a self-made certificate signs as validly, so such a manifest is one more copy of the exporter's claim."""
+    """A C2PA item whose signer a trust list vouches for. A valid signature alone (every one without --c2pa-trust) is
+    not: a self-made certificate signs as validly, so such a manifest is one more copy of the exporter's claim."""
     return e.id.startswith("c2pa.") and bool(e.data.get("trusted"))
 
 
@@ -620,15 +621,17 @@ def _xmp_source_type(short: str, where: str, ev: list[Evidence], said: set[str],
                       source_type=short))
 
 
-def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
+def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str], trust: dict | None = None):
     """Adds the manifest's evidence, and to `conflicts` what it contradicts (metadata.conflict);
-    -> the C2paFacts read, or None."""
+    -> the C2paFacts read, or None. trust: the c2pa_trust option (trust.TrustList.option)."""
     from . import c2pa as c2
 
     where = ", ".join(blobs.jumbf)
     try:
         c2.check_store(blobs.jumbf_bytes, blobs.format, blobs.cut)
-        f = c2.read_c2pa(data, blobs.format, where, chunks=blobs.chunks)
+        # Without a list, the call it always was: stand-ins for the reader (tests of statuses c2pa-rs cannot be
+        # made to report offline) take that signature.
+        f = c2.read_c2pa(data, blobs.format, where, chunks=blobs.chunks, **({"trust": trust} if trust else {}))
     except c2.C2paUnavailable as exc:
         rep.evidence.append(Evidence("c2pa.unreadable", "neutral", 0.0, f"C2PA data present but {exc}", where))
         return None
@@ -695,11 +698,12 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
     elif captured and f.status in ("valid", "unverified"):
         # Unverified: no validation reported, or only the signer's credential or the time in doubt (an
         # expired certificate on an older genuine photo) with nothing saying the bytes changed.
-        # Valid but vouched for by no trust list (every signer offline) is unverified too: a launderer signs a
-        # generated image as digitalCapture with a certificate made for the purpose as easily as a camera signs
+        # Valid but vouched for by no trust list (every signer without --c2pa-trust) is unverified too: a launderer
+        # signs a generated image as digitalCapture with a certificate made for the purpose as easily as a camera signs
         # its photo, and counted as signed that was the 2 nats soft evidence may move toward real, all of it.
         cap = sorted(captured)[0]
-        claim = "; counted as a claim: no trust list vouches for the signer" if ok and not f.trusted else ""
+        claim = ("" if not ok or f.trusted else "; counted as a claim: the trust list given does not vouch for the "
+                 "signer" if f.trust_list else "; counted as a claim: no trust list vouches for the signer")
         ev.append(_ev("c2pa.capture", "real", f"C2PA declares {cap}: {dst.meaning(cap)}; "
                       f"{validity}{claim}", where, key="c2pa.capture" + ("" if f.trusted else ".unverified"),
                       source_type=cap, **base))

@@ -1,8 +1,10 @@
 """C2PA / Content Credentials, read with the official c2pa-python library.
 
-Offline there is no trust list, so "signing certificate untrusted" is expected
-and is reported as "signer not checked against a trust list", never as a
-failure. The other validation failures fall in two kinds (`status`):
+Without the user's trust list (--c2pa-trust, provenance/trust.py) "signing certificate untrusted" is
+expected and is reported as "signer not checked against a trust list", never as a
+failure; with one, a signer that chains to none of its anchors reads so too ("not vouched for by the trust
+list given"), and one that does reads "Trusted" (signed evidence). The other validation failures fall in
+two kinds (`status`):
 
 - "unverified": only the signing credential or the time is in doubt (an expired
   or revoked certificate, a signing time outside its validity, a time stamp
@@ -27,7 +29,8 @@ from .sourcetypes import short_source_type
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
-# Expected offline: no trust list, no network for OCSP / timestamps.
+# Expected offline: no network for OCSP / timestamps, and no trust list unless the user gives one (a signer
+# none of its anchors vouches for is then untrusted as before).
 _BENIGN_FAILURES = {"signingCredential.untrusted", "signingCredential.ocsp.skipped", "timeStamp.untrusted"}
 # Failures about who signed and when, not about the bytes (C2PA 2.x validation codes): the manifest is
 # intact as far as these say, but its signer's credential is not established. Every other failure code,
@@ -93,6 +96,8 @@ class C2paFacts:
     # added after signing (a camera's pasted in front of a generator's, or the reverse), so the one read is not
     # the file's account of itself: the manifest is invalid, whatever its own signature says.
     stores: int = 1
+    # The trust list the signer was checked against (trust.TrustList.identity: sha256, anchors); None: none given.
+    trust_list: dict | None = None
 
     @property
     def valid(self) -> bool:
@@ -100,8 +105,8 @@ class C2paFacts:
 
     @property
     def trusted(self) -> bool:
-        """Valid, and its signer vouched for by a trust list (c2pa's own state "Trusted"). Never offline, where no
-        trust list is configured: a certificate anyone made for themselves then signs as validly as a camera
+        """Valid, and its signer vouched for by a trust list (c2pa's own state "Trusted"). Only with the user's trust
+        list (--c2pa-trust): without one a certificate anyone made for themselves signs as validly as a camera
         maker's, so a valid signature alone establishes only that the manifest is intact, not who made it."""
         return self.valid and self.state.lower() == "trusted"
 
@@ -130,6 +135,10 @@ class C2paFacts:
             # Said apart: "signer not checked against a trust list" beside the signed weight contradicted it.
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; signer vouched for by a "
                     "trust list")
+        if self.valid and self.trust_list:
+            return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; signer NOT vouched for by "
+                    f"the trust list given ({self.trust_list.get('anchors')} anchors, sha256 "
+                    f"{str(self.trust_list.get('sha256'))[:12]}...), so the manifest is only a claim")
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a
             # certificate anyone made for themselves signs just as validly as a camera maker's.
@@ -197,10 +206,12 @@ def check_store(store_bytes: int, fmt: str | None = None, cut: bool = False) -> 
         raise _not_read(problem)
 
 
-def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) -> C2paFacts:
+def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0,
+              trust: dict | None = None) -> C2paFacts:
     """Raises C2paUnavailable (library missing) or ValueError (store unreadable, or a container too
     big to hand to the reader). chunks: PNG/WebP chunks the container walker saw. The store's size is
-    check_store's (its caller's, which has the walk's count)."""
+    check_store's (its caller's, which has the walk's count). trust: a trust list's option
+    (trust.TrustList.option: its PEM anchors and identity), whose anchors make a signer "Trusted"."""
     try:
         import c2pa as lib
     except ImportError as exc:  # optional extra: pip install 'aiidetect[provenance]'
@@ -212,7 +223,7 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) ->
         raise _not_read(problem)
     mime = MIME.get(fmt or "", "image/jpeg")
     try:
-        ctx = _offline_context(lib)
+        ctx = _offline_context(lib, (trust or {}).get("pem"))
         with (lib.Reader(mime, io.BytesIO(data), context=ctx) if ctx is not None
               else lib.Reader(mime, io.BytesIO(data))) as r:
             store = json.loads(r.json())
@@ -222,14 +233,22 @@ def read_c2pa(data: bytes, fmt: str | None, where: str = "", chunks: int = 0) ->
             raise ValueError("C2PA manifest is stored remotely (XMP dcterms:provenance URL); not fetched: "
                              "reading a file never goes online") from exc
         raise ValueError(f"C2PA manifest store unreadable: {str(exc)[:200]}") from exc
-    return summarize(store, state, where)
+    f = summarize(store, state, where)
+    if trust:
+        f.trust_list = {k: trust[k] for k in ("sha256", "anchors") if k in trust}
+    return f
 
 
-def _offline_context(lib):
+def _offline_context(lib, anchors: str | None = None):
     """c2pa-rs fetches a manifest from the URL a file's XMP names (dcterms:provenance) by default:
     any file scanned here would call a server of its sender's choosing (telling it when and from
     where it was read, or reaching into the local network). Offline reading only."""
-    offline = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    offline: dict = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}
+    if anchors:
+        # trust.trust_anchors is the setting c2pa-rs reads the C2PA trust list from; a signer whose chain ends at
+        # one of them reads "Trusted". verify.verify_trust stays on: turned off, c2pa-rs reports no untrusted
+        # signer at all, and every self-made certificate would look vouched for.
+        offline["trust"] = {"trust_anchors": anchors}
     if hasattr(lib, "Context"):
         return lib.Context(lib.Settings.from_dict(offline))
     lib.load_settings(json.dumps(offline))  # older c2pa-python: the thread-local settings its Reader reads

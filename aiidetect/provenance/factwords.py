@@ -17,6 +17,8 @@ def c2pa_status(c: Mapping[str, Any]) -> str:
         status = "valid" if c.get("valid") is True else "invalid" if c.get("valid") is False else None
     failures = [str(f) for f in _list(c.get("failures"))]
     words = {"valid": ("signature and content hash valid, signer vouched for by a trust list" if c.get("trusted")
+                       else "signature and content hash valid (signer not vouched for by the trust list given: "
+                            "counted as a claim)" if isinstance(c.get("trust_list"), Mapping)
                        else "signature and content hash valid (signer not checked against a trust list: counted "
                             "as a claim)"),
              "unverified": ("signature and content hash check out, but signer NOT verified"

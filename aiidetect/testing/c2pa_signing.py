@@ -17,6 +17,14 @@ import json
 
 def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
     """-> (the c2pa module, a Signer) whose end-entity certificate ends `valid_for` from now."""
+    return make_signer_and_ca(valid_for)[0]
+
+
+def make_signer_and_ca(valid_for: datetime.timedelta = datetime.timedelta(days=1), ca_name: str = "aiidetect test CA",
+                       ocsp_url: str | None = None):
+    """-> ((the c2pa module, a Signer), the CA's certificate as PEM): the CA is what a trust list names as an
+    anchor (`--c2pa-trust`), so a test can vouch for the signer or not. ocsp_url: an OCSP responder the signer's
+    certificate names (its Authority Information Access), which a reader that goes online would ask."""
     import c2pa
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -40,7 +48,7 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(end))
-    ca = (base(name("aiidetect test CA"), name("aiidetect test CA"), ca_key.public_key())
+    ca = (base(name(ca_name), name(ca_name), ca_key.public_key())
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .add_extension(ku(True), critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -50,12 +58,16 @@ def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=1)):
             .add_extension(ku(False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+    if ocsp_url:
+        leaf = leaf.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
+    leaf = leaf.sign(ca_key, hashes.SHA256())
     chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     pkey = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    return c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))
+    return ((c2pa, c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, pkey, None))),
+            ca.public_bytes(serialization.Encoding.PEM))
 
 
 def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True, xmp: bytes | None = None,
