@@ -294,6 +294,24 @@ def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
     page.close()
 
 
+def test_without_javascript_a_printout_holds_the_cards_alone(browser, tmp_path):
+    """Without JavaScript the table has no rows: on paper it printed an empty header under "every file has a card
+    below", while only the flagged cards print (docs/report.md: such a printout holds the cards only)."""
+    recs = [{"schema": "1.1", "file": f"nojs/{k}.jpg", "verdict": ("likely-real", "uncertain")[k % 2], "p_ai": 0.5,
+             "detectors": {}, "reasons": [f"r{k}"], "error": None} for k in range(4)]
+    run, out = tmp_path / "run.jsonl", tmp_path / "r.html"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    ctx = browser.new_context(java_script_enabled=False)
+    page = ctx.new_page()
+    page.goto(out.as_uri())
+    assert page.is_visible("#files")  # on screen, where the table would be, its note says why there is none
+    page.emulate_media(media="print")
+    assert not page.is_visible("#files")
+    assert page.eval_on_selector_all("article.card", "cs => cs.filter(c => c.getClientRects().length).length") == 2
+    ctx.close()
+
+
 def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):
     """A card is painted with containment (content-visibility): text that overflowed it was cut off
     unseen (a 3,000-character evidence id hid its source and strength). A 5,000-character name made its
