@@ -128,8 +128,8 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     assert page.eval_on_selector_all("article.card h4", "hs => hs.length") > len(recs)
     # A verdict's symbol is for the eye (colour blindness, a black-and-white printout): a screen reader says
     # its word alone, not "black up-pointing triangle" before every verdict in the counts, table and cards.
-    said = "\n".join(page.locator(sel).aria_snapshot() for sel in ("#overview .counts", "#files-table tbody:not(.paper)",
-                                                                    "#cards"))
+    said = "\n".join(page.locator(sel).aria_snapshot()
+                     for sel in ("#overview .counts", "#files-table tbody:not(.paper)", "#cards"))
     assert "AI-generated" in said and "uncertain" in said and f"{len(recs)} files" in said
     assert not set("\u25b2\u2713\u2715") & set(said) and "? uncertain" not in said
     assert "\u25b2 AI-generated" in page.locator("#files-table tbody:not(.paper)").inner_text()  # still seen

@@ -783,7 +783,8 @@ def test_copies_of_one_file_are_decoded_once_for_their_thumbnails(tmp_path, monk
     save(noise_rgb(64, 48, 2), d / "c.png")  # another picture under a scanned name
     decoded = []
     real = decode.decode_bytes
-    monkeypatch.setattr(decode, "decode_bytes", lambda data, *a, **kw: decoded.append(len(data)) or real(data, *a, **kw))
+    monkeypatch.setattr(decode, "decode_bytes",
+                        lambda data, *a, **kw: decoded.append(len(data)) or real(data, *a, **kw))
     r = run_cli_in_process("report", str(run), "-o", str(out), "-q")
     assert r.returncode == 0, r.stderr
     html = out.read_text(encoding="utf-8")
