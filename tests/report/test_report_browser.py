@@ -232,7 +232,9 @@ def test_phone_width(browser, report, tmp_path):
     page.click("#page-next")
     page.focus("#files-table tbody tr:nth-child(3) a")
     focused = page.evaluate("document.activeElement.textContent")
+    open_before = page.eval_on_selector_all("details[open]", "ds => ds.length")
     page.evaluate("window.dispatchEvent(new Event('beforeprint'))")  # what the browser fires, page.pdf() too
+    assert page.eval_on_selector_all("details[open]", "ds => ds.length") > open_before
     # The screen as it was, even before afterprint (headless Chromium's window.print() never fires it): the focus
     # on the row's link (lost to the page's top when the rows were swapped), the page of the filter, its rows.
     assert page.evaluate("document.activeElement.textContent") == focused
@@ -255,6 +257,7 @@ def test_phone_width(browser, report, tmp_path):
     assert page.locator("#files-count").text_content().startswith("Showing 1\u2013")
     page.evaluate("window.dispatchEvent(new Event('afterprint'))")
     assert page.eval_on_selector_all("#files-table tbody tr", "trs => trs.length") == len(_shown_rows(page))
+    assert page.eval_on_selector_all("details[open]", "ds => ds.length") == open_before  # closed as they were
     # Between phone and desktop (a 1440 px laptop at 200% zoom is 720 CSS px) the top reason kept a column:
     # the file's fixed 42% left it 7 px, one letter a line.
     page.emulate_media(media="screen")

@@ -188,13 +188,22 @@
   var paper = document.createElement("tbody");
   paper.className = "paper";
   tbody.parentNode.appendChild(paper);
+  // The details opened for paper close again after it: a print left every flagged card's evidence open on screen.
+  var opened = [];
   window.addEventListener("beforeprint", function () {
-    document.querySelectorAll("article.card.flagged details:not(.absent)").forEach(function (d) { d.open = true; });
+    document.querySelectorAll("article.card.flagged details:not(.absent):not([open])").forEach(function (d) {
+      d.open = true;
+      opened.push(d);
+    });
     var all = rows.slice();
     if (state.key) all.sort(cmp);
     paper.replaceChildren(build(all));
   });
-  window.addEventListener("afterprint", function () { paper.replaceChildren(); });
+  window.addEventListener("afterprint", function () {
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
+    paper.replaceChildren();
+  });
   document.documentElement.setAttribute("data-ready", "1");
   render();
 })();
