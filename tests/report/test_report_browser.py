@@ -128,11 +128,11 @@ def test_loads_clean_and_payloads_stay_inert(browser, report, tmp_path):
     assert page.eval_on_selector_all("article.card h4", "hs => hs.length") > len(recs)
     # A verdict's symbol is for the eye (colour blindness, a black-and-white printout): a screen reader says
     # its word alone, not "black up-pointing triangle" before every verdict in the counts, table and cards.
-    said = "\n".join(page.locator(sel).aria_snapshot() for sel in ("#overview .counts", "#files-table tbody",
-                                                                    "#cards"))
+    said = "\n".join(page.locator(sel).aria_snapshot()
+                     for sel in ("#overview .counts", "#files-table tbody:not(.paper)", "#cards"))
     assert "AI-generated" in said and "uncertain" in said and f"{len(recs)} files" in said
     assert not set("\u25b2\u2713\u2715") & set(said) and "? uncertain" not in said
-    assert "\u25b2 AI-generated" in page.locator("#files-table tbody").inner_text()  # still seen
+    assert "\u25b2 AI-generated" in page.locator("#files-table tbody:not(.paper)").inner_text()  # still seen
     assert page.locator("#files-count").text_content().startswith(f"Showing 1\u2013100 of {len(recs)} files")
     shots = Path(os.environ.get("AIIDETECT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -195,6 +195,12 @@ def test_sort_filter_and_keyboard(browser, report):
     page.close()
 
 
+def _shown_rows(page) -> list[list[str]]:
+    """The rows the current media shows (the screen's page, or every file's on paper)."""
+    return page.eval_on_selector_all("#files-table tbody tr", "trs => trs.filter(tr => tr.getClientRects().length)"
+                                     ".map(tr => Array.from(tr.cells).map(td => td.textContent))")
+
+
 def test_phone_width(browser, report, tmp_path):
     path, recs = report
     page, problems, _ = _open(browser, path, 390, 844)
@@ -224,20 +230,34 @@ def test_phone_width(browser, report, tmp_path):
     page.select_option("#filter-verdict", "uncertain")
     page.select_option("#page-size", "50")
     page.click("#page-next")
-    page.emulate_media(media="print")
+    page.focus("#files-table tbody tr:nth-child(3) a")
+    focused = page.evaluate("document.activeElement.textContent")
+    open_before = page.eval_on_selector_all("details[open]", "ds => ds.length")
     page.evaluate("window.dispatchEvent(new Event('beforeprint'))")  # what the browser fires, page.pdf() too
+    assert page.eval_on_selector_all("details[open]", "ds => ds.length") > open_before
+    # The screen as it was, even before afterprint (headless Chromium's window.print() never fires it): the focus
+    # on the row's link (lost to the page's top when the rows were swapped), the page of the filter, its rows.
+    assert page.evaluate("document.activeElement.textContent") == focused
+    page.emulate_media(media="print")
     assert page.is_visible("#files-table")
-    printed = [r[2] for r in _rows(page)]
+    printed = [r[2] for r in _shown_rows(page)]
     assert printed == [r["file"].replace("\udcff", "\ufffd") for r in recs] and len(printed) > 100
     assert not any(page.is_visible(s) for s in ("#files .controls", "#files .pager", "#find-file",
-                                                "#files-table caption"))
+                                                "#files-table caption", "#files-count"))
     assert set(page.eval_on_selector_all("#files-table tr", "trs => trs.map(t => getComputedStyle(t).breakInside)")) \
         == {"avoid"}
     # Chromium repeats the column names on every printed page only when the header holds no form control
     assert set(page.eval_on_selector_all("#files-table th button", "bs => bs.map(b => getComputedStyle(b).display)")) \
         == {"contents"}
+    page.emulate_media(media="screen")
+    assert page.locator("#files-count").text_content().startswith("Showing 51\u2013")
+    shown = _shown_rows(page)
+    assert 0 < len(shown) <= 50 and {r[0].strip() for r in shown} == {"? uncertain"}
+    page.click("#page-prev")
+    assert page.locator("#files-count").text_content().startswith("Showing 1\u2013")
     page.evaluate("window.dispatchEvent(new Event('afterprint'))")
-    assert page.locator("#files-count").text_content().startswith("Showing 51\u2013")  # the screen as it was
+    assert page.eval_on_selector_all("#files-table tbody tr", "trs => trs.length") == len(_shown_rows(page))
+    assert page.eval_on_selector_all("details[open]", "ds => ds.length") == open_before  # closed as they were
     # Between phone and desktop (a 1440 px laptop at 200% zoom is 720 CSS px) the top reason kept a column:
     # the file's fixed 42% left it 7 px, one letter a line.
     page.emulate_media(media="screen")
@@ -275,6 +295,24 @@ def test_capped_page_lists_every_file_and_shows_controls(browser, tmp_path):
     assert "\u202e" not in body and P_SCRIPT in body and P_IMG in body and "Repeated records." in body
     assert problems == [] and page.evaluate("typeof window.__pwned") == "undefined"
     page.close()
+
+
+def test_without_javascript_a_printout_holds_the_cards_alone(browser, tmp_path):
+    """Without JavaScript the table has no rows: on paper it printed an empty header under "every file has a card
+    below", while only the flagged cards print (docs/report.md: such a printout holds the cards only)."""
+    recs = [{"schema": "1.1", "file": f"nojs/{k}.jpg", "verdict": ("likely-real", "uncertain")[k % 2], "p_ai": 0.5,
+             "detectors": {}, "reasons": [f"r{k}"], "error": None} for k in range(4)]
+    run, out = tmp_path / "run.jsonl", tmp_path / "r.html"
+    run.write_text("\n".join(json.dumps(x) for x in recs) + "\n", encoding="utf-8")
+    assert run_cli_in_process("report", str(run), "-o", str(out), "--no-thumbnails", "-q").returncode == 0
+    ctx = browser.new_context(java_script_enabled=False)
+    page = ctx.new_page()
+    page.goto(out.as_uri())
+    assert page.is_visible("#files")  # on screen, where the table would be, its note says why there is none
+    page.emulate_media(media="print")
+    assert not page.is_visible("#files")
+    assert page.eval_on_selector_all("article.card", "cs => cs.filter(c => c.getClientRects().length).length") == 2
+    ctx.close()
 
 
 def test_long_unbroken_text_wraps_inside_its_card_and_row(browser, tmp_path):

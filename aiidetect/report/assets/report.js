@@ -76,17 +76,10 @@
     return d;
   }
 
-  var printing = false;
-
-  function render() {
-    // On paper every file has its row, whatever the page, filter or page size on screen (a printout for a
-    // legal review held the first 100 rows, or none): the table is printed whole, in the order sorted.
-    var per = printing ? Math.max(1, state.view.length) : (parseInt(psel.value, 10) || 100);
-    var pages = Math.max(1, Math.ceil(state.view.length / per));
-    if (state.page >= pages) state.page = pages - 1;
-    var start = state.page * per, part = state.view.slice(start, start + per);
+  // The rows of `list`, as the screen or the paper shows them.
+  function build(list) {
     var frag = document.createDocumentFragment();
-    part.forEach(function (r) {
+    list.forEach(function (r) {
       var tr = document.createElement("tr");
       var td = cell(tr, "");
       var b = document.createElement("span");
@@ -123,12 +116,20 @@
       clip(cell(tr, "", "wrap opt")).textContent = r.reason;
       frag.appendChild(tr);
     });
-    tbody.replaceChildren(frag);
+    return frag;
+  }
+
+  function render() {
+    var per = parseInt(psel.value, 10) || 100;
+    var pages = Math.max(1, Math.ceil(state.view.length / per));
+    if (state.page >= pages) state.page = pages - 1;
+    var start = state.page * per, part = state.view.slice(start, start + per);
+    tbody.replaceChildren(build(part));
     // A reason longer than its cell scrolls inside it: Tab must reach it, or a keyboard-only reader in a browser
     // that does not focus scrolling boxes by itself (Safari) never reads past its first lines.
     // All measured first, then marked: a mark between two measures made the browser lay the table out again
-    // for each row. Not on paper, where no cell scrolls.
-    if (!printing) Array.prototype.filter.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
+    // for each row.
+    Array.prototype.filter.call(tbody.querySelectorAll("td.opt .clip"), function (d) {
       return d.scrollHeight > d.clientHeight + 1;
     }).forEach(function (d) { d.tabIndex = 0; });
     count.textContent = state.view.length ? ("Showing " + (start + 1) + "\u2013" + (start + part.length) + " of " +
@@ -179,22 +180,29 @@
     if (j >= 0 && j < links.length) { links[j].focus(); ev.preventDefault(); }
   });
   // A printout has no clicks: open the flagged cards' evidence details before printing, and list every file.
-  var onScreen = null;
+  // On paper every file has its row, whatever the page, filter or page size on screen (a printout for a legal
+  // review held the first 100 rows, or none), in the order sorted. They go to a body of the table of their own,
+  // shown on paper only: swapping the screen's rows for them and back lost the focus of a row's link to the page's
+  // top, and a print whose afterprint never came (headless Chromium's window.print()) left all 10,000 rows on
+  // screen, the pager dead and the filter shown no longer applied.
+  var paper = document.createElement("tbody");
+  paper.className = "paper";
+  tbody.parentNode.appendChild(paper);
+  // The details opened for paper close again after it: a print left every flagged card's evidence open on screen.
+  var opened = [];
   window.addEventListener("beforeprint", function () {
-    document.querySelectorAll("article.card.flagged details:not(.absent)").forEach(function (d) { d.open = true; });
-    if (printing) return;
-    onScreen = {view: state.view, page: state.page};
-    state.view = rows.slice();
-    if (state.key) state.view.sort(cmp);
-    printing = true;
-    render();
+    document.querySelectorAll("article.card.flagged details:not(.absent):not([open])").forEach(function (d) {
+      d.open = true;
+      opened.push(d);
+    });
+    var all = rows.slice();
+    if (state.key) all.sort(cmp);
+    paper.replaceChildren(build(all));
   });
   window.addEventListener("afterprint", function () {
-    if (!printing) return;
-    printing = false;
-    state.view = onScreen.view;
-    state.page = onScreen.page;
-    render();
+    opened.forEach(function (d) { d.open = false; });
+    opened = [];
+    paper.replaceChildren();
   });
   document.documentElement.setAttribute("data-ready", "1");
   render();
