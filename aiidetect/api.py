@@ -1096,11 +1096,14 @@ def scan(paths: str | os.PathLike | Iterable[str | os.PathLike], **options) -> I
 # ----------------------------------------------------------------- heads
 def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
     """`aiidetect weights list`: one row per head found in these folders (name, detector, version,
-    backbone, fingerprint, labels, source, license, path)."""
-    from .heads import find_heads
+    backbone, fingerprint, labels, source, license, path, origin). `origin`: `shipped` for a head that is one
+    aiidetect ships (its files match the pinned ones, wherever it sits), `refused` for any other head in a
+    shipped heads' folder (scans do not run it), `user` for the rest. `source` is what the manifest claims."""
+    from .heads import find_heads, in_shipped_folder, shipped_match
 
     rows = []
     for path, m in find_heads([Path(d) for d in _path_list(dirs, "dirs")]):
+        origin = ("shipped" if shipped_match(path, m) else "refused" if in_shipped_folder(path) else "user")
         b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),
@@ -1108,7 +1111,7 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
                      "fingerprint": b.get("fingerprint"), "labels": m.get("labels"),
                      "source": (src or {}).get("repository") if isinstance(src, dict) else src,
                      "license": (lic or {}).get("spdx") if isinstance(lic, dict) else lic,
-                     "path": str(path)})
+                     "path": str(path), "origin": origin})
     return rows
 
 
@@ -1125,7 +1128,7 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     from .detectors.heads import unavailable_reason
     from .fusion import FUSION_DETECTOR
     from .head_checks import load_problem
-    from .heads import Head, HeadMismatch, find_heads, verify_files
+    from .heads import Head, HeadMismatch, find_heads, pin_problem, verify_files
 
     dirs = _path_list(dirs, "dirs")
     bb = None
@@ -1141,6 +1144,9 @@ def verify_heads(dirs: Sequence[os.PathLike | str], backbone_spec=None,
     notes: list[str] = []
     for path, m in find_heads([Path(d) for d in dirs], unreadable=broken, notes=notes):
         problems = verify_files(path, m)
+        # (a planted head consistent with itself passes its own checksums: the pin is what refuses it)
+        if (pinned := pin_problem(path, m)) is not None:
+            problems.insert(0, pinned)
         # A head holding NaN passed here and was then unavailable in every scan.
         why = None if problems else load_problem(path, m)
         if why:

@@ -844,7 +844,7 @@ def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None
     line for each other fusion model found and not used."""
     import re
 
-    from .heads import MANIFEST, find_heads, weights_dirs
+    from .heads import MANIFEST, find_heads, pin_problem, weights_dirs
 
     broken: list[tuple[Path, str]] = []
     found = [(path, manifest) for path, manifest in
@@ -857,6 +857,8 @@ def load_fusion_model(dirs: Iterable[str | Path] | None = None, name: str | None
             # whichever folder sorts first, the new model unused, and only the summary line naming it.
             notes.extend(f"fusion model {other} is not used: {path} is found first (one fusion model decides "
                          f"the verdicts; --fusion PATH chooses another)" for other, _ in found[1:])
+        if (pinned := pin_problem(path, manifest)) is not None:  # aiidetect ships no fusion model
+            raise ValueError(f"fusion model {pinned}")
         try:
             check_model(manifest)
         except ValueError as exc:

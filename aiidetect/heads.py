@@ -33,7 +33,37 @@ HEAD_FORMAT_VERSION = 1
 # holds one knot per distinct calibration score): far below this. Every scan
 # reads the fusion model's, so a multi-gigabyte one must not be parsed.
 MAX_MANIFEST_BYTES = 64 << 20
-REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# The heads aiidetect ships, pinned: (family, name) -> the SHA-256 of their manifest.json (every byte that decides
+# a verdict: labels, threshold, calibration, and the digests of the other files) and of their tensors. A folder's
+# own digests only show it is consistent with itself: a head planted in a shipped folder under the shipped
+# name (or in a folder searched before the real one) ran as the shipped head. tests/linear pins these to the files
+# in weights/univfd, so a change to the shipped head changes them in the same commit.
+SHIPPED_HEADS: dict[tuple[str, str], dict[str, str]] = {
+    ("linear", "univfd"): {
+        MANIFEST: "a7bed50f6769102dcc6308e7c1dfae325ef230fb40d373d2d04587d2a702bf0a",
+        TENSORS: "fe5576d788cda37c0c0ede381414d2a105d7f4a296c962c5ffafe0c6a0eb754c",
+    },
+}
+
+
+def _checkout_weights() -> Path | None:
+    """The weights/ folder of the source checkout this package runs from (an editable install, PYTHONPATH), or
+    None. For an installed package the folder above it is site-packages, and its weights/ is whatever another
+    package put there: aiidetect ran the heads in it. A checkout is the folder whose pyproject.toml names
+    aiidetect."""
+    import tomllib
+
+    from .hashing import read_regular
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        project = tomllib.loads(read_regular(root / "pyproject.toml", 1 << 20).decode("utf-8")).get("project")
+    except (OSError, ValueError):  # none (an install), or not a pyproject of ours
+        return None
+    return root / "weights" if isinstance(project, dict) and project.get("name") == "aiidetect" else None
+
+
+REPO_WEIGHTS: Path | None = _checkout_weights()
 
 
 class HeadError(RuntimeError):
@@ -86,13 +116,62 @@ def new_heads_dir() -> Path:
 
 def shipped_weights_dirs() -> list[Path]:
     """Heads that ship with aiidetect (the UnivFD probe): the checkout's weights/
-    for editable installs, or the copy a wheel installs under
-    <prefix>/share/aiidetect/weights (pyproject data-files)."""
+    when it runs from a source checkout, or the copy a wheel installs under
+    <prefix>/share/aiidetect/weights (pyproject data-files). Only the heads of
+    SHIPPED_HEADS, matching their pins, load from these (pin_problem)."""
     out: list[Path] = []
     for d in (REPO_WEIGHTS, _installed_weights_dir(), Path(sys.prefix) / "share" / "aiidetect" / "weights"):
         if d is not None and d.is_dir() and all(d.resolve() != o.resolve() for o in out):
             out.append(d)
     return out
+
+
+def in_shipped_folder(head_dir: str | Path) -> bool:
+    """Whether a head folder sits in one of the shipped heads' folders (its own link, if any, not followed:
+    the folder it is found in is what counts)."""
+    parent = Path(os.path.abspath(head_dir)).parent.resolve()
+    return any(parent == d.resolve() for d in shipped_weights_dirs())
+
+
+def shipped_match(head_dir: str | Path, manifest: Mapping[str, Any]) -> bool | None:
+    """None when no shipped head has this head's family and name; else whether it is that head: its
+    manifest.json and its manifest's tensors digest those pinned (the tensors themselves are checked against
+    that digest by verify_files)."""
+    pin = SHIPPED_HEADS.get((manifest.get("detector"), manifest.get("name")))  # type: ignore[arg-type]
+    if pin is None:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, Mapping) or files.get(TENSORS) != pin[TENSORS]:
+        return False
+    try:
+        return sha256_file(Path(head_dir) / MANIFEST) == pin[MANIFEST]
+    except OSError:
+        return False
+
+
+def pin_problem(head_dir: str | Path, manifest: Mapping[str, Any]) -> str | None:
+    """Why a head found in a shipped folder may not run, or None: it is not a head aiidetect ships, or it takes
+    a shipped head's name and is not that head. Heads elsewhere (the user's) are not pinned."""
+    d = Path(head_dir)
+    if not in_shipped_folder(d):
+        return None
+    key = f"{manifest.get('detector')}:{manifest.get('name')}"
+    match = shipped_match(d, manifest)
+    if match is None:
+        return (f"{d} is in the folder of the heads aiidetect ships ({d.parent}), and {key} is not one of them; "
+                "put heads of your own in your weights folder or $AIIDETECT_WEIGHTS (docs/heads.md)")
+    if match:
+        return None
+    pin = SHIPPED_HEADS[(manifest["detector"], manifest["name"])]
+    files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
+    try:
+        got = sha256_file(d / MANIFEST)
+    except OSError as exc:
+        got = f"unreadable ({exc.strerror or exc})"
+    why = (f"its {MANIFEST} has SHA-256 {got}, the shipped one {pin[MANIFEST]}" if got != pin[MANIFEST]
+           else f"its {TENSORS} digest is {files.get(TENSORS)}, the shipped one {pin[TENSORS]}")
+    return (f"{d} is not the {key} head aiidetect ships ({why}): it was changed or replaced after install; "
+            "reinstall aiidetect, and give a head of your own another name in your weights folder")
 
 
 _installed: list[Path | None] = []
@@ -465,6 +544,8 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
 
     d = Path(head_dir)
     m = read_manifest(d) if manifest is None else manifest
+    if (pinned := pin_problem(d, m)) is not None:
+        raise HeadError(pinned)
     if verify:
         bad = verify_files(d, m)
         if bad:
@@ -582,6 +663,11 @@ def find_heads(dirs: Iterable[Path], detector: str | None = None,
             continue
         seen[key] = sub
         found.append((sub, m))
+        if notes is not None and shipped_match(sub, m) is False and not in_shipped_folder(sub):
+            # A user's head is not pinned and runs, but under the shipped head's name (in front of it, from a
+            # user folder) its answers read as the shipped head's: said, as a hidden head is.
+            notes.append(f"head {key[0]}:{key[1]} in {sub} is not the {key[0]}:{key[1]} head aiidetect ships, "
+                         "though it has its name: its results are its own; give it another name (docs/heads.md)")
     return found
 
 

@@ -58,6 +58,18 @@ def test_the_source_archive_carries_what_install_md_runs_from_its_folder():
     assert "-c constraints-cpu.txt" in install  # what the archive must carry it for
 
 
+def test_the_readme_in_the_source_archive_says_where_its_tests_run():
+    """README.md ships in the sdist and said "Run the tests" there, where tests/ and scripts/ are left out (they
+    read ../shared/data/dev, beside a checkout): each folder MANIFEST.in prunes is named as left out, next to
+    the test command."""
+    pruned = [line.split()[1] for line in (REPO / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+              if line.startswith("prune ")]
+    assert {"tests", "scripts"} <= set(pruned)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tests_part = readme[readme.index("Run the tests"):].split("```")[0]
+    assert "source archive" in tests_part and all(f"`{d}/`" in tests_part for d in pruned)
+
+
 def _installed_copy(tmp_path: Path, record_data: str, scheme: str = "posix_prefix") -> tuple[Path, Path]:
     """An installed aiidetect as pip lays it out under the prefix tmp_path/local: (its package folder, the
     share/aiidetect/weights folder), its RECORD naming the UnivFD manifest as `record_data`/... ."""

@@ -13,7 +13,7 @@ from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, QuietOpt,
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):
-    """List trained heads with their detector, backbone, source and licence.
+    """List trained heads with their detector, origin (shipped, user, refused), backbone, source and licence.
 
     Example: aiidetect weights list -f json
     """
@@ -42,11 +42,13 @@ def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
     # Cells as Text, through printable: a manifest's source or licence and a folder's name are the head's
     # sender's text, and ESC sequences in them drove the terminal the table was printed on.
     t = Table(title=Text(printable("heads in " + ", ".join(str(d) for d in dirs))), header_style="bold")
-    for col in ("name", "detector", "backbone", "source", "license", "path"):
+    # origin: shipped (pinned, verified), refused (in a shipped folder, not shipped) or user; source is only
+    # what a manifest claims, and a user's copy claimed the shipped head's
+    cols = ("name", "detector", "origin", "backbone", "source", "license", "path")
+    for col in cols:
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(*(Text(printable(str(r[c] or ""))) for c in ("name", "detector", "backbone", "source", "license",
-                                                                 "path")))
+        t.add_row(*(Text(printable(str(r[c] or ""))) for c in cols))
     # piped, as wide as scan's table: rich's 80 folded a source URL into 13-character slices
     console.print(t)
     if not rows:

@@ -1,0 +1,137 @@
+"""The shipped head is the one aiidetect shipped: a head consistent with its own manifest, planted in a shipped
+heads' folder (under the shipped name, in front of the real one, or under a name of its own), ran and decided
+verdicts; a user's head under the shipped name read as the shipped one in `weights list`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO
+
+SHIPPED = REPO / "weights" / "univfd"
+
+
+def _fake(dst: Path, name: str = "univfd") -> Path:
+    """The shipped manifest over tiny tensors of another head, its checksum redone: consistent with itself."""
+    from safetensors.torch import save_file
+    import torch
+
+    dst.mkdir(parents=True)
+    save_file({"weight": -torch.ones(1, 4), "bias": torch.zeros(1)}, str(dst / "head.safetensors"))
+    shutil.copy(SHIPPED / "LICENSE", dst / "LICENSE")
+    m = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    m["name"] = name
+    m["files"]["head.safetensors"] = hashlib.sha256((dst / "head.safetensors").read_bytes()).hexdigest()
+    (dst / "manifest.json").write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.fixture
+def shipped_dir(tmp_path, monkeypatch) -> Path:
+    """A shipped heads' folder of this process's own (the checkout's weights/ moved to tmp)."""
+    from aiidetect import heads
+
+    d = tmp_path / "checkout" / "weights"
+    d.mkdir(parents=True)
+    monkeypatch.setattr(heads, "REPO_WEIGHTS", d)
+    monkeypatch.setattr(heads, "_installed", [None])
+    monkeypatch.setattr(heads.sys, "prefix", str(tmp_path / "usr"))
+    return d
+
+
+def test_the_pin_is_the_head_in_weights_univfd():
+    """The pin names the files that ship: a change to weights/univfd must change it in the same commit."""
+    from aiidetect.heads import SHIPPED_HEADS, load_head
+
+    manifest = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    assert SHIPPED_HEADS[("linear", "univfd")] == {
+        "manifest.json": hashlib.sha256((SHIPPED / "manifest.json").read_bytes()).hexdigest(),
+        "head.safetensors": manifest["files"]["head.safetensors"]}
+    assert load_head(SHIPPED).name == "univfd"  # it is found in a shipped folder here, and passes its pin
+
+
+@pytest.mark.parametrize("name", ["univfd", "extra"])
+def test_a_planted_head_in_a_shipped_folder_is_refused(shipped_dir, name):
+    from aiidetect.api import head_rows, verify_heads
+    from aiidetect.detectors import family_hook
+    from aiidetect.detectors.base import RunContext, UnavailableDetector
+    from aiidetect.detectors.heads import HeadsUnavailable
+    from aiidetect.heads import HeadError, load_head
+
+    fake = _fake(shipped_dir / name, name)
+    with pytest.raises(HeadError, match="aiidetect ships") as exc:
+        load_head(fake)
+    assert str(fake) in str(exc.value)
+    if name == "univfd":
+        assert "SHA-256" in str(exc.value)
+    [(_, path, problems)] = verify_heads([shipped_dir])
+    assert path == str(fake) and "aiidetect ships" in problems[0]
+    assert [r["origin"] for r in head_rows([shipped_dir])] == ["refused"]
+    # a scan: the head is unavailable with that reason (it fails before the backbone is used)
+    ctx = RunContext(weights_dirs=[shipped_dir])
+    ctx._backbone = SimpleNamespace(fingerprint="x", spec=SimpleNamespace(describe=lambda: "x"))
+    with pytest.raises(HeadsUnavailable) as unavailable:
+        family_hook("linear", "create")(ctx)
+    [row] = unavailable.value.rows
+    assert isinstance(row, UnavailableDetector) and row.name == f"linear:{name}"
+    assert str(fake) in row.reason and "aiidetect ships" in row.reason
+
+
+def test_a_planted_fusion_model_in_a_shipped_folder_is_refused(shipped_dir):
+    from aiidetect.fusion import load_fusion_model
+
+    (shipped_dir / "fz").mkdir()
+    (shipped_dir / "fz" / "manifest.json").write_text(json.dumps({"name": "fz", "detector": "fusion"}), "utf-8")
+    with pytest.raises(ValueError, match="aiidetect ships"):
+        load_fusion_model([shipped_dir])
+
+
+def test_a_user_head_under_the_shipped_name_runs_and_is_said(shipped_dir, tmp_path):
+    from aiidetect.api import head_rows, verify_heads
+    from aiidetect.heads import find_heads, load_head
+
+    shutil.copytree(SHIPPED, shipped_dir / "univfd")
+    user = tmp_path / "user"
+    fake = _fake(user / "univfd")
+    notes: list[str] = []
+    [(path, _)] = find_heads([user, shipped_dir], "linear", notes=notes)
+    assert path == fake and load_head(fake).name == "univfd"  # not pinned: the user's own
+    assert any(n.startswith(f"head linear:univfd in {fake} is not the linear:univfd head aiidetect ships")
+               for n in notes)
+    assert [r["origin"] for r in head_rows([user, shipped_dir])] == ["user"]
+    assert verify_heads([user, shipped_dir])[0][2] == []
+    # the shipped head copied elsewhere (a bundle installed into the user folder) is still the shipped head
+    shutil.rmtree(fake)
+    shutil.copytree(SHIPPED, fake)
+    notes.clear()
+    find_heads([user], "linear", notes=notes)
+    assert notes == [] and [r["origin"] for r in head_rows([user])] == ["shipped"]
+
+
+def _weights_seen_by(package_parent: Path) -> str:
+    shutil.copytree(REPO / "aiidetect", package_parent / "aiidetect",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-c", "import aiidetect.heads as h; print(h.REPO_WEIGHTS)"],
+                       capture_output=True, text=True, cwd=package_parent.parent, timeout=60,
+                       env={"PYTHONPATH": str(package_parent), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_only_a_source_checkout_searches_the_weights_folder_above_the_package(tmp_path):
+    """Installed, the folder above the package is site-packages: its weights/ is any package's, and was searched.
+    A checkout (its pyproject.toml names aiidetect) still searches its weights/."""
+    site = tmp_path / "site-packages"
+    _fake(site / "weights" / "other")
+    assert _weights_seen_by(site) == "None"
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(REPO / "pyproject.toml", checkout)
+    assert _weights_seen_by(checkout) == str(checkout / "weights")
