@@ -302,6 +302,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             c2pa_facts = _c2pa(data, blobs, rep, conflicts)
 
     # --- XMP declarations
+    history_item = None   # an AI tool named only in an edit history (a partial AI edit)
     with _stage(rep, "XMP declarations"):
         # A statement repeated is one observation, not several: the same packet four times, or one
         # value under 50 spellings of its URI, made 200 `digitalCapture` items (140 nats toward real;
@@ -326,6 +327,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                                   f"({quote(tools[0])}) of a file made with {quote(x.creator_tools[0])}: partially "
                                   "AI-edited at least, not necessarily generated whole", x.where,
                                   key="xmp.generator-tool.history", tools=tools[:5]))
+                    history_item = ev[-1]
         if unweighed:
             terms = list(unweighed)
             ev.append(_ev("xmp.source-type", "neutral", "IPTC DigitalSourceType " + "; ".join(
@@ -415,6 +417,26 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     with _stage(rep, "claims counted once"):
         _count_claims_once(ev)
+
+    with _stage(rep, "EXIF evidence"):
+        # Camera EXIF beside an AI tool named as the program that wrote the file (EXIF Software, XMP CreatorTool,
+        # PNG Software, IIM, a manifest's claim generator) is the same clash as beside generator settings: a camera
+        # does not write "Midjourney" as its software. Only where no decisive declaration clashed already (one note
+        # per camera), and not for a tool named only in an edit history (a photo with one AI edit step is no
+        # contradiction, as a capture manifest with a generative-fill action is none).
+        clashed = any(e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM for e in ev)
+        tool = next((e for e in ev if e.id in TOOL_NAME_CLAIMS and e.direction == "ai"), None) or next(
+            (e for e in ev if e.id in TOOL_NAME_CLAIMS and e.data.get("corroborates")), None)
+        if ef and tool is not None and tool is not history_item and not clashed \
+                and any(e.id == "exif.camera" for e in ev):
+            named = (tool.data.get("software") or tool.data.get("claim_generator")
+                     or (tool.data.get("tools") or tool.data.get("programs") or [""])[0])
+            # EXIF Software is read from the block the camera is read from (the first)
+            same = " in the same EXIF block" if tool.id == "exif.software-generator" else ""
+            conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside an AI image tool named as the program that "
+                             f"wrote the file{same} ({quote(named)}; {tool.id}; {tool.source}): a camera does not "
+                             "name an AI tool, so either the camera's photo was saved by that tool (an AI edit, "
+                             "which keeps the camera's EXIF) or one of the two was added or copied")
 
     if conflicts:
         rep.facts["conflicts"] = conflicts
