@@ -660,12 +660,14 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str]):
                                      where))
         return None
     f.stores = max(1, blobs.c2pa_stores)
+    if blobs.format == "TIFF":
+        f.store_read = "the last page's"
     rep.facts["c2pa"] = f.to_dict()
     if f.stores > 1:
         # The reader names one store; what the others declare is unknown, so the record says they are there
         # rather than let the first one stand as the file's whole account.
         conflicts.append(f"{f.stores} C2PA manifest stores ({where}) where a file carries one (at least one was "
-                         "added after signing): only the first was read, declaring "
+                         f"added after signing): only {f.store_read} was read, declaring "
                          f"{', '.join(sorted(set(f.source_types))[:3]) or 'no source type'}, which is therefore not "
                          f"established for this image; what the other "
                          f"{'store declares' if f.stores == 2 else f'{f.stores - 1} declare'} is not known")
