@@ -254,7 +254,7 @@ def walk(data: bytes, time_left=None, layout=None, size_only: bool = False) -> B
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
-        b.jumbf.append(f"{fmt} box")
+        b.jumbf.append("TIFF C2PA tag" if fmt == "TIFF" else f"{fmt} box")   # a TIFF's store is a tag (52545)
         size, stores = _c2pa_stores(data, fmt)
         b.jumbf_bytes += size
         b.c2pa_stores += stores
