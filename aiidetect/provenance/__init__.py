@@ -303,6 +303,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
             c2pa_facts = _c2pa(data, blobs, rep, conflicts, opts.get("c2pa_trust"))
 
     # --- XMP declarations
+    history_item = None   # an AI tool named only in an edit history (a partial AI edit)
     with _stage(rep, "XMP declarations"):
         # A statement repeated is one observation, not several: the same packet four times, or one
         # value under 50 spellings of its URI, made 200 `digitalCapture` items (140 nats toward real;
@@ -327,6 +328,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                                   f"({quote(tools[0])}) of a file made with {quote(x.creator_tools[0])}: partially "
                                   "AI-edited at least, not necessarily generated whole", x.where,
                                   key="xmp.generator-tool.history", tools=tools[:5]))
+                    history_item = ev[-1]
         if unweighed:
             terms = list(unweighed)
             ev.append(_ev("xmp.source-type", "neutral", "IPTC DigitalSourceType " + "; ".join(
@@ -416,6 +418,26 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
 
     with _stage(rep, "claims counted once"):
         _count_claims_once(ev)
+
+    with _stage(rep, "EXIF evidence"):
+        # Camera EXIF beside an AI tool named as the program that wrote the file (EXIF Software, XMP CreatorTool,
+        # PNG Software, IIM, a manifest's claim generator) is the same clash as beside generator settings: a camera
+        # does not write "Midjourney" as its software. Only where no decisive declaration clashed already (one note
+        # per camera), and not for a tool named only in an edit history (a photo with one AI edit step is no
+        # contradiction, as a capture manifest with a generative-fill action is none).
+        clashed = any(e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM for e in ev)
+        tool = next((e for e in ev if e.id in TOOL_NAME_CLAIMS and e.direction == "ai"), None) or next(
+            (e for e in ev if e.id in TOOL_NAME_CLAIMS and e.data.get("corroborates")), None)
+        if ef and tool is not None and tool is not history_item and not clashed \
+                and any(e.id == "exif.camera" for e in ev):
+            named = (tool.data.get("software") or tool.data.get("claim_generator")
+                     or (tool.data.get("tools") or tool.data.get("programs") or [""])[0])
+            # EXIF Software is read from the block the camera is read from (the first)
+            same = " in the same EXIF block" if tool.id == "exif.software-generator" else ""
+            conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside an AI image tool named as the program that "
+                             f"wrote the file{same} ({quote(named)}; {tool.id}; {tool.source}): a camera does not "
+                             "name an AI tool, so either the camera's photo was saved by that tool (an AI edit, "
+                             "which keeps the camera's EXIF) or one of the two was added or copied")
 
     if conflicts:
         rep.facts["conflicts"] = conflicts
@@ -641,12 +663,14 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str], trust
                                      where))
         return None
     f.stores = max(1, blobs.c2pa_stores)
+    if blobs.format == "TIFF":
+        f.store_read = "the last page's"
     rep.facts["c2pa"] = f.to_dict()
     if f.stores > 1:
         # The reader names one store; what the others declare is unknown, so the record says they are there
         # rather than let the first one stand as the file's whole account.
         conflicts.append(f"{f.stores} C2PA manifest stores ({where}) where a file carries one (at least one was "
-                         "added after signing): only the first was read, declaring "
+                         f"added after signing): only {f.store_read} was read, declaring "
                          f"{', '.join(sorted(set(f.source_types))[:3]) or 'no source type'}, which is therefore not "
                          f"established for this image; what the other "
                          f"{'store declares' if f.stores == 2 else f'{f.stores - 1} declare'} is not known")

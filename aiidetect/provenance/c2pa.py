@@ -65,7 +65,7 @@ def is_credential_problem(code: str) -> bool:
 
 
 MAX_LIST_ITEMS = 50   # of each list a record keeps (actions, source types, failures)
-_NOT_RECORDED = ("edit_source_types", "edits")
+_NOT_RECORDED = ("edit_source_types", "edits", "store_read")
 
 
 class C2paUnavailable(RuntimeError):
@@ -98,6 +98,9 @@ class C2paFacts:
     stores: int = 1
     # The trust list the signer was checked against (trust.TrustList.identity: sha256, anchors); None: none given.
     trust_list: dict | None = None
+    # Which of several stores the reader read, in words: a JPEG's or WebP's first, a TIFF's last page's (c2pa-rs
+    # 0.91.3 keeps the C2PA tag of the last page that has one). Not recorded: the format says it.
+    store_read: str = "the first"
 
     @property
     def valid(self) -> bool:
@@ -128,7 +131,7 @@ class C2paFacts:
         if self.stores <= 1:
             return ""
         return (f"the file holds {self.stores} C2PA manifest stores where a file carries one (at least one was "
-                f"added after signing): only the first was read")
+                f"added after signing): only {self.store_read} was read")
 
     def validity_text(self) -> str:
         if self.trusted:

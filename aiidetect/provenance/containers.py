@@ -73,8 +73,9 @@ class Blobs:
     # bytes of the JPEG APP11, PNG caBX and WebP C2PA segments and chunks, HEIF/AVIF C2PA boxes and TIFF C2PA tags
     jumbf_bytes: int = 0
     # How many C2PA manifest stores the container holds (JPEG APP11 first packets of a `c2pa` superbox, PNG caBX and
-    # WebP C2PA chunks). A file carries one; the reader reads one (a JPEG's or WebP's first) and says nothing of the
-    # others, so a second store pasted in front decided what the record showed.
+    # WebP C2PA chunks, HEIF/AVIF top-level C2PA uuid boxes, TIFF C2PA tags on any page). A file carries one; the
+    # reader reads one (a JPEG's or WebP's first, a TIFF's last) and says nothing of the others, so a second store
+    # pasted in decided what the record showed.
     c2pa_stores: int = 0
     iptc: list[tuple[bytes, str]] = field(default_factory=list)       # Photoshop image resources or bare IIM
     dqt: dict[int, list[int]] = field(default_factory=dict)           # JPEG table id -> 64 values (zigzag order)
@@ -253,8 +254,10 @@ def walk(data: bytes, time_left=None, layout=None, size_only: bool = False) -> B
     except Exception as exc:  # noqa: BLE001 - a walker bug must not hide other evidence
         b.errors.append(f"{fmt} container: {type(exc).__name__}: {exc}")
     if fmt in ("HEIF", "AVIF", "TIFF") and b"jumb" in data and b"c2pa" in data:
-        b.jumbf.append(f"{fmt} box")
-        b.jumbf_bytes += _c2pa_store_bytes(data, fmt)
+        b.jumbf.append("TIFF C2PA tag" if fmt == "TIFF" else f"{fmt} box")   # a TIFF's store is a tag (52545)
+        size, stores = _c2pa_stores(data, fmt)
+        b.jumbf_bytes += size
+        b.c2pa_stores += stores
     b.exif, b.xmp = _numbered(b.exif), _numbered(b.xmp)
     return b
 
@@ -263,20 +266,24 @@ def walk(data: bytes, time_left=None, layout=None, size_only: bool = False) -> B
 C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
 
 
-def _c2pa_store_bytes(data: bytes, fmt: str) -> int:
-    """The bytes of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFDs, from their
+def _c2pa_stores(data: bytes, fmt: str) -> tuple[int, int]:
+    """(bytes, count) of a HEIF/AVIF's top-level C2PA `uuid` boxes, or of the C2PA tags of a TIFF's IFDs, from their
     headers: what c2pa-rs would read as the manifest store (limits.C2PA_MAX_STORE_BYTES). c2pa-rs takes a TIFF's
     tag from any page (100 MB on page 2 was counted as nothing when only IFD0 was); a structure over the caps
-    the walk stops at is refused whole (c2pa_structure_problem, the same check)."""
+    the walk stops at is refused whole (c2pa_structure_problem, the same check). Each box or tag is a store: of
+    two TIFF tags c2pa-rs 0.91.3 reads the last page's and says nothing of the other (two HEIF/AVIF boxes it
+    refuses), so the count is what tells the record that one store was added after signing."""
     try:
         if fmt == "TIFF":
             from .tiffguard import check_tiff
 
-            return check_tiff(data, pages=True, max_total_entries=C2PA_MAX_TIFF_ENTRIES).c2pa_bytes
-        return sum(stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
-                   if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID)
+            chk = check_tiff(data, pages=True, max_total_entries=C2PA_MAX_TIFF_ENTRIES)
+            return chk.c2pa_bytes, chk.c2pa_tags
+        boxes = [stop - start for kind, start, stop in bmff_boxes(data, 0, len(data))
+                 if kind == b"uuid" and data[start:start + 16] == C2PA_BMFF_UUID]
+        return sum(boxes), len(boxes)
     except (struct.error, ValueError):
-        return 0
+        return 0, 0
 
 
 def _numbered(blobs: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:

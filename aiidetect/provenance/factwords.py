@@ -25,8 +25,9 @@ def c2pa_status(c: Mapping[str, Any]) -> str:
                             if c.get("signature_valid") and c.get("content_matches") else "signature NOT verified"),
              "invalid": "manifest INVALID"}.get(status or "", f"status {status or 'not given'}")
     stores = c.get("stores")
-    # The reader reads the first of several stores: said here too, or the line read as the file's whole account.
-    extra = (f"; {stores} manifest stores in the file, only the first read" if isinstance(stores, int)
+    # The reader reads one of several stores (a JPEG's first, a TIFF's last page's): said here too, or the line
+    # read as the file's whole account.
+    extra = (f"; {stores} manifest stores in the file, only one read" if isinstance(stores, int)
              and not isinstance(stores, bool) and stores > 1 else "")
     return words + (f" ({', '.join(failures)})" if failures else "") + extra
 

@@ -79,6 +79,7 @@ class TiffCheck:
     values: int = 0     # what exifread would decode one by one (MAX_VALUES)
     decoded: int = 0    # what Pillow would decode one by one (PILLOW_DECODED)
     c2pa_bytes: int = 0  # bytes of the C2PA tags of the IFDs walked (limits.C2PA_MAX_STORE_BYTES)
+    c2pa_tags: int = 0   # how many there are: each is a manifest store (a file carries one)
     # (tag, position of its type field, bytes, whether in a sub-IFD) of each BYTE, ASCII or UNDEFINED entry of the
     # IFDs walked over limits.DECODE_MAX_METADATA_CHUNK: what without_oversize leaves out.
     oversize: list[tuple[int, int, int, bool]] = field(default_factory=list)
@@ -155,6 +156,7 @@ def check_tiff(tiff: bytes, max_entries: int = MAX_ENTRIES, max_ifds: int | None
                                    f"{DECODE_MAX_METADATA_CHUNK}; a JPEG's tables take a few KB)")
                 r.oversize.append((tag, at - (10 if big else 6), count, not in_chain))
             if tag == C2PA_TAG:
+                r.c2pa_tags += 1
                 r.c2pa_bytes += count * (TYPE_SIZE[typ] if 1 <= typ <= 13 else 1)
             if tag == _ORIENTATION and r.orientation is None and typ == 3 and count >= 1:
                 r.orientation = struct.unpack_from(e + "H", tiff, at)[0]

@@ -82,7 +82,7 @@ def sign(signer, img, fmt: str, source_type: str | None, thumbnail: bool = True,
     that parentOf ingredient, declaring `source_type` if given)."""
     c2pa, s = signer
     mime = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic",
-            "AVIF": "image/avif"}[fmt]
+            "AVIF": "image/avif", "TIFF": "image/tiff"}[fmt]
     action = {"action": "c2pa.created"} if parent is None else {"action": "c2pa.opened",
                                                                  "parameters": {"ingredientIds": ["parent"]}}
     if source_type:

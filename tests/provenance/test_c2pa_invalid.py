@@ -317,6 +317,42 @@ def test_a_valid_manifest_beside_another_store_is_not_signed_evidence(signer, mo
     assert one["c2pa.ai-generated"].decisive and "stores" not in analyze(own, "x").facts["c2pa"]
 
 
+
+def test_a_tiff_s_second_store_on_another_page_is_counted(signer):
+    # c2pa-rs takes a TIFF's C2PA tag from any page and, of two, reads the last page's and says nothing of the
+    # other: a generator's manifest on page 1 and a camera's store on page 2 read as one capture manifest.
+    from aiidetect.testing.hostile import tiff_with_page
+
+    own = c2pa_signing.sign(signer, _img(8), "TIFF", "trainedAlgorithmicMedia", thumbnail=False)
+    other = c2pa_signing.sign(signer, _img(7), "TIFF", "digitalCapture", thumbnail=False)
+    assert "stores" not in analyze(own, "x").facts["c2pa"]
+    rep = analyze(tiff_with_page(own, [(0xCD41, 7, Image.open(io.BytesIO(other)).tag_v2[0xCD41])]), "x")
+    assert rep.facts["c2pa"]["source_types"] == ["digitalCapture"]      # the reader's pick: page 2's store
+    assert rep.facts["c2pa"]["stores"] == 2 and rep.facts["c2pa"]["status"] == "invalid"
+    assert not [e for e in rep.evidence if e.direction == "real" or e.decisive]
+    notes = " ".join(rep.facts["conflicts"])
+    assert "2 C2PA manifest stores (TIFF C2PA tag)" in notes, notes    # a tag, not a box
+    assert "only the last page's was read, declaring digitalCapture" in notes
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_two_heif_stores_are_counted_and_the_reader_refuses_them(signer, fmt):
+    # A HEIF/AVIF carries its store in a top-level C2PA `uuid` box; with two, c2pa-rs refuses the file (no store is
+    # read as the file's account), and the walk counts them as in every other container.
+    pytest.importorskip("pillow_heif").register_heif_opener()
+    from aiidetect.provenance.containers import C2PA_BMFF_UUID, bmff_boxes, walk
+
+    own = c2pa_signing.sign(signer, _img(8), fmt, "trainedAlgorithmicMedia", thumbnail=False)
+    other = c2pa_signing.sign(signer, _img(7), fmt, "digitalCapture", thumbnail=False)
+    start, stop = next((a, b) for k, a, b in bmff_boxes(other, 0, len(other))
+                       if k == b"uuid" and other[a:a + 16] == C2PA_BMFF_UUID)
+    at = next(a for k, a, b in bmff_boxes(own, 0, len(own)) if k == b"uuid") - 8
+    two = own[:at] + other[start - 8:stop] + own[at:]
+    assert walk(own).c2pa_stores == 1 and walk(two).c2pa_stores == 2
+    rep = analyze(two, "x")
+    assert "c2pa" not in rep.facts
+    assert "more than one manifest store" in {e.id: e for e in rep.evidence}["c2pa.unreadable"].detail
+
 # --- a valid signature from a signer nothing vouches for ------------------------------------
 
 def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):

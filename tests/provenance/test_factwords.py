@@ -46,8 +46,8 @@ def test_the_c2pa_line_says_when_other_manifest_stores_were_not_read_and_that_a_
     # `meta`'s table read "manifest INVALID (assertion.dataHash.mismatch)" for a file of two stores, as if the
     # first were the file's whole account; and "signature and content hash valid" for a self-signed one.
     two = c2pa_line({"status": "invalid", "valid": False, "failures": ["assertion.dataHash.mismatch"], "stores": 2})
-    assert two.endswith("manifest INVALID (assertion.dataHash.mismatch); 2 manifest stores in the file, only the "
-                        "first read"), two
+    assert two.endswith("manifest INVALID (assertion.dataHash.mismatch); 2 manifest stores in the file, only one "
+                        "read"), two
     assert "manifest stores" not in c2pa_line({"status": "invalid", "valid": False, "stores": "2"})
     assert "counted as a claim" in c2pa_line({"status": "valid", "valid": True})
     trusted = c2pa_line({"status": "valid", "valid": True, "trusted": True})
