@@ -23,8 +23,9 @@ folder means the same thing to both. Supported (auto-detected per argument):
 - a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
   to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
-  left out. Any other label, a row without a file, or a file listed again with
-  the other label is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows.
+  Any other label, a row without a file, a row with more cells than column names, or a file listed
+  again with the other label is a ValueError naming the lines: a row dropped in silence changes the numbers.
   A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
@@ -97,6 +98,7 @@ class LeftOut:
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
     copies: list = field(default_factory=list)  # (path left out, path of the same file or bytes kept)
+    unlabelled: int = 0              # manifest rows labelled "unknown"
 
     def note(self) -> str | None:
         """One line for a command's summary, or None when nothing was left out."""
@@ -111,6 +113,9 @@ class LeftOut:
             shown = "; ".join(_left_out(a, b) for a, b in self.copies[:3])
             parts.append(f"{len(self.copies)} byte-identical copy(ies) of an image with the same label left out, "
                          f"each image used once: {shown}{more}")
+        if self.unlabelled:
+            # "365 labelled images" from a 430-row manifest, and no word of the rest: the user counts rows
+            parts.append(f"{self.unlabelled} manifest row(s) labelled unknown left out")
         return "; ".join(parts) or None
 
 
@@ -345,7 +350,7 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
             raise ValueError(f"{exc}; {note}" if note else str(exc)) from None
         layouts.add(layout)
         if layout == "manifest":
-            items += _from_manifest(src)
+            items += _from_manifest(src, w.stats)
         elif layout == "folder":
             items += [Item(str(p), 0, "real") for p in w.images_under(src / "real")]
             ai = src / "ai"
@@ -458,9 +463,27 @@ AI_LABELS = ("ai", "fake", "1")
 # Rows marked so are unlabelled on purpose (the dev set's format samples) and
 # are left out; any other label is a mistake that would change the numbers.
 UNLABELLED = ("unknown",)
+# What a spreadsheet writes for "CSV": a comma, or where the comma is the decimal mark (Excel in
+# European locales) a semicolon; tab-separated text is the other export.
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
-def _from_manifest(csv_path: Path) -> list[Item]:
+def _delimiter(first_line: str) -> str:
+    """The delimiter whose split of the first line names both 'file' and 'label' (a comma otherwise, for the
+    message): `file;label` read with commas was one column named 'file;label', and the run stopped."""
+    for d in DELIMITERS:
+        try:
+            names = {h.strip().lower() for h in next(csv.reader([first_line], delimiter=d), [])}
+        except csv.Error:  # the reader proper names the line
+            continue
+        if {"file", "label"} <= names:
+            return d
+    return ","
+
+
+def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
+    from itertools import chain
+
     from ..report.safe import path_from_text
 
     base = csv_path.parent
@@ -470,8 +493,11 @@ def _from_manifest(csv_path: Path) -> list[Item]:
     # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark,
     # which would otherwise glue itself to the first column's name.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(())  # line_num 0, should the first line not decode
         try:
+            first = f.readline()
+            delim = _delimiter(first)
+            reader = csv.reader(chain([first], f), delimiter=delim)
             header = [h.strip().lower() for h in next(reader, [])]
             if "file" not in header or "label" not in header:
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
@@ -486,8 +512,16 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                     continue
                 row = dict(zip(header, cells))
                 line = reader.line_num
+                if any(c.strip() for c in cells[len(header):]):
+                    # An unquoted comma in a cell shifts the cells after it: "a.png,shot in Paris, France,real"
+                    # under file,note,label was labelled " France", and "x.png,hello, ai,real" was an AI image.
+                    bad.append(f"line {line}: {len(cells)} cells under the {len(header)} column names of line 1 "
+                               f"(a {DELIMITERS[delim]} inside a cell? put that cell in double quotes)")
+                    continue
                 lab = (row.get("label") or "").strip().lower()
                 if lab in UNLABELLED:
+                    if stats is not None:
+                        stats.unlabelled += 1
                     continue
                 if lab not in REAL_LABELS + AI_LABELS:
                     bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))

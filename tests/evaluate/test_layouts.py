@@ -237,6 +237,38 @@ def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text,
     assert says in str(exc.value)
 
 
+@pytest.mark.parametrize("text, cells", [
+    ("file,note,label\na.png,hello, ai,real\nb.png,x,ai\n", "4 cells under the 3"),  # was an AI image, in silence
+    ("file,label\na.png,real,ai\nb.png,ai\n", "3 cells under the 2"),                # a value under no column name
+    ("file;label\na.png;real;ai\nb.png;ai\n", "3 cells under the 2"),
+])
+def test_a_row_with_more_cells_than_column_names_is_refused(tmp_path, text, cells):
+    """An unquoted comma inside a cell shifts every cell after it: the label read was another cell's."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert f"line 2: {cells} column names of line 1" in str(exc.value)
+    assert "double quotes" in str(exc.value)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
+    """Excel's "CSV" where the comma is the decimal mark separates with ';': read with commas, the first
+    line was one column named 'file;label' and the run stopped."""
+    text = f'\ufeffFile{sep} label {sep}generator\r\na.png{sep}real{sep}\r\n"e,f.png"{sep}AI{sep}sd\r\n'
+    items = load_items([_manifest(tmp_path, text)])
+    assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
+
+
+def test_rows_labelled_unknown_are_counted_on_the_summary(tmp_path):
+    """eval said "2 labelled images" for a six-row manifest and nothing of the four rows it left out."""
+    from aiidetect.train.data import LeftOut
+
+    stats = LeftOut()
+    m = _manifest(tmp_path, "file,label\na.png,real\nb.png,ai\nc d.png,unknown\nq.png,Unknown\n")
+    assert len(load_items([m], link_stats=stats)) == 2
+    assert "2 manifest row(s) labelled unknown left out" in stats.note()
+
+
 def test_a_manifest_row_given_twice_with_its_label_is_used_once_as_a_folder_given_twice(tmp_path):
     """A manifest listing a file twice with one label stopped the run (exit 2), where a folder given twice
     is used once with a note: one rule for both (drop_copies)."""
