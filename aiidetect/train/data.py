@@ -25,7 +25,8 @@ folder means the same thing to both. Supported (auto-detected per argument):
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
   left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows.
   Any other label, a row without a file, a row with more cells than column names, or a file listed
-  again with the other label is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  again with the other label, or a "~/..." or URL path that is not there under the CSV's folder,
+  is a ValueError naming the lines: a row dropped in silence changes the numbers.
   A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
@@ -468,6 +469,19 @@ UNLABELLED = ("unknown",)
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_HOME = re.compile(r"~[^/\\]*[/\\]|~$")
+
+
+def _not_a_path(name: str) -> str | None:
+    """Why a manifest cell is no file name this reader can open (None when it may be one)."""
+    if _URL.match(name):
+        return "a URL, which is not fetched: download the image and list the file"
+    if _HOME.match(name):
+        return "'~' is not expanded (paths are relative to the manifest's folder, or absolute): write the full path"
+    return None
+
+
 def _delimiter(first_line: str) -> str:
     """The delimiter whose split of the first line names both 'file' and 'label' (a comma otherwise, for the
     message): `file;label` read with commas was one column named 'file;label', and the run stopped."""
@@ -535,6 +549,12 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
                 sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
                 # UTF-8 text, as records hold names: opened by those bytes whatever the locale's file name encoding
                 p = Path(path_from_text(name))
+                if (not p.is_absolute() and (why := _not_a_path(name))
+                        and not os.path.lexists(base / p)):
+                    # Looked for under the manifest's folder, then named as "~/a.jpg: no such file" or
+                    # "https:/example.com/a.jpg": a file missing where the user never put it.
+                    bad.append(f"line {line}: {name}: {why}")
+                    continue
                 path = str(p if p.is_absolute() else base / p)
                 key = os.path.normpath(path)
                 if key in seen:

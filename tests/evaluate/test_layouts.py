@@ -259,6 +259,24 @@ def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
     assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
 
 
+@pytest.mark.parametrize("name, says", [
+    ("~/x.png", "line 3: ~/x.png: '~' is not expanded"),
+    ("~bob/x.png", "line 3: ~bob/x.png: '~' is not expanded"),
+    ("https://example.com/x.png", "line 3: https://example.com/x.png: a URL, which is not fetched"),
+])
+def test_a_home_or_url_row_is_refused_not_counted_missing(tmp_path, name, says):
+    """Looked for under the manifest's folder, these were counted as unreadable images named
+    "~/x.png: no such file" (the user's file is there) or "https:/example.com/x.png"."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, f"file,label\na.png,real\n{name},ai\n")])
+    assert says in str(exc.value)
+    # the name is the manifest folder's own when something of that name is there
+    (tmp_path / "~x.png").write_bytes(b"")
+    (tmp_path / "~").mkdir()
+    (tmp_path / "~" / "x.png").write_bytes(b"")
+    assert len(load_items([_manifest(tmp_path, "file,label\na.png,real\n~/x.png,ai\n~x.png,ai\n")])) == 3
+
+
 def test_rows_labelled_unknown_are_counted_on_the_summary(tmp_path):
     """eval said "2 labelled images" for a six-row manifest and nothing of the four rows it left out."""
     from aiidetect.train.data import LeftOut
