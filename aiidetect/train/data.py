@@ -101,6 +101,12 @@ class LeftOut:
     copies: list = field(default_factory=list)  # (path left out, path of the same file or bytes kept)
     unlabelled: int = 0              # manifest rows labelled "unknown"
 
+    def counts(self) -> dict[str, int]:
+        """The note's numbers, for metrics.json (`run.left_out`) and calibrate's manifest (`data.left_out`):
+        a script reading `n_items` alone could not tell 2 images from a 6-row manifest from 2 rows."""
+        return {"unknown_label_rows": self.unlabelled, "copies": len(self.copies),
+                "links_outside": self.outside, "link_loops": self.loops}
+
     def note(self) -> str | None:
         """One line for a command's summary, or None when nothing was left out."""
         parts = []

@@ -526,3 +526,19 @@ def test_calibrate_says_which_detectors_every_fitted_file_was_answered_by(datase
     assert "probe: temperature" in r.output and "weight +0.000" in r.output
     assert ("weights, bias and band fitted on the 190 images every detector with a say (a weight above 0) "
             "answered; 10 left out (good 10 without an answer)") in r.output
+
+
+def test_eval_says_how_many_manifest_rows_it_left_out(dataset, tmp_path):
+    """A six-row manifest evaluated as "2 labelled images" with no word of the two rows labelled unknown
+    and the two given twice: stderr said nothing of the first, metrics.json of either."""
+    from conftest import run_cli_in_process
+
+    r0, a0 = dataset / "real" / "r0.jpg", dataset / "ai" / "genA" / "genA0.png"
+    man = tmp_path / "m.csv"
+    man.write_text(f"file,label\n{r0},real\n{a0},ai\n{r0},real\n{a0},ai\n{r0}x,unknown\nq.png,Unknown\n")
+    r = run_cli_in_process("eval", str(man), "-d", "metadata", "--fusion", "none", "-f", "json", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run"]
+    assert run["n_items"] == 2
+    assert run["left_out"] == {"unknown_label_rows": 2, "copies": 2, "links_outside": 0, "link_loops": 0}
+    assert "2 manifest row(s) labelled unknown left out" in r.stderr
