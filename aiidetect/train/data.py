@@ -518,10 +518,15 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
             first = f.readline()
             delim = _delimiter(first)
             reader = csv.reader(chain([first], f), delimiter=delim)
-            header = [h.strip().lower() for h in next(reader, [])]
+            names = next(reader, [])
+            header = [h.strip().lower() for h in names]
             if "file" not in header or "label" not in header:
+                # A list typed without its column names starts with an image: say so, not only that the names lack
+                row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
-                                 f"[,subset]); its first line has {header or 'nothing'}")
+                                 f"[,subset]); its first line has {names or 'nothing'}"
+                                 + ("; that looks like an image's row: add a first line naming the columns, "
+                                    "e.g. file,label" if row else ""))
             twice = sorted({h for h in header if h in ("file", "label", "generator", "subset") and header.count(h) > 1})
             if twice:
                 # Each row kept the last of them: "a.png,real,ai" was an AI image, without a word.

@@ -636,3 +636,11 @@ def test_one_file_listed_twice_is_found_without_reading_it(tmp_path, monkeypatch
     stats = LeftOut()
     assert len(load_items([tmp_path / "d", tmp_path / "d"], link_stats=stats)) == 6
     assert len(stats.copies) == 6 and read == []
+
+
+def test_a_manifest_without_its_column_names_says_so(tmp_path):
+    """The first row of a list typed without column names was only "needs 'file' and 'label' columns;
+    its first line has ['a.png', 'real']", lower-cased, leaving the user to work out why."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, "A.png,Real\nb.png,ai\n")])
+    assert "its first line has ['A.png', 'Real']; that looks like an image's row: add a first line" in str(exc.value)
