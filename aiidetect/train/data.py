@@ -566,6 +566,12 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
                     # "https:/example.com/a.jpg": a file missing where the user never put it.
                     bad.append(f"line {line}: {name}: {why}")
                     continue
+                if (os.sep == "/" and "\\" in name and not os.path.lexists(base / p)
+                        and os.path.lexists(base / path_from_text(name.replace("\\", "/")))):
+                    # A list written on Windows: "ai\sd\x.png" is one file name here, missing, while the image
+                    # is at ai/sd/x.png. Not read as that: a backslash is a legal character in a name.
+                    bad.append(f"line {line}: {name}: '\\' between folders is part of the name here; write '/'")
+                    continue
                 path = str(p if p.is_absolute() else base / p)
                 key = os.path.normpath(path)
                 if key in seen:

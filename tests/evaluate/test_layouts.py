@@ -644,3 +644,13 @@ def test_a_manifest_without_its_column_names_says_so(tmp_path):
     with pytest.raises(ValueError) as exc:
         load_items([_manifest(tmp_path, "A.png,Real\nb.png,ai\n")])
     assert "its first line has ['A.png', 'Real']; that looks like an image's row: add a first line" in str(exc.value)
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a backslash separates folders there")
+def test_a_windows_path_in_a_manifest_is_refused_naming_its_line(tmp_path):
+    """"sub\\a.png" is one name on Linux: counted as a missing image while sub/a.png sat there."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, "file,label\nsub\\a.png,ai\nb.png,real\nsub\\none.png,ai\n")])
+    assert str(exc.value).count("line ") == 1 and "line 2: sub\\a.png: '\\' between folders" in str(exc.value)
