@@ -113,6 +113,7 @@ def calibrate_cmd(
     summary = summarize(items)
     summary["sources"] = [str(d) for d in data]
     summary["decode_errors"] = sum(1 for s in scored if s.error)
+    summary["left_out"] = links.counts()
     summary["train_overlap"] = overlap
     summary["near_duplicates"] = near_dups  # re-encoded copies of training images, kept in the fit: to act on
     cmd = "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:])

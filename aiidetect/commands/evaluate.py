@@ -126,7 +126,7 @@ def evaluate_cmd(
             err.print(f"  {cond}: {progress_state['done']}/{len(items)}", highlight=False)
 
     info = {"command": "aiidetect " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "data": [str(d) for d in data], "fusion": fusion_desc,
+            "data": [str(d) for d in data], "left_out": links.counts(), "fusion": fusion_desc,
             "detector_details": [d.describe() for d in dets]}
     result, columns = evaluate(items, dets, model=model, perturbations=perts, normalize=norm,
                                batch_size=batch_size, progress=progress, run_info=info,

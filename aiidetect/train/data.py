@@ -23,8 +23,10 @@ folder means the same thing to both. Supported (auto-detected per argument):
 - a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
   to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
-  left out. Any other label, a row without a file, or a file listed again with
-  the other label is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows.
+  Any other label, a row without a file, a row with more cells than column names, or a file listed
+  again with the other label, or a "~/..." or URL path that is not there under the CSV's folder,
+  is a ValueError naming the lines: a row dropped in silence changes the numbers.
   A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
@@ -97,6 +99,13 @@ class LeftOut:
     loops: int = 0                   # folder links back to a folder already being walked
     examples: list = field(default_factory=list)
     copies: list = field(default_factory=list)  # (path left out, path of the same file or bytes kept)
+    unlabelled: int = 0              # manifest rows labelled "unknown"
+
+    def counts(self) -> dict[str, int]:
+        """The note's numbers, for metrics.json (`run.left_out`) and calibrate's manifest (`data.left_out`):
+        a script reading `n_items` alone could not tell 2 images from a 6-row manifest from 2 rows."""
+        return {"unknown_label_rows": self.unlabelled, "copies": len(self.copies),
+                "links_outside": self.outside, "link_loops": self.loops}
 
     def note(self) -> str | None:
         """One line for a command's summary, or None when nothing was left out."""
@@ -111,6 +120,9 @@ class LeftOut:
             shown = "; ".join(_left_out(a, b) for a, b in self.copies[:3])
             parts.append(f"{len(self.copies)} byte-identical copy(ies) of an image with the same label left out, "
                          f"each image used once: {shown}{more}")
+        if self.unlabelled:
+            # "365 labelled images" from a 430-row manifest, and no word of the rest: the user counts rows
+            parts.append(f"{self.unlabelled} manifest row(s) labelled unknown left out")
         return "; ".join(parts) or None
 
 
@@ -345,7 +357,7 @@ def load_items(sources: Iterable[str | Path], split: str = "train", follow_links
             raise ValueError(f"{exc}; {note}" if note else str(exc)) from None
         layouts.add(layout)
         if layout == "manifest":
-            items += _from_manifest(src)
+            items += _from_manifest(src, w.stats)
         elif layout == "folder":
             items += [Item(str(p), 0, "real") for p in w.images_under(src / "real")]
             ai = src / "ai"
@@ -458,9 +470,40 @@ AI_LABELS = ("ai", "fake", "1")
 # Rows marked so are unlabelled on purpose (the dev set's format samples) and
 # are left out; any other label is a mistake that would change the numbers.
 UNLABELLED = ("unknown",)
+# What a spreadsheet writes for "CSV": a comma, or where the comma is the decimal mark (Excel in
+# European locales) a semicolon; tab-separated text is the other export.
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
-def _from_manifest(csv_path: Path) -> list[Item]:
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_HOME = re.compile(r"~[^/\\]*[/\\]|~$")
+
+
+def _not_a_path(name: str) -> str | None:
+    """Why a manifest cell is no file name this reader can open (None when it may be one)."""
+    if _URL.match(name):
+        return "a URL, which is not fetched: download the image and list the file"
+    if _HOME.match(name):
+        return "'~' is not expanded (paths are relative to the manifest's folder, or absolute): write the full path"
+    return None
+
+
+def _delimiter(first_line: str) -> str:
+    """The delimiter whose split of the first line names both 'file' and 'label' (a comma otherwise, for the
+    message): `file;label` read with commas was one column named 'file;label', and the run stopped."""
+    for d in DELIMITERS:
+        try:
+            names = {h.strip().lower() for h in next(csv.reader([first_line], delimiter=d), [])}
+        except csv.Error:  # the reader proper names the line
+            continue
+        if {"file", "label"} <= names:
+            return d
+    return ","
+
+
+def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
+    from itertools import chain
+
     from ..report.safe import path_from_text
 
     base = csv_path.parent
@@ -470,12 +513,20 @@ def _from_manifest(csv_path: Path) -> list[Item]:
     # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark,
     # which would otherwise glue itself to the first column's name.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(())  # line_num 0, should the first line not decode
         try:
-            header = [h.strip().lower() for h in next(reader, [])]
+            first = f.readline()
+            delim = _delimiter(first)
+            reader = csv.reader(chain([first], f), delimiter=delim)
+            names = next(reader, [])
+            header = [h.strip().lower() for h in names]
             if "file" not in header or "label" not in header:
+                # A list typed without its column names starts with an image: say so, not only that the names lack
+                row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
-                                 f"[,subset]); its first line has {header or 'nothing'}")
+                                 f"[,subset]); its first line has {names or 'nothing'}"
+                                 + ("; that looks like an image's row: add a first line naming the columns, "
+                                    "e.g. file,label" if row else ""))
             twice = sorted({h for h in header if h in ("file", "label", "generator", "subset") and header.count(h) > 1})
             if twice:
                 # Each row kept the last of them: "a.png,real,ai" was an AI image, without a word.
@@ -486,8 +537,16 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                     continue
                 row = dict(zip(header, cells))
                 line = reader.line_num
+                if any(c.strip() for c in cells[len(header):]):
+                    # An unquoted comma in a cell shifts the cells after it: "a.png,shot in Paris, France,real"
+                    # under file,note,label was labelled " France", and "x.png,hello, ai,real" was an AI image.
+                    bad.append(f"line {line}: {len(cells)} cells under the {len(header)} column names of line 1 "
+                               f"(a {DELIMITERS[delim]} inside a cell? put that cell in double quotes)")
+                    continue
                 lab = (row.get("label") or "").strip().lower()
                 if lab in UNLABELLED:
+                    if stats is not None:
+                        stats.unlabelled += 1
                     continue
                 if lab not in REAL_LABELS + AI_LABELS:
                     bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))
@@ -501,6 +560,18 @@ def _from_manifest(csv_path: Path) -> list[Item]:
                 sub = (row.get("subset") or "").strip() or ("" if y == 0 else gen)
                 # UTF-8 text, as records hold names: opened by those bytes whatever the locale's file name encoding
                 p = Path(path_from_text(name))
+                if (not p.is_absolute() and (why := _not_a_path(name))
+                        and not os.path.lexists(base / p)):
+                    # Looked for under the manifest's folder, then named as "~/a.jpg: no such file" or
+                    # "https:/example.com/a.jpg": a file missing where the user never put it.
+                    bad.append(f"line {line}: {name}: {why}")
+                    continue
+                if (os.sep == "/" and "\\" in name and not os.path.lexists(base / p)
+                        and os.path.lexists(base / path_from_text(name.replace("\\", "/")))):
+                    # A list written on Windows: "ai\sd\x.png" is one file name here, missing, while the image
+                    # is at ai/sd/x.png. Not read as that: a backslash is a legal character in a name.
+                    bad.append(f"line {line}: {name}: '\\' between folders is part of the name here; write '/'")
+                    continue
                 path = str(p if p.is_absolute() else base / p)
                 key = os.path.normpath(path)
                 if key in seen:

@@ -526,3 +526,38 @@ def test_calibrate_says_which_detectors_every_fitted_file_was_answered_by(datase
     assert "probe: temperature" in r.output and "weight +0.000" in r.output
     assert ("weights, bias and band fitted on the 190 images every detector with a say (a weight above 0) "
             "answered; 10 left out (good 10 without an answer)") in r.output
+
+
+def test_eval_says_how_many_manifest_rows_it_left_out(dataset, tmp_path):
+    """A six-row manifest evaluated as "2 labelled images" with no word of the two rows labelled unknown
+    and the two given twice: stderr said nothing of the first, metrics.json of either."""
+    from conftest import run_cli_in_process
+
+    r0, a0 = dataset / "real" / "r0.jpg", dataset / "ai" / "genA" / "genA0.png"
+    man = tmp_path / "m.csv"
+    man.write_text(f"file,label\n{r0},real\n{a0},ai\n{r0},real\n{a0},ai\n{r0}x,unknown\nq.png,Unknown\n")
+    r = run_cli_in_process("eval", str(man), "-d", "metadata", "--fusion", "none", "-f", "json", "--no-plots")
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run"]
+    assert run["n_items"] == 2
+    assert run["left_out"] == {"unknown_label_rows": 2, "copies": 2, "links_outside": 0, "link_loops": 0}
+    assert "2 manifest row(s) labelled unknown left out" in r.stderr
+
+
+def test_calibrate_records_the_manifest_rows_it_left_out(dev_manifest, tmp_path):
+    """The fusion model's manifest said n 12 for a ';'-separated manifest of 14 rows, two of them labelled
+    unknown, and nothing of those two."""
+    import csv
+
+    from conftest import run_cli_in_process
+
+    with open(dev_manifest, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["file"].startswith(("ai/ml72/", "real/camera/"))]
+    rows = [r for r in rows if r["label"] == "ai"][:6] + [r for r in rows if r["label"] == "real"][:6]
+    man = tmp_path / "m.csv"
+    man.write_text("file;label\n" + "".join(f"{dev_manifest.parent / r['file']};{r['label']}\n" for r in rows)
+                   + "x.png;unknown\ny.png;unknown\n")
+    r = run_cli_in_process("calibrate", str(man), "-d", "metadata", "-f", "json", "-o", str(tmp_path / "f"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["data"]["left_out"]["unknown_label_rows"] == 2
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["data"]["left_out"]["unknown_label_rows"] == 2

@@ -237,6 +237,56 @@ def test_manifest_rows_that_would_change_the_numbers_are_refused(tmp_path, text,
     assert says in str(exc.value)
 
 
+@pytest.mark.parametrize("text, cells", [
+    ("file,note,label\na.png,hello, ai,real\nb.png,x,ai\n", "4 cells under the 3"),  # was an AI image, in silence
+    ("file,label\na.png,real,ai\nb.png,ai\n", "3 cells under the 2"),                # a value under no column name
+    ("file;label\na.png;real;ai\nb.png;ai\n", "3 cells under the 2"),
+])
+def test_a_row_with_more_cells_than_column_names_is_refused(tmp_path, text, cells):
+    """An unquoted comma inside a cell shifts every cell after it: the label read was another cell's."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert f"line 2: {cells} column names of line 1" in str(exc.value)
+    assert "double quotes" in str(exc.value)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
+    """Excel's "CSV" where the comma is the decimal mark separates with ';': read with commas, the first
+    line was one column named 'file;label' and the run stopped."""
+    text = f'\ufeffFile{sep} label {sep}generator\r\na.png{sep}real{sep}\r\n"e,f.png"{sep}AI{sep}sd\r\n'
+    items = load_items([_manifest(tmp_path, text)])
+    assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
+
+
+@pytest.mark.parametrize("name, says", [
+    ("~/x.png", "line 3: ~/x.png: '~' is not expanded"),
+    ("~bob/x.png", "line 3: ~bob/x.png: '~' is not expanded"),
+    ("https://example.com/x.png", "line 3: https://example.com/x.png: a URL, which is not fetched"),
+])
+def test_a_home_or_url_row_is_refused_not_counted_missing(tmp_path, name, says):
+    """Looked for under the manifest's folder, these were counted as unreadable images named
+    "~/x.png: no such file" (the user's file is there) or "https:/example.com/x.png"."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, f"file,label\na.png,real\n{name},ai\n")])
+    assert says in str(exc.value)
+    # the name is the manifest folder's own when something of that name is there
+    (tmp_path / "~x.png").write_bytes(b"")
+    (tmp_path / "~").mkdir()
+    (tmp_path / "~" / "x.png").write_bytes(b"")
+    assert len(load_items([_manifest(tmp_path, "file,label\na.png,real\n~/x.png,ai\n~x.png,ai\n")])) == 3
+
+
+def test_rows_labelled_unknown_are_counted_on_the_summary(tmp_path):
+    """eval said "2 labelled images" for a six-row manifest and nothing of the four rows it left out."""
+    from aiidetect.train.data import LeftOut
+
+    stats = LeftOut()
+    m = _manifest(tmp_path, "file,label\na.png,real\nb.png,ai\nc d.png,unknown\nq.png,Unknown\n")
+    assert len(load_items([m], link_stats=stats)) == 2
+    assert "2 manifest row(s) labelled unknown left out" in stats.note()
+
+
 def test_a_manifest_row_given_twice_with_its_label_is_used_once_as_a_folder_given_twice(tmp_path):
     """A manifest listing a file twice with one label stopped the run (exit 2), where a folder given twice
     is used once with a note: one rule for both (drop_copies)."""
@@ -586,3 +636,21 @@ def test_one_file_listed_twice_is_found_without_reading_it(tmp_path, monkeypatch
     stats = LeftOut()
     assert len(load_items([tmp_path / "d", tmp_path / "d"], link_stats=stats)) == 6
     assert len(stats.copies) == 6 and read == []
+
+
+def test_a_manifest_without_its_column_names_says_so(tmp_path):
+    """The first row of a list typed without column names was only "needs 'file' and 'label' columns;
+    its first line has ['a.png', 'real']", lower-cased, leaving the user to work out why."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, "A.png,Real\nb.png,ai\n")])
+    assert "its first line has ['A.png', 'Real']; that looks like an image's row: add a first line" in str(exc.value)
+
+
+@pytest.mark.skipif(os.sep != "/", reason="a backslash separates folders there")
+def test_a_windows_path_in_a_manifest_is_refused_naming_its_line(tmp_path):
+    """"sub\\a.png" is one name on Linux: counted as a missing image while sub/a.png sat there."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, "file,label\nsub\\a.png,ai\nb.png,real\nsub\\none.png,ai\n")])
+    assert str(exc.value).count("line ") == 1 and "line 2: sub\\a.png: '\\' between folders" in str(exc.value)
