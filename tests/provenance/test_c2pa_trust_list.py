@@ -156,6 +156,7 @@ def _der(pem: bytes) -> bytes:
     ("der", "a DER certificate?"), ("key", "is a PRIVATE KEY, not a certificate"),
     ("broken", "certificate 2 cannot be parsed"), ("huge", "too big for a trust list"),
     ("device", "not a regular file"), ("leaf", "certificate 2 is a signer's own certificate, not a CA"),
+    ("cut", "PEM block 2 (CERTIFICATE) has no END line"),
 ])
 def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind, said):
     from aiidetect.provenance import trust
@@ -170,7 +171,10 @@ def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind
         f.write_bytes({"empty": b"\n \n", "text": b"hello, not a certificate\n", "der": _der(ca),
                        "key": ca + _key_pem(), "leaf": ca + _leaf_pem(),
                        "broken": ca + b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                       "huge": ca + b"#" * trust.MAX_TRUST_BYTES}[kind])
+                       "huge": ca + b"#" * trust.MAX_TRUST_BYTES,
+                       # A bundle cut short (an anchor fewer, in silence), its BEGIN lines many: each was searched
+                       # to the end of the file for its END, quadratic (hours for 4 MiB of them).
+                       "cut": ca + b"-----BEGIN CERTIFICATE-----\nMIIB\n" * 2000}[kind])
     for cmd in (["meta", str(capture)], ["scan", "-d", "metadata", "--no-cache", str(capture)]):
         r = run_cli_in_process(*cmd, "--c2pa-trust", str(f))
         assert r.returncode == 2, (cmd, r.stdout, r.stderr)
