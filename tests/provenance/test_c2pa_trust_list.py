@@ -156,6 +156,7 @@ def _der(pem: bytes) -> bytes:
     ("der", "a DER certificate?"), ("key", "is a PRIVATE KEY, not a certificate"),
     ("broken", "certificate 2 cannot be parsed"), ("huge", "too big for a trust list"),
     ("device", "not a regular file"), ("leaf", "certificate 2 is a signer's own certificate, not a CA"),
+    ("cut", "PEM block 2 (CERTIFICATE) has no END line"),
 ])
 def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind, said):
     from aiidetect.provenance import trust
@@ -170,7 +171,10 @@ def test_a_file_that_is_not_a_trust_list_is_a_usage_error(signed, tmp_path, kind
         f.write_bytes({"empty": b"\n \n", "text": b"hello, not a certificate\n", "der": _der(ca),
                        "key": ca + _key_pem(), "leaf": ca + _leaf_pem(),
                        "broken": ca + b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                       "huge": ca + b"#" * trust.MAX_TRUST_BYTES}[kind])
+                       "huge": ca + b"#" * trust.MAX_TRUST_BYTES,
+                       # A bundle cut short (an anchor fewer, in silence), its BEGIN lines many: each was searched
+                       # to the end of the file for its END, quadratic (hours for 4 MiB of them).
+                       "cut": ca + b"-----BEGIN CERTIFICATE-----\nMIIB\n" * 2000}[kind])
     for cmd in (["meta", str(capture)], ["scan", "-d", "metadata", "--no-cache", str(capture)]):
         r = run_cli_in_process(*cmd, "--c2pa-trust", str(f))
         assert r.returncode == 2, (cmd, r.stdout, r.stderr)
@@ -276,3 +280,57 @@ def test_a_trust_list_sends_nothing_to_the_ocsp_responder_the_signer_names(tmp_p
         assert not called, "reading the file connected to the OCSP responder its signer's certificate names"
     finally:
         server.close()
+
+
+def test_only_the_anchor_s_signature_on_the_chain_makes_a_signer_trusted(tmp_path):
+    """What docs/provenance.md says "Trusted" does not establish, held against c2pa-rs upgrades: a sender's chain
+    that carries the newsroom's anchor certificate (it is public) after its own CA is not vouched for, nor is a
+    signer under an anchor that has expired."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from aiidetect.api import meta_report
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(cn, key, issuer=None, issuer_key=None, ca=True, hours=(-1, 24)):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        b = (x509.CertificateBuilder().subject_name(subject)
+             .issuer_name(subject if issuer is None else issuer.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now + datetime.timedelta(hours=hours[0]))
+             .not_valid_after(now + datetime.timedelta(hours=hours[1]))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(True, False, False, False, False, ca, ca, False, False), critical=True))
+        if not ca:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        if issuer is not None:   # c2pa-python signs with no leaf that lacks it
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                                critical=False)
+        return b.sign(issuer_key or key, hashes.SHA256())
+
+    def pem(*certs):
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+    def state(anchor, leaf_key, chain):
+        import c2pa
+
+        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", pem(*chain), leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), None))
+        img, ca_file = tmp_path / "signed.jpg", tmp_path / "anchor.pem"
+        img.write_bytes(c2pa_signing.sign((c2pa, signer), Image.new("RGB", (16, 16)), "JPEG", "digitalCapture",
+                                          thumbnail=False))
+        ca_file.write_bytes(pem(anchor))
+        return meta_report(str(img), watermark="never", c2pa_trust=[ca_file])["facts"]["c2pa"]["state"]
+
+    key = ec.generate_private_key
+    anchor_key, own_key, leaf_key = key(ec.SECP256R1()), key(ec.SECP256R1()), key(ec.SECP256R1())
+    anchor = cert("newsroom CA", anchor_key)
+    assert state(anchor, leaf_key, [cert("staff", leaf_key, anchor, anchor_key, ca=False), anchor]) == "Trusted"
+    own = cert("sender's CA", own_key)
+    assert state(anchor, leaf_key, [cert("sender", leaf_key, own, own_key, ca=False), own, anchor]) == "Valid"
+    expired = cert("expired CA", anchor_key, hours=(-48, -24))
+    assert state(expired, leaf_key, [cert("staff", leaf_key, expired, anchor_key, ca=False), expired]) == "Valid"
