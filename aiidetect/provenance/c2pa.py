@@ -72,6 +72,11 @@ class C2paUnavailable(RuntimeError):
     pass
 
 
+def _anchors(n) -> str:
+    # "1 anchors" in a record's reason read as a slip; a count given by a hand-edited record is shown as it is.
+    return f"{n} anchor" if n == 1 else f"{n} anchors"
+
+
 @dataclass
 class C2paFacts:
     where: str = ""
@@ -140,7 +145,7 @@ class C2paFacts:
                     "trust list")
         if self.valid and self.trust_list:
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; signer NOT vouched for by "
-                    f"the trust list given ({self.trust_list.get('anchors')} anchors, sha256 "
+                    f"the trust list given ({_anchors(self.trust_list.get('anchors'))}, sha256 "
                     f"{str(self.trust_list.get('sha256'))[:12]}...), so the manifest is only a claim")
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a

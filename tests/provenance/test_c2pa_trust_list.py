@@ -48,7 +48,7 @@ def test_a_capture_counts_as_signed_only_for_a_signer_the_trust_list_vouches_for
     facts, ev = _report(capture, [d / "other.pem"])
     assert facts["state"] == "Valid" and "trusted" not in facts and facts["trust_list"]["anchors"] == 1
     assert ev["c2pa.capture"]["strength"] == 0.5
-    assert "NOT vouched for by the trust list given" in ev["c2pa.manifest"]["detail"]
+    assert "NOT vouched for by the trust list given (1 anchor, sha256" in ev["c2pa.manifest"]["detail"]
     from aiidetect.provenance.factwords import c2pa_status   # meta's C2PA line, the report's card
 
     assert "signer not vouched for by the trust list given: counted as a claim" in c2pa_status(facts)
@@ -212,7 +212,7 @@ def test_the_scan_summary_names_the_list_that_judged(signed, tmp_path):
     r = run_cli_in_process("scan", "-d", "metadata", "--no-cache", "-f", "jsonl", str(capture),
                            "--c2pa-trust", str(d / "ca.pem"))
     assert r.returncode == 0, r.stderr
-    assert f"C2PA trust list: 1 anchors, sha256 {load_trust_list([d / 'ca.pem']).sha256}" in r.stderr, r.stderr
+    assert f"C2PA trust list: 1 anchor, sha256 {load_trust_list([d / 'ca.pem']).sha256}" in r.stderr, r.stderr
     assert '"state": "Trusted"' in r.stdout
 
 
