@@ -366,6 +366,21 @@ def test_the_same_tiff_store_copied_onto_a_second_page_counts_as_two(signer):
     assert not [e for e in rep.evidence if e.direction == "real"]
 
 
+def test_a_c2pa_tag_in_a_tiff_s_exif_ifd_is_counted_as_a_store():
+    # No tool writes a store there (c2pa-rs reads the pages' tags): one found there was added, and is counted.
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import tiff_file
+
+    store = b"\x00\x00\x00\x10jumb\x00\x00\x00\x08c2pa"
+    base = bytearray(tiff_file(8, 1, 1, extra=[(0xCD41, 7, store), (34665, 4, b"\xef\xbe\xad\xde")]))
+    at = base.find(struct.pack("<HHI", 34665, 4, 1)) + 8
+    base += b"\x00" * (len(base) & 1)
+    struct.pack_into("<I", base, at, len(base))
+    base += struct.pack("<HHHII", 1, 0xCD41, 7, len(store), len(base) + 18) + bytes(4) + store
+    assert walk(tiff_file(8, 1, 1, extra=[(0xCD41, 7, store)])).c2pa_stores == 1
+    assert walk(bytes(base)).c2pa_stores == 2
+
+
 def test_a_heif_store_nested_in_meta_is_neither_read_nor_counted(signer):
     # c2pa-rs takes a HEIF's store from a top-level C2PA `uuid` box only: one nested in `meta` is not read, so it
     # is not counted either; the top-level store is the one read (its hash now fails: bytes were added).
