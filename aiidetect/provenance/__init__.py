@@ -321,6 +321,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
                 if made or not x.creator_tools:
                     ev.append(_ev("xmp.generator-tool", "ai", f"XMP names an AI image tool: {quote(tools[0])}",
                                   x.where, tools=tools[:5]))
+                    if not made:   # an edit step's agent, not the program that wrote the file
+                        history_item = ev[-1]
                 else:
                     # The file was made in another program (CreatorTool) and one step of its edit history ran an
                     # AI tool (a photo with a generative-fill edit): partially AI-edited, as a composite is.
@@ -426,10 +428,12 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         # per camera), and not for a tool named only in an edit history (a photo with one AI edit step is no
         # contradiction, as a capture manifest with a generative-fill action is none).
         clashed = any(e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM for e in ev)
-        tool = next((e for e in ev if e.id in TOOL_NAME_CLAIMS and e.direction == "ai"), None) or next(
-            (e for e in ev if e.id in TOOL_NAME_CLAIMS and e.data.get("corroborates")), None)
-        if ef and tool is not None and tool is not history_item and not clashed \
-                and any(e.id == "exif.camera" for e in ev):
+        # The history item may be the one counted and a writer's name (EXIF Software "Midjourney") its folded copy:
+        # the writer's name still clashes with the camera.
+        named_tools = [e for e in ev if e.id in TOOL_NAME_CLAIMS and e is not history_item
+                       and (e.direction == "ai" or e.data.get("corroborates"))]
+        tool = next((e for e in named_tools if e.direction == "ai"), None) or next(iter(named_tools), None)
+        if ef and tool is not None and not clashed and any(e.id == "exif.camera" for e in ev):
             named = (tool.data.get("software") or tool.data.get("claim_generator")
                      or (tool.data.get("tools") or tool.data.get("programs") or [""])[0])
             # EXIF Software is read from the block the camera is read from (the first)

@@ -353,6 +353,53 @@ def test_two_heif_stores_are_counted_and_the_reader_refuses_them(signer, fmt):
     assert "c2pa" not in rep.facts
     assert "more than one manifest store" in {e.id: e for e in rep.evidence}["c2pa.unreadable"].detail
 
+def test_the_same_tiff_store_copied_onto_a_second_page_counts_as_two(signer):
+    # c2pa-rs signs a TIFF's store into page 0 only, so no signing tool repeats it per page; a byte-identical copy
+    # on page 2 is something added after signing (c2pa-rs itself fails the copy's data hash), and it is counted
+    # as a second store, not folded into the first for saying the same thing.
+    from aiidetect.testing.hostile import tiff_with_page
+
+    own = c2pa_signing.sign(signer, _img(8), "TIFF", "digitalCapture", thumbnail=False)
+    same = tiff_with_page(own, [(0xCD41, 7, Image.open(io.BytesIO(own)).tag_v2[0xCD41])])
+    rep = analyze(same, "x", options={"watermark": "never"})
+    assert rep.facts["c2pa"]["stores"] == 2 and rep.facts["c2pa"]["status"] == "invalid"
+    assert not [e for e in rep.evidence if e.direction == "real"]
+
+
+def test_a_c2pa_tag_in_a_tiff_s_exif_ifd_is_counted_as_a_store():
+    # No tool writes a store there (c2pa-rs reads the pages' tags): one found there was added, and is counted.
+    from aiidetect.provenance.containers import walk
+    from aiidetect.testing.hostile import tiff_file
+
+    store = b"\x00\x00\x00\x10jumb\x00\x00\x00\x08c2pa"
+    base = bytearray(tiff_file(8, 1, 1, extra=[(0xCD41, 7, store), (34665, 4, b"\xef\xbe\xad\xde")]))
+    at = base.find(struct.pack("<HHI", 34665, 4, 1)) + 8
+    base += b"\x00" * (len(base) & 1)
+    struct.pack_into("<I", base, at, len(base))
+    base += struct.pack("<HHHII", 1, 0xCD41, 7, len(store), len(base) + 18) + bytes(4) + store
+    assert walk(tiff_file(8, 1, 1, extra=[(0xCD41, 7, store)])).c2pa_stores == 1
+    assert walk(bytes(base)).c2pa_stores == 2
+
+
+def test_a_heif_store_nested_in_meta_is_neither_read_nor_counted(signer):
+    # c2pa-rs takes a HEIF's store from a top-level C2PA `uuid` box only: one nested in `meta` is not read, so it
+    # is not counted either; the top-level store is the one read (its hash now fails: bytes were added).
+    pytest.importorskip("pillow_heif").register_heif_opener()
+    from aiidetect.provenance.containers import C2PA_BMFF_UUID, bmff_boxes, walk
+
+    own = c2pa_signing.sign(signer, _img(8), "HEIF", "trainedAlgorithmicMedia", thumbnail=False)
+    other = c2pa_signing.sign(signer, _img(7), "HEIF", "digitalCapture", thumbnail=False)
+    start, stop = next((a, b) for k, a, b in bmff_boxes(other, 0, len(other))
+                       if k == b"uuid" and other[a:a + 16] == C2PA_BMFF_UUID)
+    box = other[start - 8:stop]
+    meta, end = next((a - 8, b) for k, a, b in bmff_boxes(own, 0, len(own)) if k == b"meta")
+    nested = bytearray(own[:end] + box + own[end:])
+    struct.pack_into(">I", nested, meta, struct.unpack_from(">I", own, meta)[0] + len(box))
+    assert walk(bytes(nested)).c2pa_stores == 1
+    rep = analyze(bytes(nested), "x", options={"watermark": "never"})
+    assert rep.facts["c2pa"]["source_types"] == ["trainedAlgorithmicMedia"] and "stores" not in rep.facts["c2pa"]
+
+
 # --- a valid signature from a signer nothing vouches for ------------------------------------
 
 def test_a_self_signed_ai_manifest_counts_as_a_claim_against_the_pixels(signer):

@@ -59,3 +59,25 @@ def test_an_ai_tool_named_in_another_block_clashes_and_one_in_an_edit_history_do
     _, items = _items(with_jpeg_segments(_camera_jpeg(), [(0xE1, history)], at=2))
     assert items["xmp.generator-tool"].strength == 2.5 and "metadata.conflict" not in items
 
+
+def _history_only(agent: str) -> bytes:
+    return XAP + (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+        'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"><xmpMM:History><rdf:Seq>'
+        f'<rdf:li stEvt:action="saved" stEvt:softwareAgent="{agent}"/></rdf:Seq></xmpMM:History>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+
+
+def test_an_ai_tool_only_in_an_edit_history_without_creator_tool_is_no_clash_but_a_writer_beside_it_is():
+    # No CreatorTool: the history's agent is still an edit step, not the program that wrote the file (the note
+    # said "named as the program that wrote the file" of it).
+    _, items = _items(with_jpeg_segments(_camera_jpeg(), [(0xE1, _history_only("Adobe Firefly"))], at=2))
+    assert items["xmp.generator-tool"].strength == 3.0 and "metadata.conflict" not in items
+    # Beside it, EXIF Software naming an AI tool in the camera's block is a clash, though the history item is the
+    # one counted (the first of equal claims) and the Software item its folded copy.
+    _, items = _items(with_jpeg_segments(_camera_jpeg("Midjourney"), [(0xE1, _history_only("Adobe Firefly"))], at=2))
+    assert items["exif.software-generator"].data.get("corroborates") == "xmp.generator-tool"
+    notes = items["metadata.conflict"].data["conflicts"]
+    assert len(notes) == 1 and "Midjourney" in notes[0] and "in the same EXIF block" in notes[0], notes
+
