@@ -20,7 +20,7 @@ folder means the same thing to both. Supported (auto-detected per argument):
   The UFD diffusion test folders keep their reals beside them (``laion/0_real``,
   ``imagenet/0_real``); those reals form a pool that `protocol_pairs` pairs with
   the diffusion subsets the way the UFD evaluation code does;
-- a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
+- a CSV manifest (``.csv`` or ``.tsv``) with columns ``file,label[,generator][,subset]`` (paths relative
   to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
   left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows.
@@ -81,6 +81,9 @@ SPLIT_NAMES = frozenset({"train", "val", "test", "training", "validation", "test
 UFD_REAL_POOLS = ("laion", "imagenet")
 UFD_POOL_FOR = (("guided", "imagenet"), ("ldm", "laion"), ("glide", "laion"), ("dalle", "laion"))
 MAX_DEPTH = 5
+# A manifest's file name endings: a spreadsheet's tab-separated export is named .tsv, and its content is read as
+# a .csv's is (the delimiter by the first line), so refusing the name alone turned away a file the reader takes.
+MANIFEST_EXTS = (".csv", ".tsv")
 
 
 @dataclass(frozen=True)
@@ -278,10 +281,10 @@ def detect_layout(src: Path, walker: _Walker | None = None, follow_links: bool =
     """'manifest' | 'folder' | 'genimage' | 'ufd' (UniversalFakeDetect/CNNSpot); ValueError otherwise.
     Links inside src are followed by `walker`'s rule (default: only those staying inside src)."""
     w = walker or _Walker([src], follow_links)
-    if src.is_file() and src.suffix.lower() == ".csv":
+    if src.is_file() and src.suffix.lower() in MANIFEST_EXTS:
         return "manifest"
     if not src.is_dir():
-        raise ValueError(f"{src}: not a CSV manifest or a folder")
+        raise ValueError(f"{src}: not a CSV manifest ({', '.join(MANIFEST_EXTS)}) or a folder")
     if w.is_dir(src / "real") and w.is_dir(src / "ai"):
         return "folder"
     if _genimage_split_dirs(src, w):

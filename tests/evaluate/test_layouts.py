@@ -259,6 +259,13 @@ def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
     assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
 
 
+def test_a_tab_separated_manifest_named_tsv_is_read(tmp_path):
+    """A spreadsheet's tab-separated export is named .tsv: refused as "not a CSV manifest or a folder", exit 2,
+    though the same text named .csv was read."""
+    m = _manifest(tmp_path, "file\tlabel\na.png\treal\nb.png\tai\n").rename(tmp_path / "m.tsv")
+    assert [(Path(i.path).name, i.label) for i in load_items([m])] == [("a.png", 0), ("b.png", 1)]
+
+
 @pytest.mark.parametrize("name, says", [
     ("~/x.png", "line 3: ~/x.png: '~' is not expanded"),
     ("~bob/x.png", "line 3: ~bob/x.png: '~' is not expanded"),
