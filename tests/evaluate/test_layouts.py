@@ -259,6 +259,29 @@ def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
     assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
 
 
+@pytest.mark.parametrize("sep", [";", "\t", ","])
+def test_excels_sep_line_names_the_delimiter_and_lines_keep_their_numbers(tmp_path, sep):
+    """Excel writes and reads a first line "sep=;": the manifest was refused, its first line "has ['sep=;']"."""
+    text = f"sep={sep}\r\nfile{sep}label\r\na.png{sep}real\r\n\"e,f.png\"{sep}ai\r\n"
+    assert [(Path(i.path).name, i.label) for i in load_items([_manifest(tmp_path, text)])] == [
+        ("a.png", 0), ("e,f.png", 1)]
+    # the rows are named by the lines an editor shows, the sep= line counted
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text + f"b.png{sep}maybe\r\nc d.png{sep}ai{sep}x\r\n")])
+    assert "line 5: label 'maybe'" in str(exc.value)
+    assert "line 6: 3 cells under the 2 column names of line 2" in str(exc.value)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("sep=|\nfile|label\na.png|real\n", "line 1: 'sep=|' names a delimiter this reader does not take"),
+    ("sep=;\nfile,label\na.png,real\n", "its line 2 (below the sep= line) has ['file,label']"),  # the hint rules
+])
+def test_a_sep_line_the_reader_cannot_follow_is_refused(tmp_path, text, says):
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert says in str(exc.value)
+
+
 def test_a_tab_separated_manifest_named_tsv_is_read(tmp_path):
     """A spreadsheet's tab-separated export is named .tsv: refused as "not a CSV manifest or a folder", exit 2,
     though the same text named .csv was read."""
