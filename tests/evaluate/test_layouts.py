@@ -259,6 +259,17 @@ def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
     assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
 
 
+def test_a_comma_manifest_with_semicolons_and_tabs_in_names_and_padded_rows_is_read_with_commas(tmp_path):
+    """The delimiter is the first line's: 'a;b.png' and 'c\td.png' under file,label are names, not cells
+    (read by ';' the first row was file 'a', label 'b.png,ai'). A spreadsheet pads short rows with empty
+    cells ('b.png,real,,'): nothing beyond the column names, not a shifted row."""
+    for name in ("a;b.png", "c\td.png"):
+        (tmp_path / name).write_bytes(b"")
+    text = "file,label,generator\na;b.png,ai,x;y\nc\td.png,real\nb.png,real,,\n"
+    assert [(Path(i.path).name, i.label, i.generator) for i in load_items([_manifest(tmp_path, text)])] == [
+        ("a;b.png", 1, "x;y"), ("c\td.png", 0, "real"), ("b.png", 0, "real")]
+
+
 @pytest.mark.parametrize("sep", [";", "\t", ","])
 def test_excels_sep_line_names_the_delimiter_and_lines_keep_their_numbers(tmp_path, sep):
     """Excel writes and reads a first line "sep=;": the manifest was refused, its first line "has ['sep=;']"."""
