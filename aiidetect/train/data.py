@@ -26,8 +26,9 @@ folder means the same thing to both. Supported (auto-detected per argument):
   left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows
   (or a first line ``sep=;``, Excel's, names).
   Any other label, a row without a file, a row with more cells than column names, or a file listed
-  again with the other label, or a "~/..." or URL path that is not there under the CSV's folder,
-  is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  again with the other label, a "~/..." or URL path that is not there under the CSV's folder, or a
+  Windows path ("sub\\a.png") missing where its "/" spelling exists, is a ValueError naming the lines:
+  a row dropped in silence changes the numbers.
   A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
