@@ -567,7 +567,11 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
                         stats.unlabelled += 1
                     continue
                 if lab not in REAL_LABELS + AI_LABELS:
-                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))
+                    # A row split by another delimiter than the first line's is one cell: say which, not only "no label"
+                    other = [n for d, n in DELIMITERS.items() if d != delim and len(cells) == 1 and d in cells[0]]
+                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label")
+                               + (f" (one cell holding a {other[0]}, where line {names_line} is {DELIMITERS[delim]}-"
+                                  "separated: one delimiter for the whole file)" if other else ""))
                     continue
                 y = 1 if lab in AI_LABELS else 0
                 name = (row.get("file") or "").strip()

@@ -270,6 +270,19 @@ def test_a_comma_manifest_with_semicolons_and_tabs_in_names_and_padded_rows_is_r
         ("a;b.png", 1, "x;y"), ("c\td.png", 0, "real"), ("b.png", 0, "real")]
 
 
+@pytest.mark.parametrize("text, says", [
+    ("file,label\na.png;ai\nb.png;real\n", "line 2: no label (one cell holding a semicolon, where line 1 is comma-"),
+    ("file;label\na.png,ai\n", "line 2: no label (one cell holding a comma, where line 1 is semicolon-"),
+    ("file\tlabel\na.png;ai\n", "line 2: no label (one cell holding a semicolon, where line 1 is tab-"),
+])
+def test_rows_split_by_another_delimiter_than_the_first_line_are_refused_saying_so(tmp_path, text, says):
+    """Every row of a list whose column names were typed with commas and rows exported with ';' was
+    "no label", leaving the user to find why."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert says in str(exc.value)
+
+
 @pytest.mark.parametrize("sep", [";", "\t", ","])
 def test_excels_sep_line_names_the_delimiter_and_lines_keep_their_numbers(tmp_path, sep):
     """Excel writes and reads a first line "sep=;": the manifest was refused, its first line "has ['sep=;']"."""
