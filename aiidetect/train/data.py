@@ -20,13 +20,15 @@ folder means the same thing to both. Supported (auto-detected per argument):
   The UFD diffusion test folders keep their reals beside them (``laion/0_real``,
   ``imagenet/0_real``); those reals form a pool that `protocol_pairs` pairs with
   the diffusion subsets the way the UFD evaluation code does;
-- a CSV manifest with columns ``file,label[,generator][,subset]`` (paths relative
+- a CSV manifest (``.csv`` or ``.tsv``) with columns ``file,label[,generator][,subset]`` (paths relative
   to the CSV), like ../shared/data/dev/manifest.csv. Labels are real/0 and
   ai/fake/1 (any case, spaces around ignored); rows labelled ``unknown`` are
-  left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows.
+  left out (counted in LeftOut.unlabelled). Commas, semicolons or tabs, as the first line shows
+  (or a first line ``sep=;``, Excel's, names).
   Any other label, a row without a file, a row with more cells than column names, or a file listed
-  again with the other label, or a "~/..." or URL path that is not there under the CSV's folder,
-  is a ValueError naming the lines: a row dropped in silence changes the numbers.
+  again with the other label, a "~/..." or URL path that is not there under the CSV's folder, or a
+  Windows path ("sub\\a.png") missing where its "/" spelling exists, is a ValueError naming the lines:
+  a row dropped in silence changes the numbers.
   A file listed again with its label is one image given twice (drop_copies, below).
   So is a manifest none of whose files exist.
 
@@ -81,6 +83,9 @@ SPLIT_NAMES = frozenset({"train", "val", "test", "training", "validation", "test
 UFD_REAL_POOLS = ("laion", "imagenet")
 UFD_POOL_FOR = (("guided", "imagenet"), ("ldm", "laion"), ("glide", "laion"), ("dalle", "laion"))
 MAX_DEPTH = 5
+# A manifest's file name endings: a spreadsheet's tab-separated export is named .tsv, and its content is read as
+# a .csv's is (the delimiter by the first line), so refusing the name alone turned away a file the reader takes.
+MANIFEST_EXTS = (".csv", ".tsv")
 
 
 @dataclass(frozen=True)
@@ -278,10 +283,10 @@ def detect_layout(src: Path, walker: _Walker | None = None, follow_links: bool =
     """'manifest' | 'folder' | 'genimage' | 'ufd' (UniversalFakeDetect/CNNSpot); ValueError otherwise.
     Links inside src are followed by `walker`'s rule (default: only those staying inside src)."""
     w = walker or _Walker([src], follow_links)
-    if src.is_file() and src.suffix.lower() == ".csv":
+    if src.is_file() and src.suffix.lower() in MANIFEST_EXTS:
         return "manifest"
     if not src.is_dir():
-        raise ValueError(f"{src}: not a CSV manifest or a folder")
+        raise ValueError(f"{src}: not a CSV manifest ({', '.join(MANIFEST_EXTS)}) or a folder")
     if w.is_dir(src / "real") and w.is_dir(src / "ai"):
         return "folder"
     if _genimage_split_dirs(src, w):
@@ -475,6 +480,9 @@ UNLABELLED = ("unknown",)
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 
+# Excel's first line naming the delimiter ("sep=;"), which it writes and reads itself: no manifest's column
+# names (it names neither file nor label), so taking it as the delimiter changes no manifest read before.
+_SEP_HINT = re.compile(r"sep=(.)", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _HOME = re.compile(r"~[^/\\]*[/\\]|~$")
 
@@ -514,34 +522,44 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
     # which would otherwise glue itself to the first column's name.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(())  # line_num 0, should the first line not decode
+        names_line = 1  # the column names' line: 2 below a "sep=" line
         try:
             first = f.readline()
-            delim = _delimiter(first)
+            if hint := _SEP_HINT.fullmatch(first.rstrip("\r\n")):
+                delim = hint.group(1)
+                if delim not in DELIMITERS:
+                    raise ValueError(f"{csv_path}: line 1: {first.strip()!r} names a delimiter this reader does not "
+                                     "take; save the list separated by commas, semicolons or tabs")
+                names_line = 2
+                first = f.readline()
+            else:
+                delim = _delimiter(first)
             reader = csv.reader(chain([first], f), delimiter=delim)
             names = next(reader, [])
             header = [h.strip().lower() for h in names]
+            where = "its first line" if names_line == 1 else "its line 2 (below the sep= line)"
             if "file" not in header or "label" not in header:
                 # A list typed without its column names starts with an image: say so, not only that the names lack
                 row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
-                                 f"[,subset]); its first line has {names or 'nothing'}"
+                                 f"[,subset]); {where} has {names or 'nothing'}"
                                  + ("; that looks like an image's row: add a first line naming the columns, "
                                     "e.g. file,label" if row else ""))
             twice = sorted({h for h in header if h in ("file", "label", "generator", "subset") and header.count(h) > 1})
             if twice:
                 # Each row kept the last of them: "a.png,real,ai" was an AI image, without a word.
-                raise ValueError(f"{csv_path}: its first line names the column(s) {', '.join(twice)} more than "
+                raise ValueError(f"{csv_path}: {where} names the column(s) {', '.join(twice)} more than "
                                  "once; which one holds the value is anyone's guess")
             for cells in reader:
                 if not any(c.strip() for c in cells):
                     continue
                 row = dict(zip(header, cells))
-                line = reader.line_num
+                line = reader.line_num + names_line - 1
                 if any(c.strip() for c in cells[len(header):]):
                     # An unquoted comma in a cell shifts the cells after it: "a.png,shot in Paris, France,real"
                     # under file,note,label was labelled " France", and "x.png,hello, ai,real" was an AI image.
-                    bad.append(f"line {line}: {len(cells)} cells under the {len(header)} column names of line 1 "
-                               f"(a {DELIMITERS[delim]} inside a cell? put that cell in double quotes)")
+                    bad.append(f"line {line}: {len(cells)} cells under the {len(header)} column names of line "
+                               f"{names_line} (a {DELIMITERS[delim]} inside a cell? put that cell in double quotes)")
                     continue
                 lab = (row.get("label") or "").strip().lower()
                 if lab in UNLABELLED:
@@ -549,7 +567,11 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
                         stats.unlabelled += 1
                     continue
                 if lab not in REAL_LABELS + AI_LABELS:
-                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label"))
+                    # A row split by another delimiter than the first line's is one cell: say which, not only "no label"
+                    other = [n for d, n in DELIMITERS.items() if d != delim and len(cells) == 1 and d in cells[0]]
+                    bad.append(f"line {line}: " + (f"label {row['label']!r}" if "label" in row else "no label")
+                               + (f" (one cell holding a {other[0]}, where line {names_line} is {DELIMITERS[delim]}-"
+                                  "separated: one delimiter for the whole file)" if other else ""))
                     continue
                 y = 1 if lab in AI_LABELS else 0
                 name = (row.get("file") or "").strip()
@@ -586,7 +608,7 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
         except UnicodeDecodeError as exc:  # decoded a buffer ahead of the reader: no line to name
             raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from None
         except csv.Error as exc:  # a cell over the csv module's size limit, a NUL in a quoted cell
-            raise ValueError(f"{csv_path}: line {reader.line_num}: {exc}") from None
+            raise ValueError(f"{csv_path}: line {reader.line_num + names_line - 1}: {exc}") from None
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "

@@ -259,6 +259,60 @@ def test_a_semicolon_or_tab_separated_manifest_is_read(tmp_path, sep):
     assert [(Path(i.path).name, i.label, i.generator) for i in items] == [("a.png", 0, "real"), ("e,f.png", 1, "sd")]
 
 
+def test_a_comma_manifest_with_semicolons_and_tabs_in_names_and_padded_rows_is_read_with_commas(tmp_path):
+    """The delimiter is the first line's: 'a;b.png' and 'c\td.png' under file,label are names, not cells
+    (read by ';' the first row was file 'a', label 'b.png,ai'). A spreadsheet pads short rows with empty
+    cells ('b.png,real,,'): nothing beyond the column names, not a shifted row."""
+    for name in ("a;b.png", "c\td.png"):
+        (tmp_path / name).write_bytes(b"")
+    text = "file,label,generator\na;b.png,ai,x;y\nc\td.png,real\nb.png,real,,\n"
+    assert [(Path(i.path).name, i.label, i.generator) for i in load_items([_manifest(tmp_path, text)])] == [
+        ("a;b.png", 1, "x;y"), ("c\td.png", 0, "real"), ("b.png", 0, "real")]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("file,label\na.png;ai\nb.png;real\n", "line 2: no label (one cell holding a semicolon, where line 1 is comma-"),
+    ("file;label\na.png,ai\n", "line 2: no label (one cell holding a comma, where line 1 is semicolon-"),
+    ("file\tlabel\na.png;ai\n", "line 2: no label (one cell holding a semicolon, where line 1 is tab-"),
+])
+def test_rows_split_by_another_delimiter_than_the_first_line_are_refused_saying_so(tmp_path, text, says):
+    """Every row of a list whose column names were typed with commas and rows exported with ';' was
+    "no label", leaving the user to find why."""
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert says in str(exc.value)
+
+
+@pytest.mark.parametrize("sep", [";", "\t", ","])
+def test_excels_sep_line_names_the_delimiter_and_lines_keep_their_numbers(tmp_path, sep):
+    """Excel writes and reads a first line "sep=;": the manifest was refused, its first line "has ['sep=;']"."""
+    text = f"sep={sep}\r\nfile{sep}label\r\na.png{sep}real\r\n\"e,f.png\"{sep}ai\r\n"
+    assert [(Path(i.path).name, i.label) for i in load_items([_manifest(tmp_path, text)])] == [
+        ("a.png", 0), ("e,f.png", 1)]
+    # the rows are named by the lines an editor shows, the sep= line counted
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text + f"b.png{sep}maybe\r\nc d.png{sep}ai{sep}x\r\n")])
+    assert "line 5: label 'maybe'" in str(exc.value)
+    assert "line 6: 3 cells under the 2 column names of line 2" in str(exc.value)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("sep=|\nfile|label\na.png|real\n", "line 1: 'sep=|' names a delimiter this reader does not take"),
+    ("sep=;\nfile,label\na.png,real\n", "its line 2 (below the sep= line) has ['file,label']"),  # the hint rules
+])
+def test_a_sep_line_the_reader_cannot_follow_is_refused(tmp_path, text, says):
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text)])
+    assert says in str(exc.value)
+
+
+def test_a_tab_separated_manifest_named_tsv_is_read(tmp_path):
+    """A spreadsheet's tab-separated export is named .tsv: refused as "not a CSV manifest or a folder", exit 2,
+    though the same text named .csv was read."""
+    m = _manifest(tmp_path, "file\tlabel\na.png\treal\nb.png\tai\n").rename(tmp_path / "m.tsv")
+    assert [(Path(i.path).name, i.label) for i in load_items([m])] == [("a.png", 0), ("b.png", 1)]
+
+
 @pytest.mark.parametrize("name, says", [
     ("~/x.png", "line 3: ~/x.png: '~' is not expanded"),
     ("~bob/x.png", "line 3: ~bob/x.png: '~' is not expanded"),
