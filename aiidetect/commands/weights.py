@@ -13,7 +13,7 @@ from .common import (EXIT_ERROR, EXIT_OK, BackboneOptions, JsonFormat, QuietOpt,
 
 def list_heads(weights_dir: Optional[List[Path]] = WeightsDirOpt,
                fmt: JsonFormat = SummaryFormatOpt, quiet: bool = QuietOpt):
-    """List trained heads with their detector, origin (shipped, user, refused), backbone, source and licence.
+    """List trained heads: detector, origin (shipped, user, refused), backbone, source and licence.
 
     Example: aiidetect weights list -f json
     """

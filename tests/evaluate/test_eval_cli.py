@@ -289,7 +289,9 @@ def test_eval_outputs_parse_with_names_that_are_not_utf8(dataset, dev_dir, tmp_p
 
     root = tmp_path / "d"
     (root / "real").mkdir(parents=True)
-    shutil.copy(dataset / "real" / "r0.jpg", root / "real" / "r0.jpg")
+    # a camera photo: the metadata detector has an opinion on it (a stripped copy's missing EXIF weighs nothing),
+    # so the real images get their row too
+    shutil.copy(dev_dir / "real" / "camera" / "Canon_EOS_7D.jpg", root / "real" / "r0.jpg")
     gen = os.path.join(os.fsencode(root / "ai"), b"g\xff")
     os.makedirs(gen)
     # a file the metadata detector has an opinion on, so the generator gets a table row
