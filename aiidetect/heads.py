@@ -56,11 +56,32 @@ def _checkout_weights() -> Path | None:
     from .hashing import read_regular
 
     root = Path(__file__).resolve().parent.parent
+    if _package_folder(root):
+        # A pyproject.toml naming aiidetect is one file anyone who can write beside the packages may put there
+        # (an installed package's own files sit in that folder too): it turned site-packages/weights back on.
+        return None
     try:
         project = tomllib.loads(read_regular(root / "pyproject.toml", 1 << 20).decode("utf-8")).get("project")
     except (OSError, ValueError):  # none (an install), or not a pyproject of ours
         return None
     return root / "weights" if isinstance(project, dict) and project.get("name") == "aiidetect" else None
+
+
+def _package_folder(root: Path) -> bool:
+    """Whether `root` is a folder Python installs packages into (site-packages, dist-packages, a scheme's purelib
+    or platlib, a --target folder holding pip's record of an aiidetect), not a source checkout."""
+    import site
+    import sysconfig
+
+    if root.name in ("site-packages", "dist-packages") or any(root.glob("aiidetect-*.dist-info")):
+        return True
+    dirs = [sysconfig.get_paths(scheme).get(k) for scheme in sysconfig.get_scheme_names() for k in ("purelib", "platlib")]
+    try:
+        dirs += [*site.getsitepackages(), site.getusersitepackages()]
+    except AttributeError:  # a virtualenv's old site.py has neither
+        pass
+    here = os.path.normcase(str(root))
+    return any(d and os.path.normcase(os.path.realpath(d)) == here for d in dirs)
 
 
 REPO_WEIGHTS: Path | None = _checkout_weights()

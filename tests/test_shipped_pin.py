@@ -135,3 +135,16 @@ def test_only_a_source_checkout_searches_the_weights_folder_above_the_package(tm
     checkout.mkdir()
     shutil.copy(REPO / "pyproject.toml", checkout)
     assert _weights_seen_by(checkout) == str(checkout / "weights")
+
+
+def test_a_pyproject_planted_beside_installed_packages_does_not_make_a_checkout(tmp_path):
+    """A pyproject.toml naming aiidetect is a file anyone who can write in site-packages (or a --target folder)
+    may put there: it searched that folder's weights/ for heads again."""
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", site)
+    assert _weights_seen_by(site) == "None"
+    target = tmp_path / "deps"  # pip install --target: pip's record of aiidetect sits beside it
+    (target / "aiidetect-0.1.0.dist-info").mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", target)
+    assert _weights_seen_by(target) == "None"
