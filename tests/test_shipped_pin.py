@@ -148,3 +148,41 @@ def test_a_pyproject_planted_beside_installed_packages_does_not_make_a_checkout(
     (target / "aiidetect-0.1.0.dist-info").mkdir(parents=True)
     shutil.copy(REPO / "pyproject.toml", target)
     assert _weights_seen_by(target) == "None"
+
+
+def test_the_pinned_bytes_are_the_manifest_used(shipped_dir):
+    """The pin hashed manifest.json as it was on disk when checked, while the head ran with the manifest
+    find_heads had read before: a planted manifest (its threshold moved) swapped for the real one in between
+    passed the pin and decided the verdicts."""
+    from aiidetect.heads import HeadError, find_heads, load_head
+
+    head = shipped_dir / "univfd"
+    shutil.copytree(SHIPPED, head)
+    real = (head / "manifest.json").read_bytes()
+    planted = json.loads(real)
+    planted["threshold"] = -1e9
+    (head / "manifest.json").write_text(json.dumps(planted), encoding="utf-8")
+    [(path, m)] = find_heads([shipped_dir], "linear")
+    (head / "manifest.json").write_bytes(real)  # in place again when the pin is checked
+    with pytest.raises(HeadError, match="aiidetect ships .*changed while it was read"):
+        load_head(path, manifest=m)
+
+
+def test_the_tensors_checked_are_the_tensors_loaded(tmp_path, monkeypatch):
+    """verify_files hashed head.safetensors and safetensors read the file again: tensors replaced in between
+    (after the pin and the checksum passed) ran as the head's."""
+    from aiidetect import heads
+
+    head = tmp_path / "univfd"
+    shutil.copytree(SHIPPED, head)
+    checked = heads.verify_files
+
+    def then_replaced(d, m):
+        problems = checked(d, m)
+        _fake(tmp_path / "other")
+        shutil.copy(tmp_path / "other" / "head.safetensors", head / "head.safetensors")
+        return problems
+
+    monkeypatch.setattr(heads, "verify_files", then_replaced)
+    with pytest.raises(heads.HeadError, match="checksum differs"):
+        heads.load_head(head)
