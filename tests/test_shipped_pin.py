@@ -187,3 +187,17 @@ def test_the_tensors_checked_are_the_tensors_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(heads, "verify_files", then_replaced)
     with pytest.raises(heads.HeadError, match="checksum differs"):
         heads.load_head(head)
+
+
+def test_a_fast_path_decision_stored_with_a_planted_head_is_stale(shipped_dir, tmp_path):
+    """`aiidetect optimize` keys its decision on the heads' files: one stored while a planted univfd sat in a
+    shipped folder (before the pin; the files unchanged since) kept serving its ONNX export under the default
+    --runtime auto, where torch now refuses that head. The key of a refused head is another."""
+    from aiidetect.optimize import heads_identity
+
+    fake = _fake(shipped_dir / "univfd")
+    [now] = heads_identity([shipped_dir])
+    user = tmp_path / "user"
+    shutil.copytree(fake, user / "univfd")
+    [as_before] = heads_identity([user])  # the same files where nothing pins them: the entry a decision held
+    assert now != as_before and now["files"] == as_before["files"]
