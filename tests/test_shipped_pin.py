@@ -201,3 +201,13 @@ def test_a_fast_path_decision_stored_with_a_planted_head_is_stale(shipped_dir, t
     shutil.copytree(fake, user / "univfd")
     [as_before] = heads_identity([user])  # the same files where nothing pins them: the entry a decision held
     assert now != as_before and now["files"] == as_before["files"]
+
+
+def test_git_checks_the_shipped_heads_out_byte_for_byte():
+    """With core.autocrlf (Git for Windows' default) a checkout's weights/univfd had CRLF line ends in its
+    manifest and LICENSE: their digests differed from the pin and the manifest's, and the head was refused."""
+    files = [str(p.relative_to(REPO)) for p in sorted(SHIPPED.iterdir())]
+    r = subprocess.run(["git", "check-attr", "text", "--", *files], cwd=REPO, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip(f"not a git checkout: {r.stderr.strip()}")
+    assert r.stdout.splitlines() == [f"{f}: text: unset" for f in files]
