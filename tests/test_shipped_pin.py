@@ -211,3 +211,12 @@ def test_git_checks_the_shipped_heads_out_byte_for_byte():
     if r.returncode != 0:
         pytest.skip(f"not a git checkout: {r.stderr.strip()}")
     assert r.stdout.splitlines() == [f"{f}: text: unset" for f in files]
+
+
+def test_a_copy_of_the_shipped_manifest_over_other_tensors_is_not_listed_as_shipped(tmp_path):
+    from aiidetect.api import head_rows
+
+    shutil.copytree(SHIPPED, tmp_path / "univfd")
+    with open(tmp_path / "univfd" / "head.safetensors", "ab") as f:
+        f.write(b"x")
+    assert [r["origin"] for r in head_rows([tmp_path])] == ["user"]
