@@ -616,12 +616,22 @@ MAX_TENSORS_BYTES = 4 << 30
 
 
 def _tensor_bytes(d: Path) -> bytes:
-    from .hashing import read_regular
+    # In chunks, not read_regular's one read: that asks for the whole bound at once, gigabytes for a head of
+    # kilobytes, which a machine that does not overcommit memory refuses.
+    from .hashing import CHUNK, open_regular
 
+    chunks: list[bytes] = []
+    n = 0
     try:
-        return read_regular(d / TENSORS, MAX_TENSORS_BYTES)
+        with open_regular(d / TENSORS) as f:
+            while chunk := f.read(CHUNK):
+                n += len(chunk)
+                if n > MAX_TENSORS_BYTES:
+                    raise OSError(f"more than {MAX_TENSORS_BYTES} bytes")
+                chunks.append(chunk)
     except OSError as exc:
         raise HeadError(f"head {d}: {TENSORS} cannot be read ({exc.strerror or exc})") from exc
+    return b"".join(chunks)
 
 
 def non_finite(tensors: Mapping[str, Any]) -> list[str]:
