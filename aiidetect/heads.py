@@ -76,7 +76,8 @@ def _package_folder(root: Path) -> bool:
 
     if root.name in ("site-packages", "dist-packages") or any(root.glob("aiidetect-*.dist-info")):
         return True
-    dirs = [sysconfig.get_paths(scheme).get(k) for scheme in sysconfig.get_scheme_names() for k in ("purelib", "platlib")]
+    dirs = [sysconfig.get_paths(scheme).get(k) for scheme in sysconfig.get_scheme_names()
+            for k in ("purelib", "platlib")]
     try:
         dirs += [*site.getsitepackages(), site.getusersitepackages()]
     except AttributeError:  # a virtualenv's old site.py has neither
