@@ -1099,11 +1099,14 @@ def head_rows(dirs: Sequence[os.PathLike | str]) -> list[dict]:
     backbone, fingerprint, labels, source, license, path, origin). `origin`: `shipped` for a head that is one
     aiidetect ships (its files match the pinned ones, wherever it sits), `refused` for any other head in a
     shipped heads' folder (scans do not run it), `user` for the rest. `source` is what the manifest claims."""
-    from .heads import find_heads, in_shipped_folder, shipped_match
+    from .heads import find_heads, in_shipped_folder, shipped_match, verify_files
 
     rows = []
     for path, m in find_heads([Path(d) for d in _path_list(dirs, "dirs")]):
-        origin = ("shipped" if shipped_match(path, m) else "refused" if in_shipped_folder(path) else "user")
+        # shipped_match reads the manifest only (a scan checks the tensors as it reads them): a copy with the
+        # shipped manifest over other tensors was listed as shipped
+        shipped = shipped_match(path, m) and not verify_files(path, m)
+        origin = "shipped" if shipped else "refused" if in_shipped_folder(path) else "user"
         b = m.get("backbone") if isinstance(m.get("backbone"), dict) else {}
         src, lic = m.get("source"), m.get("license")
         rows.append({"name": m["name"], "detector": m["detector"], "version": m.get("version"),

@@ -12,6 +12,7 @@ it (a linear layer, LoRA deltas, a flow). The manifest is the contract:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -56,11 +57,33 @@ def _checkout_weights() -> Path | None:
     from .hashing import read_regular
 
     root = Path(__file__).resolve().parent.parent
+    if _package_folder(root):
+        # A pyproject.toml naming aiidetect is one file anyone who can write beside the packages may put there
+        # (an installed package's own files sit in that folder too): it turned site-packages/weights back on.
+        return None
     try:
         project = tomllib.loads(read_regular(root / "pyproject.toml", 1 << 20).decode("utf-8")).get("project")
     except (OSError, ValueError):  # none (an install), or not a pyproject of ours
         return None
     return root / "weights" if isinstance(project, dict) and project.get("name") == "aiidetect" else None
+
+
+def _package_folder(root: Path) -> bool:
+    """Whether `root` is a folder Python installs packages into (site-packages, dist-packages, a scheme's purelib
+    or platlib, a --target folder holding pip's record of an aiidetect), not a source checkout."""
+    import site
+    import sysconfig
+
+    if root.name in ("site-packages", "dist-packages") or any(root.glob("aiidetect-*.dist-info")):
+        return True
+    dirs = [sysconfig.get_paths(scheme).get(k) for scheme in sysconfig.get_scheme_names()
+            for k in ("purelib", "platlib")]
+    try:
+        dirs += [*site.getsitepackages(), site.getusersitepackages()]
+    except AttributeError:  # a virtualenv's old site.py has neither
+        pass
+    here = os.path.normcase(str(root))
+    return any(d and os.path.normcase(os.path.realpath(d)) == here for d in dirs)
 
 
 REPO_WEIGHTS: Path | None = _checkout_weights()
@@ -136,17 +159,30 @@ def in_shipped_folder(head_dir: str | Path) -> bool:
 def shipped_match(head_dir: str | Path, manifest: Mapping[str, Any]) -> bool | None:
     """None when no shipped head has this head's family and name; else whether it is that head: its
     manifest.json and its manifest's tensors digest those pinned (the tensors themselves are checked against
-    that digest by verify_files)."""
+    that digest when they are read, load_head). `manifest` must be what those pinned bytes hold: the dict a
+    caller read earlier was used, and only the file read again was hashed, so a manifest swapped in between
+    ran under the pin of another."""
     pin = SHIPPED_HEADS.get((manifest.get("detector"), manifest.get("name")))  # type: ignore[arg-type]
     if pin is None:
         return None
     files = manifest.get("files")
     if not isinstance(files, Mapping) or files.get(TENSORS) != pin[TENSORS]:
         return False
-    try:
-        return sha256_file(Path(head_dir) / MANIFEST) == pin[MANIFEST]
-    except OSError:
+    blob = _manifest_bytes(Path(head_dir))
+    if blob is None or hashlib.sha256(blob).hexdigest() != pin[MANIFEST]:
         return False
+    from .report.safe import loads_foreign
+
+    return loads_foreign(blob.decode("utf-8")) == manifest
+
+
+def _manifest_bytes(head_dir: Path) -> bytes | None:
+    from .hashing import read_regular
+
+    try:
+        return read_regular(head_dir / MANIFEST, MAX_MANIFEST_BYTES)
+    except OSError:
+        return None
 
 
 def pin_problem(head_dir: str | Path, manifest: Mapping[str, Any]) -> str | None:
@@ -164,12 +200,11 @@ def pin_problem(head_dir: str | Path, manifest: Mapping[str, Any]) -> str | None
         return None
     pin = SHIPPED_HEADS[(manifest["detector"], manifest["name"])]
     files = manifest.get("files") if isinstance(manifest.get("files"), Mapping) else {}
-    try:
-        got = sha256_file(d / MANIFEST)
-    except OSError as exc:
-        got = f"unreadable ({exc.strerror or exc})"
+    blob = _manifest_bytes(d)
+    got = "unreadable" if blob is None else hashlib.sha256(blob).hexdigest()
     why = (f"its {MANIFEST} has SHA-256 {got}, the shipped one {pin[MANIFEST]}" if got != pin[MANIFEST]
-           else f"its {TENSORS} digest is {files.get(TENSORS)}, the shipped one {pin[TENSORS]}")
+           else f"its {TENSORS} digest is {files.get(TENSORS)}, the shipped one {pin[TENSORS]}"
+           if files.get(TENSORS) != pin[TENSORS] else f"its {MANIFEST} changed while it was read")
     return (f"{d} is not the {key} head aiidetect ships ({why}): it was changed or replaced after install; "
             "reinstall aiidetect, and give a head of your own another name in your weights folder")
 
@@ -540,12 +575,12 @@ def read_manifest(head_dir: str | Path) -> dict[str, Any]:
 
 def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any] | None = None) -> Head:
     """The head in `head_dir`; `manifest`: its manifest as find_heads read it (not read again)."""
-    from safetensors.torch import load_file
-
     d = Path(head_dir)
     m = read_manifest(d) if manifest is None else manifest
     if (pinned := pin_problem(d, m)) is not None:
         raise HeadError(pinned)
+    from safetensors.torch import load  # (a refused head costs no torch import)
+
     if verify:
         bad = verify_files(d, m)
         if bad:
@@ -558,7 +593,14 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
         except ValueError as exc:
             raise HeadError(f"head {d}: {exc}") from exc
     try:
-        tensors = load_file(str(d / TENSORS)) if (d / TENSORS).is_file() else {}
+        # The bytes parsed are the bytes checked: verify_files read the file once, and safetensors read it
+        # again, so tensors replaced in between (the shipped head's digest pinned, not its bytes) ran.
+        blob = _tensor_bytes(d) if (d / TENSORS).is_file() else None
+        if verify and blob is not None and hashlib.sha256(blob).hexdigest() != (m.get("files") or {}).get(TENSORS):
+            raise HeadError(f"head {d} failed its checksum: {TENSORS} checksum differs from manifest")
+        tensors = {} if blob is None else load(blob)
+    except HeadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a file made elsewhere, its checksum right: safetensors' own error
         # (`weights verify` ended on it, "error: SafetensorError: ...", naming no head and checking no other)
         raise HeadError(f"head {d}: {TENSORS} cannot be read: {type(exc).__name__}: {exc}") from exc
@@ -567,6 +609,30 @@ def load_head(head_dir: str | Path, verify: bool = True, manifest: dict[str, Any
         # Run, it made every file's result an error blamed on "the features", and verify said ok.
         raise HeadError(f"head {d} holds NaN or infinite numbers in {', '.join(bad[:3])}: it cannot score; retrain it")
     return Head(path=d, manifest=m, tensors=tensors)
+
+
+# Far above any head's tensors (a linear probe is kilobytes, LoRA deltas megabytes): they are read into memory
+# whole, so that the bytes hashed are the bytes parsed.
+MAX_TENSORS_BYTES = 4 << 30
+
+
+def _tensor_bytes(d: Path) -> bytes:
+    # In chunks, not read_regular's one read: that asks for the whole bound at once, gigabytes for a head of
+    # kilobytes, which a machine that does not overcommit memory refuses.
+    from .hashing import CHUNK, open_regular
+
+    chunks: list[bytes] = []
+    n = 0
+    try:
+        with open_regular(d / TENSORS) as f:
+            while chunk := f.read(CHUNK):
+                n += len(chunk)
+                if n > MAX_TENSORS_BYTES:
+                    raise OSError(f"more than {MAX_TENSORS_BYTES} bytes")
+                chunks.append(chunk)
+    except OSError as exc:
+        raise HeadError(f"head {d}: {TENSORS} cannot be read ({exc.strerror or exc})") from exc
+    return b"".join(chunks)
 
 
 def non_finite(tensors: Mapping[str, Any]) -> list[str]:

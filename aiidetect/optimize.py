@@ -172,8 +172,10 @@ def _head_file_sha256(f: Path) -> str:
 
 def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL_FAMILIES) -> list[dict[str, Any]]:
     """Every trained pixel head a scan could load, by the checksum of its files:
-    adding, removing or retraining one makes the decision stale."""
-    from .heads import find_heads
+    adding, removing or retraining one makes the decision stale. A head the shipped heads' pin refuses
+    (heads.pin_problem) says so: a decision stored with a head planted in a shipped folder (before the pin,
+    its files unchanged since) kept serving an export of it under --runtime auto, which torch refuses."""
+    from .heads import find_heads, pin_problem
 
     out = []
     for fam in families:
@@ -181,7 +183,9 @@ def heads_identity(weights_dirs: Sequence[Path], families: Sequence[str] = PIXEL
             files = {}
             for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
                 files[str(f.relative_to(path))] = _head_file_sha256(f)
-            out.append({"family": fam, "name": manifest.get("name"), "files": files})
+            refused = pin_problem(path, manifest)
+            out.append({"family": fam, "name": manifest.get("name"), "files": files,
+                        **({"refused": True} if refused is not None else {})})
     return out
 
 

@@ -6,7 +6,7 @@ build_model_with_cfg, for trained heads).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .base import Detector, DetectorUnavailable, RunContext, UnavailableDetector
 
@@ -91,14 +91,49 @@ def head_meta(head) -> dict[str, Any]:
     ONNX exporter stores them in the sidecar (with the graph's output names
     added); a torch detector builds the same dict from its loaded head."""
     m = head.manifest
-    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
     sha = (m.get("files") or {}).get("head.safetensors")
-    return {"manifest": {k: m[k] for k in keep if k in m}, "labels": m.get("labels"),
+    return {"manifest": exported_manifest(m), "labels": m.get("labels"),
             "calibration": m.get("calibration"), "threshold": m.get("threshold"),
             "head": head.name, "backbone_fingerprint": head.backbone_fingerprint,
             # which tensors an exported head holds: a fusion model fitted on other ones leaves it out on ONNX
             # as on torch (fusion.without_retrained)
             **({"head_sha256": sha} if isinstance(sha, str) else {})}
+
+
+def exported_manifest(m: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a head's manifest an ONNX export carries in its sidecar (what its results read)."""
+    keep = ("labels", "calibration", "threshold", "params", "version", "source", "license", "metrics", "attribution")
+    return {k: m[k] for k in keep if k in m}
+
+
+def not_shipped_export(meta: Mapping[str, Any], onnx_dir) -> str | None:
+    """A note for a head of an ONNX export that has the name of a head aiidetect ships and is not known to be
+    it, or None. The export is the user's folder, as their own heads are: not refused, but its results read as
+    the shipped head's (an export made from a univfd planted before the pin, or from a user's head of that
+    name, which the torch runtime runs with this same note). Compared: the tensors' digest with the pin, and
+    the verdict-deciding manifest with that of the pinned shipped head installed here. The graph's own weights
+    are only checked against the export's sidecar, which its maker wrote."""
+    from ..heads import SHIPPED_HEADS, TENSORS, HeadError, read_manifest, shipped_match, shipped_weights_dirs
+
+    family, name = meta.get("family"), meta.get("head")
+    pin = SHIPPED_HEADS.get((family, name))  # type: ignore[arg-type]
+    if pin is None:
+        return None
+    same = meta.get("head_sha256") == pin[TENSORS]
+    if same:
+        for d in shipped_weights_dirs():
+            try:
+                m = read_manifest(d / str(name))
+            except HeadError:
+                continue
+            if shipped_match(d / str(name), m):
+                same = exported_manifest(m) == meta.get("manifest")
+                break
+    if same:
+        return None
+    return (f"head {family}:{name} in the ONNX export {onnx_dir} is not the {family}:{name} head aiidetect ships, "
+            "though it has its name: its results are its own; export the shipped head again, or give yours "
+            "another name (docs/heads.md)")
 
 
 def unavailable_reason(path: Path, manifest: dict[str, Any], backbone) -> str | None:

@@ -124,6 +124,7 @@ def create(ctx: RunContext) -> list[Detector]:
     from ..onnx_sidecar import ExportError, graph_problems, read_sidecar
     from ..preprocess import check_spec
     from . import onnx_families
+    from .heads import not_shipped_export
 
     if ctx.onnx_dir is None:
         raise DetectorUnavailable("--runtime onnx needs --onnx DIR (made by `aiidetect export onnx`)")
@@ -168,6 +169,8 @@ def create(ctx: RunContext) -> list[Detector]:
         gid = _graph_id(g)
         dtype = VARIANT_DTYPES.get(g.get("variant", "fp32"), str(g.get("variant")))
         for h in metas:
+            if (note := not_shipped_export(h, ctx.onnx_dir)) and note not in ctx.notes:
+                ctx.notes.append(note)
             det = OnnxHeadDetector(h, req, sess.provider, gid, dtype, int8_setup({"variant": "fp32", **g}, sess))
             det.onnx_dir = Path(ctx.onnx_dir)
             det.onnx_files = dict(g["files"])  # a dict: graph_problems checked it

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REPO
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 torch = pytest.importorskip("torch")
@@ -450,3 +452,34 @@ def test_a_head_changed_since_the_fusion_model_is_left_out_on_onnx_as_on_torch(e
     assert without_retrained(model(digest), dets) == (model(digest), None)  # the head it was fitted on: used
     kept, note = without_retrained(model("0" * 64), dets)
     assert kept is None and "linear:probe changed since" in note, note
+
+
+def test_an_exported_head_under_the_shipped_name_is_said_unless_it_is_the_shipped_one(export_fp32, tmp_path):
+    """The torch runtime says so of a user's head named linear:univfd that is not the pinned one; an ONNX export
+    made from such a head (or from a univfd planted before the pin) ran from --onnx without a word, its results
+    reading as the shipped head's."""
+    import shutil
+
+    from aiidetect.detectors import RunContext, create_detectors
+    from aiidetect.detectors.heads import exported_manifest
+    from aiidetect.heads import SHIPPED_HEADS
+
+    copy = tmp_path / "export"
+    shutil.copytree(export_fp32[0], copy)
+    side = json.loads((copy / "aiidetect-onnx.json").read_text())
+    [h] = side["graphs"][0]["heads"]
+    h.update(name="linear:univfd", head="univfd")
+
+    def notes(**meta) -> list[str]:
+        (copy / "aiidetect-onnx.json").write_text(json.dumps({**side, "graphs": [
+            {**side["graphs"][0], "heads": [{**h, **meta}]}]}))
+        ctx = RunContext(runtime="onnx", onnx_dir=copy)
+        create_detectors(["onnx"], ctx)
+        return [n for n in ctx.notes if "aiidetect ships" in n]
+
+    [said] = notes()  # the tiny probe's tensors
+    assert said.startswith(f"head linear:univfd in the ONNX export {copy} is not the linear:univfd head")
+    real = exported_manifest(json.loads((REPO / "weights" / "univfd" / "manifest.json").read_text()))
+    pinned = SHIPPED_HEADS[("linear", "univfd")]["head.safetensors"]
+    assert notes(head_sha256=pinned, manifest=real) == []
+    assert len(notes(head_sha256=pinned, manifest={**real, "threshold": 0.01})) == 1
