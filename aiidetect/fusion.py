@@ -667,8 +667,7 @@ def fuse(results: Mapping[str, DetectorResult], model: Mapping[str, Any] | None 
             why += "; could not run: " + ", ".join(gone)
         # A file that contradicts itself says so here too: with nothing weighed (a stripped JPEG's no-camera
         # and standard-table notes weigh 0), a tampered capture manifest's conflict note was left out.
-        shown = [f"{n}:{e.id}: {e.detail}" for n, r in results.items() if r is not None and r.status == "ok"
-                 for e in r.evidence if e.id in _SHOWN_NEUTRAL]
+        shown = _evidence_lines(results, _SHOWN_NEUTRAL)
         return FusionOutcome(None, "uncertain", _with_unread_c2pa([why] + shown + notes, results), {}, (hi, lo))
 
     p = _exact_sigmoid(z)
@@ -771,6 +770,13 @@ def c2pa_unread_why(detail: str) -> str:
     return detail
 
 
+def _evidence_lines(results: Mapping[str, DetectorResult], ids: set[str], neutral_only: bool = False) -> list[str]:
+    """A reason line ("metadata:ID: detail") for each evidence item of a detector that ran whose id is in `ids`.
+    neutral_only: not the weighed item of the same id (structure.jpeg-tables toward real, custom tables)."""
+    return [f"{name}:{e.id}: {e.detail}" for name, r in results.items() if r is not None and r.status == "ok"
+            for e in r.evidence if e.id in ids and (not neutral_only or e.direction == "neutral")]
+
+
 def _unread_c2pa_lines(results: Mapping[str, DetectorResult]) -> list[str]:
     return list(dict.fromkeys(f"{name}:{e.id}: {C2PA_UNREAD} ({c2pa_unread_why(e.detail)}); {C2PA_UNREAD_MAY}"
                               for name, r in results.items() if r is not None and r.status == "ok"
@@ -799,11 +805,8 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
             details[name] = f"p_ai={r.p_ai:.2f}"
             if r.score is not None and r.score_kind:
                 details[name] += f", {r.score_kind}={r.score:.2f}"  # what a fitted calibration reads
-    lines = []
     # Neutral, so it moves nothing; but a verdict read without it hides that the file contradicts itself.
-    for name, r in results.items():
-        if r is not None and r.status == "ok":
-            lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence if e.id in _SHOWN_NEUTRAL]
+    lines = _evidence_lines(results, _SHOWN_NEUTRAL)
     said_why: set[str] = set()
     for key, c in sorted(contrib.items(), key=lambda kv: -abs(kv[1])):
         if key == "bias":
@@ -826,10 +829,7 @@ def _reasons(contrib: Mapping[str, float], results: Mapping[str, DetectorResult]
                 f", {own[2]}" if own[1] in said_why else f": {own[1]}")
             said_why.add(own[1])
         lines.append(f"{key}: {d} ({moved}){mark}".replace(":  (", ": ("))
-    for name, r in results.items():
-        if r is not None and r.status == "ok":
-            lines += [f"{name}:{e.id}: {e.detail}" for e in r.evidence
-                      if e.id in _SHOWN_AFTER and e.direction == "neutral"]
+    lines += _evidence_lines(results, _SHOWN_AFTER, neutral_only=True)
     return _with_unread_c2pa(notes + lines, results)
 
 

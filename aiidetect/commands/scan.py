@@ -283,8 +283,10 @@ def scan(
         if isinstance(trust, dict) and any(d.family == "metadata" for d in dets):
             # The list decided which signers count: the run says which one (each record that read a manifest
             # names it too, facts.c2pa.trust_list).
-            n = trust.get("anchors")
-            err.print(f"C2PA trust list: {n} anchor{'' if n == 1 else 's'}, sha256 {trust.get('sha256')}", highlight=False)
+            from ..provenance.trust import anchors_text
+
+            err.print(f"C2PA trust list: {anchors_text(trust.get('anchors'))}, sha256 {trust.get('sha256')}",
+                      highlight=False)
         bb = ctx.built_backbone
         if bb is not None:
             err.print(f"backbone: {bb.spec.describe()} on {bb.device}, {bb.dtype}", highlight=False)

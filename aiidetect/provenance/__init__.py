@@ -340,6 +340,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         conflicts += _source_type_conflicts(xf_all, c2pa_facts)
 
     # --- EXIF-based evidence
+    camera_clash = False   # whether camera EXIF beside a decisive AI claim got its note (one note per camera)
     with _stage(rep, "EXIF evidence"):
         if ef:
             if ef.software and AI_TOOL.search(ef.software) and not gens:
@@ -380,6 +381,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         if has_camera and claims:
             # The forger's two moves meet here: camera EXIF pasted into a generator's file, or generator
             # text pasted into a photo. Each item is weighed as it is; the reader is told they clash.
+            camera_clash = True
             conflicts.append(f"camera EXIF ({desc}; {ef.where}) beside a declaration of AI generation "
                              f"({claims[0].id}; {claims[0].source}): generators do not write camera EXIF, so one "
                              "of the two was most likely added or copied (or an AI edit kept the camera's EXIF)")
@@ -427,13 +429,14 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         # does not write "Midjourney" as its software. Only where no decisive declaration clashed already (one note
         # per camera), and not for a tool named only in an edit history (a photo with one AI edit step is no
         # contradiction, as a capture manifest with a generative-fill action is none).
-        clashed = any(e.decisive and e.direction == "ai" and e.data.get("basis") == BASIS_CLAIM for e in ev)
         # The history item may be the one counted and a writer's name (EXIF Software "Midjourney") its folded copy:
         # the writer's name still clashes with the camera.
         named_tools = [e for e in ev if e.id in TOOL_NAME_CLAIMS and e is not history_item
                        and (e.direction == "ai" or e.data.get("corroborates"))]
         tool = next((e for e in named_tools if e.direction == "ai"), None) or next(iter(named_tools), None)
-        if ef and tool is not None and not clashed and any(e.id == "exif.camera" for e in ev):
+        # Whether that note was written, not whether a decisive claim is left now: an XMP declaration counted in a
+        # trusted manifest's is no longer decisive, and the camera got a second note.
+        if ef and tool is not None and not camera_clash and any(e.id == "exif.camera" for e in ev):
             named = (tool.data.get("software") or tool.data.get("claim_generator")
                      or (tool.data.get("tools") or tool.data.get("programs") or [""])[0])
             # EXIF Software is read from the block the camera is read from (the first)

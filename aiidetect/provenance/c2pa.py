@@ -26,6 +26,7 @@ from typing import Any
 
 from .recordtext import MAX_DETAIL_CHARS, quote
 from .sourcetypes import short_source_type
+from .trust import anchors_text
 
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif", "AVIF": "image/avif",
         "TIFF": "image/tiff", "GIF": "image/gif"}
@@ -70,11 +71,6 @@ _NOT_RECORDED = ("edit_source_types", "edits", "store_read")
 
 class C2paUnavailable(RuntimeError):
     pass
-
-
-def _anchors(n) -> str:
-    # "1 anchors" in a record's reason read as a slip; a count given by a hand-edited record is shown as it is.
-    return f"{n} anchor" if n == 1 else f"{n} anchors"
 
 
 @dataclass
@@ -145,7 +141,7 @@ class C2paFacts:
                     "trust list")
         if self.valid and self.trust_list:
             return (f"signed by {quote(self.signer) or 'unknown signer'}; signature valid; signer NOT vouched for by "
-                    f"the trust list given ({_anchors(self.trust_list.get('anchors'))}, sha256 "
+                    f"the trust list given ({anchors_text(self.trust_list.get('anchors'))}, sha256 "
                     f"{str(self.trust_list.get('sha256'))[:12]}...), so the manifest is only a claim")
         if self.valid:
             # "valid" only says the manifest is intact since signing, not who signed: offline, a

@@ -31,6 +31,12 @@ _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
 
 
+def anchors_text(n) -> str:
+    """"1 anchor", "145 anchors": a record's reason and the scan's summary line name a list by its count. "1 anchors"
+    read as a slip; a count given by a hand-edited record is shown as it is."""
+    return f"{n} anchor" if n == 1 else f"{n} anchors"
+
+
 class TrustListError(ValueError):
     """A trust file that cannot be used; its message names the file and says why."""
 

@@ -81,3 +81,25 @@ def test_an_ai_tool_only_in_an_edit_history_without_creator_tool_is_no_clash_but
     notes = items["metadata.conflict"].data["conflicts"]
     assert len(notes) == 1 and "Midjourney" in notes[0] and "in the same EXIF block" in notes[0], notes
 
+
+
+def test_a_camera_clashing_with_a_declaration_counted_in_a_trusted_manifest_gets_one_note(tmp_path):
+    # The XMP declaration is counted in the trusted manifest's (no longer decisive), so the tool's note was written
+    # beside the declaration's: two notes for one camera, where any other declaration gets one.
+    import pytest
+
+    pytest.importorskip("c2pa")
+    from aiidetect.provenance.trust import load_trust_list
+    from aiidetect.testing import c2pa_signing
+
+    signer, ca = c2pa_signing.make_signer_and_ca()
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110], ex[0x0131] = "Canon", "Canon EOS 7D", "Midjourney"
+    data = c2pa_signing.sign(signer, Image.new("RGB", (24, 16)), "JPEG", "trainedAlgorithmicMedia", thumbnail=False,
+                             xmp=XMP_TRAINED, save={"exif": ex.tobytes()})
+    (tmp_path / "ca.pem").write_bytes(ca)
+    rep = analyze(data, "x.jpg", options={"watermark": "never",
+                                          "c2pa_trust": load_trust_list([tmp_path / "ca.pem"]).option()})
+    assert rep.facts["c2pa"]["state"] == "Trusted"
+    notes = [n for n in rep.facts["conflicts"] if n.startswith("camera EXIF")]
+    assert len(notes) == 1 and "declaration of AI generation (xmp.ai-source-type" in notes[0], notes
