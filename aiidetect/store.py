@@ -172,8 +172,6 @@ def _store_version(db: sqlite3.Connection) -> tuple[Any] | None:
 def _other_version(path: Path, ver: Any) -> str:
     """Why a store of another version is refused. A newer aiidetect's store is the likely case (the store copied to,
     or shared with, a machine not yet upgraded): say so, and what to do."""
-    import re
-
     from . import __version__
 
     # The file's own text, shown as letters, digits and `.+-` only: a newline in it wrote a second `error:` line
@@ -810,8 +808,6 @@ class ResultsStore:
                 # version's store (an index it had dropped made again, its journal mode changed) that was then
                 # refused anyway.
                 self._refuse_other_version(self._db)
-                if damage != "ok":
-                    raise self._found_damaged(f"SQLite integrity check: {damage}")
                 # From here on the file is this writer's: the clean state recorded no longer says how it is
                 # (a writer killed, or another one beside this one, leaves the next open the full check).
                 _forget_clean(self._abs)

@@ -83,7 +83,7 @@ def bench_cmd(
     spec = backbone_opts.spec()
     from ..backbone import BackboneUnavailable
     from ..bench import run_bench
-    from .errors import _missing_extra
+    from .errors import missing_extra
 
     try:
         res = run_bench(spec, folder, runtime=runtime, dtype=dtype, batch_size=sizes if len(sizes) > 1 else sizes[0],
@@ -94,7 +94,7 @@ def bench_cmd(
         fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. ORT missing, export failure: say what, exit 2
         # a missing extra gets the install line every other command prints, not the bare import error
-        fail(_missing_extra(exc) or f"{type(exc).__name__}: {exc}")
+        fail(missing_extra(exc) or f"{type(exc).__name__}: {exc}")
     if fmt == JsonFormat.json:
         from ..report.safe import dumps
         typer.echo(dumps(res, indent=2))

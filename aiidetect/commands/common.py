@@ -315,16 +315,16 @@ def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list
     """`--verdict ai,uncertain` (or repeated, or the full names) -> the verdicts; anything else exits 2.
     One parser for every command that filters by verdict: `report --verdict ai` was refused while
     `results export --verdict ai` worked."""
+    taken = f"{', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real)"
     out = []
     for x in split_list(values):
         if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
-            fail(f"{option} takes {', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real); got {x!r}")
+            fail(f"{option} takes {taken}; got {x!r}")
         out.append(VERDICT_ALIASES.get(x, x))
     if values and not out:
         # `--fail-on "$FAIL_ON"` with the variable unset or empty: the gate was silently off (exit 0 whatever
         # was found), and `--verdict ""` selected every record. Given, the option must name a verdict.
-        fail(f"{option} names no verdict; give one or more of {', '.join(VERDICT_ALIASES)} "
-             "(or ai-generated, likely-real), comma-separated")
+        fail(f"{option} names no verdict; give one or more of {taken}, comma-separated")
     return out
 
 

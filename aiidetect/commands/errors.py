@@ -117,7 +117,9 @@ def one_line(exc: BaseException) -> str:
     return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:2000]
 
 
-def _missing_extra(exc: BaseException) -> str | None:
+def missing_extra(exc: BaseException) -> str | None:
+    """The line naming the extra to install when `exc` comes from one missing, else None: the boundary's, and
+    bench's, which catches every failure itself."""
     from ..extras import MissingExtra, for_missing_module
 
     if isinstance(exc, MissingExtra):
@@ -405,7 +407,7 @@ def _run_guarded(app) -> None:
             # No home folder in a container: a setup matter whose message names the variable to set.
             sys.stderr.write(f"error: {exc}\n")
             sys.exit(EXIT_ERROR)
-        remedy = _missing_extra(exc)
+        remedy = missing_extra(exc)
         if remedy is not None and not DEBUG:
             # The light install lacks torch & co.: say which extra to install, not what broke; a usage
             # matter, so the `error:` line of every other one (docs/install.md quotes it).

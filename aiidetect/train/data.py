@@ -524,27 +524,27 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
         reader = csv.reader(())  # line_num 0, should the first line not decode
         names_line = 1  # the column names' line: 2 below a "sep=" line
         try:
-            first = f.readline()
-            if hint := _SEP_HINT.fullmatch(first.rstrip("\r\n")):
+            first_line = f.readline()
+            if hint := _SEP_HINT.fullmatch(first_line.rstrip("\r\n")):
                 delim = hint.group(1)
                 if delim not in DELIMITERS:
-                    raise ValueError(f"{csv_path}: line 1: {first.strip()!r} names a delimiter this reader does not "
-                                     "take; save the list separated by commas, semicolons or tabs")
+                    raise ValueError(f"{csv_path}: line 1: {first_line.strip()!r} names a delimiter this reader "
+                                     "does not take; save the list separated by commas, semicolons or tabs")
                 names_line = 2
-                first = f.readline()
+                first_line = f.readline()
             else:
-                delim = _delimiter(first)
-            reader = csv.reader(chain([first], f), delimiter=delim)
+                delim = _delimiter(first_line)
+            reader = csv.reader(chain([first_line], f), delimiter=delim)
             names = next(reader, [])
             header = [h.strip().lower() for h in names]
             where = "its first line" if names_line == 1 else "its line 2 (below the sep= line)"
             if "file" not in header or "label" not in header:
                 # A list typed without its column names starts with an image: say so, not only that the names lack
-                row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
+                a_row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
                 raise ValueError(f"{csv_path}: a manifest needs 'file' and 'label' columns (file,label[,generator]"
                                  f"[,subset]); {where} has {names or 'nothing'}"
                                  + ("; that looks like an image's row: add a first line naming the columns, "
-                                    "e.g. file,label" if row else ""))
+                                    "e.g. file,label" if a_row else ""))
             twice = sorted({h for h in header if h in ("file", "label", "generator", "subset") and header.count(h) > 1})
             if twice:
                 # Each row kept the last of them: "a.png,real,ai" was an AI image, without a word.
