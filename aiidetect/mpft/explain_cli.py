@@ -108,7 +108,7 @@ def explain_mask_cmd(
         typer.echo(str(output))
 
 
-@backbone_options(weights_dir=True)
+@backbone_options(device=True, dtype="infer", weights_dir=True)
 def explain_mpft_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG heat map of patch importance."),
@@ -128,7 +128,7 @@ def explain_mpft_cmd(
     import torch
     from PIL import Image
 
-    from ..backbone import BackboneUnavailable, create_backbone
+    from ..backbone import BackboneUnavailable, create_backbone, resolve_device, resolve_dtype
     from ..mpft.model import build_from_head
     from ..mpft.occlusion import occlusion_map, render_heatmap
     from ..preprocess import normalize
@@ -142,7 +142,10 @@ def explain_mpft_cmd(
         fail("no mpft head found" + (f" named {head_name!r}" if head_name else ""))
     spec = backbone_opts.spec()
     try:
-        bb = create_backbone(spec)
+        # The device and dtype a scan resolves from the same options: in float32 the map explained a logit
+        # the scan never reported (scan's `auto` runs bfloat16 on CPUs with native bf16).
+        device = resolve_device(backbone_opts.device)
+        bb = create_backbone(spec, device=device, dtype=resolve_dtype(backbone_opts.dtype or "auto", device))
     except (BackboneUnavailable, ValueError) as exc:
         fail(str(exc))
     first_error = None
@@ -161,7 +164,8 @@ def explain_mpft_cmd(
         fail(str(first_error))
     pre = head.manifest["preprocessing"]
     u8 = _load(image, pre)
-    x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0)
+    # Cast as the scan pipeline casts a batch (pipeline/stages.py).
+    x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0).to(bb.device).to(getattr(torch, bb.dtype))
     base, delta = occlusion_map(model, x, bb.patch_size)
     from ..explain.legend import with_legend
     from ..report.output import is_stdout, save_image
@@ -174,7 +178,7 @@ def explain_mpft_cmd(
     from ..probability import Calibrator
 
     # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
-    typer.echo(json.dumps({"output": str(output), "head": head.name, "logit": round(base, 4),
+    typer.echo(json.dumps({"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4),
                            "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
                            "top_patches": [{"row": int(i) // delta.shape[1], "col": int(i) % delta.shape[1],
                                             "delta": round(float(delta.reshape(-1)[i]), 4)}

@@ -90,3 +90,19 @@ def test_explain_mpft_takes_the_first_head_this_backbone_runs(photo, mpft_weight
                            "tiny-vit", "--weights-dir", str(w))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["head"] == "m" and (tmp_path / "map.png").is_file()
+
+
+def test_explain_mpft_explains_the_logit_scan_reports_in_its_dtype(photo, mpft_weights, tmp_path):
+    """explain-mpft had no --dtype/--device and always ran float32, while scan's `auto` runs bfloat16 on CPUs
+    with native bf16: the map's baseline logit was not the one in the record it was meant to explain."""
+    from conftest import run_cli_in_process
+
+    common = ("--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "bfloat16")
+    r = run_cli_in_process("explain-mpft", str(photo), "-o", str(tmp_path / "map.png"), *common)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    s = run_cli_in_process("scan", str(photo), "-d", "mpft", "-f", "json", "--no-cache", *common)
+    assert s.returncode == 0, s.stderr
+    det = json.loads(s.stdout)[0]["detectors"]["mpft:m"]
+    assert info["dtype"] == det["dtype"] == "bfloat16"
+    assert info["logit"] == round(det["score"], 4)
