@@ -130,7 +130,7 @@ def explain_mpft_cmd(
 
     from ..backbone import BackboneUnavailable, create_backbone, resolve_device, resolve_dtype
     from ..mpft.model import build_from_head
-    from ..mpft.occlusion import occlusion_map, render_heatmap
+    from ..mpft.occlusion import color_scale, occlusion_map, render_heatmap
     from ..preprocess import normalize
     from ..heads import HeadError, HeadMismatch, find_heads, load_head, weights_dirs
 
@@ -170,15 +170,22 @@ def explain_mpft_cmd(
     from ..explain.legend import with_legend
     from ..report.output import is_stdout, save_image
 
-    scale = float(np.abs(delta).max()) or 1.0
+    scale = color_scale(delta)
+    biggest = float(np.abs(delta).max())
     legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
               "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
               "Shows where the head's answer comes from, not which pixels were generated."]
-    save_image(Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size), legend, scale, " logit")), output)
+    if biggest == 0:
+        legend.append("No patch changed the logit: the map is empty because nothing moved, not because it is hidden.")
+    elif biggest < scale:
+        legend.append(f"The largest change is {biggest:.3g} logit, under the scale's floor of {scale:.3g}: "
+                      "a faint map is a weak effect, not a hidden one.")
+    save_image(Image.fromarray(with_legend(render_heatmap(u8, delta, bb.patch_size, scale=scale), legend, scale,
+                                           " logit")), output)
     from ..probability import Calibrator
 
     # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
-    typer.echo(json.dumps({"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4),
+    typer.echo(json.dumps({"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4), "scale": round(scale, 4),
                            "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
                            "top_patches": [{"row": int(i) // delta.shape[1], "col": int(i) % delta.shape[1],
                                             "delta": round(float(delta.reshape(-1)[i]), 4)}

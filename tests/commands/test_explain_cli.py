@@ -106,3 +106,27 @@ def test_explain_mpft_explains_the_logit_scan_reports_in_its_dtype(photo, mpft_w
     det = json.loads(s.stdout)[0]["detectors"]["mpft:m"]
     assert info["dtype"] == det["dtype"] == "bfloat16"
     assert info["logit"] == round(det["score"], 4)
+
+
+def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_weights, tmp_path):
+    """The colours were scaled to the map's own largest |delta|: a random head whose logit moved by a few
+    thousandths per patch came out as a map of full red and blue squares. The scale has a floor, as the
+    report's heat maps have, so the map over the model's view stays nearly clear."""
+    from PIL import Image
+
+    from aiidetect.decode import load_rgb
+    from aiidetect.heads import read_manifest
+    from aiidetect.preprocess import to_uint8
+
+    from conftest import run_cli_in_process
+
+    out = tmp_path / "map.png"
+    r = run_cli_in_process("explain-mpft", str(photo), "-o", str(out), "--backbone-config", "tiny-vit",
+                           "--weights-dir", str(mpft_weights), "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert abs(info["top_patches"][0]["delta"]) < 0.05  # the premise: this random head barely moves
+    assert info["scale"] >= 0.2
+    view = to_uint8(load_rgb(photo), read_manifest(mpft_weights / "m")["preprocessing"])
+    drawn = np.asarray(Image.open(out).convert("RGB"))[:view.shape[0], :view.shape[1]]
+    assert int(np.abs(drawn.astype(int) - view.astype(int)).max()) <= 8
