@@ -27,14 +27,39 @@ def _check_output(image: Path, output: Path) -> None:
         fail(str(exc))
 
 
-def _load(image: Path, spec):
+def _decode(image: Path):
     from ..decode import DecodeFailure, load_rgb
-    from ..preprocess import to_uint8
 
     try:
-        return to_uint8(load_rgb(image), spec)
+        return load_rgb(image)
     except DecodeFailure as exc:
         fail(f"{image}: {exc.code}: {exc}")
+
+
+def _load(image: Path, spec):
+    from ..preprocess import to_uint8
+
+    return to_uint8(_decode(image), spec)
+
+
+def _image_box(region, w: int, h: int, size: int, box) -> Optional[list]:
+    """A box of the model's view (x0, y0, x1, y1) in the image's own pixels, cut to the image; None when it
+    lies wholly in center-crop's padding."""
+    rx0, ry0, rx1, ry1 = region
+    sx, sy = (rx1 - rx0) / size, (ry1 - ry0) / size
+    x0, x1 = max(0, int(rx0 + box[0] * sx)), min(w, int(-(-(rx0 + box[2] * sx) // 1)))
+    y0, y1 = max(0, int(ry0 + box[1] * sy)), min(h, int(-(-(ry0 + box[3] * sy) // 1)))
+    return [x0, y0, x1, y1] if x0 < x1 and y0 < y1 else None
+
+
+def _view_legend(region, w: int, h: int, spec) -> str:
+    x0, y0, x1, y1 = region
+    whole = x0 <= 0 and y0 <= 0 and x1 >= w and y1 >= h
+    what = (f"it covers all of the {w}x{h} image" if whole else
+            f"it covers x {max(0, x0):.0f}-{min(w, x1):.0f}, y {max(0, y0):.0f}-{min(h, y1):.0f} of the {w}x{h} "
+            "image; the rest was not seen")
+    stretched = " (stretched to a square)" if spec["mode"] == "resize" and w != h else ""
+    return f"Drawn on the head's input ({spec['mode']} to {spec['size']}x{spec['size']}{stretched}): {what}."
 
 
 def explain_mask_cmd(
@@ -162,8 +187,12 @@ def explain_mpft_cmd(
             fail(str(exc))
     else:
         fail(str(first_error))
+    from ..preprocess import to_uint8, view_region
+
     pre = head.manifest["preprocessing"]
-    u8 = _load(image, pre)
+    img = _decode(image)
+    u8 = to_uint8(img, pre)
+    region = view_region(*img.size, pre)
     # Cast as the scan pipeline casts a batch (pipeline/stages.py).
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0).to(bb.device).to(getattr(torch, bb.dtype))
     base, delta = occlusion_map(model, x, bb.patch_size)
@@ -174,7 +203,8 @@ def explain_mpft_cmd(
     biggest = float(np.abs(delta).max())
     legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
               "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
-              "Shows where the head's answer comes from, not which pixels were generated."]
+              "Shows where the head's answer comes from, not which pixels were generated.",
+              _view_legend(region, *img.size, pre)]
     if biggest == 0:
         legend.append("No patch changed the logit: the map is empty because nothing moved, not because it is hidden.")
     elif biggest < scale:
@@ -187,9 +217,16 @@ def explain_mpft_cmd(
     # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
     typer.echo(json.dumps({"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4), "scale": round(scale, 4),
                            "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
-                           "top_patches": [{"row": int(i) // delta.shape[1], "col": int(i) % delta.shape[1],
-                                            "delta": round(float(delta.reshape(-1)[i]), 4)}
+                           "top_patches": [_top_patch(int(i), delta, bb.patch_size, region, img.size, pre)
                                            for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}), err=is_stdout(output))
+
+
+def _top_patch(i: int, delta, patch: int, region, wh, spec) -> dict:
+    """row/col on the model's patch grid; box: where that patch lies on the picture as people see it (pixels,
+    EXIF orientation applied), since the grid is laid over the resized and cropped view, not the file."""
+    r, c = divmod(i, delta.shape[1])
+    return {"row": r, "col": c, "delta": round(float(delta[r, c]), 4),
+            "box": _image_box(region, *wh, int(spec["size"]), (c * patch, r * patch, (c + 1) * patch, (r + 1) * patch))}
 
 
 def register(apps) -> None:

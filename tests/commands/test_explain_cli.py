@@ -130,3 +130,27 @@ def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_we
     view = to_uint8(load_rgb(photo), read_manifest(mpft_weights / "m")["preprocessing"])
     drawn = np.asarray(Image.open(out).convert("RGB"))[:view.shape[0], :view.shape[1]]
     assert int(np.abs(drawn.astype(int) - view.astype(int)).max()) <= 8
+
+
+def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(mpft_weights, tmp_path):
+    """top_patches gave only row/col on the patch grid of the resized, centre-cropped view: nothing said
+    where that is on the picture a reader sees (a rotated camera JPEG, a crop that drops the edges). Each now
+    has a box in the image's own pixels, EXIF orientation applied."""
+    from PIL import Image
+
+    from conftest import run_cli_in_process
+
+    stored = Image.fromarray((np.random.RandomState(0).rand(64, 96, 3) * 255).astype(np.uint8))  # 96 wide
+    ex = Image.Exif()
+    ex[274] = 6  # shown rotated: 64 wide, 96 tall
+    stored.save(tmp_path / "rot.jpg", exif=ex)
+    r = run_cli_in_process("explain-mpft", str(tmp_path / "rot.jpg"), "-o", str(tmp_path / "map.png"),
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    # resize-center-crop 224: 64x96 -> 224x336, rows 56..280 kept = image rows 16..80; a 16-pixel patch is
+    # 16/3.5 image pixels.
+    step = 16 / 3.5
+    for p in json.loads(r.stdout)["top_patches"]:
+        x0, y0, x1, y1 = p["box"]
+        assert (x0, y0) == (int(p["col"] * step), int(16 + p["row"] * step)), p
+        assert x1 - x0 in (4, 5, 6) and y1 - y0 in (4, 5, 6) and x1 <= 64 and y1 <= 80, p
