@@ -17,9 +17,16 @@ MaskSelect = choices("MaskSelect", "topk", "sample", doc="--mask-select: which p
 
 
 def _check_output(image: Path, output: Path) -> None:
-    """Refuse an output that is the image being explained (it would be replaced by its own map)."""
-    from ..report.output import OutputError, check_output
+    """Refuse an output that is the image being explained (it would be replaced by its own map), and `-o -`
+    at a terminal: the PNG's bytes were written to it as garbage after the whole computation."""
+    import sys
 
+    from ..report.output import OutputError, check_output, is_stdout
+    from ..report.safe import is_terminal
+
+    if is_stdout(output) and is_terminal(sys.stdout):
+        fail("-o - writes the PNG to stdout, which is a terminal: redirect it (-o - > map.png), pipe it, "
+             "or name a file (-o map.png)")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         check_output(output, [str(image)])

@@ -154,3 +154,18 @@ def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(mpft_weights
         x0, y0, x1, y1 = p["box"]
         assert (x0, y0) == (int(p["col"] * step), int(16 + p["row"] * step)), p
         assert x1 - x0 in (4, 5, 6) and y1 - y0 in (4, 5, 6) and x1 <= 64 and y1 <= 80, p
+
+
+@pytest.mark.parametrize("cmd", ["explain-mask", "explain-mpft"])
+def test_explain_to_stdout_at_a_terminal_is_refused(cmd, photo, mpft_weights, monkeypatch):
+    """`-o -` with stdout a terminal wrote the PNG's bytes onto the screen (exit 0), after computing it all."""
+    import aiidetect.report.safe as safe
+
+    from conftest import run_cli_in_process
+
+    monkeypatch.setattr(safe, "is_terminal", lambda stream: True)
+    r = run_cli_in_process(cmd, str(photo), "-o", "-", "--backbone-config" if cmd == "explain-mpft" else "--seed",
+                           "tiny-vit" if cmd == "explain-mpft" else "0", "--weights-dir" if cmd == "explain-mpft"
+                           else "--mask-ratio", str(mpft_weights) if cmd == "explain-mpft" else "0.3")
+    assert r.returncode == 2, r.stdout
+    assert r.stdout == "" and "terminal" in r.stderr
