@@ -4,14 +4,14 @@ explain-mpft IMAGE -o occlusion.png`: which patches drive an MPFT head's
 decision (occlusion on the ViT patch grid)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..choices import choices
-from ..commands.common import BackboneOptions, Preprocess, QuietOpt, backbone_options, fail, stderr_console
+from ..commands.common import (BackboneOptions, JsonFirstFormatOpt, JsonFormat, Preprocess, QuietOpt, backbone_options, fail,
+                               stderr_console)
 
 MaskSelect = choices("MaskSelect", "topk", "sample", doc="--mask-select: which patches Texture-Aware Masking hides.")
 
@@ -147,15 +147,19 @@ def explain_mpft_cmd(
     head_name: Optional[str] = typer.Option(None, "--head", help="MPFT head name (default: the first found that "
                                                                  "runs on this backbone)."),
     backbone_opts: BackboneOptions = None,
+    fmt: JsonFormat = JsonFirstFormatOpt,
     quiet: bool = QuietOpt,  # accepted like everywhere: the result is on stdout, nothing else is printed
 ):
     """Occlusion map: how much the MPFT logit falls without each ViT patch.
 
     Each patch token is dropped in turn. Red = the patch pushed the decision towards AI, blue = towards
-    real. Prints the head's logit, p_ai and the five patches that moved it most as JSON on stdout (on stderr
-    with `-o -`, where stdout holds the PNG).
+    real. Prints the head's logit, p_ai and the five patches that moved it most (each with its box in the
+    image's pixels) as JSON on stdout, or lines for people with --format table (on stderr with `-o -`, where
+    stdout holds the PNG).
 
-    Example: aiidetect explain-mpft photo.jpg -o occlusion.png --head newsroom-mpft"""
+    Examples:
+      aiidetect explain-mpft photo.jpg -o occlusion.png --head newsroom-mpft
+      aiidetect explain-mpft photo.jpg -o occlusion.png -f table --dtype float32"""
     import numpy as np
     import torch
     from PIL import Image
@@ -222,10 +226,23 @@ def explain_mpft_cmd(
     from ..probability import Calibrator
 
     # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
-    typer.echo(json.dumps({"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4), "scale": round(scale, 4),
-                           "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
-                           "top_patches": [_top_patch(int(i), delta, bb.patch_size, region, img.size, pre)
-                                           for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}), err=is_stdout(output))
+    from ..report.safe import dumps  # strict JSON: a file name that is not UTF-8 as U+FFFD
+
+    summary = {"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4),
+               "scale": round(scale, 4), "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
+               "top_patches": [_top_patch(int(i), delta, bb.patch_size, region, img.size, pre)
+                               for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}
+    err = is_stdout(output)
+    if fmt == JsonFormat.json:
+        typer.echo(dumps(summary), err=err)
+        return
+    typer.echo(f"{summary['output']}: head {summary['head']} ({summary['dtype']}), logit {summary['logit']}, "
+               f"P(AI) {summary['p_ai']}; colour scale +-{summary['scale']} logit", err=err)
+    typer.echo("patches that moved the logit most (row, col on the model's grid; box in the image's pixels):",
+               err=err)
+    for p in summary["top_patches"]:
+        box = "outside the image" if p["box"] is None else "x {}-{}, y {}-{}".format(*p["box"][::2], *p["box"][1::2])
+        typer.echo(f"  row {p['row']}, col {p['col']} ({box}): {p['delta']:+.4f}", err=err)
 
 
 def _top_patch(i: int, delta, patch: int, region, wh, spec) -> dict:

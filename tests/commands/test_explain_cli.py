@@ -169,3 +169,20 @@ def test_explain_to_stdout_at_a_terminal_is_refused(cmd, photo, mpft_weights, mo
                            else "--mask-ratio", str(mpft_weights) if cmd == "explain-mpft" else "0.3")
     assert r.returncode == 2, r.stdout
     assert r.stdout == "" and "terminal" in r.stderr
+
+
+def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(photo, mpft_weights, tmp_path):
+    """explain-mpft printed its summary as JSON only, with no --format: the one command printing results
+    outside the contract of docs/cli.md. json stays the default (scripts read it); table is for people."""
+    from conftest import run_cli_in_process
+
+    args = ("explain-mpft", str(photo), "-o", str(tmp_path / "m.png"), "--backbone-config", "tiny-vit",
+            "--weights-dir", str(mpft_weights), "--dtype", "float32")
+    t = run_cli_in_process(*args, "-f", "table")
+    assert t.returncode == 0, t.stderr
+    lines = t.stdout.splitlines()
+    assert lines[0].startswith(str(tmp_path / "m.png") + ": head m (float32), logit ") and len(lines) == 7
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(t.stdout)
+    j = run_cli_in_process(*args, "--format", "json")
+    assert j.returncode == 0 and json.loads(j.stdout)["head"] == "m"
