@@ -59,16 +59,6 @@ def _image_box(region, w: int, h: int, size: int, box) -> Optional[list]:
     return [x0, y0, x1, y1] if x0 < x1 and y0 < y1 else None
 
 
-def _view_legend(region, w: int, h: int, spec) -> str:
-    x0, y0, x1, y1 = region
-    whole = x0 <= 0 and y0 <= 0 and x1 >= w and y1 >= h
-    what = (f"it covers all of the {w}x{h} image" if whole else
-            f"it covers x {max(0, x0):.0f}-{min(w, x1):.0f}, y {max(0, y0):.0f}-{min(h, y1):.0f} of the {w}x{h} "
-            "image; the rest was not seen")
-    stretched = " (stretched to a square)" if spec["mode"] == "resize" and w != h else ""
-    return f"Drawn on the head's input ({spec['mode']} to {spec['size']}x{spec['size']}{stretched}): {what}."
-
-
 def explain_mask_cmd(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "-o", "--output", help="PNG to write: the model's view with masked patches shaded."),
@@ -207,7 +197,7 @@ def explain_mpft_cmd(
     # Cast as the scan pipeline casts a batch (pipeline/stages.py).
     x = torch.from_numpy(normalize(u8, pre)).unsqueeze(0).to(bb.device).to(getattr(torch, bb.dtype))
     base, delta = occlusion_map(model, x, bb.patch_size)
-    from ..explain.legend import with_legend
+    from ..explain.legend import view_note, with_legend
     from ..report.output import is_stdout, save_image
 
     scale = color_scale(delta)
@@ -215,7 +205,7 @@ def explain_mpft_cmd(
     legend = ["Occlusion: each patch token dropped in turn; colour = change of the MPFT logit.",
               "Red: without this patch the logit falls (it pushed towards AI). Blue: it rises (pushed towards real).",
               "Shows where the head's answer comes from, not which pixels were generated.",
-              _view_legend(region, *img.size, pre)]
+              view_note(region, *img.size, pre)]
     if biggest == 0:
         legend.append("No patch changed the logit: the map is empty because nothing moved, not because it is hidden.")
     elif biggest < scale:
