@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 
 from ..choices import choices
-from ..commands.common import (BackboneOptions, JsonFirstFormatOpt, JsonFormat, Preprocess, QuietOpt, backbone_options, fail,
-                               stderr_console)
+from ..commands.common import (BackboneOptions, JsonFirstFormatOpt, JsonFormat, MaxBytesOpt, MaxPixelsOpt, Preprocess,
+                               QuietOpt, backbone_options, fail, stderr_console)
 
 MaskSelect = choices("MaskSelect", "topk", "sample", doc="--mask-select: which patches Texture-Aware Masking hides.")
 
@@ -34,19 +34,21 @@ def _check_output(image: Path, output: Path) -> None:
         fail(str(exc))
 
 
-def _decode(image: Path):
-    from ..decode import DecodeFailure, load_rgb
+def _decode(image: Path, max_pixels: int, max_bytes: int):
+    """Decoded under scan's limits, taken from the same options: a file a scan with --max-pixels N judged can
+    be explained, and a refusal's message names an option this command has."""
+    from ..decode import DecodeFailure, DecodeLimits, load_rgb
 
     try:
-        return load_rgb(image)
+        return load_rgb(image, DecodeLimits(max_pixels=max_pixels, max_bytes=max_bytes))
     except DecodeFailure as exc:
         fail(f"{image}: {exc.code}: {exc}")
 
 
-def _load(image: Path, spec):
+def _load(image: Path, spec, max_pixels: int, max_bytes: int):
     from ..preprocess import to_uint8
 
-    return to_uint8(_decode(image), spec)
+    return to_uint8(_decode(image, max_pixels, max_bytes), spec)
 
 
 def _image_box(region, w: int, h: int, size: int, box) -> Optional[list]:
@@ -70,6 +72,8 @@ def explain_mask_cmd(
     patch: int = typer.Option(16, "--patch-size", min=1, help="ViT patch size."),
     head: Optional[Path] = typer.Option(None, "--head", help="Take preprocessing, patch size and mask settings from "
                                                              "this MPFT head folder instead."),
+    max_pixels: int = MaxPixelsOpt,
+    max_bytes: int = MaxBytesOpt,
     quiet: bool = QuietOpt,
 ):
     """Shade the patches Texture-Aware Masking would hide (the most textured ones).
@@ -110,7 +114,7 @@ def explain_mask_cmd(
         fail(f"head {head}: mask_select {select!r} is neither topk nor sample")
     if int(spec["size"]) % patch:
         fail(f"input size {spec['size']} is not a multiple of patch size {patch}")
-    u8 = _load(image, spec)
+    u8 = _load(image, spec, max_pixels, max_bytes)
     x = torch.from_numpy(normalize(u8, spec)).unsqueeze(0)
     mask = tam_mask(x, patch, ratio, select, seed=seed, mean=spec["mean"], std=spec["std"])[0]
     g = int(spec["size"]) // patch
@@ -138,6 +142,8 @@ def explain_mpft_cmd(
                                                                  "runs on this backbone)."),
     backbone_opts: BackboneOptions = None,
     fmt: JsonFormat = JsonFirstFormatOpt,
+    max_pixels: int = MaxPixelsOpt,
+    max_bytes: int = MaxBytesOpt,
     quiet: bool = QuietOpt,  # accepted like everywhere: the result is on stdout, nothing else is printed
 ):
     """Occlusion map: how much the MPFT logit falls without each ViT patch.
@@ -191,7 +197,7 @@ def explain_mpft_cmd(
     from ..preprocess import to_uint8, view_region
 
     pre = head.manifest["preprocessing"]
-    img = _decode(image)
+    img = _decode(image, max_pixels, max_bytes)
     u8 = to_uint8(img, pre)
     region = view_region(*img.size, pre)
     # Cast as the scan pipeline casts a batch (pipeline/stages.py).

@@ -186,3 +186,17 @@ def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(phot
         json.loads(t.stdout)
     j = run_cli_in_process(*args, "--format", "json")
     assert j.returncode == 0 and json.loads(j.stdout)["head"] == "m"
+
+
+@pytest.mark.parametrize("cmd", ["explain-mask", "explain-mpft"])
+def test_explain_decodes_under_the_limits_scan_takes(cmd, photo, mpft_weights, tmp_path):
+    """The explainers had no --max-pixels/--max-bytes: a file a scan with a raised --max-pixels judged could
+    not be explained, and the refusal said `(--max-pixels)`, an option the command did not take."""
+    from conftest import run_cli_in_process
+
+    model = ("--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights)) if cmd == "explain-mpft" else ()
+    r = run_cli_in_process(cmd, str(photo), "-o", str(tmp_path / "m.png"), "--max-pixels", "100", *model)
+    assert r.returncode == 2 and "too-large" in r.stderr and "--max-pixels" in r.stderr, r.stderr
+    r = run_cli_in_process(cmd, str(photo), "-o", str(tmp_path / "m.png"), "--max-bytes", "10", *model)
+    assert r.returncode == 2 and "too-large" in r.stderr, r.stderr
+    assert not (tmp_path / "m.png").exists()
