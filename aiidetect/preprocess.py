@@ -114,6 +114,26 @@ def to_uint8(img, spec: Mapping[str, Any]) -> np.ndarray:
     return center_crop(img, size)
 
 
+def view_region(w: int, h: int, spec: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """The part of a w x h image (as decoded: EXIF orientation applied) that to_uint8 makes the model's
+    size x size view, as (x0, y0, x1, y1) in the image's pixels: view pixel (u, v) covers the image from
+    x0 + u * (x1 - x0) / size on. It reaches past the image (x0 < 0) where center-crop pads a small one.
+    For explanations drawn on the view, so what they point at can be found on the picture people see."""
+    size = int(spec["size"])
+    mode = spec["mode"]
+    if mode == "resize":
+        return 0.0, 0.0, float(w), float(h)
+    if mode == "resize-center-crop":
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        return left * w / nw, top * h / nh, (left + size) * w / nw, (top + size) * h / nh
+    pad_h, pad_w = max(h, size), max(w, size)
+    top = int(round((pad_h - size) / 2.0)) - (pad_h - h) // 2
+    left = int(round((pad_w - size) / 2.0)) - (pad_w - w) // 2
+    return float(left), float(top), float(left + size), float(top + size)
+
+
 def _resize_window(img, nw: int, nh: int, size: int, interpolation: str) -> np.ndarray:
     """center_crop(img.resize((nw, nh)), size) without the whole resized image,
     from the source rows and columns the window needs: Pillow's separable

@@ -159,3 +159,26 @@ def test_a_spec_is_checked_and_takes_a_backbones_numpy_numbers():
                 {"mode": "bogus"}, {"interpolation": "bogus"}, None, [1]):
         with pytest.raises(ValueError):
             check_spec(bad)
+
+
+@pytest.mark.parametrize("mode", ["resize", "resize-center-crop", "center-crop"])
+@pytest.mark.parametrize("w,h", [(64, 48), (300, 100), (100, 500)])
+def test_view_region_is_where_the_view_comes_from(mode, w, h):
+    """preprocess.view_region: explanations drawn on the model's view place their boxes on the picture with
+    it, so it must name the image pixels each view pixel was made from. A gradient image reads them back."""
+    from PIL import Image
+
+    from aiidetect.preprocess import make_spec, to_uint8, view_region
+
+    xs, ys = np.linspace(0, 250, w), np.linspace(0, 250, h)
+    a = np.zeros((h, w, 3), np.uint8)
+    a[..., 0], a[..., 1] = xs[None, :].round(), ys[:, None].round()
+    spec = make_spec(mode, 224)
+    v = to_uint8(Image.fromarray(a), spec)
+    x0, y0, x1, y1 = view_region(w, h, spec)
+    u = np.arange(224) + 0.5
+    cx, cy = x0 + u * (x1 - x0) / 224, y0 + u * (y1 - y0) / 224
+    inx, iny = (cx >= 0.5) & (cx <= w - 1.5), (cy >= 0.5) & (cy <= h - 1.5)
+    assert inx.any() and iny.any()
+    assert np.abs(v[112, inx, 0] - np.interp(cx[inx] - 0.5, np.arange(w), xs)).max() < 1.5
+    assert np.abs(v[iny, 112, 1] - np.interp(cy[iny] - 0.5, np.arange(h), ys)).max() < 1.5

@@ -82,6 +82,10 @@ MaxBytesOpt = typer.Option(DEFAULT_MAX_BYTES, "--max-bytes", min=1, rich_help_pa
                            help="Refuse files larger than this.")
 # A training command prints one summary: --format json for scripts (--json, its older spelling, still works).
 SummaryFormatOpt = typer.Option(JsonFormat.table, "--format", "-f", help="table (for people) | json (for scripts).")
+# For the commands that printed their summary as JSON before they had --format (export onnx, explain-mpft):
+# scripts read it, so json stays their default.
+JsonFirstFormatOpt = typer.Option(JsonFormat.json, "--format", "-f",
+                                  help="json (for scripts; the default) | table (for people).")
 # Commands that print rows (one per file, head, candidate...), and those that also write the HTML report.
 RecordFormatOpt = typer.Option(RecordFormat.table, "--format", "-f",
                                help="table (for people) | json, jsonl or csv (for scripts).")

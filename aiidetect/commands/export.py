@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from ..choices import choices
-from .common import (BackboneOptions, JsonFormat, QuietOpt, backbone_options, fail, renamed_options, stderr_console,
-                     weights_dirs)
+from .common import (BackboneOptions, JsonFirstFormatOpt, JsonFormat, QuietOpt, backbone_options, fail,
+                     renamed_options, stderr_console, weights_dirs)
 
 # onnx_export.VARIANTS, which imports numpy: kept in step by a test.
 OnnxVariant = choices("OnnxVariant", "fp32", "fp16", "int8")
@@ -44,9 +44,7 @@ def export_onnx_cmd(
     # min=18: below it torch keeps opset 18 after a failed down-conversion (a traceback on stderr) while
     # the summary and the sidecar claimed the opset asked for.
     opset: int = typer.Option(18, "--opset", min=18, help="ONNX opset (>= 18 for the dynamo exporter)."),
-    # json by default: this command printed its summary as JSON before it had --format, and scripts read it.
-    fmt: JsonFormat = typer.Option(JsonFormat.json, "--format", "-f",
-                                   help="json (for scripts; the default) | table (for people)."),
+    fmt: JsonFormat = JsonFirstFormatOpt,
     quiet: bool = QuietOpt,
     backbone_opts: BackboneOptions = None,
 ):

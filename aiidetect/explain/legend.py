@@ -9,6 +9,18 @@ from typing import Sequence
 import numpy as np
 
 
+def view_note(region, w: int, h: int, spec) -> str:
+    """What part of a w x h picture a map drawn on the model's view shows (region: preprocess.view_region):
+    a centre crop drops edges, a plain resize stretches; a reader comparing the map with the picture must know."""
+    x0, y0, x1, y1 = region
+    whole = x0 <= 0 and y0 <= 0 and x1 >= w and y1 >= h
+    what = (f"it covers all of the {w}x{h} image" if whole else
+            f"it covers x {max(0, x0):.0f}-{min(w, x1):.0f}, y {max(0, y0):.0f}-{min(h, y1):.0f} of the {w}x{h} "
+            "image; the rest was not seen")
+    stretched = ", stretched to a square" if spec["mode"] == "resize" and w != h else ""
+    return f"Drawn on the model's input, {spec['mode']} to {spec['size']}x{spec['size']}{stretched}: {what}."
+
+
 def with_legend(img: np.ndarray, lines: Sequence[str], scale: float | None = None, unit: str = "") -> np.ndarray:
     """img (HxWx3 uint8) -> the same image with, below it, a blue-white-red bar from
     -scale to +scale (when scale is given) and the legend lines, wrapped."""

@@ -99,7 +99,11 @@ def occlusion_maps(path: str, detectors: Sequence[Any], grid: int = DEFAULT_GRID
         scale = max(MIN_SCALE, float(np.abs(delta).max()))
         from ..datauri import data_uri_jpeg
 
+        from ..explain.legend import view_note
+        from ..preprocess import view_region
+
         out.append({"detector": d.name, "base_p": round(float(base.p_ai), 6), "grid": grid,
+                    "view": view_note(view_region(*img.size, specs[k]), *img.size, specs[k]),
                     "scale": round(scale, 4), "deltas": np.round(delta, 5).tolist(),
                     "image": data_uri_jpeg(overlay(views[k], delta, scale))})
     return out

@@ -28,8 +28,22 @@ def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> t
     return base, deltas.reshape(g, g)
 
 
-def render_heatmap(u8: np.ndarray, delta: np.ndarray, patch_size: int, alpha: float = 0.5) -> np.ndarray:
-    m = float(np.abs(delta).max()) or 1.0
+# The colour scale never goes below this many logits: scaled to its own maximum, a head whose answer barely
+# moves (a few thousandths of a logit, bfloat16's rounding) was painted in full red and blue. 0.2 logit is
+# 0.05 P(AI) at the decision boundary (dP/dlogit = 1/4), the floor of the report's heat maps.
+MIN_LOGIT_SCALE = 0.2
+
+
+def color_scale(delta: np.ndarray) -> float:
+    """The +- range the colours span: the largest |delta|, never less than MIN_LOGIT_SCALE."""
+    return max(MIN_LOGIT_SCALE, float(np.abs(delta).max()))
+
+
+def render_heatmap(u8: np.ndarray, delta: np.ndarray, patch_size: int, alpha: float = 0.5,
+                   scale: float | None = None) -> np.ndarray:
+    """Red where delta > 0, blue where < 0; opacity grows with |delta| / scale (color_scale when not given),
+    so a weak effect stays faint."""
+    m = scale or color_scale(delta)
     d = np.kron(delta / m, np.ones((patch_size, patch_size), dtype=np.float32))
     color = np.zeros(u8.shape, dtype=np.float32)
     color[..., 0] = np.clip(d, 0, 1) * 255

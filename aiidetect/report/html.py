@@ -963,7 +963,8 @@ def _heatmaps(maps: Sequence[Mapping[str, Any]] | None) -> str:
         figs.append(f"<figure><img src=\"{_e(img)}\" alt=\"occlusion heat map for {_e(m.get('detector'))}\">"
                     f"{colorbar_svg(float(m.get('scale') or 0))}<figcaption><b>{_e(m.get('detector'))}</b>: P(AI) "
                     f"{float(m.get('base_p') or 0):.3f} on its view of the image; {_e(m.get('grid'))}\u00d7"
-                    f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}</figcaption>"
+                    f"{_e(m.get('grid'))} squares; largest change {_maxabs(m.get('deltas')):.3f}"
+                    + (f"<br>{_e(m['view'])}" if isinstance(m.get("view"), str) else "") + "</figcaption>"
                     "</figure>")
     return ("<h4>Where the detectors looked</h4><div class=\"heatmaps\">" + "".join(figs) + "</div>"
             f"<p class=\"mute\">{_e(HEATMAP_LEGEND)}</p>")

@@ -125,15 +125,18 @@ def test_every_command_lists_with_a_one_line_summary():
 def test_format_and_quiet_come_from_the_shared_definitions():
     """Each command had its own copy of --format ("Output format.", "How to print it.", "table | json
     | jsonl | csv") and of --quiet: declared once in commands/common.py, they read the same everywhere.
-    export onnx alone defaults to json (it printed JSON before it had --format)."""
+    export onnx and explain-mpft alone default to json (they printed JSON before they had --format)."""
     from aiidetect.commands import common
 
-    shared = {o.help: o.default for o in (common.SummaryFormatOpt, common.RecordFormatOpt, common.ReportFormatOpt)}
+    shared = {o.help: o.default for o in (common.SummaryFormatOpt, common.RecordFormatOpt, common.ReportFormatOpt,
+                                          common.JsonFirstFormatOpt)}
+    json_first = {("export", "onnx"), ("explain-mpft",)}
     seen = set()
     for path, cmd in _all_commands():
         for p in cmd.params:
-            if "--format" in p.opts and path != ("export", "onnx"):
-                assert p.help in shared and p.default == shared[p.help] == "table", (path, p.help)
+            if "--format" in p.opts:
+                want = "json" if path in json_first else "table"
+                assert p.help in shared and p.default == shared[p.help] == want, (path, p.help)
                 assert set(p.opts) == {"--format", "-f"}, path
                 seen.add(path)
             if "--quiet" in p.opts:

@@ -790,3 +790,25 @@ def test_copies_of_one_file_are_decoded_once_for_their_thumbnails(tmp_path, monk
     html = out.read_text(encoding="utf-8")
     assert len(decoded) == 1 and html.count('src="data:image/jpeg;base64,') == 2
     assert html.count("changed since the scan") == 2  # c.png's card: the box's title and its text
+
+
+def test_a_heat_map_says_which_part_of_the_picture_it_covers(tmp_path):
+    """A map is drawn on the detector's view (resized and/or centre-cropped) while the card's thumbnail is
+    the whole picture: nothing said that a centre crop had dropped the edges, so a reader laid the squares
+    over the wrong places."""
+    from PIL import Image
+
+    from aiidetect.explain.occlusion import occlusion_maps
+    from aiidetect.report.html import _heatmaps
+    from aiidetect.testing.images import noise_rgb
+
+    class Cropping(_TextureQuadrant):
+        spec = {**_TextureQuadrant.spec, "mode": "resize-center-crop"}
+
+    p = tmp_path / "wide.png"
+    Image.fromarray(np.asarray(noise_rgb(128, 64, seed=3))).save(p)
+    (m,) = occlusion_maps(str(p), [Cropping()], grid=4)
+    assert "covers x 32-96, y 0-64 of the 128x64 image" in m["view"]
+    assert "covers x 32-96, y 0-64 of the 128x64 image" in _heatmaps([m])
+    (m,) = occlusion_maps(str(p), [_TextureQuadrant()], grid=4)  # a plain resize sees it all, stretched
+    assert "resize to 64x64, stretched to a square: it covers all of the 128x64 image" in m["view"]
