@@ -20,7 +20,8 @@ def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> t
     idx_all = torch.arange(n)
     for s in range(0, n, batch):
         rows = list(range(s, min(n, s + batch)))
-        keep = torch.stack([idx_all[idx_all != r] for r in rows])
+        # On the model's device: torch.gather takes no index from another device (a GPU run failed).
+        keep = torch.stack([idx_all[idx_all != r] for r in rows]).to(x.device)
         out = model.encode(x.expand(len(rows), -1, -1, -1), keep_index=keep)[model.feature]
         z = model.heads(out)[0]
         deltas[rows] = base - z.float().cpu().numpy()

@@ -534,3 +534,31 @@ def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(tmp_pat
     with pytest.raises(ValueError, match=r"all real; 1 could not be decoded, e\.g\. .*a0\.jpg.*replace or remove"):
         MPFTTrainer(backbone, reals + [Item(str(tmp_path / "a0.jpg"), 1, "gen")], cfg, tmp_path / "run", "run",
                     show_progress=False)
+
+
+def test_occlusion_map_keeps_its_patch_indices_on_the_model_device():
+    """explain-mpft runs on scan's device (a GPU under --device auto), but the kept-token indices were made on
+    the CPU: torch.gather refuses an index on another device than the tokens, so every map on a GPU failed.
+    A stand-in model on torch's `meta` device says which device each index reached."""
+    from aiidetect.mpft.occlusion import occlusion_map
+
+    seen = []
+
+    class Model:
+        feature = "f"
+
+        def eval(self):
+            pass
+
+        def __call__(self, x):
+            return (torch.zeros(1, 1),)
+
+        def encode(self, x, keep_index):
+            seen.append(keep_index.device)
+            return {"f": torch.zeros(x.shape[0], 1)}
+
+        def heads(self, out):
+            return (out[:, 0],)
+
+    base, delta = occlusion_map(Model(), torch.zeros(1, 3, 32, 32, device="meta"), 16)
+    assert delta.shape == (2, 2) and seen and all(d.type == "meta" for d in seen), seen
