@@ -108,7 +108,26 @@ def test_explain_mpft_explains_the_logit_scan_reports_in_its_dtype(photo, mpft_w
     assert info["logit"] == round(det["score"], 4)
 
 
-def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_weights, tmp_path):
+@pytest.fixture(scope="module")
+def explained(mpft_weights, tmp_path_factory):
+    """One float32 explain-mpft run (a second of occlusion passes each), read by the tests below: an image
+    stored 96 wide, 64 tall with EXIF orientation 6, so shown 64 wide, 96 tall. (image, map, JSON summary)."""
+    from PIL import Image
+
+    from conftest import run_cli_in_process
+
+    d = tmp_path_factory.mktemp("explained")
+    stored = Image.fromarray((np.random.RandomState(0).rand(64, 96, 3) * 255).astype(np.uint8))
+    ex = Image.Exif()
+    ex[274] = 6
+    stored.save(d / "rot.jpg", exif=ex)
+    r = run_cli_in_process("explain-mpft", str(d / "rot.jpg"), "-o", str(d / "map.png"), "-f", "json",
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    return d / "rot.jpg", d / "map.png", json.loads(r.stdout)
+
+
+def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(explained, mpft_weights):
     """The colours were scaled to the map's own largest |delta|: a random head whose logit moved by a few
     thousandths per patch came out as a map of full red and blue squares. The scale has a floor, as the
     report's heat maps have, so the map over the model's view stays nearly clear."""
@@ -118,39 +137,22 @@ def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_we
     from aiidetect.heads import read_manifest
     from aiidetect.preprocess import to_uint8
 
-    from conftest import run_cli_in_process
-
-    out = tmp_path / "map.png"
-    r = run_cli_in_process("explain-mpft", str(photo), "-o", str(out), "--backbone-config", "tiny-vit",
-                           "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout)
+    image, out, info = explained
     assert abs(info["top_patches"][0]["delta"]) < 0.05  # the premise: this random head barely moves
     assert info["scale"] >= 0.2
-    view = to_uint8(load_rgb(photo), read_manifest(mpft_weights / "m")["preprocessing"])
+    view = to_uint8(load_rgb(image), read_manifest(mpft_weights / "m")["preprocessing"])
     drawn = np.asarray(Image.open(out).convert("RGB"))[:view.shape[0], :view.shape[1]]
     assert int(np.abs(drawn.astype(int) - view.astype(int)).max()) <= 8
 
 
-def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(mpft_weights, tmp_path):
+def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(explained):
     """top_patches gave only row/col on the patch grid of the resized, centre-cropped view: nothing said
     where that is on the picture a reader sees (a rotated camera JPEG, a crop that drops the edges). Each now
     has a box in the image's own pixels, EXIF orientation applied."""
-    from PIL import Image
-
-    from conftest import run_cli_in_process
-
-    stored = Image.fromarray((np.random.RandomState(0).rand(64, 96, 3) * 255).astype(np.uint8))  # 96 wide
-    ex = Image.Exif()
-    ex[274] = 6  # shown rotated: 64 wide, 96 tall
-    stored.save(tmp_path / "rot.jpg", exif=ex)
-    r = run_cli_in_process("explain-mpft", str(tmp_path / "rot.jpg"), "-o", str(tmp_path / "map.png"),
-                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    assert r.returncode == 0, r.stderr
     # resize-center-crop 224: 64x96 -> 224x336, rows 56..280 kept = image rows 16..80; a 16-pixel patch is
     # 16/3.5 image pixels.
     step = 16 / 3.5
-    for p in json.loads(r.stdout)["top_patches"]:
+    for p in explained[2]["top_patches"]:
         x0, y0, x1, y1 = p["box"]
         assert (x0, y0) == (int(p["col"] * step), int(16 + p["row"] * step)), p
         assert x1 - x0 in (4, 5, 6) and y1 - y0 in (4, 5, 6) and x1 <= 64 and y1 <= 80, p
@@ -171,21 +173,22 @@ def test_explain_to_stdout_at_a_terminal_is_refused(cmd, photo, mpft_weights, mo
     assert r.stdout == "" and "terminal" in r.stderr
 
 
-def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(photo, mpft_weights, tmp_path):
+def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(explained, mpft_weights, tmp_path):
     """explain-mpft printed its summary as JSON only, with no --format: the one command printing results
     outside the contract of docs/cli.md. json stays the default (scripts read it); table is for people."""
     from conftest import run_cli_in_process
 
-    args = ("explain-mpft", str(photo), "-o", str(tmp_path / "m.png"), "--backbone-config", "tiny-vit",
-            "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    t = run_cli_in_process(*args, "-f", "table")
+    image, _, info = explained  # `-f json` there
+    t = run_cli_in_process("explain-mpft", str(image), "-o", str(tmp_path / "m.png"), "-f", "table",
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
     assert t.returncode == 0, t.stderr
     lines = t.stdout.splitlines()
-    assert lines[0].startswith(str(tmp_path / "m.png") + ": head m (float32), logit ") and len(lines) == 7
+    assert lines[0].startswith(f"{tmp_path / 'm.png'}: head m (float32), logit {info['logit']}, ") and len(lines) == 7
+    p = info["top_patches"][0]
+    assert lines[2] == "  row {}, col {} (x {}-{}, y {}-{}): {:+.4f}".format(p["row"], p["col"], *p["box"][::2],
+                                                                         *p["box"][1::2], p["delta"])
     with pytest.raises(json.JSONDecodeError):
         json.loads(t.stdout)
-    j = run_cli_in_process(*args, "--format", "json")
-    assert j.returncode == 0 and json.loads(j.stdout)["head"] == "m"
 
 
 @pytest.mark.parametrize("cmd", ["explain-mask", "explain-mpft"])
