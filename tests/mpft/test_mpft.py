@@ -562,3 +562,18 @@ def test_occlusion_map_keeps_its_patch_indices_on_the_model_device():
 
     base, delta = occlusion_map(Model(), torch.zeros(1, 3, 32, 32, device="meta"), 16)
     assert delta.shape == (2, 2) and seen and all(d.type == "meta" for d in seen), seen
+
+
+def test_the_colour_floor_only_sets_the_smallest_span():
+    """explain-mpft's scale floor (0.2 logit, the report's 0.05 P(AI) at the boundary) keeps a weak map faint;
+    a strong effect must still widen the scale and be drawn in full colour."""
+    from aiidetect.explain.occlusion import MIN_SCALE
+    from aiidetect.mpft.occlusion import MIN_LOGIT_SCALE, color_scale, render_heatmap
+
+    assert MIN_LOGIT_SCALE == 4 * MIN_SCALE == 0.2
+    u8 = np.full((4, 4, 3), 128, np.uint8)
+    weak, strong = np.array([[0.002, 0], [0, 0]]), np.array([[3.0, 0], [0, -1.5]])
+    assert color_scale(weak) == 0.2 and color_scale(strong) == 3.0
+    assert np.abs(render_heatmap(u8, weak, 2).astype(int) - 128).max() <= 1
+    hot = render_heatmap(u8, strong, 2)
+    assert tuple(hot[0, 0]) == (191, 64, 64) and hot[3, 3, 2] > hot[3, 3, 0]  # full red at alpha 0.5; blue
