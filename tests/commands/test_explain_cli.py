@@ -203,3 +203,50 @@ def test_explain_decodes_under_the_limits_scan_takes(cmd, photo, mpft_weights, t
     r = run_cli_in_process(cmd, str(photo), "-o", str(tmp_path / "m.png"), "--max-bytes", "10", *model)
     assert r.returncode == 2 and "too-large" in r.stderr, r.stderr
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_top_patch_box_lands_on_the_pixels_the_model_saw(orientation, tmp_path):
+    """For every preprocessing and every EXIF orientation (the mirrored 2, 4, 5, 7 too): paint a patch's box
+    on the picture as shown, store it turned the other way with that tag, and the model's view must hold
+    the paint on that patch and nowhere far from it."""
+    from PIL import Image
+
+    from aiidetect.decode import load_rgb
+    from aiidetect.mpft.explain_cli import _top_patch
+    from aiidetect.preprocess import make_spec, to_uint8, view_region
+
+    T = Image.Transpose
+    undo = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_90,
+            7: T.TRANSVERSE, 8: T.ROTATE_270}.get(orientation)
+    size, patch = 32, 8
+    for mode in ("center-crop", "resize-center-crop", "resize"):
+        spec = make_spec(mode, size)
+        for (w, h), (r, c) in (((40, 56), (1, 2)), ((24, 20), (0, 0)), ((90, 33), (3, 1))):
+            region = view_region(w, h, spec)
+            delta = np.zeros((size // patch, size // patch))
+            delta[r, c] = 1
+            box = _top_patch(r * delta.shape[1] + c, delta, patch, region, (w, h), spec)["box"]
+            shown = (np.random.RandomState(w).rand(h, w, 3) * 100).astype(np.uint8)
+            shown[box[1]:box[3], box[0]:box[2]] = (255, 0, 255)
+            stored = Image.fromarray(shown) if undo is None else Image.fromarray(shown).transpose(undo)
+            ex = Image.Exif()
+            ex[274] = orientation
+            stored.save(tmp_path / "p.png", exif=ex)
+            img = load_rgb(tmp_path / "p.png")
+            assert np.array_equal(np.asarray(img), shown)  # decoded as shown
+            v = to_uint8(img, spec).astype(int)
+            paint = (v[..., 0] > 180) & (v[..., 1] < 60) & (v[..., 2] > 180)
+            # The patch's view pixels that come from the image (not center-crop's padding) are all painted...
+            u = np.arange(size) + 0.5
+            cx = region[0] + u * (region[2] - region[0]) / size
+            cy = region[1] + u * (region[3] - region[1]) / size
+            seen = ((cy >= 0) & (cy < h))[:, None] & ((cx >= 0) & (cx < w))[None, :]
+            cell = np.s_[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch]
+            assert paint[cell][seen[cell]].all(), (mode, (w, h), box)
+            # ...and paint elsewhere is only the box's rounding out to whole pixels and the filter's reach.
+            mx = max(1, size / (region[2] - region[0])) + 1
+            my = max(1, size / (region[3] - region[1])) + 1
+            ys, xs = np.nonzero(paint)
+            assert (xs >= c * patch - mx).all() and (xs < (c + 1) * patch + mx).all(), (mode, (w, h), box)
+            assert (ys >= r * patch - my).all() and (ys < (r + 1) * patch + my).all(), (mode, (w, h), box)
