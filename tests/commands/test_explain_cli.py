@@ -250,3 +250,20 @@ def test_a_top_patch_box_lands_on_the_pixels_the_model_saw(orientation, tmp_path
             ys, xs = np.nonzero(paint)
             assert (xs >= c * patch - mx).all() and (xs < (c + 1) * patch + mx).all(), (mode, (w, h), box)
             assert (ys >= r * patch - my).all() and (ys < (r + 1) * patch + my).all(), (mode, (w, h), box)
+
+
+def test_explain_mpft_refuses_a_file_before_it_builds_the_model(mpft_weights, tmp_path, monkeypatch):
+    """A file a scan would refuse (not an image, too large) was decoded only after the backbone was built and
+    the head loaded: seconds to a minute of a ViT-L for one line of refusal, on each file of a script's loop."""
+    import aiidetect.backbone as backbone
+
+    from conftest import run_cli_in_process
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(backbone, "create_backbone", no_model)
+    (tmp_path / "x.jpg").write_bytes(b"not an image")
+    r = run_cli_in_process("explain-mpft", str(tmp_path / "x.jpg"), "-o", str(tmp_path / "m.png"),
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights))
+    assert r.returncode == 2 and "x.jpg" in r.stderr and not (tmp_path / "m.png").exists(), r.stderr
