@@ -104,8 +104,7 @@ def to_uint8(img, spec: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
     if mode == "resize-center-crop":
         w, h = img.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        nw, nh = _resized(w, h, size)
         if nw * nh > WINDOW_PIXELS:
             return _resize_window(img, nw, nh, size, interpolation)
         if (nw, nh) != (w, h):
@@ -124,14 +123,25 @@ def view_region(w: int, h: int, spec: Mapping[str, Any]) -> tuple[float, float, 
     if mode == "resize":
         return 0.0, 0.0, float(w), float(h)
     if mode == "resize-center-crop":
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        nw, nh = _resized(w, h, size)
+        top, left = _crop_corner(nh, nw, size)
         return left * w / nw, top * h / nh, (left + size) * w / nw, (top + size) * h / nh
-    pad_h, pad_w = max(h, size), max(w, size)
-    top = int(round((pad_h - size) / 2.0)) - (pad_h - h) // 2
-    left = int(round((pad_w - size) / 2.0)) - (pad_w - w) // 2
+    top, left = _crop_corner(h, w, size)
     return float(left), float(top), float(left + size), float(top + size)
+
+
+def _resized(w: int, h: int, size: int) -> tuple[int, int]:
+    """resize-center-crop's resized size: the short side made `size`."""
+    scale = size / min(w, h)
+    return max(size, round(w * scale)), max(size, round(h * scale))
+
+
+def _crop_corner(h: int, w: int, size: int) -> tuple[int, int]:
+    """(top, left) of center_crop's size x size window in an h x w image's coordinates (negative where the
+    zero padding around a smaller image begins): one formula for the crop and for view_region."""
+    pad_h, pad_w = max(h, size), max(w, size)
+    return (int(round((pad_h - size) / 2.0)) - (pad_h - h) // 2,
+            int(round((pad_w - size) / 2.0)) - (pad_w - w) // 2)
 
 
 def _resize_window(img, nw: int, nh: int, size: int, interpolation: str) -> np.ndarray:
@@ -145,7 +155,7 @@ def _resize_window(img, nw: int, nh: int, size: int, interpolation: str) -> np.n
     nearest may pick the neighbouring source pixel). Used only for needle
     shapes (WINDOW_PIXELS), where the reference would need gigabytes."""
     w, h = img.size
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    top, left = _crop_corner(nh, nw, size)
     x0, x1 = left * w / nw, (left + size) * w / nw          # the window in source coordinates
     y0, y1 = top * h / nh, (top + size) * h / nh
     support = _SUPPORT.get(interpolation, 2.0)
@@ -170,10 +180,8 @@ def center_crop(arr, size: int) -> np.ndarray:
     take 67 GB."""
     is_array = isinstance(arr, np.ndarray)
     h, w = arr.shape[:2] if is_array else arr.size[::-1]
-    pad_h, pad_w = max(h, size), max(w, size)
     # The window's top-left corner in the image's coordinates: the padded frame centres the image.
-    top = int(round((pad_h - size) / 2.0)) - (pad_h - h) // 2
-    left = int(round((pad_w - size) / 2.0)) - (pad_w - w) // 2
+    top, left = _crop_corner(h, w, size)
     r0, r1, k0, k1 = max(0, top), min(h, top + size), max(0, left), min(w, left + size)
     sub = arr[r0:r1, k0:k1] if is_array else np.asarray(arr.crop((k0, r0, k1, r1)), dtype=np.uint8)
     if sub.shape[:2] == (size, size):

@@ -167,6 +167,8 @@ def explain_mpft_cmd(
     from ..heads import HeadError, HeadMismatch, find_heads, load_head, weights_dirs
 
     _check_output(image, output)
+    # Decoded before any model is built: a file a scan would refuse costs no backbone (a ViT-L: seconds).
+    img = _decode(image, max_pixels, max_bytes)
     found = find_heads(weights_dirs(backbone_opts.weights_dir or []), "mpft")
     if head_name:
         found = [(p, m) for p, m in found if m["name"] == head_name]
@@ -197,7 +199,6 @@ def explain_mpft_cmd(
     from ..preprocess import to_uint8, view_region
 
     pre = head.manifest["preprocessing"]
-    img = _decode(image, max_pixels, max_bytes)
     u8 = to_uint8(img, pre)
     region = view_region(*img.size, pre)
     # Cast as the scan pipeline casts a batch (pipeline/stages.py).

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..explain.occlusion import MIN_SCALE
+
 
 @torch.no_grad()
 def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> tuple[float, np.ndarray]:
@@ -20,7 +22,8 @@ def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> t
     idx_all = torch.arange(n)
     for s in range(0, n, batch):
         rows = list(range(s, min(n, s + batch)))
-        keep = torch.stack([idx_all[idx_all != r] for r in rows])
+        # On the model's device: torch.gather takes no index from another device (a GPU run failed).
+        keep = torch.stack([idx_all[idx_all != r] for r in rows]).to(x.device)
         out = model.encode(x.expand(len(rows), -1, -1, -1), keep_index=keep)[model.feature]
         z = model.heads(out)[0]
         deltas[rows] = base - z.float().cpu().numpy()
@@ -29,9 +32,10 @@ def occlusion_map(model, x: torch.Tensor, patch_size: int, batch: int = 32) -> t
 
 
 # The colour scale never goes below this many logits: scaled to its own maximum, a head whose answer barely
-# moves (a few thousandths of a logit, bfloat16's rounding) was painted in full red and blue. 0.2 logit is
-# 0.05 P(AI) at the decision boundary (dP/dlogit = 1/4), the floor of the report's heat maps.
-MIN_LOGIT_SCALE = 0.2
+# moves (a few thousandths of a logit, bfloat16's rounding) was painted in full red and blue. A display
+# choice (the deltas are not changed): the report's P(AI) floor at the decision boundary, where
+# dP/dlogit = 1/4, so the two kinds of map stay equally faint for one effect (0.05 P(AI) = 0.2 logit).
+MIN_LOGIT_SCALE = 4 * MIN_SCALE
 
 
 def color_scale(delta: np.ndarray) -> float:

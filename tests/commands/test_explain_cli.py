@@ -108,7 +108,26 @@ def test_explain_mpft_explains_the_logit_scan_reports_in_its_dtype(photo, mpft_w
     assert info["logit"] == round(det["score"], 4)
 
 
-def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_weights, tmp_path):
+@pytest.fixture(scope="module")
+def explained(mpft_weights, tmp_path_factory):
+    """One float32 explain-mpft run (a second of occlusion passes each), read by the tests below: an image
+    stored 96 wide, 64 tall with EXIF orientation 6, so shown 64 wide, 96 tall. (image, map, JSON summary)."""
+    from PIL import Image
+
+    from conftest import run_cli_in_process
+
+    d = tmp_path_factory.mktemp("explained")
+    stored = Image.fromarray((np.random.RandomState(0).rand(64, 96, 3) * 255).astype(np.uint8))
+    ex = Image.Exif()
+    ex[274] = 6
+    stored.save(d / "rot.jpg", exif=ex)
+    r = run_cli_in_process("explain-mpft", str(d / "rot.jpg"), "-o", str(d / "map.png"), "-f", "json",
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    return d / "rot.jpg", d / "map.png", json.loads(r.stdout)
+
+
+def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(explained, mpft_weights):
     """The colours were scaled to the map's own largest |delta|: a random head whose logit moved by a few
     thousandths per patch came out as a map of full red and blue squares. The scale has a floor, as the
     report's heat maps have, so the map over the model's view stays nearly clear."""
@@ -118,39 +137,22 @@ def test_explain_mpft_does_not_paint_a_tiny_effect_in_full_colour(photo, mpft_we
     from aiidetect.heads import read_manifest
     from aiidetect.preprocess import to_uint8
 
-    from conftest import run_cli_in_process
-
-    out = tmp_path / "map.png"
-    r = run_cli_in_process("explain-mpft", str(photo), "-o", str(out), "--backbone-config", "tiny-vit",
-                           "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    assert r.returncode == 0, r.stderr
-    info = json.loads(r.stdout)
+    image, out, info = explained
     assert abs(info["top_patches"][0]["delta"]) < 0.05  # the premise: this random head barely moves
     assert info["scale"] >= 0.2
-    view = to_uint8(load_rgb(photo), read_manifest(mpft_weights / "m")["preprocessing"])
+    view = to_uint8(load_rgb(image), read_manifest(mpft_weights / "m")["preprocessing"])
     drawn = np.asarray(Image.open(out).convert("RGB"))[:view.shape[0], :view.shape[1]]
     assert int(np.abs(drawn.astype(int) - view.astype(int)).max()) <= 8
 
 
-def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(mpft_weights, tmp_path):
+def test_explain_mpft_top_patches_say_where_they_are_on_the_picture(explained):
     """top_patches gave only row/col on the patch grid of the resized, centre-cropped view: nothing said
     where that is on the picture a reader sees (a rotated camera JPEG, a crop that drops the edges). Each now
     has a box in the image's own pixels, EXIF orientation applied."""
-    from PIL import Image
-
-    from conftest import run_cli_in_process
-
-    stored = Image.fromarray((np.random.RandomState(0).rand(64, 96, 3) * 255).astype(np.uint8))  # 96 wide
-    ex = Image.Exif()
-    ex[274] = 6  # shown rotated: 64 wide, 96 tall
-    stored.save(tmp_path / "rot.jpg", exif=ex)
-    r = run_cli_in_process("explain-mpft", str(tmp_path / "rot.jpg"), "-o", str(tmp_path / "map.png"),
-                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    assert r.returncode == 0, r.stderr
     # resize-center-crop 224: 64x96 -> 224x336, rows 56..280 kept = image rows 16..80; a 16-pixel patch is
     # 16/3.5 image pixels.
     step = 16 / 3.5
-    for p in json.loads(r.stdout)["top_patches"]:
+    for p in explained[2]["top_patches"]:
         x0, y0, x1, y1 = p["box"]
         assert (x0, y0) == (int(p["col"] * step), int(16 + p["row"] * step)), p
         assert x1 - x0 in (4, 5, 6) and y1 - y0 in (4, 5, 6) and x1 <= 64 and y1 <= 80, p
@@ -171,21 +173,22 @@ def test_explain_to_stdout_at_a_terminal_is_refused(cmd, photo, mpft_weights, mo
     assert r.stdout == "" and "terminal" in r.stderr
 
 
-def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(photo, mpft_weights, tmp_path):
+def test_explain_mpft_takes_format_like_every_command_that_prints_a_summary(explained, mpft_weights, tmp_path):
     """explain-mpft printed its summary as JSON only, with no --format: the one command printing results
     outside the contract of docs/cli.md. json stays the default (scripts read it); table is for people."""
     from conftest import run_cli_in_process
 
-    args = ("explain-mpft", str(photo), "-o", str(tmp_path / "m.png"), "--backbone-config", "tiny-vit",
-            "--weights-dir", str(mpft_weights), "--dtype", "float32")
-    t = run_cli_in_process(*args, "-f", "table")
+    image, _, info = explained  # `-f json` there
+    t = run_cli_in_process("explain-mpft", str(image), "-o", str(tmp_path / "m.png"), "-f", "table",
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights), "--dtype", "float32")
     assert t.returncode == 0, t.stderr
     lines = t.stdout.splitlines()
-    assert lines[0].startswith(str(tmp_path / "m.png") + ": head m (float32), logit ") and len(lines) == 7
+    assert lines[0].startswith(f"{tmp_path / 'm.png'}: head m (float32), logit {info['logit']}, ") and len(lines) == 7
+    p = info["top_patches"][0]
+    assert lines[2] == "  row {}, col {} (x {}-{}, y {}-{}): {:+.4f}".format(p["row"], p["col"], *p["box"][::2],
+                                                                         *p["box"][1::2], p["delta"])
     with pytest.raises(json.JSONDecodeError):
         json.loads(t.stdout)
-    j = run_cli_in_process(*args, "--format", "json")
-    assert j.returncode == 0 and json.loads(j.stdout)["head"] == "m"
 
 
 @pytest.mark.parametrize("cmd", ["explain-mask", "explain-mpft"])
@@ -200,3 +203,67 @@ def test_explain_decodes_under_the_limits_scan_takes(cmd, photo, mpft_weights, t
     r = run_cli_in_process(cmd, str(photo), "-o", str(tmp_path / "m.png"), "--max-bytes", "10", *model)
     assert r.returncode == 2 and "too-large" in r.stderr, r.stderr
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_top_patch_box_lands_on_the_pixels_the_model_saw(orientation, tmp_path):
+    """For every preprocessing and every EXIF orientation (the mirrored 2, 4, 5, 7 too): paint a patch's box
+    on the picture as shown, store it turned the other way with that tag, and the model's view must hold
+    the paint on that patch and nowhere far from it."""
+    from PIL import Image
+
+    from aiidetect.decode import load_rgb
+    from aiidetect.mpft.explain_cli import _top_patch
+    from aiidetect.preprocess import make_spec, to_uint8, view_region
+
+    T = Image.Transpose
+    undo = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_90,
+            7: T.TRANSVERSE, 8: T.ROTATE_270}.get(orientation)
+    size, patch = 32, 8
+    for mode in ("center-crop", "resize-center-crop", "resize"):
+        spec = make_spec(mode, size)
+        for (w, h), (r, c) in (((40, 56), (1, 2)), ((24, 20), (0, 0)), ((90, 33), (3, 1))):
+            region = view_region(w, h, spec)
+            delta = np.zeros((size // patch, size // patch))
+            delta[r, c] = 1
+            box = _top_patch(r * delta.shape[1] + c, delta, patch, region, (w, h), spec)["box"]
+            shown = (np.random.RandomState(w).rand(h, w, 3) * 100).astype(np.uint8)
+            shown[box[1]:box[3], box[0]:box[2]] = (255, 0, 255)
+            stored = Image.fromarray(shown) if undo is None else Image.fromarray(shown).transpose(undo)
+            ex = Image.Exif()
+            ex[274] = orientation
+            stored.save(tmp_path / "p.png", exif=ex)
+            img = load_rgb(tmp_path / "p.png")
+            assert np.array_equal(np.asarray(img), shown)  # decoded as shown
+            v = to_uint8(img, spec).astype(int)
+            paint = (v[..., 0] > 180) & (v[..., 1] < 60) & (v[..., 2] > 180)
+            # The patch's view pixels that come from the image (not center-crop's padding) are all painted...
+            u = np.arange(size) + 0.5
+            cx = region[0] + u * (region[2] - region[0]) / size
+            cy = region[1] + u * (region[3] - region[1]) / size
+            seen = ((cy >= 0) & (cy < h))[:, None] & ((cx >= 0) & (cx < w))[None, :]
+            cell = np.s_[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch]
+            assert paint[cell][seen[cell]].all(), (mode, (w, h), box)
+            # ...and paint elsewhere is only the box's rounding out to whole pixels and the filter's reach.
+            mx = max(1, size / (region[2] - region[0])) + 1
+            my = max(1, size / (region[3] - region[1])) + 1
+            ys, xs = np.nonzero(paint)
+            assert (xs >= c * patch - mx).all() and (xs < (c + 1) * patch + mx).all(), (mode, (w, h), box)
+            assert (ys >= r * patch - my).all() and (ys < (r + 1) * patch + my).all(), (mode, (w, h), box)
+
+
+def test_explain_mpft_refuses_a_file_before_it_builds_the_model(mpft_weights, tmp_path, monkeypatch):
+    """A file a scan would refuse (not an image, too large) was decoded only after the backbone was built and
+    the head loaded: seconds to a minute of a ViT-L for one line of refusal, on each file of a script's loop."""
+    import aiidetect.backbone as backbone
+
+    from conftest import run_cli_in_process
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(backbone, "create_backbone", no_model)
+    (tmp_path / "x.jpg").write_bytes(b"not an image")
+    r = run_cli_in_process("explain-mpft", str(tmp_path / "x.jpg"), "-o", str(tmp_path / "m.png"),
+                           "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights))
+    assert r.returncode == 2 and "x.jpg" in r.stderr and not (tmp_path / "m.png").exists(), r.stderr

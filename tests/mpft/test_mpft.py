@@ -534,3 +534,46 @@ def test_training_names_the_images_lost_when_one_class_cannot_be_decoded(tmp_pat
     with pytest.raises(ValueError, match=r"all real; 1 could not be decoded, e\.g\. .*a0\.jpg.*replace or remove"):
         MPFTTrainer(backbone, reals + [Item(str(tmp_path / "a0.jpg"), 1, "gen")], cfg, tmp_path / "run", "run",
                     show_progress=False)
+
+
+def test_occlusion_map_keeps_its_patch_indices_on_the_model_device():
+    """explain-mpft runs on scan's device (a GPU under --device auto), but the kept-token indices were made on
+    the CPU: torch.gather refuses an index on another device than the tokens, so every map on a GPU failed.
+    A stand-in model on torch's `meta` device says which device each index reached."""
+    from aiidetect.mpft.occlusion import occlusion_map
+
+    seen = []
+
+    class Model:
+        feature = "f"
+
+        def eval(self):
+            pass
+
+        def __call__(self, x):
+            return (torch.zeros(1, 1),)
+
+        def encode(self, x, keep_index):
+            seen.append(keep_index.device)
+            return {"f": torch.zeros(x.shape[0], 1)}
+
+        def heads(self, out):
+            return (out[:, 0],)
+
+    base, delta = occlusion_map(Model(), torch.zeros(1, 3, 32, 32, device="meta"), 16)
+    assert delta.shape == (2, 2) and seen and all(d.type == "meta" for d in seen), seen
+
+
+def test_the_colour_floor_only_sets_the_smallest_span():
+    """explain-mpft's scale floor (0.2 logit, the report's 0.05 P(AI) at the boundary) keeps a weak map faint;
+    a strong effect must still widen the scale and be drawn in full colour."""
+    from aiidetect.explain.occlusion import MIN_SCALE
+    from aiidetect.mpft.occlusion import MIN_LOGIT_SCALE, color_scale, render_heatmap
+
+    assert MIN_LOGIT_SCALE == 4 * MIN_SCALE == 0.2
+    u8 = np.full((4, 4, 3), 128, np.uint8)
+    weak, strong = np.array([[0.002, 0], [0, 0]]), np.array([[3.0, 0], [0, -1.5]])
+    assert color_scale(weak) == 0.2 and color_scale(strong) == 3.0
+    assert np.abs(render_heatmap(u8, weak, 2).astype(int) - 128).max() <= 1
+    hot = render_heatmap(u8, strong, 2)
+    assert tuple(hot[0, 0]) == (191, 64, 64) and hot[3, 3, 2] > hot[3, 3, 0]  # full red at alpha 0.5; blue
