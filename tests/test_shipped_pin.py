@@ -225,7 +225,7 @@ def test_a_copy_of_the_shipped_manifest_over_other_tensors_is_not_listed_as_ship
 def test_the_tensors_read_whole_ask_for_no_more_memory_than_they_hold():
     """Read as one bounded read, a head of kilobytes asked for the bound (gigabytes) at once: refused where
     memory is not overcommitted (here: an address-space limit)."""
-    resource = pytest.importorskip("resource")
+    pytest.importorskip("resource")   # the child limits its memory with it (POSIX only)
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); from pathlib import Path; "
             "from aiidetect.heads import _tensor_bytes; print(len(_tensor_bytes(Path(r'%s'))))" % SHIPPED)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

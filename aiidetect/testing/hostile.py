@@ -85,6 +85,18 @@ def xmp_creator_tool(tool: str) -> tuple[int, bytes]:
         f'<xmp:CreatorTool>{tool}</xmp:CreatorTool></rdf:Description></rdf:RDF></x:xmpmeta>').encode())
 
 
+def xmp_history_tool(creator: str, agent: str) -> tuple[int, bytes]:
+    """An APP1 (marker, payload) whose XMP packet names `creator` in xmp:CreatorTool and one saved step of the
+    edit history by `agent` (Photoshop writing a file one generative-fill step of which was Adobe Firefly)."""
+    return 0xE1, (b"http://ns.adobe.com/xap/1.0/\x00" + (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
+        'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#">'
+        f'<xmp:CreatorTool>{creator}</xmp:CreatorTool><xmpMM:History><rdf:Seq>'
+        f'<rdf:li stEvt:action="saved" stEvt:softwareAgent="{agent}"/></rdf:Seq></xmpMM:History>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>').encode())
+
+
 def iim_dataset(rec: int, ds: int, value: bytes) -> bytes:
     """One IPTC IIM dataset with a standard 2-byte length."""
     return b"\x1c" + bytes([rec, ds]) + struct.pack(">H", len(value)) + value

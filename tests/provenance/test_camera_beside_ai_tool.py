@@ -7,7 +7,7 @@ import io
 from PIL import Image
 
 from aiidetect.provenance import analyze
-from aiidetect.testing.hostile import XMP_TRAINED, with_jpeg_segments, xmp_creator_tool
+from aiidetect.testing.hostile import XMP_TRAINED, with_jpeg_segments, xmp_creator_tool, xmp_history_tool
 
 XAP = b"http://ns.adobe.com/xap/1.0/\x00"
 
@@ -49,14 +49,8 @@ def test_an_ai_tool_named_in_another_block_clashes_and_one_in_an_edit_history_do
     note = items["metadata.conflict"].data["conflicts"]
     assert len(note) == 1 and "xmp.generator-tool" in note[0] and "same EXIF block" not in note[0], note
     # A photo with one AI edit step (Photoshop's history naming Firefly) is a partial AI edit, no contradiction.
-    history = XAP + (
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
-        'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#">'
-        '<xmp:CreatorTool>Adobe Photoshop 25.0 (Windows)</xmp:CreatorTool><xmpMM:History><rdf:Seq>'
-        '<rdf:li stEvt:action="saved" stEvt:softwareAgent="Adobe Firefly"/></rdf:Seq></xmpMM:History>'
-        '</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
-    _, items = _items(with_jpeg_segments(_camera_jpeg(), [(0xE1, history)], at=2))
+    history = xmp_history_tool("Adobe Photoshop 25.0 (Windows)", "Adobe Firefly")
+    _, items = _items(with_jpeg_segments(_camera_jpeg(), [history], at=2))
     assert items["xmp.generator-tool"].strength == 2.5 and "metadata.conflict" not in items
 
 

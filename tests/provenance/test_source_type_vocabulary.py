@@ -16,7 +16,7 @@ from PIL import Image
 from aiidetect.provenance import analyze
 from aiidetect.provenance.factwords import c2pa_line
 from aiidetect.testing import c2pa_signing
-from aiidetect.testing.hostile import with_jpeg_segments
+from aiidetect.testing.hostile import with_jpeg_segments, xmp_history_tool
 
 XAP = b"http://ns.adobe.com/xap/1.0/\x00"
 URI = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -159,14 +159,8 @@ def test_a_signed_photo_with_a_non_generative_edit_stays_a_capture(signer):
 def test_an_ai_tool_in_the_edit_history_of_a_photoshop_file_is_a_partial_edit():
     # Photoshop made the file; one history step names Adobe Firefly (generative fill). It read "XMP names an
     # AI image tool" at the weight of a generator's own CreatorTool.
-    packet = XAP + (
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" '
-        'xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#">'
-        '<xmp:CreatorTool>Adobe Photoshop 25.0 (Windows)</xmp:CreatorTool><xmpMM:History><rdf:Seq>'
-        '<rdf:li stEvt:action="saved" stEvt:softwareAgent="Adobe Firefly"/></rdf:Seq></xmpMM:History>'
-        '</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
-    _, items = _source_items(with_jpeg_segments(_jpeg(), [(0xE1, packet)]))
+    history = xmp_history_tool("Adobe Photoshop 25.0 (Windows)", "Adobe Firefly")
+    _, items = _source_items(with_jpeg_segments(_jpeg(), [history]))
     e = items["xmp.generator-tool"]
     assert e.strength == 2.5 and "partially AI-edited" in e.detail and "Adobe Photoshop" in e.detail
 
