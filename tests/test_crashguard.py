@@ -2,6 +2,7 @@
 must not stop an audit with --db for good: read alone after one death, set aside after two."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -1171,34 +1172,45 @@ def test_a_store_without_flock_scans_and_resumes(tmp_path, monkeypatch):
     assert recover(db) == ([], [])
 
 
+@contextlib.contextmanager
+def _service_with_two_reads_stuck(tmp_path, monkeypatch, stuck, others):
+    """A service (one Scanner, file_timeout 0.3) whose scans of `stuck` each gave up a read still hanging; the reads
+    return when the block ends, checked in a new process (_resume_in_a_new_process)."""
+    from aiidetect import api
+
+    for name in (*stuck, *others):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    gate = [threading.Event()]
+    _hang_in_budget(monkeypatch, gate)
+    try:
+        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
+            for name in stuck:
+                assert [r.error.code for r in service.scan(tmp_path / f"{name}.png")] == ["timeout"]
+            yield service
+    finally:
+        gate[0].set()
+    _resume_in_a_new_process(gate)
+
+
 def test_a_service_can_tell_reads_stuck_apart_and_names_only_the_callers_own_files(tmp_path, monkeypatch):
     """A service scans each user's upload with its own call. With reads given up still stuck, a scan that stops or
     is refused raised a plain ScanError (only its text told "restart the process" from a broken store), and its
     message listed every stuck file of the process: one user's error named other users' uploads. It is a
     ReadsStuckError now, with the count and this scan's own stuck files; the others are only counted."""
-    from aiidetect import ReadsStuckError, ScanError, api
+    from aiidetect import ReadsStuckError, ScanError
 
-    for name in ("alice", "bob", "carol", "dave"):
-        Image.new("RGB", (8, 8)).save(tmp_path / f"hang-{name}.png")
-    gate = [threading.Event()]
-    _hang_in_budget(monkeypatch, gate)
-    try:
-        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
-            for user in ("alice", "bob"):
-                assert [r.error.code for r in service.scan(tmp_path / f"hang-{user}.png")] == ["timeout"]
-            with pytest.raises(ReadsStuckError) as stop:  # carol's own read is the third given up
-                list(service.scan(tmp_path / "hang-carol.png"))
-            assert isinstance(stop.value, ScanError)
-            assert not any(n in str(stop.value) for n in ("alice", "bob"))
-            assert "hang-carol.png" in str(stop.value) and "2 of other scans" in str(stop.value)
-            with pytest.raises(ReadsStuckError) as refused:  # dave's scan reads nothing
-                service.scan(tmp_path / "hang-dave.png")
-            assert not any(n in str(refused.value) for n in ("alice", "bob", "carol", "dave"))
-            assert (stop.value.count, stop.value.files) == (3, [str(tmp_path / "hang-carol.png")])
-            assert (refused.value.count, refused.value.files) == (3, [])
-    finally:
-        gate[0].set()
-    _resume_in_a_new_process(gate)
+    with _service_with_two_reads_stuck(tmp_path, monkeypatch, ("hang-alice", "hang-bob"),
+                                       ("hang-carol", "hang-dave")) as service:
+        with pytest.raises(ReadsStuckError) as stop:  # carol's own read is the third given up
+            list(service.scan(tmp_path / "hang-carol.png"))
+        assert isinstance(stop.value, ScanError)
+        assert not any(n in str(stop.value) for n in ("alice", "bob"))
+        assert "hang-carol.png" in str(stop.value) and "2 of other scans" in str(stop.value)
+        with pytest.raises(ReadsStuckError) as refused:  # dave's scan reads nothing
+            service.scan(tmp_path / "hang-dave.png")
+        assert not any(n in str(refused.value) for n in ("alice", "bob", "carol", "dave"))
+        assert (stop.value.count, stop.value.files) == (3, [str(tmp_path / "hang-carol.png")])
+        assert (refused.value.count, refused.value.files) == (3, [])
 
 
 def test_scans_started_at_once_cannot_all_pass_the_check_on_reads_given_up(tmp_path, monkeypatch):
@@ -1206,44 +1218,34 @@ def test_scans_started_at_once_cannot_all_pass_the_check_on_reads_given_up(tmp_p
     check (it counted the reads alone), and each could leave one more thread behind: stuck threads were bounded by
     the service's concurrency, not by the cap. A scan that starts while reads are stuck now holds a reservation,
     checked and taken under one lock, until it ends: one more scan starts, not every request in flight."""
-    from aiidetect import ReadsStuckError, api, crashguard
+    from aiidetect import ReadsStuckError, crashguard
 
-    for name in ("hang1", "hang2", "ok"):
-        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
-    gate = [threading.Event()]
-    _hang_in_budget(monkeypatch, gate)
-    try:
-        with api.Scanner(detectors="metadata", cache=False, workers=1, file_timeout=0.3) as service:
-            for name in ("hang1", "hang2"):
-                assert [r.error.code for r in service.scan(tmp_path / f"{name}.png")] == ["timeout"]
-            first = service.scan(tmp_path / "ok.png")  # started, not yet iterated: a request in flight
-            with pytest.raises(ReadsStuckError):
-                service.scan(tmp_path / "ok.png")  # the second at once: refused
-            assert [r.error for r in first] == [None]  # the first ends: its reservation is handed back
-            assert [r.error for r in service.scan(tmp_path / "ok.png")] == [None]
+    with _service_with_two_reads_stuck(tmp_path, monkeypatch, ("hang1", "hang2"), ("ok",)) as service:
+        first = service.scan(tmp_path / "ok.png")  # started, not yet iterated: a request in flight
+        with pytest.raises(ReadsStuckError):
+            service.scan(tmp_path / "ok.png")  # the second at once: refused
+        assert [r.error for r in first] == [None]  # the first ends: its reservation is handed back
+        assert [r.error for r in service.scan(tmp_path / "ok.png")] == [None]
 
-            # The check and the reservation are one step: of requests that reach it at the same instant, one passes.
-            barrier, admitted, refused = threading.Barrier(8), [], []
+        # The check and the reservation are one step: of requests that reach it at the same instant, one passes.
+        barrier, admitted, refused = threading.Barrier(8), [], []
 
-            def request():
-                barrier.wait(10)
-                try:
-                    admitted.append(crashguard.reserve_reads())
-                except crashguard.ReadsStuck:
-                    refused.append(1)
-            threads = [threading.Thread(target=request) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(10)
-            assert (len(admitted), len(refused)) == (1, 7)
-            admitted[0]()
-            admitted[0]()  # twice: handed back once
-            assert len(crashguard.reads_given_up()) == 2
-            crashguard.reserve_reads()()  # free again
-    finally:
-        gate[0].set()
-    _resume_in_a_new_process(gate)
+        def request():
+            barrier.wait(10)
+            try:
+                admitted.append(crashguard.reserve_reads())
+            except crashguard.ReadsStuck:
+                refused.append(1)
+        threads = [threading.Thread(target=request) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert (len(admitted), len(refused)) == (1, 7)
+        admitted[0]()
+        admitted[0]()  # twice: handed back once
+        assert len(crashguard.reads_given_up()) == 2
+        crashguard.reserve_reads()()  # free again
 
 
 def test_a_scan_ended_by_a_garbage_collection_under_the_reads_lock_does_not_hang_the_process(monkeypatch):
