@@ -111,7 +111,7 @@ def main() -> int:
                          "were measured) or the default limit, 2000.")
     ap.add_argument("--print", dest="print_", action="store_true",
                     help="Also time the beforeprint handler, the layout for paper and page.pdf(), and count the "
-                         "PDF's pages (slow: minutes for thousands of cards).")
+                         "PDF's pages (keep --max-cards small: every card is printed too).")
     a = ap.parse_args()
     d = a.keep or Path(tempfile.mkdtemp(prefix="aiidetect-report-bench-"))
     d.mkdir(parents=True, exist_ok=True)
