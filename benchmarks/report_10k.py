@@ -2,6 +2,7 @@
 
     python benchmarks/report_10k.py [--files 1000,10000] [--max-cards 0] [--chromium /usr/bin/chromium] [--keep DIR]
     python benchmarks/report_10k.py --jsonl RUN.jsonl [--max-cards 2000]   # a saved run instead of synthetic records
+    python benchmarks/report_10k.py --files 10000 --max-cards 1 --print   # also print it (docs/report.md)
 
 Makes N synthetic scan records (three detectors, two or three evidence items
 each, realistic verdict mix; no thumbnails: the files do not exist), renders
@@ -13,7 +14,12 @@ and measures, inside the page:
   - sort: one click on the P(AI) header, rendered (median of 5);
   - jump: scroll to the last file's card and lay it out;
   - the longest main-thread task (the longest the page can ignore input);
-  - memory: the page's JavaScript heap and DOM node count (DevTools Protocol metrics).
+  - memory: the page's JavaScript heap and DOM node count (DevTools Protocol metrics);
+  - with --print (off by default, after the rest): the report's beforeprint handler listing every row for
+    paper (the event dispatched in the page, timed until it returns, and the rows it listed), the layout of
+    the page for paper after it (print media emulated), then the wall time of Playwright's page.pdf() and
+    the PDF's page count (its "/Type /Page" objects counted in the bytes).
+--jsonl renders the saved run as it is (its own number of records; it does not repeat them).
 Prints one JSON object per size, side by side in one run (compare ratios:
 absolute times depend on the machine and its load). Needs chromium (apt-get install chromium) and playwright.
 """
@@ -24,6 +30,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -102,17 +109,21 @@ def main() -> int:
     ap.add_argument("--max-cards", type=int, default=0,
                     help="`aiidetect report --max-cards`: 0 (a card for every file, as the docs/report.md rows "
                          "were measured) or the default limit, 2000.")
+    ap.add_argument("--print", dest="print_", action="store_true",
+                    help="Also time the beforeprint handler, the layout for paper and page.pdf(), and count the "
+                         "PDF's pages (keep --max-cards small: every card is printed too).")
     a = ap.parse_args()
     d = a.keep or Path(tempfile.mkdtemp(prefix="aiidetect-report-bench-"))
     d.mkdir(parents=True, exist_ok=True)
-    runs = ([measure(0, d, a.chromium, a.max_cards, a.jsonl)] if a.jsonl else
-            [measure(int(n), d, a.chromium, a.max_cards) for n in a.files.split(",")])
+    runs = ([measure(0, d, a.chromium, a.max_cards, a.jsonl, a.print_)] if a.jsonl else
+            [measure(int(n), d, a.chromium, a.max_cards, print_=a.print_) for n in a.files.split(",")])
     print(json.dumps({"runs": runs, "cpu": _cpu(), "load_average": [round(x, 2) for x in os.getloadavg()],
                       "python": platform.python_version()}, indent=1))
     return 0 if not any(r["page_errors"] for r in runs) else 1
 
 
-def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | None = None) -> dict:
+def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | None = None,
+            print_: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     if saved is not None:
@@ -157,11 +168,45 @@ def measure(n: int, d: Path, chromium: str, max_cards: int = 0, saved: Path | No
         wall_s = time.perf_counter() - t
         res = page.evaluate(MEASURE)
         res.update(_browser_memory(page))
+        if print_:
+            res.update(_print(page))
         b.close()
     res = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()}
     return {"files": n, "max_cards": max_cards, "html_mib": round(html.stat().st_size / 2**20, 1), "render_s": round(render_s, 2),
             "render_peak_mib": render_peak,
             "browser_open_wall_s": round(wall_s, 2), **res, "page_errors": errors}
+
+
+BEFOREPRINT = """() => {
+  let t = performance.now();
+  window.dispatchEvent(new Event('beforeprint'));
+  const script = performance.now() - t;
+  const rows = document.querySelectorAll('#files-table tbody.paper tr').length;
+  t = performance.now();
+  document.body.offsetHeight;
+  const layout = performance.now() - t;
+  window.dispatchEvent(new Event('afterprint'));
+  return {beforeprint_ms: script, beforeprint_rows: rows, print_layout_ms: layout};
+}"""
+
+
+def _print(page) -> dict:
+    """The cost of printing: the report's own beforeprint handler (every row listed for paper), the layout of
+    that for paper, then a real print to PDF (which runs the handler again itself)."""
+    page.emulate_media(media="print")
+    res = page.evaluate(BEFOREPRINT)
+    page.emulate_media(media="null")  # "screen" would stay in force for page.pdf() and print the screen's rows
+    t = time.perf_counter()
+    pdf = page.pdf()
+    res.update(pdf_wall_s=round(time.perf_counter() - t, 2), pdf_pages=pdf_pages(pdf),
+               pdf_mib=round(len(pdf) / 2**20, 1))
+    return res
+
+
+def pdf_pages(pdf: bytes) -> int:
+    """Pages of a PDF, counted cheaply: its page objects ("/Type /Page", not the "/Type /Pages" tree nodes).
+    Right for Chromium's PDFs, which keep their objects uncompressed; a PDF with object streams would read 0."""
+    return len(re.findall(rb"/Type\s*/Page(?![A-Za-z])", pdf))
 
 
 def _browser_memory(page) -> dict:
