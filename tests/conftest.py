@@ -19,6 +19,16 @@ os.environ["AIIDETECT_CACHE"] = str(_TMP / "cache")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def load_script(relpath: str):
+    """A benchmark or script of this checkout (not a package module) loaded by path, for tests of its helpers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(relpath).stem, REPO / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 DEV = (REPO.parent / "shared" / "data" / "dev").resolve()
 if not DEV.is_dir():  # CI clones main with shared/ beside it
     DEV = Path(os.environ.get("AIIDETECT_DEV_DATA", "/work/shared/data/dev"))

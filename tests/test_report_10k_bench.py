@@ -1,16 +1,12 @@
 """benchmarks/report_10k.py --print counts the PDF's pages from its bytes; docs/report.md quotes that count."""
 from __future__ import annotations
 
-import importlib.util
 
-from conftest import REPO
+from conftest import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("report_10k", REPO / "benchmarks" / "report_10k.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/report_10k.py")
 
 
 def test_pdf_page_count_counts_pages_not_the_page_tree():

@@ -2,19 +2,15 @@
 result file a sixth the lines."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 RESULT = REPO / "benchmarks" / "results" / "watermark_robustness.json"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("watermark_robustness", REPO / "benchmarks" / "watermark_robustness.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/watermark_robustness.py")
 
 
 def test_the_result_file_is_what_dumps_writes_and_reads_back_the_same():
