@@ -218,13 +218,9 @@ def test_eval_error_rates_carry_their_count_and_upper_bound():
         assert "likely-real: - (no images of that class)" in text.replace("likely-real -", "likely-real: -")
 
 
-def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names():
-    """A generator named by a CSV cell ("sd|xl", "gen<newline>x"): the pipe
-    split its row into an extra column and the newline ended the table."""
-    import re
-
+def _one_detector_block(gen_a: str, gen_b: str) -> dict:
+    """One condition's metrics for one pixel detector on a real image and AI images of two generators."""
     from aiidetect.evaluate.core import condition_metrics
-    from aiidetect.evaluate.report import summary_markdown
     from aiidetect.evaluate.runner import Scored
     from aiidetect.records import DetectorResult
 
@@ -232,9 +228,19 @@ def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names
         name, threshold = "pix", 0.5
 
     items = [Scored("r", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}),
-             Scored("a", 1, "sd|xl", {"pix": DetectorResult("ok", p_ai=0.8)}),
-             Scored("b", 1, "gen\nx", {"pix": DetectorResult("ok", p_ai=0.7)})]
-    block, _ = condition_metrics(items, [Det()], None)
+             Scored("a", 1, gen_a, {"pix": DetectorResult("ok", p_ai=0.8)}),
+             Scored("b", 1, gen_b, {"pix": DetectorResult("ok", p_ai=0.7)})]
+    return condition_metrics(items, [Det()], None)[0]
+
+
+def test_summary_markdown_tables_keep_their_columns_with_hostile_generator_names():
+    """A generator named by a CSV cell ("sd|xl", "gen<newline>x"): the pipe
+    split its row into an extra column and the newline ended the table."""
+    import re
+
+    from aiidetect.evaluate.report import summary_markdown
+
+    block = _one_detector_block("sd|xl", "gen\nx")
     md = summary_markdown({"run": {}, "conditions": [block]})
     table = [l for l in md.splitlines() if l.startswith("| ") and "generator" not in l and "detector" not in l]
     assert any("sd\\|xl" in l for l in table) and any("gen\\u000ax" in l for l in table)
@@ -343,18 +349,9 @@ def test_eval_tables_at_a_terminal_that_cannot_show_a_generator_name_stay_aligne
 
     from rich.console import Console
 
-    from aiidetect.evaluate.core import condition_metrics
     from aiidetect.evaluate.report import print_tables
-    from aiidetect.evaluate.runner import Scored
-    from aiidetect.records import DetectorResult
 
-    class Det:
-        name, threshold = "pix", 0.5
-
-    items = [Scored("r", 0, "real", {"pix": DetectorResult("ok", p_ai=0.2)}),
-             Scored("a", 1, "W\u00fcrstchen", {"pix": DetectorResult("ok", p_ai=0.8)}),
-             Scored("b", 1, "\u5373\u68a6", {"pix": DetectorResult("ok", p_ai=0.7)})]
-    block, _ = condition_metrics(items, [Det()], None)
+    block = _one_detector_block("W\u00fcrstchen", "\u5373\u68a6")
     buf = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="backslashreplace", write_through=True)
     print_tables({"run": {}, "conditions": [block]}, Console(file=buf, width=150, color_system=None))
     text = buf.buffer.getvalue().decode("ascii")
