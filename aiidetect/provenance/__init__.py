@@ -67,10 +67,21 @@ STRENGTH = {
 
 # Word-bounded where a name hides inside ordinary words: "dall e" is in "Randall Editor". Google's
 # Imagen only with its maker: "imagen" is Spanish for "image" ("Editor de imagen 2.0", a version too).
+# Names that are also other products' names only in the form the generator writes them, since a camera's or
+# an app's Software, CreatorTool or OriginatingProgram carries its own name and build: "Firefly" is Hawkeye's
+# action cameras, FLIR's machine-vision cameras and a line of ARM boards, so Adobe's only with its maker or its
+# model ("Adobe Firefly", "Adobe_Firefly", "Firefly Image 3"); "Gemini" is a Trust camera ("Gemini11", in the dev
+# set), Xiaomi's Mi 5 (build "gemini-user 8.0.0 ..."), a photo-library app, so Google's only with its maker or as
+# its image model ("Gemini 2.5 Flash Image"); "Flux" is apps and plug-ins, so Black Forest Labs' only as its
+# model is written ("FLUX.1 [dev]", "flux1-dev", "FLUX 1.1 [pro]", "FLUX.2") or with its maker; OpenAI, Ideogram
+# and diffusers only as whole words ("Openaire" is no OpenAI).
 AI_TOOL = re.compile(
-    r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|firefly|novelai|comfyui|invokeai|automatic1111|"
-    r"\bfooocus\b|draw things|google imagen|\bimagefx\b|gemini|chatgpt|openai|leonardo\.ai|ideogram|\bflux\b|"
-    r"bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|diffusers", re.I)
+    r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|adobe[ _-]?firefly|\bfirefly[ _-]image(?![a-z])|novelai|comfyui|"
+    r"invokeai|automatic1111|\bfooocus\b|draw things|google imagen|\bimagefx\b|google[ _-]?gemini|"
+    r"\bgemini[ -][\d.]+(?:[ -](?:flash|pro))+[ -]image\b|\bnano[ -]banana\b|chatgpt|\bopenai\b|leonardo\.ai|"
+    r"\bideogram\b|\bflux(?:\.[12](?:\.\d)?|1(?:\.1)?|[ -]1\.1)(?![\w])|\bflux(?:\.?[12](?:\.\d)?)? ?\[(?:dev|schnell|pro)\]|"
+    r"black[ -]?forest[ -]?labs|bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|"
+    r"\bdiffusers\b", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 # ComfyUI's WebP and JPEG savers write its graphs into EXIF text tags, "prompt:{...}" in Model and

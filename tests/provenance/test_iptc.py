@@ -152,15 +152,15 @@ def test_a_tool_named_in_exif_software_and_iim_counts_once():
     buf = io.BytesIO()
     Image.new("RGB", (96, 80)).save(buf, "JPEG", exif=ex)
     b = buf.getvalue()
-    seg = b"\xff\xed" + struct.pack(">H", len(SIG) + 2 + len(resource(0x0404, iim(program="Firefly")))) + SIG + \
-        resource(0x0404, iim(program="Firefly"))
+    seg = b"\xff\xed" + struct.pack(">H", len(SIG) + 2 + len(resource(0x0404, iim(program="Adobe Firefly")))) + SIG + \
+        resource(0x0404, iim(program="Adobe Firefly"))
     rep = _run(b[:2] + seg + b[2:])
     ev = {e.id: e for e in rep.evidence}
     assert ev["exif.software-generator"].llr == 3.0
     # listed where it was found, with no weight of its own (docs/provenance.md, "One claim counts once")
     assert ev["iptc.program-generator"].llr == 0.0 and ev["iptc.program-generator"].direction == "neutral"
     assert ev["iptc.program-generator"].data["corroborates"] == "exif.software-generator"
-    assert rep.facts["iptc"][0]["originating_program"] == "Firefly"   # read, and shown
+    assert rep.facts["iptc"][0]["originating_program"] == "Adobe Firefly"   # read, and shown
 
 
 def test_the_same_iim_repeated_is_one_block_and_one_weight():
