@@ -73,14 +73,17 @@ STRENGTH = {
 # model ("Adobe Firefly", "Adobe_Firefly", "Firefly Image 3"); "Gemini" is a Trust camera ("Gemini11", in the dev
 # set), Xiaomi's Mi 5 (build "gemini-user 8.0.0 ..."), a photo-library app, so Google's only with its maker or as
 # its image model ("Gemini 2.5 Flash Image"); "Flux" is apps and plug-ins, so Black Forest Labs' only as its
-# model is written ("FLUX.1 [dev]", "flux1-dev", "FLUX 1.1 [pro]", "FLUX.2") or with its maker; OpenAI, Ideogram
-# and diffusers only as whole words ("Openaire" is no OpenAI).
+# model is written ("FLUX.1 [dev]", "flux1-dev", "flux2_dev", "FLUX 1.1 [pro]", "FLUX.2"), as its own API names its
+# endpoints ("flux-pro-1.1", "flux-kontext-max", "flux-2-pro", "flux-dev"; a bare "Flux Pro" or "Flux Dev" may be an
+# app's) or with its maker; OpenAI, Ideogram and diffusers only as whole words ("Openaire" is no OpenAI).
 AI_TOOL = re.compile(
     r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|adobe[ _-]?firefly|\bfirefly[ _-]image(?![a-z])|novelai|comfyui|"
     r"invokeai|automatic1111|\bfooocus\b|draw things|google imagen|\bimagefx\b|google[ _-]?gemini|"
-    r"\bgemini[ -][\d.]+(?:[ -](?:flash|pro))+[ -]image\b|\bnano[ -]banana\b|chatgpt|\bopenai\b|leonardo\.ai|"
-    r"\bideogram\b|\bflux(?:\.[12](?:\.\d)?|1(?:\.1)?|[ -]1\.1)(?![\w])|\bflux(?:\.?[12](?:\.\d)?)? ?\[(?:dev|schnell|pro)\]|"
-    r"black[ -]?forest[ -]?labs|bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|"
+    r"\bgemini[ -][\d.]+(?:[ -](?:flash|pro|exp|preview))+[ -]image\b|\bnano[ -]banana\b|chatgpt|\bopenai\b|leonardo\.ai|"
+    r"\bideogram\b|\bflux(?:\.[12](?:\.\d)?|[12](?:\.1)?|[ -]1\.1)(?![^\W_])|\bflux(?:\.?[12](?:\.\d)?)? ?\[(?:dev|schnell|pro)\]|"
+    r"\bflux[-_/ ](?:pro[-_/])?(?:kontext|schnell|krea)(?![a-z])|"
+    r"\bflux[-_/](?:dev|pro[-_/]v?1\.\d|2[-_/](?:pro|flex|max|dev|klein))(?![a-z])|"
+    r"black[ _-]?forest[ _-]?labs|bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|"
     r"\bdiffusers\b", re.I)
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")

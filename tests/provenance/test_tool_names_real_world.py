@@ -21,7 +21,8 @@ NOT_GENERATORS = [
     "FIREFLY 8SE",
     "FLIR Firefly S",                  # a machine-vision camera
     "Firefly-RK3399",                  # an ARM board's build
-    "Flux 7", "Flux Pro",              # apps and plug-ins called Flux
+    "Flux 7", "Flux Pro", "Flux Dev",  # apps and plug-ins called Flux, or an app's build
+    "Flux Developer 2.0", "flux-development",
     "Openaire",                        # not OpenAI
     "Ideogrammatic",
     "Adobe Photoshop 25.0 (Windows)",  # the Photoshop that has Generative Fill writes no "Firefly" here
@@ -35,6 +36,11 @@ GENERATORS = [
     "OpenAI-API", "Ideogram", "ideogram.ai", "Midjourney v6", "Stable Diffusion", "ComfyUI", "NovelAI", "InvokeAI 4.2",
     "Fooocus 2.5.0", "Draw Things", "Leonardo.Ai", "Bing Image Creator", "Microsoft Designer", "ChatGPT",
     "Google Imagen", "ImageFX", "diffusers",
+    # Black Forest Labs' API endpoints and their proxies' keys, ComfyUI's FLUX.2 weights, Google's first image models:
+    # the old rule read each of them (a bare "flux" word, "gemini" anywhere).
+    "flux-pro-1.1", "flux-pro-1.1-ultra", "flux-kontext-max", "flux-2-pro", "flux-dev", "Flux Kontext",
+    "black_forest_labs/flux-pro-1.1", "fal-ai/flux-pro/kontext", "flux2_dev_fp8mixed.safetensors",
+    "gemini-2.0-flash-exp-image-generation", "gemini-2.0-flash-preview-image-generation",
 ]
 
 
