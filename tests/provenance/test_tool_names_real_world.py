@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aiidetect.provenance import AI_TOOL, analyze
+from aiidetect.provenance import AI_TOOL, MAX_TOOL_NAME_CHARS, analyze
 from aiidetect.testing.hostile import iim_dataset, image_resource, with_jpeg_segments, xmp_creator_tool, xmp_history_tool
 
 # Not generators: a name of another product that shares a generator's word, or an editor's version string.
@@ -107,3 +107,12 @@ def test_claim_generator_strings():
     assert not AI_TOOL.search("Adobe_Photoshop/25.0 adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
     assert not AI_TOOL.search("Adobe_Lightroom/7.2 adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
     assert AI_TOOL.search("Adobe_Firefly adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
+
+
+@pytest.mark.parametrize("place", list(PLACES))
+def test_a_name_is_read_in_a_fields_head_only(place):
+    # Software and OriginatingProgram reach the rule uncapped: megabytes of hostile padding were scanned whole, in every
+    # such field, until the metadata stage ran out of time. A program names itself first; past the head is not a name.
+    pad = "q" * MAX_TOOL_NAME_CHARS
+    assert not _ai_items(place, pad + " Midjourney")
+    assert _ai_items(place, "Midjourney " + pad)
