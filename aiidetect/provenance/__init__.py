@@ -73,15 +73,27 @@ STRENGTH = {
 # model ("Adobe Firefly", "Adobe_Firefly", "Firefly Image 3"); "Gemini" is a Trust camera ("Gemini11", in the dev
 # set), Xiaomi's Mi 5 (build "gemini-user 8.0.0 ..."), a photo-library app, so Google's only with its maker or as
 # its image model ("Gemini 2.5 Flash Image"); "Flux" is apps and plug-ins, so Black Forest Labs' only as its
-# model is written ("FLUX.1 [dev]", "flux1-dev", "FLUX 1.1 [pro]", "FLUX.2") or with its maker; OpenAI, Ideogram
-# and diffusers only as whole words ("Openaire" is no OpenAI).
+# model is written ("FLUX.1 [dev]", "flux1-dev", "flux2_dev", "FLUX 1.1 [pro]", "FLUX.2"), as its own API names its
+# endpoints ("flux-pro-1.1", "flux-kontext-max", "flux-2-pro", "flux-dev"; a bare "Flux Pro" or "Flux Dev" may be an
+# app's) or with its maker; OpenAI, Ideogram and diffusers only as whole words ("Openaire" is no OpenAI).
 AI_TOOL = re.compile(
     r"stable[ -]?diffusion|midjourney|\bdall[-·\u00b7 ]?e\b|adobe[ _-]?firefly|\bfirefly[ _-]image(?![a-z])|novelai|comfyui|"
     r"invokeai|automatic1111|\bfooocus\b|draw things|google imagen|\bimagefx\b|google[ _-]?gemini|"
-    r"\bgemini[ -][\d.]+(?:[ -](?:flash|pro))+[ -]image\b|\bnano[ -]banana\b|chatgpt|\bopenai\b|leonardo\.ai|"
-    r"\bideogram\b|\bflux(?:\.[12](?:\.\d)?|1(?:\.1)?|[ -]1\.1)(?![\w])|\bflux(?:\.?[12](?:\.\d)?)? ?\[(?:dev|schnell|pro)\]|"
-    r"black[ -]?forest[ -]?labs|bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|"
+    r"\bgemini[ -][\d.]+(?:[ -](?:flash|pro|exp|preview))+[ -]image\b|\bnano[ -]banana\b|chatgpt|\bopenai\b|leonardo\.ai|"
+    r"\bideogram\b|\bflux(?:\.[12](?:\.\d)?|[12](?:\.1)?|[ -]1\.1)(?![^\W_])|\bflux(?:\.?[12](?:\.\d)?)? ?\[(?:dev|schnell|pro)\]|"
+    r"\bflux[-_/ ](?:pro[-_/])?(?:kontext|schnell|krea)(?![a-z])|"
+    r"\bflux[-_/](?:dev|pro[-_/]v?1\.\d|2[-_/](?:pro|flex|max|dev|klein))(?![a-z])|"
+    r"black[ _-]?forest[ _-]?labs|bing image creator|microsoft designer|dreamstudio|nightcafe|craiyon|\bsdxl\b|"
     r"\bdiffusers\b", re.I)
+# A program names itself in its first words; EXIF Software, a PNG Software chunk and IIM OriginatingProgram reach the
+# rule uncapped (megabytes each, each scanned whole: four 2 MiB PNG Software chunks ran the metadata stage out of
+# time), so it reads as much of a value as an XMP value keeps (xmp.MAX_VALUE_CHARS).
+MAX_TOOL_NAME_CHARS = xmp.MAX_VALUE_CHARS
+
+
+def names_ai_tool(text: str) -> bool:
+    """Whether a program-name field (Software, CreatorTool, a claim generator) names an AI image tool."""
+    return AI_TOOL.search(text, 0, MAX_TOOL_NAME_CHARS) is not None
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 # ComfyUI's WebP and JPEG savers write its graphs into EXIF text tags, "prompt:{...}" in Model and
@@ -325,8 +337,8 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         for x in xf_all:
             for value in x.digital_source_types:
                 _xmp_source_type(dst.short_source_type(value), x.where, ev, said, unweighed)
-            made = [t for t in x.creator_tools if AI_TOOL.search(t)]
-            tools = made + [t for t in x.software_agents if AI_TOOL.search(t)]
+            made = [t for t in x.creator_tools if names_ai_tool(t)]
+            tools = made + [t for t in x.software_agents if names_ai_tool(t)]
             if tools and not gens and "xmp.generator-tool" not in said:
                 said.add("xmp.generator-tool")
                 if made or not x.creator_tools:
@@ -354,7 +366,7 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
     camera_clash = False   # whether camera EXIF beside a decisive AI claim got its note (one note per camera)
     with _stage(rep, "EXIF evidence"):
         if ef:
-            if ef.software and AI_TOOL.search(ef.software) and not gens:
+            if ef.software and names_ai_tool(ef.software) and not gens:
                 ev.append(_ev("exif.software-generator", "ai",
                               f"EXIF Software names an AI image tool: {quote(ef.software)}",
                               ef.where, software=ef.software))
@@ -418,14 +430,14 @@ def _analyze(data: bytes, rep: ProvenanceReport, image, info: dict, opts: dict, 
         # The PNG keyword for what EXIF Software says: a generator's saver (or an app after it) names
         # itself there. NovelAI's is read as generator parameters above, and then no tool-name item is made.
         soft = next(((v, w) for k, v, w in blobs.texts
-                     if k == "Software" and w.startswith("PNG ") and AI_TOOL.search(v)), None)
+                     if k == "Software" and w.startswith("PNG ") and names_ai_tool(v)), None)
         if soft and not gens:
             ev.append(_ev("png.software-generator", "ai", f"PNG Software text names an AI image tool: {quote(soft[0])}",
                           soft[1], software=soft[0]))
 
     # --- IPTC IIM evidence
     with _stage(rep, "IPTC evidence"):
-        progs = [p for f in iptc_all for p in f.programs if AI_TOOL.search(p)]
+        progs = [p for f in iptc_all for p in f.programs if names_ai_tool(p)]
         if progs and not gens:
             where = next(f.where for f in iptc_all if progs[0] in f.programs)
             ev.append(_ev("iptc.program-generator", "ai", f"IPTC OriginatingProgram names an AI image tool: "
@@ -761,7 +773,7 @@ def _c2pa(data: bytes, blobs, rep: ProvenanceReport, conflicts: list[str], trust
                 else "a capture manifest that fails validation")
         conflicts.append(f"C2PA declares {sorted(captured)[0]} ({where}) but the manifest is INVALID "
                          f"({', '.join(f.failures[:4])}): {what}; it counts nothing toward real")
-    elif f.claim_generator and AI_TOOL.search(f.claim_generator):
+    elif f.claim_generator and names_ai_tool(f.claim_generator):
         ev.append(_ev("c2pa.generator-tool", "ai", f"C2PA claim generator is an AI image tool "
                       f"({quote(f.claim_generator)}); {validity}", where, key="c2pa.generator-tool" + suffix, **base))
     if set(f.ingredient_source_types) & (_DST_AI | _DST_COMPOSITE) and not (types | origin) & _DST_AI:

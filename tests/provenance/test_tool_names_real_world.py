@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image, PngImagePlugin
 
-from aiidetect.provenance import AI_TOOL, analyze
+from aiidetect.provenance import AI_TOOL, MAX_TOOL_NAME_CHARS, analyze
 from aiidetect.testing.hostile import iim_dataset, image_resource, with_jpeg_segments, xmp_creator_tool, xmp_history_tool
 
 # Not generators: a name of another product that shares a generator's word, or an editor's version string.
@@ -21,7 +21,8 @@ NOT_GENERATORS = [
     "FIREFLY 8SE",
     "FLIR Firefly S",                  # a machine-vision camera
     "Firefly-RK3399",                  # an ARM board's build
-    "Flux 7", "Flux Pro",              # apps and plug-ins called Flux
+    "Flux 7", "Flux Pro", "Flux Dev",  # apps and plug-ins called Flux, or an app's build
+    "Flux Developer 2.0", "flux-development",
     "Openaire",                        # not OpenAI
     "Ideogrammatic",
     "Adobe Photoshop 25.0 (Windows)",  # the Photoshop that has Generative Fill writes no "Firefly" here
@@ -35,6 +36,11 @@ GENERATORS = [
     "OpenAI-API", "Ideogram", "ideogram.ai", "Midjourney v6", "Stable Diffusion", "ComfyUI", "NovelAI", "InvokeAI 4.2",
     "Fooocus 2.5.0", "Draw Things", "Leonardo.Ai", "Bing Image Creator", "Microsoft Designer", "ChatGPT",
     "Google Imagen", "ImageFX", "diffusers",
+    # Black Forest Labs' API endpoints and their proxies' keys, ComfyUI's FLUX.2 weights, Google's first image models:
+    # the old rule read each of them (a bare "flux" word, "gemini" anywhere).
+    "flux-pro-1.1", "flux-pro-1.1-ultra", "flux-kontext-max", "flux-2-pro", "flux-dev", "Flux Kontext",
+    "black_forest_labs/flux-pro-1.1", "fal-ai/flux-pro/kontext", "flux2_dev_fp8mixed.safetensors",
+    "gemini-2.0-flash-exp-image-generation", "gemini-2.0-flash-preview-image-generation",
 ]
 
 
@@ -101,3 +107,12 @@ def test_claim_generator_strings():
     assert not AI_TOOL.search("Adobe_Photoshop/25.0 adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
     assert not AI_TOOL.search("Adobe_Lightroom/7.2 adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
     assert AI_TOOL.search("Adobe_Firefly adobe_c2pa/0.7.6 c2pa-rs/0.25.2")
+
+
+@pytest.mark.parametrize("place", list(PLACES))
+def test_a_name_is_read_in_a_fields_head_only(place):
+    # Software and OriginatingProgram reach the rule uncapped: megabytes of hostile padding were scanned whole, in every
+    # such field, until the metadata stage ran out of time. A program names itself first; past the head is not a name.
+    pad = "q" * MAX_TOOL_NAME_CHARS
+    assert not _ai_items(place, pad + " Midjourney")
+    assert _ai_items(place, "Midjourney " + pad)
