@@ -1213,6 +1213,13 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise failure from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
+        if fmt == "MPO":
+            # Pillow opens a JPEG with a multi-picture index as MPO: an iPhone's HDR photo (its gain map is the
+            # second picture), a portrait's depth matte, a camera's large preview. The picture decoded is the
+            # first, a plain JPEG's: named MPO, it was no JPEG to the record (`meta` said JPEG), to the JPEG draft
+            # or to the perceptual hash, which decoded it whole (16x the pixels) and hashed it up to 6 bits away
+            # from the same picture without its gain map. `image.frames` still counts its pictures.
+            fmt = "JPEG"
         width, height = img.size
         info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
                                 "frames": _frame_count(img, data)}

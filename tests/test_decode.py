@@ -1071,7 +1071,32 @@ def test_mpo_frames_are_the_pictures_its_index_points_at():
     b = io.BytesIO()
     _noise().save(b, "MPO", save_all=True, append_images=[_noise(seed=1), _noise(seed=2)])
     img, info = decode_bytes(b.getvalue())
-    assert info["format"] == "MPO" and info["frames"] == 3
+    assert info["format"] == "JPEG" and info["frames"] == 3
+
+
+def test_a_jpeg_with_a_gain_map_is_decoded_and_hashed_as_the_jpeg_it_is():
+    """An iPhone HDR photo is a JPEG whose multi-picture index points at its gain map, appended after it: Pillow
+    opens it as MPO. Named MPO, the record said a format `meta` and docs/schema.md did not, and the JPEG draft
+    was never taken: the perceptual hash decoded it whole and hashed it up to 6 bits away from the same picture
+    without its gain map (its copy after a messenger). Its first picture is decoded, as a JPEG."""
+    from PIL import Image
+
+    from aiidetect.decode import phash_bytes
+    from aiidetect.testing.phone import exif_block, gain_map_jpeg, jpeg
+
+    x = np.linspace(0, 255, 1024)[None, :, None] * np.ones((768, 1, 3))  # a ramp with grain: whole and drafted
+    y = np.linspace(0, 255, 768)[:, None, None]                            # decodes hash apart
+    grain = np.random.default_rng(0).normal(0, 20, x.shape)
+    primary = jpeg(Image.fromarray((x * 0.6 + y * 0.4 + grain).clip(0, 255).astype(np.uint8)),
+                   exif_block("Apple", "iPhone 15 Pro"))
+    hdr = gain_map_jpeg("apple", primary=primary)
+    assert Image.open(io.BytesIO(hdr)).format == "MPO"
+    img, info = decode_bytes(hdr, draft=256)
+    plain_img, plain = decode_bytes(primary, draft=256)
+    assert info["format"] == "JPEG" and info["frames"] == 2
+    assert info["draft"] == plain["draft"] == [512, 384]
+    assert np.array_equal(np.asarray(img), np.asarray(plain_img))
+    assert phash_bytes(hdr) == phash_bytes(primary)
 
 
 def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypatch):

@@ -726,16 +726,19 @@ def heif_ispe(w: int, h: int) -> bytes:
 
 
 def heif_file(items, props, assoc, refs=(), mdat: bytes = b"", idat: bytes | None = None, primary: int = 1,
-              brand: bytes = b"heic") -> bytes:
+              brand: bytes = b"heic", content_types: dict[int, bytes] | None = None) -> bytes:
     """A HEIF from its item tables. items: [(id, type, [(offset, length)], construction method)], offsets into
     `mdat` (method 0) or `idat` (1); props: property boxes; assoc: {item: [1-based property index]}; refs:
-    [(type, from, [to])]. Items a `dimg` reference points at are hidden (not top-level images), as tiles are."""
+    [(type, from, [to])]; content_types: {item: MIME type} of `mime` items (an XMP packet's
+    b"application/rdf+xml"). Items a `dimg` reference points at are hidden (not top-level images), as tiles are."""
     ftyp = bmff_box(b"ftyp", brand + b"\0\0\0\0mif1" + brand)
     hdlr = bmff_box(b"hdlr", b"\0" * 4 + b"pict" + b"\0" * 13, (0, 0))
     pitm = bmff_box(b"pitm", struct.pack(">H", primary), (0, 0))
     hidden = {x for t, _, to in refs if t == b"dimg" for x in to}
     iinf = bmff_box(b"iinf", struct.pack(">H", len(items)) + b"".join(
-        bmff_box(b"infe", struct.pack(">HH4s", i, 0, t) + b"\0", (2, int(i in hidden))) for i, t, _, _ in items), (0, 0))
+        bmff_box(b"infe", struct.pack(">HH4s", i, 0, t) + b"\0" + ((content_types or {}).get(i, b"") + b"\0"
+                                                                   if t == b"mime" else b""), (2, int(i in hidden)))
+        for i, t, _, _ in items), (0, 0))
     iref = bmff_box(b"iref", b"".join(bmff_box(t, struct.pack(">HH", f, len(to)) + struct.pack(f">{len(to)}H", *to))
                                       for t, f, to in refs), (0, 0)) if refs else b""
     ipma = struct.pack(">I", len(assoc)) + b"".join(struct.pack(">HB", i, len(x)) + bytes(x) for i, x in assoc.items())
