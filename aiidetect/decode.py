@@ -1213,6 +1213,10 @@ def _decode_bytes(data: bytes, limits: DecodeLimits, draft: int | None = None,
                 raise failure from exc
             raise DecodeFailure("decode-error", f"corrupt header: {type(exc).__name__}: {exc}") from exc
         fmt = (img.format or sniffed or "unknown").upper()
+        if fmt == "MPO":
+            # Pillow's name for a multi-picture JPEG (a phone's portrait or 3D shot): the container is a JPEG, as
+            # `meta` and docs/schema.md name it; a script selecting `format == "JPEG"` lost these photos.
+            fmt = "JPEG"
         width, height = img.size
         info: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": img.mode,
                                 "frames": _frame_count(img, data)}

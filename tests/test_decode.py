@@ -1071,7 +1071,23 @@ def test_mpo_frames_are_the_pictures_its_index_points_at():
     b = io.BytesIO()
     _noise().save(b, "MPO", save_all=True, append_images=[_noise(seed=1), _noise(seed=2)])
     img, info = decode_bytes(b.getvalue())
-    assert info["format"] == "MPO" and info["frames"] == 3
+    assert info["format"] == "JPEG" and info["frames"] == 3  # the container, as `meta` names it
+
+
+def test_a_multi_picture_jpeg_is_format_jpeg_as_meta_and_the_doc_say(tmp_path):
+    """Pillow opens a phone's multi-picture JPEG as "MPO": the scan record said `format` MPO, a value
+    docs/schema.md does not list, while `meta` said JPEG for the same file; a script
+    selecting JPEGs lost those photos."""
+    from aiidetect import ScanOptions, Scanner
+    from aiidetect.api import meta_report
+    from aiidetect.testing.images import noise_rgb
+
+    f = tmp_path / "portrait.jpg"
+    noise_rgb().save(f, "MPO", save_all=True, append_images=[noise_rgb().rotate(90)])
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as scanner:
+        (rec,) = [r.to_dict() for r in scanner.scan([str(f)])]
+    assert rec["format"] == meta_report(str(f), "never")["format"] == "JPEG"
+    assert rec["image"]["frames"] == 2
 
 
 def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypatch):
