@@ -8,6 +8,7 @@ import csv
 import fnmatch
 import io
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -63,6 +64,39 @@ def test_the_schema_and_the_doc_name_the_same_fields():
     assert rec["additionalProperties"] is False and meta["additionalProperties"] is False
     assert "additionalProperties" not in rec["$defs"]["detector"] and "additionalProperties" not in rec["properties"]["image"]
     assert "top level is closed" in doc and "open" in doc
+
+
+_JSON_TYPES = {"string": "string", "int": "integer", "number": "number", "object": "object", "array": "array",
+               "null": "null", "bool": "boolean"}
+
+
+def _types(schema: dict, node: dict) -> set[str]:
+    """The JSON types a (sub)schema admits, through its type, enum, const, oneOf and local $ref."""
+    if "$ref" in node:
+        return _types(schema, schema["$defs"][node["$ref"].rsplit("/", 1)[1]])
+    if "oneOf" in node and "type" not in node:
+        return set().union(*(_types(schema, n) for n in node["oneOf"]))
+    if "enum" in node or "const" in node:
+        vals = node.get("enum", [node.get("const")])
+        return {"null" if v is None else "string" if isinstance(v, str) else "number" for v in vals}
+    t = node["type"]
+    return {t} if isinstance(t, str) else set(t)
+
+
+def test_the_schema_and_the_doc_give_each_field_the_same_type():
+    """The Fields table's type column (`int or null`, `object`, ...) is the schema's: `fusion` was `object` in the
+    doc while `results export` wrote null for some records."""
+    from aiidetect.records import json_schema
+
+    schema = json_schema()
+    for line in _section("## Fields").splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = line.split("|")
+        words = re.findall(r"[a-z]+", cells[2].split(" of ")[0])
+        doc = {_JSON_TYPES[w] for w in words if w in _JSON_TYPES}
+        for name in re.findall(r"`([^`]+)`", cells[1]):
+            assert _types(schema, schema["properties"][name]) == doc, (name, cells[2])
 
 
 def _files(d: Path) -> list[str]:
@@ -217,3 +251,44 @@ def test_the_schema_is_open_where_keys_may_come_within_a_version():
     rec["image"]["new_fact"] = "x"
     assert not _problems(v, rec)
 
+
+
+def test_an_export_of_edited_damaged_and_old_rows_obeys_the_schema(tmp_path):
+    """`results export` passed an edited row's unknown error code, detector status or evidence direction through as
+    aiidetect's word, and wrote `fusion` null (a type docs/schema.md did not give it) for a row it could not read
+    and for one stored before schema 1.1. Now the edited rows are `bad-stored-record`s, and the doc and the
+    schema say where `fusion` is null."""
+    import sqlite3
+
+    from aiidetect.records import ERROR_CODES
+
+    files = _files(tmp_path)
+    db = tmp_path / "runs.sqlite"
+    res = run_cli_in_process("scan", *files[:-1], "-d", "metadata", "-q", "--db", str(db), "-f", "jsonl")
+    assert res.returncode == 0, res.stderr
+    con = sqlite3.connect(db)
+    rows = {Path(f).name: (rowid, json.loads(rec)) for rowid, f, rec in con.execute("SELECT rowid, file, record FROM results")}
+
+    def put(name, rec):
+        con.execute("UPDATE results SET record=? WHERE rowid=?", (rec if isinstance(rec, str) else json.dumps(rec),
+                                                                 rows[name][0]))
+    put("empty.png", {**rows["empty.png"][1], "error": {"code": "new-code", "message": "m"}})
+    camera = rows["camera.jpg"][1]
+    put("camera.jpg", {**camera, "detectors": {"metadata": {**camera["detectors"]["metadata"], "status": "skipped"}}})
+    meta = rows["a1111.png"][1]["detectors"]["metadata"]
+    put("a1111.png", {**rows["a1111.png"][1], "detectors": {"metadata": {
+        **meta, "evidence": [{**meta["evidence"][0], "direction": "sideways"}]}}})
+    put("loop.jpg", "{damaged")
+    old = {k: v for k, v in rows["nan.jpg"][1].items() if k not in ("fusion", "file_bytes", "band")}
+    put("nan.jpg", {**old, "schema": "1.0"})
+    con.commit()
+    con.close()
+    out = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
+    assert out.returncode == 0, out.stderr
+    recs = {Path(r["file"]).name: r for r in jsonl(out.stdout)}
+    v = _validator()
+    assert not {n: _problems(v, r) for n, r in recs.items() if _problems(v, r)}
+    for name in ("empty.png", "camera.jpg", "a1111.png", "loop.jpg"):
+        assert recs[name]["error"]["code"] == "bad-stored-record" and recs[name]["fusion"] is None, name
+    assert recs["nan.jpg"]["schema"] == "1.0" and recs["nan.jpg"]["fusion"] is None
+    assert recs["eps.jpg"]["error"]["code"] in ERROR_CODES and recs["eps.jpg"]["fusion"] == {"kind": "rules"}
