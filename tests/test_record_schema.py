@@ -292,3 +292,16 @@ def test_an_export_of_edited_damaged_and_old_rows_obeys_the_schema(tmp_path):
         assert recs[name]["error"]["code"] == "bad-stored-record" and recs[name]["fusion"] is None, name
     assert recs["nan.jpg"]["schema"] == "1.0" and recs["nan.jpg"]["fusion"] is None
     assert recs["eps.jpg"]["error"]["code"] in ERROR_CODES and recs["eps.jpg"]["fusion"] == {"kind": "rules"}
+
+
+def test_aiidetect_schema_prints_the_shipped_schema():
+    from aiidetect.commands.schema import SchemaKind
+    from aiidetect.records import SCHEMA_KINDS, json_schema
+
+    assert tuple(k.value for k in SchemaKind) == SCHEMA_KINDS
+    for args, kind in ((("schema",), "record"), (("schema", "meta"), "meta")):
+        r = run_cli_in_process(*args)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert json.loads(r.stdout) == json_schema(kind)
+    r = run_cli_in_process("schema", "summary")
+    assert r.returncode == 2 and r.stdout == ""
