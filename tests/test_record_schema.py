@@ -126,9 +126,10 @@ def test_scanned_cached_stored_and_exported_records_obey_the_schema(tmp_path):
     outs = []
     for extra in ((), ("--db", str(db))):  # the second reads every file from the result cache
         with _process_state_kept():  # run_cli_in_process with a list on stdin: one missing file among them
-            res = CliRunner().invoke(app, ["scan", "-", "-d", "metadata", "-f", "jsonl", "-q", *extra],
+            res = CliRunner().invoke(app, ["scan", "-", "-d", "metadata", "-f", "jsonl", *extra],
                                      input="\n".join(files))
         assert res.exit_code == 0, res.stderr
+        assert ("from the result cache" in res.stderr) == bool(extra), res.stderr
         outs.append(jsonl(res.stdout))
     exported = run_cli_in_process("results", "export", "--db", str(db), "-f", "jsonl")
     assert exported.returncode == 0, exported.stderr
@@ -305,3 +306,13 @@ def test_aiidetect_schema_prints_the_shipped_schema():
         assert json.loads(r.stdout) == json_schema(kind)
     r = run_cli_in_process("schema", "summary")
     assert r.returncode == 2 and r.stdout == ""
+
+
+def test_the_doc_example_record_obeys_the_schema():
+    """docs/schema.md's example is what script authors copy; only its SHA-256 is elided ("9f2c…")."""
+    from test_schema_doc import SCHEMA
+
+    example = json.loads(SCHEMA.read_text(encoding="utf-8").split("```json\n", 1)[1].split("```", 1)[0])
+    assert example["sha256"].endswith("…")
+    example["sha256"] = example["sha256"][:-1].ljust(64, "0")
+    assert not _problems(_validator(), example)
