@@ -193,6 +193,22 @@ class Record:
         }
 
 
+SCHEMA_KINDS = ("record", "meta")
+
+
+def json_schema(kind: str = "record") -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of this version's scan record ("record": `scan -f json|jsonl`, `results
+    export`, Record.to_dict()) or of a `meta` report ("meta"), shipped in the package as
+    aiidetect/schemas/KIND-SCHEMA_VERSION.schema.json (docs/schema.md, "Validating records")."""
+    import json
+    from importlib.resources import files
+
+    if kind not in SCHEMA_KINDS:
+        raise ValueError(f"no schema of kind {kind!r}; one of {', '.join(SCHEMA_KINDS)}")
+    return json.loads(files(__package__).joinpath("schemas", f"{kind}-{SCHEMA_VERSION}.schema.json")
+                      .read_text(encoding="utf-8"))
+
+
 def _num(x: float | None) -> float | None:
     if x is None:
         return None

@@ -31,10 +31,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, get_args
 
 from .discover import canonical_path
-from .records import SCHEMA_VERSION, VERDICTS, DetectorResult, ErrorInfo, Evidence, Record
+from .records import (ERROR_CODES, SCHEMA_VERSION, VERDICTS, DetectorResult, Direction, ErrorInfo, Evidence, Record,
+                      Status)
 
 STORE_VERSION = "1"
 # Failures whose cause can go away without the file changing: scanned again on every resume.
@@ -573,6 +574,7 @@ def _stored_schema(v: Any) -> str:
     return v if isinstance(v, str) and re.fullmatch(r"\d{1,3}\.\d{1,3}", v) else SCHEMA_VERSION
 
 
+_STATUSES, _DIRECTIONS = get_args(Status), get_args(Direction)
 # A stored row whose record this version cannot read: exported as an error record of that file.
 BAD_STORED_RECORD = "bad-stored-record"
 _NUM = (int, float)
@@ -607,14 +609,21 @@ def _check_shape(d: Any) -> Mapping[str, Any]:
     err = d.get("error")
     want(err is None or (isinstance(err, dict) and isinstance(err.get("code"), str)
                          and isinstance(err.get("message"), str)), "error is not {code, message}")
+    # Codes, statuses and directions are closed lists as verdicts are (docs/schema.md; the record's JSON Schema
+    # enumerates them): no version this one reads wrote another, and an edited row exported its own word as
+    # if aiidetect had said it.
+    want(err is None or err["code"] in ERROR_CODES, "unknown error code")
     dets = d.get("detectors")
     want(opt(dets, dict), "detectors is not an object")
     for r in (dets or {}).values():
         want(isinstance(r, dict) and isinstance(r.get("status"), str), "a detector result has no status")
+        want(r["status"] in _STATUSES, "a detector's status is unknown")
         want(opt(r.get("p_ai"), _NUM) and opt(r.get("score"), _NUM), "a detector's p_ai or score is not a number")
         want(prob(r.get("p_ai")), "a detector's p_ai is outside [0, 1]")
         want(opt(r.get("evidence"), list) and all(isinstance(e, dict) for e in r.get("evidence") or []),
              "a detector's evidence is not a list of objects")
+        want(all(e.get("direction") in _DIRECTIONS for e in r.get("evidence") or []),
+             "an evidence item's direction is unknown")
         want(opt(r.get("attribution"), list), "a detector's attribution is not a list")
     return d
 

@@ -1099,6 +1099,22 @@ def test_a_jpeg_with_a_gain_map_is_decoded_and_hashed_as_the_jpeg_it_is():
     assert phash_bytes(hdr) == phash_bytes(primary)
 
 
+def test_a_multi_picture_jpeg_is_format_jpeg_as_meta_and_the_doc_say(tmp_path):
+    """Pillow opens a phone's multi-picture JPEG as "MPO": the scan record said `format` MPO, a value
+    docs/schema.md does not list, while `meta` said JPEG for the same file; a script
+    selecting JPEGs lost those photos."""
+    from aiidetect import ScanOptions, Scanner
+    from aiidetect.api import meta_report
+    from aiidetect.testing.images import noise_rgb
+
+    f = tmp_path / "portrait.jpg"
+    noise_rgb().save(f, "MPO", save_all=True, append_images=[noise_rgb().rotate(90)])
+    with Scanner(ScanOptions(detectors=["metadata"], cache=False)) as scanner:
+        (rec,) = [r.to_dict() for r in scanner.scan([str(f)])]
+    assert rec["format"] == meta_report(str(f), "never")["format"] == "JPEG"
+    assert rec["image"]["frames"] == 2
+
+
 def test_heif_cropped_by_its_clean_aperture_is_judged_by_its_coded_size(monkeypatch):
     """Readers give a HEIF's size after its clean-aperture crop; libheif decodes the whole coded image first: a
     15 KB 8192x8192 image cropped to 64x64 took 250 MB to decode under any --max-pixels. Its ispe is what

@@ -10,5 +10,5 @@ from ..detectors import cli_modules
 COMMAND_MODULES = (
     "scan", "meta", "weights", *cli_modules(),
     "proxies", "evaluate", "calibrate", "export", "bench", "cache", "report", "results",
-    "weights_tools", "doctor", "optimize",
+    "weights_tools", "doctor", "optimize", "schema",
 )
