@@ -358,3 +358,28 @@ def test_eval_tables_at_a_terminal_that_cannot_show_a_generator_name_stay_aligne
     assert "W\\xfcrstchen" in text and "\\u5373\\u68a6" in text, text
     gen = [l for l in text.split("per generator")[1].splitlines() if l[:1] in "|+"]
     assert len({len(l) for l in gen}) == 1, gen
+
+
+def test_per_generator_lists_a_generator_without_opinions():
+    """A generator the detector never answered on kept no row, and the fused table lost its verdicts
+    (108 stylegan2 images under -d metadata were in no row)."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import per_generator_rows
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    gens = ["real"] * 3 + ["seen"] * 3 + ["unseen"] * 2
+    items = [Scored(f"{i}", int(g != "real"), g,
+                    {"pix": DetectorResult("ok", p_ai=None if g == "unseen" else 0.1 + 0.15 * i)})
+             for i, g in enumerate(gens)]
+    block, _ = condition_metrics(items, [Det()], None)
+    for name in ("pix", "fused"):
+        b = block["fused"] if name == "fused" else block["detectors"][name]
+        assert b["per_generator"]["unseen"]["n"] == 0 and b["per_generator"]["unseen"]["auc"] is None
+        rows = {r[0]: r for r in per_generator_rows(block, name)}
+        assert rows["unseen"][1:6] == ["0", "-", "-", "-", "-"]
+    assert sum(block["fused"]["per_generator"]["unseen"]["verdicts"].values()) == 2
+    assert sum(sum(r["verdicts"].values()) for g, r in block["fused"]["per_generator"].items()) == len(items)
