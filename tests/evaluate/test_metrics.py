@@ -383,3 +383,16 @@ def test_per_generator_lists_a_generator_without_opinions():
         assert rows["unseen"][1:6] == ["0", "-", "-", "-", "-"]
     assert sum(block["fused"]["per_generator"]["unseen"]["verdicts"].values()) == 2
     assert sum(sum(r["verdicts"].values()) for g, r in block["fused"]["per_generator"].items()) == len(items)
+
+
+@pytest.mark.parametrize("fn", [M.roc_auc, M.average_precision, M.ece, M.binary_metrics,
+                                lambda y, s: M.tpr_at_fpr(y, s, 0.05)])
+@pytest.mark.parametrize("missing", [float("nan"), None])
+def test_a_score_with_no_opinion_is_refused_as_sklearn_refuses_it(fn, missing):
+    """A NaN ranked below every real photo: AUC 0.25 here, where sklearn raises."""
+    y, s = [0, 0, 1, 1], [0.1, 0.9, missing, 0.8]
+    with pytest.raises(ValueError):
+        skm.roc_auc_score(y, np.asarray(s, dtype=float))
+    with pytest.raises(ValueError, match="no opinion"):
+        fn(y, s)
+    assert M.logit_metrics(y, [-2.0, 2.0, float("nan"), 1.0]).get("auc") is None
