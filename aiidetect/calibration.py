@@ -392,6 +392,43 @@ def fit_fusion(scored, method: str = "temperature", max_fpr: float = 0.01, max_f
     return clean({"params": params, "threshold": threshold, "metrics": metrics})
 
 
+CV_FOLDS = 5
+
+
+def cross_validate(scored, method: str = "temperature", max_fpr: float = 0.01, max_fnr: float = 0.05,
+                   C: float = 1.0, folds: int = CV_FOLDS, seed: int = 0) -> dict[str, Any]:
+    """The fitted verdict's error rates on images its fit did not see: each of `folds` stratified folds
+    (seeded: the same data give the same numbers) is judged, as a scan judges it, by the whole fit
+    (calibration, weights, bias and band) redone on the other folds. `fit_fusion`'s own rates are measured
+    on the images that chose the band, which puts it at the target on them: on 100 real and 100 AI images
+    and a 5% target the band showed 5.0% every time, and fresh images of the same kind met 3.4-8.9%.
+    {"folds", "seed", "skipped": why} when a fold's fit is refused (too few images)."""
+    from .fusion import fuse
+
+    items = [s for s in scored if not s.error]
+    y = np.array([s.label for s in items], dtype=int)
+    fold = np.zeros(len(items), dtype=int)
+    rng = np.random.default_rng(seed)
+    for lab in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == lab))
+        fold[idx] = np.arange(idx.size) % folds
+    out: dict[str, Any] = {"folds": folds, "seed": seed}
+    verdicts = np.empty(len(items), dtype=object)
+    for f in range(folds):
+        try:
+            fitted = fit_fusion([items[i] for i in np.flatnonzero(fold != f)], method=method, max_fpr=max_fpr,
+                                max_fnr=max_fnr, C=C)
+        except ValueError as exc:
+            return {**out, "skipped": f"the fit without fold {f + 1} of {folds} was refused: {exc}"}
+        for i in np.flatnonzero(fold == f):
+            verdicts[i] = fuse(items[i].results, fitted["params"]).verdict
+    for key, lab, wrong in (("real_called_ai", 0, "ai-generated"), ("ai_called_real", 1, "likely-real")):
+        k, n = int(np.sum(verdicts[y == lab] == wrong)), int(np.sum(y == lab))
+        out[key], out[f"{key}_count"], out[f"{key}_upper_95"] = k / n, [k, n], rate_upper_bound(k, n)
+    out["uncertain_share"] = float(np.mean(verdicts == "uncertain"))
+    return out
+
+
 def save_fusion(out_dir, fitted: Mapping[str, Any], data: Mapping[str, Any], name: str = "fusion",
                 source: str = "", fitted_on: Iterable[str] | None = None,
                 fitted_on_phashes: Iterable[int | None] | None = None) -> Path:

@@ -478,3 +478,27 @@ def test_a_refusal_names_the_files_a_detector_did_not_answer_beside_those_decisi
                                          r"out: a calibrated detector gave them no answer \(b 4\)\) \(got 20 real, "
                                          r"4 AI\)"):
         C.fit_fusion(items)
+
+
+def _scored(n_per_class, seed=0):
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.probability import sigmoid
+
+    rng = np.random.default_rng(seed)
+    return [Scored(f"{lab}-{i}", lab, "g" if lab else "real",
+                   {"a": DetectorResult("ok", p_ai=float(sigmoid(rng.normal(2.0 * lab, 1.0))))})
+            for lab in (0, 1) for i in range(n_per_class)]
+
+
+def test_cross_validation_judges_each_image_by_a_fit_without_it():
+    """fit_fusion's rates are measured on the images that chose the band; cross_validate's on images
+    the fit did not see, every image once, the same folds for the same data."""
+    items = _scored(30)
+    cv = C.cross_validate(items, max_fpr=0.05, max_fnr=0.05)
+    assert cv == C.cross_validate(items, max_fpr=0.05, max_fnr=0.05)
+    assert cv["real_called_ai_count"][1] == 30 and cv["ai_called_real_count"][1] == 30
+    k, n = cv["real_called_ai_count"]
+    assert cv["real_called_ai"] == k / n and cv["real_called_ai_upper_95"] == C.rate_upper_bound(k, n)
+    # too few for a fold's fit: a reason, not a number
+    small = C.cross_validate(_scored(6), max_fpr=0.05, max_fnr=0.05)
+    assert "real_called_ai" not in small and "refused" in small["skipped"] and "got 4 real" in small["skipped"]

@@ -35,7 +35,7 @@ def calibrate_cmd(
                                        help="Folder to write the fusion head to (default: <weights dir>/<name>)."),
     split: GenImageSplit = typer.Option("val", "--split", help="GenImage split to read."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N images per class (seeded sample)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit sample and of the cross-validation folds."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap",
                                              help="Fit on images a head was trained on too (default: left out, "
@@ -58,7 +58,7 @@ def calibrate_cmd(
       aiidetect calibrate /data/calib --target-fpr 0.01 --target-fnr 0.05
       aiidetect calibrate calib.csv --method platt -o weights/fusion -f json | jq .threshold
     """
-    from ..calibration import check_enough, fit_fusion, save_fusion
+    from ..calibration import check_enough, cross_validate, fit_fusion, save_fusion
     from ..evaluate import run
     from ..train.data import LeftOut, summarize
     from ..fusion import FUSION_DETECTOR
@@ -103,6 +103,9 @@ def calibrate_cmd(
         fitted = fit_fusion(scored, method=method, max_fpr=target_fpr, max_fnr=target_fnr)
     except ValueError as exc:
         fail(f"cannot calibrate: {exc}")
+    # The rates above are measured on the images that chose the band: what it keeps on others is estimated apart.
+    fitted["metrics"]["cross_validated"] = cross_validate(scored, method=method, max_fpr=target_fpr,
+                                                          max_fnr=target_fnr, seed=seed)
     from ..fusion import head_digest
 
     # which tensors each calibration was fitted on: scans leave out a head retrained since (without_retrained)
@@ -153,6 +156,14 @@ def calibrate_cmd(
     lines.append(f"in-sample: AUC {auc}, uncertain {100 * m['uncertain_share']:.1f}%, real called AI "
                  f"{100 * m['real_called_ai']:.1f}%, AI called real {100 * m['ai_called_real']:.1f}%; "
                  f"measure held-out data with `aiidetect eval`")
+    cv = m.get("cross_validated") or {}
+    if cv.get("skipped"):
+        lines.append(f"cross-validated: none ({cv['skipped']}): nothing estimates the band's error rates on "
+                     f"other images; measure held-out data with `aiidetect eval`")
+    elif cv:
+        lines.append(f"cross-validated ({cv['folds']} folds, each judged by a fit without it): real called AI "
+                     f"{_cv_rate(cv, 'real_called_ai')}, AI called real {_cv_rate(cv, 'ai_called_real')}, "
+                     f"uncertain {100 * cv['uncertain_share']:.1f}%")
     typer.echo("\n".join(lines))
 
 
@@ -173,6 +184,11 @@ def _say_which_model_scans_use(err, path: Path, weights_dir) -> None:
         which = f"{used['path']}, found first in the weights folders" if used else "no fusion model (the default rules)"
         err.print(f"note: scan and eval use {which}, not this model; pass --fusion {path} to use it",
                   highlight=False, markup=False)
+
+
+def _cv_rate(cv, key: str) -> str:
+    k, n = cv[f"{key}_count"]
+    return f"{100 * cv[key]:.1f}% ({k} of {n}; 95% upper bound {_pct(cv[f'{key}_upper_95'])})"
 
 
 def _pct(x) -> str:

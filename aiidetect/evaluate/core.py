@@ -67,16 +67,27 @@ def _attribution(r) -> str | None:
     return None
 
 
-def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_total: int) -> dict[str, Any]:
+def _block(y: np.ndarray, p: np.ndarray, gens: np.ndarray, threshold: float, n_total: int,
+           data_gens: Sequence[str] = (), data_real: bool = False) -> dict[str, Any]:
+    """data_gens / data_real: the AI generators and whether real images are in the data, opinion or not. A
+    generator the row's detector gave no opinion on is listed with n 0 and no numbers: it vanished from the
+    table, and with it (for `fused`) its verdict counts (108 stylegan2 images, all `uncertain` under
+    -d metadata, were in no row)."""
     b: dict[str, Any] = {"coverage": float(y.size / n_total) if n_total else 0.0}
     b["overall"] = M.binary_metrics(y, p, threshold) if y.size else None
     per: dict[str, Any] = {}
     real = y == 0
+    none = {"n": 0, "acc": None, "mean_p": None}
     if real.any():
         per["real"] = {"n": int(real.sum()), "acc": float(np.mean(p[real] < threshold)),
                        "mean_p": float(p[real].mean())}
-    for g in sorted(set(gens[y == 1].tolist())):
+    elif data_real:
+        per["real"] = dict(none)
+    for g in sorted(set(gens[y == 1].tolist()) | set(data_gens)):
         m = (gens == g) & (y == 1)
+        if not m.any():
+            per[g] = {**none, "ap": None, "auc": None, "auc_ci95": None}
+            continue
         sub = real | m
         auc = M.roc_auc(y[sub], p[sub])
         per[g] = {"n": int(m.sum()), "acc": float(np.mean(p[m] >= threshold)), "mean_p": float(p[m].mean()),
@@ -103,6 +114,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
         return None if m is None else np.asarray(m, dtype=bool)[ok]
     y_all = np.array([scored[i].label for i in ok], dtype=np.int64)
     g_all = np.array([scored[i].generator for i in ok], dtype=object)
+    data_gens, data_real = set(g_all[y_all == 1].tolist()), bool((y_all == 0).any())
     block: dict[str, Any] = {"condition": name, "n_items": len(scored), "n_scored": n,
                              "n_decode_errors": len(scored) - n,
                              "decode_errors": Counter(s.error.split(":")[0] for s in scored if s.error),
@@ -125,7 +137,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
             have &= ~lo
         p = np.array([r.p_ai if h else np.nan for r, h in zip(res, have)], dtype=np.float64)
         thr = detector_threshold(det, res)
-        b = _block(y_all[have], p[have], g_all[have], thr, n - n_left)
+        b = _block(y_all[have], p[have], g_all[have], thr, n - n_left, data_gens, data_real)
         if lo is not None:
             b["train_left_out"] = n_left
         b["status"] = dict(status)
@@ -146,7 +158,7 @@ def condition_metrics(scored: Sequence[Scored], detectors: Sequence[Any], model:
     kept = ~lo if lo is not None else np.ones(n, dtype=bool)
     fp[~kept] = np.nan
     have = ~np.isnan(fp)
-    b = _block(y_all[have], fp[have], g_all[have], 0.5, int(kept.sum()))
+    b = _block(y_all[have], fp[have], g_all[have], 0.5, int(kept.sum()), data_gens, data_real)
     if lo is not None:
         b["train_left_out"] = int(lo.sum())
     vt: dict[str, dict[str, int]] = {}

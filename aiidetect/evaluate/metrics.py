@@ -21,10 +21,21 @@ def _arrays(y, s) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
+def _no_nan(s: np.ndarray) -> None:
+    """A NaN (or None) score is a file with no opinion: sorted, it ranked below every real photo and the
+    AUC, AP and ECE came out as numbers (0.25 where sklearn refuses), so a script passing a detector's
+    whole column got wrong metrics without a word. sklearn's answer: refuse."""
+    if np.isnan(s).any():
+        raise ValueError(f"{int(np.isnan(s).sum())} score(s) are NaN or None (no opinion): leave those files "
+                         f"out, as `aiidetect eval` does (its `cover`)")
+
+
 def roc_curve(y, s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, like sklearn.metrics.roc_curve
-    with drop_intermediate=False; the first point is (0, 0) at threshold +inf."""
+    with drop_intermediate=False; the first point is (0, 0) at threshold +inf.
+    ValueError on a NaN score, as sklearn."""
     y, s = _arrays(y, s)
+    _no_nan(s)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
     distinct = np.where(np.diff(s))[0]
@@ -143,6 +154,7 @@ def ece(y, p, n_bins: int = 15) -> float | None:
 
 def reliability_bins(y, p, n_bins: int = 15) -> list[dict[str, float]]:
     y, p = _arrays(y, p)
+    _no_nan(p)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
     out = []
@@ -203,6 +215,7 @@ def binary_metrics(y, p, threshold: float = 0.5) -> dict[str, Any]:
     """Every summary number for one score column. p is P(AI) in [0, 1]
     (ECE needs a probability; the ranking metrics would accept any score)."""
     y, p = _arrays(y, p)
+    _no_nan(p)   # before the accuracies, where a NaN fails ">= threshold" and counts as a right call on a real photo
     out: dict[str, Any] = {"n": int(y.size), "n_real": int((y == 0).sum()), "n_ai": int((y == 1).sum()),
                            "threshold": float(threshold)}
     out.update(accuracies(y, p, threshold))
@@ -235,7 +248,8 @@ def logit_metrics(y, logits, temperature: float = 1.0, ndigits: int | None = Non
                            "ai_accuracy": acc["acc_ai"], "balanced_accuracy": acc["acc_mean"]}
     if y.size:
         out["nll"] = float(np.mean(np.logaddexp(0.0, z) - y * z))
-    auc = roc_auc(y, z)
+    # (a diverged head's NaN logits: no AUC rather than a refusal in the middle of training)
+    auc = roc_auc(y, z) if not np.isnan(z).any() else None
     if auc is not None:
         out["auc"] = auc
     if ndigits is not None:

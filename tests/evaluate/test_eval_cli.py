@@ -138,6 +138,21 @@ def test_calibrate_then_eval_uses_the_fusion_model(dataset, tmp_path, weights_di
     assert m["conditions"][0]["fused"]["band"]["ai"] == pytest.approx(man["threshold"]["ai"])
 
 
+def test_calibrate_estimates_the_band_on_images_its_fit_did_not_see(dataset, tmp_path):
+    """The band's error rates were measured only on the images that chose it (at the target by
+    construction): nothing estimated what it keeps on other images."""
+    r = cli("calibrate", str(dataset), "-d", "fakebright", "-o", str(tmp_path / "fz"))
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "fz" / "manifest.json").read_text())
+    cv = man["metrics"]["cross_validated"]
+    # every readable image judged once
+    assert cv["folds"] == 5 and cv["real_called_ai_count"][1] + cv["ai_called_real_count"][1] == \
+        man["data"]["n"] - man["data"]["decode_errors"] == 18
+    k, n = cv["real_called_ai_count"]
+    assert (f"cross-validated (5 folds, each judged by a fit without it): real called AI {100 * k / n:.1f}% "
+            f"({k} of {n}; 95% upper bound") in " ".join(r.stdout.split())
+
+
 def test_an_out_dir_that_cannot_take_the_outputs_is_said_first_and_a_failed_write_keeps_the_last(
         dataset, tmp_path, monkeypatch):
     """`-o` naming a file: the detectors scored every image and the tables were printed, then

@@ -358,3 +358,41 @@ def test_eval_tables_at_a_terminal_that_cannot_show_a_generator_name_stay_aligne
     assert "W\\xfcrstchen" in text and "\\u5373\\u68a6" in text, text
     gen = [l for l in text.split("per generator")[1].splitlines() if l[:1] in "|+"]
     assert len({len(l) for l in gen}) == 1, gen
+
+
+def test_per_generator_lists_a_generator_without_opinions():
+    """A generator the detector never answered on kept no row, and the fused table lost its verdicts
+    (108 stylegan2 images under -d metadata were in no row)."""
+    from aiidetect.evaluate.core import condition_metrics
+    from aiidetect.evaluate.report import per_generator_rows
+    from aiidetect.evaluate.runner import Scored
+    from aiidetect.records import DetectorResult
+
+    class Det:
+        name, threshold = "pix", 0.5
+
+    gens = ["real"] * 3 + ["seen"] * 3 + ["unseen"] * 2
+    items = [Scored(f"{i}", int(g != "real"), g,
+                    {"pix": DetectorResult("ok", p_ai=None if g == "unseen" else 0.1 + 0.15 * i)})
+             for i, g in enumerate(gens)]
+    block, _ = condition_metrics(items, [Det()], None)
+    for name in ("pix", "fused"):
+        b = block["fused"] if name == "fused" else block["detectors"][name]
+        assert b["per_generator"]["unseen"]["n"] == 0 and b["per_generator"]["unseen"]["auc"] is None
+        rows = {r[0]: r for r in per_generator_rows(block, name)}
+        assert rows["unseen"][1:6] == ["0", "-", "-", "-", "-"]
+    assert sum(block["fused"]["per_generator"]["unseen"]["verdicts"].values()) == 2
+    assert sum(sum(r["verdicts"].values()) for g, r in block["fused"]["per_generator"].items()) == len(items)
+
+
+@pytest.mark.parametrize("fn", [M.roc_auc, M.average_precision, M.ece, M.binary_metrics,
+                                lambda y, s: M.tpr_at_fpr(y, s, 0.05)])
+@pytest.mark.parametrize("missing", [float("nan"), None])
+def test_a_score_with_no_opinion_is_refused_as_sklearn_refuses_it(fn, missing):
+    """A NaN ranked below every real photo: AUC 0.25 here, where sklearn raises."""
+    y, s = [0, 0, 1, 1], [0.1, 0.9, missing, 0.8]
+    with pytest.raises(ValueError):
+        skm.roc_auc_score(y, np.asarray(s, dtype=float))
+    with pytest.raises(ValueError, match="no opinion"):
+        fn(y, s)
+    assert M.logit_metrics(y, [-2.0, 2.0, float("nan"), 1.0]).get("auc") is None
