@@ -418,3 +418,27 @@ def test_a_file_longer_than_its_size_is_read_to_the_limit():
     assert read_at_most(io.BytesIO(body), 2 * CHUNK + 1, 100) == body[:2 * CHUNK + 1]
     assert read_at_most(io.BytesIO(body[:50]), 1 << 40, 4096) == body[:50]
     assert read_at_most(io.BytesIO(b""), 10, 0) == b""
+
+
+def test_a_decode_thread_that_cannot_start_leaves_the_scan_to_the_others(tmp_path, monkeypatch):
+    """`ulimit -u` on a shared server counts every thread of the user's processes: the second decode
+    worker failing to start ("can't start new thread") ended the scan, exit 2, not one record written.
+    The workers already running take the queued files."""
+    import threading
+
+    for i in range(6):
+        Image.new("RGB", (16, 16), (i, 40, 80)).save(tmp_path / f"{i}.png")
+    real, started = threading.Thread.start, []
+
+    def start(self):
+        if self.name.startswith("decode"):
+            started.append(self.name)
+            if len(started) > 1:
+                raise RuntimeError("can't start new thread")
+        return real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "-f", "jsonl", "--workers", "4",
+                           "--no-cache", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.path.basename(x["file"]) for x in jsonl(r.stdout)) == [f"{i}.png" for i in range(6)]
