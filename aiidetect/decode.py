@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .hashing import read_at_most
 from .records import Record
 
 from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS  # noqa: F401 - re-exported
@@ -507,7 +508,7 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
         try:
             # After admit, which may wait for other files' bytes: a file rewritten in that wait is read whole.
             start = os.fstat(fd) if admit is not None else fst
-            data = f.read(limits.max_bytes + 1)
+            data = read_at_most(f, limits.max_bytes + 1, start.st_size)
             end = os.fstat(fd)
             whole = len(data) == start.st_size and _version(end) == _version(start)
             if not whole and len(data) <= limits.max_bytes:
@@ -519,7 +520,7 @@ def read_bytes(path: str | Path, limits: DecodeLimits | None = None,
                 data = b""
                 f.seek(0)
                 start = os.fstat(fd)
-                data = f.read(limits.max_bytes + 1)
+                data = read_at_most(f, limits.max_bytes + 1, start.st_size)
                 end = os.fstat(fd)
                 # Two reads alike with nothing moved: one version, of a file whose size is not its length
                 # (/sys files say 4096).

@@ -26,11 +26,31 @@ def open_regular(path: str | Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def read_at_most(f: BinaryIO, limit: int, size: int) -> bytes:
+    """Up to `limit` bytes of `f` from where it stands, `size` the length fstat gave. A buffered read(n)
+    allocates n bytes before it reads one: every photo of a scan, 3 KB or not, asked for the whole
+    --max-bytes (512 MiB), and under `ulimit -v` or strict overcommit on a shared server a thumbnail
+    came back `too-large`, "out of memory while reading". The size given is asked for (one byte more
+    tells a file that grew since), what lies past it in bounded chunks up to the limit."""
+    first = min(max(size, 0) + 1, limit)
+    data = f.read(first)
+    if len(data) < first:
+        return data
+    parts, n = [data], len(data)
+    while n < limit:
+        more = f.read(min(CHUNK, limit - n))
+        if not more:
+            break
+        parts.append(more)
+        n += len(more)
+    return b"".join(parts)
+
+
 def read_regular(path: str | Path, max_bytes: int) -> bytes:
     """A small file's bytes (a manifest, a sidecar, a decision); OSError when it is not a regular file
     or holds more than `max_bytes`."""
     with open_regular(path) as f:
-        data = f.read(max_bytes + 1)
+        data = read_at_most(f, max_bytes + 1, os.fstat(f.fileno()).st_size)
     if len(data) > max_bytes:
         raise OSError(f"{path} holds more than {max_bytes} bytes")
     return data

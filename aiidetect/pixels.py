@@ -231,6 +231,22 @@ def result(f: Future[R]) -> R:
                 return f.result()
 
 
+class DecodePool(ThreadPoolExecutor):
+    """The decode workers, as many as the system lets start. A thread that cannot start (RLIMIT_NPROC,
+    `ulimit -u`, counts every thread of the user's processes on a shared server) ended the whole scan
+    with "RuntimeError: can't start new thread", exit 2, no record written. The job was queued before
+    the thread was asked for, so the workers already running take it: the pool goes on with them.
+    With none running there is no one to take it, and the error stands."""
+
+    def _adjust_thread_count(self) -> None:
+        try:
+            super()._adjust_thread_count()
+        except RuntimeError:
+            if not self._threads:
+                raise
+            self._max_workers = len(self._threads)
+
+
 def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ahead: int | None = None,
             pool: ThreadPoolExecutor | None = None) -> Iterator[R]:
     """job(item, index) over items in worker threads, results in input order.
@@ -242,7 +258,7 @@ def ordered(job: Callable[[T, int], R], items: Iterable[T], workers: int = 2, ah
     ahead = max(1, int(ahead or 4 * workers))
     numbered = enumerate(items)
     own = pool is None
-    ex = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    ex = pool or DecodePool(max_workers=workers, thread_name_prefix="decode")
     run = _reading(job)
     window: deque[Future] = deque()
     finished = False
@@ -402,7 +418,7 @@ class OrderedChunks:
 
     def __iter__(self) -> Iterator[list[R]]:
         policy = self.take_turns if callable(self.take_turns) else None
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
+        pool = DecodePool(max_workers=self.workers, thread_name_prefix="decode")
         self._pool = pool
         pending: list[Future] = []
         finished = False

@@ -378,3 +378,67 @@ def test_a_full_disk_under_dash_o_dash_is_said_by_the_run_s_stdout_guard(tmp_pat
     monkeypatch.setattr("sys.stdout", io.TextIOWrapper(_FullRaw()))
     code = _guarded(monkeypatch, "results", "parquet", "--db", str(db), "-o", "-")
     assert (code, capsys.readouterr().err) == (2, line)
+
+
+def test_a_small_file_is_read_under_a_tight_address_space(tmp_path):
+    """`ulimit -v` on a shared server (or strict overcommit): every read asked for the whole --max-bytes
+    (512 MiB) before reading a byte, so a 3 KB photo scanned beside others came back `too-large`, "out of
+    memory while reading", with a verdict of `error` a resumed --db run keeps. A real process: the limit
+    is the point, and not one to set on the test runner."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc here to size the address space by")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (32, 32), (9, 99, 199)).save(small)
+    code = (
+        "import resource, sys\n"
+        "from aiidetect.decode import DecodeLimits, read_bytes\n"
+        "from aiidetect.hashing import read_regular\n"
+        "vm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize:')][0] * 1024\n"
+        "room = vm + (128 << 20)\n"  # far under the 512 MiB a read asked for, far over what it needs
+        "resource.setrlimit(resource.RLIMIT_AS, (room, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
+        "data = read_bytes(sys.argv[1], DecodeLimits())\n"
+        "assert len(data) == len(read_regular(sys.argv[1], 1 << 30)) > 0\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(small)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-1500:]
+
+
+def test_a_file_longer_than_its_size_is_read_to_the_limit():
+    """The size fstat gave is only where the read starts: a file that grew (or a /sys file that says 4096)
+    is read on, in chunks, up to the limit and one byte past it, which tells the caller it is over."""
+    from aiidetect.hashing import CHUNK, read_at_most
+
+    body = bytes(range(256)) * (3 * CHUNK // 256 + 7)
+    assert read_at_most(io.BytesIO(body), len(body) + 10, 100) == body
+    assert read_at_most(io.BytesIO(body), 2 * CHUNK + 1, 100) == body[:2 * CHUNK + 1]
+    assert read_at_most(io.BytesIO(body[:50]), 1 << 40, 4096) == body[:50]
+    assert read_at_most(io.BytesIO(b""), 10, 0) == b""
+
+
+def test_a_decode_thread_that_cannot_start_leaves_the_scan_to_the_others(tmp_path, monkeypatch):
+    """`ulimit -u` on a shared server counts every thread of the user's processes: the second decode
+    worker failing to start ("can't start new thread") ended the scan, exit 2, not one record written.
+    The workers already running take the queued files."""
+    import threading
+
+    for i in range(6):
+        Image.new("RGB", (16, 16), (i, 40, 80)).save(tmp_path / f"{i}.png")
+    real, started = threading.Thread.start, []
+
+    def start(self):
+        if self.name.startswith("decode"):
+            started.append(self.name)
+            if len(started) > 1:
+                raise RuntimeError("can't start new thread")
+        return real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    r = run_cli_in_process("scan", str(tmp_path), "-d", "metadata", "-f", "jsonl", "--workers", "4",
+                           "--no-cache", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.path.basename(x["file"]) for x in jsonl(r.stdout)) == [f"{i}.png" for i in range(6)]
