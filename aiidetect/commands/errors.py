@@ -334,12 +334,18 @@ def drop_unusable_widths() -> None:
     every console out for zero columns, which prints nothing: the table, `doctor`'s report, the summary,
     every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
     to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
-    not a positive number is no width: dropped before typer reads it, as if unset."""
+    not a positive number is no width: dropped before typer reads it, as if unset. One past MAX_COLUMNS is that
+    many: rich and typer read these variables themselves, and pad help and usage panels out to them."""
     from ..report.safe import columns_setting
 
     for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
-        if name in os.environ and columns_setting(os.environ[name]) is None:
+        if name not in os.environ:
+            continue
+        width = columns_setting(os.environ[name])
+        if width is None:
             del os.environ[name]
+        elif str(width) != os.environ[name]:
+            os.environ[name] = str(width)
 
 
 def run_guarded(app) -> None:

@@ -521,6 +521,19 @@ def test_only_positive_widths_are_kept(monkeypatch):
     assert table_width(io.StringIO()) == 160
 
 
+def test_a_huge_width_is_capped(monkeypatch):
+    """COLUMNS=100000000: rich pads help panels and usage errors out to it, and `scan -h | less` wrote 7 GB
+    (9 GB peak) for ten minutes. Capped at MAX_COLUMNS, in the environment rich and typer read too."""
+    from aiidetect.commands.errors import drop_unusable_widths
+    from aiidetect.report.safe import MAX_COLUMNS, table_width
+
+    monkeypatch.setenv("COLUMNS", "100000000")
+    monkeypatch.setenv("TERMINAL_WIDTH", "99999999999999999999")
+    assert table_width(io.StringIO()) == MAX_COLUMNS  # a library caller, without the start-up's check
+    drop_unusable_widths()
+    assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == (str(MAX_COLUMNS), str(MAX_COLUMNS))
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
