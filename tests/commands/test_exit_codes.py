@@ -632,6 +632,11 @@ def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, va
     assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
     r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
     assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
+    # `--heatmaps "$MAPS"` empty: the report came without a map, exit 0, not a word said
+    r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "html", "-q", "--no-cache", "--heatmaps", value)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout
+    assert " ".join(r.stderr.split()) == ("error: --heatmaps names no verdict; give one or more of ai, uncertain, "
+                                          "real, all, comma-separated")
 
 
 def test_onnx_is_a_runtime_not_a_detector_value():
