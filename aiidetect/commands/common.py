@@ -305,9 +305,11 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     from rich.markup import escape
 
     from ..report.safe import clean_str
+    from .errors import dash_hint
 
-    # The message often quotes a path or a value from a file: never markup.
-    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message)))}", highlight=False)
+    # The message often quotes a path or a value from a file: never markup. `scan a.jpg -dash.png` (-d ash.png)
+    # said "unknown detector(s) ash.png" and no more: the hint says why.
+    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message) + dash_hint()))}", highlight=False)
     raise typer.Exit(code)
 
 
