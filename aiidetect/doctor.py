@@ -151,10 +151,33 @@ def caches() -> dict[str, Any]:
     return out
 
 
-def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families: Sequence[str] | None = None
-             ) -> dict[str, Any]:
+def c2pa_trust_list(paths: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """The C2PA trust list a scan here would judge signers by: `paths` (--c2pa-trust), else the files of
+    $AIIDETECT_C2PA_TRUST, as scan reads them. `sha256` and `anchors` as a record's facts.c2pa.trust_list names the
+    list; `source` None: no list, so no signer is ever Trusted. A list a scan would refuse (exit 2) is reported
+    in `error`, not raised: doctor is where a newsroom checks its set-up before a run."""
+    from .provenance.trust import ENV, load_trust_list, paths_from_env
+
+    files = [os.fsdecode(p) for p in paths or []]
+    source, label = ("--c2pa-trust", "--c2pa-trust") if files else (f"${ENV}", f"${ENV}:")
+    files = files or paths_from_env()
+    out: dict[str, Any] = {"source": source if files else None, "files": files, "anchors": 0, "sha256": None,
+                           "error": None}
+    if files:
+        try:
+            found = load_trust_list(files, label)
+        except (ValueError, OSError) as exc:  # TrustListError is a ValueError
+            out["error"] = str(exc)
+        else:
+            if found is not None:
+                out.update(anchors=found.anchors, sha256=found.sha256)
+    return out
+
+
+def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families: Sequence[str] | None = None,
+             c2pa_trust: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
     """The full report. Builds the detectors exactly as scan would (with `spec`);
-    `families` defaults to every family that runs trained heads."""
+    `families` defaults to every family that runs trained heads; `c2pa_trust`: the --c2pa-trust files."""
     from .backbone import default_cache_dirs
     from .detectors import RunContext, create_detectors, onnx_families
     from .heads import find_heads
@@ -163,7 +186,8 @@ def diagnose(spec, weights_dirs: Sequence[Path], device: str = "auto", families:
     report: dict[str, Any] = {"aiidetect": installed_version("aiidetect"), "python": platform.python_version(),
                               "packages": packages(), "cpu": cpu_info(), "torch": torch_info(),
                               "onnxruntime": onnx_info(), **reading_versions(), "backbone": spec.describe(),
-                              "backbone_files": backbone_files(cache_dirs), "caches": caches()}
+                              "backbone_files": backbone_files(cache_dirs), "caches": caches(),
+                              "c2pa_trust_list": c2pa_trust_list(c2pa_trust)}
     ctx = RunContext(backbone_spec=spec, device=device, dtype="float32", weights_dirs=list(weights_dirs))
     dets = create_detectors(list(families or onnx_families()), ctx)
     det_rows = []
@@ -199,5 +223,8 @@ def _remedies(report: dict[str, Any], det_rows: list[dict[str, Any]]) -> list[st
             reason = r.get("reason") or ""
             if "Remedy:" in reason:
                 out.append(reason.split("Remedy:", 1)[1].split(" (linear heads", 1)[0].strip())
+    trust = report["c2pa_trust_list"]
+    if trust["error"]:
+        out.append(f"fix or replace the C2PA trust list (a scan here stops with exit 2): {trust['error']}")
     seen = set()
     return [x for x in out if not (x in seen or seen.add(x))]

@@ -305,9 +305,11 @@ def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
     from rich.markup import escape
 
     from ..report.safe import clean_str
+    from .errors import dash_hint
 
-    # The message often quotes a path or a value from a file: never markup.
-    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message)))}", highlight=False)
+    # The message often quotes a path or a value from a file: never markup. `scan a.jpg -dash.png` (-d ash.png)
+    # said "unknown detector(s) ash.png" and no more: the hint says why.
+    stderr_console().print(f"[bold red]error:[/] {escape(clean_str(str(message) + dash_hint()))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -321,14 +323,20 @@ def verdict_list(values: Optional[List[str]], option: str = "--verdict") -> list
     `results export --verdict ai` worked."""
     taken = f"{', '.join(VERDICT_ALIASES)} (or ai-generated, likely-real)"
     out = []
-    for x in split_list(values):
+    for x in named_list(values, option, "verdict", taken):
         if x not in VERDICT_ALIASES and x not in VERDICT_ALIASES.values():
             fail(f"{option} takes {taken}; got {x!r}")
         out.append(VERDICT_ALIASES.get(x, x))
+    return out
+
+
+def named_list(values: Optional[List[str]], option: str, what: str, taken: str) -> list[str]:
+    """split_list for an option that, given, must name something: `--fail-on "$FAIL_ON"` with the variable unset
+    or empty was a gate silently off (exit 0 whatever was found), `--verdict ""` selected every record, and
+    `--heatmaps ""` made no map without a word. Given and empty (or `,`), it exits 2 naming the option."""
+    out = split_list(values)
     if values and not out:
-        # `--fail-on "$FAIL_ON"` with the variable unset or empty: the gate was silently off (exit 0 whatever
-        # was found), and `--verdict ""` selected every record. Given, the option must name a verdict.
-        fail(f"{option} names no verdict; give one or more of {taken}, comma-separated")
+        fail(f"{option} names no {what}; give one or more of {taken}, comma-separated")
     return out
 
 

@@ -5,7 +5,11 @@ import sys
 
 import typer
 
-from .common import EXIT_FINDINGS, EXIT_OK, BackboneOptions, JsonFormat, QuietOpt, SummaryFormatOpt, backbone_options
+from pathlib import Path
+from typing import List, Optional
+
+from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, C2paTrustOpt, JsonFormat, QuietOpt, SummaryFormatOpt,
+                     backbone_options)
 from .errors import reader_may_leave
 
 
@@ -17,11 +21,13 @@ def _mb(n: int) -> str:
 def doctor(
     fmt: JsonFormat = SummaryFormatOpt,
     backbone_opts: BackboneOptions = None,
+    c2pa_trust: Optional[List[Path]] = C2paTrustOpt,
     quiet: bool = QuietOpt,  # accepted like everywhere else: the report is on stdout, nothing else is printed
 ):
     """Say what can run on this machine and why not, with the exact remedy.
 
-    Exit 0 when a scan with these backbone options can use a CLIP detector, 1 when it cannot.
+    Exit 0 when a scan with these backbone options can use a CLIP detector, 1 when it cannot or when the C2PA
+    trust list in effect (--c2pa-trust, else $AIIDETECT_C2PA_TRUST) is one a scan would refuse.
 
     Examples:
       aiidetect doctor
@@ -32,8 +38,9 @@ def doctor(
     from ..heads import weights_dirs
 
     spec = backbone_opts.spec()
-    rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device)
-    code = EXIT_OK if rep["clip_ready"] else EXIT_FINDINGS
+    rep = diagnose(spec, weights_dirs(backbone_opts.weights_dir or []), device=backbone_opts.device,
+                   c2pa_trust=c2pa_trust)
+    code = EXIT_OK if rep["clip_ready"] and not rep["c2pa_trust_list"]["error"] else EXIT_FINDINGS
     with reader_may_leave(code):
         if fmt == "json":
             from ..report.safe import dumps
@@ -84,6 +91,18 @@ def _table(rep) -> None:
     # One line each, `name version` pairs: what an operator compares between two machines (docs/scale.md).
     for title, key in (("decoders", "decoders"), ("metadata parsers", "metadata_parsers")):
         con.print(f"\n[bold]{title}[/]  " + escape("; ".join(f"{k} {v or 'none'}" for k, v in rep[key].items())))
+    trust = rep["c2pa_trust_list"]
+    if trust["error"]:
+        said = f"{no}, unusable ({trust['source']}): {escape(trust['error'])}"
+    elif trust["sha256"]:
+        from ..provenance.trust import anchors_text
+
+        said = (f"{anchors_text(trust['anchors'])}, sha256 {trust['sha256']} ({trust['source']}: "
+                f"{escape(', '.join(trust['files']))})")
+    else:
+        said = ("none: signers are never Trusted (give --c2pa-trust PEMFILE or set $AIIDETECT_C2PA_TRUST; "
+                "docs/provenance.md)")
+    con.print(f"\n[bold]C2PA trust list[/]  {said}")
     con.print(f"\n[bold]backbone[/]  {escape(rep['backbone'])}")
     if rep["backbone_built"]:
         con.print(f"  built: fingerprint {rep['backbone_built']['fingerprint']}, "

@@ -175,26 +175,70 @@ def pipe_safe_group():
             super().__init__(*args, **kwargs)
             _help_for_no_command_on_stderr(self)
 
-        def make_context(self, *args, **kwargs):
+        def make_context(self, info_name, args, *rest, **kwargs):
+            global DASHED_PATHS
+            DASHED_PATHS = dashed_paths(args)
             # The root's eager options print while its arguments are parsed, before invoke: click met
             # `aiidetect --version | grep -q 0.1` (the reader gone before the line) with its exit 1.
             _rich_broken_pipe_raises()
+            args = [info_name, args, *rest]
             try:
                 return super().make_context(*args, **kwargs)
             except BrokenPipeError:
                 reader_left(0)
 
         def invoke(self, ctx):
+            from typer.core import _click
+
             _rich_broken_pipe_raises()
             try:
                 return super().invoke(ctx)
             except BrokenPipeError:
                 reader_left(0)
+            except _click.exceptions.UsageError as exc:
+                if not DASHED_PATHS or isinstance(exc, _click.exceptions.NoArgsIsHelpError):
+                    raise
+                raise _click.exceptions.UsageError(exc.format_message() + dash_hint(exc.ctx), exc.ctx) from exc
             except KeyboardInterrupt as exc:
                 # Typer would turn it into exit 130 without a word: say why, once, on stderr.
                 interrupted(exc)
 
     return PipeSafeGroup
+
+
+# The arguments of this run that start with '-' and name a file or folder here (dashed_paths).
+DASHED_PATHS: list = []
+
+
+def dashed_paths(args) -> list:
+    """The arguments before `--` that start with '-' and name something in the file system: click reads them
+    as options (`scan -dash.png` is `-d ash.png`, which left no path: "Missing argument"; `scan -x.jpg` was "No
+    such option: -x"), and the usage error never said why."""
+    out = []
+    for a in args or ():
+        if a == "--":
+            break
+        if isinstance(a, str) and a.startswith("-") and a != "-":
+            with contextlib.suppress(OSError, ValueError):
+                if os.path.lexists(a):
+                    out.append(a)
+    return out
+
+
+def dash_hint(ctx=None) -> str:
+    """What a usage or fatal error adds when a dashed_paths argument may be its cause; '' when none. `ctx`: the
+    command's click context, else the current one (its command path is the example's)."""
+    if not DASHED_PATHS:
+        return ""
+    from typer.core import _click
+
+    from ..report.safe import printable
+
+    ctx = ctx or _click.globals.get_current_context(silent=True)
+    cmd = ctx.command_path if ctx is not None else "aiidetect COMMAND"
+    name = printable(DASHED_PATHS[0])
+    return (f" ({name} is a file here, but a name that starts with '-' is read as options: put paths after `--` "
+            f"(`{cmd} [OPTIONS] -- {name}`) or write ./{name})")
 
 
 def _help_for_no_command_on_stderr(group) -> None:
@@ -334,12 +378,18 @@ def drop_unusable_widths() -> None:
     every console out for zero columns, which prints nothing: the table, `doctor`'s report, the summary,
     every error line and usage message vanished, exit 0 or 2 without a word. TERMINAL_WIDTH=0 did the same
     to typer's usage errors, and TERMINAL_WIDTH=abc ended every usage error in a ValueError. A width that is
-    not a positive number is no width: dropped before typer reads it, as if unset."""
+    not a positive number is no width: dropped before typer reads it, as if unset. One past MAX_COLUMNS is that
+    many: rich and typer read these variables themselves, and pad help and usage panels out to them."""
     from ..report.safe import columns_setting
 
     for name in ("COLUMNS", "LINES", "TERMINAL_WIDTH"):
-        if name in os.environ and columns_setting(os.environ[name]) is None:
+        if name not in os.environ:
+            continue
+        width = columns_setting(os.environ[name])
+        if width is None:
             del os.environ[name]
+        elif str(width) != os.environ[name]:
+            os.environ[name] = str(width)
 
 
 def run_guarded(app) -> None:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from ..crashguard import FILE_TIMEOUT, LOCAL_DB_FILE_TIMEOUT, last_words as last_words_said
 from .common import (EXIT_FINDINGS, EXIT_OK, BackboneOptions, C2paTrustOpt, CacheOpt, DetectorsOpt, Engine, FollowLinksOpt,
                      MaxBytesOpt, MaxPixelsOpt, OutputOpt, QuietOpt, ReportFormat, ReportFormatOpt, Runtime, Watermark,
-                     VERDICT_ALIASES, WorkersOpt, backbone_options, fail, split_list, stderr_console, verdict_list)
+                     VERDICT_ALIASES, WorkersOpt, backbone_options, fail, named_list, split_list, stderr_console, verdict_list)
 
 
 Format = ReportFormat
@@ -93,7 +93,7 @@ def scan(
         # (as a file, the temporary was dropped and the JSON array on stdout left open).
         output = None
 
-    maps = split_list(heatmaps)
+    maps = named_list(heatmaps, "--heatmaps", "verdict", "ai, uncertain, real, all")
     if "all" in maps:
         maps = ["ai", "uncertain", "real"]
     err = stderr_console()

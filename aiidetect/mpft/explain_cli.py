@@ -134,6 +134,12 @@ def explain_mask_cmd(
         typer.echo(str(output))
 
 
+# The version of explain-mpft's JSON summary, as the scan record's `schema` versions the record (docs/schema.md):
+# "MAJOR.MINOR", the first key, field names fixed within a version; a key removed, renamed or changed in meaning
+# bumps it (docs/detectors/mpft.md, "The JSON summary"). A script kept from before it read no version at all.
+EXPLAIN_MPFT_SCHEMA = "1.0"
+
+
 @backbone_options(device=True, dtype="infer", weights_dir=True)
 def explain_mpft_cmd(
     image: Path = typer.Argument(..., help="Image file."),
@@ -225,8 +231,8 @@ def explain_mpft_cmd(
     # With `-o -` stdout holds the PNG, so the summary goes to stderr instead of into the picture's bytes.
     from ..report.safe import dumps  # strict JSON: a file name that is not UTF-8 as U+FFFD
 
-    summary = {"output": str(output), "head": head.name, "dtype": bb.dtype, "logit": round(base, 4),
-               "scale": round(scale, 4), "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
+    summary = {"schema": EXPLAIN_MPFT_SCHEMA, "output": str(output), "head": head.name, "dtype": bb.dtype,
+               "logit": round(base, 4), "scale": round(scale, 4), "p_ai": round(Calibrator.from_manifest(head.manifest).prob(float(base)), 4),
                "top_patches": [_top_patch(int(i), delta, bb.patch_size, region, img.size, pre)
                                for i in np.argsort(-np.abs(delta).reshape(-1))[:5]]}
     err = is_stdout(output)

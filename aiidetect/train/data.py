@@ -43,6 +43,7 @@ when the layout has no subsets).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -509,6 +510,30 @@ def _delimiter(first_line: str) -> str:
     return ","
 
 
+class _ManifestLines:
+    """A manifest's lines less its blank lines and comments (a line whose first character, past spaces, is `#`:
+    hand-made lists start with a header of notes), numbered as an editor shows them, so a refusal still names
+    the right line. `num`: the number of the last line handed out; `comments`: (number, text) of those held back.
+    A comment is a whole line, never part of a row: `# a, "b` read as CSV would open a quoted cell swallowing the
+    rows after it."""
+
+    def __init__(self, f):
+        self._f, self.num, self.comments = f, 0, []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            line = next(self._f)
+            self.num += 1
+            text = line.strip()
+            if text.startswith("#"):
+                self.comments.append((self.num, line))
+            elif text:
+                return line
+
+
 def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
     from itertools import chain
 
@@ -521,23 +546,24 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
     # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark,
     # which would otherwise glue itself to the first column's name.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(())  # line_num 0, should the first line not decode
-        names_line = 1  # the column names' line: 2 below a "sep=" line
+        lines = _ManifestLines(f)
         try:
-            first_line = f.readline()
-            if hint := _SEP_HINT.fullmatch(first_line.rstrip("\r\n")):
-                delim = hint.group(1)
+            first_line = next(lines, "")
+            hinted = _SEP_HINT.fullmatch(first_line.rstrip("\r\n"))
+            if hinted:
+                delim = hinted.group(1)
                 if delim not in DELIMITERS:
-                    raise ValueError(f"{csv_path}: line 1: {first_line.strip()!r} names a delimiter this reader "
-                                     "does not take; save the list separated by commas, semicolons or tabs")
-                names_line = 2
-                first_line = f.readline()
+                    raise ValueError(f"{csv_path}: line {lines.num}: {first_line.strip()!r} names a delimiter this "
+                                     "reader does not take; save the list separated by commas, semicolons or tabs")
+                first_line = next(lines, "")
             else:
                 delim = _delimiter(first_line)
-            reader = csv.reader(chain([first_line], f), delimiter=delim)
+            names_line = lines.num  # the column names' line, past comments and a "sep=" line
+            reader = csv.reader(chain([first_line], lines), delimiter=delim)
             names = next(reader, [])
             header = [h.strip().lower() for h in names]
-            where = "its first line" if names_line == 1 else "its line 2 (below the sep= line)"
+            where = ("its first line" if names_line <= 1 else f"its line {names_line}"
+                     + (" (below the sep= line)" if hinted else ""))
             if "file" not in header or "label" not in header:
                 # A list typed without its column names starts with an image: say so, not only that the names lack
                 a_row = set(header) & set(REAL_LABELS + AI_LABELS + UNLABELLED) and set(header) - {"file", "label"}
@@ -554,7 +580,7 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
                 if not any(c.strip() for c in cells):
                     continue
                 row = dict(zip(header, cells))
-                line = reader.line_num + names_line - 1
+                line = lines.num
                 if any(c.strip() for c in cells[len(header):]):
                     # An unquoted comma in a cell shifts the cells after it: "a.png,shot in Paris, France,real"
                     # under file,note,label was labelled " France", and "x.png,hello, ai,real" was an AI image.
@@ -608,7 +634,17 @@ def _from_manifest(csv_path: Path, stats: LeftOut | None = None) -> list[Item]:
         except UnicodeDecodeError as exc:  # decoded a buffer ahead of the reader: no line to name
             raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from None
         except csv.Error as exc:  # a cell over the csv module's size limit, a NUL in a quoted cell
-            raise ValueError(f"{csv_path}: line {reader.line_num + names_line - 1}: {exc}") from None
+            raise ValueError(f"{csv_path}: line {lines.num}: {exc}") from None
+    for num, text in lines.comments:
+        if num < names_line:
+            continue
+        # `#1.png,real` was a row before comments were read: held back as one in silence, that image would leave
+        # every number. A comment whose file cell names a file here is refused; ./#1.png or "#1.png" lists it.
+        with contextlib.suppress(csv.Error):
+            name = (dict(zip(header, next(csv.reader([text], delimiter=delim), []))).get("file") or "").strip()
+            if name.startswith("#") and os.path.lexists(base / path_from_text(name)):
+                bad.append(f"line {num}: {name} is a file here, but a line that starts with '#' is a comment: "
+                           f"write ./{name} or \"{name}\" to list it")
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise ValueError(f"{csv_path}: {len(bad)} row(s) cannot be used: {'; '.join(bad[:5])}{more}. "

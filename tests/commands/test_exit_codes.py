@@ -521,6 +521,19 @@ def test_only_positive_widths_are_kept(monkeypatch):
     assert table_width(io.StringIO()) == 160
 
 
+def test_a_huge_width_is_capped(monkeypatch):
+    """COLUMNS=100000000: rich pads help panels and usage errors out to it, and `scan -h | less` wrote 7 GB
+    (9 GB peak) for ten minutes. Capped at MAX_COLUMNS, in the environment rich and typer read too."""
+    from aiidetect.commands.errors import drop_unusable_widths
+    from aiidetect.report.safe import MAX_COLUMNS, table_width
+
+    monkeypatch.setenv("COLUMNS", "100000000")
+    monkeypatch.setenv("TERMINAL_WIDTH", "99999999999999999999")
+    assert table_width(io.StringIO()) == MAX_COLUMNS  # a library caller, without the start-up's check
+    drop_unusable_widths()
+    assert (os.environ["COLUMNS"], os.environ["TERMINAL_WIDTH"]) == (str(MAX_COLUMNS), str(MAX_COLUMNS))
+
+
 def test_ctrl_c_leaves_results_json_parseable(files, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
@@ -619,6 +632,11 @@ def test_a_verdict_option_naming_no_verdict_is_a_usage_error(files, tmp_path, va
     assert run_cli_in_process("scan", gen, "-d", "metadata", "--db", str(db), "-f", "jsonl", "-q").returncode == 0
     r = run_cli_in_process("results", "export", "--db", str(db), "--verdict", value, "-f", "jsonl")
     assert (r.returncode, r.stdout) == (2, "") and "--verdict names no verdict" in r.stderr
+    # `--heatmaps "$MAPS"` empty: the report came without a map, exit 0, not a word said
+    r = run_cli_in_process("scan", gen, "-d", "metadata", "-f", "html", "-q", "--no-cache", "--heatmaps", value)
+    assert (r.returncode, r.stdout) == (2, ""), r.stdout
+    assert " ".join(r.stderr.split()) == ("error: --heatmaps names no verdict; give one or more of ai, uncertain, "
+                                          "real, all, comma-separated")
 
 
 def test_onnx_is_a_runtime_not_a_detector_value():

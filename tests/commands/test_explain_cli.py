@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,19 @@ def test_explain_mpft_refuses_a_file_before_it_builds_the_model(mpft_weights, tm
     r = run_cli_in_process("explain-mpft", str(tmp_path / "x.jpg"), "-o", str(tmp_path / "m.png"),
                            "--backbone-config", "tiny-vit", "--weights-dir", str(mpft_weights))
     assert r.returncode == 2 and "x.jpg" in r.stderr and not (tmp_path / "m.png").exists(), r.stderr
+
+
+def test_explain_mpft_json_carries_its_schema_version(explained):
+    """The scan record says which schema it follows; explain-mpft's JSON said nothing, so a script could not
+    tell a summary it knows from one whose keys changed. Versioned as the record is, and documented."""
+    import re
+
+    from aiidetect.mpft.explain_cli import EXPLAIN_MPFT_SCHEMA
+
+    info = explained[2]
+    assert list(info)[0] == "schema" and info["schema"] == EXPLAIN_MPFT_SCHEMA
+    assert re.fullmatch(r"\d+\.\d+", EXPLAIN_MPFT_SCHEMA)
+    doc = (Path(__file__).parents[2] / "docs" / "detectors" / "mpft.md").read_text(encoding="utf-8")
+    assert f"`schema`, is `\"{EXPLAIN_MPFT_SCHEMA}\"`" in doc
+    keys = re.search(r"Keys: (.*?) \(each", doc, re.S).group(1)
+    assert re.findall(r"`(\w+)`", keys) == list(info)

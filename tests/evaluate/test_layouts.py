@@ -306,6 +306,25 @@ def test_a_sep_line_the_reader_cannot_follow_is_refused(tmp_path, text, says):
     assert says in str(exc.value)
 
 
+def test_comment_and_blank_lines_are_left_out_and_lines_keep_their_numbers(tmp_path):
+    """A hand-made manifest's header of notes (`# ...`) stopped the run: "needs 'file' and 'label' columns",
+    or a comment between rows "line 6: no label". Comments and blank lines are left out, refusals still name
+    the line an editor shows, and a comment that is really a file named `#...` is refused, not dropped."""
+    text = ('# newsroom test set, 2026\n#  "real" photos, a, "b\n\nsep=,\n\nfile,label\n# the reals\na.png,real\n'
+            '\n  # fakes\nb.png,ai\n')
+    assert [(Path(i.path).name, i.label) for i in load_items([_manifest(tmp_path, text)])] == [
+        ("a.png", 0), ("b.png", 1)]
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text + "# end\nc d.png,maybe\n")])
+    assert "1 row(s) cannot be used: line 13: label 'maybe'" in str(exc.value)
+    (tmp_path / "#1.png").write_bytes(b"")
+    with pytest.raises(ValueError) as exc:
+        load_items([_manifest(tmp_path, text + "#1.png,ai\n")])
+    assert "line 12: #1.png is a file here, but a line that starts with '#' is a comment" in str(exc.value)
+    assert [Path(i.path).name for i in load_items([_manifest(tmp_path, text + '"#1.png",ai\n./#2,ai\n')])
+            if i.label] == ["b.png", "#1.png", "#2"]
+
+
 def test_a_tab_separated_manifest_named_tsv_is_read(tmp_path):
     """A spreadsheet's tab-separated export is named .tsv: refused as "not a CSV manifest or a folder", exit 2,
     though the same text named .csv was read."""

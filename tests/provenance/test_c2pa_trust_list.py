@@ -334,3 +334,36 @@ def test_only_the_anchor_s_signature_on_the_chain_makes_a_signer_trusted(tmp_pat
     assert state(anchor, leaf_key, [cert("sender", leaf_key, own, own_key, ca=False), own, anchor]) == "Valid"
     expired = cert("expired CA", anchor_key, hours=(-48, -24))
     assert state(expired, leaf_key, [cert("staff", leaf_key, expired, anchor_key, ca=False), expired]) == "Valid"
+
+
+def test_doctor_shows_the_list_in_effect_in_both_formats(signed, tmp_path):
+    """doctor said nothing of the trust list: a newsroom checking its set-up could not see which list a scan
+    here would judge signers by, or that it had none (no signer ever Trusted), or that its list was broken."""
+    import json
+
+    from aiidetect.provenance.trust import load_trust_list
+
+    d = signed[0]
+    env = {"AIIDETECT_CLIP_CACHE": str(tmp_path / "clip"), "HOME": str(tmp_path), "AIIDETECT_CACHE": str(tmp_path),
+           "AIIDETECT_C2PA_TRUST": ""}
+    sha = load_trust_list([d / "ca.pem", d / "other.pem"]).sha256
+
+    def doctor(*args, table=True, **more):
+        j = run_cli_in_process("doctor", "-f", "json", *args, env={**env, **more})
+        if not table:
+            return j.returncode, json.loads(j.stdout)["c2pa_trust_list"], None, None
+        t = run_cli_in_process("doctor", *args, env={**env, **more})
+        line = next(x for x in t.stdout.splitlines() if x.startswith("C2PA trust list"))
+        return j.returncode, json.loads(j.stdout)["c2pa_trust_list"], t.returncode, line
+
+    _, got, _, line = doctor()
+    assert (got["source"], got["anchors"], got["sha256"], got["error"]) == (None, 0, None, None)
+    assert line.startswith("C2PA trust list  none: signers are never Trusted")
+    _, got, _, line = doctor(AIIDETECT_C2PA_TRUST=f"{d / 'ca.pem'}:{d / 'other.pem'}")
+    assert (got["source"], got["anchors"], got["sha256"]) == ("$AIIDETECT_C2PA_TRUST", 2, sha)
+    assert f"2 anchors, sha256 {sha} ($AIIDETECT_C2PA_TRUST: {d / 'ca.pem'}" in line
+    _, got, _, _ = doctor("--c2pa-trust", str(d / "ca.pem"), table=False, AIIDETECT_C2PA_TRUST=str(d / "other.pem"))
+    assert (got["source"], got["files"], got["anchors"]) == ("--c2pa-trust", [str(d / "ca.pem")], 1)
+    code, got, tcode, line = doctor("--c2pa-trust", str(d / "capture.jpg"))  # broken: reported, not a crash
+    assert code == tcode == 1 and "no PEM certificate" in got["error"] and got["sha256"] is None
+    assert "unusable (--c2pa-trust)" in line and "no PEM certificate" in line
